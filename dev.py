@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""The quick start's two commands, on a machine that has only python3:
+
+    python3 dev.py serve    # install into ./.venv if needed, then run the node on the embedded default
+    python3 dev.py test     # install into ./.venv if needed, then run the whole test suite
+
+Extra arguments go to `edge serve` or to pytest.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".installed"
+
+
+def ensure_installed() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("edge needs Python 3.11 or newer")
+    wanted = hashlib.sha256((ROOT / "setup.cfg").read_bytes() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if not (BIN / "python").exists():
+        try:
+            venv.create(VENV, with_pip=True)
+        except (subprocess.CalledProcessError, OSError):
+            shutil.rmtree(VENV, ignore_errors=True)
+            if os.geteuid() == 0 and shutil.which("apt-get"):  # Debian's python3 ships venv separately
+                subprocess.run(["apt-get", "install", "-y", "-q", "python3-venv"], check=True)
+                venv.create(VENV, with_pip=True)
+            else:
+                sys.exit("cannot create a virtualenv: install python3-venv (Debian/Ubuntu) and try again")
+    subprocess.run([BIN / "python", "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"], check=True)
+    STAMP.write_text(wanted)
+
+
+def main() -> int:
+    command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    if command not in ("serve", "test"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    ensure_installed()
+    os.chdir(ROOT)
+    if command == "serve":
+        os.execv(BIN / "edge", [str(BIN / "edge"), "serve", *args])
+    os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *args])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The origin preference list: try each origin in order, serve from the first that has the path.
+
+"Not found" moves on. An origin error moves on too but is remembered, so that when nobody has the
+path the answer is 502 (504 for a timeout) rather than a 404 a CDN in front would cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import BadRequest, NotFound, OriginFailed, OriginTimedOut
+from .metrics import Metrics
+from .origin import Origin, Original, OriginFailure, OriginNotFound, SourceTooLarge
+
+log = logging.getLogger("edge.origin")
+
+
+@dataclass(frozen=True)
+class Found:
+    origin: Origin
+    original: Original
+
+
+async def fetch_first(origins: Sequence[Origin], path: str, *, max_bytes: int, metrics: Metrics) -> Found:
+    """The original from the first origin that has `path`, or the error the chain ends in."""
+    failures: list[tuple[Origin, OriginFailure]] = []
+    for origin in origins:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            async with asyncio.timeout(origin.settings.timeout):
+                original = await origin.fetch(path, max_bytes=max_bytes)
+            outcome = "found"
+            return Found(origin, original)
+        except OriginNotFound:
+            outcome = "not_found"
+        except SourceTooLarge:
+            outcome = "found"
+            raise BadRequest("source too large") from None
+        except TimeoutError:
+            outcome = "timeout"
+            failures.append((origin, OriginFailure("timeout", f"no answer within {origin.settings.timeout:g}s")))
+        except OriginFailure as failure:
+            failures.append((origin, failure))
+        except Exception as exc:  # a bug in an origin plugin must not hide the other origins
+            log.exception("origin %r raised an unexpected error", origin.name)
+            failures.append((origin, OriginFailure("error", type(exc).__name__)))
+        finally:
+            metrics.origin_fetches.labels(origin.name, outcome).inc()
+            metrics.origin_fetch_duration.labels(origin.name, outcome).observe(time.perf_counter() - started)
+        if failures and failures[-1][0] is origin:
+            origin_failure = failures[-1][1]
+            log.warning("origin %r failed (%s): %s", origin.name, origin_failure.kind, origin_failure)
+    if failures:
+        raise origin_error(failures)
+    raise NotFound("not found")
+
+
+def origin_error(failures: list[tuple[Origin, OriginFailure]]) -> OriginFailed:
+    """502, or 504 when every failure was a timeout. `X-Edge-Error` names each origin and kind."""
+    described = "; ".join(f"{_header_safe(origin.name)}: {failure.kind}" for origin, failure in failures)
+    if all(failure.kind == "timeout" for _, failure in failures):
+        return OriginTimedOut("origin timed out", headers={"X-Edge-Error": described})
+    return OriginFailed("origin error", headers={"X-Edge-Error": described})
+
+
+def _header_safe(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii").replace("\r", " ").replace("\n", " ")

@@ -1,0 +1,185 @@
+"""The `edge` command: `edge serve`, `edge check-config`.
+
+`serve` binds the listening socket in the parent, then (with `workers > 1`) forks the workers, which
+all accept on that socket. The parent only supervises: it restarts a worker that dies, and on
+SIGTERM/SIGINT stops them all and waits for them, so no worker outlives it. libvips and the metrics
+values are only touched after the fork.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+import tornado.netutil
+
+from .config import Config, load_config
+from .errors import ConfigError
+from .pluginmanager import load_plugins
+
+log = logging.getLogger("edge")
+
+SHUTDOWN_GRACE_SECONDS = 10
+RESTART_WINDOW_SECONDS = 60
+MAX_RESTARTS_IN_WINDOW = 10
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edge", description="A self-hosted image edge node.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the node")
+    serve.add_argument("--config", help="TOML config file (default: the embedded default)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes (0 = one per core)")
+    check = commands.add_parser("check-config", help="validate a config and print it, secrets masked")
+    check.add_argument("--config")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips narrates every thumbnail at INFO
+    try:
+        config = load_config(args.config, load_plugins())
+    except ConfigError as error:
+        print(f"edge: config error: {error}", file=sys.stderr)
+        return 1
+    if args.command == "check-config":
+        print(json.dumps(config.describe(), indent=2, default=str))
+        return 0
+    workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
+    return run(config.with_overrides(host=args.host, port=args.port, workers=workers))
+
+
+def run(config: Config) -> int:
+    """Serve until SIGTERM/SIGINT."""
+    config.cache.dir.mkdir(parents=True, exist_ok=True)
+    metrics_dir = tempfile.mkdtemp(prefix="edge-metrics-")
+    # Set before prometheus-client is imported (it picks its value store at import time).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
+        port = sockets[0].getsockname()[1]
+        log.info("listening on http://%s:%d with %d worker(s), config %s",
+                 config.server.host, port, config.server.workers, config.source)
+        if config.server.workers == 1:
+            _serve_worker(config, sockets)
+        else:
+            _supervise(config, sockets)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _serve_worker(config: Config, sockets: list) -> None:
+    from tornado.httpserver import HTTPServer
+
+    from .server import Node, make_app  # imports libvips: only in the serving process
+
+    async def serve() -> None:
+        node = Node(config)
+        await node.start()
+        server = HTTPServer(make_app(node))
+        server.add_sockets(sockets)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await stopping.wait()
+        server.stop()
+        try:
+            await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
+        except TimeoutError:
+            log.warning("connections still open after %ss; closing anyway", SHUTDOWN_GRACE_SECONDS)
+        await node.stop()
+
+    asyncio.run(serve())
+
+
+def _supervise(config: Config, sockets: list) -> None:
+    from prometheus_client import multiprocess
+
+    children: dict[int, int] = {}  # pid → worker number
+    restarts: list[float] = []
+    stopping = False
+
+    def spawn(number: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+                    signal.signal(signum, signal.SIG_DFL)
+                _die_with_parent()
+                _serve_worker(config, sockets)
+            except BaseException:
+                log.exception("worker %d crashed", number)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = number
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum == signal.SIGALRM:  # the grace period is over
+            for pid in children:
+                _kill(pid, signal.SIGKILL)
+            return
+        if not stopping:
+            stopping = True
+            log.info("stopping %d worker(s)", len(children))
+            for pid in children:
+                _kill(pid, signal.SIGTERM)
+            signal.alarm(SHUTDOWN_GRACE_SECONDS + 5)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+        signal.signal(signum, stop)
+    for number in range(config.server.workers):
+        spawn(number)
+    while children:
+        pid, status = os.wait()
+        number = children.pop(pid, None)
+        if number is None:
+            continue
+        multiprocess.mark_process_dead(pid)
+        if stopping:
+            continue
+        log.error("worker %d (pid %d) exited with status %d; restarting", number, pid, status)
+        now = time.monotonic()
+        restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW_SECONDS] + [now]
+        if len(restarts) > MAX_RESTARTS_IN_WINDOW:
+            log.critical("workers keep dying; stopping the node")
+            stop(signal.SIGTERM, None)
+            continue
+        spawn(number)
+    signal.alarm(0)
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM if the supervisor dies, even by SIGKILL, so none is orphaned."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

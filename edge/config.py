@@ -1,0 +1,264 @@
+"""The node's configuration: a TOML file parsed once into typed, validated, frozen objects.
+
+See `docs/configuration.md` for every key. Without `--config` the node runs the embedded default
+(`edge/default.toml`: one local origin over the sample images shipped with the package).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from .errors import ConfigError
+from .origin import Origin, OriginSettings
+from .pluginmanager import origin_types
+from .settings import ConfigTable, Secret
+
+EMBEDDED_DEFAULT = Path(__file__).with_name("default.toml")
+_ENDPOINT_ID = re.compile(r"^[A-Za-z0-9-]*$")
+URL_STYLES = ("imagekit", "cloudinary")
+
+
+def default_cache_dir() -> Path:
+    """A per-user cache folder, as the XDG base-directory spec says."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edge-image-node"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    #: threads running libvips (0 = one per core); image work never runs on the IOLoop.
+    transform_threads: int = 0
+    #: transformations waiting for a thread beyond which requests get 503 + Retry-After.
+    transform_queue: int = 64
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    dir: Path = field(default_factory=default_cache_dir)
+    output_size: int = 2 * 10**9
+    original_size: int = 10**9
+    original_ttl: float = 86400.0
+    not_found_ttl: float = 60.0
+
+
+@dataclass(frozen=True)
+class Defaults:
+    quality: int = 80
+    avif_effort: int = 2
+    cache_control_max_age: int = 31536000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_source_bytes: int = 40 * 10**6
+    max_source_pixels: int = 100_000_000
+    max_output_side: int = 8192
+    max_frames: int = 100
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A URL-endpoint: an identifier (`""` is the default endpoint at `/`) and/or host names."""
+
+    id: str
+    origins: tuple[Origin, ...]
+    hosts: tuple[str, ...] = ()
+    private_key: Secret | None = None
+    signed_only: bool = False
+    named_only: bool = False
+    url_style: str = "imagekit"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    server: ServerSettings
+    cache: CacheSettings
+    defaults: Defaults
+    limits: Limits
+    named_transformations: dict[str, str]
+    admin_token: Secret | None
+    origins: tuple[Origin, ...]
+    endpoints: tuple[Endpoint, ...]
+
+    def with_overrides(self, **server: Any) -> Config:
+        """A copy with `[server]` keys replaced (command-line flags override the file)."""
+        changes = {k: v for k, v in server.items() if v is not None}
+        return Config(**{**vars(self), "server": ServerSettings(**{**vars(self.server), **changes})})
+
+    def describe(self) -> dict[str, Any]:
+        """A summary for `edge check-config`, with every secret masked."""
+        return {
+            "source": self.source,
+            "server": vars(self.server),
+            "cache": {k: str(v) for k, v in vars(self.cache).items()},
+            "defaults": vars(self.defaults),
+            "limits": vars(self.limits),
+            "named_transformations": self.named_transformations,
+            "admin": {"token": str(self.admin_token) if self.admin_token else None},
+            "origins": [origin.describe() for origin in self.origins],
+            "endpoints": [
+                {"id": e.id, "hosts": list(e.hosts), "origins": [o.name for o in e.origins],
+                 "private_key": str(e.private_key) if e.private_key else None,
+                 "signed_only": e.signed_only, "named_only": e.named_only, "url_style": e.url_style}
+                for e in self.endpoints
+            ],
+        }
+
+
+def load_config(path: str | Path | None, plugins: pluggy.PluginManager,
+                environ: dict[str, str] | None = None) -> Config:
+    """Parse and validate a config file (the embedded default when `path` is None)."""
+    file = Path(path) if path is not None else EMBEDDED_DEFAULT
+    label = str(path) if path is not None else "<embedded default>"
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label}: not valid TOML: {exc}") from None
+    root = ConfigTable(data, file=label, table="", base_dir=file.resolve().parent, environ=environ)
+    return _parse(root, label, plugins)
+
+
+def _parse(root: ConfigTable, label: str, plugins: pluggy.PluginManager) -> Config:
+    server = _server(root.subtable("server"))
+    cache = _cache(root.subtable("cache"))
+    defaults = _defaults(root.subtable("defaults"))
+    limits = _limits(root.subtable("limits"))
+    named = _named_transformations(root.subtable("named_transformations"))
+    admin = root.subtable("admin")
+    admin_token = admin.secret("token")
+    admin.finish()
+    origins = _origins(root, plugins)
+    endpoints = _endpoints(root, {o.name: o for o in origins})
+    root.finish()
+    return Config(label, server, cache, defaults, limits, named, admin_token, origins, endpoints)
+
+
+def _server(t: ConfigTable) -> ServerSettings:
+    d = ServerSettings()
+    settings = ServerSettings(
+        host=t.str("host", d.host),
+        port=t.int("port", d.port, min=0, max=65535),
+        workers=t.int("workers", d.workers, min=0, max=256) or (os.cpu_count() or 1),
+        transform_threads=t.int("transform_threads", d.transform_threads, min=0, max=256)
+        or (os.cpu_count() or 1),
+        transform_queue=t.int("transform_queue", d.transform_queue, min=1, max=100_000),
+        access_log=t.bool("access_log", d.access_log),
+    )
+    t.finish()
+    return settings
+
+
+def _cache(t: ConfigTable) -> CacheSettings:
+    d = CacheSettings()
+    settings = CacheSettings(
+        dir=t.path("dir", d.dir),
+        output_size=t.size("output_size", d.output_size),
+        original_size=t.size("original_size", d.original_size),
+        original_ttl=t.duration("original_ttl", d.original_ttl),
+        not_found_ttl=t.duration("not_found_ttl", d.not_found_ttl),
+    )
+    t.finish()
+    return settings
+
+
+def _defaults(t: ConfigTable) -> Defaults:
+    d = Defaults()
+    settings = Defaults(
+        quality=t.int("quality", d.quality, min=1, max=100),
+        avif_effort=t.int("avif_effort", d.avif_effort, min=0, max=9),
+        cache_control_max_age=t.int("cache_control_max_age", d.cache_control_max_age, min=0),
+    )
+    t.finish()
+    return settings
+
+
+def _limits(t: ConfigTable) -> Limits:
+    d = Limits()
+    settings = Limits(
+        max_source_bytes=t.size("max_source_bytes", d.max_source_bytes),
+        max_source_pixels=t.int("max_source_pixels", d.max_source_pixels, min=1),
+        max_output_side=t.int("max_output_side", d.max_output_side, min=1, max=65500),
+        max_frames=t.int("max_frames", d.max_frames, min=1),
+    )
+    t.finish()
+    return settings
+
+
+def _named_transformations(t: ConfigTable) -> dict[str, str]:
+    from .transform.options import parse_transformation  # the parser validates each definition
+
+    named = {}
+    for name in t.keys():
+        text = t.str(name)
+        try:
+            parse_transformation(text)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a config error naming the key
+            raise t.error(name, getattr(exc, "message", str(exc))) from None
+        named[name] = text
+    t.finish()
+    return named
+
+
+def _origins(root: ConfigTable, plugins: pluggy.PluginManager) -> tuple[Origin, ...]:
+    types = origin_types(plugins)
+    origins: list[Origin] = []
+    for t in root.tables("origins"):
+        name = t.str("name")
+        t.table += f" {name!r}"
+        type_name = t.str("type")
+        if type_name not in types:
+            raise t.error("type", f"unknown origin type {type_name!r}; installed types: {', '.join(sorted(types))}")
+        if any(o.name == name for o in origins):
+            raise t.error("name", f"another origin is already named {name!r}")
+        settings = OriginSettings(
+            name=name, type=type_name,
+            timeout=t.number("timeout", OriginSettings.timeout, min=0.001),
+            canonical_base_url=t.str("canonical_base_url", None),
+        )
+        origins.append(types[type_name].from_config(settings, t))
+    return tuple(origins)
+
+
+def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint, ...]:
+    endpoints: list[Endpoint] = []
+    tables = root.tables("endpoints")
+    if not tables:
+        raise root.error("endpoints", "expected at least one [[endpoints]] table")
+    for t in tables:
+        endpoint_id = t.str("id", "")
+        if not _ENDPOINT_ID.match(endpoint_id):
+            raise t.error("id", f"expected letters, digits and hyphens, got {endpoint_id!r}")
+        if any(e.id == endpoint_id for e in endpoints):
+            raise t.error("id", f"another endpoint already has id {endpoint_id!r}")
+        names = t.str_list("origins")
+        if not names:
+            raise t.error("origins", "expected at least one origin name")
+        for name in names:
+            if name not in origins:
+                raise t.error("origins", f"no origin is named {name!r}")
+        endpoint = Endpoint(
+            id=endpoint_id,
+            origins=tuple(origins[name] for name in names),
+            hosts=tuple(h.lower() for h in t.str_list("hosts", ())),
+            private_key=t.secret("private_key"),
+            signed_only=t.bool("signed_only", False),
+            named_only=t.bool("named_only", False),
+            url_style=t.str("url_style", "imagekit", choices=URL_STYLES),
+        )
+        t.finish()
+        endpoints.append(endpoint)
+    return tuple(endpoints)

@@ -1,0 +1,77 @@
+"""The errors a request can end in. Each type knows its HTTP status; handlers never guess.
+
+The message of an `EdgeError` is sent to the client as the one-line body, so it must never contain a
+secret, a traceback or anything that varies between identical causes.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """An error with a client-facing status and one-line message."""
+
+    status = 500
+    #: value of the `X-Edge-Error` header, when the error has one.
+    kind: str | None = None
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class BadRequest(EdgeError):
+    """Malformed URL or transformation, or a limit exceeded (400)."""
+
+    status = 400
+
+
+class InvalidTransformation(BadRequest):
+    """A transformation parameter that does not parse or is out of range (400 naming it)."""
+
+    def __init__(self, param: str, reason: str):
+        super().__init__(f"invalid transformation: {param}: {reason}")
+        self.param = param
+
+
+class Unauthorized(EdgeError):
+    status = 401
+
+
+class NotFound(EdgeError):
+    """No origin has the path, or no endpoint matches (404)."""
+
+    status = 404
+    kind = "not_found"
+
+
+class UnprocessableSource(EdgeError):
+    """The original is not a supported or decodable image (422)."""
+
+    status = 422
+
+    def __init__(self, message: str = "unsupported or corrupt source image"):
+        super().__init__(message)
+
+
+class OriginFailed(EdgeError):
+    """Every origin that might have had the path failed (502), or timed out (504)."""
+
+    status = 502
+
+
+class OriginTimedOut(OriginFailed):
+    status = 504
+
+
+class Overloaded(EdgeError):
+    """The transform queue is full (503 with Retry-After)."""
+
+    status = 503
+
+    def __init__(self, retry_after: int = 1):
+        super().__init__("node overloaded, retry later", headers={"Retry-After": str(retry_after)})
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the file, table and key."""

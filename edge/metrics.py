@@ -1,0 +1,69 @@
+"""Prometheus metrics: every name the node exports, defined in one place (see `docs/metrics.md`).
+
+With several worker processes the CLI points `PROMETHEUS_MULTIPROC_DIR` at a fresh folder before
+anything imports prometheus-client, and `/metrics` then aggregates every worker's values.
+Label values are bounded: endpoint ids, origin names, formats, status codes — never a path.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def multiprocess_mode() -> bool:
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+class Metrics:
+    """The node's metrics, registered in their own registry (one per node, so tests can run many)."""
+
+    def __init__(self) -> None:
+        # In multiprocess mode values live in the shared folder, not in this registry.
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "edge_http_requests_total", "HTTP requests answered", ["endpoint", "status"], registry=r)
+        self.http_duration = Histogram(
+            "edge_http_request_duration_seconds", "Time to answer an image request",
+            ["endpoint", "cache"], buckets=LATENCY_BUCKETS, registry=r)
+        self.origin_fetch_duration = Histogram(
+            "edge_origin_fetch_duration_seconds", "Time of one fetch from one origin",
+            ["origin", "outcome"], buckets=LATENCY_BUCKETS, registry=r)
+        self.origin_fetches = Counter(
+            "edge_origin_fetches_total", "Fetches from origins by outcome", ["origin", "outcome"], registry=r)
+        self.not_found = Counter(
+            "edge_not_found_total", "Requests answered 404", ["endpoint"], registry=r)
+        self.cache_requests = Counter(
+            "edge_cache_requests_total", "Cache lookups by tier and result", ["tier", "result"], registry=r)
+        self.cache_size = Gauge(
+            "edge_cache_size_bytes", "Bytes in a cache tier", ["tier"], registry=r,
+            multiprocess_mode="mostrecent")
+        self.cache_entries = Gauge(
+            "edge_cache_entries", "Entries in a cache tier", ["tier"], registry=r,
+            multiprocess_mode="mostrecent")
+        self.cache_evictions = Counter(
+            "edge_cache_evictions_total", "Entries evicted from a cache tier", ["tier"], registry=r)
+        self.transform_duration = Histogram(
+            "edge_transform_duration_seconds", "Time to decode, transform and encode one output",
+            ["format"], buckets=LATENCY_BUCKETS, registry=r)
+        self.coalesced_requests = Counter(
+            "edge_coalesced_requests_total", "Requests that waited on another's fetch and transform",
+            registry=r)
+        self.inflight_requests = Gauge(
+            "edge_inflight_requests", "Image requests being answered", registry=r,
+            multiprocess_mode="livesum")
+        self.response_bytes = Counter(
+            "edge_response_bytes_total", "Body bytes sent", ["endpoint"], registry=r)
+
+    def exposition(self) -> bytes:
+        """The text for `GET /metrics`: this process, or the whole node in multiprocess mode."""
+        if multiprocess_mode():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

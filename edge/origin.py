@@ -1,0 +1,110 @@
+"""What an origin is: the base class every origin type (built-in or third-party) implements.
+
+An origin answers one question, "give me the original at this path", with an `Original`, or raises
+`OriginNotFound` (move on to the next origin) or `OriginFailure` (move on, but remember: if nobody
+has the path the answer is 502/504, not 404). The origin chain in `edge.chain` enforces the timeout
+and records metrics, so an origin type only has to fetch.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .settings import ConfigTable, Secret
+
+
+@dataclass(frozen=True)
+class OriginSettings:
+    """The fields every origin table has, whatever its type."""
+
+    name: str
+    type: str
+    timeout: float = 10.0
+    canonical_base_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What a cached original carries so that an origin can answer a conditional request."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class Original:
+    """The bytes of an original and what the origin said about them."""
+
+    body: bytes
+    etag: str | None = None
+    last_modified: str | None = None
+    content_type: str | None = None
+
+    @property
+    def validators(self) -> Validators:
+        return Validators(self.etag, self.last_modified)
+
+
+class OriginNotFound(Exception):
+    """The origin does not have the path. The chain tries the next origin."""
+
+
+class OriginFailure(Exception):
+    """The origin could not answer. `kind` is a short, stable word used in metrics and `X-Edge-Error`:
+    `timeout`, `refused`, `denied`, `server_error`, `bad_response` or `error`. The message must not
+    contain a credential."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class SourceTooLarge(Exception):
+    """The origin has the path but the original is over `max_bytes`; the request is a 400."""
+
+
+class NotModified(Exception):
+    """A conditional fetch found the cached original still current."""
+
+
+class Origin(abc.ABC):
+    """One configured origin. Constructed from config (no I/O), opened in the serving process."""
+
+    #: the `type = "..."` value in the config that selects this class.
+    type_name: ClassVar[str]
+
+    def __init__(self, settings: OriginSettings):
+        self.settings = settings
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, settings: OriginSettings, table: ConfigTable) -> Origin:
+        """Read and validate this type's own keys from `table` (then call `table.finish()`).
+        Raise `table.error(key, message)` for a bad value. Must not do I/O."""
+
+    async def open(self) -> None:
+        """Create clients and sessions. Called once in each serving process, inside its event loop."""
+
+    async def close(self) -> None:
+        """Release what `open` created."""
+
+    @abc.abstractmethod
+    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
+        """Return the original at `path` (percent-decoded once, no leading `/`).
+
+        Raise `OriginNotFound`, `OriginFailure`, `SourceTooLarge` (stop reading past `max_bytes`),
+        or `NotModified` when `validators` are given and the origin confirms they are current."""
+
+    def describe(self) -> dict[str, Any]:
+        """A summary for `edge check-config`; `Secret` values are shown masked."""
+        summary = {"name": self.name, "type": self.type_name}
+        summary.update({k: v for k, v in vars(self).items() if k != "settings" and not k.startswith("_")})
+        if self.settings.canonical_base_url:
+            summary["canonical_base_url"] = self.settings.canonical_base_url
+        return {k: (str(v) if isinstance(v, Secret) else v) for k, v in summary.items()}

@@ -1,0 +1,302 @@
+"""The Tornado application. `ImageHandler._serve` is the request path, top to bottom:
+
+route → parse → cache lookup → fetch through the origin chain → transform → store → respond.
+
+Everything a request needs is built once per process in `Node` from the validated `Config`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import pyvips
+import tornado.web
+
+from . import chain
+from .cache import CachedOutput, OutputCache, strong_etag
+from .config import Config
+from .errors import EdgeError, NotFound, UnprocessableSource
+from .metrics import Metrics
+from .routing import ImageRequest, Router
+from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
+from .transform.options import Transformation, parse_transformation
+from .transform.render import Renderer
+
+log = logging.getLogger("edge")
+access_log = logging.getLogger("edge.access")
+
+TOUCH_FLUSH_SECONDS = 1.0
+GAUGE_REFRESH_SECONDS = 5.0
+
+
+class Node:
+    """The per-process state of a node: config, cache, renderer, router, metrics, origins."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.metrics = Metrics()
+        self.router = Router(config.endpoints)
+        self.outputs = OutputCache(config.cache.dir / "outputs", config.cache.output_size)
+        self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
+                                 config.server.transform_queue)
+        self._background: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        for origin in self.config.origins:
+            await origin.open()
+        self._background = [
+            asyncio.create_task(self._every(TOUCH_FLUSH_SECONDS, self._flush_touches)),
+            asyncio.create_task(self._every(GAUGE_REFRESH_SECONDS, self._refresh_gauges)),
+        ]
+        await self._refresh_gauges()
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._flush_touches()
+        for origin in self.config.origins:
+            await origin.close()
+        self.renderer.shutdown()
+        self.outputs.close()
+
+    async def _every(self, seconds: float, job) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:  # a periodic job must never die silently
+                log.exception("background job %s failed", job.__name__)
+
+    async def _flush_touches(self) -> None:
+        await asyncio.to_thread(self.outputs.flush_touches)
+
+    async def _refresh_gauges(self) -> None:
+        volume, entries = await asyncio.to_thread(lambda: (self.outputs.volume(), len(self.outputs)))
+        self.metrics.cache_size.labels("output").set(volume)
+        self.metrics.cache_entries.labels("output").set(entries)
+
+    def cache_key(self, request: ImageRequest, transformation: Transformation, planned_format: str,
+                  vary_accept: bool) -> str:
+        """Endpoint, path, canonical transformation, and the negotiated format where `Accept` decided it."""
+        negotiated = planned_format if vary_accept else ""
+        return "\0".join((request.endpoint.id, request.path, transformation.canonical(), negotiated))
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    node: Node
+
+    def initialize(self, node: Node) -> None:
+        self.node = node
+
+    def compute_etag(self) -> None:
+        return None  # ETags are computed once, when an output is stored, never by hashing each body
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        # Only reached for errors that are not `EdgeError`s: never show a traceback.
+        self._send_plain(status_code, "internal error" if status_code >= 500 else self._reason)
+
+    def _send_plain(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self.clear()
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        for name, value in (headers or {}).items():  # may replace Cache-Control
+            self.set_header(name, value)
+        self.finish(message + "\n")
+
+
+class ImageHandler(BaseHandler):
+    cache_result = "miss"
+    endpoint_label = "-"
+    origin_name: str | None = None
+    body_bytes = 0
+
+    async def get(self) -> None:
+        await self._serve()
+
+    async def head(self) -> None:
+        await self._serve()
+
+    def prepare(self) -> None:
+        self.node.metrics.inflight_requests.inc()
+
+    def on_finish(self) -> None:
+        node, status = self.node, self.get_status()
+        metrics = node.metrics
+        metrics.inflight_requests.dec()
+        elapsed = self.request.request_time()
+        metrics.http_requests.labels(self.endpoint_label, str(status)).inc()
+        metrics.http_duration.labels(self.endpoint_label, self.cache_result).observe(elapsed)
+        if status == 404:
+            metrics.not_found.labels(self.endpoint_label).inc()
+
+    async def _serve(self) -> None:
+        node = self.node
+        try:
+            request = node.router.route(self.request.host, self.request.path)
+            self.endpoint_label = request.endpoint.id or "default"
+            transformation = parse_transformation(request.path_transformation,
+                                                  self.get_query_argument("tr", None))
+            planned_format, vary_accept = plan_format(transformation.output_format, request.path,
+                                                      self.request.headers.get("Accept"))
+            key = node.cache_key(request, transformation, planned_format, vary_accept)
+
+            output = node.outputs.get(key)
+            node.metrics.cache_requests.labels("output", "hit" if output else "miss").inc()
+            if output is not None:
+                self.cache_result = "hit"
+            else:
+                found = await chain.fetch_first(request.endpoint.origins, request.path,
+                                                max_bytes=node.config.limits.max_source_bytes,
+                                                metrics=node.metrics)
+                output = await self._produce(request, found, transformation, planned_format, vary_accept)
+                await asyncio.to_thread(node.outputs.put, key, output)
+            self._respond(output)
+        except EdgeError as error:
+            self._send_error(error)
+
+    async def _produce(self, request: ImageRequest, found: chain.Found, transformation: Transformation,
+                       planned_format: str, vary_accept: bool) -> CachedOutput:
+        """Transform the original (or pass it through for `orig-true`) into a storable output."""
+        node = self.node
+        if transformation.serves_original:
+            info = await node.renderer.probe(found.original.body)
+            body, fmt = found.original.body, LOADER_FORMATS.get(info.loader)
+            if fmt is None:
+                raise UnprocessableSource()
+        else:
+            started = time.perf_counter()
+            rendered = await node.renderer.render(found.original.body, transformation, planned_format)
+            body, fmt = rendered.body, rendered.format
+            node.metrics.transform_duration.labels(fmt).observe(time.perf_counter() - started)
+        base = found.origin.settings.canonical_base_url
+        return CachedOutput(
+            body=body,
+            content_type=MIME_TYPES[fmt],
+            etag=strong_etag(body),
+            last_modified=found.original.last_modified,
+            vary_accept=vary_accept,
+            canonical_link=f"<{base.rstrip('/')}/{request.path}>; rel=\"canonical\"" if base else None,
+            origin=found.origin.name,
+        )
+
+    def _respond(self, output: CachedOutput) -> None:
+        self.origin_name = output.origin
+        self.set_header("Content-Type", output.content_type)
+        self.set_header("Cache-Control", f"public, max-age={self.node.config.defaults.cache_control_max_age}")
+        self.set_header("ETag", output.etag)
+        self.set_header("X-Cache", self.cache_result.upper())
+        if output.last_modified:
+            self.set_header("Last-Modified", output.last_modified)
+        if output.vary_accept:
+            self.set_header("Vary", "Accept")
+        if output.canonical_link:
+            self.set_header("Link", output.canonical_link)
+        if self.get_query_argument("ik-attachment", None) == "true":
+            self.set_header("Content-Disposition", "attachment")
+        if _etag_matches(self.request.headers.get("If-None-Match"), output.etag):
+            self.set_status(304)
+            self.finish()
+            return
+        self.set_header("Content-Length", len(output.body))
+        if self.request.method == "HEAD":
+            self.finish()
+            return
+        self.body_bytes = len(output.body)
+        self.node.metrics.response_bytes.labels(self.endpoint_label).inc(self.body_bytes)
+        self.finish(output.body)
+
+    def _send_error(self, error: EdgeError) -> None:
+        headers = dict(error.headers)
+        if error.kind and "X-Edge-Error" not in headers:
+            headers["X-Edge-Error"] = error.kind
+        if error.status == 404:  # a short max-age, as long as the negative cache keeps it
+            headers["Cache-Control"] = f"public, max-age={int(self.node.config.cache.not_found_ttl)}"
+        self._send_plain(error.status, error.message, headers)
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    candidates = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
+    return etag in candidates
+
+
+class HealthHandler(BaseHandler):
+    """Liveness: the process answers."""
+
+    def get(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.finish("ok\n")
+
+
+class ReadyHandler(BaseHandler):
+    """Readiness: config loaded, cache writable, libvips works."""
+
+    async def get(self) -> None:
+        try:
+            await asyncio.to_thread(_check_ready, self.node)
+        except Exception as exc:  # readiness reports any failure as not ready
+            log.warning("not ready: %s", exc)
+            self._send_plain(503, "not ready")
+            return
+        self.set_header("Cache-Control", "no-store")
+        self.finish("ready\n")
+
+
+def _check_ready(node: Node) -> None:
+    probe_dir = node.config.cache.dir
+    probe_file = probe_dir / f".ready-{id(node)}"
+    probe_file.write_bytes(b"ok")
+    probe_file.unlink()
+    pyvips.Image.black(2, 2).jpegsave_buffer()
+
+
+class MetricsHandler(BaseHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(self.node.metrics.exposition())
+
+
+def make_app(node: Node) -> tornado.web.Application:
+    args = {"node": node}
+    return tornado.web.Application(
+        [
+            (r"/_edge/health", HealthHandler, args),
+            (r"/_edge/ready", ReadyHandler, args),
+            (r"/metrics", MetricsHandler, args),
+            (r"/.*", ImageHandler, args),
+        ],
+        log_function=_access_logger(node),
+        compress_response=False,
+    )
+
+
+def _access_logger(node: Node):
+    """One JSON line per request: endpoint, status, cache result, bytes, duration, origin. The query
+    string (which may carry signatures) is never logged."""
+    enabled = node.config.server.access_log
+
+    def log_request(handler: tornado.web.RequestHandler) -> None:
+        if not enabled:
+            return
+        status = handler.get_status()
+        record = {
+            "method": handler.request.method,
+            "path": handler.request.path,
+            "status": status,
+            "duration_ms": round(handler.request.request_time() * 1000, 2),
+        }
+        if isinstance(handler, ImageHandler):
+            record.update(endpoint=handler.endpoint_label, cache=handler.cache_result,
+                          bytes=handler.body_bytes, origin=handler.origin_name)
+        access_log.info(json.dumps(record, separators=(",", ":")))
+
+    return log_request

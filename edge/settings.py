@@ -1,0 +1,219 @@
+"""Reading one TOML table into typed values, with errors that name the file, table and key.
+
+Built-in code and third-party origin plugins read their tables through `ConfigTable`, so every config
+error reads the same way and secrets are wrapped in `Secret` the moment they are read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+_REQUIRED: Any = object()
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Secret:
+    """A credential from the config. Prints as `****`; only `reveal()` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    def __str__(self) -> str:
+        return "****"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def parse_size(text: str | int) -> int:
+    """`"2GB"` → 2_000_000_000; `"1GiB"` → 2**30; plain integers are bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError("must not be negative")
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError('a size such as "500MB", "2GB" or "1GiB"')
+    number, unit = match.groups()
+    return int(float(number) * _SIZE_UNITS[(unit or "b").lower()])
+
+
+def parse_duration(text: str | int | float) -> float:
+    """`"60s"`, `"5m"`, `"1h"`, `"1d"` → seconds; plain numbers are seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError("must not be negative")
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError('a duration such as "60s", "5m", "1h" or "1d"')
+    number, unit = match.groups()
+    return float(number) * _DURATION_UNITS[unit or "s"]
+
+
+class ConfigTable:
+    """A TOML table being validated. Call the typed getters, then `finish()` to reject unknown keys."""
+
+    def __init__(self, data: Mapping[str, Any], *, file: str, table: str, base_dir: Path,
+                 environ: Mapping[str, str] | None = None):
+        self._data = dict(data)
+        self.file = file
+        self.table = table
+        self.base_dir = base_dir
+        self._environ = os.environ if environ is None else environ
+        self._read: set[str] = set()
+
+    # -- errors -----------------------------------------------------------------------------------
+    def error(self, key: str | None, message: str) -> ConfigError:
+        where = f"[{self.table}]" + (f" {key}" if key else "")
+        return ConfigError(f"{self.file}: {where}: {message}")
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._data) - self._read)
+        if unknown:
+            raise self.error(unknown[0], "unknown key")
+
+    # -- raw access -------------------------------------------------------------------------------
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def _raw(self, key: str, default: Any) -> Any:
+        self._read.add(key)
+        if key not in self._data:
+            if default is _REQUIRED:
+                raise self.error(key, "missing required key")
+            return default
+        return self._expand(key, self._data[key])
+
+    def _expand(self, key: str, value: Any) -> Any:
+        if isinstance(value, str):
+            def substitute(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name not in self._environ:
+                    raise self.error(key, f"environment variable {name} is not set")
+                return self._environ[name]
+            return _ENV_REF.sub(substitute, value)
+        if isinstance(value, list):
+            return [self._expand(key, item) for item in value]
+        return value
+
+    # -- typed getters ----------------------------------------------------------------------------
+    def str(self, key: str, default: Any = _REQUIRED, *, choices: tuple[str, ...] | None = None) -> Any:
+        value = self._raw(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_type_name(value)}")
+        if choices is not None and value not in choices:
+            raise self.error(key, f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        return value
+
+    def int(self, key: str, default: Any = _REQUIRED, *, min: int | None = None,
+            max: int | None = None) -> Any:
+        value = self._raw(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected an integer, got {_type_name(value)}")
+        if (min is not None and value < min) or (max is not None and value > max):
+            raise self.error(key, f"expected an integer from {min} to {max}, got {value}")
+        return value
+
+    def number(self, key: str, default: Any = _REQUIRED, *, min: float | None = None) -> Any:
+        value = self._raw(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(key, f"expected a number, got {_type_name(value)}")
+        if min is not None and value < min:
+            raise self.error(key, f"expected a number of at least {min}, got {value}")
+        return float(value)
+
+    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._raw(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_type_name(value)}")
+        return value
+
+    def size(self, key: str, default: Any = _REQUIRED) -> int:
+        return self._parsed(key, default, parse_size)
+
+    def duration(self, key: str, default: Any = _REQUIRED) -> float:
+        return self._parsed(key, default, parse_duration)
+
+    def _parsed(self, key: str, default: Any, parse: Any) -> Any:
+        value = self._raw(key, default)
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise self.error(key, f"expected {exc}, got {value!r}") from None
+
+    def path(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self.str(key, default)
+        if value is None or isinstance(value, Path):
+            return value
+        return (self.base_dir / Path(value).expanduser()).resolve()
+
+    def secret(self, key: str, default: Any = None) -> Secret | None:
+        value = self.str(key, default)
+        return None if value is None else Secret(value)
+
+    def str_list(self, key: str, default: Any = _REQUIRED) -> tuple[str, ...]:
+        value = self._raw(key, default)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, "expected a list of strings")
+        return tuple(value)
+
+    def str_map(self, key: str, default: Any = _REQUIRED) -> dict[str, str]:
+        value = self._raw(key, default)
+        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            raise self.error(key, "expected a table of strings")
+        return {k: self._expand(key, v) for k, v in value.items()}
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def tables(self, key: str) -> list[ConfigTable]:
+        """An array of tables (`[[key]]`), each as a `ConfigTable` named `key[i]`."""
+        value = self._raw(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+            raise self.error(key, f"expected [[{key}]] tables")
+        return [self._child(item, f"{key}[{i}]") for i, item in enumerate(value)]
+
+    def _child(self, data: Mapping[str, Any], name: str) -> ConfigTable:
+        return ConfigTable(data, file=self.file, table=name, base_dir=self.base_dir, environ=self._environ)
+
+    def subtable(self, key: str) -> ConfigTable:
+        value = self._raw(key, {})
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"expected a table, got {_type_name(value)}")
+        return self._child(value, key if self.table == "" else f"{self.table}.{key}")
+
+
+def _type_name(value: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)

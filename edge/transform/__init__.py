@@ -1,0 +1,1 @@
+"""Transformations: the URL language (`options`), format choice (`formats`), libvips (`render`)."""

@@ -1,0 +1,63 @@
+"""`type = "local"`: originals in a folder on this machine.
+
+A path that resolves outside `root` (`..`, an absolute path, a symlink that leaves the root) is
+not found, and is never read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from email.utils import formatdate
+from pathlib import Path
+
+from edge.hookspecs import hookimpl
+from edge.origin import Origin, Original, OriginNotFound, OriginSettings, SourceTooLarge, Validators, NotModified
+from edge.settings import ConfigTable
+
+
+class LocalOrigin(Origin):
+    type_name = "local"
+
+    def __init__(self, settings: OriginSettings, root: Path):
+        super().__init__(settings)
+        self.root = root
+
+    @classmethod
+    def from_config(cls, settings: OriginSettings, table: ConfigTable) -> LocalOrigin:
+        root = table.path("root")
+        if not root.is_dir():
+            raise table.error("root", f"expected an existing folder, {root} is not one")
+        table.finish()
+        return cls(settings, root)
+
+    def _resolve(self, path: str) -> Path:
+        try:
+            candidate = (self.root / path).resolve(strict=True)
+        except (OSError, ValueError):  # missing, a loop, or a NUL byte
+            raise OriginNotFound(path) from None
+        if not candidate.is_relative_to(self.root) or not candidate.is_file():
+            raise OriginNotFound(path)
+        return candidate
+
+    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
+        return await asyncio.to_thread(self._read, path, max_bytes, validators)
+
+    def _read(self, path: str, max_bytes: int, validators: Validators | None) -> Original:
+        file = self._resolve(path)
+        with open(file, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+            if validators is not None and validators.etag == etag:
+                raise NotModified(path)
+            if stat.st_size > max_bytes:
+                raise SourceTooLarge(path)
+            body = handle.read(max_bytes + 1)
+        if len(body) > max_bytes:  # grew while we read
+            raise SourceTooLarge(path)
+        return Original(body, etag=etag, last_modified=formatdate(stat.st_mtime, usegmt=True))
+
+
+@hookimpl
+def edge_origin_types() -> list[type[Origin]]:
+    return [LocalOrigin]

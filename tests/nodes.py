@@ -1,0 +1,108 @@
+"""Running real nodes for tests: in-process on a real socket, or as `edge serve` processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyvips
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from edge.config import Config, load_config
+from edge.pluginmanager import load_plugins
+from edge.server import Node, make_app
+
+SAMPLES = Path(__file__).resolve().parent.parent / "edge" / "samples"
+START_TIMEOUT = 30
+
+
+def write_config(directory: Path, text: str, name: str = "edge.toml") -> Path:
+    """Write a config file; `[cache] dir` defaults to `cache/` beside it when the text has no [cache]."""
+    text = textwrap.dedent(text)
+    if "[cache]" not in text:
+        text = '[cache]\ndir = "cache"\n' + text
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class RunningNode:
+    """A node serving on 127.0.0.1 in this test's event loop."""
+
+    url: str
+    node: Node
+    server: HTTPServer
+    client: AsyncHTTPClient = field(default_factory=AsyncHTTPClient)
+
+    @property
+    def config(self) -> Config:
+        return self.node.config
+
+    async def fetch(self, path: str, *, method: str = "GET", headers: dict[str, str] | None = None,
+                    body: bytes | None = None, timeout: float = 30) -> HTTPResponse:
+        return await self.client.fetch(self.url + path, method=method, headers=headers, body=body,
+                                       raise_error=False, request_timeout=timeout,
+                                       allow_nonstandard_methods=True)
+
+    async def stop(self) -> None:
+        self.server.stop()
+        await self.server.close_all_connections()
+        await self.node.stop()
+
+
+async def start_node(config_path: Path | None, *plugins: object) -> RunningNode:
+    config = load_config(config_path, load_plugins(*plugins))
+    node = Node(config)
+    await node.start()
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(make_app(node))
+    server.add_sockets(sockets)
+    return RunningNode(f"http://127.0.0.1:{sockets[0].getsockname()[1]}", node, server)
+
+
+def decode(response: HTTPResponse) -> pyvips.Image:
+    """The response body as an image; fails the test if it is not one."""
+    return pyvips.Image.new_from_buffer(response.body, "")
+
+
+def loader(response: HTTPResponse) -> str:
+    return decode(response).get("vips-loader").removesuffix("_buffer")
+
+
+class NodeProcess:
+    """`edge serve` in a child process (for workers, signals and whole-node behaviour)."""
+
+    def __init__(self, config_path: Path | None, *args: str, env: dict[str, str] | None = None):
+        command = [sys.executable, "-m", "edge", "serve", "--port", "0", *args]
+        if config_path is not None:
+            command += ["--config", str(config_path)]
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                                        env={**os.environ, **(env or {})})
+        self.log: list[str] = []
+        self.url = self._wait_for_listening()
+
+    def _wait_for_listening(self) -> str:
+        # bounded: the readline loop ends when the process exits (EOF) or prints the line
+        for line in self.process.stderr:
+            self.log.append(line)
+            match = re.search(r"listening on (http://\S+)", line)
+            if match:
+                return match.group(1)
+        raise RuntimeError("edge serve exited before listening:\n" + "".join(self.log))
+
+    def stop(self, timeout: float = START_TIMEOUT) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self.log.extend(self.process.stderr.readlines())
+        return code
+

@@ -1,0 +1,70 @@
+"""Real servers that tests run on 127.0.0.1: an HTTP origin that counts what reaches it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+
+@dataclass
+class Behaviour:
+    """How the origin answers; tests change it between requests."""
+
+    status: int | None = None  # answer every request with this status (and no file)
+    delay: float = 0.0  # seconds before answering
+    truncate_to: int | None = None  # announce the full Content-Length, send only this many bytes
+
+
+@dataclass
+class HTTPOrigin:
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: Counter = field(default_factory=Counter)
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    url: str = ""
+    _server: HTTPServer | None = None
+
+    async def start(self) -> HTTPOrigin:
+        sockets = bind_sockets(0, "127.0.0.1")
+        self._server = HTTPServer(tornado.web.Application([(r"/(.*)", _OriginHandler, {"origin": self})]))
+        self._server.add_sockets(sockets)
+        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            await self._server.close_all_connections()
+
+
+class _OriginHandler(tornado.web.RequestHandler):
+    def initialize(self, origin: HTTPOrigin) -> None:
+        self.origin = origin
+
+    async def get(self, path: str) -> None:
+        origin = self.origin
+        origin.requests[path] += 1
+        behaviour = origin.behaviour
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)  # the fault under test: a slow origin
+        if behaviour.status is not None:
+            self.set_status(behaviour.status)
+            self.finish("origin says no")
+            return
+        body = origin.files.get(path)
+        if body is None:
+            self.set_status(404)
+            self.finish("not here")
+            return
+        self.set_header("Content-Type", "application/octet-stream")
+        if behaviour.truncate_to is not None:
+            self.set_header("Content-Length", len(body))
+            self.write(body[: behaviour.truncate_to])
+            await self.flush()
+            self.request.connection.stream.close()
+            return
+        self.finish(body)
