@@ -1,9 +1,22 @@
-"""The on-disk output cache: LRU, size-bounded, surviving restarts, shared by the worker processes.
+"""The on-disk cache: three tiers under `[cache] dir`, each an LRU diskcache with its own byte budget,
+surviving restarts and shared by the worker processes.
+
+- `outputs`: transformed responses, the main tier.
+- `originals`: fetched originals, so that ten sizes of one image cost one origin fetch, and so that a
+  stale original can be revalidated (conditional request) or served when the origin fails.
+- `not_found`: short-lived "no origin has this path" records (the negative cache).
 
 diskcache's `least-recently-used` policy turns every read into a write (about 6× slower reads).
 Reads here go through a second handle with no per-read bookkeeping, and the keys read are marked
 as used in one batch every second (`flush_touches`), so eviction is LRU to within a second and a
 hit costs one SQLite read.
+
+diskcache does not say what it culls, so automatic culling is off (`cull_limit=0`) and every store is
+followed by an explicit `cull()`, which evicts least-recently-used entries until the tier is within
+budget and returns how many it removed: that count is `edge_cache_evictions_total`.
+
+Keys start with `endpoint \\0 path \\0` in every tier, so "everything cached for a path" and "for a
+path prefix" are key ranges, which a purge deletes through the primary-key index (`delete_prefix`).
 """
 
 from __future__ import annotations
@@ -11,55 +24,127 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import diskcache
 
-
-@dataclass(frozen=True)
-class CachedOutput:
-    """A stored response: the body and the headers that were decided when it was produced."""
-
-    body: bytes
-    content_type: str
-    etag: str
-    last_modified: str | None = None
-    vary_accept: bool = False
-    canonical_link: str | None = None
-    origin: str | None = None
+#: A tier never keeps an entry larger than this fraction of its budget: one huge image must not
+#: evict the whole tier (and with `original_size = 0`, originals are simply not kept).
+MAX_ENTRY_SHARE = 8
+#: Budget of the not-found records: each is ~200 bytes, so this holds hundreds of thousands.
+NOT_FOUND_BUDGET = 64 * 10**6
 
 
 def strong_etag(body: bytes) -> str:
     return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 
 
-class OutputCache:
-    def __init__(self, directory: Path, size_limit: int):
+def path_key(endpoint_id: str, path: str) -> str:
+    """The key of an original (and the key prefix of all its outputs)."""
+    return f"{endpoint_id}\0{path}\0"
+
+
+def path_prefix_key(endpoint_id: str, path_prefix: str) -> str:
+    """The key prefix shared by every entry whose path starts with `path_prefix`."""
+    return f"{endpoint_id}\0{path_prefix}"
+
+
+def output_key(endpoint_id: str, path: str, canonical_transformation: str, negotiated_format: str) -> str:
+    return f"{path_key(endpoint_id, path)}{canonical_transformation}\0{negotiated_format}"
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What is known about a version of an original: where it came from, its validators for a
+    conditional request, a version (hash of the bytes) and when the origin last confirmed it."""
+
+    origin: str
+    version: str
+    checked_at: float
+    etag: str | None = None
+    last_modified: str | None = None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredOriginal:
+    """An original as the originals tier gives it out. `body` is None only when the origin confirmed
+    a version whose bytes the tier no longer holds (the caller already has what it made from them)."""
+
+    info: SourceInfo
+    body: bytes | None
+
+
+@dataclass(frozen=True)
+class CachedOutput:
+    """A stored response: the body, the headers decided when it was produced, and the version of the
+    original it was made from (its freshness is that original's)."""
+
+    body: bytes
+    content_type: str
+    etag: str
+    source: SourceInfo
+    vary_accept: bool = False
+    canonical_link: str | None = None
+
+    def confirmed(self, source: SourceInfo) -> CachedOutput:
+        """This output, now known to be made from the current version of its original."""
+        return replace(self, source=source)
+
+
+class Tier:
+    """One diskcache directory: LRU within a byte budget, fast reads with batched touches, prefix
+    deletes, and a count of what culling evicts."""
+
+    def __init__(self, name: str, directory: Path, budget: int,
+                 evicted: Callable[[str, int], None] | None = None):
         directory.mkdir(parents=True, exist_ok=True)
-        self._writer = diskcache.Cache(str(directory), size_limit=size_limit,
+        self.name = name
+        self.budget = budget
+        self._evicted = evicted
+        self._writer = diskcache.Cache(str(directory), size_limit=budget, cull_limit=0,
                                        eviction_policy="least-recently-used")
         self._reader = diskcache.Cache(str(directory))
         self._reader.reset("eviction_policy", "none", update=False)
         self._touched: set[str] = set()
         self._touched_lock = threading.Lock()
 
-    def get(self, key: str) -> CachedOutput | None:
-        found = self._reader.get(key, tag=True)
-        body, meta = found
+    def _get(self, key: str) -> tuple[bytes, dict[str, Any]] | None:
+        body, meta = self._reader.get(key, tag=True)
         if body is None:
             return None
         with self._touched_lock:
             self._touched.add(key)
-        return CachedOutput(body=body, **json.loads(meta))
+        return body, json.loads(meta)
 
-    def put(self, key: str, output: CachedOutput) -> None:
-        meta = asdict(output)
-        del meta["body"]
-        self._writer.set(key, output.body, tag=json.dumps(meta))
+    def _put(self, key: str, body: bytes, meta: dict[str, Any], expire: float | None = None) -> None:
+        """Store, then evict least-recently-used entries until the tier is within budget (blocking)."""
+        if len(body) > self.budget // MAX_ENTRY_SHARE:
+            return
+        self._writer.set(key, body, tag=json.dumps(meta), expire=expire)
+        self._writer.expire()  # an expired record leaving is not an eviction
+        evicted = self._writer.cull()
+        if evicted and self._evicted is not None:
+            self._evicted(self.name, evicted)
 
     def delete(self, key: str) -> bool:
         return self._writer.delete(key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every entry whose key starts with `prefix`; return how many (blocking)."""
+        with self._writer.transact():
+            return sum(self._writer.delete(key) for key in list(self._keys_with_prefix(prefix)))
+
+    def _keys_with_prefix(self, prefix: str) -> Iterator[str]:
+        # A range over diskcache's `Cache(key, raw)` unique index: str keys are stored as TEXT, which
+        # SQLite orders by bytes, and no UTF-8 text starting with `prefix` sorts after prefix + U+10FFFF.
+        # (diskcache has no public prefix query; `iterkeys` would scan the whole tier.)
+        rows = self._writer._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? AND raw = 1",
+                                 (prefix, prefix + "\U0010ffff"))
+        return (key for (key,) in rows.fetchall() if isinstance(key, str) and key.startswith(prefix))
 
     def flush_touches(self) -> None:
         """Mark the keys read since the last flush as recently used (blocking: run it off the loop)."""
@@ -82,3 +167,66 @@ class OutputCache:
     def close(self) -> None:
         self._reader.close()
         self._writer.close()
+
+
+class OutputCache(Tier):
+    def get(self, key: str) -> CachedOutput | None:
+        found = self._get(key)
+        if found is None:
+            return None
+        body, meta = found
+        return CachedOutput(body=body, **{**meta, "source": SourceInfo(**meta["source"])})
+
+    def put(self, key: str, output: CachedOutput) -> None:
+        meta = asdict(output)
+        del meta["body"]
+        self._put(key, output.body, meta)
+
+
+class OriginalCache(Tier):
+    def get(self, key: str) -> StoredOriginal | None:
+        found = self._get(key)
+        if found is None:
+            return None
+        body, meta = found
+        return StoredOriginal(SourceInfo(**meta), body)
+
+    def put(self, key: str, original: StoredOriginal) -> None:
+        assert original.body is not None
+        self._put(key, original.body, asdict(original.info))
+
+
+class NotFoundCache(Tier):
+    """Paths no origin had, until a deadline. The deadline is checked against the node's clock (which
+    tests can move); diskcache's own expiry only cleans up."""
+
+    def known_missing(self, key: str, now: float) -> bool:
+        found = self._get(key)
+        return found is not None and now < found[1]["until"]
+
+    def put(self, key: str, now: float, ttl: float) -> None:
+        if ttl > 0:
+            self._put(key, b"", {"until": now + ttl}, expire=ttl)
+
+
+class Caches:
+    """The node's tiers under `[cache] dir`. Opened by each serving process and by `edge purge`."""
+
+    def __init__(self, directory: Path, output_size: int, original_size: int,
+                 evicted: Callable[[str, int], None] | None = None):
+        self.outputs = OutputCache("output", directory / "outputs", output_size, evicted)
+        self.originals = OriginalCache("original", directory / "originals", original_size, evicted)
+        self.not_found = NotFoundCache("not_found", directory / "not-found", NOT_FOUND_BUDGET, evicted)
+        self.tiers: tuple[Tier, ...] = (self.outputs, self.originals, self.not_found)
+
+    def forget(self, prefix: str) -> dict[str, int]:
+        """Delete every entry of every tier whose key starts with `prefix`; the count per tier."""
+        return {tier.name: tier.delete_prefix(prefix) for tier in self.tiers}
+
+    def flush_touches(self) -> None:
+        for tier in self.tiers:
+            tier.flush_touches()
+
+    def close(self) -> None:
+        for tier in self.tiers:
+            tier.close()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .errors import BadRequest, NotFound, OriginFailed, OriginTimedOut
 from .metrics import Metrics
-from .origin import Origin, Original, OriginFailure, OriginNotFound, SourceTooLarge
+from .origin import NotModified, Origin, Original, OriginFailure, OriginNotFound, SourceTooLarge, Validators
 
 log = logging.getLogger("edge.origin")
 
@@ -25,17 +25,33 @@ class Found:
     original: Original
 
 
-async def fetch_first(origins: Sequence[Origin], path: str, *, max_bytes: int, metrics: Metrics) -> Found:
-    """The original from the first origin that has `path`, or the error the chain ends in."""
+@dataclass(frozen=True)
+class Known:
+    """A version of the original the caller already holds, and the origin that gave it."""
+
+    origin: str
+    validators: Validators
+
+
+async def fetch_first(origins: Sequence[Origin], path: str, *, max_bytes: int, metrics: Metrics,
+                      known: Known | None = None) -> Found:
+    """The original from the first origin that has `path`, or the error the chain ends in.
+
+    With `known`, the origin it came from is asked conditionally and raises `NotModified` when that
+    version is still current (an origin earlier in the list that now has the path wins, as always)."""
     failures: list[tuple[Origin, OriginFailure]] = []
     for origin in origins:
         started = time.perf_counter()
         outcome = "error"
+        validators = known.validators if known is not None and known.origin == origin.name else None
         try:
             async with asyncio.timeout(origin.settings.timeout):
-                original = await origin.fetch(path, max_bytes=max_bytes)
+                original = await origin.fetch(path, max_bytes=max_bytes, validators=validators)
             outcome = "found"
             return Found(origin, original)
+        except NotModified:
+            outcome = "not_modified"
+            raise
         except OriginNotFound:
             outcome = "not_found"
         except SourceTooLarge:

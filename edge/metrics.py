@@ -1,16 +1,25 @@
-"""Prometheus metrics: every name the node exports, defined in one place (see `docs/metrics.md`).
+"""Prometheus metrics: every name the node exports, defined in one place (see `docs/operations.md`).
 
 With several worker processes the CLI points `PROMETHEUS_MULTIPROC_DIR` at a fresh folder before
-anything imports prometheus-client, and `/metrics` then aggregates every worker's values.
+anything imports prometheus-client, and `/metrics` then aggregates every worker's values: counters and
+histograms are summed, the cache gauges (the same shared cache seen by every worker) take the most
+recent value, and `edge_inflight_requests` sums the live workers.
 Label values are bounded: endpoint ids, origin names, formats, status codes — never a path.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
+
+if TYPE_CHECKING:
+    from .cache import Tier
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -46,6 +55,15 @@ class Metrics:
         self.cache_entries = Gauge(
             "edge_cache_entries", "Entries in a cache tier", ["tier"], registry=r,
             multiprocess_mode="mostrecent")
+        self.cache_budget = Gauge(
+            "edge_cache_budget_bytes", "Configured byte budget of a cache tier", ["tier"], registry=r,
+            multiprocess_mode="mostrecent")
+        self.cache_filesystem_size = Gauge(
+            "edge_cache_filesystem_size_bytes", "Size of the filesystem holding the cache", registry=r,
+            multiprocess_mode="mostrecent")
+        self.cache_filesystem_free = Gauge(
+            "edge_cache_filesystem_free_bytes", "Free bytes on the filesystem holding the cache", registry=r,
+            multiprocess_mode="mostrecent")
         self.cache_evictions = Counter(
             "edge_cache_evictions_total", "Entries evicted from a cache tier", ["tier"], registry=r)
         self.transform_duration = Histogram(
@@ -59,6 +77,16 @@ class Metrics:
             multiprocess_mode="livesum")
         self.response_bytes = Counter(
             "edge_response_bytes_total", "Body bytes sent", ["endpoint"], registry=r)
+
+    def observe_cache(self, tiers: Iterable[Tier], directory: Path) -> None:
+        """Refresh the cache gauges (blocking: reads SQLite and statvfs)."""
+        for tier in tiers:
+            self.cache_size.labels(tier.name).set(tier.volume())
+            self.cache_entries.labels(tier.name).set(len(tier))
+            self.cache_budget.labels(tier.name).set(tier.budget)
+        disk = shutil.disk_usage(directory)
+        self.cache_filesystem_size.set(disk.total)
+        self.cache_filesystem_free.set(disk.free)
 
     def exposition(self) -> bytes:
         """The text for `GET /metrics`: this process, or the whole node in multiprocess mode."""

@@ -1,6 +1,7 @@
 """The Tornado application. `ImageHandler._serve` is the request path, top to bottom:
 
-route → parse → cache lookup → fetch through the origin chain → transform → store → respond.
+route → parse → cache lookup → [single flight: original through the originals tier and origin chain →
+transform → store] → respond.
 
 Everything a request needs is built once per process in `Node` from the validated `Config`.
 """
@@ -11,15 +12,18 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 
 import pyvips
 import tornado.web
 
-from . import chain
-from .cache import CachedOutput, OutputCache, strong_etag
+from .cache import CachedOutput, Caches, StoredOriginal, output_key, strong_etag
 from .config import Config
-from .errors import EdgeError, NotFound, UnprocessableSource
+from .errors import EdgeError, OriginFailed, UnprocessableSource
+from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
+from .originals import OriginalSource
 from .routing import ImageRequest, Router
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.options import Transformation, parse_transformation
@@ -35,11 +39,20 @@ GAUGE_REFRESH_SECONDS = 5.0
 class Node:
     """The per-process state of a node: config, cache, renderer, router, metrics, origins."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time):
         self.config = config
+        #: wall-clock seconds for cache freshness; tests replace it to move time forward.
+        self.clock = clock
         self.metrics = Metrics()
         self.router = Router(config.endpoints)
-        self.outputs = OutputCache(config.cache.dir / "outputs", config.cache.output_size)
+        self.origins = {origin.name: origin for origin in config.origins}
+        self.caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size,
+                             evicted=lambda tier, count: self.metrics.cache_evictions.labels(tier).inc(count))
+        self.outputs = self.caches.outputs
+        self.flights = SingleFlight(config.cache.dir / "flights", wait_bound(config.endpoints),
+                                    self.metrics.coalesced_requests)
+        self.originals = OriginalSource(self.caches, self.flights, config.cache, config.limits.max_source_bytes,
+                                        self.metrics, clock=lambda: self.clock())
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue)
         self._background: list[asyncio.Task] = []
@@ -61,7 +74,8 @@ class Node:
         for origin in self.config.origins:
             await origin.close()
         self.renderer.shutdown()
-        self.outputs.close()
+        self.flights.close()
+        self.caches.close()
 
     async def _every(self, seconds: float, job) -> None:
         while True:
@@ -72,18 +86,20 @@ class Node:
                 log.exception("background job %s failed", job.__name__)
 
     async def _flush_touches(self) -> None:
-        await asyncio.to_thread(self.outputs.flush_touches)
+        await asyncio.to_thread(self.caches.flush_touches)
 
     async def _refresh_gauges(self) -> None:
-        volume, entries = await asyncio.to_thread(lambda: (self.outputs.volume(), len(self.outputs)))
-        self.metrics.cache_size.labels("output").set(volume)
-        self.metrics.cache_entries.labels("output").set(entries)
+        await asyncio.to_thread(self.metrics.observe_cache, self.caches.tiers, self.config.cache.dir)
 
     def cache_key(self, request: ImageRequest, transformation: Transformation, planned_format: str,
                   vary_accept: bool) -> str:
         """Endpoint, path, canonical transformation, and the negotiated format where `Accept` decided it."""
         negotiated = planned_format if vary_accept else ""
-        return "\0".join((request.endpoint.id, request.path, transformation.canonical(), negotiated))
+        return output_key(request.endpoint.id, request.path, transformation.canonical(), negotiated)
+
+    def fresh_output(self, key: str) -> CachedOutput | None:
+        output = self.outputs.get(key)
+        return output if output is not None and self.originals.is_fresh(output.source) else None
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -145,53 +161,80 @@ class ImageHandler(BaseHandler):
                                                       self.request.headers.get("Accept"))
             key = node.cache_key(request, transformation, planned_format, vary_accept)
 
-            output = node.outputs.get(key)
-            node.metrics.cache_requests.labels("output", "hit" if output else "miss").inc()
-            if output is not None:
-                self.cache_result = "hit"
+            cached = node.outputs.get(key)
+            fresh = cached is not None and node.originals.is_fresh(cached.source)
+            node.metrics.cache_requests.labels("output", "hit" if fresh else "stale" if cached else "miss").inc()
+            if fresh:
+                output = cached
             else:
-                found = await chain.fetch_first(request.endpoint.origins, request.path,
-                                                max_bytes=node.config.limits.max_source_bytes,
-                                                metrics=node.metrics)
-                output = await self._produce(request, found, transformation, planned_format, vary_accept)
-                await asyncio.to_thread(node.outputs.put, key, output)
+                try:
+                    output = await node.flights.run(
+                        key, partial(self._fetch_transform_store, request, key, transformation, planned_format,
+                                     vary_accept, cached),
+                        partial(asyncio.to_thread, node.fresh_output, key))
+                except OriginFailed:
+                    if cached is None:
+                        raise
+                    output = cached  # stale-if-error
+            self.cache_result = self._cache_result(cached, output)
             self._respond(output)
         except EdgeError as error:
             self._send_error(error)
 
-    async def _produce(self, request: ImageRequest, found: chain.Found, transformation: Transformation,
+    def _cache_result(self, cached: CachedOutput | None, output: CachedOutput) -> str:
+        """`hit`: from the cache, fresh, without waiting on an origin; `stale`: past its freshness,
+        because the origin failed; `miss`: this request waited on the origin (or on another's fetch)."""
+        if not self.node.originals.is_fresh(output.source):
+            return "stale"
+        return "hit" if output is cached else "miss"
+
+    async def _fetch_transform_store(self, request: ImageRequest, key: str, transformation: Transformation,
+                                     planned_format: str, vary_accept: bool,
+                                     cached: CachedOutput | None) -> CachedOutput:
+        """A single flight's work: the current original, then the output made from it, stored."""
+        node = self.node
+        source = await node.originals.get(request, made_from=cached.source if cached else None)
+        if cached is not None and cached.source.version == source.info.version:
+            output = cached.confirmed(source.info)  # the original is unchanged: so is the output
+        else:
+            output = await self._produce(request, source, transformation, planned_format, vary_accept)
+        await asyncio.to_thread(node.outputs.put, key, output)
+        return output
+
+    async def _produce(self, request: ImageRequest, source: StoredOriginal, transformation: Transformation,
                        planned_format: str, vary_accept: bool) -> CachedOutput:
         """Transform the original (or pass it through for `orig-true`) into a storable output."""
         node = self.node
+        assert source.body is not None
         if transformation.serves_original:
-            info = await node.renderer.probe(found.original.body)
-            body, fmt = found.original.body, LOADER_FORMATS.get(info.loader)
+            info = await node.renderer.probe(source.body)
+            body, fmt = source.body, LOADER_FORMATS.get(info.loader)
             if fmt is None:
                 raise UnprocessableSource()
         else:
             started = time.perf_counter()
-            rendered = await node.renderer.render(found.original.body, transformation, planned_format)
+            rendered = await node.renderer.render(source.body, transformation, planned_format)
             body, fmt = rendered.body, rendered.format
             node.metrics.transform_duration.labels(fmt).observe(time.perf_counter() - started)
-        base = found.origin.settings.canonical_base_url
+        origin = node.origins.get(source.info.origin)
+        base = origin.settings.canonical_base_url if origin else None
         return CachedOutput(
             body=body,
             content_type=MIME_TYPES[fmt],
             etag=strong_etag(body),
-            last_modified=found.original.last_modified,
+            source=source.info,
             vary_accept=vary_accept,
             canonical_link=f"<{base.rstrip('/')}/{request.path}>; rel=\"canonical\"" if base else None,
-            origin=found.origin.name,
         )
 
     def _respond(self, output: CachedOutput) -> None:
-        self.origin_name = output.origin
+        self.origin_name = output.source.origin
         self.set_header("Content-Type", output.content_type)
         self.set_header("Cache-Control", f"public, max-age={self.node.config.defaults.cache_control_max_age}")
         self.set_header("ETag", output.etag)
         self.set_header("X-Cache", self.cache_result.upper())
-        if output.last_modified:
-            self.set_header("Last-Modified", output.last_modified)
+        if output.source.last_modified:
+            self.set_header("Last-Modified", output.source.last_modified)
         if output.vary_accept:
             self.set_header("Vary", "Accept")
         if output.canonical_link:
