@@ -115,6 +115,35 @@ class S3Server:
         return boto3.client(service, endpoint_url=self.url, region_name=REGION, aws_access_key_id=key_id,
                             aws_secret_access_key=secret, config=Config(s3={"addressing_style": "path"}))
 
+    def origin_table(self, name: str, bucket: str, *, type: str = "s3", folder: str = "/",
+                     key_id: str = TEST_KEY_ID, secret: str = TEST_SECRET, extra: str = "") -> str:
+        """An `[[origins]]` table for this server (credentials inline: these are moto's dummies)."""
+        return f"""
+[[origins]]
+name = "{name}"
+type = "{type}"
+bucket = "{bucket}"
+folder = "{folder}"
+region = "{REGION}"
+endpoint_url = "{self.url}"
+access_key_id = "{key_id}"
+secret_access_key = "{secret}"
+{extra}
+"""
+
+    def create_reader(self, bucket: str, *actions: str) -> tuple[str, str]:
+        """An IAM user allowed only `actions` (e.g. "s3:GetObject") on `bucket`; its key id and secret."""
+        iam = self.client("iam")
+        user = f"reader-{bucket}-{len(actions)}-{'-'.join(a.split(':')[1] for a in actions)}"[:64]
+        iam.create_user(UserName=user)
+        statements = [{"Effect": "Allow", "Action": action,
+                       "Resource": f"arn:aws:s3:::{bucket}" + ("" if action == "s3:ListBucket" else "/*")}
+                      for action in actions]
+        iam.put_user_policy(UserName=user, PolicyName="edge-read",
+                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
     def require_auth(self, required: bool) -> None:
         """Turn moto's IAM checks (signature and policy) on or off for every later request."""
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0 if required else float("inf")
