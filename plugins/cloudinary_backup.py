@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,9 +88,10 @@ class Versions:
 class ResolutionCache:
     """public ID folder → `Versions`, each kept for `ttl` seconds; at most `max_entries`, least recent out."""
 
-    def __init__(self, ttl: float, max_entries: int):
+    def __init__(self, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic):
         self.ttl = ttl
         self.max_entries = max_entries
+        self._clock = clock
         self._entries: OrderedDict[str, tuple[float, Versions]] = OrderedDict()
 
     def get(self, folder: str) -> Versions | None:
@@ -97,7 +99,7 @@ class ResolutionCache:
         if entry is None:
             return None
         expires, versions = entry
-        if time.monotonic() >= expires:
+        if self._clock() >= expires:
             del self._entries[folder]
             return None
         self._entries.move_to_end(folder)
@@ -106,7 +108,7 @@ class ResolutionCache:
     def put(self, folder: str, versions: Versions) -> None:
         if self.ttl <= 0 or self.max_entries <= 0:
             return
-        self._entries[folder] = (time.monotonic() + self.ttl, versions)
+        self._entries[folder] = (self._clock() + self.ttl, versions)
         self._entries.move_to_end(folder)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
