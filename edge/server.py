@@ -23,6 +23,7 @@ from .config import Config
 from .errors import EdgeError, OriginFailed, UnprocessableSource
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
+from .origin import request_host
 from .originals import OriginalSource
 from .routing import ImageRequest, Router
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
@@ -152,6 +153,7 @@ class ImageHandler(BaseHandler):
 
     async def _serve(self) -> None:
         node = self.node
+        request_host.set(self.request.host)
         try:
             request = node.router.route(self.request.host, self.request.path)
             self.endpoint_label = request.endpoint.id or "default"
