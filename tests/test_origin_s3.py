@@ -65,7 +65,9 @@ async def test_serves_folder_plus_path_and_the_bucket_root(s3, bucket, node_fact
     resized = await node.fetch("/tr:w-100/astronaut.jpg")
     assert (decode(resized).width, decode(resized).height) == (100, 100)
 
-    root = await node_factory(write_config(tmp_path, node_config(s3, "/"), "root.toml"))
+    # its own cache: the first node's originals tier already holds /astronaut.jpg
+    root = await node_factory(write_config(tmp_path, '[cache]\ndir = "root-cache"\n' + node_config(s3, "/"),
+                                           "root.toml"))
     assert same_colour(centre_colour(decode(await root.fetch("/at-root.jpg"))), colour(9))
     assert (await root.fetch("/astronaut.jpg")).code == 404
 
