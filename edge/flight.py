@@ -7,9 +7,9 @@ Across workers, the worker doing the work holds a lease on the key: a POSIX reco
 of a shared lock file, at an offset hashed from the key. The kernel drops the lock when the holder
 releases it or dies, so a crashed leader never blocks anyone and there is no lease to expire. A worker
 that finds the lease taken polls it. Once it has the lease it first looks in the shared cache, where
-the leader stored its result; if the leader failed it raises the failure the leader recorded. Either
-way waiters get the leader's answer rather than starting a second round of fetches. All waiting is
-bounded (`wait_bound`).
+the leader stored its result; if the leader failed it raises the failure the leader recorded (when
+that failure is younger than the waiting request). Either way waiters get the leader's answer rather
+than starting a second round of fetches. All waiting is bounded (`wait_bound`).
 """
 
 from __future__ import annotations
@@ -103,19 +103,20 @@ class SingleFlight:
 
     async def _lead(self, key: str, produce: Callable[[], Awaitable[T]],
                     lookup: Callable[[], Awaitable[T | None]]) -> T:
+        since = time.time()
         offset = _offset(key)
-        waiting_since = time.time()
-        waited = await self._acquire(offset)
+        await self._acquire(offset)
         try:
-            if waited:  # another worker just did this work: its result is stored, or its failure is
-                found = await lookup()
-                if found is not None:
-                    self._coalesced.inc()
-                    return found
-                failure = await asyncio.to_thread(self._failure_since, key, waiting_since)
-                if failure is not None:
-                    self._coalesced.inc()
-                    raise failure
+            # Another worker may have done the work while we waited for the lease, or just before we
+            # asked for it: then its result is stored, or the failure it ended in is recorded.
+            found = await lookup()
+            if found is not None:
+                self._coalesced.inc()
+                return found
+            failure = await asyncio.to_thread(self._failure_since, key, since)
+            if failure is not None:
+                self._coalesced.inc()
+                raise failure
             try:
                 return await produce()
             except Exception as exc:
@@ -124,16 +125,16 @@ class SingleFlight:
         finally:
             self._release(offset)
 
-    async def _acquire(self, offset: int) -> bool:
-        """Take the lease; True when another worker held it and we waited for it."""
+    async def _acquire(self, offset: int) -> None:
+        """Take the lease, waiting (bounded) while another worker holds it."""
         if self._try_lock(offset):
-            return False
+            return
         deadline = time.monotonic() + self._wait_seconds
         delay = POLL_FIRST_SECONDS
         while True:
             await asyncio.sleep(delay)
             if self._try_lock(offset):
-                return True
+                return
             if time.monotonic() >= deadline:
                 raise FlightTimeout()
             delay = min(delay * 2, POLL_MAX_SECONDS)

@@ -10,6 +10,8 @@ import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+HOLD_LIMIT_SECONDS = 60
+
 
 @dataclass
 class Behaviour:
@@ -18,6 +20,7 @@ class Behaviour:
     status: int | None = None  # answer every request with this status (and no file)
     delay: float = 0.0  # seconds before answering
     truncate_to: int | None = None  # announce the full Content-Length, send only this many bytes
+    hold: asyncio.Event | None = None  # answer only once this is set (keeps a fetch in flight)
 
 
 @dataclass
@@ -49,6 +52,8 @@ class _OriginHandler(tornado.web.RequestHandler):
         origin = self.origin
         origin.requests[path] += 1
         behaviour = origin.behaviour
+        if behaviour.hold is not None:
+            await asyncio.wait_for(behaviour.hold.wait(), HOLD_LIMIT_SECONDS)
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)  # the fault under test: a slow origin
         if behaviour.status is not None:

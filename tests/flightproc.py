@@ -1,0 +1,65 @@
+"""A process taking part in a single flight, as a worker would: `python -m tests.flightproc DIR KEY ROLE [WAIT]`.
+
+Roles: `lead` produces, holding the lease until a line arrives on stdin; `lead-fail` does the same,
+then fails with a 502; `follow` produces at once (it should never get to: a leader exists).
+The produced value is "stored" in DIR/result, which is where `lookup` finds it.
+
+Prints one JSON line per event: `underway` (the flight has started and tried the lease once),
+`producing`, then `done` with the value or `error` with the error's type, status and headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from edge.errors import EdgeError, OriginFailed
+from edge.flight import SingleFlight
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def inc(self) -> None:
+        self.count += 1
+
+
+def emit(**event: object) -> None:
+    print(json.dumps(event), flush=True)
+
+
+async def main(directory: Path, key: str, role: str, wait: float) -> None:
+    flight = SingleFlight(directory / "flights", wait, Tally())
+    result = directory / "result"
+
+    async def produce() -> str:
+        emit(event="producing")
+        if role.startswith("lead"):
+            await asyncio.to_thread(sys.stdin.readline)
+        if role == "lead-fail":
+            raise OriginFailed("origin error", headers={"X-Edge-Error": "web: server_error"})
+        result.write_text(f"made by {os.getpid()}")
+        return result.read_text()
+
+    async def lookup() -> str | None:
+        return result.read_text() if result.exists() else None
+
+    task = asyncio.create_task(flight.run(key, produce, lookup))
+    await asyncio.sleep(0)  # the flight runs up to its first wait: it has tried the lease
+    emit(event="underway")
+    try:
+        emit(event="done", value=await task)
+    except EdgeError as error:
+        emit(event="error", type=type(error).__name__, status=error.status, message=error.message,
+             headers=error.headers)
+    finally:
+        flight.close()
+
+
+if __name__ == "__main__":
+    wait_seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
+    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], sys.argv[3], wait_seconds))

@@ -1,0 +1,267 @@
+"""Single flight: concurrent requests for one uncached image share one origin fetch and one transform,
+within a worker and across the workers of a node; waiters get the leader's answer, bounded in time."""
+
+import asyncio
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from edge.errors import OriginFailed
+from edge.flight import FlightTimeout, SingleFlight
+from tests.flightproc import Tally
+from tests.nodes import SAMPLES, NodeProcess, decode, write_config
+from tests.scrape import scrape, total
+from tests.servers import HTTPOrigin
+
+HERD = 200
+WAIT_LIMIT = 30
+
+
+def web_node_config(origin_url: str, workers: int = 2, cache: str = "") -> str:
+    return f"""
+{cache}
+[server]
+workers = {workers}
+
+[[origins]]
+name = "web"
+type = "web"
+base_url = "{origin_url}"
+
+[[endpoints]]
+id = ""
+origins = ["web"]
+"""
+
+
+async def until(condition, what: str, timeout: float = WAIT_LIMIT) -> None:
+    """Poll an async condition until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_herd_of_cold_requests_costs_one_fetch_and_one_transform(tmp_path):
+    origin = await HTTPOrigin(files={"herd.jpg": (SAMPLES / "camera.jpg").read_bytes()}).start()
+    origin.behaviour.hold = asyncio.Event()  # the leader's fetch stays in flight until every request is in
+    node = NodeProcess(write_config(tmp_path, web_node_config(origin.url)))
+    client = AsyncHTTPClient(force_instance=True, max_clients=HERD)
+    try:
+        url = node.url + "/tr:w-160/herd.jpg"
+        herd = [asyncio.ensure_future(client.fetch(url, raise_error=False, request_timeout=WAIT_LIMIT))
+                for _ in range(HERD)]
+
+        async def all_in_flight():
+            return total(await scrape(node.url), "edge_inflight_requests") == HERD
+        await until(all_in_flight, f"{HERD} requests in flight")
+        origin.behaviour.hold.set()
+        responses = await asyncio.gather(*herd)
+        metrics = await scrape(node.url)
+    finally:
+        origin.behaviour.hold.set()
+        client.close()
+        node.stop()
+        await origin.stop()
+
+    assert origin.requests == {"herd.jpg": 1}
+    assert total(metrics, "edge_transform_duration_seconds_count") == 1
+    assert [r.code for r in responses] == [200] * HERD
+    assert len({r.body for r in responses}) == 1
+    assert decode(responses[0]).width == 160
+    assert total(metrics, "edge_coalesced_requests_total") == HERD - 1
+    assert total(metrics, "edge_http_requests_total", status="200") == HERD
+
+
+async def test_a_herd_on_a_failing_origin_costs_one_fetch_and_all_get_its_error(tmp_path):
+    origin = await HTTPOrigin(files={"down.jpg": b"never served"}).start()
+    origin.behaviour.status = 503
+    origin.behaviour.hold = asyncio.Event()
+    node = NodeProcess(write_config(tmp_path, web_node_config(origin.url)))
+    client = AsyncHTTPClient(force_instance=True, max_clients=50)
+    try:
+        herd = [asyncio.ensure_future(client.fetch(node.url + "/tr:w-90/down.jpg", raise_error=False,
+                                                   request_timeout=WAIT_LIMIT)) for _ in range(50)]
+
+        async def all_in_flight():
+            return total(await scrape(node.url), "edge_inflight_requests") == 50
+        await until(all_in_flight, "50 requests in flight")
+        origin.behaviour.hold.set()
+        responses = await asyncio.gather(*herd)
+    finally:
+        origin.behaviour.hold.set()
+        client.close()
+        node.stop()
+        await origin.stop()
+
+    assert origin.requests == {"down.jpg": 1}
+    assert {(r.code, r.headers["X-Edge-Error"], r.body) for r in responses} == \
+        {(502, "web: server_error", b"origin error\n")}
+
+
+# -- the flight itself, in one process ----------------------------------------------------------------
+
+async def test_concurrent_callers_in_a_process_share_one_production(tmp_path):
+    flight = SingleFlight(tmp_path / "flights", WAIT_LIMIT, Tally())
+    release = asyncio.Event()
+    produced = []
+
+    async def produce():
+        produced.append(1)
+        await release.wait()
+        return "the output"
+
+    async def lookup():
+        return None
+
+    callers = [asyncio.ensure_future(flight.run("key", produce, lookup)) for _ in range(20)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*callers) == ["the output"] * 20
+    assert produced == [1]
+    flight.close()
+
+
+async def test_concurrent_callers_in_a_process_share_the_leaders_failure(tmp_path):
+    tally = Tally()
+    flight = SingleFlight(tmp_path / "flights", WAIT_LIMIT, tally)
+    release = asyncio.Event()
+    produced = []
+
+    async def produce():
+        produced.append(1)
+        await release.wait()
+        raise OriginFailed("origin error", headers={"X-Edge-Error": "web: timeout"})
+
+    async def lookup():
+        return None
+
+    callers = [asyncio.ensure_future(flight.run("key", produce, lookup)) for _ in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    assert produced == [1] and tally.count == 4
+    assert {(type(o), o.headers["X-Edge-Error"]) for o in outcomes} == {(OriginFailed, "web: timeout")}
+
+    # a request that starts after the failure tries again (failures are not cached)
+    release.set()
+    with pytest.raises(OriginFailed):
+        await flight.run("key", produce, lookup)
+    assert produced == [1, 1]
+    flight.close()
+
+
+# -- the flight across processes ----------------------------------------------------------------------
+
+class FlightProcess:
+    """`tests.flightproc` in a child process; `events()` reads its JSON lines, bounded in time."""
+
+    def __init__(self, directory, role: str, key: str = "endpoint/path/w-100", wait: float = WAIT_LIMIT):
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.flightproc", str(directory), key, role,
+                                         str(wait)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:  # ends at EOF, when the process exits
+            self._lines.put(line)
+        self._lines.put("")
+
+    def next_event(self) -> dict:
+        try:
+            line = self._lines.get(timeout=WAIT_LIMIT)
+        except queue.Empty:
+            raise AssertionError("no event from the flight process in time") from None
+        assert line, "the flight process exited"
+        return json.loads(line)
+
+    def wait_for(self, event: str) -> dict:
+        seen = []
+        while (got := self.next_event())["event"] != event:
+            seen.append(got)
+        got["before"] = seen
+        return got
+
+    def release(self) -> None:
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(WAIT_LIMIT)
+        self._reader.join(WAIT_LIMIT)
+        self.process.stdin.close()
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def flight_processes(tmp_path):
+    started = []
+
+    def start(role: str, **kwargs) -> FlightProcess:
+        started.append(FlightProcess(tmp_path, role, **kwargs))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def test_waiting_workers_get_the_leaders_result(flight_processes):
+    leader = flight_processes("lead")
+    leader.wait_for("producing")
+    followers = [flight_processes("follow") for _ in range(3)]
+    for follower in followers:
+        follower.wait_for("underway")
+    leader.release()
+    made = leader.wait_for("done")["value"]
+    assert made == f"made by {leader.process.pid}"
+    for follower in followers:
+        done = follower.wait_for("done")
+        assert done["value"] == made
+        assert "producing" not in [e["event"] for e in done["before"]]
+
+
+def test_waiting_workers_get_the_leaders_failure_not_a_second_fetch(flight_processes):
+    leader = flight_processes("lead-fail")
+    leader.wait_for("producing")
+    follower = flight_processes("follow")
+    follower.wait_for("underway")
+    leader.release()
+    failure = {"type": "OriginFailed", "status": 502, "message": "origin error",
+               "headers": {"X-Edge-Error": "web: server_error"}}
+    assert {k: v for k, v in leader.wait_for("error").items() if k in failure} == failure
+    got = follower.wait_for("error")
+    assert {k: v for k, v in got.items() if k in failure} == failure
+    assert "producing" not in [e["event"] for e in got["before"]]
+
+
+def test_a_crashed_leader_does_not_block_the_waiters(flight_processes):
+    leader = flight_processes("lead")
+    leader.wait_for("producing")
+    follower = flight_processes("follow")
+    follower.wait_for("underway")
+    leader.process.send_signal(signal.SIGKILL)  # the kernel drops its lease
+    follower.wait_for("producing")
+    assert follower.wait_for("done")["value"] == f"made by {follower.process.pid}"
+
+
+def test_waiting_is_bounded(flight_processes):
+    leader = flight_processes("lead")
+    leader.wait_for("producing")
+    impatient = flight_processes("follow", wait=0.2)
+    got = impatient.wait_for("error")
+    assert (got["type"], got["status"]) == (FlightTimeout.__name__, 504)
+    assert "producing" not in [e["event"] for e in got["before"]]
+    leader.release()
+    assert leader.wait_for("done")["value"] == f"made by {leader.process.pid}"
