@@ -11,9 +11,9 @@ Reads here go through a second handle with no per-read bookkeeping, and the keys
 as used in one batch every second (`flush_touches`), so eviction is LRU to within a second and a
 hit costs one SQLite read.
 
-diskcache does not say what it culls, so automatic culling is off (`cull_limit=0`) and every store is
-followed by an explicit `cull()`, which evicts least-recently-used entries until the tier is within
-budget and returns how many it removed: that count is `edge_cache_evictions_total`.
+diskcache does not say what it culls, and culls ten entries at a time when one would do, so its
+culling is off (`cull_limit=0`): after every store the tier deletes its least-recently-used entries
+one by one until it is within budget, and counts them (`edge_cache_evictions_total`).
 
 Keys start with `endpoint \\0 path \\0` in every tier, so "everything cached for a path" and "for a
 path prefix" are key ranges, which a purge deletes through the primary-key index (`delete_prefix`).
@@ -126,9 +126,19 @@ class Tier:
             return
         self._writer.set(key, body, tag=json.dumps(meta), expire=expire)
         self._writer.expire()  # an expired record leaving is not an eviction
-        evicted = self._writer.cull()
+        evicted = self._evict_to_budget()
         if evicted and self._evicted is not None:
             self._evicted(self.name, evicted)
+
+    def _evict_to_budget(self) -> int:
+        evicted = 0
+        while self._writer.volume() > self.budget:
+            # the `Cache_access_time` index that diskcache keeps for its LRU policy
+            oldest = self._writer._sql("SELECT key FROM Cache ORDER BY access_time LIMIT 1").fetchall()
+            if not oldest:
+                break
+            evicted += self._writer.delete(oldest[0][0])  # False when another worker got there first
+        return evicted
 
     def delete(self, key: str) -> bool:
         return self._writer.delete(key)
@@ -141,7 +151,8 @@ class Tier:
     def _keys_with_prefix(self, prefix: str) -> Iterator[str]:
         # A range over diskcache's `Cache(key, raw)` unique index: str keys are stored as TEXT, which
         # SQLite orders by bytes, and no UTF-8 text starting with `prefix` sorts after prefix + U+10FFFF.
-        # (diskcache has no public prefix query; `iterkeys` would scan the whole tier.)
+        # (diskcache has no public prefix query; `iterkeys` would scan the whole tier. Like the LRU
+        # query above, this reads diskcache's table directly; tests/test_cache_tiers.py pins both.)
         rows = self._writer._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? AND raw = 1",
                                  (prefix, prefix + "\U0010ffff"))
         return (key for (key,) in rows.fetchall() if isinstance(key, str) and key.startswith(prefix))

@@ -1,0 +1,130 @@
+"""Freshness: the negative cache expires, stale originals are revalidated with conditional requests
+(unchanged → outputs kept; changed → new outputs), and a failing origin gets the stale copy served.
+
+Time moves by replacing the node's clock, so nothing here sleeps."""
+
+import time
+
+import pytest
+
+from tests.assets import centre_colour, colour, same_colour, solid
+from tests.nodes import decode, write_config
+from tests.scrape import total
+from tests.servers import HTTPOrigin
+
+HOUR = 3600.0
+
+
+def later(running, seconds: float) -> None:
+    """Move the node's clock forward."""
+    running.node.clock = lambda: time.time() + seconds
+
+
+def metric(running, name: str, **labels: str) -> float:
+    return total(running.node.metrics.exposition().decode(), name, **labels)
+
+
+@pytest.fixture
+async def origin():
+    server = await HTTPOrigin(files={"shoe.jpg": solid(80, 60, colour(1))}).start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def node(origin, node_factory, tmp_path):
+    return await node_factory(write_config(tmp_path, f"""
+[cache]
+dir = "cache"
+original_ttl = "1h"
+not_found_ttl = "60s"
+
+[[origins]]
+name = "web"
+type = "web"
+base_url = "{origin.url}"
+
+[[endpoints]]
+id = ""
+origins = ["web"]
+"""))
+
+
+async def test_not_found_is_remembered_until_not_found_ttl(origin, node):
+    first = await node.fetch("/tr:w-40/new.jpg")
+    assert (first.code, first.headers["Cache-Control"]) == (404, "public, max-age=60")
+    origin.files["new.jpg"] = solid(80, 60, colour(2))  # uploaded after the 404
+    again = await node.fetch("/tr:w-50/new.jpg")  # another size, same path: still not found
+    assert again.code == 404
+    assert origin.requests["new.jpg"] == 1
+
+    later(node, 61)
+    found = await node.fetch("/tr:w-40/new.jpg")
+    assert found.code == 200 and same_colour(centre_colour(decode(found)), colour(2))
+    assert origin.requests["new.jpg"] == 2
+
+
+async def test_an_unchanged_original_is_revalidated_with_a_304_and_keeps_its_outputs(origin, node):
+    first = await node.fetch("/tr:w-40/shoe.jpg")
+    assert first.headers["X-Cache"] == "MISS"
+    assert (await node.fetch("/tr:w-40/shoe.jpg")).headers["X-Cache"] == "HIT"
+
+    later(node, 2 * HOUR)
+    revalidated = await node.fetch("/tr:w-40/shoe.jpg")
+    assert (revalidated.code, revalidated.body, revalidated.headers["ETag"]) == \
+        (200, first.body, first.headers["ETag"])
+    assert origin.requests["shoe.jpg"] == 2
+    assert metric(node, "edge_origin_fetches_total", outcome="not_modified") == 1
+    assert metric(node, "edge_transform_duration_seconds_count") == 1  # the output was kept, not redone
+
+    # confirmed for another hour: a hit again, and other sizes come from the kept original
+    assert (await node.fetch("/tr:w-40/shoe.jpg")).headers["X-Cache"] == "HIT"
+    assert decode(await node.fetch("/tr:w-30/shoe.jpg")).width == 30
+    assert origin.requests["shoe.jpg"] == 2
+
+
+async def test_a_changed_original_replaces_its_outputs(origin, node):
+    small = await node.fetch("/tr:w-40/shoe.jpg")
+    await node.fetch("/tr:w-20/shoe.jpg")
+    assert same_colour(centre_colour(decode(small)), colour(1))
+
+    origin.files["shoe.jpg"] = solid(100, 50, colour(3))
+    later(node, 2 * HOUR)
+    changed = await node.fetch("/tr:w-40/shoe.jpg")
+    assert changed.headers["X-Cache"] == "MISS" and changed.headers["ETag"] != small.headers["ETag"]
+    assert same_colour(centre_colour(decode(changed)), colour(3)) and decode(changed).height == 20
+    assert origin.requests["shoe.jpg"] == 2
+
+    # the other size made from the old original is gone too: remade from the new one, no fetch
+    other = await node.fetch("/tr:w-20/shoe.jpg")
+    assert other.headers["X-Cache"] == "MISS" and same_colour(centre_colour(decode(other)), colour(3))
+    assert origin.requests["shoe.jpg"] == 2
+
+
+async def test_a_failing_origin_gets_the_stale_copy_served(origin, node):
+    first = await node.fetch("/tr:w-40/shoe.jpg")
+    origin.behaviour.status = 500
+    later(node, 2 * HOUR)
+
+    stale = await node.fetch("/tr:w-40/shoe.jpg")
+    assert (stale.code, stale.headers["X-Cache"], stale.body) == (200, "STALE", first.body)
+    # a size never made before comes from the stale original
+    new_size = await node.fetch("/tr:w-25/shoe.jpg")
+    assert (new_size.code, new_size.headers["X-Cache"], decode(new_size).width) == (200, "STALE", 25)
+    # nothing stale to fall back on: the origin's error
+    assert (await node.fetch("/tr:w-40/boot.jpg")).code == 502
+    assert metric(node, "edge_http_request_duration_seconds_count", cache="stale") == 2
+
+    origin.behaviour.status = None  # the origin is back: fresh again
+    recovered = await node.fetch("/tr:w-40/shoe.jpg")
+    assert (recovered.headers["X-Cache"], recovered.body) == ("MISS", first.body)
+    assert (await node.fetch("/tr:w-40/shoe.jpg")).headers["X-Cache"] == "HIT"
+
+
+async def test_an_original_deleted_at_the_origin_is_a_404_after_revalidation(origin, node):
+    assert (await node.fetch("/tr:w-40/shoe.jpg")).code == 200
+    del origin.files["shoe.jpg"]
+    later(node, 2 * HOUR)
+    assert (await node.fetch("/tr:w-40/shoe.jpg")).code == 404
+    assert (await node.fetch("/tr:w-20/shoe.jpg")).code == 404  # the negative cache answers
+    assert origin.requests["shoe.jpg"] == 2

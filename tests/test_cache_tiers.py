@@ -1,0 +1,130 @@
+"""The two cache tiers: each LRU within its own budget, evicting least-recently-used entries and
+nothing else, counting what it evicts, and surviving a restart."""
+
+import pytest
+
+from edge.cache import MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, StoredOriginal, path_key
+from tests.nodes import SAMPLES, decode, write_config
+from tests.scrape import samples
+from tests.servers import HTTPOrigin
+
+ENTRY = 100_000  # above diskcache's 32 kB threshold: stored as a file, like real images
+SOURCE = SourceInfo(origin="web", version='"v1"', checked_at=0.0)
+
+
+def output(fill: int) -> CachedOutput:
+    body = bytes([fill]) * ENTRY
+    return CachedOutput(body=body, content_type="image/jpeg", etag=f'"{fill}"', source=SOURCE)
+
+
+@pytest.fixture
+def small_outputs(tmp_path):
+    """Caches whose output tier holds ten entries and then some, but not eleven."""
+    probe = Caches(tmp_path, 10**9, 10**9)
+    empty = probe.outputs.volume()
+    probe.close()
+    evicted: list[tuple[str, int]] = []
+    caches = Caches(tmp_path, empty + 10 * ENTRY + ENTRY // 2, 10**9,
+                    evicted=lambda tier, count: evicted.append((tier, count)))
+    yield caches, evicted
+    caches.close()
+
+
+def test_filling_past_the_budget_evicts_the_least_recently_used_and_nothing_else(small_outputs):
+    caches, evicted = small_outputs
+    original = StoredOriginal(SOURCE, b"original bytes")
+    caches.originals.put(path_key("", "a.jpg"), original)
+    for n in range(10):
+        caches.outputs.put(f"k{n}", output(n))
+    assert evicted == [] and len(caches.outputs) == 10
+
+    assert caches.outputs.get("k0").body == output(0).body  # read: now the most recently used
+    assert caches.outputs.get("k1") is not None
+    caches.flush_touches()
+    caches.outputs.put("k10", output(10))
+    caches.outputs.put("k11", output(11))
+
+    kept = {f"k{n}" for n in range(12) if caches.outputs.get(f"k{n}") is not None}
+    assert kept == {f"k{n}" for n in range(12)} - {"k2", "k3"}
+    assert evicted == [("output", 1), ("output", 1)]
+    assert caches.outputs.volume() <= caches.outputs.budget
+    assert caches.originals.get(path_key("", "a.jpg")) == original  # another tier, another budget
+
+
+def test_an_entry_too_large_for_its_tier_is_not_kept_and_evicts_nothing(small_outputs):
+    caches, evicted = small_outputs
+    caches.outputs.put("small", output(1))
+    huge = CachedOutput(body=b"x" * (caches.outputs.budget // MAX_ENTRY_SHARE + 1), content_type="image/png",
+                        etag='"huge"', source=SOURCE)
+    caches.outputs.put("huge", huge)
+    assert caches.outputs.get("huge") is None
+    assert caches.outputs.get("small") is not None and evicted == []
+
+
+def test_no_originals_are_kept_with_a_zero_budget(tmp_path):
+    caches = Caches(tmp_path, 10**9, 0)
+    caches.originals.put(path_key("", "a.jpg"), StoredOriginal(SOURCE, b"bytes"))
+    assert caches.originals.get(path_key("", "a.jpg")) is None
+    caches.close()
+
+
+def web_config(origin: HTTPOrigin, extra: str = "") -> str:
+    return f"""
+[cache]
+dir = "cache"
+{extra}
+
+[[origins]]
+name = "web"
+type = "web"
+base_url = "{origin.url}"
+
+[[endpoints]]
+id = ""
+origins = ["web"]
+"""
+
+
+@pytest.fixture
+async def origin():
+    server = await HTTPOrigin(files={"camera.jpg": (SAMPLES / "camera.jpg").read_bytes(),
+                                     "coffee.jpg": (SAMPLES / "coffee.jpg").read_bytes(),
+                                     "astronaut.jpg": (SAMPLES / "astronaut.jpg").read_bytes()}).start()
+    yield server
+    await server.stop()
+
+
+async def test_both_tiers_survive_a_restart(origin, node_factory, tmp_path):
+    config = write_config(tmp_path, web_config(origin))
+    first = await node_factory(config)
+    miss = await first.fetch("/tr:w-100/camera.jpg")
+    assert miss.headers["X-Cache"] == "MISS"
+    await first.stop()
+
+    second = await node_factory(config)
+    hit = await second.fetch("/tr:w-100/camera.jpg")
+    assert (hit.headers["X-Cache"], hit.body) == ("HIT", miss.body)
+    other_size = await second.fetch("/tr:w-60/camera.jpg")  # made from the kept original
+    assert other_size.headers["X-Cache"] == "MISS" and decode(other_size).width == 60
+    assert origin.requests == {"camera.jpg": 1}
+
+
+async def test_ten_sizes_of_one_image_cost_one_origin_fetch(origin, node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, web_config(origin)))
+    for width in range(40, 140, 10):
+        response = await node.fetch(f"/tr:w-{width}/coffee.jpg")
+        assert response.headers["X-Cache"] == "MISS" and decode(response).width == width
+    assert origin.requests == {"coffee.jpg": 1}
+    lookups = samples(node.node.metrics.exposition().decode(), "edge_cache_requests_total", tier="original")
+    assert lookups == {(("result", "hit"), ("tier", "original")): 9, (("result", "miss"), ("tier", "original")): 1}
+
+
+async def test_evictions_are_counted_in_the_metrics(origin, node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, web_config(origin, 'output_size = "1MB"')))
+    widths = range(200, 216)  # PNGs of about 100 kB each: the tier holds nine or so
+    for width in widths:
+        assert (await node.fetch(f"/tr:w-{width},f-png/astronaut.jpg")).code == 200
+    tier = node.node.caches.outputs
+    assert 0 < len(tier) < len(widths) and tier.volume() <= tier.budget
+    evicted = samples(node.node.metrics.exposition().decode(), "edge_cache_evictions_total", tier="output")
+    assert evicted == {(("tier", "output"),): len(widths) - len(tier)}
