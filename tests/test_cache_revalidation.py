@@ -10,7 +10,7 @@ import pytest
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import decode, write_config
 from tests.scrape import total
-from tests.servers import HTTPOrigin
+from tests.servers import HTTPOrigin, web_node_config
 
 HOUR = 3600.0
 
@@ -33,21 +33,12 @@ async def origin():
 
 @pytest.fixture
 async def node(origin, node_factory, tmp_path):
-    return await node_factory(write_config(tmp_path, f"""
+    return await node_factory(write_config(tmp_path, web_node_config(origin.url, """
 [cache]
 dir = "cache"
 original_ttl = "1h"
 not_found_ttl = "60s"
-
-[[origins]]
-name = "web"
-type = "web"
-base_url = "{origin.url}"
-
-[[endpoints]]
-id = ""
-origins = ["web"]
-"""))
+""")))
 
 
 async def test_not_found_is_remembered_until_not_found_ttl(origin, node):

@@ -6,7 +6,7 @@ import pytest
 from edge.cache import MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, StoredOriginal, path_key
 from tests.nodes import SAMPLES, decode, write_config
 from tests.scrape import samples
-from tests.servers import HTTPOrigin
+from tests.servers import HTTPOrigin, web_node_config
 
 ENTRY = 100_000  # above diskcache's 32 kB threshold: stored as a file, like real images
 SOURCE = SourceInfo(origin="web", version='"v1"', checked_at=0.0)
@@ -68,21 +68,8 @@ def test_no_originals_are_kept_with_a_zero_budget(tmp_path):
     caches.close()
 
 
-def web_config(origin: HTTPOrigin, extra: str = "") -> str:
-    return f"""
-[cache]
-dir = "cache"
-{extra}
-
-[[origins]]
-name = "web"
-type = "web"
-base_url = "{origin.url}"
-
-[[endpoints]]
-id = ""
-origins = ["web"]
-"""
+def web_config(origin: HTTPOrigin, cache: str = "") -> str:
+    return web_node_config(origin.url, f'[cache]\ndir = "cache"\n{cache}')
 
 
 @pytest.fixture
