@@ -104,5 +104,6 @@ class NodeProcess:
             self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout)
         self.log.extend(self.process.stderr.readlines())
+        self.process.stderr.close()
         return code
 
