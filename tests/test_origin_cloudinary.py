@@ -159,6 +159,25 @@ async def test_a_version_deleted_after_listing_is_listed_again(s3, backup_bucket
     assert len(s3.lists(BUCKET)) == 2
 
 
+async def test_a_url_pinning_a_newer_version_than_listed_lists_again(s3, backup_bucket, node_factory, tmp_path):
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key=DEMO + "reuploaded/1000000001.jpg", Body=solid(40, 30, colour(92)))
+    node = await node_factory(write_config(tmp_path, config(s3)))
+    assert same_colour(centre_colour(decode(await node.fetch("/image/upload/reuploaded.jpg"))), colour(92))
+    client.put_object(Bucket=BUCKET, Key=DEMO + "reuploaded/1000000002.jpg", Body=solid(40, 30, colour(93)))
+
+    # the unversioned URL keeps the listed version until resolution_ttl; older pins and `v1` list nothing
+    for path in ("/tr:w-20/image/upload/reuploaded.jpg", "/tr:w-20/image/upload/v1/reuploaded.jpg"):
+        assert same_colour(centre_colour(decode(await node.fetch(path))), colour(92))
+    assert len(s3.lists(BUCKET)) == 1
+    pinned = await node.fetch("/image/upload/v1000000002/reuploaded.jpg")
+    assert same_colour(centre_colour(decode(pinned)), colour(93))
+    assert len(s3.lists(BUCKET)) == 2
+    unpinned = await node.fetch("/tr:w-30/image/upload/reuploaded.jpg")
+    assert same_colour(centre_colour(decode(unpinned)), colour(93))  # the new listing serves all
+    assert len(s3.lists(BUCKET)) == 2
+
+
 @pytest.mark.parametrize("encode_keys, status", [(False, 404), (True, 200)])
 async def test_encoded_public_ids(s3, backup_bucket, node_factory, tmp_path, encode_keys, status):
     node = await node_factory(write_config(tmp_path, config(s3, extra=f"encode_keys = {str(encode_keys).lower()}")))
