@@ -4,6 +4,7 @@ through its `edge.plugins` entry point alone — nothing registers it by hand.""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,3 +90,13 @@ def test_without_the_package_the_type_is_unknown(plugin_site, config):
     assert without.returncode == 1
     assert "unknown origin type 'zip'; installed types: cloudinary_backup, local, s3, web" in without.stderr
     assert check({**os.environ, "PYTHONPATH": str(plugin_site)}).returncode == 0
+
+
+def test_the_walk_through_quotes_the_working_plugin():
+    """Every Python excerpt in docs/writing-an-origin-plugin.md is a verbatim part of the example plugin."""
+    doc = (EXAMPLE_PLUGIN.parent.parent / "docs" / "writing-an-origin-plugin.md").read_text()
+    source = (EXAMPLE_PLUGIN / "edge_zip_origin" / "__init__.py").read_text()
+    excerpts = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert len(excerpts) >= 8
+    for excerpt in excerpts:
+        assert excerpt in source, excerpt
