@@ -142,10 +142,10 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     """Decode, transform and encode, in the calling thread. Raises `EdgeError`s only."""
     info = probe(body, limits)
     fmt = final_format(planned_format, info.loader, info.has_alpha)
-    fail_on = pyvips.enums.FailOn.TRUNCATED
     try:
         def first_load(width: int, **options) -> pyvips.Image:
-            return pyvips.Image.thumbnail_buffer(body, width, fail_on=fail_on, **options)
+            # thumbnail's own fail_on does not reach the loader in libvips 8.18; the option string does
+            return pyvips.Image.thumbnail_buffer(body, width, option_string="fail_on=truncated", **options)
 
         load = first_load
         width, height = info.width, info.height
