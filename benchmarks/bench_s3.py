@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 import aioboto3
 from aiobotocore.config import AioConfig
 
+from benchmarks.common import median
 from edge.origin import OriginSettings
 from edge.settings import Secret
 from plugins.s3 import S3Origin
@@ -46,7 +46,7 @@ def start_s3_process() -> tuple[subprocess.Popen, str]:
 
 
 def median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
+    return median(samples) * 1000
 
 
 async def timed(operation) -> float:
