@@ -20,6 +20,7 @@ from .cache import CachedOutput, OutputCache, strong_etag
 from .config import Config
 from .errors import EdgeError, NotFound, UnprocessableSource
 from .metrics import Metrics
+from .origin import request_host
 from .routing import ImageRequest, Router
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.options import Transformation, parse_transformation
@@ -146,6 +147,7 @@ class ImageHandler(BaseHandler):
 
     async def _serve(self) -> None:
         node = self.node
+        request_host.set(self.request.host)
         try:
             request = node.router.route(self.request.host, self.request.path)
             self.endpoint_label = request.endpoint.id or "default"
