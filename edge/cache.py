@@ -6,10 +6,16 @@ surviving restarts and shared by the worker processes.
   stale original can be revalidated (conditional request) or served when the origin fails.
 - `not_found`: short-lived "no origin has this path" records (the negative cache).
 
-diskcache's `least-recently-used` policy turns every read into a write (about 6× slower reads).
-Reads here go through a second handle with no per-read bookkeeping, and the keys read are marked
-as used in one batch every second (`flush_touches`), so eviction is LRU to within a second and a
-hit costs one SQLite read.
+Measured costs shape the reads (see `benchmarks/bench_hit.py`):
+
+- diskcache's `least-recently-used` policy turns every read into a write (about 6× slower reads).
+  Reads here go through a second handle with no per-read bookkeeping, and the keys read are marked
+  as used in one batch every second (`flush_touches`): eviction is LRU to within a second.
+- Even a plain SQLite read of a 20 kB output costs about a third of a hit. A small per-process memory
+  tier in front of the outputs answers hot keys from RAM. It stays correct across processes through
+  `SharedVersions`: every write or delete of an output key (a store, an eviction, a purge) bumps a
+  version shared by all workers, and a memory copy is used only while its key's version is the one
+  it was read at.
 
 diskcache does not say what it culls, and culls ten entries at a time when one would do, so its
 culling is off (`cull_limit=0`): after every store the tier deletes its least-recently-used entries
@@ -21,9 +27,14 @@ path prefix" are key ranges, which a purge deletes through the primary-key index
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import mmap
+import os
 import threading
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -95,6 +106,71 @@ class CachedOutput:
         return replace(self, source=source)
 
 
+class SharedVersions:
+    """Version counters shared by every process that opens the same file, one per bucket of keys.
+    Reading one is a memory read; bumping one takes a file lock (writes are rare next to reads)."""
+
+    BUCKETS = 4096
+
+    def __init__(self, path: Path):
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        size = self.BUCKETS * 8
+        if os.fstat(self._fd).st_size < size:
+            os.ftruncate(self._fd, size)
+        self._map = mmap.mmap(self._fd, size)
+        self._counters = memoryview(self._map).cast("Q")
+
+    @classmethod
+    def bucket(cls, key: str) -> int:
+        return zlib.crc32(key.encode()) % cls.BUCKETS
+
+    def read(self, bucket: int) -> int:
+        return self._counters[bucket]
+
+    def bump(self, bucket: int) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            self._counters[bucket] += 1
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._counters.release()
+        self._map.close()
+        os.close(self._fd)
+
+
+class _MemoryTier:
+    """A byte-bounded LRU of outputs, each remembered with the shared version it was read at."""
+
+    def __init__(self, size_limit: int):
+        self.size_limit = size_limit
+        self._entries: OrderedDict[str, tuple[int, CachedOutput]] = OrderedDict()
+        self._size = 0
+
+    def get(self, key: str, version: int) -> CachedOutput | None:
+        found = self._entries.get(key)
+        if found is None or found[0] != version:
+            return None
+        self._entries.move_to_end(key)
+        return found[1]
+
+    def put(self, key: str, version: int, output: CachedOutput) -> None:
+        if len(output.body) > self.size_limit // 16:  # a few large outputs must not flush the rest
+            return
+        self.discard(key)
+        self._entries[key] = (version, output)
+        self._size += len(output.body)
+        while self._size > self.size_limit:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self._size -= len(evicted.body)
+
+    def discard(self, key: str) -> None:
+        found = self._entries.pop(key, None)
+        if found is not None:
+            self._size -= len(found[1].body)
+
+
 class Tier:
     """One diskcache directory: LRU within a byte budget, fast reads with batched touches, prefix
     deletes, and a count of what culling evicts."""
@@ -116,15 +192,22 @@ class Tier:
         body, meta = self._reader.get(key, tag=True)
         if body is None:
             return None
+        self._touch(key)
+        return body, json.loads(meta)
+
+    def _touch(self, key: str) -> None:
         with self._touched_lock:
             self._touched.add(key)
-        return body, json.loads(meta)
+
+    def _changed(self, key: str) -> None:
+        """Called after `key` was written or deleted (by this process)."""
 
     def _put(self, key: str, body: bytes, meta: dict[str, Any], expire: float | None = None) -> None:
         """Store, then evict least-recently-used entries until the tier is within budget (blocking)."""
         if len(body) > self.budget // MAX_ENTRY_SHARE:
             return
         self._writer.set(key, body, tag=json.dumps(meta), expire=expire)
+        self._changed(key)
         self._writer.expire()  # an expired record leaving is not an eviction
         evicted = self._evict_to_budget()
         if evicted and self._evicted is not None:
@@ -137,16 +220,18 @@ class Tier:
             oldest = self._writer._sql("SELECT key FROM Cache ORDER BY access_time LIMIT 1").fetchall()
             if not oldest:
                 break
-            evicted += self._writer.delete(oldest[0][0])  # False when another worker got there first
+            evicted += self.delete(oldest[0][0])  # False when another worker got there first
         return evicted
 
     def delete(self, key: str) -> bool:
-        return self._writer.delete(key)
+        removed = self._writer.delete(key)
+        self._changed(key)
+        return removed
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every entry whose key starts with `prefix`; return how many (blocking)."""
         with self._writer.transact():
-            return sum(self._writer.delete(key) for key in list(self._keys_with_prefix(prefix)))
+            return sum(self.delete(key) for key in list(self._keys_with_prefix(prefix)))
 
     def _keys_with_prefix(self, prefix: str) -> Iterator[str]:
         # A range over diskcache's `Cache(key, raw)` unique index: str keys are stored as TEXT, which
@@ -181,17 +266,38 @@ class Tier:
 
 
 class OutputCache(Tier):
+    def __init__(self, name: str, directory: Path, budget: int, memory_budget: int,
+                 evicted: Callable[[str, int], None] | None = None):
+        super().__init__(name, directory, budget, evicted)
+        self._versions = SharedVersions(directory / "versions.bin")
+        self._memory = _MemoryTier(memory_budget)
+
     def get(self, key: str) -> CachedOutput | None:
+        """The stored output, or None. Call from the IOLoop thread (the memory tier is not locked)."""
+        version = self._versions.read(SharedVersions.bucket(key))  # before the disk: a racing write shows next time
+        output = self._memory.get(key, version)
+        if output is not None:
+            self._touch(key)
+            return output
         found = self._get(key)
         if found is None:
             return None
         body, meta = found
-        return CachedOutput(body=body, **{**meta, "source": SourceInfo(**meta["source"])})
+        output = CachedOutput(body=body, **{**meta, "source": SourceInfo(**meta["source"])})
+        self._memory.put(key, version, output)
+        return output
 
     def put(self, key: str, output: CachedOutput) -> None:
         meta = asdict(output)
         del meta["body"]
         self._put(key, output.body, meta)
+
+    def _changed(self, key: str) -> None:
+        self._versions.bump(SharedVersions.bucket(key))
+
+    def close(self) -> None:
+        super().close()
+        self._versions.close()
 
 
 class OriginalCache(Tier):
@@ -223,9 +329,9 @@ class NotFoundCache(Tier):
 class Caches:
     """The node's tiers under `[cache] dir`. Opened by each serving process and by `edge purge`."""
 
-    def __init__(self, directory: Path, output_size: int, original_size: int,
+    def __init__(self, directory: Path, output_size: int, original_size: int, memory_size: int = 0,
                  evicted: Callable[[str, int], None] | None = None):
-        self.outputs = OutputCache("output", directory / "outputs", output_size, evicted)
+        self.outputs = OutputCache("output", directory / "outputs", output_size, memory_size, evicted)
         self.originals = OriginalCache("original", directory / "originals", original_size, evicted)
         self.not_found = NotFoundCache("not_found", directory / "not-found", NOT_FOUND_BUDGET, evicted)
         self.tiers: tuple[Tier, ...] = (self.outputs, self.originals, self.not_found)

@@ -34,6 +34,7 @@ class Metrics:
     def __init__(self) -> None:
         # In multiprocess mode values live in the shared folder, not in this registry.
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple, object] = {}
         r = self.registry
         self.http_requests = Counter(
             "edge_http_requests_total", "HTTP requests answered", ["endpoint", "status"], registry=r)
@@ -87,6 +88,15 @@ class Metrics:
         disk = shutil.disk_usage(directory)
         self.cache_filesystem_size.set(disk.total)
         self.cache_filesystem_free.set(disk.free)
+
+    def child(self, metric, *labels: str):
+        """`metric.labels(*labels)`, memoised: label values are few, and `labels()` is costly on the
+        hit path."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def exposition(self) -> bytes:
         """The text for `GET /metrics`: this process, or the whole node in multiprocess mode."""

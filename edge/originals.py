@@ -105,4 +105,4 @@ class OriginalSource:
         self._caches.not_found.put(key, now, self._not_found_ttl)
 
     def _count(self, tier: str, result: str) -> None:
-        self._metrics.cache_requests.labels(tier, result).inc()
+        self._metrics.child(self._metrics.cache_requests, tier, result).inc()

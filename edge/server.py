@@ -9,7 +9,6 @@ Everything a request needs is built once per process in `Node` from the validate
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from functools import partial
 import pyvips
 import tornado.web
 
+from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, StoredOriginal, output_key, strong_etag
 from .config import Config
 from .errors import EdgeError, OriginFailed, UnprocessableSource
@@ -31,7 +31,6 @@ from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
 
 log = logging.getLogger("edge")
-access_log = logging.getLogger("edge.access")
 
 TOUCH_FLUSH_SECONDS = 1.0
 GAUGE_REFRESH_SECONDS = 5.0
@@ -48,6 +47,7 @@ class Node:
         self.router = Router(config.endpoints)
         self.origins = {origin.name: origin for origin in config.origins}
         self.caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size,
+                             config.cache.memory_size,
                              evicted=lambda tier, count: self.metrics.cache_evictions.labels(tier).inc(count))
         self.outputs = self.caches.outputs
         self.flights = SingleFlight(config.cache.dir / "flights", wait_bound(config.endpoints),
@@ -56,6 +56,10 @@ class Node:
                                         self.metrics, clock=lambda: self.clock())
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue)
+        self.access_log = AccessLog(config.server.access_log)
+        #: image requests being answered by this process; sampled into the gauge (an mmap write
+        #: per request and per answer is a measurable part of a cache hit)
+        self.inflight = 0
         self._background: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -63,6 +67,7 @@ class Node:
             await origin.open()
         self._background = [
             asyncio.create_task(self._every(TOUCH_FLUSH_SECONDS, self._flush_touches)),
+            asyncio.create_task(self._every(FLUSH_SECONDS, self._sample)),
             asyncio.create_task(self._every(GAUGE_REFRESH_SECONDS, self._refresh_gauges)),
         ]
         await self._refresh_gauges()
@@ -72,6 +77,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._flush_touches()
+        self.access_log.flush()
         for origin in self.config.origins:
             await origin.close()
         self.renderer.shutdown()
@@ -86,6 +92,10 @@ class Node:
             except Exception:  # a periodic job must never die silently
                 log.exception("background job %s failed", job.__name__)
 
+    async def _sample(self) -> None:
+        self.metrics.inflight_requests.set(self.inflight)
+        self.access_log.flush()
+
     async def _flush_touches(self) -> None:
         await asyncio.to_thread(self.caches.flush_touches)
 
@@ -98,7 +108,8 @@ class Node:
         negotiated = planned_format if vary_accept else ""
         return output_key(request.endpoint.id, request.path, transformation.canonical(), negotiated)
 
-    def fresh_output(self, key: str) -> CachedOutput | None:
+    async def fresh_output(self, key: str) -> CachedOutput | None:
+        """What another worker's single flight stored for `key` (read on the IOLoop, like every output)."""
         output = self.outputs.get(key)
         return output if output is not None and self.originals.is_fresh(output.source) else None
 
@@ -139,17 +150,17 @@ class ImageHandler(BaseHandler):
         await self._serve()
 
     def prepare(self) -> None:
-        self.node.metrics.inflight_requests.inc()
+        self.node.inflight += 1
 
     def on_finish(self) -> None:
         node, status = self.node, self.get_status()
         metrics = node.metrics
-        metrics.inflight_requests.dec()
+        node.inflight -= 1
         elapsed = self.request.request_time()
-        metrics.http_requests.labels(self.endpoint_label, str(status)).inc()
-        metrics.http_duration.labels(self.endpoint_label, self.cache_result).observe(elapsed)
+        metrics.child(metrics.http_requests, self.endpoint_label, str(status)).inc()
+        metrics.child(metrics.http_duration, self.endpoint_label, self.cache_result).observe(elapsed)
         if status == 404:
-            metrics.not_found.labels(self.endpoint_label).inc()
+            metrics.child(metrics.not_found, self.endpoint_label).inc()
 
     async def _serve(self) -> None:
         node = self.node
@@ -157,15 +168,15 @@ class ImageHandler(BaseHandler):
         try:
             request = node.router.route(self.request.host, self.request.path)
             self.endpoint_label = request.endpoint.id or "default"
-            transformation = parse_transformation(request.path_transformation,
-                                                  self.get_query_argument("tr", None))
+            transformation = parse_transformation(request.path_transformation, self._query("tr"))
             planned_format, vary_accept = plan_format(transformation.output_format, request.path,
                                                       self.request.headers.get("Accept"))
             key = node.cache_key(request, transformation, planned_format, vary_accept)
 
             cached = node.outputs.get(key)
             fresh = cached is not None and node.originals.is_fresh(cached.source)
-            node.metrics.cache_requests.labels("output", "hit" if fresh else "stale" if cached else "miss").inc()
+            node.metrics.child(node.metrics.cache_requests, "output",
+                               "hit" if fresh else "stale" if cached else "miss").inc()
             if fresh:
                 output = cached
             else:
@@ -173,7 +184,7 @@ class ImageHandler(BaseHandler):
                     output = await node.flights.run(
                         key, partial(self._fetch_transform_store, request, key, transformation, planned_format,
                                      vary_accept, cached),
-                        partial(asyncio.to_thread, node.fresh_output, key))
+                        partial(node.fresh_output, key))
                 except OriginFailed:
                     if cached is None:
                         raise
@@ -229,6 +240,10 @@ class ImageHandler(BaseHandler):
             canonical_link=f"<{base.rstrip('/')}/{request.path}>; rel=\"canonical\"" if base else None,
         )
 
+    def _query(self, name: str) -> str | None:
+        # most image URLs have no query: skip Tornado's argument decoding for them
+        return self.get_query_argument(name, None) if self.request.query else None
+
     def _respond(self, output: CachedOutput) -> None:
         self.origin_name = output.source.origin
         self.set_header("Content-Type", output.content_type)
@@ -241,7 +256,7 @@ class ImageHandler(BaseHandler):
             self.set_header("Vary", "Accept")
         if output.canonical_link:
             self.set_header("Link", output.canonical_link)
-        if self.get_query_argument("ik-attachment", None) == "true":
+        if self._query("ik-attachment") == "true":
             self.set_header("Content-Disposition", "attachment")
         if _etag_matches(self.request.headers.get("If-None-Match"), output.etag):
             self.set_status(304)
@@ -252,7 +267,8 @@ class ImageHandler(BaseHandler):
             self.finish()
             return
         self.body_bytes = len(output.body)
-        self.node.metrics.response_bytes.labels(self.endpoint_label).inc(self.body_bytes)
+        metrics = self.node.metrics
+        metrics.child(metrics.response_bytes, self.endpoint_label).inc(self.body_bytes)
         self.finish(output.body)
 
     def _send_error(self, error: EdgeError) -> None:
@@ -319,29 +335,21 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/metrics", MetricsHandler, args),
             (r"/.*", ImageHandler, args),
         ],
-        log_function=_access_logger(node),
+        log_function=_log_request,
         compress_response=False,
     )
 
 
-def _access_logger(node: Node):
-    """One JSON line per request: endpoint, status, cache result, bytes, duration, origin. The query
-    string (which may carry signatures) is never logged."""
-    enabled = node.config.server.access_log
-
-    def log_request(handler: tornado.web.RequestHandler) -> None:
-        if not enabled:
-            return
-        status = handler.get_status()
-        record = {
-            "method": handler.request.method,
-            "path": handler.request.path,
-            "status": status,
-            "duration_ms": round(handler.request.request_time() * 1000, 2),
-        }
-        if isinstance(handler, ImageHandler):
-            record.update(endpoint=handler.endpoint_label, cache=handler.cache_result,
-                          bytes=handler.body_bytes, origin=handler.origin_name)
-        access_log.info(json.dumps(record, separators=(",", ":")))
-
-    return log_request
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    if not isinstance(handler, BaseHandler):  # Tornado's own 404/405 handlers
+        return
+    record = {
+        "method": handler.request.method,
+        "path": handler.request.path,
+        "status": handler.get_status(),
+        "duration_ms": round(handler.request.request_time() * 1000, 2),
+    }
+    if isinstance(handler, ImageHandler):
+        record.update(endpoint=handler.endpoint_label, cache=handler.cache_result,
+                      bytes=handler.body_bytes, origin=handler.origin_name)
+    handler.node.access_log.write(record)

@@ -5,7 +5,8 @@ not a key: the origin lists the public ID's folder (one ListObjectsV2 with `Pref
 `Delimiter=/`, so `shoe` never sees `shoe-red`), picks the pinned version or the newest, and reads
 that object exactly as the `s3` origin does (it *is* an `s3` origin, plus this resolution). The
 listing is cached per public ID for `resolution_ttl`, so other sizes and formats of an asset cost one
-GetObject and no listing. Needs `s3:ListBucket` and `s3:GetObject`, nothing else.
+GetObject and no listing — unless a URL pins a version newer than the listing knows (a new upload,
+announced by its versioned URL), which lists again. Needs `s3:ListBucket` and `s3:GetObject`, nothing else.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class Versions:
                 found.append((int(stem), key))
         return cls(tuple(sorted(found)))
 
+    def may_lack(self, pinned: int | None) -> bool:
+        """Whether `pinned` could have been uploaded after this listing (it is newer than all it found)."""
+        return pinned is not None and bool(self.found) and pinned > self.found[-1][0]
+
     def choose(self, pinned: int | None) -> str | None:
         """The pinned version's key when the folder has it, else the newest; None for an empty folder."""
         if pinned is not None:
@@ -141,6 +146,8 @@ class CloudinaryBackupOrigin(S3Origin):
             raise OriginNotFound(path)
         folder = self.key_for(asset.public_id) + "/"
         versions = self._resolutions.get(folder)
+        if versions is not None and versions.may_lack(asset.version):
+            versions = None  # a URL pinning a version newer than we listed: a new upload, list again
         if versions is not None:
             key = versions.choose(asset.version)
             try:

@@ -166,8 +166,12 @@ class S3Origin(Origin):
             response = await self._client.get_object(**params)
             body = response["Body"]
             async with body:  # releases the connection, or drops it when the body was not read to the end
-                check_announced_size(response.get("ContentLength"), max_bytes, key)
-                data = await read_limited(body.iter_chunks(CHUNK_BYTES), max_bytes, key)
+                length = response.get("ContentLength")
+                check_announced_size(length, max_bytes, key)
+                if length is not None:  # within the limit, and aiohttp never reads past Content-Length
+                    data = await body.read()
+                else:
+                    data = await read_limited(body.iter_chunks(CHUNK_BYTES), max_bytes, key)
         return Original(data, etag=response.get("ETag"), last_modified=http_date(response.get("LastModified")),
                         content_type=response.get("ContentType"))
 

@@ -4,7 +4,7 @@ nothing else, counting what it evicts, and surviving a restart."""
 import pytest
 
 from edge.cache import MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, StoredOriginal, path_key
-from tests.nodes import SAMPLES, decode, write_config
+from tests.nodes import SAMPLES, decode, start_node, write_config
 from tests.scrape import samples
 from tests.servers import HTTPOrigin, web_node_config
 
@@ -83,7 +83,7 @@ async def origin():
 
 async def test_both_tiers_survive_a_restart(origin, node_factory, tmp_path):
     config = write_config(tmp_path, web_config(origin))
-    first = await node_factory(config)
+    first = await start_node(config)  # stopped here, not by the fixture
     miss = await first.fetch("/tr:w-100/camera.jpg")
     assert miss.headers["X-Cache"] == "MISS"
     await first.stop()

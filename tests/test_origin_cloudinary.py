@@ -9,7 +9,7 @@ import pytest
 from edge.transform.formats import path_format
 from plugins.cloudinary_backup import ResolutionCache, Versions, parse_asset_path
 from tests.assets import centre_colour, colour, same_colour, solid
-from tests.nodes import decode, loader, write_config
+from tests.nodes import EVERY_MISS_TO_ORIGIN, decode, loader, write_config
 
 BUCKET = "acme-cloudinary-backup"
 DEMO = "res/demo/image/upload/"
@@ -36,8 +36,6 @@ OBJECTS = {
     "res/other/image/upload/products/shoe/1800000001.jpg": (74, 30),
 }
 INDEX = {key: i for i, key in enumerate(OBJECTS)}
-#: for tests that count what reaches the bucket on every output miss: no originals tier in between
-NO_ORIGINALS_TIER = '[cache]\ndir = "cache"\noriginal_size = 0\n'
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +120,7 @@ async def test_the_folder_selects_the_cloud_and_may_start_deeper(s3, backup_buck
 
 
 async def test_lists_once_per_public_id_then_only_gets(s3, backup_bucket, node_factory, tmp_path):
-    demo = await node_factory(write_config(tmp_path, NO_ORIGINALS_TIER + config(s3)))
+    demo = await node_factory(write_config(tmp_path, EVERY_MISS_TO_ORIGIN + config(s3)))
     first = await demo.fetch("/tr:w-20/image/upload/products/shoe.jpg")
     assert served(first) == DEMO + "products/shoe/1700000000.jpg"
     assert [(c.query["prefix"], c.query["delimiter"]) for c in s3.lists(BUCKET)] == \
@@ -143,7 +141,7 @@ async def test_lists_once_per_public_id_then_only_gets(s3, backup_bucket, node_f
 
 
 async def test_zero_ttl_lists_every_time(s3, backup_bucket, node_factory, tmp_path):
-    node = await node_factory(write_config(tmp_path, NO_ORIGINALS_TIER + config(s3, extra='resolution_ttl = "0s"')))
+    node = await node_factory(write_config(tmp_path, EVERY_MISS_TO_ORIGIN + config(s3, extra='resolution_ttl = "0s"')))
     for width in (20, 30):
         assert (await node.fetch(f"/tr:w-{width}/image/upload/logo.v2.png")).code == 200
     assert len(s3.lists(BUCKET)) == 2
@@ -153,12 +151,31 @@ async def test_a_version_deleted_after_listing_is_listed_again(s3, backup_bucket
     client = s3.client()
     client.put_object(Bucket=BUCKET, Key=DEMO + "fleeting/1000000001.jpg", Body=solid(40, 30, colour(90)))
     client.put_object(Bucket=BUCKET, Key=DEMO + "fleeting/1000000002.jpg", Body=solid(40, 30, colour(91)))
-    node = await node_factory(write_config(tmp_path, NO_ORIGINALS_TIER + config(s3)))
+    node = await node_factory(write_config(tmp_path, EVERY_MISS_TO_ORIGIN + config(s3)))
     first = await node.fetch("/tr:w-20/image/upload/fleeting.jpg")
     assert same_colour(centre_colour(decode(first)), colour(91))
     client.delete_object(Bucket=BUCKET, Key=DEMO + "fleeting/1000000002.jpg")
     second = await node.fetch("/tr:w-30/image/upload/fleeting.jpg")
     assert same_colour(centre_colour(decode(second)), colour(90))
+    assert len(s3.lists(BUCKET)) == 2
+
+
+async def test_a_url_pinning_a_newer_version_than_listed_lists_again(s3, backup_bucket, node_factory, tmp_path):
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key=DEMO + "reuploaded/1000000001.jpg", Body=solid(40, 30, colour(92)))
+    node = await node_factory(write_config(tmp_path, EVERY_MISS_TO_ORIGIN + config(s3)))
+    assert same_colour(centre_colour(decode(await node.fetch("/image/upload/reuploaded.jpg"))), colour(92))
+    client.put_object(Bucket=BUCKET, Key=DEMO + "reuploaded/1000000002.jpg", Body=solid(40, 30, colour(93)))
+
+    # the unversioned URL keeps the listed version until resolution_ttl; older pins and `v1` list nothing
+    for path in ("/tr:w-20/image/upload/reuploaded.jpg", "/tr:w-20/image/upload/v1/reuploaded.jpg"):
+        assert same_colour(centre_colour(decode(await node.fetch(path))), colour(92))
+    assert len(s3.lists(BUCKET)) == 1
+    pinned = await node.fetch("/image/upload/v1000000002/reuploaded.jpg")
+    assert same_colour(centre_colour(decode(pinned)), colour(93))
+    assert len(s3.lists(BUCKET)) == 2
+    unpinned = await node.fetch("/tr:w-30/image/upload/reuploaded.jpg")
+    assert same_colour(centre_colour(decode(unpinned)), colour(93))  # the new listing serves all
     assert len(s3.lists(BUCKET)) == 2
 
 

@@ -88,10 +88,7 @@ def test_a_killed_worker_is_replaced(tmp_path):
     try:
         victim = children_of(node.process.pid)[0]
         os.kill(victim, signal.SIGKILL)
-        for line in node.process.stderr:  # bounded: the supervisor logs the restart or exits
-            node.log.append(line)
-            if "restarted" in line:
-                break
+        node.wait_for_log(f"pid {victim}\\) exited with status .*; restarted")
         replacement = set(children_of(node.process.pid)) - {victim}
         assert len(replacement) == 2
     finally:

@@ -7,6 +7,7 @@ form (the cache key) and the 400 messages follow from the row.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -154,12 +155,14 @@ def parse_step(text: str) -> Step:
     return step
 
 
+@functools.lru_cache(maxsize=4096)  # a site uses few distinct transformations; each parse is pure
 def parse_transformation(*texts: str | None) -> Transformation:
     """Parse the path form and the query form (in that order) into one chained transformation."""
     steps = tuple(parse_step(step) for text in texts if text for step in text.split(":"))
     return Transformation(tuple(step for step in steps if step != DEFAULT_STEP))
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonical_step(step: Step) -> str:
     parts = []
     for name in _FIELD_ORDER:

@@ -1,0 +1,1 @@
+"""Benchmarks: each a module runnable as `.venv/bin/python -m benchmarks.<name>`."""
