@@ -1,4 +1,4 @@
-"""The `edge` command: `edge serve`, `edge check-config`.
+"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`.
 
 `serve` binds the listening socket in the parent, then (with `workers > 1`) forks the workers, which
 all accept on that socket. The parent only supervises: it restarts a worker that dies, and on
@@ -23,8 +23,9 @@ import time
 import tornado.netutil
 
 from .config import Config, load_config
-from .errors import ConfigError
+from .errors import ConfigError, EdgeError
 from .pluginmanager import load_plugins
+from .purge import parse_target, purge_offline
 
 log = logging.getLogger("edge")
 
@@ -43,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, help="worker processes (0 = one per core)")
     check = commands.add_parser("check-config", help="validate a config and print it, secrets masked")
     check.add_argument("--config")
+    purge_command = commands.add_parser(
+        "purge", help="remove every cached output and original of a URL's path, or of a path prefix "
+                      "(on the cache folder: works whether or not the node runs)")
+    purge_command.add_argument("--config")
+    target = purge_command.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="a URL the node serves, or its path: all its transformations go")
+    target.add_argument("--prefix", help="a URL or path prefix: everything under it goes")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -55,8 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(json.dumps(config.describe(), indent=2, default=str))
         return 0
+    if args.command == "purge":
+        return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix})
     workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
     return run(config.with_overrides(host=args.host, port=args.port, workers=workers))
+
+
+def _purge(config: Config, target: dict[str, str | None]) -> int:
+    try:
+        print(json.dumps(purge_offline(config, parse_target(target))))
+    except EdgeError as error:
+        print(f"edge: {error.message}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def run(config: Config) -> int:

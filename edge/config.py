@@ -142,6 +142,8 @@ def _parse(root: ConfigTable, label: str, plugins: pluggy.PluginManager) -> Conf
     named = _named_transformations(root.subtable("named_transformations"))
     admin = root.subtable("admin")
     admin_token = admin.secret("token")
+    if admin_token is not None and not admin_token.reveal().strip():
+        raise admin.error("token", "is empty: set a long random token, or remove the key to turn the purge API off")
     admin.finish()
     origins = _origins(root, plugins)
     endpoints = _endpoints(root, {o.name: o for o in origins})

@@ -29,8 +29,9 @@ class Router:
         self._by_host = {host: e for e in endpoints for host in e.hosts}
         self._default = next((e for e in endpoints if e.id == ""), None)
 
-    def route(self, host: str, raw_path: str) -> ImageRequest:
-        """`raw_path` is the request path as sent (still percent-encoded), starting with `/`."""
+    def route(self, host: str, raw_path: str, *, allow_empty_path: bool = False) -> ImageRequest:
+        """`raw_path` is the request path as sent (still percent-encoded), starting with `/`.
+        `allow_empty_path`: a path prefix (to purge) may be the whole endpoint."""
         segments = raw_path.lstrip("/").split("/")
         endpoint = self._by_host.get(host.rsplit(":", 1)[0].lower()) if host else None
         if endpoint is None:
@@ -46,7 +47,7 @@ class Router:
             transformation = _decode(segments[0])[3:]
             segments = segments[1:]
         path = _decode("/".join(segments))
-        if not path:
+        if not path and not allow_empty_path:
             raise NotFound("not found")
         return ImageRequest(endpoint, path, transformation)
 

@@ -9,6 +9,7 @@ Everything a request needs is built once per process in `Node` from the validate
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from functools import partial
 import pyvips
 import tornado.web
 
+from . import purge
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, StoredOriginal, output_key, strong_etag
 from .config import Config
@@ -326,12 +328,37 @@ class MetricsHandler(BaseHandler):
         self.finish(self.node.metrics.exposition())
 
 
+class PurgeHandler(BaseHandler):
+    """`POST /_edge/purge` with the admin token as a bearer token; off (404) when no token is set."""
+
+    async def post(self) -> None:
+        node = self.node
+        token = node.config.admin_token
+        if token is None:
+            self._send_plain(404, "not found")
+            return
+        if not purge.authorized(self.request.headers.get("Authorization"), token):
+            self._send_plain(401, "unauthorized", {"WWW-Authenticate": 'Bearer realm="edge purge"'})
+            return
+        try:
+            target = purge.parse_body(self.request.body)
+            answer = await asyncio.to_thread(purge.purge, node.caches, node.router, target)
+        except EdgeError as error:
+            self._send_plain(error.status, error.message)
+            return
+        log.info("purged %d cached entries for %s", answer["removed"], target)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(answer) + "\n")
+
+
 def make_app(node: Node) -> tornado.web.Application:
     args = {"node": node}
     return tornado.web.Application(
         [
             (r"/_edge/health", HealthHandler, args),
             (r"/_edge/ready", ReadyHandler, args),
+            (r"/_edge/purge", PurgeHandler, args),
             (r"/metrics", MetricsHandler, args),
             (r"/.*", ImageHandler, args),
         ],

@@ -1,0 +1,167 @@
+"""Purge: `POST /_edge/purge` with the admin token, by URL or by path prefix, and `edge purge`."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edge.config import load_config
+from edge.errors import ConfigError
+from edge.pluginmanager import load_plugins
+from tests.assets import centre_colour, colour, same_colour, solid
+from tests.nodes import decode, write_config
+from tests.servers import HTTPOrigin
+
+TOKEN = "purge-token-7f3a9c2e51d84b06"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+async def origin():
+    files = {name: solid(60, 40, colour(i)) for i, name in
+             enumerate(["shoes/red.jpg", "shoes/blue.jpg", "shirts/white.jpg"])}
+    server = await HTTPOrigin(files=files).start()
+    yield server
+    await server.stop()
+
+
+def config_text(origin: HTTPOrigin, admin: str = f'[admin]\ntoken = "{TOKEN}"\n') -> str:
+    return f"""
+[cache]
+dir = "cache"
+
+{admin}
+
+[[origins]]
+name = "web"
+type = "web"
+base_url = "{origin.url}"
+
+[[endpoints]]
+id = "shop"
+origins = ["web"]
+
+[[endpoints]]
+id = "outlet"
+origins = ["web"]
+"""
+
+
+@pytest.fixture
+def config(origin, tmp_path):
+    return write_config(tmp_path, config_text(origin))
+
+
+@pytest.fixture
+async def node(config, node_factory):
+    return await node_factory(config)
+
+
+async def purge_request(node, target: dict, headers=AUTH):
+    return await node.fetch("/_edge/purge", method="POST", headers=headers, body=json.dumps(target).encode())
+
+
+async def cached(node, path: str) -> bool:
+    """Requests `path`; whether it was answered from the cache."""
+    response = await node.fetch(path)
+    assert response.code == 200, (path, response.code)
+    return response.headers["X-Cache"] == "HIT"
+
+
+async def warm(node) -> None:
+    for path in ("/shop/tr:w-30/shoes/red.jpg", "/shop/tr:w-20/shoes/red.jpg", "/shop/tr:w-30/shoes/blue.jpg",
+                 "/shop/tr:w-30/shirts/white.jpg", "/outlet/tr:w-30/shoes/red.jpg"):
+        assert not await cached(node, path)
+
+
+async def test_purge_by_url_removes_every_variant_and_the_original(origin, node):
+    await warm(node)
+    response = await purge_request(node, {"url": f"https://img.example.com/shop/tr:w-999/shoes/red.jpg?x=1"})
+    assert (response.code, response.headers["Content-Type"]) == (200, "application/json")
+    assert json.loads(response.body) == {"removed": 3, "by_tier": {"output": 2, "original": 1, "not_found": 0}}
+
+    fetched = origin.requests["shoes/red.jpg"]
+    assert not await cached(node, "/shop/tr:w-30/shoes/red.jpg")
+    assert origin.requests["shoes/red.jpg"] == fetched + 1  # the original went too
+    assert not await cached(node, "/shop/tr:w-20/shoes/red.jpg")
+    for untouched in ("/shop/tr:w-30/shoes/blue.jpg", "/outlet/tr:w-30/shoes/red.jpg"):
+        assert await cached(node, untouched)
+
+
+async def test_purge_by_prefix_removes_everything_under_it_in_its_endpoint(node):
+    await warm(node)
+    response = await purge_request(node, {"prefix": "/shop/shoes/"})
+    assert json.loads(response.body)["removed"] == 5  # three outputs, two originals
+    assert not await cached(node, "/shop/tr:w-30/shoes/red.jpg")
+    assert not await cached(node, "/shop/tr:w-30/shoes/blue.jpg")
+    assert await cached(node, "/shop/tr:w-30/shirts/white.jpg")
+    assert await cached(node, "/outlet/tr:w-30/shoes/red.jpg")
+
+    whole_endpoint = await purge_request(node, {"prefix": "/shop/"})
+    assert json.loads(whole_endpoint.body)["removed"] == 6
+    assert await cached(node, "/outlet/tr:w-30/shoes/red.jpg")
+
+
+async def test_purge_clears_a_remembered_not_found(origin, node):
+    assert (await node.fetch("/shop/tr:w-30/new.jpg")).code == 404
+    origin.files["new.jpg"] = solid(60, 40, colour(7))
+    assert (await node.fetch("/shop/tr:w-30/new.jpg")).code == 404
+    answer = json.loads((await purge_request(node, {"url": "/shop/new.jpg"})).body)
+    assert answer["by_tier"]["not_found"] == 1
+    response = await node.fetch("/shop/tr:w-30/new.jpg")
+    assert response.code == 200 and same_colour(centre_colour(decode(response)), colour(7))
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Authorization": "Bearer wrong-token"},
+    {"Authorization": f"Basic {TOKEN}"},
+    {"Authorization": "Bearer "},
+    {"Authorization": f"Bearer {TOKEN}x"},
+])
+async def test_without_the_token_purge_is_a_401_and_removes_nothing(node, headers, capsys):
+    await warm(node)
+    response = await purge_request(node, {"prefix": "/shop/"}, headers=headers)
+    assert (response.code, response.headers["WWW-Authenticate"]) == (401, 'Bearer realm="edge purge"')
+    assert await cached(node, "/shop/tr:w-30/shoes/red.jpg")
+    node.node.access_log.flush()
+    assert TOKEN not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"not json", b'expected a JSON body: {"url": "..."} or {"prefix": "..."}\n'),
+    (b'{"url": "/shop/a.jpg", "prefix": "/shop/"}', b'expected exactly one of "url" or "prefix"\n'),
+    (b'{"path": "/shop/a.jpg"}', b'expected exactly one of "url" or "prefix"\n'),
+    (b'{"url": 7}', b"url: expected a URL or a path\n"),
+    (b'{"url": "/shop/"}', b"url: names no image\n"),
+])
+async def test_a_malformed_purge_is_a_400_naming_the_problem(node, body, message):
+    response = await node.fetch("/_edge/purge", method="POST", headers=AUTH, body=body)
+    assert (response.code, response.body) == (400, message)
+
+
+async def test_the_purge_api_is_off_without_a_token(origin, node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, config_text(origin, admin="")))
+    response = await purge_request(node, {"prefix": "/shop/"})
+    assert response.code == 404
+
+
+async def test_edge_purge_works_on_the_cache_of_a_running_node(config, node):
+    await warm(node)
+    assert await cached(node, "/shop/tr:w-30/shoes/red.jpg")  # now in the worker's memory tier too
+    result = subprocess.run([sys.executable, "-m", "edge", "purge", "--config", str(config),
+                             "--url", "/shop/shoes/red.jpg"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["removed"] == 3
+    assert not await cached(node, "/shop/tr:w-30/shoes/red.jpg")
+
+    prefix = subprocess.run([sys.executable, "-m", "edge", "purge", "--config", str(config),
+                             "--prefix", "/nowhere/"], capture_output=True, text=True, timeout=60)
+    assert (prefix.returncode, prefix.stderr) == (2, "edge: prefix: no endpoint of this node serves '/nowhere/'\n")
+
+
+def test_an_empty_token_is_a_config_error_not_an_open_door(origin, tmp_path):
+    path = write_config(tmp_path, config_text(origin, admin='[admin]\ntoken = " "\n'))
+    with pytest.raises(ConfigError, match=r"\[admin\] token: is empty"):
+        load_config(path, load_plugins())
