@@ -1,0 +1,127 @@
+"""`/metrics` of a node with two workers, parsed as Prometheus parses it, after a known sequence of
+requests: every count is the whole node's, whichever worker answered."""
+
+import asyncio
+import shutil
+import subprocess
+import time
+
+import pytest
+import pytest_asyncio
+from tornado.httpclient import AsyncHTTPClient
+
+from tests.assets import colour, solid
+from tests.nodes import NodeProcess, write_config
+from tests.scrape import samples, scrape, total
+from tests.servers import HTTPOrigin, web_node_config
+
+WAIT_LIMIT = 30
+PROMTOOL = shutil.which("promtool")
+
+
+async def scrape_when(node_url: str, name: str, expected: float, **labels: str) -> str:
+    """The exposition once `name{labels}` reaches `expected`: a worker counts a request just after
+    answering it, and the cache gauges are refreshed every few seconds. Bounded."""
+    deadline = time.monotonic() + WAIT_LIMIT
+    while total(text := await scrape(node_url), name, **labels) != expected:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}{labels} never reached {expected}:\n{text}")
+        await asyncio.sleep(0.05)
+    return text
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def metrics_after_a_known_sequence(tmp_path_factory):
+    """(exposition text, response sizes): the sequence runs once, against a 2-worker node."""
+    tmp_path = tmp_path_factory.mktemp("metrics")
+    origin = await HTTPOrigin(files={"a.jpg": solid(120, 80, colour(3)), "b.jpg": solid(90, 60, colour(4))}).start()
+    node = NodeProcess(write_config(tmp_path, web_node_config(origin.url, "[server]\nworkers = 2\n")))
+    client = AsyncHTTPClient(force_instance=True)
+    sent = []
+    try:
+        async def get(path: str, status: int) -> None:
+            # a new connection each time, so that both workers answer some
+            response = await client.fetch(node.url + path, raise_error=False, headers={"Connection": "close"})
+            assert response.code == status, (path, response.code, response.body)
+            sent.append(len(response.body))
+
+        await get("/tr:w-50/a.jpg", 200)  # output miss, original miss, origin found, transform
+        for _ in range(3):
+            await get("/tr:w-50/a.jpg", 200)  # output hits
+        await get("/tr:w-60/a.jpg", 200)  # output miss, original hit, transform
+        await get("/tr:w-60,f-png/a.jpg", 200)  # output miss, original hit, transform to PNG
+        await get("/tr:w-50/gone.jpg", 404)  # origin not found
+        await get("/tr:w-70/gone.jpg", 404)  # the negative cache answers
+        origin.behaviour.status = 500
+        await get("/tr:w-50/b.jpg", 502)  # origin error
+        origin.behaviour.status = None
+        await scrape_when(node.url, "edge_http_requests_total", 9)
+        text = await scrape_when(node.url, "edge_cache_entries", 3, tier="output")
+    finally:
+        client.close()
+        node.stop()
+        await origin.stop()
+    return text, sent
+
+
+@pytest.fixture
+def exposition(metrics_after_a_known_sequence):
+    return metrics_after_a_known_sequence[0]
+
+
+def only(text, name, **labels):
+    found = samples(text, name, **labels)
+    assert len(found) <= 1, found
+    return sum(found.values())
+
+
+@pytest.mark.parametrize("name, labels, expected", [
+    ("edge_http_requests_total", {"endpoint": "default", "status": "200"}, 6),
+    ("edge_http_requests_total", {"endpoint": "default", "status": "404"}, 2),
+    ("edge_http_requests_total", {"endpoint": "default", "status": "502"}, 1),
+    ("edge_http_request_duration_seconds_count", {"endpoint": "default", "cache": "hit"}, 3),
+    ("edge_http_request_duration_seconds_count", {"endpoint": "default", "cache": "miss"}, 6),
+    ("edge_not_found_total", {"endpoint": "default"}, 2),
+    ("edge_origin_fetches_total", {"origin": "web", "outcome": "found"}, 1),
+    ("edge_origin_fetches_total", {"origin": "web", "outcome": "not_found"}, 1),
+    ("edge_origin_fetches_total", {"origin": "web", "outcome": "error"}, 1),
+    ("edge_origin_fetch_duration_seconds_count", {"origin": "web", "outcome": "found"}, 1),
+    ("edge_cache_requests_total", {"tier": "output", "result": "hit"}, 3),
+    ("edge_cache_requests_total", {"tier": "output", "result": "miss"}, 6),
+    ("edge_cache_requests_total", {"tier": "original", "result": "hit"}, 2),
+    ("edge_cache_requests_total", {"tier": "original", "result": "miss"}, 3),
+    ("edge_cache_requests_total", {"tier": "not_found", "result": "hit"}, 1),
+    ("edge_transform_duration_seconds_count", {"format": "jpg"}, 2),
+    ("edge_transform_duration_seconds_count", {"format": "png"}, 1),
+    ("edge_coalesced_requests_total", {}, 0),
+    ("edge_inflight_requests", {}, 0),
+    ("edge_cache_entries", {"tier": "output"}, 3),
+    ("edge_cache_entries", {"tier": "original"}, 1),
+    ("edge_cache_entries", {"tier": "not_found"}, 1),
+])
+def test_counts_after_a_known_sequence(exposition, name, labels, expected):
+    assert only(exposition, name, **labels) == expected
+
+
+def test_bytes_and_sizes(metrics_after_a_known_sequence):
+    text, sent = metrics_after_a_known_sequence
+    assert only(text, "edge_response_bytes_total", endpoint="default") == sum(sent[:6])
+    assert only(text, "edge_cache_size_bytes", tier="output") > 0
+    assert only(text, "edge_cache_budget_bytes", tier="original") == 10**9
+    assert 0 < only(text, "edge_cache_filesystem_free_bytes") <= only(text, "edge_cache_filesystem_size_bytes")
+
+
+def test_labels_are_bounded(exposition):
+    for family_samples in (samples(exposition, name) for name in
+                           {line.split("{")[0].split(" ")[0] for line in exposition.splitlines()
+                            if line.startswith("edge_")}):
+        for labels in family_samples:
+            for label, value in labels:
+                assert "/" not in value and ".jpg" not in value, (label, value)
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)")
+def test_promtool_accepts_the_exposition(exposition):
+    result = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
