@@ -38,7 +38,7 @@ TRANSFORM_ALLOWANCE_SECONDS = 30.0
 #: how long a leader's failure stays readable by the workers that waited for it.
 FAILURE_RECORD_SECONDS = 60.0
 POLL_FIRST_SECONDS = 0.002
-POLL_MAX_SECONDS = 0.05
+POLL_MAX_SECONDS = 0.01
 #: lock offsets are hashed into this range (a collision only makes two keys share a lease).
 _OFFSET_BITS = 48
 
