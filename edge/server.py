@@ -8,6 +8,7 @@ Everything a request needs is built once per process in `Node` from the validate
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -140,7 +141,9 @@ class ImageHandler(BaseHandler):
             request = node.router.route(self.request.host, self.request.path)
             self.endpoint_label = request.endpoint.id or "default"
             transformation = parse_transformation(request.path_transformation,
-                                                  self.get_query_argument("tr", None))
+                                                  self.get_query_argument("tr", None),
+                                                  named=node.config.named_transformations,
+                                                  named_only=request.endpoint.named_only)
             planned_format, vary_accept = plan_format(transformation.output_format, request.path,
                                                       self.request.headers.get("Accept"))
             key = node.cache_key(request, transformation, planned_format, vary_accept)
@@ -150,14 +153,23 @@ class ImageHandler(BaseHandler):
             if output is not None:
                 self.cache_result = "hit"
             else:
-                found = await chain.fetch_first(request.endpoint.origins, request.path,
-                                                max_bytes=node.config.limits.max_source_bytes,
-                                                metrics=node.metrics)
+                found = await self._fetch(request.endpoint.origins, request.path, transformation.default_image)
                 output = await self._produce(request, found, transformation, planned_format, vary_accept)
                 await asyncio.to_thread(node.outputs.put, key, output)
             self._respond(output)
         except EdgeError as error:
             self._send_error(error)
+
+    async def _fetch(self, origins, path: str, default_image: str | None) -> chain.Found:
+        """The original, or the `di-` default image when no origin has it (missing too: 404)."""
+        fetch = functools.partial(chain.fetch_first, origins, max_bytes=self.node.config.limits.max_source_bytes,
+                                  metrics=self.node.metrics)
+        try:
+            return await fetch(path)
+        except NotFound:
+            if default_image is None:
+                raise
+            return await fetch(default_image)
 
     async def _produce(self, request: ImageRequest, found: chain.Found, transformation: Transformation,
                        planned_format: str, vary_accept: bool) -> CachedOutput:
