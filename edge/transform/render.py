@@ -25,6 +25,8 @@ pyvips.cache_set_max(0)
 
 _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°
 _FAIL_ON = pyvips.enums.FailOn.TRUNCATED
+#: thumbnail's own `fail_on` does not reach the loader (libvips 8.18); the loader options do
+_THUMBNAIL_LOAD_OPTIONS = "fail_on=truncated"
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ def _still_source(body: bytes, info: SourceInfo, keep_profile: bool) -> Source:
     convert = {"export_profile": "srgb"} if info.has_profile and not keep_profile else {}
 
     def thumbnail(width: int, **options) -> pyvips.Image:
-        return pyvips.Image.thumbnail_buffer(body, width, fail_on=_FAIL_ON, **convert, **options)
+        return pyvips.Image.thumbnail_buffer(body, width, option_string=_THUMBNAIL_LOAD_OPTIONS,
+                                            **convert, **options)
 
     return Source(info.width, info.height, thumbnail,
                   lambda: thumbnail(info.width, height=info.height, size=pyvips.enums.Size.FORCE))
