@@ -46,26 +46,22 @@ async def test_force_stretches_the_whole_image(image_node):
     assert close(pixel(image, 95, 5), GREEN) and close(pixel(image, 5, 95), BLUE)
 
 
-@pytest.mark.parametrize("focus, left, right", [
-    ("center", RED, GREEN),
-    ("left", RED, RED),
-    ("right", GREEN, GREEN),
+@pytest.mark.parametrize("tr, first, last", [
+    # 100x100 out of 200x100: the crop is horizontal; pixels (5, 5) and (94, 5)
+    ("w-100,h-100,fo-center", RED, GREEN),
+    ("w-100,h-100,fo-left", RED, RED),
+    ("w-100,h-100,fo-right", GREEN, GREEN),
+    # 200x40: the crop is vertical; pixels (5, 2) and (5, 37)
+    ("w-200,h-40,fo-top", RED, RED),
+    ("w-200,h-40,fo-bottom", BLUE, BLUE),
+    ("w-200,h-40,fo-center", RED, BLUE),
 ])
-async def test_maintain_ratio_crops_by_focus_horizontally(image_node, focus, left, right):
-    _, image = await fetch_image(image_node, f"/tr:w-100,h-100,fo-{focus}/card.png")
-    assert (image.width, image.height) == (100, 100)
-    assert close(pixel(image, 5, 5), left) and close(pixel(image, 94, 5), right)
-
-
-@pytest.mark.parametrize("focus, top, bottom", [
-    ("top", RED, RED),
-    ("bottom", BLUE, BLUE),
-    ("center", RED, BLUE),
-])
-async def test_maintain_ratio_crops_by_focus_vertically(image_node, focus, top, bottom):
-    _, image = await fetch_image(image_node, f"/tr:w-200,h-40,fo-{focus}/card.png")
-    assert (image.width, image.height) == (200, 40)
-    assert close(pixel(image, 5, 2), top) and close(pixel(image, 5, 37), bottom)
+async def test_maintain_ratio_crops_by_focus(image_node, tr, first, last):
+    _, image = await fetch_image(image_node, f"/tr:{tr}/card.png")
+    horizontal = image.height == 100
+    assert (image.width, image.height) == ((100, 100) if horizontal else (200, 40))
+    second = (94, 5) if horizontal else (5, 37)
+    assert close(pixel(image, 5, 5 if horizontal else 2), first) and close(pixel(image, *second), last)
 
 
 @pytest.mark.parametrize("focus, colour", [
