@@ -93,8 +93,7 @@ def _scaled_to(source: Source, scale: float, max_side: int) -> pyvips.Image:
     """The whole image scaled, aspect ratio kept."""
     width, height = max(1, round(source.width * scale)), max(1, round(source.height * scale))
     check_side(width, height, max_side)
-    # Size.BOTH lets libvips keep the aspect ratio itself, which is faster than FORCE to the same box
-    return source.thumbnail(width, height=height, size=Size.BOTH if scale <= 1 else Size.FORCE)
+    return source.thumbnail(width, height=height, size=Size.FORCE)  # FORCE: exactly the size checked
 
 
 def _cover_crop(source: Source, box_w: int, box_h: int, scale: float, step: Step, max_side: int) -> pyvips.Image:
