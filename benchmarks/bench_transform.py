@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pyvips
 
+from benchmarks.common import median
 from edge.config import Defaults, Limits
 from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer
@@ -86,9 +86,9 @@ async def main() -> int:
                 node.append(await node_round(renderer, body, fmt, args.batch))
                 if not round_number % 2:
                     bare.append(bare_round(pool, body, fmt, args.batch, defaults))
-            ratio = statistics.median(node) / statistics.median(bare)
+            ratio = median(node) / median(bare)
             worst = min(worst, ratio)
-            print(f"{'JPEG→' + fmt:8} {statistics.median(node):11.1f} {statistics.median(bare):11.1f} {ratio:6.2f}")
+            print(f"{'JPEG→' + fmt:8} {median(node):11.1f} {median(bare):11.1f} {ratio:6.2f}")
     finally:
         renderer.shutdown()
         pool.shutdown()

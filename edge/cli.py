@@ -68,18 +68,21 @@ def run(config: Config) -> int:
     try:
         sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
         port = sockets[0].getsockname()[1]
-        log.info("listening on http://%s:%d with %d worker(s), config %s",
-                 config.server.host, port, config.server.workers, config.source)
+
+        def announce() -> None:  # once signals are handled and the workers exist
+            log.info("listening on http://%s:%d with %d worker(s), config %s",
+                     config.server.host, port, config.server.workers, config.source)
+
         if config.server.workers == 1:
-            _serve_worker(config, sockets)
+            _serve_worker(config, sockets, announce)
         else:
-            _supervise(config, sockets)
+            _supervise(config, sockets, announce)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
-def _serve_worker(config: Config, sockets: list) -> None:
+def _serve_worker(config: Config, sockets: list, announce=lambda: None) -> None:
     from tornado.httpserver import HTTPServer
 
     from .server import Node, make_app  # imports libvips: only in the serving process
@@ -93,6 +96,7 @@ def _serve_worker(config: Config, sockets: list) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
+        announce()
         await stopping.wait()
         server.stop()
         try:
@@ -104,20 +108,25 @@ def _serve_worker(config: Config, sockets: list) -> None:
     asyncio.run(serve())
 
 
-def _supervise(config: Config, sockets: list) -> None:
+def _supervise(config: Config, sockets: list, announce) -> None:
     from prometheus_client import multiprocess
 
     children: dict[int, int] = {}  # pid → worker number
     restarts: list[float] = []
     stopping = False
 
+    handled = {signal.SIGTERM, signal.SIGINT, signal.SIGALRM}
+
     def spawn(number: int) -> None:
+        # Signals wait until the child has dropped the supervisor's handlers.
+        signal.pthread_sigmask(signal.SIG_BLOCK, handled)
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+                for signum in handled:
                     signal.signal(signum, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
                 _die_with_parent()
                 _serve_worker(config, sockets)
             except BaseException:
@@ -127,6 +136,7 @@ def _supervise(config: Config, sockets: list) -> None:
                 logging.shutdown()
                 os._exit(code)
         children[pid] = number
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -141,10 +151,11 @@ def _supervise(config: Config, sockets: list) -> None:
                 _kill(pid, signal.SIGTERM)
             signal.alarm(SHUTDOWN_GRACE_SECONDS + 5)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+    for signum in handled:
         signal.signal(signum, stop)
     for number in range(config.server.workers):
         spawn(number)
+    announce()
     while children:
         pid, status = os.wait()
         number = children.pop(pid, None)
@@ -153,7 +164,6 @@ def _supervise(config: Config, sockets: list) -> None:
         multiprocess.mark_process_dead(pid)
         if stopping:
             continue
-        log.error("worker %d (pid %d) exited with status %d; restarting", number, pid, status)
         now = time.monotonic()
         restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW_SECONDS] + [now]
         if len(restarts) > MAX_RESTARTS_IN_WINDOW:
@@ -161,6 +171,7 @@ def _supervise(config: Config, sockets: list) -> None:
             stop(signal.SIGTERM, None)
             continue
         spawn(number)
+        log.error("worker %d (pid %d) exited with status %d; restarted", number, pid, status)
     signal.alarm(0)
 
 

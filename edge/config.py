@@ -47,6 +47,8 @@ class ServerSettings:
 class CacheSettings:
     dir: Path = field(default_factory=default_cache_dir)
     output_size: int = 2 * 10**9
+    #: per-process memory tier in front of the output cache (0 = off)
+    memory_size: int = 64 * 10**6
     original_size: int = 10**9
     original_ttl: float = 86400.0
     not_found_ttl: float = 60.0
@@ -167,6 +169,7 @@ def _cache(t: ConfigTable) -> CacheSettings:
     settings = CacheSettings(
         dir=t.path("dir", d.dir),
         output_size=t.size("output_size", d.output_size),
+        memory_size=t.size("memory_size", d.memory_size),
         original_size=t.size("original_size", d.original_size),
         original_ttl=t.duration("original_ttl", d.original_ttl),
         not_found_ttl=t.duration("not_found_ttl", d.not_found_ttl),

@@ -25,6 +25,7 @@ class Metrics:
     def __init__(self) -> None:
         # In multiprocess mode values live in the shared folder, not in this registry.
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple, object] = {}
         r = self.registry
         self.http_requests = Counter(
             "edge_http_requests_total", "HTTP requests answered", ["endpoint", "status"], registry=r)
@@ -59,6 +60,15 @@ class Metrics:
             multiprocess_mode="livesum")
         self.response_bytes = Counter(
             "edge_response_bytes_total", "Body bytes sent", ["endpoint"], registry=r)
+
+    def child(self, metric, *labels: str):
+        """`metric.labels(*labels)`, memoised: label values are few, and `labels()` is costly on the
+        hit path."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def exposition(self) -> bytes:
         """The text for `GET /metrics`: this process, or the whole node in multiprocess mode."""

@@ -40,7 +40,8 @@ class Node:
         self.config = config
         self.metrics = Metrics()
         self.router = Router(config.endpoints)
-        self.outputs = OutputCache(config.cache.dir / "outputs", config.cache.output_size)
+        self.outputs = OutputCache(config.cache.dir / "outputs", config.cache.output_size,
+                                   config.cache.memory_size)
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue)
         self._background: list[asyncio.Task] = []
@@ -130,10 +131,10 @@ class ImageHandler(BaseHandler):
         metrics = node.metrics
         metrics.inflight_requests.dec()
         elapsed = self.request.request_time()
-        metrics.http_requests.labels(self.endpoint_label, str(status)).inc()
-        metrics.http_duration.labels(self.endpoint_label, self.cache_result).observe(elapsed)
+        metrics.child(metrics.http_requests, self.endpoint_label, str(status)).inc()
+        metrics.child(metrics.http_duration, self.endpoint_label, self.cache_result).observe(elapsed)
         if status == 404:
-            metrics.not_found.labels(self.endpoint_label).inc()
+            metrics.child(metrics.not_found, self.endpoint_label).inc()
 
     async def _serve(self) -> None:
         node = self.node
@@ -149,7 +150,7 @@ class ImageHandler(BaseHandler):
             key = node.cache_key(request, transformation, planned_format, vary_accept)
 
             output = node.outputs.get(key)
-            node.metrics.cache_requests.labels("output", "hit" if output else "miss").inc()
+            node.metrics.child(node.metrics.cache_requests, "output", "hit" if output else "miss").inc()
             if output is not None:
                 self.cache_result = "hit"
             else:
@@ -219,7 +220,8 @@ class ImageHandler(BaseHandler):
             self.finish()
             return
         self.body_bytes = len(output.body)
-        self.node.metrics.response_bytes.labels(self.endpoint_label).inc(self.body_bytes)
+        metrics = self.node.metrics
+        metrics.child(metrics.response_bytes, self.endpoint_label).inc(self.body_bytes)
         self.finish(output.body)
 
     def _send_error(self, error: EdgeError) -> None:

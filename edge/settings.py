@@ -89,7 +89,7 @@ class ConfigTable:
 
     # -- errors -----------------------------------------------------------------------------------
     def error(self, key: str | None, message: str) -> ConfigError:
-        where = f"[{self.table}]" + (f" {key}" if key else "")
+        where = " ".join(filter(None, (f"[{self.table}]" if self.table else "", key)))
         return ConfigError(f"{self.file}: {where}: {message}")
 
     def finish(self) -> None:

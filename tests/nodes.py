@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +81,8 @@ def loader(response: HTTPResponse) -> str:
 
 
 class NodeProcess:
-    """`edge serve` in a child process (for workers, signals and whole-node behaviour)."""
+    """`edge serve` in a child process (for workers, signals and whole-node behaviour). Its stderr
+    is read by a thread into `log`, so a busy node never blocks on a full pipe."""
 
     def __init__(self, config_path: Path | None, *args: str, env: dict[str, str] | None = None):
         command = [sys.executable, "-m", "edge", "serve", "--port", "0", *args]
@@ -88,21 +91,39 @@ class NodeProcess:
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
                                         env={**os.environ, **(env or {})})
         self.log: list[str] = []
-        self.url = self._wait_for_listening()
+        self._log_changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        self.url = self.wait_for_log(r"listening on (http://\S+)").group(1)
 
-    def _wait_for_listening(self) -> str:
-        # bounded: the readline loop ends when the process exits (EOF) or prints the line
+    def _read_log(self) -> None:
         for line in self.process.stderr:
-            self.log.append(line)
-            match = re.search(r"listening on (http://\S+)", line)
-            if match:
-                return match.group(1)
-        raise RuntimeError("edge serve exited before listening:\n" + "".join(self.log))
+            with self._log_changed:
+                self.log.append(line)
+                self._log_changed.notify_all()
+        self.process.stderr.close()
+        with self._log_changed:
+            self.log.append("")  # EOF: the process has exited
+            self._log_changed.notify_all()
+
+    def wait_for_log(self, pattern: str, timeout: float = START_TIMEOUT, start: int = 0) -> re.Match:
+        """The first log line from index `start` on that matches `pattern`; bounded by `timeout`."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._log_changed:
+            while True:
+                for line in self.log[start:]:
+                    if match := regex.search(line):
+                        return match
+                    start += 1
+                if self.log and self.log[-1] == "":
+                    raise RuntimeError(f"edge serve exited without logging {pattern!r}:\n" + "".join(self.log))
+                if not self._log_changed.wait(deadline - time.monotonic()):
+                    raise TimeoutError(f"edge serve did not log {pattern!r} in {timeout}s")
 
     def stop(self, timeout: float = START_TIMEOUT) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout)
-        self.log.extend(self.process.stderr.readlines())
+        self._reader.join(timeout)
         return code
-

@@ -1,9 +1,13 @@
-"""The request path over a real socket: transform, cache, conditional requests, errors."""
+"""The request path over a real socket: routing, origin order, transformations, cache, HTTP semantics."""
+
+import os
 
 import pytest
 
+from tests import imagecorpus
 from tests.nodes import SAMPLES, decode, loader, write_config
 
+# astronaut.jpg is 512×512, chelsea.jpg 451×300, logo-transparent.png has alpha.
 SAMPLES_CONFIG = f"""
 [[origins]]
 name = "samples"
@@ -17,19 +21,297 @@ origins = ["samples"]
 
 
 @pytest.fixture
-async def samples_node(node_factory, tmp_path):
+async def samples(node_factory, tmp_path):
     return await node_factory(write_config(tmp_path, SAMPLES_CONFIG))
 
 
-async def test_width_resizes_and_second_request_is_a_hit(samples_node):
-    first = await samples_node.fetch("/tr:w-300/astronaut.jpg")
+def colour_at(image, x, y):
+    return [round(v) for v in image.getpoint(x, y)[:3]]
+
+
+async def test_width_resizes_and_second_request_is_a_hit(samples):
+    first = await samples.fetch("/tr:w-300/astronaut.jpg")
     assert first.code == 200
     assert first.headers["Content-Type"] == "image/jpeg"
     assert first.headers["X-Cache"] == "MISS"
     image = decode(first)
     assert (image.width, image.height, loader(first)) == (300, 300, "jpegload")
 
-    second = await samples_node.fetch("/tr:w-300/astronaut.jpg")
+    second = await samples.fetch("/tr:w-300/astronaut.jpg")
     assert second.headers["X-Cache"] == "HIT"
     assert second.body == first.body
     assert second.headers["ETag"] == first.headers["ETag"]
+    assert second.headers["Cache-Control"] == "public, max-age=31536000"
+
+
+@pytest.mark.parametrize("transformation, size", [
+    ("w-200", (200, 133)),
+    ("h-100", (150, 100)),
+    ("w-0.5", (226, 150)),
+    ("h-0.5", (226, 150)),
+    ("w-200,h-200", (200, 200)),  # maintain_ratio: cover, then crop
+    ("w-200,h-200,c-force", (200, 200)),
+    ("w-200,h-200,c-at_max", (200, 133)),
+    ("w-1000,h-1000,c-at_max", (451, 300)),  # at_max never enlarges
+    ("w-1000,h-1000,c-at_max_enlarge", (1000, 665)),
+    ("w-200,h-200,c-at_least", (301, 200)),
+    ("w-1000,h-1000,c-maintain_ratio_no_enlarge", (451, 300)),
+])
+async def test_geometry(samples, transformation, size):
+    response = await samples.fetch(f"/tr:{transformation}/chelsea.jpg")
+    assert response.code == 200, response.body
+    image = decode(response)
+    assert (image.width, image.height) == size
+
+
+async def test_force_stretches_instead_of_cropping(tmp_path, node_factory):
+    # left half red, right half blue: maintain_ratio to a square crops the sides, force keeps both
+    (tmp_path / "o").mkdir()
+    red_blue = imagecorpus.pyvips.Image.black(200, 100).new_from_image([255, 0, 0])
+    red_blue = red_blue.insert(red_blue.new_from_image([0, 0, 255]).crop(0, 0, 100, 100), 100, 0)
+    (tmp_path / "o" / "rb.png").write_bytes(red_blue.pngsave_buffer())
+    node = await node_factory(write_config(tmp_path, SAMPLES_CONFIG.replace(str(SAMPLES), str(tmp_path / "o"))))
+    forced = decode(await node.fetch("/tr:w-100,h-100,c-force/rb.png"))
+    assert colour_at(forced, 5, 50) == [255, 0, 0] and colour_at(forced, 95, 50) == [0, 0, 255]
+    cropped = decode(await node.fetch("/tr:w-100,h-100,fo-left/rb.png"))
+    assert colour_at(cropped, 5, 50) == [255, 0, 0] and colour_at(cropped, 95, 50) == [255, 0, 0]
+    right = decode(await node.fetch("/tr:w-100,h-100,fo-right/rb.png"))
+    assert colour_at(right, 5, 50) == [0, 0, 255]
+
+
+async def test_query_form_and_path_form_share_one_cache_entry(samples):
+    path_form = await samples.fetch("/tr:w-120,h-80/chelsea.jpg")
+    query_form = await samples.fetch("/chelsea.jpg?tr=h-80,w-120&utm=cache-buster")
+    assert query_form.headers["X-Cache"] == "HIT"
+    assert query_form.body == path_form.body
+
+
+async def test_quality_changes_the_bytes(samples):
+    low = await samples.fetch("/tr:w-300,q-10/astronaut.jpg")
+    high = await samples.fetch("/tr:w-300,q-95/astronaut.jpg")
+    assert len(low.body) * 2 < len(high.body)
+    assert decode(low).width == decode(high).width == 300
+
+
+@pytest.mark.parametrize("transformation, accept, content_type, vary", [
+    ("f-png", None, "image/png", False),
+    ("f-webp", None, "image/webp", False),
+    ("f-avif", None, "image/avif", False),
+    ("f-jpeg", None, "image/jpeg", False),
+    ("f-auto", "image/avif,image/webp,*/*", "image/avif", True),
+    ("f-auto", "image/webp,*/*", "image/webp", True),
+    ("f-auto", "*/*", "image/jpeg", True),
+])
+async def test_output_format(samples, transformation, accept, content_type, vary):
+    headers = {"Accept": accept} if accept else {}
+    response = await samples.fetch(f"/tr:w-64,{transformation}/astronaut.jpg", headers=headers)
+    assert response.headers["Content-Type"] == content_type
+    assert decode(response).width == 64
+    assert ("Vary" in response.headers) is vary
+    if vary:
+        assert response.headers["Vary"] == "Accept"
+
+
+async def test_auto_format_keeps_transparency_as_png_for_old_browsers(samples):
+    response = await samples.fetch("/tr:w-64,f-auto/logo-transparent.png", headers={"Accept": "image/jpeg"})
+    assert response.headers["Content-Type"] == "image/png"
+    assert decode(response).hasalpha()
+
+
+async def test_auto_format_variants_are_cached_per_accept(samples):
+    webp = await samples.fetch("/tr:w-50,f-auto/astronaut.jpg", headers={"Accept": "image/webp"})
+    jpeg = await samples.fetch("/tr:w-50,f-auto/astronaut.jpg", headers={"Accept": "image/jpeg"})
+    assert (loader(webp), loader(jpeg)) == ("webpload", "jpegload")
+    again = await samples.fetch("/tr:w-50,f-auto/astronaut.jpg", headers={"Accept": "image/webp"})
+    assert again.headers["X-Cache"] == "HIT" and again.body == webp.body
+
+
+async def test_orig_true_serves_the_original_bytes(samples):
+    response = await samples.fetch("/tr:w-100,orig-true/chelsea.jpg")
+    assert response.body == (SAMPLES / "chelsea.jpg").read_bytes()
+    assert response.headers["Content-Type"] == "image/jpeg"
+
+
+async def test_no_transformation_serves_an_optimised_copy_in_the_same_format(samples):
+    response = await samples.fetch("/logo-transparent.png")
+    image = decode(response)
+    original = imagecorpus.pyvips.Image.new_from_file(str(SAMPLES / "logo-transparent.png"))
+    assert response.headers["Content-Type"] == "image/png"
+    assert (image.width, image.height, image.hasalpha()) == (original.width, original.height, True)
+
+
+async def test_etag_gives_304_and_head_gives_headers_only(samples):
+    first = await samples.fetch("/tr:w-80/coffee.jpg")
+    not_modified = await samples.fetch("/tr:w-80/coffee.jpg", headers={"If-None-Match": first.headers["ETag"]})
+    assert not_modified.code == 304 and not_modified.body == b""
+    assert not_modified.headers["ETag"] == first.headers["ETag"]
+    other = await samples.fetch("/tr:w-80/coffee.jpg", headers={"If-None-Match": '"something-else"'})
+    assert other.code == 200 and other.body == first.body
+
+    head = await samples.fetch("/tr:w-80/coffee.jpg", method="HEAD")
+    assert head.code == 200 and head.body == b""
+    assert int(head.headers["Content-Length"]) == len(first.body)
+    assert head.headers["Content-Type"] == "image/jpeg"
+
+
+async def test_attachment_query(samples):
+    response = await samples.fetch("/tr:w-10/coffee.jpg?ik-attachment=true")
+    assert response.headers["Content-Disposition"] == "attachment"
+
+
+@pytest.mark.parametrize("path, status, body", [
+    ("/tr:w-abc/astronaut.jpg", 400, "invalid transformation: w-abc: expected a number"),
+    ("/tr:w-0/astronaut.jpg", 400, "invalid transformation: w-0: must be a positive number"),
+    ("/tr:q-101/astronaut.jpg", 400, "invalid transformation: q-101: must be an integer from 1 to 100"),
+    ("/tr:zz-1/astronaut.jpg", 400, "invalid transformation: zz-1: unknown parameter"),
+    ("/tr:f-bmp/astronaut.jpg", 400, "invalid transformation: f-bmp: must be one of"),
+    ("/astronaut.jpg?tr=c-sideways", 400, "invalid transformation: c-sideways: must be one of"),
+    ("/tr:w-9000/astronaut.jpg", 400, "output too large: at most 8192 px a side"),
+    ("/no-such-image.jpg", 404, "not found"),
+    ("/%ff.jpg", 400, "invalid path: not UTF-8 after percent-decoding"),
+])
+async def test_bad_requests_get_a_one_line_answer(samples, path, status, body):
+    response = await samples.fetch(path)
+    assert response.code == status
+    assert response.body.decode().startswith(body) and response.body.count(b"\n") == 1
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    if status == 404:
+        assert response.headers["X-Edge-Error"] == "not_found"
+        assert response.headers["Cache-Control"] == "public, max-age=60"
+    else:
+        assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.fixture
+async def awkward(node_factory, tmp_path):
+    folder = tmp_path / "awkward"
+    folder.mkdir()
+    (folder / "page.jpg").write_bytes(imagecorpus.not_an_image())
+    (folder / "truncated.jpg").write_bytes(imagecorpus.truncated_jpeg())
+    (folder / "bomb.png").write_bytes(imagecorpus.decompression_bomb_png())
+    (folder / "big.jpg").write_bytes(imagecorpus.photo_jpeg(600, 600))  # ~80 kB
+    config = SAMPLES_CONFIG.replace(str(SAMPLES), str(folder)) + "[limits]\nmax_source_bytes = 60000\n"
+    return await node_factory(write_config(tmp_path, config))
+
+
+@pytest.mark.parametrize("path, status, body", [
+    ("/tr:w-10/page.jpg", 422, "unsupported or corrupt source image"),
+    ("/tr:w-10,orig-true/page.jpg", 422, "unsupported or corrupt source image"),
+    ("/tr:w-10/truncated.jpg", 422, "unsupported or corrupt source image"),
+    ("/tr:w-10/bomb.png", 400, "source too large"),
+    ("/tr:w-10/big.jpg", 400, "source too large"),  # over max_source_bytes: refused before decoding
+])
+async def test_sources_that_cannot_be_served(awkward, path, status, body):
+    response = await awkward.fetch(path)
+    assert (response.code, response.body.decode()) == (status, body + "\n")
+
+
+@pytest.fixture
+async def jail(node_factory, tmp_path):
+    root = tmp_path / "root"
+    (root / "inside").mkdir(parents=True)
+    (root / "inside" / "ok.jpg").write_bytes(imagecorpus.photo_jpeg(40, 20))
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(imagecorpus.photo_jpeg(30, 30))
+    os.symlink(secret, root / "escape.jpg")
+    os.symlink(root / "inside" / "ok.jpg", root / "alias.jpg")
+    return await node_factory(write_config(tmp_path, SAMPLES_CONFIG.replace(str(SAMPLES), str(root))))
+
+
+@pytest.mark.parametrize("path", [
+    "/../secret.jpg",
+    "/inside/../../secret.jpg",
+    "/%2e%2e/secret.jpg",
+    "/%2e%2e%2fsecret.jpg",
+    "/inside%2f..%2f..%2fsecret.jpg",
+    "/tr:w-10/..%2Fsecret.jpg",
+    "//" + "SECRET",
+    "/escape.jpg",
+])
+async def test_paths_that_leave_the_root_are_not_found(jail, tmp_path, path):
+    path = path.replace("SECRET", str(tmp_path / "secret.jpg").lstrip("/"))
+    response = await jail.fetch(path)
+    assert response.code == 404
+    assert response.body == b"not found\n"
+
+
+async def test_symlink_inside_the_root_is_served(jail):
+    response = await jail.fetch("/alias.jpg")
+    assert response.code == 200 and decode(response).width == 40
+
+
+def folder_with(tmp_path, name, images):
+    folder = tmp_path / name
+    folder.mkdir()
+    for file_name, (width, height) in images.items():
+        (folder / file_name).write_bytes(imagecorpus.photo_jpeg(width, height))
+    return folder
+
+
+@pytest.fixture
+async def routed(node_factory, tmp_path):
+    first = folder_with(tmp_path, "first", {"only-first.jpg": (10, 10), "both.jpg": (11, 11)})
+    second = folder_with(tmp_path, "second", {"only-second.jpg": (20, 20), "both.jpg": (22, 22)})
+    config = f"""
+        [[origins]]
+        name = "first"
+        type = "local"
+        root = "{first}"
+        [[origins]]
+        name = "second"
+        type = "local"
+        root = "{second}"
+        [[endpoints]]
+        id = ""
+        origins = ["first"]
+        [[endpoints]]
+        id = "both"
+        hosts = ["img.example.com"]
+        origins = ["first", "second"]
+        [[endpoints]]
+        id = "reversed"
+        origins = ["second", "first"]
+    """
+    return await node_factory(write_config(tmp_path, config))
+
+
+@pytest.mark.parametrize("path, host, width", [
+    ("/only-first.jpg", None, 10),
+    ("/both/only-second.jpg", None, 20),  # first origin misses, second has it
+    ("/both/both.jpg", None, 11),  # the first origin that has it wins
+    ("/reversed/both.jpg", None, 22),
+    ("/tr:w-5/only-second.jpg", "img.example.com", 5),  # host endpoint, no identifier in the path
+    ("/both.jpg", "IMG.example.com:8080", 11),
+])
+async def test_endpoints_by_identifier_and_host_and_origin_order(routed, path, host, width):
+    headers = {"Host": host} if host else None
+    response = await routed.fetch(path, headers=headers)
+    assert response.code == 200, response.body
+    assert decode(response).width == width
+
+
+async def test_default_endpoint_does_not_see_other_endpoints_origins(routed):
+    response = await routed.fetch("/only-second.jpg")
+    assert response.code == 404
+
+
+async def test_unknown_identifier_without_default_endpoint_is_404(node_factory, tmp_path):
+    config = SAMPLES_CONFIG.replace('id = ""', 'id = "products"')
+    node = await node_factory(write_config(tmp_path, config))
+    assert (await node.fetch("/products/tr:w-10/coffee.jpg")).code == 200
+    missing = await node.fetch("/other/coffee.jpg")
+    assert (missing.code, missing.body) == (404, b"unknown endpoint\n")
+
+
+async def test_canonical_link_header(node_factory, tmp_path):
+    config = SAMPLES_CONFIG.replace('root = ', 'canonical_base_url = "https://cdn.example.com/img/"\nroot = ')
+    node = await node_factory(write_config(tmp_path, config))
+    response = await node.fetch("/tr:w-10/coffee.jpg")
+    assert response.headers["Link"] == '<https://cdn.example.com/img/coffee.jpg>; rel="canonical"'
+
+
+async def test_health_and_readiness(samples):
+    health = await samples.fetch("/_edge/health")
+    ready = await samples.fetch("/_edge/ready")
+    assert (health.code, health.body, ready.code, ready.body) == (200, b"ok\n", 200, b"ready\n")
+    assert ready.headers["Cache-Control"] == "no-store"

@@ -13,6 +13,7 @@ output parameters once, in the last step. `canonical(parse(canonical(t))) == can
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -369,16 +370,22 @@ def parse_transformation(*texts: str | None, named: Mapping[str, str] | None = N
     `named` maps `n-<name>` names to their definitions; with `named_only`, nothing else is accepted.
     Raises `InvalidTransformation` (400) naming the offending parameter.
     """
+    return _parse(texts, tuple(named.items()) if named else (), named_only)
+
+
+@functools.lru_cache(maxsize=4096)  # a site uses few distinct transformations; each parse is pure
+def _parse(texts: tuple[str | None, ...], named: tuple[tuple[str, str], ...], named_only: bool) -> Transformation:
     steps: list[Step] = []
     output: dict[str, Any] = {}
     for text in filter(None, texts):
         for step_text in text.split(":"):
-            parsed = _parse_step(step_text, named or {}, named_only)
+            parsed = _parse_step(step_text, dict(named), named_only)
             steps.extend(step for step in parsed.steps if step != DEFAULT_STEP)
             output.update(parsed.output)
     return Transformation(tuple(steps), Output(**output))
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonical(values: Step | Output, defaults: Step | Output) -> str:
     parts = []
     for spec in sorted((_BY_FIELD[f.name] for f in fields(values)), key=lambda spec: spec.key):

@@ -1,0 +1,126 @@
+"""Configuration: typed validation, errors naming file/table/key, secrets, the embedded default."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edge.config import load_config
+from edge.errors import ConfigError
+from edge.pluginmanager import load_plugins
+from tests.nodes import SAMPLES, write_config
+
+ORIGIN = f"""
+[[origins]]
+name = "samples"
+type = "local"
+root = "{SAMPLES}"
+"""
+ENDPOINT = """
+[[endpoints]]
+id = ""
+origins = ["samples"]
+"""
+
+
+def load(tmp_path, text, environ=None):
+    return load_config(write_config(tmp_path, text), load_plugins(), environ=environ or {})
+
+
+def config_error(tmp_path, text, environ=None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text, environ)
+    return str(caught.value)
+
+
+def test_full_example_parses_into_typed_values(tmp_path):
+    config = load(tmp_path, f"""
+        [server]
+        port = 9000
+        workers = 3
+        [cache]
+        dir = "var/cache"
+        output_size = "2GB"
+        original_size = "512MiB"
+        original_ttl = "1d"
+        not_found_ttl = "90s"
+        [defaults]
+        quality = 70
+        [limits]
+        max_source_bytes = "10MB"
+        [named_transformations]
+        thumb = "w-200,h-200,c-at_max"
+        [admin]
+        token = "${{TOKEN}}"
+        {ORIGIN}
+        [[endpoints]]
+        id = "products"
+        hosts = ["IMG.example.com"]
+        origins = ["samples"]
+        """, environ={"TOKEN": "s3cret-admin"})
+    assert (config.server.port, config.server.workers) == (9000, 3)
+    assert config.cache.dir == (tmp_path / "var" / "cache").resolve()  # relative to the file
+    assert (config.cache.output_size, config.cache.original_size) == (2 * 10**9, 512 * 2**20)
+    assert (config.cache.original_ttl, config.cache.not_found_ttl) == (86400, 90)
+    assert config.defaults.quality == 70 and config.limits.max_source_bytes == 10**7
+    assert config.named_transformations == {"thumb": "w-200,h-200,c-at_max"}
+    assert config.admin_token.reveal() == "s3cret-admin"
+    endpoint = config.endpoints[0]
+    assert endpoint.hosts == ("img.example.com",) and endpoint.origins[0].name == "samples"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[server]\nport = \"eighty\"\n" + ORIGIN + ENDPOINT, "[server] port: expected an integer, got a string"),
+    ("[server]\nworkers = -1\n" + ORIGIN + ENDPOINT, "[server] workers: expected an integer from 0 to 256"),
+    ("[cache]\ndir = \"c\"\noutput_size = \"lots\"\n" + ORIGIN + ENDPOINT, "[cache] output_size: expected a size"),
+    ("[cache]\ndir = \"c\"\nnot_found_ttl = \"soon\"\n" + ORIGIN + ENDPOINT, "[cache] not_found_ttl: expected a duration"),
+    ("[server]\nprot = 1\n" + ORIGIN + ENDPOINT, "[server] prot: unknown key"),
+    ("[named_transformations]\nthumb = \"w-abc\"\n" + ORIGIN + ENDPOINT,
+     "[named_transformations] thumb: invalid transformation: w-abc"),
+    (ORIGIN.replace('type = "local"', 'type = "ftp"') + ENDPOINT, "origins[0] 'samples'] type: unknown origin type 'ftp'"),
+    (ORIGIN.replace(f'root = "{SAMPLES}"', 'root = "nowhere"') + ENDPOINT, "root: expected an existing folder"),
+    (ORIGIN + ORIGIN + ENDPOINT, "name: another origin is already named 'samples'"),
+    (ORIGIN + ENDPOINT.replace('["samples"]', '["missing"]'), "[endpoints[0]] origins: no origin is named 'missing'"),
+    (ORIGIN + ENDPOINT.replace('id = ""', 'id = "a/b"'), "[endpoints[0]] id: expected letters, digits and hyphens"),
+    (ORIGIN, "edge.toml: endpoints: expected at least one [[endpoints]] table"),
+    (ORIGIN + ENDPOINT + '[admin]\ntoken = "${NOT_SET}"\n', "[admin] token: environment variable NOT_SET is not set"),
+    ("[server\n", "not valid TOML"),
+])
+def test_errors_name_file_table_and_key(tmp_path, text, expected):
+    message = config_error(tmp_path, text)
+    assert message.startswith(str(tmp_path / "edge.toml"))
+    assert expected in message
+
+
+def test_embedded_default_serves_the_samples():
+    config = load_config(None, load_plugins())
+    assert config.source == "<embedded default>"
+    assert config.endpoints[0].id == "" and config.origins[0].root == SAMPLES
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_check_config_masks_secrets(tmp_path):
+    path = write_config(tmp_path, ORIGIN + ENDPOINT.replace('origins = ["samples"]',
+                                                            'origins = ["samples"]\nprivate_key = "${KEY}"')
+                        + '[admin]\ntoken = "${TOKEN}"\n')
+    result = run_cli("check-config", "--config", str(path),
+                     env={"PATH": "/usr/bin:/bin", "KEY": "private-signing-key", "TOKEN": "admin-token-value"})
+    assert result.returncode == 0, result.stderr
+    assert "private-signing-key" not in result.stdout + result.stderr
+    assert "admin-token-value" not in result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["admin"]["token"] == "****"
+    assert summary["endpoints"][0]["private_key"] == "****"
+    assert summary["origins"][0] == {"name": "samples", "type": "local", "root": str(SAMPLES)}
+
+
+def test_check_config_exits_1_naming_the_problem(tmp_path):
+    path = write_config(tmp_path, "[server]\nport = 99999\n" + ORIGIN + ENDPOINT)
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 1
+    assert "[server] port: expected an integer from 0 to 65535, got 99999" in result.stderr

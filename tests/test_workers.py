@@ -1,0 +1,95 @@
+"""`edge serve` as a real process: workers share one socket, one cache and one /metrics; SIGTERM
+stops everything."""
+
+import os
+import signal
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from tornado.httpclient import AsyncHTTPClient
+
+from tests.nodes import SAMPLES, NodeProcess, decode, write_config
+
+CONFIG = f"""
+[server]
+workers = 2
+
+[[origins]]
+name = "samples"
+type = "local"
+root = "{SAMPLES}"
+
+[[endpoints]]
+id = ""
+origins = ["samples"]
+"""
+
+
+def samples_of(metrics_text, name):
+    return {tuple(sorted(s.labels.items())): s.value
+            for family in text_string_to_metric_families(metrics_text)
+            for s in family.samples if s.name == name}
+
+
+def children_of(pid):
+    tasks = f"/proc/{pid}/task/{pid}/children"
+    with open(tasks) as handle:
+        return [int(child) for child in handle.read().split()]
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie has exited; it only waits to be reaped
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.fixture
+def two_workers(tmp_path):
+    node = NodeProcess(write_config(tmp_path, CONFIG))
+    yield node
+    node.stop()
+
+
+async def test_two_workers_share_the_cache_and_one_metrics_endpoint(two_workers):
+    client = AsyncHTTPClient()
+    url = two_workers.url + "/tr:w-120/coffee.jpg"
+    # Separate connections, so both workers get requests; each answer names its worker's pid.
+    first = await client.fetch(url, headers={"Connection": "close"})
+    assert first.headers["X-Cache"] == "MISS" and decode(first).width == 120
+    hits = [await client.fetch(url, headers={"Connection": "close"}) for _ in range(20)]
+    assert {h.headers["X-Cache"] for h in hits} == {"HIT"}
+    assert {h.body for h in hits} == {first.body}
+
+    workers = children_of(two_workers.process.pid)
+    assert len(workers) == 2
+
+    metrics = (await client.fetch(two_workers.url + "/metrics")).body.decode()
+    cache = samples_of(metrics, "edge_cache_requests_total")
+    assert cache[(("result", "miss"), ("tier", "output"))] == 1
+    assert cache[(("result", "hit"), ("tier", "output"))] == 20
+    requests = samples_of(metrics, "edge_http_requests_total")
+    assert requests[(("endpoint", "default"), ("status", "200"))] == 21
+
+
+def test_sigterm_stops_the_supervisor_and_every_worker(tmp_path):
+    node = NodeProcess(write_config(tmp_path, CONFIG))
+    workers = children_of(node.process.pid)
+    assert len(workers) == 2
+    assert node.stop() == 0
+    assert not any(alive(pid) for pid in workers)
+
+
+def test_a_killed_worker_is_replaced(tmp_path):
+    node = NodeProcess(write_config(tmp_path, CONFIG))
+    try:
+        victim = children_of(node.process.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        node.wait_for_log(f"pid {victim}\\) exited with status .*; restarted")
+        replacement = set(children_of(node.process.pid)) - {victim}
+        assert len(replacement) == 2
+    finally:
+        assert node.stop() == 0
