@@ -1,1 +1,1 @@
-"""Benchmarks: each compares the node with a bare baseline measured in the same run (`python -m benchmarks.<name>`)."""
+"""Benchmarks: each a module runnable as `.venv/bin/python -m benchmarks.<name>`."""

@@ -30,7 +30,7 @@ def wrk_requests_per_second(url: str, seconds: int, connections: int = 16) -> fl
 
 
 def start_node(directory: Path, config_text: str) -> NodeProcess:
-    return NodeProcess(write_config(directory, config_text))
+    return NodeProcess(write_config(directory, config_text), stdout=subprocess.DEVNULL)
 
 
 def median(values: list[float]) -> float:

@@ -62,9 +62,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(config: Config) -> int:
     """Serve until SIGTERM/SIGINT."""
     config.cache.dir.mkdir(parents=True, exist_ok=True)
-    metrics_dir = tempfile.mkdtemp(prefix="edge-metrics-")
-    # Set before prometheus-client is imported (it picks its value store at import time).
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    metrics_dir = None
+    if config.server.workers > 1:
+        # /metrics must describe every worker. Set before prometheus-client is imported: it picks
+        # its value store then. (One process keeps the faster in-memory values.)
+        metrics_dir = tempfile.mkdtemp(prefix="edge-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
         port = sockets[0].getsockname()[1]
@@ -78,7 +81,8 @@ def run(config: Config) -> int:
         else:
             _supervise(config, sockets, announce)
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

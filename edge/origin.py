@@ -9,6 +9,7 @@ and records metrics, so an origin type only has to fetch.
 from __future__ import annotations
 
 import abc
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,6 +24,11 @@ class OriginSettings:
     type: str
     timeout: float = 10.0
     canonical_base_url: str | None = None
+
+
+#: The `Host` header of the request being served, for origin types that pass it on (the `web` origin's
+#: `forward_host`). The server sets it at the start of every image request; None outside one.
+request_host: ContextVar[str | None] = ContextVar("edge_request_host", default=None)
 
 
 @dataclass(frozen=True)

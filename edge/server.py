@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 
@@ -17,17 +16,18 @@ import pyvips
 import tornado.web
 
 from . import chain
+from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, OutputCache, strong_etag
 from .config import Config
 from .errors import EdgeError, NotFound, UnprocessableSource
 from .metrics import Metrics
+from .origin import request_host
 from .routing import ImageRequest, Router
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
 
 log = logging.getLogger("edge")
-access_log = logging.getLogger("edge.access")
 
 TOUCH_FLUSH_SECONDS = 1.0
 GAUGE_REFRESH_SECONDS = 5.0
@@ -44,6 +44,10 @@ class Node:
                                    config.cache.memory_size)
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue)
+        self.access_log = AccessLog(config.server.access_log)
+        #: image requests being answered by this process; sampled into the gauge (an mmap write
+        #: per request and per answer is a measurable part of a cache hit)
+        self.inflight = 0
         self._background: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -51,6 +55,7 @@ class Node:
             await origin.open()
         self._background = [
             asyncio.create_task(self._every(TOUCH_FLUSH_SECONDS, self._flush_touches)),
+            asyncio.create_task(self._every(FLUSH_SECONDS, self._sample)),
             asyncio.create_task(self._every(GAUGE_REFRESH_SECONDS, self._refresh_gauges)),
         ]
         await self._refresh_gauges()
@@ -60,6 +65,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._flush_touches()
+        self.access_log.flush()
         for origin in self.config.origins:
             await origin.close()
         self.renderer.shutdown()
@@ -72,6 +78,10 @@ class Node:
                 await job()
             except Exception:  # a periodic job must never die silently
                 log.exception("background job %s failed", job.__name__)
+
+    async def _sample(self) -> None:
+        self.metrics.inflight_requests.set(self.inflight)
+        self.access_log.flush()
 
     async def _flush_touches(self) -> None:
         await asyncio.to_thread(self.outputs.flush_touches)
@@ -124,12 +134,12 @@ class ImageHandler(BaseHandler):
         await self._serve()
 
     def prepare(self) -> None:
-        self.node.metrics.inflight_requests.inc()
+        self.node.inflight += 1
 
     def on_finish(self) -> None:
         node, status = self.node, self.get_status()
         metrics = node.metrics
-        metrics.inflight_requests.dec()
+        node.inflight -= 1
         elapsed = self.request.request_time()
         metrics.child(metrics.http_requests, self.endpoint_label, str(status)).inc()
         metrics.child(metrics.http_duration, self.endpoint_label, self.cache_result).observe(elapsed)
@@ -138,11 +148,11 @@ class ImageHandler(BaseHandler):
 
     async def _serve(self) -> None:
         node = self.node
+        request_host.set(self.request.host)
         try:
             request = node.router.route(self.request.host, self.request.path)
             self.endpoint_label = request.endpoint.id or "default"
-            transformation = parse_transformation(request.path_transformation,
-                                                  self.get_query_argument("tr", None),
+            transformation = parse_transformation(request.path_transformation, self._query("tr"),
                                                   named=node.config.named_transformations,
                                                   named_only=request.endpoint.named_only)
             planned_format, vary_accept = plan_format(transformation.output_format, request.path,
@@ -197,6 +207,10 @@ class ImageHandler(BaseHandler):
             origin=found.origin.name,
         )
 
+    def _query(self, name: str) -> str | None:
+        # most image URLs have no query: skip Tornado's argument decoding for them
+        return self.get_query_argument(name, None) if self.request.query else None
+
     def _respond(self, output: CachedOutput) -> None:
         self.origin_name = output.origin
         self.set_header("Content-Type", output.content_type)
@@ -209,7 +223,7 @@ class ImageHandler(BaseHandler):
             self.set_header("Vary", "Accept")
         if output.canonical_link:
             self.set_header("Link", output.canonical_link)
-        if self.get_query_argument("ik-attachment", None) == "true":
+        if self._query("ik-attachment") == "true":
             self.set_header("Content-Disposition", "attachment")
         if _etag_matches(self.request.headers.get("If-None-Match"), output.etag):
             self.set_status(304)
@@ -288,29 +302,21 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/metrics", MetricsHandler, args),
             (r"/.*", ImageHandler, args),
         ],
-        log_function=_access_logger(node),
+        log_function=_log_request,
         compress_response=False,
     )
 
 
-def _access_logger(node: Node):
-    """One JSON line per request: endpoint, status, cache result, bytes, duration, origin. The query
-    string (which may carry signatures) is never logged."""
-    enabled = node.config.server.access_log
-
-    def log_request(handler: tornado.web.RequestHandler) -> None:
-        if not enabled:
-            return
-        status = handler.get_status()
-        record = {
-            "method": handler.request.method,
-            "path": handler.request.path,
-            "status": status,
-            "duration_ms": round(handler.request.request_time() * 1000, 2),
-        }
-        if isinstance(handler, ImageHandler):
-            record.update(endpoint=handler.endpoint_label, cache=handler.cache_result,
-                          bytes=handler.body_bytes, origin=handler.origin_name)
-        access_log.info(json.dumps(record, separators=(",", ":")))
-
-    return log_request
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    if not isinstance(handler, BaseHandler):  # Tornado's own 404/405 handlers
+        return
+    record = {
+        "method": handler.request.method,
+        "path": handler.request.path,
+        "status": handler.get_status(),
+        "duration_ms": round(handler.request.request_time() * 1000, 2),
+    }
+    if isinstance(handler, ImageHandler):
+        record.update(endpoint=handler.endpoint_label, cache=handler.cache_result,
+                      bytes=handler.body_bytes, origin=handler.origin_name)
+    handler.node.access_log.write(record)

@@ -16,3 +16,21 @@ async def node_factory():
     yield start
     for node in running:
         await node.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 API on 127.0.0.1 for the whole run; each test gets it back well-behaved (`reset`)."""
+    from tests.s3server import S3Server
+
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server):
+    s3_server.reset()
+    yield s3_server
+    s3_server.require_auth(False)
+    s3_server.reset()

@@ -84,11 +84,12 @@ class NodeProcess:
     """`edge serve` in a child process (for workers, signals and whole-node behaviour). Its stderr
     is read by a thread into `log`, so a busy node never blocks on a full pipe."""
 
-    def __init__(self, config_path: Path | None, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, config_path: Path | None, *args: str, env: dict[str, str] | None = None,
+                 stdout=None):
         command = [sys.executable, "-m", "edge", "serve", "--port", "0", *args]
         if config_path is not None:
             command += ["--config", str(config_path)]
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+        self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True,
                                         env={**os.environ, **(env or {})})
         self.log: list[str] = []
         self._log_changed = threading.Condition()

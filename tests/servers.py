@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ class Behaviour:
     status: int | None = None  # answer every request with this status (and no file)
     delay: float = 0.0  # seconds before answering
     truncate_to: int | None = None  # announce the full Content-Length, send only this many bytes
+    chunked: bool = False  # send files without Content-Length, in chunks (the size is known only by reading)
 
 
 @dataclass
@@ -25,8 +27,13 @@ class HTTPOrigin:
     files: dict[str, bytes] = field(default_factory=dict)
     requests: Counter = field(default_factory=Counter)
     behaviour: Behaviour = field(default_factory=Behaviour)
+    #: path → where it redirects (302), relative or absolute
+    redirects: dict[str, str] = field(default_factory=dict)
+    #: the headers of every request, in order
+    headers_seen: list[dict[str, str]] = field(default_factory=list)
     url: str = ""
     _server: HTTPServer | None = None
+    _release: asyncio.Event = field(default_factory=asyncio.Event)  # ends delays when the server stops
 
     async def start(self) -> HTTPOrigin:
         sockets = bind_sockets(0, "127.0.0.1")
@@ -36,6 +43,7 @@ class HTTPOrigin:
         return self
 
     async def stop(self) -> None:
+        self._release.set()
         if self._server is not None:
             self._server.stop()
             await self._server.close_all_connections()
@@ -48,12 +56,19 @@ class _OriginHandler(tornado.web.RequestHandler):
     async def get(self, path: str) -> None:
         origin = self.origin
         origin.requests[path] += 1
+        origin.headers_seen.append(dict(self.request.headers))
         behaviour = origin.behaviour
-        if behaviour.delay:
-            await asyncio.sleep(behaviour.delay)  # the fault under test: a slow origin
+        if behaviour.delay:  # the fault under test: a slow origin
+            try:
+                await asyncio.wait_for(origin._release.wait(), behaviour.delay)
+            except TimeoutError:
+                pass
         if behaviour.status is not None:
             self.set_status(behaviour.status)
             self.finish("origin says no")
+            return
+        if path in origin.redirects:
+            self.redirect(origin.redirects[path])
             return
         body = origin.files.get(path)
         if body is None:
@@ -61,6 +76,18 @@ class _OriginHandler(tornado.web.RequestHandler):
             self.finish("not here")
             return
         self.set_header("Content-Type", "application/octet-stream")
+        etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+        self.set_header("ETag", etag)
+        if self.request.headers.get("If-None-Match") == etag:
+            self.set_status(304)
+            self.finish()
+            return
+        if behaviour.chunked:
+            for start in range(0, len(body), 16384):
+                self.write(body[start:start + 16384])
+                await self.flush()
+            self.finish()
+            return
         if behaviour.truncate_to is not None:
             self.set_header("Content-Length", len(body))
             self.write(body[: behaviour.truncate_to])

@@ -1,0 +1,182 @@
+"""`type = "cloudinary_backup"`: a bucket that Cloudinary's automatic backup writes into.
+
+Cloudinary stores every version of an asset as `<public_id>/<version>.<format>`, so a request path is
+not a key: the origin lists the public ID's folder (one ListObjectsV2 with `Prefix=<public_id>/` and
+`Delimiter=/`, so `shoe` never sees `shoe-red`), picks the pinned version or the newest, and reads
+that object exactly as the `s3` origin does (it *is* an `s3` origin, plus this resolution). The
+listing is cached per public ID for `resolution_ttl`, so other sizes and formats of an asset cost one
+GetObject and no listing — unless a URL pins a version newer than the listing knows (a new upload,
+announced by its versioned URL), which lists again. Needs `s3:ListBucket` and `s3:GetObject`, nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edge.hookspecs import hookimpl
+from edge.origin import Origin, Original, OriginFailure, OriginNotFound, OriginSettings, Validators
+from edge.settings import ConfigTable
+from edge.transform.formats import EXTENSIONS
+from plugins.s3 import S3Origin
+
+#: request-path extensions that name a format (and so are not part of the public ID)
+IMAGE_EXTENSIONS = frozenset(EXTENSIONS) | {"tif", "tiff", "bmp", "heic", "heif", "jxl", "jp2", "ico", "svg"}
+#: Cloudinary's resource types; a `v<digits>` segment right after `<resource_type>/<type>/` is a version
+RESOURCE_TYPES = frozenset({"image", "video", "raw"})
+_VERSION_SEGMENT = re.compile(r"v(\d+)")
+#: a folder with more versions than this many listing pages (1000 keys each) is cut off
+MAX_LIST_PAGES = 100
+
+
+@dataclass(frozen=True)
+class AssetRequest:
+    """A request path read the Cloudinary way."""
+
+    public_id: str
+    #: the `v<digits>` the path pins, if any (`v1` is what SDKs write when they do not know)
+    version: int | None
+
+
+def parse_asset_path(path: str) -> AssetRequest:
+    """`image/upload/v1570979139/products/shoe.jpg` → public ID `image/upload/products/shoe`, version.
+
+    The version is the first `v<digits>` segment that starts the path or follows `<resource_type>/<type>/`
+    and is not the last segment. Only the last extension of the last segment is dropped, and only when it
+    is a known image extension: `2024/summer.sale/hero.jpg` → `2024/summer.sale/hero`, `logo.v2` stays."""
+    segments = path.split("/")
+    version = None
+    for index, segment in enumerate(segments[:-1]):
+        match = _VERSION_SEGMENT.fullmatch(segment)
+        if match and (index == 0 or (index >= 2 and segments[index - 2] in RESOURCE_TYPES)):
+            version = int(match.group(1))
+            del segments[index]
+            break
+    stem, dot, extension = segments[-1].rpartition(".")
+    if dot and stem and extension.lower() in IMAGE_EXTENSIONS:
+        segments[-1] = stem
+    return AssetRequest("/".join(segments), version)
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The numeric versions found in one public ID's folder: (version, key), oldest first."""
+
+    found: tuple[tuple[int, str], ...]
+
+    @classmethod
+    def from_keys(cls, folder: str, keys: list[str]) -> Versions:
+        found = []
+        for key in keys:
+            stem = key[len(folder):].partition(".")[0]
+            if stem.isascii() and stem.isdigit():  # `latest.jpg`, `notes.txt`: not a version
+                found.append((int(stem), key))
+        return cls(tuple(sorted(found)))
+
+    def may_lack(self, pinned: int | None) -> bool:
+        """Whether `pinned` could have been uploaded after this listing (it is newer than all it found)."""
+        return pinned is not None and bool(self.found) and pinned > self.found[-1][0]
+
+    def choose(self, pinned: int | None) -> str | None:
+        """The pinned version's key when the folder has it, else the newest; None for an empty folder."""
+        if pinned is not None:
+            for version, key in reversed(self.found):
+                if version == pinned:
+                    return key
+        return self.found[-1][1] if self.found else None
+
+
+class ResolutionCache:
+    """public ID folder → `Versions`, each kept for `ttl` seconds; at most `max_entries`, least recent out."""
+
+    def __init__(self, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, Versions]] = OrderedDict()
+
+    def get(self, folder: str) -> Versions | None:
+        entry = self._entries.get(folder)
+        if entry is None:
+            return None
+        expires, versions = entry
+        if self._clock() >= expires:
+            del self._entries[folder]
+            return None
+        self._entries.move_to_end(folder)
+        return versions
+
+    def put(self, folder: str, versions: Versions) -> None:
+        if self.ttl <= 0 or self.max_entries <= 0:
+            return
+        self._entries[folder] = (self._clock() + self.ttl, versions)
+        self._entries.move_to_end(folder)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def discard(self, folder: str) -> None:
+        self._entries.pop(folder, None)
+
+
+class CloudinaryBackupOrigin(S3Origin):
+    type_name = "cloudinary_backup"
+
+    def __init__(self, settings: OriginSettings, *, resolution_ttl: float, resolution_cache_entries: int,
+                 **bucket_keys: Any):
+        super().__init__(settings, **bucket_keys)
+        self.resolution_ttl = resolution_ttl
+        self.resolution_cache_entries = resolution_cache_entries
+        self._resolutions = ResolutionCache(resolution_ttl, resolution_cache_entries)
+
+    @classmethod
+    def from_config(cls, settings: OriginSettings, table: ConfigTable) -> CloudinaryBackupOrigin:
+        origin = cls(settings, **cls.bucket_keys(table),
+                     resolution_ttl=table.duration("resolution_ttl", "5m"),
+                     resolution_cache_entries=table.int("resolution_cache_entries", 100_000, min=0))
+        table.finish()
+        return origin
+
+    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
+        asset = parse_asset_path(path)
+        if not asset.public_id or asset.public_id.endswith("/"):
+            raise OriginNotFound(path)
+        folder = self.key_for(asset.public_id) + "/"
+        versions = self._resolutions.get(folder)
+        if versions is not None and versions.may_lack(asset.version):
+            versions = None  # a URL pinning a version newer than we listed: a new upload, list again
+        if versions is not None:
+            key = versions.choose(asset.version)
+            try:
+                return await self.get_object(key, max_bytes=max_bytes, validators=validators)
+            except OriginNotFound:  # that version was deleted since we listed: list again, once
+                self._resolutions.discard(folder)
+        versions = await self._list_versions(folder)
+        key = versions.choose(asset.version)
+        if key is None:
+            raise OriginNotFound(path)
+        self._resolutions.put(folder, versions)
+        return await self.get_object(key, max_bytes=max_bytes, validators=validators)
+
+    async def _list_versions(self, folder: str) -> Versions:
+        keys: list[str] = []
+        params = {"Bucket": self.bucket, "Prefix": folder, "Delimiter": "/"}
+        for _ in range(MAX_LIST_PAGES):
+            with self.classified("ListObjectsV2", folder):
+                page = await self._client.list_objects_v2(**params)
+            keys.extend(item["Key"] for item in page.get("Contents", ()))
+            if not page.get("IsTruncated"):
+                break
+            token = page.get("NextContinuationToken")
+            if not token:
+                raise OriginFailure("bad_response", f"ListObjectsV2 {folder!r}: truncated without a token")
+            params["ContinuationToken"] = token
+        return Versions.from_keys(folder, keys)
+
+
+@hookimpl
+def edge_origin_types() -> list[type[Origin]]:
+    return [CloudinaryBackupOrigin]

@@ -1,0 +1,216 @@
+"""`type = "s3"`: originals in an S3 bucket, or any S3-compatible store (MinIO, R2, Wasabi, GCS interop).
+
+The request path maps to one key, `folder + path` (percent-encoded first when `encode_keys` is on),
+read with one GetObject. One aioboto3 client per origin lives from `open()` to `close()`; botocore's
+own retries are off, because a failed origin hands the request to the next one and the chain's
+timeout is the only clock. Every failure is classified into the not-found / origin-error split, and
+no message carries anything the server said verbatim (it might echo a credential).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aioboto3
+import aiohttp
+from aiobotocore.config import AioConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+from edge.fetching import CHUNK_BYTES, check_announced_size, http_date, read_limited
+from edge.hookspecs import hookimpl
+from edge.origin import (
+    NotModified,
+    Origin,
+    Original,
+    OriginFailure,
+    OriginNotFound,
+    OriginSettings,
+    Validators,
+)
+from edge.settings import ConfigTable, Secret
+
+log = logging.getLogger("edge.origin.s3")
+
+#: connections one origin keeps open to its store; requests beyond it wait for a free one
+MAX_CONNECTIONS = 64
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+_DENIED_CODES = {
+    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+    "TokenRefreshRequired", "AccountProblem", "AllAccessDisabled", "InvalidSecurity",
+}
+
+
+def encode_key(path: str) -> str:
+    """RFC 3986 percent-encoding of a decoded path, keeping `/` (`+` → `%2B`, space → `%20`, UTF-8)."""
+    return quote(path, safe="/")
+
+
+def normalise_folder(folder: str) -> str:
+    """`/`, `""` → the bucket root (`""`); `/res/demo` → `res/demo/`."""
+    folder = folder.strip("/")
+    return f"{folder}/" if folder else ""
+
+
+class S3Origin(Origin):
+    type_name = "s3"
+
+    def __init__(self, settings: OriginSettings, *, bucket: str, folder: str, region: str,
+                 endpoint_url: str | None, access_key_id: Secret | None, secret_access_key: Secret | None,
+                 path_style: bool, encode_keys: bool):
+        super().__init__(settings)
+        self.bucket = bucket
+        self.folder = folder
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
+        self.path_style = path_style
+        self.encode_keys = encode_keys
+        self._client: Any = None
+        self._client_scope: contextlib.AsyncExitStack | None = None
+
+    # -- configuration ----------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, settings: OriginSettings, table: ConfigTable) -> S3Origin:
+        origin = cls(settings, **cls.bucket_keys(table))
+        table.finish()
+        return origin
+
+    @staticmethod
+    def bucket_keys(table: ConfigTable) -> dict[str, Any]:
+        """The keys every S3-backed origin type reads, as keyword arguments of `S3Origin`."""
+        bucket = table.str("bucket")
+        if not bucket:
+            raise table.error("bucket", "expected a bucket name, got an empty string")
+        endpoint_url = table.str("endpoint_url", None)
+        if endpoint_url is not None:
+            parts = urlsplit(endpoint_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise table.error("endpoint_url", f"expected an http:// or https:// URL, got {endpoint_url!r}")
+        access_key_id = table.secret("access_key_id")
+        secret_access_key = table.secret("secret_access_key")
+        if (access_key_id is None) != (secret_access_key is None):
+            missing = "secret_access_key" if secret_access_key is None else "access_key_id"
+            raise table.error(missing, "set access_key_id and secret_access_key together, or neither "
+                                       "(then the usual AWS credential chain is used)")
+        return {
+            "bucket": bucket,
+            "folder": normalise_folder(table.str("folder", "/")),
+            "region": table.str("region", "us-east-1"),
+            "endpoint_url": endpoint_url,
+            "access_key_id": access_key_id,
+            "secret_access_key": secret_access_key,
+            # S3-compatible stores rarely have wildcard DNS for virtual-hosted buckets
+            "path_style": table.bool("path_style", endpoint_url is not None),
+            "encode_keys": table.bool("encode_keys", False),
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def open(self) -> None:
+        timeout = self.settings.timeout
+        config = AioConfig(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"mode": "standard", "total_max_attempts": 1},
+            max_pool_connections=MAX_CONNECTIONS,
+            s3={"addressing_style": "path" if self.path_style else "auto"},
+            # TLS already protects the bytes; a CRC over every original is CPU for nothing
+            response_checksum_validation="when_required",
+        )
+        credentials = {}
+        if self.access_key_id is not None and self.secret_access_key is not None:
+            credentials = {"aws_access_key_id": self.access_key_id.reveal(),
+                           "aws_secret_access_key": self.secret_access_key.reveal()}
+        scope = contextlib.AsyncExitStack()
+        self._client = await scope.enter_async_context(aioboto3.Session().client(
+            "s3", region_name=self.region, endpoint_url=self.endpoint_url, config=config, **credentials))
+        self._client_scope = scope
+
+    async def close(self) -> None:
+        scope, self._client_scope, self._client = self._client_scope, None, None
+        if scope is not None:
+            await scope.aclose()
+
+    # -- fetching ---------------------------------------------------------------------------------
+    def key_for(self, path: str) -> str:
+        """The object key of a request path: `folder + path`, percent-encoded when `encode_keys` is on."""
+        return self.folder + (encode_key(path) if self.encode_keys else path)
+
+    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
+        return await self.get_object(self.key_for(path), max_bytes=max_bytes, validators=validators)
+
+    async def get_object(self, key: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
+        """Read one object, streaming, stopping past `max_bytes`; conditional when `validators` are given."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if validators is not None and validators.etag:
+            params["IfNoneMatch"] = validators.etag
+        elif validators is not None and validators.last_modified:
+            params["IfModifiedSince"] = parsedate_to_datetime(validators.last_modified)
+        with self.classified("GetObject", key):
+            response = await self._client.get_object(**params)
+            body = response["Body"]
+            async with body:  # releases the connection, or drops it when the body was not read to the end
+                length = response.get("ContentLength")
+                check_announced_size(length, max_bytes, key)
+                if length is not None:  # within the limit, and aiohttp never reads past Content-Length
+                    data = await body.read()
+                else:
+                    data = await read_limited(body.iter_chunks(CHUNK_BYTES), max_bytes, key)
+        return Original(data, etag=response.get("ETag"), last_modified=http_date(response.get("LastModified")),
+                        content_type=response.get("ContentType"))
+
+    @contextlib.contextmanager
+    def classified(self, operation: str, key: str) -> Iterator[None]:
+        """Turn what botocore and aiohttp raise into `OriginNotFound`, `NotModified` or `OriginFailure`."""
+        try:
+            yield
+        except ClientError as error:
+            raise _client_error(operation, key, error) from None
+        except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):
+            raise OriginFailure("timeout", f"{operation} {key!r}: no answer in time") from None
+        except EndpointConnectionError:
+            raise OriginFailure("refused", f"{operation} {key!r}: cannot connect to the endpoint") from None
+        except (ConnectionClosedError, ResponseStreamingError, IncompleteReadError, aiohttp.ClientPayloadError,
+                aiohttp.ServerDisconnectedError):
+            raise OriginFailure("bad_response", f"{operation} {key!r}: the response was cut short") from None
+        except (NoCredentialsError, PartialCredentialsError):
+            raise OriginFailure("denied", f"{operation} {key!r}: no credentials") from None
+        except (BotoCoreError, aiohttp.ClientError) as error:
+            raise OriginFailure("error", f"{operation} {key!r}: {type(error).__name__}") from None
+
+
+def _client_error(operation: str, key: str, error: ClientError) -> Exception:
+    """An S3 error response, by its code and status only (its message text may echo a key id)."""
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if code in _NOT_FOUND_CODES:
+        return OriginNotFound(key)
+    if status == 304 or code == "304":
+        return NotModified(key)
+    where = f"{operation} {key!r}: {code or 'error'} (HTTP {status})"
+    if status == 403 or code in _DENIED_CODES:
+        return OriginFailure("denied", where)
+    if status >= 500:
+        return OriginFailure("server_error", where)
+    return OriginFailure("error", where)  # NoSuchBucket, InvalidRequest…: the origin's config is wrong
+
+
+@hookimpl
+def edge_origin_types() -> list[type[Origin]]:
+    return [S3Origin]

@@ -1,0 +1,183 @@
+"""S3 and web origins that fail, over real sockets: stopped, slow, 5xx, denied, cut short, too large.
+
+Each time: with a later origin that has the file, it is served from there; without one, the status and
+`X-Edge-Error` say which origin failed and how; and afterwards the node serves normally again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from edge.fetching import read_limited
+from edge.origin import SourceTooLarge
+from tests.assets import centre_colour, colour, same_colour, solid
+from tests.nodes import SAMPLES, decode, write_config
+from tests.s3server import S3Server
+from tests.servers import HTTPOrigin
+
+BUCKET = "edge-faults"
+PRIMARY = colour(10)
+FALLBACK = colour(50)
+BIG = (SAMPLES / "astronaut.jpg").read_bytes()  # 84 kB, over the 50 kB limit below
+WRONG_SECRET = "wrong-secret-do-not-log-me"
+TIMEOUT = 0.5
+EXPECTED = {  # fault → (status, X-Edge-Error kind) when no later origin has the file
+    "refused": (502, "refused"),
+    "slow": (504, "timeout"),
+    "server_error": (502, "server_error"),
+    "denied": (502, "denied"),
+    "cut_short": (502, "bad_response"),
+}
+
+
+@dataclass
+class Primary:
+    table: str
+    break_with: Callable[[str], Awaitable[None]]
+    heal: Callable[[], Awaitable[None]]
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server):
+    client = s3_server.client()
+    client.create_bucket(Bucket=BUCKET)
+    client.put_object(Bucket=BUCKET, Key="photo.jpg", Body=solid(300, 200, PRIMARY))
+    client.put_object(Bucket=BUCKET, Key="big.jpg", Body=BIG)
+
+
+@pytest.fixture
+async def s3_primary(s3, bucket):
+    """The bucket through a server of its own (moto's state is shared), so that it can be stopped."""
+    server = S3Server().start()
+    table = server.origin_table("primary", BUCKET, secret=WRONG_SECRET, extra=f"timeout = {TIMEOUT}")
+
+    async def break_with(fault: str) -> None:
+        if fault == "refused":
+            server.stop()
+        elif fault == "denied":
+            s3.require_auth(True)  # the origin's secret is wrong: moto's signature check now refuses it
+        else:
+            server.faults.delay = 30 if fault == "slow" else 0
+            server.faults.status = 500 if fault == "server_error" else None
+            server.faults.truncate_to = 100 if fault == "cut_short" else None
+
+    async def heal() -> None:
+        s3.require_auth(False)
+        server.reset()
+
+    yield Primary(table, break_with, heal)
+    server.stop()
+
+
+@pytest.fixture
+async def web_primary():
+    origin = await HTTPOrigin(files={"photo.jpg": solid(300, 200, PRIMARY), "big.jpg": BIG}).start()
+    table = f'[[origins]]\nname = "primary"\ntype = "web"\nbase_url = "{origin.url}"\ntimeout = {TIMEOUT}\n'
+
+    async def break_with(fault: str) -> None:
+        behaviour = origin.behaviour
+        if fault == "refused":
+            await origin.stop()
+        behaviour.delay = 30 if fault == "slow" else 0
+        behaviour.status = {"server_error": 500, "denied": 403}.get(fault)
+        behaviour.truncate_to = 100 if fault == "cut_short" else None
+        behaviour.chunked = fault == "unannounced_length"
+
+    async def heal() -> None:
+        origin.behaviour = type(origin.behaviour)()
+
+    yield Primary(table, break_with, heal)
+    await origin.stop()
+
+
+@pytest.fixture(params=["s3", "web"])
+def primary(request) -> Primary:
+    """The origin under test, first in the endpoint's list, `fallback` (a local folder) after it."""
+    return request.getfixturevalue(f"{request.param}_primary")
+
+
+@pytest.fixture
+async def node(primary, node_factory, tmp_path):
+    fallback = tmp_path / "fallback"
+    fallback.mkdir()
+    (fallback / "photo.jpg").write_bytes(solid(300, 200, FALLBACK))
+    text = primary.table + f"""
+[[origins]]
+name = "fallback"
+type = "local"
+root = "{fallback}"
+
+[limits]
+max_source_bytes = "50KB"
+
+[[endpoints]]
+id = ""
+origins = ["primary", "fallback"]
+
+[[endpoints]]
+id = "alone"
+origins = ["primary"]
+"""
+    return await node_factory(write_config(tmp_path, text))
+
+
+def shows(response, rgb) -> bool:
+    return response.code == 200 and same_colour(centre_colour(decode(response)), rgb)
+
+
+@pytest.mark.parametrize("fault", list(EXPECTED))
+async def test_a_failing_origin_hands_over_and_the_node_recovers(request, primary, node, fault, caplog):
+    assert shows(await node.fetch("/tr:w-10/photo.jpg"), PRIMARY)
+    await primary.break_with(fault)
+
+    with caplog.at_level(logging.DEBUG):
+        assert shows(await node.fetch("/tr:w-11/photo.jpg"), FALLBACK)  # the next origin was tried
+        alone = await node.fetch("/alone/tr:w-12/photo.jpg")
+    web_denied = fault == "denied" and "web" in request.node.callspec.id
+    if web_denied:  # for a web server, 403 is "not found here" (and logged)
+        assert alone.code == 404
+    else:
+        status, kind = EXPECTED[fault]
+        assert (alone.code, alone.headers["X-Edge-Error"]) == (status, f"primary: {kind}")
+        assert alone.headers["Cache-Control"] == "no-store"  # a CDN must not keep the failure
+    everything_said = alone.body.decode() + str(alone.headers) + caplog.text
+    assert WRONG_SECRET not in everything_said
+
+    # healthy afterwards: the primary serves again (or, stopped, the rest of the node still does)
+    if fault == "refused":
+        assert (await node.fetch("/_edge/health")).code == 200
+        assert shows(await node.fetch("/tr:w-13/photo.jpg"), FALLBACK)
+    else:
+        await primary.heal()
+        assert shows(await node.fetch("/alone/tr:w-13/photo.jpg"), PRIMARY)
+
+
+async def test_a_source_over_the_limit_is_a_400_and_harmless(primary, node):
+    response = await node.fetch("/big.jpg")
+    assert (response.code, response.body) == (400, b"source too large\n")
+    assert shows(await node.fetch("/alone/tr:w-14/photo.jpg"), PRIMARY)
+
+
+@pytest.mark.parametrize("primary", ["web"], indirect=True)
+async def test_a_source_over_the_limit_without_a_length_is_a_400(primary, node):
+    await primary.break_with("unannounced_length")  # chunked: the size shows only while reading
+    response = await node.fetch("/big.jpg")
+    assert (response.code, response.body) == (400, b"source too large\n")
+
+
+async def test_reading_stops_at_the_limit():
+    produced = []
+
+    async def chunks():
+        for index in range(100):
+            produced.append(index)
+            yield b"x" * 1000
+
+    with pytest.raises(SourceTooLarge):
+        await read_limited(chunks(), 2500, "big.jpg")
+    assert len(produced) == 3
+    assert await read_limited(chunks(), 100_000, "big.jpg") == b"x" * 100_000

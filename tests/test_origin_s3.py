@@ -1,0 +1,160 @@
+"""The `s3` origin against moto's S3 API on 127.0.0.1: key mapping, special characters with
+`encode_keys` off and on, conditional reads, one client per origin, real IAM credentials."""
+
+from pathlib import Path
+
+import pytest
+
+from edge.config import load_config
+from edge.errors import ConfigError
+from edge.origin import NotModified, OriginSettings
+from edge.pluginmanager import load_plugins
+from edge.settings import ConfigTable
+from plugins.s3 import S3Origin
+from tests.assets import centre_colour, colour, same_colour, solid
+from tests.nodes import SAMPLES, decode, write_config
+
+BUCKET = "edge-s3-origin"
+ASTRONAUT = (SAMPLES / "astronaut.jpg").read_bytes()
+#: key → the colour index it is drawn in (its identity once served)
+COLOURED = {
+    "images/image+example.jpg": 1,
+    "images/image%2Bexample.jpg": 2,
+    "only-encoded/image%2Bexample.jpg": 3,
+    "images/a b.jpg": 4,
+    "images/folder/ü.jpg": 5,
+    "encoded/image%2Bexample.jpg": 6,
+    "encoded/a%20b.jpg": 7,
+    "encoded/folder/%C3%BC.jpg": 8,
+    "at-root.jpg": 9,
+}
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server):
+    client = s3_server.client()
+    client.create_bucket(Bucket=BUCKET)
+    client.put_object(Bucket=BUCKET, Key="images/astronaut.jpg", Body=ASTRONAUT)
+    for key, index in COLOURED.items():
+        client.put_object(Bucket=BUCKET, Key=key, Body=solid(24, 16, colour(index)))
+    return BUCKET
+
+
+def node_config(s3, folder: str, extra: str = "", endpoint_extra: str = "") -> str:
+    return s3.origin_table("bucket", BUCKET, folder=folder, extra=extra) + f"""
+[[endpoints]]
+id = ""
+origins = ["bucket"]
+{endpoint_extra}
+"""
+
+
+def table(s3, **keys) -> ConfigTable:
+    data = {"bucket": BUCKET, "endpoint_url": s3.url, "access_key_id": "AKIATESTINGKEY000000",
+            "secret_access_key": "test-secret-not-a-real-one", **keys}
+    return ConfigTable(data, file="test.toml", table="origins[0]", base_dir=Path("."))
+
+
+async def test_serves_folder_plus_path_and_the_bucket_root(s3, bucket, node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, node_config(s3, "/images/")))
+    response = await node.fetch("/tr:orig-true/astronaut.jpg")
+    assert response.code == 200
+    assert response.body == ASTRONAUT
+    assert [call.key for call in s3.gets(BUCKET)] == ["images/astronaut.jpg"]
+
+    resized = await node.fetch("/tr:w-100/astronaut.jpg")
+    assert (decode(resized).width, decode(resized).height) == (100, 100)
+
+    root = await node_factory(write_config(tmp_path, node_config(s3, "/"), "root.toml"))
+    assert same_colour(centre_colour(decode(await root.fetch("/at-root.jpg"))), colour(9))
+    assert (await root.fetch("/astronaut.jpg")).code == 404
+
+
+@pytest.mark.parametrize("encode_keys, folder, request_path, expected", [
+    # off (default): the path is decoded once and looked up as it is; `+` is never a space
+    (False, "/images/", "/image+example.jpg", 1),
+    (False, "/images/", "/image%2Bexample.jpg", 1),
+    (False, "/only-encoded/", "/image%2Bexample.jpg", None),
+    (False, "/only-encoded/", "/image%252Bexample.jpg", 3),
+    (False, "/images/", "/a%20b.jpg", 4),
+    (False, "/images/", "/a+b.jpg", None),
+    (False, "/images/", "/folder/%C3%BC.jpg", 5),
+    # on: the decoded path is percent-encoded (RFC 3986, `/` kept) before the lookup
+    (True, "/encoded/", "/image+example.jpg", 6),
+    (True, "/encoded/", "/image%2Bexample.jpg", 6),
+    (True, "/encoded/", "/a%20b.jpg", 7),
+    (True, "/encoded/", "/folder/%C3%BC.jpg", 8),
+    (True, "/images/", "/image+example.jpg", 2),
+])
+async def test_special_characters(s3, bucket, node_factory, tmp_path, encode_keys, folder, request_path, expected):
+    config = node_config(s3, folder, extra=f"encode_keys = {str(encode_keys).lower()}")
+    node = await node_factory(write_config(tmp_path, config))
+    response = await node.fetch(request_path)
+    if expected is None:
+        assert response.code == 404
+    else:
+        assert response.code == 200, response.body
+        assert same_colour(centre_colour(decode(response)), colour(expected))
+
+
+async def test_canonical_link_names_the_requested_path(s3, bucket, node_factory, tmp_path):
+    config = node_config(s3, "/images/", extra='canonical_base_url = "https://cdn.example.com/img/"')
+    node = await node_factory(write_config(tmp_path, config))
+    response = await node.fetch("/tr:w-50/astronaut.jpg")
+    assert response.headers["Link"] == '<https://cdn.example.com/img/astronaut.jpg>; rel="canonical"'
+
+
+async def test_keys_from_the_environment_and_masked_in_the_summary(s3, bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_TEST_KEY_ID", "AKIATESTINGKEY000000")
+    monkeypatch.setenv("EDGE_TEST_SECRET", "test-secret-not-a-real-one")
+    config = node_config(s3, "/images/").replace('"AKIATESTINGKEY000000"', '"${EDGE_TEST_KEY_ID}"') \
+        .replace('"test-secret-not-a-real-one"', '"${EDGE_TEST_SECRET}"')
+    loaded = load_config(write_config(tmp_path, config), load_plugins())
+    origin = loaded.origins[0]
+    assert origin.secret_access_key.reveal() == "test-secret-not-a-real-one"
+    summary = str(loaded.describe())
+    assert "test-secret-not-a-real-one" not in summary and "AKIATESTINGKEY000000" not in summary
+    assert "'secret_access_key': '****'" in summary
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"bucket": ""}, "bucket: expected a bucket name"),
+    ({"secret_access_key": None}, "secret_access_key: set access_key_id and secret_access_key together"),
+    ({"endpoint_url": "s3.example.com"}, "endpoint_url: expected an http:// or https:// URL"),
+    ({"path_style": "yes"}, "path_style: expected true or false"),
+    ({"folder_name": "x"}, "folder_name: unknown key"),
+])
+def test_config_errors_name_the_key(s3, keys, message):
+    bad = table(s3, **keys)
+    bad._data = {k: v for k, v in bad._data.items() if v is not None}
+    with pytest.raises(ConfigError, match=f"test.toml: \\[origins\\[0\\]\\] {message}"):
+        S3Origin.from_config(OriginSettings("bucket", "s3"), bad)
+
+
+async def test_conditional_fetch_and_one_client_for_the_origins_life(s3, bucket):
+    origin = S3Origin.from_config(OriginSettings("bucket", "s3"), table(s3, folder="images"))
+    await origin.open()
+    client = origin._client
+    try:
+        original = await origin.fetch("astronaut.jpg", max_bytes=10**7)
+        assert original.body == ASTRONAUT and original.etag and original.last_modified
+        with pytest.raises(NotModified):
+            await origin.fetch("astronaut.jpg", max_bytes=10**7, validators=original.validators)
+        for _ in range(5):
+            await origin.fetch("image+example.jpg", max_bytes=10**7)
+        gets = s3.gets(BUCKET)
+        assert len(gets) == 7 and gets[0].key == "images/astronaut.jpg"
+        assert origin._client is client  # (moto's server closes every connection, so reuse shows only here)
+    finally:
+        await origin.close()
+    assert origin._client is None
+
+
+async def test_a_reader_allowed_only_get_object_is_enough(s3, bucket, node_factory, tmp_path):
+    key_id, secret = s3.create_reader(BUCKET, "s3:GetObject")
+    config = s3.origin_table("bucket", BUCKET, folder="/images/", key_id=key_id, secret=secret) \
+        + '[[endpoints]]\nid = ""\norigins = ["bucket"]\n'
+    node = await node_factory(write_config(tmp_path, config))
+    s3.require_auth(True)  # moto now checks signatures and the user's policy
+    assert (await node.fetch("/tr:orig-true/astronaut.jpg")).body == ASTRONAUT
+    assert {call.key_id for call in s3.gets(BUCKET)} == {key_id}

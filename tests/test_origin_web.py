@@ -1,0 +1,142 @@
+"""The `web` origin against a real HTTP server on 127.0.0.1: URL building, headers, redirects, the
+not-found / error split, conditional fetches."""
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from edge.errors import ConfigError
+from edge.origin import NotModified, OriginSettings
+from edge.settings import ConfigTable
+from plugins.web import WebOrigin
+from tests.assets import centre_colour, colour, same_colour, solid
+from tests.nodes import SAMPLES, decode, write_config
+from tests.servers import HTTPOrigin
+
+ASTRONAUT = (SAMPLES / "astronaut.jpg").read_bytes()
+
+
+@pytest.fixture
+async def web():
+    origin = await HTTPOrigin(files={
+        "images/astronaut.jpg": ASTRONAUT,
+        "images/image+example.jpg": solid(24, 16, colour(1)),
+        "images/a b.jpg": solid(24, 16, colour(2)),
+        "images/folder/ü.jpg": solid(24, 16, colour(3)),
+    }).start()
+    yield origin
+    await origin.stop()
+
+
+def web_config(origin: HTTPOrigin, extra: str = "", base: str = "/images") -> str:
+    return f"""
+[[origins]]
+name = "legacy web"
+type = "web"
+base_url = "{origin.url}{base}"
+{extra}
+
+[[endpoints]]
+id = ""
+origins = ["legacy web"]
+"""
+
+
+async def test_serves_base_url_plus_path_with_the_project_user_agent(web, node_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_TEST_ORIGIN_TOKEN", "token-from-env")
+    extra = 'headers = { "X-Origin-Token" = "${EDGE_TEST_ORIGIN_TOKEN}" }\ncanonical_base_url = "https://a.example/i"'
+    node = await node_factory(write_config(tmp_path, web_config(web, extra)))
+    response = await node.fetch("/tr:orig-true/astronaut.jpg", headers={"Host": "img.example.com"})
+    assert response.body == ASTRONAUT
+    assert response.headers["Link"] == '<https://a.example/i/astronaut.jpg>; rel="canonical"'
+    seen = web.headers_seen[-1]
+    assert seen["User-Agent"].startswith("edge-image-node/")
+    assert seen["X-Origin-Token"] == "token-from-env"
+    assert seen["Host"] == web.url.removeprefix("http://")  # not forwarded unless asked
+    assert "token-from-env" not in str(node.config.describe())
+
+
+async def test_forward_host(web, node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, web_config(web, "forward_host = true")))
+    assert (await node.fetch("/astronaut.jpg", headers={"Host": "img.example.com"})).code == 200
+    assert web.headers_seen[-1]["Host"] == "img.example.com"
+
+
+@pytest.mark.parametrize("request_path, expected", [
+    ("/image+example.jpg", 1),
+    ("/image%2Bexample.jpg", 1),
+    ("/a%20b.jpg", 2),
+    ("/a+b.jpg", None),  # `+` is never a space
+    ("/folder/%C3%BC.jpg", 3),
+])
+async def test_special_characters(web, node_factory, tmp_path, request_path, expected):
+    node = await node_factory(write_config(tmp_path, web_config(web)))
+    response = await node.fetch(request_path)
+    if expected is None:
+        assert response.code == 404
+    else:
+        assert same_colour(centre_colour(decode(response)), colour(expected))
+
+
+async def test_follows_at_most_three_redirects(web, node_factory, tmp_path):
+    web.redirects.update({"images/r1.jpg": "/images/r2.jpg", "images/r2.jpg": "r3.jpg",
+                          "images/r3.jpg": f"{web.url}/images/astronaut.jpg",
+                          "images/r0.jpg": "/images/r1.jpg"})
+    node = await node_factory(write_config(tmp_path, web_config(web)))
+    assert (await node.fetch("/tr:orig-true/r1.jpg")).body == ASTRONAUT
+    too_many = await node.fetch("/r0.jpg")
+    assert (too_many.code, too_many.headers["X-Edge-Error"]) == (502, "legacy web: bad_response")
+
+
+async def test_origin_headers_never_follow_a_redirect_to_another_host(web, node_factory, tmp_path):
+    elsewhere = await HTTPOrigin(files={"moved.jpg": ASTRONAUT}).start()
+    try:
+        web.redirects["images/moved.jpg"] = f"{elsewhere.url}/moved.jpg"
+        extra = 'forward_host = true\nheaders = { Authorization = "Bearer origin-only" }'
+        node = await node_factory(write_config(tmp_path, web_config(web, extra)))
+        response = await node.fetch("/tr:orig-true/moved.jpg", headers={"Host": "img.example.com"})
+        assert response.body == ASTRONAUT
+        assert web.headers_seen[-1]["Authorization"] == "Bearer origin-only"
+        seen = elsewhere.headers_seen[-1]
+        assert "Authorization" not in seen and seen["Host"] == elsewhere.url.removeprefix("http://")
+    finally:
+        await elsewhere.stop()
+
+
+@pytest.mark.parametrize("status, logged", [(404, False), (410, False), (403, True), (401, True)])
+async def test_4xx_is_not_found_and_unusual_ones_are_logged(web, node_factory, tmp_path, caplog, status, logged):
+    web.behaviour.status = status
+    node = await node_factory(write_config(tmp_path, web_config(web)))
+    with caplog.at_level(logging.WARNING, "edge.origin.web"):
+        assert (await node.fetch("/astronaut.jpg")).code == 404
+    assert any(f"HTTP {status}" in r.getMessage() for r in caplog.records) == logged
+
+
+async def test_conditional_fetch(web):
+    table = ConfigTable({"base_url": web.url + "/images/"}, file="t.toml", table="origins[0]", base_dir=Path("."))
+    origin = WebOrigin.from_config(OriginSettings("legacy web", "web"), table)
+    await origin.open()
+    try:
+        original = await origin.fetch("astronaut.jpg", max_bytes=10**7)
+        assert original.body == ASTRONAUT and original.etag
+        with pytest.raises(NotModified):
+            await origin.fetch("astronaut.jpg", max_bytes=10**7, validators=original.validators)
+        assert web.headers_seen[-1]["If-None-Match"] == original.etag
+    finally:
+        await origin.close()
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"base_url": "static.example.com/images"}, "base_url: expected an http:// or https:// URL"),
+    ({"base_url": "https://user:pw@static.example.com"}, "base_url: expected no user:password@"),
+    ({"headers": {"Host": "x"}}, "headers: 'Host' is set by the node itself"),
+    ({"headers": {"Bad Name": "x"}}, "headers: 'Bad Name' is not a valid header name"),
+    ({"headers": {"X-A": "1\r\nX-B: 2"}}, "headers: the value of 'X-A' contains a line break"),
+    ({"forward_host": "yes"}, "forward_host: expected true or false"),
+])
+def test_config_errors_name_the_key(keys, message):
+    table = ConfigTable({"base_url": "https://static.example.com", **keys}, file="t.toml", table="origins[0]",
+                        base_dir=Path("."))
+    with pytest.raises(ConfigError, match=f"t.toml: \\[origins\\[0\\]\\] {message}"):
+        WebOrigin.from_config(OriginSettings("legacy web", "web"), table)
