@@ -3,6 +3,15 @@
 
 import pyvips
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.config import Defaults, Limits
+from edge.errors import EdgeError, InvalidTransformation
+from edge.transform.formats import plan_format
+from edge.transform.options import parse_transformation
+from edge.transform.render import render_image
+from tests.test_parser_properties import NAMED, steps_as_dicts, text_of
 
 from tests import imagecorpus as corpus
 from tests.nodes import write_config
@@ -112,3 +121,32 @@ async def test_animations_keep_every_frame(corpus_node, name):
     assert image.get("n-pages") == 5 and image.get("page-height") == 20 and image.width == 20
     for frame, colour in enumerate(corpus.ANIMATION_COLOURS[:5]):
         assert close(pixel(image, 10, frame * 20 + 10)[:3], colour, 20)
+
+
+TINY_AND_AWKWARD = [
+    pyvips.Image.black(1, 1).copy(interpretation="srgb").pngsave_buffer(),
+    corpus.quadrants_png(7, 3),
+    corpus.png_with_alpha(5, 9),
+    corpus.animated_gif(3),
+    corpus.grayscale_jpeg(),
+    corpus.cmyk_jpeg(),
+    corpus.exif_oriented_jpeg(7),
+    corpus.palette_png_with_alpha(),
+    corpus.png16(),
+]
+
+
+@settings(max_examples=120, deadline=None)
+@given(steps_as_dicts.map(text_of), st.sampled_from(TINY_AND_AWKWARD), st.sampled_from(["image/avif,image/webp", "*/*"]))
+def test_any_valid_transformation_of_a_good_image_renders_or_is_a_400(text, body, accept):
+    """The renderer the node runs, on generated transformations: a readable image never ends in a 422
+    (a libvips error we failed to foresee) nor in an exception that is not an `EdgeError` (a 500)."""
+    try:
+        transformation = parse_transformation(text, named=NAMED)
+    except InvalidTransformation:
+        return
+    planned, _ = plan_format(transformation.output_format, "image.png", accept)
+    try:
+        render_image(body, transformation, planned, Defaults(), Limits(max_output_side=1500))
+    except EdgeError as error:
+        assert error.status == 400, (text, error.message)

@@ -164,6 +164,17 @@ async def test_pad_extract_pads_where_the_region_leaves_the_image(image_node):
     assert close(pixel(image, 90, 50), MAGENTA)
 
 
+async def test_pad_extract_wholly_outside_the_image_is_all_background(image_node):
+    _, image = await fetch_image(image_node, "/tr:cm-pad_extract,x-500,y-0,w-40,h-30,bg-FF00FF/card.png")
+    assert (image.width, image.height) == (40, 30)
+    assert close(pixel(image, 0, 0), MAGENTA) and close(pixel(image, 39, 29), MAGENTA)
+
+
+async def test_pad_extract_region_over_the_output_limit_is_a_400(image_node):
+    response, _ = await fetch_image(image_node, "/tr:cm-pad_extract,w-9000,h-10/card.png", status=400)
+    assert b"output too large" in response.body
+
+
 async def test_extract_coordinates_need_an_extract_mode(image_node):
     response, _ = await fetch_image(image_node, "/tr:x-10,w-50/card.png", status=400)
     assert b"x-10" in response.body

@@ -88,6 +88,8 @@ def rounded_corners(image: pyvips.Image, radius: int | str) -> pyvips.Image:
         edge = (1 - distance) * min(rx, ry)  # ≈ pixels inside the ellipse's edge
     else:
         r = min(int(radius), width // 2, height // 2)
+        if r == 0:  # a 1-pixel side has no corner to round
+            return image
         dx = (r - x).maxpair(x - (width - r)).maxpair(x * 0)
         dy = (r - y).maxpair(y - (height - r)).maxpair(y * 0)
         edge = r - (dx ** 2 + dy ** 2) ** 0.5

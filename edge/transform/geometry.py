@@ -109,7 +109,18 @@ def _cover_crop(source: Source, box_w: int, box_h: int, scale: float, step: Step
     return image.crop(x, y, box_w, box_h)
 
 
-def _extract(image: pyvips.Image, step: Step, box_w: int | None, box_h: int | None) -> pyvips.Image:
+def _padded_region(image: pyvips.Image, left: int, top: int, width: int, height: int,
+                   colour: RGBA | None) -> pyvips.Image:
+    """The `width`×`height` region at (`left`, `top`), `colour` wherever it leaves the image."""
+    image, values = background(image, colour)
+    if left >= image.width or top >= image.height or left + width <= 0 or top + height <= 0:
+        # nothing of the image in the region (libvips' embed refuses that): background only
+        canvas = pyvips.Image.black(width, height).new_from_image(values)
+        return canvas.cast(image.format).copy(interpretation=image.interpretation)
+    return image.embed(-left, -top, width, height, extend=pyvips.enums.Extend.BACKGROUND, background=values)
+
+
+def _extract(image: pyvips.Image, step: Step, box_w: int | None, box_h: int | None, max_side: int) -> pyvips.Image:
     """`cm-extract` / `cm-pad_extract`: a region of the input at its own scale."""
     width, height = image.width, image.height
     left = step.x if step.x is not None else 0
@@ -127,8 +138,8 @@ def _extract(image: pyvips.Image, step: Step, box_w: int | None, box_h: int | No
             return in_memory(image).smartcrop(w, h, interesting=pyvips.enums.Interesting.ATTENTION)
         left, top = focus_offset(step.focus, width - w, height - h)
     if step.crop_mode == "pad_extract":
-        image, colour = background(image, step.background)
-        return image.embed(-left, -top, w, h, extend=pyvips.enums.Extend.BACKGROUND, background=colour)
+        check_side(w, h, max_side)
+        return _padded_region(image, left, top, w, h, step.background)
     if left < 0 or top < 0 or left + w > width or top + h > height:
         raise BadRequest(f"invalid transformation: cm-extract: the region {w}x{h} at ({left}, {top}) "
                          f"leaves the {width}x{height} image")
@@ -149,7 +160,7 @@ def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
     width, height = source.width, source.height
     box_w, box_h = target_box(step, width, height)
     if step.extracts:
-        return _extract(source.decode(), step, box_w, box_h)
+        return _extract(source.decode(), step, box_w, box_h, max_side)
     if box_w is None and box_h is None:
         return _cover_crop(source, width, height, 1.0, step, max_side) if step.zoom > 1 else source.decode()
     if box_w is None or box_h is None:  # one side given: the other follows the aspect ratio
@@ -179,6 +190,8 @@ def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
 
 def trim(image: pyvips.Image, threshold: int) -> pyvips.Image:
     """`t`: cut away borders of the top-left pixel's colour (within `threshold`)."""
+    if min(image.width, image.height) < 3:  # libvips' trim filters with a 3×3 window
+        return image
     image = in_memory(image)
     corner = image.flatten() if image.hasalpha() else image
     left, top, width, height = corner.find_trim(threshold=threshold, background=corner.getpoint(0, 0))
