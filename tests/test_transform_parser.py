@@ -37,6 +37,7 @@ def canonical(*texts, **options) -> str:
     ("w-300,f-webp:rt-90", "w-300:rt-90,f-webp"),  # output parameters belong to the whole result
     ("di-a@@b.png,w-3", "w-3,di-@@a@@@@b.png"),
     ("w-300::", "w-300"),
+    ("w-9,h-9,z-0.5", "w-9,h-9"),  # zooming out changes nothing
     ("", "c-maintain_ratio"),
 ])
 def test_synonyms_order_and_defaults_are_one_cache_key(first, second):

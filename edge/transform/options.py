@@ -269,7 +269,8 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("y", "y", _int_range(0, MAX_PIXELS)),
     Param("xc", "x_center", _int_range(0, MAX_PIXELS)),
     Param("yc", "y_center", _int_range(0, MAX_PIXELS)),
-    Param("z", "zoom", _number_range(0.1, 10), _write_number),
+    # a crop cannot show more than the whole image: zooming out (z below 1) is the default, no zoom
+    Param("z", "zoom", lambda text: max(1.0, _number_range(0.1, 10)(text)), _write_number),
     Param("t", "trim", _optional(DEFAULT_TRIM, _int_range(1, 99)), _write_default_as_flag(DEFAULT_TRIM, "true")),
     Param("rt", "rotation", _rotation),
     Param("fl", "flip", _choice(FLIPS, FLIP_SYNONYMS)),
