@@ -93,3 +93,21 @@ def test_a_killed_worker_is_replaced(tmp_path):
         assert len(replacement) == 2
     finally:
         assert node.stop() == 0
+
+
+async def test_embedded_default_serves_a_sample_then_counts_a_miss_and_a_hit(tmp_path):
+    node = NodeProcess(None, env={"XDG_CACHE_HOME": str(tmp_path)})
+    try:
+        client = AsyncHTTPClient()
+        first = await client.fetch(node.url + "/tr:w-300/astronaut.jpg")
+        second = await client.fetch(node.url + "/tr:w-300/astronaut.jpg")
+        image = decode(first)
+        assert (image.width, image.get("vips-loader")) == (300, "jpegload_buffer")
+        assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
+        metrics = (await client.fetch(node.url + "/metrics")).body.decode()
+        cache = samples_of(metrics, "edge_cache_requests_total")
+        assert cache[(("result", "miss"), ("tier", "output"))] == 1
+        assert cache[(("result", "hit"), ("tier", "output"))] == 1
+        assert (tmp_path / "edge-image-node" / "outputs").is_dir()  # the per-user cache folder
+    finally:
+        assert node.stop() == 0
