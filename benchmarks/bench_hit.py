@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks.common import LoadResult, median, start_node, wrk_load
-from tests.nodes import SAMPLES
+from tests.nodes import local_config
 
 PATH = "/tr:w-300/astronaut.jpg"
 
@@ -43,17 +43,7 @@ asyncio.run(main())
 
 
 def node_config(access_log: bool) -> str:
-    return f"""
-[server]
-access_log = {str(access_log).lower()}
-[[origins]]
-name = "samples"
-type = "local"
-root = "{SAMPLES}"
-[[endpoints]]
-id = ""
-origins = ["samples"]
-"""
+    return local_config(before=f"[server]\naccess_log = {str(access_log).lower()}")
 
 
 def main() -> None:

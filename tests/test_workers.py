@@ -8,21 +8,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.nodes import SAMPLES, NodeProcess, decode, write_config
+from tests.nodes import NodeProcess, decode, local_config, write_config
 
-CONFIG = f"""
-[server]
-workers = 2
-
-[[origins]]
-name = "samples"
-type = "local"
-root = "{SAMPLES}"
-
-[[endpoints]]
-id = ""
-origins = ["samples"]
-"""
+CONFIG = local_config(before="[server]\nworkers = 2")
 
 
 def samples_of(metrics_text, name):
