@@ -5,19 +5,10 @@ import os
 import pytest
 
 from tests import imagecorpus
-from tests.nodes import SAMPLES, decode, loader, write_config
+from tests.nodes import SAMPLES, decode, loader, local_config, write_config
 
 # astronaut.jpg is 512×512, chelsea.jpg 451×300, logo-transparent.png has alpha.
-SAMPLES_CONFIG = f"""
-[[origins]]
-name = "samples"
-type = "local"
-root = "{SAMPLES}"
-
-[[endpoints]]
-id = ""
-origins = ["samples"]
-"""
+SAMPLES_CONFIG = local_config()
 
 
 @pytest.fixture
@@ -70,7 +61,7 @@ async def test_force_stretches_instead_of_cropping(tmp_path, node_factory):
     red_blue = imagecorpus.pyvips.Image.black(200, 100).new_from_image([255, 0, 0])
     red_blue = red_blue.insert(red_blue.new_from_image([0, 0, 255]).crop(0, 0, 100, 100), 100, 0)
     (tmp_path / "o" / "rb.png").write_bytes(red_blue.pngsave_buffer())
-    node = await node_factory(write_config(tmp_path, SAMPLES_CONFIG.replace(str(SAMPLES), str(tmp_path / "o"))))
+    node = await node_factory(write_config(tmp_path, local_config(tmp_path / "o")))
     forced = decode(await node.fetch("/tr:w-100,h-100,c-force/rb.png"))
     assert colour_at(forced, 5, 50) == [255, 0, 0] and colour_at(forced, 95, 50) == [0, 0, 255]
     cropped = decode(await node.fetch("/tr:w-100,h-100,fo-left/rb.png"))
@@ -190,7 +181,7 @@ async def awkward(node_factory, tmp_path):
     (folder / "truncated.jpg").write_bytes(imagecorpus.truncated_jpeg())
     (folder / "bomb.png").write_bytes(imagecorpus.decompression_bomb_png())
     (folder / "big.jpg").write_bytes(imagecorpus.photo_jpeg(600, 600))  # ~80 kB
-    config = SAMPLES_CONFIG.replace(str(SAMPLES), str(folder)) + "[limits]\nmax_source_bytes = 60000\n"
+    config = local_config(folder, after="[limits]\nmax_source_bytes = 60000")
     return await node_factory(write_config(tmp_path, config))
 
 
@@ -215,7 +206,7 @@ async def jail(node_factory, tmp_path):
     secret.write_bytes(imagecorpus.photo_jpeg(30, 30))
     os.symlink(secret, root / "escape.jpg")
     os.symlink(root / "inside" / "ok.jpg", root / "alias.jpg")
-    return await node_factory(write_config(tmp_path, SAMPLES_CONFIG.replace(str(SAMPLES), str(root))))
+    return await node_factory(write_config(tmp_path, local_config(root)))
 
 
 @pytest.mark.parametrize("path", [
