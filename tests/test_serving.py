@@ -104,6 +104,17 @@ async def test_output_format(samples, transformation, accept, content_type, vary
         assert response.headers["Vary"] == "Accept"
 
 
+@pytest.mark.parametrize("path, content_type", [
+    ("/tr:w-64,f-orig/logo-transparent.png", "image/png"),
+    ("/tr:w-64,f-orig/astronaut.jpg", "image/jpeg"),
+    ("/tr:w-64/astronaut.jpg?tr=f-orig", "image/jpeg"),
+])
+async def test_orig_format_keeps_the_originals_format(samples, path, content_type):
+    response = await samples.fetch(path)
+    assert response.headers["Content-Type"] == content_type
+    assert decode(response).width == 64
+
+
 async def test_auto_format_keeps_transparency_as_png_for_old_browsers(samples):
     response = await samples.fetch("/tr:w-64,f-auto/logo-transparent.png", headers={"Accept": "image/jpeg"})
     assert response.headers["Content-Type"] == "image/png"
