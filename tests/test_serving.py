@@ -1,5 +1,6 @@
 """The request path over a real socket: routing, origin order, transformations, cache, HTTP semantics."""
 
+import asyncio
 import os
 
 import pytest
@@ -101,6 +102,17 @@ async def test_output_format(samples, transformation, accept, content_type, vary
     assert ("Vary" in response.headers) is vary
     if vary:
         assert response.headers["Vary"] == "Accept"
+
+
+@pytest.mark.parametrize("path, content_type", [
+    ("/tr:w-64,f-orig/logo-transparent.png", "image/png"),
+    ("/tr:w-64,f-orig/astronaut.jpg", "image/jpeg"),
+    ("/tr:w-64/astronaut.jpg?tr=f-orig", "image/jpeg"),
+])
+async def test_orig_format_keeps_the_originals_format(samples, path, content_type):
+    response = await samples.fetch(path)
+    assert response.headers["Content-Type"] == content_type
+    assert decode(response).width == 64
 
 
 async def test_auto_format_keeps_transparency_as_png_for_old_browsers(samples):
@@ -306,3 +318,21 @@ async def test_health_and_readiness(samples):
     ready = await samples.fetch("/_edge/ready")
     assert (health.code, health.body, ready.code, ready.body) == (200, b"ok\n", 200, b"ready\n")
     assert ready.headers["Cache-Control"] == "no-store"
+
+
+async def test_full_transform_queue_answers_503_with_retry_after(node_factory, tmp_path):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for number in range(6):
+        (folder / f"{number}.jpg").write_bytes(imagecorpus.photo_jpeg(3000, 2000))
+    # one libvips thread, one waiting place: of six simultaneous slow misses, at most two are taken
+    config = local_config(folder, before="[server]\ntransform_threads = 1\ntransform_queue = 1")
+    node = await node_factory(write_config(tmp_path, config))
+    responses = await asyncio.gather(*(node.fetch(f"/tr:w-2000,f-webp/{n}.jpg") for n in range(6)))
+    refused = [r for r in responses if r.code == 503]
+    served = [r for r in responses if r.code == 200]
+    assert len(served) + len(refused) == 6 and 1 <= len(served) <= 2
+    for response in refused:
+        assert response.headers["Retry-After"] == "1"
+        assert response.body == b"node overloaded, retry later\n"
+    assert decode(served[0]).width == 2000
