@@ -1,8 +1,10 @@
 """Cache-hit throughput: the node against a bare Tornado handler serving the same bytes from memory.
 
 Both servers run as single processes on 127.0.0.1 and are driven by the same wrk load in alternating
-rounds, so the machine's noise hits both alike; the figure that matters is the ratio of the medians.
-Goal: the node serves cache hits at ≥ 0.8 of the bare handler's rate.
+rounds, so the machine's noise hits both alike; the figures that matter are ratios of medians. Two are
+reported: requests per second, and the server's CPU time per request (read from /proc), which stays
+meaningful when other work shares the machine. Goal: the node serves cache hits at ≥ 0.8 of the bare
+handler's rate.
 
     .venv/bin/python -m benchmarks.bench_hit [--rounds 5] [--seconds 3]
 """
@@ -16,8 +18,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from benchmarks.common import median, start_node, wrk_requests_per_second
-from tests.nodes import SAMPLES
+from benchmarks.common import LoadResult, median, start_node, wrk_load
+from tests.nodes import local_config
 
 PATH = "/tr:w-300/astronaut.jpg"
 
@@ -41,17 +43,7 @@ asyncio.run(main())
 
 
 def node_config(access_log: bool) -> str:
-    return f"""
-[server]
-access_log = {str(access_log).lower()}
-[[origins]]
-name = "samples"
-type = "local"
-root = "{SAMPLES}"
-[[endpoints]]
-id = ""
-origins = ["samples"]
-"""
+    return local_config(before=f"[server]\naccess_log = {str(access_log).lower()}")
 
 
 def main() -> None:
@@ -74,23 +66,29 @@ def main() -> None:
                                 stdout=subprocess.PIPE, text=True)
         bare_url = f"http://127.0.0.1:{bare.stdout.readline().strip()}/"
         try:
-            rates: dict[str, list[float]] = {"bare": [], "node": [], "node, no access log": []}
+            targets = {
+                "bare": (bare_url, bare.pid),
+                "node": (nodes[True].url + PATH, nodes[True].process.pid),
+                "node, no access log": (nodes[False].url + PATH, nodes[False].process.pid),
+            }
+            results: dict[str, list[LoadResult]] = {name: [] for name in targets}
             for _ in range(args.rounds):
-                rates["bare"].append(wrk_requests_per_second(bare_url, args.seconds))
-                rates["node"].append(wrk_requests_per_second(nodes[True].url + PATH, args.seconds))
-                rates["node, no access log"].append(
-                    wrk_requests_per_second(nodes[False].url + PATH, args.seconds))
+                for name, (url, pid) in targets.items():
+                    results[name].append(wrk_load(url, pid, args.seconds))
         finally:
             bare.terminate()
             bare.wait(10)
             for node in nodes.values():
                 node.stop()
 
-    print(f"cache-hit throughput, {len(body)} B body, {args.rounds} rounds of {args.seconds:g}s, medians:")
-    baseline = median(rates["bare"])
-    for name, values in rates.items():
-        print(f"  {name:22s} {median(values):8.0f} req/s   ratio {median(values) / baseline:.2f}")
-
+    print(f"cache-hit throughput, {len(body)} B body, {args.rounds} rounds of {args.seconds}s, medians:")
+    base_rate = median([r.requests_per_second for r in results["bare"]])
+    base_cpu = median([r.cpu_us_per_request for r in results["bare"]])
+    for name, runs in results.items():
+        rate = median([r.requests_per_second for r in runs])
+        cpu = median([r.cpu_us_per_request for r in runs])
+        print(f"  {name:22s} {rate:7.0f} req/s (ratio {rate / base_rate:.2f})   "
+              f"{cpu:5.0f} µs CPU/request (bare/this {base_cpu / cpu:.2f})")
 
 if __name__ == "__main__":
     main()

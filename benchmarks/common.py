@@ -1,15 +1,19 @@
-"""Shared pieces of the benchmarks: servers in child processes, wrk, medians."""
+"""Shared pieces of the benchmarks: servers in child processes, wrk, CPU accounting, medians."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.nodes import NodeProcess, write_config
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def require_wrk() -> str:
@@ -19,14 +23,31 @@ def require_wrk() -> str:
     return wrk
 
 
-def wrk_requests_per_second(url: str, seconds: int, connections: int = 16) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests_per_second: float
+    #: the server's CPU time per request, in microseconds: robust when the machine is shared
+    cpu_us_per_request: float
+
+
+def wrk_load(url: str, server_pid: int, seconds: int, connections: int = 16) -> LoadResult:
     """One bounded wrk run (1 thread, keep-alive connections) against a 127.0.0.1 URL."""
     assert url.startswith("http://127.0.0.1:")
-    result = subprocess.run([require_wrk(), "-t1", f"-c{connections}", f"-d{round(seconds)}s", url],
+    cpu_before = cpu_seconds(server_pid)
+    result = subprocess.run([require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", url],
                             capture_output=True, text=True, timeout=seconds + 30, check=True)
+    cpu = cpu_seconds(server_pid) - cpu_before
     if "Non-2xx" in result.stdout or "Socket errors" in result.stdout:
         raise RuntimeError("benchmark run had errors:\n" + result.stdout)
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))
+    requests = int(re.search(r"(\d+) requests in", result.stdout).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))
+    return LoadResult(rate, cpu / requests * 1e6)
 
 
 def start_node(directory: Path, config_text: str) -> NodeProcess:

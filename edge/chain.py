@@ -42,38 +42,40 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, max_bytes: int, m
     failures: list[tuple[Origin, OriginFailure]] = []
     for origin in origins:
         started = time.perf_counter()
-        outcome = "error"
+        outcome = "found"
         validators = known.validators if known is not None and known.origin == origin.name else None
         try:
             async with asyncio.timeout(origin.settings.timeout):
-                original = await origin.fetch(path, max_bytes=max_bytes, validators=validators)
-            outcome = "found"
-            return Found(origin, original)
+                return Found(origin, await origin.fetch(path, max_bytes=max_bytes, validators=validators))
         except NotModified:
             outcome = "not_modified"
             raise
         except OriginNotFound:
             outcome = "not_found"
         except SourceTooLarge:
-            outcome = "found"
             raise BadRequest("source too large") from None
-        except TimeoutError:
-            outcome = "timeout"
-            failures.append((origin, OriginFailure("timeout", f"no answer within {origin.settings.timeout:g}s")))
-        except OriginFailure as failure:
+        except Exception as exc:  # TimeoutError, OriginFailure, or a bug in the plugin
+            failure = _as_failure(origin, exc)
+            outcome = "timeout" if failure.kind == "timeout" else "error"
             failures.append((origin, failure))
-        except Exception as exc:  # a bug in an origin plugin must not hide the other origins
-            log.exception("origin %r raised an unexpected error", origin.name)
-            failures.append((origin, OriginFailure("error", type(exc).__name__)))
+            log.warning("origin %r failed (%s): %s", origin.name, failure.kind, failure)
         finally:
-            metrics.origin_fetches.labels(origin.name, outcome).inc()
-            metrics.origin_fetch_duration.labels(origin.name, outcome).observe(time.perf_counter() - started)
-        if failures and failures[-1][0] is origin:
-            origin_failure = failures[-1][1]
-            log.warning("origin %r failed (%s): %s", origin.name, origin_failure.kind, origin_failure)
+            metrics.child(metrics.origin_fetches, origin.name, outcome).inc()
+            metrics.child(metrics.origin_fetch_duration, origin.name, outcome).observe(
+                time.perf_counter() - started)
     if failures:
         raise origin_error(failures)
     raise NotFound("not found")
+
+
+def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
+    if isinstance(exc, OriginFailure):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return OriginFailure("timeout", f"no answer within {origin.settings.timeout:g}s")
+    # a bug in an origin plugin must not hide the other origins
+    log.error("origin %r raised an unexpected error", origin.name, exc_info=exc)
+    return OriginFailure("error", type(exc).__name__)
 
 
 def origin_error(failures: list[tuple[Origin, OriginFailure]]) -> OriginFailed:

@@ -265,5 +265,10 @@ def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint,
             url_style=t.str("url_style", "imagekit", choices=URL_STYLES),
         )
         t.finish()
+        # Accepting these without enforcing them would serve unsigned URLs an operator meant to refuse.
+        for key, requested in (("private_key", endpoint.private_key), ("signed_only", endpoint.signed_only),
+                               ("url_style", endpoint.url_style != "imagekit")):
+            if requested:
+                raise t.error(key, "signed URLs and Cloudinary-style URLs are not supported yet")
         endpoints.append(endpoint)
     return tuple(endpoints)

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import pyvips
@@ -20,9 +21,9 @@ import tornado.web
 
 from . import purge
 from .accesslog import FLUSH_SECONDS, AccessLog
-from .cache import CachedOutput, Caches, StoredOriginal, output_key, strong_etag
+from .cache import CachedOutput, Caches, SourceInfo, StoredOriginal, output_key, strong_etag
 from .config import Config
-from .errors import EdgeError, OriginFailed, UnprocessableSource
+from .errors import EdgeError, NotFound, OriginFailed, UnprocessableSource
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
 from .origin import request_host
@@ -170,7 +171,9 @@ class ImageHandler(BaseHandler):
         try:
             request = node.router.route(self.request.host, self.request.path)
             self.endpoint_label = request.endpoint.id or "default"
-            transformation = parse_transformation(request.path_transformation, self._query("tr"))
+            transformation = parse_transformation(request.path_transformation, self._query("tr"),
+                                                  named=node.config.named_transformations,
+                                                  named_only=request.endpoint.named_only)
             planned_format, vary_accept = plan_format(transformation.output_format, request.path,
                                                       self.request.headers.get("Accept"))
             key = node.cache_key(request, transformation, planned_format, vary_accept)
@@ -207,14 +210,24 @@ class ImageHandler(BaseHandler):
                                      planned_format: str, vary_accept: bool,
                                      cached: CachedOutput | None) -> CachedOutput:
         """A single flight's work: the current original, then the output made from it, stored."""
-        node = self.node
-        source = await node.originals.get(request, made_from=cached.source if cached else None)
+        source = await self._original(request, transformation.default_image, cached.source if cached else None)
         if cached is not None and cached.source.version == source.info.version:
             output = cached.confirmed(source.info)  # the original is unchanged: so is the output
         else:
             output = await self._produce(request, source, transformation, planned_format, vary_accept)
-        await asyncio.to_thread(node.outputs.put, key, output)
+        await asyncio.to_thread(self.node.outputs.put, key, output)
         return output
+
+    async def _original(self, request: ImageRequest, default_image: str | None,
+                        made_from: SourceInfo | None) -> StoredOriginal:
+        """The original (through the originals tier), or the `di-` default image when no origin has it
+        (missing too: 404)."""
+        try:
+            return await self.node.originals.get(request, made_from)
+        except NotFound:
+            if default_image is None:
+                raise
+            return await self.node.originals.get(replace(request, path=default_image), made_from)
 
     async def _produce(self, request: ImageRequest, source: StoredOriginal, transformation: Transformation,
                        planned_format: str, vary_accept: bool) -> CachedOutput:

@@ -43,6 +43,11 @@ __all__ = [
     "not_an_image",
     "icc_profile_jpeg",
     "png_with_alpha",
+    "QUADRANT_COLOURS",
+    "quadrants_png",
+    "framed_png",
+    "low_contrast_png",
+    "busy_patch_png",
 ]
 
 # Upright (display) size of every exif_oriented_jpeg() image, as (width, height).
@@ -225,3 +230,38 @@ def icc_profile_jpeg() -> bytes:
 def png_with_alpha(width: int, height: int) -> bytes:
     """8-bit RGBA PNG (colour type 6) of a photo with an alpha ramp from 0 (left) to 255 (right)."""
     return _alpha_card(width, height).pngsave_buffer(keep="none")
+
+
+# Quadrant colours of quadrants_png(): top-left, top-right, bottom-left, bottom-right.
+QUADRANT_COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0))
+
+
+def quadrants_png(width: int = 200, height: int = 100) -> bytes:
+    """RGB PNG in four solid quadrants (see QUADRANT_COLOURS): where pixels went is easy to check."""
+    tl, tr, bl, br = (_solid(width // 2, height // 2, colour) for colour in QUADRANT_COLOURS)
+    top, bottom = tl.join(tr, "horizontal"), bl.join(br, "horizontal")
+    return top.join(bottom, "vertical").copy(interpretation="srgb").pngsave_buffer(keep="none")
+
+
+def framed_png(inner: tuple[int, int] = (60, 40), frame: int = 20) -> bytes:
+    """A red `inner` rectangle inside a uniform white frame `frame` px wide (for trimming)."""
+    red = _solid(inner[0], inner[1], RED)
+    framed = red.embed(frame, frame, inner[0] + 2 * frame, inner[1] + 2 * frame,
+                       extend="background", background=[255, 255, 255])
+    return framed.copy(interpretation="srgb").pngsave_buffer(keep="none")
+
+
+def low_contrast_png(width: int = 64, height: int = 64) -> bytes:
+    """Grey horizontal ramp from 100 to 150 only (for contrast stretching)."""
+    ramp = pyvips.Image.xyz(width, height)[0] * (50.0 / max(1, width - 1)) + 100
+    return _srgb(ramp.bandjoin([ramp, ramp])).pngsave_buffer(keep="none")
+
+
+def busy_patch_png(width: int = 300, height: int = 100, patch_x: int = 220) -> bytes:
+    """Flat grey field with one busy red/white checkerboard patch (60x60) at `patch_x`: the only
+    interesting region for content-aware cropping."""
+    grey = _solid(width, height, (128, 128, 128))
+    xy = pyvips.Image.xyz(60, 60)
+    checker = ((xy[0] / 6).floor() + (xy[1] / 6).floor()).remainder_const(2) == 0
+    patch = checker.ifthenelse([255, 255, 255], [255, 0, 0])
+    return grey.insert(_srgb(patch), patch_x, (height - 60) // 2).copy(interpretation="srgb").pngsave_buffer(keep="none")

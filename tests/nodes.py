@@ -28,6 +28,21 @@ START_TIMEOUT = 30
 EVERY_MISS_TO_ORIGIN = '[cache]\ndir = "cache"\noriginal_size = 0\nnot_found_ttl = "0s"\n'
 
 
+def local_config(root: Path = SAMPLES, before: str = "", after: str = "") -> str:
+    """Config text for one `local` origin over `root` on the default endpoint, with `before` and
+    `after` (more tables) around it."""
+    return f"""{before}
+[[origins]]
+name = "samples"
+type = "local"
+root = "{root}"
+
+[[endpoints]]
+id = ""
+origins = ["samples"]
+{after}"""
+
+
 def write_config(directory: Path, text: str, name: str = "edge.toml") -> Path:
     """Write a config file; `[cache] dir` defaults to `cache/` beside it when the text has no [cache]."""
     text = textwrap.dedent(text)

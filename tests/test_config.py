@@ -86,6 +86,8 @@ def test_full_example_parses_into_typed_values(tmp_path):
     (ORIGIN, "edge.toml: endpoints: expected at least one [[endpoints]] table"),
     (ORIGIN + ENDPOINT + '[admin]\ntoken = "${NOT_SET}"\n', "[admin] token: environment variable NOT_SET is not set"),
     ("[server\n", "not valid TOML"),
+    (ORIGIN + ENDPOINT + "signed_only = true\n", "[endpoints[0]] signed_only: signed URLs and Cloudinary-style URLs are not supported yet"),
+    (ORIGIN + ENDPOINT + 'url_style = "cloudinary"\n', "[endpoints[0]] url_style: signed URLs and Cloudinary-style URLs are not supported yet"),
 ])
 def test_errors_name_file_table_and_key(tmp_path, text, expected):
     message = config_error(tmp_path, text)
@@ -105,17 +107,13 @@ def run_cli(*args, env=None):
 
 
 def test_check_config_masks_secrets(tmp_path):
-    path = write_config(tmp_path, ORIGIN + ENDPOINT.replace('origins = ["samples"]',
-                                                            'origins = ["samples"]\nprivate_key = "${KEY}"')
-                        + '[admin]\ntoken = "${TOKEN}"\n')
+    path = write_config(tmp_path, ORIGIN + ENDPOINT + '[admin]\ntoken = "${TOKEN}"\n')
     result = run_cli("check-config", "--config", str(path),
-                     env={"PATH": "/usr/bin:/bin", "KEY": "private-signing-key", "TOKEN": "admin-token-value"})
+                     env={"PATH": "/usr/bin:/bin", "TOKEN": "admin-token-value"})
     assert result.returncode == 0, result.stderr
-    assert "private-signing-key" not in result.stdout + result.stderr
     assert "admin-token-value" not in result.stdout + result.stderr
     summary = json.loads(result.stdout)
     assert summary["admin"]["token"] == "****"
-    assert summary["endpoints"][0]["private_key"] == "****"
     assert summary["origins"][0] == {"name": "samples", "type": "local", "root": str(SAMPLES)}
 
 

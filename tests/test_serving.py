@@ -1,23 +1,15 @@
 """The request path over a real socket: routing, origin order, transformations, cache, HTTP semantics."""
 
+import asyncio
 import os
 
 import pytest
 
 from tests import imagecorpus
-from tests.nodes import SAMPLES, decode, loader, write_config
+from tests.nodes import SAMPLES, decode, loader, local_config, write_config
 
 # astronaut.jpg is 512×512, chelsea.jpg 451×300, logo-transparent.png has alpha.
-SAMPLES_CONFIG = f"""
-[[origins]]
-name = "samples"
-type = "local"
-root = "{SAMPLES}"
-
-[[endpoints]]
-id = ""
-origins = ["samples"]
-"""
+SAMPLES_CONFIG = local_config()
 
 
 @pytest.fixture
@@ -70,7 +62,7 @@ async def test_force_stretches_instead_of_cropping(tmp_path, node_factory):
     red_blue = imagecorpus.pyvips.Image.black(200, 100).new_from_image([255, 0, 0])
     red_blue = red_blue.insert(red_blue.new_from_image([0, 0, 255]).crop(0, 0, 100, 100), 100, 0)
     (tmp_path / "o" / "rb.png").write_bytes(red_blue.pngsave_buffer())
-    node = await node_factory(write_config(tmp_path, SAMPLES_CONFIG.replace(str(SAMPLES), str(tmp_path / "o"))))
+    node = await node_factory(write_config(tmp_path, local_config(tmp_path / "o")))
     forced = decode(await node.fetch("/tr:w-100,h-100,c-force/rb.png"))
     assert colour_at(forced, 5, 50) == [255, 0, 0] and colour_at(forced, 95, 50) == [0, 0, 255]
     cropped = decode(await node.fetch("/tr:w-100,h-100,fo-left/rb.png"))
@@ -110,6 +102,17 @@ async def test_output_format(samples, transformation, accept, content_type, vary
     assert ("Vary" in response.headers) is vary
     if vary:
         assert response.headers["Vary"] == "Accept"
+
+
+@pytest.mark.parametrize("path, content_type", [
+    ("/tr:w-64,f-orig/logo-transparent.png", "image/png"),
+    ("/tr:w-64,f-orig/astronaut.jpg", "image/jpeg"),
+    ("/tr:w-64/astronaut.jpg?tr=f-orig", "image/jpeg"),
+])
+async def test_orig_format_keeps_the_originals_format(samples, path, content_type):
+    response = await samples.fetch(path)
+    assert response.headers["Content-Type"] == content_type
+    assert decode(response).width == 64
 
 
 async def test_auto_format_keeps_transparency_as_png_for_old_browsers(samples):
@@ -190,7 +193,7 @@ async def awkward(node_factory, tmp_path):
     (folder / "truncated.jpg").write_bytes(imagecorpus.truncated_jpeg())
     (folder / "bomb.png").write_bytes(imagecorpus.decompression_bomb_png())
     (folder / "big.jpg").write_bytes(imagecorpus.photo_jpeg(600, 600))  # ~80 kB
-    config = SAMPLES_CONFIG.replace(str(SAMPLES), str(folder)) + "[limits]\nmax_source_bytes = 60000\n"
+    config = local_config(folder, after="[limits]\nmax_source_bytes = 60000")
     return await node_factory(write_config(tmp_path, config))
 
 
@@ -215,7 +218,7 @@ async def jail(node_factory, tmp_path):
     secret.write_bytes(imagecorpus.photo_jpeg(30, 30))
     os.symlink(secret, root / "escape.jpg")
     os.symlink(root / "inside" / "ok.jpg", root / "alias.jpg")
-    return await node_factory(write_config(tmp_path, SAMPLES_CONFIG.replace(str(SAMPLES), str(root))))
+    return await node_factory(write_config(tmp_path, local_config(root)))
 
 
 @pytest.mark.parametrize("path", [
@@ -315,3 +318,21 @@ async def test_health_and_readiness(samples):
     ready = await samples.fetch("/_edge/ready")
     assert (health.code, health.body, ready.code, ready.body) == (200, b"ok\n", 200, b"ready\n")
     assert ready.headers["Cache-Control"] == "no-store"
+
+
+async def test_full_transform_queue_answers_503_with_retry_after(node_factory, tmp_path):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for number in range(6):
+        (folder / f"{number}.jpg").write_bytes(imagecorpus.photo_jpeg(3000, 2000))
+    # one libvips thread, one waiting place: of six simultaneous slow misses, at most two are taken
+    config = local_config(folder, before="[server]\ntransform_threads = 1\ntransform_queue = 1")
+    node = await node_factory(write_config(tmp_path, config))
+    responses = await asyncio.gather(*(node.fetch(f"/tr:w-2000,f-webp/{n}.jpg") for n in range(6)))
+    refused = [r for r in responses if r.code == 503]
+    served = [r for r in responses if r.code == 200]
+    assert len(served) + len(refused) == 6 and 1 <= len(served) <= 2
+    for response in refused:
+        assert response.headers["Retry-After"] == "1"
+        assert response.body == b"node overloaded, retry later\n"
+    assert decode(served[0]).width == 2000

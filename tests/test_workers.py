@@ -8,21 +8,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.nodes import SAMPLES, NodeProcess, decode, write_config
+from tests.nodes import NodeProcess, decode, local_config, write_config
 
-CONFIG = f"""
-[server]
-workers = 2
-
-[[origins]]
-name = "samples"
-type = "local"
-root = "{SAMPLES}"
-
-[[endpoints]]
-id = ""
-origins = ["samples"]
-"""
+CONFIG = local_config(before="[server]\nworkers = 2")
 
 
 def samples_of(metrics_text, name):
@@ -91,5 +79,23 @@ def test_a_killed_worker_is_replaced(tmp_path):
         node.wait_for_log(f"pid {victim}\\) exited with status .*; restarted")
         replacement = set(children_of(node.process.pid)) - {victim}
         assert len(replacement) == 2
+    finally:
+        assert node.stop() == 0
+
+
+async def test_embedded_default_serves_a_sample_then_counts_a_miss_and_a_hit(tmp_path):
+    node = NodeProcess(None, env={"XDG_CACHE_HOME": str(tmp_path)})
+    try:
+        client = AsyncHTTPClient()
+        first = await client.fetch(node.url + "/tr:w-300/astronaut.jpg")
+        second = await client.fetch(node.url + "/tr:w-300/astronaut.jpg")
+        image = decode(first)
+        assert (image.width, image.get("vips-loader")) == (300, "jpegload_buffer")
+        assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
+        metrics = (await client.fetch(node.url + "/metrics")).body.decode()
+        cache = samples_of(metrics, "edge_cache_requests_total")
+        assert cache[(("result", "miss"), ("tier", "output"))] == 1
+        assert cache[(("result", "hit"), ("tier", "output"))] == 1
+        assert (tmp_path / "edge-image-node" / "outputs").is_dir()  # the per-user cache folder
     finally:
         assert node.stop() == 0

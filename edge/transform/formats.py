@@ -2,7 +2,7 @@
 
 The choice happens in two halves. Before the fetch, `plan_format` decides everything that does not
 depend on the original (so it can be part of the cache key); after decoding, `final_format` fills
-in the rest (`f-orig`, transparency for `f-auto` on browsers without WebP/AVIF).
+in the rest (`f-orig`, transparency for `f-auto` on browsers without WebP/AVIF, animation).
 """
 
 from __future__ import annotations
@@ -26,10 +26,16 @@ LOADER_FORMATS = {
     "heifload_buffer": "avif",
     "gifload_buffer": "gif",
 }
+#: formats libvips writes with several frames
+ANIMATED_FORMATS = ("gif", "webp")
+#: the format's own limit on a side, below the configured `max_output_side` default of others
+FORMAT_MAX_SIDE = {"webp": 16383}
 
 #: plan values that are settled only once the original is decoded
 KEEP_SOURCE = "orig"
 AUTO_LEGACY = "auto"
+#: `f-auto` for a browser taking both: AVIF, but WebP for an animation (libvips writes no animated AVIF)
+AUTO_MODERN = "avif|webp"
 
 
 def path_format(path: str) -> str | None:
@@ -38,33 +44,41 @@ def path_format(path: str) -> str | None:
     return EXTENSIONS.get(extension)
 
 
-def accepted_modern_format(accept: str | None, avif_enabled: bool = True) -> str | None:
-    """`avif` or `webp` when the `Accept` header names it, else None."""
-    accept = (accept or "").lower()
-    if avif_enabled and "image/avif" in accept:
-        return "avif"
-    if "image/webp" in accept:
-        return "webp"
-    return None
-
-
 def plan_format(requested: str | None, path: str, accept: str | None) -> tuple[str, bool]:
     """Before the fetch: (planned format, whether it depended on `Accept`).
 
-    The planned format is a real format, or `KEEP_SOURCE`, or `AUTO_LEGACY` (JPEG, or PNG when the
-    image has transparency).
+    The planned format is a real format, or `KEEP_SOURCE`, `AUTO_LEGACY` (JPEG, or PNG when the image
+    has transparency) or `AUTO_MODERN`.
     """
     if requested == "auto":
-        return accepted_modern_format(accept) or AUTO_LEGACY, True
+        accept = (accept or "").lower()
+        avif, webp = "image/avif" in accept, "image/webp" in accept
+        planned = AUTO_MODERN if avif and webp else "avif" if avif else "webp" if webp else AUTO_LEGACY
+        return planned, True
     if requested is not None:
         return requested, False
     return path_format(path) or KEEP_SOURCE, False
 
 
-def final_format(planned: str, loader: str, has_alpha: bool) -> str:
-    """After decoding the original's header: the format to encode."""
+def animates(planned: str, loader: str) -> bool:
+    """Whether the output keeps an animated original's frames (else it is the first frame)."""
+    return planned == AUTO_MODERN or _settled(planned, loader) in ANIMATED_FORMATS
+
+
+def _settled(planned: str, loader: str) -> str:
+    return LOADER_FORMATS.get(loader, AUTO_LEGACY) if planned == KEEP_SOURCE else planned
+
+
+def final_format(planned: str, loader: str, has_alpha: bool, animated: bool) -> str:
+    """After rendering: the format to encode. `has_alpha` is the rendered image's, `animated` whether it
+    kept several frames."""
+    planned = _settled(planned, loader)
+    if planned == AUTO_MODERN:
+        return "webp" if animated else "avif"
     if planned == AUTO_LEGACY:
         return "png" if has_alpha else "jpg"
-    if planned == KEEP_SOURCE:
-        return LOADER_FORMATS.get(loader) or ("png" if has_alpha else "jpg")
     return planned
+
+
+def max_side(fmt: str, configured: int) -> int:
+    return min(configured, FORMAT_MAX_SIDE.get(fmt, configured))

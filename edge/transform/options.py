@@ -1,96 +1,160 @@
 """The transformation language: `w-300,h-200:rt-90` → a `Transformation`, and back to canonical text.
 
-Every parameter is one row of `PARAMS`: its key, the `Step` field it sets, and how its value is
-parsed and written back. To add a parameter, add a field to `Step` and a row here; the canonical
-form (the cache key) and the 400 messages follow from the row.
+Every parameter is one row of `PARAMS`: its key, the field it sets, and how its value is parsed and
+written back. Geometry and look parameters set a field of the chained `Step` they appear in; output
+parameters (`f q pr lo md cp di orig`) describe the one encoded result, so they set a field of
+`Output` and the last step that names one wins. To add a parameter, add a field and a row; the
+canonical form (the cache key) and the 400 messages follow from the row.
+
+The canonical form sorts each step's parameters, drops defaults, folds synonyms (`jpeg`→`jpg`,
+`rt-N90`→`rt-270`, `fo-face`→`fo-auto`, colour names → hex), expands `n-<name>`, and writes the
+output parameters once, in the last step. `canonical(parse(canonical(t))) == canonical(t)`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import InvalidTransformation
+from .colours import RGBA, parse_colour, write_colour
 
 CROPS = ("maintain_ratio", "force", "at_max", "at_max_enlarge", "at_least", "maintain_ratio_no_enlarge")
-FOCUS = ("center", "top", "left", "bottom", "right", "top_left", "top_right", "bottom_left", "bottom_right")
+CROP_MODES = ("pad_resize", "extract", "pad_extract")
+FOCUS = ("center", "top", "left", "bottom", "right", "top_left", "top_right", "bottom_left",
+         "bottom_right", "auto")
+#: no face detector ships with the node: `fo-face` is content-aware cropping, like `fo-auto`
+FOCUS_SYNONYMS = {"face": "auto"}
 FORMATS = ("auto", "jpg", "png", "webp", "avif", "gif", "orig")
 FORMAT_SYNONYMS = {"jpeg": "jpg"}
+FLIPS = ("h", "v", "h_v")
+FLIP_SYNONYMS = {"v_h": "h_v"}
+EXTRACTING = ("extract", "pad_extract")
+#: `e-sharpen` and `t-true` without a number
+DEFAULT_SHARPEN = 10
+DEFAULT_TRIM = 10
+#: largest pixel value a parameter may name (libvips' limit on an image side)
+MAX_PIXELS = 65500
+
+_INTEGER = re.compile(r"[0-9]{1,9}")
+_DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?|\.[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a chained transformation. Defaults are the values a missing parameter means."""
+    """One step of a chained transformation: geometry, then look. Defaults mean "not given"."""
 
     width: float | None = None
     height: float | None = None
+    aspect_ratio: tuple[float, float] | None = None
+    dpr: float = 1.0
     crop: str = "maintain_ratio"
+    crop_mode: str | None = None
     focus: str = "center"
-    quality: int | None = None
+    x: int | None = None
+    y: int | None = None
+    x_center: int | None = None
+    y_center: int | None = None
+    zoom: float = 1.0
+    trim: int | None = None
+    rotation: int = 0
+    flip: str | None = None
+    blur: int | None = None
+    grayscale: bool = False
+    sharpen: int | None = None
+    contrast: bool = False
+    unsharp_mask: tuple[float, float, float, float] | None = None
+    radius: int | str | None = None
+    background: RGBA | None = None
+    border: tuple[int, RGBA] | None = None
+    opacity: int = 100
+
+    @property
+    def extracts(self) -> bool:
+        return self.crop_mode in EXTRACTING
+
+
+@dataclass(frozen=True)
+class Output:
+    """How the one result is encoded and where it comes from; the last step that sets a field wins."""
+
     format: str | None = None
+    quality: int | None = None
+    progressive: bool = False
+    lossless: bool = False
+    metadata: bool = False
+    colour_profile: bool = False
+    default_image: str | None = None
     original: bool = False
 
 
 DEFAULT_STEP = Step()
+DEFAULT_OUTPUT = Output()
 
 
 @dataclass(frozen=True)
 class Transformation:
     steps: tuple[Step, ...] = ()
+    output: Output = DEFAULT_OUTPUT
 
     @property
     def serves_original(self) -> bool:
         """`orig-true`: the original bytes, untouched; every other parameter is ignored."""
-        return any(step.original for step in self.steps)
-
-    def last(self, field_name: str) -> Any:
-        """The value of an output parameter (`f`, `q`, ...): the last step that sets it wins."""
-        default = getattr(DEFAULT_STEP, field_name)
-        for step in reversed(self.steps):
-            value = getattr(step, field_name)
-            if value != default:
-                return value
-        return default
+        return self.output.original
 
     @property
     def output_format(self) -> str | None:
-        return self.last("format")
+        return self.output.format
+
+    @property
+    def default_image(self) -> str | None:
+        return self.output.default_image
 
     def canonical(self) -> str:
-        """The cache-key form: parameters sorted, defaults dropped, synonyms folded, empty steps gone."""
+        """The cache-key form; see the module docstring."""
         if self.serves_original:
             return "orig-true"
-        return ":".join(filter(None, (_canonical_step(step) for step in self.steps)))
+        steps = [_canonical(step, DEFAULT_STEP) for step in self.steps] or [""]
+        steps[-1] = ",".join(filter(None, (steps[-1], _canonical(self.output, DEFAULT_OUTPUT))))
+        return ":".join(filter(None, steps))
 
 
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("expected a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
+# --- value parsers: text → value, ValueError with the reason otherwise ---------------------------
+
+def _decimal(text: str) -> float:
+    if not _DECIMAL.fullmatch(text):
         raise ValueError("expected a number")
-    return value
+    return float(text)
 
 
 def _dimension(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise ValueError("must be a positive number")
-    return value if value < 1 else float(round(value))
+    value = _decimal(text)
+    if value <= 0 or value > MAX_PIXELS:
+        raise ValueError(f"must be a positive number of pixels up to {MAX_PIXELS}, or a fraction below 1")
+    return value if value < 1 else float(max(1, round(value)))
+
+
+def _number_range(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = _decimal(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be a number from {low:g} to {high:g}")
+        return value
+    return parse
 
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        if not text.isdigit() or not low <= int(text) <= high:
+        if not _INTEGER.fullmatch(text) or not low <= int(text) <= high:
             raise ValueError(f"must be an integer from {low} to {high}")
         return int(text)
     return parse
 
 
-def _choice(choices: tuple[str, ...], synonyms: dict[str, str] | None = None) -> Callable[[str], str]:
+def _choice(choices: tuple[str, ...], synonyms: Mapping[str, str] | None = None) -> Callable[[str], str]:
     def parse(text: str) -> str:
         text = (synonyms or {}).get(text, text)
         if text not in choices:
@@ -99,14 +163,88 @@ def _choice(choices: tuple[str, ...], synonyms: dict[str, str] | None = None) ->
     return parse
 
 
-def _true(text: str) -> bool:
-    if text != "true":
-        raise ValueError("must be true")
+def _boolean(text: str) -> bool:
+    # SDKs write Python's True as `True`
+    if text.lower() not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return text.lower() == "true"
+
+
+def _flag(text: str) -> bool:
+    if text not in ("", "true"):
+        raise ValueError("takes no value")
     return True
 
 
-def _format_number(value: float) -> str:
-    return f"{value:g}" if value < 1 else str(int(value))
+def _optional(default: int, parse_value: Callable[[str], int]) -> Callable[[str], int]:
+    """A parameter that may stand alone (`e-sharpen`, `t-true`) and then means `default`."""
+    def parse(text: str) -> int:
+        return default if text in ("", "true") else parse_value(text)
+    return parse
+
+
+def _aspect_ratio(text: str) -> tuple[float, float]:
+    width, _, height = text.partition("-")
+    try:
+        ratio = _decimal(width), _decimal(height)
+    except ValueError:
+        raise ValueError("must be <width>-<height>, e.g. ar-4-3") from None
+    if min(ratio) <= 0 or max(ratio) > MAX_PIXELS:
+        raise ValueError("both sides must be positive")
+    return ratio
+
+
+def _rotation(text: str) -> int:
+    """Degrees clockwise, 0–359: `N90` (counter-clockwise) is 270; `auto` (EXIF) is always done."""
+    if text == "auto":
+        return 0
+    degrees = _int_range(0, 359)(text.removeprefix("N"))
+    return (-degrees if text.startswith("N") else degrees) % 360
+
+
+def _radius(text: str) -> int | str:
+    return "max" if text == "max" else _int_range(1, MAX_PIXELS)(text)
+
+
+def _border(text: str) -> tuple[int, RGBA]:
+    width, _, colour = text.partition("_")
+    return _int_range(1, 1000)(width), parse_colour(colour)
+
+
+def _unsharp_mask(text: str) -> tuple[float, float, float, float]:
+    parts = text.split("-")
+    if len(parts) != 4:
+        raise ValueError("must be e-usm-<radius>-<sigma>-<amount>-<threshold>")
+    radius, sigma, amount, threshold = (_decimal(part) for part in parts)
+    if not (radius <= 100 and 0 < sigma <= 100 and amount <= 100 and threshold <= 1):
+        raise ValueError("radius up to 100, sigma in (0, 100], amount up to 100, threshold up to 1")
+    return radius, sigma, amount, threshold
+
+
+def _image_path(text: str) -> str:
+    """`folder@@default.jpg` → `folder/default.jpg`."""
+    segments = [segment for segment in text.replace("@@", "/").split("/") if segment]
+    if not segments or any(s in (".", "..") for s in segments) or any(ord(c) < 32 for c in text):
+        raise ValueError("must be a path of the default image, with / written as @@")
+    return "/".join(segments)
+
+
+# --- value writers: value → canonical text ("" for a flag written as its key alone) ---------------
+
+def _write_number(value: float) -> str:
+    return f"{value:.9f}".rstrip("0").rstrip(".")  # never an exponent: the parser takes none
+
+
+def _write_pair(pair: tuple[float, ...]) -> str:
+    return "-".join(_write_number(v) for v in pair)
+
+
+def _write_boolean(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _write_default_as_flag(default: int, flag: str) -> Callable[[int], str]:
+    return lambda value: flag if value == default else str(value)
 
 
 @dataclass(frozen=True)
@@ -115,19 +253,49 @@ class Param:
     field: str
     parse: Callable[[str], Any]
     write: Callable[[Any], str] = str
+    #: sets a field of `Output` (one value for the whole result) rather than of the `Step`
+    output: bool = False
 
 
 PARAMS: dict[str, Param] = {p.key: p for p in (
-    Param("w", "width", _dimension, _format_number),
-    Param("h", "height", _dimension, _format_number),
+    Param("w", "width", _dimension, _write_number),
+    Param("h", "height", _dimension, _write_number),
+    Param("ar", "aspect_ratio", _aspect_ratio, _write_pair),
+    Param("dpr", "dpr", _number_range(0.1, 5), _write_number),
     Param("c", "crop", _choice(CROPS)),
-    Param("fo", "focus", _choice(FOCUS)),
-    Param("q", "quality", _int_range(1, 100)),
-    Param("f", "format", _choice(FORMATS, FORMAT_SYNONYMS)),
-    Param("orig", "original", _true, lambda _: "true"),
+    Param("cm", "crop_mode", _choice(CROP_MODES)),
+    Param("fo", "focus", _choice(FOCUS, FOCUS_SYNONYMS)),
+    Param("x", "x", _int_range(0, MAX_PIXELS)),
+    Param("y", "y", _int_range(0, MAX_PIXELS)),
+    Param("xc", "x_center", _int_range(0, MAX_PIXELS)),
+    Param("yc", "y_center", _int_range(0, MAX_PIXELS)),
+    # a crop cannot show more than the whole image: zooming out (z below 1) is the default, no zoom
+    Param("z", "zoom", lambda text: max(1.0, _number_range(0.1, 10)(text)), _write_number),
+    Param("t", "trim", _optional(DEFAULT_TRIM, _int_range(1, 99)), _write_default_as_flag(DEFAULT_TRIM, "true")),
+    Param("rt", "rotation", _rotation),
+    Param("fl", "flip", _choice(FLIPS, FLIP_SYNONYMS)),
+    Param("bl", "blur", _int_range(1, 100)),
+    Param("e-grayscale", "grayscale", _flag, lambda _: ""),
+    Param("e-sharpen", "sharpen", _optional(DEFAULT_SHARPEN, _int_range(1, 100)),
+          _write_default_as_flag(DEFAULT_SHARPEN, "")),
+    Param("e-contrast", "contrast", _flag, lambda _: ""),
+    Param("e-usm", "unsharp_mask", _unsharp_mask, _write_pair),
+    Param("r", "radius", _radius),
+    Param("bg", "background", parse_colour, write_colour),
+    Param("b", "border", _border, lambda border: f"{border[0]}_{write_colour(border[1])}"),
+    Param("o", "opacity", _int_range(0, 100)),
+    Param("f", "format", _choice(FORMATS, FORMAT_SYNONYMS), output=True),
+    Param("q", "quality", _int_range(1, 100), output=True),
+    Param("pr", "progressive", _boolean, _write_boolean, output=True),
+    Param("lo", "lossless", _boolean, _write_boolean, output=True),
+    Param("md", "metadata", _boolean, _write_boolean, output=True),
+    Param("cp", "colour_profile", _boolean, _write_boolean, output=True),
+    Param("di", "default_image", _image_path, lambda path: path.replace("/", "@@"), output=True),
+    Param("orig", "original", _boolean, _write_boolean, output=True),
 )}
+NAMED_KEY = "n"
 _BY_FIELD = {p.field: p for p in PARAMS.values()}
-_FIELD_ORDER = sorted((f.name for f in fields(Step)), key=lambda name: _BY_FIELD[name].key)
+assert {f.name for f in fields(Step)} | {f.name for f in fields(Output)} == set(_BY_FIELD)
 
 
 def _split(param: str) -> tuple[str, str]:
@@ -139,35 +307,91 @@ def _split(param: str) -> tuple[str, str]:
     return head, rest
 
 
-def parse_step(text: str) -> Step:
-    step = DEFAULT_STEP
-    for param in text.split(","):
-        if not param:
-            continue
+@dataclass(frozen=True)
+class _ParsedStep:
+    steps: tuple[Step, ...]
+    output: dict[str, Any]
+
+
+def _parse_step(text: str, named: Mapping[str, str], named_only: bool) -> _ParsedStep:
+    step_values: dict[str, Any] = {}
+    output_values: dict[str, Any] = {}
+    base = _ParsedStep((DEFAULT_STEP,), {})
+    for param in filter(None, text.split(",")):
         key, value = _split(param)
+        if named_only and key != NAMED_KEY:
+            raise InvalidTransformation(param, "this endpoint accepts only named transformations (n-<name>)")
+        if key == NAMED_KEY:
+            if base.steps != (DEFAULT_STEP,) or base.output:
+                raise InvalidTransformation(param, "one named transformation per step")
+            base = _expand_named(param, value, named)
+            continue
         spec = PARAMS.get(key)
         if spec is None:
             raise InvalidTransformation(param, "unknown parameter")
         try:
-            step = replace(step, **{spec.field: spec.parse(value)})
+            parsed = spec.parse(value)
         except ValueError as exc:
             raise InvalidTransformation(param, str(exc)) from None
+        (output_values if spec.output else step_values)[spec.field] = parsed
+    *earlier, last = base.steps
+    step = _validated(replace(last, **step_values))
+    return _ParsedStep((*earlier, step), {**base.output, **output_values})
+
+
+def _expand_named(param: str, name: str, named: Mapping[str, str]) -> _ParsedStep:
+    if name not in named:
+        raise InvalidTransformation(param, "unknown named transformation")
+    # named definitions are validated at startup and cannot name other named transformations
+    expanded = parse_transformation(named[name])
+    changed = {f.name: getattr(expanded.output, f.name) for f in fields(Output)
+               if getattr(expanded.output, f.name) != getattr(DEFAULT_OUTPUT, f.name)}
+    return _ParsedStep(expanded.steps or (DEFAULT_STEP,), changed)
+
+
+def _validated(step: Step) -> Step:
+    """Rules between the parameters of one step; `ar` is ignored (dropped) when w and h are both given."""
+    if step.dpr != 1 and step.width is None and step.height is None:
+        raise InvalidTransformation(f"dpr-{_write_number(step.dpr)}", "needs w or h")
+    for name, key in (("x", "x"), ("y", "y"), ("x_center", "xc"), ("y_center", "yc")):
+        value = getattr(step, name)
+        if value is not None and not step.extracts:
+            raise InvalidTransformation(f"{key}-{value}", "needs cm-extract or cm-pad_extract")
+    if (step.x is not None or step.y is not None) and (step.x_center is not None or step.y_center is not None):
+        raise InvalidTransformation("xc", "give the corner (x, y) or the centre (xc, yc), not both")
+    if step.width is not None and step.height is not None and step.aspect_ratio is not None:
+        step = replace(step, aspect_ratio=None)
     return step
 
 
+def parse_transformation(*texts: str | None, named: Mapping[str, str] | None = None,
+                         named_only: bool = False) -> Transformation:
+    """Parse the path form and the query form (in that order) into one chained transformation.
+
+    `named` maps `n-<name>` names to their definitions; with `named_only`, nothing else is accepted.
+    Raises `InvalidTransformation` (400) naming the offending parameter.
+    """
+    return _parse(texts, tuple(named.items()) if named else (), named_only)
+
+
 @functools.lru_cache(maxsize=4096)  # a site uses few distinct transformations; each parse is pure
-def parse_transformation(*texts: str | None) -> Transformation:
-    """Parse the path form and the query form (in that order) into one chained transformation."""
-    steps = tuple(parse_step(step) for text in texts if text for step in text.split(":"))
-    return Transformation(tuple(step for step in steps if step != DEFAULT_STEP))
+def _parse(texts: tuple[str | None, ...], named: tuple[tuple[str, str], ...], named_only: bool) -> Transformation:
+    steps: list[Step] = []
+    output: dict[str, Any] = {}
+    for text in filter(None, texts):
+        for step_text in text.split(":"):
+            parsed = _parse_step(step_text, dict(named), named_only)
+            steps.extend(step for step in parsed.steps if step != DEFAULT_STEP)
+            output.update(parsed.output)
+    return Transformation(tuple(steps), Output(**output))
 
 
 @functools.lru_cache(maxsize=4096)
-def _canonical_step(step: Step) -> str:
+def _canonical(values: Step | Output, defaults: Step | Output) -> str:
     parts = []
-    for name in _FIELD_ORDER:
-        value = getattr(step, name)
-        if value != getattr(DEFAULT_STEP, name):
-            spec = _BY_FIELD[name]
-            parts.append(f"{spec.key}-{spec.write(value)}")
+    for spec in sorted((_BY_FIELD[f.name] for f in fields(values)), key=lambda spec: spec.key):
+        value = getattr(values, spec.field)
+        if value != getattr(defaults, spec.field):
+            written = spec.write(value)
+            parts.append(f"{spec.key}-{written}" if written else spec.key)
     return ",".join(parts)

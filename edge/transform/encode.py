@@ -1,0 +1,72 @@
+"""Encoding the rendered image: colour to sRGB (unless `cp-true`), metadata stripped (unless
+`md-true`), quality, progressive, lossless, AVIF effort."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyvips
+
+from .colours import RGBA
+from .geometry import WHITE
+
+Keep = pyvips.enums.ForeignKeep
+Interpretation = pyvips.enums.Interpretation
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    quality: int
+    avif_effort: int
+    progressive: bool = False
+    lossless: bool = False
+    metadata: bool = False
+    colour_profile: bool = False
+    #: what transparency is flattened onto for formats without alpha (the last `bg`, else white)
+    flatten_on: RGBA = WHITE
+
+    @property
+    def keep(self) -> int:
+        keep = Keep.NONE
+        if self.metadata:
+            keep |= Keep.EXIF | Keep.XMP | Keep.IPTC | Keep.OTHER
+        if self.colour_profile:
+            keep |= Keep.ICC
+        return keep
+
+
+def output_colour(image: pyvips.Image, keep_profile: bool) -> pyvips.Image:
+    """8-bit sRGB (or greyscale). An embedded profile was already applied on load unless `cp-true`."""
+    if image.interpretation in (Interpretation.SRGB, Interpretation.B_W) and image.format == "uchar":
+        return image
+    if keep_profile and image.format == "uchar":
+        return image
+    return image.colourspace(Interpretation.SRGB if image.bands >= 3 else Interpretation.B_W)
+
+
+def _flatten(image: pyvips.Image, colour: RGBA) -> pyvips.Image:
+    if not image.hasalpha():
+        return image
+    if image.bands == 2:  # greyscale + alpha: flatten on the colour's grey level
+        return image.flatten(background=[round(0.2126 * colour[0] + 0.7152 * colour[1] + 0.0722 * colour[2])])
+    return image.flatten(background=list(colour[:3]))
+
+
+def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
+    keep, quality = options.keep, options.quality
+    if fmt == "jpg":
+        return _flatten(image, options.flatten_on).jpegsave_buffer(
+            Q=quality, keep=keep, optimize_coding=True, interlace=options.progressive)
+    if fmt == "png":
+        return image.pngsave_buffer(keep=keep, interlace=options.progressive)
+    if fmt == "webp":
+        return image.webpsave_buffer(Q=quality, keep=keep, lossless=options.lossless)
+    if fmt == "avif":
+        if image.bands < 3:
+            image = image.colourspace(Interpretation.SRGB)
+        return image.heifsave_buffer(Q=quality, keep=keep, lossless=options.lossless,
+                                     compression=pyvips.enums.ForeignHeifCompression.AV1,
+                                     effort=options.avif_effort)
+    if fmt == "gif":
+        return image.gifsave_buffer(keep=keep, interlace=options.progressive)
+    raise AssertionError(f"unknown output format {fmt}")

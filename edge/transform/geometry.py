@@ -1,0 +1,228 @@
+"""The geometry of one step: trim, resize / crop / pad / extract, rotate, flip.
+
+A step reads its input from a `Source`. The first step's source is the encoded original, so a resize
+is a libvips thumbnail that shrinks on load; later steps (and animation frames) read a decoded image.
+Every output size is checked against the limit before libvips is asked to make it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyvips
+
+from ..errors import BadRequest
+from .colours import RGBA
+from .options import Step
+
+Size = pyvips.enums.Size
+WHITE: RGBA = (255, 255, 255, 255)
+TRANSPARENT: RGBA = (0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a step resizes from: its upright size, a thumbnailer (shrink-on-load where it can) and the
+    whole decoded image."""
+
+    width: int
+    height: int
+    thumbnail: Callable[..., pyvips.Image]  # thumbnail(width, height=, size=) → pyvips.Image
+    decode: Callable[[], pyvips.Image]
+
+    @classmethod
+    def of_image(cls, image: pyvips.Image) -> Source:
+        return cls(image.width, image.height, image.thumbnail_image, lambda: image)
+
+
+def check_side(width: int, height: int, max_side: int) -> None:
+    if max(width, height) > max_side:
+        raise BadRequest(f"output too large: at most {max_side} px a side")
+
+
+def background(image: pyvips.Image, colour: RGBA | None) -> tuple[pyvips.Image, list[float]]:
+    """`image`, made able to show `colour` (sRGB, alpha added when the colour is translucent), and
+    `colour` as band values. Without a colour: transparent where the image has alpha, else white."""
+    colour = colour or (TRANSPARENT if image.hasalpha() else WHITE)
+    if image.bands < 3:
+        image = image.colourspace(pyvips.enums.Interpretation.SRGB)
+    if colour[3] != 255 and not image.hasalpha():
+        image = image.bandjoin_const([255])
+    return image, list(colour[:image.bands])
+
+
+def in_memory(image: pyvips.Image) -> pyvips.Image:
+    """Decoded into memory, for operations that read the image more than once or out of order (the
+    loaders stream sequentially)."""
+    return image.copy_memory()
+
+
+def _pixels(value: float | None, whole: int) -> int | None:
+    """A w/h value in pixels: fractions are of the step's input."""
+    if value is None:
+        return None
+    return max(1, round(value * whole)) if value < 1 else int(value)
+
+
+def target_box(step: Step, width: int, height: int) -> tuple[int | None, int | None]:
+    """w and h in pixels: fractions resolved, the missing side from `ar`, times `dpr`."""
+    box_w, box_h = _pixels(step.width, width), _pixels(step.height, height)
+    if step.aspect_ratio is not None:
+        ratio = step.aspect_ratio[0] / step.aspect_ratio[1]
+        if box_w is None and box_h is None:  # the largest box of that ratio inside the image
+            box_w, box_h = (round(height * ratio), height) if width / height > ratio else (width, round(width / ratio))
+        elif box_h is None:
+            box_h = round(box_w / ratio)
+        elif box_w is None:
+            box_w = round(box_h * ratio)
+    def scaled(side: int | None) -> int | None:
+        return None if side is None else max(1, round(side * step.dpr))
+    return scaled(box_w), scaled(box_h)
+
+
+def focus_offset(focus: str, excess_x: int, excess_y: int) -> tuple[int, int]:
+    """Top-left of a box within (or, when the excess is negative, around) an image, by `fo`."""
+    x = 0 if "left" in focus else excess_x if "right" in focus else excess_x // 2
+    y = 0 if "top" in focus else excess_y if "bottom" in focus else excess_y // 2
+    return x, y
+
+
+def _scaled_to(source: Source, scale: float, max_side: int) -> pyvips.Image:
+    """The whole image scaled, aspect ratio kept."""
+    width, height = max(1, round(source.width * scale)), max(1, round(source.height * scale))
+    check_side(width, height, max_side)
+    return source.thumbnail(width, height=height, size=Size.FORCE)  # FORCE: exactly the size checked
+
+
+def _cover_crop(source: Source, box_w: int, box_h: int, scale: float, step: Step, max_side: int) -> pyvips.Image:
+    """Scale by `scale` (at least enough to cover the box, times `z`), then cut the box by `fo`."""
+    check_side(box_w, box_h, max_side)
+    scale *= step.zoom
+    cover_w = max(box_w, math.ceil(source.width * scale))
+    cover_h = max(box_h, math.ceil(source.height * scale))
+    image = source.thumbnail(cover_w, height=cover_h, size=Size.FORCE)
+    if step.focus == "auto":
+        return in_memory(image).smartcrop(box_w, box_h, interesting=pyvips.enums.Interesting.ATTENTION)
+    x, y = focus_offset(step.focus, image.width - box_w, image.height - box_h)
+    return image.crop(x, y, box_w, box_h)
+
+
+def _padded_region(image: pyvips.Image, left: int, top: int, width: int, height: int,
+                   colour: RGBA | None) -> pyvips.Image:
+    """The `width`×`height` region at (`left`, `top`), `colour` wherever it leaves the image."""
+    image, values = background(image, colour)
+    if left >= image.width or top >= image.height or left + width <= 0 or top + height <= 0:
+        # nothing of the image in the region (libvips' embed refuses that): background only
+        canvas = pyvips.Image.black(width, height).new_from_image(values)
+        return canvas.cast(image.format).copy(interpretation=image.interpretation)
+    return image.embed(-left, -top, width, height, extend=pyvips.enums.Extend.BACKGROUND, background=values)
+
+
+def _extract(image: pyvips.Image, step: Step, box_w: int | None, box_h: int | None, max_side: int) -> pyvips.Image:
+    """`cm-extract` / `cm-pad_extract`: a region of the input at its own scale."""
+    width, height = image.width, image.height
+    left = step.x if step.x is not None else 0
+    top = step.y if step.y is not None else 0
+    w = box_w if box_w is not None else width - left
+    h = box_h if box_h is not None else height - top
+    if w <= 0 or h <= 0:
+        raise BadRequest(f"invalid transformation: cm-{step.crop_mode}: the region starts outside the "
+                         f"{width}x{height} image")
+    if step.x_center is not None or step.y_center is not None:
+        left = (step.x_center if step.x_center is not None else width // 2) - w // 2
+        top = (step.y_center if step.y_center is not None else height // 2) - h // 2
+    elif step.x is None and step.y is None:
+        if step.focus == "auto" and w <= width and h <= height:
+            return in_memory(image).smartcrop(w, h, interesting=pyvips.enums.Interesting.ATTENTION)
+        left, top = focus_offset(step.focus, width - w, height - h)
+    if step.crop_mode == "pad_extract":
+        check_side(w, h, max_side)
+        return _padded_region(image, left, top, w, h, step.background)
+    if left < 0 or top < 0 or left + w > width or top + h > height:
+        raise BadRequest(f"invalid transformation: cm-extract: the region {w}x{h} at ({left}, {top}) "
+                         f"leaves the {width}x{height} image")
+    return image.crop(left, top, w, h)
+
+
+def _pad_resize(source: Source, step: Step, box_w: int, box_h: int, max_side: int) -> pyvips.Image:
+    """Fit inside the box, then pad to exactly the box with `bg`; `fo-left` etc. put the padding opposite."""
+    check_side(box_w, box_h, max_side)
+    image = _scaled_to(source, min(box_w / source.width, box_h / source.height), max_side)
+    image, colour = background(image, step.background)
+    x, y = focus_offset(step.focus, box_w - image.width, box_h - image.height)
+    return image.embed(x, y, box_w, box_h, extend=pyvips.enums.Extend.BACKGROUND, background=colour)
+
+
+def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
+    """w, h, ar, dpr, c, cm, fo, x/y/xc/yc, z."""
+    width, height = source.width, source.height
+    box_w, box_h = target_box(step, width, height)
+    if step.extracts:
+        return _extract(source.decode(), step, box_w, box_h, max_side)
+    if box_w is None and box_h is None:
+        return _cover_crop(source, width, height, 1.0, step, max_side) if step.zoom > 1 else source.decode()
+    if box_w is None or box_h is None:  # one side given: the other follows the aspect ratio
+        scale = box_w / width if box_w is not None else box_h / height
+        if step.crop in ("at_max", "maintain_ratio_no_enlarge"):
+            scale = min(scale, 1.0)
+        if step.zoom > 1 and step.crop in ("maintain_ratio", "maintain_ratio_no_enlarge"):
+            return _cover_crop(source, max(1, round(width * scale)), max(1, round(height * scale)),
+                               scale, step, max_side)
+        return _scaled_to(source, scale, max_side)
+    if step.crop_mode == "pad_resize":
+        return _pad_resize(source, step, box_w, box_h, max_side)
+    if step.crop == "force":
+        check_side(box_w, box_h, max_side)
+        return source.thumbnail(box_w, height=box_h, size=Size.FORCE)
+    if step.crop in ("at_max", "at_max_enlarge"):
+        scale = min(box_w / width, box_h / height)
+        return _scaled_to(source, min(scale, 1.0) if step.crop == "at_max" else scale, max_side)
+    scale = max(box_w / width, box_h / height)
+    if step.crop == "at_least":
+        return _scaled_to(source, scale, max_side)
+    if step.crop == "maintain_ratio_no_enlarge":
+        scale = min(scale, 1.0)
+        box_w, box_h = min(box_w, width), min(box_h, height)
+    return _cover_crop(source, box_w, box_h, scale, step, max_side)
+
+
+def trim(image: pyvips.Image, threshold: int) -> pyvips.Image:
+    """`t`: cut away borders of the top-left pixel's colour (within `threshold`)."""
+    if min(image.width, image.height) < 3:  # libvips' trim filters with a 3×3 window
+        return image
+    image = in_memory(image)
+    corner = image.flatten() if image.hasalpha() else image
+    left, top, width, height = corner.find_trim(threshold=threshold, background=corner.getpoint(0, 0))
+    if width == 0 or height == 0:  # a uniform image: nothing to keep but itself
+        return image
+    return image.crop(left, top, width, height)
+
+
+def rotate(image: pyvips.Image, degrees: int, colour: RGBA | None, max_side: int) -> pyvips.Image:
+    """`rt`, clockwise; other angles than right angles fill the corners with `bg`."""
+    if degrees % 90 == 0:
+        return {0: image, 90: image.rot90(), 180: image.rot180(), 270: image.rot270()}[degrees]
+    radians = math.radians(degrees)
+    width = abs(image.width * math.cos(radians)) + abs(image.height * math.sin(radians))
+    height = abs(image.width * math.sin(radians)) + abs(image.height * math.cos(radians))
+    check_side(math.ceil(width), math.ceil(height), max_side)
+    image, colour_values = background(image, colour)
+    return image.rotate(degrees, background=colour_values)
+
+
+def flip(image: pyvips.Image, how: str | None) -> pyvips.Image:
+    if how in ("h", "h_v"):
+        image = image.fliphor()
+    if how in ("v", "h_v"):
+        image = image.flipver()
+    return image
+
+
+def apply_geometry(source: Source, step: Step, max_side: int) -> pyvips.Image:
+    if step.trim is not None:
+        source = Source.of_image(trim(source.decode(), step.trim))
+    image = resize(source, step, max_side)
+    image = rotate(image, step.rotation, step.background, max_side)
+    return flip(image, step.flip)

@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Write docs/transformations.md and its pictures (docs/img/transformations/) from the sample images.
+
+    .venv/bin/python scripts/make_transformation_docs.py
+
+Every picture is rendered by `edge.transform.render.render_image`, the function the node runs for a
+request, from the URL shown beside it. Edit the sections below, not the Markdown file.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyvips
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edge.config import Defaults, Limits  # noqa: E402
+from edge.transform.formats import plan_format  # noqa: E402
+from edge.transform.options import parse_transformation  # noqa: E402
+from edge.transform.render import render_image  # noqa: E402
+
+SAMPLES = ROOT / "edge" / "samples"
+DOCS = ROOT / "docs"
+PICTURES = DOCS / "img" / "transformations"
+NAMED = {"thumb": "w-200,h-200,c-at_max"}
+ACCEPT = "image/avif,image/webp,*/*"  # what a current browser sends
+
+
+@dataclass(frozen=True)
+class Example:
+    transformation: str
+    sample: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    text: str
+    examples: tuple[Example, ...]
+
+
+SECTIONS = (
+    Section("Original samples", "The sample images that ship with the node, at their own size scaled "
+            "down for this page (`w-160`).", (
+                Example("w-160", "astronaut.jpg", "512×512 RGB"),
+                Example("w-160", "coffee.jpg", "600×400 RGB"),
+                Example("w-160", "chelsea.jpg", "451×300 RGB"),
+                Example("w-160", "camera.jpg", "512×512 greyscale"),
+                Example("w-160", "logo-transparent.png", "256×256 with transparency"),
+            )),
+    Section("`w`, `h`: width and height", "Pixels, or a fraction of the input below 1 (`w-0.5`). With only "
+            "one given, the other follows the aspect ratio. The result may be larger than the original "
+            "(except with `c-at_max` and `c-maintain_ratio_no_enlarge`).", (
+                Example("w-200", "coffee.jpg"),
+                Example("h-120", "coffee.jpg"),
+                Example("w-0.3", "coffee.jpg", "30 % of 600 px"),
+                Example("w-200,h-200", "coffee.jpg", "both: exactly 200×200, cropped (see `c`)"),
+            )),
+    Section("`ar`: aspect ratio", "`ar-<width>-<height>` with exactly one of `w`/`h`; ignored when both are "
+            "given. Alone, it crops the largest box of that ratio out of the input.", (
+                Example("w-240,ar-16-9", "astronaut.jpg"),
+                Example("h-160,ar-1-2", "coffee.jpg"),
+            )),
+    Section("`dpr`: device pixel ratio", "Multiplies `w` and `h` (0.1–5); needs one of them.", (
+                Example("w-100,dpr-2", "chelsea.jpg", "200 px wide"),
+            )),
+    Section("`c`: crop strategy", "How `w`×`h` is reached when both are given.", (
+                Example("w-200,h-120,c-maintain_ratio", "astronaut.jpg", "default: cover the box, crop by `fo`"),
+                Example("w-200,h-120,c-force", "astronaut.jpg", "stretch to the box"),
+                Example("w-200,h-120,c-at_max", "astronaut.jpg", "fit inside, never upscale"),
+                Example("w-800,h-200,c-at_max_enlarge", "chelsea.jpg", "fit inside, may upscale"),
+                Example("w-200,h-120,c-at_least", "astronaut.jpg", "cover the box, no crop"),
+                Example("w-900,h-120,c-maintain_ratio_no_enlarge", "chelsea.jpg",
+                        "like the default, never upscaled: the box shrinks to the image"),
+            )),
+    Section("`fo`: focus", "Where a crop is taken. `fo-auto` is content-aware (libvips smartcrop, "
+            "*attention* strategy: skin tones, saturation, edges). **`fo-face` uses the same content-aware "
+            "crop**: the node ships no face detector, so `fo-face` and `fo-auto` are one cache entry.", (
+                Example("w-240,h-100,fo-center", "astronaut.jpg"),
+                Example("w-240,h-100,fo-top", "astronaut.jpg"),
+                Example("w-240,h-100,fo-bottom", "astronaut.jpg"),
+                Example("w-100,h-200,fo-left", "coffee.jpg"),
+                Example("w-100,h-200,fo-right", "coffee.jpg"),
+                Example("w-120,h-120,fo-top_left", "chelsea.jpg"),
+                Example("w-120,h-120,fo-auto", "chelsea.jpg", "finds the cat"),
+                Example("w-120,h-120,fo-face", "astronaut.jpg", "= fo-auto"),
+            )),
+    Section("`z`: zoom", "With a crop, zooms into the focus by the factor (`z-2`: half the field of view). "
+            "Values at or below 1 change nothing: a crop cannot show more than the whole image. Applies to "
+            "`c-maintain_ratio` / `c-maintain_ratio_no_enlarge` and to steps without `w`/`h`.", (
+                Example("w-150,h-150,fo-auto", "astronaut.jpg"),
+                Example("w-150,h-150,fo-auto,z-2", "astronaut.jpg"),
+                Example("w-150,h-150,fo-top,z-3", "astronaut.jpg"),
+            )),
+    Section("`cm`: crop modes", "`pad_resize`: fit inside `w`×`h`, pad to exactly `w`×`h` with `bg` (white, "
+            "or transparent for images with transparency); `fo-left/right/top/bottom` put the image on "
+            "that side. `extract`: cut a `w`×`h` region out of the input at its own scale, placed by `fo` "
+            "or `x,y` / `xc,yc`. `pad_extract`: the same, padding with `bg` where the region leaves the "
+            "image.", (
+                Example("w-240,h-120,cm-pad_resize,bg-F3E5AB", "astronaut.jpg"),
+                Example("w-240,h-120,cm-pad_resize,bg-F3E5AB,fo-left", "astronaut.jpg"),
+                Example("w-200,h-200,cm-pad_resize", "logo-transparent.png", "transparent padding"),
+                Example("cm-extract,w-160,h-160,fo-auto", "coffee.jpg"),
+                Example("cm-pad_extract,w-240,h-240,bg-navy", "logo-transparent.png"),
+            )),
+    Section("`x`, `y`, `xc`, `yc`: extract position", "The top-left corner (`x`, `y`) or the centre (`xc`, "
+            "`yc`) of a `cm-extract` / `cm-pad_extract` region, in pixels of the input. A region that "
+            "leaves the image is a 400 with `cm-extract`.", (
+                Example("cm-extract,x-180,y-60,w-160,h-160", "astronaut.jpg"),
+                Example("cm-extract,xc-300,yc-170,w-200,h-120", "coffee.jpg"),
+            )),
+    Section("`rt`: rotate", "Clockwise degrees; `N` is counter-clockwise (`rt-N90` = `rt-270`). Right "
+            "angles are exact; other angles fill the corners with `bg`. `rt-auto` is what always happens "
+            "anyway: the EXIF orientation is applied first, to every image.", (
+                Example("w-200,rt-90", "chelsea.jpg"),
+                Example("w-200,rt-N90", "chelsea.jpg"),
+                Example("w-200,rt-180", "chelsea.jpg"),
+                Example("w-160,rt-30,bg-FFD700", "chelsea.jpg"),
+            )),
+    Section("`fl`: flip", "`h` (mirror left–right), `v` (upside down), `h_v` (both).", (
+                Example("w-200,fl-h", "chelsea.jpg"),
+                Example("w-200,fl-v", "chelsea.jpg"),
+                Example("w-200,fl-h_v", "chelsea.jpg"),
+            )),
+    Section("`t`: trim", "Cuts away uniform borders the colour of the top-left pixel. `t-true` uses a "
+            "threshold of 10; `t-1`…`t-99` sets it. Trim comes first in its step, before the resize.", (
+                Example("w-240,h-240,cm-pad_resize,bg-white", "chelsea.jpg", "padded"),
+                Example("w-240,h-240,cm-pad_resize,bg-white:t-true", "chelsea.jpg",
+                        "padded in step one, trimmed back in step two"),
+            )),
+    Section("`q`: quality", "1–100 for JPEG, WebP and AVIF; default from the config (`[defaults] quality`, 80).", (
+                Example("w-240,q-10", "coffee.jpg"),
+                Example("w-240,q-90", "coffee.jpg"),
+            )),
+    Section("`bl`: blur", "Gaussian blur, radius 1–100 px.", (
+                Example("w-240,bl-3", "coffee.jpg"),
+                Example("w-240,bl-15", "coffee.jpg"),
+            )),
+    Section("`e-grayscale`, `e-contrast`, `e-sharpen`, `e-usm`: effects", "`e-contrast` stretches the "
+            "1st–99th percentile of the levels to the full range. `e-sharpen` takes an optional amount "
+            "(default 10). `e-usm-<radius>-<sigma>-<amount>-<threshold>` is an unsharp mask as in "
+            "ImageMagick: the gaussian's extent follows from `sigma`, `threshold` is a fraction of the "
+            "full range.", (
+                Example("w-240,e-grayscale", "coffee.jpg"),
+                Example("w-240,e-contrast", "camera.jpg"),
+                Example("w-240,e-sharpen-60", "chelsea.jpg"),
+                Example("w-240,e-usm-2-2-3-0.02", "chelsea.jpg"),
+            )),
+    Section("`r`: rounded corners", "A radius in pixels, or `max` for the largest ellipse (a circle for a "
+            "square image). The output gets transparency; JPEG output is flattened on `bg` (else white), "
+            "and `f-auto` picks PNG for browsers without WebP/AVIF.", (
+                Example("w-200,h-200,r-30,f-png", "astronaut.jpg"),
+                Example("w-200,h-200,r-max,f-png", "astronaut.jpg"),
+                Example("w-200,h-200,r-max,bg-0F172A", "astronaut.jpg", "JPEG: corners in bg"),
+            )),
+    Section("`bg`: background", "`RRGGBB`, `RRGGBBAA` or a CSS colour name (`bg-red` and `bg-FF0000` are "
+            "one cache entry). Used for padding, free rotation, borders of transparent images and "
+            "flattening transparency into JPEG.", (
+                Example("w-200,h-140,cm-pad_resize,bg-skyblue", "chelsea.jpg"),
+                Example("w-200,h-140,cm-pad_resize,bg-FF000060,f-png", "chelsea.jpg", "translucent red"),
+                Example("w-200,bg-1E293B,f-jpg", "logo-transparent.png", "transparency flattened"),
+            )),
+    Section("`b`: border", "`b-<width>_<colour>`: a border around the image; the output grows by twice "
+            "the width each way (so the picture itself is never cut).", (
+                Example("w-200,b-8_FF6600", "chelsea.jpg"),
+            )),
+    Section("`o`: opacity", "0–100; adds transparency (JPEG output is flattened on `bg`).", (
+                Example("w-200,o-40,f-png", "chelsea.jpg"),
+                Example("w-200,o-40,bg-000000,f-jpg", "chelsea.jpg"),
+            )),
+    Section("Chained steps", "Steps separated by `:` run in order, each on the result of the one before. "
+            "Output parameters (`f q pr lo md cp di orig`) belong to the one result, wherever they stand.", (
+                Example("w-300,h-300,fo-auto:rt-90:e-grayscale,r-max,f-png", "chelsea.jpg"),
+                Example("w-200,h-200,cm-pad_resize,bg-white:b-4_333333:r-20,f-png", "logo-transparent.png"),
+            )),
+    Section("`f`: output format", "`auto`: AVIF when `Accept` names `image/avif` (animations: WebP, which "
+            "libvips can write animated), else WebP when it names `image/webp`, else JPEG — or PNG when "
+            "the result has transparency; the response says `Vary: Accept`. `orig`: the original's "
+            "format. Without `f`, the format follows the extension of the requested path, else the "
+            "original's. The pictures below were asked for with a browser's `Accept` (AVIF and WebP).", (
+                Example("w-200,f-auto", "coffee.jpg"),
+                Example("w-200,f-webp", "coffee.jpg"),
+                Example("w-200,f-png", "logo-transparent.png"),
+                Example("w-200,f-jpg", "logo-transparent.png", "flattened on white"),
+            )),
+    Section("`pr`, `lo`, `md`, `cp`: encoding", "`pr-true`: progressive JPEG / interlaced PNG and GIF. "
+            "`lo-true`: lossless WebP and AVIF. Metadata (EXIF, XMP, IPTC) is stripped unless `md-true` "
+            "(the EXIF orientation then says upright, since the pixels are). Colours are converted to "
+            "sRGB and the ICC profile dropped unless `cp-true`, which keeps the original's profile and "
+            "pixel values. AVIF effort comes from the config (`[defaults] avif_effort`).", (
+                Example("w-200,pr-true", "coffee.jpg"),
+                Example("w-200,f-webp,lo-true", "logo-transparent.png"),
+            )),
+    Section("`n`: named transformations", "`n-<name>` expands to a transformation defined in the node's "
+            "config (`[named_transformations]`), here `thumb = \"w-200,h-200,c-at_max\"`. Other "
+            "parameters in the same step override the definition's. An unknown name is a 400. An "
+            "endpoint with `named_only = true` accepts nothing else. The expansion is the cache key: "
+            "`n-thumb` and `w-200,h-200,c-at_max` are one entry.", (
+                Example("n-thumb", "coffee.jpg"),
+                Example("n-thumb,rt-90", "coffee.jpg"),
+            )),
+    Section("`di`: default image", "`di-<path>` with `/` written as `@@` (`di-placeholders@@missing.png`): "
+            "served, with the same transformation, when no origin has the requested path. A default "
+            "image that is itself missing is a 404. Shown: `/tr:w-160,di-logo-transparent.png/no-such-file.jpg`.", (
+                Example("w-160", "logo-transparent.png", "what a request for a missing file returns"),
+            )),
+    Section("`orig`: the original bytes", "`orig-true` serves the stored file untouched: no resize, no "
+            "metadata stripping, no format change; every other parameter is ignored.", ()),
+)
+
+
+def slug(transformation: str, sample: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", f"{Path(sample).stem}-{transformation}").strip("_")
+
+
+def render(example: Example) -> tuple[str, str]:
+    """Render one example; (picture file name, caption)."""
+    transformation = parse_transformation(example.transformation, named=NAMED)
+    planned, _ = plan_format(transformation.output_format, example.sample, ACCEPT)
+    rendered = render_image((SAMPLES / example.sample).read_bytes(), transformation, planned, Defaults(), Limits())
+    name = f"{slug(example.transformation, example.sample)}.{rendered.format}"
+    (PICTURES / name).write_bytes(rendered.body)
+    size = f"{rendered.width}×{rendered.height} {rendered.format.upper()}, {len(rendered.body) / 1024:.0f} KB"
+    return name, "; ".join(filter(None, (example.note, size)))
+
+
+def section_markdown(section: Section) -> str:
+    lines = [f"## {section.title}", "", section.text, ""]
+    if section.examples:
+        lines += ["| URL | result |", "| --- | --- |"]
+        for example in section.examples:
+            picture, caption = render(example)
+            url = f"/tr:{example.transformation}/{example.sample}"
+            lines.append(f"| `{url}`<br>{caption} | ![{example.transformation}](img/transformations/{picture}) |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+HEADER = """# Transformations
+
+<!-- Generated by scripts/make_transformation_docs.py from edge/samples/: edit the script, not this file. -->
+
+A transformation goes in the first path segment after the endpoint (`/tr:w-300,h-200/photo.jpg`) or
+in the query (`/photo.jpg?tr=w-300,h-200`); both together are chained, path first. Parameters are
+separated by `,`, steps by `:`. Each picture below is what the node returns for the URL beside it
+(rendered by the node's own code, `edge.transform.render`).
+
+Errors: an unknown key, a malformed or out-of-range value is a **400** whose body names the parameter
+(`invalid transformation: w-abc: expected a number`). A source over the limits (40 MB, 100 megapixels,
+100 frames; decided from the header, before decoding) is a 400 `source too large`; an output over 8192
+px a side (WebP: at most 16383 whatever the config) is a 400 `output too large`. A source that is not
+an image or fails to decode (truncated, corrupt) is a **422**.
+
+The cache key is the canonical form of the transformation: parameters sorted, defaults dropped,
+synonyms folded (`f-jpeg` → `f-jpg`, `rt-N90` → `rt-270`, `bg-red` → `bg-FF0000`, `fo-face` →
+`fo-auto`), named transformations expanded, output parameters written once. Different spellings of
+one result share one cache entry.
+
+Inputs: the EXIF orientation is always applied (all eight); CMYK, 16-bit, greyscale and ICC-tagged
+sources come out as 8-bit sRGB; transparency is kept where the output format has it; animated GIF and
+WebP stay animated when the output is GIF or WebP (each frame gets the same steps), and become their
+first frame otherwise.
+"""
+
+
+def main() -> None:
+    shutil.rmtree(PICTURES, ignore_errors=True)
+    PICTURES.mkdir(parents=True)
+    pyvips.cache_set_max(0)
+    body = "\n".join(section_markdown(section) for section in SECTIONS)
+    (DOCS / "transformations.md").write_text(HEADER + "\n" + body)
+    total = sum(p.stat().st_size for p in PICTURES.iterdir())
+    print(f"wrote docs/transformations.md and {len(list(PICTURES.iterdir()))} pictures, {total / 1024:.0f} KB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Properties of the transformation parser, with generated input (hypothesis).
+
+- The canonical form is a fixed point: canonical(parse(canonical(t))) == canonical(t).
+- Parameter order within a step never changes the canonical form.
+- Any text at all either parses or is an `InvalidTransformation` (a 400): never another exception.
+"""
+
+import string
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from edge.errors import BadRequest, InvalidTransformation
+from edge.transform import options
+from edge.transform.colours import CSS_NAMES
+from edge.transform.options import parse_transformation
+
+NAMED = {"thumb": "w-200,h-200,c-at_max", "mini": "w-10:f-png,q-40"}
+
+integers = st.integers(min_value=0, max_value=70000).map(str)
+numbers = st.one_of(integers, st.floats(min_value=0, max_value=70000, allow_nan=False).map(lambda f: f"{f:.3f}"),
+                    st.floats(min_value=0, max_value=1).map(lambda f: f"{f:.4f}"))
+hex_colour = st.text("0123456789abcdefABCDEF", min_size=6, max_size=6)
+colours = st.one_of(hex_colour, hex_colour.map(lambda h: h + "80"), st.sampled_from(sorted(CSS_NAMES)))
+booleans = st.sampled_from(["true", "false", "True"])
+
+VALUES = {
+    "w": numbers, "h": numbers,
+    "ar": st.tuples(numbers, numbers).map("-".join),
+    "dpr": st.sampled_from(["0.1", "0.5", "1", "1.5", "2", "5", "6"]),
+    "c": st.sampled_from(options.CROPS),
+    "cm": st.sampled_from(options.CROP_MODES),
+    "fo": st.sampled_from(options.FOCUS + ("face",)),
+    "x": integers, "y": integers, "xc": integers, "yc": integers,
+    "z": st.sampled_from(["0.5", "1", "1.5", "2", "11"]),
+    "t": st.one_of(st.just("true"), st.integers(0, 100).map(str)),
+    "rt": st.one_of(st.sampled_from(["auto", "N90", "N180", "N270"]), st.integers(0, 400).map(str)),
+    "fl": st.sampled_from(options.FLIPS + ("v_h",)),
+    "bl": st.integers(0, 101).map(str),
+    "e-grayscale": st.sampled_from(["", "true"]),
+    "e-sharpen": st.one_of(st.just(""), st.integers(0, 101).map(str)),
+    "e-contrast": st.just(""),
+    "e-usm": st.tuples(numbers, numbers, numbers, st.sampled_from(["0", "0.024", "0.5"])).map("-".join),
+    "r": st.one_of(st.just("max"), integers),
+    "bg": colours,
+    "b": st.tuples(st.integers(0, 20).map(str), colours).map("_".join),
+    "o": st.integers(0, 101).map(str),
+    "f": st.sampled_from(options.FORMATS + ("jpeg",)),
+    "q": st.integers(0, 101).map(str),
+    "pr": booleans, "lo": booleans, "md": booleans, "cp": booleans,
+    "di": st.lists(st.text(string.ascii_letters + "._-", min_size=1, max_size=6), min_size=1, max_size=3)
+    .map("@@".join),
+    "orig": booleans,
+    "n": st.sampled_from(sorted(NAMED)),
+}
+
+
+def param(key: str, value: str) -> str:
+    return f"{key}-{value}" if value else key
+
+
+steps_as_dicts = st.lists(
+    st.dictionaries(st.sampled_from(sorted(VALUES)), st.just(None), min_size=1, max_size=6)
+    .flatmap(lambda keys: st.fixed_dictionaries({key: VALUES[key] for key in keys})),
+    min_size=1, max_size=3)
+
+
+def parse(text: str):
+    return parse_transformation(text, named=NAMED)
+
+
+def text_of(steps: list[dict[str, str]]) -> str:
+    return ":".join(",".join(param(k, v) for k, v in step.items()) for step in steps)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps_as_dicts)
+def test_canonical_form_is_a_fixed_point(steps):
+    try:
+        canonical = parse(text_of(steps)).canonical()
+    except InvalidTransformation:
+        assume(False)  # hypothesis fails the test when it has to discard too many examples
+    assert parse(canonical).canonical() == canonical
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps_as_dicts, st.randoms(use_true_random=False))
+def test_parameter_order_within_a_step_does_not_matter(steps, random):
+    shuffled = [dict(random.sample(list(step.items()), len(step))) for step in steps]
+    try:
+        canonical = parse(text_of(steps)).canonical()
+    except InvalidTransformation:
+        assume(False)
+    assert parse(text_of(shuffled)).canonical() == canonical
+
+
+ALPHABET = string.ascii_letters + string.digits + "-_,:.@%+ " + "éü💥\x00\t\n"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(st.text(), st.text(ALPHABET), steps_as_dicts.map(text_of).map(lambda t: t.replace("-", "", 1))))
+def test_any_text_parses_or_is_a_400(text):
+    try:
+        transformation = parse(text)
+    except BadRequest as error:
+        assert isinstance(error, InvalidTransformation) and error.status == 400
+        assert error.message.startswith("invalid transformation: ")
+        return
+    assert parse(transformation.canonical()).canonical() == transformation.canonical()
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps_as_dicts.map(text_of), st.text(ALPHABET, max_size=8), st.integers(0, 40))
+def test_spliced_junk_parses_or_is_a_400(text, junk, position):
+    spliced = text[:position] + junk + text[position:]
+    try:
+        parse(spliced)
+    except InvalidTransformation:
+        pass

@@ -1,0 +1,138 @@
+"""The look parameters over a real socket: q, bl, e-*, r, bg, b, o."""
+
+import pytest
+
+from tests.nodes import decode
+from tests.transform_node import close, fetch_image, image_node, image_root, pixel  # noqa: F401
+
+RED, MAGENTA = (255, 0, 0), (255, 0, 255)
+
+
+async def test_quality_changes_the_size(image_node):
+    low, image = await fetch_image(image_node, "/tr:q-10/photo.jpg")
+    high, _ = await fetch_image(image_node, "/tr:q-95/photo.jpg")
+    assert (image.width, image.height) == (600, 400)
+    assert len(low.body) < len(high.body) / 2
+
+
+async def test_quality_default_comes_from_config(node_factory, image_root, tmp_path):
+    from tests.nodes import write_config
+    from tests.transform_node import images_config
+    node = await node_factory(write_config(tmp_path, images_config(image_root, "[defaults]\nquality = 30\n")))
+    default, _ = await fetch_image(node, "/tr:w-200/photo.jpg")
+    explicit, _ = await fetch_image(node, "/tr:w-200,q-30/photo.jpg")
+    other, _ = await fetch_image(node, "/tr:w-200,q-80/photo.jpg")
+    assert default.body == explicit.body != other.body
+
+
+async def test_blur_softens_edges(image_node):
+    _, sharp = await fetch_image(image_node, "/tr:f-png/card.png")
+    _, blurred = await fetch_image(image_node, "/tr:bl-10,f-png/card.png")
+    assert (blurred.width, blurred.height) == (200, 100)
+    assert pixel(sharp, 98, 20) == (255, 0, 0)
+    assert not close(pixel(blurred, 98, 20), RED, 30)  # the green quadrant bleeds in
+    assert close(pixel(blurred, 20, 20), RED, 2)  # far from the edges nothing changes
+
+
+async def test_grayscale(image_node):
+    _, image = await fetch_image(image_node, "/tr:e-grayscale/card.png")
+    assert image.bands == 1 or len(set(pixel(image, 10, 10)[:3])) == 1
+
+
+async def test_grayscale_keeps_alpha(image_node):
+    _, image = await fetch_image(image_node, "/tr:e-grayscale/alpha.png")
+    assert image.hasalpha() and pixel(image, 0, 10)[-1] == 0
+
+
+def detail(image) -> float:
+    """Mean high-frequency energy: how far pixels stand out from their neighbourhood."""
+    return (image.cast("float") - image.gaussblur(1.5)).abs().avg()
+
+
+@pytest.mark.parametrize("tr", ["e-sharpen", "e-sharpen-60", "e-usm-2-2-0.8-0.024", "e-usm-0-1.5-2-0"])
+async def test_sharpening_adds_detail(image_node, tr):
+    _, plain = await fetch_image(image_node, "/tr:f-png/photo.jpg")
+    _, sharpened = await fetch_image(image_node, f"/tr:{tr},f-png/photo.jpg")
+    assert (sharpened.width, sharpened.height) == (600, 400)
+    assert detail(sharpened) > detail(plain) * 1.1
+
+
+async def test_sharpen_amount_matters(image_node):
+    _, light = await fetch_image(image_node, "/tr:e-sharpen-5,f-png/photo.jpg")
+    _, strong = await fetch_image(image_node, "/tr:e-sharpen-90,f-png/photo.jpg")
+    assert detail(strong) > detail(light) * 1.1
+
+
+async def test_usm_threshold_spares_small_differences(image_node):
+    _, plain = await fetch_image(image_node, "/tr:f-png/flat.png")
+    _, masked = await fetch_image(image_node, "/tr:e-usm-1-1-3-0.5,f-png/flat.png")
+    assert masked.avg() == plain.avg()
+
+
+async def test_contrast_stretches_levels(image_node):
+    # flat.png spans grey 100..150 only
+    _, image = await fetch_image(image_node, "/tr:e-contrast,f-png/flat.png")
+    assert image.min() <= 5 and image.max() >= 250
+
+
+async def test_rounded_corners_make_alpha(image_node):
+    _, image = await fetch_image(image_node, "/tr:r-20,f-png/card.png")
+    assert image.bands == 4
+    assert pixel(image, 0, 0)[3] == 0 and pixel(image, 199, 99)[3] == 0
+    assert pixel(image, 100, 50)[3] == 255 and pixel(image, 25, 0)[3] == 255
+
+
+async def test_radius_max_is_an_ellipse(image_node):
+    _, image = await fetch_image(image_node, "/tr:r-max,f-png/card.png")
+    assert pixel(image, 0, 0)[3] == 0 and pixel(image, 15, 10)[3] == 0
+    assert pixel(image, 100, 50)[3] == 255 and pixel(image, 2, 50)[3] > 0
+
+
+async def test_rounded_corners_on_jpeg_flatten_on_bg(image_node):
+    response, image = await fetch_image(image_node, "/tr:r-20,bg-FF00FF/photo.jpg")
+    assert response.headers["Content-Type"] == "image/jpeg" and image.bands == 3
+    assert close(pixel(image, 0, 0), MAGENTA)
+
+
+async def test_rounded_corners_with_f_auto_become_png_for_old_browsers(image_node):
+    response, image = await fetch_image(image_node, "/tr:r-20,f-auto/photo.jpg", headers={"Accept": "*/*"})
+    assert response.headers["Content-Type"] == "image/png" and image.hasalpha()
+
+
+async def test_background_names_and_hex_are_one_cache_entry(image_node):
+    first, image = await fetch_image(image_node, "/tr:w-100,h-100,cm-pad_resize,bg-FF0000/photo.jpg")
+    second, _ = await fetch_image(image_node, "/tr:w-100,h-100,cm-pad_resize,bg-red/photo.jpg")
+    assert close(pixel(image, 50, 2), RED)
+    assert second.headers["X-Cache"] == "HIT" and second.body == first.body
+
+
+async def test_background_with_alpha_pads_translucent(image_node):
+    _, image = await fetch_image(image_node, "/tr:w-100,h-100,cm-pad_resize,bg-FF000080,f-png/card.png")
+    assert image.bands == 4
+    assert pixel(image, 50, 2) == (255, 0, 0, 128) and pixel(image, 50, 50)[3] == 255
+
+
+async def test_background_flattens_transparency_for_jpeg(image_node):
+    _, image = await fetch_image(image_node, "/tr:bg-FF00FF,f-jpg/alpha.png")
+    assert image.bands == 3 and close(pixel(image, 0, 30), MAGENTA)
+
+
+async def test_border_surrounds_the_image(image_node):
+    _, image = await fetch_image(image_node, "/tr:b-5_FF00FF/card.png")
+    assert (image.width, image.height) == (210, 110)
+    assert close(pixel(image, 2, 2), MAGENTA) and close(pixel(image, 207, 107), MAGENTA)
+    assert close(pixel(image, 7, 7), RED)
+
+
+async def test_opacity(image_node):
+    _, image = await fetch_image(image_node, "/tr:o-50/card.png")
+    assert image.bands == 4 and abs(pixel(image, 10, 10)[3] - 128) <= 1
+    _, flattened = await fetch_image(image_node, "/tr:o-50,f-jpg/card.png")
+    assert close(pixel(flattened, 10, 10), (255, 128, 128))
+
+
+async def test_look_applies_to_a_chained_step(image_node):
+    response = await image_node.fetch("/tr:w-100:e-grayscale:r-10,f-png/card.png")
+    image = decode(response)
+    assert (image.width, image.height) == (100, 50) and image.hasalpha()
+    assert pixel(image, 0, 0)[-1] == 0

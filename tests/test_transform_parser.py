@@ -1,0 +1,139 @@
+"""The grammar: what parses, its canonical form (the cache key), and the 400 for what does not."""
+
+import pytest
+
+from edge.errors import InvalidTransformation
+from edge.transform.options import parse_transformation
+from tests.transform_node import fetch_image, image_node, image_root  # noqa: F401
+
+NAMED = {"thumb": "w-200,h-200,c-at_max", "webp_thumb": "w-100:f-webp"}
+
+
+def canonical(*texts, **options) -> str:
+    return parse_transformation(*texts, named=NAMED, **options).canonical()
+
+
+@pytest.mark.parametrize("first, second", [
+    ("w-300,h-200", "h-200,w-300"),  # order within a step
+    ("w-300,c-maintain_ratio,fo-center,q-80", "w-300,q-80"),  # defaults
+    ("f-jpeg", "f-jpg"),
+    ("rt-N90", "rt-270"),
+    ("rt-auto,w-10", "w-10"),  # EXIF orientation is always applied
+    ("fo-face,w-10,h-10", "fo-auto,w-10,h-10"),
+    ("bg-red", "bg-FF0000"),
+    ("bg-ff0000ff", "bg-FF0000"),
+    ("b-5_white", "b-5_FFFFFF"),
+    ("e-sharpen", "e-sharpen-10"),
+    ("t-true", "t-10"),
+    ("e-grayscale-true", "e-grayscale"),
+    ("fl-v_h", "fl-h_v"),
+    ("w-300,h-200,ar-4-3", "w-300,h-200"),  # ar is ignored with both sides
+    ("w-300.0", "w-300"),
+    ("w-0.50", "w-0.5"),
+    ("pr-True", "pr-true"),
+    ("lo-false,md-false,cp-false,o-100,z-1,dpr-1,w-5", "w-5"),
+    ("n-thumb", "w-200,h-200,c-at_max"),
+    ("n-thumb,q-50", "q-50,c-at_max,w-200,h-200"),
+    ("w-300,f-webp:rt-90", "w-300:rt-90,f-webp"),  # output parameters belong to the whole result
+    ("di-a@@b.png,w-3", "w-3,di-@@a@@@@b.png"),
+    ("w-300::", "w-300"),
+    ("w-9,h-9,z-0.5", "w-9,h-9"),  # zooming out changes nothing
+    ("", "c-maintain_ratio"),
+])
+def test_synonyms_order_and_defaults_are_one_cache_key(first, second):
+    assert canonical(first) == canonical(second)
+
+
+def test_canonical_form():
+    assert canonical("w-300,h-200:rt-N90,bg-red,f-jpeg,q-70") == "h-200,w-300:bg-FF0000,rt-270,f-jpg,q-70"
+    assert canonical("orig-true,w-10") == "orig-true"
+    assert canonical("e-usm-2-2-0.8-0.024") == "e-usm-2-2-0.8-0.024"
+    assert canonical("n-webp_thumb,q-40") == "w-100,f-webp,q-40"
+
+
+def test_path_and_query_forms_chain_path_first():
+    assert canonical("w-300", "rt-90") == "w-300:rt-90"
+    assert parse_transformation("w-300", "rt-90").steps == parse_transformation("w-300:rt-90").steps
+
+
+def test_default_image_path():
+    assert parse_transformation("di-folder@@sub@@default.jpg").default_image == "folder/sub/default.jpg"
+
+
+@pytest.mark.parametrize("text, param, reason", [
+    ("w-abc", "w-abc", "expected a number"),
+    ("w-0", "w-0", "positive number"),
+    ("w--5", "w--5", "expected a number"),
+    ("w-1e3", "w-1e3", "number"),
+    ("w-70000", "w-70000", "65500"),
+    ("q-0", "q-0", "from 1 to 100"),
+    ("q-101", "q-101", "from 1 to 100"),
+    ("zz-1", "zz-1", "unknown parameter"),
+    ("e-sepia", "e-sepia", "unknown parameter"),
+    ("c-fill", "c-fill", "must be one of"),
+    ("cm-pad", "cm-pad", "must be one of"),
+    ("fo-middle", "fo-middle", "must be one of"),
+    ("f-bmp", "f-bmp", "must be one of"),
+    ("rt-360", "rt-360", "from 0 to 359"),
+    ("rt-N", "rt-N", "integer"),
+    ("ar-4", "ar-4", "ar-4-3"),
+    ("ar-0-3", "ar-0-3", "positive"),
+    ("dpr-6,w-10", "dpr-6", "0.1 to 5"),
+    ("dpr-2", "dpr-2", "needs w or h"),
+    ("bg-notacolour", "bg-notacolour", "CSS colour name"),
+    ("bg-FF00", "bg-FF00", "RRGGBB"),
+    ("b-5", "b-5", "RRGGBB"),
+    ("b-x_FF0000", "b-x_FF0000", "integer"),
+    ("r-0", "r-0", "integer"),
+    ("o-101", "o-101", "from 0 to 100"),
+    ("e-usm-1-2-3", "e-usm-1-2-3", "e-usm-<radius>"),
+    ("e-grayscale-5", "e-grayscale-5", "takes no value"),
+    ("t-100", "t-100", "from 1 to 99"),
+    ("pr-yes", "pr-yes", "true or false"),
+    ("di-@@", "di-@@", "path"),
+    ("di-..@@secret.jpg", "di-..@@secret.jpg", "path"),
+    ("x-10,w-5", "x-10", "cm-extract"),
+    ("cm-extract,x-1,xc-2", "xc", "not both"),
+    ("n-nope", "n-nope", "unknown named transformation"),
+    ("n-thumb,n-thumb", "n-thumb", "one named transformation per step"),
+])
+def test_invalid_parameters_name_themselves(text, param, reason):
+    with pytest.raises(InvalidTransformation) as caught:
+        parse_transformation(text, named=NAMED)
+    assert caught.value.status == 400
+    assert caught.value.message.startswith(f"invalid transformation: {param}: ")
+    assert reason in caught.value.message
+
+
+def test_named_only():
+    assert parse_transformation("n-thumb", named=NAMED, named_only=True).canonical() == canonical("n-thumb")
+    with pytest.raises(InvalidTransformation, match="only named transformations"):
+        parse_transformation("n-thumb,w-10", named=NAMED, named_only=True)
+
+
+# URLs as the ImageKit SDKs build them (`imagekitio`: transformation dicts → `tr:` / `?tr=`)
+SDK_URLS = [
+    ("/tr:h-300,w-400/photo.jpg", (400, 300)),
+    ("/photo.jpg?tr=h-300,w-400", (400, 300)),
+    ("/tr:h-300,w-400:rt-90/photo.jpg", (300, 400)),
+    ("/tr:w-400,ar-4-3,c-maintain_ratio,fo-auto,q-80,f-jpg,pr-true/photo.jpg", (400, 300)),
+    ("/tr:w-100,h-100,cm-pad_resize,bg-F3F3F3,b-5_FFFFFF/photo.jpg", (110, 110)),
+    ("/tr:e-sharpen,e-contrast,e-grayscale,e-usm-2-2-0.8-0.024,w-50/photo.jpg", (50, 33)),
+    ("/tr:w-120,h-120,r-max,bl-2,t-true,lo-true,md-false,cp-false,f-webp/photo.jpg", (120, 120)),
+    ("/tr:w-150,dpr-2,rt-N90,n-thumb/photo.jpg", (200, 300)),  # w-150 overrides the named w-200
+    ("/tr:cm-extract,x-10,y-20,w-100,h-50/photo.jpg", (100, 50)),
+    ("/tr:w-300.0,h-200.0/photo.jpg?ik-sdk-version=python-4.0.0", (300, 200)),
+]
+
+
+@pytest.mark.parametrize("path, size", SDK_URLS)
+async def test_sdk_built_urls(image_node, path, size):
+    _, image = await fetch_image(image_node, path)
+    assert (image.width, image.height) == size
+
+
+@pytest.mark.parametrize("path", ["/tr:w-abc/photo.jpg", "/photo.jpg?tr=q-1000", "/tr:w-10,,h-%ZZ/photo.jpg",
+                                  "/tr:%F0%9F%92%A5/photo.jpg", "/photo.jpg?tr=w-%00", "/tr:n-/photo.jpg"])
+async def test_junk_over_the_socket_is_a_400(image_node, path):
+    response = await image_node.fetch(path)
+    assert response.code == 400 and response.headers["Content-Type"].startswith("text/plain")
