@@ -31,15 +31,23 @@ EVERY_MISS_TO_ORIGIN = '[cache]\ndir = "cache"\noriginal_size = 0\nnot_found_ttl
 def local_config(root: Path = SAMPLES, before: str = "", after: str = "") -> str:
     """Config text for one `local` origin over `root` on the default endpoint, with `before` and
     `after` (more tables) around it."""
+    return _one_origin("samples", f'type = "local"\nroot = "{root}"', before, after)
+
+
+def web_config(origin_url: str, before: str = "", after: str = "") -> str:
+    """The same for one `web` origin at `origin_url` (a `tests.servers.HTTPOrigin`)."""
+    return _one_origin("web", f'type = "web"\nbase_url = "{origin_url}"', before, after)
+
+
+def _one_origin(name: str, table: str, before: str, after: str) -> str:
     return f"""{before}
 [[origins]]
-name = "samples"
-type = "local"
-root = "{root}"
+name = "{name}"
+{table}
 
 [[endpoints]]
 id = ""
-origins = ["samples"]
+origins = ["{name}"]
 {after}"""
 
 

@@ -101,17 +101,3 @@ class _OriginHandler(tornado.web.RequestHandler):
             return
         self.finish(body)
 
-
-def web_node_config(origin_url: str, head: str = "") -> str:
-    """A node config with one `web` origin at `origin_url` on the default endpoint; `head` goes first
-    (a `[cache]` or `[server]` table)."""
-    return f"""{head}
-[[origins]]
-name = "web"
-type = "web"
-base_url = "{origin_url}"
-
-[[endpoints]]
-id = ""
-origins = ["web"]
-"""

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from tests.assets import centre_colour, colour, same_colour, solid
-from tests.nodes import decode, write_config
+from tests.nodes import decode, web_config, write_config
 from tests.scrape import total
-from tests.servers import HTTPOrigin, web_node_config
+from tests.servers import HTTPOrigin
 
 HOUR = 3600.0
 
@@ -33,7 +33,7 @@ async def origin():
 
 @pytest.fixture
 async def node(origin, node_factory, tmp_path):
-    return await node_factory(write_config(tmp_path, web_node_config(origin.url, """
+    return await node_factory(write_config(tmp_path, web_config(origin.url, """
 [cache]
 dir = "cache"
 original_ttl = "1h"

@@ -4,9 +4,9 @@ nothing else, counting what it evicts, and surviving a restart."""
 import pytest
 
 from edge.cache import MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, StoredOriginal, path_key
-from tests.nodes import SAMPLES, decode, start_node, write_config
+from tests.nodes import SAMPLES, decode, start_node, web_config, write_config
 from tests.scrape import samples
-from tests.servers import HTTPOrigin, web_node_config
+from tests.servers import HTTPOrigin
 
 ENTRY = 100_000  # above diskcache's 32 kB threshold: stored as a file, like real images
 SOURCE = SourceInfo(origin="web", version='"v1"', checked_at=0.0)
@@ -68,8 +68,8 @@ def test_no_originals_are_kept_with_a_zero_budget(tmp_path):
     caches.close()
 
 
-def web_config(origin: HTTPOrigin, cache: str = "") -> str:
-    return web_node_config(origin.url, f'[cache]\ndir = "cache"\n{cache}')
+def cached_web_config(origin: HTTPOrigin, cache: str = "") -> str:
+    return web_config(origin.url, f'[cache]\ndir = "cache"\n{cache}')
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ async def origin():
 
 
 async def test_both_tiers_survive_a_restart(origin, node_factory, tmp_path):
-    config = write_config(tmp_path, web_config(origin))
+    config = write_config(tmp_path, cached_web_config(origin))
     first = await start_node(config)  # stopped here, not by the fixture
     miss = await first.fetch("/tr:w-100/camera.jpg")
     assert miss.headers["X-Cache"] == "MISS"
@@ -97,7 +97,7 @@ async def test_both_tiers_survive_a_restart(origin, node_factory, tmp_path):
 
 
 async def test_ten_sizes_of_one_image_cost_one_origin_fetch(origin, node_factory, tmp_path):
-    node = await node_factory(write_config(tmp_path, web_config(origin)))
+    node = await node_factory(write_config(tmp_path, cached_web_config(origin)))
     for width in range(40, 140, 10):
         response = await node.fetch(f"/tr:w-{width}/coffee.jpg")
         assert response.headers["X-Cache"] == "MISS" and decode(response).width == width
@@ -107,7 +107,7 @@ async def test_ten_sizes_of_one_image_cost_one_origin_fetch(origin, node_factory
 
 
 async def test_evictions_are_counted_in_the_metrics(origin, node_factory, tmp_path):
-    node = await node_factory(write_config(tmp_path, web_config(origin, 'output_size = "1MB"')))
+    node = await node_factory(write_config(tmp_path, cached_web_config(origin, 'output_size = "1MB"')))
     widths = range(200, 216)  # PNGs of about 100 kB each: the tier holds nine or so
     for width in widths:
         assert (await node.fetch(f"/tr:w-{width},f-png/astronaut.jpg")).code == 200

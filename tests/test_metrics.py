@@ -11,9 +11,9 @@ import pytest_asyncio
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.assets import colour, solid
-from tests.nodes import NodeProcess, write_config
+from tests.nodes import NodeProcess, web_config, write_config
 from tests.scrape import samples, scrape, total
-from tests.servers import HTTPOrigin, web_node_config
+from tests.servers import HTTPOrigin
 
 WAIT_LIMIT = 30
 PROMTOOL = shutil.which("promtool")
@@ -35,7 +35,7 @@ async def metrics_after_a_known_sequence(tmp_path_factory):
     """(exposition text, response sizes): the sequence runs once, against a 2-worker node."""
     tmp_path = tmp_path_factory.mktemp("metrics")
     origin = await HTTPOrigin(files={"a.jpg": solid(120, 80, colour(3)), "b.jpg": solid(90, 60, colour(4))}).start()
-    node = NodeProcess(write_config(tmp_path, web_node_config(origin.url, "[server]\nworkers = 2\n")))
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url, "[server]\nworkers = 2\n")))
     client = AsyncHTTPClient(force_instance=True)
     sent = []
     try:

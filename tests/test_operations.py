@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from edge.metrics import Metrics
-from tests.nodes import write_config
-from tests.servers import HTTPOrigin, web_node_config
+from tests.nodes import web_config, write_config
+from tests.servers import HTTPOrigin
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "conf" / "grafana-dashboard.json"
@@ -92,7 +92,7 @@ def test_the_alerts_fire_when_they_should():
 async def test_the_access_log_has_one_json_line_per_request_and_no_secrets(node_factory, tmp_path, capsys):
     origin = await HTTPOrigin(files={"a.jpg": (ROOT / "edge" / "samples" / "coffee.jpg").read_bytes()}).start()
     try:
-        config = web_node_config(origin.url, '[cache]\ndir = "cache"\n[admin]\ntoken = "admin-token-1f2e3d4c5b6a"\n')
+        config = web_config(origin.url, '[cache]\ndir = "cache"\n[admin]\ntoken = "admin-token-1f2e3d4c5b6a"\n')
         node = await node_factory(write_config(tmp_path, config.replace(
             'base_url =', 'headers = { Authorization = "Bearer origin-secret-9a8b7c" }\nbase_url =')))
         capsys.readouterr()

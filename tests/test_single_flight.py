@@ -16,9 +16,9 @@ from tornado.httpclient import AsyncHTTPClient
 from edge.errors import OriginFailed
 from edge.flight import FlightTimeout, SingleFlight
 from tests.flightproc import Tally
-from tests.nodes import SAMPLES, NodeProcess, decode, write_config
+from tests.nodes import SAMPLES, NodeProcess, decode, web_config, write_config
 from tests.scrape import scrape, total
-from tests.servers import HTTPOrigin, web_node_config
+from tests.servers import HTTPOrigin
 
 HERD = 200
 WAIT_LIMIT = 30
@@ -37,7 +37,7 @@ async def until(condition, what: str, timeout: float = WAIT_LIMIT) -> None:
 async def test_a_herd_of_cold_requests_costs_one_fetch_and_one_transform(tmp_path):
     origin = await HTTPOrigin(files={"herd.jpg": (SAMPLES / "camera.jpg").read_bytes()}).start()
     origin.behaviour.hold = asyncio.Event()  # the leader's fetch stays in flight until every request is in
-    node = NodeProcess(write_config(tmp_path, web_node_config(origin.url, TWO_WORKERS)))
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url, TWO_WORKERS)))
     client = AsyncHTTPClient(force_instance=True, max_clients=HERD)
     try:
         url = node.url + "/tr:w-160/herd.jpg"
@@ -69,7 +69,7 @@ async def test_a_herd_on_a_failing_origin_costs_one_fetch_and_all_get_its_error(
     origin = await HTTPOrigin(files={"down.jpg": b"never served"}).start()
     origin.behaviour.status = 503
     origin.behaviour.hold = asyncio.Event()
-    node = NodeProcess(write_config(tmp_path, web_node_config(origin.url, TWO_WORKERS)))
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url, TWO_WORKERS)))
     client = AsyncHTTPClient(force_instance=True, max_clients=50)
     try:
         herd = [asyncio.ensure_future(client.fetch(node.url + "/tr:w-90/down.jpg", raise_error=False,
