@@ -104,5 +104,8 @@ class OriginalSource:
         self._caches.originals.delete(key)
         self._caches.not_found.put(key, now, self._not_found_ttl)
 
+    def close(self) -> None:
+        self._flights.close()
+
     def _count(self, tier: str, result: str) -> None:
         self._metrics.child(self._metrics.cache_requests, tier, result).inc()

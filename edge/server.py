@@ -53,10 +53,13 @@ class Node:
                              config.cache.memory_size,
                              evicted=lambda tier, count: self.metrics.cache_evictions.labels(tier).inc(count))
         self.outputs = self.caches.outputs
-        self.flights = SingleFlight(config.cache.dir / "flights", wait_bound(config.endpoints),
-                                    self.metrics.coalesced_requests)
-        self.originals = OriginalSource(self.caches, self.flights, config.cache, config.limits.max_source_bytes,
-                                        self.metrics, clock=lambda: self.clock())
+        # one single flight per kind of key, each with its own leases: an output's and an original's
+        # work never share a lease
+        self.flights, original_flights = (
+            SingleFlight(config.cache.dir / "flights" / kind, wait_bound(config.endpoints),
+                         self.metrics.coalesced_requests) for kind in ("outputs", "originals"))
+        self.originals = OriginalSource(self.caches, original_flights, config.cache,
+                                        config.limits.max_source_bytes, self.metrics, clock=lambda: self.clock())
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue)
         self.access_log = AccessLog(config.server.access_log)
@@ -85,6 +88,7 @@ class Node:
             await origin.close()
         self.renderer.shutdown()
         self.flights.close()
+        self.originals.close()
         self.caches.close()
 
     async def _every(self, seconds: float, job) -> None:
