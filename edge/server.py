@@ -42,10 +42,10 @@ GAUGE_REFRESH_SECONDS = 5.0
 class Node:
     """The per-process state of a node: config, cache, renderer, router, metrics, origins."""
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time):
+    def __init__(self, config: Config):
         self.config = config
         #: wall-clock seconds for cache freshness; tests replace it to move time forward.
-        self.clock = clock
+        self.clock: Callable[[], float] = time.time
         self.metrics = Metrics()
         self.router = Router(config.endpoints)
         self.origins = {origin.name: origin for origin in config.origins}
