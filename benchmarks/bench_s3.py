@@ -99,7 +99,8 @@ async def fetch_overhead(url: str, key: str, rounds: int) -> dict:
 
 async def end_to_end_miss(url: str, keys: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        text = S3Server(url=url).origin_table("bench", BUCKET) + '\n[[endpoints]]\nid = ""\norigins = ["bench"]\n'
+        text = ("[server]\naccess_log = false\n" + S3Server(url=url).origin_table("bench", BUCKET)
+                + '\n[[endpoints]]\nid = ""\norigins = ["bench"]\n')
         node = await start_node(write_config(Path(tmp), text))
         try:
             results = {}

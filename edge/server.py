@@ -387,13 +387,10 @@ def make_app(node: Node) -> tornado.web.Application:
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     if not isinstance(handler, BaseHandler):  # Tornado's own 404/405 handlers
         return
-    record = {
-        "method": handler.request.method,
-        "path": handler.request.path,
-        "status": handler.get_status(),
-        "duration_ms": round(handler.request.request_time() * 1000, 2),
-    }
+    request = handler.request
     if isinstance(handler, ImageHandler):
-        record.update(endpoint=handler.endpoint_label, cache=handler.cache_result,
-                      bytes=handler.body_bytes, origin=handler.origin_name)
-    handler.node.access_log.write(record)
+        handler.node.access_log.write(request.method, request.path, handler.get_status(), request.request_time(),
+                                      endpoint=handler.endpoint_label, cache=handler.cache_result,
+                                      body_bytes=handler.body_bytes, origin=handler.origin_name)
+    else:
+        handler.node.access_log.write(request.method, request.path, handler.get_status(), request.request_time())

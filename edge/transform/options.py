@@ -115,6 +115,10 @@ class Transformation:
 
     def canonical(self) -> str:
         """The cache-key form; see the module docstring."""
+        return self._canonical_text
+
+    @functools.cached_property  # parsed transformations are memoised, so this runs once per text
+    def _canonical_text(self) -> str:
         if self.serves_original:
             return "orig-true"
         steps = [_canonical(step, DEFAULT_STEP) for step in self.steps] or [""]
