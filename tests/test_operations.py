@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -89,31 +88,24 @@ def test_the_alerts_fire_when_they_should():
     run_promtool("test", "rules", str(ALERT_TESTS))
 
 
-async def test_the_access_log_has_one_json_line_per_request_and_no_secrets(node_factory, tmp_path, capsys):
+async def test_the_access_log_carries_no_secret(node_factory, tmp_path, capsys):
+    """Neither a signature in the query, nor an origin's credential, nor the admin token of a purge
+    (the fields themselves: tests/test_accesslog.py)."""
     origin = await HTTPOrigin(files={"a.jpg": (ROOT / "edge" / "samples" / "coffee.jpg").read_bytes()}).start()
     try:
         config = web_config(origin.url, '[cache]\ndir = "cache"\n[admin]\ntoken = "admin-token-1f2e3d4c5b6a"\n')
         node = await node_factory(write_config(tmp_path, config.replace(
             'base_url =', 'headers = { Authorization = "Bearer origin-secret-9a8b7c" }\nbase_url =')))
         capsys.readouterr()
-        started = time.time()
-        miss = await node.fetch("/tr:w-40/a.jpg?ik-s=signature-secret-0a1b2c&ik-t=9999999999")
-        await node.fetch("/tr:w-40/a.jpg")
-        await node.fetch("/tr:w-40/missing.jpg")
+        await node.fetch("/tr:w-40/a.jpg?ik-s=signature-secret-0a1b2c&ik-t=9999999999")
         await node.fetch("/_edge/purge", method="POST", body=b'{"url": "/a.jpg"}',
                          headers={"Authorization": "Bearer admin-token-1f2e3d4c5b6a"})
         node.node.access_log.flush()
     finally:
         await origin.stop()
-    out = capsys.readouterr().out
+    out = capsys.readouterr()
     for secret in ("origin-secret-9a8b7c", "signature-secret-0a1b2c", "admin-token-1f2e3d4c5b6a"):
-        assert secret not in out
-    lines = [json.loads(line) for line in out.splitlines()]
-    assert [(r["path"], r["status"], r.get("cache")) for r in lines] == [
-        ("/tr:w-40/a.jpg", 200, "miss"), ("/tr:w-40/a.jpg", 200, "hit"), ("/tr:w-40/missing.jpg", 404, "miss"),
-        ("/_edge/purge", 200, None)]
-    first = lines[0]
-    assert first.keys() == {"time", "method", "path", "status", "duration_ms", "endpoint", "cache", "bytes", "origin"}
-    assert (first["method"], first["endpoint"], first["bytes"], first["origin"]) == \
-        ("GET", "default", len(miss.body), "web")
-    assert started - 1 <= first["time"] <= time.time() and first["duration_ms"] > 0
+        assert secret not in out.out + out.err
+    lines = [json.loads(line) for line in out.out.splitlines()]
+    assert [(r["path"], r["status"], r.get("origin")) for r in lines] == [
+        ("/tr:w-40/a.jpg", 200, "web"), ("/_edge/purge", 200, None)]
