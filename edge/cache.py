@@ -30,8 +30,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import mmap
 import os
+import sqlite3
 import threading
 import zlib
 from collections import OrderedDict
@@ -41,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import diskcache
+
+log = logging.getLogger("edge.cache")
 
 #: A tier never keeps an entry larger than this fraction of its budget: one huge image must not
 #: evict the whole tier (and with `original_size = 0`, originals are simply not kept).
@@ -203,10 +207,16 @@ class Tier:
         """Called after `key` was written or deleted (by this process)."""
 
     def _put(self, key: str, body: bytes, meta: dict[str, Any], expire: float | None = None) -> None:
-        """Store, then evict least-recently-used entries until the tier is within budget (blocking)."""
+        """Store, then evict least-recently-used entries until the tier is within budget (blocking).
+        A store that fails (a full disk, a database locked too long) is logged, and the request that
+        made the entry is still answered with it."""
         if len(body) > self.budget // MAX_ENTRY_SHARE:
             return
-        self._writer.set(key, body, tag=json.dumps(meta), expire=expire)
+        try:
+            self._writer.set(key, body, tag=json.dumps(meta), expire=expire)
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            log.error("cannot store in the %s tier: %s", self.name, exc)
+            return
         self._changed(key)
         self._writer.expire()  # an expired record leaving is not an eviction
         evicted = self._evict_to_budget()

@@ -1,6 +1,9 @@
 """The two cache tiers: each LRU within its own budget, evicting least-recently-used entries and
 nothing else, counting what it evicts, and surviving a restart."""
 
+import subprocess
+import sys
+
 import pytest
 
 from edge.cache import MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, StoredOriginal, path_key
@@ -115,3 +118,24 @@ async def test_evictions_are_counted_in_the_metrics(origin, node_factory, tmp_pa
     assert 0 < len(tier) < len(widths) and tier.volume() <= tier.budget
     evicted = samples(node.node.metrics.exposition().decode(), "edge_cache_evictions_total", tier="output")
     assert evicted == {(("tier", "output"),): len(widths) - len(tier)}
+
+
+STORE_ON_A_FULL_DISK = """
+import logging, resource, signal, sys
+from pathlib import Path
+from edge.cache import CachedOutput, Caches, SourceInfo
+logging.basicConfig()
+caches = Caches(Path(sys.argv[1]), 10**9, 10**9)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000))
+source = SourceInfo(origin="web", version='"v1"', checked_at=0.0)
+caches.outputs.put("big", CachedOutput(body=b"x" * 1_000_000, content_type="image/png", etag='"e"', source=source))
+print("stored" if caches.outputs.get("big") else "not stored")
+"""
+
+
+def test_a_store_that_fails_is_logged_and_the_caller_carries_on(tmp_path):
+    result = subprocess.run([sys.executable, "-c", STORE_ON_A_FULL_DISK, str(tmp_path)], capture_output=True,
+                            text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "not stored\n"), result.stderr
+    assert "cannot store in the output tier" in result.stderr
