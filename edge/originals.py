@@ -57,13 +57,17 @@ class OriginalSource:
             return stored
         self._count("original", "miss" if stored is None else "stale")
         try:
-            return await self._flights.run(key, partial(self._fetch, request, key, stored, made_from),
-                                           partial(self._fresh_stored, key))
+            original = await self._flights.run(key, partial(self._fetch, request, key, stored, made_from),
+                                               partial(self._fresh_stored, key))
         except OriginFailed as failure:
             if stored is None:
                 raise
             log.warning("origin failed (%s); using the stale original of %r", failure.message, request.path)
             return stored
+        if original.body is None and (made_from is None or made_from.version != original.info.version):
+            # another request's revalidation confirmed a version whose bytes this one does not hold
+            original = await self._fetch(request, key, None, None)
+        return original
 
     async def _fresh_stored(self, key: str) -> StoredOriginal | None:
         stored = await asyncio.to_thread(self._caches.originals.get, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -94,6 +95,16 @@ async def start_node(config_path: Path | None, *plugins: object) -> RunningNode:
     server = HTTPServer(make_app(node))
     server.add_sockets(sockets)
     return RunningNode(f"http://127.0.0.1:{sockets[0].getsockname()[1]}", node, server)
+
+
+async def until(condition, what: str, timeout: float = START_TIMEOUT) -> None:
+    """Poll an async condition until it holds; fail after `timeout` seconds (a bounded wait for what a
+    test cannot be told directly, such as a request having reached a server)."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def decode(response: HTTPResponse) -> pyvips.Image:

@@ -3,12 +3,13 @@
 
 Time moves by replacing the node's clock, so nothing here sleeps."""
 
+import asyncio
 import time
 
 import pytest
 
 from tests.assets import centre_colour, colour, same_colour, solid
-from tests.nodes import decode, web_config, write_config
+from tests.nodes import decode, until, web_config, write_config
 from tests.scrape import total
 from tests.servers import HTTPOrigin
 
@@ -119,3 +120,26 @@ async def test_an_original_deleted_at_the_origin_is_a_404_after_revalidation(ori
     assert (await node.fetch("/tr:w-40/shoe.jpg")).code == 404
     assert (await node.fetch("/tr:w-20/shoe.jpg")).code == 404  # the negative cache answers
     assert origin.requests["shoe.jpg"] == 2
+
+
+async def test_a_new_size_joining_a_revalidation_without_the_original_gets_the_bytes(origin, node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, web_config(origin.url, """
+[cache]
+dir = "cache"
+original_size = 0
+original_ttl = "1h"
+""")))
+    assert (await node.fetch("/tr:w-40/shoe.jpg")).code == 200
+    later(node, 2 * HOUR)
+    origin.behaviour.hold = asyncio.Event()
+    revalidation = asyncio.ensure_future(node.fetch("/tr:w-40/shoe.jpg"))  # conditional: answered 304
+    new_size = asyncio.ensure_future(node.fetch("/tr:w-30/shoe.jpg"))  # needs the bytes
+
+    async def joined():
+        return metric(node, "edge_coalesced_requests_total") == 1
+    await until(joined, "the new size joining the revalidation")
+    origin.behaviour.hold.set()
+    assert (await revalidation).code == 200
+    response = await new_size
+    assert response.code == 200 and decode(response).width == 30
+    assert metric(node, "edge_origin_fetches_total", outcome="not_modified") == 1

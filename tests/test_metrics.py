@@ -1,17 +1,15 @@
 """`/metrics` of a node with two workers, parsed as Prometheus parses it, after a known sequence of
 requests: every count is the whole node's, whichever worker answered."""
 
-import asyncio
 import shutil
 import subprocess
-import time
 
 import pytest
 import pytest_asyncio
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.assets import colour, solid
-from tests.nodes import NodeProcess, web_config, write_config
+from tests.nodes import NodeProcess, until, web_config, write_config
 from tests.scrape import samples, scrape, total
 from tests.servers import HTTPOrigin
 
@@ -21,13 +19,11 @@ PROMTOOL = shutil.which("promtool")
 
 async def scrape_when(node_url: str, name: str, expected: float, **labels: str) -> str:
     """The exposition once `name{labels}` reaches `expected`: a worker counts a request just after
-    answering it, and the cache gauges are refreshed every few seconds. Bounded."""
-    deadline = time.monotonic() + WAIT_LIMIT
-    while total(text := await scrape(node_url), name, **labels) != expected:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name}{labels} never reached {expected}:\n{text}")
-        await asyncio.sleep(0.05)
-    return text
+    answering it, and the cache gauges are refreshed every few seconds."""
+    async def reached():
+        return total(await scrape(node_url), name, **labels) == expected
+    await until(reached, f"{name}{labels} == {expected}")
+    return await scrape(node_url)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -16,22 +16,13 @@ from tornado.httpclient import AsyncHTTPClient
 from edge.errors import OriginFailed
 from edge.flight import FlightTimeout, SingleFlight
 from tests.flightproc import Tally
-from tests.nodes import SAMPLES, NodeProcess, decode, web_config, write_config
+from tests.nodes import SAMPLES, NodeProcess, decode, until, web_config, write_config
 from tests.scrape import scrape, total
 from tests.servers import HTTPOrigin
 
 HERD = 200
 WAIT_LIMIT = 30
 TWO_WORKERS = "[server]\nworkers = 2\n"
-
-
-async def until(condition, what: str, timeout: float = WAIT_LIMIT) -> None:
-    """Poll an async condition until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_a_herd_of_cold_requests_costs_one_fetch_and_one_transform(tmp_path):
