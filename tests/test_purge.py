@@ -77,7 +77,7 @@ async def warm(node) -> None:
 
 async def test_purge_by_url_removes_every_variant_and_the_original(origin, node):
     await warm(node)
-    response = await purge_request(node, {"url": f"https://img.example.com/shop/tr:w-999/shoes/red.jpg?x=1"})
+    response = await purge_request(node, {"url": "https://img.example.com/shop/tr:w-999/shoes/red.jpg?x=1"})
     assert (response.code, response.headers["Content-Type"]) == (200, "application/json")
     assert json.loads(response.body) == {"removed": 3, "by_tier": {"output": 2, "original": 1, "not_found": 0}}
 
