@@ -247,7 +247,8 @@ class Tier:
         # A range over diskcache's `Cache(key, raw)` unique index: str keys are stored as TEXT, which
         # SQLite orders by bytes, and no UTF-8 text starting with `prefix` sorts after prefix + U+10FFFF.
         # (diskcache has no public prefix query; `iterkeys` would scan the whole tier. Like the LRU
-        # query above, this reads diskcache's table directly; tests/test_cache_tiers.py pins both.)
+        # query above, this reads diskcache's table directly: tests/test_purge.py and
+        # tests/test_cache_tiers.py pin both.)
         rows = self._writer._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? AND raw = 1",
                                  (prefix, prefix + "\U0010ffff"))
         return (key for (key,) in rows.fetchall() if isinstance(key, str) and key.startswith(prefix))
@@ -293,7 +294,10 @@ class OutputCache(Tier):
         if found is None:
             return None
         body, meta = found
-        output = CachedOutput(body=body, **{**meta, "source": SourceInfo(**meta["source"])})
+        try:
+            output = CachedOutput(body=body, **{**meta, "source": SourceInfo(**meta["source"])})
+        except (KeyError, TypeError):  # written by an older version of the node: a miss, replaced on store
+            return None
         self._memory.put(key, version, output)
         return output
 
@@ -316,7 +320,10 @@ class OriginalCache(Tier):
         if found is None:
             return None
         body, meta = found
-        return StoredOriginal(SourceInfo(**meta), body)
+        try:
+            return StoredOriginal(SourceInfo(**meta), body)
+        except TypeError:  # written by an older version of the node
+            return None
 
     def put(self, key: str, original: StoredOriginal) -> None:
         assert original.body is not None

@@ -4,6 +4,7 @@ nothing else, counting what it evicts, and surviving a restart."""
 import subprocess
 import sys
 
+import diskcache
 import pytest
 
 from edge.cache import MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, StoredOriginal, path_key
@@ -139,3 +140,14 @@ def test_a_store_that_fails_is_logged_and_the_caller_carries_on(tmp_path):
                             text=True, timeout=60)
     assert (result.returncode, result.stdout) == (0, "not stored\n"), result.stderr
     assert "cannot store in the output tier" in result.stderr
+
+
+def test_an_entry_in_an_older_format_is_a_miss_and_is_replaced(tmp_path):
+    old = diskcache.Cache(str(tmp_path / "outputs"))  # as the node wrote outputs before it kept versions
+    old.set("k", b"body", tag='{"content_type": "image/jpeg", "etag": "\\"e\\"", "origin": "web"}')
+    old.close()
+    caches = Caches(tmp_path, 10**9, 10**9)
+    assert caches.outputs.get("k") is None
+    caches.outputs.put("k", output(1))
+    assert caches.outputs.get("k") == output(1)
+    caches.close()
