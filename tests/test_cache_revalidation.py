@@ -133,6 +133,10 @@ original_ttl = "1h"
     later(node, 2 * HOUR)
     origin.behaviour.hold = asyncio.Event()
     revalidation = asyncio.ensure_future(node.fetch("/tr:w-40/shoe.jpg"))  # conditional: answered 304
+
+    async def at_the_origin():
+        return origin.requests["shoe.jpg"] == 2
+    await until(at_the_origin, "the revalidation reaching the origin")
     new_size = asyncio.ensure_future(node.fetch("/tr:w-30/shoe.jpg"))  # needs the bytes
 
     async def joined():
