@@ -2,7 +2,8 @@
 
 Order: a `Host` that an endpoint owns selects it (no identifier in the path); otherwise a first path
 segment equal to an endpoint identifier; otherwise the default endpoint (`id = ""`). The next
-segment, if it starts with `tr:`, is the transformation. The rest is the path, percent-decoded once.
+segment, if it starts with `tr:`, is the transformation. The rest is the path, percent-decoded once;
+a path with a `.` or `..` segment is not found, whatever the origin.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class Router:
             segments = segments[1:]
         path = _decode("/".join(segments))
         if not path and not allow_empty_path:
+            raise NotFound("not found")
+        if any(segment in (".", "..") for segment in path.split("/")):
+            # A dot segment would climb out of an origin's root, folder or base URL (a web server
+            # normalises `/images/../admin`); no image an origin serves is named like that.
             raise NotFound("not found")
         return ImageRequest(endpoint, path, transformation)
 

@@ -140,3 +140,13 @@ def test_config_errors_name_the_key(keys, message):
                         base_dir=Path("."))
     with pytest.raises(ConfigError, match=f"t.toml: \\[origins\\[0\\]\\] {message}"):
         WebOrigin.from_config(OriginSettings("legacy web", "web"), table)
+
+
+@pytest.mark.parametrize("path", ["/../private.jpg", "/%2e%2e/private.jpg", "/x/%2E%2E/%2e%2e/private.jpg",
+                                  "/tr:w-10/./../private.jpg"])
+async def test_dot_segments_never_climb_out_of_the_base_url(web, node_factory, tmp_path, path):
+    web.files["private.jpg"] = ASTRONAUT  # on the origin server, but outside base_url's /images
+    node = await node_factory(write_config(tmp_path, web_config(web)))
+    response = await node.fetch(path)
+    assert (response.code, response.body) == (404, b"not found\n")
+    assert sum(web.requests.values()) == 0  # refused before any origin was asked
