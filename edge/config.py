@@ -67,6 +67,8 @@ class Limits:
     max_source_pixels: int = 100_000_000
     max_output_side: int = 8192
     max_frames: int = 100
+    #: SVG sources are rendered only when the operator enables them (a renderer of untrusted XML)
+    allow_svg: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ def _limits(t: ConfigTable) -> Limits:
         max_source_pixels=t.int("max_source_pixels", d.max_source_pixels, min=1),
         max_output_side=t.int("max_output_side", d.max_output_side, min=1, max=65500),
         max_frames=t.int("max_frames", d.max_frames, min=1),
+        allow_svg=t.bool("allow_svg", d.allow_svg),
     )
     t.finish()
     return settings

@@ -255,8 +255,11 @@ separated by `,`, steps by `:`. Each picture below is what the node returns for 
 Errors: an unknown key, a malformed or out-of-range value is a **400** whose body names the parameter
 (`invalid transformation: w-abc: expected a number`). A source over the limits (40 MB, 100 megapixels,
 100 frames; decided from the header, before decoding) is a 400 `source too large`; an output over 8192
-px a side (WebP: at most 16383 whatever the config) is a 400 `output too large`. A source that is not
-an image or fails to decode (truncated, corrupt) is a **422**.
+px a side (WebP: at most 16383 whatever the config), after any step of a chain, is a 400 `output too
+large`, and so is an animation whose frames at the output size add up to more than 100 megapixels. A
+transformation has at most 10 chained steps and 2000 characters (path and query form together); more
+is a 400. A source that is not an image, is SVG (unless `[limits] allow_svg`), or fails to decode
+(truncated, corrupt) is a **422**.
 
 The cache key is the canonical form of the transformation: parameters sorted, defaults dropped,
 synonyms folded (`f-jpeg` → `f-jpg`, `rt-N90` → `rt-270`, `bg-red` → `bg-FF0000`, `fo-face` →

@@ -26,6 +26,10 @@ LOADER_FORMATS = {
     "heifload_buffer": "avif",
     "gifload_buffer": "gif",
 }
+#: the loaders of the formats the node reads (JPEG, Ultra HDR JPEG, PNG, WebP, AVIF/HEIF, GIF, TIFF);
+#: anything else libvips could open is refused (422), SVG unless `[limits] allow_svg`
+INPUT_LOADERS = frozenset(LOADER_FORMATS) | {"uhdrload_buffer", "tiffload_buffer"}
+SVG_LOADER = "svgload_buffer"
 #: formats libvips writes with several frames
 ANIMATED_FORMATS = ("gif", "webp")
 #: the format's own limit on a side, below the configured `max_output_side` default of others

@@ -38,6 +38,11 @@ DEFAULT_SHARPEN = 10
 DEFAULT_TRIM = 10
 #: largest pixel value a parameter may name (libvips' limit on an image side)
 MAX_PIXELS = 65500
+#: chained steps in one transformation: each may cost a full-size resize, so a URL must not ask for
+#: thousands (a 60 kB URL of `w-10` steps kept a libvips thread busy for minutes)
+MAX_STEPS = 10
+#: characters of transformation text (path and query form together): bounds parsing and the memo
+MAX_TEXT = 2000
 
 _INTEGER = re.compile(r"[0-9]{1,9}")
 _DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?|\.[0-9]{1,9}")
@@ -375,6 +380,8 @@ def parse_transformation(*texts: str | None, named: Mapping[str, str] | None = N
     `named` maps `n-<name>` names to their definitions; with `named_only`, nothing else is accepted.
     Raises `InvalidTransformation` (400) naming the offending parameter.
     """
+    if sum(len(text) for text in texts if text) > MAX_TEXT:
+        raise InvalidTransformation("tr", f"longer than {MAX_TEXT} characters")
     return _parse(texts, tuple(named.items()) if named else (), named_only)
 
 
@@ -387,6 +394,8 @@ def _parse(texts: tuple[str | None, ...], named: tuple[tuple[str, str], ...], na
             parsed = _parse_step(step_text, dict(named), named_only)
             steps.extend(step for step in parsed.steps if step != DEFAULT_STEP)
             output.update(parsed.output)
+    if len(steps) > MAX_STEPS:
+        raise InvalidTransformation("tr", f"more than {MAX_STEPS} chained steps")
     return Transformation(tuple(steps), Output(**output))
 
 

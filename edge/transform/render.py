@@ -16,7 +16,7 @@ from ..config import Defaults, Limits
 from ..errors import BadRequest, Overloaded, UnprocessableSource
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
-from .formats import animates, final_format, max_side
+from .formats import INPUT_LOADERS, SVG_LOADER, animates, final_format, max_side
 from .geometry import WHITE, Source, apply_geometry, check_side
 from .options import DEFAULT_STEP, Step, Transformation
 
@@ -56,6 +56,8 @@ def probe(body: bytes, limits: Limits) -> SourceInfo:
         loader = image.get("vips-loader")
     except pyvips.Error:
         raise UnprocessableSource() from None
+    if loader not in INPUT_LOADERS and not (loader == SVG_LOADER and limits.allow_svg):
+        raise UnprocessableSource()
     frames = image.get("n-pages") if image.get_typeof("n-pages") else 1
     if image.width * image.height > limits.max_source_pixels or frames > limits.max_frames:
         raise BadRequest("source too large")
@@ -102,10 +104,12 @@ def _animation(strip: pyvips.Image, frames: list[pyvips.Image]) -> pyvips.Image:
 
 
 def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int) -> pyvips.Image:
-    """Each step reads the previous one's result."""
+    """Each step reads the previous one's result, which is held to the output limit too (else a chain
+    of borders grows an image without bound before a last step shrinks it)."""
     image = None
     for step in steps:
         image = apply_look(apply_geometry(source, step, max_output_side), step)
+        check_side(image.width, image.height, max_output_side)
         source = Source.of_image(image)
     assert image is not None, "a transformation renders at least one step"
     return image
@@ -122,7 +126,13 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     try:
         if animated:
             strip, sources = _frames(body, info, output.colour_profile)
-            image = _animation(strip, [_render_steps(s, steps, limits.max_output_side) for s in sources])
+            first = _render_steps(sources[0], steps, limits.max_output_side)  # lazy: no pixels yet
+            if first.width * first.height * info.frames > limits.max_source_pixels:
+                # every frame is made at this size: the same budget as for decoding them
+                raise BadRequest(f"output too large: {info.frames} frames of {first.width}x{first.height}"
+                                 f" exceed {limits.max_source_pixels} pixels")
+            image = _animation(strip, [first, *(_render_steps(s, steps, limits.max_output_side)
+                                                for s in sources[1:])])
             frame_height = image.get("page-height")
         else:
             image = _render_steps(_still_source(body, info, output.colour_profile), steps, limits.max_output_side)

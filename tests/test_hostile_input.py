@@ -1,0 +1,74 @@
+"""What an attacker (or an unlucky operator) sends a public node: URLs that ask for unbounded work or
+memory, and sources the node must not render. Each answer is a quick one-line 4xx, never a long render."""
+
+import pytest
+
+from tests import imagecorpus
+from tests.nodes import decode, local_config, write_config
+
+SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
+       b'<rect width="40" height="20" fill="red"/></svg>')
+
+
+@pytest.fixture
+def folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "small.jpg").write_bytes(imagecorpus.photo_jpeg(64, 48))
+    (folder / "anim.gif").write_bytes(imagecorpus.animated_gif(10))  # 10 frames of 32×32
+    (folder / "drawing.svg").write_bytes(SVG)
+    return folder
+
+
+async def node_over(node_factory, directory, folder, limits=""):
+    directory.mkdir(exist_ok=True)
+    return await node_factory(write_config(directory, local_config(folder, after=f"[limits]\n{limits}")))
+
+
+async def assert_refused(node, path, status, message):
+    response = await node.fetch(path)
+    assert (response.code, response.body.decode()) == (status, message + "\n")
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize("transformation, message", [
+    # thousands of chained resizes in one URL kept a libvips thread busy for minutes
+    (":".join(["w-10"] * 11), "invalid transformation: tr: more than 10 chained steps"),
+    ("w-10," * 400 + "h-10", "invalid transformation: tr: longer than 2000 characters"),
+])
+async def test_a_transformation_is_bounded_in_steps_and_length(node_factory, tmp_path, folder, transformation,
+                                                               message):
+    node = await node_over(node_factory, tmp_path, folder)
+    await assert_refused(node, f"/tr:{transformation}/small.jpg", 400, message)
+    await assert_refused(node, f"/small.jpg?tr={transformation}", 400, message)
+    ten = await node.fetch("/tr:" + ":".join(["w-10"] * 10) + "/small.jpg")
+    assert ten.code == 200 and decode(ten).width == 10
+
+
+async def test_a_step_may_not_grow_the_image_past_the_output_limit(node_factory, tmp_path, folder):
+    """Borders add 2×1000 px a step; a last step that shrinks must not license a huge intermediate."""
+    node = await node_over(node_factory, tmp_path, folder)
+    await assert_refused(node, "/tr:w-8000,h-10,c-force:b-1000_FF0000:w-100/small.jpg", 400,
+                         "output too large: at most 8192 px a side")
+    within = await node.fetch("/tr:w-6000,h-10,c-force:b-1000_FF0000:w-100/small.jpg")
+    assert within.code == 200 and decode(within).width == 100
+
+
+async def test_an_animation_is_made_within_the_pixel_budget(node_factory, tmp_path, folder):
+    """Every frame is rendered at the output size: 10 frames of 400×400 are 1.6 megapixels."""
+    node = await node_over(node_factory, tmp_path, folder, "max_source_pixels = 1_000_000")
+    await assert_refused(node, "/tr:w-400/anim.gif", 400,
+                         "output too large: 10 frames of 400x400 exceed 1000000 pixels")
+    within = await node.fetch("/tr:w-300/anim.gif")
+    assert within.code == 200 and decode(within).get("n-pages") == 10
+    first_frame = await node.fetch("/tr:w-400,f-png/anim.gif")  # not animated: one frame
+    assert first_frame.code == 200 and decode(first_frame).width == 400
+
+
+async def test_svg_is_rendered_only_when_the_operator_enables_it(node_factory, tmp_path, folder):
+    node = await node_over(node_factory, tmp_path, folder)
+    await assert_refused(node, "/tr:w-20/drawing.svg", 422, "unsupported or corrupt source image")
+    await assert_refused(node, "/drawing.svg", 422, "unsupported or corrupt source image")
+    enabled = await node_over(node_factory, tmp_path / "svg", folder, "allow_svg = true")
+    response = await enabled.fetch("/tr:w-20/drawing.svg")
+    assert response.code == 200 and (decode(response).width, decode(response).height) == (20, 10)
