@@ -14,6 +14,7 @@ import pyvips
 
 from ..config import Defaults, Limits
 from ..errors import BadRequest, Overloaded, UnprocessableSource
+from . import deadline
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .formats import INPUT_LOADERS, SVG_LOADER, animates, final_format, max_side
@@ -108,6 +109,7 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int)
     of borders grows an image without bound before a last step shrinks it)."""
     image = None
     for step in steps:
+        deadline.check()
         image = apply_look(apply_geometry(source, step, max_output_side), step)
         check_side(image.width, image.height, max_output_side)
         source = Source.of_image(image)
@@ -117,7 +119,13 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int)
 
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
                  defaults: Defaults, limits: Limits) -> Rendered:
-    """Decode, transform and encode, in the calling thread. Raises `EdgeError`s only."""
+    """Decode, transform and encode, in the calling thread, within `render_timeout`. Raises `EdgeError`s only."""
+    with deadline.deadline(limits.render_timeout):
+        return _render(body, transformation, planned_format, defaults, limits)
+
+
+def _render(body: bytes, transformation: Transformation, planned_format: str,
+            defaults: Defaults, limits: Limits) -> Rendered:
     info = probe(body, limits)
     animated = info.frames > 1 and animates(planned_format, info.loader)
     if animated and info.width * info.height * info.frames > limits.max_source_pixels:
@@ -141,11 +149,12 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         fmt = final_format(planned_format, info.loader, image.hasalpha(), animated)
         check_side(image.width, frame_height, max_side(fmt, limits.max_output_side))
         flatten_on = next((step.background for step in reversed(steps) if step.background), WHITE)
-        encoded = encode(image, fmt, EncodeOptions(
+        encoded = encode(deadline.watched(image), fmt, EncodeOptions(
             quality=output.quality or defaults.quality, avif_effort=defaults.avif_effort,
             progressive=output.progressive, lossless=output.lossless, metadata=output.metadata,
             colour_profile=output.colour_profile, flatten_on=flatten_on))
     except pyvips.Error:
+        deadline.check()  # the deadline killed the computation
         # libvips reports some truncations only while writing, so the encode is inside this try too.
         raise UnprocessableSource() from None
     return Rendered(encoded, fmt, image.width, frame_height)
