@@ -23,7 +23,7 @@ from . import purge
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, SourceInfo, StoredOriginal, output_key, strong_etag
 from .config import Config
-from .errors import EdgeError, NotFound, OriginFailed, UnprocessableSource
+from .errors import EdgeError, NotFound, OriginFailed, Unauthorized, UnprocessableSource
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
 from .origin import request_host
@@ -351,17 +351,15 @@ class PurgeHandler(BaseHandler):
     async def post(self) -> None:
         node = self.node
         token = node.config.admin_token
-        if token is None:
-            self._send_plain(404, "not found")
-            return
-        if not purge.authorized(self.request.headers.get("Authorization"), token):
-            self._send_plain(401, "unauthorized", {"WWW-Authenticate": 'Bearer realm="edge purge"'})
-            return
         try:
+            if token is None:
+                raise NotFound("not found")
+            if not purge.authorized(self.request.headers.get("Authorization"), token):
+                raise Unauthorized("unauthorized", headers={"WWW-Authenticate": 'Bearer realm="edge purge"'})
             target = purge.parse_body(self.request.body)
             answer = await asyncio.to_thread(purge.purge, node.caches, node.router, target)
         except EdgeError as error:
-            self._send_plain(error.status, error.message)
+            self._send_plain(error.status, error.message, error.headers)
             return
         log.info("purged %d cached entries for %s", answer["removed"], target)
         self.set_header("Content-Type", "application/json")
