@@ -239,8 +239,8 @@ class ImageHandler(BaseHandler):
         node = self.node
         assert source.body is not None
         if transformation.serves_original:
-            info = await node.renderer.probe(source.body)
-            body, fmt = source.body, LOADER_FORMATS.get(info.loader)
+            header = await node.renderer.probe(source.body)
+            body, fmt = source.body, LOADER_FORMATS.get(header.loader)
             if fmt is None:
                 raise UnprocessableSource()
         else:
