@@ -26,7 +26,6 @@ from .config import Config
 from .errors import EdgeError, NotFound, OriginFailed, Unauthorized, UnprocessableSource
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
-from .origin import request_host
 from .originals import OriginalSource
 from .routing import ImageRequest, Router
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
@@ -171,7 +170,6 @@ class ImageHandler(BaseHandler):
 
     async def _serve(self) -> None:
         node = self.node
-        request_host.set(self.request.host)
         try:
             request = node.router.route(self.request.host, self.request.path)
             self.endpoint_label = request.endpoint.id or "default"
