@@ -62,6 +62,9 @@ class Node:
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue)
         self.access_log = AccessLog(config.server.access_log)
+        #: `Cache-Control` of images, and of 404s (as long as the negative cache keeps them)
+        self.image_cache_control = f"public, max-age={config.defaults.cache_control_max_age}"
+        self.not_found_cache_control = f"public, max-age={int(config.cache.not_found_ttl)}"
         #: image requests being answered by this process; sampled into the gauge (an mmap write
         #: per request and per answer is a measurable part of a cache hit)
         self.inflight = 0
@@ -264,7 +267,7 @@ class ImageHandler(BaseHandler):
     def _respond(self, output: CachedOutput) -> None:
         self.origin_name = output.source.origin
         self.set_header("Content-Type", output.content_type)
-        self.set_header("Cache-Control", f"public, max-age={self.node.config.defaults.cache_control_max_age}")
+        self.set_header("Cache-Control", self.node.image_cache_control)
         self.set_header("ETag", output.etag)
         self.set_header("X-Cache", self.cache_result.upper())
         if output.source.last_modified:
@@ -292,8 +295,8 @@ class ImageHandler(BaseHandler):
         headers = dict(error.headers)
         if error.kind and "X-Edge-Error" not in headers:
             headers["X-Edge-Error"] = error.kind
-        if error.status == 404:  # a short max-age, as long as the negative cache keeps it
-            headers["Cache-Control"] = f"public, max-age={int(self.node.config.cache.not_found_ttl)}"
+        if error.status == 404:
+            headers["Cache-Control"] = self.node.not_found_cache_control
         self._send_plain(error.status, error.message, headers)
 
 
