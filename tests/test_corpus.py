@@ -14,8 +14,8 @@ from edge.transform.render import render_image
 from tests.test_parser_properties import NAMED, steps_as_dicts, text_of
 
 from tests import imagecorpus as corpus
+from tests.assets import close, pixel
 from tests.nodes import decode, local_config, write_config
-from tests.transform_node import close, pixel
 
 TRANSFORMATIONS = ["", "w-50", "w-30,h-30,fo-auto", "w-40,h-20,cm-pad_resize,bg-red:rt-90", "r-10,e-grayscale",
                    "t-true,e-contrast,e-sharpen", "cm-extract,w-8,h-8,fo-bottom_right,b-2_blue,o-50"]

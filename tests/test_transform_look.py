@@ -2,8 +2,9 @@
 
 import pytest
 
+from tests.assets import close, pixel
 from tests.nodes import decode
-from tests.transform_node import close, fetch_image, image_node, image_root, pixel  # noqa: F401
+from tests.transform_node import fetch_image, image_node, image_root  # noqa: F401
 
 RED, MAGENTA = (255, 0, 0), (255, 0, 255)
 

@@ -3,8 +3,9 @@ extension rule, pr, lo, md, cp, orig, n, di, and the limits."""
 
 import pytest
 
+from tests.assets import close, pixel
 from tests.nodes import decode, loader, write_config
-from tests.transform_node import close, fetch_image, image_node, image_root, images_config, pixel  # noqa: F401
+from tests.transform_node import fetch_image, image_node, image_root, images_config  # noqa: F401
 
 MODERN = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
 
