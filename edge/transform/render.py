@@ -1,7 +1,8 @@
 """Rendering: original bytes + transformation → encoded output, with libvips, off the IOLoop.
 
-`Renderer.render` is the only entry point. It runs `render_image` in a bounded thread pool (libvips
-releases the GIL) and answers 503 when the queue in front of the pool is full.
+`Renderer.render` (and `Renderer.probe`, for `orig-true`, which serves the original as it is) runs the
+work in a bounded thread pool (libvips releases the GIL) and answers 503 when the queue in front of the
+pool is full.
 """
 
 from __future__ import annotations
