@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient
 
-from benchmarks.common import median, start_node
+from benchmarks.common import median, start_node_process
 from tests.imagecorpus import photo_jpeg
 from tests.nodes import web_config
 from tests.scrape import scrape, total
@@ -48,7 +48,7 @@ async def run(herd: int, rounds: int, origin_delay: float) -> dict:
     origin = await HTTPOrigin().start()
     origin.behaviour.delay = origin_delay
     with tempfile.TemporaryDirectory() as tmp:
-        node = start_node(Path(tmp), web_config(origin.url, "[server]\nworkers = 2\n"))
+        node = start_node_process(Path(tmp), web_config(origin.url, "[server]\nworkers = 2\n"))
         client = AsyncHTTPClient(force_instance=True, max_clients=herd)
         measured = []
         try:

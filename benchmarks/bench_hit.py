@@ -18,7 +18,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from benchmarks.common import LoadResult, median, start_node, wrk_load
+from benchmarks.common import LoadResult, median, start_node_process, wrk_load
 from tests.nodes import local_config
 
 PATH = "/tr:w-300/astronaut.jpg"
@@ -58,7 +58,7 @@ def main() -> None:
         for access_log in (True, False):
             folder = work / f"log-{access_log}"
             folder.mkdir()
-            nodes[access_log] = start_node(folder, node_config(access_log))
+            nodes[access_log] = start_node_process(folder, node_config(access_log))
         body = urllib.request.urlopen(nodes[True].url + PATH, timeout=30).read()  # the miss: now cached
         urllib.request.urlopen(nodes[False].url + PATH, timeout=30).read()
         (work / "body.jpg").write_bytes(body)

@@ -50,7 +50,8 @@ def wrk_load(url: str, server_pid: int, seconds: int, connections: int = 16) -> 
     return LoadResult(rate, cpu / requests * 1e6)
 
 
-def start_node(directory: Path, config_text: str) -> NodeProcess:
+def start_node_process(directory: Path, config_text: str) -> NodeProcess:
+    """`edge serve` in a child process, its access log discarded (`tests.nodes.start_node` is in-process)."""
     return NodeProcess(write_config(directory, config_text), stdout=subprocess.DEVNULL)
 
 

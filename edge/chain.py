@@ -14,7 +14,16 @@ from dataclasses import dataclass
 
 from .errors import BadRequest, NotFound, OriginFailed, OriginTimedOut
 from .metrics import Metrics
-from .origin import NotModified, Origin, Original, OriginFailure, OriginNotFound, SourceTooLarge, Validators
+from .origin import (
+    NotModified,
+    Origin,
+    Original,
+    OriginFailure,
+    OriginNotFound,
+    SourceTooLarge,
+    Validators,
+    request_host,
+)
 
 log = logging.getLogger("edge.origin")
 
@@ -33,12 +42,24 @@ class Known:
     validators: Validators
 
 
-async def fetch_first(origins: Sequence[Origin], path: str, *, max_bytes: int, metrics: Metrics,
+async def fetch_first(origins: Sequence[Origin], path: str, *, host: str, max_bytes: int, metrics: Metrics,
                       known: Known | None = None) -> Found:
     """The original from the first origin that has `path`, or the error the chain ends in.
 
     With `known`, the origin it came from is asked conditionally and raises `NotModified` when that
-    version is still current (an origin earlier in the list that now has the path wins, as always)."""
+    version is still current (an origin earlier in the list that now has the path wins, as always).
+    `host` is the client's `Host`, readable by the origins as `request_host` while they fetch."""
+    # `Origin.fetch` is the plugin interface: the host reaches the few origins that want it through a
+    # context variable scoped to these fetches, not through a parameter every plugin would have to take.
+    token = request_host.set(host or None)
+    try:
+        return await _fetch_first(origins, path, max_bytes, metrics, known)
+    finally:
+        request_host.reset(token)
+
+
+async def _fetch_first(origins: Sequence[Origin], path: str, max_bytes: int, metrics: Metrics,
+                       known: Known | None) -> Found:
     failures: list[tuple[Origin, OriginFailure]] = []
     for origin in origins:
         started = time.perf_counter()

@@ -35,6 +35,8 @@ class InvalidTransformation(BadRequest):
 
 
 class Unauthorized(EdgeError):
+    """The admin API without the admin token (401)."""
+
     status = 401
 
 

@@ -27,7 +27,8 @@ class OriginSettings:
 
 
 #: The `Host` header of the request being served, for origin types that pass it on (the `web` origin's
-#: `forward_host`). The server sets it at the start of every image request; None outside one.
+#: `forward_host`). Set by the origin chain (`edge.chain.fetch_first`) around each origin's `fetch`;
+#: None outside one.
 request_host: ContextVar[str | None] = ContextVar("edge_request_host", default=None)
 
 

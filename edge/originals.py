@@ -79,7 +79,8 @@ class OriginalSource:
         now = self._clock()
         try:
             found = await chain.fetch_first(
-                request.endpoint.origins, request.path, max_bytes=self._max_bytes, metrics=self._metrics,
+                request.endpoint.origins, request.path, host=request.host, max_bytes=self._max_bytes,
+                metrics=self._metrics,
                 known=chain.Known(known.origin, Validators(known.etag, known.last_modified)) if known else None)
         except NotModified:
             assert known is not None

@@ -22,6 +22,8 @@ class ImageRequest:
     path: str
     #: the `tr:` path segment's transformation, without `tr:`
     path_transformation: str | None
+    #: the `Host` header as sent (origins may forward it: the `web` origin's `forward_host`)
+    host: str
 
 
 class Router:
@@ -54,7 +56,7 @@ class Router:
             # A dot segment would climb out of an origin's root, folder or base URL (a web server
             # normalises `/images/../admin`); no image an origin serves is named like that.
             raise NotFound("not found")
-        return ImageRequest(endpoint, path, transformation)
+        return ImageRequest(endpoint, path, transformation, host)
 
 
 def _decode(text: str) -> str:

@@ -23,10 +23,9 @@ from . import purge
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, SourceInfo, StoredOriginal, output_key, strong_etag
 from .config import Config
-from .errors import EdgeError, NotFound, OriginFailed, UnprocessableSource
+from .errors import EdgeError, NotFound, OriginFailed, Unauthorized, UnprocessableSource
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
-from .origin import request_host
 from .originals import OriginalSource
 from .routing import ImageRequest, Router
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
@@ -63,6 +62,9 @@ class Node:
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue)
         self.access_log = AccessLog(config.server.access_log)
+        #: `Cache-Control` of images, and of 404s (as long as the negative cache keeps them)
+        self.image_cache_control = f"public, max-age={config.defaults.cache_control_max_age}"
+        self.not_found_cache_control = f"public, max-age={int(config.cache.not_found_ttl)}"
         #: image requests being answered by this process; sampled into the gauge (an mmap write
         #: per request and per answer is a measurable part of a cache hit)
         self.inflight = 0
@@ -171,7 +173,6 @@ class ImageHandler(BaseHandler):
 
     async def _serve(self) -> None:
         node = self.node
-        request_host.set(self.request.host)
         try:
             request = node.router.route(self.request.host, self.request.path)
             self.endpoint_label = request.endpoint.id or "default"
@@ -239,8 +240,8 @@ class ImageHandler(BaseHandler):
         node = self.node
         assert source.body is not None
         if transformation.serves_original:
-            info = await node.renderer.probe(source.body)
-            body, fmt = source.body, LOADER_FORMATS.get(info.loader)
+            header = await node.renderer.probe(source.body)
+            body, fmt = source.body, LOADER_FORMATS.get(header.loader)
             if fmt is None:
                 raise UnprocessableSource()
         else:
@@ -266,7 +267,7 @@ class ImageHandler(BaseHandler):
     def _respond(self, output: CachedOutput) -> None:
         self.origin_name = output.source.origin
         self.set_header("Content-Type", output.content_type)
-        self.set_header("Cache-Control", f"public, max-age={self.node.config.defaults.cache_control_max_age}")
+        self.set_header("Cache-Control", self.node.image_cache_control)
         self.set_header("ETag", output.etag)
         self.set_header("X-Cache", self.cache_result.upper())
         if output.source.last_modified:
@@ -294,8 +295,8 @@ class ImageHandler(BaseHandler):
         headers = dict(error.headers)
         if error.kind and "X-Edge-Error" not in headers:
             headers["X-Edge-Error"] = error.kind
-        if error.status == 404:  # a short max-age, as long as the negative cache keeps it
-            headers["Cache-Control"] = f"public, max-age={int(self.node.config.cache.not_found_ttl)}"
+        if error.status == 404:
+            headers["Cache-Control"] = self.node.not_found_cache_control
         self._send_plain(error.status, error.message, headers)
 
 
@@ -351,17 +352,15 @@ class PurgeHandler(BaseHandler):
     async def post(self) -> None:
         node = self.node
         token = node.config.admin_token
-        if token is None:
-            self._send_plain(404, "not found")
-            return
-        if not purge.authorized(self.request.headers.get("Authorization"), token):
-            self._send_plain(401, "unauthorized", {"WWW-Authenticate": 'Bearer realm="edge purge"'})
-            return
         try:
+            if token is None:
+                raise NotFound("not found")
+            if not purge.authorized(self.request.headers.get("Authorization"), token):
+                raise Unauthorized("unauthorized", headers={"WWW-Authenticate": 'Bearer realm="edge purge"'})
             target = purge.parse_body(self.request.body)
             answer = await asyncio.to_thread(purge.purge, node.caches, node.router, target)
         except EdgeError as error:
-            self._send_plain(error.status, error.message)
+            self._send_plain(error.status, error.message, error.headers)
             return
         log.info("purged %d cached entries for %s", answer["removed"], target)
         self.set_header("Content-Type", "application/json")

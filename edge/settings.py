@@ -98,9 +98,6 @@ class ConfigTable:
             raise self.error(unknown[0], "unknown key")
 
     # -- raw access -------------------------------------------------------------------------------
-    def has(self, key: str) -> bool:
-        return key in self._data
-
     def _raw(self, key: str, default: Any) -> Any:
         self._read.add(key)
         if key not in self._data:

@@ -1,4 +1,5 @@
-"""Small solid-colour originals whose colour says which object was served, even after a resize."""
+"""Small solid-colour originals whose colour says which object was served, even after a resize; and
+reading the colours of what came back."""
 
 from __future__ import annotations
 
@@ -24,3 +25,12 @@ def centre_colour(image: pyvips.Image) -> tuple[int, int, int]:
 
 def same_colour(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
     return all(abs(x - y) <= TOLERANCE for x, y in zip(a, b))
+
+
+def pixel(image: pyvips.Image, x: int, y: int) -> tuple[int, ...]:
+    return tuple(round(v) for v in image.getpoint(x, y))
+
+
+def close(actual: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 12) -> bool:
+    """Colour equality up to lossy-coding noise."""
+    return len(actual) >= len(expected) and all(abs(a - e) <= tolerance for a, e in zip(actual, expected))

@@ -107,9 +107,10 @@ async def until(condition, what: str, timeout: float = START_TIMEOUT) -> None:
         await asyncio.sleep(0.01)
 
 
-def decode(response: HTTPResponse) -> pyvips.Image:
-    """The response body as an image; fails the test if it is not one."""
-    return pyvips.Image.new_from_buffer(response.body, "")
+def decode(response: HTTPResponse, *, all_frames: bool = False) -> pyvips.Image:
+    """The response body as an image (the first frame, or every frame stacked); fails the test if it
+    is not one."""
+    return pyvips.Image.new_from_buffer(response.body, "", **({"n": -1} if all_frames else {}))
 
 
 def loader(response: HTTPResponse) -> str:

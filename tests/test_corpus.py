@@ -14,8 +14,8 @@ from edge.transform.render import render_image
 from tests.test_parser_properties import NAMED, steps_as_dicts, text_of
 
 from tests import imagecorpus as corpus
-from tests.nodes import write_config
-from tests.transform_node import close, pixel
+from tests.assets import close, pixel
+from tests.nodes import decode, local_config, write_config
 
 TRANSFORMATIONS = ["", "w-50", "w-30,h-30,fo-auto", "w-40,h-20,cm-pad_resize,bg-red:rt-90", "r-10,e-grayscale",
                    "t-true,e-contrast,e-sharpen", "cm-extract,w-8,h-8,fo-bottom_right,b-2_blue,o-50"]
@@ -47,16 +47,7 @@ def corpus_root(tmp_path_factory):
 
 @pytest.fixture
 async def corpus_node(node_factory, corpus_root, tmp_path):
-    return await node_factory(write_config(tmp_path, f"""
-[[origins]]
-name = "corpus"
-type = "local"
-root = "{corpus_root}"
-
-[[endpoints]]
-id = ""
-origins = ["corpus"]
-"""))
+    return await node_factory(write_config(tmp_path, local_config(corpus_root)))
 
 
 @pytest.mark.parametrize("name", sorted(INPUTS))
@@ -69,7 +60,7 @@ async def test_every_transformation_and_format_answers_without_a_500(corpus_node
             response = await corpus_node.fetch(path, headers={"Accept": "image/avif,image/webp,*/*"})
             assert response.code == expected, (path, response.code, response.body[:100])
             if expected == 200:
-                image = pyvips.Image.new_from_buffer(response.body, "")
+                image = decode(response)
                 assert image.format == "uchar" and image.width > 0, path
                 assert not image.get_typeof("exif-data") and not image.get_typeof("icc-profile-data"), path
             else:
@@ -79,7 +70,7 @@ async def test_every_transformation_and_format_answers_without_a_500(corpus_node
 @pytest.mark.parametrize("orientation", range(1, 9))
 async def test_exif_orientation_is_applied(corpus_node, orientation):
     response = await corpus_node.fetch(f"/tr:f-png/exif-{orientation}.jpg")
-    image = pyvips.Image.new_from_buffer(response.body, "")
+    image = decode(response)
     assert (image.width, image.height) == corpus.EXPECTED_ORIENTED_SIZE
     assert close(pixel(image, 4, 4), corpus.RED) and close(pixel(image, 60, 4), corpus.GREEN)
     assert close(pixel(image, 32, 28), corpus.BLUE)
@@ -88,7 +79,7 @@ async def test_exif_orientation_is_applied(corpus_node, orientation):
 @pytest.mark.parametrize("name", ["cmyk.jpg", "cmyk-profile.jpg"])
 async def test_cmyk_becomes_srgb(corpus_node, name):
     response = await corpus_node.fetch(f"/tr:f-png/{name}")
-    image = pyvips.Image.new_from_buffer(response.body, "")
+    image = decode(response)
     reference = pyvips.Image.new_from_buffer(INPUTS[name], "").icc_transform("srgb")  # libvips' own conversion
     assert image.interpretation == "srgb" and image.bands == 3
     assert (image - reference).abs().avg() < 3
@@ -96,28 +87,28 @@ async def test_cmyk_becomes_srgb(corpus_node, name):
 
 async def test_16_bit_png_becomes_8_bit_keeping_the_range(corpus_node):
     response = await corpus_node.fetch("/tr:f-png/16bit.png")
-    image = pyvips.Image.new_from_buffer(response.body, "")
+    image = decode(response)
     assert image.format == "uchar" and (image.width, image.height) == (64, 48)
     assert pixel(image, 0, 0) == (0, 0, 0) and pixel(image, 63, 47) == (255, 255, 255)
 
 
 async def test_palette_png_keeps_its_transparency(corpus_node):
     response = await corpus_node.fetch("/tr:w-32/palette.png")
-    image = pyvips.Image.new_from_buffer(response.body, "")
+    image = decode(response)
     assert response.headers["Content-Type"] == "image/png" and image.hasalpha()
     assert pixel(image, 0, 0)[3] == 0 and close(pixel(image, 16, 16), (230, 80, 20, 255))
 
 
 async def test_greyscale_stays_greyscale_in_jpeg(corpus_node):
     response = await corpus_node.fetch("/tr:w-48/grey.jpg")
-    image = pyvips.Image.new_from_buffer(response.body, "")
+    image = decode(response)
     assert (image.width, image.height, image.bands) == (48, 32, 1)
 
 
 @pytest.mark.parametrize("name", ["anim.gif", "anim.webp"])
 async def test_animations_keep_every_frame(corpus_node, name):
     response = await corpus_node.fetch(f"/tr:w-20,rt-90/{name}")
-    image = pyvips.Image.new_from_buffer(response.body, "", n=-1)
+    image = decode(response, all_frames=True)
     assert image.get("n-pages") == 5 and image.get("page-height") == 20 and image.width == 20
     for frame, colour in enumerate(corpus.ANIMATION_COLOURS[:5]):
         assert close(pixel(image, 10, frame * 20 + 10)[:3], colour, 20)

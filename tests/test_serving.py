@@ -4,8 +4,10 @@ import asyncio
 import os
 
 import pytest
+import pyvips
 
 from tests import imagecorpus
+from tests.assets import pixel
 from tests.nodes import SAMPLES, decode, loader, local_config, write_config
 
 # astronaut.jpg is 512×512, chelsea.jpg 451×300, logo-transparent.png has alpha.
@@ -15,10 +17,6 @@ SAMPLES_CONFIG = local_config()
 @pytest.fixture
 async def samples(node_factory, tmp_path):
     return await node_factory(write_config(tmp_path, SAMPLES_CONFIG))
-
-
-def colour_at(image, x, y):
-    return [round(v) for v in image.getpoint(x, y)[:3]]
 
 
 async def test_width_resizes_and_second_request_is_a_hit(samples):
@@ -59,16 +57,16 @@ async def test_geometry(samples, transformation, size):
 async def test_force_stretches_instead_of_cropping(tmp_path, node_factory):
     # left half red, right half blue: maintain_ratio to a square crops the sides, force keeps both
     (tmp_path / "o").mkdir()
-    red_blue = imagecorpus.pyvips.Image.black(200, 100).new_from_image([255, 0, 0])
+    red_blue = pyvips.Image.black(200, 100).new_from_image([255, 0, 0])
     red_blue = red_blue.insert(red_blue.new_from_image([0, 0, 255]).crop(0, 0, 100, 100), 100, 0)
     (tmp_path / "o" / "rb.png").write_bytes(red_blue.pngsave_buffer())
     node = await node_factory(write_config(tmp_path, local_config(tmp_path / "o")))
     forced = decode(await node.fetch("/tr:w-100,h-100,c-force/rb.png"))
-    assert colour_at(forced, 5, 50) == [255, 0, 0] and colour_at(forced, 95, 50) == [0, 0, 255]
+    assert pixel(forced, 5, 50)[:3] == (255, 0, 0) and pixel(forced, 95, 50)[:3] == (0, 0, 255)
     cropped = decode(await node.fetch("/tr:w-100,h-100,fo-left/rb.png"))
-    assert colour_at(cropped, 5, 50) == [255, 0, 0] and colour_at(cropped, 95, 50) == [255, 0, 0]
+    assert pixel(cropped, 5, 50)[:3] == (255, 0, 0) and pixel(cropped, 95, 50)[:3] == (255, 0, 0)
     right = decode(await node.fetch("/tr:w-100,h-100,fo-right/rb.png"))
-    assert colour_at(right, 5, 50) == [0, 0, 255]
+    assert pixel(right, 5, 50)[:3] == (0, 0, 255)
 
 
 async def test_query_form_and_path_form_share_one_cache_entry(samples):

@@ -6,7 +6,8 @@ bottom-right, so where each part of the image went can be read from a few pixels
 
 import pytest
 
-from tests.transform_node import close, fetch_image, image_node, image_root, pixel  # noqa: F401
+from tests.assets import close, pixel
+from tests.transform_node import fetch_image, image_node, image_root  # noqa: F401
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 MAGENTA = (255, 0, 255)

@@ -2,8 +2,9 @@
 
 import pytest
 
-from tests.nodes import decode
-from tests.transform_node import close, fetch_image, image_node, image_root, pixel  # noqa: F401
+from tests.assets import close, pixel
+from tests.nodes import decode, write_config
+from tests.transform_node import fetch_image, image_node, image_root, images_config  # noqa: F401
 
 RED, MAGENTA = (255, 0, 0), (255, 0, 255)
 
@@ -16,8 +17,6 @@ async def test_quality_changes_the_size(image_node):
 
 
 async def test_quality_default_comes_from_config(node_factory, image_root, tmp_path):
-    from tests.nodes import write_config
-    from tests.transform_node import images_config
     node = await node_factory(write_config(tmp_path, images_config(image_root, "[defaults]\nquality = 30\n")))
     default, _ = await fetch_image(node, "/tr:w-200/photo.jpg")
     explicit, _ = await fetch_image(node, "/tr:w-200,q-30/photo.jpg")

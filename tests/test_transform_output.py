@@ -3,8 +3,9 @@ extension rule, pr, lo, md, cp, orig, n, di, and the limits."""
 
 import pytest
 
+from tests.assets import close, pixel
 from tests.nodes import decode, loader, write_config
-from tests.transform_node import close, fetch_image, image_node, image_root, images_config, pixel  # noqa: F401
+from tests.transform_node import fetch_image, image_node, image_root, images_config  # noqa: F401
 
 MODERN = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
 
@@ -68,7 +69,7 @@ async def test_format_follows_the_extension_then_the_original(image_node):
 @pytest.mark.parametrize("path, frames", [("anim.gif", 5), ("anim.webp", 5)])
 async def test_animations_stay_animated(image_node, path, frames):
     response = await image_node.fetch(f"/tr:w-16/{path}")
-    image = pyvips_all_pages(response)
+    image = decode(response, all_frames=True)
     assert image.get("n-pages") == frames and image.get("page-height") == 16
     # frame colours in order: red, green, blue, ...
     assert close(pixel(image, 8, 8), (255, 0, 0)) and close(pixel(image, 8, 16 + 8), (0, 255, 0))
@@ -200,8 +201,3 @@ async def test_avif_effort_comes_from_config(node_factory, image_root, tmp_path)
         assert response.headers["Content-Type"] == "image/avif"
         bodies.append(response.body)
     assert bodies[0] != bodies[1]
-
-
-def pyvips_all_pages(response):
-    import pyvips
-    return pyvips.Image.new_from_buffer(response.body, "", n=-1)

@@ -5,18 +5,12 @@ import os
 import signal
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.nodes import NodeProcess, decode, local_config, write_config
+from tests.scrape import samples, scrape
 
 CONFIG = local_config(before="[server]\nworkers = 2")
-
-
-def samples_of(metrics_text, name):
-    return {tuple(sorted(s.labels.items())): s.value
-            for family in text_string_to_metric_families(metrics_text)
-            for s in family.samples if s.name == name}
 
 
 def children_of(pid):
@@ -55,11 +49,11 @@ async def test_two_workers_share_the_cache_and_one_metrics_endpoint(two_workers)
     workers = children_of(two_workers.process.pid)
     assert len(workers) == 2
 
-    metrics = (await client.fetch(two_workers.url + "/metrics")).body.decode()
-    cache = samples_of(metrics, "edge_cache_requests_total")
+    metrics = await scrape(two_workers.url)
+    cache = samples(metrics, "edge_cache_requests_total")
     assert cache[(("result", "miss"), ("tier", "output"))] == 1
     assert cache[(("result", "hit"), ("tier", "output"))] == 20
-    requests = samples_of(metrics, "edge_http_requests_total")
+    requests = samples(metrics, "edge_http_requests_total")
     assert requests[(("endpoint", "default"), ("status", "200"))] == 21
 
 
@@ -92,8 +86,8 @@ async def test_embedded_default_serves_a_sample_then_counts_a_miss_and_a_hit(tmp
         image = decode(first)
         assert (image.width, image.get("vips-loader")) == (300, "jpegload_buffer")
         assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
-        metrics = (await client.fetch(node.url + "/metrics")).body.decode()
-        cache = samples_of(metrics, "edge_cache_requests_total")
+        metrics = await scrape(node.url)
+        cache = samples(metrics, "edge_cache_requests_total")
         assert cache[(("result", "miss"), ("tier", "output"))] == 1
         assert cache[(("result", "hit"), ("tier", "output"))] == 1
         assert (tmp_path / "edge-image-node" / "outputs").is_dir()  # the per-user cache folder

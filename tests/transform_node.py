@@ -88,11 +88,3 @@ async def fetch_image(node, path: str, *, status: int = 200, headers: dict[str, 
     assert response.code == status, (path, response.code, response.body[:200])
     return response, (decode(response) if status == 200 else None)
 
-
-def pixel(image, x: int, y: int) -> tuple[int, ...]:
-    return tuple(round(v) for v in image.getpoint(x, y))
-
-
-def close(actual: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 12) -> bool:
-    """Colour equality up to lossy-coding noise."""
-    return len(actual) >= len(expected) and all(abs(a - e) <= tolerance for a, e in zip(actual, expected))

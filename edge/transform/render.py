@@ -1,7 +1,8 @@
 """Rendering: original bytes + transformation → encoded output, with libvips, off the IOLoop.
 
-`Renderer.render` is the only entry point. It runs `render_image` in a bounded thread pool (libvips
-releases the GIL) and answers 503 when the queue in front of the pool is full.
+`Renderer.render` (and `Renderer.probe`, for `orig-true`, which serves the original as it is) runs the
+work in a bounded thread pool (libvips releases the GIL) and answers 503 when the queue in front of the
+pool is full.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Rendered:
 
 
 @dataclass(frozen=True)
-class SourceInfo:
+class ImageHeader:
     """What the header of an original says, read without decoding the pixels."""
 
     loader: str
@@ -50,7 +51,7 @@ class SourceInfo:
     has_profile: bool = False
 
 
-def probe(body: bytes, limits: Limits) -> SourceInfo:
+def probe(body: bytes, limits: Limits) -> ImageHeader:
     """Read the header; refuse what is not an image (422) or too large to decode (400)."""
     try:
         image = pyvips.Image.new_from_buffer(body, "")
@@ -66,29 +67,29 @@ def probe(body: bytes, limits: Limits) -> SourceInfo:
     width, height = image.width, image.height
     if orientation in _SWAPS_SIDES:
         width, height = height, width
-    return SourceInfo(loader, width, height, image.hasalpha(), frames,
+    return ImageHeader(loader, width, height, image.hasalpha(), frames,
                       bool(image.get_typeof("icc-profile-data")))
 
 
-def _still_source(body: bytes, info: SourceInfo, keep_profile: bool) -> Source:
+def _still_source(body: bytes, header: ImageHeader, keep_profile: bool) -> Source:
     """The first frame, upright, shrunk on load; an embedded profile applied unless `cp-true`."""
-    convert = {"export_profile": "srgb"} if info.has_profile and not keep_profile else {}
+    convert = {"export_profile": "srgb"} if header.has_profile and not keep_profile else {}
 
     def thumbnail(width: int, **options) -> pyvips.Image:
         return pyvips.Image.thumbnail_buffer(body, width, option_string=_THUMBNAIL_LOAD_OPTIONS,
                                             **convert, **options)
 
-    return Source(info.width, info.height, thumbnail,
-                  lambda: thumbnail(info.width, height=info.height, size=pyvips.enums.Size.FORCE))
+    return Source(header.width, header.height, thumbnail,
+                  lambda: thumbnail(header.width, height=header.height, size=pyvips.enums.Size.FORCE))
 
 
-def _frames(body: bytes, info: SourceInfo, keep_profile: bool) -> tuple[pyvips.Image, list[Source]]:
+def _frames(body: bytes, header: ImageHeader, keep_profile: bool) -> tuple[pyvips.Image, list[Source]]:
     """Every frame of an animation, each a source of its own."""
     strip = pyvips.Image.new_from_buffer(body, "", n=-1, fail_on=_FAIL_ON)
-    if info.has_profile and not keep_profile:
+    if header.has_profile and not keep_profile:
         strip = strip.icc_transform("srgb", embedded=True)
-    height = strip.height // info.frames
-    return strip, [Source.of_image(strip.crop(0, i * height, strip.width, height)) for i in range(info.frames)]
+    height = strip.height // header.frames
+    return strip, [Source.of_image(strip.crop(0, i * height, strip.width, height)) for i in range(header.frames)]
 
 
 def _animation(strip: pyvips.Image, frames: list[pyvips.Image]) -> pyvips.Image:
@@ -126,27 +127,27 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
 
 def _render(body: bytes, transformation: Transformation, planned_format: str,
             defaults: Defaults, limits: Limits) -> Rendered:
-    info = probe(body, limits)
-    animated = info.frames > 1 and animates(planned_format, info.loader)
-    if animated and info.width * info.height * info.frames > limits.max_source_pixels:
+    header = probe(body, limits)
+    animated = header.frames > 1 and animates(planned_format, header.loader)
+    if animated and header.width * header.height * header.frames > limits.max_source_pixels:
         raise BadRequest("source too large")
     output, steps = transformation.output, transformation.steps or (DEFAULT_STEP,)
     try:
         if animated:
-            strip, sources = _frames(body, info, output.colour_profile)
+            strip, sources = _frames(body, header, output.colour_profile)
             first = _render_steps(sources[0], steps, limits.max_output_side)  # lazy: no pixels yet
-            if first.width * first.height * info.frames > limits.max_source_pixels:
+            if first.width * first.height * header.frames > limits.max_source_pixels:
                 # every frame is made at this size: the same budget as for decoding them
-                raise BadRequest(f"output too large: {info.frames} frames of {first.width}x{first.height}"
+                raise BadRequest(f"output too large: {header.frames} frames of {first.width}x{first.height}"
                                  f" exceed {limits.max_source_pixels} pixels")
             image = _animation(strip, [first, *(_render_steps(s, steps, limits.max_output_side)
                                                 for s in sources[1:])])
             frame_height = image.get("page-height")
         else:
-            image = _render_steps(_still_source(body, info, output.colour_profile), steps, limits.max_output_side)
+            image = _render_steps(_still_source(body, header, output.colour_profile), steps, limits.max_output_side)
             frame_height = image.height
         image = output_colour(image, output.colour_profile)
-        fmt = final_format(planned_format, info.loader, image.hasalpha(), animated)
+        fmt = final_format(planned_format, header.loader, image.hasalpha(), animated)
         check_side(image.width, frame_height, max_side(fmt, limits.max_output_side))
         flatten_on = next((step.background for step in reversed(steps) if step.background), WHITE)
         encoded = encode(deadline.watched(image), fmt, EncodeOptions(
@@ -183,7 +184,7 @@ class Renderer:
     async def render(self, body: bytes, transformation: Transformation, planned_format: str) -> Rendered:
         return await self.run(render_image, body, transformation, planned_format, self.defaults, self.limits)
 
-    async def probe(self, body: bytes) -> SourceInfo:
+    async def probe(self, body: bytes) -> ImageHeader:
         return await self.run(probe, body, self.limits)
 
     def shutdown(self) -> None:
