@@ -23,10 +23,12 @@ _current = threading.local()  # a render runs in one pool thread from start to e
 def deadline(seconds: float) -> Iterator[None]:
     """The calling thread's render must end within `seconds`."""
     _current.at = time.monotonic() + seconds
+    _current.watched = []
     try:
         yield
     finally:
         _current.at = None
+        _current.watched = []
 
 
 def _current_deadline() -> float | None:
@@ -49,4 +51,7 @@ def watched(image: pyvips.Image) -> pyvips.Image:
     if at is not None:  # libvips signals from its own threads: the deadline goes with the callback
         image.set_progress(True)
         image.signal_connect("eval", lambda late, _progress: late.set_kill(True) if _late(at) else None)
+        # The callback lives in this wrapper, but the libvips image may outlive it (copy_memory of an
+        # image already in memory returns that image): the wrapper must live as long as the render.
+        _current.watched.append(image)
     return image
