@@ -36,7 +36,7 @@ class Router:
         """`raw_path` is the request path as sent (still percent-encoded), starting with `/`.
         `allow_empty_path`: a path prefix (to purge) may be the whole endpoint."""
         segments = raw_path.lstrip("/").split("/")
-        endpoint = self._by_host.get(host.rsplit(":", 1)[0].lower()) if host else None
+        endpoint = self._by_host.get(_host_name(host)) if host else None
         if endpoint is None:
             endpoint = self._by_id.get(segments[0])
             if endpoint is not None:
@@ -57,6 +57,13 @@ class Router:
             # normalises `/images/../admin`); no image an origin serves is named like that.
             raise NotFound("not found")
         return ImageRequest(endpoint, path, transformation, host)
+
+
+def _host_name(host: str) -> str:
+    """`Img.Example.com:8080` → `img.example.com`; `[::1]:8080` and `[::1]` → `[::1]`."""
+    if not host.endswith("]"):
+        host = host.rpartition(":")[0] or host
+    return host.lower()
 
 
 def _decode(text: str) -> str:

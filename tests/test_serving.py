@@ -267,7 +267,7 @@ async def routed(node_factory, tmp_path):
         origins = ["first"]
         [[endpoints]]
         id = "both"
-        hosts = ["img.example.com"]
+        hosts = ["img.example.com", "[::1]"]
         origins = ["first", "second"]
         [[endpoints]]
         id = "reversed"
@@ -283,6 +283,8 @@ async def routed(node_factory, tmp_path):
     ("/reversed/both.jpg", None, 22),
     ("/tr:w-5/only-second.jpg", "img.example.com", 5),  # host endpoint, no identifier in the path
     ("/both.jpg", "IMG.example.com:8080", 11),
+    ("/only-second.jpg", "[::1]", 20),  # an IPv6 literal, with and without a port
+    ("/only-second.jpg", "[::1]:8080", 20),
 ])
 async def test_endpoints_by_identifier_and_host_and_origin_order(routed, path, host, width):
     headers = {"Host": host} if host else None
