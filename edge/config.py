@@ -70,7 +70,6 @@ class Limits:
     #: SVG sources are rendered only when the operator enables them (a renderer of untrusted XML)
     allow_svg: bool = False
     #: seconds one render may take (a libvips thread per request; flight waiters allow 30 s)
-    render_timeout: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -203,7 +202,6 @@ def _limits(t: ConfigTable) -> Limits:
         max_output_side=t.int("max_output_side", d.max_output_side, min=1, max=65500),
         max_frames=t.int("max_frames", d.max_frames, min=1),
         allow_svg=t.bool("allow_svg", d.allow_svg),
-        render_timeout=t.duration("render_timeout", d.render_timeout),
     )
     t.finish()
     return settings

@@ -75,14 +75,5 @@ class Overloaded(EdgeError):
         super().__init__("node overloaded, retry later", headers={"Retry-After": str(retry_after)})
 
 
-class RenderTimedOut(EdgeError):
-    """Rendering took longer than `[limits] render_timeout` and was stopped (503)."""
-
-    status = 503
-
-    def __init__(self) -> None:
-        super().__init__("rendering took too long")
-
-
 class ConfigError(Exception):
     """A configuration problem; the message names the file, table and key."""

@@ -72,13 +72,3 @@ async def test_svg_is_rendered_only_when_the_operator_enables_it(node_factory, t
     enabled = await node_over(node_factory, tmp_path / "svg", folder, "allow_svg = true")
     response = await enabled.fetch("/tr:w-20/drawing.svg")
     assert response.code == 200 and (decode(response).width, decode(response).height) == (20, 10)
-
-
-async def test_a_render_past_its_time_limit_is_stopped(node_factory, tmp_path, folder):
-    """A full-size blur takes libvips many seconds: it is killed at `render_timeout`, not finished."""
-    node = await node_over(node_factory, tmp_path, folder, 'render_timeout = "0.3s"')
-    await assert_refused(node, "/tr:w-8192,h-8192,c-force,bl-100/small.jpg", 503, "rendering took too long")
-    await assert_refused(node, "/tr:w-8192,h-8192,c-force,bl-100:e-contrast/small.jpg", 503,
-                         "rendering took too long")
-    cheap = await node.fetch("/tr:w-32/small.jpg")
-    assert cheap.code == 200 and decode(cheap).width == 32

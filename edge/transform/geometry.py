@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import pyvips
 
 from ..errors import BadRequest
-from . import deadline
 from .colours import RGBA
 from .options import Step
 
@@ -56,8 +55,8 @@ def background(image: pyvips.Image, colour: RGBA | None) -> tuple[pyvips.Image, 
 
 def in_memory(image: pyvips.Image) -> pyvips.Image:
     """Decoded into memory, for operations that read the image more than once or out of order (the
-    loaders stream sequentially). Within the render's deadline."""
-    return deadline.watched(image).copy_memory()
+    loaders stream sequentially)."""
+    return image.copy_memory()
 
 
 def _pixels(value: float | None, whole: int) -> int | None:

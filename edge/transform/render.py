@@ -15,7 +15,6 @@ import pyvips
 
 from ..config import Defaults, Limits
 from ..errors import BadRequest, Overloaded, UnprocessableSource
-from . import deadline
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .formats import INPUT_LOADERS, SVG_LOADER, animates, final_format, max_side
@@ -110,7 +109,6 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int)
     of borders grows an image without bound before a last step shrinks it)."""
     image = None
     for step in steps:
-        deadline.check()
         image = apply_look(apply_geometry(source, step, max_output_side), step)
         check_side(image.width, image.height, max_output_side)
         source = Source.of_image(image)
@@ -120,13 +118,7 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int)
 
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
                  defaults: Defaults, limits: Limits) -> Rendered:
-    """Decode, transform and encode, in the calling thread, within `render_timeout`. Raises `EdgeError`s only."""
-    with deadline.deadline(limits.render_timeout):
-        return _render(body, transformation, planned_format, defaults, limits)
-
-
-def _render(body: bytes, transformation: Transformation, planned_format: str,
-            defaults: Defaults, limits: Limits) -> Rendered:
+    """Decode, transform and encode, in the calling thread. Raises `EdgeError`s only."""
     header = probe(body, limits)
     animated = header.frames > 1 and animates(planned_format, header.loader)
     if animated and header.width * header.height * header.frames > limits.max_source_pixels:
@@ -150,12 +142,11 @@ def _render(body: bytes, transformation: Transformation, planned_format: str,
         fmt = final_format(planned_format, header.loader, image.hasalpha(), animated)
         check_side(image.width, frame_height, max_side(fmt, limits.max_output_side))
         flatten_on = next((step.background for step in reversed(steps) if step.background), WHITE)
-        encoded = encode(deadline.watched(image), fmt, EncodeOptions(
+        encoded = encode(image, fmt, EncodeOptions(
             quality=output.quality or defaults.quality, avif_effort=defaults.avif_effort,
             progressive=output.progressive, lossless=output.lossless, metadata=output.metadata,
             colour_profile=output.colour_profile, flatten_on=flatten_on))
     except pyvips.Error:
-        deadline.check()  # the deadline killed the computation
         # libvips reports some truncations only while writing, so the encode is inside this try too.
         raise UnprocessableSource() from None
     return Rendered(encoded, fmt, image.width, frame_height)
