@@ -26,7 +26,7 @@ from aiobotocore.config import AioConfig
 from benchmarks.common import median
 from edge.origin import OriginSettings
 from edge.settings import Secret
-from plugins.s3 import S3Origin
+from edge_builtin_origins.s3 import S3Origin
 from tests.imagecorpus import photo_jpeg
 from tests.nodes import start_node, write_config
 from tests.s3server import REGION, TEST_KEY_ID, TEST_SECRET, S3Server

@@ -18,11 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge.hookspecs import hookimpl
-from edge.origin import Origin, Original, OriginFailure, OriginNotFound, OriginSettings, Validators
-from edge.settings import ConfigTable
+from edge.plugin import ConfigTable, Origin, Original, OriginFailure, OriginNotFound, OriginSettings, Validators, hookimpl
 from edge.transform.formats import EXTENSIONS
-from plugins.s3 import S3Origin
+
+from .s3 import S3Origin
 
 #: request-path extensions that name a format (and so are not part of the public ID)
 IMAGE_EXTENSIONS = frozenset(EXTENSIONS) | {"tif", "tiff", "bmp", "heic", "heif", "jxl", "jp2", "ico", "svg"}
@@ -175,6 +174,10 @@ class CloudinaryBackupOrigin(S3Origin):
                 raise OriginFailure("bad_response", f"ListObjectsV2 {folder!r}: truncated without a token")
             params["ContinuationToken"] = token
         return Versions.from_keys(folder, keys)
+
+
+#: the `edge.plugin` API this module is written against
+EDGE_PLUGIN_API = "1.0"
 
 
 @hookimpl

@@ -11,9 +11,17 @@ import os
 from email.utils import formatdate
 from pathlib import Path
 
-from edge.hookspecs import hookimpl
-from edge.origin import Origin, Original, OriginNotFound, OriginSettings, SourceTooLarge, Validators, NotModified
-from edge.settings import ConfigTable
+from edge.plugin import (
+    ConfigTable,
+    NotModified,
+    Origin,
+    Original,
+    OriginNotFound,
+    OriginSettings,
+    SourceTooLarge,
+    Validators,
+    hookimpl,
+)
 
 
 class LocalOrigin(Origin):
@@ -56,6 +64,10 @@ class LocalOrigin(Origin):
         if len(body) > max_bytes:  # grew while we read
             raise SourceTooLarge(path)
         return Original(body, etag=etag, last_modified=formatdate(stat.st_mtime, usegmt=True))
+
+
+#: the `edge.plugin` API this module is written against
+EDGE_PLUGIN_API = "1.0"
 
 
 @hookimpl

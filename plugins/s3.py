@@ -32,18 +32,22 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from edge.fetching import CHUNK_BYTES, check_announced_size, http_date, read_limited
-from edge.hookspecs import hookimpl
-from edge.origin import (
+from edge.plugin import (
+    CHUNK_BYTES,
+    ConfigTable,
     NotModified,
     Origin,
     Original,
     OriginFailure,
     OriginNotFound,
     OriginSettings,
+    Secret,
     Validators,
+    check_announced_size,
+    hookimpl,
+    http_date,
+    read_limited,
 )
-from edge.settings import ConfigTable, Secret
 
 log = logging.getLogger("edge.origin.s3")
 
@@ -209,6 +213,10 @@ def _client_error(operation: str, key: str, error: ClientError) -> Exception:
     if status >= 500:
         return OriginFailure("server_error", where)
     return OriginFailure("error", where)  # NoSuchBucket, InvalidRequest…: the origin's config is wrong
+
+
+#: the `edge.plugin` API this module is written against
+EDGE_PLUGIN_API = "1.0"
 
 
 @hookimpl

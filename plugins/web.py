@@ -155,6 +155,10 @@ class WebOrigin(Origin):
                         content_type=response.headers.get("Content-Type"))
 
 
+#: the `edge.plugin` API this module is written against
+EDGE_PLUGIN_API = "1.0"
+
+
 @hookimpl
 def edge_origin_types() -> list[type[Origin]]:
     return [WebOrigin]

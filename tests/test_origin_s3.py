@@ -10,7 +10,7 @@ from edge.errors import ConfigError
 from edge.origin import NotModified, OriginSettings
 from edge.pluginmanager import load_plugins
 from edge.settings import ConfigTable
-from plugins.s3 import S3Origin
+from edge_builtin_origins.s3 import S3Origin
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import SAMPLES, decode, write_config
 

@@ -9,7 +9,7 @@ import pytest
 from edge.errors import ConfigError
 from edge.origin import NotModified, OriginSettings
 from edge.settings import ConfigTable
-from plugins.web import WebOrigin
+from edge_builtin_origins.web import WebOrigin
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import SAMPLES, decode, write_config
 from tests.servers import HTTPOrigin
