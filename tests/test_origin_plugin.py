@@ -214,3 +214,19 @@ def test_the_public_api_is_what_the_docs_list():
         "hookimpl", "http_date", "read_limited",
     }
     assert all(hasattr(plugin_api, name) for name in plugin_api.__all__)
+
+
+def test_the_walk_through_quotes_the_azure_plugin():
+    """Every Python and TOML excerpt of docs/writing-an-origin-plugin.md is a verbatim part of the Azure
+    plugin (its code, its module docstring's config, its pyproject or its tests), which CI installs and
+    tests against Azurite: the excerpts are code that runs."""
+    doc = (ROOT / "docs" / "writing-an-origin-plugin.md").read_text()
+    plugin = ROOT / "contrib" / "edge-azure-blob"
+    sources = "\n".join(path.read_text() for path in (
+        plugin / "edge_azure_blob" / "__init__.py", plugin / "pyproject.toml", plugin / "tests" / "test_azure_blob.py"))
+    excerpts = re.findall(r"```(?:python|toml)\n(.*?)```", doc, re.S)
+    assert len(excerpts) >= 10
+    for excerpt in excerpts:
+        assert excerpt in sources or textwrap.indent(excerpt, "    ") in sources, excerpt
+    for name in re.findall(r"`edge\.plugin\.(\w+)`", doc):
+        assert name in plugin_api.__all__, name
