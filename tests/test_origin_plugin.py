@@ -17,7 +17,7 @@ import pytest
 
 from edge import plugin as plugin_api
 from edge.pluginmanager import api_problem, load_plugins
-from edge.testing import running_node
+from edge.testing import image_size, photo_image, running_node
 from tests.nodes import local_config, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ LOCAL = local_config()
 def pip_install(site: Path, *packages: Path) -> None:
     """`pip install --target site`: the plugin is installed for the processes given `PYTHONPATH=site`,
     and the test environment stays as it is."""
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                            "--target", str(site), *map(str, packages)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
 
@@ -70,29 +70,20 @@ def test_a_new_plugin_passes_its_own_test_and_shows_in_edge_plugins(tmp_path):
 
 @pytest.fixture(scope="module")
 def broken_site(tmp_path_factory) -> Path:
-    """Two installed plugins that cannot load: one fails to import, one needs a newer plugin API."""
-    source = tmp_path_factory.mktemp("broken")
+    """Two installed plugins that cannot load: one fails to import, one needs a newer plugin API. They
+    are laid out as pip installs a package (the module and a `.dist-info` with the entry point),
+    written directly: what is under test is the node, not pip."""
+    site = tmp_path_factory.mktemp("site")
     for name, module in {
         "broken": "import edge_no_such_dependency\n",
         "future": 'from edge.plugin import hookimpl\n\nEDGE_PLUGIN_API = "1.99"\n',
     }.items():
-        package = source / name
-        (package / f"edge_{name}_origin").mkdir(parents=True)
-        (package / f"edge_{name}_origin" / "__init__.py").write_text(module)
-        (package / "pyproject.toml").write_text(textwrap.dedent(f"""
-            [build-system]
-            requires = ["setuptools>=61"]
-            build-backend = "setuptools.build_meta"
-            [project]
-            name = "edge-{name}-origin"
-            version = "2.0.0"
-            [project.entry-points."edge.plugins"]
-            {name} = "edge_{name}_origin"
-            [tool.setuptools]
-            packages = ["edge_{name}_origin"]
-            """))
-    site = tmp_path_factory.mktemp("site")
-    pip_install(site, source / "broken", source / "future")
+        (site / f"edge_{name}_origin").mkdir()
+        (site / f"edge_{name}_origin" / "__init__.py").write_text(module)
+        info = site / f"edge_{name}_origin-2.0.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: edge-{name}-origin\nVersion: 2.0.0\n")
+        (info / "entry_points.txt").write_text(f"[edge.plugins]\n{name} = edge_{name}_origin\n")
     return site
 
 
@@ -113,9 +104,12 @@ def test_a_broken_plugin_leaves_configs_that_do_not_use_it_working(broken_site, 
     assert "WARNING edge.plugins plugin broken (edge-broken-origin 2.0.0) failed to load and is skipped" \
         in checked.stderr
 
-    (tmp_path / "node").mkdir()
-    with running_node(LOCAL, tmp_path / "node", env={"PYTHONPATH": str(broken_site)}) as node:
-        assert node.get("/tr:w-40/coffee.jpg")[0] == 200
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    (originals / "photo.jpg").write_bytes(photo_image())  # 4000 x 3000
+    with running_node(local_config(originals), tmp_path, env={"PYTHONPATH": str(broken_site)}) as node:
+        status, headers, body = node.get("/tr:w-300/photo.jpg")
+        assert (status, headers["content-type"], image_size(body)) == (200, "image/jpeg", (300, 225))
         assert any("plugin future (edge-future-origin 2.0.0) failed to load" in line for line in node.log)
 
 
@@ -129,9 +123,9 @@ def test_a_config_that_uses_a_broken_plugin_names_it(broken_site, tmp_path):
         """)
     checked = edge("check-config", "--config", str(config), site=broken_site)
     assert checked.returncode == 1
-    assert ("type: unknown origin type 'broken'; installed types: cloudinary_backup, local, s3, web; plugins "
-            "that failed to load: broken (edge-broken-origin 2.0.0): cannot import edge_broken_origin") \
-        in checked.stderr
+    assert "type: unknown origin type 'broken'; installed types: " in checked.stderr
+    assert ("local, s3, web; plugins that failed to load: broken (edge-broken-origin 2.0.0): cannot import "
+            "edge_broken_origin: ModuleNotFoundError") in checked.stderr
 
 
 class ShadowingPlugin:
@@ -192,7 +186,7 @@ def test_the_built_in_types_install_as_edge_builtin_origins(tmp_path):
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
         copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
                                             if (ROOT / name).is_dir() else {}))
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                            "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     (wheel,) = (tmp_path / "wheel").glob("*.whl")
