@@ -93,7 +93,8 @@ class Origin(abc.ABC):
     @abc.abstractmethod
     def from_config(cls, settings: OriginSettings, table: ConfigTable) -> Origin:
         """Read and validate this type's own keys from `table` (then call `table.finish()`).
-        Raise `table.error(key, message)` for a bad value. Must not do I/O."""
+        Raise `table.error(key, message)` for a bad value. Must not connect anywhere or read the
+        storage: `edge check-config` runs it, also where the storage cannot be reached."""
 
     async def open(self) -> None:
         """Create clients and sessions. Called once in each serving process, inside its event loop."""
