@@ -8,6 +8,7 @@ that failed. Two plugins claiming one type name fail the same way, for the confi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -46,9 +47,7 @@ class LoadedPlugin:
 class Plugins:
     """The loaded plugins and the origin types they provide."""
 
-    def __init__(self, manager: pluggy.PluginManager, loaded: list[LoadedPlugin],
-                 providers: dict[str, list[tuple[type[Origin], LoadedPlugin]]]):
-        self.manager = manager
+    def __init__(self, loaded: list[LoadedPlugin], providers: dict[str, list[tuple[type[Origin], LoadedPlugin]]]):
         self.loaded = tuple(loaded)
         self._providers = providers
 
@@ -94,32 +93,29 @@ def load_plugins(*extra: ModuleType | object) -> Plugins:
     loaded: list[LoadedPlugin] = []
     for entry_point in _entry_points():
         plugin, info = _import(entry_point)
-        if info.error is None and manager.is_registered(plugin):
-            continue  # one module reached through two entry points
-        if info.error is None:
-            manager.register(plugin, name=f"{info.distribution}:{info.name}")
-            candidates.append((plugin, info))
-        else:
+        if info.error is not None:
             loaded.append(info)
+        elif not manager.is_registered(plugin):  # one module may be reached through two entry points
+            candidates.append((plugin, info))
     for plugin in extra:
-        manager.register(plugin)
         name = getattr(plugin, "__name__", type(plugin).__name__)
         candidates.append((plugin, LoadedPlugin(name, name, None, None)))
 
     providers: dict[str, list[tuple[type[Origin], LoadedPlugin]]] = {}
     for plugin, info in candidates:
         try:
+            manager.register(plugin, name=f"{info.distribution}:{info.name}")  # checks the hooks' signatures
             provided = _origin_types_of(manager, plugin)
-        except Exception as error:  # noqa: BLE001 - any failure of a plugin's hook skips that plugin
-            manager.unregister(plugin)
-            loaded.append(_failed(info, f"edge_origin_types() raised {_describe(error)}"))
+        except Exception as error:  # noqa: BLE001 - any failure of a plugin's hooks skips that plugin
+            if manager.is_registered(plugin):
+                manager.unregister(plugin)
+            loaded.append(_failed(info, str(error) if isinstance(error, _Unusable) else _describe(error)))
             continue
-        info = LoadedPlugin(info.name, info.module, info.distribution, info.version,
-                            tuple(origin_type.type_name for origin_type in provided))
+        info = dataclasses.replace(info, origin_types=tuple(origin_type.type_name for origin_type in provided))
         loaded.append(info)
         for origin_type in provided:
             providers.setdefault(origin_type.type_name, []).append((origin_type, info))
-    return Plugins(manager, sorted(loaded, key=lambda p: (p.distribution or "", p.name)), providers)
+    return Plugins(sorted(loaded, key=lambda p: (p.distribution or "", p.name)), providers)
 
 
 def _entry_points() -> list[EntryPoint]:
@@ -170,22 +166,30 @@ def _parse_api(version: object) -> tuple[int, int] | None:
     return int(major), int(minor)
 
 
+class _Unusable(Exception):
+    """Why a plugin that imported cannot be used, worded for `edge plugins`."""
+
+
 def _origin_types_of(manager: pluggy.PluginManager, plugin: object) -> list[type[Origin]]:
     provided: list[type[Origin]] = []
     for impl in manager.hook.edge_origin_types.get_hookimpls():
         if impl.plugin is not plugin:
             continue
-        for origin_type in impl.function():
+        try:
+            returned = list(impl.function())
+        except Exception as error:  # noqa: BLE001 - whatever it raised, the plugin is unusable
+            raise _Unusable(f"edge_origin_types() raised {_describe(error)}") from error
+        for origin_type in returned:
             if not (isinstance(origin_type, type) and issubclass(origin_type, Origin)):
-                raise TypeError(f"{origin_type!r} is not a subclass of edge.plugin.Origin")
+                raise _Unusable(f"edge_origin_types() returned {origin_type!r}, not a subclass of edge.plugin.Origin")
             if not isinstance(getattr(origin_type, "type_name", None), str):
-                raise TypeError(f"{origin_type.__name__} has no type_name")
+                raise _Unusable(f"edge_origin_types() returned {origin_type.__name__}, which has no type_name")
             provided.append(origin_type)
     return provided
 
 
 def _failed(info: LoadedPlugin, reason: str) -> LoadedPlugin:
-    failed = LoadedPlugin(info.name, info.module, info.distribution, info.version, error=reason)
+    failed = dataclasses.replace(info, error=reason)
     log.warning("plugin %s failed to load and is skipped: %s", failed.label(), reason)
     return failed
 

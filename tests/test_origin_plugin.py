@@ -151,15 +151,23 @@ def test_two_plugins_with_one_type_name_are_both_named_where_the_type_is_used():
     assert plugins.origin_type("s3").type_name == "s3"
 
 
-def test_a_plugin_whose_hook_raises_is_skipped():
-    class Raising:
+def raise_boom():
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("hook, error", [
+    (raise_boom, "edge_origin_types() raised RuntimeError: boom"),
+    (lambda: [dict], "edge_origin_types() returned <class 'dict'>, not a subclass of edge.plugin.Origin"),
+])
+def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
+    class Failing:
         @plugin_api.hookimpl
         def edge_origin_types(self):
-            raise RuntimeError("boom")
+            return hook()
 
-    plugins = load_plugins(Raising())
+    plugins = load_plugins(Failing())
     (failed,) = plugins.failed
-    assert failed.error == "edge_origin_types() raised RuntimeError: boom"
+    assert (failed.name, failed.error) == ("Failing", error)
     assert {"cloudinary_backup", "local", "s3", "web"} <= set(plugins.type_names())
 
 
