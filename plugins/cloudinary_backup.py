@@ -18,7 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge.plugin import ConfigTable, Origin, Original, OriginFailure, OriginNotFound, OriginSettings, Validators, hookimpl
+from edge.plugin import (
+    ConfigTable,
+    Origin,
+    Original,
+    OriginFailure,
+    OriginNotFound,
+    OriginRequest,
+    OriginSettings,
+    hookimpl,
+)
 from edge.transform.formats import EXTENSIONS
 
 from .s3 import S3Origin
@@ -139,7 +148,8 @@ class CloudinaryBackupOrigin(S3Origin):
         table.finish()
         return origin
 
-    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
+    async def fetch(self, request: OriginRequest) -> Original:
+        path, max_bytes, validators = request.path, request.max_bytes, request.validators
         asset = parse_asset_path(path)
         if not asset.public_id or asset.public_id.endswith("/"):
             raise OriginNotFound(path)

@@ -17,9 +17,9 @@ from edge.plugin import (
     Origin,
     Original,
     OriginNotFound,
+    OriginRequest,
     OriginSettings,
     SourceTooLarge,
-    Validators,
     hookimpl,
 )
 
@@ -48,10 +48,11 @@ class LocalOrigin(Origin):
             raise OriginNotFound(path)
         return candidate
 
-    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
-        return await asyncio.to_thread(self._read, path, max_bytes, validators)
+    async def fetch(self, request: OriginRequest) -> Original:
+        return await asyncio.to_thread(self._read, request)
 
-    def _read(self, path: str, max_bytes: int, validators: Validators | None) -> Original:
+    def _read(self, request: OriginRequest) -> Original:
+        path, max_bytes, validators = request.path, request.max_bytes, request.validators
         file = self._resolve(path)
         with open(file, "rb") as handle:
             stat = os.fstat(handle.fileno())

@@ -40,6 +40,7 @@ from edge.plugin import (
     Original,
     OriginFailure,
     OriginNotFound,
+    OriginRequest,
     OriginSettings,
     Secret,
     Validators,
@@ -156,8 +157,9 @@ class S3Origin(Origin):
         """The object key of a request path: `folder + path`, percent-encoded when `encode_keys` is on."""
         return self.folder + (encode_key(path) if self.encode_keys else path)
 
-    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
-        return await self.get_object(self.key_for(path), max_bytes=max_bytes, validators=validators)
+    async def fetch(self, request: OriginRequest) -> Original:
+        return await self.get_object(self.key_for(request.path), max_bytes=request.max_bytes,
+                                     validators=request.validators)
 
     async def get_object(self, key: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
         """Read one object, streaming, stopping past `max_bytes`; conditional when `validators` are given."""

@@ -212,6 +212,7 @@ def test_the_built_in_types_install_as_edge_builtin_origins(tmp_path):
 def test_the_public_api_is_what_the_docs_list():
     assert set(plugin_api.__all__) == {
         "API_VERSION", "CHUNK_BYTES", "ConfigTable", "NotModified", "Origin", "OriginFailure", "OriginNotFound",
+        "OriginRequest",
         "OriginSettings", "Original", "Secret", "SourceTooLarge", "Validators", "check_announced_size",
         "hookimpl", "http_date", "read_limited",
     }

@@ -47,6 +47,7 @@ from edge.plugin import (
     Original,
     OriginFailure,
     OriginNotFound,
+    OriginRequest,
     OriginSettings,
     Secret,
     Validators,
@@ -128,12 +129,12 @@ class AzureBlobOrigin(Origin):
         if client is not None:
             await client.close()
 
-    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
-        blob = self.folder + path
+    async def fetch(self, request: OriginRequest) -> Original:
+        blob = self.folder + request.path
         with self.classified(blob):
-            download = await self._client.download_blob(blob, max_concurrency=1, **_conditions(validators))
-            check_announced_size(download.size, max_bytes, path)
-            body = await read_limited(download.chunks(), max_bytes, path)
+            download = await self._client.download_blob(blob, max_concurrency=1, **_conditions(request.validators))
+            check_announced_size(download.size, request.max_bytes, request.path)
+            body = await read_limited(download.chunks(), request.max_bytes, request.path)
         properties = download.properties
         return Original(body, etag=properties.etag, last_modified=http_date(properties.last_modified),
                         content_type=properties.content_settings.content_type)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.plugin import ConfigTable, NotModified, OriginSettings, Validators
+from edge.plugin import ConfigTable, NotModified, OriginRequest, OriginSettings, Validators
 from edge.testing import centre_colour, image_size, running_node, solid_image
 from edge_azure_blob import AzureBlobOrigin
 from tests.azurite import ACCOUNT_KEY, ACCOUNT_NAME
@@ -85,13 +85,14 @@ def test_a_conditional_fetch_of_the_current_version_is_not_modified(storage, tmp
     async def fetches():
         await origin.open()
         try:
-            original = await origin.fetch("shoe.png", max_bytes=10**6)
+            original = await origin.fetch(OriginRequest("shoe.png", 10**6))
             assert original.etag and original.last_modified and original.content_type == "application/octet-stream"
             with pytest.raises(NotModified):
-                await origin.fetch("shoe.png", max_bytes=10**6, validators=original.validators)
+                await origin.fetch(OriginRequest("shoe.png", 10**6, validators=original.validators))
             with pytest.raises(NotModified):  # Last-Modified alone, as when an origin gave no ETag
-                await origin.fetch("shoe.png", max_bytes=10**6, validators=Validators(None, original.last_modified))
-            changed = await origin.fetch("shoe.png", max_bytes=10**6, validators=Validators('"0x1"', None))
+                await origin.fetch(OriginRequest("shoe.png", 10**6,
+                                                 validators=Validators(None, original.last_modified)))
+            changed = await origin.fetch(OriginRequest("shoe.png", 10**6, validators=Validators('"0x1"', None)))
             assert changed.body == original.body
         finally:
             await origin.close()
