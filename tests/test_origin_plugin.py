@@ -233,3 +233,53 @@ def test_the_walk_through_quotes_the_azure_plugin():
         assert excerpt in sources or textwrap.indent(excerpt, "    ") in sources, excerpt
     for name in re.findall(r"`edge\.plugin\.(\w+)`", doc):
         assert name in plugin_api.__all__, name
+
+
+class RecordingPlugin:
+    """`type = "recording"`: has nothing, and remembers every `OriginRequest` it was given."""
+
+    EDGE_PLUGIN_API = "1.0"
+
+    def __init__(self):
+        self.requests: list[plugin_api.OriginRequest] = []
+        plugin = self
+
+        class RecordingOrigin(plugin_api.Origin):
+            type_name = "recording"
+
+            @classmethod
+            def from_config(cls, settings, table):
+                origin = cls(settings)
+                origin.host_taken = table.bool("takes_host", False)
+                table.finish()
+                return origin
+
+            @property
+            def takes_request_host(self) -> bool:
+                return self.host_taken
+
+            async def fetch(self, request):
+                plugin.requests.append(request)
+                raise plugin_api.OriginNotFound(request.path)
+
+        self.origin_type = RecordingOrigin
+
+    @plugin_api.hookimpl
+    def edge_origin_types(self):
+        return [self.origin_type]
+
+
+@pytest.mark.parametrize("takes_host, host_seen", [(False, None), (True, "shop.example")])
+async def test_the_client_host_reaches_only_an_origin_that_takes_it(node_factory, tmp_path, takes_host, host_seen):
+    plugin = RecordingPlugin()
+    node = await node_factory(write_config(tmp_path, local_config(before=f"""
+        [[origins]]
+        name = "recording"
+        type = "recording"
+        takes_host = {str(takes_host).lower()}
+        """).replace('origins = ["samples"]', 'origins = ["recording", "samples"]')), plugin)
+    response = await node.fetch("/tr:w-40/coffee.jpg", headers={"Host": "shop.example"})
+    assert response.code == 200
+    (request,) = plugin.requests
+    assert (request.path, request.host, request.validators) == ("coffee.jpg", host_seen, None)
+    assert request.max_bytes == node.config.limits.max_source_bytes
