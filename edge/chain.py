@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import BadRequest, NotFound, OriginFailed, OriginTimedOut
+from .fetching import FetchMemoryExhausted
 from .metrics import Metrics
 from .origin import (
     NotModified,
@@ -75,6 +76,9 @@ async def _fetch_first(origins: Sequence[Origin], path: str, max_bytes: int, met
             outcome = "not_found"
         except SourceTooLarge:
             raise BadRequest("source too large") from None
+        except FetchMemoryExhausted:
+            outcome = "busy"
+            raise  # 503: the node is busy, not the origin broken
         except Exception as exc:  # TimeoutError, OriginFailure, or a bug in the plugin
             failure = _as_failure(origin, exc)
             outcome = "timeout" if failure.kind == "timeout" else "error"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from edge.config import Config, load_config
+from edge.httpserver import make_server
 from edge.pluginmanager import load_plugins
 from edge.server import Node, make_app
 
@@ -92,7 +94,7 @@ async def start_node(config_path: Path | None, *plugins: object) -> RunningNode:
     node = Node(config)
     await node.start()
     sockets = bind_sockets(0, "127.0.0.1")
-    server = HTTPServer(make_app(node))
+    server = make_server(make_app(node), config.server)
     server.add_sockets(sockets)
     return RunningNode(f"http://127.0.0.1:{sockets[0].getsockname()[1]}", node, server)
 
@@ -122,12 +124,15 @@ class NodeProcess:
     is read by a thread into `log`, so a busy node never blocks on a full pipe."""
 
     def __init__(self, config_path: Path | None, *args: str, env: dict[str, str] | None = None,
-                 stdout=None):
+                 stdout=None, nofile: tuple[int, int] | None = None):
+        """`nofile`: the (soft, hard) RLIMIT_NOFILE the node starts with."""
         command = [sys.executable, "-m", "edge", "serve", "--port", "0", *args]
         if config_path is not None:
             command += ["--config", str(config_path)]
+        self.config_path = config_path
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
         self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})})
+                                        env={**os.environ, **(env or {})}, preexec_fn=limit)
         self.log: list[str] = []
         self._log_changed = threading.Condition()
         self._reader = threading.Thread(target=self._read_log, daemon=True)
@@ -158,6 +163,11 @@ class NodeProcess:
                     raise RuntimeError(f"edge serve exited without logging {pattern!r}:\n" + "".join(self.log))
                 if not self._log_changed.wait(deadline - time.monotonic()):
                     raise TimeoutError(f"edge serve did not log {pattern!r} in {timeout}s")
+
+    def worker_pids(self) -> list[int]:
+        """The serving processes (`edge serve` supervises its workers)."""
+        pid = self.process.pid
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
     def stop(self, timeout: float = START_TIMEOUT) -> int:
         if self.process.poll() is None:
