@@ -129,6 +129,9 @@ class EdgeHTTPServer(HTTPServer):
         seconds), then close what is left."""
         self.stop()
         self._draining = True
+        log.info("draining: %d request(s) in progress, %d idle connection(s) closed",
+                 sum(state.busy for state in self._states.values()),
+                 sum(not state.busy for state in self._states.values()))
         for stream, state in list(self._states.items()):
             if not state.busy:
                 stream.close()

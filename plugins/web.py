@@ -107,6 +107,10 @@ def _is_public(address: str) -> bool:
     return ipaddress.ip_address(address.strip("[]").split("%")[0]).is_global
 
 
+class NotPublic(OSError):
+    """A name resolved to no public address (and is not trusted to)."""
+
+
 class _PublicOnlyResolver(AbstractResolver):
     """Resolves as usual, but keeps only public addresses for names not trusted by the policy: a
     wildcard-allowed redirect target cannot lead to 127.0.0.1 or 10.0.0.0/8 through DNS."""
@@ -121,7 +125,8 @@ class _PublicOnlyResolver(AbstractResolver):
             return results
         public = [result for result in results if _is_public(result["host"])]
         if not public:
-            raise OSError(f"{host} resolves to no public address")
+            log.warning("%s resolves to no public address; not connecting", host)
+            raise NotPublic(f"{host} resolves to no public address")
         return public
 
     async def close(self) -> None:
@@ -214,8 +219,10 @@ class WebOrigin(Origin):
                         url = self._redirect_target(response.url, location, path)
                         continue
                     return await self._read(response, path, max_bytes, validators)
-        except aiohttp.ClientConnectorError:
-            raise OriginFailure("refused", f"cannot connect to {origin}") from None
+        except aiohttp.ClientConnectorError as error:
+            if isinstance(error.os_error, NotPublic):  # a redirect target's name led to a special address
+                raise OriginFailure("redirect_refused", f"redirect to {url.origin()} refused") from None
+            raise OriginFailure("refused", f"cannot connect to {url.origin()}") from None
         except (aiohttp.ServerTimeoutError, TimeoutError):
             raise OriginFailure("timeout", f"no answer from {origin} in time") from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
