@@ -62,6 +62,10 @@ class ServerSettings:
     fetch_memory: int = 200 * 10**6
     #: seconds a fetch waits for `fetch_memory` before the request gets 503
     fetch_memory_wait: float = 5.0
+    #: glibc malloc arenas per worker (0 = glibc's default: 8 per core)
+    malloc_arenas: int = 2
+    #: give free memory back to the system after bursts (glibc `malloc_trim`)
+    memory_trim: bool = True
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,8 @@ def _server(t: ConfigTable) -> ServerSettings:
         shutdown_grace=t.duration("shutdown_grace", d.shutdown_grace),
         fetch_memory=t.size("fetch_memory", d.fetch_memory),
         fetch_memory_wait=t.duration("fetch_memory_wait", d.fetch_memory_wait),
+        malloc_arenas=t.int("malloc_arenas", d.malloc_arenas, min=0, max=1024),
+        memory_trim=t.bool("memory_trim", d.memory_trim),
     )
     if settings.max_header_size < 1024:
         raise t.error("max_header_size", "expected at least 1KiB (a request line and a Host header)")

@@ -247,8 +247,11 @@ class Supervisor:
 def serve_worker(config: Config, sockets: list, ready_fd: int | None = None) -> None:
     """One worker: serve on `sockets` until SIGTERM/SIGINT, then drain. Writes one byte to `ready_fd`
     once it accepts connections."""
+    from . import memory
     from .fetching import fetch_budget
     from .httpserver import make_server
+
+    memory.limit_arenas(config.server.malloc_arenas)  # before libvips starts its threads
     from .server import Node, make_app  # imports libvips: only in the serving process
 
     fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait)
@@ -256,6 +259,8 @@ def serve_worker(config: Config, sockets: list, ready_fd: int | None = None) -> 
     async def serve() -> None:
         node = Node(config)
         await node.start()
+        if config.server.memory_trim:
+            trimming = asyncio.create_task(memory.trim_after_bursts(lambda: node.inflight == 0))
         server = make_server(make_app(node), config.server)
         server.add_sockets(sockets)
         stopping = asyncio.Event()
@@ -267,6 +272,8 @@ def serve_worker(config: Config, sockets: list, ready_fd: int | None = None) -> 
             os.close(ready_fd)
         await stopping.wait()
         await server.drain(config.server.shutdown_grace)
+        if config.server.memory_trim:
+            trimming.cancel()
         await node.stop()
 
     asyncio.run(serve())
