@@ -75,7 +75,7 @@ def _purge(config: Config, target: dict[str, str | None]) -> int:
     return 0
 
 
-def run(config: Config, reload_config: Callable[[], Config] | None = None) -> int:
+def run(config: Config, reload_config: Callable[[], Config]) -> int:
     """Serve until SIGTERM/SIGINT (exit status 0), or until the workers keep dying (1). SIGHUP calls
     `reload_config` (see `edge.supervisor`)."""
     from .httpserver import raise_fd_limit
@@ -97,7 +97,7 @@ def run(config: Config, reload_config: Callable[[], Config] | None = None) -> in
             log.info("listening on http://%s:%d with %d worker(s), config %s",
                      serving.server.host, port, serving.server.workers, serving.source)
 
-        supervisor = Supervisor(config, sockets, reload_config or (lambda: config), announce,
+        supervisor = Supervisor(config, sockets, reload_config, announce,
                                 multiprocess_metrics)
         return supervisor.run()
     finally:

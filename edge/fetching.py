@@ -15,6 +15,7 @@ from collections.abc import AsyncIterable
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
+from .config import ServerSettings
 from .errors import Overloaded
 from .origin import SourceTooLarge
 
@@ -71,7 +72,7 @@ class FetchBudget:
 
 
 #: this process's budget; the serving process sets it from `[server]` (the defaults until then)
-fetch_budget = FetchBudget(200 * 10**6, 5.0)
+fetch_budget = FetchBudget(ServerSettings.fetch_memory, ServerSettings.fetch_memory_wait)
 
 
 async def read_limited(chunks: AsyncIterable[bytes], max_bytes: int, path: str, *,

@@ -244,7 +244,7 @@ class Supervisor:
         self._stop([w for w in self.workers.values() if w.generation == generation])
 
 
-def serve_worker(config: Config, sockets: list, ready_fd: int | None = None) -> None:
+def serve_worker(config: Config, sockets: list, ready_fd: int) -> None:
     """One worker: serve on `sockets` until SIGTERM/SIGINT, then drain. Writes one byte to `ready_fd`
     once it accepts connections."""
     from . import memory
@@ -267,9 +267,8 @@ def serve_worker(config: Config, sockets: list, ready_fd: int | None = None) -> 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        if ready_fd is not None:
-            os.write(ready_fd, b"1")
-            os.close(ready_fd)
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
         await stopping.wait()
         await server.drain(config.server.shutdown_grace)
         if config.server.memory_trim:

@@ -58,7 +58,6 @@ async def test_connections_beyond_the_cap_get_503(node_factory, tmp_path):
     node = await node_factory(write_config(tmp_path, local_config(before="[server]\nmax_connections = 3")))
     idle = [await asyncio.open_connection("127.0.0.1", int(node.url.rsplit(":", 1)[1])) for _ in range(3)]
     try:
-        await asyncio.sleep(0)  # let the node accept them (no answer is awaited: they send nothing)
         answer = await exchange(node.url, b"GET /_edge/health HTTP/1.1\r\nHost: a\r\n\r\n")
         assert status(answer) == 503 and b"Retry-After: 1" in answer and answer.endswith(b"too many connections\r\n")
     finally:
@@ -96,7 +95,7 @@ async def test_out_of_file_descriptors_the_node_pauses_then_serves_without_spinn
         assert (await AsyncHTTPClient().fetch(url)).code == 200  # cached: the later hit needs no file
         log_lines, cpu_before, started = len(node.log), cpu_seconds(worker), time.monotonic()
         clients = open_idle_clients(node.url, 260)  # more than the fds left: accept hits EMFILE
-        await asyncio.sleep(1)  # the node is at its fd limit now (the wait under test is bounded below)
+        await asyncio.to_thread(node.wait_for_log, "pausing accepting", 20, log_lines)
         answer = await AsyncHTTPClient().fetch(url, request_timeout=40, raise_error=False)
         elapsed = time.monotonic() - started
         assert answer.code == 200 and answer.headers["X-Cache"] == "HIT"

@@ -9,7 +9,7 @@ import time
 
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.nodes import SAMPLES, NodeProcess, decode, local_config, web_config, write_config
+from tests.nodes import SAMPLES, NodeProcess, decode, local_config, until, web_config, write_config
 from tests.servers import HTTPOrigin
 
 SAMPLES_PNG = "/tr:w-64/coffee.jpg"
@@ -41,15 +41,12 @@ async def test_sighup_under_load_serves_the_new_config_and_fails_no_request(tmp_
         old_workers = set(node.worker_pids())
         stop, statuses = asyncio.Event(), []
         clients = [asyncio.create_task(load(node.url, stop, statuses)) for _ in range(4)]
-        while len(statuses) < 20:  # the load is running
-            await asyncio.sleep(0.05)
+        await until(answered(statuses, 20), "the load running")
         write_config(tmp_path, local_config(before=AFTER))
         mark = len(node.log)
         node.process.send_signal(signal.SIGHUP)
         await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
-        during = len(statuses)
-        while len(statuses) < during + 20:  # and goes on after the old workers were told to stop
-            await asyncio.sleep(0.05)
+        await until(answered(statuses, len(statuses) + 20), "more answers after the reload")
         stop.set()
         await asyncio.gather(*clients)
         assert set(statuses) == {200}, sorted(set(statuses))
@@ -60,6 +57,12 @@ async def test_sighup_under_load_serves_the_new_config_and_fails_no_request(tmp_
         assert await asyncio.to_thread(gone, node, old_workers)
     finally:
         assert node.stop() == 0
+
+
+def answered(statuses, count: int):
+    async def condition() -> bool:
+        return len(statuses) >= count
+    return condition
 
 
 def gone(node: NodeProcess, pids: set[int], timeout: float = 30) -> bool:
@@ -96,8 +99,10 @@ async def test_sigterm_lets_a_slow_request_finish_and_exits_0(tmp_path):
         origin.behaviour.hold = asyncio.Event()
         request = asyncio.ensure_future(AsyncHTTPClient().fetch(node.url + "/tr:w-50/slow.jpg", raise_error=False,
                                                               request_timeout=30))
-        while not origin.requests["slow.jpg"]:  # the request is in progress at the node
-            await asyncio.sleep(0.02)
+        async def reached_the_origin() -> bool:
+            return origin.requests["slow.jpg"] > 0
+
+        await until(reached_the_origin, "the request reaching the origin")
         node.process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(node.wait_for_log, r"draining: 1 request\(s\) in progress", 10)
         origin.behaviour.hold.set()
