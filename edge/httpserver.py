@@ -79,8 +79,13 @@ class _ConnectionState:
     __slots__ = ("requests", "busy")
 
     def __init__(self) -> None:
-        self.requests = 0
+        self.requests = 0  # requests started (the first while its headers are awaited)
         self.busy = False  # between a request's headers and the start of the next request
+
+    @property
+    def between_requests(self) -> bool:
+        """A kept-alive connection waiting for its next request."""
+        return self.requests > 1 and not self.busy
 
 
 class EdgeHTTPServer(HTTPServer):
@@ -125,21 +130,21 @@ class EdgeHTTPServer(HTTPServer):
         super().on_close(server_conn)
 
     async def drain(self, grace: float) -> None:
-        """Stop accepting, close idle connections, let requests in progress finish (at most `grace`
-        seconds), then close what is left."""
+        """Stop accepting; close connections idle between requests; let the others finish their
+        request (a new connection its first one: it may have been accepted a moment ago) for at most
+        `grace` seconds; then close what is left."""
         self.stop()
         self._draining = True
+        idle = [stream for stream, state in self._states.items() if state.between_requests]
         log.info("draining: %d request(s) in progress, %d idle connection(s) closed",
-                 sum(state.busy for state in self._states.values()),
-                 sum(not state.busy for state in self._states.values()))
-        for stream, state in list(self._states.items()):
-            if not state.busy:
-                stream.close()
+                 sum(state.busy for state in self._states.values()), len(idle))
+        for stream in idle:
+            stream.close()
         deadline = time.monotonic() + grace
-        while any(state.busy for state in self._states.values()) and time.monotonic() < deadline:
+        while self._states and time.monotonic() < deadline:  # each closes after its request
             await asyncio.sleep(0.05)
-        if any(state.busy for state in self._states.values()):
-            log.warning("requests still in progress after %gs; closing their connections", grace)
+        if self._states:
+            log.warning("%d connection(s) still open after %gs; closing them", len(self._states), grace)
         await self.close_all_connections()
 
     # -- accepting ------------------------------------------------------------------------------
