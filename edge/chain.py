@@ -12,8 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import BadRequest, NotFound, OriginFailed, OriginTimedOut
-from .fetching import FetchMemoryExhausted
+from .errors import BadRequest, FetchMemoryExhausted, NotFound, OriginFailed, OriginTimedOut
 from .metrics import Metrics
 from .origin import (
     NotModified,

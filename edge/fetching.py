@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 
 from .config import ServerSettings
-from .errors import Overloaded
+from .errors import FetchMemoryExhausted
 from .origin import SourceTooLarge
 
 #: bytes asked of a socket at a time while streaming an original
@@ -27,10 +27,6 @@ def check_announced_size(announced: int | None, max_bytes: int, path: str) -> No
     """Refuse before reading when the origin announces (Content-Length) more than `max_bytes`."""
     if announced is not None and announced > max_bytes:
         raise SourceTooLarge(path)
-
-
-class FetchMemoryExhausted(Overloaded):
-    """The process's bytes of originals in flight are at `fetch_memory` and stayed there (503)."""
 
 
 class FetchBudget:
