@@ -68,8 +68,8 @@ def main() -> None:
         try:
             targets = {
                 "bare": (bare_url, bare.pid),
-                "node": (nodes[True].url + PATH, nodes[True].process.pid),
-                "node, no access log": (nodes[False].url + PATH, nodes[False].process.pid),
+                "node": (nodes[True].url + PATH, nodes[True].worker_pids()[0]),
+                "node, no access log": (nodes[False].url + PATH, nodes[False].worker_pids()[0]),
             }
             results: dict[str, list[LoadResult]] = {name: [] for name in targets}
             for _ in range(args.rounds):

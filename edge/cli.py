@@ -1,25 +1,21 @@
 """The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge plugins`, `edge new-plugin`.
 
-`serve` binds the listening socket in the parent, then (with `workers > 1`) forks the workers, which
-all accept on that socket. The parent only supervises: it restarts a worker that dies, and on
-SIGTERM/SIGINT stops them all and waits for them, so no worker outlives it. libvips and the metrics
-values are only touched after the fork.
+`serve` binds the listening socket in the parent, then forks the workers, which all accept on that
+socket. The parent only supervises (`edge.supervisor`): restarts, SIGHUP reloads, SIGTERM drains.
+libvips and the metrics values are only touched after the fork.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import ctypes
 import dataclasses
 import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import tornado.netutil
@@ -29,12 +25,9 @@ from .errors import ConfigError, EdgeError
 from .pluginmanager import Plugins, load_plugins
 from .purge import parse_target, purge_offline
 from .scaffold import new_plugin
+from .supervisor import Supervisor
 
 log = logging.getLogger("edge")
-
-SHUTDOWN_GRACE_SECONDS = 10
-RESTART_WINDOW_SECONDS = 60
-MAX_RESTARTS_IN_WINDOW = 10
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "purge":
         return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix})
     workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
-    return run(config.with_overrides(host=args.host, port=args.port, workers=workers))
+
+    def load() -> Config:  # at start and on SIGHUP: the file again, the command line's flags on top
+        return load_config(args.config, load_plugins()).with_overrides(host=args.host, port=args.port,
+                                                                       workers=workers)
+    return run(config.with_overrides(host=args.host, port=args.port, workers=workers), load)
 
 
 def _list_plugins(plugins: Plugins, *, as_json: bool) -> int:
@@ -110,11 +107,16 @@ def _purge(config: Config, target: dict[str, str | None]) -> int:
     return 0
 
 
-def run(config: Config) -> int:
-    """Serve until SIGTERM/SIGINT."""
+def run(config: Config, reload_config: Callable[[], Config]) -> int:
+    """Serve until SIGTERM/SIGINT (exit status 0), or until the workers keep dying (1). SIGHUP calls
+    `reload_config` (see `edge.supervisor`)."""
+    from .httpserver import raise_fd_limit
+
     config.cache.dir.mkdir(parents=True, exist_ok=True)
+    raise_fd_limit()  # before the fork: the workers inherit it
     metrics_dir = None
-    if config.server.workers > 1:
+    multiprocess_metrics = config.server.workers > 1
+    if multiprocess_metrics:
         # /metrics must describe every worker. Set before prometheus-client is imported: it picks
         # its value store then. (One process keeps the faster in-memory values.)
         metrics_dir = tempfile.mkdtemp(prefix="edge-metrics-")
@@ -123,128 +125,16 @@ def run(config: Config) -> int:
         sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
         port = sockets[0].getsockname()[1]
 
-        def announce() -> None:  # once signals are handled and the workers exist
+        def announce(serving: Config) -> None:  # once the first workers serve
             log.info("listening on http://%s:%d with %d worker(s), config %s",
-                     config.server.host, port, config.server.workers, config.source)
+                     serving.server.host, port, serving.server.workers, serving.source)
 
-        if config.server.workers == 1:
-            _serve_worker(config, sockets, announce)
-        else:
-            _supervise(config, sockets, announce)
+        supervisor = Supervisor(config, sockets, reload_config, announce,
+                                multiprocess_metrics)
+        return supervisor.run()
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
-
-
-def _serve_worker(config: Config, sockets: list, announce=lambda: None) -> None:
-    from tornado.httpserver import HTTPServer
-
-    from .server import Node, make_app  # imports libvips: only in the serving process
-
-    async def serve() -> None:
-        node = Node(config)
-        await node.start()
-        server = HTTPServer(make_app(node))
-        server.add_sockets(sockets)
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
-        announce()
-        await stopping.wait()
-        server.stop()
-        try:
-            await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_SECONDS)
-        except TimeoutError:
-            log.warning("connections still open after %ss; closing anyway", SHUTDOWN_GRACE_SECONDS)
-        await node.stop()
-
-    asyncio.run(serve())
-
-
-def _supervise(config: Config, sockets: list, announce) -> None:
-    from prometheus_client import multiprocess
-
-    children: dict[int, int] = {}  # pid → worker number
-    restarts: list[float] = []
-    stopping = False
-
-    handled = {signal.SIGTERM, signal.SIGINT, signal.SIGALRM}
-
-    def spawn(number: int) -> None:
-        # Signals wait until the child has dropped the supervisor's handlers.
-        signal.pthread_sigmask(signal.SIG_BLOCK, handled)
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                for signum in handled:
-                    signal.signal(signum, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
-                _die_with_parent()
-                _serve_worker(config, sockets)
-            except BaseException:
-                log.exception("worker %d crashed", number)
-                code = 1
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        children[pid] = number
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        if signum == signal.SIGALRM:  # the grace period is over
-            for pid in children:
-                _kill(pid, signal.SIGKILL)
-            return
-        if not stopping:
-            stopping = True
-            log.info("stopping %d worker(s)", len(children))
-            for pid in children:
-                _kill(pid, signal.SIGTERM)
-            signal.alarm(SHUTDOWN_GRACE_SECONDS + 5)
-
-    for signum in handled:
-        signal.signal(signum, stop)
-    for number in range(config.server.workers):
-        spawn(number)
-    announce()
-    while children:
-        pid, status = os.wait()
-        number = children.pop(pid, None)
-        if number is None:
-            continue
-        multiprocess.mark_process_dead(pid)
-        if stopping:
-            continue
-        now = time.monotonic()
-        restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW_SECONDS] + [now]
-        if len(restarts) > MAX_RESTARTS_IN_WINDOW:
-            log.critical("workers keep dying; stopping the node")
-            stop(signal.SIGTERM, None)
-            continue
-        spawn(number)
-        log.error("worker %d (pid %d) exited with status %d; restarted", number, pid, status)
-    signal.alarm(0)
-
-
-def _kill(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _die_with_parent() -> None:
-    """Linux: a worker gets SIGTERM if the supervisor dies, even by SIGKILL, so none is orphaned."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 if __name__ == "__main__":

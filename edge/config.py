@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
 from .settings import ConfigTable, Secret
@@ -39,6 +40,31 @@ class ServerSettings:
     #: transformations waiting for a thread beyond which requests get 503 + Retry-After.
     transform_queue: int = 64
     access_log: bool = True
+    # -- limits against hostile or stuck clients (see docs/security.md, "Server limits") --
+    #: seconds a new connection has to send its first request's headers
+    header_timeout: float = 10.0
+    #: seconds a kept-alive connection may wait for its next request's headers
+    idle_timeout: float = 60.0
+    #: seconds a request body may take to arrive
+    body_timeout: float = 10.0
+    max_header_size: int = 32 * 1024
+    #: body of any request but the admin API's (image URLs are GETs: they need none)
+    max_request_body: int = 4 * 1024
+    #: body of `POST /_edge/purge`
+    max_admin_body: int = 1024 * 1024
+    #: open connections per worker; beyond it a connection gets 503 and is closed
+    max_connections: int = 1024
+    #: seconds a stopping worker lets requests in progress finish (SIGTERM, SIGHUP's old workers)
+    shutdown_grace: float = 10.0
+    # -- memory (see docs/security.md, "Memory") --
+    #: bytes of originals being fetched at once, per worker; more waits, then 503
+    fetch_memory: int = DEFAULT_FETCH_MEMORY
+    #: seconds a fetch waits for `fetch_memory` before the request gets 503
+    fetch_memory_wait: float = DEFAULT_FETCH_MEMORY_WAIT
+    #: glibc malloc arenas per worker (0 = glibc's default: 8 per core)
+    malloc_arenas: int = 2
+    #: give free memory back to the system after bursts (glibc `malloc_trim`)
+    memory_trim: bool = True
 
 
 @dataclass(frozen=True)
@@ -139,6 +165,9 @@ def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:
     cache = _cache(root.subtable("cache"))
     defaults = _defaults(root.subtable("defaults"))
     limits = _limits(root.subtable("limits"))
+    if server.fetch_memory < limits.max_source_bytes:
+        raise ConfigError(f"{label}: [server] fetch_memory: expected at least [limits] max_source_bytes "
+                          f"({limits.max_source_bytes} bytes), or no original that large could be fetched")
     named = _named_transformations(root.subtable("named_transformations"))
     admin = root.subtable("admin")
     admin_token = admin.secret("token")
@@ -161,9 +190,29 @@ def _server(t: ConfigTable) -> ServerSettings:
         or (os.cpu_count() or 1),
         transform_queue=t.int("transform_queue", d.transform_queue, min=1, max=100_000),
         access_log=t.bool("access_log", d.access_log),
+        header_timeout=_positive(t, "header_timeout", t.duration("header_timeout", d.header_timeout)),
+        idle_timeout=_positive(t, "idle_timeout", t.duration("idle_timeout", d.idle_timeout)),
+        body_timeout=_positive(t, "body_timeout", t.duration("body_timeout", d.body_timeout)),
+        max_header_size=t.size("max_header_size", d.max_header_size),
+        max_request_body=t.size("max_request_body", d.max_request_body),
+        max_admin_body=t.size("max_admin_body", d.max_admin_body),
+        max_connections=t.int("max_connections", d.max_connections, min=1),
+        shutdown_grace=t.duration("shutdown_grace", d.shutdown_grace),
+        fetch_memory=t.size("fetch_memory", d.fetch_memory),
+        fetch_memory_wait=t.duration("fetch_memory_wait", d.fetch_memory_wait),
+        malloc_arenas=t.int("malloc_arenas", d.malloc_arenas, min=0, max=1024),
+        memory_trim=t.bool("memory_trim", d.memory_trim),
     )
+    if settings.max_header_size < 1024:
+        raise t.error("max_header_size", "expected at least 1KiB (a request line and a Host header)")
     t.finish()
     return settings
+
+
+def _positive(t: ConfigTable, key: str, seconds: float) -> float:
+    if seconds <= 0:
+        raise t.error(key, "expected a duration above zero")
+    return seconds
 
 
 def _cache(t: ConfigTable) -> CacheSettings:

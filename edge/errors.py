@@ -81,6 +81,10 @@ class Overloaded(EdgeError):
         super().__init__("node overloaded, retry later", headers={"Retry-After": str(retry_after)})
 
 
+class FetchMemoryExhausted(Overloaded):
+    """The process's bytes of originals being fetched stayed at `[server] fetch_memory` (503)."""
+
+
 class FlightTimeout(EdgeError):
     """Waited longer than the request producing the same image may legitimately take (504)."""
 
