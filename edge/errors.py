@@ -35,7 +35,8 @@ class InvalidTransformation(BadRequest):
 
 
 class Unauthorized(EdgeError):
-    """The admin API without the admin token (401)."""
+    """The admin API without the admin token, or an image URL without the valid signature its
+    endpoint requires (401)."""
 
     status = 401
 

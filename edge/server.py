@@ -46,7 +46,8 @@ class Node:
         #: wall-clock seconds for cache freshness; tests replace it to move time forward.
         self.clock: Callable[[], float] = time.time
         self.metrics = Metrics()
-        self.router = Router(config.endpoints)
+        self.router = Router(config.endpoints, signature_refusals=self.metrics.signature_refusals,
+                             clock=lambda: self.clock())
         self.origins = {origin.name: origin for origin in config.origins}
         self.caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size,
                              config.cache.memory_size,
@@ -174,11 +175,11 @@ class ImageHandler(BaseHandler):
     async def _serve(self) -> None:
         node = self.node
         try:
-            request = node.router.route(self.request.host, self.request.path)
+            request = node.router.route(self.request.host, self.request.uri)
             self.endpoint_label = request.endpoint.id or "default"
             transformation = parse_transformation(request.path_transformation, self._query("tr"),
                                                   named=node.config.named_transformations,
-                                                  named_only=request.endpoint.named_only)
+                                                  named_only=request.named_only)
             planned_format, vary_accept = plan_format(transformation.output_format, request.path,
                                                       self.request.headers.get("Accept"))
             key = node.cache_key(request, transformation, planned_format, vary_accept)

@@ -91,6 +91,8 @@ def test_full_example_parses_into_typed_values(tmp_path):
     (ORIGIN + ENDPOINT + 'private_key = ""\n', "[endpoints[0]] private_key: is empty"),
     (ORIGIN + ENDPOINT + 'private_key = "k"\nprevious_private_keys = [" "]\n',
      "[endpoints[0]] previous_private_keys: contains an empty key"),
+    (ORIGIN + ENDPOINT + 'private_key = "k"\nsigned_only = true\nnamed_only = true\n',
+     "[endpoints[0]] named_only: cannot be combined with signed_only"),
     (ORIGIN + ENDPOINT + 'private_key = "${NOT_SET}"\n', "[endpoints[0]] private_key: environment variable NOT_SET is not set"),
     (ORIGIN + ENDPOINT + 'url_style = "cloudinary"\n', "[endpoints[0]] url_style: Cloudinary-style URLs are not supported yet"),
 ])
