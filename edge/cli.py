@@ -100,6 +100,9 @@ def _url(config: Config, args: argparse.Namespace) -> int:
     if endpoint is None:
         print(f"edge: no endpoint has id {args.endpoint!r}", file=sys.stderr)
         return 2
+    if not args.path.strip("/"):
+        print("edge: --path must name an original", file=sys.stderr)
+        return 2
     if args.expires_in is not None and args.expires_in <= 0:
         print("edge: --expires-in must be a positive number of seconds", file=sys.stderr)
         return 2

@@ -34,8 +34,12 @@ class ImageRequest:
     path_transformation: str | None
     #: the `Host` header as sent (origins may forward it: the `web` origin's `forward_host`)
     host: str
-    #: carries a valid signature (`ik-s`) for its endpoint's key
-    signed: bool = False
+    #: the expiry (unix time) of its valid signature (`NO_EXPIRY` if it has no `ik-t`); None: unsigned
+    signed_until: int | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.signed_until is not None
 
     @property
     def named_only(self) -> bool:
@@ -66,7 +70,7 @@ class Router:
                 endpoint = self._default
             else:
                 raise NotFound("unknown endpoint")
-        signed = not allow_empty_path and self._signatures.verify(endpoint, "/".join(segments), query)
+        signed_until = None if allow_empty_path else self._signatures.verify(endpoint, "/".join(segments), query)
         transformation = None
         if segments and _decode(segments[0]).startswith("tr:"):
             transformation = _decode(segments[0])[3:]
@@ -78,7 +82,7 @@ class Router:
             # A dot segment would climb out of an origin's root, folder or base URL (a web server
             # normalises `/images/../admin`); no image an origin serves is named like that.
             raise NotFound("not found")
-        return ImageRequest(endpoint, path, transformation, host, signed)
+        return ImageRequest(endpoint, path, transformation, host, signed_until)
 
 
 def _host_name(host: str) -> str:

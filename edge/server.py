@@ -28,6 +28,7 @@ from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
 from .originals import OriginalSource
 from .routing import ImageRequest, Router
+from .signing import NO_EXPIRY
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
@@ -111,6 +112,15 @@ class Node:
 
     async def _refresh_gauges(self) -> None:
         await asyncio.to_thread(self.metrics.observe_cache, self.caches.tiers, self.config.cache.dir)
+
+    def cache_control(self, request: ImageRequest) -> str:
+        """An image's `Cache-Control`: caches in front must not keep an expiring signed URL's image
+        past its expiry."""
+        until = request.signed_until
+        if until is None or until == NO_EXPIRY:
+            return self.image_cache_control
+        remaining = max(0, min(self.config.defaults.cache_control_max_age, until - int(self.clock())))
+        return f"public, max-age={remaining}"
 
     def cache_key(self, request: ImageRequest, transformation: Transformation, planned_format: str,
                   vary_accept: bool) -> str:
@@ -201,7 +211,7 @@ class ImageHandler(BaseHandler):
                         raise
                     output = cached  # stale-if-error
             self.cache_result = self._cache_result(cached, output)
-            self._respond(output)
+            self._respond(output, request)
         except EdgeError as error:
             self._send_error(error)
 
@@ -265,10 +275,10 @@ class ImageHandler(BaseHandler):
         # most image URLs have no query: skip Tornado's argument decoding for them
         return self.get_query_argument(name, None) if self.request.query else None
 
-    def _respond(self, output: CachedOutput) -> None:
+    def _respond(self, output: CachedOutput, request: ImageRequest) -> None:
         self.origin_name = output.source.origin
         self.set_header("Content-Type", output.content_type)
-        self.set_header("Cache-Control", self.node.image_cache_control)
+        self.set_header("Cache-Control", self.node.cache_control(request))
         self.set_header("ETag", output.etag)
         self.set_header("X-Cache", self.cache_result.upper())
         if output.source.last_modified:

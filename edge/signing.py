@@ -86,17 +86,18 @@ class SignatureCheck:
                     for reason in REASONS:
                         refusals.labels(_label(endpoint), reason)
 
-    def verify(self, endpoint: Endpoint, raw_rest: str, query: str) -> bool:
-        """Whether the request carries a valid signature (`raw_rest`: the path past the endpoint's base,
-        as sent; `query`: as sent, without `?`). Raises `Unauthorized` for a bad or expired one, and for
-        none on a `signed_only` endpoint."""
+    def verify(self, endpoint: Endpoint, raw_rest: str, query: str) -> int | None:
+        """The expiry of the request's valid signature (`NO_EXPIRY` when it does not expire), or None
+        when it carries none (`raw_rest`: the path past the endpoint's base, as sent; `query`: as sent,
+        without `?`). Raises `Unauthorized` for a bad or expired one, and for none on a `signed_only`
+        endpoint."""
         if endpoint.private_key is None or endpoint.url_style != "imagekit":
-            return False
+            return None
         kept, signatures, expiries = _split(query)
         if not signatures and not expiries:
             if endpoint.signed_only:
                 raise self._refused(endpoint, "missing")
-            return False
+            return None
         # One of each at most: a second copy would let the URL say two things at once.
         if len(signatures) != 1 or len(expiries) > 1 or not _SIGNATURE.fullmatch(signatures[0]) \
                 or (expiries and not _EXPIRY.fullmatch(expiries[0])):
@@ -114,7 +115,7 @@ class SignatureCheck:
             raise self._refused(endpoint, "invalid")
         if int(expiry) <= self._clock():
             raise self._refused(endpoint, "expired")
-        return True
+        return int(expiry)
 
     def _refused(self, endpoint: Endpoint, reason: str) -> Unauthorized:
         if self._refusals is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from imagekitio import ImageKit
 
-from edge import signing
+from edge import cli, signing
 from tests.nodes import SAMPLES, decode, write_config
 from tests.scrape import samples, scrape
 
@@ -131,7 +133,12 @@ async def test_tampered_wrong_key_and_expired_urls_are_refused(node):
     await refused(node, "/signed/coffee.jpg?ik-t=9999999999", "invalid")
 
     expiring = sdk_url(base, "/coffee.jpg", width=100, expires_in=60)
-    assert await served_width(node, expiring) == 100
+    response = await get(node, expiring)
+    assert response.code == 200 and decode(response).width == 100
+    # caches in front must not serve it past its expiry
+    max_age = int(response.headers["Cache-Control"].removeprefix("public, max-age="))
+    assert 0 < max_age <= 60
+    assert (await get(node, good)).headers["Cache-Control"] == "public, max-age=31536000"
     expiry = int(expiring.split("ik-t=")[1].split("&")[0])
     await refused(node, expiring.replace(f"ik-t={expiry}", f"ik-t={expiry + 3600}"), "invalid")  # moved expiry
     await refused(node, expiring.replace(f"ik-t={expiry}&", ""), "invalid")  # expiry removed
@@ -182,27 +189,39 @@ async def test_named_only_with_a_key_keeps_named_urls_public_and_signs_the_rest(
     assert await served_width(node, sdk_url("https://node.example.test", "/coffee.jpg", key="any")) == 100
 
 
-def edge_url(config_path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "edge", "url", "--config", str(config_path), *args],
-                            capture_output=True, text=True, timeout=60, check=True)
-    assert KEY not in result.stdout + result.stderr
-    return result.stdout.strip()
+def edge_url(config_path, *args: str, status: int = 0) -> tuple[str, str]:
+    """`edge url` (its `main`, in this process): stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert cli.main(["url", "--config", str(config_path), *args]) == status
+    assert KEY not in out.getvalue() + err.getvalue()
+    return out.getvalue().strip(), err.getvalue()
 
 
 async def test_edge_url_writes_what_the_sdk_writes(node, config_path):
     base = "https://node.example.test"
-    assert edge_url(config_path, "--endpoint", "signed", "--path", ODD_NAME, "--tr", "w-60",
-                    "--tr-position", "query", "--base-url", base) == sdk_url(f"{base}/signed", ODD_NAME, width=60)
-    assert edge_url(config_path, "--endpoint", "signed", "--path", "/coffee.jpg", "--tr", "w-60") \
+    assert edge_url(config_path, "--endpoint", "signed", "--path", ODD_NAME, "--tr", "w-60", "--tr-position",
+                    "query", "--base-url", base)[0] == sdk_url(f"{base}/signed", ODD_NAME, width=60)
+    assert edge_url(config_path, "--endpoint", "signed", "--path", "/coffee.jpg", "--tr", "w-60")[0] \
         == sdk_url(f"https://{HOST}", "/coffee.jpg", width=60, position="path")
-    expiring = edge_url(config_path, "--endpoint", "signed", "--path", ODD_NAME, "--tr", "w-60",
-                        "--expires-in", "60", "--base-url", node.url)
+    expiring, _ = edge_url(config_path, "--endpoint", "signed", "--path", ODD_NAME, "--tr", "w-60",
+                           "--expires-in", "60", "--base-url", node.url)
     assert expiring.startswith(f"{node.url}/signed/tr:w-60/") and "&ik-s=" in expiring
     assert await served_width(node, expiring) == 60
-    expired = edge_url(config_path, "--endpoint", "signed", "--path", "coffee.jpg",
-                       "--expires-at", str(int(time.time()) - 1))
+    expired, _ = edge_url(config_path, "--endpoint", "signed", "--path", "coffee.jpg",
+                          "--expires-at", str(int(time.time()) - 1))
     await refused(node, expired, "expired", HOST)
     await refused(node, expired.replace("coffee.jpg", "camera.jpg"), "invalid", HOST)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--endpoint", "nope", "--path", "a.jpg"), "no endpoint has id 'nope'"),
+    (("--path", "a.jpg", "--expires-in", "60"), "endpoint '' has no private_key: an expiry needs a signed URL"),
+    (("--endpoint", "signed", "--path", "a.jpg", "--expires-in", "0"), "--expires-in must be a positive number of seconds"),
+    (("--endpoint", "signed", "--path", "/"), "--path must name an original"),
+])
+def test_edge_url_refuses_what_it_cannot_build(config_path, args, message):
+    assert edge_url(config_path, *args, status=2) == ("", f"edge: {message}\n")
 
 
 def test_signing_matches_the_sdk_byte_for_byte(monkeypatch):
@@ -232,6 +251,7 @@ async def test_the_key_never_appears_in_logs_metrics_bodies_or_check_config(node
     assert '"previous_private_keys": [\n        "****"\n      ]' in check.stdout
     captured = capfd.readouterr()
     everything = "\n".join([*bodies, captured.out, captured.err, caplog.text, check.stdout, check.stderr])
+    assert captured.out.count('"path":"/signed/coffee.jpg"') == 3
     assert "ik-s" not in captured.out  # the access log has paths only
     for secret in (KEY, OLD_KEY):
         assert secret not in everything
