@@ -39,8 +39,17 @@ _EXPIRY = re.compile(r"[0-9]{1,12}")
 def signature(key: str, unsigned_url: bytes, expires_at: int | str) -> str:
     """Lower-case hex HMAC-SHA1 of `unsigned_url` (past the endpoint's base, without `ik-s`/`ik-t`)
     followed by the expiry."""
-    message = unsigned_url + str(expires_at).encode("ascii")
-    return hmac.new(key.encode("utf-8"), message, hashlib.sha1).hexdigest()
+    return _signature(_keyed(key), unsigned_url, expires_at)
+
+
+def _keyed(key: str) -> hmac.HMAC:
+    return hmac.new(key.encode("utf-8"), digestmod=hashlib.sha1)
+
+
+def _signature(keyed: hmac.HMAC, unsigned_url: bytes, expires_at: int | str) -> str:
+    mac = keyed.copy()  # the key's setup is done once per key, not per request
+    mac.update(unsigned_url + str(expires_at).encode("ascii"))
+    return mac.hexdigest()
 
 
 def sign(key: str, unsigned_url: str, expires_at: int | None = None) -> str:
@@ -80,9 +89,14 @@ class SignatureCheck:
     def __init__(self, endpoints: Iterable[Endpoint], refusals: Counter | None, clock: Callable[[], float]):
         self._refusals = refusals
         self._clock = clock
+        #: per endpoint id: the current key, then the previous ones
+        self._keys = {endpoint.id: tuple(_keyed(key.reveal())
+                                         for key in (endpoint.private_key, *endpoint.previous_private_keys))
+                      for endpoint in endpoints
+                      if endpoint.private_key is not None and endpoint.url_style == "imagekit"}
         if refusals is not None:  # every series exists from the start, so a rate() alert sees its first refusal
             for endpoint in endpoints:
-                if endpoint.private_key is not None and endpoint.url_style == "imagekit":
+                if endpoint.id in self._keys:
                     for reason in REASONS:
                         refusals.labels(_label(endpoint), reason)
 
@@ -91,7 +105,8 @@ class SignatureCheck:
         when it carries none (`raw_rest`: the path past the endpoint's base, as sent; `query`: as sent,
         without `?`). Raises `Unauthorized` for a bad or expired one, and for none on a `signed_only`
         endpoint."""
-        if endpoint.private_key is None or endpoint.url_style != "imagekit":
+        keys = self._keys.get(endpoint.id)
+        if keys is None:
             return None
         kept, signatures, expiries = _split(query)
         if not signatures and not expiries:
@@ -109,8 +124,7 @@ class SignatureCheck:
         except UnicodeEncodeError:  # not text from a request line
             raise self._refused(endpoint, "invalid") from None
         # Every key is tried, so the time taken does not tell which one (if any) matched.
-        matches = [hmac.compare_digest(signature(key.reveal(), unsigned, expiry), signatures[0])
-                   for key in (endpoint.private_key, *endpoint.previous_private_keys)]
+        matches = [hmac.compare_digest(_signature(key, unsigned, expiry), signatures[0]) for key in keys]
         if not any(matches):
             raise self._refused(endpoint, "invalid")
         if int(expiry) <= self._clock():
