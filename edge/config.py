@@ -294,7 +294,7 @@ def _check_signing(t: ConfigTable, endpoint: Endpoint) -> None:
                            ("previous_private_keys", endpoint.previous_private_keys)):
             if given:
                 raise t.error(key, "needs private_key")
-    if endpoint.signed_only and endpoint.named_only:
+    if endpoint.signed_only and endpoint.named_only and endpoint.url_style == "imagekit":
         # named_only restricts unsigned URLs (a signed URL may ask for any transformation), and
         # signed_only refuses them all: together, named_only would do nothing.
         raise t.error("named_only", "cannot be combined with signed_only: named_only limits unsigned URLs, "
