@@ -124,12 +124,14 @@ async def test_tampered_wrong_key_and_expired_urls_are_refused(node):
     await refused(node, sdk_url(base, "/coffee.jpg", key="some-other-key"), "invalid")
     await refused(node, good.replace("coffee.jpg", "camera.jpg"), "invalid")  # tampered path
     await refused(node, good.replace("w-100", "w-1000"), "invalid")  # tampered transformation
+    await refused(node, good.replace("coffee", "coff%65e"), "invalid")  # the raw URL is signed, not the decoded one
     await refused(node, good.replace("?tr=", "?v=2&tr="), "invalid")  # a parameter added after signing
     await refused(node, good + "&ik-s=" + "0" * 40, "invalid")  # two signatures
     signature = good.split("ik-s=")[1]
     await refused(node, good.replace(signature, signature.upper()), "invalid")
     await refused(node, good.split("&ik-s=")[0], "missing")  # unsigned on a signed_only endpoint
     await refused(node, good.split("?")[0], "missing")
+    await refused(node, f"/signed/ik-s={signature}/coffee.jpg", "missing")  # a path segment is no signature
     await refused(node, "/signed/coffee.jpg?ik-t=9999999999", "invalid")
 
     expiring = sdk_url(base, "/coffee.jpg", width=100, expires_in=60)
@@ -149,8 +151,8 @@ async def test_tampered_wrong_key_and_expired_urls_are_refused(node):
     metrics = await scrape(node.url)
     assert samples(metrics, "edge_signature_refusals_total", endpoint="signed") == {
         (("endpoint", "signed"), ("reason", "expired")): 1,
-        (("endpoint", "signed"), ("reason", "invalid")): 10,
-        (("endpoint", "signed"), ("reason", "missing")): 2,
+        (("endpoint", "signed"), ("reason", "invalid")): 11,
+        (("endpoint", "signed"), ("reason", "missing")): 3,
     }
     assert samples(metrics, "edge_signature_refusals_total", endpoint="named") == {
         (("endpoint", "named"), ("reason", reason)): 0 for reason in signing.REASONS}
