@@ -18,7 +18,7 @@ import timeit
 import urllib.request
 from pathlib import Path
 
-from benchmarks.common import LoadResult, median, start_node_process, wrk_load
+from benchmarks.common import LoadResult, print_load_ratios, start_node_process, wrk_load
 from edge import signing
 from edge.config import load_config
 from edge.pluginmanager import load_plugins
@@ -27,6 +27,7 @@ from tests.nodes import local_config, write_config
 
 KEY = "bench-signing-key"
 UNSIGNED = "tr:w-300/astronaut.jpg"
+BASELINE = "unsigned, ?v=1"
 CONFIG = local_config(after=f'private_key = "{KEY}"')
 
 
@@ -35,7 +36,7 @@ def route_costs(config_dir: Path) -> dict[str, float]:
     config_dir.mkdir()
     config = load_config(write_config(config_dir, CONFIG), load_plugins())
     router = Router(config.endpoints)
-    uris = {"unsigned, ?v=1": f"/{UNSIGNED}?v=1", "signed": "/" + signing.sign(KEY, UNSIGNED),
+    uris = {BASELINE: f"/{UNSIGNED}?v=1", "signed": "/" + signing.sign(KEY, UNSIGNED),
             "signed, expiring": "/" + signing.sign(KEY, UNSIGNED, int(time.time()) + 3600)}
     return {name: min(timeit.repeat(lambda: router.route("127.0.0.1", uri), number=20_000, repeat=7)) / 20_000 * 1e6
             for name, uri in uris.items()}
@@ -53,7 +54,7 @@ def main() -> None:
             targets = {
                 "unsigned": f"{node.url}/{UNSIGNED}",
                 # Tornado decodes a query string only when there is one: the fair baseline for a signed URL
-                "unsigned, ?v=1": f"{node.url}/{UNSIGNED}?v=1",
+                BASELINE: f"{node.url}/{UNSIGNED}?v=1",
                 "signed": f"{node.url}/{signing.sign(KEY, UNSIGNED)}",
                 "signed, expiring": f"{node.url}/{signing.sign(KEY, UNSIGNED, int(time.time()) + 3600)}",
             }
@@ -69,16 +70,10 @@ def main() -> None:
         costs = route_costs(Path(tmp) / "router")
 
     print(f"signed cache hits, {args.rounds} rounds of {args.seconds}s, medians:")
-    base_rate = median([r.requests_per_second for r in results["unsigned, ?v=1"]])
-    base_cpu = median([r.cpu_us_per_request for r in results["unsigned, ?v=1"]])
-    for name, runs in results.items():
-        rate = median([r.requests_per_second for r in runs])
-        cpu = median([r.cpu_us_per_request for r in runs])
-        print(f"  {name:18s} {rate:7.0f} req/s (ratio {rate / base_rate:.2f})   "
-              f"{cpu:5.0f} µs CPU/request (baseline/this {base_cpu / cpu:.2f})")
+    print_load_ratios(results, BASELINE)
     print("Router.route, µs per call (best of 7):")
     for name, cost in costs.items():
-        print(f"  {name:18s} {cost:6.1f} µs (+{cost - costs['unsigned, ?v=1']:.1f})")
+        print(f"  {name:18s} {cost:6.1f} µs (+{cost - costs[BASELINE]:.1f})")
 
 
 if __name__ == "__main__":

@@ -57,3 +57,15 @@ def start_node_process(directory: Path, config_text: str) -> NodeProcess:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def print_load_ratios(results: dict[str, list[LoadResult]], baseline: str) -> None:
+    """One line per target: median req/s and CPU per request, each as a ratio to `baseline`'s."""
+    base_rate = median([r.requests_per_second for r in results[baseline]])
+    base_cpu = median([r.cpu_us_per_request for r in results[baseline]])
+    width = max(map(len, results))
+    for name, runs in results.items():
+        rate = median([r.requests_per_second for r in runs])
+        cpu = median([r.cpu_us_per_request for r in runs])
+        print(f"  {name:{width}s} {rate:7.0f} req/s (ratio {rate / base_rate:.2f})   "
+              f"{cpu:5.0f} µs CPU/request ({baseline}/this {base_cpu / cpu:.2f})")
