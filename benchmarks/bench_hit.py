@@ -11,14 +11,13 @@ handler's rate.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
-from benchmarks.common import LoadResult, print_load_ratios, start_node_process, wrk_load
+from benchmarks.common import LoadResult, load_arguments, print_load_ratios, start_node_process, wrk_load
 from tests.nodes import local_config
 
 PATH = "/tr:w-300/astronaut.jpg"
@@ -47,10 +46,7 @@ def node_config(access_log: bool) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=3)
-    args = parser.parse_args()
+    args = load_arguments(__doc__)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

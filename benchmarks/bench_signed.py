@@ -11,14 +11,13 @@ request the steadier one on a shared machine. Goal: a signed hit at ≥ 0.95 of 
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 import timeit
 import urllib.request
 from pathlib import Path
 
-from benchmarks.common import LoadResult, print_load_ratios, start_node_process, wrk_load
+from benchmarks.common import LoadResult, load_arguments, print_load_ratios, start_node_process, wrk_load
 from edge import signing
 from edge.config import load_config
 from edge.pluginmanager import load_plugins
@@ -43,10 +42,7 @@ def route_costs(config_dir: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=3)
-    args = parser.parse_args()
+    args = load_arguments(__doc__)
 
     with tempfile.TemporaryDirectory() as tmp:
         node = start_node_process(Path(tmp), CONFIG)

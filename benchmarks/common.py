@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -69,3 +70,11 @@ def print_load_ratios(results: dict[str, list[LoadResult]], baseline: str) -> No
         cpu = median([r.cpu_us_per_request for r in runs])
         print(f"  {name:{width}s} {rate:7.0f} req/s (ratio {rate / base_rate:.2f})   "
               f"{cpu:5.0f} µs CPU/request ({baseline}/this {base_cpu / cpu:.2f})")
+
+
+def load_arguments(doc: str) -> argparse.Namespace:
+    """`--rounds` and `--seconds` of a wrk benchmark whose module docstring is `doc`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
+    return parser.parse_args()
