@@ -13,6 +13,9 @@ class EdgeError(Exception):
     status = 500
     #: value of the `X-Edge-Error` header, when the error has one.
     kind: str | None = None
+    #: the endpoint's label (metrics, access log) when the error came before routing finished (a
+    #: refused signature): otherwise the request path knows it
+    endpoint: str | None = None
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None):
         super().__init__(message)

@@ -111,7 +111,7 @@ class Pipeline:
             return Served(endpoint, "miss" if self._originals.is_fresh(output.source) else "stale", output,
                           signed_until=request.signed_until)
         except EdgeError as error:
-            return Served(endpoint, "miss", error=error)
+            return Served(error.endpoint or endpoint, "miss", error=error)
 
     def _plan(self, request: ImageRequest, call: ImageCall) -> _Job:
         endpoint = request.endpoint

@@ -134,7 +134,9 @@ class SignatureCheck:
     def _refused(self, endpoint: Endpoint, reason: str) -> Unauthorized:
         if self._refusals is not None:
             self._refusals.labels(_label(endpoint), reason).inc()
-        return Unauthorized(f"{reason} signature")
+        error = Unauthorized(f"{reason} signature")
+        error.endpoint = _label(endpoint)
+        return error
 
 
 def _label(endpoint: Endpoint) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -157,6 +158,8 @@ async def test_tampered_wrong_key_and_expired_urls_are_refused(node):
     assert samples(metrics, "edge_signature_refusals_total", endpoint="named") == {
         (("endpoint", "named"), ("reason", reason)): 0 for reason in signing.REASONS}
     assert not samples(metrics, "edge_signature_refusals_total", endpoint="default")
+    assert samples(metrics, "edge_http_requests_total", endpoint="signed", status="401") == {
+        (("endpoint", "signed"), ("status", "401")): 15}
 
 
 async def test_a_served_signed_url_never_lets_the_unsigned_url_through(node):
@@ -253,7 +256,10 @@ async def test_the_key_never_appears_in_logs_metrics_bodies_or_check_config(node
     assert '"previous_private_keys": [\n        "****"\n      ]' in check.stdout
     captured = capfd.readouterr()
     everything = "\n".join([*bodies, captured.out, captured.err, caplog.text, check.stdout, check.stderr])
-    assert captured.out.count('"path":"/signed/coffee.jpg"') == 3
+    records = [json.loads(line) for line in captured.out.splitlines() if line.startswith('{"time"')]
+    assert [(r["path"], r["status"], r["endpoint"]) for r in records if r["path"] != "/metrics"] == [
+        ("/signed/coffee.jpg", 200, "signed"), ("/signed/coffee.jpg", 401, "signed"),
+        ("/signed/coffee.jpg", 401, "signed"), ("/signed/missing.jpg", 401, "signed")]
     assert "ik-s" not in captured.out  # the access log has paths only
     for secret in (KEY, OLD_KEY):
         assert secret not in everything
