@@ -15,11 +15,13 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import tornado.netutil
 
+from . import signing
 from .config import Config, load_config
 from .errors import ConfigError, EdgeError
 from .pluginmanager import Plugins, load_plugins
@@ -54,6 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     scaffold = commands.add_parser("new-plugin", help="create an origin plugin package to start from")
     scaffold.add_argument("name", help="the origin type it provides, e.g. sqlite")
     scaffold.add_argument("--dir", default=".", help="where to create its folder (default: here)")
+    url_command = commands.add_parser(
+        "url", help="build an image URL for an endpoint, signed with its private_key when it has one")
+    url_command.add_argument("--config")
+    url_command.add_argument("--endpoint", default="", help="endpoint id (default: the default endpoint)")
+    url_command.add_argument("--path", required=True, help="the original's path, unencoded (encoded as the SDKs do)")
+    url_command.add_argument("--tr", help="transformation, e.g. w-300,h-200")
+    url_command.add_argument("--tr-position", choices=("path", "query"), default="path",
+                             help="a tr: path segment (default) or ?tr=")
+    expiry = url_command.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in", type=int, metavar="SECONDS", help="the URL expires this many seconds from now")
+    expiry.add_argument("--expires-at", type=int, metavar="UNIX", help="the URL expires at this unix time")
+    url_command.add_argument("--base-url", help="the node's public URL (default: https://<the endpoint's first "
+                                                "host>, else the [server] address); /<id> is added unless it "
+                                                "is one of the endpoint's hosts")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -72,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "purge":
         return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix})
+    if args.command == "url":
+        return _url(config, args)
     workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
 
     def load() -> Config:  # at start and on SIGHUP: the file again, the command line's flags on top
@@ -107,6 +125,33 @@ def _purge(config: Config, target: dict[str, str | None]) -> int:
     return 0
 
 
+def _url(config: Config, args: argparse.Namespace) -> int:
+    endpoint = next((e for e in config.endpoints if e.id == args.endpoint), None)
+    if endpoint is None:
+        print(f"edge: no endpoint has id {args.endpoint!r}", file=sys.stderr)
+        return 2
+    if not args.path.strip("/"):
+        print("edge: --path must name an original", file=sys.stderr)
+        return 2
+    if args.expires_in is not None and args.expires_in <= 0:
+        print("edge: --expires-in must be a positive number of seconds", file=sys.stderr)
+        return 2
+    expires_at = int(time.time()) + args.expires_in if args.expires_in is not None else args.expires_at
+    if endpoint.private_key is None and expires_at is not None:
+        print(f"edge: endpoint {args.endpoint!r} has no private_key: an expiry needs a signed URL", file=sys.stderr)
+        return 2
+    server = config.server
+    listening = f"http://{f'[{server.host}]' if ':' in server.host else server.host}:{server.port}"
+    base = signing.endpoint_base(endpoint, args.base_url, listening)
+    url = signing.unsigned_url(args.path, args.tr, in_query=args.tr_position == "query")
+    if endpoint.private_key is not None:
+        url = signing.sign(endpoint.private_key.reveal(), url, expires_at)
+    print(f"{base}/{url}")
+    return 0
+
+
+def run(config: Config) -> int:
+    """Serve until SIGTERM/SIGINT."""
 def run(config: Config, reload_config: Callable[[], Config]) -> int:
     """Serve until SIGTERM/SIGINT (exit status 0), or until the workers keep dying (1). SIGHUP calls
     `reload_config` (see `edge.supervisor`)."""
