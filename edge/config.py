@@ -15,6 +15,7 @@ from typing import Any
 
 import pluggy
 
+from .cloudinary_urls import cloud_names
 from .errors import ConfigError
 from .origin import Origin, OriginSettings
 from .pluginmanager import origin_types
@@ -270,9 +271,11 @@ def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint,
         )
         t.finish()
         # Accepting these without enforcing them would serve unsigned URLs an operator meant to refuse.
-        for key, requested in (("private_key", endpoint.private_key), ("signed_only", endpoint.signed_only),
-                               ("url_style", endpoint.url_style != "imagekit")):
+        for key, requested in (("private_key", endpoint.private_key), ("signed_only", endpoint.signed_only)):
             if requested:
                 raise t.error(key, "signed URLs and Cloudinary-style URLs are not supported yet")
+        if endpoint.url_style == "cloudinary" and not cloud_names(endpoint.origins):
+            raise t.error("url_style", 'needs an origin with folder = "/res/<cloud>/" (a Cloudinary backup bucket): '
+                                       "its cloud name is the first segment of the URLs served")
         endpoints.append(endpoint)
     return tuple(endpoints)

@@ -8,11 +8,14 @@ a path with a `.` or `..` segment is not found, whatever the origin.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from . import cloudinary_urls
 from .config import Endpoint
 from .errors import BadRequest, NotFound
+from .transform.options import Transformation
 
 
 @dataclass(frozen=True)
@@ -24,11 +27,17 @@ class ImageRequest:
     path_transformation: str | None
     #: the `Host` header as sent (origins may forward it: the `web` origin's `forward_host`)
     host: str
+    #: already read from the path (a `url_style = "cloudinary"` URL); the query's `tr` does not apply
+    transformation: Transformation | None = None
+    #: with `orig-true`: the format the URL names; an original stored in another format is converted
+    original_as: str | None = None
 
 
 class Router:
-    def __init__(self, endpoints: tuple[Endpoint, ...]):
+    def __init__(self, endpoints: tuple[Endpoint, ...], named: Mapping[str, str] | None = None):
         self._by_id = {e.id: e for e in endpoints if e.id}
+        self._named = dict(named or {})
+        self._clouds = {e.id: cloudinary_urls.cloud_names(e.origins) for e in endpoints if e.url_style == "cloudinary"}
         self._by_host = {host: e for e in endpoints for host in e.hosts}
         self._default = next((e for e in endpoints if e.id == ""), None)
 
@@ -45,6 +54,8 @@ class Router:
                 endpoint = self._default
             else:
                 raise NotFound("unknown endpoint")
+        if endpoint.url_style == "cloudinary":
+            return self._cloudinary(endpoint, segments, host, allow_empty_path)
         transformation = None
         if segments and _decode(segments[0]).startswith("tr:"):
             transformation = _decode(segments[0])[3:]
@@ -57,6 +68,13 @@ class Router:
             # normalises `/images/../admin`); no image an origin serves is named like that.
             raise NotFound("not found")
         return ImageRequest(endpoint, path, transformation, host)
+
+    def _cloudinary(self, endpoint: Endpoint, segments: list[str], host: str, prefix: bool) -> ImageRequest:
+        secrets = tuple(key.reveal() for key in (endpoint.private_key,) if key is not None)
+        delivery = cloudinary_urls.read(segments, _decode, self._clouds[endpoint.id], secrets,
+                                        signed_only=endpoint.signed_only, named=self._named,
+                                        named_only=endpoint.named_only, prefix=prefix)
+        return ImageRequest(endpoint, delivery.path, None, host, delivery.transformation, delivery.original_as)
 
 
 def _host_name(host: str) -> str:

@@ -46,7 +46,7 @@ class Node:
         #: wall-clock seconds for cache freshness; tests replace it to move time forward.
         self.clock: Callable[[], float] = time.time
         self.metrics = Metrics()
-        self.router = Router(config.endpoints)
+        self.router = Router(config.endpoints, config.named_transformations)
         self.origins = {origin.name: origin for origin in config.origins}
         self.caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size,
                              config.cache.memory_size,
@@ -176,9 +176,9 @@ class ImageHandler(BaseHandler):
         try:
             request = node.router.route(self.request.host, self.request.path)
             self.endpoint_label = request.endpoint.id or "default"
-            transformation = parse_transformation(request.path_transformation, self._query("tr"),
-                                                  named=node.config.named_transformations,
-                                                  named_only=request.endpoint.named_only)
+            transformation = request.transformation or parse_transformation(
+                request.path_transformation, self._query("tr"), named=node.config.named_transformations,
+                named_only=request.endpoint.named_only)
             planned_format, vary_accept = plan_format(transformation.output_format, request.path,
                                                       self.request.headers.get("Accept"))
             key = node.cache_key(request, transformation, planned_format, vary_accept)
@@ -244,7 +244,7 @@ class ImageHandler(BaseHandler):
             body, fmt = source.body, LOADER_FORMATS.get(header.loader)
             if fmt is None:
                 raise UnprocessableSource()
-        else:
+        if not transformation.serves_original or request.original_as not in (None, fmt):
             started = time.perf_counter()
             rendered = await node.renderer.render(source.body, transformation, planned_format)
             body, fmt = rendered.body, rendered.format
