@@ -70,7 +70,7 @@ class Router:
         return ImageRequest(endpoint, path, transformation, host)
 
     def _cloudinary(self, endpoint: Endpoint, segments: list[str], host: str, prefix: bool) -> ImageRequest:
-        secrets = tuple(key.reveal() for key in (endpoint.private_key,) if key is not None)
+        secrets = tuple(key.reveal() for key in (endpoint.private_key, *endpoint.previous_private_keys) if key)
         delivery = cloudinary_urls.read(segments, _decode, self._clouds[endpoint.id], secrets,
                                         signed_only=endpoint.signed_only, named=self._named,
                                         named_only=endpoint.named_only, prefix=prefix)
