@@ -1,4 +1,4 @@
-"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`.
+"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge cloudinary-check`.
 
 `serve` binds the listening socket in the parent, then (with `workers > 1`) forks the workers, which
 all accept on that socket. The parent only supervises: it restarts a worker that dies, and on
@@ -22,6 +22,7 @@ import time
 
 import tornado.netutil
 
+from . import cloudinary_check
 from .config import Config, load_config
 from .errors import ConfigError, EdgeError
 from .pluginmanager import load_plugins
@@ -51,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     target = purge_command.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="a URL the node serves, or its path: all its transformations go")
     target.add_argument("--prefix", help="a URL or path prefix: everything under it goes")
+    cloudinary = commands.add_parser(
+        "cloudinary-check", help="whether this node serves a list of existing Cloudinary URLs, and which "
+                                 "words stop the others")
+    cloudinary.add_argument("--config")
+    cloudinary.add_argument("--urls", required=True, help="a file of URLs, one a line, or - for stdin")
+    cloudinary.add_argument("--base-url", help="also fetch each from the node running there; the answer must decode")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "purge":
         return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix})
+    if args.command == "cloudinary-check":
+        return _cloudinary_check(config, args.urls, args.base_url)
     workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
     return run(config.with_overrides(host=args.host, port=args.port, workers=workers))
 
@@ -76,6 +85,18 @@ def _purge(config: Config, target: dict[str, str | None]) -> int:
         print(f"edge: {error.message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _cloudinary_check(config: Config, urls: str, base_url: str | None) -> int:
+    try:
+        source = sys.stdin if urls == "-" else open(urls, encoding="utf-8", errors="replace")
+    except OSError as error:
+        print(f"edge: {urls}: {error.strerror}", file=sys.stderr)
+        return 2
+    with source:
+        verdicts, text = cloudinary_check.check(config, source, base_url)
+    sys.stdout.write(text)
+    return 0 if all(v.served for v in verdicts) else 1
 
 
 def run(config: Config) -> int:

@@ -4,6 +4,9 @@ word; where the node has its own equivalent (an ImageKit-style endpoint `/ik` on
 answer must be the very same bytes.
 """
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import cloudinary
@@ -250,3 +253,32 @@ async def test_signed_urls(s3, bucket, cloud, node_factory, tmp_path):
 def test_the_docs_print_the_mapping_table():
     docs = (Path(__file__).resolve().parent.parent / "docs" / "leaving-cloudinary.md").read_text()
     assert mapping_markdown() in docs
+
+
+async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("\n".join([
+        "http://res.cloudinary.com" + url(PHOTO, width=300, crop="fill", format="jpg"),
+        "https://img.acme.test" + url("logo.png"),
+        "# a comment",
+        "http://res.cloudinary.com" + url(PHOTO, overlay="badge", format="jpg"),
+        "http://res.cloudinary.com" + url("logo", effect="cartoonify", format="png"),
+        "http://res.cloudinary.com" + url("logo", overlay="badge", width=20, format="png"),
+        "http://res.cloudinary.com" + url(PHOTO, cloud_name="other"),
+        "http://res.cloudinary.com" + url("no/such/asset", width=20, format="jpg"),
+    ]) + "\n")
+    config_path = tmp_path / "edge.toml"  # the node's own config, written by the fixture
+    command = [sys.executable, "-m", "edge", "cloudinary-check", "--config", str(config_path), "--urls", str(urls)]
+    offline = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+    assert offline.returncode == 1, offline.stderr
+    assert offline.stdout.count("\nOK ") + offline.stdout.startswith("OK ") == 3  # the missing asset parses
+    assert "unsupported words (URLs):\n  l_badge  2\n  e_cartoonify  1\n" in offline.stdout
+    assert "  404 not found  1\n" in offline.stdout
+    assert "7 URLs: 3 served, 4 not" in offline.stdout
+
+    online = await asyncio.to_thread(subprocess.run, [*command, "--base-url", node.url], capture_output=True,
+                                     text=True, timeout=120)
+    assert "fetched: OK jpeg 300x200" in online.stdout
+    assert "fetched: OK png 256x256" in online.stdout
+    assert "fetched: FAILED 404" in online.stdout
+    assert "7 URLs: 2 served, 5 not" in online.stdout
