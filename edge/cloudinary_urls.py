@@ -106,7 +106,7 @@ WORDS: tuple[Word, ...] = (
     *(Word(f"`fl_{flag}`", f"`{ours}`", "progressive JPEG" if flag == "progressive" else "keep metadata")
       for flag, ours in FLAGS.items()),
     Word("`t_<name>`", "`n-<name>`", "a named transformation, defined in the node's `[named_transformations]` in its own grammar"),
-    Word("`d_<public_id>`", "`di-image@@<type>@@<public_id>`", "default image (`:` in the public ID for folders) when the asset is missing"),
+    Word("`d_<public_id>`", "`di-image@@upload@@<public_id>`", "default image (`:` in the public ID for folders) when the asset is missing"),
     Word("`s--XXXXXXXX--`", "signature check", "signed URL, verified with the endpoint's `private_key` (the account's API secret)"),
 )
 
