@@ -79,7 +79,7 @@ def fetch(base_url: str, url: str) -> str:
 
 def check(config: Config, lines: Iterable[str], base_url: str | None = None) -> tuple[list[Verdict], str]:
     """Every URL's verdict, and the report: one line per URL, then the summary."""
-    router = Router(config.endpoints, config.named_transformations)
+    router = Router(config.endpoints, named=config.named_transformations)
     verdicts = []
     for number, line in enumerate(lines):
         if number >= MAX_URLS:

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .errors import BadRequest, InvalidTransformation, NotFound, Unauthorized
+from .errors import BadRequest, EdgeError, InvalidTransformation, NotFound, Unauthorized
 from .transform.formats import EXTENSIONS
 from .transform.options import PARAMS, Transformation, parse_transformation
 
@@ -59,7 +59,7 @@ CROP_MODES: dict[str, tuple[str, str, str]] = {
     "fill": ("c-maintain_ratio", "", "exactly w×h: scale to cover, crop by gravity"),
     "lfill": ("c-maintain_ratio_no_enlarge", "c-at_max", "like `fill`, never upscales: an image smaller than the box keeps its size"),
     "pad": ("cm-pad_resize", "", "fit inside w×h, pad to exactly w×h with `b_` (gravity places the image)"),
-    "lpad": ("c-at_max : cm-pad_extract", "c-at_max", "like `pad`, never upscales: a smaller image is padded to w×h at its own size"),
+    "lpad": ("cm-pad_extract", "c-at_max", "like `pad`, never upscales: a smaller image is padded to w×h at its own size"),
     "crop": ("cm-extract", "cm-extract", "cut a w×h region at `x_`,`y_` (top-left) or by gravity, no scaling"),
     "thumb": ("c-maintain_ratio,fo-auto", "", "exactly w×h: scale to cover, crop around the subject (gravity `auto` unless `g_` says otherwise)"),
 }
@@ -78,7 +78,8 @@ FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "
 WORDS: tuple[Word, ...] = (
     Word("`w_N`, `h_N`", "`w-N`, `h-N`", "width, height in pixels; a decimal below 1 is a fraction of the input (`w_0.5`)"),
     Word("`ar_16:9`, `ar_1.5`", "`ar-16-9`, `ar-1.5-1`", "aspect ratio, with one of w/h (or alone with `c_crop`/`c_fill`)"),
-    *(Word(f"`c_{mode}`", f"`{ours}`" + (f" (one side: `{one}`)" if one and one != ours else ""), meaning)
+    *(Word(f"`c_{mode}`", ("`c-at_max` step, then " if mode == "lpad" else "") + f"`{ours}`"
+           + (f" (one side: `{one}`)" if one and one != ours else ""), meaning)
       for mode, (ours, one, meaning) in CROP_MODES.items()),
     Word(", ".join(f"`g_{g}`" for g in GRAVITIES),
          ", ".join(f"`fo-{fo}`" for fo in GRAVITIES.values()),
@@ -304,14 +305,10 @@ class _Component:
             raise self.fail("c", f"crop mode not supported; supported: {', '.join(CROP_MODES)}")
         mode = mode or "scale"
         both, one, _ = CROP_MODES[mode]
-        crop = both if self._box_given() else one
-        if mode == "lpad" and self._box_given():
-            crop = "cm-pad_extract"  # the second of its two steps; `steps` derives the first
-        params += crop.split(",") if crop else []
-        if "g" in self.words:
-            params += self._gravity(mode)
-        elif mode == "thumb" and "fo-auto" not in params:
-            params.append("fo-auto")
+        crop = [param for param in (both if self._box_given() else one).split(",") if param]
+        if "g" in self.words:  # in place of a mode's own focus (`c_thumb`'s `fo-auto`)
+            crop = [param for param in crop if not param.startswith("fo-")] + self._gravity(mode)
+        params += crop
         for key in ("x", "y"):
             if key in self.words:
                 if mode != "crop":
@@ -481,11 +478,14 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
     """Path segments after the endpoint (as sent; `decode` percent-decodes one) → a `Delivery`. 404 for another cloud, resource type or
     delivery type; 401 for a missing or wrong signature where one is required; 400 naming a word.
     `prefix`: the path may stop anywhere (a purge prefix); nothing else is checked."""
-    if prefix:
-        segments = [decode(segment) for segment in segments]
-        if len(segments) < 3 or segments[0] not in clouds or segments[1] != "image":
+    if prefix:  # a purge: a whole URL's origin path, or a prefix of origin paths
+        decoded = [decode(segment) for segment in segments]
+        if len(decoded) < 3 or decoded[0] not in clouds or decoded[1] != "image":
             raise NotFound("not found")
-        return Delivery("/".join(segments[1:]), parse_transformation(""), None)
+        try:
+            return Delivery(split_path(segments, decode).origin_path, parse_transformation(""), None)
+        except EdgeError:
+            return Delivery("/".join(decoded[1:]), parse_transformation(""), None)
     path = split_path(segments, decode)
     types = PUBLIC_TYPES + (SIGNED_TYPES if signed_only else ())
     if path.cloud not in clouds or path.delivery_type not in types:

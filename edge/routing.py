@@ -4,6 +4,9 @@ Order: a `Host` that an endpoint owns selects it (no identifier in the path); ot
 segment equal to an endpoint identifier; otherwise the default endpoint (`id = ""`). The next
 segment, if it starts with `tr:`, is the transformation. The rest is the path, percent-decoded once;
 a path with a `.` or `..` segment is not found, whatever the origin.
+
+An endpoint with `url_style = "cloudinary"` reads the rest of the path as a Cloudinary delivery URL
+instead (`edge.cloudinary_urls`): its transformation, already parsed, travels in the `ImageRequest`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class ImageRequest:
 
 
 class Router:
-    def __init__(self, endpoints: tuple[Endpoint, ...], named: Mapping[str, str] | None = None):
+    def __init__(self, endpoints: tuple[Endpoint, ...], *, named: Mapping[str, str] | None = None):
         self._by_id = {e.id: e for e in endpoints if e.id}
         self._named = dict(named or {})
         self._clouds = {e.id: cloudinary_urls.cloud_names(e.origins) for e in endpoints if e.url_style == "cloudinary"}
@@ -74,7 +77,8 @@ class Router:
         delivery = cloudinary_urls.read(segments, _decode, self._clouds[endpoint.id], secrets,
                                         signed_only=endpoint.signed_only, named=self._named,
                                         named_only=endpoint.named_only, prefix=prefix)
-        return ImageRequest(endpoint, delivery.path, None, host, delivery.transformation, delivery.original_as)
+        return ImageRequest(endpoint, delivery.path, None, host, transformation=delivery.transformation,
+                            original_as=delivery.original_as)
 
 
 def _host_name(host: str) -> str:

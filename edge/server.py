@@ -46,7 +46,7 @@ class Node:
         #: wall-clock seconds for cache freshness; tests replace it to move time forward.
         self.clock: Callable[[], float] = time.time
         self.metrics = Metrics()
-        self.router = Router(config.endpoints, config.named_transformations)
+        self.router = Router(config.endpoints, named=config.named_transformations)
         self.origins = {origin.name: origin for origin in config.origins}
         self.caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size,
                              config.cache.memory_size,

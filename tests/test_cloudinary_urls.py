@@ -282,3 +282,25 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
     assert "fetched: OK png 256x256" in online.stdout
     assert "fetched: FAILED 404" in online.stdout
     assert "7 URLs: 2 served, 5 not" in online.stdout
+
+
+@pytest.mark.parametrize("path, components, origin_path", [
+    ("demo/image/upload/w_300,c_fill/f_auto/products/shoe.jpg", ("w_300,c_fill", "f_auto"), "image/upload/products/shoe.jpg"),
+    ("demo/image/upload/w_300/my_photos/shoe.jpg", ("w_300",), "image/upload/my_photos/shoe.jpg"),  # `my` is no key
+    ("demo/image/upload/w_300/v12/w_10/shoe", ("w_300",), "image/upload/v12/w_10/shoe"),  # after v: public ID
+    ("demo/image/upload/v12.jpg", (), "image/upload/v12.jpg"),  # the last segment is the public ID
+    ("demo/image/upload/s--abcdefgh--/l_x/a/b.c.png", ("l_x",), "image/upload/a/b.c.png"),
+])
+def test_split_path(path, components, origin_path):
+    from edge.cloudinary_urls import split_path
+    split = split_path(path.split("/"), lambda segment: segment)
+    assert (split.components, split.origin_path) == (components, origin_path)
+
+
+def test_a_purge_names_origin_paths():
+    from edge.cloudinary_urls import read
+    def purge(path):
+        return read(path.split("/"), lambda s: s, frozenset({"demo"}), (), signed_only=False, named={},
+                    named_only=False, prefix=True).path
+    assert purge("demo/image/upload/c_fill,w_300/v1/products/shoe.jpg") == "image/upload/v1/products/shoe.jpg"
+    assert purge("demo/image/upload/products/") == "image/upload/products/"
