@@ -18,14 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edge.cloudinary_urls import IMAGE_EXTENSIONS
 from edge.hookspecs import hookimpl
 from edge.origin import Origin, Original, OriginFailure, OriginNotFound, OriginSettings, Validators
 from edge.settings import ConfigTable
-from edge.transform.formats import EXTENSIONS
 from plugins.s3 import S3Origin
 
-#: request-path extensions that name a format (and so are not part of the public ID)
-IMAGE_EXTENSIONS = frozenset(EXTENSIONS) | {"tif", "tiff", "bmp", "heic", "heif", "jxl", "jp2", "ico", "svg"}
 #: Cloudinary's resource types; a `v<digits>` segment right after `<resource_type>/<type>/` is a version
 RESOURCE_TYPES = frozenset({"image", "video", "raw"})
 _VERSION_SEGMENT = re.compile(r"v(\d+)")
