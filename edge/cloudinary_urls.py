@@ -113,10 +113,10 @@ WORDS: tuple[Word, ...] = (
 
 SUPPORTED_KEYS = frozenset({"w", "h", "ar", "c", "g", "x", "y", "z", "q", "f", "dpr", "a", "r", "e", "b", "bo",
                             "o", "fl", "t", "d"})
-#: the other keys the Cloudinary SDKs emit for images (layers, conditions, variables, colour, video…):
-#: a segment made of them is a component — a 400 naming the word — never a folder of the public ID
+#: the other keys the Cloudinary SDKs emit (layers, conditions, variables, colour, pages, video…): a
+#: segment made of them is a component — a 400 naming the word — never a folder of the public ID
 UNSUPPORTED_KEYS = frozenset({"l", "u", "co", "if", "$", "cs", "dn", "pg", "fn", "vs", "ki", "sp", "af", "du",
-                              "so", "eo", "vc", "ac", "br", "fps", "dl", "fo", "ci", "cl", "p"})
+                              "so", "eo", "vc", "ac", "br", "fps", "dl", "p"})
 KNOWN_KEYS = SUPPORTED_KEYS | UNSUPPORTED_KEYS
 
 
