@@ -26,7 +26,8 @@ MAX_URLS = 100_000
 FETCH_TIMEOUT = 30
 #: what a browser sends, so `f_auto` answers as it would to one
 ACCEPT = "image/avif,image/webp,image/*,*/*;q=0.8"
-CLOUDINARY_HOST = "res.cloudinary.com"
+#: Cloudinary's own host names (`res.cloudinary.com`, `<cloud>-res.cloudinary.com`): matched by path alone
+CLOUDINARY_DOMAIN = "cloudinary.com"
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class Verdict:
 
 def check_url(router: Router, url: str) -> Verdict:
     parts = urlsplit(url)
-    host = "" if parts.netloc.lower() == CLOUDINARY_HOST else parts.netloc
+    name = (parts.hostname or "").lower()
+    host = "" if name == CLOUDINARY_DOMAIN or name.endswith("." + CLOUDINARY_DOMAIN) else parts.netloc
     try:
         request = router.route(host, parts.path or "/")
         if request.endpoint.url_style != "cloudinary":

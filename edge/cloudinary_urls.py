@@ -63,6 +63,8 @@ CROP_MODES: dict[str, tuple[str, str, str]] = {
     "crop": ("cm-extract", "cm-extract", "cut a w×h region at `x_`,`y_` (top-left) or by gravity, no scaling"),
     "thumb": ("c-maintain_ratio,fo-auto", "", "exactly w×h: scale to cover, crop around the subject (gravity `auto` unless `g_` says otherwise)"),
 }
+#: the modes that cut the image to the box (so `ar_` alone means: the largest part of that ratio)
+_CROPPING = ("fill", "lfill", "crop", "thumb")
 GRAVITIES = {
     "north": "top", "south": "bottom", "east": "right", "west": "left", "north_east": "top_right",
     "north_west": "top_left", "south_east": "bottom_right", "south_west": "bottom_left", "center": "center",
@@ -77,7 +79,7 @@ FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "
 
 WORDS: tuple[Word, ...] = (
     Word("`w_N`, `h_N`", "`w-N`, `h-N`", "width, height in pixels; a decimal below 1 is a fraction of the input (`w_0.5`)"),
-    Word("`ar_16:9`, `ar_1.5`", "`ar-16-9`, `ar-1.5-1`", "aspect ratio, with one of w/h (or alone with `c_crop`/`c_fill`)"),
+    Word("`ar_16:9`, `ar_1.5`", "`ar-16-9`, `ar-1.5-1`", "aspect ratio, with one of w/h (alone with `c_fill`, `c_lfill`, `c_crop`, `c_thumb`: the largest part of that ratio)"),
     *(Word(f"`c_{mode}`", ("`c-at_max` step, then " if mode == "lpad" else "") + f"`{ours}`"
            + (f" (one side: `{one}`)" if one and one != ours else ""), meaning)
       for mode, (ours, one, meaning) in CROP_MODES.items()),
@@ -289,8 +291,8 @@ class _Component:
         return f"n-{name}"
 
     def _box_given(self) -> bool:
-        sides = ("w" in self.words) + ("h" in self.words)
-        return sides == 2 or (sides == 1 and "ar" in self.words)
+        """Both sides are known: w and h, or `ar` with one of them (or alone: the largest such box)."""
+        return ("w" in self.words and "h" in self.words) or "ar" in self.words
 
     def _size(self) -> list[str]:
         params = [self._dimension(key) for key in ("w", "h") if key in self.words]
@@ -304,6 +306,8 @@ class _Component:
         if mode is not None and mode not in CROP_MODES:
             raise self.fail("c", f"crop mode not supported; supported: {', '.join(CROP_MODES)}")
         mode = mode or "scale"
+        if "ar" in self.words and "w" not in self.words and "h" not in self.words and mode not in _CROPPING:
+            raise self.fail("ar", f"without w_ or h_ only with c_{', c_'.join(_CROPPING)}")
         both, one, _ = CROP_MODES[mode]
         crop = [param for param in (both if self._box_given() else one).split(",") if param]
         if "g" in self.words:  # in place of a mode's own focus (`c_thumb`'s `fo-auto`)
@@ -477,7 +481,10 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
          signed_only: bool, named: Mapping[str, str], named_only: bool, prefix: bool = False) -> Delivery:
     """Path segments after the endpoint (as sent; `decode` percent-decodes one) → a `Delivery`. 404 for another cloud, resource type or
     delivery type; 401 for a missing or wrong signature where one is required; 400 naming a word.
-    `prefix`: the path may stop anywhere (a purge prefix); nothing else is checked."""
+    `prefix`: the path may stop anywhere (a purge prefix); nothing else is checked. Paths of a private CDN
+    or custom domain have no cloud name (`/image/upload/…`): they are the endpoint's cloud's, when it has one."""
+    if segments and segments[0] == "image" and len(clouds) == 1:
+        segments = [*clouds, *segments]
     if prefix:  # a purge: a whole URL's origin path, or a prefix of origin paths
         decoded = [decode(segment) for segment in segments]
         if len(decoded) < 3 or decoded[0] not in clouds or decoded[1] != "image":

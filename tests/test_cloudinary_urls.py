@@ -112,6 +112,8 @@ def size(response) -> tuple[int, int]:
     (dict(width=300, height=200, gravity="south_east", crop="crop"), (300, 200)),
     (dict(width=200, height=200, gravity="face", crop="thumb"), (200, 200)),
     (dict(width=100, dpr=2.0, crop="scale"), (200, 133)),
+    (dict(aspect_ratio="1:1", crop="fill"), (2000, 2000)),  # the largest square
+    (dict(width=300, aspect_ratio="1.0"), (300, 300)),  # scale: stretched to the ratio
 ])
 async def test_crop_modes_give_cloudinarys_sizes(node, options, expected):
     assert size(await get(node, url(PHOTO, **options))) == expected
@@ -203,6 +205,12 @@ async def test_named_and_default_image(node):
     assert (size(missing), same_colour(centre_colour(decode(missing)), colour(3))) == ((20, 20), True)
 
 
+async def test_private_cdn_paths_have_no_cloud_name(node):
+    path = CloudinaryImage(PHOTO).build_url(width=150, private_cdn=True, secure=True, sign_url=True)
+    assert path.startswith("https://demo-res.cloudinary.com/image/upload/s--")
+    assert size(await get(node, path.removeprefix("https://demo-res.cloudinary.com"))) == (150, 100)
+
+
 async def test_the_query_does_not_add_a_transformation(node, bucket):
     assert (await get(node, url("logo.png") + "?tr=w-10")).body == bucket["logo/1600000000.png"]
 
@@ -222,6 +230,8 @@ async def test_the_query_does_not_add_a_transformation(node, bucket):
     (dict(color="red"), "co_red"),
     (dict(transformation="nosuch"), "t_nosuch"),
     (dict(width=300, x=10, crop="fill"), "x_10"),
+    (dict(aspect_ratio="1:1", crop="pad"), "ar_1:1"),
+    (dict(width=1.5, crop="scale"), "w_1.5"),
 ])
 async def test_unsupported_words_are_400s_naming_them(node, options, word):
     response = await node.fetch(url(PHOTO, **options))
