@@ -17,6 +17,7 @@ extension names another format (`ImageRequest.original_as`).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 from .errors import BadRequest, EdgeError, InvalidTransformation, NotFound, Unauthorized
 from .transform.formats import EXTENSIONS
-from .transform.options import PARAMS, Transformation, parse_transformation
+from .transform.options import MAX_TEXT, PARAMS, Transformation, parse_transformation
 
 #: request-path extensions that name a format (and so are not part of the public ID); as the origin reads them
 IMAGE_EXTENSIONS = frozenset(EXTENSIONS) | {"tif", "tiff", "bmp", "heic", "heif", "jxl", "jp2", "ico", "svg"}
@@ -201,18 +202,19 @@ def signature(to_sign: str, secret: str, length: int = 8) -> str:
     return base64.urlsafe_b64encode(digest)[:length].decode()
 
 
-def check_signature(path: CloudinaryPath, secrets: tuple[str, ...], signed_only: bool) -> None:
-    """401 unless the signature is right for one of `secrets` (none configured: signatures are not
-    checked, as an endpoint without a key serves every URL)."""
+def check_signature(path: CloudinaryPath, secrets: tuple[str, ...], signed_only: bool) -> bool:
+    """Whether the URL carries a valid signature for one of `secrets`; 401 for a wrong one, or for none
+    where `signed_only` requires it. Without secrets nothing is checked (and nothing counts as signed)."""
     if path.signature is None:
         if signed_only:
             raise Unauthorized("signature required")
-        return
+        return False
     if not secrets:
-        return
+        return False
     if not any(hmac.compare_digest(path.signature, signature(path.signed, secret, len(path.signature)))
                for secret in secrets):
         raise Unauthorized("invalid signature")
+    return True
 
 
 # --- translating components ----------------------------------------------------------------------------
@@ -220,8 +222,17 @@ def check_signature(path: CloudinaryPath, secrets: tuple[str, ...], signed_only:
 def translate(components: tuple[str, ...], named: Mapping[str, str], named_only: bool) -> Transformation:
     """Components → the node's transformation, one step each (`c_lpad`: two). A word the node cannot
     honour is a 400 naming the Cloudinary word, not ours."""
+    return _translate(components, tuple(named.items()), named_only)
+
+
+@functools.lru_cache(maxsize=4096)  # a site uses few distinct transformations; the translation is pure
+def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], ...],
+               named_only: bool) -> Transformation:
     if not components:
         return parse_transformation("orig-true")
+    named = dict(named_items)
+    if sum(map(len, components)) > MAX_TEXT:
+        raise InvalidTransformation("/".join(components)[:40] + "…", f"longer than {MAX_TEXT} characters")
     steps = [step for component in components for step in _component(component, named, named_only)]
     try:
         return parse_transformation(":".join(steps), named=named)
@@ -497,6 +508,7 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
     types = PUBLIC_TYPES + (SIGNED_TYPES if signed_only else ())
     if path.cloud not in clouds or path.delivery_type not in types:
         raise NotFound("not found")
-    check_signature(path, secrets, signed_only)
-    transformation = translate(path.components, named, named_only)
+    # as Cloudinary's strict transformations: a signed URL may ask for any transformation
+    signed = check_signature(path, secrets, signed_only)
+    transformation = translate(path.components, named, named_only and not signed)
     return Delivery(path.origin_path, transformation, None if path.components else path.extension_format)

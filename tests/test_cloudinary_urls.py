@@ -262,6 +262,15 @@ async def test_signed_urls(s3, bucket, cloud, node_factory, tmp_path):
     assert same_colour(centre_colour(decode(await get(node, private))), colour(4))
 
 
+async def test_named_only_accepts_t_and_signed_urls(s3, bucket, cloud, node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, config(s3, "named_only = true")))
+    assert size(await get(node, url(PHOTO, transformation="card"))) == (120, 80)
+    assert size(await get(node, url(PHOTO, width=60, sign_url=True))) == (60, 40)
+    refused = await node.fetch(url(PHOTO, width=60))
+    assert (refused.code, refused.body) == (
+        400, b"invalid transformation: w_60: this endpoint accepts only named transformations (t_<name>)\n")
+
+
 async def test_private_assets_need_a_signed_only_endpoint(node):
     assert (await node.fetch(url("secret", type="private", sign_url=True, format="jpg"))).code == 404
 
