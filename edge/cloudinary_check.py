@@ -102,7 +102,8 @@ def report(verdicts: list[Verdict]) -> str:
         if v.status is not None:
             lines.append(f"NO  {v.url}\n    {v.status} {v.reason}")
         else:
-            lines.append(f"{'OK ' if v.served else 'NO '} {v.url}" + (f"\n    fetched: {v.fetched}" if v.fetched else ""))
+            fetched = f"\n    fetched: {v.fetched}" if v.fetched else ""
+            lines.append(f"{'OK ' if v.served else 'NO '} {v.url}{fetched}")
     served = sum(v.served for v in verdicts)
     lines.append(f"\n{len(verdicts)} URLs: {served} served, {len(verdicts) - served} not")
     words = Counter(v.word for v in verdicts if v.word)

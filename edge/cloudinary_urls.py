@@ -2,7 +2,7 @@
 
     /<cloud>/image/<type>/[s--SIGNATURE--/]<component>/…/[v<version>/]<public_id>[.<ext>]
 
-`route` turns such a path into the `ImageRequest` every endpoint produces: the origin path
+`read` turns such a path into what every endpoint's request carries: the origin path
 `image/<type>/[v<version>/]<public_id>[.<ext>]` (what a `cloudinary_backup` origin with
 `folder = "/res/<cloud>/"` resolves) and a transformation in the node's grammar, so the canonical form,
 the cache key, the limits and the renderer are the ones of every other URL. Each component is one
@@ -11,7 +11,7 @@ prints; a word that is not there, or a value the node cannot honour, is a 400 na
 ignored word would serve a wrong image, cached for a year.
 
 A URL without components serves the stored original's bytes (`orig-true`), converted only when its
-extension names another format (`ImageRequest.original_as`).
+extension names another format (`Delivery.original_as`).
 """
 
 from __future__ import annotations
@@ -53,16 +53,21 @@ class Word:
 
 #: `c_<mode>` → (our params when the box is fully given, our params with only one side, meaning)
 CROP_MODES: dict[str, tuple[str, str, str]] = {
-    "scale": ("c-force", "", "exactly w×h, stretched; with one side, the other follows the aspect ratio (the default without `c_`)"),
+    "scale": ("c-force", "",
+              "exactly w×h, stretched; with one side, the other follows the aspect ratio (the default without `c_`)"),
     "fit": ("c-at_max_enlarge", "", "fit inside w×h, keeping the ratio; may upscale"),
     "limit": ("c-at_max", "c-at_max", "fit inside w×h, keeping the ratio; never upscales"),
-    "mfit": ("c-enlarge_to_fit", "c-enlarge_to_fit", "fit inside w×h only if the image is smaller (upscale); a larger image is unchanged"),
+    "mfit": ("c-enlarge_to_fit", "c-enlarge_to_fit",
+             "fit inside w×h only if the image is smaller (upscale); a larger image is unchanged"),
     "fill": ("c-maintain_ratio", "", "exactly w×h: scale to cover, crop by gravity"),
-    "lfill": ("c-maintain_ratio_no_enlarge", "c-at_max", "like `fill`, never upscales: an image smaller than the box keeps its size"),
+    "lfill": ("c-maintain_ratio_no_enlarge", "c-at_max",
+              "like `fill`, never upscales: an image smaller than the box keeps its size"),
     "pad": ("cm-pad_resize", "", "fit inside w×h, pad to exactly w×h with `b_` (gravity places the image)"),
-    "lpad": ("cm-pad_extract", "c-at_max", "like `pad`, never upscales: a smaller image is padded to w×h at its own size"),
+    "lpad": ("cm-pad_extract", "c-at_max",
+             "like `pad`, never upscales: a smaller image is padded to w×h at its own size"),
     "crop": ("cm-extract", "cm-extract", "cut a w×h region at `x_`,`y_` (top-left) or by gravity, no scaling"),
-    "thumb": ("c-maintain_ratio,fo-auto", "", "exactly w×h: scale to cover, crop around the subject (gravity `auto` unless `g_` says otherwise)"),
+    "thumb": ("c-maintain_ratio,fo-auto", "",
+              "exactly w×h: scale to cover, crop around the subject (gravity `auto` unless `g_` says otherwise)"),
 }
 #: the modes that cut the image to the box (so `ar_` alone means: the largest part of that ratio)
 _CROPPING = ("fill", "lfill", "crop", "thumb")
@@ -79,8 +84,11 @@ _STRENGTH_SCALE = 20
 FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-true"}
 
 WORDS: tuple[Word, ...] = (
-    Word("`w_N`, `h_N`", "`w-N`, `h-N`", "width, height in pixels; a decimal below 1 is a fraction of the input (`w_0.5`)"),
-    Word("`ar_16:9`, `ar_1.5`", "`ar-16-9`, `ar-1.5-1`", "aspect ratio, with one of w/h (alone with `c_fill`, `c_lfill`, `c_crop`, `c_thumb`: the largest part of that ratio)"),
+    Word("`w_N`, `h_N`", "`w-N`, `h-N`",
+         "width, height in pixels; a decimal below 1 is a fraction of the input (`w_0.5`)"),
+    Word("`ar_16:9`, `ar_1.5`", "`ar-16-9`, `ar-1.5-1`",
+         "aspect ratio, with one of w/h (alone with `c_fill`, `c_lfill`, `c_crop`, `c_thumb`: "
+         "the largest part of that ratio)"),
     *(Word(f"`c_{mode}`", ("`c-at_max` step, then " if mode == "lpad" else "") + f"`{ours}`"
            + (f" (one side: `{one}`)" if one and one != ours else ""), meaning)
       for mode, (ours, one, meaning) in CROP_MODES.items()),
@@ -90,28 +98,37 @@ WORDS: tuple[Word, ...] = (
     Word("`x_N`, `y_N`", "`x-N`, `y-N`", "top-left corner of a `c_crop` region, in pixels"),
     Word("`z_N` (N ≥ 1)", "`z-N`", "zoom into the crop's focus"),
     Word("`q_N`", "`q-N`", "quality 1–100"),
-    *(Word(f"`q_{level}`", f"`q-{quality}`", "automatic quality, as a fixed level") for level, quality in QUALITY_LEVELS.items()),
+    *(Word(f"`q_{level}`", f"`q-{quality}`", "automatic quality, as a fixed level")
+      for level, quality in QUALITY_LEVELS.items()),
     Word(", ".join(f"`f_{f}`" for f in FORMATS), ", ".join(f"`f-{f}`" for f in FORMATS.values()),
          "output format; `f_auto`: AVIF or WebP as the browser's `Accept` allows, else JPEG (PNG with transparency)"),
-    Word("`.jpg` `.png` `.webp` `.avif` `.gif` extension", "output format", "the extension names the output format; none: the stored format"),
+    Word("`.jpg` `.png` `.webp` `.avif` `.gif` extension", "output format",
+         "the extension names the output format; none: the stored format"),
     Word("`dpr_N` (0.1–5)", "`dpr-N`", "multiplies w and h; needs one of them"),
-    Word("`a_N`, `a_-N`", "`rt-N` (N modulo 360, clockwise)", "rotate clockwise (negative: counter-clockwise); corners filled with `b_`"),
+    Word("`a_N`, `a_-N`", "`rt-N` (N modulo 360, clockwise)",
+         "rotate clockwise (negative: counter-clockwise); corners filled with `b_`"),
     Word("`a_hflip`, `a_vflip`", "`fl-h`, `fl-v`", "mirror horizontally, vertically"),
     Word("`a_exif`, `a_auto`", "(always done)", "rotate by the EXIF orientation, which the node always does"),
     Word("`r_N`, `r_max`", "`r-N`, `r-max`", "rounded corners; `max`: a circle or ellipse"),
     Word("`e_blur`, `e_blur:N` (1–2000)", f"`bl-N/{_STRENGTH_SCALE}` (default `bl-5`)", "gaussian blur"),
-    Word("`e_sharpen`, `e_sharpen:N` (1–2000)", f"`e-sharpen-N/{_STRENGTH_SCALE}` (default `e-sharpen-5`)", "sharpen"),
+    Word("`e_sharpen`, `e_sharpen:N` (1–2000)", f"`e-sharpen-N/{_STRENGTH_SCALE}` (default `e-sharpen-5`)",
+         "sharpen"),
     Word("`e_grayscale`", "`e-grayscale`", "greyscale"),
     Word("`e_contrast`, `e_auto_contrast`", "`e-contrast`", "contrast stretch"),
-    Word("`e_trim`, `e_trim:N` (1–99)", "`t-true`, `t-N`", "trim borders of the corner colour, tolerance N (default 10)"),
-    Word("`b_rgb:RRGGBB[AA]`, `b_<name>`", "`bg-RRGGBB[AA]`, `bg-<name>`", "background for padding, rotation corners and transparency"),
+    Word("`e_trim`, `e_trim:N` (1–99)", "`t-true`, `t-N`",
+         "trim borders of the corner colour, tolerance N (default 10)"),
+    Word("`b_rgb:RRGGBB[AA]`, `b_<name>`", "`bg-RRGGBB[AA]`, `bg-<name>`",
+         "background for padding, rotation corners and transparency"),
     Word("`bo_Npx_solid_<colour>`", "`b-N_<colour>`", "border N px wide"),
     Word("`o_N`", "`o-N`", "opacity 0–100"),
     *(Word(f"`fl_{flag}`", f"`{ours}`", "progressive JPEG" if flag == "progressive" else "keep metadata")
       for flag, ours in FLAGS.items()),
-    Word("`t_<name>`", "`n-<name>`", "a named transformation, defined in the node's `[named_transformations]` in its own grammar"),
-    Word("`d_<public_id>`", "`di-image@@upload@@<public_id>`", "default image (`:` in the public ID for folders) when the asset is missing"),
-    Word("`s--XXXXXXXX--`", "signature check", "signed URL, verified with the endpoint's `private_key` (the account's API secret)"),
+    Word("`t_<name>`", "`n-<name>`",
+         "a named transformation, defined in the node's `[named_transformations]` in its own grammar"),
+    Word("`d_<public_id>`", "`di-image@@upload@@<public_id>`",
+         "default image (`:` in the public ID for folders) when the asset is missing"),
+    Word("`s--XXXXXXXX--`", "signature check",
+         "signed URL, verified with the endpoint's `private_key` (the account's API secret)"),
 )
 
 SUPPORTED_KEYS = frozenset({"w", "h", "ar", "c", "g", "x", "y", "z", "q", "f", "dpr", "a", "r", "e", "b", "bo",
@@ -490,8 +507,9 @@ class Delivery:
 
 def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[str], secrets: tuple[str, ...], *,
          signed_only: bool, named: Mapping[str, str], named_only: bool, prefix: bool = False) -> Delivery:
-    """Path segments after the endpoint (as sent; `decode` percent-decodes one) → a `Delivery`. 404 for another cloud, resource type or
-    delivery type; 401 for a missing or wrong signature where one is required; 400 naming a word.
+    """Path segments after the endpoint (as sent; `decode` percent-decodes one) → a `Delivery`. 404 for
+    another cloud, resource type or delivery type; 401 for a missing or wrong signature where one is
+    required; 400 naming a word.
     `prefix`: the path may stop anywhere (a purge prefix); nothing else is checked. Paths of a private CDN
     or custom domain have no cloud name (`/image/upload/…`): they are the endpoint's cloud's, when it has one."""
     if segments and segments[0] == "image" and len(clouds) == 1:

@@ -322,7 +322,8 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
 
 
 @pytest.mark.parametrize("path, components, origin_path", [
-    ("demo/image/upload/w_300,c_fill/f_auto/products/shoe.jpg", ("w_300,c_fill", "f_auto"), "image/upload/products/shoe.jpg"),
+    ("demo/image/upload/w_300,c_fill/f_auto/products/shoe.jpg", ("w_300,c_fill", "f_auto"),
+     "image/upload/products/shoe.jpg"),
     ("demo/image/upload/w_300/my_photos/shoe.jpg", ("w_300",), "image/upload/my_photos/shoe.jpg"),  # `my` is no key
     ("demo/image/upload/w_300/v12/w_10/shoe", ("w_300",), "image/upload/v12/w_10/shoe"),  # after v: public ID
     ("demo/image/upload/v12.jpg", (), "image/upload/v12.jpg"),  # the last segment is the public ID
