@@ -342,3 +342,24 @@ def test_a_purge_names_origin_paths():
                     named_only=False, prefix=True).path
     assert purge("demo/image/upload/c_fill,w_300/v1/products/shoe.jpg") == "image/upload/v1/products/shoe.jpg"
     assert purge("demo/image/upload/products/") == "image/upload/products/"
+
+
+def test_signatures_cover_the_escaped_public_id(cloud):
+    from dataclasses import dataclass
+
+    from edge.config import Endpoint
+    from edge.errors import Unauthorized
+    from edge.routing import Router
+    from edge.settings import Secret
+
+    @dataclass(frozen=True)
+    class Backup:
+        folder: str = "res/demo/"
+
+    router = Router((Endpoint(id="", origins=(Backup(),), url_style="cloudinary", private_key=Secret(API_SECRET),
+                              signed_only=True),))
+    signed = url("shop/ü shoe+1 (2)", width=50, sign_url=True, format="jpg")
+    assert "%C3%BC%20shoe" in signed
+    assert router.route("", signed).path == "image/upload/v1/shop/ü shoe+1 (2).jpg"
+    with pytest.raises(Unauthorized):
+        router.route("", signed.replace("shoe", "shoes"))
