@@ -24,12 +24,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .errors import BadRequest, EdgeError, InvalidTransformation, NotFound, Unauthorized
-from .transform.formats import EXTENSIONS
+from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe, Unauthorized
+from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
 from .transform.options import MAX_TEXT, PARAMS, Transformation, parse_transformation
 
-#: request-path extensions that name a format (and so are not part of the public ID); as the origin reads them
-IMAGE_EXTENSIONS = frozenset(EXTENSIONS) | {"tif", "tiff", "bmp", "heic", "heif", "jxl", "jp2", "ico", "svg"}
 _VERSION = re.compile(r"v[0-9]{1,12}")
 _SIGNATURE = re.compile(r"s--([A-Za-z0-9_-]{8}|[A-Za-z0-9_-]{32})--")
 _CLOUD_FOLDER = re.compile(r"res/([A-Za-z0-9_-]+)/")
@@ -173,7 +171,7 @@ def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
     """`[cloud, "image", type, …]` (segments as sent) → its parts. NotFound for what is no delivery path."""
     segments = [decode(segment) for segment in raw]
     if len(segments) < 4 or segments[1] != "image":
-        raise NotFound("not found")
+        raise NothingToServe("not found")
     start = 3
     signature = None
     if _SIGNATURE.fullmatch(segments[start]):
@@ -190,7 +188,7 @@ def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
         version, public_start = None, count
     components, public = rest[:count], rest[public_start:]
     if not public or any(s in ("", ".", "..") for s in public):
-        raise NotFound("not found")
+        raise NothingToServe("not found")
     stem, dot, extension = public[-1].rpartition(".")
     extension_format = None
     if dot and stem and extension.lower() in IMAGE_EXTENSIONS:
@@ -517,7 +515,7 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
     if prefix:  # a purge: a whole URL's origin path, or a prefix of origin paths
         decoded = [decode(segment) for segment in segments]
         if len(decoded) < 3 or decoded[0] not in clouds or decoded[1] != "image":
-            raise NotFound("not found")
+            raise NothingToServe("not found")
         try:
             return Delivery(split_path(segments, decode).origin_path, parse_transformation(""), None)
         except EdgeError:
@@ -525,7 +523,7 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
     path = split_path(segments, decode)
     types = PUBLIC_TYPES + (SIGNED_TYPES if signed_only else ())
     if path.cloud not in clouds or path.delivery_type not in types:
-        raise NotFound("not found")
+        raise NothingToServe("not found")
     # as Cloudinary's strict transformations: a signed URL may ask for any transformation
     signed = check_signature(path, secrets, signed_only)
     transformation = translate(path.components, named, named_only and not signed)

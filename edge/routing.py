@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from . import cloudinary_urls
 from .config import Endpoint
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, NothingToServe
 from .transform.options import Transformation
 
 
@@ -56,7 +56,7 @@ class Router:
             elif self._default is not None:
                 endpoint = self._default
             else:
-                raise NotFound("unknown endpoint")
+                raise NothingToServe("unknown endpoint")
         if endpoint.url_style == "cloudinary":
             return self._cloudinary(endpoint, segments, host, allow_empty_path)
         transformation = None
@@ -65,11 +65,11 @@ class Router:
             segments = segments[1:]
         path = _decode("/".join(segments))
         if not path and not allow_empty_path:
-            raise NotFound("not found")
+            raise NothingToServe("not found")
         if any(segment in (".", "..") for segment in path.split("/")):
             # A dot segment would climb out of an origin's root, folder or base URL (a web server
             # normalises `/images/../admin`); no image an origin serves is named like that.
-            raise NotFound("not found")
+            raise NothingToServe("not found")
         return ImageRequest(endpoint, path, transformation, host)
 
     def _cloudinary(self, endpoint: Endpoint, segments: list[str], host: str, prefix: bool) -> ImageRequest:
