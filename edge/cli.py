@@ -1,4 +1,5 @@
-"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge plugins`, `edge new-plugin`.
+"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge plugins`, `edge new-plugin`,
+`edge cloudinary-check`.
 
 `serve` binds the listening socket in the parent, then forks the workers, which all accept on that
 socket. The parent only supervises (`edge.supervisor`): restarts, SIGHUP reloads, SIGTERM drains.
@@ -22,6 +23,7 @@ from pathlib import Path
 import tornado.netutil
 
 from . import signing
+from . import cloudinary_check
 from .config import Config, load_config
 from .errors import ConfigError, EdgeError
 from .pluginmanager import Plugins, load_plugins
@@ -70,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     url_command.add_argument("--base-url", help="the node's public URL (default: https://<the endpoint's first "
                                                 "host>, else the [server] address); /<id> is added unless it "
                                                 "is one of the endpoint's hosts")
+    cloudinary = commands.add_parser(
+        "cloudinary-check", help="whether this node serves a list of existing Cloudinary URLs, and which "
+                                 "words stop the others")
+    cloudinary.add_argument("--config")
+    cloudinary.add_argument("--urls", required=True, help="a file of URLs, one a line, or - for stdin")
+    cloudinary.add_argument("--base-url", help="also fetch each from the node running there; the answer must decode")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -90,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix})
     if args.command == "url":
         return _url(config, args)
+    if args.command == "cloudinary-check":
+        return _cloudinary_check(config, args.urls, args.base_url)
     workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
 
     def load() -> Config:  # at start and on SIGHUP: the file again, the command line's flags on top
@@ -148,6 +158,16 @@ def _url(config: Config, args: argparse.Namespace) -> int:
         url = signing.sign(endpoint.private_key.reveal(), url, expires_at)
     print(f"{base}/{url}")
     return 0
+def _cloudinary_check(config: Config, urls: str, base_url: str | None) -> int:
+    try:
+        source = sys.stdin if urls == "-" else open(urls, encoding="utf-8", errors="replace")
+    except OSError as error:
+        print(f"edge: {urls}: {error.strerror}", file=sys.stderr)
+        return 2
+    with source:
+        verdicts, text = cloudinary_check.check(config, source, base_url)
+    sys.stdout.write(text)
+    return 0 if all(v.served for v in verdicts) else 1
 
 
 def run(config: Config) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cloudinary_urls import cloud_names
 from .errors import ConfigError
 from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
@@ -323,9 +324,9 @@ def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint,
         )
         t.finish()
         _check_signing(t, endpoint)
-        # Accepting this without enforcing it would serve URLs in a style the node does not parse.
-        if endpoint.url_style != "imagekit":
-            raise t.error("url_style", "Cloudinary-style URLs are not supported yet")
+        if endpoint.url_style == "cloudinary" and not cloud_names(endpoint.origins):
+            raise t.error("url_style", 'needs an origin with folder = "/res/<cloud>/" (a Cloudinary backup bucket): '
+                                       "its cloud name is the first segment of the URLs served")
         endpoints.append(endpoint)
     return tuple(endpoints)
 

@@ -115,9 +115,9 @@ class Pipeline:
 
     def _plan(self, request: ImageRequest, call: ImageCall) -> _Job:
         endpoint = request.endpoint
-        transformation = parse_transformation(request.path_transformation, call.query_transformation,
-                                              named=self._config.named_transformations,
-                                              named_only=request.named_only)
+        transformation = request.transformation or parse_transformation(
+            request.path_transformation, call.query_transformation, named=self._config.named_transformations,
+            named_only=request.named_only)
         planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
         host = request.host.lower() if self._takes_host[endpoint.id] else None
         key = output_key(original_key(endpoint.id, request.path, host), transformation.canonical(),
@@ -156,7 +156,7 @@ class Pipeline:
             body, fmt = original.body, LOADER_FORMATS.get(header.loader)
             if fmt is None:
                 raise UnprocessableSource()
-        else:
+        if not job.transformation.serves_original or job.request.original_as not in (None, fmt):
             started = time.perf_counter()
             rendered = await self._renderer.render(original.body, job.transformation, job.planned_format)
             body, fmt = rendered.body, rendered.format

@@ -7,19 +7,23 @@ a path with a `.` or `..` segment is not found, whatever the origin.
 
 On an endpoint with a `private_key`, the URL's signature is checked right after the endpoint is
 known, before anything is looked up (`edge.signing`): a 401 never depends on what is cached.
+An endpoint with `url_style = "cloudinary"` reads the rest of the path as a Cloudinary delivery URL
+instead (`edge.cloudinary_urls`): its transformation, already parsed, travels in the `ImageRequest`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from . import cloudinary_urls
 from .config import Endpoint
 from .errors import BadRequest, NothingToServe
 from .signing import SignatureCheck
+from .transform.options import Transformation
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
@@ -36,6 +40,10 @@ class ImageRequest:
     host: str
     #: the expiry (unix time) of its valid signature (`NO_EXPIRY` if it has no `ik-t`); None: unsigned
     signed_until: int | None = None
+    #: already read from the path (a `url_style = "cloudinary"` URL); the query's `tr` does not apply
+    transformation: Transformation | None = None
+    #: with `orig-true`: the format the URL names; an original stored in another format is converted
+    original_as: str | None = None
 
     @property
     def signed(self) -> bool:
@@ -49,10 +57,12 @@ class ImageRequest:
 
 
 class Router:
-    def __init__(self, endpoints: tuple[Endpoint, ...], *, signature_refusals: Counter | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, endpoints: tuple[Endpoint, ...], *, named: Mapping[str, str] | None = None,
+                 signature_refusals: Counter | None = None, clock: Callable[[], float] = time.time):
         self._signatures = SignatureCheck(endpoints, signature_refusals, clock)
         self._by_id = {e.id: e for e in endpoints if e.id}
+        self._named = dict(named or {})
+        self._clouds = {e.id: cloudinary_urls.cloud_names(e.origins) for e in endpoints if e.url_style == "cloudinary"}
         self._by_host = {host: e for e in endpoints for host in e.hosts}
         self._default = next((e for e in endpoints if e.id == ""), None)
 
@@ -70,6 +80,8 @@ class Router:
                 endpoint = self._default
             else:
                 raise NothingToServe("unknown endpoint")
+        if endpoint.url_style == "cloudinary":
+            return self._cloudinary(endpoint, segments, host, allow_empty_path)
         signed_until = None if allow_empty_path else self._signatures.verify(endpoint, "/".join(segments), query)
         transformation = None
         if segments and _decode(segments[0]).startswith("tr:"):
@@ -83,6 +95,14 @@ class Router:
             # normalises `/images/../admin`); no image an origin serves is named like that.
             raise NothingToServe("not found")
         return ImageRequest(endpoint, path, transformation, host, signed_until)
+
+    def _cloudinary(self, endpoint: Endpoint, segments: list[str], host: str, prefix: bool) -> ImageRequest:
+        secrets = tuple(key.reveal() for key in (endpoint.private_key, *endpoint.previous_private_keys) if key)
+        delivery = cloudinary_urls.read(segments, _decode, self._clouds[endpoint.id], secrets,
+                                        signed_only=endpoint.signed_only, named=self._named,
+                                        named_only=endpoint.named_only, prefix=prefix)
+        return ImageRequest(endpoint, delivery.path, None, host, transformation=delivery.transformation,
+                            original_as=delivery.original_as)
 
 
 def _host_name(host: str) -> str:

@@ -98,7 +98,8 @@ def test_full_example_parses_into_typed_values(tmp_path):
     (ORIGIN + ENDPOINT + 'private_key = "k"\nsigned_only = true\nnamed_only = true\n',
      "[endpoints[0]] named_only: cannot be combined with signed_only"),
     (ORIGIN + ENDPOINT + 'private_key = "${NOT_SET}"\n', "[endpoints[0]] private_key: environment variable NOT_SET is not set"),
-    (ORIGIN + ENDPOINT + 'url_style = "cloudinary"\n', "[endpoints[0]] url_style: Cloudinary-style URLs are not supported yet"),
+    (ORIGIN + ENDPOINT + 'url_style = "cloudinary"\n', "[endpoints[0]] url_style: needs an origin with folder = \"/res/<cloud>/\" (a Cloudinary backup bucket): "
+     "its cloud name is the first segment of the URLs served"),
 ])
 def test_errors_name_file_table_and_key(tmp_path, text, expected):
     message = config_error(tmp_path, text)
