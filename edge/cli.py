@@ -1,4 +1,5 @@
-"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge plugins`, `edge new-plugin`.
+"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge plugins`, `edge new-plugin`,
+`edge cloudinary-check`.
 
 `serve` binds the listening socket in the parent, then forks the workers, which all accept on that
 socket. The parent only supervises (`edge.supervisor`): restarts, SIGHUP reloads, SIGTERM drains.
@@ -15,11 +16,14 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import tornado.netutil
 
+from . import signing
+from . import cloudinary_check
 from .config import Config, load_config
 from .errors import ConfigError, EdgeError
 from .pluginmanager import Plugins, load_plugins
@@ -54,6 +58,26 @@ def main(argv: list[str] | None = None) -> int:
     scaffold = commands.add_parser("new-plugin", help="create an origin plugin package to start from")
     scaffold.add_argument("name", help="the origin type it provides, e.g. sqlite")
     scaffold.add_argument("--dir", default=".", help="where to create its folder (default: here)")
+    url_command = commands.add_parser(
+        "url", help="build an image URL for an endpoint, signed with its private_key when it has one")
+    url_command.add_argument("--config")
+    url_command.add_argument("--endpoint", default="", help="endpoint id (default: the default endpoint)")
+    url_command.add_argument("--path", required=True, help="the original's path, unencoded (encoded as the SDKs do)")
+    url_command.add_argument("--tr", help="transformation, e.g. w-300,h-200")
+    url_command.add_argument("--tr-position", choices=("path", "query"), default="path",
+                             help="a tr: path segment (default) or ?tr=")
+    expiry = url_command.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in", type=int, metavar="SECONDS", help="the URL expires this many seconds from now")
+    expiry.add_argument("--expires-at", type=int, metavar="UNIX", help="the URL expires at this unix time")
+    url_command.add_argument("--base-url", help="the node's public URL (default: https://<the endpoint's first "
+                                                "host>, else the [server] address); /<id> is added unless it "
+                                                "is one of the endpoint's hosts")
+    cloudinary = commands.add_parser(
+        "cloudinary-check", help="whether this node serves a list of existing Cloudinary URLs, and which "
+                                 "words stop the others")
+    cloudinary.add_argument("--config")
+    cloudinary.add_argument("--urls", required=True, help="a file of URLs, one a line, or - for stdin")
+    cloudinary.add_argument("--base-url", help="also fetch each from the node running there; the answer must decode")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -72,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "purge":
         return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix})
+    if args.command == "url":
+        return _url(config, args)
+    if args.command == "cloudinary-check":
+        return _cloudinary_check(config, args.urls, args.base_url)
     workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
 
     def load() -> Config:  # at start and on SIGHUP: the file again, the command line's flags on top
@@ -107,6 +135,43 @@ def _purge(config: Config, target: dict[str, str | None]) -> int:
     return 0
 
 
+def _url(config: Config, args: argparse.Namespace) -> int:
+    endpoint = next((e for e in config.endpoints if e.id == args.endpoint), None)
+    if endpoint is None:
+        print(f"edge: no endpoint has id {args.endpoint!r}", file=sys.stderr)
+        return 2
+    if not args.path.strip("/"):
+        print("edge: --path must name an original", file=sys.stderr)
+        return 2
+    if args.expires_in is not None and args.expires_in <= 0:
+        print("edge: --expires-in must be a positive number of seconds", file=sys.stderr)
+        return 2
+    expires_at = int(time.time()) + args.expires_in if args.expires_in is not None else args.expires_at
+    if endpoint.private_key is None and expires_at is not None:
+        print(f"edge: endpoint {args.endpoint!r} has no private_key: an expiry needs a signed URL", file=sys.stderr)
+        return 2
+    server = config.server
+    listening = f"http://{f'[{server.host}]' if ':' in server.host else server.host}:{server.port}"
+    base = signing.endpoint_base(endpoint, args.base_url, listening)
+    url = signing.unsigned_url(args.path, args.tr, in_query=args.tr_position == "query")
+    if endpoint.private_key is not None:
+        url = signing.sign(endpoint.private_key.reveal(), url, expires_at)
+    print(f"{base}/{url}")
+    return 0
+def _cloudinary_check(config: Config, urls: str, base_url: str | None) -> int:
+    try:
+        source = sys.stdin if urls == "-" else open(urls, encoding="utf-8", errors="replace")
+    except OSError as error:
+        print(f"edge: {urls}: {error.strerror}", file=sys.stderr)
+        return 2
+    with source:
+        verdicts, text = cloudinary_check.check(config, source, base_url)
+    sys.stdout.write(text)
+    return 0 if all(v.served for v in verdicts) else 1
+
+
+def run(config: Config) -> int:
+    """Serve until SIGTERM/SIGINT."""
 def run(config: Config, reload_config: Callable[[], Config]) -> int:
     """Serve until SIGTERM/SIGINT (exit status 0), or until the workers keep dying (1). SIGHUP calls
     `reload_config` (see `edge.supervisor`)."""

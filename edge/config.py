@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cloudinary_urls import cloud_names
 from .errors import ConfigError
 from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
@@ -102,7 +103,11 @@ class Endpoint:
     id: str
     origins: tuple[Origin, ...]
     hosts: tuple[str, ...] = ()
+    #: signs and verifies URLs (`ik-s`); see docs/signed-urls.md
     private_key: Secret | None = None
+    #: keys that still verify while pages signed with them are live (rotation); never used to sign
+    previous_private_keys: tuple[Secret, ...] = ()
+    #: every request needs a valid signature (401 otherwise)
     signed_only: bool = False
     named_only: bool = False
     url_style: str = "imagekit"
@@ -139,6 +144,7 @@ class Config:
             "endpoints": [
                 {"id": e.id, "hosts": list(e.hosts), "origins": [o.name for o in e.origins],
                  "private_key": str(e.private_key) if e.private_key else None,
+                 "previous_private_keys": [str(key) for key in e.previous_private_keys],
                  "signed_only": e.signed_only, "named_only": e.named_only, "url_style": e.url_style}
                 for e in self.endpoints
             ],
@@ -311,15 +317,33 @@ def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint,
             origins=tuple(origins[name] for name in names),
             hosts=tuple(h.lower() for h in t.str_list("hosts", ())),
             private_key=t.secret("private_key"),
+            previous_private_keys=tuple(Secret(key) for key in t.str_list("previous_private_keys", ())),
             signed_only=t.bool("signed_only", False),
             named_only=t.bool("named_only", False),
             url_style=t.str("url_style", "imagekit", choices=URL_STYLES),
         )
         t.finish()
-        # Accepting these without enforcing them would serve unsigned URLs an operator meant to refuse.
-        for key, requested in (("private_key", endpoint.private_key), ("signed_only", endpoint.signed_only),
-                               ("url_style", endpoint.url_style != "imagekit")):
-            if requested:
-                raise t.error(key, "signed URLs and Cloudinary-style URLs are not supported yet")
+        _check_signing(t, endpoint)
+        if endpoint.url_style == "cloudinary" and not cloud_names(endpoint.origins):
+            raise t.error("url_style", 'needs an origin with folder = "/res/<cloud>/" (a Cloudinary backup bucket): '
+                                       "its cloud name is the first segment of the URLs served")
         endpoints.append(endpoint)
     return tuple(endpoints)
+
+
+def _check_signing(t: ConfigTable, endpoint: Endpoint) -> None:
+    """An empty key would sign with a key anyone knows; a requirement without a key refuses everything."""
+    if endpoint.private_key is not None and not endpoint.private_key.reveal().strip():
+        raise t.error("private_key", "is empty: set the endpoint's private key, or remove the key")
+    if any(not key.reveal().strip() for key in endpoint.previous_private_keys):
+        raise t.error("previous_private_keys", "contains an empty key")
+    if endpoint.private_key is None:
+        for key, given in (("signed_only", endpoint.signed_only),
+                           ("previous_private_keys", endpoint.previous_private_keys)):
+            if given:
+                raise t.error(key, "needs private_key")
+    if endpoint.signed_only and endpoint.named_only and endpoint.url_style == "imagekit":
+        # named_only restricts unsigned URLs (a signed URL may ask for any transformation), and
+        # signed_only refuses them all: together, named_only would do nothing.
+        raise t.error("named_only", "cannot be combined with signed_only: named_only limits unsigned URLs, "
+                                    "which signed_only refuses (see docs/signed-urls.md)")

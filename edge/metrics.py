@@ -84,6 +84,9 @@ class Metrics:
             multiprocess_mode="livesum")
         self.response_bytes = Counter(
             "edge_response_bytes_total", "Body bytes sent", ["endpoint"], registry=r)
+        self.signature_refusals = Counter(
+            "edge_signature_refusals_total", "Requests refused (401) for a missing, invalid or expired URL signature",
+            ["endpoint", "reason"], registry=r)
 
     def observe_cache(self, tiers: Iterable[DiskTier], directory: Path) -> None:
         """Refresh the cache gauges (blocking: reads SQLite and statvfs)."""
