@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
 from .settings import ConfigTable, Secret
@@ -57,9 +58,9 @@ class ServerSettings:
     shutdown_grace: float = 10.0
     # -- memory (see docs/security.md, "Memory") --
     #: bytes of originals being fetched at once, per worker; more waits, then 503
-    fetch_memory: int = 200 * 10**6
+    fetch_memory: int = DEFAULT_FETCH_MEMORY
     #: seconds a fetch waits for `fetch_memory` before the request gets 503
-    fetch_memory_wait: float = 5.0
+    fetch_memory_wait: float = DEFAULT_FETCH_MEMORY_WAIT
     #: glibc malloc arenas per worker (0 = glibc's default: 8 per core)
     malloc_arenas: int = 2
     #: give free memory back to the system after bursts (glibc `malloc_trim`)

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterable
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
-from .config import ServerSettings
 from .errors import FetchMemoryExhausted
 from .origin import SourceTooLarge
 
@@ -67,8 +66,11 @@ class FetchBudget:
                 waiter.set_result(None)
 
 
+#: defaults of `[server] fetch_memory` and `fetch_memory_wait`
+DEFAULT_FETCH_MEMORY = 200 * 10**6
+DEFAULT_FETCH_MEMORY_WAIT = 5.0
 #: this process's budget; the serving process sets it from `[server]` (the defaults until then)
-fetch_budget = FetchBudget(ServerSettings.fetch_memory, ServerSettings.fetch_memory_wait)
+fetch_budget = FetchBudget(DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT)
 
 
 async def read_limited(chunks: AsyncIterable[bytes], max_bytes: int, path: str, *,
