@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import BadRequest, NotFound, OriginFailed, OriginTimedOut
-from .metrics import Metrics
+from .metrics import ORIGIN_FAILURES, Metrics
 from .origin import (
     NotModified,
     Origin,
@@ -77,7 +77,7 @@ async def _fetch_first(origins: Sequence[Origin], path: str, max_bytes: int, met
             raise BadRequest("source too large") from None
         except Exception as exc:  # TimeoutError, OriginFailure, or a bug in the plugin
             failure = _as_failure(origin, exc)
-            outcome = "timeout" if failure.kind == "timeout" else "error"
+            outcome = failure.kind if failure.kind in ORIGIN_FAILURES else "error"
             failures.append((origin, failure))
             log.warning("origin %r failed (%s): %s", origin.name, failure.kind, failure)
         finally:

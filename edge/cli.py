@@ -1,4 +1,5 @@
-"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`.
+"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`; `edge warm` and `edge cache stats`
+live in `edge.warm` and `edge.cachestats`.
 
 `serve` binds the listening socket in the parent, then (with `workers > 1`) forks the workers, which
 all accept on that socket. The parent only supervises: it restarts a worker that dies, and on
@@ -20,10 +21,11 @@ import sys
 import tempfile
 import time
 
-import tornado.netutil
-
-from .config import Config, load_config
+from . import __version__, cachestats, checks
+from . import warm as warm_command
+from .config import Config, WithoutEnvironment, load_config
 from .errors import ConfigError, EdgeError
+from .logs import configure_logging
 from .pluginmanager import load_plugins
 from .purge import parse_target, purge_offline
 
@@ -36,14 +38,18 @@ MAX_RESTARTS_IN_WINDOW = 10
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge", description="A self-hosted image edge node.")
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the node")
-    serve.add_argument("--config", help="TOML config file (default: the embedded default)")
+    serve.add_argument("--config", help="TOML config file (default: $EDGE_CONFIG, else the embedded default)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="worker processes (0 = one per core)")
     check = commands.add_parser("check-config", help="validate a config and print it, secrets masked")
     check.add_argument("--config")
+    check.add_argument("--no-env", action="store_true",
+                       help="do not read the environment: every ${NAME} stands for a placeholder")
+    check.add_argument("--bind-check", action="store_true", help="also check that the listening address is free")
     purge_command = commands.add_parser(
         "purge", help="remove every cached output and original of a URL's path, or of a path prefix "
                       "(on the cache folder: works whether or not the node runs)")
@@ -51,22 +57,53 @@ def main(argv: list[str] | None = None) -> int:
     target = purge_command.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="a URL the node serves, or its path: all its transformations go")
     target.add_argument("--prefix", help="a URL or path prefix: everything under it goes")
+    warm = commands.add_parser("warm", help="request a list of URLs from a node, so that its cache holds them")
+    warm.add_argument("--urls", required=True, help="a file with one URL or path a line")
+    warm.add_argument("--base-url", required=True, help="the node, e.g. http://127.0.0.1:8080")
+    warm.add_argument("--concurrency", type=int, default=4, help="requests at a time (default 4, at most 64)")
+    warm.add_argument("--timeout", type=float, default=60, help="seconds for one request (default 60)")
+    warm.add_argument("--accept", help="the Accept header to send (f-auto outputs are cached per format)")
+    cache_command = commands.add_parser("cache", help="look at the cache folder")
+    cache_commands = cache_command.add_subparsers(dest="cache_command", required=True)
+    cache_stats = cache_commands.add_parser(
+        "stats", help="entries and bytes per tier, oldest entries, originals with the most outputs "
+                      "(read-only: works whether or not the node runs)")
+    cache_stats.add_argument("--config")
+    cache_stats.add_argument("--top", type=int, default=10, help="originals to list (default 10)")
+    cache_stats.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips narrates every thumbnail at INFO
+    configure_logging("info", "text")
+    if args.command == "warm":  # a client of a node: no config
+        return warm_command.run(args.urls, args.base_url, args.concurrency, args.timeout, args.accept)
     try:
-        config = load_config(args.config, load_plugins())
+        plugins = load_plugins()
+    except Exception as exc:  # noqa: BLE001 - a plugin that fails to import: one line, not a traceback
+        print(f"edge: cannot load the plugins: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        config = load_config(args.config or os.environ.get("EDGE_CONFIG") or None, plugins,
+                             environ=WithoutEnvironment() if getattr(args, "no_env", False) else None)
     except ConfigError as error:
         print(f"edge: config error: {error}", file=sys.stderr)
         return 1
+    configure_logging(config.server.log_level, config.server.log_format)
     if args.command == "check-config":
+        problems = checks.check(config, bind_check=args.bind_check)
         print(json.dumps(config.describe(), indent=2, default=str))
-        return 0
+        for problem in problems:
+            print(f"edge: {problem}", file=sys.stderr)
+        return 1 if problems else 0
+    if args.command == "cache":
+        return cachestats.run(config, args.top, args.json)
     if args.command == "purge":
         return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix})
     workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
-    return run(config.with_overrides(host=args.host, port=args.port, workers=workers))
+    try:
+        return run(config.with_overrides(host=args.host, port=args.port, workers=workers))
+    except checks.StartupError as error:
+        print(f"edge: {error}", file=sys.stderr)
+        return 1
 
 
 def _purge(config: Config, target: dict[str, str | None]) -> int:
@@ -80,7 +117,7 @@ def _purge(config: Config, target: dict[str, str | None]) -> int:
 
 def run(config: Config) -> int:
     """Serve until SIGTERM/SIGINT."""
-    config.cache.dir.mkdir(parents=True, exist_ok=True)
+    checks.usable_cache_dir(config.cache.dir, create=True)
     metrics_dir = None
     if config.server.workers > 1:
         # /metrics must describe every worker. Set before prometheus-client is imported: it picks
@@ -88,7 +125,7 @@ def run(config: Config) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="edge-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
+        sockets = checks.bind(config.server.host, config.server.port)
         port = sockets[0].getsockname()[1]
 
         def announce() -> None:  # once signals are handled and the workers exist

@@ -19,7 +19,7 @@ from functools import partial
 import pyvips
 import tornado.web
 
-from . import purge
+from . import accesslog, purge, status
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, SourceInfo, StoredOriginal, output_key, strong_etag
 from .config import Config
@@ -52,6 +52,8 @@ class Node:
                              config.cache.memory_size,
                              evicted=lambda tier, count: self.metrics.cache_evictions.labels(tier).inc(count))
         self.outputs = self.caches.outputs
+        self.metrics.initialise(config, (tier.name for tier in self.caches.tiers),
+                                libvips=".".join(str(pyvips.version(i)) for i in range(3)))
         # one single flight per kind of key, each with its own leases: an output's and an original's
         # work never share a lease
         self.flights, original_flights = (
@@ -62,6 +64,7 @@ class Node:
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue)
         self.access_log = AccessLog(config.server.access_log)
+        self.status = status.StatusHistory(self.metrics)
         #: `Cache-Control` of images, and of 404s (as long as the negative cache keeps them)
         self.image_cache_control = f"public, max-age={config.defaults.cache_control_max_age}"
         self.not_found_cache_control = f"public, max-age={int(config.cache.not_found_ttl)}"
@@ -77,8 +80,10 @@ class Node:
             asyncio.create_task(self._every(TOUCH_FLUSH_SECONDS, self._flush_touches)),
             asyncio.create_task(self._every(FLUSH_SECONDS, self._sample)),
             asyncio.create_task(self._every(GAUGE_REFRESH_SECONDS, self._refresh_gauges)),
+            asyncio.create_task(self._every(status.SNAPSHOT_SECONDS, self.status.take)),
         ]
         await self._refresh_gauges()
+        await self.status.take()
 
     async def stop(self) -> None:
         for task in self._background:
@@ -103,6 +108,7 @@ class Node:
 
     async def _sample(self) -> None:
         self.metrics.inflight_requests.set(self.inflight)
+        self.metrics.sample_process()
         self.access_log.flush()
 
     async def _flush_touches(self) -> None:
@@ -125,9 +131,18 @@ class Node:
 
 class BaseHandler(tornado.web.RequestHandler):
     node: Node
+    #: the `X-Edge-Error` of an error answer, for the access log
+    edge_error: str | None = None
+    request_id: str
 
     def initialize(self, node: Node) -> None:
         self.node = node
+
+    def set_default_headers(self) -> None:
+        # called by `clear()` too, so error answers keep it
+        if not hasattr(self, "request_id"):
+            self.request_id = accesslog.request_id(self.request.headers.get("X-Request-Id"))
+        self.set_header("X-Request-Id", self.request_id)
 
     def compute_etag(self) -> None:
         return None  # ETags are computed once, when an output is stored, never by hashing each body
@@ -143,6 +158,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         for name, value in (headers or {}).items():  # may replace Cache-Control
             self.set_header(name, value)
+        self.edge_error = (headers or {}).get("X-Edge-Error")
         self.finish(message + "\n")
 
 
@@ -368,6 +384,24 @@ class PurgeHandler(BaseHandler):
         self.finish(json.dumps(answer) + "\n")
 
 
+class StatusHandler(BaseHandler):
+    """`GET /_edge/status`: the status page (`edge.status`), behind the admin token when one is set."""
+
+    async def get(self) -> None:
+        token = self.node.config.admin_token
+        if token is not None and not status.authorized(self.request.headers.get("Authorization"), token):
+            self._send_plain(401, "unauthorized", {"WWW-Authenticate": 'Basic realm="edge status"'})
+            return
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+        self.finish(await self.node.status.page())
+
+
+#: answered without an access-log line unless `[server] access_log_probes`
+PROBES = (HealthHandler, ReadyHandler, MetricsHandler)
+
+
 def make_app(node: Node) -> tornado.web.Application:
     args = {"node": node}
     return tornado.web.Application(
@@ -375,6 +409,7 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/_edge/health", HealthHandler, args),
             (r"/_edge/ready", ReadyHandler, args),
             (r"/_edge/purge", PurgeHandler, args),
+            (r"/_edge/status", StatusHandler, args),
             (r"/metrics", MetricsHandler, args),
             (r"/.*", ImageHandler, args),
         ],
@@ -386,10 +421,15 @@ def make_app(node: Node) -> tornado.web.Application:
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     if not isinstance(handler, BaseHandler):  # Tornado's own 404/405 handlers
         return
-    request = handler.request
-    if isinstance(handler, ImageHandler):
-        handler.node.access_log.write(request.method, request.path, handler.get_status(), request.request_time(),
-                                      endpoint=handler.endpoint_label, cache=handler.cache_result,
-                                      body_bytes=handler.body_bytes, origin=handler.origin_name)
-    else:
-        handler.node.access_log.write(request.method, request.path, handler.get_status(), request.request_time())
+    node, request = handler.node, handler.request
+    if isinstance(handler, PROBES) and not node.config.server.access_log_probes:
+        return
+    image = {"endpoint": handler.endpoint_label, "cache": handler.cache_result, "body_bytes": handler.body_bytes,
+             "origin": handler.origin_name} if isinstance(handler, ImageHandler) else {}
+    headers = request.headers
+    node.access_log.write(
+        request.method, request.path, handler.get_status(), request.request_time(),
+        client=accesslog.client_address(request.remote_ip, headers.get("X-Forwarded-For"),
+                                        node.config.server.trusted_proxies),
+        host=request.host, user_agent=headers.get("User-Agent"), referer=headers.get("Referer"),
+        request_id=handler.request_id, error=handler.edge_error, **image)
