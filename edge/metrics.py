@@ -146,6 +146,7 @@ class Metrics:
         self.build_info.labels(__version__, libvips, platform.python_version()).set(1)
         self.start_time.set(time.time())
         self.workers.set(1)
+        self.sample_process()
 
     def sample_process(self) -> None:
         """This worker's CPU time (counted as it grows, so restarts never make it go back), resident
