@@ -127,31 +127,38 @@ def run(config: Config) -> int:
     try:
         sockets = checks.bind(config.server.host, config.server.port)
         port = sockets[0].getsockname()[1]
+        metrics_sockets = ([] if config.server.metrics_port is None
+                           else checks.bind(config.server.host, config.server.metrics_port))
 
         def announce() -> None:  # once signals are handled and the workers exist
             log.info("listening on http://%s:%d with %d worker(s), config %s",
                      config.server.host, port, config.server.workers, config.source)
+            if metrics_sockets:
+                log.info("metrics on http://%s:%d/metrics", config.server.host,
+                         metrics_sockets[0].getsockname()[1])
 
         if config.server.workers == 1:
-            _serve_worker(config, sockets, announce)
+            _serve_worker(config, sockets, announce, metrics_sockets)
         else:
-            _supervise(config, sockets, announce)
+            _supervise(config, sockets, announce, metrics_sockets)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
-def _serve_worker(config: Config, sockets: list, announce=lambda: None) -> None:
+def _serve_worker(config: Config, sockets: list, announce=lambda: None, metrics_sockets: list = ()) -> None:
     from tornado.httpserver import HTTPServer
 
-    from .server import Node, make_app  # imports libvips: only in the serving process
+    from .server import Node, make_app, make_metrics_app  # imports libvips: only in the serving process
 
     async def serve() -> None:
         node = Node(config)
         await node.start()
         server = HTTPServer(make_app(node))
         server.add_sockets(sockets)
+        if metrics_sockets:
+            HTTPServer(make_metrics_app(node)).add_sockets(metrics_sockets)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -168,7 +175,7 @@ def _serve_worker(config: Config, sockets: list, announce=lambda: None) -> None:
     asyncio.run(serve())
 
 
-def _supervise(config: Config, sockets: list, announce) -> None:
+def _supervise(config: Config, sockets: list, announce, metrics_sockets: list) -> None:
     from prometheus_client import multiprocess
 
     children: dict[int, int] = {}  # pid → worker number
@@ -188,7 +195,7 @@ def _supervise(config: Config, sockets: list, announce) -> None:
                     signal.signal(signum, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
                 _die_with_parent()
-                _serve_worker(config, sockets)
+                _serve_worker(config, sockets, metrics_sockets=metrics_sockets)
             except BaseException:
                 log.exception("worker %d crashed", number)
                 code = 1

@@ -356,7 +356,14 @@ def _check_ready(node: Node) -> None:
 
 
 class MetricsHandler(BaseHandler):
+    def initialize(self, node: Node, here: bool = True) -> None:
+        super().initialize(node)
+        self.here = here  # False on the main port when `[server] metrics_port` serves them
+
     def get(self) -> None:
+        if not self.here:
+            self._send_plain(404, "not found")
+            return
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.finish(self.node.metrics.exposition())
@@ -410,12 +417,17 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/_edge/ready", ReadyHandler, args),
             (r"/_edge/purge", PurgeHandler, args),
             (r"/_edge/status", StatusHandler, args),
-            (r"/metrics", MetricsHandler, args),
+            (r"/metrics", MetricsHandler, {**args, "here": node.config.server.metrics_port is None}),
             (r"/.*", ImageHandler, args),
         ],
         log_function=_log_request,
         compress_response=False,
     )
+
+
+def make_metrics_app(node: Node) -> tornado.web.Application:
+    """`/metrics` alone, for `[server] metrics_port`."""
+    return tornado.web.Application([(r"/metrics", MetricsHandler, {"node": node})], log_function=_log_request)
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:

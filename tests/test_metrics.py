@@ -149,3 +149,23 @@ def test_promtool_accepts_the_exposition(exposition):
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_metrics_on_their_own_port(tmp_path):
+    """`[server] metrics_port`: the whole node's metrics there, and not on the port the world sees."""
+    origin = await HTTPOrigin(files={"a.jpg": solid(120, 80, colour(3))}).start()
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url, "[server]\nworkers = 2\nmetrics_port = 0\n")))
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        metrics_url = node.wait_for_log(r"metrics on (http://\S+)/metrics").group(1)
+        assert metrics_url != node.url
+        assert (await client.fetch(node.url + "/tr:w-20/a.jpg")).code == 200
+        text = await scrape_when(metrics_url, "edge_http_requests_total", 1, status="200")
+        assert only(text, "edge_workers") == 2
+        elsewhere = await client.fetch(node.url + "/metrics", raise_error=False)
+        assert (elsewhere.code, elsewhere.body) == (404, b"not found\n")
+        assert dict(origin.requests) == {"a.jpg": 1}  # /metrics on the main port never reached the origin
+    finally:
+        client.close()
+        node.stop()
+        await origin.stop()
