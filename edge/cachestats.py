@@ -1,5 +1,5 @@
-"""`edge cache stats`: what the cache folder holds, read offline and read-only (a running node is not
-disturbed: each tier's SQLite index is opened with `mode=ro`, nothing is created or touched).
+"""`edge cache stats`: what the cache folder holds, read offline and read-only (each tier's SQLite index
+is opened read-only, beside a running node or not; nothing is created or changed).
 
 Per tier: entries, bytes on disk (as the node counts them: stored files plus the index), budget,
 the oldest entry and the least recently used one; for the outputs tier, the originals with the most
@@ -38,7 +38,11 @@ def _open(folder: Path) -> sqlite3.Connection | None:
     database = folder / "cache.db"
     if not database.exists():
         return None
-    return sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    # With the node running, its write-ahead log exists and a read-only connection shares it. Without
+    # one, `mode=ro` would still create the -wal and -shm files: `immutable` reads the file as it is.
+    running = database.with_name("cache.db-wal").exists()
+    return sqlite3.connect(f"{database.resolve().as_uri()}?{'mode=ro' if running else 'immutable=1'}",
+                           uri=True, timeout=10)
 
 
 def tier_stats(name: str, folder: Path, budget: int) -> TierStats:

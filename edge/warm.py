@@ -67,12 +67,14 @@ def target(base_url: str, line: str) -> tuple[str, dict[str, str]] | None:
     """The URL to request from the node and the headers to send, or None for a line that is no URL."""
     if len(line) > MAX_LINE or any(c.isspace() for c in line):
         return None
-    parts = urlsplit(line)
     headers = {}
-    if parts.scheme:
+    if "://" in line:
+        parts = urlsplit(line)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             return None
         headers["Host"] = parts.netloc
+    else:  # a path (`tr:w-300/a.jpg` has no scheme, whatever urlsplit thinks)
+        parts = urlsplit("/" + line.lstrip("/"))
     path = parts.path if parts.path.startswith("/") else "/" + parts.path
     return base_url.rstrip("/") + path + (f"?{parts.query}" if parts.query else ""), headers
 
