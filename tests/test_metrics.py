@@ -10,22 +10,13 @@ import pytest_asyncio
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.assets import colour, solid
-from tests.nodes import NodeProcess, until, web_config, write_config
-from tests.scrape import samples, scrape, total
+from tests.nodes import NodeProcess, web_config, write_config
+from tests.scrape import samples, scrape_when, total
 from tests.servers import HTTPOrigin
 
 WAIT_LIMIT = 30
 OTHER_ENDPOINT = '[[endpoints]]\nid = "other"\norigins = ["web"]\n'
 PROMTOOL = shutil.which("promtool")
-
-
-async def scrape_when(node_url: str, name: str, expected: float, **labels: str) -> str:
-    """The exposition once `name{labels}` reaches `expected`: a worker counts a request just after
-    answering it, and the cache gauges are refreshed every few seconds."""
-    async def reached():
-        return total(await scrape(node_url), name, **labels) == expected
-    await until(reached, f"{name}{labels} == {expected}")
-    return await scrape(node_url)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
