@@ -122,12 +122,13 @@ class NodeProcess:
     is read by a thread into `log`, so a busy node never blocks on a full pipe."""
 
     def __init__(self, config_path: Path | None, *args: str, env: dict[str, str] | None = None,
-                 stdout=None):
-        command = [sys.executable, "-m", "edge", "serve", "--port", "0", *args]
+                 stdout=None, command: list[str] | None = None, cwd: Path | None = None):
+        """`command`: the `edge` to run (default: this checkout's, as `python -m edge`)."""
+        command = [*(command or [sys.executable, "-m", "edge"]), "serve", "--port", "0", *args]
         if config_path is not None:
             command += ["--config", str(config_path)]
         self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})})
+                                        env={**os.environ, **(env or {})}, cwd=cwd)
         self.log: list[str] = []
         self._log_changed = threading.Condition()
         self._reader = threading.Thread(target=self._read_log, daemon=True)
