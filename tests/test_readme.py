@@ -1,6 +1,6 @@
 """The README's "Running it for real", run as written on a fresh clone of this repository, in a
-virtualenv of its own (the dependencies come from this checkout's environment, so only the node
-itself is built and installed). One change: `edge serve` gets `--port 0`, since port 8080 may be
+virtualenv of its own (the dependencies and setuptools come from this checkout's environment, so
+only the node itself is built and installed, without a download). One change: `edge serve` gets `--port 0`, since port 8080 may be
 taken on a shared machine."""
 
 import os
@@ -36,7 +36,8 @@ def clone(tmp_path_factory):
     # the dependencies this checkout already has, behind the new virtualenv's own packages
     site = next((tmp / "venv" / "lib").glob("python3*/site-packages"))
     site.joinpath("dependencies.pth").write_text("\n".join(p for p in sys.path if p.endswith("site-packages")))
-    environ = {**os.environ, "PATH": f"{tmp / 'venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", **SECRETS}
+    environ = {**os.environ, "PATH": f"{tmp / 'venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", **SECRETS,
+               "PIP_NO_BUILD_ISOLATION": "1"}  # build with the setuptools at hand: no download
     environ.pop("EDGE_CONFIG", None)
     environ.pop("VIRTUAL_ENV", None)
     return tmp / "edge", environ
