@@ -119,15 +119,12 @@ def _cell(key: str, value: float, text: str | None = None) -> str:
     return f'<td data-key="{escape(key)}" data-value="{value:g}">{escape(shown)}</td>'
 
 
-def _ratio(hits: float, lookups: float) -> str:
-    return f"{100 * hits / lookups:.1f} %" if lookups else "–"
-
-
 def _summary(now: Snapshot, build: dict[str, str], started: float, recent) -> str:
-    hits, lookups = now.total("edge_cache_requests_total", tier="output", result="hit"), \
-        now.total("edge_cache_requests_total", tier="output")
-    recent_hits, recent_lookups = recent("edge_cache_requests_total", tier="output", result="hit"), \
-        recent("edge_cache_requests_total", tier="output")
+    def hit_ratio(key: str, value_of) -> str:
+        hits = value_of("edge_cache_requests_total", tier="output", result="hit")
+        lookups = value_of("edge_cache_requests_total", tier="output")
+        return _cell(key, hits / lookups if lookups else 0, f"{100 * hits / lookups:.1f} %" if lookups else "–")
+
     rows = [
         ("Version", f"<td>edge {escape(build.get('version', '?'))}, libvips {escape(build.get('libvips', '?'))}, "
                     f"Python {escape(build.get('python', '?'))}</td>"),
@@ -136,10 +133,8 @@ def _summary(now: Snapshot, build: dict[str, str], started: float, recent) -> st
         ("Memory (all workers)", _cell("resident_memory_bytes", now.total("edge_process_resident_memory_bytes"),
                                        _bytes(now.total("edge_process_resident_memory_bytes")))),
         ("Requests in flight", _cell("inflight", now.total("edge_inflight_requests"))),
-        ("Output hit ratio, recent", _cell("hit_ratio_recent", recent_hits / recent_lookups if recent_lookups else 0,
-                                           _ratio(recent_hits, recent_lookups))),
-        ("Output hit ratio, since start", _cell("hit_ratio_total", hits / lookups if lookups else 0,
-                                                _ratio(hits, lookups))),
+        ("Output hit ratio, recent", hit_ratio("hit_ratio_recent", recent)),
+        ("Output hit ratio, since start", hit_ratio("hit_ratio_total", now.total)),
     ]
     return "<h2>Node</h2>\n<table class=kv>" + "".join(f"<tr><th>{k}</th>{v}</tr>" for k, v in rows) + "</table>"
 

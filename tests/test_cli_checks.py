@@ -2,6 +2,7 @@
 `serve` would trip on, `EDGE_CONFIG`, routing mistakes as config errors, and `serve` failing to start
 in one line (over the real `edge` command)."""
 
+import json
 import os
 import re
 import socket
@@ -15,7 +16,7 @@ import edge
 from edge.config import load_config
 from edge.errors import ConfigError
 from edge.pluginmanager import load_plugins
-from tests.nodes import local_config, write_config
+from tests.nodes import NodeProcess, local_config, write_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -146,3 +147,11 @@ def test_host_names_and_ipv6_literals_are_accepted(tmp_path):
         origins = ["samples"]
     """)), load_plugins(), environ={})
     assert config.endpoints[1].hosts == ("img.example.com", "localhost", "[::1]", "127.0.0.1")
+
+
+def test_json_diagnostics(tmp_path):
+    node = NodeProcess(write_config(tmp_path, local_config(before='[server]\nlog_format = "json"\n')))
+    assert node.stop() == 0
+    lines = [json.loads(line) for line in node.log if line.strip()]
+    assert lines[0]["level"] == "info" and lines[0]["logger"] == "edge"
+    assert lines[0]["message"].startswith("listening on http://127.0.0.1:") and lines[0]["time"] > 1e9
