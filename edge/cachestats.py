@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache import NOT_FOUND_BUDGET
+from .cache.caches import NOT_FOUND_BUDGET
 from .config import Config
 
 #: tier name → its folder under `[cache] dir` (as `edge.cache.Caches` lays them out; pinned by a test)
@@ -58,8 +58,9 @@ def tier_stats(name: str, folder: Path, budget: int) -> TierStats:
     return TierStats(name, entries, stored + pages * page_size, budget, oldest, used)
 
 
-def top_originals(folder: Path, count: int) -> list[tuple[str, str, int]]:
-    """(endpoint id, path, number of outputs) for the `count` originals with the most outputs."""
+def top_originals(folder: Path, count: int) -> list[tuple[str, str, str | None, int]]:
+    """(endpoint id, path, forwarded host or None, number of outputs) for the `count` originals with
+    the most outputs."""
     connection = _open(folder)
     if connection is None:
         return []
@@ -67,11 +68,15 @@ def top_originals(folder: Path, count: int) -> list[tuple[str, str, int]]:
     try:
         for (key,) in connection.execute("SELECT key FROM Cache WHERE raw = 1"):
             if isinstance(key, str):
-                # endpoint \0 path \0 transformation \0 format: neither of the last two has a \0
+                # the original's key, then transformation \0 format (see edge.cache.keys), neither with a \0
                 outputs[key.rsplit("\0", 2)[0]] += 1
     finally:
         connection.close()
-    return [(*original.split("\0", 1), n) for original, n in outputs.most_common(count)]
+    found = []
+    for original, n in outputs.most_common(count):
+        endpoint, path, *host = original.split("\0", 2)  # endpoint \0 path [\0 forwarded host]
+        found.append((endpoint, path, host[0] if host else None, n))
+    return found
 
 
 def stats(config: Config, top: int) -> dict[str, Any]:
@@ -81,8 +86,8 @@ def stats(config: Config, top: int) -> dict[str, Any]:
     return {
         "dir": str(directory),
         "tiers": [asdict(tier_stats(name, directory / folder, budgets[name])) for name, folder in TIER_FOLDERS.items()],
-        "top_originals": [{"endpoint": e, "path": p, "outputs": n}
-                          for e, p, n in top_originals(directory / TIER_FOLDERS["output"], top)],
+        "top_originals": [{"endpoint": e, "path": p, "host": h, "outputs": n}
+                          for e, p, h, n in top_originals(directory / TIER_FOLDERS["output"], top)],
     }
 
 
@@ -110,7 +115,7 @@ def _text(found: dict[str, Any]) -> str:
     if found["top_originals"]:
         lines += ["", "originals with the most outputs:"]
         lines += [f"{o['outputs']:>8}  /{o['endpoint'] + '/' if o['endpoint'] else ''}{o['path']}"
-                  for o in found["top_originals"]]
+                  + (f"  (Host {o['host']})" if o["host"] else "") for o in found["top_originals"]]
     return "\n".join(lines)
 
 

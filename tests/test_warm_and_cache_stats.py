@@ -73,9 +73,9 @@ async def test_warm_then_every_url_is_a_hit_and_cache_stats_sees_them(node):
     assert (tiers["output"]["entries"], tiers["original"]["entries"], tiers["not_found"]["entries"]) == (4, 3, 1)
     assert tiers["output"]["bytes"] > sum(len(a.body) for a in answers)
     assert tiers["output"]["budget"] == 2 * 10**9 and tiers["output"]["oldest_stored"] <= tiers["output"]["least_recently_used"] + 5
-    assert found["top_originals"] == [{"endpoint": "", "path": "coffee.jpg", "outputs": 2},
-                                      {"endpoint": "", "path": "camera.jpg", "outputs": 1},
-                                      {"endpoint": "shop", "path": "chelsea.jpg", "outputs": 1}]
+    assert found["top_originals"] == [{"endpoint": "", "path": "coffee.jpg", "host": None, "outputs": 2},
+                                      {"endpoint": "", "path": "camera.jpg", "host": None, "outputs": 1},
+                                      {"endpoint": "shop", "path": "chelsea.jpg", "host": None, "outputs": 1}]
 
     # read-only: with the node stopped (a running node writes by itself), nothing in the folder changes
     running.stop()
@@ -120,6 +120,6 @@ def test_cache_stats_of_an_empty_or_missing_folder(tmp_path):
 def test_the_tier_folders_are_where_the_node_keeps_them(tmp_path):
     caches = Caches(tmp_path, 10**6, 10**6)
     try:
-        assert {tier.name: Path(tier._writer.directory).name for tier in caches.tiers} == TIER_FOLDERS
+        assert {tier.name: tier.directory.name for tier in caches.tiers} == TIER_FOLDERS
     finally:
         caches.close()
