@@ -41,6 +41,7 @@ INITIAL_STATUSES = ("200", "304", "400", "404", "502", "503", "504")
 
 
 def endpoint_label(endpoint_id: str) -> str:
+    """The `endpoint` label of an endpoint: its id, `default` for the endpoint at `/`."""
     return endpoint_id or "default"
 
 
