@@ -1,5 +1,5 @@
-"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`; `edge warm` and `edge cache stats`
-live in `edge.warm` and `edge.cachestats`.
+"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge plugins`, `edge new-plugin`;
+`edge warm` and `edge cache stats` live in `edge.warm` and `edge.cachestats`.
 
 `serve` binds the listening socket in the parent, then (with `workers > 1`) forks the workers, which
 all accept on that socket. The parent only supervises: it restarts a worker that dies, and on
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -20,14 +21,16 @@ import signal
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from . import __version__, cachestats, checks
 from . import warm as warm_command
 from .config import Config, WithoutEnvironment, load_config
 from .errors import ConfigError, EdgeError
 from .logs import configure_logging
-from .pluginmanager import load_plugins
+from .pluginmanager import Plugins, load_plugins
 from .purge import parse_target, purge_offline
+from .scaffold import new_plugin
 
 log = logging.getLogger("edge")
 
@@ -71,18 +74,24 @@ def main(argv: list[str] | None = None) -> int:
     cache_stats.add_argument("--config")
     cache_stats.add_argument("--top", type=int, default=10, help="originals to list (default 10)")
     cache_stats.add_argument("--json", action="store_true", help="print JSON")
+    plugins_command = commands.add_parser(
+        "plugins", help="list the installed plugins, the origin types each provides, and those that "
+                        "failed to load with the reason (exit status 1 when any failed)")
+    plugins_command.add_argument("--json", action="store_true", help="print JSON")
+    scaffold = commands.add_parser("new-plugin", help="create an origin plugin package to start from")
+    scaffold.add_argument("name", help="the origin type it provides, e.g. sqlite")
+    scaffold.add_argument("--dir", default=".", help="where to create its folder (default: here)")
     args = parser.parse_args(argv)
 
     configure_logging("info", "text")
     if args.command == "warm":  # a client of a node: no config
         return warm_command.run(args.urls, args.base_url, args.concurrency, args.timeout, args.accept)
+    if args.command == "plugins":
+        return _list_plugins(load_plugins(), as_json=args.json)
+    if args.command == "new-plugin":
+        return _new_plugin(args.name, Path(args.dir))
     try:
-        plugins = load_plugins()
-    except Exception as exc:  # noqa: BLE001 - a plugin that fails to import: one line, not a traceback
-        print(f"edge: cannot load the plugins: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        config = load_config(args.config or os.environ.get("EDGE_CONFIG") or None, plugins,
+        config = load_config(args.config or os.environ.get("EDGE_CONFIG") or None, load_plugins(),
                              environ=WithoutEnvironment() if getattr(args, "no_env", False) else None)
     except ConfigError as error:
         print(f"edge: config error: {error}", file=sys.stderr)
@@ -104,6 +113,24 @@ def main(argv: list[str] | None = None) -> int:
     except checks.StartupError as error:
         print(f"edge: {error}", file=sys.stderr)
         return 1
+
+
+def _list_plugins(plugins: Plugins, *, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps([dataclasses.asdict(plugin) for plugin in plugins.loaded], indent=2))
+    else:
+        print(plugins.report())
+    return 1 if plugins.failed else 0
+
+
+def _new_plugin(name: str, parent: Path) -> int:
+    try:
+        folder = new_plugin(name, parent)
+    except ValueError as error:
+        print(f"edge: {error}", file=sys.stderr)
+        return 2
+    print(f"created {folder}\n  pip install -e '{folder}[test]' && pytest {folder}")
+    return 0
 
 
 def _purge(config: Config, target: dict[str, str | None]) -> int:

@@ -3,7 +3,7 @@
 Every number comes from the node's own metrics, aggregated over the workers as `/metrics` is, so the
 page and a scrape never disagree. "Recent" figures are differences against a snapshot of those
 metrics taken every `SNAPSHOT_SECONDS` and kept for `HISTORY_SECONDS`: the page compares now with the
-oldest snapshot at least `WINDOW_SECONDS` old (or the oldest one, on a node younger than that) and
+newest snapshot at least `WINDOW_SECONDS` old (or with the node's start, on a younger node) and
 says how long the window really is. Protected like the purge API: when `[admin] token` is set, it
 wants that token (as a bearer token, or as the password of HTTP basic authentication, so that a
 browser asks for it).
@@ -67,16 +67,22 @@ class StatusHistory:
         while self._snapshots and taken.at - self._snapshots[0].at > HISTORY_SECONDS:
             self._snapshots.popleft()
 
-    def baseline(self, now: float) -> Snapshot | None:
-        """The newest snapshot at least `WINDOW_SECONDS` old, else the oldest one."""
+    def baseline(self, now: float, started: float) -> Snapshot:
+        """The newest snapshot at least `WINDOW_SECONDS` old; on a node younger than that, its start
+        (every counter was 0; a worker's own first snapshot may come after another worker's requests);
+        else the oldest snapshot (this worker was restarted since)."""
         older = [s for s in self._snapshots if now - s.at >= WINDOW_SECONDS]
-        return older[-1] if older else (self._snapshots[0] if self._snapshots else None)
+        if older:
+            return older[-1]
+        if not self._snapshots or now - started <= WINDOW_SECONDS:
+            return Snapshot(started or now, {})
+        return self._snapshots[0]
 
     async def page(self) -> str:
         now = time.time()
         if self._page is None or now - self._page[0] >= RENDER_SECONDS:
             current = await asyncio.to_thread(snapshot, self._metrics, now)
-            self._page = (now, render(current, self.baseline(now)))
+            self._page = (now, render(current, self.baseline(now, current.total("edge_start_time_seconds"))))
         return self._page[1]
 
 
@@ -95,8 +101,7 @@ def authorized(authorization: str | None, token: Secret) -> bool:
 
 # -- the page ---------------------------------------------------------------------------------------
 
-def render(now: Snapshot, before: Snapshot | None) -> str:
-    before = before or Snapshot(now.at, {})
+def render(now: Snapshot, before: Snapshot) -> str:
     window = now.at - before.at
 
     def recent(name: str, **labels: str) -> float:

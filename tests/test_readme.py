@@ -58,7 +58,7 @@ def test_running_it_for_real(clone):
                                capture_output=True, text=True, timeout=60)
     assert installed.stdout.startswith(str(checkout.parent / "venv")), installed  # not this checkout's edge
 
-    node = NodeProcess(None, *serve[2:], command=[str(checkout.parent / "venv" / "bin" / "edge")], cwd=checkout,
+    node = NodeProcess(None, *serve[2:], edge=[str(checkout.parent / "venv" / "bin" / "edge")], cwd=checkout,
                        env=environ)
     try:
         with urlopen(node.url + "/_edge/ready", timeout=30) as ready:
