@@ -66,9 +66,10 @@ class FetchBudget:
                 waiter.set_result(None)
 
 
-#: defaults of `[server] fetch_memory` and `fetch_memory_wait`
+#: the defaults of `[server] fetch_memory` and `fetch_memory_wait`
 DEFAULT_FETCH_MEMORY = 200 * 10**6
 DEFAULT_FETCH_MEMORY_WAIT = 5.0
+
 #: this process's budget; the serving process sets it from `[server]` (the defaults until then)
 fetch_budget = FetchBudget(DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT)
 

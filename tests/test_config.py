@@ -90,8 +90,16 @@ def test_full_example_parses_into_typed_values(tmp_path):
     (ORIGIN, "edge.toml: endpoints: expected at least one [[endpoints]] table"),
     (ORIGIN + ENDPOINT + '[admin]\ntoken = "${NOT_SET}"\n', "[admin] token: environment variable NOT_SET is not set"),
     ("[server\n", "not valid TOML"),
-    (ORIGIN + ENDPOINT + "signed_only = true\n", "[endpoints[0]] signed_only: signed URLs and Cloudinary-style URLs are not supported yet"),
-    (ORIGIN + ENDPOINT + 'url_style = "cloudinary"\n', "[endpoints[0]] url_style: signed URLs and Cloudinary-style URLs are not supported yet"),
+    (ORIGIN + ENDPOINT + "signed_only = true\n", "[endpoints[0]] signed_only: needs private_key"),
+    (ORIGIN + ENDPOINT + 'previous_private_keys = ["old"]\n', "[endpoints[0]] previous_private_keys: needs private_key"),
+    (ORIGIN + ENDPOINT + 'private_key = ""\n', "[endpoints[0]] private_key: is empty"),
+    (ORIGIN + ENDPOINT + 'private_key = "k"\nprevious_private_keys = [" "]\n',
+     "[endpoints[0]] previous_private_keys: contains an empty key"),
+    (ORIGIN + ENDPOINT + 'private_key = "k"\nsigned_only = true\nnamed_only = true\n',
+     "[endpoints[0]] named_only: cannot be combined with signed_only"),
+    (ORIGIN + ENDPOINT + 'private_key = "${NOT_SET}"\n', "[endpoints[0]] private_key: environment variable NOT_SET is not set"),
+    (ORIGIN + ENDPOINT + 'url_style = "cloudinary"\n', "[endpoints[0]] url_style: needs an origin with folder = \"/res/<cloud>/\" (a Cloudinary backup bucket): "
+     "its cloud name is the first segment of the URLs served"),
 ])
 def test_errors_name_file_table_and_key(tmp_path, text, expected):
     message = config_error(tmp_path, text)
