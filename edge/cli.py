@@ -1,5 +1,6 @@
-"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge plugins`, `edge new-plugin`,
-`edge cloudinary-check`.
+"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge url`, `edge plugins`,
+`edge new-plugin`, `edge cloudinary-check`; `edge warm` and `edge cache stats` live in `edge.warm` and
+`edge.cachestats`.
 
 `serve` binds the listening socket in the parent, then forks the workers, which all accept on that
 socket. The parent only supervises (`edge.supervisor`): restarts, SIGHUP reloads, SIGTERM drains.
@@ -20,12 +21,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import tornado.netutil
-
-from . import signing
-from . import cloudinary_check
-from .config import Config, load_config
+from . import __version__, cachestats, checks, cloudinary_check, signing
+from . import warm as warm_command
+from .config import Config, WithoutEnvironment, load_config
 from .errors import ConfigError, EdgeError
+from .logs import configure_logging
 from .pluginmanager import Plugins, load_plugins
 from .purge import parse_target, purge_offline
 from .scaffold import new_plugin
@@ -36,14 +36,18 @@ log = logging.getLogger("edge")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge", description="A self-hosted image edge node.")
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the node")
-    serve.add_argument("--config", help="TOML config file (default: the embedded default)")
+    serve.add_argument("--config", help="TOML config file (default: $EDGE_CONFIG, else the embedded default)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="worker processes (0 = one per core)")
     check = commands.add_parser("check-config", help="validate a config and print it, secrets masked")
     check.add_argument("--config")
+    check.add_argument("--no-env", action="store_true",
+                       help="do not read the environment: every ${NAME} stands for a placeholder")
+    check.add_argument("--bind-check", action="store_true", help="also check that the listening address is free")
     purge_command = commands.add_parser(
         "purge", help="remove every cached output and original of a URL's path, or of a path prefix "
                       "(on the cache folder: works whether or not the node runs)")
@@ -51,6 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     target = purge_command.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="a URL the node serves, or its path: all its transformations go")
     target.add_argument("--prefix", help="a URL or path prefix: everything under it goes")
+    warm = commands.add_parser("warm", help="request a list of URLs from a node, so that its cache holds them")
+    warm.add_argument("--urls", required=True, help="a file with one URL or path a line")
+    warm.add_argument("--base-url", required=True, help="the node, e.g. http://127.0.0.1:8080")
+    warm.add_argument("--concurrency", type=int, default=4, help="requests at a time (default 4, at most 64)")
+    warm.add_argument("--timeout", type=float, default=60, help="seconds for one request (default 60)")
+    warm.add_argument("--accept", help="the Accept header to send (f-auto outputs are cached per format)")
+    cache_command = commands.add_parser("cache", help="look at the cache folder")
+    cache_commands = cache_command.add_subparsers(dest="cache_command", required=True)
+    cache_stats = cache_commands.add_parser(
+        "stats", help="entries and bytes per tier, oldest entries, originals with the most outputs "
+                      "(read-only: works whether or not the node runs)")
+    cache_stats.add_argument("--config")
+    cache_stats.add_argument("--top", type=int, default=10, help="originals to list (default 10)")
+    cache_stats.add_argument("--json", action="store_true", help="print JSON")
     plugins_command = commands.add_parser(
         "plugins", help="list the installed plugins, the origin types each provides, and those that "
                         "failed to load with the reason (exit status 1 when any failed)")
@@ -80,20 +98,28 @@ def main(argv: list[str] | None = None) -> int:
     cloudinary.add_argument("--base-url", help="also fetch each from the node running there; the answer must decode")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips narrates every thumbnail at INFO
+    configure_logging("info", "text")
+    if args.command == "warm":  # a client of a node: no config
+        return warm_command.run(args.urls, args.base_url, args.concurrency, args.timeout, args.accept)
     if args.command == "plugins":
         return _list_plugins(load_plugins(), as_json=args.json)
     if args.command == "new-plugin":
         return _new_plugin(args.name, Path(args.dir))
     try:
-        config = load_config(args.config, load_plugins())
+        config = load_config(args.config or os.environ.get("EDGE_CONFIG") or None, load_plugins(),
+                             environ=WithoutEnvironment() if getattr(args, "no_env", False) else None)
     except ConfigError as error:
         print(f"edge: config error: {error}", file=sys.stderr)
         return 1
+    configure_logging(config.server.log_level, config.server.log_format)
     if args.command == "check-config":
+        problems = checks.check(config, bind_check=args.bind_check)
         print(json.dumps(config.describe(), indent=2, default=str))
-        return 0
+        for problem in problems:
+            print(f"edge: {problem}", file=sys.stderr)
+        return 1 if problems else 0
+    if args.command == "cache":
+        return cachestats.run(config, args.top, args.json)
     if args.command == "purge":
         return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix})
     if args.command == "url":
@@ -105,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     def load() -> Config:  # at start and on SIGHUP: the file again, the command line's flags on top
         return load_config(args.config, load_plugins()).with_overrides(host=args.host, port=args.port,
                                                                        workers=workers)
-    return run(config.with_overrides(host=args.host, port=args.port, workers=workers), load)
+    try:
+        return run(config.with_overrides(host=args.host, port=args.port, workers=workers), load)
+    except checks.StartupError as error:
+        print(f"edge: {error}", file=sys.stderr)
+        return 1
 
 
 def _list_plugins(plugins: Plugins, *, as_json: bool) -> int:
@@ -170,14 +200,12 @@ def _cloudinary_check(config: Config, urls: str, base_url: str | None) -> int:
     return 0 if all(v.served for v in verdicts) else 1
 
 
-def run(config: Config) -> int:
-    """Serve until SIGTERM/SIGINT."""
 def run(config: Config, reload_config: Callable[[], Config]) -> int:
     """Serve until SIGTERM/SIGINT (exit status 0), or until the workers keep dying (1). SIGHUP calls
     `reload_config` (see `edge.supervisor`)."""
     from .httpserver import raise_fd_limit
 
-    config.cache.dir.mkdir(parents=True, exist_ok=True)
+    checks.usable_cache_dir(config.cache.dir, create=True)
     raise_fd_limit()  # before the fork: the workers inherit it
     metrics_dir = None
     multiprocess_metrics = config.server.workers > 1
@@ -187,15 +215,20 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="edge-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
+        sockets = checks.bind(config.server.host, config.server.port)
         port = sockets[0].getsockname()[1]
+        metrics_sockets = ([] if config.server.metrics_port is None
+                           else checks.bind(config.server.host, config.server.metrics_port))
 
         def announce(serving: Config) -> None:  # once the first workers serve
             log.info("listening on http://%s:%d with %d worker(s), config %s",
                      serving.server.host, port, serving.server.workers, serving.source)
+            if metrics_sockets:
+                log.info("metrics on http://%s:%d/metrics", serving.server.host,
+                         metrics_sockets[0].getsockname()[1])
 
-        supervisor = Supervisor(config, sockets, reload_config, announce,
-                                multiprocess_metrics)
+        supervisor = Supervisor(config, sockets, reload_config, announce, multiprocess_metrics,
+                                metrics_sockets)
         return supervisor.run()
     finally:
         if metrics_dir:

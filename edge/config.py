@@ -6,6 +6,7 @@ See `docs/configuration.md` for every key. Without `--config` the node runs the 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -23,6 +24,21 @@ from .settings import ConfigTable, Secret
 EMBEDDED_DEFAULT = Path(__file__).with_name("default.toml")
 _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9-]*$")
 URL_STYLES = ("imagekit", "cloudinary")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+#: a host name as `hosts` takes it: DNS labels, or a bracketed IPv6 literal; no scheme, port or path
+_HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])$")
+
+
+class WithoutEnvironment(dict):
+    """The environment `edge check-config --no-env` validates with: every `${NAME}` stands for a
+    placeholder (`<NAME>`), so a config is checked without its secrets, whatever the shell holds."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __missing__(self, name: str) -> str:
+        return f"<{name}>"
 
 
 def default_cache_dir() -> Path:
@@ -66,6 +82,15 @@ class ServerSettings:
     malloc_arenas: int = 2
     #: give free memory back to the system after bursts (glibc `malloc_trim`)
     memory_trim: bool = True
+    #: diagnostics on stderr: level, and "text" or "json" lines
+    log_level: str = "info"
+    log_format: str = "text"
+    #: access-log lines for /metrics and the health checks (off: scrapes and probes drown the traffic)
+    access_log_probes: bool = False
+    #: peers whose X-Forwarded-For names the client (the front proxy's addresses, as CIDRs)
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: serve /metrics on this port only (None: on the main port)
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +233,7 @@ def _server(t: ConfigTable) -> ServerSettings:
         fetch_memory_wait=t.duration("fetch_memory_wait", d.fetch_memory_wait),
         malloc_arenas=t.int("malloc_arenas", d.malloc_arenas, min=0, max=1024),
         memory_trim=t.bool("memory_trim", d.memory_trim),
+        **_server_operations(t, d),
     )
     if settings.max_header_size < 1024:
         raise t.error("max_header_size", "expected at least 1KiB (a request line and a Host header)")
@@ -219,6 +245,23 @@ def _positive(t: ConfigTable, key: str, seconds: float) -> float:
     if seconds <= 0:
         raise t.error(key, "expected a duration above zero")
     return seconds
+
+
+def _server_operations(t: ConfigTable, d: ServerSettings) -> dict[str, Any]:
+    """The `[server]` keys for operating a node: logging, the client address, the metrics port."""
+    proxies = []
+    for text in t.str_list("trusted_proxies", ()):
+        try:
+            proxies.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise t.error("trusted_proxies", f"expected IP addresses or CIDR ranges, got {text!r}") from None
+    return {
+        "log_level": t.str("log_level", d.log_level, choices=LOG_LEVELS),
+        "log_format": t.str("log_format", d.log_format, choices=LOG_FORMATS),
+        "access_log_probes": t.bool("access_log_probes", d.access_log_probes),
+        "trusted_proxies": tuple(proxies),
+        "metrics_port": t.int("metrics_port", None, min=0, max=65535),
+    }
 
 
 def _cache(t: ConfigTable) -> CacheSettings:
@@ -297,6 +340,7 @@ def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
 
 def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint, ...]:
     endpoints: list[Endpoint] = []
+    owners: dict[str, str] = {}  # host → id of the endpoint that owns it
     tables = root.tables("endpoints")
     if not tables:
         raise root.error("endpoints", "expected at least one [[endpoints]] table")
@@ -315,7 +359,7 @@ def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint,
         endpoint = Endpoint(
             id=endpoint_id,
             origins=tuple(origins[name] for name in names),
-            hosts=tuple(h.lower() for h in t.str_list("hosts", ())),
+            hosts=_hosts(t, endpoint_id, owners),
             private_key=t.secret("private_key"),
             previous_private_keys=tuple(Secret(key) for key in t.str_list("previous_private_keys", ())),
             signed_only=t.bool("signed_only", False),
@@ -347,3 +391,21 @@ def _check_signing(t: ConfigTable, endpoint: Endpoint) -> None:
         # signed_only refuses them all: together, named_only would do nothing.
         raise t.error("named_only", "cannot be combined with signed_only: named_only limits unsigned URLs, "
                                     "which signed_only refuses (see docs/signed-urls.md)")
+
+
+def _hosts(t: ConfigTable, endpoint_id: str, owners: dict[str, str]) -> tuple[str, ...]:
+    """An endpoint's `hosts`, lower-cased; a host that could never match a `Host` header, or that
+    another endpoint owns already, is an error (the router would silently pick one)."""
+    hosts = []
+    for written in t.str_list("hosts", ()):
+        host = written.lower()
+        if not _HOST.match(host):
+            raise t.error("hosts", f"{written!r} is not a host name: write it without a scheme, port or path "
+                                   "(e.g. \"img.example.com\")")
+        if host in owners:
+            other = owners[host]
+            raise t.error("hosts", f"{host!r} is also a host of the endpoint with id {other!r}" if other != endpoint_id
+                          else f"{host!r} is listed twice")
+        owners[host] = endpoint_id
+        hosts.append(host)
+    return tuple(hosts)

@@ -27,7 +27,7 @@ from .cache import CachedOutput, Caches, original_key, output_key, strong_etag
 from .config import Config
 from .errors import BadGateway, EdgeError, NothingToServe, UnprocessableSource
 from .flight import SingleFlight
-from .metrics import Metrics
+from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalSource
 from .routing import ImageRequest, Router
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
@@ -94,7 +94,7 @@ class Pipeline:
         endpoint = "-"
         try:
             request = self._router.route(call.host, call.uri)
-            endpoint = request.endpoint.id or "default"
+            endpoint = endpoint_label(request.endpoint.id)
             job = self._plan(request, call)
             cached = await self._caches.output(job.key)
             fresh = cached is not None and self._originals.is_fresh(cached.source)

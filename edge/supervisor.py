@@ -54,9 +54,11 @@ class _Worker:
 
 class Supervisor:
     def __init__(self, config: Config, sockets: list, reload_config: Callable[[], Config],
-                 announce: Callable[[Config], None], multiprocess_metrics: bool):
+                 announce: Callable[[Config], None], multiprocess_metrics: bool, metrics_sockets: list = ()):
         self.config = config
         self.sockets = sockets
+        #: `[server] metrics_port`'s socket (empty: /metrics is on the main port)
+        self.metrics_sockets = metrics_sockets
         self.reload_config = reload_config
         self.announce = announce
         self.multiprocess_metrics = multiprocess_metrics
@@ -149,7 +151,7 @@ class Supervisor:
                     os.close(fd)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 _die_with_parent()
-                serve_worker(config, self.sockets, ready_write)
+                serve_worker(config, self.sockets, ready_write, self.metrics_sockets)
             except BaseException:
                 log.exception("worker %d crashed", number)
                 code = 1
@@ -244,7 +246,7 @@ class Supervisor:
         self._stop([w for w in self.workers.values() if w.generation == generation])
 
 
-def serve_worker(config: Config, sockets: list, ready_fd: int) -> None:
+def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: list = ()) -> None:
     """One worker: serve on `sockets` until SIGTERM/SIGINT, then drain. Writes one byte to `ready_fd`
     once it accepts connections."""
     from . import memory
@@ -252,7 +254,7 @@ def serve_worker(config: Config, sockets: list, ready_fd: int) -> None:
     from .httpserver import make_server
 
     memory.limit_arenas(config.server.malloc_arenas)  # before libvips starts its threads
-    from .server import Node, make_app  # imports libvips: only in the serving process
+    from .server import Node, make_app, make_metrics_app  # imports libvips: only in the serving process
 
     fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait)
 
@@ -263,6 +265,8 @@ def serve_worker(config: Config, sockets: list, ready_fd: int) -> None:
             trimming = asyncio.create_task(memory.trim_after_bursts(lambda: node.inflight == 0))
         server = make_server(make_app(node), config.server)
         server.add_sockets(sockets)
+        if metrics_sockets:
+            make_server(make_metrics_app(node), config.server).add_sockets(metrics_sockets)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
