@@ -105,6 +105,9 @@ class Metrics:
             multiprocess_mode="livesum")
         self.response_bytes = Counter(
             "edge_response_bytes_total", "Body bytes sent", ["endpoint"], registry=r)
+        self.signature_refusals = Counter(
+            "edge_signature_refusals_total", "Requests refused (401) for a missing, invalid or expired URL signature",
+            ["endpoint", "reason"], registry=r)
         self.build_info = Gauge(
             "edge_build_info", "Always 1: the versions of the node, libvips and Python",
             ["version", "libvips", "python"], registry=r, multiprocess_mode="max")

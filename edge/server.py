@@ -23,6 +23,7 @@ from .metrics import Metrics
 from .originals import OriginalSource
 from .pipeline import ImageCall, Pipeline
 from .routing import Router
+from .signing import NO_EXPIRY
 from .transform.render import Renderer
 
 log = logging.getLogger("edge")
@@ -41,7 +42,8 @@ class Node:
         #: wall-clock seconds for cache freshness; tests replace it to move time forward.
         self.clock: Callable[[], float] = time.time
         self.metrics = metrics = Metrics()
-        self.router = Router(config.endpoints)
+        self.router = Router(config.endpoints, named=config.named_transformations,
+                             signature_refusals=metrics.signature_refusals, clock=lambda: self.clock())
         health = CacheHealth(count=lambda tier, kind: metrics.cache_errors.labels(tier, kind).inc())
         self.caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size,
                              config.cache.memory_size, health=health,
@@ -110,6 +112,14 @@ class Node:
 
     async def _flush_touches(self) -> None:
         await self.caches.io(self.caches.flush_touches)
+
+    def cache_control(self, signed_until: int | None) -> str:
+        """An image's `Cache-Control`: caches in front must not keep an expiring signed URL's image
+        past its expiry."""
+        if signed_until is None or signed_until == NO_EXPIRY:
+            return self.image_cache_control
+        remaining = max(0, min(self.config.defaults.cache_control_max_age, signed_until - int(self.clock())))
+        return f"public, max-age={remaining}"
 
     async def _refresh_gauges(self) -> None:
         await self.caches.io(self.metrics.observe_cache, self.caches.tiers, self.config.cache.dir)
@@ -182,7 +192,7 @@ class ImageHandler(BaseHandler):
             metrics.child(metrics.not_found, self.endpoint_label).inc()
 
     async def _serve(self) -> None:
-        call = ImageCall(self.request.host, self.request.path, self._query("tr"), self.request.headers.get("Accept"))
+        call = ImageCall(self.request.host, self.request.uri, self._query("tr"), self.request.headers.get("Accept"))
         self._serving = task = asyncio.current_task()
         try:
             served = await self.node.pipeline.serve(call)
@@ -198,16 +208,16 @@ class ImageHandler(BaseHandler):
         if served.error is not None:
             self._send_error(served.error)
         else:
-            self._respond(served.output)
+            self._respond(served.output, served.signed_until)
 
     def _query(self, name: str) -> str | None:
         # most image URLs have no query: skip Tornado's argument decoding for them
         return self.get_query_argument(name, None) if self.request.query else None
 
-    def _respond(self, output: CachedOutput) -> None:
+    def _respond(self, output: CachedOutput, signed_until: int | None) -> None:
         self.origin_name = output.source.origin
         self.set_header("Content-Type", output.content_type)
-        self.set_header("Cache-Control", self.node.image_cache_control)
+        self.set_header("Cache-Control", self.node.cache_control(signed_until))
         self.set_header("ETag", output.etag)
         self.set_header("X-Cache", self.cache_result.upper())
         if output.source.last_modified:

@@ -20,6 +20,7 @@ import contextlib
 import http.client
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -55,13 +56,17 @@ class NodeProcess:
     never blocks on a full pipe."""
 
     def __init__(self, config_path: Path | None, *args: str, env: Mapping[str, str] | None = None,
-                 stdout=None, edge: Sequence[str] = (sys.executable, "-m", "edge"), cwd: Path | None = None):
-        """`edge`: the command to run (default: the `edge` package this Python imports)."""
+                 stdout=None, nofile: tuple[int, int] | None = None,
+                 edge: Sequence[str] = (sys.executable, "-m", "edge"), cwd: Path | None = None):
+        """`nofile`: the (soft, hard) RLIMIT_NOFILE the node starts with; `edge`: the command to run
+        (default: the `edge` package this Python imports), in `cwd`."""
         command = [*edge, "serve", "--port", "0", *args]
         if config_path is not None:
             command += ["--config", str(config_path)]
+        self.config_path = config_path
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
         self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})}, cwd=cwd)
+                                        env={**os.environ, **(env or {})}, preexec_fn=limit, cwd=cwd)
         self.log: list[str] = []
         self._log_changed = threading.Condition()
         self._reader = threading.Thread(target=self._read_log, daemon=True)
@@ -96,6 +101,11 @@ class NodeProcess:
                     raise RuntimeError(f"edge serve exited without logging {pattern!r}:\n" + "".join(self.log))
                 if not self._log_changed.wait(deadline - time.monotonic()):
                     raise TimeoutError(f"edge serve did not log {pattern!r} in {timeout}s")
+
+    def worker_pids(self) -> list[int]:
+        """The serving processes (`edge serve` supervises its workers)."""
+        pid = self.process.pid
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
     def stop(self, timeout: float = START_TIMEOUT) -> int:
         """SIGTERM, and the exit status; SIGKILL when it has not exited within `timeout`."""
