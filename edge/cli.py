@@ -1,5 +1,6 @@
-"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge plugins`, `edge new-plugin`,
-`edge cloudinary-check`; `edge warm` and `edge cache stats` live in `edge.warm` and `edge.cachestats`.
+"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge url`, `edge plugins`,
+`edge new-plugin`, `edge cloudinary-check`; `edge warm` and `edge cache stats` live in `edge.warm` and
+`edge.cachestats`.
 
 `serve` binds the listening socket in the parent, then forks the workers, which all accept on that
 socket. The parent only supervises (`edge.supervisor`): restarts, SIGHUP reloads, SIGTERM drains.
@@ -227,8 +228,8 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
                 log.info("metrics on http://%s:%d/metrics", serving.server.host,
                          metrics_sockets[0].getsockname()[1])
 
-        supervisor = Supervisor(config, sockets, reload_config, announce,
-                                multiprocess_metrics, metrics_sockets)
+        supervisor = Supervisor(config, sockets, reload_config, announce, multiprocess_metrics,
+                                metrics_sockets)
         return supervisor.run()
     finally:
         if metrics_dir:

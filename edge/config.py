@@ -57,15 +57,6 @@ class ServerSettings:
     #: transformations waiting for a thread beyond which requests get 503 + Retry-After.
     transform_queue: int = 64
     access_log: bool = True
-    #: diagnostics on stderr: level, and "text" or "json" lines
-    log_level: str = "info"
-    log_format: str = "text"
-    #: access-log lines for /metrics and the health checks (off: scrapes and probes drown the traffic)
-    access_log_probes: bool = False
-    #: peers whose X-Forwarded-For names the client (the front proxy's addresses, as CIDRs)
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    #: serve /metrics on this port only (None: on the main port)
-    metrics_port: int | None = None
     # -- limits against hostile or stuck clients (see docs/security.md, "Server limits") --
     #: seconds a new connection has to send its first request's headers
     header_timeout: float = 10.0
@@ -91,6 +82,15 @@ class ServerSettings:
     malloc_arenas: int = 2
     #: give free memory back to the system after bursts (glibc `malloc_trim`)
     memory_trim: bool = True
+    #: diagnostics on stderr: level, and "text" or "json" lines
+    log_level: str = "info"
+    log_format: str = "text"
+    #: access-log lines for /metrics and the health checks (off: scrapes and probes drown the traffic)
+    access_log_probes: bool = False
+    #: peers whose X-Forwarded-For names the client (the front proxy's addresses, as CIDRs)
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: serve /metrics on this port only (None: on the main port)
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +241,12 @@ def _server(t: ConfigTable) -> ServerSettings:
     return settings
 
 
+def _positive(t: ConfigTable, key: str, seconds: float) -> float:
+    if seconds <= 0:
+        raise t.error(key, "expected a duration above zero")
+    return seconds
+
+
 def _server_operations(t: ConfigTable, d: ServerSettings) -> dict[str, Any]:
     """The `[server]` keys for operating a node: logging, the client address, the metrics port."""
     proxies = []
@@ -256,12 +262,6 @@ def _server_operations(t: ConfigTable, d: ServerSettings) -> dict[str, Any]:
         "trusted_proxies": tuple(proxies),
         "metrics_port": t.int("metrics_port", None, min=0, max=65535),
     }
-
-
-def _positive(t: ConfigTable, key: str, seconds: float) -> float:
-    if seconds <= 0:
-        raise t.error(key, "expected a duration above zero")
-    return seconds
 
 
 def _cache(t: ConfigTable) -> CacheSettings:
@@ -375,24 +375,6 @@ def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint,
     return tuple(endpoints)
 
 
-def _hosts(t: ConfigTable, endpoint_id: str, owners: dict[str, str]) -> tuple[str, ...]:
-    """An endpoint's `hosts`, lower-cased; a host that could never match a `Host` header, or that
-    another endpoint owns already, is an error (the router would silently pick one)."""
-    hosts = []
-    for written in t.str_list("hosts", ()):
-        host = written.lower()
-        if not _HOST.match(host):
-            raise t.error("hosts", f"{written!r} is not a host name: write it without a scheme, port or path "
-                                   "(e.g. \"img.example.com\")")
-        if host in owners:
-            other = owners[host]
-            raise t.error("hosts", f"{host!r} is also a host of the endpoint with id {other!r}" if other != endpoint_id
-                          else f"{host!r} is listed twice")
-        owners[host] = endpoint_id
-        hosts.append(host)
-    return tuple(hosts)
-
-
 def _check_signing(t: ConfigTable, endpoint: Endpoint) -> None:
     """An empty key would sign with a key anyone knows; a requirement without a key refuses everything."""
     if endpoint.private_key is not None and not endpoint.private_key.reveal().strip():
@@ -409,3 +391,21 @@ def _check_signing(t: ConfigTable, endpoint: Endpoint) -> None:
         # signed_only refuses them all: together, named_only would do nothing.
         raise t.error("named_only", "cannot be combined with signed_only: named_only limits unsigned URLs, "
                                     "which signed_only refuses (see docs/signed-urls.md)")
+
+
+def _hosts(t: ConfigTable, endpoint_id: str, owners: dict[str, str]) -> tuple[str, ...]:
+    """An endpoint's `hosts`, lower-cased; a host that could never match a `Host` header, or that
+    another endpoint owns already, is an error (the router would silently pick one)."""
+    hosts = []
+    for written in t.str_list("hosts", ()):
+        host = written.lower()
+        if not _HOST.match(host):
+            raise t.error("hosts", f"{written!r} is not a host name: write it without a scheme, port or path "
+                                   "(e.g. \"img.example.com\")")
+        if host in owners:
+            other = owners[host]
+            raise t.error("hosts", f"{host!r} is also a host of the endpoint with id {other!r}" if other != endpoint_id
+                          else f"{host!r} is listed twice")
+        owners[host] = endpoint_id
+        hosts.append(host)
+    return tuple(hosts)

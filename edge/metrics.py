@@ -146,7 +146,7 @@ class Metrics:
             for result in CACHE_RESULTS.get(tier, ()):
                 self.cache_requests.labels(tier, result)
         for origin in config.origins:
-            for outcome in ORIGIN_SUCCESSES + ORIGIN_FAILURES:
+            for outcome in (*ORIGIN_SUCCESSES, "busy", *ORIGIN_FAILURES):
                 self.origin_fetches.labels(origin.name, outcome)
         for endpoint in config.endpoints:
             label = endpoint_label(endpoint.id)

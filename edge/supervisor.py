@@ -57,7 +57,8 @@ class Supervisor:
                  announce: Callable[[Config], None], multiprocess_metrics: bool, metrics_sockets: list = ()):
         self.config = config
         self.sockets = sockets
-        self.metrics_sockets = metrics_sockets  # `[server] metrics_port`
+        #: `[server] metrics_port`'s socket (empty: /metrics is on the main port)
+        self.metrics_sockets = metrics_sockets
         self.reload_config = reload_config
         self.announce = announce
         self.multiprocess_metrics = multiprocess_metrics

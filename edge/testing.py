@@ -59,14 +59,14 @@ class NodeProcess:
                  stdout=None, nofile: tuple[int, int] | None = None,
                  edge: Sequence[str] = (sys.executable, "-m", "edge"), cwd: Path | None = None):
         """`nofile`: the (soft, hard) RLIMIT_NOFILE the node starts with; `edge`: the command to run
-        (default: the `edge` package this Python imports), in `cwd`."""
+        (default: the `edge` package this Python imports)."""
         command = [*edge, "serve", "--port", "0", *args]
         if config_path is not None:
             command += ["--config", str(config_path)]
         self.config_path = config_path
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
         self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})}, preexec_fn=limit, cwd=cwd)
+                                        env={**os.environ, **(env or {})}, cwd=cwd, preexec_fn=limit)
         self.log: list[str] = []
         self._log_changed = threading.Condition()
         self._reader = threading.Thread(target=self._read_log, daemon=True)
