@@ -28,6 +28,7 @@ from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
 from .originals import OriginalSource
 from .routing import ImageRequest, Router
+from .transform.cost import check_cost
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
@@ -179,6 +180,7 @@ class ImageHandler(BaseHandler):
             transformation = parse_transformation(request.path_transformation, self._query("tr"),
                                                   named=node.config.named_transformations,
                                                   named_only=request.endpoint.named_only)
+            check_cost(transformation, node.config.limits)  # before any fetch
             planned_format, vary_accept = plan_format(transformation.output_format, request.path,
                                                       self.request.headers.get("Accept"))
             key = node.cache_key(request, transformation, planned_format, vary_accept)

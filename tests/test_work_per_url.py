@@ -1,0 +1,105 @@
+"""Work per URL: the cost budget (before the fetch, and again from the original's header), the render
+deadline, cancellation of a render nobody waits for, and libvips' own threads."""
+
+import asyncio
+import time
+
+import pytest
+
+from edge.config import Defaults, Limits
+from edge.transform.cost import check_cost
+from edge.transform.options import parse_transformation
+from edge.transform.render import Renderer, render_image
+from tests.nodes import decode, local_config, write_config
+from tests.photos import photos  # noqa: F401 - a fixture
+
+#: ~10 CPU-s a step on one libvips thread, whatever the source: minutes if nothing stops it
+SLOW = "w-8192,h-8192,c-force,bl-100:bl-100:bl-100"
+UNBOUNDED_COST = "max_cost = 1_000_000"
+#: a render that is stopped answers within this (a finished one would take many times longer)
+PROMPTLY = 10.0
+
+
+async def node_with(node_factory, tmp_path, folder, limits="", server=""):
+    return await node_factory(write_config(tmp_path, local_config(
+        folder, before=f"[server]\n{server}\n", after=f"[limits]\n{limits}\n")))
+
+
+async def assert_answer(node, path, status, body):
+    response = await node.fetch(path)
+    assert (response.code, response.body.decode()) == (status, body + "\n")
+
+
+@pytest.mark.parametrize("transformation", [
+    "w-2000,bl-20",
+    "w-2000,h-2000,e-sharpen,e-contrast,r-40,o-80",
+    ":".join(["w-2000"] * 10),
+    "w-8192,h-8192,c-force",
+    "w-1000,rt-45,b-20_red:t-true:w-4000,e-usm-2-2-0.8-0.024",
+])
+def test_the_default_budget_admits_ordinary_urls(transformation):
+    parsed = parse_transformation(transformation)
+    check_cost(parsed, Limits())  # before the fetch
+    check_cost(parsed, Limits(), (4240, 2832))  # with a 12 MP original
+    check_cost(parsed, Limits(), (2832, 4240))
+
+
+@pytest.mark.parametrize("transformation, cost", [
+    ("w-8192,h-8192,c-force,bl-100", 291),
+    ("w-8192,h-8192,c-force:bl-100:bl-100", 649),
+    ("w-4000,h-4000,e-sharpen:w-4000,h-4000,e-sharpen:e-usm-1-50-1-0", 264),
+])
+async def test_a_costly_url_is_refused_before_the_fetch(node_factory, tmp_path, photos, transformation, cost):
+    """400 naming the budget, not 404: the original (which does not exist) was never looked for."""
+    node = await node_with(node_factory, tmp_path, photos.folder)
+    await assert_answer(node, f"/tr:{transformation}/no-such-photo.jpg", 400,
+                        f"transformation too costly: about {cost} megapixels of work exceed [limits] max_cost = 200")
+
+
+async def test_the_budget_is_checked_again_with_the_originals_size(node_factory, tmp_path, photos):
+    """`bl-100` on a full-size 12 MP photo, four times: the URL alone does not say how large that is."""
+    node = await node_with(node_factory, tmp_path, photos.folder)
+    transformation = "bl-100:bl-100:bl-100:bl-100"
+    check_cost(parse_transformation(transformation), Limits())  # nothing to refuse before the fetch
+    await assert_answer(node, f"/tr:{transformation}/photo.jpg", 400,
+                        "transformation too costly: about 209 megapixels of work exceed [limits] max_cost = 200")
+    tall = await node.fetch("/tr:w-2000,bl-100/photo.jpg")
+    assert tall.code == 200 and (decode(tall).width, decode(tall).height) == (2000, 1336)
+
+
+async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_factory, tmp_path, photos):
+    node = await node_with(node_factory, tmp_path, photos.folder, f'render_timeout = "0.5s"\n{UNBOUNDED_COST}',
+                           "transform_threads = 1")
+    started = time.monotonic()
+    await assert_answer(node, f"/tr:{SLOW}/medium.jpg", 503, "rendering took too long")
+    assert time.monotonic() - started < PROMPTLY
+    # the one transform thread is free again: a normal request does not wait behind the stopped one
+    following = await node.fetch("/tr:w-300/medium.jpg", timeout=PROMPTLY)
+    assert following.code == 200 and decode(following).width == 300
+
+
+async def test_cancelling_the_render_task_stops_libvips_and_frees_the_thread(photos):
+    renderer = Renderer(Defaults(), Limits(max_cost=1e9, render_timeout=600), threads=1, queue=1)
+    try:
+        task = asyncio.ensure_future(renderer.render(photos.read(photos.medium), parse_transformation(SLOW), "jpg"))
+        deadline = time.monotonic() + PROMPTLY
+        while not renderer._pool._work_queue.empty() or not renderer._pool._threads:  # picked up by the thread
+            assert time.monotonic() < deadline, "the render never started"
+            await asyncio.sleep(0.01)
+        cancelled = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(renderer.run(time.monotonic), PROMPTLY)  # the thread runs the next job
+        assert time.monotonic() - cancelled < PROMPTLY
+    finally:
+        renderer.shutdown()
+
+
+def test_a_render_keeps_about_one_core_busy(photos):
+    """libvips runs one worker thread per render, so `transform_threads` bounds the cores image work
+    uses (a blur on libvips' default of one thread per core kept both cores of a 2-core node busy)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    render_image(photos.read(photos.medium), parse_transformation("bl-30,f-png"), "png", Defaults(), Limits())
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert cpu < 1.5 * wall  # more load on the machine only lowers this ratio
