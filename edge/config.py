@@ -208,6 +208,8 @@ def _limits(t: ConfigTable) -> Limits:
         render_timeout=t.duration("render_timeout", d.render_timeout),
         max_cost=t.number("max_cost", d.max_cost, min=1),
     )
+    if settings.render_timeout <= 0:
+        raise t.error("render_timeout", "must be more than 0s: every render would be stopped at once")
     t.finish()
     return settings
 
