@@ -2,7 +2,7 @@
 
 A sample photo upscaled to 12 MP with grain added, so that it compresses like a photo (a 12 MP JPEG
 of about 3.6 MB), with a red marker in its upright top-left corner: where the marker ends up says how
-an output was turned or flipped. Made in about 3 s.
+an output was turned or flipped. Made in a few seconds.
 
 Use the `photos` fixture (`from tests.photos import photos` in a test module).
 """
@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyvips
 import pytest
+import pyvips
+
+from tests.imagecorpus import stored_with_orientation
 
 SAMPLE = Path(__file__).resolve().parent.parent / "edge" / "samples" / "chelsea.jpg"
 #: upright size of the 12 MP photos (JPEG, PNG and the EXIF-rotated JPEGs)
@@ -22,8 +24,8 @@ MEDIUM_SIZE = (3000, 2000)
 #: the marker: a red square in the upright top-left corner, this fraction of the height a side
 MARKER = 0.2
 RED = (255, 0, 0)
-#: stored pixels for an EXIF orientation, so that the photo displays upright (see tests/imagecorpus.py)
-_TO_STORED = {3: pyvips.Image.rot180, 6: pyvips.Image.rot270, 8: pyvips.Image.rot90}
+#: EXIF orientations of the turned photos: 180°, 90° clockwise, 90° anticlockwise
+ORIENTATIONS = (3, 6, 8)
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,12 @@ def make_photos(folder: Path) -> Photos:
         "medium.jpg": upright.thumbnail_image(MEDIUM_SIZE[0], height=MEDIUM_SIZE[1], size="force")
         .jpegsave_buffer(Q=88, keep="none"),
     }
-    for orientation, to_stored in _TO_STORED.items():
-        stored = to_stored(upright).copy()
-        stored.set_type(pyvips.GValue.gint_type, "orientation", orientation)
-        files[f"exif-{orientation}.jpg"] = stored.jpegsave_buffer(Q=88, keep="exif")
+    for orientation in ORIENTATIONS:
+        files[f"exif-{orientation}.jpg"] = stored_with_orientation(upright, orientation, quality=88)
     for name, body in files.items():
         (folder / name).write_bytes(body)
     return Photos(folder, "photo.jpg", "photo.png", "medium.jpg",
-                  {orientation: f"exif-{orientation}.jpg" for orientation in _TO_STORED})
+                  {orientation: f"exif-{orientation}.jpg" for orientation in ORIENTATIONS})
 
 
 @pytest.fixture(scope="session")
