@@ -20,9 +20,7 @@ from .options import Step
 
 Size = pyvips.enums.Size
 WHITE: RGBA = (255, 255, 255, 255)
-#: pixels of the reduced copy on which `trim` finds its box
-_TRIM_SEARCH_PIXELS = 1_000_000
-#: pixels of the reduced copy on which `fo-auto` looks for the most interesting point
+#: pixels of the reduced copy on which `trim` finds its box and `fo-auto` its most interesting point
 _SEARCH_PIXELS = 1_000_000
 TRANSPARENT: RGBA = (0, 0, 0, 0)
 
@@ -217,12 +215,12 @@ def trim(image: pyvips.Image, threshold: int) -> pyvips.Image:
     """`t`: cut away borders of the top-left pixel's colour (within `threshold`).
 
     libvips' trim smooths with a median filter that costs about 0.6 CPU-s per megapixel, so on a
-    larger image the box is found on a copy shrunk to about `_TRIM_SEARCH_PIXELS` and scaled back
+    larger image the box is found on a copy shrunk to about `_SEARCH_PIXELS` and scaled back
     outwards: it keeps at most `shrink - 1` pixels of border, and never cuts into the content."""
     if min(image.width, image.height) < 3:  # libvips' trim filters with a 3×3 window
         return image
     image = in_memory(image)
-    shrink = max(1, math.isqrt(image.width * image.height // _TRIM_SEARCH_PIXELS))
+    shrink = max(1, math.isqrt(image.width * image.height // _SEARCH_PIXELS))
     search = image.shrink(shrink, shrink) if shrink > 1 else image
     if min(search.width, search.height) < 3:  # a long thin strip: search the whole of it
         search, shrink = image, 1
