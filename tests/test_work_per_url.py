@@ -7,11 +7,13 @@ import time
 import pytest
 import pyvips
 
-from edge.config import Defaults, Limits
+from edge.config import Defaults, Limits, load_config
+from edge.errors import BadRequest, ConfigError
+from edge.pluginmanager import load_plugins
 from edge.transform.cost import check_cost
 from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer, render_image
-from tests.nodes import decode, local_config, write_config
+from tests.nodes import SAMPLES, decode, local_config, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
 
 #: ~10 CPU-s a step on one libvips thread, whatever the source: minutes if nothing stops it
@@ -105,3 +107,22 @@ def test_a_render_keeps_about_one_core_busy(photos):
     render_image(photos.read(photos.medium), parse_transformation("bl-30"), "jpg", Defaults(), Limits())
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert cpu < 1.5 * wall  # more load on the machine only lowers this ratio
+
+
+@pytest.mark.parametrize("limits, message", [
+    ('render_timeout = "0s"', "[limits] render_timeout: must be more than 0s"),
+    ("max_cost = 0", "[limits] max_cost: expected a number of at least 1"),
+])
+def test_the_limits_must_leave_room_to_render(tmp_path, limits, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, local_config(SAMPLES, after=f"[limits]\n{limits}\n")), load_plugins())
+    assert message in str(caught.value)
+
+
+def test_a_full_size_rotation_is_held_to_the_output_side_before_it_is_decoded(photos):
+    """Turning needs the image in memory: one over `max_output_side` is refused, not decoded."""
+    limits = Limits(max_output_side=4000)
+    with pytest.raises(BadRequest, match="output too large: at most 4000 px a side"):
+        render_image(photos.read(photos.jpeg), parse_transformation("rt-90"), "jpg", Defaults(), limits)
+    turned = render_image(photos.read(photos.jpeg), parse_transformation("w-1000,rt-90"), "jpg", Defaults(), limits)
+    assert (turned.width, turned.height) == (668, 1000)
