@@ -12,8 +12,9 @@ import threading
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from edge.errors import OriginFailed
-from edge.flight import FlightTimeout, SingleFlight
+from edge.errors import BadGateway
+from edge.errors import FlightTimeout
+from edge.flight import SingleFlight
 from tests.flightproc import Tally
 from tests.nodes import SAMPLES, NodeProcess, decode, until, web_config, write_config
 from tests.scrape import scrape, total
@@ -84,7 +85,7 @@ async def test_a_herd_on_a_failing_origin_costs_one_fetch_and_all_get_its_error(
 # -- the flight itself, in one process ----------------------------------------------------------------
 
 async def test_concurrent_callers_in_a_process_share_one_production(tmp_path):
-    flight = SingleFlight(tmp_path / "flights", WAIT_LIMIT, Tally())
+    flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=Tally().inc)
     release = asyncio.Event()
     produced = []
 
@@ -106,14 +107,14 @@ async def test_concurrent_callers_in_a_process_share_one_production(tmp_path):
 
 async def test_concurrent_callers_in_a_process_share_the_leaders_failure(tmp_path):
     tally = Tally()
-    flight = SingleFlight(tmp_path / "flights", WAIT_LIMIT, tally)
+    flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=tally.inc)
     release = asyncio.Event()
     produced = []
 
     async def produce():
         produced.append(1)
         await release.wait()
-        raise OriginFailed("origin error", headers={"X-Edge-Error": "web: timeout"})
+        raise BadGateway("origin error", headers={"X-Edge-Error": "web: timeout"})
 
     async def lookup():
         return None
@@ -123,11 +124,11 @@ async def test_concurrent_callers_in_a_process_share_the_leaders_failure(tmp_pat
     release.set()
     outcomes = await asyncio.gather(*callers, return_exceptions=True)
     assert produced == [1] and tally.count == 4
-    assert {(type(o), o.headers["X-Edge-Error"]) for o in outcomes} == {(OriginFailed, "web: timeout")}
+    assert {(type(o), o.headers["X-Edge-Error"]) for o in outcomes} == {(BadGateway, "web: timeout")}
 
     # a request that starts after the failure tries again (failures are not cached)
     release.set()
-    with pytest.raises(OriginFailed):
+    with pytest.raises(BadGateway):
         await flight.run("key", produce, lookup)
     assert produced == [1, 1]
     flight.close()
@@ -212,7 +213,7 @@ def test_waiting_workers_get_the_leaders_failure_not_a_second_fetch(flight_proce
     follower = flight_processes("follow")
     follower.wait_for("underway")
     leader.release()
-    failure = {"type": "OriginFailed", "status": 502, "message": "origin error",
+    failure = {"type": "BadGateway", "status": 502, "message": "origin error",
                "headers": {"X-Edge-Error": "web: server_error"}}
     assert {k: v for k, v in leader.wait_for("error").items() if k in failure} == failure
     got = follower.wait_for("error")
