@@ -3,6 +3,7 @@ deadline, cancellation of a render nobody waits for, and libvips' own threads.""
 
 import asyncio
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import pyvips
@@ -81,14 +82,19 @@ async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_f
     assert following.code == 200 and decode(following).width == 300
 
 
+async def until_running(renderer: Renderer) -> None:
+    """Until the pool's thread has picked the render up (bounded)."""
+    deadline = time.monotonic() + PROMPTLY
+    while not renderer._pool._work_queue.empty() or not renderer._pool._threads:
+        assert time.monotonic() < deadline, "the render never started"
+        await asyncio.sleep(0.01)
+
+
 async def test_cancelling_the_render_task_stops_libvips_and_frees_the_thread(photos):
     renderer = Renderer(Defaults(), Limits(max_cost=1e9, render_timeout=600), threads=1, queue=1)
     try:
         task = asyncio.ensure_future(renderer.render(photos.read(photos.medium), parse_transformation(SLOW), "jpg"))
-        deadline = time.monotonic() + PROMPTLY
-        while not renderer._pool._work_queue.empty() or not renderer._pool._threads:  # picked up by the thread
-            assert time.monotonic() < deadline, "the render never started"
-            await asyncio.sleep(0.01)
+        await until_running(renderer)
         cancelled = time.monotonic()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -97,6 +103,21 @@ async def test_cancelling_the_render_task_stops_libvips_and_frees_the_thread(pho
         assert time.monotonic() - cancelled < PROMPTLY
     finally:
         renderer.shutdown()
+
+
+async def test_a_client_that_goes_away_frees_the_transform_thread(node_factory, tmp_path, photos):
+    """Over a real socket: the client of a slow render disconnects; with one transform thread, the next
+    request is served at once, not after the minutes the abandoned render would take."""
+    node = await node_with(node_factory, tmp_path, photos.folder, f'render_timeout = "600s"\n{UNBOUNDED_COST}',
+                           "transform_threads = 1")
+    address = urlsplit(node.url)
+    _, writer = await asyncio.open_connection(address.hostname, address.port)
+    writer.write(f"GET /tr:{SLOW}/medium.jpg HTTP/1.1\r\nHost: {address.netloc}\r\n\r\n".encode())
+    await writer.drain()
+    await until_running(node.node.renderer)
+    writer.close()
+    following = await node.fetch("/tr:w-300/medium.jpg", timeout=PROMPTLY)
+    assert following.code == 200 and decode(following).width == 300
 
 
 def test_a_render_keeps_about_one_core_busy(photos):
