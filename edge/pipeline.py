@@ -5,6 +5,7 @@ between happens here, in this order:
     route        edge/routing.py            Host or first segment → endpoint; `tr:` segment; path
     signature    edge/signing.py            with the endpoint's private_key: `ik-s`/`ik-t` → 401, before any lookup
     parse        edge/transform/options.py  `tr:` + `?tr=` → Transformation (canonical form = key)
+    cost         edge/transform/cost.py     the work the URL alone implies, held to [limits] max_cost
     plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
     lookup       edge/cache/                memory tier → output tier; a fresh HIT is answered here
     flight       edge/flight.py             one producer per key for the whole node; others wait
@@ -30,6 +31,7 @@ from .flight import SingleFlight
 from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalSource
 from .routing import ImageRequest, Router
+from .transform.cost import check_cost
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
@@ -118,6 +120,7 @@ class Pipeline:
         transformation = request.transformation or parse_transformation(
             request.path_transformation, call.query_transformation, named=self._config.named_transformations,
             named_only=request.named_only)
+        check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
         planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
         host = request.host.lower() if self._takes_host[endpoint.id] else None
         key = output_key(original_key(endpoint.id, request.path, host), transformation.canonical(),
