@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodes import SAMPLES, NodeProcess, decode, local_config, start_node, write_config
+from edge.cache import Caches, original_key, output_key
+from tests.nodes import NodeProcess, decode, local_config, start_node, write_config
 from tests.scrape import scrape, total
 
 PNG = "/tr:w-300,f-png/astronaut.jpg"  # ~100 kB: diskcache keeps it in a file of its own
@@ -61,6 +62,7 @@ async def test_a_corrupt_database_is_moved_aside_and_rebuilt_while_the_node_serv
     await first.stop()
     outputs = tmp_path / "cache" / "outputs"
     corrupt_tables(outputs / "cache.db")
+    other_worker = Caches(tmp_path / "cache", 10**9, 10**9)  # has the corrupt database open too
 
     node = await node_factory(config)
     served = await node.fetch("/tr:w-80/coffee.jpg")
@@ -75,6 +77,11 @@ async def test_a_corrupt_database_is_moved_aside_and_rebuilt_while_the_node_serv
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     con.close()
     assert (await node.fetch("/tr:w-80/coffee.jpg")).headers["X-Cache"] == "HIT"  # cached again
+
+    other_worker.flush_touches()  # its job of every second notices the new database and opens it
+    key = output_key(original_key("", "coffee.jpg", None), "w-80", "")
+    assert other_worker.outputs.get(key).body == made.body
+    other_worker.close()
 
 
 # -- a full filesystem (root only: mounts a small tmpfs) ---------------------------------------------

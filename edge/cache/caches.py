@@ -57,17 +57,24 @@ class Caches:
         """`function(*args)` in the cache's threads."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
 
+    def output_in_memory(self, key: str) -> CachedOutput | None:
+        """The memory tier's copy of `key` while it is current (the hit path: no thread, no disk).
+        Call on the IOLoop."""
+        versions, memory = self._current_versions(), self._memory
+        if versions is None or memory is None:
+            return None
+        output = memory.get(key, versions.read(SharedVersions.bucket(key)))
+        if output is not None:
+            self.outputs.touch(key)
+        return output
+
     async def output(self, key: str) -> CachedOutput | None:
-        """The stored output for `key`, or None: from the memory tier while its copy is current,
-        else from disk (in a thread). Call on the IOLoop."""
+        """The stored output for `key` from disk (in a thread), or None; kept in the memory tier for
+        the next request. Call on the IOLoop."""
         versions, memory = self._current_versions(), self._memory
         if versions is None or memory is None:
             return await self.io(self.outputs.get, key)
         version = versions.read(SharedVersions.bucket(key))  # before the disk: a racing write shows next time
-        output = memory.get(key, version)
-        if output is not None:
-            self.outputs.touch(key)
-            return output
         output = await self.io(self.outputs.get, key)
         if output is not None:
             memory.put(key, version, output)
