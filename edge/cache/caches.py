@@ -9,7 +9,6 @@ outputs cost no thread hop and no disk access.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -22,8 +21,6 @@ from .health import CacheHealth, error_kind
 from .memory import MemoryTier
 from .tiers import RETRY_SECONDS, DiskTier, NotFoundTier, OriginalTier, OutputTier
 from .versions import SharedVersions
-
-log = logging.getLogger("edge.cache")
 
 T = TypeVar("T")
 
