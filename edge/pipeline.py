@@ -161,7 +161,7 @@ class Pipeline:
             etag=await self._caches.io(strong_etag, body),
             source=original.info,
             vary_accept=job.vary_accept,
-            canonical_link=canonical_link(base, job.request.path) if base else None,
+            canonical_link=_canonical_link(base, job.request.path) if base else None,
         )
 
     def _count(self, tier: str, result: str) -> None:
@@ -173,7 +173,7 @@ def _canonical_base(base_url: str) -> str:
     return quote(base_url.rstrip("/"), safe="/:@!$&'()*+,;=~%?#[]")
 
 
-def canonical_link(base: str, path: str) -> str:
+def _canonical_link(base: str, path: str) -> str:
     """`Link: <base/path>; rel="canonical"`, the decoded path percent-encoded (UTF-8): a name such as
     `日本.jpg` stays a valid header, and `>`, `;`, `"` or `,` in a name cannot add link parameters."""
     return f'<{base}/{quote(path, safe="/")}>; rel="canonical"'
