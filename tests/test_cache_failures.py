@@ -86,18 +86,38 @@ async def test_a_corrupt_database_is_moved_aside_and_rebuilt_while_the_node_serv
 
 # -- a full filesystem (root only: mounts a small tmpfs) ---------------------------------------------
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
+def mount_tmpfs(mountpoint: Path, options: str):
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("needs root and mount(8) to mount a small tmpfs as the cache filesystem")
-    mountpoint = tmp_path / "tmpfs"
     mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mountpoint)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)],
                              capture_output=True, text=True, timeout=30)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     yield mountpoint
     subprocess.run(["umount", "-l", str(mountpoint)], timeout=30, check=False)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    yield from mount_tmpfs(tmp_path / "tmpfs", "size=8m")
+
+
+@pytest.fixture
+def read_only_tmpfs(tmp_path):
+    yield from mount_tmpfs(tmp_path / "read-only", "size=1m,ro")
+
+
+async def test_an_unwritable_cache_folder_costs_the_cache_and_nothing_else(read_only_tmpfs, node_factory,
+                                                                           tmp_path):
+    text = local_config(before=f'[cache]\ndir = "{read_only_tmpfs / "cache"}"\n')
+    node = await node_factory(write_config(tmp_path, text))
+    for _ in range(2):
+        response = await node.fetch("/tr:w-50/coffee.jpg")
+        assert (response.code, response.headers["X-Cache"], decode(response).width) == (200, "MISS", 50)
+    ready = await node.fetch("/_edge/ready")
+    assert ready.code == 200 and "output: unavailable" in ready.body.decode()
+    assert metric(node, "edge_cache_errors_total", tier="output", kind="unwritable") == 1  # tried again in 30 s
 
 
 def fill(folder: Path) -> None:
