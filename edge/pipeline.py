@@ -3,6 +3,7 @@ into an `ImageCall`, awaits `Pipeline.serve`, and turns the `Served` into a resp
 between happens here, in this order:
 
     route        edge/routing.py            Host or first segment → endpoint; `tr:` segment; path
+    signature    edge/signing.py            with the endpoint's private_key: `ik-s`/`ik-t` → 401, before any lookup
     parse        edge/transform/options.py  `tr:` + `?tr=` → Transformation (canonical form = key)
     plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
     lookup       edge/cache/                memory tier → output tier; a fresh HIT is answered here
@@ -26,7 +27,7 @@ from .cache import CachedOutput, Caches, original_key, output_key, strong_etag
 from .config import Config
 from .errors import BadGateway, EdgeError, NothingToServe, UnprocessableSource
 from .flight import SingleFlight
-from .metrics import Metrics
+from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalSource
 from .routing import ImageRequest, Router
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
@@ -39,8 +40,9 @@ class ImageCall:
     """What the pipeline needs of an HTTP request."""
 
     host: str
-    #: the path as sent (still percent-encoded), starting with `/`
-    path: str
+    #: the request target as sent (path and query, still percent-encoded), starting with `/`: the
+    #: router checks URL signatures on it
+    uri: str
     #: the `tr` query parameter, decoded
     query_transformation: str | None
     accept: str | None
@@ -57,6 +59,8 @@ class Served:
     cache: str
     output: CachedOutput | None = None
     error: EdgeError | None = None
+    #: the expiry of the URL's valid signature (`ik-t`), which caches in front must not outlast
+    signed_until: int | None = None
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,11 @@ class Pipeline:
     async def serve(self, call: ImageCall) -> Served:
         endpoint = "-"
         try:
-            request = self._router.route(call.host, call.path)
-            endpoint = request.endpoint.id or "default"
-            transformation = parse_transformation(request.path_transformation, call.query_transformation,
-                                                  named=self._config.named_transformations,
-                                                  named_only=request.endpoint.named_only)
+            request = self._router.route(call.host, call.uri)
+            endpoint = endpoint_label(request.endpoint.id)
+            transformation = request.transformation or parse_transformation(
+                request.path_transformation, call.query_transformation, named=self._config.named_transformations,
+                named_only=request.named_only)
             planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
             host = request.host.lower() if self._takes_host[request.endpoint.id] else None
             key = output_key(original_key(request.endpoint.id, request.path, host), transformation.canonical(),
@@ -103,7 +107,7 @@ class Pipeline:
             fresh = cached is not None and self._originals.is_fresh(cached.source)
             self._count("output", "hit" if fresh else "stale" if cached else "miss")
             if fresh:
-                return Served(endpoint, "hit", cached)
+                return Served(endpoint, "hit", cached, signed_until=request.signed_until)
 
             job = _Job(request, transformation, planned_format, vary_accept, host, key)
             try:
@@ -113,9 +117,10 @@ class Pipeline:
                 if cached is None:
                     raise
                 output = cached  # stale-if-error: the original is no longer held, the output is
-            return Served(endpoint, "miss" if self._originals.is_fresh(output.source) else "stale", output)
+            return Served(endpoint, "miss" if self._originals.is_fresh(output.source) else "stale", output,
+                          signed_until=request.signed_until)
         except EdgeError as error:
-            return Served(endpoint, "miss", error=error)
+            return Served(error.endpoint or endpoint, "miss", error=error)
 
     async def _fresh_stored(self, key: str) -> CachedOutput | None:
         """What another worker's single flight stored for `key`, if fresh."""
@@ -149,7 +154,7 @@ class Pipeline:
             body, fmt = original.body, LOADER_FORMATS.get(header.loader)
             if fmt is None:
                 raise UnprocessableSource()
-        else:
+        if not job.transformation.serves_original or job.request.original_as not in (None, fmt):
             started = time.perf_counter()
             rendered = await self._renderer.render(original.body, job.transformation, job.planned_format)
             body, fmt = rendered.body, rendered.format

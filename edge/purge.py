@@ -70,6 +70,6 @@ def purge_offline(config: Config, target: dict[str, str]) -> dict[str, Any]:
     """`edge purge`: the same, on the cache folder directly (whether or not the node is running)."""
     caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size)
     try:
-        return purge(caches, Router(config.endpoints), target)
+        return purge(caches, Router(config.endpoints, named=config.named_transformations), target)
     finally:
         caches.close()
