@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +121,20 @@ class Caches:
             tier.flush_touches()
 
     def close(self) -> None:
+        # diskcache keeps a SQLite connection per thread: each cache thread closes its own, so that
+        # the last one out checkpoints the write-ahead log (a stopped node leaves no -wal behind)
+        barrier = threading.Barrier(IO_THREADS)
+
+        def release_this_thread() -> None:
+            try:
+                barrier.wait(timeout=5)  # one task per thread: all of them are busy at once
+            except threading.BrokenBarrierError:
+                pass
+            for tier in self.tiers:
+                tier.release_thread()
+
+        for _ in range(IO_THREADS):
+            self._pool.submit(release_this_thread)
         self._pool.shutdown(wait=True)
         for tier in self.tiers:
             tier.close()

@@ -253,6 +253,11 @@ class DiskTier:
     def __len__(self) -> int:
         return self._attempt("count", lambda handles: len(handles[0]), 0)
 
+    def release_thread(self) -> None:
+        """Close the calling thread's database connections (diskcache opens one per thread)."""
+        for handle in self._handles or ():
+            handle.close()
+
     def close(self) -> None:
         with self._lock:
             handles, self._handles = self._handles, None
