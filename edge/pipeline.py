@@ -37,7 +37,7 @@ from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: on the hit path, frozen dataclasses cost microseconds each
 class ImageCall:
     """What the pipeline needs of an HTTP request."""
 
@@ -50,7 +50,7 @@ class ImageCall:
     accept: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Served:
     """The answer: an output or an error, and how to label it."""
 
@@ -97,15 +97,25 @@ class Pipeline:
         try:
             request = self._router.route(call.host, call.uri)
             endpoint = endpoint_label(request.endpoint.id)
-            job = self._plan(request, call)
-            cached = await self._caches.output(job.key)
+            transformation = request.transformation or parse_transformation(
+                request.path_transformation, call.query_transformation, named=self._config.named_transformations,
+                named_only=request.named_only)
+            check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
+            planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
+            host = request.host.lower() if self._takes_host[request.endpoint.id] else None
+            key = output_key(original_key(request.endpoint.id, request.path, host), transformation.canonical(),
+                             planned_format if vary_accept else "")
+
+            cached = self._caches.output_in_memory(key) or await self._caches.output(key)
             fresh = cached is not None and self._originals.is_fresh(cached.source)
             self._count("output", "hit" if fresh else "stale" if cached else "miss")
             if fresh:
                 return Served(endpoint, "hit", cached, signed_until=request.signed_until)
+
+            job = _Job(request, transformation, planned_format, vary_accept, host, key)
             try:
-                output = await self._flights.run(job.key, partial(self._produce, job, cached),
-                                                 partial(self._fresh_stored, job.key))
+                output = await self._flights.run(key, partial(self._produce, job, cached),
+                                                 partial(self._fresh_stored, key))
             except BadGateway:
                 if cached is None:
                     raise
@@ -115,21 +125,9 @@ class Pipeline:
         except EdgeError as error:
             return Served(error.endpoint or endpoint, "miss", error=error)
 
-    def _plan(self, request: ImageRequest, call: ImageCall) -> _Job:
-        endpoint = request.endpoint
-        transformation = request.transformation or parse_transformation(
-            request.path_transformation, call.query_transformation, named=self._config.named_transformations,
-            named_only=request.named_only)
-        check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
-        planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
-        host = request.host.lower() if self._takes_host[endpoint.id] else None
-        key = output_key(original_key(endpoint.id, request.path, host), transformation.canonical(),
-                         planned_format if vary_accept else "")
-        return _Job(request, transformation, planned_format, vary_accept, host, key)
-
     async def _fresh_stored(self, key: str) -> CachedOutput | None:
         """What another worker's single flight stored for `key`, if fresh."""
-        output = await self._caches.output(key)
+        output = self._caches.output_in_memory(key) or await self._caches.output(key)
         return output if output is not None and self._originals.is_fresh(output.source) else None
 
     async def _produce(self, job: _Job, cached: CachedOutput | None) -> CachedOutput:
@@ -171,7 +169,7 @@ class Pipeline:
             etag=await self._caches.io(strong_etag, body),
             source=original.info,
             vary_accept=job.vary_accept,
-            canonical_link=canonical_link(base, job.request.path) if base else None,
+            canonical_link=_canonical_link(base, job.request.path) if base else None,
         )
 
     def _count(self, tier: str, result: str) -> None:
@@ -183,7 +181,7 @@ def _canonical_base(base_url: str) -> str:
     return quote(base_url.rstrip("/"), safe="/:@!$&'()*+,;=~%?#[]")
 
 
-def canonical_link(base: str, path: str) -> str:
+def _canonical_link(base: str, path: str) -> str:
     """`Link: <base/path>; rel="canonical"`, the decoded path percent-encoded (UTF-8): a name such as
     `日本.jpg` stays a valid header, and `>`, `;`, `"` or `,` in a name cannot add link parameters."""
     return f'<{base}/{quote(path, safe="/")}>; rel="canonical"'
