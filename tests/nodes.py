@@ -70,6 +70,7 @@ class RunningNode:
     node: Node
     server: HTTPServer
     client: AsyncHTTPClient = field(default_factory=AsyncHTTPClient)
+    stopped: bool = False
 
     @property
     def config(self) -> Config:
@@ -82,6 +83,10 @@ class RunningNode:
                                        allow_nonstandard_methods=True)
 
     async def stop(self) -> None:
+        """Stop serving and close the node (a second call does nothing: a test may stop a node early)."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.server.stop()
         await self.server.close_all_connections()
         await self.node.stop()

@@ -1,0 +1,85 @@
+"""The shipped HAProxy and nginx configs (`deploy/`), run for real in front of three nodes: one URL
+always reaches one node, a lost node's URLs move to the others and no other URL moves, and the
+admin API and /metrics are reachable only through the internal listener."""
+
+import json
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from tests.loadbalancers import BALANCERS, LoadBalancer
+from tests.nodes import RunningNode, local_config, write_config
+
+TOKEN = "fleet-admin-token-5d1c9e7a"
+URLS = [f"/tr:w-{width}/{name}" for width in (20, 24, 28, 32, 36, 40) for name in
+        ("coffee.jpg", "chelsea.jpg", "camera.jpg")]
+
+
+@pytest.fixture
+async def nodes(node_factory, tmp_path):
+    started = []
+    for number in range(3):
+        folder = tmp_path / f"node-{number}"
+        folder.mkdir()
+        started.append(await node_factory(write_config(folder, local_config(before=f'[server]\naccess_log = false\n[admin]\ntoken = "{TOKEN}"\n'))))
+    return started
+
+
+@pytest.fixture(params=BALANCERS)
+async def balancer(request, nodes, tmp_path):
+    lb = LoadBalancer(request.param, [node.url for node in nodes], tmp_path / request.param)
+    yield lb
+    lb.stop()
+
+
+async def fetch(url: str, **kwargs):
+    return await AsyncHTTPClient().fetch(url, raise_error=False, request_timeout=30, **kwargs)
+
+
+def answered(node: RunningNode) -> float:
+    """Image requests this node has answered (what the load balancer sent it)."""
+    return sum(sample.value for family in node.node.metrics.http_requests.collect()
+               for sample in family.samples if sample.name == "edge_http_requests_total")
+
+
+async def served_by(balancer: LoadBalancer, nodes: list[RunningNode], path: str) -> int:
+    """Request `path` through the public listener; the index of the node that answered."""
+    before = [answered(node) for node in nodes]
+    response = await fetch(balancer.public_url + path)
+    assert response.code == 200, (path, response.code, response.body[:200])
+    moved = [i for i, node in enumerate(nodes) if answered(node) != before[i]]
+    assert len(moved) == 1, moved
+    return moved[0]
+
+
+async def test_one_url_one_node_and_a_lost_node_moves_only_its_urls(balancer, nodes):
+    owner = {path: await served_by(balancer, nodes, path) for path in URLS}
+    assert set(owner.values()) == {0, 1, 2}  # spread over the fleet
+    for path in URLS:  # and sticky: the same node again, which has it cached
+        assert await served_by(balancer, nodes, path) == owner[path]
+
+    lost = owner[URLS[0]]
+    await nodes[lost].stop()
+    for path in URLS:
+        now = await served_by(balancer, nodes, path)
+        if owner[path] == lost:
+            assert now != lost
+        else:
+            assert now == owner[path], (path, "moved although its node is alive")
+
+
+async def test_admin_api_and_metrics_only_on_the_internal_listener(balancer, nodes):
+    public, internal = balancer.public_url, balancer.internal_url
+    purge = {"method": "POST", "body": b'{"url": "/coffee.jpg"}', "headers": {"Authorization": f"Bearer {TOKEN}"}}
+    for path in ("/metrics", "/_edge/ready", "/_edge/health", "/%5Fedge/ready", "/metrics?x=1"):
+        response = await fetch(public + path)
+        assert response.code == 404, path
+        assert b"edge_" not in response.body and b"ready" not in response.body
+    for path in ("/_edge/purge", "/%5Fedge/purge", "//_edge/purge"):
+        assert (await fetch(public + path, **purge)).code in (403, 404, 405), path
+    assert (await fetch(public + "/tr:w-20/coffee.jpg")).code == 200
+
+    response = await fetch(internal + "/_edge/purge", **purge)
+    assert response.code == 200 and "removed" in json.loads(response.body)
+    assert (await fetch(internal + "/metrics")).code == 404
+    assert (await fetch(internal + "/tr:w-20/coffee.jpg")).code == 404
