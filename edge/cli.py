@@ -25,7 +25,7 @@ import tornado.netutil
 from .config import Config, load_config
 from .errors import ConfigError, EdgeError
 from .pluginmanager import load_plugins
-from .purge import parse_target, purge_offline
+from .purge import parse_target, purge_fleet_offline, purge_offline
 
 log = logging.getLogger("edge")
 
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     target = purge_command.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="a URL the node serves, or its path: all its transformations go")
     target.add_argument("--prefix", help="a URL or path prefix: everything under it goes")
+    purge_command.add_argument("--fleet", action="store_true",
+                               help="also purge every other node of [fleet] peers through its purge API "
+                                    "(exit status 3 when one was not purged)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -64,18 +67,25 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(config.describe(), indent=2, default=str))
         return 0
     if args.command == "purge":
-        return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix})
+        return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix}, args.fleet)
     workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
     return run(config.with_overrides(host=args.host, port=args.port, workers=workers))
 
 
-def _purge(config: Config, target: dict[str, str | None]) -> int:
+def _purge(config: Config, target: dict[str, str | None], fleet: bool) -> int:
     try:
-        print(json.dumps(purge_offline(config, parse_target(target))))
+        if not fleet:
+            print(json.dumps(purge_offline(config, parse_target(target))))
+            return 0
+        status, answer = purge_fleet_offline(config, parse_target(target))
     except EdgeError as error:
         print(f"edge: {error.message}", file=sys.stderr)
         return 2
-    return 0
+    except ConfigError as error:
+        print(f"edge: config error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer))
+    return 0 if status == 200 else 3
 
 
 def run(config: Config) -> int:

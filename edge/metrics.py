@@ -78,6 +78,10 @@ class Metrics:
             multiprocess_mode="livesum")
         self.response_bytes = Counter(
             "edge_response_bytes_total", "Body bytes sent", ["endpoint"], registry=r)
+        # the fleet (docs/fleet.md); `peer` is one of the configured `[fleet] peers`
+        self.fleet_purge_calls = Counter(
+            "edge_fleet_purge_calls_total", "Purges forwarded to a peer, by outcome", ["peer", "outcome"],
+            registry=r)
 
     def observe_cache(self, tiers: Iterable[Tier], directory: Path) -> None:
         """Refresh the cache gauges (blocking: reads SQLite and statvfs)."""

@@ -5,20 +5,28 @@ A target is written as a URL the node serves (`https://img.example.com/shop/tr:w
 or just its path (`/shop/shoes/red.jpg`): the host and the first segment pick the endpoint exactly as
 for an image request; the transformation and the query are ignored, since all variants go. A prefix
 is matched against the decoded path (`/shop/shoes/` removes all of `shoes/`; `/shop/` the endpoint).
+
+In a fleet (`[fleet] peers`), a purge received from outside is also sent to every peer
+(`edge.fanout`), and the answer lists each peer's result; one that fails makes the answer a 502.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
 from .cache import Caches, path_key, path_prefix_key
 from .config import Config
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, ConfigError, NotFound
+from .fanout import FanOut, PeerResult
 from .routing import Router
 from .settings import Secret
+
+log = logging.getLogger("edge.purge")
 
 
 def authorized(authorization: str | None, token: Secret) -> bool:
@@ -66,6 +74,25 @@ def purge(caches: Caches, router: Router, target: dict[str, str]) -> dict[str, A
     return {"removed": sum(removed.values()), "by_tier": removed}
 
 
+async def purge_serving(caches: Caches, router: Router, target: dict[str, str], token: Secret,
+                        fan_out: FanOut | None, forwarded: bool) -> tuple[int, dict[str, Any]]:
+    """`POST /_edge/purge` on a running node: this node's tiers, then every peer unless the call was
+    itself forwarded by a peer. The status and the answer."""
+    answer = await asyncio.to_thread(purge, caches, router, target)
+    if fan_out is None or forwarded:
+        return 200, answer
+    status, answer = with_peers(answer, await fan_out.purge(token, target))
+    for failed in (peer for peer in answer["peers"] if peer["outcome"] != "ok"):
+        log.warning("purge of %s not done on peer %s: %s", target, failed["peer"], failed["outcome"])
+    return status, answer
+
+
+def with_peers(answer: dict[str, Any], results: list[PeerResult]) -> tuple[int, dict[str, Any]]:
+    """The answer of a fanned-out purge and its status: 502 when a peer was not purged."""
+    answer["peers"] = [result.describe() for result in results]
+    return (200 if all(result.outcome == "ok" for result in results) else 502), answer
+
+
 def purge_offline(config: Config, target: dict[str, str]) -> dict[str, Any]:
     """`edge purge`: the same, on the cache folder directly (whether or not the node is running)."""
     caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size)
@@ -73,3 +100,21 @@ def purge_offline(config: Config, target: dict[str, str]) -> dict[str, Any]:
         return purge(caches, Router(config.endpoints), target)
     finally:
         caches.close()
+
+
+def purge_fleet_offline(config: Config, target: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """`edge purge --fleet`: this node's cache folder, then every peer through its purge API."""
+    if config.admin_token is None:
+        raise ConfigError(f"{config.source}: [admin] token: --fleet calls the peers' purge API, which needs the token")
+    if not config.fleet.others:
+        raise ConfigError(f"{config.source}: [fleet] peers: --fleet needs the other nodes of the fleet")
+    answer = purge_offline(config, target)
+
+    async def call_peers() -> list[PeerResult]:
+        fan_out = FanOut(config.fleet)
+        try:
+            return await fan_out.purge(config.admin_token, target)
+        finally:
+            fan_out.close()
+
+    return with_peers(answer, asyncio.run(call_peers()))

@@ -24,6 +24,7 @@ from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, SourceInfo, StoredOriginal, output_key, strong_etag
 from .config import Config
 from .errors import EdgeError, NotFound, OriginFailed, Unauthorized, UnprocessableSource
+from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
 from .originals import OriginalSource
@@ -69,6 +70,8 @@ class Node:
         #: per request and per answer is a measurable part of a cache hit)
         self.inflight = 0
         self._background: list[asyncio.Task] = []
+        #: purges received from outside go to the other nodes of the fleet too
+        self.fan_out = FanOut(config.fleet, self.metrics.fleet_purge_calls) if config.fleet.others else None
 
     async def start(self) -> None:
         for origin in self.config.origins:
@@ -89,6 +92,8 @@ class Node:
         for origin in self.config.origins:
             await origin.close()
         self.renderer.shutdown()
+        if self.fan_out is not None:
+            self.fan_out.close()
         self.flights.close()
         self.originals.close()
         self.caches.close()
@@ -358,11 +363,13 @@ class PurgeHandler(BaseHandler):
             if not purge.authorized(self.request.headers.get("Authorization"), token):
                 raise Unauthorized("unauthorized", headers={"WWW-Authenticate": 'Bearer realm="edge purge"'})
             target = purge.parse_body(self.request.body)
-            answer = await asyncio.to_thread(purge.purge, node.caches, node.router, target)
+            status, answer = await purge.purge_serving(node.caches, node.router, target, token, node.fan_out,
+                                                       forwarded=FORWARDED_HEADER in self.request.headers)
         except EdgeError as error:
             self._send_plain(error.status, error.message, error.headers)
             return
         log.info("purged %d cached entries for %s", answer["removed"], target)
+        self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(answer) + "\n")

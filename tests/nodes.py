@@ -92,11 +92,12 @@ class RunningNode:
         await self.node.stop()
 
 
-async def start_node(config_path: Path | None, *plugins: object) -> RunningNode:
+async def start_node(config_path: Path | None, *plugins: object, sockets: list | None = None) -> RunningNode:
+    """A node on `sockets` (bound beforehand when its config must know its own URL), or a free port."""
     config = load_config(config_path, load_plugins(*plugins))
     node = Node(config)
     await node.start()
-    sockets = bind_sockets(0, "127.0.0.1")
+    sockets = sockets or bind_sockets(0, "127.0.0.1")
     server = HTTPServer(make_app(node))
     server.add_sockets(sockets)
     return RunningNode(f"http://127.0.0.1:{sockets[0].getsockname()[1]}", node, server)

@@ -7,22 +7,17 @@ import json
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
+from tests.fleet import AUTH, answered, start_fleet
 from tests.loadbalancers import BALANCERS, LoadBalancer
-from tests.nodes import RunningNode, local_config, write_config
+from tests.nodes import RunningNode, local_config
 
-TOKEN = "fleet-admin-token-5d1c9e7a"
 URLS = [f"/tr:w-{width}/{name}" for width in (20, 24, 28, 32, 36, 40) for name in
         ("coffee.jpg", "chelsea.jpg", "camera.jpg")]
 
 
 @pytest.fixture
 async def nodes(node_factory, tmp_path):
-    started = []
-    for number in range(3):
-        folder = tmp_path / f"node-{number}"
-        folder.mkdir()
-        started.append(await node_factory(write_config(folder, local_config(before=f'[server]\naccess_log = false\n[admin]\ntoken = "{TOKEN}"\n'))))
-    return started
+    return await start_fleet(node_factory, tmp_path, local_config())
 
 
 @pytest.fixture(params=BALANCERS)
@@ -34,12 +29,6 @@ async def balancer(request, nodes, tmp_path):
 
 async def fetch(url: str, **kwargs):
     return await AsyncHTTPClient().fetch(url, raise_error=False, request_timeout=30, **kwargs)
-
-
-def answered(node: RunningNode) -> float:
-    """Image requests this node has answered (what the load balancer sent it)."""
-    return sum(sample.value for family in node.node.metrics.http_requests.collect()
-               for sample in family.samples if sample.name == "edge_http_requests_total")
 
 
 async def served_by(balancer: LoadBalancer, nodes: list[RunningNode], path: str) -> int:
@@ -70,7 +59,7 @@ async def test_one_url_one_node_and_a_lost_node_moves_only_its_urls(balancer, no
 
 async def test_admin_api_and_metrics_only_on_the_internal_listener(balancer, nodes):
     public, internal = balancer.public_url, balancer.internal_url
-    purge = {"method": "POST", "body": b'{"url": "/coffee.jpg"}', "headers": {"Authorization": f"Bearer {TOKEN}"}}
+    purge = {"method": "POST", "body": b'{"url": "/coffee.jpg"}', "headers": AUTH}
     for path in ("/metrics", "/_edge/ready", "/_edge/health", "/%5Fedge/ready", "/metrics?x=1"):
         response = await fetch(public + path)
         assert response.code == 404, path
