@@ -25,7 +25,7 @@ import tornado.netutil
 from .config import Config, load_config
 from .errors import ConfigError, EdgeError
 from .pluginmanager import load_plugins
-from .purge import parse_target, purge_fleet_offline, purge_offline
+from .purge import parse_target, purge_offline
 
 log = logging.getLogger("edge")
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--prefix", help="a URL or path prefix: everything under it goes")
     purge_command.add_argument("--fleet", action="store_true",
                                help="also purge every other node of [fleet] peers through its purge API "
-                                    "(exit status 3 when one was not purged)")
+                                    "(exit status 3 when one, or the shared cache, was not purged)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _purge(config: Config, target: dict[str, str | None], fleet: bool) -> int:
     try:
-        if not fleet:
-            print(json.dumps(purge_offline(config, parse_target(target))))
-            return 0
-        status, answer = purge_fleet_offline(config, parse_target(target))
+        status, answer = purge_offline(config, parse_target(target), fleet)
     except EdgeError as error:
         print(f"edge: {error.message}", file=sys.stderr)
         return 2

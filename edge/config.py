@@ -20,6 +20,7 @@ from .errors import ConfigError
 from .origin import Origin, OriginSettings
 from .pluginmanager import origin_types
 from .settings import ConfigTable, Secret
+from .shared_cache import SharedCacheSettings
 
 EMBEDDED_DEFAULT = Path(__file__).with_name("default.toml")
 _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9-]*$")
@@ -114,6 +115,7 @@ class Config:
     origins: tuple[Origin, ...]
     endpoints: tuple[Endpoint, ...]
     fleet: FleetSettings = field(default_factory=FleetSettings)
+    shared_cache: SharedCacheSettings | None = None
 
     def with_overrides(self, **server: Any) -> Config:
         """A copy with `[server]` keys replaced (command-line flags override the file)."""
@@ -138,6 +140,7 @@ class Config:
                 for e in self.endpoints
             ],
             "fleet": vars(self.fleet),
+            "shared_cache": self.shared_cache and self.shared_cache.describe(),
         }
 
 
@@ -170,8 +173,10 @@ def _parse(root: ConfigTable, label: str, plugins: pluggy.PluginManager) -> Conf
     origins = _origins(root, plugins)
     endpoints = _endpoints(root, {o.name: o for o in origins})
     fleet = _fleet(root.subtable("fleet"))
+    shared_cache = _shared_cache(root, plugins)
     root.finish()
-    return Config(label, server, cache, defaults, limits, named, admin_token, origins, endpoints, fleet=fleet)
+    return Config(label, server, cache, defaults, limits, named, admin_token, origins, endpoints, fleet=fleet,
+                  shared_cache=shared_cache)
 
 
 def _server(t: ConfigTable) -> ServerSettings:
@@ -249,6 +254,21 @@ def _fleet(t: ConfigTable) -> FleetSettings:
         raise t.error("timeout", "expected a duration above 0")
     t.finish()
     return settings
+
+
+def _shared_cache(root: ConfigTable, plugins: pluggy.PluginManager) -> SharedCacheSettings | None:
+    """`[shared_cache]`: the keys of an `s3` origin, plus `timeout` and `max_writes`."""
+    present = "shared_cache" in root.keys()
+    t = root.subtable("shared_cache")
+    if not present:
+        return None
+    d = SharedCacheSettings(store=None)
+    timeout = t.duration("timeout", d.timeout)
+    if timeout <= 0:
+        raise t.error("timeout", "expected a duration above 0")
+    max_writes = t.int("max_writes", d.max_writes, min=1, max=256)
+    store = origin_types(plugins)["s3"].from_config(OriginSettings("shared_cache", "s3", timeout=timeout), t)
+    return SharedCacheSettings(store=store, timeout=timeout, max_writes=max_writes)
 
 
 def _node_url(t: ConfigTable, key: str, url: str) -> str:

@@ -82,6 +82,11 @@ class Metrics:
         self.fleet_purge_calls = Counter(
             "edge_fleet_purge_calls_total", "Purges forwarded to a peer, by outcome", ["peer", "outcome"],
             registry=r)
+        self.shared_cache_writes = Counter(
+            "edge_shared_cache_writes_total", "Outputs written to the shared cache tier", registry=r)
+        self.shared_cache_failures = Counter(
+            "edge_shared_cache_failures_total", "Shared cache tier calls skipped because they failed",
+            ["operation", "kind"], registry=r)
 
     def observe_cache(self, tiers: Iterable[Tier], directory: Path) -> None:
         """Refresh the cache gauges (blocking: reads SQLite and statvfs)."""

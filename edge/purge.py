@@ -6,8 +6,9 @@ or just its path (`/shop/shoes/red.jpg`): the host and the first segment pick th
 for an image request; the transformation and the query are ignored, since all variants go. A prefix
 is matched against the decoded path (`/shop/shoes/` removes all of `shoes/`; `/shop/` the endpoint).
 
-In a fleet (`[fleet] peers`), a purge received from outside is also sent to every peer
-(`edge.fanout`), and the answer lists each peer's result; one that fails makes the answer a 502.
+In a fleet, a purge received from outside also empties the shared tier (`[shared_cache]`) and is
+sent to every peer (`[fleet] peers`, `edge.fanout`); the answer says how each went, and one that
+failed makes it a 502 (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from urllib.parse import urlsplit
 from .cache import Caches, path_key, path_prefix_key
 from .config import Config
 from .errors import BadRequest, ConfigError, NotFound
-from .fanout import FanOut, PeerResult
+from .fanout import FanOut
+from .metrics import Metrics
+from .origin import OriginFailure
 from .routing import Router
 from .settings import Secret
+from .shared_cache import SharedTier
 
 log = logging.getLogger("edge.purge")
 
@@ -69,52 +73,77 @@ def key_prefix(router: Router, target: dict[str, str]) -> str:
 
 
 def purge(caches: Caches, router: Router, target: dict[str, str]) -> dict[str, Any]:
-    """Remove what `target` covers from every tier (blocking); the answer for the caller."""
-    removed = caches.forget(key_prefix(router, target))
+    """Remove what `target` covers from every tier of this node (blocking); the answer for the caller."""
+    return _forget(caches, key_prefix(router, target))
+
+
+def _forget(caches: Caches, prefix: str) -> dict[str, Any]:
+    removed = caches.forget(prefix)
     return {"removed": sum(removed.values()), "by_tier": removed}
 
 
 async def purge_serving(caches: Caches, router: Router, target: dict[str, str], token: Secret,
-                        fan_out: FanOut | None, forwarded: bool) -> tuple[int, dict[str, Any]]:
-    """`POST /_edge/purge` on a running node: this node's tiers, then every peer unless the call was
-    itself forwarded by a peer. The status and the answer."""
-    answer = await asyncio.to_thread(purge, caches, router, target)
-    if fan_out is None or forwarded:
-        return 200, answer
-    status, answer = with_peers(answer, await fan_out.purge(token, target))
-    for failed in (peer for peer in answer["peers"] if peer["outcome"] != "ok"):
-        log.warning("purge of %s not done on peer %s: %s", target, failed["peer"], failed["outcome"])
-    return status, answer
+                        fan_out: FanOut | None, shared: SharedTier | None,
+                        forwarded: bool) -> tuple[int, dict[str, Any]]:
+    """`POST /_edge/purge` on a running node: the shared tier, this node's tiers, then every peer;
+    only this node's tiers when a peer forwarded the call. The status and the answer."""
+    prefix = key_prefix(router, target)  # a bad target is a 400 before anything is purged
+    if forwarded:
+        return 200, await asyncio.to_thread(_forget, caches, prefix)
+    return await _everywhere(caches, prefix, target, token, fan_out, shared)
 
 
-def with_peers(answer: dict[str, Any], results: list[PeerResult]) -> tuple[int, dict[str, Any]]:
-    """The answer of a fanned-out purge and its status: 502 when a peer was not purged."""
-    answer["peers"] = [result.describe() for result in results]
-    return (200 if all(result.outcome == "ok" for result in results) else 502), answer
+async def _everywhere(caches: Caches, prefix: str, target: dict[str, str], token: Secret | None,
+                      fan_out: FanOut | None, shared: SharedTier | None) -> tuple[int, dict[str, Any]]:
+    """The shared tier first (so that no node reads back what is being purged), this node, the peers;
+    502 when one of them could not be purged."""
+    purged_everywhere = True
+    shared_answer: dict[str, Any] | None = None
+    if shared is not None:
+        try:
+            shared_answer = {"removed": await shared.delete_prefix(prefix)}
+        except OriginFailure as failure:
+            shared_answer = {"error": failure.kind}
+            purged_everywhere = False
+            log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)
+    answer = await asyncio.to_thread(_forget, caches, prefix)
+    if shared_answer is not None:
+        answer["shared"] = shared_answer
+    if fan_out is not None:
+        results = await fan_out.purge(token, target)
+        answer["peers"] = [result.describe() for result in results]
+        for failed in (result for result in results if result.outcome != "ok"):
+            purged_everywhere = False
+            log.warning("purge of %s not done on peer %s: %s", target, failed.peer, failed.outcome)
+    return (200 if purged_everywhere else 502), answer
 
 
-def purge_offline(config: Config, target: dict[str, str]) -> dict[str, Any]:
-    """`edge purge`: the same, on the cache folder directly (whether or not the node is running)."""
+def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -> tuple[int, dict[str, Any]]:
+    """`edge purge`: the cache folder directly (whether or not the node is running), and the shared
+    tier when there is one (else the node could read back what was purged); with `fleet`, every
+    other peer through its purge API too. The status (200, or 502 when a part failed) and the answer."""
+    if fleet and config.admin_token is None:
+        raise ConfigError(f"{config.source}: [admin] token: --fleet calls the peers' purge API, which needs the token")
+    if fleet and not config.fleet.others:
+        raise ConfigError(f"{config.source}: [fleet] peers: --fleet needs the other nodes of the fleet")
     caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size)
+
+    async def everywhere() -> tuple[int, dict[str, Any]]:
+        fan_out = FanOut(config.fleet) if fleet else None
+        shared = None
+        if config.shared_cache is not None:
+            shared = SharedTier(config.shared_cache, Metrics(), config.cache.output_size)
+            await shared.open()
+        try:
+            return await _everywhere(caches, key_prefix(Router(config.endpoints), target), target,
+                                     config.admin_token, fan_out, shared)
+        finally:
+            if fan_out is not None:
+                fan_out.close()
+            if shared is not None:
+                await shared.close()
+
     try:
-        return purge(caches, Router(config.endpoints), target)
+        return asyncio.run(everywhere())
     finally:
         caches.close()
-
-
-def purge_fleet_offline(config: Config, target: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    """`edge purge --fleet`: this node's cache folder, then every peer through its purge API."""
-    if config.admin_token is None:
-        raise ConfigError(f"{config.source}: [admin] token: --fleet calls the peers' purge API, which needs the token")
-    if not config.fleet.others:
-        raise ConfigError(f"{config.source}: [fleet] peers: --fleet needs the other nodes of the fleet")
-    answer = purge_offline(config, target)
-
-    async def call_peers() -> list[PeerResult]:
-        fan_out = FanOut(config.fleet)
-        try:
-            return await fan_out.purge(config.admin_token, target)
-        finally:
-            fan_out.close()
-
-    return with_peers(answer, asyncio.run(call_peers()))

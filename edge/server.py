@@ -25,6 +25,7 @@ from .cache import CachedOutput, Caches, SourceInfo, StoredOriginal, output_key,
 from .config import Config
 from .errors import EdgeError, NotFound, OriginFailed, Unauthorized, UnprocessableSource
 from .fanout import FORWARDED_HEADER, FanOut
+from .shared_cache import SharedTier
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
 from .originals import OriginalSource
@@ -72,6 +73,7 @@ class Node:
         self._background: list[asyncio.Task] = []
         #: purges received from outside go to the other nodes of the fleet too
         self.fan_out = FanOut(config.fleet, self.metrics.fleet_purge_calls) if config.fleet.others else None
+        self.shared: SharedTier | None = None  # [shared_cache], wired with the request pipeline
 
     async def start(self) -> None:
         for origin in self.config.origins:
@@ -364,7 +366,7 @@ class PurgeHandler(BaseHandler):
                 raise Unauthorized("unauthorized", headers={"WWW-Authenticate": 'Bearer realm="edge purge"'})
             target = purge.parse_body(self.request.body)
             status, answer = await purge.purge_serving(node.caches, node.router, target, token, node.fan_out,
-                                                       forwarded=FORWARDED_HEADER in self.request.headers)
+                                                       node.shared, forwarded=FORWARDED_HEADER in self.request.headers)
         except EdgeError as error:
             self._send_plain(error.status, error.message, error.headers)
             return

@@ -46,7 +46,9 @@ def substitute(text: str, replacements: dict[str, str]) -> str:
 class LoadBalancer:
     """haproxy or nginx with the shipped config, public and internal listeners on free ports."""
 
-    def __init__(self, kind: str, node_urls: list[str], work: Path):
+    def __init__(self, kind: str, node_urls: list[str], work: Path, *, name_the_node: bool = False):
+        """`name_the_node` (HAProxy): answers say which node served them in `X-Edge-Node` (for
+        measurements; the shipped config does not reveal its nodes)."""
         assert len(node_urls) == len(SHIPPED_NODES)
         self.kind = kind
         binary = require(kind)
@@ -59,6 +61,9 @@ class LoadBalancer:
             text = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
             replacements["bind :80 "] = f"bind {urlsplit(self.public_url).netloc} "
             replacements["maxconn 20000"] = "maxconn 2000"  # within a test machine's open-file limit
+            if name_the_node:
+                replacements["    default_backend edge_nodes"] = (
+                    "    default_backend edge_nodes\n    http-response set-header X-Edge-Node %s")
             # chroot, user, group and the stats socket need the Debian package's folders and user
             kept = [line for line in substitute(text, replacements).splitlines()
                     if line.split()[:1] not in (["chroot"], ["user"], ["group"]) and "stats socket" not in line]

@@ -1,0 +1,119 @@
+"""The shared tier on its own, against moto's S3 server: what it writes and reads, how a purge finds
+its objects, and that a slow, failing or damaged store is a counted miss, never an error."""
+
+import asyncio
+
+import pytest
+
+from edge.cache import CachedOutput, SourceInfo, output_key, path_key, path_prefix_key, strong_etag
+from edge.config import load_config
+from edge.metrics import Metrics
+from edge.origin import OriginFailure
+from edge.pluginmanager import load_plugins
+from edge.shared_cache import SharedTier
+from tests.nodes import local_config, write_config
+from tests.s3server import REGION, TEST_KEY_ID, TEST_SECRET
+
+BUCKET = "edge-shared"
+
+
+def shared_table(s3, extra: str = "") -> str:
+    return f"""
+[shared_cache]
+bucket = "{BUCKET}"
+folder = "/outputs/"
+region = "{REGION}"
+endpoint_url = "{s3.url}"
+access_key_id = "{TEST_KEY_ID}"
+secret_access_key = "{TEST_SECRET}"
+timeout = "500ms"
+{extra}
+"""
+
+
+@pytest.fixture
+async def tier(s3, tmp_path):
+    s3.client().create_bucket(Bucket=BUCKET)
+    config = load_config(write_config(tmp_path, local_config(after=shared_table(s3))), load_plugins())
+    tier = SharedTier(config.shared_cache, Metrics(), output_budget=10**7)
+    await tier.open()
+    yield tier
+    await tier.close()
+    client = s3.client()
+    for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        client.delete_object(Bucket=BUCKET, Key=item["Key"])
+    client.delete_bucket(Bucket=BUCKET)
+
+
+def output(body: bytes = b"\xff\xd8 not really a jpeg") -> CachedOutput:
+    source = SourceInfo("web", '"v1"', 1000.0, etag='"e"', last_modified="Tue, 01 Jan 2030 00:00:00 GMT",
+                        content_type="image/jpeg")
+    return CachedOutput(body, "image/webp", strong_etag(body), source, vary_accept=True,
+                        canonical_link='<https://example.com/a.jpg>; rel="canonical"')
+
+
+async def written(tier) -> None:
+    """Wait (bounded) for the background writes."""
+    await asyncio.wait_for(asyncio.gather(*tier._writes), 30)
+
+
+def counted(tier, name: str) -> dict:
+    return {tuple(s.labels.values()): s.value for family in getattr(tier._metrics, name).collect()
+            for s in family.samples if s.name.endswith("_total")}
+
+
+async def test_an_output_comes_back_whole_under_a_key_a_purge_can_find(tier, s3):
+    key = output_key("shop", "shoes/red.jpg", "w-300", "webp")
+    assert await tier.get(key) is None
+    tier.put_later(key, output())
+    await written(tier)
+    stored = [item["Key"] for item in s3.client().list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert len(stored) == 1 and stored[0].startswith("outputs/shop/shoes/red.jpg/")
+    assert await tier.get(key) == output()
+    assert counted(tier, "cache_requests") == {("shared", "miss"): 1, ("shared", "hit"): 1}
+
+
+async def test_a_purge_removes_a_path_or_a_prefix_and_nothing_else(tier):
+    keys = [output_key("shop", path, "w-300", "") for path in ("shoes/red.jpg", "shoes/red.jpg2", "shirts/a.jpg")]
+    keys.append(output_key("", "shoes/red.jpg", "w-300", ""))
+    for key in keys:
+        tier.put_later(key, output())
+    await written(tier)
+    assert await tier.delete_prefix(path_key("shop", "shoes/red.jpg")) == 1
+    assert await tier.get(keys[0]) is None and await tier.get(keys[1]) is not None
+    assert await tier.delete_prefix(path_prefix_key("shop", "")) == 2  # the whole endpoint
+    assert await tier.get(keys[3]) is not None  # the default endpoint is another one
+
+
+async def test_a_damaged_object_is_a_miss(tier, s3):
+    key = output_key("shop", "a.jpg", "w-300", "")
+    tier.put_later(key, output())
+    await written(tier)
+    client = s3.client()
+    object_key = tier.object_key(key)
+    data = client.get_object(Bucket=BUCKET, Key=object_key)["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=object_key, Body=data[:-1] + b"X")  # one byte changed
+    assert await tier.get(key) is None
+    client.put_object(Bucket=BUCKET, Key=object_key, Body=b"something else")
+    assert await tier.get(key) is None
+    assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 2}
+
+
+async def test_a_slow_or_failing_store_is_skipped_and_counted(tier, s3):
+    key = output_key("shop", "a.jpg", "w-300", "")
+    s3.faults.delay = 5  # longer than the tier's 500 ms
+    assert await tier.get(key) is None
+    s3.faults.delay, s3.faults.status, s3.faults.only_gets = 0, 500, False
+    assert await tier.get(key) is None
+    tier.put_later(key, output())
+    await written(tier)
+    failures = counted(tier, "shared_cache_failures")
+    assert failures == {("get", "timeout"): 1, ("get", "server_error"): 1, ("put", "server_error"): 1}
+    with pytest.raises(OriginFailure, match="DeleteObjects"):
+        await tier.delete_prefix(path_key("shop", "a.jpg"))
+    s3.reset()  # the fixture's cleanup needs a working store
+
+
+@pytest.mark.parametrize("path", ["a/../b.jpg", "a//b.jpg", "./b.jpg", "x" * 1100])
+def test_paths_an_http_library_could_rewrite_are_not_shared(tier, path):
+    assert tier.object_key(output_key("shop", path, "w-300", "")) is None
