@@ -73,11 +73,15 @@ class Node:
         self._background: list[asyncio.Task] = []
         #: purges received from outside go to the other nodes of the fleet too
         self.fan_out = FanOut(config.fleet, self.metrics.fleet_purge_calls) if config.fleet.others else None
-        self.shared: SharedTier | None = None  # [shared_cache], wired with the request pipeline
+        #: the shared second tier, between this node's disk and the origins
+        self.shared = (SharedTier(config.shared_cache, self.metrics, config.cache.output_size)
+                       if config.shared_cache is not None else None)
 
     async def start(self) -> None:
         for origin in self.config.origins:
             await origin.open()
+        if self.shared is not None:
+            await self.shared.open()
         self._background = [
             asyncio.create_task(self._every(TOUCH_FLUSH_SECONDS, self._flush_touches)),
             asyncio.create_task(self._every(FLUSH_SECONDS, self._sample)),
@@ -93,6 +97,8 @@ class Node:
         self.access_log.flush()
         for origin in self.config.origins:
             await origin.close()
+        if self.shared is not None:
+            await self.shared.close()
         self.renderer.shutdown()
         if self.fan_out is not None:
             self.fan_out.close()
@@ -124,10 +130,10 @@ class Node:
         negotiated = planned_format if vary_accept else ""
         return output_key(request.endpoint.id, request.path, transformation.canonical(), negotiated)
 
-    async def fresh_output(self, key: str) -> CachedOutput | None:
+    async def fresh_output(self, key: str) -> tuple[CachedOutput, str] | None:
         """What another worker's single flight stored for `key` (read on the IOLoop, like every output)."""
         output = self.outputs.get(key)
-        return output if output is not None and self.originals.is_fresh(output.source) else None
+        return (output, "miss") if output is not None and self.originals.is_fresh(output.source) else None
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -198,7 +204,7 @@ class ImageHandler(BaseHandler):
                 output = cached
             else:
                 try:
-                    output = await node.flights.run(
+                    output, self.cache_result = await node.flights.run(
                         key, partial(self._fetch_transform_store, request, key, transformation, planned_format,
                                      vary_accept, cached),
                         partial(node.fresh_output, key))
@@ -206,7 +212,8 @@ class ImageHandler(BaseHandler):
                     if cached is None:
                         raise
                     output = cached  # stale-if-error
-            self.cache_result = self._cache_result(cached, output)
+            if self.cache_result != "shared":
+                self.cache_result = self._cache_result(cached, output)
             self._respond(output)
         except EdgeError as error:
             self._send_error(error)
@@ -220,15 +227,24 @@ class ImageHandler(BaseHandler):
 
     async def _fetch_transform_store(self, request: ImageRequest, key: str, transformation: Transformation,
                                      planned_format: str, vary_accept: bool,
-                                     cached: CachedOutput | None) -> CachedOutput:
-        """A single flight's work: the current original, then the output made from it, stored."""
+                                     cached: CachedOutput | None) -> tuple[CachedOutput, str]:
+        """A single flight's work: the shared tier's copy, or the current original and the output made
+        from it; stored. With how it was obtained (`shared` or `miss`)."""
+        node = self.node
+        if cached is None and node.shared is not None:
+            cached = await node.shared.get(key)
+            if cached is not None and node.originals.is_fresh(cached.source):
+                await asyncio.to_thread(node.outputs.put, key, cached)
+                return cached, "shared"
         source = await self._original(request, transformation.default_image, cached.source if cached else None)
         if cached is not None and cached.source.version == source.info.version:
             output = cached.confirmed(source.info)  # the original is unchanged: so is the output
         else:
             output = await self._produce(request, source, transformation, planned_format, vary_accept)
-        await asyncio.to_thread(self.node.outputs.put, key, output)
-        return output
+        await asyncio.to_thread(node.outputs.put, key, output)
+        if node.shared is not None:
+            node.shared.put_later(key, output)  # after the response: never on its critical path
+        return output, "miss"
 
     async def _original(self, request: ImageRequest, default_image: str | None,
                         made_from: SourceInfo | None) -> StoredOriginal:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.netutil import bind_sockets
 
 from tests.nodes import RunningNode, write_config
@@ -43,3 +44,19 @@ def answered(node: RunningNode) -> float:
     """Image requests this node has answered."""
     return sum(sample.value for family in node.node.metrics.http_requests.collect()
                for sample in family.samples if sample.name == "edge_http_requests_total")
+
+
+def renders(nodes: list[RunningNode]) -> float:
+    """Transformations made by these nodes."""
+    return sum(sample.value for node in nodes for family in node.node.metrics.transform_duration.collect()
+               for sample in family.samples if sample.name == "edge_transform_duration_seconds_count")
+
+
+async def served_by(base_url: str, nodes: list[RunningNode], path: str) -> tuple[int, HTTPResponse]:
+    """Request `path` from the load balancer at `base_url`: which node answered, and the response."""
+    before = [answered(node) for node in nodes]
+    response = await AsyncHTTPClient().fetch(base_url + path, raise_error=False, request_timeout=30)
+    assert response.code == 200, (path, response.code, response.body[:200])
+    moved = [i for i, node in enumerate(nodes) if answered(node) != before[i]]
+    assert len(moved) == 1, moved
+    return moved[0], response
