@@ -2,11 +2,13 @@
 its objects, and that a slow, failing or damaged store is a counted miss, never an error."""
 
 import asyncio
+import json
 
 import pytest
 
 from edge.cache import CachedOutput, SourceInfo, output_key, path_key, path_prefix_key, strong_etag
 from edge.config import load_config
+from edge.errors import ConfigError
 from edge.metrics import Metrics
 from edge.origin import OriginFailure
 from edge.pluginmanager import load_plugins
@@ -17,24 +19,23 @@ from tests.s3server import REGION, TEST_KEY_ID, TEST_SECRET
 BUCKET = "edge-shared"
 
 
-def shared_table(s3, extra: str = "") -> str:
+def shared_table(endpoint_url: str) -> str:
     return f"""
 [shared_cache]
 bucket = "{BUCKET}"
 folder = "/outputs/"
 region = "{REGION}"
-endpoint_url = "{s3.url}"
+endpoint_url = "{endpoint_url}"
 access_key_id = "{TEST_KEY_ID}"
 secret_access_key = "{TEST_SECRET}"
 timeout = "500ms"
-{extra}
 """
 
 
 @pytest.fixture
 async def tier(s3, tmp_path):
     s3.client().create_bucket(Bucket=BUCKET)
-    config = load_config(write_config(tmp_path, local_config(after=shared_table(s3))), load_plugins())
+    config = load_config(write_config(tmp_path, local_config(after=shared_table(s3.url))), load_plugins())
     tier = SharedTier(config.shared_cache, Metrics(), output_budget=10**7)
     await tier.open()
     yield tier
@@ -114,6 +115,29 @@ async def test_a_slow_or_failing_store_is_skipped_and_counted(tier, s3):
     s3.reset()  # the fixture's cleanup needs a working store
 
 
-@pytest.mark.parametrize("path", ["a/../b.jpg", "a//b.jpg", "./b.jpg", "x" * 1100])
-def test_paths_an_http_library_could_rewrite_are_not_shared(tier, path):
-    assert tier.object_key(output_key("shop", path, "w-300", "")) is None
+def test_paths_an_http_library_could_rewrite_are_not_shared(tmp_path):
+    config = load_config(write_config(tmp_path, local_config(after=shared_table("http://127.0.0.1:9"))), load_plugins())
+    tier = SharedTier(config.shared_cache, Metrics(), output_budget=10**7)  # keys need no connection
+    for path in ("a/../b.jpg", "a//b.jpg", "./b.jpg", "x" * 1100):
+        assert tier.object_key(output_key("shop", path, "w-300", "")) is None, path
+    assert tier.object_key(output_key("", "a/b c.jpg", "w-300", "")).startswith("outputs/_default/a/b c.jpg/")
+    assert tier.object_prefix(path_prefix_key("shop", "a/b")) == "outputs/shop/a/b"
+
+
+@pytest.mark.parametrize("change, message", [
+    (("timeout = \"500ms\"", "timeout = \"0s\""), r"\[shared_cache\] timeout: expected a duration above 0"),
+    (("timeout = \"500ms\"", "max_writes = 0"), r"\[shared_cache\] max_writes: expected an integer from 1 to 256"),
+    ((f'bucket = "{BUCKET}"', ""), r"\[shared_cache\] bucket: missing required key"),
+    (("timeout = \"500ms\"", "size = \"1GB\""), r"\[shared_cache\] size: unknown key"),
+])
+def test_shared_cache_config_errors_name_the_key(tmp_path, change, message):
+    text = local_config(after=shared_table("http://127.0.0.1:9").replace(*change))
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, text), load_plugins())
+
+
+def test_check_config_masks_the_shared_tiers_secret(tmp_path):
+    config = load_config(write_config(tmp_path, local_config(after=shared_table("http://127.0.0.1:9"))), load_plugins())
+    described = config.describe()["shared_cache"]
+    assert (described["bucket"], described["secret_access_key"], described["timeout"]) == (BUCKET, "****", 0.5)
+    assert TEST_SECRET not in json.dumps(config.describe(), default=str)
