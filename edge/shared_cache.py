@@ -76,7 +76,17 @@ def decode(data: bytes) -> CachedOutput | None:
         output = CachedOutput(body=body, **{**meta, "source": SourceInfo(**meta["source"])})
     except (ValueError, KeyError, TypeError):
         return None
-    return output if newline and output.etag == strong_etag(body) else None
+    optional = (output.canonical_link, output.source.last_modified)
+    if not (newline and _sendable(output.content_type) and _sendable(output.etag)
+            and isinstance(output.vary_accept, bool) and all(v is None or _sendable(v) for v in optional)):
+        return None
+    return output if output.etag == strong_etag(body) else None
+
+
+def _sendable(value: Any) -> bool:
+    """A string that can go out as a header value as it is (an object could have been written by
+    anyone with access to the bucket)."""
+    return isinstance(value, str) and len(value) <= 2048 and value.isascii() and value.isprintable()
 
 
 class SharedTier:

@@ -97,7 +97,10 @@ async def test_a_damaged_object_is_a_miss(tier, s3):
     assert await tier.get(key) is None
     client.put_object(Bucket=BUCKET, Key=object_key, Body=b"something else")
     assert await tier.get(key) is None
-    assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 2}
+    header_injection = data.replace(b'"image/webp"', b'"image/webp\\r\\nSet-Cookie: x=1"')
+    client.put_object(Bucket=BUCKET, Key=object_key, Body=header_injection)
+    assert await tier.get(key) is None
+    assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 3}
 
 
 async def test_a_slow_or_failing_store_is_skipped_and_counted(tier, s3):
