@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.simple_httpclient import HTTPTimeoutError
 
 from .config import FleetSettings
 from .settings import Secret
+
+if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen its metrics mode
+    from prometheus_client import Counter
 
 FORWARDED_HEADER = "X-Edge-Purge-Forwarded"
 #: peers called at once by one fan-out

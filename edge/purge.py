@@ -24,7 +24,6 @@ from .cache import Caches, path_key, path_prefix_key
 from .config import Config
 from .errors import BadRequest, ConfigError, NotFound
 from .fanout import FanOut
-from .metrics import Metrics
 from .origin import OriginFailure
 from .routing import Router
 from .settings import Secret
@@ -132,6 +131,8 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
         fan_out = FanOut(config.fleet) if fleet else None
         shared = None
         if config.shared_cache is not None:
+            from .metrics import Metrics  # not at import: `edge serve` picks prometheus-client's mode first
+
             shared = SharedTier(config.shared_cache, Metrics(), config.cache.output_size)
             await shared.open()
         try:

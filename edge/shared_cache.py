@@ -25,11 +25,13 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from hashlib import sha256
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, strong_etag
-from .metrics import Metrics
 from .origin import OriginFailure, OriginNotFound, SourceTooLarge
+
+if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen its metrics mode
+    from .metrics import Metrics
 
 log = logging.getLogger("edge.shared_cache")
 
