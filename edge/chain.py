@@ -42,16 +42,17 @@ class Known:
     validators: Validators
 
 
-async def fetch_first(origins: Sequence[Origin], path: str, *, host: str, max_bytes: int, metrics: Metrics,
+async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None, max_bytes: int, metrics: Metrics,
                       known: Known | None = None) -> Found:
     """The original from the first origin that has `path`, or the error the chain ends in.
 
     With `known`, the origin it came from is asked conditionally and raises `NotModified` when that
     version is still current (an origin earlier in the list that now has the path wins, as always).
-    `host` is the client's `Host`, readable by the origins as `request_host` while they fetch."""
+    `host` is the client's `Host` for origins that pass it on (readable as `request_host` while they
+    fetch), or None: the caller keys what it caches by it."""
     # `Origin.fetch` is the plugin interface: the host reaches the few origins that want it through a
     # context variable scoped to these fetches, not through a parameter every plugin would have to take.
-    token = request_host.set(host or None)
+    token = request_host.set(host)
     try:
         return await _fetch_first(origins, path, max_bytes, metrics, known)
     finally:

@@ -71,7 +71,6 @@ class Limits:
     max_frames: int = 100
     #: SVG sources are rendered only when the operator enables them (a renderer of untrusted XML)
     allow_svg: bool = False
-    #: seconds one render may take (a libvips thread per request; flight waiters allow 30 s)
 
 
 @dataclass(frozen=True)

@@ -75,5 +75,15 @@ class Overloaded(EdgeError):
         super().__init__("node overloaded, retry later", headers={"Retry-After": str(retry_after)})
 
 
+class FlightTimeout(EdgeError):
+    """Waited longer than the request producing the same image may legitimately take (504)."""
+
+    status = 504
+    kind = "wait_timeout"
+
+    def __init__(self) -> None:
+        super().__init__("timed out waiting for the same image to be produced")
+
+
 class ConfigError(Exception):
     """A configuration problem; the message names the file, table and key."""

@@ -1,7 +1,10 @@
 """Single flight: concurrent requests for the same key share one piece of work (one origin fetch, one
 transform), within a worker and across the workers of a node.
 
-Within a worker the first request for a key does the work and the others await its future.
+Within a worker the work runs in a task of its own, and every request for the key awaits it. A
+request that goes away (the client disconnected) stops waiting; when no request waits any more the
+work is cancelled, so nobody's abandoned request keeps an origin fetch or a transform running, while
+work that someone still waits for always continues.
 
 Across workers, the worker doing the work holds a lease on the key: a POSIX record lock on one byte
 of a shared lock file, at an offset hashed from the key. The kernel drops the lock when the holder
@@ -10,6 +13,9 @@ that finds the lease taken polls it. Once it has the lease it first looks in the
 the leader stored its result; if the leader failed it raises the failure the leader recorded (when
 that failure is younger than the waiting request). Either way waiters get the leader's answer rather
 than starting a second round of fetches. All waiting is bounded (`wait_bound`).
+
+When the cache folder cannot hold the lease file or the failure records (unwritable, full), the
+flight still coalesces within the worker, and the loss is reported to `CacheHealth`.
 """
 
 from __future__ import annotations
@@ -22,14 +28,15 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import diskcache
-from prometheus_client import Counter
 
+from .cache.health import CACHE_ERRORS, CacheHealth, error_kind
 from .config import Endpoint
-from .errors import EdgeError, Overloaded
+from .errors import EdgeError, FlightTimeout, Overloaded
 
 T = TypeVar("T")
 
@@ -43,63 +50,69 @@ POLL_MAX_SECONDS = 0.01
 _OFFSET_BITS = 48
 
 
-class FlightTimeout(EdgeError):
-    """Waited longer than the leader may legitimately take."""
-
-    status = 504
-    kind = "wait_timeout"
-
-    def __init__(self) -> None:
-        super().__init__("timed out waiting for the same image to be produced")
-
-
 def wait_bound(endpoints: tuple[Endpoint, ...]) -> float:
     """How long a waiter waits: the slowest endpoint's whole origin chain, plus time to transform."""
     chains = (sum(origin.settings.timeout for origin in endpoint.origins) for endpoint in endpoints)
     return max(chains, default=0.0) + TRANSFORM_ALLOWANCE_SECONDS
 
 
+@dataclass
+class _Flight(Generic[T]):
+    task: asyncio.Task[T]
+    waiters: int = 0
+
+
 class SingleFlight:
-    def __init__(self, directory: Path, wait_seconds: float, coalesced: Counter):
-        directory.mkdir(parents=True, exist_ok=True)
-        self._lease_path = directory / "leases"
+    """`name` labels the metrics (`outputs`, `originals`); `coalesced()` counts a request that got
+    another's work, `abandoned()` work cancelled because nobody waited for it any more."""
+
+    def __init__(self, name: str, directory: Path, wait_seconds: float, *, coalesced: Callable[[], None],
+                 abandoned: Callable[[], None] = lambda: None, health: CacheHealth | None = None):
+        self.name = name
+        self._directory = directory
         # Opened on first use, in the serving process. POSIX locks belong to the process and all of them
         # on a file drop when any descriptor of it closes: this is the only one we ever open.
         self._lease_fd: int | None = None
-        self._failures = diskcache.Cache(str(directory / "failures"))
+        self._failures: diskcache.Cache | None = None
         self._wait_seconds = wait_seconds
         self._coalesced = coalesced
-        self._flights: dict[str, asyncio.Future] = {}
+        self._abandoned = abandoned
+        self._health = health or CacheHealth()
+        self._flights: dict[str, _Flight] = {}
 
     async def run(self, key: str, produce: Callable[[], Awaitable[T]],
                   lookup: Callable[[], Awaitable[T | None]]) -> T:
         """`produce()`'s result, produced once for all concurrent callers of the node.
 
-        `lookup()` finds what a leader in another worker stored (None when it is not there)."""
+        `lookup()` finds what a leader in another worker stored (None when it is not there). The first
+        caller waits as long as the work takes (its own timeouts bound it); later ones `wait_seconds`."""
         flight = self._flights.get(key)
-        if flight is not None:
-            self._coalesced.inc()
-            done, _ = await asyncio.wait([flight], timeout=self._wait_seconds)
-            if not done:
-                raise FlightTimeout()
-            return flight.result()
-        flight = asyncio.get_running_loop().create_future()
-        self._flights[key] = flight
-        try:
-            result = await self._lead(key, produce, lookup)
-        except Exception as exc:
-            flight.set_exception(exc)
-            flight.exception()  # followers may be none: never "exception was never retrieved"
-            raise
-        except BaseException:  # cancelled: the node is stopping
-            flight.set_exception(Overloaded())
-            flight.exception()
-            raise
+        bound: float | None = None
+        if flight is None:
+            flight = self._flights[key] = _Flight(asyncio.create_task(self._lead(key, produce, lookup)))
+            flight.task.add_done_callback(lambda task: self._landed(key, flight))
         else:
-            flight.set_result(result)
-            return result
+            self._coalesced()
+            bound = self._wait_seconds
+        flight.waiters += 1
+        try:
+            done, _ = await asyncio.wait([flight.task], timeout=bound)
         finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():  # every request for it went away
+                flight.task.cancel()
+                self._abandoned()
+        if not done:
+            raise FlightTimeout()
+        if flight.task.cancelled():  # the node is stopping
+            raise Overloaded()
+        return flight.task.result()
+
+    def _landed(self, key: str, flight: _Flight) -> None:
+        if self._flights.get(key) is flight:
             del self._flights[key]
+        if not flight.task.cancelled():
+            flight.task.exception()  # retrieved, even when every waiter left: no "never retrieved" warning
 
     async def _lead(self, key: str, produce: Callable[[], Awaitable[T]],
                     lookup: Callable[[], Awaitable[T | None]]) -> T:
@@ -111,11 +124,11 @@ class SingleFlight:
             # asked for it: then its result is stored, or the failure it ended in is recorded.
             found = await lookup()
             if found is not None:
-                self._coalesced.inc()
+                self._coalesced()
                 return found
             failure = await asyncio.to_thread(self._failure_since, key, since)
             if failure is not None:
-                self._coalesced.inc()
+                self._coalesced()
                 raise failure
             try:
                 return await produce()
@@ -140,19 +153,26 @@ class SingleFlight:
             delay = min(delay * 2, POLL_MAX_SECONDS)
 
     def _try_lock(self, offset: int) -> bool:
-        if self._lease_fd is None:
-            self._lease_fd = os.open(self._lease_path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Whether this worker may do the work: it holds the lease, or there can be no lease."""
         try:
+            if self._lease_fd is None:
+                self._directory.mkdir(parents=True, exist_ok=True)
+                self._lease_fd = os.open(self._directory / "leases", os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.lockf(self._lease_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EAGAIN):
                 return False
-            raise
+            self._health.failed("flight", error_kind(exc), f"no lease across workers: {exc}")
         return True
 
     def _release(self, offset: int) -> None:
-        assert self._lease_fd is not None
-        fcntl.lockf(self._lease_fd, fcntl.LOCK_UN, 1, offset)
+        if self._lease_fd is not None:
+            fcntl.lockf(self._lease_fd, fcntl.LOCK_UN, 1, offset)
+
+    def _failure_store(self) -> diskcache.Cache:
+        if self._failures is None:
+            self._failures = diskcache.Cache(str(self._directory / "failures"))
+        return self._failures
 
     def _record_failure(self, key: str, exc: Exception) -> None:
         if isinstance(exc, EdgeError):
@@ -161,10 +181,17 @@ class SingleFlight:
         else:  # a bug: the leader's request is a 500 with a traceback in the log; waiters get a 500 too
             record = {"type": "EdgeError", "status": 500, "message": "internal error", "headers": {}}
         record["at"] = time.time()
-        self._failures.set(key, json.dumps(record), expire=FAILURE_RECORD_SECONDS)
+        try:
+            self._failure_store().set(key, json.dumps(record), expire=FAILURE_RECORD_SECONDS)
+        except CACHE_ERRORS as error:  # waiters in other workers will try the work themselves
+            self._health.failed("flight", error_kind(error), f"cannot record a failure: {error}")
 
     def _failure_since(self, key: str, since: float) -> EdgeError | None:
-        text = self._failures.get(key)
+        try:
+            text = self._failure_store().get(key)
+        except CACHE_ERRORS as error:
+            self._health.failed("flight", error_kind(error), f"cannot read a failure: {error}")
+            return None
         if text is None:
             return None
         record = json.loads(text)
@@ -174,7 +201,8 @@ class SingleFlight:
         if self._lease_fd is not None:
             os.close(self._lease_fd)
             self._lease_fd = None
-        self._failures.close()
+        if self._failures is not None:
+            self._failures.close()
 
 
 def _offset(key: str) -> int:

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import multiprocess
 
 if TYPE_CHECKING:
-    from .cache import Tier
+    from .cache.tiers import DiskTier
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -67,6 +67,12 @@ class Metrics:
             multiprocess_mode="mostrecent")
         self.cache_evictions = Counter(
             "edge_cache_evictions_total", "Entries evicted from a cache tier", ["tier"], registry=r)
+        self.cache_errors = Counter(
+            "edge_cache_errors_total", "Cache operations that failed (the request went on uncached), by "
+            "tier and kind: full, unwritable, corrupt, damaged, busy, io, unavailable", ["tier", "kind"], registry=r)
+        self.abandoned_work = Counter(
+            "edge_abandoned_work_total", "Fetches and transforms cancelled because every request waiting "
+            "for them went away (clients disconnected)", ["kind"], registry=r)
         self.transform_duration = Histogram(
             "edge_transform_duration_seconds", "Time to decode, transform and encode one output",
             ["format"], buckets=LATENCY_BUCKETS, registry=r)
@@ -88,13 +94,16 @@ class Metrics:
             "edge_shared_cache_failures_total", "Shared cache tier calls skipped because they failed",
             ["operation", "kind"], registry=r)
 
-    def observe_cache(self, tiers: Iterable[Tier], directory: Path) -> None:
+    def observe_cache(self, tiers: Iterable[DiskTier], directory: Path) -> None:
         """Refresh the cache gauges (blocking: reads SQLite and statvfs)."""
         for tier in tiers:
             self.cache_size.labels(tier.name).set(tier.volume())
             self.cache_entries.labels(tier.name).set(len(tier))
             self.cache_budget.labels(tier.name).set(tier.budget)
-        disk = shutil.disk_usage(directory)
+        try:
+            disk = shutil.disk_usage(directory)
+        except OSError:  # the folder is gone or unreadable: counted in edge_cache_errors_total already
+            return
         self.cache_filesystem_size.set(disk.total)
         self.cache_filesystem_free.set(disk.free)
 

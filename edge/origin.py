@@ -89,6 +89,12 @@ class Origin(abc.ABC):
     def name(self) -> str:
         return self.settings.name
 
+    @property
+    def takes_request_host(self) -> bool:
+        """Whether `fetch` passes the client's Host on (`request_host`), so that its answer may differ
+        per Host: the node then keys what it caches for this origin's endpoints by the Host."""
+        return False
+
     @classmethod
     @abc.abstractmethod
     def from_config(cls, settings: OriginSettings, table: ConfigTable) -> Origin:

@@ -1,23 +1,30 @@
-"""The originals tier in front of an endpoint's origin chain.
+"""The originals tier in front of an endpoint's origin chain: freshness, revalidation, stale-if-error
+and the negative cache of originals, decided here and nowhere else.
 
-`OriginalSource.get` answers "the current original at this path". While a cached original is fresh
-(`[cache] original_ttl`) it comes from the originals tier. Otherwise the origin chain is asked, once
-per path for the whole node (single flight), and conditionally when a version is already known, so
-that an unchanged original costs a 304 rather than a download. A changed original replaces the
-outputs made from the old one. When the origin fails and a stale copy exists, the stale copy is used
-(stale-if-error). "Not found" is remembered for `[cache] not_found_ttl` (the negative cache).
+`OriginalSource.current` answers "the current original at this path" with the bytes and how they were
+obtained (`Freshness`):
+
+- `FRESH`: from the originals tier, confirmed by the origin within `[cache] original_ttl`;
+- `UNCHANGED`: the stored copy was stale, and the origin confirmed it (a conditional request: a 304
+  costs no download);
+- `FETCHED`: new bytes from the origin (none were stored, or they changed: then every output made
+  from the old bytes is dropped);
+- `STALE`: the stored copy, past its freshness, because the origin failed (stale-if-error).
+
+The origin chain is asked once per original for the whole node (single flight). "Not found" is
+remembered for `[cache] not_found_ttl` (the negative cache) and drops what was cached for the path.
 """
 
 from __future__ import annotations
 
-import asyncio
+import enum
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 from . import chain
-from .cache import Caches, SourceInfo, StoredOriginal, path_key, strong_etag
+from .cache import Caches, SourceInfo, StoredOriginal, original_key, strong_etag
 from .config import CacheSettings
 from .errors import NotFound, OriginFailed
 from .flight import SingleFlight
@@ -26,6 +33,22 @@ from .origin import NotModified, Validators
 from .routing import ImageRequest
 
 log = logging.getLogger("edge.cache")
+
+
+class Freshness(enum.Enum):
+    FRESH = "fresh"
+    UNCHANGED = "unchanged"
+    FETCHED = "fetched"
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class CurrentOriginal:
+    """The original a request works from, and how it was obtained."""
+
+    freshness: Freshness
+    info: SourceInfo
+    body: bytes
 
 
 class OriginalSource:
@@ -40,77 +63,74 @@ class OriginalSource:
         self._clock = clock
 
     def is_fresh(self, source: SourceInfo) -> bool:
-        """Whether the origin confirmed this version within `original_ttl`."""
+        """Whether the origin confirmed this version within `original_ttl` (outputs are as fresh as the
+        original they were made from)."""
         return self._clock() - source.checked_at < self._ttl
 
-    async def get(self, request: ImageRequest, made_from: SourceInfo | None = None) -> StoredOriginal:
-        """The current original at the request's path. `made_from` is the version the caller's stale
-        output was made from: when the origin confirms it, the result may carry no body."""
-        key = path_key(request.endpoint.id, request.path)
-        missing = self._caches.not_found.known_missing(key, self._clock())
+    async def current(self, request: ImageRequest, host: str | None) -> CurrentOriginal:
+        """The current original at the request's path. `host`: the Host passed on to the origins (part
+        of the key), or None when the endpoint's origins take none. Raises `NotFound` or
+        `OriginFailed` (when nothing is stored to fall back on)."""
+        caches = self._caches
+        key = original_key(request.endpoint.id, request.path, host)
+        missing = await caches.io(caches.not_found.known_missing, key, self._clock())
         self._count("not_found", "hit" if missing else "miss")
         if missing:
             raise NotFound("not found")
-        stored = await asyncio.to_thread(self._caches.originals.get, key)
+        stored = await caches.io(caches.originals.get, key)
         if stored is not None and self.is_fresh(stored.info):
             self._count("original", "hit")
-            return stored
+            return CurrentOriginal(Freshness.FRESH, stored.info, stored.body)
         self._count("original", "miss" if stored is None else "stale")
         try:
-            original = await self._flights.run(key, partial(self._fetch, request, key, stored, made_from),
-                                               partial(self._fresh_stored, key))
+            return await self._flights.run(key, partial(self._fetch, request, host, key, stored),
+                                           partial(self._fresh_stored, key))
         except OriginFailed as failure:
             if stored is None:
                 raise
             log.warning("origin failed (%s); using the stale original of %r", failure.message, request.path)
-            return stored
-        if original.body is None and (made_from is None or made_from.version != original.info.version):
-            # another request's revalidation confirmed a version whose bytes this one does not hold
-            original = await self._fetch(request, key, None, None)
-        return original
+            return CurrentOriginal(Freshness.STALE, stored.info, stored.body)
 
-    async def _fresh_stored(self, key: str) -> StoredOriginal | None:
-        stored = await asyncio.to_thread(self._caches.originals.get, key)
-        return stored if stored is not None and self.is_fresh(stored.info) else None
+    async def _fresh_stored(self, key: str) -> CurrentOriginal | None:
+        """What another worker's flight stored for `key`, if it is fresh."""
+        stored = await self._caches.io(self._caches.originals.get, key)
+        if stored is None or not self.is_fresh(stored.info):
+            return None
+        return CurrentOriginal(Freshness.FRESH, stored.info, stored.body)
 
-    async def _fetch(self, request: ImageRequest, key: str, stored: StoredOriginal | None,
-                     made_from: SourceInfo | None) -> StoredOriginal:
-        known = stored.info if stored is not None else made_from
+    async def _fetch(self, request: ImageRequest, host: str | None, key: str,
+                     stored: StoredOriginal | None) -> CurrentOriginal:
+        """A single flight's work: ask the origin chain (conditionally when a version is stored)."""
+        caches = self._caches
         now = self._clock()
+        known = stored.info if stored is not None else None
         try:
             found = await chain.fetch_first(
-                request.endpoint.origins, request.path, host=request.host, max_bytes=self._max_bytes,
+                request.endpoint.origins, request.path, host=host, max_bytes=self._max_bytes,
                 metrics=self._metrics,
                 known=chain.Known(known.origin, Validators(known.etag, known.last_modified)) if known else None)
         except NotModified:
-            assert known is not None
-            confirmed = StoredOriginal(replace(known, checked_at=now), stored.body if stored else None)
-            if stored is not None:
-                await asyncio.to_thread(self._caches.originals.put, key, confirmed)
-            return confirmed
+            assert stored is not None
+            confirmed = StoredOriginal(replace(stored.info, checked_at=now), stored.body)
+            await caches.io(caches.originals.put, key, confirmed)
+            return CurrentOriginal(Freshness.UNCHANGED, confirmed.info, confirmed.body)
         except NotFound:
-            await asyncio.to_thread(self._forget_missing, key, now)
+            await caches.io(self._forget_missing, key, now)
             raise
         original = found.original
-        fetched = StoredOriginal(
-            SourceInfo(origin=found.origin.name, version=strong_etag(original.body), checked_at=now,
-                       etag=original.etag, last_modified=original.last_modified,
-                       content_type=original.content_type),
-            original.body)
-        if known is not None and known.version != fetched.info.version:
+        info = SourceInfo.from_origin(found.origin.name, await caches.io(strong_etag, original.body), now,
+                                      original.etag, original.last_modified, original.content_type)
+        if known is not None and known.version != info.version:
             # a changed original replaces every output made from the old one
-            await asyncio.to_thread(self._caches.outputs.delete_prefix, key)
-        await asyncio.to_thread(self._caches.originals.put, key, fetched)
-        return fetched
+            await caches.io(caches.outputs.delete_prefix, key)
+        await caches.io(caches.originals.put, key, StoredOriginal(info, original.body))
+        return CurrentOriginal(Freshness.FETCHED, info, original.body)
 
     def _forget_missing(self, key: str, now: float) -> None:
-        """No origin has the path (any more): drop what was cached for it, remember the answer."""
+        """No origin has the path (any more): drop what was cached for it, remember the answer (blocking)."""
         self._caches.outputs.delete_prefix(key)
         self._caches.originals.delete(key)
         self._caches.not_found.put(key, now, self._not_found_ttl)
-
-    def close(self) -> None:
-        self._flights.close()
 
     def _count(self, tier: str, result: str) -> None:
         self._metrics.child(self._metrics.cache_requests, tier, result).inc()

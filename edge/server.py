@@ -1,9 +1,5 @@
-"""The Tornado application. `ImageHandler._serve` is the request path, top to bottom:
-
-route → parse → cache lookup → [single flight: original through the originals tier and origin chain →
-transform → store] → respond.
-
-Everything a request needs is built once per process in `Node` from the validated `Config`.
+"""The Tornado application: `Node` (the per-process state, built once from the validated `Config`) and
+the handlers. `ImageHandler` is HTTP in and HTTP out; the request path itself is `edge/pipeline.py`.
 """
 
 from __future__ import annotations
@@ -13,56 +9,60 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from functools import partial
 
 import pyvips
 import tornado.web
 
 from . import purge
 from .accesslog import FLUSH_SECONDS, AccessLog
-from .cache import CachedOutput, Caches, SourceInfo, StoredOriginal, output_key, strong_etag
+from .cache import CachedOutput, Caches, CacheHealth
 from .config import Config
-from .errors import EdgeError, NotFound, OriginFailed, Unauthorized, UnprocessableSource
+from .errors import EdgeError, NotFound, Unauthorized
 from .fanout import FORWARDED_HEADER, FanOut
 from .shared_cache import SharedTier
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
 from .originals import OriginalSource
-from .routing import ImageRequest, Router
-from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
-from .transform.options import Transformation, parse_transformation
+from .pipeline import ImageCall, Pipeline
+from .routing import Router
 from .transform.render import Renderer
 
 log = logging.getLogger("edge")
 
 TOUCH_FLUSH_SECONDS = 1.0
 GAUGE_REFRESH_SECONDS = 5.0
+#: the status logged and counted for a request whose client went away before the answer (nginx's)
+CLIENT_CLOSED_REQUEST = 499
 
 
 class Node:
-    """The per-process state of a node: config, cache, renderer, router, metrics, origins."""
+    """The per-process state of a node: config, cache, renderer, router, metrics, origins, pipeline."""
 
     def __init__(self, config: Config):
         self.config = config
         #: wall-clock seconds for cache freshness; tests replace it to move time forward.
         self.clock: Callable[[], float] = time.time
-        self.metrics = Metrics()
+        self.metrics = metrics = Metrics()
         self.router = Router(config.endpoints)
-        self.origins = {origin.name: origin for origin in config.origins}
+        health = CacheHealth(count=lambda tier, kind: metrics.cache_errors.labels(tier, kind).inc())
         self.caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size,
-                             config.cache.memory_size,
-                             evicted=lambda tier, count: self.metrics.cache_evictions.labels(tier).inc(count))
-        self.outputs = self.caches.outputs
+                             config.cache.memory_size, health=health,
+                             evicted=lambda tier, count: metrics.cache_evictions.labels(tier).inc(count))
         # one single flight per kind of key, each with its own leases: an output's and an original's
         # work never share a lease
-        self.flights, original_flights = (
-            SingleFlight(config.cache.dir / "flights" / kind, wait_bound(config.endpoints),
-                         self.metrics.coalesced_requests) for kind in ("outputs", "originals"))
-        self.originals = OriginalSource(self.caches, original_flights, config.cache,
-                                        config.limits.max_source_bytes, self.metrics, clock=lambda: self.clock())
+        self.flights = {kind: SingleFlight(kind, config.cache.dir / "flights" / kind, wait_bound(config.endpoints),
+                                           coalesced=metrics.coalesced_requests.inc,
+                                           abandoned=metrics.abandoned_work.labels(kind).inc, health=health)
+                        for kind in ("outputs", "originals")}
+        self.originals = OriginalSource(self.caches, self.flights["originals"], config.cache,
+                                        config.limits.max_source_bytes, metrics, clock=lambda: self.clock())
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue)
+        #: the fleet's shared second tier, between this node's disk and the origins
+        self.shared = (SharedTier(config.shared_cache, metrics, config.cache.output_size)
+                       if config.shared_cache is not None else None)
+        self.pipeline = Pipeline(config, self.router, self.caches, self.originals, self.flights["outputs"],
+                                 self.renderer, metrics, self.shared)
         self.access_log = AccessLog(config.server.access_log)
         #: `Cache-Control` of images, and of 404s (as long as the negative cache keeps them)
         self.image_cache_control = f"public, max-age={config.defaults.cache_control_max_age}"
@@ -73,9 +73,6 @@ class Node:
         self._background: list[asyncio.Task] = []
         #: purges received from outside go to the other nodes of the fleet too
         self.fan_out = FanOut(config.fleet, self.metrics.fleet_purge_calls) if config.fleet.others else None
-        #: the shared second tier, between this node's disk and the origins
-        self.shared = (SharedTier(config.shared_cache, self.metrics, config.cache.output_size)
-                       if config.shared_cache is not None else None)
 
     async def start(self) -> None:
         for origin in self.config.origins:
@@ -102,8 +99,8 @@ class Node:
         self.renderer.shutdown()
         if self.fan_out is not None:
             self.fan_out.close()
-        self.flights.close()
-        self.originals.close()
+        for flight in self.flights.values():
+            flight.close()
         self.caches.close()
 
     async def _every(self, seconds: float, job) -> None:
@@ -119,21 +116,10 @@ class Node:
         self.access_log.flush()
 
     async def _flush_touches(self) -> None:
-        await asyncio.to_thread(self.caches.flush_touches)
+        await self.caches.io(self.caches.flush_touches)
 
     async def _refresh_gauges(self) -> None:
-        await asyncio.to_thread(self.metrics.observe_cache, self.caches.tiers, self.config.cache.dir)
-
-    def cache_key(self, request: ImageRequest, transformation: Transformation, planned_format: str,
-                  vary_accept: bool) -> str:
-        """Endpoint, path, canonical transformation, and the negotiated format where `Accept` decided it."""
-        negotiated = planned_format if vary_accept else ""
-        return output_key(request.endpoint.id, request.path, transformation.canonical(), negotiated)
-
-    async def fresh_output(self, key: str) -> tuple[CachedOutput, str] | None:
-        """What another worker's single flight stored for `key` (read on the IOLoop, like every output)."""
-        output = self.outputs.get(key)
-        return (output, "miss") if output is not None and self.originals.is_fresh(output.source) else None
+        await self.caches.io(self.metrics.observe_cache, self.caches.tiers, self.config.cache.dir)
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -164,6 +150,9 @@ class ImageHandler(BaseHandler):
     endpoint_label = "-"
     origin_name: str | None = None
     body_bytes = 0
+    #: the task answering this request while it awaits the pipeline (cancelled if the client goes away)
+    _serving: asyncio.Task | None = None
+    _client_gone = False
 
     async def get(self) -> None:
         await self._serve()
@@ -173,6 +162,11 @@ class ImageHandler(BaseHandler):
 
     def prepare(self) -> None:
         self.node.inflight += 1
+
+    def on_connection_close(self) -> None:
+        if self._serving is not None:
+            self._client_gone = True
+            self._serving.cancel()  # the flight goes on if other requests wait for the same work
 
     def on_finish(self) -> None:
         node, status = self.node, self.get_status()
@@ -185,103 +179,23 @@ class ImageHandler(BaseHandler):
             metrics.child(metrics.not_found, self.endpoint_label).inc()
 
     async def _serve(self) -> None:
-        node = self.node
+        call = ImageCall(self.request.host, self.request.path, self._query("tr"), self.request.headers.get("Accept"))
+        self._serving = task = asyncio.current_task()
         try:
-            request = node.router.route(self.request.host, self.request.path)
-            self.endpoint_label = request.endpoint.id or "default"
-            transformation = parse_transformation(request.path_transformation, self._query("tr"),
-                                                  named=node.config.named_transformations,
-                                                  named_only=request.endpoint.named_only)
-            planned_format, vary_accept = plan_format(transformation.output_format, request.path,
-                                                      self.request.headers.get("Accept"))
-            key = node.cache_key(request, transformation, planned_format, vary_accept)
-
-            cached = node.outputs.get(key)
-            fresh = cached is not None and node.originals.is_fresh(cached.source)
-            node.metrics.child(node.metrics.cache_requests, "output",
-                               "hit" if fresh else "stale" if cached else "miss").inc()
-            if fresh:
-                output = cached
-            else:
-                try:
-                    output, self.cache_result = await node.flights.run(
-                        key, partial(self._fetch_transform_store, request, key, transformation, planned_format,
-                                     vary_accept, cached),
-                        partial(node.fresh_output, key))
-                except OriginFailed:
-                    if cached is None:
-                        raise
-                    output = cached  # stale-if-error
-            if self.cache_result != "shared":
-                self.cache_result = self._cache_result(cached, output)
-            self._respond(output)
-        except EdgeError as error:
-            self._send_error(error)
-
-    def _cache_result(self, cached: CachedOutput | None, output: CachedOutput) -> str:
-        """`hit`: from the cache, fresh, without waiting on an origin; `stale`: past its freshness,
-        because the origin failed; `miss`: this request waited on the origin (or on another's fetch)."""
-        if not self.node.originals.is_fresh(output.source):
-            return "stale"
-        return "hit" if output is cached else "miss"
-
-    async def _fetch_transform_store(self, request: ImageRequest, key: str, transformation: Transformation,
-                                     planned_format: str, vary_accept: bool,
-                                     cached: CachedOutput | None) -> tuple[CachedOutput, str]:
-        """A single flight's work: the shared tier's copy, or the current original and the output made
-        from it; stored. With how it was obtained (`shared` or `miss`)."""
-        node = self.node
-        if cached is None and node.shared is not None:
-            cached = await node.shared.get(key)
-            if cached is not None and node.originals.is_fresh(cached.source):
-                await asyncio.to_thread(node.outputs.put, key, cached)
-                return cached, "shared"
-        source = await self._original(request, transformation.default_image, cached.source if cached else None)
-        if cached is not None and cached.source.version == source.info.version:
-            output = cached.confirmed(source.info)  # the original is unchanged: so is the output
+            served = await self.node.pipeline.serve(call)
+        except asyncio.CancelledError:
+            if self._client_gone:  # our own cancel: nobody to answer
+                task.uncancel()
+                self.set_status(CLIENT_CLOSED_REQUEST, "Client Closed Request")
+                return
+            raise
+        finally:
+            self._serving = None
+        self.endpoint_label, self.cache_result = served.endpoint, served.cache
+        if served.error is not None:
+            self._send_error(served.error)
         else:
-            output = await self._produce(request, source, transformation, planned_format, vary_accept)
-        await asyncio.to_thread(node.outputs.put, key, output)
-        if node.shared is not None:
-            node.shared.put_later(key, output)  # after the response: never on its critical path
-        return output, "miss"
-
-    async def _original(self, request: ImageRequest, default_image: str | None,
-                        made_from: SourceInfo | None) -> StoredOriginal:
-        """The original (through the originals tier), or the `di-` default image when no origin has it
-        (missing too: 404)."""
-        try:
-            return await self.node.originals.get(request, made_from)
-        except NotFound:
-            if default_image is None:
-                raise
-            return await self.node.originals.get(replace(request, path=default_image), made_from)
-
-    async def _produce(self, request: ImageRequest, source: StoredOriginal, transformation: Transformation,
-                       planned_format: str, vary_accept: bool) -> CachedOutput:
-        """Transform the original (or pass it through for `orig-true`) into a storable output."""
-        node = self.node
-        assert source.body is not None
-        if transformation.serves_original:
-            header = await node.renderer.probe(source.body)
-            body, fmt = source.body, LOADER_FORMATS.get(header.loader)
-            if fmt is None:
-                raise UnprocessableSource()
-        else:
-            started = time.perf_counter()
-            rendered = await node.renderer.render(source.body, transformation, planned_format)
-            body, fmt = rendered.body, rendered.format
-            node.metrics.transform_duration.labels(fmt).observe(time.perf_counter() - started)
-        origin = node.origins.get(source.info.origin)
-        base = origin.settings.canonical_base_url if origin else None
-        return CachedOutput(
-            body=body,
-            content_type=MIME_TYPES[fmt],
-            etag=strong_etag(body),
-            source=source.info,
-            vary_accept=vary_accept,
-            canonical_link=f"<{base.rstrip('/')}/{request.path}>; rel=\"canonical\"" if base else None,
-        )
+            self._respond(served.output)
 
     def _query(self, name: str) -> str | None:
         # most image URLs have no query: skip Tornado's argument decoding for them
@@ -341,24 +255,23 @@ class HealthHandler(BaseHandler):
 
 
 class ReadyHandler(BaseHandler):
-    """Readiness: config loaded, cache writable, libvips works."""
+    """Readiness: config loaded, libvips works. A failing cache does not make the node unready: it
+    still answers every request (uncached), so a load balancer should keep sending it traffic; the
+    body says `ready, cache degraded: …` (and `edge_cache_errors_total` counts the failures)."""
 
     async def get(self) -> None:
         try:
-            await asyncio.to_thread(_check_ready, self.node)
+            await asyncio.to_thread(_check_libvips)
         except Exception as exc:  # readiness reports any failure as not ready
             log.warning("not ready: %s", exc)
             self._send_plain(503, "not ready")
             return
+        degraded = await self.node.caches.io(self.node.caches.check)
         self.set_header("Cache-Control", "no-store")
-        self.finish("ready\n")
+        self.finish(f"ready, cache degraded: {'; '.join(degraded)}\n" if degraded else "ready\n")
 
 
-def _check_ready(node: Node) -> None:
-    probe_dir = node.config.cache.dir
-    probe_file = probe_dir / f".ready-{id(node)}"
-    probe_file.write_bytes(b"ok")
-    probe_file.unlink()
+def _check_libvips() -> None:
     pyvips.Image.black(2, 2).jpegsave_buffer()
 
 

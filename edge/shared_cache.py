@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
-from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, strong_etag
+from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, header_value, strong_etag
 from .origin import OriginFailure, OriginNotFound, SourceTooLarge
 
 if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen its metrics mode
@@ -78,6 +78,7 @@ def decode(data: bytes) -> CachedOutput | None:
         output = CachedOutput(body=body, **{**meta, "source": SourceInfo(**meta["source"])})
     except (ValueError, KeyError, TypeError):
         return None
+    # anyone with access to the bucket could have written it: every header must go out as it is
     optional = (output.canonical_link, output.source.last_modified)
     if not (newline and _sendable(output.content_type) and _sendable(output.etag)
             and isinstance(output.vary_accept, bool) and all(v is None or _sendable(v) for v in optional)):
@@ -86,9 +87,7 @@ def decode(data: bytes) -> CachedOutput | None:
 
 
 def _sendable(value: Any) -> bool:
-    """A string that can go out as a header value as it is (an object could have been written by
-    anyone with access to the bucket)."""
-    return isinstance(value, str) and len(value) <= 2048 and value.isascii() and value.isprintable()
+    return isinstance(value, str) and header_value(value) == value
 
 
 class SharedTier:

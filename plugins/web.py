@@ -80,6 +80,10 @@ class WebOrigin(Origin):
         table.finish()
         return origin
 
+    @property
+    def takes_request_host(self) -> bool:
+        return self.forward_host
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "headers": {name: str(value) for name, value in self._headers.items()}}
 

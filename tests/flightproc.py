@@ -33,7 +33,7 @@ def emit(**event: object) -> None:
 
 
 async def main(directory: Path, key: str, role: str, wait: float) -> None:
-    flight = SingleFlight(directory / "flights", wait, Tally())
+    flight = SingleFlight("test", directory / "flights", wait, coalesced=Tally().inc)
     result = directory / "result"
 
     async def produce() -> str:
@@ -49,7 +49,8 @@ async def main(directory: Path, key: str, role: str, wait: float) -> None:
         return result.read_text() if result.exists() else None
 
     task = asyncio.create_task(flight.run(key, produce, lookup))
-    await asyncio.sleep(0)  # the flight runs up to its first wait: it has tried the lease
+    for _ in range(3):  # the flight's task starts and runs up to its first wait: it has tried the lease
+        await asyncio.sleep(0)
     emit(event="underway")
     try:
         emit(event="done", value=await task)

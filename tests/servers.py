@@ -34,6 +34,10 @@ class HTTPOrigin:
     redirects: dict[str, str] = field(default_factory=dict)
     #: the headers of every request, in order
     headers_seen: list[dict[str, str]] = field(default_factory=list)
+    #: Host → the files a virtual host serves instead of `files`
+    vhosts: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    #: requests whose client (the node) went away before the answer
+    disconnects: int = 0
     url: str = ""
     _server: HTTPServer | None = None
     _release: asyncio.Event = field(default_factory=asyncio.Event)  # ends delays when the server stops
@@ -56,6 +60,9 @@ class _OriginHandler(tornado.web.RequestHandler):
     def initialize(self, origin: HTTPOrigin) -> None:
         self.origin = origin
 
+    def on_connection_close(self) -> None:
+        self.origin.disconnects += 1
+
     async def get(self, path: str) -> None:
         origin = self.origin
         origin.requests[path] += 1
@@ -75,7 +82,7 @@ class _OriginHandler(tornado.web.RequestHandler):
         if path in origin.redirects:
             self.redirect(origin.redirects[path])
             return
-        body = origin.files.get(path)
+        body = origin.vhosts.get(self.request.host, origin.files).get(path)
         if body is None:
             self.set_status(404)
             self.finish("not here")

@@ -122,17 +122,21 @@ async def test_an_original_deleted_at_the_origin_is_a_404_after_revalidation(ori
     assert origin.requests["shoe.jpg"] == 2
 
 
-async def test_a_new_size_joining_a_revalidation_without_the_original_gets_the_bytes(origin, node_factory, tmp_path):
+async def test_without_the_originals_tier_a_revalidation_downloads_once_for_every_size(origin, node_factory,
+                                                                                       tmp_path):
+    """With `original_size = 0` no validators are kept: revalidating is a download, shared by a new size
+    that joins it; the unchanged output is kept rather than made again."""
     node = await node_factory(write_config(tmp_path, web_config(origin.url, """
 [cache]
 dir = "cache"
 original_size = 0
 original_ttl = "1h"
 """)))
-    assert (await node.fetch("/tr:w-40/shoe.jpg")).code == 200
+    first = await node.fetch("/tr:w-40/shoe.jpg")
+    assert first.code == 200
     later(node, 2 * HOUR)
     origin.behaviour.hold = asyncio.Event()
-    revalidation = asyncio.ensure_future(node.fetch("/tr:w-40/shoe.jpg"))  # conditional: answered 304
+    revalidation = asyncio.ensure_future(node.fetch("/tr:w-40/shoe.jpg"))
 
     async def at_the_origin():
         return origin.requests["shoe.jpg"] == 2
@@ -143,7 +147,10 @@ original_ttl = "1h"
         return metric(node, "edge_coalesced_requests_total") == 1
     await until(joined, "the new size joining the revalidation")
     origin.behaviour.hold.set()
-    assert (await revalidation).code == 200
+    revalidated = await revalidation
+    assert (revalidated.code, revalidated.headers["ETag"]) == (200, first.headers["ETag"])
     response = await new_size
     assert response.code == 200 and decode(response).width == 30
-    assert metric(node, "edge_origin_fetches_total", outcome="not_modified") == 1
+    assert origin.requests["shoe.jpg"] == 2
+    assert metric(node, "edge_origin_fetches_total", outcome="found") == 2
+    assert metric(node, "edge_transform_duration_seconds_count") == 2  # w-40 once, w-30 once

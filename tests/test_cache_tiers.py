@@ -7,7 +7,7 @@ import sys
 import diskcache
 import pytest
 
-from edge.cache import MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, StoredOriginal, path_key
+from edge.cache import MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, StoredOriginal, path_key, strong_etag
 from tests.nodes import SAMPLES, decode, start_node, web_config, write_config
 from tests.scrape import samples
 from tests.servers import HTTPOrigin
@@ -18,7 +18,11 @@ SOURCE = SourceInfo(origin="web", version='"v1"', checked_at=0.0)
 
 def output(fill: int) -> CachedOutput:
     body = bytes([fill]) * ENTRY
-    return CachedOutput(body=body, content_type="image/jpeg", etag=f'"{fill}"', source=SOURCE)
+    return CachedOutput(body=body, content_type="image/jpeg", etag=strong_etag(body), source=SOURCE)
+
+
+def stored_original(body: bytes) -> StoredOriginal:
+    return StoredOriginal(SourceInfo(origin="web", version=strong_etag(body), checked_at=0.0), body)
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ def small_outputs(tmp_path):
 
 def test_filling_past_the_budget_evicts_the_least_recently_used_and_nothing_else(small_outputs):
     caches, evicted = small_outputs
-    original = StoredOriginal(SOURCE, b"original bytes")
+    original = stored_original(b"original bytes")
     caches.originals.put(path_key("", "a.jpg"), original)
     for n in range(10):
         caches.outputs.put(f"k{n}", output(n))
@@ -58,8 +62,8 @@ def test_filling_past_the_budget_evicts_the_least_recently_used_and_nothing_else
 def test_an_entry_too_large_for_its_tier_is_not_kept_and_evicts_nothing(small_outputs):
     caches, evicted = small_outputs
     caches.outputs.put("small", output(1))
-    huge = CachedOutput(body=b"x" * (caches.outputs.budget // MAX_ENTRY_SHARE + 1), content_type="image/png",
-                        etag='"huge"', source=SOURCE)
+    body = b"x" * (caches.outputs.budget // MAX_ENTRY_SHARE + 1)
+    huge = CachedOutput(body=body, content_type="image/png", etag=strong_etag(body), source=SOURCE)
     caches.outputs.put("huge", huge)
     assert caches.outputs.get("huge") is None
     assert caches.outputs.get("small") is not None and evicted == []
@@ -67,7 +71,7 @@ def test_an_entry_too_large_for_its_tier_is_not_kept_and_evicts_nothing(small_ou
 
 def test_no_originals_are_kept_with_a_zero_budget(tmp_path):
     caches = Caches(tmp_path, 10**9, 0)
-    caches.originals.put(path_key("", "a.jpg"), StoredOriginal(SOURCE, b"bytes"))
+    caches.originals.put(path_key("", "a.jpg"), stored_original(b"bytes"))
     assert caches.originals.get(path_key("", "a.jpg")) is None
     caches.close()
 
@@ -124,13 +128,14 @@ async def test_evictions_are_counted_in_the_metrics(origin, node_factory, tmp_pa
 STORE_ON_A_FULL_DISK = """
 import logging, resource, signal, sys
 from pathlib import Path
-from edge.cache import CachedOutput, Caches, SourceInfo
+from edge.cache import CachedOutput, Caches, SourceInfo, strong_etag
 logging.basicConfig()
 caches = Caches(Path(sys.argv[1]), 10**9, 10**9)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
 resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000))
 source = SourceInfo(origin="web", version='"v1"', checked_at=0.0)
-caches.outputs.put("big", CachedOutput(body=b"x" * 1_000_000, content_type="image/png", etag='"e"', source=source))
+body = b"x" * 1_000_000
+caches.outputs.put("big", CachedOutput(body=body, content_type="image/png", etag=strong_etag(body), source=source))
 print("stored" if caches.outputs.get("big") else "not stored")
 """
 
@@ -139,7 +144,7 @@ def test_a_store_that_fails_is_logged_and_the_caller_carries_on(tmp_path):
     result = subprocess.run([sys.executable, "-c", STORE_ON_A_FULL_DISK, str(tmp_path)], capture_output=True,
                             text=True, timeout=60)
     assert (result.returncode, result.stdout) == (0, "not stored\n"), result.stderr
-    assert "cannot store in the output tier" in result.stderr
+    assert "cache (output): cannot store" in result.stderr
 
 
 def test_an_entry_in_an_older_format_is_a_miss_and_is_replaced(tmp_path):

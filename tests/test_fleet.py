@@ -132,6 +132,7 @@ async def test_a_fleet_behaves_like_one_big_node(fleet, origin, s3):
     answer = json.loads(response.body)
     assert response.code == 502
     assert answer["shared"] == {"removed": len(PATHS)}
-    assert {p["peer"]: p["outcome"] for p in answer["peers"]} == {nodes[live[1]].url: "ok", nodes[lost].url: "unreachable"}
+    assert {p["peer"]: p["outcome"] for p in answer["peers"]} == {
+        nodes[live[1]].url: "ok", nodes[lost].url: "unreachable"}
     for path in PATHS[:4]:
         assert (await served_by(lb, nodes, path))[1].headers["X-Cache"] == "MISS"

@@ -81,7 +81,8 @@ async def test_a_peer_that_does_not_answer_in_time_is_a_timeout(node_factory, tm
 
 async def test_a_peer_with_another_token_rejects_the_purge(node_factory, tmp_path):
     (tmp_path / "other").mkdir()
-    other = await node_factory(write_config(tmp_path / "other", local_config(before='[admin]\ntoken = "another-one"\n')))
+    other_config = local_config(before='[admin]\ntoken = "another-one"\n')
+    other = await node_factory(write_config(tmp_path / "other", other_config))
     node, = await start_fleet(node_factory, tmp_path, local_config(), size=1, more_peers=(other.url,))
     response = await purge(node, {"url": "/coffee.jpg"})
     assert (response.code, json.loads(response.body)["peers"]) == (
@@ -116,7 +117,8 @@ async def test_edge_purge_fleet_from_the_command_line(fleet):
 
 
 @pytest.mark.parametrize("table, message", [
-    ('peers = ["ftp://a"]', r"\[fleet\] peers: expected a node's base URL such as http://10.0.0.11:8080, got 'ftp://a'"),
+    ('peers = ["ftp://a"]',
+     r"\[fleet\] peers: expected a node's base URL such as http://10.0.0.11:8080, got 'ftp://a'"),
     ('peers = ["http://a:99999"]', r"\[fleet\] peers: expected a node's base URL"),
     ('peers = ["http://a:1", "http://a:1/"]', r"\[fleet\] peers: lists a node twice"),
     ('peers = ["http://a:1"]\nself_url = "http://b:1"', r"\[fleet\] self_url: 'http://b:1' is not one of the peers"),

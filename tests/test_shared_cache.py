@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from edge.cache import CachedOutput, SourceInfo, output_key, path_key, path_prefix_key, strong_etag
+from edge.cache import (CachedOutput, SourceInfo, original_key, output_key, path_key, path_prefix_key,
+                        strong_etag)
 from edge.config import load_config
 from edge.errors import ConfigError
 from edge.metrics import Metrics
@@ -46,6 +47,11 @@ async def tier(s3, tmp_path):
     client.delete_bucket(Bucket=BUCKET)
 
 
+def key(endpoint: str, path: str, host: str | None = None, fmt: str = "") -> str:
+    """The cache key of `path`'s `w-300` output."""
+    return output_key(original_key(endpoint, path, host), "w-300", fmt)
+
+
 def output(body: bytes = b"\xff\xd8 not really a jpeg") -> CachedOutput:
     source = SourceInfo("web", '"v1"', 1000.0, etag='"e"', last_modified="Tue, 01 Jan 2030 00:00:00 GMT",
                         content_type="image/jpeg")
@@ -64,21 +70,21 @@ def counted(tier, name: str) -> dict:
 
 
 async def test_an_output_comes_back_whole_under_a_key_a_purge_can_find(tier, s3):
-    key = output_key("shop", "shoes/red.jpg", "w-300", "webp")
-    assert await tier.get(key) is None
-    tier.put_later(key, output())
+    cache_key = key("shop", "shoes/red.jpg", fmt="webp")
+    assert await tier.get(cache_key) is None
+    tier.put_later(cache_key, output())
     await written(tier)
     stored = [item["Key"] for item in s3.client().list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert len(stored) == 1 and stored[0].startswith("outputs/shop/shoes/red.jpg/")
-    assert await tier.get(key) == output()
+    assert await tier.get(cache_key) == output()
     assert counted(tier, "cache_requests") == {("shared", "miss"): 1, ("shared", "hit"): 1}
 
 
 async def test_a_purge_removes_a_path_or_a_prefix_and_nothing_else(tier):
-    keys = [output_key("shop", path, "w-300", "") for path in ("shoes/red.jpg", "shoes/red.jpg2", "shirts/a.jpg")]
-    keys.append(output_key("", "shoes/red.jpg", "w-300", ""))
-    for key in keys:
-        tier.put_later(key, output())
+    keys = [key("shop", path) for path in ("shoes/red.jpg", "shoes/red.jpg2", "shirts/a.jpg")]
+    keys.append(key("", "shoes/red.jpg"))
+    for cache_key in keys:
+        tier.put_later(cache_key, output())
     await written(tier)
     assert await tier.delete_prefix(path_key("shop", "shoes/red.jpg")) == 1
     assert await tier.get(keys[0]) is None and await tier.get(keys[1]) is not None
@@ -87,29 +93,29 @@ async def test_a_purge_removes_a_path_or_a_prefix_and_nothing_else(tier):
 
 
 async def test_a_damaged_object_is_a_miss(tier, s3):
-    key = output_key("shop", "a.jpg", "w-300", "")
-    tier.put_later(key, output())
+    cache_key = key("shop", "a.jpg")
+    tier.put_later(cache_key, output())
     await written(tier)
     client = s3.client()
-    object_key = tier.object_key(key)
+    object_key = tier.object_key(cache_key)
     data = client.get_object(Bucket=BUCKET, Key=object_key)["Body"].read()
     client.put_object(Bucket=BUCKET, Key=object_key, Body=data[:-1] + b"X")  # one byte changed
-    assert await tier.get(key) is None
+    assert await tier.get(cache_key) is None
     client.put_object(Bucket=BUCKET, Key=object_key, Body=b"something else")
-    assert await tier.get(key) is None
+    assert await tier.get(cache_key) is None
     header_injection = data.replace(b'"image/webp"', b'"image/webp\\r\\nSet-Cookie: x=1"')
     client.put_object(Bucket=BUCKET, Key=object_key, Body=header_injection)
-    assert await tier.get(key) is None
+    assert await tier.get(cache_key) is None
     assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 3}
 
 
 async def test_a_slow_or_failing_store_is_skipped_and_counted(tier, s3):
-    key = output_key("shop", "a.jpg", "w-300", "")
+    cache_key = key("shop", "a.jpg")
     s3.faults.delay = 5  # longer than the tier's 500 ms
-    assert await tier.get(key) is None
+    assert await tier.get(cache_key) is None
     s3.faults.delay, s3.faults.status, s3.faults.only_gets = 0, 500, False
-    assert await tier.get(key) is None
-    tier.put_later(key, output())
+    assert await tier.get(cache_key) is None
+    tier.put_later(cache_key, output())
     await written(tier)
     failures = counted(tier, "shared_cache_failures")
     assert failures == {("get", "timeout"): 1, ("get", "server_error"): 1, ("put", "server_error"): 1}
@@ -122,8 +128,10 @@ def test_paths_an_http_library_could_rewrite_are_not_shared(tmp_path):
     config = load_config(write_config(tmp_path, local_config(after=shared_table("http://127.0.0.1:9"))), load_plugins())
     tier = SharedTier(config.shared_cache, Metrics(), output_budget=10**7)  # keys need no connection
     for path in ("a/../b.jpg", "a//b.jpg", "./b.jpg", "x" * 1100):
-        assert tier.object_key(output_key("shop", path, "w-300", "")) is None, path
-    assert tier.object_key(output_key("", "a/b c.jpg", "w-300", "")).startswith("outputs/_default/a/b c.jpg/")
+        assert tier.object_key(key("shop", path)) is None, path
+    assert tier.object_key(key("", "a/b c.jpg")).startswith("outputs/_default/a/b c.jpg/")
+    by_host = tier.object_key(key("shop", "a.jpg", host="img.example.com"))  # a web origin forwarding Host
+    assert by_host.startswith("outputs/shop/a.jpg/") and by_host != tier.object_key(key("shop", "a.jpg"))
     assert tier.object_prefix(path_prefix_key("shop", "a/b")) == "outputs/shop/a/b"
 
 

@@ -13,7 +13,8 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.errors import OriginFailed
-from edge.flight import FlightTimeout, SingleFlight
+from edge.errors import FlightTimeout
+from edge.flight import SingleFlight
 from tests.flightproc import Tally
 from tests.nodes import SAMPLES, NodeProcess, decode, until, web_config, write_config
 from tests.scrape import scrape, total
@@ -84,7 +85,7 @@ async def test_a_herd_on_a_failing_origin_costs_one_fetch_and_all_get_its_error(
 # -- the flight itself, in one process ----------------------------------------------------------------
 
 async def test_concurrent_callers_in_a_process_share_one_production(tmp_path):
-    flight = SingleFlight(tmp_path / "flights", WAIT_LIMIT, Tally())
+    flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=Tally().inc)
     release = asyncio.Event()
     produced = []
 
@@ -106,7 +107,7 @@ async def test_concurrent_callers_in_a_process_share_one_production(tmp_path):
 
 async def test_concurrent_callers_in_a_process_share_the_leaders_failure(tmp_path):
     tally = Tally()
-    flight = SingleFlight(tmp_path / "flights", WAIT_LIMIT, tally)
+    flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=tally.inc)
     release = asyncio.Event()
     produced = []
 

@@ -1,0 +1,124 @@
+"""The node's cache as the request path uses it: the three disk tiers, the memory tier in front of
+the outputs, and the thread pool their disk work runs in.
+
+The methods a request awaits keep the IOLoop free: SQLite, value files and hashing run in the
+cache's own threads. The memory tier is read and filled only here, on the loop, so cache hits of hot
+outputs cost no thread hop and no disk access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from .entries import CachedOutput
+from .health import CacheHealth, error_kind
+from .memory import MemoryTier
+from .tiers import RETRY_SECONDS, DiskTier, NotFoundTier, OriginalTier, OutputTier
+from .versions import SharedVersions
+
+log = logging.getLogger("edge.cache")
+
+T = TypeVar("T")
+
+#: Budget of the not-found records: each is ~200 bytes, so this holds hundreds of thousands.
+NOT_FOUND_BUDGET = 64 * 10**6
+#: threads for cache disk work, per process (SQLite reads are short; a few keep a slow disk from
+#: queueing every request behind one)
+IO_THREADS = 4
+
+
+class Caches:
+    """The tiers under `[cache] dir`. Opened by each serving process and by `edge purge`."""
+
+    def __init__(self, directory: Path, output_size: int, original_size: int, memory_size: int = 0, *,
+                 health: CacheHealth | None = None, evicted: Callable[[str, int], None] | None = None):
+        self.health = health or CacheHealth()
+        self._directory = directory
+        self._versions_path = directory / "versions.bin"
+        self._versions: SharedVersions | None = None
+        self._versions_retry_at = 0.0
+        self._memory = MemoryTier(memory_size) if memory_size > 0 else None
+        self.outputs = OutputTier("output", directory / "outputs", output_size, self.health, evicted,
+                                  changed=self._bump)
+        self.originals = OriginalTier("original", directory / "originals", original_size, self.health, evicted)
+        self.not_found = NotFoundTier("not_found", directory / "not-found", NOT_FOUND_BUDGET, self.health, evicted)
+        self.tiers: tuple[DiskTier, ...] = (self.outputs, self.originals, self.not_found)
+        self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cache")
+        self._open_versions()  # bumped by every process, whether or not it keeps a memory tier
+
+    async def io(self, function: Callable[..., T], *args: object) -> T:
+        """`function(*args)` in the cache's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+
+    async def output(self, key: str) -> CachedOutput | None:
+        """The stored output for `key`, or None: from the memory tier while its copy is current,
+        else from disk (in a thread). Call on the IOLoop."""
+        versions, memory = self._current_versions(), self._memory
+        if versions is None or memory is None:
+            return await self.io(self.outputs.get, key)
+        version = versions.read(SharedVersions.bucket(key))  # before the disk: a racing write shows next time
+        output = memory.get(key, version)
+        if output is not None:
+            self.outputs.touch(key)
+            return output
+        output = await self.io(self.outputs.get, key)
+        if output is not None:
+            memory.put(key, version, output)
+        return output
+
+    def _current_versions(self) -> SharedVersions | None:
+        if self._versions is None:
+            self._open_versions()
+        return self._versions
+
+    def _open_versions(self) -> None:
+        """Without the shared versions the memory tier cannot know when a copy is outdated: it stays off
+        until the file can be opened (tried again every `RETRY_SECONDS`)."""
+        if time.monotonic() < self._versions_retry_at:
+            return
+        try:
+            self._versions = SharedVersions(self._versions_path)
+        except OSError as exc:
+            self._versions_retry_at = time.monotonic() + RETRY_SECONDS
+            self.health.failed("memory", "unavailable", f"cannot open {self._versions_path}: {exc}")
+
+    def _bump(self, key: str) -> None:
+        versions = self._versions
+        if versions is not None:
+            versions.bump(SharedVersions.bucket(key))
+
+    def check(self) -> list[str]:
+        """What is wrong with the cache now or was recently, for `/_edge/ready`; empty when all is well
+        (blocking: writes a probe file)."""
+        problems = [f"{tier.name}: unavailable" for tier in self.tiers if not tier.available]
+        probe = self._directory / f".ready-{os.getpid()}"
+        try:
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            self.health.failed("folder", error_kind(exc), f"cannot write in {self._directory}: {exc}")
+        return problems + self.health.degraded()
+
+    def forget(self, prefix: str) -> dict[str, int]:
+        """Delete every entry of every tier whose key starts with `prefix`; the count per tier (blocking)."""
+        return {tier.name: tier.delete_prefix(prefix) for tier in self.tiers}
+
+    def flush_touches(self) -> None:
+        """(blocking)"""
+        for tier in self.tiers:
+            tier.flush_touches()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for tier in self.tiers:
+            tier.close()
+        if self._versions is not None:
+            self._versions.close()
+            self._versions = None

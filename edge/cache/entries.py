@@ -1,0 +1,68 @@
+"""What the tiers hold: outputs, originals, and what is known about the version of an original."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, replace
+
+#: a header value the node passes on from an origin: visible ASCII and spaces, bounded
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,1022}[\x21-\x7e])?")
+
+
+def strong_etag(body: bytes) -> str:
+    """The ETag of an output and the version of an original: a hash of the bytes (blocking: hashing
+    40 MB takes tens of milliseconds, so call it off the IOLoop)."""
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def header_value(text: str | None) -> str | None:
+    """`text` if it can be sent as a header value as it is, else None: an origin's invalid
+    `Last-Modified` or `ETag` is dropped rather than failing every response that would carry it."""
+    return text if text is not None and _HEADER_VALUE.fullmatch(text) else None
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What is known about a version of an original: where it came from, its validators for a
+    conditional request, a version (hash of the bytes) and when the origin last confirmed it."""
+
+    origin: str
+    version: str
+    checked_at: float
+    etag: str | None = None
+    last_modified: str | None = None
+    content_type: str | None = None
+
+    @classmethod
+    def from_origin(cls, origin: str, version: str, checked_at: float, etag: str | None,
+                    last_modified: str | None, content_type: str | None) -> SourceInfo:
+        """From an origin's answer: header values that could not be sent on are dropped."""
+        return cls(origin, version, checked_at, header_value(etag), header_value(last_modified),
+                   header_value(content_type))
+
+
+@dataclass(frozen=True)
+class StoredOriginal:
+    """An original as the originals tier holds it."""
+
+    info: SourceInfo
+    body: bytes
+
+
+@dataclass(frozen=True)
+class CachedOutput:
+    """A stored response: the body, the headers decided when it was produced, and the version of the
+    original it was made from (its freshness is that original's). `etag` is a hash of `body`, which
+    is also how a damaged stored value is recognised."""
+
+    body: bytes
+    content_type: str
+    etag: str
+    source: SourceInfo
+    vary_accept: bool = False
+    canonical_link: str | None = None
+
+    def confirmed(self, source: SourceInfo) -> CachedOutput:
+        """This output, now known to be made from the current version of its original."""
+        return replace(self, source=source)

@@ -1,0 +1,81 @@
+"""What went wrong with the cache, for the log, the metrics and `/_edge/ready`.
+
+A cache that fails never fails a request: reads become misses and writes are skipped, so the node
+serves uncached. Each failure is counted (`edge_cache_errors_total{tier,kind}`), logged at most once
+per tier and kind every `LOG_EVERY_SECONDS` (a full disk must not write a line per request), and
+remembered for `RECENT_SECONDS`, during which `/_edge/ready` reports the cache as degraded.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+import diskcache
+
+log = logging.getLogger("edge.cache")
+
+LOG_EVERY_SECONDS = 600.0
+RECENT_SECONDS = 60.0
+
+#: what a failing cache operation can raise; anything else is a bug and propagates
+CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def error_kind(exc: BaseException) -> str:
+    """`full`, `unwritable`, `corrupt`, `busy` or `io`: a short, stable word for metrics."""
+    if isinstance(exc, diskcache.Timeout):
+        return "busy"
+    if isinstance(exc, OSError):
+        return "full" if exc.errno in _FULL else "unwritable" if exc.errno in _UNWRITABLE else "io"
+    message = str(exc).lower()
+    if "full" in message:
+        return "full"
+    if "readonly" in message or "read-only" in message or "unable to open" in message:
+        return "unwritable"
+    if "locked" in message or "busy" in message:
+        return "busy"
+    if "malformed" in message or "not a database" in message or not isinstance(exc, sqlite3.OperationalError):
+        return "corrupt"
+    return "io"
+
+
+class CacheHealth:
+    """Failures of the cache as seen by this process (any thread)."""
+
+    def __init__(self, count: Callable[[str, str], None] = lambda tier, kind: None,
+                 clock: Callable[[], float] = time.monotonic):
+        self._count = count
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_failure: dict[tuple[str, str], float] = {}
+        self._last_logged: dict[tuple[str, str], float] = {}
+
+    def failed(self, tier: str, kind: str, what: str) -> None:
+        """Record a failure of `tier`; `what` says what failed (for the log; never a secret)."""
+        now = self._clock()
+        with self._lock:
+            self._last_failure[tier, kind] = now
+            logged = self._last_logged.get((tier, kind))
+            if logged is None or now - logged >= LOG_EVERY_SECONDS:
+                self._last_logged[tier, kind] = now
+            else:
+                what = ""
+        self._count(tier, kind)
+        if what:
+            log.error("cache (%s): %s [%s]; serving uncached where needed (logged once per %d s)",
+                      tier, what, kind, LOG_EVERY_SECONDS)
+
+    def degraded(self) -> list[str]:
+        """`tier: kind` for every failure within the last `RECENT_SECONDS`."""
+        now = self._clock()
+        with self._lock:
+            return sorted(f"{tier}: {kind}" for (tier, kind), at in self._last_failure.items()
+                          if now - at < RECENT_SECONDS)

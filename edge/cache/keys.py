@@ -1,0 +1,33 @@
+"""Cache keys. Every key of every tier starts with `endpoint \\0 path \\0`, so "everything cached for a
+path" and "for a path prefix" are key ranges, which a purge deletes through SQLite's index.
+
+When an endpoint's origins pass the client's `Host` on (a `web` origin's `forward_host`), the origin
+may answer differently per Host: the Host is then part of the original's key (and so of its outputs'
+and its not-found record's), right after the path, so that one client's Host never chooses what
+another client gets. Endpoints that do not forward it keep the shorter key.
+"""
+
+from __future__ import annotations
+
+
+def path_key(endpoint_id: str, path: str) -> str:
+    """The key prefix of everything cached for a path (its originals, outputs and not-found records)."""
+    return f"{endpoint_id}\0{path}\0"
+
+
+def path_prefix_key(endpoint_id: str, path_prefix: str) -> str:
+    """The key prefix shared by every entry whose path starts with `path_prefix`."""
+    return f"{endpoint_id}\0{path_prefix}"
+
+
+def original_key(endpoint_id: str, path: str, host: str | None) -> str:
+    """The key of an original and of its not-found record, and the key prefix of its outputs.
+    `host`: the forwarded Host, or None when the endpoint forwards none."""
+    key = path_key(endpoint_id, path)
+    return key if host is None else f"{key}{host}\0"
+
+
+def output_key(original: str, canonical_transformation: str, negotiated_format: str) -> str:
+    """An output's key: its original's key, the canonical transformation, and the negotiated format
+    (empty unless `f-auto` or an `Accept`-based default decided it)."""
+    return f"{original}{canonical_transformation}\0{negotiated_format}"

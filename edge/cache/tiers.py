@@ -1,0 +1,331 @@
+"""The disk tiers: each a diskcache folder under `[cache] dir` with its own byte budget, LRU, shared
+by the worker processes. Every method here blocks (SQLite, files, hashing): call them off the IOLoop.
+
+Measured costs shape the reads (see `benchmarks/bench_hit.py`): diskcache's `least-recently-used`
+policy turns every read into a write (about 6× slower reads), so reads go through a second handle
+with no per-read bookkeeping, and the keys read are marked as used in one batch every second
+(`flush_touches`): eviction is LRU to within a second.
+
+diskcache does not say what it culls, and culls ten entries at a time when one would do, so its
+culling is off (`cull_limit=0`): after every store the tier deletes its least-recently-used entries
+one by one until it is within budget, and counts them (`edge_cache_evictions_total`).
+
+Failures degrade, they never propagate: a read that fails is a miss, a write that fails is skipped,
+and both are reported to `CacheHealth`. A value whose bytes no longer match the hash stored beside
+them (a truncated file) is a miss and is deleted. A corrupt SQLite database is moved aside
+(`outputs.corrupt-<time>-<pid>/`, kept for inspection) and a fresh, empty one takes its place; a
+tier that cannot be opened at all (unwritable folder, full disk) is tried again every
+`RETRY_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import diskcache
+
+from .entries import CachedOutput, SourceInfo, StoredOriginal, strong_etag
+from .health import CACHE_ERRORS, CacheHealth, error_kind
+
+log = logging.getLogger("edge.cache")
+
+T = TypeVar("T")
+
+#: A tier never keeps an entry larger than this fraction of its budget: one huge image must not
+#: evict the whole tier (and with `original_size = 0`, originals are simply not kept).
+MAX_ENTRY_SHARE = 8
+RETRY_SECONDS = 30.0
+
+_Handles = tuple[diskcache.Cache, diskcache.Cache]  # (writer with LRU bookkeeping, plain reader)
+
+
+class DiskTier:
+    """One diskcache folder: LRU within a byte budget, fast reads with batched touches, prefix
+    deletes, a count of what culling evicts, and failures reported instead of raised."""
+
+    def __init__(self, name: str, directory: Path, budget: int, health: CacheHealth,
+                 evicted: Callable[[str, int], None] | None = None):
+        self.name = name
+        self.directory = directory
+        self.budget = budget
+        self._health = health
+        self._evicted = evicted
+        self._lock = threading.Lock()  # opening, rebuilding and closing the handles
+        self._handles: _Handles | None = None
+        self._identity: tuple[int, int] | None = None  # the folder the handles opened
+        self._retry_at = 0.0
+        self._touched: set[str] = set()
+        self._touched_lock = threading.Lock()
+        with self._lock:
+            self._open()
+
+    # -- opening, failing, rebuilding
+
+    def _open(self) -> None:
+        """Open the handles (with `_lock` held); a corrupt database is quarantined and replaced."""
+        for attempt in range(2):
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                stat = os.stat(self.directory)
+                writer = diskcache.Cache(str(self.directory), size_limit=self.budget, cull_limit=0,
+                                         eviction_policy="least-recently-used")
+                reader = diskcache.Cache(str(self.directory))
+                reader.reset("eviction_policy", "none", update=False)
+            except CACHE_ERRORS as exc:
+                kind = error_kind(exc)
+                self._health.failed(self.name, kind, f"cannot open {self.directory}: {exc}")
+                if kind == "corrupt" and attempt == 0 and self._quarantine((stat.st_dev, stat.st_ino)):
+                    continue
+                self._retry_at = time.monotonic() + RETRY_SECONDS
+                return
+            self._handles, self._identity = (writer, reader), (stat.st_dev, stat.st_ino)
+            return
+
+    @property
+    def available(self) -> bool:
+        return self._handles is not None
+
+    def _current(self) -> _Handles | None:
+        handles = self._handles
+        if handles is None and time.monotonic() >= self._retry_at:
+            with self._lock:
+                if self._handles is None and time.monotonic() >= self._retry_at:
+                    self._open()
+                handles = self._handles
+        return handles
+
+    def _attempt(self, what: str, operation: Callable[[_Handles], T], default: T) -> T:
+        """`operation(handles)`, or `default` when the tier is unavailable or the operation fails."""
+        handles = self._current()
+        if handles is None:
+            return default
+        try:
+            return operation(handles)
+        except CACHE_ERRORS as exc:
+            kind = error_kind(exc)
+            self._health.failed(self.name, kind, f"cannot {what}: {exc}")
+            if kind == "corrupt":
+                self._rebuild(handles)
+            return default
+
+    def _rebuild(self, broken: _Handles) -> None:
+        with self._lock:
+            if self._handles is not broken:  # another thread got there first
+                return
+            self._handles = None
+            for handle in broken:
+                handle.close()
+            if self._identity is not None:
+                self._quarantine(self._identity)
+            self._open()
+
+    def _quarantine(self, identity: tuple[int, int]) -> bool:
+        """Move the tier's folder aside if it is still the one at `identity` (another worker may have
+        replaced it already); whether the folder now holds no corrupt database."""
+        lock_path = self.directory.with_name(f".{self.directory.name}.rebuild-lock")
+        try:
+            with open(lock_path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one process at a time; released on close
+                stat = os.stat(self.directory)
+                if (stat.st_dev, stat.st_ino) != identity:
+                    return True
+                aside = self.directory.with_name(
+                    f"{self.directory.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+                os.rename(self.directory, aside)
+        except OSError as exc:
+            self._health.failed(self.name, error_kind(exc), f"cannot move the corrupt database aside: {exc}")
+            return False
+        log.error("cache %s tier: the database was corrupt; moved to %s, a new one replaces it", self.name, aside)
+        return True
+
+    # -- reading and writing
+
+    def _get(self, key: str) -> tuple[bytes, dict[str, Any]] | None:
+        found = self._attempt("read", lambda handles: handles[1].get(key, tag=True), (None, None))
+        body, tag = found
+        if body is None:
+            return None
+        try:
+            meta = json.loads(tag)
+        except (TypeError, ValueError):
+            return self._damaged(key)
+        self.touch(key)
+        return body, meta
+
+    def _damaged(self, key: str) -> None:
+        """A stored value that is not what was written: never served; deleted so it is made again."""
+        self._health.failed(self.name, "damaged", "a stored value does not match its recorded hash")
+        self.delete(key)
+        return None
+
+    def touch(self, key: str) -> None:
+        with self._touched_lock:
+            self._touched.add(key)
+
+    def _changed(self, key: str) -> None:
+        """Called after `key` was written or deleted (by this process)."""
+
+    def _put(self, key: str, body: bytes, meta: dict[str, Any], expire: float | None = None) -> None:
+        """Store, then evict least-recently-used entries until the tier is within budget."""
+        if len(body) > self.budget // MAX_ENTRY_SHARE:
+            return
+
+        def store(handles: _Handles) -> int:
+            writer = handles[0]
+            try:
+                writer.set(key, body, tag=json.dumps(meta), expire=expire)
+            finally:
+                self._changed(key)
+            writer.expire()  # an expired record leaving is not an eviction
+            return self._evict_to_budget(writer)
+
+        evicted = self._attempt("store", store, 0)
+        if evicted and self._evicted is not None:
+            self._evicted(self.name, evicted)
+
+    def _evict_to_budget(self, writer: diskcache.Cache) -> int:
+        evicted = 0
+        while writer.volume() > self.budget:
+            # the `Cache_access_time` index that diskcache keeps for its LRU policy
+            oldest = writer._sql("SELECT key FROM Cache ORDER BY access_time LIMIT 1").fetchall()
+            if not oldest:
+                break
+            evicted += self._delete(writer, oldest[0][0])  # False when another worker got there first
+        return evicted
+
+    def _delete(self, writer: diskcache.Cache, key: str) -> bool:
+        try:
+            return writer.delete(key)
+        finally:
+            self._changed(key)
+
+    def delete(self, key: str) -> bool:
+        return self._attempt("delete", lambda handles: self._delete(handles[0], key), False)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every entry whose key starts with `prefix`; return how many."""
+        def delete_all(handles: _Handles) -> int:
+            writer = handles[0]
+            with writer.transact():
+                return sum(self._delete(writer, key) for key in list(_keys_with_prefix(writer, prefix)))
+        return self._attempt("delete", delete_all, 0)
+
+    def flush_touches(self) -> None:
+        """Mark the keys read since the last flush as recently used."""
+        with self._touched_lock:
+            touched, self._touched = self._touched, set()
+        if not touched:
+            return
+
+        def touch(handles: _Handles) -> None:
+            writer = handles[0]
+            with writer.transact():
+                for key in touched:
+                    handle = writer.get(key, read=True)
+                    if hasattr(handle, "close"):
+                        handle.close()
+        self._attempt("mark entries as used", touch, None)
+
+    def volume(self) -> int:
+        return self._attempt("measure", lambda handles: handles[0].volume(), 0)
+
+    def __len__(self) -> int:
+        return self._attempt("count", lambda handles: len(handles[0]), 0)
+
+    def close(self) -> None:
+        with self._lock:
+            handles, self._handles = self._handles, None
+        for handle in handles or ():
+            handle.close()
+
+
+def _keys_with_prefix(writer: diskcache.Cache, prefix: str) -> Iterator[str]:
+    # A range over diskcache's `Cache(key, raw)` unique index: str keys are stored as TEXT, which
+    # SQLite orders by bytes, and no UTF-8 text starting with `prefix` sorts after prefix + U+10FFFF.
+    # (diskcache has no public prefix query; `iterkeys` would scan the whole tier. Like the LRU
+    # query above, this reads diskcache's table directly: tests/test_purge.py and
+    # tests/test_cache_tiers.py pin both.)
+    rows = writer._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? AND raw = 1",
+                       (prefix, prefix + "\U0010ffff"))
+    return (key for (key,) in rows.fetchall() if isinstance(key, str) and key.startswith(prefix))
+
+
+def _source(meta: dict[str, Any]) -> SourceInfo:
+    info = SourceInfo(**meta)
+    # written before origin header values were checked: drop what cannot be sent
+    return SourceInfo.from_origin(info.origin, info.version, info.checked_at, info.etag, info.last_modified,
+                                  info.content_type)
+
+
+class OutputTier(DiskTier):
+    def __init__(self, name: str, directory: Path, budget: int, health: CacheHealth,
+                 evicted: Callable[[str, int], None] | None = None,
+                 changed: Callable[[str], None] = lambda key: None):
+        self._on_change = changed
+        super().__init__(name, directory, budget, health, evicted)
+
+    def _changed(self, key: str) -> None:
+        self._on_change(key)
+
+    def get(self, key: str) -> CachedOutput | None:
+        """The stored output, checked against its ETag (a hash of the body), or None."""
+        found = self._get(key)
+        if found is None:
+            return None
+        body, meta = found
+        try:
+            output = CachedOutput(body=body, **{**meta, "source": _source(meta["source"])})
+        except (KeyError, TypeError):  # written by an older version of the node: a miss, replaced on store
+            return None
+        if strong_etag(body) != output.etag:
+            return self._damaged(key)
+        return output
+
+    def put(self, key: str, output: CachedOutput) -> None:
+        meta = asdict(output)
+        del meta["body"]
+        self._put(key, output.body, meta)
+
+
+class OriginalTier(DiskTier):
+    def get(self, key: str) -> StoredOriginal | None:
+        """The stored original, checked against its version (a hash of the bytes), or None."""
+        found = self._get(key)
+        if found is None:
+            return None
+        body, meta = found
+        try:
+            original = StoredOriginal(_source(meta), body)
+        except TypeError:  # written by an older version of the node
+            return None
+        if strong_etag(body) != original.info.version:
+            return self._damaged(key)
+        return original
+
+    def put(self, key: str, original: StoredOriginal) -> None:
+        self._put(key, original.body, asdict(original.info))
+
+
+class NotFoundTier(DiskTier):
+    """Paths no origin had, until a deadline. The deadline is checked against the node's clock (which
+    tests can move); diskcache's own expiry only cleans up."""
+
+    def known_missing(self, key: str, now: float) -> bool:
+        found = self._get(key)
+        try:
+            return found is not None and now < float(found[1]["until"])
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    def put(self, key: str, now: float, ttl: float) -> None:
+        if ttl > 0:
+            self._put(key, b"", {"until": now + ttl}, expire=ttl)

@@ -1,0 +1,196 @@
+"""The request path of an image, top to bottom. The HTTP handler (`edge/server.py`) turns a request
+into an `ImageCall`, awaits `Pipeline.serve`, and turns the `Served` into a response; everything in
+between happens here, in this order:
+
+    route        edge/routing.py            Host or first segment → endpoint; `tr:` segment; path
+    parse        edge/transform/options.py  `tr:` + `?tr=` → Transformation (canonical form = key)
+    plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
+    lookup       edge/cache/                memory tier → output tier; a fresh HIT is answered here
+    flight       edge/flight.py             one producer per key for the whole node; others wait
+      shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
+      original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
+      render     edge/transform/render.py   libvips in a bounded thread pool (or `orig-true`)
+      store      edge/cache/                body + headers + ETag, computed once, off the IOLoop;
+                                            then in the shared tier, in the background
+
+Cancellation: when the client goes away the handler cancels the task awaiting `serve`; the single
+flight then cancels the work (origin fetch, transform) if no other request waits for it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+from urllib.parse import quote
+
+from .cache import CachedOutput, Caches, original_key, output_key, strong_etag
+from .config import Config
+from .errors import EdgeError, NotFound, OriginFailed, UnprocessableSource
+from .flight import SingleFlight
+from .metrics import Metrics
+from .originals import CurrentOriginal, OriginalSource
+from .routing import ImageRequest, Router
+from .shared_cache import SharedTier
+from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
+from .transform.options import Transformation, parse_transformation
+from .transform.render import Renderer
+
+
+@dataclass(frozen=True)
+class ImageCall:
+    """What the pipeline needs of an HTTP request."""
+
+    host: str
+    #: the path as sent (still percent-encoded), starting with `/`
+    path: str
+    #: the `tr` query parameter, decoded
+    query_transformation: str | None
+    accept: str | None
+
+
+@dataclass(frozen=True)
+class Served:
+    """The answer: an output or an error, and how to label it."""
+
+    #: the endpoint's id (`default` for the default endpoint), `-` when none matched
+    endpoint: str
+    #: `hit` (fresh from the cache), `miss` (waited on an origin or a transform), `stale` (the origin
+    #: failed; an old copy is served), `shared` (from the fleet's shared tier)
+    cache: str
+    output: CachedOutput | None = None
+    error: EdgeError | None = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one request asks for, once routed, parsed and planned."""
+
+    request: ImageRequest
+    transformation: Transformation
+    planned_format: str
+    vary_accept: bool
+    #: the Host passed on to the origins (and part of the keys), or None when they take none
+    host: str | None
+    key: str
+
+
+class Pipeline:
+    def __init__(self, config: Config, router: Router, caches: Caches, originals: OriginalSource,
+                 flights: SingleFlight, renderer: Renderer, metrics: Metrics, shared: SharedTier | None = None):
+        self._config = config
+        self._router = router
+        self._caches = caches
+        self._originals = originals
+        self._flights = flights
+        self._renderer = renderer
+        self._metrics = metrics
+        self._shared = shared
+        self._canonical_bases = {origin.name: _canonical_base(origin.settings.canonical_base_url)
+                                 for origin in config.origins if origin.settings.canonical_base_url}
+        self._takes_host = {e.id: any(origin.takes_request_host for origin in e.origins) for e in config.endpoints}
+
+    async def serve(self, call: ImageCall) -> Served:
+        endpoint = "-"
+        try:
+            request = self._router.route(call.host, call.path)
+            endpoint = request.endpoint.id or "default"
+            job = self._plan(request, call)
+            cached = await self._caches.output(job.key)
+            fresh = cached is not None and self._originals.is_fresh(cached.source)
+            self._count("output", "hit" if fresh else "stale" if cached else "miss")
+            if fresh:
+                return Served(endpoint, "hit", cached)
+            try:
+                output, source = await self._flights.run(job.key, partial(self._produce, job, cached),
+                                                         partial(self._fresh_stored, job.key))
+            except OriginFailed:
+                if cached is None:
+                    raise
+                output, source = cached, "miss"  # stale-if-error: the original is no longer held, the output is
+            if source == "shared":
+                return Served(endpoint, "shared", output)
+            return Served(endpoint, "miss" if self._originals.is_fresh(output.source) else "stale", output)
+        except EdgeError as error:
+            return Served(endpoint, "miss", error=error)
+
+    def _plan(self, request: ImageRequest, call: ImageCall) -> _Job:
+        endpoint = request.endpoint
+        transformation = parse_transformation(request.path_transformation, call.query_transformation,
+                                              named=self._config.named_transformations,
+                                              named_only=endpoint.named_only)
+        planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
+        host = request.host.lower() if self._takes_host[endpoint.id] else None
+        key = output_key(original_key(endpoint.id, request.path, host), transformation.canonical(),
+                         planned_format if vary_accept else "")
+        return _Job(request, transformation, planned_format, vary_accept, host, key)
+
+    async def _fresh_stored(self, key: str) -> tuple[CachedOutput, str] | None:
+        """What another worker's single flight stored for `key`, if fresh."""
+        output = await self._caches.output(key)
+        return (output, "miss") if output is not None and self._originals.is_fresh(output.source) else None
+
+    async def _produce(self, job: _Job, cached: CachedOutput | None) -> tuple[CachedOutput, str]:
+        """A single flight's work: the shared tier's copy, or the current original and the output made
+        from it; stored. With where it came from: `shared` or `miss`. (The shared lookup is inside the
+        flight: a herd on a URL that just moved to this node reads the shared tier once.)"""
+        if cached is None and self._shared is not None:
+            cached = await self._shared.get(job.key)
+            if cached is not None and self._originals.is_fresh(cached.source):
+                await self._caches.io(self._caches.outputs.put, job.key, cached)
+                return cached, "shared"
+        original = await self._original(job)
+        if cached is not None and cached.source.version == original.info.version:
+            output = cached.confirmed(original.info)  # the original is unchanged: so is the output
+        else:
+            output = await self._render(job, original)
+        await self._caches.io(self._caches.outputs.put, job.key, output)
+        if self._shared is not None:
+            self._shared.put_later(job.key, output)  # after the response: never on its critical path
+        return output, "miss"
+
+    async def _original(self, job: _Job) -> CurrentOriginal:
+        """The original, or the `di-` default image when no origin has it (missing too: 404)."""
+        try:
+            return await self._originals.current(job.request, job.host)
+        except NotFound:
+            default_image = job.transformation.default_image
+            if default_image is None:
+                raise
+            return await self._originals.current(replace(job.request, path=default_image), job.host)
+
+    async def _render(self, job: _Job, original: CurrentOriginal) -> CachedOutput:
+        """Transform the original (or pass it through for `orig-true`) into a storable output."""
+        if job.transformation.serves_original:
+            header = await self._renderer.probe(original.body)
+            body, fmt = original.body, LOADER_FORMATS.get(header.loader)
+            if fmt is None:
+                raise UnprocessableSource()
+        else:
+            started = time.perf_counter()
+            rendered = await self._renderer.render(original.body, job.transformation, job.planned_format)
+            body, fmt = rendered.body, rendered.format
+            self._metrics.transform_duration.labels(fmt).observe(time.perf_counter() - started)
+        base = self._canonical_bases.get(original.info.origin)
+        return CachedOutput(
+            body=body,
+            content_type=MIME_TYPES[fmt],
+            etag=await self._caches.io(strong_etag, body),
+            source=original.info,
+            vary_accept=job.vary_accept,
+            canonical_link=canonical_link(base, job.request.path) if base else None,
+        )
+
+    def _count(self, tier: str, result: str) -> None:
+        self._metrics.child(self._metrics.cache_requests, tier, result).inc()
+
+
+def _canonical_base(base_url: str) -> str:
+    """The configured base, with anything that cannot stand in a header's `<URI>` percent-encoded."""
+    return quote(base_url.rstrip("/"), safe="/:@!$&'()*+,;=~%?#[]")
+
+
+def canonical_link(base: str, path: str) -> str:
+    """`Link: <base/path>; rel="canonical"`, the decoded path percent-encoded (UTF-8): a name such as
+    `日本.jpg` stays a valid header, and `>`, `;`, `"` or `,` in a name cannot add link parameters."""
+    return f'<{base}/{quote(path, safe="/")}>; rel="canonical"'

@@ -1,0 +1,149 @@
+"""A cache that fails degrades to serving uncached: a damaged value is a miss (never a corrupt HIT), a
+corrupt database is moved aside and rebuilt, a full filesystem costs the cache and nothing else. Each
+is counted in `edge_cache_errors_total{tier,kind}` and reported by `/_edge/ready` (200: the node
+still serves)."""
+
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.nodes import SAMPLES, NodeProcess, decode, local_config, start_node, write_config
+from tests.scrape import scrape, total
+
+PNG = "/tr:w-300,f-png/astronaut.jpg"  # ~100 kB: diskcache keeps it in a file of its own
+
+
+def metric(running, name: str, **labels: str) -> float:
+    return total(running.node.metrics.exposition().decode(), name, **labels)
+
+
+async def test_a_truncated_value_file_is_a_miss_with_correct_pixels_and_is_replaced(node_factory, tmp_path):
+    config = write_config(tmp_path, local_config())
+    first = await start_node(config)
+    made = await first.fetch(PNG)
+    assert made.headers["X-Cache"] == "MISS"
+    await first.stop()
+    (value_file,) = (tmp_path / "cache" / "outputs").rglob("*.val")
+    value_file.write_bytes(value_file.read_bytes()[: len(made.body) // 2])  # a crash mid-write, a bad disk
+
+    node = await node_factory(config)
+    again = await node.fetch(PNG)
+    assert (again.code, again.headers["X-Cache"], again.body) == (200, "MISS", made.body)
+    assert (decode(again).width, decode(again).height) == (300, 300)
+    assert metric(node, "edge_cache_errors_total", tier="output", kind="damaged") == 1
+    hit = await node.fetch(PNG)  # stored again, whole
+    assert (hit.headers["X-Cache"], hit.body) == ("HIT", made.body)
+
+
+def corrupt_tables(database: Path) -> None:
+    """Overwrite the pages holding diskcache's `Cache` table and its indexes, as a torn write would."""
+    with sqlite3.connect(database) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the database file itself
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        roots = [root for (root,) in con.execute("SELECT rootpage FROM sqlite_master WHERE tbl_name = 'Cache' AND rootpage > 0")]
+    con.close()
+    with open(database, "r+b") as file:
+        for root in roots:
+            file.seek((root - 1) * page_size)
+            file.write(b"\xa5" * page_size)
+
+
+async def test_a_corrupt_database_is_moved_aside_and_rebuilt_while_the_node_serves(node_factory, tmp_path):
+    config = write_config(tmp_path, local_config())
+    first = await start_node(config)
+    made = await first.fetch("/tr:w-80/coffee.jpg")
+    await first.stop()
+    outputs = tmp_path / "cache" / "outputs"
+    corrupt_tables(outputs / "cache.db")
+
+    node = await node_factory(config)
+    served = await node.fetch("/tr:w-80/coffee.jpg")
+    assert (served.code, served.headers["X-Cache"], served.body) == (200, "MISS", made.body)
+    assert metric(node, "edge_cache_errors_total", tier="output", kind="corrupt") >= 1
+    ready = await node.fetch("/_edge/ready")
+    assert ready.code == 200 and ready.body.decode().startswith("ready, cache degraded: output: corrupt")
+
+    (aside,) = outputs.parent.glob("outputs.corrupt-*")
+    assert (aside / "cache.db").exists()
+    with sqlite3.connect(outputs / "cache.db") as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    con.close()
+    assert (await node.fetch("/tr:w-80/coffee.jpg")).headers["X-Cache"] == "HIT"  # cached again
+
+
+# -- a full filesystem (root only: mounts a small tmpfs) ---------------------------------------------
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) to mount a small tmpfs as the cache filesystem")
+    mountpoint = tmp_path / "tmpfs"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], timeout=30, check=False)
+
+
+def fill(folder: Path) -> None:
+    """Write a file until the filesystem has no space left (bounded by its size)."""
+    with open(folder / "filler", "wb") as filler:
+        try:
+            for _ in range(10_000):
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError:
+            return
+    raise AssertionError("the filesystem never filled up")
+
+
+def config_on(tmp_path: Path, cache: Path) -> Path:
+    return write_config(tmp_path, local_config(before=f'[cache]\ndir = "{cache}"\n[server]\nworkers = 2\n'),
+                        name=f"{cache.name}.toml")
+
+
+async def test_a_full_cache_filesystem_costs_the_cache_and_nothing_else(small_tmpfs, tmp_path):
+    node = NodeProcess(config_on(tmp_path, small_tmpfs / "cache"))
+    try:
+        from tornado.httpclient import AsyncHTTPClient
+        client = AsyncHTTPClient(force_instance=True)
+
+        async def get(url: str):
+            return await client.fetch(url, raise_error=False, request_timeout=60)
+
+        cached = await get(node.url + "/tr:w-64/coffee.jpg")
+        assert cached.code == 200
+        fill(small_tmpfs)
+        # new outputs cannot be stored (and every store bumps the shared versions: no SIGBUS)
+        for width in range(100, 140, 4):
+            response = await get(node.url + f"/tr:w-{width},f-png/astronaut.jpg")
+            assert response.code == 200 and decode(response).width == width
+        assert (await get(node.url + "/tr:w-64/coffee.jpg")).body == cached.body
+        ready = await get(node.url + "/_edge/ready")
+        assert ready.code == 200 and "cache degraded" in ready.body.decode()
+        assert total(await scrape(node.url), "edge_cache_errors_total", kind="full") >= 1
+
+        # a node started on the full filesystem: nothing can be created, everything is served
+        fresh = NodeProcess(config_on(tmp_path, small_tmpfs / "fresh"))
+        try:
+            response = await get(fresh.url + "/tr:w-50/coffee.jpg")
+            assert response.code == 200 and decode(response).width == 50
+            assert "cache degraded" in (await get(fresh.url + "/_edge/ready")).body.decode()
+        finally:
+            assert fresh.stop() == 0
+        client.close()
+    finally:
+        code = node.stop()
+    assert code == 0
+    log = "".join(node.log)
+    assert "exited with status" not in log and "crashed" not in log, log
+    # logged once per tier and kind in each worker, not once per request
+    assert max(Counter(re.findall(r"cache \((\w+)\): .* \[full\]", log)).values()) <= 2, log

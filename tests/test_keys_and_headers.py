@@ -1,0 +1,116 @@
+"""What varies the answer is in the cache key (the forwarded Host), and what comes from data is
+encoded before it becomes a header (the canonical `Link`, an origin's header values)."""
+
+import asyncio
+from urllib.parse import quote
+
+import pytest
+
+from tests.assets import centre_colour, colour, same_colour, solid
+from tests.nodes import SAMPLES, decode, local_config, write_config
+from tests.servers import HTTPOrigin
+
+RED, BLUE = colour(9), colour(90)
+
+
+@pytest.fixture
+async def vhost_origin():
+    """One web server, two virtual hosts, each with its own `logo.jpg`."""
+    server = await HTTPOrigin(vhosts={"a.example": {"logo.jpg": solid(80, 40, RED)},
+                                      "b.example": {"logo.jpg": solid(80, 40, BLUE)}}).start()
+    yield server
+    await server.stop()
+
+
+async def test_with_forward_host_each_host_gets_its_own_image_never_the_others(vhost_origin, node_factory,
+                                                                               tmp_path):
+    node = await node_factory(write_config(tmp_path, f"""
+[[origins]]
+name = "web"
+type = "web"
+base_url = "{vhost_origin.url}"
+forward_host = true
+
+[[endpoints]]
+id = ""
+origins = ["web"]
+"""))
+
+    async def logo(host: str, transformation: str = "w-40"):
+        response = await node.fetch(f"/tr:{transformation}/logo.jpg", headers={"Host": host})
+        assert response.code == 200
+        return response
+
+    for _ in range(2):  # a miss, then a hit: neither crosses over
+        assert same_colour(centre_colour(decode(await logo("a.example"))), RED)
+        assert same_colour(centre_colour(decode(await logo("b.example"))), BLUE)
+    # another size is made from the stored original of the same host
+    assert same_colour(centre_colour(decode(await logo("B.Example", "w-30"))), BLUE)
+    assert same_colour(centre_colour(decode(await logo("a.example", "w-30"))), RED)
+    assert vhost_origin.requests == {"logo.jpg": 2}  # one fetch per host
+    # a Host the origin does not serve is that host's 404, not somebody else's image
+    assert (await node.fetch("/tr:w-40/logo.jpg", headers={"Host": "rogue.example"})).code == 404
+
+
+@pytest.fixture
+def oddly_named(tmp_path):
+    """A local folder whose file names are not Latin-1, or hold `>`, `;`, `"`, `,`."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    body = (SAMPLES / "coffee.jpg").read_bytes()
+    names = ["€uro.jpg", "日本.jpg", 'a>b;c"d,e.jpg']
+    for name in names:
+        (folder / name).write_bytes(body)
+    return folder, names
+
+
+async def test_the_canonical_link_percent_encodes_the_path(oddly_named, node_factory, tmp_path):
+    folder, names = oddly_named
+    config = local_config(folder).replace('type = "local"',
+                                          'type = "local"\ncanonical_base_url = "https://cdn.example.com/img/"')
+    node = await node_factory(write_config(tmp_path, config))
+    for name in names:
+        response = await node.fetch("/tr:w-40/" + quote(name))
+        assert response.code == 200 and decode(response).width == 40
+        assert response.headers["Link"] == f'<https://cdn.example.com/img/{quote(name)}>; rel="canonical"'
+        assert response.headers["Link"].isascii()
+        hit = await node.fetch("/tr:w-40/" + quote(name))
+        assert (hit.headers["X-Cache"], hit.headers["Link"]) == ("HIT", response.headers["Link"])
+
+
+BAD_VALUES = [b"Mon, 01 Jan 2024 00:00:00 GMT\x01", "Mon, 01 Jan 2024 00:00:00 \u20acST".encode(), b"\xe9t\xe9",
+              b"a\x7fb"]
+
+
+@pytest.fixture
+async def raw_origin():
+    """An HTTP server answering with the raw bytes of `BAD_VALUES[n]` as its `Last-Modified` and `ETag`
+    for `/n.jpg` (real servers and proxies send such things; Tornado would refuse to)."""
+    image = solid(60, 30, RED)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            value = BAD_VALUES[int(request.split(b" ")[1].strip(b"/").split(b".")[0])]
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
+                         b"Content-Length: %d\r\nLast-Modified: %s\r\nETag: %s\r\n\r\n%s"
+                         % (len(image), value, value, image))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+    await server.wait_closed()
+
+
+async def test_an_invalid_header_value_from_the_origin_is_dropped(raw_origin, node_factory, tmp_path):
+    from tests.nodes import web_config
+    node = await node_factory(write_config(tmp_path, web_config(raw_origin)))
+    for n in range(len(BAD_VALUES)):
+        for expected_cache in ("MISS", "HIT"):
+            response = await node.fetch(f"/tr:w-20/{n}.jpg")
+            assert (response.code, response.headers["X-Cache"]) == (200, expected_cache)
+            assert decode(response).width == 20
+            assert "Last-Modified" not in response.headers
