@@ -230,7 +230,8 @@ def main() -> int:
     print(f"  requests per node      {fleet['requests_per_node']}")
     print(f"  node lost: {loss['remapped_share']:.1%} of URLs remapped (it owned {loss['lost_share']:.1%}; "
           f"goal ≤ {1 / 3 + 0.05:.1%}), {loss['moved_from_live_nodes']} URLs of live nodes moved, "
-          f"{loss['remapped_served_from_shared']:.1%} of remapped URLs served from the shared tier {loss['remapped_x_cache']}")
+          f"{loss['remapped_served_from_shared']:.1%} of remapped URLs served from the shared tier "
+          f"{loss['remapped_x_cache']}")
     print(f"  hit throughput         direct {speed['direct_rps']:.0f} req/s, through HAProxy "
           f"{speed['through_haproxy_rps']:.0f} req/s (ratio {speed['ratio']:.2f})")
     print(f"  ({report['seconds']} s)")
