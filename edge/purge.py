@@ -71,12 +71,8 @@ def key_prefix(router: Router, target: dict[str, str]) -> str:
     return path_prefix_key(request.endpoint.id, request.path)
 
 
-def purge(caches: Caches, router: Router, target: dict[str, str]) -> dict[str, Any]:
-    """Remove what `target` covers from every tier of this node (blocking); the answer for the caller."""
-    return _forget(caches, key_prefix(router, target))
-
-
 def _forget(caches: Caches, prefix: str) -> dict[str, Any]:
+    """Remove every entry under `prefix` from this node's tiers (blocking); the answer for the caller."""
     removed = caches.forget(prefix)
     return {"removed": sum(removed.values()), "by_tier": removed}
 
