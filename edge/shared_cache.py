@@ -78,10 +78,14 @@ def decode(data: bytes) -> CachedOutput | None:
         output = CachedOutput(body=body, **{**meta, "source": SourceInfo(**meta["source"])})
     except (ValueError, KeyError, TypeError):
         return None
-    # anyone with access to the bucket could have written it: every header must go out as it is
-    optional = (output.canonical_link, output.source.last_modified)
+    # anyone with access to the bucket could have written it: every header must go out as it is, and
+    # what freshness is computed from must be of the right type
+    source = output.source
+    optional = (output.canonical_link, source.last_modified, source.etag)
     if not (newline and _sendable(output.content_type) and _sendable(output.etag)
-            and isinstance(output.vary_accept, bool) and all(v is None or _sendable(v) for v in optional)):
+            and isinstance(output.vary_accept, bool) and all(v is None or _sendable(v) for v in optional)
+            and isinstance(source.origin, str) and isinstance(source.version, str)
+            and type(source.checked_at) in (int, float)):
         return None
     return output if output.etag == strong_etag(body) else None
 

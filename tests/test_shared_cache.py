@@ -103,10 +103,12 @@ async def test_a_damaged_object_is_a_miss(tier, s3):
     assert await tier.get(cache_key) is None
     client.put_object(Bucket=BUCKET, Key=object_key, Body=b"something else")
     assert await tier.get(cache_key) is None
-    header_injection = data.replace(b'"image/webp"', b'"image/webp\\r\\nSet-Cookie: x=1"')
-    client.put_object(Bucket=BUCKET, Key=object_key, Body=header_injection)
-    assert await tier.get(cache_key) is None
-    assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 3}
+    for field, forged in ((b'"image/webp"', b'"image/webp\\r\\nSet-Cookie: x=1"'),  # a header injected
+                          (b'"checked_at":1000.0', b'"checked_at":"soon"')):  # freshness of the wrong type
+        assert field in data
+        client.put_object(Bucket=BUCKET, Key=object_key, Body=data.replace(field, forged))
+        assert await tier.get(cache_key) is None
+    assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 4}
 
 
 async def test_a_slow_or_failing_store_is_skipped_and_counted(tier, s3):
