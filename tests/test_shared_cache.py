@@ -3,6 +3,7 @@ its objects, and that a slow, failing or damaged store is a counted miss, never 
 
 import asyncio
 import json
+import sys
 
 import pytest
 
@@ -154,3 +155,17 @@ def test_check_config_masks_the_shared_tiers_secret(tmp_path):
     described = config.describe()["shared_cache"]
     assert (described["bucket"], described["secret_access_key"], described["timeout"]) == (BUCKET, "****", 0.5)
     assert TEST_SECRET not in json.dumps(config.describe(), default=str)
+
+
+async def test_edge_purge_empties_the_shared_tier_too(tier, s3, tmp_path):
+    tier.put_later(key("", "a.jpg"), output())
+    tier.put_later(key("", "b.jpg"), output())
+    await written(tier)
+    config = write_config(tmp_path, local_config(after=shared_table(s3.url)), name="purge.toml")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge", "purge", "--config", str(config), "--url", "/a.jpg",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err
+    assert json.loads(out)["shared"] == {"removed": 1}
+    assert await tier.get(key("", "a.jpg")) is None and await tier.get(key("", "b.jpg")) is not None
