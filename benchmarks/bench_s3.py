@@ -24,9 +24,9 @@ import aioboto3
 from aiobotocore.config import AioConfig
 
 from benchmarks.common import median
-from edge.origin import OriginSettings
+from edge.origin import OriginRequest, OriginSettings
 from edge.settings import Secret
-from plugins.s3 import S3Origin
+from edge_builtin_origins.s3 import S3Origin
 from tests.imagecorpus import photo_jpeg
 from tests.nodes import start_node, write_config
 from tests.s3server import REGION, TEST_KEY_ID, TEST_SECRET, S3Server
@@ -80,7 +80,7 @@ async def fetch_overhead(url: str, key: str, rounds: int) -> dict:
             await read(unchecked)
 
         async def through_origin() -> None:
-            await origin.fetch(key, max_bytes=40 * 10**6)
+            await origin.fetch(OriginRequest(key, 40 * 10**6))
 
         contenders = {"bare_get_object_ms": bare, "bare_unchecked_ms": bare_unchecked,
                       "origin_fetch_ms": through_origin}

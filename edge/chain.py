@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import BadRequest, NotFound, OriginFailed, OriginTimedOut
+from .errors import BadGateway, BadRequest, GatewayTimeout, NothingToServe
 from .metrics import Metrics
 from .origin import (
     NotModified,
@@ -20,9 +20,9 @@ from .origin import (
     Original,
     OriginFailure,
     OriginNotFound,
+    OriginRequest,
     SourceTooLarge,
     Validators,
-    request_host,
 )
 
 log = logging.getLogger("edge.origin")
@@ -48,27 +48,18 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
 
     With `known`, the origin it came from is asked conditionally and raises `NotModified` when that
     version is still current (an origin earlier in the list that now has the path wins, as always).
-    `host` is the client's `Host` for origins that pass it on (readable as `request_host` while they
-    fetch), or None: the caller keys what it caches by it."""
-    # `Origin.fetch` is the plugin interface: the host reaches the few origins that want it through a
-    # context variable scoped to these fetches, not through a parameter every plugin would have to take.
-    token = request_host.set(host)
-    try:
-        return await _fetch_first(origins, path, max_bytes, metrics, known)
-    finally:
-        request_host.reset(token)
-
-
-async def _fetch_first(origins: Sequence[Origin], path: str, max_bytes: int, metrics: Metrics,
-                       known: Known | None) -> Found:
+    `host` is the client's `Host`, or None: it reaches only the origins that take it
+    (`takes_request_host`), and the caller keys what it caches by it."""
     failures: list[tuple[Origin, OriginFailure]] = []
     for origin in origins:
         started = time.perf_counter()
         outcome = "found"
-        validators = known.validators if known is not None and known.origin == origin.name else None
+        request = OriginRequest(
+            path, max_bytes, host=host if origin.takes_request_host else None,
+            validators=known.validators if known is not None and known.origin == origin.name else None)
         try:
             async with asyncio.timeout(origin.settings.timeout):
-                return Found(origin, await origin.fetch(path, max_bytes=max_bytes, validators=validators))
+                return Found(origin, await origin.fetch(request))
         except NotModified:
             outcome = "not_modified"
             raise
@@ -87,7 +78,7 @@ async def _fetch_first(origins: Sequence[Origin], path: str, max_bytes: int, met
                 time.perf_counter() - started)
     if failures:
         raise origin_error(failures)
-    raise NotFound("not found")
+    raise NothingToServe("not found")
 
 
 def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
@@ -100,12 +91,12 @@ def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
     return OriginFailure("error", type(exc).__name__)
 
 
-def origin_error(failures: list[tuple[Origin, OriginFailure]]) -> OriginFailed:
+def origin_error(failures: list[tuple[Origin, OriginFailure]]) -> BadGateway:
     """502, or 504 when every failure was a timeout. `X-Edge-Error` names each origin and kind."""
     described = "; ".join(f"{_header_safe(origin.name)}: {failure.kind}" for origin, failure in failures)
     if all(failure.kind == "timeout" for _, failure in failures):
-        return OriginTimedOut("origin timed out", headers={"X-Edge-Error": described})
-    return OriginFailed("origin error", headers={"X-Edge-Error": described})
+        return GatewayTimeout("origin timed out", headers={"X-Edge-Error": described})
+    return BadGateway("origin error", headers={"X-Edge-Error": described})
 
 
 def _header_safe(text: str) -> str:

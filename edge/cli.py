@@ -1,4 +1,4 @@
-"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`.
+"""The `edge` command: `edge serve`, `edge check-config`, `edge purge`, `edge plugins`, `edge new-plugin`.
 
 `serve` binds the listening socket in the parent, then (with `workers > 1`) forks the workers, which
 all accept on that socket. The parent only supervises: it restarts a worker that dies, and on
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -19,13 +20,15 @@ import signal
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import tornado.netutil
 
 from .config import Config, load_config
 from .errors import ConfigError, EdgeError
-from .pluginmanager import load_plugins
+from .pluginmanager import Plugins, load_plugins
 from .purge import parse_target, purge_offline
+from .scaffold import new_plugin
 
 log = logging.getLogger("edge")
 
@@ -54,10 +57,21 @@ def main(argv: list[str] | None = None) -> int:
     purge_command.add_argument("--fleet", action="store_true",
                                help="also purge every other node of [fleet] peers through its purge API "
                                     "(exit status 3 when one, or the shared cache, was not purged)")
+    plugins_command = commands.add_parser(
+        "plugins", help="list the installed plugins, the origin types each provides, and those that "
+                        "failed to load with the reason (exit status 1 when any failed)")
+    plugins_command.add_argument("--json", action="store_true", help="print JSON")
+    scaffold = commands.add_parser("new-plugin", help="create an origin plugin package to start from")
+    scaffold.add_argument("name", help="the origin type it provides, e.g. sqlite")
+    scaffold.add_argument("--dir", default=".", help="where to create its folder (default: here)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips narrates every thumbnail at INFO
+    if args.command == "plugins":
+        return _list_plugins(load_plugins(), as_json=args.json)
+    if args.command == "new-plugin":
+        return _new_plugin(args.name, Path(args.dir))
     try:
         config = load_config(args.config, load_plugins())
     except ConfigError as error:
@@ -70,6 +84,24 @@ def main(argv: list[str] | None = None) -> int:
         return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix}, args.fleet)
     workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
     return run(config.with_overrides(host=args.host, port=args.port, workers=workers))
+
+
+def _list_plugins(plugins: Plugins, *, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps([dataclasses.asdict(plugin) for plugin in plugins.loaded], indent=2))
+    else:
+        print(plugins.report())
+    return 1 if plugins.failed else 0
+
+
+def _new_plugin(name: str, parent: Path) -> int:
+    try:
+        folder = new_plugin(name, parent)
+    except ValueError as error:
+        print(f"edge: {error}", file=sys.stderr)
+        return 2
+    print(f"created {folder}\n  pip install -e '{folder}[test]' && pytest {folder}")
+    return 0
 
 
 def _purge(config: Config, target: dict[str, str | None], fleet: bool) -> int:

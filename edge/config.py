@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pluggy
-
 from .errors import ConfigError
 from .origin import Origin, OriginSettings
-from .pluginmanager import origin_types
+from .pluginmanager import Plugins
 from .settings import ConfigTable, Secret
 from .shared_cache import SharedCacheSettings
 
@@ -143,7 +141,7 @@ class Config:
         }
 
 
-def load_config(path: str | Path | None, plugins: pluggy.PluginManager,
+def load_config(path: str | Path | None, plugins: Plugins,
                 environ: dict[str, str] | None = None) -> Config:
     """Parse and validate a config file (the embedded default when `path` is None)."""
     file = Path(path) if path is not None else EMBEDDED_DEFAULT
@@ -158,7 +156,7 @@ def load_config(path: str | Path | None, plugins: pluggy.PluginManager,
     return _parse(root, label, plugins)
 
 
-def _parse(root: ConfigTable, label: str, plugins: pluggy.PluginManager) -> Config:
+def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:
     server = _server(root.subtable("server"))
     cache = _cache(root.subtable("cache"))
     defaults = _defaults(root.subtable("defaults"))
@@ -255,7 +253,7 @@ def _fleet(t: ConfigTable) -> FleetSettings:
     return settings
 
 
-def _shared_cache(root: ConfigTable, plugins: pluggy.PluginManager) -> SharedCacheSettings | None:
+def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | None:
     """`[shared_cache]`: the keys of an `s3` origin, plus `timeout` and `max_writes`."""
     present = "shared_cache" in root.keys()
     t = root.subtable("shared_cache")
@@ -266,7 +264,7 @@ def _shared_cache(root: ConfigTable, plugins: pluggy.PluginManager) -> SharedCac
     if timeout <= 0:
         raise t.error("timeout", "expected a duration above 0")
     max_writes = t.int("max_writes", d.max_writes, min=1, max=256)
-    store = origin_types(plugins)["s3"].from_config(OriginSettings("shared_cache", "s3", timeout=timeout), t)
+    store = plugins.origin_type("s3").from_config(OriginSettings("shared_cache", "s3", timeout=timeout), t)
     return SharedCacheSettings(store=store, timeout=timeout, max_writes=max_writes)
 
 
@@ -297,15 +295,16 @@ def _named_transformations(t: ConfigTable) -> dict[str, str]:
     return named
 
 
-def _origins(root: ConfigTable, plugins: pluggy.PluginManager) -> tuple[Origin, ...]:
-    types = origin_types(plugins)
+def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
     origins: list[Origin] = []
     for t in root.tables("origins"):
         name = t.str("name")
         t.table += f" {name!r}"
         type_name = t.str("type")
-        if type_name not in types:
-            raise t.error("type", f"unknown origin type {type_name!r}; installed types: {', '.join(sorted(types))}")
+        try:
+            origin_type = plugins.origin_type(type_name)
+        except LookupError as error:
+            raise t.error("type", str(error)) from None
         if any(o.name == name for o in origins):
             raise t.error("name", f"another origin is already named {name!r}")
         settings = OriginSettings(
@@ -313,7 +312,7 @@ def _origins(root: ConfigTable, plugins: pluggy.PluginManager) -> tuple[Origin, 
             timeout=t.number("timeout", OriginSettings.timeout, min=0.001),
             canonical_base_url=t.str("canonical_base_url", None),
         )
-        origins.append(types[type_name].from_config(settings, t))
+        origins.append(origin_type.from_config(settings, t))
     return tuple(origins)
 
 

@@ -1,5 +1,9 @@
 """The errors a request can end in. Each type knows its HTTP status; handlers never guess.
 
+These are the node's answers. What one origin says about one path is another idea with its own names,
+in the plugin API (`edge.plugin.OriginNotFound`, `OriginFailure`): the origin chain turns those into
+`NothingToServe` (every origin said not found), `BadGateway` or `GatewayTimeout`.
+
 The message of an `EdgeError` is sent to the client as the one-line body, so it must never contain a
 secret, a traceback or anything that varies between identical causes.
 """
@@ -40,7 +44,7 @@ class Unauthorized(EdgeError):
     status = 401
 
 
-class NotFound(EdgeError):
+class NothingToServe(EdgeError):
     """No origin has the path, or no endpoint matches (404)."""
 
     status = 404
@@ -56,13 +60,15 @@ class UnprocessableSource(EdgeError):
         super().__init__(message)
 
 
-class OriginFailed(EdgeError):
-    """Every origin that might have had the path failed (502), or timed out (504)."""
+class BadGateway(EdgeError):
+    """Every origin that might have had the path failed (502)."""
 
     status = 502
 
 
-class OriginTimedOut(OriginFailed):
+class GatewayTimeout(BadGateway):
+    """As `BadGateway`, and every failure was a timeout (504)."""
+
     status = 504
 
 

@@ -9,7 +9,6 @@ and records metrics, so an origin type only has to fetch.
 from __future__ import annotations
 
 import abc
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,18 +25,26 @@ class OriginSettings:
     canonical_base_url: str | None = None
 
 
-#: The `Host` header of the request being served, for origin types that pass it on (the `web` origin's
-#: `forward_host`). Set by the origin chain (`edge.chain.fetch_first`) around each origin's `fetch`;
-#: None outside one.
-request_host: ContextVar[str | None] = ContextVar("edge_request_host", default=None)
-
-
 @dataclass(frozen=True)
 class Validators:
     """What a cached original carries so that an origin can answer a conditional request."""
 
     etag: str | None = None
     last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class OriginRequest:
+    """What the node asks of an origin in one `fetch`. New fields come with defaults (a minor API version)."""
+
+    #: the requested path, percent-decoded once, without a leading `/` (`products/shoe.png`)
+    path: str
+    #: stop reading past this many bytes, and raise `SourceTooLarge`
+    max_bytes: int
+    #: the client's `Host` header, given only to an origin whose `takes_request_host` is true
+    host: str | None = None
+    #: the version the node holds, for a conditional fetch: raise `NotModified` while it is current
+    validators: Validators | None = None
 
 
 @dataclass(frozen=True)
@@ -91,15 +98,17 @@ class Origin(abc.ABC):
 
     @property
     def takes_request_host(self) -> bool:
-        """Whether `fetch` passes the client's Host on (`request_host`), so that its answer may differ
-        per Host: the node then keys what it caches for this origin's endpoints by the Host."""
+        """Whether `fetch` uses the client's Host (`OriginRequest.host`, None unless this is true), so
+        that its answer may differ per Host: the node then keys what it caches for this origin's
+        endpoints by the Host."""
         return False
 
     @classmethod
     @abc.abstractmethod
     def from_config(cls, settings: OriginSettings, table: ConfigTable) -> Origin:
         """Read and validate this type's own keys from `table` (then call `table.finish()`).
-        Raise `table.error(key, message)` for a bad value. Must not do I/O."""
+        Raise `table.error(key, message)` for a bad value. Must not connect anywhere or read the
+        storage: `edge check-config` runs it, also where the storage cannot be reached."""
 
     async def open(self) -> None:
         """Create clients and sessions. Called once in each serving process, inside its event loop."""
@@ -108,11 +117,11 @@ class Origin(abc.ABC):
         """Release what `open` created."""
 
     @abc.abstractmethod
-    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
-        """Return the original at `path` (percent-decoded once, no leading `/`).
+    async def fetch(self, request: OriginRequest) -> Original:
+        """Return the original at `request.path`.
 
-        Raise `OriginNotFound`, `OriginFailure`, `SourceTooLarge` (stop reading past `max_bytes`),
-        or `NotModified` when `validators` are given and the origin confirms they are current."""
+        Raise `OriginNotFound`, `OriginFailure`, `SourceTooLarge` (stop reading past `request.max_bytes`),
+        or `NotModified` when `request.validators` are given and the origin confirms they are current."""
 
     def describe(self) -> dict[str, Any]:
         """A summary for `edge check-config`; `Secret` values are shown masked."""

@@ -26,7 +26,7 @@ from functools import partial
 from . import chain
 from .cache import Caches, SourceInfo, StoredOriginal, original_key, strong_etag
 from .config import CacheSettings
-from .errors import NotFound, OriginFailed
+from .errors import BadGateway, NothingToServe
 from .flight import SingleFlight
 from .metrics import Metrics
 from .origin import NotModified, Validators
@@ -69,14 +69,14 @@ class OriginalSource:
 
     async def current(self, request: ImageRequest, host: str | None) -> CurrentOriginal:
         """The current original at the request's path. `host`: the Host passed on to the origins (part
-        of the key), or None when the endpoint's origins take none. Raises `NotFound` or
-        `OriginFailed` (when nothing is stored to fall back on)."""
+        of the key), or None when the endpoint's origins take none. Raises `NothingToServe` or
+        `BadGateway` (when nothing is stored to fall back on)."""
         caches = self._caches
         key = original_key(request.endpoint.id, request.path, host)
         missing = await caches.io(caches.not_found.known_missing, key, self._clock())
         self._count("not_found", "hit" if missing else "miss")
         if missing:
-            raise NotFound("not found")
+            raise NothingToServe("not found")
         stored = await caches.io(caches.originals.get, key)
         if stored is not None and self.is_fresh(stored.info):
             self._count("original", "hit")
@@ -85,7 +85,7 @@ class OriginalSource:
         try:
             return await self._flights.run(key, partial(self._fetch, request, host, key, stored),
                                            partial(self._fresh_stored, key))
-        except OriginFailed as failure:
+        except BadGateway as failure:
             if stored is None:
                 raise
             log.warning("origin failed (%s); using the stale original of %r", failure.message, request.path)
@@ -114,7 +114,7 @@ class OriginalSource:
             confirmed = StoredOriginal(replace(stored.info, checked_at=now), stored.body)
             await caches.io(caches.originals.put, key, confirmed)
             return CurrentOriginal(Freshness.UNCHANGED, confirmed.info, confirmed.body)
-        except NotFound:
+        except NothingToServe:
             await caches.io(self._forget_missing, key, now)
             raise
         original = found.original

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from .cache import CachedOutput, Caches, original_key, output_key, strong_etag
 from .config import Config
-from .errors import EdgeError, NotFound, OriginFailed, UnprocessableSource
+from .errors import BadGateway, EdgeError, NothingToServe, UnprocessableSource
 from .flight import SingleFlight
 from .metrics import Metrics
 from .originals import CurrentOriginal, OriginalSource
@@ -104,7 +104,7 @@ class Pipeline:
             try:
                 output, source = await self._flights.run(job.key, partial(self._produce, job, cached),
                                                          partial(self._fresh_stored, job.key))
-            except OriginFailed:
+            except BadGateway:
                 if cached is None:
                     raise
                 output, source = cached, "miss"  # stale-if-error: the original is no longer held, the output is
@@ -153,7 +153,7 @@ class Pipeline:
         """The original, or the `di-` default image when no origin has it (missing too: 404)."""
         try:
             return await self._originals.current(job.request, job.host)
-        except NotFound:
+        except NothingToServe:
             default_image = job.transformation.default_image
             if default_image is None:
                 raise

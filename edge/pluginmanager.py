@@ -1,34 +1,198 @@
-"""Loading plugins: built-ins and third parties alike come in through the `edge.plugins` entry points."""
+"""Loading plugins: built-ins and third parties alike come in through the `edge.plugins` entry points.
+
+One broken plugin must not take the node down: a plugin that fails to import, declares an API this
+node does not provide, or whose hook raises is logged, listed by `edge plugins` with the reason, and
+skipped. Only a config that uses a type nobody could provide fails, and its error names the plugins
+that failed. Two plugins claiming one type name fail the same way, for the configs that use it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError
 from .origin import Origin
+from .plugin import API_VERSION
+
+log = logging.getLogger("edge.plugins")
+
+#: the module attribute in which a plugin names the `edge.plugin.API_VERSION` it is written against
+API_ATTRIBUTE = "EDGE_PLUGIN_API"
 
 
-def load_plugins(*extra: ModuleType | object) -> pluggy.PluginManager:
-    """A plugin manager with every installed plugin, plus `extra` ones (used by tests)."""
+@dataclass(frozen=True)
+class LoadedPlugin:
+    """One installed plugin as `edge plugins` shows it."""
+
+    name: str  # the entry point's name (the module's, for plugins passed in by tests)
+    module: str
+    distribution: str | None
+    version: str | None
+    origin_types: tuple[str, ...] = ()
+    #: why it was skipped; None when it loaded
+    error: str | None = None
+
+    def label(self) -> str:
+        """`name (distribution version)`, as errors and warnings name a plugin."""
+        package = " ".join(filter(None, (self.distribution, self.version)))
+        return f"{self.name} ({package})" if package else self.name
+
+
+class Plugins:
+    """The loaded plugins and the origin types they provide."""
+
+    def __init__(self, loaded: list[LoadedPlugin], providers: dict[str, list[tuple[type[Origin], LoadedPlugin]]]):
+        self.loaded = tuple(loaded)
+        self._providers = providers
+
+    @property
+    def failed(self) -> tuple[LoadedPlugin, ...]:
+        return tuple(plugin for plugin in self.loaded if plugin.error is not None)
+
+    def type_names(self) -> list[str]:
+        return sorted(self._providers)
+
+    def origin_type(self, type_name: str) -> type[Origin]:
+        """The class for `type = "<type_name>"`; `LookupError` with a message for the config error."""
+        providers = self._providers.get(type_name, [])
+        if len(providers) > 1:
+            names = " and ".join(plugin.label() for _, plugin in providers)
+            raise LookupError(f"origin type {type_name!r} is provided by two plugins, {names}: uninstall one")
+        if providers:
+            return providers[0][0]
+        message = f"unknown origin type {type_name!r}; installed types: {', '.join(self.type_names())}"
+        if self.failed:
+            message += "; plugins that failed to load: " + "; ".join(
+                f"{plugin.label()}: {plugin.error}" for plugin in self.failed)
+        raise LookupError(message)
+
+    def report(self) -> str:
+        """The table `edge plugins` prints: one line per plugin, then those that failed, with why."""
+        rows = [("PLUGIN", "DISTRIBUTION", "VERSION", "ORIGIN TYPES")]
+        rows += [(p.name, p.distribution or "-", p.version or "-", ", ".join(p.origin_types) or "-")
+                 for p in self.loaded if p.error is None]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3] for row in rows]
+        if self.failed:
+            lines += ["", "FAILED TO LOAD (skipped; a config that uses their types is refused)"]
+            lines += [f"{plugin.label()}: {plugin.error}" for plugin in self.failed]
+        return "\n".join(lines)
+
+
+def load_plugins(*extra: ModuleType | object) -> Plugins:
+    """Every installed plugin that loads, plus `extra` ones (tests pass plugin modules or objects)."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    manager.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+    candidates: list[tuple[object, LoadedPlugin]] = []
+    loaded: list[LoadedPlugin] = []
+    for entry_point in _entry_points():
+        plugin, info = _import(entry_point)
+        if info.error is not None:
+            loaded.append(info)
+        elif not manager.is_registered(plugin):  # one module may be reached through two entry points
+            candidates.append((plugin, info))
     for plugin in extra:
-        manager.register(plugin)
-    return manager
+        name = getattr(plugin, "__name__", type(plugin).__name__)
+        candidates.append((plugin, LoadedPlugin(name, name, None, None)))
 
-
-def origin_types(manager: pluggy.PluginManager) -> dict[str, type[Origin]]:
-    """Every origin type the plugins provide, by type name."""
-    types: dict[str, type[Origin]] = {}
-    for provided in manager.hook.edge_origin_types():
+    providers: dict[str, list[tuple[type[Origin], LoadedPlugin]]] = {}
+    for plugin, info in candidates:
+        try:
+            manager.register(plugin, name=f"{info.distribution}:{info.name}")  # checks the hooks' signatures
+            provided = _origin_types_of(manager, plugin)
+        except Exception as error:  # noqa: BLE001 - any failure of a plugin's hooks skips that plugin
+            if manager.is_registered(plugin):
+                manager.unregister(plugin)
+            loaded.append(_failed(info, str(error) if isinstance(error, _Unusable) else _describe(error)))
+            continue
+        info = dataclasses.replace(info, origin_types=tuple(origin_type.type_name for origin_type in provided))
+        loaded.append(info)
         for origin_type in provided:
+            providers.setdefault(origin_type.type_name, []).append((origin_type, info))
+    return Plugins(sorted(loaded, key=lambda p: (p.distribution or "", p.name)), providers)
+
+
+def _entry_points() -> list[EntryPoint]:
+    unique = {(ep.name, ep.value, ep.dist.name if ep.dist else None): ep
+              for ep in entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
+    return list(unique.values())
+
+
+def _import(entry_point: EntryPoint) -> tuple[object | None, LoadedPlugin]:
+    dist = entry_point.dist
+    info = LoadedPlugin(entry_point.name, entry_point.value, dist.name if dist else None,
+                        dist.version if dist else None)
+    try:
+        plugin = entry_point.load()
+    except Exception as error:  # noqa: BLE001 - ImportError, SyntaxError, or whatever its import runs
+        return None, _failed(info, f"cannot import {entry_point.value}: {_describe(error)}")
+    problem = api_problem(getattr(plugin, API_ATTRIBUTE, None))
+    if problem:
+        return None, _failed(info, problem)
+    return plugin, info
+
+
+def api_problem(declared: object) -> str | None:
+    """Why a plugin declaring `EDGE_PLUGIN_API = declared` cannot load here, or None when it can.
+
+    `API_VERSION` is `MAJOR.MINOR`: a minor release only adds, so a plugin written for 1.0 loads on
+    any 1.x; one written for 1.3 needs a node with 1.3 or later; a new major version breaks plugins."""
+    provided = _parse_api(API_VERSION)
+    wanted = _parse_api(declared)
+    if wanted is None:
+        return (f"it must declare the plugin API it is written for, as {API_ATTRIBUTE} = \"{API_VERSION}\" "
+                f"(got {declared!r})")
+    if wanted[0] > provided[0] or (wanted[0] == provided[0] and wanted[1] > provided[1]):
+        return (f"it needs plugin API {declared}, and this node provides {API_VERSION}: "
+                f"upgrade edge-image-node, or install an older release of the plugin")
+    if wanted[0] < provided[0]:
+        return (f"it is written for plugin API {declared}, and this node provides {API_VERSION}, "
+                f"which is incompatible: upgrade the plugin")
+    return None
+
+
+def _parse_api(version: object) -> tuple[int, int] | None:
+    if not isinstance(version, str):
+        return None
+    major, dot, minor = version.partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        return None
+    return int(major), int(minor)
+
+
+class _Unusable(Exception):
+    """Why a plugin that imported cannot be used, worded for `edge plugins`."""
+
+
+def _origin_types_of(manager: pluggy.PluginManager, plugin: object) -> list[type[Origin]]:
+    provided: list[type[Origin]] = []
+    for impl in manager.hook.edge_origin_types.get_hookimpls():
+        if impl.plugin is not plugin:
+            continue
+        try:
+            returned = list(impl.function())
+        except Exception as error:  # noqa: BLE001 - whatever it raised, the plugin is unusable
+            raise _Unusable(f"edge_origin_types() raised {_describe(error)}") from error
+        for origin_type in returned:
             if not (isinstance(origin_type, type) and issubclass(origin_type, Origin)):
-                raise ConfigError(f"plugin origin type {origin_type!r} is not a subclass of edge.origin.Origin")
-            if origin_type.type_name in types:
-                raise ConfigError(f"origin type {origin_type.type_name!r} is provided by two plugins")
-            types[origin_type.type_name] = origin_type
-    return types
+                raise _Unusable(f"edge_origin_types() returned {origin_type!r}, not a subclass of edge.plugin.Origin")
+            if not isinstance(getattr(origin_type, "type_name", None), str):
+                raise _Unusable(f"edge_origin_types() returned {origin_type.__name__}, which has no type_name")
+            provided.append(origin_type)
+    return provided
+
+
+def _failed(info: LoadedPlugin, reason: str) -> LoadedPlugin:
+    failed = dataclasses.replace(info, error=reason)
+    log.warning("plugin %s failed to load and is skipped: %s", failed.label(), reason)
+    return failed
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

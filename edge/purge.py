@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from .cache import Caches, path_key, path_prefix_key
 from .config import Config
-from .errors import BadRequest, ConfigError, NotFound
+from .errors import BadRequest, ConfigError, NothingToServe
 from .fanout import FanOut
 from .origin import OriginFailure
 from .routing import Router
@@ -62,7 +62,7 @@ def key_prefix(router: Router, target: dict[str, str]) -> str:
     parts = urlsplit(value)
     try:
         request = router.route(parts.netloc, "/" + parts.path.lstrip("/"), allow_empty_path=True)
-    except NotFound:
+    except NothingToServe:
         raise BadRequest(f"{kind}: no endpoint of this node serves {value!r}") from None
     if kind == "url":
         if not request.path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from .config import Endpoint
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, NothingToServe
 
 
 @dataclass(frozen=True)
@@ -44,18 +44,18 @@ class Router:
             elif self._default is not None:
                 endpoint = self._default
             else:
-                raise NotFound("unknown endpoint")
+                raise NothingToServe("unknown endpoint")
         transformation = None
         if segments and _decode(segments[0]).startswith("tr:"):
             transformation = _decode(segments[0])[3:]
             segments = segments[1:]
         path = _decode("/".join(segments))
         if not path and not allow_empty_path:
-            raise NotFound("not found")
+            raise NothingToServe("not found")
         if any(segment in (".", "..") for segment in path.split("/")):
             # A dot segment would climb out of an origin's root, folder or base URL (a web server
             # normalises `/images/../admin`); no image an origin serves is named like that.
-            raise NotFound("not found")
+            raise NothingToServe("not found")
         return ImageRequest(endpoint, path, transformation, host)
 
 

@@ -17,7 +17,7 @@ from . import purge
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, CacheHealth
 from .config import Config
-from .errors import EdgeError, NotFound, Unauthorized
+from .errors import EdgeError, NothingToServe, Unauthorized
 from .fanout import FORWARDED_HEADER, FanOut
 from .shared_cache import SharedTier
 from .flight import SingleFlight, wait_bound
@@ -290,7 +290,7 @@ class PurgeHandler(BaseHandler):
         token = node.config.admin_token
         try:
             if token is None:
-                raise NotFound("not found")
+                raise NothingToServe("not found")
             if not purge.authorized(self.request.headers.get("Authorization"), token):
                 raise Unauthorized("unauthorized", headers={"WWW-Authenticate": 'Bearer realm="edge purge"'})
             target = purge.parse_body(self.request.body)

@@ -18,11 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge.hookspecs import hookimpl
-from edge.origin import Origin, Original, OriginFailure, OriginNotFound, OriginSettings, Validators
-from edge.settings import ConfigTable
+from edge.plugin import (
+    ConfigTable,
+    Origin,
+    Original,
+    OriginFailure,
+    OriginNotFound,
+    OriginRequest,
+    OriginSettings,
+    hookimpl,
+)
 from edge.transform.formats import EXTENSIONS
-from plugins.s3 import S3Origin
+
+from .s3 import S3Origin
 
 #: request-path extensions that name a format (and so are not part of the public ID)
 IMAGE_EXTENSIONS = frozenset(EXTENSIONS) | {"tif", "tiff", "bmp", "heic", "heif", "jxl", "jp2", "ico", "svg"}
@@ -140,7 +148,8 @@ class CloudinaryBackupOrigin(S3Origin):
         table.finish()
         return origin
 
-    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
+    async def fetch(self, request: OriginRequest) -> Original:
+        path, max_bytes, validators = request.path, request.max_bytes, request.validators
         asset = parse_asset_path(path)
         if not asset.public_id or asset.public_id.endswith("/"):
             raise OriginNotFound(path)
@@ -175,6 +184,10 @@ class CloudinaryBackupOrigin(S3Origin):
                 raise OriginFailure("bad_response", f"ListObjectsV2 {folder!r}: truncated without a token")
             params["ContinuationToken"] = token
         return Versions.from_keys(folder, keys)
+
+
+#: the `edge.plugin` API this module is written against
+EDGE_PLUGIN_API = "1.0"
 
 
 @hookimpl

@@ -11,9 +11,17 @@ import os
 from email.utils import formatdate
 from pathlib import Path
 
-from edge.hookspecs import hookimpl
-from edge.origin import Origin, Original, OriginNotFound, OriginSettings, SourceTooLarge, Validators, NotModified
-from edge.settings import ConfigTable
+from edge.plugin import (
+    ConfigTable,
+    NotModified,
+    Origin,
+    Original,
+    OriginNotFound,
+    OriginRequest,
+    OriginSettings,
+    SourceTooLarge,
+    hookimpl,
+)
 
 
 class LocalOrigin(Origin):
@@ -40,10 +48,11 @@ class LocalOrigin(Origin):
             raise OriginNotFound(path)
         return candidate
 
-    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
-        return await asyncio.to_thread(self._read, path, max_bytes, validators)
+    async def fetch(self, request: OriginRequest) -> Original:
+        return await asyncio.to_thread(self._read, request)
 
-    def _read(self, path: str, max_bytes: int, validators: Validators | None) -> Original:
+    def _read(self, request: OriginRequest) -> Original:
+        path, max_bytes, validators = request.path, request.max_bytes, request.validators
         file = self._resolve(path)
         with open(file, "rb") as handle:
             stat = os.fstat(handle.fileno())
@@ -56,6 +65,10 @@ class LocalOrigin(Origin):
         if len(body) > max_bytes:  # grew while we read
             raise SourceTooLarge(path)
         return Original(body, etag=etag, last_modified=formatdate(stat.st_mtime, usegmt=True))
+
+
+#: the `edge.plugin` API this module is written against
+EDGE_PLUGIN_API = "1.0"
 
 
 @hookimpl

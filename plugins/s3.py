@@ -32,18 +32,23 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from edge.fetching import CHUNK_BYTES, check_announced_size, http_date, read_limited
-from edge.hookspecs import hookimpl
-from edge.origin import (
+from edge.plugin import (
+    CHUNK_BYTES,
+    ConfigTable,
     NotModified,
     Origin,
     Original,
     OriginFailure,
     OriginNotFound,
+    OriginRequest,
     OriginSettings,
+    Secret,
     Validators,
+    check_announced_size,
+    hookimpl,
+    http_date,
+    read_limited,
 )
-from edge.settings import ConfigTable, Secret
 
 log = logging.getLogger("edge.origin.s3")
 
@@ -152,8 +157,9 @@ class S3Origin(Origin):
         """The object key of a request path: `folder + path`, percent-encoded when `encode_keys` is on."""
         return self.folder + (encode_key(path) if self.encode_keys else path)
 
-    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
-        return await self.get_object(self.key_for(path), max_bytes=max_bytes, validators=validators)
+    async def fetch(self, request: OriginRequest) -> Original:
+        return await self.get_object(self.key_for(request.path), max_bytes=request.max_bytes,
+                                     validators=request.validators)
 
     async def get_object(self, key: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
         """Read one object, streaming, stopping past `max_bytes`; conditional when `validators` are given."""
@@ -232,6 +238,10 @@ def _client_error(operation: str, key: str, error: ClientError) -> Exception:
     if status >= 500:
         return OriginFailure("server_error", where)
     return OriginFailure("error", where)  # NoSuchBucket, InvalidRequest…: the origin's config is wrong
+
+
+#: the `edge.plugin` API this module is written against
+EDGE_PLUGIN_API = "1.0"
 
 
 @hookimpl

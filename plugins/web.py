@@ -28,9 +28,9 @@ from edge.origin import (
     Original,
     OriginFailure,
     OriginNotFound,
+    OriginRequest,
     OriginSettings,
     Validators,
-    request_host,
 )
 from edge.settings import ConfigTable, Secret
 
@@ -104,9 +104,8 @@ class WebOrigin(Origin):
         """`base_url/path`, the decoded path percent-encoded once (`+` → `%2B`, so no server reads a space)."""
         return URL(f"{self.base_url}/{quote(path, safe='/')}", encoded=True)
 
-    def _origin_headers(self, validators: Validators | None) -> dict[str, str]:
+    def _origin_headers(self, validators: Validators | None, host: str | None) -> dict[str, str]:
         headers = {name: value.reveal() for name, value in self._headers.items()}
-        host = request_host.get()
         if self.forward_host and host:
             headers["Host"] = host
         if validators is not None and validators.etag:
@@ -115,10 +114,11 @@ class WebOrigin(Origin):
             headers["If-Modified-Since"] = validators.last_modified
         return headers
 
-    async def fetch(self, path: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
+    async def fetch(self, request: OriginRequest) -> Original:
+        path, max_bytes, validators = request.path, request.max_bytes, request.validators
         url = self.url_for(path)
         origin = url.origin()
-        headers = self._origin_headers(validators)
+        headers = self._origin_headers(validators, request.host)
         try:
             for _ in range(MAX_REDIRECTS + 1):
                 # only the configured origin gets its headers (and conditional ones): never another host
@@ -157,6 +157,10 @@ class WebOrigin(Origin):
         body = await read_limited(response.content.iter_chunked(CHUNK_BYTES), max_bytes, path)
         return Original(body, etag=response.headers.get("ETag"), last_modified=response.headers.get("Last-Modified"),
                         content_type=response.headers.get("Content-Type"))
+
+
+#: the `edge.plugin` API this module is written against
+EDGE_PLUGIN_API = "1.0"
 
 
 @hookimpl

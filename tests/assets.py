@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import pyvips
 
+from edge.testing import centre_colour, solid_image as solid  # noqa: F401 - the tests' names for them
+
 TOLERANCE = 8  # JPEG keeps a flat colour within a few levels
 
 
 def colour(index: int) -> tuple[int, int, int]:
     """A colour per index (0–99), every two at least 20 levels apart in some channel."""
     return (20 + 20 * (index % 10), 20 + 20 * (index // 10 % 10), 128)
-
-
-def solid(width: int, height: int, rgb: tuple[int, int, int], fmt: str = "jpg") -> bytes:
-    image = (pyvips.Image.black(width, height) + list(rgb)).cast("uchar").copy(interpretation="srgb")
-    return image.write_to_buffer(f".{fmt}")
-
-
-def centre_colour(image: pyvips.Image) -> tuple[int, int, int]:
-    rgb = image.colourspace("srgb")[0:3] if image.bands >= 3 else image.colourspace("srgb")
-    return tuple(int(round(v)) for v in rgb.getpoint(image.width // 2, image.height // 2)[:3])
 
 
 def same_colour(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:

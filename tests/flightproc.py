@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from edge.errors import EdgeError, OriginFailed
+from edge.errors import BadGateway, EdgeError
 from edge.flight import SingleFlight
 
 
@@ -41,7 +41,7 @@ async def main(directory: Path, key: str, role: str, wait: float) -> None:
         if role.startswith("lead"):
             await asyncio.to_thread(sys.stdin.readline)
         if role == "lead-fail":
-            raise OriginFailed("origin error", headers={"X-Edge-Error": "web: server_error"})
+            raise BadGateway("origin error", headers={"X-Edge-Error": "web: server_error"})
         result.write_text(f"made by {os.getpid()}")
         return result.read_text()
 

@@ -1,15 +1,9 @@
-"""Running real nodes for tests: in-process on a real socket, or as `edge serve` processes."""
+"""Running real nodes for tests: in-process on a real socket, or as `edge serve` processes (`NodeProcess`,
+from `edge.testing`, which plugin authors use too)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
-import textwrap
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +16,9 @@ from tornado.netutil import bind_sockets
 from edge.config import Config, load_config
 from edge.pluginmanager import load_plugins
 from edge.server import Node, make_app
+from edge.testing import START_TIMEOUT, NodeProcess, write_config  # noqa: F401 - the tests' names for them
 
 SAMPLES = Path(__file__).resolve().parent.parent / "edge" / "samples"
-START_TIMEOUT = 30
 #: for tests of what reaches an origin on every output miss: no originals tier, no negative cache
 EVERY_MISS_TO_ORIGIN = '[cache]\ndir = "cache"\noriginal_size = 0\nnot_found_ttl = "0s"\n'
 
@@ -50,16 +44,6 @@ name = "{name}"
 id = ""
 origins = ["{name}"]
 {after}"""
-
-
-def write_config(directory: Path, text: str, name: str = "edge.toml") -> Path:
-    """Write a config file; `[cache] dir` defaults to `cache/` beside it when the text has no [cache]."""
-    text = textwrap.dedent(text)
-    if "[cache]" not in text:
-        text = '[cache]\ndir = "cache"\n' + text
-    path = directory / name
-    path.write_text(text)
-    return path
 
 
 @dataclass
@@ -121,53 +105,3 @@ def decode(response: HTTPResponse, *, all_frames: bool = False) -> pyvips.Image:
 
 def loader(response: HTTPResponse) -> str:
     return decode(response).get("vips-loader").removesuffix("_buffer")
-
-
-class NodeProcess:
-    """`edge serve` in a child process (for workers, signals and whole-node behaviour). Its stderr
-    is read by a thread into `log`, so a busy node never blocks on a full pipe."""
-
-    def __init__(self, config_path: Path | None, *args: str, env: dict[str, str] | None = None,
-                 stdout=None):
-        command = [sys.executable, "-m", "edge", "serve", "--port", "0", *args]
-        if config_path is not None:
-            command += ["--config", str(config_path)]
-        self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})})
-        self.log: list[str] = []
-        self._log_changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read_log, daemon=True)
-        self._reader.start()
-        self.url = self.wait_for_log(r"listening on (http://\S+)").group(1)
-
-    def _read_log(self) -> None:
-        for line in self.process.stderr:
-            with self._log_changed:
-                self.log.append(line)
-                self._log_changed.notify_all()
-        self.process.stderr.close()
-        with self._log_changed:
-            self.log.append("")  # EOF: the process has exited
-            self._log_changed.notify_all()
-
-    def wait_for_log(self, pattern: str, timeout: float = START_TIMEOUT, start: int = 0) -> re.Match:
-        """The first log line from index `start` on that matches `pattern`; bounded by `timeout`."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._log_changed:
-            while True:
-                for line in self.log[start:]:
-                    if match := regex.search(line):
-                        return match
-                    start += 1
-                if self.log and self.log[-1] == "":
-                    raise RuntimeError(f"edge serve exited without logging {pattern!r}:\n" + "".join(self.log))
-                if not self._log_changed.wait(deadline - time.monotonic()):
-                    raise TimeoutError(f"edge serve did not log {pattern!r} in {timeout}s")
-
-    def stop(self, timeout: float = START_TIMEOUT) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
-        self._reader.join(timeout)
-        return code

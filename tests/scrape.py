@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
+
+from edge.testing import samples, total  # noqa: F401 - the tests' names for them
 
 
 async def scrape(node_url: str) -> str:
     response = await AsyncHTTPClient(force_instance=True).fetch(node_url + "/metrics")
     return response.body.decode()
-
-
-def samples(text: str, name: str, **labels: str) -> dict[tuple, float]:
-    """The samples called `name` whose labels include `labels`: {sorted label items: value}."""
-    return {tuple(sorted(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples
-            if s.name == name and labels.items() <= s.labels.items()}
-
-
-def total(text: str, name: str, **labels: str) -> float:
-    return sum(samples(text, name, **labels).values())

@@ -41,6 +41,7 @@ region = "{REGION}"
 endpoint_url = "{s3.url}"
 access_key_id = "{TEST_KEY_ID}"
 secret_access_key = "{TEST_SECRET}"
+timeout = "20s"  # a loaded test machine must not turn a write into a skipped one
 """
     nodes = await start_fleet(node_factory, tmp_path, web_config(origin.url, after=shared))
     balancer = LoadBalancer("haproxy", [node.url for node in nodes], tmp_path / "haproxy")

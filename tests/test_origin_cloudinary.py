@@ -7,7 +7,7 @@ response WHICH version was served, even after a resize or a format change.
 import pytest
 
 from edge.transform.formats import path_format
-from plugins.cloudinary_backup import ResolutionCache, Versions, parse_asset_path
+from edge_builtin_origins.cloudinary_backup import ResolutionCache, Versions, parse_asset_path
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import EVERY_MISS_TO_ORIGIN, decode, loader, write_config
 

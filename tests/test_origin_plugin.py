@@ -1,5 +1,6 @@
-"""A third-party origin type, installed as an operator would install it (pip), found by `edge serve`
-through its `edge.plugins` entry point alone — nothing registers it by hand."""
+"""Third-party origin plugins as an operator meets them: installed with pip, found through their entry
+point alone, listed by `edge plugins`; a broken one skipped with a warning naming it, so that every
+config that does not use it keeps working."""
 
 from __future__ import annotations
 
@@ -8,95 +9,277 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
+import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
-import pyvips
 
-from tests.assets import centre_colour, colour, same_colour, solid
-from tests.nodes import NodeProcess, write_config
+from edge import plugin as plugin_api
+from edge.pluginmanager import api_problem, load_plugins
+from edge.testing import image_size, photo_image, running_node
+from tests.nodes import local_config, write_config
 
-EXAMPLE_PLUGIN = Path(__file__).resolve().parent / "example_plugin"
-SHOE = solid(64, 48, colour(7), "png")
-DAMAGED = solid(40, 40, colour(8), "png")
+ROOT = Path(__file__).resolve().parent.parent
+#: a config that uses only built-in types
+LOCAL = local_config()
+
+
+def pip_install(site: Path, *packages: Path) -> None:
+    """`pip install --target site`: the plugin is installed for the processes given `PYTHONPATH=site`,
+    and the test environment stays as it is."""
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--target", str(site), *map(str, packages)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def edge(*args: str, site: Path | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if site is not None:
+        env["PYTHONPATH"] = str(site)
+    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=cwd)
+
+
+def test_a_new_plugin_passes_its_own_test_and_shows_in_edge_plugins(tmp_path):
+    """`edge new-plugin` → a package written against `edge.plugin` only, installed with pip, whose
+    own test (with `edge.testing.running_node`) passes, and which `edge plugins` lists."""
+    made = edge("new-plugin", "sqlite", "--dir", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    package = tmp_path / "edge-sqlite-origin"
+    module = (package / "edge_sqlite_origin" / "__init__.py").read_text()
+    assert set(re.findall(r"^from (\S+) import", module, re.M)) <= {"__future__", "asyncio", "datetime",
+                                                                    "pathlib", "edge.plugin"}
+    site = tmp_path / "site"
+    pip_install(site, package)
+
+    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package)],
+                            capture_output=True, text=True, timeout=300, cwd=package,
+                            env={**os.environ, "PYTHONPATH": str(site)})
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "1 passed" in tested.stdout
+
+    listed = edge("plugins", site=site)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert re.search(r"^sqlite +edge-sqlite-origin +0\.1\.0 +sqlite$", listed.stdout, re.M), listed.stdout
+    assert re.search(r"^s3 +edge-image-node +\S+ +s3$", listed.stdout, re.M), listed.stdout
+
+    assert "already exists" in edge("new-plugin", "sqlite", "--dir", str(tmp_path)).stderr
+    assert "not a valid origin type name" in edge("new-plugin", "Bad-Name", "--dir", str(tmp_path)).stderr
 
 
 @pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory) -> Path:
-    """`pip install` of tests/example_plugin into a folder of its own (the test venv stays as it is)."""
-    source = tmp_path_factory.mktemp("source") / "example_plugin"
-    shutil.copytree(EXAMPLE_PLUGIN, source)  # building writes into the source tree
+def broken_site(tmp_path_factory) -> Path:
+    """Two installed plugins that cannot load: one fails to import, one needs a newer plugin API. They
+    are laid out as pip installs a package (the module and a `.dist-info` with the entry point),
+    written directly: what is under test is the node, not pip."""
     site = tmp_path_factory.mktemp("site")
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
-                           str(source)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    for name, module in {
+        "broken": "import edge_no_such_dependency\n",
+        "future": 'from edge.plugin import hookimpl\n\nEDGE_PLUGIN_API = "1.99"\n',
+    }.items():
+        (site / f"edge_{name}_origin").mkdir()
+        (site / f"edge_{name}_origin" / "__init__.py").write_text(module)
+        info = site / f"edge_{name}_origin-2.0.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: edge-{name}-origin\nVersion: 2.0.0\n")
+        (info / "entry_points.txt").write_text(f"[edge.plugins]\n{name} = edge_{name}_origin\n")
     return site
 
 
-@pytest.fixture
-def config(tmp_path) -> Path:
-    archive = tmp_path / "originals.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as writer:
-        writer.writestr("products/shoe.png", SHOE)
-        writer.writestr("damaged.png", DAMAGED)
-    data = archive.read_bytes()
-    at = data.index(DAMAGED) + 100
-    archive.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:])  # the CRC no longer matches
-    return write_config(tmp_path, """
+def test_edge_plugins_lists_the_plugins_that_failed_to_load_and_why(broken_site):
+    listed = edge("plugins", site=broken_site)
+    assert listed.returncode == 1
+    assert re.search(r"^local +edge-image-node +\S+ +local$", listed.stdout, re.M), listed.stdout
+    assert ("broken (edge-broken-origin 2.0.0): cannot import edge_broken_origin: ModuleNotFoundError: "
+            "No module named 'edge_no_such_dependency'") in listed.stdout
+    assert ("future (edge-future-origin 2.0.0): it needs plugin API 1.99, and this node provides "
+            f"{plugin_api.API_VERSION}: upgrade edge-image-node") in listed.stdout
+
+
+def test_a_broken_plugin_leaves_configs_that_do_not_use_it_working(broken_site, tmp_path):
+    config = write_config(tmp_path, LOCAL)
+    checked = edge("check-config", "--config", str(config), site=broken_site)
+    assert checked.returncode == 0, checked.stderr
+    assert "WARNING edge.plugins plugin broken (edge-broken-origin 2.0.0) failed to load and is skipped" \
+        in checked.stderr
+
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    (originals / "photo.jpg").write_bytes(photo_image())  # 4000 x 3000
+    with running_node(local_config(originals), tmp_path, env={"PYTHONPATH": str(broken_site)}) as node:
+        status, headers, body = node.get("/tr:w-300/photo.jpg")
+        assert (status, headers["content-type"], image_size(body)) == (200, "image/jpeg", (300, 225))
+        assert any("plugin future (edge-future-origin 2.0.0) failed to load" in line for line in node.log)
+
+
+def test_a_config_that_uses_a_broken_plugin_names_it(broken_site, tmp_path):
+    config = write_config(tmp_path, """
         [[origins]]
-        name = "archive"
-        type = "zip"
-        archive = "originals.zip"
-
+        name = "b"
+        type = "broken"
         [[endpoints]]
-        id = ""
-        origins = ["archive"]
+        origins = ["b"]
         """)
+    checked = edge("check-config", "--config", str(config), site=broken_site)
+    assert checked.returncode == 1
+    assert "type: unknown origin type 'broken'; installed types: " in checked.stderr
+    assert ("local, s3, web; plugins that failed to load: broken (edge-broken-origin 2.0.0): cannot import "
+            "edge_broken_origin: ModuleNotFoundError") in checked.stderr
 
 
-def get(url: str) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+class ShadowingPlugin:
+    """A plugin object (as tests register them) that claims the built-in `local` type."""
+
+    EDGE_PLUGIN_API = "1.0"
+
+    @plugin_api.hookimpl
+    def edge_origin_types(self):
+        from edge_builtin_origins.local import LocalOrigin
+
+        class OtherLocal(LocalOrigin):
+            pass
+
+        return [OtherLocal]
 
 
-def test_the_installed_plugin_serves_through_its_entry_point(plugin_site, config):
-    node = NodeProcess(config, env={"PYTHONPATH": str(plugin_site)})
-    try:
-        status, headers, body = get(f"{node.url}/tr:w-32/products/shoe.png")
-        assert (status, headers["Content-Type"]) == (200, "image/png")
-        image = pyvips.Image.new_from_buffer(body, "")
-        assert (image.width, image.height) == (32, 24)
-        assert same_colour(centre_colour(image), colour(7))
-
-        assert get(f"{node.url}/products/missing.png")[0] == 404
-        status, headers, _ = get(f"{node.url}/damaged.png")
-        assert (status, headers["X-Edge-Error"]) == (502, "archive: bad_response")
-    finally:
-        assert node.stop() == 0
+def test_two_plugins_with_one_type_name_are_both_named_where_the_type_is_used():
+    plugins = load_plugins(ShadowingPlugin())
+    with pytest.raises(LookupError, match=r"origin type 'local' is provided by two plugins, "
+                                          r"local \(edge-image-node \S+\) and ShadowingPlugin: uninstall one"):
+        plugins.origin_type("local")
+    assert plugins.origin_type("s3").type_name == "s3"
 
 
-def test_without_the_package_the_type_is_unknown(plugin_site, config):
-    def check(env: dict[str, str]) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "edge", "check-config", "--config", str(config)],
-                              capture_output=True, text=True, timeout=60, env=env)
-
-    without = check({k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    assert without.returncode == 1
-    assert "unknown origin type 'zip'; installed types: cloudinary_backup, local, s3, web" in without.stderr
-    assert check({**os.environ, "PYTHONPATH": str(plugin_site)}).returncode == 0
+def raise_boom():
+    raise RuntimeError("boom")
 
 
-def test_the_walk_through_quotes_the_working_plugin():
-    """Every Python excerpt in docs/writing-an-origin-plugin.md is a verbatim part of the example plugin."""
-    doc = (EXAMPLE_PLUGIN.parent.parent / "docs" / "writing-an-origin-plugin.md").read_text()
-    source = (EXAMPLE_PLUGIN / "edge_zip_origin" / "__init__.py").read_text()
-    excerpts = re.findall(r"```python\n(.*?)```", doc, re.S)
-    assert len(excerpts) >= 8
+@pytest.mark.parametrize("hook, error", [
+    (raise_boom, "edge_origin_types() raised RuntimeError: boom"),
+    (lambda: [dict], "edge_origin_types() returned <class 'dict'>, not a subclass of edge.plugin.Origin"),
+])
+def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
+    class Failing:
+        @plugin_api.hookimpl
+        def edge_origin_types(self):
+            return hook()
+
+    plugins = load_plugins(Failing())
+    (failed,) = plugins.failed
+    assert (failed.name, failed.error) == ("Failing", error)
+    assert {"cloudinary_backup", "local", "s3", "web"} <= set(plugins.type_names())
+
+
+@pytest.mark.parametrize("declared, problem", [
+    ("1.0", None),
+    ("1.99", "it needs plugin API 1.99"),
+    ("2.0", "it needs plugin API 2.0"),
+    ("0.9", "it is written for plugin API 0.9, and this node provides 1.0, which is incompatible"),
+    (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.0" (got None)'),
+    (1.0, "it must declare"),
+])
+def test_the_declared_plugin_api_is_checked(declared, problem):
+    assert plugin_api.API_VERSION == "1.0"  # the cases below are written for it
+    found = api_problem(declared)
+    assert found == problem if problem is None else found.startswith(problem)
+
+
+def test_the_built_in_types_install_as_edge_builtin_origins(tmp_path):
+    """A wheel of the node (what `pip install .` installs) holds every package, the built-in origins
+    under a name no other distribution uses, the plugin template, and no top-level `plugins`."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "edge", "plugins"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                            if (ROOT / name).is_dir() else {}))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                           "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = {str(init.parent.relative_to(ROOT)) for init in (ROOT / "edge").rglob("__init__.py")}
+    assert {f"{package}/__init__.py" for package in packages} <= names
+    assert {f"edge_builtin_origins/{path.name}" for path in (ROOT / "plugins").glob("*.py")} <= names
+    assert {f"edge/{path.relative_to(ROOT / 'edge')}" for path in (ROOT / "edge" / "plugin_template").rglob("*")
+            if path.is_file()} <= names
+    assert not any(name.startswith("plugins/") for name in names)
+    entry_points = next(zipfile.Path(wheel, name).read_text() for name in names if name.endswith("entry_points.txt"))
+    assert "s3 = edge_builtin_origins.s3" in entry_points
+
+
+def test_the_public_api_is_what_the_docs_list():
+    assert set(plugin_api.__all__) == {
+        "API_VERSION", "CHUNK_BYTES", "ConfigTable", "NotModified", "Origin", "OriginFailure", "OriginNotFound",
+        "OriginRequest",
+        "OriginSettings", "Original", "Secret", "SourceTooLarge", "Validators", "check_announced_size",
+        "hookimpl", "http_date", "read_limited",
+    }
+    assert all(hasattr(plugin_api, name) for name in plugin_api.__all__)
+
+
+def test_the_walk_through_quotes_the_azure_plugin():
+    """Every Python and TOML excerpt of docs/writing-an-origin-plugin.md is a verbatim part of the Azure
+    plugin (its code, its module docstring's config, its pyproject or its tests), which CI installs and
+    tests against Azurite: the excerpts are code that runs."""
+    doc = (ROOT / "docs" / "writing-an-origin-plugin.md").read_text()
+    plugin = ROOT / "contrib" / "edge-azure-blob"
+    sources = "\n".join(path.read_text() for path in (
+        plugin / "edge_azure_blob" / "__init__.py", plugin / "pyproject.toml", plugin / "tests" / "test_azure_blob.py"))
+    excerpts = re.findall(r"```(?:python|toml)\n(.*?)```", doc, re.S)
+    assert len(excerpts) >= 10
     for excerpt in excerpts:
-        assert excerpt in source, excerpt
+        assert excerpt in sources or textwrap.indent(excerpt, "    ") in sources, excerpt
+    for name in re.findall(r"`edge\.plugin\.(\w+)`", doc):
+        assert name in plugin_api.__all__, name
+
+
+class RecordingPlugin:
+    """`type = "recording"`: has nothing, and remembers every `OriginRequest` it was given."""
+
+    EDGE_PLUGIN_API = "1.0"
+
+    def __init__(self):
+        self.requests: list[plugin_api.OriginRequest] = []
+        plugin = self
+
+        class RecordingOrigin(plugin_api.Origin):
+            type_name = "recording"
+
+            @classmethod
+            def from_config(cls, settings, table):
+                origin = cls(settings)
+                origin.host_taken = table.bool("takes_host", False)
+                table.finish()
+                return origin
+
+            @property
+            def takes_request_host(self) -> bool:
+                return self.host_taken
+
+            async def fetch(self, request):
+                plugin.requests.append(request)
+                raise plugin_api.OriginNotFound(request.path)
+
+        self.origin_type = RecordingOrigin
+
+    @plugin_api.hookimpl
+    def edge_origin_types(self):
+        return [self.origin_type]
+
+
+@pytest.mark.parametrize("takes_host, host_seen", [(False, None), (True, "shop.example")])
+async def test_the_client_host_reaches_only_an_origin_that_takes_it(node_factory, tmp_path, takes_host, host_seen):
+    plugin = RecordingPlugin()
+    node = await node_factory(write_config(tmp_path, local_config(before=f"""
+        [[origins]]
+        name = "recording"
+        type = "recording"
+        takes_host = {str(takes_host).lower()}
+        """).replace('origins = ["samples"]', 'origins = ["recording", "samples"]')), plugin)
+    response = await node.fetch("/tr:w-40/coffee.jpg", headers={"Host": "shop.example"})
+    assert response.code == 200
+    (request,) = plugin.requests
+    assert (request.path, request.host, request.validators) == ("coffee.jpg", host_seen, None)
+    assert request.max_bytes == node.config.limits.max_source_bytes

@@ -7,10 +7,10 @@ import pytest
 
 from edge.config import load_config
 from edge.errors import ConfigError
-from edge.origin import NotModified, OriginSettings
+from edge.origin import NotModified, OriginRequest, OriginSettings
 from edge.pluginmanager import load_plugins
 from edge.settings import ConfigTable
-from plugins.s3 import S3Origin
+from edge_builtin_origins.s3 import S3Origin
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import SAMPLES, decode, write_config
 
@@ -138,12 +138,12 @@ async def test_conditional_fetch_and_one_client_for_the_origins_life(s3, bucket)
     await origin.open()
     client = origin._client
     try:
-        original = await origin.fetch("astronaut.jpg", max_bytes=10**7)
+        original = await origin.fetch(OriginRequest("astronaut.jpg", 10**7))
         assert original.body == ASTRONAUT and original.etag and original.last_modified
         with pytest.raises(NotModified):
-            await origin.fetch("astronaut.jpg", max_bytes=10**7, validators=original.validators)
+            await origin.fetch(OriginRequest("astronaut.jpg", 10**7, validators=original.validators))
         for _ in range(5):
-            await origin.fetch("image+example.jpg", max_bytes=10**7)
+            await origin.fetch(OriginRequest("image+example.jpg", 10**7))
         gets = s3.gets(BUCKET)
         assert len(gets) == 7 and gets[0].key == "images/astronaut.jpg"
         assert origin._client is client  # (moto's server closes every connection, so reuse shows only here)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from edge.errors import ConfigError
-from edge.origin import NotModified, OriginSettings
+from edge.origin import NotModified, OriginRequest, OriginSettings
 from edge.settings import ConfigTable
-from plugins.web import WebOrigin
+from edge_builtin_origins.web import WebOrigin
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import SAMPLES, decode, write_config
 from tests.servers import HTTPOrigin
@@ -118,10 +118,10 @@ async def test_conditional_fetch(web):
     origin = WebOrigin.from_config(OriginSettings("legacy web", "web"), table)
     await origin.open()
     try:
-        original = await origin.fetch("astronaut.jpg", max_bytes=10**7)
+        original = await origin.fetch(OriginRequest("astronaut.jpg", 10**7))
         assert original.body == ASTRONAUT and original.etag
         with pytest.raises(NotModified):
-            await origin.fetch("astronaut.jpg", max_bytes=10**7, validators=original.validators)
+            await origin.fetch(OriginRequest("astronaut.jpg", 10**7, validators=original.validators))
         assert web.headers_seen[-1]["If-None-Match"] == original.etag
     finally:
         await origin.close()

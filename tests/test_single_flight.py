@@ -12,7 +12,7 @@ import threading
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from edge.errors import OriginFailed
+from edge.errors import BadGateway
 from edge.errors import FlightTimeout
 from edge.flight import SingleFlight
 from tests.flightproc import Tally
@@ -114,7 +114,7 @@ async def test_concurrent_callers_in_a_process_share_the_leaders_failure(tmp_pat
     async def produce():
         produced.append(1)
         await release.wait()
-        raise OriginFailed("origin error", headers={"X-Edge-Error": "web: timeout"})
+        raise BadGateway("origin error", headers={"X-Edge-Error": "web: timeout"})
 
     async def lookup():
         return None
@@ -124,11 +124,11 @@ async def test_concurrent_callers_in_a_process_share_the_leaders_failure(tmp_pat
     release.set()
     outcomes = await asyncio.gather(*callers, return_exceptions=True)
     assert produced == [1] and tally.count == 4
-    assert {(type(o), o.headers["X-Edge-Error"]) for o in outcomes} == {(OriginFailed, "web: timeout")}
+    assert {(type(o), o.headers["X-Edge-Error"]) for o in outcomes} == {(BadGateway, "web: timeout")}
 
     # a request that starts after the failure tries again (failures are not cached)
     release.set()
-    with pytest.raises(OriginFailed):
+    with pytest.raises(BadGateway):
         await flight.run("key", produce, lookup)
     assert produced == [1, 1]
     flight.close()
@@ -213,7 +213,7 @@ def test_waiting_workers_get_the_leaders_failure_not_a_second_fetch(flight_proce
     follower = flight_processes("follow")
     follower.wait_for("underway")
     leader.release()
-    failure = {"type": "OriginFailed", "status": 502, "message": "origin error",
+    failure = {"type": "BadGateway", "status": 502, "message": "origin error",
                "headers": {"X-Edge-Error": "web: server_error"}}
     assert {k: v for k, v in leader.wait_for("error").items() if k in failure} == failure
     got = follower.wait_for("error")
