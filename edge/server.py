@@ -19,12 +19,12 @@ from .cache import CachedOutput, Caches, CacheHealth
 from .config import Config
 from .errors import EdgeError, NothingToServe, Unauthorized
 from .fanout import FORWARDED_HEADER, FanOut
-from .shared_cache import SharedTier
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
 from .originals import OriginalSource
 from .pipeline import ImageCall, Pipeline
 from .routing import Router
+from .shared_cache import SharedTier
 from .transform.render import Renderer
 
 log = logging.getLogger("edge")
