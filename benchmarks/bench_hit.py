@@ -11,14 +11,13 @@ handler's rate.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
-from benchmarks.common import LoadResult, median, start_node_process, wrk_load
+from benchmarks.common import LoadResult, load_arguments, print_load_ratios, start_node_process, wrk_load
 from tests.nodes import local_config
 
 PATH = "/tr:w-300/astronaut.jpg"
@@ -47,10 +46,7 @@ def node_config(access_log: bool) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=3)
-    args = parser.parse_args()
+    args = load_arguments(__doc__)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -68,8 +64,8 @@ def main() -> None:
         try:
             targets = {
                 "bare": (bare_url, bare.pid),
-                "node": (nodes[True].url + PATH, nodes[True].process.pid),
-                "node, no access log": (nodes[False].url + PATH, nodes[False].process.pid),
+                "node": (nodes[True].url + PATH, nodes[True].worker_pids()[0]),
+                "node, no access log": (nodes[False].url + PATH, nodes[False].worker_pids()[0]),
             }
             results: dict[str, list[LoadResult]] = {name: [] for name in targets}
             for _ in range(args.rounds):
@@ -82,13 +78,7 @@ def main() -> None:
                 node.stop()
 
     print(f"cache-hit throughput, {len(body)} B body, {args.rounds} rounds of {args.seconds}s, medians:")
-    base_rate = median([r.requests_per_second for r in results["bare"]])
-    base_cpu = median([r.cpu_us_per_request for r in results["bare"]])
-    for name, runs in results.items():
-        rate = median([r.requests_per_second for r in runs])
-        cpu = median([r.cpu_us_per_request for r in runs])
-        print(f"  {name:22s} {rate:7.0f} req/s (ratio {rate / base_rate:.2f})   "
-              f"{cpu:5.0f} µs CPU/request (bare/this {base_cpu / cpu:.2f})")
+    print_load_ratios(results, "bare")
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -57,3 +58,23 @@ def start_node_process(directory: Path, config_text: str) -> NodeProcess:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def print_load_ratios(results: dict[str, list[LoadResult]], baseline: str) -> None:
+    """One line per target: median req/s and CPU per request, each as a ratio to `baseline`'s."""
+    base_rate = median([r.requests_per_second for r in results[baseline]])
+    base_cpu = median([r.cpu_us_per_request for r in results[baseline]])
+    width = max(map(len, results))
+    for name, runs in results.items():
+        rate = median([r.requests_per_second for r in runs])
+        cpu = median([r.cpu_us_per_request for r in runs])
+        print(f"  {name:{width}s} {rate:7.0f} req/s (ratio {rate / base_rate:.2f})   "
+              f"{cpu:5.0f} µs CPU/request ({baseline}/this {base_cpu / cpu:.2f})")
+
+
+def load_arguments(doc: str) -> argparse.Namespace:
+    """`--rounds` and `--seconds` of a wrk benchmark whose module docstring is `doc`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
+    return parser.parse_args()

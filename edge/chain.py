@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import BadGateway, BadRequest, GatewayTimeout, NothingToServe
-from .metrics import Metrics
+from .errors import BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe
+from .metrics import ORIGIN_FAILURES, Metrics
 from .origin import (
     NotModified,
     Origin,
@@ -67,9 +67,12 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
             outcome = "not_found"
         except SourceTooLarge:
             raise BadRequest("source too large") from None
+        except FetchMemoryExhausted:
+            outcome = "busy"
+            raise  # 503: the node is busy, not the origin broken
         except Exception as exc:  # TimeoutError, OriginFailure, or a bug in the plugin
             failure = _as_failure(origin, exc)
-            outcome = "timeout" if failure.kind == "timeout" else "error"
+            outcome = failure.kind if failure.kind in ORIGIN_FAILURES else "error"
             failures.append((origin, failure))
             log.warning("origin %r failed (%s): %s", origin.name, failure.kind, failure)
         finally:

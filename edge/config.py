@@ -6,6 +6,7 @@ See `docs/configuration.md` for every key. Without `--config` the node runs the 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .cloudinary_urls import cloud_names
 from .errors import ConfigError
+from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
 from .settings import ConfigTable, Secret
@@ -23,6 +26,21 @@ from .shared_cache import SharedCacheSettings
 EMBEDDED_DEFAULT = Path(__file__).with_name("default.toml")
 _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9-]*$")
 URL_STYLES = ("imagekit", "cloudinary")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+#: a host name as `hosts` takes it: DNS labels, or a bracketed IPv6 literal; no scheme, port or path
+_HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])$")
+
+
+class WithoutEnvironment(dict):
+    """The environment `edge check-config --no-env` validates with: every `${NAME}` stands for a
+    placeholder (`<NAME>`), so a config is checked without its secrets, whatever the shell holds."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __missing__(self, name: str) -> str:
+        return f"<{name}>"
 
 
 def default_cache_dir() -> Path:
@@ -41,6 +59,40 @@ class ServerSettings:
     #: transformations waiting for a thread beyond which requests get 503 + Retry-After.
     transform_queue: int = 64
     access_log: bool = True
+    # -- limits against hostile or stuck clients (see docs/security.md, "Server limits") --
+    #: seconds a new connection has to send its first request's headers
+    header_timeout: float = 10.0
+    #: seconds a kept-alive connection may wait for its next request's headers
+    idle_timeout: float = 60.0
+    #: seconds a request body may take to arrive
+    body_timeout: float = 10.0
+    max_header_size: int = 32 * 1024
+    #: body of any request but the admin API's (image URLs are GETs: they need none)
+    max_request_body: int = 4 * 1024
+    #: body of `POST /_edge/purge`
+    max_admin_body: int = 1024 * 1024
+    #: open connections per worker; beyond it a connection gets 503 and is closed
+    max_connections: int = 1024
+    #: seconds a stopping worker lets requests in progress finish (SIGTERM, SIGHUP's old workers)
+    shutdown_grace: float = 10.0
+    # -- memory (see docs/security.md, "Memory") --
+    #: bytes of originals being fetched at once, per worker; more waits, then 503
+    fetch_memory: int = DEFAULT_FETCH_MEMORY
+    #: seconds a fetch waits for `fetch_memory` before the request gets 503
+    fetch_memory_wait: float = DEFAULT_FETCH_MEMORY_WAIT
+    #: glibc malloc arenas per worker (0 = glibc's default: 8 per core)
+    malloc_arenas: int = 2
+    #: give free memory back to the system after bursts (glibc `malloc_trim`)
+    memory_trim: bool = True
+    #: diagnostics on stderr: level, and "text" or "json" lines
+    log_level: str = "info"
+    log_format: str = "text"
+    #: access-log lines for /metrics and the health checks (off: scrapes and probes drown the traffic)
+    access_log_probes: bool = False
+    #: peers whose X-Forwarded-For names the client (the front proxy's addresses, as CIDRs)
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: serve /metrics on this port only (None: on the main port)
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +146,11 @@ class Endpoint:
     id: str
     origins: tuple[Origin, ...]
     hosts: tuple[str, ...] = ()
+    #: signs and verifies URLs (`ik-s`); see docs/signed-urls.md
     private_key: Secret | None = None
+    #: keys that still verify while pages signed with them are live (rotation); never used to sign
+    previous_private_keys: tuple[Secret, ...] = ()
+    #: every request needs a valid signature (401 otherwise)
     signed_only: bool = False
     named_only: bool = False
     url_style: str = "imagekit"
@@ -133,6 +189,7 @@ class Config:
             "endpoints": [
                 {"id": e.id, "hosts": list(e.hosts), "origins": [o.name for o in e.origins],
                  "private_key": str(e.private_key) if e.private_key else None,
+                 "previous_private_keys": [str(key) for key in e.previous_private_keys],
                  "signed_only": e.signed_only, "named_only": e.named_only, "url_style": e.url_style}
                 for e in self.endpoints
             ],
@@ -161,6 +218,9 @@ def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:
     cache = _cache(root.subtable("cache"))
     defaults = _defaults(root.subtable("defaults"))
     limits = _limits(root.subtable("limits"))
+    if server.fetch_memory < limits.max_source_bytes:
+        raise ConfigError(f"{label}: [server] fetch_memory: expected at least [limits] max_source_bytes "
+                          f"({limits.max_source_bytes} bytes), or no original that large could be fetched")
     named = _named_transformations(root.subtable("named_transformations"))
     admin = root.subtable("admin")
     admin_token = admin.secret("token")
@@ -186,9 +246,47 @@ def _server(t: ConfigTable) -> ServerSettings:
         or (os.cpu_count() or 1),
         transform_queue=t.int("transform_queue", d.transform_queue, min=1, max=100_000),
         access_log=t.bool("access_log", d.access_log),
+        header_timeout=_positive(t, "header_timeout", t.duration("header_timeout", d.header_timeout)),
+        idle_timeout=_positive(t, "idle_timeout", t.duration("idle_timeout", d.idle_timeout)),
+        body_timeout=_positive(t, "body_timeout", t.duration("body_timeout", d.body_timeout)),
+        max_header_size=t.size("max_header_size", d.max_header_size),
+        max_request_body=t.size("max_request_body", d.max_request_body),
+        max_admin_body=t.size("max_admin_body", d.max_admin_body),
+        max_connections=t.int("max_connections", d.max_connections, min=1),
+        shutdown_grace=t.duration("shutdown_grace", d.shutdown_grace),
+        fetch_memory=t.size("fetch_memory", d.fetch_memory),
+        fetch_memory_wait=t.duration("fetch_memory_wait", d.fetch_memory_wait),
+        malloc_arenas=t.int("malloc_arenas", d.malloc_arenas, min=0, max=1024),
+        memory_trim=t.bool("memory_trim", d.memory_trim),
+        **_server_operations(t, d),
     )
+    if settings.max_header_size < 1024:
+        raise t.error("max_header_size", "expected at least 1KiB (a request line and a Host header)")
     t.finish()
     return settings
+
+
+def _positive(t: ConfigTable, key: str, seconds: float) -> float:
+    if seconds <= 0:
+        raise t.error(key, "expected a duration above zero")
+    return seconds
+
+
+def _server_operations(t: ConfigTable, d: ServerSettings) -> dict[str, Any]:
+    """The `[server]` keys for operating a node: logging, the client address, the metrics port."""
+    proxies = []
+    for text in t.str_list("trusted_proxies", ()):
+        try:
+            proxies.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise t.error("trusted_proxies", f"expected IP addresses or CIDR ranges, got {text!r}") from None
+    return {
+        "log_level": t.str("log_level", d.log_level, choices=LOG_LEVELS),
+        "log_format": t.str("log_format", d.log_format, choices=LOG_FORMATS),
+        "access_log_probes": t.bool("access_log_probes", d.access_log_probes),
+        "trusted_proxies": tuple(proxies),
+        "metrics_port": t.int("metrics_port", None, min=0, max=65535),
+    }
 
 
 def _cache(t: ConfigTable) -> CacheSettings:
@@ -318,6 +416,7 @@ def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
 
 def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint, ...]:
     endpoints: list[Endpoint] = []
+    owners: dict[str, str] = {}  # host → id of the endpoint that owns it
     tables = root.tables("endpoints")
     if not tables:
         raise root.error("endpoints", "expected at least one [[endpoints]] table")
@@ -336,17 +435,53 @@ def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint,
         endpoint = Endpoint(
             id=endpoint_id,
             origins=tuple(origins[name] for name in names),
-            hosts=tuple(h.lower() for h in t.str_list("hosts", ())),
+            hosts=_hosts(t, endpoint_id, owners),
             private_key=t.secret("private_key"),
+            previous_private_keys=tuple(Secret(key) for key in t.str_list("previous_private_keys", ())),
             signed_only=t.bool("signed_only", False),
             named_only=t.bool("named_only", False),
             url_style=t.str("url_style", "imagekit", choices=URL_STYLES),
         )
         t.finish()
-        # Accepting these without enforcing them would serve unsigned URLs an operator meant to refuse.
-        for key, requested in (("private_key", endpoint.private_key), ("signed_only", endpoint.signed_only),
-                               ("url_style", endpoint.url_style != "imagekit")):
-            if requested:
-                raise t.error(key, "signed URLs and Cloudinary-style URLs are not supported yet")
+        _check_signing(t, endpoint)
+        if endpoint.url_style == "cloudinary" and not cloud_names(endpoint.origins):
+            raise t.error("url_style", 'needs an origin with folder = "/res/<cloud>/" (a Cloudinary backup bucket): '
+                                       "its cloud name is the first segment of the URLs served")
         endpoints.append(endpoint)
     return tuple(endpoints)
+
+
+def _check_signing(t: ConfigTable, endpoint: Endpoint) -> None:
+    """An empty key would sign with a key anyone knows; a requirement without a key refuses everything."""
+    if endpoint.private_key is not None and not endpoint.private_key.reveal().strip():
+        raise t.error("private_key", "is empty: set the endpoint's private key, or remove the key")
+    if any(not key.reveal().strip() for key in endpoint.previous_private_keys):
+        raise t.error("previous_private_keys", "contains an empty key")
+    if endpoint.private_key is None:
+        for key, given in (("signed_only", endpoint.signed_only),
+                           ("previous_private_keys", endpoint.previous_private_keys)):
+            if given:
+                raise t.error(key, "needs private_key")
+    if endpoint.signed_only and endpoint.named_only and endpoint.url_style == "imagekit":
+        # named_only restricts unsigned URLs (a signed URL may ask for any transformation), and
+        # signed_only refuses them all: together, named_only would do nothing.
+        raise t.error("named_only", "cannot be combined with signed_only: named_only limits unsigned URLs, "
+                                    "which signed_only refuses (see docs/signed-urls.md)")
+
+
+def _hosts(t: ConfigTable, endpoint_id: str, owners: dict[str, str]) -> tuple[str, ...]:
+    """An endpoint's `hosts`, lower-cased; a host that could never match a `Host` header, or that
+    another endpoint owns already, is an error (the router would silently pick one)."""
+    hosts = []
+    for written in t.str_list("hosts", ()):
+        host = written.lower()
+        if not _HOST.match(host):
+            raise t.error("hosts", f"{written!r} is not a host name: write it without a scheme, port or path "
+                                   "(e.g. \"img.example.com\")")
+        if host in owners:
+            other = owners[host]
+            raise t.error("hosts", f"{host!r} is also a host of the endpoint with id {other!r}" if other != endpoint_id
+                          else f"{host!r} is listed twice")
+        owners[host] = endpoint_id
+        hosts.append(host)
+    return tuple(hosts)

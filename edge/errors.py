@@ -17,6 +17,9 @@ class EdgeError(Exception):
     status = 500
     #: value of the `X-Edge-Error` header, when the error has one.
     kind: str | None = None
+    #: the endpoint's label (metrics, access log) when the error came before routing finished (a
+    #: refused signature): otherwise the request path knows it
+    endpoint: str | None = None
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -39,7 +42,8 @@ class InvalidTransformation(BadRequest):
 
 
 class Unauthorized(EdgeError):
-    """The admin API without the admin token (401)."""
+    """The admin API without the admin token, or an image URL without the valid signature its
+    endpoint requires (401)."""
 
     status = 401
 
@@ -79,6 +83,10 @@ class Overloaded(EdgeError):
 
     def __init__(self, retry_after: int = 1):
         super().__init__("node overloaded, retry later", headers={"Retry-After": str(retry_after)})
+
+
+class FetchMemoryExhausted(Overloaded):
+    """The process's bytes of originals being fetched stayed at `[server] fetch_memory` (503)."""
 
 
 class FlightTimeout(EdgeError):

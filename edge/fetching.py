@@ -2,14 +2,20 @@
 
 Every origin must stop reading an original as soon as it is over `max_bytes` (a 40 MB limit must not
 cost 4 GB of download), and must say so with `SourceTooLarge`. These helpers make that one line.
+
+`read_limited` also holds the bytes it reads against the process's `fetch_memory` budget (`[server]
+fetch_memory`), so that many large originals arriving at once wait, then get 503, instead of
+growing the process without bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
+from .errors import FetchMemoryExhausted
 from .origin import SourceTooLarge
 
 #: bytes asked of a socket at a time while streaming an original
@@ -22,18 +28,77 @@ def check_announced_size(announced: int | None, max_bytes: int, path: str) -> No
         raise SourceTooLarge(path)
 
 
-async def read_limited(chunks: AsyncIterable[bytes], max_bytes: int, path: str) -> bytes:
+class FetchBudget:
+    """Bytes of originals being read at once in this process. A reader reserves what it is about to
+    hold (the announced size at once, else chunk by chunk) and waits, bounded, while the budget is
+    full; everything it reserved is released when it returns or fails."""
+
+    def __init__(self, capacity: int, wait: float):
+        self.capacity = capacity
+        self.wait = wait
+        self.in_use = 0
+        self._waiters: list[asyncio.Future] = []
+
+    def configure(self, capacity: int, wait: float) -> None:
+        self.capacity, self.wait = capacity, wait
+
+    async def reserve(self, size: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        while self.in_use + size > self.capacity:
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                raise FetchMemoryExhausted() from None
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self.in_use += size
+
+    def release(self, size: int) -> None:
+        self.in_use -= size
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:  # each checks again whether its size fits now
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+#: the defaults of `[server] fetch_memory` and `fetch_memory_wait`
+DEFAULT_FETCH_MEMORY = 200 * 10**6
+DEFAULT_FETCH_MEMORY_WAIT = 5.0
+
+#: this process's budget; the serving process sets it from `[server]` (the defaults until then)
+fetch_budget = FetchBudget(DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT)
+
+
+async def read_limited(chunks: AsyncIterable[bytes], max_bytes: int, path: str, *,
+                       announced: int | None = None) -> bytes:
     """Join `chunks`; raise `SourceTooLarge` as soon as more than `max_bytes` arrived, reading no further.
 
+    Pass the announced size (Content-Length) when there is one: it is reserved from the fetch budget
+    before the first byte is read. Raises `FetchMemoryExhausted` when the budget stays full.
     The caller closes the stream (a partly read HTTP response must not go back to a connection pool)."""
     parts: list[bytes] = []
-    total = 0
-    async for chunk in chunks:
-        total += len(chunk)
-        if total > max_bytes:
-            raise SourceTooLarge(path)
-        parts.append(chunk)
-    return b"".join(parts)
+    total = reserved = 0
+    try:
+        if announced:
+            check_announced_size(announced, max_bytes, path)
+            await fetch_budget.reserve(announced)
+            reserved = announced
+        async for chunk in chunks:
+            total += len(chunk)
+            if total > max_bytes:
+                raise SourceTooLarge(path)
+            if total > reserved:
+                await fetch_budget.reserve(total - reserved)
+                reserved = total
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        fetch_budget.release(reserved)
 
 
 def http_date(moment: datetime | None) -> str | None:

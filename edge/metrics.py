@@ -5,12 +5,18 @@ anything imports prometheus-client, and `/metrics` then aggregates every worker'
 histograms are summed, the cache gauges (the same shared cache seen by every worker) take the most
 recent value, and `edge_inflight_requests` sums the live workers.
 Label values are bounded: endpoint ids, origin names, formats, status codes — never a path.
+
+Series exist from the start (at 0) for every label value known from the config (`initialise`), so
+that `rate()` sees the first event. Multiprocess mode has no process collector, so each worker
+samples its own CPU time, memory and file descriptors into `edge_process_*`, summed over the workers.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,8 +26,23 @@ from prometheus_client import multiprocess
 
 if TYPE_CHECKING:
     from .cache.tiers import DiskTier
+    from .config import Config
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: `outcome` of `edge_origin_fetches_total`: a success, a miss, or the kind of failure
+#: (an origin plugin's other kinds count as `error`, so the label stays bounded)
+ORIGIN_SUCCESSES = ("found", "not_modified", "not_found")
+ORIGIN_FAILURES = ("timeout", "refused", "denied", "server_error", "bad_response", "error")
+#: `result` values of `edge_cache_requests_total` per tier (a not-found record is never stale)
+CACHE_RESULTS = {"output": ("hit", "miss", "stale"), "original": ("hit", "miss", "stale"),
+                 "not_found": ("hit", "miss")}
+#: statuses an endpoint's series start with (others appear when first answered)
+INITIAL_STATUSES = ("200", "304", "400", "404", "502", "503", "504")
+
+
+def endpoint_label(endpoint_id: str) -> str:
+    """The `endpoint` label of an endpoint: its id, `default` for the endpoint at `/`."""
+    return endpoint_id or "default"
 
 
 def multiprocess_mode() -> bool:
@@ -93,6 +114,26 @@ class Metrics:
         self.shared_cache_failures = Counter(
             "edge_shared_cache_failures_total", "Shared cache tier calls skipped because they failed",
             ["operation", "kind"], registry=r)
+        self.signature_refusals = Counter(
+            "edge_signature_refusals_total", "Requests refused (401) for a missing, invalid or expired URL signature",
+            ["endpoint", "reason"], registry=r)
+        self.build_info = Gauge(
+            "edge_build_info", "Always 1: the versions of the node, libvips and Python",
+            ["version", "libvips", "python"], registry=r, multiprocess_mode="max")
+        self.start_time = Gauge(
+            "edge_start_time_seconds", "When the node's first worker started, Unix seconds", registry=r,
+            multiprocess_mode="min")
+        self.workers = Gauge(
+            "edge_workers", "Worker processes serving", registry=r, multiprocess_mode="livesum")
+        self.process_cpu = Counter(
+            "edge_process_cpu_seconds", "CPU time of the workers (user and system)", registry=r)
+        self.process_memory = Gauge(
+            "edge_process_resident_memory_bytes", "Resident memory of the live workers", registry=r,
+            multiprocess_mode="livesum")
+        self.process_fds = Gauge(
+            "edge_process_open_fds", "Open file descriptors of the live workers", registry=r,
+            multiprocess_mode="livesum")
+        self._cpu_counted = 0.0
 
     def observe_cache(self, tiers: Iterable[DiskTier], directory: Path) -> None:
         """Refresh the cache gauges (blocking: reads SQLite and statvfs)."""
@@ -107,6 +148,41 @@ class Metrics:
         self.cache_filesystem_size.set(disk.total)
         self.cache_filesystem_free.set(disk.free)
 
+    def initialise(self, config: Config, tiers: Iterable[str], libvips: str) -> None:
+        """Create every series whose label values the config tells, at 0; set the constant ones."""
+        for tier in tiers:
+            self.cache_evictions.labels(tier)
+            for result in CACHE_RESULTS.get(tier, ()):
+                self.cache_requests.labels(tier, result)
+        for origin in config.origins:
+            for outcome in (*ORIGIN_SUCCESSES, "busy", *ORIGIN_FAILURES):
+                self.origin_fetches.labels(origin.name, outcome)
+        for endpoint in config.endpoints:
+            label = endpoint_label(endpoint.id)
+            self.not_found.labels(label)
+            self.response_bytes.labels(label)
+            for status in INITIAL_STATUSES:
+                self.http_requests.labels(label, status)
+        from . import __version__
+
+        self.build_info.labels(__version__, libvips, platform.python_version()).set(1)
+        self.start_time.set(time.time())
+        self.workers.set(1)
+        self.sample_process()
+
+    def sample_process(self) -> None:
+        """This worker's CPU time (counted as it grows, so restarts never make it go back), resident
+        memory and open file descriptors (Linux's /proc; elsewhere only the CPU time)."""
+        cpu = time.process_time()
+        self.process_cpu.inc(max(0.0, cpu - self._cpu_counted))
+        self._cpu_counted = cpu
+        try:
+            with open("/proc/self/statm", "rb") as statm:
+                self.process_memory.set(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+            self.process_fds.set(len(os.listdir("/proc/self/fd")))
+        except OSError:
+            pass
+
     def child(self, metric, *labels: str):
         """`metric.labels(*labels)`, memoised: label values are few, and `labels()` is costly on the
         hit path."""
@@ -116,10 +192,14 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def exposition(self) -> bytes:
-        """The text for `GET /metrics`: this process, or the whole node in multiprocess mode."""
+    def node_registry(self) -> CollectorRegistry:
+        """The values of this process, or of the whole node in multiprocess mode."""
         if multiprocess_mode():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+            return registry
+        return self.registry
+
+    def exposition(self) -> bytes:
+        """The text for `GET /metrics`."""
+        return generate_latest(self.node_registry())

@@ -3,6 +3,7 @@ into an `ImageCall`, awaits `Pipeline.serve`, and turns the `Served` into a resp
 between happens here, in this order:
 
     route        edge/routing.py            Host or first segment → endpoint; `tr:` segment; path
+    signature    edge/signing.py            with the endpoint's private_key: `ik-s`/`ik-t` → 401, before any lookup
     parse        edge/transform/options.py  `tr:` + `?tr=` → Transformation (canonical form = key)
     plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
     lookup       edge/cache/                memory tier → output tier; a fresh HIT is answered here
@@ -28,7 +29,7 @@ from .cache import CachedOutput, Caches, original_key, output_key, strong_etag
 from .config import Config
 from .errors import BadGateway, EdgeError, NothingToServe, UnprocessableSource
 from .flight import SingleFlight
-from .metrics import Metrics
+from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalSource
 from .routing import ImageRequest, Router
 from .shared_cache import SharedTier
@@ -42,8 +43,9 @@ class ImageCall:
     """What the pipeline needs of an HTTP request."""
 
     host: str
-    #: the path as sent (still percent-encoded), starting with `/`
-    path: str
+    #: the request target as sent (path and query, still percent-encoded), starting with `/`: the
+    #: router checks URL signatures on it
+    uri: str
     #: the `tr` query parameter, decoded
     query_transformation: str | None
     accept: str | None
@@ -60,6 +62,8 @@ class Served:
     cache: str
     output: CachedOutput | None = None
     error: EdgeError | None = None
+    #: the expiry of the URL's valid signature (`ik-t`), which caches in front must not outlast
+    signed_until: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,14 +97,14 @@ class Pipeline:
     async def serve(self, call: ImageCall) -> Served:
         endpoint = "-"
         try:
-            request = self._router.route(call.host, call.path)
-            endpoint = request.endpoint.id or "default"
+            request = self._router.route(call.host, call.uri)
+            endpoint = endpoint_label(request.endpoint.id)
             job = self._plan(request, call)
             cached = await self._caches.output(job.key)
             fresh = cached is not None and self._originals.is_fresh(cached.source)
             self._count("output", "hit" if fresh else "stale" if cached else "miss")
             if fresh:
-                return Served(endpoint, "hit", cached)
+                return Served(endpoint, "hit", cached, signed_until=request.signed_until)
             try:
                 output, source = await self._flights.run(job.key, partial(self._produce, job, cached),
                                                          partial(self._fresh_stored, job.key))
@@ -108,17 +112,17 @@ class Pipeline:
                 if cached is None:
                     raise
                 output, source = cached, "miss"  # stale-if-error: the original is no longer held, the output is
-            if source == "shared":
-                return Served(endpoint, "shared", output)
-            return Served(endpoint, "miss" if self._originals.is_fresh(output.source) else "stale", output)
+            if source != "shared":
+                source = "miss" if self._originals.is_fresh(output.source) else "stale"
+            return Served(endpoint, source, output, signed_until=request.signed_until)
         except EdgeError as error:
-            return Served(endpoint, "miss", error=error)
+            return Served(error.endpoint or endpoint, "miss", error=error)
 
     def _plan(self, request: ImageRequest, call: ImageCall) -> _Job:
         endpoint = request.endpoint
-        transformation = parse_transformation(request.path_transformation, call.query_transformation,
-                                              named=self._config.named_transformations,
-                                              named_only=endpoint.named_only)
+        transformation = request.transformation or parse_transformation(
+            request.path_transformation, call.query_transformation, named=self._config.named_transformations,
+            named_only=request.named_only)
         planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
         host = request.host.lower() if self._takes_host[endpoint.id] else None
         key = output_key(original_key(endpoint.id, request.path, host), transformation.canonical(),
@@ -166,7 +170,7 @@ class Pipeline:
             body, fmt = original.body, LOADER_FORMATS.get(header.loader)
             if fmt is None:
                 raise UnprocessableSource()
-        else:
+        if not job.transformation.serves_original or job.request.original_as not in (None, fmt):
             started = time.perf_counter()
             rendered = await self._renderer.render(original.body, job.transformation, job.planned_format)
             body, fmt = rendered.body, rendered.format

@@ -132,7 +132,7 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
             shared = SharedTier(config.shared_cache, Metrics(), config.cache.output_size)
             await shared.open()
         try:
-            return await _everywhere(caches, key_prefix(Router(config.endpoints), target), target,
+            return await _everywhere(caches, key_prefix(Router(config.endpoints, named=config.named_transformations), target), target,
                                      config.admin_token, fan_out, shared)
         finally:
             if fan_out is not None:

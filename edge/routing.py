@@ -4,15 +4,29 @@ Order: a `Host` that an endpoint owns selects it (no identifier in the path); ot
 segment equal to an endpoint identifier; otherwise the default endpoint (`id = ""`). The next
 segment, if it starts with `tr:`, is the transformation. The rest is the path, percent-decoded once;
 a path with a `.` or `..` segment is not found, whatever the origin.
+
+On an endpoint with a `private_key`, the URL's signature is checked right after the endpoint is
+known, before anything is looked up (`edge.signing`): a 401 never depends on what is cached.
+An endpoint with `url_style = "cloudinary"` reads the rest of the path as a Cloudinary delivery URL
+instead (`edge.cloudinary_urls`): its transformation, already parsed, travels in the `ImageRequest`.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from . import cloudinary_urls
 from .config import Endpoint
 from .errors import BadRequest, NothingToServe
+from .signing import SignatureCheck
+from .transform.options import Transformation
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 
 @dataclass(frozen=True)
@@ -24,17 +38,38 @@ class ImageRequest:
     path_transformation: str | None
     #: the `Host` header as sent (origins may forward it: the `web` origin's `forward_host`)
     host: str
+    #: the expiry (unix time) of its valid signature (`NO_EXPIRY` if it has no `ik-t`); None: unsigned
+    signed_until: int | None = None
+    #: already read from the path (a `url_style = "cloudinary"` URL); the query's `tr` does not apply
+    transformation: Transformation | None = None
+    #: with `orig-true`: the format the URL names; an original stored in another format is converted
+    original_as: str | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.signed_until is not None
+
+    @property
+    def named_only(self) -> bool:
+        """Only `n-<name>` transformations: a `named_only` endpoint's unsigned URLs (whoever signs with
+        the endpoint's key may ask for any transformation)."""
+        return self.endpoint.named_only and not self.signed
 
 
 class Router:
-    def __init__(self, endpoints: tuple[Endpoint, ...]):
+    def __init__(self, endpoints: tuple[Endpoint, ...], *, named: Mapping[str, str] | None = None,
+                 signature_refusals: Counter | None = None, clock: Callable[[], float] = time.time):
+        self._signatures = SignatureCheck(endpoints, signature_refusals, clock)
         self._by_id = {e.id: e for e in endpoints if e.id}
+        self._named = dict(named or {})
+        self._clouds = {e.id: cloudinary_urls.cloud_names(e.origins) for e in endpoints if e.url_style == "cloudinary"}
         self._by_host = {host: e for e in endpoints for host in e.hosts}
         self._default = next((e for e in endpoints if e.id == ""), None)
 
-    def route(self, host: str, raw_path: str, *, allow_empty_path: bool = False) -> ImageRequest:
-        """`raw_path` is the request path as sent (still percent-encoded), starting with `/`.
-        `allow_empty_path`: a path prefix (to purge) may be the whole endpoint."""
+    def route(self, host: str, uri: str, *, allow_empty_path: bool = False) -> ImageRequest:
+        """`uri` is the request target as sent (path and query, still percent-encoded), starting with `/`.
+        `allow_empty_path`: a path prefix (to purge), which may be the whole endpoint and needs no signature."""
+        raw_path, _, query = uri.partition("?")
         segments = raw_path.lstrip("/").split("/")
         endpoint = self._by_host.get(_host_name(host)) if host else None
         if endpoint is None:
@@ -45,6 +80,9 @@ class Router:
                 endpoint = self._default
             else:
                 raise NothingToServe("unknown endpoint")
+        if endpoint.url_style == "cloudinary":
+            return self._cloudinary(endpoint, segments, host, allow_empty_path)
+        signed_until = None if allow_empty_path else self._signatures.verify(endpoint, "/".join(segments), query)
         transformation = None
         if segments and _decode(segments[0]).startswith("tr:"):
             transformation = _decode(segments[0])[3:]
@@ -56,7 +94,15 @@ class Router:
             # A dot segment would climb out of an origin's root, folder or base URL (a web server
             # normalises `/images/../admin`); no image an origin serves is named like that.
             raise NothingToServe("not found")
-        return ImageRequest(endpoint, path, transformation, host)
+        return ImageRequest(endpoint, path, transformation, host, signed_until)
+
+    def _cloudinary(self, endpoint: Endpoint, segments: list[str], host: str, prefix: bool) -> ImageRequest:
+        secrets = tuple(key.reveal() for key in (endpoint.private_key, *endpoint.previous_private_keys) if key)
+        delivery = cloudinary_urls.read(segments, _decode, self._clouds[endpoint.id], secrets,
+                                        signed_only=endpoint.signed_only, named=self._named,
+                                        named_only=endpoint.named_only, prefix=prefix)
+        return ImageRequest(endpoint, delivery.path, None, host, transformation=delivery.transformation,
+                            original_as=delivery.original_as)
 
 
 def _host_name(host: str) -> str:

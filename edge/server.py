@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pyvips
 import tornado.web
 
-from . import purge
+from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, CacheHealth
 from .config import Config
@@ -25,6 +25,7 @@ from .originals import OriginalSource
 from .pipeline import ImageCall, Pipeline
 from .routing import Router
 from .shared_cache import SharedTier
+from .signing import NO_EXPIRY
 from .transform.render import Renderer
 
 log = logging.getLogger("edge")
@@ -43,11 +44,14 @@ class Node:
         #: wall-clock seconds for cache freshness; tests replace it to move time forward.
         self.clock: Callable[[], float] = time.time
         self.metrics = metrics = Metrics()
-        self.router = Router(config.endpoints)
+        self.router = Router(config.endpoints, named=config.named_transformations,
+                             signature_refusals=metrics.signature_refusals, clock=lambda: self.clock())
         health = CacheHealth(count=lambda tier, kind: metrics.cache_errors.labels(tier, kind).inc())
         self.caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size,
                              config.cache.memory_size, health=health,
                              evicted=lambda tier, count: metrics.cache_evictions.labels(tier).inc(count))
+        metrics.initialise(config, (tier.name for tier in self.caches.tiers),
+                           libvips=".".join(str(pyvips.version(i)) for i in range(3)))
         # one single flight per kind of key, each with its own leases: an output's and an original's
         # work never share a lease
         self.flights = {kind: SingleFlight(kind, config.cache.dir / "flights" / kind, wait_bound(config.endpoints),
@@ -64,6 +68,7 @@ class Node:
         self.pipeline = Pipeline(config, self.router, self.caches, self.originals, self.flights["outputs"],
                                  self.renderer, metrics, self.shared)
         self.access_log = AccessLog(config.server.access_log)
+        self.status = statuspage.StatusHistory(self.metrics)
         #: `Cache-Control` of images, and of 404s (as long as the negative cache keeps them)
         self.image_cache_control = f"public, max-age={config.defaults.cache_control_max_age}"
         self.not_found_cache_control = f"public, max-age={int(config.cache.not_found_ttl)}"
@@ -83,8 +88,10 @@ class Node:
             asyncio.create_task(self._every(TOUCH_FLUSH_SECONDS, self._flush_touches)),
             asyncio.create_task(self._every(FLUSH_SECONDS, self._sample)),
             asyncio.create_task(self._every(GAUGE_REFRESH_SECONDS, self._refresh_gauges)),
+            asyncio.create_task(self._every(statuspage.SNAPSHOT_SECONDS, self.status.take)),
         ]
         await self._refresh_gauges()
+        await self.status.take()
 
     async def stop(self) -> None:
         for task in self._background:
@@ -113,10 +120,19 @@ class Node:
 
     async def _sample(self) -> None:
         self.metrics.inflight_requests.set(self.inflight)
+        self.metrics.sample_process()
         self.access_log.flush()
 
     async def _flush_touches(self) -> None:
         await self.caches.io(self.caches.flush_touches)
+
+    def cache_control(self, signed_until: int | None) -> str:
+        """An image's `Cache-Control`: caches in front must not keep an expiring signed URL's image
+        past its expiry."""
+        if signed_until is None or signed_until == NO_EXPIRY:
+            return self.image_cache_control
+        remaining = max(0, min(self.config.defaults.cache_control_max_age, signed_until - int(self.clock())))
+        return f"public, max-age={remaining}"
 
     async def _refresh_gauges(self) -> None:
         await self.caches.io(self.metrics.observe_cache, self.caches.tiers, self.config.cache.dir)
@@ -124,9 +140,18 @@ class Node:
 
 class BaseHandler(tornado.web.RequestHandler):
     node: Node
+    #: the `X-Edge-Error` of an error answer, for the access log
+    edge_error: str | None = None
+    request_id: str
 
     def initialize(self, node: Node) -> None:
         self.node = node
+
+    def set_default_headers(self) -> None:
+        # called by `clear()` too, so error answers keep it
+        if not hasattr(self, "request_id"):
+            self.request_id = accesslog.request_id(self.request.headers.get("X-Request-Id"))
+        self.set_header("X-Request-Id", self.request_id)
 
     def compute_etag(self) -> None:
         return None  # ETags are computed once, when an output is stored, never by hashing each body
@@ -142,6 +167,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         for name, value in (headers or {}).items():  # may replace Cache-Control
             self.set_header(name, value)
+        self.edge_error = (headers or {}).get("X-Edge-Error")
         self.finish(message + "\n")
 
 
@@ -179,7 +205,7 @@ class ImageHandler(BaseHandler):
             metrics.child(metrics.not_found, self.endpoint_label).inc()
 
     async def _serve(self) -> None:
-        call = ImageCall(self.request.host, self.request.path, self._query("tr"), self.request.headers.get("Accept"))
+        call = ImageCall(self.request.host, self.request.uri, self._query("tr"), self.request.headers.get("Accept"))
         self._serving = task = asyncio.current_task()
         try:
             served = await self.node.pipeline.serve(call)
@@ -195,16 +221,16 @@ class ImageHandler(BaseHandler):
         if served.error is not None:
             self._send_error(served.error)
         else:
-            self._respond(served.output)
+            self._respond(served.output, served.signed_until)
 
     def _query(self, name: str) -> str | None:
         # most image URLs have no query: skip Tornado's argument decoding for them
         return self.get_query_argument(name, None) if self.request.query else None
 
-    def _respond(self, output: CachedOutput) -> None:
+    def _respond(self, output: CachedOutput, signed_until: int | None) -> None:
         self.origin_name = output.source.origin
         self.set_header("Content-Type", output.content_type)
-        self.set_header("Cache-Control", self.node.image_cache_control)
+        self.set_header("Cache-Control", self.node.cache_control(signed_until))
         self.set_header("ETag", output.etag)
         self.set_header("X-Cache", self.cache_result.upper())
         if output.source.last_modified:
@@ -276,7 +302,14 @@ def _check_libvips() -> None:
 
 
 class MetricsHandler(BaseHandler):
+    def initialize(self, node: Node, here: bool = True) -> None:
+        super().initialize(node)
+        self.here = here  # False on the main port when `[server] metrics_port` serves them
+
     def get(self) -> None:
+        if not self.here:
+            self._send_plain(404, "not found")
+            return
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.finish(self.node.metrics.exposition())
@@ -306,6 +339,24 @@ class PurgeHandler(BaseHandler):
         self.finish(json.dumps(answer) + "\n")
 
 
+class StatusHandler(BaseHandler):
+    """`GET /_edge/status`: the status page (`edge.statuspage`), behind the admin token when one is set."""
+
+    async def get(self) -> None:
+        token = self.node.config.admin_token
+        if token is not None and not statuspage.authorized(self.request.headers.get("Authorization"), token):
+            self._send_plain(401, "unauthorized", {"WWW-Authenticate": 'Basic realm="edge status"'})
+            return
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+        self.finish(await self.node.status.page())
+
+
+#: answered without an access-log line unless `[server] access_log_probes`
+PROBES = (HealthHandler, ReadyHandler, MetricsHandler)
+
+
 def make_app(node: Node) -> tornado.web.Application:
     args = {"node": node}
     return tornado.web.Application(
@@ -313,7 +364,8 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/_edge/health", HealthHandler, args),
             (r"/_edge/ready", ReadyHandler, args),
             (r"/_edge/purge", PurgeHandler, args),
-            (r"/metrics", MetricsHandler, args),
+            (r"/_edge/status", StatusHandler, args),
+            (r"/metrics", MetricsHandler, {**args, "here": node.config.server.metrics_port is None}),
             (r"/.*", ImageHandler, args),
         ],
         log_function=_log_request,
@@ -321,13 +373,23 @@ def make_app(node: Node) -> tornado.web.Application:
     )
 
 
+def make_metrics_app(node: Node) -> tornado.web.Application:
+    """`/metrics` alone, for `[server] metrics_port`."""
+    return tornado.web.Application([(r"/metrics", MetricsHandler, {"node": node})], log_function=_log_request)
+
+
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     if not isinstance(handler, BaseHandler):  # Tornado's own 404/405 handlers
         return
-    request = handler.request
-    if isinstance(handler, ImageHandler):
-        handler.node.access_log.write(request.method, request.path, handler.get_status(), request.request_time(),
-                                      endpoint=handler.endpoint_label, cache=handler.cache_result,
-                                      body_bytes=handler.body_bytes, origin=handler.origin_name)
-    else:
-        handler.node.access_log.write(request.method, request.path, handler.get_status(), request.request_time())
+    node, request = handler.node, handler.request
+    if isinstance(handler, PROBES) and not node.config.server.access_log_probes:
+        return
+    image = {"endpoint": handler.endpoint_label, "cache": handler.cache_result, "body_bytes": handler.body_bytes,
+             "origin": handler.origin_name} if isinstance(handler, ImageHandler) else {}
+    headers = request.headers
+    node.access_log.write(
+        request.method, request.path, handler.get_status(), request.request_time(),
+        client=accesslog.client_address(request.remote_ip, headers.get("X-Forwarded-For"),
+                                        node.config.server.trusted_proxies),
+        host=request.host, user_agent=headers.get("User-Agent"), referer=headers.get("Referer"),
+        request_id=handler.request_id, error=handler.edge_error, **image)

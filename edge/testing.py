@@ -20,13 +20,14 @@ import contextlib
 import http.client
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -55,12 +56,17 @@ class NodeProcess:
     never blocks on a full pipe."""
 
     def __init__(self, config_path: Path | None, *args: str, env: Mapping[str, str] | None = None,
-                 stdout=None):
-        command = [sys.executable, "-m", "edge", "serve", "--port", "0", *args]
+                 stdout=None, nofile: tuple[int, int] | None = None,
+                 edge: Sequence[str] = (sys.executable, "-m", "edge"), cwd: Path | None = None):
+        """`nofile`: the (soft, hard) RLIMIT_NOFILE the node starts with; `edge`: the command to run
+        (default: the `edge` package this Python imports)."""
+        command = [*edge, "serve", "--port", "0", *args]
         if config_path is not None:
             command += ["--config", str(config_path)]
+        self.config_path = config_path
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
         self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})})
+                                        env={**os.environ, **(env or {})}, cwd=cwd, preexec_fn=limit)
         self.log: list[str] = []
         self._log_changed = threading.Condition()
         self._reader = threading.Thread(target=self._read_log, daemon=True)
@@ -95,6 +101,11 @@ class NodeProcess:
                     raise RuntimeError(f"edge serve exited without logging {pattern!r}:\n" + "".join(self.log))
                 if not self._log_changed.wait(deadline - time.monotonic()):
                     raise TimeoutError(f"edge serve did not log {pattern!r} in {timeout}s")
+
+    def worker_pids(self) -> list[int]:
+        """The serving processes (`edge serve` supervises its workers)."""
+        pid = self.process.pid
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
     def stop(self, timeout: float = START_TIMEOUT) -> int:
         """SIGTERM, and the exit status; SIGKILL when it has not exited within `timeout`."""

@@ -28,12 +28,10 @@ from edge.plugin import (
     OriginSettings,
     hookimpl,
 )
-from edge.transform.formats import EXTENSIONS
+from edge.transform.formats import IMAGE_EXTENSIONS
 
 from .s3 import S3Origin
 
-#: request-path extensions that name a format (and so are not part of the public ID)
-IMAGE_EXTENSIONS = frozenset(EXTENSIONS) | {"tif", "tiff", "bmp", "heic", "heif", "jxl", "jp2", "ico", "svg"}
 #: Cloudinary's resource types; a `v<digits>` segment right after `<resource_type>/<type>/` is a version
 RESOURCE_TYPES = frozenset({"image", "video", "raw"})
 _VERSION_SEGMENT = re.compile(r"v(\d+)")

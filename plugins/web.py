@@ -5,22 +5,33 @@ are kept alive and reused (tornado's simple client opens a connection per reques
 installed with aiobotocore). Redirects are followed here, at most 3, so that headers meant for the
 origin (the forwarded `Host`, the extra `headers`, which may be tokens) never go to another host.
 
+Redirect policy (the web origin must not become a way into the operator's network): a redirect is
+followed only to `base_url`'s own scheme, host and port, or to an origin listed in `redirect_allow`
+(`"https://cdn.example.com"`, `"https://*.example.com"`, or `"*"` for any). A target reached through
+a wildcard must resolve to public addresses only: loopback, private, link-local and other special
+addresses are refused unless listed exactly (the check runs in the resolver the connection uses, so a
+name cannot resolve differently between check and connect). User info in a `Location`
+(`http://user:pw@host/`) is dropped, never sent as credentials.
+
 404/410 are not found; other 4xx are not found too, but logged (the origin is probably misconfigured);
 5xx, timeouts and connection errors are origin errors.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
+import socket
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 import edge
-from edge.fetching import CHUNK_BYTES, check_announced_size, read_limited
+from edge.fetching import CHUNK_BYTES, read_limited
 from edge.hookspecs import hookimpl
 from edge.origin import (
     NotModified,
@@ -41,21 +52,97 @@ MAX_REDIRECTS = 3
 MAX_CONNECTIONS = 64
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NOT_FOUND = frozenset({404, 410})
+_REDIRECT_ENTRY = re.compile(r"^(\*|https?://(\*\.)?[A-Za-z0-9.\-\[\]:]+)$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 #: headers the node sets itself; `headers` may not replace them
 _RESERVED_HEADERS = frozenset({"host", "user-agent", "content-length", "transfer-encoding", "connection",
                                "if-none-match", "if-modified-since"})
 
 
+class RedirectPolicy:
+    """Where a web origin's redirects may lead: its own origin, exact listed origins (any address),
+    and wildcard-listed hosts whose addresses are all public."""
+
+    def __init__(self, base: URL, allow: tuple[str, ...]):
+        self.base = base.origin()
+        self.exact = frozenset({self.base} | {URL(entry).origin() for entry in allow if "*" not in entry})
+        #: (scheme or None for any, host suffix or "" for any host)
+        self.wildcards = tuple(_wildcard(entry) for entry in allow if "*" in entry)
+
+    def refusal(self, target: URL) -> str | None:
+        """Why a redirect to `target` is refused, or None when it may be followed."""
+        if target.scheme not in ("http", "https") or not target.host:
+            return "not an http(s) URL"
+        if target.origin() in self.exact:
+            return None
+        host = target.host.lower()
+        if not any((scheme is None or scheme == target.scheme) and (not suffix or host.endswith(suffix))
+                   for scheme, suffix in self.wildcards):
+            return "not base_url's scheme, host and port, nor listed in redirect_allow"
+        if _is_ip_literal(host) and not _is_public(host):
+            return "a loopback, private or link-local address not listed exactly in redirect_allow"
+        return None
+
+    def trusted_hosts(self) -> frozenset[str]:
+        """Hosts that may resolve to any address: base_url's and those listed exactly."""
+        return frozenset(url.host.lower() for url in self.exact)
+
+
+def _wildcard(entry: str) -> tuple[str | None, str]:
+    if entry == "*":
+        return None, ""
+    scheme, _, host = entry.partition("://")
+    return scheme, host.removeprefix("*")  # "*.example.com" → ".example.com"
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_public(address: str) -> bool:
+    return ipaddress.ip_address(address.strip("[]").split("%")[0]).is_global
+
+
+class NotPublic(OSError):
+    """A name resolved to no public address (and is not trusted to)."""
+
+
+class _PublicOnlyResolver(AbstractResolver):
+    """Resolves as usual, but keeps only public addresses for names not trusted by the policy: a
+    wildcard-allowed redirect target cannot lead to 127.0.0.1 or 10.0.0.0/8 through DNS."""
+
+    def __init__(self, trusted: frozenset[str]):
+        self._resolver = aiohttp.DefaultResolver()
+        self._trusted = trusted
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
+        results = await self._resolver.resolve(host, port, family)
+        if host.lower() in self._trusted:
+            return results
+        public = [result for result in results if _is_public(result["host"])]
+        if not public:
+            log.warning("%s resolves to no public address; not connecting", host)
+            raise NotPublic(f"{host} resolves to no public address")
+        return public
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
 class WebOrigin(Origin):
     type_name = "web"
 
     def __init__(self, settings: OriginSettings, *, base_url: str, forward_host: bool,
-                 headers: dict[str, Secret]):
+                 headers: dict[str, Secret], redirect_allow: tuple[str, ...] = ()):
         super().__init__(settings)
         self.base_url = base_url
         self.forward_host = forward_host
         self._headers = headers  # values may be tokens: kept as `Secret`, shown masked
+        self.redirects = RedirectPolicy(URL(base_url), redirect_allow)
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -75,8 +162,14 @@ class WebOrigin(Origin):
                 raise table.error("headers", f"{name!r} is set by the node itself and cannot be replaced")
             if "\r" in value or "\n" in value:
                 raise table.error("headers", f"the value of {name!r} contains a line break")
+        redirect_allow = table.str_list("redirect_allow", ())
+        for entry in redirect_allow:
+            if not _REDIRECT_ENTRY.match(entry):
+                raise table.error("redirect_allow", f"expected \"*\" or scheme://host[:port] with an optional "
+                                                    f"leading *. in the host, got {entry!r}")
         origin = cls(settings, base_url=base_url.rstrip("/"), forward_host=table.bool("forward_host", False),
-                     headers={name: Secret(value) for name, value in headers.items()})
+                     headers={name: Secret(value) for name, value in headers.items()},
+                     redirect_allow=redirect_allow)
         table.finish()
         return origin
 
@@ -91,7 +184,8 @@ class WebOrigin(Origin):
         self._session = aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT},
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
+            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS,
+                                           resolver=_PublicOnlyResolver(self.redirects.trusted_hosts())),
             cookie_jar=aiohttp.DummyCookieJar(),  # one request's cookies must not ride on the next
         )
 
@@ -126,11 +220,13 @@ class WebOrigin(Origin):
                 async with self._session.get(url, headers=sent, allow_redirects=False) as response:
                     location = response.headers.get("Location")
                     if response.status in _REDIRECTS and location:
-                        url = response.url.join(URL(location))
+                        url = self._redirect_target(response.url, location, path)
                         continue
                     return await self._read(response, path, max_bytes, validators)
-        except aiohttp.ClientConnectorError:
-            raise OriginFailure("refused", f"cannot connect to {origin}") from None
+        except aiohttp.ClientConnectorError as error:
+            if isinstance(error.os_error, NotPublic):  # a redirect target's name led to a special address
+                raise OriginFailure("redirect_refused", f"redirect to {url.origin()} refused") from None
+            raise OriginFailure("refused", f"cannot connect to {url.origin()}") from None
         except (aiohttp.ServerTimeoutError, TimeoutError):
             raise OriginFailure("timeout", f"no answer from {origin} in time") from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
@@ -138,6 +234,19 @@ class WebOrigin(Origin):
         except aiohttp.ClientError as error:
             raise OriginFailure("error", f"{origin}: {type(error).__name__}") from None
         raise OriginFailure("bad_response", f"more than {MAX_REDIRECTS} redirects for {path!r}")
+
+    def _redirect_target(self, current: URL, location: str, path: str) -> URL:
+        try:
+            target = current.join(URL(location))
+        except ValueError:
+            raise OriginFailure("bad_response", f"unreadable redirect for {path!r}") from None
+        if target.user is not None or target.password is not None:
+            target = target.with_user(None)  # never credentials: aiohttp would send them as Basic auth
+        reason = self.redirects.refusal(target)
+        if reason is not None:
+            log.warning("origin %r: redirect for %r to %s refused: %s", self.name, path, target.origin(), reason)
+            raise OriginFailure("redirect_refused", f"redirect to {target.origin()} refused")
+        return target
 
     async def _read(self, response: aiohttp.ClientResponse, path: str, max_bytes: int,
                     validators: Validators | None) -> Original:
@@ -153,8 +262,8 @@ class WebOrigin(Origin):
             raise OriginFailure("server_error", f"HTTP {status} for {path!r}")
         if status != 200:
             raise OriginFailure("bad_response", f"unexpected HTTP {status} for {path!r}")
-        check_announced_size(response.content_length, max_bytes, path)
-        body = await read_limited(response.content.iter_chunked(CHUNK_BYTES), max_bytes, path)
+        body = await read_limited(response.content.iter_chunked(CHUNK_BYTES), max_bytes, path,
+                                  announced=response.content_length)
         return Original(body, etag=response.headers.get("ETag"), last_modified=response.headers.get("Last-Modified"),
                         content_type=response.headers.get("Content-Type"))
 

@@ -14,6 +14,8 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from edge.config import Config, load_config
+from edge.fetching import fetch_budget
+from edge.httpserver import make_server
 from edge.pluginmanager import load_plugins
 from edge.server import Node, make_app
 from edge.testing import START_TIMEOUT, NodeProcess, write_config  # noqa: F401 - the tests' names for them
@@ -79,10 +81,11 @@ class RunningNode:
 async def start_node(config_path: Path | None, *plugins: object, sockets: list | None = None) -> RunningNode:
     """A node on `sockets` (bound beforehand when its config must know its own URL), or a free port."""
     config = load_config(config_path, load_plugins(*plugins))
+    fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait)  # as a worker does
     node = Node(config)
     await node.start()
     sockets = sockets or bind_sockets(0, "127.0.0.1")
-    server = HTTPServer(make_app(node))
+    server = make_server(make_app(node), config.server)
     server.add_sockets(sockets)
     return RunningNode(f"http://127.0.0.1:{sockets[0].getsockname()[1]}", node, server)
 

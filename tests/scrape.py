@@ -5,8 +5,20 @@ from __future__ import annotations
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.testing import samples, total  # noqa: F401 - the tests' names for them
+from tests.nodes import until
 
 
 async def scrape(node_url: str) -> str:
     response = await AsyncHTTPClient(force_instance=True).fetch(node_url + "/metrics")
     return response.body.decode()
+from edge.testing import samples, total  # noqa: F401 - the tests' names for them
+from tests.nodes import until
+
+
+async def scrape_when(node_url: str, name: str, expected: float, **labels: str) -> str:
+    """The exposition once `name{labels}` reaches `expected`: a worker counts a request just after
+    answering it, and the cache gauges are refreshed every few seconds."""
+    async def reached():
+        return total(await scrape(node_url), name, **labels) == expected
+    await until(reached, f"{name}{labels} == {expected}")
+    return await scrape(node_url)

@@ -23,6 +23,7 @@ class Behaviour:
     truncate_to: int | None = None  # announce the full Content-Length, send only this many bytes
     chunked: bool = False  # send files without Content-Length, in chunks (the size is known only by reading)
     hold: asyncio.Event | None = None  # answer only once this is set (keeps a fetch in flight)
+    stall: asyncio.Event | None = None  # send the headers and 64 KiB of a file, the rest once this is set
 
 
 @dataclass
@@ -99,6 +100,13 @@ class _OriginHandler(tornado.web.RequestHandler):
                 self.write(body[start:start + 16384])
                 await self.flush()
             self.finish()
+            return
+        if behaviour.stall is not None:
+            self.set_header("Content-Length", len(body))
+            self.write(body[:65536])
+            await self.flush()
+            await asyncio.wait_for(behaviour.stall.wait(), HOLD_LIMIT_SECONDS)
+            self.finish(body[65536:])
             return
         if behaviour.truncate_to is not None:
             self.set_header("Content-Length", len(body))

@@ -1,8 +1,21 @@
-"""The access log: one parseable JSON line per request, never the query string."""
+"""The access log: one parseable JSON line per request, never a query string; who asked (the client
+behind a trusted proxy, user agent, referer, host), the request id, and why an error was answered."""
 
 import json
 
+import pytest
+
+from edge.accesslog import client_address, request_id
+from edge.config import load_config
+from edge.pluginmanager import load_plugins
 from tests.nodes import local_config, write_config
+
+PROXY = "127.0.0.0/8"
+
+
+def logged(node, capsys) -> list[dict]:
+    node.node.access_log.flush()
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
 async def test_one_json_line_per_request_without_the_query(node_factory, tmp_path, capsys):
@@ -10,19 +23,71 @@ async def test_one_json_line_per_request_without_the_query(node_factory, tmp_pat
     await node.fetch("/tr:w-20/coffee.jpg?ik-s=secret-signature&tr=h-10")
     await node.fetch("/tr:w-20/coffee.jpg?ik-s=secret-signature&tr=h-10")
     await node.fetch('/tr:w-20/"missing".jpg')
-    await node.fetch("/_edge/health")
-    node.node.access_log.flush()
-    out = capsys.readouterr().out
-    assert "secret-signature" not in out
-    records = [json.loads(line) for line in out.splitlines()]
-    assert [(r["path"], r["status"], r.get("cache")) for r in records] == [
+    await node.fetch("/_edge/health")  # probes are not logged by default
+    await node.fetch("/metrics")
+    out = logged(node, capsys)
+    assert "secret-signature" not in json.dumps(out)
+    assert [(r["path"], r["status"], r.get("cache")) for r in out] == [
         ("/tr:w-20/coffee.jpg", 200, "miss"),
         ("/tr:w-20/coffee.jpg", 200, "hit"),
         ('/tr:w-20/"missing".jpg', 404, "miss"),
-        ("/_edge/health", 200, None),
     ]
-    miss, hit = records[0], records[1]
+    miss, hit, missing = out
     assert miss["endpoint"] == "default" and miss["origin"] == "samples" and miss["method"] == "GET"
     assert hit["bytes"] == miss["bytes"] > 0
-    assert records[2]["origin"] is None and records[2]["bytes"] == 0
-    assert all(r["duration_ms"] >= 0 and r["time"] > 1e9 for r in records)
+    assert missing["origin"] is None and missing["bytes"] == 0 and missing["error"] == "not_found"
+    assert miss["error"] is None
+    assert all(r["duration_ms"] >= 0 and r["time"] > 1e9 for r in out)
+
+
+async def test_who_asked_and_the_request_id(node_factory, tmp_path, capsys):
+    node = await node_factory(write_config(tmp_path, local_config(before=f'[server]\ntrusted_proxies = ["{PROXY}"]\n')))
+    kept = await node.fetch("/tr:w-20/coffee.jpg", headers={
+        "X-Forwarded-For": "203.0.113.9, 198.51.100.7, 127.0.0.5", "X-Request-Id": "proxy-id-42",
+        "User-Agent": "Mozilla/5.0 (test)", "Referer": "https://shop.example/p/1?session=secret-session-1",
+        "Host": "img.example.com"})
+    made_up = await node.fetch("/tr:w-20/gone.jpg", headers={"X-Request-Id": "not ok\u00e9" + "x" * 200})
+    assert kept.headers["X-Request-Id"] == "proxy-id-42"
+    generated = made_up.headers["X-Request-Id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0 and made_up.code == 404
+    first, second = logged(node, capsys)
+    assert (first["client"], first["user_agent"], first["referer"], first["host"], first["request_id"]) == (
+        "198.51.100.7", "Mozilla/5.0 (test)", "https://shop.example/p/1", "img.example.com", "proxy-id-42")
+    assert second["request_id"] == generated and second["client"] == "127.0.0.1" and second["referer"] is None
+
+
+async def test_forwarded_for_is_ignored_from_an_untrusted_peer(node_factory, tmp_path, capsys):
+    node = await node_factory(write_config(tmp_path, local_config(before='[server]\ntrusted_proxies = ["10.0.0.0/8"]\n')))
+    await node.fetch("/_edge/purge", method="POST", body=b"{}", headers={"X-Forwarded-For": "203.0.113.9"})
+    (line,) = logged(node, capsys)
+    assert line["client"] == "127.0.0.1" and line["path"] == "/_edge/purge" and line["status"] == 404
+
+
+async def test_probes_are_logged_when_asked(node_factory, tmp_path, capsys):
+    node = await node_factory(write_config(tmp_path, local_config(before="[server]\naccess_log_probes = true\n")))
+    for path in ("/_edge/health", "/_edge/ready", "/metrics"):
+        await node.fetch(path)
+    assert [line["path"] for line in logged(node, capsys)] == ["/_edge/health", "/_edge/ready", "/metrics"]
+
+
+@pytest.mark.parametrize("peer, forwarded, client", [
+    ("127.0.0.1", None, "127.0.0.1"),
+    ("127.0.0.1", "203.0.113.9", "203.0.113.9"),
+    ("192.0.2.1", "203.0.113.9", "192.0.2.1"),  # not a trusted proxy: its header is not believed
+    ("127.0.0.1", "spoofed, 203.0.113.9", "203.0.113.9"),  # left of the client: whatever it wrote
+    ("127.0.0.1", "203.0.113.9, garbage", "127.0.0.1"),  # the proxy's own entry is garbage: the peer
+    ("127.0.0.1", "2001:db8::1", "2001:db8::1"),
+    ("127.0.0.1", "127.0.0.2, 127.0.0.3", "127.0.0.2"),  # every hop trusted: the leftmost
+    ("127.0.0.1", ",".join(["203.0.113.1"] * 10000), "203.0.113.1"),
+])
+def test_client_address(tmp_path, peer, forwarded, client):
+    trusted = load_config(write_config(tmp_path, local_config(before=f'[server]\ntrusted_proxies = ["{PROXY}"]\n')),
+                          load_plugins(), environ={}).server.trusted_proxies
+    assert client_address(peer, forwarded, trusted) == client
+
+
+@pytest.mark.parametrize("proposed, kept", [
+    ("0f8fad5b-d9cb-469f-a165-70867728950e", True), ("a" * 128, True), ("a" * 129, False), ("", False),
+    (None, False), ("two words", False), ('quote"', False), ("new\nline", False)])
+def test_request_ids_from_the_proxy_are_kept_only_when_well_formed(proposed, kept):
+    assert (request_id(proposed) == proposed) is kept

@@ -111,7 +111,8 @@ async def test_ten_sizes_of_one_image_cost_one_origin_fetch(origin, node_factory
         assert response.headers["X-Cache"] == "MISS" and decode(response).width == width
     assert origin.requests == {"coffee.jpg": 1}
     lookups = samples(node.node.metrics.exposition().decode(), "edge_cache_requests_total", tier="original")
-    assert lookups == {(("result", "hit"), ("tier", "original")): 9, (("result", "miss"), ("tier", "original")): 1}
+    assert lookups == {(("result", "hit"), ("tier", "original")): 9, (("result", "miss"), ("tier", "original")): 1,
+                       (("result", "stale"), ("tier", "original")): 0}
 
 
 async def test_evictions_are_counted_in_the_metrics(origin, node_factory, tmp_path):

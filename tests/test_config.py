@@ -76,6 +76,10 @@ def test_full_example_parses_into_typed_values(tmp_path):
     ("[cache]\ndir = \"c\"\noutput_size = \"lots\"\n" + ORIGIN + ENDPOINT, "[cache] output_size: expected a size"),
     ("[cache]\ndir = \"c\"\nnot_found_ttl = \"soon\"\n" + ORIGIN + ENDPOINT, "[cache] not_found_ttl: expected a duration"),
     ("[server]\nprot = 1\n" + ORIGIN + ENDPOINT, "[server] prot: unknown key"),
+    ("[server]\nheader_timeout = 0\n" + ORIGIN + ENDPOINT, "[server] header_timeout: expected a duration above zero"),
+    ("[server]\nmax_header_size = 100\n" + ORIGIN + ENDPOINT, "[server] max_header_size: expected at least 1KiB"),
+    ("[server]\nfetch_memory = \"10MB\"\n" + ORIGIN + ENDPOINT,
+     "[server] fetch_memory: expected at least [limits] max_source_bytes"),
     ("[named_transformations]\nthumb = \"w-abc\"\n" + ORIGIN + ENDPOINT,
      "[named_transformations] thumb: invalid transformation: w-abc"),
     (ORIGIN.replace('type = "local"', 'type = "ftp"') + ENDPOINT, "origins[0] 'samples'] type: unknown origin type 'ftp'"),
@@ -86,8 +90,16 @@ def test_full_example_parses_into_typed_values(tmp_path):
     (ORIGIN, "edge.toml: endpoints: expected at least one [[endpoints]] table"),
     (ORIGIN + ENDPOINT + '[admin]\ntoken = "${NOT_SET}"\n', "[admin] token: environment variable NOT_SET is not set"),
     ("[server\n", "not valid TOML"),
-    (ORIGIN + ENDPOINT + "signed_only = true\n", "[endpoints[0]] signed_only: signed URLs and Cloudinary-style URLs are not supported yet"),
-    (ORIGIN + ENDPOINT + 'url_style = "cloudinary"\n', "[endpoints[0]] url_style: signed URLs and Cloudinary-style URLs are not supported yet"),
+    (ORIGIN + ENDPOINT + "signed_only = true\n", "[endpoints[0]] signed_only: needs private_key"),
+    (ORIGIN + ENDPOINT + 'previous_private_keys = ["old"]\n', "[endpoints[0]] previous_private_keys: needs private_key"),
+    (ORIGIN + ENDPOINT + 'private_key = ""\n', "[endpoints[0]] private_key: is empty"),
+    (ORIGIN + ENDPOINT + 'private_key = "k"\nprevious_private_keys = [" "]\n',
+     "[endpoints[0]] previous_private_keys: contains an empty key"),
+    (ORIGIN + ENDPOINT + 'private_key = "k"\nsigned_only = true\nnamed_only = true\n',
+     "[endpoints[0]] named_only: cannot be combined with signed_only"),
+    (ORIGIN + ENDPOINT + 'private_key = "${NOT_SET}"\n', "[endpoints[0]] private_key: environment variable NOT_SET is not set"),
+    (ORIGIN + ENDPOINT + 'url_style = "cloudinary"\n', "[endpoints[0]] url_style: needs an origin with folder = \"/res/<cloud>/\" (a Cloudinary backup bucket): "
+     "its cloud name is the first segment of the URLs served"),
 ])
 def test_errors_name_file_table_and_key(tmp_path, text, expected):
     message = config_error(tmp_path, text)

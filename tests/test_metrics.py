@@ -3,27 +3,20 @@ requests: every count is the whole node's, whichever worker answered."""
 
 import shutil
 import subprocess
+import time
 
 import pytest
 import pytest_asyncio
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.assets import colour, solid
-from tests.nodes import NodeProcess, until, web_config, write_config
-from tests.scrape import samples, scrape, total
+from tests.nodes import NodeProcess, web_config, write_config
+from tests.scrape import samples, scrape_when, total
 from tests.servers import HTTPOrigin
 
 WAIT_LIMIT = 30
+OTHER_ENDPOINT = '[[endpoints]]\nid = "other"\norigins = ["web"]\n'
 PROMTOOL = shutil.which("promtool")
-
-
-async def scrape_when(node_url: str, name: str, expected: float, **labels: str) -> str:
-    """The exposition once `name{labels}` reaches `expected`: a worker counts a request just after
-    answering it, and the cache gauges are refreshed every few seconds."""
-    async def reached():
-        return total(await scrape(node_url), name, **labels) == expected
-    await until(reached, f"{name}{labels} == {expected}")
-    return await scrape(node_url)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -31,7 +24,7 @@ async def metrics_after_a_known_sequence(tmp_path_factory):
     """(exposition text, response sizes): the sequence runs once, against a 2-worker node."""
     tmp_path = tmp_path_factory.mktemp("metrics")
     origin = await HTTPOrigin(files={"a.jpg": solid(120, 80, colour(3)), "b.jpg": solid(90, 60, colour(4))}).start()
-    node = NodeProcess(write_config(tmp_path, web_config(origin.url, "[server]\nworkers = 2\n")))
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url, "[server]\nworkers = 2\n", after=OTHER_ENDPOINT)))
     client = AsyncHTTPClient(force_instance=True)
     sent = []
     try:
@@ -80,7 +73,16 @@ def only(text, name, **labels):
     ("edge_not_found_total", {"endpoint": "default"}, 2),
     ("edge_origin_fetches_total", {"origin": "web", "outcome": "found"}, 1),
     ("edge_origin_fetches_total", {"origin": "web", "outcome": "not_found"}, 1),
-    ("edge_origin_fetches_total", {"origin": "web", "outcome": "error"}, 1),
+    ("edge_origin_fetches_total", {"origin": "web", "outcome": "server_error"}, 1),
+    ("edge_origin_fetches_total", {"origin": "web", "outcome": "refused"}, 0),  # series exist from the start
+    ("edge_origin_fetches_total", {"origin": "web", "outcome": "denied"}, 0),
+    ("edge_cache_evictions_total", {"tier": "output"}, 0),
+    ("edge_cache_evictions_total", {"tier": "not_found"}, 0),
+    ("edge_cache_requests_total", {"tier": "original", "result": "stale"}, 0),
+    ("edge_http_requests_total", {"endpoint": "default", "status": "504"}, 0),
+    ("edge_response_bytes_total", {"endpoint": "other"}, 0),
+    ("edge_not_found_total", {"endpoint": "other"}, 0),
+    ("edge_workers", {}, 2),
     ("edge_origin_fetch_duration_seconds_count", {"origin": "web", "outcome": "found"}, 1),
     ("edge_cache_requests_total", {"tier": "output", "result": "hit"}, 3),
     ("edge_cache_requests_total", {"tier": "output", "result": "miss"}, 6),
@@ -107,6 +109,23 @@ def test_bytes_and_sizes(metrics_after_a_known_sequence):
     assert 0 < only(text, "edge_cache_filesystem_free_bytes") <= only(text, "edge_cache_filesystem_size_bytes")
 
 
+def test_build_info_and_the_workers_processes(exposition):
+    import platform
+
+    import pyvips
+
+    import edge
+
+    libvips = ".".join(str(pyvips.version(i)) for i in range(3))
+    assert samples(exposition, "edge_build_info") == {
+        (("libvips", libvips), ("python", platform.python_version()), ("version", edge.__version__)): 1}
+    # summed over the two live workers (sampled every second)
+    assert only(exposition, "edge_process_resident_memory_bytes") > 2 * 20 * 10**6
+    assert only(exposition, "edge_process_open_fds") >= 2 * 5
+    assert only(exposition, "edge_process_cpu_seconds_total") > 0
+    assert 0 < time.time() - only(exposition, "edge_start_time_seconds") < 600
+
+
 def test_labels_are_bounded(exposition):
     for family_samples in (samples(exposition, name) for name in
                            {line.split("{")[0].split(" ")[0] for line in exposition.splitlines()
@@ -121,3 +140,23 @@ def test_promtool_accepts_the_exposition(exposition):
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_metrics_on_their_own_port(tmp_path):
+    """`[server] metrics_port`: the whole node's metrics there, and not on the port the world sees."""
+    origin = await HTTPOrigin(files={"a.jpg": solid(120, 80, colour(3))}).start()
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url, "[server]\nworkers = 2\nmetrics_port = 0\n")))
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        metrics_url = node.wait_for_log(r"metrics on (http://\S+)/metrics").group(1)
+        assert metrics_url != node.url
+        assert (await client.fetch(node.url + "/tr:w-20/a.jpg")).code == 200
+        text = await scrape_when(metrics_url, "edge_http_requests_total", 1, status="200")
+        assert only(text, "edge_workers") == 2
+        elsewhere = await client.fetch(node.url + "/metrics", raise_error=False)
+        assert (elsewhere.code, elsewhere.body) == (404, b"not found\n")
+        assert dict(origin.requests) == {"a.jpg": 1}  # /metrics on the main port never reached the origin
+    finally:
+        client.close()
+        node.stop()
+        await origin.stop()

@@ -17,6 +17,7 @@ from edge.origin import SourceTooLarge
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import EVERY_MISS_TO_ORIGIN, SAMPLES, decode, write_config
 from tests.s3server import S3Server
+from tests.scrape import total
 from tests.servers import HTTPOrigin
 
 BUCKET = "edge-faults"
@@ -144,6 +145,9 @@ async def test_a_failing_origin_hands_over_and_the_node_recovers(request, primar
         status, kind = EXPECTED[fault]
         assert (alone.code, alone.headers["X-Edge-Error"]) == (status, f"primary: {kind}")
         assert alone.headers["Cache-Control"] == "no-store"  # a CDN must not keep the failure
+        # on-call tells expired credentials from a network failure in the metrics too
+        exposition = node.node.metrics.exposition().decode()
+        assert total(exposition, "edge_origin_fetches_total", origin="primary", outcome=kind) == 2
     everything_said = alone.body.decode() + str(alone.headers) + caplog.text
     assert WRONG_SECRET not in everything_said
 

@@ -89,11 +89,12 @@ async def test_follows_at_most_three_redirects(web, node_factory, tmp_path):
     assert (too_many.code, too_many.headers["X-Edge-Error"]) == (502, "legacy web: bad_response")
 
 
-async def test_origin_headers_never_follow_a_redirect_to_another_host(web, node_factory, tmp_path):
+async def test_origin_headers_never_follow_an_allowed_redirect_to_another_host(web, node_factory, tmp_path):
     elsewhere = await HTTPOrigin(files={"moved.jpg": ASTRONAUT}).start()
     try:
         web.redirects["images/moved.jpg"] = f"{elsewhere.url}/moved.jpg"
-        extra = 'forward_host = true\nheaders = { Authorization = "Bearer origin-only" }'
+        extra = (f'forward_host = true\nheaders = {{ Authorization = "Bearer origin-only" }}\n'
+                 f'redirect_allow = ["{elsewhere.url}"]')
         node = await node_factory(write_config(tmp_path, web_config(web, extra)))
         response = await node.fetch("/tr:orig-true/moved.jpg", headers={"Host": "img.example.com"})
         assert response.body == ASTRONAUT
@@ -102,6 +103,40 @@ async def test_origin_headers_never_follow_a_redirect_to_another_host(web, node_
         assert "Authorization" not in seen and seen["Host"] == elsewhere.url.removeprefix("http://")
     finally:
         await elsewhere.stop()
+
+
+@pytest.fixture
+async def elsewhere():
+    """Another server on loopback, as an internal service a redirect could point at."""
+    server = await HTTPOrigin(files={"secret.jpg": ASTRONAUT}).start()
+    yield server
+    await server.stop()
+
+
+@pytest.mark.parametrize("allow", [None, '["*"]', '["http://*.example.com"]'])
+async def test_a_redirect_to_another_loopback_port_is_refused(web, elsewhere, node_factory, tmp_path, caplog, allow):
+    web.redirects["images/moved.jpg"] = f"{elsewhere.url}/secret.jpg"
+    web.redirects["images/by-name.jpg"] = elsewhere.url.replace("127.0.0.1", "localhost") + "/secret.jpg"
+    extra = f"redirect_allow = {allow}" if allow else ""
+    node = await node_factory(write_config(tmp_path, web_config(web, extra)))
+    for path in ("/moved.jpg", "/by-name.jpg"):
+        response = await node.fetch(path)
+        assert (response.code, response.headers["X-Edge-Error"]) == (502, "legacy web: redirect_refused"), path
+    assert sum(elsewhere.requests.values()) == 0  # nothing reached the other server
+    assert "redirect for 'moved.jpg' to " + elsewhere.url + " refused" in caplog.text
+
+
+async def test_same_origin_redirects_are_followed_and_userinfo_is_never_sent(web, elsewhere, node_factory, tmp_path):
+    port = web.url.rsplit(":", 1)[1]
+    web.redirects["images/with-userinfo.jpg"] = f"http://admin:hunter2@127.0.0.1:{port}/images/astronaut.jpg"
+    web.redirects["images/away.jpg"] = f"http://admin:hunter2@{elsewhere.url.removeprefix('http://')}/secret.jpg"
+    node = await node_factory(write_config(tmp_path, web_config(web, f'redirect_allow = ["{elsewhere.url}"]')))
+    response = await node.fetch("/tr:orig-true/with-userinfo.jpg")
+    assert response.body == ASTRONAUT
+    assert (await node.fetch("/tr:orig-true/away.jpg")).body == ASTRONAUT
+    for seen in web.headers_seen + elsewhere.headers_seen:
+        assert "Authorization" not in seen
+    assert len(elsewhere.headers_seen) == 1
 
 
 @pytest.mark.parametrize("status, logged", [(404, False), (410, False), (403, True), (401, True)])
@@ -134,6 +169,7 @@ async def test_conditional_fetch(web):
     ({"headers": {"Bad Name": "x"}}, "headers: 'Bad Name' is not a valid header name"),
     ({"headers": {"X-A": "1\r\nX-B: 2"}}, "headers: the value of 'X-A' contains a line break"),
     ({"forward_host": "yes"}, "forward_host: expected true or false"),
+    ({"redirect_allow": ["cdn.example.com"]}, "redirect_allow: expected \"\\*\" or scheme://host"),
 ])
 def test_config_errors_name_the_key(keys, message):
     table = ConfigTable({"base_url": "https://static.example.com", **keys}, file="t.toml", table="origins[0]",

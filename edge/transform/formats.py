@@ -18,6 +18,8 @@ MIME_TYPES = {
 }
 #: request-path extension → output format
 EXTENSIONS = {"jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
+#: every extension that names an image format (so, on a Cloudinary path, is not part of the public ID)
+IMAGE_EXTENSIONS = frozenset(EXTENSIONS) | {"tif", "tiff", "bmp", "heic", "heif", "jxl", "jp2", "ico", "svg"}
 #: libvips loader → the format we write when asked to keep the original's format
 LOADER_FORMATS = {
     "jpegload_buffer": "jpg",

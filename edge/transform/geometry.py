@@ -167,6 +167,8 @@ def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
         scale = box_w / width if box_w is not None else box_h / height
         if step.crop in ("at_max", "maintain_ratio_no_enlarge"):
             scale = min(scale, 1.0)
+        elif step.crop == "enlarge_to_fit":
+            scale = max(scale, 1.0)
         if step.zoom > 1 and step.crop in ("maintain_ratio", "maintain_ratio_no_enlarge"):
             return _cover_crop(source, max(1, round(width * scale)), max(1, round(height * scale)),
                                scale, step, max_side)
@@ -176,9 +178,11 @@ def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
     if step.crop == "force":
         check_side(box_w, box_h, max_side)
         return source.thumbnail(box_w, height=box_h, size=Size.FORCE)
-    if step.crop in ("at_max", "at_max_enlarge"):
+    if step.crop in ("at_max", "at_max_enlarge", "enlarge_to_fit"):
         scale = min(box_w / width, box_h / height)
-        return _scaled_to(source, min(scale, 1.0) if step.crop == "at_max" else scale, max_side)
+        # `enlarge_to_fit` (Cloudinary's `mfit`): only an image smaller than the box changes
+        scale = {"at_max": min(scale, 1.0), "enlarge_to_fit": max(scale, 1.0)}.get(step.crop, scale)
+        return _scaled_to(source, scale, max_side)
     scale = max(box_w / width, box_h / height)
     if step.crop == "at_least":
         return _scaled_to(source, scale, max_side)

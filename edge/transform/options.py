@@ -22,7 +22,8 @@ from typing import Any
 from ..errors import InvalidTransformation
 from .colours import RGBA, parse_colour, write_colour
 
-CROPS = ("maintain_ratio", "force", "at_max", "at_max_enlarge", "at_least", "maintain_ratio_no_enlarge")
+CROPS = ("maintain_ratio", "force", "at_max", "at_max_enlarge", "at_least", "maintain_ratio_no_enlarge",
+         "enlarge_to_fit")
 CROP_MODES = ("pad_resize", "extract", "pad_extract")
 FOCUS = ("center", "top", "left", "bottom", "right", "top_left", "top_right", "bottom_left",
          "bottom_right", "auto")

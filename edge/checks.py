@@ -1,0 +1,70 @@
+"""What `edge serve` would trip on before it serves a request, checked up front so that `serve` fails
+in one line naming the problem, and `edge check-config` can say so before a deploy.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import tempfile
+from pathlib import Path
+
+import tornado.netutil
+
+from .config import Config
+
+
+class StartupError(Exception):
+    """The node cannot start; the message is the one line the operator sees."""
+
+
+def usable_cache_dir(directory: Path, *, create: bool) -> None:
+    """The cache folder exists (or, with `create`, is created) and this user can write files in it.
+    Without `create`, a folder that does not exist yet passes when its nearest existing parent is
+    writable (serve will create it)."""
+    if create:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cache folder {directory}: cannot create it: {exc.strerror}") from None
+    target = directory
+    while not target.exists():
+        target = target.parent
+    if not target.is_dir():
+        raise StartupError(f"cache folder {directory}: {target} is not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".edge-check-"):
+            pass
+    except OSError as exc:
+        raise StartupError(f"cache folder {directory}: cannot write in {target}: {exc.strerror}") from None
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """The listening sockets, or a `StartupError` naming the address."""
+    try:
+        return tornado.netutil.bind_sockets(port, host)
+    except OSError as exc:
+        reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise StartupError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def bindable(host: str, port: int) -> None:
+    for sock in bind(host, port):
+        sock.close()
+
+
+def check(config: Config, *, bind_check: bool) -> list[str]:
+    """`edge check-config`'s checks beyond the file itself; the problems found (empty: none)."""
+    problems = []
+    try:
+        usable_cache_dir(config.cache.dir, create=False)
+    except StartupError as error:
+        problems.append(str(error))
+    if bind_check:
+        addresses = [config.server.port] + ([config.server.metrics_port] if config.server.metrics_port else [])
+        for port in addresses:
+            try:
+                bindable(config.server.host, port)
+            except StartupError as error:
+                problems.append(str(error))
+    return problems

@@ -1,0 +1,117 @@
+"""`edge cloudinary-check --urls FILE`: would this node serve a team's existing Cloudinary URLs?
+
+Each URL is read exactly as a request would be (the node's router, its config, its named
+transformations and keys): served, or the status and the word that stops it. A summary counts the
+unsupported words, so a team sees what to change before the DNS switch. With `--base-url`, each URL's
+path is also fetched from a running node and the answer must decode as an image.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pyvips
+
+from .config import Config
+from .errors import EdgeError, InvalidTransformation
+from .routing import Router
+
+#: lines read from the file; an export larger than this is checked in parts
+MAX_URLS = 100_000
+FETCH_TIMEOUT = 30
+#: what a browser sends, so `f_auto` answers as it would to one
+ACCEPT = "image/avif,image/webp,image/*,*/*;q=0.8"
+#: Cloudinary's own host names (`res.cloudinary.com`, `<cloud>-res.cloudinary.com`): matched by path alone
+CLOUDINARY_DOMAIN = "cloudinary.com"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    url: str
+    #: None when the node would serve it
+    status: int | None = None
+    reason: str = ""
+    #: the Cloudinary word at fault, for a 400 naming one
+    word: str | None = None
+    fetched: str = ""
+
+    @property
+    def served(self) -> bool:
+        return self.status is None and not self.fetched.startswith("FAILED")
+
+
+def check_url(router: Router, url: str) -> Verdict:
+    parts = urlsplit(url)
+    name = (parts.hostname or "").lower()
+    host = "" if name == CLOUDINARY_DOMAIN or name.endswith("." + CLOUDINARY_DOMAIN) else parts.netloc
+    try:
+        request = router.route(host, parts.path or "/")
+        if request.endpoint.url_style != "cloudinary":
+            return Verdict(url, 404, "the endpoint it reaches does not have url_style = \"cloudinary\"")
+    except InvalidTransformation as error:
+        return Verdict(url, error.status, error.message, error.param)
+    except EdgeError as error:
+        return Verdict(url, error.status, error.message)
+    return Verdict(url)
+
+
+def fetch(base_url: str, url: str) -> str:
+    """`OK <format> <w>x<h>` or `FAILED <why>` for the URL's path on a running node."""
+    parts = urlsplit(url)
+    target = base_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+    try:
+        with urllib.request.urlopen(urllib.request.Request(target, headers={"Accept": ACCEPT}),
+                                    timeout=FETCH_TIMEOUT) as response:
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        return f"FAILED {error.code} {error.read(200).decode(errors='replace').strip()}"
+    except (urllib.error.URLError, OSError) as error:
+        return f"FAILED {error}"
+    try:
+        image = pyvips.Image.new_from_buffer(body, "")
+        return f"OK {image.get('vips-loader').removesuffix('load_buffer')} {image.width}x{image.height}"
+    except pyvips.Error:
+        return "FAILED the answer does not decode as an image"
+
+
+def check(config: Config, lines: Iterable[str], base_url: str | None = None) -> tuple[list[Verdict], str]:
+    """Every URL's verdict, and the report: one line per URL, then the summary."""
+    router = Router(config.endpoints, named=config.named_transformations)
+    verdicts = []
+    for number, line in enumerate(lines):
+        if number >= MAX_URLS:
+            break
+        url = line.strip()
+        if not url or url.startswith("#"):
+            continue
+        verdict = check_url(router, url)
+        if base_url and verdict.status is None:
+            verdict = Verdict(url, fetched=fetch(base_url, url))
+        verdicts.append(verdict)
+    return verdicts, report(verdicts)
+
+
+def report(verdicts: list[Verdict]) -> str:
+    lines = []
+    for v in verdicts:
+        if v.status is not None:
+            lines.append(f"NO  {v.url}\n    {v.status} {v.reason}")
+        else:
+            fetched = f"\n    fetched: {v.fetched}" if v.fetched else ""
+            lines.append(f"{'OK ' if v.served else 'NO '} {v.url}{fetched}")
+    served = sum(v.served for v in verdicts)
+    lines.append(f"\n{len(verdicts)} URLs: {served} served, {len(verdicts) - served} not")
+    words = Counter(v.word for v in verdicts if v.word)
+    others = Counter(f"{v.status} {v.reason}" for v in verdicts if v.status is not None and not v.word)
+    if words:
+        lines.append("unsupported words (URLs):")
+        lines += [f"  {word}  {count}" for word, count in words.most_common()]
+    if others:
+        lines.append("other refusals (URLs):")
+        lines += [f"  {reason}  {count}" for reason, count in others.most_common()]
+    return "\n".join(lines) + "\n"

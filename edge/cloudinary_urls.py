@@ -1,0 +1,530 @@
+"""Cloudinary delivery URLs on a `url_style = "cloudinary"` endpoint, read into the node's own terms.
+
+    /<cloud>/image/<type>/[s--SIGNATURE--/]<component>/…/[v<version>/]<public_id>[.<ext>]
+
+`read` turns such a path into what every endpoint's request carries: the origin path
+`image/<type>/[v<version>/]<public_id>[.<ext>]` (what a `cloudinary_backup` origin with
+`folder = "/res/<cloud>/"` resolves) and a transformation in the node's grammar, so the canonical form,
+the cache key, the limits and the renderer are the ones of every other URL. Each component is one
+chained step (two for `c_lpad`). Every word is a row of `WORDS`, the table `docs/leaving-cloudinary.md`
+prints; a word that is not there, or a value the node cannot honour, is a 400 naming it — a silently
+ignored word would serve a wrong image, cached for a year.
+
+A URL without components serves the stored original's bytes (`orig-true`), converted only when its
+extension names another format (`Delivery.original_as`).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe, Unauthorized
+from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
+from .transform.options import MAX_TEXT, PARAMS, Transformation, parse_transformation
+
+_VERSION = re.compile(r"v[0-9]{1,12}")
+_SIGNATURE = re.compile(r"s--([A-Za-z0-9_-]{8}|[A-Za-z0-9_-]{32})--")
+_CLOUD_FOLDER = re.compile(r"res/([A-Za-z0-9_-]+)/")
+_INTEGER = re.compile(r"-?[0-9]{1,6}")
+#: delivery types served; `private` and `authenticated` only on an endpoint that takes signed URLs only
+PUBLIC_TYPES = ("upload",)
+SIGNED_TYPES = ("private", "authenticated")
+
+
+@dataclass(frozen=True)
+class Word:
+    """One row of the mapping: a Cloudinary word (or family), what the node does, and the meaning
+    Cloudinary documents for it."""
+
+    cloudinary: str
+    ours: str
+    meaning: str
+
+
+# --- the mapping: the data tables the translation reads, and the rows the docs print ---------------
+
+#: `c_<mode>` → (our params when the box is fully given, our params with only one side, meaning)
+CROP_MODES: dict[str, tuple[str, str, str]] = {
+    "scale": ("c-force", "",
+              "exactly w×h, stretched; with one side, the other follows the aspect ratio (the default without `c_`)"),
+    "fit": ("c-at_max_enlarge", "", "fit inside w×h, keeping the ratio; may upscale"),
+    "limit": ("c-at_max", "c-at_max", "fit inside w×h, keeping the ratio; never upscales"),
+    "mfit": ("c-enlarge_to_fit", "c-enlarge_to_fit",
+             "fit inside w×h only if the image is smaller (upscale); a larger image is unchanged"),
+    "fill": ("c-maintain_ratio", "", "exactly w×h: scale to cover, crop by gravity"),
+    "lfill": ("c-maintain_ratio_no_enlarge", "c-at_max",
+              "like `fill`, never upscales: an image smaller than the box keeps its size"),
+    "pad": ("cm-pad_resize", "", "fit inside w×h, pad to exactly w×h with `b_` (gravity places the image)"),
+    "lpad": ("cm-pad_extract", "c-at_max",
+             "like `pad`, never upscales: a smaller image is padded to w×h at its own size"),
+    "crop": ("cm-extract", "cm-extract", "cut a w×h region at `x_`,`y_` (top-left) or by gravity, no scaling"),
+    "thumb": ("c-maintain_ratio,fo-auto", "",
+              "exactly w×h: scale to cover, crop around the subject (gravity `auto` unless `g_` says otherwise)"),
+}
+#: the modes that cut the image to the box (so `ar_` alone means: the largest part of that ratio)
+_CROPPING = ("fill", "lfill", "crop", "thumb")
+GRAVITIES = {
+    "north": "top", "south": "bottom", "east": "right", "west": "left", "north_east": "top_right",
+    "north_west": "top_left", "south_east": "bottom_right", "south_west": "bottom_left", "center": "center",
+    "auto": "auto", "face": "face", "faces": "face",
+}
+#: `q_auto[:level]` → a fixed quality (content-aware tuning is Cloudinary's; these are its levels' usual results)
+QUALITY_LEVELS = {"auto": 70, "auto:low": 50, "auto:eco": 60, "auto:good": 70, "auto:best": 86}
+FORMATS = {"auto": "auto", "jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
+#: Cloudinary's blur and sharpen strengths run 1–2000 (default 100); ours 1–100
+_STRENGTH_SCALE = 20
+FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-true"}
+
+WORDS: tuple[Word, ...] = (
+    Word("`w_N`, `h_N`", "`w-N`, `h-N`",
+         "width, height in pixels; a decimal below 1 is a fraction of the input (`w_0.5`)"),
+    Word("`ar_16:9`, `ar_1.5`", "`ar-16-9`, `ar-1.5-1`",
+         "aspect ratio, with one of w/h (alone with `c_fill`, `c_lfill`, `c_crop`, `c_thumb`: "
+         "the largest part of that ratio)"),
+    *(Word(f"`c_{mode}`", ("`c-at_max` step, then " if mode == "lpad" else "") + f"`{ours}`"
+           + (f" (one side: `{one}`)" if one and one != ours else ""), meaning)
+      for mode, (ours, one, meaning) in CROP_MODES.items()),
+    Word(", ".join(f"`g_{g}`" for g in GRAVITIES),
+         ", ".join(f"`fo-{fo}`" for fo in GRAVITIES.values()),
+         "which part a crop keeps, or where `pad` puts the image; `face`/`faces` are content-aware like `auto`"),
+    Word("`x_N`, `y_N`", "`x-N`, `y-N`", "top-left corner of a `c_crop` region, in pixels"),
+    Word("`z_N` (N ≥ 1)", "`z-N`", "zoom into the crop's focus"),
+    Word("`q_N`", "`q-N`", "quality 1–100"),
+    *(Word(f"`q_{level}`", f"`q-{quality}`", "automatic quality, as a fixed level")
+      for level, quality in QUALITY_LEVELS.items()),
+    Word(", ".join(f"`f_{f}`" for f in FORMATS), ", ".join(f"`f-{f}`" for f in FORMATS.values()),
+         "output format; `f_auto`: AVIF or WebP as the browser's `Accept` allows, else JPEG (PNG with transparency)"),
+    Word("`.jpg` `.png` `.webp` `.avif` `.gif` extension", "output format",
+         "the extension names the output format; none: the stored format"),
+    Word("`dpr_N` (0.1–5)", "`dpr-N`", "multiplies w and h; needs one of them"),
+    Word("`a_N`, `a_-N`", "`rt-N` (N modulo 360, clockwise)",
+         "rotate clockwise (negative: counter-clockwise); corners filled with `b_`"),
+    Word("`a_hflip`, `a_vflip`", "`fl-h`, `fl-v`", "mirror horizontally, vertically"),
+    Word("`a_exif`, `a_auto`", "(always done)", "rotate by the EXIF orientation, which the node always does"),
+    Word("`r_N`, `r_max`", "`r-N`, `r-max`", "rounded corners; `max`: a circle or ellipse"),
+    Word("`e_blur`, `e_blur:N` (1–2000)", f"`bl-N/{_STRENGTH_SCALE}` (default `bl-5`)", "gaussian blur"),
+    Word("`e_sharpen`, `e_sharpen:N` (1–2000)", f"`e-sharpen-N/{_STRENGTH_SCALE}` (default `e-sharpen-5`)",
+         "sharpen"),
+    Word("`e_grayscale`", "`e-grayscale`", "greyscale"),
+    Word("`e_contrast`, `e_auto_contrast`", "`e-contrast`", "contrast stretch"),
+    Word("`e_trim`, `e_trim:N` (1–99)", "`t-true`, `t-N`",
+         "trim borders of the corner colour, tolerance N (default 10)"),
+    Word("`b_rgb:RRGGBB[AA]`, `b_<name>`", "`bg-RRGGBB[AA]`, `bg-<name>`",
+         "background for padding, rotation corners and transparency"),
+    Word("`bo_Npx_solid_<colour>`", "`b-N_<colour>`", "border N px wide"),
+    Word("`o_N`", "`o-N`", "opacity 0–100"),
+    *(Word(f"`fl_{flag}`", f"`{ours}`", "progressive JPEG" if flag == "progressive" else "keep metadata")
+      for flag, ours in FLAGS.items()),
+    Word("`t_<name>`", "`n-<name>`",
+         "a named transformation, defined in the node's `[named_transformations]` in its own grammar"),
+    Word("`d_<public_id>`", "`di-image@@upload@@<public_id>`",
+         "default image (`:` in the public ID for folders) when the asset is missing"),
+    Word("`s--XXXXXXXX--`", "signature check",
+         "signed URL, verified with the endpoint's `private_key` (the account's API secret)"),
+)
+
+SUPPORTED_KEYS = frozenset({"w", "h", "ar", "c", "g", "x", "y", "z", "q", "f", "dpr", "a", "r", "e", "b", "bo",
+                            "o", "fl", "t", "d"})
+#: the other keys the Cloudinary SDKs emit (layers, conditions, variables, colour, pages, video…): a
+#: segment made of them is a component — a 400 naming the word — never a folder of the public ID
+UNSUPPORTED_KEYS = frozenset({"l", "u", "co", "if", "$", "cs", "dn", "pg", "fn", "vs", "ki", "sp", "af", "du",
+                              "so", "eo", "vc", "ac", "br", "fps", "dl", "p"})
+KNOWN_KEYS = SUPPORTED_KEYS | UNSUPPORTED_KEYS
+
+
+def mapping_markdown() -> str:
+    """The mapping as the Markdown table `docs/leaving-cloudinary.md` prints (a test keeps them equal)."""
+    rows = ["| Cloudinary | this node | meaning |", "| --- | --- | --- |"]
+    rows += [f"| {w.cloudinary} | {w.ours} | {w.meaning} |" for w in WORDS]
+    return "\n".join(rows) + "\n"
+
+
+# --- reading a path ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CloudinaryPath:
+    """A delivery path, split; `components` and `public_id` percent-decoded."""
+
+    cloud: str
+    delivery_type: str
+    signature: str | None
+    #: what the signature covers: `<components>/<public_id.ext>` as sent (the SDKs sign the escaped form)
+    signed: str
+    components: tuple[str, ...]
+    version: str | None
+    public_id: str  # with the extension
+    extension_format: str | None
+
+    @property
+    def origin_path(self) -> str:
+        """What a `cloudinary_backup` origin with `folder = "/res/<cloud>/"` resolves."""
+        return "/".join(filter(None, ("image", self.delivery_type, self.version, self.public_id)))
+
+
+def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
+    """`[cloud, "image", type, …]` (segments as sent) → its parts. NothingToServe for what is no delivery path."""
+    segments = [decode(segment) for segment in raw]
+    if len(segments) < 4 or segments[1] != "image":
+        raise NothingToServe("not found")
+    start = 3
+    signature = None
+    if _SIGNATURE.fullmatch(segments[start]):
+        signature, start = segments[start][3:-2], start + 1
+    rest = segments[start:]
+    versions = [i for i, segment in enumerate(rest[:-1]) if _VERSION.fullmatch(segment)]
+    if versions:
+        count, version = versions[0], rest[versions[0]]
+        public_start = count + 1
+    else:
+        count = 0
+        while count < len(rest) - 1 and _is_component(rest[count]):
+            count += 1
+        version, public_start = None, count
+    components, public = rest[:count], rest[public_start:]
+    if not public or any(s in ("", ".", "..") for s in public):
+        raise NothingToServe("not found")
+    stem, dot, extension = public[-1].rpartition(".")
+    extension_format = None
+    if dot and stem and extension.lower() in IMAGE_EXTENSIONS:
+        extension_format = EXTENSIONS.get(extension.lower())
+        if extension_format is None:
+            raise BadRequest(f"invalid transformation: .{extension}: this node does not write {extension} images")
+    signed = "/".join(raw[start:start + count] + raw[start + public_start:])
+    return CloudinaryPath(segments[0], segments[2], signature, signed, tuple(components), version,
+                          "/".join(public), extension_format)
+
+
+def _is_component(segment: str) -> bool:
+    return all(word.partition("_")[1] and _key(word) in KNOWN_KEYS for word in segment.split(","))
+
+
+def _key(word: str) -> str:
+    return "$" if word.startswith("$") else word.partition("_")[0]
+
+
+# --- signatures ----------------------------------------------------------------------------------------
+
+def signature(to_sign: str, secret: str, length: int = 8) -> str:
+    """Cloudinary's URL signature: the first characters of URL-safe base64 of SHA-1 (8 characters) or
+    SHA-256 (32, `long_url_signature`) over `<components>/<public_id.ext>` + the API secret."""
+    digest = (hashlib.sha256 if length == 32 else hashlib.sha1)((to_sign + secret).encode()).digest()
+    return base64.urlsafe_b64encode(digest)[:length].decode()
+
+
+def check_signature(path: CloudinaryPath, secrets: tuple[str, ...], signed_only: bool) -> bool:
+    """Whether the URL carries a valid signature for one of `secrets`; 401 for a wrong one, or for none
+    where `signed_only` requires it. Without secrets nothing is checked (and nothing counts as signed)."""
+    if path.signature is None:
+        if signed_only:
+            raise Unauthorized("signature required")
+        return False
+    if not secrets:
+        return False
+    if not any(hmac.compare_digest(path.signature, signature(path.signed, secret, len(path.signature)))
+               for secret in secrets):
+        raise Unauthorized("invalid signature")
+    return True
+
+
+# --- translating components ----------------------------------------------------------------------------
+
+def translate(components: tuple[str, ...], named: Mapping[str, str], named_only: bool) -> Transformation:
+    """Components → the node's transformation, one step each (`c_lpad`: two). A word the node cannot
+    honour is a 400 naming the Cloudinary word, not ours."""
+    return _translate(components, tuple(named.items()), named_only)
+
+
+@functools.lru_cache(maxsize=4096)  # a site uses few distinct transformations; the translation is pure
+def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], ...],
+               named_only: bool) -> Transformation:
+    if not components:
+        return parse_transformation("orig-true")
+    named = dict(named_items)
+    if sum(map(len, components)) > MAX_TEXT:
+        raise InvalidTransformation("/".join(components)[:40] + "…", f"longer than {MAX_TEXT} characters")
+    steps = [step for component in components for step in _component(component, named, named_only)]
+    try:
+        return parse_transformation(":".join(steps), named=named)
+    except InvalidTransformation as error:  # a rule between words (or a limit) the table does not see
+        reason = error.message.removeprefix("invalid transformation: ")
+        raise InvalidTransformation("/".join(components), reason) from None
+
+
+def _component(text: str, named: Mapping[str, str], named_only: bool) -> list[str]:
+    words: dict[str, tuple[str, str]] = {}
+    for word in text.split(","):
+        key = _key(word)
+        value = word[len(key) + 1:]
+        if not word.partition("_")[1] or key not in KNOWN_KEYS:
+            raise InvalidTransformation(word, "not a Cloudinary transformation this node knows")
+        if key not in SUPPORTED_KEYS:
+            raise InvalidTransformation(word, "not supported by this node")
+        if named_only and key != "t":
+            raise InvalidTransformation(word, "this endpoint accepts only named transformations (t_<name>)")
+        if key in words:
+            raise InvalidTransformation(word, f"{key}_ given twice in one component")
+        words[key] = (word, value)
+    return _Component(words, named).steps()
+
+
+class _Component:
+    """The words of one component, keyed by their Cloudinary key, → our steps."""
+
+    def __init__(self, words: dict[str, tuple[str, str]], named: Mapping[str, str]):
+        self.words = words
+        self.named = named
+
+    def word(self, key: str) -> str:
+        return self.words[key][0]
+
+    def value(self, key: str) -> str | None:
+        return self.words[key][1] if key in self.words else None
+
+    def parsed(self, key: str, ours: str, value: str | None = None) -> str:
+        """`ours-value`, checked by our parser for the value; the error names the Cloudinary word."""
+        value = self.value(key) if value is None else value
+        try:
+            PARAMS[ours].parse(value)
+        except ValueError as exc:
+            raise InvalidTransformation(self.word(key), str(exc)) from None
+        return f"{ours}-{value}"
+
+    def fail(self, key: str, reason: str) -> InvalidTransformation:
+        return InvalidTransformation(self.word(key), reason)
+
+    def steps(self) -> list[str]:
+        named = [self._named()] if "t" in self.words else []
+        size = self._size()
+        look = [param for key, translate_word in _LOOK.items() if key in self.words for param in translate_word(self)]
+        if "cm-pad_extract" in size:  # c_lpad: fit inside without upscaling, then pad to exactly w×h around it
+            if any(0 < _float(self.value(key) or "") < 1 for key in ("w", "h")):
+                raise self.fail("c", "c_lpad takes sizes in pixels, not fractions")
+            fit = [param.replace("cm-pad_extract", "c-at_max") for param in size if not param.startswith("fo-")]
+            return [",".join(named + fit), ",".join(size + look)]
+        params = named + size + look
+        return [",".join(params)] if params else []
+
+    def _named(self) -> str:
+        name = self.value("t")
+        if name not in self.named:
+            raise self.fail("t", "unknown named transformation")
+        return f"n-{name}"
+
+    def _box_given(self) -> bool:
+        """Both sides are known: w and h, or `ar` with one of them (or alone: the largest such box)."""
+        return ("w" in self.words and "h" in self.words) or "ar" in self.words
+
+    def _size(self) -> list[str]:
+        params = [self._dimension(key) for key in ("w", "h") if key in self.words]
+        if "ar" in self.words:
+            params.append(self._aspect_ratio())
+        if "dpr" in self.words:
+            if "w" not in self.words and "h" not in self.words:
+                raise self.fail("dpr", "needs w_ or h_")
+            params.append(self.parsed("dpr", "dpr"))
+        mode = self.value("c")
+        if mode is not None and mode not in CROP_MODES:
+            raise self.fail("c", f"crop mode not supported; supported: {', '.join(CROP_MODES)}")
+        mode = mode or "scale"
+        if "ar" in self.words and "w" not in self.words and "h" not in self.words and mode not in _CROPPING:
+            raise self.fail("ar", f"without w_ or h_ only with c_{', c_'.join(_CROPPING)}")
+        both, one, _ = CROP_MODES[mode]
+        crop = [param for param in (both if self._box_given() else one).split(",") if param]
+        if "g" in self.words:  # in place of a mode's own focus (`c_thumb`'s `fo-auto`)
+            crop = [param for param in crop if not param.startswith("fo-")] + self._gravity(mode)
+        params += crop
+        for key in ("x", "y"):
+            if key in self.words:
+                if mode != "crop":
+                    raise self.fail(key, "only with c_crop (overlays are not supported)")
+                if self.value("g") not in (None, "north_west"):
+                    raise self.fail(key, "offsets from a gravity other than north_west are not supported")
+                if not _INTEGER.fullmatch(self.value(key)):
+                    raise self.fail(key, "must be a whole number of pixels")
+                params.append(self.parsed(key, key))
+        if "z" in self.words:
+            params.append(self.parsed("z", "z"))
+            if float(self.value("z")) < 1:
+                raise self.fail("z", "zooming out (below 1) is not supported")
+        return params
+
+    def _dimension(self, key: str) -> str:
+        value = self.value(key)
+        if "." in value and _float(value) >= 1:
+            raise self.fail(key, "relative sizes of 1.0 and more are not supported; write pixels")
+        if value in ("auto", "iw", "ih") or value.startswith(("auto:", "iw_", "ih_", "$")):
+            raise self.fail(key, "automatic and computed sizes are not supported")
+        return self.parsed(key, key)
+
+    def _aspect_ratio(self) -> str:
+        width, colon, height = self.value("ar").partition(":")
+        return self.parsed("ar", "ar", f"{width}-{height}" if colon else f"{width}-1")
+
+    def _gravity(self, mode: str) -> list[str]:
+        gravity = GRAVITIES.get(self.value("g"))
+        if gravity is None:
+            raise self.fail("g", f"gravity not supported; supported: {', '.join(GRAVITIES)}")
+        if mode in ("scale", "fit", "limit", "mfit"):
+            return []  # these modes keep the whole image: gravity changes nothing, as on Cloudinary
+        if gravity in ("auto", "face") and mode in ("pad", "lpad"):
+            raise self.fail("g", "places the image in c_pad/c_lpad: use a compass gravity")
+        return [f"fo-{gravity}"]
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
+def _quality(c: _Component) -> list[str]:
+    value = c.value("q")
+    if value in QUALITY_LEVELS:
+        return [f"q-{QUALITY_LEVELS[value]}"]
+    return [c.parsed("q", "q")]
+
+
+def _format(c: _Component) -> list[str]:
+    if c.value("f") not in FORMATS:
+        raise c.fail("f", f"format not supported; supported: {', '.join(FORMATS)}")
+    return [f"f-{FORMATS[c.value('f')]}"]
+
+
+def _angle(c: _Component) -> list[str]:
+    value = c.value("a")
+    if value in ("hflip", "vflip"):
+        return [f"fl-{value[0]}"]
+    if value in ("exif", "auto"):
+        return []  # the node always applies the EXIF orientation
+    if not _INTEGER.fullmatch(value):
+        raise c.fail("a", "must be degrees, hflip, vflip or exif")
+    degrees = int(value) % 360
+    return [f"rt-{degrees}"] if degrees else []
+
+
+def _radius(c: _Component) -> list[str]:
+    if c.value("r") == "0":
+        return []  # square corners: nothing to do
+    return [c.parsed("r", "r")]
+
+
+def _strength(c: _Component, argument: str, default: int) -> int:
+    if not argument:
+        return max(1, default // _STRENGTH_SCALE)
+    if not argument.isdigit() or not 1 <= int(argument) <= 2000:
+        raise c.fail("e", "strength must be an integer from 1 to 2000")
+    return max(1, round(int(argument) / _STRENGTH_SCALE))
+
+
+def _effect(c: _Component) -> list[str]:
+    name, _, argument = c.value("e").partition(":")
+    if name == "blur":
+        return [f"bl-{_strength(c, argument, 100)}"]
+    if name == "sharpen":
+        return [f"e-sharpen-{_strength(c, argument, 100)}"]
+    if argument and name != "trim":
+        raise c.fail("e", "takes no value on this node")
+    if name == "grayscale":
+        return ["e-grayscale"]
+    if name in ("contrast", "auto_contrast"):
+        return ["e-contrast"]
+    if name == "trim":
+        return [c.parsed("e", "t", argument or "true")]
+    raise c.fail("e", "effect not supported; supported: blur, sharpen, grayscale, contrast, auto_contrast, trim")
+
+
+def _colour(c: _Component, key: str, text: str) -> str:
+    colour = text.removeprefix("rgb:").removeprefix("#")
+    try:
+        PARAMS["bg"].parse(colour)
+    except ValueError as exc:
+        raise c.fail(key, str(exc)) from None
+    return colour
+
+
+def _background(c: _Component) -> list[str]:
+    return [f"bg-{_colour(c, 'b', c.value('b'))}"]
+
+
+def _border(c: _Component) -> list[str]:
+    match = re.fullmatch(r"([0-9]{1,4})px_solid_(.+)", c.value("bo"))
+    if not match:
+        raise c.fail("bo", "must be <N>px_solid_<colour>")
+    return [c.parsed("bo", "b", f"{match.group(1)}_{_colour(c, 'bo', match.group(2))}")]
+
+
+def _opacity(c: _Component) -> list[str]:
+    return [c.parsed("o", "o")]
+
+
+def _flag(c: _Component) -> list[str]:
+    flags = c.value("fl").split(".")
+    for flag in flags:
+        if flag not in FLAGS:
+            raise c.fail("fl", f"flag {flag} not supported; supported: {', '.join(FLAGS)}")
+    return sorted({FLAGS[flag] for flag in flags})
+
+
+def _default_image(c: _Component) -> list[str]:
+    public_id = c.value("d").replace(":", "/")
+    return [c.parsed("d", "di", f"image@@upload@@{public_id.replace('/', '@@')}")]
+
+
+#: the words after size and crop, in the order they are written into the step
+_LOOK: dict[str, Callable[[_Component], list[str]]] = {
+    "a": _angle, "r": _radius, "e": _effect, "b": _background, "bo": _border, "o": _opacity,
+    "q": _quality, "f": _format, "fl": _flag, "d": _default_image,
+}
+
+
+# --- the endpoint's side -------------------------------------------------------------------------------
+
+def cloud_names(origins) -> frozenset[str]:
+    """The clouds whose URLs an endpoint serves: those of its origins with `folder = "/res/<cloud>/"`."""
+    return frozenset(match.group(1) for origin in origins
+                     if (match := _CLOUD_FOLDER.fullmatch(getattr(origin, "folder", "") or "")))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a delivery path asks for, in the node's terms."""
+
+    #: the origin path: `image/<type>/[v<version>/]<public_id>[.<ext>]`
+    path: str
+    transformation: Transformation
+    #: for a URL without components: the format its extension names (another stored format is converted)
+    original_as: str | None
+
+
+def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[str], secrets: tuple[str, ...], *,
+         signed_only: bool, named: Mapping[str, str], named_only: bool, prefix: bool = False) -> Delivery:
+    """Path segments after the endpoint (as sent; `decode` percent-decodes one) → a `Delivery`. 404 for
+    another cloud, resource type or delivery type; 401 for a missing or wrong signature where one is
+    required; 400 naming a word.
+    `prefix`: the path may stop anywhere (a purge prefix); nothing else is checked. Paths of a private CDN
+    or custom domain have no cloud name (`/image/upload/…`): they are the endpoint's cloud's, when it has one."""
+    if segments and segments[0] == "image" and len(clouds) == 1:
+        segments = [*clouds, *segments]
+    if prefix:  # a purge: a whole URL's origin path, or a prefix of origin paths
+        decoded = [decode(segment) for segment in segments]
+        if len(decoded) < 3 or decoded[0] not in clouds or decoded[1] != "image":
+            raise NothingToServe("not found")
+        try:
+            return Delivery(split_path(segments, decode).origin_path, parse_transformation(""), None)
+        except EdgeError:
+            return Delivery("/".join(decoded[1:]), parse_transformation(""), None)
+    path = split_path(segments, decode)
+    types = PUBLIC_TYPES + (SIGNED_TYPES if signed_only else ())
+    if path.cloud not in clouds or path.delivery_type not in types:
+        raise NothingToServe("not found")
+    # as Cloudinary's strict transformations: a signed URL may ask for any transformation
+    signed = check_signature(path, secrets, signed_only)
+    transformation = translate(path.components, named, named_only and not signed)
+    return Delivery(path.origin_path, transformation, None if path.components else path.extension_format)

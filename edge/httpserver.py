@@ -1,0 +1,233 @@
+"""The node's HTTP server: Tornado's `HTTPServer` with limits fit for the open internet.
+
+Tornado's defaults are not (a one-hour header timeout, 100 MB bodies, no connection cap, and an
+accept loop that spins writing a traceback per attempt when the process is out of file
+descriptors). `make_server` sets every limit from `[server]`; `EdgeHTTPServer` adds what Tornado
+has no setting for:
+
+- a deadline for a connection's first request's headers (`header_timeout`), separate from how long a
+  kept-alive connection may wait for its next request (`idle_timeout`);
+- a small body limit for every request, raised only for the paths that take a body (the purge API),
+  checked against `Content-Length` before any of the body is read;
+- a cap on open connections: beyond it a connection gets a fixed 503 and is closed, never read;
+- at the fd limit (EMFILE), accepting pauses for a moment instead of spinning, and says so once;
+- `drain()`: stop accepting, close idle connections, let requests in progress finish (bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import errno
+import logging
+import resource
+import socket
+import time
+from collections.abc import Callable, Iterable
+
+from tornado import httputil
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+
+from .config import ServerSettings
+
+log = logging.getLogger("edge.server")
+
+#: seconds accepting stays paused when the process is out of file descriptors
+ACCEPT_PAUSE_SECONDS = 0.5
+#: at most one "out of file descriptors" message per this many seconds
+FD_WARNING_INTERVAL = 10.0
+_OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_OVER_CAPACITY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+                  b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\n\r\n"
+                  b"too many connections\r\n")
+
+
+#: the paths of `edge.server.make_app` that take a request body
+ADMIN_PATHS = ("/_edge/purge",)
+
+
+def make_server(app: httputil.HTTPServerConnectionDelegate, settings: ServerSettings,
+                large_body_paths: Iterable[str] = ADMIN_PATHS) -> EdgeHTTPServer:
+    """An `HTTPServer` for `app` with `[server]`'s limits; `large_body_paths` may take
+    `max_admin_body` bytes, every other request `max_request_body`."""
+    return EdgeHTTPServer(
+        app,
+        settings=settings,
+        large_body_paths=frozenset(large_body_paths),
+        idle_connection_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_header_size=settings.max_header_size,
+        max_body_size=settings.max_admin_body,
+    )
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (every connection is a file descriptor);
+    returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the file descriptor limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+class _ConnectionState:
+    __slots__ = ("requests", "busy")
+
+    def __init__(self) -> None:
+        self.requests = 0  # requests started (the first while its headers are awaited)
+        self.busy = False  # between a request's headers and the start of the next request
+
+    @property
+    def between_requests(self) -> bool:
+        """A kept-alive connection waiting for its next request."""
+        return self.requests > 1 and not self.busy
+
+
+class EdgeHTTPServer(HTTPServer):
+    def initialize(self, *args, settings: ServerSettings, large_body_paths: frozenset[str], **kwargs) -> None:
+        super().initialize(*args, **kwargs)
+        self.settings = settings
+        self.large_body_paths = large_body_paths
+        self._states: dict[object, _ConnectionState] = {}  # by the connection's IOStream
+        self._draining = False
+        self._last_fd_warning = -FD_WARNING_INTERVAL
+
+    # -- connections ----------------------------------------------------------------------------
+    def handle_stream(self, stream, address) -> None:
+        if len(self._states) >= self.settings.max_connections or self._draining:
+            try:
+                stream.socket.send(_OVER_CAPACITY, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+            stream.close()
+            return
+        # Each connection gets its own parameters: its header deadline changes after the first request.
+        params, self.conn_params = self.conn_params, copy.copy(self.conn_params)
+        try:
+            super().handle_stream(stream, address)
+        finally:
+            self.conn_params = params
+        self._states[stream] = _ConnectionState()
+
+    def start_request(self, server_conn, request_conn) -> httputil.HTTPMessageDelegate:
+        state = self._states.get(server_conn.stream)
+        if state is not None:
+            state.busy = False
+            if self._draining:
+                request_conn.close()  # the previous request is answered; take no more on this connection
+            state.requests += 1
+            if state.requests == 2:  # from now on the wait is a kept-alive connection's idle time
+                server_conn.params.header_timeout = self.settings.idle_timeout
+        return _Limited(super().start_request(server_conn, request_conn), request_conn, self, state)
+
+    def on_close(self, server_conn) -> None:
+        self._states.pop(server_conn.stream, None)
+        super().on_close(server_conn)
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting; close connections idle between requests; let the others finish their
+        request (a new connection its first one: it may have been accepted a moment ago) for at most
+        `grace` seconds; then close what is left."""
+        self.stop()
+        self._draining = True
+        idle = [stream for stream, state in self._states.items() if state.between_requests]
+        log.info("draining: %d request(s) in progress, %d idle connection(s) closed",
+                 sum(state.busy for state in self._states.values()), len(idle))
+        for stream in idle:
+            stream.close()
+        deadline = time.monotonic() + grace
+        while self._states and time.monotonic() < deadline:  # each closes after its request
+            await asyncio.sleep(0.05)
+        if self._states:
+            log.warning("%d connection(s) still open after %gs; closing them", len(self._states), grace)
+        await self.close_all_connections()
+
+    # -- accepting ------------------------------------------------------------------------------
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = self._accept_on(sock)
+
+    def _accept_on(self, sock: socket.socket) -> Callable[[], None]:
+        """Tornado's accept loop, except that running out of file descriptors pauses accepting on this
+        socket for `ACCEPT_PAUSE_SECONDS` (Tornado's raises, logs a traceback and is called again at
+        once: a spin). Pending connections wait in the kernel's backlog meanwhile, or go to another
+        worker. Returns the function that stops accepting."""
+        loop = IOLoop.current()
+        paused: list[object] = []  # the timer that resumes accepting, while paused
+
+        def on_readable(fd: object, events: int) -> None:
+            for _ in range(128):  # as Tornado: a bounded batch per wake-up
+                try:
+                    connection, address = sock.accept()
+                except BlockingIOError:
+                    return
+                except ConnectionAbortedError:
+                    continue
+                except OSError as exc:
+                    if exc.errno not in _OUT_OF_FDS:
+                        raise
+                    self._pause(sock, exc, loop, paused, on_readable)
+                    return
+                self._handle_connection(connection, address)
+
+        def stop() -> None:
+            if paused:
+                loop.remove_timeout(paused.pop())
+            else:
+                loop.remove_handler(sock)
+
+        loop.add_handler(sock, on_readable, IOLoop.READ)
+        return stop
+
+    def _pause(self, sock, exc: OSError, loop: IOLoop, paused: list, on_readable) -> None:
+        loop.remove_handler(sock)
+        now = time.monotonic()
+        if now - self._last_fd_warning >= FD_WARNING_INTERVAL:
+            self._last_fd_warning = now
+            log.warning("cannot accept connections: %s (%d open); pausing accepting for %gs at a time",
+                        exc.strerror, len(self._states), ACCEPT_PAUSE_SECONDS)
+
+        def resume() -> None:
+            paused.clear()
+            loop.add_handler(sock, on_readable, IOLoop.READ)
+
+        paused.append(loop.call_later(ACCEPT_PAUSE_SECONDS, resume))
+
+
+class _Limited(httputil.HTTPMessageDelegate):
+    """Applies the per-path body limit once the request line is known, before the body is read."""
+
+    def __init__(self, delegate: httputil.HTTPMessageDelegate, request_conn, server: EdgeHTTPServer,
+                 state: _ConnectionState | None):
+        self._delegate = delegate
+        self._request_conn = request_conn
+        self._server = server
+        self._state = state
+
+    def headers_received(self, start_line, headers):
+        if self._state is not None:
+            self._state.busy = True
+        settings = self._server.settings
+        path = start_line.path.split("?", 1)[0]
+        if path not in self._server.large_body_paths:
+            # Tornado refuses a larger Content-Length (400, connection closed) before reading the body,
+            # and stops a chunked body as soon as it is over.
+            self._request_conn.set_max_body_size(settings.max_request_body)
+        return self._delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk):
+        return self._delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        self._delegate.finish()
+
+    def on_connection_close(self) -> None:
+        if self._state is not None:
+            self._state.busy = False
+        self._delegate.on_connection_close()

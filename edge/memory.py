@@ -1,0 +1,70 @@
+"""Giving memory back after bursts (glibc's allocator, which libvips and Python both use).
+
+libvips decodes in several threads; glibc gives each thread that contends an arena of its own (up to
+8 per core), and freed memory stays in those arenas. After a burst of large originals a worker keeps
+hundreds of MB it no longer uses. Two knobs, measured in benchmarks/README.md ("Memory"):
+
+- `[server] malloc_arenas`: caps the arenas (glibc's M_ARENA_MAX), set at worker start;
+- `[server] memory_trim`: after a burst (resident memory grew, and no request is in progress), the
+  worker calls `malloc_trim(0)`, which returns the free pages of every arena to the system.
+
+Elsewhere than glibc (musl, or jemalloc preloaded) the calls are absent and both knobs do nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+from collections.abc import Callable
+
+log = logging.getLogger("edge.memory")
+
+M_ARENA_MAX = -8
+#: growth of resident memory since the last trim that makes the next idle moment trim
+TRIM_GROWTH_BYTES = 32 * 2**20
+TRIM_CHECK_SECONDS = 1.0
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 - both must exist
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _glibc()
+
+
+def limit_arenas(arenas: int) -> None:
+    """Cap glibc's malloc arenas for this process (0: glibc's default, 8 per core). Call it before
+    the threads that allocate start."""
+    if arenas and _LIBC is not None and not _LIBC.mallopt(M_ARENA_MAX, arenas):
+        log.warning("mallopt(M_ARENA_MAX, %d) failed", arenas)
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * _PAGE
+
+
+def trim() -> None:
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+async def trim_after_bursts(idle: Callable[[], bool]) -> None:
+    """Forever: once a second, if resident memory grew by TRIM_GROWTH_BYTES since the last trim and
+    `idle()` holds, give free memory back (in a thread: a trim of a large heap takes milliseconds)."""
+    if _LIBC is None:
+        return
+    baseline = resident_bytes()
+    while True:
+        await asyncio.sleep(TRIM_CHECK_SECONDS)
+        if resident_bytes() > baseline + TRIM_GROWTH_BYTES and idle():
+            await asyncio.to_thread(trim)
+            baseline = resident_bytes()

@@ -1,0 +1,156 @@
+"""Signed URLs as the ImageKit SDKs write them: `?ik-s=<signature>` and, for an expiring URL, `ik-t=<unix time>`.
+
+The SDKs sign the URL they built with the endpoint's base (`urlEndpoint` and the `/` after it) cut
+off: `tr:w-300/folder/img.jpg?tr=h-200` (query parameters included, in the order written), then
+append the expiry (`9999999999` when the URL does not expire) and take the lower-case hex HMAC-SHA1
+of that text with the private key; `ik-t` and `ik-s` go last in the query. Verification repeats that
+on the URL exactly as the client sent it (still percent-encoded), so any change to it, however
+equivalent once decoded, fails the check. See docs/signed-urls.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlsplit
+
+from .errors import Unauthorized
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
+
+    from .config import Endpoint
+
+SIGNATURE_PARAM = "ik-s"
+EXPIRY_PARAM = "ik-t"
+#: the expiry the SDKs sign when a URL does not expire
+NO_EXPIRY = 9999999999
+#: why a request was refused: the 401 body says `<reason> signature`, the metric counts by it
+REASONS = ("missing", "invalid", "expired")
+#: characters the SDKs leave unencoded in a path (RFC 3986 `pchar` and `/`, as Node's URL writes them)
+PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_SIGNATURE = re.compile(r"[0-9a-f]{40}")
+_EXPIRY = re.compile(r"[0-9]{1,12}")
+
+
+def signature(key: str, unsigned_url: bytes, expires_at: int | str) -> str:
+    """Lower-case hex HMAC-SHA1 of `unsigned_url` (past the endpoint's base, without `ik-s`/`ik-t`)
+    followed by the expiry."""
+    return _signature(_keyed(key), unsigned_url, expires_at)
+
+
+def _keyed(key: str) -> hmac.HMAC:
+    return hmac.new(key.encode("utf-8"), digestmod=hashlib.sha1)
+
+
+def _signature(keyed: hmac.HMAC, unsigned_url: bytes, expires_at: int | str) -> str:
+    mac = keyed.copy()  # the key's setup is done once per key, not per request
+    mac.update(unsigned_url + str(expires_at).encode("ascii"))
+    return mac.hexdigest()
+
+
+def sign(key: str, unsigned_url: str, expires_at: int | None = None) -> str:
+    """`unsigned_url` with `ik-t` (when it expires) and `ik-s` appended, as the SDKs append them."""
+    params = [] if expires_at is None else [f"{EXPIRY_PARAM}={expires_at}"]
+    digest = signature(key, unsigned_url.encode("utf-8"), NO_EXPIRY if expires_at is None else expires_at)
+    params.append(f"{SIGNATURE_PARAM}={digest}")
+    return unsigned_url + ("&" if "?" in unsigned_url else "?") + "&".join(params)
+
+
+def unsigned_url(path: str, transformation: str | None = None, *, in_query: bool = False) -> str:
+    """The URL past an endpoint's base for the original at `path` (plain text: encoded here as the
+    SDKs encode it), with `transformation` in a `tr:` path segment or in `?tr=`."""
+    encoded = quote(path.lstrip("/"), safe=PATH_SAFE)
+    if not transformation:
+        return encoded
+    return f"{encoded}?tr={transformation}" if in_query else f"tr:{transformation}/{encoded}"
+
+
+def _split(query: str) -> tuple[str, list[str], list[str]]:
+    """The query without `ik-s`/`ik-t` (other parameters in their order), and the values of those two."""
+    kept, signatures, expiries = [], [], []
+    for param in query.split("&") if query else ():
+        name, _, value = param.partition("=")
+        if name == SIGNATURE_PARAM:
+            signatures.append(value)
+        elif name == EXPIRY_PARAM:
+            expiries.append(value)
+        else:
+            kept.append(param)
+    return "&".join(kept), signatures, expiries
+
+
+class SignatureCheck:
+    """Verifies the signatures of requests to endpoints with a `private_key`, counting refusals."""
+
+    def __init__(self, endpoints: Iterable[Endpoint], refusals: Counter | None, clock: Callable[[], float]):
+        self._refusals = refusals
+        self._clock = clock
+        #: per endpoint id: the current key, then the previous ones
+        self._keys = {endpoint.id: tuple(_keyed(key.reveal())
+                                         for key in (endpoint.private_key, *endpoint.previous_private_keys))
+                      for endpoint in endpoints
+                      if endpoint.private_key is not None and endpoint.url_style == "imagekit"}
+        if refusals is not None:  # every series exists from the start, so a rate() alert sees its first refusal
+            for endpoint in endpoints:
+                if endpoint.id in self._keys:
+                    for reason in REASONS:
+                        refusals.labels(_label(endpoint), reason)
+
+    def verify(self, endpoint: Endpoint, raw_rest: str, query: str) -> int | None:
+        """The expiry of the request's valid signature (`NO_EXPIRY` when it does not expire), or None
+        when it carries none (`raw_rest`: the path past the endpoint's base, as sent; `query`: as sent,
+        without `?`). Raises `Unauthorized` for a bad or expired one, and for none on a `signed_only`
+        endpoint."""
+        keys = self._keys.get(endpoint.id)
+        if keys is None:
+            return None
+        kept, signatures, expiries = _split(query)
+        if not signatures and not expiries:
+            if endpoint.signed_only:
+                raise self._refused(endpoint, "missing")
+            return None
+        # One of each at most: a second copy would let the URL say two things at once.
+        if len(signatures) != 1 or len(expiries) > 1 or not _SIGNATURE.fullmatch(signatures[0]) \
+                or (expiries and not _EXPIRY.fullmatch(expiries[0])):
+            raise self._refused(endpoint, "invalid")
+        expiry = expiries[0] if expiries else str(NO_EXPIRY)
+        try:
+            # Tornado decodes the request line as Latin-1: this gives back the bytes the client signed.
+            unsigned = (raw_rest + ("?" + kept if kept else "")).encode("latin-1")
+        except UnicodeEncodeError:  # not text from a request line
+            raise self._refused(endpoint, "invalid") from None
+        # Every key is tried, so the time taken does not tell which one (if any) matched.
+        matches = [hmac.compare_digest(_signature(key, unsigned, expiry), signatures[0]) for key in keys]
+        if not any(matches):
+            raise self._refused(endpoint, "invalid")
+        if int(expiry) <= self._clock():
+            raise self._refused(endpoint, "expired")
+        return int(expiry)
+
+    def _refused(self, endpoint: Endpoint, reason: str) -> Unauthorized:
+        if self._refusals is not None:
+            self._refusals.labels(_label(endpoint), reason).inc()
+        error = Unauthorized(f"{reason} signature")
+        error.endpoint = _label(endpoint)
+        return error
+
+
+def _label(endpoint: Endpoint) -> str:
+    return endpoint.id or "default"
+
+
+def endpoint_base(endpoint: Endpoint, node_url: str | None, listening: str) -> str:
+    """The URL an endpoint answers at, the SDKs' `urlEndpoint`: `node_url` (the node's public URL;
+    `listening` when not given, or `https://<host>` for an endpoint with host names) followed by
+    `/<id>`, unless `node_url` is one of the endpoint's own hosts, where no identifier is needed."""
+    if node_url is None:
+        node_url = f"https://{endpoint.hosts[0]}" if endpoint.hosts else listening
+    node_url = node_url.rstrip("/")
+    host = urlsplit(node_url).hostname or ""
+    if not endpoint.id or host in endpoint.hosts:
+        return node_url
+    return f"{node_url}/{endpoint.id}"

@@ -1,0 +1,299 @@
+"""`edge serve`'s processes: a supervisor that binds the socket, and the workers that serve on it.
+
+The supervisor never imports libvips and never serves. It forks `workers` processes that all accept
+on the one listening socket, restarts a worker that dies (and gives up, exit status 1, when they keep
+dying), and handles the signals:
+
+- SIGHUP: load and validate the config file again. A bad one is logged and the running one kept.
+  A good one starts a new generation of workers; once every one of them is serving (it says so on a
+  pipe), the old workers are told to stop: they stop accepting, finish the requests they have and
+  exit. No request is dropped, and every worker serves the new config. `host`, `port` and `workers`
+  keep their running values (the socket is bound once): changing them needs a restart.
+- SIGTERM / SIGINT: every worker stops accepting, finishes its requests (`shutdown_grace` seconds at
+  most, then their connections are closed) and exits; the supervisor exits 0.
+
+The supervisor runs even with one worker: one code path for reloads and restarts, at the cost of one
+idle process (a few MB of resident memory beyond what fork shares).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .config import Config
+from .errors import ConfigError
+
+log = logging.getLogger("edge")
+
+RESTART_WINDOW_SECONDS = 60
+MAX_RESTARTS_IN_WINDOW = 10
+#: seconds a new worker has to start serving (origins opened, cache open) before a reload is abandoned
+READY_TIMEOUT_SECONDS = 60
+#: beyond a worker's own shutdown grace, before the supervisor kills it
+KILL_MARGIN_SECONDS = 5
+_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+
+
+@dataclass
+class _Worker:
+    pid: int
+    number: int
+    generation: int
+    ready_fd: int | None  # read end of the pipe the worker writes one byte to once it serves
+    ready: bool = False
+    kill_at: float | None = None  # told to stop: killed if still alive then
+
+
+class Supervisor:
+    def __init__(self, config: Config, sockets: list, reload_config: Callable[[], Config],
+                 announce: Callable[[Config], None], multiprocess_metrics: bool, metrics_sockets: list = ()):
+        self.config = config
+        self.sockets = sockets
+        #: `[server] metrics_port`'s socket (empty: /metrics is on the main port)
+        self.metrics_sockets = metrics_sockets
+        self.reload_config = reload_config
+        self.announce = announce
+        self.multiprocess_metrics = multiprocess_metrics
+        self.workers: dict[int, _Worker] = {}
+        self.generation = 0
+        self.pending: tuple[int, Config, float] | None = None  # (generation, config, ready deadline)
+        self.reload_again = False
+        self.restarts: list[float] = []
+        self.stopping = False
+        self.gave_up = False
+        self.announced = False
+        self._signals: list[int] = []
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self) -> int:
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        previous_wakeup = signal.set_wakeup_fd(wake_write)
+        for signum in _SIGNALS:
+            signal.signal(signum, lambda signum, _frame: self._signals.append(signum))
+        self._wake_fds = (wake_read, wake_write)
+        try:
+            for number in range(self.config.server.workers):
+                self._spawn(number, self.generation, self.config)
+            while self.workers or not self.stopping:
+                self._wait_for_events(wake_read)
+                self._reap()
+                while self._signals:
+                    self._on_signal(self._signals.pop(0))
+                self._progress()
+        finally:
+            signal.set_wakeup_fd(previous_wakeup)
+            os.close(wake_read)
+            os.close(wake_write)
+        return 1 if self.gave_up else 0
+
+    def _wait_for_events(self, wake_read: int) -> None:
+        ready_fds = [w.ready_fd for w in self.workers.values() if w.ready_fd is not None]
+        readable, _, _ = select.select([wake_read, *ready_fds], [], [], 1.0)
+        if wake_read in readable:
+            try:
+                os.read(wake_read, 512)
+            except BlockingIOError:
+                pass
+        for worker in list(self.workers.values()):
+            if worker.ready_fd is not None and worker.ready_fd in readable:
+                worker.ready = os.read(worker.ready_fd, 1) == b"1"  # EOF: it died before serving
+                os.close(worker.ready_fd)
+                worker.ready_fd = None
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP and not self.stopping:
+            self._begin_reload()
+        elif signum in (signal.SIGTERM, signal.SIGINT):
+            self._stop_all("stopping")
+
+    def _progress(self) -> None:
+        now = time.monotonic()
+        current = [w for w in self.workers.values() if w.generation == self.generation]
+        if not self.announced and current and all(w.ready for w in current):
+            self.announced = True
+            self.announce(self.config)
+        if self.pending is not None:
+            generation, config, deadline = self.pending
+            new = [w for w in self.workers.values() if w.generation == generation]
+            if len(new) == config.server.workers and all(w.ready for w in new):
+                self._finish_reload(generation, config)
+            elif now > deadline:
+                self._abandon_reload(f"the new workers did not start serving in {READY_TIMEOUT_SECONDS}s")
+        for worker in self.workers.values():
+            if worker.kill_at is not None and now > worker.kill_at:
+                _kill(worker.pid, signal.SIGKILL)
+
+    # -- workers ----------------------------------------------------------------------------------
+    def _spawn(self, number: int, generation: int, config: Config) -> None:
+        ready_read, ready_write = os.pipe()
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # no supervisor handler runs in the child
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                signal.set_wakeup_fd(-1)
+                for signum in _SIGNALS:
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor reloads; a worker is replaced
+                inherited = [ready_read, *self._wake_fds,
+                             *(w.ready_fd for w in self.workers.values() if w.ready_fd is not None)]
+                for fd in inherited:
+                    os.close(fd)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+                _die_with_parent()
+                serve_worker(config, self.sockets, ready_write, self.metrics_sockets)
+            except BaseException:
+                log.exception("worker %d crashed", number)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        os.close(ready_write)
+        self.workers[pid] = _Worker(pid, number, generation, ready_read)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+    def _reap(self) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            if worker.ready_fd is not None:
+                os.close(worker.ready_fd)
+            if self.multiprocess_metrics:
+                from prometheus_client import multiprocess
+                multiprocess.mark_process_dead(pid)
+            self._on_exit(worker, os.waitstatus_to_exitcode(status))
+
+    def _on_exit(self, worker: _Worker, code: int) -> None:
+        if self.stopping or worker.kill_at is not None:
+            return  # asked to stop
+        if self.pending is not None and worker.generation == self.pending[0]:
+            self._abandon_reload(f"a new worker exited with status {code} before serving")
+            return
+        now = time.monotonic()
+        self.restarts[:] = [t for t in self.restarts if now - t < RESTART_WINDOW_SECONDS] + [now]
+        if len(self.restarts) > MAX_RESTARTS_IN_WINDOW:
+            log.critical("workers keep dying (%d restarts in %ds); stopping the node",
+                         MAX_RESTARTS_IN_WINDOW, RESTART_WINDOW_SECONDS)
+            self.gave_up = True
+            self._stop_all("stopping")
+            return
+        self._spawn(worker.number, self.generation, self.config)
+        log.error("worker %d (pid %d) exited with status %d; restarted", worker.number, worker.pid, code)
+
+    def _stop(self, workers: list[_Worker]) -> None:
+        kill_at = time.monotonic() + self.config.server.shutdown_grace + KILL_MARGIN_SECONDS
+        for worker in workers:
+            if worker.kill_at is None:
+                worker.kill_at = kill_at
+                _kill(worker.pid, signal.SIGTERM)
+
+    def _stop_all(self, verb: str) -> None:
+        if not self.stopping:
+            log.info("%s %d worker(s)", verb, len(self.workers))
+        self.stopping = True
+        self.pending = None
+        self._stop(list(self.workers.values()))
+
+    # -- reloading --------------------------------------------------------------------------------
+    def _begin_reload(self) -> None:
+        if self.pending is not None:
+            self.reload_again = True  # after the one under way
+            return
+        try:
+            loaded = self.reload_config()
+        except ConfigError as error:
+            log.error("SIGHUP: config not reloaded, the running one is kept: %s", error)
+            return
+        server = self.config.server  # the socket is bound and the metrics mode chosen: these stay
+        config = loaded.with_overrides(host=server.host, port=server.port, workers=server.workers)
+        generation = self.generation + 1
+        self.pending = (generation, config, time.monotonic() + READY_TIMEOUT_SECONDS)
+        log.info("SIGHUP: config %s is valid; starting %d new worker(s)", config.source, server.workers)
+        for number in range(server.workers):
+            self._spawn(number, generation, config)
+
+    def _finish_reload(self, generation: int, config: Config) -> None:
+        old = [w for w in self.workers.values() if w.generation != generation]
+        self.config, self.generation, self.pending = config, generation, None
+        self._stop(old)
+        log.info("config reloaded from %s; %d old worker(s) finish their requests and exit",
+                 config.source, len(old))
+        if self.reload_again:
+            self.reload_again = False
+            self._begin_reload()
+
+    def _abandon_reload(self, reason: str) -> None:
+        generation = self.pending[0]
+        self.pending = None
+        log.error("SIGHUP: config not reloaded, the running one is kept: %s", reason)
+        self._stop([w for w in self.workers.values() if w.generation == generation])
+
+
+def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: list = ()) -> None:
+    """One worker: serve on `sockets` until SIGTERM/SIGINT, then drain. Writes one byte to `ready_fd`
+    once it accepts connections."""
+    from . import memory
+    from .fetching import fetch_budget
+    from .httpserver import make_server
+
+    memory.limit_arenas(config.server.malloc_arenas)  # before libvips starts its threads
+    from .server import Node, make_app, make_metrics_app  # imports libvips: only in the serving process
+
+    fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait)
+
+    async def serve() -> None:
+        node = Node(config)
+        await node.start()
+        if config.server.memory_trim:
+            trimming = asyncio.create_task(memory.trim_after_bursts(lambda: node.inflight == 0))
+        server = make_server(make_app(node), config.server)
+        server.add_sockets(sockets)
+        if metrics_sockets:
+            make_server(make_metrics_app(node), config.server).add_sockets(metrics_sockets)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+        await stopping.wait()
+        await server.drain(config.server.shutdown_grace)
+        if config.server.memory_trim:
+            trimming.cancel()
+        await node.stop()
+
+    asyncio.run(serve())
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM if the supervisor dies, even by SIGKILL, so none is orphaned."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass

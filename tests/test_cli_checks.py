@@ -1,0 +1,157 @@
+"""The command line an operator meets first: `--version`, `check-config --no-env` and its checks of what
+`serve` would trip on, `EDGE_CONFIG`, routing mistakes as config errors, and `serve` failing to start
+in one line (over the real `edge` command)."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import edge
+from edge.config import load_config
+from edge.errors import ConfigError
+from edge.pluginmanager import load_plugins
+from tests.nodes import NodeProcess, local_config, write_config
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def edge_command(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 timeout: float = 60) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k != "EDGE_CONFIG"}
+    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True,
+                          env={**environ, **(env or {})}, cwd=cwd, timeout=timeout)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("edge: ")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_version():
+    result = edge_command("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"edge {edge.__version__}"
+
+
+@pytest.mark.parametrize("example", sorted(CONF.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_passes_check_config_without_its_secrets(example):
+    names = set(ENV_REF.findall(example.read_text()))
+    # even with the variables set to something else in the shell, --no-env does not read them
+    result = edge_command("check-config", "--no-env", "--config", str(example),
+                          env={name: "from-the-shell" for name in names})
+    assert result.returncode == 0, result.stderr
+    assert "from-the-shell" not in result.stdout and "<" not in result.stdout  # placeholders are masked
+
+
+def test_without_no_env_a_missing_secret_is_an_error_naming_it():
+    line = one_line_error(edge_command("check-config", "--config", str(CONF / "s3.toml")))
+    assert "PRODUCT_IMAGES_KEY_ID is not set" in line
+
+
+def test_edge_config_names_the_file_when_config_is_absent(tmp_path):
+    config = write_config(tmp_path, local_config(before="[server]\nport = 9123\n"))
+    result = edge_command("check-config", env={"EDGE_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+    assert f'"source": "{config}"' in result.stdout and '"port": 9123' in result.stdout
+
+
+def test_check_config_finds_an_unusable_cache_folder(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    config = write_config(tmp_path, local_config(before='[cache]\ndir = "a-file/cache"\n'))
+    line = one_line_error(edge_command("check-config", "--config", str(config)))
+    assert line == f"edge: cache folder {tmp_path / 'a-file' / 'cache'}: {tmp_path / 'a-file'} is not a folder"
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+def test_bind_check_finds_the_address_in_use(tmp_path, busy_port):
+    config = write_config(tmp_path, local_config(before=f"[server]\nport = {busy_port}\n"))
+    assert edge_command("check-config", "--config", str(config)).returncode == 0  # not asked
+    line = one_line_error(edge_command("check-config", "--bind-check", "--config", str(config)))
+    assert line == f"edge: cannot listen on 127.0.0.1:{busy_port}: already in use"
+
+
+def test_serve_on_a_port_in_use_fails_in_one_line(tmp_path, busy_port):
+    config = write_config(tmp_path, local_config())
+    line = one_line_error(edge_command("serve", "--config", str(config), "--port", str(busy_port)))
+    assert line == f"edge: cannot listen on 127.0.0.1:{busy_port}: already in use"
+
+
+def test_serve_with_an_unusable_cache_folder_fails_in_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    config = write_config(tmp_path, local_config(before='[cache]\ndir = "a-file/cache"\n'))
+    line = one_line_error(edge_command("serve", "--config", str(config), "--port", "0"))
+    assert line.startswith(f"edge: cache folder {tmp_path / 'a-file' / 'cache'}: cannot create it")
+
+
+def test_serve_with_an_origin_type_no_plugin_provides_fails_in_one_line(tmp_path):
+    config = write_config(tmp_path, local_config().replace('type = "local"', 'type = "azure_blob"'))
+    line = one_line_error(edge_command("serve", "--config", str(config), "--port", "0"))
+    assert "[origins[0] 'samples'] type: unknown origin type 'azure_blob'" in line
+
+
+def routing_error(tmp_path, endpoints: str) -> str:
+    text = local_config(after=endpoints).replace('[[endpoints]]\nid = ""\norigins = ["samples"]\n', "", 1)
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, text), load_plugins(), environ={})
+    return str(caught.value)
+
+
+def test_the_same_host_on_two_endpoints_is_an_error_naming_the_key(tmp_path):
+    message = routing_error(tmp_path, """
+        [[endpoints]]
+        id = "shop"
+        hosts = ["img.example.com"]
+        origins = ["samples"]
+        [[endpoints]]
+        id = "blog"
+        hosts = ["IMG.Example.com"]
+        origins = ["samples"]
+    """)
+    assert message.endswith("[endpoints[1]] hosts: 'img.example.com' is also a host of the endpoint with id 'shop'")
+
+
+@pytest.mark.parametrize("written", ["https://img.example.com", "img.example.com:443", "img.example.com/shop",
+                                     "*.example.com", "img example.com", ""])
+def test_a_host_that_could_never_match_is_an_error_naming_the_key(tmp_path, written):
+    message = routing_error(tmp_path, f"""
+        [[endpoints]]
+        id = "shop"
+        hosts = ["{written}"]
+        origins = ["samples"]
+    """)
+    assert f"[endpoints[0]] hosts: {written!r} is not a host name" in message
+
+
+def test_host_names_and_ipv6_literals_are_accepted(tmp_path):
+    config = load_config(write_config(tmp_path, local_config(after="""
+        [[endpoints]]
+        id = "shop"
+        hosts = ["Img.Example.com", "localhost", "[::1]", "127.0.0.1"]
+        origins = ["samples"]
+    """)), load_plugins(), environ={})
+    assert config.endpoints[1].hosts == ("img.example.com", "localhost", "[::1]", "127.0.0.1")
+
+
+def test_json_diagnostics(tmp_path):
+    node = NodeProcess(write_config(tmp_path, local_config(before='[server]\nlog_format = "json"\n')))
+    assert node.stop() == 0
+    lines = [json.loads(line) for line in node.log if line.strip()]
+    assert lines[0]["level"] == "info" and lines[0]["logger"] == "edge"
+    assert lines[0]["message"].startswith("listening on http://127.0.0.1:") and lines[0]["time"] > 1e9

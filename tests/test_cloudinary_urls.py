@@ -1,0 +1,365 @@
+"""Cloudinary delivery URLs, built by the official `cloudinary` SDK, served by a real node from a bucket laid
+out as Cloudinary's backup writes it (moto's S3 server). Sizes are the ones Cloudinary documents for each
+word; where the node has its own equivalent (an ImageKit-style endpoint `/ik` on the same bucket), the
+answer must be the very same bytes.
+"""
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import cloudinary
+import pytest
+from cloudinary import CloudinaryImage
+
+from edge.cloudinary_urls import mapping_markdown
+from tests.assets import centre_colour, close, colour, pixel, same_colour, solid
+from tests.nodes import SAMPLES, decode, loader, write_config
+
+BUCKET = "acme-cloudinary-urls"
+DEMO = "res/demo/image/upload/"
+API_SECRET = "test-api-secret-not-real"
+PHOTO = "photos/landscape"  # 3000×2000 JPEG
+
+
+@pytest.fixture(scope="module")
+def cloud():
+    """The SDK configured as a team's app would be (the test cloud `demo`)."""
+    cloudinary.config(cloud_name="demo", api_key="123456789", api_secret=API_SECRET, secure=False)
+    yield
+    cloudinary.reset_config()
+
+
+def photo_3000x2000() -> bytes:
+    import pyvips
+    return pyvips.Image.new_from_file(str(SAMPLES / "coffee.jpg")).resize(5).jpegsave_buffer(Q=85)
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server):
+    client = s3_server.client()
+    client.create_bucket(Bucket=BUCKET)
+    objects = {
+        f"{PHOTO}/1700000000.jpg": photo_3000x2000(),
+        "shop/summer.sale/shoe/1600000000.jpg": solid(400, 300, colour(1)),
+        "shop/summer.sale/shoe/1700000000.jpg": solid(400, 300, colour(2)),  # the newest
+        "logo/1600000000.png": (SAMPLES / "logo-transparent.png").read_bytes(),
+        "avatar/1500000000.png": solid(50, 50, colour(3), "png"),
+    }
+    for key, body in objects.items():
+        client.put_object(Bucket=BUCKET, Key=DEMO + key, Body=body)
+    client.put_object(Bucket=BUCKET, Key="res/demo/image/private/secret/1600000000.jpg", Body=solid(40, 30, colour(4)))
+    return objects
+
+
+def config(s3, endpoint: str = "") -> str:
+    return f"""
+[named_transformations]
+card = "w-120,h-80,c-at_max"
+{s3.origin_table("Cloudinary backup", BUCKET, type="cloudinary_backup", folder="/res/demo/")}
+[[endpoints]]
+id = ""
+origins = ["Cloudinary backup"]
+url_style = "cloudinary"
+private_key = "{API_SECRET}"
+{endpoint}
+[[endpoints]]
+id = "ik"
+origins = ["Cloudinary backup"]
+"""
+
+
+@pytest.fixture
+async def node(s3, bucket, cloud, node_factory, tmp_path):
+    return await node_factory(write_config(tmp_path, config(s3)))
+
+
+def url(public_id: str, **options) -> str:
+    """The SDK's URL, as a path on the node."""
+    return CloudinaryImage(public_id).build_url(**options).removeprefix("http://res.cloudinary.com")
+
+
+async def get(node, path: str, accept: str = "image/jpeg"):
+    response = await node.fetch(path, headers={"Accept": accept})
+    assert response.code == 200, (path, response.code, response.body)
+    return response
+
+
+def size(response) -> tuple[int, int]:
+    image = decode(response)
+    return image.width, image.height
+
+
+# --- crop modes on a 3000×2000 photo: the sizes Cloudinary's documentation gives ----------------------
+
+CROP_MODES = [
+    (dict(width=300), (300, 200)),  # no crop mode: scale, keeping the ratio
+    (dict(width=300, height=300), (300, 300)),  # no crop mode: scale, stretched
+    (dict(width=300, height=300, crop="scale"), (300, 300)),
+    (dict(height=100, crop="scale"), (150, 100)),
+    (dict(width=0.1, crop="scale"), (300, 200)),  # a fraction of the original
+    (dict(width=300, height=300, crop="fit"), (300, 200)),
+    (dict(width=300, height=300, crop="limit"), (300, 200)),
+    (dict(width=4000, height=4000, crop="limit"), (3000, 2000)),  # never upscales
+    (dict(width=300, height=300, crop="mfit"), (3000, 2000)),  # already larger than the minimum: unchanged
+    (dict(width=300, height=300, crop="fill"), (300, 300)),
+    (dict(width=300, aspect_ratio="16:9", crop="fill"), (300, 169)),
+    (dict(width=300, height=300, crop="lfill"), (300, 300)),
+    (dict(width=300, height=300, crop="pad"), (300, 300)),
+    (dict(width=300, height=300, crop="lpad"), (300, 300)),
+    (dict(width=300, height=200, x=100, y=50, crop="crop"), (300, 200)),  # no scaling: a region
+    (dict(width=300, height=200, gravity="south_east", crop="crop"), (300, 200)),
+    (dict(width=200, height=200, gravity="face", crop="thumb"), (200, 200)),
+    (dict(width=100, dpr=2.0, crop="scale"), (200, 133)),
+    (dict(aspect_ratio="1:1", crop="fill"), (2000, 2000)),  # the largest square
+    (dict(width=300, aspect_ratio="1.0"), (300, 300)),  # scale: stretched to the ratio
+]
+
+
+async def test_crop_modes_give_cloudinarys_sizes(node):
+    # one node for all (a node per case would cost more than the cases): every mismatch is reported
+    answers = [(options, size(await get(node, url(PHOTO, **options)))) for options, _ in CROP_MODES]
+    assert [(options, got) for (options, got), (_, expected) in zip(answers, CROP_MODES) if got != expected] == []
+
+
+@pytest.mark.parametrize("options, expected", [
+    (dict(width=400, height=500, crop="mfit"), (400, 400)),  # smaller: enlarged to fit
+    (dict(width=400, height=400, crop="lfill"), (256, 256)),  # never enlarged
+    (dict(width=400, height=300, crop="lpad", background="red"), (400, 300)),  # padded at its own size
+])
+async def test_modes_that_depend_on_a_small_original(node, options, expected):
+    logo = decode(await get(node, url("logo.png")))
+    assert (logo.width, logo.height) == (256, 256)
+    answer = decode(await get(node, url("logo", format="png", **options)))
+    assert (answer.width, answer.height) == expected
+    if options["crop"] == "lpad":
+        assert close(pixel(answer, 20, 150), (255, 0, 0, 255))  # the padding, left of the unscaled logo
+
+
+EQUIVALENTS = [
+    (dict(width=300, height=100, crop="fill", gravity="north"), "w-300,h-100,fo-top"),
+    (dict(width=300, height=100, crop="fill", gravity="south_west"), "w-300,h-100,fo-bottom_left"),
+    (dict(width=300, height=100, crop="fill", gravity="auto"), "w-300,h-100,fo-auto"),
+    (dict(width=300, height=300, crop="pad", background="rgb:1E293B", gravity="west"),
+     "w-300,h-300,cm-pad_resize,bg-1E293B,fo-left"),
+    (dict(width=300, height=200, x=100, y=50, crop="crop"), "cm-extract,w-300,h-200,x-100,y-50"),
+    (dict(width=300, quality=40), "w-300,q-40"),
+    (dict(width=300, quality="auto:low"), "w-300,q-50"),
+    (dict(width=300, angle=90), "w-300,rt-90"),
+    (dict(width=300, angle=-90), "w-300,rt-N90"),
+    (dict(width=300, angle="hflip"), "w-300,fl-h"),
+    (dict(width=300, effect="blur:300"), "w-300,bl-15"),
+    (dict(width=300, effect="grayscale"), "w-300,e-grayscale"),
+    (dict(width=300, effect="sharpen"), "w-300,e-sharpen-5"),
+    (dict(width=300, radius=20, background="white"), "w-300,r-20,bg-white"),
+    (dict(width=300, border="4px_solid_rgb:FF6600"), "w-300,b-4_FF6600"),
+    (dict(width=300, flags="progressive"), "w-300,pr-true"),
+    (dict(transformation=[dict(width=300, crop="scale"), dict(angle=90)]), "w-300:rt-90"),
+]
+
+
+async def test_words_do_what_the_nodes_own_parameters_do(node):
+    different = []
+    for cloudinary_options, ours in EQUIVALENTS:
+        cloudinary_answer = await get(node, url(PHOTO, format="jpg", **cloudinary_options))
+        own_answer = await get(node, f"/ik/tr:{ours}/image/upload/{PHOTO}.jpg")
+        if cloudinary_answer.body != own_answer.body:
+            different.append((cloudinary_options, ours))
+    assert different == []
+
+
+async def test_angles_and_borders_change_the_size_as_documented(node):
+    assert size(await get(node, url(PHOTO, width=300, angle=90))) == (200, 300)
+    assert size(await get(node, url(PHOTO, width=300, border="5px_solid_red"))) == (310, 210)
+    rounded = decode(await get(node, url(PHOTO, width=300, radius="max", format="png")))
+    assert rounded.hasalpha() and pixel(rounded, 0, 0)[3] == 0
+
+
+# --- formats, qualities, versions, folders --------------------------------------------------------------
+
+async def test_an_untransformed_url_serves_the_stored_bytes(node, bucket):
+    for public_id, stored in ((PHOTO, f"{PHOTO}/1700000000.jpg"), ("logo", "logo/1600000000.png")):
+        extension = stored.rsplit(".", 1)[1]
+        assert (await get(node, url(public_id, format=extension))).body == bucket[stored]
+        assert (await get(node, url(public_id))).body == bucket[stored]  # no extension: the stored format
+
+
+async def test_the_extension_or_f_names_the_output_format(node):
+    webp = await get(node, url("shop/summer.sale/shoe", format="webp"))  # a stored JPEG, converted
+    assert (loader(webp), size(webp)) == ("webpload", (400, 300))
+    assert loader(await get(node, url(PHOTO, width=100, format="png"))) == "pngload"
+    assert loader(await get(node, url(PHOTO, width=100, fetch_format="webp"))) == "webpload"
+    auto = await get(node, url(PHOTO, width=100, fetch_format="auto", quality="auto"), accept="image/avif,image/webp")
+    assert (loader(auto), auto.headers["Vary"]) == ("heifload", "Accept")
+    assert loader(await get(node, url(PHOTO, width=100, fetch_format="auto"), accept="image/webp")) == "webpload"
+    assert loader(await get(node, url(PHOTO, width=100, fetch_format="auto"), accept="*/*")) == "jpegload"
+
+
+async def test_quality_levels(node):
+    low = await get(node, url(PHOTO, width=600, quality="auto:low"))
+    best = await get(node, url(PHOTO, width=600, quality="auto:best"))
+    assert len(low.body) < len(best.body)
+
+
+async def test_versions_and_folders_with_dots(node):
+    newest = decode(await get(node, url("shop/summer.sale/shoe", width=40, format="jpg")))  # the SDK writes v1
+    assert same_colour(centre_colour(newest), colour(2))
+    pinned = decode(await get(node, url("shop/summer.sale/shoe", width=40, format="jpg", version=1600000000)))
+    assert same_colour(centre_colour(pinned), colour(1))
+
+
+async def test_named_and_default_image(node):
+    assert size(await get(node, url(PHOTO, transformation="card"))) == (120, 80)
+    missing = await get(node, url("no/such/asset", width=20, default_image="avatar.png", format="png"))
+    assert (size(missing), same_colour(centre_colour(decode(missing)), colour(3))) == ((20, 20), True)
+
+
+async def test_private_cdn_paths_have_no_cloud_name(node):
+    path = CloudinaryImage(PHOTO).build_url(width=150, private_cdn=True, secure=True, sign_url=True)
+    assert path.startswith("https://demo-res.cloudinary.com/image/upload/s--")
+    assert size(await get(node, path.removeprefix("https://demo-res.cloudinary.com"))) == (150, 100)
+
+
+async def test_the_query_does_not_add_a_transformation(node, bucket):
+    assert (await get(node, url("logo.png") + "?tr=w-10")).body == bucket["logo/1600000000.png"]
+
+
+# --- what is refused --------------------------------------------------------------------------------------
+
+UNSUPPORTED = [
+    (dict(overlay="logo"), "l_logo"),
+    (dict(effect="cartoonify"), "e_cartoonify"),
+    (dict(width=100, crop="imagga_crop"), "c_imagga_crop"),
+    (dict(width="auto", crop="scale"), "w_auto"),
+    (dict(dpr="auto", width=100), "dpr_auto"),
+    (dict(fetch_format="jxl"), "f_jxl"),
+    (dict(quality="auto:sensitive"), "q_auto:sensitive"),
+    (dict(angle="auto_right"), "a_auto_right"),
+    (dict(flags="attachment"), "fl_attachment"),
+    (dict(color="red"), "co_red"),
+    (dict(transformation="nosuch"), "t_nosuch"),
+    (dict(width=300, x=10, crop="fill"), "x_10"),
+    (dict(aspect_ratio="1:1", crop="pad"), "ar_1:1"),
+    (dict(width=1.5, crop="scale"), "w_1.5"),
+]
+
+
+async def test_unsupported_words_are_400s_naming_them(node):
+    answers = [(await node.fetch(url(PHOTO, **options)), word) for options, word in UNSUPPORTED]
+    assert [(word, response.code, response.body) for response, word in answers
+            if response.code != 400 or not response.body.decode().startswith(f"invalid transformation: {word}: ")] == []
+
+
+async def test_another_cloud_or_resource_type_is_not_found(node):
+    assert (await node.fetch(url(PHOTO, cloud_name="other"))).code == 404
+    assert (await node.fetch(url(PHOTO).replace("/image/", "/video/", 1))).code == 404
+    assert (await node.fetch(url(PHOTO).replace("/upload/", "/private/", 1))).code == 404
+
+
+# --- signed URLs --------------------------------------------------------------------------------------------
+
+async def test_signed_urls(s3, bucket, cloud, node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, config(s3, "signed_only = true")))
+    signed = url(PHOTO, width=120, crop="scale", sign_url=True)
+    assert "/s--" in signed
+    assert size(await get(node, signed)) == (120, 80)
+    long_signed = url("shop/summer.sale/shoe", width=30, sign_url=True, long_url_signature=True, format="jpg")
+    assert size(await get(node, long_signed)) == (30, 22)
+    tampered = signed.replace("w_120", "w_121")
+    assert (await node.fetch(tampered)).code == 401
+    assert (await node.fetch(url(PHOTO, width=120, crop="scale"))).code == 401
+    assert (await node.fetch(url(PHOTO, width=120, sign_url=True, api_secret="another"))).code == 401
+    private = url("secret", type="private", sign_url=True, format="jpg")
+    assert same_colour(centre_colour(decode(await get(node, private))), colour(4))
+
+
+async def test_named_only_accepts_t_and_signed_urls(s3, bucket, cloud, node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, config(s3, "named_only = true")))
+    assert size(await get(node, url(PHOTO, transformation="card"))) == (120, 80)
+    assert size(await get(node, url(PHOTO, width=60, sign_url=True))) == (60, 40)
+    refused = await node.fetch(url(PHOTO, width=60))
+    assert (refused.code, refused.body) == (
+        400, b"invalid transformation: w_60: this endpoint accepts only named transformations (t_<name>)\n")
+
+
+async def test_private_assets_need_a_signed_only_endpoint(node):
+    assert (await node.fetch(url("secret", type="private", sign_url=True, format="jpg"))).code == 404
+
+
+def test_the_docs_print_the_mapping_table():
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "leaving-cloudinary.md").read_text()
+    assert mapping_markdown() in docs
+
+
+async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("\n".join([
+        "http://res.cloudinary.com" + url(PHOTO, width=300, crop="fill", format="jpg"),
+        "https://img.acme.test" + url("logo.png"),
+        "# a comment",
+        "http://res.cloudinary.com" + url(PHOTO, overlay="badge", format="jpg"),
+        "http://res.cloudinary.com" + url("logo", effect="cartoonify", format="png"),
+        "http://res.cloudinary.com" + url("logo", overlay="badge", width=20, format="png"),
+        "http://res.cloudinary.com" + url(PHOTO, cloud_name="other"),
+        "http://res.cloudinary.com" + url("no/such/asset", width=20, format="jpg"),
+    ]) + "\n")
+    config_path = tmp_path / "edge.toml"  # the node's own config, written by the fixture
+    command = [sys.executable, "-m", "edge", "cloudinary-check", "--config", str(config_path), "--urls", str(urls)]
+    offline = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+    assert offline.returncode == 1, offline.stderr
+    assert offline.stdout.count("\nOK ") + offline.stdout.startswith("OK ") == 3  # the missing asset parses
+    assert "unsupported words (URLs):\n  l_badge  2\n  e_cartoonify  1\n" in offline.stdout
+    assert "  404 not found  1\n" in offline.stdout
+    assert "7 URLs: 3 served, 4 not" in offline.stdout
+
+    online = await asyncio.to_thread(subprocess.run, [*command, "--base-url", node.url], capture_output=True,
+                                     text=True, timeout=120)
+    assert "fetched: OK jpeg 300x200" in online.stdout
+    assert "fetched: OK png 256x256" in online.stdout
+    assert "fetched: FAILED 404" in online.stdout
+    assert "7 URLs: 2 served, 5 not" in online.stdout
+
+
+@pytest.mark.parametrize("path, components, origin_path", [
+    ("demo/image/upload/w_300,c_fill/f_auto/products/shoe.jpg", ("w_300,c_fill", "f_auto"),
+     "image/upload/products/shoe.jpg"),
+    ("demo/image/upload/w_300/my_photos/shoe.jpg", ("w_300",), "image/upload/my_photos/shoe.jpg"),  # `my` is no key
+    ("demo/image/upload/w_300/v12/w_10/shoe", ("w_300",), "image/upload/v12/w_10/shoe"),  # after v: public ID
+    ("demo/image/upload/v12.jpg", (), "image/upload/v12.jpg"),  # the last segment is the public ID
+    ("demo/image/upload/s--abcdefgh--/l_x/a/b.c.png", ("l_x",), "image/upload/a/b.c.png"),
+])
+def test_split_path(path, components, origin_path):
+    from edge.cloudinary_urls import split_path
+    split = split_path(path.split("/"), lambda segment: segment)
+    assert (split.components, split.origin_path) == (components, origin_path)
+
+
+def test_a_purge_names_origin_paths():
+    from edge.cloudinary_urls import read
+    def purge(path):
+        return read(path.split("/"), lambda s: s, frozenset({"demo"}), (), signed_only=False, named={},
+                    named_only=False, prefix=True).path
+    assert purge("demo/image/upload/c_fill,w_300/v1/products/shoe.jpg") == "image/upload/v1/products/shoe.jpg"
+    assert purge("demo/image/upload/products/") == "image/upload/products/"
+
+
+def test_signatures_cover_the_escaped_public_id(cloud):
+    from dataclasses import dataclass
+
+    from edge.config import Endpoint
+    from edge.errors import Unauthorized
+    from edge.routing import Router
+    from edge.settings import Secret
+
+    @dataclass(frozen=True)
+    class Backup:
+        folder: str = "res/demo/"
+
+    router = Router((Endpoint(id="", origins=(Backup(),), url_style="cloudinary", private_key=Secret(API_SECRET),
+                              signed_only=True),))
+    signed = url("shop/ü shoe+1 (2)", width=50, sign_url=True, format="jpg")
+    assert "%C3%BC%20shoe" in signed
+    assert router.route("", signed).path == "image/upload/v1/shop/ü shoe+1 (2).jpg"
+    with pytest.raises(Unauthorized):
+        router.route("", signed.replace("shoe", "shoes"))

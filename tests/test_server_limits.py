@@ -1,0 +1,110 @@
+"""`[server]` limits over real sockets: bodies refused before they are read, header deadline,
+connection cap, and a node out of file descriptors that neither spins nor floods its log."""
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+from tornado.httpclient import AsyncHTTPClient
+
+from benchmarks.common import cpu_seconds
+from tests.nodes import NodeProcess, local_config, write_config
+
+WAIT = 10  # seconds any single answer may take here
+
+
+async def exchange(url: str, data: bytes, timeout: float = WAIT) -> bytes:
+    """Send raw bytes, return everything the node answers until it closes the connection."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+def status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+ADMIN = '[admin]\ntoken = "s3cret-admin-token"'
+
+
+async def test_a_body_on_an_image_url_is_refused_before_it_is_read(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
+    # 90 MB announced, none sent: the answer must come without waiting for the body
+    answer = await exchange(node.url, b"GET /coffee.jpg HTTP/1.1\r\nHost: a\r\nContent-Length: 90000000\r\n\r\n")
+    assert status(answer) == 400
+    # the purge API takes larger bodies (up to max_admin_body): 500 KB reaches its handler
+    body = b"x" * 500_000
+    purge = await node.fetch("/_edge/purge", method="POST", body=body)
+    assert purge.code == 401
+    refused = await exchange(node.url, b"POST /_edge/purge HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n")
+    assert status(refused) == 400
+    assert (await node.fetch("/tr:w-10/coffee.jpg")).code == 200  # and the node serves on
+
+
+async def test_headers_must_arrive_within_the_header_timeout(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config(before='[server]\nheader_timeout = "1s"')))
+    started = time.monotonic()
+    answer = await exchange(node.url, b"GET /coffee.jpg HTTP/1.1\r\nHost: a\r\n")  # never finished
+    assert answer == b"" and time.monotonic() - started < WAIT  # closed, not answered
+
+
+async def test_connections_beyond_the_cap_get_503(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config(before="[server]\nmax_connections = 3")))
+    idle = [await asyncio.open_connection("127.0.0.1", int(node.url.rsplit(":", 1)[1])) for _ in range(3)]
+    try:
+        answer = await exchange(node.url, b"GET /_edge/health HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert status(answer) == 503 and b"Retry-After: 1" in answer and answer.endswith(b"too many connections\r\n")
+    finally:
+        for _, writer in idle:
+            writer.close()
+
+
+def open_idle_clients(url: str, count: int) -> list[socket.socket]:
+    """`count` connections that never send a byte (the kernel completes them into the backlog)."""
+    port = int(url.rsplit(":", 1)[1])
+    clients = []
+    for _ in range(count):
+        client = socket.socket()
+        client.setblocking(False)
+        client.connect_ex(("127.0.0.1", port))
+        clients.append(client)
+    return clients
+
+
+def limits_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no fd limit")
+
+
+async def test_out_of_file_descriptors_the_node_pauses_then_serves_without_spinning(tmp_path):
+    config = write_config(tmp_path, local_config(before='[server]\nheader_timeout = "2s"\nidle_timeout = "2s"'))
+    node = NodeProcess(config, nofile=(64, 200))  # soft 64: raised to the hard 200 at start
+    clients = []
+    try:
+        worker = node.worker_pids()[0]
+        assert limits_of(worker) == 200
+        url = node.url + "/tr:w-40/coffee.jpg"
+        assert (await AsyncHTTPClient().fetch(url)).code == 200  # cached: the later hit needs no file
+        log_lines, cpu_before, started = len(node.log), cpu_seconds(worker), time.monotonic()
+        clients = open_idle_clients(node.url, 260)  # more than the fds left: accept hits EMFILE
+        await asyncio.to_thread(node.wait_for_log, "pausing accepting", 20, log_lines)
+        answer = await AsyncHTTPClient().fetch(url, request_timeout=40, raise_error=False)
+        elapsed = time.monotonic() - started
+        assert answer.code == 200 and answer.headers["X-Cache"] == "HIT"
+        cpu = cpu_seconds(worker) - cpu_before
+        assert cpu < max(1.0, elapsed / 4), f"{cpu:.2f} CPU-s in {elapsed:.1f} s: the accept loop spun"
+        new_lines = node.log[log_lines:]
+        assert any("pausing accepting" in line for line in new_lines)
+        assert len(new_lines) < 20, "".join(new_lines[:40])
+    finally:
+        for client in clients:
+            client.close()
+        assert node.stop() == 0

@@ -1,0 +1,131 @@
+"""Signals to `edge serve`: SIGHUP reloads the config without failing a request, a bad config is
+kept out, SIGTERM lets a slow request finish, and a supervisor that gives up says so."""
+
+import asyncio
+import os
+import signal
+import time
+
+from tornado.httpclient import AsyncHTTPClient
+
+from edge.supervisor import MAX_RESTARTS_IN_WINDOW
+from tests.nodes import SAMPLES, NodeProcess, decode, local_config, until, web_config, write_config
+from tests.servers import HTTPOrigin
+
+SAMPLES_PNG = "/tr:w-64/coffee.jpg"
+BEFORE = "[server]\nworkers = 2\n"
+AFTER = BEFORE + '[named_transformations]\nthumb = "w-30"\n'
+LOAD_REQUESTS = 400  # bound of the load loop
+
+
+async def load(url: str, stop: asyncio.Event, statuses: list[int]) -> None:
+    """Requests one after another until `stop` is set (at most LOAD_REQUESTS): half hits, half new
+    outputs (misses), each on a new connection so both generations of workers get some."""
+    client = AsyncHTTPClient(force_instance=True)
+    for n in range(LOAD_REQUESTS):
+        if stop.is_set():
+            break
+        path = SAMPLES_PNG if n % 2 else f"/tr:w-{20 + n % 97}/coffee.jpg"
+        response = await client.fetch(url + path, headers={"Connection": "close"}, raise_error=False,
+                                      request_timeout=30)
+        statuses.append(response.code)
+    client.close()
+
+
+async def test_sighup_under_load_serves_the_new_config_and_fails_no_request(tmp_path):
+    config = write_config(tmp_path, local_config(before=BEFORE))
+    node = NodeProcess(config)
+    try:
+        client = AsyncHTTPClient()
+        assert (await client.fetch(node.url + "/tr:n-thumb/coffee.jpg", raise_error=False)).code == 400
+        old_workers = set(node.worker_pids())
+        stop, statuses = asyncio.Event(), []
+        clients = [asyncio.create_task(load(node.url, stop, statuses)) for _ in range(4)]
+        await until(answered(statuses, 20), "the load running")
+        write_config(tmp_path, local_config(before=AFTER))
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
+        await until(answered(statuses, len(statuses) + 20), "more answers after the reload")
+        stop.set()
+        await asyncio.gather(*clients)
+        assert set(statuses) == {200}, sorted(set(statuses))
+        # every worker now serves the new config
+        for _ in range(8):
+            named = await client.fetch(node.url + "/tr:n-thumb/coffee.jpg", headers={"Connection": "close"})
+            assert decode(named).width == 30
+        assert await asyncio.to_thread(gone, node, old_workers)
+    finally:
+        assert node.stop() == 0
+
+
+def answered(statuses, count: int):
+    async def condition() -> bool:
+        return len(statuses) >= count
+    return condition
+
+
+def gone(node: NodeProcess, pids: set[int], timeout: float = 30) -> bool:
+    """Whether none of `pids` is a worker of `node` any more, within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while pids & set(node.worker_pids()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+async def test_sighup_with_a_bad_config_keeps_the_running_one(tmp_path):
+    config = write_config(tmp_path, local_config(before=AFTER.replace("workers = 2", "workers = 1")))
+    node = NodeProcess(config)
+    try:
+        workers = node.worker_pids()
+        config.write_text(config.read_text() + "\n[server]\nport = 'not a number'\n")
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        line = await asyncio.to_thread(node.wait_for_log, "config not reloaded", 30, mark)
+        assert "the running one is kept" in line.string
+        assert node.worker_pids() == workers  # never replaced
+        named = await AsyncHTTPClient().fetch(node.url + "/tr:n-thumb/coffee.jpg")
+        assert decode(named).width == 30
+    finally:
+        assert node.stop() == 0
+
+
+async def test_sigterm_lets_a_slow_request_finish_and_exits_0(tmp_path):
+    origin = await HTTPOrigin(files={"slow.jpg": (SAMPLES / "coffee.jpg").read_bytes()}).start()
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url)))
+    try:
+        origin.behaviour.hold = asyncio.Event()
+        request = asyncio.ensure_future(AsyncHTTPClient().fetch(node.url + "/tr:w-50/slow.jpg", raise_error=False,
+                                                              request_timeout=30))
+        async def reached_the_origin() -> bool:
+            return origin.requests["slow.jpg"] > 0
+
+        await until(reached_the_origin, "the request reaching the origin")
+        node.process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(node.wait_for_log, r"draining: 1 request\(s\) in progress", 10)
+        origin.behaviour.hold.set()
+        response = await request
+        assert response.code == 200 and decode(response).width == 50
+        assert await asyncio.to_thread(node.process.wait, 30) == 0
+    finally:
+        node.stop()
+        await origin.stop()
+
+
+def test_a_supervisor_that_gives_up_exits_non_zero(tmp_path):
+    """Workers that keep dying (killed here, more often than MAX_RESTARTS_IN_WINDOW) stop the node with 1."""
+    node = NodeProcess(write_config(tmp_path, local_config()))
+    try:
+        for _ in range(MAX_RESTARTS_IN_WINDOW + 1):
+            if node.process.poll() is not None:
+                break
+            victim = node.worker_pids()[0]
+            seen = len(node.log)
+            os.kill(victim, signal.SIGKILL)
+            node.wait_for_log(rf"pid {victim}\) exited|workers keep dying", 30, start=seen)
+        assert node.process.wait(30) == 1
+        assert any("workers keep dying" in line for line in node.log)
+    finally:
+        node.stop()

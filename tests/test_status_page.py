@@ -1,0 +1,99 @@
+"""`/_edge/status` of a 2-worker node, rendered by headless Chromium: the screenshot is a page, not a
+blank, and every number on it matches the node's `/metrics`. And it is protected like the purge API."""
+
+import base64
+import re
+import shutil
+import subprocess
+
+import pytest
+import pyvips
+from tornado.httpclient import AsyncHTTPClient
+
+from tests.scrape import scrape_when
+from tests.nodes import NodeProcess, local_config, write_config
+from tests.scrape import total
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                  "--window-size=1100,1400"]
+#: an origin that refuses every connection (nothing listens on port 9 of the loopback)
+BROKEN = '[[origins]]\nname = "broken"\ntype = "web"\nbase_url = "http://127.0.0.1:9"\n' \
+         '[[endpoints]]\nid = "legacy"\norigins = ["broken"]\n'
+TOKEN = "status-token-5e6f7a8b9c"
+
+
+def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"  # a fresh one each run
+    result = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)")
+async def test_the_status_page_in_chromium_shows_what_metrics_say(tmp_path):
+    node = NodeProcess(write_config(tmp_path, local_config(before="[server]\nworkers = 2\n", after=BROKEN)))
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        for path, status in (("/tr:w-40/coffee.jpg", 200), ("/tr:w-40/coffee.jpg", 200), ("/tr:w-40/coffee.jpg", 200),
+                             ("/tr:w-50/camera.jpg", 200), ("/tr:w-40/missing.jpg", 404),
+                             ("/tr:w-abc/coffee.jpg", 400), ("/legacy/tr:w-40/a.jpg", 502)):
+            response = await client.fetch(node.url + path, raise_error=False, headers={"Connection": "close"})
+            assert response.code == status, path
+        await scrape_when(node.url, "edge_http_requests_total", 7)
+        metrics = await scrape_when(node.url, "edge_cache_entries", 2, tier="output")
+
+        shot = tmp_path / "status.png"
+        chromium(tmp_path, f"--screenshot={shot}", node.url + "/_edge/status")
+        dom = chromium(tmp_path, "--dump-dom", node.url + "/_edge/status").stdout
+    finally:
+        client.close()
+        node.stop()
+
+    image = pyvips.Image.new_from_file(str(shot))
+    assert (image.width, image.height) == (1100, 1400)
+    assert image.deviate() > 10  # text and tables, not one colour
+    assert image.min() < 60 and image.max() > 200  # dark text on a light page
+
+    shown = {key: float(value) for key, value in re.findall(r'data-key="([^"]+)" data-value="([^"]+)"', dom)}
+    expected = {
+        "workers": total(metrics, "edge_workers"),
+        "requests_total:default": total(metrics, "edge_http_requests_total", endpoint="default"),
+        "4xx_total:default": 2, "5xx_total:default": 0,
+        "requests_total:legacy": 1, "5xx_total:legacy": 1,
+        "requests_recent:default": 6,  # the node is younger than the window: recent is everything
+        "entries:output": total(metrics, "edge_cache_entries", tier="output"),
+        "size_bytes:output": total(metrics, "edge_cache_size_bytes", tier="output"),
+        "budget_bytes:original": total(metrics, "edge_cache_budget_bytes", tier="original"),
+        "hit_ratio_total": total(metrics, "edge_cache_requests_total", tier="output", result="hit")
+        / total(metrics, "edge_cache_requests_total", tier="output"),
+        "fetches_total:samples": total(metrics, "edge_origin_fetches_total", origin="samples"),
+        "failures_recent:broken": total(metrics, "edge_origin_fetches_total", origin="broken", outcome="refused"),
+    }
+    assert {key: shown.get(key) for key in expected} == pytest.approx(expected)
+    assert expected["workers"] == 2 and expected["hit_ratio_total"] == pytest.approx(2 / 6)
+    assert "<td class=\"failing\" data-key=\"health:broken\">failing</td>" in dom
+    assert "<td class=\"ok\" data-key=\"health:samples\">ok</td>" in dom
+    assert "refused 1" in dom and "<script" not in dom
+
+
+async def test_the_status_page_wants_the_admin_token_when_one_is_set(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config(before=f'[admin]\ntoken = "{TOKEN}"\n')))
+    refused = await node.fetch("/_edge/status")
+    assert (refused.code, refused.headers["WWW-Authenticate"]) == (401, 'Basic realm="edge status"')
+    assert (await node.fetch("/_edge/status", headers={"Authorization": "Bearer wrong"})).code == 401
+    bearer = await node.fetch("/_edge/status", headers={"Authorization": f"Bearer {TOKEN}"})
+    basic = await node.fetch("/_edge/status", headers={
+        "Authorization": "Basic " + base64.b64encode(f"admin:{TOKEN}".encode()).decode()})
+    for page in (bearer, basic):
+        assert page.code == 200 and page.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert page.headers["Cache-Control"] == "no-store" and b"edge image node: status" in page.body
+    assert TOKEN.encode() not in bearer.body
+
+
+async def test_without_a_token_the_page_is_open_like_metrics(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config()))
+    page = await node.fetch("/_edge/status")
+    assert page.code == 200 and b'data-key="workers" data-value="1"' in page.body

@@ -1,0 +1,125 @@
+"""`edge warm` against a running node, then `edge cache stats` reading its cache folder while it runs
+(read-only: nothing in the folder changes)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from edge.cachestats import TIER_FOLDERS
+from edge.cache import Caches
+from tests.nodes import NodeProcess, local_config, write_config
+
+HOSTED = '[[endpoints]]\nid = "shop"\nhosts = ["img.example.com"]\norigins = ["samples"]\n'
+URLS = """# exported from the access log
+/tr:w-40/coffee.jpg
+/tr:w-50/coffee.jpg
+tr:w-40/camera.jpg
+
+https://img.example.com/tr:w-30/chelsea.jpg?ik-attachment=true
+/tr:w-40/no-such-image.jpg
+ftp://nowhere/x.jpg
+"""
+
+
+def edge_command(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True, timeout=timeout,
+                          env={k: v for k, v in os.environ.items() if k != "EDGE_CONFIG"})
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("warm")
+    config = write_config(tmp_path, local_config(after=HOSTED))
+    running = NodeProcess(config)
+    yield running, config, tmp_path
+    running.stop()
+
+
+def snapshot_of(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+async def test_warm_then_every_url_is_a_hit_and_cache_stats_sees_them(node):
+    running, config, tmp_path = node
+    urls = tmp_path / "urls.txt"
+    urls.write_text(URLS)
+    warmed = edge_command("warm", "--urls", str(urls), "--base-url", running.url, "--concurrency", "2")
+    assert warmed.returncode == 1, warmed.stderr  # one line was not a URL: counted as failed
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        answers = [await client.fetch(running.url + path, raise_error=False, headers=headers) for path, headers in (
+            ("/tr:w-40/coffee.jpg", {}), ("/tr:w-50/coffee.jpg", {}), ("/tr:w-40/camera.jpg", {}),
+            ("/tr:w-30/chelsea.jpg?ik-attachment=true", {"Host": "img.example.com"}))]
+    finally:
+        client.close()
+    assert [a.headers["X-Cache"] for a in answers] == ["HIT"] * 4
+    body_bytes = sum(len(a.body) for a in answers) + len(b"not found\n")
+    summary = warmed.stdout.strip()
+    assert summary.startswith("6 URLs in ") and summary.endswith(
+        f"s: 4 ok, 1 4xx, 0 5xx, 1 failed; {body_bytes} bytes"), summary
+    assert warmed.stderr.splitlines()[-1].startswith("[##############################] 6/6  ok 4  4xx 1  5xx 0  failed 1")
+
+    # cache stats, while the node runs
+    stats = edge_command("cache", "stats", "--json", "--config", str(config))
+    assert stats.returncode == 0, stats.stderr
+    found = json.loads(stats.stdout)
+    tiers = {t["tier"]: t for t in found["tiers"]}
+    assert (tiers["output"]["entries"], tiers["original"]["entries"], tiers["not_found"]["entries"]) == (4, 3, 1)
+    assert tiers["output"]["bytes"] > sum(len(a.body) for a in answers)
+    assert tiers["output"]["budget"] == 2 * 10**9 and tiers["output"]["oldest_stored"] <= tiers["output"]["least_recently_used"] + 5
+    assert found["top_originals"] == [{"endpoint": "", "path": "coffee.jpg", "host": None, "outputs": 2},
+                                      {"endpoint": "", "path": "camera.jpg", "host": None, "outputs": 1},
+                                      {"endpoint": "shop", "path": "chelsea.jpg", "host": None, "outputs": 1}]
+
+    # read-only: with the node stopped (a running node writes by itself), nothing in the folder changes
+    running.stop()
+    cache = tmp_path / "cache"
+    before = snapshot_of(cache)
+    text = edge_command("cache", "stats", "--config", str(config), "--top", "1")
+    assert text.returncode == 0 and "       2  /coffee.jpg" in text.stdout and "camera" not in text.stdout
+    assert snapshot_of(cache) == before
+
+
+def test_warm_counts_a_node_that_does_not_answer_as_failed(tmp_path):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("/a.jpg\n/b.jpg\n")
+    warmed = edge_command("warm", "--urls", str(urls), "--base-url", "http://127.0.0.1:9", "--timeout", "5")
+    assert warmed.returncode == 1 and warmed.stdout.strip().endswith("0 ok, 0 4xx, 0 5xx, 2 failed; 0 bytes")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--urls", "/no/such/file", "--base-url", "http://127.0.0.1:9"], "--urls /no/such/file: no such file"),
+    (["--base-url", "127.0.0.1:9"], "--base-url '127.0.0.1:9': expected an http:// or https:// URL"),
+    (["--base-url", "http://127.0.0.1:9", "--concurrency", "1000"], "--concurrency: expected 1 to 64"),
+])
+def test_warm_usage_errors(tmp_path, args, message):
+    (tmp_path / "urls.txt").write_text("/a.jpg\n")
+    if "--urls" not in args:
+        args = ["--urls", str(tmp_path / "urls.txt"), *args]
+    result = edge_command("warm", *args)
+    assert (result.returncode, result.stderr.strip()) == (2, f"edge: {message}")
+
+
+def test_cache_stats_of_an_empty_or_missing_folder(tmp_path):
+    config = write_config(tmp_path, local_config())
+    missing = edge_command("cache", "stats", "--config", str(config))
+    assert (missing.returncode, missing.stderr.strip()) == (1, f"edge: cache folder {tmp_path / 'cache'} does not exist")
+    (tmp_path / "cache").mkdir()
+    empty = json.loads(edge_command("cache", "stats", "--json", "--config", str(config)).stdout)
+    assert [(t["tier"], t["entries"], t["bytes"]) for t in empty["tiers"]] == [
+        ("output", 0, 0), ("original", 0, 0), ("not_found", 0, 0)]
+    assert empty["top_originals"] == [] and sorted(os.listdir(tmp_path / "cache")) == []
+
+
+def test_the_tier_folders_are_where_the_node_keeps_them(tmp_path):
+    caches = Caches(tmp_path, 10**6, 10**6)
+    try:
+        assert {tier.name: tier.directory.name for tier in caches.tiers} == TIER_FOLDERS
+    finally:
+        caches.close()
