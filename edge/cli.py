@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     target = purge_command.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="a URL the node serves, or its path: all its transformations go")
     target.add_argument("--prefix", help="a URL or path prefix: everything under it goes")
+    purge_command.add_argument("--fleet", action="store_true",
+                               help="also purge every other node of [fleet] peers through its purge API "
+                                    "(exit status 3 when one, or the shared cache, was not purged)")
     warm = commands.add_parser("warm", help="request a list of URLs from a node, so that its cache holds them")
     warm.add_argument("--urls", required=True, help="a file with one URL or path a line")
     warm.add_argument("--base-url", required=True, help="the node, e.g. http://127.0.0.1:8080")
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cache":
         return cachestats.run(config, args.top, args.json)
     if args.command == "purge":
-        return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix})
+        return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix}, args.fleet)
     if args.command == "url":
         return _url(config, args)
     if args.command == "cloudinary-check":
@@ -157,13 +160,17 @@ def _new_plugin(name: str, parent: Path) -> int:
     return 0
 
 
-def _purge(config: Config, target: dict[str, str | None]) -> int:
+def _purge(config: Config, target: dict[str, str | None], fleet: bool) -> int:
     try:
-        print(json.dumps(purge_offline(config, parse_target(target))))
+        status, answer = purge_offline(config, parse_target(target), fleet)
     except EdgeError as error:
         print(f"edge: {error.message}", file=sys.stderr)
         return 2
-    return 0
+    except ConfigError as error:
+        print(f"edge: config error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer))
+    return 0 if status == 200 else 3
 
 
 def _url(config: Config, args: argparse.Namespace) -> int:

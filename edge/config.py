@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .cloudinary_urls import cloud_names
 from .errors import ConfigError
@@ -20,6 +21,7 @@ from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
 from .settings import ConfigTable, Secret
+from .shared_cache import SharedCacheSettings
 
 EMBEDDED_DEFAULT = Path(__file__).with_name("default.toml")
 _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9-]*$")
@@ -126,6 +128,22 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class FleetSettings:
+    """`[fleet]`: the other nodes behind the same load balancer, for purge fan-out (docs/fleet.md)."""
+
+    #: base URLs of every node, without a trailing slash (this node may be among them)
+    peers: tuple[str, ...] = ()
+    #: this node's own URL among `peers`, which it does not call
+    self_url: str | None = None
+    #: seconds per peer call
+    timeout: float = 5.0
+
+    @property
+    def others(self) -> tuple[str, ...]:
+        return tuple(peer for peer in self.peers if peer != self.self_url)
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """A URL-endpoint: an identifier (`""` is the default endpoint at `/`) and/or host names."""
 
@@ -153,6 +171,8 @@ class Config:
     admin_token: Secret | None
     origins: tuple[Origin, ...]
     endpoints: tuple[Endpoint, ...]
+    fleet: FleetSettings = field(default_factory=FleetSettings)
+    shared_cache: SharedCacheSettings | None = None
 
     def with_overrides(self, **server: Any) -> Config:
         """A copy with `[server]` keys replaced (command-line flags override the file)."""
@@ -177,6 +197,8 @@ class Config:
                  "signed_only": e.signed_only, "named_only": e.named_only, "url_style": e.url_style}
                 for e in self.endpoints
             ],
+            "fleet": vars(self.fleet),
+            "shared_cache": self.shared_cache and self.shared_cache.describe(),
         }
 
 
@@ -211,8 +233,11 @@ def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:
     admin.finish()
     origins = _origins(root, plugins)
     endpoints = _endpoints(root, {o.name: o for o in origins})
+    fleet = _fleet(root.subtable("fleet"))
+    shared_cache = _shared_cache(root, plugins)
     root.finish()
-    return Config(label, server, cache, defaults, limits, named, admin_token, origins, endpoints)
+    return Config(label, server, cache, defaults, limits, named, admin_token, origins, endpoints, fleet=fleet,
+                  shared_cache=shared_cache)
 
 
 def _server(t: ConfigTable) -> ServerSettings:
@@ -308,6 +333,57 @@ def _limits(t: ConfigTable) -> Limits:
         raise t.error("render_timeout", "must be more than 0s: every render would be stopped at once")
     t.finish()
     return settings
+
+
+#: a fan-out answers only once every peer has: keep the list to what one node may wait on
+MAX_PEERS = 256
+
+
+def _fleet(t: ConfigTable) -> FleetSettings:
+    d = FleetSettings()
+    peers = tuple(_node_url(t, "peers", url) for url in t.str_list("peers", d.peers))
+    if len(peers) > MAX_PEERS:
+        raise t.error("peers", f"expected at most {MAX_PEERS} nodes, got {len(peers)}")
+    if len(set(peers)) != len(peers):
+        raise t.error("peers", "lists a node twice")
+    self_url = t.str("self_url", None)
+    if self_url is not None:
+        self_url = _node_url(t, "self_url", self_url)
+        if self_url not in peers:
+            raise t.error("self_url", f"{self_url!r} is not one of the peers")
+    settings = FleetSettings(peers=peers, self_url=self_url,
+                             timeout=t.duration("timeout", d.timeout))
+    if settings.timeout <= 0:
+        raise t.error("timeout", "expected a duration above 0")
+    t.finish()
+    return settings
+
+
+def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | None:
+    """`[shared_cache]`: the keys of an `s3` origin, plus `timeout` and `max_writes`."""
+    present = "shared_cache" in root.keys()
+    t = root.subtable("shared_cache")
+    if not present:
+        return None
+    d = SharedCacheSettings(store=None)
+    timeout = t.duration("timeout", d.timeout)
+    if timeout <= 0:
+        raise t.error("timeout", "expected a duration above 0")
+    max_writes = t.int("max_writes", d.max_writes, min=1, max=256)
+    store = plugins.origin_type("s3").from_config(OriginSettings("shared_cache", "s3", timeout=timeout), t)
+    return SharedCacheSettings(store=store, timeout=timeout, max_writes=max_writes)
+
+
+def _node_url(t: ConfigTable, key: str, url: str) -> str:
+    """A node's base URL, `http(s)://host:port` (and maybe a path), without a trailing slash."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise t.error(key, f"expected a node's base URL such as http://10.0.0.11:8080, got {url!r}")
+    return url.rstrip("/")
 
 
 def _named_transformations(t: ConfigTable) -> dict[str, str]:

@@ -105,6 +105,15 @@ class Metrics:
             multiprocess_mode="livesum")
         self.response_bytes = Counter(
             "edge_response_bytes_total", "Body bytes sent", ["endpoint"], registry=r)
+        # the fleet (docs/fleet.md); `peer` is one of the configured `[fleet] peers`
+        self.fleet_purge_calls = Counter(
+            "edge_fleet_purge_calls_total", "Purges forwarded to a peer, by outcome", ["peer", "outcome"],
+            registry=r)
+        self.shared_cache_writes = Counter(
+            "edge_shared_cache_writes_total", "Outputs written to the shared cache tier", registry=r)
+        self.shared_cache_failures = Counter(
+            "edge_shared_cache_failures_total", "Shared cache tier calls skipped because they failed",
+            ["operation", "kind"], registry=r)
         self.signature_refusals = Counter(
             "edge_signature_refusals_total", "Requests refused (401) for a missing, invalid or expired URL signature",
             ["endpoint", "reason"], registry=r)

@@ -9,9 +9,11 @@ between happens here, in this order:
     plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
     lookup       edge/cache/                memory tier → output tier; a fresh HIT is answered here
     flight       edge/flight.py             one producer per key for the whole node; others wait
+      shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
       original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
       render     edge/transform/render.py   libvips in a bounded thread pool (or `orig-true`)
-      store      edge/cache/                body + headers + ETag, computed once, off the IOLoop
+      store      edge/cache/                body + headers + ETag, computed once, off the IOLoop;
+                                            then in the shared tier, in the background
 
 Cancellation: when the client goes away the handler cancels the task awaiting `serve`; the single
 flight then cancels the work (origin fetch, transform) if no other request waits for it.
@@ -32,6 +34,7 @@ from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalSource
 from .routing import ImageRequest, Router
 from .transform.cost import check_cost
+from .shared_cache import SharedTier
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
@@ -57,7 +60,7 @@ class Served:
     #: the endpoint's id (`default` for the default endpoint), `-` when none matched
     endpoint: str
     #: `hit` (fresh from the cache), `miss` (waited on an origin or a transform), `stale` (the origin
-    #: failed; an old copy is served)
+    #: failed; an old copy is served), `shared` (from the fleet's shared tier)
     cache: str
     output: CachedOutput | None = None
     error: EdgeError | None = None
@@ -80,7 +83,7 @@ class _Job:
 
 class Pipeline:
     def __init__(self, config: Config, router: Router, caches: Caches, originals: OriginalSource,
-                 flights: SingleFlight, renderer: Renderer, metrics: Metrics):
+                 flights: SingleFlight, renderer: Renderer, metrics: Metrics, shared: SharedTier | None = None):
         self._config = config
         self._router = router
         self._caches = caches
@@ -88,6 +91,7 @@ class Pipeline:
         self._flights = flights
         self._renderer = renderer
         self._metrics = metrics
+        self._shared = shared
         self._canonical_bases = {origin.name: _canonical_base(origin.settings.canonical_base_url)
                                  for origin in config.origins if origin.settings.canonical_base_url}
         self._takes_host = {e.id: any(origin.takes_request_host for origin in e.origins) for e in config.endpoints}
@@ -114,31 +118,41 @@ class Pipeline:
 
             job = _Job(request, transformation, planned_format, vary_accept, host, key)
             try:
-                output = await self._flights.run(key, partial(self._produce, job, cached),
-                                                 partial(self._fresh_stored, key))
+                output, source = await self._flights.run(job.key, partial(self._produce, job, cached),
+                                                         partial(self._fresh_stored, job.key))
             except BadGateway:
                 if cached is None:
                     raise
-                output = cached  # stale-if-error: the original is no longer held, the output is
-            return Served(endpoint, "miss" if self._originals.is_fresh(output.source) else "stale", output,
-                          signed_until=request.signed_until)
+                output, source = cached, "miss"  # stale-if-error: the original is no longer held, the output is
+            if source != "shared":
+                source = "miss" if self._originals.is_fresh(output.source) else "stale"
+            return Served(endpoint, source, output, signed_until=request.signed_until)
         except EdgeError as error:
             return Served(error.endpoint or endpoint, "miss", error=error)
 
-    async def _fresh_stored(self, key: str) -> CachedOutput | None:
+    async def _fresh_stored(self, key: str) -> tuple[CachedOutput, str] | None:
         """What another worker's single flight stored for `key`, if fresh."""
         output = self._caches.output_in_memory(key) or await self._caches.output(key)
-        return output if output is not None and self._originals.is_fresh(output.source) else None
+        return (output, "miss") if output is not None and self._originals.is_fresh(output.source) else None
 
-    async def _produce(self, job: _Job, cached: CachedOutput | None) -> CachedOutput:
-        """A single flight's work: the current original, the output made from it, stored."""
+    async def _produce(self, job: _Job, cached: CachedOutput | None) -> tuple[CachedOutput, str]:
+        """A single flight's work: the shared tier's copy, or the current original and the output made
+        from it; stored. With where it came from: `shared` or `miss`. (The shared lookup is inside the
+        flight: a herd on a URL that just moved to this node reads the shared tier once.)"""
+        if cached is None and self._shared is not None:
+            cached = await self._shared.get(job.key)
+            if cached is not None and self._originals.is_fresh(cached.source):
+                await self._caches.io(self._caches.outputs.put, job.key, cached)
+                return cached, "shared"
         original = await self._original(job)
         if cached is not None and cached.source.version == original.info.version:
             output = cached.confirmed(original.info)  # the original is unchanged: so is the output
         else:
             output = await self._render(job, original)
         await self._caches.io(self._caches.outputs.put, job.key, output)
-        return output
+        if self._shared is not None:
+            self._shared.put_later(job.key, output)  # after the response: never on its critical path
+        return output, "miss"
 
     async def _original(self, job: _Job) -> CurrentOriginal:
         """The original, or the `di-` default image when no origin has it (missing too: 404)."""

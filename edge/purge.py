@@ -5,20 +5,31 @@ A target is written as a URL the node serves (`https://img.example.com/shop/tr:w
 or just its path (`/shop/shoes/red.jpg`): the host and the first segment pick the endpoint exactly as
 for an image request; the transformation and the query are ignored, since all variants go. A prefix
 is matched against the decoded path (`/shop/shoes/` removes all of `shoes/`; `/shop/` the endpoint).
+
+In a fleet, a purge received from outside also empties the shared tier (`[shared_cache]`) and is
+sent to every peer (`[fleet] peers`, `edge.fanout`); the answer says how each went, and one that
+failed makes it a 502 (docs/fleet.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
 from .cache import Caches, path_key, path_prefix_key
 from .config import Config
-from .errors import BadRequest, NothingToServe
+from .errors import BadRequest, ConfigError, NothingToServe
+from .fanout import FanOut
+from .origin import OriginFailure
 from .routing import Router
 from .settings import Secret
+from .shared_cache import SharedTier
+
+log = logging.getLogger("edge.purge")
 
 
 def authorized(authorization: str | None, token: Secret) -> bool:
@@ -60,16 +71,76 @@ def key_prefix(router: Router, target: dict[str, str]) -> str:
     return path_prefix_key(request.endpoint.id, request.path)
 
 
-def purge(caches: Caches, router: Router, target: dict[str, str]) -> dict[str, Any]:
-    """Remove what `target` covers from every tier (blocking); the answer for the caller."""
-    removed = caches.forget(key_prefix(router, target))
+def _forget(caches: Caches, prefix: str) -> dict[str, Any]:
+    """Remove every entry under `prefix` from this node's tiers (blocking); the answer for the caller."""
+    removed = caches.forget(prefix)
     return {"removed": sum(removed.values()), "by_tier": removed}
 
 
-def purge_offline(config: Config, target: dict[str, str]) -> dict[str, Any]:
-    """`edge purge`: the same, on the cache folder directly (whether or not the node is running)."""
+async def purge_serving(caches: Caches, router: Router, target: dict[str, str], token: Secret,
+                        fan_out: FanOut | None, shared: SharedTier | None,
+                        forwarded: bool) -> tuple[int, dict[str, Any]]:
+    """`POST /_edge/purge` on a running node: the shared tier, this node's tiers, then every peer;
+    only this node's tiers when a peer forwarded the call. The status and the answer."""
+    prefix = key_prefix(router, target)  # a bad target is a 400 before anything is purged
+    if forwarded:
+        return 200, await asyncio.to_thread(_forget, caches, prefix)
+    return await _everywhere(caches, prefix, target, token, fan_out, shared)
+
+
+async def _everywhere(caches: Caches, prefix: str, target: dict[str, str], token: Secret | None,
+                      fan_out: FanOut | None, shared: SharedTier | None) -> tuple[int, dict[str, Any]]:
+    """The shared tier first (so that no node reads back what is being purged), this node, the peers;
+    502 when one of them could not be purged."""
+    purged_everywhere = True
+    shared_answer: dict[str, Any] | None = None
+    if shared is not None:
+        try:
+            shared_answer = {"removed": await shared.delete_prefix(prefix)}
+        except OriginFailure as failure:
+            shared_answer = {"error": failure.kind}
+            purged_everywhere = False
+            log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)
+    answer = await asyncio.to_thread(_forget, caches, prefix)
+    if shared_answer is not None:
+        answer["shared"] = shared_answer
+    if fan_out is not None:
+        results = await fan_out.purge(token, target)
+        answer["peers"] = [result.describe() for result in results]
+        for failed in (result for result in results if result.outcome != "ok"):
+            purged_everywhere = False
+            log.warning("purge of %s not done on peer %s: %s", target, failed.peer, failed.outcome)
+    return (200 if purged_everywhere else 502), answer
+
+
+def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -> tuple[int, dict[str, Any]]:
+    """`edge purge`: the cache folder directly (whether or not the node is running), and the shared
+    tier when there is one (else the node could read back what was purged); with `fleet`, every
+    other peer through its purge API too. The status (200, or 502 when a part failed) and the answer."""
+    if fleet and config.admin_token is None:
+        raise ConfigError(f"{config.source}: [admin] token: --fleet calls the peers' purge API, which needs the token")
+    if fleet and not config.fleet.others:
+        raise ConfigError(f"{config.source}: [fleet] peers: --fleet needs the other nodes of the fleet")
     caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size)
+
+    async def everywhere() -> tuple[int, dict[str, Any]]:
+        fan_out = FanOut(config.fleet) if fleet else None
+        shared = None
+        if config.shared_cache is not None:
+            from .metrics import Metrics  # not at import: `edge serve` picks prometheus-client's mode first
+
+            shared = SharedTier(config.shared_cache, Metrics(), config.cache.output_size)
+            await shared.open()
+        try:
+            return await _everywhere(caches, key_prefix(Router(config.endpoints, named=config.named_transformations), target), target,
+                                     config.admin_token, fan_out, shared)
+        finally:
+            if fan_out is not None:
+                fan_out.close()
+            if shared is not None:
+                await shared.close()
+
     try:
-        return purge(caches, Router(config.endpoints, named=config.named_transformations), target)
+        return asyncio.run(everywhere())
     finally:
         caches.close()

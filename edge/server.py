@@ -18,11 +18,13 @@ from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, CacheHealth
 from .config import Config
 from .errors import EdgeError, NothingToServe, Unauthorized
+from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
 from .originals import OriginalSource
 from .pipeline import ImageCall, Pipeline
 from .routing import Router
+from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
 from .transform.render import Renderer
 
@@ -60,8 +62,11 @@ class Node:
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue)
+        #: the fleet's shared second tier, between this node's disk and the origins
+        self.shared = (SharedTier(config.shared_cache, metrics, config.cache.output_size)
+                       if config.shared_cache is not None else None)
         self.pipeline = Pipeline(config, self.router, self.caches, self.originals, self.flights["outputs"],
-                                 self.renderer, metrics)
+                                 self.renderer, metrics, self.shared)
         self.access_log = AccessLog(config.server.access_log)
         self.status = statuspage.StatusHistory(self.metrics)
         #: `Cache-Control` of images, and of 404s (as long as the negative cache keeps them)
@@ -71,10 +76,14 @@ class Node:
         #: per request and per answer is a measurable part of a cache hit)
         self.inflight = 0
         self._background: list[asyncio.Task] = []
+        #: purges received from outside go to the other nodes of the fleet too
+        self.fan_out = FanOut(config.fleet, self.metrics.fleet_purge_calls) if config.fleet.others else None
 
     async def start(self) -> None:
         for origin in self.config.origins:
             await origin.open()
+        if self.shared is not None:
+            await self.shared.open()
         self._background = [
             asyncio.create_task(self._every(TOUCH_FLUSH_SECONDS, self._flush_touches)),
             asyncio.create_task(self._every(FLUSH_SECONDS, self._sample)),
@@ -92,7 +101,11 @@ class Node:
         self.access_log.flush()
         for origin in self.config.origins:
             await origin.close()
+        if self.shared is not None:
+            await self.shared.close()
         self.renderer.shutdown()
+        if self.fan_out is not None:
+            self.fan_out.close()
         for flight in self.flights.values():
             flight.close()
         self.caches.close()
@@ -314,11 +327,13 @@ class PurgeHandler(BaseHandler):
             if not purge.authorized(self.request.headers.get("Authorization"), token):
                 raise Unauthorized("unauthorized", headers={"WWW-Authenticate": 'Bearer realm="edge purge"'})
             target = purge.parse_body(self.request.body)
-            answer = await asyncio.to_thread(purge.purge, node.caches, node.router, target)
+            status, answer = await purge.purge_serving(node.caches, node.router, target, token, node.fan_out,
+                                                       node.shared, forwarded=FORWARDED_HEADER in self.request.headers)
         except EdgeError as error:
             self._send_plain(error.status, error.message, error.headers)
             return
         log.info("purged %d cached entries for %s", answer["removed"], target)
+        self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(answer) + "\n")

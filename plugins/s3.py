@@ -181,6 +181,29 @@ class S3Origin(Origin):
         return Original(data, etag=response.get("ETag"), last_modified=http_date(response.get("LastModified")),
                         content_type=response.get("ContentType"))
 
+    # -- writing (the shared cache tier uses the same client: edge/shared_cache.py) ----------------
+    async def put_object(self, key: str, body: bytes, content_type: str) -> None:
+        with self.classified("PutObject", key):
+            await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with `prefix` (ListObjectsV2 pages, then DeleteObjects
+        in batches of up to 1000); how many were deleted."""
+        deleted = 0
+        with self.classified("DeleteObjects", prefix):
+            async for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                                     Prefix=prefix):
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if not keys:
+                    continue
+                answer = await self._client.delete_objects(Bucket=self.bucket,
+                                                           Delete={"Objects": keys, "Quiet": True})
+                if answer.get("Errors"):
+                    first = answer["Errors"][0]
+                    raise OriginFailure("error", f"DeleteObjects {prefix!r}: {first.get('Code', 'error')}")
+                deleted += len(keys)
+        return deleted
+
     @contextlib.contextmanager
     def classified(self, operation: str, key: str) -> Iterator[None]:
         """Turn what botocore and aiohttp raise into `OriginNotFound`, `NotModified` or `OriginFailure`."""

@@ -5,11 +5,11 @@ from tests.nodes import start_node
 
 @pytest.fixture
 async def node_factory():
-    """`await node_factory(config_path, *plugins)` → a `RunningNode`; all are stopped afterwards."""
+    """`await node_factory(config_path, *plugins, sockets=None)` → a `RunningNode`; all are stopped afterwards."""
     running = []
 
-    async def start(config_path=None, *plugins):
-        node = await start_node(config_path, *plugins)
+    async def start(config_path=None, *plugins, sockets=None):
+        node = await start_node(config_path, *plugins, sockets=sockets)
         running.append(node)
         return node
 

@@ -56,6 +56,7 @@ class RunningNode:
     node: Node
     server: HTTPServer
     client: AsyncHTTPClient = field(default_factory=AsyncHTTPClient)
+    stopped: bool = False
 
     @property
     def config(self) -> Config:
@@ -68,17 +69,22 @@ class RunningNode:
                                        allow_nonstandard_methods=True)
 
     async def stop(self) -> None:
+        """Stop serving and close the node (a second call does nothing: a test may stop a node early)."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.server.stop()
         await self.server.close_all_connections()
         await self.node.stop()
 
 
-async def start_node(config_path: Path | None, *plugins: object) -> RunningNode:
+async def start_node(config_path: Path | None, *plugins: object, sockets: list | None = None) -> RunningNode:
+    """A node on `sockets` (bound beforehand when its config must know its own URL), or a free port."""
     config = load_config(config_path, load_plugins(*plugins))
     fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait)  # as a worker does
     node = Node(config)
     await node.start()
-    sockets = bind_sockets(0, "127.0.0.1")
+    sockets = sockets or bind_sockets(0, "127.0.0.1")
     server = make_server(make_app(node), config.server)
     server.add_sockets(sockets)
     return RunningNode(f"http://127.0.0.1:{sockets[0].getsockname()[1]}", node, server)

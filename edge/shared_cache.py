@@ -1,0 +1,206 @@
+"""The shared second tier (`[shared_cache]`): every output a node renders is also written to an
+S3-compatible bucket, and a node that misses locally reads it from there before asking any origin.
+A node that inherits a lost node's URLs, joins, or restarts with an empty disk serves them without
+fetching or rendering again (docs/fleet.md).
+
+- **Keys** start with the endpoint and the original's path, so a purge finds them by prefix:
+  `<folder><endpoint>/<path of the original>/<hash of the rest of the cache key>` (the default
+  endpoint is `_default`, which no endpoint id can be). A path that S3 or an HTTP library could
+  rewrite (`.`/`..`/empty segments) or that makes the key too long is simply not shared.
+- **Objects** carry what a local entry carries: a one-line JSON header (content type, ETag, the
+  original's version and validators) before the body. The body is checked against its ETag when
+  read: a damaged object is a miss, never a wrong image.
+- **Never a client error, never on the critical path.** Reads are bounded by `timeout`; writes run
+  after the response in the background, at most `max_writes` at a time and a bounded backlog beyond
+  which they are dropped. Every failure is counted (`edge_shared_cache_failures_total`) and skipped.
+- One S3 client per process: the tier wraps an `s3` origin (`plugins/s3.py`), which already has the
+  client, path-style addressing for S3-compatible stores and the classification of S3's errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from hashlib import sha256
+from typing import TYPE_CHECKING, Any
+
+from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, header_value, strong_etag
+from .origin import OriginFailure, OriginNotFound, SourceTooLarge
+
+if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen its metrics mode
+    from .metrics import Metrics
+
+log = logging.getLogger("edge.shared_cache")
+
+#: the first line of every object this tier writes (the format's version)
+MAGIC = b"edge-output/1\n"
+#: S3 limits a key to 1024 bytes of UTF-8
+MAX_KEY_BYTES = 1024
+#: background writes waiting for a slot, per slot, beyond which new ones are dropped
+BACKLOG_PER_WRITE = 16
+DEFAULT_ENDPOINT = "_default"
+#: a tier that is down fails every call: say so in the log at most this often per operation
+LOG_EVERY_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class SharedCacheSettings:
+    #: an `s3` origin (`plugins.s3.S3Origin`) over the bucket: the same keys as an `s3` origin
+    store: Any
+    #: seconds a read, a write or a purge may take before it is skipped
+    timeout: float = 2.0
+    #: background writes at once
+    max_writes: int = 8
+
+    def describe(self) -> dict[str, Any]:
+        """For `edge check-config`: the bucket's keys (secrets masked), the timeout, the writes."""
+        store = {k: v for k, v in self.store.describe().items() if k not in ("name", "type")}
+        return {**store, "timeout": self.timeout, "max_writes": self.max_writes}
+
+
+def encode(output: CachedOutput) -> bytes:
+    meta = asdict(output)
+    del meta["body"]
+    return MAGIC + json.dumps(meta, separators=(",", ":")).encode() + b"\n" + output.body
+
+
+def decode(data: bytes) -> CachedOutput | None:
+    """The output an object holds, or None when it is not one this tier wrote or its body does not
+    match its ETag (blocking: hashes the body)."""
+    if not data.startswith(MAGIC):
+        return None
+    header, newline, body = data[len(MAGIC):].partition(b"\n")
+    try:
+        meta = json.loads(header)
+        output = CachedOutput(body=body, **{**meta, "source": SourceInfo(**meta["source"])})
+    except (ValueError, KeyError, TypeError):
+        return None
+    # anyone with access to the bucket could have written it: every header must go out as it is, and
+    # what freshness is computed from must be of the right type
+    source = output.source
+    optional = (output.canonical_link, source.last_modified, source.etag)
+    if not (newline and _sendable(output.content_type) and _sendable(output.etag)
+            and isinstance(output.vary_accept, bool) and all(v is None or _sendable(v) for v in optional)
+            and isinstance(source.origin, str) and isinstance(source.version, str)
+            and type(source.checked_at) in (int, float)):
+        return None
+    return output if output.etag == strong_etag(body) else None
+
+
+def _sendable(value: Any) -> bool:
+    return isinstance(value, str) and header_value(value) == value
+
+
+class SharedTier:
+    def __init__(self, settings: SharedCacheSettings, metrics: Metrics, output_budget: int):
+        self.store = settings.store
+        self.timeout = settings.timeout
+        self._metrics = metrics
+        #: what the node's output tier would not keep either
+        self._max_entry_bytes = output_budget // MAX_ENTRY_SHARE
+        self._slots = asyncio.Semaphore(settings.max_writes)
+        self._max_pending = settings.max_writes * BACKLOG_PER_WRITE
+        self._writes: set[asyncio.Task] = set()
+        self._logged_at: dict[str, float] = {}
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        """Let pending writes finish (each is bounded by the timeout), then close the client."""
+        if self._writes:
+            await asyncio.wait(self._writes, timeout=self.timeout * 2)
+            for task in self._writes:
+                task.cancel()
+        await self.store.close()
+
+    # -- keys -------------------------------------------------------------------------------------
+    def object_key(self, cache_key: str) -> str | None:
+        """The object of a cache key (`endpoint \\0 path \\0 rest`), or None when it is not shared."""
+        endpoint, path, rest = cache_key.split("\0", 2)
+        return self._key(endpoint, path, "/" + sha256(rest.encode()).hexdigest()[:32], whole_path=True)
+
+    def object_prefix(self, key_prefix: str) -> str | None:
+        """The object key prefix of a cache key prefix (`endpoint \\0 path \\0`, or `endpoint \\0
+        path prefix`), as a purge gives it."""
+        endpoint, path_prefix, *whole = key_prefix.split("\0")
+        return self._key(endpoint, path_prefix, "/" if whole else "", whole_path=bool(whole))
+
+    def _key(self, endpoint: str, path: str, suffix: str, whole_path: bool) -> str | None:
+        segments = path.split("/")
+        if not whole_path:
+            segments = segments[:-1]  # a prefix may end within a segment, or with "/"
+        if any(segment in ("", ".", "..") for segment in segments):
+            return None
+        key = self.store.key_for(f"{endpoint or DEFAULT_ENDPOINT}/{path}{suffix}")
+        return key if len(key.encode()) <= MAX_KEY_BYTES else None
+
+    # -- the three operations ---------------------------------------------------------------------
+    async def get(self, cache_key: str) -> CachedOutput | None:
+        """The output stored for `cache_key`, or None (absent, damaged, or the tier failed: counted)."""
+        key = self.object_key(cache_key)
+        if key is None:
+            return None
+        try:
+            found = await asyncio.wait_for(self.store.get_object(key, max_bytes=self._max_entry_bytes), self.timeout)
+            output = await asyncio.to_thread(decode, found.body)
+            if output is None:
+                self._failed("get", "damaged")
+        except OriginNotFound:
+            output = None
+        except (OriginFailure, SourceTooLarge, TimeoutError) as error:
+            self._failed("get", error)
+            output = None
+        self._metrics.child(self._metrics.cache_requests, "shared", "miss" if output is None else "hit").inc()
+        return output
+
+    def put_later(self, cache_key: str, output: CachedOutput) -> None:
+        """Write `output` in the background (never awaited by a request)."""
+        key = self.object_key(cache_key)
+        if key is None or len(output.body) > self._max_entry_bytes:
+            return
+        if len(self._writes) >= self._max_pending:
+            self._failed("put", "backlog_full")
+            return
+        task = asyncio.create_task(self._put(key, output))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _put(self, key: str, output: CachedOutput) -> None:
+        async with self._slots:
+            try:
+                data = await asyncio.to_thread(encode, output)
+                await asyncio.wait_for(self.store.put_object(key, data, output.content_type), self.timeout)
+            except (OriginFailure, TimeoutError) as error:
+                self._failed("put", error)
+                return
+        self._metrics.shared_cache_writes.inc()
+
+    async def delete_prefix(self, key_prefix: str) -> int:
+        """Delete every object under a purge's cache key prefix; how many. Raises `OriginFailure`
+        (counted) when the tier cannot be purged: the caller must report it."""
+        prefix = self.object_prefix(key_prefix)
+        if prefix is None:
+            return 0
+        try:
+            # listing and deleting a large prefix takes many calls: allow it more than one read
+            return await asyncio.wait_for(self.store.delete_prefix(prefix), self.timeout * 10)
+        except TimeoutError:
+            self._failed("delete", "timeout")
+            raise OriginFailure("timeout", "the shared cache did not answer in time") from None
+        except OriginFailure as error:
+            self._failed("delete", error)
+            raise
+
+    def _failed(self, operation: str, error: BaseException | str) -> None:
+        kind = error if isinstance(error, str) else getattr(error, "kind", "timeout" if isinstance(
+            error, TimeoutError) else "too_large")
+        self._metrics.child(self._metrics.shared_cache_failures, operation, kind).inc()
+        now = time.monotonic()
+        if now - self._logged_at.get(operation, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
+            self._logged_at[operation] = now
+            log.warning("shared cache %s skipped (%s); counted in edge_shared_cache_failures_total", operation,
+                        str(error) or kind)

@@ -1,0 +1,118 @@
+"""The shipped load-balancer configs (`deploy/`) run for real on 127.0.0.1 in front of test nodes:
+Debian's haproxy and nginx, with only the addresses substituted (and the lines that need a system
+install dropped). Tests skip with the reason when a binary is missing."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+START_TIMEOUT = 20
+#: the node addresses written in the shipped configs, in order
+SHIPPED_NODES = ("10.0.0.11:8080", "10.0.0.12:8080", "10.0.0.13:8080")
+SHIPPED_INTERNAL = "10.0.0.1:8081"
+BALANCERS = ("haproxy", "nginx")
+
+
+def require(binary: str) -> str:
+    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
+    if path is None:
+        pytest.skip(f"{binary} not installed (Debian: apt-get install {binary}; .ci/run installs it)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def substitute(text: str, replacements: dict[str, str]) -> str:
+    """Replace each shipped value; a value missing from the file fails loudly (the config changed)."""
+    for shipped, local in replacements.items():
+        assert shipped in text, f"the shipped config no longer contains {shipped!r}"
+        text = text.replace(shipped, local)
+    return text
+
+
+class LoadBalancer:
+    """haproxy or nginx with the shipped config, public and internal listeners on free ports."""
+
+    def __init__(self, kind: str, node_urls: list[str], work: Path, *, name_the_node: bool = False):
+        """`name_the_node` (HAProxy): answers say which node served them in `X-Edge-Node` (for
+        measurements; the shipped config does not reveal its nodes)."""
+        assert len(node_urls) == len(SHIPPED_NODES)
+        self.kind = kind
+        binary = require(kind)
+        self.public_url = f"http://127.0.0.1:{free_port()}"
+        self.internal_url = f"http://127.0.0.1:{free_port()}"
+        replacements = {shipped: urlsplit(url).netloc for shipped, url in zip(SHIPPED_NODES, node_urls)}
+        replacements[SHIPPED_INTERNAL] = urlsplit(self.internal_url).netloc
+        work.mkdir(parents=True, exist_ok=True)
+        if kind == "haproxy":
+            text = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+            replacements["bind :80 "] = f"bind {urlsplit(self.public_url).netloc} "
+            replacements["maxconn 20000"] = "maxconn 2000"  # within a test machine's open-file limit
+            if name_the_node:
+                replacements["    default_backend edge_nodes"] = (
+                    "    default_backend edge_nodes\n    http-response set-header X-Edge-Node %s")
+            # chroot, user, group and the stats socket need the Debian package's folders and user
+            kept = [line for line in substitute(text, replacements).splitlines()
+                    if line.split()[:1] not in (["chroot"], ["user"], ["group"]) and "stats socket" not in line]
+            (work / "haproxy.cfg").write_text("\n".join(kept) + "\n")
+            command = [binary, "-db", "-f", str(work / "haproxy.cfg")]
+        else:
+            text = (DEPLOY / "nginx" / "edge.conf").read_text()
+            replacements["listen 80;"] = f"listen {urlsplit(self.public_url).netloc};"
+            (work / "edge.conf").write_text(substitute(text, replacements))
+            # the shipped file is included in the http block, as Debian's conf.d does
+            (work / "nginx.conf").write_text(f"""
+                pid {work}/nginx.pid;
+                error_log stderr;
+                worker_processes 1;
+                events {{ worker_connections 256; }}
+                http {{
+                    access_log off;
+                    client_body_temp_path {work}/body;
+                    proxy_temp_path {work}/proxy;
+                    include {work}/edge.conf;
+                }}
+                """)
+            command = [binary, "-e", "stderr", "-p", str(work), "-c", str(work / "nginx.conf"),
+                       "-g", "daemon off;"]
+        self.log = work / f"{kind}.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_listening()
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        for url in (self.public_url, self.internal_url):
+            address = urlsplit(url)
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.kind} exited:\n{self.log.read_text()}")
+                try:
+                    socket.create_connection((address.hostname, address.port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{self.kind} did not listen on {url}") from None
+                    time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)

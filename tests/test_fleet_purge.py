@@ -1,0 +1,130 @@
+"""Purge fan-out (`[fleet]`): a purge sent to any node purges every node once, names each peer's
+outcome, and answers 502 naming a peer that could not be purged; `edge purge --fleet` does the same."""
+
+import asyncio
+import json
+import socket
+import sys
+
+import pytest
+
+from edge.errors import ConfigError
+from tests.fleet import AUTH, start_fleet
+from tests.nodes import local_config, write_config
+from tests.scrape import samples, scrape
+from tests.test_config import config_error
+
+PATHS = ("/tr:w-30/coffee.jpg", "/tr:w-40/coffee.jpg", "/tr:w-30/chelsea.jpg")
+
+
+@pytest.fixture
+async def fleet(node_factory, tmp_path):
+    return await start_fleet(node_factory, tmp_path, local_config())
+
+
+async def warm(nodes) -> None:
+    """Every path cached on every node (as after a load balancer change)."""
+    for node in nodes:
+        for path in PATHS:
+            assert (await node.fetch(path)).code == 200
+
+
+async def cache_results(node) -> list[str]:
+    return [(await node.fetch(path)).headers["X-Cache"] for path in PATHS]
+
+
+async def purge(node, target, headers=AUTH):
+    return await node.fetch("/_edge/purge", method="POST", headers=headers, body=json.dumps(target).encode())
+
+
+async def fanned_out(node) -> dict:
+    return samples(await scrape(node.url), "edge_fleet_purge_calls_total")
+
+
+async def test_a_purge_sent_to_one_node_purges_every_node_once(fleet):
+    await warm(fleet)
+    response = await purge(fleet[1], {"url": "/coffee.jpg"})
+    assert (response.code, response.headers["Content-Type"]) == (200, "application/json")
+    answer = json.loads(response.body)
+    assert answer["removed"] == 3  # two outputs and the original, on this node
+    assert answer["peers"] == [{"peer": fleet[i].url, "outcome": "ok", "status": 200, "removed": 3} for i in (0, 2)]
+    for node in fleet:
+        assert await cache_results(node) == ["MISS", "MISS", "HIT"]
+    # the peers purged themselves only: nothing came back to the first node, nothing went further
+    assert {labels: value for labels, value in (await fanned_out(fleet[1])).items()} == {
+        (("outcome", "ok"), ("peer", fleet[i].url)): 1.0 for i in (0, 2)}
+    assert await fanned_out(fleet[0]) == {} and await fanned_out(fleet[2]) == {}
+
+
+async def test_a_peer_down_is_named_and_the_live_ones_are_still_purged(fleet):
+    await warm(fleet)
+    await fleet[2].stop()
+    response = await purge(fleet[0], {"prefix": "/"})
+    assert response.code == 502
+    assert json.loads(response.body)["peers"] == [
+        {"peer": fleet[1].url, "outcome": "ok", "status": 200, "removed": 5},
+        {"peer": fleet[2].url, "outcome": "unreachable"}]
+    assert await cache_results(fleet[0]) == await cache_results(fleet[1]) == ["MISS"] * 3
+    assert (await fanned_out(fleet[0]))[(("outcome", "unreachable"), ("peer", fleet[2].url))] == 1
+
+
+async def test_a_peer_that_does_not_answer_in_time_is_a_timeout(node_factory, tmp_path):
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        node, = await start_fleet(node_factory, tmp_path, local_config(), size=1,
+                                  fleet_extra='timeout = "300ms"', more_peers=(silent_url,))
+        response = await purge(node, {"url": "/coffee.jpg"})
+    assert (response.code, json.loads(response.body)["peers"]) == (502, [{"peer": silent_url, "outcome": "timeout"}])
+
+
+async def test_a_peer_with_another_token_rejects_the_purge(node_factory, tmp_path):
+    (tmp_path / "other").mkdir()
+    other_config = local_config(before='[admin]\ntoken = "another-one"\n')
+    other = await node_factory(write_config(tmp_path / "other", other_config))
+    node, = await start_fleet(node_factory, tmp_path, local_config(), size=1, more_peers=(other.url,))
+    response = await purge(node, {"url": "/coffee.jpg"})
+    assert (response.code, json.loads(response.body)["peers"]) == (
+        502, [{"peer": other.url, "outcome": "rejected", "status": 401}])
+
+
+async def test_a_forwarded_purge_is_not_forwarded_again(fleet):
+    response = await purge(fleet[0], {"url": "/coffee.jpg"}, headers={**AUTH, "X-Edge-Purge-Forwarded": "1"})
+    assert response.code == 200 and "peers" not in json.loads(response.body)
+    assert await fanned_out(fleet[0]) == {}
+
+
+async def test_edge_purge_fleet_from_the_command_line(fleet):
+    await warm(fleet)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge", "purge", "--config", str(fleet[0].config.source), "--fleet",
+        "--url", "/coffee.jpg", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err
+    answer = json.loads(out)
+    assert answer["removed"] == 3 and [p["outcome"] for p in answer["peers"]] == ["ok", "ok"]
+    for node in fleet:
+        assert await cache_results(node) == ["MISS", "MISS", "HIT"]
+
+    await fleet[1].stop()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge", "purge", "--config", str(fleet[0].config.source), "--fleet",
+        "--url", "/coffee.jpg", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 3
+    assert json.loads(out)["peers"][0] == {"peer": fleet[1].url, "outcome": "unreachable"}
+
+
+@pytest.mark.parametrize("table, message", [
+    ('peers = ["ftp://a"]',
+     r"\[fleet\] peers: expected a node's base URL such as http://10.0.0.11:8080, got 'ftp://a'"),
+    ('peers = ["http://a:99999"]', r"\[fleet\] peers: expected a node's base URL"),
+    ('peers = ["http://a:1", "http://a:1/"]', r"\[fleet\] peers: lists a node twice"),
+    ('peers = ["http://a:1"]\nself_url = "http://b:1"', r"\[fleet\] self_url: 'http://b:1' is not one of the peers"),
+    ('peers = []\ntimeout = "0s"', r"\[fleet\] timeout: expected a duration above 0"),
+    ('peer = []', r"\[fleet\] peer: unknown key"),
+])
+def test_fleet_config_errors_name_the_key(tmp_path, table, message):
+    with pytest.raises(ConfigError, match=message):
+        raise ConfigError(config_error(tmp_path, local_config(before=f"[fleet]\n{table}\n")))

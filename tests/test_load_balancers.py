@@ -1,0 +1,69 @@
+"""The shipped HAProxy and nginx configs (`deploy/haproxy`, `deploy/nginx`), run for real in front of
+three nodes: one URL always reaches one node, a lost node's URLs move to the others and no other URL
+moves, and the admin API and /metrics are reachable only through the internal listener."""
+
+import json
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from tests.fleet import AUTH, served_by, start_fleet
+from tests.loadbalancers import BALANCERS, LoadBalancer
+from tests.nodes import RunningNode, local_config
+
+URLS = [f"/tr:w-{width}/{name}" for width in (20, 24, 28, 32, 36, 40) for name in
+        ("coffee.jpg", "chelsea.jpg", "camera.jpg")]
+
+
+@pytest.fixture
+async def nodes(node_factory, tmp_path):
+    return await start_fleet(node_factory, tmp_path, local_config())
+
+
+@pytest.fixture(params=BALANCERS)
+async def balancer(request, nodes, tmp_path):
+    lb = LoadBalancer(request.param, [node.url for node in nodes], tmp_path / request.param)
+    yield lb
+    lb.stop()
+
+
+async def fetch(url: str, **kwargs):
+    return await AsyncHTTPClient().fetch(url, raise_error=False, request_timeout=30, **kwargs)
+
+
+async def owner(balancer: LoadBalancer, nodes: list[RunningNode], path: str) -> int:
+    """Request `path` through the public listener; the index of the node that answered."""
+    return (await served_by(balancer.public_url, nodes, path))[0]
+
+
+async def test_one_url_one_node_and_a_lost_node_moves_only_its_urls(balancer, nodes):
+    owners = {path: await owner(balancer, nodes, path) for path in URLS}
+    assert set(owners.values()) == {0, 1, 2}  # spread over the fleet
+    for path in URLS:  # and sticky: the same node again, which has it cached
+        assert await owner(balancer, nodes, path) == owners[path]
+
+    lost = owners[URLS[0]]
+    await nodes[lost].stop()
+    for path in URLS:
+        now = await owner(balancer, nodes, path)
+        if owners[path] == lost:
+            assert now != lost
+        else:
+            assert now == owners[path], (path, "moved although its node is alive")
+
+
+async def test_admin_api_and_metrics_only_on_the_internal_listener(balancer, nodes):
+    public, internal = balancer.public_url, balancer.internal_url
+    purge = {"method": "POST", "body": b'{"url": "/coffee.jpg"}', "headers": AUTH}
+    for path in ("/metrics", "/_edge/ready", "/_edge/health", "/%5Fedge/ready", "/metrics?x=1"):
+        response = await fetch(public + path)
+        assert response.code == 404, path
+        assert b"edge_" not in response.body and b"ready" not in response.body
+    for path in ("/_edge/purge", "/%5Fedge/purge", "//_edge/purge"):
+        assert (await fetch(public + path, **purge)).code in (403, 404, 405), path
+    assert (await fetch(public + "/tr:w-20/coffee.jpg")).code == 200
+
+    response = await fetch(internal + "/_edge/purge", **purge)
+    assert response.code == 200 and "removed" in json.loads(response.body)
+    assert (await fetch(internal + "/metrics")).code == 404
+    assert (await fetch(internal + "/tr:w-20/coffee.jpg")).code == 404

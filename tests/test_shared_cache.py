@@ -1,0 +1,171 @@
+"""The shared tier on its own, against moto's S3 server: what it writes and reads, how a purge finds
+its objects, and that a slow, failing or damaged store is a counted miss, never an error."""
+
+import asyncio
+import json
+import sys
+
+import pytest
+
+from edge.cache import (CachedOutput, SourceInfo, original_key, output_key, path_key, path_prefix_key,
+                        strong_etag)
+from edge.config import load_config
+from edge.errors import ConfigError
+from edge.metrics import Metrics
+from edge.origin import OriginFailure
+from edge.pluginmanager import load_plugins
+from edge.shared_cache import SharedTier
+from tests.nodes import local_config, write_config
+from tests.s3server import REGION, TEST_KEY_ID, TEST_SECRET
+
+BUCKET = "edge-shared"
+
+
+def shared_table(endpoint_url: str) -> str:
+    return f"""
+[shared_cache]
+bucket = "{BUCKET}"
+folder = "/outputs/"
+region = "{REGION}"
+endpoint_url = "{endpoint_url}"
+access_key_id = "{TEST_KEY_ID}"
+secret_access_key = "{TEST_SECRET}"
+timeout = "3s"
+"""
+
+
+@pytest.fixture
+async def tier(s3, tmp_path):
+    s3.client().create_bucket(Bucket=BUCKET)
+    config = load_config(write_config(tmp_path, local_config(after=shared_table(s3.url))), load_plugins())
+    tier = SharedTier(config.shared_cache, Metrics(), output_budget=10**7)
+    await tier.open()
+    yield tier
+    await tier.close()
+    client = s3.client()
+    for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        client.delete_object(Bucket=BUCKET, Key=item["Key"])
+    client.delete_bucket(Bucket=BUCKET)
+
+
+def key(endpoint: str, path: str, host: str | None = None, fmt: str = "") -> str:
+    """The cache key of `path`'s `w-300` output."""
+    return output_key(original_key(endpoint, path, host), "w-300", fmt)
+
+
+def output(body: bytes = b"\xff\xd8 not really a jpeg") -> CachedOutput:
+    source = SourceInfo("web", '"v1"', 1000.0, etag='"e"', last_modified="Tue, 01 Jan 2030 00:00:00 GMT",
+                        content_type="image/jpeg")
+    return CachedOutput(body, "image/webp", strong_etag(body), source, vary_accept=True,
+                        canonical_link='<https://example.com/a.jpg>; rel="canonical"')
+
+
+async def written(tier) -> None:
+    """Wait (bounded) for the background writes."""
+    await asyncio.wait_for(asyncio.gather(*tier._writes), 30)
+
+
+def counted(tier, name: str) -> dict:
+    return {tuple(s.labels.values()): s.value for family in getattr(tier._metrics, name).collect()
+            for s in family.samples if s.name.endswith("_total")}
+
+
+async def test_an_output_comes_back_whole_under_a_key_a_purge_can_find(tier, s3):
+    cache_key = key("shop", "shoes/red.jpg", fmt="webp")
+    assert await tier.get(cache_key) is None
+    tier.put_later(cache_key, output())
+    await written(tier)
+    stored = [item["Key"] for item in s3.client().list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert len(stored) == 1 and stored[0].startswith("outputs/shop/shoes/red.jpg/")
+    assert await tier.get(cache_key) == output()
+    assert counted(tier, "cache_requests") == {("shared", "miss"): 1, ("shared", "hit"): 1}
+
+
+async def test_a_purge_removes_a_path_or_a_prefix_and_nothing_else(tier):
+    keys = [key("shop", path) for path in ("shoes/red.jpg", "shoes/red.jpg2", "shirts/a.jpg")]
+    keys.append(key("", "shoes/red.jpg"))
+    for cache_key in keys:
+        tier.put_later(cache_key, output())
+    await written(tier)
+    assert await tier.delete_prefix(path_key("shop", "shoes/red.jpg")) == 1
+    assert await tier.get(keys[0]) is None and await tier.get(keys[1]) is not None
+    assert await tier.delete_prefix(path_prefix_key("shop", "")) == 2  # the whole endpoint
+    assert await tier.get(keys[3]) is not None  # the default endpoint is another one
+
+
+async def test_a_damaged_object_is_a_miss(tier, s3):
+    cache_key = key("shop", "a.jpg")
+    tier.put_later(cache_key, output())
+    await written(tier)
+    client = s3.client()
+    object_key = tier.object_key(cache_key)
+    data = client.get_object(Bucket=BUCKET, Key=object_key)["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=object_key, Body=data[:-1] + b"X")  # one byte changed
+    assert await tier.get(cache_key) is None
+    client.put_object(Bucket=BUCKET, Key=object_key, Body=b"something else")
+    assert await tier.get(cache_key) is None
+    for field, forged in ((b'"image/webp"', b'"image/webp\\r\\nSet-Cookie: x=1"'),  # a header injected
+                          (b'"checked_at":1000.0', b'"checked_at":"soon"')):  # freshness of the wrong type
+        assert field in data
+        client.put_object(Bucket=BUCKET, Key=object_key, Body=data.replace(field, forged))
+        assert await tier.get(cache_key) is None
+    assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 4}
+
+
+async def test_a_slow_or_failing_store_is_skipped_and_counted(tier, s3):
+    cache_key = key("shop", "a.jpg")
+    s3.faults.delay = 60  # far longer than the tier's 3 s (the server's wait ends with the test)
+    assert await tier.get(cache_key) is None
+    s3.faults.delay, s3.faults.status, s3.faults.only_gets = 0, 500, False
+    assert await tier.get(cache_key) is None
+    tier.put_later(cache_key, output())
+    await written(tier)
+    failures = counted(tier, "shared_cache_failures")
+    assert failures == {("get", "timeout"): 1, ("get", "server_error"): 1, ("put", "server_error"): 1}
+    with pytest.raises(OriginFailure, match="DeleteObjects"):
+        await tier.delete_prefix(path_key("shop", "a.jpg"))
+    s3.reset()  # the fixture's cleanup needs a working store
+
+
+def test_paths_an_http_library_could_rewrite_are_not_shared(tmp_path):
+    config = load_config(write_config(tmp_path, local_config(after=shared_table("http://127.0.0.1:9"))), load_plugins())
+    tier = SharedTier(config.shared_cache, Metrics(), output_budget=10**7)  # keys need no connection
+    for path in ("a/../b.jpg", "a//b.jpg", "./b.jpg", "x" * 1100):
+        assert tier.object_key(key("shop", path)) is None, path
+    assert tier.object_key(key("", "a/b c.jpg")).startswith("outputs/_default/a/b c.jpg/")
+    by_host = tier.object_key(key("shop", "a.jpg", host="img.example.com"))  # a web origin forwarding Host
+    assert by_host.startswith("outputs/shop/a.jpg/") and by_host != tier.object_key(key("shop", "a.jpg"))
+    assert tier.object_prefix(path_prefix_key("shop", "a/b")) == "outputs/shop/a/b"
+
+
+@pytest.mark.parametrize("change, message", [
+    (("timeout = \"3s\"", "timeout = \"0s\""), r"\[shared_cache\] timeout: expected a duration above 0"),
+    (("timeout = \"3s\"", "max_writes = 0"), r"\[shared_cache\] max_writes: expected an integer from 1 to 256"),
+    ((f'bucket = "{BUCKET}"', ""), r"\[shared_cache\] bucket: missing required key"),
+    (("timeout = \"3s\"", "size = \"1GB\""), r"\[shared_cache\] size: unknown key"),
+])
+def test_shared_cache_config_errors_name_the_key(tmp_path, change, message):
+    text = local_config(after=shared_table("http://127.0.0.1:9").replace(*change))
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, text), load_plugins())
+
+
+def test_check_config_masks_the_shared_tiers_secret(tmp_path):
+    config = load_config(write_config(tmp_path, local_config(after=shared_table("http://127.0.0.1:9"))), load_plugins())
+    described = config.describe()["shared_cache"]
+    assert (described["bucket"], described["secret_access_key"], described["timeout"]) == (BUCKET, "****", 3.0)
+    assert TEST_SECRET not in json.dumps(config.describe(), default=str)
+
+
+async def test_edge_purge_empties_the_shared_tier_too(tier, s3, tmp_path):
+    tier.put_later(key("", "a.jpg"), output())
+    tier.put_later(key("", "b.jpg"), output())
+    await written(tier)
+    config = write_config(tmp_path, local_config(after=shared_table(s3.url)), name="purge.toml")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge", "purge", "--config", str(config), "--url", "/a.jpg",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err
+    assert json.loads(out)["shared"] == {"removed": 1}
+    assert await tier.get(key("", "a.jpg")) is None and await tier.get(key("", "b.jpg")) is not None
