@@ -1,5 +1,6 @@
 """`edge cache stats`: what the cache folder holds, read offline and read-only (each tier's SQLite index
-is opened read-only, beside a running node or not; nothing is created or changed).
+is opened read-only, beside a running node or not; nothing is created, no data changed — a reader
+of a write-ahead log only marks SQLite's shared-memory index, the -shm file).
 
 Per tier: entries, bytes on disk (as the node counts them: stored files plus the index), budget,
 the oldest entry and the least recently used one; for the outputs tier, the originals with the most

@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         return _list_plugins(load_plugins(), as_json=args.json)
     if args.command == "new-plugin":
         return _new_plugin(args.name, Path(args.dir))
+    config_path = args.config or os.environ.get("EDGE_CONFIG") or None
     try:
-        config = load_config(args.config or os.environ.get("EDGE_CONFIG") or None, load_plugins(),
+        config = load_config(config_path, load_plugins(),
                              environ=WithoutEnvironment() if getattr(args, "no_env", False) else None)
     except ConfigError as error:
         print(f"edge: config error: {error}", file=sys.stderr)
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
 
     def load() -> Config:  # at start and on SIGHUP: the file again, the command line's flags on top
-        return load_config(args.config, load_plugins()).with_overrides(host=args.host, port=args.port,
+        return load_config(config_path, load_plugins()).with_overrides(host=args.host, port=args.port,
                                                                        workers=workers)
     try:
         return run(config.with_overrides(host=args.host, port=args.port, workers=workers), load)

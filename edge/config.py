@@ -121,6 +121,10 @@ class Limits:
     max_frames: int = 100
     #: SVG sources are rendered only when the operator enables them (a renderer of untrusted XML)
     allow_svg: bool = False
+    #: seconds one render may run in its thread before it is stopped (503); flight waiters allow 30 s
+    render_timeout: float = 20.0
+    #: the most work one URL may ask for, in megapixels of work (see edge/transform/cost.py)
+    max_cost: float = 200.0
 
 
 @dataclass(frozen=True)
@@ -322,7 +326,11 @@ def _limits(t: ConfigTable) -> Limits:
         max_output_side=t.int("max_output_side", d.max_output_side, min=1, max=65500),
         max_frames=t.int("max_frames", d.max_frames, min=1),
         allow_svg=t.bool("allow_svg", d.allow_svg),
+        render_timeout=t.duration("render_timeout", d.render_timeout),
+        max_cost=t.number("max_cost", d.max_cost, min=1),
     )
+    if settings.render_timeout <= 0:
+        raise t.error("render_timeout", "must be more than 0s: every render would be stopped at once")
     t.finish()
     return settings
 

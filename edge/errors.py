@@ -101,3 +101,12 @@ class FlightTimeout(EdgeError):
 
 class ConfigError(Exception):
     """A configuration problem; the message names the file, table and key."""
+
+
+class RenderTimedOut(EdgeError):
+    """A render still running after `[limits] render_timeout` was stopped (503)."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("rendering took too long")

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -184,25 +185,36 @@ class SingleFlight:
         try:
             self._failure_store().set(key, json.dumps(record), expire=FAILURE_RECORD_SECONDS)
         except CACHE_ERRORS as error:  # waiters in other workers will try the work themselves
-            self._health.failed("flight", error_kind(error), f"cannot record a failure: {error}")
+            self._failures_failed(error, "cannot record a failure")
 
     def _failure_since(self, key: str, since: float) -> EdgeError | None:
         try:
             text = self._failure_store().get(key)
         except CACHE_ERRORS as error:
-            self._health.failed("flight", error_kind(error), f"cannot read a failure: {error}")
+            self._failures_failed(error, "cannot read a failure")
             return None
         if text is None:
             return None
         record = json.loads(text)
         return _revive(record) if record["at"] >= since else None
 
+    def _failures_failed(self, error: Exception, what: str) -> None:
+        kind = error_kind(error)
+        self._health.failed("flight", kind, f"{what}: {error}")
+        if kind == "corrupt":  # records live a minute: a corrupt store is simply started afresh
+            self._close_failures()
+            shutil.rmtree(self._directory / "failures", ignore_errors=True)
+
+    def _close_failures(self) -> None:
+        if self._failures is not None:
+            self._failures.close()
+            self._failures = None
+
     def close(self) -> None:
         if self._lease_fd is not None:
             os.close(self._lease_fd)
             self._lease_fd = None
-        if self._failures is not None:
-            self._failures.close()
+        self._close_failures()
 
 
 def _offset(key: str) -> int:

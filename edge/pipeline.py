@@ -5,6 +5,7 @@ between happens here, in this order:
     route        edge/routing.py            Host or first segment → endpoint; `tr:` segment; path
     signature    edge/signing.py            with the endpoint's private_key: `ik-s`/`ik-t` → 401, before any lookup
     parse        edge/transform/options.py  `tr:` + `?tr=` → Transformation (canonical form = key)
+    cost         edge/transform/cost.py     the work the URL alone implies, held to [limits] max_cost
     plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
     lookup       edge/cache/                memory tier → output tier; a fresh HIT is answered here
     flight       edge/flight.py             one producer per key for the whole node; others wait
@@ -33,12 +34,13 @@ from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalSource
 from .routing import ImageRequest, Router
 from .shared_cache import SharedTier
+from .transform.cost import check_cost
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: on the hit path, frozen dataclasses cost microseconds each
 class ImageCall:
     """What the pipeline needs of an HTTP request."""
 
@@ -51,7 +53,7 @@ class ImageCall:
     accept: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Served:
     """The answer: an output or an error, and how to label it."""
 
@@ -99,15 +101,25 @@ class Pipeline:
         try:
             request = self._router.route(call.host, call.uri)
             endpoint = endpoint_label(request.endpoint.id)
-            job = self._plan(request, call)
-            cached = await self._caches.output(job.key)
+            transformation = request.transformation or parse_transformation(
+                request.path_transformation, call.query_transformation, named=self._config.named_transformations,
+                named_only=request.named_only)
+            check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
+            planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
+            host = request.host.lower() if self._takes_host[request.endpoint.id] else None
+            key = output_key(original_key(request.endpoint.id, request.path, host), transformation.canonical(),
+                             planned_format if vary_accept else "")
+
+            cached = self._caches.output_in_memory(key) or await self._caches.output(key)
             fresh = cached is not None and self._originals.is_fresh(cached.source)
             self._count("output", "hit" if fresh else "stale" if cached else "miss")
             if fresh:
                 return Served(endpoint, "hit", cached, signed_until=request.signed_until)
+
+            job = _Job(request, transformation, planned_format, vary_accept, host, key)
             try:
-                output, source = await self._flights.run(job.key, partial(self._produce, job, cached),
-                                                         partial(self._fresh_stored, job.key))
+                output, source = await self._flights.run(key, partial(self._produce, job, cached),
+                                                         partial(self._fresh_stored, key))
             except BadGateway:
                 if cached is None:
                     raise
@@ -118,20 +130,9 @@ class Pipeline:
         except EdgeError as error:
             return Served(error.endpoint or endpoint, "miss", error=error)
 
-    def _plan(self, request: ImageRequest, call: ImageCall) -> _Job:
-        endpoint = request.endpoint
-        transformation = request.transformation or parse_transformation(
-            request.path_transformation, call.query_transformation, named=self._config.named_transformations,
-            named_only=request.named_only)
-        planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
-        host = request.host.lower() if self._takes_host[endpoint.id] else None
-        key = output_key(original_key(endpoint.id, request.path, host), transformation.canonical(),
-                         planned_format if vary_accept else "")
-        return _Job(request, transformation, planned_format, vary_accept, host, key)
-
     async def _fresh_stored(self, key: str) -> tuple[CachedOutput, str] | None:
         """What another worker's single flight stored for `key`, if fresh."""
-        output = await self._caches.output(key)
+        output = self._caches.output_in_memory(key) or await self._caches.output(key)
         return (output, "miss") if output is not None and self._originals.is_fresh(output.source) else None
 
     async def _produce(self, job: _Job, cached: CachedOutput | None) -> tuple[CachedOutput, str]:
@@ -182,7 +183,7 @@ class Pipeline:
             etag=await self._caches.io(strong_etag, body),
             source=original.info,
             vary_accept=job.vary_accept,
-            canonical_link=canonical_link(base, job.request.path) if base else None,
+            canonical_link=_canonical_link(base, job.request.path) if base else None,
         )
 
     def _count(self, tier: str, result: str) -> None:
@@ -194,7 +195,7 @@ def _canonical_base(base_url: str) -> str:
     return quote(base_url.rstrip("/"), safe="/:@!$&'()*+,;=~%?#[]")
 
 
-def canonical_link(base: str, path: str) -> str:
+def _canonical_link(base: str, path: str) -> str:
     """`Link: <base/path>; rel="canonical"`, the decoded path percent-encoded (UTF-8): a name such as
     `日本.jpg` stays a valid header, and `>`, `;`, `"` or `,` in a name cannot add link parameters."""
     return f'<{base}/{quote(path, safe="/")}>; rel="canonical"'

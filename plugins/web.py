@@ -142,7 +142,8 @@ class WebOrigin(Origin):
         self.base_url = base_url
         self.forward_host = forward_host
         self._headers = headers  # values may be tokens: kept as `Secret`, shown masked
-        self.redirects = RedirectPolicy(URL(base_url), redirect_allow)
+        self.redirect_allow = redirect_allow
+        self._redirects = RedirectPolicy(URL(base_url), redirect_allow)
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -185,7 +186,7 @@ class WebOrigin(Origin):
             headers={"User-Agent": USER_AGENT},
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS,
-                                           resolver=_PublicOnlyResolver(self.redirects.trusted_hosts())),
+                                           resolver=_PublicOnlyResolver(self._redirects.trusted_hosts())),
             cookie_jar=aiohttp.DummyCookieJar(),  # one request's cookies must not ride on the next
         )
 
@@ -242,7 +243,7 @@ class WebOrigin(Origin):
             raise OriginFailure("bad_response", f"unreadable redirect for {path!r}") from None
         if target.user is not None or target.password is not None:
             target = target.with_user(None)  # never credentials: aiohttp would send them as Basic auth
-        reason = self.redirects.refusal(target)
+        reason = self._redirects.refusal(target)
         if reason is not None:
             log.warning("origin %r: redirect for %r to %s refused: %s", self.name, path, target.origin(), reason)
             raise OriginFailure("redirect_refused", f"redirect to {target.origin()} refused")

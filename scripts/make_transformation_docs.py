@@ -258,8 +258,19 @@ Errors: an unknown key, a malformed or out-of-range value is a **400** whose bod
 px a side (WebP: at most 16383 whatever the config), after any step of a chain, is a 400 `output too
 large`, and so is an animation whose frames at the output size add up to more than 100 megapixels. A
 transformation has at most 10 chained steps and 2000 characters (path and query form together); more
-is a 400. A source that is not an image, is SVG (unless `[limits] allow_svg`), or fails to decode
-(truncated, corrupt) is a **422**.
+is a 400. A transformation estimated to cost more than `[limits] max_cost` (200 megapixels of work:
+output pixels weighted by its operations, e.g. `w-8192,h-8192,c-force,bl-100` is about 291) is a 400
+`transformation too costly: …`, before the original is fetched when the URL alone says so, else once
+its header is read; see [security.md](security.md#work-per-url). A render still running after
+`[limits] render_timeout` (20 s) is stopped and answered **503** `rendering took too long`. A source
+that is not an image, is SVG (unless `[limits] allow_svg`), or fails to decode (truncated, corrupt) is
+a **422**.
+
+Every parameter works at every size: rotations, vertical flips and the other operations that read an
+image out of order decode the step's already shrunk image to memory first (a 12 MP photo turned at
+full size holds its 36 MB of pixels while it is turned). `t` (trim) and `fo-auto` search a copy
+reduced to about one megapixel on larger images: a trim then keeps at most a few pixels of border
+(2 on a 12 MP photo, 9 on a 100 MP one), never cutting into the picture.
 
 The cache key is the canonical form of the transformation: parameters sorted, defaults dropped,
 synonyms folded (`f-jpeg` → `f-jpg`, `rt-N90` → `rt-270`, `bg-red` → `bg-FF0000`, `fo-face` →

@@ -32,6 +32,7 @@ __all__ = [
     "photo_jpeg",
     "exif_oriented_jpeg",
     "exif_stored_size",
+    "stored_with_orientation",
     "cmyk_jpeg",
     "png16",
     "palette_png_with_alpha",
@@ -131,12 +132,17 @@ def exif_stored_size(orientation: int) -> tuple[int, int]:
 
 def exif_oriented_jpeg(orientation: int) -> bytes:
     """JPEG whose EXIF Orientation is `orientation` (1..8); upright it is 64x32 with red top-left."""
+    return stored_with_orientation(_orientation_card(), orientation)
+
+
+def stored_with_orientation(upright: pyvips.Image, orientation: int, quality: int = 95) -> bytes:
+    """JPEG of `upright` stored turned for EXIF Orientation `orientation` (1..8): it displays upright."""
     if orientation not in _TO_STORED:
         raise ValueError(f"EXIF orientation must be 1..8, got {orientation!r}")
-    stored = _TO_STORED[orientation](_orientation_card()).copy()
+    stored = _TO_STORED[orientation](upright).copy()
     stored.set_type(pyvips.GValue.gint_type, "orientation", orientation)
     # keep="exif" writes the EXIF block (with Orientation) and nothing else.
-    return stored.jpegsave_buffer(Q=95, keep="exif")
+    return stored.jpegsave_buffer(Q=quality, keep="exif")
 
 
 def cmyk_jpeg(embed_profile: bool = False) -> bytes:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodes import SAMPLES, NodeProcess, decode, local_config, start_node, write_config
+from edge.cache import Caches, original_key, output_key
+from tests.nodes import NodeProcess, decode, local_config, start_node, write_config
 from tests.scrape import scrape, total
 
 PNG = "/tr:w-300,f-png/astronaut.jpg"  # ~100 kB: diskcache keeps it in a file of its own
@@ -61,6 +62,7 @@ async def test_a_corrupt_database_is_moved_aside_and_rebuilt_while_the_node_serv
     await first.stop()
     outputs = tmp_path / "cache" / "outputs"
     corrupt_tables(outputs / "cache.db")
+    other_worker = Caches(tmp_path / "cache", 10**9, 10**9)  # has the corrupt database open too
 
     node = await node_factory(config)
     served = await node.fetch("/tr:w-80/coffee.jpg")
@@ -76,21 +78,46 @@ async def test_a_corrupt_database_is_moved_aside_and_rebuilt_while_the_node_serv
     con.close()
     assert (await node.fetch("/tr:w-80/coffee.jpg")).headers["X-Cache"] == "HIT"  # cached again
 
+    other_worker.flush_touches()  # its job of every second notices the new database and opens it
+    key = output_key(original_key("", "coffee.jpg", None), "w-80", "")
+    assert other_worker.outputs.get(key).body == made.body
+    other_worker.close()
+
 
 # -- a full filesystem (root only: mounts a small tmpfs) ---------------------------------------------
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
+def mount_tmpfs(mountpoint: Path, options: str):
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("needs root and mount(8) to mount a small tmpfs as the cache filesystem")
-    mountpoint = tmp_path / "tmpfs"
     mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mountpoint)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)],
                              capture_output=True, text=True, timeout=30)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     yield mountpoint
     subprocess.run(["umount", "-l", str(mountpoint)], timeout=30, check=False)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    yield from mount_tmpfs(tmp_path / "tmpfs", "size=8m")
+
+
+@pytest.fixture
+def read_only_tmpfs(tmp_path):
+    yield from mount_tmpfs(tmp_path / "read-only", "size=1m,ro")
+
+
+async def test_an_unwritable_cache_folder_costs_the_cache_and_nothing_else(read_only_tmpfs, node_factory,
+                                                                           tmp_path):
+    text = local_config(before=f'[cache]\ndir = "{read_only_tmpfs / "cache"}"\n')
+    node = await node_factory(write_config(tmp_path, text))
+    for _ in range(2):
+        response = await node.fetch("/tr:w-50/coffee.jpg")
+        assert (response.code, response.headers["X-Cache"], decode(response).width) == (200, "MISS", 50)
+    ready = await node.fetch("/_edge/ready")
+    assert ready.code == 200 and "output: unavailable" in ready.body.decode()
+    assert metric(node, "edge_cache_errors_total", tier="output", kind="unwritable") == 1  # tried again in 30 s
 
 
 def fill(folder: Path) -> None:

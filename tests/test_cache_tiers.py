@@ -1,6 +1,7 @@
 """The two cache tiers: each LRU within its own budget, evicting least-recently-used entries and
 nothing else, counting what it evicts, and surviving a restart."""
 
+import os
 import subprocess
 import sys
 
@@ -157,3 +158,27 @@ def test_an_entry_in_an_older_format_is_a_miss_and_is_replaced(tmp_path):
     caches.outputs.put("k", output(1))
     assert caches.outputs.get("k") == output(1)
     caches.close()
+
+
+def test_version_bumps_from_threads_of_one_process_are_never_lost(tmp_path):
+    """The cache's I/O threads bump the shared versions concurrently: every bump must count, or a
+    memory copy read between two writes would look current after the second."""
+    import sys
+    import threading
+
+    from edge.cache.versions import SharedVersions
+
+    versions = SharedVersions(tmp_path / "versions.bin")
+    assert os.stat(tmp_path / "versions.bin").st_blocks * 512 >= SharedVersions.SIZE  # allocated, not sparse
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=lambda: [versions.bump(7) for _ in range(5_000)]) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert versions.read(7) == 20_000
+    versions.close()

@@ -11,7 +11,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.assets import colour, solid
 from tests.nodes import NodeProcess, web_config, write_config
-from tests.scrape import samples, scrape_when, total
+from tests.scrape import samples, scrape_when
 from tests.servers import HTTPOrigin
 
 WAIT_LIMIT = 30

@@ -9,8 +9,8 @@ outputs cost no thread hop and no disk access.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +22,6 @@ from .health import CacheHealth, error_kind
 from .memory import MemoryTier
 from .tiers import RETRY_SECONDS, DiskTier, NotFoundTier, OriginalTier, OutputTier
 from .versions import SharedVersions
-
-log = logging.getLogger("edge.cache")
 
 T = TypeVar("T")
 
@@ -57,17 +55,24 @@ class Caches:
         """`function(*args)` in the cache's threads."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
 
+    def output_in_memory(self, key: str) -> CachedOutput | None:
+        """The memory tier's copy of `key` while it is current (the hit path: no thread, no disk).
+        Call on the IOLoop."""
+        versions, memory = self._current_versions(), self._memory
+        if versions is None or memory is None:
+            return None
+        output = memory.get(key, versions.read(SharedVersions.bucket(key)))
+        if output is not None:
+            self.outputs.touch(key)
+        return output
+
     async def output(self, key: str) -> CachedOutput | None:
-        """The stored output for `key`, or None: from the memory tier while its copy is current,
-        else from disk (in a thread). Call on the IOLoop."""
+        """The stored output for `key` from disk (in a thread), or None; kept in the memory tier for
+        the next request. Call on the IOLoop."""
         versions, memory = self._current_versions(), self._memory
         if versions is None or memory is None:
             return await self.io(self.outputs.get, key)
         version = versions.read(SharedVersions.bucket(key))  # before the disk: a racing write shows next time
-        output = memory.get(key, version)
-        if output is not None:
-            self.outputs.touch(key)
-            return output
         output = await self.io(self.outputs.get, key)
         if output is not None:
             memory.put(key, version, output)
@@ -116,6 +121,20 @@ class Caches:
             tier.flush_touches()
 
     def close(self) -> None:
+        # diskcache keeps a SQLite connection per thread: each cache thread closes its own, so that
+        # the last one out checkpoints the write-ahead log (a stopped node leaves no -wal behind)
+        barrier = threading.Barrier(IO_THREADS)
+
+        def release_this_thread() -> None:
+            try:
+                barrier.wait(timeout=5)  # one task per thread: all of them are busy at once
+            except threading.BrokenBarrierError:
+                pass
+            for tier in self.tiers:
+                tier.release_thread()
+
+        for _ in range(IO_THREADS):
+            self._pool.submit(release_this_thread)
         self._pool.shutdown(wait=True)
         for tier in self.tiers:
             tier.close()

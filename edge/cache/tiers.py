@@ -114,17 +114,18 @@ class DiskTier:
             kind = error_kind(exc)
             self._health.failed(self.name, kind, f"cannot {what}: {exc}")
             if kind == "corrupt":
-                self._rebuild(handles)
+                self._reopen(handles, quarantine=True)
             return default
 
-    def _rebuild(self, broken: _Handles) -> None:
+    def _reopen(self, broken: _Handles, *, quarantine: bool) -> None:
+        """Replace the handles `broken` (unless another thread did), moving the folder aside first."""
         with self._lock:
-            if self._handles is not broken:  # another thread got there first
+            if self._handles is not broken:
                 return
             self._handles = None
             for handle in broken:
                 handle.close()
-            if self._identity is not None:
+            if quarantine and self._identity is not None:
                 self._quarantine(self._identity)
             self._open()
 
@@ -146,6 +147,15 @@ class DiskTier:
             return False
         log.error("cache %s tier: the database was corrupt; moved to %s, a new one replaces it", self.name, aside)
         return True
+
+    def _follow_replacement(self) -> None:
+        handles = self._handles
+        try:
+            stat = os.stat(self.directory)
+        except OSError:
+            return
+        if handles is not None and (stat.st_dev, stat.st_ino) != self._identity:
+            self._reopen(handles, quarantine=False)
 
     # -- reading and writing
 
@@ -220,7 +230,9 @@ class DiskTier:
         return self._attempt("delete", delete_all, 0)
 
     def flush_touches(self) -> None:
-        """Mark the keys read since the last flush as recently used."""
+        """Mark the keys read since the last flush as recently used (every second: also the moment to
+        notice that another worker replaced a corrupt database, which this one may not have read yet)."""
+        self._follow_replacement()
         with self._touched_lock:
             touched, self._touched = self._touched, set()
         if not touched:
@@ -240,6 +252,11 @@ class DiskTier:
 
     def __len__(self) -> int:
         return self._attempt("count", lambda handles: len(handles[0]), 0)
+
+    def release_thread(self) -> None:
+        """Close the calling thread's database connections (diskcache opens one per thread)."""
+        for handle in self._handles or ():
+            handle.close()
 
     def close(self) -> None:
         with self._lock:

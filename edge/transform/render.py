@@ -2,7 +2,8 @@
 
 `Renderer.render` (and `Renderer.probe`, for `orig-true`, which serves the original as it is) runs the
 work in a bounded thread pool (libvips releases the GIL) and answers 503 when the queue in front of the
-pool is full.
+pool is full. A render still running `[limits] render_timeout` after it started, or whose awaiting task
+is cancelled, is stopped inside libvips (`stopping`) and its thread freed.
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ from dataclasses import dataclass
 import pyvips
 
 from ..config import Defaults, Limits
-from ..errors import BadRequest, Overloaded, UnprocessableSource
+from ..errors import BadRequest, Overloaded, RenderTimedOut, UnprocessableSource
+from . import stopping
+from .cost import check_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .formats import INPUT_LOADERS, SVG_LOADER, animates, final_format, max_side
-from .geometry import WHITE, Source, apply_geometry, check_side
+from .geometry import WHITE, Source, apply_geometry, check_side, in_memory
 from .options import DEFAULT_STEP, Step, Transformation
 
 # Every request decodes a different original: the operation cache would only hold memory.
 pyvips.cache_set_max(0)
+# One libvips worker thread per render: image work then keeps at most `[server] transform_threads`
+# cores busy (libvips' default, one thread per core for every render, let `transform_threads = 1` burn
+# every core). Parallelism comes from rendering several images at once.
+pyvips.concurrency_set(1)
 
 _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°
 _FAIL_ON = pyvips.enums.FailOn.TRUNCATED
@@ -75,8 +82,8 @@ def _still_source(body: bytes, header: ImageHeader, keep_profile: bool) -> Sourc
     convert = {"export_profile": "srgb"} if header.has_profile and not keep_profile else {}
 
     def thumbnail(width: int, **options) -> pyvips.Image:
-        return pyvips.Image.thumbnail_buffer(body, width, option_string=_THUMBNAIL_LOAD_OPTIONS,
-                                            **convert, **options)
+        return stopping.watch(pyvips.Image.thumbnail_buffer(body, width, option_string=_THUMBNAIL_LOAD_OPTIONS,
+                                                            **convert, **options))
 
     return Source(header.width, header.height, thumbnail,
                   lambda: thumbnail(header.width, height=header.height, size=pyvips.enums.Size.FORCE))
@@ -84,7 +91,7 @@ def _still_source(body: bytes, header: ImageHeader, keep_profile: bool) -> Sourc
 
 def _frames(body: bytes, header: ImageHeader, keep_profile: bool) -> tuple[pyvips.Image, list[Source]]:
     """Every frame of an animation, each a source of its own."""
-    strip = pyvips.Image.new_from_buffer(body, "", n=-1, fail_on=_FAIL_ON)
+    strip = stopping.watch(pyvips.Image.new_from_buffer(body, "", n=-1, fail_on=_FAIL_ON))
     if header.has_profile and not keep_profile:
         strip = strip.icc_transform("srgb", embedded=True)
     height = strip.height // header.frames
@@ -106,23 +113,29 @@ def _animation(strip: pyvips.Image, frames: list[pyvips.Image]) -> pyvips.Image:
 
 def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int) -> pyvips.Image:
     """Each step reads the previous one's result, which is held to the output limit too (else a chain
-    of borders grows an image without bound before a last step shrinks it)."""
+    of borders grows an image without bound before a last step shrinks it), and made once, in memory
+    (else a step reads it as often as its operations need: a blur of a blur recomputed the first blur
+    for every strip of the second, 40 times over)."""
     image = None
-    for step in steps:
+    for index, step in enumerate(steps):
+        stopping.check()
         image = apply_look(apply_geometry(source, step, max_output_side), step)
         check_side(image.width, image.height, max_output_side)
-        source = Source.of_image(image)
+        if index + 1 < len(steps):
+            source = Source.of_image(in_memory(image))
     assert image is not None, "a transformation renders at least one step"
     return image
 
 
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
                  defaults: Defaults, limits: Limits) -> Rendered:
-    """Decode, transform and encode, in the calling thread. Raises `EdgeError`s only."""
+    """Decode, transform and encode, in the calling thread. Raises `EdgeError`s only (and the
+    reason of a stop, when the render runs under a stopped `StopSwitch`)."""
     header = probe(body, limits)
     animated = header.frames > 1 and animates(planned_format, header.loader)
     if animated and header.width * header.height * header.frames > limits.max_source_pixels:
         raise BadRequest("source too large")
+    check_cost(transformation, limits, (header.width, header.height), header.frames if animated else 1)
     output, steps = transformation.output, transformation.steps or (DEFAULT_STEP,)
     try:
         if animated:
@@ -142,11 +155,12 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         fmt = final_format(planned_format, header.loader, image.hasalpha(), animated)
         check_side(image.width, frame_height, max_side(fmt, limits.max_output_side))
         flatten_on = next((step.background for step in reversed(steps) if step.background), WHITE)
-        encoded = encode(image, fmt, EncodeOptions(
+        encoded = encode(stopping.watch(image), fmt, EncodeOptions(
             quality=output.quality or defaults.quality, avif_effort=defaults.avif_effort,
             progressive=output.progressive, lossless=output.lossless, metadata=output.metadata,
             colour_profile=output.colour_profile, flatten_on=flatten_on))
     except pyvips.Error:
+        stopping.check()  # a stopped render fails inside libvips: report why it was stopped
         # libvips reports some truncations only while writing, so the encode is inside this try too.
         raise UnprocessableSource() from None
     return Rendered(encoded, fmt, image.width, frame_height)
@@ -173,10 +187,32 @@ class Renderer:
             self._pending -= 1
 
     async def render(self, body: bytes, transformation: Transformation, planned_format: str) -> Rendered:
-        return await self.run(render_image, body, transformation, planned_format, self.defaults, self.limits)
+        """Render within `render_timeout` of the start in a pool thread (else `RenderTimedOut`). When the
+        awaiting task is cancelled, the libvips work is stopped too and `CancelledError` propagates."""
+        loop = asyncio.get_running_loop()
+        switch = stopping.StopSwitch()
+        timers: list[asyncio.TimerHandle] = []
+
+        def start_clock() -> None:  # on the IOLoop, once a thread has picked the render up
+            timers.append(loop.call_later(self.limits.render_timeout, switch.stop, RenderTimedOut))
+
+        def stoppable_render() -> Rendered:
+            loop.call_soon_threadsafe(start_clock)
+            with stopping.stoppable(switch):
+                return render_image(body, transformation, planned_format, self.defaults, self.limits)
+
+        try:
+            return await self.run(stoppable_render)
+        except asyncio.CancelledError:
+            switch.stop(asyncio.CancelledError)
+            raise
+        finally:
+            for timer in timers:
+                timer.cancel()
 
     async def probe(self, body: bytes) -> ImageHeader:
         return await self.run(probe, body, self.limits)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+

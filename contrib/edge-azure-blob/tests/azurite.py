@@ -3,6 +3,7 @@ loopback port, stopped afterwards. Where npm is missing or cannot install it, th
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -44,6 +45,14 @@ def installed_azurite() -> Path:
     return program
 
 
+def _die_with_parent() -> None:
+    """Linux: the emulator gets SIGKILL when the test process dies, however it dies."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Azurite:
     """`azurite-blob` on 127.0.0.1, its data in `location`."""
 
@@ -52,7 +61,8 @@ class Azurite:
         self.process = subprocess.Popen(
             [str(program), "--blobHost", "127.0.0.1", "--blobPort", "0", "--location", str(location),
              "--skipApiVersionCheck", "--disableProductStyleUrl"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            preexec_fn=_die_with_parent)
         self.port = self._wait_for_port()
         self.account_url = f"http://127.0.0.1:{self.port}/{ACCOUNT_NAME}"
         threading.Thread(target=self._drain, daemon=True).start()

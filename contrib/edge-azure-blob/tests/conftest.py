@@ -1,10 +1,17 @@
 import asyncio
+from importlib.metadata import entry_points
 
 import pytest
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.storage.blob.aio import BlobServiceClient
 
 from tests.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
+
+
+def pytest_sessionstart(session):
+    # the node finds the plugin through its entry point only: an uninstalled plugin fails every test
+    if not any(ep.name == "azure_blob" for ep in entry_points(group="edge.plugins")):
+        raise pytest.UsageError("edge-azure-blob is not installed: pip install -e 'contrib/edge-azure-blob[test]'")
 
 
 class Storage:

@@ -1,0 +1,175 @@
+"""Every parameter of docs/transformations.md on real-size photos (12 MP JPEG and PNG, EXIF-rotated
+JPEGs, a 3000×2000 JPEG): the operations that read out of order (rotations, vertical flips) at full
+size too. Most cases render in-process through `render_image` (each output decoded, its size, format
+and the red marker's corner checked); a smaller set goes through a node on a real socket."""
+
+import pytest
+import pyvips
+
+from edge.config import Defaults, Limits
+from edge.transform.formats import plan_format
+from edge.transform.options import parse_transformation
+from edge.transform.render import render_image
+from tests.nodes import decode, local_config, write_config
+from tests.photos import SIZE, marker_corner, photos  # noqa: F401 - photos is a fixture
+
+BROWSER_ACCEPT = "image/avif,image/webp,*/*"
+W, H = SIZE
+
+# (transformation, output size, format, corner of the red marker or None where it is cut away/hidden)
+JPEG_CASES = [
+    ("", (W, H), "jpg", "top_left"),
+    ("w-300", (300, 200), "jpg", "top_left"),
+    ("h-200", (299, 200), "jpg", "top_left"),
+    ("w-0.05", (212, 142), "jpg", "top_left"),
+    ("w-300,h-300", (300, 300), "jpg", None),
+    ("w-300,ar-16-9", (300, 169), "jpg", "top_left"),
+    ("w-150,dpr-2", (300, 200), "jpg", "top_left"),
+    ("w-300,h-100,c-force", (300, 100), "jpg", "top_left"),
+    ("w-300,h-300,c-at_max", (300, 200), "jpg", "top_left"),
+    ("w-6000,h-300,c-at_max_enlarge", (449, 300), "jpg", "top_left"),
+    ("w-300,h-300,c-at_least", (449, 300), "jpg", "top_left"),
+    ("w-5000,h-300,c-maintain_ratio_no_enlarge", (W, 300), "jpg", None),
+    ("w-300,h-100,fo-top", (300, 100), "jpg", "top_left"),
+    ("w-300,h-100,fo-bottom", (300, 100), "jpg", None),
+    ("w-100,h-300,fo-left", (100, 300), "jpg", "top_left"),
+    ("w-300,h-300,fo-top_left", (300, 300), "jpg", "top_left"),
+    ("w-300,h-300,fo-bottom_right", (300, 300), "jpg", None),
+    ("w-300,h-300,fo-auto", (300, 300), "jpg", None),
+    ("w-300,h-300,fo-face", (300, 300), "jpg", None),
+    ("w-300,h-300,fo-auto,z-2", (300, 300), "jpg", None),
+    ("w-300,h-300,fo-top,z-3", (300, 300), "jpg", None),
+    ("w-300,h-200,cm-pad_resize,bg-F3E5AB", (300, 200), "jpg", "top_left"),
+    ("cm-extract,w-300,h-300,fo-auto", (300, 300), "jpg", None),
+    ("cm-extract,x-4000,y-2600,w-200,h-200", (200, 200), "jpg", None),
+    ("cm-extract,xc-2120,yc-1416,w-200,h-120", (200, 120), "jpg", None),
+    ("cm-pad_extract,x-4100,y-2700,w-300,h-300,bg-navy", (300, 300), "jpg", None),
+    ("rt-90", (H, W), "jpg", "top_right"),
+    ("rt-180", (W, H), "jpg", "bottom_right"),
+    ("rt-270", (H, W), "jpg", "bottom_left"),
+    ("w-1000,rt-N90", (668, 1000), "jpg", "bottom_left"),
+    ("w-1000,rt-auto", (1000, 668), "jpg", "top_left"),
+    ("w-2000,rt-45,bg-FFD700", (2359, 2359), "jpg", None),
+    ("w-1000,fl-h", (1000, 668), "jpg", "top_right"),
+    ("fl-v", (W, H), "jpg", "bottom_left"),
+    ("fl-h_v", (W, H), "jpg", "bottom_right"),
+    ("w-1000,rt-90", (668, 1000), "jpg", "top_right"),
+    ("w-1000,fl-v", (1000, 668), "jpg", "bottom_left"),
+    ("t-true,w-300", (300, 200), "jpg", "top_left"),
+    ("t-50,w-300", (300, 200), "jpg", "top_left"),
+    ("w-300,q-50", (300, 200), "jpg", "top_left"),
+    ("w-1000,bl-100", (1000, 668), "jpg", None),
+    ("w-300,bl-10", (300, 200), "jpg", "top_left"),
+    ("w-300,e-grayscale", (300, 200), "jpg", None),
+    ("w-300,e-contrast", (300, 200), "jpg", "top_left"),
+    ("w-300,e-sharpen", (300, 200), "jpg", "top_left"),
+    ("w-300,e-sharpen-50", (300, 200), "jpg", "top_left"),
+    ("w-300,e-usm-2-2-0.8-0.024", (300, 200), "jpg", "top_left"),
+    ("w-300,r-20,f-png", (300, 200), "png", "top_left"),
+    ("w-300,r-max", (300, 200), "jpg", None),
+    ("w-300,b-10_00FF00", (320, 220), "jpg", None),
+    ("w-300,o-50,f-png", (300, 200), "png", "top_left"),
+    ("w-1000:rt-90:w-300", (300, 449), "jpg", "top_right"),
+    ("w-300,f-png", (300, 200), "png", "top_left"),
+    ("w-300,f-webp", (300, 200), "webp", "top_left"),
+    ("w-300,f-avif", (300, 200), "avif", "top_left"),
+    ("w-300,f-gif", (300, 200), "gif", "top_left"),
+    ("w-300,f-auto", (300, 200), "avif", "top_left"),
+    ("w-300,f-orig", (300, 200), "jpg", "top_left"),
+    ("w-300,pr-true", (300, 200), "jpg", "top_left"),
+    ("w-300,f-webp,lo-true", (300, 200), "webp", "top_left"),
+    ("w-300,md-true", (300, 200), "jpg", "top_left"),
+    ("w-300,cp-true", (300, 200), "jpg", "top_left"),
+]
+
+# The PNG source decodes whole whatever the output size (no shrink-on-load): every key once, fewer renders.
+PNG_CASES = [
+    ("f-jpg", (W, H), "jpg", "top_left"),  # a full-size PNG encode alone takes seconds
+    ("rt-90,f-jpg", (H, W), "jpg", "top_right"),
+    ("fl-h_v,f-jpg", (W, H), "jpg", "bottom_right"),
+    ("w-2000,rt-45,bg-red", (2359, 2359), "png", None),
+    ("w-1000,fl-v", (1000, 668), "png", "bottom_left"),
+    ("w-300,h-100,c-force", (300, 100), "png", "top_left"),
+    ("w-6000,h-300,c-at_max_enlarge", (449, 300), "png", "top_left"),
+    ("w-200,ar-16-9,dpr-1.5", (300, 168), "png", "top_left"),
+    ("w-0.05,h-300,fo-auto,z-2", (212, 300), "png", None),
+    ("cm-extract,x-4000,y-2600,w-200,h-200", (200, 200), "png", None),
+    ("cm-pad_extract,xc-4200,yc-2800,w-300,h-300", (300, 300), "png", None),
+    ("cm-pad_resize,w-300,h-300,bg-red", (300, 300), "png", None),
+    ("t-true,w-300", (300, 200), "png", "top_left"),
+    ("w-1000,bl-100,e-grayscale", (1000, 668), "png", None),
+    ("w-300,e-contrast,e-sharpen,e-usm-2-2-0.8-0.024", (300, 200), "png", "top_left"),
+    ("w-300,r-max,b-5_00FF00,o-50", (310, 210), "png", None),
+    ("w-300,q-50,f-webp,lo-true,md-true,cp-true", (300, 200), "webp", "top_left"),
+    ("w-300,pr-true", (300, 200), "png", "top_left"),
+    ("w-300,f-auto", (300, 200), "avif", "top_left"),
+    ("w-1000:rt-90:w-300", (300, 449), "png", "top_right"),
+]
+
+# Shown upright whatever the stored orientation, then turned or flipped like any photo (a wrong
+# orientation would put the marker in another corner).
+ORIENTED_CASES = [
+    (orientation, transformation, size, corner)
+    for orientation in (3, 6, 8)
+    for transformation, size, corner in (("rt-90", (H, W), "top_right"),)
+] + [(6, "w-1000,fl-v", (1000, 668), "bottom_left"), (8, "w-1000,rt-270", (668, 1000), "bottom_left")]
+
+
+def render(photos, name: str, transformation: str):
+    parsed = parse_transformation(transformation)
+    planned, _ = plan_format(parsed.output_format, name, BROWSER_ACCEPT)
+    rendered = render_image(photos.read(name), parsed, planned, Defaults(), Limits())
+    return rendered, pyvips.Image.new_from_buffer(rendered.body, "")
+
+
+def check(rendered, image, size, fmt, corner):
+    loaders = {"jpg": "jpegload", "png": "pngload", "webp": "webpload", "avif": "heifload", "gif": "gifload"}
+    assert (rendered.format, rendered.width, rendered.height) == (fmt, *size)
+    assert (image.get("vips-loader").removesuffix("_buffer"), image.width, image.height) == (loaders[fmt], *size)
+    if corner is not None:
+        assert marker_corner(image.colourspace("srgb")) == corner
+
+
+@pytest.mark.parametrize("transformation, size, fmt, corner", JPEG_CASES)
+def test_every_parameter_on_a_12_megapixel_jpeg(photos, transformation, size, fmt, corner):
+    check(*render(photos, photos.jpeg, transformation), size, fmt, corner)
+
+
+@pytest.mark.parametrize("transformation, size, fmt, corner", PNG_CASES)
+def test_every_parameter_on_a_12_megapixel_png(photos, transformation, size, fmt, corner):
+    check(*render(photos, photos.png, transformation), size, fmt, corner)
+
+
+@pytest.mark.parametrize("orientation, transformation, size, corner", ORIENTED_CASES)
+def test_exif_rotated_photos_are_upright_then_transformed(photos, orientation, transformation, size, corner):
+    check(*render(photos, photos.oriented[orientation], transformation), size, "jpg", corner)
+
+
+@pytest.fixture
+async def photo_node(node_factory, photos, tmp_path):
+    return await node_factory(write_config(tmp_path, local_config(
+        photos.folder, before='[named_transformations]\nthumb = "w-200,h-200,c-at_max"\n')))
+
+
+@pytest.mark.parametrize("path, size, fmt, corner", [
+    ("/tr:rt-90/photo.jpg", (H, W), "jpeg", "top_right"),
+    ("/tr:fl-v,f-jpg/photo.png", (W, H), "jpeg", "bottom_left"),
+    ("/photo.jpg?tr=w-3000,rt-45", (3538, 3538), "jpeg", None),
+    ("/tr:rt-270/medium.jpg", (2000, 3000), "jpeg", "bottom_left"),
+    ("/tr:fl-h_v/medium.jpg", (3000, 2000), "jpeg", "bottom_right"),
+    ("/tr:rt-180/exif-6.jpg", (W, H), "jpeg", "bottom_right"),
+    ("/tr:n-thumb/exif-8.jpg", (200, 134), "jpeg", "top_left"),
+    ("/tr:w-300,di-medium.jpg/missing.jpg", (300, 200), "jpeg", "top_left"),
+])
+async def test_full_size_rotations_over_a_real_socket(photo_node, path, size, fmt, corner):
+    response = await photo_node.fetch(path)
+    assert response.code == 200, response.body[:200]
+    image = decode(response)
+    assert (image.get("vips-loader").removesuffix("_buffer"), image.width, image.height) == (fmt + "load", *size)
+    if corner is not None:
+        assert marker_corner(image) == corner
+
+
+async def test_orig_true_serves_the_12_megapixel_original_untouched(photo_node, photos):
+    response = await photo_node.fetch("/tr:orig-true,rt-90/photo.png")
+    assert response.code == 200 and response.body == photos.read(photos.png)

@@ -1,0 +1,149 @@
+"""Work per URL: the cost budget (before the fetch, and again from the original's header), the render
+deadline, cancellation of a render nobody waits for, and libvips' own threads."""
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import pyvips
+
+from edge.config import Defaults, Limits, load_config
+from edge.errors import BadRequest, ConfigError
+from edge.pluginmanager import load_plugins
+from edge.transform.cost import check_cost
+from edge.transform.options import parse_transformation
+from edge.transform.render import Renderer, render_image
+from tests.nodes import SAMPLES, decode, local_config, write_config
+from tests.photos import photos  # noqa: F401 - a fixture
+
+#: ~10 CPU-s a step on one libvips thread, whatever the source: minutes if nothing stops it
+SLOW = "w-8192,h-8192,c-force,bl-100:bl-100:bl-100"
+UNBOUNDED_COST = "max_cost = 1_000_000"
+#: a render that is stopped answers within this (a finished one would take many times longer)
+PROMPTLY = 10.0
+
+
+async def node_with(node_factory, tmp_path, folder, limits="", server=""):
+    return await node_factory(write_config(tmp_path, local_config(
+        folder, before=f"[server]\n{server}\n", after=f"[limits]\n{limits}\n")))
+
+
+async def assert_answer(node, path, status, body):
+    response = await node.fetch(path)
+    assert (response.code, response.body.decode()) == (status, body + "\n")
+
+
+@pytest.mark.parametrize("transformation", [
+    "w-2000,bl-20",
+    "w-2000,h-2000,e-sharpen,e-contrast,r-40,o-80",
+    ":".join(["w-2000"] * 10),
+    "w-8192,h-8192,c-force",
+    "w-1000,rt-45,b-20_red:t-true:w-4000,e-usm-2-2-0.8-0.024",
+])
+def test_the_default_budget_admits_ordinary_urls(transformation):
+    parsed = parse_transformation(transformation)
+    check_cost(parsed, Limits())  # before the fetch
+    check_cost(parsed, Limits(), (4240, 2832))  # with a 12 MP original
+    check_cost(parsed, Limits(), (2832, 4240))
+
+
+@pytest.mark.parametrize("transformation, cost", [
+    ("w-8192,h-8192,c-force,bl-100", 291),
+    ("w-8192,h-8192,c-force:bl-100:bl-100", 649),
+    ("w-4000,h-4000,e-sharpen:w-4000,h-4000,e-sharpen:e-usm-1-50-1-0", 264),
+])
+async def test_a_costly_url_is_refused_before_the_fetch(node_factory, tmp_path, photos, transformation, cost):
+    """400 naming the budget, not 404: the original (which does not exist) was never looked for."""
+    node = await node_with(node_factory, tmp_path, photos.folder)
+    await assert_answer(node, f"/tr:{transformation}/no-such-photo.jpg", 400,
+                        f"transformation too costly: about {cost} megapixels of work exceed [limits] max_cost = 200")
+
+
+async def test_the_budget_is_checked_again_with_the_originals_size(node_factory, tmp_path, photos):
+    """`bl-100` on a full-size 12 MP photo, four times: the URL alone does not say how large that is."""
+    node = await node_with(node_factory, tmp_path, photos.folder)
+    transformation = "bl-100:bl-100:bl-100:bl-100"
+    check_cost(parse_transformation(transformation), Limits())  # nothing to refuse before the fetch
+    await assert_answer(node, f"/tr:{transformation}/photo.jpg", 400,
+                        "transformation too costly: about 209 megapixels of work exceed [limits] max_cost = 200")
+    tall = await node.fetch("/tr:w-2000,bl-100/photo.jpg")
+    assert tall.code == 200 and (decode(tall).width, decode(tall).height) == (2000, 1336)
+
+
+async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_factory, tmp_path, photos):
+    node = await node_with(node_factory, tmp_path, photos.folder, f'render_timeout = "0.5s"\n{UNBOUNDED_COST}',
+                           "transform_threads = 1")
+    started = time.monotonic()
+    await assert_answer(node, f"/tr:{SLOW}/medium.jpg", 503, "rendering took too long")
+    assert time.monotonic() - started < PROMPTLY
+    # the one transform thread is free again: a normal request does not wait behind the stopped one
+    following = await node.fetch("/tr:w-300/medium.jpg", timeout=PROMPTLY)
+    assert following.code == 200 and decode(following).width == 300
+
+
+async def until_running(renderer: Renderer) -> None:
+    """Until the pool's thread has picked the render up (bounded)."""
+    deadline = time.monotonic() + PROMPTLY
+    while not renderer._pool._work_queue.empty() or not renderer._pool._threads:
+        assert time.monotonic() < deadline, "the render never started"
+        await asyncio.sleep(0.01)
+
+
+async def test_cancelling_the_render_task_stops_libvips_and_frees_the_thread(photos):
+    renderer = Renderer(Defaults(), Limits(max_cost=1e9, render_timeout=600), threads=1, queue=1)
+    try:
+        task = asyncio.ensure_future(renderer.render(photos.read(photos.medium), parse_transformation(SLOW), "jpg"))
+        await until_running(renderer)
+        cancelled = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(renderer.run(time.monotonic), PROMPTLY)  # the thread runs the next job
+        assert time.monotonic() - cancelled < PROMPTLY
+    finally:
+        renderer.shutdown()
+
+
+async def test_a_client_that_goes_away_frees_the_transform_thread(node_factory, tmp_path, photos):
+    """Over a real socket: the client of a slow render disconnects; with one transform thread, the next
+    request is served at once, not after the minutes the abandoned render would take."""
+    node = await node_with(node_factory, tmp_path, photos.folder, f'render_timeout = "600s"\n{UNBOUNDED_COST}',
+                           "transform_threads = 1")
+    address = urlsplit(node.url)
+    _, writer = await asyncio.open_connection(address.hostname, address.port)
+    writer.write(f"GET /tr:{SLOW}/medium.jpg HTTP/1.1\r\nHost: {address.netloc}\r\n\r\n".encode())
+    await writer.drain()
+    await until_running(node.node.renderer)
+    writer.close()
+    following = await node.fetch("/tr:w-300/medium.jpg", timeout=PROMPTLY)
+    assert following.code == 200 and decode(following).width == 300
+
+
+def test_a_render_keeps_about_one_core_busy(photos):
+    """libvips runs one worker thread per render, so `transform_threads` bounds the cores image work
+    uses (a blur on libvips' default of one thread per core kept both cores of a 2-core node busy)."""
+    assert pyvips.concurrency_get() == 1
+    wall, cpu = time.perf_counter(), time.process_time()
+    render_image(photos.read(photos.medium), parse_transformation("bl-30"), "jpg", Defaults(), Limits())
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert cpu < 1.5 * wall  # more load on the machine only lowers this ratio
+
+
+@pytest.mark.parametrize("limits, message", [
+    ('render_timeout = "0s"', "[limits] render_timeout: must be more than 0s"),
+    ("max_cost = 0", "[limits] max_cost: expected a number of at least 1"),
+])
+def test_the_limits_must_leave_room_to_render(tmp_path, limits, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, local_config(SAMPLES, after=f"[limits]\n{limits}\n")), load_plugins())
+    assert message in str(caught.value)
+
+
+def test_a_full_size_rotation_is_held_to_the_output_side_before_it_is_decoded(photos):
+    """Turning needs the image in memory: one over `max_output_side` is refused, not decoded."""
+    limits = Limits(max_output_side=4000)
+    with pytest.raises(BadRequest, match="output too large: at most 4000 px a side"):
+        render_image(photos.read(photos.jpeg), parse_transformation("rt-90"), "jpg", Defaults(), limits)
+    turned = render_image(photos.read(photos.jpeg), parse_transformation("w-1000,rt-90"), "jpg", Defaults(), limits)
+    assert (turned.width, turned.height) == (668, 1000)
