@@ -33,8 +33,8 @@ from .flight import SingleFlight
 from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalSource
 from .routing import ImageRequest, Router
-from .transform.cost import check_cost
 from .shared_cache import SharedTier
+from .transform.cost import check_cost
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
