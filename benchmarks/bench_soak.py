@@ -55,12 +55,14 @@ MIX = {
 }
 
 
-def config(good: str, failing: str, stalling: str, workers: int, extra: str) -> str:
+def config(good: str, failing: str, stalling: str, workers: int, extra: str, memory_tier: str | None) -> str:
+    cache = f'[cache]\nmemory_size = "{memory_tier}"\n' if memory_tier is not None else ""
     return f"""
 [server]
 workers = {workers}
 header_timeout = "3s"
 {extra}
+{cache}
 [limits]
 max_source_bytes = "40MB"
 
@@ -94,13 +96,16 @@ origins = ["stalling"]
 """
 
 
-def worker_rss(node) -> int:
+def worker_rss(node, anonymous: bool = False) -> int:
+    """The workers' resident bytes; `anonymous`: without the file-backed pages (SQLite's memory-mapped
+    cache files, libraries), which the kernel can drop at will."""
     total = 0
     for pid in node.worker_pids():
         try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * 4096
+            _, resident, file_backed = map(int, Path(f"/proc/{pid}/statm").read_text().split()[:3])
         except FileNotFoundError:
-            pass
+            continue
+        total += (resident - file_backed if anonymous else resident) * 4096
     return total
 
 
@@ -156,7 +161,7 @@ async def one_request(client: AsyncHTTPClient, url: str, kind: str, rng: random.
     return response.code
 
 
-async def run(seconds: float, concurrency: int, workers: int, extra: str) -> dict:
+async def run(seconds: float, concurrency: int, workers: int, extra: str, memory_tier: str | None) -> dict:
     rng = random.Random(8)
     photos = {f"photo-{n}.jpg": photo_jpeg(4000, 3000 + n) for n in range(4)}  # 12 MP
     photos.update({f"large-{n}.png": pyvips.Image.new_from_buffer(photo_jpeg(4000, 3000 - n), "")
@@ -169,7 +174,7 @@ async def run(seconds: float, concurrency: int, workers: int, extra: str) -> dic
     results: list[tuple[str, object, float]] = []
     rss: list[tuple[float, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        node = start_node_process(Path(tmp), config(good.url, failing.url, stalling.url, workers, extra))
+        node = start_node_process(Path(tmp), config(good.url, failing.url, stalling.url, workers, extra, memory_tier))
         client = AsyncHTTPClient(force_instance=True, max_clients=concurrency)
         counter = 0
         fresh_rss = worker_rss(node)
@@ -198,7 +203,7 @@ async def run(seconds: float, concurrency: int, workers: int, extra: str) -> dic
             warm_until = time.monotonic() + WARM_UP_SECONDS
             await asyncio.gather(*(traffic(warm_until, False) for _ in range(concurrency)))
             await asyncio.sleep(IDLE_AFTER_SECONDS)  # start is measured idle, as the end is
-            start_rss = worker_rss(node)
+            start_rss, start_anon = worker_rss(node), worker_rss(node, anonymous=True)
             stop = asyncio.Event()
             sampling = asyncio.create_task(sampler(stop))
             ends = time.monotonic() + seconds
@@ -206,7 +211,7 @@ async def run(seconds: float, concurrency: int, workers: int, extra: str) -> dic
             await asyncio.sleep(IDLE_AFTER_SECONDS)
             stop.set()
             await sampling
-            end_rss = worker_rss(node)
+            end_rss, end_anon = worker_rss(node), worker_rss(node, anonymous=True)
         finally:
             client.close()
             node.stop()
@@ -219,6 +224,7 @@ async def run(seconds: float, concurrency: int, workers: int, extra: str) -> dic
     latencies = sorted(elapsed for kind, _, elapsed in results if kind not in ("slow_client", "stalling_origin"))
     return {
         "seconds": seconds, "concurrency": concurrency, "workers": workers, "extra_config": extra.strip(),
+        "memory_tier": memory_tier,
         "requests": len(results),
         "statuses": dict(sorted(statuses.items())),
         "unexpected": dict(unexpected),
@@ -228,6 +234,8 @@ async def run(seconds: float, concurrency: int, workers: int, extra: str) -> dic
         "rss_mb": {"fresh": round(fresh_rss / 1e6), "start": round(start_rss / 1e6), "peak": round(max(v for _, v in rss) / 1e6),
                    "end": round(end_rss / 1e6)},
         "end_vs_start": round(end_rss / start_rss - 1, 3),
+        "anonymous_mb": {"start": round(start_anon / 1e6), "end": round(end_anon / 1e6)},
+        "anonymous_end_vs_start": round(end_anon / start_anon - 1, 3),
     }
 
 
@@ -242,6 +250,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--malloc-arenas", type=int, help="[server] malloc_arenas (default: the node's)")
     parser.add_argument("--no-memory-trim", action="store_true", help="[server] memory_trim = false")
+    parser.add_argument("--memory-tier", help="[cache] memory_size, e.g. 0: the memory tier keeps outputs in RSS "
+                                              "by design (64 MB by default), which the end-vs-start figure counts")
     args = parser.parse_args()
     extra = ""
     if args.malloc_arenas is not None:
@@ -250,7 +260,7 @@ def main() -> None:
         extra += "memory_trim = false\n"
     pyvips.cache_set_max(0)
     logging.getLogger("tornado.access").setLevel(logging.CRITICAL)  # the origins answer 404s and 500s on purpose
-    result = asyncio.run(run(args.seconds, args.concurrency, args.workers, extra))
+    result = asyncio.run(run(args.seconds, args.concurrency, args.workers, extra, args.memory_tier))
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_soak.json").write_text(json.dumps(result, indent=2) + "\n")
