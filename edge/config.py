@@ -121,7 +121,7 @@ class Limits:
     max_frames: int = 100
     #: SVG sources are rendered only when the operator enables them (a renderer of untrusted XML)
     allow_svg: bool = False
-    #: seconds one render may run in its thread before it is stopped (503); flight waiters allow 30 s
+    #: seconds one render may run in its thread before it is stopped (503); flight waiters allow this + 10 s
     render_timeout: float = 20.0
     #: the most work one URL may ask for, in megapixels of work (see edge/transform/cost.py)
     max_cost: float = 200.0

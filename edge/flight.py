@@ -41,8 +41,9 @@ from .errors import EdgeError, FlightTimeout, Overloaded
 
 T = TypeVar("T")
 
-#: what a leader may take beyond its origin chain's timeouts: queueing for and running the transform.
-TRANSFORM_ALLOWANCE_SECONDS = 30.0
+#: what a leader may take beyond its origin chain's timeouts and `[limits] render_timeout`: queueing
+#: for a transform thread.
+QUEUE_ALLOWANCE_SECONDS = 10.0
 #: how long a leader's failure stays readable by the workers that waited for it.
 FAILURE_RECORD_SECONDS = 60.0
 POLL_FIRST_SECONDS = 0.002
@@ -51,10 +52,11 @@ POLL_MAX_SECONDS = 0.01
 _OFFSET_BITS = 48
 
 
-def wait_bound(endpoints: tuple[Endpoint, ...]) -> float:
-    """How long a waiter waits: the slowest endpoint's whole origin chain, plus time to transform."""
+def wait_bound(endpoints: tuple[Endpoint, ...], render_timeout: float) -> float:
+    """How long a waiter waits: the slowest endpoint's whole origin chain, plus time to queue for and
+    run the transform (which `render_timeout` bounds)."""
     chains = (sum(origin.settings.timeout for origin in endpoint.origins) for endpoint in endpoints)
-    return max(chains, default=0.0) + TRANSFORM_ALLOWANCE_SECONDS
+    return max(chains, default=0.0) + render_timeout + QUEUE_ALLOWANCE_SECONDS
 
 
 @dataclass

@@ -54,7 +54,8 @@ class Node:
                            libvips=".".join(str(pyvips.version(i)) for i in range(3)))
         # one single flight per kind of key, each with its own leases: an output's and an original's
         # work never share a lease
-        self.flights = {kind: SingleFlight(kind, config.cache.dir / "flights" / kind, wait_bound(config.endpoints),
+        waiting = wait_bound(config.endpoints, config.limits.render_timeout)
+        self.flights = {kind: SingleFlight(kind, config.cache.dir / "flights" / kind, waiting,
                                            coalesced=metrics.coalesced_requests.inc,
                                            abandoned=metrics.abandoned_work.labels(kind).inc, health=health)
                         for kind in ("outputs", "originals")}
