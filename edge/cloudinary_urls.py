@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe, Unauthorized
+from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe, SignatureRefused
 from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
 from .transform.options import MAX_TEXT, PARAMS, Transformation, parse_transformation
 
@@ -222,13 +222,13 @@ def check_signature(path: CloudinaryPath, secrets: tuple[str, ...], signed_only:
     where `signed_only` requires it. Without secrets nothing is checked (and nothing counts as signed)."""
     if path.signature is None:
         if signed_only:
-            raise Unauthorized("signature required")
+            raise SignatureRefused("missing")
         return False
     if not secrets:
         return False
     if not any(hmac.compare_digest(path.signature, signature(path.signed, secret, len(path.signature)))
                for secret in secrets):
-        raise Unauthorized("invalid signature")
+        raise SignatureRefused("invalid")
     return True
 
 

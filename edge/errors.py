@@ -48,6 +48,14 @@ class Unauthorized(EdgeError):
     status = 401
 
 
+class SignatureRefused(Unauthorized):
+    """An image URL's signature is `missing`, `invalid` or `expired` (the body says which, nothing more)."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"{reason} signature")
+        self.reason = reason
+
+
 class NothingToServe(EdgeError):
     """No origin has the path, or no endpoint matches (404)."""
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 from . import cloudinary_urls
 from .config import Endpoint
-from .errors import BadRequest, NothingToServe
+from .errors import BadRequest, NothingToServe, SignatureRefused
 from .signing import SignatureCheck
 from .transform.options import Transformation
 
@@ -63,6 +63,9 @@ class Router:
         self._by_id = {e.id: e for e in endpoints if e.id}
         self._named = dict(named or {})
         self._clouds = {e.id: cloudinary_urls.cloud_names(e.origins) for e in endpoints if e.url_style == "cloudinary"}
+        #: a Cloudinary-style endpoint's API secrets, current first
+        self._secrets = {e.id: tuple(key.reveal() for key in (e.private_key, *e.previous_private_keys) if key)
+                         for e in endpoints if e.url_style == "cloudinary"}
         self._by_host = {host: e for e in endpoints for host in e.hosts}
         self._default = next((e for e in endpoints if e.id == ""), None)
 
@@ -97,10 +100,12 @@ class Router:
         return ImageRequest(endpoint, path, transformation, host, signed_until)
 
     def _cloudinary(self, endpoint: Endpoint, segments: list[str], host: str, prefix: bool) -> ImageRequest:
-        secrets = tuple(key.reveal() for key in (endpoint.private_key, *endpoint.previous_private_keys) if key)
-        delivery = cloudinary_urls.read(segments, _decode, self._clouds[endpoint.id], secrets,
-                                        signed_only=endpoint.signed_only, named=self._named,
-                                        named_only=endpoint.named_only, prefix=prefix)
+        try:
+            delivery = cloudinary_urls.read(segments, _decode, self._clouds[endpoint.id], self._secrets[endpoint.id],
+                                            signed_only=endpoint.signed_only, named=self._named,
+                                            named_only=endpoint.named_only, prefix=prefix)
+        except SignatureRefused as refusal:  # counted like an ImageKit-style endpoint's
+            raise self._signatures.refused(endpoint, refusal.reason) from None
         return ImageRequest(endpoint, delivery.path, None, host, transformation=delivery.transformation,
                             original_as=delivery.original_as)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
-from .errors import Unauthorized
+from .errors import SignatureRefused
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
@@ -96,14 +96,14 @@ class SignatureCheck:
                       if endpoint.private_key is not None and endpoint.url_style == "imagekit"}
         if refusals is not None:  # every series exists from the start, so a rate() alert sees its first refusal
             for endpoint in endpoints:
-                if endpoint.id in self._keys:
+                if endpoint.private_key is not None:  # either URL style
                     for reason in REASONS:
                         refusals.labels(_label(endpoint), reason)
 
     def verify(self, endpoint: Endpoint, raw_rest: str, query: str) -> int | None:
         """The expiry of the request's valid signature (`NO_EXPIRY` when it does not expire), or None
         when it carries none (`raw_rest`: the path past the endpoint's base, as sent; `query`: as sent,
-        without `?`). Raises `Unauthorized` for a bad or expired one, and for none on a `signed_only`
+        without `?`). Raises `SignatureRefused` for a bad or expired one, and for none on a `signed_only`
         endpoint."""
         keys = self._keys.get(endpoint.id)
         if keys is None:
@@ -111,30 +111,32 @@ class SignatureCheck:
         kept, signatures, expiries = _split(query)
         if not signatures and not expiries:
             if endpoint.signed_only:
-                raise self._refused(endpoint, "missing")
+                raise self.refused(endpoint, "missing")
             return None
         # One of each at most: a second copy would let the URL say two things at once.
         if len(signatures) != 1 or len(expiries) > 1 or not _SIGNATURE.fullmatch(signatures[0]) \
                 or (expiries and not _EXPIRY.fullmatch(expiries[0])):
-            raise self._refused(endpoint, "invalid")
+            raise self.refused(endpoint, "invalid")
         expiry = expiries[0] if expiries else str(NO_EXPIRY)
         try:
             # Tornado decodes the request line as Latin-1: this gives back the bytes the client signed.
             unsigned = (raw_rest + ("?" + kept if kept else "")).encode("latin-1")
         except UnicodeEncodeError:  # not text from a request line
-            raise self._refused(endpoint, "invalid") from None
+            raise self.refused(endpoint, "invalid") from None
         # Every key is tried, so the time taken does not tell which one (if any) matched.
         matches = [hmac.compare_digest(_signature(key, unsigned, expiry), signatures[0]) for key in keys]
         if not any(matches):
-            raise self._refused(endpoint, "invalid")
+            raise self.refused(endpoint, "invalid")
         if int(expiry) <= self._clock():
-            raise self._refused(endpoint, "expired")
+            raise self.refused(endpoint, "expired")
         return int(expiry)
 
-    def _refused(self, endpoint: Endpoint, reason: str) -> Unauthorized:
+    def refused(self, endpoint: Endpoint, reason: str) -> SignatureRefused:
+        """The 401 for `reason`, counted and labelled with its endpoint (a Cloudinary-style endpoint's
+        refusals, checked by `edge.cloudinary_urls`, come through here too)."""
         if self._refusals is not None:
             self._refusals.labels(_label(endpoint), reason).inc()
-        error = Unauthorized(f"{reason} signature")
+        error = SignatureRefused(reason)
         error.endpoint = _label(endpoint)
         return error
 

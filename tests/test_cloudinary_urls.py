@@ -16,6 +16,7 @@ from cloudinary import CloudinaryImage
 from edge.cloudinary_urls import mapping_markdown
 from tests.assets import centre_colour, close, colour, pixel, same_colour, solid
 from tests.nodes import SAMPLES, decode, loader, write_config
+from tests.scrape import scrape, total
 
 BUCKET = "acme-cloudinary-urls"
 DEMO = "res/demo/image/upload/"
@@ -267,9 +268,13 @@ async def test_signed_urls(s3, bucket, cloud, node_factory, tmp_path):
     long_signed = url("shop/summer.sale/shoe", width=30, sign_url=True, long_url_signature=True, format="jpg")
     assert size(await get(node, long_signed)) == (30, 22)
     tampered = signed.replace("w_120", "w_121")
-    assert (await node.fetch(tampered)).code == 401
-    assert (await node.fetch(url(PHOTO, width=120, crop="scale"))).code == 401
-    assert (await node.fetch(url(PHOTO, width=120, sign_url=True, api_secret="another"))).code == 401
+    refusals = [await node.fetch(tampered), await node.fetch(url(PHOTO, width=120, crop="scale")),
+                await node.fetch(url(PHOTO, width=120, sign_url=True, api_secret="another"))]
+    assert [(r.code, r.body) for r in refusals] == [
+        (401, b"invalid signature\n"), (401, b"missing signature\n"), (401, b"invalid signature\n")]
+    metrics = await scrape(node.url)  # counted as an ImageKit-style endpoint's refusals are
+    assert total(metrics, "edge_signature_refusals_total", endpoint="default", reason="invalid") == 2
+    assert total(metrics, "edge_signature_refusals_total", endpoint="default", reason="missing") == 1
     private = url("secret", type="private", sign_url=True, format="jpg")
     assert same_colour(centre_colour(decode(await get(node, private))), colour(4))
 
