@@ -530,7 +530,7 @@ def fetch_all(base_url: str, paths: list[str], concurrency: int) -> list[tuple[i
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -623,12 +623,15 @@ class Bench:
     def hits(self) -> dict[tuple[str, int], list[HitRun]]:
         names = [NODE, THUMBOR, BARE_TORNADO, NGINX]
         results: dict[tuple[str, int], list[HitRun]] = {}
+        stored = count_files(self.thumbor_results)
         for number in self.rounds("hits", self.plan.rounds):
             for connections in CONNECTIONS:
                 for system in self.order(names, number):
                     run = wrk_run(system, self.plan.hit_seconds, connections)
                     results.setdefault((system.name, connections), []).append(run)
             print(f"  hits, round {number + 1}", flush=True)
+        if count_files(self.thumbor_results) != stored:
+            raise RuntimeError("thumbor rendered during the hit runs: its result storage did not serve them")
         return results
 
     def cold(self) -> dict[tuple[str, str], list[float]]:
