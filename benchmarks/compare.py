@@ -553,6 +553,7 @@ class Bench:
         self.cut_short: list[str] = []
         self.thumbor_stored = 0
         self.thumbor_requests = 0
+        self.node_misses = self.node_requests = 0
         self.sources: dict[tuple[int, int], bytes] = {}
 
     def rounds(self, phase: str, count: int) -> Iterator[int]:
@@ -602,6 +603,8 @@ class Bench:
             raise RuntimeError(f"{system.name} answered a wrong image: {first.width} px, {first.get('vips-loader')}")
         if system.name == NODE:
             hits = sum(1 for status, cache, _ in answers if status == 200 and cache != "MISS")
+            self.node_requests += len(good)
+            self.node_misses += len(good) - hits
         else:
             hits = len(good) - self.thumbor_new_results(stored, len(good))
         return MissRun(len(good) / seconds, cpu / max(len(good), 1) * 1e3, errors, hits, rss.peak)
@@ -930,7 +933,7 @@ def main() -> int:
   {plan.miss_batch} unique files per format and round, {plan.memory_batch} per 12 MP round
   ({plan.memory_rounds} rounds, RSS settled {plan.settle_seconds:g} s after each). CPU is each system's
   own (all its processes, from /proc); RSS is summed over its processes (shared pages counted in each).
-- Every miss was a miss: the node answered `X-Cache: MISS`, and {thumbor_check}.
+- Misses: the node answered `X-Cache: MISS` to {bench.node_misses} of {bench.node_requests} miss requests, and {thumbor_check}.
 {''.join(f'- Cut short: {note}.{chr(10)}' for note in bench.cut_short)}
 {table(rows)}
 
