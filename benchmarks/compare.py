@@ -41,7 +41,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from urllib.parse import urlsplit
 import pyvips
 
 import edge
+from benchmarks.common import BARE_TORNADO_SERVER, cpu_seconds, median
 from edge.config import Defaults
 from edge.testing import NodeProcess, write_config
 from tests.imagecorpus import photo_jpeg
@@ -113,9 +113,8 @@ def tree_cpu(pids: list[int]) -> float:
     """User + system CPU seconds of every process of `pids`' trees."""
     total = 0.0
     for pid in {p for root in pids for p in process_tree(root)}:
-        with contextlib.suppress(OSError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with contextlib.suppress(OSError):  # a process that has just exited
+            total += cpu_seconds(pid)
     return total
 
 
@@ -359,33 +358,6 @@ def start_static_nginx(stack: contextlib.ExitStack, work: Path, body: bytes) -> 
     return System(NGINX, [service.pid], hit_url=url)
 
 
-BARE_TORNADO_SERVER = r"""
-import asyncio, os, socket, sys
-import tornado.process, tornado.web
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-body = open(sys.argv[1], "rb").read()
-# a bound socket that never listens keeps the port ours; each process listens on its own socket
-reserved = socket.socket()
-reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-reserved.bind(("127.0.0.1", 0))
-port = reserved.getsockname()[1]
-tornado.process.fork_processes(int(sys.argv[2]), max_restarts=0)
-class Bare(tornado.web.RequestHandler):
-    def compute_etag(self):
-        return None
-    def get(self):
-        self.set_header("Content-Type", "image/jpeg")
-        self.finish(body)
-async def main():
-    server = HTTPServer(tornado.web.Application([(r"/.*", Bare)]))
-    server.add_sockets(bind_sockets(port, "127.0.0.1", reuse_port=True))
-    os.write(1, f"{port}\n".encode())  # one write: the processes share the pipe
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
-
-
 def start_bare_tornado(stack: contextlib.ExitStack, work: Path, body: bytes, processes: int) -> System:
     (work / "bare-body.jpg").write_bytes(body)
     service = Service(BARE_TORNADO, [sys.executable, "-c", BARE_TORNADO_SERVER, str(work / "bare-body.jpg"),
@@ -542,6 +514,13 @@ def count_files(folder: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(folder))
 
 
+def unique_jpeg(body: bytes, tag: str) -> bytes:
+    """The JPEG `body` with a comment segment (COM) holding `tag` right after its SOI marker: other
+    bytes, the same pixels and the same decoding work."""
+    comment = tag.encode()
+    return body[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + body[2:]
+
+
 class Bench:
     """The systems, the corpus and the measurements of one run."""
 
@@ -572,10 +551,9 @@ class Bench:
         body = self.sources[size]
         paths = []
         for name in names:
-            comment = name.encode()
             path = self.corpus / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(body[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + body[2:])
+            path.write_bytes(unique_jpeg(body, name))
             paths.append(path)
         return paths
 
@@ -681,10 +659,6 @@ class Bench:
 
 
 # -- report -----------------------------------------------------------------------------------------
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 @dataclass
 class Row:
     measure: str
