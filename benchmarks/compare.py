@@ -71,6 +71,7 @@ THUMBOR_VENV = Path.home() / ".cache" / "edge-bench" / f"thumbor-{THUMBOR_VERSIO
 WIDTH = 300
 FORMATS = ("jpg", "webp", "avif")
 THUMBOR_FORMAT = {"jpg": "jpeg", "webp": "webp", "avif": "avif"}
+FORMAT_NAME = {"jpg": "JPEG", "webp": "WebP", "avif": "AVIF"}
 LOADER = {"jpg": "jpegload", "webp": "webpload", "avif": "heifload"}
 MISS_SOURCE = (2000, 1333)
 COLD_SOURCES = {"1 MP": (1224, 816), "12 MP": (4000, 3000), "24 MP": (6000, 4000)}
@@ -715,21 +716,21 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
         p50 = {name: hit(name, connections, "p50_ms") for name in rate}
         p99 = {name: hit(name, connections, "p99_ms") for name in rate}
         rows.append(Row(f"hit p50 / p99, {connections} connections", {
-            name: f"{p50[name]:.2f} / {p99[name]:.2f} ms" for name in (NODE, THUMBOR)} | {
+            name: f"{milliseconds(p50[name])} / {milliseconds(p99[name])} ms" for name in (NODE, THUMBOR)} | {
             BARE_PYVIPS: dash,
-            "bare": f"Tornado {p50[BARE_TORNADO]:.2f} / {p99[BARE_TORNADO]:.2f} ms; "
-                    f"nginx {p50[NGINX]:.2f} / {p99[NGINX]:.2f} ms"},
+            "bare": f"Tornado {milliseconds(p50[BARE_TORNADO])} / {milliseconds(p99[BARE_TORNADO])} ms; "
+                    f"nginx {milliseconds(p50[NGINX])} / {milliseconds(p99[NGINX])} ms"},
             [("p99 node/Tornado", p99[NODE] / p99[BARE_TORNADO], "≤ 1.2", p99[NODE] / p99[BARE_TORNADO] <= 1.2)]))
     for label in COLD_SOURCES:
         if (NODE, label) not in cold:
             continue
         ms = {name: median(cold[(name, label)]) for name in (NODE, THUMBOR, BARE_PYVIPS)}
         rows.append(Row(f"cold miss, {label} JPEG → {WIDTH} px JPEG", {
-            name: f"{value:.1f} ms" for name, value in ms.items()} | {"bare": dash},
+            name: f"{milliseconds(value)} ms" for name, value in ms.items()} | {"bare": dash},
             [("node/bare", ms[NODE] / ms[BARE_PYVIPS], "≤ 1.1", ms[NODE] / ms[BARE_PYVIPS] <= 1.1),
              ("thumbor/node", ms[THUMBOR] / ms[NODE], "", None)]))
     goals = {fmt: (0.95, 1.2) for fmt in FORMATS} | {"12 MP": (0.95, 1.5)}
-    sources = {fmt: f"{MISS_SOURCE[0]}×{MISS_SOURCE[1]} JPEG → {WIDTH} px {fmt.upper()}" for fmt in FORMATS}
+    sources = {fmt: f"{MISS_SOURCE[0]}×{MISS_SOURCE[1]} JPEG → {WIDTH} px {FORMAT_NAME[fmt]}" for fmt in FORMATS}
     sources["12 MP"] = f"{MEMORY_SOURCE[0]}×{MEMORY_SOURCE[1]} JPEG → {WIDTH} px JPEG"
     for (key, runs_by_system) in [(fmt, throughput) for fmt in FORMATS] + [("12 MP", loads)]:
         if (NODE, key) not in runs_by_system:
@@ -761,6 +762,11 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
                         | {"bare": dash}, [("node steady/thumbor peak", steady[NODE] / peak[THUMBOR], "≤ 1",
                                            steady[NODE] / peak[THUMBOR] <= 1)]))
     return rows
+
+
+def milliseconds(value: float) -> str:
+    """Three significant figures or so, without exponents."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
 def table(rows: list[Row]) -> str:
@@ -799,8 +805,9 @@ def chart(path: Path, hits, cold, throughput, loads, settled, title: str) -> Non
          lambda name, group: med(hits, (name, int(group.split()[0])), "rate"), "cache hits, req/s")
     axes[0][0].set_yscale("log")
     axes[0][1].set_title("")
-    bars(axes[0][1], list(FORMATS) + ["12 MP"], [NODE, THUMBOR, BARE_PYVIPS],
-         lambda name, group: med(loads if group == "12 MP" else throughput, (name, group), "rate"),
+    miss_groups = {FORMAT_NAME[fmt]: (throughput, fmt) for fmt in FORMATS} | {"12 MP → JPEG": (loads, "12 MP")}
+    bars(axes[0][1], list(miss_groups), [NODE, THUMBOR, BARE_PYVIPS],
+         lambda name, group: med(miss_groups[group][0], (name, miss_groups[group][1]), "rate"),
          f"misses to {WIDTH} px, img/s (concurrency {CONCURRENCY})")
     bars(axes[1][0], list(COLD_SOURCES), [NODE, THUMBOR, BARE_PYVIPS],
          lambda name, group: med(cold, (name, group)), "single cold miss, ms")
@@ -855,7 +862,8 @@ def main() -> int:
     plan = QUICK if args.quick else FULL
     if args.rounds:
         plan = Plan(**{**vars(plan), "rounds": args.rounds, "memory_rounds": min(plan.memory_rounds, args.rounds)})
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on SIGTERM too
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if started with SIGINT ignored
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # and SIGTERM run the cleanup below
     venv = thumbor_venv()
     started = time.monotonic()
     load_before = os.getloadavg()
@@ -889,11 +897,12 @@ def main() -> int:
 
     rows = build_rows(hits, cold, throughput, idle, loads, settled)
     about = machine()
-    load = (f"load average before {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}, "
-            f"after {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f} (1 / 5 / 15 min)")
+    load = (f"load average (1/5/15 min) {'/'.join(f'{v:.2f}' for v in load_before)} before, "
+            f"{'/'.join(f'{v:.2f}' for v in load_after)} after")
     suffix = "-quick" if args.quick else ""
     args.output.mkdir(parents=True, exist_ok=True)
     md, png = args.output / f"compare{suffix}.md", args.output / f"compare{suffix}.png"
+    defaults = Defaults()
     thumbor_check = (f"thumbor's result storage gained {bench.thumbor_stored} files for "
                      f"{bench.thumbor_requests} miss requests")
     text = f"""# The node side by side with thumbor, bare pyvips, bare Tornado and nginx
@@ -907,6 +916,11 @@ def main() -> int:
   {plan.miss_batch} unique files per format and round, {plan.memory_batch} per 12 MP round
   ({plan.memory_rounds} rounds, RSS settled {plan.settle_seconds:g} s after each). CPU is each system's
   own (all its processes, from /proc); RSS is summed over its processes (shared pages counted in each).
+- Configuration: the node's defaults (quality {defaults.quality}, AVIF effort {defaults.avif_effort}, access log on),
+  `--workers 2`, one local origin; thumbor {THUMBOR_VERSION} with its PIL engine and no engine thread pool (its
+  defaults), file loader over the same folder, file storage, file result storage storing unsafe URLs, quality
+  {defaults.quality} for JPEG, WebP and AVIF, AVIF speed {9 - defaults.avif_effort} with aom, non-progressive JPEG,
+  behind nginx (1 worker, round robin, upstream keep-alive); nginx's floor: 2 workers, sendfile.
 - Misses: the node answered `X-Cache: MISS` to {bench.node_misses} of {bench.node_requests} miss requests, and {thumbor_check}.
 {''.join(f'- Cut short: {note}.{chr(10)}' for note in bench.cut_short)}
 {table(rows)}
@@ -917,7 +931,7 @@ def main() -> int:
     chart(png, hits, cold, throughput, loads, settled, f"edge vs thumbor, {when}; {about['cpu']}; {load}")
     print(text)
     if not args.quick:
-        update_readme(f"Measured by `benchmarks/compare.py` on {about['cpu']}, {when} ({load}); "
+        update_readme(f"Measured by `benchmarks/compare.py` on {about['cpu']}, {when}; {load}; "
                       f"[the full table and chart](benchmarks/results/compare.md).\n\n{table(rows)}")
     print(f"wrote {md} and {png}")
     return 0
