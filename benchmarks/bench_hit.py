@@ -17,8 +17,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from benchmarks.common import (BARE_TORNADO_SERVER, LoadResult, load_arguments, print_load_ratios, start_node_process,
-                               wrk_load)
+from benchmarks.baselines import BARE_TORNADO_SERVER
+from benchmarks.common import LoadResult, load_arguments, print_load_ratios, start_node_process, wrk_load
 from tests.nodes import local_config
 
 PATH = "/tr:w-300/astronaut.jpg"

@@ -16,36 +16,6 @@ from tests.nodes import NodeProcess, write_config
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-#: `python -c BARE_TORNADO_SERVER BODY_FILE PROCESSES`: a bare Tornado handler answering BODY_FILE's
-#: bytes from memory on 127.0.0.1, in PROCESSES processes (one SO_REUSEPORT socket each; no fork for
-#: 1); prints its port once per process when that process listens
-BARE_TORNADO_SERVER = r"""
-import asyncio, os, socket, sys
-import tornado.process, tornado.web
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-body = open(sys.argv[1], "rb").read()
-# a bound socket that never listens keeps the port ours; each process listens on its own socket
-reserved = socket.socket()
-reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-reserved.bind(("127.0.0.1", 0))
-port = reserved.getsockname()[1]
-if int(sys.argv[2]) > 1:
-    tornado.process.fork_processes(int(sys.argv[2]), max_restarts=0)
-class Bare(tornado.web.RequestHandler):
-    def compute_etag(self):
-        return None
-    def get(self):
-        self.set_header("Content-Type", "image/jpeg")
-        self.finish(body)
-async def main():
-    server = HTTPServer(tornado.web.Application([(r"/.*", Bare)]))
-    server.add_sockets(bind_sockets(port, "127.0.0.1", reuse_port=True))
-    os.write(1, f"{port}\n".encode())  # one write: the processes share the pipe
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
-
 
 def require_wrk() -> str:
     wrk = shutil.which("wrk")

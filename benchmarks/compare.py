@@ -55,7 +55,8 @@ from urllib.parse import urlsplit
 import pyvips
 
 import edge
-from benchmarks.common import BARE_TORNADO_SERVER, cpu_seconds, median
+from benchmarks.baselines import BARE_TORNADO_SERVER
+from benchmarks.common import cpu_seconds, median
 from edge.config import Defaults
 from edge.testing import NodeProcess, write_config
 from tests.imagecorpus import photo_jpeg
@@ -87,14 +88,15 @@ START_TIMEOUT = 60
 class Plan:
     rounds: int
     hit_seconds: int
+    cold_per_round: int
     miss_batch: int
     memory_batch: int
     memory_rounds: int
     settle_seconds: float
 
 
-FULL = Plan(rounds=5, hit_seconds=4, miss_batch=32, memory_batch=16, memory_rounds=3, settle_seconds=3)
-QUICK = Plan(rounds=2, hit_seconds=1, miss_batch=8, memory_batch=8, memory_rounds=1, settle_seconds=1)
+FULL = Plan(rounds=5, hit_seconds=4, cold_per_round=2, miss_batch=32, memory_batch=16, memory_rounds=3, settle_seconds=3)
+QUICK = Plan(rounds=2, hit_seconds=1, cold_per_round=1, miss_batch=8, memory_batch=8, memory_rounds=1, settle_seconds=1)
 
 
 # -- processes ----------------------------------------------------------------------------------------
@@ -373,13 +375,12 @@ def start_bare_tornado(stack: contextlib.ExitStack, work: Path, body: bytes, pro
 
 
 BARE_PYVIPS_WORKER = r"""
-import json, sys, time
+import json, sys, time, types
 from concurrent.futures import ThreadPoolExecutor
 import pyvips
-from benchmarks.bench_transform import bare_save
-from edge.config import Defaults
+from benchmarks.baselines import bare_save
 pyvips.cache_set_max(0)
-defaults = Defaults()
+defaults = types.SimpleNamespace(quality=int(sys.argv[2]), avif_effort=int(sys.argv[3]))
 pool = ThreadPoolExecutor(int(sys.argv[1]))
 def render(path, fmt, width):
     with open(path, "rb") as file:
@@ -398,7 +399,9 @@ class BarePyvips:
     """thumbnail_buffer + save in a 2-thread pool, in its own process (its RSS is its own)."""
 
     def __init__(self, stack: contextlib.ExitStack, threads: int = 2):
-        self.service = Service(BARE_PYVIPS, [sys.executable, "-c", BARE_PYVIPS_WORKER, str(threads)],
+        defaults = Defaults()
+        self.service = Service(BARE_PYVIPS, [sys.executable, "-c", BARE_PYVIPS_WORKER, str(threads),
+                                             str(defaults.quality), str(defaults.avif_effort)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
         stack.callback(self.service.stop)
         self.system = System(BARE_PYVIPS, [self.service.pid])
@@ -621,12 +624,14 @@ class Bench:
         results: dict[tuple[str, str], list[float]] = {}
         for number in self.rounds("cold misses", self.plan.rounds):
             for label, size in COLD_SOURCES.items():
-                [file] = self.unique_files(size, [f"cold/{label.replace(' ', '')}-{number}.jpg"])
+                files = self.unique_files(size, [f"cold/{label.replace(' ', '')}-{number}-{k}.jpg"
+                                                 for k in range(self.plan.cold_per_round)])
                 for system in self.order(names, number):
-                    run = self.misses(system, [file], "jpg", 1)
-                    if run.errors or run.hits:
-                        raise RuntimeError(f"{system.name}: the cold miss of {label} failed or was a hit")
-                    results.setdefault((system.name, label), []).append(1e3 / run.rate)
+                    for file in files:
+                        run = self.misses(system, [file], "jpg", 1)
+                        if run.errors or run.hits:
+                            raise RuntimeError(f"{system.name}: the cold miss of {label} failed or was a hit")
+                        results.setdefault((system.name, label), []).append(1e3 / run.rate)
             print(f"  cold misses, round {number + 1}", flush=True)
         return results
 
@@ -911,11 +916,12 @@ def main() -> int:
 
 - Machine: {about['cpu']}; {load}.
 - Software: {about['software']}.
-- Plan: {plan.rounds} alternating rounds (the systems' order rotates each round), medians; hits: wrk 1 thread,
-  {plan.hit_seconds} s per case, the node's {len(body) // 1024} kB {WIDTH} px JPEG of the sample `astronaut.jpg`; misses:
-  {plan.miss_batch} unique files per format and round, {plan.memory_batch} per 12 MP round
-  ({plan.memory_rounds} rounds, RSS settled {plan.settle_seconds:g} s after each). CPU is each system's
-  own (all its processes, from /proc); RSS is summed over its processes (shared pages counted in each).
+- Plan: {plan.rounds} alternating rounds (the systems' order rotates each round), medians. Hits: wrk, 1 thread,
+  {plan.hit_seconds} s per case, the node's {len(body) // 1024} kB {WIDTH} px JPEG of the sample `astronaut.jpg`. Cold misses:
+  {plan.cold_per_round} unique files per size, system and round, one at a time. Miss throughput: {plan.miss_batch} unique
+  files per format and round. 12 MP miss load: {plan.memory_batch} unique files per round, {plan.memory_rounds} rounds,
+  RSS read {plan.settle_seconds:g} s after each. CPU is each system's own (all its processes, from /proc); RSS is
+  summed over its processes (pages shared by forked workers counted in each).
 - Configuration: the node's defaults (quality {defaults.quality}, AVIF effort {defaults.avif_effort}, access log on),
   `--workers 2`, one local origin; thumbor {THUMBOR_VERSION} with its PIL engine and no engine thread pool (its
   defaults), file loader over the same folder, file storage, file result storage storing unsafe URLs, quality
