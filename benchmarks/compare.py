@@ -14,7 +14,8 @@ What runs, all on 127.0.0.1, started and stopped by this script:
 - nginx (2 workers) serving the same bytes as a static file: the floor for hits.
 
 Measured in alternating rounds (the order of the systems rotates every round), medians:
-cache-hit throughput, CPU per request and p50/p99 at 16 and 256 connections (wrk); single cold
+cache-hit throughput, CPU per request, p50/p99 and how evenly the workers share the CPU, at 16
+and 256 connections (wrk); single cold
 misses of 1, 12 and 24 MP JPEGs to 300 px; miss throughput to 300 px JPEG, WebP and AVIF from a
 2000x1333 JPEG at concurrency 8 with unique URLs (unique files: every request is a miss; the node's
 `X-Cache` and the files thumbor's result storage gains prove it); RSS (sum over each system's
@@ -95,8 +96,10 @@ class Plan:
     settle_seconds: float
 
 
-FULL = Plan(rounds=5, hit_seconds=4, cold_per_round=2, miss_batch=32, memory_batch=16, memory_rounds=3, settle_seconds=3)
-QUICK = Plan(rounds=2, hit_seconds=1, cold_per_round=1, miss_batch=8, memory_batch=8, memory_rounds=1, settle_seconds=1)
+FULL = Plan(rounds=5, hit_seconds=4, cold_per_round=2, miss_batch=32, memory_batch=16, memory_rounds=3,
+            settle_seconds=3)
+QUICK = Plan(rounds=2, hit_seconds=1, cold_per_round=1, miss_batch=8, memory_batch=8, memory_rounds=1,
+             settle_seconds=1)
 
 
 # -- processes ----------------------------------------------------------------------------------------
@@ -137,7 +140,7 @@ class Service:
 
     def __init__(self, name: str, command: list[str], *, pass_fds: tuple[int, ...] = (),
                  stdin=None, stdout=None, cwd: Path | None = None, log: Path | None = None):
-        self.name = name
+        self.name, self.log = name, log
         self._log = log.open("w") if log else subprocess.DEVNULL
         self.process = subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=self._log,
                                         pass_fds=pass_fds, cwd=cwd, start_new_session=True, text=True)
@@ -191,7 +194,8 @@ def wait_until_serving(url: str, service: Service | None = None, timeout: float 
     deadline = time.monotonic() + timeout
     while True:
         if service is not None and service.process.poll() is not None:
-            raise RuntimeError(f"{service.name} exited with status {service.process.returncode}")
+            said = "".join(service.log.read_text().splitlines(True)[-20:]) if service.log else ""
+            raise RuntimeError(f"{service.name} exited with status {service.process.returncode}:\n{said}")
         with contextlib.suppress(OSError):
             if get(url, timeout=5)[0] == 200:
                 return
@@ -227,7 +231,7 @@ class System:
 
 
 def nginx_binary() -> str | None:
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")  # not on a user's PATH
 
 
 def start_nginx(stack: contextlib.ExitStack, directory: Path, workers: int, server: str) -> Service:
@@ -251,19 +255,18 @@ http {{
 }}
 """)
     service = Service("nginx", [nginx_binary(), "-p", str(directory), "-c", str(directory / "nginx.conf"),
-                                "-e", str(directory / "error.log")])
+                                "-e", str(directory / "error.log")], log=directory / "stderr.log")
     stack.callback(service.stop)
     return service
 
 
-def start_node(stack: contextlib.ExitStack, work: Path, corpus: Path) -> tuple[System, NodeProcess]:
+def start_node(stack: contextlib.ExitStack, work: Path, corpus: Path) -> System:
     folder = work / "node"
     folder.mkdir()
     node = NodeProcess(write_config(folder, local_config(corpus)), "--workers", "2", stdout=subprocess.DEVNULL)
     stack.callback(node.stop)
-    system = System(NODE, [node.process.pid], node.url,
-                    lambda name, fmt: f"/tr:w-{WIDTH},f-{fmt}/{name}", f"{node.url}/tr:w-{WIDTH}/hit.jpg")
-    return system, node
+    return System(NODE, [node.process.pid], node.url,
+                  lambda name, fmt: f"/tr:w-{WIDTH},f-{fmt}/{name}", f"{node.url}/tr:w-{WIDTH}/hit.jpg")
 
 
 THUMBOR_CONF = """
@@ -900,7 +903,7 @@ def main() -> int:
         corpus = work / "originals"
         corpus.mkdir()
         print("starting the node, thumbor, nginx and the baselines", flush=True)
-        node, _ = start_node(stack, work, corpus)
+        node = start_node(stack, work, corpus)
         thumbor, thumbor_results = start_thumbor(stack, work, corpus, venv)
         bench = Bench(plan, work, corpus, {}, BarePyvips(stack), thumbor_results,
                       started + args.budget * 60)
