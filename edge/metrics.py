@@ -94,6 +94,9 @@ class Metrics:
         self.abandoned_work = Counter(
             "edge_abandoned_work_total", "Fetches and transforms cancelled because every request waiting "
             "for them went away (clients disconnected)", ["kind"], registry=r)
+        self.dropped_stores = Counter(
+            "edge_dropped_stores_total", "Results answered but not stored in the cache tiers because too "
+            "many stores were already waiting to be written", ["kind"], registry=r)
         self.transform_duration = Histogram(
             "edge_transform_duration_seconds", "Time to decode, transform and encode one output",
             ["format"], buckets=LATENCY_BUCKETS, registry=r)

@@ -57,7 +57,8 @@ class Node:
         waiting = wait_bound(config.endpoints, config.limits.render_timeout)
         self.flights = {kind: SingleFlight(kind, config.cache.dir / "flights" / kind, waiting,
                                            coalesced=metrics.coalesced_requests.inc,
-                                           abandoned=metrics.abandoned_work.labels(kind).inc, health=health)
+                                           abandoned=metrics.abandoned_work.labels(kind).inc,
+                                           dropped=metrics.dropped_stores.labels(kind).inc, health=health)
                         for kind in ("outputs", "originals")}
         self.originals = OriginalSource(self.caches, self.flights["originals"], config.cache,
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())
@@ -98,6 +99,7 @@ class Node:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.settle()  # what was answered is stored before the cache closes
         await self._flush_touches()
         self.access_log.flush()
         for origin in self.config.origins:
@@ -110,6 +112,11 @@ class Node:
         for flight in self.flights.values():
             flight.close()
         self.caches.close()
+
+    async def settle(self) -> None:
+        """Wait (bounded) until the results already answered are stored."""
+        for flight in self.flights.values():
+            await flight.settle()
 
     async def _every(self, seconds: float, job) -> None:
         while True:

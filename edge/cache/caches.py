@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from .entries import CachedOutput
+from .entries import CachedOutput, StoredOriginal
 from .health import CacheHealth, error_kind
 from .memory import MemoryTier
 from .tiers import RETRY_SECONDS, DiskTier, NotFoundTier, OriginalTier, OutputTier
@@ -77,6 +77,18 @@ class Caches:
         if output is not None:
             memory.put(key, version, output)
         return output
+
+    def version(self, key: str) -> int | None:
+        """The shared write counter of `key`'s bucket, or None without the shared versions (a memory
+        read): while it stays the same, no process stored anything under `key`, so a lookup just
+        made need not be repeated. Outputs and originals bump it when stored."""
+        versions = self._current_versions()
+        return None if versions is None else versions.read(SharedVersions.bucket(key))
+
+    def put_original(self, key: str, original: StoredOriginal) -> None:
+        """(blocking)"""
+        self.originals.put(key, original)
+        self._bump(key)
 
     def _current_versions(self) -> SharedVersions | None:
         if self._versions is None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pyvips
 
+from ..cache.entries import strong_etag
 from ..config import Defaults, Limits
 from ..errors import BadRequest, Overloaded, RenderTimedOut, UnprocessableSource
 from . import stopping
@@ -45,6 +46,8 @@ class Rendered:
     format: str
     width: int
     height: int
+    #: the output's ETag, hashed here in the render's thread: no second hop to hash it
+    etag: str
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         stopping.check()  # a stopped render fails inside libvips: report why it was stopped
         # libvips reports some truncations only while writing, so the encode is inside this try too.
         raise UnprocessableSource() from None
-    return Rendered(encoded, fmt, image.width, frame_height)
+    return Rendered(encoded, fmt, image.width, frame_height, strong_etag(encoded))
 
 
 class Renderer:
