@@ -1,7 +1,7 @@
 """Cache misses through a real node against bare pyvips, in the same run (alternating rounds, medians).
 
     .venv/bin/python -m benchmarks.bench_miss [--rounds 5] [--requests 96] [--workers 2] [--threads 2]
-        [--profile benchmarks/results/miss-flame.svg]
+        [--transform-threads N] [--no-cold] [--profile benchmarks/results/miss-flame.svg]
 
 - **Miss throughput**: a 2000×1333 photo-like JPEG (on a `local` origin) → JPEG 260–500 px wide,
   every URL new (an output miss; the original comes from the originals tier after its first fetch),
@@ -84,12 +84,14 @@ def bare_one(path: Path, width: int, defaults: Defaults) -> bytes:
     return bare_save(pyvips.Image.thumbnail_buffer(path.read_bytes(), width), "jpg", defaults)
 
 
-def bare_round(pool: ThreadPoolExecutor, jobs: list[tuple[Path, int]], defaults: Defaults) -> float:
+def bare_round(pool: ThreadPoolExecutor, jobs: list[tuple[Path, int]], defaults: Defaults) -> tuple[float, float]:
+    """Throughput (img/s) and CPU ms per image of bare pyvips (this process's CPU time: the client is idle)."""
+    cpu = time.process_time()
     started = time.perf_counter()
     results = list(pool.map(lambda job: bare_one(*job, defaults), jobs))
     elapsed = time.perf_counter() - started
     assert all(results)
-    return len(jobs) / elapsed
+    return len(jobs) / elapsed, (time.process_time() - cpu) / len(jobs) * 1000
 
 
 async def cold_single(client: AsyncHTTPClient, url: str) -> float:
@@ -123,14 +125,16 @@ async def run(args: argparse.Namespace) -> None:
             for number in range(args.rounds):
                 (folder / f"cold-{name.replace(' ', '')}-{number}.jpg").write_bytes(body)
         node = start_node_process(Path(tmp), local_config(
-            folder, f'[server]\nworkers = {args.workers}\n[cache]\ndir = "{tmp}/cache"\n'))
+            folder, f'[server]\nworkers = {args.workers}\ntransform_threads = {args.transform_threads}\n'
+                    f'[cache]\ndir = "{tmp}/cache"\n'))
         pid = node.process.pid
         client = AsyncHTTPClient(force_instance=True, max_clients=CONCURRENCY)
         pool = ThreadPoolExecutor(args.threads)
         widths = itertools.cycle(WIDTHS)
         # every URL new: a width and a quality (both part of the key, about the same work each)
         new_urls = (f"/tr:w-{w},q-{q}/miss.jpg" for q, w in itertools.product(range(80, 60, -1), WIDTHS))
-        print(f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}; node: {args.workers} workers; "
+        print(f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}; node: {args.workers} workers "
+              f"x {args.transform_threads or os.cpu_count()} transform threads; "
               f"bare: {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
         try:
             await client.fetch(f"{node.url}/tr:w-300/miss.jpg")  # warm-up: codecs, original cached
@@ -152,14 +156,16 @@ async def run(args: argparse.Namespace) -> None:
                 if profile is not None:
                     profile.send_signal(2)
                     profile.wait(timeout=60)
+            bare_rates, bare_cpu = [rate for rate, _ in bare_rates], [cpu for _, cpu in bare_rates]
             ratio = median(node_rates) / median(bare_rates)
             print(f"miss throughput, 2000x1333 JPEG -> 260-500 px JPEG, concurrency {CONCURRENCY}, "
                   f"{args.rounds} rounds x {args.requests}:")
             print(f"  node {median(node_rates):7.1f} img/s ({median(node_cpu):.1f} ms CPU/img)   "
-                  f"bare pyvips {median(bare_rates):7.1f} img/s   ratio {ratio:.2f} (goal >= 0.95)")
+                  f"bare pyvips {median(bare_rates):7.1f} img/s ({median(bare_cpu):.1f} ms CPU/img)   "
+                  f"ratio {ratio:.2f} (goal >= 0.95), CPU bare/node {median(bare_cpu) / median(node_cpu):.2f}")
 
             print(f"single cold miss -> w-{COLD_WIDTH} JPEG, one at a time, {args.rounds} rounds:")
-            for name in COLD_SIZES:
+            for name in () if args.no_cold else COLD_SIZES:
                 node_times, bare_times = [], []
                 for number in range(args.rounds):
                     file = f"cold-{name.replace(' ', '')}-{number}.jpg"
@@ -182,7 +188,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=96, help="requests per throughput round")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--transform-threads", type=int, default=0,
+                        help="the node's [server] transform_threads (0: its default)")
     parser.add_argument("--threads", type=int, default=2, help="bare pyvips threads")
+    parser.add_argument("--no-cold", action="store_true", help="only the throughput case")
     parser.add_argument("--profile", type=Path, help="write a py-spy flame graph (SVG) of the node's workers")
     args = parser.parse_args()
     args.rounds = min(max(args.rounds, 1), 20)

@@ -12,7 +12,9 @@ releases it or dies, so a crashed leader never blocks anyone and there is no lea
 that finds the lease taken polls it. Once it has the lease it first looks in the shared cache, where
 the leader stored its result; if the leader failed it raises the failure the leader recorded (when
 that failure is younger than the waiting request). Either way waiters get the leader's answer rather
-than starting a second round of fetches. All waiting is bounded (`wait_bound`).
+than starting a second round of fetches. Both lookups are skipped when the shared version counter of
+the key has not moved since the request looked itself (nothing stored or recorded since). All waiting
+is bounded (`wait_bound`).
 
 Storing comes after answering: `run` takes a `keep(result)` (the cache writes) that runs once every
 waiter of the worker has the result, while the leader still holds the lease. Waiters in other workers
@@ -87,7 +89,10 @@ class SingleFlight:
 
     def __init__(self, name: str, directory: Path, wait_seconds: float, *, coalesced: Callable[[], None],
                  abandoned: Callable[[], None] = lambda: None, dropped: Callable[[], None] = lambda: None,
-                 health: CacheHealth | None = None, max_keeping: int = MAX_KEEPING):
+                 health: CacheHealth | None = None, max_keeping: int = MAX_KEEPING,
+                 version: Callable[[str], int | None] = lambda key: None, bump: Callable[[str], None] = lambda key: None):
+        """`version(key)`: a counter shared by the workers that moves whenever anything is stored under
+        `key` (None when there is none); `bump(key)` moves it (after a failure is recorded)."""
         self.name = name
         self._directory = directory
         # Opened on first use, in the serving process. POSIX locks belong to the process and all of them
@@ -102,20 +107,23 @@ class SingleFlight:
         self._dropped = dropped
         self._max_keeping = max_keeping
         self._keeping: set[asyncio.Task[None]] = set()
+        self._version = version
+        self._bump = bump
 
     async def run(self, key: str, produce: Callable[[], Awaitable[T]],
                   lookup: Callable[[], Awaitable[T | None]],
-                  keep: Callable[[T], Awaitable[None]] | None = None) -> T:
+                  keep: Callable[[T], Awaitable[None]] | None = None, seen: int | None = None) -> T:
         """`produce()`'s result, produced once for all concurrent callers of the node.
 
         `lookup()` finds what a leader in another worker stored (None when it is not there); `keep(result)`
-        stores a produced result, after the callers have it. The first caller waits as long as the work
-        takes (its own timeouts bound it); later ones `wait_seconds`."""
+        stores a produced result, after the callers have it; `seen`: `version(key)` read before the
+        caller's own lookup. The first caller waits as long as the work takes (its own timeouts bound
+        it); later ones `wait_seconds`."""
         flight = self._flights.get(key)
         bound: float | None = None
         if flight is None:
             flight = self._flights[key] = _Flight()
-            flight.task = asyncio.create_task(self._lead(key, flight, produce, lookup, keep))
+            flight.task = asyncio.create_task(self._lead(key, flight, produce, lookup, keep, seen))
             flight.task.add_done_callback(lambda task: self._landed(key, flight))
         else:
             self._coalesced()
@@ -145,21 +153,24 @@ class SingleFlight:
             del self._flights[key]
 
     async def _lead(self, key: str, flight: _Flight, produce: Callable[[], Awaitable[T]],
-                    lookup: Callable[[], Awaitable[T | None]], keep: Callable[[T], Awaitable[None]] | None) -> T:
+                    lookup: Callable[[], Awaitable[T | None]], keep: Callable[[T], Awaitable[None]] | None,
+                    seen: int | None) -> T:
         since = time.time()
         offset = _offset(key)
         await self._acquire(offset)
         try:
             # Another worker may have done the work while we waited for the lease, or just before we
-            # asked for it: then its result is stored, or the failure it ended in is recorded.
-            found = await lookup()
-            if found is not None:
-                self._coalesced()
-                return found
-            failure = await asyncio.to_thread(self._failure_since, key, since)
-            if failure is not None:
-                self._coalesced()
-                raise failure
+            # asked for it: then its result is stored, or the failure it ended in is recorded. When the
+            # shared counter has not moved since the caller looked, neither happened: no second lookup.
+            if seen is None or self._version(key) != seen:
+                found = await lookup()
+                if found is not None:
+                    self._coalesced()
+                    return found
+                failure = await asyncio.to_thread(self._failure_since, key, since)
+                if failure is not None:
+                    self._coalesced()
+                    raise failure
             try:
                 result = await produce()
             except Exception as exc:
@@ -241,6 +252,7 @@ class SingleFlight:
             self._failure_store().set(key, json.dumps(record), expire=FAILURE_RECORD_SECONDS)
         except CACHE_ERRORS as error:  # waiters in other workers will try the work themselves
             self._failures_failed(error, "cannot record a failure")
+        self._bump(key)
 
     def _failure_since(self, key: str, since: float) -> EdgeError | None:
         try:

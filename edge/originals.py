@@ -84,7 +84,7 @@ class OriginalSource:
         self._count("original", "miss" if stored is None else "stale")
         try:
             return await self._flights.run(key, partial(self._fetch, request, host, key, stored),
-                                           partial(self._fresh_stored, key, version), partial(self._keep, key))
+                                           partial(self._fresh_stored, key), partial(self._keep, key), seen=version)
         except BadGateway as failure:
             if stored is None:
                 raise
@@ -98,10 +98,8 @@ class OriginalSource:
             return True, None
         return False, self._caches.originals.get(key)
 
-    async def _fresh_stored(self, key: str, version: int | None) -> CurrentOriginal | None:
-        """What another worker's flight stored for `key` since `version`, if it is fresh."""
-        if version is not None and self._caches.version(key) == version:
-            return None  # nothing stored since this request looked
+    async def _fresh_stored(self, key: str) -> CurrentOriginal | None:
+        """What another worker's flight stored for `key`, if it is fresh."""
         stored = await self._caches.io(self._caches.originals.get, key)
         if stored is None or not self.is_fresh(stored.info):
             return None

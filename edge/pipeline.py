@@ -121,8 +121,8 @@ class Pipeline:
             job = _Job(request, transformation, planned_format, vary_accept, host, key)
             try:
                 output, source = await self._flights.run(job.key, partial(self._produce, job, cached),
-                                                         partial(self._fresh_stored, job.key, version),
-                                                         partial(self._keep, job.key))
+                                                         partial(self._fresh_stored, job.key),
+                                                         partial(self._keep, job.key), seen=version)
             except BadGateway:
                 if cached is None:
                     raise
@@ -133,10 +133,8 @@ class Pipeline:
         except EdgeError as error:
             return Served(error.endpoint or endpoint, "miss", error=error)
 
-    async def _fresh_stored(self, key: str, version: int | None) -> tuple[CachedOutput, str] | None:
-        """What another worker's single flight stored for `key` since `version`, if fresh."""
-        if version is not None and self._caches.version(key) == version:
-            return None  # nothing stored since this request looked: no second lookup
+    async def _fresh_stored(self, key: str) -> tuple[CachedOutput, str] | None:
+        """What another worker's single flight stored for `key`, if fresh."""
         output = self._caches.output_in_memory(key) or await self._caches.output(key)
         return (output, "miss") if output is not None and self._originals.is_fresh(output.source) else None
 

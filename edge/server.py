@@ -58,7 +58,8 @@ class Node:
         self.flights = {kind: SingleFlight(kind, config.cache.dir / "flights" / kind, waiting,
                                            coalesced=metrics.coalesced_requests.inc,
                                            abandoned=metrics.abandoned_work.labels(kind).inc,
-                                           dropped=metrics.dropped_stores.labels(kind).inc, health=health)
+                                           dropped=metrics.dropped_stores.labels(kind).inc, health=health,
+                                           version=self.caches.version, bump=self.caches.bump)
                         for kind in ("outputs", "originals")}
         self.originals = OriginalSource(self.caches, self.flights["originals"], config.cache,
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())

@@ -44,7 +44,7 @@ class Caches:
         self._versions_retry_at = 0.0
         self._memory = MemoryTier(memory_size) if memory_size > 0 else None
         self.outputs = OutputTier("output", directory / "outputs", output_size, self.health, evicted,
-                                  changed=self._bump)
+                                  changed=self.bump)
         self.originals = OriginalTier("original", directory / "originals", original_size, self.health, evicted)
         self.not_found = NotFoundTier("not_found", directory / "not-found", NOT_FOUND_BUDGET, self.health, evicted)
         self.tiers: tuple[DiskTier, ...] = (self.outputs, self.originals, self.not_found)
@@ -81,14 +81,15 @@ class Caches:
     def version(self, key: str) -> int | None:
         """The shared write counter of `key`'s bucket, or None without the shared versions (a memory
         read): while it stays the same, no process stored anything under `key`, so a lookup just
-        made need not be repeated. Outputs and originals bump it when stored."""
+        made need not be repeated. Outputs and originals bump it when stored, a single flight when
+        it records a failure."""
         versions = self._current_versions()
         return None if versions is None else versions.read(SharedVersions.bucket(key))
 
     def put_original(self, key: str, original: StoredOriginal) -> None:
         """(blocking)"""
         self.originals.put(key, original)
-        self._bump(key)
+        self.bump(key)
 
     def _current_versions(self) -> SharedVersions | None:
         if self._versions is None:
@@ -106,7 +107,8 @@ class Caches:
             self._versions_retry_at = time.monotonic() + RETRY_SECONDS
             self.health.failed("memory", "unavailable", f"cannot open {self._versions_path}: {exc}")
 
-    def _bump(self, key: str) -> None:
+    def bump(self, key: str) -> None:
+        """Move `key`'s shared write counter: copies read before are outdated (blocking: a file lock)."""
         versions = self._versions
         if versions is not None:
             versions.bump(SharedVersions.bucket(key))
