@@ -108,6 +108,7 @@ def bare_single(path: Path, defaults: Defaults) -> float:
 
 
 def start_profile(pid: int, output: Path) -> subprocess.Popen:
+    output.parent.mkdir(parents=True, exist_ok=True)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--subprocesses", "--native", "--rate", "100",
                              "--format", "flamegraph", "--output", str(output)],

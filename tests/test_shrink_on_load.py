@@ -4,7 +4,7 @@ The guard: an output rendered by the node (JPEG decoded at 1/2, 1/4 or 1/8 by li
 compared with a reference made from the fully decoded photo resized to the same size, by SSIM on
 luminance (Gaussian window, σ 1.5, the usual constants). On the 12 MP photos libvips' own choice
 (`thumbnail`, which leaves a factor of 2 for its resize) scores 0.997 at 300 px; the largest factor
-scores 0.997 / 0.995 / 0.992 at 300 / 500 / 1000 px and 0.978 at 2000 px (a 1/2 decode with
+scores 0.997 / 0.995 / 0.991 at 300 / 500 / 1000 px and 0.978 at 2000 px (a 1/2 decode with
 almost nothing left to resize). The bounds below are those figures less a small margin.
 """
 
