@@ -19,9 +19,8 @@ is bounded (`wait_bound`).
 Storing comes after answering: `run` takes a `keep(result)` (the cache writes) that runs once every
 waiter of the worker has the result, while the leader still holds the lease. Waiters in other workers
 take the lease only when the result is stored, so they still find it; requests of this worker that
-arrive meanwhile get the result held by the flight. Stores waiting to be written are bounded
-(`max_keeping`): past that one is skipped (`dropped()`), and a waiter in another worker then does
-the work itself, as after a failed store.
+arrive meanwhile get the result held by the flight. (When `keep` skips the store, a waiter in another
+worker does the work itself, as after a failed store.)
 
 When the cache folder cannot hold the lease file or the failure records (unwritable, full), the
 flight still coalesces within the worker, and the loss is reported to `CacheHealth`.
@@ -62,8 +61,6 @@ POLL_FIRST_SECONDS = 0.002
 POLL_MAX_SECONDS = 0.01
 #: lock offsets are hashed into this range (a collision only makes two keys share a lease).
 _OFFSET_BITS = 48
-#: results answered but not yet stored, per flight (each holds its body in memory meanwhile)
-MAX_KEEPING = 64
 #: how long a stopping worker lets the stores still pending finish
 SETTLE_SECONDS = 10.0
 
@@ -88,8 +85,7 @@ class SingleFlight:
     another's work, `abandoned()` work cancelled because nobody waited for it any more."""
 
     def __init__(self, name: str, directory: Path, wait_seconds: float, *, coalesced: Callable[[], None],
-                 abandoned: Callable[[], None] = lambda: None, dropped: Callable[[], None] = lambda: None,
-                 health: CacheHealth | None = None, max_keeping: int = MAX_KEEPING,
+                 abandoned: Callable[[], None] = lambda: None, health: CacheHealth | None = None,
                  version: Callable[[str], int | None] = lambda key: None, bump: Callable[[str], None] = lambda key: None):
         """`version(key)`: a counter shared by the workers that moves whenever anything is stored under
         `key` (None when there is none); `bump(key)` moves it (after a failure is recorded)."""
@@ -104,8 +100,6 @@ class SingleFlight:
         self._abandoned = abandoned
         self._health = health or CacheHealth()
         self._flights: dict[str, _Flight] = {}
-        self._dropped = dropped
-        self._max_keeping = max_keeping
         self._keeping: set[asyncio.Task[None]] = set()
         self._version = version
         self._bump = bump
@@ -176,13 +170,9 @@ class SingleFlight:
             except Exception as exc:
                 await asyncio.to_thread(self._record_failure, key, exc)
                 raise
-            if keep is not None:
-                if len(self._keeping) < self._max_keeping:
-                    # the lease passes to the store: released once the result is stored
-                    flight.keeping = asyncio.create_task(self._keep(key, flight, offset, keep, result))
-                    self._keeping.add(flight.keeping)
-                    return result
-                self._dropped()
+            if keep is not None:  # the lease passes to the store: released once the result is stored
+                flight.keeping = asyncio.create_task(self._keep(key, flight, offset, keep, result))
+                self._keeping.add(flight.keeping)
             return result
         finally:
             if flight.keeping is None:

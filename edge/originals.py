@@ -132,7 +132,7 @@ class OriginalSource:
 
     async def _keep(self, key: str, original: CurrentOriginal) -> None:
         """The fetched (or confirmed) original into the originals tier: after the requests have it."""
-        await self._caches.io(self._caches.put_original, key, StoredOriginal(original.info, original.body))
+        await self._caches.store(key, StoredOriginal(original.info, original.body))
 
     def _forget_missing(self, key: str, now: float) -> None:
         """No origin has the path (any more): drop what was cached for it, remember the answer (blocking)."""

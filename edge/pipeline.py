@@ -154,7 +154,7 @@ class Pipeline:
     async def _keep(self, key: str, produced: tuple[CachedOutput, str]) -> None:
         """Store what the flight produced: after the response, never on its critical path."""
         output, source = produced
-        await self._caches.io(self._caches.outputs.put, key, output)
+        await self._caches.store(key, output)
         if self._shared is not None and source != "shared":
             self._shared.put_later(key, output)
 
