@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe, SignatureRefused
+from .transform.colours import opacity_percent
 from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
 from .transform.options import MAX_TEXT, PARAMS, Transformation, parse_transformation
 
@@ -442,6 +443,9 @@ def _effect(c: _Component) -> list[str]:
 
 def _colour(c: _Component, key: str, text: str) -> str:
     colour = text.removeprefix("rgb:").removeprefix("#")
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", colour):  # Cloudinary's hex alpha → ImageKit's opacity percent
+        alpha = int(colour[6:], 16)
+        colour = colour[:6] + (f"{opacity_percent(alpha):02d}" if alpha != 255 else "")
     try:
         PARAMS["bg"].parse(colour)
     except ValueError as exc:
