@@ -25,9 +25,14 @@ colours = st.one_of(hex_colour, st.tuples(hex_colour, st.integers(0, 99)).map(la
                   st.sampled_from(sorted(CSS_NAMES)))
 booleans = st.sampled_from(["true", "false", "True"])
 
+expressions = st.lists(st.one_of(st.sampled_from(options.EXPRESSION_VARIABLES), numbers), min_size=1, max_size=4).flatmap(
+    lambda values: st.lists(st.sampled_from(options.EXPRESSION_OPERATORS), min_size=len(values) - 1,
+                            max_size=len(values) - 1).map(
+        lambda operators: "_".join(v for pair in zip(values, [*operators, ""]) for v in pair if v)))
+
 VALUES = {
-    "w": numbers, "h": numbers,
-    "ar": st.one_of(st.tuples(numbers, numbers).map("-".join), st.tuples(numbers, numbers).map("_".join), numbers),
+    "w": st.one_of(numbers, expressions), "h": st.one_of(numbers, expressions),
+    "ar": st.one_of(expressions, st.tuples(numbers, numbers).map("-".join), st.tuples(numbers, numbers).map("_".join), numbers),
     "dpr": st.sampled_from(["0.1", "0.5", "1", "1.5", "2", "5", "6"]),
     "c": st.sampled_from(options.CROPS),
     "cm": st.sampled_from(options.CROP_MODES),

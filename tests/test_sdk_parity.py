@@ -35,7 +35,8 @@ PASS_THROUGH = {"raw"}
 
 #: SDK field → sample values (besides the values its type lists) → (file, what the URL adds)
 SAMPLES: dict[str, tuple] = {
-    "width": (300, 0.5), "height": (200, 0.25), "aspect_ratio": ("4_3", "4-3", 1.5),
+    "width": (300, 0.5, "iw_div_2", "ih_mul_0.8_add_iw_mul_0.1"), "height": (200, 0.25, "ih_mul_0.5"),
+    "aspect_ratio": ("4_3", "4-3", 1.5, "iar_div_2"),
     "background": ("red", "F3F3F3", "AAFF0010", "dominant", "blurred", "blurred_25_N15"),
     "blur": (10, 2.5), "border": ("5_FFF000",), "dpr": (2,), "focus": ("center", "auto", "top_left"),
     "quality": (40,), "x": (10,), "y": (10,), "x_center": (100,), "y_center": (100,),
@@ -47,7 +48,7 @@ SAMPLES: dict[str, tuple] = {
     "opacity": (50,), "trim": (20,), "page": (2,),
 }
 #: what a sample needs with it: w/h for dpr and the crop parameters, an extract for x/y
-CONTEXT = {"dpr": {"width": 100}, "crop": {"width": 200, "height": 200}, "crop_mode": {"width": 200, "height": 200},
+CONTEXT = {"dpr": {"width": 100}, "aspect_ratio": {"width": 100}, "crop": {"width": 200, "height": 200}, "crop_mode": {"width": 200, "height": 200},
            "x": {"crop_mode": "extract", "width": 50, "height": 50},
            "y": {"crop_mode": "extract", "width": 50, "height": 50},
            "x_center": {"crop_mode": "extract", "width": 50, "height": 50},

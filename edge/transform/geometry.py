@@ -16,7 +16,7 @@ import pyvips
 from ..errors import BadRequest
 from . import stopping
 from .colours import RGBA, Blurred
-from .options import Step
+from .options import Expression, Step
 
 Size = pyvips.enums.Size
 WHITE: RGBA = (255, 255, 255, 255)
@@ -304,9 +304,35 @@ def flip(image: pyvips.Image, how: str | None, max_side: int) -> pyvips.Image:
     return image
 
 
-def resolved(step: Step, source: Source) -> Step:
-    """The step with `bg-dominant` turned into the colour it names for this source."""
+def resolved(step: Step, source: Source, original: tuple[int, int]) -> Step:
+    """The step with its expressions evaluated and `bg-dominant` turned into the colour it names."""
+    step = with_sizes(step, original, (source.width, source.height))
     return replace(step, background=dominant_colour(source)) if step.background == "dominant" else step
+
+
+def with_sizes(step: Step, original: tuple[int | None, int | None], current: tuple[int | None, int | None]) -> Step:
+    """`w`, `h` and `ar` expressions evaluated for an original and a step input of these sizes; where
+    a size is unknown (None), the expression's side is unknown too (None). Raises `BadRequest`."""
+    expressions = {name: getattr(step, name) for name in ("width", "height", "aspect_ratio")
+                   if isinstance(getattr(step, name), Expression)}
+    if not expressions:
+        return step
+    if None in original or None in current:
+        return replace(step, **dict.fromkeys(expressions))
+    (iw, ih), (cw, ch) = original, current
+    variables = {"iw": iw, "ih": ih, "iar": iw / ih, "cw": cw, "ch": ch, "car": cw / ch}
+    values = {}
+    for name, expression in expressions.items():
+        key = {"width": "w", "height": "h", "aspect_ratio": "ar"}[name]
+        try:
+            value = expression.evaluate(variables)
+        except (ValueError, OverflowError, ZeroDivisionError) as exc:
+            raise BadRequest(f"invalid transformation: {key}-{expression}: {exc}") from None
+        if not 0 < value <= 65500:
+            raise BadRequest(f"invalid transformation: {key}-{expression}: evaluates to {value:g}, "
+                             "not a positive size")
+        values[name] = (value, 1.0) if name == "aspect_ratio" else float(max(1, round(value)))
+    return replace(step, **values)
 
 
 def apply_geometry(source: Source, step: Step, max_side: int) -> pyvips.Image:

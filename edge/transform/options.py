@@ -63,17 +63,69 @@ MAX_STEPS = 10
 #: characters of transformation text (path and query form together): bounds parsing and the memo
 MAX_TEXT = 2000
 
+#: arithmetic expressions (`w-iw_div_2`, `h-ih_mul_0.8_add_iw_mul_0.1`, `ar-iar`): ImageKit's
+#: variables of the image (iw, ih, iar: the original's; cw, ch, car: the step's input) and operators,
+#: https://imagekit.io/docs/arithmetic-expressions-in-transformations
+EXPRESSION_VARIABLES = ("iw", "ih", "iar", "cw", "ch", "car")
+EXPRESSION_OPERATORS = ("add", "sub", "mul", "div", "mod", "pow")
+#: values and operators in one expression
+MAX_EXPRESSION_TERMS = 15
+
 _INTEGER = re.compile(r"[0-9]{1,9}")
 _DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?|\.[0-9]{1,9}")
+
+
+@dataclass(frozen=True)
+class Expression:
+    """An arithmetic expression, evaluated once the image's size is known: values (numbers or
+    variables) and operators alternate; pow binds first, then mul/div/mod, then add/sub."""
+
+    terms: tuple[str, ...]
+
+    def evaluate(self, variables: Mapping[str, float]) -> float:
+        values = [variables[t] if t in EXPRESSION_VARIABLES else float(t) for t in self.terms[::2]]
+        operators = list(self.terms[1::2])
+        for group in (("pow",), ("mul", "div", "mod"), ("add", "sub")):
+            i = 0
+            while i < len(operators):
+                if operators[i] in group:
+                    values[i:i + 2] = [_apply(operators.pop(i), values[i], values[i + 1])]
+                else:
+                    i += 1
+        return values[0]
+
+    def __str__(self) -> str:
+        return "_".join(self.terms)
+
+
+def _apply(operator: str, left: float, right: float) -> float:
+    if operator in ("div", "mod") and right == 0:
+        raise ValueError("division by zero")
+    if operator == "pow" and (abs(right) > 10 or abs(left) > MAX_PIXELS):
+        raise ValueError("pow is limited to exponents up to 10")
+    return {"add": left + right, "sub": left - right, "mul": left * right, "div": left / (right or 1),
+            "mod": left % (right or 1), "pow": left ** right if operator == "pow" else 0}[operator]
+
+
+def _expression(text: str) -> Expression:
+    terms = text.split("_")
+    if len(terms) % 2 == 0 or len(terms) > MAX_EXPRESSION_TERMS:
+        raise ValueError(f"an expression alternates values and operators, at most {MAX_EXPRESSION_TERMS} terms")
+    for index, term in enumerate(terms):
+        if index % 2 and term not in EXPRESSION_OPERATORS:
+            raise ValueError(f"operators are {', '.join(EXPRESSION_OPERATORS)}")
+        if not index % 2 and term not in EXPRESSION_VARIABLES:
+            terms[index] = _write_number(_decimal(term))
+    return Expression(tuple(terms))
 
 
 @dataclass(frozen=True)
 class Step:
     """One step of a chained transformation: geometry, then look. Defaults mean "not given"."""
 
-    width: float | None = None
-    height: float | None = None
-    aspect_ratio: tuple[float, float] | None = None
+    width: float | Expression | None = None
+    height: float | Expression | None = None
+    aspect_ratio: tuple[float, float] | Expression | None = None
     dpr: float = 1.0
     crop: str = "maintain_ratio"
     crop_mode: str | None = None
@@ -174,7 +226,9 @@ def _decimal(text: str) -> float:
     return float(text)
 
 
-def _dimension(text: str) -> float:
+def _dimension(text: str) -> float | Expression:
+    if "_" in text or text[:1].isalpha():
+        return _expression(text)
     value = _decimal(text)
     if value <= 0 or value > MAX_PIXELS:
         raise ValueError(f"must be a positive number of pixels up to {MAX_PIXELS}, or a fraction below 1")
@@ -233,8 +287,11 @@ def _optional(default: int, parse_value: Callable[[str], int]) -> Callable[[str]
     return parse
 
 
-def _aspect_ratio(text: str) -> tuple[float, float]:
-    """`4-3`, `4_3` (what the SDK writes for "4:3") or one decimal ratio, `1.5` (= 1.5-1)."""
+def _aspect_ratio(text: str) -> tuple[float, float] | Expression:
+    """`4-3`, `4_3` (what the SDK writes for "4:3"), one decimal ratio, `1.5` (= 1.5-1), or an
+    expression (`iar_div_2`)."""
+    if any(c.isalpha() for c in text):
+        return _expression(text)
     width, separator, height = text.replace("_", "-").partition("-")
     try:
         ratio = _decimal(width), _decimal(height) if separator else 1.0
@@ -375,6 +432,10 @@ def _write_number(value: float) -> str:
     return f"{value:.9f}".rstrip("0").rstrip(".")  # never an exponent: the parser takes none
 
 
+def _write_dimension(value: float | Expression) -> str:
+    return str(value) if isinstance(value, Expression) else _write_number(value)
+
+
 def _write_pair(pair: tuple[float, ...]) -> str:
     return "-".join(_write_number(v) for v in pair)
 
@@ -398,9 +459,10 @@ class Param:
 
 
 PARAMS: dict[str, Param] = {p.key: p for p in (
-    Param("w", "width", _dimension, _write_number),
-    Param("h", "height", _dimension, _write_number),
-    Param("ar", "aspect_ratio", _aspect_ratio, _write_pair),
+    Param("w", "width", _dimension, _write_dimension),
+    Param("h", "height", _dimension, _write_dimension),
+    Param("ar", "aspect_ratio", _aspect_ratio, lambda ratio: _write_dimension(ratio) if isinstance(
+        ratio, Expression) else _write_pair(ratio)),
     Param("dpr", "dpr", _number_range(0.1, 5), _write_number),
     Param("c", "crop", _choice(CROPS)),
     Param("cm", "crop_mode", _choice(CROP_MODES)),

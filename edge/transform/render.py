@@ -128,10 +128,10 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int)
     of borders grows an image without bound before a last step shrinks it), and made once, in memory
     (else a step reads it as often as its operations need: a blur of a blur recomputed the first blur
     for every strip of the second, 40 times over)."""
-    image = None
+    image, original = None, (source.width, source.height)
     for index, step in enumerate(steps):
         stopping.check()
-        step = resolved(step, source)
+        step = resolved(step, source, original)
         image = apply_look(apply_geometry(source, step, max_output_side), step)
         check_side(image.width, image.height, max_output_side)
         if index + 1 < len(steps):
