@@ -130,6 +130,7 @@ def gradient(image: pyvips.Image, degrees: float, start: RGBA, end: RGBA, stop: 
     """`e-gradient`: a linear gradient laid over the image, from `start` at the side `degrees` points
     away from (0: from the bottom up, 180: from the top down, as CSS) to `end` at the stop point (a
     fraction of the length across, or pixels above 1), `end` beyond it."""
+    opaque = not image.hasalpha()
     image = _srgb_alpha(image)
     width, height = image.width, image.height
     radians = math.radians(degrees)
@@ -141,13 +142,16 @@ def gradient(image: pyvips.Image, degrees: float, start: RGBA, end: RGBA, stop: 
     t = (along * (length / reach)).minpair(along * 0 + 1).maxpair(along * 0)
     bands = [t * (b - a) + a for a, b in zip(start, end)]
     layer = _to_uchar(bands[0].bandjoin(bands[1:]), image).copy(interpretation=Interpretation.SRGB)
-    return _over(image, layer)
+    graded = _over(image, layer)
+    return graded.extract_band(0, n=3) if opaque else graded
 
 
 def shadow(image: pyvips.Image, blur_level: float, saturation: float, x_percent: float,
            y_percent: float) -> pyvips.Image:
     """`e-shadow`: a black shadow of the opaque pixels, blurred, `saturation` % dark, offset by a
     percentage of the size, under the image (on the same canvas: an opaque image hides it)."""
+    if not image.hasalpha():
+        return image
     image = _srgb_alpha(image)
     alpha = image.extract_band(3).cast(pyvips.enums.BandFormat.FLOAT)
     if blur_level > 0:
