@@ -9,7 +9,9 @@ gets a sample below or an entry in `edge.transform.options.UNSUPPORTED`.
 
 from __future__ import annotations
 
+import re
 import typing
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -90,6 +92,13 @@ def test_every_key_the_sdk_emits_is_served_or_listed():
     assert unlisted == [], "new SDK keys: give each a sample here or list it in options.UNSUPPORTED"
     # the text-overlay keys of the mapping are for layers, which are built on another branch
     assert set(SUPPORTED_TRANSFORMS.values()) - {sdk_key(f) for f in fields} <= BUILT_ON_OTHER_BRANCHES
+
+
+def test_the_docs_parity_table_names_every_sdk_field():
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "transformations.md").read_text()
+    table = docs[docs.index("## ImageKit SDK parity"):]
+    named = {name for row in re.findall(r"^\| ([^|]+) \|", table, re.M) for name in row.split(", ")}
+    assert set(sdk_fields()) - named == set()
 
 
 def served_cases() -> list[tuple[str, str, str]]:
