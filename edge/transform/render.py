@@ -171,8 +171,10 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
             frame_height = image.height
         image = output_colour(image, output.colour_profile)
         formats = final_formats(planned_format, header.loader, image.hasalpha(), animated)
-        for fmt in formats:
-            check_side(image.width, frame_height, max_side(fmt, limits.max_output_side))
+        # candidates of the smallest: those whose own limit the output fits (WebP: 16383 px)
+        formats = [f for f in formats if max(image.width, frame_height) <= max_side(f, limits.max_output_side)] \
+            or formats[:1]
+        check_side(image.width, frame_height, max_side(formats[0], limits.max_output_side))
         if len(formats) > 1:  # encoded several times: decoded and transformed once
             image = in_memory(image)
         flatten_on = next((step.colour for step in reversed(steps) if step.colour), WHITE)
