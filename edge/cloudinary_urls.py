@@ -116,8 +116,9 @@ WORDS: tuple[Word, ...] = (
     Word("`e_contrast`, `e_auto_contrast`", "`e-contrast`", "contrast stretch"),
     Word("`e_trim`, `e_trim:N` (1–99)", "`t-true`, `t-N`",
          "trim borders of the corner colour, tolerance N (default 10)"),
-    Word("`b_rgb:RRGGBB[AA]`, `b_<name>`", "`bg-RRGGBB[AA]`, `bg-<name>`",
-         "background for padding, rotation corners and transparency"),
+    Word("`b_rgb:RRGGBB[AA]`, `b_<name>`", "`bg-RRGGBB[OO]`, `bg-<name>`",
+         "background for padding, rotation corners and transparency; the hex alpha AA becomes ImageKit's "
+         "opacity percent OO"),
     Word("`bo_Npx_solid_<colour>`", "`b-N_<colour>`", "border N px wide"),
     Word("`o_N`", "`o-N`", "opacity 0–100"),
     *(Word(f"`fl_{flag}`", f"`{ours}`", "progressive JPEG" if flag == "progressive" else "keep metadata")

@@ -58,7 +58,8 @@ PARITY_ROWS = (
     ("blur", "bl", "supported", "0.1–100, decimals"),
     ("border", "b", "differs", "`<width>_<colour>`; expressions in the width are a 400"),
     ("crop", "c", "supported", "every value the SDK lists"),
-    ("crop_mode", "cm", "supported", "every value the SDK lists"),
+    ("crop_mode", "cm", "supported", "every value the SDK lists; padding is `bg`, else white, or transparent "
+     "for sources with transparency"),
     ("dpr", "dpr", "supported", "0.1–5; `dpr-auto` (client hint) see its section"),
     ("focus", "fo", "differs", "positions and `auto`; `fo-face` see its section; object names "
      "(`fo-person`, `fo-car`) are a 400"),
@@ -392,8 +393,8 @@ one result share one cache entry.
 
 Inputs: the EXIF orientation is always applied (all eight); CMYK, 16-bit, greyscale and ICC-tagged
 sources come out as 8-bit sRGB; transparency is kept where the output format has it; animated GIF and
-WebP stay animated when the output is GIF or WebP (each frame gets the same steps), and become their
-first frame otherwise.
+WebP stay animated when the output is GIF, WebP or `f-auto` (each frame gets the same steps), and become
+their first frame otherwise (or the frame `pg-N` names).
 """
 
 

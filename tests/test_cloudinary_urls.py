@@ -155,6 +155,8 @@ EQUIVALENTS = [
     (dict(width=300, effect="sharpen"), "w-300,e-sharpen-5"),
     (dict(width=300, radius=20, background="white"), "w-300,r-20,bg-white"),
     (dict(width=300, border="4px_solid_rgb:FF6600"), "w-300,b-4_FF6600"),
+    (dict(width=300, height=300, crop="pad", background="rgb:FF000080"),  # hex alpha 0x80 → 50 %
+     "w-300,h-300,cm-pad_resize,bg-FF000050"),
     (dict(width=300, flags="progressive"), "w-300,pr-true"),
     (dict(transformation=[dict(width=300, crop="scale"), dict(angle=90)]), "w-300:rt-90"),
 ]
