@@ -22,6 +22,14 @@ BROWSER = {"Accept": "image/avif,image/webp,*/*"}
 FRAMES = 5
 
 
+def two_page_tiff() -> bytes:
+    """A TIFF of two 40x30 pages: red, then blue."""
+    pages = [(pyvips.Image.black(40, 30, bands=3) + colour).cast("uchar") for colour in ([255, 0, 0], [0, 0, 255])]
+    strip = pages[0].join(pages[1], "vertical").copy(interpretation="srgb")
+    strip.set_type(pyvips.GValue.gint_type, "page-height", 30)
+    return strip.tiffsave_buffer()
+
+
 def transparent_shape() -> bytes:
     width, height = SHAPE_SIZE
     shape = (pyvips.Image.black(width // 2, height // 2, bands=4) + [255, 0, 0, 255]).cast("uchar")
@@ -35,6 +43,7 @@ def semantics_root(photos, tmp_path_factory):
     shutil.copy(photos.path(photos.jpeg), root / "photo.jpg")
     (root / "shape.png").write_bytes(transparent_shape())
     (root / "anim.gif").write_bytes(animated_gif(FRAMES))
+    (root / "pages.tif").write_bytes(two_page_tiff())
     return root
 
 
@@ -96,6 +105,8 @@ async def test_expressions_use_the_original_size(node):
 async def test_page_picks_one_frame(node):
     response, image = await fetch_image(node, "/tr:pg-3,f-png/anim.gif")
     assert not image.get_typeof("n-pages") and close(pixel(image, 16, 16), ANIMATION_COLOURS[2], 2)
+    _, second = await fetch_image(node, "/tr:pg-2,f-png/pages.tif")
+    assert (second.width, second.height) == (40, 30) and pixel(second, 20, 15) == (0, 0, 255)
     response = await node.fetch("/tr:pg-9/anim.gif")
     assert (response.code, response.body) == (400, b"invalid transformation: pg-9: the source has 5 page(s)\n")
 
