@@ -200,7 +200,8 @@ def _blurred_canvas(source: Source, width: int, height: int, blurred: Blurred) -
     small = _like(source.thumbnail(small_w, height=small_h, crop=pyvips.enums.Interesting.CENTRE))
     small = small.gaussblur(max(0.5, blurred.radius / 8)) + blurred.brightness
     canvas = small.cast(pyvips.enums.BandFormat.UCHAR).copy(interpretation=pyvips.enums.Interpretation.SRGB)
-    return canvas.resize(width / canvas.width, vscale=height / canvas.height)
+    scaled = canvas.resize(width / canvas.width, vscale=height / canvas.height)
+    return scaled.embed(0, 0, width, height, extend=pyvips.enums.Extend.COPY)  # exactly the box, whatever rounding
 
 
 def dominant_colour(source: Source) -> RGBA:

@@ -14,6 +14,7 @@ output parameters once, in the last step. `canonical(parse(canonical(t))) == can
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -98,13 +99,16 @@ class Expression:
         return "_".join(self.terms)
 
 
-def _apply(operator: str, left: float, right: float) -> float:
-    if operator in ("div", "mod") and right == 0:
+_OPERATIONS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
+               "mod": operator.mod, "pow": operator.pow}
+
+
+def _apply(name: str, left: float, right: float) -> float:
+    if name in ("div", "mod") and right == 0:
         raise ValueError("division by zero")
-    if operator == "pow" and (abs(right) > 10 or abs(left) > MAX_PIXELS):
-        raise ValueError("pow is limited to exponents up to 10")
-    return {"add": left + right, "sub": left - right, "mul": left * right, "div": left / (right or 1),
-            "mod": left % (right or 1), "pow": left ** right if operator == "pow" else 0}[operator]
+    if name == "pow" and not (0 <= left <= MAX_PIXELS and abs(right) <= 10):
+        raise ValueError("pow takes a base from 0 to 65500 and an exponent up to 10")
+    return _OPERATIONS[name](left, right)
 
 
 def _expression(text: str) -> Expression:
