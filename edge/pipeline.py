@@ -5,6 +5,7 @@ between happens here, in this order:
     route        edge/routing.py            Host or first segment → endpoint; `tr:` segment; path
     signature    edge/signing.py            with the endpoint's private_key: `ik-s`/`ik-t` → 401, before any lookup
     parse        edge/transform/options.py  `tr:` + `?tr=` → Transformation (canonical form = key)
+    hints        edge/transform/hints.py    `w-auto`/`dpr-auto` ← Sec-CH-Width/Sec-CH-DPR (+ Vary, key)
     cost         edge/transform/cost.py     the work the URL alone implies, held to [limits] max_cost
     plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
     lookup       edge/cache/                memory tier → output tier; a fresh HIT is answered here
@@ -22,7 +23,8 @@ flight then cancels the work (origin fetch, transform) if no other request waits
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from functools import partial
 from urllib.parse import quote
 
@@ -36,6 +38,7 @@ from .routing import ImageRequest, Router
 from .shared_cache import SharedTier
 from .transform.cost import check_cost
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
+from .transform.hints import negotiate
 from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
 
@@ -51,6 +54,8 @@ class ImageCall:
     #: the `tr` query parameter, decoded
     query_transformation: str | None
     accept: str | None
+    #: the request's headers, read for the client hints of `w-auto` / `dpr-auto`
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -76,6 +81,8 @@ class _Job:
     transformation: Transformation
     planned_format: str
     vary_accept: bool
+    #: the client hints the output depends on (`Sec-CH-Width, Width`), or None
+    client_hints: str | None
     #: the Host passed on to the origins (and part of the keys), or None when they take none
     host: str | None
     key: str
@@ -104,11 +111,14 @@ class Pipeline:
             transformation = request.transformation or parse_transformation(
                 request.path_transformation, call.query_transformation, named=self._config.named_transformations,
                 named_only=request.named_only)
+            requested = transformation.canonical()
+            hints = negotiate(transformation, call.headers, self._config.limits.max_output_side)
+            transformation = hints.transformation
             check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
             planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
             host = request.host.lower() if self._takes_host[request.endpoint.id] else None
-            key = output_key(original_key(request.endpoint.id, request.path, host), transformation.canonical(),
-                             planned_format if vary_accept else "")
+            key = output_key(original_key(request.endpoint.id, request.path, host), requested,
+                             planned_format if vary_accept else "", hints.key)
 
             cached = self._caches.output_in_memory(key) or await self._caches.output(key)
             fresh = cached is not None and self._originals.is_fresh(cached.source)
@@ -116,7 +126,8 @@ class Pipeline:
             if fresh:
                 return Served(endpoint, "hit", cached, signed_until=request.signed_until)
 
-            job = _Job(request, transformation, planned_format, vary_accept, host, key)
+            job = _Job(request, transformation, planned_format, vary_accept, ", ".join(hints.headers) or None,
+                       host, key)
             try:
                 output, source = await self._flights.run(job.key, partial(self._produce, job, cached),
                                                          partial(self._fresh_stored, job.key))
@@ -183,6 +194,7 @@ class Pipeline:
             etag=await self._caches.io(strong_etag, body),
             source=original.info,
             vary_accept=job.vary_accept,
+            client_hints=job.client_hints,
             canonical_link=_canonical_link(base, job.request.path) if base else None,
         )
 

@@ -25,12 +25,12 @@ colours = st.one_of(hex_colour, hex_colour.map(lambda h: h + "80"), st.sampled_f
 booleans = st.sampled_from(["true", "false", "True"])
 
 VALUES = {
-    "w": numbers, "h": numbers,
+    "w": st.one_of(numbers, st.just("auto")), "h": numbers,
     "ar": st.tuples(numbers, numbers).map("-".join),
-    "dpr": st.sampled_from(["0.1", "0.5", "1", "1.5", "2", "5", "6"]),
+    "dpr": st.sampled_from(["0.1", "0.5", "1", "1.5", "2", "5", "6", "auto"]),
     "c": st.sampled_from(options.CROPS),
     "cm": st.sampled_from(options.CROP_MODES),
-    "fo": st.sampled_from(options.FOCUS + ("face",)),
+    "fo": st.sampled_from(options.FOCUS),
     "x": integers, "y": integers, "xc": integers, "yc": integers,
     "z": st.sampled_from(["0.5", "1", "1.5", "2", "11"]),
     "t": st.one_of(st.just("true"), st.integers(0, 100).map(str)),
