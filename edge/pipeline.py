@@ -38,7 +38,7 @@ from .routing import ImageRequest, Router
 from .shared_cache import SharedTier
 from .transform.cost import check_cost
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
-from .transform.hints import negotiate
+from .transform.hints import NO_HINTS, negotiate
 from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
 
@@ -112,8 +112,10 @@ class Pipeline:
                 request.path_transformation, call.query_transformation, named=self._config.named_transformations,
                 named_only=request.named_only)
             requested = transformation.canonical()
-            hints = negotiate(transformation, call.headers, self._config.limits.max_output_side)
-            transformation = hints.transformation
+            hints = NO_HINTS
+            if transformation.client_hints:  # else nothing to build: the hit path stays as it was
+                hints = negotiate(transformation, call.headers, self._config.limits.max_output_side)
+                transformation = hints.transformation
             check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
             planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
             host = request.host.lower() if self._takes_host[request.endpoint.id] else None
@@ -126,8 +128,7 @@ class Pipeline:
             if fresh:
                 return Served(endpoint, "hit", cached, signed_until=request.signed_until)
 
-            job = _Job(request, transformation, planned_format, vary_accept, ", ".join(hints.headers) or None,
-                       host, key)
+            job = _Job(request, transformation, planned_format, vary_accept, hints.vary, host, key)
             try:
                 output, source = await self._flights.run(job.key, partial(self._produce, job, cached),
                                                          partial(self._fresh_stored, job.key))

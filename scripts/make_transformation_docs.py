@@ -81,7 +81,9 @@ Client Hint request header"). The pictures below were asked for with the headers
   https://img.example.com">`, or on the page's response `Accept-CH: Sec-CH-Width, Sec-CH-DPR` with
   `Permissions-Policy: ch-width=(self "https://img.example.com"), ch-dpr=(self
   "https://img.example.com")`. `Sec-CH-Width` is sent only for `<img>` elements with a `sizes`
-  attribute. Firefox and Safari send no client hints: there `w-auto` falls back as above.
+  attribute (tests/test_client_hints.py loads such a page in headless Chromium: 250 px `sizes` → a
+  300 px image, no `sizes` → no hint). Firefox and Safari send no client hints: there `w-auto` falls
+  back as above.
 - **Caches in front** (a CDN) must key on the same headers: most CDNs honour `Vary` only for
   `Accept-Encoding`, so either forward the hints and add them to the CDN's cache key, or keep `w-auto`
   URLs off the CDN.
@@ -331,7 +333,8 @@ def slug(transformation: str, sample: str) -> str:
 def render(example: Example) -> tuple[str, str]:
     """Render one example; (picture file name, caption)."""
     transformation = parse_transformation(example.transformation, named=NAMED)
-    transformation = negotiate(transformation, dict(example.headers), Limits().max_output_side).transformation
+    if transformation.client_hints:
+        transformation = negotiate(transformation, dict(example.headers), Limits().max_output_side).transformation
     planned, _ = plan_format(transformation.output_format, example.sample, ACCEPT)
     rendered = render_image((SAMPLES / example.sample).read_bytes(), transformation, planned, Defaults(), Limits())
     hints = "".join(f"_{name}_{value}" for name, value in example.headers)

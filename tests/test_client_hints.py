@@ -5,9 +5,16 @@ then DPR), rounded into a bounded set of cache entries, with `Vary` on exactly t
 `photo.jpg` is 600x400.
 """
 
+import asyncio
+import subprocess
+
 import pytest
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from tests.nodes import write_config
+from tests.test_status_page import CHROMIUM, CHROMIUM_FLAGS
 from tests.transform_node import fetch_image, image_root, images_config  # noqa: F401
 
 WIDTH_VARY = "Sec-CH-Width, Width"
@@ -93,3 +100,32 @@ async def test_auto_values_are_checked_like_others(node):
     assert response.code == 400 and b"w-autox" in response.body
     response = await node.fetch("/tr:dpr-auto/photo.jpg")
     assert response.code == 400 and response.body == b"invalid transformation: dpr-auto: needs w or h\n"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)")
+async def test_chromium_sends_the_hints_a_page_delegates(node, tmp_path):
+    """A page on another origin asks for the hints and delegates them to the node, as
+    docs/transformations.md#client-hints says: Chromium then sends Sec-CH-Width for an <img> with
+    `sizes` (250 px: a 300 px image), and none without `sizes` (the photo's own 600 px)."""
+    images = "".join(f'<img id="{name}" {sizes} src="{node.url}/tr:w-auto,dpr-auto/photo.jpg?{name}" '
+                     f'onload="document.body.dataset.{name} = this.naturalWidth">'
+                     for name, sizes in (("sized", 'sizes="250px"'), ("unsized", "")))
+
+    class Page(tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.set_header("Accept-CH", "Sec-CH-Width, Sec-CH-DPR")
+            self.set_header("Permissions-Policy", f'ch-width=(self "{node.url}"), ch-dpr=(self "{node.url}")')
+            self.finish(f"<!doctype html><html><body>{images}</body></html>")
+
+    sockets = bind_sockets(0, "127.0.0.1")
+    page = HTTPServer(tornado.web.Application([(r"/", Page)]))
+    page.add_sockets(sockets)
+    try:
+        browser = await asyncio.create_subprocess_exec(
+            CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+            "--dump-dom", f"http://127.0.0.1:{sockets[0].getsockname()[1]}/", stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        dom, _ = await asyncio.wait_for(browser.communicate(), 120)
+    finally:
+        page.stop()
+    assert b'data-sized="300"' in dom and b'data-unsized="600"' in dom, dom[-500:]

@@ -24,7 +24,7 @@ from .options import AUTO, Step, Transformation
 
 WIDTH_HEADERS = ("Sec-CH-Width", "Width")
 DPR_HEADERS = ("Sec-CH-DPR", "DPR")
-#: `Accept-CH` on responses that used hints: the legacy names are no longer sent by browsers on request
+#: `Accept-CH` on responses that used hints: the modern names only (Chromium no longer sends `Width`, `DPR`)
 ACCEPT_CH = "Sec-CH-Width, Sec-CH-DPR"
 WIDTH_STEP = 100  # ImageKit: "rounds the intrinsic size of the image to the next ... 100"
 DPR_STEP = 0.1
@@ -38,16 +38,19 @@ _DPR = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,9})?")
 class Negotiated:
     """A transformation with its hints resolved, and what the answer depends on."""
 
-    transformation: Transformation
-    #: the headers consulted (for `Vary`), empty when the transformation takes no hint
-    headers: tuple[str, ...] = ()
+    transformation: Transformation | None
+    #: the headers consulted, for `Vary` (`Sec-CH-Width, Width`); None when no hint is read
+    vary: str | None = None
     #: the values used, for the output's key (`w600`, `dpr2`, `w-,dpr1`: `-` for an absent hint)
     key: str = ""
 
 
+#: what a transformation without `w-auto` / `dpr-auto` negotiates: nothing
+NO_HINTS = Negotiated(None)
+
+
 def negotiate(transformation: Transformation, headers: Mapping[str, str], max_width: int) -> Negotiated:
-    if not transformation.client_hints:
-        return Negotiated(transformation)
+    """`transformation` (which has `client_hints`) with the hints of `headers` in place of `auto`."""
     steps = transformation.steps
     wants_width = any(step.width == AUTO for step in steps)
     wants_dpr = any(step.dpr == AUTO for step in steps)
@@ -57,7 +60,7 @@ def negotiate(transformation: Transformation, headers: Mapping[str, str], max_wi
     used = (WIDTH_HEADERS if wants_width else ()) + (DPR_HEADERS if wants_dpr else ())
     key = ",".join(part for part in (f"w{width or '-'}" if wants_width else "",
                                      f"dpr{dpr or '-'}" if wants_dpr else "") if part)
-    return Negotiated(replace(transformation, steps=resolved), used, key)
+    return Negotiated(replace(transformation, steps=resolved), ", ".join(used), key)
 
 
 def _resolved(step: Step, width: int | None, dpr: float | None) -> Step:
