@@ -41,7 +41,7 @@ class Negotiated:
     transformation: Transformation | None
     #: the headers consulted, for `Vary` (`Sec-CH-Width, Width`); None when no hint is read
     vary: str | None = None
-    #: the values used, for the output's key (`w600`, `dpr2`, `w-,dpr1`: `-` for an absent hint)
+    #: the values used, for the output's key (`w600`, `dpr2.0`, `w-,dpr-`: `-` for an absent hint)
     key: str = ""
 
 
