@@ -92,6 +92,12 @@ async def test_fo_face_frames_a_small_photo_without_enlarging_it(node):
     assert (image.width, image.height) == (300, 200)  # zoomed out to the whole width at most
 
 
+async def test_an_extracted_region_is_centred_on_the_face(node):
+    response = await node.fetch("/tr:cm-extract,w-120,h-120,fo-face/astronaut.jpg")
+    image = pyvips.Image.new_from_buffer(response.body, "")
+    assert (image.width, image.height) == (120, 120) and near(patch(image, 60, 60), FACE)
+
+
 async def test_without_the_extra_fo_face_is_a_400_naming_it(node, monkeypatch):
     monkeypatch.setattr(faces, "available", lambda: False)
     response = await node.fetch("/tr:w-301,h-299,fo-face/scene.jpg")  # a text no other test parsed

@@ -212,10 +212,10 @@ def _extract(source: Source, step: Step, box_w: int | None, box_h: int | None, m
         top = (step.y_center if step.y_center is not None else height // 2) - h // 2
     elif step.x is None and step.y is None:
         found = face_box(source) if step.focus == "face" else None
-        if found is not None:
-            left, top = (found[0] + found[2] // 2 - w // 2, found[1] + found[3] // 2 - h // 2)
-            if w <= width and h <= height:
-                left, top = min(max(0, left), width - w), min(max(0, top), height - h)
+        if found is not None:  # centred on the faces; inside the image where the region fits
+            centre_x, centre_y = found[0] + found[2] / 2, found[1] + found[3] / 2
+            left, top = (_centred(width, height, w, h, centre_x, centre_y) if w <= width and h <= height
+                         else (round(centre_x - w / 2), round(centre_y - h / 2)))
         elif step.focus in ("auto", "face") and w <= width and h <= height:
             left, top = attention_offset(source, width, height, w, h)
         else:

@@ -8,8 +8,9 @@ canonical form (the cache key) and the 400 messages follow from the row.
 
 The canonical form sorts each step's parameters, drops defaults, folds synonyms (`jpeg`→`jpg`,
 `rt-N90`→`rt-270`, colour names → hex), expands `n-<name>`, and writes the output parameters once,
-in the last step. `w-auto` and `dpr-auto` stay as they are: their values come from the request's
-client hints (`edge/transform/hints.py`), which are part of the output's key beside it. `canonical(parse(canonical(t))) == canonical(t)`.
+in the last step. `canonical(parse(canonical(t))) == canonical(t)`. `w-auto` and `dpr-auto` stay as
+they are: their values come from the request's client hints (`edge/transform/hints.py`), which are
+part of the output's key beside it.
 """
 
 from __future__ import annotations

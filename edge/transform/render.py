@@ -130,7 +130,8 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int)
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
                  defaults: Defaults, limits: Limits) -> Rendered:
     """Decode, transform and encode, in the calling thread. Raises `EdgeError`s only (and the
-    reason of a stop, when the render runs under a stopped `StopSwitch`)."""
+    reason of a stop, when the render runs under a stopped `StopSwitch`). `w-auto`/`dpr-auto` must
+    have been resolved (`hints.negotiate`)."""
     header = probe(body, limits)
     animated = header.frames > 1 and animates(planned_format, header.loader)
     if animated and header.width * header.height * header.frames > limits.max_source_pixels:
