@@ -10,7 +10,10 @@ RUN python -m venv /opt/edge
 COPY setup.cfg pyproject.toml README.md ./
 COPY edge ./edge
 COPY plugins ./plugins
-RUN /opt/edge/bin/pip install --no-cache-dir .
+# the optional extras baked in: `faces` (OpenCV's face detector, for `fo-face`; about 60 MB); build
+# with `--build-arg EXTRAS=` for an image without it (`fo-face` is then a 400 naming the extra)
+ARG EXTRAS=faces
+RUN /opt/edge/bin/pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"
 
 # -- run: the virtualenv alone, as an unprivileged user ------------------------------------------
 FROM python:3.11-slim

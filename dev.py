@@ -37,7 +37,7 @@ def ensure_installed() -> None:
                 venv.create(VENV, with_pip=True)
             else:
                 sys.exit("cannot create a virtualenv: install python3-venv (Debian/Ubuntu) and try again")
-    subprocess.run([BIN / "python", "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"], check=True)
+    subprocess.run([BIN / "python", "-m", "pip", "install", "-q", "-e", f"{ROOT}[test,faces]"], check=True)
     STAMP.write_text(wanted)
 
 

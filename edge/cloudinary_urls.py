@@ -93,9 +93,10 @@ WORDS: tuple[Word, ...] = (
       for mode, (ours, one, meaning) in CROP_MODES.items()),
     Word(", ".join(f"`g_{g}`" for g in GRAVITIES),
          ", ".join(f"`fo-{fo}`" for fo in GRAVITIES.values()),
-         "which part a crop keeps, or where `pad` puts the image; `face`/`faces` are content-aware like `auto`"),
+         "which part a crop keeps, or where `pad` puts the image; `face`/`faces` frame the faces a detector "
+         "finds (the `[faces]` extra)"),
     Word("`x_N`, `y_N`", "`x-N`, `y-N`", "top-left corner of a `c_crop` region, in pixels"),
-    Word("`z_N` (N ≥ 1)", "`z-N`", "zoom into the crop's focus"),
+    Word("`z_N`", "`z-N`", "zoom into the crop's focus; below 1 only with `g_face`/`g_faces`: more around the faces"),
     Word("`q_N`", "`q-N`", "quality 1–100"),
     *(Word(f"`q_{level}`", f"`q-{quality}`", "automatic quality, as a fixed level")
       for level, quality in QUALITY_LEVELS.items()),
@@ -103,7 +104,9 @@ WORDS: tuple[Word, ...] = (
          "output format; `f_auto`: AVIF or WebP as the browser's `Accept` allows, else JPEG (PNG with transparency)"),
     Word("`.jpg` `.png` `.webp` `.avif` `.gif` extension", "output format",
          "the extension names the output format; none: the stored format"),
-    Word("`dpr_N` (0.1–5)", "`dpr-N`", "multiplies w and h; needs one of them"),
+    Word("`dpr_N` (0.1–5), `dpr_auto`", "`dpr-N`, `dpr-auto`",
+         "multiplies w and h; needs one of them; `auto`: the `Sec-CH-DPR` client hint"),
+    Word("`w_auto`", "`w-auto`", "the width from the `Sec-CH-Width` client hint, rounded up to 100 px"),
     Word("`a_N`, `a_-N`", "`rt-N` (N modulo 360, clockwise)",
          "rotate clockwise (negative: counter-clockwise); corners filled with `b_`"),
     Word("`a_hflip`, `a_vflip`", "`fl-h`, `fl-v`", "mirror horizontally, vertically"),
@@ -352,15 +355,15 @@ class _Component:
                 params.append(self.parsed(key, key))
         if "z" in self.words:
             params.append(self.parsed("z", "z"))
-            if float(self.value("z")) < 1:
-                raise self.fail("z", "zooming out (below 1) is not supported")
+            if float(self.value("z")) < 1 and self.value("g") not in ("face", "faces"):
+                raise self.fail("z", "zooming out (below 1) is supported around faces only (g_face)")
         return params
 
     def _dimension(self, key: str) -> str:
         value = self.value(key)
         if "." in value and _float(value) >= 1:
             raise self.fail(key, "relative sizes of 1.0 and more are not supported; write pixels")
-        if value in ("auto", "iw", "ih") or value.startswith(("auto:", "iw_", "ih_", "$")):
+        if (value == "auto" and key != "w") or value in ("iw", "ih") or value.startswith(("auto:", "iw_", "ih_", "$")):
             raise self.fail(key, "automatic and computed sizes are not supported")
         return self.parsed(key, key)
 

@@ -5,6 +5,7 @@ between happens here, in this order:
     route        edge/routing.py            Host or first segment → endpoint; `tr:` segment; path
     signature    edge/signing.py            with the endpoint's private_key: `ik-s`/`ik-t` → 401, before any lookup
     parse        edge/transform/options.py  `tr:` + `?tr=` → Transformation (canonical form = key)
+    hints        edge/transform/hints.py    `w-auto`/`dpr-auto` ← Sec-CH-Width/Sec-CH-DPR (+ Vary, key)
     cost         edge/transform/cost.py     the work the URL alone implies, held to [limits] max_cost
     plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
     lookup       edge/cache/                memory tier → output tier; a fresh HIT is answered here
@@ -23,7 +24,8 @@ flight then cancels the work (origin fetch, transform) if no other request waits
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from functools import partial
 from urllib.parse import quote
 
@@ -37,6 +39,7 @@ from .routing import ImageRequest, Router
 from .shared_cache import SharedTier
 from .transform.cost import check_cost
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
+from .transform.hints import NO_HINTS, negotiate
 from .transform.options import Transformation, parse_transformation
 from .transform.render import Renderer
 
@@ -52,6 +55,8 @@ class ImageCall:
     #: the `tr` query parameter, decoded
     query_transformation: str | None
     accept: str | None
+    #: the request's headers, read for the client hints of `w-auto` / `dpr-auto`
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -77,6 +82,8 @@ class _Job:
     transformation: Transformation
     planned_format: str
     vary_accept: bool
+    #: the client hints the output depends on (`Sec-CH-Width, Width`), or None
+    client_hints: str | None
     #: the Host passed on to the origins (and part of the keys), or None when they take none
     host: str | None
     key: str
@@ -105,13 +112,18 @@ class Pipeline:
             transformation = request.transformation or parse_transformation(
                 request.path_transformation, call.query_transformation, named=self._config.named_transformations,
                 named_only=request.named_only)
+            requested = transformation.canonical()
+            hints = NO_HINTS
+            if transformation.client_hints:  # else nothing to build: the hit path stays as it was
+                hints = negotiate(transformation, call.headers, self._config.limits.max_output_side)
+                transformation = hints.transformation
             check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
             defaults = self._config.defaults
             planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
                                                       defaults.auto_format, defaults.auto_format_smallest)
             host = request.host.lower() if self._takes_host[request.endpoint.id] else None
-            key = output_key(original_key(request.endpoint.id, request.path, host), transformation.canonical(),
-                             planned_format if vary_accept else "")
+            key = output_key(original_key(request.endpoint.id, request.path, host), requested,
+                             planned_format if vary_accept else "", hints.key)
 
             version = self._caches.version(key)  # before the lookup: a store that races it shows
             cached = self._caches.output_in_memory(key) or await self._caches.output(key)
@@ -120,7 +132,7 @@ class Pipeline:
             if fresh:
                 return Served(endpoint, "hit", cached, signed_until=request.signed_until)
 
-            job = _Job(request, transformation, planned_format, vary_accept, host, key)
+            job = _Job(request, transformation, planned_format, vary_accept, hints.vary, host, key)
             try:
                 output, source = await self._flights.run(job.key, partial(self._produce, job, cached),
                                                          partial(self._fresh_stored, job.key),
@@ -190,6 +202,7 @@ class Pipeline:
             etag=etag,
             source=original.info,
             vary_accept=job.vary_accept,
+            client_hints=job.client_hints,
             canonical_link=_canonical_link(base, job.request.path) if base else None,
         )
 

@@ -26,6 +26,7 @@ from .pipeline import ImageCall, Pipeline
 from .routing import Router
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
+from .transform.hints import ACCEPT_CH
 from .transform.render import Renderer
 
 log = logging.getLogger("edge")
@@ -214,7 +215,8 @@ class ImageHandler(BaseHandler):
             metrics.child(metrics.not_found, self.endpoint_label).inc()
 
     async def _serve(self) -> None:
-        call = ImageCall(self.request.host, self.request.uri, self._query("tr"), self.request.headers.get("Accept"))
+        headers = self.request.headers
+        call = ImageCall(self.request.host, self.request.uri, self._query("tr"), headers.get("Accept"), headers)
         self._serving = task = asyncio.current_task()
         try:
             served = await self.node.pipeline.serve(call)
@@ -244,7 +246,10 @@ class ImageHandler(BaseHandler):
         self.set_header("X-Cache", self.cache_result.upper())
         if output.source.last_modified:
             self.set_header("Last-Modified", output.source.last_modified)
-        if output.vary_accept:
+        if output.client_hints:
+            self.set_header("Vary", f"Accept, {output.client_hints}" if output.vary_accept else output.client_hints)
+            self.set_header("Accept-CH", ACCEPT_CH)
+        elif output.vary_accept:
             self.set_header("Vary", "Accept")
         if output.canonical_link:
             self.set_header("Link", output.canonical_link)

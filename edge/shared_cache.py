@@ -81,7 +81,7 @@ def decode(data: bytes) -> CachedOutput | None:
     # anyone with access to the bucket could have written it: every header must go out as it is, and
     # what freshness is computed from must be of the right type
     source = output.source
-    optional = (output.canonical_link, source.last_modified, source.etag)
+    optional = (output.canonical_link, output.client_hints, source.last_modified, source.etag)
     if not (newline and _sendable(output.content_type) and _sendable(output.etag)
             and isinstance(output.vary_accept, bool) and all(v is None or _sendable(v) for v in optional)
             and isinstance(source.origin, str) and isinstance(source.version, str)

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge.config import Defaults, Limits  # noqa: E402
 from edge.transform.formats import plan_format  # noqa: E402
+from edge.transform.hints import negotiate  # noqa: E402
 from edge.transform.options import parse_transformation  # noqa: E402
 from edge.transform.render import render_image  # noqa: E402
 
@@ -37,6 +38,8 @@ class Example:
     transformation: str
     sample: str
     note: str = ""
+    #: request headers (client hints) the picture was asked for with
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,95 @@ PARITY = ("What the ImageKit Python SDK (`imagekitio`) writes, and what the node
           "never silently ignored.\n\n| SDK field | key | node | notes |\n| --- | --- | --- | --- |\n" +
           "\n".join(f"| {field} | `{key}` | {status} | {note} |" for field, key, status, note in PARITY_ROWS))
 
+CLIENT_HINTS = """\
+`w-auto` takes the width from the request's `Sec-CH-Width` header (else the legacy `Width`),
+`dpr-auto` the pixel ratio from `Sec-CH-DPR` (else `DPR`), as ImageKit reads them ([ImageKit: client
+hints](https://docs.imagekit.io/features/client-hints), [resize and
+crop](https://imagekit.io/docs/image-resize-and-crop): "read the width value from the Sec-CH-Width
+Client Hint request header"). The pictures below were asked for with the headers shown.
+
+- **Width**: rounded *up* to the next 100 px, as ImageKit does ("rounds the intrinsic size of the
+  image to the next smallest 100": `Sec-CH-Width: 212` → 300 px), and held to `[limits]
+  max_output_side`. The width hint is in device pixels, so with `w-auto` the step's `dpr` (a
+  number or `dpr-auto`) is not applied again: `w-auto,dpr-auto` with `Sec-CH-Width: 600` and
+  `Sec-CH-DPR: 2` is 600 px wide, as in ImageKit's example.
+- **DPR**: rounded up to the next tenth (`2.625` → 2.7), within 0.1–5; it multiplies `w`/`h` like
+  `dpr-N`.
+- **No hint** (a browser that sends none, a first request, a non-browser client), or a value that is
+  not a number: `w-auto` sets no width — the step is as if `w` were not given, so the image keeps its
+  own width unless `h` or `ar` say otherwise — and `dpr-auto` is 1. ImageKit's documentation does not
+  say what it does without the header; this is the choice that never invents a size.
+- **Bounded cache**: the rounded values are part of the output's cache key (never the raw header), so
+  however many different `Width` values clients send, one URL has at most `max_output_side / 100`
+  (82) widths × the formats of `f-auto`; `dpr-auto` at most 50 ratios.
+- **Headers**: a response that used hints says `Vary: Sec-CH-Width, Width` and/or `Vary: Sec-CH-DPR,
+  DPR` (`Accept, …` first with `f-auto`), exactly the hints its transformation reads, and `Accept-CH:
+  Sec-CH-Width, Sec-CH-DPR`. Cache hits carry the same headers. ImageKit's `Content-DPR` response
+  header is not sent: it was removed from the client hints specification and Chromium no longer
+  reads it; give the `<img>` its display size in CSS or `sizes` instead.
+- **Browsers**: Chromium-based browsers send these hints only to origins that asked for them: the
+  HTML page must opt in, and delegate them to the image host when it is another origin, e.g.
+  `<meta http-equiv="delegate-ch" content="sec-ch-width https://img.example.com; sec-ch-dpr
+  https://img.example.com">`, or on the page's response `Accept-CH: Sec-CH-Width, Sec-CH-DPR` with
+  `Permissions-Policy: ch-width=(self "https://img.example.com"), ch-dpr=(self
+  "https://img.example.com")`. `Sec-CH-Width` is sent only for `<img>` elements with a `sizes`
+  attribute (tests/test_client_hints.py loads such a page in headless Chromium: 250 px `sizes` → a
+  300 px image, no `sizes` → no hint). Firefox and Safari send no client hints: there `w-auto` falls
+  back as above.
+- **Caches in front** (a CDN) must key on the same headers: most CDNs honour `Vary` only for
+  `Accept-Encoding`, so either forward the hints and add them to the CDN's cache key, or keep `w-auto`
+  URLs off the CDN.
+"""
+
+FACES = """\
+`fo-face` crops around the faces found by OpenCV's frontal-face Haar cascade
+(`haarcascade_frontalface_alt2.xml`, shipped inside the `opencv-python-headless` wheel). OpenCV is
+an optional extra of about 50 MB: install the node with `pip install 'edge-image-node[faces]'`
+(`python3 dev.py` installs it for the tests). **Without it, `fo-face` is a 400** `invalid
+transformation: fo-face: needs a face detector: install the node with its [faces] extra …` rather
+than another crop than the one asked for. (Cloudinary URLs' `g_face`/`g_faces` become `fo-face`, so
+the same holds for them.) There are no settings.
+
+- **Where it searches**: on a copy of the step's input reduced to at most 0.5 megapixel, in the
+  render's thread (OpenCV's own threads off, so a render keeps to one core), checked against the render
+  deadline before and after. Faces at least 24 px in that copy are found: a face of about 1/24 of a
+  3:2 photo's height, whatever its resolution. A search counts 8 megapixels in the cost budget
+  (`[limits] max_cost`), per step and per frame of an animation.
+- **Framing** (with `w` and `h`, `c-maintain_ratio` or `c-maintain_ratio_no_enlarge`): the box around
+  the largest face and every face at least a quarter of its size (a group photo keeps its group,
+  small background faces and false detections are left out), 2.5 times as wide and high (head, hair and
+  shoulders), widened to the output's aspect ratio, divided by `z`, then held between the output's
+  size in the input's pixels (a face is never enlarged beyond the original's resolution) and the
+  whole image. So `z-0.5` shows twice as much around the face and `z-2` half as much, ImageKit's
+  behaviour for zoom with face crops.
+- **Other uses**: with one side or no size (`w-300,fo-face,z-2`), `z` zooms into the faces' centre as it
+  does into any focus; `cm-extract`/`cm-pad_extract` centre their region on the faces.
+- **No face found**: the crop falls back to `fo-auto` (the most interesting point); `z` then acts as
+  with `fo-auto`. ImageKit's documentation does not say what `fo-face` does without a face; this keeps
+  the subject of most photos in the crop rather than a fixed centre.
+- **Cache**: `fo-face` is its own cache entry (no longer the same as `fo-auto`).
+
+**Which detector.** OpenCV's bundled Haar cascades need no model download (the `opencv-python-headless`
+wheel carries them); a CNN detector such as YuNet would need a model file no well-kept PyPI package
+ships. Of the three frontal-face cascades, `alt2` is used: measured with `.venv/bin/python -m
+benchmarks.bench_faces` (CPU time of one search of the node's 0.5 MP copy of the 12 MP test scene,
+against libvips' attention search of its 1 MP copy in the same rounds, median of 7; 2 cores shared
+with other jobs, load average 13):
+
+| cascade | CPU ms | × attention (`fo-auto`) | LFW faces found | LFW non-faces flagged | photos without faces flagged |
+| --- | --- | --- | --- | --- | --- |
+| default | 132 | 9.6 | 97/100 | 0/100 | 2/19 (coins, cells) |
+| alt | 154 | 11.2 | 98/100 | 0/100 | 0/19 |
+| **alt2** | 119 | 8.6 | 98/100 | 0/100 | 0/19 |
+
+The faces are the 100 faces and 100 non-faces of scikit-image's `lfw_subset` (25 px crops of
+Labeled Faces in the Wild, scaled up with a border); the photos are scikit-image's 19 sample images
+without faces (brick, grass, gravel, coins, cells, the cat, the coffee, text…). Every cascade finds
+the one face of the astronaut photo and of the 12 MP test scene. Haar cascades find frontal faces:
+profiles, strongly tilted or covered faces are missed (and then the crop is `fo-auto`'s).
+"""
+
+
 SECTIONS = (
     Section("Original samples", "The sample images that ship with the node, at their own size scaled "
             "down for this page (`w-160`).", (
@@ -130,6 +222,14 @@ SECTIONS = (
     Section("`dpr`: device pixel ratio", "Multiplies `w` and `h` (0.1–5); needs one of them.", (
                 Example("w-100,dpr-2", "chelsea.jpg", "200 px wide"),
             )),
+    Section("Client hints", CLIENT_HINTS, (
+                Example("w-auto", "coffee.jpg", "250 rounded up to 300", (("Sec-CH-Width", "250"),)),
+                Example("w-100,dpr-auto", "coffee.jpg", "100 × 2.625, rounded up to 2.7",
+                        (("Sec-CH-DPR", "2.625"),)),
+                Example("w-auto,dpr-auto", "coffee.jpg", "the width hint counts the DPR already",
+                        (("Sec-CH-Width", "200"), ("Sec-CH-DPR", "2"))),
+                Example("w-auto", "coffee.jpg", "no hint: the image's own width"),
+            )),
     Section("`c`: crop strategy", "How `w`×`h` is reached when both are given.\n\nOne more value, not in "
             "ImageKit's grammar: `c-enlarge_to_fit` fits inside `w`×`h` only by enlarging — an image already "
             "larger than the box is left at its size (Cloudinary's `c_mfit`, see "
@@ -143,8 +243,8 @@ SECTIONS = (
                         "like the default, never upscaled: the box shrinks to the image"),
             )),
     Section("`fo`: focus", "Where a crop is taken. `fo-auto` is content-aware (libvips smartcrop, "
-            "*attention* strategy: skin tones, saturation, edges). **`fo-face` uses the same content-aware "
-            "crop**: the node ships no face detector, so `fo-face` and `fo-auto` are one cache entry.", (
+            "*attention* strategy: skin tones, saturation, edges). `fo-face` frames the faces a face detector "
+            "finds: see [Faces](#faces).", (
                 Example("w-240,h-100,fo-center", "astronaut.jpg"),
                 Example("w-240,h-100,fo-top", "astronaut.jpg"),
                 Example("w-240,h-100,fo-bottom", "astronaut.jpg"),
@@ -152,14 +252,24 @@ SECTIONS = (
                 Example("w-100,h-200,fo-right", "coffee.jpg"),
                 Example("w-120,h-120,fo-top_left", "chelsea.jpg"),
                 Example("w-120,h-120,fo-auto", "chelsea.jpg", "finds the cat"),
-                Example("w-120,h-120,fo-face", "astronaut.jpg", "= fo-auto"),
+                Example("w-120,h-120,fo-face", "astronaut.jpg", "the face, framed"),
             )),
     Section("`z`: zoom", "With a crop, zooms into the focus by the factor (`z-2`: half the field of view). "
-            "Values at or below 1 change nothing: a crop cannot show more than the whole image. Applies to "
-            "`c-maintain_ratio` / `c-maintain_ratio_no_enlarge` and to steps without `w`/`h`.", (
+            "Applies to `c-maintain_ratio` / `c-maintain_ratio_no_enlarge` and to steps without `w`/`h`. "
+            "Below 1 it zooms out, around faces (`fo-face`, see [Faces](#faces)); with another focus, values "
+            "at or below 1 change nothing (a crop cannot show more than the whole image) and are dropped "
+            "from the cache key.", (
                 Example("w-150,h-150,fo-auto", "astronaut.jpg"),
                 Example("w-150,h-150,fo-auto,z-2", "astronaut.jpg"),
                 Example("w-150,h-150,fo-top,z-3", "astronaut.jpg"),
+            )),
+    Section("Faces", FACES, (
+                Example("w-240,h-120,fo-auto", "astronaut.jpg", "attention"),
+                Example("w-240,h-120,fo-face", "astronaut.jpg", "the face, with a margin"),
+                Example("w-150,h-150,fo-face,z-0.5", "astronaut.jpg", "zoomed out: more around the face"),
+                Example("w-150,h-150,fo-face", "astronaut.jpg"),
+                Example("w-150,h-150,fo-face,z-2", "astronaut.jpg", "zoomed in"),
+                Example("w-120,h-120,fo-face", "coffee.jpg", "no face: as fo-auto"),
             )),
     Section("`cm`: crop modes", "`pad_resize`: fit inside `w`×`h`, pad to exactly `w`×`h` with `bg` (white, "
             "or transparent for images with transparency); `fo-left/right/top/bottom` put the image on "
@@ -337,9 +447,12 @@ def slug(transformation: str, sample: str) -> str:
 def render(example: Example) -> tuple[str, str]:
     """Render one example; (picture file name, caption)."""
     transformation = parse_transformation(example.transformation, named=NAMED)
+    if transformation.client_hints:
+        transformation = negotiate(transformation, dict(example.headers), Limits().max_output_side).transformation
     planned, _ = plan_format(transformation.output_format, example.sample, ACCEPT)
     rendered = render_image((SAMPLES / example.sample).read_bytes(), transformation, planned, Defaults(), Limits())
-    name = f"{slug(example.transformation, example.sample)}.{rendered.format}"
+    hints = "".join(f"_{name}_{value}" for name, value in example.headers)
+    name = f"{slug(example.transformation + hints, example.sample)}.{rendered.format}"
     (PICTURES / name).write_bytes(rendered.body)
     size = f"{rendered.width}×{rendered.height} {rendered.format.upper()}, {len(rendered.body) / 1024:.0f} KB"
     return name, "; ".join(filter(None, (example.note, size)))
@@ -352,6 +465,7 @@ def section_markdown(section: Section) -> str:
         for example in section.examples:
             picture, caption = render(example)
             url = f"/tr:{example.transformation}/{example.sample}"
+            url += "".join(f"`<br>`{name}: {value}" for name, value in example.headers)
             lines.append(f"| `{url}`<br>{caption} | ![{example.transformation}](img/transformations/{picture}) |")
         lines.append("")
     return "\n".join(lines)
@@ -387,9 +501,9 @@ reduced to about one megapixel on larger images: a trim then keeps at most a few
 (2 on a 12 MP photo, 9 on a 100 MP one), never cutting into the picture.
 
 The cache key is the canonical form of the transformation: parameters sorted, defaults dropped,
-synonyms folded (`f-jpeg` → `f-jpg`, `rt-N90` → `rt-270`, `bg-red` → `bg-FF0000`, `fo-face` →
-`fo-auto`), named transformations expanded, output parameters written once. Different spellings of
-one result share one cache entry.
+synonyms folded (`f-jpeg` → `f-jpg`, `rt-N90` → `rt-270`, `bg-red` → `bg-FF0000`), named
+transformations expanded, output parameters written once. Different spellings of one result share
+one cache entry. `w-auto` and `dpr-auto` add the client hints' rounded values to the key.
 
 Inputs: the EXIF orientation is always applied (all eight); CMYK, 16-bit, greyscale and ICC-tagged
 sources come out as 8-bit sRGB; transparency is kept where the output format has it; animated GIF and

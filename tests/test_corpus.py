@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from edge.config import Defaults, Limits
 from edge.errors import EdgeError, InvalidTransformation
 from edge.transform.formats import plan_format
+from edge.transform.hints import negotiate
 from edge.transform.options import parse_transformation
 from edge.transform.render import render_image
 from tests.test_parser_properties import NAMED, steps_as_dicts, text_of
@@ -128,14 +129,17 @@ TINY_AND_AWKWARD = [
 
 
 @settings(max_examples=120, deadline=None)
-@given(steps_as_dicts.map(text_of), st.sampled_from(TINY_AND_AWKWARD), st.sampled_from(["image/avif,image/webp", "*/*"]))
-def test_any_valid_transformation_of_a_good_image_renders_or_is_a_400(text, body, accept):
+@given(steps_as_dicts.map(text_of), st.sampled_from(TINY_AND_AWKWARD), st.sampled_from(["image/avif,image/webp", "*/*"]),
+       st.sampled_from([{}, {"Sec-CH-Width": "250", "DPR": "2.5"}]))
+def test_any_valid_transformation_of_a_good_image_renders_or_is_a_400(text, body, accept, hints):
     """The renderer the node runs, on generated transformations: a readable image never ends in a 422
     (a libvips error we failed to foresee) nor in an exception that is not an `EdgeError` (a 500)."""
     try:
         transformation = parse_transformation(text, named=NAMED)
     except InvalidTransformation:
         return
+    if transformation.client_hints:  # as the pipeline resolves them before rendering
+        transformation = negotiate(transformation, hints, 1500).transformation
     planned, _ = plan_format(transformation.output_format, "image.png", accept)
     try:
         render_image(body, transformation, planned, Defaults(), Limits(max_output_side=1500))

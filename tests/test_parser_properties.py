@@ -31,12 +31,12 @@ expressions = st.lists(st.one_of(st.sampled_from(options.EXPRESSION_VARIABLES), 
         lambda operators: "_".join(v for pair in zip(values, [*operators, ""]) for v in pair if v)))
 
 VALUES = {
-    "w": st.one_of(numbers, expressions), "h": st.one_of(numbers, expressions),
+    "w": st.one_of(numbers, expressions, st.just("auto")), "h": st.one_of(numbers, expressions),
     "ar": st.one_of(expressions, st.tuples(numbers, numbers).map("-".join), st.tuples(numbers, numbers).map("_".join), numbers),
-    "dpr": st.sampled_from(["0.1", "0.5", "1", "1.5", "2", "5", "6"]),
+    "dpr": st.sampled_from(["0.1", "0.5", "1", "1.5", "2", "5", "6", "auto"]),
     "c": st.sampled_from(options.CROPS),
     "cm": st.sampled_from(options.CROP_MODES),
-    "fo": st.sampled_from(options.FOCUS + ("face",)),
+    "fo": st.sampled_from(options.FOCUS),
     "x": integers, "y": integers, "xc": integers, "yc": integers,
     "z": st.sampled_from(["0.5", "1", "1.5", "2", "11"]),
     "t": st.one_of(st.just("true"), st.integers(0, 100).map(str)),

@@ -30,17 +30,17 @@ from tests.transform_node import fetch_image, images_config, write_images
 #: at merge; each key then needs a sample in SAMPLES.
 BUILT_ON_OTHER_BRANCHES = {
     "overlay", "l", "i", "ie", "lx", "ly", "lfo", "lm", "fs", "ff", "co", "pa", "al", "ia", "tg", "lh",
-    "fol", "fsh", "w-auto", "dpr-auto", "fo-face", "z",
+    "fol", "fsh",
 }
 #: `raw` is the SDK's pass-through: its text is whatever the caller writes, not a key
 PASS_THROUGH = {"raw"}
 
 #: SDK field → sample values (besides the values its type lists) → (file, what the URL adds)
 SAMPLES: dict[str, tuple] = {
-    "width": (300, 0.5, "iw_div_2", "ih_mul_0.8_add_iw_mul_0.1"), "height": (200, 0.25, "ih_mul_0.5"),
+    "width": (300, 0.5, "auto", "iw_div_2", "ih_mul_0.8_add_iw_mul_0.1"), "height": (200, 0.25, "ih_mul_0.5"),
     "aspect_ratio": ("4_3", "4-3", 1.5, "iar_div_2"),
     "background": ("red", "F3F3F3", "AAFF0010", "dominant", "blurred", "blurred_25_N15"),
-    "blur": (10, 2.5), "border": ("5_FFF000",), "dpr": (2,), "focus": ("center", "auto", "top_left"),
+    "blur": (10, 2.5), "border": ("5_FFF000",), "dpr": (2, "auto"), "zoom": (0.5, 2), "focus": ("center", "auto", "top_left"),
     "quality": (40,), "x": (10,), "y": (10,), "x_center": (100,), "y_center": (100,),
     "radius": (20, "10_20_30_40"), "rotation": (90, "N40", 12.5, "auto"), "named": ("thumb",),
     "default_image": ("photo.jpg",), "original": (True,), "contrast_stretch": (True,),
@@ -50,7 +50,7 @@ SAMPLES: dict[str, tuple] = {
     "opacity": (50,), "trim": (20,), "page": (2,),
 }
 #: what a sample needs with it: w/h for dpr and the crop parameters, an extract for x/y
-CONTEXT = {"dpr": {"width": 100}, "aspect_ratio": {"width": 100}, "crop": {"width": 200, "height": 200}, "crop_mode": {"width": 200, "height": 200},
+CONTEXT = {"dpr": {"width": 100}, "zoom": {"width": 200, "height": 200, "focus": "face"}, "aspect_ratio": {"width": 100}, "crop": {"width": 200, "height": 200}, "crop_mode": {"width": 200, "height": 200},
            "x": {"crop_mode": "extract", "width": 50, "height": 50},
            "y": {"crop_mode": "extract", "width": 50, "height": 50},
            "x_center": {"crop_mode": "extract", "width": 50, "height": 50},
@@ -106,7 +106,7 @@ def served_cases() -> list[tuple[str, str, str]]:
     cases = []
     for field, listed in sdk_fields().items():
         key = sdk_key(field)
-        if key in UNSUPPORTED or field in PASS_THROUGH or field in BUILT_ON_OTHER_BRANCHES | {"zoom"}:
+        if key in UNSUPPORTED or field in PASS_THROUGH or field in BUILT_ON_OTHER_BRANCHES:
             continue
         for value in [*listed, *SAMPLES.get(field, ())]:
             if field == "format" and value in UNSUPPORTED_FORMATS:

@@ -19,7 +19,7 @@ def canonical(*texts, **options) -> str:
     ("f-jpeg", "f-jpg"),
     ("rt-N90", "rt-270"),
     ("rt-auto,w-10", "w-10"),  # EXIF orientation is always applied
-    ("fo-face,w-10,h-10", "fo-auto,w-10,h-10"),
+    ("fo-face,w-10,h-10", "h-10,w-10,fo-face"),
     ("bg-red", "bg-FF0000"),
     ("bg-ff000050", "bg-FF000050"),  # ImageKit: the last two digits are an opacity in percent
     ("ar-4_3,w-10", "ar-4-3,w-10"),  # the SDK writes 4:3 as 4_3
@@ -45,7 +45,8 @@ def canonical(*texts, **options) -> str:
     ("w-300,f-webp:rt-90", "w-300:rt-90,f-webp"),  # output parameters belong to the whole result
     ("di-a@@b.png,w-3", "w-3,di-@@a@@@@b.png"),
     ("w-300::", "w-300"),
-    ("w-9,h-9,z-0.5", "w-9,h-9"),  # zooming out changes nothing
+    ("w-9,h-9,z-0.5", "w-9,h-9"),  # zooming out changes nothing but around faces
+    ("w-auto,dpr-auto,h-9", "h-9,dpr-auto,w-auto"),
     ("", "c-maintain_ratio"),
 ])
 def test_synonyms_order_and_defaults_are_one_cache_key(first, second):

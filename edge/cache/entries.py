@@ -62,6 +62,8 @@ class CachedOutput:
     source: SourceInfo
     vary_accept: bool = False
     canonical_link: str | None = None
+    #: the client hints the output was chosen by (`Sec-CH-Width, Width`), for `Vary`, or None
+    client_hints: str | None = None
 
     def confirmed(self, source: SourceInfo) -> CachedOutput:
         """This output, now known to be made from the current version of its original."""

@@ -27,7 +27,9 @@ def original_key(endpoint_id: str, path: str, host: str | None) -> str:
     return key if host is None else f"{key}{host}\0"
 
 
-def output_key(original: str, canonical_transformation: str, negotiated_format: str) -> str:
+def output_key(original: str, canonical_transformation: str, negotiated_format: str, client_hints: str = "") -> str:
     """An output's key: its original's key, the canonical transformation, and the negotiated format
-    (empty unless `f-auto` or an `Accept`-based default decided it)."""
-    return f"{original}{canonical_transformation}\0{negotiated_format}"
+    (empty unless `f-auto` or an `Accept`-based default decided it), then the client hints' values
+    used by `w-auto` / `dpr-auto`, when there are any."""
+    key = f"{original}{canonical_transformation}\0{negotiated_format}"
+    return f"{key}\0{client_hints}" if client_hints else key

@@ -2,6 +2,7 @@
 
     cost = frames × Σ over steps of  output megapixels × (1 + the weights of the step's operations)
                                    + input megapixels × TRIM_WEIGHT        (when the step trims)
+                                   + FACE_SEARCH                           (when it looks for faces)
 
 The unit is a megapixel of plain resize-and-encode (about 20 ms of one core for a downscale); each
 weight is what an operation costs on top of that per megapixel, measured on a 4 MP photo
@@ -36,6 +37,9 @@ SHADOW_WEIGHT, SHADOW_PER_BLUR = 2.0, 0.1  # the alpha blurred (sigma up to 15),
 ROTATE_WEIGHT = 1.5  # rt- other than a right angle: an affine with interpolation
 #: per input megapixel of a trimming step (decoded to memory, searched on a reduced copy)
 TRIM_WEIGHT = 3.0
+#: a `fo-face` search, whatever the input's size (a reduced copy of 0.5 MP: 7–13 times an attention
+#: search of 1 MP, benchmarks/bench_faces.py), per step and frame
+FACE_SEARCH = 8.0
 
 Size = tuple[int | None, int | None]
 
@@ -58,6 +62,8 @@ def transformation_cost(steps: tuple[Step, ...], source: Size) -> float:
         cost += _megapixels(output) * (1 + look_weight(step))
         if step.trim is not None:
             cost += _megapixels(size) * TRIM_WEIGHT
+        if step.focus == "face":
+            cost += FACE_SEARCH
         size = output
     return cost
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import pyvips
 
 from ..errors import BadRequest
-from . import stopping
+from . import faces, stopping
 from .colours import RGBA, Blurred
 from .options import Expression, Step
 
@@ -23,6 +23,12 @@ WHITE: RGBA = (255, 255, 255, 255)
 #: pixels of the reduced copy on which `trim` finds its box and `fo-auto` its most interesting point
 _SEARCH_PIXELS = 1_000_000
 TRANSPARENT: RGBA = (0, 0, 0, 0)
+#: `fo-face` at `z-1` frames the faces with this much of the picture: the box of the faces, this many
+#: times as wide and as high (head, hair and shoulders for one face)
+FACE_MARGIN = 2.5
+#: faces smaller than this share of the largest are left out of the frame (people in the background,
+#: and most of the detector's false positives, are small)
+FACE_MIN_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -100,18 +106,69 @@ def _scaled_to(source: Source, scale: float, max_side: int) -> pyvips.Image:
     return source.thumbnail(width, height=height, size=Size.FORCE)  # FORCE: exactly the size checked
 
 
-def _cover_crop(source: Source, box_w: int, box_h: int, scale: float, step: Step, max_side: int) -> pyvips.Image:
-    """Scale by `scale` (at least enough to cover the box, times `z`), then cut the box by `fo`."""
+def _cover_crop(source: Source, box_w: int, box_h: int, scale: float, step: Step, max_side: int,
+                frame_faces: bool = False) -> pyvips.Image:
+    """Scale by `scale` (at least enough to cover the box, times `z`), then cut the box by `fo`. With
+    `frame_faces` (a crop to both sides), `fo-face` frames the faces instead, `z` around them."""
     check_side(box_w, box_h, max_side)
-    scale *= step.zoom
+    found = face_box(source) if step.focus == "face" else None
+    if found is not None and frame_faces:
+        return _face_frame(source, found, box_w, box_h, step.zoom)
+    scale *= max(1.0, step.zoom)
     cover_w = max(box_w, math.ceil(source.width * scale))
     cover_h = max(box_h, math.ceil(source.height * scale))
-    if step.focus == "auto":
+    if found is not None:
+        left, top, width, height = found
+        x, y = _centred(cover_w, cover_h, box_w, box_h, (left + width / 2) * cover_w / source.width,
+                        (top + height / 2) * cover_h / source.height)
+    elif step.focus in ("auto", "face"):  # no face found: the most interesting point instead
         x, y = attention_offset(source, cover_w, cover_h, box_w, box_h)
     else:
         x, y = focus_offset(step.focus, cover_w - box_w, cover_h - box_h)
     # lazy: only the box of the (possibly much larger) cover image is ever computed
     return source.thumbnail(cover_w, height=cover_h, size=Size.FORCE).crop(x, y, box_w, box_h)
+
+
+def face_box(source: Source) -> tuple[int, int, int, int] | None:
+    """The box (left, top, width, height) around the faces of `source`, in its pixels, or None when it
+    has none: the largest face and those at least `FACE_MIN_SHARE` of its size."""
+    shrink = max(1.0, math.sqrt(source.width * source.height / faces.DETECT_PIXELS))
+    small_w, small_h = max(1, round(source.width / shrink)), max(1, round(source.height / shrink))
+    stopping.check()
+    found = faces.find_faces(in_memory(source.thumbnail(small_w, height=small_h, size=Size.FORCE)))
+    stopping.check()
+    if not found:
+        return None
+    largest = found[0][2] * found[0][3]
+    kept = [box for box in found if box[2] * box[3] >= largest * FACE_MIN_SHARE]
+    left, top = min(b[0] for b in kept), min(b[1] for b in kept)
+    right, bottom = max(b[0] + b[2] for b in kept), max(b[1] + b[3] for b in kept)
+    to_x, to_y = source.width / small_w, source.height / small_h
+    return (round(left * to_x), round(top * to_y), max(1, round((right - left) * to_x)),
+            max(1, round((bottom - top) * to_y)))
+
+
+def _face_frame(source: Source, found: tuple[int, int, int, int], box_w: int, box_h: int,
+                zoom: float) -> pyvips.Image:
+    """The box's aspect ratio framed on the faces: at `z-1` the faces' box times `FACE_MARGIN`, divided
+    by `z` (below 1: more of the picture around them), never smaller than the box in the input's pixels
+    (no enlarging of a face), never larger than the input."""
+    left, top, width, height = found
+    ratio = box_w / box_h
+    frame_w = max(width * FACE_MARGIN / zoom, height * FACE_MARGIN / zoom * ratio, min(box_w, source.width))
+    frame_h = frame_w / ratio
+    fit = min(1.0, source.width / frame_w, source.height / frame_h)
+    scale = box_w / (frame_w * fit)
+    cover_w = max(box_w, math.ceil(source.width * scale))
+    cover_h = max(box_h, math.ceil(source.height * scale))
+    x, y = _centred(cover_w, cover_h, box_w, box_h, (left + width / 2) * scale, (top + height / 2) * scale)
+    return source.thumbnail(cover_w, height=cover_h, size=Size.FORCE).crop(x, y, box_w, box_h)
+
+
+def _centred(width: int, height: int, box_w: int, box_h: int, centre_x: float, centre_y: float) -> tuple[int, int]:
+    """The top-left of a box centred on a point, kept inside `width`×`height`."""
+    return (min(max(0, round(centre_x - box_w / 2)), width - box_w),
+            min(max(0, round(centre_y - box_h / 2)), height - box_h))
 
 
 def attention_offset(source: Source, width: int, height: int, box_w: int, box_h: int) -> tuple[int, int]:
@@ -124,10 +181,8 @@ def attention_offset(source: Source, width: int, height: int, box_w: int, box_h:
     small = in_memory(source.thumbnail(small_w, height=small_h, size=Size.FORCE))
     _, found = small.smartcrop(min(small_w, max(1, round(box_w / shrink))), min(small_h, max(1, round(box_h / shrink))),
                                interesting=pyvips.enums.Interesting.ATTENTION, attention_x=True, attention_y=True)
-    centre_x = (found["attention_x"] + 0.5) * width / small_w
-    centre_y = (found["attention_y"] + 0.5) * height / small_h
-    return (min(max(0, round(centre_x - box_w / 2)), width - box_w),
-            min(max(0, round(centre_y - box_h / 2)), height - box_h))
+    return _centred(width, height, box_w, box_h, (found["attention_x"] + 0.5) * width / small_w,
+                    (found["attention_y"] + 0.5) * height / small_h)
 
 
 def _padded_region(image: pyvips.Image, left: int, top: int, width: int, height: int,
@@ -158,7 +213,12 @@ def _extract(source: Source, step: Step, box_w: int | None, box_h: int | None, m
         left = (step.x_center if step.x_center is not None else width // 2) - w // 2
         top = (step.y_center if step.y_center is not None else height // 2) - h // 2
     elif step.x is None and step.y is None:
-        if step.focus == "auto" and w <= width and h <= height:
+        found = face_box(source) if step.focus == "face" else None
+        if found is not None:  # centred on the faces; inside the image where the region fits
+            centre_x, centre_y = found[0] + found[2] / 2, found[1] + found[3] / 2
+            left, top = (_centred(width, height, w, h, centre_x, centre_y) if w <= width and h <= height
+                         else (round(centre_x - w / 2), round(centre_y - h / 2)))
+        elif step.focus in ("auto", "face") and w <= width and h <= height:
             left, top = attention_offset(source, width, height, w, h)
         else:
             left, top = focus_offset(step.focus, width - w, height - h)
@@ -255,7 +315,7 @@ def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
     if step.crop == "maintain_ratio_no_enlarge":
         scale = min(scale, 1.0)
         box_w, box_h = min(box_w, width), min(box_h, height)
-    return _cover_crop(source, box_w, box_h, scale, step, max_side)
+    return _cover_crop(source, box_w, box_h, scale, step, max_side, frame_faces=True)
 
 
 def trim(image: pyvips.Image, threshold: int) -> pyvips.Image:

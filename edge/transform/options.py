@@ -7,8 +7,10 @@ parameters (`f q pr lo md cp di orig`) describe the one encoded result, so they 
 canonical form (the cache key) and the 400 messages follow from the row.
 
 The canonical form sorts each step's parameters, drops defaults, folds synonyms (`jpeg`→`jpg`,
-`rt-N90`→`rt-270`, `fo-face`→`fo-auto`, colour names → hex), expands `n-<name>`, and writes the
-output parameters once, in the last step. `canonical(parse(canonical(t))) == canonical(t)`.
+`rt-N90`→`rt-270`, colour names → hex), expands `n-<name>`, and writes the output parameters once,
+in the last step. `canonical(parse(canonical(t))) == canonical(t)`. `w-auto` and `dpr-auto` stay as
+they are: their values come from the request's client hints (`edge/transform/hints.py`), which are
+part of the output's key beside it.
 """
 
 from __future__ import annotations
@@ -21,15 +23,14 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import InvalidTransformation
+from . import faces
 from .colours import RGBA, Blurred, parse_colour, write_colour
 
 CROPS = ("maintain_ratio", "force", "at_max", "at_max_enlarge", "at_least", "maintain_ratio_no_enlarge",
          "enlarge_to_fit")
 CROP_MODES = ("pad_resize", "extract", "pad_extract", "pad_resize_no_enlarge", "pad_extract_no_shrink")
 FOCUS = ("center", "top", "left", "bottom", "right", "top_left", "top_right", "bottom_left",
-         "bottom_right", "auto")
-#: no face detector ships with the node: `fo-face` is content-aware cropping, like `fo-auto`
-FOCUS_SYNONYMS = {"face": "auto"}
+         "bottom_right", "auto", "face")
 FORMATS = ("auto", "jpg", "png", "webp", "avif", "gif", "orig")
 FORMAT_SYNONYMS = {"jpeg": "jpg"}
 #: output formats ImageKit has that the node does not write
@@ -71,6 +72,9 @@ EXPRESSION_VARIABLES = ("iw", "ih", "iar", "cw", "ch", "car")
 EXPRESSION_OPERATORS = ("add", "sub", "mul", "div", "mod", "pow")
 #: values and operators in one expression
 MAX_EXPRESSION_TERMS = 15
+
+#: `w-auto`, `dpr-auto`: the value of a client hint of the request
+AUTO = "auto"
 
 _INTEGER = re.compile(r"[0-9]{1,9}")
 _DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?|\.[0-9]{1,9}")
@@ -127,10 +131,10 @@ def _expression(text: str) -> Expression:
 class Step:
     """One step of a chained transformation: geometry, then look. Defaults mean "not given"."""
 
-    width: float | Expression | None = None
+    width: float | Expression | str | None = None  # or AUTO
     height: float | Expression | None = None
     aspect_ratio: tuple[float, float] | Expression | None = None
-    dpr: float = 1.0
+    dpr: float | str = 1.0  # or AUTO
     crop: str = "maintain_ratio"
     crop_mode: str | None = None
     focus: str = "center"
@@ -213,6 +217,11 @@ class Transformation:
         """The cache-key form; see the module docstring."""
         return self._canonical_text
 
+    @functools.cached_property
+    def client_hints(self) -> bool:
+        """Whether a step takes a value from a client hint (`w-auto`, `dpr-auto`)."""
+        return any(AUTO in (step.width, step.dpr) for step in self.steps)
+
     @functools.cached_property  # parsed transformations are memoised, so this runs once per text
     def _canonical_text(self) -> str:
         if self.serves_original:
@@ -248,6 +257,10 @@ def _number_range(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def _or_auto(parse_value: Callable[[str], float]) -> Callable[[str], float | str]:
+    return lambda text: AUTO if text == AUTO else parse_value(text)
+
+
 def _int_range(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if not _INTEGER.fullmatch(text) or not low <= int(text) <= high:
@@ -269,6 +282,14 @@ def _format(text: str) -> str:
     if text in UNSUPPORTED_FORMATS:
         raise ValueError(f"not supported ({UNSUPPORTED_FORMATS[text]})")
     return _choice(FORMATS, FORMAT_SYNONYMS)(text)
+
+
+def _focus(text: str) -> str:
+    focus = _choice(FOCUS)(text)
+    if focus == "face" and not faces.available():
+        raise ValueError(f"needs a face detector: install the node with its [{faces.EXTRA}] extra "
+                         f"(pip install 'edge-image-node[{faces.EXTRA}]')")
+    return focus
 
 
 def _boolean(text: str) -> bool:
@@ -436,8 +457,10 @@ def _write_number(value: float) -> str:
     return f"{value:.9f}".rstrip("0").rstrip(".")  # never an exponent: the parser takes none
 
 
-def _write_dimension(value: float | Expression) -> str:
-    return str(value) if isinstance(value, Expression) else _write_number(value)
+def _write_dimension(value: float | Expression | str) -> str:
+    if value == AUTO or isinstance(value, Expression):
+        return str(value)
+    return _write_number(value)
 
 
 def _write_pair(pair: tuple[float, ...]) -> str:
@@ -463,20 +486,19 @@ class Param:
 
 
 PARAMS: dict[str, Param] = {p.key: p for p in (
-    Param("w", "width", _dimension, _write_dimension),
+    Param("w", "width", _or_auto(_dimension), _write_dimension),
     Param("h", "height", _dimension, _write_dimension),
     Param("ar", "aspect_ratio", _aspect_ratio, lambda ratio: _write_dimension(ratio) if isinstance(
         ratio, Expression) else _write_pair(ratio)),
-    Param("dpr", "dpr", _number_range(0.1, 5), _write_number),
+    Param("dpr", "dpr", _or_auto(_number_range(0.1, 5)), _write_dimension),
     Param("c", "crop", _choice(CROPS)),
     Param("cm", "crop_mode", _choice(CROP_MODES)),
-    Param("fo", "focus", _choice(FOCUS, FOCUS_SYNONYMS)),
+    Param("fo", "focus", _focus),
     Param("x", "x", _int_range(0, MAX_PIXELS)),
     Param("y", "y", _int_range(0, MAX_PIXELS)),
     Param("xc", "x_center", _int_range(0, MAX_PIXELS)),
     Param("yc", "y_center", _int_range(0, MAX_PIXELS)),
-    # a crop cannot show more than the whole image: zooming out (z below 1) is the default, no zoom
-    Param("z", "zoom", lambda text: max(1.0, _number_range(0.1, 10)(text)), _write_number),
+    Param("z", "zoom", _number_range(0.1, 10), _write_number),
     Param("t", "trim", _optional(DEFAULT_TRIM, _int_range(1, 99)), _write_default_as_flag(DEFAULT_TRIM, "true")),
     Param("rt", "rotation", _rotation, _write_number),
     Param("fl", "flip", _choice(FLIPS, FLIP_SYNONYMS)),
@@ -574,7 +596,7 @@ def _expand_named(param: str, name: str, named: Mapping[str, str]) -> _ParsedSte
 def _validated(step: Step) -> Step:
     """Rules between the parameters of one step; `ar` is ignored (dropped) when w and h are both given."""
     if step.dpr != 1 and step.width is None and step.height is None:
-        raise InvalidTransformation(f"dpr-{_write_number(step.dpr)}", "needs w or h")
+        raise InvalidTransformation(f"dpr-{_write_dimension(step.dpr)}", "needs w or h")
     for name, key in (("x", "x"), ("y", "y"), ("x_center", "xc"), ("y_center", "yc")):
         value = getattr(step, name)
         if value is not None and not step.extracts:
@@ -583,6 +605,8 @@ def _validated(step: Step) -> Step:
         raise InvalidTransformation("xc", "give the corner (x, y) or the centre (xc, yc), not both")
     if step.width is not None and step.height is not None and step.aspect_ratio is not None:
         step = replace(step, aspect_ratio=None)
+    if step.zoom < 1 and step.focus != "face":  # a crop cannot show more than the whole image
+        step = replace(step, zoom=1.0)
     return step
 
 

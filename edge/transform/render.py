@@ -169,7 +169,8 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int)
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
                  defaults: Defaults, limits: Limits) -> Rendered:
     """Decode, transform and encode, in the calling thread. Raises `EdgeError`s only (and the
-    reason of a stop, when the render runs under a stopped `StopSwitch`)."""
+    reason of a stop, when the render runs under a stopped `StopSwitch`). `w-auto`/`dpr-auto` must
+    have been resolved (`hints.negotiate`)."""
     header = probe(body, limits)
     page = transformation.output.page
     if page is not None and page > header.frames:

@@ -1,0 +1,66 @@
+"""`fo-face`: where the faces of an image are, found by OpenCV's frontal-face Haar cascade `alt2` (the
+model file ships inside `opencv-python-headless`, which the node's `[faces]` extra installs; chosen
+over the `default` and `alt` cascades for the fewest false detections at the same recall, and speed:
+docs/transformations.md#faces, benchmarks/bench_faces.py).
+
+Detection runs in the render's pool thread on a copy of the step's input reduced to at most
+`DETECT_PIXELS` (Haar work grows with the pixels searched: the reduced copy bounds it, whatever the
+original's size), with OpenCV's own threads off so that a render keeps to its one core like libvips
+does. Without the extra, `fo-face` is a 400 naming it (`available`), never a silent `fo-auto`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import threading
+
+import pyvips
+
+#: pixels of the reduced copy searched for faces, and the smallest face looked for there: a face of
+#: 1/24 of a 3:2 photo's height (the search at 1 MP took twice as long for the same relative size)
+DETECT_PIXELS = 500_000
+MIN_FACE = 24
+#: OpenCV's defaults are 1.1 and 3: 5 neighbours cut false detections on textures (coins, cells)
+SCALE_FACTOR = 1.1
+MIN_NEIGHBOURS = 5
+CASCADE = "haarcascade_frontalface_alt2.xml"
+#: the extra that brings the detector, as the 400 names it
+EXTRA = "faces"
+
+Box = tuple[int, int, int, int]  # left, top, width, height in pixels of the searched image
+
+_local = threading.local()  # a cascade per thread: OpenCV does not promise a shared one is safe
+
+
+@functools.cache
+def available() -> bool:
+    """Whether OpenCV is installed (without importing it: that costs a fifth of a second)."""
+    return importlib.util.find_spec("cv2") is not None
+
+
+def find_faces(image: pyvips.Image) -> list[Box]:
+    """The faces in `image` (an upright sRGB or greyscale image, lazily made), largest first, in
+    `image`'s pixels; none found is an empty list."""
+    import cv2  # only once a render asks for faces
+    import numpy
+
+    shrink = max(1.0, math.sqrt(image.width * image.height / DETECT_PIXELS))
+    small = image.resize(1 / shrink) if shrink > 1 else image
+    if small.hasalpha():
+        small = small.flatten(background=[255])
+    grey = small.colourspace(pyvips.enums.Interpretation.B_W).extract_band(0).cast("uchar")
+    pixels = numpy.ndarray((grey.height, grey.width), dtype=numpy.uint8, buffer=grey.write_to_memory())
+    found = _cascade(cv2).detectMultiScale(pixels, scaleFactor=SCALE_FACTOR, minNeighbors=MIN_NEIGHBOURS,
+                                           minSize=(MIN_FACE, MIN_FACE))
+    boxes = [tuple(round(v * shrink) for v in box) for box in found]
+    return sorted(boxes, key=lambda box: box[2] * box[3], reverse=True)
+
+
+def _cascade(cv2):
+    cascade = getattr(_local, "cascade", None)
+    if cascade is None:
+        cv2.setNumThreads(1)  # one core per render, as pyvips.concurrency_set(1) does for libvips
+        cascade = _local.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
+    return cascade

@@ -1,0 +1,106 @@
+"""`fo-face` over a real socket, on a 12 MP scene made at test time: the NASA astronaut photo (public
+domain, edge/samples/LICENSES.md) on the left of a grainy grey field, and a large checkerboard of
+black and a skin-like tone far to the right, which libvips' attention (`fo-auto`) prefers (strong
+edges, skin hue). The face must be in the crop; `z` below 1 shows more around it.
+"""
+
+import pytest
+import pyvips
+
+from edge.transform import faces
+from tests.nodes import SAMPLES, local_config, write_config
+
+SCENE = (4240, 2832)
+#: where the astronaut photo goes in the scene, and its side there (the sample is 512 px)
+PHOTO_AT, PHOTO_SIDE = (300, 900), 1000
+#: the colour of the middle of the astronaut's face (a 16 px patch of the sample)
+FACE = (213, 179, 152)
+CHECKS_AT, CHECKS_SIZE, CHECK, CHECK_COLOUR = (2800, 200), (1300, 2400), 200, (230, 150, 110)
+
+
+def scene() -> bytes:
+    width, height = SCENE
+    grain = (pyvips.Image.gaussnoise(509, 499, sigma=10, seed=7, mean=110).copy_memory()
+             .replicate(width // 509 + 1, height // 499 + 1).crop(0, 0, width, height))
+    field = grain.bandjoin([grain, grain]).cast("uchar").copy(interpretation="srgb")
+    astronaut = pyvips.Image.new_from_file(str(SAMPLES / "astronaut.jpg")).resize(PHOTO_SIDE / 512)
+    square = pyvips.Image.black(CHECK, CHECK, bands=3) + list(CHECK_COLOUR)
+    tile = pyvips.Image.black(2 * CHECK, 2 * CHECK, bands=3).insert(square, 0, 0).insert(square, CHECK, CHECK)
+    checks = tile.replicate(*(side // (2 * CHECK) + 1 for side in CHECKS_SIZE)).crop(0, 0, *CHECKS_SIZE)
+    checks = checks.cast("uchar")
+    return field.insert(astronaut, *PHOTO_AT).insert(checks, *CHECKS_AT).jpegsave_buffer(Q=88, keep="none")
+
+
+@pytest.fixture(scope="module")
+def scene_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faces")
+    (root / "scene.jpg").write_bytes(scene())
+    (root / "astronaut.jpg").write_bytes((SAMPLES / "astronaut.jpg").read_bytes())
+    return root
+
+
+@pytest.fixture
+async def node(node_factory, scene_root, tmp_path):
+    return await node_factory(write_config(tmp_path, local_config(scene_root)))
+
+
+def face_width(body: bytes) -> int:
+    image = pyvips.Image.new_from_buffer(body, "")
+    found = faces.find_faces(image)
+    assert found, "no face in the output"
+    return found[0][2]
+
+
+def patch(image: pyvips.Image, x: int, y: int, side: int = 16) -> tuple[int, ...]:
+    """The mean colour of the `side`-px square centred on (x, y)."""
+    region = image.crop(x - side // 2, y - side // 2, side, side)
+    return tuple(round(region.extract_band(band).avg()) for band in range(3))
+
+
+def near(colour: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 25) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(colour, expected))
+
+
+async def test_fo_face_keeps_the_face_where_attention_picks_something_else(node):
+    auto = await node.fetch("/tr:w-300,h-600,fo-auto/scene.jpg")
+    face = await node.fetch("/tr:w-300,h-600,fo-face/scene.jpg")
+    assert auto.code == face.code == 200
+    auto_image, face_image = (pyvips.Image.new_from_buffer(r.body, "") for r in (auto, face))
+    assert (face_image.width, face_image.height) == (300, 600)
+    grid = [(x, y) for x in range(10, 300, 20) for y in range(10, 600, 20)]
+    on_checks = [near(patch(auto_image, x, y, 4), CHECK_COLOUR, 40) or max(patch(auto_image, x, y, 4)) < 50
+                 for x, y in grid]
+    assert sum(on_checks) > len(grid) / 2  # attention went to the checkerboard
+    assert near(patch(face_image, 150, 300), FACE)  # the face, at the centre of its frame
+    assert not near(patch(auto_image, 150, 300), FACE)
+    assert 60 < face_width(face.body) < 300  # one face, large in the frame
+
+
+async def test_zoom_out_shows_more_around_the_face_and_zoom_in_less(node):
+    widths = {}
+    for zoom in ("0.5", "1", "2"):
+        response = await node.fetch(f"/tr:w-240,h-240,fo-face,z-{zoom}/scene.jpg")
+        assert response.code == 200
+        widths[zoom] = face_width(response.body)
+    assert 0.35 < widths["0.5"] / widths["1"] < 0.65
+    assert 1.6 < widths["2"] / widths["1"] < 2.4
+
+
+async def test_fo_face_frames_a_small_photo_without_enlarging_it(node):
+    response = await node.fetch("/tr:w-300,h-200,fo-face,z-0.2/astronaut.jpg")
+    image = pyvips.Image.new_from_buffer(response.body, "")
+    assert (image.width, image.height) == (300, 200)  # zoomed out to the whole width at most
+
+
+async def test_an_extracted_region_is_centred_on_the_face(node):
+    response = await node.fetch("/tr:cm-extract,w-120,h-120,fo-face/astronaut.jpg")
+    image = pyvips.Image.new_from_buffer(response.body, "")
+    assert (image.width, image.height) == (120, 120) and near(patch(image, 60, 60), FACE)
+
+
+async def test_without_the_extra_fo_face_is_a_400_naming_it(node, monkeypatch):
+    monkeypatch.setattr(faces, "available", lambda: False)
+    response = await node.fetch("/tr:w-301,h-299,fo-face/scene.jpg")  # a text no other test parsed
+    assert response.code == 400
+    assert response.body == (b"invalid transformation: fo-face: needs a face detector: install the node with its "
+                             b"[faces] extra (pip install 'edge-image-node[faces]')\n")
