@@ -101,13 +101,14 @@ def _still_source(body: bytes, header: ImageHeader, keep_profile: bool) -> Sourc
     convert = {"export_profile": "srgb"} if header.has_profile and not keep_profile else {}
 
     def thumbnail(width: int, height: int | None = None, **options) -> pyvips.Image:
+        # without a height, libvips fits a width×width box: checking the width alone is then enough
         shrink = jpeg_shrink(header, width, height or 1)
+        if height is not None:
+            options["height"] = height
         if shrink > 1:  # decoded at 1/shrink; `thumbnail_image` then resizes, turns upright, converts
             loaded = stopping.watch(pyvips.Image.new_from_buffer(body, "", shrink=shrink, fail_on=_FAIL_ON,
                                                                  access=pyvips.enums.Access.SEQUENTIAL))
-            return stopping.watch(loaded.thumbnail_image(width, height=height, **convert, **options))
-        if height is not None:
-            options["height"] = height
+            return stopping.watch(loaded.thumbnail_image(width, **convert, **options))
         return stopping.watch(pyvips.Image.thumbnail_buffer(body, width, option_string=_THUMBNAIL_LOAD_OPTIONS,
                                                             **convert, **options))
 
@@ -192,8 +193,9 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
                                                 for s in sources[1:])])
             frame_height = image.get("page-height")
         else:
-            source = _page_source(body, page, output.colour_profile, limits) if page is not None else \
-                _still_source(body, header, output.colour_profile)
+            # `pg-1` of a single-page source is the source (its loader may take no `page` option)
+            source = _page_source(body, page, output.colour_profile, limits) if page and header.frames > 1 \
+                else _still_source(body, header, output.colour_profile)
             image = _render_steps(source, steps, limits.max_output_side)
             frame_height = image.height
         image = output_colour(image, output.colour_profile)
