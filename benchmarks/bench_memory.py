@@ -4,13 +4,13 @@
 
 Each variant of the node's memory settings (defaults; glibc's own allocator settings; the memory tier
 off; jemalloc, when Debian's libjemalloc2 is installed) serves, on a fresh node with `--workers`
-workers, `--concurrency` client tasks asking for new widths (260–500 px) of four 12 MP JPEGs: every
-request is a miss (fetch, decode with shrink-on-load, encode, store). The workers' resident memory,
-summed, is sampled every 0.2 s: *plateau* (median over the second half of the load), *peak*, and
-*after* (5 s idle after the load). Baseline in the same run: *bare pyvips*, `--workers` processes each
-rendering the same thumbnails with pyvips alone on as many threads as a worker renders on (one per
-core, the node's default): the memory libvips needs for the same work, without a server or a cache. Variants and
-the baseline alternate when `--rounds` > 1; medians. Results to stdout and
+workers, `--concurrency` client tasks asking for new widths (260–500 px) and qualities of four 12 MP
+JPEGs: every request is a miss (fetch, decode with shrink-on-load, encode, store). The workers'
+resident memory, summed, is sampled every 0.2 s: *plateau* (median over the second half of the load),
+*peak*, and *after* (5 s idle after the load). Baseline in the same run: *bare pyvips*, `--workers`
+processes each rendering the same thumbnails with pyvips alone on as many threads as a worker renders
+on (one per core, the node's default): the memory libvips needs for the same work, without a server
+or a cache. Variants and the baseline alternate when `--rounds` > 1; medians. Results to stdout and
 benchmarks/results/bench_memory.json. All traffic stays on 127.0.0.1.
 """
 
@@ -81,7 +81,7 @@ def summary(samples: list[int], after: int) -> dict:
 
 
 async def node_round(origin: str, variant: str, seconds: float, workers: int, concurrency: int,
-                     widths: itertools.count) -> dict:
+                     requests: itertools.count) -> dict:
     server, cache, env = VARIANTS[variant]
     with tempfile.TemporaryDirectory() as tmp:
         node = NodeProcess(write_config(Path(tmp), config(origin, workers, server, cache)), env=env)
@@ -99,8 +99,8 @@ async def node_round(origin: str, variant: str, seconds: float, workers: int, co
 
             async def misses(until: float) -> None:
                 while time.monotonic() < until:
-                    width = 260 + next(widths) % 241  # a new (width, photo) pair: a miss
-                    path = f"/tr:w-{width}/photo-{next(widths) % PHOTOS}.jpg"
+                    n = next(requests)  # a new (width, photo, quality): a miss, for 29k requests
+                    path = f"/tr:w-{260 + n % 241},q-{60 + n // 964 % 30}/photo-{n // 241 % PHOTOS}.jpg"
                     response = await client.fetch(node.url + path, raise_error=False, request_timeout=REQUEST_TIMEOUT)
                     statuses[response.code] = statuses.get(response.code, 0) + 1
 
@@ -163,14 +163,14 @@ def _resident(pid: int) -> int:
 async def run(seconds: float, rounds: int, workers: int, concurrency: int) -> dict:
     photos = {f"photo-{n}.jpg": photo_jpeg(4000, 3000 + n) for n in range(PHOTOS)}  # 12 MP each
     origin = await HTTPOrigin(files=photos).start()
-    widths = itertools.count()
+    requests = itertools.count()
     results: dict[str, list[dict]] = {name: [] for name in ["bare pyvips", *VARIANTS]}
     try:
         for _ in range(rounds):
             results["bare pyvips"].append(await asyncio.to_thread(
                 bare_round, list(photos.values()), seconds, workers))
             for variant in VARIANTS:
-                results[variant].append(await node_round(origin.url, variant, seconds, workers, concurrency, widths))
+                results[variant].append(await node_round(origin.url, variant, seconds, workers, concurrency, requests))
     finally:
         await origin.stop()
     return {name: {key: _median([run[key] for run in runs]) for key in runs[0] if key != "statuses"}
