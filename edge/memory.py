@@ -12,7 +12,7 @@ hundreds of MB it no longer uses. Two knobs, measured in benchmarks/README.md ("
   about 0.1 MB/s under mixed traffic. And after a burst (resident memory grew, and no request is in
   progress), the worker calls `malloc_trim(0)`, which returns the free pages of every arena.
 
-Elsewhere than glibc (musl, or jemalloc preloaded) the calls are absent and both knobs do nothing.
+Elsewhere than glibc (musl, or jemalloc preloaded) both knobs do nothing.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ log = logging.getLogger("edge.memory")
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-#: (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD): blocks from 128 KiB up get pages of their own, unmapped when
-#: freed; a heap's free top beyond 1 MiB is returned at once (glibc's starting values, kept fixed)
+#: (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD), kept fixed: blocks from 128 KiB up (glibc's starting value)
+#: get pages of their own, unmapped when freed; a heap's free top beyond 1 MiB is returned at once
+#: (glibc starts at 128 KiB: a little slack spares small frees a shrink and regrow of the heap)
 GIVE_BACK_THRESHOLDS = (128 * 2**10, 2**20)
 #: growth of resident memory since the last trim that makes the next idle moment trim
 TRIM_GROWTH_BYTES = 32 * 2**20
