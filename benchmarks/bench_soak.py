@@ -56,7 +56,8 @@ MIX = {
 
 
 def config(good: str, failing: str, stalling: str, workers: int, extra: str, memory_tier: str | None) -> str:
-    cache = f'[cache]\nmemory_size = "{memory_tier}"\n' if memory_tier is not None else ""
+    # `dir` as write_config would set it without a [cache] section: the node's default is the user's cache
+    cache = f'[cache]\ndir = "cache"\nmemory_size = "{memory_tier}"\n' if memory_tier is not None else ""
     return f"""
 [server]
 workers = {workers}

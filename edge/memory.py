@@ -2,13 +2,17 @@
 
 libvips decodes in several threads; glibc gives each thread that contends an arena of its own (up to
 8 per core), and freed memory stays in those arenas. After a burst of large originals a worker keeps
-hundreds of MB it no longer uses. Two knobs, measured in benchmarks/README.md ("Memory"):
+hundreds of MB it no longer uses. Two knobs, measured in benchmarks/README.md ("Memory", "Soak"):
 
 - `[server] malloc_arenas`: caps the arenas (glibc's M_ARENA_MAX), set at worker start;
-- `[server] memory_trim`: after a burst (resident memory grew, and no request is in progress), the
-  worker calls `malloc_trim(0)`, which returns the free pages of every arena to the system.
+- `[server] memory_trim`: give freed memory back. At worker start, glibc's mmap and trim thresholds
+  are fixed (`GIVE_BACK_THRESHOLDS`): by default glibc raises them each time a large block is freed
+  (up to 32 and 64 MB), after which the originals, decoded images and outputs of every later request
+  are carved from the heap and a heap's free top is kept: a worker's resident memory crept up by
+  about 0.1 MB/s under mixed traffic. And after a burst (resident memory grew, and no request is in
+  progress), the worker calls `malloc_trim(0)`, which returns the free pages of every arena.
 
-Elsewhere than glibc (musl, or jemalloc preloaded) the calls are absent and both knobs do nothing.
+Elsewhere than glibc (musl, or jemalloc preloaded) both knobs do nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from collections.abc import Callable
 
 log = logging.getLogger("edge.memory")
 
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
+#: (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD), kept fixed: blocks from 128 KiB up (glibc's starting value)
+#: get pages of their own, unmapped when freed; a heap's free top beyond 1 MiB is returned at once
+#: (glibc starts at 128 KiB: a little slack spares small frees a shrink and regrow of the heap)
+GIVE_BACK_THRESHOLDS = (128 * 2**10, 2**20)
 #: growth of resident memory since the last trim that makes the next idle moment trim
 TRIM_GROWTH_BYTES = 32 * 2**20
 TRIM_CHECK_SECONDS = 1.0
@@ -40,11 +50,17 @@ def _glibc() -> ctypes.CDLL | None:
 _LIBC = _glibc()
 
 
-def limit_arenas(arenas: int) -> None:
-    """Cap glibc's malloc arenas for this process (0: glibc's default, 8 per core). Call it before
-    the threads that allocate start."""
-    if arenas and _LIBC is not None and not _LIBC.mallopt(M_ARENA_MAX, arenas):
-        log.warning("mallopt(M_ARENA_MAX, %d) failed", arenas)
+def configure_allocator(arenas: int, give_back: bool) -> None:
+    """Cap glibc's malloc arenas for this process (0: glibc's default, 8 per core); `give_back`: fix
+    the thresholds (`GIVE_BACK_THRESHOLDS`). Call it before the threads that allocate start."""
+    if _LIBC is None:
+        return
+    settings = [(M_ARENA_MAX, arenas)] if arenas else []
+    if give_back:
+        settings += zip((M_MMAP_THRESHOLD, M_TRIM_THRESHOLD), GIVE_BACK_THRESHOLDS)
+    for parameter, value in settings:
+        if not _LIBC.mallopt(parameter, value):
+            log.warning("mallopt(%d, %d) failed", parameter, value)
 
 
 def resident_bytes() -> int:

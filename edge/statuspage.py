@@ -25,7 +25,8 @@ from .settings import Secret
 
 SNAPSHOT_SECONDS = 10.0
 WINDOW_SECONDS = 300.0
-HISTORY_SECONDS = 900.0
+#: enough for the newest snapshot `WINDOW_SECONDS` old to be kept: every one is held in memory
+HISTORY_SECONDS = WINDOW_SECONDS + 2 * SNAPSHOT_SECONDS
 #: the page is rendered at most this often; others get the last one (it reads every worker's values)
 RENDER_SECONDS = 1.0
 #: an origin is failing when over this share of its recent fetches failed
@@ -48,9 +49,11 @@ class Snapshot:
 
 
 def snapshot(metrics: Metrics, now: float | None = None) -> Snapshot:
-    """The node's `edge_*` samples now (blocking: in multiprocess mode it reads every worker's files)."""
+    """The node's `edge_*` counters and gauges now (blocking: in multiprocess mode it reads every
+    worker's files). Histograms, which the page does not show, would be most of a snapshot's memory."""
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in metrics.node_registry().collect() if family.name.startswith("edge_")
+               for family in metrics.node_registry().collect()
+               if family.name.startswith("edge_") and family.type != "histogram"
                for s in family.samples}
     return Snapshot(time.time() if now is None else now, samples)
 

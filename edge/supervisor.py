@@ -253,7 +253,7 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
     from .fetching import fetch_budget
     from .httpserver import make_server
 
-    memory.limit_arenas(config.server.malloc_arenas)  # before libvips starts its threads
+    memory.configure_allocator(config.server.malloc_arenas, config.server.memory_trim)  # before libvips' threads
     from .server import Node, make_app, make_metrics_app  # imports libvips: only in the serving process
 
     fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait)

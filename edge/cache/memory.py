@@ -13,6 +13,14 @@ from .entries import CachedOutput
 
 #: outputs larger than this share of the tier are not kept: a few large ones must not flush the rest
 MAX_ENTRY_SHARE = 16
+#: bytes an entry costs beyond its body and key (the output's object, its headers and version, the
+#: table's slot: about 800 measured): counted, so that many tiny outputs (1-pixel thumbnails, a
+#: hostile client's variants) cannot hold several times `memory_size`
+ENTRY_OVERHEAD = 1024
+
+
+def _cost(key: str, output: CachedOutput) -> int:
+    return len(output.body) + len(key) + ENTRY_OVERHEAD
 
 
 class MemoryTier:
@@ -35,9 +43,9 @@ class MemoryTier:
             return
         found = self._entries.pop(key, None)
         if found is not None:
-            self._size -= len(found[1].body)
+            self._size -= _cost(key, found[1])
         self._entries[key] = (version, output)
-        self._size += len(output.body)
+        self._size += _cost(key, output)
         while self._size > self.size_limit:
-            _, (_, evicted) = self._entries.popitem(last=False)
-            self._size -= len(evicted.body)
+            evicted_key, (_, evicted) = self._entries.popitem(last=False)
+            self._size -= _cost(evicted_key, evicted)
