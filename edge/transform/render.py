@@ -9,6 +9,7 @@ is cancelled, is stopped inside libvips (`stopping`) and its thread freed.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -17,9 +18,11 @@ import pyvips
 from ..config import Defaults, Limits
 from ..errors import BadRequest, Overloaded, RenderTimedOut, UnprocessableSource
 from . import stopping
+from .compose import draw_layers
 from .cost import check_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
+from .fonts import Font, shipped_fonts
 from .formats import INPUT_LOADERS, SVG_LOADER, animates, final_format, max_side
 from .geometry import WHITE, Source, apply_geometry, check_side, in_memory
 from .options import DEFAULT_STEP, Step, Transformation
@@ -111,15 +114,18 @@ def _animation(strip: pyvips.Image, frames: list[pyvips.Image]) -> pyvips.Image:
     return animation
 
 
-def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int) -> pyvips.Image:
+def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int,
+                  draw: Callable[[pyvips.Image, Step], pyvips.Image] | None = None) -> pyvips.Image:
     """Each step reads the previous one's result, which is held to the output limit too (else a chain
     of borders grows an image without bound before a last step shrinks it), and made once, in memory
     (else a step reads it as often as its operations need: a blur of a blur recomputed the first blur
-    for every strip of the second, 40 times over)."""
+    for every strip of the second, 40 times over). `draw` draws a step's layers on its result."""
     image = None
     for index, step in enumerate(steps):
         stopping.check()
         image = apply_look(apply_geometry(source, step, max_output_side), step)
+        if step.layers and draw is not None:
+            image = draw(image, step)
         check_side(image.width, image.height, max_output_side)
         if index + 1 < len(steps):
             source = Source.of_image(in_memory(image))
@@ -127,29 +133,44 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int)
     return image
 
 
+def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHeader], fonts: Mapping[str, Font],
+                  limits: Limits) -> Callable[[pyvips.Image, Step], pyvips.Image]:
+    """Draws a step's layers; an image layer is its original rendered with the layer's own steps."""
+    def image_of(path: str, steps: tuple[Step, ...]) -> pyvips.Image:
+        source = _still_source(overlays[path], headers[path], keep_profile=False)
+        return _render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side)
+    return lambda image, step: draw_layers(image, step.layers, image_of, fonts, limits.max_output_side)
+
+
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
-                 defaults: Defaults, limits: Limits) -> Rendered:
-    """Decode, transform and encode, in the calling thread. Raises `EdgeError`s only (and the
-    reason of a stop, when the render runs under a stopped `StopSwitch`)."""
+                 defaults: Defaults, limits: Limits, overlays: Mapping[str, bytes] | None = None,
+                 fonts: Mapping[str, Font] | None = None) -> Rendered:
+    """Decode, transform and encode, in the calling thread. `overlays`: the originals of the image
+    layers, by path. Raises `EdgeError`s only (and the reason of a stop, when the render runs under a
+    stopped `StopSwitch`)."""
     header = probe(body, limits)
     animated = header.frames > 1 and animates(planned_format, header.loader)
     if animated and header.width * header.height * header.frames > limits.max_source_pixels:
         raise BadRequest("source too large")
-    check_cost(transformation, limits, (header.width, header.height), header.frames if animated else 1)
+    overlay_headers = {path: probe(data, limits) for path, data in (overlays or {}).items()}
+    check_cost(transformation, limits, (header.width, header.height), header.frames if animated else 1,
+               {path: (h.width, h.height) for path, h in overlay_headers.items()})
     output, steps = transformation.output, transformation.steps or (DEFAULT_STEP,)
+    draw = _layer_drawer(overlays or {}, overlay_headers, fonts or shipped_fonts(), limits)
     try:
         if animated:
             strip, sources = _frames(body, header, output.colour_profile)
-            first = _render_steps(sources[0], steps, limits.max_output_side)  # lazy: no pixels yet
+            first = _render_steps(sources[0], steps, limits.max_output_side, draw)  # lazy: no pixels yet
             if first.width * first.height * header.frames > limits.max_source_pixels:
                 # every frame is made at this size: the same budget as for decoding them
                 raise BadRequest(f"output too large: {header.frames} frames of {first.width}x{first.height}"
                                  f" exceed {limits.max_source_pixels} pixels")
-            image = _animation(strip, [first, *(_render_steps(s, steps, limits.max_output_side)
+            image = _animation(strip, [first, *(_render_steps(s, steps, limits.max_output_side, draw)
                                                 for s in sources[1:])])
             frame_height = image.get("page-height")
         else:
-            image = _render_steps(_still_source(body, header, output.colour_profile), steps, limits.max_output_side)
+            image = _render_steps(_still_source(body, header, output.colour_profile), steps, limits.max_output_side,
+                                  draw)
             frame_height = image.height
         image = output_colour(image, output.colour_profile)
         fmt = final_format(planned_format, header.loader, image.hasalpha(), animated)
@@ -169,9 +190,11 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
 class Renderer:
     """A bounded pool of libvips threads with a bounded queue in front of it."""
 
-    def __init__(self, defaults: Defaults, limits: Limits, threads: int, queue: int):
+    def __init__(self, defaults: Defaults, limits: Limits, threads: int, queue: int,
+                 fonts: Mapping[str, Font] | None = None):
         self.defaults = defaults
         self.limits = limits
+        self.fonts = fonts or shipped_fonts()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vips")
         self._capacity = threads + queue
         self._pending = 0
@@ -186,7 +209,8 @@ class Renderer:
         finally:
             self._pending -= 1
 
-    async def render(self, body: bytes, transformation: Transformation, planned_format: str) -> Rendered:
+    async def render(self, body: bytes, transformation: Transformation, planned_format: str,
+                     overlays: Mapping[str, bytes] | None = None) -> Rendered:
         """Render within `render_timeout` of the start in a pool thread (else `RenderTimedOut`). When the
         awaiting task is cancelled, the libvips work is stopped too and `CancelledError` propagates."""
         loop = asyncio.get_running_loop()
@@ -199,7 +223,8 @@ class Renderer:
         def stoppable_render() -> Rendered:
             loop.call_soon_threadsafe(start_clock)
             with stopping.stoppable(switch):
-                return render_image(body, transformation, planned_format, self.defaults, self.limits)
+                return render_image(body, transformation, planned_format, self.defaults, self.limits, overlays,
+                                    self.fonts)
 
         try:
             return await self.run(stoppable_render)
