@@ -13,7 +13,7 @@ from . import stopping
 from .effects import _with_alpha, apply_look, rounded_corners
 from .fonts import Font
 from .geometry import Source, apply_geometry, check_side, flip, rotate, target_box
-from .layers import CANVAS, Layer, Placement, TextStyle
+from .layers import CANVAS, Layer, Placement, TextStyle, from_far_edge
 from .options import Step
 
 #: `image_of(path, steps)`: an overlay original rendered with its own steps
@@ -58,9 +58,11 @@ def _origin(placement: Placement, base: pyvips.Image, layer: pyvips.Image) -> tu
 
     def axis(corner: int | None, centre: int | None, whole: int, side: int) -> int:
         if corner is not None:
-            return corner if corner >= 0 else whole - side + corner
+            far = from_far_edge(corner)
+            return corner if far is None else whole - side - far
         if centre is not None:
-            return (centre if centre >= 0 else whole + centre) - side // 2
+            far = from_far_edge(centre)
+            return (centre if far is None else whole - far) - side // 2
         return 0
     return (axis(placement.x, placement.x_center, base.width, layer.width),
             axis(placement.y, placement.y_center, base.height, layer.height))

@@ -48,15 +48,21 @@ _FONT_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
 
 
 def _position(text: str) -> int:
-    """`20` → 20; `N20` or `-20` (as the SDK writes a negative number) → -20: from the far edge."""
+    """`20` → 20; `N20` or `-20` (as the SDK writes a negative number) → ~20 (-21): 20 px from the far
+    edge (`~`, so that `N0`, flush with the far edge, differs from `0`)."""
     match = _POSITION.fullmatch(text)
     if not match or int(match.group(2)) > MAX_POSITION:
         raise ValueError(f"must be an integer of pixels up to {MAX_POSITION}, N-prefixed to count from the far edge")
-    return -int(match.group(2)) if match.group(1) else int(match.group(2))
+    return ~int(match.group(2)) if match.group(1) else int(match.group(2))
+
+
+def from_far_edge(value: int) -> int | None:
+    """The distance from the far edge of an N-prefixed position, None for a plain one."""
+    return ~value if value < 0 else None
 
 
 def _write_position(value: int) -> str:
-    return f"N{-value}" if value < 0 else str(value)
+    return f"N{~value}" if value < 0 else str(value)
 
 
 def _int(low: int, high: int):
