@@ -185,3 +185,14 @@ async def test_bad_layers_are_400s_naming_the_parameter(node, transformation, bo
     response = await node.fetch(f"/base.png?tr={transformation}")
     assert response.code == 400
     assert body in response.body.decode()
+
+
+def test_fonts_are_read_at_startup(tmp_path):
+    shipped = "edge/fonts/DejaVuSans.ttf"
+    (tmp_path / "not-a-font.ttf").write_bytes(b"<html>")
+    good = load_config(write_config(tmp_path, web_config("http://127.0.0.1:9", f'[fonts]\nBrand = "{shipped}"\n')),
+                       load_plugins())
+    assert good.fonts["Brand"].family == "DejaVu Sans" and "DejaVuSans" in good.fonts
+    with pytest.raises(ConfigError, match="Brand.*not a TrueType/OpenType font"):
+        load_config(write_config(tmp_path, web_config("http://127.0.0.1:9", '[fonts]\nBrand = "not-a-font.ttf"\n')),
+                    load_plugins())
