@@ -15,6 +15,7 @@ from imagekitio import ImageKit
 from edge.config import load_config
 from edge.errors import ConfigError
 from edge.pluginmanager import load_plugins
+from edge.transform.fonts import SHIPPED
 from tests.nodes import decode, web_config, write_config
 from tests.photos import photos  # noqa: F401 - fixture
 from tests.servers import HTTPOrigin
@@ -188,7 +189,7 @@ async def test_bad_layers_are_400s_naming_the_parameter(node, transformation, bo
 
 
 def test_fonts_are_read_at_startup(tmp_path):
-    shipped = "edge/fonts/DejaVuSans.ttf"
+    shipped = SHIPPED / "DejaVuSans.ttf"
     (tmp_path / "not-a-font.ttf").write_bytes(b"<html>")
     good = load_config(write_config(tmp_path, web_config("http://127.0.0.1:9", f'[fonts]\nBrand = "{shipped}"\n')),
                        load_plugins())
