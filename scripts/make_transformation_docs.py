@@ -69,7 +69,9 @@ nested (a 400); an image layer's own transformation may chain steps with `:`.
   colour (default black), `bg` background of the text box, `pa` padding (CSS shorthand with `_`:
   `pa-8_12`), `al` opacity 1–9, `ia` alignment in the box (`left`, `center`, `right`), `tg` `b`, `i`,
   `strikethrough` or combinations (`b_i`), `lh` line height in pixels, `w` wrap width in pixels,
-  `rt`, `fl` and `r`. At most 500 characters.
+  `rt`, `fl` and `r`; `fol-<width>_<colour>` an outline (`fol-2_blue`, at most 50 px) and
+  `fsh-<colour>_<indent>` a shadow down and right (`fsh-blue_2`), written as the SDK documents them
+  for subtitles. At most 500 characters.
 - **Position**: `lx`, `ly` (pixels from the left/top; `N20` — or `-20`, as the SDK writes a negative
   number — puts the layer's right/bottom edge 20 px from the base's right/bottom edge, `N0` flush
   with it), `lxc`, `lyc` (the layer's centre), or `lfo-<focus>` (`center` by default, `top_left`,
@@ -273,6 +275,8 @@ SECTIONS = (
                         "a caption bar: a canvas and a text"),
                 Example("w-300,l-text,i-Text%20wraps%20at%20the%20layer%27s%20width,fs-22,w-150,ia-left,co-FFFFFF,"
                         "bg-1E293B,pa-8_12,tg-b,lfo-top_left,l-end", "chelsea.jpg", "w, ia, pa, bg, tg"),
+                Example("w-300,l-text,i-Espresso,fs-44,co-FFFFFF,fol-2_000000,fsh-00000099_4,lfo-top,ly-12,l-end",
+                        "coffee.jpg", "fol (outline), fsh (shadow)"),
                 Example("w-300,l-image,i-ik_canvas,bg-FF9900,lm-multiply,l-end", "chelsea.jpg",
                         "lm-multiply: an orange tint"),
                 Example("w-240,l-image,i-logo-transparent.png,w-150,lm-cutter,l-end,f-webp", "coffee.jpg",

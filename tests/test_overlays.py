@@ -117,6 +117,11 @@ async def test_canvas_and_text_layers(node):
         assert box.extract_band(0).max() > 200  # red channel: white text
         assert (outside - plain.crop(0, 100, 240, 50)).abs().max() == 0
 
+    outlined = await image(node, "/base.png?tr=l-text,i-Hi,fs-60,co-FFFFFF,fol-3_FF0000,fsh-00FF00_6,lfo-top_left,l-end")
+    box = outlined.crop(0, 0, 120, 90)
+    assert ((box[0] > 200) & (box[1] < 60) & (box[2] < 60)).max() == 255  # red outline
+    assert ((box[1] > 200) & (box[0] < 60) & (box[2] < 60)).max() == 255  # green shadow
+
 
 async def test_a_12_megapixel_overlay_on_a_12_megapixel_photo(node_factory, photos, tmp_path):  # noqa: F811
     node = await node_factory(write_config(tmp_path, f"""

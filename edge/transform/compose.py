@@ -10,6 +10,7 @@ import pyvips
 
 from ..errors import BadRequest
 from . import stopping
+from .colours import RGBA
 from .effects import _with_alpha, apply_look, rounded_corners
 from .fonts import Font
 from .geometry import Source, apply_geometry, check_side, flip, rotate, target_box
@@ -104,6 +105,13 @@ def _canvas(layer: Layer, base_width: int, base_height: int, max_side: int) -> p
     return image
 
 
+def _ink(mask: pyvips.Image, colour: RGBA) -> pyvips.Image:
+    """A one-band coverage mask as `colour`, its alpha the coverage times the colour's."""
+    r, g, b, a = colour
+    alpha = (mask * (a / 255)).cast(pyvips.enums.BandFormat.UCHAR)
+    return mask.new_from_image([r, g, b]).bandjoin(alpha).copy(interpretation=pyvips.enums.Interpretation.SRGB)
+
+
 def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int) -> pyvips.Image:
     font = fonts.get(style.font)
     if font is None:
@@ -121,14 +129,21 @@ def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int)
     if style.width and mask.width < style.width:  # the box is `w` wide; the text aligned inside it
         offset = {"left": 0, "center": (style.width - mask.width) // 2, "right": style.width - mask.width}
         mask = mask.embed(offset[style.align], 0, style.width, mask.height)
+    grow, drop = style.outline[0] if style.outline else 0, style.shadow[1] if style.shadow else 0
+    mask = mask.embed(grow, grow, mask.width + 2 * grow + drop, mask.height + 2 * grow + drop)
+    inks = []
+    if style.shadow:  # the glyphs again, `drop` px down and right, under everything
+        inks.append(_ink(mask.embed(drop, drop, mask.width, mask.height), style.shadow[0]))
+    if style.outline:  # the glyphs grown by `grow` px (a square max filter), under the text
+        side = 2 * grow + 1
+        inks.append(_ink(mask.rank(side, side, side * side - 1), style.outline[1]))
+    inks.append(_ink(mask, style.colour))
+    ink = inks[0].composite(inks[1:], pyvips.enums.BlendMode.OVER) if len(inks) > 1 else inks[0]
     top, right, bottom, left = style.padding or (0, 0, 0, 0)
-    mask = mask.embed(left, top, mask.width + left + right, mask.height + top + bottom)
-    check_side(mask.width, mask.height, max_side)
-    r, g, b, a = style.colour
-    ink = (mask.new_from_image([r, g, b]).bandjoin((mask * (a / 255)).cast(pyvips.enums.BandFormat.UCHAR))
-           .copy(interpretation=pyvips.enums.Interpretation.SRGB))
+    ink = ink.embed(left, top, ink.width + left + right, ink.height + top + bottom)
+    check_side(ink.width, ink.height, max_side)
     if style.background is not None:
-        paper = (mask.new_from_image(list(style.background)).copy(interpretation=pyvips.enums.Interpretation.SRGB))
+        paper = ink.new_from_image(list(style.background)).copy(interpretation=pyvips.enums.Interpretation.SRGB)
         ink = paper.composite2(ink, pyvips.enums.BlendMode.OVER)
     if style.alpha is not None:
         ink = _with_alpha(ink, style.alpha / 10)

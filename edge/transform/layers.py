@@ -41,6 +41,7 @@ MAX_TEXT = 500
 MAX_FONT_SIZE = 500
 DEFAULT_FONT_SIZE = 14  # ImageKit's default `fs`
 MAX_POSITION = 65500
+MAX_OUTLINE = 50
 BLACK: RGBA = (0, 0, 0, 255)
 
 _POSITION = re.compile(r"(N|-)?([0-9]{1,5})")
@@ -99,6 +100,18 @@ def _typography(text: str) -> tuple[str, ...]:
     return styles
 
 
+def _outline(text: str) -> tuple[int, RGBA]:
+    """`fol-<width>_<colour>`: `fol-2_blue`."""
+    width, _, colour = text.partition("_")
+    return _int(1, MAX_OUTLINE)(width), parse_colour(colour)
+
+
+def _shadow(text: str) -> tuple[RGBA, int]:
+    """`fsh-<colour>_<indent>`: `fsh-blue_2`."""
+    colour, _, indent = text.rpartition("_")
+    return parse_colour(colour), _int(1, MAX_OUTLINE * 2)(indent)
+
+
 def _font(text: str) -> str:
     if not _FONT_NAME.fullmatch(text):
         raise ValueError("must be the name of a font listed in [fonts]")
@@ -132,6 +145,8 @@ class TextStyle:
     rotation: int = 0
     flip: str | None = None
     radius: int | str | None = None
+    outline: tuple[int, RGBA] | None = None  # width, colour
+    shadow: tuple[RGBA, int] | None = None  # colour, indent
 
 
 #: key → (field, parser, writer) for each object a layer parameter sets
@@ -155,6 +170,8 @@ TEXT_PARAMS: dict[str, tuple[str, Any, Any]] = {
     "lh": ("line_height", _int(1, 2 * MAX_FONT_SIZE), str),
     "w": ("width", _int(1, MAX_POSITION), str),
     "fl": ("flip", _choice(("h", "v", "h_v")), str),
+    "fol": ("outline", _outline, lambda o: f"{o[0]}_{write_colour(o[1])}"),
+    "fsh": ("shadow", _shadow, lambda s: f"{write_colour(s[0])}_{s[1]}"),
 }
 #: read by the step parser's own value parsers (`rt`, `r`), passed in by `options`
 TEXT_SHARED = {"rt": "rotation", "r": "radius"}
