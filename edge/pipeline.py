@@ -11,6 +11,7 @@ between happens here, in this order:
     flight       edge/flight.py             one producer per key for the whole node; others wait
       shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
       original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
+      layers     edge/originals.py          the image layers' originals, the same way (`_overlays`)
       render     edge/transform/render.py   libvips in a bounded thread pool (or `orig-true`)
       store      edge/cache/                body + headers + ETag, computed once, off the IOLoop;
                                             then in the shared tier, in the background

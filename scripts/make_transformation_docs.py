@@ -46,7 +46,8 @@ ImageKit's layers ([ImageKit: add overlays on images](https://imagekit.io/docs/a
 `imagekitio` SDK writes them: a layer starts with `l-image` or `l-text` and ends with `l-end`; what
 stands between applies to the layer, not to the base. A step's layers are drawn, in order, on the
 step's result (after its resize and effects); further steps work on the composite. Layers cannot be
-nested (a 400); an image layer's own transformation may chain steps with `:`.
+nested (a 400: ImageKit nests up to three levels, the node does not); an image layer's own
+transformation may chain steps with `:`.
 
 - **Image** `l-image,i-<path>,…,l-end`: an image from the same endpoint's origins (`/` written as
   `@@`, or `ie-<base64 of the path>`), with its own steps (`w`, `h`, `c`, `rt`, `bl`, `r`, `o`, `e-…`, `b`

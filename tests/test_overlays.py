@@ -186,6 +186,7 @@ def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
     ("l-image,i-ik_canvas,w-10,l-end", "i-ik_canvas needs bg"),
     (",".join(["l-image,i-ik_canvas,bg-red,l-end"] * 11), "tr: more than 10 layers"),
     ("l-video,i-clip.mp4,l-end", "l-video: not supported"),
+    (",".join(["l-text,i-" + "x" * 400 + ",fs-500,l-end"] * 2), "transformation too costly"),
 ])
 async def test_bad_layers_are_400s_naming_the_parameter(node, transformation, body):
     response = await node.fetch(f"/base.png?tr={transformation}")

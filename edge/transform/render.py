@@ -9,6 +9,7 @@ is cancelled, is stopped inside libvips (`stopping`) and its thread freed.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -135,10 +136,12 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int,
 
 def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHeader], fonts: Mapping[str, Font],
                   limits: Limits) -> Callable[[pyvips.Image, Step], pyvips.Image]:
-    """Draws a step's layers; an image layer is its original rendered with the layer's own steps."""
+    """Draws a step's layers; an image layer is its original rendered with the layer's own steps,
+    once per render (an animation's frames share it, so it is made in memory)."""
+    @functools.cache
     def image_of(path: str, steps: tuple[Step, ...]) -> pyvips.Image:
         source = _still_source(overlays[path], headers[path], keep_profile=False)
-        return _render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side)
+        return in_memory(_render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side))
     return lambda image, step: draw_layers(image, step.layers, image_of, fonts, limits.max_output_side)
 
 
