@@ -412,12 +412,12 @@ def _named_transformations(t: ConfigTable) -> dict[str, str]:
 def _fonts(t: ConfigTable) -> dict[str, Any]:
     """`[fonts] Name = "path/to/font.ttf"`, next to the shipped default; each file read once here."""
     from .transform.fonts import Font, read_family, shipped_fonts
-    from .transform.layers import _FONT_NAME
+    from .transform.layers import FONT_NAME
 
     fonts = dict(shipped_fonts())
     for name in t.keys():
         path = t.path(name)
-        if not _FONT_NAME.fullmatch(name) or "@" in name:
+        if not FONT_NAME.fullmatch(name) or "@" in name:
             raise t.error(name, "a font name is letters, digits, '.', '_' and '-'")
         try:
             fonts[name] = Font(str(path), read_family(path))

@@ -37,7 +37,8 @@ def solid(width: int, height: int, rgb: list[int], alpha: int | None = None) -> 
 def files() -> dict[str, bytes]:
     return {"base.png": solid(400, 300, BLUE).pngsave_buffer(),
             "logo.png": solid(50, 40, RED, alpha=255).pngsave_buffer(),
-            "brand/mark.png": solid(20, 20, GREEN).pngsave_buffer()}
+            "brand/mark.png": solid(20, 20, GREEN).pngsave_buffer(),
+            "page.png": b"<html>not an image</html>"}
 
 
 def sdk_path(src: str, transformation: list[dict], position: str = "path") -> str:
@@ -177,8 +178,9 @@ def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
     ("w-10,l-end", "l-end: l-end without a layer"),
     ("l-image,w-10,l-end", "l-image: needs i-<input>"),
     ("l-image,i-missing.png,l-end", "i-missing.png: no such image on this endpoint"),
+    ("l-image,i-page.png,l-end", "i-page.png: not an image the node can decode"),
     ("l-image,i-logo.png,lx-abc,l-end", "lx-abc: must be an integer"),
-    ("l-image,i-logo.png,lm-displace,l-end", "lm-displace: lm-displace is not supported"),
+    ("l-image,i-logo.png,lm-displace,l-end", "lm-displace: a displacement map is not supported"),
     ("l-image,i-logo.png,q-50,l-end", "q-50: an output parameter has no effect in a layer"),
     ("l-text,i-hi,fs-501,l-end", "fs-501: must be an integer from 1 to 500"),
     ("l-text,i-hi,ff-Nope,l-end", "ff-Nope: no such font"),
@@ -186,7 +188,8 @@ def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
     ("l-image,i-ik_canvas,w-10,l-end", "i-ik_canvas needs bg"),
     (",".join(["l-image,i-ik_canvas,bg-red,l-end"] * 11), "tr: more than 10 layers"),
     ("l-video,i-clip.mp4,l-end", "l-video: not supported"),
-    (",".join(["l-text,i-" + "x" * 400 + ",fs-500,l-end"] * 2), "transformation too costly"),
+    (",".join(["l-text,i-" + "x" * 500 + ",fs-500,l-end"] * 3), "transformation too costly"),
+    ("l-text,i-" + "xy%20" * 160 + ",fs-500,l-end", "l-text: the text is more than 8192 px a side"),
 ])
 async def test_bad_layers_are_400s_naming_the_parameter(node, transformation, body):
     response = await node.fetch(f"/base.png?tr={transformation}")

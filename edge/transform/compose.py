@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 
 import pyvips
 
-from ..errors import BadRequest
+from ..errors import BadRequest, InvalidTransformation
 from . import stopping
 from .colours import RGBA
 from .effects import _with_alpha, apply_look, rounded_corners
@@ -120,11 +120,11 @@ def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int)
     for style_name in style.typography:
         tag = _TYPOGRAPHY_TAGS[style_name]
         markup = f"<{tag}>{markup}</{tag}>"
-    options = {"width": min(style.width, max_side)} if style.width else {}
+    options = {"width": min(style.width or max_side, max_side)}  # a line never outgrows the output limit
     if style.line_height is not None:
         options["spacing"] = max(0, style.line_height - style.size)
     mask = stopping.watch(pyvips.Image.text(markup, fontfile=font.file, font=f"{font.family} {style.size}",
-                                            dpi=72, align=_ALIGN[style.align], wrap=pyvips.enums.TextWrap.WORD,
+                                            dpi=72, align=_ALIGN[style.align], wrap=pyvips.enums.TextWrap.WORD_CHAR,
                                             **options))
     if style.width and mask.width < style.width:  # the box is `w` wide; the text aligned inside it
         offset = {"left": 0, "center": (style.width - mask.width) // 2, "right": style.width - mask.width}
@@ -141,7 +141,8 @@ def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int)
     ink = inks[0].composite(inks[1:], pyvips.enums.BlendMode.OVER) if len(inks) > 1 else inks[0]
     top, right, bottom, left = style.padding or (0, 0, 0, 0)
     ink = ink.embed(left, top, ink.width + left + right, ink.height + top + bottom)
-    check_side(ink.width, ink.height, max_side)
+    if max(ink.width, ink.height) > max_side:
+        raise InvalidTransformation("l-text", f"the text is more than {max_side} px a side: a smaller fs or less text")
     if style.background is not None:
         paper = ink.new_from_image(list(style.background)).copy(interpretation=pyvips.enums.Interpretation.SRGB)
         ink = paper.composite2(ink, pyvips.enums.BlendMode.OVER)

@@ -23,8 +23,9 @@ CANVAS = "ik_canvas"
 KINDS = ("image", "text")
 #: ImageKit's layer modes that the node draws; `displace` (a displacement map) is not drawn
 MODES = ("multiply", "cutter", "cutout")
+#: parameters (or whole `key-value`s) of ImageKit's layers that the node refuses, with why
 UNSUPPORTED = {
-    "displace": "lm-displace is not supported",
+    "lm-displace": "a displacement map is not supported",
     "lap": "lap (anchor point) is not supported; use lx/ly, lxc/lyc or lfo",
     "lso": "video timing is not supported", "leo": "video timing is not supported",
     "ldu": "video timing is not supported",
@@ -45,7 +46,7 @@ MAX_OUTLINE = 50
 BLACK: RGBA = (0, 0, 0, 255)
 
 _POSITION = re.compile(r"(N|-)?([0-9]{1,5})")
-_FONT_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
+FONT_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
 
 
 def _position(text: str) -> int:
@@ -113,7 +114,7 @@ def _shadow(text: str) -> tuple[RGBA, int]:
 
 
 def _font(text: str) -> str:
-    if not _FONT_NAME.fullmatch(text):
+    if not FONT_NAME.fullmatch(text):
         raise ValueError("must be the name of a font listed in [fonts]")
     return text.replace("@@", "/")
 

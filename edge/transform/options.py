@@ -415,8 +415,8 @@ def _parse_layer(start: str, body: str) -> Layer:
                     if source is not None:
                         raise ValueError("one i- or ie- per layer")
                     source = layer_params.read_input(key, value, kind)
-                elif key in layer_params.UNSUPPORTED or value in layer_params.UNSUPPORTED and key == "lm":
-                    raise ValueError(layer_params.UNSUPPORTED.get(key) or layer_params.UNSUPPORTED[value])
+                elif param in layer_params.UNSUPPORTED or key in layer_params.UNSUPPORTED:
+                    raise ValueError(layer_params.UNSUPPORTED.get(param) or layer_params.UNSUPPORTED[key])
                 elif key in layer_params.PLACEMENT_PARAMS:
                     name, parse, _ = layer_params.PLACEMENT_PARAMS[key]
                     placement[name] = parse(value)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pyvips
 
 from ..config import Defaults, Limits
-from ..errors import BadRequest, Overloaded, RenderTimedOut, UnprocessableSource
+from ..errors import BadRequest, InvalidTransformation, Overloaded, RenderTimedOut, UnprocessableSource
 from . import stopping
 from .compose import draw_layers
 from .cost import check_cost
@@ -134,6 +134,16 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int,
     return image
 
 
+def _probe_overlay(path: str, body: bytes, limits: Limits) -> ImageHeader:
+    """`probe` for a layer's original: its errors name the layer (the base URL is not at fault)."""
+    try:
+        return probe(body, limits)
+    except UnprocessableSource:
+        raise InvalidTransformation(f"i-{path}", "not an image the node can decode") from None
+    except BadRequest as error:
+        raise InvalidTransformation(f"i-{path}", error.message) from None
+
+
 def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHeader], fonts: Mapping[str, Font],
                   limits: Limits) -> Callable[[pyvips.Image, Step], pyvips.Image]:
     """Draws a step's layers; an image layer is its original rendered with the layer's own steps,
@@ -155,7 +165,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     animated = header.frames > 1 and animates(planned_format, header.loader)
     if animated and header.width * header.height * header.frames > limits.max_source_pixels:
         raise BadRequest("source too large")
-    overlay_headers = {path: probe(data, limits) for path, data in (overlays or {}).items()}
+    overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in (overlays or {}).items()}
     check_cost(transformation, limits, (header.width, header.height), header.frames if animated else 1,
                {path: (h.width, h.height) for path, h in overlay_headers.items()})
     output, steps = transformation.output, transformation.steps or (DEFAULT_STEP,)
