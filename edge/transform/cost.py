@@ -1,7 +1,9 @@
 """The work one URL asks for, held to `[limits] max_cost` before any pixel is made.
 
-    cost = frames × Σ over steps of  output megapixels × (1 + the weights of the step's operations)
+    cost = frames × Σ over steps of  output megapixels × (1 + the weights of the step's operations
+                                                          + LAYER_WEIGHT × its layers)
                                    + input megapixels × TRIM_WEIGHT        (when the step trims)
+                                   + each layer's own work (its steps; a text's estimated pixels)
 
 The unit is a megapixel of plain resize-and-encode (about 20 ms of one core for a downscale); each
 weight is what an operation costs on top of that per megapixel, measured on a 4 MP photo
