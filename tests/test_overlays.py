@@ -206,3 +206,15 @@ def test_fonts_are_read_at_startup(tmp_path):
     with pytest.raises(ConfigError, match="Brand.*not a TrueType/OpenType font"):
         load_config(write_config(tmp_path, web_config("http://127.0.0.1:9", '[fonts]\nBrand = "not-a-font.ttf"\n')),
                     load_plugins())
+
+
+def test_spellings_of_one_layer_share_one_cache_key():
+    from edge.transform.options import parse_transformation
+
+    def key(text: str) -> str:
+        return parse_transformation(text).canonical()
+    assert key("l-image,i-a@@logo.png,lx--20,w-50,l-end") == key("l-image,ie-YS9sb2dvLnBuZw==,w-50,lx-N20,l-end")
+    assert key("l-text,i-Hi there,co-red,l-end") == key("l-text,ie-SGkgdGhlcmU=,co-FF0000,l-end")
+    assert key("l-image,i-logo.png,ly-N0,l-end") != key("l-image,i-logo.png,ly-0,l-end")
+    chained = key("w-300,l-image,i-logo.png,w-50:rt-90,l-end:e-grayscale")  # `:` inside the layer stays there
+    assert chained == "w-300,l-image,i-logo.png,w-50:rt-90,l-end:e-grayscale" and key(chained) == chained

@@ -42,8 +42,10 @@ def draw_layers(base: pyvips.Image, layers: tuple[Layer, ...], image_of: LayerIm
 
 
 def _srgba(image: pyvips.Image) -> pyvips.Image:
-    if image.bands < 3:
-        image = image.colourspace(pyvips.enums.Interpretation.SRGB)
+    """8-bit sRGB with alpha: what the blend modes and the alpha arithmetic below expect (a step's
+    result may still be greyscale, 16-bit or CMYK until the output's colour is decided)."""
+    if image.interpretation != pyvips.enums.Interpretation.SRGB or image.format != pyvips.enums.BandFormat.UCHAR:
+        image = image.colourspace(pyvips.enums.Interpretation.SRGB).cast(pyvips.enums.BandFormat.UCHAR)
     return image if image.hasalpha() else image.bandjoin_const([255])
 
 
