@@ -272,7 +272,7 @@ SECTIONS = (
                 Example("w-300,l-image,i-logo-transparent.png,w-120,lx-220,ly-110,rt-30,l-end", "chelsea.jpg",
                         "partly off the image: clipped"),
                 Example("w-300,l-image,i-ik_canvas,bg-000000,al-6,h-44,lfo-bottom,l-end,"
-                        "l-text,i-Fresh%20coffee,fs-26,co-FFFFFF,lfo-bottom,ly-N8,lx-12,l-end", "coffee.jpg",
+                        "l-text,i-Fresh%20coffee,fs-26,co-FFFFFF,lx-12,ly-N8,l-end", "coffee.jpg",
                         "a caption bar: a canvas and a text"),
                 Example("w-300,l-text,i-Text%20wraps%20at%20the%20layer%27s%20width,fs-22,w-150,ia-left,co-FFFFFF,"
                         "bg-1E293B,pa-8_12,tg-b,lfo-top_left,l-end", "chelsea.jpg", "w, ia, pa, bg, tg"),
