@@ -75,7 +75,8 @@ transformation may chain steps with `:`.
   for subtitles. At most 500 characters.
 - **Position**: `lx`, `ly` (pixels from the left/top; `N20` — or `-20`, as the SDK writes a negative
   number — puts the layer's right/bottom edge 20 px from the base's right/bottom edge, `N0` flush
-  with it), `lxc`, `lyc` (the layer's centre), or `lfo-<focus>` (`center` by default, `top_left`,
+  with it; ImageKit documents the leading `N` for negative values, the pages read for this did
+  not say more precisely where a negative value puts the layer), `lxc`, `lyc` (the layer's centre), or `lfo-<focus>` (`center` by default, `top_left`,
   `bottom`, …; ignored when a coordinate is given, a missing one being 0). What falls outside the
   base is clipped.
 - **Blend** `lm-`: `multiply` (darkens: layer × base), `cutter` (keeps the base only where the layer is
