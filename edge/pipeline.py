@@ -174,6 +174,8 @@ class Pipeline:
     async def _overlays(self, job: _Job) -> dict[str, CurrentOriginal]:
         """The originals of the image layers, through the same originals tier, single flight and
         limits as the main one. One that no origin has is a 400 naming the layer's input."""
+        if job.transformation.serves_original:
+            return {}
         paths = sorted({layer.input for step in job.transformation.steps for layer in step.layers if layer.fetches})
 
         async def current(path: str) -> CurrentOriginal:
