@@ -17,28 +17,11 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from benchmarks.baselines import BARE_TORNADO_SERVER
 from benchmarks.common import LoadResult, load_arguments, print_load_ratios, start_node_process, wrk_load
 from tests.nodes import local_config
 
 PATH = "/tr:w-300/astronaut.jpg"
-
-BARE_SERVER = """
-import asyncio, sys
-import tornado.web
-body = open(sys.argv[1], "rb").read()
-class Bare(tornado.web.RequestHandler):
-    def compute_etag(self):
-        return None
-    def get(self):
-        self.set_header("Content-Type", "image/jpeg")
-        self.finish(body)
-async def main():
-    server = tornado.web.Application([(r"/.*", Bare)]).listen(0, "127.0.0.1")
-    port = next(iter(server._sockets.values())).getsockname()[1]
-    print(port, flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
 
 
 def node_config(access_log: bool) -> str:
@@ -58,7 +41,7 @@ def main() -> None:
         body = urllib.request.urlopen(nodes[True].url + PATH, timeout=30).read()  # the miss: now cached
         urllib.request.urlopen(nodes[False].url + PATH, timeout=30).read()
         (work / "body.jpg").write_bytes(body)
-        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(work / "body.jpg")],
+        bare = subprocess.Popen([sys.executable, "-c", BARE_TORNADO_SERVER, str(work / "body.jpg"), "1"],
                                 stdout=subprocess.PIPE, text=True)
         bare_url = f"http://127.0.0.1:{bare.stdout.readline().strip()}/"
         try:

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyvips
 
+from benchmarks.baselines import bare_save
 from benchmarks.common import median
 from edge.config import Defaults, Limits
 from edge.transform.options import parse_transformation
@@ -36,15 +37,6 @@ GOAL = 0.85
 LOGO, LOGO_WIDTH, MARGIN = "logo.png", 60, 10
 CASES = ("jpg", "webp", "avif", "overlay")
 OVERLAY = f"l-image,i-{LOGO},w-{LOGO_WIDTH},lx-N{MARGIN},ly-N{MARGIN},l-end"
-
-
-def bare_save(image: pyvips.Image, fmt: str, defaults: Defaults) -> bytes:
-    """What a hand-written service would call, with the node's encoder options."""
-    if fmt == "jpg":
-        return image.jpegsave_buffer(Q=defaults.quality, keep="none", optimize_coding=True)
-    if fmt == "webp":
-        return image.webpsave_buffer(Q=defaults.quality, keep="none")
-    return image.heifsave_buffer(Q=defaults.quality, keep="none", compression="av1", effort=defaults.avif_effort)
 
 
 def bare_render(body: bytes, case: str, defaults: Defaults, logo: bytes) -> bytes:

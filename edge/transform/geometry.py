@@ -244,7 +244,7 @@ def rotate(image: pyvips.Image, degrees: int, colour: RGBA | None, max_side: int
     if degrees % 90 == 0:
         check_side(image.width, image.height, max_side)
         image = in_memory(image)  # read out of order: in memory, at the step's (shrunk) size
-        return {90: image.rot90(), 180: image.rot180(), 270: image.rot270()}[degrees]
+        return image.rot(f"d{degrees}")  # one rotation (a dict of the three built all three)
     radians = math.radians(degrees)
     width = abs(image.width * math.cos(radians)) + abs(image.height * math.sin(radians))
     height = abs(image.width * math.sin(radians)) + abs(image.height * math.cos(radians))
