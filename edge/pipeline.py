@@ -111,7 +111,9 @@ class Pipeline:
             if request.endpoint.watermark and not transformation.serves_original:
                 transformation = layered(transformation, request.endpoint.watermark)
             check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
-            planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
+            defaults = self._config.defaults
+            planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
+                                                      defaults.auto_format, defaults.auto_format_smallest)
             host = request.host.lower() if self._takes_host[request.endpoint.id] else None
             key = output_key(original_key(request.endpoint.id, request.path, host), transformation.canonical(),
                              planned_format if vary_accept else "")

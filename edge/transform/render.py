@@ -25,8 +25,8 @@ from .cost import check_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
-from .formats import INPUT_LOADERS, SVG_LOADER, animates, final_format, max_side
-from .geometry import WHITE, Source, apply_geometry, check_side, in_memory
+from .formats import INPUT_LOADERS, SVG_LOADER, animates, final_formats, max_side
+from .geometry import WHITE, Source, apply_geometry, check_side, in_memory, resolved
 from .options import DEFAULT_STEP, Step, Transformation
 
 # Every request decodes a different original: the operation cache would only hold memory.
@@ -119,6 +119,18 @@ def _still_source(body: bytes, header: ImageHeader, keep_profile: bool) -> Sourc
                   lambda: thumbnail(header.width, height=header.height, size=pyvips.enums.Size.FORCE))
 
 
+def _page_source(body: bytes, page: int, keep_profile: bool, limits: Limits) -> Source:
+    """`pg-N`: that page (frame) of a multi-page source, upright, at its own size (a TIFF's pages may
+    differ in size from the first, which the probe checked)."""
+    image = stopping.watch(pyvips.Image.new_from_buffer(body, "", page=page - 1, fail_on=_FAIL_ON))
+    if image.width * image.height > limits.max_source_pixels:
+        raise BadRequest("source too large")
+    image = image.autorot()
+    if keep_profile is False and image.get_typeof("icc-profile-data"):
+        image = image.icc_transform("srgb", embedded=True)
+    return Source.of_image(image)
+
+
 def _frames(body: bytes, header: ImageHeader, keep_profile: bool) -> tuple[pyvips.Image, list[Source]]:
     """Every frame of an animation, each a source of its own."""
     strip = stopping.watch(pyvips.Image.new_from_buffer(body, "", n=-1, fail_on=_FAIL_ON))
@@ -147,9 +159,10 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int,
     of borders grows an image without bound before a last step shrinks it), and made once, in memory
     (else a step reads it as often as its operations need: a blur of a blur recomputed the first blur
     for every strip of the second, 40 times over). `draw` draws a step's layers on its result."""
-    image = None
+    image, original = None, (source.width, source.height)
     for index, step in enumerate(steps):
         stopping.check()
+        step = resolved(step, source, original)
         image = apply_look(apply_geometry(source, step, max_output_side), step)
         if step.layers and draw is not None:
             image = draw(image, step)
@@ -188,7 +201,10 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     layers, by path. Raises `EdgeError`s only (and the reason of a stop, when the render runs under a
     stopped `StopSwitch`)."""
     header = probe(body, limits)
-    animated = header.frames > 1 and animates(planned_format, header.loader)
+    page = transformation.output.page
+    if page is not None and page > header.frames:
+        raise BadRequest(f"invalid transformation: pg-{page}: the source has {header.frames} page(s)")
+    animated = header.frames > 1 and page is None and animates(planned_format, header.loader)
     if animated and header.width * header.height * header.frames > limits.max_source_pixels:
         raise BadRequest("source too large")
     overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in (overlays or {}).items()}
@@ -208,17 +224,25 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
                                                 for s in sources[1:])])
             frame_height = image.get("page-height")
         else:
-            image = _render_steps(_still_source(body, header, output.colour_profile), steps, limits.max_output_side,
-                                  draw)
+            source = _page_source(body, page, output.colour_profile, limits) if page is not None else \
+                _still_source(body, header, output.colour_profile)
+            image = _render_steps(source, steps, limits.max_output_side, draw)
             frame_height = image.height
         image = output_colour(image, output.colour_profile)
-        fmt = final_format(planned_format, header.loader, image.hasalpha(), animated)
-        check_side(image.width, frame_height, max_side(fmt, limits.max_output_side))
-        flatten_on = next((step.background for step in reversed(steps) if step.background), WHITE)
-        encoded = encode(stopping.watch(image), fmt, EncodeOptions(
+        formats = final_formats(planned_format, header.loader, image.hasalpha(), animated)
+        # candidates of the smallest: those whose own limit the output fits (WebP: 16383 px)
+        formats = [f for f in formats if max(image.width, frame_height) <= max_side(f, limits.max_output_side)] \
+            or formats[:1]
+        check_side(image.width, frame_height, max_side(formats[0], limits.max_output_side))
+        if len(formats) > 1:  # encoded several times: decoded and transformed once
+            image = in_memory(image)
+        flatten_on = next((step.colour for step in reversed(steps) if step.colour), WHITE)
+        options = EncodeOptions(
             quality=output.quality or defaults.quality, avif_effort=defaults.avif_effort,
             progressive=output.progressive, lossless=output.lossless, metadata=output.metadata,
-            colour_profile=output.colour_profile, flatten_on=flatten_on))
+            colour_profile=output.colour_profile, flatten_on=flatten_on)
+        encoded, fmt = min(((encode(stopping.watch(image), fmt, options), fmt) for fmt in formats),
+                           key=lambda candidate: len(candidate[0]))
     except pyvips.Error:
         stopping.check()  # a stopped render fails inside libvips: report why it was stopped
         # libvips reports some truncations only while writing, so the encode is inside this try too.
