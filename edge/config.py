@@ -10,7 +10,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -162,6 +162,9 @@ class Endpoint:
     signed_only: bool = False
     named_only: bool = False
     url_style: str = "imagekit"
+    #: layers drawn on every image this endpoint serves (`watermark = "l-image,…,l-end"`), as parsed
+    #: `Layer`s; see docs/configuration.md
+    watermark: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,8 @@ class Config:
     endpoints: tuple[Endpoint, ...]
     fleet: FleetSettings = field(default_factory=FleetSettings)
     shared_cache: SharedCacheSettings | None = None
+    #: `ff-<name>` → `transform.fonts.Font`: the shipped default and `[fonts]`
+    fonts: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **server: Any) -> Config:
         """A copy with `[server]` keys replaced (command-line flags override the file)."""
@@ -198,11 +203,13 @@ class Config:
                 {"id": e.id, "hosts": list(e.hosts), "origins": [o.name for o in e.origins],
                  "private_key": str(e.private_key) if e.private_key else None,
                  "previous_private_keys": [str(key) for key in e.previous_private_keys],
-                 "signed_only": e.signed_only, "named_only": e.named_only, "url_style": e.url_style}
+                 "signed_only": e.signed_only, "named_only": e.named_only, "url_style": e.url_style,
+                 "watermark": len(e.watermark)}
                 for e in self.endpoints
             ],
             "fleet": vars(self.fleet),
             "shared_cache": self.shared_cache and self.shared_cache.describe(),
+            "fonts": {name: font.file for name, font in self.fonts.items()},
         }
 
 
@@ -239,9 +246,10 @@ def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:
     endpoints = _endpoints(root, {o.name: o for o in origins})
     fleet = _fleet(root.subtable("fleet"))
     shared_cache = _shared_cache(root, plugins)
+    fonts = _fonts(root.subtable("fonts"))
     root.finish()
     return Config(label, server, cache, defaults, limits, named, admin_token, origins, endpoints, fleet=fleet,
-                  shared_cache=shared_cache)
+                  shared_cache=shared_cache, fonts=fonts)
 
 
 def _server(t: ConfigTable) -> ServerSettings:
@@ -407,6 +415,42 @@ def _named_transformations(t: ConfigTable) -> dict[str, str]:
     return named
 
 
+def _fonts(t: ConfigTable) -> dict[str, Any]:
+    """`[fonts] Name = "path/to/font.ttf"`, next to the shipped default; each file read once here."""
+    from .transform.fonts import Font, read_family, shipped_fonts
+    from .transform.layers import FONT_NAME
+
+    fonts = dict(shipped_fonts())
+    for name in t.keys():
+        path = t.path(name)
+        if not FONT_NAME.fullmatch(name) or "@" in name:
+            raise t.error(name, "a font name is letters, digits, '.', '_' and '-'")
+        try:
+            fonts[name] = Font(str(path), read_family(path))
+        except OSError as exc:
+            raise t.error(name, f"cannot read {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise t.error(name, f"{path}: {exc}") from None
+    t.finish()
+    return fonts
+
+
+def _watermark(t: ConfigTable) -> tuple[Any, ...]:
+    """`watermark = "l-image,i-logo.png,…,l-end"`: one or more layers and nothing else."""
+    from .transform.options import DEFAULT_STEP, parse_transformation
+
+    text = t.str("watermark", "")
+    if not text:
+        return ()
+    try:
+        steps = parse_transformation(text).steps
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a config error naming the key
+        raise t.error("watermark", getattr(exc, "message", str(exc))) from None
+    if len(steps) != 1 or replace(steps[0], layers=()) != DEFAULT_STEP or not steps[0].layers:
+        raise t.error("watermark", "expected layers only (l-image,…,l-end or l-text,…,l-end)")
+    return steps[0].layers
+
+
 def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
     origins: list[Origin] = []
     for t in root.tables("origins"):
@@ -455,6 +499,7 @@ def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint,
             signed_only=t.bool("signed_only", False),
             named_only=t.bool("named_only", False),
             url_style=t.str("url_style", "imagekit", choices=URL_STYLES),
+            watermark=_watermark(t),
         )
         t.finish()
         _check_signing(t, endpoint)

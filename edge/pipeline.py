@@ -12,6 +12,7 @@ between happens here, in this order:
     flight       edge/flight.py             one producer per key for the whole node; others wait
       shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
       original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
+      layers     edge/originals.py          the image layers' originals, the same way (`_overlays`)
       render     edge/transform/render.py   libvips in a bounded thread pool (or `orig-true`)
     respond      edge/server.py             the output goes out (ETag hashed in the render's thread)
     store        edge/flight.py (keep)      after the response: output tier (and originals tier),
@@ -23,15 +24,17 @@ flight then cancels the work (origin fetch, transform) if no other request waits
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from urllib.parse import quote
 
-from .cache import CachedOutput, Caches, original_key, output_key
+from .cache import CachedOutput, Caches, SourceInfo, original_key, output_key
 from .config import Config
-from .errors import BadGateway, EdgeError, NothingToServe, UnprocessableSource
+from .errors import BadGateway, EdgeError, InvalidTransformation, NothingToServe, UnprocessableSource
 from .flight import SingleFlight
 from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalSource
@@ -40,7 +43,7 @@ from .shared_cache import SharedTier
 from .transform.cost import check_cost
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.hints import NO_HINTS, negotiate
-from .transform.options import Transformation, parse_transformation
+from .transform.options import Transformation, layered, parse_transformation
 from .transform.render import Renderer
 
 
@@ -112,6 +115,8 @@ class Pipeline:
             transformation = request.transformation or parse_transformation(
                 request.path_transformation, call.query_transformation, named=self._config.named_transformations,
                 named_only=request.named_only)
+            if request.endpoint.watermark and not transformation.serves_original:
+                transformation = layered(transformation, request.endpoint.watermark)
             requested = transformation.canonical()
             hints = NO_HINTS
             if transformation.client_hints:  # else nothing to build: the hit path stays as it was
@@ -161,9 +166,11 @@ class Pipeline:
             if cached is not None and self._originals.is_fresh(cached.source):
                 return cached, "shared"
         original = await self._original(job)
-        if cached is not None and cached.source.version == original.info.version:
-            return cached.confirmed(original.info), "miss"  # the original is unchanged: so is the output
-        return await self._render(job, original), "miss"
+        overlays = await self._overlays(job)
+        source = _made_from(original.info, [overlay.info for overlay in overlays.values()])
+        if cached is not None and cached.source.version == source.version:
+            return cached.confirmed(source), "miss"  # the original and the layers' are unchanged: so is the output
+        return await self._render(job, original, overlays, source), "miss"
 
     async def _keep(self, key: str, produced: tuple[CachedOutput, str]) -> None:
         """Store what the flight produced: after the response, never on its critical path."""
@@ -182,7 +189,22 @@ class Pipeline:
                 raise
             return await self._originals.current(replace(job.request, path=default_image), job.host)
 
-    async def _render(self, job: _Job, original: CurrentOriginal) -> CachedOutput:
+    async def _overlays(self, job: _Job) -> dict[str, CurrentOriginal]:
+        """The originals of the image layers, through the same originals tier, single flight and
+        limits as the main one. One that no origin has is a 400 naming the layer's input."""
+        if job.transformation.serves_original:
+            return {}
+        paths = sorted({layer.input for step in job.transformation.steps for layer in step.layers if layer.fetches})
+
+        async def current(path: str) -> CurrentOriginal:
+            try:
+                return await self._originals.current(replace(job.request, path=path), job.host)
+            except NothingToServe:
+                raise InvalidTransformation(f"i-{path}", "no such image on this endpoint") from None
+        return dict(zip(paths, await asyncio.gather(*map(current, paths))))
+
+    async def _render(self, job: _Job, original: CurrentOriginal, overlays: dict[str, CurrentOriginal],
+                      source: SourceInfo) -> CachedOutput:
         """Transform the original (or pass it through for `orig-true`) into a storable output."""
         if job.transformation.serves_original:
             header = await self._renderer.probe(original.body)
@@ -192,7 +214,8 @@ class Pipeline:
                 raise UnprocessableSource()
         if not job.transformation.serves_original or job.request.original_as not in (None, fmt):
             started = time.perf_counter()
-            rendered = await self._renderer.render(original.body, job.transformation, job.planned_format)
+            rendered = await self._renderer.render(original.body, job.transformation, job.planned_format,
+                                                   {path: overlay.body for path, overlay in overlays.items()})
             body, fmt, etag = rendered.body, rendered.format, rendered.etag
             self._metrics.transform_duration.labels(fmt).observe(time.perf_counter() - started)
         base = self._canonical_bases.get(original.info.origin)
@@ -200,7 +223,7 @@ class Pipeline:
             body=body,
             content_type=MIME_TYPES[fmt],
             etag=etag,
-            source=original.info,
+            source=source,
             vary_accept=job.vary_accept,
             client_hints=job.client_hints,
             canonical_link=_canonical_link(base, job.request.path) if base else None,
@@ -208,6 +231,16 @@ class Pipeline:
 
     def _count(self, tier: str, result: str) -> None:
         self._metrics.child(self._metrics.cache_requests, tier, result).inc()
+
+
+def _made_from(original: SourceInfo, overlays: list[SourceInfo]) -> SourceInfo:
+    """What an output is made from: the original, and the layers' originals when it has any. Its
+    version covers theirs (a changed overlay makes a new output), and it is as fresh as the least
+    recently confirmed of them."""
+    if not overlays:
+        return original
+    version = hashlib.sha256("\n".join([original.version, *(o.version for o in overlays)]).encode()).hexdigest()
+    return replace(original, version=version, checked_at=min([original.checked_at, *(o.checked_at for o in overlays)]))
 
 
 def _canonical_base(base_url: str) -> str:

@@ -65,7 +65,7 @@ class Node:
         self.originals = OriginalSource(self.caches, self.flights["originals"], config.cache,
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
-                                 config.server.transform_queue)
+                                 config.server.transform_queue, config.fonts)
         #: the fleet's shared second tier, between this node's disk and the origins
         self.shared = (SharedTier(config.shared_cache, metrics, config.cache.output_size)
                        if config.shared_cache is not None else None)

@@ -14,6 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyvips
 
@@ -40,6 +41,57 @@ class Example:
     note: str = ""
     #: request headers (client hints) the picture was asked for with
     headers: tuple[tuple[str, str], ...] = ()
+
+
+OVERLAYS = """\
+ImageKit's layers ([ImageKit: add overlays on images](https://imagekit.io/docs/add-overlays-on-images),
+[layer syntax](https://docs.imagekit.io/features/image-transformations/overlay-using-layers)), as the
+`imagekitio` SDK writes them: a layer starts with `l-image` or `l-text` and ends with `l-end`; what
+stands between applies to the layer, not to the base. A step's layers are drawn, in order, on the
+step's result (after its resize and effects); further steps work on the composite. Layers cannot be
+nested (a 400: ImageKit nests up to three levels, the node does not); an image layer's own
+transformation may chain steps with `:`.
+
+- **Image** `l-image,i-<path>,…,l-end`: an image from the same endpoint's origins (`/` written as
+  `@@`, or `ie-<base64 of the path>`), with its own steps (`w`, `h`, `c`, `rt`, `bl`, `r`, `o`, `e-…`, `b`
+  … — any step parameter; output parameters such as `f` or `q` are a 400 in a layer). It is fetched
+  through the same originals tier, single flight and fetch-memory budget as the main original, and
+  counted in the cost budget from its own size. The output is as fresh as the least recently
+  confirmed of its originals, and its version covers the layers' versions: when an overlay is
+  revalidated and has changed (or was purged and comes back changed), the next output is made
+  anew. A purge of the overlay's path alone does not purge the outputs that use it before they are
+  next revalidated (`[cache] original_ttl`): purge those URLs (or their prefix) for an immediate
+  change. An overlay that no origin has is a **400** `i-<path>: no such image on this endpoint`
+  (ImageKit's documentation does not say what it answers; the base URL exists, so a 404 would be
+  wrong, and the body names the parameter to fix).
+- **Solid colour block** `l-image,i-ik_canvas,bg-<colour>,…,l-end` (the SDK's `solidColor`): `w`×`h`
+  (pixels, or fractions of the base; the base's size by default), `al-1`…`al-9` opacity in tenths,
+  `r` rounded corners.
+- **Text** `l-text,i-<text>,…,l-end` (`i-` percent-encoded, or `ie-<base64>` as the SDK writes any
+  text beyond letters, digits, `-._` and spaces): `fs` size in pixels (default 14, at most 500),
+  `ff` a font the operator lists in `[fonts]` (default `DejaVuSans`, shipped with its licence), `co`
+  colour (default black), `bg` background of the text box, `pa` padding (CSS shorthand with `_`:
+  `pa-8_12`), `al` opacity 1–9, `ia` alignment in the box (`left`, `center`, `right`), `tg` `b`, `i`,
+  `strikethrough` or combinations (`b_i`), `lh` line height in pixels, `w` wrap width in pixels,
+  `rt`, `fl` and `r`; `fol-<width>_<colour>` an outline (`fol-2_blue`, at most 50 px) and
+  `fsh-<colour>_<indent>` a shadow down and right (`fsh-blue_2`), written as the SDK documents them
+  for subtitles. At most 500 characters.
+- **Position**: `lx`, `ly` (pixels from the left/top; `N20` — or `-20`, as the SDK writes a negative
+  number — puts the layer's right/bottom edge 20 px from the base's right/bottom edge, `N0` flush
+  with it; ImageKit documents the leading `N` for negative values, the pages read for this did
+  not say more precisely where a negative value puts the layer), `lxc`, `lyc` (the layer's centre), or `lfo-<focus>` (`center` by default, `top_left`,
+  `bottom`, …; ignored when a coordinate is given, a missing one being 0). What falls outside the
+  base is clipped.
+- **Blend** `lm-`: `multiply` (darkens: layer × base), `cutter` (keeps the base only where the layer is
+  opaque, trimmed to the layer's box), `cutout` (makes the base transparent where the layer is
+  opaque). `lm-displace`, `lap` (anchor point) and video timing (`lso`, `leo`, `ldu`) are 400s
+  saying they are not supported; `l-video` and `l-subtitles` too.
+- **Limits**: 10 layers per URL (all steps together), 500 characters of text, font size 500;
+  every layer adds a composite over its step's output and its own work to the cost estimate
+  (`[limits] max_cost`); a text layer is estimated at 0.8 × `fs`² pixels per character. Every error
+  is a 400 naming the parameter. An endpoint can draw the same layers on every image it serves:
+  `watermark` in [configuration.md](configuration.md#endpoints).
+"""
 
 
 @dataclass(frozen=True)
@@ -436,8 +488,35 @@ SECTIONS = (
             )),
     Section("`orig`: the original bytes", "`orig-true` serves the stored file untouched: no resize, no "
             "metadata stripping, no format change; every other parameter is ignored.", ()),
+    Section("Overlays", OVERLAYS, (
+                Example("w-300,l-image,i-logo-transparent.png,w-70,lx-N10,ly-N10,l-end", "coffee.jpg",
+                        "a logo 10 px from the bottom-right corner"),
+                Example("w-300,l-image,i-chelsea.jpg,w-90,h-90,r-max,lx-10,ly-10,l-end", "coffee.jpg",
+                        "the layer's own steps: a round thumbnail"),
+                Example("w-300,l-image,i-logo-transparent.png,w-120,lx-220,ly-110,rt-30,l-end", "chelsea.jpg",
+                        "partly off the image: clipped"),
+                Example("w-300,l-image,i-ik_canvas,bg-000000,al-6,h-44,lfo-bottom,l-end,"
+                        "l-text,i-Fresh%20coffee,fs-26,co-FFFFFF,lx-12,ly-N8,l-end", "coffee.jpg",
+                        "a caption bar: a canvas and a text"),
+                Example("w-300,l-text,i-Text%20wraps%20at%20the%20layer%27s%20width,fs-22,w-150,ia-left,co-FFFFFF,"
+                        "bg-1E293B,pa-8_12,tg-b,lfo-top_left,l-end", "chelsea.jpg", "w, ia, pa, bg, tg"),
+                Example("w-300,l-text,i-Espresso,fs-44,co-FFFFFF,fol-2_000000,fsh-00000099_4,lfo-top,ly-12,l-end",
+                        "coffee.jpg", "fol (outline), fsh (shadow)"),
+                Example("w-300,l-image,i-ik_canvas,bg-FF9900,lm-multiply,l-end", "chelsea.jpg",
+                        "lm-multiply: an orange tint"),
+                Example("w-240,l-image,i-logo-transparent.png,w-150,lm-cutter,l-end,f-webp", "coffee.jpg",
+                        "lm-cutter: the base in the logo's shape"),
+                Example("w-240,l-image,i-logo-transparent.png,w-150,lm-cutout,l-end,f-webp", "coffee.jpg",
+                        "lm-cutout: the logo's shape punched out"),
+            )),
     Section("ImageKit SDK parity", PARITY, ()),
 )
+
+
+def _overlays(transformation) -> dict[str, bytes]:
+    """The image layers' originals, from the samples (as the node gets them from the origins)."""
+    return {layer.input: (SAMPLES / layer.input).read_bytes()
+            for step in transformation.steps for layer in step.layers if layer.fetches}
 
 
 def slug(transformation: str, sample: str) -> str:
@@ -446,11 +525,12 @@ def slug(transformation: str, sample: str) -> str:
 
 def render(example: Example) -> tuple[str, str]:
     """Render one example; (picture file name, caption)."""
-    transformation = parse_transformation(example.transformation, named=NAMED)
+    transformation = parse_transformation(unquote(example.transformation), named=NAMED)  # as the router decodes
     if transformation.client_hints:
         transformation = negotiate(transformation, dict(example.headers), Limits().max_output_side).transformation
     planned, _ = plan_format(transformation.output_format, example.sample, ACCEPT)
-    rendered = render_image((SAMPLES / example.sample).read_bytes(), transformation, planned, Defaults(), Limits())
+    rendered = render_image((SAMPLES / example.sample).read_bytes(), transformation, planned, Defaults(), Limits(),
+                            _overlays(transformation))
     hints = "".join(f"_{name}_{value}" for name, value in example.headers)
     name = f"{slug(example.transformation + hints, example.sample)}.{rendered.format}"
     (PICTURES / name).write_bytes(rendered.body)

@@ -25,10 +25,9 @@ from tests.nodes import decode, write_config
 from tests.photos import SIZE, photos  # noqa: F401 - photos is a fixture
 from tests.transform_node import fetch_image, images_config, write_images
 
-#: Keys (and value forms) that other branches of issue 14 build: overlays (`l-*` and the parameters
-#: inside a layer), client hints (`w-auto`, `dpr-auto`), face focus and zoom. The lead empties this set
-#: at merge; each key then needs a sample in SAMPLES.
-BUILT_ON_OTHER_BRANCHES = {
+#: The `overlay` field and the keys only written inside a layer: tests/test_overlays.py builds those
+#: URLs with the SDK itself (image, text and solid-colour layers) and checks their pixels
+LAYER_KEYS = {
     "overlay", "l", "i", "ie", "lx", "ly", "lfo", "lm", "fs", "ff", "co", "pa", "al", "ia", "tg", "lh",
     "fol", "fsh",
 }
@@ -87,11 +86,11 @@ def sdk_text(values: dict) -> str:
 def test_every_key_the_sdk_emits_is_served_or_listed():
     fields = sdk_fields()
     unlisted = [field for field in fields if field not in SAMPLES and not fields[field]
-                and field not in PASS_THROUGH | BUILT_ON_OTHER_BRANCHES
-                and sdk_key(field) not in set(UNSUPPORTED) | BUILT_ON_OTHER_BRANCHES]
+                and field not in PASS_THROUGH | LAYER_KEYS
+                and sdk_key(field) not in set(UNSUPPORTED) | LAYER_KEYS]
     assert unlisted == [], "new SDK keys: give each a sample here or list it in options.UNSUPPORTED"
-    # the text-overlay keys of the mapping are for layers, which are built on another branch
-    assert set(SUPPORTED_TRANSFORMS.values()) - {sdk_key(f) for f in fields} <= BUILT_ON_OTHER_BRANCHES
+    # the text-overlay keys of the mapping are written only inside layers
+    assert set(SUPPORTED_TRANSFORMS.values()) - {sdk_key(f) for f in fields} <= LAYER_KEYS
 
 
 def test_the_docs_parity_table_names_every_sdk_field():
@@ -106,7 +105,7 @@ def served_cases() -> list[tuple[str, str, str]]:
     cases = []
     for field, listed in sdk_fields().items():
         key = sdk_key(field)
-        if key in UNSUPPORTED or field in PASS_THROUGH or field in BUILT_ON_OTHER_BRANCHES:
+        if key in UNSUPPORTED or field in PASS_THROUGH or field in LAYER_KEYS:
             continue
         for value in [*listed, *SAMPLES.get(field, ())]:
             if field == "format" and value in UNSUPPORTED_FORMATS:

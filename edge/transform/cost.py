@@ -1,8 +1,10 @@
 """The work one URL asks for, held to `[limits] max_cost` before any pixel is made.
 
-    cost = frames × Σ over steps of  output megapixels × (1 + the weights of the step's operations)
+    cost = frames × Σ over steps of  output megapixels × (1 + the weights of the step's operations
+                                                          + LAYER_WEIGHT × its layers)
                                    + input megapixels × TRIM_WEIGHT        (when the step trims)
                                    + FACE_SEARCH                           (when it looks for faces)
+                                   + each layer's own work (its steps; a text's estimated pixels)
 
 The unit is a megapixel of plain resize-and-encode (about 20 ms of one core for a downscale); each
 weight is what an operation costs on top of that per megapixel, measured on a 4 MP photo
@@ -23,7 +25,8 @@ import math
 from ..config import Limits
 from ..errors import BadRequest
 from .geometry import target_box, with_sizes
-from .options import Step, Transformation
+from .layers import CANVAS, Layer
+from .options import DEFAULT_STEP, Step, Transformation
 
 #: per output megapixel, on top of 1
 BLUR_PER_RADIUS = 1 / 30  # bl-N: a gaussian of sigma N/2, separable: cost grows with the radius
@@ -40,32 +43,47 @@ TRIM_WEIGHT = 3.0
 #: a `fo-face` search, whatever the input's size (a reduced copy of 0.5 MP: 7–13 times an attention
 #: search of 1 MP, benchmarks/bench_faces.py), per step and frame
 FACE_SEARCH = 8.0
+#: per output megapixel of a step, for each layer drawn on it (a composite over the whole result)
+LAYER_WEIGHT = 0.5
+#: a text layer's estimated pixels per character, in units of its font size squared
+TEXT_AREA_PER_CHARACTER = 0.8
 
 Size = tuple[int | None, int | None]
 
 
 def check_cost(transformation: Transformation, limits: Limits, source: Size = (None, None),
-               frames: int = 1) -> None:
-    """400 naming the budget when the transformation is estimated to cost more than `max_cost`."""
-    cost = frames * transformation_cost(transformation.steps, source)
+               frames: int = 1, overlays: dict[str, Size] | None = None) -> None:
+    """400 naming the budget when the transformation is estimated to cost more than `max_cost`.
+    `overlays`: the sizes of the layers' originals, by path, once known."""
+    cost = frames * transformation_cost(transformation.steps, source, overlays or {})
     if cost > limits.max_cost:
         raise BadRequest(f"transformation too costly: about {math.ceil(cost)} megapixels of work exceed "
                          f"[limits] max_cost = {limits.max_cost:g}")
 
 
-def transformation_cost(steps: tuple[Step, ...], source: Size) -> float:
-    """The estimate of the module docstring; `source` sides may be unknown (None)."""
+def transformation_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size] | None = None) -> float:
+    """The estimate of the module docstring; `source` sides may be unknown (None). A step's layers
+    add their own work (an image layer: its steps from its original's size) and a composite each."""
     cost, size = 0.0, source
     for step in steps:
         step = with_sizes(step, source, size)
         output = step_output(step, size)
-        cost += _megapixels(output) * (1 + look_weight(step))
+        cost += _megapixels(output) * (1 + look_weight(step) + LAYER_WEIGHT * len(step.layers))
+        cost += sum(_layer_cost(layer, output, overlays or {}) for layer in step.layers)
         if step.trim is not None:
             cost += _megapixels(size) * TRIM_WEIGHT
         if step.focus == "face":
             cost += FACE_SEARCH
         size = output
     return cost
+
+
+def _layer_cost(layer: Layer, base: Size, overlays: dict[str, Size]) -> float:
+    if layer.text is not None:
+        return len(layer.input) * layer.text.size ** 2 * TEXT_AREA_PER_CHARACTER / 1e6
+    if layer.input == CANVAS:
+        return transformation_cost(layer.steps, base)
+    return transformation_cost(layer.steps or (DEFAULT_STEP,), overlays.get(layer.input, (None, None)))
 
 
 def look_weight(step: Step) -> float:

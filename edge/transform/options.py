@@ -24,7 +24,9 @@ from typing import Any
 
 from ..errors import InvalidTransformation
 from . import faces
+from . import layers as layer_params
 from .colours import RGBA, Blurred, parse_colour, write_colour
+from .layers import Layer, Placement, TextStyle
 
 CROPS = ("maintain_ratio", "force", "at_max", "at_max_enlarge", "at_least", "maintain_ratio_no_enlarge",
          "enlarge_to_fit")
@@ -160,6 +162,8 @@ class Step:
     shadow: tuple[float, float, float, float] | None = None
     #: (direction in degrees, from colour, to colour, stop point)
     gradient: tuple[float, RGBA, RGBA, float] | None = None
+    #: drawn on the step's result, in order (`l-…,l-end`); see `layers`
+    layers: tuple[Layer, ...] = ()
 
     @property
     def extracts(self) -> bool:
@@ -537,7 +541,7 @@ UNSUPPORTED: dict[str, str] = {
 }
 NAMED_KEY = "n"
 _BY_FIELD = {p.field: p for p in PARAMS.values()}
-assert {f.name for f in fields(Step)} | {f.name for f in fields(Output)} == set(_BY_FIELD)
+assert {f.name for f in fields(Step)} | {f.name for f in fields(Output)} == set(_BY_FIELD) | {"layers"}
 
 
 def _split(param: str) -> tuple[str, str]:
@@ -555,17 +559,58 @@ class _ParsedStep:
     output: dict[str, Any]
 
 
-def _parse_step(text: str, named: Mapping[str, str], named_only: bool) -> _ParsedStep:
+LAYER_END = "l-end"
+_DELIMITERS = re.compile(r"([,:])")
+
+
+def _starts_layer(param: str) -> bool:
+    return param.startswith("l-") and param != LAYER_END
+
+
+def _split_steps(text: str) -> list[str]:
+    """`a,b:c` → [`a,b`, `c`]; a layer's own transformation may chain steps with `:` (as the SDK
+    writes it), so a `:` between `l-<type>` and `l-end` stays inside the step."""
+    steps, current, inside = [], "", False
+    for piece in _DELIMITERS.split(text):
+        if piece == ":" and not inside:
+            steps.append(current)
+            current = ""
+            continue
+        current += piece
+        if _starts_layer(piece):
+            if inside:
+                raise InvalidTransformation(piece, "layers cannot be nested")
+            inside = True
+        elif piece == LAYER_END:
+            if not inside:
+                raise InvalidTransformation(piece, "l-end without a layer")
+            inside = False
+    return [*steps, current]
+
+
+def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer: bool = False) -> _ParsedStep:
     step_values: dict[str, Any] = {}
     output_values: dict[str, Any] = {}
+    layers: list[Layer] = []
     base = _ParsedStep((DEFAULT_STEP,), {})
-    for param in filter(None, text.split(",")):
+    params = iter(filter(None, text.split(",")))
+    for param in params:
         key, value = _split(param)
         if named_only and key != NAMED_KEY:
             raise InvalidTransformation(param, "this endpoint accepts only named transformations (n-<name>)")
+        if _starts_layer(param):
+            body = []
+            for inner in params:
+                if inner == LAYER_END:
+                    break
+                body.append(inner)
+            else:
+                raise InvalidTransformation(param, "no l-end closes this layer")
+            layers.append(_parse_layer(param, ",".join(body)))
+            continue
         if key == NAMED_KEY:
-            if base.steps != (DEFAULT_STEP,) or base.output:
-                raise InvalidTransformation(param, "one named transformation per step")
+            if base.steps != (DEFAULT_STEP,) or base.output or in_layer:
+                raise InvalidTransformation(param, "one named transformation per step, none in a layer")
             base = _expand_named(param, value, named)
             continue
         spec = PARAMS.get(key)
@@ -573,14 +618,77 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool) -> _Parse
             if key in UNSUPPORTED:
                 raise InvalidTransformation(param, f"not supported ({UNSUPPORTED[key]})")
             raise InvalidTransformation(param, "unknown parameter")
+        if spec.output and in_layer:
+            raise InvalidTransformation(param, "an output parameter has no effect in a layer")
         try:
             parsed = spec.parse(value)
         except ValueError as exc:
             raise InvalidTransformation(param, str(exc)) from None
         (output_values if spec.output else step_values)[spec.field] = parsed
     *earlier, last = base.steps
-    step = _validated(replace(last, **step_values))
+    step = _validated(replace(last, **step_values, layers=last.layers + tuple(layers)))
     return _ParsedStep((*earlier, step), {**base.output, **output_values})
+
+
+def _parse_layer(start: str, body: str) -> Layer:
+    """`l-image` / `l-text` and the parameters up to its `l-end` → a `Layer`."""
+    kind = start.removeprefix("l-")
+    if kind not in layer_params.KINDS:
+        raise InvalidTransformation(start, "not supported: layers are l-image or l-text")
+    source: str | None = None
+    placement: dict[str, Any] = {}
+    text: dict[str, Any] = {}
+    alpha = None
+    own_steps = []
+    for step_text in body.split(":"):
+        rest = []
+        for param in filter(None, step_text.split(",")):
+            key, value = _split(param)
+            try:
+                if key in layer_params.INPUT_KEYS:
+                    if source is not None:
+                        raise ValueError("one i- or ie- per layer")
+                    source = layer_params.read_input(key, value, kind)
+                elif param in layer_params.UNSUPPORTED or key in layer_params.UNSUPPORTED:
+                    raise ValueError(layer_params.UNSUPPORTED.get(param) or layer_params.UNSUPPORTED[key])
+                elif key in layer_params.PLACEMENT_PARAMS:
+                    name, parse, _ = layer_params.PLACEMENT_PARAMS[key]
+                    placement[name] = parse(value)
+                elif kind == "text" and key in layer_params.TEXT_PARAMS:
+                    name, parse, _ = layer_params.TEXT_PARAMS[key]
+                    text[name] = parse(value)
+                elif kind == "text" and key in layer_params.TEXT_SHARED:
+                    text[layer_params.TEXT_SHARED[key]] = PARAMS[key].parse(value)
+                elif kind == "text":
+                    raise ValueError("not a parameter of a text layer")
+                elif key == "al" and source == layer_params.CANVAS:
+                    alpha = layer_params.TEXT_PARAMS["al"][1](value)
+                else:
+                    rest.append(param)
+            except ValueError as exc:
+                raise InvalidTransformation(param, str(exc)) from None
+        if rest:
+            own_steps.extend(_parse_step(",".join(rest), {}, False, in_layer=True).steps)
+    if source is None:
+        raise InvalidTransformation(start, "needs i-<input> or ie-<base64 input>")
+    if source == layer_params.CANVAS and (not own_steps or not isinstance(own_steps[0].background, tuple)):
+        raise InvalidTransformation(start, "i-ik_canvas needs bg-<colour> (a colour, not dominant or blurred)")
+    return Layer(kind, source, Placement(**placement), tuple(own_steps),
+                 TextStyle(**text) if kind == "text" else None, alpha)
+
+
+def _write_layer(layer: Layer) -> str:
+    parts = [f"l-{layer.kind}", layer_params.write_input(layer),
+             *layer_params.write_fields(layer.placement, layer_params.PLACEMENT_PARAMS)]
+    if layer.text is not None:
+        parts += layer_params.write_fields(layer.text, layer_params.TEXT_PARAMS)
+        parts += [f"{key}-{PARAMS[key].write(getattr(layer.text, name))}"
+                  for key, name in sorted(layer_params.TEXT_SHARED.items())
+                  if getattr(layer.text, name) != getattr(layer_params.TextStyle(), name)]
+    if layer.alpha is not None:
+        parts.append(f"al-{layer.alpha}")
+    parts += [":".join(_canonical(step, DEFAULT_STEP) for step in layer.steps)]
+    return ",".join(filter(None, (*parts, LAYER_END)))
 
 
 def _expand_named(param: str, name: str, named: Mapping[str, str]) -> _ParsedStep:
@@ -627,21 +735,31 @@ def _parse(texts: tuple[str | None, ...], named: tuple[tuple[str, str], ...], na
     steps: list[Step] = []
     output: dict[str, Any] = {}
     for text in filter(None, texts):
-        for step_text in text.split(":"):
+        for step_text in _split_steps(text):
             parsed = _parse_step(step_text, dict(named), named_only)
             steps.extend(step for step in parsed.steps if step != DEFAULT_STEP)
             output.update(parsed.output)
     if len(steps) > MAX_STEPS:
         raise InvalidTransformation("tr", f"more than {MAX_STEPS} chained steps")
+    if sum(len(step.layers) for step in steps) > layer_params.MAX_LAYERS:
+        raise InvalidTransformation("tr", f"more than {layer_params.MAX_LAYERS} layers")
     return Transformation(tuple(steps), Output(**output))
 
 
 @functools.lru_cache(maxsize=4096)
 def _canonical(values: Step | Output, defaults: Step | Output) -> str:
     parts = []
-    for spec in sorted((_BY_FIELD[f.name] for f in fields(values)), key=lambda spec: spec.key):
+    for spec in sorted((_BY_FIELD[f.name] for f in fields(values) if f.name != "layers"), key=lambda spec: spec.key):
         value = getattr(values, spec.field)
         if value != getattr(defaults, spec.field):
             written = spec.write(value)
             parts.append(f"{spec.key}-{written}" if written else spec.key)
+    parts += [_write_layer(layer) for layer in getattr(values, "layers", ())]
     return ",".join(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def layered(transformation: Transformation, layers: tuple[Layer, ...]) -> Transformation:
+    """`transformation` with `layers` drawn last (an endpoint's watermark), on its result."""
+    *earlier, last = transformation.steps or (DEFAULT_STEP,)
+    return replace(transformation, steps=(*earlier, replace(last, layers=last.layers + layers)))

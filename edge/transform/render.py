@@ -9,6 +9,8 @@ is cancelled, is stopped inside libvips (`stopping`) and its thread freed.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -16,11 +18,13 @@ import pyvips
 
 from ..cache.entries import strong_etag
 from ..config import Defaults, Limits
-from ..errors import BadRequest, Overloaded, RenderTimedOut, UnprocessableSource
+from ..errors import BadRequest, InvalidTransformation, Overloaded, RenderTimedOut, UnprocessableSource
 from . import stopping
+from .compose import draw_layers
 from .cost import check_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
+from .fonts import Font, shipped_fonts
 from .formats import INPUT_LOADERS, SVG_LOADER, animates, final_formats, max_side
 from .geometry import WHITE, Source, apply_geometry, check_side, in_memory, resolved
 from .options import DEFAULT_STEP, Step, Transformation
@@ -150,16 +154,19 @@ def _animation(strip: pyvips.Image, frames: list[pyvips.Image]) -> pyvips.Image:
     return animation
 
 
-def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int) -> pyvips.Image:
+def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int,
+                  draw: Callable[[pyvips.Image, Step], pyvips.Image] | None = None) -> pyvips.Image:
     """Each step reads the previous one's result, which is held to the output limit too (else a chain
     of borders grows an image without bound before a last step shrinks it), and made once, in memory
     (else a step reads it as often as its operations need: a blur of a blur recomputed the first blur
-    for every strip of the second, 40 times over)."""
+    for every strip of the second, 40 times over). `draw` draws a step's layers on its result."""
     image, original = None, (source.width, source.height)
     for index, step in enumerate(steps):
         stopping.check()
         step = resolved(step, source, original)
         image = apply_look(apply_geometry(source, step, max_output_side), step)
+        if step.layers and draw is not None:
+            image = draw(image, step)
         check_side(image.width, image.height, max_output_side)
         if index + 1 < len(steps):
             source = Source.of_image(in_memory(image))
@@ -167,11 +174,33 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int)
     return image
 
 
+def _probe_overlay(path: str, body: bytes, limits: Limits) -> ImageHeader:
+    """`probe` for a layer's original: its errors name the layer (the base URL is not at fault)."""
+    try:
+        return probe(body, limits)
+    except UnprocessableSource:
+        raise InvalidTransformation(f"i-{path}", "not an image the node can decode") from None
+    except BadRequest as error:
+        raise InvalidTransformation(f"i-{path}", error.message) from None
+
+
+def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHeader], fonts: Mapping[str, Font],
+                  limits: Limits) -> Callable[[pyvips.Image, Step], pyvips.Image]:
+    """Draws a step's layers; an image layer is its original rendered with the layer's own steps,
+    once per render (an animation's frames share it, so it is made in memory)."""
+    @functools.cache
+    def image_of(path: str, steps: tuple[Step, ...]) -> pyvips.Image:
+        source = _still_source(overlays[path], headers[path], keep_profile=False)
+        return in_memory(_render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side))
+    return lambda image, step: draw_layers(image, step.layers, image_of, fonts, limits.max_output_side)
+
+
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
-                 defaults: Defaults, limits: Limits) -> Rendered:
-    """Decode, transform and encode, in the calling thread. Raises `EdgeError`s only (and the
-    reason of a stop, when the render runs under a stopped `StopSwitch`). `w-auto`/`dpr-auto` must
-    have been resolved (`hints.negotiate`)."""
+                 defaults: Defaults, limits: Limits, overlays: Mapping[str, bytes] | None = None,
+                 fonts: Mapping[str, Font] | None = None) -> Rendered:
+    """Decode, transform and encode, in the calling thread. `overlays`: the originals of the image
+    layers, by path. Raises `EdgeError`s only (and the reason of a stop, when the render runs under a
+    stopped `StopSwitch`). `w-auto`/`dpr-auto` must have been resolved (`hints.negotiate`)."""
     header = probe(body, limits)
     page = transformation.output.page
     if page is not None and page > header.frames:
@@ -179,24 +208,27 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     animated = header.frames > 1 and page is None and animates(planned_format, header.loader)
     if animated and header.width * header.height * header.frames > limits.max_source_pixels:
         raise BadRequest("source too large")
-    check_cost(transformation, limits, (header.width, header.height), header.frames if animated else 1)
+    overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in (overlays or {}).items()}
+    check_cost(transformation, limits, (header.width, header.height), header.frames if animated else 1,
+               {path: (h.width, h.height) for path, h in overlay_headers.items()})
     output, steps = transformation.output, transformation.steps or (DEFAULT_STEP,)
+    draw = _layer_drawer(overlays or {}, overlay_headers, fonts or shipped_fonts(), limits)
     try:
         if animated:
             strip, sources = _frames(body, header, output.colour_profile)
-            first = _render_steps(sources[0], steps, limits.max_output_side)  # lazy: no pixels yet
+            first = _render_steps(sources[0], steps, limits.max_output_side, draw)  # lazy: no pixels yet
             if first.width * first.height * header.frames > limits.max_source_pixels:
                 # every frame is made at this size: the same budget as for decoding them
                 raise BadRequest(f"output too large: {header.frames} frames of {first.width}x{first.height}"
                                  f" exceed {limits.max_source_pixels} pixels")
-            image = _animation(strip, [first, *(_render_steps(s, steps, limits.max_output_side)
+            image = _animation(strip, [first, *(_render_steps(s, steps, limits.max_output_side, draw)
                                                 for s in sources[1:])])
             frame_height = image.get("page-height")
         else:
             # `pg-1` of a single-page source is the source (its loader may take no `page` option)
             source = _page_source(body, page, output.colour_profile, limits) if page and header.frames > 1 \
                 else _still_source(body, header, output.colour_profile)
-            image = _render_steps(source, steps, limits.max_output_side)
+            image = _render_steps(source, steps, limits.max_output_side, draw)
             frame_height = image.height
         image = output_colour(image, output.colour_profile)
         formats = final_formats(planned_format, header.loader, image.hasalpha(), animated)
@@ -223,9 +255,11 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
 class Renderer:
     """A bounded pool of libvips threads with a bounded queue in front of it."""
 
-    def __init__(self, defaults: Defaults, limits: Limits, threads: int, queue: int):
+    def __init__(self, defaults: Defaults, limits: Limits, threads: int, queue: int,
+                 fonts: Mapping[str, Font] | None = None):
         self.defaults = defaults
         self.limits = limits
+        self.fonts = fonts or shipped_fonts()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vips")
         self._capacity = threads + queue
         self._pending = 0
@@ -240,7 +274,8 @@ class Renderer:
         finally:
             self._pending -= 1
 
-    async def render(self, body: bytes, transformation: Transformation, planned_format: str) -> Rendered:
+    async def render(self, body: bytes, transformation: Transformation, planned_format: str,
+                     overlays: Mapping[str, bytes] | None = None) -> Rendered:
         """Render within `render_timeout` of the start in a pool thread (else `RenderTimedOut`). When the
         awaiting task is cancelled, the libvips work is stopped too and `CancelledError` propagates."""
         loop = asyncio.get_running_loop()
@@ -253,7 +288,8 @@ class Renderer:
         def stoppable_render() -> Rendered:
             loop.call_soon_threadsafe(start_clock)
             with stopping.stoppable(switch):
-                return render_image(body, transformation, planned_format, self.defaults, self.limits)
+                return render_image(body, transformation, planned_format, self.defaults, self.limits, overlays,
+                                    self.fonts)
 
         try:
             return await self.run(stoppable_render)

@@ -1,0 +1,158 @@
+"""Drawing a step's layers on its result: an image (rendered with its own steps by the caller), a
+solid colour block or a text; placed and blended. See `layers` for what the parameters mean."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Mapping
+
+import pyvips
+
+from ..errors import BadRequest, InvalidTransformation
+from . import stopping
+from .colours import RGBA
+from .effects import _with_alpha, apply_look, rounded_corners
+from .fonts import Font
+from .geometry import Source, apply_geometry, check_side, flip, rotate, target_box
+from .layers import CANVAS, Layer, Placement, TextStyle, from_far_edge
+from .options import Step
+
+#: `image_of(path, steps)`: an overlay original rendered with its own steps
+LayerImage = Callable[[str, tuple[Step, ...]], pyvips.Image]
+_TYPOGRAPHY_TAGS = {"b": "b", "i": "i", "strikethrough": "s"}
+_ALIGN = {"left": pyvips.enums.Align.LOW, "center": pyvips.enums.Align.CENTRE, "right": pyvips.enums.Align.HIGH}
+
+
+def draw_layers(base: pyvips.Image, layers: tuple[Layer, ...], image_of: LayerImage,
+                fonts: Mapping[str, Font], max_side: int) -> pyvips.Image:
+    had_alpha = base.hasalpha()
+    base = _srgba(base)
+    for layer in layers:
+        stopping.check()
+        if layer.kind == "text":
+            drawn = _text(layer.input, layer.text or TextStyle(), fonts, max_side)
+        elif layer.input == CANVAS:
+            drawn = _canvas(layer, base.width, base.height, max_side)
+        else:
+            drawn = image_of(layer.input, layer.steps)
+        base = _blend(base, _srgba(drawn), *_origin(layer.placement, base, drawn), layer.placement.mode)
+    if not had_alpha and not any(layer.placement.mode in ("cutter", "cutout") for layer in layers):
+        base = base.extract_band(0, n=3)  # opaque stays opaque: the format choice must not change
+    return base
+
+
+def _srgba(image: pyvips.Image) -> pyvips.Image:
+    """8-bit sRGB with alpha: what the blend modes and the alpha arithmetic below expect (a step's
+    result may still be greyscale, 16-bit or CMYK until the output's colour is decided)."""
+    if image.interpretation != pyvips.enums.Interpretation.SRGB or image.format != pyvips.enums.BandFormat.UCHAR:
+        image = image.colourspace(pyvips.enums.Interpretation.SRGB).cast(pyvips.enums.BandFormat.UCHAR)
+    return image if image.hasalpha() else image.bandjoin_const([255])
+
+
+def _origin(placement: Placement, base: pyvips.Image, layer: pyvips.Image) -> tuple[int, int]:
+    """Top-left of the layer on the base: lx/ly (negative: from the right/bottom edge), lxc/lyc
+    (centre), else the lfo focus (centre by default)."""
+    given = (placement.x, placement.y, placement.x_center, placement.y_center)
+    if all(value is None for value in given):
+        focus = placement.focus
+        excess_x, excess_y = base.width - layer.width, base.height - layer.height
+        return (0 if "left" in focus else excess_x if "right" in focus else excess_x // 2,
+                0 if "top" in focus else excess_y if "bottom" in focus else excess_y // 2)
+
+    def axis(corner: int | None, centre: int | None, whole: int, side: int) -> int:
+        if corner is not None:
+            far = from_far_edge(corner)
+            return corner if far is None else whole - side - far
+        if centre is not None:
+            far = from_far_edge(centre)
+            return (centre if far is None else whole - far) - side // 2
+        return 0
+    return (axis(placement.x, placement.x_center, base.width, layer.width),
+            axis(placement.y, placement.y_center, base.height, layer.height))
+
+
+def _blend(base: pyvips.Image, layer: pyvips.Image, x: int, y: int, mode: str | None) -> pyvips.Image:
+    if mode is None or mode == "multiply":
+        blend = pyvips.enums.BlendMode.MULTIPLY if mode else pyvips.enums.BlendMode.OVER
+        return base.composite2(layer, blend, x=x, y=y)
+    # cutter keeps the base only under the layer's opaque parts; cutout removes it there
+    mask = pyvips.Image.black(base.width, base.height).insert(layer[3], x, y)
+    keep = mask if mode == "cutter" else 255 - mask
+    alpha = (base[3] * keep / 255).cast(pyvips.enums.BandFormat.UCHAR)
+    result = base.extract_band(0, n=3).bandjoin(alpha).copy(interpretation=pyvips.enums.Interpretation.SRGB)
+    if mode == "cutter":  # trimmed to the layer's box, as far as it lies on the base
+        left, top = max(0, x), max(0, y)
+        right, bottom = min(base.width, x + layer.width), min(base.height, y + layer.height)
+        if right <= left or bottom <= top:
+            raise BadRequest("lm-cutter: the layer lies outside the image")
+        result = result.crop(left, top, right - left, bottom - top)
+    return result
+
+
+def _canvas(layer: Layer, base_width: int, base_height: int, max_side: int) -> pyvips.Image:
+    """A block of the first step's `bg`, `w`×`h` (fractions of the base; the base's size by default),
+    then that step's look and any further steps."""
+    first, *rest = layer.steps
+    width, height = target_box(first, base_width, base_height)
+    width, height = width or base_width, height or base_height
+    check_side(width, height, max_side)
+    colour = first.background
+    block = (pyvips.Image.black(width, height, bands=4) + list(colour)).cast(pyvips.enums.BandFormat.UCHAR)
+    image = block.copy(interpretation=pyvips.enums.Interpretation.SRGB)
+    image = apply_look(image, first)
+    for step in rest:
+        image = apply_look(apply_geometry(Source.of_image(image), step, max_side), step)
+    if layer.alpha is not None:
+        image = _with_alpha(image, layer.alpha / 10)
+    return image
+
+
+def _ink(mask: pyvips.Image, colour: RGBA) -> pyvips.Image:
+    """A one-band coverage mask as `colour`, its alpha the coverage times the colour's."""
+    r, g, b, a = colour
+    alpha = (mask * (a / 255)).cast(pyvips.enums.BandFormat.UCHAR)
+    return mask.new_from_image([r, g, b]).bandjoin(alpha).copy(interpretation=pyvips.enums.Interpretation.SRGB)
+
+
+def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int) -> pyvips.Image:
+    font = fonts.get(style.font)
+    if font is None:
+        raise BadRequest(f"ff-{style.font}: no such font (the fonts are listed in [fonts])")
+    markup = html.escape(text, quote=False)
+    for style_name in style.typography:
+        tag = _TYPOGRAPHY_TAGS[style_name]
+        markup = f"<{tag}>{markup}</{tag}>"
+    options = {"width": min(style.width or max_side, max_side)}  # a line never outgrows the output limit
+    if style.line_height is not None:
+        options["spacing"] = max(0, style.line_height - style.size)
+    mask = stopping.watch(pyvips.Image.text(markup, fontfile=font.file, font=f"{font.family} {style.size}",
+                                            dpi=72, align=_ALIGN[style.align], wrap=pyvips.enums.TextWrap.WORD_CHAR,
+                                            **options))
+    if style.width and mask.width < style.width:  # the box is `w` wide; the text aligned inside it
+        offset = {"left": 0, "center": (style.width - mask.width) // 2, "right": style.width - mask.width}
+        mask = mask.embed(offset[style.align], 0, style.width, mask.height)
+    grow, drop = style.outline[0] if style.outline else 0, style.shadow[1] if style.shadow else 0
+    mask = mask.embed(grow, grow, mask.width + 2 * grow + drop, mask.height + 2 * grow + drop)
+    inks = []
+    if style.shadow:  # the glyphs again, `drop` px down and right, under everything
+        inks.append(_ink(mask.embed(drop, drop, mask.width, mask.height), style.shadow[0]))
+    if style.outline:  # the glyphs grown by `grow` px (a square max filter), under the text
+        side = 2 * grow + 1
+        inks.append(_ink(mask.rank(side, side, side * side - 1), style.outline[1]))
+    inks.append(_ink(mask, style.colour))
+    ink = inks[0].composite(inks[1:], pyvips.enums.BlendMode.OVER) if len(inks) > 1 else inks[0]
+    top, right, bottom, left = style.padding or (0, 0, 0, 0)
+    ink = ink.embed(left, top, ink.width + left + right, ink.height + top + bottom)
+    if max(ink.width, ink.height) > max_side:
+        raise InvalidTransformation("l-text", f"the text is more than {max_side} px a side: a smaller fs or less text")
+    if style.background is not None:
+        paper = ink.new_from_image(list(style.background)).copy(interpretation=pyvips.enums.Interpretation.SRGB)
+        ink = paper.composite2(ink, pyvips.enums.BlendMode.OVER)
+    if style.alpha is not None:
+        ink = _with_alpha(ink, style.alpha / 10)
+    if style.radius is not None:
+        ink = rounded_corners(ink, style.radius)
+    ink = flip(ink, style.flip, max_side)
+    if style.rotation:
+        ink = rotate(ink, style.rotation, (0, 0, 0, 0), max_side)
+    return ink

@@ -1,0 +1,236 @@
+"""Layers (overlays), ImageKit's `l-image,i-logo.png,w-100,lx-10,l-end` and `l-text,i-Hello,fs-40,l-end`:
+what a layer is and how its own parameters are read and written back. `options` splits a step's text
+into its parameters and its layers; `compose` draws them.
+
+A layer is an image from the same endpoint's origins (`i-ik_canvas`: a solid colour block instead),
+with the steps of its own transformation, or a text; placed on the step's result at `lx`/`ly` (`N20`
+or `-20`: 20 px from the right or bottom edge), centred on `lxc`/`lyc`, or at the `lfo` focus (centre
+by default), and blended with `lm` (normal when not given).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .colours import RGBA, parse_colour, write_colour
+
+#: `i-ik_canvas`: no image, a block of the `bg` colour, `w`×`h` (the base's size when not given)
+CANVAS = "ik_canvas"
+KINDS = ("image", "text")
+#: ImageKit's layer modes that the node draws; `displace` (a displacement map) is not drawn
+MODES = ("multiply", "cutter", "cutout")
+#: parameters (or whole `key-value`s) of ImageKit's layers that the node refuses, with why
+UNSUPPORTED = {
+    "lm-displace": "a displacement map is not supported",
+    "lap": "lap (anchor point) is not supported; use lx/ly, lxc/lyc or lfo",
+    "lso": "video timing is not supported", "leo": "video timing is not supported",
+    "ldu": "video timing is not supported",
+}
+LAYER_FOCUS = ("center", "top", "left", "bottom", "right", "top_left", "top_right", "bottom_left", "bottom_right")
+ALIGNMENTS = ("left", "right", "center")
+TYPOGRAPHY = ("b", "i", "strikethrough")
+#: the font a text layer uses when it names none (shipped in edge/fonts/, DejaVu licence)
+DEFAULT_FONT = "DejaVuSans"
+#: layers in one transformation (every step's, together); each may fetch and decode an image
+MAX_LAYERS = 10
+#: characters of one text layer
+MAX_TEXT = 500
+MAX_FONT_SIZE = 500
+DEFAULT_FONT_SIZE = 14  # ImageKit's default `fs`
+MAX_POSITION = 65500
+MAX_OUTLINE = 50
+BLACK: RGBA = (0, 0, 0, 255)
+
+_POSITION = re.compile(r"(N|-)?([0-9]{1,5})")
+FONT_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
+
+
+def _position(text: str) -> int:
+    """`20` → 20; `N20` or `-20` (as the SDK writes a negative number) → ~20 (-21): 20 px from the far
+    edge (`~`, so that `N0`, flush with the far edge, differs from `0`)."""
+    match = _POSITION.fullmatch(text)
+    if not match or int(match.group(2)) > MAX_POSITION:
+        raise ValueError(f"must be an integer of pixels up to {MAX_POSITION}, N-prefixed to count from the far edge")
+    return ~int(match.group(2)) if match.group(1) else int(match.group(2))
+
+
+def from_far_edge(value: int) -> int | None:
+    """The distance from the far edge of an N-prefixed position, None for a plain one."""
+    return ~value if value < 0 else None
+
+
+def _write_position(value: int) -> str:
+    return f"N{~value}" if value < 0 else str(value)
+
+
+def _int(low: int, high: int):
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"[0-9]{1,6}", text) or not low <= int(text) <= high:
+            raise ValueError(f"must be an integer from {low} to {high}")
+        return int(text)
+    return parse
+
+
+def _choice(choices: tuple[str, ...]):
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+    return parse
+
+
+def _padding(text: str) -> tuple[int, int, int, int]:
+    """CSS shorthand, `_`-separated: 1 to 4 values → (top, right, bottom, left)."""
+    parts = [_int(0, 1000)(part) for part in text.split("_")]
+    if not 1 <= len(parts) <= 4:
+        raise ValueError("must be 1 to 4 integers separated by _ (top_right_bottom_left)")
+    top, right, bottom, left = (parts * 4)[:4] if len(parts) == 1 else (
+        (parts[0], parts[1], parts[0], parts[1]) if len(parts) == 2 else
+        (parts[0], parts[1], parts[2], parts[1]) if len(parts) == 3 else parts)
+    return top, right, bottom, left
+
+
+def _typography(text: str) -> tuple[str, ...]:
+    styles = tuple(sorted(set(text.split("_"))))
+    if not all(style in TYPOGRAPHY for style in styles):
+        raise ValueError("must be b, i, strikethrough or a combination joined by _ (b_i)")
+    return styles
+
+
+def _outline(text: str) -> tuple[int, RGBA]:
+    """`fol-<width>_<colour>`: `fol-2_blue`."""
+    width, _, colour = text.partition("_")
+    return _int(1, MAX_OUTLINE)(width), parse_colour(colour)
+
+
+def _shadow(text: str) -> tuple[RGBA, int]:
+    """`fsh-<colour>_<indent>`: `fsh-blue_2`."""
+    colour, _, indent = text.rpartition("_")
+    return parse_colour(colour), _int(1, MAX_OUTLINE * 2)(indent)
+
+
+def _font(text: str) -> str:
+    if not FONT_NAME.fullmatch(text):
+        raise ValueError("must be the name of a font listed in [fonts]")
+    return text.replace("@@", "/")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a layer goes on its base, and how it blends."""
+
+    x: int | None = None
+    y: int | None = None
+    x_center: int | None = None
+    y_center: int | None = None
+    focus: str = "center"
+    mode: str | None = None
+
+
+@dataclass(frozen=True)
+class TextStyle:
+    size: int = DEFAULT_FONT_SIZE
+    font: str = DEFAULT_FONT
+    colour: RGBA = BLACK
+    background: RGBA | None = None
+    padding: tuple[int, int, int, int] | None = None
+    alpha: int | None = None  # 1–9: tenths of opacity
+    align: str = "center"
+    typography: tuple[str, ...] = ()
+    line_height: int | None = None
+    width: int | None = None  # wrap at this many pixels
+    rotation: int = 0
+    flip: str | None = None
+    radius: int | str | None = None
+    outline: tuple[int, RGBA] | None = None  # width, colour
+    shadow: tuple[RGBA, int] | None = None  # colour, indent
+
+
+#: key → (field, parser, writer) for each object a layer parameter sets
+PLACEMENT_PARAMS: dict[str, tuple[str, Any, Any]] = {
+    "lx": ("x", _position, _write_position),
+    "ly": ("y", _position, _write_position),
+    "lxc": ("x_center", _position, _write_position),
+    "lyc": ("y_center", _position, _write_position),
+    "lfo": ("focus", _choice(LAYER_FOCUS), str),
+    "lm": ("mode", _choice(MODES), str),
+}
+TEXT_PARAMS: dict[str, tuple[str, Any, Any]] = {
+    "fs": ("size", _int(1, MAX_FONT_SIZE), str),
+    "ff": ("font", _font, lambda name: name.replace("/", "@@")),
+    "co": ("colour", parse_colour, write_colour),
+    "bg": ("background", parse_colour, write_colour),
+    "pa": ("padding", _padding, lambda p: "_".join(map(str, p))),
+    "al": ("alpha", _int(1, 9), str),
+    "ia": ("align", _choice(ALIGNMENTS), str),
+    "tg": ("typography", _typography, "_".join),
+    "lh": ("line_height", _int(1, 2 * MAX_FONT_SIZE), str),
+    "w": ("width", _int(1, MAX_POSITION), str),
+    "fl": ("flip", _choice(("h", "v", "h_v")), str),
+    "fol": ("outline", _outline, lambda o: f"{o[0]}_{write_colour(o[1])}"),
+    "fsh": ("shadow", _shadow, lambda s: f"{write_colour(s[0])}_{s[1]}"),
+}
+#: read by the step parser's own value parsers (`rt`, `r`), passed in by `options`
+TEXT_SHARED = {"rt": "rotation", "r": "radius"}
+INPUT_KEYS = ("i", "ie")
+
+
+@dataclass(frozen=True)
+class Layer:
+    kind: str  # "image" or "text"
+    #: the image's path (`ik_canvas` for a colour block), or the text
+    input: str
+    placement: Placement = Placement()
+    #: an image layer's own transformation (`options.Step`s); a canvas's first step gives w, h, bg
+    steps: tuple = ()
+    text: TextStyle | None = None
+    #: `al-1`…`al-9` on a canvas
+    alpha: int | None = None
+
+    @property
+    def fetches(self) -> bool:
+        """Whether drawing it needs an original from the endpoint's origins."""
+        return self.kind == "image" and self.input != CANVAS
+
+
+def read_input(key: str, value: str, kind: str) -> str:
+    """`i-` (paths: `/` as `@@`) or `ie-` (base64 of UTF-8; the router has already percent-decoded it)."""
+    if key == "ie":
+        try:
+            value = base64.b64decode(value.replace(" ", "+"), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ValueError("must be base64 of UTF-8 text") from None
+    elif kind == "image":
+        value = value.replace("@@", "/")
+    if not value:
+        raise ValueError("must not be empty")
+    if kind == "text":
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"at most {MAX_TEXT} characters")
+        if any(ord(c) < 32 and c != "\n" for c in value):
+            raise ValueError("control characters are not allowed")
+        return value
+    segments = [segment for segment in value.split("/") if segment]
+    if not segments or any(s in (".", "..") for s in segments) or any(ord(c) < 32 for c in value):
+        raise ValueError("must be the path of an image of this endpoint, with / written as @@")
+    return "/".join(segments)
+
+
+def write_input(layer: Layer) -> str:
+    """The canonical `i-`/`ie-`: plain for simple paths, base64 for any text (never holds `,` or `:`)."""
+    if layer.kind == "image" and re.fullmatch(r"[A-Za-z0-9._/ -]+", layer.input):
+        return f"i-{layer.input.replace('/', '@@')}"
+    return "ie-" + base64.b64encode(layer.input.encode()).decode()
+
+
+def write_fields(values: Any, table: dict[str, tuple[str, Any, Any]]) -> list[str]:
+    default = type(values)()
+    return [f"{key}-{write(getattr(values, name))}" for key, (name, _, write) in sorted(table.items())
+            if getattr(values, name) != getattr(default, name)]
+
+
+assert {f.name for f in fields(TextStyle)} == {n for n, _, _ in TEXT_PARAMS.values()} | set(TEXT_SHARED.values())

@@ -1,0 +1,220 @@
+"""Layers (`l-image`, `l-text`, `i-ik_canvas` … `l-end`) as the official ImageKit SDK writes them, on a
+real node over a real HTTP origin: pixels at the layers' positions, one origin fetch of an overlay for
+many outputs, a changed overlay making a new output, the endpoint watermark, and the 400s."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import pyvips
+from imagekitio import ImageKit
+
+from edge.config import load_config
+from edge.errors import ConfigError
+from edge.pluginmanager import load_plugins
+from edge.transform.fonts import SHIPPED
+from tests.nodes import decode, web_config, write_config
+from tests.photos import photos  # noqa: F401 - fixture
+from tests.servers import HTTPOrigin
+
+BLUE, RED, GREEN = [0, 0, 255], [255, 0, 0], [0, 200, 0]
+WATERMARKED = '''
+[[endpoints]]
+id = "wm"
+origins = ["web"]
+watermark = "l-image,i-logo.png,w-40,lx-N0,ly-N0,l-end"
+'''
+
+
+def solid(width: int, height: int, rgb: list[int], alpha: int | None = None) -> pyvips.Image:
+    image = (pyvips.Image.black(width, height, bands=3) + rgb).cast("uchar").copy(interpretation="srgb")
+    return image.bandjoin(alpha) if alpha is not None else image
+
+
+def files() -> dict[str, bytes]:
+    return {"base.png": solid(400, 300, BLUE).pngsave_buffer(),
+            "logo.png": solid(50, 40, RED, alpha=255).pngsave_buffer(),
+            "brand/mark.png": solid(20, 20, GREEN).pngsave_buffer(),
+            "page.png": b"<html>not an image</html>"}
+
+
+def sdk_path(src: str, transformation: list[dict], position: str = "path") -> str:
+    """The path and query the installed SDK writes for `transformation` on `src`."""
+    url = ImageKit(private_key="unused").helper.build_url(
+        src=src, url_endpoint="https://ik.example.com/", transformation=transformation,
+        transformation_position=position)
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+@pytest.fixture
+async def origin():
+    served = await HTTPOrigin(files=files()).start()
+    yield served
+    await served.stop()
+
+
+@pytest.fixture
+async def node(node_factory, origin, tmp_path):
+    return await node_factory(write_config(tmp_path, web_config(origin.url, after=WATERMARKED)))
+
+
+async def image(node, path: str) -> pyvips.Image:
+    response = await node.fetch(path)
+    assert response.code == 200, (path, response.code, response.body[:200])
+    return decode(response)
+
+
+def at(image: pyvips.Image, x: int, y: int) -> list[int]:
+    return [round(v) for v in image(x, y)[:3]]
+
+
+def near(pixel: list[int], rgb: list[int]) -> bool:
+    return all(abs(a - b) <= 8 for a, b in zip(pixel, rgb))
+
+
+async def test_image_layers_as_the_sdk_writes_them(node):
+    def overlay(**fields):
+        return sdk_path("base.png", [{"overlay": {"type": "image", "input": "logo.png", **fields}}])
+
+    placed = await image(node, overlay(position={"x": 10, "y": 20}))
+    assert near(at(placed, 15, 25), RED) and near(at(placed, 5, 5), BLUE)
+    assert near(at(placed, 59, 59), RED) and near(at(placed, 61, 61), BLUE)  # 50×40 from (10, 20)
+
+    from_far_edges = await image(node, overlay(position={"x": "N10", "y": -20}))  # the SDK writes -20 as-is
+    assert near(at(from_far_edges, 400 - 10 - 1, 300 - 20 - 1), RED)
+    assert near(at(from_far_edges, 400 - 5, 300 - 5), BLUE) and near(at(from_far_edges, 400 - 62, 300 - 30), BLUE)
+
+    transformed = await image(node, overlay(position={"focus": "top_left"}, transformation=[{"width": 20}]))
+    assert near(at(transformed, 10, 5), RED) and near(at(transformed, 25, 5), BLUE)
+
+    in_folder = await image(node, sdk_path("base.png", [{"overlay": {"type": "image", "input": "/brand/mark.png",
+                                                                       "position": {"focus": "top_left"}}}]))
+    assert near(at(in_folder, 5, 5), [0, 200, 0])  # `brand@@mark.png` (the SDK drops x-0 and y-0)
+
+    multiplied = await image(node, overlay(layer_mode="multiply"))  # red × blue = black, at the centre
+    assert near(at(multiplied, 200, 150), [0, 0, 0]) and near(at(multiplied, 5, 5), BLUE)
+
+    cut_out = await image(node, overlay(layer_mode="cutout") + "?tr=f-png")
+    assert cut_out.hasalpha() and cut_out(200, 150)[3] == 0 and cut_out(5, 5)[3] == 255
+
+
+async def test_canvas_and_text_layers(node):
+    canvas = await image(node, sdk_path("base.png", [{"overlay": {
+        "type": "solidColor", "color": "00FF00", "position": {"x": 300, "y": 0},
+        "transformation": [{"width": 100, "height": 50}]}}]))
+    assert near(at(canvas, 350, 25), [0, 255, 0]) and near(at(canvas, 350, 60), BLUE)
+
+    plain = await image(node, "/base.png")
+    for position in ("path", "query"):
+        text = await image(node, sdk_path("base.png", [{"overlay": {
+            "type": "text", "text": "Hello, edge!", "position": {"focus": "top_left"},  # the SDK base64-encodes it
+            "transformation": [{"font_size": 40, "font_color": "FFFFFF", "typography": "b"}]}}], position))
+        box, outside = text.crop(0, 0, 240, 50), text.crop(0, 100, 240, 50)
+        assert (box - plain.crop(0, 0, 240, 50)).abs().max() > 100  # white glyphs on blue
+        assert box.extract_band(0).max() > 200  # red channel: white text
+        assert (outside - plain.crop(0, 100, 240, 50)).abs().max() == 0
+
+    outlined = await image(node, "/base.png?tr=l-text,i-Hi,fs-60,co-FFFFFF,fol-3_FF0000,fsh-00FF00_6,lfo-top_left,l-end")
+    box = outlined.crop(0, 0, 120, 90)
+    assert ((box[0] > 200) & (box[1] < 60) & (box[2] < 60)).max() == 255  # red outline
+    assert ((box[1] > 200) & (box[0] < 60) & (box[2] < 60)).max() == 255  # green shadow
+
+
+async def test_a_12_megapixel_overlay_on_a_12_megapixel_photo(node_factory, photos, tmp_path):  # noqa: F811
+    node = await node_factory(write_config(tmp_path, f"""
+[[origins]]
+name = "photos"
+type = "local"
+root = "{photos.folder}"
+
+[[endpoints]]
+id = ""
+origins = ["photos"]
+"""))
+    # the PNG photo, shrunk to 200 px wide, at the bottom-left corner of the JPEG one at 1000 px:
+    # its red marker (the top-left 20 % of its height) lands at (0, 668 - 134)
+    out = await image(node, f"/tr:w-1000,l-image,i-{photos.png},w-200,lx-0,ly-N0,l-end/{photos.jpeg}")
+    assert (out.width, out.height) == (1000, 668)
+    assert near(at(out, 10, 668 - 134 + 10), RED) and not near(at(out, 10, 668 - 134 - 10), RED)
+
+
+async def test_many_outputs_fetch_the_overlay_once(node, origin):
+    responses = await asyncio.gather(*(node.fetch(f"/tr:w-{100 + i},l-image,i-logo.png,l-end/base.png")
+                                       for i in range(12)))
+    assert [r.code for r in responses] == [200] * 12
+    assert origin.requests["logo.png"] == 1
+
+
+async def test_a_changed_overlay_makes_a_new_output(node, origin):
+    url = "/tr:l-image,i-logo.png,lx-0,ly-0,l-end/base.png"
+    assert near(at(await image(node, url), 5, 5), RED)
+    origin.files["logo.png"] = solid(50, 40, GREEN).pngsave_buffer()
+    assert near(at(await image(node, url), 5, 5), RED)  # still fresh
+    node.node.clock = lambda: time.time() + 10 * node.config.cache.original_ttl  # past every freshness
+    assert near(at(await image(node, url), 5, 5), GREEN)  # revalidated: the base is unchanged, the overlay not
+
+
+async def test_the_endpoint_watermark(node):
+    marked, plain = await image(node, "/wm/base.png"), await image(node, "/base.png")
+    assert near(at(marked, 395, 295), RED) and near(at(plain, 395, 295), BLUE)
+    assert near(at(await image(node, "/wm/tr:w-200/base.png"), 195, 145), RED)  # on the result, whatever its size
+
+
+def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
+    for text, message in (("w-100", "expected layers only"), ("l-image,i-logo.png", "no l-end")):
+        config = web_config("http://127.0.0.1:9", after=WATERMARKED.replace(
+            "l-image,i-logo.png,w-40,lx-N0,ly-N0,l-end", text))
+        with pytest.raises(ConfigError, match=message):
+            load_config(write_config(tmp_path, config), load_plugins())
+
+
+@pytest.mark.parametrize("transformation, body", [
+    ("l-image,i-logo.png,l-image,i-logo.png,l-end,l-end", "l-image: layers cannot be nested"),
+    ("l-image,i-logo.png,w-10", "l-image: no l-end closes this layer"),
+    ("w-10,l-end", "l-end: l-end without a layer"),
+    ("l-image,w-10,l-end", "l-image: needs i-<input>"),
+    ("l-image,i-missing.png,l-end", "i-missing.png: no such image on this endpoint"),
+    ("l-image,i-page.png,l-end", "i-page.png: not an image the node can decode"),
+    ("l-image,i-logo.png,lx-abc,l-end", "lx-abc: must be an integer"),
+    ("l-image,i-logo.png,lm-displace,l-end", "lm-displace: a displacement map is not supported"),
+    ("l-image,i-logo.png,q-50,l-end", "q-50: an output parameter has no effect in a layer"),
+    ("l-text,i-hi,fs-501,l-end", "fs-501: must be an integer from 1 to 500"),
+    ("l-text,i-hi,ff-Nope,l-end", "ff-Nope: no such font"),
+    ("l-text,i-" + "x" * 501 + ",l-end", ": at most 500 characters"),
+    ("l-image,i-ik_canvas,w-10,l-end", "i-ik_canvas needs bg"),
+    (",".join(["l-image,i-ik_canvas,bg-red,l-end"] * 11), "tr: more than 10 layers"),
+    ("l-video,i-clip.mp4,l-end", "l-video: not supported"),
+    (",".join(["l-text,i-" + "x" * 500 + ",fs-500,l-end"] * 3), "transformation too costly"),
+    ("l-text,i-" + "xy%20" * 160 + ",fs-500,l-end", "l-text: the text is more than 8192 px a side"),
+])
+async def test_bad_layers_are_400s_naming_the_parameter(node, transformation, body):
+    response = await node.fetch(f"/base.png?tr={transformation}")
+    assert response.code == 400
+    assert body in response.body.decode()
+
+
+def test_fonts_are_read_at_startup(tmp_path):
+    shipped = SHIPPED / "DejaVuSans.ttf"
+    (tmp_path / "not-a-font.ttf").write_bytes(b"<html>")
+    good = load_config(write_config(tmp_path, web_config("http://127.0.0.1:9", f'[fonts]\nBrand = "{shipped}"\n')),
+                       load_plugins())
+    assert good.fonts["Brand"].family == "DejaVu Sans" and "DejaVuSans" in good.fonts
+    with pytest.raises(ConfigError, match="Brand.*not a TrueType/OpenType font"):
+        load_config(write_config(tmp_path, web_config("http://127.0.0.1:9", '[fonts]\nBrand = "not-a-font.ttf"\n')),
+                    load_plugins())
+
+
+def test_spellings_of_one_layer_share_one_cache_key():
+    from edge.transform.options import parse_transformation
+
+    def key(text: str) -> str:
+        return parse_transformation(text).canonical()
+    assert key("l-image,i-a@@logo.png,lx--20,w-50,l-end") == key("l-image,ie-YS9sb2dvLnBuZw==,w-50,lx-N20,l-end")
+    assert key("l-text,i-Hi there,co-red,l-end") == key("l-text,ie-SGkgdGhlcmU=,co-FF0000,l-end")
+    assert key("l-image,i-logo.png,ly-N0,l-end") != key("l-image,i-logo.png,ly-0,l-end")
+    chained = key("w-300,l-image,i-logo.png,w-50:rt-90,l-end:e-grayscale")  # `:` inside the layer stays there
+    assert chained == "w-300,l-image,i-logo.png,w-50:rt-90,l-end:e-grayscale" and key(chained) == chained
