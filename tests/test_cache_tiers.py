@@ -60,6 +60,30 @@ def test_filling_past_the_budget_evicts_the_least_recently_used_and_nothing_else
     assert caches.originals.get(path_key("", "a.jpg")) == original  # another tier, another budget
 
 
+async def test_hits_from_the_memory_tier_keep_their_entries_from_eviction(tmp_path):
+    # memory-tier hits never read SQLite: their keys are marked as used in the batched flush
+    probe = Caches(tmp_path, 10**9, 10**9)
+    empty = probe.outputs.volume()
+    probe.close()
+    caches = Caches(tmp_path, empty + 10 * ENTRY + ENTRY // 2, 10**9, memory_size=10**8)
+    try:
+        for n in range(10):
+            caches.outputs.put(f"k{n}", output(n))
+        for n in range(10):
+            assert (await caches.output(f"k{n}")).body == output(n).body  # from disk, now in memory
+        caches.flush_touches()
+        for n in (7, 3, 5, 1, 9):
+            for _ in range(3):
+                assert caches.output_in_memory(f"k{n}") is not None
+        caches.flush_touches()
+        for n in range(10, 15):
+            caches.outputs.put(f"k{n}", output(n))
+        kept = {n for n in range(15) if caches.outputs.get(f"k{n}") is not None}
+        assert kept == {1, 3, 5, 7, 9, 10, 11, 12, 13, 14}
+    finally:
+        caches.close()
+
+
 def test_an_entry_too_large_for_its_tier_is_not_kept_and_evicts_nothing(small_outputs):
     caches, evicted = small_outputs
     caches.outputs.put("small", output(1))
