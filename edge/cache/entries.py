@@ -63,6 +63,20 @@ class CachedOutput:
     vary_accept: bool = False
     canonical_link: str | None = None
 
+    def __post_init__(self) -> None:
+        # The response headers that depend only on this output, built once when it is made or read
+        # from disk (not a field: neither stored nor compared). Every value is a valid header value:
+        # MIME types and ETags are the node's own, Last-Modified passed `header_value`, Link is
+        # percent-encoded.
+        headers = [("Content-Type", self.content_type), ("Etag", self.etag)]
+        if self.source.last_modified:
+            headers.append(("Last-Modified", self.source.last_modified))
+        if self.vary_accept:
+            headers.append(("Vary", "Accept"))
+        if self.canonical_link:
+            headers.append(("Link", self.canonical_link))
+        object.__setattr__(self, "headers", tuple(headers))
+
     def confirmed(self, source: SourceInfo) -> CachedOutput:
         """This output, now known to be made from the current version of its original."""
         return replace(self, source=source)
