@@ -65,7 +65,7 @@ async def test_hits_from_the_memory_tier_keep_their_entries_from_eviction(tmp_pa
     probe = Caches(tmp_path, 10**9, 10**9)
     empty = probe.outputs.volume()
     probe.close()
-    caches = Caches(tmp_path, empty + 10 * ENTRY + ENTRY // 2, 10**9, memory_size=10**8)
+    caches = Caches(tmp_path, empty + 10 * ENTRY + ENTRY // 2, 10**9, memory_size=10**8, touch_interval=0)
     try:
         for n in range(10):
             caches.outputs.put(f"k{n}", output(n))
@@ -80,6 +80,30 @@ async def test_hits_from_the_memory_tier_keep_their_entries_from_eviction(tmp_pa
             caches.outputs.put(f"k{n}", output(n))
         kept = {n for n in range(15) if caches.outputs.get(f"k{n}") is not None}
         assert kept == {1, 3, 5, 7, 9, 10, 11, 12, 13, 14}
+    finally:
+        caches.close()
+
+
+def test_a_key_is_marked_as_used_at_most_once_per_interval(tmp_path):
+    caches = Caches(tmp_path, 10**9, 10**9, touch_interval=3600)
+    writer = caches.outputs._handles[0]
+
+    def access_time(key: str) -> float:
+        return writer._sql("SELECT access_time FROM Cache WHERE key = ?", (key,)).fetchone()[0]
+
+    try:
+        caches.outputs.put("hot", output(1))
+        caches.outputs.put("cold", output(2))
+        stored = access_time("hot")
+        caches.outputs.get("hot")
+        caches.flush_touches()
+        marked = access_time("hot")
+        assert marked > stored
+        caches.outputs.get("hot")
+        caches.outputs.get("cold")
+        caches.flush_touches()
+        assert access_time("hot") == marked  # within the interval: not written again
+        assert access_time("cold") > access_time("hot")
     finally:
         caches.close()
 
