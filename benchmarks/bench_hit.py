@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from pathlib import Path
 import diskcache
 from prometheus_client.mmap_dict import MmapedDict
 
+from benchmarks.baselines import BARE_TORNADO_SERVER
 from benchmarks.common import LoadResult, load_arguments, median, start_node_process, wrk_load
 from tests.nodes import SAMPLES, NodeProcess, local_config
 
@@ -43,40 +45,6 @@ PATH = "/tr:w-300/astronaut.jpg"
 KEYS = 20_000
 KEY_PATH = "/tr:w-100/k{}/astronaut.jpg"
 _LUA_PATH = KEY_PATH.replace("{}", "%d")
-
-BARE_SERVER = """
-import asyncio, os, signal, sys
-import tornado.web
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-body = open(sys.argv[1], "rb").read()
-class Bare(tornado.web.RequestHandler):
-    def compute_etag(self):
-        return None
-    def get(self):
-        self.set_header("Content-Type", "image/jpeg")
-        self.finish(body)
-async def serve(sockets):
-    HTTPServer(tornado.web.Application([(r"/.*", Bare)])).add_sockets(sockets)
-    await asyncio.Event().wait()
-workers = int(sys.argv[2])
-first = bind_sockets(0, "127.0.0.1", reuse_port=True)
-port = first[0].getsockname()[1]
-sets = [first] + [bind_sockets(port, "127.0.0.1", reuse_port=True) for _ in range(workers - 1)]
-signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # for sigwait; the children unblock it
-children = []
-for sockets in sets:
-    pid = os.fork()
-    if pid == 0:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
-        asyncio.run(serve(sockets))
-    children.append(pid)
-print(port, *children, flush=True)
-signal.sigwait([signal.SIGTERM])
-for pid in children:
-    os.kill(pid, signal.SIGTERM)
-    os.waitpid(pid, 0)
-"""
 
 RANDOM_KEYS = f"""
 math.randomseed(os.time())
@@ -99,12 +67,17 @@ class Bare:
 
     @classmethod
     def start(cls, body_file: Path, workers: int) -> Bare:
-        process = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(body_file), str(workers)],
+        process = subprocess.Popen([sys.executable, "-c", BARE_TORNADO_SERVER, str(body_file), str(workers)],
                                    stdout=subprocess.PIPE, text=True)
-        port, *pids = process.stdout.readline().split()
-        return cls(process, f"http://127.0.0.1:{port}/", [int(pid) for pid in pids])
+        port = [process.stdout.readline().strip() for _ in range(workers)][0]  # one line per process
+        pid = process.pid
+        pids = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return cls(process, f"http://127.0.0.1:{port}/", pids if workers > 1 else [pid])
 
     def stop(self) -> None:
+        for pid in self.pids:
+            if pid != self.process.pid:
+                os.kill(pid, signal.SIGTERM)  # tornado's fork_processes leaves its children to us
         self.process.terminate()
         self.process.wait(10)
 

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyvips
 
+from benchmarks.baselines import bare_save
 from benchmarks.common import median
 from edge.config import Defaults, Limits
 from edge.transform.options import parse_transformation
@@ -28,15 +29,6 @@ from tests.imagecorpus import photo_jpeg
 
 WIDTH = 300
 GOAL = 0.85
-
-
-def bare_save(image: pyvips.Image, fmt: str, defaults: Defaults) -> bytes:
-    """What a hand-written service would call, with the node's encoder options."""
-    if fmt == "jpg":
-        return image.jpegsave_buffer(Q=defaults.quality, keep="none", optimize_coding=True)
-    if fmt == "webp":
-        return image.webpsave_buffer(Q=defaults.quality, keep="none")
-    return image.heifsave_buffer(Q=defaults.quality, keep="none", compression="av1", effort=defaults.avif_effort)
 
 
 def bare_render(body: bytes, fmt: str, defaults: Defaults) -> bytes:

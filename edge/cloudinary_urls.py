@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe, SignatureRefused
+from .transform.colours import opacity_percent
 from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
 from .transform.options import MAX_TEXT, PARAMS, Transformation, parse_transformation
 
@@ -115,8 +116,9 @@ WORDS: tuple[Word, ...] = (
     Word("`e_contrast`, `e_auto_contrast`", "`e-contrast`", "contrast stretch"),
     Word("`e_trim`, `e_trim:N` (1–99)", "`t-true`, `t-N`",
          "trim borders of the corner colour, tolerance N (default 10)"),
-    Word("`b_rgb:RRGGBB[AA]`, `b_<name>`", "`bg-RRGGBB[AA]`, `bg-<name>`",
-         "background for padding, rotation corners and transparency"),
+    Word("`b_rgb:RRGGBB[AA]`, `b_<name>`", "`bg-RRGGBB[OO]`, `bg-<name>`",
+         "background for padding, rotation corners and transparency; the hex alpha AA becomes ImageKit's "
+         "opacity percent OO"),
     Word("`bo_Npx_solid_<colour>`", "`b-N_<colour>`", "border N px wide"),
     Word("`o_N`", "`o-N`", "opacity 0–100"),
     *(Word(f"`fl_{flag}`", f"`{ours}`", "progressive JPEG" if flag == "progressive" else "keep metadata")
@@ -442,6 +444,9 @@ def _effect(c: _Component) -> list[str]:
 
 def _colour(c: _Component, key: str, text: str) -> str:
     colour = text.removeprefix("rgb:").removeprefix("#")
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", colour):  # Cloudinary's hex alpha → ImageKit's opacity percent
+        alpha = int(colour[6:], 16)
+        colour = colour[:6] + (f"{opacity_percent(alpha):02d}" if alpha != 255 else "")
     try:
         PARAMS["bg"].parse(colour)
     except ValueError as exc:

@@ -111,6 +111,10 @@ class Defaults:
     quality: int = 80
     avif_effort: int = 2
     cache_control_max_age: int = 31536000
+    #: a URL without `f-` is served as with `f-auto` (ImageKit's default), whatever its extension
+    auto_format: bool = False
+    #: `f-auto` encodes every format the browser accepts and serves the smallest (costs the encodes)
+    auto_format_smallest: bool = False
 
 
 @dataclass(frozen=True)
@@ -313,6 +317,8 @@ def _defaults(t: ConfigTable) -> Defaults:
         quality=t.int("quality", d.quality, min=1, max=100),
         avif_effort=t.int("avif_effort", d.avif_effort, min=0, max=9),
         cache_control_max_age=t.int("cache_control_max_age", d.cache_control_max_age, min=0),
+        auto_format=t.bool("auto_format", d.auto_format),
+        auto_format_smallest=t.bool("auto_format_smallest", d.auto_format_smallest),
     )
     t.finish()
     return settings

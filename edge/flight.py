@@ -12,7 +12,15 @@ releases it or dies, so a crashed leader never blocks anyone and there is no lea
 that finds the lease taken polls it. Once it has the lease it first looks in the shared cache, where
 the leader stored its result; if the leader failed it raises the failure the leader recorded (when
 that failure is younger than the waiting request). Either way waiters get the leader's answer rather
-than starting a second round of fetches. All waiting is bounded (`wait_bound`).
+than starting a second round of fetches. Both lookups are skipped when the shared version counter of
+the key has not moved since the request looked itself (nothing stored or recorded since). All waiting
+is bounded (`wait_bound`).
+
+Storing comes after answering: `run` takes a `keep(result)` (the cache writes) that runs once every
+waiter of the worker has the result, while the leader still holds the lease. Waiters in other workers
+take the lease only when the result is stored, so they still find it; requests of this worker that
+arrive meanwhile get the result held by the flight. (When `keep` skips the store, a waiter in another
+worker does the work itself, as after a failed store.)
 
 When the cache folder cannot hold the lease file or the failure records (unwritable, full), the
 flight still coalesces within the worker, and the loss is reported to `CacheHealth`.
@@ -25,6 +33,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -41,6 +50,8 @@ from .errors import EdgeError, FlightTimeout, Overloaded
 
 T = TypeVar("T")
 
+log = logging.getLogger("edge.flight")
+
 #: what a leader may take beyond its origin chain's timeouts and `[limits] render_timeout`: queueing
 #: for a transform thread.
 QUEUE_ALLOWANCE_SECONDS = 10.0
@@ -50,6 +61,8 @@ POLL_FIRST_SECONDS = 0.002
 POLL_MAX_SECONDS = 0.01
 #: lock offsets are hashed into this range (a collision only makes two keys share a lease).
 _OFFSET_BITS = 48
+#: how long a stopping worker lets the stores still pending finish
+SETTLE_SECONDS = 10.0
 
 
 def wait_bound(endpoints: tuple[Endpoint, ...], render_timeout: float) -> float:
@@ -61,8 +74,10 @@ def wait_bound(endpoints: tuple[Endpoint, ...], render_timeout: float) -> float:
 
 @dataclass
 class _Flight(Generic[T]):
-    task: asyncio.Task[T]
+    task: asyncio.Task[T] | None = None
     waiters: int = 0
+    #: storing the result, after the waiters got it (the flight stays current until it is stored)
+    keeping: asyncio.Task[None] | None = None
 
 
 class SingleFlight:
@@ -70,7 +85,10 @@ class SingleFlight:
     another's work, `abandoned()` work cancelled because nobody waited for it any more."""
 
     def __init__(self, name: str, directory: Path, wait_seconds: float, *, coalesced: Callable[[], None],
-                 abandoned: Callable[[], None] = lambda: None, health: CacheHealth | None = None):
+                 abandoned: Callable[[], None] = lambda: None, health: CacheHealth | None = None,
+                 version: Callable[[str], int | None] = lambda key: None, bump: Callable[[str], None] = lambda key: None):
+        """`version(key)`: a counter shared by the workers that moves whenever anything is stored under
+        `key` (None when there is none); `bump(key)` moves it (after a failure is recorded)."""
         self.name = name
         self._directory = directory
         # Opened on first use, in the serving process. POSIX locks belong to the process and all of them
@@ -82,17 +100,24 @@ class SingleFlight:
         self._abandoned = abandoned
         self._health = health or CacheHealth()
         self._flights: dict[str, _Flight] = {}
+        self._keeping: set[asyncio.Task[None]] = set()
+        self._version = version
+        self._bump = bump
 
     async def run(self, key: str, produce: Callable[[], Awaitable[T]],
-                  lookup: Callable[[], Awaitable[T | None]]) -> T:
+                  lookup: Callable[[], Awaitable[T | None]],
+                  keep: Callable[[T], Awaitable[None]] | None = None, seen: int | None = None) -> T:
         """`produce()`'s result, produced once for all concurrent callers of the node.
 
-        `lookup()` finds what a leader in another worker stored (None when it is not there). The first
-        caller waits as long as the work takes (its own timeouts bound it); later ones `wait_seconds`."""
+        `lookup()` finds what a leader in another worker stored (None when it is not there); `keep(result)`
+        stores a produced result, after the callers have it; `seen`: `version(key)` read before the
+        caller's own lookup. The first caller waits as long as the work takes (its own timeouts bound
+        it); later ones `wait_seconds`."""
         flight = self._flights.get(key)
         bound: float | None = None
         if flight is None:
-            flight = self._flights[key] = _Flight(asyncio.create_task(self._lead(key, produce, lookup)))
+            flight = self._flights[key] = _Flight()
+            flight.task = asyncio.create_task(self._lead(key, flight, produce, lookup, keep, seen))
             flight.task.add_done_callback(lambda task: self._landed(key, flight))
         else:
             self._coalesced()
@@ -112,34 +137,63 @@ class SingleFlight:
         return flight.task.result()
 
     def _landed(self, key: str, flight: _Flight) -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
+        if flight.keeping is None:
+            self._forget(key, flight)
         if not flight.task.cancelled():
             flight.task.exception()  # retrieved, even when every waiter left: no "never retrieved" warning
 
-    async def _lead(self, key: str, produce: Callable[[], Awaitable[T]],
-                    lookup: Callable[[], Awaitable[T | None]]) -> T:
+    def _forget(self, key: str, flight: _Flight) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
+    async def _lead(self, key: str, flight: _Flight, produce: Callable[[], Awaitable[T]],
+                    lookup: Callable[[], Awaitable[T | None]], keep: Callable[[T], Awaitable[None]] | None,
+                    seen: int | None) -> T:
         since = time.time()
         offset = _offset(key)
         await self._acquire(offset)
         try:
             # Another worker may have done the work while we waited for the lease, or just before we
-            # asked for it: then its result is stored, or the failure it ended in is recorded.
-            found = await lookup()
-            if found is not None:
-                self._coalesced()
-                return found
-            failure = await asyncio.to_thread(self._failure_since, key, since)
-            if failure is not None:
-                self._coalesced()
-                raise failure
+            # asked for it: then its result is stored, or the failure it ended in is recorded. When the
+            # shared counter has not moved since the caller looked, neither happened: no second lookup.
+            if seen is None or self._version(key) != seen:
+                found = await lookup()
+                if found is not None:
+                    self._coalesced()
+                    return found
+                failure = await asyncio.to_thread(self._failure_since, key, since)
+                if failure is not None:
+                    self._coalesced()
+                    raise failure
             try:
-                return await produce()
+                result = await produce()
             except Exception as exc:
                 await asyncio.to_thread(self._record_failure, key, exc)
                 raise
+            if keep is not None:  # the lease passes to the store: released once the result is stored
+                flight.keeping = asyncio.create_task(self._keep(key, flight, offset, keep, result))
+                self._keeping.add(flight.keeping)
+            return result
+        finally:
+            if flight.keeping is None:
+                self._release(offset)
+
+    async def _keep(self, key: str, flight: _Flight, offset: int, keep: Callable[[T], Awaitable[None]],
+                    result: T) -> None:
+        """Store `result` (the waiters have it), then let other workers' waiters in."""
+        try:
+            await keep(result)
+        except Exception:  # a bug: the store is lost, the answer was not
+            log.exception("storing the result of %r failed", key)
         finally:
             self._release(offset)
+            self._keeping.discard(asyncio.current_task())
+            self._forget(key, flight)
+
+    async def settle(self, timeout: float = SETTLE_SECONDS) -> None:
+        """Wait (bounded) for the stores still pending: a stopping worker keeps what it answered."""
+        if self._keeping:
+            await asyncio.wait(list(self._keeping), timeout=timeout)
 
     async def _acquire(self, offset: int) -> None:
         """Take the lease, waiting (bounded) while another worker holds it."""
@@ -188,6 +242,7 @@ class SingleFlight:
             self._failure_store().set(key, json.dumps(record), expire=FAILURE_RECORD_SECONDS)
         except CACHE_ERRORS as error:  # waiters in other workers will try the work themselves
             self._failures_failed(error, "cannot record a failure")
+        self._bump(key)
 
     def _failure_since(self, key: str, since: float) -> EdgeError | None:
         try:

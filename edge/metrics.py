@@ -96,6 +96,9 @@ class Metrics:
         self.abandoned_work = Counter(
             "edge_abandoned_work_total", "Fetches and transforms cancelled because every request waiting "
             "for them went away (clients disconnected)", ["kind"], registry=r)
+        self.dropped_stores = Counter(
+            "edge_dropped_stores_total", "Outputs and originals answered but not stored, because the "
+            "stores already waiting to be written held their byte budget", ["tier"], registry=r)
         self.transform_duration = Histogram(
             "edge_transform_duration_seconds", "Time to decode, transform and encode one output",
             ["format"], buckets=LATENCY_BUCKETS, registry=r)

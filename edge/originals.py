@@ -73,23 +73,30 @@ class OriginalSource:
         `BadGateway` (when nothing is stored to fall back on)."""
         caches = self._caches
         key = original_key(request.endpoint.id, request.path, host)
-        missing = await caches.io(caches.not_found.known_missing, key, self._clock())
+        version = caches.version(key)  # before the lookup: a store that races it shows
+        missing, stored = await caches.io(self._stored, key, self._clock())
         self._count("not_found", "hit" if missing else "miss")
         if missing:
             raise NothingToServe("not found")
-        stored = await caches.io(caches.originals.get, key)
         if stored is not None and self.is_fresh(stored.info):
             self._count("original", "hit")
             return CurrentOriginal(Freshness.FRESH, stored.info, stored.body)
         self._count("original", "miss" if stored is None else "stale")
         try:
             return await self._flights.run(key, partial(self._fetch, request, host, key, stored),
-                                           partial(self._fresh_stored, key))
+                                           partial(self._fresh_stored, key), partial(self._keep, key), seen=version)
         except BadGateway as failure:
             if stored is None:
                 raise
             log.warning("origin failed (%s); using the stale original of %r", failure.message, request.path)
             return CurrentOriginal(Freshness.STALE, stored.info, stored.body)
+
+    def _stored(self, key: str, now: float) -> tuple[bool, StoredOriginal | None]:
+        """Whether `key` is known to be missing, else the stored original (blocking: one thread hop
+        for both)."""
+        if self._caches.not_found.known_missing(key, now):
+            return True, None
+        return False, self._caches.originals.get(key)
 
     async def _fresh_stored(self, key: str) -> CurrentOriginal | None:
         """What another worker's flight stored for `key`, if it is fresh."""
@@ -111,9 +118,7 @@ class OriginalSource:
                 known=chain.Known(known.origin, Validators(known.etag, known.last_modified)) if known else None)
         except NotModified:
             assert stored is not None
-            confirmed = StoredOriginal(replace(stored.info, checked_at=now), stored.body)
-            await caches.io(caches.originals.put, key, confirmed)
-            return CurrentOriginal(Freshness.UNCHANGED, confirmed.info, confirmed.body)
+            return CurrentOriginal(Freshness.UNCHANGED, replace(stored.info, checked_at=now), stored.body)
         except NothingToServe:
             await caches.io(self._forget_missing, key, now)
             raise
@@ -123,8 +128,11 @@ class OriginalSource:
         if known is not None and known.version != info.version:
             # a changed original replaces every output made from the old one
             await caches.io(caches.outputs.delete_prefix, key)
-        await caches.io(caches.originals.put, key, StoredOriginal(info, original.body))
         return CurrentOriginal(Freshness.FETCHED, info, original.body)
+
+    async def _keep(self, key: str, original: CurrentOriginal) -> None:
+        """The fetched (or confirmed) original into the originals tier: after the requests have it."""
+        await self._caches.store(key, StoredOriginal(original.info, original.body))
 
     def _forget_missing(self, key: str, now: float) -> None:
         """No origin has the path (any more): drop what was cached for it, remember the answer (blocking)."""

@@ -12,8 +12,9 @@ between happens here, in this order:
       shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
       original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
       render     edge/transform/render.py   libvips in a bounded thread pool (or `orig-true`)
-      store      edge/cache/                body + headers + ETag, computed once, off the IOLoop;
-                                            then in the shared tier, in the background
+    respond      edge/server.py             the output goes out (ETag hashed in the render's thread)
+    store        edge/flight.py (keep)      after the response: output tier (and originals tier),
+                                            then the shared tier; the lease is held until stored
 
 Cancellation: when the client goes away the handler cancels the task awaiting `serve`; the single
 flight then cancels the work (origin fetch, transform) if no other request waits for it.
@@ -26,7 +27,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from urllib.parse import quote
 
-from .cache import CachedOutput, Caches, original_key, output_key, strong_etag
+from .cache import CachedOutput, Caches, original_key, output_key
 from .config import Config
 from .errors import BadGateway, EdgeError, NothingToServe, UnprocessableSource
 from .flight import SingleFlight
@@ -105,11 +106,14 @@ class Pipeline:
                 request.path_transformation, call.query_transformation, named=self._config.named_transformations,
                 named_only=request.named_only)
             check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
-            planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept)
+            defaults = self._config.defaults
+            planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
+                                                      defaults.auto_format, defaults.auto_format_smallest)
             host = request.host.lower() if self._takes_host[request.endpoint.id] else None
             key = output_key(original_key(request.endpoint.id, request.path, host), transformation.canonical(),
                              planned_format if vary_accept else "")
 
+            version = self._caches.version(key)  # before the lookup: a store that races it shows
             cached = self._caches.output_in_memory(key) or await self._caches.output(key)
             fresh = cached is not None and self._originals.is_fresh(cached.source)
             self._count("output", "hit" if fresh else "stale" if cached else "miss")
@@ -119,7 +123,8 @@ class Pipeline:
             job = _Job(request, transformation, planned_format, vary_accept, host, key)
             try:
                 output, source = await self._flights.run(job.key, partial(self._produce, job, cached),
-                                                         partial(self._fresh_stored, job.key))
+                                                         partial(self._fresh_stored, job.key),
+                                                         partial(self._keep, job.key), seen=version)
             except BadGateway:
                 if cached is None:
                     raise
@@ -137,22 +142,23 @@ class Pipeline:
 
     async def _produce(self, job: _Job, cached: CachedOutput | None) -> tuple[CachedOutput, str]:
         """A single flight's work: the shared tier's copy, or the current original and the output made
-        from it; stored. With where it came from: `shared` or `miss`. (The shared lookup is inside the
+        from it. With where it came from: `shared` or `miss`. (The shared lookup is inside the
         flight: a herd on a URL that just moved to this node reads the shared tier once.)"""
         if cached is None and self._shared is not None:
             cached = await self._shared.get(job.key)
             if cached is not None and self._originals.is_fresh(cached.source):
-                await self._caches.io(self._caches.outputs.put, job.key, cached)
                 return cached, "shared"
         original = await self._original(job)
         if cached is not None and cached.source.version == original.info.version:
-            output = cached.confirmed(original.info)  # the original is unchanged: so is the output
-        else:
-            output = await self._render(job, original)
-        await self._caches.io(self._caches.outputs.put, job.key, output)
-        if self._shared is not None:
-            self._shared.put_later(job.key, output)  # after the response: never on its critical path
-        return output, "miss"
+            return cached.confirmed(original.info), "miss"  # the original is unchanged: so is the output
+        return await self._render(job, original), "miss"
+
+    async def _keep(self, key: str, produced: tuple[CachedOutput, str]) -> None:
+        """Store what the flight produced: after the response, never on its critical path."""
+        output, source = produced
+        await self._caches.store(key, output)
+        if self._shared is not None and source != "shared":
+            self._shared.put_later(key, output)
 
     async def _original(self, job: _Job) -> CurrentOriginal:
         """The original, or the `di-` default image when no origin has it (missing too: 404)."""
@@ -168,19 +174,20 @@ class Pipeline:
         """Transform the original (or pass it through for `orig-true`) into a storable output."""
         if job.transformation.serves_original:
             header = await self._renderer.probe(original.body)
-            body, fmt = original.body, LOADER_FORMATS.get(header.loader)
+            # the original's version is the hash of its bytes: the ETag, hashed once
+            body, fmt, etag = original.body, LOADER_FORMATS.get(header.loader), original.info.version
             if fmt is None:
                 raise UnprocessableSource()
         if not job.transformation.serves_original or job.request.original_as not in (None, fmt):
             started = time.perf_counter()
             rendered = await self._renderer.render(original.body, job.transformation, job.planned_format)
-            body, fmt = rendered.body, rendered.format
+            body, fmt, etag = rendered.body, rendered.format, rendered.etag
             self._metrics.transform_duration.labels(fmt).observe(time.perf_counter() - started)
         base = self._canonical_bases.get(original.info.origin)
         return CachedOutput(
             body=body,
             content_type=MIME_TYPES[fmt],
-            etag=await self._caches.io(strong_etag, body),
+            etag=etag,
             source=original.info,
             vary_accept=job.vary_accept,
             canonical_link=_canonical_link(base, job.request.path) if base else None,

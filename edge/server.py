@@ -52,7 +52,8 @@ class Node:
         health = CacheHealth(count=lambda tier, kind: metrics.cache_errors.labels(tier, kind).inc())
         self.caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size,
                              config.cache.memory_size, health=health,
-                             evicted=lambda tier, count: metrics.cache_evictions.labels(tier).inc(count))
+                             evicted=lambda tier, count: metrics.cache_evictions.labels(tier).inc(count),
+                             dropped=lambda tier: metrics.dropped_stores.labels(tier).inc())
         metrics.initialise(config, (tier.name for tier in self.caches.tiers),
                            libvips=".".join(str(pyvips.version(i)) for i in range(3)))
         # one single flight per kind of key, each with its own leases: an output's and an original's
@@ -60,7 +61,8 @@ class Node:
         waiting = wait_bound(config.endpoints, config.limits.render_timeout)
         self.flights = {kind: SingleFlight(kind, config.cache.dir / "flights" / kind, waiting,
                                            coalesced=metrics.coalesced_requests.inc,
-                                           abandoned=metrics.abandoned_work.labels(kind).inc, health=health)
+                                           abandoned=metrics.abandoned_work.labels(kind).inc, health=health,
+                                           version=self.caches.version, bump=self.caches.bump)
                         for kind in ("outputs", "originals")}
         self.originals = OriginalSource(self.caches, self.flights["originals"], config.cache,
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())
@@ -101,6 +103,7 @@ class Node:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.settle()  # what was answered is stored before the cache closes
         self.metrics.flush()
         await self._flush_touches()
         self.access_log.flush()
@@ -114,6 +117,11 @@ class Node:
         for flight in self.flights.values():
             flight.close()
         self.caches.close()
+
+    async def settle(self) -> None:
+        """Wait (bounded) until the results already answered are stored."""
+        for flight in self.flights.values():
+            await flight.settle()
 
     async def _every(self, seconds: float, job) -> None:
         while True:

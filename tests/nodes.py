@@ -64,9 +64,13 @@ class RunningNode:
 
     async def fetch(self, path: str, *, method: str = "GET", headers: dict[str, str] | None = None,
                     body: bytes | None = None, timeout: float = 30) -> HTTPResponse:
-        return await self.client.fetch(self.url + path, method=method, headers=headers, body=body,
-                                       raise_error=False, request_timeout=timeout,
-                                       allow_nonstandard_methods=True)
+        """The response, once the node stored what it answered (it stores after responding): what a
+        test then finds in the cache is what the request left there."""
+        response = await self.client.fetch(self.url + path, method=method, headers=headers, body=body,
+                                           raise_error=False, request_timeout=timeout,
+                                           allow_nonstandard_methods=True)
+        await self.node.settle()
+        return response
 
     async def stop(self) -> None:
         """Stop serving and close the node (a second call does nothing: a test may stop a node early)."""

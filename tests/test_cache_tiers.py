@@ -1,6 +1,7 @@
 """The two cache tiers: each LRU within its own budget, evicting least-recently-used entries and
 nothing else, counting what it evicts, and surviving a restart."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -116,6 +117,25 @@ def test_an_entry_too_large_for_its_tier_is_not_kept_and_evicts_nothing(small_ou
     caches.outputs.put("huge", huge)
     assert caches.outputs.get("huge") is None
     assert caches.outputs.get("small") is not None and evicted == []
+
+
+async def test_stores_past_the_pending_budget_are_skipped_and_counted(tmp_path, monkeypatch):
+    """Answered bodies wait in memory to be stored: a slow disk must not pile them up without bound."""
+    monkeypatch.setattr("edge.cache.caches.PENDING_STORE_BYTES", ENTRY + ENTRY // 2)
+    dropped: list[str] = []
+    caches = Caches(tmp_path, 10**9, 10**9, dropped=dropped.append)
+    try:
+        original_key = path_key("", "a.jpg")
+        # the first store is still pending when the others come: they do not fit beside it
+        await asyncio.gather(caches.store("k0", output(0)), caches.store("k1", output(1)),
+                             caches.store(original_key, stored_original(b"o" * ENTRY)))
+        assert caches.outputs.get("k0") is not None
+        assert caches.outputs.get("k1") is None and caches.originals.get(original_key) is None
+        assert dropped == ["output", "original"]
+        await caches.store("k1", output(1))  # nothing pending any more
+        assert caches.outputs.get("k1") is not None
+    finally:
+        caches.close()
 
 
 def test_no_originals_are_kept_with_a_zero_budget(tmp_path):

@@ -21,12 +21,18 @@ integers = st.integers(min_value=0, max_value=70000).map(str)
 numbers = st.one_of(integers, st.floats(min_value=0, max_value=70000, allow_nan=False).map(lambda f: f"{f:.3f}"),
                     st.floats(min_value=0, max_value=1).map(lambda f: f"{f:.4f}"))
 hex_colour = st.text("0123456789abcdefABCDEF", min_size=6, max_size=6)
-colours = st.one_of(hex_colour, hex_colour.map(lambda h: h + "80"), st.sampled_from(sorted(CSS_NAMES)))
+colours = st.one_of(hex_colour, st.tuples(hex_colour, st.integers(0, 99)).map(lambda t: f"{t[0]}{t[1]:02d}"),
+                  st.sampled_from(sorted(CSS_NAMES)))
 booleans = st.sampled_from(["true", "false", "True"])
 
+expressions = st.lists(st.one_of(st.sampled_from(options.EXPRESSION_VARIABLES), numbers), min_size=1, max_size=4).flatmap(
+    lambda values: st.lists(st.sampled_from(options.EXPRESSION_OPERATORS), min_size=len(values) - 1,
+                            max_size=len(values) - 1).map(
+        lambda operators: "_".join(v for pair in zip(values, [*operators, ""]) for v in pair if v)))
+
 VALUES = {
-    "w": numbers, "h": numbers,
-    "ar": st.tuples(numbers, numbers).map("-".join),
+    "w": st.one_of(numbers, expressions), "h": st.one_of(numbers, expressions),
+    "ar": st.one_of(expressions, st.tuples(numbers, numbers).map("-".join), st.tuples(numbers, numbers).map("_".join), numbers),
     "dpr": st.sampled_from(["0.1", "0.5", "1", "1.5", "2", "5", "6"]),
     "c": st.sampled_from(options.CROPS),
     "cm": st.sampled_from(options.CROP_MODES),
@@ -34,15 +40,24 @@ VALUES = {
     "x": integers, "y": integers, "xc": integers, "yc": integers,
     "z": st.sampled_from(["0.5", "1", "1.5", "2", "11"]),
     "t": st.one_of(st.just("true"), st.integers(0, 100).map(str)),
-    "rt": st.one_of(st.sampled_from(["auto", "N90", "N180", "N270"]), st.integers(0, 400).map(str)),
+    "rt": st.one_of(st.sampled_from(["auto", "N90", "N180", "N270", "N12.5"]), st.integers(0, 400).map(str), numbers),
     "fl": st.sampled_from(options.FLIPS + ("v_h",)),
-    "bl": st.integers(0, 101).map(str),
+    "bl": st.one_of(st.integers(0, 101).map(str), numbers),
     "e-grayscale": st.sampled_from(["", "true"]),
     "e-sharpen": st.one_of(st.just(""), st.integers(0, 101).map(str)),
     "e-contrast": st.just(""),
-    "e-usm": st.tuples(numbers, numbers, numbers, st.sampled_from(["0", "0.024", "0.5"])).map("-".join),
-    "r": st.one_of(st.just("max"), integers),
-    "bg": colours,
+    "e-usm": st.one_of(st.sampled_from(["", "true"]),
+                       st.tuples(numbers, numbers, numbers, st.sampled_from(["0", "0.024", "0.5"])).map("-".join)),
+    "r": st.one_of(st.just("max"), integers, st.lists(st.integers(0, 40).map(str), min_size=4, max_size=4).map("_".join)),
+    "bg": st.one_of(colours, st.sampled_from(["dominant", "blurred", "blurred_auto", "blurred_25_N15", "blurred_5_40"])),
+    "e-shadow": st.one_of(st.sampled_from(["", "true"]), st.fixed_dictionaries(
+        {}, optional={"bl": st.integers(0, 16), "st": st.integers(0, 101), "x": st.sampled_from(["N10", "5", "0"]),
+                      "y": st.sampled_from(["N3", "2.5"])}).map(lambda d: "_".join(f"{k}-{v}" for k, v in d.items()))),
+    "e-gradient": st.one_of(st.sampled_from(["", "true"]), st.fixed_dictionaries(
+        {}, optional={"ld": st.sampled_from(["top", "bottom_left", "45", "360"]), "from": colours, "to": colours,
+                      "sp": st.sampled_from(["0.5", "1", "20", "0"])}).map(
+        lambda d: "_".join(f"{k}-{v}" for k, v in d.items()))),
+    "pg": st.integers(0, 1001).map(str),
     "b": st.tuples(st.integers(0, 20).map(str), colours).map("_".join),
     "o": st.integers(0, 101).map(str),
     "f": st.sampled_from(options.FORMATS + ("jpeg",)),

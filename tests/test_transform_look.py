@@ -106,9 +106,10 @@ async def test_background_names_and_hex_are_one_cache_entry(image_node):
 
 
 async def test_background_with_alpha_pads_translucent(image_node):
+    # ImageKit's RRGGBBOO: the last two digits are an opacity in percent, 80 % → alpha 204
     _, image = await fetch_image(image_node, "/tr:w-100,h-100,cm-pad_resize,bg-FF000080,f-png/card.png")
     assert image.bands == 4
-    assert pixel(image, 50, 2) == (255, 0, 0, 128) and pixel(image, 50, 50)[3] == 255
+    assert pixel(image, 50, 2) == (255, 0, 0, 204) and pixel(image, 50, 50)[3] == 255
 
 
 async def test_background_flattens_transparency_for_jpeg(image_node):

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from .entries import CachedOutput
+from .entries import CachedOutput, StoredOriginal
 from .health import CacheHealth, error_kind
 from .memory import MemoryTier
 from .tiers import RETRY_SECONDS, TOUCH_INTERVAL, DiskTier, NotFoundTier, OriginalTier, OutputTier
@@ -30,6 +30,9 @@ NOT_FOUND_BUDGET = 64 * 10**6
 #: threads for cache disk work, per process (SQLite reads are short; a few keep a slow disk from
 #: queueing every request behind one)
 IO_THREADS = 4
+#: bytes of answered outputs and originals waiting to be stored, per process: past that a store is
+#: skipped (a slow or stuck disk must not pile bodies up in memory)
+PENDING_STORE_BYTES = 128 * 10**6
 
 
 class Caches:
@@ -37,15 +40,17 @@ class Caches:
 
     def __init__(self, directory: Path, output_size: int, original_size: int, memory_size: int = 0, *,
                  health: CacheHealth | None = None, evicted: Callable[[str, int], None] | None = None,
-                 touch_interval: float = TOUCH_INTERVAL):
+                 dropped: Callable[[str], None] = lambda tier: None, touch_interval: float = TOUCH_INTERVAL):
         self.health = health or CacheHealth()
+        self._dropped = dropped
+        self._pending_bytes = 0
         self._directory = directory
         self._versions_path = directory / "versions.bin"
         self._versions: SharedVersions | None = None
         self._versions_retry_at = 0.0
         self._memory = MemoryTier(memory_size) if memory_size > 0 else None
         self.outputs = OutputTier("output", directory / "outputs", output_size, self.health, evicted,
-                                  changed=self._bump, touch_interval=touch_interval)
+                                  changed=self.bump, touch_interval=touch_interval)
         self.originals = OriginalTier("original", directory / "originals", original_size, self.health, evicted,
                                       touch_interval)
         self.not_found = NotFoundTier("not_found", directory / "not-found", NOT_FOUND_BUDGET, self.health, evicted,
@@ -81,6 +86,33 @@ class Caches:
             memory.put(key, version, output)
         return output
 
+    async def store(self, key: str, value: CachedOutput | StoredOriginal) -> None:
+        """Store an answered output or original in the cache's threads, unless `PENDING_STORE_BYTES` of
+        stores already wait (then it is skipped and counted). Call on the IOLoop."""
+        tier, put = ((self.outputs, self.outputs.put) if isinstance(value, CachedOutput)
+                     else (self.originals, self._put_original))
+        size = len(value.body)
+        if self._pending_bytes + size > PENDING_STORE_BYTES:
+            self._dropped(tier.name)
+            return
+        self._pending_bytes += size
+        try:
+            await self.io(put, key, value)
+        finally:
+            self._pending_bytes -= size
+
+    def version(self, key: str) -> int | None:
+        """The shared write counter of `key`'s bucket, or None without the shared versions (a memory
+        read): while it stays the same, no process stored anything under `key`, so a lookup just
+        made need not be repeated. Outputs and originals bump it when stored, a single flight when
+        it records a failure."""
+        versions = self._current_versions()
+        return None if versions is None else versions.read(SharedVersions.bucket(key))
+
+    def _put_original(self, key: str, original: StoredOriginal) -> None:
+        self.originals.put(key, original)
+        self.bump(key)
+
     def _current_versions(self) -> SharedVersions | None:
         if self._versions is None:
             self._open_versions()
@@ -97,7 +129,8 @@ class Caches:
             self._versions_retry_at = time.monotonic() + RETRY_SECONDS
             self.health.failed("memory", "unavailable", f"cannot open {self._versions_path}: {exc}")
 
-    def _bump(self, key: str) -> None:
+    def bump(self, key: str) -> None:
+        """Move `key`'s shared write counter: copies read before are outdated (blocking: a file lock)."""
         versions = self._versions
         if versions is not None:
             versions.bump(SharedVersions.bucket(key))

@@ -1,12 +1,26 @@
-"""Colours in transformation values: `RRGGBB`, `RRGGBBAA` or a CSS colour name → an RGBA tuple."""
+"""Colours in transformation values: `RRGGBB`, `RRGGBBOO` or a CSS colour name → an RGBA tuple.
+
+As in ImageKit, the two digits after `RRGGBB` are an opacity in percent, 00–99, in decimal (not hex
+alpha): `bg-FF000050` is red at 50 % (https://imagekit.io/docs/effects-and-enhancements, solid colour
+background). Fully opaque is written without them.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 RGBA = tuple[int, int, int, int]
 
-_HEX = re.compile(r"[0-9A-Fa-f]{6}(?:[0-9A-Fa-f]{2})?")
+
+@dataclass(frozen=True)
+class Blurred:
+    """`bg-blurred_<radius>_<brightness>`: padding made of the image itself, blurred."""
+
+    radius: int
+    brightness: int
+
+_HEX = re.compile(r"[0-9A-Fa-f]{6}(?:[0-9]{2})?")
 
 # The named colours of CSS Color Module Level 4 (`transparent` included), as RRGGBB or RRGGBBAA.
 CSS_NAMES = dict(item.split(":") for item in """
@@ -43,15 +57,20 @@ whitesmoke:F5F5F5 yellow:FFFF00 yellowgreen:9ACD32
 
 
 def parse_colour(text: str) -> RGBA:
-    """`FF0000`, `ff000080` or `red` → (r, g, b, a)."""
+    """`FF0000`, `ff000050` (50 % opaque) or `red` → (r, g, b, a), a in 0–255."""
     hex_text = text if _HEX.fullmatch(text) else CSS_NAMES.get(text.lower())
     if hex_text is None:
-        raise ValueError("must be RRGGBB, RRGGBBAA or a CSS colour name")
-    channels = [int(hex_text[i:i + 2], 16) for i in range(0, len(hex_text), 2)]
-    return (*channels, 255)[:4]  # type: ignore[return-value]
+        raise ValueError("must be RRGGBB, RRGGBBOO (OO: opacity 00-99 %) or a CSS colour name")
+    r, g, b = (int(hex_text[i:i + 2], 16) for i in range(0, 6, 2))
+    return r, g, b, round(int(hex_text[6:]) * 255 / 100) if len(hex_text) == 8 else 255
+
+
+def opacity_percent(alpha: int) -> int:
+    """0–255 → the 00–99 of the URL (distinct alphas of parsed colours map back to their percent)."""
+    return min(99, round(alpha * 100 / 255))
 
 
 def write_colour(colour: RGBA) -> str:
-    """The canonical spelling: upper-case hex, alpha only when not opaque."""
+    """The canonical spelling: upper-case hex, the opacity only when not opaque."""
     r, g, b, a = colour
-    return f"{r:02X}{g:02X}{b:02X}" + (f"{a:02X}" if a != 255 else "")
+    return f"{r:02X}{g:02X}{b:02X}" + (f"{opacity_percent(a):02d}" if a != 255 else "")

@@ -21,7 +21,7 @@ import math
 
 from ..config import Limits
 from ..errors import BadRequest
-from .geometry import target_box
+from .geometry import target_box, with_sizes
 from .options import Step, Transformation
 
 #: per output megapixel, on top of 1
@@ -31,6 +31,8 @@ USM_WEIGHT, USM_PER_SIGMA = 0.5, 0.1
 CONTRAST_WEIGHT = 0.7  # a histogram of the step's output, then a stretch
 ROUNDED_WEIGHT = 3.0  # r-N: a float coverage mask the size of the image
 OPACITY_WEIGHT = 0.6
+GRADIENT_WEIGHT = 3.0  # a float layer the size of the image, composited
+SHADOW_WEIGHT, SHADOW_PER_BLUR = 2.0, 0.1  # the alpha blurred (sigma up to 15), composited
 ROTATE_WEIGHT = 1.5  # rt- other than a right angle: an affine with interpolation
 #: per input megapixel of a trimming step (decoded to memory, searched on a reduced copy)
 TRIM_WEIGHT = 3.0
@@ -51,6 +53,7 @@ def transformation_cost(steps: tuple[Step, ...], source: Size) -> float:
     """The estimate of the module docstring; `source` sides may be unknown (None)."""
     cost, size = 0.0, source
     for step in steps:
+        step = with_sizes(step, source, size)
         output = step_output(step, size)
         cost += _megapixels(output) * (1 + look_weight(step))
         if step.trim is not None:
@@ -73,6 +76,10 @@ def look_weight(step: Step) -> float:
         weight += ROUNDED_WEIGHT
     if step.opacity != 100:
         weight += OPACITY_WEIGHT
+    if step.gradient is not None:
+        weight += GRADIENT_WEIGHT
+    if step.shadow is not None:
+        weight += SHADOW_WEIGHT + step.shadow[0] * SHADOW_PER_BLUR
     if step.rotation % 90:
         weight += ROTATE_WEIGHT
     return weight
@@ -85,6 +92,8 @@ def step_output(step: Step, size: Size) -> Size:
     box_w, box_h = _box(step, size)
     if step.extracts or (step.width is None and step.height is None and step.aspect_ratio is None):
         width, height = box_w or width, box_h or height
+        if step.crop_mode == "pad_extract_no_shrink":
+            width, height = max(width or 0, size[0] or 0) or None, max(height or 0, size[1] or 0) or None
     else:
         if (box_w is None) != (box_h is None) and width and height:  # one side: the other by the ratio
             scale = box_w / width if box_w is not None else box_h / height

@@ -1,12 +1,15 @@
-"""The look of one step, after its geometry: blur, greyscale, contrast, sharpen, unsharp mask, border,
-rounded corners, opacity. All on 8-bit images; colour effects leave the alpha channel alone."""
+"""The look of one step, after its geometry: blur, greyscale, contrast, sharpen, unsharp mask, gradient,
+border, rounded corners, opacity, shadow, and last the flattening of transparency on `bg`. All on
+8-bit images; colour effects leave the alpha channel alone."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pyvips
 
+from .colours import RGBA
 from .geometry import background, in_memory
 from .options import Step
 
@@ -24,7 +27,7 @@ def _to_uchar(image: pyvips.Image, like: pyvips.Image) -> pyvips.Image:
     return image.cast(pyvips.enums.BandFormat.UCHAR).copy(interpretation=like.interpretation)
 
 
-def blur(image: pyvips.Image, amount: int) -> pyvips.Image:
+def blur(image: pyvips.Image, amount: float) -> pyvips.Image:
     """`bl-N`: a gaussian blur of radius about N px."""
     return image.gaussblur(max(0.5, amount / 2))
 
@@ -77,8 +80,9 @@ def _with_alpha(image: pyvips.Image, factor: pyvips.Image | float) -> pyvips.Ima
     return colour.bandjoin(_to_uchar(alpha * factor, alpha)).copy(interpretation=image.interpretation)
 
 
-def rounded_corners(image: pyvips.Image, radius: int | str) -> pyvips.Image:
-    """`r-N`: corners rounded with radius N (anti-aliased); `r-max`: the largest ellipse that fits."""
+def rounded_corners(image: pyvips.Image, radius: int | str | tuple[int, int, int, int]) -> pyvips.Image:
+    """`r-N`: corners rounded with radius N (anti-aliased); `r-max`: the largest ellipse that fits;
+    `r-a_b_c_d`: one radius per corner, clockwise from the top left."""
     width, height = image.width, image.height
     xyz = pyvips.Image.xyz(width, height).cast(pyvips.enums.BandFormat.FLOAT) + 0.5
     x, y = xyz[0], xyz[1]
@@ -87,18 +91,80 @@ def rounded_corners(image: pyvips.Image, radius: int | str) -> pyvips.Image:
         distance = (((x - rx) / rx) ** 2 + ((y - ry) / ry) ** 2) ** 0.5
         edge = (1 - distance) * min(rx, ry)  # ≈ pixels inside the ellipse's edge
     else:
-        r = min(int(radius), width // 2, height // 2)
-        if r == 0:  # a 1-pixel side has no corner to round
+        corners = radius if isinstance(radius, tuple) else (int(radius),) * 4
+        top_left, top_right, bottom_right, bottom_left = (min(c, width // 2, height // 2) for c in corners)
+        if not any((top_left, top_right, bottom_right, bottom_left)):  # a 1-pixel side has no corner to round
             return image
+        left, top = x < width / 2, y < height / 2
+        r = left.ifthenelse(top.ifthenelse(top_left, bottom_left), top.ifthenelse(top_right, bottom_right))
         dx = (r - x).maxpair(x - (width - r)).maxpair(x * 0)
         dy = (r - y).maxpair(y - (height - r)).maxpair(y * 0)
         edge = r - (dx ** 2 + dy ** 2) ** 0.5
     coverage = (edge + 0.5).maxpair(edge * 0).minpair(edge * 0 + 1)
+    if isinstance(radius, tuple):  # a corner of radius 0 stays square
+        coverage = (r > 0).ifthenelse(coverage, 1.0)
     return _with_alpha(image, coverage)
 
 
 def opacity(image: pyvips.Image, percent: int) -> pyvips.Image:
     return _with_alpha(image, percent / 100)
+
+
+def _layer(colour: RGBA, alpha: pyvips.Image) -> pyvips.Image:
+    """A layer of one colour with `alpha` (0–255, float) times the colour's own opacity."""
+    rgb = (alpha * 0 + list(colour[:3])).cast(pyvips.enums.BandFormat.UCHAR)
+    return rgb.bandjoin((alpha * (colour[3] / 255)).cast(pyvips.enums.BandFormat.UCHAR)).copy(
+        interpretation=Interpretation.SRGB)
+
+
+def _srgb_alpha(image: pyvips.Image) -> pyvips.Image:
+    image, _ = background(image, (0, 0, 0, 0))  # sRGB, with alpha
+    return image
+
+
+def _over(lower: pyvips.Image, upper: pyvips.Image) -> pyvips.Image:
+    return _to_uchar(lower.composite2(upper, pyvips.enums.BlendMode.OVER), lower)
+
+
+def gradient(image: pyvips.Image, degrees: float, start: RGBA, end: RGBA, stop: float) -> pyvips.Image:
+    """`e-gradient`: a linear gradient laid over the image, from `start` at the side `degrees` points
+    away from (0: from the bottom up, 180: from the top down, as CSS) to `end` at the stop point (a
+    fraction of the length across, or pixels above 1), `end` beyond it."""
+    opaque = not image.hasalpha()
+    image = _srgb_alpha(image)
+    width, height = image.width, image.height
+    radians = math.radians(degrees)
+    dx, dy = math.sin(radians), -math.cos(radians)
+    length = abs(width * dx) + abs(height * dy)  # the CSS gradient line's length
+    xyz = pyvips.Image.xyz(width, height).cast(pyvips.enums.BandFormat.FLOAT)
+    along = ((xyz[0] - width / 2) * dx + (xyz[1] - height / 2) * dy) / length + 0.5  # 0–1 along the line
+    reach = stop * length if stop <= 1 else stop
+    t = (along * (length / reach)).minpair(along * 0 + 1).maxpair(along * 0)
+    bands = [t * (b - a) + a for a, b in zip(start, end)]
+    layer = _to_uchar(bands[0].bandjoin(bands[1:]), image).copy(interpretation=Interpretation.SRGB)
+    graded = _over(image, layer)
+    return graded.extract_band(0, n=3) if opaque else graded
+
+
+def shadow(image: pyvips.Image, blur_level: float, saturation: float, x_percent: float,
+           y_percent: float) -> pyvips.Image:
+    """`e-shadow`: a black shadow of the opaque pixels, blurred, `saturation` % dark, offset by a
+    percentage of the size, under the image (on the same canvas: an opaque image hides it)."""
+    if not image.hasalpha():
+        return image
+    image = _srgb_alpha(image)
+    alpha = image.extract_band(3).cast(pyvips.enums.BandFormat.FLOAT)
+    if blur_level > 0:
+        alpha = alpha.gaussblur(blur_level)
+    dx, dy = round(image.width * x_percent / 100), round(image.height * y_percent / 100)
+    alpha = alpha.embed(dx, dy, image.width, image.height)  # shifted; black (transparent) where it left
+    return _over(_layer((0, 0, 0, round(saturation / 100 * 255)), alpha), image)
+
+
+def flatten_on(image: pyvips.Image, colour: RGBA) -> pyvips.Image:
+    """An opaque `bg` fills transparent areas, as in ImageKit (a translucent one only pads: laid under
+    its own padding it would darken it)."""
+    return _srgb_alpha(image).flatten(background=list(colour[:3])).copy(interpretation=Interpretation.SRGB)
 
 
 def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
@@ -112,10 +178,16 @@ def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
         image = sharpen(image, step.sharpen)
     if step.unsharp_mask is not None:
         image = unsharp_mask(image, *step.unsharp_mask)
+    if step.gradient is not None:
+        image = gradient(image, *step.gradient)
     if step.border is not None:
         image = border(image, *step.border)
     if step.radius is not None:
         image = rounded_corners(image, step.radius)
     if step.opacity != 100:
         image = opacity(image, step.opacity)
+    if step.shadow is not None:
+        image = shadow(image, *step.shadow)
+    if step.colour is not None and step.colour[3] == 255 and image.hasalpha():
+        image = flatten_on(image, step.colour)
     return image

@@ -1,7 +1,7 @@
 """Output formats: what each is called, its MIME type, and how the output format is chosen.
 
 The choice happens in two halves. Before the fetch, `plan_format` decides everything that does not
-depend on the original (so it can be part of the cache key); after decoding, `final_format` fills
+depend on the original (so it can be part of the cache key); after decoding, `final_formats` fills
 in the rest (`f-orig`, transparency for `f-auto` on browsers without WebP/AVIF, animation).
 """
 
@@ -42,6 +42,9 @@ KEEP_SOURCE = "orig"
 AUTO_LEGACY = "auto"
 #: `f-auto` for a browser taking both: AVIF, but WebP for an animation (libvips writes no animated AVIF)
 AUTO_MODERN = "avif|webp"
+#: `f-auto` with `[defaults] auto_format_smallest`: every acceptable format is encoded, the smallest
+#: served; the plan lists them (`smallest:avif|webp|auto`), so the cache key differs from the plain plan
+SMALLEST = "smallest:"
 
 
 def path_format(path: str) -> str | None:
@@ -50,15 +53,22 @@ def path_format(path: str) -> str | None:
     return EXTENSIONS.get(extension)
 
 
-def plan_format(requested: str | None, path: str, accept: str | None) -> tuple[str, bool]:
+def plan_format(requested: str | None, path: str, accept: str | None, default_auto: bool = False,
+                smallest: bool = False) -> tuple[str, bool]:
     """Before the fetch: (planned format, whether it depended on `Accept`).
 
     The planned format is a real format, or `KEEP_SOURCE`, `AUTO_LEGACY` (JPEG, or PNG when the image
-    has transparency) or `AUTO_MODERN`.
+    has transparency, GIF when it stays animated), `AUTO_MODERN` or a `SMALLEST` list. `default_auto`
+    (`[defaults] auto_format`) makes a URL without `f-` an `f-auto` one, whatever its extension, as
+    ImageKit does by default.
     """
+    if requested is None and default_auto:
+        requested = "auto"
     if requested == "auto":
         accept = (accept or "").lower()
         avif, webp = "image/avif" in accept, "image/webp" in accept
+        if smallest and (avif or webp):
+            return SMALLEST + "|".join([*(["avif"] if avif else []), *(["webp"] if webp else []), AUTO_LEGACY]), True
         planned = AUTO_MODERN if avif and webp else "avif" if avif else "webp" if webp else AUTO_LEGACY
         return planned, True
     if requested is not None:
@@ -67,23 +77,30 @@ def plan_format(requested: str | None, path: str, accept: str | None) -> tuple[s
 
 
 def animates(planned: str, loader: str) -> bool:
-    """Whether the output keeps an animated original's frames (else it is the first frame)."""
-    return planned == AUTO_MODERN or _settled(planned, loader) in ANIMATED_FORMATS
+    """Whether the output keeps an animated original's frames (else it is the first frame). Under
+    `f-auto` always: WebP where the browser takes it, else GIF."""
+    return planned in (AUTO_MODERN, AUTO_LEGACY) or planned.startswith(SMALLEST) or \
+        _settled(planned, loader) in ANIMATED_FORMATS
 
 
 def _settled(planned: str, loader: str) -> str:
     return LOADER_FORMATS.get(loader, AUTO_LEGACY) if planned == KEEP_SOURCE else planned
 
 
-def final_format(planned: str, loader: str, has_alpha: bool, animated: bool) -> str:
-    """After rendering: the format to encode. `has_alpha` is the rendered image's, `animated` whether it
-    kept several frames."""
+def final_formats(planned: str, loader: str, has_alpha: bool, animated: bool) -> list[str]:
+    """After rendering: the formats to encode (one, or the candidates of a `SMALLEST` plan, of which
+    the smallest output is served). `has_alpha` is the rendered image's, `animated` whether it kept
+    several frames."""
+    if planned.startswith(SMALLEST):
+        candidates = [final_formats(p, loader, has_alpha, animated)[0]
+                      for p in planned.removeprefix(SMALLEST).split("|") if not (animated and p == "avif")]
+        return list(dict.fromkeys(candidates))
     planned = _settled(planned, loader)
     if planned == AUTO_MODERN:
-        return "webp" if animated else "avif"
+        return ["webp" if animated else "avif"]
     if planned == AUTO_LEGACY:
-        return "png" if has_alpha else "jpg"
-    return planned
+        return ["gif" if animated else "png" if has_alpha else "jpg"]
+    return [planned]
 
 
 def max_side(fmt: str, configured: int) -> int:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyvips
 
 from ..errors import BadRequest
 from . import stopping
-from .colours import RGBA
-from .options import Step
+from .colours import RGBA, Blurred
+from .options import Expression, Step
 
 Size = pyvips.enums.Size
 WHITE: RGBA = (255, 255, 255, 255)
@@ -149,6 +149,8 @@ def _extract(source: Source, step: Step, box_w: int | None, box_h: int | None, m
     top = step.y if step.y is not None else 0
     w = box_w if box_w is not None else width - left
     h = box_h if box_h is not None else height - top
+    if step.crop_mode == "pad_extract_no_shrink":  # pads where the box is larger, never cuts the image
+        w, h = max(w, width), max(h, height)
     if w <= 0 or h <= 0:
         raise BadRequest(f"invalid transformation: cm-{step.crop_mode}: the region starts outside the "
                          f"{width}x{height} image")
@@ -160,9 +162,9 @@ def _extract(source: Source, step: Step, box_w: int | None, box_h: int | None, m
             left, top = attention_offset(source, width, height, w, h)
         else:
             left, top = focus_offset(step.focus, width - w, height - h)
-    if step.crop_mode == "pad_extract":
+    if step.crop_mode != "extract":
         check_side(w, h, max_side)
-        return _padded_region(image, left, top, w, h, step.background)
+        return _padded_region(image, left, top, w, h, step.colour)
     if left < 0 or top < 0 or left + w > width or top + h > height:
         raise BadRequest(f"invalid transformation: cm-extract: the region {w}x{h} at ({left}, {top}) "
                          f"leaves the {width}x{height} image")
@@ -170,12 +172,53 @@ def _extract(source: Source, step: Step, box_w: int | None, box_h: int | None, m
 
 
 def _pad_resize(source: Source, step: Step, box_w: int, box_h: int, max_side: int) -> pyvips.Image:
-    """Fit inside the box, then pad to exactly the box with `bg`; `fo-left` etc. put the padding opposite."""
+    """Fit inside the box (`pad_resize_no_enlarge`: never upscaled), then pad to exactly the box with
+    `bg`; `fo-left` etc. put the padding opposite."""
     check_side(box_w, box_h, max_side)
-    image = _scaled_to(source, min(box_w / source.width, box_h / source.height), max_side)
-    image, colour = background(image, step.background)
+    scale = min(box_w / source.width, box_h / source.height)
+    if step.crop_mode == "pad_resize_no_enlarge":
+        scale = min(scale, 1.0)
+    image = _scaled_to(source, scale, max_side)
     x, y = focus_offset(step.focus, box_w - image.width, box_h - image.height)
+    if isinstance(step.background, Blurred):
+        return _blurred_canvas(source, box_w, box_h, step.background).insert(_like(image), x, y)
+    image, colour = background(image, step.colour)
     return image.embed(x, y, box_w, box_h, extend=pyvips.enums.Extend.BACKGROUND, background=colour)
+
+
+def _like(image: pyvips.Image) -> pyvips.Image:
+    """sRGB without alpha (flattened on white), as `_blurred_canvas` makes it."""
+    if image.bands < 3:
+        image = image.colourspace(pyvips.enums.Interpretation.SRGB)
+    return image.flatten(background=list(WHITE[:3])) if image.hasalpha() else image
+
+
+def _blurred_canvas(source: Source, width: int, height: int, blurred: Blurred) -> pyvips.Image:
+    """`bg-blurred`: the image scaled to cover the box, blurred, its brightness shifted. Blurred on a
+    copy of at most 1/4 of the box's sides (a blur hides the detail lost) and scaled back up."""
+    small_w, small_h = max(1, width // 4), max(1, height // 4)
+    small = _like(source.thumbnail(small_w, height=small_h, crop=pyvips.enums.Interesting.CENTRE))
+    small = small.gaussblur(max(0.5, blurred.radius / 8)) + blurred.brightness
+    canvas = small.cast(pyvips.enums.BandFormat.UCHAR).copy(interpretation=pyvips.enums.Interpretation.SRGB)
+    scaled = canvas.resize(width / canvas.width, vscale=height / canvas.height)
+    return scaled.embed(0, 0, width, height, extend=pyvips.enums.Extend.COPY)  # exactly the box, whatever rounding
+
+
+def dominant_colour(source: Source) -> RGBA:
+    """`bg-dominant`: the most common colour of the image, in bins of 32 levels a channel (the mean
+    of the pixels of the fullest bin), found on a 32 px copy."""
+    small = _like(source.thumbnail(32))
+    pixels = bytes(small.cast("uchar").write_to_memory())
+    counts: dict[tuple[int, int, int], list[int]] = {}
+    for i in range(0, len(pixels), 3):
+        r, g, b = pixels[i], pixels[i + 1], pixels[i + 2]
+        total = counts.setdefault((r >> 5, g >> 5, b >> 5), [0, 0, 0, 0])
+        total[0] += 1
+        total[1] += r
+        total[2] += g
+        total[3] += b
+    n, r, g, b = max(counts.values())
+    return round(r / n), round(g / n), round(b / n), 255
 
 
 def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
@@ -196,7 +239,7 @@ def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
             return _cover_crop(source, max(1, round(width * scale)), max(1, round(height * scale)),
                                scale, step, max_side)
         return _scaled_to(source, scale, max_side)
-    if step.crop_mode == "pad_resize":
+    if step.pads:
         return _pad_resize(source, step, box_w, box_h, max_side)
     if step.crop == "force":
         check_side(box_w, box_h, max_side)
@@ -237,14 +280,14 @@ def trim(image: pyvips.Image, threshold: int) -> pyvips.Image:
     return image.crop(left * shrink, top * shrink, right - left * shrink, bottom - top * shrink)
 
 
-def rotate(image: pyvips.Image, degrees: int, colour: RGBA | None, max_side: int) -> pyvips.Image:
+def rotate(image: pyvips.Image, degrees: float, colour: RGBA | None, max_side: int) -> pyvips.Image:
     """`rt`, clockwise; other angles than right angles fill the corners with `bg`."""
     if degrees == 0:
         return image
     if degrees % 90 == 0:
         check_side(image.width, image.height, max_side)
         image = in_memory(image)  # read out of order: in memory, at the step's (shrunk) size
-        return {90: image.rot90(), 180: image.rot180(), 270: image.rot270()}[degrees]
+        return image.rot(f"d{int(degrees)}")  # one rotation (a dict of the three built all three)
     radians = math.radians(degrees)
     width = abs(image.width * math.cos(radians)) + abs(image.height * math.sin(radians))
     height = abs(image.width * math.sin(radians)) + abs(image.height * math.cos(radians))
@@ -262,9 +305,40 @@ def flip(image: pyvips.Image, how: str | None, max_side: int) -> pyvips.Image:
     return image
 
 
+def resolved(step: Step, source: Source, original: tuple[int, int]) -> Step:
+    """The step with its expressions evaluated and `bg-dominant` turned into the colour it names."""
+    step = with_sizes(step, original, (source.width, source.height))
+    return replace(step, background=dominant_colour(source)) if step.background == "dominant" else step
+
+
+def with_sizes(step: Step, original: tuple[int | None, int | None], current: tuple[int | None, int | None]) -> Step:
+    """`w`, `h` and `ar` expressions evaluated for an original and a step input of these sizes; where
+    a size is unknown (None), the expression's side is unknown too (None). Raises `BadRequest`."""
+    expressions = {name: getattr(step, name) for name in ("width", "height", "aspect_ratio")
+                   if isinstance(getattr(step, name), Expression)}
+    if not expressions:
+        return step
+    if None in original or None in current:
+        return replace(step, **dict.fromkeys(expressions))
+    (iw, ih), (cw, ch) = original, current
+    variables = {"iw": iw, "ih": ih, "iar": iw / ih, "cw": cw, "ch": ch, "car": cw / ch}
+    values = {}
+    for name, expression in expressions.items():
+        key = {"width": "w", "height": "h", "aspect_ratio": "ar"}[name]
+        try:
+            value = expression.evaluate(variables)
+        except (ValueError, OverflowError, ZeroDivisionError) as exc:
+            raise BadRequest(f"invalid transformation: {key}-{expression}: {exc}") from None
+        if not 0 < value <= 65500:
+            raise BadRequest(f"invalid transformation: {key}-{expression}: evaluates to {value:g}, "
+                             "not a positive size")
+        values[name] = (value, 1.0) if name == "aspect_ratio" else float(max(1, round(value)))
+    return replace(step, **values)
+
+
 def apply_geometry(source: Source, step: Step, max_side: int) -> pyvips.Image:
     if step.trim is not None:
         source = Source.of_image(trim(source.decode(), step.trim))
     image = resize(source, step, max_side)
-    image = rotate(image, step.rotation, step.background, max_side)
+    image = rotate(image, step.rotation, step.colour, max_side)
     return flip(image, step.flip, max_side)

@@ -14,29 +14,48 @@ output parameters once, in the last step. `canonical(parse(canonical(t))) == can
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import InvalidTransformation
-from .colours import RGBA, parse_colour, write_colour
+from .colours import RGBA, Blurred, parse_colour, write_colour
 
 CROPS = ("maintain_ratio", "force", "at_max", "at_max_enlarge", "at_least", "maintain_ratio_no_enlarge",
          "enlarge_to_fit")
-CROP_MODES = ("pad_resize", "extract", "pad_extract")
+CROP_MODES = ("pad_resize", "extract", "pad_extract", "pad_resize_no_enlarge", "pad_extract_no_shrink")
 FOCUS = ("center", "top", "left", "bottom", "right", "top_left", "top_right", "bottom_left",
          "bottom_right", "auto")
 #: no face detector ships with the node: `fo-face` is content-aware cropping, like `fo-auto`
 FOCUS_SYNONYMS = {"face": "auto"}
 FORMATS = ("auto", "jpg", "png", "webp", "avif", "gif", "orig")
 FORMAT_SYNONYMS = {"jpeg": "jpg"}
+#: output formats ImageKit has that the node does not write
+UNSUPPORTED_FORMATS = {"mp4": "video", "webm": "video", "svg": "vector output"}
 FLIPS = ("h", "v", "h_v")
 FLIP_SYNONYMS = {"v_h": "h_v"}
-EXTRACTING = ("extract", "pad_extract")
+EXTRACTING = ("extract", "pad_extract", "pad_extract_no_shrink")
+PADDING = ("pad_resize", "pad_resize_no_enlarge")
 #: `e-sharpen` and `t-true` without a number
 DEFAULT_SHARPEN = 10
 DEFAULT_TRIM = 10
+#: `e-usm` without values (ImageKit documents none of its own): radius, sigma, amount, threshold
+DEFAULT_UNSHARP_MASK = (2.0, 1.0, 1.0, 0.05)
+#: `e-shadow` parts and their defaults, as ImageKit documents them (effects-and-enhancements):
+#: blur 0–15, saturation (how dark, %) 0–100, offsets in % of the image's width / height (N: negative)
+SHADOW_DEFAULTS = {"bl": 10.0, "st": 30.0, "x": 2.0, "y": 2.0}
+SHADOW_RANGES = {"bl": (0, 15), "st": (0, 100), "x": (-100, 100), "y": (-100, 100)}
+#: `e-gradient` parts: direction (degrees or a side), the two colours, the stop point (0–1: a fraction
+#: of the image, above 1: pixels); the defaults are ImageKit's documented ones
+GRADIENT_DIRECTIONS = {"top": 0, "top_right": 45, "right": 90, "bottom_right": 135, "bottom": 180,
+                       "bottom_left": 225, "left": 270, "top_left": 315}
+GRADIENT_DEFAULTS = ("180", "FFFFFF00", "00000066", "1")
+#: `bg-blurred` without values: the blur radius and brightness change (−255–255)
+DEFAULT_BLURRED = (10, 0)
+#: `pg-N`: the page (frame) of a multi-page source; the node reads animations and multi-page TIFF
+MAX_PAGE = 1000
 #: largest pixel value a parameter may name (libvips' limit on an image side)
 MAX_PIXELS = 65500
 #: chained steps in one transformation: each may cost a full-size resize, so a URL must not ask for
@@ -45,17 +64,72 @@ MAX_STEPS = 10
 #: characters of transformation text (path and query form together): bounds parsing and the memo
 MAX_TEXT = 2000
 
+#: arithmetic expressions (`w-iw_div_2`, `h-ih_mul_0.8_add_iw_mul_0.1`, `ar-iar`): ImageKit's
+#: variables of the image (iw, ih, iar: the original's; cw, ch, car: the step's input) and operators,
+#: https://imagekit.io/docs/arithmetic-expressions-in-transformations
+EXPRESSION_VARIABLES = ("iw", "ih", "iar", "cw", "ch", "car")
+EXPRESSION_OPERATORS = ("add", "sub", "mul", "div", "mod", "pow")
+#: values and operators in one expression
+MAX_EXPRESSION_TERMS = 15
+
 _INTEGER = re.compile(r"[0-9]{1,9}")
 _DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?|\.[0-9]{1,9}")
+
+
+@dataclass(frozen=True)
+class Expression:
+    """An arithmetic expression, evaluated once the image's size is known: values (numbers or
+    variables) and operators alternate; pow binds first, then mul/div/mod, then add/sub."""
+
+    terms: tuple[str, ...]
+
+    def evaluate(self, variables: Mapping[str, float]) -> float:
+        values = [variables[t] if t in EXPRESSION_VARIABLES else float(t) for t in self.terms[::2]]
+        operators = list(self.terms[1::2])
+        for group in (("pow",), ("mul", "div", "mod"), ("add", "sub")):
+            i = 0
+            while i < len(operators):
+                if operators[i] in group:
+                    values[i:i + 2] = [_apply(operators.pop(i), values[i], values[i + 1])]
+                else:
+                    i += 1
+        return values[0]
+
+    def __str__(self) -> str:
+        return "_".join(self.terms)
+
+
+_OPERATIONS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
+               "mod": operator.mod, "pow": operator.pow}
+
+
+def _apply(name: str, left: float, right: float) -> float:
+    if name in ("div", "mod") and right == 0:
+        raise ValueError("division by zero")
+    if name == "pow" and not (0 <= left <= MAX_PIXELS and abs(right) <= 10):
+        raise ValueError("pow takes a base from 0 to 65500 and an exponent up to 10")
+    return _OPERATIONS[name](left, right)
+
+
+def _expression(text: str) -> Expression:
+    terms = text.split("_")
+    if len(terms) % 2 == 0 or len(terms) > MAX_EXPRESSION_TERMS:
+        raise ValueError(f"an expression alternates values and operators, at most {MAX_EXPRESSION_TERMS} terms")
+    for index, term in enumerate(terms):
+        if index % 2 and term not in EXPRESSION_OPERATORS:
+            raise ValueError(f"operators are {', '.join(EXPRESSION_OPERATORS)}")
+        if not index % 2 and term not in EXPRESSION_VARIABLES:
+            terms[index] = _write_number(_decimal(term))
+    return Expression(tuple(terms))
 
 
 @dataclass(frozen=True)
 class Step:
     """One step of a chained transformation: geometry, then look. Defaults mean "not given"."""
 
-    width: float | None = None
-    height: float | None = None
-    aspect_ratio: tuple[float, float] | None = None
+    width: float | Expression | None = None
+    height: float | Expression | None = None
+    aspect_ratio: tuple[float, float] | Expression | None = None
     dpr: float = 1.0
     crop: str = "maintain_ratio"
     crop_mode: str | None = None
@@ -66,21 +140,35 @@ class Step:
     y_center: int | None = None
     zoom: float = 1.0
     trim: int | None = None
-    rotation: int = 0
+    rotation: float = 0
     flip: str | None = None
-    blur: int | None = None
+    blur: float | None = None
     grayscale: bool = False
     sharpen: int | None = None
     contrast: bool = False
     unsharp_mask: tuple[float, float, float, float] | None = None
-    radius: int | str | None = None
-    background: RGBA | None = None
+    radius: int | str | tuple[int, int, int, int] | None = None
+    #: a colour, `dominant` (the image's dominant colour) or `Blurred` (padding: the image, blurred)
+    background: RGBA | str | Blurred | None = None
     border: tuple[int, RGBA] | None = None
     opacity: int = 100
+    #: (blur, saturation %, x %, y %)
+    shadow: tuple[float, float, float, float] | None = None
+    #: (direction in degrees, from colour, to colour, stop point)
+    gradient: tuple[float, RGBA, RGBA, float] | None = None
 
     @property
     def extracts(self) -> bool:
         return self.crop_mode in EXTRACTING
+
+    @property
+    def pads(self) -> bool:
+        return self.crop_mode in PADDING
+
+    @property
+    def colour(self) -> RGBA | None:
+        """`bg` when it is a colour (padding, rotation corners, borders, flattening)."""
+        return self.background if isinstance(self.background, tuple) else None
 
 
 @dataclass(frozen=True)
@@ -95,6 +183,8 @@ class Output:
     colour_profile: bool = False
     default_image: str | None = None
     original: bool = False
+    #: `pg-N`, 1-based
+    page: int | None = None
 
 
 DEFAULT_STEP = Step()
@@ -140,7 +230,9 @@ def _decimal(text: str) -> float:
     return float(text)
 
 
-def _dimension(text: str) -> float:
+def _dimension(text: str) -> float | Expression:
+    if "_" in text or text[:1].isalpha():
+        return _expression(text)
     value = _decimal(text)
     if value <= 0 or value > MAX_PIXELS:
         raise ValueError(f"must be a positive number of pixels up to {MAX_PIXELS}, or a fraction below 1")
@@ -173,6 +265,12 @@ def _choice(choices: tuple[str, ...], synonyms: Mapping[str, str] | None = None)
     return parse
 
 
+def _format(text: str) -> str:
+    if text in UNSUPPORTED_FORMATS:
+        raise ValueError(f"not supported ({UNSUPPORTED_FORMATS[text]})")
+    return _choice(FORMATS, FORMAT_SYNONYMS)(text)
+
+
 def _boolean(text: str) -> bool:
     # SDKs write Python's True as `True`
     if text.lower() not in ("true", "false"):
@@ -193,27 +291,118 @@ def _optional(default: int, parse_value: Callable[[str], int]) -> Callable[[str]
     return parse
 
 
-def _aspect_ratio(text: str) -> tuple[float, float]:
-    width, _, height = text.partition("-")
+def _aspect_ratio(text: str) -> tuple[float, float] | Expression:
+    """`4-3`, `4_3` (what the SDK writes for "4:3"), one decimal ratio, `1.5` (= 1.5-1), or an
+    expression (`iar_div_2`)."""
+    if any(c.isalpha() for c in text):
+        return _expression(text)
+    width, separator, height = text.replace("_", "-").partition("-")
     try:
-        ratio = _decimal(width), _decimal(height)
+        ratio = _decimal(width), _decimal(height) if separator else 1.0
     except ValueError:
-        raise ValueError("must be <width>-<height>, e.g. ar-4-3") from None
+        raise ValueError("must be <width>-<height>, <width>_<height> or a ratio, e.g. ar-4-3 or ar-1.5") from None
     if min(ratio) <= 0 or max(ratio) > MAX_PIXELS:
         raise ValueError("both sides must be positive")
     return ratio
 
 
-def _rotation(text: str) -> int:
-    """Degrees clockwise, 0–359: `N90` (counter-clockwise) is 270; `auto` (EXIF) is always done."""
+def _rotation(text: str) -> float:
+    """Degrees clockwise, 0–360, decimals allowed: `N90` (counter-clockwise) is 270; `auto` (EXIF) is
+    always done."""
     if text == "auto":
         return 0
-    degrees = _int_range(0, 359)(text.removeprefix("N"))
+    degrees = _number_range(0, 360)(text.removeprefix("N"))
     return (-degrees if text.startswith("N") else degrees) % 360
 
 
-def _radius(text: str) -> int | str:
-    return "max" if text == "max" else _int_range(1, MAX_PIXELS)(text)
+def _radius(text: str) -> int | str | tuple[int, int, int, int]:
+    """`N`, `max`, or per corner `top-left_top-right_bottom-right_bottom-left` (0 leaves one square)."""
+    if text == "max":
+        return "max"
+    corners = text.split("_")
+    if len(corners) == 4:
+        radii = tuple(_int_range(0, MAX_PIXELS)(corner) for corner in corners)
+        if not any(radii):
+            raise ValueError("at least one corner needs a radius above 0")
+        return radii if len(set(radii)) > 1 else radii[0]  # type: ignore[return-value]
+    if len(corners) != 1:
+        raise ValueError("must be N, max or four radii a_b_c_d (top-left, top-right, bottom-right, bottom-left)")
+    return _int_range(1, MAX_PIXELS)(text)
+
+
+def _write_radius(radius: int | str | tuple[int, ...]) -> str:
+    return "_".join(map(str, radius)) if isinstance(radius, tuple) else str(radius)
+
+
+def _background(text: str) -> RGBA | str | Blurred:
+    """A colour, `dominant`, or `blurred[_<radius>[_<brightness>]]` (brightness N-prefixed below 0)."""
+    if text == "dominant":
+        return text
+    if text == "blurred" or text.startswith("blurred_"):
+        parts = text.split("_")[1:]
+        if len(parts) > 2:
+            raise ValueError("must be blurred[_<radius 1-100>[_<brightness, N for negative, up to 255>]]")
+        radius = _int_range(1, 100)(parts[0]) if parts and parts[0] != "auto" else DEFAULT_BLURRED[0]
+        brightness = _signed(parts[1], 255) if len(parts) > 1 else DEFAULT_BLURRED[1]
+        return Blurred(radius, int(brightness))
+    if text.startswith(("gradient_dominant", "genfill")):
+        raise ValueError("not supported (gradient and generative-fill backgrounds)")
+    return parse_colour(text)
+
+
+def _write_background(background: RGBA | str | Blurred) -> str:
+    if isinstance(background, Blurred):
+        return "blurred" if (background.radius, background.brightness) == DEFAULT_BLURRED else \
+            f"blurred_{background.radius}_{_write_signed(background.brightness)}"
+    return background if isinstance(background, str) else write_colour(background)
+
+
+def _signed(text: str, limit: float) -> float:
+    """A number with `N` for minus (`N15` = −15), within ±`limit`."""
+    value = _number_range(0, limit)(text.removeprefix("N"))
+    return -value if text.startswith("N") else value
+
+
+def _write_signed(value: float) -> str:
+    return ("N" if value < 0 else "") + _write_number(abs(value))
+
+
+def _parts(text: str, keys: tuple[str, ...], effect: str) -> dict[str, str]:
+    """`bl-15_st-40` → {bl: 15, st: 40}: the `<key>-<value>` parts of an effect, `_`-separated."""
+    parts = {}
+    for part in filter(None, text.split("_")):
+        key, _, value = part.partition("-")
+        if key not in keys or key in parts:
+            raise ValueError(f"{effect} takes {', '.join(f'{k}-<value>' for k in keys)}, joined by _")
+        parts[key] = value
+    return parts
+
+
+def _shadow(text: str) -> tuple[float, float, float, float]:
+    parts = _parts("" if text == "true" else text, tuple(SHADOW_DEFAULTS), "e-shadow")
+    values = []
+    for key, default in SHADOW_DEFAULTS.items():
+        low, high = SHADOW_RANGES[key]
+        values.append(_signed(parts[key], high) if key in parts and low < 0 else
+                      _number_range(low, high)(parts[key]) if key in parts else default)
+    return tuple(values)  # type: ignore[return-value]
+
+
+def _write_shadow(shadow: tuple[float, ...]) -> str:
+    return "_".join(f"{key}-{_write_signed(value)}" for key, value in zip(SHADOW_DEFAULTS, shadow))
+
+
+def _gradient(text: str) -> tuple[float, RGBA, RGBA, float]:
+    parts = _parts("" if text == "true" else text, ("ld", "from", "to", "sp"), "e-gradient")
+    direction, start, end, stop = (parts.get(key, default) for key, default in
+                                   zip(("ld", "from", "to", "sp"), GRADIENT_DEFAULTS))
+    degrees = GRADIENT_DIRECTIONS[direction] if direction in GRADIENT_DIRECTIONS else _number_range(0, 359)(direction)
+    return float(degrees), parse_colour(start), parse_colour(end), _number_range(0.01, MAX_PIXELS)(stop)
+
+
+def _write_gradient(gradient: tuple[float, RGBA, RGBA, float]) -> str:
+    degrees, start, end, stop = gradient
+    return f"ld-{_write_number(degrees)}_from-{write_colour(start)}_to-{write_colour(end)}_sp-{_write_number(stop)}"
 
 
 def _border(text: str) -> tuple[int, RGBA]:
@@ -222,6 +411,8 @@ def _border(text: str) -> tuple[int, RGBA]:
 
 
 def _unsharp_mask(text: str) -> tuple[float, float, float, float]:
+    if text in ("", "true"):
+        return DEFAULT_UNSHARP_MASK
     parts = text.split("-")
     if len(parts) != 4:
         raise ValueError("must be e-usm-<radius>-<sigma>-<amount>-<threshold>")
@@ -243,6 +434,10 @@ def _image_path(text: str) -> str:
 
 def _write_number(value: float) -> str:
     return f"{value:.9f}".rstrip("0").rstrip(".")  # never an exponent: the parser takes none
+
+
+def _write_dimension(value: float | Expression) -> str:
+    return str(value) if isinstance(value, Expression) else _write_number(value)
 
 
 def _write_pair(pair: tuple[float, ...]) -> str:
@@ -268,9 +463,10 @@ class Param:
 
 
 PARAMS: dict[str, Param] = {p.key: p for p in (
-    Param("w", "width", _dimension, _write_number),
-    Param("h", "height", _dimension, _write_number),
-    Param("ar", "aspect_ratio", _aspect_ratio, _write_pair),
+    Param("w", "width", _dimension, _write_dimension),
+    Param("h", "height", _dimension, _write_dimension),
+    Param("ar", "aspect_ratio", _aspect_ratio, lambda ratio: _write_dimension(ratio) if isinstance(
+        ratio, Expression) else _write_pair(ratio)),
     Param("dpr", "dpr", _number_range(0.1, 5), _write_number),
     Param("c", "crop", _choice(CROPS)),
     Param("cm", "crop_mode", _choice(CROP_MODES)),
@@ -282,19 +478,19 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     # a crop cannot show more than the whole image: zooming out (z below 1) is the default, no zoom
     Param("z", "zoom", lambda text: max(1.0, _number_range(0.1, 10)(text)), _write_number),
     Param("t", "trim", _optional(DEFAULT_TRIM, _int_range(1, 99)), _write_default_as_flag(DEFAULT_TRIM, "true")),
-    Param("rt", "rotation", _rotation),
+    Param("rt", "rotation", _rotation, _write_number),
     Param("fl", "flip", _choice(FLIPS, FLIP_SYNONYMS)),
-    Param("bl", "blur", _int_range(1, 100)),
+    Param("bl", "blur", _number_range(0.1, 100), _write_number),
     Param("e-grayscale", "grayscale", _flag, lambda _: ""),
     Param("e-sharpen", "sharpen", _optional(DEFAULT_SHARPEN, _int_range(1, 100)),
           _write_default_as_flag(DEFAULT_SHARPEN, "")),
     Param("e-contrast", "contrast", _flag, lambda _: ""),
     Param("e-usm", "unsharp_mask", _unsharp_mask, _write_pair),
-    Param("r", "radius", _radius),
-    Param("bg", "background", parse_colour, write_colour),
+    Param("r", "radius", _radius, _write_radius),
+    Param("bg", "background", _background, _write_background),
     Param("b", "border", _border, lambda border: f"{border[0]}_{write_colour(border[1])}"),
     Param("o", "opacity", _int_range(0, 100)),
-    Param("f", "format", _choice(FORMATS, FORMAT_SYNONYMS), output=True),
+    Param("f", "format", _format, output=True),
     Param("q", "quality", _int_range(1, 100), output=True),
     Param("pr", "progressive", _boolean, _write_boolean, output=True),
     Param("lo", "lossless", _boolean, _write_boolean, output=True),
@@ -302,7 +498,21 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("cp", "colour_profile", _boolean, _write_boolean, output=True),
     Param("di", "default_image", _image_path, lambda path: path.replace("/", "@@"), output=True),
     Param("orig", "original", _boolean, _write_boolean, output=True),
+    Param("e-shadow", "shadow", _shadow, _write_shadow),
+    Param("e-gradient", "gradient", _gradient, _write_gradient),
+    Param("pg", "page", _int_range(1, MAX_PAGE), output=True),
 )}
+#: keys ImageKit (and its SDK) has that the node does not serve, and why: each is a 400 "not supported"
+UNSUPPORTED: dict[str, str] = {
+    **dict.fromkeys(("vc", "ac", "so", "eo", "du", "sr"), "video"),
+    **dict.fromkeys(("e-bgremove", "e-removedotbg", "e-changebg", "e-edit", "e-dropshadow", "e-retouch",
+                     "e-upscale", "e-genvar", "e-genfill"), "AI generation and removal"),
+    "if": "conditional transformations",
+    "e-distort": "perspective and arc distortion",
+    "cr": "colour replacement",
+    "e-colorize": "colour tint",
+    "dn": "density (vector sources are not read)",
+}
 NAMED_KEY = "n"
 _BY_FIELD = {p.field: p for p in PARAMS.values()}
 assert {f.name for f in fields(Step)} | {f.name for f in fields(Output)} == set(_BY_FIELD)
@@ -338,6 +548,8 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool) -> _Parse
             continue
         spec = PARAMS.get(key)
         if spec is None:
+            if key in UNSUPPORTED:
+                raise InvalidTransformation(param, f"not supported ({UNSUPPORTED[key]})")
             raise InvalidTransformation(param, "unknown parameter")
         try:
             parsed = spec.parse(value)

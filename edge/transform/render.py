@@ -14,14 +14,15 @@ from dataclasses import dataclass
 
 import pyvips
 
+from ..cache.entries import strong_etag
 from ..config import Defaults, Limits
 from ..errors import BadRequest, Overloaded, RenderTimedOut, UnprocessableSource
 from . import stopping
 from .cost import check_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
-from .formats import INPUT_LOADERS, SVG_LOADER, animates, final_format, max_side
-from .geometry import WHITE, Source, apply_geometry, check_side, in_memory
+from .formats import INPUT_LOADERS, SVG_LOADER, animates, final_formats, max_side
+from .geometry import WHITE, Source, apply_geometry, check_side, in_memory, resolved
 from .options import DEFAULT_STEP, Step, Transformation
 
 # Every request decodes a different original: the operation cache would only hold memory.
@@ -35,6 +36,8 @@ _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°
 _FAIL_ON = pyvips.enums.FailOn.TRUNCATED
 #: thumbnail's own `fail_on` does not reach the loader (libvips 8.18); the loader options do
 _THUMBNAIL_LOAD_OPTIONS = "fail_on=truncated"
+_JPEG_LOADER = "jpegload_buffer"
+_JPEG_SHRINKS = (8, 4, 2)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Rendered:
     format: str
     width: int
     height: int
+    #: the output's ETag, hashed here in the render's thread: no second hop to hash it
+    etag: str
 
 
 @dataclass(frozen=True)
@@ -77,16 +82,49 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
                       bool(image.get_typeof("icc-profile-data")))
 
 
+def jpeg_shrink(header: ImageHeader, width: int, height: int) -> int:
+    """The largest factor (8, 4, 2) at which libjpeg can decode `header`'s JPEG and still give at least
+    `width`×`height` (upright) pixels, or 1. libvips' `thumbnail` leaves a factor of 2 for its own
+    resize (it decodes a 2000 px JPEG at 1/2 for a 300 px output, where 1/4 would do); libjpeg's DCT
+    scaling is a good enough filter that decoding at the largest factor costs little quality
+    (tests/test_shrink_on_load.py holds it to an SSIM bound) and 20–40 % of the render's CPU."""
+    if header.loader != _JPEG_LOADER:
+        return 1
+    for factor in _JPEG_SHRINKS:
+        if -(-header.width // factor) >= width and -(-header.height // factor) >= height:
+            return factor
+    return 1
+
+
 def _still_source(body: bytes, header: ImageHeader, keep_profile: bool) -> Source:
     """The first frame, upright, shrunk on load; an embedded profile applied unless `cp-true`."""
     convert = {"export_profile": "srgb"} if header.has_profile and not keep_profile else {}
 
-    def thumbnail(width: int, **options) -> pyvips.Image:
+    def thumbnail(width: int, height: int | None = None, **options) -> pyvips.Image:
+        shrink = jpeg_shrink(header, width, height or 1)
+        if shrink > 1:  # decoded at 1/shrink; `thumbnail_image` then resizes, turns upright, converts
+            loaded = stopping.watch(pyvips.Image.new_from_buffer(body, "", shrink=shrink, fail_on=_FAIL_ON,
+                                                                 access=pyvips.enums.Access.SEQUENTIAL))
+            return stopping.watch(loaded.thumbnail_image(width, height=height, **convert, **options))
+        if height is not None:
+            options["height"] = height
         return stopping.watch(pyvips.Image.thumbnail_buffer(body, width, option_string=_THUMBNAIL_LOAD_OPTIONS,
                                                             **convert, **options))
 
     return Source(header.width, header.height, thumbnail,
                   lambda: thumbnail(header.width, height=header.height, size=pyvips.enums.Size.FORCE))
+
+
+def _page_source(body: bytes, page: int, keep_profile: bool, limits: Limits) -> Source:
+    """`pg-N`: that page (frame) of a multi-page source, upright, at its own size (a TIFF's pages may
+    differ in size from the first, which the probe checked)."""
+    image = stopping.watch(pyvips.Image.new_from_buffer(body, "", page=page - 1, fail_on=_FAIL_ON))
+    if image.width * image.height > limits.max_source_pixels:
+        raise BadRequest("source too large")
+    image = image.autorot()
+    if keep_profile is False and image.get_typeof("icc-profile-data"):
+        image = image.icc_transform("srgb", embedded=True)
+    return Source.of_image(image)
 
 
 def _frames(body: bytes, header: ImageHeader, keep_profile: bool) -> tuple[pyvips.Image, list[Source]]:
@@ -116,9 +154,10 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int)
     of borders grows an image without bound before a last step shrinks it), and made once, in memory
     (else a step reads it as often as its operations need: a blur of a blur recomputed the first blur
     for every strip of the second, 40 times over)."""
-    image = None
+    image, original = None, (source.width, source.height)
     for index, step in enumerate(steps):
         stopping.check()
+        step = resolved(step, source, original)
         image = apply_look(apply_geometry(source, step, max_output_side), step)
         check_side(image.width, image.height, max_output_side)
         if index + 1 < len(steps):
@@ -132,7 +171,10 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     """Decode, transform and encode, in the calling thread. Raises `EdgeError`s only (and the
     reason of a stop, when the render runs under a stopped `StopSwitch`)."""
     header = probe(body, limits)
-    animated = header.frames > 1 and animates(planned_format, header.loader)
+    page = transformation.output.page
+    if page is not None and page > header.frames:
+        raise BadRequest(f"invalid transformation: pg-{page}: the source has {header.frames} page(s)")
+    animated = header.frames > 1 and page is None and animates(planned_format, header.loader)
     if animated and header.width * header.height * header.frames > limits.max_source_pixels:
         raise BadRequest("source too large")
     check_cost(transformation, limits, (header.width, header.height), header.frames if animated else 1)
@@ -149,21 +191,30 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
                                                 for s in sources[1:])])
             frame_height = image.get("page-height")
         else:
-            image = _render_steps(_still_source(body, header, output.colour_profile), steps, limits.max_output_side)
+            source = _page_source(body, page, output.colour_profile, limits) if page is not None else \
+                _still_source(body, header, output.colour_profile)
+            image = _render_steps(source, steps, limits.max_output_side)
             frame_height = image.height
         image = output_colour(image, output.colour_profile)
-        fmt = final_format(planned_format, header.loader, image.hasalpha(), animated)
-        check_side(image.width, frame_height, max_side(fmt, limits.max_output_side))
-        flatten_on = next((step.background for step in reversed(steps) if step.background), WHITE)
-        encoded = encode(stopping.watch(image), fmt, EncodeOptions(
+        formats = final_formats(planned_format, header.loader, image.hasalpha(), animated)
+        # candidates of the smallest: those whose own limit the output fits (WebP: 16383 px)
+        formats = [f for f in formats if max(image.width, frame_height) <= max_side(f, limits.max_output_side)] \
+            or formats[:1]
+        check_side(image.width, frame_height, max_side(formats[0], limits.max_output_side))
+        if len(formats) > 1:  # encoded several times: decoded and transformed once
+            image = in_memory(image)
+        flatten_on = next((step.colour for step in reversed(steps) if step.colour), WHITE)
+        options = EncodeOptions(
             quality=output.quality or defaults.quality, avif_effort=defaults.avif_effort,
             progressive=output.progressive, lossless=output.lossless, metadata=output.metadata,
-            colour_profile=output.colour_profile, flatten_on=flatten_on))
+            colour_profile=output.colour_profile, flatten_on=flatten_on)
+        encoded, fmt = min(((encode(stopping.watch(image), fmt, options), fmt) for fmt in formats),
+                           key=lambda candidate: len(candidate[0]))
     except pyvips.Error:
         stopping.check()  # a stopped render fails inside libvips: report why it was stopped
         # libvips reports some truncations only while writing, so the encode is inside this try too.
         raise UnprocessableSource() from None
-    return Rendered(encoded, fmt, image.width, frame_height)
+    return Rendered(encoded, fmt, image.width, frame_height, strong_etag(encoded))
 
 
 class Renderer:

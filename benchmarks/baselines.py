@@ -1,0 +1,52 @@
+"""The baselines benchmarks compare the node with, free of the node's own modules (a baseline's
+process should not carry them): a bare pyvips save, a bare Tornado server."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyvips
+
+if TYPE_CHECKING:
+    from edge.config import Defaults
+
+
+def bare_save(image: pyvips.Image, fmt: str, defaults: Defaults) -> bytes:
+    """What a hand-written service would call, with the node's encoder options (`defaults`: anything
+    with `quality` and `avif_effort`)."""
+    if fmt == "jpg":
+        return image.jpegsave_buffer(Q=defaults.quality, keep="none", optimize_coding=True)
+    if fmt == "webp":
+        return image.webpsave_buffer(Q=defaults.quality, keep="none")
+    return image.heifsave_buffer(Q=defaults.quality, keep="none", compression="av1", effort=defaults.avif_effort)
+
+
+#: `python -c BARE_TORNADO_SERVER BODY_FILE PROCESSES`: a bare Tornado handler answering BODY_FILE's
+#: bytes from memory on 127.0.0.1, in PROCESSES processes (one SO_REUSEPORT socket each; no fork for
+#: 1); prints its port once per process when that process listens
+BARE_TORNADO_SERVER = r"""
+import asyncio, os, socket, sys
+import tornado.process, tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+body = open(sys.argv[1], "rb").read()
+# a bound socket that never listens keeps the port ours; each process listens on its own socket
+reserved = socket.socket()
+reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+reserved.bind(("127.0.0.1", 0))
+port = reserved.getsockname()[1]
+if int(sys.argv[2]) > 1:
+    tornado.process.fork_processes(int(sys.argv[2]), max_restarts=0)
+class Bare(tornado.web.RequestHandler):
+    def compute_etag(self):
+        return None
+    def get(self):
+        self.set_header("Content-Type", "image/jpeg")
+        self.finish(body)
+async def main():
+    server = HTTPServer(tornado.web.Application([(r"/.*", Bare)]))
+    server.add_sockets(bind_sockets(port, "127.0.0.1", reuse_port=True))
+    os.write(1, f"{port}\n".encode())  # one write: the processes share the pipe
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""

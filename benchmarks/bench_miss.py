@@ -1,0 +1,204 @@
+"""Cache misses through a real node against bare pyvips, in the same run (alternating rounds, medians).
+
+    .venv/bin/python -m benchmarks.bench_miss [--rounds 5] [--requests 96] [--workers 2] [--threads 2]
+        [--transform-threads N] [--no-cold] [--profile benchmarks/results/miss-flame.svg]
+
+- **Miss throughput**: a 2000×1333 photo-like JPEG (on a `local` origin) → JPEG 260–500 px wide,
+  every URL new (an output miss; the original comes from the originals tier after its first fetch),
+  8 requests at a time, against an `edge serve` node with `--workers` workers; the baseline is bare
+  pyvips (`thumbnail_buffer` of the file's bytes + `jpegsave_buffer` with the node's encoder options)
+  on a pool of `--threads` threads, 8 images queued at a time. Also the node's CPU per image (its
+  processes' CPU time from /proc).
+- **Single cold miss**: one request at a time for a new original (nothing cached, the origin read),
+  1 / 2.7 / 12 / 24 MP → w-300, against bare pyvips reading the file and doing the same, one at a time.
+
+`--profile FILE.svg` records the node's workers with py-spy (`pip install py-spy`; root or ptrace
+rights) during the throughput rounds and writes a flame graph. The load average is printed with the
+figures: on a shared machine only the ratios mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyvips
+from tornado.httpclient import AsyncHTTPClient
+
+from benchmarks.bench_transform import bare_save
+from benchmarks.common import median, start_node_process
+from edge.config import Defaults
+from tests.imagecorpus import photo_jpeg
+from tests.nodes import local_config
+
+CONCURRENCY = 8
+WIDTHS = range(260, 501)
+#: single cold miss: megapixels → size of the original
+COLD_SIZES = {"1 MP": (1224, 816), "2.7 MP": (2000, 1333), "12 MP": (4240, 2832), "24 MP": (6000, 4000)}
+COLD_WIDTH = 300
+REQUEST_TIMEOUT = 120
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by `pid` and its live children (the node's supervisor and workers)."""
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def node_round(client: AsyncHTTPClient, base: str, urls: list[str], pid: int) -> tuple[float, float]:
+    """Throughput (img/s) and CPU ms per image of the node over `urls`, `CONCURRENCY` at a time."""
+    queue = iter(urls)
+
+    async def worker() -> None:
+        for url in queue:
+            response = await client.fetch(base + url, request_timeout=REQUEST_TIMEOUT)
+            assert response.code == 200 and response.headers["X-Cache"].startswith("MISS"), response.headers
+
+    cpu = process_tree_cpu(pid)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    elapsed = time.perf_counter() - started
+    return len(urls) / elapsed, (process_tree_cpu(pid) - cpu) / len(urls) * 1000
+
+
+def bare_one(path: Path, width: int, defaults: Defaults) -> bytes:
+    return bare_save(pyvips.Image.thumbnail_buffer(path.read_bytes(), width), "jpg", defaults)
+
+
+def bare_round(pool: ThreadPoolExecutor, jobs: list[tuple[Path, int]], defaults: Defaults) -> tuple[float, float]:
+    """Throughput (img/s) and CPU ms per image of bare pyvips (this process's CPU time: the client is idle)."""
+    cpu = time.process_time()
+    started = time.perf_counter()
+    results = list(pool.map(lambda job: bare_one(*job, defaults), jobs))
+    elapsed = time.perf_counter() - started
+    assert all(results)
+    return len(jobs) / elapsed, (time.process_time() - cpu) / len(jobs) * 1000
+
+
+async def cold_single(client: AsyncHTTPClient, url: str) -> float:
+    started = time.perf_counter()
+    response = await client.fetch(url, request_timeout=REQUEST_TIMEOUT)
+    assert response.code == 200 and response.headers["X-Cache"].startswith("MISS")
+    return time.perf_counter() - started
+
+
+def bare_single(path: Path, defaults: Defaults) -> float:
+    started = time.perf_counter()
+    bare_one(path, COLD_WIDTH, defaults)
+    return time.perf_counter() - started
+
+
+def start_profile(pid: int, output: Path) -> subprocess.Popen:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--subprocesses", "--native", "--rate", "100",
+                             "--format", "flamegraph", "--output", str(output)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def run(args: argparse.Namespace) -> None:
+    defaults = Defaults()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "originals"
+        folder.mkdir()
+        (folder / "miss.jpg").write_bytes(photo_jpeg(2000, 1333))
+        for name, (width, height) in COLD_SIZES.items():
+            body = photo_jpeg(width, height)
+            for number in range(args.rounds):
+                (folder / f"cold-{name.replace(' ', '')}-{number}.jpg").write_bytes(body)
+        node = start_node_process(Path(tmp), local_config(
+            folder, f'[server]\nworkers = {args.workers}\ntransform_threads = {args.transform_threads}\n'
+                    f'[cache]\ndir = "{tmp}/cache"\n'))
+        pid = node.process.pid
+        client = AsyncHTTPClient(force_instance=True, max_clients=CONCURRENCY)
+        pool = ThreadPoolExecutor(args.threads)
+        widths = itertools.cycle(WIDTHS)
+        # every URL new: a width and a quality (both part of the key, about the same work each)
+        new_urls = (f"/tr:w-{w},q-{q}/miss.jpg" for q, w in itertools.product(range(80, 60, -1), WIDTHS))
+        print(f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}; node: {args.workers} workers "
+              f"x {args.transform_threads or os.cpu_count()} transform threads; "
+              f"bare: {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
+        try:
+            await client.fetch(f"{node.url}/tr:w-300/miss.jpg")  # warm-up: codecs, original cached
+            bare_round(pool, [(folder / "miss.jpg", 300)] * CONCURRENCY, defaults)
+            profile = start_profile(pid, args.profile) if args.profile else None
+            node_rates, node_cpu, bare_rates = [], [], []
+            try:
+                for number in range(args.rounds):
+                    urls = list(itertools.islice(new_urls, args.requests))
+                    jobs = [(folder / "miss.jpg", w) for w in itertools.islice(widths, args.requests)]
+                    if number % 2:
+                        bare_rates.append(bare_round(pool, jobs, defaults))
+                    rate, cpu = await node_round(client, node.url, urls, pid)
+                    node_rates.append(rate)
+                    node_cpu.append(cpu)
+                    if not number % 2:
+                        bare_rates.append(bare_round(pool, jobs, defaults))
+            finally:
+                if profile is not None:
+                    profile.send_signal(2)
+                    profile.wait(timeout=60)
+            bare_rates, bare_cpu = [rate for rate, _ in bare_rates], [cpu for _, cpu in bare_rates]
+            ratio = median(node_rates) / median(bare_rates)
+            print(f"miss throughput, 2000x1333 JPEG -> 260-500 px JPEG, concurrency {CONCURRENCY}, "
+                  f"{args.rounds} rounds x {args.requests}:")
+            print(f"  node {median(node_rates):7.1f} img/s ({median(node_cpu):.1f} ms CPU/img)   "
+                  f"bare pyvips {median(bare_rates):7.1f} img/s ({median(bare_cpu):.1f} ms CPU/img)   "
+                  f"ratio {ratio:.2f} (goal >= 0.95), CPU bare/node {median(bare_cpu) / median(node_cpu):.2f}")
+
+            print(f"single cold miss -> w-{COLD_WIDTH} JPEG, one at a time, {args.rounds} rounds:")
+            for name in () if args.no_cold else COLD_SIZES:
+                node_times, bare_times = [], []
+                for number in range(args.rounds):
+                    file = f"cold-{name.replace(' ', '')}-{number}.jpg"
+                    if number % 2:
+                        bare_times.append(bare_single(folder / file, defaults))
+                    node_times.append(await cold_single(client, f"{node.url}/tr:w-{COLD_WIDTH}/{file}"))
+                    if not number % 2:
+                        bare_times.append(bare_single(folder / file, defaults))
+                print(f"  {name:7s} node {median(node_times) * 1000:6.1f} ms   bare {median(bare_times) * 1000:6.1f} ms"
+                      f"   ratio {median(node_times) / median(bare_times):.2f} (goal <= 1.1)")
+        finally:
+            client.close()
+            pool.shutdown()
+            node.stop()
+        print(f"load average at end {os.getloadavg()[0]:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=96, help="requests per throughput round")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--transform-threads", type=int, default=0,
+                        help="the node's [server] transform_threads (0: its default)")
+    parser.add_argument("--threads", type=int, default=2, help="bare pyvips threads")
+    parser.add_argument("--no-cold", action="store_true", help="only the throughput case")
+    parser.add_argument("--profile", type=Path, help="write a py-spy flame graph (SVG) of the node's workers")
+    args = parser.parse_args()
+    args.rounds = min(max(args.rounds, 1), 20)
+    args.requests = min(max(args.requests, CONCURRENCY), 1000)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,974 @@
+"""Side by side, one command: the node against thumbor, bare pyvips, bare Tornado and nginx.
+
+    .venv/bin/python -m benchmarks.compare [--quick] [--rounds N]
+
+What runs, all on 127.0.0.1, started and stopped by this script:
+- the node: `edge serve --workers 2`, one local origin over a folder of generated photos;
+- thumbor as deployed behind a balancer: 2 single-process instances behind nginx (round robin,
+  upstream keep-alive), file loader over the same folder, file storage and file result storage on
+  (unsafe URLs stored), the same quality (JPEG, WebP, AVIF), AVIF speed = 9 - the node's effort,
+  non-progressive JPEG; installed once into its own virtualenv under ~/.cache/edge-bench/, never
+  into the project's;
+- bare pyvips: `thumbnail_buffer` + save with the node's encoder options, a 2-thread pool;
+- bare Tornado: 2 processes (one SO_REUSEPORT socket each) answering the node's cached bytes from memory;
+- nginx (2 workers) serving the same bytes as a static file: the floor for hits.
+
+Measured in alternating rounds (the order of the systems rotates every round), medians:
+cache-hit throughput, CPU per request, p50/p99 and how evenly the workers share the CPU, at 16
+and 256 connections (wrk); single cold
+misses of 1, 12 and 24 MP JPEGs to 300 px; miss throughput to 300 px JPEG, WebP and AVIF from a
+2000x1333 JPEG at concurrency 8 with unique URLs (unique files: every request is a miss; the node's
+`X-Cache` and the files thumbor's result storage gains prove it); RSS (sum over each system's
+processes) idle, at peak and after a 12 MP miss load. CPU and RSS are read from /proc.
+
+Writes benchmarks/results/compare.md and compare.png (`--quick`: compare-quick.*) and, after a
+full run, the table in README.md between its `compare:start`/`compare:end` markers.
+
+Needs: wrk and nginx (Debian: `apt-get install wrk nginx`), matplotlib (`pip install -e '.[bench]'`),
+python3-venv and PyPI (thumbor's virtualenv, ~2 min the first time; reused after). A full run
+takes 6-12 minutes on 2 cores (bounded by --budget, 14 min); `--quick` under 2 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyvips
+
+import edge
+from benchmarks.baselines import BARE_TORNADO_SERVER
+from benchmarks.common import cpu_seconds, median
+from edge.config import Defaults
+from edge.testing import NodeProcess, write_config
+from tests.imagecorpus import photo_jpeg
+from tests.nodes import SAMPLES, local_config
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+# the newest thumbor (its wheels: CPython >= 3.10); Pillow >= 11.3 encodes AVIF itself (with aom, as libvips)
+THUMBOR_VERSION = "7.8.0"
+THUMBOR_REQUIREMENTS = (f"thumbor=={THUMBOR_VERSION}", "Pillow==12.3.0")
+THUMBOR_VENV = Path.home() / ".cache" / "edge-bench" / f"thumbor-{THUMBOR_VERSION}"
+
+WIDTH = 300
+FORMATS = ("jpg", "webp", "avif")
+THUMBOR_FORMAT = {"jpg": "jpeg", "webp": "webp", "avif": "avif"}
+FORMAT_NAME = {"jpg": "JPEG", "webp": "WebP", "avif": "AVIF"}
+LOADER = {"jpg": "jpegload", "webp": "webpload", "avif": "heifload"}
+MISS_SOURCE = (2000, 1333)
+COLD_SOURCES = {"1 MP": (1224, 816), "12 MP": (4000, 3000), "24 MP": (6000, 4000)}
+MEMORY_SOURCE = (4000, 3000)
+CONNECTIONS = (16, 256)
+CONCURRENCY = 8
+NODE, THUMBOR, BARE_PYVIPS, BARE_TORNADO, NGINX = "node", "thumbor", "bare pyvips", "bare Tornado", "nginx"
+REQUEST_TIMEOUT = 120
+START_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    hit_seconds: int
+    cold_per_round: int
+    miss_batch: int
+    memory_batch: int
+    memory_rounds: int
+    settle_seconds: float
+
+
+FULL = Plan(rounds=5, hit_seconds=4, cold_per_round=2, miss_batch=32, memory_batch=16, memory_rounds=3,
+            settle_seconds=3)
+QUICK = Plan(rounds=2, hit_seconds=1, cold_per_round=1, miss_batch=8, memory_batch=8, memory_rounds=1,
+             settle_seconds=1)
+
+
+# -- processes ----------------------------------------------------------------------------------------
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants that are still alive."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+    return pids
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of every process of `pids`' trees."""
+    total = 0.0
+    for pid in {p for root in pids for p in process_tree(root)}:
+        with contextlib.suppress(OSError):  # a process that has just exited
+            total += cpu_seconds(pid)
+    return total
+
+
+def tree_rss(pids: list[int]) -> float:
+    """Resident memory of every process of `pids`' trees, summed, in MB."""
+    total = 0
+    for pid in {p for root in pids for p in process_tree(root)}:
+        with contextlib.suppress(OSError):
+            match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+            total += int(match.group(1)) if match else 0
+    return total / 1024
+
+
+class Service:
+    """A child process in its own session (Ctrl-C reaches only this script, which stops it), stopped
+    with its whole process group: SIGTERM, SIGKILL after 10 s."""
+
+    def __init__(self, name: str, command: list[str], *, pass_fds: tuple[int, ...] = (),
+                 stdin=None, stdout=None, cwd: Path | None = None, log: Path | None = None):
+        self.name, self.log = name, log
+        self._log = log.open("w") if log else subprocess.DEVNULL
+        self.process = subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=self._log,
+                                        pass_fds=pass_fds, cwd=cwd, start_new_session=True, text=True)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        with contextlib.suppress(ProcessLookupError):  # workers that outlived their master
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str, timeout: float = REQUEST_TIMEOUT) -> tuple[int, http.client.HTTPMessage, bytes]:
+    parts = urlsplit(url)
+    assert parts.hostname == "127.0.0.1"
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def wait_until_serving(url: str, service: Service | None = None, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if service is not None and service.process.poll() is not None:
+            said = "".join(service.log.read_text().splitlines(True)[-20:]) if service.log else ""
+            raise RuntimeError(f"{service.name} exited with status {service.process.returncode}:\n{said}")
+        with contextlib.suppress(OSError):
+            if get(url, timeout=5)[0] == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
+        time.sleep(0.1)
+
+
+# -- the systems ----------------------------------------------------------------------------------------
+@dataclass
+class System:
+    """One system under test: the roots of its process trees and its URLs."""
+
+    name: str
+    roots: list[int]
+    base_url: str = ""
+    miss_path: Callable[[str, str], str] | None = None  # (file name, format) -> URL path
+    hit_url: str = ""
+    #: the processes that share the serving (default: the children of the first root)
+    worker_roots: list[int] | None = None
+
+    def cpu(self) -> float:
+        return tree_cpu(self.roots)
+
+    def rss(self) -> float:
+        return tree_rss(self.roots)
+
+    def workers(self) -> list[int]:
+        if self.worker_roots is not None:
+            return self.worker_roots
+        root = self.roots[0]
+        return [int(pid) for pid in Path(f"/proc/{root}/task/{root}/children").read_text().split()]
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")  # not on a user's PATH
+
+
+def start_nginx(stack: contextlib.ExitStack, directory: Path, workers: int, server: str) -> Service:
+    """nginx in the foreground with everything (pid, logs, temp files) under `directory`."""
+    directory.mkdir(parents=True)
+    temp = "\n".join(f"  {kind}_temp_path {directory}/{kind};" for kind in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    user = "user root;" if os.geteuid() == 0 else ""  # workers must read our 0700 temporary folder
+    (directory / "nginx.conf").write_text(f"""
+{user}
+worker_processes {workers};
+daemon off;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+{temp}
+{server}
+}}
+""")
+    service = Service("nginx", [nginx_binary(), "-p", str(directory), "-c", str(directory / "nginx.conf"),
+                                "-e", str(directory / "error.log")], log=directory / "stderr.log")
+    stack.callback(service.stop)
+    return service
+
+
+def start_node(stack: contextlib.ExitStack, work: Path, corpus: Path) -> System:
+    folder = work / "node"
+    folder.mkdir()
+    node = NodeProcess(write_config(folder, local_config(corpus)), "--workers", "2", stdout=subprocess.DEVNULL)
+    stack.callback(node.stop)
+    return System(NODE, [node.process.pid], node.url,
+                  lambda name, fmt: f"/tr:w-{WIDTH},f-{fmt}/{name}", f"{node.url}/tr:w-{WIDTH}/hit.jpg")
+
+
+THUMBOR_CONF = """
+LOADER = 'thumbor.loaders.file_loader'
+FILE_LOADER_ROOT_PATH = {corpus!r}
+STORAGE = 'thumbor.storages.file_storage'
+FILE_STORAGE_ROOT_PATH = {storage!r}
+RESULT_STORAGE = 'thumbor.result_storages.file_storage'
+RESULT_STORAGE_FILE_STORAGE_ROOT_PATH = {results!r}
+RESULT_STORAGE_STORES_UNSAFE = True
+ALLOW_UNSAFE_URL = True
+QUALITY = {quality}
+WEBP_QUALITY = {quality}
+AVIF_QUALITY = {quality}
+AVIF_SPEED = {avif_speed}
+AVIF_CODEC = 'aom'
+PROGRESSIVE_JPEG = False
+PRESERVE_EXIF_INFO = False
+NON_BLOCKING_SOCKETS = True
+MAX_AGE = {max_age}
+"""
+
+
+def thumbor_venv() -> Path:
+    """thumbor's own virtualenv, installed once and reused (a stamp marks a complete install)."""
+    stamp = THUMBOR_VENV / "installed.txt"
+    wanted = "\n".join(THUMBOR_REQUIREMENTS)
+    if stamp.exists() and stamp.read_text() == wanted:
+        return THUMBOR_VENV
+    print(f"installing {' '.join(THUMBOR_REQUIREMENTS)} into {THUMBOR_VENV} (once)", flush=True)
+    shutil.rmtree(THUMBOR_VENV, ignore_errors=True)
+    THUMBOR_VENV.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", str(THUMBOR_VENV)], check=True, timeout=300)
+    subprocess.run([str(THUMBOR_VENV / "bin" / "python"), "-m", "pip", "install", "-q", *THUMBOR_REQUIREMENTS],
+                   check=True, timeout=900)
+    stamp.write_text(wanted)
+    return THUMBOR_VENV
+
+
+def thumbor_path(name: str, fmt: str) -> str:
+    return f"/unsafe/{WIDTH}x0/filters:format({THUMBOR_FORMAT[fmt]})/{name}"
+
+
+def start_thumbor(stack: contextlib.ExitStack, work: Path, corpus: Path, venv: Path) -> tuple[System, Path]:
+    """2 single-process thumbor instances (each on a socket this script binds) behind nginx."""
+    folder = work / "thumbor"
+    folder.mkdir()
+    results = folder / "result-storage"
+    defaults = Defaults()
+    conf = folder / "thumbor.conf"
+    conf.write_text(THUMBOR_CONF.format(corpus=str(corpus), storage=str(folder / "storage"),
+                                        results=str(results), quality=defaults.quality,
+                                        avif_speed=9 - defaults.avif_effort,
+                                        max_age=defaults.cache_control_max_age))
+    instances, ports = [], []
+    for number in range(2):
+        sock = listening_socket()
+        stack.callback(sock.close)
+        ports.append(sock.getsockname()[1])
+        instance = Service(f"thumbor {number}", [str(venv / "bin" / "thumbor"), "--conf", str(conf),
+                                                 "--fd", str(sock.fileno()), "-l", "error"],
+                           pass_fds=(sock.fileno(),), log=folder / f"thumbor-{number}.log")
+        stack.callback(instance.stop)
+        instances.append(instance)
+    for port, instance in zip(ports, instances):
+        wait_until_serving(f"http://127.0.0.1:{port}/healthcheck", instance)
+    port = free_port()
+    upstream = "\n".join(f"    server 127.0.0.1:{p};" for p in ports)
+    balancer = start_nginx(stack, folder / "nginx", 1, f"""
+  upstream thumbor {{
+{upstream}
+    keepalive 64;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://thumbor;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+    }}
+  }}""")
+    base = f"http://127.0.0.1:{port}"
+    wait_until_serving(base + "/healthcheck", balancer)
+    roots = [instance.pid for instance in instances] + [balancer.pid]
+    return System(THUMBOR, roots, base, thumbor_path, base + thumbor_path("hit.jpg", "jpg"),
+                  [instance.pid for instance in instances]), results
+
+
+def start_static_nginx(stack: contextlib.ExitStack, work: Path, body: bytes) -> System:
+    static = work / "static"
+    static.mkdir()
+    (static / "hit.jpg").write_bytes(body)
+    port = free_port()
+    service = start_nginx(stack, work / "nginx-static", 2, f"""
+  types {{ image/jpeg jpg; }}
+  sendfile on;
+  server {{
+    listen 127.0.0.1:{port};
+    root {static};
+  }}""")
+    url = f"http://127.0.0.1:{port}/hit.jpg"
+    wait_until_serving(url, service)
+    return System(NGINX, [service.pid], hit_url=url)
+
+
+def start_bare_tornado(stack: contextlib.ExitStack, work: Path, body: bytes, processes: int) -> System:
+    (work / "bare-body.jpg").write_bytes(body)
+    service = Service(BARE_TORNADO, [sys.executable, "-c", BARE_TORNADO_SERVER, str(work / "bare-body.jpg"),
+                                     str(processes)], stdout=subprocess.PIPE)
+    stack.callback(service.stop)
+    ports = {service.process.stdout.readline().strip() for _ in range(processes)}  # one line per listener
+    if len(ports) != 1 or "" in ports:
+        raise RuntimeError(f"bare Tornado did not start: {ports}")
+    url = f"http://127.0.0.1:{ports.pop()}/hit.jpg"
+    wait_until_serving(url, service)
+    return System(BARE_TORNADO, [service.pid], hit_url=url)
+
+
+BARE_PYVIPS_WORKER = r"""
+import json, sys, time, types
+from concurrent.futures import ThreadPoolExecutor
+import pyvips
+from benchmarks.baselines import bare_save
+pyvips.cache_set_max(0)
+defaults = types.SimpleNamespace(quality=int(sys.argv[2]), avif_effort=int(sys.argv[3]))
+pool = ThreadPoolExecutor(int(sys.argv[1]))
+def render(path, fmt, width):
+    with open(path, "rb") as file:
+        return bare_save(pyvips.Image.thumbnail_buffer(file.read(), width), fmt, defaults)
+for line in sys.stdin:
+    job = json.loads(line)
+    started = time.perf_counter()
+    outputs = list(pool.map(lambda path: render(path, job["fmt"], job["width"]), job["paths"]))
+    seconds = time.perf_counter() - started
+    first = pyvips.Image.new_from_buffer(outputs[0], "")
+    print(json.dumps({"seconds": seconds, "width": first.width, "loader": first.get("vips-loader")}), flush=True)
+"""
+
+
+class BarePyvips:
+    """thumbnail_buffer + save in a 2-thread pool, in its own process (its RSS is its own)."""
+
+    def __init__(self, stack: contextlib.ExitStack, threads: int = 2):
+        defaults = Defaults()
+        self.service = Service(BARE_PYVIPS, [sys.executable, "-c", BARE_PYVIPS_WORKER, str(threads),
+                                             str(defaults.quality), str(defaults.avif_effort)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
+        stack.callback(self.service.stop)
+        self.system = System(BARE_PYVIPS, [self.service.pid])
+
+    def render(self, paths: list[Path], fmt: str) -> float:
+        """Seconds to render `paths` to `fmt`, WIDTH px wide; checks the first output."""
+        self.service.process.stdin.write(json.dumps({"paths": [str(p) for p in paths], "fmt": fmt,
+                                                     "width": WIDTH}) + "\n")
+        self.service.process.stdin.flush()
+        line = self.service.process.stdout.readline()  # the worker answers or exits (EOF)
+        if not line:
+            raise RuntimeError("the bare pyvips worker exited")
+        answer = json.loads(line)
+        if answer["width"] != WIDTH or not answer["loader"].startswith(LOADER[fmt]):
+            raise RuntimeError(f"bare pyvips made a wrong image: {answer}")
+        return answer["seconds"]
+
+
+# -- loads --------------------------------------------------------------------------------------------
+@dataclass
+class HitRun:
+    rate: float
+    cpu_us: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    #: the busiest serving process's share of the serving processes' CPU (1 / processes: even)
+    busiest: float
+
+
+def wrk_run(system: System, seconds: int, connections: int) -> HitRun:
+    assert system.hit_url.startswith("http://127.0.0.1:")
+    workers = system.workers()
+    worker_cpu = [tree_cpu([pid]) for pid in workers]
+    cpu = system.cpu()
+    result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
+                             system.hit_url], capture_output=True, text=True, timeout=seconds + 60, check=True)
+    cpu = system.cpu() - cpu
+    worker_cpu = [tree_cpu([pid]) - before for pid, before in zip(workers, worker_cpu)]
+    out = result.stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    errors += int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    return HitRun(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu / max(requests, 1) * 1e6,
+                  wrk_latency(out, "50%"), wrk_latency(out, "99%"), errors,
+                  max(worker_cpu) / sum(worker_cpu) if sum(worker_cpu) > 0 else 1.0)
+
+
+def wrk_latency(out: str, percentile: str) -> float:
+    value, unit = re.search(rf"^\s+{percentile}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+@dataclass
+class MissRun:
+    rate: float
+    cpu_ms: float
+    errors: int = 0
+    hits: int = 0  # responses that did not come from a render
+    peak_rss: float = 0.0
+
+
+class RSSSampler:
+    """The peak of a system's summed RSS, sampled every 50 ms while the block runs."""
+
+    def __init__(self, system: System):
+        self.system, self.peak = system, system.rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self.system.rss())
+
+    def __enter__(self) -> RSSSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.peak = max(self.peak, self.system.rss())
+
+
+def fetch_all(base_url: str, paths: list[str], concurrency: int) -> list[tuple[int, str, bytes]]:
+    """GET every path, `concurrency` keep-alive connections at a time: (status, X-Cache, body) each."""
+    parts = urlsplit(base_url)
+    todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for path in paths:
+        todo.put(path)
+    answers: list[tuple[int, str, bytes]] = []
+
+    def client() -> None:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=REQUEST_TIMEOUT)
+        try:
+            while True:
+                try:
+                    path = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    connection.request("GET", path)
+                    response = connection.getresponse()
+                    answers.append((response.status, response.headers.get("X-Cache", ""), response.read()))
+                except (OSError, http.client.HTTPException) as error:
+                    answers.append((0, "", repr(error).encode()))
+                    connection.close()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(REQUEST_TIMEOUT * len(paths))
+    return answers
+
+
+def count_files(folder: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
+
+
+def unique_jpeg(body: bytes, tag: str) -> bytes:
+    """The JPEG `body` with a comment segment (COM) holding `tag` right after its SOI marker: other
+    bytes, the same pixels and the same decoding work."""
+    comment = tag.encode()
+    return body[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + body[2:]
+
+
+class Bench:
+    """The systems, the corpus and the measurements of one run."""
+
+    def __init__(self, plan: Plan, work: Path, corpus: Path, systems: dict[str, System], bare: BarePyvips,
+                 thumbor_results: Path, deadline: float):
+        self.plan, self.work, self.corpus = plan, work, corpus
+        self.systems, self.bare, self.thumbor_results = systems, bare, thumbor_results
+        self.deadline = deadline
+        self.cut_short: list[str] = []
+        self.thumbor_stored = 0
+        self.thumbor_requests = 0
+        self.node_misses = self.node_requests = 0
+        self.sources: dict[tuple[int, int], bytes] = {}
+
+    def rounds(self, phase: str, count: int) -> Iterator[int]:
+        """Round numbers; stops early (at least one round) when the run's time budget is spent."""
+        for number in range(count):
+            if number and time.monotonic() > self.deadline:
+                self.cut_short.append(f"{phase}: {number} of {count} rounds (time budget)")
+                return
+            yield number
+
+    def unique_files(self, size: tuple[int, int], names: list[str]) -> list[Path]:
+        """Copies of one generated photo, each made unique by a JPEG comment (so neither system can
+        reuse anything across them), under the shared originals folder."""
+        if size not in self.sources:
+            self.sources[size] = photo_jpeg(*size)
+        body = self.sources[size]
+        paths = []
+        for name in names:
+            path = self.corpus / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(unique_jpeg(body, name))
+            paths.append(path)
+        return paths
+
+    def misses(self, system: System, files: list[Path], fmt: str, concurrency: int) -> MissRun:
+        """Every file rendered once to `fmt` by `system`, checked to have been a miss and a right image."""
+        if system is self.bare.system:
+            cpu = system.cpu()
+            with RSSSampler(system) as rss:
+                seconds = self.bare.render(files, fmt)
+            return MissRun(len(files) / seconds, (system.cpu() - cpu) / len(files) * 1e3, peak_rss=rss.peak)
+        paths = [system.miss_path(str(f.relative_to(self.corpus)), fmt) for f in files]
+        stored = count_files(self.thumbor_results) if system.name == THUMBOR else 0
+        cpu = system.cpu()
+        with RSSSampler(system) as rss:
+            started = time.perf_counter()
+            answers = fetch_all(system.base_url, paths, concurrency)
+            seconds = time.perf_counter() - started
+        cpu = system.cpu() - cpu
+        good = [body for status, _, body in answers if status == 200]
+        errors = len(answers) - len(good) + len(paths) - len(answers)
+        if not good:
+            raise RuntimeError(f"{system.name}: no request answered 200: {answers[:1]}")
+        first = pyvips.Image.new_from_buffer(good[0], "")
+        if first.width != WIDTH or not first.get("vips-loader").startswith(LOADER[fmt]):
+            raise RuntimeError(f"{system.name} answered a wrong image: {first.width} px, {first.get('vips-loader')}")
+        if system.name == NODE:
+            hits = sum(1 for status, cache, _ in answers if status == 200 and cache != "MISS")
+            self.node_requests += len(good)
+            self.node_misses += len(good) - hits
+        else:
+            hits = len(good) - self.thumbor_new_results(stored, len(good))
+        return MissRun(len(good) / seconds, cpu / max(len(good), 1) * 1e3, errors, hits, rss.peak)
+
+    def thumbor_new_results(self, before: int, expected: int) -> int:
+        """Files thumbor's result storage gained (it stores after responding: a bounded wait)."""
+        deadline = time.monotonic() + 10
+        while (gained := count_files(self.thumbor_results) - before) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.thumbor_requests += expected
+        self.thumbor_stored += gained
+        return gained
+
+    def order(self, names: list[str], number: int) -> list[System]:
+        """The systems in `names`, rotated by the round number: each goes first in turn."""
+        shift = number % len(names)
+        return [self.systems[name] for name in names[shift:] + names[:shift]]
+
+    def hits(self) -> dict[tuple[str, int], list[HitRun]]:
+        names = [NODE, THUMBOR, BARE_TORNADO, NGINX]
+        results: dict[tuple[str, int], list[HitRun]] = {}
+        stored = count_files(self.thumbor_results)
+        for number in self.rounds("hits", self.plan.rounds):
+            for connections in CONNECTIONS:
+                for system in self.order(names, number):
+                    run = wrk_run(system, self.plan.hit_seconds, connections)
+                    results.setdefault((system.name, connections), []).append(run)
+            print(f"  hits, round {number + 1}", flush=True)
+        if count_files(self.thumbor_results) != stored:
+            raise RuntimeError("thumbor rendered during the hit runs: its result storage did not serve them")
+        return results
+
+    def cold(self) -> dict[tuple[str, str], list[float]]:
+        names = [NODE, THUMBOR, BARE_PYVIPS]
+        results: dict[tuple[str, str], list[float]] = {}
+        for number in self.rounds("cold misses", self.plan.rounds):
+            for label, size in COLD_SOURCES.items():
+                files = self.unique_files(size, [f"cold/{label.replace(' ', '')}-{number}-{k}.jpg"
+                                                 for k in range(self.plan.cold_per_round)])
+                for system in self.order(names, number):
+                    for file in files:
+                        run = self.misses(system, [file], "jpg", 1)
+                        if run.errors or run.hits:
+                            raise RuntimeError(f"{system.name}: the cold miss of {label} failed or was a hit")
+                        results.setdefault((system.name, label), []).append(1e3 / run.rate)
+            print(f"  cold misses, round {number + 1}", flush=True)
+        return results
+
+    def throughput(self) -> dict[tuple[str, str], list[MissRun]]:
+        names = [NODE, THUMBOR, BARE_PYVIPS]
+        results: dict[tuple[str, str], list[MissRun]] = {}
+        for number in self.rounds("miss throughput", self.plan.rounds):
+            for fmt in FORMATS:
+                files = self.unique_files(MISS_SOURCE, [f"miss/{fmt}-{number}-{i}.jpg"
+                                                        for i in range(self.plan.miss_batch)])
+                for system in self.order(names, number):
+                    results.setdefault((system.name, fmt), []).append(self.misses(system, files, fmt, CONCURRENCY))
+            print(f"  miss throughput, round {number + 1}", flush=True)
+        return results
+
+    def memory(self) -> tuple[dict[str, float], dict[tuple[str, str], list[MissRun]], dict[str, list[float]]]:
+        """Idle RSS, the 12 MP miss load (throughput and peak RSS), RSS once it has settled."""
+        names = [NODE, THUMBOR, BARE_PYVIPS]
+        idle = {name: system.rss() for name, system in self.systems.items()}
+        loads: dict[tuple[str, str], list[MissRun]] = {}
+        settled: dict[str, list[float]] = {}
+        for number in self.rounds("12 MP miss load", self.plan.memory_rounds):
+            files = self.unique_files(MEMORY_SOURCE, [f"memory/{number}-{i}.jpg"
+                                                      for i in range(self.plan.memory_batch)])
+            for system in self.order(names, number):
+                loads.setdefault((system.name, "12 MP"), []).append(self.misses(system, files, "jpg", CONCURRENCY))
+                time.sleep(self.plan.settle_seconds)  # the measure: RSS a few seconds after the load
+                settled.setdefault(system.name, []).append(system.rss())
+            print(f"  12 MP miss load, round {number + 1}", flush=True)
+        return idle, loads, settled
+
+
+# -- report -----------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    measure: str
+    cells: dict[str, str]
+    ratios: list[tuple[str, float, str, bool | None]] = field(default_factory=list)  # (label, value, goal, met)
+
+    def ratio_text(self) -> str:
+        marks = {True: " ✓", False: " ✗", None: ""}
+        return "; ".join(f"{label} **{value:.2f}**{f' (goal {goal})' if goal else ''}{marks[met]}"
+                         for label, value, goal, met in self.ratios) or "—"
+
+
+def machine() -> dict[str, str]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    memory = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
+    versions = subprocess.run([str(THUMBOR_VENV / "bin" / "python"), "-c",
+                               "import thumbor, PIL; print(thumbor.__version__, PIL.__version__)"],
+                              capture_output=True, text=True, timeout=60).stdout.split()
+    nginx = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, timeout=30).stderr.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=30).stdout.strip()
+    return {
+        "cpu": f"{os.cpu_count()} cores, {model}, {memory:.0f} GB",
+        "software": f"Python {platform.python_version()}, libvips {pyvips.version(0)}.{pyvips.version(1)}."
+                    f"{pyvips.version(2)}, edge {edge.__version__} ({commit or 'no git'}), thumbor {versions[0]}"
+                    f" (Pillow {versions[1]}), {nginx.replace('nginx version: ', '')}",
+    }
+
+
+def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
+    rows: list[Row] = []
+    dash = "—"
+
+    def hit(name: str, connections: int, attribute: str) -> float:
+        return median([getattr(run, attribute) for run in hits[(name, connections)]])
+
+    for connections in CONNECTIONS:
+        if (NODE, connections) not in hits:
+            continue
+        rate = {name: hit(name, connections, "rate") for name in (NODE, THUMBOR, BARE_TORNADO, NGINX)}
+        cpu = {name: hit(name, connections, "cpu_us") for name in rate}
+        errors = {name: sum(run.errors for run in hits[(name, connections)]) for name in rate}
+
+        def cell(name: str) -> str:
+            return f"{rate[name]:.0f} req/s, {cpu[name]:.0f} µs CPU" + (f" ({errors[name]} errors)"
+                                                                         if errors[name] else "")
+        rows.append(Row(f"cache hit, {connections} connections", {
+            NODE: cell(NODE), THUMBOR: cell(THUMBOR), BARE_PYVIPS: dash,
+            "bare": f"Tornado {cell(BARE_TORNADO)}; nginx {cell(NGINX)}"},
+            [("node/Tornado req/s", rate[NODE] / rate[BARE_TORNADO], "≥ 0.9", rate[NODE] / rate[BARE_TORNADO] >= 0.9),
+             ("node/thumbor", rate[NODE] / rate[THUMBOR], "≥ 5", rate[NODE] / rate[THUMBOR] >= 5),
+             ("CPU Tornado/node", cpu[BARE_TORNADO] / cpu[NODE], "", None)]))
+        p50 = {name: hit(name, connections, "p50_ms") for name in rate}
+        p99 = {name: hit(name, connections, "p99_ms") for name in rate}
+        rows.append(Row(f"hit p50 / p99, {connections} connections", {
+            name: f"{milliseconds(p50[name])} / {milliseconds(p99[name])} ms" for name in (NODE, THUMBOR)} | {
+            BARE_PYVIPS: dash,
+            "bare": f"Tornado {milliseconds(p50[BARE_TORNADO])} / {milliseconds(p99[BARE_TORNADO])} ms; "
+                    f"nginx {milliseconds(p50[NGINX])} / {milliseconds(p99[NGINX])} ms"},
+            [("p99 node/Tornado", p99[NODE] / p99[BARE_TORNADO], "≤ 1.2", p99[NODE] / p99[BARE_TORNADO] <= 1.2)]))
+        busiest = {name: [run.busiest for run in hits[(name, connections)]] for name in rate}
+
+        def spread(name: str) -> str:
+            return f"{median(busiest[name]):.0%} (most uneven round {max(busiest[name]):.0%})"
+        rows.append(Row(f"busiest worker's share of hit CPU, {connections} connections (50 % = even)", {
+            NODE: spread(NODE), THUMBOR: spread(THUMBOR), BARE_PYVIPS: dash,
+            "bare": f"Tornado {spread(BARE_TORNADO)}; nginx {spread(NGINX)}"}))
+    for label in COLD_SOURCES:
+        if (NODE, label) not in cold:
+            continue
+        ms = {name: median(cold[(name, label)]) for name in (NODE, THUMBOR, BARE_PYVIPS)}
+        rows.append(Row(f"cold miss, {label} JPEG → {WIDTH} px JPEG", {
+            name: f"{milliseconds(value)} ms" for name, value in ms.items()} | {"bare": dash},
+            [("node/bare", ms[NODE] / ms[BARE_PYVIPS], "≤ 1.1", ms[NODE] / ms[BARE_PYVIPS] <= 1.1),
+             ("thumbor/node", ms[THUMBOR] / ms[NODE], "", None)]))
+    goals = {fmt: (0.95, 1.2) for fmt in FORMATS} | {"12 MP": (0.95, 1.5)}
+    sources = {fmt: f"{MISS_SOURCE[0]}×{MISS_SOURCE[1]} JPEG → {WIDTH} px {FORMAT_NAME[fmt]}" for fmt in FORMATS}
+    sources["12 MP"] = f"{MEMORY_SOURCE[0]}×{MEMORY_SOURCE[1]} JPEG → {WIDTH} px JPEG"
+    for (key, runs_by_system) in [(fmt, throughput) for fmt in FORMATS] + [("12 MP", loads)]:
+        if (NODE, key) not in runs_by_system:
+            continue
+        runs = {name: runs_by_system[(name, key)] for name in (NODE, THUMBOR, BARE_PYVIPS)}
+        rate = {name: median([r.rate for r in value]) for name, value in runs.items()}
+        cpu = {name: median([r.cpu_ms for r in value]) for name, value in runs.items()}
+        flaws = {name: (sum(r.errors for r in value), sum(r.hits for r in value)) for name, value in runs.items()}
+
+        def cell(name: str) -> str:
+            errors, hit_count = flaws[name]
+            note = (f" ({errors} errors)" if errors else "") + (f" ({hit_count} not misses)" if hit_count else "")
+            return f"{rate[name]:.1f} img/s, {cpu[name]:.1f} ms CPU/img{note}"
+        bare_goal, thumbor_goal = goals[key]
+        rows.append(Row(f"miss throughput, {sources[key]}, concurrency {CONCURRENCY}",
+                        {name: cell(name) for name in rate} | {"bare": dash},
+                        [("node/bare", rate[NODE] / rate[BARE_PYVIPS], f"≥ {bare_goal}",
+                          rate[NODE] / rate[BARE_PYVIPS] >= bare_goal),
+                         ("node/thumbor", rate[NODE] / rate[THUMBOR], f"≥ {thumbor_goal}",
+                          rate[NODE] / rate[THUMBOR] >= thumbor_goal)]))
+    if (NODE, "12 MP") in loads:
+        peak = {name: max(r.peak_rss for r in loads[(name, "12 MP")]) for name in (NODE, THUMBOR, BARE_PYVIPS)}
+        steady = {name: median(settled[name]) for name in peak}
+        rows.append(Row("RSS idle, before the miss loads", {name: f"{idle[name]:.0f} MB" for name in peak} | {
+            "bare": f"Tornado {idle[BARE_TORNADO]:.0f} MB; nginx {idle[NGINX]:.0f} MB"}))
+        rows.append(Row("RSS peak, 12 MP miss load", {name: f"{value:.0f} MB" for name, value in peak.items()} |
+                        {"bare": dash}, [("node/thumbor", peak[NODE] / peak[THUMBOR], "", None)]))
+        rows.append(Row("RSS steady, after the 12 MP load", {name: f"{value:.0f} MB" for name, value in steady.items()}
+                        | {"bare": dash}, [("node steady/thumbor peak", steady[NODE] / peak[THUMBOR], "≤ 1",
+                                           steady[NODE] / peak[THUMBOR] <= 1)]))
+    return rows
+
+
+def milliseconds(value: float) -> str:
+    """Three significant figures or so, without exponents."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def table(rows: list[Row]) -> str:
+    lines = [f"| measure | {NODE} (2 workers) | {THUMBOR} (2 × 1 process, nginx) | {BARE_PYVIPS} (2 threads) "
+             f"| bare Tornado (2 processes) / nginx | ratios (goal from issue 15) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {row.measure} | {row.cells[NODE]} | {row.cells[THUMBOR]} | {row.cells[BARE_PYVIPS]} | "
+              f"{row.cells['bare']} | {row.ratio_text()} |" for row in rows]
+    return "\n".join(lines)
+
+
+def chart(path: Path, hits, cold, throughput, loads, settled, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {NODE: "#1f77b4", THUMBOR: "#ff7f0e", BARE_PYVIPS: "#2ca02c", BARE_TORNADO: "#9467bd", NGINX: "#7f7f7f"}
+    figure, axes = plt.subplots(2, 2, figsize=(13, 9))
+
+    def bars(axis, groups: list[str], names: list[str], value: Callable[[str, str], float | None], ylabel: str):
+        width = 0.8 / len(names)
+        for index, name in enumerate(names):
+            values = [value(name, group) for group in groups]
+            xs = [g + index * width for g in range(len(groups))]
+            axis.bar(xs, [v or 0 for v in values], width, label=name, color=colours[name])
+        axis.set_xticks([g + width * (len(names) - 1) / 2 for g in range(len(groups))], groups)
+        axis.set_ylabel(ylabel)
+        axis.legend(fontsize=8)
+
+    def med(data, key, attribute=None):
+        if key not in data:
+            return None
+        return median([getattr(r, attribute) if attribute else r for r in data[key]])
+
+    bars(axes[0][0], [f"{c} connections" for c in CONNECTIONS], [NODE, THUMBOR, BARE_TORNADO, NGINX],
+         lambda name, group: med(hits, (name, int(group.split()[0])), "rate"), "cache hits, req/s")
+    axes[0][0].set_yscale("log")
+    axes[0][1].set_title("")
+    miss_groups = {FORMAT_NAME[fmt]: (throughput, fmt) for fmt in FORMATS} | {"12 MP → JPEG": (loads, "12 MP")}
+    bars(axes[0][1], list(miss_groups), [NODE, THUMBOR, BARE_PYVIPS],
+         lambda name, group: med(miss_groups[group][0], (name, miss_groups[group][1]), "rate"),
+         f"misses to {WIDTH} px, img/s (concurrency {CONCURRENCY})")
+    bars(axes[1][0], list(COLD_SOURCES), [NODE, THUMBOR, BARE_PYVIPS],
+         lambda name, group: med(cold, (name, group)), "single cold miss, ms")
+    bars(axes[1][1], ["peak", "steady"], [NODE, THUMBOR, BARE_PYVIPS],
+         lambda name, group: (max((r.peak_rss for r in loads.get((name, "12 MP"), [])), default=None)
+                              if group == "peak" else (median(settled[name]) if name in settled else None)),
+         "RSS under 12 MP miss load, MB")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def update_readme(summary: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- compare:start -->", "<!-- compare:end -->"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        readme.write_text(f"{before}{start}\n{summary}\n{end}{rest.split(end, 1)[1]}")
+
+
+# -- main ---------------------------------------------------------------------------------------------
+def missing_requirements() -> list[str]:
+    missing = []
+    if shutil.which("wrk") is None:
+        missing.append("wrk (Debian: apt-get install wrk)")
+    if nginx_binary() is None:
+        missing.append("nginx (Debian: apt-get install nginx)")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        missing.append("matplotlib (pip install -e '.[bench]')")
+    return missing
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few seconds per case, for development")
+    parser.add_argument("--rounds", type=int, help="rounds per measure (default 5; --quick 2)")
+    parser.add_argument("--budget", type=float, default=14, help="minutes after which no new round starts")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="folder for compare.md and compare.png")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = arguments()
+    if missing := missing_requirements():
+        print("benchmarks/compare.py needs: " + "; ".join(missing), file=sys.stderr)
+        return 2
+    plan = QUICK if args.quick else FULL
+    if args.rounds:
+        plan = Plan(**{**vars(plan), "rounds": args.rounds, "memory_rounds": min(plan.memory_rounds, args.rounds)})
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if started with SIGINT ignored
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # and SIGTERM run the cleanup below
+    venv = thumbor_venv()
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    with tempfile.TemporaryDirectory(prefix="edge-compare-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        corpus = work / "originals"
+        corpus.mkdir()
+        print("starting the node, thumbor, nginx and the baselines", flush=True)
+        node = start_node(stack, work, corpus)
+        thumbor, thumbor_results = start_thumbor(stack, work, corpus, venv)
+        bench = Bench(plan, work, corpus, {}, BarePyvips(stack), thumbor_results,
+                      started + args.budget * 60)
+        shutil.copy(SAMPLES / "astronaut.jpg", corpus / "hit.jpg")  # a real photo: a real-size output
+        status, headers, body = get(node.hit_url)
+        if status != 200 or get(node.hit_url)[1].get("X-Cache") != "HIT":
+            raise RuntimeError(f"the node did not cache its hit URL ({status} {headers.get('X-Cache')})")
+        for _ in range(4):  # both thumbor instances: the result is stored by the first, read by all
+            if get(thumbor.hit_url)[0] != 200:
+                raise RuntimeError("thumbor did not answer its hit URL")
+        bench.systems = {NODE: node, THUMBOR: thumbor, BARE_PYVIPS: bench.bare.system,
+                         BARE_TORNADO: start_bare_tornado(stack, work, body, 2),
+                         NGINX: start_static_nginx(stack, work, body)}
+        print(f"measuring ({plan.rounds} rounds; node {node.base_url}, thumbor {thumbor.base_url})", flush=True)
+        idle, loads, settled = bench.memory()  # first: idle RSS before any other load
+        hits = bench.hits()
+        cold = bench.cold()
+        throughput = bench.throughput()
+        seconds = time.monotonic() - started
+    load_after = os.getloadavg()
+
+    rows = build_rows(hits, cold, throughput, idle, loads, settled)
+    about = machine()
+    load = (f"load average (1/5/15 min) {'/'.join(f'{v:.2f}' for v in load_before)} before, "
+            f"{'/'.join(f'{v:.2f}' for v in load_after)} after")
+    suffix = "-quick" if args.quick else ""
+    args.output.mkdir(parents=True, exist_ok=True)
+    md, png = args.output / f"compare{suffix}.md", args.output / f"compare{suffix}.png"
+    defaults = Defaults()
+    thumbor_check = (f"thumbor's result storage gained {bench.thumbor_stored} files for "
+                     f"{bench.thumbor_requests} miss requests")
+    text = f"""# The node side by side with thumbor, bare pyvips, bare Tornado and nginx
+
+`.venv/bin/python -m benchmarks.compare{' --quick' if args.quick else ''}`, {when}, {seconds / 60:.1f} min.
+
+- Machine: {about['cpu']}; {load}.
+- Software: {about['software']}.
+- Plan: {plan.rounds} alternating rounds (the systems' order rotates each round), medians. Hits: wrk, 1 thread,
+  {plan.hit_seconds} s per case, the node's {len(body) // 1024} kB {WIDTH} px JPEG of the sample `astronaut.jpg`. Cold misses:
+  {plan.cold_per_round} unique files per size, system and round, one at a time. Miss throughput: {plan.miss_batch} unique
+  files per format and round. 12 MP miss load: {plan.memory_batch} unique files per round, {plan.memory_rounds} rounds,
+  RSS read {plan.settle_seconds:g} s after each. CPU is each system's own (all its processes, from /proc); RSS is
+  summed over its processes (pages shared by forked workers counted in each).
+- Configuration: the node's defaults (quality {defaults.quality}, AVIF effort {defaults.avif_effort}, access log on),
+  `--workers 2`, one local origin; thumbor {THUMBOR_VERSION} with its PIL engine and no engine thread pool (its
+  defaults), file loader over the same folder, file storage, file result storage storing unsafe URLs, quality
+  {defaults.quality} for JPEG, WebP and AVIF, AVIF speed {9 - defaults.avif_effort} with aom, non-progressive JPEG,
+  behind nginx (1 worker, round robin, upstream keep-alive); nginx's floor: 2 workers, sendfile.
+- Misses: the node answered `X-Cache: MISS` to {bench.node_misses} of {bench.node_requests} miss requests, and {thumbor_check}.
+- Goals: issue 15's (WebP and AVIF miss throughput take the JPEG row's); ✓ met, ✗ not met in this run. Ratios are of
+  medians; on a shared machine read CPU per request or image (each system's own) before rates.
+{''.join(f'- Cut short: {note}.{chr(10)}' for note in bench.cut_short)}
+{table(rows)}
+
+![chart](compare{suffix}.png)
+"""
+    md.write_text(text)
+    chart(png, hits, cold, throughput, loads, settled, f"edge vs thumbor, {when}; {about['cpu']}; {load}")
+    print(text)
+    if not args.quick:
+        update_readme(f"Measured by `benchmarks/compare.py` on {about['cpu']}, {when}; {load}; "
+                      f"[the full table and chart](benchmarks/results/compare.md).\n\n{table(rows)}")
+    print(f"wrote {md} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

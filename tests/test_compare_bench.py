@@ -1,0 +1,59 @@
+"""The pieces of benchmarks/compare.py that decide what it reports (the run itself is not part of CI:
+it needs thumbor, nginx and wrk, and takes minutes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pyvips
+
+from benchmarks.compare import process_tree, tree_cpu, tree_rss, unique_jpeg, wrk_latency
+from tests.imagecorpus import photo_jpeg
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8080/
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.61ms  806.87us  14.52ms   91.02%
+    Req/Sec     9.90k     1.08k   10.78k    90.00%
+  Latency Distribution
+     50%  812.00us
+     75%    1.70ms
+     90%    2.24ms
+     99%    1.20s
+  9851 requests in 1.00s, 19.04MB read
+Requests/sec:   9846.85
+Transfer/sec:     19.03MB
+"""
+
+
+def test_wrk_percentiles_are_read_in_milliseconds_whatever_wrk_prints():
+    assert wrk_latency(WRK_OUTPUT, "50%") == 0.812
+    assert wrk_latency(WRK_OUTPUT, "99%") == 1200.0
+
+
+def test_unique_copies_differ_in_bytes_and_decode_to_the_same_pixels():
+    body = photo_jpeg(160, 120)
+    first, second = unique_jpeg(body, "miss/a-0.jpg"), unique_jpeg(body, "miss/a-1.jpg")
+    assert len({body, first, second}) == 3
+    original = pyvips.Image.new_from_buffer(body, "")
+    for copy in (first, second):
+        image = pyvips.Image.new_from_buffer(copy, "", fail=True)
+        assert (image.width, image.height) == (160, 120)
+        assert (image - original).abs().max() == 0
+
+
+def test_a_process_tree_sums_its_children():
+    holder = "import sys; b = bytearray(64 << 20); print('ready', flush=True); sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"  # it holds 64 MB (zeroed: resident) until stdin closes
+        assert child.pid in process_tree(os.getpid())
+        assert tree_rss([child.pid]) >= 64
+        assert tree_rss([os.getpid()]) >= tree_rss([child.pid]) + 10  # this process counts too
+        assert tree_cpu([os.getpid()]) >= tree_cpu([child.pid])
+    finally:
+        child.stdin.close()
+        child.wait(30)
+        child.stdout.close()

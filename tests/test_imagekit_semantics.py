@@ -1,0 +1,138 @@
+"""ImageKit's semantics where the node used to differ, over a real socket, pixels checked on 12 MP
+sources: `bg-RRGGBBOO` opacity digits, an opaque `bg` filling transparency, `o` with `bg`, per-corner
+radius, shadow and gradient, expressions, `pg`, animations under `f-auto`, `[defaults] auto_format`
+and `auto_format_smallest`."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import pyvips
+
+from tests.assets import close, pixel
+from tests.imagecorpus import ANIMATION_COLOURS, animated_gif
+from tests.nodes import decode, write_config
+from tests.photos import SIZE, photos  # noqa: F401 - photos is a fixture
+from tests.transform_node import fetch_image, images_config
+
+#: a 12 MP transparent PNG with an opaque red rectangle in its middle half
+SHAPE_SIZE = (4000, 3000)
+BROWSER = {"Accept": "image/avif,image/webp,*/*"}
+FRAMES = 5
+
+
+def two_page_tiff() -> bytes:
+    """A TIFF of two 40x30 pages: red, then blue."""
+    pages = [(pyvips.Image.black(40, 30, bands=3) + colour).cast("uchar") for colour in ([255, 0, 0], [0, 0, 255])]
+    strip = pages[0].join(pages[1], "vertical").copy(interpretation="srgb")
+    strip.set_type(pyvips.GValue.gint_type, "page-height", 30)
+    return strip.tiffsave_buffer()
+
+
+def transparent_shape() -> bytes:
+    width, height = SHAPE_SIZE
+    shape = (pyvips.Image.black(width // 2, height // 2, bands=4) + [255, 0, 0, 255]).cast("uchar")
+    canvas = pyvips.Image.black(width, height, bands=4).cast("uchar").insert(shape, width // 4, height // 4)
+    return canvas.copy(interpretation="srgb").pngsave_buffer(compression=1, keep="none")
+
+
+@pytest.fixture(scope="module")
+def semantics_root(photos, tmp_path_factory):
+    root = tmp_path_factory.mktemp("semantics")
+    shutil.copy(photos.path(photos.jpeg), root / "photo.jpg")
+    (root / "shape.png").write_bytes(transparent_shape())
+    (root / "anim.gif").write_bytes(animated_gif(FRAMES))
+    (root / "pages.tif").write_bytes(two_page_tiff())
+    return root
+
+
+@pytest.fixture
+async def node(node_factory, semantics_root, tmp_path):
+    return await node_factory(write_config(tmp_path, images_config(semantics_root)))
+
+
+async def test_background_opacity_digits_are_a_percentage(node):
+    _, image = await fetch_image(node, "/tr:w-400,h-400,cm-pad_resize,bg-00FF0050,f-png/photo.jpg")
+    assert (image.width, image.height) == (400, 400)
+    assert pixel(image, 200, 5) == (0, 255, 0, 128)  # 50 % of 255, not 0x50
+    assert pixel(image, 200, 200)[3] == 255
+
+
+async def test_per_corner_radius_rounds_only_the_corners_named(node):
+    _, image = await fetch_image(node, "/tr:w-800,r-0_120_0_120,f-png/photo.jpg")
+    right, bottom = image.width - 2, image.height - 2
+    assert (image.width, image.height) == (800, round(800 * SIZE[1] / SIZE[0]))
+    assert [pixel(image, x, y)[3] for x, y in ((1, 1), (right, 1), (right, bottom), (1, bottom))] == [255, 0, 255, 0]
+
+
+async def test_gradient_darkens_towards_the_bottom_only(node):
+    _, plain = await fetch_image(node, "/tr:w-800,f-png/photo.jpg")
+    _, graded = await fetch_image(node, "/tr:w-800,e-gradient,f-png/photo.jpg")
+    rows = plain.height
+
+    def mean(image, top):
+        return image.extract_band(0, n=3).crop(100, top, 600, 10).avg()
+    assert abs(mean(plain, 0) - mean(graded, 0)) < 2  # from transparent at the top
+    assert mean(plain, rows - 10) - mean(graded, rows - 10) > 25  # to black at 66 % at the bottom
+
+
+async def test_shadow_falls_beside_the_opaque_shape_only(node):
+    _, plain = await fetch_image(node, "/tr:w-400,f-png/shape.png")
+    _, shadowed = await fetch_image(node, "/tr:w-400,e-shadow-bl-0_st-100_x-10_y-10,f-png/shape.png")
+    # the shape covers x 100–300, y 75–225; the shadow is shifted by 40, 30
+    assert pixel(plain, 320, 240)[3] == 0 and pixel(shadowed, 320, 240) == (0, 0, 0, 255)
+    assert pixel(shadowed, 200, 150) == (255, 0, 0, 255)  # the shape stays on top
+    assert pixel(shadowed, 50, 50)[3] == 0 and pixel(shadowed, 120, 15)[3] == 0
+
+
+async def test_an_opaque_background_fills_transparency_and_opacity_lies_on_it(node):
+    _, filled = await fetch_image(node, "/tr:w-400,bg-0000FF,f-png/shape.png")
+    assert filled.bands == 3 and pixel(filled, 20, 20) == (0, 0, 255) and pixel(filled, 200, 150) == (255, 0, 0)
+    _, faded = await fetch_image(node, "/tr:w-400,o-50,bg-000000,f-png/shape.png")
+    assert faded.bands == 3 and close(pixel(faded, 200, 150), (128, 0, 0), 2) and pixel(faded, 20, 20) == (0, 0, 0)
+
+
+async def test_expressions_use_the_original_size(node):
+    _, image = await fetch_image(node, "/tr:w-iw_div_2/photo.jpg")
+    assert (image.width, image.height) == (SIZE[0] // 2, SIZE[1] // 2)
+    _, chained = await fetch_image(node, "/tr:w-1000:w-cw_div_4,ar-iar_div_2/photo.jpg")
+    assert (chained.width, chained.height) == (250, round(250 / (SIZE[0] / SIZE[1] / 2)))
+    response = await node.fetch("/tr:w-iw_sub_iw/photo.jpg")
+    assert response.code == 400 and b"w-iw_sub_iw: evaluates to 0" in response.body
+
+
+async def test_page_picks_one_frame(node):
+    response, image = await fetch_image(node, "/tr:pg-3,f-png/anim.gif")
+    assert not image.get_typeof("n-pages") and close(pixel(image, 16, 16), ANIMATION_COLOURS[2], 2)
+    _, second = await fetch_image(node, "/tr:pg-2,f-png/pages.tif")
+    assert (second.width, second.height) == (40, 30) and pixel(second, 20, 15) == (0, 0, 255)
+    response = await node.fetch("/tr:pg-9/anim.gif")
+    assert (response.code, response.body) == (400, b"invalid transformation: pg-9: the source has 5 page(s)\n")
+
+
+@pytest.mark.parametrize("accept, content_type", [("image/gif", "image/gif"), ("image/webp,*/*", "image/webp"),
+                                                   ("*/*", "image/gif")])
+async def test_f_auto_keeps_an_animation_animated(node, accept, content_type):
+    response = await node.fetch("/tr:w-16,f-auto/anim.gif", headers={"Accept": accept})
+    frames = decode(response, all_frames=True)
+    assert response.headers["Content-Type"] == content_type and response.headers["Vary"] == "Accept"
+    assert frames.get("n-pages") == FRAMES and frames.width == 16
+
+
+async def test_auto_format_by_default_and_the_smallest_format(node_factory, semantics_root, tmp_path, node):
+    config = images_config(semantics_root, "[defaults]\nauto_format = true\nauto_format_smallest = true\n")
+    (tmp_path / "auto").mkdir()
+    auto = await node_factory(write_config(tmp_path / "auto", config))
+    old = await auto.fetch("/tr:w-600/photo.jpg", headers={"Accept": "*/*"})
+    assert old.headers["Content-Type"] == "image/jpeg" and old.headers["Vary"] == "Accept"
+    first = await auto.fetch("/tr:w-600/photo.jpg", headers=BROWSER)
+    again = await auto.fetch("/tr:w-600/photo.jpg", headers=BROWSER)
+    assert again.headers["X-Cache"] == "HIT" and again.body == first.body  # one key per Accept class
+    explicit = await auto.fetch("/tr:w-600,f-png/photo.jpg", headers=BROWSER)
+    assert explicit.headers["Content-Type"] == "image/png" and "Vary" not in explicit.headers
+    # the smallest of what the browser accepts, encoded at the same quality as asked for one by one
+    sizes = {fmt: len((await node.fetch(f"/tr:w-600,f-{fmt}/photo.jpg")).body) for fmt in ("avif", "webp", "jpg")}
+    smallest = min(sizes, key=sizes.get)
+    assert first.headers["Content-Type"] == f"image/{'jpeg' if smallest == 'jpg' else smallest}"
+    assert len(first.body) == sizes[smallest]

@@ -1,0 +1,39 @@
+"""The order of a miss: the response goes out before the output and the original are stored, and what
+was answered is stored after it."""
+
+import threading
+
+from tests.nodes import decode, local_config, start_node, write_config
+
+STORE_WAIT = 30
+
+
+async def test_the_response_does_not_wait_for_the_stores(tmp_path):
+    node = await start_node(write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\n')))
+    caches = node.node.caches
+    disk_free = threading.Event()
+    stores: list[str] = []
+
+    def stuck(put):  # a disk that does not take writes until the test says so (bounded)
+        def wait_then_put(key, value):
+            stores.append(key)
+            assert disk_free.wait(STORE_WAIT)
+            put(key, value)
+        return wait_then_put
+
+    caches.outputs.put = stuck(caches.outputs.put)
+    caches.originals.put = stuck(caches.originals.put)
+    try:
+        response = await node.client.fetch(node.url + "/tr:w-120/camera.jpg", raise_error=False)
+        assert response.code == 200 and response.headers["X-Cache"] == "MISS"
+        assert decode(response).width == 120
+        assert len(caches.outputs) == 0 and len(caches.originals) == 0  # answered, not yet stored
+
+        disk_free.set()
+        await node.node.settle()
+        assert len(stores) == 2 and len(caches.outputs) == 1 and len(caches.originals) == 1
+        again = await node.fetch("/tr:w-120/camera.jpg")
+        assert again.headers["X-Cache"] == "HIT" and again.body == response.body
+    finally:
+        disk_free.set()
+        await node.stop()
