@@ -1,67 +1,211 @@
-"""Cache-hit throughput: the node against a bare Tornado handler serving the same bytes from memory.
+"""Cache hits: the node against bare Tornado serving the same bytes from memory, in one command.
 
-Both servers run as single processes on 127.0.0.1 and are driven by the same wrk load in alternating
-rounds, so the machine's noise hits both alike; the figures that matter are ratios of medians. Two are
-reported: requests per second, and the server's CPU time per request (read from /proc), which stays
-meaningful when other work shares the machine. Goal: the node serves cache hits at ≥ 0.8 of the bare
-handler's rate.
+Every round runs each target of each case once, in turn, so the machine's noise hits all alike; the
+figures are medians over the rounds and the ones that matter are ratios to the baseline of the same
+case. Reported per target: requests per second, the servers' CPU time per request (read from /proc:
+steadier than throughput on a shared machine) and wrk's p99 latency.
+
+- `1 worker`: the node with one worker vs one bare Tornado process, at 16 and 256 connections
+  (goal ≥ 0.9 of bare).
+- `2 workers`: the node with two workers vs two bare processes on one port (`SO_REUSEPORT`, as the
+  node), at 16 connections (goal ≥ 0.9), with how the requests spread over the node's workers; and
+  p99 at 256 and 1000 connections (goal ≤ 1.2× bare).
+- `20k keys`: one node (one worker) answering 20 000 cached outputs read at random vs one hot key
+  (goal ≥ 0.97: what the LRU bookkeeping of a long tail of keys costs).
 
     .venv/bin/python -m benchmarks.bench_hit [--rounds 5] [--seconds 3]
 """
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import diskcache
+from prometheus_client.mmap_dict import MmapedDict
+
 from benchmarks.baselines import BARE_TORNADO_SERVER
-from benchmarks.common import LoadResult, load_arguments, print_load_ratios, start_node_process, wrk_load
-from tests.nodes import local_config
+from benchmarks.common import LoadResult, load_arguments, median, start_node_process, wrk_load
+from tests.nodes import SAMPLES, NodeProcess, local_config
 
 PATH = "/tr:w-300/astronaut.jpg"
+#: the 20k-keys case: small outputs, so that all of them fit the memory tier (as hot ones would)
+KEYS = 20_000
+KEY_PATH = "/tr:w-100/k{}/astronaut.jpg"
+_LUA_PATH = KEY_PATH.replace("{}", "%d")
+
+RANDOM_KEYS = f"""
+math.randomseed(os.time())
+request = function()
+  return wrk.format(nil, string.format("{_LUA_PATH}", math.random(0, {KEYS - 1})))
+end
+"""
+HOT_KEY = f"""
+request = function()
+  return wrk.format(nil, string.format("{_LUA_PATH}", 0 * math.random(0, {KEYS - 1})))
+end
+"""
 
 
-def node_config(access_log: bool) -> str:
-    return local_config(before=f"[server]\naccess_log = {str(access_log).lower()}")
+@dataclass
+class Bare:
+    process: subprocess.Popen
+    url: str
+    pids: list[int]
+
+    @classmethod
+    def start(cls, body_file: Path, workers: int) -> Bare:
+        process = subprocess.Popen([sys.executable, "-c", BARE_TORNADO_SERVER, str(body_file), str(workers)],
+                                   stdout=subprocess.PIPE, text=True)
+        port = [process.stdout.readline().strip() for _ in range(workers)][0]  # one line per process
+        pid = process.pid
+        pids = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return cls(process, f"http://127.0.0.1:{port}/", pids if workers > 1 else [pid])
+
+    def stop(self) -> None:
+        for pid in self.pids:
+            if pid != self.process.pid:
+                os.kill(pid, signal.SIGTERM)  # tornado's fork_processes leaves its children to us
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def start_node(folder: Path, workers: int, memory_size: str = "64MB", root: Path = SAMPLES) -> NodeProcess:
+    folder.mkdir()
+    return start_node_process(folder, local_config(root, before=(
+        f'[server]\nworkers = {workers}\n[cache]\ndir = "{folder / "cache"}"\nmemory_size = "{memory_size}"\n')))
+
+
+def requests_per_worker(pids: list[int]) -> list[float]:
+    """`edge_http_requests_total` of each worker, from its multiprocess metrics file (found through
+    the worker's memory maps)."""
+    counts = []
+    for pid in pids:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        path = re.search(rf"(/\S+/counter_{pid}\.db)$", maps, re.MULTILINE).group(1)
+        counts.append(sum(value for key, value, *_ in MmapedDict.read_all_values_from_file(path)
+                          if json.loads(key)[1] == "edge_http_requests_total"))
+    return counts
+
+
+def fill_keys(cache_dir: Path, url: str) -> None:
+    """Store KEYS outputs (copies of one made by the node) as the node would have stored them."""
+    urllib.request.urlopen(url + KEY_PATH.format(0), timeout=60).read()
+    with diskcache.Cache(str(cache_dir / "outputs")) as outputs:
+        (key,) = list(outputs.iterkeys())
+        assert "\0k0/astronaut.jpg\0" in key, key
+        body, tag = outputs.get(key, tag=True)
+        with outputs.transact():
+            for n in range(1, KEYS):
+                outputs.set(key.replace("k0/astronaut.jpg", f"k{n}/astronaut.jpg"), body, tag=tag)
+
+
+def read_every_key(url: str, threads: int = 4) -> None:
+    """GET each key once (keep-alive connections in a few threads)."""
+    port = int(url.rsplit(":", 1)[1])
+
+    def read(first: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for n in range(first, KEYS, threads):
+            connection.request("GET", KEY_PATH.format(n))
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200 and response.headers["X-Cache"] == "HIT", (n, response.status)
+        connection.close()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(read, range(threads)))
 
 
 def main() -> None:
     args = load_arguments(__doc__)
-
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        nodes = {}
-        for access_log in (True, False):
-            folder = work / f"log-{access_log}"
-            folder.mkdir()
-            nodes[access_log] = start_node_process(folder, node_config(access_log))
-        body = urllib.request.urlopen(nodes[True].url + PATH, timeout=30).read()  # the miss: now cached
-        urllib.request.urlopen(nodes[False].url + PATH, timeout=30).read()
-        (work / "body.jpg").write_bytes(body)
-        bare = subprocess.Popen([sys.executable, "-c", BARE_TORNADO_SERVER, str(work / "body.jpg"), "1"],
-                                stdout=subprocess.PIPE, text=True)
-        bare_url = f"http://127.0.0.1:{bare.stdout.readline().strip()}/"
+        scripts = {}
+        for name, text in (("random", RANDOM_KEYS), ("hot", HOT_KEY)):
+            scripts[name] = work / f"{name}.lua"
+            scripts[name].write_text(text)
+        one, two = start_node(work / "one", 1), start_node(work / "two", 2)
+        (work / "originals" / "k0").mkdir(parents=True)  # the other keys exist only in the cache
+        shutil.copy(SAMPLES / "astronaut.jpg", work / "originals" / "k0")
+        keys = start_node(work / "keys", 1, memory_size="512MB", root=work / "originals")
+        servers: list = [one, two, keys]
         try:
-            targets = {
-                "bare": (bare_url, bare.pid),
-                "node": (nodes[True].url + PATH, nodes[True].worker_pids()[0]),
-                "node, no access log": (nodes[False].url + PATH, nodes[False].worker_pids()[0]),
-            }
-            results: dict[str, list[LoadResult]] = {name: [] for name in targets}
-            for _ in range(args.rounds):
-                for name, (url, pid) in targets.items():
-                    results[name].append(wrk_load(url, pid, args.seconds))
-        finally:
-            bare.terminate()
-            bare.wait(10)
-            for node in nodes.values():
-                node.stop()
+            body = urllib.request.urlopen(one.url + PATH, timeout=60).read()  # the miss: now cached
+            urllib.request.urlopen(two.url + PATH, timeout=60).read()
+            (work / "body.jpg").write_bytes(body)
+            bare_one, bare_two = Bare.start(work / "body.jpg", 1), Bare.start(work / "body.jpg", 2)
+            servers += [bare_one, bare_two]
+            fill_keys(work / "keys" / "cache", keys.url)
+            keys_pid = keys.worker_pids()[0]
+            read_every_key(keys.url)  # all in the memory tier
+            assert urllib.request.urlopen(keys.url + KEY_PATH.format(KEYS - 1)).headers["X-Cache"] == "HIT"
+            two_pids = two.worker_pids()
 
-    print(f"cache-hit throughput, {len(body)} B body, {args.rounds} rounds of {args.seconds}s, medians:")
-    print_load_ratios(results, "bare")
+            runs: dict[str, Callable[[], LoadResult]] = {}
+            for connections in (16, 256):
+                runs[f"1 worker, {connections} conn: bare"] = lambda c=connections: wrk_load(
+                    bare_one.url, bare_one.pids, args.seconds, c)
+                runs[f"1 worker, {connections} conn: node"] = lambda c=connections: wrk_load(
+                    one.url + PATH, one.worker_pids(), args.seconds, c)
+            for connections in (16, 256, 1000):
+                seconds = max(args.seconds, connections // 200)  # 1000 connections: p99 near a second
+                runs[f"2 workers, {connections} conn: bare"] = lambda c=connections, s=seconds: wrk_load(
+                    bare_two.url, bare_two.pids, s, c)
+                runs[f"2 workers, {connections} conn: node"] = lambda c=connections, s=seconds: wrk_load(
+                    two.url + PATH, two_pids, s, c)
+            runs["20k keys: hot key"] = lambda: wrk_load(keys.url, keys_pid, args.seconds, script=scripts["hot"])
+            runs["20k keys: random"] = lambda: wrk_load(keys.url, keys_pid, args.seconds, script=scripts["random"])
+
+            results: dict[str, list[LoadResult]] = {name: [] for name in runs}
+            spreads: list[list[float]] = []
+            for _ in range(args.rounds):
+                for name, run in runs.items():
+                    before = requests_per_worker(two_pids) if name == "2 workers, 16 conn: node" else None
+                    results[name].append(run())
+                    if before is not None:
+                        after = requests_per_worker(two_pids)
+                        spreads.append([a - b for a, b in zip(after, before)])
+            load = os.getloadavg()
+        finally:
+            for server in servers:
+                server.stop()
+
+    print(f"cache hits, {len(body)} B body ({KEYS} keys case: w-100 outputs), {args.rounds} rounds of "
+          f"{args.seconds}s, wrk 1 thread, medians; load average at the end {load[0]:.1f} / {load[1]:.1f} / "
+          f"{load[2]:.1f} on {os.cpu_count()} cores")
+    print_cases(results)
+    shares = ", ".join("/".join(f"{count / sum(spread):.0%}" for count in spread) for spread in spreads)
+    print(f"  2 workers, 16 conn: requests per worker, each round: {shares}")
+
+
+def print_cases(results: dict[str, list[LoadResult]]) -> None:
+    """Each case's targets as ratios to the case's baseline (its first target)."""
+    cases: dict[str, list[str]] = {}
+    for name in results:
+        cases.setdefault(name.split(": ")[0], []).append(name)
+    for case, names in cases.items():
+        base = {field: median([getattr(r, field) for r in results[names[0]]])
+                for field in ("requests_per_second", "cpu_us_per_request", "p99_ms")}
+        print(f"  {case}")
+        for name in names:
+            rate, cpu, p99 = (median([getattr(r, field) for r in results[name]]) for field in base)
+            print(f"    {name.split(': ')[1]:9s} {rate:7.0f} req/s ({rate / base['requests_per_second']:.2f})  "
+                  f"{cpu:5.0f} µs CPU/req (base/this {base['cpu_us_per_request'] / cpu:.2f})  "
+                  f"p99 {p99:7.1f} ms ({p99 / base['p99_ms']:.2f}×)")
+
 
 if __name__ == "__main__":
     main()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,20 +37,40 @@ class LoadResult:
     requests_per_second: float
     #: the server's CPU time per request, in microseconds: robust when the machine is shared
     cpu_us_per_request: float
+    #: wrk's 99th percentile of latency, in milliseconds
+    p99_ms: float = 0.0
 
 
-def wrk_load(url: str, server_pid: int, seconds: int, connections: int = 16) -> LoadResult:
-    """One bounded wrk run (1 thread, keep-alive connections) against a 127.0.0.1 URL."""
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk_load(url: str, server_pid: int | Sequence[int], seconds: int, connections: int = 16,
+             script: Path | None = None) -> LoadResult:
+    """One bounded wrk run (1 thread, keep-alive connections) against a 127.0.0.1 URL; the CPU time is
+    that of `server_pid` (or the sum over several), the requests may come from a wrk Lua `script`."""
     assert url.startswith("http://127.0.0.1:")
-    cpu_before = cpu_seconds(server_pid)
-    result = subprocess.run([require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", url],
-                            capture_output=True, text=True, timeout=seconds + 30, check=True)
-    cpu = cpu_seconds(server_pid) - cpu_before
+    pids = [server_pid] if isinstance(server_pid, int) else list(server_pid)
+    cpu_before = sum(map(cpu_seconds, pids))
+    command = [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", url]
+    if script is not None:
+        command[1:1] = ["-s", str(script)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True,
+                            preexec_fn=_raise_fd_limit)
+    cpu = sum(map(cpu_seconds, pids)) - cpu_before
     if "Non-2xx" in result.stdout or "Socket errors" in result.stdout:
         raise RuntimeError("benchmark run had errors:\n" + result.stdout)
     requests = int(re.search(r"(\d+) requests in", result.stdout).group(1))
+    if requests == 0:
+        raise RuntimeError("no request answered in the run: make it longer\n" + result.stdout)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))
-    return LoadResult(rate, cpu / requests * 1e6)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", result.stdout)
+    return LoadResult(rate, cpu / requests * 1e6, float(p99.group(1)) * _UNITS_MS[p99.group(2)])
+
+
+def _raise_fd_limit() -> None:
+    """wrk needs a file descriptor per connection (1000 connections are above a common soft limit)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def start_node_process(directory: Path, config_text: str) -> NodeProcess:

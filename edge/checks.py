@@ -39,13 +39,26 @@ def usable_cache_dir(directory: Path, *, create: bool) -> None:
         raise StartupError(f"cache folder {directory}: cannot write in {target}: {exc.strerror}") from None
 
 
-def bind(host: str, port: int) -> list[socket.socket]:
+def bind(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
     """The listening sockets, or a `StartupError` naming the address."""
     try:
-        return tornado.netutil.bind_sockets(port, host)
+        return tornado.netutil.bind_sockets(port, host, reuse_port=reuse_port)
     except OSError as exc:
         reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         raise StartupError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def bind_per_worker(host: str, port: int, workers: int) -> list[list[socket.socket]]:
+    """`workers` sets of listening sockets on one port (`SO_REUSEPORT`), one set per worker: the kernel
+    spreads new connections evenly over them by a hash of the client's address and port. (One shared
+    socket lets the first worker awake accept a whole burst of connections.) The port is first taken
+    without `SO_REUSEPORT`, so that a port another process listens on is still "already in use"
+    rather than silently shared with it; port 0 picks one free port for all sets."""
+    probe = bind(host, port)
+    port = probe[0].getsockname()[1]
+    for sock in probe:
+        sock.close()
+    return [bind(host, port, reuse_port=True) for _ in range(workers)]
 
 
 def bindable(host: str, port: int) -> None:

@@ -2,8 +2,9 @@
 `edge new-plugin`, `edge cloudinary-check`; `edge warm` and `edge cache stats` live in `edge.warm` and
 `edge.cachestats`.
 
-`serve` binds the listening socket in the parent, then forks the workers, which all accept on that
-socket. The parent only supervises (`edge.supervisor`): restarts, SIGHUP reloads, SIGTERM drains.
+`serve` binds the listening sockets in the parent (one per worker, on one port), then forks the
+workers, each accepting on its own. The parent only supervises (`edge.supervisor`): restarts, SIGHUP
+reloads, SIGTERM drains.
 libvips and the metrics values are only touched after the fork.
 """
 
@@ -223,8 +224,8 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="edge-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        sockets = checks.bind(config.server.host, config.server.port)
-        port = sockets[0].getsockname()[1]
+        sockets = checks.bind_per_worker(config.server.host, config.server.port, config.server.workers)
+        port = sockets[0][0].getsockname()[1]
         metrics_sockets = ([] if config.server.metrics_port is None
                            else checks.bind(config.server.host, config.server.metrics_port))
 

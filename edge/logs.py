@@ -33,5 +33,5 @@ def configure_logging(level: str, log_format: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_LEVELS[level])
-    # libvips narrates every thumbnail at INFO
+    # pyvips' own messages (libvips' go to stderr from C: edge/transform/render.py)
     logging.getLogger("pyvips").setLevel(max(logging.WARNING, _LEVELS[level]))

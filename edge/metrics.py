@@ -13,6 +13,8 @@ samples its own CPU time, memory and file descriptors into `edge_process_*`, sum
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import os
 import platform
 import shutil
@@ -137,6 +139,10 @@ class Metrics:
             "edge_process_open_fds", "Open file descriptors of the live workers", registry=r,
             multiprocess_mode="livesum")
         self._cpu_counted = 0.0
+        #: the hot path's counts and observations of this IOLoop turn, not yet written (see `add`)
+        self._pending_counts: dict[tuple, float] = {}
+        self._pending_observations: dict[tuple, list] = {}  # [count per bucket, sum]
+        self._flush_scheduled = False
 
     def observe_cache(self, tiers: Iterable[DiskTier], directory: Path) -> None:
         """Refresh the cache gauges (blocking: reads SQLite and statvfs)."""
@@ -195,8 +201,56 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
+    def add(self, metric: Counter, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        """`metric.labels(*labels).inc(amount)`, written at the end of this IOLoop turn together with the
+        turn's other counts (call on the IOLoop). Every write costs: a locked mmap write in multiprocess
+        mode (measured 5 µs a counter and 18 µs a histogram observation on a loaded 2-core machine,
+        2.6 and 6.4 µs in-process), so under load a turn that answers several hits writes each series
+        once."""
+        key = (metric, labels)
+        self._pending_counts[key] = self._pending_counts.get(key, 0.0) + amount
+        self._flush_soon()
+
+    def observe(self, metric: Histogram, labels: tuple[str, ...], value: float) -> None:
+        """`metric.labels(*labels).observe(value)`, written as `add` writes."""
+        key = (metric, labels)
+        pending = self._pending_observations.get(key)
+        if pending is None:
+            pending = self._pending_observations[key] = [[0] * len(metric._upper_bounds), 0.0]
+        pending[0][bisect.bisect_left(metric._upper_bounds, value)] += 1  # buckets are `le`: value ≤ bound
+        pending[1] += value
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._flush_scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no loop (a tool, a test): at once
+            self.flush()
+            return
+        self._flush_scheduled = True
+
+    def flush(self) -> None:
+        """Write what `add` and `observe` gathered (also before every read of the values)."""
+        self._flush_scheduled = False
+        counts, self._pending_counts = self._pending_counts, {}
+        observations, self._pending_observations = self._pending_observations, {}
+        for (metric, labels), amount in counts.items():
+            self.child(metric, *labels).inc(amount)
+        for (metric, labels), (buckets, total) in observations.items():
+            # prometheus-client has no call to add many observations: its histogram child keeps one
+            # value per bucket (non-cumulative) and the sum, which `observe` increments; these are
+            # incremented the same way (tests/test_metrics.py compares the two)
+            child = self.child(metric, *labels)
+            child._sum.inc(total)
+            for bucket, count in zip(child._buckets, buckets):
+                if count:
+                    bucket.inc(count)
+
     def node_registry(self) -> CollectorRegistry:
         """The values of this process, or of the whole node in multiprocess mode."""
+        self.flush()
         if multiprocess_mode():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

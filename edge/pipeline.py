@@ -230,7 +230,7 @@ class Pipeline:
         )
 
     def _count(self, tier: str, result: str) -> None:
-        self._metrics.child(self._metrics.cache_requests, tier, result).inc()
+        self._metrics.add(self._metrics.cache_requests, (tier, result))
 
 
 def _made_from(original: SourceInfo, overlays: list[SourceInfo]) -> SourceInfo:

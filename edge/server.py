@@ -26,7 +26,6 @@ from .pipeline import ImageCall, Pipeline
 from .routing import Router
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
-from .transform.hints import ACCEPT_CH
 from .transform.render import Renderer
 
 log = logging.getLogger("edge")
@@ -35,6 +34,9 @@ TOUCH_FLUSH_SECONDS = 1.0
 GAUGE_REFRESH_SECONDS = 5.0
 #: the status logged and counted for a request whose client went away before the answer (nginx's)
 CLIENT_CLOSED_REQUEST = 499
+CACHE_CONTROL, CONTENT_LENGTH, X_CACHE = "Cache-Control", "Content-Length", "X-Cache"
+#: `X-Cache` of each `Served.cache`
+X_CACHE_VALUES = {cache: cache.upper() for cache in ("hit", "miss", "stale", "shared")}
 
 
 class Node:
@@ -102,6 +104,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.settle()  # what was answered is stored before the cache closes
+        self.metrics.flush()
         await self._flush_touches()
         self.access_log.flush()
         for origin in self.config.origins:
@@ -209,10 +212,10 @@ class ImageHandler(BaseHandler):
         metrics = node.metrics
         node.inflight -= 1
         elapsed = self.request.request_time()
-        metrics.child(metrics.http_requests, self.endpoint_label, str(status)).inc()
-        metrics.child(metrics.http_duration, self.endpoint_label, self.cache_result).observe(elapsed)
+        metrics.add(metrics.http_requests, (self.endpoint_label, str(status)))
+        metrics.observe(metrics.http_duration, (self.endpoint_label, self.cache_result), elapsed)
         if status == 404:
-            metrics.child(metrics.not_found, self.endpoint_label).inc()
+            metrics.add(metrics.not_found, (self.endpoint_label,))
 
     async def _serve(self) -> None:
         headers = self.request.headers
@@ -240,32 +243,24 @@ class ImageHandler(BaseHandler):
 
     def _respond(self, output: CachedOutput, signed_until: int | None) -> None:
         self.origin_name = output.source.origin
-        self.set_header("Content-Type", output.content_type)
-        self.set_header("Cache-Control", self.node.cache_control(signed_until))
-        self.set_header("ETag", output.etag)
-        self.set_header("X-Cache", self.cache_result.upper())
-        if output.source.last_modified:
-            self.set_header("Last-Modified", output.source.last_modified)
-        if output.client_hints:
-            self.set_header("Vary", f"Accept, {output.client_hints}" if output.vary_accept else output.client_hints)
-            self.set_header("Accept-CH", ACCEPT_CH)
-        elif output.vary_accept:
-            self.set_header("Vary", "Accept")
-        if output.canonical_link:
-            self.set_header("Link", output.canonical_link)
+        # Tornado's header map, filled without `set_header`'s checks of each value: these were
+        # checked once, when the output was made (`CachedOutput.headers`), or are the node's own
+        self._headers.update(output.headers)
+        self._headers.update(((CACHE_CONTROL, self.node.cache_control(signed_until)),
+                              (X_CACHE, X_CACHE_VALUES[self.cache_result])))
         if self._query("ik-attachment") == "true":
             self.set_header("Content-Disposition", "attachment")
         if _etag_matches(self.request.headers.get("If-None-Match"), output.etag):
             self.set_status(304)
             self.finish()
             return
-        self.set_header("Content-Length", len(output.body))
+        self._headers[CONTENT_LENGTH] = str(len(output.body))
         if self.request.method == "HEAD":
             self.finish()
             return
         self.body_bytes = len(output.body)
         metrics = self.node.metrics
-        metrics.child(metrics.response_bytes, self.endpoint_label).inc(self.body_bytes)
+        metrics.add(metrics.response_bytes, (self.endpoint_label,), self.body_bytes)
         self.finish(output.body)
 
     def _send_error(self, error: EdgeError) -> None:

@@ -61,6 +61,54 @@ def test_filling_past_the_budget_evicts_the_least_recently_used_and_nothing_else
     assert caches.originals.get(path_key("", "a.jpg")) == original  # another tier, another budget
 
 
+async def test_hits_from_the_memory_tier_keep_their_entries_from_eviction(tmp_path):
+    # memory-tier hits never read SQLite: their keys are marked as used in the batched flush
+    probe = Caches(tmp_path, 10**9, 10**9)
+    empty = probe.outputs.volume()
+    probe.close()
+    caches = Caches(tmp_path, empty + 10 * ENTRY + ENTRY // 2, 10**9, memory_size=10**8, touch_interval=0)
+    try:
+        for n in range(10):
+            caches.outputs.put(f"k{n}", output(n))
+        for n in range(10):
+            assert (await caches.output(f"k{n}")).body == output(n).body  # from disk, now in memory
+        caches.flush_touches()
+        for n in (7, 3, 5, 1, 9):
+            for _ in range(3):
+                assert caches.output_in_memory(f"k{n}") is not None
+        caches.flush_touches()
+        for n in range(10, 15):
+            caches.outputs.put(f"k{n}", output(n))
+        kept = {n for n in range(15) if caches.outputs.get(f"k{n}") is not None}
+        assert kept == {1, 3, 5, 7, 9, 10, 11, 12, 13, 14}
+    finally:
+        caches.close()
+
+
+def test_a_key_is_marked_as_used_at_most_once_per_interval(tmp_path):
+    caches = Caches(tmp_path, 10**9, 10**9, touch_interval=3600)
+    writer = caches.outputs._handles[0]
+
+    def access_time(key: str) -> float:
+        return writer._sql("SELECT access_time FROM Cache WHERE key = ?", (key,)).fetchone()[0]
+
+    try:
+        caches.outputs.put("hot", output(1))
+        caches.outputs.put("cold", output(2))
+        stored = access_time("hot")
+        caches.outputs.get("hot")
+        caches.flush_touches()
+        marked = access_time("hot")
+        assert marked > stored
+        caches.outputs.get("hot")
+        caches.outputs.get("cold")
+        caches.flush_touches()
+        assert access_time("hot") == marked  # within the interval: not written again
+        assert access_time("cold") > access_time("hot")
+    finally:
+        caches.close()
+
+
 def test_an_entry_too_large_for_its_tier_is_not_kept_and_evicts_nothing(small_outputs):
     caches, evicted = small_outputs
     caches.outputs.put("small", output(1))

@@ -1,12 +1,14 @@
 """`/metrics` of a node with two workers, parsed as Prometheus parses it, after a known sequence of
 requests: every count is the whole node's, whichever worker answered."""
 
+import asyncio
 import shutil
 import subprocess
 import time
 
 import pytest
 import pytest_asyncio
+from prometheus_client import generate_latest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.assets import colour, solid
@@ -160,3 +162,28 @@ async def test_metrics_on_their_own_port(tmp_path):
         client.close()
         node.stop()
         await origin.stop()
+
+
+async def test_batched_counts_and_observations_equal_direct_ones():
+    # the hot path's `add`/`observe` write once per IOLoop turn, through prometheus-client's histogram
+    # internals (its per-bucket values and sum): this pins that they add up as `observe` would
+    from edge.metrics import LATENCY_BUCKETS, Metrics
+
+    batched, direct = Metrics(), Metrics()
+    values = [0.0004, *LATENCY_BUCKETS, 0.003, 0.003, 45.0]  # bounds themselves belong to their bucket
+    for value in values:
+        batched.observe(batched.http_duration, ("default", "hit"), value)
+        batched.add(batched.http_requests, ("default", "200"))
+        direct.http_duration.labels("default", "hit").observe(value)
+        direct.http_requests.labels("default", "200").inc()
+    batched.add(batched.response_bytes, ("default",), 1234)
+    direct.response_bytes.labels("default").inc(1234)
+    written, expected = batched.exposition().decode(), direct.exposition().decode()  # a read writes first
+    for name in ("edge_http_request_duration_seconds_bucket", "edge_http_request_duration_seconds_sum",
+                 "edge_http_request_duration_seconds_count", "edge_http_requests_total", "edge_response_bytes_total"):
+        assert samples(written, name) == samples(expected, name), name
+    await asyncio.sleep(0)
+    batched.add(batched.http_requests, ("default", "200"))
+    await asyncio.sleep(0)  # written at the end of the turn, without a read
+    assert samples(generate_latest(batched.registry).decode(), "edge_http_requests_total",
+                   status="200") == {(("endpoint", "default"), ("status", "200")): len(values) + 1}

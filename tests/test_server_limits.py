@@ -54,6 +54,15 @@ async def test_headers_must_arrive_within_the_header_timeout(node_factory, tmp_p
     assert answer == b"" and time.monotonic() - started < WAIT  # closed, not answered
 
 
+async def test_a_kept_alive_connection_waits_idle_timeout_for_its_next_request(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config(
+        before='[server]\nheader_timeout = "30s"\nidle_timeout = "1s"')))
+    started = time.monotonic()
+    answer = await exchange(node.url, b"GET /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\n\r\n")  # then nothing
+    assert status(answer) == 200  # answered, kept alive, then closed well before header_timeout
+    assert 1 <= time.monotonic() - started < WAIT
+
+
 async def test_connections_beyond_the_cap_get_503(node_factory, tmp_path):
     node = await node_factory(write_config(tmp_path, local_config(before="[server]\nmax_connections = 3")))
     idle = [await asyncio.open_connection("127.0.0.1", int(node.url.rsplit(":", 1)[1])) for _ in range(3)]

@@ -1,5 +1,5 @@
-"""`edge serve` as a real process: workers share one socket, one cache and one /metrics; SIGTERM
-stops everything."""
+"""`edge serve` as a real process: workers share one port (a socket each), one cache and one
+/metrics; SIGTERM stops everything."""
 
 import os
 import signal
@@ -55,6 +55,27 @@ async def test_two_workers_share_the_cache_and_one_metrics_endpoint(two_workers)
     assert cache[(("result", "hit"), ("tier", "output"))] == 20
     requests = samples(metrics, "edge_http_requests_total")
     assert requests[(("endpoint", "default"), ("status", "200"))] == 21
+
+
+def listening_sockets(pid: int, port: int) -> set[int]:
+    """Inodes of the listening TCP sockets on `port` that process `pid` holds."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    listening.add(int(fields[9]))
+    held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    return {inode for inode in listening if f"socket:[{inode}]" in held}
+
+
+def test_each_worker_accepts_on_its_own_socket_and_the_supervisor_keeps_them_all(two_workers):
+    # SO_REUSEPORT: the kernel spreads connections over the workers' sockets
+    port = int(two_workers.url.rsplit(":", 1)[1])
+    first, second = (listening_sockets(pid, port) for pid in children_of(two_workers.process.pid))
+    assert len(first) == len(second) == 1 and first != second
+    assert listening_sockets(two_workers.process.pid, port) == first | second
 
 
 def test_sigterm_stops_the_supervisor_and_every_worker(tmp_path):

@@ -20,7 +20,7 @@ from typing import TypeVar
 from .entries import CachedOutput, StoredOriginal
 from .health import CacheHealth, error_kind
 from .memory import MemoryTier
-from .tiers import RETRY_SECONDS, DiskTier, NotFoundTier, OriginalTier, OutputTier
+from .tiers import RETRY_SECONDS, TOUCH_INTERVAL, DiskTier, NotFoundTier, OriginalTier, OutputTier
 from .versions import SharedVersions
 
 T = TypeVar("T")
@@ -40,7 +40,7 @@ class Caches:
 
     def __init__(self, directory: Path, output_size: int, original_size: int, memory_size: int = 0, *,
                  health: CacheHealth | None = None, evicted: Callable[[str, int], None] | None = None,
-                 dropped: Callable[[str], None] = lambda tier: None):
+                 dropped: Callable[[str], None] = lambda tier: None, touch_interval: float = TOUCH_INTERVAL):
         self.health = health or CacheHealth()
         self._dropped = dropped
         self._pending_bytes = 0
@@ -50,9 +50,11 @@ class Caches:
         self._versions_retry_at = 0.0
         self._memory = MemoryTier(memory_size) if memory_size > 0 else None
         self.outputs = OutputTier("output", directory / "outputs", output_size, self.health, evicted,
-                                  changed=self.bump)
-        self.originals = OriginalTier("original", directory / "originals", original_size, self.health, evicted)
-        self.not_found = NotFoundTier("not_found", directory / "not-found", NOT_FOUND_BUDGET, self.health, evicted)
+                                  changed=self.bump, touch_interval=touch_interval)
+        self.originals = OriginalTier("original", directory / "originals", original_size, self.health, evicted,
+                                      touch_interval)
+        self.not_found = NotFoundTier("not_found", directory / "not-found", NOT_FOUND_BUDGET, self.health, evicted,
+                                      touch_interval)
         self.tiers: tuple[DiskTier, ...] = (self.outputs, self.originals, self.not_found)
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cache")
         self._open_versions()  # bumped by every process, whether or not it keeps a memory tier

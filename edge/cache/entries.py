@@ -6,6 +6,8 @@ import hashlib
 import re
 from dataclasses import dataclass, replace
 
+from ..transform.hints import ACCEPT_CH
+
 #: a header value the node passes on from an origin: visible ASCII and spaces, bounded
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,1022}[\x21-\x7e])?")
 
@@ -64,6 +66,23 @@ class CachedOutput:
     canonical_link: str | None = None
     #: the client hints the output was chosen by (`Sec-CH-Width, Width`), for `Vary`, or None
     client_hints: str | None = None
+
+    def __post_init__(self) -> None:
+        # The response headers that depend only on this output, built once when it is made or read
+        # from disk (not a field: neither stored nor compared). Every value is a valid header value:
+        # MIME types and ETags are the node's own, Last-Modified passed `header_value`, Link is
+        # percent-encoded.
+        headers = [("Content-Type", self.content_type), ("Etag", self.etag)]
+        if self.source.last_modified:
+            headers.append(("Last-Modified", self.source.last_modified))
+        vary = ", ".join(filter(None, ("Accept" if self.vary_accept else None, self.client_hints)))
+        if vary:
+            headers.append(("Vary", vary))
+        if self.client_hints:
+            headers.append(("Accept-CH", ACCEPT_CH))
+        if self.canonical_link:
+            headers.append(("Link", self.canonical_link))
+        object.__setattr__(self, "headers", tuple(headers))
 
     def confirmed(self, source: SourceInfo) -> CachedOutput:
         """This output, now known to be made from the current version of its original."""

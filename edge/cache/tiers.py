@@ -3,8 +3,9 @@ by the worker processes. Every method here blocks (SQLite, files, hashing): call
 
 Measured costs shape the reads (see `benchmarks/bench_hit.py`): diskcache's `least-recently-used`
 policy turns every read into a write (about 6× slower reads), so reads go through a second handle
-with no per-read bookkeeping, and the keys read are marked as used in one batch every second
-(`flush_touches`): eviction is LRU to within a second.
+with no per-read bookkeeping; the keys read are collected in a set and marked as used every second
+(`flush_touches`) in one batched UPDATE, each key at most once per `TOUCH_INTERVAL`: eviction is LRU
+to within that interval.
 
 diskcache does not say what it culls, and culls ten entries at a time when one would do, so its
 culling is off (`cull_limit=0`): after every store the tier deletes its least-recently-used entries
@@ -44,6 +45,12 @@ T = TypeVar("T")
 #: evict the whole tier (and with `original_size = 0`, originals are simply not kept).
 MAX_ENTRY_SHARE = 8
 RETRY_SECONDS = 30.0
+#: A key is marked as used at most once per this many seconds, however often it is read: eviction
+#: is least-recently-used to within this. (Each mark rewrites the entry's row and its index entry:
+#: with a long tail of keys, marking every key read every second cost more than the hits.)
+TOUCH_INTERVAL = 60.0
+#: keys remembered as marked in the current interval, at most (beyond, the interval starts over early)
+MAX_MARKED = 200_000
 
 _Handles = tuple[diskcache.Cache, diskcache.Cache]  # (writer with LRU bookkeeping, plain reader)
 
@@ -53,7 +60,7 @@ class DiskTier:
     deletes, a count of what culling evicts, and failures reported instead of raised."""
 
     def __init__(self, name: str, directory: Path, budget: int, health: CacheHealth,
-                 evicted: Callable[[str, int], None] | None = None):
+                 evicted: Callable[[str, int], None] | None = None, touch_interval: float = TOUCH_INTERVAL):
         self.name = name
         self.directory = directory
         self.budget = budget
@@ -63,8 +70,11 @@ class DiskTier:
         self._handles: _Handles | None = None
         self._identity: tuple[int, int] | None = None  # the folder the handles opened
         self._retry_at = 0.0
-        self._touched: set[str] = set()
+        self._touched: set[str] = set()  # read, to be marked as used at the next flush
         self._touched_lock = threading.Lock()
+        self._marked: set[str] = set()  # marked in the current interval: not again until it ends
+        self._touch_interval = touch_interval
+        self._interval_ends = time.monotonic() + touch_interval
         with self._lock:
             self._open()
 
@@ -178,6 +188,8 @@ class DiskTier:
         return None
 
     def touch(self, key: str) -> None:
+        if key in self._marked:  # the hot path of a hot key: no lock, nothing to write
+            return
         with self._touched_lock:
             self._touched.add(key)
 
@@ -233,19 +245,30 @@ class DiskTier:
         """Mark the keys read since the last flush as recently used (every second: also the moment to
         notice that another worker replaced a corrupt database, which this one may not have read yet)."""
         self._follow_replacement()
+        now = time.monotonic()
         with self._touched_lock:
             touched, self._touched = self._touched, set()
+            self._end_interval_if_over(now)
+            touched -= self._marked
+            self._marked |= touched
+            self._end_interval_if_over(now)  # (an interval of 0 remembers nothing)
         if not touched:
             return
 
         def touch(handles: _Handles) -> None:
             writer = handles[0]
+            now = time.time()  # diskcache's access_time is wall-clock seconds
             with writer.transact():
-                for key in touched:
-                    handle = writer.get(key, read=True)
-                    if hasattr(handle, "close"):
-                        handle.close()
+                # one statement for the batch, through the (key, raw) index; diskcache's own way (a
+                # `get` per key: a SELECT, an UPDATE and, for a file value, an open) cost more than the
+                # hits it accounted for with many distinct keys (str keys are stored with raw = 1)
+                writer._con.executemany("UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1",
+                                        ((now, key) for key in touched))
         self._attempt("mark entries as used", touch, None)
+
+    def _end_interval_if_over(self, now: float) -> None:
+        if now >= self._interval_ends or len(self._marked) > MAX_MARKED:
+            self._marked, self._interval_ends = set(), now + self._touch_interval
 
     def volume(self) -> int:
         return self._attempt("measure", lambda handles: handles[0].volume(), 0)
@@ -286,9 +309,9 @@ def _source(meta: dict[str, Any]) -> SourceInfo:
 class OutputTier(DiskTier):
     def __init__(self, name: str, directory: Path, budget: int, health: CacheHealth,
                  evicted: Callable[[str, int], None] | None = None,
-                 changed: Callable[[str], None] = lambda key: None):
+                 changed: Callable[[str], None] = lambda key: None, touch_interval: float = TOUCH_INTERVAL):
         self._on_change = changed
-        super().__init__(name, directory, budget, health, evicted)
+        super().__init__(name, directory, budget, health, evicted, touch_interval)
 
     def _changed(self, key: str) -> None:
         self._on_change(key)

@@ -35,6 +35,11 @@ pyvips.cache_set_max(0)
 # cores busy (libvips' default, one thread per core for every render, let `transform_threads = 1` burn
 # every core). Parallelism comes from rendering several images at once.
 pyvips.concurrency_set(1)
+# pyvips routes libvips' log messages (every render logs "threadpool completed" at DEBUG) to a Python
+# callback, which runs in libvips' threads: a garbage collection starting there aborted the
+# interpreter in a test run. Without it GLib's own handler prints warnings to stderr and drops
+# debug and info messages, all in C.
+pyvips._remove_log_handler()
 
 _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°
 _FAIL_ON = pyvips.enums.FailOn.TRUNCATED
