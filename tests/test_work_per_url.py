@@ -130,6 +130,14 @@ def test_a_render_keeps_about_one_core_busy(photos):
     assert cpu < 1.5 * wall  # more load on the machine only lowers this ratio
 
 
+def test_libvips_messages_never_call_into_python():
+    """pyvips' log callback ran Python in libvips' threads for every render's debug message (a GC
+    starting there aborted the interpreter): the renderer removes it, GLib's C handler takes over."""
+    assert pyvips._log_handler_id is None
+    render_image((SAMPLES / "astronaut.jpg").read_bytes(), parse_transformation("w-50"), "jpg", Defaults(), Limits())
+    assert pyvips._log_handler_id is None
+
+
 @pytest.mark.parametrize("limits, message", [
     ('render_timeout = "0s"', "[limits] render_timeout: must be more than 0s"),
     ("max_cost = 0", "[limits] max_cost: expected a number of at least 1"),
