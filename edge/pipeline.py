@@ -2,6 +2,7 @@
 into an `ImageCall`, awaits `Pipeline.serve`, and turns the `Served` into a response; everything in
 between happens here, in this order:
 
+    plan         (`Pipeline._plan`)         the steps down to the key, memoised per request (below):
     route        edge/routing.py            Host or first segment → endpoint; `tr:` segment; path
     signature    edge/signing.py            with the endpoint's private_key: `ik-s`/`ik-t` → 401, before any lookup
     parse        edge/transform/options.py  `tr:` + `?tr=` → Transformation (canonical form = key)
@@ -17,6 +18,13 @@ between happens here, in this order:
     respond      edge/server.py             the output goes out (ETag hashed in the render's thread)
     store        edge/flight.py (keep)      after the response: output tier (and originals tier),
                                             then the shared tier; the lease is held until stored
+
+The plan (route … key) depends only on the Host, the request target, Accept and the config, so the
+pipeline keeps the last `PLAN_MEMO_SIZE` plans by (Host, target, Accept) and a repeat request skips
+straight to the lookup. Not memoised: plans that read client hints (other headers), URLs signed with
+an expiry (`ik-t`: the clock), errors (counted and answered afresh), and requests larger than
+`PLAN_MEMO_MAX_CHARS`. A config reload starts new workers, hence new memos; a purge changes what is
+cached, never a plan.
 
 Cancellation: when the client goes away the handler cancels the task awaiting `serve`; the single
 flight then cancels the work (origin fetch, transform) if no other request waits for it.
@@ -40,6 +48,7 @@ from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalSource
 from .routing import ImageRequest, Router
 from .shared_cache import SharedTier
+from .signing import NO_EXPIRY
 from .transform.cost import check_cost
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.hints import NO_HINTS, negotiate
@@ -77,10 +86,17 @@ class Served:
     signed_until: int | None = None
 
 
+#: plans kept per process (first in, first out): a few MB at most, see PLAN_MEMO_MAX_CHARS
+PLAN_MEMO_SIZE = 4096
+#: a request whose Host, target and Accept are longer than this together is planned every time
+PLAN_MEMO_MAX_CHARS = 1024
+
+
 @dataclass(frozen=True)
 class _Job:
     """What one request asks for, once routed, parsed and planned."""
 
+    endpoint: str
     request: ImageRequest
     transformation: Transformation
     planned_format: str
@@ -106,51 +122,64 @@ class Pipeline:
         self._canonical_bases = {origin.name: _canonical_base(origin.settings.canonical_base_url)
                                  for origin in config.origins if origin.settings.canonical_base_url}
         self._takes_host = {e.id: any(origin.takes_request_host for origin in e.origins) for e in config.endpoints}
+        #: (Host, request target, Accept) → the request's plan (see the module's doc)
+        self._plans: dict[tuple[str, str, str | None], _Job] = {}
 
     async def serve(self, call: ImageCall) -> Served:
         endpoint = "-"
         try:
-            request = self._router.route(call.host, call.uri)
-            endpoint = endpoint_label(request.endpoint.id)
-            transformation = request.transformation or parse_transformation(
-                request.path_transformation, call.query_transformation, named=self._config.named_transformations,
-                named_only=request.named_only)
-            if request.endpoint.watermark and not transformation.serves_original:
-                transformation = layered(transformation, request.endpoint.watermark)
-            requested = transformation.canonical()
-            hints = NO_HINTS
-            if transformation.client_hints:  # else nothing to build: the hit path stays as it was
-                hints = negotiate(transformation, call.headers, self._config.limits.max_output_side)
-                transformation = hints.transformation
-            check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
-            defaults = self._config.defaults
-            planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
-                                                      defaults.auto_format, defaults.auto_format_smallest)
-            host = request.host.lower() if self._takes_host[request.endpoint.id] else None
-            key = output_key(original_key(request.endpoint.id, request.path, host), requested,
-                             planned_format if vary_accept else "", hints.key)
-
+            job = self._plans.get((call.host, call.uri, call.accept)) or self._plan(call)
+            endpoint, key = job.endpoint, job.key
             version = self._caches.version(key)  # before the lookup: a store that races it shows
             cached = self._caches.output_in_memory(key) or await self._caches.output(key)
             fresh = cached is not None and self._originals.is_fresh(cached.source)
             self._count("output", "hit" if fresh else "stale" if cached else "miss")
             if fresh:
-                return Served(endpoint, "hit", cached, signed_until=request.signed_until)
+                return Served(endpoint, "hit", cached, signed_until=job.request.signed_until)
 
-            job = _Job(request, transformation, planned_format, vary_accept, hints.vary, host, key)
             try:
-                output, source = await self._flights.run(job.key, partial(self._produce, job, cached),
-                                                         partial(self._fresh_stored, job.key),
-                                                         partial(self._keep, job.key), seen=version)
+                output, source = await self._flights.run(key, partial(self._produce, job, cached),
+                                                         partial(self._fresh_stored, key),
+                                                         partial(self._keep, key), seen=version)
             except BadGateway:
                 if cached is None:
                     raise
                 output, source = cached, "miss"  # stale-if-error: the original is no longer held, the output is
             if source != "shared":
                 source = "miss" if self._originals.is_fresh(output.source) else "stale"
-            return Served(endpoint, source, output, signed_until=request.signed_until)
+            return Served(endpoint, source, output, signed_until=job.request.signed_until)
         except EdgeError as error:
             return Served(error.endpoint or endpoint, "miss", error=error)
+
+    def _plan(self, call: ImageCall) -> _Job:
+        """Route, check the signature, parse, apply client hints, check the cost, plan the format, name
+        the key; memoised when the plan depends on nothing but the memo's key (see the module's doc)."""
+        request = self._router.route(call.host, call.uri)
+        transformation = request.transformation or parse_transformation(
+            request.path_transformation, call.query_transformation, named=self._config.named_transformations,
+            named_only=request.named_only)
+        if request.endpoint.watermark and not transformation.serves_original:
+            transformation = layered(transformation, request.endpoint.watermark)
+        requested = transformation.canonical()
+        hints = NO_HINTS
+        if transformation.client_hints:  # else nothing to build: the hit path stays as it was
+            hints = negotiate(transformation, call.headers, self._config.limits.max_output_side)
+            transformation = hints.transformation
+        check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
+        defaults = self._config.defaults
+        planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
+                                                  defaults.auto_format, defaults.auto_format_smallest)
+        host = request.host.lower() if self._takes_host[request.endpoint.id] else None
+        key = output_key(original_key(request.endpoint.id, request.path, host), requested,
+                         planned_format if vary_accept else "", hints.key)
+        job = _Job(endpoint_label(request.endpoint.id), request, transformation, planned_format, vary_accept,
+                   hints.vary, host, key)
+        if (hints is NO_HINTS and request.signed_until in (None, NO_EXPIRY)
+                and len(call.host) + len(call.uri) + len(call.accept or "") <= PLAN_MEMO_MAX_CHARS):
+            if len(self._plans) >= PLAN_MEMO_SIZE:
+                del self._plans[next(iter(self._plans))]
+            self._plans[call.host, call.uri, call.accept] = job
+        return job
 
     async def _fresh_stored(self, key: str) -> tuple[CachedOutput, str] | None:
         """What another worker's single flight stored for `key`, if fresh."""

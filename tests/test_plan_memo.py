@@ -1,0 +1,59 @@
+"""The pipeline's memo of request plans (`edge.pipeline`): a repeated request skips routing, parsing and
+the cost check, and is never answered from a plan that no longer holds. Here: Accept under `f-auto`,
+the memo's bounds, and a config reload. Elsewhere, with URLs asked for again: client hints
+(test_client_hints.py, one URL with several widths), an expired `ik-t` (test_signed_urls.py), purges
+(test_purge.py).
+"""
+
+import asyncio
+import signal
+
+from tornado.httpclient import AsyncHTTPClient
+
+from edge import pipeline
+from tests.nodes import NodeProcess, decode, loader, local_config, write_config
+from tests.transform_node import fetch_image, image_node, image_root  # noqa: F401
+
+FORMATS_BY_ACCEPT = [("image/webp,*/*", "webpload"), ("image/jpeg,*/*", "jpegload"), ("image/avif,*/*", "heifload")]
+
+
+async def test_f_auto_follows_each_requests_accept(image_node):
+    for _ in range(2):  # the second time round, every plan is a remembered one
+        for accept, expected in FORMATS_BY_ACCEPT:
+            response, _ = await fetch_image(image_node, "/tr:w-40,f-auto/photo.jpg", headers={"Accept": accept})
+            assert loader(response) == expected, accept
+            assert response.headers["Vary"] == "Accept"
+    hits = await fetch_image(image_node, "/tr:w-40,f-auto/photo.jpg", headers={"Accept": "image/webp"})
+    assert (hits[0].headers["X-Cache"], loader(hits[0])) == ("HIT", "webpload")
+
+
+async def test_the_memo_is_bounded(image_node, monkeypatch):
+    monkeypatch.setattr(pipeline, "PLAN_MEMO_SIZE", 3)
+    plans = image_node.node.pipeline._plans
+    plans.clear()
+    for n in range(5):  # not found, after planning: each a plan
+        await fetch_image(image_node, f"/tr:w-10/missing-{n}.jpg", status=404)
+    assert [uri for _, uri, _ in plans] == [f"/tr:w-10/missing-{n}.jpg" for n in (2, 3, 4)]
+    long_name = "x" * pipeline.PLAN_MEMO_MAX_CHARS
+    await fetch_image(image_node, f"/tr:w-10/{long_name}.jpg", status=404)
+    assert len(plans) == 3 and not any(long_name in uri for _, uri, _ in plans)
+    await fetch_image(image_node, "/tr:w-10/missing-0.jpg?tr=w-,,", status=400)  # an error: no plan
+    assert [uri for _, uri, _ in plans] == [f"/tr:w-10/missing-{n}.jpg" for n in (2, 3, 4)]
+
+
+async def test_a_reload_changes_the_answer_of_a_remembered_url(tmp_path):
+    config = write_config(tmp_path, local_config(before='[named_transformations]\nthumb = "w-30"\n'))
+    node = NodeProcess(config)
+    client = AsyncHTTPClient()
+    try:
+        for _ in range(2):
+            assert decode(await client.fetch(node.url + "/tr:n-thumb/coffee.jpg")).width == 30
+        write_config(tmp_path, local_config(before='[named_transformations]\nthumb = "w-40"\n'))
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
+        # a new connection: the reloaded worker's
+        reloaded = await client.fetch(node.url + "/tr:n-thumb/coffee.jpg", headers={"Connection": "close"})
+        assert decode(reloaded).width == 40
+    finally:
+        assert node.stop() == 0
