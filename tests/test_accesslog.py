@@ -2,6 +2,7 @@
 behind a trusted proxy, user agent, referer, host), the request id, and why an error was answered."""
 
 import json
+import os
 
 import pytest
 
@@ -91,3 +92,17 @@ def test_client_address(tmp_path, peer, forwarded, client):
     (None, False), ("two words", False), ('quote"', False), ("new\nline", False)])
 def test_request_ids_from_the_proxy_are_kept_only_when_well_formed(proposed, kept):
     assert (request_id(proposed) == proposed) is kept
+
+
+def test_forked_workers_make_different_request_ids():
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # a worker, as the supervisor forks them
+        os.write(writer, request_id(None).encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    with os.fdopen(reader) as pipe:
+        theirs = pipe.read()
+    ours = request_id(None)
+    assert len(theirs) == len(ours) == 32 and theirs != ours and int(ours, 16) >= 0
