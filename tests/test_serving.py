@@ -1,7 +1,9 @@
 """The request path over a real socket: routing, origin order, transformations, cache, HTTP semantics."""
 
 import asyncio
+import email.utils
 import os
+import time
 
 import pytest
 import pyvips
@@ -153,6 +155,18 @@ async def test_etag_gives_304_and_head_gives_headers_only(samples):
     assert head.code == 200 and head.body == b""
     assert int(head.headers["Content-Length"]) == len(first.body)
     assert head.headers["Content-Type"] == "image/jpeg"
+
+
+async def test_every_answer_has_a_current_date_and_no_server_header(samples):
+    before = time.time()
+    answers = [await samples.fetch("/tr:w-80/coffee.jpg"), await samples.fetch("/tr:w-80/coffee.jpg"),
+               await samples.fetch("/tr:w-80/missing.jpg"), await samples.fetch("/_edge/health")]
+    after = time.time()
+    for answer in answers:
+        date = email.utils.parsedate_to_datetime(answer.headers["Date"]).timestamp()
+        assert int(before) <= date <= after and answer.headers["Date"].endswith(" GMT")
+        assert "Server" not in answer.headers
+    assert [answer.code for answer in answers] == [200, 200, 404, 200]
 
 
 async def test_attachment_query(samples):
