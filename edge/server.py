@@ -173,7 +173,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         # called by `clear()` too, so error answers keep it
         if not hasattr(self, "request_id"):
-            self.request_id = accesslog.request_id(self.request.headers.get("X-Request-Id"))
+            self.request_id = accesslog.request_id(_header(self.request.headers, "X-Request-Id"))
         self.set_header("X-Request-Id", self.request_id)
 
     def compute_etag(self) -> None:
@@ -229,7 +229,7 @@ class ImageHandler(BaseHandler):
 
     async def _serve(self) -> None:
         headers = self.request.headers
-        call = ImageCall(self.request.host, self.request.uri, self._query("tr"), headers.get("Accept"), headers)
+        call = ImageCall(self.request.host, self.request.uri, self._query("tr"), _header(headers, "Accept"), headers)
         self._serving = task = asyncio.current_task()
         try:
             served = await self.node.pipeline.serve(call)
@@ -260,7 +260,7 @@ class ImageHandler(BaseHandler):
                               (X_CACHE, X_CACHE_VALUES[self.cache_result])))
         if self._query("ik-attachment") == "true":
             self.set_header("Content-Disposition", "attachment")
-        if _etag_matches(self.request.headers.get("If-None-Match"), output.etag):
+        if _etag_matches(_header(self.request.headers, "If-None-Match"), output.etag):
             self.set_status(304)
             self.finish()
             return
@@ -280,6 +280,12 @@ class ImageHandler(BaseHandler):
         if error.status == 404:
             headers["Cache-Control"] = self.node.not_found_cache_control
         self._send_plain(error.status, error.message, headers)
+
+
+def _header(headers: httputil.HTTPHeaders, name: str) -> str | None:
+    """`headers.get(name)`, without the exception that a missing header costs there (1 µs, several times
+    a request)."""
+    return headers[name] if name in headers else None
 
 
 _date_second, _date_text = -1, ""
@@ -422,6 +428,6 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     client = (accesslog.client_address(request.remote_ip, headers.get("X-Forwarded-For"), trusted) if trusted
               else request.remote_ip)
     access_log.write(request.method, request.path, handler.get_status(), request.request_time(), client,
-                     request.host, headers.get("User-Agent"), headers.get("Referer"), handler.request_id,
+                     request.host, _header(headers, "User-Agent"), _header(headers, "Referer"), handler.request_id,
                      handler.edge_error, *((handler.endpoint_label, handler.cache_result, handler.body_bytes,
                                             handler.origin_name) if image else ()))
