@@ -13,11 +13,12 @@ steadier than throughput on a shared machine) and wrk's p99 latency.
 - `20k keys`: one node (one worker) answering 20 000 cached outputs read at random vs one hot key
   (goal ≥ 0.97: what the LRU bookkeeping of a long tail of keys costs).
 
-    .venv/bin/python -m benchmarks.bench_hit [--rounds 5] [--seconds 3]
+    .venv/bin/python -m benchmarks.bench_hit [--rounds 5] [--seconds 3] [--only 2-workers ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -37,7 +38,7 @@ import diskcache
 from prometheus_client.mmap_dict import MmapedDict
 
 from benchmarks.baselines import BARE_TORNADO_SERVER
-from benchmarks.common import LoadResult, load_arguments, median, start_node_process, wrk_load
+from benchmarks.common import LoadResult, load_parser, median, start_node_process, wrk_load
 from tests.nodes import SAMPLES, NodeProcess, local_config
 
 PATH = "/tr:w-300/astronaut.jpg"
@@ -129,45 +130,64 @@ def read_every_key(url: str, threads: int = 4) -> None:
         list(pool.map(read, range(threads)))
 
 
+CASES = ("1-worker", "2-workers", "20k-keys")
+
+
+def arguments() -> argparse.Namespace:
+    parser = load_parser(__doc__)
+    parser.add_argument("--only", nargs="+", choices=CASES, default=CASES, help="run only these cases")
+    return parser.parse_args()
+
+
 def main() -> None:
-    args = load_arguments(__doc__)
+    args = arguments()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        scripts = {}
-        for name, text in (("random", RANDOM_KEYS), ("hot", HOT_KEY)):
-            scripts[name] = work / f"{name}.lua"
-            scripts[name].write_text(text)
-        one, two = start_node(work / "one", 1), start_node(work / "two", 2)
-        (work / "originals" / "k0").mkdir(parents=True)  # the other keys exist only in the cache
-        shutil.copy(SAMPLES / "astronaut.jpg", work / "originals" / "k0")
-        keys = start_node(work / "keys", 1, memory_size="512MB", root=work / "originals")
-        servers: list = [one, two, keys]
+        servers: list = []
+        runs: dict[str, Callable[[], LoadResult]] = {}
+        two_pids: list[int] = []
+        body = b""
         try:
-            body = urllib.request.urlopen(one.url + PATH, timeout=60).read()  # the miss: now cached
-            urllib.request.urlopen(two.url + PATH, timeout=60).read()
-            (work / "body.jpg").write_bytes(body)
-            bare_one, bare_two = Bare.start(work / "body.jpg", 1), Bare.start(work / "body.jpg", 2)
-            servers += [bare_one, bare_two]
-            fill_keys(work / "keys" / "cache", keys.url)
-            keys_pid = keys.worker_pids()[0]
-            read_every_key(keys.url)  # all in the memory tier
-            assert urllib.request.urlopen(keys.url + KEY_PATH.format(KEYS - 1)).headers["X-Cache"] == "HIT"
-            two_pids = two.worker_pids()
-
-            runs: dict[str, Callable[[], LoadResult]] = {}
-            for connections in (16, 256):
-                runs[f"1 worker, {connections} conn: bare"] = lambda c=connections: wrk_load(
-                    bare_one.url, bare_one.pids, args.seconds, c)
-                runs[f"1 worker, {connections} conn: node"] = lambda c=connections: wrk_load(
-                    one.url + PATH, one.worker_pids(), args.seconds, c)
-            for connections in (16, 256, 1000):
-                seconds = max(args.seconds, connections // 200)  # 1000 connections: p99 near a second
-                runs[f"2 workers, {connections} conn: bare"] = lambda c=connections, s=seconds: wrk_load(
-                    bare_two.url, bare_two.pids, s, c)
-                runs[f"2 workers, {connections} conn: node"] = lambda c=connections, s=seconds: wrk_load(
-                    two.url + PATH, two_pids, s, c)
-            runs["20k keys: hot key"] = lambda: wrk_load(keys.url, keys_pid, args.seconds, script=scripts["hot"])
-            runs["20k keys: random"] = lambda: wrk_load(keys.url, keys_pid, args.seconds, script=scripts["random"])
+            if "1-worker" in args.only:
+                one = start_node(work / "one", 1)
+                servers.append(one)
+                body = cache_hit_body(one.url)
+                bare_one = Bare.start(body_file(work, body), 1)
+                servers.append(bare_one)
+                for connections in (16, 256):
+                    runs[f"1 worker, {connections} conn: bare"] = lambda c=connections: wrk_load(
+                        bare_one.url, bare_one.pids, args.seconds, c)
+                    runs[f"1 worker, {connections} conn: node"] = lambda c=connections: wrk_load(
+                        one.url + PATH, one.worker_pids(), args.seconds, c)
+            if "2-workers" in args.only:
+                two = start_node(work / "two", 2)
+                servers.append(two)
+                body = cache_hit_body(two.url)
+                bare_two = Bare.start(body_file(work, body), 2)
+                servers.append(bare_two)
+                two_pids = two.worker_pids()
+                for connections in (16, 256, 1000):
+                    seconds = max(args.seconds, connections // 200)  # 1000 connections: p99 near a second
+                    runs[f"2 workers, {connections} conn: bare"] = lambda c=connections, s=seconds: wrk_load(
+                        bare_two.url, bare_two.pids, s, c)
+                    runs[f"2 workers, {connections} conn: node"] = lambda c=connections, s=seconds: wrk_load(
+                        two.url + PATH, two_pids, s, c)
+            if "20k-keys" in args.only:
+                scripts = {}
+                for name, text in (("random", RANDOM_KEYS), ("hot", HOT_KEY)):
+                    scripts[name] = work / f"{name}.lua"
+                    scripts[name].write_text(text)
+                (work / "originals" / "k0").mkdir(parents=True)  # the other keys exist only in the cache
+                shutil.copy(SAMPLES / "astronaut.jpg", work / "originals" / "k0")
+                keys = start_node(work / "keys", 1, memory_size="512MB", root=work / "originals")
+                servers.append(keys)
+                fill_keys(work / "keys" / "cache", keys.url)
+                keys_pid = keys.worker_pids()[0]
+                read_every_key(keys.url)  # all in the memory tier
+                assert urllib.request.urlopen(keys.url + KEY_PATH.format(KEYS - 1)).headers["X-Cache"] == "HIT"
+                runs["20k keys: hot key"] = lambda: wrk_load(keys.url, keys_pid, args.seconds, script=scripts["hot"])
+                runs["20k keys: random"] = lambda: wrk_load(keys.url, keys_pid, args.seconds,
+                                                            script=scripts["random"])
 
             results: dict[str, list[LoadResult]] = {name: [] for name in runs}
             spreads: list[list[float]] = []
@@ -183,12 +203,28 @@ def main() -> None:
             for server in servers:
                 server.stop()
 
-    print(f"cache hits, {len(body)} B body ({KEYS} keys case: w-100 outputs), {args.rounds} rounds of "
+    print(f"cache hits, {len(body) or '-'} B body ({KEYS} keys case: w-100 outputs), {args.rounds} rounds of "
           f"{args.seconds}s, wrk 1 thread, medians; load average at the end {load[0]:.1f} / {load[1]:.1f} / "
           f"{load[2]:.1f} on {os.cpu_count()} cores")
     print_cases(results)
-    shares = ", ".join("/".join(f"{count / sum(spread):.0%}" for count in spread) for spread in spreads)
-    print(f"  2 workers, 16 conn: requests per worker, each round: {shares}")
+    if spreads:
+        shares = ", ".join("/".join(f"{count / sum(spread):.0%}" for count in spread) for spread in spreads)
+        print(f"  2 workers, 16 conn: requests per worker, each round: {shares}")
+
+
+def cache_hit_body(url: str) -> bytes:
+    """The output of PATH, asked for until the node answers it from its cache (it stores after answering)."""
+    for _ in range(50):
+        response = urllib.request.urlopen(url + PATH, timeout=60)
+        body = response.read()
+        if response.headers["X-Cache"] == "HIT":
+            return body
+    raise RuntimeError("the node did not cache " + PATH)
+
+
+def body_file(work: Path, body: bytes) -> Path:
+    (work / "body.jpg").write_bytes(body)
+    return work / "body.jpg"
 
 
 def print_cases(results: dict[str, list[LoadResult]]) -> None:

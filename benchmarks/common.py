@@ -94,9 +94,13 @@ def print_load_ratios(results: dict[str, list[LoadResult]], baseline: str) -> No
               f"{cpu:5.0f} µs CPU/request ({baseline}/this {base_cpu / cpu:.2f})")
 
 
-def load_arguments(doc: str) -> argparse.Namespace:
+def load_parser(doc: str) -> argparse.ArgumentParser:
     """`--rounds` and `--seconds` of a wrk benchmark whose module docstring is `doc`."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
-    return parser.parse_args()
+    return parser
+
+
+def load_arguments(doc: str) -> argparse.Namespace:
+    return load_parser(doc).parse_args()
