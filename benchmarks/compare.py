@@ -1,6 +1,6 @@
 """Side by side, one command: the node against thumbor, bare pyvips, bare Tornado and nginx.
 
-    .venv/bin/python -m benchmarks.compare [--quick] [--rounds N]
+    .venv/bin/python -m benchmarks.compare [--quick] [--rounds N] [--only hits]
 
 What runs, all on 127.0.0.1, started and stopped by this script:
 - the node: `edge serve --workers 2`, one local origin over a folder of generated photos;
@@ -21,8 +21,9 @@ misses of 1, 12 and 24 MP JPEGs to 300 px; miss throughput to 300 px JPEG, WebP 
 `X-Cache` and the files thumbor's result storage gains prove it); RSS (sum over each system's
 processes) idle, at peak and after a 12 MP miss load. CPU and RSS are read from /proc.
 
-Writes benchmarks/results/compare.md and compare.png (`--quick`: compare-quick.*) and, after a
-full run, the table in README.md between its `compare:start`/`compare:end` markers.
+Writes benchmarks/results/compare.md and compare.png (`--quick`: compare-quick.*; `--only hits`, the
+cache-hit rows alone: compare-hits.*) and, after a full run, the table in README.md between its
+`compare:start`/`compare:end` markers.
 
 Needs: wrk and nginx (Debian: `apt-get install wrk nginx`), matplotlib (`pip install -e '.[bench]'`),
 python3-venv and PyPI (thumbor's virtualenv, ~2 min the first time; reused after). A full run
@@ -881,6 +882,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds per measure (default 5; --quick 2)")
     parser.add_argument("--budget", type=float, default=14, help="minutes after which no new round starts")
     parser.add_argument("--output", type=Path, default=RESULTS, help="folder for compare.md and compare.png")
+    parser.add_argument("--only", choices=["hits"], help="only the cache-hit rows (writes compare-hits.md/.png)")
     return parser.parse_args()
 
 
@@ -918,10 +920,14 @@ def main() -> int:
                          BARE_TORNADO: start_bare_tornado(stack, work, body, 2),
                          NGINX: start_static_nginx(stack, work, body)}
         print(f"measuring ({plan.rounds} rounds; node {node.base_url}, thumbor {thumbor.base_url})", flush=True)
-        idle, loads, settled = bench.memory()  # first: idle RSS before any other load
-        hits = bench.hits()
-        cold = bench.cold()
-        throughput = bench.throughput()
+        if args.only == "hits":
+            idle, loads, settled, cold, throughput = {}, {}, {}, {}, {}
+            hits = bench.hits()
+        else:
+            idle, loads, settled = bench.memory()  # first: idle RSS before any other load
+            hits = bench.hits()
+            cold = bench.cold()
+            throughput = bench.throughput()
         seconds = time.monotonic() - started
     load_after = os.getloadavg()
 
@@ -929,7 +935,7 @@ def main() -> int:
     about = machine()
     load = (f"load average (1/5/15 min) {'/'.join(f'{v:.2f}' for v in load_before)} before, "
             f"{'/'.join(f'{v:.2f}' for v in load_after)} after")
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + (f"-{args.only}" if args.only else "")
     args.output.mkdir(parents=True, exist_ok=True)
     md, png = args.output / f"compare{suffix}.md", args.output / f"compare{suffix}.png"
     defaults = Defaults()
@@ -937,7 +943,7 @@ def main() -> int:
                      f"{bench.thumbor_requests} miss requests")
     text = f"""# The node side by side with thumbor, bare pyvips, bare Tornado and nginx
 
-`.venv/bin/python -m benchmarks.compare{' --quick' if args.quick else ''}`, {when}, {seconds / 60:.1f} min.
+`.venv/bin/python -m benchmarks.compare{' --quick' if args.quick else ''}{f' --only {args.only}' if args.only else ''}`, {when}, {seconds / 60:.1f} min.
 
 - Machine: {about['cpu']}; {load}.
 - Software: {about['software']}.
@@ -963,7 +969,7 @@ def main() -> int:
     md.write_text(text)
     chart(png, hits, cold, throughput, loads, settled, f"edge vs thumbor, {when}; {about['cpu']}; {load}")
     print(text)
-    if not args.quick:
+    if not args.quick and not args.only:
         update_readme(f"Measured by `benchmarks/compare.py` on {about['cpu']}, {when}; {load}; "
                       f"[the full table and chart](benchmarks/results/compare.md).\n\n{table(rows)}")
     print(f"wrote {md} and {png}")
