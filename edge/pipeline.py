@@ -155,25 +155,29 @@ class Pipeline:
         """Route, check the signature, parse, apply client hints, check the cost, plan the format, name
         the key; memoised when the plan depends on nothing but the memo's key (see the module's doc)."""
         request = self._router.route(call.host, call.uri)
-        transformation = request.transformation or parse_transformation(
-            request.path_transformation, call.query_transformation, named=self._config.named_transformations,
-            named_only=request.named_only)
-        if request.endpoint.watermark and not transformation.serves_original:
-            transformation = layered(transformation, request.endpoint.watermark)
-        requested = transformation.canonical()
-        hints = NO_HINTS
-        if transformation.client_hints:  # else nothing to build: the hit path stays as it was
-            hints = negotiate(transformation, call.headers, self._config.limits.max_output_side)
-            transformation = hints.transformation
-        check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
+        endpoint = endpoint_label(request.endpoint.id)
+        try:
+            transformation = request.transformation or parse_transformation(
+                request.path_transformation, call.query_transformation, named=self._config.named_transformations,
+                named_only=request.named_only)
+            if request.endpoint.watermark and not transformation.serves_original:
+                transformation = layered(transformation, request.endpoint.watermark)
+            requested = transformation.canonical()
+            hints = NO_HINTS
+            if transformation.client_hints:  # else nothing to build: the hit path stays as it was
+                hints = negotiate(transformation, call.headers, self._config.limits.max_output_side)
+                transformation = hints.transformation
+            check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch
+        except EdgeError as error:
+            error.endpoint = error.endpoint or endpoint  # a bad transformation is counted on its endpoint
+            raise
         defaults = self._config.defaults
         planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
                                                   defaults.auto_format, defaults.auto_format_smallest)
         host = request.host.lower() if self._takes_host[request.endpoint.id] else None
         key = output_key(original_key(request.endpoint.id, request.path, host), requested,
                          planned_format if vary_accept else "", hints.key)
-        job = _Job(endpoint_label(request.endpoint.id), request, transformation, planned_format, vary_accept,
-                   hints.vary, host, key)
+        job = _Job(endpoint, request, transformation, planned_format, vary_accept, hints.vary, host, key)
         if (hints is NO_HINTS and request.signed_until in (None, NO_EXPIRY)
                 and len(call.host) + len(call.uri) + len(call.accept or "") <= PLAN_MEMO_MAX_CHARS):
             if len(self._plans) >= PLAN_MEMO_SIZE:

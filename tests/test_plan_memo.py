@@ -12,6 +12,8 @@ from tornado.httpclient import AsyncHTTPClient
 
 from edge import pipeline
 from tests.nodes import NodeProcess, decode, loader, local_config, write_config
+from tests.scrape import scrape_when
+from tests.test_signals import gone
 from tests.transform_node import fetch_image, image_node, image_root  # noqa: F401
 
 FORMATS_BY_ACCEPT = [("image/webp,*/*", "webpload"), ("image/jpeg,*/*", "jpegload"), ("image/avif,*/*", "heifload")]
@@ -39,6 +41,8 @@ async def test_the_memo_is_bounded(image_node, monkeypatch):
     assert len(plans) == 3 and not any(long_name in uri for _, uri, _ in plans)
     await fetch_image(image_node, "/tr:w-10/missing-0.jpg?tr=w-,,", status=400)  # an error: no plan
     assert [uri for _, uri, _ in plans] == [f"/tr:w-10/missing-{n}.jpg" for n in (2, 3, 4)]
+    # ... counted on its endpoint, as before plans were remembered
+    await scrape_when(image_node.url, "edge_http_requests_total", 1, endpoint="default", status="400")
 
 
 async def test_a_reload_changes_the_answer_of_a_remembered_url(tmp_path):
@@ -49,10 +53,10 @@ async def test_a_reload_changes_the_answer_of_a_remembered_url(tmp_path):
         for _ in range(2):
             assert decode(await client.fetch(node.url + "/tr:n-thumb/coffee.jpg")).width == 30
         write_config(tmp_path, local_config(before='[named_transformations]\nthumb = "w-40"\n'))
-        mark = len(node.log)
+        mark, old_workers = len(node.log), set(node.worker_pids())
         node.process.send_signal(signal.SIGHUP)
         await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
-        # a new connection: the reloaded worker's
+        assert await asyncio.to_thread(gone, node, old_workers)  # (until then one may still accept)
         reloaded = await client.fetch(node.url + "/tr:n-thumb/coffee.jpg", headers={"Connection": "close"})
         assert decode(reloaded).width == 40
     finally:
