@@ -237,7 +237,9 @@ class Metrics:
         counts, self._pending_counts = self._pending_counts, {}
         observations, self._pending_observations = self._pending_observations, {}
         for (metric, labels), amount in counts.items():
-            self.child(metric, *labels).inc(amount)
+            # the counter child's value, as the histograms' below (its `inc` checks, each call, that the
+            # amount is not negative: these are counts and byte sizes)
+            self.child(metric, *labels)._value.inc(amount)
         for (metric, labels), (buckets, total) in observations.items():
             # prometheus-client has no call to add many observations: its histogram child keeps one
             # value per bucket (non-cumulative) and the sum, which `observe` increments; these are

@@ -394,15 +394,18 @@ PROBES = (HealthHandler, ReadyHandler, MetricsHandler)
 
 def make_app(node: Node) -> tornado.web.Application:
     args = {"node": node}
+    admin = [
+        (r"/_edge/health", HealthHandler, args),
+        (r"/_edge/ready", ReadyHandler, args),
+        (r"/_edge/purge", PurgeHandler, args),
+        (r"/_edge/status", StatusHandler, args),
+        (r"/metrics", MetricsHandler, {**args, "here": node.config.server.metrics_port is None}),
+    ]
+    # images first, so that an image request is matched by one pattern, not six: every path but the
+    # admin ones (which Tornado anchors at both ends)
+    images = "/(?!(?:" + "|".join(path.removeprefix("/") for path, *_ in admin) + ")$).*"
     return tornado.web.Application(
-        [
-            (r"/_edge/health", HealthHandler, args),
-            (r"/_edge/ready", ReadyHandler, args),
-            (r"/_edge/purge", PurgeHandler, args),
-            (r"/_edge/status", StatusHandler, args),
-            (r"/metrics", MetricsHandler, {**args, "here": node.config.server.metrics_port is None}),
-            (r"/.*", ImageHandler, args),
-        ],
+        [(images, ImageHandler, args), *admin],
         log_function=_log_request,
         compress_response=False,
     )
