@@ -12,14 +12,15 @@ What runs, all on 127.0.0.1, started and stopped by this script:
 - bare pyvips: `thumbnail_buffer` + save with the node's encoder options, a 2-thread pool;
 - bare Tornado: 2 processes (one SO_REUSEPORT socket each) answering the node's cached bytes from memory;
 - nginx (2 workers) serving the same bytes as a static file: the floor for hits.
+- the engines alone (`benchmarks/engines.py`): libvips and Pillow without HTTP, one thread each.
 
 Measured in alternating rounds (the order of the systems rotates every round), medians:
 cache-hit throughput, CPU per request, p50/p99 and how evenly the workers share the CPU, at 16
 and 256 connections (wrk); single cold
 misses of 1, 12 and 24 MP JPEGs to 300 px; miss throughput to 300 px JPEG, WebP and AVIF from a
 2000x1333 JPEG at concurrency 8 with unique URLs (unique files: every request is a miss; the node's
-`X-Cache` and the files thumbor's result storage gains prove it); RSS (sum over each system's
-processes) idle, at peak and after a 12 MP miss load. CPU and RSS are read from /proc.
+`X-Cache` and the files thumbor's result storage gains prove it); PSS and RSS (sums over each
+system's processes) idle, at peak and after a 12 MP miss load. CPU, RSS and PSS are read from /proc.
 
 Writes benchmarks/results/compare.md and compare.png (`--quick`: compare-quick.*; `--only hits`, the
 cache-hit rows alone: compare-hits.*) and, after a full run, the table in README.md between its
@@ -57,6 +58,7 @@ from urllib.parse import urlsplit
 import pyvips
 
 import edge
+from benchmarks import engines
 from benchmarks.baselines import BARE_TORNADO_SERVER
 from benchmarks.common import cpu_seconds, median
 from edge.config import Defaults
@@ -133,6 +135,26 @@ def tree_rss(pids: list[int]) -> float:
             match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
             total += int(match.group(1)) if match else 0
     return total / 1024
+
+
+def tree_pss(pids: list[int]) -> float:
+    """Proportional set size of every process of `pids`' trees, summed, in MB: each page is divided
+    among the processes that map it (a page a supervisor shares with 2 forked workers counts a third
+    in each), so the sum is what the system costs the machine; a sum of RSS counts that page 3 times."""
+    total = 0
+    for pid in {p for root in pids for p in process_tree(root)}:
+        with contextlib.suppress(OSError):
+            match = re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.M)
+            total += int(match.group(1)) if match else 0
+    return total / 1024
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A system's memory in MB, summed over its processes."""
+
+    rss: float
+    pss: float
 
 
 class Service:
@@ -221,8 +243,8 @@ class System:
     def cpu(self) -> float:
         return tree_cpu(self.roots)
 
-    def rss(self) -> float:
-        return tree_rss(self.roots)
+    def memory(self) -> Footprint:
+        return Footprint(tree_rss(self.roots), tree_pss(self.roots))
 
     def workers(self) -> list[int]:
         if self.worker_roots is not None:
@@ -474,29 +496,33 @@ class MissRun:
     cpu_ms: float
     errors: int = 0
     hits: int = 0  # responses that did not come from a render
-    peak_rss: float = 0.0
+    peak: Footprint = Footprint(0.0, 0.0)  # the highest RSS and the highest PSS seen
 
 
-class RSSSampler:
-    """The peak of a system's summed RSS, sampled every 50 ms while the block runs."""
+class MemorySampler:
+    """The peaks of a system's summed RSS and PSS, sampled every 50 ms while the block runs."""
 
     def __init__(self, system: System):
-        self.system, self.peak = system, system.rss()
+        self.system, self.peak = system, system.memory()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            self.peak = max(self.peak, self.system.rss())
+            self._sample()
 
-    def __enter__(self) -> RSSSampler:
+    def _sample(self) -> None:
+        now = self.system.memory()
+        self.peak = Footprint(max(self.peak.rss, now.rss), max(self.peak.pss, now.pss))
+
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(5)
-        self.peak = max(self.peak, self.system.rss())
+        self._sample()
 
 
 def fetch_all(base_url: str, paths: list[str], concurrency: int) -> list[tuple[int, str, bytes]]:
@@ -584,13 +610,13 @@ class Bench:
         """Every file rendered once to `fmt` by `system`, checked to have been a miss and a right image."""
         if system is self.bare.system:
             cpu = system.cpu()
-            with RSSSampler(system) as rss:
+            with MemorySampler(system) as memory:
                 seconds = self.bare.render(files, fmt)
-            return MissRun(len(files) / seconds, (system.cpu() - cpu) / len(files) * 1e3, peak_rss=rss.peak)
+            return MissRun(len(files) / seconds, (system.cpu() - cpu) / len(files) * 1e3, peak=memory.peak)
         paths = [system.miss_path(str(f.relative_to(self.corpus)), fmt) for f in files]
         stored = count_files(self.thumbor_results) if system.name == THUMBOR else 0
         cpu = system.cpu()
-        with RSSSampler(system) as rss:
+        with MemorySampler(system) as memory:
             started = time.perf_counter()
             answers = fetch_all(system.base_url, paths, concurrency)
             seconds = time.perf_counter() - started
@@ -608,7 +634,7 @@ class Bench:
             self.node_misses += len(good) - hits
         else:
             hits = len(good) - self.thumbor_new_results(stored, len(good))
-        return MissRun(len(good) / seconds, cpu / max(len(good), 1) * 1e3, errors, hits, rss.peak)
+        return MissRun(len(good) / seconds, cpu / max(len(good), 1) * 1e3, errors, hits, memory.peak)
 
     def thumbor_new_results(self, before: int, expected: int) -> int:
         """Files thumbor's result storage gained (it stores after responding: a bounded wait)."""
@@ -666,19 +692,19 @@ class Bench:
             print(f"  miss throughput, round {number + 1}", flush=True)
         return results
 
-    def memory(self) -> tuple[dict[str, float], dict[tuple[str, str], list[MissRun]], dict[str, list[float]]]:
-        """Idle RSS, the 12 MP miss load (throughput and peak RSS), RSS once it has settled."""
+    def memory(self) -> tuple[dict[str, Footprint], dict[tuple[str, str], list[MissRun]], dict[str, list[Footprint]]]:
+        """Idle memory, the 12 MP miss load (throughput and peak memory), memory once it has settled."""
         names = [NODE, THUMBOR, BARE_PYVIPS]
-        idle = {name: system.rss() for name, system in self.systems.items()}
+        idle = {name: system.memory() for name, system in self.systems.items()}
         loads: dict[tuple[str, str], list[MissRun]] = {}
-        settled: dict[str, list[float]] = {}
+        settled: dict[str, list[Footprint]] = {}
         for number in self.rounds("12 MP miss load", self.plan.memory_rounds):
             files = self.unique_files(MEMORY_SOURCE, [f"memory/{number}-{i}.jpg"
                                                       for i in range(self.plan.memory_batch)])
             for system in self.order(names, number):
                 loads.setdefault((system.name, "12 MP"), []).append(self.misses(system, files, "jpg", CONCURRENCY))
-                time.sleep(self.plan.settle_seconds)  # the measure: RSS a few seconds after the load
-                settled.setdefault(system.name, []).append(system.rss())
+                time.sleep(self.plan.settle_seconds)  # the measure: memory a few seconds after the load
+                settled.setdefault(system.name, []).append(system.memory())
             print(f"  12 MP miss load, round {number + 1}", flush=True)
         return idle, loads, settled
 
@@ -783,16 +809,40 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
                          ("node/thumbor", rate[NODE] / rate[THUMBOR], f"≥ {thumbor_goal}",
                           rate[NODE] / rate[THUMBOR] >= thumbor_goal)]))
     if (NODE, "12 MP") in loads:
-        peak = {name: max(r.peak_rss for r in loads[(name, "12 MP")]) for name in (NODE, THUMBOR, BARE_PYVIPS)}
-        steady = {name: median(settled[name]) for name in peak}
-        rows.append(Row("RSS idle, before the miss loads", {name: f"{idle[name]:.0f} MB" for name in peak} | {
-            "bare": f"Tornado {idle[BARE_TORNADO]:.0f} MB; nginx {idle[NGINX]:.0f} MB"}))
-        rows.append(Row("RSS peak, 12 MP miss load", {name: f"{value:.0f} MB" for name, value in peak.items()} |
-                        {"bare": dash}, [("node/thumbor", peak[NODE] / peak[THUMBOR], "", None)]))
-        rows.append(Row("RSS steady, after the 12 MP load", {name: f"{value:.0f} MB" for name, value in steady.items()}
-                        | {"bare": dash}, [("node steady/thumbor peak", steady[NODE] / peak[THUMBOR], "≤ 1",
-                                           steady[NODE] / peak[THUMBOR] <= 1)]))
+        names = (NODE, THUMBOR, BARE_PYVIPS)
+        for kind in ("pss", "rss"):  # PSS: what the machine spends (the goal); RSS counts shared pages per process
+            label = kind.upper()
+            peak = {name: max(getattr(r.peak, kind) for r in loads[(name, "12 MP")]) for name in names}
+            steady = {name: median([getattr(f, kind) for f in settled[name]]) for name in names}
+            still = {name: getattr(footprint, kind) for name, footprint in idle.items()}
+            ratios = {"peak": peak[NODE] / peak[THUMBOR], "steady": steady[NODE] / peak[THUMBOR]}
+            goal = {key: ("≤ 1", ratio <= 1) if kind == "pss" else ("", None) for key, ratio in ratios.items()}
+            rows.append(Row(f"{label} idle, before the miss loads", {name: f"{still[name]:.0f} MB" for name in names}
+                            | {"bare": f"Tornado {still[BARE_TORNADO]:.0f} MB; nginx {still[NGINX]:.0f} MB"}))
+            rows.append(Row(f"{label} peak, 12 MP miss load", {name: f"{peak[name]:.0f} MB" for name in names}
+                            | {"bare": dash}, [("node/thumbor", ratios["peak"], *goal["peak"])]))
+            rows.append(Row(f"{label} steady, after the 12 MP load", {name: f"{steady[name]:.0f} MB" for name in names}
+                            | {"bare": dash}, [("node steady/thumbor peak", ratios["steady"], *goal["steady"])]))
     return rows
+
+
+def engine_section(costs: dict[tuple[str, str], float], throughput, loads) -> str:
+    """benchmarks/engines.py's table, and each system's CPU per miss split into its engine's render
+    and the rest (the service: HTTP, origin, cache, logs)."""
+    lines = ["`benchmarks/engines.py`: the engines alone, one thread, no HTTP; CPU ms per image, medians:",
+             "", engines.table(costs), "",
+             "| miss, concurrency 8 | node: CPU/img = render + service | thumbor: CPU/img = render + service |",
+             "| --- | --- | --- |"]
+    for label, runs, key in (("2000×1333", throughput, "jpg"), ("4000×3000", loads, "12 MP")):
+        if (NODE, key) not in runs:
+            continue
+        cells = []
+        for name, engine in ((NODE, engines.NODE_RENDER), (THUMBOR, engines.PILLOW_RENDER)):
+            cpu = median([run.cpu_ms for run in runs[(name, key)]])
+            render = costs[(engine, label)]
+            cells.append(f"{cpu:.1f} = {render:.1f} + {cpu - render:.1f}")
+        lines.append(f"| {label} → {WIDTH} px JPEG | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def milliseconds(value: float) -> str:
@@ -843,9 +893,9 @@ def chart(path: Path, hits, cold, throughput, loads, settled, title: str) -> Non
     bars(axes[1][0], list(COLD_SOURCES), [NODE, THUMBOR, BARE_PYVIPS],
          lambda name, group: med(cold, (name, group)), "single cold miss, ms")
     bars(axes[1][1], ["peak", "steady"], [NODE, THUMBOR, BARE_PYVIPS],
-         lambda name, group: (max((r.peak_rss for r in loads.get((name, "12 MP"), [])), default=None)
-                              if group == "peak" else (median(settled[name]) if name in settled else None)),
-         "RSS under 12 MP miss load, MB")
+         lambda name, group: (max((r.peak.pss for r in loads.get((name, "12 MP"), [])), default=None)
+                              if group == "peak" else median([f.pss for f in settled.get(name, [])] or [None])),
+         "PSS under 12 MP miss load, MB")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
@@ -921,13 +971,15 @@ def main() -> int:
                          NGINX: start_static_nginx(stack, work, body)}
         print(f"measuring ({plan.rounds} rounds; node {node.base_url}, thumbor {thumbor.base_url})", flush=True)
         if args.only == "hits":
-            idle, loads, settled, cold, throughput = {}, {}, {}, {}, {}
+            idle, loads, settled, cold, throughput, engine_costs = {}, {}, {}, {}, {}, {}
             hits = bench.hits()
         else:
-            idle, loads, settled = bench.memory()  # first: idle RSS before any other load
+            idle, loads, settled = bench.memory()  # first: idle memory before any other load
             hits = bench.hits()
             cold = bench.cold()
             throughput = bench.throughput()
+            print("  the engines alone", flush=True)
+            engine_costs = engines.measure(venv / "bin" / "python", plan.rounds, work)
         seconds = time.monotonic() - started
     load_after = os.getloadavg()
 
@@ -951,8 +1003,9 @@ def main() -> int:
   {plan.hit_seconds} s per case, the node's {len(body) // 1024} kB {WIDTH} px JPEG of the sample `astronaut.jpg`. Cold misses:
   {plan.cold_per_round} unique files per size, system and round, one at a time. Miss throughput: {plan.miss_batch} unique
   files per format and round. 12 MP miss load: {plan.memory_batch} unique files per round, {plan.memory_rounds} rounds,
-  RSS read {plan.settle_seconds:g} s after each. CPU is each system's own (all its processes, from /proc); RSS is
-  summed over its processes (pages shared by forked workers counted in each).
+  memory read {plan.settle_seconds:g} s after each. CPU is each system's own (all its processes, from /proc); RSS and
+  PSS are summed over its processes: RSS counts a page shared by forked processes in each, PSS divides it among
+  them, so the PSS sum is what the system costs the machine (the goal is on PSS).
 - Configuration: the node's defaults (quality {defaults.quality}, AVIF effort {defaults.avif_effort}, access log on),
   `--workers 2`, one local origin; thumbor {THUMBOR_VERSION} with its PIL engine and no engine thread pool (its
   defaults), file loader over the same folder, file storage, file result storage storing unsafe URLs, quality
@@ -965,6 +1018,10 @@ def main() -> int:
 {table(rows)}
 
 ![chart](compare{suffix}.png)
+
+## Where a miss's CPU goes: the engine and the service
+
+{engine_section(engine_costs, throughput, loads) if engine_costs else ''}
 """
     md.write_text(text)
     chart(png, hits, cold, throughput, loads, settled, f"edge vs thumbor, {when}; {about['cpu']}; {load}")
