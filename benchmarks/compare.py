@@ -993,6 +993,8 @@ def main() -> int:
     defaults = Defaults()
     thumbor_check = (f"thumbor's result storage gained {bench.thumbor_stored} files for "
                      f"{bench.thumbor_requests} miss requests")
+    engine_text = (f"\n## Where a miss's CPU goes: the engine and the service\n\n"
+                   f"{engine_section(engine_costs, throughput, loads)}\n" if engine_costs else "")
     text = f"""# The node side by side with thumbor, bare pyvips, bare Tornado and nginx
 
 `.venv/bin/python -m benchmarks.compare{' --quick' if args.quick else ''}{f' --only {args.only}' if args.only else ''}`, {when}, {seconds / 60:.1f} min.
@@ -1018,11 +1020,7 @@ def main() -> int:
 {table(rows)}
 
 ![chart](compare{suffix}.png)
-
-## Where a miss's CPU goes: the engine and the service
-
-{engine_section(engine_costs, throughput, loads) if engine_costs else ''}
-"""
+{engine_text}"""
     md.write_text(text)
     chart(png, hits, cold, throughput, loads, settled, f"edge vs thumbor, {when}; {about['cpu']}; {load}")
     print(text)
