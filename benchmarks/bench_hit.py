@@ -149,22 +149,14 @@ def main() -> None:
         body = b""
         try:
             if "1-worker" in args.only:
-                one = start_node(work / "one", 1)
-                servers.append(one)
-                body = cache_hit_body(one.url)
-                bare_one = Bare.start(body_file(work, body), 1)
-                servers.append(bare_one)
+                one, bare_one, body = start_pair(work, "one", 1, servers)
                 for connections in (16, 256):
                     runs[f"1 worker, {connections} conn: bare"] = lambda c=connections: wrk_load(
                         bare_one.url, bare_one.pids, args.seconds, c)
                     runs[f"1 worker, {connections} conn: node"] = lambda c=connections: wrk_load(
                         one.url + PATH, one.worker_pids(), args.seconds, c)
             if "2-workers" in args.only:
-                two = start_node(work / "two", 2)
-                servers.append(two)
-                body = cache_hit_body(two.url)
-                bare_two = Bare.start(body_file(work, body), 2)
-                servers.append(bare_two)
+                two, bare_two, body = start_pair(work, "two", 2, servers)
                 two_pids = two.worker_pids()
                 for connections in (16, 256, 1000):
                     seconds = max(args.seconds, connections // 200)  # 1000 connections: p99 near a second
@@ -212,19 +204,22 @@ def main() -> None:
         print(f"  2 workers, 16 conn: requests per worker, each round: {shares}")
 
 
-def cache_hit_body(url: str) -> bytes:
-    """The output of PATH, asked for until the node answers it from its cache (it stores after answering)."""
-    for _ in range(50):
-        response = urllib.request.urlopen(url + PATH, timeout=60)
+def start_pair(work: Path, name: str, workers: int, servers: list) -> tuple[NodeProcess, Bare, bytes]:
+    """A node with `workers` workers, and as many bare Tornado processes answering the node's cached
+    output of PATH (both added to `servers`); and that output."""
+    node = start_node(work / name, workers)
+    servers.append(node)
+    for _ in range(50):  # until the node answers from its cache (it stores after answering)
+        response = urllib.request.urlopen(node.url + PATH, timeout=60)
         body = response.read()
         if response.headers["X-Cache"] == "HIT":
-            return body
-    raise RuntimeError("the node did not cache " + PATH)
-
-
-def body_file(work: Path, body: bytes) -> Path:
-    (work / "body.jpg").write_bytes(body)
-    return work / "body.jpg"
+            break
+    else:
+        raise RuntimeError("the node did not cache " + PATH)
+    (work / f"{name}.jpg").write_bytes(body)
+    bare = Bare.start(work / f"{name}.jpg", workers)
+    servers.append(bare)
+    return node, bare, body
 
 
 def print_cases(results: dict[str, list[LoadResult]]) -> None:
