@@ -49,6 +49,8 @@ class CurrentOriginal:
     freshness: Freshness
     info: SourceInfo
     body: bytes
+    #: whether the originals tier keeps these bytes: not when a local origin read them from this machine
+    worth_keeping: bool = True
 
 
 class OriginalSource:
@@ -128,11 +130,12 @@ class OriginalSource:
         if known is not None and known.version != info.version:
             # a changed original replaces every output made from the old one
             await caches.io(caches.outputs.delete_prefix, key)
-        return CurrentOriginal(Freshness.FETCHED, info, original.body)
+        return CurrentOriginal(Freshness.FETCHED, info, original.body, worth_keeping=not found.origin.is_local)
 
     async def _keep(self, key: str, original: CurrentOriginal) -> None:
         """The fetched (or confirmed) original into the originals tier: after the requests have it."""
-        await self._caches.store(key, StoredOriginal(original.info, original.body))
+        if original.worth_keeping:
+            await self._caches.store(key, StoredOriginal(original.info, original.body))
 
     def _forget_missing(self, key: str, now: float) -> None:
         """No origin has the path (any more): drop what was cached for it, remember the answer (blocking)."""

@@ -26,6 +26,7 @@ from edge.plugin import (
 
 class LocalOrigin(Origin):
     type_name = "local"
+    is_local = True  # the originals tier keeps no copy: reading the folder costs no more
 
     def __init__(self, settings: OriginSettings, root: Path):
         super().__init__(settings)
