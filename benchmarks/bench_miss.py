@@ -114,7 +114,7 @@ def start_profile(pid: int, output: Path) -> subprocess.Popen:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--subprocesses", "--native", "--rate", "100",
                              "--format", "flamegraph", "--output", str(output)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL)
 
 
 async def run(args: argparse.Namespace) -> None:
