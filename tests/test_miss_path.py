@@ -1,8 +1,14 @@
 """The order of a miss: the response goes out before the output and the original are stored, and what
 was answered is stored after it. What a miss stores: a local origin's originals are not copied."""
 
+import os
 import threading
+from types import SimpleNamespace
 
+import pytest
+
+from edge.origin import OriginRequest, OriginSettings, SourceTooLarge
+from plugins.local import LocalOrigin
 from tests.nodes import SAMPLES, decode, local_config, start_node, web_config, write_config
 from tests.scrape import samples
 from tests.servers import HTTPOrigin
@@ -55,3 +61,20 @@ async def test_a_local_origins_originals_are_read_from_its_folder_not_copied(tmp
         assert (await node.fetch("/tr:w-80/camera.jpg")).headers["X-Cache"] == "HIT"
     finally:
         await node.stop()
+
+
+def test_a_local_file_that_grows_while_read_is_read_whole_within_the_limit(tmp_path, monkeypatch):
+    """The local origin reads the size it found and one byte more; a file that grew meanwhile (its
+    size is shown smaller here) is still read whole, or refused past `max_bytes`."""
+    (tmp_path / "photo.jpg").write_bytes(b"x" * 5000)
+    origin = LocalOrigin(OriginSettings("disk", "local"), tmp_path)
+    real_fstat = os.fstat
+
+    def smaller(fd):
+        found = real_fstat(fd)
+        return SimpleNamespace(st_size=1000, st_mtime=found.st_mtime, st_mtime_ns=found.st_mtime_ns)
+
+    monkeypatch.setattr(os, "fstat", smaller)
+    assert origin._read(OriginRequest("photo.jpg", max_bytes=5000)).body == b"x" * 5000
+    with pytest.raises(SourceTooLarge):
+        origin._read(OriginRequest("photo.jpg", max_bytes=4999))
