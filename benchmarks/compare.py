@@ -12,6 +12,7 @@ What runs, all on 127.0.0.1, started and stopped by this script:
 - bare pyvips: `thumbnail_buffer` + save with the node's encoder options, a 2-thread pool;
 - bare Tornado: 2 processes (one SO_REUSEPORT socket each) answering the node's cached bytes from memory;
 - nginx (2 workers) serving the same bytes as a static file: the floor for hits.
+- the engines alone (`benchmarks/engines.py`): libvips and Pillow without HTTP, one thread each.
 
 Measured in alternating rounds (the order of the systems rotates every round), medians:
 cache-hit throughput, CPU per request, p50/p99 and how evenly the workers share the CPU, at 16
@@ -56,6 +57,7 @@ from urllib.parse import urlsplit
 import pyvips
 
 import edge
+from benchmarks import engines
 from benchmarks.baselines import BARE_TORNADO_SERVER
 from benchmarks.common import cpu_seconds, median
 from edge.config import Defaults
@@ -794,6 +796,25 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
     return rows
 
 
+def engine_section(costs: dict[tuple[str, str], float], throughput, loads) -> str:
+    """benchmarks/engines.py's table, and each system's CPU per miss split into its engine's render
+    and the rest (the service: HTTP, origin, cache, logs)."""
+    lines = ["`benchmarks/engines.py`: the engines alone, one thread, no HTTP; CPU ms per image, medians:",
+             "", engines.table(costs), "",
+             "| miss, concurrency 8 | node: CPU/img = render + service | thumbor: CPU/img = render + service |",
+             "| --- | --- | --- |"]
+    for label, runs, key in (("2000×1333", throughput, "jpg"), ("4000×3000", loads, "12 MP")):
+        if (NODE, key) not in runs:
+            continue
+        cells = []
+        for name, engine in ((NODE, engines.NODE_RENDER), (THUMBOR, engines.PILLOW_RENDER)):
+            cpu = median([run.cpu_ms for run in runs[(name, key)]])
+            render = costs[(engine, label)]
+            cells.append(f"{cpu:.1f} = {render:.1f} + {cpu - render:.1f}")
+        lines.append(f"| {label} → {WIDTH} px JPEG | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def milliseconds(value: float) -> str:
     """Three significant figures or so, without exponents."""
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
@@ -922,6 +943,8 @@ def main() -> int:
         hits = bench.hits()
         cold = bench.cold()
         throughput = bench.throughput()
+        print("  the engines alone", flush=True)
+        engine_costs = engines.measure(venv / "bin" / "python", plan.rounds, work)
         seconds = time.monotonic() - started
     load_after = os.getloadavg()
 
@@ -959,6 +982,10 @@ def main() -> int:
 {table(rows)}
 
 ![chart](compare{suffix}.png)
+
+## Where a miss's CPU goes: the engine and the service
+
+{engine_section(engine_costs, throughput, loads)}
 """
     md.write_text(text)
     chart(png, hits, cold, throughput, loads, settled, f"edge vs thumbor, {when}; {about['cpu']}; {load}")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pyvips
 
+from benchmarks import engines
 from benchmarks.compare import process_tree, tree_cpu, tree_rss, unique_jpeg, wrk_latency
+from edge.transform.render import ImageHeader, jpeg_shrink
 from tests.imagecorpus import photo_jpeg
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8080/
@@ -57,3 +60,16 @@ def test_a_process_tree_sums_its_children():
         child.stdin.close()
         child.wait(30)
         child.stdout.close()
+
+
+def test_the_engines_decode_at_the_scale_the_node_shrinks_on_load_at():
+    for width, height in engines.SOURCES.values():
+        header = ImageHeader("jpegload_buffer", width, height, has_alpha=False)
+        assert engines.decode_scale(width, height) == jpeg_shrink(header, engines.WIDTH, 1)
+
+
+def test_each_libvips_engine_runs_and_reports_its_cpu(tmp_path):
+    path = tmp_path / "source.jpg"
+    path.write_bytes(photo_jpeg(1200, 800))
+    for engine in engines.LIBVIPS_ENGINES:
+        assert engines.cpu_ms_per_image(Path(sys.executable), engine, path, scale=4, iterations=1) > 0
