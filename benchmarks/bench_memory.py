@@ -1,13 +1,15 @@
-"""Memory under miss load: the workers' resident memory while 12 MP JPEG originals are resized.
+"""Memory under miss load: the node's memory (PSS and RSS) while 12 MP JPEG originals are resized.
 
     .venv/bin/python -m benchmarks.bench_memory [--seconds 30] [--rounds 1] [--workers 2] [--concurrency 8]
 
 Each variant of the node's memory settings (defaults; glibc's own allocator settings; the memory tier
-off; jemalloc, when Debian's libjemalloc2 is installed) serves, on a fresh node with `--workers`
-workers, `--concurrency` client tasks asking for new widths (260–500 px) and qualities of four 12 MP
-JPEGs: every request is a miss (fetch, decode with shrink-on-load, encode, store). The workers'
-resident memory, summed, is sampled every 0.2 s: *plateau* (median over the second half of the load),
-*peak*, and *after* (5 s idle after the load). Baseline in the same run: *bare pyvips*, `--workers`
+off; one render thread per worker; jemalloc, when Debian's libjemalloc2 is installed) serves, on a
+fresh node with `--workers` workers, `--concurrency` client tasks asking for new widths (260–500 px)
+and qualities of four 12 MP JPEGs: every request is a miss (fetch, decode with shrink-on-load,
+encode, store). The memory of all the node's processes (supervisor and workers), summed, is sampled
+every 0.2 s: *plateau* (median over the second half of the load), *peak*, and *after* (5 s idle after
+the load), as PSS (each page divided among the processes sharing it: what the node costs the
+machine) and as RSS (a page the workers share with the supervisor counted in each). Baseline in the same run: *bare pyvips*, `--workers`
 processes each rendering the same thumbnails with pyvips alone on as many threads as a worker renders
 on (one per core, the node's default): the memory libvips needs for the same work, without a server
 or a cache. Variants and the baseline alternate when `--rounds` > 1; medians. Results to stdout and
@@ -32,7 +34,7 @@ from pathlib import Path
 import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
-from benchmarks.bench_soak import worker_rss
+from benchmarks.compare import tree_pss, tree_rss
 from edge.testing import NodeProcess, write_config
 from tests.imagecorpus import photo_jpeg
 from tests.servers import HTTPOrigin
@@ -49,6 +51,7 @@ VARIANTS: dict[str, tuple[str, str, dict[str, str]]] = {
     "defaults": ("", "", {}),
     "glibc defaults (malloc_arenas = 0, memory_trim = false)": ("malloc_arenas = 0\nmemory_trim = false", "", {}),
     "memory tier off (memory_size = 0)": ("", "memory_size = 0", {}),
+    "one render thread per worker (transform_threads = 1)": ("transform_threads = 1", "", {}),
 }
 if JEMALLOC.exists():
     VARIANTS["jemalloc (LD_PRELOAD)"] = ("", "", {"LD_PRELOAD": str(JEMALLOC)})
@@ -74,10 +77,19 @@ origins = ["photos"]
 """
 
 
-def summary(samples: list[int], after: int) -> dict:
-    second_half = samples[len(samples) // 2:]
-    return {"plateau_mb": round(statistics.median(second_half) / 1e6), "peak_mb": round(max(samples) / 1e6),
-            "after_mb": round(after / 1e6)}
+def memory(pids: list[int]) -> tuple[float, float]:
+    """PSS and RSS of `pids`' process trees, summed, MB."""
+    return tree_pss(pids), tree_rss(pids)
+
+
+def summary(samples: list[tuple[float, float]], after: tuple[float, float] | None) -> dict:
+    figures = {}
+    for index, kind in enumerate(("pss", "rss")):
+        second_half = [sample[index] for sample in samples[len(samples) // 2:]]
+        figures |= {f"{kind}_plateau_mb": round(statistics.median(second_half)),
+                    f"{kind}_peak_mb": round(max(sample[index] for sample in samples)),
+                    f"{kind}_after_mb": round(after[index]) if after else None}
+    return figures
 
 
 async def node_round(origin: str, variant: str, seconds: float, workers: int, concurrency: int,
@@ -86,15 +98,16 @@ async def node_round(origin: str, variant: str, seconds: float, workers: int, co
     with tempfile.TemporaryDirectory() as tmp:
         node = NodeProcess(write_config(Path(tmp), config(origin, workers, server, cache)), env=env)
         client = AsyncHTTPClient(force_instance=True, max_clients=concurrency)
-        samples: list[int] = []
+        samples: list[tuple[float, float]] = []
         statuses: dict[int, int] = {}
+        node_pids = [node.process.pid]  # the supervisor and, below it, the workers
         try:
-            fresh = worker_rss(node)
+            fresh = memory(node_pids)
             stop = asyncio.Event()
 
             async def sampler() -> None:
                 while not stop.is_set():
-                    samples.append(worker_rss(node))
+                    samples.append(memory(node_pids))
                     await asyncio.sleep(SAMPLE_SECONDS)
 
             async def misses(until: float) -> None:
@@ -110,12 +123,12 @@ async def node_round(origin: str, variant: str, seconds: float, workers: int, co
             stop.set()
             await sampling
             await asyncio.sleep(IDLE_AFTER_SECONDS)
-            after = worker_rss(node)
+            after = memory(node_pids)
         finally:
             client.close()
             node.stop()
-    return {"fresh_mb": round(fresh / 1e6), **summary(samples, after), "requests": sum(statuses.values()),
-            "statuses": statuses}
+    return {"pss_fresh_mb": round(fresh[0]), "rss_fresh_mb": round(fresh[1]), **summary(samples, after),
+            "requests": sum(statuses.values()), "statuses": statuses}
 
 
 def _bare_worker(photos: list[bytes], threads: int, seconds: float, seed: int) -> None:
@@ -142,22 +155,15 @@ def bare_round(photos: list[bytes], seconds: float, workers: int) -> dict:
                  for n in range(workers)]
     for process in processes:
         process.start()
-    samples: list[int] = []
+    samples: list[tuple[float, float]] = []
     ends = time.monotonic() + seconds + REQUEST_TIMEOUT  # bounded even if a process hangs
     while any(process.is_alive() for process in processes) and time.monotonic() < ends:
-        samples.append(sum(_resident(process.pid) for process in processes))
+        samples.append(memory([process.pid for process in processes]))
         time.sleep(SAMPLE_SECONDS)
     for process in processes:
         process.kill()
         process.join()
-    return {"fresh_mb": None, **summary(samples, 0), "after_mb": None}
-
-
-def _resident(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * 4096
-    except (FileNotFoundError, ProcessLookupError):
-        return 0
+    return summary(samples, None)
 
 
 async def run(seconds: float, rounds: int, workers: int, concurrency: int) -> dict:
@@ -189,14 +195,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     results = asyncio.run(run(args.seconds, args.rounds, args.workers, args.concurrency))
-    meta = {"seconds": args.seconds, "rounds": args.rounds, "workers": args.workers,
-            "concurrency": args.concurrency, "load_average": Path("/proc/loadavg").read_text().split()[:3]}
+    meta = {"seconds": args.seconds, "rounds": args.rounds, "workers": args.workers, "concurrency": args.concurrency,
+            "load_average_before": load_before, "load_average": Path("/proc/loadavg").read_text().split()[:3]}
     print(json.dumps(meta))
     width = max(map(len, results))
     for name, figures in results.items():
-        print(f"  {name:{width}s}  plateau {figures['plateau_mb']} MB  peak {figures['peak_mb']} MB  "
-              f"after {figures['after_mb']} MB  ({figures.get('requests')} requests)")
+        print(f"  {name:{width}s}  " + "  ".join(
+            f"{kind.upper()} fresh {figures.get(f'{kind}_fresh_mb')} plateau {figures[f'{kind}_plateau_mb']} "
+            f"peak {figures[f'{kind}_peak_mb']} after {figures[f'{kind}_after_mb']} MB" for kind in ("pss", "rss"))
+            + f"  ({figures.get('requests')} requests)")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_memory.json").write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
 

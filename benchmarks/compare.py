@@ -19,8 +19,8 @@ cache-hit throughput, CPU per request, p50/p99 and how evenly the workers share 
 and 256 connections (wrk); single cold
 misses of 1, 12 and 24 MP JPEGs to 300 px; miss throughput to 300 px JPEG, WebP and AVIF from a
 2000x1333 JPEG at concurrency 8 with unique URLs (unique files: every request is a miss; the node's
-`X-Cache` and the files thumbor's result storage gains prove it); RSS (sum over each system's
-processes) idle, at peak and after a 12 MP miss load. CPU and RSS are read from /proc.
+`X-Cache` and the files thumbor's result storage gains prove it); PSS and RSS (sums over each
+system's processes) idle, at peak and after a 12 MP miss load. CPU, RSS and PSS are read from /proc.
 
 Writes benchmarks/results/compare.md and compare.png (`--quick`: compare-quick.*) and, after a
 full run, the table in README.md between its `compare:start`/`compare:end` markers.
@@ -136,6 +136,26 @@ def tree_rss(pids: list[int]) -> float:
     return total / 1024
 
 
+def tree_pss(pids: list[int]) -> float:
+    """Proportional set size of every process of `pids`' trees, summed, in MB: each page is divided
+    among the processes that map it (a page a supervisor shares with 2 forked workers counts a third
+    in each), so the sum is what the system costs the machine; a sum of RSS counts that page 3 times."""
+    total = 0
+    for pid in {p for root in pids for p in process_tree(root)}:
+        with contextlib.suppress(OSError):
+            match = re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.M)
+            total += int(match.group(1)) if match else 0
+    return total / 1024
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A system's memory in MB, summed over its processes."""
+
+    rss: float
+    pss: float
+
+
 class Service:
     """A child process in its own session (Ctrl-C reaches only this script, which stops it), stopped
     with its whole process group: SIGTERM, SIGKILL after 10 s."""
@@ -222,8 +242,8 @@ class System:
     def cpu(self) -> float:
         return tree_cpu(self.roots)
 
-    def rss(self) -> float:
-        return tree_rss(self.roots)
+    def memory(self) -> Footprint:
+        return Footprint(tree_rss(self.roots), tree_pss(self.roots))
 
     def workers(self) -> list[int]:
         if self.worker_roots is not None:
@@ -475,29 +495,33 @@ class MissRun:
     cpu_ms: float
     errors: int = 0
     hits: int = 0  # responses that did not come from a render
-    peak_rss: float = 0.0
+    peak: Footprint = Footprint(0.0, 0.0)  # the highest RSS and the highest PSS seen
 
 
-class RSSSampler:
-    """The peak of a system's summed RSS, sampled every 50 ms while the block runs."""
+class MemorySampler:
+    """The peaks of a system's summed RSS and PSS, sampled every 50 ms while the block runs."""
 
     def __init__(self, system: System):
-        self.system, self.peak = system, system.rss()
+        self.system, self.peak = system, system.memory()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            self.peak = max(self.peak, self.system.rss())
+            self._sample()
 
-    def __enter__(self) -> RSSSampler:
+    def _sample(self) -> None:
+        now = self.system.memory()
+        self.peak = Footprint(max(self.peak.rss, now.rss), max(self.peak.pss, now.pss))
+
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(5)
-        self.peak = max(self.peak, self.system.rss())
+        self._sample()
 
 
 def fetch_all(base_url: str, paths: list[str], concurrency: int) -> list[tuple[int, str, bytes]]:
@@ -585,13 +609,13 @@ class Bench:
         """Every file rendered once to `fmt` by `system`, checked to have been a miss and a right image."""
         if system is self.bare.system:
             cpu = system.cpu()
-            with RSSSampler(system) as rss:
+            with MemorySampler(system) as memory:
                 seconds = self.bare.render(files, fmt)
-            return MissRun(len(files) / seconds, (system.cpu() - cpu) / len(files) * 1e3, peak_rss=rss.peak)
+            return MissRun(len(files) / seconds, (system.cpu() - cpu) / len(files) * 1e3, peak=memory.peak)
         paths = [system.miss_path(str(f.relative_to(self.corpus)), fmt) for f in files]
         stored = count_files(self.thumbor_results) if system.name == THUMBOR else 0
         cpu = system.cpu()
-        with RSSSampler(system) as rss:
+        with MemorySampler(system) as memory:
             started = time.perf_counter()
             answers = fetch_all(system.base_url, paths, concurrency)
             seconds = time.perf_counter() - started
@@ -609,7 +633,7 @@ class Bench:
             self.node_misses += len(good) - hits
         else:
             hits = len(good) - self.thumbor_new_results(stored, len(good))
-        return MissRun(len(good) / seconds, cpu / max(len(good), 1) * 1e3, errors, hits, rss.peak)
+        return MissRun(len(good) / seconds, cpu / max(len(good), 1) * 1e3, errors, hits, memory.peak)
 
     def thumbor_new_results(self, before: int, expected: int) -> int:
         """Files thumbor's result storage gained (it stores after responding: a bounded wait)."""
@@ -667,19 +691,19 @@ class Bench:
             print(f"  miss throughput, round {number + 1}", flush=True)
         return results
 
-    def memory(self) -> tuple[dict[str, float], dict[tuple[str, str], list[MissRun]], dict[str, list[float]]]:
-        """Idle RSS, the 12 MP miss load (throughput and peak RSS), RSS once it has settled."""
+    def memory(self) -> tuple[dict[str, Footprint], dict[tuple[str, str], list[MissRun]], dict[str, list[Footprint]]]:
+        """Idle memory, the 12 MP miss load (throughput and peak memory), memory once it has settled."""
         names = [NODE, THUMBOR, BARE_PYVIPS]
-        idle = {name: system.rss() for name, system in self.systems.items()}
+        idle = {name: system.memory() for name, system in self.systems.items()}
         loads: dict[tuple[str, str], list[MissRun]] = {}
-        settled: dict[str, list[float]] = {}
+        settled: dict[str, list[Footprint]] = {}
         for number in self.rounds("12 MP miss load", self.plan.memory_rounds):
             files = self.unique_files(MEMORY_SOURCE, [f"memory/{number}-{i}.jpg"
                                                       for i in range(self.plan.memory_batch)])
             for system in self.order(names, number):
                 loads.setdefault((system.name, "12 MP"), []).append(self.misses(system, files, "jpg", CONCURRENCY))
-                time.sleep(self.plan.settle_seconds)  # the measure: RSS a few seconds after the load
-                settled.setdefault(system.name, []).append(system.rss())
+                time.sleep(self.plan.settle_seconds)  # the measure: memory a few seconds after the load
+                settled.setdefault(system.name, []).append(system.memory())
             print(f"  12 MP miss load, round {number + 1}", flush=True)
         return idle, loads, settled
 
@@ -784,15 +808,20 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
                          ("node/thumbor", rate[NODE] / rate[THUMBOR], f"≥ {thumbor_goal}",
                           rate[NODE] / rate[THUMBOR] >= thumbor_goal)]))
     if (NODE, "12 MP") in loads:
-        peak = {name: max(r.peak_rss for r in loads[(name, "12 MP")]) for name in (NODE, THUMBOR, BARE_PYVIPS)}
-        steady = {name: median(settled[name]) for name in peak}
-        rows.append(Row("RSS idle, before the miss loads", {name: f"{idle[name]:.0f} MB" for name in peak} | {
-            "bare": f"Tornado {idle[BARE_TORNADO]:.0f} MB; nginx {idle[NGINX]:.0f} MB"}))
-        rows.append(Row("RSS peak, 12 MP miss load", {name: f"{value:.0f} MB" for name, value in peak.items()} |
-                        {"bare": dash}, [("node/thumbor", peak[NODE] / peak[THUMBOR], "", None)]))
-        rows.append(Row("RSS steady, after the 12 MP load", {name: f"{value:.0f} MB" for name, value in steady.items()}
-                        | {"bare": dash}, [("node steady/thumbor peak", steady[NODE] / peak[THUMBOR], "≤ 1",
-                                           steady[NODE] / peak[THUMBOR] <= 1)]))
+        names = (NODE, THUMBOR, BARE_PYVIPS)
+        for kind in ("pss", "rss"):  # PSS: what the machine spends (the goal); RSS counts shared pages per process
+            label = kind.upper()
+            peak = {name: max(getattr(r.peak, kind) for r in loads[(name, "12 MP")]) for name in names}
+            steady = {name: median([getattr(f, kind) for f in settled[name]]) for name in names}
+            still = {name: getattr(footprint, kind) for name, footprint in idle.items()}
+            ratios = {"peak": peak[NODE] / peak[THUMBOR], "steady": steady[NODE] / peak[THUMBOR]}
+            goal = {key: ("≤ 1", ratio <= 1) if kind == "pss" else ("", None) for key, ratio in ratios.items()}
+            rows.append(Row(f"{label} idle, before the miss loads", {name: f"{still[name]:.0f} MB" for name in names}
+                            | {"bare": f"Tornado {still[BARE_TORNADO]:.0f} MB; nginx {still[NGINX]:.0f} MB"}))
+            rows.append(Row(f"{label} peak, 12 MP miss load", {name: f"{peak[name]:.0f} MB" for name in names}
+                            | {"bare": dash}, [("node/thumbor", ratios["peak"], *goal["peak"])]))
+            rows.append(Row(f"{label} steady, after the 12 MP load", {name: f"{steady[name]:.0f} MB" for name in names}
+                            | {"bare": dash}, [("node steady/thumbor peak", ratios["steady"], *goal["steady"])]))
     return rows
 
 
@@ -863,9 +892,9 @@ def chart(path: Path, hits, cold, throughput, loads, settled, title: str) -> Non
     bars(axes[1][0], list(COLD_SOURCES), [NODE, THUMBOR, BARE_PYVIPS],
          lambda name, group: med(cold, (name, group)), "single cold miss, ms")
     bars(axes[1][1], ["peak", "steady"], [NODE, THUMBOR, BARE_PYVIPS],
-         lambda name, group: (max((r.peak_rss for r in loads.get((name, "12 MP"), [])), default=None)
-                              if group == "peak" else (median(settled[name]) if name in settled else None)),
-         "RSS under 12 MP miss load, MB")
+         lambda name, group: (max((r.peak.pss for r in loads.get((name, "12 MP"), [])), default=None)
+                              if group == "peak" else median([f.pss for f in settled.get(name, [])] or [None])),
+         "PSS under 12 MP miss load, MB")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
@@ -939,7 +968,7 @@ def main() -> int:
                          BARE_TORNADO: start_bare_tornado(stack, work, body, 2),
                          NGINX: start_static_nginx(stack, work, body)}
         print(f"measuring ({plan.rounds} rounds; node {node.base_url}, thumbor {thumbor.base_url})", flush=True)
-        idle, loads, settled = bench.memory()  # first: idle RSS before any other load
+        idle, loads, settled = bench.memory()  # first: idle memory before any other load
         hits = bench.hits()
         cold = bench.cold()
         throughput = bench.throughput()
@@ -968,8 +997,9 @@ def main() -> int:
   {plan.hit_seconds} s per case, the node's {len(body) // 1024} kB {WIDTH} px JPEG of the sample `astronaut.jpg`. Cold misses:
   {plan.cold_per_round} unique files per size, system and round, one at a time. Miss throughput: {plan.miss_batch} unique
   files per format and round. 12 MP miss load: {plan.memory_batch} unique files per round, {plan.memory_rounds} rounds,
-  RSS read {plan.settle_seconds:g} s after each. CPU is each system's own (all its processes, from /proc); RSS is
-  summed over its processes (pages shared by forked workers counted in each).
+  memory read {plan.settle_seconds:g} s after each. CPU is each system's own (all its processes, from /proc); RSS and
+  PSS are summed over its processes: RSS counts a page shared by forked processes in each, PSS divides it among
+  them, so the PSS sum is what the system costs the machine (the goal is on PSS).
 - Configuration: the node's defaults (quality {defaults.quality}, AVIF effort {defaults.avif_effort}, access log on),
   `--workers 2`, one local origin; thumbor {THUMBOR_VERSION} with its PIL engine and no engine thread pool (its
   defaults), file loader over the same folder, file storage, file result storage storing unsafe URLs, quality

@@ -5,7 +5,8 @@
 `serve` binds the listening sockets in the parent (one per worker, on one port), then forks the
 workers, each accepting on its own. The parent only supervises (`edge.supervisor`): restarts, SIGHUP
 reloads, SIGTERM drains.
-libvips and the metrics values are only touched after the fork.
+The parent imports what the workers serve with before forking (`edge.supervisor.preload`), so they share
+it; libvips renders and the metrics values are only touched after the fork.
 """
 
 from __future__ import annotations

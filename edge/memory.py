@@ -33,7 +33,7 @@ M_ARENA_MAX = -8
 #: (glibc starts at 128 KiB: a little slack spares small frees a shrink and regrow of the heap)
 GIVE_BACK_THRESHOLDS = (128 * 2**10, 2**20)
 #: growth of resident memory since the last trim that makes the next idle moment trim
-TRIM_GROWTH_BYTES = 32 * 2**20
+TRIM_GROWTH_BYTES = 8 * 2**20
 TRIM_CHECK_SECONDS = 1.0
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -13,24 +13,10 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import aioboto3
 import aiohttp
-from aiobotocore.config import AioConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-    ResponseStreamingError,
-)
 
 from edge.plugin import (
     CHUNK_BYTES,
@@ -49,6 +35,9 @@ from edge.plugin import (
     http_date,
     read_limited,
 )
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
 
 log = logging.getLogger("edge.origin.s3")
 
@@ -79,6 +68,10 @@ class S3Origin(Origin):
                  endpoint_url: str | None, access_key_id: Secret | None, secret_access_key: Secret | None,
                  path_style: bool, encode_keys: bool):
         super().__init__(settings)
+        # aioboto3 and botocore cost a process ~12 MB: imported once a config names an S3-backed origin
+        # (in `edge serve`'s supervisor, before it forks: the workers share them), never without one
+        import aioboto3  # noqa: F401
+        import botocore.exceptions  # noqa: F401
         self.bucket = bucket
         self.folder = folder
         self.region = region
@@ -128,6 +121,9 @@ class S3Origin(Origin):
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def open(self) -> None:
+        import aioboto3
+        from aiobotocore.config import AioConfig
+
         timeout = self.settings.timeout
         config = AioConfig(
             connect_timeout=timeout,
@@ -207,6 +203,19 @@ class S3Origin(Origin):
     @contextlib.contextmanager
     def classified(self, operation: str, key: str) -> Iterator[None]:
         """Turn what botocore and aiohttp raise into `OriginNotFound`, `NotModified` or `OriginFailure`."""
+        from botocore.exceptions import (  # imported with the origin: a lookup
+            BotoCoreError,
+            ClientError,
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            IncompleteReadError,
+            NoCredentialsError,
+            PartialCredentialsError,
+            ReadTimeoutError,
+            ResponseStreamingError,
+        )
+
         try:
             yield
         except ClientError as error:

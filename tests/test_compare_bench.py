@@ -11,7 +11,7 @@ from pathlib import Path
 import pyvips
 
 from benchmarks import engines
-from benchmarks.compare import process_tree, tree_cpu, tree_rss, unique_jpeg, wrk_latency
+from benchmarks.compare import process_tree, tree_cpu, tree_pss, tree_rss, unique_jpeg, wrk_latency
 from edge.transform.render import ImageHeader, jpeg_shrink
 from tests.imagecorpus import photo_jpeg
 
@@ -61,6 +61,20 @@ def test_a_process_tree_sums_its_children():
         child.wait(30)
         child.stdout.close()
 
+
+def test_pss_counts_what_a_fork_shares_once_and_rss_in_each_process():
+    holder = ("import os, sys; b = bytearray(64 << 20); parent = os.fork(); "
+              "parent and print('ready', flush=True); sys.stdin.read()")  # both hold the same 64 MB
+    child = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        assert len(process_tree(child.pid)) == 2
+        assert tree_rss([child.pid]) >= 128
+        assert 64 <= tree_pss([child.pid]) < 100
+    finally:
+        child.stdin.close()
+        child.wait(30)
+        child.stdout.close()
 
 def test_the_engines_decode_at_the_scale_the_node_shrinks_on_load_at():
     for width, height in engines.SOURCES.values():

@@ -78,6 +78,23 @@ def test_each_worker_accepts_on_its_own_socket_and_the_supervisor_keeps_them_all
     assert listening_sockets(two_workers.process.pid, port) == first | second
 
 
+def memory_kb(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/smaps_rollup") as handle:
+        return {line.split(":")[0]: int(line.split()[1]) for line in handle.readlines()[1:]}
+
+
+def test_the_workers_share_what_the_supervisor_imported_before_forking(two_workers):
+    """The supervisor imports Python's, Tornado's and libvips' code and the node's before it forks:
+    each worker maps those pages shared with it (copy-on-write) instead of importing its own copy."""
+    supervisor = two_workers.process.pid
+    with open(f"/proc/{supervisor}/maps") as handle:
+        assert "libvips" in handle.read()
+    for worker in children_of(supervisor):
+        memory = memory_kb(worker)
+        assert memory["Shared_Dirty"] > 16 * 1024  # anonymous pages it inherited, not copied since
+        assert memory["Pss"] < 0.8 * memory["Rss"]
+
+
 def test_sigterm_stops_the_supervisor_and_every_worker(tmp_path):
     node = NodeProcess(write_config(tmp_path, CONFIG))
     workers = children_of(node.process.pid)
