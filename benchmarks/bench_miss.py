@@ -1,10 +1,11 @@
 """Cache misses through a real node against bare pyvips, in the same run (alternating rounds, medians).
 
     .venv/bin/python -m benchmarks.bench_miss [--rounds 5] [--requests 96] [--workers 2] [--threads 2]
-        [--transform-threads N] [--no-cold] [--profile benchmarks/results/miss-flame.svg]
+        [--transform-threads N] [--no-cold] [--new-originals] [--profile benchmarks/results/miss-flame.svg]
 
 - **Miss throughput**: a 2000×1333 photo-like JPEG (on a `local` origin) → JPEG 260–500 px wide,
-  every URL new (an output miss; the original comes from the originals tier after its first fetch),
+  every URL new (an output miss; the original comes from the originals tier after its first fetch,
+  or with `--new-originals` every URL a new file, as in `benchmarks/compare.py`: an original miss too),
   8 requests at a time, against an `edge serve` node with `--workers` workers; the baseline is bare
   pyvips (`thumbnail_buffer` of the file's bytes + `jpegsave_buffer` with the node's encoder options)
   on a pool of `--threads` threads, 8 images queued at a time. Also the node's CPU per image (its
@@ -36,6 +37,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from benchmarks.bench_transform import bare_save
 from benchmarks.common import median, start_node_process
+from benchmarks.compare import unique_jpeg
 from edge.config import Defaults
 from tests.imagecorpus import photo_jpeg
 from tests.nodes import local_config
@@ -112,7 +114,7 @@ def start_profile(pid: int, output: Path) -> subprocess.Popen:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--subprocesses", "--native", "--rate", "100",
                              "--format", "flamegraph", "--output", str(output)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -120,7 +122,8 @@ async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "originals"
         folder.mkdir()
-        (folder / "miss.jpg").write_bytes(photo_jpeg(2000, 1333))
+        miss_body = photo_jpeg(2000, 1333)
+        (folder / "miss.jpg").write_bytes(miss_body)
         for name, (width, height) in COLD_SIZES.items():
             body = photo_jpeg(width, height)
             for number in range(args.rounds):
@@ -134,6 +137,10 @@ async def run(args: argparse.Namespace) -> None:
         widths = itertools.cycle(WIDTHS)
         # every URL new: a width and a quality (both part of the key, about the same work each)
         new_urls = (f"/tr:w-{w},q-{q}/miss.jpg" for q, w in itertools.product(range(80, 60, -1), WIDTHS))
+        if args.new_originals:  # every URL a new file (a JPEG comment apart: the same decoding work)
+            for number in range(args.rounds * args.requests):
+                (folder / f"new-{number}.jpg").write_bytes(unique_jpeg(miss_body, str(number)))
+            new_urls = (f"/tr:w-{w}/new-{n}.jpg" for n, w in zip(itertools.count(), itertools.cycle(WIDTHS)))
         print(f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}; node: {args.workers} workers "
               f"x {args.transform_threads or os.cpu_count()} transform threads; "
               f"bare: {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
@@ -193,6 +200,8 @@ def main() -> None:
                         help="the node's [server] transform_threads (0: its default)")
     parser.add_argument("--threads", type=int, default=2, help="bare pyvips threads")
     parser.add_argument("--no-cold", action="store_true", help="only the throughput case")
+    parser.add_argument("--new-originals", action="store_true",
+                        help="throughput: every URL a new original (an original miss too), as in compare.py")
     parser.add_argument("--profile", type=Path, help="write a py-spy flame graph (SVG) of the node's workers")
     args = parser.parse_args()
     args.rounds = min(max(args.rounds, 1), 20)

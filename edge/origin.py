@@ -88,6 +88,9 @@ class Origin(abc.ABC):
 
     #: the `type = "..."` value in the config that selects this class.
     type_name: ClassVar[str]
+    #: whether this type reads originals from this machine's own storage: the node then keeps no copy
+    #: of them in its originals tier (a copy would cost a disk write per fetch and save no fetch)
+    is_local: ClassVar[bool] = False
 
     def __init__(self, settings: OriginSettings):
         self.settings = settings

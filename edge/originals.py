@@ -2,7 +2,8 @@
 and the negative cache of originals, decided here and nowhere else.
 
 `OriginalSource.current` answers "the current original at this path" with the bytes and how they were
-obtained (`Freshness`):
+obtained (`Freshness`); what is known about new bytes (their version: a hash) follows, computed
+beside the render rather than before it:
 
 - `FRESH`: from the originals tier, confirmed by the origin within `[cache] original_ttl`;
 - `UNCHANGED`: the stored copy was stale, and the origin confirmed it (a conditional request: a 304
@@ -17,6 +18,7 @@ remembered for `[cache] not_found_ttl` (the negative cache) and drops what was c
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Callable
@@ -47,8 +49,22 @@ class CurrentOriginal:
     """The original a request works from, and how it was obtained."""
 
     freshness: Freshness
-    info: SourceInfo
     body: bytes
+    #: what is known about it (see `info`): for fetched bytes, once they are hashed (in the cache's threads)
+    described: asyncio.Future[SourceInfo]
+    #: whether the originals tier keeps these bytes: not when a local origin read them from this machine
+    worth_keeping: bool = True
+
+    @classmethod
+    def known(cls, freshness: Freshness, info: SourceInfo, body: bytes) -> CurrentOriginal:
+        described = asyncio.get_running_loop().create_future()
+        described.set_result(info)
+        return cls(freshness, body, described)
+
+    async def info(self) -> SourceInfo:
+        """Where it came from, its validators and its version. Shielded: a request that goes away
+        while waiting must not cancel it for the others sharing this original."""
+        return await asyncio.shield(self.described)
 
 
 class OriginalSource:
@@ -80,7 +96,7 @@ class OriginalSource:
             raise NothingToServe("not found")
         if stored is not None and self.is_fresh(stored.info):
             self._count("original", "hit")
-            return CurrentOriginal(Freshness.FRESH, stored.info, stored.body)
+            return CurrentOriginal.known(Freshness.FRESH, stored.info, stored.body)
         self._count("original", "miss" if stored is None else "stale")
         try:
             return await self._flights.run(key, partial(self._fetch, request, host, key, stored),
@@ -89,7 +105,7 @@ class OriginalSource:
             if stored is None:
                 raise
             log.warning("origin failed (%s); using the stale original of %r", failure.message, request.path)
-            return CurrentOriginal(Freshness.STALE, stored.info, stored.body)
+            return CurrentOriginal.known(Freshness.STALE, stored.info, stored.body)
 
     def _stored(self, key: str, now: float) -> tuple[bool, StoredOriginal | None]:
         """Whether `key` is known to be missing, else the stored original (blocking: one thread hop
@@ -103,7 +119,7 @@ class OriginalSource:
         stored = await self._caches.io(self._caches.originals.get, key)
         if stored is None or not self.is_fresh(stored.info):
             return None
-        return CurrentOriginal(Freshness.FRESH, stored.info, stored.body)
+        return CurrentOriginal.known(Freshness.FRESH, stored.info, stored.body)
 
     async def _fetch(self, request: ImageRequest, host: str | None, key: str,
                      stored: StoredOriginal | None) -> CurrentOriginal:
@@ -118,21 +134,27 @@ class OriginalSource:
                 known=chain.Known(known.origin, Validators(known.etag, known.last_modified)) if known else None)
         except NotModified:
             assert stored is not None
-            return CurrentOriginal(Freshness.UNCHANGED, replace(stored.info, checked_at=now), stored.body)
+            return CurrentOriginal.known(Freshness.UNCHANGED, replace(stored.info, checked_at=now), stored.body)
         except NothingToServe:
             await caches.io(self._forget_missing, key, now)
             raise
         original = found.original
-        info = SourceInfo.from_origin(found.origin.name, await caches.io(strong_etag, original.body), now,
-                                      original.etag, original.last_modified, original.content_type)
-        if known is not None and known.version != info.version:
+
+        async def describe() -> SourceInfo:
+            return SourceInfo.from_origin(found.origin.name, await caches.io(strong_etag, original.body), now,
+                                          original.etag, original.last_modified, original.content_type)
+
+        fetched = CurrentOriginal(Freshness.FETCHED, original.body, asyncio.ensure_future(describe()),
+                                  worth_keeping=not found.origin.is_local)
+        if known is not None and known.version != (await fetched.info()).version:
             # a changed original replaces every output made from the old one
             await caches.io(caches.outputs.delete_prefix, key)
-        return CurrentOriginal(Freshness.FETCHED, info, original.body)
+        return fetched
 
     async def _keep(self, key: str, original: CurrentOriginal) -> None:
         """The fetched (or confirmed) original into the originals tier: after the requests have it."""
-        await self._caches.store(key, StoredOriginal(original.info, original.body))
+        if original.worth_keeping:
+            await self._caches.store(key, StoredOriginal(await original.info(), original.body))
 
     def _forget_missing(self, key: str, now: float) -> None:
         """No origin has the path (any more): drop what was cached for it, remember the answer (blocking)."""

@@ -201,10 +201,11 @@ class Pipeline:
                 return cached, "shared"
         original = await self._original(job)
         overlays = await self._overlays(job)
-        source = _made_from(original.info, [overlay.info for overlay in overlays.values()])
-        if cached is not None and cached.source.version == source.version:
-            return cached.confirmed(source), "miss"  # the original and the layers' are unchanged: so is the output
-        return await self._render(job, original, overlays, source), "miss"
+        if cached is not None:
+            source = await _made_from(original, overlays)
+            if cached.source.version == source.version:
+                return cached.confirmed(source), "miss"  # the original and the layers' are unchanged: so is the output
+        return await self._render(job, original, overlays), "miss"
 
     async def _keep(self, key: str, produced: tuple[CachedOutput, str]) -> None:
         """Store what the flight produced: after the response, never on its critical path."""
@@ -237,13 +238,13 @@ class Pipeline:
                 raise InvalidTransformation(f"i-{path}", "no such image on this endpoint") from None
         return dict(zip(paths, await asyncio.gather(*map(current, paths))))
 
-    async def _render(self, job: _Job, original: CurrentOriginal, overlays: dict[str, CurrentOriginal],
-                      source: SourceInfo) -> CachedOutput:
-        """Transform the original (or pass it through for `orig-true`) into a storable output."""
+    async def _render(self, job: _Job, original: CurrentOriginal, overlays: dict[str, CurrentOriginal]) -> CachedOutput:
+        """Transform the original (or pass it through for `orig-true`) into a storable output. New
+        bytes are hashed (their version) while they render: the version is needed only for the output."""
         if job.transformation.serves_original:
             header = await self._renderer.probe(original.body)
             # the original's version is the hash of its bytes: the ETag, hashed once
-            body, fmt, etag = original.body, LOADER_FORMATS.get(header.loader), original.info.version
+            body, fmt, etag = original.body, LOADER_FORMATS.get(header.loader), (await original.info()).version
             if fmt is None:
                 raise UnprocessableSource()
         if not job.transformation.serves_original or job.request.original_as not in (None, fmt):
@@ -252,7 +253,8 @@ class Pipeline:
                                                    {path: overlay.body for path, overlay in overlays.items()})
             body, fmt, etag = rendered.body, rendered.format, rendered.etag
             self._metrics.transform_duration.labels(fmt).observe(time.perf_counter() - started)
-        base = self._canonical_bases.get(original.info.origin)
+        source = await _made_from(original, overlays)
+        base = self._canonical_bases.get(source.origin)
         return CachedOutput(
             body=body,
             content_type=MIME_TYPES[fmt],
@@ -267,12 +269,14 @@ class Pipeline:
         self._metrics.add(self._metrics.cache_requests, (tier, result))
 
 
-def _made_from(original: SourceInfo, overlays: list[SourceInfo]) -> SourceInfo:
+async def _made_from(current: CurrentOriginal, layers: Mapping[str, CurrentOriginal]) -> SourceInfo:
     """What an output is made from: the original, and the layers' originals when it has any. Its
     version covers theirs (a changed overlay makes a new output), and it is as fresh as the least
     recently confirmed of them."""
-    if not overlays:
+    original = await current.info()
+    if not layers:
         return original
+    overlays = [await layer.info() for layer in layers.values()]
     version = hashlib.sha256("\n".join([original.version, *(o.version for o in overlays)]).encode()).hexdigest()
     return replace(original, version=version, checked_at=min([original.checked_at, *(o.checked_at for o in overlays)]))
 

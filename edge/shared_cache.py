@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
-from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, header_value, strong_etag
+from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, hashes_to, header_value
 from .origin import OriginFailure, OriginNotFound, SourceTooLarge
 
 if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen its metrics mode
@@ -87,7 +87,7 @@ def decode(data: bytes) -> CachedOutput | None:
             and isinstance(source.origin, str) and isinstance(source.version, str)
             and type(source.checked_at) in (int, float)):
         return None
-    return output if output.etag == strong_etag(body) else None
+    return output if hashes_to(body, output.etag) else None
 
 
 def _sendable(value: Any) -> bool:

@@ -26,6 +26,7 @@ from edge.plugin import (
 
 class LocalOrigin(Origin):
     type_name = "local"
+    is_local = True  # the originals tier keeps no copy: reading the folder costs no more
 
     def __init__(self, settings: OriginSettings, root: Path):
         super().__init__(settings)
@@ -61,8 +62,12 @@ class LocalOrigin(Origin):
                 raise NotModified(path)
             if stat.st_size > max_bytes:
                 raise SourceTooLarge(path)
-            body = handle.read(max_bytes + 1)
-        if len(body) > max_bytes:  # grew while we read
+            # the size it has, and one byte more to see it grow: a read of `max_bytes` at once costs a
+            # buffer of that size, fresh from the kernel every time (0.6 MB: 0.55 ms, not 0.08)
+            body = handle.read(stat.st_size + 1)
+            if len(body) > stat.st_size:  # it grew while we read: the rest, within the limit
+                body += handle.read(max_bytes + 1 - len(body))
+        if len(body) > max_bytes:
             raise SourceTooLarge(path)
         return Original(body, etag=etag, last_modified=formatdate(stat.st_mtime, usegmt=True))
 

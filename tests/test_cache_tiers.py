@@ -2,6 +2,7 @@
 nothing else, counting what it evicts, and surviving a restart."""
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import sys
@@ -250,3 +251,21 @@ def test_version_bumps_from_threads_of_one_process_are_never_lost(tmp_path):
         sys.setswitchinterval(interval)
     assert versions.read(7) == 20_000
     versions.close()
+
+
+def test_entries_hashed_by_an_earlier_node_stay_valid_and_damage_is_still_seen(tmp_path):
+    """Earlier nodes hashed with BLAKE2b: their outputs and originals are served as stored, not
+    taken for damaged (which would drop a whole cache on upgrade); bytes that match neither hash are."""
+    caches = Caches(tmp_path, 10**9, 10**9)
+    try:
+        body = b"bytes stored by an earlier node" * 2000
+        blake = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+        assert blake != strong_etag(body)
+        caches.outputs.put("old", CachedOutput(body=body, content_type="image/jpeg", etag=blake, source=SOURCE))
+        caches.originals.put("old", StoredOriginal(SourceInfo(origin="web", version=blake, checked_at=0.0), body))
+        caches.outputs.put("bad", CachedOutput(body=body, content_type="image/jpeg", etag='"0' + blake[2:],
+                                               source=SOURCE))
+        assert caches.outputs.get("old").body == body and caches.originals.get("old").body == body
+        assert caches.outputs.get("bad") is None and len(caches.outputs) == 1  # damaged: deleted
+    finally:
+        caches.close()

@@ -1,15 +1,24 @@
 """The order of a miss: the response goes out before the output and the original are stored, and what
-was answered is stored after it."""
+was answered is stored after it. What a miss stores: a local origin's originals are not copied."""
 
+import os
 import threading
+from types import SimpleNamespace
 
-from tests.nodes import decode, local_config, start_node, write_config
+import pytest
+
+from edge.origin import OriginRequest, OriginSettings, SourceTooLarge
+from plugins.local import LocalOrigin
+from tests.nodes import SAMPLES, decode, local_config, start_node, web_config, write_config
+from tests.scrape import samples
+from tests.servers import HTTPOrigin
 
 STORE_WAIT = 30
 
 
 async def test_the_response_does_not_wait_for_the_stores(tmp_path):
-    node = await start_node(write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\n')))
+    origin = await HTTPOrigin(files={"camera.jpg": (SAMPLES / "camera.jpg").read_bytes()}).start()
+    node = await start_node(write_config(tmp_path, web_config(origin.url, before='[cache]\ndir = "cache"\n')))
     caches = node.node.caches
     disk_free = threading.Event()
     stores: list[str] = []
@@ -37,3 +46,35 @@ async def test_the_response_does_not_wait_for_the_stores(tmp_path):
     finally:
         disk_free.set()
         await node.stop()
+        await origin.stop()
+
+
+async def test_a_local_origins_originals_are_read_from_its_folder_not_copied(tmp_path):
+    node = await start_node(write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\n')))
+    try:
+        for width in (120, 80):
+            response = await node.fetch(f"/tr:w-{width}/camera.jpg")
+            assert response.headers["X-Cache"] == "MISS" and decode(response).width == width
+        assert len(node.node.caches.originals) == 0 and len(node.node.caches.outputs) == 2
+        fetches = samples(node.node.metrics.exposition().decode(), "edge_origin_fetches_total", outcome="found")
+        assert sum(fetches.values()) == 2  # each new size read the folder again
+        assert (await node.fetch("/tr:w-80/camera.jpg")).headers["X-Cache"] == "HIT"
+    finally:
+        await node.stop()
+
+
+def test_a_local_file_that_grows_while_read_is_read_whole_within_the_limit(tmp_path, monkeypatch):
+    """The local origin reads the size it found and one byte more; a file that grew meanwhile (its
+    size is shown smaller here) is still read whole, or refused past `max_bytes`."""
+    (tmp_path / "photo.jpg").write_bytes(b"x" * 5000)
+    origin = LocalOrigin(OriginSettings("disk", "local"), tmp_path)
+    real_fstat = os.fstat
+
+    def smaller(fd):
+        found = real_fstat(fd)
+        return SimpleNamespace(st_size=1000, st_mtime=found.st_mtime, st_mtime_ns=found.st_mtime_ns)
+
+    monkeypatch.setattr(os, "fstat", smaller)
+    assert origin._read(OriginRequest("photo.jpg", max_bytes=5000)).body == b"x" * 5000
+    with pytest.raises(SourceTooLarge):
+        origin._read(OriginRequest("photo.jpg", max_bytes=4999))

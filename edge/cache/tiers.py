@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import diskcache
 
-from .entries import CachedOutput, SourceInfo, StoredOriginal, strong_etag
+from .entries import CachedOutput, SourceInfo, StoredOriginal, hashes_to
 from .health import CACHE_ERRORS, CacheHealth, error_kind
 
 log = logging.getLogger("edge.cache")
@@ -326,7 +326,7 @@ class OutputTier(DiskTier):
             output = CachedOutput(body=body, **{**meta, "source": _source(meta["source"])})
         except (KeyError, TypeError):  # written by an older version of the node: a miss, replaced on store
             return None
-        if strong_etag(body) != output.etag:
+        if not hashes_to(body, output.etag):
             return self._damaged(key)
         return output
 
@@ -347,7 +347,7 @@ class OriginalTier(DiskTier):
             original = StoredOriginal(_source(meta), body)
         except TypeError:  # written by an older version of the node
             return None
-        if strong_etag(body) != original.info.version:
+        if not hashes_to(body, original.info.version):
             return self._damaged(key)
         return original
 
