@@ -14,7 +14,7 @@
   1 / 2.7 / 12 / 24 MP → w-300, against bare pyvips reading the file and doing the same, one at a time.
 
 `--profile FILE.svg` records the node's workers with py-spy (`pip install py-spy`; root or ptrace
-rights) during the throughput rounds and writes a flame graph. The load average is printed with the
+rights) during the throughput rounds and writes a flame graph (`FILE.txt`: collapsed stacks, to count). The load average is printed with the
 figures: on a shared machine only the ratios mean anything.
 """
 
@@ -113,7 +113,7 @@ def start_profile(pid: int, output: Path) -> subprocess.Popen:
     output.parent.mkdir(parents=True, exist_ok=True)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--subprocesses", "--native", "--rate", "100",
-                             "--format", "flamegraph", "--output", str(output)],
+                             "--format", "raw" if output.suffix == ".txt" else "flamegraph", "--output", str(output)],
                             stdout=subprocess.DEVNULL)
 
 
