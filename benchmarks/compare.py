@@ -1,6 +1,6 @@
 """Side by side, one command: the node against thumbor, bare pyvips, bare Tornado and nginx.
 
-    .venv/bin/python -m benchmarks.compare [--quick] [--rounds N] [--only hits]
+    .venv/bin/python -m benchmarks.compare [--quick] [--rounds N] [--only hits|memory]
 
 What runs, all on 127.0.0.1, started and stopped by this script:
 - the node: `edge serve --workers 2`, one local origin over a folder of generated photos;
@@ -23,8 +23,8 @@ misses of 1, 12 and 24 MP JPEGs to 300 px; miss throughput to 300 px JPEG, WebP 
 system's processes) idle, at peak and after a 12 MP miss load. CPU, RSS and PSS are read from /proc.
 
 Writes benchmarks/results/compare.md and compare.png (`--quick`: compare-quick.*; `--only hits`, the
-cache-hit rows alone: compare-hits.*) and, after a full run, the table in README.md between its
-`compare:start`/`compare:end` markers.
+cache-hit rows alone: compare-hits.*; `--only memory`, the memory rows alone: compare-memory.*) and,
+after a full run, the table in README.md between its `compare:start`/`compare:end` markers.
 
 Needs: wrk and nginx (Debian: `apt-get install wrk nginx`), matplotlib (`pip install -e '.[bench]'`),
 python3-venv and PyPI (thumbor's virtualenv, ~2 min the first time; reused after). A full run
@@ -932,7 +932,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds per measure (default 5; --quick 2)")
     parser.add_argument("--budget", type=float, default=14, help="minutes after which no new round starts")
     parser.add_argument("--output", type=Path, default=RESULTS, help="folder for compare.md and compare.png")
-    parser.add_argument("--only", choices=["hits"], help="only the cache-hit rows (writes compare-hits.md/.png)")
+    parser.add_argument("--only", choices=["hits", "memory"],
+                        help="only the cache-hit rows, or only the memory rows (writes compare-hits.md/.png, "
+                             "compare-memory.md/.png)")
     return parser.parse_args()
 
 
@@ -973,6 +975,9 @@ def main() -> int:
         if args.only == "hits":
             idle, loads, settled, cold, throughput, engine_costs = {}, {}, {}, {}, {}, {}
             hits = bench.hits()
+        elif args.only == "memory":
+            hits, cold, throughput, engine_costs = {}, {}, {}, {}
+            idle, loads, settled = bench.memory()
         else:
             idle, loads, settled = bench.memory()  # first: idle memory before any other load
             hits = bench.hits()

@@ -16,8 +16,6 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import aiohttp
-
 from edge.plugin import (
     CHUNK_BYTES,
     ConfigTable,
@@ -68,7 +66,7 @@ class S3Origin(Origin):
                  endpoint_url: str | None, access_key_id: Secret | None, secret_access_key: Secret | None,
                  path_style: bool, encode_keys: bool):
         super().__init__(settings)
-        # aioboto3 and botocore cost a process ~12 MB: imported once a config names an S3-backed origin
+        # aioboto3 and botocore (with aiohttp) cost a process ~20 MB: imported once a config names an S3-backed origin
         # (in `edge serve`'s supervisor, before it forks: the workers share them), never without one
         import aioboto3  # noqa: F401
         import botocore.exceptions  # noqa: F401
@@ -203,6 +201,7 @@ class S3Origin(Origin):
     @contextlib.contextmanager
     def classified(self, operation: str, key: str) -> Iterator[None]:
         """Turn what botocore and aiohttp raise into `OriginNotFound`, `NotModified` or `OriginFailure`."""
+        import aiohttp
         from botocore.exceptions import (  # imported with the origin: a lookup
             BotoCoreError,
             ClientError,

@@ -19,16 +19,13 @@ name cannot resolve differently between check and connect). User info in a `Loca
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
-
-import aiohttp
-from aiohttp.abc import AbstractResolver
-from yarl import URL
 
 import edge
 from edge.fetching import CHUNK_BYTES, read_limited
@@ -44,6 +41,11 @@ from edge.origin import (
     Validators,
 )
 from edge.settings import ConfigTable, Secret
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp.abc import AbstractResolver
+    from yarl import URL
 
 log = logging.getLogger("edge.origin.web")
 
@@ -63,8 +65,10 @@ class RedirectPolicy:
     """Where a web origin's redirects may lead: its own origin, exact listed origins (any address),
     and wildcard-listed hosts whose addresses are all public."""
 
-    def __init__(self, base: URL, allow: tuple[str, ...]):
-        self.base = base.origin()
+    def __init__(self, base_url: str, allow: tuple[str, ...]):
+        from yarl import URL
+
+        self.base = URL(base_url).origin()
         self.exact = frozenset({self.base} | {URL(entry).origin() for entry in allow if "*" not in entry})
         #: (scheme or None for any, host suffix or "" for any host)
         self.wildcards = tuple(_wildcard(entry) for entry in allow if "*" in entry)
@@ -111,26 +115,34 @@ class NotPublic(OSError):
     """A name resolved to no public address (and is not trusted to)."""
 
 
-class _PublicOnlyResolver(AbstractResolver):
-    """Resolves as usual, but keeps only public addresses for names not trusted by the policy: a
-    wildcard-allowed redirect target cannot lead to 127.0.0.1 or 10.0.0.0/8 through DNS."""
+@functools.cache
+def _public_only_resolver() -> type[AbstractResolver]:
+    """The resolver class, defined on first use: aiohttp is imported only by a node with a web origin."""
+    import aiohttp
+    from aiohttp.abc import AbstractResolver
 
-    def __init__(self, trusted: frozenset[str]):
-        self._resolver = aiohttp.DefaultResolver()
-        self._trusted = trusted
+    class PublicOnlyResolver(AbstractResolver):
+        """Resolves as usual, but keeps only public addresses for names not trusted by the policy: a
+        wildcard-allowed redirect target cannot lead to 127.0.0.1 or 10.0.0.0/8 through DNS."""
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
-        results = await self._resolver.resolve(host, port, family)
-        if host.lower() in self._trusted:
-            return results
-        public = [result for result in results if _is_public(result["host"])]
-        if not public:
-            log.warning("%s resolves to no public address; not connecting", host)
-            raise NotPublic(f"{host} resolves to no public address")
-        return public
+        def __init__(self, trusted: frozenset[str]):
+            self._resolver = aiohttp.DefaultResolver()
+            self._trusted = trusted
 
-    async def close(self) -> None:
-        await self._resolver.close()
+        async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
+            results = await self._resolver.resolve(host, port, family)
+            if host.lower() in self._trusted:
+                return results
+            public = [result for result in results if _is_public(result["host"])]
+            if not public:
+                log.warning("%s resolves to no public address; not connecting", host)
+                raise NotPublic(f"{host} resolves to no public address")
+            return public
+
+        async def close(self) -> None:
+            await self._resolver.close()
+
+    return PublicOnlyResolver
 
 
 class WebOrigin(Origin):
@@ -139,11 +151,14 @@ class WebOrigin(Origin):
     def __init__(self, settings: OriginSettings, *, base_url: str, forward_host: bool,
                  headers: dict[str, Secret], redirect_allow: tuple[str, ...] = ()):
         super().__init__(settings)
+        # aiohttp (with yarl) costs a process ~9 MB: imported once a config names a web origin (in `edge
+        # serve`'s supervisor, before it forks: the workers share it), never without one
+        import aiohttp  # noqa: F401
         self.base_url = base_url
         self.forward_host = forward_host
         self._headers = headers  # values may be tokens: kept as `Secret`, shown masked
         self.redirect_allow = redirect_allow
-        self._redirects = RedirectPolicy(URL(base_url), redirect_allow)
+        self._redirects = RedirectPolicy(base_url, redirect_allow)
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -182,11 +197,13 @@ class WebOrigin(Origin):
         return {**super().describe(), "headers": {name: str(value) for name, value in self._headers.items()}}
 
     async def open(self) -> None:
+        import aiohttp
+
         self._session = aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT},
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS,
-                                           resolver=_PublicOnlyResolver(self._redirects.trusted_hosts())),
+                                           resolver=_public_only_resolver()(self._redirects.trusted_hosts())),
             cookie_jar=aiohttp.DummyCookieJar(),  # one request's cookies must not ride on the next
         )
 
@@ -197,6 +214,8 @@ class WebOrigin(Origin):
 
     def url_for(self, path: str) -> URL:
         """`base_url/path`, the decoded path percent-encoded once (`+` → `%2B`, so no server reads a space)."""
+        from yarl import URL
+
         return URL(f"{self.base_url}/{quote(path, safe='/')}", encoded=True)
 
     def _origin_headers(self, validators: Validators | None, host: str | None) -> dict[str, str]:
@@ -210,6 +229,8 @@ class WebOrigin(Origin):
         return headers
 
     async def fetch(self, request: OriginRequest) -> Original:
+        import aiohttp  # imported with the origin: a lookup
+
         path, max_bytes, validators = request.path, request.max_bytes, request.validators
         url = self.url_for(path)
         origin = url.origin()
@@ -237,6 +258,8 @@ class WebOrigin(Origin):
         raise OriginFailure("bad_response", f"more than {MAX_REDIRECTS} redirects for {path!r}")
 
     def _redirect_target(self, current: URL, location: str, path: str) -> URL:
+        from yarl import URL
+
         try:
             target = current.join(URL(location))
         except ValueError:

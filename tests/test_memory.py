@@ -13,6 +13,7 @@ import pytest
 from edge import memory
 from edge.cache import CachedOutput, SourceInfo, strong_etag
 from edge.cache.memory import MemoryTier
+from edge.testing import write_config
 
 glibc_only = pytest.mark.skipif(memory._LIBC is None, reason="glibc's malloc is not in use (musl or jemalloc)")
 
@@ -61,3 +62,27 @@ def test_the_memory_tier_holds_its_budget_in_memory_even_of_tiny_outputs():
         tracemalloc.stop()
     assert held <= budget * 1.1
     assert tier.get("/photo.jpg\0w-1,h-1,q-19999\0", 19_999) is not None  # the newest are kept
+
+
+# What a worker has imported once it serves: the config loaded (as `edge serve`'s supervisor does, which
+# imports an origin type's client library then) and the serving code (`preload`, which the workers inherit)
+_CLIENT_LIBRARIES_IMPORTED = (
+    "import sys; from edge.config import load_config; from edge.pluginmanager import load_plugins; "
+    "from edge.supervisor import preload; load_config(sys.argv[1], load_plugins()); preload(); "
+    "print(sorted({'aioboto3', 'aiohttp', 'botocore', 'yarl'} & set(sys.modules)))")
+
+
+@pytest.mark.parametrize("origin, imported", [
+    ('type = "local"\nroot = "."', "[]"),
+    ('type = "web"\nbase_url = "http://127.0.0.1:9"', "['aiohttp', 'yarl']"),
+    ('type = "s3"\nbucket = "photos"\nendpoint_url = "http://127.0.0.1:9"',
+     "['aioboto3', 'aiohttp', 'botocore', 'yarl']"),
+])
+def test_client_libraries_are_imported_only_for_the_origin_types_a_config_uses(tmp_path, origin, imported):
+    """aiohttp costs a process ~9 MB, aioboto3 and botocore ~12 MB more: a node whose origins are
+    all local imports none of them; one with a web or S3-backed origin imports them while loading its
+    config (in the supervisor, before it forks: its workers share them)."""
+    config = write_config(tmp_path, f'[[origins]]\nname = "o"\n{origin}\n\n[[endpoints]]\nid = ""\norigins = ["o"]\n')
+    result = subprocess.run([sys.executable, "-c", _CLIENT_LIBRARIES_IMPORTED, str(config)], capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert result.stdout.strip() == imported

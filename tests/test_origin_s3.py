@@ -1,8 +1,6 @@
 """The `s3` origin against moto's S3 API on 127.0.0.1: key mapping, special characters with
 `encode_keys` off and on, conditional reads, one client per origin, real IAM credentials."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -162,21 +160,3 @@ async def test_a_reader_allowed_only_get_object_is_enough(s3, bucket, node_facto
     s3.require_auth(True)  # moto now checks signatures and the user's policy
     assert (await node.fetch("/tr:orig-true/astronaut.jpg")).body == ASTRONAUT
     assert {call.key_id for call in s3.gets(BUCKET)} == {key_id}
-
-
-_IMPORTS_AFTER_LOADING = (
-    "import sys; from edge.config import load_config; from edge.pluginmanager import load_plugins; "
-    "load_config(sys.argv[1], load_plugins()); print(sorted({'aioboto3', 'botocore'} & set(sys.modules)))")
-
-
-@pytest.mark.parametrize("origin, imported", [
-    ('type = "local"\nroot = "."', "[]"),
-    ('type = "s3"\nbucket = "photos"\nendpoint_url = "http://127.0.0.1:9"', "['aioboto3', 'botocore']"),
-])
-def test_the_sdk_is_imported_only_for_a_config_with_an_s3_origin(tmp_path, origin, imported):
-    """aioboto3 and botocore cost a process ~12 MB: a node without an S3-backed origin never imports
-    them; one with one imports them while loading its config (the supervisor, before it forks)."""
-    config = write_config(tmp_path, f'[[origins]]\nname = "o"\n{origin}\n\n[[endpoints]]\nid = ""\norigins = ["o"]\n')
-    result = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER_LOADING, str(config)], capture_output=True,
-                            text=True, timeout=60, check=True)
-    assert result.stdout.strip() == imported
