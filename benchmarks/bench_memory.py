@@ -1,6 +1,7 @@
 """Memory under miss load: the node's memory (PSS and RSS) while 12 MP JPEG originals are resized.
 
     .venv/bin/python -m benchmarks.bench_memory [--seconds 30] [--rounds 1] [--workers 2] [--concurrency 8]
+        [--variants defaults transform_threads]
 
 Each variant of the node's memory settings (defaults; glibc's own allocator settings; the memory tier
 off; one render thread per worker; jemalloc, when Debian's libjemalloc2 is installed) serves, on a
@@ -12,7 +13,10 @@ the load), as PSS (each page divided among the processes sharing it: what the no
 machine) and as RSS (a page the workers share with the supervisor counted in each). Baseline in the same run: *bare pyvips*, `--workers`
 processes each rendering the same thumbnails with pyvips alone on as many threads as a worker renders
 on (one per core, the node's default): the memory libvips needs for the same work, without a server
-or a cache. Variants and the baseline alternate when `--rounds` > 1; medians. Results to stdout and
+or a cache. Variants and the baseline alternate when `--rounds` > 1 (the variants' order rotates each
+round); medians. Each variant's misses per second are printed too (same run: compare variants by their
+ratio). `--variants` runs only those whose name, or the setting in its brackets, starts with one of
+the words given (`defaults`, `glibc`, `memory`, `one`, `transform_threads`, `jemalloc`). Results to stdout and
 benchmarks/results/bench_memory.json. All traffic stays on 127.0.0.1.
 """
 
@@ -166,16 +170,16 @@ def bare_round(photos: list[bytes], seconds: float, workers: int) -> dict:
     return summary(samples, None)
 
 
-async def run(seconds: float, rounds: int, workers: int, concurrency: int) -> dict:
+async def run(seconds: float, rounds: int, workers: int, concurrency: int, variants: list[str]) -> dict:
     photos = {f"photo-{n}.jpg": photo_jpeg(4000, 3000 + n) for n in range(PHOTOS)}  # 12 MP each
     origin = await HTTPOrigin(files=photos).start()
     requests = itertools.count()
-    results: dict[str, list[dict]] = {name: [] for name in ["bare pyvips", *VARIANTS]}
+    results: dict[str, list[dict]] = {name: [] for name in ["bare pyvips", *variants]}
     try:
-        for _ in range(rounds):
+        for number in range(rounds):
             results["bare pyvips"].append(await asyncio.to_thread(
                 bare_round, list(photos.values()), seconds, workers))
-            for variant in VARIANTS:
+            for variant in variants[number % len(variants):] + variants[:number % len(variants)]:
                 results[variant].append(await node_round(origin.url, variant, seconds, workers, concurrency, requests))
     finally:
         await origin.stop()
@@ -194,9 +198,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--variants", nargs="+", metavar="WORD",
+                        help="only the variants whose name, or its setting in brackets, starts with a WORD")
     args = parser.parse_args()
+    variants = [name for name in VARIANTS
+                if not args.variants or any(name.startswith(word) or f"({word}" in name for word in args.variants)]
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    results = asyncio.run(run(args.seconds, args.rounds, args.workers, args.concurrency))
+    results = asyncio.run(run(args.seconds, args.rounds, args.workers, args.concurrency, variants))
     meta = {"seconds": args.seconds, "rounds": args.rounds, "workers": args.workers, "concurrency": args.concurrency,
             "load_average_before": load_before, "load_average": Path("/proc/loadavg").read_text().split()[:3]}
     print(json.dumps(meta))
@@ -205,7 +213,8 @@ def main() -> None:
         print(f"  {name:{width}s}  " + "  ".join(
             f"{kind.upper()} fresh {figures.get(f'{kind}_fresh_mb')} plateau {figures[f'{kind}_plateau_mb']} "
             f"peak {figures[f'{kind}_peak_mb']} after {figures[f'{kind}_after_mb']} MB" for kind in ("pss", "rss"))
-            + f"  ({figures.get('requests')} requests)")
+            + (f"  ({figures['requests']} requests, {figures['requests'] / args.seconds:.2f} misses/s)"
+               if figures.get("requests") is not None else ""))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_memory.json").write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
 
