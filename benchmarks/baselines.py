@@ -50,3 +50,47 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
+
+
+#: `python -c BARE_SERVICE_SERVER FOLDER PROCESSES THREADS QUALITY`: the least a Tornado image service
+#: can do for a miss, as one would write it by hand: `GET /<width>/<name>` reads FOLDER/name and renders
+#: it in one hand-off to a pool of THREADS threads (libvips' JPEG shrink-on-load at the largest factor
+#: the width allows, as the node does, then a resize and a JPEG save at QUALITY), in PROCESSES
+#: processes (one SO_REUSEPORT socket each); no cache, no metrics, no log. Prints its port per process.
+BARE_SERVICE_SERVER = r"""
+import asyncio, os, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+import pyvips, tornado.process, tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+folder, processes, threads, quality = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+pyvips.cache_set_max(0)
+pyvips.concurrency_set(1)
+reserved = socket.socket()
+reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+reserved.bind(("127.0.0.1", 0))
+port = reserved.getsockname()[1]
+if processes > 1:
+    tornado.process.fork_processes(processes, max_restarts=0)
+pool = ThreadPoolExecutor(threads)
+def render(name, width):
+    with open(os.path.join(folder, name), "rb") as file:
+        body = file.read()
+    full = pyvips.Image.new_from_buffer(body, "").width
+    shrink = max([s for s in (1, 2, 4, 8) if full // s >= width])
+    image = pyvips.Image.new_from_buffer(body, "", shrink=shrink)
+    return image.resize(width / image.width).jpegsave_buffer(Q=quality, keep="none", optimize_coding=True)
+class Render(tornado.web.RequestHandler):
+    def compute_etag(self):
+        return None
+    async def get(self, width, name):
+        body = await asyncio.get_running_loop().run_in_executor(pool, render, name, int(width))
+        self.set_header("Content-Type", "image/jpeg")
+        self.finish(body)
+async def main():
+    server = HTTPServer(tornado.web.Application([(r"/(\d+)/([^/]+)", Render)]))
+    server.add_sockets(bind_sockets(port, "127.0.0.1", reuse_port=True))
+    os.write(1, f"{port}\n".encode())
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
