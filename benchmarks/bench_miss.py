@@ -14,7 +14,8 @@
   shrink-on-load in one hand-off to a thread, no cache, metrics or log): what the node costs beyond it is
   the node's own. Also each system's CPU per image (its processes' CPU time from /proc).
 - **Single cold miss**: one request at a time for a new original (nothing cached, the origin read),
-  1 / 2.7 / 12 / 24 MP → w-300, against bare pyvips reading the file and doing the same, one at a time.
+  1 / 2.7 / 12 / 24 MP → w-300, against bare pyvips reading the file and doing the same, one at a time,
+  and against the bare Tornado service (HTTP included, as for the node).
 
 `--profile FILE.svg` records the node's workers with py-spy (`pip install py-spy`; root or ptrace
 rights) during the throughput rounds and writes a flame graph (`FILE.txt`: collapsed stacks, to
@@ -102,10 +103,10 @@ def bare_round(pool: ThreadPoolExecutor, jobs: list[tuple[Path, int]], defaults:
     return len(jobs) / elapsed, (time.process_time() - cpu) / len(jobs) * 1000
 
 
-async def cold_single(client: AsyncHTTPClient, url: str) -> float:
+async def cold_single(client: AsyncHTTPClient, url: str, cache: str | None = "MISS") -> float:
     started = time.perf_counter()
     response = await client.fetch(url, request_timeout=REQUEST_TIMEOUT)
-    assert response.code == 200 and response.headers["X-Cache"].startswith("MISS")
+    assert response.code == 200 and response.headers.get("X-Cache", "")[:4] == (cache or "")
     return time.perf_counter() - started
 
 
@@ -140,7 +141,8 @@ async def run(args: argparse.Namespace) -> None:
         pid = node.process.pid
         threads = args.transform_threads or os.cpu_count()
         service = ForkedServer.start(BARE_SERVICE_SERVER, [str(folder), str(args.workers), str(threads),
-                                                           str(defaults.quality)], args.workers)
+                                                           str(defaults.quality), str(defaults.avif_effort)],
+                                     args.workers)
         client = AsyncHTTPClient(force_instance=True, max_clients=CONCURRENCY)
         pool = ThreadPoolExecutor(args.threads)
         widths = itertools.cycle(WIDTHS)
@@ -150,7 +152,7 @@ async def run(args: argparse.Namespace) -> None:
             for number in range(args.rounds * args.requests):
                 (folder / f"new-{number}.jpg").write_bytes(unique_jpeg(miss_body, str(number)))
             new_urls = (f"/tr:w-{w}/new-{n}.jpg" for n, w in zip(itertools.count(), itertools.cycle(WIDTHS)))
-        service_urls = itertools.cycle(f"{w}/miss.jpg" for w in WIDTHS)
+        service_urls = itertools.cycle(f"jpg/{w}/miss.jpg" for w in WIDTHS)
         print(f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}; node: {args.workers} workers "
               f"x {args.transform_threads or os.cpu_count()} transform threads; "
               f"bare: {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
@@ -191,16 +193,19 @@ async def run(args: argparse.Namespace) -> None:
 
             print(f"single cold miss -> w-{COLD_WIDTH} JPEG, one at a time, {args.rounds} rounds:")
             for name in () if args.no_cold else COLD_SIZES:
-                node_times, bare_times = [], []
+                node_times, bare_times, service_times = [], [], []
                 for number in range(args.rounds):
                     file = f"cold-{name.replace(' ', '')}-{number}.jpg"
                     if number % 2:
                         bare_times.append(bare_single(folder / file, defaults))
                     node_times.append(await cold_single(client, f"{node.url}/tr:w-{COLD_WIDTH}/{file}"))
+                    service_times.append(await cold_single(client, f"{service.url}jpg/{COLD_WIDTH}/{file}", cache=None))
                     if not number % 2:
                         bare_times.append(bare_single(folder / file, defaults))
                 print(f"  {name:7s} node {median(node_times) * 1000:6.1f} ms   bare {median(bare_times) * 1000:6.1f} ms"
-                      f"   ratio {median(node_times) / median(bare_times):.2f} (goal <= 1.1)")
+                      f"   bare Tornado service {median(service_times) * 1000:6.1f} ms"
+                      f"   node/service {median(node_times) / median(service_times):.2f}"
+                      f"   node/bare {median(node_times) / median(bare_times):.2f} (goal <= 1.1)")
         finally:
             client.close()
             pool.shutdown()

@@ -85,7 +85,8 @@ class ForkedServer:
 
     @classmethod
     def start(cls, script: str, args: list[str], processes: int) -> ForkedServer:
-        process = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True,
+                                   cwd=Path(__file__).resolve().parent.parent)  # scripts import `benchmarks`
         port = [process.stdout.readline().strip() for _ in range(processes)][0]  # one line per process
         pid = process.pid
         pids = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -97,6 +98,7 @@ class ForkedServer:
                 os.kill(pid, signal.SIGTERM)  # tornado's fork_processes leaves its children to us
         self.process.terminate()
         self.process.wait(10)
+        self.process.stdout.close()
 
 
 def start_node_process(directory: Path, config_text: str) -> NodeProcess:
