@@ -187,4 +187,4 @@ class OriginalSource:
         self._caches.not_found.put(key, now, self._not_found_ttl)
 
     def _count(self, tier: str, result: str) -> None:
-        self._metrics.child(self._metrics.cache_requests, tier, result).inc()
+        self._metrics.add(self._metrics.cache_requests, (tier, result))

@@ -269,7 +269,7 @@ class Pipeline:
             rendered = await self._renderer.render(original.body, job.transformation, job.planned_format,
                                                    {path: overlay.body for path, overlay in overlays.items()})
             body, fmt, etag = rendered.body, rendered.format, rendered.etag
-            self._metrics.transform_duration.labels(fmt).observe(time.perf_counter() - started)
+            self._metrics.observe(self._metrics.transform_duration, (fmt,), time.perf_counter() - started)
         source = await _made_from(original, overlays)
         base = self._canonical_bases.get(source.origin)
         return CachedOutput(
