@@ -7,16 +7,18 @@ through callbacks on both sides and takes a semaphore to size the pool: about 95
 hand-off under load on 2 cores. Here a call is one tuple on a `SimpleQueue` and its answer one
 `call_soon_threadsafe`: about 40 µs (`benchmarks/bench_threads.py`).
 
-Threads start on first use, in the process that uses them (a pool built before the supervisor forks
-its workers has no thread to lose). A call whose caller went away while it queued is skipped.
+Threads start on first use, in the process that uses them; a forked child starts its own (threads
+do not survive a fork). A call whose caller went away while it queued is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,6 +37,10 @@ class BlockingPool:
     def __init__(self, size: int, name: str):
         self.size = size
         self._name = name
+        self._forget_threads()
+        _pools.add(self)
+
+    def _forget_threads(self) -> None:
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
@@ -116,6 +122,17 @@ class BlockingPool:
             else:
                 if answer is not None:
                     _answer(loop, _set_result, answer, result)
+
+
+_pools: weakref.WeakSet[BlockingPool] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for pool in _pools:
+        pool._forget_threads()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _answer(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:

@@ -1,6 +1,7 @@
 """`edge.threads.BlockingPool`: what the request path relies on when it hands blocking work to a thread."""
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -64,3 +65,17 @@ async def test_shutdown_cancels_what_has_not_started_and_runs_on_each_thread_onc
     release.set()
     await asyncio.wait_for(stopping, BOUND)
     assert [await asyncio.wait_for(call, BOUND) for call in running] == [True, True]
+
+
+def test_a_forked_child_starts_threads_of_its_own():
+    pool = BlockingPool(1, "test")
+    assert asyncio.run(pool.run(os.getpid)) == os.getpid()  # a thread started in this process
+    child = os.fork()
+    if child == 0:  # the child: the parent's thread did not come along; the pool must start another
+        try:
+            os._exit(0 if asyncio.run(asyncio.wait_for(pool.run(os.getpid), BOUND)) == os.getpid() else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    pool.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0
