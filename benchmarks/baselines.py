@@ -50,3 +50,50 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
+
+
+#: `python -c BARE_SERVICE_SERVER FOLDER PROCESSES THREADS QUALITY AVIF_EFFORT` (in the repository's
+#: folder): the least a Tornado image service can do for a miss, as one would write it by hand.
+#: `GET /<fmt>/<width>/<name>` reads FOLDER/name and renders it in one hand-off to a pool of THREADS
+#: threads: libvips' JPEG shrink-on-load at the largest factor the width allows (as the node does), a
+#: resize, `bare_save` (the node's encoder options); in PROCESSES processes (one SO_REUSEPORT socket
+#: each); no cache, no metrics, no log. Prints its port once per process.
+BARE_SERVICE_SERVER = r"""
+import asyncio, os, socket, sys, types
+from concurrent.futures import ThreadPoolExecutor
+import pyvips, tornado.process, tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from benchmarks.baselines import bare_save
+folder, processes, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+defaults = types.SimpleNamespace(quality=int(sys.argv[4]), avif_effort=int(sys.argv[5]))
+pyvips.cache_set_max(0)
+pyvips.concurrency_set(1)
+reserved = socket.socket()
+reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+reserved.bind(("127.0.0.1", 0))
+port = reserved.getsockname()[1]
+if processes > 1:
+    tornado.process.fork_processes(processes, max_restarts=0)
+pool = ThreadPoolExecutor(threads)
+def render(name, fmt, width):
+    with open(os.path.join(folder, name), "rb") as file:
+        body = file.read()
+    full = pyvips.Image.new_from_buffer(body, "").width
+    shrink = max(s for s in (1, 2, 4, 8) if full // s >= width)
+    image = pyvips.Image.new_from_buffer(body, "", shrink=shrink)
+    return bare_save(image.resize(width / image.width), fmt, defaults)
+class Render(tornado.web.RequestHandler):
+    def compute_etag(self):
+        return None
+    async def get(self, fmt, width, name):
+        body = await asyncio.get_running_loop().run_in_executor(pool, render, name, fmt, int(width))
+        self.set_header("Content-Type", "image/" + {"jpg": "jpeg"}.get(fmt, fmt))
+        self.finish(body)
+async def main():
+    server = HTTPServer(tornado.web.Application([(r"/(jpg|webp|avif)/(\d+)/(.+)", Render)]))
+    server.add_sockets(bind_sockets(port, "127.0.0.1", reuse_port=True))
+    os.write(1, f"{port}\n".encode())
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""

@@ -4,8 +4,8 @@
 
 A node in this process (one worker, one local origin, access log off) answers cold misses one at a time, each a new
 original, of 1, 12 and 24 MP JPEGs to 300 px JPEG (compare.py's cold-miss sources). The pipeline's
-steps are timed from outside, by wrapping their coroutines: the output lookup (`Caches.output`), the
-original (`OriginalSource.current`), the render in its pool thread (`Renderer.render`) and the whole
+steps are timed from outside, by wrapping their coroutines: the lookups (`Caches.output_and`: the
+output's and, in the same thread, the original's), the original's fetch (`OriginalSource.current`), the render in its pool thread (`Renderer.render`) and the whole
 `Pipeline.serve`; `render_image` is also called directly, in this thread, on the same bytes. What the
 client waits beyond `serve` is HTTP (Tornado's server and client); what `serve` spends beyond its steps
 is the single flight, the plan and the hand-offs between threads. Medians, milliseconds.
@@ -34,7 +34,7 @@ from tests.nodes import local_config, start_node
 
 SOURCES = {"1 MP": (1224, 816), "12 MP": (4000, 3000), "24 MP": (6000, 4000)}
 WIDTH = 300
-STEPS = {"lookup": (Caches, "output"), "original": (OriginalSource, "current"),
+STEPS = {"lookup": (Caches, "output_and"), "original": (OriginalSource, "current"),
          "render (pool)": (Renderer, "render"), "serve": (Pipeline, "serve")}
 
 

@@ -38,7 +38,7 @@ import diskcache
 from prometheus_client.mmap_dict import MmapedDict
 
 from benchmarks.baselines import BARE_TORNADO_SERVER
-from benchmarks.common import LoadResult, load_parser, median, start_node_process, wrk_load
+from benchmarks.common import ForkedServer, LoadResult, load_parser, median, start_node_process, wrk_load
 from tests.nodes import SAMPLES, NodeProcess, local_config
 
 PATH = "/tr:w-300/astronaut.jpg"
@@ -58,29 +58,6 @@ request = function()
   return wrk.format(nil, string.format("{_LUA_PATH}", 0 * math.random(0, {KEYS - 1})))
 end
 """
-
-
-@dataclass
-class Bare:
-    process: subprocess.Popen
-    url: str
-    pids: list[int]
-
-    @classmethod
-    def start(cls, body_file: Path, workers: int) -> Bare:
-        process = subprocess.Popen([sys.executable, "-c", BARE_TORNADO_SERVER, str(body_file), str(workers)],
-                                   stdout=subprocess.PIPE, text=True)
-        port = [process.stdout.readline().strip() for _ in range(workers)][0]  # one line per process
-        pid = process.pid
-        pids = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        return cls(process, f"http://127.0.0.1:{port}/", pids if workers > 1 else [pid])
-
-    def stop(self) -> None:
-        for pid in self.pids:
-            if pid != self.process.pid:
-                os.kill(pid, signal.SIGTERM)  # tornado's fork_processes leaves its children to us
-        self.process.terminate()
-        self.process.wait(10)
 
 
 def start_node(folder: Path, workers: int, memory_size: str = "64MB", root: Path = SAMPLES) -> NodeProcess:
@@ -204,7 +181,7 @@ def main() -> None:
         print(f"  2 workers, 16 conn: requests per worker, each round: {shares}")
 
 
-def start_pair(work: Path, name: str, workers: int, servers: list) -> tuple[NodeProcess, Bare, bytes]:
+def start_pair(work: Path, name: str, workers: int, servers: list) -> tuple[NodeProcess, ForkedServer, bytes]:
     """A node with `workers` workers, and as many bare Tornado processes answering the node's cached
     output of PATH (both added to `servers`); and that output."""
     node = start_node(work / name, workers)
@@ -217,7 +194,7 @@ def start_pair(work: Path, name: str, workers: int, servers: list) -> tuple[Node
     else:
         raise RuntimeError("the node did not cache " + PATH)
     (work / f"{name}.jpg").write_bytes(body)
-    bare = Bare.start(work / f"{name}.jpg", workers)
+    bare = ForkedServer.start(BARE_TORNADO_SERVER, [str(work / f"{name}.jpg"), str(workers)], workers)
     servers.append(bare)
     return node, bare, body
 

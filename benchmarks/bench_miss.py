@@ -8,14 +8,18 @@
   or with `--new-originals` every URL a new file, as in `benchmarks/compare.py`: an original miss too),
   8 requests at a time, against an `edge serve` node with `--workers` workers; the baseline is bare
   pyvips (`thumbnail_buffer` of the file's bytes + `jpegsave_buffer` with the node's encoder options)
-  on a pool of `--threads` threads, 8 images queued at a time. Also the node's CPU per image (its
-  processes' CPU time from /proc).
+  on a pool of `--threads` threads, 8 images queued at a time. A second baseline is the least a
+  Tornado service can do for a miss (`baselines.BARE_SERVICE_SERVER`: the same HTTP client and load,
+  the same processes and threads as the node, the original read and rendered with the node's
+  shrink-on-load in one hand-off to a thread, no cache, metrics or log): what the node costs beyond it is
+  the node's own. Also each system's CPU per image (its processes' CPU time from /proc).
 - **Single cold miss**: one request at a time for a new original (nothing cached, the origin read),
-  1 / 2.7 / 12 / 24 MP → w-300, against bare pyvips reading the file and doing the same, one at a time.
+  1 / 2.7 / 12 / 24 MP → w-300, against bare pyvips reading the file and doing the same, one at a time,
+  and against the bare Tornado service (HTTP included, as for the node).
 
 `--profile FILE.svg` records the node's workers with py-spy (`pip install py-spy`; root or ptrace
-rights) during the throughput rounds and writes a flame graph (`FILE.txt`: collapsed stacks, to count). The load average is printed with the
-figures: on a shared machine only the ratios mean anything.
+rights) during the throughput rounds and writes a flame graph (`FILE.txt`: collapsed stacks, to
+count). The load average is printed with the figures: on a shared machine only the ratios mean anything.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from pathlib import Path
 import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
+from benchmarks.baselines import BARE_SERVICE_SERVER
 from benchmarks.bench_transform import bare_save
-from benchmarks.common import median, start_node_process
+from benchmarks.common import ForkedServer, median, start_node_process
 from benchmarks.compare import unique_jpeg
 from edge.config import Defaults
 from tests.imagecorpus import photo_jpeg
@@ -66,14 +71,16 @@ def process_tree_cpu(pid: int) -> float:
     return total
 
 
-async def node_round(client: AsyncHTTPClient, base: str, urls: list[str], pid: int) -> tuple[float, float]:
-    """Throughput (img/s) and CPU ms per image of the node over `urls`, `CONCURRENCY` at a time."""
+async def node_round(client: AsyncHTTPClient, base: str, urls: list[str], pid: int,
+                     cache: str | None = "MISS") -> tuple[float, float]:
+    """Throughput (img/s) and CPU ms per image of the node (or, with `cache=None`, the bare service)
+    over `urls`, `CONCURRENCY` at a time."""
     queue = iter(urls)
 
     async def worker() -> None:
         for url in queue:
             response = await client.fetch(base + url, request_timeout=REQUEST_TIMEOUT)
-            assert response.code == 200 and response.headers["X-Cache"].startswith("MISS"), response.headers
+            assert response.code == 200 and response.headers.get("X-Cache", "")[:4] == (cache or ""), response.headers
 
     cpu = process_tree_cpu(pid)
     started = time.perf_counter()
@@ -96,10 +103,10 @@ def bare_round(pool: ThreadPoolExecutor, jobs: list[tuple[Path, int]], defaults:
     return len(jobs) / elapsed, (time.process_time() - cpu) / len(jobs) * 1000
 
 
-async def cold_single(client: AsyncHTTPClient, url: str) -> float:
+async def cold_single(client: AsyncHTTPClient, url: str, cache: str | None = "MISS") -> float:
     started = time.perf_counter()
     response = await client.fetch(url, request_timeout=REQUEST_TIMEOUT)
-    assert response.code == 200 and response.headers["X-Cache"].startswith("MISS")
+    assert response.code == 200 and response.headers.get("X-Cache", "")[:4] == (cache or "")
     return time.perf_counter() - started
 
 
@@ -132,6 +139,10 @@ async def run(args: argparse.Namespace) -> None:
             folder, f'[server]\nworkers = {args.workers}\ntransform_threads = {args.transform_threads}\n'
                     f'[cache]\ndir = "{tmp}/cache"\n'))
         pid = node.process.pid
+        threads = args.transform_threads or os.cpu_count()
+        service = ForkedServer.start(BARE_SERVICE_SERVER, [str(folder), str(args.workers), str(threads),
+                                                           str(defaults.quality), str(defaults.avif_effort)],
+                                     args.workers)
         client = AsyncHTTPClient(force_instance=True, max_clients=CONCURRENCY)
         pool = ThreadPoolExecutor(args.threads)
         widths = itertools.cycle(WIDTHS)
@@ -141,6 +152,7 @@ async def run(args: argparse.Namespace) -> None:
             for number in range(args.rounds * args.requests):
                 (folder / f"new-{number}.jpg").write_bytes(unique_jpeg(miss_body, str(number)))
             new_urls = (f"/tr:w-{w}/new-{n}.jpg" for n, w in zip(itertools.count(), itertools.cycle(WIDTHS)))
+        service_urls = itertools.cycle(f"jpg/{w}/miss.jpg" for w in WIDTHS)
         print(f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}; node: {args.workers} workers "
               f"x {args.transform_threads or os.cpu_count()} transform threads; "
               f"bare: {args.threads} threads; load average at start {os.getloadavg()[0]:.1f}")
@@ -148,7 +160,7 @@ async def run(args: argparse.Namespace) -> None:
             await client.fetch(f"{node.url}/tr:w-300/miss.jpg")  # warm-up: codecs, original cached
             bare_round(pool, [(folder / "miss.jpg", 300)] * CONCURRENCY, defaults)
             profile = start_profile(pid, args.profile) if args.profile else None
-            node_rates, node_cpu, bare_rates = [], [], []
+            node_rates, node_cpu, bare_rates, service_rates, service_cpu = [], [], [], [], []
             try:
                 for number in range(args.rounds):
                     urls = list(itertools.islice(new_urls, args.requests))
@@ -158,6 +170,10 @@ async def run(args: argparse.Namespace) -> None:
                     rate, cpu = await node_round(client, node.url, urls, pid)
                     node_rates.append(rate)
                     node_cpu.append(cpu)
+                    rate, cpu = await node_round(client, service.url, list(itertools.islice(service_urls, args.requests)),
+                                                 service.process.pid, cache=None)
+                    service_rates.append(rate)
+                    service_cpu.append(cpu)
                     if not number % 2:
                         bare_rates.append(bare_round(pool, jobs, defaults))
             finally:
@@ -171,23 +187,30 @@ async def run(args: argparse.Namespace) -> None:
             print(f"  node {median(node_rates):7.1f} img/s ({median(node_cpu):.1f} ms CPU/img)   "
                   f"bare pyvips {median(bare_rates):7.1f} img/s ({median(bare_cpu):.1f} ms CPU/img)   "
                   f"ratio {ratio:.2f} (goal >= 0.95), CPU bare/node {median(bare_cpu) / median(node_cpu):.2f}")
+            print(f"  bare Tornado service {median(service_rates):7.1f} img/s ({median(service_cpu):.1f} ms CPU/img): "
+                  f"node/service {median(node_rates) / median(service_rates):.2f}, "
+                  f"CPU service/node {median(service_cpu) / median(node_cpu):.2f}")
 
             print(f"single cold miss -> w-{COLD_WIDTH} JPEG, one at a time, {args.rounds} rounds:")
             for name in () if args.no_cold else COLD_SIZES:
-                node_times, bare_times = [], []
+                node_times, bare_times, service_times = [], [], []
                 for number in range(args.rounds):
                     file = f"cold-{name.replace(' ', '')}-{number}.jpg"
                     if number % 2:
                         bare_times.append(bare_single(folder / file, defaults))
                     node_times.append(await cold_single(client, f"{node.url}/tr:w-{COLD_WIDTH}/{file}"))
+                    service_times.append(await cold_single(client, f"{service.url}jpg/{COLD_WIDTH}/{file}", cache=None))
                     if not number % 2:
                         bare_times.append(bare_single(folder / file, defaults))
                 print(f"  {name:7s} node {median(node_times) * 1000:6.1f} ms   bare {median(bare_times) * 1000:6.1f} ms"
-                      f"   ratio {median(node_times) / median(bare_times):.2f} (goal <= 1.1)")
+                      f"   bare Tornado service {median(service_times) * 1000:6.1f} ms"
+                      f"   node/service {median(node_times) / median(service_times):.2f}"
+                      f"   node/bare {median(node_times) / median(bare_times):.2f} (goal <= 1.1)")
         finally:
             client.close()
             pool.shutdown()
             node.stop()
+            service.stop()
         print(f"load average at end {os.getloadavg()[0]:.1f}")
 
 

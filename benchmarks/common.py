@@ -7,6 +7,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -71,6 +72,33 @@ def _raise_fd_limit() -> None:
     """wrk needs a file descriptor per connection (1000 connections are above a common soft limit)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@dataclass
+class ForkedServer:
+    """A baseline server script (`benchmarks/baselines.py`) run with `python -c` in `processes`
+    processes (Tornado's `fork_processes`), each printing its port."""
+
+    process: subprocess.Popen
+    url: str
+    pids: list[int]
+
+    @classmethod
+    def start(cls, script: str, args: list[str], processes: int) -> ForkedServer:
+        process = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True,
+                                   cwd=Path(__file__).resolve().parent.parent)  # scripts import `benchmarks`
+        port = [process.stdout.readline().strip() for _ in range(processes)][0]  # one line per process
+        pid = process.pid
+        pids = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return cls(process, f"http://127.0.0.1:{port}/", pids if processes > 1 else [pid])
+
+    def stop(self) -> None:
+        for pid in self.pids:
+            if pid != self.process.pid:
+                os.kill(pid, signal.SIGTERM)  # tornado's fork_processes leaves its children to us
+        self.process.terminate()
+        self.process.wait(10)
+        self.process.stdout.close()
 
 
 def start_node_process(directory: Path, config_text: str) -> NodeProcess:

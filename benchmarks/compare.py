@@ -11,6 +11,10 @@ What runs, all on 127.0.0.1, started and stopped by this script:
   into the project's;
 - bare pyvips: `thumbnail_buffer` + save with the node's encoder options, a 2-thread pool;
 - bare Tornado: 2 processes (one SO_REUSEPORT socket each) answering the node's cached bytes from memory;
+- the bare Tornado service (`baselines.BARE_SERVICE_SERVER`): the least a Tornado image service does
+  for a miss, 2 processes × 2 threads like the node, the file read and rendered with the node's
+  shrink-on-load in one hand-off to a thread, no cache, metrics or log: for misses, what the node
+  costs beyond it is the node's own;
 - nginx (2 workers) serving the same bytes as a static file: the floor for hits.
 - the engines alone (`benchmarks/engines.py`): libvips and Pillow without HTTP, one thread each.
 
@@ -59,7 +63,7 @@ import pyvips
 
 import edge
 from benchmarks import engines
-from benchmarks.baselines import BARE_TORNADO_SERVER
+from benchmarks.baselines import BARE_SERVICE_SERVER, BARE_TORNADO_SERVER
 from benchmarks.common import cpu_seconds, median
 from edge.config import Defaults
 from edge.testing import NodeProcess, write_config
@@ -84,6 +88,7 @@ MEMORY_SOURCE = (4000, 3000)
 CONNECTIONS = (16, 256)
 CONCURRENCY = 8
 NODE, THUMBOR, BARE_PYVIPS, BARE_TORNADO, NGINX = "node", "thumbor", "bare pyvips", "bare Tornado", "nginx"
+BARE_SERVICE = "bare Tornado service"
 REQUEST_TIMEOUT = 120
 START_TIMEOUT = 60
 
@@ -409,6 +414,20 @@ def start_bare_tornado(stack: contextlib.ExitStack, work: Path, body: bytes, pro
     return System(BARE_TORNADO, [service.pid], hit_url=url)
 
 
+def start_bare_service(stack: contextlib.ExitStack, corpus: Path, processes: int) -> System:
+    defaults = Defaults()
+    service = Service(BARE_SERVICE, [sys.executable, "-c", BARE_SERVICE_SERVER, str(corpus), str(processes),
+                                     str(processes), str(defaults.quality), str(defaults.avif_effort)],
+                      stdout=subprocess.PIPE, cwd=ROOT)
+    stack.callback(service.stop)
+    ports = {service.process.stdout.readline().strip() for _ in range(processes)}  # one line per listener
+    if len(ports) != 1 or "" in ports:
+        raise RuntimeError(f"the bare Tornado service did not start: {ports}")
+    url = f"http://127.0.0.1:{ports.pop()}"
+    wait_until_serving(f"{url}/jpg/{WIDTH}/hit.jpg", service)
+    return System(BARE_SERVICE, [service.pid], url, lambda name, fmt: f"/{fmt}/{WIDTH}/{name}")
+
+
 BARE_PYVIPS_WORKER = r"""
 import json, sys, time, types
 from concurrent.futures import ThreadPoolExecutor
@@ -632,8 +651,10 @@ class Bench:
             hits = sum(1 for status, cache, _ in answers if status == 200 and cache != "MISS")
             self.node_requests += len(good)
             self.node_misses += len(good) - hits
-        else:
+        elif system.name == THUMBOR:
             hits = len(good) - self.thumbor_new_results(stored, len(good))
+        else:  # the bare service keeps nothing
+            hits = 0
         return MissRun(len(good) / seconds, cpu / max(len(good), 1) * 1e3, errors, hits, memory.peak)
 
     def thumbor_new_results(self, before: int, expected: int) -> int:
@@ -665,7 +686,7 @@ class Bench:
         return results
 
     def cold(self) -> dict[tuple[str, str], list[float]]:
-        names = [NODE, THUMBOR, BARE_PYVIPS]
+        names = [NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE]
         results: dict[tuple[str, str], list[float]] = {}
         for number in self.rounds("cold misses", self.plan.rounds):
             for label, size in COLD_SOURCES.items():
@@ -681,7 +702,7 @@ class Bench:
         return results
 
     def throughput(self) -> dict[tuple[str, str], list[MissRun]]:
-        names = [NODE, THUMBOR, BARE_PYVIPS]
+        names = [NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE]
         results: dict[tuple[str, str], list[MissRun]] = {}
         for number in self.rounds("miss throughput", self.plan.rounds):
             for fmt in FORMATS:
@@ -781,10 +802,12 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
     for label in COLD_SOURCES:
         if (NODE, label) not in cold:
             continue
-        ms = {name: median(cold[(name, label)]) for name in (NODE, THUMBOR, BARE_PYVIPS)}
+        ms = {name: median(cold[(name, label)]) for name in (NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE)}
         rows.append(Row(f"cold miss, {label} JPEG → {WIDTH} px JPEG", {
-            name: f"{milliseconds(value)} ms" for name, value in ms.items()} | {"bare": dash},
+            name: f"{milliseconds(ms[name])} ms" for name in (NODE, THUMBOR, BARE_PYVIPS)} | {
+            "bare": f"Tornado service {milliseconds(ms[BARE_SERVICE])} ms"},
             [("node/bare", ms[NODE] / ms[BARE_PYVIPS], "≤ 1.1", ms[NODE] / ms[BARE_PYVIPS] <= 1.1),
+             ("node/service", ms[NODE] / ms[BARE_SERVICE], "", None),
              ("thumbor/node", ms[THUMBOR] / ms[NODE], "", None)]))
     goals = {fmt: (0.95, 1.2) for fmt in FORMATS} | {"12 MP": (0.95, 1.5)}
     sources = {fmt: f"{MISS_SOURCE[0]}×{MISS_SOURCE[1]} JPEG → {WIDTH} px {FORMAT_NAME[fmt]}" for fmt in FORMATS}
@@ -792,7 +815,8 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
     for (key, runs_by_system) in [(fmt, throughput) for fmt in FORMATS] + [("12 MP", loads)]:
         if (NODE, key) not in runs_by_system:
             continue
-        runs = {name: runs_by_system[(name, key)] for name in (NODE, THUMBOR, BARE_PYVIPS)}
+        runs = {name: runs_by_system[(name, key)] for name in (NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE)
+                if (name, key) in runs_by_system}  # the 12 MP load runs without the bare service
         rate = {name: median([r.rate for r in value]) for name, value in runs.items()}
         cpu = {name: median([r.cpu_ms for r in value]) for name, value in runs.items()}
         flaws = {name: (sum(r.errors for r in value), sum(r.hits for r in value)) for name, value in runs.items()}
@@ -802,12 +826,16 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
             note = (f" ({errors} errors)" if errors else "") + (f" ({hit_count} not misses)" if hit_count else "")
             return f"{rate[name]:.1f} img/s, {cpu[name]:.1f} ms CPU/img{note}"
         bare_goal, thumbor_goal = goals[key]
+        service = BARE_SERVICE in rate
         rows.append(Row(f"miss throughput, {sources[key]}, concurrency {CONCURRENCY}",
-                        {name: cell(name) for name in rate} | {"bare": dash},
+                        {name: cell(name) for name in (NODE, THUMBOR, BARE_PYVIPS)}
+                        | {"bare": f"Tornado service {cell(BARE_SERVICE)}" if service else dash},
                         [("node/bare", rate[NODE] / rate[BARE_PYVIPS], f"≥ {bare_goal}",
                           rate[NODE] / rate[BARE_PYVIPS] >= bare_goal),
                          ("node/thumbor", rate[NODE] / rate[THUMBOR], f"≥ {thumbor_goal}",
-                          rate[NODE] / rate[THUMBOR] >= thumbor_goal)]))
+                          rate[NODE] / rate[THUMBOR] >= thumbor_goal)]
+                        + ([("node/service", rate[NODE] / rate[BARE_SERVICE], "", None),
+                            ("CPU service/node", cpu[BARE_SERVICE] / cpu[NODE], "", None)] if service else [])))
     if (NODE, "12 MP") in loads:
         names = (NODE, THUMBOR, BARE_PYVIPS)
         for kind in ("pss", "rss"):  # PSS: what the machine spends (the goal); RSS counts shared pages per process
@@ -852,7 +880,7 @@ def milliseconds(value: float) -> str:
 
 def table(rows: list[Row]) -> str:
     lines = [f"| measure | {NODE} (2 workers) | {THUMBOR} (2 × 1 process, nginx) | {BARE_PYVIPS} (2 threads) "
-             f"| bare Tornado (2 processes) / nginx | ratios (goal from issue 15) |",
+             f"| bare Tornado (2 processes) / nginx; misses: the bare Tornado service | ratios (goal from issue 15) |",
              "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {row.measure} | {row.cells[NODE]} | {row.cells[THUMBOR]} | {row.cells[BARE_PYVIPS]} | "
               f"{row.cells['bare']} | {row.ratio_text()} |" for row in rows]
@@ -864,7 +892,8 @@ def chart(path: Path, hits, cold, throughput, loads, settled, title: str) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {NODE: "#1f77b4", THUMBOR: "#ff7f0e", BARE_PYVIPS: "#2ca02c", BARE_TORNADO: "#9467bd", NGINX: "#7f7f7f"}
+    colours = {NODE: "#1f77b4", THUMBOR: "#ff7f0e", BARE_PYVIPS: "#2ca02c", BARE_TORNADO: "#9467bd", NGINX: "#7f7f7f",
+               BARE_SERVICE: "#8c564b"}
     figure, axes = plt.subplots(2, 2, figsize=(13, 9))
 
     def bars(axis, groups: list[str], names: list[str], value: Callable[[str, str], float | None], ylabel: str):
@@ -887,10 +916,10 @@ def chart(path: Path, hits, cold, throughput, loads, settled, title: str) -> Non
     axes[0][0].set_yscale("log")
     axes[0][1].set_title("")
     miss_groups = {FORMAT_NAME[fmt]: (throughput, fmt) for fmt in FORMATS} | {"12 MP → JPEG": (loads, "12 MP")}
-    bars(axes[0][1], list(miss_groups), [NODE, THUMBOR, BARE_PYVIPS],
+    bars(axes[0][1], list(miss_groups), [NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE],
          lambda name, group: med(miss_groups[group][0], (name, miss_groups[group][1]), "rate"),
          f"misses to {WIDTH} px, img/s (concurrency {CONCURRENCY})")
-    bars(axes[1][0], list(COLD_SOURCES), [NODE, THUMBOR, BARE_PYVIPS],
+    bars(axes[1][0], list(COLD_SOURCES), [NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE],
          lambda name, group: med(cold, (name, group)), "single cold miss, ms")
     bars(axes[1][1], ["peak", "steady"], [NODE, THUMBOR, BARE_PYVIPS],
          lambda name, group: (max((r.peak.pss for r in loads.get((name, "12 MP"), [])), default=None)
@@ -970,6 +999,7 @@ def main() -> int:
                 raise RuntimeError("thumbor did not answer its hit URL")
         bench.systems = {NODE: node, THUMBOR: thumbor, BARE_PYVIPS: bench.bare.system,
                          BARE_TORNADO: start_bare_tornado(stack, work, body, 2),
+                         BARE_SERVICE: start_bare_service(stack, corpus, 2),
                          NGINX: start_static_nginx(stack, work, body)}
         print(f"measuring ({plan.rounds} rounds; node {node.base_url}, thumbor {thumbor.base_url})", flush=True)
         if args.only == "hits":

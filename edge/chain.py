@@ -76,9 +76,8 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
             failures.append((origin, failure))
             log.warning("origin %r failed (%s): %s", origin.name, failure.kind, failure)
         finally:
-            metrics.child(metrics.origin_fetches, origin.name, outcome).inc()
-            metrics.child(metrics.origin_fetch_duration, origin.name, outcome).observe(
-                time.perf_counter() - started)
+            metrics.add(metrics.origin_fetches, (origin.name, outcome))
+            metrics.observe(metrics.origin_fetch_duration, (origin.name, outcome), time.perf_counter() - started)
     if failures:
         raise origin_error(failures)
     raise NothingToServe("not found")

@@ -104,6 +104,10 @@ class SingleFlight:
         self._version = version
         self._bump = bump
 
+    def running(self, key: str) -> bool:
+        """Whether this worker's work for `key` is under way (a new caller would wait for it)."""
+        return key in self._flights
+
     async def run(self, key: str, produce: Callable[[], Awaitable[T]],
                   lookup: Callable[[], Awaitable[T | None]],
                   keep: Callable[[T], Awaitable[None]] | None = None, seen: int | None = None) -> T:

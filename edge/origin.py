@@ -89,7 +89,10 @@ class Origin(abc.ABC):
     #: the `type = "..."` value in the config that selects this class.
     type_name: ClassVar[str]
     #: whether this type reads originals from this machine's own storage: the node then keeps no copy
-    #: of them in its originals tier (a copy would cost a disk write per fetch and save no fetch)
+    #: of them in its originals tier (a copy would cost a disk write per fetch and save no fetch), and
+    #: takes an original's ETag, when it has one, as its version instead of hashing the bytes on every
+    #: miss: such an ETag must change whenever the bytes do (the built-in `local`: modification time in
+    #: nanoseconds and size, as nginx's)
     is_local: ClassVar[bool] = False
 
     def __init__(self, settings: OriginSettings):

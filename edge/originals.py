@@ -3,7 +3,8 @@ and the negative cache of originals, decided here and nowhere else.
 
 `OriginalSource.current` answers "the current original at this path" with the bytes and how they were
 obtained (`Freshness`); what is known about new bytes (their version: a hash) follows, computed
-beside the render rather than before it:
+beside the render rather than before it (a local origin's ETag, its file's modification time and
+size, is the version as it is: nothing to hash):
 
 - `FRESH`: from the originals tier, confirmed by the origin within `[cache] original_ttl`;
 - `UNCHANGED`: the stored copy was stale, and the origin confirmed it (a conditional request: a 304
@@ -54,17 +55,31 @@ class CurrentOriginal:
     described: asyncio.Future[SourceInfo]
     #: whether the originals tier keeps these bytes: not when a local origin read them from this machine
     worth_keeping: bool = True
+    #: whether the version is the hash of the bytes (else a local origin's ETag: `Origin.is_local`)
+    version_is_hash: bool = True
 
     @classmethod
-    def known(cls, freshness: Freshness, info: SourceInfo, body: bytes) -> CurrentOriginal:
+    def known(cls, freshness: Freshness, info: SourceInfo, body: bytes, *, worth_keeping: bool = True,
+              version_is_hash: bool = True) -> CurrentOriginal:
         described = asyncio.get_running_loop().create_future()
         described.set_result(info)
-        return cls(freshness, body, described)
+        return cls(freshness, body, described, worth_keeping, version_is_hash)
 
     async def info(self) -> SourceInfo:
         """Where it came from, its validators and its version. Shielded: a request that goes away
         while waiting must not cancel it for the others sharing this original."""
         return await asyncio.shield(self.described)
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalLookup:
+    """What the originals tier held for a key when it was looked up."""
+
+    #: the key's shared write counter, read before the lookup (see `Caches.version`)
+    version: int | None
+    #: known missing: the negative cache
+    missing: bool
+    stored: StoredOriginal | None
 
 
 class OriginalSource:
@@ -83,36 +98,41 @@ class OriginalSource:
         original they were made from)."""
         return self._clock() - source.checked_at < self._ttl
 
-    async def current(self, request: ImageRequest, host: str | None) -> CurrentOriginal:
+    async def current(self, request: ImageRequest, host: str | None,
+                      looked_up: OriginalLookup | None = None) -> CurrentOriginal:
         """The current original at the request's path. `host`: the Host passed on to the origins (part
-        of the key), or None when the endpoint's origins take none. Raises `NothingToServe` or
+        of the key), or None when the endpoint's origins take none; `looked_up`: the originals tier's
+        answer for it, when the caller already asked (`look_up_later`). Raises `NothingToServe` or
         `BadGateway` (when nothing is stored to fall back on)."""
-        caches = self._caches
         key = original_key(request.endpoint.id, request.path, host)
-        version = caches.version(key)  # before the lookup: a store that races it shows
-        missing, stored = await caches.io(self._stored, key, self._clock())
-        self._count("not_found", "hit" if missing else "miss")
-        if missing:
+        looked_up = looked_up or await self._caches.io(self.look_up_later(key))
+        self._count("not_found", "hit" if looked_up.missing else "miss")
+        if looked_up.missing:
             raise NothingToServe("not found")
+        stored = looked_up.stored
         if stored is not None and self.is_fresh(stored.info):
             self._count("original", "hit")
             return CurrentOriginal.known(Freshness.FRESH, stored.info, stored.body)
         self._count("original", "miss" if stored is None else "stale")
         try:
             return await self._flights.run(key, partial(self._fetch, request, host, key, stored),
-                                           partial(self._fresh_stored, key), partial(self._keep, key), seen=version)
+                                           partial(self._fresh_stored, key), partial(self._keep, key),
+                                           seen=looked_up.version)
         except BadGateway as failure:
             if stored is None:
                 raise
             log.warning("origin failed (%s); using the stale original of %r", failure.message, request.path)
             return CurrentOriginal.known(Freshness.STALE, stored.info, stored.body)
 
-    def _stored(self, key: str, now: float) -> tuple[bool, StoredOriginal | None]:
-        """Whether `key` is known to be missing, else the stored original (blocking: one thread hop
-        for both)."""
-        if self._caches.not_found.known_missing(key, now):
-            return True, None
-        return False, self._caches.originals.get(key)
+    def look_up_later(self, key: str) -> Callable[[], OriginalLookup]:
+        """The originals tier's lookup of `key`, to call in a cache thread (blocking); the shared write
+        counter is read now, on the IOLoop, before it: a store that races the lookup shows."""
+        return partial(self._look_up, key, self._caches.version(key))
+
+    def _look_up(self, key: str, version: int | None) -> OriginalLookup:
+        if self._caches.not_found.known_missing(key, self._clock()):
+            return OriginalLookup(version, True, None)
+        return OriginalLookup(version, False, self._caches.originals.get(key))
 
     async def _fresh_stored(self, key: str) -> CurrentOriginal | None:
         """What another worker's flight stored for `key`, if it is fresh."""
@@ -138,14 +158,18 @@ class OriginalSource:
         except NothingToServe:
             await caches.io(self._forget_missing, key, now)
             raise
-        original = found.original
+        original, origin = found.original, found.origin
+        if origin.is_local and original.etag:  # named by its ETag (`Origin.is_local`): nothing to hash
+            fetched = CurrentOriginal.known(Freshness.FETCHED, SourceInfo.from_origin(
+                origin.name, original.etag, now, original.etag, original.last_modified, original.content_type),
+                original.body, worth_keeping=False, version_is_hash=False)
+        else:
+            async def describe() -> SourceInfo:
+                return SourceInfo.from_origin(origin.name, await caches.io(strong_etag, original.body), now,
+                                              original.etag, original.last_modified, original.content_type)
 
-        async def describe() -> SourceInfo:
-            return SourceInfo.from_origin(found.origin.name, await caches.io(strong_etag, original.body), now,
-                                          original.etag, original.last_modified, original.content_type)
-
-        fetched = CurrentOriginal(Freshness.FETCHED, original.body, asyncio.ensure_future(describe()),
-                                  worth_keeping=not found.origin.is_local)
+            fetched = CurrentOriginal(Freshness.FETCHED, original.body, asyncio.ensure_future(describe()),
+                                      worth_keeping=not origin.is_local)
         if known is not None and known.version != (await fetched.info()).version:
             # a changed original replaces every output made from the old one
             await caches.io(caches.outputs.delete_prefix, key)
@@ -163,4 +187,4 @@ class OriginalSource:
         self._caches.not_found.put(key, now, self._not_found_ttl)
 
     def _count(self, tier: str, result: str) -> None:
-        self._metrics.child(self._metrics.cache_requests, tier, result).inc()
+        self._metrics.add(self._metrics.cache_requests, (tier, result))

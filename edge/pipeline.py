@@ -9,7 +9,8 @@ between happens here, in this order:
     hints        edge/transform/hints.py    `w-auto`/`dpr-auto` ← Sec-CH-Width/Sec-CH-DPR (+ Vary, key)
     cost         edge/transform/cost.py     the work the URL alone implies, held to [limits] max_cost
     plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
-    lookup       edge/cache/                memory tier → output tier; a fresh HIT is answered here
+    lookup       edge/cache/                memory tier → output tier (and on a miss the originals tier, in the
+                                            same thread hand-off); a fresh HIT is answered here
     flight       edge/flight.py             one producer per key for the whole node; others wait
       shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
       original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
@@ -35,17 +36,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from urllib.parse import quote
 
-from .cache import CachedOutput, Caches, SourceInfo, original_key, output_key
+from .cache import CachedOutput, Caches, SourceInfo, original_key, output_key, strong_etag
 from .config import Config
 from .errors import BadGateway, EdgeError, InvalidTransformation, NothingToServe, UnprocessableSource
 from .flight import SingleFlight
 from .metrics import Metrics, endpoint_label
-from .originals import CurrentOriginal, OriginalSource
+from .originals import CurrentOriginal, OriginalLookup, OriginalSource
 from .routing import ImageRequest, Router
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
@@ -106,6 +107,7 @@ class _Job:
     client_hints: str | None
     #: the Host passed on to the origins (and part of the keys), or None when they take none
     host: str | None
+    original_key: str
     key: str
 
 
@@ -132,14 +134,16 @@ class Pipeline:
             job = self._plans.get((call.host, call.uri, call.accept)) or self._plan(call)
             endpoint, key = job.endpoint, job.key
             version = self._caches.version(key)  # before the lookup: a store that races it shows
-            cached = self._caches.output_in_memory(key) or await self._caches.output(key)
+            cached, original = self._caches.output_in_memory(key), None
+            if cached is None:
+                cached, original = await self._caches.output_and(key, self._original_lookup(job))
             fresh = cached is not None and self._originals.is_fresh(cached.source)
             self._count("output", "hit" if fresh else "stale" if cached else "miss")
             if fresh:
                 return Served(endpoint, "hit", cached, signed_until=job.request.signed_until)
 
             try:
-                output, source = await self._flights.run(key, partial(self._produce, job, cached),
+                output, source = await self._flights.run(key, partial(self._produce, job, cached, original),
                                                          partial(self._fresh_stored, key),
                                                          partial(self._keep, key), seen=version)
             except BadGateway:
@@ -176,9 +180,9 @@ class Pipeline:
         planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
                                                   defaults.auto_format, defaults.auto_format_smallest)
         host = request.host.lower() if self._takes_host[request.endpoint.id] else None
-        key = output_key(original_key(request.endpoint.id, request.path, host), requested,
-                         planned_format if vary_accept else "", hints.key)
-        job = _Job(endpoint, request, transformation, planned_format, vary_accept, hints.vary, host, key)
+        original = original_key(request.endpoint.id, request.path, host)
+        key = output_key(original, requested, planned_format if vary_accept else "", hints.key)
+        job = _Job(endpoint, request, transformation, planned_format, vary_accept, hints.vary, host, original, key)
         if (hints is NO_HINTS and request.signed_until in (None, NO_EXPIRY)
                 and len(call.host) + len(call.uri) + len(call.accept or "") <= PLAN_MEMO_MAX_CHARS):
             if len(self._plans) >= PLAN_MEMO_SIZE:
@@ -186,20 +190,31 @@ class Pipeline:
             self._plans[call.host, call.uri, call.accept] = job
         return job
 
+    def _original_lookup(self, job: _Job) -> Callable[[CachedOutput | None], OriginalLookup | None] | None:
+        """For the cache thread that reads the output: unless that output is fresh, the original's
+        lookup as well, in the same hand-off (each costs ~40 µs of CPU and more in latency). Not when
+        this worker's flight for the key is under way: its leader has looked."""
+        if self._flights.running(job.key):
+            return None
+        look_up, is_fresh = self._originals.look_up_later(job.original_key), self._originals.is_fresh
+        return lambda output: None if output is not None and is_fresh(output.source) else look_up()
+
     async def _fresh_stored(self, key: str) -> tuple[CachedOutput, str] | None:
         """What another worker's single flight stored for `key`, if fresh."""
         output = self._caches.output_in_memory(key) or await self._caches.output(key)
         return (output, "miss") if output is not None and self._originals.is_fresh(output.source) else None
 
-    async def _produce(self, job: _Job, cached: CachedOutput | None) -> tuple[CachedOutput, str]:
+    async def _produce(self, job: _Job, cached: CachedOutput | None,
+                       looked_up: OriginalLookup | None) -> tuple[CachedOutput, str]:
         """A single flight's work: the shared tier's copy, or the current original and the output made
         from it. With where it came from: `shared` or `miss`. (The shared lookup is inside the
-        flight: a herd on a URL that just moved to this node reads the shared tier once.)"""
+        flight: a herd on a URL that just moved to this node reads the shared tier once.)
+        `looked_up`: what the originals tier held for the original, when the output's lookup asked."""
         if cached is None and self._shared is not None:
             cached = await self._shared.get(job.key)
             if cached is not None and self._originals.is_fresh(cached.source):
                 return cached, "shared"
-        original = await self._original(job)
+        original = await self._original(job, looked_up)
         overlays = await self._overlays(job)
         if cached is not None:
             source = await _made_from(original, overlays)
@@ -214,10 +229,10 @@ class Pipeline:
         if self._shared is not None and source != "shared":
             self._shared.put_later(key, output)
 
-    async def _original(self, job: _Job) -> CurrentOriginal:
+    async def _original(self, job: _Job, looked_up: OriginalLookup | None) -> CurrentOriginal:
         """The original, or the `di-` default image when no origin has it (missing too: 404)."""
         try:
-            return await self._originals.current(job.request, job.host)
+            return await self._originals.current(job.request, job.host, looked_up)
         except NothingToServe:
             default_image = job.transformation.default_image
             if default_image is None:
@@ -243,8 +258,10 @@ class Pipeline:
         bytes are hashed (their version) while they render: the version is needed only for the output."""
         if job.transformation.serves_original:
             header = await self._renderer.probe(original.body)
-            # the original's version is the hash of its bytes: the ETag, hashed once
-            body, fmt, etag = original.body, LOADER_FORMATS.get(header.loader), (await original.info()).version
+            # the ETag is the hash of the original's bytes: its version, when that is their hash (hashed once)
+            etag = ((await original.info()).version if original.version_is_hash
+                    else await self._caches.io(strong_etag, original.body))
+            body, fmt = original.body, LOADER_FORMATS.get(header.loader)
             if fmt is None:
                 raise UnprocessableSource()
         if not job.transformation.serves_original or job.request.original_as not in (None, fmt):
@@ -252,7 +269,7 @@ class Pipeline:
             rendered = await self._renderer.render(original.body, job.transformation, job.planned_format,
                                                    {path: overlay.body for path, overlay in overlays.items()})
             body, fmt, etag = rendered.body, rendered.format, rendered.etag
-            self._metrics.transform_duration.labels(fmt).observe(time.perf_counter() - started)
+            self._metrics.observe(self._metrics.transform_duration, (fmt,), time.perf_counter() - started)
         source = await _made_from(original, overlays)
         base = self._canonical_bases.get(source.origin)
         return CachedOutput(

@@ -26,7 +26,7 @@ from edge.plugin import (
 
 class LocalOrigin(Origin):
     type_name = "local"
-    is_local = True  # the originals tier keeps no copy: reading the folder costs no more
+    is_local = True  # no copy in the originals tier; `_read`'s ETag (mtime in ns, size) is the version
 
     def __init__(self, settings: OriginSettings, root: Path):
         super().__init__(settings)

@@ -4,12 +4,14 @@
 Time moves by replacing the node's clock, so nothing here sleeps."""
 
 import asyncio
+import os
 import time
 
 import pytest
 
 from tests.assets import centre_colour, colour, same_colour, solid
-from tests.nodes import decode, until, web_config, write_config
+from edge.cache import strong_etag
+from tests.nodes import decode, local_config, until, web_config, write_config
 from tests.scrape import total
 from tests.servers import HTTPOrigin
 
@@ -154,3 +156,34 @@ original_ttl = "1h"
     assert origin.requests["shoe.jpg"] == 2
     assert metric(node, "edge_origin_fetches_total", outcome="found") == 2
     assert metric(node, "edge_transform_duration_seconds_count") == 2  # w-40 once, w-30 once
+
+
+async def test_a_local_original_is_known_by_its_mtime_and_size(node_factory, tmp_path):
+    """A local file is not hashed on a miss: its ETag (modification time in ns, size) is its version.
+    Past its freshness, an untouched file keeps its output; a rewritten one makes a new output; the
+    `orig-true` ETag is still the hash of the file's bytes (the stored copy is checked against it)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shoe = folder / "shoe.jpg"
+    shoe.write_bytes(solid(80, 60, colour(1)))
+    os.utime(shoe, ns=(1_700_000_000_000_000_000,) * 2)
+    node = await node_factory(write_config(tmp_path, local_config(folder, '[cache]\ndir = "cache"\noriginal_ttl = "1h"\n')))
+    first = await node.fetch("/tr:w-40/shoe.jpg")
+    await node.node.settle()
+    key = next(iter(node.node.pipeline._plans.values())).key
+    assert node.node.caches.outputs.get(key).source.version == f'"{1_700_000_000_000_000_000:x}-{shoe.stat().st_size:x}"'
+
+    later(node, 2 * HOUR)
+    kept = await node.fetch("/tr:w-40/shoe.jpg")
+    assert (kept.body, kept.headers["ETag"]) == (first.body, first.headers["ETag"])
+    assert metric(node, "edge_transform_duration_seconds_count") == 1  # read again, not rendered again
+
+    shoe.write_bytes(solid(80, 60, colour(3)))
+    later(node, 4 * HOUR)
+    changed = await node.fetch("/tr:w-40/shoe.jpg")
+    assert changed.headers["ETag"] != first.headers["ETag"] and same_colour(centre_colour(decode(changed)), colour(3))
+
+    original = await node.fetch("/tr:orig-true/shoe.jpg")
+    await node.node.settle()
+    assert original.body == shoe.read_bytes() and original.headers["ETag"] == strong_etag(original.body)
+    assert (await node.fetch("/tr:orig-true/shoe.jpg")).headers["X-Cache"] == "HIT"  # stored whole

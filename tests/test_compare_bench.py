@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pyvips
 
 from benchmarks import engines
+from benchmarks.baselines import BARE_SERVICE_SERVER
+from benchmarks.common import ForkedServer
 from benchmarks.compare import process_tree, tree_cpu, tree_pss, tree_rss, unique_jpeg, wrk_latency
 from edge.transform.render import ImageHeader, jpeg_shrink
 from tests.imagecorpus import photo_jpeg
@@ -87,3 +90,16 @@ def test_each_libvips_engine_runs_and_reports_its_cpu(tmp_path):
     path.write_bytes(photo_jpeg(1200, 800))
     for engine in engines.LIBVIPS_ENGINES:
         assert engines.cpu_ms_per_image(Path(sys.executable), engine, path, scale=4, iterations=1) > 0
+
+
+def test_the_bare_tornado_service_renders_the_width_and_format_asked(tmp_path):
+    """The misses' baseline answers like the node: the width and format asked, from the folder's file."""
+    (tmp_path / "photo.jpg").write_bytes(photo_jpeg(2000, 1333))
+    service = ForkedServer.start(BARE_SERVICE_SERVER, [str(tmp_path), "1", "1", "80", "2"], 1)
+    try:
+        for fmt, loader in (("jpg", "jpegload"), ("webp", "webpload")):
+            with urllib.request.urlopen(f"{service.url}{fmt}/300/photo.jpg", timeout=30) as response:
+                image = pyvips.Image.new_from_buffer(response.read(), "")
+            assert image.width == 300 and image.get("vips-loader").startswith(loader)
+    finally:
+        service.stop()

@@ -85,7 +85,7 @@ async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_f
 async def until_running(renderer: Renderer) -> None:
     """Until the pool's thread has picked the render up (bounded)."""
     deadline = time.monotonic() + PROMPTLY
-    while not renderer._pool._work_queue.empty() or not renderer._pool._threads:
+    while not renderer._threads._queue.empty() or not renderer._threads._threads:
         assert time.monotonic() < deadline, "the render never started"
         await asyncio.sleep(0.01)
 

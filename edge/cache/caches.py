@@ -8,15 +8,13 @@ outputs cost no thread hop and no disk access.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from ..threads import BlockingPool
 from .entries import CachedOutput, StoredOriginal
 from .health import CacheHealth, error_kind
 from .memory import MemoryTier
@@ -56,12 +54,12 @@ class Caches:
         self.not_found = NotFoundTier("not_found", directory / "not-found", NOT_FOUND_BUDGET, self.health, evicted,
                                       touch_interval)
         self.tiers: tuple[DiskTier, ...] = (self.outputs, self.originals, self.not_found)
-        self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cache")
+        self._threads = BlockingPool(IO_THREADS, "cache")
         self._open_versions()  # bumped by every process, whether or not it keeps a memory tier
 
     async def io(self, function: Callable[..., T], *args: object) -> T:
         """`function(*args)` in the cache's threads."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+        return await self._threads.run(function, *args)
 
     def output_in_memory(self, key: str) -> CachedOutput | None:
         """The memory tier's copy of `key` while it is current (the hit path: no thread, no disk).
@@ -77,14 +75,24 @@ class Caches:
     async def output(self, key: str) -> CachedOutput | None:
         """The stored output for `key` from disk (in a thread), or None; kept in the memory tier for
         the next request. Call on the IOLoop."""
+        return (await self.output_and(key, None))[0]
+
+    async def output_and(self, key: str, then: Callable[[CachedOutput | None], T] | None
+                         ) -> tuple[CachedOutput | None, T | None]:
+        """`output(key)`, and `then(output)` run in the same thread right after the read (blocking; None
+        without it): a miss looks its original up in the same hand-off. Call on the IOLoop."""
         versions, memory = self._current_versions(), self._memory
-        if versions is None or memory is None:
-            return await self.io(self.outputs.get, key)
-        version = versions.read(SharedVersions.bucket(key))  # before the disk: a racing write shows next time
-        output = await self.io(self.outputs.get, key)
-        if output is not None:
+        # read before the disk: a racing write shows next time
+        version = None if versions is None or memory is None else versions.read(SharedVersions.bucket(key))
+        output, more = await self.io(self._read_output, key, then)
+        if output is not None and version is not None:
             memory.put(key, version, output)
-        return output
+        return output, more
+
+    def _read_output(self, key: str, then: Callable[[CachedOutput | None], T] | None
+                     ) -> tuple[CachedOutput | None, T | None]:
+        output = self.outputs.get(key)
+        return output, None if then is None else then(output)
 
     async def store(self, key: str, value: CachedOutput | StoredOriginal) -> None:
         """Store an answered output or original in the cache's threads, unless `PENDING_STORE_BYTES` of
@@ -156,22 +164,15 @@ class Caches:
         for tier in self.tiers:
             tier.flush_touches()
 
+    def _release_this_thread(self) -> None:
+        for tier in self.tiers:
+            tier.release_thread()
+
     def close(self) -> None:
         # diskcache keeps a SQLite connection per thread: each cache thread closes its own, so that
         # the last one out checkpoints the write-ahead log (a stopped node leaves no -wal behind)
-        barrier = threading.Barrier(IO_THREADS)
-
-        def release_this_thread() -> None:
-            try:
-                barrier.wait(timeout=5)  # one task per thread: all of them are busy at once
-            except threading.BrokenBarrierError:
-                pass
-            for tier in self.tiers:
-                tier.release_thread()
-
-        for _ in range(IO_THREADS):
-            self._pool.submit(release_this_thread)
-        self._pool.shutdown(wait=True)
+        self._threads.on_each_thread(self._release_this_thread)
+        self._threads.shutdown()
         for tier in self.tiers:
             tier.close()
         if self._versions is not None:

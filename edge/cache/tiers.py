@@ -28,7 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -207,7 +207,8 @@ class DiskTier:
                 writer.set(key, body, tag=json.dumps(meta), expire=expire)
             finally:
                 self._changed(key)
-            writer.expire()  # an expired record leaving is not an eviction
+            if expire is not None:  # only a tier that stores expiring entries has any to clean up
+                writer.expire()  # an expired record leaving is not an eviction
             return self._evict_to_budget(writer)
 
         evicted = self._attempt("store", store, 0)
@@ -331,8 +332,9 @@ class OutputTier(DiskTier):
         return output
 
     def put(self, key: str, output: CachedOutput) -> None:
-        meta = asdict(output)
+        meta = _fields(output)
         del meta["body"]
+        meta["source"] = _fields(output.source)
         self._put(key, output.body, meta)
 
 
@@ -352,7 +354,7 @@ class OriginalTier(DiskTier):
         return original
 
     def put(self, key: str, original: StoredOriginal) -> None:
-        self._put(key, original.body, asdict(original.info))
+        self._put(key, original.body, _fields(original.info))
 
 
 class NotFoundTier(DiskTier):
@@ -369,3 +371,9 @@ class NotFoundTier(DiskTier):
     def put(self, key: str, now: float, ttl: float) -> None:
         if ttl > 0:
             self._put(key, b"", {"until": now + ttl}, expire=ttl)
+
+
+def _fields(entry: Any) -> dict[str, Any]:
+    """A dataclass's fields, one level deep (`dataclasses.asdict` deep-copies every value: with it and
+    an expiry sweep on every store, a store took 0.32 ms of CPU instead of 0.28)."""
+    return {field.name: getattr(entry, field.name) for field in fields(entry)}

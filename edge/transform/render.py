@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyvips
 
 from ..cache.entries import strong_etag
 from ..config import Defaults, Limits
+from ..threads import BlockingPool
 from ..errors import BadRequest, InvalidTransformation, Overloaded, RenderTimedOut, UnprocessableSource
 from . import stopping
 from .compose import draw_layers
@@ -265,7 +266,7 @@ class Renderer:
         self.defaults = defaults
         self.limits = limits
         self.fonts = fonts or shipped_fonts()
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vips")
+        self._threads = BlockingPool(threads, "vips")
         self._capacity = threads + queue
         self._pending = 0
 
@@ -275,7 +276,7 @@ class Renderer:
             raise Overloaded()
         self._pending += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+            return await self._threads.run(function, *args)
         finally:
             self._pending -= 1
 
@@ -285,29 +286,38 @@ class Renderer:
         awaiting task is cancelled, the libvips work is stopped too and `CancelledError` propagates."""
         loop = asyncio.get_running_loop()
         switch = stopping.StopSwitch()
-        timers: list[asyncio.TimerHandle] = []
+        started: list[float] = []  # when a thread picked the render up (`loop.time()`'s clock)
+        timer: asyncio.TimerHandle | None = None
 
-        def start_clock() -> None:  # on the IOLoop, once a thread has picked the render up
-            timers.append(loop.call_later(self.limits.render_timeout, switch.stop, RenderTimedOut))
+        def check_clock() -> None:
+            # On the IOLoop: the clock starts when a thread starts the render, which the thread only
+            # notes (waking the loop for it cost each render a hand-off); time spent queueing is not
+            # the render's, so the check comes back until a render_timeout after that start.
+            nonlocal timer
+            deadline = (started[0] if started else loop.time()) + self.limits.render_timeout
+            if started and loop.time() >= deadline:
+                switch.stop(RenderTimedOut)
+            else:
+                timer = loop.call_at(deadline, check_clock)
 
         def stoppable_render() -> Rendered:
-            loop.call_soon_threadsafe(start_clock)
+            started.append(time.monotonic())
             with stopping.stoppable(switch):
                 return render_image(body, transformation, planned_format, self.defaults, self.limits, overlays,
                                     self.fonts)
 
+        timer = loop.call_later(self.limits.render_timeout, check_clock)
         try:
             return await self.run(stoppable_render)
         except asyncio.CancelledError:
             switch.stop(asyncio.CancelledError)
             raise
         finally:
-            for timer in timers:
-                timer.cancel()
+            timer.cancel()
 
     async def probe(self, body: bytes) -> ImageHeader:
         return await self.run(probe, body, self.limits)
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._threads.shutdown(drop_queued=True)
 

@@ -1,0 +1,153 @@
+"""Threads that run blocking calls for the IOLoop: the cache's SQLite and files, libvips renders.
+
+A cache miss hands work to a thread and back several times (the lookups, the render, the store), so
+the hand-off itself is kept cheap. `loop.run_in_executor` on a `ThreadPoolExecutor` wraps every call
+in a `concurrent.futures.Future` (a condition variable and its lock), chains it to an asyncio future
+through callbacks on both sides and takes a semaphore to size the pool: about 95 µs of CPU a
+hand-off under load on 2 cores. Here a call is one tuple on a `SimpleQueue` and its answer one
+`call_soon_threadsafe`: about 40 µs (`benchmarks/bench_threads.py`).
+
+Threads start on first use, in the process that uses them; a forked child starts its own (threads
+do not survive a fork). A call whose caller went away while it queued is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger("edge.threads")
+
+_STOP = None
+#: how long `on_each_thread` waits for every thread to be free
+EACH_THREAD_SECONDS = 5.0
+
+
+class BlockingPool:
+    """`size` threads named `<name>_<n>` running the blocking calls of one event loop."""
+
+    def __init__(self, size: int, name: str):
+        self.size = size
+        self._name = name
+        self._forget_threads()
+        _pools.add(self)
+
+    def _forget_threads(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` in one of the threads. Cancelling the caller skips the call if it has not
+        started; a started call runs to its end (its result is dropped)."""
+        if not self._threads:
+            self._start()
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self._queue.put((loop, answer, function, args))
+        return await answer
+
+    def on_each_thread(self, function: Callable[[], None]) -> None:
+        """Run `function()` once in every started thread, all of them at once, and wait (blocking,
+        bounded): for what each thread holds of its own, such as a SQLite connection."""
+        threads = len(self._threads)
+        if not threads:
+            return
+        barrier = threading.Barrier(threads + 1)
+
+        def each() -> None:
+            try:
+                barrier.wait(timeout=EACH_THREAD_SECONDS)  # holding its thread until all are held
+            except threading.BrokenBarrierError:
+                pass
+            try:
+                function()
+            finally:
+                done.release()
+
+        done = threading.Semaphore(0)
+        for _ in range(threads):
+            self._queue.put((None, None, each, ()))
+        try:
+            barrier.wait(timeout=EACH_THREAD_SECONDS)
+        except threading.BrokenBarrierError:
+            log.warning("%s: not every thread was free within %gs", self._name, EACH_THREAD_SECONDS)
+        for _ in range(threads):
+            done.acquire(timeout=EACH_THREAD_SECONDS)
+
+    def shutdown(self, drop_queued: bool = False) -> None:
+        """Stop the threads once the calls queued before have run (with `drop_queued`, those not
+        started are cancelled instead), and wait for them."""
+        if drop_queued:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP and item[0] is not None:
+                    _answer(item[0], item[1].cancel)
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+
+    def _start(self) -> None:
+        with self._start_lock:
+            while len(self._threads) < self.size:
+                thread = threading.Thread(target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not _STOP:
+            loop, answer, function, args = item
+            if answer is not None and answer.cancelled():  # the caller went away while it queued
+                continue
+            try:
+                result = function(*args)
+            except BaseException as exc:  # noqa: BLE001 - the caller raises it, as run_in_executor would
+                if answer is None:
+                    log.exception("%s: a call on each thread failed", self._name)
+                else:
+                    _answer(loop, _set_exception, answer, exc)
+            else:
+                if answer is not None:
+                    _answer(loop, _set_result, answer, result)
+
+
+_pools: weakref.WeakSet[BlockingPool] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for pool in _pools:
+        pool._forget_threads()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _answer(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop is closed: nobody waits any more
+        pass
+
+
+def _set_result(answer: asyncio.Future, result: Any) -> None:
+    if not answer.done():
+        answer.set_result(result)
+
+
+def _set_exception(answer: asyncio.Future, exc: BaseException) -> None:
+    if not answer.done():
+        # a future refuses StopIteration (it would end the awaiting coroutine's generator)
+        answer.set_exception(RuntimeError(repr(exc)) if isinstance(exc, StopIteration) else exc)

@@ -1,0 +1,81 @@
+"""`edge.threads.BlockingPool`: what the request path relies on when it hands blocking work to a thread."""
+
+import asyncio
+import os
+import threading
+
+import pytest
+
+from edge.threads import BlockingPool
+
+BOUND = 10  # seconds: every wait here is bounded
+
+
+async def test_results_and_errors_come_back_to_the_caller():
+    pool = BlockingPool(2, "test")
+    try:
+        assert await pool.run(sum, [1, 2, 3]) == 6
+        with pytest.raises(ZeroDivisionError):
+            await pool.run(lambda: 1 / 0)
+        with pytest.raises(RuntimeError):  # a future cannot carry StopIteration: the caller still hears
+            await pool.run(next, iter(()))
+        names = {await pool.run(lambda: threading.current_thread().name) for _ in range(20)}
+        assert names <= {"test_0", "test_1"}
+    finally:
+        pool.shutdown()
+
+
+async def test_a_call_whose_caller_left_while_it_queued_is_skipped():
+    pool = BlockingPool(1, "test")
+    release, ran = threading.Event(), []
+    try:
+        busy = asyncio.ensure_future(pool.run(release.wait, BOUND))
+        queued = asyncio.ensure_future(pool.run(ran.append, "queued"))
+        await asyncio.sleep(0)  # both handed over
+        queued.cancel()
+        release.set()
+        assert await asyncio.wait_for(busy, BOUND)
+        await asyncio.wait_for(pool.run(ran.append, "next"), BOUND)
+        assert ran == ["next"]
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+async def test_shutdown_cancels_what_has_not_started_and_runs_on_each_thread_once():
+    pool = BlockingPool(2, "test")
+    await pool.run(lambda: None)
+    seen: list[str] = []
+    pool.on_each_thread(lambda: seen.append(threading.current_thread().name))
+    assert sorted(seen) == ["test_0", "test_1"]
+
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def hold() -> bool:
+        started.release()
+        return release.wait(BOUND)
+
+    running = [asyncio.ensure_future(pool.run(hold)) for _ in range(2)]
+    queued = asyncio.ensure_future(pool.run(lambda: "never"))
+    for _ in running:  # both threads busy: the third call waits in the queue
+        assert await asyncio.to_thread(started.acquire, True, BOUND)
+    stopping = asyncio.get_running_loop().run_in_executor(None, pool.shutdown, True)
+    await asyncio.wait([queued], timeout=BOUND)  # dropped before the running calls end
+    assert queued.cancelled()
+    release.set()
+    await asyncio.wait_for(stopping, BOUND)
+    assert [await asyncio.wait_for(call, BOUND) for call in running] == [True, True]
+
+
+def test_a_forked_child_starts_threads_of_its_own():
+    pool = BlockingPool(1, "test")
+    assert asyncio.run(pool.run(os.getpid)) == os.getpid()  # a thread started in this process
+    child = os.fork()
+    if child == 0:  # the child: the parent's thread did not come along; the pool must start another
+        try:
+            os._exit(0 if asyncio.run(asyncio.wait_for(pool.run(os.getpid), BOUND)) == os.getpid() else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    pool.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0
