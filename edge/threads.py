@@ -109,19 +109,24 @@ class BlockingPool:
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not _STOP:
-            loop, answer, function, args = item
-            if answer is not None and answer.cancelled():  # the caller went away while it queued
-                continue
-            try:
-                result = function(*args)
-            except BaseException as exc:  # noqa: BLE001 - the caller raises it, as run_in_executor would
-                if answer is None:
-                    log.exception("%s: a call on each thread failed", self._name)
-                else:
-                    _answer(loop, _set_exception, answer, exc)
+            self._call(*item)
+            # an idle thread must not hold its last call's arguments and result (a render's: its original)
+            del item
+
+    def _call(self, loop: asyncio.AbstractEventLoop | None, answer: asyncio.Future | None,
+              function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        if answer is not None and answer.cancelled():  # the caller went away while it queued
+            return
+        try:
+            result = function(*args)
+        except BaseException as exc:  # noqa: BLE001 - the caller raises it, as run_in_executor would
+            if answer is None:
+                log.exception("%s: a call on each thread failed", self._name)
             else:
-                if answer is not None:
-                    _answer(loop, _set_result, answer, result)
+                _answer(loop, _set_exception, answer, exc)
+        else:
+            if answer is not None:
+                _answer(loop, _set_result, answer, result)
 
 
 _pools: weakref.WeakSet[BlockingPool] = weakref.WeakSet()
