@@ -7,9 +7,8 @@ hundreds of MB it no longer uses. Two knobs, measured in benchmarks/README.md ("
 - `[server] malloc_arenas`: caps the arenas (glibc's M_ARENA_MAX), set at worker start;
 - `[server] memory_trim`: give freed memory back. At worker start, glibc's mmap and trim thresholds
   are fixed (`GIVE_BACK_THRESHOLDS`): by default glibc raises them each time a large block is freed
-  (up to 32 and 64 MB), after which the originals, decoded images and outputs of every later request
-  are carved from the heap and a heap's free top is kept: a worker's resident memory crept up by
-  about 0.1 MB/s under mixed traffic. And after a burst (resident memory grew, and no request is in
+  (up to 32 and 64 MB), after which a heap's free top of up to 64 MB is kept: a worker's resident
+  memory crept up by about 0.1 MB/s under mixed traffic. And after a burst (resident memory grew, and no request is in
   progress), the worker calls `malloc_trim(0)`, which returns the free pages of every arena.
 
 Elsewhere than glibc (musl, or jemalloc preloaded) both knobs do nothing.
@@ -28,10 +27,13 @@ log = logging.getLogger("edge.memory")
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-#: (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD), kept fixed: blocks from 128 KiB up (glibc's starting value)
-#: get pages of their own, unmapped when freed; a heap's free top beyond 1 MiB is returned at once
-#: (glibc starts at 128 KiB: a little slack spares small frees a shrink and regrow of the heap)
-GIVE_BACK_THRESHOLDS = (128 * 2**10, 2**20)
+#: (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD), kept fixed: blocks from 8 MiB up (originals of 24 MP and
+#: more) get pages of their own, unmapped when freed; a heap's free top beyond 1 MiB is returned at
+#: once (glibc starts at 128 KiB: a little slack spares small frees a shrink and regrow of the heap).
+#: Fixed at glibc's starting 128 KiB, every original and libvips buffer was a fresh mapping whose
+#: zeroed pages faulted in: 4 ms of system time a 12 MP miss, 12-15 % of miss throughput, for the same
+#: memory after a soak (benchmarks/README.md, "Memory, third pass").
+GIVE_BACK_THRESHOLDS = (8 * 2**20, 2**20)
 #: growth of resident memory since the last trim that makes the next idle moment trim
 TRIM_GROWTH_BYTES = 8 * 2**20
 TRIM_CHECK_SECONDS = 1.0
