@@ -32,7 +32,7 @@ M_ARENA_MAX = -8
 #: once (glibc starts at 128 KiB: a little slack spares small frees a shrink and regrow of the heap).
 #: Fixed at glibc's starting 128 KiB, every original and libvips buffer was a fresh mapping whose
 #: zeroed pages faulted in: 4 ms of system time a 12 MP miss, 12-15 % of miss throughput, for the same
-#: memory after a soak (benchmarks/README.md, "Memory, third pass").
+#: memory after a soak (benchmarks/README.md, "Misses outside libvips, third pass").
 GIVE_BACK_THRESHOLDS = (8 * 2**20, 2**20)
 #: growth of resident memory since the last trim that makes the next idle moment trim
 TRIM_GROWTH_BYTES = 8 * 2**20
