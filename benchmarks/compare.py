@@ -402,30 +402,33 @@ def start_static_nginx(stack: contextlib.ExitStack, work: Path, body: bytes) -> 
     return System(NGINX, [service.pid], hit_url=url)
 
 
-def start_bare_tornado(stack: contextlib.ExitStack, work: Path, body: bytes, processes: int) -> System:
-    (work / "bare-body.jpg").write_bytes(body)
-    service = Service(BARE_TORNADO, [sys.executable, "-c", BARE_TORNADO_SERVER, str(work / "bare-body.jpg"),
-                                     str(processes)], stdout=subprocess.PIPE)
+def start_baseline_server(stack: contextlib.ExitStack, name: str, script: str, args: list[str], processes: int,
+                          probe_path: str) -> tuple[Service, str]:
+    """A `benchmarks.baselines` server script in `processes` processes: the service and its base URL,
+    once `probe_path` answers 200."""
+    service = Service(name, [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, cwd=ROOT)
     stack.callback(service.stop)
     ports = {service.process.stdout.readline().strip() for _ in range(processes)}  # one line per listener
     if len(ports) != 1 or "" in ports:
-        raise RuntimeError(f"bare Tornado did not start: {ports}")
-    url = f"http://127.0.0.1:{ports.pop()}/hit.jpg"
-    wait_until_serving(url, service)
-    return System(BARE_TORNADO, [service.pid], hit_url=url)
+        raise RuntimeError(f"{name} did not start: {ports}")
+    url = f"http://127.0.0.1:{ports.pop()}"
+    wait_until_serving(url + probe_path, service)
+    return service, url
+
+
+def start_bare_tornado(stack: contextlib.ExitStack, work: Path, body: bytes, processes: int) -> System:
+    (work / "bare-body.jpg").write_bytes(body)
+    service, url = start_baseline_server(stack, BARE_TORNADO, BARE_TORNADO_SERVER,
+                                         [str(work / "bare-body.jpg"), str(processes)], processes, "/hit.jpg")
+    return System(BARE_TORNADO, [service.pid], hit_url=f"{url}/hit.jpg")
 
 
 def start_bare_service(stack: contextlib.ExitStack, corpus: Path, processes: int) -> System:
     defaults = Defaults()
-    service = Service(BARE_SERVICE, [sys.executable, "-c", BARE_SERVICE_SERVER, str(corpus), str(processes),
-                                     str(processes), str(defaults.quality), str(defaults.avif_effort)],
-                      stdout=subprocess.PIPE, cwd=ROOT)
-    stack.callback(service.stop)
-    ports = {service.process.stdout.readline().strip() for _ in range(processes)}  # one line per listener
-    if len(ports) != 1 or "" in ports:
-        raise RuntimeError(f"the bare Tornado service did not start: {ports}")
-    url = f"http://127.0.0.1:{ports.pop()}"
-    wait_until_serving(f"{url}/jpg/{WIDTH}/hit.jpg", service)
+    service, url = start_baseline_server(
+        stack, BARE_SERVICE, BARE_SERVICE_SERVER,
+        [str(corpus), str(processes), str(processes), str(defaults.quality), str(defaults.avif_effort)],
+        processes, f"/jpg/{WIDTH}/hit.jpg")
     return System(BARE_SERVICE, [service.pid], url, lambda name, fmt: f"/{fmt}/{WIDTH}/{name}")
 
 

@@ -18,8 +18,8 @@ import pyvips
 
 from ..cache.entries import strong_etag
 from ..config import Defaults, Limits
-from ..threads import BlockingPool
 from ..errors import BadRequest, InvalidTransformation, Overloaded, RenderTimedOut, UnprocessableSource
+from ..threads import BlockingPool
 from . import stopping
 from .compose import draw_layers
 from .cost import check_cost
