@@ -81,7 +81,7 @@ def test_pss_counts_what_a_fork_shares_once_and_rss_in_each_process():
 
 def test_the_engines_decode_at_the_scale_the_node_shrinks_on_load_at():
     for width, height in engines.SOURCES.values():
-        header = ImageHeader("jpegload_buffer", width, height, has_alpha=False)
+        header = ImageHeader("jpegload_source", width, height, has_alpha=False)
         assert engines.decode_scale(width, height) == jpeg_shrink(header, engines.WIDTH, 1)
 
 

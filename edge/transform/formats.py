@@ -22,16 +22,16 @@ EXTENSIONS = {"jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp", "avif":
 IMAGE_EXTENSIONS = frozenset(EXTENSIONS) | {"tif", "tiff", "bmp", "heic", "heif", "jxl", "jp2", "ico", "svg"}
 #: libvips loader → the format we write when asked to keep the original's format
 LOADER_FORMATS = {
-    "jpegload_buffer": "jpg",
-    "pngload_buffer": "png",
-    "webpload_buffer": "webp",
-    "heifload_buffer": "avif",
-    "gifload_buffer": "gif",
+    "jpegload_source": "jpg",
+    "pngload_source": "png",
+    "webpload_source": "webp",
+    "heifload_source": "avif",
+    "gifload_source": "gif",
 }
 #: the loaders of the formats the node reads (JPEG, Ultra HDR JPEG, PNG, WebP, AVIF/HEIF, GIF, TIFF);
 #: anything else libvips could open is refused (422), SVG unless `[limits] allow_svg`
-INPUT_LOADERS = frozenset(LOADER_FORMATS) | {"uhdrload_buffer", "tiffload_buffer"}
-SVG_LOADER = "svgload_buffer"
+INPUT_LOADERS = frozenset(LOADER_FORMATS) | {"uhdrload_source", "tiffload_source"}
+SVG_LOADER = "svgload_source"
 #: formats libvips writes with several frames
 ANIMATED_FORMATS = ("gif", "webp")
 #: the format's own limit on a side, below the configured `max_output_side` default of others
