@@ -523,15 +523,18 @@ class MissRun:
 
 
 class MemorySampler:
-    """The peaks of a system's summed RSS and PSS, sampled every 50 ms while the block runs."""
+    """The peaks of a system's summed RSS and PSS, sampled every 50 ms while the block runs (when
+    `sampling`: reading /proc/<pid>/smaps_rollup walks the process's mappings under its memory lock,
+    which its page faults and mmaps wait for, so the timed phases run without it)."""
 
-    def __init__(self, system: System):
-        self.system, self.peak = system, system.memory()
+    def __init__(self, system: System, sampling: bool = True):
+        self.system, self.peak = system, system.memory() if sampling else Footprint(0.0, 0.0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._sampling = sampling
 
     def _run(self) -> None:
-        while not self._stop.wait(0.05):
+        while self._sampling and not self._stop.wait(0.05):
             self._sample()
 
     def _sample(self) -> None:
@@ -545,7 +548,8 @@ class MemorySampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(5)
-        self._sample()
+        if self._sampling:
+            self._sample()
 
 
 def fetch_all(base_url: str, paths: list[str], concurrency: int) -> list[tuple[int, str, bytes]]:
@@ -629,17 +633,19 @@ class Bench:
             paths.append(path)
         return paths
 
-    def misses(self, system: System, files: list[Path], fmt: str, concurrency: int) -> MissRun:
-        """Every file rendered once to `fmt` by `system`, checked to have been a miss and a right image."""
+    def misses(self, system: System, files: list[Path], fmt: str, concurrency: int,
+               sample_memory: bool = False) -> MissRun:
+        """Every file rendered once to `fmt` by `system`, checked to have been a miss and a right image;
+        with its peak memory when `sample_memory`."""
         if system is self.bare.system:
             cpu = system.cpu()
-            with MemorySampler(system) as memory:
+            with MemorySampler(system, sample_memory) as memory:
                 seconds = self.bare.render(files, fmt)
             return MissRun(len(files) / seconds, (system.cpu() - cpu) / len(files) * 1e3, peak=memory.peak)
         paths = [system.miss_path(str(f.relative_to(self.corpus)), fmt) for f in files]
         stored = count_files(self.thumbor_results) if system.name == THUMBOR else 0
         cpu = system.cpu()
-        with MemorySampler(system) as memory:
+        with MemorySampler(system, sample_memory) as memory:
             started = time.perf_counter()
             answers = fetch_all(system.base_url, paths, concurrency)
             seconds = time.perf_counter() - started
@@ -727,7 +733,8 @@ class Bench:
             files = self.unique_files(MEMORY_SOURCE, [f"memory/{number}-{i}.jpg"
                                                       for i in range(self.plan.memory_batch)])
             for system in self.order(names, number):
-                loads.setdefault((system.name, "12 MP"), []).append(self.misses(system, files, "jpg", CONCURRENCY))
+                load = self.misses(system, files, "jpg", CONCURRENCY, sample_memory=True)
+                loads.setdefault((system.name, "12 MP"), []).append(load)
                 time.sleep(self.plan.settle_seconds)  # the measure: memory a few seconds after the load
                 settled.setdefault(system.name, []).append(system.memory())
             print(f"  12 MP miss load, round {number + 1}", flush=True)
@@ -1050,7 +1057,8 @@ def main() -> int:
   {plan.hit_seconds} s per case, the node's {len(body) // 1024} kB {WIDTH} px JPEG of the sample `astronaut.jpg`. Cold misses:
   {plan.cold_per_round} unique files per size, system and round, one at a time. Miss throughput: {plan.miss_batch} unique
   files per format and round. 12 MP miss load: {plan.memory_batch} unique files per round, {plan.memory_rounds} rounds,
-  memory read {plan.settle_seconds:g} s after each. CPU is each system's own (all its processes, from /proc); RSS and
+  memory sampled every 50 ms during it (and only then: reading it slows what runs) and read
+  {plan.settle_seconds:g} s after each. CPU is each system's own (all its processes, from /proc); RSS and
   PSS are summed over its processes: RSS counts a page shared by forked processes in each, PSS divides it among
   them, so the PSS sum is what the system costs the machine (the goal is on PSS).
 - Configuration: the node's defaults (quality {defaults.quality}, AVIF effort {defaults.avif_effort}, access log on),

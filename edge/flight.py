@@ -78,6 +78,8 @@ class _Flight(Generic[T]):
     waiters: int = 0
     #: storing the result, after the waiters got it (the flight stays current until it is stored)
     keeping: asyncio.Task[None] | None = None
+    #: set once every waiter has the result: the store waits for it (see `_keep`)
+    delivered: asyncio.Event | None = None
 
 
 class SingleFlight:
@@ -131,9 +133,12 @@ class SingleFlight:
             done, _ = await asyncio.wait([flight.task], timeout=bound)
         finally:
             flight.waiters -= 1
-            if flight.waiters == 0 and not flight.task.done():  # every request for it went away
-                flight.task.cancel()
-                self._abandoned()
+            if flight.waiters == 0:
+                if not flight.task.done():  # every request for it went away
+                    flight.task.cancel()
+                    self._abandoned()
+                elif flight.delivered is not None:
+                    flight.delivered.set()
         if not done:
             raise FlightTimeout()
         if flight.task.cancelled():  # the node is stopping
@@ -175,6 +180,7 @@ class SingleFlight:
                 await asyncio.to_thread(self._record_failure, key, exc)
                 raise
             if keep is not None:  # the lease passes to the store: released once the result is stored
+                flight.delivered = asyncio.Event()
                 flight.keeping = asyncio.create_task(self._keep(key, flight, offset, keep, result))
                 self._keeping.add(flight.keeping)
             return result
@@ -184,8 +190,11 @@ class SingleFlight:
 
     async def _keep(self, key: str, flight: _Flight, offset: int, keep: Callable[[T], Awaitable[None]],
                     result: T) -> None:
-        """Store `result` (the waiters have it), then let other workers' waiters in."""
+        """Store `result` once the waiters have it, then let other workers' waiters in. A waiter answers
+        its client in the step in which it gets the result: started before, the store's first steps
+        (and its thread's hold on the GIL) came ahead of the response, ~1 ms of a cold miss."""
         try:
+            await flight.delivered.wait()
             await keep(result)
         except Exception:  # a bug: the store is lost, the answer was not
             log.exception("storing the result of %r failed", key)
