@@ -1,6 +1,7 @@
 """The order of a miss: the response goes out before the output and the original are stored, and what
 was answered is stored after it. What a miss stores: a local origin's originals are not copied."""
 
+import asyncio
 import os
 import threading
 from types import SimpleNamespace
@@ -9,7 +10,7 @@ import pytest
 
 from edge.origin import OriginRequest, OriginSettings, SourceTooLarge
 from plugins.local import LocalOrigin
-from tests.nodes import SAMPLES, decode, local_config, start_node, web_config, write_config
+from tests.nodes import SAMPLES, decode, local_config, start_node, until, web_config, write_config
 from tests.scrape import samples
 from tests.servers import HTTPOrigin
 
@@ -61,6 +62,51 @@ async def test_a_local_origins_originals_are_read_from_its_folder_not_copied(tmp
         assert (await node.fetch("/tr:w-80/camera.jpg")).headers["X-Cache"] == "HIT"
     finally:
         await node.stop()
+
+
+def _originals_found(node) -> float:
+    return sum(samples(node.node.metrics.exposition().decode(), "edge_origin_fetches_total", outcome="found").values())
+
+
+async def test_a_local_original_is_read_only_when_a_render_thread_can_take_it(tmp_path):
+    # Waiting for a render thread, a request holds no original: a burst of misses on large local
+    # originals would otherwise hold up to `transform_queue` of them in each worker.
+    node = await start_node(write_config(tmp_path, local_config(before="[server]\ntransform_threads = 1\n")))
+    renderer = node.node.renderer
+    try:
+        async with renderer.turn():  # the one render thread's turn, taken by the test
+            request = asyncio.ensure_future(node.fetch("/tr:w-120/camera.jpg"))
+
+            async def waiting_for_a_turn():
+                return renderer.pending == 1
+            await until(waiting_for_a_turn, "the request waiting for a render turn")
+            assert _originals_found(node) == 0
+        response = await request
+        assert response.code == 200 and decode(response).width == 120 and _originals_found(node) == 1
+    finally:
+        await node.stop()
+
+
+async def test_a_remote_original_is_fetched_while_the_render_threads_are_busy(tmp_path):
+    origin = await HTTPOrigin(files={"camera.jpg": (SAMPLES / "camera.jpg").read_bytes()}).start()
+    node = await start_node(write_config(tmp_path, web_config(origin.url, "[server]\ntransform_threads = 1\n")))
+    renderer = node.node.renderer
+    thread_free = threading.Event()
+    try:
+        busy = asyncio.ensure_future(renderer.run(thread_free.wait, STORE_WAIT))  # the one render thread
+        request = asyncio.ensure_future(node.fetch("/tr:w-120/camera.jpg"))
+
+        async def fetched_and_queued():
+            return _originals_found(node) == 1 and renderer.pending == 2
+        await until(fetched_and_queued, "the original fetched, its render queued")
+        thread_free.set()
+        assert await busy
+        response = await request
+        assert response.code == 200 and decode(response).width == 120 and origin.requests["camera.jpg"] == 1
+    finally:
+        thread_free.set()
+        await node.stop()
+        await origin.stop()
 
 
 def test_a_local_file_that_grows_while_read_is_read_whole_within_the_limit(tmp_path, monkeypatch):

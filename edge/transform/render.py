@@ -9,9 +9,10 @@ is cancelled, is stopped inside libvips (`stopping`) and its thread freed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import pyvips
@@ -72,7 +73,7 @@ class ImageHeader:
     has_profile: bool = False
 
 
-def _in_memory(body: bytes) -> pyvips.Source:
+def _read_in_place(body: bytes) -> pyvips.Source:
     """`body` as a libvips source that reads it in place (the image keeps `body` alive). Loading from
     a buffer instead copies the whole body into libvips first: 2.4 MB and 1-2 ms for a 12 MP JPEG
     (30 MB for a 12 MP PNG), for every probe and every decode (benchmarks/README.md, "Memory, third pass")."""
@@ -82,7 +83,7 @@ def _in_memory(body: bytes) -> pyvips.Source:
 def probe(body: bytes, limits: Limits) -> ImageHeader:
     """Read the header; refuse what is not an image (422) or too large to decode (400)."""
     try:
-        image = pyvips.Image.new_from_source(_in_memory(body), "")
+        image = pyvips.Image.new_from_source(_read_in_place(body), "")
         loader = image.get("vips-loader")
     except pyvips.Error:
         raise UnprocessableSource() from None
@@ -124,10 +125,10 @@ def _still_source(body: bytes, header: ImageHeader, keep_profile: bool) -> Sourc
             options["height"] = height
         if shrink > 1:  # decoded at 1/shrink; `thumbnail_image` then resizes, turns upright, converts
             loaded = stopping.watch(pyvips.Image.new_from_source(
-                _in_memory(body), "", shrink=shrink, fail_on=_FAIL_ON, access=pyvips.enums.Access.SEQUENTIAL))
+                _read_in_place(body), "", shrink=shrink, fail_on=_FAIL_ON, access=pyvips.enums.Access.SEQUENTIAL))
             return stopping.watch(loaded.thumbnail_image(width, **convert, **options))
         return stopping.watch(pyvips.Image.thumbnail_source(
-            _in_memory(body), width, option_string=_THUMBNAIL_LOAD_OPTIONS, **convert, **options))
+            _read_in_place(body), width, option_string=_THUMBNAIL_LOAD_OPTIONS, **convert, **options))
 
     return Source(header.width, header.height, thumbnail,
                   lambda: thumbnail(header.width, height=header.height, size=pyvips.enums.Size.FORCE))
@@ -136,7 +137,7 @@ def _still_source(body: bytes, header: ImageHeader, keep_profile: bool) -> Sourc
 def _page_source(body: bytes, page: int, keep_profile: bool, limits: Limits) -> Source:
     """`pg-N`: that page (frame) of a multi-page source, upright, at its own size (a TIFF's pages may
     differ in size from the first, which the probe checked)."""
-    image = stopping.watch(pyvips.Image.new_from_source(_in_memory(body), "", page=page - 1, fail_on=_FAIL_ON))
+    image = stopping.watch(pyvips.Image.new_from_source(_read_in_place(body), "", page=page - 1, fail_on=_FAIL_ON))
     if image.width * image.height > limits.max_source_pixels:
         raise BadRequest("source too large")
     image = image.autorot()
@@ -147,7 +148,7 @@ def _page_source(body: bytes, page: int, keep_profile: bool, limits: Limits) -> 
 
 def _frames(body: bytes, header: ImageHeader, keep_profile: bool) -> tuple[pyvips.Image, list[Source]]:
     """Every frame of an animation, each a source of its own."""
-    strip = stopping.watch(pyvips.Image.new_from_source(_in_memory(body), "", n=-1, fail_on=_FAIL_ON))
+    strip = stopping.watch(pyvips.Image.new_from_source(_read_in_place(body), "", n=-1, fail_on=_FAIL_ON))
     if header.has_profile and not keep_profile:
         strip = strip.icc_transform("srgb", embedded=True)
     height = strip.height // header.frames
@@ -276,16 +277,41 @@ class Renderer:
         self._threads = BlockingPool(threads, "vips")
         self._capacity = threads + queue
         self._pending = 0
+        self._turns = asyncio.Semaphore(threads)
 
-    async def run(self, function, *args):
-        """Run `function(*args)` on the libvips pool; 503 when the pool and its queue are full."""
+    @property
+    def pending(self) -> int:
+        """Calls and turns waiting for the pool or running in it."""
+        return self._pending
+
+    def _enter_queue(self) -> None:
         if self._pending >= self._capacity:
             raise Overloaded()
         self._pending += 1
+
+    async def run(self, function, *args):
+        """Run `function(*args)` on the libvips pool; 503 when the pool and its queue are full."""
+        self._enter_queue()
         try:
             return await self._threads.run(function, *args)
         finally:
             self._pending -= 1
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """One of `threads` turns to render, waited for in the queue (503 when it is full, as `run`).
+        A request whose original is read from this machine reads it inside its turn: waiting for a
+        render thread, it holds no original (a burst of misses on large local originals held up to
+        `transform_queue` of them per worker), and the read costs a fraction of the render."""
+        self._enter_queue()
+        try:
+            await self._turns.acquire()
+        finally:
+            self._pending -= 1
+        try:
+            yield
+        finally:
+            self._turns.release()
 
     async def render(self, body: bytes, transformation: Transformation, planned_format: str,
                      overlays: Mapping[str, bytes] | None = None) -> Rendered:
