@@ -1,4 +1,5 @@
-"""Helpers for origin types, built-in and third-party: read a body within the size limit, write dates.
+"""Helpers for origin types, built-in and third-party: read a body within the size limit, write dates,
+run blocking calls off the event loop.
 
 Every origin must stop reading an original as soon as it is over `max_bytes` (a 40 MB limit must not
 cost 4 GB of download), and must say so with `SourceTooLarge`. These helpers make that one line.
@@ -11,12 +12,17 @@ growing the process without bound.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable
+import os
+from collections.abc import AsyncIterable, Callable
 from datetime import datetime, timezone
 from email.utils import format_datetime
+from typing import Any, TypeVar
 
 from .errors import FetchMemoryExhausted
 from .origin import SourceTooLarge
+from .threads import BlockingPool
+
+T = TypeVar("T")
 
 #: bytes asked of a socket at a time while streaming an original
 CHUNK_BYTES = 256 * 1024
@@ -108,3 +114,16 @@ def http_date(moment: datetime | None) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+
+
+#: the threads of `in_thread`: as many as asyncio's default executor has
+_origin_threads = BlockingPool(min(32, (os.cpu_count() or 1) + 4), "origin")
+
+
+async def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` on one of the node's threads for origins' blocking calls (file reads, a
+    synchronous client library), awaited without blocking the event loop. Like `asyncio.to_thread`,
+    at a third of its cost: one hand-off each way, no executor future (0.2-0.4 ms of CPU less per call
+    on 2 cores, benchmarks/README.md). A call still waiting for a thread when its caller is cancelled
+    is skipped; a started one runs to its end. Context variables are not carried over."""
+    return await _origin_threads.run(function, *args)

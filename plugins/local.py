@@ -6,7 +6,6 @@ not found, and is never read.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from email.utils import formatdate
 from pathlib import Path
@@ -21,6 +20,7 @@ from edge.plugin import (
     OriginSettings,
     SourceTooLarge,
     hookimpl,
+    in_thread,
 )
 
 
@@ -50,7 +50,7 @@ class LocalOrigin(Origin):
         return candidate
 
     async def fetch(self, request: OriginRequest) -> Original:
-        return await asyncio.to_thread(self._read, request)
+        return await in_thread(self._read, request)
 
     def _read(self, request: OriginRequest) -> Original:
         path, max_bytes, validators = request.path, request.max_bytes, request.validators
@@ -73,7 +73,7 @@ class LocalOrigin(Origin):
 
 
 #: the `edge.plugin` API this module is written against
-EDGE_PLUGIN_API = "1.0"
+EDGE_PLUGIN_API = "1.1"
 
 
 @hookimpl

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import sys
 import textwrap
 import zipfile
@@ -173,16 +174,28 @@ def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
 
 @pytest.mark.parametrize("declared, problem", [
     ("1.0", None),
+    ("1.1", None),
     ("1.99", "it needs plugin API 1.99"),
     ("2.0", "it needs plugin API 2.0"),
-    ("0.9", "it is written for plugin API 0.9, and this node provides 1.0, which is incompatible"),
-    (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.0" (got None)'),
+    ("0.9", "it is written for plugin API 0.9, and this node provides 1.1, which is incompatible"),
+    (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.1" (got None)'),
     (1.0, "it must declare"),
 ])
 def test_the_declared_plugin_api_is_checked(declared, problem):
-    assert plugin_api.API_VERSION == "1.0"  # the cases below are written for it
+    assert plugin_api.API_VERSION == "1.1"  # the cases below are written for it
     found = api_problem(declared)
     assert found == problem if problem is None else found.startswith(problem)
+
+
+async def test_in_thread_runs_a_blocking_call_off_the_event_loop():
+    result, thread = await plugin_api.in_thread(lambda a, b: (a + b, threading.get_ident()), 2, 3)
+    assert result == 5 and thread != threading.get_ident()
+    with pytest.raises(plugin_api.OriginNotFound):
+        await plugin_api.in_thread(_not_found, "missing.jpg")
+
+
+def _not_found(path: str) -> None:
+    raise plugin_api.OriginNotFound(path)
 
 
 def test_the_built_in_types_install_as_edge_builtin_origins(tmp_path):
@@ -214,7 +227,7 @@ def test_the_public_api_is_what_the_docs_list():
         "API_VERSION", "CHUNK_BYTES", "ConfigTable", "NotModified", "Origin", "OriginFailure", "OriginNotFound",
         "OriginRequest",
         "OriginSettings", "Original", "Secret", "SourceTooLarge", "Validators", "check_announced_size",
-        "hookimpl", "http_date", "read_limited",
+        "hookimpl", "http_date", "in_thread", "read_limited",
     }
     assert all(hasattr(plugin_api, name) for name in plugin_api.__all__)
 
