@@ -16,11 +16,13 @@ than starting a second round of fetches. Both lookups are skipped when the share
 the key has not moved since the request looked itself (nothing stored or recorded since). All waiting
 is bounded (`wait_bound`).
 
-Storing comes after answering: `run` takes a `keep(result)` (the cache writes) that runs once every
-waiter of the worker has the result, while the leader still holds the lease. Waiters in other workers
-take the lease only when the result is stored, so they still find it; requests of this worker that
-arrive meanwhile get the result held by the flight. (When `keep` skips the store, a waiter in another
-worker does the work itself, as after a failed store.)
+Storing comes after answering: `run` takes a `keep(result)` (the cache writes) that the waiters do
+not await: it starts as they get the result, while the leader still holds the lease. Waiters in other
+workers take the lease only when the result is stored, so they still find it; requests of this worker
+that arrive meanwhile get the result held by the flight. (When `keep` skips the store, a waiter in
+another worker does the work itself, as after a failed store.) Deferring the store until every waiter
+had resumed gained nothing measurable and widened the window in which a request on another worker
+finds nothing stored yet (benchmarks/README.md, "The store after the answer").
 
 When the cache folder cannot hold the lease file or the failure records (unwritable, full), the
 flight still coalesces within the worker, and the loss is reported to `CacheHealth`.
@@ -78,8 +80,6 @@ class _Flight(Generic[T]):
     waiters: int = 0
     #: storing the result, after the waiters got it (the flight stays current until it is stored)
     keeping: asyncio.Task[None] | None = None
-    #: set once every waiter has the result: the store waits for it (see `_keep`)
-    delivered: asyncio.Event | None = None
 
 
 class SingleFlight:
@@ -133,12 +133,9 @@ class SingleFlight:
             done, _ = await asyncio.wait([flight.task], timeout=bound)
         finally:
             flight.waiters -= 1
-            if flight.waiters == 0:
-                if not flight.task.done():  # every request for it went away
-                    flight.task.cancel()
-                    self._abandoned()
-                elif flight.delivered is not None:
-                    flight.delivered.set()
+            if flight.waiters == 0 and not flight.task.done():  # every request for it went away
+                flight.task.cancel()
+                self._abandoned()
         if not done:
             raise FlightTimeout()
         if flight.task.cancelled():  # the node is stopping
@@ -180,7 +177,6 @@ class SingleFlight:
                 await asyncio.to_thread(self._record_failure, key, exc)
                 raise
             if keep is not None:  # the lease passes to the store: released once the result is stored
-                flight.delivered = asyncio.Event()
                 flight.keeping = asyncio.create_task(self._keep(key, flight, offset, keep, result))
                 self._keeping.add(flight.keeping)
             return result
@@ -190,11 +186,8 @@ class SingleFlight:
 
     async def _keep(self, key: str, flight: _Flight, offset: int, keep: Callable[[T], Awaitable[None]],
                     result: T) -> None:
-        """Store `result` once the waiters have it, then let other workers' waiters in. A waiter answers
-        its client in the step in which it gets the result: started before, the store's first steps
-        (and its thread's hold on the GIL) came ahead of the response, ~1 ms of a cold miss."""
+        """Store `result` (the waiters have it), then let other workers' waiters in."""
         try:
-            await flight.delivered.wait()
             await keep(result)
         except Exception:  # a bug: the store is lost, the answer was not
             log.exception("storing the result of %r failed", key)

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import diskcache
 import pyvips
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.httpserver import HTTPServer
@@ -102,6 +103,16 @@ async def until(condition, what: str, timeout: float = START_TIMEOUT) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def until_stored(cache_dir: Path, outputs: int) -> None:
+    """Wait (bounded) until a node's output tier under `cache_dir` holds `outputs` entries. A node stores
+    after answering: a request for the same URL that reaches another worker before the store lands
+    waits for it and is answered as a miss, so a test that expects a hit asks again only once this holds."""
+    with diskcache.Cache(str(cache_dir / "outputs")) as tier:
+        async def stored():
+            return len(tier) >= outputs
+        await until(stored, f"{outputs} outputs stored")
 
 
 def decode(response: HTTPResponse, *, all_frames: bool = False) -> pyvips.Image:

@@ -105,31 +105,6 @@ async def test_concurrent_callers_in_a_process_share_one_production(tmp_path):
     flight.close()
 
 
-async def test_the_store_starts_once_every_caller_has_the_result(tmp_path):
-    # A caller answers its client in the step in which `run` returns to it: a store started before
-    # that would put its first steps (and its thread's hold on the GIL) ahead of the response.
-    flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=Tally().inc)
-    events = []
-
-    async def produce():
-        return "the output"
-
-    async def lookup():
-        return None
-
-    async def keep(result):
-        events.append(f"store {result}")
-
-    async def caller(number):
-        assert await flight.run("key", produce, lookup, keep) == "the output"
-        events.append(f"caller {number}")
-
-    await asyncio.gather(*(caller(number) for number in range(3)))
-    await flight.settle()
-    assert events == ["caller 0", "caller 1", "caller 2", "store the output"]
-    flight.close()
-
-
 async def test_concurrent_callers_in_a_process_share_the_leaders_failure(tmp_path):
     tally = Tally()
     flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=tally.inc)

@@ -11,7 +11,7 @@ import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.scrape import scrape_when
-from tests.nodes import NodeProcess, local_config, write_config
+from tests.nodes import NodeProcess, local_config, until_stored, write_config
 from tests.scrape import total
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,7 +34,8 @@ def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)")
 async def test_the_status_page_in_chromium_shows_what_metrics_say(tmp_path):
-    node = NodeProcess(write_config(tmp_path, local_config(before="[server]\nworkers = 2\n", after=BROKEN)))
+    config = local_config(before='[server]\nworkers = 2\n[cache]\ndir = "cache"\n', after=BROKEN)
+    node = NodeProcess(write_config(tmp_path, config))
     client = AsyncHTTPClient(force_instance=True)
     try:
         for path, status in (("/tr:w-40/coffee.jpg", 200), ("/tr:w-40/coffee.jpg", 200), ("/tr:w-40/coffee.jpg", 200),
@@ -42,6 +43,8 @@ async def test_the_status_page_in_chromium_shows_what_metrics_say(tmp_path):
                              ("/tr:w-abc/coffee.jpg", 400), ("/legacy/tr:w-40/a.jpg", 502)):
             response = await client.fetch(node.url + path, raise_error=False, headers={"Connection": "close"})
             assert response.code == status, path
+            if response.headers.get("X-Cache") == "MISS" and "coffee" in path:
+                await until_stored(tmp_path / "cache", 1)  # then the two others are hits, on either worker
         await scrape_when(node.url, "edge_http_requests_total", 7)
         metrics = await scrape_when(node.url, "edge_cache_entries", 2, tier="output")
 

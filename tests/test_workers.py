@@ -4,11 +4,10 @@
 import os
 import signal
 
-import diskcache
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.nodes import NodeProcess, decode, local_config, until, write_config
+from tests.nodes import NodeProcess, decode, local_config, until_stored, write_config
 from tests.scrape import samples, scrape
 
 CONFIG = local_config(before="[server]\nworkers = 2")
@@ -121,12 +120,7 @@ async def test_embedded_default_serves_a_sample_then_counts_a_miss_and_a_hit(tmp
     try:
         client = AsyncHTTPClient()
         first = await client.fetch(node.url + "/tr:w-300/astronaut.jpg")
-        # The node stores after answering: a second request that reached the other worker before the
-        # store landed would wait for it and be answered as a miss. Read the shared cache until it is in.
-        with diskcache.Cache(str(tmp_path / "edge-image-node" / "outputs")) as outputs:
-            async def stored():
-                return len(outputs) == 1
-            await until(stored, "the first answer stored")
+        await until_stored(tmp_path / "edge-image-node", 1)  # else the other worker may answer a miss
         second = await client.fetch(node.url + "/tr:w-300/astronaut.jpg")
         image = decode(first)
         assert (image.width, image.get("vips-loader")) == (300, "jpegload_buffer")
