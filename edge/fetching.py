@@ -122,8 +122,9 @@ _origin_threads = BlockingPool(min(32, (os.cpu_count() or 1) + 4), "origin")
 
 async def in_thread(function: Callable[..., T], *args: Any) -> T:
     """`function(*args)` on one of the node's threads for origins' blocking calls (file reads, a
-    synchronous client library), awaited without blocking the event loop. Like `asyncio.to_thread`,
-    at a third of its cost: one hand-off each way, no executor future (0.2-0.4 ms of CPU less per call
-    on 2 cores, benchmarks/README.md). A call still waiting for a thread when its caller is cancelled
-    is skipped; a started one runs to its end. Context variables are not carried over."""
+    synchronous client library), awaited without blocking the event loop. Like `asyncio.to_thread`
+    at about half its overhead: one hand-off each way, no executor future (a local read: 0.1-0.2 ms
+    of CPU and 0.2-0.4 ms of latency less on 2 cores, benchmarks/README.md). A call still waiting for
+    a thread when its caller is cancelled is skipped; a started one runs to its end. Context
+    variables are not carried over."""
     return await _origin_threads.run(function, *args)

@@ -3,7 +3,8 @@
 `Renderer.render` (and `Renderer.probe`, for `orig-true`, which serves the original as it is) runs the
 work in a bounded thread pool (libvips releases the GIL) and answers 503 when the queue in front of the
 pool is full. A render still running `[limits] render_timeout` after it started, or whose awaiting task
-is cancelled, is stopped inside libvips (`stopping`) and its thread freed.
+is cancelled, is stopped inside libvips (`stopping`) and its thread freed. `Renderer.turn` lets a
+request wait for a render thread before it reads a local original (the pipeline's `turn` step).
 """
 
 from __future__ import annotations
