@@ -13,8 +13,6 @@ between happens here, in this order:
                                             same thread hand-off); a fresh HIT is answered here
     flight       edge/flight.py             one producer per key for the whole node; others wait
       shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
-      turn       edge/transform/render.py   an endpoint whose origins are all local first waits for a render
-                                            thread (`Renderer.turn`): no original is held while it waits
       original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
       layers     edge/originals.py          the image layers' originals, the same way (`_overlays`)
       render     edge/transform/render.py   libvips in a bounded thread pool (or `orig-true`)
@@ -36,7 +34,6 @@ flight then cancels the work (origin fetch, transform) if no other request waits
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Mapping
@@ -128,8 +125,6 @@ class Pipeline:
         self._canonical_bases = {origin.name: _canonical_base(origin.settings.canonical_base_url)
                                  for origin in config.origins if origin.settings.canonical_base_url}
         self._takes_host = {e.id: any(origin.takes_request_host for origin in e.origins) for e in config.endpoints}
-        #: endpoints whose originals are all read from this machine: read in a render turn (`_produce`)
-        self._reads_locally = {e.id: all(origin.is_local for origin in e.origins) for e in config.endpoints}
         #: (Host, request target, Accept) → the request's plan (see the module's doc)
         self._plans: dict[tuple[str, str, str | None], _Job] = {}
 
@@ -214,22 +209,18 @@ class Pipeline:
         """A single flight's work: the shared tier's copy, or the current original and the output made
         from it. With where it came from: `shared` or `miss`. (The shared lookup is inside the
         flight: a herd on a URL that just moved to this node reads the shared tier once.)
-        `looked_up`: what the originals tier held for the original, when the output's lookup asked.
-        Local originals are read in a render turn (`Renderer.turn`): a request waiting for a render
-        thread then holds none; remote ones are fetched ahead, while others render."""
+        `looked_up`: what the originals tier held for the original, when the output's lookup asked."""
         if cached is None and self._shared is not None:
             cached = await self._shared.get(job.key)
             if cached is not None and self._originals.is_fresh(cached.source):
                 return cached, "shared"
-        local = self._reads_locally[job.request.endpoint.id]
-        async with self._renderer.turn() if local else contextlib.nullcontext():
-            original = await self._original(job, looked_up)
-            overlays = await self._overlays(job)
-            if cached is not None:
-                source = await _made_from(original, overlays)
-                if cached.source.version == source.version:  # the original and the layers' are unchanged:
-                    return cached.confirmed(source), "miss"  # so is the output
-            return await self._render(job, original, overlays), "miss"
+        original = await self._original(job, looked_up)
+        overlays = await self._overlays(job)
+        if cached is not None:
+            source = await _made_from(original, overlays)
+            if cached.source.version == source.version:
+                return cached.confirmed(source), "miss"  # the original and the layers' are unchanged: so is the output
+        return await self._render(job, original, overlays), "miss"
 
     async def _keep(self, key: str, produced: tuple[CachedOutput, str]) -> None:
         """Store what the flight produced: after the response, never on its critical path."""

@@ -3,17 +3,15 @@
 `Renderer.render` (and `Renderer.probe`, for `orig-true`, which serves the original as it is) runs the
 work in a bounded thread pool (libvips releases the GIL) and answers 503 when the queue in front of the
 pool is full. A render still running `[limits] render_timeout` after it started, or whose awaiting task
-is cancelled, is stopped inside libvips (`stopping`) and its thread freed. `Renderer.turn` lets a
-request wait for a render thread before it reads a local original (the pipeline's `turn` step).
+is cancelled, is stopped inside libvips (`stopping`) and its thread freed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pyvips
@@ -278,41 +276,16 @@ class Renderer:
         self._threads = BlockingPool(threads, "vips")
         self._capacity = threads + queue
         self._pending = 0
-        self._turns = asyncio.Semaphore(threads)
-
-    @property
-    def pending(self) -> int:
-        """Calls and turns waiting for the pool or running in it."""
-        return self._pending
-
-    def _enter_queue(self) -> None:
-        if self._pending >= self._capacity:
-            raise Overloaded()
-        self._pending += 1
 
     async def run(self, function, *args):
         """Run `function(*args)` on the libvips pool; 503 when the pool and its queue are full."""
-        self._enter_queue()
+        if self._pending >= self._capacity:
+            raise Overloaded()
+        self._pending += 1
         try:
             return await self._threads.run(function, *args)
         finally:
             self._pending -= 1
-
-    @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """One of `threads` turns to render, waited for in the queue (503 when it is full, as `run`).
-        A request whose original is read from this machine reads it inside its turn: waiting for a
-        render thread, it holds no original (a burst of misses on large local originals held up to
-        `transform_queue` of them per worker), and the read costs a fraction of the render."""
-        self._enter_queue()
-        try:
-            await self._turns.acquire()
-        finally:
-            self._pending -= 1
-        try:
-            yield
-        finally:
-            self._turns.release()
 
     async def render(self, body: bytes, transformation: Transformation, planned_format: str,
                      overlays: Mapping[str, bytes] | None = None) -> Rendered:
