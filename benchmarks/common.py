@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from tests.nodes import NodeProcess, write_config
 
@@ -74,6 +75,14 @@ def _raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def read_port(stdout: TextIO, processes: int) -> str:
+    """The port a baseline server script listens on: it prints it once per process, all the same."""
+    ports = {stdout.readline().strip() for _ in range(processes)}
+    if len(ports) != 1 or "" in ports:
+        raise RuntimeError(f"the server did not start: ports {ports}")
+    return ports.pop()
+
+
 @dataclass
 class ForkedServer:
     """A baseline server script (`benchmarks/baselines.py`) run with `python -c` in `processes`
@@ -87,7 +96,7 @@ class ForkedServer:
     def start(cls, script: str, args: list[str], processes: int) -> ForkedServer:
         process = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True,
                                    cwd=Path(__file__).resolve().parent.parent)  # scripts import `benchmarks`
-        port = [process.stdout.readline().strip() for _ in range(processes)][0]  # one line per process
+        port = read_port(process.stdout, processes)
         pid = process.pid
         pids = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
         return cls(process, f"http://127.0.0.1:{port}/", pids if processes > 1 else [pid])

@@ -64,7 +64,7 @@ import pyvips
 import edge
 from benchmarks import engines
 from benchmarks.baselines import BARE_SERVICE_SERVER, BARE_TORNADO_SERVER
-from benchmarks.common import cpu_seconds, median
+from benchmarks.common import cpu_seconds, median, read_port
 from edge.config import Defaults
 from edge.testing import NodeProcess, write_config
 from tests.imagecorpus import photo_jpeg
@@ -408,10 +408,7 @@ def start_baseline_server(stack: contextlib.ExitStack, name: str, script: str, a
     once `probe_path` answers 200."""
     service = Service(name, [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, cwd=ROOT)
     stack.callback(service.stop)
-    ports = {service.process.stdout.readline().strip() for _ in range(processes)}  # one line per listener
-    if len(ports) != 1 or "" in ports:
-        raise RuntimeError(f"{name} did not start: {ports}")
-    url = f"http://127.0.0.1:{ports.pop()}"
+    url = f"http://127.0.0.1:{read_port(service.process.stdout, processes)}"
     wait_until_serving(url + probe_path, service)
     return service, url
 

@@ -8,8 +8,9 @@ hundreds of MB it no longer uses. Two knobs, measured in benchmarks/README.md ("
 - `[server] memory_trim`: give freed memory back. At worker start, glibc's mmap and trim thresholds
   are fixed (`GIVE_BACK_THRESHOLDS`): by default glibc raises them each time a large block is freed
   (up to 32 and 64 MB), after which a heap's free top of up to 64 MB is kept: a worker's resident
-  memory crept up by about 0.1 MB/s under mixed traffic. And after a burst (resident memory grew, and no request is in
-  progress), the worker calls `malloc_trim(0)`, which returns the free pages of every arena.
+  memory crept up by about 0.1 MB/s under mixed traffic. And after a burst (resident memory grew,
+  and no request is in progress), the worker calls `malloc_trim(0)`, which returns the free pages of
+  every arena.
 
 Elsewhere than glibc (musl, or jemalloc preloaded) both knobs do nothing.
 """

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tests.assets import centre_colour, colour, same_colour, solid
 from edge.cache import strong_etag
+from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import decode, local_config, until, web_config, write_config
 from tests.scrape import total
 from tests.servers import HTTPOrigin
@@ -167,11 +167,13 @@ async def test_a_local_original_is_known_by_its_mtime_and_size(node_factory, tmp
     shoe = folder / "shoe.jpg"
     shoe.write_bytes(solid(80, 60, colour(1)))
     os.utime(shoe, ns=(1_700_000_000_000_000_000,) * 2)
-    node = await node_factory(write_config(tmp_path, local_config(folder, '[cache]\ndir = "cache"\noriginal_ttl = "1h"\n')))
+    config = local_config(folder, '[cache]\ndir = "cache"\noriginal_ttl = "1h"\n')
+    node = await node_factory(write_config(tmp_path, config))
     first = await node.fetch("/tr:w-40/shoe.jpg")
     await node.node.settle()
     key = next(iter(node.node.pipeline._plans.values())).key
-    assert node.node.caches.outputs.get(key).source.version == f'"{1_700_000_000_000_000_000:x}-{shoe.stat().st_size:x}"'
+    stored_version = node.node.caches.outputs.get(key).source.version
+    assert stored_version == f'"{1_700_000_000_000_000_000:x}-{shoe.stat().st_size:x}"'
 
     later(node, 2 * HOUR)
     kept = await node.fetch("/tr:w-40/shoe.jpg")

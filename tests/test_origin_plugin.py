@@ -8,9 +8,9 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import sys
 import textwrap
+import threading
 import zipfile
 from pathlib import Path
 
