@@ -13,8 +13,8 @@ What runs, all on 127.0.0.1, started and stopped by this script:
 - bare Tornado: 2 processes (one SO_REUSEPORT socket each) answering the node's cached bytes from memory;
 - the bare Tornado service (`baselines.BARE_SERVICE_SERVER`): the least a Tornado image service does
   for a miss, 2 processes × 2 threads like the node, the file read and rendered with the node's
-  shrink-on-load in one hand-off to a thread, no cache, metrics or log: for misses, what the node
-  costs beyond it is the node's own;
+  shrink-on-load in one hand-off to a thread, no cache, metrics or log, glibc's allocator defaults:
+  for misses and their memory, what the node costs beyond it is the node's own;
 - nginx (2 workers) serving the same bytes as a static file: the floor for hits.
 - the engines alone (`benchmarks/engines.py`): libvips and Pillow without HTTP, one thread each.
 
@@ -722,7 +722,7 @@ class Bench:
 
     def memory(self) -> tuple[dict[str, Footprint], dict[tuple[str, str], list[MissRun]], dict[str, list[Footprint]]]:
         """Idle memory, the 12 MP miss load (throughput and peak memory), memory once it has settled."""
-        names = [NODE, THUMBOR, BARE_PYVIPS]
+        names = [NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE]
         idle = {name: system.memory() for name, system in self.systems.items()}
         loads: dict[tuple[str, str], list[MissRun]] = {}
         settled: dict[str, list[Footprint]] = {}
@@ -824,7 +824,7 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
         if (NODE, key) not in runs_by_system:
             continue
         runs = {name: runs_by_system[(name, key)] for name in (NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE)
-                if (name, key) in runs_by_system}  # the 12 MP load runs without the bare service
+                if (name, key) in runs_by_system}
         rate = {name: median([r.rate for r in value]) for name, value in runs.items()}
         cpu = {name: median([r.cpu_ms for r in value]) for name, value in runs.items()}
         flaws = {name: (sum(r.errors for r in value), sum(r.hits for r in value)) for name, value in runs.items()}
@@ -845,7 +845,7 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
                         + ([("node/service", rate[NODE] / rate[BARE_SERVICE], "", None),
                             ("CPU service/node", cpu[BARE_SERVICE] / cpu[NODE], "", None)] if service else [])))
     if (NODE, "12 MP") in loads:
-        names = (NODE, THUMBOR, BARE_PYVIPS)
+        names = (NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE)
         for kind in ("pss", "rss"):  # PSS: what the machine spends (the goal); RSS counts shared pages per process
             label = kind.upper()
             peak = {name: max(getattr(r.peak, kind) for r in loads[(name, "12 MP")]) for name in names}
@@ -854,11 +854,16 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
             ratios = {"peak": peak[NODE] / peak[THUMBOR], "steady": steady[NODE] / peak[THUMBOR]}
             goal = {key: ("≤ 1", ratio <= 1) if kind == "pss" else ("", None) for key, ratio in ratios.items()}
             rows.append(Row(f"{label} idle, before the miss loads", {name: f"{still[name]:.0f} MB" for name in names}
-                            | {"bare": f"Tornado {still[BARE_TORNADO]:.0f} MB; nginx {still[NGINX]:.0f} MB"}))
+                            | {"bare": f"Tornado {still[BARE_TORNADO]:.0f} MB; nginx {still[NGINX]:.0f} MB; "
+                                       f"Tornado service {still[BARE_SERVICE]:.0f} MB"}))
             rows.append(Row(f"{label} peak, 12 MP miss load", {name: f"{peak[name]:.0f} MB" for name in names}
-                            | {"bare": dash}, [("node/thumbor", ratios["peak"], *goal["peak"])]))
+                            | {"bare": f"Tornado service {peak[BARE_SERVICE]:.0f} MB"},
+                            [("node/thumbor", ratios["peak"], *goal["peak"]),
+                             ("node/service", peak[NODE] / peak[BARE_SERVICE], "", None)]))
             rows.append(Row(f"{label} steady, after the 12 MP load", {name: f"{steady[name]:.0f} MB" for name in names}
-                            | {"bare": dash}, [("node steady/thumbor peak", ratios["steady"], *goal["steady"])]))
+                            | {"bare": f"Tornado service {steady[BARE_SERVICE]:.0f} MB"},
+                            [("node steady/thumbor peak", ratios["steady"], *goal["steady"]),
+                             ("node/service", steady[NODE] / steady[BARE_SERVICE], "", None)]))
     return rows
 
 
@@ -929,7 +934,7 @@ def chart(path: Path, hits, cold, throughput, loads, settled, title: str) -> Non
          f"misses to {WIDTH} px, img/s (concurrency {CONCURRENCY})")
     bars(axes[1][0], list(COLD_SOURCES), [NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE],
          lambda name, group: med(cold, (name, group)), "single cold miss, ms")
-    bars(axes[1][1], ["peak", "steady"], [NODE, THUMBOR, BARE_PYVIPS],
+    bars(axes[1][1], ["peak", "steady"], [NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE],
          lambda name, group: (max((r.peak.pss for r in loads.get((name, "12 MP"), [])), default=None)
                               if group == "peak" else median([f.pss for f in settled.get(name, [])] or [None])),
          "PSS under 12 MP miss load, MB")
