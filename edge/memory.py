@@ -10,7 +10,8 @@ hundreds of MB it no longer uses. Two knobs, measured in benchmarks/README.md ("
   (up to 32 and 64 MB), after which a heap's free top of up to 64 MB is kept: a worker's resident
   memory crept up by about 0.1 MB/s under mixed traffic. And after a burst (resident memory grew,
   and no request is in progress), the worker calls `malloc_trim(0)`, which returns the free pages of
-  every arena.
+  every arena; so do the supervisor before each fork and a worker once it has started (a page
+  that is free there would be copied by the worker's first allocations into it).
 
 Elsewhere than glibc (musl, or jemalloc preloaded) both knobs do nothing.
 """
