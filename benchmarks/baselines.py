@@ -21,15 +21,19 @@ def bare_save(image: pyvips.Image, fmt: str, defaults: Defaults) -> bytes:
     return image.heifsave_buffer(Q=defaults.quality, keep="none", compression="av1", effort=defaults.avif_effort)
 
 
-#: `python -c BARE_TORNADO_SERVER BODY_FILE PROCESSES`: a bare Tornado handler answering BODY_FILE's
+#: `python -c BARE_TORNADO_SERVER BODY_FILE PROCESSES [LAYER]`: bare Tornado answering BODY_FILE's
 #: bytes from memory on 127.0.0.1, in PROCESSES processes (one SO_REUSEPORT socket each; no fork for
-#: 1); prints its port once per process when that process listens
+#: 1); prints its port once per process when that process listens. LAYER `handler` (the default): a
+#: `tornado.web.RequestHandler`, as the node's handlers are; `connection`: an `HTTPMessageDelegate`
+#: that writes the response itself, below `tornado.web` (Tornado's HTTP server and nothing else)
 BARE_TORNADO_SERVER = r"""
-import asyncio, os, socket, sys
+import asyncio, os, socket, sys, time
 import tornado.process, tornado.web
+from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 body = open(sys.argv[1], "rb").read()
+layer = sys.argv[3] if len(sys.argv) > 3 else "handler"
 # a bound socket that never listens keeps the port ours; each process listens on its own socket
 reserved = socket.socket()
 reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -43,8 +47,18 @@ class Bare(tornado.web.RequestHandler):
     def get(self):
         self.set_header("Content-Type", "image/jpeg")
         self.finish(body)
+class Answer(httputil.HTTPMessageDelegate):
+    def __init__(self, connection):
+        self.connection = connection
+    def finish(self):  # the request read whole (answering before would close the connection)
+        self.connection.write_headers(httputil.ResponseStartLine("HTTP/1.1", 200, "OK"), httputil.HTTPHeaders(
+            {"Content-Type": "image/jpeg", "Content-Length": str(len(body)), "Date": httputil.format_timestamp(time.time())}), body)
+        self.connection.finish()
+class Connections(httputil.HTTPServerConnectionDelegate):
+    def start_request(self, server_conn, request_conn):
+        return Answer(request_conn)
 async def main():
-    server = HTTPServer(tornado.web.Application([(r"/.*", Bare)]))
+    server = HTTPServer(Connections() if layer == "connection" else tornado.web.Application([(r"/.*", Bare)]))
     server.add_sockets(bind_sockets(port, "127.0.0.1", reuse_port=True))
     os.write(1, f"{port}\n".encode())  # one write: the processes share the pipe
     await asyncio.Event().wait()

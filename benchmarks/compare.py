@@ -10,7 +10,9 @@ What runs, all on 127.0.0.1, started and stopped by this script:
   non-progressive JPEG; installed once into its own virtualenv under ~/.cache/edge-bench/, never
   into the project's;
 - bare pyvips: `thumbnail_buffer` + save with the node's encoder options, a 2-thread pool;
-- bare Tornado: 2 processes (one SO_REUSEPORT socket each) answering the node's cached bytes from memory;
+- bare Tornado: 2 processes (one SO_REUSEPORT socket each) answering the node's cached bytes from memory,
+  through a `RequestHandler`, and once more from Tornado's HTTP server alone (an `HTTPMessageDelegate`
+  writing the response: what no handler of `tornado.web` can undercut);
 - the bare Tornado service (`baselines.BARE_SERVICE_SERVER`): the least a Tornado image service does
   for a miss, 2 processes × 2 threads like the node, the file read and rendered with the node's
   shrink-on-load in one hand-off to a thread, no cache, metrics or log, glibc's allocator defaults:
@@ -88,6 +90,7 @@ MEMORY_SOURCE = (4000, 3000)
 CONNECTIONS = (16, 256)
 CONCURRENCY = 8
 NODE, THUMBOR, BARE_PYVIPS, BARE_TORNADO, NGINX = "node", "thumbor", "bare pyvips", "bare Tornado", "nginx"
+BARE_HTTP = "bare Tornado HTTP server"
 BARE_SERVICE = "bare Tornado service"
 REQUEST_TIMEOUT = 120
 START_TIMEOUT = 60
@@ -413,11 +416,15 @@ def start_baseline_server(stack: contextlib.ExitStack, name: str, script: str, a
     return service, url
 
 
-def start_bare_tornado(stack: contextlib.ExitStack, work: Path, body: bytes, processes: int) -> System:
+def start_bare_tornado(stack: contextlib.ExitStack, work: Path, body: bytes, processes: int,
+                       layer: str = "handler") -> System:
+    """`baselines.BARE_TORNADO_SERVER` answering `body`: through a RequestHandler (`handler`), or
+    from Tornado's HTTP server alone (`connection`)."""
     (work / "bare-body.jpg").write_bytes(body)
-    service, url = start_baseline_server(stack, BARE_TORNADO, BARE_TORNADO_SERVER,
-                                         [str(work / "bare-body.jpg"), str(processes)], processes, "/hit.jpg")
-    return System(BARE_TORNADO, [service.pid], hit_url=f"{url}/hit.jpg")
+    name = BARE_TORNADO if layer == "handler" else BARE_HTTP
+    service, url = start_baseline_server(stack, name, BARE_TORNADO_SERVER,
+                                         [str(work / "bare-body.jpg"), str(processes), layer], processes, "/hit.jpg")
+    return System(name, [service.pid], hit_url=f"{url}/hit.jpg")
 
 
 def start_bare_service(stack: contextlib.ExitStack, corpus: Path, processes: int) -> System:
@@ -679,7 +686,7 @@ class Bench:
         return [self.systems[name] for name in names[shift:] + names[:shift]]
 
     def hits(self) -> dict[tuple[str, int], list[HitRun]]:
-        names = [NODE, THUMBOR, BARE_TORNADO, NGINX]
+        names = [NODE, THUMBOR, BARE_TORNADO, BARE_HTTP, NGINX]
         results: dict[tuple[str, int], list[HitRun]] = {}
         stored = count_files(self.thumbor_results)
         for number in self.rounds("hits", self.plan.rounds):
@@ -779,7 +786,7 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
     for connections in CONNECTIONS:
         if (NODE, connections) not in hits:
             continue
-        rate = {name: hit(name, connections, "rate") for name in (NODE, THUMBOR, BARE_TORNADO, NGINX)}
+        rate = {name: hit(name, connections, "rate") for name in (NODE, THUMBOR, BARE_TORNADO, BARE_HTTP, NGINX)}
         cpu = {name: hit(name, connections, "cpu_us") for name in rate}
         errors = {name: sum(run.errors for run in hits[(name, connections)]) for name in rate}
 
@@ -788,9 +795,11 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
                                                                          if errors[name] else "")
         rows.append(Row(f"cache hit, {connections} connections", {
             NODE: cell(NODE), THUMBOR: cell(THUMBOR), BARE_PYVIPS: dash,
-            "bare": f"Tornado {cell(BARE_TORNADO)}; nginx {cell(NGINX)}"},
+            "bare": f"Tornado {cell(BARE_TORNADO)}; Tornado's HTTP server alone {cell(BARE_HTTP)}; nginx {cell(NGINX)}"},
             [("node/Tornado req/s", rate[NODE] / rate[BARE_TORNADO], "≥ 0.9", rate[NODE] / rate[BARE_TORNADO] >= 0.9),
              ("node/thumbor", rate[NODE] / rate[THUMBOR], "≥ 5", rate[NODE] / rate[THUMBOR] >= 5),
+             ("Tornado/thumbor", rate[BARE_TORNADO] / rate[THUMBOR], "", None),
+             ("HTTP server alone/thumbor", rate[BARE_HTTP] / rate[THUMBOR], "", None),
              ("CPU Tornado/node", cpu[BARE_TORNADO] / cpu[NODE], "", None)]))
         p50 = {name: hit(name, connections, "p50_ms") for name in rate}
         p99 = {name: hit(name, connections, "p99_ms") for name in rate}
@@ -905,7 +914,7 @@ def chart(path: Path, hits, cold, throughput, loads, settled, title: str) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {NODE: "#1f77b4", THUMBOR: "#ff7f0e", BARE_PYVIPS: "#2ca02c", BARE_TORNADO: "#9467bd", NGINX: "#7f7f7f",
+    colours = {NODE: "#1f77b4", THUMBOR: "#ff7f0e", BARE_PYVIPS: "#2ca02c", BARE_TORNADO: "#9467bd", BARE_HTTP: "#e377c2", NGINX: "#7f7f7f",
                BARE_SERVICE: "#8c564b"}
     figure, axes = plt.subplots(2, 2, figsize=(13, 9))
 
@@ -924,7 +933,7 @@ def chart(path: Path, hits, cold, throughput, loads, settled, title: str) -> Non
             return None
         return median([getattr(r, attribute) if attribute else r for r in data[key]])
 
-    bars(axes[0][0], [f"{c} connections" for c in CONNECTIONS], [NODE, THUMBOR, BARE_TORNADO, NGINX],
+    bars(axes[0][0], [f"{c} connections" for c in CONNECTIONS], [NODE, THUMBOR, BARE_TORNADO, BARE_HTTP, NGINX],
          lambda name, group: med(hits, (name, int(group.split()[0])), "rate"), "cache hits, req/s")
     axes[0][0].set_yscale("log")
     axes[0][1].set_title("")
@@ -1018,6 +1027,7 @@ def main() -> int:
                 raise RuntimeError("thumbor did not answer its hit URL")
         bench.systems = {NODE: node, THUMBOR: thumbor, BARE_PYVIPS: bench.bare.system,
                          BARE_TORNADO: start_bare_tornado(stack, work, body, 2),
+                         BARE_HTTP: start_bare_tornado(stack, work, body, 2, "connection"),
                          BARE_SERVICE: start_bare_service(stack, corpus, 2),
                          NGINX: start_static_nginx(stack, work, body)}
         print(f"measuring ({plan.rounds} rounds; node {node.base_url}, thumbor {thumbor.base_url})", flush=True)
