@@ -10,7 +10,8 @@ between happens here, in this order:
     cost         edge/transform/cost.py     the work the URL alone implies, held to [limits] max_cost
     plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
     lookup       edge/cache/                memory tier → output tier (and on a miss the originals tier, in the
-                                            same thread hand-off); a fresh HIT is answered here
+                                            same thread hand-off); a fresh HIT is answered here (a memoised
+                                            plan's memory-tier hit even before: `memory_hit`, edge/hits.py)
     flight       edge/flight.py             one producer per key for the whole node; others wait
       shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
       original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
@@ -155,6 +156,18 @@ class Pipeline:
             return Served(endpoint, source, output, signed_until=job.request.signed_until)
         except EdgeError as error:
             return Served(error.endpoint or endpoint, "miss", error=error)
+
+    def memory_hit(self, host: str, uri: str, accept: str | None) -> Served | None:
+        """`serve`'s answer when it needs no await: a request planned before (the memo) whose output
+        is fresh in the memory tier; else None, and nothing is counted (`serve` will be)."""
+        job = self._plans.get((host, uri, accept))
+        if job is None:
+            return None
+        cached = self._caches.output_in_memory(job.key)
+        if cached is None or not self._originals.is_fresh(cached.source):
+            return None
+        self._count("output", "hit")
+        return Served(job.endpoint, "hit", cached, signed_until=job.request.signed_until)
 
     def _plan(self, call: ImageCall) -> _Job:
         """Route, check the signature, parse, apply client hints, check the cost, plan the format, name

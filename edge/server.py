@@ -1,5 +1,7 @@
 """The Tornado application: `Node` (the per-process state, built once from the validated `Config`) and
 the handlers. `ImageHandler` is HTTP in and HTTP out; the request path itself is `edge/pipeline.py`.
+`edge/hits.py` answers fresh memory-tier hits in front of this application, with the helpers below
+(`count_image_answer`, `client_address`), so that both answer a hit alike.
 """
 
 from __future__ import annotations
@@ -167,8 +169,8 @@ class BaseHandler(tornado.web.RequestHandler):
         # named Tornado's version), and the request id (checked or made by `request_id`: no
         # `set_header` check needed)
         if self.request_id is None:
-            self.request_id = accesslog.request_id(_header(self.request.headers, "X-Request-Id"))
-        self._headers = httputil.HTTPHeaders({"Content-Type": "text/html; charset=UTF-8", "Date": _http_date(),
+            self.request_id = accesslog.request_id(header_value(self.request.headers, "X-Request-Id"))
+        self._headers = httputil.HTTPHeaders({"Content-Type": "text/html; charset=UTF-8", "Date": http_date(),
                                               "X-Request-Id": self.request_id})
         self._write_buffer = []
         self._status_code = 200
@@ -216,18 +218,14 @@ class ImageHandler(BaseHandler):
             self._serving.cancel()  # the flight goes on if other requests wait for the same work
 
     def on_finish(self) -> None:
-        node, status = self.node, self.get_status()
-        metrics = node.metrics
-        node.inflight -= 1
-        elapsed = self.request.request_time()
-        metrics.add(metrics.http_requests, (self.endpoint_label, str(status)))
-        metrics.observe(metrics.http_duration, (self.endpoint_label, self.cache_result), elapsed)
-        if status == 404:
-            metrics.add(metrics.not_found, (self.endpoint_label,))
+        self.node.inflight -= 1
+        count_image_answer(self.node.metrics, self.endpoint_label, self.get_status(), self.cache_result,
+                           self.request.request_time(), self.body_bytes)
 
     async def _serve(self) -> None:
         headers = self.request.headers
-        call = ImageCall(self.request.host, self.request.uri, self._query("tr"), _header(headers, "Accept"), headers)
+        call = ImageCall(self.request.host, self.request.uri, self._query("tr"), header_value(headers, "Accept"),
+                         headers)
         self._serving = task = asyncio.current_task()
         try:
             served = await self.node.pipeline.serve(call)
@@ -258,7 +256,7 @@ class ImageHandler(BaseHandler):
                               (X_CACHE, X_CACHE_VALUES[self.cache_result])))
         if self._query("ik-attachment") == "true":
             self.set_header("Content-Disposition", "attachment")
-        if _etag_matches(_header(self.request.headers, "If-None-Match"), output.etag):
+        if _etag_matches(header_value(self.request.headers, "If-None-Match"), output.etag):
             self.set_status(304)
             self.finish()
             return
@@ -267,8 +265,6 @@ class ImageHandler(BaseHandler):
             self.finish()
             return
         self.body_bytes = len(output.body)
-        metrics = self.node.metrics
-        metrics.add(metrics.response_bytes, (self.endpoint_label,), self.body_bytes)
         self.finish(output.body)
 
     def _send_error(self, error: EdgeError) -> None:
@@ -280,7 +276,24 @@ class ImageHandler(BaseHandler):
         self._send_plain(error.status, error.message, headers)
 
 
-def _header(headers: httputil.HTTPHeaders, name: str) -> str | None:
+def count_image_answer(metrics: Metrics, endpoint: str, status: int, cache: str, seconds: float,
+                       body_bytes: int) -> None:
+    """The metrics of an answered image request (`ImageHandler`, and `edge.hits` for its hits)."""
+    metrics.add(metrics.http_requests, (endpoint, str(status)))
+    metrics.observe(metrics.http_duration, (endpoint, cache), seconds)
+    if body_bytes:
+        metrics.add(metrics.response_bytes, (endpoint,), body_bytes)
+    if status == 404:
+        metrics.add(metrics.not_found, (endpoint,))
+
+
+def client_address(node: Node, remote_ip: str, headers: httputil.HTTPHeaders) -> str:
+    """The client the access log names: the peer, or what trusted proxies say it forwarded for."""
+    trusted = node.config.server.trusted_proxies
+    return accesslog.client_address(remote_ip, headers.get("X-Forwarded-For"), trusted) if trusted else remote_ip
+
+
+def header_value(headers: httputil.HTTPHeaders, name: str) -> str | None:
     """`headers.get(name)`, without the exception that a missing header costs there (1 µs, several times
     a request)."""
     return headers[name] if name in headers else None
@@ -289,7 +302,7 @@ def _header(headers: httputil.HTTPHeaders, name: str) -> str | None:
 _date_second, _date_text = -1, ""
 
 
-def _http_date() -> str:
+def http_date() -> str:
     """The `Date` header's value now, formatted at most once a second."""
     global _date_second, _date_text
     now = int(time.time())
@@ -425,10 +438,9 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     if not access_log.enabled or (not image and isinstance(handler, PROBES)
                                   and not node.config.server.access_log_probes):
         return
-    headers, trusted = request.headers, node.config.server.trusted_proxies
-    client = (accesslog.client_address(request.remote_ip, headers.get("X-Forwarded-For"), trusted) if trusted
-              else request.remote_ip)
-    access_log.write(request.method, request.path, handler.get_status(), request.request_time(), client,
-                     request.host, _header(headers, "User-Agent"), _header(headers, "Referer"), handler.request_id,
+    headers = request.headers
+    access_log.write(request.method, request.path, handler.get_status(), request.request_time(),
+                     client_address(node, request.remote_ip, headers), request.host,
+                     header_value(headers, "User-Agent"), header_value(headers, "Referer"), handler.request_id,
                      handler.edge_error, *((handler.endpoint_label, handler.cache_result, handler.body_bytes,
                                             handler.origin_name) if image else ()))

@@ -273,7 +273,7 @@ def preload() -> None:
     metrics client, the cache), so that forked workers share it. Call it after the metrics mode is
     chosen (PROMETHEUS_MULTIPROC_DIR set or not): prometheus-client picks its value store on import.
     Safe before a fork: importing starts no thread (libvips starts its own only to render)."""
-    from . import server  # noqa: F401
+    from . import hits, server  # noqa: F401
     gc.collect()  # the imports' garbage gone before it is frozen in place
 
 
@@ -284,6 +284,7 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
     from .httpserver import make_server
 
     memory.configure_allocator(config.server.malloc_arenas, config.server.memory_trim)  # before libvips' threads
+    from .hits import HitShortcut
     from .server import Node, make_app, make_metrics_app  # imported by the supervisor (`preload`)
 
     fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait)
@@ -299,7 +300,7 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
         if config.server.memory_trim:
             memory.trim()  # what starting freed (with the supervisor's: -2.7 MB after the first misses)
             trimming = asyncio.create_task(memory.trim_after_bursts(lambda: node.inflight == 0))
-        server = make_server(make_app(node), config.server)
+        server = make_server(HitShortcut(make_app(node), node), config.server)
         server.add_sockets(sockets)
         if metrics_sockets:
             make_server(make_metrics_app(node), config.server).add_sockets(metrics_sockets)

@@ -1,0 +1,111 @@
+"""Cache hits answered below `tornado.web`.
+
+Tornado's `RequestHandler` machinery (a handler object per request, its header checks, `finish`'s
+bookkeeping, the routing) costs about as much CPU as Tornado's HTTP server itself: answering the same
+bytes from memory, the HTTP server alone serves 1.6–1.7 × the requests a `RequestHandler` does
+(`benchmarks/compare.py`, "Tornado's HTTP server alone"). So `HitShortcut` sits between the HTTP
+server and the application: once a request has been read whole, a plain GET whose plan is memoised
+and whose output is fresh in the memory tier (`Pipeline.memory_hit`) is answered here, with the
+headers, metrics and access-log line `ImageHandler` gives a hit. Any other request goes to the
+application unchanged, as if the shortcut were not there: anything with a query (`?tr=`, signatures,
+`ik-attachment`), a body, a conditional header, another method or HTTP version, an unplanned URL,
+a disk hit or a miss.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import tornado.web
+from tornado import httputil
+
+from . import accesslog
+from .server import (CACHE_CONTROL, CONTENT_LENGTH, X_CACHE, X_CACHE_VALUES, Node, client_address, count_image_answer,
+                     header_value, http_date)
+
+log = logging.getLogger("edge.server")
+
+_OK = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
+#: request headers that need more than the shortcut does: a body, or a conditional answer
+_NOT_PLAIN = ("Content-Length", "Transfer-Encoding", "If-None-Match")
+
+
+class HitShortcut(httputil.HTTPServerConnectionDelegate):
+    """The node's image application, with fresh memory-tier hits answered before it (see the module)."""
+
+    def __init__(self, app: tornado.web.Application, node: Node):
+        self.app = app
+        self.node = node
+
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        return _Request(self, server_conn, request_conn)
+
+    def on_close(self, server_conn: object) -> None:
+        self.app.on_close(server_conn)
+
+
+class _Request(httputil.HTTPMessageDelegate):
+    __slots__ = ("_shortcut", "_server_conn", "_connection", "_start_line", "_headers", "_started", "_app")
+
+    def __init__(self, shortcut: HitShortcut, server_conn: object, connection: httputil.HTTPConnection):
+        self._shortcut = shortcut
+        self._server_conn = server_conn
+        self._connection = connection
+        self._start_line: httputil.RequestStartLine | None = None
+        self._headers: httputil.HTTPHeaders | None = None
+        self._started = 0.0
+        #: the application's delegate, once the request is handed to it
+        self._app: httputil.HTTPMessageDelegate | None = None
+
+    def headers_received(self, start_line, headers):
+        if (start_line.method != "GET" or start_line.version != "HTTP/1.1" or "?" in start_line.path
+                or any(name in headers for name in _NOT_PLAIN)):
+            return self._hand_over(start_line, headers)
+        self._start_line, self._headers, self._started = start_line, headers, time.time()
+        return None
+
+    def data_received(self, chunk):
+        return self._app.data_received(chunk)  # only a request with a body gets here: handed over
+
+    def finish(self) -> None:
+        if self._app is None and not self._answered():
+            self._hand_over(self._start_line, self._headers)
+        if self._app is not None:
+            self._app.finish()
+
+    def on_connection_close(self) -> None:
+        if self._app is not None:
+            self._app.on_connection_close()
+
+    def _hand_over(self, start_line, headers):
+        self._app = self._shortcut.app.start_request(self._server_conn, self._connection)
+        return self._app.headers_received(start_line, headers)
+
+    def _answered(self) -> bool:
+        """Answer the request if it is a fresh memory-tier hit; whether it was."""
+        node, start_line, headers = self._shortcut.node, self._start_line, self._headers
+        host = header_value(headers, "Host") or "127.0.0.1"  # as `HTTPServerRequest.host`
+        try:
+            served = node.pipeline.memory_hit(host, start_line.path, header_value(headers, "Accept"))
+        except Exception:  # a bug: the application answers (and logs what it finds)
+            log.exception("the hit shortcut failed; the request goes the usual way")
+            return False
+        if served is None:
+            return False
+        output = served.output
+        request_id = accesslog.request_id(header_value(headers, "X-Request-Id"))
+        response = httputil.HTTPHeaders({"Date": http_date(), "X-Request-Id": request_id})
+        response.update(output.headers)
+        response.update(((CACHE_CONTROL, node.cache_control(served.signed_until)), (X_CACHE, X_CACHE_VALUES["hit"]),
+                         (CONTENT_LENGTH, str(len(output.body)))))
+        self._connection.write_headers(_OK, response, output.body)
+        self._connection.finish()
+        seconds = time.time() - self._started
+        count_image_answer(node.metrics, served.endpoint, 200, "hit", seconds, len(output.body))
+        if node.access_log.enabled:
+            node.access_log.write("GET", start_line.path, 200, seconds,
+                                  client_address(node, self._connection.context.remote_ip, headers), host,
+                                  header_value(headers, "User-Agent"), header_value(headers, "Referer"), request_id,
+                                  None, served.endpoint, "hit", len(output.body), output.source.origin)
+        return True
