@@ -4,12 +4,12 @@ Tornado's `RequestHandler` machinery (a handler object per request, its header c
 bookkeeping, the routing) costs about as much CPU as Tornado's HTTP server itself: answering the same
 bytes from memory, the HTTP server alone serves 1.6–1.7 × the requests a `RequestHandler` does
 (`benchmarks/compare.py`, "Tornado's HTTP server alone"). So `HitShortcut` sits between the HTTP
-server and the application: once a request has been read whole, a plain GET whose plan is memoised
-and whose output is fresh in the memory tier (`Pipeline.memory_hit`) is answered here, with the
-headers, metrics and access-log line `ImageHandler` gives a hit. Any other request goes to the
-application unchanged, as if the shortcut were not there: anything with a query (`?tr=`, signatures,
-`ik-attachment`), a body, a conditional header, another method or HTTP version, an unplanned URL,
-a disk hit or a miss.
+server and the application: once a request has been read whole, a plain GET whose output is fresh
+in the memory tier (`Pipeline.memory_hit`: planned, or its plan memoised, on the IOLoop) is answered
+here, with the headers, metrics and access-log line `ImageHandler` gives a hit. Any other request
+goes to the application unchanged, as if the shortcut were not there: anything with a query (`?tr=`,
+signatures, `ik-attachment`), a body, a conditional header, another method or HTTP version, a URL
+that does not plan (answered, and counted, by the application), a disk hit or a miss.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import tornado.web
 from tornado import httputil
 
 from . import accesslog
-from .server import (CACHE_CONTROL, CONTENT_LENGTH, X_CACHE, X_CACHE_VALUES, Node, client_address, count_image_answer,
-                     header_value, http_date)
+from .pipeline import ImageCall
+from .server import (ADMIN_HANDLERS, CACHE_CONTROL, CONTENT_LENGTH, X_CACHE, X_CACHE_VALUES, Node, client_address,
+                     count_image_answer, header_value, http_date)
 
 log = logging.getLogger("edge.server")
 
@@ -60,7 +61,7 @@ class _Request(httputil.HTTPMessageDelegate):
 
     def headers_received(self, start_line, headers):
         if (start_line.method != "GET" or start_line.version != "HTTP/1.1" or "?" in start_line.path
-                or any(name in headers for name in _NOT_PLAIN)):
+                or start_line.path in ADMIN_HANDLERS or any(name in headers for name in _NOT_PLAIN)):
             return self._hand_over(start_line, headers)
         self._start_line, self._headers, self._started = start_line, headers, time.time()
         return None
@@ -87,7 +88,8 @@ class _Request(httputil.HTTPMessageDelegate):
         node, start_line, headers = self._shortcut.node, self._start_line, self._headers
         host = header_value(headers, "Host") or "127.0.0.1"  # as `HTTPServerRequest.host`
         try:
-            served = node.pipeline.memory_hit(host, start_line.path, header_value(headers, "Accept"))
+            served = node.pipeline.memory_hit(ImageCall(host, start_line.path, None, header_value(headers, "Accept"),
+                                                        headers))
         except Exception:  # a bug: the application answers (and logs what it finds)
             log.exception("the hit shortcut failed; the request goes the usual way")
             return False

@@ -10,8 +10,8 @@ between happens here, in this order:
     cost         edge/transform/cost.py     the work the URL alone implies, held to [limits] max_cost
     plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
     lookup       edge/cache/                memory tier → output tier (and on a miss the originals tier, in the
-                                            same thread hand-off); a fresh HIT is answered here (a memoised
-                                            plan's memory-tier hit even before: `memory_hit`, edge/hits.py)
+                                            same thread hand-off); a fresh HIT is answered here (a plain
+                                            GET's memory-tier hit even before: `memory_hit`, edge/hits.py)
     flight       edge/flight.py             one producer per key for the whole node; others wait
       shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
       original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
@@ -44,7 +44,7 @@ from urllib.parse import quote
 
 from .cache import CachedOutput, Caches, SourceInfo, original_key, output_key, strong_etag
 from .config import Config
-from .errors import BadGateway, EdgeError, InvalidTransformation, NothingToServe, UnprocessableSource
+from .errors import BadGateway, EdgeError, InvalidTransformation, NothingToServe, SignatureRefused, UnprocessableSource
 from .flight import SingleFlight
 from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalLookup, OriginalSource
@@ -132,7 +132,7 @@ class Pipeline:
     async def serve(self, call: ImageCall) -> Served:
         endpoint = "-"
         try:
-            job = self._plans.get((call.host, call.uri, call.accept)) or self._plan(call)
+            job = self._job(call)
             endpoint, key = job.endpoint, job.key
             version = self._caches.version(key)  # before the lookup: a store that races it shows
             cached, original = self._caches.output_in_memory(key), None
@@ -155,19 +155,26 @@ class Pipeline:
                 source = "miss" if self._originals.is_fresh(output.source) else "stale"
             return Served(endpoint, source, output, signed_until=job.request.signed_until)
         except EdgeError as error:
+            if isinstance(error, SignatureRefused):  # counted once answered: planning has no side effect
+                self._metrics.add(self._metrics.signature_refusals, (error.endpoint, error.reason))
             return Served(error.endpoint or endpoint, "miss", error=error)
 
-    def memory_hit(self, host: str, uri: str, accept: str | None) -> Served | None:
-        """`serve`'s answer when it needs no await: a request planned before (the memo) whose output
-        is fresh in the memory tier; else None, and nothing is counted (`serve` will be)."""
-        job = self._plans.get((host, uri, accept))
-        if job is None:
+    def memory_hit(self, call: ImageCall) -> Served | None:
+        """`serve`'s answer when it needs no await: the output fresh in the memory tier (the plan
+        memoised for the next request); else None, and nothing is counted (`serve` will be, errors
+        included)."""
+        try:
+            job = self._job(call)
+        except EdgeError:
             return None
         cached = self._caches.output_in_memory(job.key)
         if cached is None or not self._originals.is_fresh(cached.source):
             return None
         self._count("output", "hit")
         return Served(job.endpoint, "hit", cached, signed_until=job.request.signed_until)
+
+    def _job(self, call: ImageCall) -> _Job:
+        return self._plans.get((call.host, call.uri, call.accept)) or self._plan(call)
 
     def _plan(self, call: ImageCall) -> _Job:
         """Route, check the signature, parse, apply client hints, check the cost, plan the format, name

@@ -405,18 +405,19 @@ class StatusHandler(BaseHandler):
 PROBES = (HealthHandler, ReadyHandler, MetricsHandler)
 
 
+#: the paths that are not images, and their handlers (every other path is `ImageHandler`'s)
+ADMIN_HANDLERS = {"/_edge/health": HealthHandler, "/_edge/ready": ReadyHandler, "/_edge/purge": PurgeHandler,
+                  "/_edge/status": StatusHandler, "/metrics": MetricsHandler}
+
+
 def make_app(node: Node) -> tornado.web.Application:
     args = {"node": node}
-    admin = [
-        (r"/_edge/health", HealthHandler, args),
-        (r"/_edge/ready", ReadyHandler, args),
-        (r"/_edge/purge", PurgeHandler, args),
-        (r"/_edge/status", StatusHandler, args),
-        (r"/metrics", MetricsHandler, {**args, "here": node.config.server.metrics_port is None}),
-    ]
+    metrics_args = {**args, "here": node.config.server.metrics_port is None}
+    admin = [(path, handler, metrics_args if handler is MetricsHandler else args)
+             for path, handler in ADMIN_HANDLERS.items()]
     # images first, so that an image request is matched by one pattern, not six: every path but the
     # admin ones (which Tornado anchors at both ends)
-    images = "/(?!(?:" + "|".join(path.removeprefix("/") for path, *_ in admin) + ")$).*"
+    images = "/(?!(?:" + "|".join(path.removeprefix("/") for path in ADMIN_HANDLERS) + ")$).*"
     return tornado.web.Application(
         [(images, ImageHandler, args), *admin],
         log_function=_log_request,

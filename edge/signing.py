@@ -84,10 +84,11 @@ def _split(query: str) -> tuple[str, list[str], list[str]]:
 
 
 class SignatureCheck:
-    """Verifies the signatures of requests to endpoints with a `private_key`, counting refusals."""
+    """Verifies the signatures of requests to endpoints with a `private_key`. Refusals are counted
+    when they are answered (`Pipeline.serve`): planning a request has no side effect, so it may be
+    planned twice (`Pipeline.memory_hit`, then `serve`)."""
 
     def __init__(self, endpoints: Iterable[Endpoint], refusals: Counter | None, clock: Callable[[], float]):
-        self._refusals = refusals
         self._clock = clock
         #: per endpoint id: the current key, then the previous ones
         self._keys = {endpoint.id: tuple(_keyed(key.reveal())
@@ -132,10 +133,8 @@ class SignatureCheck:
         return int(expiry)
 
     def refused(self, endpoint: Endpoint, reason: str) -> SignatureRefused:
-        """The 401 for `reason`, counted and labelled with its endpoint (a Cloudinary-style endpoint's
-        refusals, checked by `edge.cloudinary_urls`, come through here too)."""
-        if self._refusals is not None:
-            self._refusals.labels(_label(endpoint), reason).inc()
+        """The 401 for `reason`, labelled with its endpoint (a Cloudinary-style endpoint's refusals,
+        checked by `edge.cloudinary_urls`, come through here too)."""
         error = SignatureRefused(reason)
         error.endpoint = _label(endpoint)
         return error
