@@ -8,8 +8,9 @@ server and the application: once a request has been read whole, a plain GET whos
 in the memory tier (`Pipeline.memory_hit`: planned, or its plan memoised, on the IOLoop) is answered
 here, with the headers, metrics and access-log line `ImageHandler` gives a hit. Any other request
 goes to the application unchanged, as if the shortcut were not there: anything with a query (`?tr=`,
-signatures, `ik-attachment`), a body, a conditional header, another method or HTTP version, a URL
-that does not plan (answered, and counted, by the application), a disk hit or a miss.
+signatures, `ik-attachment`), a body, a conditional header, another method or HTTP version, a target
+that is not an image path (an admin path, or not starting with `/`: the application's routes decide),
+a URL that does not plan (answered, and counted, by the application), a disk hit or a miss.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ class _Request(httputil.HTTPMessageDelegate):
         self._app: httputil.HTTPMessageDelegate | None = None
 
     def headers_received(self, start_line, headers):
-        if (start_line.method != "GET" or start_line.version != "HTTP/1.1" or "?" in start_line.path
-                or start_line.path in ADMIN_HANDLERS or any(name in headers for name in _NOT_PLAIN)):
+        path = start_line.path
+        if (start_line.method != "GET" or start_line.version != "HTTP/1.1" or not path.startswith("/")
+                or "?" in path or path in ADMIN_HANDLERS or any(name in headers for name in _NOT_PLAIN)):
             return self._hand_over(start_line, headers)
         self._start_line, self._headers, self._started = start_line, headers, time.time()
         return None

@@ -152,3 +152,19 @@ async def test_fresh_memory_hits_never_reach_the_application(node):
     finally:
         server.stop()
         await server.close_all_connections()
+
+
+@pytest.mark.parametrize("target", [PATH.removeprefix("/"), "http://{host}" + PATH])
+async def test_a_target_that_is_not_a_path_is_the_applications_to_answer(node, target):
+    """A target without the leading `/` (which the router alone would read as the image's path), or in
+    absolute form, never reaches the image handler's route: the shortcut must not answer it either."""
+    await fresh_in_memory(node)
+    host = node.url.removeprefix("http://")
+    reader, writer = await asyncio.open_connection(*host.split(":"))
+    try:
+        writer.write(f"GET {target.format(host=host)} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        await writer.drain()
+        status, headers, _ = await asyncio.wait_for(read_response(reader), 10)
+    finally:
+        writer.close()
+    assert status == 404 and "x-cache" not in headers
