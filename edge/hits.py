@@ -23,8 +23,8 @@ from tornado import httputil
 
 from . import accesslog
 from .pipeline import ImageCall
-from .server import (ADMIN_HANDLERS, CACHE_CONTROL, CONTENT_LENGTH, X_CACHE, X_CACHE_VALUES, Node, client_address,
-                     count_image_answer, header_value, http_date)
+from .server import (ADMIN_HANDLERS, CONTENT_LENGTH, Node, client_address, count_image_answer, header_value,
+                     http_date, image_headers)
 
 log = logging.getLogger("edge.server")
 
@@ -48,8 +48,6 @@ class HitShortcut(httputil.HTTPServerConnectionDelegate):
 
 
 class _Request(httputil.HTTPMessageDelegate):
-    __slots__ = ("_shortcut", "_server_conn", "_connection", "_start_line", "_headers", "_started", "_app")
-
     def __init__(self, shortcut: HitShortcut, server_conn: object, connection: httputil.HTTPConnection):
         self._shortcut = shortcut
         self._server_conn = server_conn
@@ -100,9 +98,8 @@ class _Request(httputil.HTTPMessageDelegate):
         output = served.output
         request_id = accesslog.request_id(header_value(headers, "X-Request-Id"))
         response = httputil.HTTPHeaders({"Date": http_date(), "X-Request-Id": request_id})
-        response.update(output.headers)
-        response.update(((CACHE_CONTROL, node.cache_control(served.signed_until)), (X_CACHE, X_CACHE_VALUES["hit"]),
-                         (CONTENT_LENGTH, str(len(output.body)))))
+        response.update(image_headers(node, output, served.signed_until, "hit"))
+        response[CONTENT_LENGTH] = str(len(output.body))
         self._connection.write_headers(_OK, response, output.body)
         self._connection.finish()
         seconds = time.time() - self._started

@@ -251,9 +251,7 @@ class ImageHandler(BaseHandler):
         self.origin_name = output.source.origin
         # Tornado's header map, filled without `set_header`'s checks of each value: these were
         # checked once, when the output was made (`CachedOutput.headers`), or are the node's own
-        self._headers.update(output.headers)
-        self._headers.update(((CACHE_CONTROL, self.node.cache_control(signed_until)),
-                              (X_CACHE, X_CACHE_VALUES[self.cache_result])))
+        self._headers.update(image_headers(self.node, output, signed_until, self.cache_result))
         if self._query("ik-attachment") == "true":
             self.set_header("Content-Disposition", "attachment")
         if _etag_matches(header_value(self.request.headers, "If-None-Match"), output.etag):
@@ -274,6 +272,13 @@ class ImageHandler(BaseHandler):
         if error.status == 404:
             headers["Cache-Control"] = self.node.not_found_cache_control
         self._send_plain(error.status, error.message, headers)
+
+
+def image_headers(node: Node, output: CachedOutput, signed_until: int | None,
+                  cache: str) -> tuple[tuple[str, str], ...]:
+    """An image answer's headers beyond `Date` and `X-Request-Id` (`ImageHandler`, and `edge.hits`
+    for its hits): the output's own, `Cache-Control` and `X-Cache`."""
+    return (*output.headers, (CACHE_CONTROL, node.cache_control(signed_until)), (X_CACHE, X_CACHE_VALUES[cache]))
 
 
 def count_image_answer(metrics: Metrics, endpoint: str, status: int, cache: str, seconds: float,
