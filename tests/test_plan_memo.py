@@ -1,6 +1,6 @@
 """The pipeline's memo of request plans (`edge.pipeline`): a repeated request skips routing, parsing and
 the cost check, and is never answered from a plan that no longer holds. Here: Accept under `f-auto`,
-the memo's bounds, and a config reload. Elsewhere, with URLs asked for again: client hints
+the memo's bounds, the memo of checked transformations that paths share, and a config reload. Elsewhere, with URLs asked for again: client hints
 (test_client_hints.py, one URL with several widths), an expired `ik-t` (test_signed_urls.py), purges
 (test_purge.py).
 """
@@ -43,6 +43,22 @@ async def test_the_memo_is_bounded(image_node, monkeypatch):
     assert [uri for _, uri, _ in plans] == [f"/tr:w-10/missing-{n}.jpg" for n in (2, 3, 4)]
     # ... counted on its endpoint, as before plans were remembered
     await scrape_when(image_node.url, "edge_http_requests_total", 1, endpoint="default", status="400")
+
+
+async def test_paths_share_one_checked_transformation(image_node, monkeypatch):
+    monkeypatch.setattr(pipeline, "TRANSFORMATION_MEMO_SIZE", 2)
+    transformations = image_node.node.pipeline._transformations
+    transformations.clear()
+    for n in range(3):
+        await fetch_image(image_node, f"/tr:w-10/missing-{n}.jpg", status=404)
+    assert list(transformations) == [("", "w-10", None, False)]
+    for width in (11, 12):
+        await fetch_image(image_node, f"/tr:w-{width}/missing-0.jpg", status=404)
+    assert [text for _, text, _, _ in transformations] == ["w-11", "w-12"]
+    for _ in range(2):  # too costly: refused every time, nothing remembered
+        response, _ = await fetch_image(image_node, "/tr:w-8000,h-8000,bl-100/photo.jpg", status=400)
+        assert b"max_cost" in response.body
+    assert [text for _, text, _, _ in transformations] == ["w-11", "w-12"]
 
 
 async def test_a_reload_changes_the_answer_of_a_remembered_url(tmp_path):
