@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +83,9 @@ def fill_keys(cache_dir: Path, url: str) -> None:
     """Store KEYS outputs (copies of one made by the node) as the node would have stored them."""
     urllib.request.urlopen(url + KEY_PATH.format(0), timeout=60).read()
     with diskcache.Cache(str(cache_dir / "outputs")) as outputs:
+        deadline = time.monotonic() + 30
+        while not len(outputs) and time.monotonic() < deadline:  # stored just after the response
+            time.sleep(0.01)
         (key,) = list(outputs.iterkeys())
         assert "\0k0/astronaut.jpg\0" in key, key
         body, tag = outputs.get(key, tag=True)
