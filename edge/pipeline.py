@@ -91,8 +91,8 @@ class Served:
 
 
 #: plans kept per process, first in first out (a plan is 0.7–3 kB: up to 3 MB when full; a memo miss
-#: costs the 20–30 µs of planning again, a tenth of a hit answered by edge/hits.py: benchmarks/README.md,
-#: "Hits below tornado.web", the long tail)
+#: costs ~8 µs of planning again, 4 % of a hit answered by edge/hits.py: benchmarks/README.md, "The
+#: long tail, second pass")
 PLAN_MEMO_SIZE = 1024
 #: a request whose Host, target and Accept are longer than this together is planned every time
 PLAN_MEMO_MAX_CHARS = 1024
