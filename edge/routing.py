@@ -93,7 +93,8 @@ class Router:
         path = _decode("/".join(segments))
         if not path and not allow_empty_path:
             raise NothingToServe("not found")
-        if "/./" in f"/{path}/" or "/../" in f"/{path}/":
+        delimited = f"/{path}/"
+        if "/./" in delimited or "/../" in delimited:
             # A dot segment would climb out of an origin's root, folder or base URL (a web server
             # normalises `/images/../admin`); no image an origin serves is named like that.
             raise NothingToServe("not found")

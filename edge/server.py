@@ -1,7 +1,7 @@
 """The Tornado application: `Node` (the per-process state, built once from the validated `Config`) and
 the handlers. `ImageHandler` is HTTP in and HTTP out; the request path itself is `edge/pipeline.py`.
 `edge/hits.py` answers fresh memory-tier hits in front of this application, with the helpers below
-(`count_image_answer`, `client_address`), so that both answer a hit alike.
+(`image_headers`, `count_image_answer`, `client_address`), so that both answer a hit alike.
 """
 
 from __future__ import annotations
