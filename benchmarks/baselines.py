@@ -21,11 +21,14 @@ def bare_save(image: pyvips.Image, fmt: str, defaults: Defaults) -> bytes:
     return image.heifsave_buffer(Q=defaults.quality, keep="none", compression="av1", effort=defaults.avif_effort)
 
 
-#: `python -c BARE_TORNADO_SERVER BODY_FILE PROCESSES [LAYER]`: bare Tornado answering BODY_FILE's
-#: bytes from memory on 127.0.0.1, in PROCESSES processes (one SO_REUSEPORT socket each; no fork for
-#: 1); prints its port once per process when that process listens. LAYER `handler` (the default): a
-#: `tornado.web.RequestHandler`, as the node's handlers are; `connection`: an `HTTPMessageDelegate`
-#: that writes the response itself, below `tornado.web` (Tornado's HTTP server and nothing else)
+#: `python -c BARE_TORNADO_SERVER BODY_FILE PROCESSES [LAYER [KEYS PATH_FORMAT]]`: bare Tornado answering
+#: BODY_FILE's bytes from memory on 127.0.0.1, in PROCESSES processes (one SO_REUSEPORT socket each; no
+#: fork for 1); prints its port once per process when that process listens. LAYER `handler` (the
+#: default): a `tornado.web.RequestHandler`, as the node's handlers are; `connection`: an
+#: `HTTPMessageDelegate` that writes the response itself, below `tornado.web` (Tornado's HTTP server and
+#: nothing else). With KEYS, it holds that many copies of the bytes, each its own allocation, in a dict by
+#: path (`PATH_FORMAT.format(n)`), as the node's memory tier holds a long tail of outputs; other paths get
+#: the first copy
 BARE_TORNADO_SERVER = r"""
 import asyncio, os, socket, sys, time
 import tornado.process, tornado.web
@@ -34,6 +37,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 body = open(sys.argv[1], "rb").read()
 layer = sys.argv[3] if len(sys.argv) > 3 else "handler"
+bodies = {sys.argv[5].format(n): bytes(bytearray(body)) for n in range(int(sys.argv[4]))} if len(sys.argv) > 5 else {}
 # a bound socket that never listens keeps the port ours; each process listens on its own socket
 reserved = socket.socket()
 reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -47,6 +51,10 @@ class Bare(tornado.web.RequestHandler):
     def get(self):
         self.set_header("Content-Type", "image/jpeg")
         self.finish(body)
+class Keyed(Bare):
+    def get(self):
+        self.set_header("Content-Type", "image/jpeg")
+        self.finish(bodies.get(self.request.path, body))
 class Answer(httputil.HTTPMessageDelegate):
     def __init__(self, connection):
         self.connection = connection
@@ -58,7 +66,8 @@ class Connections(httputil.HTTPServerConnectionDelegate):
     def start_request(self, server_conn, request_conn):
         return Answer(request_conn)
 async def main():
-    server = HTTPServer(Connections() if layer == "connection" else tornado.web.Application([(r"/.*", Bare)]))
+    handler = Keyed if bodies else Bare
+    server = HTTPServer(Connections() if layer == "connection" else tornado.web.Application([(r"/.*", handler)]))
     server.add_sockets(bind_sockets(port, "127.0.0.1", reuse_port=True))
     os.write(1, f"{port}\n".encode())  # one write: the processes share the pipe
     await asyncio.Event().wait()

@@ -6,7 +6,7 @@ A node in this process (one worker, one local origin, access log off) answers co
 original, of 1, 12 and 24 MP JPEGs to 300 px JPEG (compare.py's cold-miss sources). The pipeline's
 steps are timed from outside, by wrapping their coroutines: the lookups (`Caches.output_and`: the
 output's and, in the same thread, the original's), the original's fetch (`OriginalSource.current`), the render in its pool thread (`Renderer.render`) and the whole
-`Pipeline.serve`; `render_image` is also called directly, in this thread, on the same bytes. What the
+`Pipeline.serve`; `render_image` is also called directly, in this thread, on the same file's bytes. What the
 client waits beyond `serve` is HTTP (Tornado's server and client); what `serve` spends beyond its steps
 is the single flight, the plan and the hand-offs between threads. Medians, milliseconds.
 """
@@ -73,8 +73,9 @@ async def measure(misses: int, folder: Path) -> dict[str, dict[str, float]]:
                 if response.code != 200 or response.headers.get("X-Cache") != "MISS":
                     raise RuntimeError(f"{name}: {response.code} {response.headers.get('X-Cache')}")
                 await node.node.settle()  # the store after the response is not the next miss's cost
+                fresh = (corpus / name).read_bytes()  # the bytes the node rendered, read anew as it read them
                 started = time.perf_counter()
-                render_image(body, transformation, "jpg", Defaults(), Limits())
+                render_image(fresh, transformation, "jpg", Defaults(), Limits())
                 if number:
                     samples.setdefault("client", []).append(client)
                     samples.setdefault("render_image, direct", []).append((time.perf_counter() - started) * 1e3)

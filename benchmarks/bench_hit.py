@@ -11,7 +11,9 @@ steadier than throughput on a shared machine) and wrk's p99 latency.
   node), at 16 connections (goal ≥ 0.9), with how the requests spread over the node's workers; and
   p99 at 256 and 1000 connections (goal ≤ 1.2× bare).
 - `20k keys`: one node (one worker) answering 20 000 cached outputs read at random vs one hot key
-  (goal ≥ 0.97: what the LRU bookkeeping of a long tail of keys costs).
+  (goal ≥ 0.97: what the LRU bookkeeping of a long tail of keys costs); and one bare Tornado process
+  answering 20 000 copies of the same bytes from a dict by path, at random vs one: what a long tail
+  costs any server that holds it in memory (the CPU's caches), before the node does anything.
 
     .venv/bin/python -m benchmarks.bench_hit [--rounds 5] [--seconds 3] [--only 2-workers ...]
 """
@@ -79,8 +81,9 @@ def requests_per_worker(pids: list[int]) -> list[float]:
     return counts
 
 
-def fill_keys(cache_dir: Path, url: str) -> None:
-    """Store KEYS outputs (copies of one made by the node) as the node would have stored them."""
+def fill_keys(cache_dir: Path, url: str) -> bytes:
+    """Store KEYS outputs (copies of one made by the node) as the node would have stored them; that
+    output."""
     urllib.request.urlopen(url + KEY_PATH.format(0), timeout=60).read()
     with diskcache.Cache(str(cache_dir / "outputs")) as outputs:
         deadline = time.monotonic() + 30
@@ -92,6 +95,7 @@ def fill_keys(cache_dir: Path, url: str) -> None:
         with outputs.transact():
             for n in range(1, KEYS):
                 outputs.set(key.replace("k0/astronaut.jpg", f"k{n}/astronaut.jpg"), body, tag=tag)
+    return body
 
 
 def read_every_key(url: str, threads: int = 4) -> None:
@@ -154,13 +158,18 @@ def main() -> None:
                 shutil.copy(SAMPLES / "astronaut.jpg", work / "originals" / "k0")
                 keys = start_node(work / "keys", 1, memory_size="512MB", root=work / "originals")
                 servers.append(keys)
-                fill_keys(work / "keys" / "cache", keys.url)
+                (work / "key.jpg").write_bytes(fill_keys(work / "keys" / "cache", keys.url))
                 keys_pid = keys.worker_pids()[0]
                 read_every_key(keys.url)  # all in the memory tier
                 assert urllib.request.urlopen(keys.url + KEY_PATH.format(KEYS - 1)).headers["X-Cache"] == "HIT"
-                runs["20k keys: hot key"] = lambda: wrk_load(keys.url, keys_pid, args.seconds, script=scripts["hot"])
-                runs["20k keys: random"] = lambda: wrk_load(keys.url, keys_pid, args.seconds,
-                                                            script=scripts["random"])
+                bare_keys = ForkedServer.start(BARE_TORNADO_SERVER, [str(work / "key.jpg"), "1", "handler", str(KEYS),
+                                                                     KEY_PATH], 1)
+                servers.append(bare_keys)
+                for case, server, pids in (("20k keys", keys, keys_pid), ("20k keys, bare Tornado", bare_keys,
+                                                                          bare_keys.pids)):
+                    for target, script in (("hot key", scripts["hot"]), ("random", scripts["random"])):
+                        runs[f"{case}: {target}"] = lambda s=server, p=pids, f=script: wrk_load(
+                            s.url, p, args.seconds, script=f)
 
             results: dict[str, list[LoadResult]] = {name: [] for name in runs}
             spreads: list[list[float]] = []

@@ -74,7 +74,7 @@ class Router:
         `allow_empty_path`: a path prefix (to purge), which may be the whole endpoint and needs no signature."""
         raw_path, _, query = uri.partition("?")
         segments = raw_path.lstrip("/").split("/")
-        endpoint = self._by_host.get(_host_name(host)) if host else None
+        endpoint = self._by_host.get(_host_name(host)) if host and self._by_host else None
         if endpoint is None:
             endpoint = self._by_id.get(segments[0])
             if endpoint is not None:
@@ -87,8 +87,8 @@ class Router:
             return self._cloudinary(endpoint, segments, host, allow_empty_path)
         signed_until = None if allow_empty_path else self._signatures.verify(endpoint, "/".join(segments), query)
         transformation = None
-        if segments and _decode(segments[0]).startswith("tr:"):
-            transformation = _decode(segments[0])[3:]
+        if segments and (first := _decode(segments[0])).startswith("tr:"):
+            transformation = first[3:]
             segments = segments[1:]
         path = _decode("/".join(segments))
         if not path and not allow_empty_path:

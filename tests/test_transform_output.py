@@ -3,6 +3,7 @@ extension rule, pr, lo, md, cp, orig, n, di, and the limits."""
 
 import pytest
 
+from edge.transform.formats import path_format
 from tests.assets import close, pixel
 from tests.nodes import decode, loader, write_config
 from tests.transform_node import fetch_image, image_node, image_root, images_config  # noqa: F401
@@ -64,6 +65,14 @@ async def test_format_follows_the_extension_then_the_original(image_node):
     assert loader(response) == "jpegload"
     response, _ = await fetch_image(image_node, "/tr:w-20,f-webp/jpeg-named.png")
     assert loader(response) == "webpload"
+
+
+@pytest.mark.parametrize("path, fmt", [
+    ("shoe.JPG", "jpg"), ("a/b.c/shoe.large.webp", "webp"), ("shoe.jpeg", "jpg"), ("shoe..png", "png"),
+    ("a.jpg/shoe", None), (".jpg", None), ("a/..avif", None), ("shoe.", None), ("shoe.tiff", None), ("", None),
+])
+def test_the_extension_is_the_last_segment_s_as_posixpath_reads_it(path, fmt):
+    assert path_format(path) == fmt
 
 
 @pytest.mark.parametrize("path, frames", [("anim.gif", 5), ("anim.webp", 5)])

@@ -7,8 +7,6 @@ in the rest (`f-orig`, transparency for `f-auto` on browsers without WebP/AVIF, 
 
 from __future__ import annotations
 
-import posixpath
-
 MIME_TYPES = {
     "jpg": "image/jpeg",
     "png": "image/png",
@@ -48,9 +46,12 @@ SMALLEST = "smallest:"
 
 
 def path_format(path: str) -> str | None:
-    """The output format named by the request path's extension, if it is a known image extension."""
-    extension = posixpath.splitext(path)[1].lstrip(".").lower()
-    return EXTENSIONS.get(extension)
+    """The output format named by the request path's extension, if it is a known image extension
+    (`posixpath.splitext`'s, at half the price: it is on the path of every plan)."""
+    stem, _, extension = path[path.rfind("/") + 1:].rpartition(".")
+    if not stem.strip("."):  # no dot, or only leading ones (`.jpg`): no extension
+        return None
+    return EXTENSIONS.get(extension.lower())
 
 
 def plan_format(requested: str | None, path: str, accept: str | None, default_auto: bool = False,
