@@ -14,6 +14,8 @@ import pytest
 import pyvips
 
 from edge.config import Defaults, Limits
+from edge.errors import UnprocessableSource
+from edge.transform import render
 from edge.transform.options import parse_transformation
 from edge.transform.render import jpeg_shrink, probe, render_image
 from tests.photos import SIZE, marker_corner, photos  # noqa: F401 - the fixture
@@ -68,3 +70,19 @@ def test_turned_photos_shrink_upright(photos):
         output = rendered(photos.read(name), "w-300,h-200")
         assert (output.width, output.height) == (300, 200)
         assert marker_corner(output) == "top_left", orientation
+
+
+@pytest.mark.parametrize("tr", ["w-300", "w-300,rt-90", "w-500,fl-v", "w-1000"])
+def test_small_decodes_made_whole_give_the_streamed_pixels(photos, monkeypatch, tr):
+    """A decode within RANDOM_ACCESS_MAX_PIXELS (here 530x354 and 1060x708) is made whole in memory at
+    its first use, for less CPU than streaming it; the output is the streamed decode's, byte for byte."""
+    body = photos.read(photos.jpeg)
+    whole = render_image(body, parse_transformation(tr), "png", Defaults(), Limits()).body
+    monkeypatch.setattr(render, "RANDOM_ACCESS_MAX_PIXELS", 0)
+    assert render_image(body, parse_transformation(tr), "png", Defaults(), Limits()).body == whole
+
+
+def test_a_truncated_photo_made_whole_is_refused(photos):
+    body = photos.read(photos.jpeg)
+    with pytest.raises(UnprocessableSource):
+        render_image(body[: len(body) // 2], parse_transformation("w-300"), "jpg", Defaults(), Limits())
