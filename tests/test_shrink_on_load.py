@@ -82,6 +82,23 @@ def test_small_decodes_made_whole_give_the_streamed_pixels(photos, monkeypatch, 
     assert render_image(body, parse_transformation(tr), "png", Defaults(), Limits()).body == whole
 
 
+@pytest.mark.parametrize("tr, access", [("w-300", "random"), ("w-1000", "random"), ("w-2000", "sequential")])
+def test_only_decodes_within_the_bound_are_made_whole(photos, monkeypatch, tr, access):
+    """w-300 and w-1000 decode the 12 MP photo at 1/8 and 1/4 (0.19 and 0.75 MP): whole; w-2000 at 1/2
+    (3 MP): streamed. The loader is libvips' own, its arguments recorded on the way."""
+    asked = []
+    load = pyvips.Image.new_from_source
+
+    def recording(source, options, **kwargs):
+        asked.append(kwargs.get("access"))
+        return load(source, options, **kwargs)
+
+    monkeypatch.setattr(pyvips.Image, "new_from_source", staticmethod(recording))
+    output = rendered(photos.read(photos.jpeg), tr)
+    assert output.width == int(tr.removeprefix("w-"))
+    assert asked[-1] == getattr(pyvips.enums.Access, access.upper())
+
+
 def test_a_truncated_photo_made_whole_is_refused(photos):
     body = photos.read(photos.jpeg)
     with pytest.raises(UnprocessableSource):

@@ -49,9 +49,9 @@ _THUMBNAIL_LOAD_OPTIONS = "fail_on=truncated"
 _JPEG_LOADER = "jpegload_source"
 _JPEG_SHRINKS = (8, 4, 2)
 #: a JPEG shrunk on load to at most this many pixels is decoded whole into memory at its first use
-#: (random access: 3-4 MB at most) rather than streamed in strips: 4 % less CPU and 5-7 % more misses
-#: a second at 2000×1333 → 300 px (benchmarks/README.md, "Random access for small decodes"). Larger
-#: decodes stream, which holds only a few strips of them.
+#: (random access: 3-4 MB at most) rather than streamed in strips: 4-9 % less CPU and 7-8 % more misses
+#: a second at 2000×1333 → 300 px, nothing either way at 12 MP (benchmarks/README.md, "Random access
+#: for small decodes"). Larger decodes stream, which holds only a few strips of them.
 RANDOM_ACCESS_MAX_PIXELS = 2**20
 
 
