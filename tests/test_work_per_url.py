@@ -124,10 +124,13 @@ def test_a_render_keeps_about_one_core_busy(photos):
     """libvips runs one worker thread per render, so `transform_threads` bounds the cores image work
     uses (a blur on libvips' default of one thread per core kept both cores of a 2-core node busy)."""
     assert pyvips.concurrency_get() == 1
-    wall, cpu = time.perf_counter(), time.process_time()
-    render_image(photos.read(photos.medium), parse_transformation("bl-30"), "jpg", Defaults(), Limits())
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    assert cpu < 1.5 * wall  # more load on the machine only lowers this ratio
+    body, blur = photos.read(photos.medium), parse_transformation("bl-60")  # the blur most of the work
+    ratios = []
+    for _ in range(3):  # the least of three: threads that earlier tests left in this process add CPU
+        wall, cpu = time.perf_counter(), time.process_time()
+        render_image(body, blur, "jpg", Defaults(), Limits())
+        ratios.append((time.process_time() - cpu) / (time.perf_counter() - wall))
+    assert min(ratios) < 1.5  # 1.22-1.23 with one libvips thread a render; 1.73-1.81 with two
 
 
 def test_libvips_messages_never_call_into_python():
