@@ -103,3 +103,19 @@ def test_the_bare_tornado_service_renders_the_width_and_format_asked(tmp_path):
             assert image.width == 300 and image.get("vips-loader").startswith(loader)
     finally:
         service.stop()
+
+
+def test_side_by_side_runs_each_node_from_its_own_checkout(tmp_path):
+    """benchmarks/side_by_side.py: a node started in a revision's folder imports that revision (not the
+    installed working tree), its built-in origins included."""
+    from benchmarks.side_by_side import ROOT, checkout
+
+    imported = "import edge, edge_builtin_origins; print(edge.__file__); print(edge_builtin_origins.__file__)"
+    for revision, name in (("HEAD", "head"), (".", "working")):
+        folder = tmp_path / name
+        folder.mkdir()
+        tree = (folder / "tree" if revision == "HEAD" else ROOT).resolve()
+        files = subprocess.run([sys.executable, "-c", imported], cwd=checkout(revision, folder), check=True,
+                               capture_output=True, text=True).stdout.split()
+        assert [Path(file).resolve() for file in files] == [tree / "edge" / "__init__.py",
+                                                              tree / "plugins" / "__init__.py"]
