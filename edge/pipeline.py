@@ -22,8 +22,9 @@ between happens here, in this order:
                                             then the shared tier; the lease is held until stored
 
 The plan (route … key) depends only on the Host, the request target, Accept and the config, so the
-pipeline keeps the last `PLAN_MEMO_SIZE` plans by (Host, target, Accept) and a repeat request skips
-straight to the lookup. Not memoised: plans that read client hints (other headers), URLs signed with
+pipeline keeps the latest plans by (Host, target, Accept) and a repeat request skips straight to the
+lookup: as many as fit in a twentieth of `[cache] memory_size` (`PlanMemo`), so that the hits the
+memory tier answers are planned once. Not memoised: plans that read client hints (other headers), URLs signed with
 an expiry (`ik-t`: the clock), errors (counted and answered afresh), and requests larger than
 `PLAN_MEMO_MAX_CHARS`. A config reload starts new workers, hence new memos; a purge changes what is
 cached, never a plan. Beyond the plan memo (a long tail of URLs), the checked transformation is
@@ -39,7 +40,7 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field, replace
 from functools import partial
 from urllib.parse import quote
@@ -90,10 +91,13 @@ class Served:
     signed_until: int | None = None
 
 
-#: plans kept per process, first in first out (a plan is 0.7–3 kB: up to 3 MB when full; a memo miss
-#: costs ~8 µs of planning again, 4 % of a hit answered by edge/hits.py: benchmarks/README.md, "The
-#: long tail, second pass")
-PLAN_MEMO_SIZE = 1024
+#: the plan memo's share of `[cache] memory_size`: 1/20, 3.2 MB a worker by default (~4000 plans of
+#: short URLs). A plan the memo no longer holds costs ~8 µs again, 25 µs in a busy server, 10 % of a
+#: hit answered by edge/hits.py: 20 000 keys read at random ran at 0.79-0.85 of one hot key with 1024
+#: plans and 0.95-1.02 with all of them memoised (benchmarks/README.md, "The long tail, fourth pass")
+PLAN_MEMO_SHARE = 20
+#: the plan memo's budget however small the memory tier (off included): ~1300 plans of short URLs
+PLAN_MEMO_MIN_BYTES = 10**6
 #: a request whose Host, target and Accept are longer than this together is planned every time
 PLAN_MEMO_MAX_CHARS = 1024
 #: checked transformations kept per process, for the plans the plan memo does not hold (a site uses
@@ -118,6 +122,47 @@ class _Job:
     key: str
 
 
+class PlanMemo:
+    """Plans by (Host, request target, Accept), first in first out within a byte budget: a plan costs
+    about `PLAN_BYTES` plus `PLAN_BYTES_PER_CHAR` for each character of its key (measured with
+    tracemalloc: 760 B for a 46-character key, 4.3 kB for 936; its strings appear again in the route,
+    the path and the cache keys), so long URLs, a hostile client's included, hold fewer plans."""
+
+    PLAN_BYTES = 600
+    PLAN_BYTES_PER_CHAR = 4
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self._plans: OrderedDict[tuple[str, str, str | None], _Job] = OrderedDict()
+        self._bytes = 0
+        self.get = self._plans.get  # the hit path's lookup, without a call of ours in between
+
+    def remember(self, key: tuple[str, str, str | None], job: _Job) -> None:
+        """Keep `job`, dropping the oldest plans beyond the budget. `key` is not held: a request is
+        planned only when the memo has no plan for it."""
+        self._plans[key] = job
+        self._bytes += self._cost(key)
+        while self._bytes > self.budget:
+            self._bytes -= self._cost(self._plans.popitem(last=False)[0])
+
+    def clear(self) -> None:
+        self._plans.clear()
+        self._bytes = 0
+
+    def __iter__(self) -> Iterator[tuple[str, str, str | None]]:
+        return iter(self._plans)
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def values(self) -> ValuesView[_Job]:
+        return self._plans.values()
+
+    def _cost(self, key: tuple[str, str, str | None]) -> int:
+        host, uri, accept = key
+        return self.PLAN_BYTES + self.PLAN_BYTES_PER_CHAR * (len(host) + len(uri) + len(accept or ""))
+
+
 class Pipeline:
     def __init__(self, config: Config, router: Router, caches: Caches, originals: OriginalSource,
                  flights: SingleFlight, renderer: Renderer, metrics: Metrics, shared: SharedTier | None = None):
@@ -133,7 +178,7 @@ class Pipeline:
                                  for origin in config.origins if origin.settings.canonical_base_url}
         self._takes_host = {e.id: any(origin.takes_request_host for origin in e.origins) for e in config.endpoints}
         #: (Host, request target, Accept) → the request's plan (see the module's doc)
-        self._plans: OrderedDict[tuple[str, str, str | None], _Job] = OrderedDict()
+        self._plans = PlanMemo(max(config.cache.memory_size // PLAN_MEMO_SHARE, PLAN_MEMO_MIN_BYTES))
         #: (endpoint, `tr:` text, `?tr=` text, named only) → the transformation and its canonical text
         self._transformations: OrderedDict[tuple[str, str | None, str | None, bool],
                                            tuple[Transformation, str]] = OrderedDict()
@@ -209,7 +254,7 @@ class Pipeline:
         job = _Job(endpoint, request, transformation, planned_format, vary_accept, hints.vary, host, original, key)
         if (hints is NO_HINTS and request.signed_until in (None, NO_EXPIRY)
                 and len(call.host) + len(call.uri) + len(call.accept or "") <= PLAN_MEMO_MAX_CHARS):
-            _remember(self._plans, (call.host, call.uri, call.accept), job, PLAN_MEMO_SIZE)
+            self._plans.remember((call.host, call.uri, call.accept), job)
         return job
 
     def _transformation(self, request: ImageRequest, query: str | None) -> tuple[Transformation, str]:

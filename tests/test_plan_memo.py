@@ -11,6 +11,8 @@ import signal
 from tornado.httpclient import AsyncHTTPClient
 
 from edge import pipeline
+from edge.config import load_config
+from edge.pluginmanager import load_plugins
 from tests.nodes import NodeProcess, decode, loader, local_config, write_config
 from tests.scrape import scrape_when
 from tests.test_signals import gone
@@ -30,10 +32,12 @@ async def test_f_auto_follows_each_requests_accept(image_node):
 
 
 async def test_the_memo_is_bounded(image_node, monkeypatch):
-    monkeypatch.setattr(pipeline, "PLAN_MEMO_SIZE", 3)
     plans = image_node.node.pipeline._plans
+    assert plans.budget == image_node.node.config.cache.memory_size // pipeline.PLAN_MEMO_SHARE
     plans.clear()
-    for n in range(5):  # not found, after planning: each a plan
+    await fetch_image(image_node, "/tr:w-10/missing-0.jpg", status=404)  # not found, after planning: a plan
+    monkeypatch.setattr(plans, "budget", 3 * plans._bytes)  # room for three plans of such URLs
+    for n in range(1, 5):
         await fetch_image(image_node, f"/tr:w-10/missing-{n}.jpg", status=404)
     assert [uri for _, uri, _ in plans] == [f"/tr:w-10/missing-{n}.jpg" for n in (2, 3, 4)]
     long_name = "x" * pipeline.PLAN_MEMO_MAX_CHARS
@@ -43,6 +47,27 @@ async def test_the_memo_is_bounded(image_node, monkeypatch):
     assert [uri for _, uri, _ in plans] == [f"/tr:w-10/missing-{n}.jpg" for n in (2, 3, 4)]
     # ... counted on its endpoint, as before plans were remembered
     await scrape_when(image_node.url, "edge_http_requests_total", 1, endpoint="default", status="400")
+
+
+def test_the_memo_holds_fewer_plans_of_long_urls():
+    """The budget is in bytes, each plan's estimated from its key: a hostile client's long URLs hold
+    fewer plans, and the memo stays within its budget whatever it holds."""
+    memo = pipeline.PlanMemo(budget=20_000)
+    for n in range(100):
+        memo.remember(("cdn.example.com", f"/tr:w-100/photos/k{n}.jpg", None), None)
+    short = len(memo)
+    for n in range(100):
+        memo.remember(("cdn.example.com", f"/tr:w-100/{'x' * 900}{n}.jpg", "image/avif,*/*"), None)
+    assert [uri[-6:] for _, uri, _ in memo] == [f"{n}.jpg".rjust(6, "x") for n in range(100 - len(memo), 100)]
+    assert short > 4 * len(memo) > 0
+    assert memo._bytes == sum(map(memo._cost, memo)) <= memo.budget
+
+
+def test_the_budget_follows_the_memory_tier(tmp_path):
+    for memory_size, budget in (("64MB", 3_200_000), ("512MB", 25_600_000), ("0", pipeline.PLAN_MEMO_MIN_BYTES)):
+        config = load_config(write_config(tmp_path, local_config(before=f'[cache]\ndir = "c"\nmemory_size = "{memory_size}"\n')),
+                             load_plugins())
+        assert pipeline.Pipeline(config, *[None] * 6)._plans.budget == budget
 
 
 async def test_paths_share_one_checked_transformation(image_node, monkeypatch):
