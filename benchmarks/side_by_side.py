@@ -1,6 +1,8 @@
-"""Two versions of the node loaded at the same time: miss throughput and CPU per miss, A against B.
+"""Two versions of the node side by side: miss throughput and CPU per miss under load, or single cold
+misses, A against B.
 
     .venv/bin/python -m benchmarks.side_by_side B [A] [--rounds 6] [--misses 240] [--source 2000x1333]
+    .venv/bin/python -m benchmarks.side_by_side B [A] --cold 30 [--gap 1.0] [--source 1224x816]
 
 A and B are git revisions of this repository (`.` is the working tree, A's default). Alternating runs
 of one node cannot resolve a change of less than ~10 % on a shared 2-core machine: its speed drifts by
@@ -12,11 +14,17 @@ its own checkout (`git archive`; its `plugins/` as `edge_builtin_origins`) with 
 installed dependencies. Per round and as medians: misses a second, and CPU per miss (the node's
 process tree, read from /proc, including its stores after the answers); and in how many rounds B
 took less CPU a miss than A.
+
+`--cold N`: instead, N single cold misses on each node, one at a time, a new connection each, `--gap`
+seconds apart (the machine idle in between, as a node between two requests often is: every hand-off
+between threads then wakes a sleeping one), A and B alternating; the client's time, medians and
+quartiles, and in how many of the N pairs B answered first.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -52,7 +60,7 @@ def checkout(revision: str, into: Path) -> Path:
     return path
 
 
-def main(b: str, a: str, rounds: int, misses: int, source: tuple[int, int]) -> None:
+def main(b: str, a: str, rounds: int, misses: int, source: tuple[int, int], cold: int, gap: float) -> None:
     photo = photo_jpeg(*source)
     with tempfile.TemporaryDirectory() as work:
         nodes: dict[str, tuple[NodeProcess, Path]] = {}
@@ -72,6 +80,8 @@ def main(b: str, a: str, rounds: int, misses: int, source: tuple[int, int]) -> N
                     (corpus / f"warm-{k}.jpg").write_bytes(unique_jpeg(photo, f"warm-{k}"))
                     paths.append(f"/tr:w-{WIDTH}/warm-{k}.jpg")
                 fetch_all(node.url, paths, CONCURRENCY)
+            if cold:
+                return _cold(nodes, photo, cold, gap, f"A = {a}, B = {b}")
             results: dict[str, list[tuple[float, float]]] = {name: [] for name in nodes}
             print(f"A = {a}, B = {b}; {misses} new {source[0]}x{source[1]} JPEGs a round and node → {WIDTH} px JPEG, "
                   f"both at once, concurrency {CONCURRENCY} each")
@@ -89,6 +99,28 @@ def main(b: str, a: str, rounds: int, misses: int, source: tuple[int, int]) -> N
         print(f"{name}: median {rate:.1f} img/s, {cpu:.2f} ms CPU a miss")
     lower = sum(b_cpu < a_cpu for (_, a_cpu), (_, b_cpu) in zip(results["A"], results["B"]))
     print(f"B took less CPU a miss than A in {lower} of {rounds} rounds")
+
+
+def _cold(nodes: dict[str, tuple[NodeProcess, Path]], photo: bytes, count: int, gap: float, title: str) -> None:
+    """`count` single cold misses on each node, alternating, `gap` seconds apart; the client's time."""
+    times: dict[str, list[float]] = {name: [] for name in nodes}
+    for number in range(count):
+        for name in nodes if number % 2 == 0 else reversed(nodes):
+            node, corpus = nodes[name]
+            (corpus / f"cold-{number}.jpg").write_bytes(unique_jpeg(photo, f"cold-{name}-{number}"))
+            time.sleep(gap)  # a bound, not a synchronisation: the machine idle between requests
+            started = time.perf_counter()
+            [(status, cache, _)] = fetch_all(node.url, [f"/tr:w-{WIDTH}/cold-{number}.jpg"], 1)
+            times[name].append((time.perf_counter() - started) * 1e3)
+            if (status, cache) != (200, "MISS"):
+                raise RuntimeError(f"node {name}: the cold request answered {status} {cache}")
+    print(f"{title}; {count} single cold misses each, {len(photo) // 1000} kB JPEG → {WIDTH} px JPEG, {gap} s apart, "
+          "a new connection each")
+    for name, values in times.items():
+        low, middle, high = statistics.quantiles(values, n=4)
+        print(f"{name}: median {middle:.2f} ms, quartiles {low:.2f}-{high:.2f}")
+    first = sum(b < a for a, b in zip(times["A"], times["B"]))
+    print(f"B answered first in {first} of {count} pairs")
 
 
 def _round(nodes: dict[str, tuple[NodeProcess, Path]], photo: bytes, number: int,
@@ -131,6 +163,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--misses", type=int, default=240, help="new originals per node and round")
     parser.add_argument("--source", default="2000x1333", help="the originals' size, WIDTHxHEIGHT")
+    parser.add_argument("--cold", type=int, default=0, help="single cold misses per node instead of rounds")
+    parser.add_argument("--gap", type=float, default=1.0, help="seconds between two cold misses")
     arguments = parser.parse_args()
     width, height = (int(side) for side in arguments.source.split("x"))
-    main(arguments.b, arguments.a, arguments.rounds, arguments.misses, (width, height))
+    main(arguments.b, arguments.a, arguments.rounds, arguments.misses, (width, height), arguments.cold, arguments.gap)
