@@ -24,9 +24,9 @@ between happens here, in this order:
 The plan (route … key) depends only on the Host, the request target, Accept and the config, so the
 pipeline keeps the latest plans by (Host, target, Accept) and a repeat request skips straight to the
 lookup: as many as fit in a twentieth of `[cache] memory_size` (`PlanMemo`), so that the hits the
-memory tier answers are planned once. Not memoised: plans that read client hints (other headers), URLs signed with
-an expiry (`ik-t`: the clock), errors (counted and answered afresh), and requests larger than
-`PLAN_MEMO_MAX_CHARS`. A config reload starts new workers, hence new memos; a purge changes what is
+memory tier answers are planned once. Not memoised: plans that read client hints (other headers),
+URLs signed with an expiry (`ik-t`: the clock), errors (counted and answered afresh), and requests
+larger than `PLAN_MEMO_MAX_CHARS`. A config reload starts new workers, hence new memos; a purge changes what is
 cached, never a plan. Beyond the plan memo (a long tail of URLs), the checked transformation is
 memoised by its texts, which many paths share: a new URL's plan costs ~8 µs, routing most of it.
 

@@ -65,8 +65,8 @@ def test_the_memo_holds_fewer_plans_of_long_urls():
 
 def test_the_budget_follows_the_memory_tier(tmp_path):
     for memory_size, budget in (("64MB", 3_200_000), ("512MB", 25_600_000), ("0", pipeline.PLAN_MEMO_MIN_BYTES)):
-        config = load_config(write_config(tmp_path, local_config(before=f'[cache]\ndir = "c"\nmemory_size = "{memory_size}"\n')),
-                             load_plugins())
+        text = local_config(before=f'[cache]\ndir = "c"\nmemory_size = "{memory_size}"\n')
+        config = load_config(write_config(tmp_path, text), load_plugins())
         assert pipeline.Pipeline(config, *[None] * 6)._plans.budget == budget
 
 
