@@ -94,10 +94,10 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
     if loader not in INPUT_LOADERS and not (loader == SVG_LOADER and limits.allow_svg):
         raise UnprocessableSource()
     frames = image.get("n-pages") if image.get_typeof("n-pages") else 1
-    if image.width * image.height > limits.max_source_pixels or frames > limits.max_frames:
+    width, height = image.width, image.height  # each read is a round of calls into libvips
+    if width * height > limits.max_source_pixels or frames > limits.max_frames:
         raise BadRequest("source too large")
     orientation = image.get("orientation") if image.get_typeof("orientation") else 1
-    width, height = image.width, image.height
     if orientation in _SWAPS_SIDES:
         width, height = height, width
     return ImageHeader(loader, width, height, image.hasalpha(), frames,
@@ -251,11 +251,12 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
             image = _render_steps(source, steps, limits.max_output_side, draw)
             frame_height = image.height
         image = output_colour(image, output.colour_profile)
+        width = image.width
         formats = final_formats(planned_format, header.loader, image.hasalpha(), animated)
         # candidates of the smallest: those whose own limit the output fits (WebP: 16383 px)
-        formats = [f for f in formats if max(image.width, frame_height) <= max_side(f, limits.max_output_side)] \
+        formats = [f for f in formats if max(width, frame_height) <= max_side(f, limits.max_output_side)] \
             or formats[:1]
-        check_side(image.width, frame_height, max_side(formats[0], limits.max_output_side))
+        check_side(width, frame_height, max_side(formats[0], limits.max_output_side))
         if len(formats) > 1:  # encoded several times: decoded and transformed once
             image = in_memory(image)
         flatten_on = next((step.colour for step in reversed(steps) if step.colour), WHITE)
@@ -269,7 +270,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         stopping.check()  # a stopped render fails inside libvips: report why it was stopped
         # libvips reports some truncations only while writing, so the encode is inside this try too.
         raise UnprocessableSource() from None
-    return Rendered(encoded, fmt, image.width, frame_height, strong_etag(encoded))
+    return Rendered(encoded, fmt, width, frame_height, strong_etag(encoded))
 
 
 class Renderer:
