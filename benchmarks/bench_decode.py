@@ -15,7 +15,6 @@ decoder's draft flag on (the fast IDCT, no fancy upsampling) is shown too. Pillo
 from __future__ import annotations
 
 import argparse
-import io
 import time
 from collections.abc import Callable
 
@@ -23,24 +22,13 @@ import pyvips
 from PIL import Image, features
 
 from benchmarks.common import median
+from benchmarks.decoders import libvips_decode, pillow_decode
 from tests.imagecorpus import photo_jpeg
 
 SOURCES = {"2000×1333": (2000, 1333), "4000×3000": (4000, 3000)}
 #: decodes per median: enough for a stable CPU reading, bounded
 ITERATIONS = {"2000×1333": 30, "4000×3000": 10}
 SCALES = (1, 2, 4, 8)
-
-
-def libvips_decode(body: bytes, scale: int) -> None:
-    pyvips.Image.new_from_buffer(body, "", shrink=scale, access="sequential").write_to_memory()
-
-
-def pillow_decode(body: bytes, scale: int, fast: bool = False) -> None:
-    image = Image.open(io.BytesIO(body))
-    image.draft("RGB", (image.width // scale, image.height // scale))
-    if fast:  # the decoder's own draft flag: JDCT_FASTEST and no fancy upsampling (Pillow leaves it off)
-        image.decoderconfig = (image.decoderconfig[0], 1)
-    image.load()
 
 
 def cpu_ms(decode: Callable[[], None], iterations: int) -> float:

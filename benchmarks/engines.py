@@ -52,14 +52,12 @@ if engine in %(pillow)r:
         output = io.BytesIO()
         image.resize(size, Image.Resampling.LANCZOS).save(output, "JPEG", quality=QUALITY, optimize=True)
         return output.getvalue()
-    def pillow_decode():
-        image = Image.open(io.BytesIO(body))
-        image.draft("RGB", (image.width // scale, image.height // scale))
-        image.load()
-    work = {%(pillow_render)r: pillow_render, %(pillow_decode)r: pillow_decode}[engine]
+    from benchmarks.decoders import pillow_decode
+    work = {%(pillow_render)r: pillow_render, %(pillow_decode)r: lambda: pillow_decode(body, scale)}[engine]
 else:
     import pyvips
     from benchmarks.baselines import bare_save
+    from benchmarks.decoders import libvips_decode
     from edge.config import Defaults, Limits
     from edge.transform.options import parse_transformation
     from edge.transform.render import render_image  # sets one libvips thread per render, as the node runs
@@ -68,8 +66,7 @@ else:
     work = {
         %(node_render)r: lambda: render_image(body, transformation, "jpg", defaults, Limits()),
         %(bare_pyvips)r: lambda: bare_save(pyvips.Image.thumbnail_buffer(body, WIDTH), "jpg", defaults),
-        %(vips_decode)r: lambda: pyvips.Image.new_from_buffer(body, "", shrink=scale,
-                                                             access="sequential").copy_memory(),
+        %(vips_decode)r: lambda: libvips_decode(body, scale),
     }[engine]
 for _ in range(2):
     work()
