@@ -1,6 +1,6 @@
 """Side by side, one command: the node against thumbor, bare pyvips, bare Tornado and nginx.
 
-    .venv/bin/python -m benchmarks.compare [--quick] [--rounds N] [--only hits|memory]
+    .venv/bin/python -m benchmarks.compare [--quick] [--rounds N] [--only hits|cold|memory]
 
 What runs, all on 127.0.0.1, started and stopped by this script:
 - the node: `edge serve --workers 2`, one local origin over a folder of generated photos;
@@ -29,7 +29,8 @@ misses of 1, 12 and 24 MP JPEGs to 300 px; miss throughput to 300 px JPEG, WebP 
 system's processes) idle, at peak and after a 12 MP miss load. CPU, RSS and PSS are read from /proc.
 
 Writes benchmarks/results/compare.md and compare.png (`--quick`: compare-quick.*; `--only hits`, the
-cache-hit rows alone: compare-hits.*; `--only memory`, the memory rows alone: compare-memory.*) and,
+cache-hit rows alone: compare-hits.*; `--only cold`, the cold-miss rows alone: compare-cold.*; `--only
+memory`, the memory rows alone: compare-memory.*) and,
 after a full run, the table in README.md between its `compare:start`/`compare:end` markers.
 
 Needs: wrk and nginx (Debian: `apt-get install wrk nginx`), matplotlib (`pip install -e '.[bench]'`),
@@ -984,9 +985,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds per measure (default 5; --quick 2)")
     parser.add_argument("--budget", type=float, default=14, help="minutes after which no new round starts")
     parser.add_argument("--output", type=Path, default=RESULTS, help="folder for compare.md and compare.png")
-    parser.add_argument("--only", choices=["hits", "memory"],
-                        help="only the cache-hit rows, or only the memory rows (writes compare-hits.md/.png, "
-                             "compare-memory.md/.png)")
+    parser.add_argument("--only", choices=["hits", "cold", "memory"],
+                        help="only the cache-hit rows, the cold-miss rows or the memory rows (writes "
+                             "compare-hits.md/.png, compare-cold.md/.png, compare-memory.md/.png)")
     return parser.parse_args()
 
 
@@ -1035,6 +1036,9 @@ def main() -> int:
         if args.only == "hits":
             idle, loads, settled, cold, throughput, engine_costs = {}, {}, {}, {}, {}, {}
             hits = bench.hits()
+        elif args.only == "cold":
+            idle, loads, settled, hits, throughput, engine_costs = {}, {}, {}, {}, {}, {}
+            cold = bench.cold()
         elif args.only == "memory":
             hits, cold, throughput, engine_costs = {}, {}, {}, {}
             idle, loads, settled = bench.memory()
