@@ -106,14 +106,15 @@ async def until(condition, what: str, timeout: float = START_TIMEOUT) -> None:
         await asyncio.sleep(0.01)
 
 
-async def until_stored(cache_dir: Path, outputs: int) -> None:
-    """Wait (bounded) until a node's output tier under `cache_dir` holds `outputs` entries. A node stores
-    after answering: a request for the same URL that reaches another worker before the store lands
-    waits for it and is answered as a miss, so a test that expects a hit asks again only once this holds."""
-    with diskcache.Cache(str(cache_dir / "outputs")) as tier:
+async def until_stored(cache_dir: Path, entries: int, tier: str = "outputs") -> None:
+    """Wait (bounded) until the tier `tier` (its folder's name) under a node's `cache_dir` holds `entries`
+    entries. A node stores after answering: a request for the same URL that reaches another worker
+    before the store lands waits for it and is answered as a miss, so a test that expects a hit asks
+    again only once this holds."""
+    with diskcache.Cache(str(cache_dir / tier)) as cache:
         async def stored():
-            return len(tier) >= outputs
-        await until(stored, f"{outputs} outputs stored")
+            return len(cache) >= entries
+        await until(stored, f"{entries} entries stored in {tier}")
 
 
 def decode(response: HTTPResponse, *, all_frames: bool = False) -> pyvips.Image:

@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.assets import colour, solid
-from tests.nodes import NodeProcess, web_config, write_config
+from tests.nodes import NodeProcess, until_stored, web_config, write_config
 from tests.scrape import samples, scrape_when
 from tests.servers import HTTPOrigin
 
@@ -37,6 +37,9 @@ async def metrics_after_a_known_sequence(tmp_path_factory):
             sent.append(len(response.body))
 
         await get("/tr:w-50/a.jpg", 200)  # output miss, original miss, origin found, transform
+        # stored after the answer: until then a request on the other worker waits for the store (a coalesced miss)
+        await until_stored(tmp_path / "cache", 1)
+        await until_stored(tmp_path / "cache", 1, tier="originals")
         for _ in range(3):
             await get("/tr:w-50/a.jpg", 200)  # output hits
         await get("/tr:w-60/a.jpg", 200)  # output miss, original hit, transform
