@@ -28,10 +28,9 @@ misses of 1, 12 and 24 MP JPEGs to 300 px; miss throughput to 300 px JPEG, WebP 
 `X-Cache` and the files thumbor's result storage gains prove it); PSS and RSS (sums over each
 system's processes) idle, at peak and after a 12 MP miss load. CPU, RSS and PSS are read from /proc.
 
-Writes benchmarks/results/compare.md and compare.png (`--quick`: compare-quick.*; `--only hits`, the
-cache-hit rows alone: compare-hits.*; `--only cold`, the cold-miss rows alone: compare-cold.*; `--only
-memory`, the memory rows alone: compare-memory.*) and,
-after a full run, the table in README.md between its `compare:start`/`compare:end` markers.
+Writes benchmarks/results/compare.md and compare.png (`--quick`: compare-quick.*; `--only hits`, `cold`
+or `memory`, those rows alone: compare-hits.*, compare-cold.*, compare-memory.*) and, after a full run,
+the table in README.md between its `compare:start`/`compare:end` markers.
 
 Needs: wrk and nginx (Debian: `apt-get install wrk nginx`), matplotlib (`pip install -e '.[bench]'`),
 python3-venv and PyPI (thumbor's virtualenv, ~2 min the first time; reused after). A full run
@@ -1033,19 +1032,14 @@ def main() -> int:
                          BARE_SERVICE: start_bare_service(stack, corpus, 2),
                          NGINX: start_static_nginx(stack, work, body)}
         print(f"measuring ({plan.rounds} rounds; node {node.base_url}, thumbor {thumbor.base_url})", flush=True)
-        if args.only == "hits":
-            idle, loads, settled, cold, throughput, engine_costs = {}, {}, {}, {}, {}, {}
-            hits = bench.hits()
-        elif args.only == "cold":
-            idle, loads, settled, hits, throughput, engine_costs = {}, {}, {}, {}, {}, {}
-            cold = bench.cold()
-        elif args.only == "memory":
-            hits, cold, throughput, engine_costs = {}, {}, {}, {}
-            idle, loads, settled = bench.memory()
-        else:
+        idle, loads, settled, hits, cold, throughput, engine_costs = {}, {}, {}, {}, {}, {}, {}
+        if args.only in (None, "memory"):
             idle, loads, settled = bench.memory()  # first: idle memory before any other load
+        if args.only in (None, "hits"):
             hits = bench.hits()
+        if args.only in (None, "cold"):
             cold = bench.cold()
+        if args.only is None:
             throughput = bench.throughput()
             print("  the engines alone", flush=True)
             engine_costs = engines.measure(venv / "bin" / "python", plan.rounds, work)
