@@ -26,9 +26,10 @@ pipeline keeps the latest plans by (Host, target, Accept) and a repeat request s
 lookup: as many as fit in a twentieth of `[cache] memory_size` (`PlanMemo`), so that the hits the
 memory tier answers are planned once. Not memoised: plans that read client hints (other headers),
 URLs signed with an expiry (`ik-t`: the clock), errors (counted and answered afresh), and requests
-larger than `PLAN_MEMO_MAX_CHARS`. A config reload starts new workers, hence new memos; a purge changes what is
-cached, never a plan. Beyond the plan memo (a long tail of URLs), the checked transformation is
-memoised by its texts, which many paths share: a new URL's plan costs ~8 µs, routing most of it.
+larger than `PLAN_MEMO_MAX_CHARS`. A config reload starts new workers, hence new memos; a purge
+changes what is cached, never a plan. Beyond the plan memo (a long tail of URLs), the checked
+transformation is memoised by its texts, which many paths share: a new URL's plan costs ~8 µs,
+routing most of it.
 
 Cancellation: when the client goes away the handler cancels the task awaiting `serve`; the single
 flight then cancels the work (origin fetch, transform) if no other request waits for it.
@@ -94,8 +95,8 @@ class Served:
 #: the plan memo's share of `[cache] memory_size`: 1/20, 3.2 MB a worker by default (~4000 plans of
 #: short URLs). A plan the memo no longer holds costs ~8 µs again, 25 µs in a busy server, 10 % of a
 #: hit answered by edge/hits.py: 20 000 keys read at random ran at 0.79-0.86 of one hot key with 1024
-#: plans and 0.86-1.03 (median 0.97, 7 runs) with all of them memoised (benchmarks/README.md,
-#: "The long tail, fourth pass")
+#: plans and 0.81-1.03 (median 0.92, 9 runs) with all of them memoised (benchmarks/README.md,
+#: "The long tail, fourth pass" and "No regression elsewhere (fifth pass)")
 PLAN_MEMO_SHARE = 20
 #: the plan memo's budget however small the memory tier (off included): ~1300 plans of short URLs
 PLAN_MEMO_MIN_BYTES = 10**6
