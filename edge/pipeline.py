@@ -95,7 +95,7 @@ class Served:
 #: the plan memo's share of `[cache] memory_size`: 1/20, 3.2 MB a worker by default (~4000 plans of
 #: short URLs). A plan the memo no longer holds costs ~8 µs again, 25 µs in a busy server, 10 % of a
 #: hit answered by edge/hits.py: 20 000 keys read at random ran at 0.79-0.86 of one hot key with 1024
-#: plans and 0.81-1.03 (median 0.92, 9 runs) with all of them memoised (benchmarks/README.md,
+#: plans and 0.81-1.03 (median 0.92, 13 runs) with all of them memoised (benchmarks/README.md,
 #: "The long tail, fourth pass" and "No regression elsewhere (fifth pass)")
 PLAN_MEMO_SHARE = 20
 #: the plan memo's budget however small the memory tier (off included): ~1300 plans of short URLs
