@@ -110,16 +110,16 @@ class OriginalSource:
         if looked_up.missing:
             raise NothingToServe("not found")
         stored = looked_up.stored
-        if stored is not None and self.is_fresh(stored.info):
+        if stored is not None and stored.kept and self.is_fresh(stored.info):
             self._count("original", "hit")
             return CurrentOriginal.known(Freshness.FRESH, stored.info, stored.body)
-        self._count("original", "miss" if stored is None else "stale")
+        self._count("original", "stale" if stored is not None and stored.kept else "miss")
         try:
             return await self._flights.run(key, partial(self._fetch, request, host, key, stored),
-                                           partial(self._fresh_stored, key), partial(self._keep, key),
+                                           partial(self._fresh_stored, key), partial(self._keep, key, stored),
                                            seen=looked_up.version)
         except BadGateway as failure:
-            if stored is None:
+            if stored is None or not stored.kept:
                 raise
             log.warning("origin failed (%s); using the stale original of %r", failure.message, request.path)
             return CurrentOriginal.known(Freshness.STALE, stored.info, stored.body)
@@ -137,21 +137,22 @@ class OriginalSource:
     async def _fresh_stored(self, key: str) -> CurrentOriginal | None:
         """What another worker's flight stored for `key`, if it is fresh."""
         stored = await self._caches.io(self._caches.originals.get, key)
-        if stored is None or not self.is_fresh(stored.info):
+        if stored is None or not stored.kept or not self.is_fresh(stored.info):
             return None
         return CurrentOriginal.known(Freshness.FRESH, stored.info, stored.body)
 
     async def _fetch(self, request: ImageRequest, host: str | None, key: str,
                      stored: StoredOriginal | None) -> CurrentOriginal:
-        """A single flight's work: ask the origin chain (conditionally when a version is stored)."""
+        """A single flight's work: ask the origin chain (conditionally when the bytes are stored)."""
         caches = self._caches
         now = self._clock()
-        known = stored.info if stored is not None else None
+        known = stored.info if stored is not None else None  # its version, whether the bytes are kept or not
         try:
             found = await chain.fetch_first(
                 request.endpoint.origins, request.path, host=host, max_bytes=self._max_bytes,
                 metrics=self._metrics,
-                known=chain.Known(known.origin, Validators(known.etag, known.last_modified)) if known else None)
+                known=chain.Known(known.origin, Validators(known.etag, known.last_modified))
+                if known and stored.kept else None)
         except NotModified:
             assert stored is not None
             return CurrentOriginal.known(Freshness.UNCHANGED, replace(stored.info, checked_at=now), stored.body)
@@ -175,10 +176,14 @@ class OriginalSource:
             await caches.io(caches.outputs.delete_prefix, key)
         return fetched
 
-    async def _keep(self, key: str, original: CurrentOriginal) -> None:
-        """The fetched (or confirmed) original into the originals tier: after the requests have it."""
+    async def _keep(self, key: str, stored: StoredOriginal | None, original: CurrentOriginal) -> None:
+        """The fetched (or confirmed) original into the originals tier, after the requests have it; of a
+        `local` file only its version, when it is new (`stored`: what the tier held before)."""
+        info = await original.info()
         if original.worth_keeping:
-            await self._caches.store(key, StoredOriginal(await original.info(), original.body))
+            await self._caches.store(key, StoredOriginal(info, original.body))
+        elif stored is None or stored.info.version != info.version:
+            await self._caches.store(key, StoredOriginal(info, b"", kept=False))
 
     def _forget_missing(self, key: str, now: float) -> None:
         """No origin has the path (any more): drop what was cached for it, remember the answer (blocking)."""

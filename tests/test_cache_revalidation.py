@@ -11,6 +11,7 @@ import pytest
 
 from edge.cache import strong_etag
 from tests.assets import centre_colour, colour, same_colour, solid
+from tests.imagecorpus import photo_jpeg
 from tests.nodes import decode, local_config, until, web_config, write_config
 from tests.scrape import total
 from tests.servers import HTTPOrigin
@@ -189,3 +190,49 @@ async def test_a_local_original_is_known_by_its_mtime_and_size(node_factory, tmp
     await node.node.settle()
     assert original.body == shoe.read_bytes() and original.headers["ETag"] == strong_etag(original.body)
     assert (await node.fetch("/tr:orig-true/shoe.jpg")).headers["X-Cache"] == "HIT"  # stored whole
+
+
+async def test_a_local_file_replaced_in_place_drops_the_outputs_of_the_old_one(node_factory, tmp_path):
+    """A size read from a local file that changed drops every output of the old file at once, as new
+    bytes from any origin do: sizes made before are not served from the old photo beside new sizes
+    made from the new one until `original_ttl`. (The originals tier keeps a local file's version, not
+    its bytes.)"""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / "photo.jpg"
+    photo.write_bytes(photo_jpeg(4000, 3000))
+    node = await node_factory(write_config(tmp_path, local_config(folder)))
+    for path in ("/tr:w-300/photo.jpg", "/photo.jpg?tr=h-100", "/tr:orig-true/photo.jpg"):
+        assert (await node.fetch(path)).headers["X-Cache"] == "MISS"
+        assert (await node.fetch(path)).headers["X-Cache"] == "HIT"
+
+    replacement = folder / "replacement.jpg"
+    replacement.write_bytes(photo_jpeg(3000, 4000))
+    os.replace(replacement, photo)
+    wider = await node.fetch("/tr:w-301/photo.jpg")
+    assert wider.headers["X-Cache"] == "MISS" and (decode(wider).width, decode(wider).height) == (301, 401)
+    for path, size in (("/tr:w-300/photo.jpg", (300, 400)), ("/photo.jpg?tr=h-100", (75, 100))):
+        answer = await node.fetch(path)
+        assert answer.headers["X-Cache"] == "MISS" and (decode(answer).width, decode(answer).height) == size
+        assert (await node.fetch(path)).headers["X-Cache"] == "HIT"
+    original = await node.fetch("/tr:orig-true/photo.jpg")
+    assert original.headers["X-Cache"] == "MISS" and original.body == photo.read_bytes()
+    assert metric(node, "edge_transform_duration_seconds_count") == 5  # 2 old sizes, 3 new ones
+
+
+async def test_an_untouched_local_file_keeps_its_outputs_and_writes_its_version_once(node_factory, tmp_path):
+    """The version of a local file goes into the originals tier once, with no bytes: new sizes of an
+    unchanged file neither drop the outputs made before nor write it again."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "photo.jpg").write_bytes(photo_jpeg(4000, 3000))
+    node = await node_factory(write_config(tmp_path, local_config(folder)))
+    await node.fetch("/tr:w-300/photo.jpg")
+    (key,) = list(node.node.caches.originals._handles[1].iterkeys())
+    record = node.node.caches.originals.get(key)
+    assert (record.kept, record.body) == (False, b"")
+    written = node.node.caches.version(key)
+    for width in (301, 302, 303):
+        assert (await node.fetch(f"/tr:w-{width}/photo.jpg")).headers["X-Cache"] == "MISS"
+    assert (await node.fetch("/tr:w-300/photo.jpg")).headers["X-Cache"] == "HIT"
+    assert node.node.caches.version(key) == written  # nothing stored under the original's key since

@@ -72,8 +72,9 @@ async def test_warm_then_every_url_is_a_hit_and_cache_stats_sees_them(node):
     assert stats.returncode == 0, stats.stderr
     found = json.loads(stats.stdout)
     tiers = {t["tier"]: t for t in found["tiers"]}
-    # a local origin's originals are read from its folder, never copied into the originals tier
-    assert (tiers["output"]["entries"], tiers["original"]["entries"], tiers["not_found"]["entries"]) == (4, 0, 1)
+    # a local origin's originals are read from its folder, never copied into the originals tier: it
+    # keeps their versions alone (coffee, camera, chelsea)
+    assert (tiers["output"]["entries"], tiers["original"]["entries"], tiers["not_found"]["entries"]) == (4, 3, 1)
     assert tiers["output"]["bytes"] > sum(len(a.body) for a in answers)
     assert tiers["output"]["budget"] == 2 * 10**9 and tiers["output"]["oldest_stored"] <= tiers["output"]["least_recently_used"] + 5
     assert found["top_originals"] == [{"endpoint": "", "path": "coffee.jpg", "host": None, "outputs": 2},

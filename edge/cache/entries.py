@@ -54,10 +54,13 @@ class SourceInfo:
 
 @dataclass(frozen=True)
 class StoredOriginal:
-    """An original as the originals tier holds it."""
+    """An original as the originals tier holds it: its bytes, or for a file of a `local` origin what is
+    known about it alone (`kept` False, an empty body: the folder holds the bytes), so that a read of
+    new bytes there still drops the outputs of the old ones."""
 
     info: SourceInfo
     body: bytes
+    kept: bool = True
 
 
 @dataclass(frozen=True)

@@ -345,16 +345,20 @@ class OriginalTier(DiskTier):
         if found is None:
             return None
         body, meta = found
+        kept = meta.pop("kept", True) is not False
         try:
-            original = StoredOriginal(_source(meta), body)
+            original = StoredOriginal(_source(meta), body, kept)
         except TypeError:  # written by an older version of the node
             return None
-        if not hashes_to(body, original.info.version):
+        if kept and not hashes_to(body, original.info.version):
             return self._damaged(key)
         return original
 
     def put(self, key: str, original: StoredOriginal) -> None:
-        self._put(key, original.body, _fields(original.info))
+        meta = _fields(original.info)
+        if not original.kept:  # (an older node reading this finds an unknown field: a miss)
+            meta["kept"] = False
+        self._put(key, original.body, meta)
 
 
 class NotFoundTier(DiskTier):
