@@ -10,6 +10,27 @@ secret, a traceback or anything that varies between identical causes.
 
 from __future__ import annotations
 
+#: how `one_line` writes the control characters that have a common short escape
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def one_line(text: str) -> str:
+    """`text` as one printable line, for an error body, a header value or a log: every character that
+    is not printable (control characters such as CR, LF, NUL and DEL, the line and paragraph
+    separators, format characters, unassigned code points) written as an escape (`\\r`, `\\n`, `\\t`,
+    `\\x00`, `\\u2028`), so that a message quoting a client's input can neither add a line to a body
+    nor a header to an answer. Printable text, spaces included, is kept as it is."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
 
 class EdgeError(Exception):
     """An error with a client-facing status and one-line message."""

@@ -9,7 +9,8 @@ in the memory tier (`Pipeline.memory_hit`: planned, or its plan memoised, on the
 here, with the headers, metrics and access-log line `ImageHandler` gives a hit. Any other request
 goes to the application unchanged, as if the shortcut were not there: anything with a query (`?tr=`,
 signatures, `ik-attachment`), a body, a conditional header, another method or HTTP version, a target
-that is not an image path (an admin path, or not starting with `/`: the application's routes decide),
+that is not an image path (an admin path, or not starting with `/`: the application's routes decide;
+an absolute-form target reaches here as its path already, `edge.httpserver`), no `Host`,
 a URL that does not plan (answered, and counted, by the application), a disk hit or a miss.
 """
 
@@ -23,14 +24,16 @@ from tornado import httputil
 
 from . import accesslog
 from .pipeline import ImageCall
-from .server import (ADMIN_HANDLERS, CONTENT_LENGTH, Node, client_address, count_image_answer, header_value,
-                     http_date, image_headers)
+from .server import (ADMIN_HANDLERS, CONTENT_LENGTH, LARGE_BODY, Node, client_address, count_image_answer,
+                     header_value, http_date, image_headers)
 
 log = logging.getLogger("edge.server")
 
 _OK = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
 #: request headers that need more than the shortcut does: a body, or a conditional answer
 _NOT_PLAIN = ("Content-Length", "Transfer-Encoding", "If-None-Match")
+#: the header an HTTP/1.1 request must have: without it, the application's 400 (RFC 9112 3.2)
+_HOST = "Host"
 
 
 class HitShortcut(httputil.HTTPServerConnectionDelegate):
@@ -61,7 +64,8 @@ class _Request(httputil.HTTPMessageDelegate):
     def headers_received(self, start_line, headers):
         path = start_line.path
         if (start_line.method != "GET" or start_line.version != "HTTP/1.1" or not path.startswith("/")
-                or "?" in path or path in ADMIN_HANDLERS or any(name in headers for name in _NOT_PLAIN)):
+                or "?" in path or path in ADMIN_HANDLERS or any(name in headers for name in _NOT_PLAIN)
+                or _HOST not in headers):
             return self._hand_over(start_line, headers)
         self._start_line, self._headers, self._started = start_line, headers, time.time()
         return None
@@ -86,7 +90,7 @@ class _Request(httputil.HTTPMessageDelegate):
     def _answered(self) -> bool:
         """Answer the request if it is a fresh memory-tier hit; whether it was."""
         node, start_line, headers = self._shortcut.node, self._start_line, self._headers
-        host = header_value(headers, "Host") or "127.0.0.1"  # as `HTTPServerRequest.host`
+        host = headers[_HOST]  # as `HTTPServerRequest.host` (an absolute-form target's authority: edge.httpserver)
         try:
             served = node.pipeline.memory_hit(ImageCall(host, start_line.path, None, header_value(headers, "Accept"),
                                                         headers))
@@ -100,7 +104,11 @@ class _Request(httputil.HTTPMessageDelegate):
         response = httputil.HTTPHeaders({"Date": http_date(), "X-Request-Id": request_id})
         response.update(image_headers(node, output, served.signed_until, "hit"))
         response[CONTENT_LENGTH] = str(len(output.body))
-        self._connection.write_headers(_OK, response, output.body)
+        if len(output.body) > LARGE_BODY:  # not joined to the header block: no copy of the body (server.LARGE_BODY)
+            self._connection.write_headers(_OK, response)
+            self._connection.write(output.body)
+        else:
+            self._connection.write_headers(_OK, response, output.body)
         self._connection.finish()
         seconds = time.time() - self._started
         count_image_answer(node.metrics, served.endpoint, 200, "hit", seconds, len(output.body))

@@ -13,7 +13,11 @@ has no setting for:
   checked against `Content-Length` before any of the body is read;
 - a cap on open connections: beyond it a connection gets a fixed 503 and is closed, never read;
 - at the fd limit (EMFILE), accepting pauses for a moment instead of spinning, and says so once;
-- `drain()`: stop accepting, close idle connections, let requests in progress finish (bounded).
+- `drain()`: stop accepting, close idle connections, let requests in progress finish (bounded);
+- an absolute-form request target (`GET http://img.example.com/tr:w-300/a.jpg HTTP/1.1`, which a
+  server must accept, RFC 9112 3.2.2) made the origin-form one (`/tr:w-300/a.jpg`) with its
+  authority as the `Host` (the RFC: the target's authority replaces the Host header), before the hit
+  shortcut or the application see it; Tornado's routing knows only paths.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import re
 import resource
 import socket
 import time
@@ -50,6 +55,33 @@ SWEEP_SECONDS = 1.0
 
 #: the paths of `edge.server.make_app` that take a request body
 ADMIN_PATHS = ("/_edge/purge",)
+#: an absolute-form request target of the schemes the node serves: its authority, and what follows it
+_ABSOLUTE_FORM = re.compile(r"[hH][tT][tT][pP][sS]?://([^/?#]*)([/?].*)?", re.DOTALL)
+#: an authority the node takes as the Host: a name or an IPv4 address, or an IPv6 literal, with an
+#: optional port; no user information (RFC 9110 4.2.4: an error), no comma (Tornado refuses it in Host)
+_AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+;=%-]+)(?::[0-9]*)?")
+
+
+def origin_form(start_line: httputil.RequestStartLine,
+                headers: httputil.HTTPHeaders) -> httputil.RequestStartLine:
+    """The request line with an absolute-form target (`http://host:port/path?query`) made the
+    origin-form one (`/path?query`), `headers`' `Host` made the target's authority. A target that is
+    anything else, or an absolute one with a scheme other than http(s), user information or no host,
+    is returned as it is (the application answers a target that is not a path with a 400). An
+    HTTP/1.1 request without any `Host` keeps that lack (Tornado's 400, RFC 9112 3.2)."""
+    target = start_line.path
+    if target.startswith("/"):
+        return start_line
+    match = _ABSOLUTE_FORM.fullmatch(target)
+    if match is None or not _AUTHORITY.fullmatch(match[1]):
+        return start_line
+    if "Host" in headers or start_line.version == "HTTP/1.0":
+        headers["Host"] = match[1]
+    rest = match[2] or ""
+    return httputil.RequestStartLine(start_line.method, rest if rest.startswith("/") else "/" + rest,
+                                     start_line.version)
+
+
 #: bytes read from a connection at a time. Tornado zeroes a new buffer of this size for every read
 #: (two a request: the request and the read that finds no more), 64 kB by default: 128 kB written per
 #: cache hit to read a request of a few hundred bytes. Headers larger than this take more reads.
@@ -239,6 +271,7 @@ class _Limited(httputil.HTTPMessageDelegate):
         if self._state is not None:
             self._state.busy = True
         settings = self._server.settings
+        start_line = origin_form(start_line, headers)
         path = start_line.path.split("?", 1)[0]
         if path not in self._server.large_body_paths:
             # Tornado refuses a larger Content-Length (400, connection closed) before reading the body,

@@ -42,9 +42,11 @@ def authorized(authorization: str | None, token: Secret) -> bool:
 def parse_body(body: bytes) -> dict[str, str]:
     """`{"url": "..."}` or `{"prefix": "..."}`, or a 400 that says what is wrong."""
     try:
-        return parse_target(json.loads(body))
-    except (ValueError, UnicodeDecodeError):
+        target = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: arrays or objects nested deeper than Python's recursion limit (`[[[[…`)
         raise BadRequest('expected a JSON body: {"url": "..."} or {"prefix": "..."}') from None
+    return parse_target(target)
 
 
 def parse_target(target: Any) -> dict[str, str]:

@@ -20,7 +20,7 @@ from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, CacheHealth
 from .config import Config
-from .errors import EdgeError, NothingToServe, Unauthorized
+from .errors import EdgeError, NothingToServe, Unauthorized, one_line
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
@@ -38,6 +38,11 @@ GAUGE_REFRESH_SECONDS = 5.0
 #: the status logged and counted for a request whose client went away before the answer (nginx's)
 CLIENT_CLOSED_REQUEST = 499
 CACHE_CONTROL, CONTENT_LENGTH, X_CACHE = "Cache-Control", "Content-Length", "X-Cache"
+#: bodies larger than this are written after the header block, not joined to it: Tornado's
+#: `write_headers(start_line, headers, body)` (what `finish(body)` comes to) builds one new bytes object
+#: of both, a copy of the whole body held until the client has read it (a client that stops reading a
+#: 150 MB image held 150 MB more). Below it, the copy costs less than the second write's system call.
+LARGE_BODY = 256 * 1024
 #: `X-Cache` of each `Served.cache`
 X_CACHE_VALUES = {cache: cache.upper() for cache in ("hit", "miss", "stale", "shared")}
 
@@ -180,18 +185,63 @@ class BaseHandler(tornado.web.RequestHandler):
         return None  # ETags are computed once, when an output is stored, never by hashing each body
 
     def write_error(self, status_code: int, **kwargs) -> None:
-        # Only reached for errors that are not `EdgeError`s: never show a traceback.
-        self._send_plain(status_code, "internal error" if status_code >= 500 else self._reason)
+        # Only reached for errors that are not `EdgeError`s (Tornado's `HTTPError`s: a method the
+        # handler has not, an argument that is not UTF-8; or a bug): never show a traceback.
+        exception = kwargs["exc_info"][1] if "exc_info" in kwargs else None
+        message = self._reason
+        if status_code >= 500:
+            message = "internal error"
+        elif isinstance(exception, tornado.web.HTTPError) and status_code == 400 and exception.log_message:
+            # Tornado's words name the argument (`Invalid unicode in tr: b'\\xff'`); `one_line` below
+            try:
+                message = exception.log_message % exception.args if exception.args else exception.log_message
+            except (TypeError, ValueError):
+                pass
+        headers = {"Allow": ", ".join(self.allowed_methods())} if status_code == 405 else None
+        self._send_plain(status_code, message, headers)
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this handler answers (a 405's `Allow`, RFC 9110 15.5.6)."""
+        return [method for method in cls.SUPPORTED_METHODS
+                if getattr(cls, method.lower()) is not tornado.web.RequestHandler._unimplemented_method]
 
     def _send_plain(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        """An error answer (or a plain one): one `text/plain` line. The one place error bodies are
+        written: `one_line` escapes what could break the line (a message may quote the client's input),
+        and header values are kept to printable ASCII (Tornado refuses CR and LF in them, and encodes
+        them as Latin-1)."""
         self.clear()
         self.set_status(status)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         for name, value in (headers or {}).items():  # may replace Cache-Control
-            self.set_header(name, value)
-        self.edge_error = (headers or {}).get("X-Edge-Error")
-        self.finish(message + "\n")
+            self.set_header(name, _header_safe(value))
+        self.edge_error = self._headers.get("X-Edge-Error")
+        self.finish(one_line(message) + "\n")
+
+
+def _header_safe(value: str) -> str:
+    """A header value as printable ASCII (`one_line`, then non-ASCII as `\\xe9`, `\\u65e5`)."""
+    return one_line(value).encode("ascii", "backslashreplace").decode("ascii")
+
+
+class UnroutedHandler(BaseHandler):
+    """Every request no route takes (Tornado's own answer is an HTML page): a request target that is
+    not a path (`*`, `example.com:443`, an absolute URL of another scheme; `edge.httpserver` has made
+    an `http(s)://` one a path already) is a 400, any other path a 404, whatever the method."""
+
+    def prepare(self) -> None:
+        self._answer()
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        self._answer()  # a method Tornado does not know (405 before `prepare`): the same answer
+
+    def _answer(self) -> None:
+        if self.request.path.startswith("/"):
+            self._send_plain(404, "not found")
+        else:
+            self._send_plain(400, "invalid request target")
 
 
 class ImageHandler(BaseHandler):
@@ -263,6 +313,8 @@ class ImageHandler(BaseHandler):
             self.finish()
             return
         self.body_bytes = len(output.body)
+        if self.body_bytes > LARGE_BODY:
+            self.flush()  # the header block alone (Content-Length set above); then the body itself, uncopied
         self.finish(output.body)
 
     def _send_error(self, error: EdgeError) -> None:
@@ -427,12 +479,15 @@ def make_app(node: Node) -> tornado.web.Application:
         [(images, ImageHandler, args), *admin],
         log_function=_log_request,
         compress_response=False,
+        default_handler_class=UnroutedHandler,
+        default_handler_args=args,
     )
 
 
 def make_metrics_app(node: Node) -> tornado.web.Application:
     """`/metrics` alone, for `[server] metrics_port`."""
-    return tornado.web.Application([(r"/metrics", MetricsHandler, {"node": node})], log_function=_log_request)
+    return tornado.web.Application([(r"/metrics", MetricsHandler, {"node": node})], log_function=_log_request,
+                                   default_handler_class=UnroutedHandler, default_handler_args={"node": node})
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:

@@ -54,6 +54,46 @@ def path_format(path: str) -> str | None:
     return EXTENSIONS.get(extension.lower())
 
 
+def accepts(accept: str | None, media_type: str) -> bool:
+    """Whether an `Accept` header names `media_type` itself (lower case) with a weight above 0.
+
+    Only the type named outright counts (`image/*` and `*/*` do not: every browser sends them, and
+    most of the browsers that send them alone take neither AVIF nor WebP). `q=0` means "not
+    acceptable" (RFC 9110 12.4.2): `image/webp;q=0` refuses WebP. Names and parameters are compared
+    without case, spaces around them are ignored; a `q` that is not a number is ignored (as if the
+    range had none: weight 1), one above 1 counts as 1, one below 0 as 0. Listed twice, the lowest
+    weight counts. Other weights do not order the formats: AVIF is still preferred to WebP when both
+    are above 0."""
+    accept = (accept or "").lower()
+    if media_type not in accept:  # the common answer, without a parse
+        return False
+    listed = False
+    for media_range in accept.split(","):
+        name, _, parameters = media_range.partition(";")
+        if name.strip() != media_type:
+            continue
+        listed = True
+        if _weight(parameters) <= 0:
+            return False
+    return listed
+
+
+def _weight(parameters: str) -> float:
+    """The `q` of a media range's parameters (`q=0.5;level=1`, lower case), 1 when none is a number."""
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip() != "q":
+            continue
+        try:
+            weight = float(value.strip().strip('"'))
+        except ValueError:
+            continue
+        if weight != weight:  # NaN: not a number either
+            continue
+        return min(max(weight, 0.0), 1.0)
+    return 1.0
+
+
 def plan_format(requested: str | None, path: str, accept: str | None, default_auto: bool = False,
                 smallest: bool = False) -> tuple[str, bool]:
     """Before the fetch: (planned format, whether it depended on `Accept`).
@@ -66,8 +106,7 @@ def plan_format(requested: str | None, path: str, accept: str | None, default_au
     if requested is None and default_auto:
         requested = "auto"
     if requested == "auto":
-        accept = (accept or "").lower()
-        avif, webp = "image/avif" in accept, "image/webp" in accept
+        avif, webp = accepts(accept, "image/avif"), accepts(accept, "image/webp")
         if smallest and (avif or webp):
             return SMALLEST + "|".join([*(["avif"] if avif else []), *(["webp"] if webp else []), AUTO_LEGACY]), True
         planned = AUTO_MODERN if avif and webp else "avif" if avif else "webp" if webp else AUTO_LEGACY

@@ -6,11 +6,13 @@ reads them (docs/transformations.md#client-hints).
               1 (the hint already counts the device's pixel ratio)
     dpr-auto  Sec-CH-DPR, else the legacy DPR, rounded up to the next `DPR_STEP`, within 0.1–5
 
-A hint that is missing or not a number is as if absent: `w-auto` then sets no width, `dpr-auto` is 1.
-Rounding bounds what a client can make the node store: at most `max_output_side / WIDTH_STEP` widths
-and 50 ratios per URL, however many different values are sent. The values used are part of the
-output's key; the response names the headers it depends on in `Vary` and asks for the modern ones
-with `Accept-CH`.
+A hint that is missing, not a plain number, or zero is as if absent: `w-auto` then sets no width,
+`dpr-auto` is 1. A plain number of any size counts: a huge one is held to `max_output_side` (a width)
+or 5 (a ratio) as a smaller one over them is (a whole part of more than `_DIGITS` digits is over both
+and not converted at all). Rounding bounds what a client can make the node store: at most
+`max_output_side / WIDTH_STEP` widths and 50 ratios per URL, however many different values are sent.
+The values used are part of the output's key; the response names the headers it depends on in `Vary`
+and asks for the modern ones with `Accept-CH`.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ WIDTH_STEP = 100  # ImageKit: "rounds the intrinsic size of the image to the nex
 DPR_STEP = 0.1
 MAX_DPR = 5.0
 
-_WIDTH = re.compile(r"[0-9]{1,9}")
-_DPR = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,9})?")
+_WIDTH = re.compile(r"[0-9]+")
+_DPR = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+#: digits of a hint's whole part read; a whole part longer than this (after leading zeros) is over
+#: every limit, however large (`int` of thousands of digits is slow, or refused; `float` overflows)
+_DIGITS = 9
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,25 @@ def _first(headers: Mapping[str, str], names: tuple[str, ...], parse):
 
 
 def _width(text: str, max_width: int) -> int | None:
-    if not _WIDTH.fullmatch(text) or int(text) == 0:
+    if not _WIDTH.fullmatch(text):
         return None
+    text = text.lstrip("0")
+    if not text:
+        return None  # zero
+    if len(text) > _DIGITS:
+        return max_width
     return min(math.ceil(int(text) / WIDTH_STEP) * WIDTH_STEP, max_width)
 
 
 def _dpr(text: str) -> float | None:
-    if not _DPR.fullmatch(text) or float(text) <= 0:
+    if not _DPR.fullmatch(text):
         return None
-    steps = math.ceil(round(float(text) / DPR_STEP, 6))  # 2.625 → 2.7; 2.0 stays 2 (no float noise)
+    whole, _, fraction = text.partition(".")
+    whole = whole.lstrip("0")
+    if len(whole) > _DIGITS:
+        return MAX_DPR
+    value = float(f"{whole or '0'}.{fraction or '0'}")
+    if value <= 0:
+        return None
+    steps = math.ceil(round(value / DPR_STEP, 6))  # 2.625 → 2.7; 2.0 stays 2 (no float noise)
     return min(round(max(steps, 1) * DPR_STEP, 1), MAX_DPR)

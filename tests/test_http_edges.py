@@ -1,0 +1,296 @@
+"""HTTP at its edges, over real sockets: bodies that break a parser, input echoed into an error, the
+methods a route takes, request targets in absolute form or no path at all, `Accept` weights and client
+hints at their extremes. Every answer is the node's own: a status, one printable `text/plain` line."""
+
+import asyncio
+import json
+import tracemalloc
+
+import pytest
+import pyvips
+from tornado.netutil import bind_sockets
+
+from edge.httpserver import make_server
+from edge.server import make_metrics_app
+from tests import imagecorpus
+from tests.nodes import decode, local_config, write_config
+
+WAIT = 10  # seconds any single answer may take here
+TOKEN = "edge-token-3b9d7f01c6a24e58"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN = f'[admin]\ntoken = "{TOKEN}"\n'
+JSON_EXPECTED = 'expected a JSON body: {"url": "..."} or {"prefix": "..."}\n'
+
+
+class Answer:
+    """A raw HTTP/1.1 answer: status, headers (the last of each name, lower-cased), body."""
+
+    def __init__(self, raw: bytes):
+        head, separator, self.body = raw.partition(b"\r\n\r\n")
+        assert separator, raw[:200]
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        self.status = int(status_line.split(" ", 2)[1])
+        self.header_lines = lines
+        self.headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+
+async def exchange(url: str, request: bytes, timeout: float = WAIT) -> Answer:
+    """Send one raw request (which asks for `Connection: close`) and read the answer to the end."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return Answer(await asyncio.wait_for(reader.read(), timeout))
+    finally:
+        writer.close()
+
+
+def raw_get(target: str, host: str = "a", method: str = "GET", extra: str = "") -> bytes:
+    return f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode("latin-1")
+
+
+def port_of(node) -> int:
+    return int(node.url.rsplit(":", 1)[1])
+
+
+def assert_one_plain_line(status: int, headers, body: bytes, expected_status: int, expected: str) -> None:
+    """The node's error answer: the status, `text/plain`, and the body exactly `expected` and a newline,
+    a single line of printable characters."""
+    text = body.decode("utf-8")
+    assert (status, text) == (expected_status, expected + "\n")
+    assert text[:-1].isprintable()
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+# -- 1. a body that breaks the JSON parser ------------------------------------------------------------
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000,  # RecursionError in json.loads: was a 500 "internal error"
+    b'{"url": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"prefix": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_000 + b"}",
+    b"1" * 10_000,  # more digits than Python converts to an int
+    b"\xff\xfe[",
+])
+async def test_a_purge_body_that_breaks_the_json_parser_is_a_400(node_factory, tmp_path, body):
+    node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
+    response = await node.fetch("/_edge/purge", method="POST", headers=AUTH, body=body)
+    assert_one_plain_line(response.code, response.headers, response.body, 400, JSON_EXPECTED.rstrip("\n"))
+    good = await node.fetch("/_edge/purge", method="POST", headers=AUTH, body=b'{"prefix": "/"}')
+    assert good.code == 200 and json.loads(good.body)["removed"] == 0  # and the API works on
+
+
+# -- 2. input echoed into an error ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("target, message", [
+    ("/tr:w-%0d%0aSet-Cookie:x/coffee.jpg", "invalid transformation: w-\\r\\nSet-Cookie: expected a number"),
+    ("/tr:di-%00/coffee.jpg",
+     "invalid transformation: di-\\x00: must be a path of the default image, with / written as @@"),
+    ("/tr:w-%e2%80%a8%7f/coffee.jpg", "invalid transformation: w-\\u2028\\x7f: expected a number"),
+    ("/tr:w-%c3%a9/coffee.jpg", "invalid transformation: w-é: expected a number"),  # printable: kept
+])
+async def test_an_error_quoting_the_request_is_one_printable_line(node_factory, tmp_path, capsys, target,
+                                                                  message):
+    node = await node_factory(write_config(tmp_path, local_config()))
+    answer = await exchange(node.url, raw_get(target))
+    assert_one_plain_line(answer.status, {"Content-Type": answer.headers["content-type"]}, answer.body, 400,
+                          message)
+    assert not any(line.lower().startswith("set-cookie") for line in answer.header_lines)
+    node.node.access_log.flush()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1  # one log line, whatever the path held
+    logged = json.loads(lines[0])
+    assert logged["status"] == 400 and logged["path"].startswith("/tr:")
+
+
+async def test_the_query_argument_that_is_not_utf8_is_named(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config()))
+    response = await node.fetch("/coffee.jpg?tr=w-10%ff%0a")
+    assert_one_plain_line(response.code, response.headers, response.body, 400,
+                          "Invalid unicode in tr: b'w-10\\xff\\n'")
+
+
+# -- 3. 405 names the methods the route takes ---------------------------------------------------------
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("POST", "/tr:w-10/coffee.jpg", "GET, HEAD"),
+    ("DELETE", "/coffee.jpg", "GET, HEAD"),
+    ("GET", "/_edge/purge", "POST"),
+    ("PUT", "/_edge/health", "GET"),
+    ("POST", "/metrics", "GET"),
+    ("FROB", "/coffee.jpg", "GET, HEAD"),  # a method Tornado does not know
+])
+async def test_a_405_says_which_methods_are_allowed(node_factory, tmp_path, method, path, allow):
+    node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
+    extra = "Content-Length: 0\r\n" if method in ("POST", "PUT") else ""
+    answer = await exchange(node.url, raw_get(path, method=method, extra=extra))
+    assert (answer.status, answer.headers.get("allow"), answer.text()) == (405, allow, "Method Not Allowed\n")
+    assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+# -- 4. request targets: absolute form, and targets no route takes ------------------------------------
+
+def two_sites(tmp_path) -> str:
+    """The default endpoint over the samples, and one owning `img.example.com` over a folder where
+    `coffee.jpg` is a 64×48 picture (the sample is 600×400)."""
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / "coffee.jpg").write_bytes(imagecorpus.photo_jpeg(64, 48))
+    return local_config(after=f"""
+[[origins]]
+name = "other"
+type = "local"
+root = "{folder}"
+
+[[endpoints]]
+id = "other"
+hosts = ["img.example.com"]
+origins = ["other"]
+""")
+
+
+async def test_an_absolute_form_target_is_served_as_its_path(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, two_sites(tmp_path)))
+    target = f"http://127.0.0.1:{port_of(node)}/tr:w-30/coffee.jpg"
+    for cache in ("MISS", "HIT"):  # the hit is the shortcut's, below the application
+        await node.node.settle()
+        answer = await exchange(node.url, raw_get(target, host="img.example.com"))
+        assert (answer.status, answer.headers["content-type"], answer.headers["x-cache"]) == (200, "image/jpeg",
+                                                                                             cache)
+        image = decode(answer)
+        assert (image.width, image.height) == (30, 20)  # the sample's: the target's host, not Host, counts
+
+
+@pytest.mark.parametrize("scheme", ["http", "HTTPS"])
+async def test_the_authority_of_an_absolute_target_replaces_host(node_factory, tmp_path, scheme):
+    node = await node_factory(write_config(tmp_path, two_sites(tmp_path)))
+    for cache in ("MISS", "HIT"):
+        await node.node.settle()
+        answer = await exchange(node.url, raw_get(f"{scheme}://IMG.example.com/tr:w-32/coffee.jpg",
+                                                  host=f"127.0.0.1:{port_of(node)}"))
+        assert (answer.status, answer.headers["x-cache"]) == (200, cache)
+        assert (decode(answer).width, decode(answer).height) == (32, 24)  # the other site's 64×48
+    query = await exchange(node.url, raw_get("http://img.example.com?tr=w-16"))
+    assert query.status == 404 and query.text() == "not found\n"  # `/?tr=w-16`: no image named
+    bare = await exchange(node.url, raw_get("http://img.example.com/coffee.jpg?tr=w-16"))
+    assert bare.status == 200 and decode(bare).width == 16
+
+
+@pytest.mark.parametrize("request_line", [
+    "GET * HTTP/1.1",
+    "OPTIONS * HTTP/1.1",
+    "GET coffee.jpg HTTP/1.1",
+    "GET ftp://a/coffee.jpg HTTP/1.1",
+    "GET http://user@a/coffee.jpg HTTP/1.1",
+    "GET http:///coffee.jpg HTTP/1.1",
+    "FROB * HTTP/1.1",
+])
+async def test_a_target_that_is_not_a_path_is_a_plain_400(node_factory, tmp_path, request_line):
+    node = await node_factory(write_config(tmp_path, local_config()))
+    answer = await exchange(node.url, f"{request_line}\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+    assert (answer.status, answer.headers["content-type"], answer.text()) == (
+        400, "text/plain; charset=utf-8", "invalid request target\n")
+
+
+async def test_the_metrics_port_answers_other_paths_with_a_plain_404(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config()))
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = make_server(make_metrics_app(node.node), node.config.server)
+    server.add_sockets(sockets)
+    url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    try:
+        for target, status, body in (("/other", 404, "not found\n"), ("*", 400, "invalid request target\n")):
+            answer = await exchange(url, raw_get(target))
+            assert (answer.status, answer.headers["content-type"], answer.text()) == (
+                status, "text/plain; charset=utf-8", body)
+        metrics = await exchange(url, raw_get(f"{url}/metrics"))  # absolute form there too
+        assert metrics.status == 200 and b"edge_" in metrics.body
+    finally:
+        server.stop()
+        await server.close_all_connections()
+
+
+# -- 5. Accept: q=0 is "not acceptable" ---------------------------------------------------------------
+
+@pytest.mark.parametrize("accept, loader", [
+    ("image/webp", "webpload"),
+    ("image/webp;q=0", "jpegload"),
+    ("image/webp; Q=0.000", "jpegload"),
+    ("image/avif;q=0,image/webp", "webpload"),
+    ("image/avif;q=0.0, image/webp;q=0", "jpegload"),
+    ("image/avif,image/webp;q=0.5", "heifload"),
+    ("image/webp;q=zero", "webpload"),  # a q that is not a number is ignored
+    ("image/webp;q=", "webpload"),
+    ("image/webp;q=-1", "jpegload"),  # below 0: 0
+    ("image/webp, image/webp;q=0", "jpegload"),  # listed twice: the lowest weight
+    ("image/*,*/*;q=0.8", "jpegload"),  # wildcards name neither
+])
+async def test_f_auto_honours_a_zero_weight(node_factory, tmp_path, accept, loader):
+    node = await node_factory(write_config(tmp_path, local_config()))
+    response = await node.fetch("/tr:w-40,f-auto/coffee.jpg", headers={"Accept": accept})
+    assert response.code == 200 and response.headers["Vary"] == "Accept"
+    assert decode(response).get("vips-loader").removesuffix("_buffer") == loader
+
+
+# -- 6. client hints at their extremes -----------------------------------------------------------------
+
+@pytest.mark.parametrize("headers, width", [
+    ({"Sec-CH-Width": "9999999999999999999999999"}, 1000),  # held to max_output_side, not ignored
+    ({"Sec-CH-Width": "9" * 3000}, 1000),
+    ({"Width": "00012345678901"}, 1000),
+    ({"Sec-CH-Width": "250"}, 300),
+    ({"Sec-CH-Width": "0"}, 600),  # zero, negative, not a number: as if absent (the image's own width)
+    ({"Sec-CH-Width": "-400"}, 600),
+    ({"Sec-CH-Width": "1e5"}, 600),
+])
+async def test_a_huge_width_hint_is_held_to_the_output_limit(node_factory, tmp_path, headers, width):
+    node = await node_factory(write_config(tmp_path, local_config(after="[limits]\nmax_output_side = 1000")))
+    response = await node.fetch("/tr:w-auto/coffee.jpg", headers=headers)
+    assert response.code == 200 and decode(response).width == width
+
+
+@pytest.mark.parametrize("dpr, width", [("99999999999999999999", 500), ("9" * 3000 + ".5", 500), ("2.01", 210),
+                                        ("0", 100), ("-2", 100)])
+async def test_a_huge_dpr_hint_is_held_to_5(node_factory, tmp_path, dpr, width):
+    node = await node_factory(write_config(tmp_path, local_config()))
+    response = await node.fetch("/tr:w-100,dpr-auto/coffee.jpg", headers={"Sec-CH-DPR": dpr})
+    assert response.code == 200 and decode(response).width == width
+
+
+# -- 7. a large body is not copied to be written -------------------------------------------------------
+
+async def test_a_large_body_is_written_without_a_copy_to_a_client_that_stops_reading(node_factory, tmp_path):
+    """A client that reads the headers and stops: what the node holds for it is the cached body itself,
+    not a second copy joined to the header block (a 150 MB image held 150 MB more per such client)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    noise = (pyvips.Image.gaussnoise(2400, 2400, sigma=80, mean=128).bandjoin([pyvips.Image.gaussnoise(
+        2400, 2400, sigma=80, mean=128)] * 2).cast("uchar"))
+    (folder / "noise.png").write_bytes(noise.pngsave_buffer(compression=1))
+    node = await node_factory(write_config(tmp_path, local_config(folder, before="[cache]\nmemory_size = 1000000000")))
+    first = await node.fetch("/noise.png")
+    size = len(first.body)
+    assert first.code == 200 and size > 12_000_000  # more than loopback's socket buffers take
+    assert (await node.fetch("/noise.png")).headers["X-Cache"] == "HIT"  # a disk hit: now in memory too
+    for target in ("/noise.png", "/noise.png?v=1"):  # the hit shortcut's answer, the handler's
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(node))
+            try:
+                writer.write(raw_get(target))
+                await writer.drain()
+                head = Answer(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT))
+                assert (head.status, head.headers["x-cache"], int(head.headers["content-length"])) == (200, "HIT", size)
+                held = tracemalloc.get_traced_memory()[0] - before
+            finally:
+                writer.close()
+        finally:
+            tracemalloc.stop()
+        assert held < size / 4, f"{target}: {held} bytes allocated for a {size}-byte answer"
