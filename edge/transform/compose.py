@@ -20,6 +20,8 @@ from .options import Step
 #: `image_of(path, steps)`: an overlay original rendered with its own steps
 LayerImage = Callable[[str, tuple[Step, ...]], pyvips.Image]
 _TYPOGRAPHY_TAGS = {"b": "b", "i": "i", "strikethrough": "s"}
+#: the largest side of a Cairo surface, on which Pango draws a text layer
+_CAIRO_MAX_SIDE = 32767
 _ALIGN = {"left": pyvips.enums.Align.LOW, "center": pyvips.enums.Align.CENTRE, "right": pyvips.enums.Align.HIGH}
 
 
@@ -125,9 +127,18 @@ def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int)
     options = {"width": min(style.width or max_side, max_side)}  # a line never outgrows the output limit
     if style.line_height is not None:
         options["spacing"] = max(0, style.line_height - style.size)
-    mask = stopping.watch(pyvips.Image.text(markup, fontfile=font.file, font=f"{font.family} {style.size}",
-                                            dpi=72, align=_ALIGN[style.align], wrap=pyvips.enums.TextWrap.WORD_CHAR,
-                                            **options))
+    too_large = f"the text is more than {min(max_side, _CAIRO_MAX_SIDE)} px a side: a smaller fs or less text"
+    try:  # rendered here, at once: its failure is the layer's, whatever the base image
+        mask = stopping.watch(pyvips.Image.text(markup, fontfile=font.file, font=f"{font.family} {style.size}",
+                                                dpi=72, align=_ALIGN[style.align],
+                                                wrap=pyvips.enums.TextWrap.WORD_CHAR, **options))
+    except pyvips.Error as error:
+        # Cairo draws at most 32767 px a side: a taller text (fs-500 and 56 lines) fails inside libvips,
+        # "invalid value (typically too big) for the size of the input"
+        stopping.check()
+        reason = too_large if "too big" in str(error) else \
+            "no text to draw (no glyph of it leaves ink)" if "no text" in str(error) else "the text cannot be rendered"
+        raise InvalidTransformation("l-text", reason) from None
     if style.width and mask.width < style.width:  # the box is `w` wide; the text aligned inside it
         offset = {"left": 0, "center": (style.width - mask.width) // 2, "right": style.width - mask.width}
         mask = mask.embed(offset[style.align], 0, style.width, mask.height)
@@ -144,7 +155,7 @@ def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int)
     top, right, bottom, left = style.padding or (0, 0, 0, 0)
     ink = ink.embed(left, top, ink.width + left + right, ink.height + top + bottom)
     if max(ink.width, ink.height) > max_side:
-        raise InvalidTransformation("l-text", f"the text is more than {max_side} px a side: a smaller fs or less text")
+        raise InvalidTransformation("l-text", too_large)
     if style.background is not None:
         paper = ink.new_from_image(list(style.background)).copy(interpretation=pyvips.enums.Interpretation.SRGB)
         ink = paper.composite2(ink, pyvips.enums.BlendMode.OVER)

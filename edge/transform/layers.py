@@ -213,6 +213,8 @@ def read_input(key: str, value: str, kind: str) -> str:
             raise ValueError(f"at most {MAX_TEXT} characters")
         if any(ord(c) < 32 and c != "\n" for c in value):
             raise ValueError("control characters are not allowed")
+        if value.isspace():  # Pango draws no ink for it: libvips' text refuses it
+            raise ValueError("only spaces and line breaks: no text to draw")
         return value
     segments = [segment for segment in value.split("/") if segment]
     if not segments or any(s in (".", "..") for s in segments) or any(ord(c) < 32 for c in value):

@@ -109,11 +109,16 @@ def jpeg_shrink(header: ImageHeader, width: int, height: int) -> int:
     `width`×`height` (upright) pixels, or 1. libvips' `thumbnail` leaves a factor of 2 for its own
     resize (it decodes a 2000 px JPEG at 1/2 for a 300 px output, where 1/4 would do); libjpeg's DCT
     scaling is a good enough filter that decoding at the largest factor costs little quality
-    (tests/test_shrink_on_load.py holds it to an SSIM bound) and 20–40 % of the render's CPU."""
+    (tests/test_shrink_on_load.py holds it to an SSIM bound) and 20–40 % of the render's CPU.
+
+    libvips' JPEG loader rounds a shrunk side down (1333 rows at 1/4: 333), and refuses a side that
+    rounds to 0 ("bad dimensions"): a factor is taken only when both sides, rounded down, still hold
+    the output (and so are at least 1 px: a 1×1, 6×6 or 20000×1 JPEG is decoded at full size)."""
     if header.loader != _JPEG_LOADER:
         return 1
+    width, height = max(1, width), max(1, height)
     for factor in _JPEG_SHRINKS:
-        if -(-header.width // factor) >= width and -(-header.height // factor) >= height:
+        if header.width // factor >= width and header.height // factor >= height:
             return factor
     return 1
 
@@ -128,7 +133,7 @@ def _still_source(body: bytes, header: ImageHeader, keep_profile: bool) -> Sourc
         if height is not None:
             options["height"] = height
         if shrink > 1:  # decoded at 1/shrink; `thumbnail_image` then resizes, turns upright, converts
-            small = -(-header.width // shrink) * -(-header.height // shrink) <= RANDOM_ACCESS_MAX_PIXELS
+            small = (header.width // shrink) * (header.height // shrink) <= RANDOM_ACCESS_MAX_PIXELS
             access = pyvips.enums.Access.RANDOM if small else pyvips.enums.Access.SEQUENTIAL
             loaded = stopping.watch(pyvips.Image.new_from_source(
                 _read_in_place(body), "", shrink=shrink, fail_on=_FAIL_ON, access=access))
@@ -211,8 +216,27 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
     @functools.cache
     def image_of(path: str, steps: tuple[Step, ...]) -> pyvips.Image:
         source = _still_source(overlays[path], headers[path], keep_profile=False)
-        return in_memory(_render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side))
+        try:  # made here, whole: a failure is the layer's (its original or its steps), not the base's
+            return in_memory(_render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side))
+        except pyvips.Error:
+            stopping.check()  # a stopped render fails inside libvips: report why it was stopped
+            reason = "not an image the node can decode" if not _decodes(overlays[path]) else \
+                "libvips could not apply the layer's transformation to it"
+            raise InvalidTransformation(f"i-{path}", reason) from None
     return lambda image, step: draw_layers(image, step.layers, image_of, fonts, limits.max_output_side)
+
+
+def _decodes(body: bytes) -> bool:
+    """Whether the first frame of `body` decodes whole (a truncated or corrupt file does not): the
+    question asked only after a render that reads it failed, to say whose fault the failure was."""
+    try:
+        image = stopping.watch(pyvips.Image.new_from_source(
+            _read_in_place(body), "", fail_on=_FAIL_ON, access=pyvips.enums.Access.SEQUENTIAL))
+        image.avg()
+    except pyvips.Error:
+        stopping.check()
+        return False
+    return True
 
 
 def render_image(body: bytes, transformation: Transformation, planned_format: str,

@@ -1,0 +1,266 @@
+"""Edges of the render step: tiny and thin JPEGs (shrink-on-load must agree with libvips' JPEG loader,
+which rounds a shrunk side down and refuses a side of 0 px), and failures inside libvips that are a
+layer's fault, not the base original's (a 400 naming the layer's parameter, never a 422 blaming the
+base). Through `render_image` in-process, and through a node on a real socket."""
+
+from __future__ import annotations
+
+import pytest
+import pyvips
+
+from edge.config import Defaults, Limits
+from edge.errors import InvalidTransformation, UnprocessableSource
+from edge.transform.options import parse_transformation
+from edge.transform.render import _JPEG_SHRINKS, jpeg_shrink, probe, render_image
+from tests import imagecorpus
+from tests.nodes import decode, local_config, write_config
+
+LOADERS = {"jpg": "jpegload", "png": "pngload", "webp": "webpload", "avif": "heifload", "gif": "gifload"}
+TOO_LARGE_TEXT = "invalid transformation: l-text: the text is more than 8192 px a side: a smaller fs or less text"
+UNDECODABLE_OVERLAY = "invalid transformation: i-trunc.jpg: not an image the node can decode"
+
+
+def jpeg(width: int, height: int) -> bytes:
+    """A plain JPEG of that size (a grey ramp, so that it is not one flat colour)."""
+    ramp = pyvips.Image.xyz(width, height)[0] * (255 / max(1, width)) + 40
+    return ramp.bandjoin([ramp, ramp]).cast("uchar").copy(interpretation="srgb").jpegsave_buffer(Q=90)
+
+
+@pytest.fixture(scope="module")
+def photo() -> bytes:
+    """A 12 MP photo, the base of the layer cases."""
+    return imagecorpus.photo_jpeg(4000, 3000)
+
+
+def render(body: bytes, tr: str, planned: str = "jpg", overlays: dict[str, bytes] | None = None):
+    """(format, width, height) of the render, checked against the decoded output."""
+    rendered = render_image(body, parse_transformation(tr), planned, Defaults(), Limits(), overlays)
+    image = pyvips.Image.new_from_buffer(rendered.body, "")
+    image.avg()  # decodes every pixel
+    assert (image.get("vips-loader").removesuffix("_buffer"), image.width, image.height) == \
+        (LOADERS[rendered.format], rendered.width, rendered.height)
+    return rendered.format, rendered.width, rendered.height
+
+
+def loads_at(body: bytes, shrink: int) -> tuple[int, int] | None:
+    """The size libvips' JPEG loader gives at `shrink`, or None when it refuses it."""
+    try:
+        image = pyvips.Image.new_from_buffer(body, "", shrink=shrink)
+        image.avg()
+    except pyvips.Error:
+        return None
+    return image.width, image.height
+
+
+# -- jpeg_shrink agrees with libvips ------------------------------------------------------------------
+
+ODD_SIZES = [(1, 1), (2, 2), (3, 3), (6, 6), (7, 9), (9, 9), (15, 17), (3000, 5), (20000, 1), (1, 3000),
+             (1001, 1333)]
+
+
+@pytest.mark.parametrize("size", ODD_SIZES)
+def test_libvips_rounds_a_shrunk_jpeg_down_and_refuses_0_px(size):
+    body = jpeg(*size)
+    for shrink in _JPEG_SHRINKS:
+        width, height = size[0] // shrink, size[1] // shrink
+        assert loads_at(body, shrink) == ((width, height) if width and height else None), shrink
+
+
+@pytest.mark.parametrize("size", ODD_SIZES)
+def test_the_shrink_chosen_is_the_largest_libvips_can_decode_at_that_holds_the_output(size):
+    body = jpeg(*size)
+    header = probe(body, Limits())
+    decoded = {shrink: loads_at(body, shrink) for shrink in _JPEG_SHRINKS}
+    for width, height in {(1, 1), (1, size[1]), (size[0], 1), (max(1, size[0] // 8), max(1, size[1] // 8)),
+                          (max(1, size[0] // 4), max(1, size[1] // 4)), (size[0] // 4 + 1, size[1] // 4 + 1),
+                          (max(1, size[0] // 2), max(1, size[1] // 2)), size}:
+        fitting = [s for s in _JPEG_SHRINKS if decoded[s] and decoded[s][0] >= width and decoded[s][1] >= height]
+        assert jpeg_shrink(header, width, height) == (fitting[0] if fitting else 1), (width, height)
+
+
+@pytest.mark.parametrize("size, asked, shrink", [
+    ((1001, 1333), (125, 166), 8),  # 1001/8 = 125.1, 1333/8 = 166.6: libvips gives 125×166
+    ((1001, 1333), (126, 167), 4),  # ceiling rounding said 8 (126×167), libvips gives 125×166
+    ((1001, 1333), (250, 333), 4),
+    ((1001, 1333), (251, 334), 2),  # ceiling rounding said 4
+    ((1001, 1333), (500, 666), 2),
+    ((1001, 1333), (501, 667), 1),
+    ((1, 1), (1, 1), 1),  # ceiling rounding said 8: 0×0, "bad dimensions"
+    ((6, 6), (1, 1), 4),  # 6/8 is 0 px
+    ((3000, 5), (300, 1), 4),  # 5/8 is 0 px
+    ((20000, 1), (300, 1), 1),  # 1/2 is 0 px
+    ((4240, 2832), (530, 354), 8),  # exactly enough
+])
+def test_jpeg_shrink_at_odd_sizes(size, asked, shrink):
+    assert jpeg_shrink(probe(jpeg(*size), Limits()), *asked) == shrink
+
+
+# -- tiny and thin JPEGs render at the promised size ---------------------------------------------------
+
+@pytest.mark.parametrize("size, tr, planned, expected", [
+    ((1, 1), "", "jpg", ("jpg", 1, 1)),
+    ((1, 1), "w-300", "jpg", ("jpg", 300, 300)),  # the default crop enlarges (docs: only at_max and
+    ((1, 1), "w-300,c-at_max", "jpg", ("jpg", 1, 1)),  # maintain_ratio_no_enlarge never do)
+    ((1, 1), "w-300,h-200", "jpg", ("jpg", 300, 200)),
+    ((1, 1), "t-true", "jpg", ("jpg", 1, 1)),
+    ((1, 1), "w-1,f-webp", "webp", ("webp", 1, 1)),
+    ((1, 1), "e-sharpen", "jpg", ("jpg", 1, 1)),
+    ((1, 1), "e-contrast,e-grayscale,bl-5", "jpg", ("jpg", 1, 1)),
+    ((1, 1), "rt-90,fl-v", "jpg", ("jpg", 1, 1)),
+    ((1, 1), "r-max", "png", ("png", 1, 1)),
+    ((1, 1), "b-2_FF0000", "jpg", ("jpg", 5, 5)),
+    ((1, 1), "w-10,h-10,cm-pad_resize,bg-blurred", "jpg", ("jpg", 10, 10)),
+    ((1, 1), "w-10,h-4,cm-pad_resize,bg-dominant", "jpg", ("jpg", 10, 4)),
+    ((1, 1), "w-2,h-2,fo-auto", "jpg", ("jpg", 2, 2)),
+    ((1, 1), "f-avif", "avif", ("avif", 1, 1)),
+    ((1, 1), "f-gif", "gif", ("gif", 1, 1)),
+    ((3000, 5), "w-300", "jpg", ("jpg", 300, 1)),
+    ((3000, 5), "w-750", "jpg", ("jpg", 750, 1)),
+    ((3000, 5), "w-1500", "jpg", ("jpg", 1500, 2)),
+    ((3000, 5), "w-2999", "jpg", ("jpg", 2999, 5)),
+    ((3000, 5), "w-300,t-true,e-sharpen", "jpg", ("jpg", 300, 1)),
+    ((6, 6), "w-1", "jpg", ("jpg", 1, 1)),
+    ((6, 6), "w-2", "jpg", ("jpg", 2, 2)),
+    ((6, 6), "w-3,f-png", "png", ("png", 3, 3)),
+    ((20000, 1), "w-300", "jpg", ("jpg", 300, 1)),
+    ((20000, 1), "w-2500", "jpg", ("jpg", 2500, 1)),
+    ((20000, 1), "w-8000,f-webp", "webp", ("webp", 8000, 1)),
+    ((1, 3000), "h-300", "jpg", ("jpg", 1, 300)),
+    ((1001, 1333), "w-1", "jpg", ("jpg", 1, 1)),
+    ((1001, 1333), "w-125", "jpg", ("jpg", 125, 166)),
+    ((1001, 1333), "w-126", "jpg", ("jpg", 126, 168)),
+    ((1001, 1333), "w-250", "jpg", ("jpg", 250, 333)),
+    ((1001, 1333), "w-251", "jpg", ("jpg", 251, 334)),
+    ((1001, 1333), "w-300", "jpg", ("jpg", 300, 400)),
+    ((1001, 1333), "w-500", "jpg", ("jpg", 500, 666)),
+    ((1001, 1333), "w-501", "jpg", ("jpg", 501, 667)),
+    ((1001, 1333), "w-1000", "jpg", ("jpg", 1000, 1332)),
+    ((1001, 1333), "h-333", "jpg", ("jpg", 250, 333)),
+    ((1001, 1333), "w-125,h-125", "jpg", ("jpg", 125, 125)),
+    ((1001, 1333), "w-126,h-167,c-force", "jpg", ("jpg", 126, 167)),
+])
+def test_tiny_thin_and_odd_jpegs_render_at_the_promised_size(size, tr, planned, expected):
+    assert render(jpeg(*size), tr, planned) == expected
+
+
+@pytest.mark.parametrize("tr, expected", [("w-125", (125, 166)), ("w-126", (126, 168)), ("w-251", (251, 334))])
+def test_an_exif_turned_odd_jpeg_shrinks_on_its_stored_sides(tr, expected):
+    """Stored 1333×1001 turned (orientation 6), shown 1001×1333: the shrink is chosen on the upright sides."""
+    upright = pyvips.Image.new_from_buffer(jpeg(1001, 1333), "")
+    assert render(imagecorpus.stored_with_orientation(upright, 6), tr) == ("jpg", *expected)
+
+
+def test_a_truncated_base_jpeg_is_still_a_422():
+    body = jpeg(1001, 1333)
+    with pytest.raises(UnprocessableSource):
+        render_image(body[: len(body) // 2], parse_transformation("w-125"), "jpg", Defaults(), Limits())
+
+
+# -- a layer's failure is the layer's 400 ---------------------------------------------------------------
+
+def text_layer(newlines: int) -> str:
+    return "w-1000,l-text,i-a" + "\n" * newlines + "b,fs-500,l-end"
+
+
+@pytest.mark.parametrize("newlines", [14, 50, 56, 60, 200])
+def test_a_text_too_tall_to_draw_is_a_400_naming_the_layer(photo, newlines):
+    """From 56 lines at fs-500 the text is over Cairo's 32767 px: it fails inside libvips' text, before
+    the node's own size check, and was a 422."""
+    with pytest.raises(InvalidTransformation) as raised:
+        render_image(photo, parse_transformation(text_layer(newlines)), "jpg", Defaults(), Limits())
+    assert (raised.value.status, raised.value.message) == (400, TOO_LARGE_TEXT)
+
+
+def test_a_text_of_a_few_lines_is_drawn(photo):
+    assert render(photo, text_layer(10)) == ("jpg", 1000, 750)
+
+
+@pytest.mark.parametrize("text", [" ", "  ", "\n", " \n ", "\u00a0"])
+def test_a_text_of_only_spaces_is_a_400_naming_it(text):
+    """libvips refuses a text without ink ("no text to render"): refused when the URL is read."""
+    with pytest.raises(InvalidTransformation) as raised:
+        parse_transformation(f"l-text,i-{text},l-end")
+    assert raised.value.message == f"invalid transformation: i-{text}: only spaces and line breaks: no text to draw"
+
+
+@pytest.mark.parametrize("tr", ["w-1000,l-image,i-trunc.jpg,l-end", "w-1000,l-image,i-trunc.jpg,w-10,rt-90,l-end",
+                                "w-1000:l-image,i-trunc.jpg,lx-10,l-end"])
+def test_a_truncated_overlay_is_a_400_naming_it(photo, tr):
+    with pytest.raises(InvalidTransformation) as raised:
+        render_image(photo, parse_transformation(tr), "jpg", Defaults(), Limits(),
+                     {"trunc.jpg": imagecorpus.truncated_jpeg()})
+    assert (raised.value.status, raised.value.message) == (400, UNDECODABLE_OVERLAY)
+
+
+@pytest.mark.parametrize("overlay, tr", [
+    ((1, 1), "l-image,i-o.jpg,l-end"),
+    ((1, 1), "l-image,i-o.jpg,w-300,t-true,e-sharpen,l-end"),
+    ((6, 6), "l-image,i-o.jpg,w-1,l-end"),
+    ((3000, 5), "l-image,i-o.jpg,w-300,l-end"),
+    ((20000, 1), "l-image,i-o.jpg,w-300,l-end"),
+    ((1001, 1333), "l-image,i-o.jpg,w-126,l-end"),
+])
+def test_tiny_and_thin_jpeg_overlays_are_drawn(photo, overlay, tr):
+    assert render(photo, "w-1000," + tr, overlays={"o.jpg": jpeg(*overlay)}) == ("jpg", 1000, 750)
+
+
+# -- over a real socket --------------------------------------------------------------------------------
+
+@pytest.fixture
+async def node_over_files(node_factory, tmp_path, photo):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for name, size in {"tiny.jpg": (1, 1), "line.jpg": (3000, 5), "six.jpg": (6, 6), "thin.jpg": (20000, 1),
+                       "odd.jpg": (1001, 1333)}.items():
+        (folder / name).write_bytes(jpeg(*size))
+    (folder / "photo.jpg").write_bytes(photo)
+    (folder / "trunc.jpg").write_bytes(imagecorpus.truncated_jpeg())
+    (folder / "page.jpg").write_bytes(imagecorpus.not_an_image())
+    return await node_factory(write_config(tmp_path, local_config(folder)))
+
+
+@pytest.mark.parametrize("path, content_type, size", [
+    ("/tiny.jpg", "image/jpeg", (1, 1)),
+    ("/tr:t-true/tiny.jpg", "image/jpeg", (1, 1)),
+    ("/tr:w-1,f-webp/tiny.jpg", "image/webp", (1, 1)),
+    ("/tr:e-sharpen/tiny.jpg", "image/jpeg", (1, 1)),
+    ("/tr:w-300/tiny.jpg", "image/jpeg", (300, 300)),  # w alone, default crop: enlarged
+    ("/tr:w-300,h-300,c-at_max/tiny.jpg", "image/jpeg", (1, 1)),  # never enlarged
+    ("/tr:w-20,f-png/tiny.jpg", "image/png", (20, 20)),
+    ("/tr:w-300/line.jpg", "image/jpeg", (300, 1)),
+    ("/tr:w-1/six.jpg", "image/jpeg", (1, 1)),
+    ("/tr:w-300/thin.jpg", "image/jpeg", (300, 1)),
+    ("/tr:w-251/odd.jpg", "image/jpeg", (251, 334)),
+    ("/tr:w-126/odd.jpg", "image/jpeg", (126, 168)),
+    ("/tr:w-1000,l-image,i-tiny.jpg,w-300,l-end,l-image,i-thin.jpg,w-300,l-end/photo.jpg", "image/jpeg", (1000, 750)),
+])
+async def test_tiny_and_thin_jpegs_are_served(node_over_files, path, content_type, size):
+    response = await node_over_files.fetch(path)
+    assert response.code == 200, (path, response.code, response.body[:200])
+    assert response.headers["Content-Type"] == content_type
+    image = decode(response)
+    image.avg()
+    assert (image.get("vips-loader").removesuffix("_buffer"), image.width, image.height) == \
+        ({"image/jpeg": "jpegload", "image/webp": "webpload", "image/png": "pngload"}[content_type], *size)
+
+
+@pytest.mark.parametrize("path, status, body", [
+    ("/tr:w-1000,l-text,i-a" + "%0A" * 60 + "b,fs-500,l-end/photo.jpg", 400, TOO_LARGE_TEXT),
+    ("/tr:w-1000,l-text,i-a" + "%0A" * 20 + "b,fs-500,l-end/photo.jpg", 400, TOO_LARGE_TEXT),
+    ("/tr:w-1000,l-image,i-trunc.jpg,l-end/photo.jpg", 400, UNDECODABLE_OVERLAY),
+    ("/tr:w-1000,l-image,i-page.jpg,l-end/photo.jpg", 400,
+     "invalid transformation: i-page.jpg: not an image the node can decode"),
+    ("/tr:w-300/trunc.jpg", 422, "unsupported or corrupt source image"),  # the base's own corruption
+    ("/tr:w-300,l-image,i-tiny.jpg,l-end/trunc.jpg", 422, "unsupported or corrupt source image"),
+])
+async def test_whose_fault_the_answer_names(node_over_files, path, status, body):
+    response = await node_over_files.fetch(path)
+    assert (response.code, response.body.decode()) == (status, body + "\n")
+
+
+async def test_a_text_of_only_spaces_over_http(node_over_files):
+    response = await node_over_files.fetch("/tr:l-text,i-%20%0A,l-end/photo.jpg")
+    assert response.code == 400
+    assert response.body.decode().endswith(": only spaces and line breaks: no text to draw\n")
+    ok = await node_over_files.fetch("/tr:w-300,l-text,i-%20a%20,fs-40,l-end/photo.jpg")
+    assert ok.code == 200 and (decode(ok).width, decode(ok).height) == (300, 225)
