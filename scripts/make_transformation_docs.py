@@ -63,7 +63,8 @@ transformation may chain steps with `:`.
   next revalidated (`[cache] original_ttl`): purge those URLs (or their prefix) for an immediate
   change. An overlay that no origin has is a **400** `i-<path>: no such image on this endpoint`
   (ImageKit's documentation does not say what it answers; the base URL exists, so a 404 would be
-  wrong, and the body names the parameter to fix).
+  wrong, and the body names the parameter to fix). One that is not an image, or is truncated or
+  corrupt, is a **400** `i-<path>: not an image the node can decode` (not a 422: the base is fine).
 - **Solid colour block** `l-image,i-ik_canvas,bg-<colour>,…,l-end` (the SDK's `solidColor`): `w`×`h`
   (pixels, or fractions of the base; the base's size by default), `al-1`…`al-9` opacity in tenths,
   `r` rounded corners.
@@ -88,9 +89,11 @@ transformation may chain steps with `:`.
   saying they are not supported; `l-video` and `l-subtitles` too.
 - **Limits**: 10 layers per URL (all steps together), 500 characters of text, font size 500;
   every layer adds a composite over its step's output and its own work to the cost estimate
-  (`[limits] max_cost`); a text layer is estimated at 0.8 × `fs`² pixels per character. Every error
-  is a 400 naming the parameter. An endpoint can draw the same layers on every image it serves:
-  `watermark` in [configuration.md](configuration.md#endpoints).
+  (`[limits] max_cost`); a text layer is estimated at 0.8 × `fs`² pixels per character. A text
+  more than 8192 px a side once drawn (the output limit; at `fs-500`, more than 14 lines) is a 400
+  `l-text: the text is more than 8192 px a side`, and a text of only spaces and line breaks a 400
+  naming its `i-`. Every error is a 400 naming the parameter. An endpoint can draw the same layers
+  on every image it serves: `watermark` in [configuration.md](configuration.md#endpoints).
 """
 
 
@@ -168,13 +171,15 @@ Client Hint request header"). The pictures below were asked for with the headers
 
 - **Width**: rounded *up* to the next 100 px, as ImageKit does ("rounds the intrinsic size of the
   image to the next smallest 100": `Sec-CH-Width: 212` → 300 px), and held to `[limits]
-  max_output_side`. The width hint is in device pixels, so with `w-auto` the step's `dpr` (a
+  max_output_side`, however large the number (`Sec-CH-Width: 9999999999999999999999999` is 8192 px
+  by default). The width hint is in device pixels, so with `w-auto` the step's `dpr` (a
   number or `dpr-auto`) is not applied again: `w-auto,dpr-auto` with `Sec-CH-Width: 600` and
   `Sec-CH-DPR: 2` is 600 px wide, as in ImageKit's example.
-- **DPR**: rounded up to the next tenth (`2.625` → 2.7), within 0.1–5; it multiplies `w`/`h` like
-  `dpr-N`.
+- **DPR**: rounded up to the next tenth (`2.625` → 2.7), within 0.1–5 (a larger number is 5); it
+  multiplies `w`/`h` like `dpr-N`.
 - **No hint** (a browser that sends none, a first request, a non-browser client), or a value that is
-  not a number: `w-auto` sets no width — the step is as if `w` were not given, so the image keeps its
+  not a plain number (`-400`, `1e5`, `auto`) or is zero: `w-auto` sets no width — the step is as if
+  `w` were not given, so the image keeps its
   own width unless `h` or `ar` say otherwise — and `dpr-auto` is 1. ImageKit's documentation does not
   say what it does without the header; this is the choice that never invents a size.
 - **Bounded cache**: the rounded values are part of the output's cache key (never the raw header), so
@@ -448,7 +453,10 @@ SECTIONS = (
                 Example("w-200,h-200,cm-pad_resize,bg-white:b-4_333333:r-20,f-png", "logo-transparent.png"),
             )),
     Section("`f`: output format", "`auto`: AVIF when `Accept` names `image/avif` (animations: WebP, which "
-            "libvips can write animated), else WebP when it names `image/webp`, else JPEG — or PNG when "
+            "libvips can write animated), else WebP when it names `image/webp`, else JPEG (a type counts "
+            "only when named outright, not by `image/*` or `*/*`, and with a weight above 0: "
+            "`image/webp;q=0` refuses WebP, as RFC 9110 says; a `q` that is not a number is ignored, and "
+            "other weights do not reorder AVIF and WebP) — or PNG when "
             "the result has transparency, or GIF when it is an animation (an animated GIF stays animated "
             "for every browser); the response says `Vary: Accept`. `orig`: the original's format. "
             "Without `f`, the format follows the extension of the requested path, else the original's — "
@@ -572,7 +580,9 @@ output pixels weighted by its operations, e.g. `w-8192,h-8192,c-force,bl-100` is
 its header is read; see [security.md](security.md#work-per-url). A render still running after
 `[limits] render_timeout` (20 s) is stopped and answered **503** `rendering took too long`. A source
 that is not an image, is SVG (unless `[limits] allow_svg`), or fails to decode (truncated, corrupt) is
-a **422**.
+a **422**; only the URL's own original is answered so: a layer's original that is not an image or fails
+to decode is a 400 naming its `i-` (see [Overlays](#overlays)). Any size of JPEG is served, down to 1×1
+px and 20000×1 strips.
 
 Every parameter works at every size: rotations, vertical flips and the other operations that read an
 image out of order decode the step's already shrunk image to memory first (a 12 MP photo turned at
