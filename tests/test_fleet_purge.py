@@ -46,8 +46,9 @@ async def test_a_purge_sent_to_one_node_purges_every_node_once(fleet):
     response = await purge(fleet[1], {"url": "/coffee.jpg"})
     assert (response.code, response.headers["Content-Type"]) == (200, "application/json")
     answer = json.loads(response.body)
-    assert answer["removed"] == 2  # two outputs on this node (a local origin's original is not kept)
-    assert answer["peers"] == [{"peer": fleet[i].url, "outcome": "ok", "status": 200, "removed": 2} for i in (0, 2)]
+    # two outputs on this node, and the version of the local origin's file (its bytes are not kept)
+    assert answer["removed"] == 3 and answer["by_tier"] == {"output": 2, "original": 1, "not_found": 0}
+    assert answer["peers"] == [{"peer": fleet[i].url, "outcome": "ok", "status": 200, "removed": 3} for i in (0, 2)]
     for node in fleet:
         assert await cache_results(node) == ["MISS", "MISS", "HIT"]
     # the peers purged themselves only: nothing came back to the first node, nothing went further
@@ -62,7 +63,7 @@ async def test_a_peer_down_is_named_and_the_live_ones_are_still_purged(fleet):
     response = await purge(fleet[0], {"prefix": "/"})
     assert response.code == 502
     assert json.loads(response.body)["peers"] == [
-        {"peer": fleet[1].url, "outcome": "ok", "status": 200, "removed": 3},
+        {"peer": fleet[1].url, "outcome": "ok", "status": 200, "removed": 5},  # 3 outputs, 2 files' versions
         {"peer": fleet[2].url, "outcome": "unreachable"}]
     assert await cache_results(fleet[0]) == await cache_results(fleet[1]) == ["MISS"] * 3
     assert (await fanned_out(fleet[0]))[(("outcome", "unreachable"), ("peer", fleet[2].url))] == 1
@@ -103,7 +104,7 @@ async def test_edge_purge_fleet_from_the_command_line(fleet):
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err
     answer = json.loads(out)
-    assert answer["removed"] == 2 and [p["outcome"] for p in answer["peers"]] == ["ok", "ok"]
+    assert answer["removed"] == 3 and [p["outcome"] for p in answer["peers"]] == ["ok", "ok"]
     for node in fleet:
         assert await cache_results(node) == ["MISS", "MISS", "HIT"]
 
