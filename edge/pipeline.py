@@ -55,7 +55,7 @@ from .originals import CurrentOriginal, OriginalLookup, OriginalSource
 from .routing import ImageRequest, Router
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
-from .transform.cost import check_cost
+from .transform.cost import ENCODE_COUNTED, check_cost
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.hints import NO_HINTS, negotiate
 from .transform.options import Transformation, layered, parse_transformation
@@ -250,6 +250,12 @@ class Pipeline:
         defaults = self._config.defaults
         planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
                                                   defaults.auto_format, defaults.auto_format_smallest)
+        if planned_format in ENCODE_COUNTED and not vary_accept:  # f-gif, f-avif, .gif, .avif: the encode counts
+            try:
+                check_cost(transformation, self._config.limits, formats=(planned_format,), defaults=defaults)
+            except EdgeError as error:
+                error.endpoint = error.endpoint or endpoint
+                raise
         host = request.host.lower() if self._takes_host[request.endpoint.id] else None
         original = original_key(request.endpoint.id, request.path, host)
         key = output_key(original, requested, planned_format if vary_accept else "", hints.key)

@@ -575,9 +575,11 @@ px a side (WebP: at most 16383 whatever the config), after any step of a chain, 
 large`, and so is an animation whose frames at the output size add up to more than 100 megapixels. A
 transformation has at most 10 chained steps and 2000 characters (path and query form together); more
 is a 400. A transformation estimated to cost more than `[limits] max_cost` (200 megapixels of work:
-output pixels weighted by its operations, e.g. `w-8192,h-8192,c-force,bl-100` is about 291) is a 400
-`transformation too costly: …`, before the original is fetched when the URL alone says so, else once
-its header is read; see [security.md](security.md#work-per-url). A render still running after
+output pixels weighted by its operations, e.g. `w-8192,h-8192,c-force,bl-100` is about 291, and the
+GIF or AVIF encode, which the render deadline cannot stop: `f-gif` on a 12 MP photo is about 264) is a
+400 `transformation too costly: …`, before the original is fetched when the URL alone says so, else once
+its header is read; an AVIF chosen by `f-auto` falls back to WebP (or JPEG/PNG) instead; see
+[security.md](security.md#work-per-url). A render still running after
 `[limits] render_timeout` (20 s) is stopped and answered **503** `rendering took too long`. A source
 that is not an image, is SVG (unless `[limits] allow_svg`), or fails to decode (truncated, corrupt) is
 a **422**; only the URL's own original is answered so: a layer's original that is not an image or fails

@@ -1,29 +1,44 @@
 """The work one URL asks for, held to `[limits] max_cost` before any pixel is made.
 
-    cost = frames × Σ over steps of  output megapixels × (1 + the weights of the step's operations
-                                                          + LAYER_WEIGHT × its layers)
-                                   + input megapixels × TRIM_WEIGHT        (when the step trims)
-                                   + FACE_SEARCH                           (when it looks for faces)
-                                   + each layer's own work (its steps; a text's estimated pixels)
+    cost = frames × ( Σ over steps of  output megapixels × (1 + the weights of the step's operations
+                                                            + LAYER_WEIGHT × its layers)
+                                     + input megapixels × TRIM_WEIGHT        (when the step trims)
+                                     + FACE_SEARCH                           (when it looks for faces)
+                                     + BLURRED_FRAME                         (a `bg-blurred` padding)
+                                     + each layer's own work (its steps; a text's estimated pixels)
+                      + Σ over the formats encoded of  the encode of one frame   (GIF and AVIF) )
 
 The unit is a megapixel of plain resize-and-encode (about 20 ms of one core for a downscale); each
 weight is what an operation costs on top of that per megapixel, measured on a 4 MP photo
 (benchmarks/README.md). `bl-100` on an 8192×8192 output is 67 × (1 + 3.3) ≈ 290: over the default
 budget of 200, which admits an 8192×8192 output with light effects, or ten chained steps of 2000 px.
 
+Encoding is counted for the two formats whose libvips encoders never look at the kill flag, so the
+render deadline (`render_timeout`, edge/transform/stopping.py) cannot stop them: GIF (libimagequant
+quantises each frame: `GIF_WEIGHT` × frame megapixels + `GIF_FRAME`) and AVIF (libaom: output
+megapixels × an `AVIF_*_WEIGHT` by quality, times a factor of `[defaults] avif_effort`). The weights are CPU medians of the encode alone on a 12 MP photo-like JPEG
+(tests/imagecorpus.py) and its animated frames, rounded up, so that a GIF or AVIF encode the default
+budget admits takes at most ~4 s of one core. JPEG, PNG and WebP encodes are not counted:
+`max_output_side` and the render deadline bound them. `f-auto` never answers 400 for AVIF alone: an
+AVIF over budget falls back to the format the browser would get without it (`check_render_cost`).
+
 It is checked twice. At parse time (`check_cost`, before the original is fetched) the sizes the URL
 alone implies are used, a side it leaves open counting as 1 px: what no original can make cheap is
-refused without a fetch. Once the original's header is read (`check_cost` with its size, before any
-pixel is decoded) the same sum is taken with every size known. Encoding is not counted (the format
-may follow `Accept`): `max_output_side` and the render deadline bound it.
+refused without a fetch; the encode is counted there when the URL names the format (`f-gif`, `f-avif`,
+the path's extension). Once the original's header is read (`check_render_cost` with its size, frames
+and format, before any pixel is decoded) the same sum is taken with every size and the formats known.
 """
 
 from __future__ import annotations
 
 import math
 
-from ..config import Limits
+from collections.abc import Mapping, Sequence
+
+from ..config import Defaults, Limits
 from ..errors import BadRequest
+from .colours import Blurred
+from .formats import AUTO_LEGACY, AUTO_MODERN, SMALLEST, final_formats
 from .geometry import target_box, with_sizes
 from .layers import CANVAS, Layer
 from .options import DEFAULT_STEP, Step, Transformation
@@ -47,35 +62,125 @@ FACE_SEARCH = 8.0
 LAYER_WEIGHT = 0.5
 #: a text layer's estimated pixels per character, in units of its font size squared
 TEXT_AREA_PER_CHARACTER = 0.8
+#: `bg-blurred` padding, per output megapixel (the blurred copy, 1/16 of the box, scaled up over the
+#: box: 12 ms/MP at 4000² and 8192², radius 10–100) and per step and frame (cutting the centre, the small
+#: copy and its operations: 17 ms a frame of a 99-frame GIF)
+BLURRED_WEIGHT = 1.0
+BLURRED_FRAME = 1.0
+
+# Encodes, per frame, in units; CPU medians of the encode alone, `concurrency_set(1)`, libvips 8.18:
+#: GIF at the node's `effort=1` (encode.py), per output megapixel and per frame, above every measurement
+#: (photo-like content, the quantiser's worst): frames of 32×32 1.9 ms, 100×100 7.0 ms, 250×250 29 ms,
+#: 500×500 105 ms, 1000×750 277 ms; one of 2000×1500 1.17 s, of 4000×3000 4.42 s. The default budget
+#: admits a still GIF of ~9 MP (~3.3 s) and 99 frames of 100×100 (~0.7 s) costs ~52.
+GIF_WEIGHT, GIF_FRAME = 22.0, 0.3
+#: AVIF at `avif_effort = 2`, per output megapixel: q ≤ 90 4.4–11.8 units (q-50 to q-90, 1–48 MP; 12 MP
+#: at q-80 1.94 s), q above 90 11–21 (q-100: 19–21), lossless 27–28. A 12 MP photo at q-80 costs
+#: 12 × 12 = 144 (and its steps) and is admitted; at q-100 or lossless it is not.
+AVIF_WEIGHT, AVIF_FINE_WEIGHT, AVIF_LOSSLESS_WEIGHT = 12.0, 22.0, 30.0
+AVIF_FINE_QUALITY = 90
+#: the AVIF weight's factor by `avif_effort` 0–9 (measured 0.4, 0.53, 1, 1.8, 11.5–13, 10.9, 22.7 at
+#: 0.2–3 MP; 7–9 unmeasured, doubled at each level)
+AVIF_EFFORT_FACTORS = (0.5, 0.6, 1.0, 2.0, 13.0, 13.0, 25.0, 50.0, 100.0, 200.0)
+#: the formats whose encode counts
+ENCODE_COUNTED = frozenset({"gif", "avif"})
 
 Size = tuple[int | None, int | None]
 
 
 def check_cost(transformation: Transformation, limits: Limits, source: Size = (None, None),
-               frames: int = 1, overlays: dict[str, Size] | None = None) -> None:
+               frames: int = 1, overlays: dict[str, Size] | None = None, formats: Sequence[str] = (),
+               defaults: Defaults | None = None) -> None:
     """400 naming the budget when the transformation is estimated to cost more than `max_cost`.
-    `overlays`: the sizes of the layers' originals, by path, once known."""
-    cost = frames * transformation_cost(transformation.steps, source, overlays or {})
+    `overlays`: the sizes of the layers' originals, by path, once known. `formats`: those the render
+    encodes, once known (their encode counts: GIF, AVIF), with `defaults`' quality and AVIF effort."""
+    cost = estimated_cost(transformation, source, frames, overlays, formats, defaults)
     if cost > limits.max_cost:
         raise BadRequest(f"transformation too costly: about {math.ceil(cost)} megapixels of work exceed "
                          f"[limits] max_cost = {limits.max_cost:g}")
 
 
+def estimated_cost(transformation: Transformation, source: Size = (None, None), frames: int = 1,
+                   overlays: dict[str, Size] | None = None, formats: Sequence[str] = (),
+                   defaults: Defaults | None = None) -> float:
+    """The module docstring's sum."""
+    cost, size = _steps_cost(transformation.steps, source, overlays or {})
+    if formats:
+        defaults = defaults or Defaults()
+        output = transformation.output
+        quality = output.quality or defaults.quality
+        cost += sum(encode_cost(fmt, size, quality, output.lossless, defaults.avif_effort) for fmt in formats)
+    return frames * cost
+
+
+def encode_cost(fmt: str, size: Size, quality: int, lossless: bool, avif_effort: int) -> float:
+    """The units of encoding one frame of `size` as `fmt` (0 for the formats the deadline stops)."""
+    megapixels = _megapixels(size)
+    if fmt == "gif":
+        return GIF_WEIGHT * megapixels + GIF_FRAME
+    if fmt == "avif":
+        weight = AVIF_LOSSLESS_WEIGHT if lossless else AVIF_FINE_WEIGHT if quality > AVIF_FINE_QUALITY else AVIF_WEIGHT
+        return megapixels * weight * AVIF_EFFORT_FACTORS[min(max(avif_effort, 0), len(AVIF_EFFORT_FACTORS) - 1)]
+    return 0.0
+
+
+def check_render_cost(transformation: Transformation, planned: str, loader: str, has_alpha: bool, animated: bool,
+                      limits: Limits, defaults: Defaults, source: Size, frames: int = 1,
+                      overlays: Mapping[str, Size] | None = None) -> str:
+    """`check_cost` once the original's header is read, with the encode of the formats `planned` makes
+    of it; the plan to render. A plan `f-auto` chose from `Accept` (`AUTO_MODERN`, AVIF alone, a
+    `SMALLEST` list) whose AVIF is over budget falls back to what the browser would get without AVIF
+    (WebP; JPEG/PNG/GIF; the other candidates), and raises only when that is over budget too. The
+    fallback depends on the original and the plan alone, so the output key (which holds the plan, with
+    `Vary: Accept`) still names one output."""
+    overlays = dict(overlays or {})
+    formats = final_formats(planned, loader, has_alpha, animated)
+    fallback = _without_avif(planned) if "avif" in formats and _follows_accept(transformation, defaults) else None
+    if fallback is not None and estimated_cost(transformation, source, frames, overlays, formats, defaults) > limits.max_cost:
+        planned, formats = fallback, final_formats(fallback, loader, has_alpha, animated)
+    check_cost(transformation, limits, source, frames, overlays, formats, defaults)
+    return planned
+
+
+def _follows_accept(transformation: Transformation, defaults: Defaults) -> bool:
+    """Whether the format is `f-auto`'s (as `plan_format` decides it), not one the URL names."""
+    return transformation.output_format == "auto" or (transformation.output_format is None and defaults.auto_format)
+
+
+def _without_avif(planned: str) -> str | None:
+    """The plan `f-auto` makes for the same browser without AVIF."""
+    if planned == AUTO_MODERN:
+        return "webp"
+    if planned == "avif":
+        return AUTO_LEGACY
+    if planned.startswith(SMALLEST):
+        return SMALLEST + "|".join(p for p in planned.removeprefix(SMALLEST).split("|") if p != "avif")
+    return None
+
+
 def transformation_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size] | None = None) -> float:
-    """The estimate of the module docstring; `source` sides may be unknown (None). A step's layers
-    add their own work (an image layer: its steps from its original's size) and a composite each."""
+    """The estimate of the module docstring, one frame and no encode; `source` sides may be unknown
+    (None). A step's layers add their own work (an image layer: its steps from its original's size)
+    and a composite each."""
+    return _steps_cost(steps, source, overlays or {})[0]
+
+
+def _steps_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size]) -> tuple[float, Size]:
+    """`transformation_cost` and the last step's output size."""
     cost, size = 0.0, source
     for step in steps:
         step = with_sizes(step, source, size)
         output = step_output(step, size)
         cost += _megapixels(output) * (1 + look_weight(step) + LAYER_WEIGHT * len(step.layers))
-        cost += sum(_layer_cost(layer, output, overlays or {}) for layer in step.layers)
+        cost += sum(_layer_cost(layer, output, overlays) for layer in step.layers)
         if step.trim is not None:
             cost += _megapixels(size) * TRIM_WEIGHT
         if step.focus == "face":
             cost += FACE_SEARCH
+        if step.pads and isinstance(step.background, Blurred):
+            cost += _megapixels(output) * BLURRED_WEIGHT + BLURRED_FRAME
         size = output
-    return cost
+    return cost, size
 
 
 def _layer_cost(layer: Layer, base: Size, overlays: dict[str, Size]) -> float:

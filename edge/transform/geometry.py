@@ -254,10 +254,26 @@ def _like(image: pyvips.Image) -> pyvips.Image:
 
 
 def _blurred_canvas(source: Source, width: int, height: int, blurred: Blurred) -> pyvips.Image:
-    """`bg-blurred`: the image scaled to cover the box, blurred, its brightness shifted. Blurred on a
-    copy of at most 1/4 of the box's sides (a blur hides the detail lost) and scaled back up."""
+    """`bg-blurred`: the image's centre at the box's aspect ratio, blurred, its brightness shifted.
+    Blurred on a copy of at most 1/4 of the box's sides (a blur hides the detail lost) and scaled
+    back up. The centre is cut before anything is enlarged: scaling the whole image to cover a box of
+    another shape first (8192×1 from a 32 px frame: 2048×2048, for each of 99 frames) made images far
+    larger than the box or the source, 20 s and 1.7 GB for a 5 KB GIF. Nothing larger than the
+    source (shrunk on load where it can) or the small copy is made."""
     small_w, small_h = max(1, width // 4), max(1, height // 4)
-    small = _like(source.thumbnail(small_w, height=small_h, crop=pyvips.enums.Interesting.CENTRE))
+    # the source's largest centre region of the box's aspect ratio, in its pixels
+    region_w = min(source.width, source.height * width / height)
+    region_h = min(source.height, source.width * height / width)
+    shrink = min(1.0, max(small_w / region_w, small_h / region_h))  # never above 1: no enlarging here
+    if shrink < 1:
+        image = source.thumbnail(max(1, round(source.width * shrink)), height=max(1, round(source.height * shrink)),
+                                 size=Size.FORCE)
+    else:
+        image = source.decode()
+    cut_w = max(1, min(image.width, round(region_w * image.width / source.width)))
+    cut_h = max(1, min(image.height, round(region_h * image.height / source.height)))
+    region = image.crop((image.width - cut_w) // 2, (image.height - cut_h) // 2, cut_w, cut_h)
+    small = _like(region.thumbnail_image(small_w, height=small_h, size=Size.FORCE))  # enlarged, if at all, from the cut
     small = small.gaussblur(max(0.5, blurred.radius / 8)) + blurred.brightness
     canvas = small.cast(pyvips.enums.BandFormat.UCHAR).copy(interpretation=pyvips.enums.Interpretation.SRGB)
     scaled = canvas.resize(width / canvas.width, vscale=height / canvas.height)

@@ -22,7 +22,7 @@ from ..errors import BadRequest, InvalidTransformation, Overloaded, RenderTimedO
 from ..threads import BlockingPool
 from . import stopping
 from .compose import draw_layers
-from .cost import check_cost
+from .cost import check_render_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
@@ -253,8 +253,11 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     if animated and header.width * header.height * header.frames > limits.max_source_pixels:
         raise BadRequest("source too large")
     overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in (overlays or {}).items()}
-    check_cost(transformation, limits, (header.width, header.height), header.frames if animated else 1,
-               {path: (h.width, h.height) for path, h in overlay_headers.items()})
+    # the encode counts too; an `f-auto` AVIF over budget falls back (the plan to render is returned)
+    planned_format = check_render_cost(
+        transformation, planned_format, header.loader, header.has_alpha, animated, limits, defaults,
+        (header.width, header.height), header.frames if animated else 1,
+        {path: (h.width, h.height) for path, h in overlay_headers.items()})
     output, steps = transformation.output, transformation.steps or (DEFAULT_STEP,)
     draw = _layer_drawer(overlays or {}, overlay_headers, fonts or shipped_fonts(), limits)
     try:

@@ -1,0 +1,133 @@
+"""The encode in the cost budget: GIF and AVIF encoders never look at libvips' kill flag, so the render
+deadline cannot stop them; their work is counted before any pixel is made (edge/transform/cost.py).
+And `bg-blurred` padding on an animation: made without images larger than the box, and counted."""
+
+import pytest
+import pyvips
+
+from edge.config import Defaults, Limits
+from edge.errors import BadRequest
+from edge.transform.cost import estimated_cost
+from edge.transform.formats import plan_format
+from edge.transform.options import parse_transformation
+from edge.transform.render import render_image
+from tests import imagecorpus as corpus
+from tests.nodes import decode, local_config, write_config
+
+MODERN = "image/avif,image/webp,*/*"
+BUDGET = "megapixels of work exceed [limits] max_cost = 200"
+
+
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory):
+    root = tmp_path_factory.mktemp("encode-cost")
+    (root / "photo.jpg").write_bytes(corpus.photo_jpeg(4000, 3000))
+    (root / "photo.png").write_bytes(pyvips.Image.new_from_buffer(corpus.photo_jpeg(4000, 3000), "").pngsave_buffer())
+    (root / "anim.gif").write_bytes(corpus.animated_gif(99))  # 99 frames of 32×32, ~5.6 KB
+    return root
+
+
+@pytest.fixture
+async def node(node_factory, originals, tmp_path):
+    return await node_factory(write_config(tmp_path, local_config(originals)))
+
+
+def render(body: bytes, tr: str, name: str, accept: str | None = None, limits: Limits = Limits()):
+    transformation = parse_transformation(tr)
+    planned, _ = plan_format(transformation.output_format, name, accept)
+    return render_image(body, transformation, planned, Defaults(), limits)
+
+
+@pytest.mark.parametrize("path", [
+    "/tr:w-8192,h-8192,c-force,f-gif/photo.jpg",  # refused at parse time, before the fetch
+    "/tr:f-gif/photo.jpg",
+    "/tr:w-8192,f-gif/photo.jpg",
+    "/tr:w-6000,q-100,f-avif/photo.jpg",
+    "/tr:lo-true,f-avif/photo.jpg",
+    "/tr:q-100,f-avif/photo.png",
+    "/tr:w-4000,h-3000/photo.gif",  # the extension names GIF: a missing original, refused before the fetch
+])
+async def test_gif_and_avif_encodes_over_the_budget_are_refused(node, path):
+    response = await node.fetch(path)
+    assert response.code == 400, (path, response.code, response.body[:200])
+    body = response.body.decode().strip()
+    assert body.startswith("transformation too costly: about ") and body.endswith(BUDGET), body
+
+
+@pytest.mark.parametrize("tr", ["f-gif", "w-8192,f-gif", "lo-true,f-avif", "q-100,f-avif"])
+def test_the_refusal_comes_before_any_pixel_work(originals, tr):
+    with pytest.raises(BadRequest, match=r"\[limits\] max_cost = 200"):
+        render((originals / "photo.jpg").read_bytes(), tr, "photo.jpg",
+               limits=Limits(render_timeout=0.001))  # a render that started would not be told apart
+
+
+async def test_f_auto_falls_back_from_an_avif_over_budget_to_webp(node):
+    response = await node.fetch("/tr:q-100,f-auto/photo.jpg", headers={"Accept": MODERN})
+    assert response.code == 200, response.body[:200]
+    image = decode(response)
+    assert response.headers["Content-Type"] == "image/webp" and image.get("vips-loader") == "webpload_buffer"
+    assert (image.width, image.height) == (4000, 3000) and response.headers["Vary"] == "Accept"
+    again = await node.fetch("/tr:q-100,f-auto/photo.jpg", headers={"Accept": MODERN})
+    assert again.headers["X-Cache"] == "HIT" and again.headers["Content-Type"] == "image/webp"
+
+
+async def test_f_auto_without_webp_falls_back_to_jpeg(node):
+    response = await node.fetch("/tr:lo-true,f-auto/photo.jpg", headers={"Accept": "image/avif"})
+    assert response.code == 200, response.body[:200]
+    image = decode(response)
+    assert response.headers["Content-Type"] == "image/jpeg" and (image.width, image.height) == (4000, 3000)
+
+
+def test_f_auto_keeps_avif_within_the_budget(originals):
+    rendered = render((originals / "photo.jpg").read_bytes(), "f-auto", "photo.jpg", MODERN)
+    assert (rendered.format, rendered.width, rendered.height) == ("avif", 4000, 3000)
+    rendered = render((originals / "photo.jpg").read_bytes(), "w-1000,f-gif", "photo.jpg")
+    assert (rendered.format, rendered.width, rendered.height) == ("gif", 1000, 750)
+
+
+def test_the_encode_and_the_blurred_background_are_counted():
+    size = (4000, 3000)
+    plain = estimated_cost(parse_transformation("w-1000"), size)
+    assert estimated_cost(parse_transformation("w-1000"), size, formats=["jpg"]) == plain
+    assert estimated_cost(parse_transformation("w-1000"), size, formats=["gif"]) > plain + 15
+    assert estimated_cost(parse_transformation("w-1000"), size, formats=["avif"]) > plain + 8
+    red = estimated_cost(parse_transformation("w-8192,h-1,cm-pad_resize,bg-red"), (32, 32), frames=99)
+    blurred = estimated_cost(parse_transformation("w-8192,h-1,cm-pad_resize,bg-blurred"), (32, 32), frames=99)
+    assert blurred >= red + 99
+
+
+async def test_blurred_padding_of_a_long_gif_as_gif_is_within_the_budget(node):
+    # 99 frames of 8192x1 (20 s and 2 GB before the background was bounded): ~150 units, ~1.5 s
+    response = await node.fetch("/tr:w-8192,h-1,cm-pad_resize,bg-blurred/anim.gif", timeout=15)
+    assert response.code == 200, response.body[:200]
+    image = decode(response, all_frames=True)
+    assert image.get("vips-loader") == "gifload_buffer"
+    assert image.get("n-pages") == 99 and (image.width, image.get("page-height")) == (8192, 1)
+
+
+@pytest.mark.parametrize("width, admitted", [(100, True), (400, False)])
+async def test_an_animated_gif_kept_as_gif_is_counted_per_frame(node, width, admitted):
+    # 99 frames of 100x100 (~52 units, ~0.7 s): the common case stays admitted; of 400x400, ~390
+    response = await node.fetch(f"/tr:w-{width}/anim.gif", timeout=30)
+    if admitted:
+        image = decode(response, all_frames=True)
+        assert response.code == 200 and image.get("n-pages") == 99 and image.width == width
+    else:
+        assert response.code == 400 and response.body.decode().strip().endswith(BUDGET)
+
+
+@pytest.mark.parametrize("tr, size", [("w-8192,h-1", (8192, 1)), ("w-1,h-8192", (1, 8192))])
+async def test_blurred_padding_of_a_long_gif_is_bounded(node, tr, size):
+    # as WebP (stoppable, not counted): the background itself must be cheap; 20 s and 2 GB before
+    response = await node.fetch(f"/tr:{tr},cm-pad_resize,bg-blurred,f-webp/anim.gif", timeout=15)
+    assert response.code == 200, response.body[:200]
+    image = decode(response, all_frames=True)
+    assert image.get("n-pages") == 99 and (image.width, image.get("page-height")) == size
+
+
+def test_blurred_padding_shows_the_image_blurred(originals):
+    rendered = render(corpus.quadrants_png(200, 100), "w-400,h-100,cm-pad_resize,bg-blurred_1", "card.png")
+    image = pyvips.Image.new_from_buffer(rendered.body, "")
+    assert (image.width, image.height) == (400, 100)
+    left, right = image.getpoint(2, 50), image.getpoint(397, 50)
+    assert left != right  # the padding follows the picture's centre, not one colour
