@@ -55,6 +55,12 @@ def parse_target(target: Any) -> dict[str, str]:
     (kind, value), = target.items()
     if not isinstance(value, str) or not value:
         raise BadRequest(f"{kind}: expected a URL or a path")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        # a lone surrogate: JSON's `"\ud800"`, or a command-line byte that is not UTF-8 (`edge purge`);
+        # no path the node serves holds one, and the cache's keys (SQLite text) cannot
+        raise BadRequest(f"{kind}: not valid UTF-8 (holds a lone surrogate)") from None
     return target
 
 

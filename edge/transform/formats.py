@@ -40,6 +40,9 @@ KEEP_SOURCE = "orig"
 AUTO_LEGACY = "auto"
 #: `f-auto` for a browser taking both: AVIF, but WebP for an animation (libvips writes no animated AVIF)
 AUTO_MODERN = "avif|webp"
+#: `f-auto` for a browser taking AVIF but not WebP: AVIF, but GIF for an animation (every browser
+#: animates GIF). Not the plan `avif`, which is `f-avif`'s (an animation becomes its first frame)
+AUTO_AVIF = "avif|gif"
 #: `f-auto` with `[defaults] auto_format_smallest`: every acceptable format is encoded, the smallest
 #: served; the plan lists them (`smallest:avif|webp|auto`), so the cache key differs from the plain plan
 SMALLEST = "smallest:"
@@ -99,9 +102,9 @@ def plan_format(requested: str | None, path: str, accept: str | None, default_au
     """Before the fetch: (planned format, whether it depended on `Accept`).
 
     The planned format is a real format, or `KEEP_SOURCE`, `AUTO_LEGACY` (JPEG, or PNG when the image
-    has transparency, GIF when it stays animated), `AUTO_MODERN` or a `SMALLEST` list. `default_auto`
-    (`[defaults] auto_format`) makes a URL without `f-` an `f-auto` one, whatever its extension, as
-    ImageKit does by default.
+    has transparency, GIF when it stays animated), `AUTO_MODERN`, `AUTO_AVIF` or a `SMALLEST` list.
+    `default_auto` (`[defaults] auto_format`) makes a URL without `f-` an `f-auto` one, whatever its
+    extension, as ImageKit does by default.
     """
     if requested is None and default_auto:
         requested = "auto"
@@ -109,7 +112,7 @@ def plan_format(requested: str | None, path: str, accept: str | None, default_au
         avif, webp = accepts(accept, "image/avif"), accepts(accept, "image/webp")
         if smallest and (avif or webp):
             return SMALLEST + "|".join([*(["avif"] if avif else []), *(["webp"] if webp else []), AUTO_LEGACY]), True
-        planned = AUTO_MODERN if avif and webp else "avif" if avif else "webp" if webp else AUTO_LEGACY
+        planned = AUTO_MODERN if avif and webp else AUTO_AVIF if avif else "webp" if webp else AUTO_LEGACY
         return planned, True
     if requested is not None:
         return requested, False
@@ -119,7 +122,7 @@ def plan_format(requested: str | None, path: str, accept: str | None, default_au
 def animates(planned: str, loader: str) -> bool:
     """Whether the output keeps an animated original's frames (else it is the first frame). Under
     `f-auto` always: WebP where the browser takes it, else GIF."""
-    return planned in (AUTO_MODERN, AUTO_LEGACY) or planned.startswith(SMALLEST) or \
+    return planned in (AUTO_MODERN, AUTO_AVIF, AUTO_LEGACY) or planned.startswith(SMALLEST) or \
         _settled(planned, loader) in ANIMATED_FORMATS
 
 
@@ -138,6 +141,8 @@ def final_formats(planned: str, loader: str, has_alpha: bool, animated: bool) ->
     planned = _settled(planned, loader)
     if planned == AUTO_MODERN:
         return ["webp" if animated else "avif"]
+    if planned == AUTO_AVIF:
+        return ["gif" if animated else "avif"]
     if planned == AUTO_LEGACY:
         return ["gif" if animated else "png" if has_alpha else "jpg"]
     return [planned]
