@@ -250,7 +250,7 @@ class Pipeline:
         defaults = self._config.defaults
         planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
                                                   defaults.auto_format, defaults.auto_format_smallest)
-        if planned_format in ENCODE_COUNTED and not vary_accept:  # f-gif, f-avif, .gif, .avif: the encode counts
+        if planned_format in ENCODE_COUNTED and not vary_accept:  # f-gif, f-webp, .avif, .png…: the encode counts
             try:
                 check_cost(transformation, self._config.limits, formats=(planned_format,), defaults=defaults)
             except EdgeError as error:

@@ -453,7 +453,8 @@ SECTIONS = (
                 Example("w-200,h-200,cm-pad_resize,bg-white:b-4_333333:r-20,f-png", "logo-transparent.png"),
             )),
     Section("`f`: output format", "`auto`: AVIF when `Accept` names `image/avif` (animations: WebP, which "
-            "libvips can write animated), else WebP when it names `image/webp`, else JPEG (a type counts "
+            "libvips can write animated, when it names `image/webp` too, else GIF), else WebP when it "
+            "names `image/webp`, else JPEG (a type counts "
             "only when named outright, not by `image/*` or `*/*`, and with a weight above 0: "
             "`image/webp;q=0` refuses WebP, as RFC 9110 says; a `q` that is not a number is ignored, and "
             "other weights do not reorder AVIF and WebP) — or PNG when "
@@ -576,9 +577,9 @@ large`, and so is an animation whose frames at the output size add up to more th
 transformation has at most 10 chained steps and 2000 characters (path and query form together); more
 is a 400. A transformation estimated to cost more than `[limits] max_cost` (200 megapixels of work:
 output pixels weighted by its operations, e.g. `w-8192,h-8192,c-force,bl-100` is about 291, and the
-GIF or AVIF encode, which the render deadline cannot stop: `f-gif` on a 12 MP photo is about 264) is a
-400 `transformation too costly: …`, before the original is fetched when the URL alone says so, else once
-its header is read; an AVIF chosen by `f-auto` falls back to WebP (or JPEG/PNG) instead; see
+encode where it costs more than JPEG's: `f-gif` on a 12 MP photo is about 264, `w-8192,f-webp` 350) is
+a 400 `transformation too costly: …`, before the original is fetched when the URL alone says so, else
+once its header is read; a format chosen by `f-auto` falls back to WebP or JPEG/PNG instead; see
 [security.md](security.md#work-per-url). A render still running after
 `[limits] render_timeout` (20 s) is stopped and answered **503** `rendering took too long`. A source
 that is not an image, is SVG (unless `[limits] allow_svg`), or fails to decode (truncated, corrupt) is

@@ -1,14 +1,15 @@
-"""The encode in the cost budget: GIF and AVIF encoders never look at libvips' kill flag, so the render
-deadline cannot stop them; their work is counted before any pixel is made (edge/transform/cost.py).
-And `bg-blurred` padding on an animation: made without images larger than the box, and counted."""
+"""The encode in the cost budget: GIF and AVIF encoders never look at libvips' kill flag within an
+image, so the render deadline cannot stop them; WebP and PNG ones hold a thread until it does. Their
+work is counted before any pixel is made (edge/transform/cost.py). And `bg-blurred` padding on an
+animation: made without images larger than the box, and counted."""
 
 import pytest
 import pyvips
 
 from edge.config import Defaults, Limits
 from edge.errors import BadRequest
-from edge.transform.cost import estimated_cost
-from edge.transform.formats import plan_format
+from edge.transform.cost import check_render_cost, estimated_cost
+from edge.transform.formats import final_formats, plan_format
 from edge.transform.options import parse_transformation
 from edge.transform.render import render_image
 from tests import imagecorpus as corpus
@@ -105,15 +106,43 @@ async def test_blurred_padding_of_a_long_gif_as_gif_is_within_the_budget(node):
     assert image.get("n-pages") == 99 and (image.width, image.get("page-height")) == (8192, 1)
 
 
-@pytest.mark.parametrize("width, admitted", [(100, True), (400, False)])
-async def test_an_animated_gif_kept_as_gif_is_counted_per_frame(node, width, admitted):
-    # 99 frames of 100x100 (~52 units, ~0.7 s): the common case stays admitted; of 400x400, ~390
+@pytest.mark.parametrize("width", [100, 400])
+async def test_an_animated_gif_kept_as_gif_counts_one_frames_encode(node, width):
+    # 99 frames: the deadline stops an animation between frames, so one frame's encode counts
     response = await node.fetch(f"/tr:w-{width}/anim.gif", timeout=30)
-    if admitted:
-        image = decode(response, all_frames=True)
-        assert response.code == 200 and image.get("n-pages") == 99 and image.width == width
-    else:
-        assert response.code == 400 and response.body.decode().strip().endswith(BUDGET)
+    image = decode(response, all_frames=True)
+    assert response.code == 200 and image.get("n-pages") == 99 and image.width == width
+
+
+async def test_the_deadline_stops_an_animated_gif_between_frames(node_factory, tmp_path):
+    """60 photo-like frames of 480x480 take ~6 s to quantise: the deadline (1 s here) stops them."""
+    photo = pyvips.Image.new_from_buffer(corpus.photo_jpeg(4000, 3000), "")
+    frames = [photo.crop(33 * i, 25 * i, 2000, 1500).thumbnail_image(480, height=480, size="force") for i in range(60)]
+    animation = pyvips.Image.arrayjoin(frames, across=1).copy_memory()
+    animation.set_type(pyvips.GValue.gint_type, "page-height", 480)
+    (tmp_path / "noisy.gif").write_bytes(animation.gifsave_buffer(effort=1))
+    node = await node_factory(write_config(tmp_path, local_config(tmp_path, before=(
+        '[cache]\ndir = "cache"\n[limits]\nrender_timeout = "1s"\n'))))
+    response = await node.fetch("/tr:w-479/noisy.gif", timeout=30)
+    assert (response.code, response.body) == (503, b"rendering took too long\n")
+
+
+@pytest.mark.parametrize("tr, accept, fmt", [("w-8192,f-auto", MODERN, "jpg"), ("w-8192,f-auto", "image/webp", "jpg"),
+                                             ("w-5000,f-auto", MODERN, "webp"), ("w-3000,f-auto", MODERN, "avif")])
+def test_f_auto_falls_back_as_far_as_the_budget_needs(originals, tr, accept, fmt):
+    # AVIF of 8192x6144 ~600 units, WebP ~300: JPEG; 5000x3750: AVIF ~225, WebP ~135; 3000x2250 AVIF ~80
+    transformation = parse_transformation(tr)
+    planned, _ = plan_format(transformation.output_format, "photo.jpg", accept)
+    plan = check_render_cost(transformation, planned, "jpegload_source", False, False, Limits(), Defaults(),
+                             (4000, 3000))
+    assert final_formats(plan, "jpegload_source", False, False) == [fmt]
+
+
+@pytest.mark.parametrize("path", ["/tr:w-8192,q-100,f-webp/photo.jpg", "/tr:w-8192,h-8192,c-force,f-png/photo.jpg",
+                                  "/tr:lo-true,f-webp/photo.jpg"])
+async def test_webp_and_png_encodes_over_the_budget_are_refused(node, path):
+    response = await node.fetch(path)
+    assert response.code == 400 and response.body.decode().strip().endswith(BUDGET), response.body[:200]
 
 
 @pytest.mark.parametrize("tr, size", [("w-8192,h-1", (8192, 1)), ("w-1,h-8192", (1, 8192))])

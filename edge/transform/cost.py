@@ -6,21 +6,24 @@
                                      + FACE_SEARCH                           (when it looks for faces)
                                      + BLURRED_FRAME                         (a `bg-blurred` padding)
                                      + each layer's own work (its steps; a text's estimated pixels)
-                      + Σ over the formats encoded of  the encode of one frame   (GIF and AVIF) )
+                    ) + Σ over the formats encoded of  the encode of one frame   (GIF and AVIF)
 
 The unit is a megapixel of plain resize-and-encode (about 20 ms of one core for a downscale); each
 weight is what an operation costs on top of that per megapixel, measured on a 4 MP photo
 (benchmarks/README.md). `bl-100` on an 8192×8192 output is 67 × (1 + 3.3) ≈ 290: over the default
 budget of 200, which admits an 8192×8192 output with light effects, or ten chained steps of 2000 px.
 
-Encoding is counted for the two formats whose libvips encoders never look at the kill flag, so the
-render deadline (`render_timeout`, edge/transform/stopping.py) cannot stop them: GIF (libimagequant
-quantises each frame: `GIF_WEIGHT` × frame megapixels + `GIF_FRAME`) and AVIF (libaom: output
-megapixels × an `AVIF_*_WEIGHT` by quality, times a factor of `[defaults] avif_effort`). The weights are CPU medians of the encode alone on a 12 MP photo-like JPEG
-(tests/imagecorpus.py) and its animated frames, rounded up, so that a GIF or AVIF encode the default
-budget admits takes at most ~4 s of one core. JPEG, PNG and WebP encodes are not counted:
-`max_output_side` and the render deadline bound them. `f-auto` never answers 400 for AVIF alone: an
-AVIF over budget falls back to the format the browser would get without it (`check_render_cost`).
+The encode counts beyond the unit's JPEG (`encode_cost`). GIF and AVIF, whose libvips encoders never
+look at the kill flag within an image, so the render deadline (`render_timeout`,
+edge/transform/stopping.py) cannot stop them: GIF (libimagequant quantises each frame: `GIF_WEIGHT` ×
+frame megapixels + `GIF_FRAME`; an animation is stopped between frames, so one frame counts) and AVIF
+(libaom: output megapixels × an `AVIF_*_WEIGHT` by quality, times a factor of `[defaults]
+avif_effort`). WebP and PNG (`WEBP_*_WEIGHT`, `PNG_WEIGHT`): the deadline stops them, but a thread held
+until it does is the stall the budget refuses. The weights are CPU medians of the encode alone on a 12
+MP photo-like JPEG (tests/imagecorpus.py) and its animated frames, rounded up, so that an encode the
+default budget admits takes at most ~5 s of one core. `f-auto` never answers 400 for its format alone:
+over budget, it falls back to the format the browser would get without AVIF, then to JPEG/PNG
+(`check_render_cost`).
 
 It is checked twice. At parse time (`check_cost`, before the original is fetched) the sizes the URL
 alone implies are used, a side it leaves open counting as 1 px: what no original can make cheap is
@@ -38,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from ..config import Defaults, Limits
 from ..errors import BadRequest
 from .colours import Blurred
-from .formats import AUTO_LEGACY, AUTO_MODERN, SMALLEST, final_formats
+from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, SMALLEST, final_formats
 from .geometry import target_box, with_sizes
 from .layers import CANVAS, Layer
 from .options import DEFAULT_STEP, Step, Transformation
@@ -83,7 +86,15 @@ AVIF_FINE_QUALITY = 90
 #: 0.2–3 MP; 7–9 unmeasured, doubled at each level)
 AVIF_EFFORT_FACTORS = (0.5, 0.6, 1.0, 2.0, 13.0, 13.0, 25.0, 50.0, 100.0, 200.0)
 #: the formats whose encode counts
-ENCODE_COUNTED = frozenset({"gif", "avif"})
+#: WebP and PNG, per output megapixel beyond the unit's JPEG encode (12 MP photo / 0.75 MP: WebP q-80
+#: 5.3 / 3.8 units, q-100 7.1 / 6.1 and 14 on an 8192×8192 enlargement, lossless 35 / 24; PNG 2.8 /
+#: 2.6; JPEG q-100 1.0 / 1.6). The deadline can stop these, but only after `render_timeout`: a thread
+#: held 20 s by `w-8192,q-100,f-webp` (once ~50 units) is the stall the budget is there to refuse.
+WEBP_WEIGHT, WEBP_FINE_WEIGHT, WEBP_LOSSLESS_WEIGHT = 6.0, 14.0, 40.0
+WEBP_FINE_QUALITY = 90
+PNG_WEIGHT = 3.0
+#: the formats whose encode counts beyond the unit
+ENCODE_COUNTED = frozenset({"gif", "avif", "webp", "png"})
 
 Size = tuple[int | None, int | None]
 
@@ -105,22 +116,30 @@ def estimated_cost(transformation: Transformation, source: Size = (None, None), 
                    defaults: Defaults | None = None) -> float:
     """The module docstring's sum."""
     cost, size = _steps_cost(transformation.steps, source, overlays or {})
+    encodes = 0.0
     if formats:
         defaults = defaults or Defaults()
         output = transformation.output
         quality = output.quality or defaults.quality
-        cost += sum(encode_cost(fmt, size, quality, output.lossless, defaults.avif_effort) for fmt in formats)
-    return frames * cost
+        encodes = sum(encode_cost(fmt, size, quality, output.lossless, defaults.avif_effort) for fmt in formats)
+    # one frame's encode: the deadline stops an animation's between two frames (libvips computes each
+    # frame's pixels for the encoder, checking the kill flag), never within one
+    return frames * cost + encodes
 
 
 def encode_cost(fmt: str, size: Size, quality: int, lossless: bool, avif_effort: int) -> float:
-    """The units of encoding one frame of `size` as `fmt` (0 for the formats the deadline stops)."""
+    """The units of encoding one frame of `size` as `fmt` beyond the unit's JPEG encode."""
     megapixels = _megapixels(size)
     if fmt == "gif":
         return GIF_WEIGHT * megapixels + GIF_FRAME
     if fmt == "avif":
         weight = AVIF_LOSSLESS_WEIGHT if lossless else AVIF_FINE_WEIGHT if quality > AVIF_FINE_QUALITY else AVIF_WEIGHT
         return megapixels * weight * AVIF_EFFORT_FACTORS[min(max(avif_effort, 0), len(AVIF_EFFORT_FACTORS) - 1)]
+    if fmt == "webp":
+        return megapixels * (WEBP_LOSSLESS_WEIGHT if lossless else WEBP_FINE_WEIGHT if quality > WEBP_FINE_QUALITY
+                             else WEBP_WEIGHT)
+    if fmt == "png":
+        return megapixels * PNG_WEIGHT
     return 0.0
 
 
@@ -129,17 +148,25 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
                       overlays: Mapping[str, Size] | None = None) -> str:
     """`check_cost` once the original's header is read, with the encode of the formats `planned` makes
     of it; the plan to render. A plan `f-auto` chose from `Accept` (`AUTO_MODERN`, AVIF alone, a
-    `SMALLEST` list) whose AVIF is over budget falls back to what the browser would get without AVIF
-    (WebP; JPEG/PNG/GIF; the other candidates), and raises only when that is over budget too. The
-    fallback depends on the original and the plan alone, so the output key (which holds the plan, with
-    `Vary: Accept`) still names one output."""
+    `SMALLEST` list) that is over budget falls back to what the browser would get without AVIF (WebP;
+    JPEG/PNG/GIF; the other candidates), then to JPEG/PNG/GIF, and raises only when that is over budget
+    too. The fallback depends on the original and the plan alone, so the output key (which holds the
+    plan, with `Vary: Accept`) still names one output."""
     overlays = dict(overlays or {})
-    formats = final_formats(planned, loader, has_alpha, animated)
-    fallback = _without_avif(planned) if "avif" in formats and _follows_accept(transformation, defaults) else None
-    if fallback is not None and estimated_cost(transformation, source, frames, overlays, formats, defaults) > limits.max_cost:
-        planned, formats = fallback, final_formats(fallback, loader, has_alpha, animated)
-    check_cost(transformation, limits, source, frames, overlays, formats, defaults)
-    return planned
+    width, height = _steps_cost(transformation.steps, source, overlays)[1]
+    if max(width or 0, height or 0) > limits.max_output_side:  # the render refuses that size before any encode
+        check_cost(transformation, limits, source, frames, overlays)
+        return planned
+    plans = [planned]
+    if _follows_accept(transformation, defaults):
+        plans += [plan for plan in (_without_avif(planned), AUTO_LEGACY) if plan is not None and plan not in plans]
+    for plan in plans[:-1]:
+        formats = final_formats(plan, loader, has_alpha, animated)
+        if estimated_cost(transformation, source, frames, overlays, formats, defaults) <= limits.max_cost:
+            return plan
+    check_cost(transformation, limits, source, frames, overlays, final_formats(plans[-1], loader, has_alpha, animated),
+               defaults)
+    return plans[-1]
 
 
 def _follows_accept(transformation: Transformation, defaults: Defaults) -> bool:
@@ -151,7 +178,7 @@ def _without_avif(planned: str) -> str | None:
     """The plan `f-auto` makes for the same browser without AVIF."""
     if planned == AUTO_MODERN:
         return "webp"
-    if planned == "avif":
+    if planned == AUTO_AVIF:
         return AUTO_LEGACY
     if planned.startswith(SMALLEST):
         return SMALLEST + "|".join(p for p in planned.removeprefix(SMALLEST).split("|") if p != "avif")
