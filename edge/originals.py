@@ -183,7 +183,7 @@ class OriginalSource:
         if original.worth_keeping:
             await self._caches.store(key, StoredOriginal(info, original.body))
         elif stored is None or stored.info.version != info.version:
-            await self._caches.store(key, StoredOriginal(info, b"", kept=False))
+            self._caches.originals.put_version_later(key, info)
 
     def _forget_missing(self, key: str, now: float) -> None:
         """No origin has the path (any more): drop what was cached for it, remember the answer (blocking)."""

@@ -12,7 +12,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from edge.cachestats import TIER_FOLDERS
 from edge.cache import Caches
-from tests.nodes import NodeProcess, local_config, write_config
+from tests.nodes import NodeProcess, local_config, until_stored, write_config
 
 HOSTED = '[[endpoints]]\nid = "shop"\nhosts = ["img.example.com"]\norigins = ["samples"]\n'
 URLS = """# exported from the access log
@@ -67,7 +67,8 @@ async def test_warm_then_every_url_is_a_hit_and_cache_stats_sees_them(node):
         f"s: 4 ok, 1 4xx, 0 5xx, 1 failed; {body_bytes} bytes"), summary
     assert warmed.stderr.splitlines()[-1].startswith("[##############################] 6/6  ok 4  4xx 1  5xx 0  failed 1")
 
-    # cache stats, while the node runs
+    # cache stats, while the node runs, once the files' versions are recorded (flushed every second)
+    await until_stored(tmp_path / "cache", 3, tier="originals")
     stats = edge_command("cache", "stats", "--json", "--config", str(config))
     assert stats.returncode == 0, stats.stderr
     found = json.loads(stats.stdout)

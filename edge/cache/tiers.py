@@ -51,6 +51,9 @@ RETRY_SECONDS = 30.0
 TOUCH_INTERVAL = 60.0
 #: keys remembered as marked in the current interval, at most (beyond, the interval starts over early)
 MAX_MARKED = 200_000
+#: versions of `local` files waiting for the next flush, at most (beyond, a burst of new files goes
+#: unrecorded: a replaced one then keeps its old outputs until `original_ttl`, as before versions were kept)
+MAX_PENDING_VERSIONS = 10_000
 
 _Handles = tuple[diskcache.Cache, diskcache.Cache]  # (writer with LRU bookkeeping, plain reader)
 
@@ -339,6 +342,12 @@ class OutputTier(DiskTier):
 
 
 class OriginalTier(DiskTier):
+    """Originals with their bytes, and for the files of `local` origins their versions alone."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._versions: dict[str, SourceInfo] = {}  # to record at the next flush
+
     def get(self, key: str) -> StoredOriginal | None:
         """The stored original, checked against its version (a hash of the bytes), or None."""
         found = self._get(key)
@@ -355,10 +364,35 @@ class OriginalTier(DiskTier):
         return original
 
     def put(self, key: str, original: StoredOriginal) -> None:
-        meta = _fields(original.info)
-        if not original.kept:  # (an older node reading this finds an unknown field: a miss)
-            meta["kept"] = False
-        self._put(key, original.body, meta)
+        self._put(key, original.body, _fields(original.info))
+
+    def put_version_later(self, key: str, info: SourceInfo) -> None:
+        """Record `key`'s version without bytes (a `local` file's) at the next flush, with the others in
+        one transaction: a store of its own cost a miss of a new file 2-5 % more CPU (benchmarks/README.md,
+        "A local file's version"). Any thread may call this; it does not block."""
+        with self._touched_lock:
+            if len(self._versions) < MAX_PENDING_VERSIONS:
+                self._versions[key] = info
+
+    def flush_touches(self) -> None:
+        super().flush_touches()
+        self.flush_versions()
+
+    def flush_versions(self) -> None:
+        """Write the versions `put_version_later` collected (blocking)."""
+        with self._touched_lock:
+            versions, self._versions = self._versions, {}
+        if not versions:
+            return
+
+        def record(handles: _Handles) -> None:
+            writer = handles[0]
+            with writer.transact():
+                for key, info in versions.items():
+                    # `kept`: an older node reading this finds a field it does not know: a miss
+                    writer.set(key, b"", tag=json.dumps({**_fields(info), "kept": False}))
+            self._evict_to_budget(writer)
+        self._attempt("record versions", record, None)
 
 
 class NotFoundTier(DiskTier):
