@@ -96,6 +96,19 @@ async def start_node(config_path: Path | None, *plugins: object, sockets: list |
     return RunningNode(f"http://127.0.0.1:{sockets[0].getsockname()[1]}", node, server)
 
 
+async def exchange(url: str, data: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes to a node (a request a client library would normalise), return everything it
+    answers until it closes the connection (bounded by `timeout`)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
 async def until(condition, what: str, timeout: float = START_TIMEOUT) -> None:
     """Poll an async condition until it holds; fail after `timeout` seconds (a bounded wait for what a
     test cannot be told directly, such as a request having reached a server)."""

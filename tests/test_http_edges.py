@@ -13,7 +13,7 @@ from tornado.netutil import bind_sockets
 from edge.httpserver import make_server
 from edge.server import make_metrics_app
 from tests import imagecorpus
-from tests.nodes import decode, local_config, write_config
+from tests.nodes import decode, exchange as raw_exchange, local_config, write_config
 
 WAIT = 10  # seconds any single answer may take here
 TOKEN = "edge-token-3b9d7f01c6a24e58"
@@ -42,14 +42,7 @@ class Answer:
 
 async def exchange(url: str, request: bytes, timeout: float = WAIT) -> Answer:
     """Send one raw request (which asks for `Connection: close`) and read the answer to the end."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(request)
-        await writer.drain()
-        return Answer(await asyncio.wait_for(reader.read(), timeout))
-    finally:
-        writer.close()
+    return Answer(await raw_exchange(url, request, timeout))
 
 
 def raw_get(target: str, host: str = "a", method: str = "GET", extra: str = "") -> bytes:

@@ -9,21 +9,9 @@ from pathlib import Path
 from tornado.httpclient import AsyncHTTPClient
 
 from benchmarks.common import cpu_seconds
-from tests.nodes import NodeProcess, local_config, write_config
+from tests.nodes import NodeProcess, exchange, local_config, write_config
 
 WAIT = 10  # seconds any single answer may take here
-
-
-async def exchange(url: str, data: bytes, timeout: float = WAIT) -> bytes:
-    """Send raw bytes, return everything the node answers until it closes the connection."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), timeout)
-    finally:
-        writer.close()
 
 
 def status(answer: bytes) -> int:
