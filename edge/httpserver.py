@@ -59,21 +59,25 @@ ADMIN_PATHS = ("/_edge/purge",)
 _ABSOLUTE_FORM = re.compile(r"[hH][tT][tT][pP][sS]?://([^/?#]*)([/?].*)?", re.DOTALL)
 #: an authority the node takes as the Host: a name or an IPv4 address, or an IPv6 literal, with an
 #: optional port; no user information (RFC 9110 4.2.4: an error), no comma (Tornado refuses it in Host)
-_AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+;=%-]+)(?::[0-9]*)?")
+_AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+;=%-]+)(?::([0-9]{0,5}))?")
+#: the largest TCP port (an authority with a larger one is no authority: a 400)
+_MAX_PORT = 65535
 
 
 def origin_form(start_line: httputil.RequestStartLine,
                 headers: httputil.HTTPHeaders) -> httputil.RequestStartLine:
     """The request line with an absolute-form target (`http://host:port/path?query`) made the
     origin-form one (`/path?query`), `headers`' `Host` made the target's authority. A target that is
-    anything else, or an absolute one with a scheme other than http(s), user information or no host,
-    is returned as it is (the application answers a target that is not a path with a 400). An
+    anything else, or an absolute one with a scheme other than http(s), user information, no host or a
+    port over 65535, is returned as it is (the application answers a target that is not a path with a
+    400). An
     HTTP/1.1 request without any `Host` keeps that lack (Tornado's 400, RFC 9112 3.2)."""
     target = start_line.path
     if target.startswith("/"):
         return start_line
     match = _ABSOLUTE_FORM.fullmatch(target)
-    if match is None or not _AUTHORITY.fullmatch(match[1]):
+    authority = _AUTHORITY.fullmatch(match[1]) if match is not None else None
+    if authority is None or int(authority[1] or 0) > _MAX_PORT:
         return start_line
     if "Host" in headers or start_line.version == "HTTP/1.0":
         headers["Host"] = match[1]

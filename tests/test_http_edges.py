@@ -182,6 +182,8 @@ async def test_the_authority_of_an_absolute_target_replaces_host(node_factory, t
     "GET ftp://a/coffee.jpg HTTP/1.1",
     "GET http://user@a/coffee.jpg HTTP/1.1",
     "GET http:///coffee.jpg HTTP/1.1",
+    "GET http://127.0.0.1:99999999999999/coffee.jpg HTTP/1.1",  # no such port: no authority
+    "GET http://a:65536/coffee.jpg HTTP/1.1",
     "FROB * HTTP/1.1",
 ])
 async def test_a_target_that_is_not_a_path_is_a_plain_400(node_factory, tmp_path, request_line):

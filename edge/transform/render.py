@@ -218,6 +218,10 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
         source = _still_source(overlays[path], headers[path], keep_profile=False)
         try:  # made here, whole: a failure is the layer's (its original or its steps), not the base's
             return in_memory(_render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side))
+        except InvalidTransformation:
+            raise
+        except BadRequest as error:  # the layer over a limit (a 20000×1 overlay at its own size): name it
+            raise InvalidTransformation(f"i-{path}", error.message) from None
         except pyvips.Error:
             stopping.check()  # a stopped render fails inside libvips: report why it was stopped
             reason = "not an image the node can decode" if not _decodes(overlays[path]) else \
