@@ -6,7 +6,7 @@
                                      + FACE_SEARCH                           (when it looks for faces)
                                      + BLURRED_FRAME                         (a `bg-blurred` padding)
                                      + each layer's own work (its steps; a text's estimated pixels)
-                    ) + Σ over the formats encoded of  the encode of one frame   (GIF and AVIF)
+                    ) + Σ over the formats encoded of  the encode of one frame   (`encode_cost`)
 
 The unit is a megapixel of plain resize-and-encode (about 20 ms of one core for a downscale); each
 weight is what an operation costs on top of that per megapixel, measured on a 4 MP photo
@@ -85,7 +85,6 @@ AVIF_FINE_QUALITY = 90
 #: the AVIF weight's factor by `avif_effort` 0–9 (measured 0.4, 0.53, 1, 1.8, 11.5–13, 10.9, 22.7 at
 #: 0.2–3 MP; 7–9 unmeasured, doubled at each level)
 AVIF_EFFORT_FACTORS = (0.5, 0.6, 1.0, 2.0, 13.0, 13.0, 25.0, 50.0, 100.0, 200.0)
-#: the formats whose encode counts
 #: WebP and PNG, per output megapixel beyond the unit's JPEG encode (12 MP photo / 0.75 MP: WebP q-80
 #: 5.3 / 3.8 units, q-100 7.1 / 6.1 and 14 on an 8192×8192 enlargement, lossless 35 / 24; PNG 2.8 /
 #: 2.6; JPEG q-100 1.0 / 1.6). The deadline can stop these, but only after `render_timeout`: a thread
@@ -104,8 +103,11 @@ def check_cost(transformation: Transformation, limits: Limits, source: Size = (N
                defaults: Defaults | None = None) -> None:
     """400 naming the budget when the transformation is estimated to cost more than `max_cost`.
     `overlays`: the sizes of the layers' originals, by path, once known. `formats`: those the render
-    encodes, once known (their encode counts: GIF, AVIF), with `defaults`' quality and AVIF effort."""
-    cost = estimated_cost(transformation, source, frames, overlays, formats, defaults)
+    encodes, once known (`encode_cost`), with `defaults`' quality and AVIF effort."""
+    _hold_to_budget(estimated_cost(transformation, source, frames, overlays, formats, defaults), limits)
+
+
+def _hold_to_budget(cost: float, limits: Limits) -> None:
     if cost > limits.max_cost:
         raise BadRequest(f"transformation too costly: about {math.ceil(cost)} megapixels of work exceed "
                          f"[limits] max_cost = {limits.max_cost:g}")
@@ -116,15 +118,19 @@ def estimated_cost(transformation: Transformation, source: Size = (None, None), 
                    defaults: Defaults | None = None) -> float:
     """The module docstring's sum."""
     cost, size = _steps_cost(transformation.steps, source, overlays or {})
-    encodes = 0.0
-    if formats:
-        defaults = defaults or Defaults()
-        output = transformation.output
-        quality = output.quality or defaults.quality
-        encodes = sum(encode_cost(fmt, size, quality, output.lossless, defaults.avif_effort) for fmt in formats)
-    # one frame's encode: the deadline stops an animation's between two frames (libvips computes each
-    # frame's pixels for the encoder, checking the kill flag), never within one
-    return frames * cost + encodes
+    return frames * cost + _encodes_cost(transformation, size, formats, defaults)
+
+
+def _encodes_cost(transformation: Transformation, size: Size, formats: Sequence[str],
+                  defaults: Defaults | None) -> float:
+    """One frame's encode in each of `formats`: the deadline stops an animation's between two frames
+    (libvips computes each frame's pixels for the encoder, checking the kill flag), never within one."""
+    if not formats:
+        return 0.0
+    defaults = defaults or Defaults()
+    output = transformation.output
+    quality = output.quality or defaults.quality
+    return sum(encode_cost(fmt, size, quality, output.lossless, defaults.avif_effort) for fmt in formats)
 
 
 def encode_cost(fmt: str, size: Size, quality: int, lossless: bool, avif_effort: int) -> float:
@@ -147,26 +153,25 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
                       limits: Limits, defaults: Defaults, source: Size, frames: int = 1,
                       overlays: Mapping[str, Size] | None = None) -> str:
     """`check_cost` once the original's header is read, with the encode of the formats `planned` makes
-    of it; the plan to render. A plan `f-auto` chose from `Accept` (`AUTO_MODERN`, AVIF alone, a
+    of it; the plan to render. A plan `f-auto` chose from `Accept` (`AUTO_MODERN`, `AUTO_AVIF`, a
     `SMALLEST` list) that is over budget falls back to what the browser would get without AVIF (WebP;
     JPEG/PNG/GIF; the other candidates), then to JPEG/PNG/GIF, and raises only when that is over budget
     too. The fallback depends on the original and the plan alone, so the output key (which holds the
     plan, with `Vary: Accept`) still names one output."""
-    overlays = dict(overlays or {})
-    width, height = _steps_cost(transformation.steps, source, overlays)[1]
+    steps, (width, height) = _steps_cost(transformation.steps, source, dict(overlays or {}))
     if max(width or 0, height or 0) > limits.max_output_side:  # the render refuses that size before any encode
-        check_cost(transformation, limits, source, frames, overlays)
+        _hold_to_budget(frames * steps, limits)
         return planned
     plans = [planned]
     if _follows_accept(transformation, defaults):
         plans += [plan for plan in (_without_avif(planned), AUTO_LEGACY) if plan is not None and plan not in plans]
-    for plan in plans[:-1]:
+    def cost_of(plan: str) -> float:
         formats = final_formats(plan, loader, has_alpha, animated)
-        if estimated_cost(transformation, source, frames, overlays, formats, defaults) <= limits.max_cost:
-            return plan
-    check_cost(transformation, limits, source, frames, overlays, final_formats(plans[-1], loader, has_alpha, animated),
-               defaults)
-    return plans[-1]
+        return frames * steps + _encodes_cost(transformation, (width, height), formats, defaults)
+    chosen = next((plan for plan in plans[:-1] if cost_of(plan) <= limits.max_cost), plans[-1])
+    if chosen is plans[-1]:
+        _hold_to_budget(cost_of(chosen), limits)
+    return chosen
 
 
 def _follows_accept(transformation: Transformation, defaults: Defaults) -> bool:

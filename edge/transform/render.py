@@ -257,7 +257,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     if animated and header.width * header.height * header.frames > limits.max_source_pixels:
         raise BadRequest("source too large")
     overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in (overlays or {}).items()}
-    # the encode counts too; an `f-auto` AVIF over budget falls back (the plan to render is returned)
+    # the encode counts too; an `f-auto` format over budget falls back (the plan to render is returned)
     planned_format = check_render_cost(
         transformation, planned_format, header.loader, header.has_alpha, animated, limits, defaults,
         (header.width, header.height), header.frames if animated else 1,
