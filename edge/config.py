@@ -66,6 +66,8 @@ class ServerSettings:
     idle_timeout: float = 60.0
     #: seconds a request body may take to arrive
     body_timeout: float = 10.0
+    #: seconds a client may go without accepting any more of a response before the connection is dropped
+    send_timeout: float = 60.0
     max_header_size: int = 32 * 1024
     #: body of any request but the admin API's (image URLs are GETs: they need none)
     max_request_body: int = 4 * 1024
@@ -265,6 +267,7 @@ def _server(t: ConfigTable) -> ServerSettings:
         header_timeout=_positive(t, "header_timeout", t.duration("header_timeout", d.header_timeout)),
         idle_timeout=_positive(t, "idle_timeout", t.duration("idle_timeout", d.idle_timeout)),
         body_timeout=_positive(t, "body_timeout", t.duration("body_timeout", d.body_timeout)),
+        send_timeout=_positive(t, "send_timeout", t.duration("send_timeout", d.send_timeout)),
         max_header_size=t.size("max_header_size", d.max_header_size),
         max_request_body=t.size("max_request_body", d.max_request_body),
         max_admin_body=t.size("max_admin_body", d.max_admin_body),

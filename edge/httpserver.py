@@ -13,6 +13,10 @@ has no setting for:
   checked against `Content-Length` before any of the body is read;
 - a cap on open connections: beyond it a connection gets a fixed 503 and is closed, never read;
 - at the fd limit (EMFILE), accepting pauses for a moment instead of spinning, and says so once;
+- a send timeout (`send_timeout`): a connection whose client accepts none of its response for that
+  long is dropped by the kernel (`TCP_USER_TIMEOUT`, set on the listening sockets and inherited by
+  every accepted one: no per-request cost). Without it a client that stops reading holds its
+  response's bytes, and its connection slot, for as long as it likes;
 - `drain()`: stop accepting, close idle connections, let requests in progress finish (bounded);
 - an absolute-form request target (`GET http://img.example.com/tr:w-300/a.jpg HTTP/1.1`, which a
   server must accept, RFC 9112 3.2.2) made the origin-form one (`/tr:w-300/a.jpg`) with its
@@ -48,6 +52,8 @@ _OVER_CAPACITY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnec
                   b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\n\r\n"
                   b"too many connections\r\n")
 
+#: bytes of an over-capacity connection's request read and dropped before it is closed
+_DISCARD_BYTES = 64 * 1024
 
 #: how often connections waiting too long for a request's headers are looked for and closed: a
 #: deadline is kept to within this (or a quarter of the shortest timeout, if shorter)
@@ -108,6 +114,16 @@ def make_server(app: httputil.HTTPServerConnectionDelegate, settings: ServerSett
     )
 
 
+def set_send_timeout(sock: socket.socket, seconds: float) -> None:
+    """Drop a connection once the data sent on it has stayed unacknowledged, or unsent because the
+    client's receive window is closed, for `seconds` (Linux `TCP_USER_TIMEOUT`; a client that reads
+    slowly acknowledges some and starts it again). Set on a listening socket, every connection
+    accepted from it inherits it. The kernel then reports an error on the socket, which closes the
+    IOStream and frees what it held."""
+    milliseconds = min(max(round(seconds * 1000), 1), 2**31 - 1)  # the option is a C int
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
+
+
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (every connection is a file descriptor);
     returns the limit now in force."""
@@ -153,6 +169,9 @@ class EdgeHTTPServer(HTTPServer):
         if len(self._states) >= self.settings.max_connections or self._draining:
             try:
                 stream.socket.send(_OVER_CAPACITY, socket.MSG_DONTWAIT)
+                # a socket closed with unread bytes resets the connection, and a reset can overtake
+                # the 503: drop the request if it has arrived already (under load it has: the backlog)
+                stream.socket.recv(_DISCARD_BYTES, socket.MSG_DONTWAIT)
             except OSError:
                 pass
             stream.close()
@@ -211,6 +230,7 @@ class EdgeHTTPServer(HTTPServer):
         if not self._sweep.is_running():
             self._sweep.start()
         for sock in sockets:
+            set_send_timeout(sock, self.settings.send_timeout)
             self._sockets[sock.fileno()] = sock
             self._handlers[sock.fileno()] = self._accept_on(sock)
 

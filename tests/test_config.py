@@ -77,6 +77,7 @@ def test_full_example_parses_into_typed_values(tmp_path):
     ("[cache]\ndir = \"c\"\nnot_found_ttl = \"soon\"\n" + ORIGIN + ENDPOINT, "[cache] not_found_ttl: expected a duration"),
     ("[server]\nprot = 1\n" + ORIGIN + ENDPOINT, "[server] prot: unknown key"),
     ("[server]\nheader_timeout = 0\n" + ORIGIN + ENDPOINT, "[server] header_timeout: expected a duration above zero"),
+    ("[server]\nsend_timeout = \"0s\"\n" + ORIGIN + ENDPOINT, "[server] send_timeout: expected a duration above zero"),
     ("[server]\nmax_header_size = 100\n" + ORIGIN + ENDPOINT, "[server] max_header_size: expected at least 1KiB"),
     ("[server]\nfetch_memory = \"10MB\"\n" + ORIGIN + ENDPOINT,
      "[server] fetch_memory: expected at least [limits] max_source_bytes"),

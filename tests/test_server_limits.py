@@ -1,5 +1,5 @@
 """`[server]` limits over real sockets: bodies refused before they are read, header deadline,
-connection cap, and a node out of file descriptors that neither spins nor floods its log."""
+connection cap, send timeout, and a node out of file descriptors that neither spins nor floods its log."""
 
 import asyncio
 import socket
@@ -9,7 +9,8 @@ from pathlib import Path
 from tornado.httpclient import AsyncHTTPClient
 
 from benchmarks.common import cpu_seconds
-from tests.nodes import NodeProcess, exchange, local_config, write_config
+from tests.nodes import NodeProcess, exchange, local_config, until, write_config
+from tests.photos import photos  # noqa: F401 - a fixture
 
 WAIT = 10  # seconds any single answer may take here
 
@@ -60,6 +61,91 @@ async def test_connections_beyond_the_cap_get_503(node_factory, tmp_path):
     finally:
         for _, writer in idle:
             writer.close()
+
+
+async def probe_status(url: str) -> int | None:
+    """The status of a health check on a new connection, or None if the node reset it (a connection
+    over the cap is closed at once: the reset may overtake its 503)."""
+    try:
+        return status(await exchange(url, b"GET /_edge/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+    except ConnectionResetError:
+        return None
+
+
+async def client_asking(url: str, path: str, receive_buffer: int | None = None) -> socket.socket:
+    """A connection that has asked for `path`, to be closed after the answer; a small `receive_buffer`
+    keeps the node from handing a large response over to the kernel and being done."""
+    loop = asyncio.get_running_loop()
+    client = socket.socket()
+    if receive_buffer:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    client.setblocking(False)
+    await loop.sock_connect(client, ("127.0.0.1", int(url.rsplit(":", 1)[1])))
+    await loop.sock_sendall(client, f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+    return client
+
+
+async def read_all(client: socket.socket) -> tuple[bytes, OSError | None]:
+    """What arrives until the connection ends, and the error that ended it (None: closed cleanly)."""
+    loop, received = asyncio.get_running_loop(), []
+    try:
+        while chunk := await asyncio.wait_for(loop.sock_recv(client, 1 << 20), WAIT):
+            received.append(chunk)
+    except ConnectionError as exc:
+        return b"".join(received), exc
+    return b"".join(received), None
+
+
+def photos_config(tmp_path: Path, photos, server: str) -> Path:  # noqa: F811 - photos is the fixture's value
+    return write_config(tmp_path, local_config(photos.folder, before=f"[server]\n{server}"))
+
+
+async def test_a_client_that_stops_reading_is_dropped_after_send_timeout(node_factory, tmp_path, photos):  # noqa: F811
+    # one connection slot: while the stalled client holds it, a new connection is refused
+    node = await node_factory(photos_config(tmp_path, photos, 'send_timeout = "2s"\nmax_connections = 1'))
+    whole = await node.fetch("/photo.png")  # the 12 MP PNG as stored: 19.6 MB, far more than socket buffers
+    assert whole.code == 200 and len(whole.body) > 10_000_000
+
+    async def slot_free() -> bool:
+        return await probe_status(node.url) == 200
+
+    await until(slot_free, "the slot to be free")
+
+    started = time.monotonic()
+    stalled = await client_asking(node.url, "/photo.png", receive_buffer=4096)
+    try:
+        head = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(stalled, 4096), WAIT)
+        assert status(head) == 200
+        assert await probe_status(node.url) != 200  # held by the stalled response
+        await until(slot_free, "the stalled connection to be dropped", WAIT)
+        assert time.monotonic() - started >= 2
+        rest, error = await read_all(stalled)
+        assert len(head) + len(rest) < len(whole.body) and isinstance(error, ConnectionResetError)
+    finally:
+        stalled.close()
+
+
+async def test_a_client_that_pauses_less_than_send_timeout_gets_its_whole_response(node_factory, tmp_path,
+                                                                                   photos):  # noqa: F811
+    node = await node_factory(photos_config(tmp_path, photos, 'send_timeout = "1s"'))
+    whole = await node.fetch("/photo.png")
+    client = await client_asking(node.url, "/photo.png", receive_buffer=256 * 1024)
+    loop, received = asyncio.get_running_loop(), bytearray()
+    try:
+        for _ in range(4):  # 2 s in all without reading, never 1 s in a row
+            await asyncio.sleep(0.5)  # the slow client (not a wait for the node)
+            for _ in range(100):  # then take what has arrived (bounded: up to 100 MB)
+                try:
+                    chunk = client.recv(1 << 20)
+                except BlockingIOError:
+                    break
+                assert chunk, "the connection ended during a pause"
+                received += chunk
+        assert len(received) < len(whole.body)  # the node was still sending through every pause
+        rest, error = await read_all(client)
+    finally:
+        client.close()
+    assert error is None and (received + rest).endswith(whole.body)
 
 
 def open_idle_clients(url: str, count: int) -> list[socket.socket]:
