@@ -82,6 +82,8 @@ class ServerSettings:
     fetch_memory: int = DEFAULT_FETCH_MEMORY
     #: seconds a fetch waits for `fetch_memory` before the request gets 503
     fetch_memory_wait: float = DEFAULT_FETCH_MEMORY_WAIT
+    #: bytes of large bodies (over 256 KiB) being sent at once, per worker; beyond it such an answer gets 503
+    send_memory: int = 256 * 10**6
     #: glibc malloc arenas per worker (0 = glibc's default: 8 per core)
     malloc_arenas: int = 2
     #: give free memory back to the system after bursts (glibc `malloc_trim`)
@@ -275,6 +277,7 @@ def _server(t: ConfigTable) -> ServerSettings:
         shutdown_grace=t.duration("shutdown_grace", d.shutdown_grace),
         fetch_memory=t.size("fetch_memory", d.fetch_memory),
         fetch_memory_wait=t.duration("fetch_memory_wait", d.fetch_memory_wait),
+        send_memory=t.size("send_memory", d.send_memory),
         malloc_arenas=t.int("malloc_arenas", d.malloc_arenas, min=0, max=1024),
         memory_trim=t.bool("memory_trim", d.memory_trim),
         **_server_operations(t, d),

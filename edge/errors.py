@@ -118,6 +118,10 @@ class FetchMemoryExhausted(Overloaded):
     """The process's bytes of originals being fetched stayed at `[server] fetch_memory` (503)."""
 
 
+class SendMemoryExhausted(Overloaded):
+    """Answering would take the process's bytes of large bodies being sent over `[server] send_memory` (503)."""
+
+
 class FlightTimeout(EdgeError):
     """Waited longer than the request producing the same image may legitimately take (504)."""
 

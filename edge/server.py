@@ -20,7 +20,7 @@ from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, CacheHealth
 from .config import Config
-from .errors import EdgeError, NothingToServe, Unauthorized, one_line
+from .errors import EdgeError, NothingToServe, SendMemoryExhausted, Unauthorized, one_line
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
@@ -45,6 +45,28 @@ CACHE_CONTROL, CONTENT_LENGTH, X_CACHE = "Cache-Control", "Content-Length", "X-C
 LARGE_BODY = 256 * 1024
 #: `X-Cache` of each `Served.cache`
 X_CACHE_VALUES = {cache: cache.upper() for cache in ("hit", "miss", "stale", "shared")}
+
+
+class LargeBodies:
+    """Bytes of large bodies (over `LARGE_BODY`) this process is sending, held to `[server] send_memory`.
+    A body stays in memory until its client has taken it (for an output read from disk, a copy per
+    request), and a client may read slowly, or not at all until `send_timeout` drops it: without a
+    bound, a thousand such clients hold a thousand bodies. One body is always let through, however
+    large, so that no setting refuses every answer of an image. (The hit shortcut's bodies are the
+    memory tier's own, shared by every client: not counted.)"""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.held = 0
+
+    def hold(self, size: int) -> bool:
+        if self.held and self.held + size > self.capacity:
+            return False
+        self.held += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.held -= size
 
 
 class Node:
@@ -89,6 +111,7 @@ class Node:
         #: image requests being answered by this process; sampled into the gauge (an mmap write
         #: per request and per answer is a measurable part of a cache hit)
         self.inflight = 0
+        self.large_bodies = LargeBodies(config.server.send_memory)
         self._background: list[asyncio.Task] = []
         #: purges received from outside go to the other nodes of the fleet too
         self.fan_out = FanOut(config.fleet, self.metrics.fleet_purge_calls) if config.fleet.others else None
@@ -313,10 +336,19 @@ class ImageHandler(BaseHandler):
         if self.request.method == "HEAD":
             self.finish()
             return
-        self.body_bytes = len(output.body)
-        if self.body_bytes > LARGE_BODY:
-            self.flush()  # the header block alone (Content-Length set above); then the body itself, uncopied
-        self.finish(output.body)
+        size = len(output.body)
+        if size <= LARGE_BODY:
+            self.body_bytes = size
+            self.finish(output.body)
+            return
+        large_bodies = self.node.large_bodies
+        if not large_bodies.hold(size):
+            self._send_error(SendMemoryExhausted())
+            return
+        self.body_bytes = size
+        self.flush()  # the header block alone (Content-Length set above); then the body itself, uncopied
+        # done once the client has taken the body, or the connection is gone
+        self.finish(output.body).add_done_callback(lambda _: large_bodies.release(size))
 
     def _send_error(self, error: EdgeError) -> None:
         headers = dict(error.headers)

@@ -125,6 +125,29 @@ async def test_a_client_that_stops_reading_is_dropped_after_send_timeout(node_fa
         stalled.close()
 
 
+async def test_large_bodies_being_sent_are_held_to_send_memory(node_factory, tmp_path, photos):  # noqa: F811
+    node = await node_factory(photos_config(tmp_path, photos, 'send_memory = "30MB"'))
+    whole = await node.fetch("/photo.png")  # 19.6 MB: one fits, two do not
+    assert whole.code == 200 and node.node.large_bodies.held == 0
+    stalled = await client_asking(node.url, "/photo.png", receive_buffer=4096)
+    try:
+        head = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(stalled, 4096), WAIT)
+        assert status(head) == 200 and node.node.large_bodies.held == len(whole.body)
+        refused = await node.fetch("/photo.png")
+        assert (refused.code, refused.body, refused.headers["Retry-After"]) == (503, b"node overloaded, retry later\n", "1")
+        small = await node.fetch("/tr:w-300/photo.png")  # bodies up to 256 KiB are not held to it
+        assert small.code == 200 and len(small.body) < 256 * 1024
+    finally:
+        stalled.close()  # with unread bytes: a reset, and the node lets the body go
+
+    async def released() -> bool:
+        return node.node.large_bodies.held == 0
+
+    await until(released, "the stalled body to be let go", WAIT)
+    again = await node.fetch("/photo.png")
+    assert again.code == 200 and again.body == whole.body
+
+
 async def test_a_client_that_pauses_less_than_send_timeout_gets_its_whole_response(node_factory, tmp_path,
                                                                                    photos):  # noqa: F811
     node = await node_factory(photos_config(tmp_path, photos, 'send_timeout = "1s"'))
