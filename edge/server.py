@@ -122,7 +122,7 @@ class Node:
         if self.shared is not None:
             await self.shared.open()
         self._background = [
-            asyncio.create_task(self._every(TOUCH_FLUSH_SECONDS, self._flush_touches)),
+            asyncio.create_task(self._every(TOUCH_FLUSH_SECONDS, self._cache_housekeeping)),
             asyncio.create_task(self._every(FLUSH_SECONDS, self._sample)),
             asyncio.create_task(self._every(GAUGE_REFRESH_SECONDS, self._refresh_gauges)),
             asyncio.create_task(self._every(statuspage.SNAPSHOT_SECONDS, self.status.take)),
@@ -136,7 +136,7 @@ class Node:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.settle()  # what was answered is stored before the cache closes
         self.metrics.flush()
-        await self._flush_touches()
+        await self._cache_housekeeping()
         self.access_log.flush()
         for origin in self.config.origins:
             await origin.close()
@@ -168,8 +168,8 @@ class Node:
         self.metrics.sample_process()
         self.access_log.flush()
 
-    async def _flush_touches(self) -> None:
-        await self.caches.io(self.caches.flush_touches)
+    async def _cache_housekeeping(self) -> None:
+        await self.caches.io(self.caches.every_second)
 
     def cache_control(self, signed_until: int | None) -> str:
         """An image's `Cache-Control`: caches in front must not keep an expiring signed URL's image

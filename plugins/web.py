@@ -92,6 +92,14 @@ class RedirectPolicy:
         return frozenset(url.host.lower() for url in self.exact)
 
 
+def _where(target: URL) -> str:
+    """A redirect target for a message: its scheme, host and port (never its path or query), or only
+    its scheme when it has no host (`file:///etc/passwd`: yarl has no origin for it)."""
+    if target.scheme in ("http", "https") and target.host:
+        return str(target.origin())
+    return f"a {target.scheme or 'scheme-less'}: URL"
+
+
 def _wildcard(entry: str) -> tuple[str | None, str]:
     if entry == "*":
         return None, ""
@@ -268,8 +276,9 @@ class WebOrigin(Origin):
             target = target.with_user(None)  # never credentials: aiohttp would send them as Basic auth
         reason = self._redirects.refusal(target)
         if reason is not None:
-            log.warning("origin %r: redirect for %r to %s refused: %s", self.name, path, target.origin(), reason)
-            raise OriginFailure("redirect_refused", f"redirect to {target.origin()} refused")
+            where = _where(target)
+            log.warning("origin %r: redirect for %r to %s refused: %s", self.name, path, where, reason)
+            raise OriginFailure("redirect_refused", f"redirect to {where} refused")
         return target
 
     async def _read(self, response: aiohttp.ClientResponse, path: str, max_bytes: int,

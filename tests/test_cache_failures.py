@@ -42,6 +42,24 @@ async def test_a_truncated_value_file_is_a_miss_with_correct_pixels_and_is_repla
     assert (hit.headers["X-Cache"], hit.body) == ("HIT", made.body)
 
 
+async def test_a_versions_file_truncated_again_and_again_kills_no_worker(tmp_path):
+    node = NodeProcess(write_config(tmp_path, local_config(before="[server]\nworkers = 2")))
+    try:
+        from tornado.httpclient import AsyncHTTPClient
+        client = AsyncHTTPClient(force_instance=True)
+        versions = tmp_path / "cache" / "versions.bin"
+        for width in range(40, 60, 2):
+            os.truncate(versions, 0)  # each read of it through a memory map was a SIGBUS
+            for _ in range(2):  # a miss, then a hit
+                response = await client.fetch(node.url + f"/tr:w-{width}/coffee.jpg", request_timeout=30)
+                assert response.code == 200 and decode(response).width == width
+        client.close()
+    finally:
+        assert node.stop() == 0
+    log = "".join(node.log)
+    assert "exited with status" not in log and "workers keep dying" not in log, log
+
+
 def corrupt_tables(database: Path) -> None:
     """Overwrite the pages holding diskcache's `Cache` table and its indexes, as a torn write would."""
     with sqlite3.connect(database) as con:

@@ -249,8 +249,54 @@ def test_version_bumps_from_threads_of_one_process_are_never_lost(tmp_path):
             thread.join(60)
     finally:
         sys.setswitchinterval(interval)
-    assert versions.read(7) == 20_000
+    assert versions.read(7) - versions.read(8) == 20_000  # bucket 8 was never bumped
     versions.close()
+
+
+async def test_a_versions_file_truncated_under_the_node_is_no_crash_and_no_stale_copy(tmp_path):
+    """A memory-mapped versions file that someone truncated killed the next reader with SIGBUS (and
+    a crash loop of workers stopped the node): a read that comes up short now turns the memory tier
+    off until the file is opened again, of a new generation, in every process."""
+    caches = Caches(tmp_path, 10**9, 10**9, memory_size=10**7)
+    other_worker = Caches(tmp_path, 10**9, 10**9, memory_size=10**7)
+    try:
+        caches.outputs.put("k", output(1))
+        assert (await caches.output("k")).body == output(1).body and caches.output_in_memory("k") is not None
+        before = caches.version("k")
+
+        os.truncate(tmp_path / "versions.bin", 0)
+        assert caches.output_in_memory("k") is None  # a short read, not a SIGBUS
+        assert "memory: corrupt" in caches.health.degraded()
+        after = caches.version("k")  # opened again: allocated whole, of a new generation
+        assert after is not None and after != before
+        assert os.stat(tmp_path / "versions.bin").st_size == caches._versions.SIZE
+        assert caches.output_in_memory("k") is None  # the copy read before is not current
+
+        other_worker.check_versions()  # its job of every second: another generation now
+        assert other_worker.version("k") == after
+        caches.bump("k")
+        assert other_worker.version("k") == caches.version("k") != after
+    finally:
+        caches.close()
+        other_worker.close()
+
+
+def test_processes_agree_again_on_a_versions_file_deleted_under_them(tmp_path):
+    """A process still holding a deleted file would miss every bump of a process that opened the new
+    one (a worker restarted after the cache folder was wiped): purged copies served on."""
+    caches = Caches(tmp_path, 10**9, 10**9, memory_size=10**7)
+    other_worker = Caches(tmp_path, 10**9, 10**9, memory_size=10**7)
+    try:
+        before = other_worker.version("k")
+        os.unlink(tmp_path / "versions.bin")
+        caches.check_versions()
+        other_worker.check_versions()
+        assert caches.version("k") != before  # made again
+        caches.bump("k")
+        assert other_worker.version("k") == caches.version("k")
+    finally:
+        caches.close()
+        other_worker.close()
 
 
 def test_entries_hashed_by_an_earlier_node_stay_valid_and_damage_is_still_seen(tmp_path):

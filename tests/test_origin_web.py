@@ -126,6 +126,18 @@ async def test_a_redirect_to_another_loopback_port_is_refused(web, elsewhere, no
     assert "redirect for 'moved.jpg' to " + elsewhere.url + " refused" in caplog.text
 
 
+@pytest.mark.parametrize("location, where", [("file:///etc/passwd", "a file: URL"),
+                                             ("gopher://127.0.0.1:70/x", "a gopher: URL"),
+                                             ("data:image/jpeg;base64,/9j/4AAQ", "a data: URL")])
+async def test_a_redirect_out_of_http_is_refused_in_one_line(web, node_factory, tmp_path, caplog, location, where):
+    web.redirects["images/away.jpg"] = location
+    node = await node_factory(write_config(tmp_path, web_config(web)))
+    response = await node.fetch("/away.jpg")
+    assert (response.code, response.headers["X-Edge-Error"]) == (502, "legacy web: redirect_refused")
+    assert f"redirect for 'away.jpg' to {where} refused: not an http(s) URL" in caplog.text
+    assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text
+
+
 async def test_same_origin_redirects_are_followed_and_userinfo_is_never_sent(web, elsewhere, node_factory, tmp_path):
     port = web.url.rsplit(":", 1)[1]
     web.redirects["images/with-userinfo.jpg"] = f"http://admin:hunter2@127.0.0.1:{port}/images/astronaut.jpg"

@@ -64,10 +64,13 @@ class Caches:
     def output_in_memory(self, key: str) -> CachedOutput | None:
         """The memory tier's copy of `key` while it is current (the hit path: no thread, no disk).
         Call on the IOLoop."""
-        versions, memory = self._current_versions(), self._memory
-        if versions is None or memory is None:
+        memory = self._memory
+        if memory is None:
             return None
-        output = memory.get(key, versions.read(SharedVersions.bucket(key)))
+        version = self.version(key)
+        if version is None:
+            return None
+        output = memory.get(key, version)
         if output is not None:
             self.outputs.touch(key)
         return output
@@ -81,9 +84,8 @@ class Caches:
                          ) -> tuple[CachedOutput | None, T | None]:
         """`output(key)`, and `then(output)` run in the same thread right after the read (blocking; None
         without it): a miss looks its original up in the same hand-off. Call on the IOLoop."""
-        versions, memory = self._current_versions(), self._memory
-        # read before the disk: a racing write shows next time
-        version = None if versions is None or memory is None else versions.read(SharedVersions.bucket(key))
+        memory = self._memory
+        version = None if memory is None else self.version(key)  # before the disk: a racing write shows next time
         output, more = await self.io(self._read_output, key, then)
         if output is not None and version is not None:
             memory.put(key, version, output)
@@ -115,7 +117,16 @@ class Caches:
         made need not be repeated. Outputs and originals bump it when stored, a single flight when
         it records a failure."""
         versions = self._current_versions()
-        return None if versions is None else versions.read(SharedVersions.bucket(key))
+        if versions is None:
+            return None
+        try:
+            version = versions.read(SharedVersions.bucket(key))
+        except OSError as exc:
+            self._lose_versions(versions, error_kind(exc), f"cannot read {versions.path}: {exc}")
+            return None
+        if version is None:
+            self._lose_versions(versions, "corrupt", f"{versions.path} shrank under the node")
+        return version
 
     def _put_original(self, key: str, original: StoredOriginal) -> None:
         self.originals.put(key, original)
@@ -137,11 +148,29 @@ class Caches:
             self._versions_retry_at = time.monotonic() + RETRY_SECONDS
             self.health.failed("memory", "unavailable", f"cannot open {self._versions_path}: {exc}")
 
+    def _lose_versions(self, versions: SharedVersions, kind: str, what: str) -> None:
+        """Stop using `versions` (the memory tier is off until the file is opened again, at the next
+        read: made again if it is gone, and of a new generation, so that no copy read before looks
+        current). Its descriptor is closed once no thread uses it any more."""
+        if self._versions is versions:
+            self._versions = None
+            self.health.failed("memory", kind, f"{what}; opening it again")
+
     def bump(self, key: str) -> None:
         """Move `key`'s shared write counter: copies read before are outdated (blocking: a file lock)."""
         versions = self._versions
         if versions is not None:
-            versions.bump(SharedVersions.bucket(key))
+            try:
+                versions.bump(SharedVersions.bucket(key))
+            except OSError as exc:
+                self._lose_versions(versions, error_kind(exc), f"cannot write {versions.path}: {exc}")
+
+    def check_versions(self) -> None:
+        """Stop using a versions file that was deleted, replaced, shrunk or given a new generation by
+        someone else, so that this process and those that opened the new file agree (blocking)."""
+        versions = self._versions
+        if versions is not None and versions.replaced():
+            self._lose_versions(versions, "corrupt", f"{versions.path} was deleted or replaced under the node")
 
     def check(self) -> list[str]:
         """What is wrong with the cache now or was recently, for `/_edge/ready`; empty when all is well
@@ -163,6 +192,12 @@ class Caches:
         """(blocking)"""
         for tier in self.tiers:
             tier.flush_touches()
+
+    def every_second(self) -> None:
+        """The cache's work of every second: the batched touches, and a look at the versions file
+        (blocking)."""
+        self.flush_touches()
+        self.check_versions()
 
     def _release_this_thread(self) -> None:
         for tier in self.tiers:
