@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import time
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+#: at most one line of Tornado's messages about malformed requests per this many seconds, per process
+CLIENT_NOISE_SECONDS = 10.0
+#: how those messages begin (tornado.http1connection and tornado.iostream, at INFO)
+_CLIENT_NOISE = ("Malformed HTTP message from ", "Timeout reading body from ", "Unsatisfiable read")
+#: where a malformed request's reason starts quoting what the client sent
+_QUOTED = re.compile(r"""\s*[:'"(].*""", re.DOTALL)
 
 
 class JSONFormatter(logging.Formatter):
@@ -19,6 +27,36 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=True)
+
+
+class ClientNoiseFilter(logging.Filter):
+    """Tornado logs every malformed request at INFO with what the client sent (`Invalid header value
+    '…'`: up to `max_header_size` bytes of it, which may be a token or a cookie): one client could
+    write megabytes a second, secrets included. Such lines keep their reason without the client's
+    bytes, one per `CLIENT_NOISE_SECONDS` at most, the next one saying how many were left out."""
+
+    def __init__(self, clock=time.monotonic):
+        super().__init__()
+        self._clock = clock
+        self._next = float("-inf")
+        self._left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith(_CLIENT_NOISE)):
+            return True
+        now = self._clock()
+        if now < self._next:
+            self._left_out += 1
+            return False
+        self._next = now + CLIENT_NOISE_SECONDS
+        message = record.getMessage()
+        if message.startswith(_CLIENT_NOISE[0]):  # "… from <address>: <reason quoting the client>"
+            peer, _, reason = message.partition(": ")
+            message = f"{peer}: {_QUOTED.sub('', reason)[:100]}"
+        if self._left_out:
+            message += f" (and {self._left_out} more such messages left out)"
+        record.msg, record.args, self._left_out = message, (), 0
+        return True
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -33,5 +71,9 @@ def configure_logging(level: str, log_format: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_LEVELS[level])
+    tornado = logging.getLogger("tornado.general")
+    for old_filter in [f for f in tornado.filters if isinstance(f, ClientNoiseFilter)]:
+        tornado.removeFilter(old_filter)
+    tornado.addFilter(ClientNoiseFilter())
     # pyvips' own messages (libvips' go to stderr from C: edge/transform/render.py)
     logging.getLogger("pyvips").setLevel(max(logging.WARNING, _LEVELS[level]))

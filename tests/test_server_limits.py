@@ -171,6 +171,46 @@ async def test_a_client_that_pauses_less_than_send_timeout_gets_its_whole_respon
     assert error is None and (received + rest).endswith(whole.body)
 
 
+async def test_malformed_requests_log_one_line_without_what_the_client_sent(tmp_path):
+    """Tornado logs each malformed request with the offending header value: up to max_header_size
+    bytes per request from one client, a token included."""
+    node = NodeProcess(write_config(tmp_path, local_config(before='[admin]\ntoken = "admin-s3cret-token"')))
+    try:
+        header = b"Authorization: Bearer admin-s3cret-token\x01\r\n"
+        for _ in range(50):
+            answer = await exchange(node.url, b"GET / HTTP/1.1\r\nHost: a\r\n" + header + b"X: " + b"A" * 30_000 + b"\r\n\r\n")
+            assert status(answer) == 400
+        assert (await AsyncHTTPClient().fetch(node.url + "/tr:w-10/coffee.jpg")).code == 200
+    finally:
+        assert node.stop() == 0
+    log = "".join(node.log)
+    assert "admin-s3cret-token" not in log and "AAAA" not in log
+    lines = [line for line in node.log if "Malformed HTTP message" in line]
+    assert len(lines) == 1 and lines[0].endswith("Malformed HTTP message from 127.0.0.1: Invalid header value\n"), lines
+
+
+def test_the_client_noise_filter_counts_what_it_left_out():
+    import logging
+
+    from edge.logs import CLIENT_NOISE_SECONDS, ClientNoiseFilter
+
+    now = [0.0]
+    noise = ClientNoiseFilter(clock=lambda: now[0])
+
+    def logged(message: str, *args: object) -> str | None:
+        record = logging.LogRecord("tornado.general", logging.INFO, __file__, 1, message, args, None)
+        return record.getMessage() if noise.filter(record) else None
+
+    malformed = "Malformed HTTP message from %s: %s"
+    assert logged(malformed, "::1", ValueError("Only integer Content-Length is allowed: 1e9")) == (
+        "Malformed HTTP message from ::1: Only integer Content-Length is allowed")
+    assert logged("Timeout reading body from %s", "::1") is None
+    assert logged("Got events for closed stream %s", 7) == "Got events for closed stream 7"  # not a client's doing
+    now[0] += CLIENT_NOISE_SECONDS
+    assert logged(malformed, "10.0.0.1", ValueError("Malformed HTTP headers: 'x'")) == (
+        "Malformed HTTP message from 10.0.0.1: Malformed HTTP headers (and 1 more such messages left out)")
+
+
 def open_idle_clients(url: str, count: int) -> list[socket.socket]:
     """`count` connections that never send a byte (the kernel completes them into the backlog)."""
     port = int(url.rsplit(":", 1)[1])
