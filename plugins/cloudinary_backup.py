@@ -34,7 +34,9 @@ from .s3 import S3Origin
 
 #: Cloudinary's resource types; a `v<digits>` segment right after `<resource_type>/<type>/` is a version
 RESOURCE_TYPES = frozenset({"image", "video", "raw"})
-_VERSION_SEGMENT = re.compile(r"v(\d+)")
+#: a version is a Unix time: at most 12 ASCII digits (as `edge.cloudinary_urls`); a longer or non-ASCII
+#: `v…` segment is part of the public ID (a 5000-digit one made `int()` raise on every request)
+_VERSION_SEGMENT = re.compile(r"v([0-9]{1,12})")
 #: a folder with more versions than this many listing pages (1000 keys each) is cut off
 MAX_LIST_PAGES = 100
 
@@ -79,7 +81,7 @@ class Versions:
         found = []
         for key in keys:
             stem = key[len(folder):].partition(".")[0]
-            if stem.isascii() and stem.isdigit():  # `latest.jpg`, `notes.txt`: not a version
+            if _VERSION_SEGMENT.fullmatch("v" + stem):  # `latest.jpg`, `notes.txt`: not a version
                 found.append((int(stem), key))
         return cls(tuple(sorted(found)))
 

@@ -95,6 +95,8 @@ async def test_resolves_the_version_cloudinary_would_serve(demo, path, expected)
     "image/upload/products/shoe/1700000000.jpg",
     "image/upload/",
     "video/upload/products/shoe.jpg",
+    "image/upload/v" + "9" * 5000 + "/products/shoe.jpg",  # past int()'s digit limit: was a 502 and a traceback
+    "image/upload/v%D9%A1/products/shoe.jpg",  # an Arabic-Indic 1: part of the public ID, not version 1
 ])
 async def test_not_found(demo, path):
     assert (await demo.fetch(f"/{path}")).code == 404
@@ -208,10 +210,13 @@ def test_parse_asset_path():
     assert parse_asset_path("v12").version is None
     assert path_format("image/upload/shoe.tiff") is None  # known image extension, not an output format
     assert parse_asset_path("image/upload/shoe.tiff").public_id == "image/upload/shoe"
+    assert parse_asset_path("v" + "9" * 13 + "/shoe").version is None  # a version is at most 12 digits
+    assert parse_asset_path("v١٢/shoe").version is None  # and ASCII
 
 
 def test_versions_and_resolution_cache():
-    versions = Versions.from_keys("f/", ["f/20.jpg", "f/3.png", "f/abc.jpg", "f/.jpg", "f/١٢.jpg"])
+    versions = Versions.from_keys("f/", ["f/20.jpg", "f/3.png", "f/abc.jpg", "f/.jpg", "f/١٢.jpg",
+                                         "f/" + "9" * 5000 + ".jpg"])
     assert versions.found == ((3, "f/3.png"), (20, "f/20.jpg"))
     assert (versions.choose(None), versions.choose(3), versions.choose(4)) == ("f/20.jpg", "f/3.png", "f/20.jpg")
     assert Versions.from_keys("f/", []).choose(None) is None
