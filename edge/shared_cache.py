@@ -8,8 +8,11 @@ fetching or rendering again (docs/fleet.md).
   endpoint is `_default`, which no endpoint id can be). A path that S3 or an HTTP library could
   rewrite (`.`/`..`/empty segments) or that makes the key too long is simply not shared.
 - **Objects** carry what a local entry carries: a one-line JSON header (content type, ETag, the
-  original's version and validators) before the body. The body is checked against its ETag when
-  read: a damaged object is a miss, never a wrong image.
+  original's version and validators, and the object's own key) before the body. Anyone with access
+  to the bucket could have written one, so a read checks the body against its ETag, the key against
+  the one asked for (an object copied or moved to another key is not that key's image), the content
+  type against the image types the node makes, and takes no freshness from the future: a damaged
+  or foreign object is a miss, never a wrong image.
 - **Never a client error, never on the critical path.** Reads are bounded by `timeout`; writes run
   after the response in the background, at most `max_writes` at a time and a bounded backlog beyond
   which they are dropped. Every failure is counted (`edge_shared_cache_failures_total`) and skipped.
@@ -23,12 +26,13 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, hashes_to, header_value
 from .origin import OriginFailure, OriginNotFound, SourceTooLarge
+from .transform.formats import MIME_TYPES
 
 if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen its metrics mode
     from .metrics import Metrics
@@ -36,7 +40,11 @@ if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen 
 log = logging.getLogger("edge.shared_cache")
 
 #: the first line of every object this tier writes (the format's version)
-MAGIC = b"edge-output/1\n"
+MAGIC = b"edge-output/2\n"
+#: the first line of the objects earlier nodes wrote (no key in the header): a plain miss, made again
+OLD_MAGIC = b"edge-output/1\n"
+#: the only content types an object may claim (every output is one)
+IMAGE_TYPES = frozenset(MIME_TYPES.values())
 #: S3 limits a key to 1024 bytes of UTF-8
 MAX_KEY_BYTES = 1024
 #: background writes waiting for a slot, per slot, beyond which new ones are dropped
@@ -61,33 +69,39 @@ class SharedCacheSettings:
         return {**store, "timeout": self.timeout, "max_writes": self.max_writes}
 
 
-def encode(output: CachedOutput) -> bytes:
+def encode(output: CachedOutput, key: str) -> bytes:
     meta = asdict(output)
     del meta["body"]
+    meta["key"] = key
     return MAGIC + json.dumps(meta, separators=(",", ":")).encode() + b"\n" + output.body
 
 
-def decode(data: bytes) -> CachedOutput | None:
-    """The output an object holds, or None when it is not one this tier wrote or its body does not
-    match its ETag (blocking: hashes the body)."""
+def decode(data: bytes, key: str, now: float) -> CachedOutput | None:
+    """The output the object at `key` holds, or None when it is not one this tier wrote for that key,
+    claims a type that is not an image, or its body does not match its ETag (blocking: hashes the
+    body). A time it was last confirmed after `now` is taken as `now`."""
     if not data.startswith(MAGIC):
         return None
     header, newline, body = data[len(MAGIC):].partition(b"\n")
     try:
         meta = json.loads(header)
+        if meta.pop("key") != key:
+            return None
         output = CachedOutput(body=body, **{**meta, "source": SourceInfo(**meta["source"])})
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
     # anyone with access to the bucket could have written it: every header must go out as it is, and
     # what freshness is computed from must be of the right type
     source = output.source
     optional = (output.canonical_link, output.client_hints, source.last_modified, source.etag)
-    if not (newline and _sendable(output.content_type) and _sendable(output.etag)
+    if not (newline and output.content_type in IMAGE_TYPES and _sendable(output.etag)
             and isinstance(output.vary_accept, bool) and all(v is None or _sendable(v) for v in optional)
             and isinstance(source.origin, str) and isinstance(source.version, str)
             and type(source.checked_at) in (int, float)):
         return None
-    return output if hashes_to(body, output.etag) else None
+    if not hashes_to(body, output.etag):
+        return None
+    return output if source.checked_at <= now else replace(output, source=replace(source, checked_at=now))
 
 
 def _sendable(value: Any) -> bool:
@@ -146,8 +160,8 @@ class SharedTier:
             return None
         try:
             found = await asyncio.wait_for(self.store.get_object(key, max_bytes=self._max_entry_bytes), self.timeout)
-            output = await asyncio.to_thread(decode, found.body)
-            if output is None:
+            output = await asyncio.to_thread(decode, found.body, key, time.time())
+            if output is None and not found.body.startswith(OLD_MAGIC):
                 self._failed("get", "damaged")
         except OriginNotFound:
             output = None
@@ -172,7 +186,7 @@ class SharedTier:
     async def _put(self, key: str, output: CachedOutput) -> None:
         async with self._slots:
             try:
-                data = await asyncio.to_thread(encode, output)
+                data = await asyncio.to_thread(encode, output, key)
                 await asyncio.wait_for(self.store.put_object(key, data, output.content_type), self.timeout)
             except (OriginFailure, TimeoutError) as error:
                 self._failed("put", error)

@@ -46,6 +46,7 @@ async def test_a_hit_is_the_answer_the_handler_gives(node, path, loader):
     assert shortcut.code == handler.code == 200
     assert lasting(shortcut) == lasting(handler)
     assert shortcut.headers["X-Cache"] == "HIT" and shortcut.body == handler.body
+    assert shortcut.headers["X-Content-Type-Options"] == "nosniff"  # an image is never sniffed as a page
     assert shortcut.headers["Content-Length"] == str(len(shortcut.body))
     image = pyvips.Image.new_from_buffer(shortcut.body, "")
     assert (image.width, image.height, image.get("vips-loader")) == (300, 200, loader)

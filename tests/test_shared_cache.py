@@ -4,6 +4,7 @@ its objects, and that a slow, failing or damaged store is a counted miss, never 
 import asyncio
 import json
 import sys
+import time
 
 import pytest
 
@@ -110,6 +111,37 @@ async def test_a_damaged_object_is_a_miss(tier, s3):
         client.put_object(Bucket=BUCKET, Key=object_key, Body=data.replace(field, forged))
         assert await tier.get(cache_key) is None
     assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 4}
+
+
+async def test_an_object_the_node_did_not_write_for_that_key_is_a_miss(tier, s3):
+    """Anyone with access to the bucket can write one: a page as text/html, a copy of another key's
+    image, a freshness from the future. None may be served as that key's image (helper 28's probe)."""
+    from edge.shared_cache import MAGIC, OLD_MAGIC, encode
+
+    client = s3.client()
+    first, other = key("shop", "a.jpg"), key("shop", "b.jpg")
+    tier.put_later(first, output())
+    await written(tier)
+    data = client.get_object(Bucket=BUCKET, Key=tier.object_key(first))["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=tier.object_key(other), Body=data)  # copied to another key
+    assert await tier.get(other) is None
+
+    page = b"<html><script>alert(document.domain)</script></html>"
+    as_html = CachedOutput(page, "text/html", strong_etag(page), output().source)
+    client.put_object(Bucket=BUCKET, Key=tier.object_key(first), Body=encode(as_html, tier.object_key(first)))
+    assert await tier.get(first) is None
+    assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 2}
+
+    # written by an earlier node (no key in its header): a plain miss, made again, not counted
+    client.put_object(Bucket=BUCKET, Key=tier.object_key(first), Body=OLD_MAGIC + data[len(MAGIC):])
+    assert await tier.get(first) is None and counted(tier, "shared_cache_failures") == {("get", "damaged"): 2}
+
+    forever = CachedOutput(output().body, "image/webp", output().etag,
+                           SourceInfo("web", '"v1"', 1e12, content_type="image/jpeg"))
+    client.put_object(Bucket=BUCKET, Key=tier.object_key(first), Body=encode(forever, tier.object_key(first)))
+    before = time.time()
+    served = await tier.get(first)
+    assert served.body == output().body and before <= served.source.checked_at <= time.time()  # not 1e12
 
 
 async def test_a_slow_or_failing_store_is_skipped_and_counted(tier, s3):

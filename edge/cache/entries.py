@@ -83,7 +83,8 @@ class CachedOutput:
         # from disk (not a field: neither stored nor compared). Every value is a valid header value:
         # MIME types and ETags are the node's own, Last-Modified passed `header_value`, Link is
         # percent-encoded.
-        headers = [("Content-Type", self.content_type), ("Etag", self.etag)]
+        # nosniff: a browser takes the body for what Content-Type says, never for HTML it sniffed
+        headers = [("Content-Type", self.content_type), ("X-Content-Type-Options", "nosniff"), ("Etag", self.etag)]
         if self.source.last_modified:
             headers.append(("Last-Modified", self.source.last_modified))
         vary = ", ".join(filter(None, ("Accept" if self.vary_accept else None, self.client_hints)))
