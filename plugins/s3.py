@@ -10,6 +10,7 @@ no message carries anything the server said verbatim (it might echo a credential
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
@@ -131,6 +132,7 @@ class S3Origin(Origin):
             s3={"addressing_style": "path" if self.path_style else "auto"},
             # TLS already protects the bytes; a CRC over every original is CPU for nothing
             response_checksum_validation="when_required",
+            http_session_cls=_session_refusing_redirects(),
         )
         credentials = {}
         if self.access_key_id is not None and self.secret_access_key is not None:
@@ -208,6 +210,7 @@ class S3Origin(Origin):
             ConnectionClosedError,
             ConnectTimeoutError,
             EndpointConnectionError,
+            HTTPClientError,
             IncompleteReadError,
             NoCredentialsError,
             PartialCredentialsError,
@@ -219,6 +222,10 @@ class S3Origin(Origin):
             yield
         except ClientError as error:
             raise _client_error(operation, key, error) from None
+        except HTTPClientError as error:
+            if isinstance(error.kwargs.get("error"), RedirectRefused):
+                raise OriginFailure("redirect_refused", f"{operation} {key!r}: {error.kwargs['error']}") from None
+            raise OriginFailure("error", f"{operation} {key!r}: {type(error).__name__}") from None
         except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):
             raise OriginFailure("timeout", f"{operation} {key!r}: no answer in time") from None
         except EndpointConnectionError:
@@ -230,6 +237,37 @@ class S3Origin(Origin):
             raise OriginFailure("denied", f"{operation} {key!r}: no credentials") from None
         except (BotoCoreError, aiohttp.ClientError) as error:
             raise OriginFailure("error", f"{operation} {key!r}: {type(error).__name__}") from None
+
+
+class RedirectRefused(Exception):
+    """An S3 endpoint answered with a redirect (never followed)."""
+
+
+@functools.cache
+def _session_refusing_redirects() -> type:
+    """aiobotocore's HTTP session, except that a redirect is refused: aiohttp follows a `Location` to
+    any host unless a request says not to, and aiobotocore's requests do not, so a store (or anyone
+    on a plain-HTTP path to it) answering 307 made the node fetch another address, an internal one
+    too, and serve and cache what came back. (S3's own answer to a wrong region is an error botocore
+    reads, asking the configured endpoint again: not a redirect aiohttp follows.)"""
+    import aiohttp
+    from aiobotocore.httpsession import AIOHTTPSession
+
+    async def refuse(session, context, params) -> None:
+        raise RedirectRefused(f"redirect to {params.url.origin()} refused")
+
+    refusing = aiohttp.TraceConfig()
+    refusing.on_request_redirect.append(refuse)
+    refusing.freeze()
+
+    class RefusingRedirects(AIOHTTPSession):
+        async def _get_session(self, proxy_url):  # aiobotocore makes the aiohttp session here
+            session = await super()._get_session(proxy_url)
+            if refusing not in session.trace_configs:
+                session.trace_configs.append(refusing)  # before its first request: each one reads the list
+            return session
+
+    return RefusingRedirects
 
 
 def _client_error(operation: str, key: str, error: ClientError) -> Exception:

@@ -31,8 +31,9 @@ class HTTPOrigin:
     files: dict[str, bytes] = field(default_factory=dict)
     requests: Counter = field(default_factory=Counter)
     behaviour: Behaviour = field(default_factory=Behaviour)
-    #: path → where it redirects (302), relative or absolute
+    #: path → where it redirects (with `redirect_status`), relative or absolute
     redirects: dict[str, str] = field(default_factory=dict)
+    redirect_status: int = 302
     #: the headers of every request, in order
     headers_seen: list[dict[str, str]] = field(default_factory=list)
     #: Host → the files a virtual host serves instead of `files`
@@ -81,7 +82,7 @@ class _OriginHandler(tornado.web.RequestHandler):
             self.finish("origin says no")
             return
         if path in origin.redirects:
-            self.redirect(origin.redirects[path])
+            self.redirect(origin.redirects[path], status=origin.redirect_status)
             return
         body = origin.vhosts.get(self.request.host, origin.files).get(path)
         if body is None:

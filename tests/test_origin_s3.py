@@ -160,3 +160,35 @@ async def test_a_reader_allowed_only_get_object_is_enough(s3, bucket, node_facto
     s3.require_auth(True)  # moto now checks signatures and the user's policy
     assert (await node.fetch("/tr:orig-true/astronaut.jpg")).body == ASTRONAUT
     assert {call.key_id for call in s3.gets(BUCKET)} == {key_id}
+
+
+@pytest.mark.parametrize("status", [302, 307])
+async def test_a_redirect_from_the_endpoint_is_refused_never_followed(node_factory, tmp_path, status):
+    """aiohttp follows a Location to any host unless told not to: an endpoint (or anyone on a plain-HTTP
+    path to it) answering a redirect made the node fetch another address and cache what came back."""
+    from tests.servers import HTTPOrigin
+
+    elsewhere = await HTTPOrigin(files={"secret.jpg": (SAMPLES / "coffee.jpg").read_bytes()}).start()
+    endpoint = await HTTPOrigin(redirects={"bkt/photos/a.jpg": f"{elsewhere.url}/secret.jpg"}).start()
+    endpoint.redirect_status = status
+    try:
+        node = await node_factory(write_config(tmp_path, f"""
+[[origins]]
+name = "store"
+type = "s3"
+bucket = "bkt"
+folder = "/photos/"
+region = "us-east-1"
+endpoint_url = "{endpoint.url}"
+access_key_id = "AKIAEXAMPLEKEY"
+secret_access_key = "example-secret"
+[[endpoints]]
+id = ""
+origins = ["store"]
+"""))
+        response = await node.fetch("/tr:w-10/a.jpg")
+        assert (response.code, response.headers["X-Edge-Error"]) == (502, "store: redirect_refused")
+        assert endpoint.requests["bkt/photos/a.jpg"] == 1 and sum(elsewhere.requests.values()) == 0
+    finally:
+        await endpoint.stop()
+        await elsewhere.stop()
