@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any, TypeVar
@@ -105,6 +105,18 @@ async def read_limited(chunks: AsyncIterable[bytes], max_bytes: int, path: str, 
         return b"".join(parts)
     finally:
         fetch_budget.release(reserved)
+
+
+async def read_announced(read: Callable[[], Awaitable[bytes]], announced: int, max_bytes: int, path: str) -> bytes:
+    """`await read()` for a body whose length is announced (a client that never reads past it), held
+    against the fetch budget meanwhile as `read_limited` holds its chunks: one read, no joining.
+    Raises `SourceTooLarge` before reading when `announced` is over `max_bytes`."""
+    check_announced_size(announced, max_bytes, path)
+    await fetch_budget.reserve(announced)
+    try:
+        return await read()
+    finally:
+        fetch_budget.release(announced)
 
 
 def http_date(moment: datetime | None) -> str | None:

@@ -2,7 +2,7 @@
 
     from edge.plugin import Origin, Original, OriginNotFound, hookimpl
 
-    EDGE_PLUGIN_API = "1.1"   # the API_VERSION this plugin is written against
+    EDGE_PLUGIN_API = "1.2"   # the API_VERSION this plugin is written against
 
 The contract of `API_VERSION` ("MAJOR.MINOR"):
 
@@ -10,7 +10,7 @@ The contract of `API_VERSION` ("MAJOR.MINOR"):
   with defaults, new optional hooks. A plugin written for 1.0 keeps working on every 1.x.
 - A major release (1.x → 2.0) may change or remove what is here; a plugin must be updated for it.
 - A plugin declares the version it is written against in the module its entry point names, as
-  `EDGE_PLUGIN_API = "1.1"`. The node refuses to load a plugin that declares none, one newer than the
+  `EDGE_PLUGIN_API = "1.2"`. The node refuses to load a plugin that declares none, one newer than the
   node's (it may use what this node lacks), or an older major version, and says so in `edge plugins`
   and in a warning at start; configs that do not use its types keep working.
 
@@ -19,7 +19,7 @@ See docs/writing-an-origin-plugin.md.
 
 from __future__ import annotations
 
-from .fetching import CHUNK_BYTES, check_announced_size, http_date, in_thread, read_limited
+from .fetching import CHUNK_BYTES, check_announced_size, http_date, in_thread, read_announced, read_limited
 from .hookspecs import hookimpl
 from .origin import (
     NotModified,
@@ -34,8 +34,8 @@ from .origin import (
 )
 from .settings import ConfigTable, Secret
 
-#: 1.1 added `in_thread`
-API_VERSION = "1.1"
+#: 1.1 added `in_thread`; 1.2 `read_announced`
+API_VERSION = "1.2"
 
 __all__ = [
     "API_VERSION",
@@ -55,5 +55,6 @@ __all__ = [
     "hookimpl",
     "http_date",
     "in_thread",
+    "read_announced",
     "read_limited",
 ]

@@ -31,6 +31,8 @@ from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, hashes_to, header_value
+from .errors import FetchMemoryExhausted
+from .fetching import fetch_budget
 from .origin import OriginFailure, OriginNotFound, SourceTooLarge
 from .transform.formats import MIME_TYPES
 
@@ -159,7 +161,9 @@ class SharedTier:
         if key is None:
             return None
         try:
-            found = await asyncio.wait_for(self.store.get_object(key, max_bytes=self._max_entry_bytes), self.timeout)
+            # held to the process's fetch budget, as originals are (a larger object cannot be held: a miss)
+            max_bytes = min(self._max_entry_bytes, fetch_budget.capacity)
+            found = await asyncio.wait_for(self.store.get_object(key, max_bytes=max_bytes), self.timeout)
             output = await asyncio.to_thread(decode, found.body, key, time.time())
             if output is None and not found.body.startswith(OLD_MAGIC):
                 self._failed("get", "damaged")
@@ -167,6 +171,9 @@ class SharedTier:
             output = None
         except (OriginFailure, SourceTooLarge, TimeoutError) as error:
             self._failed("get", error)
+            output = None
+        except FetchMemoryExhausted:  # a miss, never a 503: the origin's fetch will wait its own turn
+            self._failed("get", "busy")
             output = None
         self._metrics.child(self._metrics.cache_requests, "shared", "miss" if output is None else "hit").inc()
         return output

@@ -29,9 +29,9 @@ from edge.plugin import (
     OriginSettings,
     Secret,
     Validators,
-    check_announced_size,
     hookimpl,
     http_date,
+    read_announced,
     read_limited,
 )
 
@@ -169,9 +169,8 @@ class S3Origin(Origin):
             body = response["Body"]
             async with body:  # releases the connection, or drops it when the body was not read to the end
                 length = response.get("ContentLength")
-                check_announced_size(length, max_bytes, key)
-                if length is not None:  # within the limit, and aiohttp never reads past Content-Length
-                    data = await body.read()
+                if length is not None:  # aiohttp never reads past Content-Length
+                    data = await read_announced(body.read, length, max_bytes, key)
                 else:
                     data = await read_limited(body.iter_chunks(CHUNK_BYTES), max_bytes, key)
         return Original(data, etag=response.get("ETag"), last_modified=http_date(response.get("LastModified")),
@@ -287,7 +286,7 @@ def _client_error(operation: str, key: str, error: ClientError) -> Exception:
 
 
 #: the `edge.plugin` API this module is written against
-EDGE_PLUGIN_API = "1.0"
+EDGE_PLUGIN_API = "1.2"
 
 
 @hookimpl

@@ -175,14 +175,15 @@ def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
 @pytest.mark.parametrize("declared, problem", [
     ("1.0", None),
     ("1.1", None),
+    ("1.2", None),
     ("1.99", "it needs plugin API 1.99"),
     ("2.0", "it needs plugin API 2.0"),
-    ("0.9", "it is written for plugin API 0.9, and this node provides 1.1, which is incompatible"),
-    (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.1" (got None)'),
+    ("0.9", "it is written for plugin API 0.9, and this node provides 1.2, which is incompatible"),
+    (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.2" (got None)'),
     (1.0, "it must declare"),
 ])
 def test_the_declared_plugin_api_is_checked(declared, problem):
-    assert plugin_api.API_VERSION == "1.1"  # the cases below are written for it
+    assert plugin_api.API_VERSION == "1.2"  # the cases below are written for it
     found = api_problem(declared)
     assert found == problem if problem is None else found.startswith(problem)
 
@@ -227,7 +228,7 @@ def test_the_public_api_is_what_the_docs_list():
         "API_VERSION", "CHUNK_BYTES", "ConfigTable", "NotModified", "Origin", "OriginFailure", "OriginNotFound",
         "OriginRequest",
         "OriginSettings", "Original", "Secret", "SourceTooLarge", "Validators", "check_announced_size",
-        "hookimpl", "http_date", "in_thread", "read_limited",
+        "hookimpl", "http_date", "in_thread", "read_announced", "read_limited",
     }
     assert all(hasattr(plugin_api, name) for name in plugin_api.__all__)
 

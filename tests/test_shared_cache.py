@@ -144,6 +144,31 @@ async def test_an_object_the_node_did_not_write_for_that_key_is_a_miss(tier, s3)
     assert served.body == output().body and before <= served.source.checked_at <= time.time()  # not 1e12
 
 
+async def test_shared_reads_are_held_to_the_fetch_budget(tier):
+    """Reads of the shared tier count against `[server] fetch_memory` as fetches of originals do: four
+    200 MB objects read at once had taken a worker to 733 MB against a 200 MB budget."""
+    from edge.fetching import fetch_budget
+
+    big = output(b"\xff" * 300_000)
+    cache_key = key("shop", "big.jpg")
+    tier.put_later(cache_key, big)
+    await written(tier)
+    saved = fetch_budget.capacity, fetch_budget.wait
+    try:
+        fetch_budget.configure(200_000, 0.2)
+        assert await tier.get(cache_key) is None  # more than the whole budget: never read
+        fetch_budget.configure(1_000_000, 0.2)
+        await fetch_budget.reserve(900_000)  # fetches in flight hold the rest
+        try:
+            assert await tier.get(cache_key) is None  # a miss, not a 503
+        finally:
+            fetch_budget.release(900_000)
+        assert (await tier.get(cache_key)).body == big.body
+    finally:
+        fetch_budget.configure(*saved)
+    assert counted(tier, "shared_cache_failures") == {("get", "too_large"): 1, ("get", "busy"): 1}
+
+
 async def test_a_slow_or_failing_store_is_skipped_and_counted(tier, s3):
     cache_key = key("shop", "a.jpg")
     s3.faults.delay = 60  # far longer than the tier's 3 s (the server's wait ends with the test)
