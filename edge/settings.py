@@ -214,3 +214,15 @@ class ConfigTable:
 def _type_name(value: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def without_userinfo(url: str) -> str:
+    """`url` with any `user:password@` before its host replaced by `…@`: for a message quoting a URL
+    that may hold a secret."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return "…@" + url.rpartition("@")[2] if "@" in url else url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "…@" + authority.rpartition("@")[2]
+    return f"{scheme}://{authority}{slash}{path}"

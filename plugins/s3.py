@@ -34,6 +34,7 @@ from edge.plugin import (
     read_announced,
     read_limited,
 )
+from edge.settings import without_userinfo
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
@@ -98,8 +99,12 @@ class S3Origin(Origin):
         endpoint_url = table.str("endpoint_url", None)
         if endpoint_url is not None:
             parts = urlsplit(endpoint_url)
+            if parts.username or parts.password:  # it would show in config dumps
+                raise table.error("endpoint_url", "expected no user:password@ in the URL; the keys go in "
+                                                  "access_key_id and secret_access_key")
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise table.error("endpoint_url", f"expected an http:// or https:// URL, got {endpoint_url!r}")
+                raise table.error("endpoint_url", "expected an http:// or https:// URL, "
+                                                  f"got {without_userinfo(endpoint_url)!r}")
         access_key_id = table.secret("access_key_id")
         secret_access_key = table.secret("secret_access_key")
         if (access_key_id is None) != (secret_access_key is None):

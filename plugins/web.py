@@ -40,7 +40,7 @@ from edge.origin import (
     OriginSettings,
     Validators,
 )
-from edge.settings import ConfigTable, Secret
+from edge.settings import ConfigTable, Secret, without_userinfo
 
 if TYPE_CHECKING:
     import aiohttp
@@ -174,7 +174,8 @@ class WebOrigin(Origin):
         base_url = table.str("base_url")
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-            raise table.error("base_url", f"expected an http:// or https:// URL without ?query, got {base_url!r}")
+            raise table.error("base_url", "expected an http:// or https:// URL without ?query, "
+                                          f"got {without_userinfo(base_url)!r}")
         if parts.username or parts.password:  # it would show in logs and config dumps
             raise table.error("base_url", "expected no user:password@ in the URL; send credentials with "
                                           'headers = { Authorization = "${ENV_VAR}" }')

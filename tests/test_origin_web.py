@@ -177,6 +177,8 @@ async def test_conditional_fetch(web):
 @pytest.mark.parametrize("keys, message", [
     ({"base_url": "static.example.com/images"}, "base_url: expected an http:// or https:// URL"),
     ({"base_url": "https://user:pw@static.example.com"}, "base_url: expected no user:password@"),
+    ({"base_url": "ftp://user:pw@static.example.com"}, "base_url: expected an http:// or https:// URL without "
+                                                       "\\?query, got 'ftp://…@static.example.com'"),
     ({"headers": {"Host": "x"}}, "headers: 'Host' is set by the node itself"),
     ({"headers": {"Bad Name": "x"}}, "headers: 'Bad Name' is not a valid header name"),
     ({"headers": {"X-A": "1\r\nX-B: 2"}}, "headers: the value of 'X-A' contains a line break"),

@@ -200,11 +200,18 @@ def test_paths_an_http_library_could_rewrite_are_not_shared(tmp_path):
     (("timeout = \"3s\"", "max_writes = 0"), r"\[shared_cache\] max_writes: expected an integer from 1 to 256"),
     ((f'bucket = "{BUCKET}"', ""), r"\[shared_cache\] bucket: missing required key"),
     (("timeout = \"3s\"", "size = \"1GB\""), r"\[shared_cache\] size: unknown key"),
+    (("http://127.0.0.1:9", "https://user:URL-SECRET@127.0.0.1:9"),
+     r"\[shared_cache\] endpoint_url: expected no user:password@ in the URL"),
+    (("http://127.0.0.1:9", "s3://AKIA:URL-SECRET@host"),
+     r"\[shared_cache\] endpoint_url: expected no user:password@ in the URL"),
+    (("http://127.0.0.1:9", "AKIA:URL-SECRET@host"),
+     r"\[shared_cache\] endpoint_url: expected an http:// or https:// URL, got '…@host'"),
 ])
 def test_shared_cache_config_errors_name_the_key(tmp_path, change, message):
     text = local_config(after=shared_table("http://127.0.0.1:9").replace(*change))
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as raised:
         load_config(write_config(tmp_path, text), load_plugins())
+    assert "URL-SECRET" not in str(raised.value)  # a credential in the URL is never quoted
 
 
 def test_check_config_masks_the_shared_tiers_secret(tmp_path):
