@@ -67,7 +67,10 @@ def parse_target(target: Any) -> dict[str, str]:
 def key_prefix(router: Router, target: dict[str, str]) -> str:
     """The cache-key prefix of everything the target covers."""
     (kind, value), = target.items()
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # `http://[::1`: an unclosed IPv6 literal
+        raise BadRequest(f"{kind}: not a URL or a path") from None
     try:
         request = router.route(parts.netloc, "/" + parts.path.lstrip("/"), allow_empty_path=True)
     except NothingToServe:

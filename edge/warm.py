@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 MAX_CONCURRENCY = 64
+#: seconds one request may take, at most
+MAX_TIMEOUT = 3600.0
 #: a longer line is not a URL anyone serves: counted as failed, not requested
 MAX_LINE = 8192
 PROGRESS_SECONDS = 0.5
@@ -68,13 +70,16 @@ def target(base_url: str, line: str) -> tuple[str, dict[str, str]] | None:
     if len(line) > MAX_LINE or any(c.isspace() for c in line):
         return None
     headers = {}
-    if "://" in line:
-        parts = urlsplit(line)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return None
-        headers["Host"] = parts.netloc
-    else:  # a path (`tr:w-300/a.jpg` has no scheme, whatever urlsplit thinks)
-        parts = urlsplit("/" + line.lstrip("/"))
+    try:
+        if "://" in line:
+            parts = urlsplit(line)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                return None
+            headers["Host"] = parts.netloc
+        else:  # a path (`tr:w-300/a.jpg` has no scheme, whatever urlsplit thinks)
+            parts = urlsplit("/" + line.lstrip("/"))
+    except ValueError:  # `http://[::1`: an unclosed IPv6 literal
+        return None
     path = parts.path if parts.path.startswith("/") else "/" + parts.path
     return base_url.rstrip("/") + path + (f"?{parts.query}" if parts.query else ""), headers
 
@@ -143,8 +148,15 @@ def run(urls: str, base_url: str, concurrency: int, timeout: float, accept: str 
     if not path.is_file():
         print(f"edge: --urls {urls}: no such file", file=sys.stderr)
         return 2
-    if urlsplit(base_url).scheme not in ("http", "https"):
+    try:
+        scheme = urlsplit(base_url).scheme
+    except ValueError:
+        scheme = None
+    if scheme not in ("http", "https"):
         print(f"edge: --base-url {base_url!r}: expected an http:// or https:// URL", file=sys.stderr)
+        return 2
+    if not 0 < timeout <= MAX_TIMEOUT:  # also false for nan
+        print(f"edge: --timeout: expected more than 0 and at most {MAX_TIMEOUT:g} seconds", file=sys.stderr)
         return 2
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         print(f"edge: --concurrency: expected 1 to {MAX_CONCURRENCY}", file=sys.stderr)

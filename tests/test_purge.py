@@ -135,6 +135,8 @@ async def test_without_the_token_purge_is_a_401_and_removes_nothing(node, header
     (b'{"path": "/shop/a.jpg"}', b'expected exactly one of "url" or "prefix"\n'),
     (b'{"url": 7}', b"url: expected a URL or a path\n"),
     (b'{"url": "/shop/"}', b"url: names no image\n"),
+    (b'{"url": "http://[::1/shop/a.jpg"}', b"url: not a URL or a path\n"),  # was a 500 (urlsplit's ValueError)
+    (b'{"prefix": "https://[/shop/"}', b"prefix: not a URL or a path\n"),
 ])
 async def test_a_malformed_purge_is_a_400_naming_the_problem(node, body, message):
     response = await node.fetch("/_edge/purge", method="POST", headers=AUTH, body=body)

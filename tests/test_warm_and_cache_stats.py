@@ -93,15 +93,19 @@ async def test_warm_then_every_url_is_a_hit_and_cache_stats_sees_them(node):
 
 def test_warm_counts_a_node_that_does_not_answer_as_failed(tmp_path):
     urls = tmp_path / "urls.txt"
-    urls.write_text("/a.jpg\n/b.jpg\n")
+    urls.write_text("/a.jpg\nhttp://[::1/b.jpg\n")  # the second is no URL (an unclosed IPv6 literal): failed too
     warmed = edge_command("warm", "--urls", str(urls), "--base-url", "http://127.0.0.1:9", "--timeout", "5")
     assert warmed.returncode == 1 and warmed.stdout.strip().endswith("0 ok, 0 4xx, 0 5xx, 2 failed; 0 bytes")
+    assert "Traceback" not in warmed.stderr
 
 
 @pytest.mark.parametrize("args, message", [
     (["--urls", "/no/such/file", "--base-url", "http://127.0.0.1:9"], "--urls /no/such/file: no such file"),
     (["--base-url", "127.0.0.1:9"], "--base-url '127.0.0.1:9': expected an http:// or https:// URL"),
     (["--base-url", "http://127.0.0.1:9", "--concurrency", "1000"], "--concurrency: expected 1 to 64"),
+    (["--base-url", "http://[::1"], "--base-url 'http://[::1': expected an http:// or https:// URL"),
+    (["--base-url", "http://127.0.0.1:9", "--timeout", "nan"], "--timeout: expected more than 0 and at most 3600 seconds"),
+    (["--base-url", "http://127.0.0.1:9", "--timeout", "0"], "--timeout: expected more than 0 and at most 3600 seconds"),
 ])
 def test_warm_usage_errors(tmp_path, args, message):
     (tmp_path / "urls.txt").write_text("/a.jpg\n")
