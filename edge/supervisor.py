@@ -37,7 +37,7 @@ import select
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import memory
 from .config import Config
@@ -47,6 +47,8 @@ log = logging.getLogger("edge")
 
 RESTART_WINDOW_SECONDS = 60
 MAX_RESTARTS_IN_WINDOW = 10
+#: `[server]` keys a reload cannot change (the sockets are bound, the workers counted): a restart can
+RESTART_KEYS = ("host", "port", "workers", "metrics_port")
 #: seconds a new worker has to start serving (origins opened, cache open) before a reload is abandoned
 READY_TIMEOUT_SECONDS = 60
 #: beyond a worker's own shutdown grace, before the supervisor kills it
@@ -244,7 +246,12 @@ class Supervisor:
             log.error("SIGHUP: config not reloaded, the running one is kept: %s", error)
             return
         server = self.config.server  # the socket is bound and the metrics mode chosen: these stay
-        config = loaded.with_overrides(host=server.host, port=server.port, workers=server.workers)
+        kept = [f"{key} = {getattr(server, key)!r}" for key in RESTART_KEYS
+                if getattr(loaded.server, key) != getattr(server, key)]
+        if kept:
+            log.warning("SIGHUP: [server] %s changed in the file but needs a restart; keeping %s",
+                        ", ".join(key.split(" ")[0] for key in kept), ", ".join(kept))
+        config = replace(loaded, server=replace(loaded.server, **{key: getattr(server, key) for key in RESTART_KEYS}))
         generation = self.generation + 1
         self.pending = (generation, config, time.monotonic() + READY_TIMEOUT_SECONDS)
         log.info("SIGHUP: config %s is valid; starting %d new worker(s)", config.source, server.workers)

@@ -92,6 +92,24 @@ async def test_sighup_with_a_bad_config_keeps_the_running_one(tmp_path):
         assert node.stop() == 0
 
 
+async def test_sighup_says_which_changes_need_a_restart_and_applies_the_rest(tmp_path):
+    config = write_config(tmp_path, local_config(before="[server]\nworkers = 1\n"))
+    node = NodeProcess(config)
+    try:
+        old_workers = set(node.worker_pids())
+        config.write_text(local_config(before=AFTER))  # 2 workers (needs a restart) and a named transformation
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        warned = await asyncio.to_thread(node.wait_for_log, "needs a restart", 30, mark)
+        assert "[server] workers changed in the file but needs a restart; keeping workers = 1" in warned.string
+        await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
+        assert await asyncio.to_thread(gone, node, old_workers) and len(node.worker_pids()) == 1
+        named = await AsyncHTTPClient().fetch(node.url + "/tr:n-thumb/coffee.jpg")
+        assert decode(named).width == 30
+    finally:
+        assert node.stop() == 0
+
+
 async def test_sigterm_lets_a_slow_request_finish_and_exits_0(tmp_path):
     origin = await HTTPOrigin(files={"slow.jpg": (SAMPLES / "coffee.jpg").read_bytes()}).start()
     node = NodeProcess(write_config(tmp_path, web_config(origin.url)))
