@@ -26,12 +26,13 @@ from pathlib import Path
 from . import __version__, cachestats, checks, cloudinary_check, signing
 from . import warm as warm_command
 from .config import Config, WithoutEnvironment, load_config
-from .errors import ConfigError, EdgeError
+from .errors import BadRequest, ConfigError, EdgeError
 from .logs import configure_logging
 from .pluginmanager import Plugins, load_plugins
 from .purge import parse_target, purge_offline
 from .scaffold import new_plugin
 from .supervisor import Supervisor
+from .transform.options import parse_transformation
 
 log = logging.getLogger("edge")
 
@@ -175,6 +176,10 @@ def _purge(config: Config, target: dict[str, str | None], fleet: bool) -> int:
     return 0 if status == 200 else 3
 
 
+#: the furthest expiry `edge url` signs, in seconds from now (ten years)
+MAX_EXPIRES_IN = 10 * 365 * 86400
+
+
 def _url(config: Config, args: argparse.Namespace) -> int:
     endpoint = next((e for e in config.endpoints if e.id == args.endpoint), None)
     if endpoint is None:
@@ -183,10 +188,28 @@ def _url(config: Config, args: argparse.Namespace) -> int:
     if not args.path.strip("/"):
         print("edge: --path must name an original", file=sys.stderr)
         return 2
-    if args.expires_in is not None and args.expires_in <= 0:
-        print("edge: --expires-in must be a positive number of seconds", file=sys.stderr)
+    if any(not part.isprintable() for part in (args.path, args.tr or "")):
+        print("edge: --path and --tr may not hold control characters (CR, LF, …)", file=sys.stderr)
+        return 2
+    if any(segment in (".", "..") for segment in args.path.split("/")):
+        print("edge: --path may not hold . or .. segments (the node never serves them)", file=sys.stderr)
+        return 2
+    if args.tr:
+        try:  # what the node would answer 400 for is no URL to hand out
+            parse_transformation(args.tr, named=config.named_transformations, named_only=endpoint.named_only)
+        except BadRequest as error:
+            print(f"edge: --tr: {error.message}", file=sys.stderr)
+            return 2
+    if args.expires_in is not None and not 0 < args.expires_in <= MAX_EXPIRES_IN:
+        print(f"edge: --expires-in must be from 1 to {MAX_EXPIRES_IN} seconds (ten years)", file=sys.stderr)
         return 2
     expires_at = int(time.time()) + args.expires_in if args.expires_in is not None else args.expires_at
+    if expires_at is not None and expires_at > time.time() + MAX_EXPIRES_IN:
+        print("edge: --expires-at is more than ten years away", file=sys.stderr)
+        return 2
+    if args.base_url is not None and not args.base_url.startswith(("http://", "https://")):
+        print("edge: --base-url: expected an http:// or https:// URL", file=sys.stderr)
+        return 2
     if endpoint.private_key is None and expires_at is not None:
         print(f"edge: endpoint {args.endpoint!r} has no private_key: an expiry needs a signed URL", file=sys.stderr)
         return 2

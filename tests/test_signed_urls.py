@@ -222,11 +222,23 @@ async def test_edge_url_writes_what_the_sdk_writes(node, config_path):
 @pytest.mark.parametrize("args, message", [
     (("--endpoint", "nope", "--path", "a.jpg"), "no endpoint has id 'nope'"),
     (("--path", "a.jpg", "--expires-in", "60"), "endpoint '' has no private_key: an expiry needs a signed URL"),
-    (("--endpoint", "signed", "--path", "a.jpg", "--expires-in", "0"), "--expires-in must be a positive number of seconds"),
+    (("--endpoint", "signed", "--path", "a.jpg", "--expires-in", "0"), "--expires-in must be from 1 to 315360000 "
+                                                                       "seconds (ten years)"),
+    (("--endpoint", "signed", "--path", "a.jpg", "--expires-in", "99999999999999999999"),
+     "--expires-in must be from 1 to 315360000 seconds (ten years)"),  # had signed a URL that never expires
+    (("--endpoint", "signed", "--path", "a.jpg", "--expires-at", "99999999999"), "--expires-at is more than ten years away"),
     (("--endpoint", "signed", "--path", "/"), "--path must name an original"),
+    (("--endpoint", "signed", "--path", "../../etc/passwd"), "--path may not hold . or .. segments (the node never "
+                                                             "serves them)"),
+    (("--endpoint", "signed", "--path", "a.jpg", "--tr", "w-10\r\nX: y"),
+     "--path and --tr may not hold control characters (CR, LF, …)"),
+    (("--endpoint", "signed", "--path", "a.jpg", "--tr", "w-huge"), "--tr: invalid transformation: w-huge: expected a number"),
+    (("--endpoint", "signed", "--path", "a.jpg", "--base-url", "javascript:alert(1)//"),
+     "--base-url: expected an http:// or https:// URL"),
 ])
 def test_edge_url_refuses_what_it_cannot_build(config_path, args, message):
-    assert edge_url(config_path, *args, status=2) == ("", f"edge: {message}\n")
+    out, err = edge_url(config_path, *args, status=2)
+    assert out == "" and err.startswith(f"edge: {message}")
 
 
 def test_signing_matches_the_sdk_byte_for_byte(monkeypatch):
