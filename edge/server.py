@@ -35,6 +35,8 @@ log = logging.getLogger("edge")
 
 TOUCH_FLUSH_SECONDS = 1.0
 GAUGE_REFRESH_SECONDS = 5.0
+#: `/_edge/ready` checks at most once per this many seconds per worker; probes meanwhile share the answer
+READY_SECONDS = 1.0
 #: the status logged and counted for a request whose client went away before the answer (nginx's)
 CLIENT_CLOSED_REQUEST = 499
 CACHE_CONTROL, CONTENT_LENGTH, X_CACHE = "Cache-Control", "Content-Length", "X-Cache"
@@ -112,6 +114,8 @@ class Node:
         #: per request and per answer is a measurable part of a cache hit)
         self.inflight = 0
         self.large_bodies = LargeBodies(config.server.send_memory)
+        self._readiness: asyncio.Future[tuple[bool, str]] | None = None  # the last check (`readiness`)
+        self._readiness_at = 0.0
         self._background: list[asyncio.Task] = []
         #: purges received from outside go to the other nodes of the fleet too
         self.fan_out = FanOut(config.fleet, self.metrics.fleet_purge_calls) if config.fleet.others else None
@@ -170,6 +174,15 @@ class Node:
 
     async def _cache_housekeeping(self) -> None:
         await self.caches.io(self.caches.every_second)
+
+    async def readiness(self) -> tuple[bool, str]:
+        """`check_readiness`, at most once per `READY_SECONDS`: the requests meanwhile share its answer
+        (a check costs ~2 ms of CPU and a file written: a flood of unauthenticated probes would
+        otherwise cost 13 health checks' CPU each, and a disk write)."""
+        now = time.monotonic()
+        if self._readiness is None or now - self._readiness_at >= READY_SECONDS:
+            self._readiness_at, self._readiness = now, asyncio.ensure_future(check_readiness(self.caches))
+        return await asyncio.shield(self._readiness)
 
     def cache_control(self, signed_until: int | None) -> str:
         """An image's `Cache-Control`: caches in front must not keep an expiring signed URL's image
@@ -424,15 +437,24 @@ class ReadyHandler(BaseHandler):
     body says `ready, cache degraded: …` (and `edge_cache_errors_total` counts the failures)."""
 
     async def get(self) -> None:
-        try:
-            await asyncio.to_thread(_check_libvips)
-        except Exception as exc:  # readiness reports any failure as not ready
-            log.warning("not ready: %s", exc)
-            self._send_plain(503, "not ready")
+        ready, body = await self.node.readiness()
+        if not ready:
+            self._send_plain(503, body)
             return
-        degraded = await self.node.caches.io(self.node.caches.check)
         self.set_header("Cache-Control", "no-store")
-        self.finish(f"ready, cache degraded: {'; '.join(degraded)}\n" if degraded else "ready\n")
+        self.finish(body)
+
+
+async def check_readiness(caches: Caches) -> tuple[bool, str]:
+    """Whether libvips works, and `/_edge/ready`'s body (blocking work in threads: an encode, and a
+    probe file written in the cache folder)."""
+    try:
+        await asyncio.to_thread(_check_libvips)
+        degraded = await caches.io(caches.check)
+    except Exception as exc:  # readiness reports any failure as not ready
+        log.warning("not ready: %s", exc)
+        return False, "not ready"
+    return True, f"ready, cache degraded: {'; '.join(degraded)}\n" if degraded else "ready\n"
 
 
 def _check_libvips() -> None:

@@ -334,6 +334,21 @@ async def test_health_and_readiness(samples):
     assert ready.headers["Cache-Control"] == "no-store"
 
 
+async def test_a_flood_of_readiness_probes_costs_one_check_a_second(samples):
+    """A check costs ~2 ms of CPU and a probe file written in the cache folder: an unauthenticated
+    flood of probes shares one answer a second (READY_SECONDS) per worker."""
+    from edge.server import READY_SECONDS
+
+    caches, checks = samples.node.caches, []
+    check = caches.check
+    caches.check = lambda: checks.append(1) or check()  # counts the checks, does them as before
+    started = time.monotonic()
+    answers = await asyncio.gather(*(samples.fetch("/_edge/ready") for _ in range(50)))
+    elapsed = time.monotonic() - started
+    assert {(answer.code, answer.body) for answer in answers} == {(200, b"ready\n")}
+    assert 1 <= len(checks) <= 2 + elapsed / READY_SECONDS
+
+
 async def test_full_transform_queue_answers_503_with_retry_after(node_factory, tmp_path):
     folder = tmp_path / "big"
     folder.mkdir()
