@@ -48,7 +48,8 @@ from urllib.parse import quote
 
 from .cache import CachedOutput, Caches, SourceInfo, original_key, output_key, strong_etag
 from .config import Config
-from .errors import BadGateway, EdgeError, InvalidTransformation, NothingToServe, SignatureRefused, UnprocessableSource
+from .errors import (BadGateway, EdgeError, InvalidTransformation, NothingToServe, RenderTimedOut, SignatureRefused,
+                     UnprocessableSource)
 from .flight import SingleFlight
 from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalLookup, OriginalSource
@@ -105,6 +106,12 @@ PLAN_MEMO_MAX_CHARS = 1024
 #: checked transformations kept per process, for the plans the plan memo does not hold (a site uses
 #: few; parsing has its own memo, the cost check alone costs 3–6 µs on top)
 TRANSFORMATION_MEMO_SIZE = 1024
+#: seconds an output whose render passed `render_timeout` is answered 503 at once, without rendering
+#: again: the same work on the same original would end the same way, and each try holds a render
+#: thread (and ~20 s of CPU) for the whole deadline
+TIMED_OUT_SECONDS = 600.0
+#: outputs remembered so, per process; the oldest are forgotten first
+TIMED_OUT_KEYS = 4096
 
 
 @dataclass(slots=True)  # not frozen: built on every plan memo miss
@@ -184,6 +191,8 @@ class Pipeline:
         #: (endpoint, `tr:` text, `?tr=` text, named only) → the transformation and its canonical text
         self._transformations: OrderedDict[tuple[str, str | None, str | None, bool],
                                            tuple[Transformation, str]] = OrderedDict()
+        #: output key → until when its render is known to pass the deadline (`TIMED_OUT_SECONDS`)
+        self._timed_out: OrderedDict[str, float] = OrderedDict()
 
     async def serve(self, call: ImageCall) -> Served:
         endpoint = "-"
@@ -317,7 +326,15 @@ class Pipeline:
             source = await _made_from(original, overlays)
             if cached.source.version == source.version:
                 return cached.confirmed(source), "miss"  # the original and the layers' are unchanged: so is the output
-        return await self._render(job, original, overlays), "miss"
+        if self._timed_out.get(job.key, 0.0) > time.monotonic():
+            raise RenderTimedOut()
+        try:
+            return await self._render(job, original, overlays), "miss"
+        except RenderTimedOut:
+            self._timed_out[job.key] = time.monotonic() + TIMED_OUT_SECONDS
+            if len(self._timed_out) > TIMED_OUT_KEYS:
+                self._timed_out.popitem(last=False)
+            raise
 
     async def _keep(self, key: str, produced: tuple[CachedOutput, str]) -> None:
         """Store what the flight produced: after the response, never on its critical path."""

@@ -80,6 +80,11 @@ async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_f
     # the one transform thread is free again: a normal request does not wait behind the stopped one
     following = await node.fetch("/tr:w-300/medium.jpg", timeout=PROMPTLY)
     assert following.code == 200 and decode(following).width == 300
+    # asked again, the same work is not tried again (it would end the same way): a 503 well before
+    # the 0.5 s deadline a new try would run to
+    started = time.monotonic()
+    await assert_answer(node, f"/tr:{SLOW}/medium.jpg", 503, "rendering took too long")
+    assert time.monotonic() - started < 0.25
 
 
 async def until_running(renderer: Renderer) -> None:
