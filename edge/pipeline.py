@@ -332,6 +332,7 @@ class Pipeline:
             return await self._render(job, original, overlays), "miss"
         except RenderTimedOut:
             self._timed_out[job.key] = time.monotonic() + TIMED_OUT_SECONDS
+            self._timed_out.move_to_end(job.key)  # a key that had expired is the newest again
             if len(self._timed_out) > TIMED_OUT_KEYS:
                 self._timed_out.popitem(last=False)
             raise
