@@ -106,23 +106,43 @@ async def test_blurred_padding_of_a_long_gif_as_gif_is_within_the_budget(node):
     assert image.get("n-pages") == 99 and (image.width, image.get("page-height")) == (8192, 1)
 
 
-@pytest.mark.parametrize("width", [100, 400])
-async def test_an_animated_gif_kept_as_gif_counts_one_frames_encode(node, width):
-    # 99 frames: the deadline stops an animation between frames, so one frame's encode counts
-    response = await node.fetch(f"/tr:w-{width}/anim.gif", timeout=30)
+@pytest.mark.parametrize("tr", ["w-100", "w-400,f-webp"])
+async def test_an_animation_within_the_budget_keeps_its_frames(node, tr):
+    # 99 frames of 100×100 as GIF ~52 units, of 400×400 as WebP ~111
+    response = await node.fetch(f"/tr:{tr}/anim.gif", timeout=30)
     image = decode(response, all_frames=True)
-    assert response.code == 200 and image.get("n-pages") == 99 and image.width == width
+    assert response.code == 200 and image.get("n-pages") == 99 and image.width == int(tr[2:5].rstrip(","))
+
+
+async def test_every_frame_of_an_animation_counts(node):
+    # 99 frames of 400×400 as GIF, ~395 units: at 22 a megapixel of photo-like frames ~6 s of one core,
+    # which the deadline would stop only after render_timeout (20 s) on each new width asked for
+    response = await node.fetch("/tr:w-400/anim.gif")
+    assert response.code == 400
+    assert response.body.decode().strip() == f"transformation too costly: about 395 {BUDGET}"
+
+
+def test_an_animation_is_refused_before_any_pixel_work():
+    # 20 flat frames of 1000×1000 as WebP: cheap to make, ~466 units as GIF (10 s photo-like)
+    frames = pyvips.Image.arrayjoin([pyvips.Image.black(1000, 1000, bands=3) + i for i in range(20)], across=1)
+    frames = frames.cast("uchar").copy(interpretation="srgb")
+    frames.set_type(pyvips.GValue.gint_type, "page-height", 1000)
+    body = frames.webpsave_buffer(lossless=True)
+    with pytest.raises(BadRequest, match=r"about 466 megapixels"):
+        render(body, "w-1000,f-gif", "anim.webp")
+    assert render(body, "w-1000,f-webp", "anim.webp").width == 1000  # ~140
 
 
 async def test_the_deadline_stops_an_animated_gif_between_frames(node_factory, tmp_path):
-    """60 photo-like frames of 480x480 take ~6 s to quantise: the deadline (1 s here) stops them."""
+    """60 photo-like frames of 480x480 take ~6 s to quantise (over the default budget, raised here):
+    the deadline (1 s here) stops them."""
     photo = pyvips.Image.new_from_buffer(corpus.photo_jpeg(4000, 3000), "")
     frames = [photo.crop(33 * i, 25 * i, 2000, 1500).thumbnail_image(480, height=480, size="force") for i in range(60)]
     animation = pyvips.Image.arrayjoin(frames, across=1).copy_memory()
     animation.set_type(pyvips.GValue.gint_type, "page-height", 480)
     (tmp_path / "noisy.gif").write_bytes(animation.gifsave_buffer(effort=1))
     node = await node_factory(write_config(tmp_path, local_config(tmp_path, before=(
-        '[cache]\ndir = "cache"\n[limits]\nrender_timeout = "1s"\n'))))
+        '[cache]\ndir = "cache"\n[limits]\nrender_timeout = "1s"\nmax_cost = 1000\n'))))
     response = await node.fetch("/tr:w-479/noisy.gif", timeout=30)
     assert (response.code, response.body) == (503, b"rendering took too long\n")
 

@@ -6,7 +6,7 @@
                                      + FACE_SEARCH                           (when it looks for faces)
                                      + BLURRED_FRAME                         (a `bg-blurred` padding)
                                      + each layer's own work (its steps; a text's estimated pixels)
-                    ) + Σ over the formats encoded of  the encode of one frame   (`encode_cost`)
+                      + Σ over the formats encoded of  the encode of a frame   (`encode_cost`) )
 
 The unit is a megapixel of plain resize-and-encode (about 20 ms of one core for a downscale); each
 weight is what an operation costs on top of that per megapixel, measured on a 4 MP photo
@@ -16,12 +16,14 @@ budget of 200, which admits an 8192×8192 output with light effects, or ten chai
 The encode counts beyond the unit's JPEG (`encode_cost`). GIF and AVIF, whose libvips encoders never
 look at the kill flag within an image, so the render deadline (`render_timeout`,
 edge/transform/stopping.py) cannot stop them: GIF (libimagequant quantises each frame: `GIF_WEIGHT` ×
-frame megapixels + `GIF_FRAME`; an animation is stopped between frames, so one frame counts) and AVIF
+frame megapixels + `GIF_FRAME`, for every frame an animation keeps) and AVIF
 (libaom: output megapixels × an `AVIF_*_WEIGHT` by quality, times a factor of `[defaults]
 avif_effort`). WebP and PNG (`WEBP_*_WEIGHT`, `PNG_WEIGHT`): the deadline stops them, but a thread held
 until it does is the stall the budget refuses. The weights are CPU medians of the encode alone on a 12
 MP photo-like JPEG (tests/imagecorpus.py) and its animated frames, rounded up, so that an encode the
-default budget admits takes at most ~5 s of one core. `f-auto` never answers 400 for its format alone:
+default budget admits takes at most ~5 s of one core, an animation's included: every frame is encoded,
+and a deadline that stops one between two frames would let each new URL of a large animation hold a
+render thread (and ~20 s of CPU) for the whole `render_timeout`. `f-auto` never answers 400 for its format alone:
 over budget, it falls back to the format the browser would get without AVIF, then to JPEG/PNG
 (`check_render_cost`).
 
@@ -75,7 +77,9 @@ BLURRED_FRAME = 1.0
 #: GIF at the node's `effort=1` (encode.py), per output megapixel and per frame, above every measurement
 #: (photo-like content, the quantiser's worst): frames of 32×32 1.9 ms, 100×100 7.0 ms, 250×250 29 ms,
 #: 500×500 105 ms, 1000×750 277 ms; one of 2000×1500 1.17 s, of 4000×3000 4.42 s. The default budget
-#: admits a still GIF of ~9 MP (~3.3 s) and 99 frames of 100×100 (~0.7 s) costs ~52.
+#: admits a still GIF of ~9 MP (~3.3 s) and as many megapixels of an animation's frames: 50 frames of
+#: 480×270 cost ~164 units (1.9 s photo-like, 0.13 s of flat colours), 100 of them ~328 (4.2 s) are
+#: refused; 99 frames of 100×100 (~0.7 s) cost ~52.
 GIF_WEIGHT, GIF_FRAME = 22.0, 0.3
 #: AVIF at `avif_effort = 2`, per output megapixel: q ≤ 90 4.4–11.8 units (q-50 to q-90, 1–48 MP; 12 MP
 #: at q-80 1.94 s), q above 90 11–21 (q-100: 19–21), lossless 27–28. A 12 MP photo at q-80 costs
@@ -118,13 +122,12 @@ def estimated_cost(transformation: Transformation, source: Size = (None, None), 
                    defaults: Defaults | None = None) -> float:
     """The module docstring's sum."""
     cost, size = _steps_cost(transformation.steps, source, overlays or {})
-    return frames * cost + _encodes_cost(transformation, size, formats, defaults)
+    return frames * (cost + _encodes_cost(transformation, size, formats, defaults))
 
 
 def _encodes_cost(transformation: Transformation, size: Size, formats: Sequence[str],
                   defaults: Defaults | None) -> float:
-    """One frame's encode in each of `formats`: the deadline stops an animation's between two frames
-    (libvips computes each frame's pixels for the encoder, checking the kill flag), never within one."""
+    """One frame's encode in each of `formats`."""
     if not formats:
         return 0.0
     defaults = defaults or Defaults()
@@ -167,7 +170,7 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
         plans += [plan for plan in (_without_avif(planned), AUTO_LEGACY) if plan is not None and plan not in plans]
     def cost_of(plan: str) -> float:
         formats = final_formats(plan, loader, has_alpha, animated)
-        return frames * steps + _encodes_cost(transformation, (width, height), formats, defaults)
+        return frames * (steps + _encodes_cost(transformation, (width, height), formats, defaults))
     chosen = next((plan for plan in plans[:-1] if cost_of(plan) <= limits.max_cost), plans[-1])
     if chosen is plans[-1]:
         _hold_to_budget(cost_of(chosen), limits)
