@@ -25,6 +25,7 @@ def originals(tmp_path_factory):
     (root / "photo.jpg").write_bytes(corpus.photo_jpeg(4000, 3000))
     (root / "photo.png").write_bytes(pyvips.Image.new_from_buffer(corpus.photo_jpeg(4000, 3000), "").pngsave_buffer())
     (root / "anim.gif").write_bytes(corpus.animated_gif(99))  # 99 frames of 32×32, ~5.6 KB
+    (root / "long.gif").write_bytes(corpus._animation(99, 400).gifsave_buffer(keep="none"))  # 99 of 400×400
     return root
 
 
@@ -120,6 +121,18 @@ async def test_every_frame_of_an_animation_counts(node):
     response = await node.fetch("/tr:w-400/anim.gif")
     assert response.code == 400
     assert response.body.decode().strip() == f"transformation too costly: about 395 {BUDGET}"
+
+
+@pytest.mark.parametrize("tr", ["", "/tr:f-gif", "/tr:w-400"])
+async def test_an_animation_asked_for_as_it_is_is_served_as_it_is(node, originals, tr):
+    # re-encoded as GIF, 99 frames of 400×400 would cost ~395 units: a plain URL serves the original's bytes
+    response = await node.fetch(f"{tr}/long.gif")
+    if tr == "/tr:w-400":  # a step, even one that keeps the size, makes new frames: counted
+        assert response.code == 400 and b"transformation too costly" in response.body
+        return
+    assert response.code == 200 and response.headers["Content-Type"] == "image/gif"
+    assert response.body == (originals / "long.gif").read_bytes()
+    assert decode(response, all_frames=True).get("n-pages") == 99
 
 
 def test_an_animation_is_refused_before_any_pixel_work():

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyvips
 
@@ -26,9 +26,9 @@ from .cost import check_render_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
-from .formats import INPUT_LOADERS, SVG_LOADER, animates, final_formats, max_side
+from .formats import INPUT_LOADERS, LOADER_FORMATS, SVG_LOADER, animates, final_formats, max_side
 from .geometry import WHITE, Source, apply_geometry, check_side, in_memory, resolved
-from .options import DEFAULT_STEP, Step, Transformation
+from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
 
 # Every request decodes a different original: the operation cache would only hold memory.
 pyvips.cache_set_max(0)
@@ -243,6 +243,15 @@ def _decodes(body: bytes) -> bool:
     return True
 
 
+def _asks_for_the_source(transformation: Transformation, planned: str, header: ImageHeader) -> bool:
+    """Whether the transformation changes nothing of an animated source: no step, no output option
+    but the source's own format."""
+    fmt = LOADER_FORMATS.get(header.loader)
+    return (all(step == DEFAULT_STEP for step in transformation.steps)
+            and transformation.output in (DEFAULT_OUTPUT, replace(DEFAULT_OUTPUT, format=fmt))
+            and final_formats(planned, header.loader, header.has_alpha, True) == [fmt])
+
+
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
                  defaults: Defaults, limits: Limits, overlays: Mapping[str, bytes] | None = None,
                  fonts: Mapping[str, Font] | None = None) -> Rendered:
@@ -258,10 +267,17 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         raise BadRequest("source too large")
     overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in (overlays or {}).items()}
     # the encode counts too; an `f-auto` format over budget falls back (the plan to render is returned)
-    planned_format = check_render_cost(
-        transformation, planned_format, header.loader, header.has_alpha, animated, limits, defaults,
-        (header.width, header.height), header.frames if animated else 1,
-        {path: (h.width, h.height) for path, h in overlay_headers.items()})
+    try:
+        planned_format = check_render_cost(
+            transformation, planned_format, header.loader, header.has_alpha, animated, limits, defaults,
+            (header.width, header.height), header.frames if animated else 1,
+            {path: (h.width, h.height) for path, h in overlay_headers.items()})
+    except BadRequest:
+        if not (animated and _asks_for_the_source(transformation, planned_format, header)):
+            raise
+        # an animation asked for as it is, in its own format: its bytes, rather than an encode of every
+        # frame over budget that could only lose colours (a plain URL of a long GIF keeps working)
+        return Rendered(body, LOADER_FORMATS[header.loader], header.width, header.height, strong_etag(body))
     output, steps = transformation.output, transformation.steps or (DEFAULT_STEP,)
     draw = _layer_drawer(overlays or {}, overlay_headers, fonts or shipped_fonts(), limits)
     try:
