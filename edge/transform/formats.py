@@ -119,11 +119,15 @@ def plan_format(requested: str | None, path: str, accept: str | None, default_au
     return path_format(path) or KEEP_SOURCE, False
 
 
+def chosen_by_accept(planned: str) -> bool:
+    """Whether the plan is `f-auto`'s: the format is picked for the browser, every browser shows GIF."""
+    return planned in (AUTO_MODERN, AUTO_AVIF, AUTO_LEGACY) or planned.startswith(SMALLEST)
+
+
 def animates(planned: str, loader: str) -> bool:
     """Whether the output keeps an animated original's frames (else it is the first frame). Under
     `f-auto` always: WebP where the browser takes it, else GIF."""
-    return planned in (AUTO_MODERN, AUTO_AVIF, AUTO_LEGACY) or planned.startswith(SMALLEST) or \
-        _settled(planned, loader) in ANIMATED_FORMATS
+    return chosen_by_accept(planned) or _settled(planned, loader) in ANIMATED_FORMATS
 
 
 def _settled(planned: str, loader: str) -> str:

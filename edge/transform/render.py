@@ -26,7 +26,7 @@ from .cost import check_render_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
-from .formats import INPUT_LOADERS, LOADER_FORMATS, SVG_LOADER, animates, final_formats, max_side
+from .formats import INPUT_LOADERS, LOADER_FORMATS, SVG_LOADER, animates, chosen_by_accept, final_formats, max_side
 from .geometry import WHITE, Source, apply_geometry, check_side, in_memory, resolved
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
 
@@ -245,11 +245,12 @@ def _decodes(body: bytes) -> bool:
 
 def _asks_for_the_source(transformation: Transformation, planned: str, header: ImageHeader) -> bool:
     """Whether the transformation changes nothing of an animated source: no step, no output option
-    but the source's own format."""
+    but the source's own format or `f-auto`."""
     fmt = LOADER_FORMATS.get(header.loader)
     return (all(step == DEFAULT_STEP for step in transformation.steps)
-            and transformation.output in (DEFAULT_OUTPUT, replace(DEFAULT_OUTPUT, format=fmt))
-            and final_formats(planned, header.loader, header.has_alpha, True) == [fmt])
+            and transformation.output.format in (None, fmt, "auto")
+            and transformation.output == replace(DEFAULT_OUTPUT, format=transformation.output.format)
+            and (chosen_by_accept(planned) or final_formats(planned, header.loader, header.has_alpha, True) == [fmt]))
 
 
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
