@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, replace
 
 from .errors import BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe
 from .metrics import ORIGIN_FAILURES, Metrics
@@ -26,6 +27,10 @@ from .origin import (
 )
 
 log = logging.getLogger("edge.origin")
+#: the longest ETag, Last-Modified or Content-Type kept from an origin (S3's ETags are ~34–70)
+MAX_VALIDATOR_CHARS = 1024
+#: what an `OriginFailure.kind` may be (`redirect_refused`…); another is reported as `error`
+_KIND = re.compile(r"[a-z][a-z_]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,7 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
             path, max_bytes, host=host if origin.takes_request_host else None,
             validators=known.validators if known is not None and known.origin == origin.name else None)
         try:
-            async with asyncio.timeout(origin.settings.timeout):
-                return Found(origin, await origin.fetch(request))
+            return Found(origin, await _fetch(origin, request))
         except NotModified:
             outcome = "not_modified"
             raise
@@ -83,9 +87,68 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
     raise NothingToServe("not found")
 
 
+async def _fetch(origin: Origin, request: OriginRequest) -> Original:
+    """`origin.fetch(request)`, held to the origin's timeout and checked. It runs as a task of its own,
+    waited for no longer than the timeout: a fetch that swallows its cancellation (or blocks in a
+    thread) is left to end by itself, and the request is answered at the timeout all the same."""
+    fetching = asyncio.ensure_future(_contained(origin.fetch(request)))
+    try:
+        done, _ = await asyncio.wait((fetching,), timeout=origin.settings.timeout)
+    except asyncio.CancelledError:  # the client went away, or nobody waits for the flight any longer
+        fetching.cancel()
+        raise
+    if not done:
+        fetching.cancel()
+        fetching.add_done_callback(_outcome_ignored)
+        raise TimeoutError
+    return _checked(fetching.result(), request)
+
+
+async def _contained(fetching: Awaitable[Original]) -> Original:
+    """What a plugin raises beyond `Exception` (SystemExit, KeyboardInterrupt, GeneratorExit, or a
+    CancelledError nobody asked for) made a failure of its origin: left to propagate, it would end
+    the worker's event loop (asyncio re-raises SystemExit and KeyboardInterrupt out of a task)."""
+    try:
+        return await fetching
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():  # asked for by `_fetch`: the timeout, or no one waits
+            raise
+        raise OriginFailure("error", "the origin plugin raised CancelledError") from None
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise OriginFailure("error", f"the origin plugin raised {type(exc).__name__}") from None
+
+
+def _outcome_ignored(fetching: asyncio.Future) -> None:
+    if not fetching.cancelled():
+        fetching.exception()  # retrieved: a late failure of an abandoned fetch is not logged as lost
+
+
+def _checked(original: object, request: OriginRequest) -> Original:
+    """The plugin's answer as the node relies on it: an `Original` of bytes within `max_bytes`, with
+    text validators of a bounded length (a longer one is dropped: a `local` ETag names every output)."""
+    if not isinstance(original, Original) or not isinstance(original.body, bytes):
+        raise OriginFailure("bad_response", f"fetch returned {_kind_of(original)}, not an Original of bytes")
+    fields = {"etag": original.etag, "last_modified": original.last_modified, "content_type": original.content_type}
+    if any(value is not None and not isinstance(value, str) for value in fields.values()):
+        raise OriginFailure("bad_response", "an Original's etag, last_modified and content_type are text or None")
+    if len(original.body) > request.max_bytes:
+        raise SourceTooLarge(request.path)
+    if any(value is not None and len(value) > MAX_VALIDATOR_CHARS for value in fields.values()):
+        return replace(original, **{key: value if value is None or len(value) <= MAX_VALIDATOR_CHARS else None
+                                    for key, value in fields.items()})
+    return original
+
+
+def _kind_of(value: object) -> str:
+    return f"an Original of {type(value.body).__name__}" if isinstance(value, Original) else type(value).__name__
+
+
 def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
     if isinstance(exc, OriginFailure):
-        return exc
+        # `kind` goes into `X-Edge-Error` (and metrics, as one of ORIGIN_FAILURES or `error`): a short word
+        return exc if isinstance(exc.kind, str) and _KIND.fullmatch(exc.kind) else OriginFailure("error", str(exc))
     if isinstance(exc, TimeoutError):
         return OriginFailure("timeout", f"no answer within {origin.settings.timeout:g}s")
     # a bug in an origin plugin must not hide the other origins
