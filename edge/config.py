@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
-from .settings import ConfigTable, Secret
+from .settings import ConfigTable, Secret, redact
 from .shared_cache import SharedCacheSettings
 
 EMBEDDED_DEFAULT = Path(__file__).with_name("default.toml")
@@ -474,7 +474,17 @@ def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
             timeout=t.number("timeout", OriginSettings.timeout, min=0.001),
             canonical_base_url=t.str("canonical_base_url", None),
         )
-        origins.append(origin_type.from_config(settings, t))
+        try:
+            origin = origin_type.from_config(settings, t)
+        except ConfigError:
+            raise
+        except (Exception, SystemExit) as error:  # a plugin's bug: a config error naming it, not a dead node
+            raise t.error("type", f"the {type_name!r} origin type failed to read its table: "
+                                  f"{type(error).__name__}: {redact(str(error))}") from None
+        if not isinstance(origin, Origin):
+            raise t.error("type", f"the {type_name!r} origin type's from_config returned {type(origin).__name__}, "
+                                  "not an origin")
+        origins.append(origin)
     return tuple(origins)
 
 

@@ -136,6 +136,10 @@ class ConfigError(Exception):
     """A configuration problem; the message names the file, table and key."""
 
 
+class StartupError(Exception):
+    """A worker cannot start serving (an origin that does not open); the message names what failed."""
+
+
 class RenderTimedOut(EdgeError):
     """A render still running after `[limits] render_timeout` was stopped (503)."""
 

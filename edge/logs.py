@@ -8,6 +8,8 @@ import re
 import sys
 import time
 
+from .settings import redact
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 #: at most one line of Tornado's messages about malformed requests per this many seconds, per process
@@ -60,7 +62,11 @@ class ClientNoiseFilter(logging.Filter):
 
 
 class _StderrHandler(logging.StreamHandler):
-    """The handler `configure_logging` installs (and replaces when called again)."""
+    """The handler `configure_logging` installs (and replaces when called again). What it writes has
+    the config's credentials masked, tracebacks included (the access log is written apart)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def configure_logging(level: str, log_format: str) -> None:

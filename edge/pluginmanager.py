@@ -106,7 +106,7 @@ def load_plugins(*extra: ModuleType | object) -> Plugins:
         try:
             manager.register(plugin, name=f"{info.distribution}:{info.name}")  # checks the hooks' signatures
             provided = _origin_types_of(manager, plugin)
-        except Exception as error:  # noqa: BLE001 - any failure of a plugin's hooks skips that plugin
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure of a plugin's hooks skips that plugin
             if manager.is_registered(plugin):
                 manager.unregister(plugin)
             loaded.append(_failed(info, str(error) if isinstance(error, _Unusable) else _describe(error)))
@@ -130,7 +130,7 @@ def _import(entry_point: EntryPoint) -> tuple[object | None, LoadedPlugin]:
                         dist.version if dist else None)
     try:
         plugin = entry_point.load()
-    except Exception as error:  # noqa: BLE001 - ImportError, SyntaxError, or whatever its import runs
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - ImportError, SyntaxError, whatever its import runs
         return None, _failed(info, f"cannot import {entry_point.value}: {_describe(error)}")
     problem = api_problem(getattr(plugin, API_ATTRIBUTE, None))
     if problem:
@@ -177,7 +177,7 @@ def _origin_types_of(manager: pluggy.PluginManager, plugin: object) -> list[type
             continue
         try:
             returned = list(impl.function())
-        except Exception as error:  # noqa: BLE001 - whatever it raised, the plugin is unusable
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - whatever it raised, the plugin is unusable
             raise _Unusable(f"edge_origin_types() raised {_describe(error)}") from error
         for origin_type in returned:
             if not (isinstance(origin_type, type) and issubclass(origin_type, Origin)):

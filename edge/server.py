@@ -20,13 +20,15 @@ from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, CacheHealth
 from .config import Config
-from .errors import EdgeError, NothingToServe, SendMemoryExhausted, Unauthorized, one_line
+from .errors import EdgeError, NothingToServe, SendMemoryExhausted, StartupError, Unauthorized, one_line
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
+from .origin import Origin
 from .originals import OriginalSource
 from .pipeline import ImageCall, Pipeline
 from .routing import Router
+from .settings import redact
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
 from .transform.render import Renderer
@@ -45,6 +47,8 @@ CACHE_CONTROL, CONTENT_LENGTH, X_CACHE = "Cache-Control", "Content-Length", "X-C
 #: of both, a copy of the whole body held until the client has read it (a client that stops reading a
 #: 150 MB image held 150 MB more). Below it, the copy costs less than the second write's system call.
 LARGE_BODY = 256 * 1024
+#: how long an origin's `open()` may take in a starting worker
+ORIGIN_OPEN_SECONDS = 30.0
 #: `X-Cache` of each `Served.cache`
 X_CACHE_VALUES = {cache: cache.upper() for cache in ("hit", "miss", "stale", "shared")}
 
@@ -122,7 +126,7 @@ class Node:
 
     async def start(self) -> None:
         for origin in self.config.origins:
-            await origin.open()
+            await _open(origin)
         if self.shared is not None:
             await self.shared.open()
         self._background = [
@@ -370,6 +374,17 @@ class ImageHandler(BaseHandler):
         if error.status == 404:
             headers["Cache-Control"] = self.node.not_found_cache_control
         self._send_plain(error.status, error.message, headers)
+
+
+async def _open(origin: Origin) -> None:
+    """`origin.open()`, bounded, and a failure that names the origin (its message's credentials masked)."""
+    try:
+        async with asyncio.timeout(ORIGIN_OPEN_SECONDS):
+            await origin.open()
+    except (Exception, SystemExit) as error:  # a plugin's bug too: one line naming it, not a traceback per worker
+        reason = f"no answer in {ORIGIN_OPEN_SECONDS:g} s" if isinstance(error, TimeoutError) else \
+            f"{type(error).__name__}: {redact(str(error))}"
+        raise StartupError(f"origin {origin.name!r} (type {origin.type_name!r}) did not open: {reason}") from None
 
 
 def image_headers(node: Node, output: CachedOutput, signed_until: int | None,

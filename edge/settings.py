@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError
 
@@ -25,13 +25,21 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+#: secrets shorter than this are not searched for in what is logged (`redact`): too likely ordinary text
+REDACTED_MIN_CHARS = 6
+
+
 class Secret:
-    """A credential from the config. Prints as `****`; only `reveal()` gives the value."""
+    """A credential from the config. Prints as `****`; only `reveal()` gives the value. Every one made
+    is remembered, so that `redact` can mask it wherever a message quotes it."""
 
     __slots__ = ("_value",)
+    _every: ClassVar[set[str]] = set()
 
     def __init__(self, value: str):
         self._value = value
+        if len(value) >= REDACTED_MIN_CHARS:
+            Secret._every.add(value)
 
     def reveal(self) -> str:
         return self._value
@@ -47,6 +55,15 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def redact(text: str) -> str:
+    """`text` with every credential of the config masked: a plugin's exception message, or a library's
+    traceback, may quote one."""
+    for secret in sorted(Secret._every, key=len, reverse=True):  # one that holds another first
+        if secret in text:
+            text = text.replace(secret, "****")
+    return text
 
 
 def parse_size(text: str | int) -> int:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 
 from . import memory
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, StartupError
 
 log = logging.getLogger("edge")
 
@@ -176,6 +176,9 @@ class Supervisor:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 _die_with_parent()
                 serve_worker(config, self.sockets[number], ready_write, self.metrics_sockets)
+            except StartupError as error:
+                log.error("worker %d cannot start: %s", number, error)
+                code = 1
             except BaseException:
                 log.exception("worker %d crashed", number)
                 code = 1

@@ -6,13 +6,19 @@ limit, a failure kind of its own are each a clear answer, and the node goes on s
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 
 import pytest
 
-from edge import chain
+from edge import chain, server
 from edge import plugin as plugin_api
+from edge.config import load_config
+from edge.errors import ConfigError, StartupError
+from edge.logs import configure_logging
 from edge.origin import Original, OriginRequest
+from edge.pluginmanager import load_plugins
 from edge.testing import image_size, photo_image
 from tests.nodes import write_config
 
@@ -50,9 +56,31 @@ class MisbehavingPlugin:
                     "number-etag": Original(PHOTO, etag=5), "large": Original(b"\xff" * 2_000_001),
                     "good": Original(PHOTO)}[behaviour]
 
+    class BrokenOrigin(plugin_api.Origin):
+        """`type = "broken"`: `fails = "config"`, `"open"` or `"open-hangs"`, quoting its `key` when it fails."""
+
+        type_name = "broken"
+
+        @classmethod
+        def from_config(cls, settings, table):
+            origin = cls(settings)
+            origin.fails, origin.key = table.str("fails"), table.secret("key")
+            table.finish()
+            if origin.fails == "config":
+                raise ValueError(f"cannot use key={origin.key.reveal()}")
+            return origin
+
+        async def open(self):
+            if self.fails == "open-hangs":
+                await asyncio.sleep(60)
+            raise RuntimeError(f"refused key={self.key.reveal()}")
+
+        async def fetch(self, request):
+            raise plugin_api.OriginNotFound(request.path)
+
     @plugin_api.hookimpl
     def edge_origin_types(self):
-        return [self.MisbehavingOrigin]
+        return [self.MisbehavingOrigin, self.BrokenOrigin]
 
 
 @pytest.fixture
@@ -117,3 +145,55 @@ def test_a_validator_too_long_to_name_outputs_by_is_dropped():
     kept = chain._checked(Original(PHOTO[:100], etag='"' + "e" * 2000 + '"', last_modified="Tue, 01 Dec 2026"),
                           request)
     assert (kept.etag, kept.last_modified) == (None, "Tue, 01 Dec 2026")
+
+
+SECRET = "s3cr3t-value-of-the-plugin"
+
+
+def broken_config(tmp_path, fails: str):
+    return write_config(tmp_path, f"""
+        [[origins]]
+        name = "broken"
+        type = "broken"
+        fails = "{fails}"
+        key = "{SECRET}"
+
+        [[endpoints]]
+        id = ""
+        origins = ["broken"]
+        """)
+
+
+def test_a_from_config_that_raises_is_a_config_error_naming_the_type_not_the_secret(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        load_config(broken_config(tmp_path, "config"), load_plugins(MisbehavingPlugin()))
+    assert "the 'broken' origin type failed to read its table: ValueError: cannot use key=****" in str(raised.value)
+    assert SECRET not in str(raised.value)
+
+
+@pytest.mark.parametrize("fails, reason", [("open", "RuntimeError: refused key=****"),
+                                           ("open-hangs", "no answer in 0.2 s")])
+async def test_an_origin_that_does_not_open_is_named(tmp_path, monkeypatch, fails, reason):
+    monkeypatch.setattr(server, "ORIGIN_OPEN_SECONDS", 0.2)
+    node = server.Node(load_config(broken_config(tmp_path, fails), load_plugins(MisbehavingPlugin())))
+    with pytest.raises(StartupError) as raised:
+        await node.start()
+    assert str(raised.value) == f"origin 'broken' (type 'broken') did not open: {reason}"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_logs_mask_the_configs_credentials_tracebacks_included(tmp_path, capsys, log_format):
+    load_config(broken_config(tmp_path, "open"), load_plugins(MisbehavingPlugin()))  # its Secret is made
+    configure_logging("info", log_format)
+    try:
+        try:
+            raise ValueError(f"a plugin quoting key={SECRET}")
+        except ValueError:
+            logging.getLogger("edge.origin").exception("origin %r failed: %s", "broken", f"key={SECRET}")
+        written = capsys.readouterr().err
+    finally:
+        configure_logging("info", "text")
+    assert SECRET not in written and written.count("key=****") == 2  # the message and the traceback
+    if log_format == "json":
+        line = json.loads(written.strip().splitlines()[-1])
+        assert "ValueError: a plugin quoting key=****" in line["traceback"]
