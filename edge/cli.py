@@ -196,7 +196,9 @@ def _url(config: Config, args: argparse.Namespace) -> int:
         return 2
     if args.tr:
         try:  # what the node would answer 400 for is no URL to hand out
-            parse_transformation(args.tr, named=config.named_transformations, named_only=endpoint.named_only)
+            # a signed URL may ask for any transformation, on a `named_only` endpoint too
+            parse_transformation(args.tr, named=config.named_transformations,
+                                 named_only=endpoint.named_only and endpoint.private_key is None)
         except BadRequest as error:
             print(f"edge: --tr: {error.message}", file=sys.stderr)
             return 2

@@ -284,6 +284,9 @@ def _server(t: ConfigTable) -> ServerSettings:
     )
     if settings.max_header_size < 1024:
         raise t.error("max_header_size", "expected at least 1KiB (a request line and a Host header)")
+    if settings.metrics_port and settings.metrics_port == settings.port:
+        raise t.error("metrics_port", f"expected another port than port ({settings.port}), or none: /metrics is "
+                                      "then served on port")
     t.finish()
     return settings
 
@@ -471,7 +474,7 @@ def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
             raise t.error("name", f"another origin is already named {name!r}")
         settings = OriginSettings(
             name=name, type=type_name,
-            timeout=t.number("timeout", OriginSettings.timeout, min=0.001),
+            timeout=_positive(t, "timeout", t.duration("timeout", OriginSettings.timeout)),
             canonical_base_url=t.str("canonical_base_url", None),
         )
         try:

@@ -70,6 +70,11 @@ def test_full_example_parses_into_typed_values(tmp_path):
     assert endpoint.hosts == ("img.example.com",) and endpoint.origins[0].name == "samples"
 
 
+@pytest.mark.parametrize("timeout, seconds", [("2.5", 2.5), ('"2.5s"', 2.5), ('"250ms"', 0.25)])
+def test_an_origins_timeout_is_a_number_or_a_duration(tmp_path, timeout, seconds):
+    assert load(tmp_path, ORIGIN + f"timeout = {timeout}\n" + ENDPOINT).origins[0].settings.timeout == seconds
+
+
 @pytest.mark.parametrize("text, expected", [
     ("[server]\nport = \"eighty\"\n" + ORIGIN + ENDPOINT, "[server] port: expected an integer, got a string"),
     ("[server]\nworkers = -1\n" + ORIGIN + ENDPOINT, "[server] workers: expected an integer from 0 to 256"),
@@ -79,6 +84,9 @@ def test_full_example_parses_into_typed_values(tmp_path):
     ("[server]\nheader_timeout = 0\n" + ORIGIN + ENDPOINT, "[server] header_timeout: expected a duration above zero"),
     ("[server]\nsend_timeout = \"0s\"\n" + ORIGIN + ENDPOINT, "[server] send_timeout: expected a duration above zero"),
     ("[server]\nmax_header_size = 100\n" + ORIGIN + ENDPOINT, "[server] max_header_size: expected at least 1KiB"),
+    ("[server]\nport = 9000\nmetrics_port = 9000\n" + ORIGIN + ENDPOINT,
+     "[server] metrics_port: expected another port than port (9000)"),  # `serve` could not bind both
+    (ORIGIN + 'timeout = "0s"\n' + ENDPOINT, "'samples'] timeout: expected a duration above zero"),
     ("[server]\nfetch_memory = \"10MB\"\n" + ORIGIN + ENDPOINT,
      "[server] fetch_memory: expected at least [limits] max_source_bytes"),
     ("[named_transformations]\nthumb = \"w-abc\"\n" + ORIGIN + ENDPOINT,

@@ -194,6 +194,12 @@ async def test_named_only_with_a_key_keeps_named_urls_public_and_signs_the_rest(
     assert await served_width(node, sdk_url("https://node.example.test", "/coffee.jpg", key="any")) == 100
 
 
+async def test_edge_url_signs_any_transformation_for_a_named_only_endpoint_with_a_key(node, config_path):
+    signed, _ = edge_url(config_path, "--endpoint", "named", "--path", "coffee.jpg", "--tr", "w-100",
+                         "--base-url", node.url)
+    assert "ik-s=" in signed and await served_width(node, signed) == 100
+
+
 def edge_url(config_path, *args: str, status: int = 0) -> tuple[str, str]:
     """`edge url` (its `main`, in this process): stdout and stderr."""
     out, err = io.StringIO(), io.StringIO()
