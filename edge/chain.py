@@ -10,10 +10,11 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from .errors import BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe
+from .fetching import fetching_for
 from .metrics import ORIGIN_FAILURES, Metrics
 from .origin import (
     NotModified,
@@ -91,7 +92,7 @@ async def _fetch(origin: Origin, request: OriginRequest) -> Original:
     """`origin.fetch(request)`, held to the origin's timeout and checked. It runs as a task of its own,
     waited for no longer than the timeout: a fetch that swallows its cancellation (or blocks in a
     thread) is left to end by itself, and the request is answered at the timeout all the same."""
-    fetching = asyncio.ensure_future(_contained(origin.fetch(request)))
+    fetching = asyncio.ensure_future(_contained(origin, request))
     try:
         done, _ = await asyncio.wait((fetching,), timeout=origin.settings.timeout)
     except asyncio.CancelledError:  # the client went away, or nobody waits for the flight any longer
@@ -104,12 +105,14 @@ async def _fetch(origin: Origin, request: OriginRequest) -> Original:
     return _checked(fetching.result(), request)
 
 
-async def _contained(fetching: Awaitable[Original]) -> Original:
-    """What a plugin raises beyond `Exception` (SystemExit, KeyboardInterrupt, GeneratorExit, or a
-    CancelledError nobody asked for) made a failure of its origin: left to propagate, it would end
-    the worker's event loop (asyncio re-raises SystemExit and KeyboardInterrupt out of a task)."""
+async def _contained(origin: Origin, request: OriginRequest) -> Original:
+    """The fetch, its blocking calls on the origin's own threads, and what a plugin raises beyond
+    `Exception` (SystemExit, KeyboardInterrupt, GeneratorExit, or a CancelledError nobody asked for)
+    made a failure of its origin: left to propagate, it would end the worker's event loop (asyncio
+    re-raises SystemExit and KeyboardInterrupt out of a task)."""
+    fetching_for(origin.name)  # this task's context: its `in_thread` calls
     try:
-        return await fetching
+        return await origin.fetch(request)
     except asyncio.CancelledError:
         if asyncio.current_task().cancelling():  # asked for by `_fetch`: the timeout, or no one waits
             raise

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterable, Awaitable, Callable
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any, TypeVar
@@ -128,15 +129,30 @@ def http_date(moment: datetime | None) -> str | None:
     return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
 
 
-#: the threads of `in_thread`: as many as asyncio's default executor has
-_origin_threads = BlockingPool(min(32, (os.cpu_count() or 1) + 4), "origin")
+#: the threads of `in_thread`, per origin: as many as asyncio's default executor has, for each origin
+#: apart, so that one whose blocking calls hang (a plugin's bug, a stuck mount) holds its own threads
+#: and no other origin's
+ORIGIN_THREADS = min(32, (os.cpu_count() or 1) + 4)
+_threads_by_origin: dict[str, BlockingPool] = {}
+#: the pool of the origin whose fetch runs in this task (`chain._fetch` sets it); calls outside any
+#: fetch (an `open`, a test) share `_other_threads`
+_fetching_for: ContextVar[BlockingPool | None] = ContextVar("fetching_for", default=None)
+_other_threads = BlockingPool(ORIGIN_THREADS, "origin")
+
+
+def fetching_for(origin: str) -> None:
+    """In the task of one origin's fetch: its `in_thread` calls go to that origin's threads."""
+    pool = _threads_by_origin.get(origin)
+    if pool is None:
+        pool = _threads_by_origin[origin] = BlockingPool(ORIGIN_THREADS, f"origin{len(_threads_by_origin)}")
+    _fetching_for.set(pool)
 
 
 async def in_thread(function: Callable[..., T], *args: Any) -> T:
-    """`function(*args)` on one of the node's threads for origins' blocking calls (file reads, a
+    """`function(*args)` on one of the calling origin's threads for blocking calls (file reads, a
     synchronous client library), awaited without blocking the event loop. Like `asyncio.to_thread`
     at about half its overhead: one hand-off each way, no executor future (a local read: 0.1-0.2 ms
     of CPU and 0.2-0.4 ms of latency less on 2 cores, benchmarks/README.md). A call still waiting for
     a thread when its caller is cancelled is skipped; a started one runs to its end. Context
     variables are not carried over."""
-    return await _origin_threads.run(function, *args)
+    return await (_fetching_for.get() or _other_threads).run(function, *args)

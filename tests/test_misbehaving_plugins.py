@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from edge import chain, server
+from edge import chain, fetching, server
 from edge import plugin as plugin_api
 from edge.config import load_config
 from edge.errors import ConfigError, StartupError
@@ -20,7 +20,7 @@ from edge.logs import configure_logging
 from edge.origin import Original, OriginRequest
 from edge.pluginmanager import load_plugins
 from edge.testing import image_size, photo_image
-from tests.nodes import write_config
+from tests.nodes import SAMPLES, write_config
 
 #: the photo every behaviour but the bad ones answers with
 PHOTO = photo_image(640, 480)
@@ -50,6 +50,8 @@ class MisbehavingPlugin:
                 except asyncio.CancelledError:
                     await asyncio.sleep(1)
                 return Original(PHOTO)
+            if behaviour == "thread-hang":  # a blocking call that outlasts the timeout, on a thread
+                await plugin_api.in_thread(time.sleep, 2)
             if behaviour == "kind":
                 raise plugin_api.OriginFailure("Made Up\r\nX-Injected: 1", "a kind of its own")
             return {"none": None, "text": "an image", "text-body": Original("an image"),
@@ -94,10 +96,19 @@ async def node(node_factory, tmp_path):
         type = "misbehaving"
         timeout = 0.5
 
+        [[origins]]
+        name = "files"
+        type = "local"
+        root = "{SAMPLES}"
+
         [[endpoints]]
         id = ""
         origins = ["plugin"]
-        """), MisbehavingPlugin())
+
+        [[endpoints]]
+        id = "files"
+        origins = ["files"]
+        """.replace("{SAMPLES}", str(SAMPLES))), MisbehavingPlugin())
 
 
 async def served_afterwards(node) -> None:
@@ -119,6 +130,15 @@ async def test_a_fetch_that_swallows_its_cancellation_is_answered_at_the_timeout
     assert (response.code, response.headers["X-Edge-Error"]) == (504, "plugin: timeout")
     assert time.monotonic() - started < 0.9  # the timeout is 0.5 s, the plugin's own end 1.5 s
     await served_afterwards(node)
+
+
+async def test_an_origin_whose_blocking_calls_hang_holds_only_its_own_threads(node):
+    hanging = [node.fetch(f"/tr:w-64/thread-hang/{n}.jpg") for n in range(fetching.ORIGIN_THREADS + 2)]
+    started = time.monotonic()
+    local = node.fetch("/files/tr:w-64/coffee.jpg")
+    *hung, served = await asyncio.gather(*hanging, local)
+    assert {response.code for response in hung} == {504} and served.code == 200
+    assert image_size(served.body)[0] == 64 and time.monotonic() - started < 1.5
 
 
 @pytest.mark.parametrize("behaviour", ["none", "text", "text-body", "number-etag"])
