@@ -77,6 +77,8 @@ class ServerSettings:
     max_connections: int = 1024
     #: seconds a stopping worker lets requests in progress finish (SIGTERM, SIGHUP's old workers)
     shutdown_grace: float = 10.0
+    #: seconds a serving worker's event loop may go without a turn before the supervisor kills it
+    worker_timeout: float = 30.0
     # -- memory (see docs/security.md, "Memory") --
     #: bytes of originals being fetched at once, per worker; more waits, then 503
     fetch_memory: int = DEFAULT_FETCH_MEMORY
@@ -275,6 +277,7 @@ def _server(t: ConfigTable) -> ServerSettings:
         max_admin_body=t.size("max_admin_body", d.max_admin_body),
         max_connections=t.int("max_connections", d.max_connections, min=1),
         shutdown_grace=t.duration("shutdown_grace", d.shutdown_grace),
+        worker_timeout=_positive(t, "worker_timeout", t.duration("worker_timeout", d.worker_timeout)),
         fetch_memory=t.size("fetch_memory", d.fetch_memory),
         fetch_memory_wait=t.duration("fetch_memory_wait", d.fetch_memory_wait),
         send_memory=t.size("send_memory", d.send_memory),

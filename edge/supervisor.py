@@ -16,6 +16,11 @@ signals:
 - SIGTERM / SIGINT: every worker stops accepting, finishes its requests (`shutdown_grace` seconds at
   most, then their connections are closed) and exits; the supervisor exits 0.
 
+A serving worker's event loop writes the time into a slot of a page shared with the supervisor
+every second (`Heartbeats`); a worker whose slot is older than `[server] worker_timeout` is blocked
+(a plugin's blocking call in a coroutine, a deadlock): the supervisor kills it and starts another,
+as for a crash.
+
 The supervisor runs even with one worker: one code path for reloads and restarts, at the cost of one
 idle process (a few MB of resident memory beyond what fork shares).
 
@@ -32,12 +37,15 @@ import asyncio
 import ctypes
 import gc
 import logging
+import mmap
 import os
 import select
 import signal
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 from . import memory
 from .config import Config
@@ -54,6 +62,38 @@ READY_TIMEOUT_SECONDS = 60
 #: beyond a worker's own shutdown grace, before the supervisor kills it
 KILL_MARGIN_SECONDS = 5
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+#: how often a serving worker writes its heartbeat
+HEARTBEAT_SECONDS = 1.0
+
+
+class Heartbeats:
+    """Slots of the monotonic time (the same clock in every process), one per worker, in an anonymous
+    shared mapping made before the first fork: written by the workers, read by the supervisor."""
+
+    _SLOT = struct.Struct("d")
+
+    def __init__(self, slots: int):
+        self._page = mmap.mmap(-1, self._SLOT.size * slots)
+        self._free = list(range(slots - 1, -1, -1))
+
+    def take(self) -> int | None:
+        """A slot for a new worker, its time now (None if all are taken: that worker is not watched)."""
+        if not self._free:
+            return None
+        slot = self._free.pop()
+        self.beat(slot)
+        return slot
+
+    def give_back(self, slot: int | None) -> None:
+        if slot is not None:
+            self._free.append(slot)
+
+    def beat(self, slot: int) -> None:
+        self._SLOT.pack_into(self._page, slot * self._SLOT.size, time.monotonic())
+
+    def silence(self, slot: int) -> float:
+        """Seconds since the slot's last beat."""
+        return time.monotonic() - self._SLOT.unpack_from(self._page, slot * self._SLOT.size)[0]
 
 
 @dataclass
@@ -64,6 +104,8 @@ class _Worker:
     ready_fd: int | None  # read end of the pipe the worker writes one byte to once it serves
     ready: bool = False
     kill_at: float | None = None  # told to stop: killed if still alive then
+    heartbeat: int | None = None  # its slot of `Heartbeats`
+    hung: bool = False  # killed for its silence, not yet reaped
 
 
 class Supervisor:
@@ -86,6 +128,8 @@ class Supervisor:
         self.gave_up = False
         self.announced = False
         self._signals: list[int] = []
+        # a serving generation, the next one starting and the old one draining, with room to spare
+        self.heartbeats = Heartbeats(4 * config.server.workers + 4)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -148,10 +192,17 @@ class Supervisor:
         for worker in self.workers.values():
             if worker.kill_at is not None and now > worker.kill_at:
                 _kill(worker.pid, signal.SIGKILL)
+            elif (worker.ready and worker.kill_at is None and not worker.hung and worker.heartbeat is not None
+                  and (silence := self.heartbeats.silence(worker.heartbeat)) > self.config.server.worker_timeout):
+                log.error("worker %d (pid %d) gave no sign of life for %.0fs (its event loop is blocked): killed",
+                          worker.number, worker.pid, silence)
+                worker.hung = True
+                _kill(worker.pid, signal.SIGKILL)
 
     # -- workers ----------------------------------------------------------------------------------
     def _spawn(self, number: int, generation: int, config: Config) -> None:
         ready_read, ready_write = os.pipe()
+        heartbeat = self.heartbeats.take()
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # no supervisor handler runs in the child
         gc.freeze()  # what the child inherits stays shared: its collections no longer write to it
         if config.server.memory_trim:
@@ -175,7 +226,8 @@ class Supervisor:
                         sock.close()  # the supervisor keeps them open
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 _die_with_parent()
-                serve_worker(config, self.sockets[number], ready_write, self.metrics_sockets)
+                serve_worker(config, self.sockets[number], ready_write, self.metrics_sockets,
+                             partial(self.heartbeats.beat, heartbeat) if heartbeat is not None else None)
             except StartupError as error:
                 log.error("worker %d cannot start: %s", number, error)
                 code = 1
@@ -186,7 +238,7 @@ class Supervisor:
                 logging.shutdown()
                 os._exit(code)
         os.close(ready_write)
-        self.workers[pid] = _Worker(pid, number, generation, ready_read)
+        self.workers[pid] = _Worker(pid, number, generation, ready_read, heartbeat=heartbeat)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
     def _reap(self) -> None:
@@ -202,6 +254,7 @@ class Supervisor:
                 continue
             if worker.ready_fd is not None:
                 os.close(worker.ready_fd)
+            self.heartbeats.give_back(worker.heartbeat)
             if self.multiprocess_metrics:
                 from prometheus_client import multiprocess
                 multiprocess.mark_process_dead(pid)
@@ -287,9 +340,10 @@ def preload() -> None:
     gc.collect()  # the imports' garbage gone before it is frozen in place
 
 
-def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: list = ()) -> None:
+def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: list = (),
+                 beat: Callable[[], None] | None = None) -> None:
     """One worker: serve on `sockets` until SIGTERM/SIGINT, then drain. Writes one byte to `ready_fd`
-    once it accepts connections."""
+    once it accepts connections; from then on calls `beat()` every `HEARTBEAT_SECONDS` from its loop."""
     from .fetching import fetch_budget
     from .httpserver import make_server
 
@@ -318,15 +372,24 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
+        beating = asyncio.create_task(_beating(beat)) if beat is not None else None
         os.write(ready_fd, b"1")
         os.close(ready_fd)
         await stopping.wait()
         await server.drain(config.server.shutdown_grace)
+        if beating is not None:
+            beating.cancel()
         if config.server.memory_trim:
             trimming.cancel()
         await node.stop()
 
     asyncio.run(serve())
+
+
+async def _beating(beat: Callable[[], None]) -> None:
+    while True:
+        beat()
+        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 def _kill(pid: int, signum: int) -> None:

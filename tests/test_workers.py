@@ -3,6 +3,7 @@
 
 import os
 import signal
+import time
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -111,6 +112,25 @@ def test_a_killed_worker_is_replaced(tmp_path):
         node.wait_for_log(f"pid {victim}\\) exited with status .*; restarted")
         replacement = set(children_of(node.process.pid)) - {victim}
         assert len(replacement) == 2
+    finally:
+        assert node.stop() == 0
+
+
+def test_a_worker_whose_event_loop_stops_is_killed_and_replaced(tmp_path):
+    """A stopped process stands for a loop blocked by a plugin's `time.sleep` in a coroutine: no heartbeat."""
+    node = NodeProcess(write_config(tmp_path, local_config(before='[server]\nworkers = 2\nworker_timeout = "2s"')))
+    try:
+        victim = node.worker_pids()[0]
+        os.kill(victim, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        node.wait_for_log(rf"worker \d \(pid {victim}\) gave no sign of life for [23]s \(its event loop is blocked\): "
+                          "killed", timeout=10)
+        assert 2 <= time.monotonic() - stopped_at < 5
+        node.wait_for_log(f"pid {victim}\\) exited with status -9; restarted", timeout=10)
+        assert victim not in node.worker_pids() and len(node.worker_pids()) == 2
+        other = next(pid for pid in node.worker_pids() if pid != victim)
+        time.sleep(3)  # the workers that run keep their heartbeat: none of them is killed meanwhile
+        assert other in node.worker_pids() and len([line for line in node.log if "no sign of life" in line]) == 1
     finally:
         assert node.stop() == 0
 
