@@ -20,7 +20,7 @@ from email.utils import format_datetime
 from typing import Any, TypeVar
 
 from .errors import FetchMemoryExhausted
-from .origin import SourceTooLarge
+from .origin import OriginFailure, SourceTooLarge
 from .threads import BlockingPool
 
 T = TypeVar("T")
@@ -111,13 +111,17 @@ async def read_limited(chunks: AsyncIterable[bytes], max_bytes: int, path: str, 
 async def read_announced(read: Callable[[], Awaitable[bytes]], announced: int, max_bytes: int, path: str) -> bytes:
     """`await read()` for a body whose length is announced (a client that never reads past it), held
     against the fetch budget meanwhile as `read_limited` holds its chunks: one read, no joining.
-    Raises `SourceTooLarge` before reading when `announced` is over `max_bytes`."""
+    Raises `SourceTooLarge` before reading when `announced` is over `max_bytes`, and `OriginFailure`
+    (`bad_response`) when `read()` gave another length than announced (more was not held)."""
     check_announced_size(announced, max_bytes, path)
     await fetch_budget.reserve(announced)
     try:
-        return await read()
+        body = await read()
     finally:
         fetch_budget.release(announced)
+    if len(body) != announced:
+        raise OriginFailure("bad_response", f"{path!r}: {len(body)} bytes where {announced} were announced")
+    return body
 
 
 def http_date(moment: datetime | None) -> str | None:

@@ -217,3 +217,13 @@ def test_the_logs_mask_the_configs_credentials_tracebacks_included(tmp_path, cap
     if log_format == "json":
         line = json.loads(written.strip().splitlines()[-1])
         assert "ValueError: a plugin quoting key=****" in line["traceback"]
+
+
+@pytest.mark.parametrize("length", [999, 60_000])
+async def test_a_read_of_another_length_than_announced_is_a_bad_response(length):
+    async def read():
+        return b"\xff" * length
+
+    with pytest.raises(plugin_api.OriginFailure) as raised:
+        await plugin_api.read_announced(read, 1000, 10**6, "a.jpg")
+    assert raised.value.kind == "bad_response" and f"{length} bytes where 1000 were announced" in str(raised.value)
