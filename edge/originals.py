@@ -57,6 +57,8 @@ class CurrentOriginal:
     worth_keeping: bool = True
     #: whether the version is the hash of the bytes (else a local origin's ETag: `Origin.is_local`)
     version_is_hash: bool = True
+    #: done once the originals tier has stored these bytes (`_keep`); None when nothing is stored
+    kept: asyncio.Future[None] | None = None
 
     @classmethod
     def known(cls, freshness: Freshness, info: SourceInfo, body: bytes, *, worth_keeping: bool = True,
@@ -115,7 +117,7 @@ class OriginalSource:
             return CurrentOriginal.known(Freshness.FRESH, stored.info, stored.body)
         self._count("original", "stale" if stored is not None and stored.kept else "miss")
         try:
-            return await self._flights.run(key, partial(self._fetch, request, host, key, stored),
+            return await self._flights.run(key, partial(self._fetch_to_keep, request, host, key, stored),
                                            partial(self._fresh_stored, key), partial(self._keep, key, stored),
                                            seen=looked_up.version)
         except BadGateway as failure:
@@ -176,14 +178,33 @@ class OriginalSource:
             await caches.io(caches.outputs.delete_prefix, key)
         return fetched
 
+    async def _fetch_to_keep(self, *args) -> CurrentOriginal:
+        """`_fetch`'s original, with the future `_keep` completes."""
+        return replace(await self._fetch(*args), kept=asyncio.get_running_loop().create_future())
+
     async def _keep(self, key: str, stored: StoredOriginal | None, original: CurrentOriginal) -> None:
         """The fetched (or confirmed) original into the originals tier, after the requests have it; of a
         `local` file only its version, when it is new (`stored`: what the tier held before)."""
-        info = await original.info()
-        if original.worth_keeping:
-            await self._caches.store(key, StoredOriginal(info, original.body))
-        elif stored is None or stored.info.version != info.version:
-            self._caches.originals.put_version_later(key, info)
+        try:
+            info = await original.info()
+            if original.worth_keeping:
+                await self._caches.store(key, StoredOriginal(info, original.body))
+            elif stored is None or stored.info.version != info.version:
+                self._caches.originals.put_version_later(key, info)
+        finally:
+            if original.kept is not None and not original.kept.done():
+                original.kept.set_result(None)
+
+    async def forget_unusable(self, key: str, original: CurrentOriginal) -> None:
+        """Drop bytes no image could be made of (a 422) from the originals tier, once stored: they may
+        be an origin's passing fault (a 200 with an empty or cut body, a broken gzip stream), else
+        answered 422 for all of `original_ttl`. A corrupt original so costs a fetch per request (one
+        per single flight), as an origin's error does."""
+        if not original.worth_keeping:
+            return
+        if original.kept is not None:
+            await asyncio.shield(original.kept)
+        await self._caches.io(self._caches.originals.delete, key)
 
     def _forget_missing(self, key: str, now: float) -> None:
         """No origin has the path (any more): drop what was cached for it, remember the answer (blocking)."""

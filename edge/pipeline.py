@@ -50,7 +50,7 @@ from .cache import CachedOutput, Caches, SourceInfo, original_key, output_key, s
 from .config import Config
 from .errors import (BadGateway, EdgeError, InvalidTransformation, NothingToServe, RenderTimedOut, SignatureRefused,
                      UnprocessableSource)
-from .flight import SingleFlight
+from .flight import SETTLE_SECONDS, SingleFlight
 from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalLookup, OriginalSource
 from .routing import ImageRequest, Router
@@ -193,6 +193,8 @@ class Pipeline:
                                            tuple[Transformation, str]] = OrderedDict()
         #: output key → until when its render is known to pass the deadline (`TIMED_OUT_SECONDS`)
         self._timed_out: OrderedDict[str, float] = OrderedDict()
+        #: originals no image could be made of, being dropped from the originals tier
+        self._forgetting: set[asyncio.Future] = set()
 
     async def serve(self, call: ImageCall) -> Served:
         endpoint = "-"
@@ -223,6 +225,11 @@ class Pipeline:
             if isinstance(error, SignatureRefused):  # counted once answered: planning has no side effect
                 self._metrics.add(self._metrics.signature_refusals, (error.endpoint, error.reason))
             return Served(error.endpoint or endpoint, "miss", error=error)
+
+    async def settle(self, timeout: float = SETTLE_SECONDS) -> None:
+        """Wait (bounded) until the originals no image could be made of are dropped."""
+        if self._forgetting:
+            await asyncio.wait(list(self._forgetting), timeout=timeout)
 
     def memory_hit(self, call: ImageCall) -> Served | None:
         """`serve`'s answer when it needs no await: the output fresh in the memory tier (the plan
@@ -330,6 +337,11 @@ class Pipeline:
             raise RenderTimedOut()
         try:
             return await self._render(job, original, overlays), "miss"
+        except UnprocessableSource:
+            forgetting = asyncio.ensure_future(self._originals.forget_unusable(job.original_key, original))
+            self._forgetting.add(forgetting)  # held until done: the loop keeps only a weak reference
+            forgetting.add_done_callback(self._forgetting.discard)
+            raise
         except RenderTimedOut:
             self._timed_out[job.key] = time.monotonic() + TIMED_OUT_SECONDS
             self._timed_out.move_to_end(job.key)  # a key that had expired is the newest again

@@ -161,6 +161,7 @@ class Node:
         """Wait (bounded) until the results already answered are stored."""
         for flight in self.flights.values():
             await flight.settle()
+        await self.pipeline.settle()
         await self.caches.io(self.caches.originals.flush_versions)  # else written within a second
 
     async def _every(self, seconds: float, job) -> None:

@@ -185,3 +185,30 @@ async def test_reading_stops_at_the_limit():
         await read_limited(chunks(), 2500, "big.jpg")
     assert len(produced) == 3
     assert await read_limited(chunks(), 100_000, "big.jpg") == b"x" * 100_000
+
+
+@pytest.mark.parametrize("broken", [b"", BIG[:len(BIG) // 2]])
+async def test_bytes_no_image_could_be_made_of_are_not_kept(node_factory, tmp_path, broken):
+    """A 200 with an empty or cut body, once: a 422, and the next request fetches again (it was kept for
+    `original_ttl`, a day of 422s)."""
+    origin = await HTTPOrigin(files={"photo.jpg": broken}).start()
+    try:
+        node = await node_factory(write_config(tmp_path, f"""
+            [cache]
+            dir = "cache"
+            [[origins]]
+            name = "web"
+            type = "web"
+            base_url = "{origin.url}"
+            [[endpoints]]
+            id = ""
+            origins = ["web"]
+            """))
+        response = await node.fetch("/tr:w-100/photo.jpg")
+        assert (response.code, response.body) == (422, b"unsupported or corrupt source image\n")
+        origin.files["photo.jpg"] = BIG
+        response = await node.fetch("/tr:w-50/photo.jpg")
+        assert response.code == 200 and decode(response).width == 50
+        assert origin.requests["photo.jpg"] == 2
+    finally:
+        await origin.stop()
