@@ -30,7 +30,7 @@ from . import chain
 from .cache import Caches, SourceInfo, StoredOriginal, original_key, strong_etag
 from .config import CacheSettings
 from .errors import BadGateway, NothingToServe
-from .flight import SingleFlight
+from .flight import SETTLE_SECONDS, SingleFlight
 from .metrics import Metrics
 from .origin import NotModified, Validators
 from .routing import ImageRequest
@@ -203,7 +203,7 @@ class OriginalSource:
         if not original.worth_keeping:
             return
         if original.kept is not None:
-            await asyncio.shield(original.kept)
+            await asyncio.wait((original.kept,), timeout=SETTLE_SECONDS)  # as long as a store may take
         await self._caches.io(self._caches.originals.delete, key)
 
     def _forget_missing(self, key: str, now: float) -> None:
