@@ -47,6 +47,7 @@ from typing import Any, Generic, TypeVar
 import diskcache
 
 from .cache.health import CACHE_ERRORS, CacheHealth, error_kind
+from .cache.tiers import SQLITE_BUSY_SECONDS
 from .config import Endpoint
 from .errors import EdgeError, FlightTimeout, Overloaded
 
@@ -234,7 +235,7 @@ class SingleFlight:
 
     def _failure_store(self) -> diskcache.Cache:
         if self._failures is None:
-            self._failures = diskcache.Cache(str(self._directory / "failures"))
+            self._failures = diskcache.Cache(str(self._directory / "failures"), timeout=SQLITE_BUSY_SECONDS)
         return self._failures
 
     def _record_failure(self, key: str, exc: Exception) -> None:

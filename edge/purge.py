@@ -82,10 +82,16 @@ def key_prefix(router: Router, target: dict[str, str]) -> str:
     return path_prefix_key(request.endpoint.id, request.path)
 
 
-def _forget(caches: Caches, prefix: str) -> dict[str, Any]:
-    """Remove every entry under `prefix` from this node's tiers (blocking); the answer for the caller."""
+def _forget(caches: Caches, prefix: str, target: dict[str, str]) -> tuple[bool, dict[str, Any]]:
+    """Remove every entry under `prefix` from this node's tiers (blocking): whether every tier could,
+    and the answer for the caller (a tier that could not, unavailable or busy, is `"error"`)."""
     removed = caches.forget(prefix)
-    return {"removed": sum(removed.values()), "by_tier": removed}
+    failed = [tier for tier, count in removed.items() if count is None]
+    if failed:
+        log.warning("purge of %s not done in the %s tier(s): the cache is unavailable or busy", target,
+                    ", ".join(failed))
+    return not failed, {"removed": sum(count or 0 for count in removed.values()),
+                        "by_tier": {tier: "error" if count is None else count for tier, count in removed.items()}}
 
 
 async def purge_serving(caches: Caches, router: Router, target: dict[str, str], token: Secret,
@@ -95,7 +101,8 @@ async def purge_serving(caches: Caches, router: Router, target: dict[str, str], 
     only this node's tiers when a peer forwarded the call. The status and the answer."""
     prefix = key_prefix(router, target)  # a bad target is a 400 before anything is purged
     if forwarded:
-        return 200, await asyncio.to_thread(_forget, caches, prefix)
+        purged, answer = await asyncio.to_thread(_forget, caches, prefix, target)
+        return (200 if purged else 502), answer
     return await _everywhere(caches, prefix, target, token, fan_out, shared)
 
 
@@ -112,7 +119,8 @@ async def _everywhere(caches: Caches, prefix: str, target: dict[str, str], token
             shared_answer = {"error": failure.kind}
             purged_everywhere = False
             log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)
-    answer = await asyncio.to_thread(_forget, caches, prefix)
+    purged, answer = await asyncio.to_thread(_forget, caches, prefix, target)
+    purged_everywhere = purged_everywhere and purged
     if shared_answer is not None:
         answer["shared"] = shared_answer
     if fan_out is not None:

@@ -3,11 +3,13 @@ corrupt database is moved aside and rebuilt, a full filesystem costs the cache a
 is counted in `edge_cache_errors_total{tier,kind}` and reported by `/_edge/ready` (200: the node
 still serves)."""
 
+import json
 import os
 import re
 import shutil
 import sqlite3
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -192,3 +194,49 @@ async def test_a_full_cache_filesystem_costs_the_cache_and_nothing_else(small_tm
     assert "exited with status" not in log and "crashed" not in log, log
     # logged once per tier and kind in each worker, not once per request
     assert max(Counter(re.findall(r"cache \((\w+)\): .* \[full\]", log)).values()) <= 2, log
+
+
+@pytest.fixture
+def locked_outputs():
+    """`lock(folder)`: another process's exclusive lock on a tier's database, held until the test ends."""
+    held = []
+
+    def lock(folder: Path) -> None:
+        connection = sqlite3.connect(folder / "cache.db", timeout=5, isolation_level=None)
+        connection.execute("BEGIN EXCLUSIVE")
+        held.append(connection)
+
+    yield lock
+    for connection in held:
+        connection.rollback()
+        connection.close()
+
+
+async def test_a_locked_database_costs_seconds_not_a_minute_and_a_purge_says_it_was_not_done(
+        node_factory, tmp_path, locked_outputs):
+    token = "purge-token-of-this-test-1234"
+    node = await node_factory(write_config(tmp_path, local_config(before=f'[admin]\ntoken = "{token}"\n')))
+    assert (await node.fetch(PNG)).headers["X-Cache"] == "MISS"
+    locked_outputs(tmp_path / "cache" / "outputs")
+    started = time.monotonic()
+    purged = await node.fetch("/_edge/purge", method="POST", body=json.dumps({"url": PNG}).encode(),
+                              headers={"Authorization": f"Bearer {token}"})
+    assert time.monotonic() - started < 5  # diskcache's own busy timeout is 60 s
+    assert purged.code == 502 and json.loads(purged.body)["by_tier"]["output"] == "error"
+    started = time.monotonic()
+    missing = await node.fetch("/tr:w-10/no-such.jpg")  # its 404 drops the path's outputs first
+    assert missing.code == 404 and time.monotonic() - started < 5
+    assert metric(node, "edge_cache_errors_total", tier="output", kind="busy") >= 1
+
+
+async def test_a_deleted_cache_folder_is_made_again_within_seconds(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\nmemory_size = 0\n')))
+    assert (await node.fetch(PNG)).headers["X-Cache"] == "MISS"
+    shutil.rmtree(tmp_path / "cache" / "outputs")
+    await node.node.caches.io(node.node.caches.every_second)  # what each worker does every second
+    assert (tmp_path / "cache" / "outputs" / "cache.db").exists()
+    assert (await node.fetch(PNG)).headers["X-Cache"] == "MISS"
+    hit = await node.fetch(PNG)  # kept where everyone (purges, `edge cache stats`) sees it
+    assert hit.headers["X-Cache"] == "HIT" and decode(hit).width == 300
+    assert Caches(tmp_path / "cache", 10**8, 10**8).outputs.get(output_key(original_key("", "astronaut.jpg", None),
+                                                                           "w-300,f-png", "")) is not None

@@ -184,8 +184,9 @@ class Caches:
             self.health.failed("folder", error_kind(exc), f"cannot write in {self._directory}: {exc}")
         return problems + self.health.degraded()
 
-    def forget(self, prefix: str) -> dict[str, int]:
-        """Delete every entry of every tier whose key starts with `prefix`; the count per tier (blocking)."""
+    def forget(self, prefix: str) -> dict[str, int | None]:
+        """Delete every entry of every tier whose key starts with `prefix`; the count per tier, None for
+        a tier that could not (blocking)."""
         return {tier.name: tier.delete_prefix(prefix) for tier in self.tiers}
 
     def flush_touches(self) -> None:

@@ -45,6 +45,9 @@ T = TypeVar("T")
 #: evict the whole tier (and with `original_size = 0`, originals are simply not kept).
 MAX_ENTRY_SHARE = 8
 RETRY_SECONDS = 30.0
+#: how long an operation waits for another connection's lock on the database before it is skipped
+#: (`busy`): diskcache's own 60 s held requests, 404s and purges for as long behind a stuck writer
+SQLITE_BUSY_SECONDS = 2.0
 #: A key is marked as used at most once per this many seconds, however often it is read: eviction
 #: is least-recently-used to within this. (Each mark rewrites the entry's row and its index entry:
 #: with a long tail of keys, marking every key read every second cost more than the hits.)
@@ -72,6 +75,7 @@ class DiskTier:
         self._lock = threading.Lock()  # opening, rebuilding and closing the handles
         self._handles: _Handles | None = None
         self._identity: tuple[int, int] | None = None  # the folder the handles opened
+        self._database: tuple[int, int] | None = None  # and its database file
         self._retry_at = 0.0
         self._touched: set[str] = set()  # read, to be marked as used at the next flush
         self._touched_lock = threading.Lock()
@@ -89,9 +93,10 @@ class DiskTier:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 stat = os.stat(self.directory)
-                writer = diskcache.Cache(str(self.directory), size_limit=self.budget, cull_limit=0,
-                                         eviction_policy="least-recently-used")
-                reader = diskcache.Cache(str(self.directory))
+                writer = diskcache.Cache(str(self.directory), timeout=SQLITE_BUSY_SECONDS, size_limit=self.budget,
+                                         cull_limit=0, eviction_policy="least-recently-used")
+                reader = diskcache.Cache(str(self.directory), timeout=SQLITE_BUSY_SECONDS)
+                database = os.stat(self.directory / diskcache.core.DBNAME)
                 reader.reset("eviction_policy", "none", update=False)
             except CACHE_ERRORS as exc:
                 kind = error_kind(exc)
@@ -101,6 +106,7 @@ class DiskTier:
                 self._retry_at = time.monotonic() + RETRY_SECONDS
                 return
             self._handles, self._identity = (writer, reader), (stat.st_dev, stat.st_ino)
+            self._database = (database.st_dev, database.st_ino)
             return
 
     @property
@@ -162,12 +168,21 @@ class DiskTier:
         return True
 
     def _follow_replacement(self) -> None:
+        """Open the tier again when its folder or database is no longer the one open: replaced by
+        another worker's rebuild, or deleted under the node (the handles would go on with a deleted
+        file for good, caching nothing anyone else sees, purges and `edge cache stats` included)."""
         handles = self._handles
+        if handles is None:
+            return
         try:
-            stat = os.stat(self.directory)
+            folder, database = os.stat(self.directory), os.stat(self.directory / diskcache.core.DBNAME)
+        except FileNotFoundError:
+            log.warning("cache %s tier: %s or its database was deleted; made again", self.name, self.directory)
+            self._reopen(handles, quarantine=False)
+            return
         except OSError:
             return
-        if handles is not None and (stat.st_dev, stat.st_ino) != self._identity:
+        if (folder.st_dev, folder.st_ino) != self._identity or (database.st_dev, database.st_ino) != self._database:
             self._reopen(handles, quarantine=False)
 
     # -- reading and writing
@@ -237,13 +252,14 @@ class DiskTier:
     def delete(self, key: str) -> bool:
         return self._attempt("delete", lambda handles: self._delete(handles[0], key), False)
 
-    def delete_prefix(self, prefix: str) -> int:
-        """Delete every entry whose key starts with `prefix`; return how many."""
+    def delete_prefix(self, prefix: str) -> int | None:
+        """Delete every entry whose key starts with `prefix`; return how many, or None when the tier
+        could not (unavailable, or the database busy past `SQLITE_BUSY_SECONDS`): a purge must say so."""
         def delete_all(handles: _Handles) -> int:
             writer = handles[0]
             with writer.transact():
                 return sum(self._delete(writer, key) for key in list(_keys_with_prefix(writer, prefix)))
-        return self._attempt("delete", delete_all, 0)
+        return self._attempt("delete", delete_all, None)
 
     def flush_touches(self) -> None:
         """Mark the keys read since the last flush as recently used (every second: also the moment to
