@@ -150,7 +150,7 @@ def _list_plugins(plugins: Plugins, *, as_json: bool) -> int:
         print(json.dumps([dataclasses.asdict(plugin) for plugin in plugins.loaded], indent=2))
     else:
         print(plugins.report())
-    return 1 if plugins.failed else 0
+    return 1 if plugins.failed or plugins.conflicts else 0
 
 
 def _new_plugin(name: str, parent: Path) -> int:

@@ -82,7 +82,16 @@ class Plugins:
         if self.failed:
             lines += ["", "FAILED TO LOAD (skipped; a config that uses their types is refused)"]
             lines += [f"{plugin.label()}: {plugin.error}" for plugin in self.failed]
+        if self.conflicts:
+            lines += ["", "ORIGIN TYPES PROVIDED TWICE (a config that uses one is refused: uninstall a plugin)"]
+            lines += [f"{type_name}: {' and '.join(labels)}" for type_name, labels in self.conflicts.items()]
         return "\n".join(lines)
+
+    @property
+    def conflicts(self) -> dict[str, list[str]]:
+        """Origin types that more than one plugin provides (a built-in one included), and by whom."""
+        return {type_name: [plugin.label() for _, plugin in providers]
+                for type_name, providers in sorted(self._providers.items()) if len(providers) > 1}
 
 
 def load_plugins(*extra: ModuleType | object) -> Plugins:
@@ -113,7 +122,7 @@ def load_plugins(*extra: ModuleType | object) -> Plugins:
             continue
         info = dataclasses.replace(info, origin_types=tuple(origin_type.type_name for origin_type in provided))
         loaded.append(info)
-        for origin_type in provided:
+        for origin_type in dict.fromkeys(provided):  # a class listed twice is provided once
             providers.setdefault(origin_type.type_name, []).append((origin_type, info))
     return Plugins(sorted(loaded, key=lambda p: (p.distribution or "", p.name)), providers)
 

@@ -150,6 +150,8 @@ def test_two_plugins_with_one_type_name_are_both_named_where_the_type_is_used():
                                           r"local \(edge-image-node \S+\) and ShadowingPlugin: uninstall one"):
         plugins.origin_type("local")
     assert plugins.origin_type("s3").type_name == "s3"
+    assert re.search(r"ORIGIN TYPES PROVIDED TWICE .*\nlocal: local \(edge-image-node \S+\) and ShadowingPlugin$",
+                     plugins.report(), re.S)
 
 
 def raise_boom():
