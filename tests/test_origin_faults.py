@@ -15,7 +15,7 @@ import pytest
 from edge.fetching import read_limited
 from edge.origin import SourceTooLarge
 from tests.assets import centre_colour, colour, same_colour, solid
-from tests.nodes import EVERY_MISS_TO_ORIGIN, SAMPLES, decode, write_config
+from tests.nodes import EVERY_MISS_TO_ORIGIN, SAMPLES, decode, web_config, write_config
 from tests.s3server import S3Server
 from tests.scrape import total
 from tests.servers import HTTPOrigin
@@ -193,17 +193,7 @@ async def test_bytes_no_image_could_be_made_of_are_not_kept(node_factory, tmp_pa
     `original_ttl`, a day of 422s)."""
     origin = await HTTPOrigin(files={"photo.jpg": broken}).start()
     try:
-        node = await node_factory(write_config(tmp_path, f"""
-            [cache]
-            dir = "cache"
-            [[origins]]
-            name = "web"
-            type = "web"
-            base_url = "{origin.url}"
-            [[endpoints]]
-            id = ""
-            origins = ["web"]
-            """))
+        node = await node_factory(write_config(tmp_path, web_config(origin.url)))
         response = await node.fetch("/tr:w-100/photo.jpg")
         assert (response.code, response.body) == (422, b"unsupported or corrupt source image\n")
         origin.files["photo.jpg"] = BIG
