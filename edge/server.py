@@ -47,8 +47,9 @@ CACHE_CONTROL, CONTENT_LENGTH, X_CACHE = "Cache-Control", "Content-Length", "X-C
 #: of both, a copy of the whole body held until the client has read it (a client that stops reading a
 #: 150 MB image held 150 MB more). Below it, the copy costs less than the second write's system call.
 LARGE_BODY = 256 * 1024
-#: how long an origin's `open()` may take in a starting worker
+#: how long an origin's `open()` may take in a starting worker, and its `close()` in a stopping one
 ORIGIN_OPEN_SECONDS = 30.0
+ORIGIN_CLOSE_SECONDS = 3.0
 #: `X-Cache` of each `Served.cache`
 X_CACHE_VALUES = {cache: cache.upper() for cache in ("hit", "miss", "stale", "shared")}
 
@@ -147,7 +148,7 @@ class Node:
         await self._cache_housekeeping()
         self.access_log.flush()
         for origin in self.config.origins:
-            await origin.close()
+            await _close(origin)
         if self.shared is not None:
             await self.shared.close()
         self.renderer.shutdown()
@@ -386,6 +387,17 @@ async def _open(origin: Origin) -> None:
         reason = f"no answer in {ORIGIN_OPEN_SECONDS:g} s" if isinstance(error, TimeoutError) else \
             f"{type(error).__name__}: {redact(str(error))}"
         raise StartupError(f"origin {origin.name!r} (type {origin.type_name!r}) did not open: {reason}") from None
+
+
+async def _close(origin: Origin) -> None:
+    """`origin.close()`, bounded: a stopping worker must not wait for a plugin's hung close until killed."""
+    try:
+        async with asyncio.timeout(ORIGIN_CLOSE_SECONDS):
+            await origin.close()
+    except (Exception, SystemExit) as error:
+        log.warning("origin %r did not close: %s", origin.name,
+                    f"no answer in {ORIGIN_CLOSE_SECONDS:g} s" if isinstance(error, TimeoutError)
+                    else f"{type(error).__name__}: {redact(str(error))}")
 
 
 def image_headers(node: Node, output: CachedOutput, signed_until: int | None,

@@ -59,7 +59,8 @@ class MisbehavingPlugin:
                     "good": Original(PHOTO)}[behaviour]
 
     class BrokenOrigin(plugin_api.Origin):
-        """`type = "broken"`: `fails = "config"`, `"open"` or `"open-hangs"`, quoting its `key` when it fails."""
+        """`type = "broken"`: `fails = "config"`, `"open"`, `"open-hangs"` or `"close-hangs"`, quoting its
+        `key` when it fails."""
 
         type_name = "broken"
 
@@ -75,7 +76,12 @@ class MisbehavingPlugin:
         async def open(self):
             if self.fails == "open-hangs":
                 await asyncio.sleep(60)
-            raise RuntimeError(f"refused key={self.key.reveal()}")
+            if self.fails.startswith("open"):
+                raise RuntimeError(f"refused key={self.key.reveal()}")
+
+        async def close(self):
+            if self.fails == "close-hangs":
+                await asyncio.sleep(60)
 
         async def fetch(self, request):
             raise plugin_api.OriginNotFound(request.path)
@@ -199,6 +205,16 @@ async def test_an_origin_that_does_not_open_is_named(tmp_path, monkeypatch, fail
     with pytest.raises(StartupError) as raised:
         await node.start()
     assert str(raised.value) == f"origin 'broken' (type 'broken') did not open: {reason}"
+
+
+async def test_a_close_that_hangs_does_not_hold_a_stopping_worker(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(server, "ORIGIN_CLOSE_SECONDS", 0.2)
+    node = server.Node(load_config(broken_config(tmp_path, "close-hangs"), load_plugins(MisbehavingPlugin())))
+    await node.start()
+    started = time.monotonic()
+    await node.stop()
+    assert time.monotonic() - started < 3
+    assert "origin 'broken' did not close: no answer in 0.2 s" in caplog.text
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
