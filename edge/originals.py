@@ -100,6 +100,12 @@ class OriginalSource:
         original they were made from)."""
         return self._clock() - source.checked_at < self._ttl
 
+    def as_stand_in(self, source: SourceInfo) -> SourceInfo:
+        """`source` of an output made from the `di-` image in place of a missing original: fresh for
+        `not_found_ttl` from now, as the 404 behind it, then made again (from the real original, once
+        an origin has it)."""
+        return replace(source, checked_at=self._clock() - self._ttl + self._not_found_ttl)
+
     async def current(self, request: ImageRequest, host: str | None,
                       looked_up: OriginalLookup | None = None) -> CurrentOriginal:
         """The current original at the request's path. `host`: the Host passed on to the origins (part

@@ -327,18 +327,19 @@ class Pipeline:
             cached = await self._shared.get(job.key)
             if cached is not None and self._originals.is_fresh(cached.source):
                 return cached, "shared"
-        original = await self._original(job, looked_up)
+        original, key = await self._original(job, looked_up)
+        stand_in = key != job.original_key
         overlays = await self._overlays(job)
         if cached is not None:
-            source = await _made_from(original, overlays)
-            if cached.source.version == source.version:
+            source = await self._made_from(original, overlays, stand_in)
+            if cached.source.version == source.version and cached.stand_in == stand_in:
                 return cached.confirmed(source), "miss"  # the original and the layers' are unchanged: so is the output
         if self._timed_out.get(job.key, 0.0) > time.monotonic():
             raise RenderTimedOut()
         try:
-            return await self._render(job, original, overlays), "miss"
+            return await self._render(job, original, overlays, stand_in), "miss"
         except UnprocessableSource:
-            forgetting = asyncio.ensure_future(self._originals.forget_unusable(job.original_key, original))
+            forgetting = asyncio.ensure_future(self._originals.forget_unusable(key, original))
             self._forgetting.add(forgetting)  # held until done: the loop keeps only a weak reference
             forgetting.add_done_callback(self._forgetting.discard)
             raise
@@ -356,15 +357,18 @@ class Pipeline:
         if self._shared is not None and source != "shared":
             self._shared.put_later(key, output)
 
-    async def _original(self, job: _Job, looked_up: OriginalLookup | None) -> CurrentOriginal:
-        """The original, or the `di-` default image when no origin has it (missing too: 404)."""
+    async def _original(self, job: _Job, looked_up: OriginalLookup | None) -> tuple[CurrentOriginal, str]:
+        """The original, or the `di-` default image when no origin has it (missing too: 404); with the
+        originals tier's key of the one returned."""
         try:
-            return await self._originals.current(job.request, job.host, looked_up)
+            return await self._originals.current(job.request, job.host, looked_up), job.original_key
         except NothingToServe:
             default_image = job.transformation.default_image
             if default_image is None:
                 raise
-            return await self._originals.current(replace(job.request, path=default_image), job.host)
+            request = replace(job.request, path=default_image)
+            return (await self._originals.current(request, job.host),
+                    original_key(request.endpoint.id, default_image, job.host))
 
     async def _overlays(self, job: _Job) -> dict[str, CurrentOriginal]:
         """The originals of the image layers, through the same originals tier, single flight and
@@ -380,7 +384,13 @@ class Pipeline:
                 raise InvalidTransformation(f"i-{path}", "no such image on this endpoint") from None
         return dict(zip(paths, await asyncio.gather(*map(current, paths))))
 
-    async def _render(self, job: _Job, original: CurrentOriginal, overlays: dict[str, CurrentOriginal]) -> CachedOutput:
+    async def _made_from(self, original: CurrentOriginal, overlays: Mapping[str, CurrentOriginal],
+                         stand_in: bool) -> SourceInfo:
+        source = await _made_from(original, overlays)
+        return self._originals.as_stand_in(source) if stand_in else source
+
+    async def _render(self, job: _Job, original: CurrentOriginal, overlays: dict[str, CurrentOriginal],
+                      stand_in: bool) -> CachedOutput:
         """Transform the original (or pass it through for `orig-true`) into a storable output. New
         bytes are hashed (their version) while they render: the version is needed only for the output."""
         if job.transformation.serves_original:
@@ -397,7 +407,7 @@ class Pipeline:
                                                    {path: overlay.body for path, overlay in overlays.items()})
             body, fmt, etag = rendered.body, rendered.format, rendered.etag
             self._metrics.observe(self._metrics.transform_duration, (fmt,), time.perf_counter() - started)
-        source = await _made_from(original, overlays)
+        source = await self._made_from(original, overlays, stand_in)
         base = self._canonical_bases.get(source.origin)
         return CachedOutput(
             body=body,
@@ -407,6 +417,7 @@ class Pipeline:
             vary_accept=job.vary_accept,
             client_hints=job.client_hints,
             canonical_link=_canonical_link(base, job.request.path) if base else None,
+            stand_in=stand_in,
         )
 
     def _count(self, tier: str, result: str) -> None:

@@ -190,12 +190,15 @@ class Node:
             self._readiness_at, self._readiness = now, asyncio.ensure_future(check_readiness(self.caches))
         return await asyncio.shield(self._readiness)
 
-    def cache_control(self, signed_until: int | None) -> str:
+    def cache_control(self, signed_until: int | None, provisional: bool = False) -> str:
         """An image's `Cache-Control`: caches in front must not keep an expiring signed URL's image
-        past its expiry."""
+        past its expiry, nor a provisional answer (a stale copy the origin could not confirm, the `di-`
+        image standing in for a missing original) longer than a 404: the current or the real image may
+        come at any time, and a CDN would otherwise keep the stand-in for `cache_control_max_age`."""
         if signed_until is None or signed_until == NO_EXPIRY:
-            return self.image_cache_control
-        remaining = max(0, min(self.config.defaults.cache_control_max_age, signed_until - int(self.clock())))
+            return self.not_found_cache_control if provisional else self.image_cache_control
+        longest = int(self.config.cache.not_found_ttl) if provisional else self.config.defaults.cache_control_max_age
+        remaining = max(0, min(longest, signed_until - int(self.clock())))
         return f"public, max-age={remaining}"
 
     async def _refresh_gauges(self) -> None:
@@ -404,7 +407,8 @@ def image_headers(node: Node, output: CachedOutput, signed_until: int | None,
                   cache: str) -> tuple[tuple[str, str], ...]:
     """An image answer's headers beyond `Date` and `X-Request-Id` (`ImageHandler`, and `edge.hits`
     for its hits): the output's own, `Cache-Control` and `X-Cache`."""
-    return (*output.headers, (CACHE_CONTROL, node.cache_control(signed_until)), (X_CACHE, X_CACHE_VALUES[cache]))
+    cache_control = node.cache_control(signed_until, provisional=output.stand_in or cache == "stale")
+    return (*output.headers, (CACHE_CONTROL, cache_control), (X_CACHE, X_CACHE_VALUES[cache]))
 
 
 def count_image_answer(metrics: Metrics, endpoint: str, status: int, cache: str, seconds: float,

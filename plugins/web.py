@@ -54,6 +54,10 @@ MAX_REDIRECTS = 3
 MAX_CONNECTIONS = 64
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NOT_FOUND = frozenset({404, 410})
+#: statuses that are the origin's refusal of the node (credentials, a policy)
+_DENIED = frozenset({401, 403})
+#: statuses that say "not now": a timeout or a rate limit
+_TRY_LATER = frozenset({408, 429})
 _REDIRECT_ENTRY = re.compile(r"^(\*|https?://(\*\.)?[A-Za-z0-9.\-\[\]:]+)$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 #: headers the node sets itself; `headers` may not replace them
@@ -289,6 +293,12 @@ class WebOrigin(Origin):
             raise NotModified(path)
         if status in _NOT_FOUND:
             raise OriginNotFound(path)
+        # a refusal or a passing overload is the origin's failure, never "not found": that would answer
+        # (and let caches in front keep) a 404 and drop every output of the path, stale copies included
+        if status in _DENIED:
+            raise OriginFailure("denied", f"HTTP {status} for {path!r}")
+        if status in _TRY_LATER:
+            raise OriginFailure("server_error", f"HTTP {status} for {path!r}")
         if 400 <= status < 500:
             log.warning("origin %r answered HTTP %d for %r; treated as not found", self.name, status, path)
             raise OriginNotFound(path)

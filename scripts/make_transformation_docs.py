@@ -492,7 +492,9 @@ SECTIONS = (
             )),
     Section("`di`: default image", "`di-<path>` with `/` written as `@@` (`di-placeholders@@missing.png`): "
             "served, with the same transformation, when no origin has the requested path. A default "
-            "image that is itself missing is a 404. Shown: `/tr:w-160,di-logo-transparent.png/no-such-file.jpg`.", (
+            "image that is itself missing is a 404. What it makes stands in for `[cache] not_found_ttl` only "
+            "(also its `Cache-Control: public, max-age=60` by default), then the real image is served once it "
+            "exists. Shown: `/tr:w-160,di-logo-transparent.png/no-such-file.jpg`.", (
                 Example("w-160", "logo-transparent.png", "what a request for a missing file returns"),
             )),
     Section("`orig`: the original bytes", "`orig-true` serves the stored file untouched: no resize, no "

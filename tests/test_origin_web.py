@@ -2,6 +2,7 @@
 not-found / error split, conditional fetches."""
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -151,13 +152,28 @@ async def test_same_origin_redirects_are_followed_and_userinfo_is_never_sent(web
     assert len(elsewhere.headers_seen) == 1
 
 
-@pytest.mark.parametrize("status, logged", [(404, False), (410, False), (403, True), (401, True)])
+@pytest.mark.parametrize("status, logged", [(404, False), (410, False), (400, True), (405, True)])
 async def test_4xx_is_not_found_and_unusual_ones_are_logged(web, node_factory, tmp_path, caplog, status, logged):
     web.behaviour.status = status
     node = await node_factory(write_config(tmp_path, web_config(web)))
     with caplog.at_level(logging.WARNING, "edge.origin.web"):
         assert (await node.fetch("/astronaut.jpg")).code == 404
     assert any(f"HTTP {status}" in r.getMessage() for r in caplog.records) == logged
+
+
+@pytest.mark.parametrize("status, kind", [(401, "denied"), (403, "denied"), (408, "server_error"),
+                                          (429, "server_error")])
+async def test_a_refusal_or_a_rate_limit_is_a_failure_and_the_stale_copy_stays(web, node_factory, tmp_path,
+                                                                                  status, kind):
+    node = await node_factory(write_config(tmp_path, '[cache]\ndir = "cache"\noriginal_ttl = "1s"\n' + web_config(web)))
+    assert (await node.fetch("/tr:w-50/astronaut.jpg")).code == 200
+    node.node.clock = lambda: time.time() + 5  # the original is past its freshness
+    web.behaviour.status = status
+    response = await node.fetch("/tr:w-50/astronaut.jpg")
+    assert (response.code, response.headers["X-Cache"]) == (200, "STALE")  # not a 404 that drops it
+    assert response.headers["Cache-Control"] == "public, max-age=60"  # kept in front no longer than a 404
+    refused = await node.fetch("/tr:w-60/never-asked.jpg")  # nothing stored to fall back on
+    assert (refused.code, refused.headers["X-Edge-Error"]) == (502, f"legacy web: {kind}")
 
 
 async def test_conditional_fetch(web):

@@ -1,11 +1,14 @@
 """Output parameters and request-level parameters over a real socket: f (incl. auto), the
 extension rule, pr, lo, md, cp, orig, n, di, and the limits."""
 
+import shutil
+import time
+
 import pytest
 
 from edge.transform.formats import path_format
 from tests.assets import close, pixel
-from tests.nodes import decode, loader, write_config
+from tests.nodes import SAMPLES, decode, loader, local_config, write_config
 from tests.transform_node import fetch_image, image_node, image_root, images_config  # noqa: F401
 
 MODERN = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
@@ -210,3 +213,22 @@ async def test_avif_effort_comes_from_config(node_factory, image_root, tmp_path)
         assert response.headers["Content-Type"] == "image/avif"
         bodies.append(response.body)
     assert bodies[0] != bodies[1]
+
+
+async def test_a_default_image_stands_in_only_as_long_as_a_404_is_kept(node_factory, tmp_path):
+    """Caches in front keep the `di-` image no longer than a 404, and the node serves the real image once
+    it is uploaded and the 404 behind the stand-in has expired (it kept the stand-in a day)."""
+    root = tmp_path / "images"
+    root.mkdir()
+    shutil.copy(SAMPLES / "coffee.jpg", root / "placeholder.jpg")  # 3:2
+    node = await node_factory(write_config(tmp_path, local_config(root)))
+    url = "/tr:w-30,di-placeholder.jpg/upload.jpg"
+    response, image = await fetch_image(node, url)
+    assert (image.width, image.height) == (30, 20) and response.headers["Cache-Control"] == "public, max-age=60"
+    response, image = await fetch_image(node, url)  # a hit, still a stand-in
+    assert response.headers["X-Cache"] == "HIT" and response.headers["Cache-Control"] == "public, max-age=60"
+    shutil.copy(SAMPLES / "astronaut.jpg", root / "upload.jpg")  # square
+    node.node.clock = lambda: time.time() + 61
+    response, image = await fetch_image(node, url)
+    assert (image.width, image.height) == (30, 30) and response.headers["X-Cache"] == "MISS"
+    assert response.headers["Cache-Control"] == "public, max-age=31536000"

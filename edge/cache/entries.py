@@ -77,6 +77,9 @@ class CachedOutput:
     canonical_link: str | None = None
     #: the client hints the output was chosen by (`Sec-CH-Width, Width`), for `Vary`, or None
     client_hints: str | None = None
+    #: made from the `di-` default image, standing in for a missing original: kept fresh (and by caches
+    #: in front) only for `not_found_ttl`, so that the real image shows once it is there
+    stand_in: bool = False
 
     def __post_init__(self) -> None:
         # The response headers that depend only on this output, built once when it is made or read
