@@ -182,6 +182,8 @@ Client Hint request header"). The pictures below were asked for with the headers
   `w` were not given, so the image keeps its
   own width unless `h` or `ar` say otherwise — and `dpr-auto` is 1. ImageKit's documentation does not
   say what it does without the header; this is the choice that never invents a size.
+- **Not in a layer**: a layer's own `w-auto` or `dpr-auto` is a 400 (`a layer's size cannot come
+  from client hints`): the hints size the image asked for.
 - **Bounded cache**: the rounded values are part of the output's cache key (never the raw header), so
   however many different `Width` values clients send, one URL has at most `max_output_side / 100`
   (82) widths × the formats of `f-auto`; `dpr-auto` at most 50 ratios.

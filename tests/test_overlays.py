@@ -182,6 +182,8 @@ def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
     ("l-image,i-logo.png,lx-abc,l-end", "lx-abc: must be an integer"),
     ("l-image,i-logo.png,lm-displace,l-end", "lm-displace: a displacement map is not supported"),
     ("l-image,i-logo.png,q-50,l-end", "q-50: an output parameter has no effect in a layer"),
+    ("w-300,l-image,i-logo.png,w-auto,l-end", "w-auto: a layer's size cannot come from client hints"),  # was a 500
+    ("l-image,i-logo.png,dpr-auto,w-20,l-end", "dpr-auto: a layer's size cannot come from client hints"),
     ("l-text,i-hi,fs-501,l-end", "fs-501: must be an integer from 1 to 500"),
     ("l-text,i-hi,ff-Nope,l-end", "ff-Nope: no such font"),
     ("l-text,i-" + "x" * 501 + ",l-end", ": at most 500 characters"),

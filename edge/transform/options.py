@@ -624,6 +624,8 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
             parsed = spec.parse(value)
         except ValueError as exc:
             raise InvalidTransformation(param, str(exc)) from None
+        if parsed == AUTO and in_layer:  # client hints size the image asked for, not a layer of it
+            raise InvalidTransformation(param, "a layer's size cannot come from client hints")
         (output_values if spec.output else step_values)[spec.field] = parsed
     *earlier, last = base.steps
     step = _validated(replace(last, **step_values, layers=last.layers + tuple(layers)))
