@@ -603,7 +603,10 @@ transformations expanded, output parameters written once. Different spellings of
 one cache entry. `w-auto` and `dpr-auto` add the client hints' rounded values to the key.
 
 Inputs: the EXIF orientation is always applied (all eight); CMYK, 16-bit, greyscale and ICC-tagged
-sources come out as 8-bit sRGB; transparency is kept where the output format has it; animated GIF and
+sources come out as 8-bit sRGB; transparency is kept where the output format has it (GIF shows a pixel
+or not: a partly transparent one, as with `o-50` or soft edges, is flattened onto the last `bg` or
+white as in JPEG, and only wholly transparent pixels stay so); CMYK always becomes sRGB, `cp-true`
+included (its profile is not kept); animated GIF and
 WebP stay animated when the output is GIF, WebP or `f-auto` (each frame gets the same steps), and become
 their first frame otherwise (or the frame `pg-N` names).
 """

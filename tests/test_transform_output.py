@@ -232,3 +232,12 @@ async def test_a_default_image_stands_in_only_as_long_as_a_404_is_kept(node_fact
     response, image = await fetch_image(node, url)
     assert (image.width, image.height) == (30, 30) and response.headers["X-Cache"] == "MISS"
     assert response.headers["Cache-Control"] == "public, max-age=31536000"
+
+
+@pytest.mark.parametrize("source", ["photo.jpg", "anim.gif"])
+async def test_opacity_in_a_gif_is_flattened_not_dropped(image_node, source):
+    """GIF shows a pixel or not: `o-50` is the faded image on white, as in JPEG (it was wholly transparent)."""
+    _, gif = await fetch_image(image_node, f"/tr:w-20,o-50,f-gif/{source}")
+    _, jpeg = await fetch_image(image_node, f"/tr:w-20,o-50,f-jpg/{source}")
+    assert gif.bands == 3 or gif[3].min() == 255  # nothing left out
+    assert close(pixel(gif.flatten() if gif.hasalpha() else gif, 10, 5), pixel(jpeg, 10, 5), tolerance=24)
