@@ -407,8 +407,9 @@ SECTIONS = (
             "40 % on black); a translucent one only pads. `bg-dominant` pads with the image's most common "
             "colour; `bg-blurred[_<radius>[_<brightness>]]` (brightness −255–255, `N` for minus) pads with "
             "the image itself, scaled to cover the box and blurred ([ImageKit: dominant and blurred "
-            "backgrounds](https://imagekit.io/docs/effects-and-enhancements#dominant-color-background)). "
-            "`bg-gradient_dominant` and `bg-genfill` are a 400 `not supported`.", (
+            "backgrounds](https://imagekit.io/docs/effects-and-enhancements#dominant-color-background)); "
+            "the image's own transparent areas show that blurred backdrop, and the output has no "
+            "transparency. `bg-gradient_dominant` and `bg-genfill` are a 400 `not supported`.", (
                 Example("w-200,h-140,cm-pad_resize,bg-skyblue", "chelsea.jpg"),
                 Example("w-200,h-140,cm-pad_resize,bg-FF000060,f-png", "chelsea.jpg", "red at 60 %"),
                 Example("w-200,bg-1E293B,f-png", "logo-transparent.png", "transparency filled"),

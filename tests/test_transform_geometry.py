@@ -245,3 +245,11 @@ async def test_chained_steps_apply_in_order(image_node):
 async def test_output_side_over_the_limit_is_a_400(image_node, tr):
     response, _ = await fetch_image(image_node, f"/tr:{tr}/card.png", status=400)
     assert b"output too large" in response.body
+
+
+async def test_a_transparent_image_on_blurred_padding_shows_the_backdrop_not_white(image_node):
+    # alpha.png: 64×64, transparent at its left edge; padded to 128 wide, it starts at x = 32
+    _, image = await fetch_image(image_node, "/tr:w-128,h-64,cm-pad_resize,bg-blurred,f-png/alpha.png")
+    assert (image.width, image.height, image.bands) == (128, 64, 3)
+    assert close(pixel(image, 33, 32), pixel(image, 30, 32), tolerance=8)  # seamless with the padding
+    assert pixel(image, 33, 32) != (255, 255, 255)

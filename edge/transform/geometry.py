@@ -241,7 +241,12 @@ def _pad_resize(source: Source, step: Step, box_w: int, box_h: int, max_side: in
     image = _scaled_to(source, scale, max_side)
     x, y = focus_offset(step.focus, box_w - image.width, box_h - image.height)
     if isinstance(step.background, Blurred):
-        return _blurred_canvas(source, box_w, box_h, step.background).insert(_like(image), x, y)
+        canvas = _blurred_canvas(source, box_w, box_h, step.background)
+        if not image.hasalpha():
+            return canvas.insert(image if image.bands >= 3 else _like(image), x, y)
+        # what is transparent in the image shows the blurred backdrop behind it, not white
+        image = image if image.bands >= 3 else image.colourspace(pyvips.enums.Interpretation.SRGB)
+        return canvas.composite2(image, pyvips.enums.BlendMode.OVER, x=x, y=y).flatten()
     image, colour = background(image, step.colour)
     return image.embed(x, y, box_w, box_h, extend=pyvips.enums.Extend.BACKGROUND, background=colour)
 
