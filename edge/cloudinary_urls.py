@@ -458,7 +458,10 @@ def _colour(c: _Component, key: str, text: str) -> str:
 
 
 def _background(c: _Component) -> list[str]:
-    return [f"bg-{_colour(c, 'b', c.value('b'))}"]
+    value = c.value("b")
+    if value == "auto" or value.startswith(("auto:", "gen_fill")):  # content-aware padding colours
+        raise c.fail("b", "not supported by this node (b_auto: give a colour, or use e_blur on a pad)")
+    return [f"bg-{_colour(c, 'b', value)}"]
 
 
 def _border(c: _Component) -> list[str]:

@@ -245,6 +245,7 @@ UNSUPPORTED = [
     (dict(width=300, x=10, crop="fill"), "x_10"),
     (dict(aspect_ratio="1:1", crop="pad"), "ar_1:1"),
     (dict(width=1.5, crop="scale"), "w_1.5"),
+    (dict(width=400, height=400, crop="pad", background="auto"), "b_auto"),
 ]
 
 

@@ -327,7 +327,7 @@ def _aspect_ratio(text: str) -> tuple[float, float] | Expression:
     except ValueError:
         raise ValueError("must be <width>-<height>, <width>_<height> or a ratio, e.g. ar-4-3 or ar-1.5") from None
     if min(ratio) <= 0 or max(ratio) > MAX_PIXELS:
-        raise ValueError("both sides must be positive")
+        raise ValueError(f"both sides must be positive and at most {MAX_PIXELS}")
     return ratio
 
 
