@@ -194,3 +194,9 @@ def test_blurred_padding_shows_the_image_blurred(originals):
     assert (image.width, image.height) == (400, 100)
     left, right = image.getpoint(2, 50), image.getpoint(397, 50)
     assert left != right  # the padding follows the picture's centre, not one colour
+
+
+def test_an_output_over_the_side_limit_is_refused_as_such_not_as_costly():
+    tall = pyvips.Image.black(100, 800).copy(interpretation="b-w").jpegsave_buffer()
+    with pytest.raises(BadRequest, match=r"^output too large: at most 8192 px a side$"):
+        render(tall, "w-8192", "tall.jpg")  # 8192×65536: it read "transformation too costly: about 537 …"

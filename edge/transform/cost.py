@@ -44,7 +44,7 @@ from ..config import Defaults, Limits
 from ..errors import BadRequest
 from .colours import Blurred
 from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, SMALLEST, final_formats
-from .geometry import target_box, with_sizes
+from .geometry import check_side, target_box, with_sizes
 from .layers import CANVAS, Layer
 from .options import DEFAULT_STEP, Step, Transformation
 
@@ -162,9 +162,8 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
     too. The fallback depends on the original and the plan alone, so the output key (which holds the
     plan, with `Vary: Accept`) still names one output."""
     steps, (width, height) = _steps_cost(transformation.steps, source, dict(overlays or {}))
-    if max(width or 0, height or 0) > limits.max_output_side:  # the render refuses that size before any encode
-        _hold_to_budget(frames * steps, limits)
-        return planned
+    check_side(width or 0, height or 0, limits.max_output_side)  # what the render would refuse: say why
+
     plans = [planned]
     if _follows_accept(transformation, defaults):
         plans += [plan for plan in (_without_avif(planned), AUTO_LEGACY) if plan is not None and plan not in plans]
