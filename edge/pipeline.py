@@ -266,6 +266,8 @@ class Pipeline:
         defaults = self._config.defaults
         planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
                                                   defaults.auto_format, defaults.auto_format_smallest)
+        if transformation.serves_original and request.original_as is None:
+            vary_accept = False  # the original's bytes whatever the browser takes: one key, no `Vary`
         if planned_format in ENCODE_COUNTED and not vary_accept:  # f-gif, f-webp, .avif, .png…: the encode counts
             try:
                 check_cost(transformation, self._config.limits, formats=(planned_format,), defaults=defaults)

@@ -459,8 +459,7 @@ class HealthHandler(BaseHandler):
     """Liveness: the process answers."""
 
     def get(self) -> None:
-        self.set_header("Cache-Control", "no-store")
-        self.finish("ok\n")
+        self._send_plain(200, "ok")
 
 
 class ReadyHandler(BaseHandler):
@@ -470,11 +469,7 @@ class ReadyHandler(BaseHandler):
 
     async def get(self) -> None:
         ready, body = await self.node.readiness()
-        if not ready:
-            self._send_plain(503, body)
-            return
-        self.set_header("Cache-Control", "no-store")
-        self.finish(body)
+        self._send_plain(200 if ready else 503, body)
 
 
 async def check_readiness(caches: Caches) -> tuple[bool, str]:
@@ -486,7 +481,7 @@ async def check_readiness(caches: Caches) -> tuple[bool, str]:
     except Exception as exc:  # readiness reports any failure as not ready
         log.warning("not ready: %s", exc)
         return False, "not ready"
-    return True, f"ready, cache degraded: {'; '.join(degraded)}\n" if degraded else "ready\n"
+    return True, f"ready, cache degraded: {'; '.join(degraded)}" if degraded else "ready"
 
 
 def _check_libvips() -> None:

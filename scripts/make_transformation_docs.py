@@ -501,7 +501,8 @@ SECTIONS = (
                 Example("w-160", "logo-transparent.png", "what a request for a missing file returns"),
             )),
     Section("`orig`: the original bytes", "`orig-true` serves the stored file untouched: no resize, no "
-            "metadata stripping, no format change; every other parameter is ignored.", ()),
+            "metadata stripping, no format change; every other parameter is ignored, `f-auto` and "
+            "`auto_format` included (one cache entry, no `Vary: Accept`).", ()),
     Section("Overlays", OVERLAYS, (
                 Example("w-300,l-image,i-logo-transparent.png,w-70,lx-N10,ly-N10,l-end", "coffee.jpg",
                         "a logo 10 px from the bottom-right corner"),

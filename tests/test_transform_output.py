@@ -134,6 +134,8 @@ async def test_colour_profile_converted_to_srgb_by_default_and_kept_with_cp(imag
 async def test_orig_serves_the_bytes_untouched(image_node, image_root):
     response, _ = await fetch_image(image_node, "/tr:orig-true,w-10/photo.jpg")
     assert response.body == (image_root / "photo.jpg").read_bytes()
+    response, _ = await fetch_image(image_node, "/tr:orig-true,f-auto/photo.jpg", headers={"Accept": "image/avif"})
+    assert response.body == (image_root / "photo.jpg").read_bytes() and "Vary" not in response.headers
 
 
 async def test_named_transformation_is_the_same_cache_entry_as_its_definition(image_node):
