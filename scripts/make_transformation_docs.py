@@ -404,7 +404,8 @@ SECTIONS = (
             "hex alpha ([ImageKit: solid colour background](https://imagekit.io/docs/effects-and-enhancements#solid-color-background)). "
             "Used for padding, free rotation, rounded corners and borders; an opaque `bg` also fills the "
             "step's transparent areas, whatever the output format (so `o-40,bg-000000` is the image at "
-            "40 % on black); a translucent one only pads. `bg-dominant` pads with the image's most common "
+            "40 % on black); a translucent one only pads (in a format without transparency, JPEG or GIF, "
+            "with its colour at full strength). `bg-dominant` pads with the image's most common "
             "colour; `bg-blurred[_<radius>[_<brightness>]]` (brightness −255–255, `N` for minus) pads with "
             "the image itself, scaled to cover the box and blurred ([ImageKit: dominant and blurred "
             "backgrounds](https://imagekit.io/docs/effects-and-enhancements#dominant-color-background)); "
@@ -602,7 +603,8 @@ reduced to about one megapixel on larger images: a trim then keeps at most a few
 The cache key is the canonical form of the transformation: parameters sorted, defaults dropped,
 synonyms folded (`f-jpeg` → `f-jpg`, `rt-N90` → `rt-270`, `bg-red` → `bg-FF0000`), named
 transformations expanded, output parameters written once. Different spellings of one result share
-one cache entry. `w-auto` and `dpr-auto` add the client hints' rounded values to the key.
+one cache entry. A parameter given twice in one step counts once, the last one (`w-300,w-200` is
+`w-200`), as ImageKit reads it. `w-auto` and `dpr-auto` add the client hints' rounded values to the key.
 
 Inputs: the EXIF orientation is always applied (all eight); CMYK, 16-bit, greyscale and ICC-tagged
 sources come out as 8-bit sRGB; transparency is kept where the output format has it (GIF shows a pixel
