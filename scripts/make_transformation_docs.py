@@ -604,7 +604,7 @@ The cache key is the canonical form of the transformation: parameters sorted, de
 synonyms folded (`f-jpeg` → `f-jpg`, `rt-N90` → `rt-270`, `bg-red` → `bg-FF0000`), named
 transformations expanded, output parameters written once. Different spellings of one result share
 one cache entry. A parameter given twice in one step counts once, the last one (`w-300,w-200` is
-`w-200`), as ImageKit reads it. `w-auto` and `dpr-auto` add the client hints' rounded values to the key.
+`w-200`). `w-auto` and `dpr-auto` add the client hints' rounded values to the key.
 
 Inputs: the EXIF orientation is always applied (all eight); CMYK, 16-bit, greyscale and ICC-tagged
 sources come out as 8-bit sRGB; transparency is kept where the output format has it (GIF shows a pixel
