@@ -96,11 +96,10 @@ async def _fetch(origin: Origin, request: OriginRequest) -> Original:
     try:
         done, _ = await asyncio.wait((fetching,), timeout=origin.settings.timeout)
     except asyncio.CancelledError:  # the client went away, or nobody waits for the flight any longer
-        fetching.cancel()
+        _abandon(fetching)
         raise
     if not done:
-        fetching.cancel()
-        fetching.add_done_callback(_outcome_ignored)
+        _abandon(fetching)
         raise TimeoutError
     return _checked(fetching.result(), request)
 
@@ -123,9 +122,11 @@ async def _contained(origin: Origin, request: OriginRequest) -> Original:
         raise OriginFailure("error", f"the origin plugin raised {type(exc).__name__}") from None
 
 
-def _outcome_ignored(fetching: asyncio.Future) -> None:
-    if not fetching.cancelled():
-        fetching.exception()  # retrieved: a late failure of an abandoned fetch is not logged as lost
+def _abandon(fetching: asyncio.Future) -> None:
+    """Cancel a fetch nobody waits for any longer; how it ends (late, if it swallows the cancellation)
+    is of no interest, and not logged as an exception never retrieved."""
+    fetching.cancel()
+    fetching.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def _checked(original: object, request: OriginRequest) -> Original:
