@@ -184,9 +184,11 @@ class OriginalSource:
             await caches.io(caches.outputs.delete_prefix, key)
         return fetched
 
-    async def _fetch_to_keep(self, *args) -> CurrentOriginal:
+    async def _fetch_to_keep(self, request: ImageRequest, host: str | None, key: str,
+                             stored: StoredOriginal | None) -> CurrentOriginal:
         """`_fetch`'s original, with the future `_keep` completes."""
-        return replace(await self._fetch(*args), kept=asyncio.get_running_loop().create_future())
+        fetched = await self._fetch(request, host, key, stored)
+        return replace(fetched, kept=asyncio.get_running_loop().create_future())
 
     async def _keep(self, key: str, stored: StoredOriginal | None, original: CurrentOriginal) -> None:
         """The fetched (or confirmed) original into the originals tier, after the requests have it; of a
