@@ -333,7 +333,7 @@ class Pipeline:
         stand_in = key != job.original_key
         overlays = await self._overlays(job)
         if cached is not None:
-            source = await self._made_from(original, overlays, stand_in)
+            source = await self._source_of(original, overlays, stand_in)
             if cached.source.version == source.version and cached.stand_in == stand_in:
                 return cached.confirmed(source), "miss"  # the original and the layers' are unchanged: so is the output
         if self._timed_out.get(job.key, 0.0) > time.monotonic():
@@ -386,8 +386,9 @@ class Pipeline:
                 raise InvalidTransformation(f"i-{path}", "no such image on this endpoint") from None
         return dict(zip(paths, await asyncio.gather(*map(current, paths))))
 
-    async def _made_from(self, original: CurrentOriginal, overlays: Mapping[str, CurrentOriginal],
+    async def _source_of(self, original: CurrentOriginal, overlays: Mapping[str, CurrentOriginal],
                          stand_in: bool) -> SourceInfo:
+        """`_made_from`, fresh only as long as a stand-in may be (`as_stand_in`) when it is one."""
         source = await _made_from(original, overlays)
         return self._originals.as_stand_in(source) if stand_in else source
 
@@ -409,7 +410,7 @@ class Pipeline:
                                                    {path: overlay.body for path, overlay in overlays.items()})
             body, fmt, etag = rendered.body, rendered.format, rendered.etag
             self._metrics.observe(self._metrics.transform_duration, (fmt,), time.perf_counter() - started)
-        source = await self._made_from(original, overlays, stand_in)
+        source = await self._source_of(original, overlays, stand_in)
         base = self._canonical_bases.get(source.origin)
         return CachedOutput(
             body=body,

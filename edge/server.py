@@ -387,9 +387,8 @@ async def _open(origin: Origin) -> None:
         async with asyncio.timeout(ORIGIN_OPEN_SECONDS):
             await origin.open()
     except (Exception, SystemExit) as error:  # a plugin's bug too: one line naming it, not a traceback per worker
-        reason = f"no answer in {ORIGIN_OPEN_SECONDS:g} s" if isinstance(error, TimeoutError) else \
-            f"{type(error).__name__}: {redact(str(error))}"
-        raise StartupError(f"origin {origin.name!r} (type {origin.type_name!r}) did not open: {reason}") from None
+        raise StartupError(f"origin {origin.name!r} (type {origin.type_name!r}) did not open: "
+                           f"{_why(error, ORIGIN_OPEN_SECONDS)}") from None
 
 
 async def _close(origin: Origin) -> None:
@@ -398,9 +397,13 @@ async def _close(origin: Origin) -> None:
         async with asyncio.timeout(ORIGIN_CLOSE_SECONDS):
             await origin.close()
     except (Exception, SystemExit) as error:
-        log.warning("origin %r did not close: %s", origin.name,
-                    f"no answer in {ORIGIN_CLOSE_SECONDS:g} s" if isinstance(error, TimeoutError)
-                    else f"{type(error).__name__}: {redact(str(error))}")
+        log.warning("origin %r did not close: %s", origin.name, _why(error, ORIGIN_CLOSE_SECONDS))
+
+
+def _why(error: BaseException, seconds: float) -> str:
+    """An origin's `open` or `close` failure in a line: its timeout, or its exception (credentials masked)."""
+    return f"no answer in {seconds:g} s" if isinstance(error, TimeoutError) else \
+        f"{type(error).__name__}: {redact(str(error))}"
 
 
 def image_headers(node: Node, output: CachedOutput, signed_until: int | None,

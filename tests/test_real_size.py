@@ -173,3 +173,12 @@ async def test_full_size_rotations_over_a_real_socket(photo_node, path, size, fm
 async def test_orig_true_serves_the_12_megapixel_original_untouched(photo_node, photos):
     response = await photo_node.fetch("/tr:orig-true,rt-90/photo.png")
     assert response.code == 200 and response.body == photos.read(photos.png)
+
+
+def test_opacity_as_gif_on_a_12_megapixel_photo_is_the_faded_image(photos):
+    """GIF shows a pixel or not: `o-50` is the image faded on white, as in JPEG (it was an empty GIF)."""
+    rendered, gif = render(photos, photos.jpeg, "w-300,o-50,f-gif")
+    _, jpeg = render(photos, photos.jpeg, "w-300,o-50")
+    check(rendered, gif, (300, 200), "gif", None)
+    assert not gif.hasalpha() or gif[3].min() == 255  # nothing left out
+    assert ((gif.flatten() if gif.hasalpha() else gif) - jpeg).abs().avg() < 12  # the same faded picture

@@ -163,7 +163,6 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
     plan, with `Vary: Accept`) still names one output."""
     steps, (width, height) = _steps_cost(transformation.steps, source, dict(overlays or {}))
     check_side(width or 0, height or 0, limits.max_output_side)  # what the render would refuse: say why
-
     plans = [planned]
     if _follows_accept(transformation, defaults):
         plans += [plan for plan in (_without_avif(planned), AUTO_LEGACY) if plan is not None and plan not in plans]
