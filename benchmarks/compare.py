@@ -752,11 +752,35 @@ class Row:
     measure: str
     cells: dict[str, str]
     ratios: list[tuple[str, float, str, bool | None]] = field(default_factory=list)  # (label, value, goal, met)
+    #: the same goal held to baselines made of the fixed stack alone (Tornado, libvips): (label, value, met)
+    floors: list[tuple[str, float, bool]] = field(default_factory=list)
 
     def ratio_text(self) -> str:
-        marks = {True: " ✓", False: " ✗", None: ""}
-        return "; ".join(f"{label} **{value:.2f}**{f' (goal {goal})' if goal else ''}{marks[met]}"
+        text = "; ".join(f"{label} **{value:.2f}**{f' (goal {goal})' if goal else ''}{MARKS[met]}"
                          for label, value, goal, met in self.ratios) or "—"
+        return text + "".join(f"; stack alone: {label} **{value:.2f}**{MARKS[met]}"
+                              for label, value, met in self.floors)
+
+    def verdict(self) -> str | None:
+        """For a goal the node misses: whether the stack alone meets it in the same run (then the gap is
+        the node's own work) or misses it too (then no service built on it would meet it)."""
+        missed = [f"{label} {value:.2f} (goal {goal})" for label, value, goal, met in self.ratios if met is False]
+        if not missed:
+            return None
+        floors = ", ".join(f"{label} {value:.2f}{MARKS[met]}" for label, value, met in self.floors)
+        own = "".join(f"; the node's own work on top: node/service {value:.2f}"
+                      for label, value, _, _ in self.ratios if label == "node/service")
+        if not self.floors:
+            reach = "no stack-alone baseline for it"
+        elif any(met for _, _, met in self.floors):
+            reach = f"the stack alone meets it ({floors}): the gap is the node's own work"
+        else:
+            reach = (f"the stack alone misses it too ({floors}): out of reach of the least service built on "
+                     f"Tornado and libvips{own}")
+        return f"- {self.measure}: {', '.join(missed)}; {reach}."
+
+
+MARKS = {True: " ✓", False: " ✗", None: ""}
 
 
 def machine() -> dict[str, str]:
@@ -826,7 +850,8 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
             "bare": f"Tornado service {milliseconds(ms[BARE_SERVICE])} ms"},
             [("node/bare", ms[NODE] / ms[BARE_PYVIPS], "≤ 1.1", ms[NODE] / ms[BARE_PYVIPS] <= 1.1),
              ("node/service", ms[NODE] / ms[BARE_SERVICE], "", None),
-             ("thumbor/node", ms[THUMBOR] / ms[NODE], "", None)]))
+             ("thumbor/node", ms[THUMBOR] / ms[NODE], "", None)],
+            [("service/bare", ms[BARE_SERVICE] / ms[BARE_PYVIPS], ms[BARE_SERVICE] / ms[BARE_PYVIPS] <= 1.1)]))
     goals = {fmt: (0.95, 1.2) for fmt in FORMATS} | {"12 MP": (0.95, 1.5)}
     sources = {fmt: f"{MISS_SOURCE[0]}×{MISS_SOURCE[1]} JPEG → {WIDTH} px {FORMAT_NAME[fmt]}" for fmt in FORMATS}
     sources["12 MP"] = f"{MEMORY_SOURCE[0]}×{MEMORY_SOURCE[1]} JPEG → {WIDTH} px JPEG"
@@ -853,7 +878,9 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
                          ("node/thumbor", rate[NODE] / rate[THUMBOR], f"≥ {thumbor_goal}",
                           rate[NODE] / rate[THUMBOR] >= thumbor_goal)]
                         + ([("node/service", rate[NODE] / rate[BARE_SERVICE], "", None),
-                            ("CPU service/node", cpu[BARE_SERVICE] / cpu[NODE], "", None)] if service else [])))
+                            ("CPU service/node", cpu[BARE_SERVICE] / cpu[NODE], "", None)] if service else []),
+                        [(f"{label}/thumbor", rate[name] / rate[THUMBOR], rate[name] / rate[THUMBOR] >= thumbor_goal)
+                         for name, label in ((BARE_SERVICE, "service"), (BARE_PYVIPS, "bare")) if name in rate]))
     if (NODE, "12 MP") in loads:
         names = (NODE, THUMBOR, BARE_PYVIPS, BARE_SERVICE)
         for kind in ("pss", "rss"):  # PSS: what the machine spends (the goal); RSS counts shared pages per process
@@ -869,12 +896,29 @@ def build_rows(hits, cold, throughput, idle, loads, settled) -> list[Row]:
             rows.append(Row(f"{label} peak, 12 MP miss load", {name: f"{peak[name]:.0f} MB" for name in names}
                             | {"bare": f"Tornado service {peak[BARE_SERVICE]:.0f} MB"},
                             [("node/thumbor", ratios["peak"], *goal["peak"]),
-                             ("node/service", peak[NODE] / peak[BARE_SERVICE], "", None)]))
+                             ("node/service", peak[NODE] / peak[BARE_SERVICE], "", None)],
+                            memory_floors(peak, peak[THUMBOR]) if kind == "pss" else []))
             rows.append(Row(f"{label} steady, after the 12 MP load", {name: f"{steady[name]:.0f} MB" for name in names}
                             | {"bare": f"Tornado service {steady[BARE_SERVICE]:.0f} MB"},
                             [("node steady/thumbor peak", ratios["steady"], *goal["steady"]),
-                             ("node/service", steady[NODE] / steady[BARE_SERVICE], "", None)]))
+                             ("node/service", steady[NODE] / steady[BARE_SERVICE], "", None)],
+                            memory_floors(steady, peak[THUMBOR]) if kind == "pss" else []))
     return rows
+
+
+def memory_floors(footprint: dict[str, float], thumbor_peak: float) -> list[tuple[str, float, bool]]:
+    """The memory goal (at most thumbor's peak) held to bare pyvips and the bare service."""
+    return [(f"{label}/thumbor peak", footprint[name] / thumbor_peak, footprint[name] <= thumbor_peak)
+            for name, label in ((BARE_PYVIPS, "bare"), (BARE_SERVICE, "service"))]
+
+
+def verdicts(rows: list[Row]) -> str:
+    """The goals the node misses in this run, each held to the stack alone (see `Row.verdict`)."""
+    lines = [verdict for row in rows if (verdict := row.verdict())]
+    if not lines:
+        return "Every goal met."
+    return ("Goals missed in this run, each held to the bare baselines (the bare Tornado service: Tornado, one "
+            "hand-off to a libvips render as the node's, no cache; bare pyvips):\n\n" + "\n".join(lines))
 
 
 def engine_section(costs: dict[tuple[str, str], float], throughput, loads) -> str:
@@ -1083,6 +1127,8 @@ def main() -> int:
 {''.join(f'- Cut short: {note}.{chr(10)}' for note in bench.cut_short)}
 {table(rows)}
 
+{verdicts(rows)}
+
 ![chart](compare{suffix}.png)
 {engine_text}"""
     md.write_text(text)
@@ -1090,7 +1136,7 @@ def main() -> int:
     print(text)
     if not args.quick and not args.only:
         update_readme(f"Measured by `benchmarks/compare.py` on {about['cpu']}, {when}; {load}; "
-                      f"[the full table and chart](benchmarks/results/compare.md).\n\n{table(rows)}")
+                      f"[the full table and chart](benchmarks/results/compare.md).\n\n{table(rows)}\n\n{verdicts(rows)}")
     print(f"wrote {md} and {png}")
     return 0
 

@@ -14,7 +14,7 @@ import pyvips
 from benchmarks import engines
 from benchmarks.baselines import BARE_SERVICE_SERVER
 from benchmarks.common import ForkedServer
-from benchmarks.compare import process_tree, tree_cpu, tree_pss, tree_rss, unique_jpeg, wrk_latency
+from benchmarks.compare import Row, process_tree, tree_cpu, tree_pss, tree_rss, unique_jpeg, verdicts, wrk_latency
 from edge.transform.render import ImageHeader, jpeg_shrink
 from tests.imagecorpus import photo_jpeg
 
@@ -37,6 +37,27 @@ Transfer/sec:     19.03MB
 def test_wrk_percentiles_are_read_in_milliseconds_whatever_wrk_prints():
     assert wrk_latency(WRK_OUTPUT, "50%") == 0.812
     assert wrk_latency(WRK_OUTPUT, "99%") == 1200.0
+
+
+def test_a_missed_goal_is_held_to_the_stack_alone_and_says_whose_the_gap_is():
+    stack_misses = Row("cold miss, 1 MP", {}, [("node/bare", 1.48, "≤ 1.1", False), ("node/service", 1.23, "", None)],
+                       [("service/bare", 1.20, False)])
+    stack_meets = Row("miss, JPEG", {},
+                      [("node/bare", 1.07, "≥ 0.95", True), ("node/thumbor", 0.9, "≥ 1.2", False)],
+                      [("service/thumbor", 1.25, True), ("bare/thumbor", 0.84, False)])
+    met = Row("cache hit", {}, [("node/Tornado req/s", 1.28, "≥ 0.9", True)], [("service/x", 0.5, False)])
+    assert stack_misses.verdict() == (
+        "- cold miss, 1 MP: node/bare 1.48 (goal ≤ 1.1); the stack alone misses it too (service/bare 1.20 ✗): "
+        "out of reach of the least service built on Tornado and libvips; the node's own work on top: "
+        "node/service 1.23.")
+    assert stack_meets.verdict() == (
+        "- miss, JPEG: node/thumbor 0.90 (goal ≥ 1.2); the stack alone meets it (service/thumbor 1.25 ✓, "
+        "bare/thumbor 0.84 ✗): the gap is the node's own work.")
+    assert met.verdict() is None
+    assert verdicts([met]) == "Every goal met."
+    assert verdicts([met, stack_misses]).endswith(stack_misses.verdict())
+    assert stack_meets.ratio_text().endswith(
+        "; stack alone: service/thumbor **1.25** ✓; stack alone: bare/thumbor **0.84** ✗")
 
 
 def test_unique_copies_differ_in_bytes_and_decode_to_the_same_pixels():
