@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.log import gen_log
 
 from .config import ServerSettings
 
@@ -281,8 +282,13 @@ class EdgeHTTPServer(HTTPServer):
         paused.append(loop.call_later(ACCEPT_PAUSE_SECONDS, resume))
 
 
+#: why a request's framing is faulty (`_Limited.headers_received`), its 400's body and log line
+_FAULTY_FRAMING = "Transfer-Encoding in an HTTP/1.0 request"
+
+
 class _Limited(httputil.HTTPMessageDelegate):
-    """Applies the per-path body limit once the request line is known, before the body is read."""
+    """Applies the per-path body limit once the request line is known, before the body is read, and
+    refuses a request whose framing is faulty."""
 
     def __init__(self, delegate: httputil.HTTPMessageDelegate, request_conn, server: EdgeHTTPServer,
                  state: _ConnectionState | None):
@@ -290,10 +296,27 @@ class _Limited(httputil.HTTPMessageDelegate):
         self._request_conn = request_conn
         self._server = server
         self._state = state
+        self._refused = False
 
     def headers_received(self, start_line, headers):
         if self._state is not None:
             self._state.busy = True
+        if start_line.version == "HTTP/1.0" and "Transfer-Encoding" in headers:
+            # RFC 9112 6.1: HTTP/1.0 has no chunked framing, so the message's is faulty. Tornado would
+            # read a chunked body and keep the connection: a front end framing the message as 1.0
+            # would see another request in that body (smuggling). A 400, and the connection closed
+            # (nginx's answer too; Tornado closes after a response finished before the request's body
+            # was read); the application never sees the request.
+            self._refused = True
+            gen_log.info("Malformed HTTP message from %s: %s", self._request_conn.context, _FAULTY_FRAMING)
+            headers.pop("Connection", None)  # else Tornado answers a 1.0 keep-alive `Connection: Keep-Alive`
+            self._request_conn.write_headers(
+                httputil.ResponseStartLine("HTTP/1.1", 400, "Bad Request"),
+                httputil.HTTPHeaders({"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store",
+                                      "Content-Length": str(len(_FAULTY_FRAMING) + 1), "Connection": "close"}),
+                _FAULTY_FRAMING.encode() + b"\n")
+            self._request_conn.finish()
+            return None
         settings = self._server.settings
         start_line = origin_form(start_line, headers)
         path = start_line.path.split("?", 1)[0]
@@ -304,12 +327,14 @@ class _Limited(httputil.HTTPMessageDelegate):
         return self._delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk):
-        return self._delegate.data_received(chunk)
+        return None if self._refused else self._delegate.data_received(chunk)
 
     def finish(self) -> None:
-        self._delegate.finish()
+        if not self._refused:
+            self._delegate.finish()
 
     def on_connection_close(self) -> None:
         if self._state is not None:
             self._state.busy = False
-        self._delegate.on_connection_close()
+        if not self._refused:  # the application's delegate never had the request's headers
+            self._delegate.on_connection_close()

@@ -189,6 +189,26 @@ async def test_malformed_requests_log_one_line_without_what_the_client_sent(tmp_
     assert len(lines) == 1 and lines[0].endswith("Malformed HTTP message from 127.0.0.1: Invalid header value\n"), lines
 
 
+async def test_an_http_1_0_request_with_transfer_encoding_is_refused_and_its_connection_closed(tmp_path):
+    """RFC 9112 6.1: HTTP/1.0 has no chunked framing. Read as chunked on a kept-alive connection, the
+    body below would carry a request a front end framing the message as 1.0 never saw (smuggling)."""
+    node = NodeProcess(write_config(tmp_path, local_config()))
+    try:
+        inner = b"GET /_edge/ready HTTP/1.0\r\nHost: smuggled\r\n\r\n"
+        answer = await exchange(node.url, b"GET /_edge/health HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n"
+                                b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner)
+                                + b"GET /_edge/health HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")  # one answer, then the connection closed
+        assert status(answer) == 400 and b"Connection: close" in head and b"HTTP/1.1 200" not in answer
+        assert body == b"Transfer-Encoding in an HTTP/1.0 request\n"
+        kept = await exchange(node.url, b"GET /_edge/health HTTP/1.0\r\nHost: a\r\n\r\n")
+        assert status(kept) == 200 and kept.endswith(b"ok\n")  # the node serves on; 1.1 chunked bodies are not this
+    finally:
+        assert node.stop() == 0
+    log = "".join(node.log)
+    assert "Traceback" not in log and "Transfer-Encoding in an HTTP/1.0 request" in log
+
+
 def test_the_client_noise_filter_counts_what_it_left_out():
     import logging
 
