@@ -122,6 +122,17 @@ class SendMemoryExhausted(Overloaded):
     """Answering would take the process's bytes of large bodies being sent over `[server] send_memory` (503)."""
 
 
+class ShuttingDown(EdgeError):
+    """The worker is stopping and the request was still in progress at the end of `[server]
+    shutdown_grace` (503 with Retry-After: another worker, or the node restarted, will answer it)."""
+
+    status = 503
+    kind = "shutting_down"
+
+    def __init__(self) -> None:
+        super().__init__("node shutting down, retry", headers={"Retry-After": "1"})
+
+
 class FlightTimeout(EdgeError):
     """Waited longer than the request producing the same image may legitimately take (504)."""
 

@@ -17,7 +17,10 @@ has no setting for:
   long is dropped by the kernel (`TCP_USER_TIMEOUT`, set on the listening sockets and inherited by
   every accepted one: no per-request cost). Without it a client that stops reading holds its
   response's bytes, and its connection slot, for as long as it likes;
-- `drain()`: stop accepting, close idle connections, let requests in progress finish (bounded);
+- `drain()`: stop accepting, close idle connections, let requests in progress finish (bounded), then
+  have those still in progress answered (503) rather than cut;
+- an HTTP/1.0 request with `Transfer-Encoding` (faulty framing: a smuggling vector) answered 400 and
+  its connection closed;
 - an absolute-form request target (`GET http://img.example.com/tr:w-300/a.jpg HTTP/1.1`, which a
   server must accept, RFC 9112 3.2.2) made the origin-form one (`/tr:w-300/a.jpg`) with its
   authority as the `Host` (the RFC: the target's authority replaces the Host header), before the hit
@@ -59,6 +62,9 @@ _DISCARD_BYTES = 64 * 1024
 #: how often connections waiting too long for a request's headers are looked for and closed: a
 #: deadline is kept to within this (or a quarter of the shortest timeout, if shorter)
 SWEEP_SECONDS = 1.0
+
+#: how long the 503s that end a drain (`EdgeHTTPServer.drain`) have to go out before their connections are closed
+GIVE_UP_SECONDS = 1.0
 
 #: the paths of `edge.server.make_app` that take a request body
 ADMIN_PATHS = ("/_edge/purge",)
@@ -208,10 +214,11 @@ class EdgeHTTPServer(HTTPServer):
         self._states.pop(server_conn.stream, None)
         super().on_close(server_conn)
 
-    async def drain(self, grace: float) -> None:
+    async def drain(self, grace: float, give_up: Callable[[], int] = lambda: 0) -> None:
         """Stop accepting; close connections idle between requests; let the others finish their
         request (a new connection its first one: it may have been accepted a moment ago) for at most
-        `grace` seconds; then close what is left."""
+        `grace` seconds; then `give_up()` (it answers what it can of the requests left, and says how
+        many), a moment for those answers to go out, and close what is left."""
         self.stop()
         self._draining = True
         idle = [stream for stream, state in self._states.items() if state.between_requests]
@@ -219,12 +226,20 @@ class EdgeHTTPServer(HTTPServer):
                  sum(state.busy for state in self._states.values()), len(idle))
         for stream in idle:
             stream.close()
-        deadline = time.monotonic() + grace
-        while self._states and time.monotonic() < deadline:  # each closes after its request
-            await asyncio.sleep(0.05)
+        await self._closed_within(grace)
         if self._states:
-            log.warning("%d connection(s) still open after %gs; closing them", len(self._states), grace)
+            answered = give_up()
+            log.warning("%d connection(s) still open after %gs; %d answered 503, closing them", len(self._states),
+                        grace, answered)
+            if answered:
+                await self._closed_within(GIVE_UP_SECONDS)
         await self.close_all_connections()
+
+    async def _closed_within(self, seconds: float) -> None:
+        """Wait until every connection is closed (each closes after its request), at most `seconds`."""
+        deadline = time.monotonic() + seconds
+        while self._states and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     # -- accepting ------------------------------------------------------------------------------
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:

@@ -20,7 +20,8 @@ from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, CacheHealth
 from .config import Config
-from .errors import EdgeError, NothingToServe, SendMemoryExhausted, StartupError, Unauthorized, one_line
+from .errors import (EdgeError, NothingToServe, SendMemoryExhausted, ShuttingDown, StartupError, Unauthorized,
+                     one_line)
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
@@ -118,6 +119,8 @@ class Node:
         #: image requests being answered by this process; sampled into the gauge (an mmap write
         #: per request and per answer is a measurable part of a cache hit)
         self.inflight = 0
+        #: the image requests awaiting the pipeline, which `give_up_serving` answers 503
+        self.serving: set[ImageHandler] = set()
         self.large_bodies = LargeBodies(config.server.send_memory)
         self._readiness: asyncio.Future[tuple[bool, str]] | None = None  # the last check (`readiness`)
         self._readiness_at = 0.0
@@ -157,6 +160,14 @@ class Node:
         for flight in self.flights.values():
             flight.close()
         self.caches.close()
+
+    def give_up_serving(self) -> int:
+        """Answer every image request still awaiting the pipeline `503 node shutting down` (the
+        worker's drain is over); how many there were."""
+        handlers = list(self.serving)
+        for handler in handlers:
+            handler.give_up()
+        return len(handlers)
 
     async def settle(self) -> None:
         """Wait (bounded) until the results already answered are stored."""
@@ -298,6 +309,7 @@ class ImageHandler(BaseHandler):
     #: the task answering this request while it awaits the pipeline (cancelled if the client goes away)
     _serving: asyncio.Task | None = None
     _client_gone = False
+    _given_up = False
 
     async def get(self) -> None:
         await self._serve()
@@ -313,6 +325,12 @@ class ImageHandler(BaseHandler):
             self._client_gone = True
             self._serving.cancel()  # the flight goes on if other requests wait for the same work
 
+    def give_up(self) -> None:
+        """Stop awaiting the pipeline and answer 503 (`Node.give_up_serving`)."""
+        if self._serving is not None:
+            self._given_up = True
+            self._serving.cancel()
+
     def on_finish(self) -> None:
         self.node.inflight -= 1
         count_image_answer(self.node.metrics, self.endpoint_label, self.get_status(), self.cache_result,
@@ -323,6 +341,7 @@ class ImageHandler(BaseHandler):
         call = ImageCall(self.request.host, self.request.uri, self._query("tr"), header_value(headers, "Accept"),
                          headers)
         self._serving = task = asyncio.current_task()
+        self.node.serving.add(self)
         try:
             served = await self.node.pipeline.serve(call)
         except asyncio.CancelledError:
@@ -330,9 +349,14 @@ class ImageHandler(BaseHandler):
                 task.uncancel()
                 self.set_status(CLIENT_CLOSED_REQUEST, "Client Closed Request")
                 return
+            if self._given_up:  # our own cancel too: the worker is stopping
+                task.uncancel()
+                self._send_error(ShuttingDown())
+                return
             raise
         finally:
             self._serving = None
+            self.node.serving.discard(self)
         self.endpoint_label, self.cache_result = served.endpoint, served.cache
         if served.error is not None:
             self._send_error(served.error)

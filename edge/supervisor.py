@@ -376,7 +376,7 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
         os.write(ready_fd, b"1")
         os.close(ready_fd)
         await stopping.wait()
-        await server.drain(config.server.shutdown_grace)
+        await server.drain(config.server.shutdown_grace, node.give_up_serving)
         if beating is not None:
             beating.cancel()
         if config.server.memory_trim:

@@ -132,6 +132,31 @@ async def test_sigterm_lets_a_slow_request_finish_and_exits_0(tmp_path):
         await origin.stop()
 
 
+async def test_a_request_still_in_progress_when_the_grace_ends_is_answered_503_not_cut(tmp_path):
+    origin = await HTTPOrigin(files={"slow.jpg": (SAMPLES / "coffee.jpg").read_bytes()}).start()
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url, before='[server]\nshutdown_grace = "1s"\n')))
+    try:
+        origin.behaviour.hold = asyncio.Event()  # never set: the origin answers when the test ends
+        request = asyncio.ensure_future(AsyncHTTPClient().fetch(node.url + "/tr:w-50/slow.jpg", raise_error=False,
+                                                              request_timeout=30))
+
+        async def reached_the_origin() -> bool:
+            return origin.requests["slow.jpg"] > 0
+
+        await until(reached_the_origin, "the request reaching the origin")
+        node.process.send_signal(signal.SIGTERM)
+        response = await request
+        assert response.code == 503 and response.headers["Retry-After"] == "1"
+        assert response.headers["X-Edge-Error"] == "shutting_down" and response.body == b"node shutting down, retry\n"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert await asyncio.to_thread(node.process.wait, 30) == 0
+        assert any("1 answered 503" in line for line in node.log)
+    finally:
+        origin.behaviour.hold.set()
+        node.stop()
+        await origin.stop()
+
+
 def test_a_supervisor_that_gives_up_exits_non_zero(tmp_path):
     """Workers that keep dying (killed here, more often than MAX_RESTARTS_IN_WINDOW) stop the node with 1."""
     node = NodeProcess(write_config(tmp_path, local_config()))
