@@ -110,8 +110,9 @@ TRANSFORMATION_MEMO_SIZE = 1024
 #: again: the same work on the same original would end the same way, and each try holds a render
 #: thread (and ~20 s of CPU) for the whole deadline
 TIMED_OUT_SECONDS = 600.0
-#: outputs remembered so, per process; the oldest are forgotten first
-TIMED_OUT_KEYS = 4096
+#: outputs remembered so (and those answered 422, for `not_found_ttl`), per process; the oldest are
+#: forgotten first
+FAILED_KEYS = 4096
 
 
 @dataclass(slots=True)  # not frozen: built on every plan memo miss
@@ -191,8 +192,10 @@ class Pipeline:
         #: (endpoint, `tr:` text, `?tr=` text, named only) → the transformation and its canonical text
         self._transformations: OrderedDict[tuple[str, str | None, str | None, bool],
                                            tuple[Transformation, str]] = OrderedDict()
-        #: output key → until when its render is known to pass the deadline (`TIMED_OUT_SECONDS`)
-        self._timed_out: OrderedDict[str, float] = OrderedDict()
+        #: output key → until when it is answered without fetching or rendering, and with what: a
+        #: render that passed the deadline (`TIMED_OUT_SECONDS`), an original no image could be made of
+        #: (`not_found_ttl`: dropped from the originals tier, it would be fetched again per request)
+        self._failed: OrderedDict[str, tuple[float, type[RenderTimedOut | UnprocessableSource]]] = OrderedDict()
         #: originals no image could be made of, being dropped from the originals tier
         self._forgetting: set[asyncio.Future] = set()
 
@@ -329,6 +332,9 @@ class Pipeline:
             cached = await self._shared.get(job.key)
             if cached is not None and self._originals.is_fresh(cached.source):
                 return cached, "shared"
+        until, error = self._failed.get(job.key, (0.0, None))
+        if error is not None and until > time.monotonic():
+            raise error()
         original, key = await self._original(job, looked_up)
         stand_in = key != job.original_key
         overlays = await self._overlays(job)
@@ -336,21 +342,23 @@ class Pipeline:
             source = await self._source_of(original, overlays, stand_in)
             if cached.source.version == source.version and cached.stand_in == stand_in:
                 return cached.confirmed(source), "miss"  # the original and the layers' are unchanged: so is the output
-        if self._timed_out.get(job.key, 0.0) > time.monotonic():
-            raise RenderTimedOut()
         try:
             return await self._render(job, original, overlays, stand_in), "miss"
         except UnprocessableSource:
             forgetting = asyncio.ensure_future(self._originals.forget_unusable(key, original))
             self._forgetting.add(forgetting)  # held until done: the loop keeps only a weak reference
             forgetting.add_done_callback(self._forgetting.discard)
+            self._remember_failure(job.key, UnprocessableSource, self._config.cache.not_found_ttl)
             raise
         except RenderTimedOut:
-            self._timed_out[job.key] = time.monotonic() + TIMED_OUT_SECONDS
-            self._timed_out.move_to_end(job.key)  # a key that had expired is the newest again
-            if len(self._timed_out) > TIMED_OUT_KEYS:
-                self._timed_out.popitem(last=False)
+            self._remember_failure(job.key, RenderTimedOut, TIMED_OUT_SECONDS)
             raise
+
+    def _remember_failure(self, key: str, error: type[RenderTimedOut | UnprocessableSource], seconds: float) -> None:
+        self._failed[key] = (time.monotonic() + seconds, error)
+        self._failed.move_to_end(key)  # a key that had expired is the newest again
+        if len(self._failed) > FAILED_KEYS:
+            self._failed.popitem(last=False)
 
     async def _keep(self, key: str, produced: tuple[CachedOutput, str]) -> None:
         """Store what the flight produced: after the response, never on its critical path."""

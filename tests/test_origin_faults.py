@@ -198,3 +198,20 @@ async def test_bytes_no_image_could_be_made_of_are_not_kept(node_factory, tmp_pa
         assert origin.requests["photo.jpg"] == 2
     finally:
         await origin.stop()
+
+
+async def test_a_url_answered_422_is_answered_so_without_fetching_again_for_not_found_ttl(node_factory, tmp_path):
+    """Its original is dropped from the originals tier (above): without the memory every request for
+    the URL would download the whole original again, an amplifier of the origin's egress."""
+    origin = await HTTPOrigin(files={"photo.jpg": BIG[:len(BIG) // 2]}).start()
+    try:
+        node = await node_factory(write_config(tmp_path, web_config(origin.url)))
+        for _ in range(5):
+            response = await node.fetch("/tr:w-100/photo.jpg")
+            assert (response.code, response.body) == (422, b"unsupported or corrupt source image\n")
+        assert origin.requests["photo.jpg"] == 1
+        origin.files["photo.jpg"] = BIG  # another URL of the original is not held to it
+        response = await node.fetch("/tr:w-50/photo.jpg")
+        assert response.code == 200 and decode(response).width == 50 and origin.requests["photo.jpg"] == 2
+    finally:
+        await origin.stop()
