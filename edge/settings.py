@@ -6,11 +6,13 @@ error reads the same way and secrets are wrapped in `Secret` the moment they are
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote, quote_plus
 
 from .errors import ConfigError
 
@@ -31,7 +33,8 @@ REDACTED_MIN_CHARS = 6
 
 class Secret:
     """A credential from the config. Prints as `****`; only `reveal()` gives the value. Every one made
-    is remembered, so that `redact` can mask it wherever a message quotes it."""
+    is remembered, so that `redact` can mask it wherever a message quotes it, as it is or escaped
+    (`_written_as`)."""
 
     __slots__ = ("_value",)
     _every: ClassVar[set[str]] = set()
@@ -39,7 +42,7 @@ class Secret:
     def __init__(self, value: str):
         self._value = value
         if len(value) >= REDACTED_MIN_CHARS:
-            Secret._every.add(value)
+            Secret._every.update(_written_as(value))
 
     def reveal(self) -> str:
         return self._value
@@ -55,6 +58,14 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def _written_as(value: str) -> set[str]:
+    """The ways a log line may write `value`: as it is, in a Python repr (a traceback's locals or an
+    exception's arguments), percent-encoded (a URL); and each of those escaped in JSON (the JSON log
+    format escapes quotes, backslashes and non-ASCII)."""
+    forms = {value, repr(value)[1:-1], quote(value, safe=""), quote(value), quote_plus(value)}
+    return forms | {json.dumps(form)[1:-1] for form in forms}
 
 
 def redact(text: str) -> str:

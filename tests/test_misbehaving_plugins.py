@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import time
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -19,6 +20,7 @@ from edge.errors import ConfigError, StartupError
 from edge.logs import configure_logging
 from edge.origin import Original, OriginRequest
 from edge.pluginmanager import load_plugins
+from edge.settings import Secret
 from edge.testing import image_size, photo_image
 from tests.nodes import SAMPLES, write_config
 
@@ -233,6 +235,25 @@ def test_the_logs_mask_the_configs_credentials_tracebacks_included(tmp_path, cap
     if log_format == "json":
         line = json.loads(written.strip().splitlines()[-1])
         assert "ValueError: a plugin quoting key=****" in line["traceback"]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_credential_is_masked_however_a_line_escapes_it(capsys, log_format):
+    """Quotes, backslashes and non-ASCII come out escaped in the JSON format and in a repr, and a URL
+    carries a credential percent-encoded: each of those forms of it is masked too."""
+    secret = 'pa"ss\\wörd/+ key'
+    Secret(secret)
+    configure_logging("info", log_format)
+    try:
+        logging.getLogger("edge.origin").warning("as it is %s, repr %r, in a URL %s and %s", secret, secret,
+                                                 quote(secret, safe=""), quote_plus(secret))
+        written = capsys.readouterr().err
+    finally:
+        configure_logging("info", "text")
+    message = json.loads(written)["message"] if log_format == "json" else written.rstrip("\n")
+    assert message.endswith("as it is ****, repr '****', in a URL **** and ****")
+    for form in (secret, json.dumps(secret)[1:-1], repr(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)):
+        assert form not in written, form
 
 
 @pytest.mark.parametrize("length", [999, 60_000])
