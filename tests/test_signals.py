@@ -110,17 +110,34 @@ async def test_sighup_says_which_changes_need_a_restart_and_applies_the_rest(tmp
         assert node.stop() == 0
 
 
-async def test_sigterm_lets_a_slow_request_finish_and_exits_0(tmp_path):
+async def held_request(tmp_path, before: str = "") -> tuple[HTTPOrigin, NodeProcess, asyncio.Future]:
+    """A node whose web origin holds its answer (until `origin.behaviour.hold` is set), and a request
+    for an image of it, once it has reached the origin."""
     origin = await HTTPOrigin(files={"slow.jpg": (SAMPLES / "coffee.jpg").read_bytes()}).start()
-    node = NodeProcess(write_config(tmp_path, web_config(origin.url)))
+    origin.behaviour.hold = asyncio.Event()
     try:
-        origin.behaviour.hold = asyncio.Event()
-        request = asyncio.ensure_future(AsyncHTTPClient().fetch(node.url + "/tr:w-50/slow.jpg", raise_error=False,
-                                                              request_timeout=30))
-        async def reached_the_origin() -> bool:
-            return origin.requests["slow.jpg"] > 0
+        node = NodeProcess(write_config(tmp_path, web_config(origin.url, before=before)))
+    except BaseException:
+        await origin.stop()
+        raise
+    request = asyncio.ensure_future(AsyncHTTPClient().fetch(node.url + "/tr:w-50/slow.jpg", raise_error=False,
+                                                          request_timeout=30))
 
+    async def reached_the_origin() -> bool:
+        return origin.requests["slow.jpg"] > 0
+
+    try:
         await until(reached_the_origin, "the request reaching the origin")
+    except BaseException:
+        node.stop()
+        await origin.stop()
+        raise
+    return origin, node, request
+
+
+async def test_sigterm_lets_a_slow_request_finish_and_exits_0(tmp_path):
+    origin, node, request = await held_request(tmp_path)
+    try:
         node.process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(node.wait_for_log, r"draining: 1 request\(s\) in progress", 10)
         origin.behaviour.hold.set()
@@ -133,17 +150,8 @@ async def test_sigterm_lets_a_slow_request_finish_and_exits_0(tmp_path):
 
 
 async def test_a_request_still_in_progress_when_the_grace_ends_is_answered_503_not_cut(tmp_path):
-    origin = await HTTPOrigin(files={"slow.jpg": (SAMPLES / "coffee.jpg").read_bytes()}).start()
-    node = NodeProcess(write_config(tmp_path, web_config(origin.url, before='[server]\nshutdown_grace = "1s"\n')))
-    try:
-        origin.behaviour.hold = asyncio.Event()  # never set: the origin answers when the test ends
-        request = asyncio.ensure_future(AsyncHTTPClient().fetch(node.url + "/tr:w-50/slow.jpg", raise_error=False,
-                                                              request_timeout=30))
-
-        async def reached_the_origin() -> bool:
-            return origin.requests["slow.jpg"] > 0
-
-        await until(reached_the_origin, "the request reaching the origin")
+    origin, node, request = await held_request(tmp_path, '[server]\nshutdown_grace = "1s"\n')
+    try:  # the origin holds its answer until the test ends
         node.process.send_signal(signal.SIGTERM)
         response = await request
         assert response.code == 503 and response.headers["Retry-After"] == "1"
