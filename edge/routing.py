@@ -2,8 +2,8 @@
 
 Order: a `Host` that an endpoint owns selects it (no identifier in the path); otherwise a first path
 segment equal to an endpoint identifier; otherwise the default endpoint (`id = ""`). The next
-segment, if it starts with `tr:`, is the transformation. The rest is the path, percent-decoded once;
-a path with a `.` or `..` segment is not found, whatever the origin.
+segment, if it starts with `tr:`, is the transformation. The rest is the path, percent-decoded once,
+its leading slashes dropped; a path with a `.` or `..` segment is not found, whatever the origin.
 
 On an endpoint with a `private_key`, the URL's signature is checked right after the endpoint is
 known, before anything is looked up (`edge.signing`): a 401 never depends on what is cached.
@@ -90,7 +90,8 @@ class Router:
         if segments and (first := _decode(segments[0])).startswith("tr:"):
             transformation = first[3:]
             segments = segments[1:]
-        path = _decode("/".join(segments))
+        # leading slashes name nothing (ImageKit's docs sign `encodeURIComponent("/a.jpg")`: `%2Fa.jpg`)
+        path = _decode("/".join(segments)).lstrip("/")
         if not path and not allow_empty_path:
             raise NothingToServe("not found")
         delimited = f"/{path}/"

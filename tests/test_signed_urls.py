@@ -109,6 +109,14 @@ async def test_sdk_signed_urls_are_served(node, position):
                 assert await served_width(node, url, host_header) == (width or 600), url
 
 
+async def test_a_path_encoded_whole_as_imagekit_advises_is_served(node):
+    """ImageKit's signed-URL docs sign `encodeURIComponent("/image.jpg")`: the path starts `%2F`."""
+    base = "https://node.example.test/signed"
+    url = sdk_url(base, f"{base}/%2Fcoffee.jpg", width=100)
+    assert "/signed/%2Fcoffee.jpg?tr=w-100&ik-s=" in url
+    assert await served_width(node, url) == 100
+
+
 async def test_a_transformation_in_the_path_and_the_query_together(node):
     url = sdk_url("https://node.example.test/signed", "/coffee.jpg", width=100, position="path",
                   query_parameters={"tr": "rt-90", "v": "2"})
