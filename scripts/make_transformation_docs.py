@@ -278,7 +278,9 @@ SECTIONS = (
                 Example("w-240,ar-16-9", "astronaut.jpg"),
                 Example("h-160,ar-1-2", "coffee.jpg"),
             )),
-    Section("`dpr`: device pixel ratio", "Multiplies `w` and `h` (0.1–5); needs one of them.", (
+    Section("`dpr`: device pixel ratio", "Multiplies `w` and `h` (0.1–5); needs one of them. When that would "
+            "make a side larger than 5000 px (or smaller than 1 px), the `dpr` is not applied and `w`/`h` are used "
+            "as given, as ImageKit does: `w-3000,dpr-2` is 3000 px wide.", (
                 Example("w-100,dpr-2", "chelsea.jpg", "200 px wide"),
             )),
     Section("Client hints", CLIENT_HINTS, (

@@ -25,6 +25,7 @@ JPEG_CASES = [
     ("w-300,h-300", (300, 300), "jpg", None),
     ("w-300,ar-16-9", (300, 169), "jpg", "top_left"),
     ("w-150,dpr-2", (300, 200), "jpg", "top_left"),
+    ("w-3000,dpr-2", (3000, 2004), "jpg", "top_left"),  # over 5000 px with it: dpr is not applied (ImageKit)
     ("w-300,h-100,c-force", (300, 100), "jpg", "top_left"),
     ("w-300,h-300,c-at_max", (300, 200), "jpg", "top_left"),
     ("w-6000,h-300,c-at_max_enlarge", (449, 300), "jpg", "top_left"),

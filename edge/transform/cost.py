@@ -44,7 +44,7 @@ from ..config import Defaults, Limits
 from ..errors import BadRequest
 from .colours import Blurred
 from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, SMALLEST, final_formats
-from .geometry import check_side, target_box, with_sizes
+from .geometry import check_side, target_box, times_dpr, with_sizes
 from .layers import CANVAS, Layer
 from .options import DEFAULT_STEP, Step, Transformation
 
@@ -282,9 +282,9 @@ def _box(step: Step, size: Size) -> Size:
     width, height = size
     if width and height:
         return target_box(step, width, height)
-    def pixels(value: float | None) -> int | None:
-        return None if value is None or value < 1 else max(1, round(value * step.dpr))
-    return pixels(step.width), pixels(step.height)
+    def pixels(value: float | None) -> float | None:
+        return None if value is None or value < 1 else value
+    return times_dpr(pixels(step.width), pixels(step.height), step.dpr)
 
 
 def _megapixels(size: Size) -> float:

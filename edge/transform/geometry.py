@@ -20,6 +20,8 @@ from .options import Expression, Step
 
 Size = pyvips.enums.Size
 WHITE: RGBA = (255, 255, 255, 255)
+#: the largest side a `dpr` may make: beyond it the `dpr` is not applied (ImageKit's rule, `times_dpr`)
+DPR_MAX_SIDE = 5000
 #: pixels of the reduced copy on which `trim` finds its box and `fo-auto` its most interesting point
 _SEARCH_PIXELS = 1_000_000
 TRANSPARENT: RGBA = (0, 0, 0, 0)
@@ -87,9 +89,16 @@ def target_box(step: Step, width: int, height: int) -> tuple[int | None, int | N
             box_h = round(box_w / ratio)
         elif box_w is None:
             box_w = round(box_h * ratio)
-    def scaled(side: int | None) -> int | None:
-        return None if side is None else max(1, round(side * step.dpr))
-    return scaled(box_w), scaled(box_h)
+    return times_dpr(box_w, box_h, step.dpr)
+
+
+def times_dpr(box_w: float | None, box_h: float | None, dpr: float) -> tuple[int | None, int | None]:
+    """The box times `dpr`, unless that makes a side larger than `DPR_MAX_SIDE` or under 1 px: then
+    the box as given, ImageKit's rule (`w-3000,dpr-2` is 3000 px wide there, not 6000)."""
+    scaled = [None if side is None else side * dpr for side in (box_w, box_h)]
+    if dpr != 1 and any(side is not None and not 1 <= side <= DPR_MAX_SIDE for side in scaled):
+        scaled = [box_w, box_h]
+    return tuple(None if side is None else max(1, round(side)) for side in scaled)
 
 
 def focus_offset(focus: str, excess_x: int, excess_y: int) -> tuple[int, int]:
