@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache.caches import NOT_FOUND_BUDGET
+from .cache.keys import original_of
 from .config import Config
 
 #: tier name → its folder under `[cache] dir` (as `edge.cache.Caches` lays them out; pinned by a test)
@@ -68,9 +69,8 @@ def top_originals(folder: Path, count: int) -> list[tuple[str, str, str | None, 
     outputs: Counter[str] = Counter()
     try:
         for (key,) in connection.execute("SELECT key FROM Cache WHERE raw = 1"):
-            if isinstance(key, str):
-                # the original's key, then transformation \0 format (see edge.cache.keys), neither with a \0
-                outputs[key.rsplit("\0", 2)[0]] += 1
+            if isinstance(key, str) and (original := original_of(key)) is not None:  # else an earlier release's
+                outputs[original] += 1
     finally:
         connection.close()
     found = []

@@ -37,6 +37,8 @@ def solid(width: int, height: int, rgb: list[int], alpha: int | None = None) -> 
 def files() -> dict[str, bytes]:
     return {"base.png": solid(400, 300, BLUE).pngsave_buffer(),
             "logo.png": solid(50, 40, RED, alpha=255).pngsave_buffer(),
+            # a 30×30 red mark in 20 px of transparent margin
+            "padded.png": solid(30, 30, RED, alpha=255).embed(20, 20, 70, 70).pngsave_buffer(),
             "brand/mark.png": solid(20, 20, GREEN).pngsave_buffer(),
             "page.png": b"<html>not an image</html>"}
 
@@ -100,6 +102,25 @@ async def test_image_layers_as_the_sdk_writes_them(node):
 
     cut_out = await image(node, overlay(layer_mode="cutout") + "?tr=f-png")
     assert cut_out.hasalpha() and cut_out(200, 150)[3] == 0 and cut_out(5, 5)[3] == 255
+
+
+async def test_an_image_layer_is_trimmed_unless_it_says_t_false(node):
+    """ImageKit trims an overlay image (its borders of one colour) before placing it, by default."""
+    trimmed = await image(node, "/tr:l-image,i-padded.png,lx-0,ly-0,l-end/base.png")
+    assert near(at(trimmed, 2, 2), RED) and near(at(trimmed, 28, 28), RED) and near(at(trimmed, 32, 32), BLUE)
+    kept = await image(node, "/tr:l-image,i-padded.png,lx-0,ly-0,t-false,l-end/base.png")
+    assert near(at(kept, 2, 2), BLUE) and near(at(kept, 22, 22), RED) and near(at(kept, 52, 52), BLUE)
+    assert (await node.fetch("/tr:t-false,w-100/base.png")).code == 200  # nothing to switch off: no trim
+
+
+async def test_a_layer_placed_beyond_the_image_is_moved_to_fit_within_it(node):
+    """ImageKit: an `lx`/`ly` beyond the image is adjusted to fit; the layer is not lost."""
+    beyond = await image(node, "/tr:l-image,i-logo.png,lx-450,ly-1000,l-end/base.png")  # 50×40 on 400×300
+    assert near(at(beyond, 399, 299), RED) and near(at(beyond, 351, 261), RED) and near(at(beyond, 348, 258), BLUE)
+    far_beyond = await image(node, "/tr:l-image,i-logo.png,lx-N500,ly-N10,l-end/base.png")
+    assert near(at(far_beyond, 0, 300 - 11), RED) and near(at(far_beyond, 49, 300 - 49), RED)
+    within = await image(node, "/tr:l-image,i-logo.png,lx-380,ly-0,l-end/base.png")  # partly out: clipped
+    assert near(at(within, 399, 5), RED) and near(at(within, 379, 5), BLUE)
 
 
 async def test_canvas_and_text_layers(node):

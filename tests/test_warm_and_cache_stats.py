@@ -132,3 +132,11 @@ def test_the_tier_folders_are_where_the_node_keeps_them(tmp_path):
         assert {tier.name: tier.directory.name for tier in caches.tiers} == TIER_FOLDERS
     finally:
         caches.close()
+
+
+def test_an_output_key_names_its_original_whatever_follows_and_only_in_this_render_version():
+    from edge.cache.keys import RENDER_VERSION, original_key, original_of, output_key
+    assert original_of(output_key(original_key("e", "a/b.jpg", None), "w-300", "avif", "w600")) == "e\0a/b.jpg"
+    assert original_of(output_key(original_key("", "b.jpg", "img.example.com"), "", "")) == "\0b.jpg\0img.example.com"
+    assert original_of("e\0a/b.jpg\0w-300\0jpg") is None  # an earlier release's: never served, not counted
+    assert f"\0{RENDER_VERSION}:w-300\0" in output_key(original_key("e", "a.jpg", None), "w-300", "")

@@ -27,9 +27,25 @@ def original_key(endpoint_id: str, path: str, host: str | None) -> str:
     return key if host is None else f"{key}{host}\0"
 
 
+#: the version of what renders make, in every output's key: raised when a release changes what an
+#: existing URL renders to (a parameter's meaning or default), so that no output an earlier release
+#: made is served again. Those age out of the LRU (a purge of their path still deletes them); an
+#: output is otherwise kept as long as its original is unchanged, however long that is.
+#: r2: image layers trimmed by default, a dpr over 5000 px not applied, layers beyond the image moved in.
+RENDER_VERSION = "r2"
+#: what separates an output's original key from the rest of its key
+_RENDERED = f"\0{RENDER_VERSION}:"
+
+
 def output_key(original: str, canonical_transformation: str, negotiated_format: str, client_hints: str = "") -> str:
-    """An output's key: its original's key, the canonical transformation, and the negotiated format
-    (empty unless `f-auto` or an `Accept`-based default decided it), then the client hints' values
-    used by `w-auto` / `dpr-auto`, when there are any."""
-    key = f"{original}{canonical_transformation}\0{negotiated_format}"
+    """An output's key: its original's key, the render version, the canonical transformation, and the
+    negotiated format (empty unless `f-auto` or an `Accept`-based default decided it), then the client
+    hints' values used by `w-auto` / `dpr-auto`, when there are any."""
+    key = f"{original}{RENDER_VERSION}:{canonical_transformation}\0{negotiated_format}"
     return f"{key}\0{client_hints}" if client_hints else key
+
+
+def original_of(key: str) -> str | None:
+    """The original's key, less its final `\\0`, of an output key of this render version; else None."""
+    original, rendered, _ = key.partition(_RENDERED)
+    return original if rendered else None

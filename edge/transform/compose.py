@@ -53,7 +53,8 @@ def _srgba(image: pyvips.Image) -> pyvips.Image:
 
 def _origin(placement: Placement, base: pyvips.Image, layer: pyvips.Image) -> tuple[int, int]:
     """Top-left of the layer on the base: lx/ly (negative: from the right/bottom edge), lxc/lyc
-    (centre), else the lfo focus (centre by default)."""
+    (centre), else the lfo focus (centre by default). A position beyond the base's side is moved so
+    that the layer fits within it (as ImageKit does); one within it may leave part of the layer out."""
     given = (placement.x, placement.y, placement.x_center, placement.y_center)
     if all(value is None for value in given):
         focus = placement.focus
@@ -64,11 +65,15 @@ def _origin(placement: Placement, base: pyvips.Image, layer: pyvips.Image) -> tu
     def axis(corner: int | None, centre: int | None, whole: int, side: int) -> int:
         if corner is not None:
             far = from_far_edge(corner)
-            return corner if far is None else whole - side - far
-        if centre is not None:
+            given, position = (corner, corner) if far is None else (far, whole - side - far)
+        elif centre is not None:
             far = from_far_edge(centre)
-            return (centre if far is None else whole - far) - side // 2
-        return 0
+            given, position = (centre, centre - side // 2) if far is None else (far, whole - far - side // 2)
+        else:
+            return 0
+        if given > whole:  # beyond the image: moved to fit within it, as ImageKit does, rather than lost
+            position = min(max(position, 0), max(whole - side, 0))
+        return position
     return (axis(placement.x, placement.x_center, base.width, layer.width),
             axis(placement.y, placement.y_center, base.height, layer.height))
 
