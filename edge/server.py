@@ -310,6 +310,8 @@ class ImageHandler(BaseHandler):
     _serving: asyncio.Task | None = None
     _client_gone = False
     _given_up = False
+    #: whether `prepare` counted the request in `Node.inflight`
+    _counted = False
 
     async def get(self) -> None:
         await self._serve()
@@ -319,6 +321,7 @@ class ImageHandler(BaseHandler):
 
     def prepare(self) -> None:
         self.node.inflight += 1
+        self._counted = True
 
     def on_connection_close(self) -> None:
         if self._serving is not None:
@@ -332,7 +335,8 @@ class ImageHandler(BaseHandler):
             self._serving.cancel()
 
     def on_finish(self) -> None:
-        self.node.inflight -= 1
+        if self._counted:  # not when Tornado refused the method before `prepare` (a 405)
+            self.node.inflight -= 1
         count_image_answer(self.node.metrics, self.endpoint_label, self.get_status(), self.cache_result,
                            self.request.request_time(), self.body_bytes)
 
