@@ -226,6 +226,9 @@ class Supervisor:
                         sock.close()  # the supervisor keeps them open
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 _die_with_parent()
+                if self.multiprocess_metrics and heartbeat is not None:
+                    from .metrics import name_files_by  # imported once the metrics' folder is chosen
+                    name_files_by(heartbeat)
                 serve_worker(config, self.sockets[number], ready_write, self.metrics_sockets,
                              partial(self.heartbeats.beat, heartbeat) if heartbeat is not None else None)
             except StartupError as error:
@@ -254,10 +257,12 @@ class Supervisor:
                 continue
             if worker.ready_fd is not None:
                 os.close(worker.ready_fd)
-            self.heartbeats.give_back(worker.heartbeat)
-            if self.multiprocess_metrics:
+            if self.multiprocess_metrics:  # before its slot, and so its files' name, goes to another worker
                 from prometheus_client import multiprocess
-                multiprocess.mark_process_dead(pid)
+
+                from .metrics import process_name
+                multiprocess.mark_process_dead(process_name(worker.heartbeat, pid))
+            self.heartbeats.give_back(worker.heartbeat)
             self._on_exit(worker, os.waitstatus_to_exitcode(status))
 
     def _on_exit(self, worker: _Worker, code: int) -> None:

@@ -9,7 +9,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.nodes import NodeProcess, decode, local_config, until_stored, write_config
-from tests.scrape import samples, scrape
+from tests.scrape import samples, scrape, scrape_when, total
 
 CONFIG = local_config(before="[server]\nworkers = 2")
 
@@ -112,6 +112,31 @@ def test_a_killed_worker_is_replaced(tmp_path):
         node.wait_for_log(f"pid {victim}\\) exited with status .*; restarted")
         replacement = set(children_of(node.process.pid)) - {victim}
         assert len(replacement) == 2
+    finally:
+        assert node.stop() == 0
+
+
+async def test_workers_that_die_leave_no_metrics_files_behind_and_their_counts_stay(tmp_path):
+    """A worker's multiprocess files are named by its slot, which its replacement takes over: before,
+    each worker that ever died left five files that every /metrics read (12 → 252 after 28 restarts)."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    node = NodeProcess(write_config(tmp_path, CONFIG), env={"TMPDIR": str(temporary)})
+    try:
+        client = AsyncHTTPClient()
+        for width in range(20, 30):
+            assert (await client.fetch(f"{node.url}/tr:w-{width}/coffee.jpg")).code == 200
+        (folder,) = temporary.glob("edge-metrics-*")
+        files = sorted(path.name for path in folder.iterdir())
+        assert len(files) == 12  # five kinds of file and the counters' per worker, two workers
+        for _ in range(4):
+            victim = node.worker_pids()[0]
+            seen = len(node.log)
+            os.kill(victim, signal.SIGKILL)
+            node.wait_for_log(f"pid {victim}\\) exited with status .*; restarted", start=seen)
+            metrics = await scrape_when(node.url, "edge_workers", 2)  # the dead one's live gauges gone, and back
+        assert sorted(path.name for path in folder.iterdir()) == files
+        assert total(metrics, "edge_http_requests_total", status="200") == 10  # the dead workers' counts too
     finally:
         assert node.stop() == 0
 
