@@ -38,6 +38,8 @@ ORIGIN_FAILURES = ("timeout", "refused", "denied", "server_error", "bad_response
 #: `result` values of `edge_cache_requests_total` per tier (a not-found record is never stale)
 CACHE_RESULTS = {"output": ("hit", "miss", "stale"), "original": ("hit", "miss", "stale"),
                  "not_found": ("hit", "miss")}
+#: how long one `/metrics` text is answered to every scrape (Prometheus scrapes every 15 s by default)
+EXPOSITION_SECONDS = 1.0
 #: statuses an endpoint's series start with (others appear when first answered)
 INITIAL_STATUSES = ("200", "304", "400", "404", "502", "503", "504")
 
@@ -156,6 +158,9 @@ class Metrics:
             "edge_process_open_fds", "Open file descriptors of the live workers", registry=r,
             multiprocess_mode="livesum")
         self._cpu_counted = 0.0
+        #: the last `exposition`, and when it was made
+        self._exposition: bytes | None = None
+        self._exposition_at = 0.0
         #: the hot path's counts and observations of this IOLoop turn, not yet written (see `add`)
         self._pending_counts: dict[tuple, float] = {}
         self._pending_observations: dict[tuple, list] = {}  # [count per bucket, sum]
@@ -277,5 +282,11 @@ class Metrics:
         return self.registry
 
     def exposition(self) -> bytes:
-        """The text for `GET /metrics`."""
-        return generate_latest(self.node_registry())
+        """The text for `GET /metrics`, made at most once per `EXPOSITION_SECONDS`: the scrapes
+        meanwhile share it. Made afresh, it costs ~2.5 ms of CPU for 2 workers (the workers' files
+        read and summed), and `/metrics` is on the main port unless `metrics_port` moves it: a flood
+        of unauthenticated scrapes took a node's cache hits from 12 177 to 234 a second."""
+        now = time.monotonic()
+        if self._exposition is None or now - self._exposition_at >= EXPOSITION_SECONDS:
+            self._exposition, self._exposition_at = generate_latest(self.node_registry()), now
+        return self._exposition

@@ -18,7 +18,10 @@ from tests.nodes import until
 async def scrape_when(node_url: str, name: str, expected: float, **labels: str) -> str:
     """The exposition once `name{labels}` reaches `expected`: a worker counts a request just after
     answering it, and the cache gauges are refreshed every few seconds."""
+    seen = []
+
     async def reached():
-        return total(await scrape(node_url), name, **labels) == expected
+        seen.append(await scrape(node_url))
+        return total(seen[-1], name, **labels) == expected
     await until(reached, f"{name}{labels} == {expected}")
-    return await scrape(node_url)
+    return seen[-1]  # another scrape may reach the other worker, whose text may be older (`EXPOSITION_SECONDS`)

@@ -190,3 +190,17 @@ async def test_batched_counts_and_observations_equal_direct_ones():
     await asyncio.sleep(0)  # written at the end of the turn, without a read
     assert samples(generate_latest(batched.registry).decode(), "edge_http_requests_total",
                    status="200") == {(("endpoint", "default"), ("status", "200")): len(values) + 1}
+
+
+def test_scrapes_within_a_second_share_one_text(monkeypatch):
+    """A /metrics text costs ~2.5 ms of CPU for 2 workers; a flood of scrapes on the main port took
+    cache hits from 12 177 to 234 a second when each scrape made its own."""
+    from edge import metrics as edge_metrics
+
+    metrics = edge_metrics.Metrics()
+    first = metrics.exposition()
+    metrics.add(metrics.http_requests, ("default", "200"))
+    assert metrics.exposition() is first  # within EXPOSITION_SECONDS: the same text
+    monkeypatch.setattr(edge_metrics, "EXPOSITION_SECONDS", 0.0)
+    assert samples(metrics.exposition().decode(), "edge_http_requests_total", status="200") == {
+        (("endpoint", "default"), ("status", "200")): 1}
