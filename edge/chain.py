@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from .errors import BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe
 from .fetching import fetching_for
+from .logs import Sparse
 from .metrics import ORIGIN_FAILURES, Metrics
 from .origin import (
     NotModified,
@@ -32,6 +33,13 @@ log = logging.getLogger("edge.origin")
 MAX_VALIDATOR_CHARS = 1024
 #: what an `OriginFailure.kind` may be (`redirect_refused`…); another is reported as `error`
 _KIND = re.compile(r"[a-z][a-z_]{0,31}")
+#: an origin's failures are logged once per this many seconds per origin (object: each node's own)
+#: and kind: a client chooses the paths, and a path an origin refuses (a dot file, a key an S3 policy
+#: hides) fails every time
+FAILURE_LOG_SECONDS = 10.0
+_FAILURE_LINES = Sparse(FAILURE_LOG_SECONDS)
+#: characters of a failure's message logged (it may quote the client's path, of up to 32 kB)
+FAILURE_LOG_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,8 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
             failure = _as_failure(origin, exc)
             outcome = failure.kind if failure.kind in ORIGIN_FAILURES else "error"
             failures.append((origin, failure))
-            log.warning("origin %r failed (%s): %s", origin.name, failure.kind, failure)
+            if (left_out := _FAILURE_LINES.allow((id(origin), failure.kind))) is not None:
+                log.warning("origin %r failed (%s): %s%s", origin.name, failure.kind, _clipped(str(failure)), left_out)
         finally:
             metrics.add(metrics.origin_fetches, (origin.name, outcome))
             metrics.observe(metrics.origin_fetch_duration, (origin.name, outcome), time.perf_counter() - started)
@@ -145,6 +154,10 @@ def _checked(original: object, request: OriginRequest) -> Original:
     return original
 
 
+def _clipped(text: str) -> str:
+    return text if len(text) <= FAILURE_LOG_CHARS else text[:FAILURE_LOG_CHARS] + "…"
+
+
 def _kind_of(value: object) -> str:
     return f"an Original of {type(value.body).__name__}" if isinstance(value, Original) else type(value).__name__
 
@@ -156,7 +169,8 @@ def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
     if isinstance(exc, TimeoutError):
         return OriginFailure("timeout", f"no answer within {origin.settings.timeout:g}s")
     # a bug in an origin plugin must not hide the other origins
-    log.error("origin %r raised an unexpected error", origin.name, exc_info=exc)
+    if (left_out := _FAILURE_LINES.allow((id(origin), "raised"))) is not None:
+        log.error("origin %r raised an unexpected error%s", origin.name, left_out, exc_info=exc)
     return OriginFailure("error", type(exc).__name__)
 
 

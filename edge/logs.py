@@ -31,6 +31,27 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=True)
 
 
+class Sparse:
+    """Lines that a client can cause one per request, kept to one per `seconds` per kind (`key`):
+    `allow(key)` is None for a line to leave out, else the text the line ends with, saying how many
+    of its kind were left out since the last one written."""
+
+    def __init__(self, seconds: float, clock=time.monotonic):
+        self._seconds = seconds
+        self._clock = clock
+        self._next: dict[object, float] = {}
+        self._left_out: dict[object, int] = {}
+
+    def allow(self, key: object = None) -> str | None:
+        now = self._clock()
+        if now < self._next.get(key, float("-inf")):
+            self._left_out[key] = self._left_out.get(key, 0) + 1
+            return None
+        self._next[key] = now + self._seconds
+        left_out = self._left_out.pop(key, 0)
+        return f" (and {left_out} more such messages left out)" if left_out else ""
+
+
 class ClientNoiseFilter(logging.Filter):
     """Tornado logs every malformed request at INFO with what the client sent (`Invalid header value
     '…'`: up to `max_header_size` bytes of it, which may be a token or a cookie): one client could
@@ -39,25 +60,18 @@ class ClientNoiseFilter(logging.Filter):
 
     def __init__(self, clock=time.monotonic):
         super().__init__()
-        self._clock = clock
-        self._next = float("-inf")
-        self._left_out = 0
+        self._sparse = Sparse(CLIENT_NOISE_SECONDS, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not (isinstance(record.msg, str) and record.msg.startswith(_CLIENT_NOISE)):
             return True
-        now = self._clock()
-        if now < self._next:
-            self._left_out += 1
+        if (left_out := self._sparse.allow()) is None:
             return False
-        self._next = now + CLIENT_NOISE_SECONDS
         message = record.getMessage()
         if message.startswith(_CLIENT_NOISE[0]):  # "… from <address>: <reason quoting the client>"
             peer, _, reason = message.partition(": ")
             message = f"{peer}: {_QUOTED.sub('', reason)[:100]}"
-        if self._left_out:
-            message += f" (and {self._left_out} more such messages left out)"
-        record.msg, record.args, self._left_out = message, (), 0
+        record.msg, record.args = message + left_out, ()
         return True
 
 

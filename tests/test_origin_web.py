@@ -176,6 +176,21 @@ async def test_a_refusal_or_a_rate_limit_is_a_failure_and_the_stale_copy_stays(w
     assert (refused.code, refused.headers["X-Edge-Error"]) == (502, f"legacy web: {kind}")
 
 
+async def test_an_origin_failure_a_client_repeats_is_logged_once_per_interval_and_clipped(web, node_factory,
+                                                                                              tmp_path, caplog):
+    """A path the origin refuses (a dot file behind a deny rule) fails at every request: one line per
+    origin and kind every FAILURE_LOG_SECONDS, the next one counting those left out, none longer than
+    the clip however long the client's path."""
+    web.behaviour.status = 403
+    node = await node_factory(write_config(tmp_path, web_config(web)))
+    with caplog.at_level(logging.WARNING, "edge.origin"):
+        for number in range(20):
+            response = await node.fetch(f"/.secret-{number}-{'x' * 20_000}.jpg")
+            assert (response.code, response.headers["X-Edge-Error"]) == (502, "legacy web: denied")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("origin 'legacy web' failed")]
+    assert len(lines) == 1 and lines[0].startswith("origin 'legacy web' failed (denied): ") and len(lines[0]) < 400
+
+
 async def test_conditional_fetch(web):
     table = ConfigTable({"base_url": web.url + "/images/"}, file="t.toml", table="origins[0]", base_dir=Path("."))
     origin = WebOrigin.from_config(OriginSettings("legacy web", "web"), table)
