@@ -247,7 +247,8 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
     if multiprocess_metrics:
         # /metrics must describe every worker. Set before prometheus-client is imported: it picks
         # its value store then. (One process keeps the faster in-memory values.)
-        metrics_dir = tempfile.mkdtemp(prefix="edge-metrics-")
+        _remove_orphan_metrics_dirs()
+        metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         sockets = checks.bind_per_worker(config.server.host, config.server.port, config.server.workers)
@@ -268,6 +269,25 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+#: the multiprocess metrics folder's name in the temporary folder: this, the supervisor's pid, `-`
+METRICS_DIR_PREFIX = "edge-metrics-"
+
+
+def _remove_orphan_metrics_dirs() -> None:
+    """Remove the metrics folders of supervisors that are gone without removing theirs (killed by
+    SIGKILL or the OOM killer: their `finally` never ran), as far as this user may."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*-*"):
+        pid = folder.name.removeprefix(METRICS_DIR_PREFIX).partition("-")[0]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, OverflowError):
+            continue  # alive under another user, or the folder went meanwhile
 
 
 if __name__ == "__main__":

@@ -141,6 +141,27 @@ async def test_workers_that_die_leave_no_metrics_files_behind_and_their_counts_s
         assert node.stop() == 0
 
 
+def test_a_killed_supervisors_metrics_folder_is_removed_by_the_next_start(tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    alive_elsewhere = temporary / f"edge-metrics-{os.getpid()}-kept"  # a live process's: kept
+    unnamed = temporary / "edge-metrics-abc"  # not one of ours by name: kept
+    for folder in (alive_elsewhere, unnamed):
+        folder.mkdir()
+    killed = NodeProcess(write_config(tmp_path, CONFIG), env={"TMPDIR": str(temporary)})
+    (orphan,) = temporary.glob(f"edge-metrics-{killed.process.pid}-*")
+    killed.process.kill()  # SIGKILL: no `finally` removes the folder
+    killed.process.wait(10)
+    killed.stop()
+    assert orphan.exists()
+    node = NodeProcess(write_config(tmp_path, CONFIG), env={"TMPDIR": str(temporary)})
+    try:
+        assert not orphan.exists() and alive_elsewhere.exists() and unnamed.exists()
+        assert len(list(temporary.glob(f"edge-metrics-{node.process.pid}-*"))) == 1
+    finally:
+        assert node.stop() == 0
+
+
 def test_a_worker_whose_event_loop_stops_is_killed_and_replaced(tmp_path):
     """A stopped process stands for a loop blocked by a plugin's `time.sleep` in a coroutine: no heartbeat."""
     node = NodeProcess(write_config(tmp_path, local_config(before='[server]\nworkers = 2\nworker_timeout = "2s"')))
