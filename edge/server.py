@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
+from urllib.parse import quote, unquote
 
 import pyvips
 import tornado.web
@@ -20,8 +22,8 @@ from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, CacheHealth
 from .config import Config
-from .errors import (EdgeError, NothingToServe, SendMemoryExhausted, ShuttingDown, StartupError, Unauthorized,
-                     one_line)
+from .errors import (EdgeError, InvalidTransformation, NothingToServe, SendMemoryExhausted, ShuttingDown,
+                     StartupError, Unauthorized, one_line)
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
 from .metrics import Metrics
@@ -32,6 +34,7 @@ from .routing import Router
 from .settings import redact
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
+from .transform.formats import IMAGE_EXTENSIONS, TYPE_EXTENSIONS
 from .transform.render import Renderer
 
 log = logging.getLogger("edge")
@@ -342,8 +345,12 @@ class ImageHandler(BaseHandler):
 
     async def _serve(self) -> None:
         headers = self.request.headers
-        call = ImageCall(self.request.host, self.request.uri, self._query("tr"), header_value(headers, "Accept"),
-                         headers)
+        transformations = self.get_query_arguments("tr") if self.request.query else []
+        if len(transformations) > 1:  # which one would be meant? (Tornado's argument: the last)
+            self._send_error(InvalidTransformation("tr", "given more than once in the query"))
+            return
+        call = ImageCall(self.request.host, self.request.uri, transformations[0] if transformations else None,
+                         header_value(headers, "Accept"), headers)
         self._serving = task = asyncio.current_task()
         self.node.serving.add(self)
         try:
@@ -377,7 +384,7 @@ class ImageHandler(BaseHandler):
         # checked once, when the output was made (`CachedOutput.headers`), or are the node's own
         self._headers.update(image_headers(self.node, output, signed_until, self.cache_result))
         if self._query("ik-attachment") == "true":
-            self.set_header("Content-Disposition", "attachment")
+            self._headers["Content-Disposition"] = attachment(self.request.path, output.content_type)
         if _etag_matches(header_value(self.request.headers, "If-None-Match"), output.etag):
             self.set_status(304)
             self.finish()
@@ -475,6 +482,23 @@ def http_date() -> str:
     if now != _date_second:
         _date_second, _date_text = now, httputil.format_timestamp(now)
     return _date_text
+
+
+#: characters of the URL's last segment that `attachment` keeps for the file name
+ATTACHMENT_NAME_CHARS = 200
+
+
+def attachment(request_path: str, content_type: str) -> str:
+    """`Content-Disposition` for `ik-attachment=true`: the file name is the URL's last segment with
+    the extension of what is sent (`photo.jpg` asked for as WebP downloads as `photo.webp`), in ASCII
+    in `filename` and whole in `filename*` (RFC 6266)."""
+    name = unquote(request_path.rpartition("/")[2], errors="replace")[:ATTACHMENT_NAME_CHARS]
+    stem, dot, extension = name.rpartition(".")
+    if not dot or extension.lower() not in IMAGE_EXTENSIONS:
+        stem = name
+    name = f"{stem or 'image'}.{TYPE_EXTENSIONS.get(content_type, extension or 'img')}"
+    fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _etag_matches(if_none_match: str | None, etag: str) -> bool:

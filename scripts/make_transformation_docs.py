@@ -113,7 +113,7 @@ class Section:
 PARITY_ROWS = (
     ("width", "w", "supported", "pixels, fractions, expressions; `w-auto` (client hint) see its section"),
     ("height", "h", "supported", "pixels, fractions, expressions"),
-    ("aspect_ratio", "ar", "supported", "`4-3`, `4_3`, `1.5`, expressions"),
+    ("aspect_ratio", "ar", "supported", "`4-3`, `4_3`, `4:3`, `1.5`, expressions"),
     ("background", "bg", "differs", "colours (`RRGGBBOO`: opacity %), `dominant`, `blurred…`; "
      "`gradient_dominant` and `genfill` are a 400"),
     ("blur", "bl", "supported", "0.1–100, decimals"),
@@ -275,7 +275,8 @@ SECTIONS = (
                 Example("w-0.3", "coffee.jpg", "30 % of 600 px"),
                 Example("w-200,h-200", "coffee.jpg", "both: exactly 200×200, cropped (see `c`)"),
             )),
-    Section("`ar`: aspect ratio", "`ar-<width>-<height>` (or `ar-4_3`, as the SDK writes `4:3`, or one "
+    Section("`ar`: aspect ratio", "`ar-<width>-<height>` (or `ar-4_3`; or `ar-4:3`, which the SDK writes for "
+            "an `aspect_ratio` given as `\"4:3\"`, and which is read as `ar-4-3`, not as two chained steps; or one "
             "decimal ratio, `ar-1.5`) with exactly one of `w`/`h`; ignored when both are given. Alone, it "
             "crops the largest box of that ratio out of the input.", (
                 Example("w-240,ar-16-9", "astronaut.jpg"),
@@ -411,7 +412,9 @@ SECTIONS = (
             "Used for padding, free rotation, rounded corners and borders; an opaque `bg` also fills the "
             "step's transparent areas, whatever the output format (so `o-40,bg-000000` is the image at "
             "40 % on black); a translucent one only pads (in a format without transparency, JPEG or GIF, "
-            "with its colour at full strength). `bg-dominant` pads with the image's most common "
+            "with its colour at full strength). This differs from ImageKit on one point: there, "
+            "`o-50,bg-0000FF30` ignores the `bg`'s opacity and blends on opaque blue whatever the format; "
+            "here a PNG, WebP or AVIF output of it keeps the faded image's transparency. `bg-dominant` pads with the image's most common "
             "colour; `bg-blurred[_<radius>[_<brightness>]]` (brightness −255–255, `N` for minus) pads with "
             "the image itself, scaled to cover the box and blurred ([ImageKit: dominant and blurred "
             "backgrounds](https://imagekit.io/docs/effects-and-enhancements#dominant-color-background)); "
@@ -450,7 +453,8 @@ SECTIONS = (
             "`car` — the step's input) joined by `add`, `sub`, `mul`, `div`, `mod`, `pow` (`pow` first, "
             "then `mul`/`div`/`mod`, then `add`/`sub`), at most 15 terms. `w-iw_div_2` is half the "
             "original's width. A result that is not a positive size (`w-iw_sub_iw`) is a 400 naming it. "
-            "Expressions in `b`, `x`/`y` and layer positions are not read.", (
+            "Expressions in `b`, `x`/`y` and layer positions are not read, nor the layer variables "
+            "`bw`, `bh`, `bar` (the base's size, in a layer's `w`/`h`/`fs`): a 400 naming the parameter.", (
                 Example("w-iw_div_4", "coffee.jpg", "a quarter of 600 px"),
                 Example("w-200,ar-iar_div_2", "coffee.jpg", "half the original's ratio"),
             )),
@@ -476,7 +480,10 @@ SECTIONS = (
             "the cache key then holds the class of `Accept` (AVIF+WebP, AVIF, WebP, neither), so each "
             "browser class gets its own entry. With `[defaults] auto_format_smallest = true`, `f-auto` "
             "encodes every format the browser accepts (AVIF, WebP and JPEG/PNG) and serves the smallest, "
-            "at the cost of those encodes (see benchmarks/README.md). `f-svg`, `f-mp4` and `f-webm` are "
+            "at the cost of those encodes (see benchmarks/README.md): ImageKit's documented behaviour, which "
+            "the node does not make its default because every miss would pay every encode (AVIF alone costs "
+            "5–7 × a JPEG's), while at the default AVIF effort an AVIF can be the largest of the three "
+            "(a 12 MP photo at full size: AVIF 2.1 MB, JPEG 1.3, WebP 1.2). `f-svg`, `f-mp4` and `f-webm` are "
             "a 400 `not supported`. The pictures below were asked for with a browser's `Accept` (AVIF and WebP).", (
                 Example("w-200,f-auto", "coffee.jpg"),
                 Example("w-200,f-webp", "coffee.jpg"),
@@ -581,6 +588,14 @@ A transformation goes in the first path segment after the endpoint (`/tr:w-300,h
 in the query (`/photo.jpg?tr=w-300,h-200`); both together are chained, path first. Parameters are
 separated by `,`, steps by `:`. Each picture below is what the node returns for the URL beside it
 (rendered by the node's own code, `edge.transform.render`).
+
+Query parameters besides `tr` (given once: more than one `tr` is a 400) and the signature's `ik-t`
+and `ik-s`: `?ik-attachment=true` answers `Content-Disposition: attachment` with the file name the URL
+ends in and the extension of what is sent (`photo.jpg` asked for as WebP downloads as `photo.webp`);
+any other parameter changes nothing (a cache buster for browsers and CDNs in front). Conditional
+requests use the `ETag`: `If-None-Match` answers 304; `If-Modified-Since` alone is not evaluated (the
+`Last-Modified` is the original's, and an output can change while it does not, with the config's
+quality, say), so it gets the full answer.
 
 Errors: an unknown key, a malformed or out-of-range value is a **400** whose body names the parameter
 (`invalid transformation: w-abc: expected a number`). A source over the limits (40 MB, 100 megapixels,

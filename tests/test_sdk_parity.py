@@ -37,7 +37,7 @@ PASS_THROUGH = {"raw"}
 #: SDK field → sample values (besides the values its type lists) → (file, what the URL adds)
 SAMPLES: dict[str, tuple] = {
     "width": (300, 0.5, "auto", "iw_div_2", "ih_mul_0.8_add_iw_mul_0.1"), "height": (200, 0.25, "ih_mul_0.5"),
-    "aspect_ratio": ("4_3", "4-3", 1.5, "iar_div_2"),
+    "aspect_ratio": ("4:3", "4_3", "4-3", 1.5, "iar_div_2"),  # the SDK writes "4:3" as given: `ar-4:3`
     "background": ("red", "F3F3F3", "AAFF0010", "dominant", "blurred", "blurred_25_N15"),
     "blur": (10, 2.5), "border": ("5_FFF000",), "dpr": (2, "auto"), "zoom": (0.5, 2), "focus": ("center", "auto", "top_left"),
     "quality": (40,), "x": (10,), "y": (10,), "x_center": (100,), "y_center": (100,),

@@ -8,6 +8,7 @@ import time
 import pytest
 import pyvips
 
+from edge.server import attachment
 from tests import imagecorpus
 from tests.assets import pixel
 from tests.nodes import SAMPLES, decode, loader, local_config, write_config
@@ -170,8 +171,25 @@ async def test_every_answer_has_a_current_date_and_no_server_header(samples):
 
 
 async def test_attachment_query(samples):
+    """A download named as the URL names the image, with the extension of what is sent."""
     response = await samples.fetch("/tr:w-10/coffee.jpg?ik-attachment=true")
-    assert response.headers["Content-Disposition"] == "attachment"
+    assert response.headers["Content-Disposition"] == "attachment; filename=\"coffee.jpg\"; filename*=UTF-8''coffee.jpg"
+    as_webp = await samples.fetch("/tr:w-10,f-webp/coffee.jpg?ik-attachment=true")
+    assert decode(as_webp).get("vips-loader").startswith("webpload")
+    assert as_webp.headers["Content-Disposition"] == \
+        "attachment; filename=\"coffee.webp\"; filename*=UTF-8''coffee.webp"
+
+
+@pytest.mark.parametrize("path, content_type, disposition", [
+    ("/tr:w-10/caf%C3%A9%20%22menu%22.jpg", "image/avif",
+     "attachment; filename=\"caf_ _menu_.avif\"; filename*=UTF-8''caf%C3%A9%20%22menu%22.avif"),
+    ("/photos/sample", "image/png", "attachment; filename=\"sample.png\"; filename*=UTF-8''sample.png"),
+    ("/v1.2/a.b.tiff", "image/jpeg", "attachment; filename=\"a.b.jpg\"; filename*=UTF-8''a.b.jpg"),
+    ("/x/%0D%0Aevil.gif", "image/gif", "attachment; filename=\"__evil.gif\"; filename*=UTF-8''%0D%0Aevil.gif"),
+    ("/", "image/webp", "attachment; filename=\"image.webp\"; filename*=UTF-8''image.webp"),
+])
+def test_an_attachments_file_name_is_safe_in_a_header(path, content_type, disposition):
+    assert attachment(path, content_type) == disposition
 
 
 @pytest.mark.parametrize("path, status, body", [
@@ -181,6 +199,8 @@ async def test_attachment_query(samples):
     ("/tr:zz-1/astronaut.jpg", 400, "invalid transformation: zz-1: unknown parameter"),
     ("/tr:f-bmp/astronaut.jpg", 400, "invalid transformation: f-bmp: must be one of"),
     ("/astronaut.jpg?tr=c-sideways", 400, "invalid transformation: c-sideways: must be one of"),
+    ("/astronaut.jpg?tr=w-100,h-50&tr=rt-90", 400, "invalid transformation: tr: given more than once in the query"),
+    ("/astronaut.jpg?tr=w-100&tr=", 400, "invalid transformation: tr: given more than once in the query"),
     ("/tr:w-9000/astronaut.jpg", 400, "output too large: at most 8192 px a side"),
     ("/no-such-image.jpg", 404, "not found"),
     ("/%ff.jpg", 400, "invalid path: not UTF-8 after percent-decoding"),

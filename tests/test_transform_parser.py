@@ -22,7 +22,9 @@ def canonical(*texts, **options) -> str:
     ("fo-face,w-10,h-10", "h-10,w-10,fo-face"),
     ("bg-red", "bg-FF0000"),
     ("bg-ff000050", "bg-FF000050"),  # ImageKit: the last two digits are an opacity in percent
-    ("ar-4_3,w-10", "ar-4-3,w-10"),  # the SDK writes 4:3 as 4_3
+    ("ar-4_3,w-10", "ar-4-3,w-10"),
+    ("w-10,ar-4:3", "ar-4-3,w-10"),  # what the SDK writes for aspect_ratio "4:3": not two steps
+    ("w-10,ar-16.5:9:rt-90", "ar-16.5-9,w-10:rt-90"),
     ("ar-1.5,w-10", "ar-1.5-1,w-10"),
     ("r-7_7_7_7", "r-7"),
     ("e-usm", "e-usm-2-1-1-0.05"),

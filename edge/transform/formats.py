@@ -14,6 +14,8 @@ MIME_TYPES = {
     "avif": "image/avif",
     "gif": "image/gif",
 }
+#: MIME type → the extension of a file of it
+TYPE_EXTENSIONS = {mime: fmt for fmt, mime in MIME_TYPES.items()}
 #: request-path extension → output format
 EXTENSIONS = {"jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
 #: every extension that names an image format (so, on a Cloudinary path, is not part of the public ID)

@@ -332,7 +332,7 @@ def _write_trim(value: int | None) -> str:
 
 
 def _aspect_ratio(text: str) -> tuple[float, float] | Expression:
-    """`4-3`, `4_3` (what the SDK writes for "4:3"), one decimal ratio, `1.5` (= 1.5-1), or an
+    """`4-3`, `4_3` (and `4:3`, see `_split_steps`), one decimal ratio, `1.5` (= 1.5-1), or an
     expression (`iar_div_2`)."""
     if any(c.isalpha() for c in text):
         return _expression(text)
@@ -582,11 +582,16 @@ def _starts_layer(param: str) -> bool:
     return param.startswith("l-") and param != LAYER_END
 
 
+#: `ar-4:3` (and `ar-16.5:9`), a parameter of its own: not followed by more of a number
+_ASPECT_RATIO_WITH_COLON = re.compile(r"(^|[,:])ar-([0-9]+(?:\.[0-9]+)?):([0-9]+(?:\.[0-9]+)?)(?=[,:]|$)")
+
+
 def _split_steps(text: str) -> list[str]:
     """`a,b:c` → [`a,b`, `c`]; a layer's own transformation may chain steps with `:` (as the SDK
-    writes it), so a `:` between `l-<type>` and `l-end` stays inside the step."""
+    writes it), so a `:` between `l-<type>` and `l-end` stays inside the step. `ar-4:3`, which the
+    SDK writes for an `aspect_ratio` given as "4:3", is `ar-4-3`: a step cannot start with a number."""
     steps, current, inside = [], "", False
-    for piece in _DELIMITERS.split(text):
+    for piece in _DELIMITERS.split(_ASPECT_RATIO_WITH_COLON.sub(r"\1ar-\2-\3", text)):
         if piece == ":" and not inside:
             steps.append(current)
             current = ""
