@@ -554,7 +554,7 @@ class MetricsHandler(BaseHandler):
             return
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        self.finish(self.node.metrics.exposition())
+        self.finish(self.node.metrics.scraped())
 
 
 class PurgeHandler(BaseHandler):

@@ -198,9 +198,9 @@ def test_scrapes_within_a_second_share_one_text(monkeypatch):
     from edge import metrics as edge_metrics
 
     metrics = edge_metrics.Metrics()
-    first = metrics.exposition()
+    first = metrics.scraped()
     metrics.add(metrics.http_requests, ("default", "200"))
-    assert metrics.exposition() is first  # within EXPOSITION_SECONDS: the same text
+    assert metrics.scraped() is first  # within EXPOSITION_SECONDS: the same text
     monkeypatch.setattr(edge_metrics, "EXPOSITION_SECONDS", 0.0)
-    assert samples(metrics.exposition().decode(), "edge_http_requests_total", status="200") == {
+    assert samples(metrics.scraped().decode(), "edge_http_requests_total", status="200") == {
         (("endpoint", "default"), ("status", "200")): 1}
