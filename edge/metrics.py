@@ -38,8 +38,9 @@ ORIGIN_FAILURES = ("timeout", "refused", "denied", "server_error", "bad_response
 #: `result` values of `edge_cache_requests_total` per tier (a not-found record is never stale)
 CACHE_RESULTS = {"output": ("hit", "miss", "stale"), "original": ("hit", "miss", "stale"),
                  "not_found": ("hit", "miss")}
-#: how long one `/metrics` text is answered to every scrape (Prometheus scrapes every 15 s by default)
-EXPOSITION_SECONDS = 1.0
+#: the least time between two `/metrics` texts a worker makes (`Metrics.scraped`): a flood of
+#: scrapes costs at most 5 a second, and a scrape waits at most this long
+EXPOSITION_SECONDS = 0.2
 #: statuses an endpoint's series start with (others appear when first answered)
 INITIAL_STATUSES = ("200", "304", "400", "404", "502", "503", "504")
 
@@ -158,9 +159,9 @@ class Metrics:
             "edge_process_open_fds", "Open file descriptors of the live workers", registry=r,
             multiprocess_mode="livesum")
         self._cpu_counted = 0.0
-        #: the last text `scraped` made, and when
-        self._scraped: bytes | None = None
-        self._scraped_at = 0.0
+        #: the text `scraped` is making for the scrapes waiting, and when it made the last one
+        self._next_text: asyncio.Future[bytes] | None = None
+        self._last_text_at = float("-inf")
         #: the hot path's counts and observations of this IOLoop turn, not yet written (see `add`)
         self._pending_counts: dict[tuple, float] = {}
         self._pending_observations: dict[tuple, list] = {}  # [count per bucket, sum]
@@ -285,12 +286,21 @@ class Metrics:
         """The text of the node's metrics, as they are now."""
         return generate_latest(self.node_registry())
 
-    def scraped(self) -> bytes:
-        """The text for `GET /metrics`: `exposition`, made at most once per `EXPOSITION_SECONDS`, the
-        scrapes meanwhile sharing it. Made afresh, it costs ~2.5 ms of CPU for 2 workers (the workers'
-        files read and summed), and `/metrics` is on the main port unless `metrics_port` moves it: a
-        flood of unauthenticated scrapes took a node's cache hits from 12 177 to 234 a second."""
-        now = time.monotonic()
-        if self._scraped is None or now - self._scraped_at >= EXPOSITION_SECONDS:
-            self._scraped, self._scraped_at = self.exposition(), now
-        return self._scraped
+    async def scraped(self) -> bytes:
+        """The text for `GET /metrics`: an `exposition` made after the scrape arrived, but at most one
+        per `EXPOSITION_SECONDS`; a scrape that comes sooner waits for the next one, which every scrape
+        waiting shares. Each costs ~2.5 ms of CPU for 2 workers (the workers' files read and summed),
+        and `/metrics` is on the main port unless `metrics_port` moves it: a flood of unauthenticated
+        scrapes had taken a node's cache hits from 12 177 to 234 a second."""
+        if self._next_text is None:
+            self._next_text = asyncio.ensure_future(self._next_exposition())
+        return await asyncio.shield(self._next_text)
+
+    async def _next_exposition(self) -> bytes:
+        try:
+            await asyncio.sleep(self._last_text_at + EXPOSITION_SECONDS - time.monotonic())
+            text = self.exposition()
+            self._last_text_at = time.monotonic()
+            return text
+        finally:
+            self._next_text = None

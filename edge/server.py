@@ -548,13 +548,14 @@ class MetricsHandler(BaseHandler):
         super().initialize(node)
         self.here = here  # False on the main port when `[server] metrics_port` serves them
 
-    def get(self) -> None:
+    async def get(self) -> None:
         if not self.here:
             self._send_plain(404, "not found")
             return
+        text = await self.node.metrics.scraped()
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        self.finish(self.node.metrics.scraped())
+        self.finish(text)
 
 
 class PurgeHandler(BaseHandler):
