@@ -496,7 +496,7 @@ def attachment(request_path: str, content_type: str) -> str:
     stem, dot, extension = name.rpartition(".")
     if not dot or extension.lower() not in IMAGE_EXTENSIONS:
         stem = name
-    name = f"{stem or 'image'}.{TYPE_EXTENSIONS.get(content_type, extension or 'img')}"
+    name = f"{stem or 'image'}.{TYPE_EXTENSIONS.get(content_type, 'img')}"
     fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", name)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
