@@ -37,8 +37,9 @@ def solid(width: int, height: int, rgb: list[int], alpha: int | None = None) -> 
 def files() -> dict[str, bytes]:
     return {"base.png": solid(400, 300, BLUE).pngsave_buffer(),
             "logo.png": solid(50, 40, RED, alpha=255).pngsave_buffer(),
-            # a 30×30 red mark in 20 px of transparent margin
-            "padded.png": solid(30, 30, RED, alpha=255).embed(20, 20, 70, 70).pngsave_buffer(),
+            # a 30×30 red mark with a black stripe down its left, in 20 px of transparent margin
+            "padded.png": solid(30, 30, RED, alpha=255).draw_rect([0, 0, 0, 255], 0, 0, 8, 30, fill=True)
+                                                       .embed(20, 20, 70, 70).pngsave_buffer(),
             "brand/mark.png": solid(20, 20, GREEN).pngsave_buffer(),
             "page.png": b"<html>not an image</html>"}
 
@@ -104,13 +105,18 @@ async def test_image_layers_as_the_sdk_writes_them(node):
     assert cut_out.hasalpha() and cut_out(200, 150)[3] == 0 and cut_out(5, 5)[3] == 255
 
 
-async def test_an_image_layer_is_trimmed_unless_it_says_t_false(node):
-    """ImageKit trims an overlay image (its borders of one colour) before placing it, by default."""
-    trimmed = await image(node, "/tr:l-image,i-padded.png,lx-0,ly-0,l-end/base.png")
-    assert near(at(trimmed, 2, 2), RED) and near(at(trimmed, 28, 28), RED) and near(at(trimmed, 32, 32), BLUE)
-    kept = await image(node, "/tr:l-image,i-padded.png,lx-0,ly-0,t-false,l-end/base.png")
-    assert near(at(kept, 2, 2), BLUE) and near(at(kept, 22, 22), RED) and near(at(kept, 52, 52), BLUE)
-    assert (await node.fetch("/tr:t-false,w-100/base.png")).code == 200  # nothing to switch off: no trim
+async def test_an_image_layer_is_trimmed_when_it_says_t_true_its_dark_parts_kept(node):
+    """`t-true` in a layer cuts its transparent margin, not what is dark in it (flattened on black to
+    find the border, a logo's black lost with the margin). Without `t` it is not trimmed: ImageKit
+    trims an overlay by default, the node does not (docs/transformations.md says why)."""
+    trimmed = await image(node, "/tr:l-image,i-padded.png,lx-0,ly-0,t-true,l-end/base.png")
+    assert near(at(trimmed, 2, 2), [0, 0, 0]) and near(at(trimmed, 12, 2), RED) and near(at(trimmed, 28, 28), RED)
+    assert near(at(trimmed, 32, 32), BLUE)
+    for kept in ("/tr:l-image,i-padded.png,lx-0,ly-0,l-end/base.png",
+                 "/tr:l-image,i-padded.png,lx-0,ly-0,t-false,l-end/base.png"):
+        untrimmed = await image(node, kept)
+        assert near(at(untrimmed, 2, 2), BLUE) and near(at(untrimmed, 22, 22), [0, 0, 0])
+        assert near(at(untrimmed, 32, 32), RED) and near(at(untrimmed, 52, 52), BLUE)
 
 
 async def test_a_layer_placed_beyond_the_image_is_moved_to_fit_within_it(node):
@@ -119,6 +125,8 @@ async def test_a_layer_placed_beyond_the_image_is_moved_to_fit_within_it(node):
     assert near(at(beyond, 399, 299), RED) and near(at(beyond, 351, 261), RED) and near(at(beyond, 348, 258), BLUE)
     far_beyond = await image(node, "/tr:l-image,i-logo.png,lx-N500,ly-N10,l-end/base.png")
     assert near(at(far_beyond, 0, 300 - 11), RED) and near(at(far_beyond, 49, 300 - 49), RED)
+    at_the_edge = await image(node, "/tr:l-image,i-logo.png,lx-400,ly-0,l-end/base.png")  # just outside: moved in
+    assert near(at(at_the_edge, 399, 5), RED) and near(at(at_the_edge, 349, 5), BLUE)
     within = await image(node, "/tr:l-image,i-logo.png,lx-380,ly-0,l-end/base.png")  # partly out: clipped
     assert near(at(within, 399, 5), RED) and near(at(within, 379, 5), BLUE)
 

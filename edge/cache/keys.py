@@ -29,9 +29,9 @@ def original_key(endpoint_id: str, path: str, host: str | None) -> str:
 
 #: the version of what renders make, in every output's key: raised when a release changes what an
 #: existing URL renders to (a parameter's meaning or default), so that no output an earlier release
-#: made is served again. Those age out of the LRU (a purge of their path still deletes them); an
+#: made is served again. Those age out of the disk's LRU (a purge of their path still deletes them); an
 #: output is otherwise kept as long as its original is unchanged, however long that is.
-#: r2: image layers trimmed by default, a dpr over 5000 px not applied, layers beyond the image moved in.
+#: r2: a dpr over 5000 px not applied, layers beyond the image moved in, `t` cutting transparent borders.
 RENDER_VERSION = "r2"
 #: what separates an output's original key from the rest of its key
 _RENDERED = f"\0{RENDER_VERSION}:"

@@ -71,7 +71,7 @@ def _origin(placement: Placement, base: pyvips.Image, layer: pyvips.Image) -> tu
             given, position = (centre, centre - side // 2) if far is None else (far, whole - far - side // 2)
         else:
             return 0
-        if given > whole:  # beyond the image: moved to fit within it, as ImageKit does, rather than lost
+        if given >= whole:  # beyond the image: moved to fit within it, as ImageKit does, rather than lost
             position = min(max(position, 0), max(whole - side, 0))
         return position
     return (axis(placement.x, placement.x_center, base.width, layer.width),

@@ -349,7 +349,8 @@ def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
 
 
 def trim(image: pyvips.Image, threshold: int) -> pyvips.Image:
-    """`t`: cut away borders of the top-left pixel's colour (within `threshold`).
+    """`t`: cut away borders of the top-left pixel's colour (within `threshold`), or, when that pixel
+    is transparent, the transparent borders.
 
     libvips' trim smooths with a median filter that costs about 0.6 CPU-s per megapixel, so on a
     larger image the box is found on a copy shrunk to about `_SEARCH_PIXELS` and scaled back
@@ -361,7 +362,12 @@ def trim(image: pyvips.Image, threshold: int) -> pyvips.Image:
     search = image.shrink(shrink, shrink) if shrink > 1 else image
     if min(search.width, search.height) < 3:  # a long thin strip: search the whole of it
         search, shrink = image, 1
-    corner = search.flatten() if search.hasalpha() else search
+    if search.hasalpha() and search[search.bands - 1].getpoint(0, 0)[0] <= threshold:
+        # a transparent corner: the border is what is transparent, whatever colour its pixels hold
+        # (flattened on black, a logo's black parts would be border too)
+        corner = search[search.bands - 1]
+    else:
+        corner = search.flatten() if search.hasalpha() else search
     left, top, width, height = corner.find_trim(threshold=threshold, background=corner.getpoint(0, 0))
     if width == 0 or height == 0:  # a uniform image: nothing to keep but itself
         return image

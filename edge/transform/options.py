@@ -44,8 +44,6 @@ PADDING = ("pad_resize", "pad_resize_no_enlarge")
 #: `e-sharpen` and `t-true` without a number
 DEFAULT_SHARPEN = 10
 DEFAULT_TRIM = 10
-#: `t-false` as parsed, before it becomes no trim (`_trim`)
-TRIM_OFF = 0
 #: `e-usm` without values (ImageKit documents none of its own): radius, sigma, amount, threshold
 DEFAULT_UNSHARP_MASK = (2.0, 1.0, 1.0, 0.05)
 #: `e-shadow` parts and their defaults, as ImageKit documents them (effects-and-enhancements):
@@ -198,8 +196,6 @@ class Output:
 
 
 DEFAULT_STEP = Step()
-#: an image layer's first step before its parameters: it trims (ImageKit's default for overlays)
-IMAGE_LAYER_STEP = replace(DEFAULT_STEP, trim=DEFAULT_TRIM)
 DEFAULT_OUTPUT = Output()
 
 
@@ -320,15 +316,10 @@ def _optional(default: int, parse_value: Callable[[str], int]) -> Callable[[str]
     return parse
 
 
-def _trim(text: str) -> int:
-    """`t-true` (the default threshold), `t-1`…`t-99`, or `t-false`: `TRIM_OFF`, which only an image
-    layer tells from no `t` (it trims by default); elsewhere it is no trim (`_without_trim_off`)."""
-    return TRIM_OFF if text == "false" else _optional(DEFAULT_TRIM, _int_range(1, 99))(text)
-
-
-def _write_trim(value: int | None) -> str:
-    """No trim is written only where trimming is the default: an image layer's first step."""
-    return "false" if value is None else "true" if value == DEFAULT_TRIM else str(value)
+def _trim(text: str) -> int | None:
+    """`t-true` (the default threshold), `t-1`…`t-99`, or `t-false` (no trim, as without `t`: the
+    SDK writes it for a layer, which ImageKit trims by default and the node does not)."""
+    return None if text == "false" else _optional(DEFAULT_TRIM, _int_range(1, 99))(text)
 
 
 def _aspect_ratio(text: str) -> tuple[float, float] | Expression:
@@ -518,7 +509,7 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("xc", "x_center", _int_range(0, MAX_PIXELS)),
     Param("yc", "y_center", _int_range(0, MAX_PIXELS)),
     Param("z", "zoom", _number_range(0.1, 10), _write_number),
-    Param("t", "trim", _trim, _write_trim),
+    Param("t", "trim", _trim, _write_default_as_flag(DEFAULT_TRIM, "true")),
     Param("rt", "rotation", _rotation, _write_number),
     Param("fl", "flip", _choice(FLIPS, FLIP_SYNONYMS)),
     Param("bl", "blur", _number_range(0.1, 100), _write_number),
@@ -649,11 +640,7 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
         (output_values if spec.output else step_values)[spec.field] = parsed
     *earlier, last = base.steps
     step = _validated(replace(last, **step_values, layers=last.layers + tuple(layers)))
-    return _ParsedStep((*earlier, step if in_layer else _without_trim_off(step)), {**base.output, **output_values})
-
-
-def _without_trim_off(step: Step) -> Step:
-    return replace(step, trim=None) if step.trim == TRIM_OFF else step
+    return _ParsedStep((*earlier, step), {**base.output, **output_values})
 
 
 def _parse_layer(start: str, body: str) -> Layer:
@@ -699,11 +686,7 @@ def _parse_layer(start: str, body: str) -> Layer:
         raise InvalidTransformation(start, "needs i-<input> or ie-<base64 input>")
     if source == layer_params.CANVAS and (not own_steps or not isinstance(own_steps[0].background, tuple)):
         raise InvalidTransformation(start, "i-ik_canvas needs bg-<colour> (a colour, not dominant or blurred)")
-    if kind == "image" and source != layer_params.CANVAS:
-        # ImageKit trims an image layer (its borders of one colour) unless it says `t-false`
-        first = own_steps[0] if own_steps else DEFAULT_STEP
-        own_steps[:1] = [replace(first, trim=None if first.trim == TRIM_OFF else first.trim or DEFAULT_TRIM)]
-    return Layer(kind, source, Placement(**placement), tuple(map(_without_trim_off, own_steps)),
+    return Layer(kind, source, Placement(**placement), tuple(own_steps),
                  TextStyle(**text) if kind == "text" else None, alpha)
 
 
@@ -717,9 +700,7 @@ def _write_layer(layer: Layer) -> str:
                   if getattr(layer.text, name) != getattr(layer_params.TextStyle(), name)]
     if layer.alpha is not None:
         parts.append(f"al-{layer.alpha}")
-    trims = layer.kind == "image" and layer.input != layer_params.CANVAS
-    parts += [":".join(_canonical(step, IMAGE_LAYER_STEP if trims and number == 0 else DEFAULT_STEP)
-                       for number, step in enumerate(layer.steps))]
+    parts += [":".join(_canonical(step, DEFAULT_STEP) for step in layer.steps)]
     return ",".join(filter(None, (*parts, LAYER_END)))
 
 
