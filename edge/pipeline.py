@@ -110,8 +110,11 @@ TRANSFORMATION_MEMO_SIZE = 1024
 #: again: the same work on the same original would end the same way, and each try holds a render
 #: thread (and ~20 s of CPU) for the whole deadline
 TIMED_OUT_SECONDS = 600.0
-#: outputs remembered so (and those answered 422, for `not_found_ttl`), per process; the oldest are
-#: forgotten first
+#: seconds a URL answered 422 (no image could be made of its original) is answered so without a
+#: fetch: its original is dropped from the originals tier, so each request would download it again.
+#: Short, and per worker: a purge does not reach it, and the fault may be the origin's passing one
+UNUSABLE_SECONDS = 10.0
+#: outputs remembered so, or as timed out, per process; the oldest are forgotten first
 FAILED_KEYS = 4096
 
 
@@ -194,7 +197,7 @@ class Pipeline:
                                            tuple[Transformation, str]] = OrderedDict()
         #: output key → until when it is answered without fetching or rendering, and with what: a
         #: render that passed the deadline (`TIMED_OUT_SECONDS`), an original no image could be made of
-        #: (`not_found_ttl`: dropped from the originals tier, it would be fetched again per request)
+        #: (`UNUSABLE_SECONDS`)
         self._failed: OrderedDict[str, tuple[float, type[RenderTimedOut | UnprocessableSource]]] = OrderedDict()
         #: originals no image could be made of, being dropped from the originals tier
         self._forgetting: set[asyncio.Future] = set()
@@ -332,9 +335,10 @@ class Pipeline:
             cached = await self._shared.get(job.key)
             if cached is not None and self._originals.is_fresh(cached.source):
                 return cached, "shared"
-        until, error = self._failed.get(job.key, (0.0, None))
-        if error is not None and until > time.monotonic():
-            raise error()
+        until, failed = self._failed.get(job.key, (0.0, None))
+        failed = failed if until > time.monotonic() else None
+        if failed is not None and cached is None:  # not even a fetch; with a copy, one may confirm it
+            raise failed()
         original, key = await self._original(job, looked_up)
         stand_in = key != job.original_key
         overlays = await self._overlays(job)
@@ -342,13 +346,15 @@ class Pipeline:
             source = await self._source_of(original, overlays, stand_in)
             if cached.source.version == source.version and cached.stand_in == stand_in:
                 return cached.confirmed(source), "miss"  # the original and the layers' are unchanged: so is the output
+        if failed is not None:
+            raise failed()
         try:
             return await self._render(job, original, overlays, stand_in), "miss"
         except UnprocessableSource:
             forgetting = asyncio.ensure_future(self._originals.forget_unusable(key, original))
             self._forgetting.add(forgetting)  # held until done: the loop keeps only a weak reference
             forgetting.add_done_callback(self._forgetting.discard)
-            self._remember_failure(job.key, UnprocessableSource, self._config.cache.not_found_ttl)
+            self._remember_failure(job.key, UnprocessableSource, UNUSABLE_SECONDS)
             raise
         except RenderTimedOut:
             self._remember_failure(job.key, RenderTimedOut, TIMED_OUT_SECONDS)
