@@ -27,6 +27,7 @@ from .origin import (
     SourceTooLarge,
     Validators,
 )
+from .settings import redact
 
 log = logging.getLogger("edge.origin")
 #: the longest ETag, Last-Modified or Content-Type kept from an origin (S3's ETags are ~34–70)
@@ -155,6 +156,8 @@ def _checked(original: object, request: OriginRequest) -> Original:
 
 
 def _clipped(text: str) -> str:
+    """`text` for the log: its credentials masked first (a credential cut in two would no longer be)."""
+    text = redact(text)
     return text if len(text) <= FAILURE_LOG_CHARS else text[:FAILURE_LOG_CHARS] + "…"
 
 

@@ -281,13 +281,26 @@ def _remove_orphan_metrics_dirs() -> None:
     for folder in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*-*"):
         pid = folder.name.removeprefix(METRICS_DIR_PREFIX).partition("-")[0]
         try:
-            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
-                continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except (OSError, OverflowError):
-            continue  # alive under another user, or the folder went meanwhile
+            if pid.isdigit() and folder.stat().st_uid == os.getuid() and _gone(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue  # gone meanwhile
+
+
+def _gone(pid: int) -> bool:
+    """Whether no process `pid` runs. This process's own pid counts as gone: its folder is not made
+    yet, so one named so is a restarted container's, whose supervisor was pid 1 too. (A folder of
+    another pid namespace sharing the temporary folder looks gone when its pid is free here: give
+    such containers a `TMPDIR` of their own.)"""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):
+        return False  # alive, under another user
+    return False
 
 
 if __name__ == "__main__":

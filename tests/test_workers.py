@@ -198,3 +198,10 @@ async def test_embedded_default_serves_a_sample_then_counts_a_miss_and_a_hit(tmp
         assert (tmp_path / "edge-image-node" / "outputs").is_dir()  # the per-user cache folder
     finally:
         assert node.stop() == 0
+
+
+def test_a_metrics_folder_named_after_this_very_pid_is_a_restarted_containers():
+    from edge.cli import _gone
+    assert _gone(os.getpid())  # its own is not made yet: pid 1 again after `docker restart`
+    assert not _gone(os.getppid())
+    assert _gone(2**22 + 1)  # above Linux's largest pid
