@@ -61,10 +61,13 @@ class Secret:
 
 
 def _written_as(value: str) -> set[str]:
-    """The ways a log line may write `value`: as it is, in a Python repr (a traceback's locals or an
-    exception's arguments), percent-encoded (a URL); and each of those escaped in JSON (the JSON log
-    format escapes quotes, backslashes and non-ASCII)."""
-    forms = {value, repr(value)[1:-1], quote(value, safe=""), quote(value), quote_plus(value)}
+    """The ways a log line may write `value`: as it is, in a Python repr of it or of its UTF-8 bytes
+    (a traceback's locals or an exception's arguments), percent-encoded (a URL; either case of hex
+    digits); and each of those escaped in JSON (the JSON log format escapes quotes, backslashes and
+    non-ASCII)."""
+    encoded = {quote(value, safe=""), quote(value), quote_plus(value)}
+    forms = {value, repr(value)[1:-1], repr(value.encode())[2:-1], *encoded,
+             *(re.sub("%[0-9A-F]{2}", lambda escape: escape[0].lower(), form) for form in encoded)}
     return forms | {json.dumps(form)[1:-1] for form in forms}
 
 

@@ -20,7 +20,7 @@ from edge.errors import ConfigError, StartupError
 from edge.logs import configure_logging
 from edge.origin import Original, OriginRequest
 from edge.pluginmanager import load_plugins
-from edge.settings import Secret
+from edge.settings import Secret, redact
 from edge.testing import image_size, photo_image
 from tests.nodes import SAMPLES, write_config
 
@@ -254,6 +254,7 @@ def test_a_credential_is_masked_however_a_line_escapes_it(capsys, log_format):
     assert message.endswith("as it is ****, repr '****', in a URL **** and ****")
     for form in (secret, json.dumps(secret)[1:-1], repr(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)):
         assert form not in written, form
+    assert redact(f"{secret.encode()!r} {quote(secret).lower()}") == "b'****' ****"
 
 
 @pytest.mark.parametrize("length", [999, 60_000])
