@@ -407,6 +407,9 @@ def _node_url(t: ConfigTable, key: str, url: str) -> str:
         parts.port  # noqa: B018 - raises for a port that is not a number in range
     except ValueError:
         parts = parts._replace(netloc="")
+    if parts.username is not None or parts.password is not None:  # not echoed: it would show the password
+        raise t.error(key, "a node's URL takes no user information (user:password@): the purge API's "
+                           "admin token authenticates the call, and a password there would replace it")
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise t.error(key, f"expected a node's base URL such as http://10.0.0.11:8080, got {url!r}")
     return url.rstrip("/")

@@ -226,12 +226,12 @@ class S3Origin(Origin):
             yield
         except ClientError as error:
             raise _client_error(operation, key, error) from None
+        except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):  # before HTTPClientError: one of them
+            raise OriginFailure("timeout", f"{operation} {key!r}: no answer in time") from None
         except HTTPClientError as error:
             if isinstance(error.kwargs.get("error"), RedirectRefused):
                 raise OriginFailure("redirect_refused", f"{operation} {key!r}: {error.kwargs['error']}") from None
             raise OriginFailure("error", f"{operation} {key!r}: {type(error).__name__}") from None
-        except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):
-            raise OriginFailure("timeout", f"{operation} {key!r}: no answer in time") from None
         except EndpointConnectionError:
             raise OriginFailure("refused", f"{operation} {key!r}: cannot connect to the endpoint") from None
         except (ConnectionClosedError, ResponseStreamingError, IncompleteReadError, aiohttp.ClientPayloadError,

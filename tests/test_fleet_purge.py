@@ -121,11 +121,14 @@ async def test_edge_purge_fleet_from_the_command_line(fleet):
     ('peers = ["ftp://a"]',
      r"\[fleet\] peers: expected a node's base URL such as http://10.0.0.11:8080, got 'ftp://a'"),
     ('peers = ["http://a:99999"]', r"\[fleet\] peers: expected a node's base URL"),
+    ('peers = ["http://admin:hunter2-pass@a:1"]', r"\[fleet\] peers: a node's URL takes no user information "
+                                                  r"\(user:password@\): the purge API's admin token"),
     ('peers = ["http://a:1", "http://a:1/"]', r"\[fleet\] peers: lists a node twice"),
     ('peers = ["http://a:1"]\nself_url = "http://b:1"', r"\[fleet\] self_url: 'http://b:1' is not one of the peers"),
     ('peers = []\ntimeout = "0s"', r"\[fleet\] timeout: expected a duration above 0"),
     ('peer = []', r"\[fleet\] peer: unknown key"),
 ])
 def test_fleet_config_errors_name_the_key(tmp_path, table, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as raised:
         raise ConfigError(config_error(tmp_path, local_config(before=f"[fleet]\n{table}\n")))
+    assert "hunter2" not in str(raised.value)

@@ -192,3 +192,16 @@ origins = ["store"]
     finally:
         await endpoint.stop()
         await elsewhere.stop()
+
+
+@pytest.mark.parametrize("raised", ["ReadTimeoutError", "ConnectTimeoutError"])
+def test_a_timeout_botocore_reports_is_a_timeout(s3, raised):
+    """botocore's ReadTimeoutError is also an HTTPClientError: it was reported as `error`."""
+    import botocore.exceptions
+
+    from edge.origin import OriginFailure
+
+    origin = S3Origin.from_config(OriginSettings("bucket", "s3"), table(s3))
+    with pytest.raises(OriginFailure) as failure, origin.classified("GetObject", "a.jpg"):
+        raise getattr(botocore.exceptions, raised)(endpoint_url="http://127.0.0.1:1", error="read timeout")
+    assert failure.value.kind == "timeout"
