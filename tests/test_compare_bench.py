@@ -41,11 +41,11 @@ def test_wrk_percentiles_are_read_in_milliseconds_whatever_wrk_prints():
 
 def test_a_missed_goal_is_held_to_the_stack_alone_and_says_whose_the_gap_is():
     stack_misses = Row("cold miss, 1 MP", {}, [("node/bare", 1.48, "≤ 1.1", False), ("node/service", 1.23, "", None)],
-                       [("service/bare", 1.20, False)])
+                       [("node/bare", "service/bare", 1.20, False)])
     stack_meets = Row("miss, JPEG", {},
                       [("node/bare", 1.07, "≥ 0.95", True), ("node/thumbor", 0.9, "≥ 1.2", False)],
-                      [("service/thumbor", 1.25, True), ("bare/thumbor", 0.84, False)])
-    met = Row("cache hit", {}, [("node/Tornado req/s", 1.28, "≥ 0.9", True)], [("service/x", 0.5, False)])
+                      [("node/thumbor", "service/thumbor", 1.25, True), ("node/thumbor", "bare/thumbor", 0.84, False)])
+    met = Row("cache hit", {}, [("node/Tornado req/s", 1.28, "≥ 0.9", True)], [("node/x", "service/x", 0.5, False)])
     assert stack_misses.verdict() == (
         "- cold miss, 1 MP: node/bare 1.48 (goal ≤ 1.1); the stack alone misses it too (service/bare 1.20 ✗): "
         "out of reach of the least service built on Tornado and libvips; the node's own work on top: "
@@ -54,6 +54,12 @@ def test_a_missed_goal_is_held_to_the_stack_alone_and_says_whose_the_gap_is():
         "- miss, JPEG: node/thumbor 0.90 (goal ≥ 1.2); the stack alone meets it (service/thumbor 1.25 ✓, "
         "bare/thumbor 0.84 ✗): the gap is the node's own work.")
     assert met.verdict() is None
+    both = Row("miss, AVIF", {}, [("node/bare", 0.94, "≥ 0.95", False), ("node/thumbor", 0.96, "≥ 1.2", False)],
+               [("node/thumbor", "service/thumbor", 1.07, False), ("node/bare", "service/bare", 1.02, True)])
+    assert both.verdict() == (
+        "- miss, AVIF: node/bare 0.94 (goal ≥ 0.95); the stack alone meets it (service/bare 1.02 ✓): the gap is "
+        "the node's own work — node/thumbor 0.96 (goal ≥ 1.2); the stack alone misses it too (service/thumbor "
+        "1.07 ✗): out of reach of the least service built on Tornado and libvips.")
     assert verdicts([met]) == "Every goal met."
     assert verdicts([met, stack_misses]).endswith(stack_misses.verdict())
     assert stack_meets.ratio_text().endswith(
