@@ -75,7 +75,8 @@ def requests_per_worker(pids: list[int]) -> list[float]:
     counts = []
     for pid in pids:
         maps = Path(f"/proc/{pid}/maps").read_text()
-        path = re.search(rf"(/\S+/counter_{pid}\.db)$", maps, re.MULTILINE).group(1)
+        # named by its slot (edge.metrics.name_files_by), the one counter file the worker keeps mapped
+        path = re.search(r"(/\S+/counter_[^/\s]+\.db)$", maps, re.MULTILINE).group(1)
         counts.append(sum(value for key, value, *_ in MmapedDict.read_all_values_from_file(path)
                           if json.loads(key)[1] == "edge_http_requests_total"))
     return counts
