@@ -126,6 +126,8 @@ async def test_workers_that_die_leave_no_metrics_files_behind_and_their_counts_s
         client = AsyncHTTPClient()
         for width in range(20, 30):
             assert (await client.fetch(f"{node.url}/tr:w-{width}/coffee.jpg")).code == 200
+        # counted just after the answer: a worker killed in between would take its count along
+        await scrape_when(node.url, "edge_http_requests_total", 10, status="200")
         (folder,) = temporary.glob("edge-metrics-*")
         files = sorted(path.name for path in folder.iterdir())
         assert len(files) == 12  # five kinds of file and the counters' per worker, two workers
