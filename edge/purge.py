@@ -108,20 +108,29 @@ async def purge_serving(caches: Caches, router: Router, target: dict[str, str], 
 
 async def _everywhere(caches: Caches, prefix: str, target: dict[str, str], token: Secret | None,
                       fan_out: FanOut | None, shared: SharedTier | None) -> tuple[int, dict[str, Any]]:
-    """The shared tier first (so that no node reads back what is being purged), this node, the peers;
-    502 when one of them could not be purged."""
+    """The shared tier first (the purge journal, for the nodes this purge does not reach, then the
+    objects, so that no node reads back what is being purged), this node, the peers; 502 when one of
+    them could not be purged."""
     purged_everywhere = True
-    shared_answer: dict[str, Any] | None = None
+    shared_answer: dict[str, Any] = {}
     if shared is not None:
+        try:
+            await shared.record_purge(prefix)
+            journal: str | dict[str, str] = "written"
+        except OriginFailure as failure:
+            journal = {"error": failure.kind}
+            purged_everywhere = False
+            log.warning("purge of %s not written to the shared cache's journal: %s", target, failure.kind)
         try:
             shared_answer = {"removed": await shared.delete_prefix(prefix)}
         except OriginFailure as failure:
             shared_answer = {"error": failure.kind}
             purged_everywhere = False
             log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)
+        shared_answer["journal"] = journal
     purged, answer = await asyncio.to_thread(_forget, caches, prefix, target)
     purged_everywhere = purged_everywhere and purged
-    if shared_answer is not None:
+    if shared is not None:
         answer["shared"] = shared_answer
     if fan_out is not None:
         results = await fan_out.purge(token, target)
@@ -148,7 +157,7 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
         if config.shared_cache is not None:
             from .metrics import Metrics  # not at import: `edge serve` picks prometheus-client's mode first
 
-            shared = SharedTier(config.shared_cache, Metrics(), config.cache.output_size)
+            shared = SharedTier.of(config, Metrics())
             await shared.open()
         try:
             return await _everywhere(caches, key_prefix(Router(config.endpoints, named=config.named_transformations), target), target,

@@ -110,8 +110,7 @@ class Node:
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue, config.fonts)
         #: the fleet's shared second tier, between this node's disk and the origins
-        self.shared = (SharedTier(config.shared_cache, metrics, config.cache.output_size)
-                       if config.shared_cache is not None else None)
+        self.shared = SharedTier.of(config, metrics)
         self.pipeline = Pipeline(config, self.router, self.caches, self.originals, self.flights["outputs"],
                                  self.renderer, metrics, self.shared)
         self.access_log = AccessLog(config.server.access_log)
@@ -136,12 +135,16 @@ class Node:
             await _open(origin)
         if self.shared is not None:
             await self.shared.open()
+            await self.apply_purges()  # before serving: what it cached may have been purged while it was away
         self._background = [
             asyncio.create_task(self._every(TOUCH_FLUSH_SECONDS, self._cache_housekeeping)),
             asyncio.create_task(self._every(FLUSH_SECONDS, self._sample)),
             asyncio.create_task(self._every(GAUGE_REFRESH_SECONDS, self._refresh_gauges)),
             asyncio.create_task(self._every(statuspage.SNAPSHOT_SECONDS, self.status.take)),
         ]
+        if self.shared is not None:
+            every = self.config.shared_cache.purge_journal_every
+            self._background.append(asyncio.create_task(self._every(every, self.apply_purges)))
         await self._refresh_gauges()
         await self.status.take()
 
@@ -186,6 +189,19 @@ class Node:
                 await job()
             except Exception:  # a periodic job must never die silently
                 log.exception("background job %s failed", job.__name__)
+
+    async def apply_purges(self) -> None:
+        """Purge this node's tiers of what the fleet's purge journal holds that this worker has not read
+        yet (`edge/purge_journal.py`): the purges sent while this node was away or cut off."""
+        prefixes = await self.shared.read_purges()
+        if not prefixes:
+            return
+        counts = await self.caches.io(lambda: [count for p in prefixes for count in self.caches.forget(p).values()])
+        if None in counts:
+            log.warning("purges of the fleet's journal not applied: the cache is unavailable or busy")
+            return  # not marked: applied again when the node next starts
+        await asyncio.to_thread(self.shared.journal.applied)
+        log.info("applied %d purge(s) of the fleet's journal", len(prefixes))
 
     async def _sample(self) -> None:
         self.metrics.inflight_requests.set(self.inflight)

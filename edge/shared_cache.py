@@ -26,18 +26,24 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, replace
 from hashlib import sha256
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, hashes_to, header_value
 from .errors import FetchMemoryExhausted
 from .fetching import fetch_budget
 from .origin import OriginFailure, OriginNotFound, SourceTooLarge
+from .purge_journal import APPLIED_FILE, PurgeJournal
 from .transform.formats import MIME_TYPES
 
 if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen its metrics mode
+    from .config import Config
     from .metrics import Metrics
+
+T = TypeVar("T")
 
 log = logging.getLogger("edge.shared_cache")
 
@@ -64,11 +70,14 @@ class SharedCacheSettings:
     timeout: float = 2.0
     #: background writes at once
     max_writes: int = 8
+    #: seconds between two readings of the purge journal by each worker (`edge/purge_journal.py`)
+    purge_journal_every: float = 10.0
 
     def describe(self) -> dict[str, Any]:
         """For `edge check-config`: the bucket's keys (secrets masked), the timeout, the writes."""
         store = {k: v for k, v in self.store.describe().items() if k not in ("name", "type")}
-        return {**store, "timeout": self.timeout, "max_writes": self.max_writes}
+        return {**store, "timeout": self.timeout, "max_writes": self.max_writes,
+                "purge_journal_every": self.purge_journal_every}
 
 
 def encode(output: CachedOutput, key: str) -> bytes:
@@ -111,9 +120,13 @@ def _sendable(value: Any) -> bool:
 
 
 class SharedTier:
-    def __init__(self, settings: SharedCacheSettings, metrics: Metrics, output_budget: int):
+    def __init__(self, settings: SharedCacheSettings, metrics: Metrics, output_budget: int, retention: float,
+                 applied: Path):
+        """`retention`: `[cache] original_ttl`, how long a purge matters (`edge/purge_journal.py`);
+        `applied`: the file where the purges applied to this node's tiers are marked."""
         self.store = settings.store
         self.timeout = settings.timeout
+        self.journal = PurgeJournal(settings.store, retention, applied)
         self._metrics = metrics
         #: what the node's output tier would not keep either
         self._max_entry_bytes = output_budget // MAX_ENTRY_SHARE
@@ -121,6 +134,14 @@ class SharedTier:
         self._max_pending = settings.max_writes * BACKLOG_PER_WRITE
         self._writes: set[asyncio.Task] = set()
         self._logged_at: dict[str, float] = {}
+
+    @classmethod
+    def of(cls, config: Config, metrics: Metrics) -> SharedTier | None:
+        """The tier `[shared_cache]` configures, if any."""
+        if config.shared_cache is None:
+            return None
+        return cls(config.shared_cache, metrics, config.cache.output_size, config.cache.original_ttl,
+                   config.cache.dir / APPLIED_FILE)
 
     async def open(self) -> None:
         await self.store.open()
@@ -167,6 +188,8 @@ class SharedTier:
             output = await asyncio.to_thread(decode, found.body, key, time.time())
             if output is None and not found.body.startswith(OLD_MAGIC):
                 self._failed("get", "damaged")
+            if output is not None and self.journal.covers(cache_key, output.source.checked_at):
+                output = None  # written late, or by a node that missed the purge: made from a purged original
         except OriginNotFound:
             output = None
         except (OriginFailure, SourceTooLarge, TimeoutError) as error:
@@ -206,14 +229,32 @@ class SharedTier:
         prefix = self.object_prefix(key_prefix)
         if prefix is None:
             return 0
+        # listing and deleting a large prefix takes many calls: allow it more than one read
+        return await self._reported("delete", self.store.delete_prefix(prefix), self.timeout * 10)
+
+    async def record_purge(self, key_prefix: str) -> None:
+        """Write a purge of a cache key prefix to the journal, for the nodes it does not reach. Raises
+        `OriginFailure` (counted) when the tier cannot: the caller must report it."""
+        await self._reported("journal", self.journal.record(key_prefix), self.timeout * 2)
+
+    async def read_purges(self) -> list[str] | None:
+        """The key prefixes of the journal's purges this worker has not read yet (`PurgeJournal.read`);
+        None when the tier failed (counted)."""
         try:
-            # listing and deleting a large prefix takes many calls: allow it more than one read
-            return await asyncio.wait_for(self.store.delete_prefix(prefix), self.timeout * 10)
+            # a long journal is several pages: more than one read, but a starting worker waits for it
+            return await self._reported("journal", self.journal.read(), self.timeout * 5)
+        except OriginFailure:
+            return None
+
+    async def _reported(self, operation: str, call: Awaitable[T], seconds: float) -> T:
+        """`call`'s result within `seconds`; else `OriginFailure`, counted."""
+        try:
+            return await asyncio.wait_for(call, seconds)
         except TimeoutError:
-            self._failed("delete", "timeout")
+            self._failed(operation, "timeout")
             raise OriginFailure("timeout", "the shared cache did not answer in time") from None
         except OriginFailure as error:
-            self._failed("delete", error)
+            self._failed(operation, error)
             raise
 
     def _failed(self, operation: str, error: BaseException | str) -> None:

@@ -190,19 +190,36 @@ class S3Origin(Origin):
         """Delete every object whose key starts with `prefix` (ListObjectsV2 pages, then DeleteObjects
         in batches of up to 1000); how many were deleted."""
         deleted = 0
-        with self.classified("DeleteObjects", prefix):
+        with self.classified("ListObjectsV2", prefix):
             async for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
                                                                                      Prefix=prefix):
-                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-                if not keys:
-                    continue
-                answer = await self._client.delete_objects(Bucket=self.bucket,
-                                                           Delete={"Objects": keys, "Quiet": True})
-                if answer.get("Errors"):
-                    first = answer["Errors"][0]
-                    raise OriginFailure("error", f"DeleteObjects {prefix!r}: {first.get('Code', 'error')}")
+                keys = [item["Key"] for item in page.get("Contents", [])]
+                await self.delete_keys(keys)
                 deleted += len(keys)
         return deleted
+
+    async def delete_keys(self, keys: list[str]) -> None:
+        """Delete these objects (at most 1000: one DeleteObjects)."""
+        if not keys:
+            return
+        with self.classified("DeleteObjects", keys[0]):
+            answer = await self._client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True})
+        if answer.get("Errors"):
+            first = answer["Errors"][0]
+            raise OriginFailure("error", f"DeleteObjects {first.get('Key', keys[0])!r}: {first.get('Code', 'error')}")
+
+    async def list_objects(self, prefix: str, start_after: str = "", pages: int = 1) -> list[tuple[str, float]]:
+        """The keys under `prefix` that sort after `start_after`, in order, each with when the store
+        last wrote it (seconds since the epoch, by the store's clock): at most `pages` pages of
+        ListObjectsV2 (1000 keys each)."""
+        found: list[tuple[str, float]] = []
+        with self.classified("ListObjectsV2", prefix):
+            paginator = self._client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, StartAfter=start_after,
+                                                 PaginationConfig={"MaxItems": pages * 1000}):
+                found += [(item["Key"], item["LastModified"].timestamp()) for item in page.get("Contents", [])]
+        return found
 
     @contextlib.contextmanager
     def classified(self, operation: str, key: str) -> Iterator[None]:

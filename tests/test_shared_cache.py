@@ -15,6 +15,7 @@ from edge.errors import ConfigError
 from edge.metrics import Metrics
 from edge.origin import OriginFailure
 from edge.pluginmanager import load_plugins
+from edge.purge_journal import APPLIED_FILE
 from edge.shared_cache import SharedTier
 from tests.nodes import local_config, write_config
 from tests.s3server import REGION, TEST_KEY_ID, TEST_SECRET
@@ -39,7 +40,7 @@ timeout = "3s"
 async def tier(s3, tmp_path):
     s3.client().create_bucket(Bucket=BUCKET)
     config = load_config(write_config(tmp_path, local_config(after=shared_table(s3.url))), load_plugins())
-    tier = SharedTier(config.shared_cache, Metrics(), output_budget=10**7)
+    tier = SharedTier(config.shared_cache, Metrics(), 10**7, 86400.0, tmp_path / APPLIED_FILE)
     await tier.open()
     yield tier
     await tier.close()
@@ -179,14 +180,19 @@ async def test_a_slow_or_failing_store_is_skipped_and_counted(tier, s3):
     await written(tier)
     failures = counted(tier, "shared_cache_failures")
     assert failures == {("get", "timeout"): 1, ("get", "server_error"): 1, ("put", "server_error"): 1}
-    with pytest.raises(OriginFailure, match="DeleteObjects"):
+    with pytest.raises(OriginFailure, match="ListObjectsV2"):
         await tier.delete_prefix(path_key("shop", "a.jpg"))
+    with pytest.raises(OriginFailure, match="PutObject"):
+        await tier.record_purge(path_key("shop", "a.jpg"))
+    assert await tier.read_purges() is None
+    assert counted(tier, "shared_cache_failures") == {
+        **failures, ("delete", "server_error"): 1, ("journal", "server_error"): 2}
     s3.reset()  # the fixture's cleanup needs a working store
 
 
 def test_paths_an_http_library_could_rewrite_are_not_shared(tmp_path):
     config = load_config(write_config(tmp_path, local_config(after=shared_table("http://127.0.0.1:9"))), load_plugins())
-    tier = SharedTier(config.shared_cache, Metrics(), output_budget=10**7)  # keys need no connection
+    tier = SharedTier(config.shared_cache, Metrics(), 10**7, 86400.0, tmp_path / APPLIED_FILE)  # keys need no connection
     for path in ("a/../b.jpg", "a//b.jpg", "./b.jpg", "x" * 1100):
         assert tier.object_key(key("shop", path)) is None, path
     assert tier.object_key(key("", "a/b c.jpg")).startswith("outputs/_default/a/b c.jpg/")
@@ -198,6 +204,10 @@ def test_paths_an_http_library_could_rewrite_are_not_shared(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (("timeout = \"3s\"", "timeout = \"0s\""), r"\[shared_cache\] timeout: expected a duration above 0"),
     (("timeout = \"3s\"", "max_writes = 0"), r"\[shared_cache\] max_writes: expected an integer from 1 to 256"),
+    (("timeout = \"3s\"", "purge_journal_every = \"0s\""),
+     r"\[shared_cache\] purge_journal_every: expected a duration from 0.1s to 1h"),
+    (("timeout = \"3s\"", "purge_journal_every = \"2h\""),
+     r"\[shared_cache\] purge_journal_every: expected a duration from 0.1s to 1h"),
     ((f'bucket = "{BUCKET}"', ""), r"\[shared_cache\] bucket: missing required key"),
     (("timeout = \"3s\"", "size = \"1GB\""), r"\[shared_cache\] size: unknown key"),
     (("http://127.0.0.1:9", "https://user:URL-SECRET@127.0.0.1:9"),
@@ -231,5 +241,5 @@ async def test_edge_purge_empties_the_shared_tier_too(tier, s3, tmp_path):
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err
-    assert json.loads(out)["shared"] == {"removed": 1}
+    assert json.loads(out)["shared"] == {"removed": 1, "journal": "written"}
     assert await tier.get(key("", "a.jpg")) is None and await tier.get(key("", "b.jpg")) is not None
