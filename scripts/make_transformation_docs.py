@@ -75,7 +75,7 @@ transformation may chain steps with `:`.
   (pixels, or fractions of the base; the base's size by default), `al-1`…`al-9` opacity in tenths,
   `r` rounded corners.
 - **Text** `l-text,i-<text>,…,l-end` (`i-` percent-encoded, or `ie-<base64>` as the SDK writes any
-  text beyond letters, digits, `-._` and spaces): `fs` size in pixels (default 14, at most 500),
+  text beyond letters, digits, `-._` and spaces): `fs` size in pixels (default 14, at most 500; or an expression of the base's size, `fs-bh_div_20`),
   `ff` a font the operator lists in `[fonts]` (default `DejaVuSans`, shipped with its licence), `co`
   colour (default black), `bg` background of the text box, `pa` padding (CSS shorthand with `_`:
   `pa-8_12`), `al` opacity 1–9, `ia` alignment in the box (`left`, `center`, `right`), `tg` `b`, `i`,
@@ -86,7 +86,8 @@ transformation may chain steps with `:`.
 - **Position**: `lx`, `ly` (pixels from the left/top; `N20` — or `-20`, as the SDK writes a negative
   number — puts the layer's right/bottom edge 20 px from the base's right/bottom edge, `N0` flush
   with it; ImageKit documents the leading `N` for negative values, the pages read for this did
-  not say more precisely where a negative value puts the layer), `lxc`, `lyc` (the layer's centre), or `lfo-<focus>` (`center` by default, `top_left`,
+  not say more precisely where a negative value puts the layer; or an expression, `lx-bw_mul_0.9`, see
+  [Arithmetic expressions](#arithmetic-expressions)), `lxc`, `lyc` (the layer's centre), or `lfo-<focus>` (`center` by default, `top_left`,
   `bottom`, …; ignored when a coordinate is given, a missing one being 0). A coordinate beyond the
   base's side or on its far edge (`lx-400` or `lx-450` on a 400 px base, `lx-N500`) moves the layer to fit within the base, as
   ImageKit does; what falls outside the base from a coordinate within it is clipped.
@@ -458,10 +459,18 @@ SECTIONS = (
             "`car` — the step's input) joined by `add`, `sub`, `mul`, `div`, `mod`, `pow` (`pow` first, "
             "then `mul`/`div`/`mod`, then `add`/`sub`), at most 15 terms. `w-iw_div_2` is half the "
             "original's width. A result that is not a positive size (`w-iw_sub_iw`) is a 400 naming it. "
-            "Expressions in `b`, `x`/`y` and layer positions are not read, nor the layer variables "
-            "`bw`, `bh`, `bar` (the base's size, in a layer's `w`/`h`/`fs`): a 400 naming the parameter.", (
+            "In a layer, `bw`, `bh`, `bar` are the size of the base it is drawn on (its step's result; "
+            "outside a layer, a 400), `iw`… the layer's own original, and expressions are read in its "
+            "`w`/`h`/`ar`, its position `lx`/`ly`/`lxc`/`lyc` (where `cw`, `ch`, `car` are the layer as "
+            "drawn: `lx-bw_sub_cw` sets it flush right; a result below 0 is 0) and a text's `fs` and `w` "
+            "(`fs-bh_div_20`; `bw`, `bh`, `bar` only, `fs` from 1 to 500). So one URL draws a watermark "
+            "at the same share of every size: `l-image,i-logo.png,w-bw_mul_0.2,lx-bw_mul_0.75,"
+            "ly-bh_mul_0.05,l-end`. Expressions in `b`, `x`/`y`/`xc`/`yc` and a text's `pa` are not read: "
+            "a 400 naming the parameter.", (
                 Example("w-iw_div_4", "coffee.jpg", "a quarter of 600 px"),
                 Example("w-200,ar-iar_div_2", "coffee.jpg", "half the original's ratio"),
+                Example("w-300,l-image,i-logo-transparent.png,w-bw_mul_0.3,lx-bw_sub_cw_sub_10,ly-bh_mul_0.05,l-end",
+                        "coffee.jpg", "a logo at 30 % of the base's width, 10 px from its right edge"),
             )),
     Section("`pg`: page", "`pg-<N>`: the N-th frame of an animated GIF or WebP, or page of a multi-page TIFF, "
             "as a still image (1-based; beyond the last one is a 400). ImageKit's page ranges and PSD "

@@ -171,6 +171,54 @@ origins = ["photos"]
     assert near(at(out, 10, 668 - 134 + 10), RED) and not near(at(out, 10, 668 - 134 - 10), RED)
 
 
+async def test_layers_sized_and_placed_by_the_base_on_a_12_megapixel_photo(node_factory, photos, tmp_path):  # noqa: F811
+    """ImageKit's layer variables: `bw`, `bh`, `bar` are the base's size (the step's result the layer
+    is drawn on), in a layer's `w`/`h`/`ar`, its position and a text's `fs`; in a position, `cw`/`ch`
+    are the layer as drawn. One URL makes a watermark of the same share of any size."""
+    node = await node_factory(write_config(tmp_path, f"""
+[[origins]]
+name = "photos"
+type = "local"
+root = "{photos.folder}"
+
+[[endpoints]]
+id = ""
+origins = ["photos"]
+"""))
+    mark = f"l-image,i-{photos.png},w-bw_mul_0.25,lx-bw_sub_cw,ly-bh_mul_0.1,l-end"  # a quarter of the width, flush right
+    for width in (800, 2000):
+        out = await image(node, f"/tr:w-{width},{mark}/{photos.jpeg}")
+        height = round(width * 2832 / 4240)
+        side = round(width * 0.25)  # the layer: the PNG photo at a quarter of the base's width
+        marker = round(side * 2832 / 4240 * 0.2)  # its red marker: the top-left 20 % of its height
+        left, top = width - side, round(height * 0.1)
+        assert (out.width, out.height) == (width, height)
+        assert near(at(out, left + marker // 2, top + marker // 2), RED), width
+        assert not near(at(out, left - 3, top + marker // 2), RED) and not near(at(out, left + marker // 2, top - 3), RED)
+
+    # a text sized by the base's height: twice the base, twice the text
+    def text_height(out: pyvips.Image) -> int:
+        corner = out.crop(out.width // 2, out.height // 2, out.width // 2, out.height // 2)  # far from the marker
+        ink = (corner[0] > 200) & (corner[1] < 60) & (corner[2] < 60)  # the red text, on its black box
+        rows = [y for y in range(corner.height) if ink.crop(0, y, corner.width, 1).max() == 255]
+        return rows[-1] - rows[0] + 1
+    small, large = [await image(node, f"/tr:w-{w},l-text,i-EDGE,fs-bh_div_8,co-FF0000,bg-000000,lfo-bottom_right,"
+                                      f"l-end/{photos.jpeg}") for w in (600, 1200)]
+    assert 1.8 < text_height(large) / text_height(small) < 2.2
+
+
+@pytest.mark.parametrize("tr, message", [
+    ("w-bw_div_2", "w-bw_div_2: bw, bh and bar are the size of a layer's base: only within a layer"),
+    ("l-text,i-Hi,fs-bh_mul_2,l-end", "fs-bh_mul_2: evaluates to 600, not from 0 to 500"),
+    ("l-text,i-Hi,fs-iw_div_2,l-end", "fs-iw_div_2: iw is not known here"),
+    ("l-image,i-logo.png,lx-bw_add_abc,l-end", "lx-bw_add_abc: must be an integer of pixels up to 65500, "
+                                               "N-prefixed to count from the far edge, or an expression"),
+])
+async def test_layer_expressions_that_cannot_be_evaluated_are_400s_naming_them(node, tr, message):
+    response = await node.fetch(f"/tr:{tr}/base.png")
+    assert response.code == 400 and message in response.body.decode(), response.body
+
+
 async def test_many_outputs_fetch_the_overlay_once(node, origin):
     responses = await asyncio.gather(*(node.fetch(f"/tr:w-{100 + i},l-image,i-logo.png,l-end/base.png")
                                        for i in range(12)))

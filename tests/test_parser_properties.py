@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from edge.errors import BadRequest, InvalidTransformation
 from edge.transform import options
+from edge.transform.expressions import BASE_VARIABLES, EXPRESSION_OPERATORS, EXPRESSION_VARIABLES
 from edge.transform.colours import CSS_NAMES
 from edge.transform.options import parse_transformation
 
@@ -24,9 +25,11 @@ hex_colour = st.text("0123456789abcdefABCDEF", min_size=6, max_size=6)
 colours = st.one_of(hex_colour, st.tuples(hex_colour, st.integers(0, 99)).map(lambda t: f"{t[0]}{t[1]:02d}"),
                   st.sampled_from(sorted(CSS_NAMES)))
 booleans = st.sampled_from(["true", "false", "True"])
+#: the variables of an expression outside a layer (`bw`, `bh`, `bar` are a layer's base)
+OUTSIDE_LAYERS = [name for name in EXPRESSION_VARIABLES if name not in BASE_VARIABLES]
 
-expressions = st.lists(st.one_of(st.sampled_from(options.EXPRESSION_VARIABLES), numbers), min_size=1, max_size=4).flatmap(
-    lambda values: st.lists(st.sampled_from(options.EXPRESSION_OPERATORS), min_size=len(values) - 1,
+expressions = st.lists(st.one_of(st.sampled_from(OUTSIDE_LAYERS), numbers), min_size=1, max_size=4).flatmap(
+    lambda values: st.lists(st.sampled_from(EXPRESSION_OPERATORS), min_size=len(values) - 1,
                             max_size=len(values) - 1).map(
         lambda operators: "_".join(v for pair in zip(values, [*operators, ""]) for v in pair if v)))
 

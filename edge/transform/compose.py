@@ -13,12 +13,13 @@ from . import stopping
 from .colours import RGBA
 from .effects import _with_alpha, apply_look, rounded_corners
 from .fonts import Font
-from .geometry import Source, apply_geometry, check_side, flip, rotate, target_box
-from .layers import CANVAS, Layer, Placement, TextStyle, from_far_edge
+from .geometry import Source, apply_geometry, check_side, flip, rotate, target_box, with_sizes
+from .layers import CANVAS, Layer, Placement, TextStyle, from_far_edge, placed, sized
 from .options import Step
 
-#: `image_of(path, steps)`: an overlay original rendered with its own steps
-LayerImage = Callable[[str, tuple[Step, ...]], pyvips.Image]
+#: `image_of(path, steps, base)`: an overlay original rendered with its own steps for a base of this
+#: size, and its original's size
+LayerImage = Callable[[str, tuple[Step, ...], tuple[int, int]], tuple[pyvips.Image, tuple[int, int]]]
 _TYPOGRAPHY_TAGS = {"b": "b", "i": "i", "strikethrough": "s"}
 #: the largest side of a Cairo surface, on which Pango draws a text layer
 _CAIRO_MAX_SIDE = 32767
@@ -29,15 +30,19 @@ def draw_layers(base: pyvips.Image, layers: tuple[Layer, ...], image_of: LayerIm
                 fonts: Mapping[str, Font], max_side: int) -> pyvips.Image:
     had_alpha = base.hasalpha()
     base = _srgba(base)
+    size = base.width, base.height
     for layer in layers:
         stopping.check()
         if layer.kind == "text":
-            drawn = _text(layer.input, layer.text or TextStyle(), fonts, max_side)
+            drawn = _text(layer.input, sized(layer.text or TextStyle(), size), fonts, max_side)
+            original = drawn.width, drawn.height
         elif layer.input == CANVAS:
-            drawn = _canvas(layer, base.width, base.height, max_side)
+            drawn = _canvas(layer, *size, max_side)
+            original = drawn.width, drawn.height
         else:
-            drawn = image_of(layer.input, layer.steps)
-        base = _blend(base, _srgba(drawn), *_origin(layer.placement, base, drawn), layer.placement.mode)
+            drawn, original = image_of(layer.input, layer.steps, size)
+        placement = placed(layer.placement, size, (drawn.width, drawn.height), original)
+        base = _blend(base, _srgba(drawn), *_origin(placement, base, drawn), placement.mode)
     if not had_alpha and not any(layer.placement.mode in ("cutter", "cutout") for layer in layers):
         base = base.extract_band(0, n=3)  # opaque stays opaque: the format choice must not change
     return base
@@ -99,7 +104,9 @@ def _blend(base: pyvips.Image, layer: pyvips.Image, x: int, y: int, mode: str | 
 def _canvas(layer: Layer, base_width: int, base_height: int, max_side: int) -> pyvips.Image:
     """A block of the first step's `bg`, `w`×`h` (fractions of the base; the base's size by default),
     then that step's look and any further steps."""
+    base = base_width, base_height
     first, *rest = layer.steps
+    first = with_sizes(first, base, base, base)  # a block has no size of its own: iw… are the base's too
     width, height = target_box(first, base_width, base_height)
     width, height = width or base_width, height or base_height
     check_side(width, height, max_side)
@@ -108,6 +115,7 @@ def _canvas(layer: Layer, base_width: int, base_height: int, max_side: int) -> p
     image = block.copy(interpretation=pyvips.enums.Interpretation.SRGB)
     image = apply_look(image, first)
     for step in rest:
+        step = with_sizes(step, base, (image.width, image.height), base)
         image = apply_look(apply_geometry(Source.of_image(image), step, max_side), step)
     if layer.alpha is not None:
         image = _with_alpha(image, layer.alpha / 10)

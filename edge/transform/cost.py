@@ -45,7 +45,7 @@ from ..errors import BadRequest
 from .colours import Blurred
 from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, SMALLEST, final_formats
 from .geometry import check_side, target_box, times_dpr, with_sizes
-from .layers import CANVAS, Layer
+from .layers import CANVAS, Layer, sized
 from .options import DEFAULT_STEP, Step, Transformation
 
 #: per output megapixel, on top of 1
@@ -191,18 +191,20 @@ def _without_avif(planned: str) -> str | None:
     return None
 
 
-def transformation_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size] | None = None) -> float:
+def transformation_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size] | None = None,
+                        base: Size | None = None) -> float:
     """The estimate of the module docstring, one frame and no encode; `source` sides may be unknown
     (None). A step's layers add their own work (an image layer: its steps from its original's size)
-    and a composite each."""
-    return _steps_cost(steps, source, overlays or {})[0]
+    and a composite each. `base`: for a layer's steps, the size of the image it is drawn on."""
+    return _steps_cost(steps, source, overlays or {}, base)[0]
 
 
-def _steps_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size]) -> tuple[float, Size]:
+def _steps_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size],
+                base: Size | None = None) -> tuple[float, Size]:
     """`transformation_cost` and the last step's output size."""
     cost, size = 0.0, source
     for step in steps:
-        step = with_sizes(step, source, size)
+        step = with_sizes(step, source, size, base)
         output = step_output(step, size)
         cost += _megapixels(output) * (1 + look_weight(step) + LAYER_WEIGHT * len(step.layers))
         cost += sum(_layer_cost(layer, output, overlays) for layer in step.layers)
@@ -218,10 +220,10 @@ def _steps_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size]
 
 def _layer_cost(layer: Layer, base: Size, overlays: dict[str, Size]) -> float:
     if layer.text is not None:
-        return len(layer.input) * layer.text.size ** 2 * TEXT_AREA_PER_CHARACTER / 1e6
+        return len(layer.input) * sized(layer.text, base).size ** 2 * TEXT_AREA_PER_CHARACTER / 1e6
     if layer.input == CANVAS:
-        return transformation_cost(layer.steps, base)
-    return transformation_cost(layer.steps or (DEFAULT_STEP,), overlays.get(layer.input, (None, None)))
+        return transformation_cost(layer.steps, base, base=base)
+    return transformation_cost(layer.steps or (DEFAULT_STEP,), overlays.get(layer.input, (None, None)), base=base)
 
 
 def look_weight(step: Step) -> float:

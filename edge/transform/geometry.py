@@ -16,7 +16,8 @@ import pyvips
 from ..errors import BadRequest
 from . import faces, stopping
 from .colours import RGBA, Blurred
-from .options import Expression, Step
+from .expressions import Expression, evaluated, sizes
+from .options import Step
 
 Size = pyvips.enums.Size
 WHITE: RGBA = (255, 255, 255, 255)
@@ -401,33 +402,32 @@ def flip(image: pyvips.Image, how: str | None, max_side: int) -> pyvips.Image:
     return image
 
 
-def resolved(step: Step, source: Source, original: tuple[int, int]) -> Step:
-    """The step with its expressions evaluated and `bg-dominant` turned into the colour it names."""
-    step = with_sizes(step, original, (source.width, source.height))
+def resolved(step: Step, source: Source, original: tuple[int, int], base: tuple[int, int] | None = None) -> Step:
+    """The step with its expressions evaluated (`base`: the size of the image a layer's step is drawn
+    on) and `bg-dominant` turned into the colour it names."""
+    step = with_sizes(step, original, (source.width, source.height), base)
     return replace(step, background=dominant_colour(source)) if step.background == "dominant" else step
 
 
-def with_sizes(step: Step, original: tuple[int | None, int | None], current: tuple[int | None, int | None]) -> Step:
-    """`w`, `h` and `ar` expressions evaluated for an original and a step input of these sizes; where
-    a size is unknown (None), the expression's side is unknown too (None). Raises `BadRequest`."""
+def with_sizes(step: Step, original: tuple[int | None, int | None], current: tuple[int | None, int | None],
+               base: tuple[int | None, int | None] | None = None) -> Step:
+    """`w`, `h` and `ar` expressions evaluated for an original and a step input of these sizes (and,
+    in a layer, the base it is drawn on); where a size is unknown (None), the expression's side is
+    unknown too (None). Raises `BadRequest`."""
     expressions = {name: getattr(step, name) for name in ("width", "height", "aspect_ratio")
                    if isinstance(getattr(step, name), Expression)}
     if not expressions:
         return step
-    if None in original or None in current:
-        return replace(step, **dict.fromkeys(expressions))
-    (iw, ih), (cw, ch) = original, current
-    variables = {"iw": iw, "ih": ih, "iar": iw / ih, "cw": cw, "ch": ch, "car": cw / ch}
+    known = {**sizes("i", *original), **sizes("c", *current)} if None not in (*original, *current) else None
+    if known is not None and base is not None and None not in base:
+        known.update(sizes("b", *base))
     values = {}
     for name, expression in expressions.items():
         key = {"width": "w", "height": "h", "aspect_ratio": "ar"}[name]
-        try:
-            value = expression.evaluate(variables)
-        except (ValueError, OverflowError, ZeroDivisionError) as exc:
-            raise BadRequest(f"invalid transformation: {key}-{expression}: {exc}") from None
-        if not 0 < value <= 65500:
-            raise BadRequest(f"invalid transformation: {key}-{expression}: evaluates to {value:g}, "
-                             "not a positive size")
+        if known is None or (expression.reads_base and "bw" not in known):
+            values[name] = None
+            continue
+        value = evaluated(expression, key, known, low=1e-9)
         values[name] = (value, 1.0) if name == "aspect_ratio" else float(max(1, round(value)))
     return replace(step, **values)
 

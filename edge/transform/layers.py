@@ -13,10 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .colours import RGBA, parse_colour, write_colour
+from .expressions import Expression, evaluated, expression, is_expression, sizes
 
 #: `i-ik_canvas`: no image, a block of the `bg` colour, `w`×`h` (the base's size when not given)
 CANVAS = "ik_canvas"
@@ -49,9 +50,13 @@ _POSITION = re.compile(r"(N|-)?([0-9]{1,5})")
 FONT_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
 
 
-def _position(text: str) -> int:
+def _position(text: str) -> int | Expression:
     """`20` → 20; `N20` or `-20` (as the SDK writes a negative number) → ~20 (-21): 20 px from the far
-    edge (`~`, so that `N0`, flush with the far edge, differs from `0`)."""
+    edge (`~`, so that `N0`, flush with the far edge, differs from `0`); or an expression
+    (`bw_mul_0.9`), from the near edge."""
+    if is_expression(text) and text[:1] != "N":
+        return _expression_or(text, f"must be an integer of pixels up to {MAX_POSITION}, N-prefixed to count "
+                                    "from the far edge, or an expression such as bw_mul_0.9")
     match = _POSITION.fullmatch(text)
     if not match or int(match.group(2)) > MAX_POSITION:
         raise ValueError(f"must be an integer of pixels up to {MAX_POSITION}, N-prefixed to count from the far edge")
@@ -63,8 +68,8 @@ def from_far_edge(value: int) -> int | None:
     return ~value if value < 0 else None
 
 
-def _write_position(value: int) -> str:
-    return f"N{~value}" if value < 0 else str(value)
+def _write_position(value: int | Expression) -> str:
+    return f"N{~value}" if isinstance(value, int) and value < 0 else str(value)
 
 
 def _int(low: int, high: int):
@@ -73,6 +78,24 @@ def _int(low: int, high: int):
             raise ValueError(f"must be an integer from {low} to {high}")
         return int(text)
     return parse
+
+
+def _int_or_expression(low: int, high: int):
+    """`_int`, or an expression of the base's size (`fs-bh_div_20`), evaluated as the layer is drawn."""
+    number = _int(low, high)
+
+    def parse(text: str) -> int | Expression:
+        if is_expression(text):
+            return _expression_or(text, f"must be an integer from {low} to {high}, or an expression such as bh_div_20")
+        return number(text)
+    return parse
+
+
+def _expression_or(text: str, what: str) -> Expression:
+    try:
+        return expression(text)
+    except ValueError as exc:
+        raise ValueError(f"{what} ({exc})") from None
 
 
 def _choice(choices: tuple[str, ...]):
@@ -121,19 +144,20 @@ def _font(text: str) -> str:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a layer goes on its base, and how it blends."""
+    """Where a layer goes on its base, and how it blends. A position is an `int` (`_position`) or an
+    expression until the layer is drawn (`placed`)."""
 
-    x: int | None = None
-    y: int | None = None
-    x_center: int | None = None
-    y_center: int | None = None
+    x: int | Expression | None = None
+    y: int | Expression | None = None
+    x_center: int | Expression | None = None
+    y_center: int | Expression | None = None
     focus: str = "center"
     mode: str | None = None
 
 
 @dataclass(frozen=True)
 class TextStyle:
-    size: int = DEFAULT_FONT_SIZE
+    size: int | Expression = DEFAULT_FONT_SIZE  # an expression until the layer is drawn (`sized`)
     font: str = DEFAULT_FONT
     colour: RGBA = BLACK
     background: RGBA | None = None
@@ -142,7 +166,7 @@ class TextStyle:
     align: str = "center"
     typography: tuple[str, ...] = ()
     line_height: int | None = None
-    width: int | None = None  # wrap at this many pixels
+    width: int | Expression | None = None  # wrap at this many pixels
     rotation: int = 0
     flip: str | None = None
     radius: int | str | None = None
@@ -160,7 +184,7 @@ PLACEMENT_PARAMS: dict[str, tuple[str, Any, Any]] = {
     "lm": ("mode", _choice(MODES), str),
 }
 TEXT_PARAMS: dict[str, tuple[str, Any, Any]] = {
-    "fs": ("size", _int(1, MAX_FONT_SIZE), str),
+    "fs": ("size", _int_or_expression(1, MAX_FONT_SIZE), str),
     "ff": ("font", _font, lambda name: name.replace("/", "@@")),
     "co": ("colour", parse_colour, write_colour),
     "bg": ("background", parse_colour, write_colour),
@@ -169,7 +193,7 @@ TEXT_PARAMS: dict[str, tuple[str, Any, Any]] = {
     "ia": ("align", _choice(ALIGNMENTS), str),
     "tg": ("typography", _typography, "_".join),
     "lh": ("line_height", _int(1, 2 * MAX_FONT_SIZE), str),
-    "w": ("width", _int(1, MAX_POSITION), str),
+    "w": ("width", _int_or_expression(1, MAX_POSITION), str),
     "fl": ("flip", _choice(("h", "v", "h_v")), str),
     "fol": ("outline", _outline, lambda o: f"{o[0]}_{write_colour(o[1])}"),
     "fsh": ("shadow", _shadow, lambda s: f"{write_colour(s[0])}_{s[1]}"),
@@ -195,6 +219,29 @@ class Layer:
     def fetches(self) -> bool:
         """Whether drawing it needs an original from the endpoint's origins."""
         return self.kind == "image" and self.input != CANVAS
+
+
+def placed(placement: Placement, base: tuple[int, int], drawn: tuple[int, int],
+           original: tuple[int, int]) -> Placement:
+    """`placement` with its expressions evaluated: `bw`… the base's size, `cw`… the layer's as drawn,
+    `iw`… its original's. A value beyond the base is moved in when the layer is drawn; below 0, it is 0."""
+    variables = {**sizes("b", *base), **sizes("c", *drawn), **sizes("i", *original)}
+    values = {name: round(evaluated(getattr(placement, name), key, variables, low=float("-inf")))
+              for key, (name, _, _) in PLACEMENT_PARAMS.items() if isinstance(getattr(placement, name), Expression)}
+    return replace(placement, **{name: max(0, value) for name, value in values.items()})
+
+
+def sized(style: TextStyle, base: tuple[int | None, int | None]) -> TextStyle:
+    """`style` with `fs` and `w` evaluated for a base of this size (raises `BadRequest`); an unknown
+    base (the cost of a URL before its original is read) gives the largest `fs`, and no `w`."""
+    if not isinstance(style.size, Expression) and not isinstance(style.width, Expression):
+        return style
+    if None in base:
+        return replace(style, size=MAX_FONT_SIZE if isinstance(style.size, Expression) else style.size,
+                       width=None if isinstance(style.width, Expression) else style.width)
+    variables = sizes("b", *base)
+    return replace(style, size=max(1, round(evaluated(style.size, "fs", variables, low=0, high=MAX_FONT_SIZE))),
+                   width=None if style.width is None else round(evaluated(style.width, "w", variables, high=MAX_POSITION)))
 
 
 def read_input(key: str, value: str, kind: str) -> str:

@@ -16,7 +16,6 @@ part of the output's key beside it.
 from __future__ import annotations
 
 import functools
-import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -26,6 +25,10 @@ from ..errors import InvalidTransformation
 from . import faces
 from . import layers as layer_params
 from .colours import RGBA, Blurred, parse_colour, write_colour
+from .expressions import MAX_PIXELS, Expression, is_expression
+from .expressions import decimal as _decimal
+from .expressions import expression as _expression
+from .expressions import write_number as _write_number
 from .layers import Layer, Placement, TextStyle
 
 CROPS = ("maintain_ratio", "force", "at_max", "at_max_enlarge", "at_least", "maintain_ratio_no_enlarge",
@@ -59,74 +62,16 @@ GRADIENT_DEFAULTS = ("180", "FFFFFF00", "00000066", "1")
 DEFAULT_BLURRED = (10, 0)
 #: `pg-N`: the page (frame) of a multi-page source; the node reads animations and multi-page TIFF
 MAX_PAGE = 1000
-#: largest pixel value a parameter may name (libvips' limit on an image side)
-MAX_PIXELS = 65500
 #: chained steps in one transformation: each may cost a full-size resize, so a URL must not ask for
 #: thousands (a 60 kB URL of `w-10` steps kept a libvips thread busy for minutes)
 MAX_STEPS = 10
 #: characters of transformation text (path and query form together): bounds parsing and the memo
 MAX_TEXT = 2000
 
-#: arithmetic expressions (`w-iw_div_2`, `h-ih_mul_0.8_add_iw_mul_0.1`, `ar-iar`): ImageKit's
-#: variables of the image (iw, ih, iar: the original's; cw, ch, car: the step's input) and operators,
-#: https://imagekit.io/docs/arithmetic-expressions-in-transformations
-EXPRESSION_VARIABLES = ("iw", "ih", "iar", "cw", "ch", "car")
-EXPRESSION_OPERATORS = ("add", "sub", "mul", "div", "mod", "pow")
-#: values and operators in one expression
-MAX_EXPRESSION_TERMS = 15
-
 #: `w-auto`, `dpr-auto`: the value of a client hint of the request
 AUTO = "auto"
 
 _INTEGER = re.compile(r"[0-9]{1,9}")
-_DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?|\.[0-9]{1,9}")
-
-
-@dataclass(frozen=True)
-class Expression:
-    """An arithmetic expression, evaluated once the image's size is known: values (numbers or
-    variables) and operators alternate; pow binds first, then mul/div/mod, then add/sub."""
-
-    terms: tuple[str, ...]
-
-    def evaluate(self, variables: Mapping[str, float]) -> float:
-        values = [variables[t] if t in EXPRESSION_VARIABLES else float(t) for t in self.terms[::2]]
-        operators = list(self.terms[1::2])
-        for group in (("pow",), ("mul", "div", "mod"), ("add", "sub")):
-            i = 0
-            while i < len(operators):
-                if operators[i] in group:
-                    values[i:i + 2] = [_apply(operators.pop(i), values[i], values[i + 1])]
-                else:
-                    i += 1
-        return values[0]
-
-    def __str__(self) -> str:
-        return "_".join(self.terms)
-
-
-_OPERATIONS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
-               "mod": operator.mod, "pow": operator.pow}
-
-
-def _apply(name: str, left: float, right: float) -> float:
-    if name in ("div", "mod") and right == 0:
-        raise ValueError("division by zero")
-    if name == "pow" and not (0 <= left <= MAX_PIXELS and abs(right) <= 10):
-        raise ValueError("pow takes a base from 0 to 65500 and an exponent up to 10")
-    return _OPERATIONS[name](left, right)
-
-
-def _expression(text: str) -> Expression:
-    terms = text.split("_")
-    if len(terms) % 2 == 0 or len(terms) > MAX_EXPRESSION_TERMS:
-        raise ValueError(f"an expression alternates values and operators, at most {MAX_EXPRESSION_TERMS} terms")
-    for index, term in enumerate(terms):
-        if index % 2 and term not in EXPRESSION_OPERATORS:
-            raise ValueError(f"operators are {', '.join(EXPRESSION_OPERATORS)}")
-        if not index % 2 and term not in EXPRESSION_VARIABLES:
-            terms[index] = _write_number(_decimal(term))
-    return Expression(tuple(terms))
 
 
 @dataclass(frozen=True)
@@ -237,14 +182,8 @@ class Transformation:
 
 # --- value parsers: text → value, ValueError with the reason otherwise ---------------------------
 
-def _decimal(text: str) -> float:
-    if not _DECIMAL.fullmatch(text):
-        raise ValueError("expected a number")
-    return float(text)
-
-
 def _dimension(text: str) -> float | Expression:
-    if "_" in text or text[:1].isalpha():
+    if is_expression(text):
         return _expression(text)
     value = _decimal(text)
     if value <= 0 or value > MAX_PIXELS:
@@ -463,10 +402,6 @@ def _image_path(text: str) -> str:
 
 # --- value writers: value → canonical text ("" for a flag written as its key alone) ---------------
 
-def _write_number(value: float) -> str:
-    return f"{value:.9f}".rstrip("0").rstrip(".")  # never an exponent: the parser takes none
-
-
 def _write_dimension(value: float | Expression | str) -> str:
     if value == AUTO or isinstance(value, Expression):
         return str(value)
@@ -637,6 +572,8 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
             raise InvalidTransformation(param, str(exc)) from None
         if parsed == AUTO and in_layer:  # client hints size the image asked for, not a layer of it
             raise InvalidTransformation(param, "a layer's size cannot come from client hints")
+        if not in_layer and isinstance(parsed, Expression) and parsed.reads_base:
+            raise InvalidTransformation(param, "bw, bh and bar are the size of a layer's base: only within a layer")
         (output_values if spec.output else step_values)[spec.field] = parsed
     *earlier, last = base.steps
     step = _validated(replace(last, **step_values, layers=last.layers + tuple(layers)))

@@ -180,15 +180,17 @@ def _animation(strip: pyvips.Image, frames: list[pyvips.Image]) -> pyvips.Image:
 
 
 def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int,
-                  draw: Callable[[pyvips.Image, Step], pyvips.Image] | None = None) -> pyvips.Image:
+                  draw: Callable[[pyvips.Image, Step], pyvips.Image] | None = None,
+                  base: tuple[int, int] | None = None) -> pyvips.Image:
     """Each step reads the previous one's result, which is held to the output limit too (else a chain
     of borders grows an image without bound before a last step shrinks it), and made once, in memory
     (else a step reads it as often as its operations need: a blur of a blur recomputed the first blur
-    for every strip of the second, 40 times over). `draw` draws a step's layers on its result."""
+    for every strip of the second, 40 times over). `draw` draws a step's layers on its result; `base`:
+    a layer's steps are drawn on an image of this size."""
     image, original = None, (source.width, source.height)
     for index, step in enumerate(steps):
         stopping.check()
-        step = resolved(step, source, original)
+        step = resolved(step, source, original, base)
         image = apply_look(apply_geometry(source, step, max_output_side), step)
         if step.layers and draw is not None:
             image = draw(image, step)
@@ -214,10 +216,12 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
     """Draws a step's layers; an image layer is its original rendered with the layer's own steps,
     once per render (an animation's frames share it, so it is made in memory)."""
     @functools.cache
-    def image_of(path: str, steps: tuple[Step, ...]) -> pyvips.Image:
-        source = _still_source(overlays[path], headers[path], keep_profile=False)
+    def image_of(path: str, steps: tuple[Step, ...], base: tuple[int, int]) -> tuple[pyvips.Image, tuple[int, int]]:
+        header = headers[path]
+        source = _still_source(overlays[path], header, keep_profile=False)
         try:  # made here, whole: a failure is the layer's (its original or its steps), not the base's
-            return in_memory(_render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side))
+            drawn = _render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side, base=base)
+            return in_memory(drawn), (header.width, header.height)
         except InvalidTransformation:
             raise
         except BadRequest as error:  # the layer over a limit (a 20000×1 overlay at its own size): name it
