@@ -122,7 +122,7 @@ PARITY_ROWS = (
     ("background", "bg", "differs", "colours (`RRGGBBOO`: opacity %), `dominant`, `blurred…`; "
      "`gradient_dominant` and `genfill` are a 400"),
     ("blur", "bl", "supported", "0.1–100, decimals"),
-    ("border", "b", "differs", "`<width>_<colour>`; expressions in the width are a 400"),
+    ("border", "b", "supported", "`<width>_<colour>`; the width may be an expression (`b-cw_mul_0.05_yellow`)"),
     ("crop", "c", "supported", "every value the SDK lists"),
     ("crop_mode", "cm", "supported", "every value the SDK lists; padding is `bg`, else white, or transparent "
      "for sources with transparency"),
@@ -130,7 +130,7 @@ PARITY_ROWS = (
     ("focus", "fo", "differs", "positions and `auto`; `fo-face` see its section; object names "
      "(`fo-person`, `fo-car`) are a 400"),
     ("quality", "q", "supported", "1–100"),
-    ("x, y, x_center, y_center", "x y xc yc", "differs", "pixels; expressions are a 400"),
+    ("x, y, x_center, y_center", "x y xc yc", "supported", "pixels or expressions"),
     ("format", "f", "differs", "`auto webp jpg jpeg png gif avif orig`; `svg mp4 webm` are a 400"),
     ("radius", "r", "supported", "`N`, `max`, `a_b_c_d`"),
     ("rotation", "rt", "supported", "degrees with decimals, `N…`, `auto`"),
@@ -453,7 +453,7 @@ SECTIONS = (
                 Example("w-240,e-gradient", "coffee.jpg"),
                 Example("w-240,e-gradient-ld-90_from-1E3A8A50_to-FFFFFF00_sp-0.6", "coffee.jpg"),
             )),
-    Section("Arithmetic expressions", "`w`, `h` and `ar` take ImageKit's expressions "
+    Section("Arithmetic expressions", "`w`, `h`, `ar`, `x`, `y`, `xc`, `yc` and a border's width take ImageKit's expressions "
             "([ImageKit](https://imagekit.io/docs/arithmetic-expressions-in-transformations)): values "
             "(numbers or `iw`, `ih`, `iar` — the original's width, height, aspect ratio — and `cw`, `ch`, "
             "`car` — the step's input) joined by `add`, `sub`, `mul`, `div`, `mod`, `pow` (`pow` first, "
@@ -465,8 +465,8 @@ SECTIONS = (
             "drawn: `lx-bw_sub_cw` sets it flush right; a result below 0 is 0) and a text's `fs` and `w` "
             "(`fs-bh_div_20`; `bw`, `bh`, `bar` only, `fs` from 1 to 500). So one URL draws a watermark "
             "at the same share of every size: `l-image,i-logo.png,w-bw_mul_0.2,lx-bw_mul_0.75,"
-            "ly-bh_mul_0.05,l-end`. Expressions in `b`, `x`/`y`/`xc`/`yc` and a text's `pa` are not read: "
-            "a 400 naming the parameter.", (
+            "ly-bh_mul_0.05,l-end`. An `x`… that evaluates below 0 or above 65500, or a border outside 1–1000 px, "
+            "is a 400 naming it. Expressions in a text's `pa` are not read: a 400 naming the parameter.", (
                 Example("w-iw_div_4", "coffee.jpg", "a quarter of 600 px"),
                 Example("w-200,ar-iar_div_2", "coffee.jpg", "half the original's ratio"),
                 Example("w-300,l-image,i-logo-transparent.png,w-bw_mul_0.3,lx-bw_sub_cw_sub_10,ly-bh_mul_0.05,l-end",

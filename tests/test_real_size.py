@@ -45,6 +45,10 @@ JPEG_CASES = [
     ("cm-extract,x-4000,y-2600,w-200,h-200", (200, 200), "jpg", None),
     ("cm-extract,xc-2120,yc-1416,w-200,h-120", (200, 120), "jpg", None),
     ("cm-pad_extract,x-4100,y-2700,w-300,h-300,bg-navy", (300, 300), "jpg", None),
+    ("cm-extract,x-0,y-ih_sub_200,w-200,h-200", (200, 200), "jpg", None),  # the bottom-left corner
+    ("cm-extract,x-iw_sub_2120,y-0,w-iw_div_2,h-ih_div_2", (2120, 1416), "jpg", None),  # top right: no marker
+    ("cm-extract,x-0,y-0,w-iw_div_2,h-ih_div_2", (2120, 1416), "jpg", "top_left"),
+    ("cm-extract,xc-iw_div_2,yc-ih_div_2,w-200,h-120", (200, 120), "jpg", None),
     ("rt-90", (H, W), "jpg", "top_right"),
     ("rt-180", (W, H), "jpg", "bottom_right"),
     ("rt-270", (H, W), "jpg", "bottom_left"),
@@ -69,6 +73,7 @@ JPEG_CASES = [
     ("w-300,r-20,f-png", (300, 200), "png", "top_left"),
     ("w-300,r-max", (300, 200), "jpg", None),
     ("w-300,b-10_00FF00", (320, 220), "jpg", None),
+    ("w-300:b-cw_mul_0.05_00FF00", (330, 230), "jpg", None),  # 5 % of the step's input, 300 px: 15 px
     ("w-300,o-50,f-png", (300, 200), "png", "top_left"),
     ("w-1000:rt-90:w-300", (300, 449), "jpg", "top_right"),
     ("w-300,f-png", (300, 200), "png", "top_left"),
@@ -96,11 +101,13 @@ PNG_CASES = [
     ("w-0.05,h-300,fo-auto,z-2", (212, 300), "png", None),
     ("cm-extract,x-4000,y-2600,w-200,h-200", (200, 200), "png", None),
     ("cm-pad_extract,xc-4200,yc-2800,w-300,h-300", (300, 300), "png", None),
+    ("cm-extract,x-iw_sub_300,y-ih_sub_300,w-300,h-300", (300, 300), "png", None),
     ("cm-pad_resize,w-300,h-300,bg-red", (300, 300), "png", None),
     ("t-true,w-300", (300, 200), "png", "top_left"),
     ("w-1000,bl-100,e-grayscale", (1000, 668), "png", None),
     ("w-300,e-contrast,e-sharpen,e-usm-2-2-0.8-0.024", (300, 200), "png", "top_left"),
     ("w-300,r-max,b-5_00FF00,o-50", (310, 210), "png", None),
+    ("w-300:b-ch_div_40_00FF00", (310, 210), "png", None),
     ("w-300,q-50,f-webp,lo-true,md-true,cp-true", (300, 200), "webp", "top_left"),
     ("w-300,pr-true", (300, 200), "png", "top_left"),
     ("w-300,f-auto", (300, 200), "avif", "top_left"),
@@ -183,3 +190,14 @@ def test_opacity_as_gif_on_a_12_megapixel_photo_is_the_faded_image(photos):
     check(rendered, gif, (300, 200), "gif", None)
     assert not gif.hasalpha() or gif[3].min() == 255  # nothing left out
     assert ((gif.flatten() if gif.hasalpha() else gif) - jpeg).abs().avg() < 12  # the same faded picture
+
+
+@pytest.mark.parametrize("expressed, written", [
+    ("cm-extract,x-iw_sub_300,y-ih_sub_200,w-300,h-200", f"cm-extract,x-{W - 300},y-{H - 200},w-300,h-200"),
+    ("cm-extract,xc-iw_div_4,yc-ih_mul_0.75,w-300,h-200", f"cm-extract,xc-{W // 4},yc-{round(H * 0.75)},w-300,h-200"),
+    ("w-400:b-cw_mul_0.05_FF0000", "w-400:b-20_FF0000"),
+])
+def test_expressions_in_positions_and_borders_are_the_pixels_they_evaluate_to(photos, expressed, written):
+    """ImageKit's expressions in `x`/`y`/`xc`/`yc` and a border's width, on the 12 MP photo: the same
+    output as the numbers they evaluate to."""
+    assert render(photos, photos.jpeg, expressed)[0].body == render(photos, photos.jpeg, written)[0].body

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import BadRequest
 
@@ -85,6 +86,23 @@ def expression(text: str) -> Expression:
         if not index % 2 and term not in EXPRESSION_VARIABLES:
             terms[index] = write_number(decimal(term))
     return Expression(tuple(terms))
+
+
+def or_expression(parse_value: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse_value`, or an expression when the text is written as one; a bad expression's reason
+    says what the value may be too."""
+    def parse(text: str) -> Any:
+        if not is_expression(text):
+            return parse_value(text)
+        try:
+            return expression(text)
+        except ValueError as exc:
+            try:
+                parse_value(text)
+            except ValueError as plain:
+                raise ValueError(f"{plain}, or an expression ({exc})") from None
+            raise
+    return parse
 
 
 def is_expression(text: str) -> bool:

@@ -16,8 +16,8 @@ import pyvips
 from ..errors import BadRequest
 from . import faces, stopping
 from .colours import RGBA, Blurred
-from .expressions import Expression, evaluated, sizes
-from .options import Step
+from .expressions import MAX_PIXELS, Expression, evaluated, sizes
+from .options import MAX_BORDER, Step
 
 Size = pyvips.enums.Size
 WHITE: RGBA = (255, 255, 255, 255)
@@ -409,26 +409,41 @@ def resolved(step: Step, source: Source, original: tuple[int, int], base: tuple[
     return replace(step, background=dominant_colour(source)) if step.background == "dominant" else step
 
 
+#: the step fields that may hold an expression: their parameter, and the range of their values
+EXPRESSION_FIELDS = {"width": ("w", 1e-9, MAX_PIXELS), "height": ("h", 1e-9, MAX_PIXELS),
+                     "aspect_ratio": ("ar", 1e-9, MAX_PIXELS), "x": ("x", 0, MAX_PIXELS), "y": ("y", 0, MAX_PIXELS),
+                     "x_center": ("xc", 0, MAX_PIXELS), "y_center": ("yc", 0, MAX_PIXELS), "border": ("b", 1, MAX_BORDER)}
+
+
 def with_sizes(step: Step, original: tuple[int | None, int | None], current: tuple[int | None, int | None],
                base: tuple[int | None, int | None] | None = None) -> Step:
-    """`w`, `h` and `ar` expressions evaluated for an original and a step input of these sizes (and,
-    in a layer, the base it is drawn on); where a size is unknown (None), the expression's side is
-    unknown too (None). Raises `BadRequest`."""
-    expressions = {name: getattr(step, name) for name in ("width", "height", "aspect_ratio")
-                   if isinstance(getattr(step, name), Expression)}
+    """The step's expressions (`EXPRESSION_FIELDS`) evaluated for an original and a step input of
+    these sizes (and, in a layer, the base it is drawn on). Where a size is unknown (None), so is a
+    side that an expression gives (None), a position is taken as 0 and a border as the widest: the
+    cost estimate of a URL before its original is read. Raises `BadRequest`."""
+    expressions = {name: getattr(step, name) for name in EXPRESSION_FIELDS
+                   if isinstance(getattr(step, name) if name != "border" else (step.border or (None,))[0], Expression)}
     if not expressions:
         return step
     known = {**sizes("i", *original), **sizes("c", *current)} if None not in (*original, *current) else None
     if known is not None and base is not None and None not in base:
         known.update(sizes("b", *base))
-    values = {}
-    for name, expression in expressions.items():
-        key = {"width": "w", "height": "h", "aspect_ratio": "ar"}[name]
+    values: dict[str, object] = {}
+    for name, value in expressions.items():
+        key, low, high = EXPRESSION_FIELDS[name]
+        expression = value[0] if name == "border" else value
         if known is None or (expression.reads_base and "bw" not in known):
-            values[name] = None
-            continue
-        value = evaluated(expression, key, known, low=1e-9)
-        values[name] = (value, 1.0) if name == "aspect_ratio" else float(max(1, round(value)))
+            result = None if name in ("width", "height", "aspect_ratio") else 0 if name != "border" else high
+        else:
+            result = evaluated(expression, key, known, low=low, high=high)
+        if name == "aspect_ratio":
+            values[name] = None if result is None else (result, 1.0)
+        elif name in ("width", "height"):
+            values[name] = None if result is None else float(max(1, round(result)))
+        elif name == "border":
+            values[name] = (max(1, round(result)), value[1])
+        else:
+            values[name] = round(result)
     return replace(step, **values)
 
 

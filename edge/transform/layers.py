@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .colours import RGBA, parse_colour, write_colour
-from .expressions import Expression, evaluated, expression, is_expression, sizes
+from .expressions import Expression, evaluated, is_expression, or_expression, sizes
 
 #: `i-ik_canvas`: no image, a block of the `bg` colour, `w`×`h` (the base's size when not given)
 CANVAS = "ik_canvas"
@@ -55,8 +55,11 @@ def _position(text: str) -> int | Expression:
     edge (`~`, so that `N0`, flush with the far edge, differs from `0`); or an expression
     (`bw_mul_0.9`), from the near edge."""
     if is_expression(text) and text[:1] != "N":
-        return _expression_or(text, f"must be an integer of pixels up to {MAX_POSITION}, N-prefixed to count "
-                                    "from the far edge, or an expression such as bw_mul_0.9")
+        return or_expression(_pixels)(text)
+    return _pixels(text)
+
+
+def _pixels(text: str) -> int:
     match = _POSITION.fullmatch(text)
     if not match or int(match.group(2)) > MAX_POSITION:
         raise ValueError(f"must be an integer of pixels up to {MAX_POSITION}, N-prefixed to count from the far edge")
@@ -80,22 +83,6 @@ def _int(low: int, high: int):
     return parse
 
 
-def _int_or_expression(low: int, high: int):
-    """`_int`, or an expression of the base's size (`fs-bh_div_20`), evaluated as the layer is drawn."""
-    number = _int(low, high)
-
-    def parse(text: str) -> int | Expression:
-        if is_expression(text):
-            return _expression_or(text, f"must be an integer from {low} to {high}, or an expression such as bh_div_20")
-        return number(text)
-    return parse
-
-
-def _expression_or(text: str, what: str) -> Expression:
-    try:
-        return expression(text)
-    except ValueError as exc:
-        raise ValueError(f"{what} ({exc})") from None
 
 
 def _choice(choices: tuple[str, ...]):
@@ -184,7 +171,7 @@ PLACEMENT_PARAMS: dict[str, tuple[str, Any, Any]] = {
     "lm": ("mode", _choice(MODES), str),
 }
 TEXT_PARAMS: dict[str, tuple[str, Any, Any]] = {
-    "fs": ("size", _int_or_expression(1, MAX_FONT_SIZE), str),
+    "fs": ("size", or_expression(_int(1, MAX_FONT_SIZE)), str),
     "ff": ("font", _font, lambda name: name.replace("/", "@@")),
     "co": ("colour", parse_colour, write_colour),
     "bg": ("background", parse_colour, write_colour),
@@ -193,7 +180,7 @@ TEXT_PARAMS: dict[str, tuple[str, Any, Any]] = {
     "ia": ("align", _choice(ALIGNMENTS), str),
     "tg": ("typography", _typography, "_".join),
     "lh": ("line_height", _int(1, 2 * MAX_FONT_SIZE), str),
-    "w": ("width", _int_or_expression(1, MAX_POSITION), str),
+    "w": ("width", or_expression(_int(1, MAX_POSITION)), str),
     "fl": ("flip", _choice(("h", "v", "h_v")), str),
     "fol": ("outline", _outline, lambda o: f"{o[0]}_{write_colour(o[1])}"),
     "fsh": ("shadow", _shadow, lambda s: f"{write_colour(s[0])}_{s[1]}"),

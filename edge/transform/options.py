@@ -25,7 +25,7 @@ from ..errors import InvalidTransformation
 from . import faces
 from . import layers as layer_params
 from .colours import RGBA, Blurred, parse_colour, write_colour
-from .expressions import MAX_PIXELS, Expression, is_expression
+from .expressions import MAX_PIXELS, Expression, is_expression, or_expression
 from .expressions import decimal as _decimal
 from .expressions import expression as _expression
 from .expressions import write_number as _write_number
@@ -62,6 +62,8 @@ GRADIENT_DEFAULTS = ("180", "FFFFFF00", "00000066", "1")
 DEFAULT_BLURRED = (10, 0)
 #: `pg-N`: the page (frame) of a multi-page source; the node reads animations and multi-page TIFF
 MAX_PAGE = 1000
+#: widest border, in pixels
+MAX_BORDER = 1000
 #: chained steps in one transformation: each may cost a full-size resize, so a URL must not ask for
 #: thousands (a 60 kB URL of `w-10` steps kept a libvips thread busy for minutes)
 MAX_STEPS = 10
@@ -85,10 +87,10 @@ class Step:
     crop: str = "maintain_ratio"
     crop_mode: str | None = None
     focus: str = "center"
-    x: int | None = None
-    y: int | None = None
-    x_center: int | None = None
-    y_center: int | None = None
+    x: int | Expression | None = None  # an expression until resolved (`geometry.with_sizes`), as `border`'s width
+    y: int | Expression | None = None
+    x_center: int | Expression | None = None
+    y_center: int | Expression | None = None
     zoom: float = 1.0
     trim: int | None = None
     rotation: float = 0
@@ -101,7 +103,7 @@ class Step:
     radius: int | str | tuple[int, int, int, int] | None = None
     #: a colour, `dominant` (the image's dominant colour) or `Blurred` (padding: the image, blurred)
     background: RGBA | str | Blurred | None = None
-    border: tuple[int, RGBA] | None = None
+    border: tuple[int | Expression, RGBA] | None = None
     opacity: int = 100
     #: (blur, saturation %, x %, y %)
     shadow: tuple[float, float, float, float] | None = None
@@ -375,9 +377,10 @@ def _write_gradient(gradient: tuple[float, RGBA, RGBA, float]) -> str:
     return f"ld-{_write_number(degrees)}_from-{write_colour(start)}_to-{write_colour(end)}_sp-{_write_number(stop)}"
 
 
-def _border(text: str) -> tuple[int, RGBA]:
-    width, _, colour = text.partition("_")
-    return _int_range(1, 1000)(width), parse_colour(colour)
+def _border(text: str) -> tuple[int | Expression, RGBA]:
+    """`<width>_<colour>`; the width may be an expression (`b-cw_mul_0.05_yellow`)."""
+    width, _, colour = text.rpartition("_") if "_" in text else (text, "", "")
+    return or_expression(_int_range(1, MAX_BORDER))(width), parse_colour(colour)
 
 
 def _unsharp_mask(text: str) -> tuple[float, float, float, float]:
@@ -439,10 +442,10 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("c", "crop", _choice(CROPS)),
     Param("cm", "crop_mode", _choice(CROP_MODES)),
     Param("fo", "focus", _focus),
-    Param("x", "x", _int_range(0, MAX_PIXELS)),
-    Param("y", "y", _int_range(0, MAX_PIXELS)),
-    Param("xc", "x_center", _int_range(0, MAX_PIXELS)),
-    Param("yc", "y_center", _int_range(0, MAX_PIXELS)),
+    Param("x", "x", or_expression(_int_range(0, MAX_PIXELS)), str),
+    Param("y", "y", or_expression(_int_range(0, MAX_PIXELS)), str),
+    Param("xc", "x_center", or_expression(_int_range(0, MAX_PIXELS)), str),
+    Param("yc", "y_center", or_expression(_int_range(0, MAX_PIXELS)), str),
     Param("z", "zoom", _number_range(0.1, 10), _write_number),
     Param("t", "trim", _trim, _write_default_as_flag(DEFAULT_TRIM, "true")),
     Param("rt", "rotation", _rotation, _write_number),
@@ -572,7 +575,8 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
             raise InvalidTransformation(param, str(exc)) from None
         if parsed == AUTO and in_layer:  # client hints size the image asked for, not a layer of it
             raise InvalidTransformation(param, "a layer's size cannot come from client hints")
-        if not in_layer and isinstance(parsed, Expression) and parsed.reads_base:
+        if not in_layer and any(isinstance(v, Expression) and v.reads_base for v in (parsed, *(
+                parsed if isinstance(parsed, tuple) else ()))):
             raise InvalidTransformation(param, "bw, bh and bar are the size of a layer's base: only within a layer")
         (output_values if spec.output else step_values)[spec.field] = parsed
     *earlier, last = base.steps
