@@ -25,6 +25,22 @@ REGION = "us-east-1"
 #: what moto accepts when IAM checks are off; never a real credential
 TEST_KEY_ID = "AKIATESTINGKEY000000"
 TEST_SECRET = "test-secret-not-a-real-one"
+
+
+def shared_cache_table(endpoint_url: str, bucket: str, timeout: str = "20s", more: str = "") -> str:
+    """A `[shared_cache]` table over `bucket` of the server at `endpoint_url`, folder `outputs/`; the
+    default `timeout` is long: a loaded test machine must not turn a write into a skipped one."""
+    return f"""
+[shared_cache]
+bucket = "{bucket}"
+folder = "/outputs/"
+region = "{REGION}"
+endpoint_url = "{endpoint_url}"
+access_key_id = "{TEST_KEY_ID}"
+secret_access_key = "{TEST_SECRET}"
+timeout = "{timeout}"
+{more}
+"""
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/")
 
 

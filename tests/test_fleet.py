@@ -13,7 +13,7 @@ from tests.assets import centre_colour, colour, same_colour, solid
 from tests.fleet import AUTH, renders, served_by, start_fleet
 from tests.loadbalancers import LoadBalancer, require
 from tests.nodes import decode, until, web_config
-from tests.s3server import REGION, TEST_KEY_ID, TEST_SECRET
+from tests.s3server import shared_cache_table
 from tests.servers import HTTPOrigin
 
 BUCKET = "fleet-shared"
@@ -33,16 +33,7 @@ async def fleet(s3, origin, node_factory, tmp_path):
     require("haproxy")
     client = s3.client()
     client.create_bucket(Bucket=BUCKET)
-    shared = f"""
-[shared_cache]
-bucket = "{BUCKET}"
-folder = "/outputs/"
-region = "{REGION}"
-endpoint_url = "{s3.url}"
-access_key_id = "{TEST_KEY_ID}"
-secret_access_key = "{TEST_SECRET}"
-timeout = "20s"  # a loaded test machine must not turn a write into a skipped one
-"""
+    shared = shared_cache_table(s3.url, BUCKET)
     nodes = await start_fleet(node_factory, tmp_path, web_config(origin.url, after=shared))
     balancer = LoadBalancer("haproxy", [node.url for node in nodes], tmp_path / "haproxy")
     yield nodes, balancer

@@ -153,8 +153,10 @@ async def test_canvas_and_text_layers(node):
     assert ((box[1] > 200) & (box[0] < 60) & (box[2] < 60)).max() == 255  # green shadow
 
 
-async def test_a_12_megapixel_overlay_on_a_12_megapixel_photo(node_factory, photos, tmp_path):  # noqa: F811
-    node = await node_factory(write_config(tmp_path, f"""
+@pytest.fixture
+async def photo_node(node_factory, photos, tmp_path):  # noqa: F811
+    """A node serving the 12 MP photos from a local folder."""
+    return await node_factory(write_config(tmp_path, f"""
 [[origins]]
 name = "photos"
 type = "local"
@@ -164,6 +166,10 @@ root = "{photos.folder}"
 id = ""
 origins = ["photos"]
 """))
+
+
+async def test_a_12_megapixel_overlay_on_a_12_megapixel_photo(photo_node, photos):  # noqa: F811
+    node = photo_node
     # the PNG photo, shrunk to 200 px wide, at the bottom-left corner of the JPEG one at 1000 px:
     # its red marker (the top-left 20 % of its height) lands at (0, 668 - 134)
     out = await image(node, f"/tr:w-1000,l-image,i-{photos.png},w-200,lx-0,ly-N0,l-end/{photos.jpeg}")
@@ -171,20 +177,11 @@ origins = ["photos"]
     assert near(at(out, 10, 668 - 134 + 10), RED) and not near(at(out, 10, 668 - 134 - 10), RED)
 
 
-async def test_layers_sized_and_placed_by_the_base_on_a_12_megapixel_photo(node_factory, photos, tmp_path):  # noqa: F811
+async def test_layers_sized_and_placed_by_the_base_on_a_12_megapixel_photo(photo_node, photos):  # noqa: F811
     """ImageKit's layer variables: `bw`, `bh`, `bar` are the base's size (the step's result the layer
     is drawn on), in a layer's `w`/`h`/`ar`, its position and a text's `fs`; in a position, `cw`/`ch`
     are the layer as drawn. One URL makes a watermark of the same share of any size."""
-    node = await node_factory(write_config(tmp_path, f"""
-[[origins]]
-name = "photos"
-type = "local"
-root = "{photos.folder}"
-
-[[endpoints]]
-id = ""
-origins = ["photos"]
-"""))
+    node = photo_node
     mark = f"l-image,i-{photos.png},w-bw_mul_0.25,lx-bw_sub_cw,ly-bh_mul_0.1,l-end"  # a quarter of the width, flush right
     for width in (800, 2000):
         out = await image(node, f"/tr:w-{width},{mark}/{photos.jpeg}")

@@ -13,7 +13,7 @@ from edge.purge_journal import APPLIED_FILE, FOLDER, MAX_KEY_BYTES, PurgeJournal
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.fleet import AUTH, TOKEN
 from tests.nodes import decode, until, web_config, write_config
-from tests.s3server import REGION, TEST_KEY_ID, TEST_SECRET
+from tests.s3server import shared_cache_table
 from tests.servers import HTTPOrigin
 
 BUCKET = "journal-shared"
@@ -45,20 +45,7 @@ def start(node_factory, origin, s3, bucket, tmp_path):
     async def start(name: str):
         folder = tmp_path / name
         folder.mkdir(exist_ok=True)
-        shared = f"""
-[admin]
-token = "{TOKEN}"
-
-[shared_cache]
-bucket = "{BUCKET}"
-folder = "/outputs/"
-region = "{REGION}"
-endpoint_url = "{s3.url}"
-access_key_id = "{TEST_KEY_ID}"
-secret_access_key = "{TEST_SECRET}"
-timeout = "20s"  # a loaded test machine must not turn a write into a skipped one
-purge_journal_every = "0.2s"
-"""
+        shared = f'[admin]\ntoken = "{TOKEN}"\n' + shared_cache_table(s3.url, BUCKET, more='purge_journal_every = "0.2s"')
         return await node_factory(write_config(folder, web_config(origin.url, before="[server]\naccess_log = false\n",
                                                                   after=shared)))
     return start

@@ -18,22 +18,13 @@ from edge.pluginmanager import load_plugins
 from edge.purge_journal import APPLIED_FILE
 from edge.shared_cache import SharedTier
 from tests.nodes import local_config, write_config
-from tests.s3server import REGION, TEST_KEY_ID, TEST_SECRET
+from tests.s3server import TEST_SECRET, shared_cache_table
 
 BUCKET = "edge-shared"
 
 
 def shared_table(endpoint_url: str) -> str:
-    return f"""
-[shared_cache]
-bucket = "{BUCKET}"
-folder = "/outputs/"
-region = "{REGION}"
-endpoint_url = "{endpoint_url}"
-access_key_id = "{TEST_KEY_ID}"
-secret_access_key = "{TEST_SECRET}"
-timeout = "3s"
-"""
+    return shared_cache_table(endpoint_url, BUCKET, timeout="3s")
 
 
 @pytest.fixture
