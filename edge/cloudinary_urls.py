@@ -36,6 +36,8 @@ _INTEGER = re.compile(r"-?[0-9]{1,6}")
 #: delivery types served; `private` and `authenticated` only on an endpoint that takes signed URLs only
 PUBLIC_TYPES = ("upload",)
 SIGNED_TYPES = ("private", "authenticated")
+#: Cloudinary's other resource types (and their SEO forms): not served, and no root path either
+OTHER_RESOURCES = ("video", "raw", "videos", "files")
 
 
 @dataclass(frozen=True)
@@ -104,14 +106,17 @@ WORDS: tuple[Word, ...] = (
          "output format; `f_auto`: AVIF or WebP as the browser's `Accept` allows, else JPEG (PNG with transparency)"),
     Word("`.jpg` `.png` `.webp` `.avif` `.gif` extension", "output format",
          "the extension names the output format; none: the stored format"),
-    Word("`dpr_N` (0.1–5), `dpr_auto`", "`dpr-N`, `dpr-auto`",
-         "multiplies w and h; needs one of them; `auto`: the `Sec-CH-DPR` client hint"),
+    Word("`dpr_N` (0.1–5), `dpr_auto`", "`w-`, `h-` times N; `dpr-N`, `dpr-auto`",
+         "multiplies w and h of the URL: of its own component, or, in a component of its own "
+         "(`c_fill,w_300/dpr_2.0`, as the SDKs write it), of every component with a size; without any "
+         "size the image keeps its size; `auto`: the `Sec-CH-DPR` client hint"),
     Word("`w_auto`", "`w-auto`", "the width from the `Sec-CH-Width` client hint, rounded up to 100 px"),
     Word("`a_N`, `a_-N`", "`rt-N` (N modulo 360, clockwise)",
          "rotate clockwise (negative: counter-clockwise); corners filled with `b_`"),
     Word("`a_hflip`, `a_vflip`", "`fl-h`, `fl-v`", "mirror horizontally, vertically"),
     Word("`a_exif`, `a_auto`", "(always done)", "rotate by the EXIF orientation, which the node always does"),
-    Word("`r_N`, `r_max`", "`r-N`, `r-max`", "rounded corners; `max`: a circle or ellipse"),
+    Word("`r_N`, `r_max`, `r_N:N[:N[:N]]`", "`r-N`, `r-max`, `r-N_N_N_N`",
+         "rounded corners; `max`: a circle or ellipse; per corner as CSS writes them (top-left first, clockwise)"),
     Word("`e_blur`, `e_blur:N` (1–2000)", f"`bl-N/{_STRENGTH_SCALE}` (default `bl-5`)", "gaussian blur"),
     Word("`e_sharpen`, `e_sharpen:N` (1–2000)", f"`e-sharpen-N/{_STRENGTH_SCALE}` (default `e-sharpen-5`)",
          "sharpen"),
@@ -119,7 +124,7 @@ WORDS: tuple[Word, ...] = (
     Word("`e_contrast`, `e_auto_contrast`", "`e-contrast`", "contrast stretch"),
     Word("`e_trim`, `e_trim:N` (1–99)", "`t-true`, `t-N`",
          "trim borders of the corner colour, tolerance N (default 10)"),
-    Word("`b_rgb:RRGGBB[AA]`, `b_<name>`", "`bg-RRGGBB[OO]`, `bg-<name>`",
+    Word("`b_rgb:RRGGBB[AA]`, `b_rgb:RGB[A]`, `b_<name>`", "`bg-RRGGBB[OO]`, `bg-<name>`",
          "background for padding, rotation corners and transparency; the hex alpha AA becomes ImageKit's "
          "opacity percent OO"),
     Word("`bo_Npx_solid_<colour>`", "`b-N_<colour>`", "border N px wide"),
@@ -173,7 +178,16 @@ class CloudinaryPath:
 
 
 def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
-    """`[cloud, "image", type, …]` (segments as sent) → its parts. NothingToServe for what is no delivery path."""
+    """`[cloud, "image", type, …]` (segments as sent) → its parts. NothingToServe for what is no delivery path.
+    Two shorter forms of `image/upload` are read too: `images/…/<public_id>/<seo name>.<ext>` (a dynamic
+    SEO suffix: the last segment names the file for search engines, its extension the format) and the
+    root path, `<cloud>/…/<public_id>`, with neither resource nor delivery type."""
+    second = decode(raw[1]) if len(raw) > 1 else ""
+    if second in OTHER_RESOURCES:
+        raise NothingToServe("not found")
+    seo = second == "images"
+    if seo or (len(raw) > 1 and second != "image"):
+        raw = [raw[0], "image", "upload", *raw[2 if seo else 1:]]
     segments = [decode(segment) for segment in raw]
     if len(segments) < 4 or segments[1] != "image":
         raise NothingToServe("not found")
@@ -192,6 +206,11 @@ def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
             count += 1
         version, public_start = None, count
     components, public = rest[:count], rest[public_start:]
+    if seo:  # the public ID, with the SEO name's extension
+        if len(public) < 2:
+            raise NothingToServe("not found")
+        extension = public[-1].rpartition(".")[2] if "." in public[-1] else ""
+        public = [*public[:-2], public[-2] + (f".{extension}" if extension else "")]
     if not public or any(s in ("", ".", "..") for s in public):
         raise NothingToServe("not found")
     stem, dot, extension = public[-1].rpartition(".")
@@ -253,12 +272,36 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
     named = dict(named_items)
     if sum(map(len, components)) > MAX_TEXT:
         raise InvalidTransformation("/".join(components)[:40] + "…", f"longer than {MAX_TEXT} characters")
-    steps = [step for component in components for step in _component(component, named, named_only)]
+    steps = [step for component in _dpr_on_sizes(components) for step in _component(component, named, named_only)]
     try:
         return parse_transformation(":".join(steps), named=named)
     except InvalidTransformation as error:  # a rule between words (or a limit) the table does not see
         reason = error.message.removeprefix("invalid transformation: ")
         raise InvalidTransformation("/".join(components), reason) from None
+
+
+def _dpr_on_sizes(components: tuple[str, ...]) -> list[str]:
+    """Cloudinary's SDKs write `dpr_` in a component of its own (`c_fill,w_300,h_200/dpr_2.0`), where
+    it multiplies the sizes of the whole URL: moved onto every component that gives w_ or h_ (or names
+    a `t_`) and has no `dpr_` of its own. With no such component there is nothing to multiply: the image
+    is delivered at its size (docs/leaving-cloudinary.md)."""
+    def keys(component: str) -> set[str]:
+        return {_key(word) for word in component.split(",")}
+
+    delivery = [word for component in components if not keys(component) & {"w", "h", "t"}
+                for word in component.split(",") if _key(word) == "dpr"]
+    if not delivery:
+        return list(components)
+    moved = []
+    for component in components:
+        words = component.split(",")
+        if not keys(component) & {"w", "h", "t"}:
+            words = [word for word in words if _key(word) != "dpr"]
+        elif "dpr" not in keys(component):
+            words.append(delivery[-1])
+        if words:
+            moved.append(",".join(words))
+    return moved
 
 
 def _component(text: str, named: Mapping[str, str], named_only: bool) -> list[str]:
@@ -326,11 +369,12 @@ class _Component:
         return ("w" in self.words and "h" in self.words) or "ar" in self.words
 
     def _size(self) -> list[str]:
-        params = [self._dimension(key) for key in ("w", "h") if key in self.words]
+        factor = self._dpr_factor()
+        params = [self._dimension(key, factor) for key in ("w", "h") if key in self.words]
         if "ar" in self.words:
             params.append(self._aspect_ratio())
-        if "dpr" in self.words:
-            if "w" not in self.words and "h" not in self.words:
+        if "dpr" in self.words and factor == 1:
+            if "w" not in self.words and "h" not in self.words and "t" not in self.words:
                 raise self.fail("dpr", "needs w_ or h_")
             params.append(self.parsed("dpr", "dpr"))
         mode = self.value("c")
@@ -359,13 +403,25 @@ class _Component:
                 raise self.fail("z", "zooming out (below 1) is supported around faces only (g_face)")
         return params
 
-    def _dimension(self, key: str) -> str:
+    def _dpr_factor(self) -> float:
+        """A `dpr_N` that multiplies this component's sizes here, in pixels: Cloudinary multiplies
+        whatever the product (a 2560 px width at `dpr_2.0` is 5120 px), where ImageKit's `dpr` leaves a
+        side over 5000 px as given. 1 when the node's `dpr-` does it (`dpr_auto`, fractions, `t_`)."""
+        if "dpr" not in self.words or "t" in self.words:
+            return 1.0
+        self.parsed("dpr", "dpr")  # checked: 0.1–5 or auto
+        sizes = [self.value(key) for key in ("w", "h") if key in self.words]
+        if self.value("dpr") == "auto" or not sizes or not all(re.fullmatch(r"[0-9]{1,5}", v or "") for v in sizes):
+            return 1.0
+        return float(self.value("dpr"))
+
+    def _dimension(self, key: str, factor: float = 1.0) -> str:
         value = self.value(key)
         if "." in value and _float(value) >= 1:
             raise self.fail(key, "relative sizes of 1.0 and more are not supported; write pixels")
         if (value == "auto" and key != "w") or value in ("iw", "ih") or value.startswith(("auto:", "iw_", "ih_", "$")):
             raise self.fail(key, "automatic and computed sizes are not supported")
-        return self.parsed(key, key)
+        return self.parsed(key, key, None if factor == 1 else str(max(1, round(int(value) * factor))))
 
     def _aspect_ratio(self) -> str:
         width, colon, height = self.value("ar").partition(":")
@@ -415,9 +471,21 @@ def _angle(c: _Component) -> list[str]:
 
 
 def _radius(c: _Component) -> list[str]:
-    if c.value("r") == "0":
+    """`r_N`, `r_max`, or per corner as CSS writes them, `:`-separated: `r_20:0:20:0` (top-left,
+    top-right, bottom-right, bottom-left), `r_20:40` (the diagonals), `r_10:20:30`."""
+    value = c.value("r")
+    if value == "0":
         return []  # square corners: nothing to do
-    return [c.parsed("r", "r")]
+    corners = value.split(":")
+    if len(corners) > 4:
+        raise c.fail("r", "takes 1 to 4 radii separated by :")
+    if len(corners) > 1:  # which given radius each corner takes, as in CSS's border-radius
+        value = "_".join(corners[i] for i in _CORNERS[len(corners)])
+    return [c.parsed("r", "r", value)]
+
+
+#: radii given → the one each corner takes (top-left, top-right, bottom-right, bottom-left)
+_CORNERS = {2: (0, 1, 0, 1), 3: (0, 1, 2, 1), 4: (0, 1, 2, 3)}
 
 
 def _strength(c: _Component, argument: str, default: int) -> int:
@@ -447,6 +515,8 @@ def _effect(c: _Component) -> list[str]:
 
 def _colour(c: _Component, key: str, text: str) -> str:
     colour = text.removeprefix("rgb:").removeprefix("#")
+    if re.fullmatch(r"[0-9A-Fa-f]{3,4}", colour) and text != colour:  # `rgb:f00`: CSS's short hex
+        colour = "".join(digit * 2 for digit in colour)
     if re.fullmatch(r"[0-9A-Fa-f]{8}", colour):  # Cloudinary's hex alpha → ImageKit's opacity percent
         alpha = int(colour[6:], 16)
         colour = colour[:6] + (f"{opacity_percent(alpha):02d}" if alpha != 255 else "")

@@ -179,6 +179,34 @@ async def test_angles_and_borders_change_the_size_as_documented(node):
     assert rounded.hasalpha() and pixel(rounded, 0, 0)[3] == 0
 
 
+async def test_dpr_multiplies_every_size_of_the_url_wherever_it_is_written(node):
+    """The SDKs write `dpr_` in a component of its own (`c_fill,w_300,h_200/dpr_2.0`); Cloudinary
+    multiplies whatever the product (no 5000 px rule, as ImageKit has)."""
+    assert size(await get(node, url(PHOTO, transformation=[dict(width=300, crop="scale"), dict(dpr=2.0)]))) == (600, 400)
+    assert size(await get(node, f"/demo/image/upload/c_fill,w_300,h_200/q_auto/f_auto/dpr_3.0/{PHOTO}.jpg")) == (900, 600)
+    assert size(await get(node, url(PHOTO, width=2560, dpr=2.0, crop="scale"))) == (5120, 3413)
+    assert size(await get(node, url(PHOTO, width=2000, dpr=3.0, crop="limit"))) == (3000, 2000)  # never upscales
+    assert size(await get(node, url(PHOTO, transformation=[dict(dpr=2.0)], format="jpg"))) == (3000, 2000)  # no size
+
+
+async def test_seo_suffixes_and_root_paths(node):
+    """`images/…/<public_id>/<seo name>.<ext>` and `<cloud>/…/<public_id>`: both `image/upload`."""
+    seo = await get(node, f"/demo/images/w_300/{PHOTO}/summer-landscape.webp")
+    assert (loader(seo), size(seo)) == ("webpload", (300, 200))
+    assert size(await get(node, f"/demo/w_300/{PHOTO}.jpg")) == (300, 200)
+    assert size(await get(node, f"/demo/images/v1700000000/{PHOTO}/landscape.jpg")) == (3000, 2000)
+    assert (await node.fetch(f"/demo/images/w_300/{PHOTO}.jpg")).code == 404  # the SEO name is not the public ID
+
+
+async def test_short_hex_colours_and_radii_per_corner(node):
+    padded = decode(await get(node, url(PHOTO, width=300, height=300, crop="pad", background="rgb:fff")))
+    assert close(pixel(padded, 150, 10), (255, 255, 255))
+    cornered = decode(await get(node, f"/demo/image/upload/w_300,r_40:0:40:0/{PHOTO}.png"))
+    assert [pixel(cornered, x, y)[3] for x, y in ((0, 0), (299, 0), (299, 199), (0, 199))] == [0, 255, 0, 255]
+    diagonals = decode(await get(node, f"/demo/image/upload/w_300,r_0:40/{PHOTO}.png"))
+    assert [pixel(diagonals, x, y)[3] for x, y in ((0, 0), (299, 0), (299, 199), (0, 199))] == [255, 0, 255, 0]
+
+
 # --- formats, qualities, versions, folders --------------------------------------------------------------
 
 async def test_an_untransformed_url_serves_the_stored_bytes(node, bucket):
