@@ -9,30 +9,35 @@ per purge under `<folder>_purges/`, named by when it was made and what it covers
     _purges/<nanoseconds since the epoch, 20 digits>-<8 random hex digits>/<the key prefix, base64url>
 
 (listing the folder is enough to read it; no endpoint id can start with `_`, so no output is there).
-Every worker of every node lists the journal when it starts and every `[shared_cache]
-purge_journal_every` (10 s):
+Every worker of every node lists the journal when it starts (before it serves) and every
+`[shared_cache] purge_journal_every` (10 s), each time on from the last key it listed:
 
-- the purges it had not applied yet are applied to its node's tiers (`Node.apply_purges`; the last
-  one applied is kept in the cache folder, so a restarted node applies what it missed while down);
+- the purges it had not applied yet are applied to its node's tiers (`Node.apply_purges`); one whose
+  application failed (the cache busy) is tried again at the next reading. How far they are applied is
+  marked in the cache folder (`APPLIED_FILE`: the time of the newest applied, and the entries of the
+  lookback before it), so a restarted node applies what it missed while down, and nothing twice;
 - a shared-tier object covered by a purge made after its original was last confirmed
   (`SourceInfo.checked_at`) is a miss (`covers`): late writes and the outputs of a node that missed
   the purge are never served.
 
 Only the last `original_ttl` of the journal matters: an output confirmed longer ago is not fresh, and
 is checked with the origin before it is served again. The purge that writes an entry deletes the
-entries older than that by the store's clock (a page at a time). A prefix too long for an object key is shortened, which
-purges more, never less. Times come from the nodes' clocks: keep them synchronised (NTP); entries
-are reread `LOOKBACK_SECONDS` back, so one written by a node whose clock is behind is still found.
+entries older than that by the store's clock (a page at a time). A prefix too long for an object key
+is shortened, which purges more, never less. Times in names come from the nodes' clocks: keep them
+synchronised (NTP). A reading that follows a recent entry also lists the last `LOOKBACK_SECONDS`
+again (one page), so an entry from a node whose clock lags is still found. Anyone who can write to
+the bucket can write here: keys that are not entries are skipped, and never stop a reading.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 import os
+import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,17 +47,24 @@ from .origin import OriginFailure
 log = logging.getLogger("edge.purge_journal")
 
 FOLDER = "_purges/"
-#: how far back each listing starts before the newest entry seen: what a writer's clock may lag
+#: an entry written by a node whose clock lags the reader's by up to this much is still read: each
+#: reading lists (one page) from this far back when the newest entry it has seen is that recent
 LOOKBACK_SECONDS = 60.0
-#: entries one listing reads at most (1000 a page); the oldest of a longer journal are read next time
+#: an entry made further ahead of the reader's clock is ignored: a node's clock that wrong is broken
+FUTURE_SECONDS = 300.0
+#: pages of 1000 entries one reading lists at most, at a worker's start and then; a longer journal
+#: is read on at the next reading, from where this one stopped
+START_PAGES = 100
 PAGES = 20
 #: entries a worker holds (the purges of the last `original_ttl`); beyond it the oldest are forgotten
-MAX_ENTRIES = 20_000
+MAX_ENTRIES = 100_000
 #: S3 limits a key to 1024 bytes of UTF-8
 MAX_KEY_BYTES = 1024
 #: the applied mark's file in the cache folder, and the entries it names at most
 APPLIED_FILE = "purges-applied"
 MAX_MARKED = 1000
+_TAG = re.compile(r"[0-9a-f]{8}")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _entry_name(at: float, prefix: str) -> str:
@@ -65,134 +77,174 @@ def _time_name(at: float) -> str:
 
 
 def _parse(name: str) -> tuple[float, str] | None:
-    """(when, prefix) of an entry's name, or None when it is not one this module writes."""
+    """(when, prefix) of an entry's name, or None when it is not one this module writes (anyone who can
+    write to the bucket can put anything there: nothing of it may raise, or purge what no purge named)."""
     stamp, slash, encoded = name.partition("/")
     nanoseconds, dash, tag = stamp.partition("-")
-    if not (slash and dash and len(nanoseconds) == 20 and nanoseconds.isdigit() and len(tag) == 8):
+    if not (slash and dash and len(nanoseconds) == 20 and nanoseconds.isascii() and nanoseconds.isdigit()
+            and _TAG.fullmatch(tag) and _BASE64URL.fullmatch(encoded)):
         return None
     try:
         prefix = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-    except (binascii.Error, ValueError):
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    if "\0" not in prefix:  # every cache key prefix names its endpoint and ends it with \0
         return None
     return int(nanoseconds) / 1e9, prefix
 
 
 class PurgeJournal:
     """The journal in the shared tier's bucket (`store`: an `s3` origin), as one worker reads it.
-    `applied`: the file that names the newest entries applied to the node's tiers."""
+    `applied`: the file that marks how far the node's tiers have applied it."""
 
     def __init__(self, store: Any, retention: float, applied: Path, clock: Callable[[], float] = time.time):
         self._store = store
         self._retention = retention
         self._applied_file = applied
         self._clock = clock
-        #: entry name → (when, prefix), the purges of the last `retention` seconds
-        self._entries: dict[str, tuple[float, str]] = {}
-        #: the latest purge of each whole path (`endpoint \\0 path \\0`), and of each other prefix
+        #: entry name → when it was made, the purges of the last `retention` seconds
+        self._entries: dict[str, float] = {}
+        #: the latest purge of each whole path (`endpoint \\0 path \\0`), and of each other prefix, with
+        #: how many of those prefixes have each length (`covers` looks each length up once)
         self._paths: dict[str, float] = {}
         self._prefixes: dict[str, float] = {}
-        #: whether the first listing (which reads the applied mark) was made
+        self._lengths: Counter[int] = Counter()
+        #: the last key listed: the next reading goes on from there (None before the first reading)
+        self._cursor: str | None = None
+        #: (name, prefix) of the entries read and not applied to the node's tiers yet, oldest first
+        self._pending: list[tuple[str, str]] = []
+        #: the applied mark: entries made before `_applied_at` less the lookback, and those named, are
+        #: applied; read from the cache folder at the first reading
+        self._applied_at = 0.0
+        self._applied_names: set[str] = set()
+        #: whether a reading has listed all there was (then a reading lists fewer pages, and the lookback)
         self._started = False
 
     @property
     def _folder(self) -> str:
         return self._store.key_for(FOLDER)
 
-    async def record(self, prefix: str) -> None:
-        """Write a purge of `prefix`, made now (raises `OriginFailure` when the store fails); delete a
-        page of the entries past the retention."""
+    async def record(self, prefix: str) -> str:
+        """Write a purge of `prefix`, made now; its key. Raises `OriginFailure` when the store fails."""
         now = self._clock()
         while True:
             key = self._folder + _entry_name(now, prefix)
             if len(key.encode()) <= MAX_KEY_BYTES:
                 break
-            if not prefix:
+            if len(prefix) <= 1:
                 break  # the folder alone is too long: the store refuses the key, and the purge says so
             prefix = prefix[:len(prefix) * 3 // 4]  # shorter: covers more
         await self._store.put_object(key, b"", "application/octet-stream")
-        try:  # by the store's clock, which is the same for all: a node whose clock is ahead deletes nothing early
-            (_, written), = await self._store.list_objects(key)
-            await self._store.delete_keys([old for old, at in await self._store.list_objects(self._folder)
-                                           if at < written - self._retention])
-        except OriginFailure as failure:  # the purge is recorded: the next one deletes them
+        return key
+
+    async def expire(self, key: str) -> None:
+        """Delete a page of the entries older than the retention, by the store's clock (the time it
+        wrote `key`): a node whose clock is ahead deletes nothing early. Failures are logged: the next
+        purge deletes them."""
+        try:
+            written = [at for listed, at in await self._store.list_objects(key) if listed == key]
+            if written:
+                await self._store.delete_keys([old for old, at in await self._store.list_objects(self._folder)
+                                               if at < written[0] - self._retention])
+        except OriginFailure as failure:
             log.warning("the purge journal's expired entries were not deleted: %s", failure)
 
     async def read(self) -> list[str]:
-        """List the journal; the prefixes of the entries this worker had not read before, oldest first,
-        for the caller to purge from the node's tiers (then it calls `applied`); on the first read,
-        less those the cache folder's applied mark names or predates. Raises `OriginFailure`."""
+        """List what is new in the journal; the prefixes of every entry read and not applied yet,
+        oldest first, for the caller to purge from the node's tiers (then it calls `applied`). Each
+        page read is held at once: a reading cut short (a timeout) is not read again. Raises
+        `OriginFailure`."""
         now = self._clock()
-        applied_before = set() if self._started else _read_applied(self._applied_file)
-        # of the entries this worker had not read: those the mark names were applied, and those older
-        # than its oldest too (before the lookback: long applied); a worker's later readings apply all
-        applied_until = min((_parse(name)[0] for name in applied_before), default=0.0)
-        newest = max((at for at, _ in self._entries.values()), default=0.0)
-        since = max(newest - LOOKBACK_SECONDS, now - self._retention)
-        listed = await self._store.list_objects(self._folder, self._folder + _time_name(since), pages=PAGES)
+        if self._cursor is None:  # the first reading: from the start of the retention
+            self._applied_at, self._applied_names = _read_applied(self._applied_file)
+            self._cursor = self._folder + _time_name(now - self._retention)
+        for _ in range(PAGES if self._started else START_PAGES):
+            listed = await self._store.list_objects(self._folder, self._cursor, pages=1)
+            for key, _ in listed:
+                self._take(key, now)
+            if listed:
+                self._cursor = listed[-1][0]  # anything listed moves it on, entries or not
+            if len(listed) < 1000:
+                break
+        late = self._folder + _time_name(now - LOOKBACK_SECONDS)
+        if self._started and self._cursor > late:  # recent entries: one may be late, from a lagging clock
+            for key, _ in await self._store.list_objects(self._folder, late, pages=1):
+                self._take(key, now)
         self._started = True
-        fresh = []
-        for key, _ in listed:
-            name = key[len(self._folder):]
-            if name in self._entries or (parsed := _parse(name)) is None:
-                continue
-            at, prefix = parsed
-            self._hold(name, min(at, now), prefix)  # an entry from the future purges from now on
-            if name not in applied_before and at >= applied_until:
-                fresh.append(prefix)
         self._forget_before(now - self._retention)
-        return fresh
+        return [prefix for _, prefix in self._pending]
 
-    def applied(self) -> None:
-        """The prefixes `read` returned are purged from the node's tiers: mark it in the cache folder
-        (blocking), with the names of the entries of the lookback, which a restart reads again."""
-        newest = max((at for at, _ in self._entries.values()), default=None)
-        if newest is not None:
-            recent = sorted(name for name, (at, _) in self._entries.items() if at >= newest - LOOKBACK_SECONDS)
-            _write_applied(self._applied_file, recent[-MAX_MARKED:])
+    def applied(self, count: int) -> None:
+        """The first `count` prefixes `read` returned are purged from the node's tiers: mark them, in
+        memory and in the cache folder (blocking)."""
+        done, self._pending = self._pending[:count], self._pending[count:]
+        if not done:
+            return
+        self._applied_at = max(self._applied_at, *(self._entries.get(name, 0.0) for name, _ in done))
+        waiting = {name for name, _ in self._pending}
+        since = self._applied_at - LOOKBACK_SECONDS
+        self._applied_names = {name for name in self._applied_names | {name for name, _ in done}
+                               if name not in waiting and min(_parse(name)[0], self._applied_at) >= since}
+        _write_applied(self._applied_file, self._applied_at, sorted(self._applied_names)[-MAX_MARKED:])
 
     def covers(self, cache_key: str, checked_at: float) -> bool:
         """Whether a purge made after `checked_at` covers `cache_key`."""
-        if not self._entries:
-            return False
         endpoint, _, rest = cache_key.partition("\0")
         path, _, _ = rest.partition("\0")
         if self._paths.get(f"{endpoint}\0{path}\0", 0.0) > checked_at:
             return True
-        return any(at > checked_at and cache_key.startswith(prefix) for prefix, at in self._prefixes.items())
+        return any(self._prefixes.get(cache_key[:length], 0.0) > checked_at for length in self._lengths)
 
-    def _hold(self, name: str, at: float, prefix: str) -> None:
-        self._entries[name] = (at, prefix)
-        index = self._paths if prefix.endswith("\0") and prefix.count("\0") == 2 else self._prefixes
-        index[prefix] = max(index.get(prefix, 0.0), at)
+    def _take(self, key: str, now: float) -> None:
+        name = key[len(self._folder):]
+        if name in self._entries or (parsed := _parse(name)) is None:
+            return
+        at, prefix = parsed
+        if at > now + FUTURE_SECONDS:  # a clock that far ahead is wrong (or the entry a forgery)
+            log.warning("a purge journal entry from %.0f s ahead of this node's clock is ignored: %s", at - now, name)
+            return
+        at = min(at, now)  # one from a clock a little ahead purges from now on
+        self._entries[name] = at
+        if prefix.endswith("\0") and prefix.count("\0") == 2:  # a whole path: `covers` finds it in one look
+            self._paths[prefix] = max(self._paths.get(prefix, 0.0), at)
+        else:
+            if prefix not in self._prefixes:
+                self._lengths[len(prefix)] += 1
+            self._prefixes[prefix] = max(self._prefixes.get(prefix, 0.0), at)
+        if name not in self._applied_names and at >= self._applied_at - LOOKBACK_SECONDS:
+            self._pending.append((name, prefix))
         if len(self._entries) > MAX_ENTRIES:  # listed oldest first: the first held is the oldest
-            del self._entries[next(iter(self._entries))]
+            self._forget_before(min(self._entries.values()) + 1e-9)
 
     def _forget_before(self, cutoff: float) -> None:
-        for name, (at, _) in list(self._entries.items()):
-            if at < cutoff:
-                del self._entries[name]
-        for index in (self._paths, self._prefixes):
-            for prefix, at in list(index.items()):
-                if at < cutoff:
-                    del index[prefix]
+        self._entries = {name: at for name, at in self._entries.items() if at >= cutoff}
+        self._paths = {prefix: at for prefix, at in self._paths.items() if at >= cutoff}
+        for prefix in [prefix for prefix, at in self._prefixes.items() if at < cutoff]:
+            del self._prefixes[prefix]
+            self._lengths[len(prefix)] -= 1
+            if not self._lengths[len(prefix)]:
+                del self._lengths[len(prefix)]
 
 
-def _read_applied(path: Path) -> set[str]:
-    """The entries the applied mark names: the newest purges applied to the node's tiers."""
+def _read_applied(path: Path) -> tuple[float, set[str]]:
+    """The applied mark: when the newest purge applied to the node's tiers was made, and the entries
+    of the lookback before it that were applied; (0, none) when there is none, or it cannot be read."""
     try:
-        lines = path.read_text().split()
+        first, *names = path.read_text().split()
     except FileNotFoundError:
-        return set()
-    except OSError as error:  # the cache folder's trouble is reported by the tiers: apply all again
+        return 0.0, set()
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, empty: apply them all again
         log.warning("cannot read %s (%s): the purges of the journal are applied again", path, error)
-        return set()
-    return {name for name in lines if _parse(name) is not None}
+        return 0.0, set()
+    if not (len(first) == 20 and first.isascii() and first.isdigit()):
+        return 0.0, set()
+    return int(first) / 1e9, {name for name in names if _parse(name) is not None}
 
 
-def _write_applied(path: Path, names: list[str]) -> None:
+def _write_applied(path: Path, at: float, names: list[str]) -> None:
     try:
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text("\n".join(names) + "\n")
+        temporary.write_text("\n".join([_time_name(at), *names]) + "\n")
         os.replace(temporary, path)
     except OSError as error:
         log.warning("cannot write %s (%s): the purges of the journal will be applied again", path, error)

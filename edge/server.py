@@ -191,17 +191,22 @@ class Node:
                 log.exception("background job %s failed", job.__name__)
 
     async def apply_purges(self) -> None:
-        """Purge this node's tiers of what the fleet's purge journal holds that this worker has not read
-        yet (`edge/purge_journal.py`): the purges sent while this node was away or cut off."""
-        prefixes = await self.shared.read_purges()
-        if not prefixes:
-            return
-        counts = await self.caches.io(lambda: [count for p in prefixes for count in self.caches.forget(p).values()])
-        if None in counts:
-            log.warning("purges of the fleet's journal not applied: the cache is unavailable or busy")
-            return  # not marked: applied again when the node next starts
-        await asyncio.to_thread(self.shared.journal.applied)
-        log.info("applied %d purge(s) of the fleet's journal", len(prefixes))
+        """Purge this node's tiers of what the fleet's purge journal holds that they have not applied
+        (`edge/purge_journal.py`): the purges sent while this node was away, cut off or not called.
+        Never raises: a worker starts and serves whatever the journal holds."""
+        try:
+            prefixes = await self.shared.read_purges()
+            if not prefixes:
+                return
+            counts = await self.caches.io(lambda: [n for p in prefixes for n in self.caches.forget(p).values()])
+            if None in counts:
+                log.warning("purges of the fleet's journal not applied: the cache is unavailable or busy; "
+                            "tried again at the next reading")
+                return
+            await asyncio.to_thread(self.shared.journal.applied, len(prefixes))
+            log.info("applied %d purge(s) of the fleet's journal", len(prefixes))
+        except Exception:  # a bug: logged, and the worker goes on
+            log.exception("reading the fleet's purge journal failed")
 
     async def _sample(self) -> None:
         self.metrics.inflight_requests.set(self.inflight)

@@ -235,7 +235,11 @@ class SharedTier:
     async def record_purge(self, key_prefix: str) -> None:
         """Write a purge of a cache key prefix to the journal, for the nodes it does not reach. Raises
         `OriginFailure` (counted) when the tier cannot: the caller must report it."""
-        await self._reported("journal", self.journal.record(key_prefix), self.timeout * 2)
+        key = await self._reported("journal", self.journal.record(key_prefix), self.timeout)
+        try:  # recorded: the journal's housekeeping no longer decides the purge's answer
+            await asyncio.wait_for(self.journal.expire(key), self.timeout * 2)
+        except TimeoutError:
+            log.warning("the purge journal's expired entries were not deleted in time")
 
     async def read_purges(self) -> list[str] | None:
         """The key prefixes of the journal's purges this worker has not read yet (`PurgeJournal.read`);

@@ -5,11 +5,15 @@ shared tier, and a shared object made from an original confirmed before a purge 
 import asyncio
 import base64
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from edge.purge_journal import APPLIED_FILE, FOLDER, MAX_KEY_BYTES, PurgeJournal
+from edge import purge_journal
+from edge.origin import OriginFailure
+from edge.purge_journal import APPLIED_FILE, FOLDER, MAX_KEY_BYTES, PurgeJournal, _entry_name
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.fleet import AUTH, TOKEN
 from tests.nodes import decode, until, web_config, write_config
@@ -33,8 +37,9 @@ async def bucket(s3):
     client = s3.client()
     client.create_bucket(Bucket=BUCKET)
     yield client
-    for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        client.delete_object(Bucket=BUCKET, Key=item["Key"])
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        if keys := [{"Key": item["Key"]} for item in page.get("Contents", [])]:
+            client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys, "Quiet": True})
     client.delete_bucket(Bucket=BUCKET)
 
 
@@ -150,21 +155,25 @@ async def test_the_journal_purges_more_never_less_and_trusts_no_clock_but_the_st
     assert not writer.covers("\0b.jpg\0r2:w-40\0", checked_at=now[0] - 1)
     assert not writer.covers("\0" + "a/" * 1000 + "x.jpg\0r2:w-40\0", checked_at=now[0] + 1)
 
-    # someone else's objects in the folder are not purges; an entry from the future purges from now on;
-    # a writer whose clock is a year ahead deletes no entry early (the store's clock decides)
+    # someone else's objects in the folder are not purges; an entry from a clock a little ahead purges
+    # from now on, one from a clock a year ahead is ignored; and a writer whose clock is a year ahead
+    # deletes no entry early (the store's clock decides)
     bucket.put_object(Bucket=BUCKET, Key="outputs/" + FOLDER + "not-an-entry", Body=b"")
     now[0] += 1
     await writer.record("\0c.jpg\0")
-    await journal("ahead-mark", lag=86400 * 365).record("\0e.jpg\0")
+    await journal("ahead-mark", lag=120).record("\0e.jpg\0")
+    ahead = journal("year-ahead-mark", lag=86400 * 365)
+    await ahead.expire(await ahead.record("\0y.jpg\0"))
     reader = journal("reader-mark", lag=30)
     assert await reader.read() == [shortened, "\0c.jpg\0", "\0e.jpg\0"]
     assert reader.covers("\0e.jpg\0r2:w-40\0", checked_at=now[0] + 29)
     assert not reader.covers("\0e.jpg\0r2:w-40\0", checked_at=now[0] + 31)
 
-    # whatever is older than the retention in the journal's folder, by the store's clock, is deleted by
-    # the next purge
+    # whatever is older than the retention in the journal's folder, by the store's clock, is deleted
+    # after the next purge
     await asyncio.sleep(2.1)  # the store's clock moves on (S3 lists its times to the second)
-    await journal("short-mark", retention=1.0).record("\0f.jpg\0")
+    short = journal("short-mark", retention=1.0)
+    await short.expire(await short.record("\0f.jpg\0"))
     names = [key.removeprefix("outputs/" + FOLDER) for key, _ in await store.list_objects(store.key_for(FOLDER))]
     assert len(names) == 1 and names[0].endswith(base64.urlsafe_b64encode(b"\0f.jpg\0").decode().rstrip("="))
 
@@ -179,3 +188,127 @@ async def test_a_journal_that_cannot_be_read_is_counted_and_read_again(start, s3
     assert failures[("journal", "server_error")] >= 1
     response = await AsyncHTTPClient().fetch(node.url + URL, raise_error=False)
     assert response.code == 200
+
+
+# --- what a bucket anyone may write to, a lagging clock or a busy cache must not do ---------------------
+
+JOURNAL = "outputs/" + FOLDER
+
+
+def put_all(bucket, keys: list[str]) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: bucket.put_object(Bucket=BUCKET, Key=key, Body=b""), keys))
+
+
+async def test_keys_that_are_not_entries_are_skipped_and_never_stop_a_node(start, bucket):
+    running = await start("running")
+    stamp = f"{int(time.time() * 1e9):020d}"
+    for name in ("²" * 20 + "-abcdef01/AA", f"{stamp}-zzzzzzzz/AA", f"{stamp}-abcdef01/%%%",  # unicode digits,
+                 f"{stamp}-abcdef01/YWJj", f"{'1' * 20}-abcdef01/AA", "x" * 30):  # a bad tag, not base64, no
+        bucket.put_object(Bucket=BUCKET, Key=JOURNAL + name, Body=b"")  # endpoint, from the year 2322: all of "/"
+    fresh = await start("fresh")  # starts, and serves
+    assert (await fresh.fetch(URL)).code == 200
+    for node in (running, fresh):
+        assert await node.node.shared.read_purges() == [] and not node.node.shared.journal.covers("\0img.jpg\0r2:w-40\0", 0)
+
+
+async def test_a_mark_file_that_cannot_be_read_means_applying_again(start):
+    node = await start("n")
+    await node.stop()
+    (node.config.cache.dir / APPLIED_FILE).write_bytes(b"\xff\xfe not text\n")
+    assert (await (await start("n")).fetch(URL)).code == 200
+
+
+async def test_a_reading_goes_on_from_where_the_last_one_stopped(start, bucket, monkeypatch):
+    """More entries than a reading lists (a burst of purges, or keys that are not entries) delay the
+    newer ones by a reading, never for good; a reading cut short keeps what it read."""
+    node = await start("n")
+    store = node.node.shared.store
+    monkeypatch.setattr(purge_journal, "PAGES", 1)  # a page of 1000 stands for 20
+    monkeypatch.setattr(purge_journal, "START_PAGES", 1)
+    now = [2_000_000.0]
+    reader = PurgeJournal(store, 3600, node.config.cache.dir / "reader-mark", clock=lambda: now[0])
+    put_all(bucket, [JOURNAL + _entry_name(now[0] - 1 + i / 2000, f"\0burst{i}\0") for i in range(1000)]
+            + [JOURNAL + f"{int((now[0] - 0.4) * 1e9):020d}-x{i:04d}" for i in range(500)])  # and garbage
+    bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] + 30, "\0later.jpg\0"), Body=b"")
+    now[0] += 300
+    assert len(await reader.read()) == 1000
+    reader.applied(1000)
+    assert await reader.read() == ["\0later.jpg\0"]
+    assert reader.covers("\0later.jpg\0r2:w-40\0", checked_at=now[0] - 300)
+
+    cut = PurgeJournal(store, 3600, node.config.cache.dir / "cut-mark", clock=lambda: now[0])
+    real, calls = store.list_objects, []
+
+    reading = asyncio.current_task()  # not the node's own readings, which share the store
+
+    async def failing_second_page(prefix, start_after="", pages=1):
+        if asyncio.current_task() is not reading:
+            return await real(prefix, start_after, pages)
+        calls.append(start_after)
+        if len(calls) == 2:
+            raise OriginFailure("timeout", "the store did not answer")
+        return await real(prefix, start_after, pages)
+    monkeypatch.setattr(store, "list_objects", failing_second_page)
+    monkeypatch.setattr(purge_journal, "START_PAGES", 2)
+    with pytest.raises(OriginFailure):
+        await cut.read()  # its first page (1000 entries) read, the second failed
+    assert len(await cut.read()) == 1001  # on from the first page: the burst and later.jpg, to apply
+    assert calls[2] == calls[1]
+
+
+async def test_a_restart_applies_what_it_missed_and_nothing_twice(start, bucket):
+    node = await start("n")
+    store = node.node.shared.store
+    mark = node.config.cache.dir / "restart-mark"
+    now = [4_000_000.0]
+
+    def worker() -> PurgeJournal:
+        return PurgeJournal(store, 3600, mark, clock=lambda: now[0])
+    first = worker()
+    bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0], "\0a.jpg\0"), Body=b"")
+    bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] + 200, "\0ahead.jpg\0"), Body=b"")
+    assert await first.read() == ["\0a.jpg\0", "\0ahead.jpg\0"]  # from a clock 200 s ahead: taken as now
+    first.applied(2)
+    # while this node is down: a purge by a node whose clock lags 30 s, and two ordinary ones
+    bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] + 10 - 30, "\0lagging.jpg\0"), Body=b"")
+    for name in ("b", "c"):
+        bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] + 100, f"\0{name}.jpg\0"), Body=b"")
+    now[0] += 600
+    assert sorted(await worker().read()) == ["\0b.jpg\0", "\0c.jpg\0", "\0lagging.jpg\0"]
+
+
+async def test_a_purge_the_cache_could_not_apply_is_applied_at_the_next_reading(start, origin, bucket):
+    sender, other = await start("sender"), await start("other")
+    assert cached_as(await other.fetch(URL)) == ("MISS", False)
+    await until_written(bucket, 1)
+    origin.files["img.jpg"] = solid(120, 80, NEW)
+    tier = other.node.caches.tiers[0]
+    real, calls = tier.delete_prefix, []
+
+    def busy_once(prefix):  # the database busy past SQLITE_BUSY_SECONDS, once
+        calls.append(prefix)
+        return None if len(calls) == 1 else real(prefix)
+    tier.delete_prefix = busy_once
+    await purge(sender, {"url": "/img.jpg"})
+
+    async def applied() -> bool:
+        return len(calls) >= 2 and (other.config.cache.dir / APPLIED_FILE).exists()
+    await until(applied, "the purge applied at a later reading")
+    assert cached_as(await other.fetch(URL)) == ("MISS", True)
+
+
+async def test_the_journals_housekeeping_never_decides_the_purge(start, origin, bucket, monkeypatch):
+    node = await start("n")
+    assert cached_as(await node.fetch(URL)) == ("MISS", False)
+    await until_written(bucket, 1)
+    origin.files["img.jpg"] = solid(120, 80, NEW)
+    store = node.node.shared.store
+    real = store.list_objects
+
+    async def lagging(prefix, start_after="", pages=1):  # a store whose listings lag its writes
+        return [] if prefix.startswith(JOURNAL) and prefix != JOURNAL else await real(prefix, start_after, pages)
+    monkeypatch.setattr(store, "list_objects", lagging)
+    answer = await purge(node, {"url": "/img.jpg"})
+    assert answer["shared"] == {"removed": 1, "journal": "written"}
+    assert cached_as(await node.fetch(URL)) == ("MISS", True)
