@@ -104,3 +104,19 @@ async def test_without_the_extra_fo_face_is_a_400_naming_it(node, monkeypatch):
     assert response.code == 400
     assert response.body == (b"invalid transformation: fo-face: needs a face detector: install the node with its "
                              b"[faces] extra (pip install 'edge-image-node[faces]')\n")
+
+
+async def test_an_extract_of_the_face_without_a_size_is_the_face_zoom_and_ratio_applied(node):
+    """`cm-extract,fo-face` with no w or h (Cloudinary's `c_crop,g_face`, `ar_1.0,c_crop,g_face,z_2.0`):
+    the faces' box, divided by `z`, at `ar` when given, on the 12 MP scene."""
+    sizes = {}
+    for zoom in ("0.5", "1", "2"):
+        response = await node.fetch(f"/tr:cm-extract,fo-face,z-{zoom}/scene.jpg")
+        assert response.code == 200
+        image = pyvips.Image.new_from_buffer(response.body, "")
+        sizes[zoom] = image.width, image.height
+        assert near(patch(image, image.width // 2, image.height // 2), FACE)
+    assert sizes["1"][0] < PHOTO_SIDE  # the face, not the photo around it, nor the scene
+    assert 1.8 < sizes["0.5"][0] / sizes["1"][0] < 2.2 and 1.8 < sizes["1"][0] / sizes["2"][0] < 2.2
+    square = pyvips.Image.new_from_buffer((await node.fetch("/tr:cm-extract,fo-face,ar-1-1,z-2/scene.jpg")).body, "")
+    assert square.width == square.height == max(sizes["2"])

@@ -175,6 +175,21 @@ def _face_frame(source: Source, found: tuple[int, int, int, int], box_w: int, bo
     return source.thumbnail(cover_w, height=cover_h, size=Size.FORCE).crop(x, y, box_w, box_h)
 
 
+def _face_region(found: tuple[int, int, int, int], width: int, height: int, step: Step) -> tuple[int, int, int, int]:
+    """`cm-extract,fo-face` with no w or h: the faces' box itself (Cloudinary's `c_crop,g_face`),
+    divided by `z` (above 1 tighter, below 1 more around it), widened or heightened to `ar` if given,
+    centred on the faces and kept inside the image: (left, top, width, height)."""
+    face_w, face_h = found[2] / step.zoom, found[3] / step.zoom
+    if isinstance(step.aspect_ratio, tuple):
+        ratio = step.aspect_ratio[0] / step.aspect_ratio[1]
+        face_w, face_h = max(face_w, face_h * ratio), max(face_h, face_w / ratio)
+        fit = min(1.0, width / face_w, height / face_h)  # the whole ratio inside the image
+        face_w, face_h = face_w * fit, face_h * fit
+    region_w, region_h = max(1, min(width, round(face_w))), max(1, min(height, round(face_h)))
+    left, top = _centred(width, height, region_w, region_h, found[0] + found[2] / 2, found[1] + found[3] / 2)
+    return left, top, region_w, region_h
+
+
 def _centred(width: int, height: int, box_w: int, box_h: int, centre_x: float, centre_y: float) -> tuple[int, int]:
     """The top-left of a box centred on a point, kept inside `width`×`height`."""
     return (min(max(0, round(centre_x - box_w / 2)), width - box_w),
@@ -210,6 +225,9 @@ def _extract(source: Source, step: Step, box_w: int | None, box_h: int | None, m
     """`cm-extract` / `cm-pad_extract`: a region of the input at its own scale."""
     image = source.decode()
     width, height = image.width, image.height
+    if step.crop_mode == "extract" and step.focus == "face" and step.width is None and step.height is None \
+            and (found := face_box(source)) is not None:
+        return image.crop(*_face_region(found, width, height, step))
     left = step.x if step.x is not None else 0
     top = step.y if step.y is not None else 0
     w = box_w if box_w is not None else width - left
