@@ -111,6 +111,8 @@ class PurgeJournal:
         self._lengths: Counter[int] = Counter()
         #: the last key listed: the next reading goes on from there (None before the first reading)
         self._cursor: str | None = None
+        #: entries from too far ahead, left out (`FUTURE_SECONDS`)
+        self._ignored: set[str] = set()
         #: (name, prefix) of the entries read and not applied to the node's tiers yet, oldest first
         self._pending: list[tuple[str, str]] = []
         #: the applied mark: entries made before `_applied_at` less the lookback, and those named, are
@@ -158,13 +160,14 @@ class PurgeJournal:
         if self._cursor is None:  # the first reading: from the start of the retention
             self._applied_at, self._applied_names = _read_applied(self._applied_file)
             self._cursor = self._folder + _time_name(now - self._retention)
+        horizon = self._folder + _time_name(now)
         for _ in range(PAGES if self._started else START_PAGES):
             listed = await self._store.list_objects(self._folder, self._cursor, pages=1)
             for key, _ in listed:
                 self._take(key, now)
-            if listed:
-                self._cursor = listed[-1][0]  # anything listed moves it on, entries or not
-            if len(listed) < 1000:
+            if listed:  # anything listed moves it on, entries or not; never past now: the entries made
+                self._cursor = min(listed[-1][0], horizon)  # from now on sort before those from the future
+            if len(listed) < 1000 or self._cursor == horizon:
                 break
         late = self._folder + _time_name(now - LOOKBACK_SECONDS)
         if self._started and self._cursor > late:  # recent entries: one may be late, from a lagging clock
@@ -197,10 +200,13 @@ class PurgeJournal:
 
     def _take(self, key: str, now: float) -> None:
         name = key[len(self._folder):]
-        if name in self._entries or (parsed := _parse(name)) is None:
+        if name in self._entries or name in self._ignored or (parsed := _parse(name)) is None:
             return
         at, prefix = parsed
         if at > now + FUTURE_SECONDS:  # a clock that far ahead is wrong (or the entry a forgery)
+            if len(self._ignored) >= MAX_ENTRIES:
+                self._ignored.clear()
+            self._ignored.add(name)  # said once: every reading lists it again
             log.warning("a purge journal entry from %.0f s ahead of this node's clock is ignored: %s", at - now, name)
             return
         at = min(at, now)  # one from a clock a little ahead purges from now on

@@ -312,3 +312,21 @@ async def test_the_journals_housekeeping_never_decides_the_purge(start, origin, 
     answer = await purge(node, {"url": "/img.jpg"})
     assert answer["shared"] == {"removed": 1, "journal": "written"}
     assert cached_as(await node.fetch(URL)) == ("MISS", True)
+
+
+async def test_an_entry_from_the_future_does_not_hide_the_entries_made_after_it(start, bucket, caplog):
+    """Entries sort by their time: one from a clock ahead (or a forgery) sorts after the ones made
+    since; readings never go on past the reader's now, so those are read, and the ignored one is said once."""
+    node = await start("n")
+    now = [8_000_000.0]
+    reader = PurgeJournal(node.node.shared.store, 3600, node.config.cache.dir / "future-mark", clock=lambda: now[0])
+    bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] + 120, "\0ahead.jpg\0"), Body=b"")
+    bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] + 86400, "\0forged.jpg\0"), Body=b"")
+    assert await reader.read() == ["\0ahead.jpg\0"]
+    reader.applied(1)
+    for step in range(1, 4):
+        now[0] += 20
+        bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] - 1, f"\0after{step}.jpg\0"), Body=b"")
+        assert await reader.read() == [f"\0after{step}.jpg\0"]
+        reader.applied(1)
+    assert sum("ahead of this node's clock is ignored" in r.message for r in caplog.records) == 1
