@@ -324,9 +324,9 @@ async def test_an_entry_from_the_future_does_not_hide_the_entries_made_after_it(
     bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] + 86400, "\0forged.jpg\0"), Body=b"")
     assert await reader.read() == ["\0ahead.jpg\0"]
     reader.applied(1)
-    for step in range(1, 4):
-        now[0] += 20
-        bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] - 1, f"\0after{step}.jpg\0"), Body=b"")
+    for step in range(1, 4):  # readings minutes apart (purge_journal_every = "200s"): not from the lookback
+        now[0] += 200
+        bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] - 100, f"\0after{step}.jpg\0"), Body=b"")
         assert await reader.read() == [f"\0after{step}.jpg\0"]
         reader.applied(1)
     assert sum("ahead of this node's clock is ignored" in r.message for r in caplog.records) == 1
