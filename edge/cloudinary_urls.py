@@ -20,6 +20,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -206,12 +207,13 @@ def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
             count += 1
         version, public_start = None, count
     components, public = rest[:count], rest[public_start:]
-    if seo:  # the public ID, with the SEO name's extension
-        if len(public) < 2:
+    raw_public = raw[start + public_start:]
+    if seo:  # the public ID, with the SEO name's extension (what the SDKs sign, too)
+        if len(public) < 2 or not public[-1]:
             raise NothingToServe("not found")
-        extension = public[-1].rpartition(".")[2] if "." in public[-1] else ""
-        public = [*public[:-2], public[-2] + (f".{extension}" if extension else "")]
-    if not public or any(s in ("", ".", "..") for s in public):
+        public, raw_public = (_without_seo_name(names) for names in (public, raw_public))
+    # a segment's %2F decodes to a slash: the public ID's parts are checked once decoded
+    if not public or any(part in ("", ".", "..") for part in "/".join(public).split("/")):
         raise NothingToServe("not found")
     stem, dot, extension = public[-1].rpartition(".")
     extension_format = None
@@ -219,9 +221,15 @@ def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
         extension_format = EXTENSIONS.get(extension.lower())
         if extension_format is None:
             raise BadRequest(f"invalid transformation: .{extension}: this node does not write {extension} images")
-    signed = "/".join(raw[start:start + count] + raw[start + public_start:])
+    signed = "/".join(raw[start:start + count] + raw_public)  # the version is not signed
     return CloudinaryPath(segments[0], segments[2], signature, signed, tuple(components), version,
                           "/".join(public), extension_format)
+
+
+def _without_seo_name(segments: list[str]) -> list[str]:
+    """`[…, public_id_end, seo_name.ext]` → `[…, public_id_end.ext]`."""
+    extension = segments[-1].rpartition(".")[2] if "." in segments[-1] else ""
+    return [*segments[:-2], segments[-2] + (f".{extension}" if extension else "")]
 
 
 def _is_component(segment: str) -> bool:
@@ -288,16 +296,24 @@ def _dpr_on_sizes(components: tuple[str, ...]) -> list[str]:
     def keys(component: str) -> set[str]:
         return {_key(word) for word in component.split(",")}
 
+    def in_pixels(component: str) -> bool:
+        return all(not 0 < _float(word[2:]) < 1 for word in component.split(",") if _key(word) in ("w", "h"))
+
     delivery = [word for component in components if not keys(component) & {"w", "h", "t"}
                 for word in component.split(",") if _key(word) == "dpr"]
     if not delivery:
         return list(components)
+    own = [component for component in components if keys(component) & {"w", "h", "t"} and "dpr" not in keys(component)]
+    sized = [component for component in own if keys(component) & {"w", "h"}]
+    # sizes in pixels are what it multiplies (fractions of an input so multiplied would compound it);
+    # a named transformation's only when the URL has no size of its own
+    multiplied = [component for component in sized if in_pixels(component)] or sized or own
     moved = []
     for component in components:
         words = component.split(",")
         if not keys(component) & {"w", "h", "t"}:
             words = [word for word in words if _key(word) != "dpr"]
-        elif "dpr" not in keys(component):
+        elif component in multiplied:
             words.append(delivery[-1])
         if words:
             moved.append(",".join(words))
@@ -421,7 +437,15 @@ class _Component:
             raise self.fail(key, "relative sizes of 1.0 and more are not supported; write pixels")
         if (value == "auto" and key != "w") or value in ("iw", "ih") or value.startswith(("auto:", "iw_", "ih_", "$")):
             raise self.fail(key, "automatic and computed sizes are not supported")
-        return self.parsed(key, key, None if factor == 1 else str(max(1, round(int(value) * factor))))
+        if factor == 1:
+            return self.parsed(key, key)
+        self.parsed(key, key)  # the value as written first (`w_0` is refused, multiplied or not)
+        multiplied = str(max(1, math.floor(int(value) * factor + 0.5)))  # half up, not to even
+        try:
+            PARAMS[key].parse(multiplied)
+        except ValueError as exc:
+            raise self.fail(key, f"times {self.word('dpr')}: {exc}") from None
+        return f"{key}-{multiplied}"
 
     def _aspect_ratio(self) -> str:
         width, colon, height = self.value("ar").partition(":")
@@ -474,7 +498,7 @@ def _radius(c: _Component) -> list[str]:
     """`r_N`, `r_max`, or per corner as CSS writes them, `:`-separated: `r_20:0:20:0` (top-left,
     top-right, bottom-right, bottom-left), `r_20:40` (the diagonals), `r_10:20:30`."""
     value = c.value("r")
-    if value == "0":
+    if set(value.split(":")) == {"0"}:
         return []  # square corners: nothing to do
     corners = value.split(":")
     if len(corners) > 4:
@@ -595,12 +619,13 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
         segments = [*clouds, *segments]
     if prefix:  # a purge: a whole URL's origin path, or a prefix of origin paths
         decoded = [decode(segment) for segment in segments]
-        if len(decoded) < 3 or decoded[0] not in clouds or decoded[1] != "image":
+        if len(decoded) < 2 or decoded[0] not in clouds or decoded[1] in OTHER_RESOURCES or decoded[1:] == ["image"]:
             raise NothingToServe("not found")
         try:
             return Delivery(split_path(segments, decode).origin_path, parse_transformation(""), None)
-        except EdgeError:
-            return Delivery("/".join(decoded[1:]), parse_transformation(""), None)
+        except EdgeError:  # a prefix, in `image/<type>/`, written in whichever form (SEO, root path)
+            rest = decoded[1:] if decoded[1] == "image" else ["image", "upload", *decoded[2 if decoded[1] == "images" else 1:]]
+            return Delivery("/".join(rest), parse_transformation(""), None)
     path = split_path(segments, decode)
     types = PUBLIC_TYPES + (SIGNED_TYPES if signed_only else ())
     if path.cloud not in clouds or path.delivery_type not in types:

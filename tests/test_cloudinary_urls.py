@@ -187,6 +187,8 @@ async def test_dpr_multiplies_every_size_of_the_url_wherever_it_is_written(node)
     assert size(await get(node, url(PHOTO, width=2560, dpr=2.0, crop="scale"))) == (5120, 3413)
     assert size(await get(node, url(PHOTO, width=2000, dpr=3.0, crop="limit"))) == (3000, 2000)  # never upscales
     assert size(await get(node, url(PHOTO, transformation=[dict(dpr=2.0)], format="jpg"))) == (3000, 2000)  # no size
+    # fractions of an input its pixels sizes: only those are multiplied, else the factor compounds
+    assert size(await get(node, f"/demo/image/upload/w_1000/w_0.5/dpr_2.0/{PHOTO}.jpg")) == (1000, 666)
 
 
 async def test_seo_suffixes_and_root_paths(node):
@@ -203,6 +205,7 @@ async def test_short_hex_colours_and_radii_per_corner(node):
     assert close(pixel(padded, 150, 10), (255, 255, 255))
     cornered = decode(await get(node, f"/demo/image/upload/w_300,r_40:0:40:0/{PHOTO}.png"))
     assert [pixel(cornered, x, y)[3] for x, y in ((0, 0), (299, 0), (299, 199), (0, 199))] == [0, 255, 0, 255]
+    assert size(await get(node, f"/demo/image/upload/w_300,r_0:0/{PHOTO}.png")) == (300, 200)  # as r_0
     diagonals = decode(await get(node, f"/demo/image/upload/w_300,r_0:40/{PHOTO}.png"))
     assert [pixel(diagonals, x, y)[3] for x, y in ((0, 0), (299, 0), (299, 199), (0, 199))] == [255, 0, 255, 0]
 
@@ -378,6 +381,27 @@ def test_a_purge_names_origin_paths():
                     named_only=False, prefix=True).path
     assert purge("demo/image/upload/c_fill,w_300/v1/products/shoe.jpg") == "image/upload/v1/products/shoe.jpg"
     assert purge("demo/image/upload/products/") == "image/upload/products/"
+    assert purge("demo/images/w_300/v1/products/shoe/red-shoe.jpg") == "image/upload/v1/products/shoe.jpg"  # SEO
+    assert purge("demo/w_300/v1/products/shoe.jpg") == "image/upload/v1/products/shoe.jpg"  # root path
+    assert purge("demo/products/") == purge("demo/images/products/") == "image/upload/products/"
+
+
+def test_seo_urls_are_signed_as_the_sdks_sign_them(cloud):
+    """The SDKs sign `<components>/<public_id>.<ext>`: not the SEO name, nor the version; a plain URL's
+    signature does not carry over to the SEO form, where it would name another public ID."""
+    from edge.cloudinary_urls import read
+    from edge.errors import SignatureRefused
+
+    def served(url: str) -> str:
+        path = url.removeprefix("http://res.cloudinary.com/").split("/")
+        return read(path, lambda s: s, frozenset({"demo"}), (API_SECRET,), signed_only=True, named={},
+                    named_only=True).path
+    options = dict(width=300, crop="scale", sign_url=True, format="jpg")
+    assert served(CloudinaryImage("shop/shoe").build_url(url_suffix="red-shoe", **options)) == "image/upload/v1/shop/shoe.jpg"
+    plain = CloudinaryImage("shop/shoe").build_url(**options)
+    assert served(plain) == "image/upload/v1/shop/shoe.jpg"
+    with pytest.raises(SignatureRefused):
+        served(plain.replace("/image/upload/", "/images/"))
 
 
 def test_signatures_cover_the_escaped_public_id(cloud):

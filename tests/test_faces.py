@@ -120,3 +120,10 @@ async def test_an_extract_of_the_face_without_a_size_is_the_face_zoom_and_ratio_
     assert 1.8 < sizes["0.5"][0] / sizes["1"][0] < 2.2 and 1.8 < sizes["1"][0] / sizes["2"][0] < 2.2
     square = pyvips.Image.new_from_buffer((await node.fetch("/tr:cm-extract,fo-face,ar-1-1,z-2/scene.jpg")).body, "")
     assert square.width == square.height == max(sizes["2"])
+
+
+async def test_an_extract_with_a_position_keeps_it_whatever_the_focus(node):
+    """`cm-extract,fo-face,x-300,y-300`: the region from (300, 300), as before faces were cut out."""
+    with_face = await node.fetch("/tr:cm-extract,fo-face,x-300,y-300/astronaut.jpg")
+    without = await node.fetch("/tr:cm-extract,x-300,y-300/astronaut.jpg")
+    assert pyvips.Image.new_from_buffer(with_face.body, "").width == 212 and with_face.body == without.body

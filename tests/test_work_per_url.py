@@ -48,6 +48,19 @@ def test_the_default_budget_admits_ordinary_urls(transformation):
     check_cost(parsed, Limits(), (2832, 4240))
 
 
+@pytest.mark.parametrize("transformation, at_least", [
+    # an enlarge-to-fit box smaller than the image keeps it whole: its work is the image's, and layers
+    # sized by that base are as large
+    ("w-10,h-10,c-enlarge_to_fit,e-sharpen", 12 * 5),
+    ("w-10,c-enlarge_to_fit,l-image,i-photo.png,w-bw,h-bh,c-force,bl-50,l-end", 12 * 2.6),
+    # a text's box, not its glyphs: the wrap width, padding, outline, shadow, corners and rotation
+    ("w-4240,l-text,i-a,fs-500,w-bw_sub_200,fol-50_red,fsh-blue_100,rt-45,pa-1000,bg-green,r-max,l-end", 100),
+])
+def test_the_cost_of_the_image_and_boxes_a_url_really_makes(transformation, at_least):
+    from edge.transform.cost import estimated_cost
+    assert estimated_cost(parse_transformation(transformation), (4240, 2832), 1, {"photo.png": (4240, 2832)}) >= at_least
+
+
 @pytest.mark.parametrize("transformation, cost", [
     ("w-8192,h-8192,c-force,bl-100", 291),
     ("w-8192,h-8192,c-force:bl-100:bl-100", 649),

@@ -226,7 +226,7 @@ def _extract(source: Source, step: Step, box_w: int | None, box_h: int | None, m
     image = source.decode()
     width, height = image.width, image.height
     if step.crop_mode == "extract" and step.focus == "face" and step.width is None and step.height is None \
-            and (found := face_box(source)) is not None:
+            and (step.x, step.y, step.x_center, step.y_center) == (None,) * 4 and (found := face_box(source)) is not None:
         return image.crop(*_face_region(found, width, height, step))
     left = step.x if step.x is not None else 0
     top = step.y if step.y is not None else 0

@@ -220,11 +220,12 @@ def placed(placement: Placement, base: tuple[int, int], drawn: tuple[int, int],
 
 def sized(style: TextStyle, base: tuple[int | None, int | None]) -> TextStyle:
     """`style` with `fs` and `w` evaluated for a base of this size (raises `BadRequest`); an unknown
-    base (the cost of a URL before its original is read) gives the largest `fs`, and no `w`."""
+    base (the cost of a URL before its original is read) gives the default `fs` and no `w`: the cost
+    is checked again, with every size known, before the render."""
     if not isinstance(style.size, Expression) and not isinstance(style.width, Expression):
         return style
     if None in base:
-        return replace(style, size=MAX_FONT_SIZE if isinstance(style.size, Expression) else style.size,
+        return replace(style, size=DEFAULT_FONT_SIZE if isinstance(style.size, Expression) else style.size,
                        width=None if isinstance(style.width, Expression) else style.width)
     variables = sizes("b", *base)
     return replace(style, size=max(1, round(evaluated(style.size, "fs", variables, low=0, high=MAX_FONT_SIZE))),
