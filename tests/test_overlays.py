@@ -206,7 +206,9 @@ async def test_layers_sized_and_placed_by_the_base_on_a_12_megapixel_photo(photo
 
 @pytest.mark.parametrize("tr, message", [
     ("w-bw_div_2", "w-bw_div_2: bw, bh and bar are the size of a layer's base: only within a layer"),
-    ("l-text,i-Hi,fs-bh_mul_2,l-end", "fs-bh_mul_2: evaluates to 600, not from 0 to 500"),
+    ("l-text,i-Hi,fs-bh_mul_2,l-end", "fs-bh_mul_2: evaluates to 600, above 500"),
+    ("w-iw_sub_iw", "w-iw_sub_iw: evaluates to 0, not above 0"),
+    ("cm-extract,w-10,h-10,x-iw_sub_iw_sub_5", "x-iw_sub_iw_sub_5: evaluates to -5, below 0"),
     ("l-text,i-Hi,fs-iw_div_2,l-end", "fs-iw_div_2: iw is not known here"),
     ("l-image,i-logo.png,lx-bw_add_abc,l-end", "lx-bw_add_abc: must be an integer of pixels up to 65500, "
                                                "N-prefixed to count from the far edge, or an expression"),

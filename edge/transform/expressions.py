@@ -136,6 +136,6 @@ def evaluated(value: float | Expression, key: str, variables: Mapping[str, float
     except (ValueError, OverflowError, ZeroDivisionError) as exc:
         raise BadRequest(f"invalid transformation: {key}-{value}: {exc}") from None
     if not low <= result <= high:
-        raise BadRequest(f"invalid transformation: {key}-{value}: evaluates to {result:g}, "
-                         f"not from {low:g} to {high:g}")
+        why = f"above {high:g}" if result > high else "not above 0" if 0 < low < 1 else f"below {low:g}"
+        raise BadRequest(f"invalid transformation: {key}-{value}: evaluates to {result:g}, {why}")
     return result
