@@ -240,7 +240,7 @@ the same holds for them.) There are no settings.
   does into any focus; `cm-extract`/`cm-pad_extract` centre their region on the faces. `cm-extract,fo-face`
   with neither `w` nor `h` cuts out the faces' box itself, divided by `z` and widened to `ar` when given
   (`cm-extract,fo-face,ar-1-1,z-0.5`: a square twice the face's size around it), as Cloudinary's
-  `c_crop,g_face` does.
+  `c_crop,g_face` does; on an animation, whose frames' faces may be anywhere, it needs `w` and `h` (a 400).
 - **No face found**: the crop falls back to `fo-auto` (the most interesting point); `z` then acts as
   with `fo-auto`. ImageKit's documentation does not say what `fo-face` does without a face; this keeps
   the subject of most photos in the crop rather than a fixed centre.

@@ -127,3 +127,16 @@ async def test_an_extract_with_a_position_keeps_it_whatever_the_focus(node):
     with_face = await node.fetch("/tr:cm-extract,fo-face,x-300,y-300/astronaut.jpg")
     without = await node.fetch("/tr:cm-extract,x-300,y-300/astronaut.jpg")
     assert pyvips.Image.new_from_buffer(with_face.body, "").width == 212 and with_face.body == without.body
+
+
+async def test_cutting_out_the_faces_of_an_animation_needs_a_size(node, scene_root):
+    """Each frame's faces may be elsewhere: frames of as many sizes. A 400 naming it, not a squashed GIF."""
+    frame = pyvips.Image.new_from_file(str(scene_root / "astronaut.jpg"))
+    strip = pyvips.Image.arrayjoin([frame, frame.flip("horizontal")], across=1).copy()
+    strip.set_type(pyvips.GValue.gint_type, "page-height", frame.height)
+    (scene_root / "moving.gif").write_bytes(strip.gifsave_buffer())
+    response = await node.fetch("/tr:cm-extract,fo-face/moving.gif")
+    assert (response.code, response.body) == (400, b"invalid transformation: fo-face: cm-extract of the faces "
+                                                   b"needs w and h on an animation\n")
+    sized = await node.fetch("/tr:cm-extract,fo-face,w-120,h-120/moving.gif")
+    assert sized.code == 200 and pyvips.Image.new_from_buffer(sized.body, "", n=-1).get("n-pages") == 2

@@ -175,6 +175,12 @@ def _face_frame(source: Source, found: tuple[int, int, int, int], box_w: int, bo
     return source.thumbnail(cover_w, height=cover_h, size=Size.FORCE).crop(x, y, box_w, box_h)
 
 
+def cuts_faces(step: Step) -> bool:
+    """Whether the step cuts out the faces' box: `cm-extract,fo-face` with no size nor position."""
+    return (step.crop_mode == "extract" and step.focus == "face" and step.width is None and step.height is None
+            and (step.x, step.y, step.x_center, step.y_center) == (None,) * 4)
+
+
 def _face_region(found: tuple[int, int, int, int], width: int, height: int, step: Step) -> tuple[int, int, int, int]:
     """`cm-extract,fo-face` with no w or h: the faces' box itself (Cloudinary's `c_crop,g_face`),
     divided by `z` (above 1 tighter, below 1 more around it), widened or heightened to `ar` if given,
@@ -225,8 +231,7 @@ def _extract(source: Source, step: Step, box_w: int | None, box_h: int | None, m
     """`cm-extract` / `cm-pad_extract`: a region of the input at its own scale."""
     image = source.decode()
     width, height = image.width, image.height
-    if step.crop_mode == "extract" and step.focus == "face" and step.width is None and step.height is None \
-            and (step.x, step.y, step.x_center, step.y_center) == (None,) * 4 and (found := face_box(source)) is not None:
+    if cuts_faces(step) and (found := face_box(source)) is not None:
         return image.crop(*_face_region(found, width, height, step))
     left = step.x if step.x is not None else 0
     top = step.y if step.y is not None else 0

@@ -27,7 +27,7 @@ from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import INPUT_LOADERS, LOADER_FORMATS, SVG_LOADER, animates, chosen_by_accept, final_formats, max_side
-from .geometry import WHITE, Source, apply_geometry, check_side, in_memory, resolved
+from .geometry import WHITE, Source, apply_geometry, check_side, cuts_faces, in_memory, resolved
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
 
 # Every request decodes a different original: the operation cache would only hold memory.
@@ -287,6 +287,8 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     draw = _layer_drawer(overlays or {}, overlay_headers, fonts or shipped_fonts(), limits)
     try:
         if animated:
+            if any(cuts_faces(step) for step in steps):  # each frame's faces are elsewhere: frames of many sizes
+                raise InvalidTransformation("fo-face", "cm-extract of the faces needs w and h on an animation")
             strip, sources = _frames(body, header, output.colour_profile)
             first = _render_steps(sources[0], steps, limits.max_output_side, draw)  # lazy: no pixels yet
             if first.width * first.height * header.frames > limits.max_source_pixels:
