@@ -72,18 +72,20 @@ transformation may chain steps with `:`.
   wrong, and the body names the parameter to fix). One that is not an image, or is truncated or
   corrupt, is a **400** `i-<path>: not an image the node can decode` (not a 422: the base is fine).
 - **Solid colour block** `l-image,i-ik_canvas,bg-<colour>,…,l-end` (the SDK's `solidColor`): `w`×`h`
-  (pixels, or fractions of the base; the base's size by default), `al-1`…`al-9` opacity in tenths,
-  `r` rounded corners.
+  (pixels, or fractions of the base; the base's size by default), `al-1`…`al-9` opacity in tenths
+  (ignored when the `bg` colour has its own opacity, `bg-FF000050`, as ImageKit documents), `r`
+  rounded corners (`r-max`: a circle), through which the base shows.
 - **Text** `l-text,i-<text>,…,l-end` (`i-` percent-encoded, or `ie-<base64>` as the SDK writes any
-  text beyond letters, digits, `-._` and spaces): `fs` size in pixels (default 14, at most 500; or an expression of the base's size, `fs-bh_div_20`),
+  text beyond letters, digits, `-._` and spaces): `fs` size in pixels (default 14, at most 500; or an expression of the base's size, `fs-bh_div_20`,
+  drawn at 500 when it gives more),
   `ff` a font the operator lists in `[fonts]` (default `DejaVuSans`, shipped with its licence), `co`
   colour (default black), `bg` background of the text box, `pa` padding (CSS shorthand with `_`:
   `pa-8_12`), `al` opacity 1–9, `ia` alignment in the box (`left`, `center`, `right`), `tg` `b`, `i`,
-  `strikethrough` or combinations (`b_i`), `lh` line height in pixels, `w` wrap width in pixels,
+  `strikethrough` or combinations (`b_i`), `lh` line height in pixels (or an expression, as `fs`), `w` wrap width in pixels,
   `rt`, `fl` and `r`; `fol-<width>_<colour>` an outline (`fol-2_blue`, at most 50 px) and
   `fsh-<colour>_<indent>` a shadow down and right (`fsh-blue_2`), written as the SDK documents them
   for subtitles. At most 500 characters.
-- **Position**: `lx`, `ly` (pixels from the left/top; `N20` — or `-20`, as the SDK writes a negative
+- **Position**: `lx`, `ly` (pixels from the left/top, rounded when the SDK writes a float; `N20` — or `-20`, as the SDK writes a negative
   number — puts the layer's right/bottom edge 20 px from the base's right/bottom edge, `N0` flush
   with it; ImageKit documents the leading `N` for negative values, the pages read for this did
   not say more precisely where a negative value puts the layer; or an expression, `lx-bw_mul_0.9`, see
@@ -461,7 +463,8 @@ SECTIONS = (
             "([ImageKit](https://imagekit.io/docs/arithmetic-expressions-in-transformations)): values "
             "(numbers or `iw`, `ih`, `iar` — the original's width, height, aspect ratio — and `cw`, `ch`, "
             "`car` — the step's input) joined by `add`, `sub`, `mul`, `div`, `mod`, `pow` (`pow` first, "
-            "then `mul`/`div`/`mod`, then `add`/`sub`), at most 15 terms. `w-iw_div_2` is half the "
+            "then `mul`/`div`/`mod`, then `add`/`sub`, as in arithmetic; an older ImageKit page gave mul/div, add/sub, "
+            "mod, then pow: write one operator kind per expression where it matters), at most 15 terms. `w-iw_div_2` is half the "
             "original's width. A result that is not a positive size (`w-iw_sub_iw`) is a 400 naming it. "
             "In a layer, `bw`, `bh`, `bar` are the size of the base it is drawn on (its step's result; "
             "outside a layer, a 400), `iw`… the layer's own original, and expressions are read in its "
@@ -469,8 +472,9 @@ SECTIONS = (
             "drawn: `lx-bw_sub_cw` sets it flush right; a result below 0 is 0) and a text's `fs` and `w` "
             "(`fs-bh_div_20`; `bw`, `bh`, `bar` only, `fs` from 1 to 500). So one URL draws a watermark "
             "at the same share of every size: `l-image,i-logo.png,w-bw_mul_0.2,lx-bw_mul_0.75,"
-            "ly-bh_mul_0.05,l-end`. An `x`… that evaluates below 0 or above 65500, or a border outside 1–1000 px, "
-            "is a 400 naming it. Expressions in a text's `pa` are not read: a 400 naming the parameter.", (
+            "ly-bh_mul_0.05,l-end`. An `x`… that evaluates below 0 or above 65500, or a border above 1000 px, "
+            "is a 400 naming it; a border that comes to 0 (`b-ch_mod_5_yellow`) is no border. "
+            "Expressions in a text's `pa` are not read: a 400 naming the parameter.", (
                 Example("w-iw_div_4", "coffee.jpg", "a quarter of 600 px"),
                 Example("w-200,ar-iar_div_2", "coffee.jpg", "half the original's ratio"),
                 Example("w-300,l-image,i-logo-transparent.png,w-bw_mul_0.3,lx-bw_sub_cw_sub_10,ly-bh_mul_0.05,l-end",

@@ -4,6 +4,7 @@ solid colour block or a text; placed and blended. See `layers` for what the para
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 from collections.abc import Callable, Mapping
 
 import pyvips
@@ -113,11 +114,11 @@ def _canvas(layer: Layer, base_width: int, base_height: int, max_side: int) -> p
     colour = first.background
     block = (pyvips.Image.black(width, height, bands=4) + list(colour)).cast(pyvips.enums.BandFormat.UCHAR)
     image = block.copy(interpretation=pyvips.enums.Interpretation.SRGB)
-    image = apply_look(image, first)
+    image = apply_look(image, replace(first, background=None))  # its `bg` is the block: rounded corners stay clear
     for step in rest:
         step = with_sizes(step, base, (image.width, image.height), base)
         image = apply_look(apply_geometry(Source.of_image(image), step, max_side), step)
-    if layer.alpha is not None:
+    if layer.alpha is not None and colour[3] == 255:  # a colour's own opacity wins over `al` (ImageKit)
         image = _with_alpha(image, layer.alpha / 10)
     return image
 

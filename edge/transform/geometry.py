@@ -435,7 +435,7 @@ def resolved(step: Step, source: Source, original: tuple[int, int], base: tuple[
 #: the step fields that may hold an expression: their parameter, and the range of their values
 EXPRESSION_FIELDS = {"width": ("w", 1e-9, MAX_PIXELS), "height": ("h", 1e-9, MAX_PIXELS),
                      "aspect_ratio": ("ar", 1e-9, MAX_PIXELS), "x": ("x", 0, MAX_PIXELS), "y": ("y", 0, MAX_PIXELS),
-                     "x_center": ("xc", 0, MAX_PIXELS), "y_center": ("yc", 0, MAX_PIXELS), "border": ("b", 1, MAX_BORDER)}
+                     "x_center": ("xc", 0, MAX_PIXELS), "y_center": ("yc", 0, MAX_PIXELS), "border": ("b", 0, MAX_BORDER)}
 
 
 def with_sizes(step: Step, original: tuple[int | None, int | None], current: tuple[int | None, int | None],
@@ -463,8 +463,8 @@ def with_sizes(step: Step, original: tuple[int | None, int | None], current: tup
             values[name] = None if result is None else (result, 1.0)
         elif name in ("width", "height"):
             values[name] = None if result is None else float(max(1, round(result)))
-        elif name == "border":
-            values[name] = (max(1, round(result)), value[1])
+        elif name == "border":  # an expression that comes to no width (`b-ch_mod_5_yellow`): no border
+            values[name] = (round(result), value[1]) if round(result) else None
         else:
             values[name] = round(result)
     return replace(step, **values)

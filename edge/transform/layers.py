@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -46,7 +47,7 @@ MAX_POSITION = 65500
 MAX_OUTLINE = 50
 BLACK: RGBA = (0, 0, 0, 255)
 
-_POSITION = re.compile(r"(N|-)?([0-9]{1,5})")
+_POSITION = re.compile(r"(N|-)?([0-9]{1,5})(?:\.[0-9]{1,9})?")
 FONT_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
 
 
@@ -63,7 +64,8 @@ def _pixels(text: str) -> int:
     match = _POSITION.fullmatch(text)
     if not match or int(match.group(2)) > MAX_POSITION:
         raise ValueError(f"must be an integer of pixels up to {MAX_POSITION}, N-prefixed to count from the far edge")
-    return ~int(match.group(2)) if match.group(1) else int(match.group(2))
+    pixels = min(math.floor(float(text.lstrip("N-")) + 0.5), MAX_POSITION)  # `10.5`, as the SDK writes a float: 11
+    return ~pixels if match.group(1) else pixels
 
 
 def from_far_edge(value: int) -> int | None:
@@ -152,7 +154,7 @@ class TextStyle:
     alpha: int | None = None  # 1–9: tenths of opacity
     align: str = "center"
     typography: tuple[str, ...] = ()
-    line_height: int | None = None
+    line_height: int | Expression | None = None
     width: int | Expression | None = None  # wrap at this many pixels
     rotation: int = 0
     flip: str | None = None
@@ -179,14 +181,13 @@ TEXT_PARAMS: dict[str, tuple[str, Any, Any]] = {
     "al": ("alpha", _int(1, 9), str),
     "ia": ("align", _choice(ALIGNMENTS), str),
     "tg": ("typography", _typography, "_".join),
-    "lh": ("line_height", _int(1, 2 * MAX_FONT_SIZE), str),
+    "lh": ("line_height", or_expression(_int(1, 2 * MAX_FONT_SIZE)), str),
     "w": ("width", or_expression(_int(1, MAX_POSITION)), str),
-    "fl": ("flip", _choice(("h", "v", "h_v")), str),
     "fol": ("outline", _outline, lambda o: f"{o[0]}_{write_colour(o[1])}"),
     "fsh": ("shadow", _shadow, lambda s: f"{write_colour(s[0])}_{s[1]}"),
 }
 #: read by the step parser's own value parsers (`rt`, `r`), passed in by `options`
-TEXT_SHARED = {"rt": "rotation", "r": "radius"}
+TEXT_SHARED = {"rt": "rotation", "r": "radius", "fl": "flip"}
 INPUT_KEYS = ("i", "ie")
 
 
@@ -219,17 +220,22 @@ def placed(placement: Placement, base: tuple[int, int], drawn: tuple[int, int],
 
 
 def sized(style: TextStyle, base: tuple[int | None, int | None]) -> TextStyle:
-    """`style` with `fs` and `w` evaluated for a base of this size (raises `BadRequest`); an unknown
-    base (the cost of a URL before its original is read) gives the default `fs` and no `w`: the cost
-    is checked again, with every size known, before the render."""
-    if not isinstance(style.size, Expression) and not isinstance(style.width, Expression):
+    """`style` with `fs`, `w` and `lh` evaluated for a base of this size (raises `BadRequest`); an `fs`
+    over `MAX_FONT_SIZE` is drawn at it (an expression of a large base may give more). An unknown
+    base (the cost of a URL before its original is read) gives the default `fs` and no `w` or `lh`:
+    the cost is checked again, with every size known, before the render."""
+    names = [name for name in ("size", "width", "line_height") if isinstance(getattr(style, name), Expression)]
+    if not names:
         return style
     if None in base:
-        return replace(style, size=DEFAULT_FONT_SIZE if isinstance(style.size, Expression) else style.size,
-                       width=None if isinstance(style.width, Expression) else style.width)
+        return replace(style, **{name: DEFAULT_FONT_SIZE if name == "size" else None for name in names})
     variables = sizes("b", *base)
-    return replace(style, size=max(1, round(evaluated(style.size, "fs", variables, low=0, high=MAX_FONT_SIZE))),
-                   width=None if style.width is None else round(evaluated(style.width, "w", variables, high=MAX_POSITION)))
+    values = {name: max(1, round(evaluated(getattr(style, name), key, variables, low=0, high=high)))
+              for name, key, high in (("size", "fs", float("inf")), ("width", "w", MAX_POSITION),
+                                      ("line_height", "lh", 2 * MAX_FONT_SIZE)) if name in names}
+    if "size" in values:
+        values["size"] = min(values["size"], MAX_FONT_SIZE)
+    return replace(style, **values)
 
 
 def read_input(key: str, value: str, kind: str) -> str:

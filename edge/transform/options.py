@@ -573,7 +573,7 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
             parsed = spec.parse(value)
         except ValueError as exc:
             raise InvalidTransformation(param, str(exc)) from None
-        if parsed == AUTO and in_layer:  # client hints size the image asked for, not a layer of it
+        if parsed == AUTO and in_layer and key in ("w", "dpr"):  # client hints size the image asked for, not a layer
             raise InvalidTransformation(param, "a layer's size cannot come from client hints")
         if not in_layer and any(isinstance(v, Expression) and v.reads_base for v in (parsed, *(
                 parsed if isinstance(parsed, tuple) else ()))):
