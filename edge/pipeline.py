@@ -59,6 +59,7 @@ from .signing import NO_EXPIRY
 from .transform.cost import ENCODE_COUNTED, check_cost
 from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.hints import NO_HINTS, negotiate
+from .transform.layers import fetched
 from .transform.options import Transformation, layered, parse_transformation
 from .transform.render import Renderer
 
@@ -391,7 +392,7 @@ class Pipeline:
         limits as the main one. One that no origin has is a 400 naming the layer's input."""
         if job.transformation.serves_original:
             return {}
-        paths = sorted({layer.input for step in job.transformation.steps for layer in step.layers if layer.fetches})
+        paths = sorted(fetched(job.transformation.steps))
 
         async def current(path: str) -> CurrentOriginal:
             try:

@@ -48,9 +48,11 @@ ImageKit's layers ([ImageKit: add overlays on images](https://imagekit.io/docs/a
 [layer syntax](https://docs.imagekit.io/features/image-transformations/overlay-using-layers)), as the
 `imagekitio` SDK writes them: a layer starts with `l-image` or `l-text` and ends with `l-end`; what
 stands between applies to the layer, not to the base. A step's layers are drawn, in order, on the
-step's result (after its resize and effects); further steps work on the composite. Layers cannot be
-nested (a 400: ImageKit nests up to three levels, the node does not); an image layer's own
-transformation may chain steps with `:`.
+step's result (after its resize and effects); further steps work on the composite. An image layer's
+own transformation may chain steps with `:`. Layers nest three levels deep, as in ImageKit: a layer
+inside an image layer or a colour block is drawn on it (`l-image,i-ik_canvas,bg-red,w-200,h-60,l-text,i-SALE,l-end,l-end`:
+a badge with its text centred), and its `bw`, `bh`, `bar` are that layer's size; a fourth level is a
+400. The 10 layers a URL may hold count the nested ones.
 
 - **Image** `l-image,i-<path>,…,l-end`: an image from the same endpoint's origins (`/` written as
   `@@`, or `ie-<base64 of the path>`), with its own steps (`w`, `h`, `c`, `rt`, `bl`, `r`, `o`, `e-…`, `b`

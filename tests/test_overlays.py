@@ -237,6 +237,25 @@ async def test_what_imagekits_overlay_docs_write_works(node):
     assert big.code == 200
 
 
+async def test_layers_nest_three_deep_as_imagekit_draws_them(node, origin):
+    """A badge with its text centred in it; a logo with a mark (fetched too) in its corner; `bw` in a
+    nested layer is the layer it is drawn on. Four deep is a 400 naming the layer."""
+    badge = await image(node, "/tr:l-image,i-ik_canvas,bg-FF0000,w-200,h-60,lx-0,ly-0,"
+                              "l-image,i-ik_canvas,bg-00C800,w-bw_div_2,h-bh_div_2,l-end,l-end/base.png")
+    assert near(at(badge, 5, 5), RED) and near(at(badge, 100, 30), GREEN) and near(at(badge, 40, 30), RED)
+    assert near(at(badge, 100, 70), BLUE)  # below the badge: the base
+    marked = await image(node, "/tr:l-image,i-logo.png,lx-10,ly-10,"
+                               "l-image,i-brand@@mark.png,w-10,h-10,lfo-top_left,l-end,l-end/base.png")
+    assert near(at(marked, 14, 14), GREEN) and near(at(marked, 40, 40), RED) and origin.requests["brand/mark.png"] == 1
+    text = await image(node, "/tr:l-image,i-ik_canvas,bg-000000,w-160,h-80,lfo-top_left,"
+                             "l-text,i-SALE,fs-40,co-FFFFFF,l-end,l-end/base.png")
+    box = text.crop(0, 0, 160, 80)
+    assert ((box[0] > 200) & (box[1] > 200) & (box[2] > 200)).max() == 255 and near(at(text, 2, 2), [0, 0, 0])
+    deep = "l-image,i-logo.png," * 4 + "l-end," * 4
+    response = await node.fetch(f"/tr:{deep.rstrip(',')}/base.png")
+    assert (response.code, response.body) == (400, b"invalid transformation: l-image: layers nest 3 deep at most\n")
+
+
 async def test_many_outputs_fetch_the_overlay_once(node, origin):
     responses = await asyncio.gather(*(node.fetch(f"/tr:w-{100 + i},l-image,i-logo.png,l-end/base.png")
                                        for i in range(12)))
@@ -268,7 +287,6 @@ def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
 
 
 @pytest.mark.parametrize("transformation, body", [
-    ("l-image,i-logo.png,l-image,i-logo.png,l-end,l-end", "l-image: layers cannot be nested"),
     ("l-image,i-logo.png,w-10", "l-image: no l-end closes this layer"),
     ("w-10,l-end", "l-end: l-end without a layer"),
     ("l-image,w-10,l-end", "l-image: needs i-<input>"),

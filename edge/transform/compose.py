@@ -28,7 +28,10 @@ _ALIGN = {"left": pyvips.enums.Align.LOW, "center": pyvips.enums.Align.CENTRE, "
 
 
 def draw_layers(base: pyvips.Image, layers: tuple[Layer, ...], image_of: LayerImage,
-                fonts: Mapping[str, Font], max_side: int) -> pyvips.Image:
+                fonts: Mapping[str, Font], max_side: int,
+                draw: Callable[[pyvips.Image, Step], pyvips.Image] | None = None) -> pyvips.Image:
+    """`layers` drawn on `base`, in order; `draw(image, step)` draws the layers nested in a colour
+    block's steps (an image layer's own are drawn by `image_of`)."""
     had_alpha = base.hasalpha()
     base = _srgba(base)
     size = base.width, base.height
@@ -38,7 +41,7 @@ def draw_layers(base: pyvips.Image, layers: tuple[Layer, ...], image_of: LayerIm
             drawn = _text(layer.input, sized(layer.text or TextStyle(), size), fonts, max_side)
             original = drawn.width, drawn.height
         elif layer.input == CANVAS:
-            drawn = _canvas(layer, *size, max_side)
+            drawn = _canvas(layer, *size, max_side, draw)
             original = drawn.width, drawn.height
         else:
             drawn, original = image_of(layer.input, layer.steps, size)
@@ -102,7 +105,8 @@ def _blend(base: pyvips.Image, layer: pyvips.Image, x: int, y: int, mode: str | 
     return result
 
 
-def _canvas(layer: Layer, base_width: int, base_height: int, max_side: int) -> pyvips.Image:
+def _canvas(layer: Layer, base_width: int, base_height: int, max_side: int,
+            draw: Callable[[pyvips.Image, Step], pyvips.Image] | None = None) -> pyvips.Image:
     """A block of the first step's `bg`, `w`×`h` (fractions of the base; the base's size by default),
     then that step's look and any further steps."""
     base = base_width, base_height
@@ -115,9 +119,13 @@ def _canvas(layer: Layer, base_width: int, base_height: int, max_side: int) -> p
     block = (pyvips.Image.black(width, height, bands=4) + list(colour)).cast(pyvips.enums.BandFormat.UCHAR)
     image = block.copy(interpretation=pyvips.enums.Interpretation.SRGB)
     image = apply_look(image, replace(first, background=None))  # its `bg` is the block: rounded corners stay clear
+    if first.layers and draw is not None:
+        image = draw(image, first)
     for step in rest:
         step = with_sizes(step, base, (image.width, image.height), base)
         image = apply_look(apply_geometry(Source.of_image(image), step, max_side), step)
+        if step.layers and draw is not None:
+            image = draw(image, step)
     if layer.alpha is not None and colour[3] == 255:  # a colour's own opacity wins over `al` (ImageKit)
         image = _with_alpha(image, layer.alpha / 10)
     return image

@@ -225,8 +225,8 @@ def _layer_cost(layer: Layer, base: Size, overlays: dict[str, Size]) -> float:
     if layer.text is not None:
         return _text_cost(layer.input, sized(layer.text, base))
     if layer.input == CANVAS:
-        return transformation_cost(layer.steps, base, base=base)
-    return transformation_cost(layer.steps or (DEFAULT_STEP,), overlays.get(layer.input, (None, None)), base=base)
+        return transformation_cost(layer.steps, base, overlays, base=base)
+    return transformation_cost(layer.steps or (DEFAULT_STEP,), overlays.get(layer.input, (None, None)), overlays, base=base)
 
 
 def _text_cost(text: str, style: TextStyle) -> float:

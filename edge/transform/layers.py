@@ -37,8 +37,10 @@ ALIGNMENTS = ("left", "right", "center")
 TYPOGRAPHY = ("b", "i", "strikethrough")
 #: the font a text layer uses when it names none (shipped in edge/fonts/, DejaVu licence)
 DEFAULT_FONT = "DejaVuSans"
-#: layers in one transformation (every step's, together); each may fetch and decode an image
+#: layers in one transformation (every step's, nested ones included); each may fetch and decode an image
 MAX_LAYERS = 10
+#: layers inside layers: ImageKit's three levels (a badge, its text)
+MAX_DEPTH = 3
 #: characters of one text layer
 MAX_TEXT = 500
 MAX_FONT_SIZE = 500
@@ -207,6 +209,12 @@ class Layer:
     def fetches(self) -> bool:
         """Whether drawing it needs an original from the endpoint's origins."""
         return self.kind == "image" and self.input != CANVAS
+
+
+def fetched(steps: tuple) -> set[str]:
+    """The paths of the originals the layers of these steps draw, those of nested layers included."""
+    return {path for step in steps for layer in step.layers
+            for path in ({layer.input} if layer.fetches else set()) | fetched(layer.steps)}
 
 
 def placed(placement: Placement, base: tuple[int, int], drawn: tuple[int, int],

@@ -519,21 +519,21 @@ def _split_steps(text: str) -> list[str]:
     """`a,b:c` → [`a,b`, `c`]; a layer's own transformation may chain steps with `:` (as the SDK
     writes it), so a `:` between `l-<type>` and `l-end` stays inside the step. `ar-4:3`, which the
     SDK writes for an `aspect_ratio` given as "4:3", is `ar-4-3`: a step cannot start with a number."""
-    steps, current, inside = [], "", False
+    steps, current, depth = [], "", 0
     for piece in _DELIMITERS.split(_ASPECT_RATIO_WITH_COLON.sub(r"\1ar-\2-\3", text)):
-        if piece == ":" and not inside:
+        if piece == ":" and not depth:
             steps.append(current)
             current = ""
             continue
         current += piece
         if _starts_layer(piece):
-            if inside:
-                raise InvalidTransformation(piece, "layers cannot be nested")
-            inside = True
+            depth += 1
+            if depth > layer_params.MAX_DEPTH:
+                raise InvalidTransformation(piece, f"layers nest {layer_params.MAX_DEPTH} deep at most")
         elif piece == LAYER_END:
-            if not inside:
+            if not depth:
                 raise InvalidTransformation(piece, "l-end without a layer")
-            inside = False
+            depth -= 1
     return [*steps, current]
 
 
@@ -548,10 +548,11 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
         if named_only and key != NAMED_KEY:
             raise InvalidTransformation(param, "this endpoint accepts only named transformations (n-<name>)")
         if _starts_layer(param):
-            body = []
-            for inner in params:
-                if inner == LAYER_END:
+            body, depth = [], 0
+            for inner in params:  # up to the l-end that closes this layer, past those of layers in it
+                if inner == LAYER_END and not depth:
                     break
+                depth += _starts_layer(inner) - (inner == LAYER_END)
                 body.append(inner)
             else:
                 raise InvalidTransformation(param, "no l-end closes this layer")
@@ -594,9 +595,13 @@ def _parse_layer(start: str, body: str) -> Layer:
     text: dict[str, Any] = {}
     alpha = None
     own_steps = []
-    for step_text in body.split(":"):
-        rest = []
+    for step_text in _split_steps(body):  # a layer in it may chain steps of its own
+        rest, depth = [], 0
         for param in filter(None, step_text.split(",")):
+            if depth or _starts_layer(param):  # a layer in this one: its step's, parsed with it
+                depth += _starts_layer(param) - (param == LAYER_END)
+                rest.append(param)
+                continue
             key, value = _split(param)
             try:
                 if key in layer_params.INPUT_KEYS:
@@ -695,9 +700,14 @@ def _parse(texts: tuple[str | None, ...], named: tuple[tuple[str, str], ...], na
             output.update(parsed.output)
     if len(steps) > MAX_STEPS:
         raise InvalidTransformation("tr", f"more than {MAX_STEPS} chained steps")
-    if sum(len(step.layers) for step in steps) > layer_params.MAX_LAYERS:
+    if _count_layers(steps) > layer_params.MAX_LAYERS:
         raise InvalidTransformation("tr", f"more than {layer_params.MAX_LAYERS} layers")
     return Transformation(tuple(steps), Output(**output))
+
+
+def _count_layers(steps: tuple[Step, ...] | list[Step]) -> int:
+    """The layers of these steps, those nested in them included."""
+    return sum(1 + _count_layers(layer.steps) for step in steps for layer in step.layers)
 
 
 @functools.lru_cache(maxsize=4096)

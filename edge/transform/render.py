@@ -220,7 +220,7 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
         header = headers[path]
         source = _still_source(overlays[path], header, keep_profile=False)
         try:  # made here, whole: a failure is the layer's (its original or its steps), not the base's
-            drawn = _render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side, base=base)
+            drawn = _render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side, draw, base=base)
             return in_memory(drawn), (header.width, header.height)
         except InvalidTransformation:
             raise
@@ -231,7 +231,9 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
             reason = "not an image the node can decode" if not _decodes(overlays[path]) else \
                 "libvips could not apply the layer's transformation to it"
             raise InvalidTransformation(f"i-{path}", reason) from None
-    return lambda image, step: draw_layers(image, step.layers, image_of, fonts, limits.max_output_side)
+    def draw(image: pyvips.Image, step: Step) -> pyvips.Image:  # also on layers, for the layers in them
+        return draw_layers(image, step.layers, image_of, fonts, limits.max_output_side, draw)
+    return draw
 
 
 def _decodes(body: bytes) -> bool:
