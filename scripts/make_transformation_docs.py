@@ -82,7 +82,7 @@ a badge with its text centred), and its `bw`, `bh`, `bar` are that layer's size;
   drawn at 500 when it gives more),
   `ff` a font the operator lists in `[fonts]` (default `DejaVuSans`, shipped with its licence), `co`
   colour (default black), `bg` background of the text box, `pa` padding (CSS shorthand with `_`:
-  `pa-8_12`), `al` opacity 1–9, `ia` alignment in the box (`left`, `center`, `right`), `tg` `b`, `i`,
+  `pa-8_12`; or one expression for every side, `pa-bw_mul_0.01`), `al` opacity 1–9, `ia` alignment in the box (`left`, `center`, `right`), `tg` `b`, `i`,
   `strikethrough` or combinations (`b_i`), `lh` line height in pixels (or an expression, as `fs`), `w` wrap width in pixels,
   `rt`, `fl` and `r`; `fol-<width>_<colour>` an outline (`fol-2_blue`, at most 50 px) and
   `fsh-<colour>_<indent>` a shadow down and right (`fsh-blue_2`), written as the SDK documents them
@@ -476,7 +476,7 @@ SECTIONS = (
             "at the same share of every size: `l-image,i-logo.png,w-bw_mul_0.2,lx-bw_mul_0.75,"
             "ly-bh_mul_0.05,l-end`. An `x`… that evaluates below 0 or above 65500, or a border above 1000 px, "
             "is a 400 naming it; a border that comes to 0 (`b-ch_mod_5_yellow`) is no border. "
-            "Expressions in a text's `pa` are not read: a 400 naming the parameter.", (
+            "A text's `pa` takes one expression too, the same padding on every side (`pa-bw_mul_0.01`).", (
                 Example("w-iw_div_4", "coffee.jpg", "a quarter of 600 px"),
                 Example("w-200,ar-iar_div_2", "coffee.jpg", "half the original's ratio"),
                 Example("w-300,l-image,i-logo-transparent.png,w-bw_mul_0.3,lx-bw_sub_cw_sub_10,ly-bh_mul_0.05,l-end",

@@ -236,6 +236,13 @@ async def test_what_imagekits_overlay_docs_write_works(node):
     big = await node.fetch("/tr:w-4000,l-text,i-A,fs-bh_div_2,co-FF0000,l-end/base.png")  # 1500 px: drawn at 500
     assert big.code == 200
 
+    def box_width(out: pyvips.Image) -> int:  # the green text box, from the top-left corner
+        row = out.crop(0, 2, out.width, 1)
+        return next(x for x in range(out.width) if not near(at(row, x, 0), GREEN))
+    padded = [await image(node, f"/tr:w-{w},l-text,i-Hi,fs-20,co-FFFFFF,bg-00C800,pa-bw_mul_0.05,lfo-top_left,"
+                                f"l-end/base.png") for w in (200, 400)]
+    assert box_width(padded[1]) - box_width(padded[0]) == 2 * (20 - 10)  # 5 % of the base on each side
+
 
 async def test_layers_nest_three_deep_as_imagekit_draws_them(node, origin):
     """A badge with its text centred in it; a logo with a mark (fetched too) in its corner; `bw` in a

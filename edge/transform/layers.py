@@ -97,8 +97,11 @@ def _choice(choices: tuple[str, ...]):
     return parse
 
 
-def _padding(text: str) -> tuple[int, int, int, int]:
-    """CSS shorthand, `_`-separated: 1 to 4 values → (top, right, bottom, left)."""
+def _padding(text: str) -> tuple[int, int, int, int] | Expression:
+    """CSS shorthand, `_`-separated: 1 to 4 values → (top, right, bottom, left); or an expression
+    (`pa-bw_mul_0.01`: a variable or an operator in it), the same on every side."""
+    if any(c.isalpha() for c in text):
+        return or_expression(_int(0, 1000))(text)
     parts = [_int(0, 1000)(part) for part in text.split("_")]
     if not 1 <= len(parts) <= 4:
         raise ValueError("must be 1 to 4 integers separated by _ (top_right_bottom_left)")
@@ -152,7 +155,7 @@ class TextStyle:
     font: str = DEFAULT_FONT
     colour: RGBA = BLACK
     background: RGBA | None = None
-    padding: tuple[int, int, int, int] | None = None
+    padding: tuple[int, int, int, int] | Expression | None = None
     alpha: int | None = None  # 1–9: tenths of opacity
     align: str = "center"
     typography: tuple[str, ...] = ()
@@ -179,7 +182,7 @@ TEXT_PARAMS: dict[str, tuple[str, Any, Any]] = {
     "ff": ("font", _font, lambda name: name.replace("/", "@@")),
     "co": ("colour", parse_colour, write_colour),
     "bg": ("background", parse_colour, write_colour),
-    "pa": ("padding", _padding, lambda p: "_".join(map(str, p))),
+    "pa": ("padding", _padding, lambda p: str(p) if isinstance(p, Expression) else "_".join(map(str, p))),
     "al": ("alpha", _int(1, 9), str),
     "ia": ("align", _choice(ALIGNMENTS), str),
     "tg": ("typography", _typography, "_".join),
@@ -228,21 +231,23 @@ def placed(placement: Placement, base: tuple[int, int], drawn: tuple[int, int],
 
 
 def sized(style: TextStyle, base: tuple[int | None, int | None]) -> TextStyle:
-    """`style` with `fs`, `w` and `lh` evaluated for a base of this size (raises `BadRequest`); an `fs`
+    """`style` with `fs`, `w`, `lh` and `pa` evaluated for a base of this size (raises `BadRequest`); an `fs`
     over `MAX_FONT_SIZE` is drawn at it (an expression of a large base may give more). An unknown
-    base (the cost of a URL before its original is read) gives the default `fs` and no `w` or `lh`:
+    base (the cost of a URL before its original is read) gives the default `fs` and no `w`, `lh`, `pa`:
     the cost is checked again, with every size known, before the render."""
-    names = [name for name in ("size", "width", "line_height") if isinstance(getattr(style, name), Expression)]
+    names = [name for name in ("size", "width", "line_height", "padding") if isinstance(getattr(style, name), Expression)]
     if not names:
         return style
     if None in base:
         return replace(style, **{name: DEFAULT_FONT_SIZE if name == "size" else None for name in names})
     variables = sizes("b", *base)
-    values = {name: max(1, round(evaluated(getattr(style, name), key, variables, low=0, high=high)))
+    values = {name: max(0 if name == "padding" else 1, round(evaluated(getattr(style, name), key, variables, low=0, high=high)))
               for name, key, high in (("size", "fs", float("inf")), ("width", "w", MAX_POSITION),
-                                      ("line_height", "lh", 2 * MAX_FONT_SIZE)) if name in names}
+                                      ("line_height", "lh", 2 * MAX_FONT_SIZE), ("padding", "pa", 1000)) if name in names}
     if "size" in values:
         values["size"] = min(values["size"], MAX_FONT_SIZE)
+    if "padding" in values:
+        values["padding"] = (values["padding"],) * 4
     return replace(style, **values)
 
 
