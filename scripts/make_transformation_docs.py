@@ -56,7 +56,9 @@ a badge with its text centred), and its `bw`, `bh`, `bar` are that layer's size;
 
 - **Image** `l-image,i-<path>,…,l-end`: an image from the same endpoint's origins (`/` written as
   `@@`, or `ie-<base64 of the path>`), with its own steps (`w`, `h`, `c`, `rt`, `bl`, `r`, `o`, `e-…`, `b`
-  … — any step parameter; output parameters such as `f` or `q` are a 400 in a layer). ImageKit
+  … — any step parameter; output parameters such as `f` are a 400 in a layer, except `q`, which
+  ImageKit lists for layers and which is accepted and has nothing to do: the base's encode makes the
+  layer's pixels). ImageKit
   trims an overlay image by default (`t-false` to keep its borders); the node does not, and takes
   `t-false` as no trim: add `t-true` to the layer to trim it (its transparent margin, or its borders
   of the top-left pixel's colour). Trimming by default would decode every overlay whole, at its

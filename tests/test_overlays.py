@@ -227,6 +227,9 @@ async def test_what_imagekits_overlay_docs_write_works(node):
     assert near(at(circle, 5, 5), BLUE) and near(at(circle, 50, 50), RED)
     own_opacity = await image(node, "/tr:l-image,i-ik_canvas,bg-FF000050,al-9,w-100,h-100,lx-0,ly-0,l-end/base.png")
     assert all(abs(a - b) <= 10 for a, b in zip(at(own_opacity, 50, 50), (128, 0, 128)))  # 50 %, not 45 %
+    with_q, without = [await node.fetch(f"/tr:l-image,i-logo.png,w-20,{q}lx-0,ly-0,l-end/base.png") for q in ("q-50,", "")]
+    assert with_q.code == 200 and with_q.body == without.body  # `q` in a layer: accepted, and nothing to do
+    assert (await node.fetch("/tr:l-image,i-logo.png,q-500,l-end/base.png")).code == 400
     for flip in ("v_h", "h_v"):
         assert (await node.fetch(f"/tr:l-text,i-Hi,fl-{flip},l-end/base.png")).code == 200
     auto = await image(node, "/tr:l-image,i-logo.png,w-20,h-20,fo-auto,lx-0,ly-0,l-end/base.png")
@@ -301,7 +304,7 @@ def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
     ("l-image,i-page.png,l-end", "i-page.png: not an image the node can decode"),
     ("l-image,i-logo.png,lx-abc,l-end", "lx-abc: must be an integer"),
     ("l-image,i-logo.png,lm-displace,l-end", "lm-displace: a displacement map is not supported"),
-    ("l-image,i-logo.png,q-50,l-end", "q-50: an output parameter has no effect in a layer"),
+    ("l-image,i-logo.png,f-png,l-end", "f-png: an output parameter has no effect in a layer"),
     ("w-300,l-image,i-logo.png,w-auto,l-end", "w-auto: a layer's size cannot come from client hints"),  # was a 500
     ("l-image,i-logo.png,dpr-auto,w-20,l-end", "dpr-auto: a layer's size cannot come from client hints"),
     ("l-text,i-hi,fs-501,l-end", "fs-501: must be an integer from 1 to 500"),

@@ -568,12 +568,14 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
             if key in UNSUPPORTED:
                 raise InvalidTransformation(param, f"not supported ({UNSUPPORTED[key]})")
             raise InvalidTransformation(param, "unknown parameter")
-        if spec.output and in_layer:
+        if spec.output and in_layer and key != "q":
             raise InvalidTransformation(param, "an output parameter has no effect in a layer")
         try:
             parsed = spec.parse(value)
         except ValueError as exc:
             raise InvalidTransformation(param, str(exc)) from None
+        if spec.output and in_layer:  # `q`: ImageKit lists it for image layers, whose pixels the base's encode
+            continue  # makes: checked, then dropped
         if parsed == AUTO and in_layer and key in ("w", "dpr"):  # client hints size the image asked for, not a layer
             raise InvalidTransformation(param, "a layer's size cannot come from client hints")
         if not in_layer and any(isinstance(v, Expression) and v.reads_base for v in (parsed, *(
