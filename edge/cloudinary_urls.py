@@ -109,7 +109,7 @@ WORDS: tuple[Word, ...] = (
          "the extension names the output format; none: the stored format"),
     Word("`dpr_N` (0.1–5), `dpr_auto`", "`w-`, `h-` times N; `dpr-N`, `dpr-auto`",
          "multiplies w and h of the URL: of its own component, or, in a component of its own "
-         "(`c_fill,w_300/dpr_2.0`, as the SDKs write it), of every component with a size; without any "
+         "(`c_fill,w_300/dpr_2.0`, as the SDKs write it), of every component with a size in pixels; without any "
          "size the image keeps its size; `auto`: the `Sec-CH-DPR` client hint"),
     Word("`w_auto`", "`w-auto`", "the width from the `Sec-CH-Width` client hint, rounded up to 100 px"),
     Word("`a_N`, `a_-N`", "`rt-N` (N modulo 360, clockwise)",
@@ -290,9 +290,10 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
 
 def _dpr_on_sizes(components: tuple[str, ...]) -> list[str]:
     """Cloudinary's SDKs write `dpr_` in a component of its own (`c_fill,w_300,h_200/dpr_2.0`), where
-    it multiplies the sizes of the whole URL: moved onto every component that gives w_ or h_ (or names
-    a `t_`) and has no `dpr_` of its own. With no such component there is nothing to multiply: the image
-    is delivered at its size (docs/leaving-cloudinary.md)."""
+    it multiplies the sizes of the whole URL: moved onto the components without a `dpr_` of their own
+    that give w_/h_ in pixels; without those, onto the ones that give fractions; without those, onto
+    those naming a `t_`. With none, there is nothing to multiply: the image is delivered at its size
+    (docs/leaving-cloudinary.md)."""
     def keys(component: str) -> set[str]:
         return {_key(word) for word in component.split(",")}
 
