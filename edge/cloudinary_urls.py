@@ -625,7 +625,8 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
         try:
             return Delivery(split_path(segments, decode).origin_path, parse_transformation(""), None)
         except EdgeError:  # a prefix, in `image/<type>/`, written in whichever form (SEO, root path)
-            rest = decoded[1:] if decoded[1] == "image" else ["image", "upload", *decoded[2 if decoded[1] == "images" else 1:]]
+            rest = decoded[1:] if decoded[1] == "image" else \
+                ["image", "upload", *decoded[2 if decoded[1] == "images" else 1:]]
             return Delivery("/".join(rest), parse_transformation(""), None)
     path = split_path(segments, decode)
     types = PUBLIC_TYPES + (SIGNED_TYPES if signed_only else ())

@@ -386,7 +386,7 @@ def _fleet(t: ConfigTable) -> FleetSettings:
 
 
 def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | None:
-    """`[shared_cache]`: the keys of an `s3` origin, plus `timeout`, `max_writes` and `purge_journal_every`."""
+    """`[shared_cache]`: the keys of an `s3` origin, plus `timeout`, `max_writes`, `purge_journal_every`."""
     present = "shared_cache" in root.keys()
     t = root.subtable("shared_cache")
     if not present:
@@ -400,7 +400,8 @@ def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | 
     if not 0.1 <= journal_every <= 3600:  # a listing each 0.1 s per worker at most; an hour of stale images at most
         raise t.error("purge_journal_every", "expected a duration from 0.1s to 1h")
     store = plugins.origin_type("s3").from_config(OriginSettings("shared_cache", "s3", timeout=timeout), t)
-    return SharedCacheSettings(store=store, timeout=timeout, max_writes=max_writes, purge_journal_every=journal_every)
+    return SharedCacheSettings(store=store, timeout=timeout, max_writes=max_writes,
+                               purge_journal_every=journal_every)
 
 
 def _node_url(t: ConfigTable, key: str, url: str) -> str:

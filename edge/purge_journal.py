@@ -68,7 +68,8 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _entry_name(at: float, prefix: str) -> str:
-    return f"{int(at * 1e9):020d}-{secrets.token_hex(4)}/" + base64.urlsafe_b64encode(prefix.encode()).decode().rstrip("=")
+    encoded = base64.urlsafe_b64encode(prefix.encode()).decode().rstrip("=")
+    return f"{int(at * 1e9):020d}-{secrets.token_hex(4)}/{encoded}"
 
 
 def _time_name(at: float) -> str:

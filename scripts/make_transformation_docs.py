@@ -50,9 +50,10 @@ ImageKit's layers ([ImageKit: add overlays on images](https://imagekit.io/docs/a
 stands between applies to the layer, not to the base. A step's layers are drawn, in order, on the
 step's result (after its resize and effects); further steps work on the composite. An image layer's
 own transformation may chain steps with `:`. Layers nest three levels deep, as in ImageKit: a layer
-inside an image layer or a colour block is drawn on it (`l-image,i-ik_canvas,bg-red,w-200,h-60,l-text,i-SALE,l-end,l-end`:
-a badge with its text centred), and its `bw`, `bh`, `bar` are that layer's size; a fourth level is a
-400. The 10 layers a URL may hold count the nested ones.
+inside an image layer or a colour block is drawn on it
+(`l-image,i-ik_canvas,bg-red,w-200,h-60,l-text,i-SALE,l-end,l-end`: a badge with its text centred), and
+its `bw`, `bh`, `bar` are that layer's size; a fourth level is a 400. The 10 layers a URL may hold count
+the nested ones.
 
 - **Image** `l-image,i-<path>,…,l-end`: an image from the same endpoint's origins (`/` written as
   `@@`, or `ie-<base64 of the path>`), with its own steps (`w`, `h`, `c`, `rt`, `bl`, `r`, `o`, `e-…`, `b`
@@ -79,24 +80,25 @@ a badge with its text centred), and its `bw`, `bh`, `bar` are that layer's size;
   (pixels, or fractions of the base; the base's size by default), `al-1`…`al-9` opacity in tenths
   (ignored when the `bg` colour has its own opacity, `bg-FF000050`, as ImageKit documents), `r`
   rounded corners (`r-max`: a circle), through which the base shows.
-- **Text** `l-text,i-<text>,…,l-end` (`i-` percent-encoded, or `ie-<base64>` as the SDK writes any
-  text beyond letters, digits, `-._` and spaces): `fs` size in pixels (default 14, at most 500; or an expression of the base's size, `fs-bh_div_20`,
-  drawn at 500 when it gives more),
-  `ff` a font the operator lists in `[fonts]` (default `DejaVuSans`, shipped with its licence), `co`
-  colour (default black), `bg` background of the text box, `pa` padding (CSS shorthand with `_`:
-  `pa-8_12`; or one expression for every side, `pa-bw_mul_0.01`), `al` opacity 1–9, `ia` alignment in the box (`left`, `center`, `right`), `tg` `b`, `i`,
-  `strikethrough` or combinations (`b_i`), `lh` line height in pixels (or an expression, as `fs`), `w` wrap width in pixels,
-  `rt`, `fl` and `r`; `fol-<width>_<colour>` an outline (`fol-2_blue`, at most 50 px) and
-  `fsh-<colour>_<indent>` a shadow down and right (`fsh-blue_2`), written as the SDK documents them
-  for subtitles. At most 500 characters.
-- **Position**: `lx`, `ly` (pixels from the left/top, rounded when the SDK writes a float; `N20` — or `-20`, as the SDK writes a negative
-  number — puts the layer's right/bottom edge 20 px from the base's right/bottom edge, `N0` flush
-  with it; ImageKit documents the leading `N` for negative values, the pages read for this did
-  not say more precisely where a negative value puts the layer; or an expression, `lx-bw_mul_0.9`, see
-  [Arithmetic expressions](#arithmetic-expressions)), `lxc`, `lyc` (the layer's centre), or `lfo-<focus>` (`center` by default, `top_left`,
-  `bottom`, …; ignored when a coordinate is given, a missing one being 0). A coordinate beyond the
-  base's side or on its far edge (`lx-400` or `lx-450` on a 400 px base, `lx-N500`) moves the layer to fit within the base, as
-  ImageKit does; what falls outside the base from a coordinate within it is clipped.
+- **Text** `l-text,i-<text>,…,l-end` (`i-` percent-encoded, or `ie-<base64>` as the SDK writes any text
+  beyond letters, digits, `-._` and spaces): `fs` size in pixels (default 14, at most 500; or an
+  expression of the base's size, `fs-bh_div_20`, drawn at 500 when it gives more), `ff` a font the
+  operator lists in `[fonts]` (default `DejaVuSans`, shipped with its licence), `co` colour (default
+  black), `bg` background of the text box, `pa` padding (CSS shorthand with `_`: `pa-8_12`; or one
+  expression for every side, `pa-bw_mul_0.01`), `al` opacity 1–9, `ia` alignment in the box (`left`,
+  `center`, `right`), `tg` `b`, `i`, `strikethrough` or combinations (`b_i`), `lh` line height in pixels
+  (or an expression, as `fs`), `w` wrap width in pixels, `rt`, `fl` and `r`; `fol-<width>_<colour>` an
+  outline (`fol-2_blue`, at most 50 px) and `fsh-<colour>_<indent>` a shadow down and right
+  (`fsh-blue_2`), written as the SDK documents them for subtitles. At most 500 characters.
+- **Position**: `lx`, `ly` (pixels from the left/top, rounded when the SDK writes a float; `N20` — or
+  `-20`, as the SDK writes a negative number — puts the layer's right/bottom edge 20 px from the base's
+  right/bottom edge, `N0` flush with it; ImageKit documents the leading `N` for negative values, the
+  pages read for this did not say more precisely where a negative value puts the layer; or an
+  expression, `lx-bw_mul_0.9`, see [Arithmetic expressions](#arithmetic-expressions)), `lxc`, `lyc` (the
+  layer's centre), or `lfo-<focus>` (`center` by default, `top_left`, `bottom`, …; ignored when a
+  coordinate is given, a missing one being 0). A coordinate beyond the base's side or on its far edge
+  (`lx-400` or `lx-450` on a 400 px base, `lx-N500`) moves the layer to fit within the base, as ImageKit
+  does; what falls outside the base from a coordinate within it is clipped.
 - **Blend** `lm-`: `multiply` (darkens: layer × base), `cutter` (keeps the base only where the layer is
   opaque, trimmed to the layer's box), `cutout` (makes the base transparent where the layer is
   opaque). `lm-displace`, `lap` (anchor point) and video timing (`lso`, `leo`, `ldu`) are 400s

@@ -4,8 +4,8 @@ solid colour block or a text; placed and blended. See `layers` for what the para
 from __future__ import annotations
 
 import html
-from dataclasses import replace
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import pyvips
 

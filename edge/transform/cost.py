@@ -226,7 +226,8 @@ def _layer_cost(layer: Layer, base: Size, overlays: dict[str, Size]) -> float:
         return _text_cost(layer.input, sized(layer.text, base))
     if layer.input == CANVAS:
         return transformation_cost(layer.steps, base, overlays, base=base)
-    return transformation_cost(layer.steps or (DEFAULT_STEP,), overlays.get(layer.input, (None, None)), overlays, base=base)
+    return transformation_cost(layer.steps or (DEFAULT_STEP,), overlays.get(layer.input, (None, None)), overlays,
+                               base=base)
 
 
 def _text_cost(text: str, style: TextStyle) -> float:
@@ -289,7 +290,8 @@ def step_output(step: Step, size: Size) -> Size:
             elif step.crop == "enlarge_to_fit":
                 scale = max(scale, 1.0)
             box_w, box_h = max(1, round(width * scale)), max(1, round(height * scale))
-        elif box_w is not None and box_h is not None and width and height and step.crop in ("at_least", "enlarge_to_fit"):
+        elif box_w is not None and box_h is not None and width and height \
+                and step.crop in ("at_least", "enlarge_to_fit"):
             # `enlarge_to_fit` keeps an image larger than the box at its own size
             scale = max(box_w / width, box_h / height) if step.crop == "at_least" else \
                 max(min(box_w / width, box_h / height), 1.0)

@@ -434,8 +434,9 @@ def resolved(step: Step, source: Source, original: tuple[int, int], base: tuple[
 
 #: the step fields that may hold an expression: their parameter, and the range of their values
 EXPRESSION_FIELDS = {"width": ("w", 1e-9, MAX_PIXELS), "height": ("h", 1e-9, MAX_PIXELS),
-                     "aspect_ratio": ("ar", 1e-9, MAX_PIXELS), "x": ("x", 0, MAX_PIXELS), "y": ("y", 0, MAX_PIXELS),
-                     "x_center": ("xc", 0, MAX_PIXELS), "y_center": ("yc", 0, MAX_PIXELS), "border": ("b", 0, MAX_BORDER)}
+                     "aspect_ratio": ("ar", 1e-9, MAX_PIXELS), "x": ("x", 0, MAX_PIXELS),
+                     "y": ("y", 0, MAX_PIXELS), "x_center": ("xc", 0, MAX_PIXELS),
+                     "y_center": ("yc", 0, MAX_PIXELS), "border": ("b", 0, MAX_BORDER)}
 
 
 def with_sizes(step: Step, original: tuple[int | None, int | None], current: tuple[int | None, int | None],
@@ -444,17 +445,16 @@ def with_sizes(step: Step, original: tuple[int | None, int | None], current: tup
     these sizes (and, in a layer, the base it is drawn on). Where a size is unknown (None), so is a
     side that an expression gives (None), a position is taken as 0 and a border as the widest: the
     cost estimate of a URL before its original is read. Raises `BadRequest`."""
-    expressions = {name: getattr(step, name) for name in EXPRESSION_FIELDS
-                   if isinstance(getattr(step, name) if name != "border" else (step.border or (None,))[0], Expression)}
+    expressions = {name: expression for name in EXPRESSION_FIELDS
+                   if isinstance(expression := _expression_of(step, name), Expression)}
     if not expressions:
         return step
     known = {**sizes("i", *original), **sizes("c", *current)} if None not in (*original, *current) else None
     if known is not None and base is not None and None not in base:
         known.update(sizes("b", *base))
     values: dict[str, object] = {}
-    for name, value in expressions.items():
+    for name, expression in expressions.items():
         key, low, high = EXPRESSION_FIELDS[name]
-        expression = value[0] if name == "border" else value
         if known is None or (expression.reads_base and "bw" not in known):
             result = None if name in ("width", "height", "aspect_ratio") else 0 if name != "border" else high
         else:
@@ -464,10 +464,16 @@ def with_sizes(step: Step, original: tuple[int | None, int | None], current: tup
         elif name in ("width", "height"):
             values[name] = None if result is None else float(max(1, round(result)))
         elif name == "border":  # an expression that comes to no width (`b-ch_mod_5_yellow`): no border
-            values[name] = (round(result), value[1]) if round(result) else None
+            values[name] = (round(result), step.border[1]) if round(result) else None
         else:
             values[name] = round(result)
     return replace(step, **values)
+
+
+def _expression_of(step: Step, name: str) -> object:
+    """The field's value, or a border's width."""
+    value = getattr(step, name)
+    return value[0] if name == "border" and value is not None else value
 
 
 def apply_geometry(source: Source, step: Step, max_side: int) -> pyvips.Image:

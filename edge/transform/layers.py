@@ -87,8 +87,6 @@ def _int(low: int, high: int):
     return parse
 
 
-
-
 def _choice(choices: tuple[str, ...]):
     def parse(text: str) -> str:
         if text not in choices:
@@ -226,24 +224,29 @@ def placed(placement: Placement, base: tuple[int, int], drawn: tuple[int, int],
     `iw`… its original's. A value beyond the base is moved in when the layer is drawn; below 0, it is 0."""
     variables = {**sizes("b", *base), **sizes("c", *drawn), **sizes("i", *original)}
     values = {name: round(evaluated(getattr(placement, name), key, variables, low=float("-inf")))
-              for key, (name, _, _) in PLACEMENT_PARAMS.items() if isinstance(getattr(placement, name), Expression)}
+              for key, (name, _, _) in PLACEMENT_PARAMS.items()
+              if isinstance(getattr(placement, name), Expression)}
     return replace(placement, **{name: max(0, value) for name, value in values.items()})
 
 
+#: a text layer's fields that may hold an expression: their parameter, least and largest value
+_TEXT_EXPRESSIONS = {"size": ("fs", 1, float("inf")), "width": ("w", 1, MAX_POSITION),
+                     "line_height": ("lh", 1, 2 * MAX_FONT_SIZE), "padding": ("pa", 0, 1000)}
+
+
 def sized(style: TextStyle, base: tuple[int | None, int | None]) -> TextStyle:
-    """`style` with `fs`, `w`, `lh` and `pa` evaluated for a base of this size (raises `BadRequest`); an `fs`
-    over `MAX_FONT_SIZE` is drawn at it (an expression of a large base may give more). An unknown
+    """`style` with `fs`, `w`, `lh` and `pa` evaluated for a base of this size (raises `BadRequest`);
+    an `fs` over `MAX_FONT_SIZE` is drawn at it (an expression of a large base may give more). An unknown
     base (the cost of a URL before its original is read) gives the default `fs` and no `w`, `lh`, `pa`:
     the cost is checked again, with every size known, before the render."""
-    names = [name for name in ("size", "width", "line_height", "padding") if isinstance(getattr(style, name), Expression)]
+    names = [name for name in _TEXT_EXPRESSIONS if isinstance(getattr(style, name), Expression)]
     if not names:
         return style
     if None in base:
         return replace(style, **{name: DEFAULT_FONT_SIZE if name == "size" else None for name in names})
     variables = sizes("b", *base)
-    values = {name: max(0 if name == "padding" else 1, round(evaluated(getattr(style, name), key, variables, low=0, high=high)))
-              for name, key, high in (("size", "fs", float("inf")), ("width", "w", MAX_POSITION),
-                                      ("line_height", "lh", 2 * MAX_FONT_SIZE), ("padding", "pa", 1000)) if name in names}
+    values = {name: max(low, round(evaluated(getattr(style, name), key, variables, low=0, high=high)))
+              for name, (key, low, high) in _TEXT_EXPRESSIONS.items() if name in names}
     if "size" in values:
         values["size"] = min(values["size"], MAX_FONT_SIZE)
     if "padding" in values:

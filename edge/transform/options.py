@@ -511,6 +511,11 @@ def _starts_layer(param: str) -> bool:
     return param.startswith("l-") and param != LAYER_END
 
 
+def _nesting(param: str) -> int:
+    """How a parameter changes the depth of layers: +1 opens one, -1 (`l-end`) closes one."""
+    return _starts_layer(param) - (param == LAYER_END)
+
+
 #: `ar-4:3` (and `ar-16.5:9`), a parameter of its own: not followed by more of a number
 _ASPECT_RATIO_WITH_COLON = re.compile(r"(^|[,:])ar-([0-9]+(?:\.[0-9]+)?):([0-9]+(?:\.[0-9]+)?)(?=[,:]|$)")
 
@@ -526,14 +531,11 @@ def _split_steps(text: str) -> list[str]:
             current = ""
             continue
         current += piece
-        if _starts_layer(piece):
-            depth += 1
-            if depth > layer_params.MAX_DEPTH:
-                raise InvalidTransformation(piece, f"layers nest {layer_params.MAX_DEPTH} deep at most")
-        elif piece == LAYER_END:
-            if not depth:
-                raise InvalidTransformation(piece, "l-end without a layer")
-            depth -= 1
+        depth += _nesting(piece)
+        if depth > layer_params.MAX_DEPTH:
+            raise InvalidTransformation(piece, f"layers nest {layer_params.MAX_DEPTH} deep at most")
+        if depth < 0:
+            raise InvalidTransformation(piece, "l-end without a layer")
     return [*steps, current]
 
 
@@ -552,7 +554,7 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
             for inner in params:  # up to the l-end that closes this layer, past those of layers in it
                 if inner == LAYER_END and not depth:
                     break
-                depth += _starts_layer(inner) - (inner == LAYER_END)
+                depth += _nesting(inner)
                 body.append(inner)
             else:
                 raise InvalidTransformation(param, "no l-end closes this layer")
@@ -568,18 +570,17 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
             if key in UNSUPPORTED:
                 raise InvalidTransformation(param, f"not supported ({UNSUPPORTED[key]})")
             raise InvalidTransformation(param, "unknown parameter")
-        if spec.output and in_layer and key != "q":
-            raise InvalidTransformation(param, "an output parameter has no effect in a layer")
         try:
             parsed = spec.parse(value)
         except ValueError as exc:
             raise InvalidTransformation(param, str(exc)) from None
-        if spec.output and in_layer:  # `q`: ImageKit lists it for image layers, whose pixels the base's encode
-            continue  # makes: checked, then dropped
-        if parsed == AUTO and in_layer and key in ("w", "dpr"):  # client hints size the image asked for, not a layer
+        if spec.output and in_layer:
+            if key != "q":
+                raise InvalidTransformation(param, "an output parameter has no effect in a layer")
+            continue  # ImageKit lists `q` for image layers, whose pixels the base's encode makes: checked, dropped
+        if parsed == AUTO and in_layer and key in ("w", "dpr"):  # client hints size the image asked for
             raise InvalidTransformation(param, "a layer's size cannot come from client hints")
-        if not in_layer and any(isinstance(v, Expression) and v.reads_base for v in (parsed, *(
-                parsed if isinstance(parsed, tuple) else ()))):
+        if not in_layer and _reads_base(parsed):
             raise InvalidTransformation(param, "bw, bh and bar are the size of a layer's base: only within a layer")
         (output_values if spec.output else step_values)[spec.field] = parsed
     *earlier, last = base.steps
@@ -601,7 +602,7 @@ def _parse_layer(start: str, body: str) -> Layer:
         rest, depth = [], 0
         for param in filter(None, step_text.split(",")):
             if depth or _starts_layer(param):  # a layer in this one: its step's, parsed with it
-                depth += _starts_layer(param) - (param == LAYER_END)
+                depth += _nesting(param)
                 rest.append(param)
                 continue
             key, value = _split(param)
@@ -705,6 +706,12 @@ def _parse(texts: tuple[str | None, ...], named: tuple[tuple[str, str], ...], na
     if _count_layers(steps) > layer_params.MAX_LAYERS:
         raise InvalidTransformation("tr", f"more than {layer_params.MAX_LAYERS} layers")
     return Transformation(tuple(steps), Output(**output))
+
+
+def _reads_base(value: object) -> bool:
+    """Whether a parsed value is (or, a border, holds) an expression of a layer's base."""
+    return any(isinstance(part, Expression) and part.reads_base
+               for part in (value if isinstance(value, tuple) else (value,)))
 
 
 def _count_layers(steps: tuple[Step, ...] | list[Step]) -> int:
