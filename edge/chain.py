@@ -32,7 +32,7 @@ from .settings import redact
 log = logging.getLogger("edge.origin")
 #: the longest ETag, Last-Modified or Content-Type kept from an origin (S3's ETags are ~34–70)
 MAX_VALIDATOR_CHARS = 1024
-#: what an `OriginFailure.kind` may be (`redirect_refused`…); another is reported as `error`
+#: what an `OriginFailure.kind` may be (`redirect_refused`, a plugin's own word…); another is reported as `error`
 _KIND = re.compile(r"[a-z][a-z_]{0,31}")
 #: an origin's failures are logged once per this many seconds per origin (object: each node's own)
 #: and kind: a client chooses the paths, and a path an origin refuses (a dot file, a key an S3 policy

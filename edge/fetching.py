@@ -19,12 +19,15 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any, TypeVar
 
+from . import __version__
 from .errors import FetchMemoryExhausted
 from .origin import OriginFailure, SourceTooLarge
 from .threads import BlockingPool
 
 T = TypeVar("T")
 
+#: what an origin that speaks HTTP says it is (`User-Agent`)
+USER_AGENT = f"edge-image-node/{__version__} (image edge node)"
 #: bytes asked of a socket at a time while streaming an original
 CHUNK_BYTES = 256 * 1024
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.plugin import (
+    IMAGE_EXTENSIONS,
     ConfigTable,
     Origin,
     Original,
@@ -28,7 +29,6 @@ from edge.plugin import (
     OriginSettings,
     hookimpl,
 )
-from edge.transform.formats import IMAGE_EXTENSIONS
 
 from .s3 import S3Origin
 
@@ -187,7 +187,7 @@ class CloudinaryBackupOrigin(S3Origin):
 
 
 #: the `edge.plugin` API this module is written against
-EDGE_PLUGIN_API = "1.0"
+EDGE_PLUGIN_API = "1.3"
 
 
 @hookimpl

@@ -33,8 +33,8 @@ from edge.plugin import (
     http_date,
     read_announced,
     read_limited,
+    without_userinfo,
 )
-from edge.settings import without_userinfo
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
@@ -308,7 +308,7 @@ def _client_error(operation: str, key: str, error: ClientError) -> Exception:
 
 
 #: the `edge.plugin` API this module is written against
-EDGE_PLUGIN_API = "1.2"
+EDGE_PLUGIN_API = "1.3"
 
 
 @hookimpl

@@ -27,10 +27,10 @@ import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import edge
-from edge.fetching import CHUNK_BYTES, read_limited
-from edge.hookspecs import hookimpl
-from edge.origin import (
+from edge.plugin import (
+    CHUNK_BYTES,
+    USER_AGENT,
+    ConfigTable,
     NotModified,
     Origin,
     Original,
@@ -38,9 +38,12 @@ from edge.origin import (
     OriginNotFound,
     OriginRequest,
     OriginSettings,
+    Secret,
     Validators,
+    hookimpl,
+    read_limited,
+    without_userinfo,
 )
-from edge.settings import ConfigTable, Secret, without_userinfo
 
 if TYPE_CHECKING:
     import aiohttp
@@ -49,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.origin.web")
 
-USER_AGENT = f"edge-image-node/{edge.__version__} (image edge node)"
 MAX_REDIRECTS = 3
 MAX_CONNECTIONS = 64
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -313,7 +315,7 @@ class WebOrigin(Origin):
 
 
 #: the `edge.plugin` API this module is written against
-EDGE_PLUGIN_API = "1.0"
+EDGE_PLUGIN_API = "1.3"
 
 
 @hookimpl

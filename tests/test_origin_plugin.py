@@ -4,6 +4,7 @@ config that does not use it keeps working."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -178,14 +179,15 @@ def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
     ("1.0", None),
     ("1.1", None),
     ("1.2", None),
+    ("1.3", None),
     ("1.99", "it needs plugin API 1.99"),
     ("2.0", "it needs plugin API 2.0"),
-    ("0.9", "it is written for plugin API 0.9, and this node provides 1.2, which is incompatible"),
-    (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.2" (got None)'),
+    ("0.9", "it is written for plugin API 0.9, and this node provides 1.3, which is incompatible"),
+    (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.3" (got None)'),
     (1.0, "it must declare"),
 ])
 def test_the_declared_plugin_api_is_checked(declared, problem):
-    assert plugin_api.API_VERSION == "1.2"  # the cases below are written for it
+    assert plugin_api.API_VERSION == "1.3"  # the cases below are written for it
     found = api_problem(declared)
     assert found == problem if problem is None else found.startswith(problem)
 
@@ -231,8 +233,22 @@ def test_the_public_api_is_what_the_docs_list():
         "OriginRequest",
         "OriginSettings", "Original", "Secret", "SourceTooLarge", "Validators", "check_announced_size",
         "hookimpl", "http_date", "in_thread", "read_announced", "read_limited",
+        "IMAGE_EXTENSIONS", "USER_AGENT", "without_userinfo",  # 1.3
     }
     assert all(hasattr(plugin_api, name) for name in plugin_api.__all__)
+
+
+@pytest.mark.parametrize("module", sorted((ROOT / "plugins").glob("*.py")), ids=lambda path: path.name)
+def test_the_built_in_types_import_nothing_of_the_node_but_its_plugin_api(module):
+    """The built-ins are the examples a plugin author copies: what they import of `edge` is what a
+    plugin may (docs/writing-an-origin-plugin.md)."""
+    imported = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported.add(node.module)
+    assert {name for name in imported if name == "edge" or name.startswith("edge.")} <= {"edge.plugin"}
 
 
 def test_the_walk_through_quotes_the_azure_plugin():
