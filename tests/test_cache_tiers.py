@@ -62,6 +62,26 @@ def test_filling_past_the_budget_evicts_the_least_recently_used_and_nothing_else
     assert caches.originals.get(path_key("", "a.jpg")) == original  # another tier, another budget
 
 
+def test_version_records_that_push_a_tier_past_its_budget_count_what_they_evict(tmp_path):
+    probe = Caches(tmp_path, 10**9, 10**9)
+    empty = probe.originals.volume()
+    probe.close()
+    evicted: list[tuple[str, int]] = []
+    caches = Caches(tmp_path, 10**9, empty + 2 * ENTRY + ENTRY // 2,
+                    evicted=lambda tier, count: evicted.append((tier, count)))
+    try:
+        for n in range(2):
+            caches.originals.put(f"o{n}", stored_original(bytes([n]) * ENTRY))
+        for n in range(3000):  # a `local` file's version: a record without bytes, a few hundred bytes each
+            caches.originals.put_version_later(f"local-{n}", SOURCE)
+        caches.originals.flush_versions()
+        assert caches.originals.get("o0") is None  # the least recently used went for the records
+        assert evicted and {tier for tier, _ in evicted} == {"original"}
+        assert caches.originals.volume() <= caches.originals.budget
+    finally:
+        caches.close()
+
+
 async def test_hits_from_the_memory_tier_keep_their_entries_from_eviction(tmp_path):
     # memory-tier hits never read SQLite: their keys are marked as used in the batched flush
     probe = Caches(tmp_path, 10**9, 10**9)

@@ -229,7 +229,9 @@ class DiskTier:
                 writer.expire()  # an expired record leaving is not an eviction
             return self._evict_to_budget(writer)
 
-        evicted = self._attempt("store", store, 0)
+        self._count_evicted(self._attempt("store", store, 0))
+
+    def _count_evicted(self, evicted: int) -> None:
         if evicted and self._evicted is not None:
             self._evicted(self.name, evicted)
 
@@ -401,14 +403,14 @@ class OriginalTier(DiskTier):
         if not versions:
             return
 
-        def record(handles: _Handles) -> None:
+        def record(handles: _Handles) -> int:
             writer = handles[0]
             with writer.transact():
                 for key, info in versions.items():
                     # `kept`: an older node reading this finds a field it does not know: a miss
                     writer.set(key, b"", tag=json.dumps({**_fields(info), "kept": False}))
-            self._evict_to_budget(writer)
-        self._attempt("record versions", record, None)
+            return self._evict_to_budget(writer)
+        self._count_evicted(self._attempt("record versions", record, 0))
 
 
 class NotFoundTier(DiskTier):
