@@ -27,7 +27,6 @@ FORWARDED_HEADER = "X-Edge-Purge-Forwarded"
 MAX_PARALLEL_CALLS = 32
 #: a peer's answer is a small JSON object; anything larger is not one
 MAX_ANSWER_BYTES = 64 * 1024
-OUTCOMES = ("ok", "rejected", "unreachable", "timeout")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 #: (an origin plugin's other kinds count as `error`, so the label stays bounded)
 ORIGIN_SUCCESSES = ("found", "not_modified", "not_found")
 ORIGIN_FAILURES = ("timeout", "refused", "denied", "server_error", "bad_response", "error")
+#: `outcome` values of `edge_fleet_purge_calls_total` (`edge.fanout.PeerResult`)
+FLEET_PURGE_OUTCOMES = ("ok", "rejected", "unreachable", "timeout")
 #: `result` values of `edge_cache_requests_total` per tier (a not-found record is never stale)
 CACHE_RESULTS = {"output": ("hit", "miss", "stale"), "original": ("hit", "miss", "stale"),
                  "not_found": ("hit", "miss")}
@@ -189,6 +191,10 @@ class Metrics:
         for origin in config.origins:
             for outcome in (*ORIGIN_SUCCESSES, "busy", *ORIGIN_FAILURES):
                 self.origin_fetches.labels(origin.name, outcome)
+        # a peer's first missed purge must show in `increase()`, which cannot see a series' first sample
+        for peer in config.fleet.others:
+            for outcome in FLEET_PURGE_OUTCOMES:
+                self.fleet_purge_calls.labels(peer, outcome)
         for endpoint in config.endpoints:
             label = endpoint_label(endpoint.id)
             self.not_found.labels(label)

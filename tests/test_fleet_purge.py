@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from edge.errors import ConfigError
+from edge.metrics import FLEET_PURGE_OUTCOMES
 from tests.fleet import AUTH, start_fleet
 from tests.nodes import local_config, write_config
 from tests.scrape import samples, scrape
@@ -38,10 +39,19 @@ async def purge(node, target, headers=AUTH):
 
 
 async def fanned_out(node) -> dict:
+    """The purges a node forwarded, by peer and outcome (the series at 0 left out)."""
+    return {labels: value for labels, value in (await calls_by_peer(node)).items() if value}
+
+
+async def calls_by_peer(node) -> dict:
     return samples(await scrape(node.url), "edge_fleet_purge_calls_total")
 
 
 async def test_a_purge_sent_to_one_node_purges_every_node_once(fleet):
+    # every peer's every outcome is a series from the start, so that an alert's `increase()` sees
+    # the first purge that misses a peer (it cannot see a series' first sample)
+    assert await calls_by_peer(fleet[1]) == {(("outcome", outcome), ("peer", fleet[i].url)): 0.0
+                                             for i in (0, 2) for outcome in FLEET_PURGE_OUTCOMES}
     await warm(fleet)
     response = await purge(fleet[1], {"url": "/coffee.jpg"})
     assert (response.code, response.headers["Content-Type"]) == (200, "application/json")
