@@ -15,7 +15,7 @@ between happens here, in this order:
     flight       edge/flight.py             one producer per key for the whole node; others wait
       shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
       original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
-      layers     edge/originals.py          the image layers' originals, the same way (`_overlays`)
+      layers     edge/originals.py          the image layers' originals, the same way (`Pipeline._overlays`)
       render     edge/transform/render.py   libvips in a bounded thread pool (or `orig-true`)
     respond      edge/server.py             the output goes out (ETag hashed in the render's thread)
     store        edge/flight.py (keep)      after the response: output tier (and originals tier),
@@ -224,7 +224,9 @@ class Pipeline:
             except BadGateway:
                 if cached is None:
                     raise
-                output, source = cached, "miss"  # stale-if-error: the original is no longer held, the output is
+                # stale-if-error: the origin failed and its original is no longer held, but an output made
+                # from it is (labelled below, by its original's freshness)
+                output, source = cached, "stale"
             if source != "shared":
                 source = "miss" if self._originals.is_fresh(output.source) else "stale"
             return Served(endpoint, source, output, signed_until=job.request.signed_until)

@@ -11,8 +11,9 @@ signals:
 - SIGHUP: load and validate the config file again. A bad one is logged and the running one kept.
   A good one starts a new generation of workers; once every one of them is serving (it says so on a
   pipe), the old workers are told to stop: they stop accepting, finish the requests they have and
-  exit. No request is dropped, and every worker serves the new config. `host`, `port` and `workers`
-  keep their running values (the sockets are bound once): changing them needs a restart.
+  exit. No request is dropped, and every worker serves the new config. `host`, `port`, `workers`
+  and `metrics_port` keep their running values (the sockets are bound once): changing them needs a
+  restart.
 - SIGTERM / SIGINT: every worker stops accepting, finishes its requests (`shutdown_grace` seconds at
   most, then their connections are closed) and exits; the supervisor exits 0.
 
