@@ -29,7 +29,10 @@ URL_STYLES = ("imagekit", "cloudinary")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 #: a host name as `hosts` takes it: DNS labels, or a bracketed IPv6 literal; no scheme, port or path
-_HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])$")
+_HOST_NAME = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])"
+_HOST = re.compile(_HOST_NAME)
+#: one web origin as `cors_origin` takes it, lower-cased: `scheme://host[:port]`, no path, not even `/`
+_WEB_ORIGIN = re.compile(rf"[a-z][a-z0-9+.-]*://{_HOST_NAME}(?::([0-9]{{1,5}}))?")
 
 
 class WithoutEnvironment(dict):
@@ -99,6 +102,8 @@ class ServerSettings:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     #: serve /metrics on this port only (None: on the main port)
     metrics_port: int | None = None
+    #: `Access-Control-Allow-Origin` and `Timing-Allow-Origin` of image answers: "*" or one origin; "" sends neither
+    cors_origin: str = "*"
 
 
 @dataclass(frozen=True)
@@ -314,7 +319,20 @@ def _server_operations(t: ConfigTable, d: ServerSettings) -> dict[str, Any]:
         "access_log_probes": t.bool("access_log_probes", d.access_log_probes),
         "trusted_proxies": tuple(proxies),
         "metrics_port": t.int("metrics_port", None, min=0, max=65535),
+        "cors_origin": _cors_origin(t, d.cors_origin),
     }
+
+
+def _cors_origin(t: ConfigTable, default: str) -> str:
+    """`cors_origin`: "*", "" or one origin, lower-cased (a browser compares the header with the page's
+    origin as it serialises it, exactly: lower-case scheme and host)."""
+    written = t.str("cors_origin", default)
+    origin = written.lower()
+    match = _WEB_ORIGIN.fullmatch(origin)
+    if origin in ("*", "") or (match is not None and 0 < int(match[1] or 1) <= 65535):
+        return origin
+    raise t.error("cors_origin", f'expected "*", one origin such as "https://shop.example.com" (scheme://host[:port], '
+                                 f'no path) or "" (no CORS headers), got {written!r}')
 
 
 def _cache(t: ConfigTable) -> CacheSettings:
@@ -563,7 +581,7 @@ def _hosts(t: ConfigTable, endpoint_id: str, owners: dict[str, str]) -> tuple[st
     hosts = []
     for written in t.str_list("hosts", ()):
         host = written.lower()
-        if not _HOST.match(host):
+        if not _HOST.fullmatch(host):
             raise t.error("hosts", f"{written!r} is not a host name: write it without a scheme, port or path "
                                    "(e.g. \"img.example.com\")")
         if host in owners:

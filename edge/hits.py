@@ -101,7 +101,7 @@ class _Request(httputil.HTTPMessageDelegate):
             return False
         output = served.output
         request_id = accesslog.request_id(header_value(headers, "X-Request-Id"))
-        response = httputil.HTTPHeaders({"Date": http_date(), "X-Request-Id": request_id})
+        response = httputil.HTTPHeaders({"Date": http_date(), "X-Request-Id": request_id, **node.cors_headers})
         response.update(image_headers(node, output, served.signed_until, "hit"))
         response[CONTENT_LENGTH] = str(len(output.body))
         if len(output.body) > LARGE_BODY:  # not joined to the header block: no copy of the body (server.LARGE_BODY)

@@ -21,6 +21,7 @@ has no setting for:
   have those still in progress answered (503) rather than cut;
 - an HTTP/1.0 request with `Transfer-Encoding` (faulty framing: a smuggling vector) answered 400 and
   its connection closed;
+- a repeated or invalid `Host` refused with Tornado's bare 400 before the hit shortcut sees the request;
 - an absolute-form request target (`GET http://img.example.com/tr:w-300/a.jpg HTTP/1.1`, which a
   server must accept, RFC 9112 3.2.2) made the origin-form one (`/tr:w-300/a.jpg`) with its
   authority as the `Host` (the RFC: the target's authority replaces the Host header), before the hit
@@ -53,7 +54,8 @@ ACCEPT_PAUSE_SECONDS = 0.5
 FD_WARNING_INTERVAL = 10.0
 _OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _OVER_CAPACITY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
-                  b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\n\r\n"
+                  b"Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
+                  b"Content-Length: 22\r\n\r\n"
                   b"too many connections\r\n")
 
 #: bytes of an over-capacity connection's request read and dropped before it is closed
@@ -70,8 +72,9 @@ GIVE_UP_SECONDS = 1.0
 ADMIN_PATHS = ("/_edge/purge",)
 #: an absolute-form request target of the schemes the node serves: its authority, and what follows it
 _ABSOLUTE_FORM = re.compile(r"[hH][tT][tT][pP][sS]?://([^/?#]*)([/?].*)?", re.DOTALL)
-#: an authority the node takes as the Host: a name or an IPv4 address, or an IPv6 literal, with an
-#: optional port; no user information (RFC 9110 4.2.4: an error), no comma (Tornado refuses it in Host)
+#: an authority the node takes as the Host (a target's, or the Host header itself): a name or an IPv4
+#: address, or an IPv6 literal, with an optional port; no user information (RFC 9110 4.2.4: an error), no
+#: comma (a repeated Host arrives joined by commas)
 _AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+;=%-]+)(?::([0-9]{0,5}))?")
 #: the largest TCP port (an authority with a larger one is no authority: a 400)
 _MAX_PORT = 65535
@@ -327,11 +330,17 @@ class _Limited(httputil.HTTPMessageDelegate):
             headers.pop("Connection", None)  # else Tornado answers a 1.0 keep-alive `Connection: Keep-Alive`
             self._request_conn.write_headers(
                 httputil.ResponseStartLine("HTTP/1.1", 400, "Bad Request"),
-                httputil.HTTPHeaders({"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store",
-                                      "Content-Length": str(len(_FAULTY_FRAMING) + 1), "Connection": "close"}),
+                httputil.HTTPHeaders({"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff",
+                                      "Cache-Control": "no-store", "Content-Length": str(len(_FAULTY_FRAMING) + 1),
+                                      "Connection": "close"}),
                 _FAULTY_FRAMING.encode() + b"\n")
             self._request_conn.finish()
             return None
+        # RFC 9112 3.2: a repeated Host (which arrives joined by commas) or an invalid one is a 400. Tornado's
+        # request checks it, but the hit shortcut answers before any request is made: Tornado's bare 400 here
+        host = headers["Host"] if "Host" in headers else ""  # an empty one is allowed (RFC 9110 7.2)
+        if host and not _AUTHORITY.fullmatch(host):
+            raise httputil.HTTPInputError("Invalid or repeated Host header")
         settings = self._server.settings
         start_line = origin_form(start_line, headers)
         path = start_line.path.split("?", 1)[0]

@@ -113,10 +113,11 @@ class Router:
 
 
 def _host_name(host: str) -> str:
-    """`Img.Example.com:8080` → `img.example.com`; `[::1]:8080` and `[::1]` → `[::1]`."""
+    """`Img.Example.com:8080` → `img.example.com`; `[::1]:8080` and `[::1]` → `[::1]`; `img.example.com.`
+    (the fully qualified form, the same host) → `img.example.com`."""
     if not host.endswith("]"):
         host = host.rpartition(":")[0] or host
-    return host.lower()
+    return host.removesuffix(".").lower()
 
 
 def _decode(text: str) -> str:

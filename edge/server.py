@@ -35,6 +35,7 @@ from .settings import redact
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
 from .transform.formats import IMAGE_EXTENSIONS, TYPE_EXTENSIONS
+from .transform.hints import DPR_HEADERS, WIDTH_HEADERS
 from .transform.render import Renderer
 
 log = logging.getLogger("edge")
@@ -56,6 +57,12 @@ ORIGIN_OPEN_SECONDS = 30.0
 ORIGIN_CLOSE_SECONDS = 3.0
 #: `X-Cache` of each `Served.cache`
 X_CACHE_VALUES = {cache: cache.upper() for cache in ("hit", "miss", "stale", "shared")}
+#: the request headers the node reads that a CORS preflight may have allowed (`Access-Control-Allow-Headers`):
+#: content negotiation, revalidation, client hints, the request id; by lower-case name
+CORS_REQUEST_HEADERS = {name.lower(): name for name in ("Accept", "If-None-Match", *WIDTH_HEADERS, *DPR_HEADERS,
+                                                         "X-Request-Id")}
+#: seconds a browser may keep a preflight's answer (Firefox's most; Chromium keeps at most 2 hours)
+CORS_MAX_AGE = "86400"
 
 
 class LargeBodies:
@@ -118,6 +125,10 @@ class Node:
         #: `Cache-Control` of images, and of 404s (as long as the negative cache keeps them)
         self.image_cache_control = f"public, max-age={config.defaults.cache_control_max_age}"
         self.not_found_cache_control = f"public, max-age={int(config.cache.not_found_ttl)}"
+        #: every answer to an image request carries these, errors too: a page's `fetch()` reads a 404's status
+        #: only with them (`[server] cors_origin`; none when it is "")
+        origin = config.server.cors_origin
+        self.cors_headers = {"Access-Control-Allow-Origin": origin, "Timing-Allow-Origin": origin} if origin else {}
         #: image requests being answered by this process; sampled into the gauge (an mmap write
         #: per request and per answer is a measurable part of a cache hit)
         self.inflight = 0
@@ -295,6 +306,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.clear()
         self.set_status(status)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")  # the body may quote the request: never a page
         self.set_header("Cache-Control", "no-store")
         for name, value in (headers or {}).items():  # may replace Cache-Control
             self.set_header(name, _header_safe(value))
@@ -336,6 +348,8 @@ class ImageHandler(BaseHandler):
     _given_up = False
     #: whether `prepare` counted the request in `Node.inflight`
     _counted = False
+    #: `Node.cors_headers`, once `initialize` has the node
+    cors_headers: dict[str, str] = {}
 
     async def get(self) -> None:
         await self._serve()
@@ -344,8 +358,36 @@ class ImageHandler(BaseHandler):
         await self._serve()
 
     def prepare(self) -> None:
+        if self.request.method == "OPTIONS" and self._answered_preflight():
+            return
         self.node.inflight += 1
         self._counted = True
+
+    def initialize(self, node: Node) -> None:
+        super().initialize(node)
+        self.cors_headers = node.cors_headers
+        self._headers.update(self.cors_headers)  # Tornado's first `clear` came before the node was known
+
+    def clear(self) -> None:
+        super().clear()
+        self._headers.update(self.cors_headers)  # on every answer, errors included
+
+    def _answered_preflight(self) -> bool:
+        """Answer a CORS preflight (an `OPTIONS` with `Origin` and `Access-Control-Request-Method`) when
+        CORS is on; whether it was one. Any other `OPTIONS` is a 405, as before."""
+        headers = self.request.headers
+        if not (self.cors_headers and "Origin" in headers and "Access-Control-Request-Method" in headers):
+            return False
+        self.set_status(204)
+        self._headers["Access-Control-Allow-Methods"] = "GET, HEAD"
+        # only the headers the node reads: a browser then refuses to send any other (a cookie-like token)
+        requested = (name.strip().lower() for name in headers.get("Access-Control-Request-Headers", "").split(","))
+        allowed = [CORS_REQUEST_HEADERS[name] for name in requested if name in CORS_REQUEST_HEADERS]
+        if allowed:
+            self._headers["Access-Control-Allow-Headers"] = ", ".join(allowed)
+        self._headers["Access-Control-Max-Age"] = CORS_MAX_AGE
+        self.finish()
+        return True
 
     def on_connection_close(self) -> None:
         if self._serving is not None:
@@ -464,8 +506,8 @@ def _why(error: BaseException, seconds: float) -> str:
 
 def image_headers(node: Node, output: CachedOutput, signed_until: int | None,
                   cache: str) -> tuple[tuple[str, str], ...]:
-    """An image answer's headers beyond `Date` and `X-Request-Id` (`ImageHandler`, and `edge.hits`
-    for its hits): the output's own, `Cache-Control` and `X-Cache`."""
+    """An image answer's headers beyond `Date`, `X-Request-Id` and `Node.cors_headers` (`ImageHandler`,
+    and `edge.hits` for its hits): the output's own, `Cache-Control` and `X-Cache`."""
     cache_control = node.cache_control(signed_until, provisional=output.stand_in or cache == "stale")
     return (*output.headers, (CACHE_CONTROL, cache_control), (X_CACHE, X_CACHE_VALUES[cache]))
 
@@ -537,6 +579,8 @@ class HealthHandler(BaseHandler):
     def get(self) -> None:
         self._send_plain(200, "ok")
 
+    head = get  # RFC 9110 9.3.2: what takes GET takes HEAD (Tornado sends no body); balancers probe with either
+
 
 class ReadyHandler(BaseHandler):
     """Readiness: config loaded, libvips works. A failing cache does not make the node unready: it
@@ -546,6 +590,8 @@ class ReadyHandler(BaseHandler):
     async def get(self) -> None:
         ready, body = await self.node.readiness()
         self._send_plain(200 if ready else 503, body)
+
+    head = get
 
 
 async def check_readiness(caches: Caches) -> tuple[bool, str]:
@@ -577,6 +623,8 @@ class MetricsHandler(BaseHandler):
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.finish(text)
+
+    head = get
 
 
 class PurgeHandler(BaseHandler):
@@ -615,6 +663,8 @@ class StatusHandler(BaseHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
         self.finish(await self.node.status.page())
+
+    head = get
 
 
 #: answered without an access-log line unless `[server] access_log_probes`

@@ -1,7 +1,8 @@
 """`type = "local"`: originals in a folder on this machine.
 
 A path that resolves outside `root` (`..`, an absolute path, a symlink that leaves the root) is
-not found, and is never read.
+not found, and is never read; so is one with an empty segment or a trailing `/` (`a//b.jpg`,
+`b.jpg/`), which would name the same file as the path without it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class LocalOrigin(Origin):
         return cls(settings, root)
 
     def _resolve(self, path: str) -> Path:
+        if path.endswith("/") or "//" in path:
+            # `resolve` would drop the empty segment: one file under many URLs, each its own cache entry
+            # that a purge of the file's path misses
+            raise OriginNotFound(path)
         try:
             candidate = (self.root / path).resolve(strict=True)
         except (OSError, ValueError):  # missing, a loop, or a NUL byte

@@ -208,7 +208,9 @@ Client Hint request header"). The pictures below were asked for with the headers
   DPR` (`Accept, …` first with `f-auto`), exactly the hints its transformation reads, and `Accept-CH:
   Sec-CH-Width, Sec-CH-DPR`. Cache hits carry the same headers. ImageKit's `Content-DPR` response
   header is not sent: it was removed from the client hints specification and Chromium no longer
-  reads it; give the `<img>` its display size in CSS or `sizes` instead.
+  reads it. So a browser lays out a `dpr-auto` image of a plain `src` at its intrinsic size (`w-100`
+  at DPR 2 is 200 CSS pixels wide): give the `<img>` its display size in CSS (`width: 100px`).
+  `sizes` does not do it: it applies only to the candidates of a `srcset`.
 - **Browsers**: Chromium-based browsers send these hints only to origins that asked for them: the
   HTML page must opt in, and delegate them to the image host when it is another origin, e.g.
   `<meta http-equiv="delegate-ch" content="sec-ch-width https://img.example.com; sec-ch-dpr

@@ -1,6 +1,7 @@
 """HTTP at its edges, over real sockets: bodies that break a parser, input echoed into an error, the
 methods a route takes, request targets in absolute form or no path at all, `Accept` weights and client
-hints at their extremes. Every answer is the node's own: a status, one printable `text/plain` line."""
+hints at their extremes, a repeated or fully qualified `Host`, `HEAD` on the node's own paths. Every
+answer is the node's own: a status, one printable `text/plain` line, never sniffed."""
 
 import asyncio
 import json
@@ -115,8 +116,8 @@ async def test_the_query_argument_that_is_not_utf8_is_named(node_factory, tmp_pa
     ("POST", "/tr:w-10/coffee.jpg", "GET, HEAD"),
     ("DELETE", "/coffee.jpg", "GET, HEAD"),
     ("GET", "/_edge/purge", "POST"),
-    ("PUT", "/_edge/health", "GET"),
-    ("POST", "/metrics", "GET"),
+    ("PUT", "/_edge/health", "GET, HEAD"),
+    ("POST", "/metrics", "GET, HEAD"),
     ("FROB", "/coffee.jpg", "GET, HEAD"),  # a method Tornado does not know
 ])
 async def test_a_405_says_which_methods_are_allowed(node_factory, tmp_path, method, path, allow):
@@ -292,3 +293,61 @@ async def test_a_large_body_is_written_without_a_copy_to_a_client_that_stops_rea
         finally:
             tracemalloc.stop()
         assert held < size / 4, f"{target}: {held} bytes allocated for a {size}-byte answer"
+
+
+# -- 8. Host: repeated or invalid, and the fully qualified form --------------------------------------
+
+@pytest.mark.parametrize("host_lines", ["Host: a\r\nHost: a\r\n", "Host: a\r\nHost: b\r\n", "Host: a,b\r\n",
+                                        "Host: a b\r\n", "Host: a@b\r\n"])
+async def test_a_repeated_or_invalid_host_is_a_bare_400_even_for_a_hit(node_factory, tmp_path, host_lines):
+    """RFC 9112 3.2. Tornado's request refuses them, but a fresh memory-tier hit is answered before any
+    request is made (edge/hits.py): it answered them 200."""
+    node = await node_factory(write_config(tmp_path, local_config()))
+    for _ in range(2):
+        await node.fetch("/tr:w-30/coffee.jpg")  # now a fresh hit in the memory tier
+    for target in ("/tr:w-30/coffee.jpg", "/"):
+        raw = await raw_exchange(node.url, f"GET {target} HTTP/1.1\r\n{host_lines}Connection: close\r\n\r\n".encode())
+        assert raw == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+    good = await exchange(node.url, raw_get("/tr:w-30/coffee.jpg", host="a:8080"))
+    assert (good.status, good.headers["x-cache"]) == (200, "HIT")
+
+
+@pytest.mark.parametrize("host", ["img.example.com.", "IMG.example.com.:8080"])
+async def test_a_host_with_a_trailing_dot_is_the_same_host(node_factory, tmp_path, host):
+    node = await node_factory(write_config(tmp_path, two_sites(tmp_path)))
+    answer = await exchange(node.url, raw_get("/tr:w-32/coffee.jpg", host=host))
+    assert answer.status == 200
+    assert (decode(answer).width, decode(answer).height) == (32, 24)  # the other site's 64×48, not the sample
+    dots = await exchange(node.url, raw_get("/tr:w-32/coffee.jpg", host="img.example.com.."))
+    assert dots.status == 200 and decode(dots).height == 21  # one dot only: no such host, the default endpoint's
+
+
+# -- 9. HEAD on the node's own GET paths ---------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/_edge/health", "/_edge/ready", "/metrics", "/_edge/status"])
+async def test_head_is_answered_like_get_without_a_body(node_factory, tmp_path, path):
+    node = await node_factory(write_config(tmp_path, local_config()))
+    get = await exchange(node.url, raw_get(path))
+    head = await exchange(node.url, raw_get(path, method="HEAD"))
+    assert (head.status, head.body, head.headers["content-type"]) == (200, b"", get.headers["content-type"])
+    assert head.headers["cache-control"] == get.headers["cache-control"] == "no-store"
+    if path in ("/_edge/health", "/_edge/ready"):  # the others change from one answer to the next
+        assert head.headers["content-length"] == str(len(get.body))
+
+
+# -- 10. error answers are never sniffed --------------------------------------------------------------
+
+@pytest.mark.parametrize("method, target, status", [
+    ("GET", "/tr:w-%3Cscript%3E/coffee.jpg", 400),  # the body quotes the request
+    ("GET", "/tr:w-10/%3Cscript%3E.jpg", 404),
+    ("POST", "/tr:w-10/coffee.jpg", 405),
+    ("GET", "*", 400),
+    ("GET", "/_edge/purge", 405),
+    ("POST", "/_edge/purge", 401),
+])
+async def test_error_answers_are_never_sniffed(node_factory, tmp_path, method, target, status):
+    node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
+    extra = "Content-Length: 0\r\n" if method == "POST" else ""
+    answer = await exchange(node.url, raw_get(target, method=method, extra=extra))
+    assert (answer.status, answer.headers["content-type"]) == (status, "text/plain; charset=utf-8")
+    assert answer.headers["x-content-type-options"] == "nosniff"

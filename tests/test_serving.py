@@ -270,6 +270,16 @@ async def test_paths_that_leave_the_root_are_not_found(jail, tmp_path, path):
     assert response.body == b"not found\n"
 
 
+@pytest.mark.parametrize("path", ["/inside//ok.jpg", "/inside/ok.jpg/", "/tr:w-10/inside/ok.jpg//",
+                                  "/inside/%2Fok.jpg", "/inside/ok.jpg%2F"])
+async def test_a_local_path_with_an_empty_segment_is_not_found(jail, path):
+    """The filesystem reads `inside/ok.jpg` for each: every spelling would be a cache entry of its own,
+    which a purge of `/inside/ok.jpg` misses."""
+    assert (await jail.fetch("/tr:w-10/inside/ok.jpg")).code == 200
+    response = await jail.fetch(path)
+    assert (response.code, response.body) == (404, b"not found\n")
+
+
 async def test_symlink_inside_the_root_is_served(jail):
     response = await jail.fetch("/alias.jpg")
     assert response.code == 200 and decode(response).width == 40
