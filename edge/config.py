@@ -454,7 +454,7 @@ def _named_transformations(t: ConfigTable) -> dict[str, str]:
 
 def _fonts(t: ConfigTable) -> dict[str, Any]:
     """`[fonts] Name = "path/to/font.ttf"`, next to the shipped default; each file read once here."""
-    from .transform.fonts import Font, read_family, shipped_fonts
+    from .transform.fonts import read_font, shipped_fonts
     from .transform.layers import FONT_NAME
 
     fonts = dict(shipped_fonts())
@@ -463,7 +463,7 @@ def _fonts(t: ConfigTable) -> dict[str, Any]:
         if not FONT_NAME.fullmatch(name) or "@" in name:
             raise t.error(name, "a font name is letters, digits, '.', '_' and '-'")
         try:
-            fonts[name] = Font(str(path), read_family(path))
+            fonts[name] = read_font(path)
         except OSError as exc:
             raise t.error(name, f"cannot read {path}: {exc.strerror}") from None
         except ValueError as exc:

@@ -61,7 +61,7 @@ from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.hints import NO_HINTS, negotiate
 from .transform.layers import fetched
 from .transform.options import Transformation, layered, parse_transformation
-from .transform.render import Renderer
+from .transform.render import Renderer, SettingsTag
 
 
 @dataclass(slots=True)  # not frozen: on the hit path, frozen dataclasses cost microseconds each
@@ -196,6 +196,7 @@ class Pipeline:
         #: (endpoint, `tr:` text, `?tr=` text, named only) → the transformation and its canonical text
         self._transformations: OrderedDict[tuple[str, str | None, str | None, bool],
                                            tuple[Transformation, str]] = OrderedDict()
+        self._settings = SettingsTag(config.defaults, config.limits, config.fonts)
         #: output key → until when it is answered without fetching or rendering, and with what: a
         #: render that passed the deadline (`TIMED_OUT_SECONDS`), an original no image could be made of
         #: (`UNUSABLE_SECONDS`)
@@ -285,7 +286,8 @@ class Pipeline:
                 raise
         host = request.host.lower() if self._takes_host[request.endpoint.id] else None
         original = original_key(request.endpoint.id, request.path, host)
-        key = output_key(original, requested, planned_format if vary_accept else "", hints.key)
+        key = output_key(original, requested, planned_format if vary_accept else "", hints.key,
+                         self._settings.of(transformation))
         job = _Job(endpoint, request, transformation, planned_format, vary_accept, hints.vary, host, original, key)
         if (hints is NO_HINTS and request.signed_until in (None, NO_EXPIRY)
                 and len(call.host) + len(call.uri) + len(call.accept or "") <= PLAN_MEMO_MAX_CHARS):

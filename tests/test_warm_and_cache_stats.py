@@ -139,4 +139,5 @@ def test_an_output_key_names_its_original_whatever_follows_and_only_in_this_rend
     assert original_of(output_key(original_key("e", "a/b.jpg", None), "w-300", "avif", "w600")) == "e\0a/b.jpg"
     assert original_of(output_key(original_key("", "b.jpg", "img.example.com"), "", "")) == "\0b.jpg\0img.example.com"
     assert original_of("e\0a/b.jpg\0w-300\0jpg") is None  # an earlier release's: never served, not counted
+    assert original_of(output_key(original_key("e", "a.jpg", None), "w-300", "", settings="q30")) == "e\0a.jpg"
     assert f"\0{RENDER_VERSION}:w-300\0" in output_key(original_key("e", "a.jpg", None), "w-300", "")

@@ -34,18 +34,24 @@ def original_key(endpoint_id: str, path: str, host: str | None) -> str:
 #: r2: a dpr over 5000 px not applied, layers beyond the image moved in, `t` cutting transparent borders.
 RENDER_VERSION = "r2"
 #: what separates an output's original key from the rest of its key
-_RENDERED = f"\0{RENDER_VERSION}:"
+_RENDERED = f"\0{RENDER_VERSION}"
+#: what starts the config settings' tag after the render version (`render.SettingsTag`)
+SETTINGS_MARK = "+"
 
 
-def output_key(original: str, canonical_transformation: str, negotiated_format: str, client_hints: str = "") -> str:
-    """An output's key: its original's key, the render version, the canonical transformation, and the
-    negotiated format (empty unless `f-auto` or an `Accept`-based default decided it), then the client
-    hints' values used by `w-auto` / `dpr-auto`, when there are any."""
-    key = f"{original}{RENDER_VERSION}:{canonical_transformation}\0{negotiated_format}"
+def output_key(original: str, canonical_transformation: str, negotiated_format: str, client_hints: str = "",
+               settings: str = "") -> str:
+    """An output's key: its original's key, the render version and the tag of the config settings that
+    change what it renders to (`+q30`; none with the shipped defaults), the canonical transformation, and
+    the negotiated format (empty unless `f-auto` or an `Accept`-based default decided it), then the
+    client hints' values used by `w-auto` / `dpr-auto`, when there are any."""
+    tag = f"{SETTINGS_MARK}{settings}" if settings else ""
+    key = f"{original}{RENDER_VERSION}{tag}:{canonical_transformation}\0{negotiated_format}"
     return f"{key}\0{client_hints}" if client_hints else key
 
 
 def original_of(key: str) -> str | None:
-    """The original's key, less its final `\\0`, of an output key of this render version; else None."""
-    original, rendered, _ = key.partition(_RENDERED)
-    return original if rendered else None
+    """The original's key, less its final `\\0`, of an output key of this render version (whatever its
+    settings' tag); else None."""
+    original, rendered, rest = key.partition(_RENDERED)
+    return original if rendered and rest[:1] in (":", SETTINGS_MARK) else None

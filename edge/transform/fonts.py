@@ -7,6 +7,7 @@ from the file's `name` table once, at startup, so an operator lists only a name 
 from __future__ import annotations
 
 import functools
+import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,18 @@ _FAMILY_ID = 1
 class Font:
     file: str
     family: str
+    #: the SHA-256 of the file as read at startup: the key of an output drawn with it names it
+    #: (`render.SettingsTag`), so that a file replaced under the same name makes new outputs
+    digest: str
 
 
-def read_family(path: Path) -> str:
-    """The family name (name ID 1) of a TrueType/OpenType file; ValueError when it has none."""
+def read_font(path: Path) -> Font:
+    """The font of a TrueType/OpenType file; ValueError when it has no family name (name ID 1)."""
     data = path.read_bytes()[:MAX_FONT_BYTES]
+    return Font(str(path), _family(data), hashlib.sha256(data).hexdigest())
+
+
+def _family(data: bytes) -> str:
     try:
         tables = struct.unpack(">H", data[4:6])[0]
         for index in range(tables):
@@ -52,5 +60,4 @@ def _family_in_name_table(data: bytes, table: int) -> str:
 
 @functools.cache
 def shipped_fonts() -> dict[str, Font]:
-    path = SHIPPED / "DejaVuSans.ttf"
-    return {DEFAULT_FONT: Font(str(path), read_family(path))}
+    return {DEFAULT_FONT: read_font(SHIPPED / "DejaVuSans.ttf")}

@@ -218,6 +218,13 @@ def fetched(steps: tuple) -> set[str]:
             for path in ({layer.input} if layer.fetches else set()) | fetched(layer.steps)}
 
 
+def drawn_fonts(steps: tuple) -> set[str]:
+    """The fonts the text layers of these steps draw with, those of nested layers included."""
+    return {font for step in steps for layer in step.layers
+            for font in ({(layer.text or TextStyle()).font} if layer.kind == "text" else set())
+            | drawn_fonts(layer.steps)}
+
+
 def placed(placement: Placement, base: tuple[int, int], drawn: tuple[int, int],
            original: tuple[int, int]) -> Placement:
     """`placement` with its expressions evaluated: `bw`… the base's size, `cw`… the layer's as drawn,

@@ -28,6 +28,7 @@ from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import INPUT_LOADERS, LOADER_FORMATS, SVG_LOADER, animates, chosen_by_accept, final_formats, max_side
 from .geometry import WHITE, Source, apply_geometry, check_side, cuts_faces, in_memory, resolved
+from .layers import drawn_fonts
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
 
 # Every request decodes a different original: the operation cache would only hold memory.
@@ -327,6 +328,39 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         # libvips reports some truncations only while writing, so the encode is inside this try too.
         raise UnprocessableSource() from None
     return Rendered(encoded, fmt, width, frame_height, strong_etag(encoded))
+
+
+class SettingsTag:
+    """The config settings that change what a render makes of the same URL, as a tag for the output's
+    key (`output_key`'s `settings`): `[defaults] quality` and `avif_effort`, `[limits] max_cost` (the
+    format an over-budget `f-auto` falls back to, an animation's own bytes rather than an encode), and
+    for text layers `[limits] max_output_side` (where a line without `w` wraps) and the files of their
+    fonts. Only what differs from the shipped defaults is named (`q30,e4`), so that the keys of a config
+    that changes none stay as they were. `[defaults] auto_format` and `auto_format_smallest` change the
+    planned format, which the key holds already; the endpoint's watermark and named transformations are
+    in the canonical transformation; the other limits refuse rather than render differently."""
+
+    def __init__(self, defaults: Defaults, limits: Limits, fonts: Mapping[str, Font]):
+        shipped_defaults, shipped_limits, shipped = Defaults(), Limits(), shipped_fonts()
+        #: the parts of every output's tag
+        self._changed = [f"{name}{value:g}" for name, value, default in (
+            ("q", defaults.quality, shipped_defaults.quality),
+            ("e", defaults.avif_effort, shipped_defaults.avif_effort),
+            ("c", limits.max_cost, shipped_limits.max_cost)) if value != default]
+        self._tag = ",".join(self._changed)
+        #: the parts added for an output with a text layer
+        self._text = [f"s{limits.max_output_side}"] if limits.max_output_side != shipped_limits.max_output_side else []
+        #: fonts whose file is not the shipped one of that name → their part, added where they are drawn
+        self._fonts = {name: f"ff-{name}={font.digest[:16]}" for name, font in fonts.items()
+                       if name not in shipped or shipped[name].digest != font.digest}
+
+    def of(self, transformation: Transformation) -> str:
+        """The tag of an output of `transformation` ("" when it renders as with the shipped defaults)."""
+        fonts = drawn_fonts(transformation.steps)
+        if not fonts:
+            return self._tag
+        drawn = [self._fonts[name] for name in sorted(fonts) if name in self._fonts]
+        return ",".join([*self._changed, *self._text, *drawn])
 
 
 class Renderer:
