@@ -194,8 +194,10 @@ class EdgeHTTPServer(HTTPServer):
         if state is not None:
             state.busy = False
             state.waiting_since = time.monotonic()
-            if self._draining:
-                request_conn.close()  # the previous request is answered; take no more on this connection
+            # draining: no request after the one answered; a first one is served (`drain`): its connection
+            # was accepted before the drain began, its request loop starting on the IOLoop's next turn
+            if self._draining and state.requests:
+                request_conn.close()
             state.requests += 1
         return _Limited(super().start_request(server_conn, request_conn), request_conn, self, state)
 

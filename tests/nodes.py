@@ -33,9 +33,10 @@ def local_config(root: Path = SAMPLES, before: str = "", after: str = "") -> str
     return _one_origin("samples", f'type = "local"\nroot = "{root}"', before, after)
 
 
-def web_config(origin_url: str, before: str = "", after: str = "") -> str:
-    """The same for one `web` origin at `origin_url` (a `tests.servers.HTTPOrigin`)."""
-    return _one_origin("web", f'type = "web"\nbase_url = "{origin_url}"', before, after)
+def web_config(origin_url: str, before: str = "", after: str = "", origin: str = "") -> str:
+    """The same for one `web` origin at `origin_url` (a `tests.servers.HTTPOrigin`), with `origin` (more
+    keys of its table)."""
+    return _one_origin("web", f'type = "web"\nbase_url = "{origin_url}"\n{origin}', before, after)
 
 
 def _one_origin(name: str, table: str, before: str, after: str) -> str:

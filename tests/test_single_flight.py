@@ -22,13 +22,18 @@ from tests.servers import HTTPOrigin
 
 HERD = 200
 WAIT_LIMIT = 30
-TWO_WORKERS = "[server]\nworkers = 2\n"
+#: the node's origin and header timeouts (10 s by default), beyond every wait of these tests (`until`'s,
+#: WAIT_LIMIT): the origin holds its answer until the whole herd is in, however long a loaded machine
+#: takes to send it, and a connection the paused test process has not yet sent its request on stays open
+SLOW = "60s"
+TWO_WORKERS = f'[server]\nworkers = 2\nheader_timeout = "{SLOW}"\n'
+ORIGIN = f'timeout = "{SLOW}"'
 
 
 async def test_a_herd_of_cold_requests_costs_one_fetch_and_one_transform(tmp_path):
     origin = await HTTPOrigin(files={"herd.jpg": (SAMPLES / "camera.jpg").read_bytes()}).start()
     origin.behaviour.hold = asyncio.Event()  # the leader's fetch stays in flight until every request is in
-    node = NodeProcess(write_config(tmp_path, web_config(origin.url, TWO_WORKERS)))
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url, TWO_WORKERS, origin=ORIGIN)))
     client = AsyncHTTPClient(force_instance=True, max_clients=HERD)
     try:
         url = node.url + "/tr:w-160/herd.jpg"
@@ -60,7 +65,7 @@ async def test_a_herd_on_a_failing_origin_costs_one_fetch_and_all_get_its_error(
     origin = await HTTPOrigin(files={"down.jpg": b"never served"}).start()
     origin.behaviour.status = 503
     origin.behaviour.hold = asyncio.Event()
-    node = NodeProcess(write_config(tmp_path, web_config(origin.url, TWO_WORKERS)))
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url, TWO_WORKERS, origin=ORIGIN)))
     client = AsyncHTTPClient(force_instance=True, max_clients=50)
     try:
         herd = [asyncio.ensure_future(client.fetch(node.url + "/tr:w-90/down.jpg", raise_error=False,
