@@ -77,6 +77,8 @@ def wait_bound(endpoints: tuple[Endpoint, ...], render_timeout: float) -> float:
 
 @dataclass
 class _Flight(Generic[T]):
+    #: when the work began (wall-clock seconds, as purges are recorded)
+    began: float
     task: asyncio.Task[T] | None = None
     waiters: int = 0
     #: storing the result, after the waiters got it (the flight stays current until it is stored)
@@ -89,9 +91,12 @@ class SingleFlight:
 
     def __init__(self, name: str, directory: Path, wait_seconds: float, *, coalesced: Callable[[], None],
                  abandoned: Callable[[], None] = lambda: None, health: CacheHealth | None = None,
-                 version: Callable[[str], int | None] = lambda key: None, bump: Callable[[str], None] = lambda key: None):
+                 version: Callable[[str], int | None] = lambda key: None, bump: Callable[[str], None] = lambda key: None,
+                 purged_since: Callable[[str, float], Awaitable[bool]] | None = None):
         """`version(key)`: a counter shared by the workers that moves whenever anything is stored under
-        `key` (None when there is none); `bump(key)` moves it (after a failure is recorded)."""
+        `key` (None when there is none); `bump(key)` moves it (after a failure is recorded);
+        `purged_since(key, began)`: whether a purge covering `key` came after `began` (then the work's
+        result is not stored, and later callers do not wait for it)."""
         self.name = name
         self._directory = directory
         # Opened on first use, in the serving process. POSIX locks belong to the process and all of them
@@ -106,6 +111,7 @@ class SingleFlight:
         self._keeping: set[asyncio.Task[None]] = set()
         self._version = version
         self._bump = bump
+        self._purged_since = purged_since
 
     def running(self, key: str) -> bool:
         """Whether this worker's work for `key` is under way (a new caller would wait for it)."""
@@ -121,9 +127,11 @@ class SingleFlight:
         caller's own lookup. The first caller waits as long as the work takes (its own timeouts bound
         it); later ones `wait_seconds`."""
         flight = self._flights.get(key)
+        if flight is not None and await self._purged(key, flight.began):
+            flight = None  # its result comes from what the purge removed: the work is done again
         bound: float | None = None
         if flight is None:
-            flight = self._flights[key] = _Flight()
+            flight = self._flights[key] = _Flight(time.time())
             flight.task = asyncio.create_task(self._lead(key, flight, produce, lookup, keep, seen))
             flight.task.add_done_callback(lambda task: self._landed(key, flight))
         else:
@@ -156,7 +164,7 @@ class SingleFlight:
     async def _lead(self, key: str, flight: _Flight, produce: Callable[[], Awaitable[T]],
                     lookup: Callable[[], Awaitable[T | None]], keep: Callable[[T], Awaitable[None]] | None,
                     seen: int | None) -> T:
-        since = time.time()
+        since = flight.began
         offset = _offset(key)
         await self._acquire(offset)
         try:
@@ -187,15 +195,20 @@ class SingleFlight:
 
     async def _keep(self, key: str, flight: _Flight, offset: int, keep: Callable[[T], Awaitable[None]],
                     result: T) -> None:
-        """Store `result` (the waiters have it), then let other workers' waiters in."""
+        """Store `result` (the waiters have it), unless a purge came since the work began, then let other
+        workers' waiters in."""
         try:
-            await keep(result)
+            if not await self._purged(key, flight.began):
+                await keep(result)
         except Exception:  # a bug: the store is lost, the answer was not
             log.exception("storing the result of %r failed", key)
         finally:
             self._release(offset)
             self._keeping.discard(asyncio.current_task())
             self._forget(key, flight)
+
+    async def _purged(self, key: str, began: float) -> bool:
+        return self._purged_since is not None and await self._purged_since(key, began)
 
     async def settle(self, timeout: float = SETTLE_SECONDS) -> None:
         """Wait (bounded) for the stores still pending: a stopping worker keeps what it answered."""

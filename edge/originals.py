@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -153,7 +154,7 @@ class OriginalSource:
                      stored: StoredOriginal | None) -> CurrentOriginal:
         """A single flight's work: ask the origin chain (conditionally when the bytes are stored)."""
         caches = self._caches
-        now = self._clock()
+        now, began = self._clock(), time.time()
         known = stored.info if stored is not None else None  # its version, whether the bytes are kept or not
         try:
             found = await chain.fetch_first(
@@ -165,7 +166,8 @@ class OriginalSource:
             assert stored is not None
             return CurrentOriginal.known(Freshness.UNCHANGED, replace(stored.info, checked_at=now), stored.body)
         except NothingToServe:
-            await caches.io(self._forget_missing, key, now)
+            if not await caches.purged_since(key, began):  # else the origin may have it by now
+                await caches.io(self._forget_missing, key, now)
             raise
         original, origin = found.original, found.origin
         if origin.is_local and original.etag:  # named by its ETag (`Origin.is_local`): nothing to hash

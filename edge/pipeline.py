@@ -113,7 +113,8 @@ TRANSFORMATION_MEMO_SIZE = 1024
 TIMED_OUT_SECONDS = 600.0
 #: seconds a URL answered 422 (no image could be made of its original) is answered so without a
 #: fetch: its original is dropped from the originals tier, so each request would download it again.
-#: Short, and per worker: a purge does not reach it, and the fault may be the origin's passing one
+#: Short, and per worker: the fault may be the origin's passing one (a purge forgets it, as it does a
+#: timed-out render)
 UNUSABLE_SECONDS = 10.0
 #: outputs remembered so, or as timed out, per process; the oldest are forgotten first
 FAILED_KEYS = 4096
@@ -191,16 +192,16 @@ class Pipeline:
         self._canonical_bases = {origin.name: _canonical_base(origin.settings.canonical_base_url)
                                  for origin in config.origins if origin.settings.canonical_base_url}
         self._takes_host = {e.id: any(origin.takes_request_host for origin in e.origins) for e in config.endpoints}
+        self._settings = SettingsTag(config.defaults, config.limits, config.fonts)
         #: (Host, request target, Accept) → the request's plan (see the module's doc)
         self._plans = PlanMemo(max(config.cache.memory_size // PLAN_MEMO_SHARE, PLAN_MEMO_MIN_BYTES))
         #: (endpoint, `tr:` text, `?tr=` text, named only) → the transformation and its canonical text
         self._transformations: OrderedDict[tuple[str, str | None, str | None, bool],
                                            tuple[Transformation, str]] = OrderedDict()
-        self._settings = SettingsTag(config.defaults, config.limits, config.fonts)
-        #: output key → until when it is answered without fetching or rendering, and with what: a
-        #: render that passed the deadline (`TIMED_OUT_SECONDS`), an original no image could be made of
-        #: (`UNUSABLE_SECONDS`)
-        self._failed: OrderedDict[str, tuple[float, type[RenderTimedOut | UnprocessableSource]]] = OrderedDict()
+        #: output key → until when (monotonic) it is answered without fetching or rendering, with what
+        #: (a render that passed the deadline, `TIMED_OUT_SECONDS`; an original no image could be made
+        #: of, `UNUSABLE_SECONDS`), and when that was remembered (wall clock: a purge since forgets it)
+        self._failed: OrderedDict[str, tuple[float, type[RenderTimedOut | UnprocessableSource], float]] = OrderedDict()
         #: originals no image could be made of, being dropped from the originals tier
         self._forgetting: set[asyncio.Future] = set()
 
@@ -340,8 +341,10 @@ class Pipeline:
             cached = await self._shared.get(job.key)
             if cached is not None and self._originals.is_fresh(cached.source):
                 return cached, "shared"
-        until, failed = self._failed.get(job.key, (0.0, None))
-        failed = failed if until > time.monotonic() else None
+        until, failed, remembered_at = self._failed.get(job.key, (0.0, None, 0.0))
+        if failed is not None and (until <= time.monotonic()
+                                   or await self._caches.purged_since(job.key, remembered_at)):
+            failed = None
         if failed is not None and cached is None:  # not even a fetch; with a copy, one may confirm it
             raise failed()
         original, key = await self._original(job, looked_up)
@@ -366,7 +369,7 @@ class Pipeline:
             raise
 
     def _remember_failure(self, key: str, error: type[RenderTimedOut | UnprocessableSource], seconds: float) -> None:
-        self._failed[key] = (time.monotonic() + seconds, error)
+        self._failed[key] = (time.monotonic() + seconds, error, time.time())
         self._failed.move_to_end(key)  # a key that had expired is the newest again
         if len(self._failed) > FAILED_KEYS:
             self._failed.popitem(last=False)

@@ -37,11 +37,11 @@ import os
 import re
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .cache.purges import PurgeTimes
 from .origin import OriginFailure
 
 log = logging.getLogger("edge.purge_journal")
@@ -105,11 +105,8 @@ class PurgeJournal:
         self._clock = clock
         #: entry name → when it was made, the purges of the last `retention` seconds
         self._entries: dict[str, float] = {}
-        #: the latest purge of each whole path (`endpoint \\0 path \\0`), and of each other prefix, with
-        #: how many of those prefixes have each length (`covers` looks each length up once)
-        self._paths: dict[str, float] = {}
-        self._prefixes: dict[str, float] = {}
-        self._lengths: Counter[int] = Counter()
+        #: the latest purge of each prefix
+        self._times = PurgeTimes()
         #: the last key listed: the next reading goes on from there (None before the first reading)
         self._cursor: str | None = None
         #: entries from too far ahead, left out (`FUTURE_SECONDS`)
@@ -193,11 +190,7 @@ class PurgeJournal:
 
     def covers(self, cache_key: str, checked_at: float) -> bool:
         """Whether a purge made after `checked_at` covers `cache_key`."""
-        endpoint, _, rest = cache_key.partition("\0")
-        path, _, _ = rest.partition("\0")
-        if self._paths.get(f"{endpoint}\0{path}\0", 0.0) > checked_at:
-            return True
-        return any(self._prefixes.get(cache_key[:length], 0.0) > checked_at for length in self._lengths)
+        return self._times.covers(cache_key, checked_at)
 
     def _take(self, key: str, now: float) -> None:
         name = key[len(self._folder):]
@@ -212,12 +205,7 @@ class PurgeJournal:
             return
         at = min(at, now)  # one from a clock a little ahead purges from now on
         self._entries[name] = at
-        if prefix.endswith("\0") and prefix.count("\0") == 2:  # a whole path: `covers` finds it in one look
-            self._paths[prefix] = max(self._paths.get(prefix, 0.0), at)
-        else:
-            if prefix not in self._prefixes:
-                self._lengths[len(prefix)] += 1
-            self._prefixes[prefix] = max(self._prefixes.get(prefix, 0.0), at)
+        self._times.add(prefix, at)
         if name not in self._applied_names and at >= self._applied_at - LOOKBACK_SECONDS:
             self._pending.append((name, prefix))
         if len(self._entries) > MAX_ENTRIES:  # listed oldest first: the first held is the oldest
@@ -225,12 +213,7 @@ class PurgeJournal:
 
     def _forget_before(self, cutoff: float) -> None:
         self._entries = {name: at for name, at in self._entries.items() if at >= cutoff}
-        self._paths = {prefix: at for prefix, at in self._paths.items() if at >= cutoff}
-        for prefix in [prefix for prefix, at in self._prefixes.items() if at < cutoff]:
-            del self._prefixes[prefix]
-            self._lengths[len(prefix)] -= 1
-            if not self._lengths[len(prefix)]:
-                del self._lengths[len(prefix)]
+        self._times.forget_before(cutoff)
 
 
 def _read_applied(path: Path) -> tuple[float, set[str]]:

@@ -110,7 +110,8 @@ class Node:
         self.flights = {kind: SingleFlight(kind, config.cache.dir / "flights" / kind, waiting,
                                            coalesced=metrics.coalesced_requests.inc,
                                            abandoned=metrics.abandoned_work.labels(kind).inc, health=health,
-                                           version=self.caches.version, bump=self.caches.bump)
+                                           version=self.caches.version, bump=self.caches.bump,
+                                           purged_since=self.caches.purged_since)
                         for kind in ("outputs", "originals")}
         self.originals = OriginalSource(self.caches, self.flights["originals"], config.cache,
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())

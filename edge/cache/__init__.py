@@ -6,6 +6,7 @@
   failures reported rather than raised;
 - `memory`: the per-process memory tier in front of the outputs, owned by the IOLoop thread;
 - `versions`: the counters shared by all workers that keep memory copies current;
+- `purges`: the purges of the last minutes, so that work begun before one stores nothing it covers;
 - `health`: failures counted, logged once, reported by `/_edge/ready`;
 - `caches`: all of it together, with the async methods the request path awaits.
 """

@@ -18,6 +18,7 @@ from ..threads import BlockingPool
 from .entries import CachedOutput, StoredOriginal
 from .health import CacheHealth, error_kind
 from .memory import MemoryTier
+from .purges import COUNTER_KEY, PurgeTier, PurgeTimes
 from .tiers import RETRY_SECONDS, TOUCH_INTERVAL, DiskTier, NotFoundTier, OriginalTier, OutputTier
 from .versions import SharedVersions
 
@@ -25,6 +26,8 @@ T = TypeVar("T")
 
 #: Budget of the not-found records: each is ~200 bytes, so this holds hundreds of thousands.
 NOT_FOUND_BUDGET = 64 * 10**6
+#: Budget of the purge records (~150 bytes each, kept 15 minutes)
+PURGES_BUDGET = 16 * 10**6
 #: threads for cache disk work, per process (SQLite reads are short; a few keep a slow disk from
 #: queueing every request behind one)
 IO_THREADS = 4
@@ -54,6 +57,10 @@ class Caches:
         self.not_found = NotFoundTier("not_found", directory / "not-found", NOT_FOUND_BUDGET, self.health, evicted,
                                       touch_interval)
         self.tiers: tuple[DiskTier, ...] = (self.outputs, self.originals, self.not_found)
+        self.purges = PurgeTier("purges", directory / "purges", PURGES_BUDGET, self.health)
+        #: the purge records as last read, and the purge counter's value they were read at
+        self._purge_times = PurgeTimes()
+        self._purges_read_at: int | None = None
         self._threads = BlockingPool(IO_THREADS, "cache")
         self._open_versions()  # bumped by every process, whether or not it keeps a memory tier
 
@@ -186,8 +193,36 @@ class Caches:
 
     def forget(self, prefix: str) -> dict[str, int | None]:
         """Delete every entry of every tier whose key starts with `prefix`; the count per tier, None for
-        a tier that could not (blocking)."""
-        return {tier.name: tier.delete_prefix(prefix) for tier in self.tiers}
+        a tier that could not (blocking). The purge is recorded as it begins, so that work begun before
+        it stores nothing it covers, and again once done: work begun while it deleted read what it was
+        deleting (edge/cache/purges.py)."""
+        self._record_purge(prefix)
+        removed = {tier.name: tier.delete_prefix(prefix) for tier in self.tiers}
+        self._record_purge(prefix)
+        return removed
+
+    def _record_purge(self, prefix: str) -> None:
+        self.purges.record(prefix)
+        self.bump(COUNTER_KEY)
+
+    async def purged_since(self, key: str, began: float) -> bool:
+        """Whether a purge that covers `key` was recorded after `began` (wall-clock seconds): what work
+        begun then made must not be stored, nor a failure then remembered."""
+        return (await self._recent_purges()).covers(key, began)
+
+    async def last_purge(self, key: str) -> float | None:
+        """When the latest purge covering `key` was recorded (wall-clock seconds, within
+        `purges.RECORD_SECONDS`), or None."""
+        return (await self._recent_purges()).last(key)
+
+    async def _recent_purges(self) -> PurgeTimes:
+        """The purge records: one `pread` unless a purge was recorded since the last look (then they are
+        read again, in a cache thread)."""
+        counter = self.version(COUNTER_KEY)
+        if counter is None or counter != self._purges_read_at:
+            self._purge_times = await self.io(self.purges.recent)
+            self._purges_read_at = counter
+        return self._purge_times
 
     def flush_touches(self) -> None:
         """(blocking)"""
@@ -201,7 +236,7 @@ class Caches:
         self.check_versions()
 
     def _release_this_thread(self) -> None:
-        for tier in self.tiers:
+        for tier in (*self.tiers, self.purges):
             tier.release_thread()
 
     def close(self) -> None:
@@ -209,7 +244,7 @@ class Caches:
         # the last one out checkpoints the write-ahead log (a stopped node leaves no -wal behind)
         self._threads.on_each_thread(self._release_this_thread)
         self._threads.shutdown()
-        for tier in self.tiers:
+        for tier in (*self.tiers, self.purges):
             tier.close()
         if self._versions is not None:
             self._versions.close()

@@ -260,7 +260,12 @@ class DiskTier:
         def delete_all(handles: _Handles) -> int:
             writer = handles[0]
             with writer.transact():
-                return sum(self._delete(writer, key) for key in list(_keys_with_prefix(writer, prefix)))
+                deleted = [key for key in list(_keys_with_prefix(writer, prefix)) if writer.delete(key)]
+            # after the commit: a reader that saw the moved counter while the rows were still there
+            # would keep the old output in its memory tier as current
+            for key in deleted:
+                self._changed(key)
+            return len(deleted)
         return self._attempt("delete", delete_all, None)
 
     def flush_touches(self) -> None:

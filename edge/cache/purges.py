@@ -1,0 +1,90 @@
+"""Recent purges, as every process of a node sees them: which key prefixes were purged, and when.
+
+A purge deletes what is cached; work under way when it comes (an origin fetch, a render, a 404 being
+recorded, a 304 confirming the old original) would store what it made from the purged original just
+after, where it stayed until `original_ttl` (tests/test_purge_races.py). So `Caches.forget` records
+each purge here, in the cache folder, as it begins and again once it has deleted everything, and
+work begun before a record that covers its key stores nothing (`Caches.purged_since`), remembered
+failures begun before one are forgotten, and the shared tier's objects confirmed before one are
+misses. A shared counter (a slot of the versions file) moves with every record, so a process reads
+the records again only after a purge: checking costs one `pread` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+from .tiers import DiskTier
+
+#: how long a purge is remembered: longer than any work may run (the origin chains' timeouts, a
+#: render, the queue; `flight.wait_bound`) and than a render that took too long is remembered
+#: (`pipeline.TIMED_OUT_SECONDS`)
+RECORD_SECONDS = 900.0
+#: the key whose version slot counts the purges recorded (no cache key starts with `\\1`)
+COUNTER_KEY = "\1purges"
+
+
+class PurgeTimes:
+    """The latest purge of each key prefix, looked up in a few dict reads: whole paths
+    (`endpoint \\0 path \\0`) at once, other prefixes once per length held."""
+
+    def __init__(self) -> None:
+        self._paths: dict[str, float] = {}
+        self._prefixes: dict[str, float] = {}
+        self._lengths: Counter[int] = Counter()
+
+    def add(self, prefix: str, at: float) -> None:
+        if prefix.endswith("\0") and prefix.count("\0") == 2:
+            self._paths[prefix] = max(self._paths.get(prefix, 0.0), at)
+            return
+        if prefix not in self._prefixes:
+            self._lengths[len(prefix)] += 1
+        self._prefixes[prefix] = max(self._prefixes.get(prefix, 0.0), at)
+
+    def covers(self, key: str, after: float) -> bool:
+        """Whether a purge made after `after` covers `key`."""
+        endpoint, _, rest = key.partition("\0")
+        path, _, _ = rest.partition("\0")
+        if self._paths.get(f"{endpoint}\0{path}\0", 0.0) > after:
+            return True
+        return any(self._prefixes.get(key[:length], 0.0) > after for length in self._lengths)
+
+    def last(self, key: str) -> float | None:
+        """When the latest purge covering `key` was made, or None."""
+        endpoint, _, rest = key.partition("\0")
+        path, _, _ = rest.partition("\0")
+        times = [self._paths.get(f"{endpoint}\0{path}\0", 0.0),
+                 *(self._prefixes.get(key[:length], 0.0) for length in self._lengths)]
+        return max(times) or None
+
+    def forget_before(self, cutoff: float) -> None:
+        self._paths = {prefix: at for prefix, at in self._paths.items() if at >= cutoff}
+        for prefix in [prefix for prefix, at in self._prefixes.items() if at < cutoff]:
+            del self._prefixes[prefix]
+            self._lengths[len(prefix)] -= 1
+            if not self._lengths[len(prefix)]:
+                del self._lengths[len(prefix)]
+
+
+class PurgeTier(DiskTier):
+    """The records, one per prefix (its latest time), each kept `RECORD_SECONDS`."""
+
+    def record(self, prefix: str) -> None:
+        """(blocking)"""
+        self._put(prefix, b"", {"at": time.time()}, expire=RECORD_SECONDS)
+
+    def recent(self) -> PurgeTimes:
+        """(blocking) The records not expired; none when they cannot be read (counted)."""
+        def read(handles: tuple) -> list[tuple[str, str]]:
+            # one query for them all (diskcache reads a key at a time); its `tag` column holds our JSON
+            return handles[1]._sql("SELECT key, tag FROM Cache WHERE raw = 1 AND expire_time > ?",
+                                   (time.time(),)).fetchall()
+        times = PurgeTimes()
+        for prefix, tag in self._attempt("read purges", read, []):
+            try:
+                times.add(prefix, float(json.loads(tag)["at"]))
+            except (TypeError, ValueError, KeyError):
+                continue  # not a record of ours
+        return times
