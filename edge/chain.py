@@ -58,20 +58,22 @@ class Known:
 
 
 async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None, max_bytes: int, metrics: Metrics,
-                      known: Known | None = None) -> Found:
+                      known: Known | None = None, purged_at: float | None = None) -> Found:
     """The original from the first origin that has `path`, or the error the chain ends in.
 
     With `known`, the origin it came from is asked conditionally and raises `NotModified` when that
     version is still current (an origin earlier in the list that now has the path wins, as always).
     `host` is the client's `Host`, or None: it reaches only the origins that take it
-    (`takes_request_host`), and the caller keys what it caches by it."""
+    (`takes_request_host`), and the caller keys what it caches by it. `purged_at`: when the path's
+    cache was last purged (`OriginRequest.purged_at`)."""
     failures: list[tuple[Origin, OriginFailure]] = []
     for origin in origins:
         started = time.perf_counter()
         outcome = "found"
         request = OriginRequest(
             path, max_bytes, host=host if origin.takes_request_host else None,
-            validators=known.validators if known is not None and known.origin == origin.name else None)
+            validators=known.validators if known is not None and known.origin == origin.name else None,
+            purged_at=purged_at)
         try:
             return Found(origin, await _fetch(origin, request))
         except NotModified:

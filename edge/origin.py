@@ -45,6 +45,11 @@ class OriginRequest:
     host: str | None = None
     #: the version the node holds, for a conditional fetch: raise `NotModified` while it is current
     validators: Validators | None = None
+    #: when what the node cached of this path was last purged (wall-clock seconds, a purge of the last
+    #: 15 minutes), or None: an origin that keeps what it learnt of the storage (a listing, a resolved
+    #: name) asks the storage again when it learnt it before this — the operator purged because the
+    #: storage changed (API 1.3)
+    purged_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ class OriginalSource:
                 request.endpoint.origins, request.path, host=host, max_bytes=self._max_bytes,
                 metrics=self._metrics,
                 known=chain.Known(known.origin, Validators(known.etag, known.last_modified))
-                if known and stored.kept else None)
+                if known and stored.kept else None, purged_at=await caches.last_purge(key))
         except NotModified:
             assert stored is not None
             return CurrentOriginal.known(Freshness.UNCHANGED, replace(stored.info, checked_at=now), stored.body)

@@ -6,7 +6,8 @@ not a key: the origin lists the public ID's folder (one ListObjectsV2 with `Pref
 that object exactly as the `s3` origin does (it *is* an `s3` origin, plus this resolution). The
 listing is cached per public ID for `resolution_ttl`, so other sizes and formats of an asset cost one
 GetObject and no listing — unless a URL pins a version newer than the listing knows (a new upload,
-announced by its versioned URL), which lists again. Needs `s3:ListBucket` and `s3:GetObject`, nothing else.
+announced by its versioned URL), or the path was purged since the listing (`OriginRequest.purged_at`),
+which list again. Needs `s3:ListBucket` and `s3:GetObject`, nothing else.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class Versions:
     """The numeric versions found in one public ID's folder: (version, key), oldest first."""
 
     found: tuple[tuple[int, str], ...]
+    #: when it was listed (wall-clock seconds, as `OriginRequest.purged_at`)
+    listed_at: float = 0.0
 
     @classmethod
     def from_keys(cls, folder: str, keys: list[str]) -> Versions:
@@ -83,7 +86,7 @@ class Versions:
             stem = key[len(folder):].partition(".")[0]
             if _VERSION_SEGMENT.fullmatch("v" + stem):  # `latest.jpg`, `notes.txt`: not a version
                 found.append((int(stem), key))
-        return cls(tuple(sorted(found)))
+        return cls(tuple(sorted(found)), time.time())
 
     def may_lack(self, pinned: int | None) -> bool:
         """Whether `pinned` could have been uploaded after this listing (it is newer than all it found)."""
@@ -157,6 +160,8 @@ class CloudinaryBackupOrigin(S3Origin):
         versions = self._resolutions.get(folder)
         if versions is not None and versions.may_lack(asset.version):
             versions = None  # a URL pinning a version newer than we listed: a new upload, list again
+        if versions is not None and request.purged_at is not None and versions.listed_at < request.purged_at:
+            versions = None  # listed before the path was purged: the operator may have uploaded since
         if versions is not None:
             key = versions.choose(asset.version)
             try:

@@ -181,6 +181,22 @@ async def test_a_url_pinning_a_newer_version_than_listed_lists_again(s3, backup_
     assert len(s3.lists(BUCKET)) == 2
 
 
+async def test_a_purge_after_an_upload_serves_the_new_version_at_once(s3, backup_bucket, node_factory, tmp_path):
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key=DEMO + "replaced/1000000001.jpg", Body=solid(40, 30, colour(94)))
+    admin = '[admin]\ntoken = "cloudinary-purge-token-93"\n'
+    node = await node_factory(write_config(tmp_path, admin + config(s3)))
+    assert same_colour(centre_colour(decode(await node.fetch("/tr:w-20/image/upload/replaced.jpg"))), colour(94))
+    client.put_object(Bucket=BUCKET, Key=DEMO + "replaced/1000000002.jpg", Body=solid(40, 30, colour(95)))
+    purged = await node.fetch("/_edge/purge", method="POST", body=b'{"url": "/image/upload/replaced.jpg"}',
+                              headers={"Authorization": "Bearer cloudinary-purge-token-93"})
+    assert purged.code == 200
+    # the listing made before the purge is not trusted after it (it is younger than resolution_ttl)
+    for path in ("/tr:w-20/image/upload/replaced.jpg", "/tr:w-30/image/upload/replaced.jpg"):
+        assert same_colour(centre_colour(decode(await node.fetch(path))), colour(95)), path
+    assert len(s3.lists(BUCKET)) == 2
+
+
 @pytest.mark.parametrize("encode_keys, status", [(False, 404), (True, 200)])
 async def test_encoded_public_ids(s3, backup_bucket, node_factory, tmp_path, encode_keys, status):
     node = await node_factory(write_config(tmp_path, config(s3, extra=f"encode_keys = {str(encode_keys).lower()}")))
