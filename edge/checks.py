@@ -12,10 +12,7 @@ from pathlib import Path
 import tornado.netutil
 
 from .config import Config
-
-
-class StartupError(Exception):
-    """The node cannot start; the message is the one line the operator sees."""
+from .errors import StartupError
 
 
 def usable_cache_dir(directory: Path, *, create: bool) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import __version__, cachestats, checks, cloudinary_check, signing
 from . import warm as warm_command
-from .config import Config, WithoutEnvironment, load_config
+from .config import Config, WithoutEnvironment, load_config, per_core
 from .errors import BadRequest, ConfigError, EdgeError
 from .logs import configure_logging
 from .pluginmanager import Plugins, load_plugins
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return _url(config, args)
     if args.command == "cloudinary-check":
         return _cloudinary_check(config, args.urls, args.base_url)
-    workers = (os.cpu_count() or 1) if args.workers == 0 else args.workers
+    workers = None if args.workers is None else per_core(args.workers)
 
     def load() -> Config:  # at start and on SIGHUP: the file again, the command line's flags on top
         return load_config(config_path, load_plugins()).with_overrides(host=args.host, port=args.port,

@@ -263,14 +263,18 @@ def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:
                   shared_cache=shared_cache, fonts=fonts)
 
 
+def per_core(count: int) -> int:
+    """`count`, where 0 means one per core (`workers`, `transform_threads`, `--workers`)."""
+    return count or (os.cpu_count() or 1)
+
+
 def _server(t: ConfigTable) -> ServerSettings:
     d = ServerSettings()
     settings = ServerSettings(
         host=t.str("host", d.host),
         port=t.int("port", d.port, min=0, max=65535),
-        workers=t.int("workers", d.workers, min=0, max=256) or (os.cpu_count() or 1),
-        transform_threads=t.int("transform_threads", d.transform_threads, min=0, max=256)
-        or (os.cpu_count() or 1),
+        workers=per_core(t.int("workers", d.workers, min=0, max=256)),
+        transform_threads=per_core(t.int("transform_threads", d.transform_threads, min=0, max=256)),
         transform_queue=t.int("transform_queue", d.transform_queue, min=1, max=100_000),
         access_log=t.bool("access_log", d.access_log),
         header_timeout=_positive(t, "header_timeout", t.duration("header_timeout", d.header_timeout)),

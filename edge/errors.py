@@ -148,7 +148,8 @@ class ConfigError(Exception):
 
 
 class StartupError(Exception):
-    """A worker cannot start serving (an origin that does not open); the message names what failed."""
+    """The node cannot start (a cache folder it cannot write, an address it cannot listen on, an origin
+    that does not open); the message is the one line the operator sees."""
 
 
 class RenderTimedOut(EdgeError):

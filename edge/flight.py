@@ -49,7 +49,7 @@ import diskcache
 from .cache.health import CACHE_ERRORS, CacheHealth, error_kind
 from .cache.tiers import SQLITE_BUSY_SECONDS
 from .config import Endpoint
-from .errors import EdgeError, FlightTimeout, Overloaded
+from .errors import EdgeError, FlightTimeout, ShuttingDown
 
 T = TypeVar("T")
 
@@ -148,7 +148,7 @@ class SingleFlight:
         if not done:
             raise FlightTimeout()
         if flight.task.cancelled():  # the node is stopping
-            raise Overloaded()
+            raise ShuttingDown()
         return flight.task.result()
 
     def _landed(self, key: str, flight: _Flight) -> None:

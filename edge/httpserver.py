@@ -45,6 +45,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.log import gen_log
 
 from .config import ServerSettings
+from .logs import Sparse
 
 log = logging.getLogger("edge.server")
 
@@ -169,7 +170,7 @@ class EdgeHTTPServer(HTTPServer):
         self.large_body_paths = large_body_paths
         self._states: dict[object, _ConnectionState] = {}  # by the connection's IOStream
         self._draining = False
-        self._last_fd_warning = -FD_WARNING_INTERVAL
+        self._fd_warnings = Sparse(FD_WARNING_INTERVAL)
         self._sweep = PeriodicCallback(
             self._close_late_connections,
             1000 * min(SWEEP_SECONDS, settings.header_timeout / 4, settings.idle_timeout / 4))
@@ -289,11 +290,9 @@ class EdgeHTTPServer(HTTPServer):
 
     def _pause(self, sock, exc: OSError, loop: IOLoop, paused: list, on_readable) -> None:
         loop.remove_handler(sock)
-        now = time.monotonic()
-        if now - self._last_fd_warning >= FD_WARNING_INTERVAL:
-            self._last_fd_warning = now
-            log.warning("cannot accept connections: %s (%d open); pausing accepting for %gs at a time",
-                        exc.strerror, len(self._states), ACCEPT_PAUSE_SECONDS)
+        if (left_out := self._fd_warnings.allow()) is not None:
+            log.warning("cannot accept connections: %s (%d open); pausing accepting for %gs at a time%s",
+                        exc.strerror, len(self._states), ACCEPT_PAUSE_SECONDS, left_out)
 
         def resume() -> None:
             paused.clear()

@@ -72,7 +72,7 @@ def key_prefix(router: Router, target: dict[str, str]) -> str:
     except ValueError:  # `http://[::1`: an unclosed IPv6 literal
         raise BadRequest(f"{kind}: not a URL or a path") from None
     try:
-        request = router.route(parts.netloc, "/" + parts.path.lstrip("/"), allow_empty_path=True)
+        request = router.route(parts.netloc, "/" + parts.path.lstrip("/"), for_purge=True)
     except NothingToServe:
         raise BadRequest(f"{kind}: no endpoint of this node serves {value!r}") from None
     if kind == "url":

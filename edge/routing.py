@@ -69,9 +69,9 @@ class Router:
         self._by_host = {host: e for e in endpoints for host in e.hosts}
         self._default = next((e for e in endpoints if e.id == ""), None)
 
-    def route(self, host: str, uri: str, *, allow_empty_path: bool = False) -> ImageRequest:
+    def route(self, host: str, uri: str, *, for_purge: bool = False) -> ImageRequest:
         """`uri` is the request target as sent (path and query, still percent-encoded), starting with `/`.
-        `allow_empty_path`: a path prefix (to purge), which may be the whole endpoint and needs no signature."""
+        `for_purge`: the path is a purge target, a prefix that may be the whole endpoint; no signature."""
         raw_path, _, query = uri.partition("?")
         segments = raw_path.lstrip("/").split("/")
         endpoint = self._by_host.get(_host_name(host)) if host and self._by_host else None
@@ -84,15 +84,15 @@ class Router:
             else:
                 raise NothingToServe("unknown endpoint")
         if endpoint.url_style == "cloudinary":
-            return self._cloudinary(endpoint, segments, host, allow_empty_path)
-        signed_until = None if allow_empty_path else self._signatures.verify(endpoint, "/".join(segments), query)
+            return self._cloudinary(endpoint, segments, host, for_purge)
+        signed_until = None if for_purge else self._signatures.verify(endpoint, "/".join(segments), query)
         transformation = None
         if segments and (first := _decode(segments[0])).startswith("tr:"):
             transformation = first[3:]
             segments = segments[1:]
         # leading slashes name nothing (ImageKit's docs sign `encodeURIComponent("/a.jpg")`: `%2Fa.jpg`)
         path = _decode("/".join(segments)).lstrip("/")
-        if not path and not allow_empty_path:
+        if not path and not for_purge:
             raise NothingToServe("not found")
         delimited = f"/{path}/"
         if "/./" in delimited or "/../" in delimited:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, hashes_to, header_value
 from .errors import FetchMemoryExhausted
 from .fetching import fetch_budget
+from .logs import Sparse
 from .origin import OriginFailure, OriginNotFound, SourceTooLarge
 from .purge_journal import APPLIED_FILE, PurgeJournal
 from .transform.formats import MIME_TYPES
@@ -133,7 +134,7 @@ class SharedTier:
         self._slots = asyncio.Semaphore(settings.max_writes)
         self._max_pending = settings.max_writes * BACKLOG_PER_WRITE
         self._writes: set[asyncio.Task] = set()
-        self._logged_at: dict[str, float] = {}
+        self._failure_lines = Sparse(LOG_EVERY_SECONDS)  # per operation
 
     @classmethod
     def of(cls, config: Config, metrics: Metrics) -> SharedTier | None:
@@ -265,8 +266,6 @@ class SharedTier:
         kind = error if isinstance(error, str) else getattr(error, "kind", "timeout" if isinstance(
             error, TimeoutError) else "too_large")
         self._metrics.child(self._metrics.shared_cache_failures, operation, kind).inc()
-        now = time.monotonic()
-        if now - self._logged_at.get(operation, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
-            self._logged_at[operation] = now
-            log.warning("shared cache %s skipped (%s); counted in edge_shared_cache_failures_total", operation,
-                        str(error) or kind)
+        if (left_out := self._failure_lines.allow(operation)) is not None:
+            log.warning("shared cache %s skipped (%s); counted in edge_shared_cache_failures_total%s", operation,
+                        str(error) or kind, left_out)

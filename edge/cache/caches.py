@@ -24,6 +24,8 @@ from .versions import SharedVersions
 
 T = TypeVar("T")
 
+#: each disk tier's folder under `[cache] dir`, by tier name (`edge cache stats` reads them too)
+TIER_FOLDERS = {"output": "outputs", "original": "originals", "not_found": "not-found"}
 #: Budget of the not-found records: each is ~200 bytes, so this holds hundreds of thousands.
 NOT_FOUND_BUDGET = 64 * 10**6
 #: Budget of the purge records (~150 bytes each, kept 15 minutes)
@@ -50,11 +52,12 @@ class Caches:
         self._versions: SharedVersions | None = None
         self._versions_retry_at = 0.0
         self._memory = MemoryTier(memory_size) if memory_size > 0 else None
-        self.outputs = OutputTier("output", directory / "outputs", output_size, self.health, evicted,
+        folders = {name: directory / folder for name, folder in TIER_FOLDERS.items()}
+        self.outputs = OutputTier("output", folders["output"], output_size, self.health, evicted,
                                   changed=self.bump, touch_interval=touch_interval)
-        self.originals = OriginalTier("original", directory / "originals", original_size, self.health, evicted,
+        self.originals = OriginalTier("original", folders["original"], original_size, self.health, evicted,
                                       touch_interval)
-        self.not_found = NotFoundTier("not_found", directory / "not-found", NOT_FOUND_BUDGET, self.health, evicted,
+        self.not_found = NotFoundTier("not_found", folders["not_found"], NOT_FOUND_BUDGET, self.health, evicted,
                                       touch_interval)
         self.tiers: tuple[DiskTier, ...] = (self.outputs, self.originals, self.not_found)
         self.purges = PurgeTier("purges", directory / "purges", PURGES_BUDGET, self.health)

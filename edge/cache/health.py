@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import diskcache
 
+from ..logs import Sparse
+
 log = logging.getLogger("edge.cache")
 
 LOG_EVERY_SECONDS = 600.0
@@ -56,22 +58,18 @@ class CacheHealth:
         self._clock = clock
         self._lock = threading.Lock()
         self._last_failure: dict[tuple[str, str], float] = {}
-        self._last_logged: dict[tuple[str, str], float] = {}
+        self._lines = Sparse(LOG_EVERY_SECONDS, clock)  # per (tier, kind); used under `_lock`
 
     def failed(self, tier: str, kind: str, what: str) -> None:
         """Record a failure of `tier`; `what` says what failed (for the log; never a secret)."""
         now = self._clock()
         with self._lock:
             self._last_failure[tier, kind] = now
-            logged = self._last_logged.get((tier, kind))
-            if logged is None or now - logged >= LOG_EVERY_SECONDS:
-                self._last_logged[tier, kind] = now
-            else:
-                what = ""
+            left_out = self._lines.allow((tier, kind))
         self._count(tier, kind)
-        if what:
-            log.error("cache (%s): %s [%s]; serving uncached where needed (logged once per %d s)",
-                      tier, what, kind, LOG_EVERY_SECONDS)
+        if left_out is not None:
+            log.error("cache (%s): %s [%s]; serving uncached where needed (logged once per %d s)%s",
+                      tier, what, kind, LOG_EVERY_SECONDS, left_out)
 
     def degraded(self) -> list[str]:
         """`tier: kind` for every failure within the last `RECENT_SECONDS`."""

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from .entries import CachedOutput
 
 #: outputs larger than this share of the tier are not kept: a few large ones must not flush the rest
-MAX_ENTRY_SHARE = 16
+MEMORY_ENTRY_SHARE = 16
 #: bytes an entry costs beyond its body and key (the output's object, its headers and version, the
 #: table's slot: about 800 measured): counted, so that many tiny outputs (1-pixel thumbnails, a
 #: hostile client's variants) cannot hold several times `memory_size`
@@ -39,7 +39,7 @@ class MemoryTier:
 
     def put(self, key: str, version: int, output: CachedOutput) -> None:
         """Remember `output` as read at `version` (read the version before reading the disk)."""
-        if len(output.body) > self.size_limit // MAX_ENTRY_SHARE:
+        if len(output.body) > self.size_limit // MEMORY_ENTRY_SHARE:
             return
         found = self._entries.pop(key, None)
         if found is not None:
