@@ -131,7 +131,7 @@ class Metrics:
             "edge_inflight_requests", "Image requests being answered", registry=r,
             multiprocess_mode="livesum")
         self.response_bytes = Counter(
-            "edge_response_bytes_total", "Body bytes sent", ["endpoint"], registry=r)
+            "edge_response_bytes_total", "Image bytes sent", ["endpoint"], registry=r)
         # the fleet (docs/fleet.md); `peer` is one of the configured `[fleet] peers`
         self.fleet_purge_calls = Counter(
             "edge_fleet_purge_calls_total", "Purges forwarded to a peer, by outcome", ["peer", "outcome"],
