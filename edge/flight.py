@@ -128,7 +128,8 @@ class SingleFlight:
         it); later ones `wait_seconds`."""
         flight = self._flights.get(key)
         if flight is not None and await self._purged(key, flight.began):
-            flight = None  # its result comes from what the purge removed: the work is done again
+            self._forget(key, flight)  # its result comes from what the purge removed: the work is done again
+            flight = self._flights.get(key)  # (or joined, if another caller began it while we looked)
         bound: float | None = None
         if flight is None:
             flight = self._flights[key] = _Flight(time.time())
