@@ -57,7 +57,7 @@ from .routing import ImageRequest, Router
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
 from .transform.cost import ENCODE_COUNTED, check_cost
-from .transform.formats import LOADER_FORMATS, MIME_TYPES, plan_format
+from .transform.formats import LOADER_FORMATS, MIME_TYPES, UNWRITTEN_TYPES, plan_format
 from .transform.hints import NO_HINTS, negotiate
 from .transform.layers import fetched
 from .transform.options import Transformation, layered, parse_transformation
@@ -424,19 +424,21 @@ class Pipeline:
             etag = ((await original.info()).version if original.version_is_hash
                     else await self._caches.io(strong_etag, original.body))
             body, fmt = original.body, LOADER_FORMATS.get(header.loader)
-            if fmt is None:
+            content_type = MIME_TYPES[fmt] if fmt is not None else UNWRITTEN_TYPES.get(header.loader)
+            if content_type is None:
                 raise UnprocessableSource()
         if not job.transformation.serves_original or job.request.original_as not in (None, fmt):
             started = time.perf_counter()
             rendered = await self._renderer.render(original.body, job.transformation, job.planned_format,
                                                    {path: overlay.body for path, overlay in overlays.items()})
             body, fmt, etag = rendered.body, rendered.format, rendered.etag
+            content_type = MIME_TYPES[fmt]
             self._metrics.observe(self._metrics.transform_duration, (fmt,), time.perf_counter() - started)
         source = await self._source_of(original, overlays, stand_in)
         base = self._canonical_bases.get(source.origin)
         return CachedOutput(
             body=body,
-            content_type=MIME_TYPES[fmt],
+            content_type=content_type,
             etag=etag,
             source=source,
             vary_accept=job.vary_accept,

@@ -546,7 +546,9 @@ SECTIONS = (
             )),
     Section("`orig`: the original bytes", "`orig-true` serves the stored file untouched: no resize, no "
             "metadata stripping, no format change; every other parameter is ignored, `f-auto` and "
-            "`auto_format` included (one cache entry, no `Vary: Accept`).", ()),
+            "`auto_format` included (one cache entry, no `Vary: Accept`). Any original the node reads is "
+            "served so, with its own type: a TIFF as `image/tiff`, an Ultra HDR JPEG (with its gain map) "
+            "as `image/jpeg`.", ()),
     Section("Overlays", OVERLAYS, (
                 Example("w-300,l-image,i-logo-transparent.png,w-70,lx-N10,ly-N10,l-end", "coffee.jpg",
                         "a logo 10 px from the bottom-right corner"),

@@ -204,6 +204,24 @@ def animated_webp(frames: int = 5) -> bytes:
     return _animation(frames).webpsave_buffer(lossless=True, keep="none")
 
 
+def photo_tiff(width: int, height: int) -> bytes:
+    return _photo(width, height).tiffsave_buffer()
+
+
+def ultra_hdr_jpeg(width: int = 64, height: int = 48) -> bytes:
+    """An Ultra HDR JPEG (a JPEG with a gain map, as phones now take photos), which libvips loads with
+    `uhdrload` rather than `jpegload`."""
+    image = _photo(width, height).copy()
+    for name, value in (("max-content-boost", [4.0] * 3), ("min-content-boost", [1.0] * 3), ("gamma", [1.0] * 3),
+                        ("offset-sdr", [1 / 64] * 3), ("offset-hdr", [1 / 64] * 3)):
+        image.set_type(pyvips.GValue.array_double_type, f"gainmap-{name}", value)
+    image.set_type(pyvips.GValue.gdouble_type, "gainmap-hdr-capacity-min", 1.0)
+    image.set_type(pyvips.GValue.gdouble_type, "gainmap-hdr-capacity-max", 4.0)
+    image.set_type(pyvips.GValue.gint_type, "gainmap-use-base-cg", 1)
+    image.set_type(pyvips.GValue.image_type, "gainmap", (pyvips.Image.black(width // 4, height // 4) + 128).cast("uchar"))
+    return image.uhdrsave_buffer()
+
+
 def truncated_jpeg() -> bytes:
     """A valid 640x480 photo JPEG cut off after 60% of its bytes (no EOI marker)."""
     data = photo_jpeg(640, 480, quality=85)

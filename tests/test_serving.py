@@ -241,6 +241,22 @@ async def test_sources_that_cannot_be_served(awkward, path, status, body):
     assert (response.code, response.body.decode()) == (status, body + "\n")
 
 
+@pytest.mark.parametrize("name, original, content_type", [
+    ("scan.tif", lambda: imagecorpus.photo_tiff(300, 200), "image/tiff"),
+    ("phone.jpg", imagecorpus.ultra_hdr_jpeg, "image/jpeg"),
+])
+async def test_orig_true_serves_any_readable_original_as_it_is(node_factory, tmp_path, name, original, content_type):
+    """Originals in a format the node reads but does not write (TIFF), or under a loader of their own
+    (an Ultra HDR JPEG), are served untouched too, with their own type."""
+    body = original()
+    (tmp_path / name).write_bytes(body)
+    node = await node_factory(write_config(tmp_path, local_config(tmp_path)))
+    response = await node.fetch(f"/tr:orig-true/{name}")
+    assert (response.code, response.headers["Content-Type"], response.body) == (200, content_type, body)
+    resized = await node.fetch(f"/tr:w-30/{name}")  # and rendered as any other original
+    assert (resized.code, decode(resized).width) == (200, 30)
+
+
 @pytest.fixture
 async def jail(node_factory, tmp_path):
     root = tmp_path / "root"

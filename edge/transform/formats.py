@@ -27,10 +27,13 @@ LOADER_FORMATS = {
     "webpload_source": "webp",
     "heifload_source": "avif",
     "gifload_source": "gif",
+    "uhdrload_source": "jpg",  # an Ultra HDR JPEG (a phone's photo with its gain map) is a JPEG
 }
+#: the MIME type of an original served as it is (`orig-true`) that is in no format the node writes
+UNWRITTEN_TYPES = {"tiffload_source": "image/tiff"}
 #: the loaders of the formats the node reads (JPEG, Ultra HDR JPEG, PNG, WebP, AVIF/HEIF, GIF, TIFF);
 #: anything else libvips could open is refused (422), SVG unless `[limits] allow_svg`
-INPUT_LOADERS = frozenset(LOADER_FORMATS) | {"uhdrload_source", "tiffload_source"}
+INPUT_LOADERS = frozenset(LOADER_FORMATS) | frozenset(UNWRITTEN_TYPES)
 SVG_LOADER = "svgload_source"
 #: formats libvips writes with several frames
 ANIMATED_FORMATS = ("gif", "webp")
