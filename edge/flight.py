@@ -92,11 +92,13 @@ class SingleFlight:
     def __init__(self, name: str, directory: Path, wait_seconds: float, *, coalesced: Callable[[], None],
                  abandoned: Callable[[], None] = lambda: None, health: CacheHealth | None = None,
                  version: Callable[[str], int | None] = lambda key: None, bump: Callable[[str], None] = lambda key: None,
-                 purged_since: Callable[[str, float], Awaitable[bool]] | None = None):
+                 purged_since: Callable[[str, float], Awaitable[bool]] | None = None,
+                 discard: Callable[[str], Awaitable[object]] | None = None):
         """`version(key)`: a counter shared by the workers that moves whenever anything is stored under
         `key` (None when there is none); `bump(key)` moves it (after a failure is recorded);
         `purged_since(key, began)`: whether a purge covering `key` came after `began` (then the work's
-        result is not stored, and later callers do not wait for it)."""
+        result is not stored, and later callers do not wait for it); `discard(key)` deletes what a store
+        wrote when such a purge came while it wrote."""
         self.name = name
         self._directory = directory
         # Opened on first use, in the serving process. POSIX locks belong to the process and all of them
@@ -112,6 +114,7 @@ class SingleFlight:
         self._version = version
         self._bump = bump
         self._purged_since = purged_since
+        self._discard = discard
 
     def running(self, key: str) -> bool:
         """Whether this worker's work for `key` is under way (a new caller would wait for it)."""
@@ -201,6 +204,10 @@ class SingleFlight:
         try:
             if not await self._purged(key, flight.began):
                 await keep(result)
+                # a purge recorded while the store wrote may have deleted before it wrote: look again
+                # (one that records only after this look deletes after the write)
+                if self._discard is not None and await self._purged(key, flight.began):
+                    await self._discard(key)
         except Exception:  # a bug: the store is lost, the answer was not
             log.exception("storing the result of %r failed", key)
         finally:

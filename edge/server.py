@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from urllib.parse import quote, unquote
 
 import pyvips
@@ -111,8 +112,9 @@ class Node:
                                            coalesced=metrics.coalesced_requests.inc,
                                            abandoned=metrics.abandoned_work.labels(kind).inc, health=health,
                                            version=self.caches.version, bump=self.caches.bump,
-                                           purged_since=self.caches.purged_since)
-                        for kind in ("outputs", "originals")}
+                                           purged_since=self.caches.purged_since,
+                                           discard=partial(self.caches.discard, tier))
+                        for kind, tier in (("outputs", self.caches.outputs), ("originals", self.caches.originals))}
         self.originals = OriginalSource(self.caches, self.flights["originals"], config.cache,
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,

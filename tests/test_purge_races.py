@@ -5,11 +5,14 @@ then on, not once the old one ages out."""
 
 import asyncio
 import json
+import threading
 
 import pyvips
 import pytest
 
-from edge.cache import CacheHealth
+from edge.cache import CacheHealth, Caches
+from edge.cache.purges import PurgeTimes
+from edge.cache.versions import SharedVersions
 from edge.cache.tiers import OutputTier
 from tests.nodes import decode, until, web_config, write_config
 from tests.servers import HTTPOrigin
@@ -83,6 +86,31 @@ async def _requests(origin, count: int) -> bool:
     return origin.requests["a.jpg"] >= count
 
 
+async def test_a_store_under_way_when_a_purge_deletes_is_deleted_after_it(node, origin, monkeypatch):
+    """The store is checked against the purges before it writes and again after: a purge that deleted
+    while the output was being written (its begin record after the first look) is seen by the second."""
+    writing, go_on = threading.Event(), threading.Event()
+    put = node.node.caches.outputs.put
+
+    def slow_put(key, output):  # in a cache thread: the output's store, held between look and write
+        writing.set()
+        assert go_on.wait(10)
+        put(key, output)
+    monkeypatch.setattr(node.node.caches.outputs, "put", slow_put)
+    first = await node.client.fetch(node.url + "/tr:w-100/a.jpg")  # answered before it is stored
+    assert red(first)
+    assert await asyncio.to_thread(writing.wait, 10)
+    origin.files["a.jpg"] = noisy(BLUE)
+    purged = await node.client.fetch(node.url + "/_edge/purge", method="POST", headers=AUTH,
+                                     body=json.dumps({"url": "/a.jpg"}).encode())
+    assert purged.code == 200
+    go_on.set()
+    await node.node.settle()
+    monkeypatch.setattr(node.node.caches.outputs, "put", put)
+    response = await node.fetch("/tr:w-100/a.jpg")
+    assert (response.headers["X-Cache"], blue(response)) == ("MISS", True)
+
+
 async def test_a_purge_forgets_that_an_original_could_not_be_rendered(node, origin):
     origin.files["a.jpg"] = b"\xff\xd8 not a JPEG after all"
     assert (await node.fetch("/tr:w-100/a.jpg")).code == 422
@@ -107,3 +135,49 @@ def test_a_prefix_delete_moves_the_versions_only_once_its_deletes_are_committed(
     assert seen == [True] * 5
     tier.close()
     other.close()
+
+
+async def test_the_records_are_read_again_only_after_a_purge_and_once_for_all_who_ask(tmp_path, monkeypatch):
+    caches = Caches(tmp_path, 10**8, 10**8)
+    try:
+        reads = []
+        recent = caches.purges.recent
+        monkeypatch.setattr(caches.purges, "recent", lambda: reads.append(1) or recent())
+        assert not await caches.purged_since("\0a.jpg\0r2:w-1\0", 0.0)
+        moved = set()
+        for n in range(100_000):  # stores move their buckets' counters (all of them here), never the purges'
+            key = f"\0img-{n}.jpg\0r2:w-1\0"
+            caches.bump(key)
+            moved.add(SharedVersions.bucket(key))
+            if len(moved) == SharedVersions.BUCKETS:
+                break
+        assert not await caches.purged_since("\0a.jpg\0r2:w-1\0", 0.0) and len(reads) == 1
+        await caches.io(caches.forget, "\0a.jpg\0")
+        covered = await asyncio.gather(*(caches.purged_since("\0a.jpg\0r2:w-1\0", 0.0) for _ in range(20)))
+        assert all(covered) and len(reads) == 2
+    finally:
+        caches.close()
+
+
+def test_a_prefix_covers_the_keys_it_begins_and_no_other():
+    times = PurgeTimes()
+    times.add("shop\0dir/a", 10.0)
+    for n in range(1, 200):  # prefixes longer than the keys looked up: never theirs
+        times.add("shop\0dir/" + "x" * n + "/", 10.0)
+    times.add("shop\0dir/b.jpg\0", 20.0)  # a whole path
+    assert times.covers("shop\0dir/a/1.jpg\0r2:w-1\0", 5.0) and not times.covers("shop\0dir/a/1.jpg\0", 10.0)
+    assert times.covers("shop\0dir/b.jpg\0r2:w-1\0", 15.0) and not times.covers("shop\0dir/c.jpg\0", 5.0)
+    assert times.last("shop\0dir/b.jpg\0r2:w-1\0") == 20.0 and times.last("shop\0other.jpg\0") is None
+
+
+async def test_a_purge_that_cannot_be_recorded_says_so(origin, node_factory, tmp_path):
+    """Work under way could store what the purge removed: the purge is not done (502), as for a tier
+    that could not be purged, and says which part failed."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "purges").write_bytes(b"a file where the records' folder should be")
+    node = await node_factory(write_config(tmp_path, web_config(
+        origin.url, f'[admin]\ntoken = "{TOKEN}"\n[cache]\ndir = "cache"\n')))
+    assert red(await node.fetch("/tr:w-100/a.jpg"))
+    response = await node.fetch("/_edge/purge", method="POST", headers=AUTH, body=b'{"url": "/a.jpg"}')
+    answer = json.loads(response.body)
+    assert (response.code, answer["by_tier"]["purges"], answer["by_tier"]["output"]) == (502, "error", 1)

@@ -8,6 +8,7 @@ outputs cost no thread hop and no disk access.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from ..threads import BlockingPool
 from .entries import CachedOutput, StoredOriginal
 from .health import CacheHealth, error_kind
 from .memory import MemoryTier
-from .purges import COUNTER_KEY, PurgeTier, PurgeTimes
+from .purges import PurgeTier, PurgeTimes
 from .tiers import RETRY_SECONDS, TOUCH_INTERVAL, DiskTier, NotFoundTier, OriginalTier, OutputTier
 from .versions import SharedVersions
 
@@ -28,8 +29,8 @@ T = TypeVar("T")
 TIER_FOLDERS = {"output": "outputs", "original": "originals", "not_found": "not-found"}
 #: Budget of the not-found records: each is ~200 bytes, so this holds hundreds of thousands.
 NOT_FOUND_BUDGET = 64 * 10**6
-#: Budget of the purge records (~150 bytes each, kept 15 minutes)
-PURGES_BUDGET = 16 * 10**6
+#: Budget of the purge records (~150 bytes each for a URL's, kept 15 minutes: a few hundred thousand)
+PURGES_BUDGET = 64 * 10**6
 #: threads for cache disk work, per process (SQLite reads are short; a few keep a slow disk from
 #: queueing every request behind one)
 IO_THREADS = 4
@@ -64,6 +65,8 @@ class Caches:
         #: the purge records as last read, and the purge counter's value they were read at
         self._purge_times = PurgeTimes()
         self._purges_read_at: int | None = None
+        #: the reading of the records under way, and the counter it is for
+        self._reading_purges: tuple[int, asyncio.Future[PurgeTimes]] | None = None
         self._threads = BlockingPool(IO_THREADS, "cache")
         self._open_versions()  # bumped by every process, whether or not it keeps a memory tier
 
@@ -126,11 +129,14 @@ class Caches:
         read): while it stays the same, no process stored anything under `key`, so a lookup just
         made need not be repeated. Outputs and originals bump it when stored, a single flight when
         it records a failure."""
+        return self._read_version(SharedVersions.bucket(key))
+
+    def _read_version(self, slot: int) -> int | None:
         versions = self._current_versions()
         if versions is None:
             return None
         try:
-            version = versions.read(SharedVersions.bucket(key))
+            version = versions.read(slot)
         except OSError as exc:
             self._lose_versions(versions, error_kind(exc), f"cannot read {versions.path}: {exc}")
             return None
@@ -168,10 +174,13 @@ class Caches:
 
     def bump(self, key: str) -> None:
         """Move `key`'s shared write counter: copies read before are outdated (blocking: a file lock)."""
+        self._bump_version(SharedVersions.bucket(key))
+
+    def _bump_version(self, slot: int) -> None:
         versions = self._versions
         if versions is not None:
             try:
-                versions.bump(SharedVersions.bucket(key))
+                versions.bump(slot)
             except OSError as exc:
                 self._lose_versions(versions, error_kind(exc), f"cannot write {versions.path}: {exc}")
 
@@ -196,22 +205,28 @@ class Caches:
 
     def forget(self, prefix: str) -> dict[str, int | None]:
         """Delete every entry of every tier whose key starts with `prefix`; the count per tier, None for
-        a tier that could not (blocking). The purge is recorded as it begins, so that work begun before
+        a tier that could not (and `purges: None` when the purge could not be recorded) (blocking). The purge is recorded as it begins, so that work begun before
         it stores nothing it covers, and again once done: work begun while it deleted read what it was
         deleting (edge/cache/purges.py)."""
-        self._record_purge(prefix)
+        recorded = self._record_purge(prefix)
         removed = {tier.name: tier.delete_prefix(prefix) for tier in self.tiers}
-        self._record_purge(prefix)
-        return removed
+        recorded = self._record_purge(prefix) and recorded
+        # a purge not recorded leaves work under way free to store what it made: not done, say so
+        return removed if recorded else {**removed, self.purges.name: None}
 
-    def _record_purge(self, prefix: str) -> None:
-        self.purges.record(prefix)
-        self.bump(COUNTER_KEY)
+    def _record_purge(self, prefix: str) -> bool:
+        recorded = self.purges.record(prefix)
+        self._bump_version(SharedVersions.PURGES)
+        return recorded
 
     async def purged_since(self, key: str, began: float) -> bool:
         """Whether a purge that covers `key` was recorded after `began` (wall-clock seconds): what work
         begun then made must not be stored, nor a failure then remembered."""
         return (await self._recent_purges()).covers(key, began)
+
+    async def discard(self, tier: DiskTier, key: str) -> None:
+        """Delete `key` from `tier` (what a store wrote as a purge came)."""
+        await self.io(tier.delete, key)
 
     async def last_purge(self, key: str) -> float | None:
         """When the latest purge covering `key` was recorded (wall-clock seconds, within
@@ -220,11 +235,19 @@ class Caches:
 
     async def _recent_purges(self) -> PurgeTimes:
         """The purge records: one `pread` unless a purge was recorded since the last look (then they are
-        read again, in a cache thread)."""
-        counter = self.version(COUNTER_KEY)
-        if counter is None or counter != self._purges_read_at:
-            self._purge_times = await self.io(self.purges.recent)
-            self._purges_read_at = counter
+        read again, in a cache thread, once for all who ask meanwhile; without the versions file, at
+        most once a second)."""
+        counter = self._read_version(SharedVersions.PURGES)
+        if counter is None:
+            counter = int(time.monotonic())
+        if counter != self._purges_read_at:
+            if self._reading_purges is None or self._reading_purges[0] != counter:
+                self._reading_purges = (counter, asyncio.ensure_future(self.io(self.purges.recent)))
+            reading = self._reading_purges[1]
+            times = await asyncio.shield(reading)
+            if self._reading_purges is not None and self._reading_purges[1] is reading:
+                self._purge_times, self._purges_read_at, self._reading_purges = times, counter, None
+            return times
         return self._purge_times
 
     def flush_touches(self) -> None:

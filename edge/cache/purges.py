@@ -6,12 +6,13 @@ after, where it stayed until `original_ttl` (tests/test_purge_races.py). So `Cac
 each purge here, in the cache folder, as it begins and again once it has deleted everything, and
 work begun before a record that covers its key stores nothing (`Caches.purged_since`), remembered
 failures begun before one are forgotten, and the shared tier's objects confirmed before one are
-misses. A shared counter (a slot of the versions file) moves with every record, so a process reads
-the records again only after a purge: checking costs one `pread` otherwise.
+misses. A shared counter (a slot of the versions file of its own) moves with every record, so a
+process reads the records again only after a purge: checking costs one `pread` otherwise.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from collections import Counter
@@ -22,8 +23,6 @@ from .tiers import DiskTier
 #: render, the queue; `flight.wait_bound`) and than a render that took too long is remembered
 #: (`pipeline.TIMED_OUT_SECONDS`)
 RECORD_SECONDS = 900.0
-#: the key whose version slot counts the purges recorded (no cache key starts with `\\1`)
-COUNTER_KEY = "\1purges"
 
 
 class PurgeTimes:
@@ -34,6 +33,8 @@ class PurgeTimes:
         self._paths: dict[str, float] = {}
         self._prefixes: dict[str, float] = {}
         self._lengths: Counter[int] = Counter()
+        #: the lengths held, shortest first (`None`: to sort again)
+        self._sorted: list[int] | None = []
 
     def add(self, prefix: str, at: float) -> None:
         if prefix.endswith("\0") and prefix.count("\0") == 2:
@@ -41,6 +42,7 @@ class PurgeTimes:
             return
         if prefix not in self._prefixes:
             self._lengths[len(prefix)] += 1
+            self._sorted = None
         self._prefixes[prefix] = max(self._prefixes.get(prefix, 0.0), at)
 
     def covers(self, key: str, after: float) -> bool:
@@ -49,15 +51,22 @@ class PurgeTimes:
         path, _, _ = rest.partition("\0")
         if self._paths.get(f"{endpoint}\0{path}\0", 0.0) > after:
             return True
-        return any(self._prefixes.get(key[:length], 0.0) > after for length in self._lengths)
+        return any(self._prefixes.get(key[:length], 0.0) > after for length in self._lengths_upto(len(key)))
 
     def last(self, key: str) -> float | None:
         """When the latest purge covering `key` was made, or None."""
         endpoint, _, rest = key.partition("\0")
         path, _, _ = rest.partition("\0")
         times = [self._paths.get(f"{endpoint}\0{path}\0", 0.0),
-                 *(self._prefixes.get(key[:length], 0.0) for length in self._lengths)]
+                 *(self._prefixes.get(key[:length], 0.0) for length in self._lengths_upto(len(key)))]
         return max(times) or None
+
+    def _lengths_upto(self, most: int) -> list[int]:
+        """The prefix lengths held up to `most`: a key is looked up once per length no longer than it,
+        however many longer prefixes were purged."""
+        if self._sorted is None:
+            self._sorted = sorted(self._lengths)
+        return self._sorted[:bisect.bisect_right(self._sorted, most)]
 
     def forget_before(self, cutoff: float) -> None:
         self._paths = {prefix: at for prefix, at in self._paths.items() if at >= cutoff}
@@ -66,14 +75,21 @@ class PurgeTimes:
             self._lengths[len(prefix)] -= 1
             if not self._lengths[len(prefix)]:
                 del self._lengths[len(prefix)]
+                self._sorted = None
 
 
 class PurgeTier(DiskTier):
     """The records, one per prefix (its latest time), each kept `RECORD_SECONDS`."""
 
-    def record(self, prefix: str) -> None:
-        """(blocking)"""
-        self._put(prefix, b"", {"at": time.time()}, expire=RECORD_SECONDS)
+    def record(self, prefix: str) -> bool:
+        """(blocking) Whether it was recorded (a failure is counted and logged)."""
+        def write(handles: tuple) -> bool:
+            writer = handles[0]
+            writer.set(prefix, b"", tag=json.dumps({"at": time.time()}), expire=RECORD_SECONDS)
+            writer.expire()
+            self._evict_to_budget(writer)  # a flood of long prefixes stays within the budget (the oldest go)
+            return True
+        return self._attempt("record a purge", write, False)
 
     def recent(self) -> PurgeTimes:
         """(blocking) The records not expired; none when they cannot be read (counted)."""

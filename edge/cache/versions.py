@@ -34,7 +34,9 @@ class SharedVersions:
     between them would look current after the second write."""
 
     BUCKETS = 4096
-    SIZE = (BUCKETS + 1) * _WORD.size
+    #: a counter of its own after the generation word, moved by every purge recorded (edge/cache/purges.py)
+    PURGES = BUCKETS + 1
+    SIZE = (PURGES + 1) * _WORD.size
     _GENERATION_AT = BUCKETS * _WORD.size
 
     def __init__(self, path: Path):
@@ -59,7 +61,7 @@ class SharedVersions:
         return zlib.crc32(key.encode("utf-8", "surrogatepass")) % cls.BUCKETS
 
     def read(self, bucket: int) -> int | None:
-        """The bucket's version, or None when the file has shrunk under this process."""
+        """The bucket's version (or `PURGES`'), or None when the file has shrunk under this process."""
         raw = os.pread(self._fd, 8, bucket * 8)
         return self._base + _WORD.unpack(raw)[0] if len(raw) == 8 else None
 
