@@ -31,6 +31,7 @@ LOG_FORMATS = ("text", "json")
 #: a host name as `hosts` takes it: DNS labels, or a bracketed IPv6 literal; no scheme, port or path
 _HOST_NAME = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])"
 _HOST = re.compile(_HOST_NAME)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 #: one web origin as `cors_origin` takes it, lower-cased: `scheme://host[:port]`, no path, not even `/`
 _WEB_ORIGIN = re.compile(rf"[a-z][a-z0-9+.-]*://{_HOST_NAME}(?::([0-9]{{1,5}}))?")
 
@@ -328,13 +329,19 @@ def _server_operations(t: ConfigTable, d: ServerSettings) -> dict[str, Any]:
 
 
 def _cors_origin(t: ConfigTable, default: str) -> str:
-    """`cors_origin`: "*", "" or one origin, lower-cased (a browser compares the header with the page's
-    origin as it serialises it, exactly: lower-case scheme and host)."""
+    """`cors_origin`: "*", "" or one origin, as a browser serialises the page's origin, which it compares
+    with the header exactly: lower case, the port without leading zeros, none when it is the scheme's
+    default (`https://Shop.example.com:443` is sent as `https://shop.example.com`)."""
     written = t.str("cors_origin", default)
     origin = written.lower()
-    match = _WEB_ORIGIN.fullmatch(origin)
-    if origin in ("*", "") or (match is not None and 0 < int(match[1] or 1) <= 65535):
+    if origin in ("*", ""):
         return origin
+    match = _WEB_ORIGIN.fullmatch(origin)
+    if match is not None and 0 < int(match[1] or 1) <= 65535:
+        scheme, _, _ = origin.partition("://")
+        site = origin[:match.start(1) - 1] if match[1] is not None else origin
+        port = int(match[1]) if match[1] is not None else None
+        return site if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{site}:{port}"
     raise t.error("cors_origin", f'expected "*", one origin such as "https://shop.example.com" (scheme://host[:port], '
                                  f'no path) or "" (no CORS headers), got {written!r}')
 

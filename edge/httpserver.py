@@ -81,6 +81,12 @@ _AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+;=%-]+)(?::
 _MAX_PORT = 65535
 
 
+def _is_authority(text: str) -> bool:
+    """Whether `text` is a host, with a port of at most 65535 if any (a Host header, a target's authority)."""
+    authority = _AUTHORITY.fullmatch(text)
+    return authority is not None and int(authority[1] or 0) <= _MAX_PORT
+
+
 def origin_form(start_line: httputil.RequestStartLine,
                 headers: httputil.HTTPHeaders) -> httputil.RequestStartLine:
     """The request line with an absolute-form target (`http://host:port/path?query`) made the
@@ -93,8 +99,7 @@ def origin_form(start_line: httputil.RequestStartLine,
     if target.startswith("/"):
         return start_line
     match = _ABSOLUTE_FORM.fullmatch(target)
-    authority = _AUTHORITY.fullmatch(match[1]) if match is not None else None
-    if authority is None or int(authority[1] or 0) > _MAX_PORT:
+    if match is None or not _is_authority(match[1]):
         return start_line
     if "Host" in headers or start_line.version == "HTTP/1.0":
         headers["Host"] = match[1]
@@ -340,7 +345,7 @@ class _Limited(httputil.HTTPMessageDelegate):
         # RFC 9112 3.2: a repeated Host (which arrives joined by commas) or an invalid one is a 400. Tornado's
         # request checks it, but the hit shortcut answers before any request is made: Tornado's bare 400 here
         host = headers["Host"] if "Host" in headers else ""  # an empty one is allowed (RFC 9110 7.2)
-        if host and not _AUTHORITY.fullmatch(host):
+        if host and not _is_authority(host):
             raise httputil.HTTPInputError("Invalid or repeated Host header")
         settings = self._server.settings
         start_line = origin_form(start_line, headers)

@@ -126,6 +126,9 @@ def test_the_tag_names_the_settings_that_change_the_bytes_and_only_those():
     with_text = parse_transformation("w-300,l-image,i-a.png,l-text,i-Hi,l-end,l-end")  # nested in an image layer
     changed = SettingsTag(Defaults(quality=30, avif_effort=4), Limits(max_cost=300), shipped_fonts())
     assert changed.of(plain) == changed.of(with_text) == "q30,e4,c300"
+    # every value its own tag (`:g` would have written both as c1.23457e+06)
+    assert {SettingsTag(Defaults(), Limits(max_cost=cost), shipped_fonts()).of(plain)
+            for cost in (1234567, 1234568, 1e6, 1000000.4)} == {"c1234567", "c1234568", "c1000000", "c1000000.4"}
     wraps = SettingsTag(Defaults(), Limits(max_output_side=4000), shipped_fonts())  # where a line of text wraps
     assert (wraps.of(plain), wraps.of(with_text)) == ("", "s4000")
     # the shipped defaults, and settings that change the plan (in the key already) or refuse

@@ -96,6 +96,8 @@ def test_cors_origin_must_be_star_or_one_origin(tmp_path, value):
 
 
 @pytest.mark.parametrize("value, parsed", [("*", "*"), ("", ""), ("HTTP://[::1]:8080", "http://[::1]:8080"),
+                                           ("https://Shop.Example.com:443", "https://shop.example.com"),
+                                           ("http://a:00080", "http://a"), ("http://a:0443", "http://a:443"),
                                            ("https://shop.example.com", "https://shop.example.com")])
 def test_cors_origin_values(tmp_path, value, parsed):
     assert load(tmp_path, local_config(before=f'[server]\ncors_origin = "{value}"\n')).server.cors_origin == parsed

@@ -343,7 +343,7 @@ class SettingsTag:
     def __init__(self, defaults: Defaults, limits: Limits, fonts: Mapping[str, Font]):
         shipped_defaults, shipped_limits, shipped = Defaults(), Limits(), shipped_fonts()
         #: the parts of every output's tag
-        self._changed = [f"{name}{value:g}" for name, value, default in (
+        self._changed = [f"{name}{value:.15g}" for name, value, default in (
             ("q", defaults.quality, shipped_defaults.quality),
             ("e", defaults.avif_effort, shipped_defaults.avif_effort),
             ("c", limits.max_cost, shipped_limits.max_cost)) if value != default]
