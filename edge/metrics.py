@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
+from .signing import REASONS as SIGNATURE_REFUSALS
+
 if TYPE_CHECKING:
     from .cache.tiers import DiskTier
     from .config import Config
@@ -197,6 +199,9 @@ class Metrics:
                 self.fleet_purge_calls.labels(peer, outcome)
         for endpoint in config.endpoints:
             label = endpoint_label(endpoint.id)
+            if endpoint.private_key is not None:  # either URL style: a rate() alert sees the first refusal
+                for reason in SIGNATURE_REFUSALS:
+                    self.signature_refusals.labels(label, reason)
             self.not_found.labels(label)
             self.response_bytes.labels(label)
             for status in INITIAL_STATUSES:

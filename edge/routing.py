@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from . import cloudinary_urls
@@ -24,9 +23,6 @@ from .config import Endpoint
 from .errors import BadRequest, NothingToServe, SignatureRefused
 from .signing import SignatureCheck
 from .transform.options import Transformation
-
-if TYPE_CHECKING:
-    from prometheus_client import Counter
 
 
 @dataclass(slots=True)  # not frozen: built on every request that misses the plan memo, where frozen costs µs
@@ -58,8 +54,8 @@ class ImageRequest:
 
 class Router:
     def __init__(self, endpoints: tuple[Endpoint, ...], *, named: Mapping[str, str] | None = None,
-                 signature_refusals: Counter | None = None, clock: Callable[[], float] = time.time):
-        self._signatures = SignatureCheck(endpoints, signature_refusals, clock)
+                 clock: Callable[[], float] = time.time):
+        self._signatures = SignatureCheck(endpoints, clock)
         self._by_id = {e.id: e for e in endpoints if e.id}
         self._named = dict(named or {})
         self._clouds = {e.id: cloudinary_urls.cloud_names(e.origins) for e in endpoints if e.url_style == "cloudinary"}

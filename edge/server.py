@@ -96,8 +96,7 @@ class Node:
         #: wall-clock seconds for cache freshness; tests replace it to move time forward.
         self.clock: Callable[[], float] = time.time
         self.metrics = metrics = Metrics()
-        self.router = Router(config.endpoints, named=config.named_transformations,
-                             signature_refusals=metrics.signature_refusals, clock=lambda: self.clock())
+        self.router = Router(config.endpoints, named=config.named_transformations, clock=lambda: self.clock())
         health = CacheHealth(count=lambda tier, kind: metrics.cache_errors.labels(tier, kind).inc())
         self.caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size,
                              config.cache.memory_size, health=health,

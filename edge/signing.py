@@ -20,8 +20,6 @@ from urllib.parse import quote, urlsplit
 from .errors import SignatureRefused
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter
-
     from .config import Endpoint
 
 SIGNATURE_PARAM = "ik-s"
@@ -88,18 +86,13 @@ class SignatureCheck:
     when they are answered (`Pipeline.serve`): planning a request has no side effect, so it may be
     planned twice (`Pipeline.memory_hit`, then `serve`)."""
 
-    def __init__(self, endpoints: Iterable[Endpoint], refusals: Counter | None, clock: Callable[[], float]):
+    def __init__(self, endpoints: Iterable[Endpoint], clock: Callable[[], float]):
         self._clock = clock
         #: per endpoint id: the current key, then the previous ones
         self._keys = {endpoint.id: tuple(_keyed(key.reveal())
                                          for key in (endpoint.private_key, *endpoint.previous_private_keys))
                       for endpoint in endpoints
                       if endpoint.private_key is not None and endpoint.url_style == "imagekit"}
-        if refusals is not None:  # every series exists from the start, so a rate() alert sees its first refusal
-            for endpoint in endpoints:
-                if endpoint.private_key is not None:  # either URL style
-                    for reason in REASONS:
-                        refusals.labels(_label(endpoint), reason)
 
     def verify(self, endpoint: Endpoint, raw_rest: str, query: str) -> int | None:
         """The expiry of the request's valid signature (`NO_EXPIRY` when it does not expire), or None
