@@ -31,6 +31,7 @@ LOG_FORMATS = ("text", "json")
 #: a host name as `hosts` takes it: DNS labels, or a bracketed IPv6 literal; no scheme, port or path
 _HOST_NAME = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])"
 _HOST = re.compile(_HOST_NAME)
+#: the port a browser leaves out of an origin it writes, by scheme
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: one web origin as `cors_origin` takes it, lower-cased: `scheme://host[:port]`, no path, not even `/`
 _WEB_ORIGIN = re.compile(rf"[a-z][a-z0-9+.-]*://{_HOST_NAME}(?::([0-9]{{1,5}}))?")

@@ -91,7 +91,8 @@ class SingleFlight:
 
     def __init__(self, name: str, directory: Path, wait_seconds: float, *, coalesced: Callable[[], None],
                  abandoned: Callable[[], None] = lambda: None, health: CacheHealth | None = None,
-                 version: Callable[[str], int | None] = lambda key: None, bump: Callable[[str], None] = lambda key: None,
+                 version: Callable[[str], int | None] = lambda key: None,
+                 bump: Callable[[str], None] = lambda key: None,
                  purged_since: Callable[[str, float], Awaitable[bool]] | None = None,
                  discard: Callable[[str], Awaitable[object]] | None = None):
         """`version(key)`: a counter shared by the workers that moves whenever anything is stored under

@@ -218,7 +218,8 @@ def ultra_hdr_jpeg(width: int = 64, height: int = 48) -> bytes:
     image.set_type(pyvips.GValue.gdouble_type, "gainmap-hdr-capacity-min", 1.0)
     image.set_type(pyvips.GValue.gdouble_type, "gainmap-hdr-capacity-max", 4.0)
     image.set_type(pyvips.GValue.gint_type, "gainmap-use-base-cg", 1)
-    image.set_type(pyvips.GValue.image_type, "gainmap", (pyvips.Image.black(width // 4, height // 4) + 128).cast("uchar"))
+    gain_map = (pyvips.Image.black(width // 4, height // 4) + 128).cast("uchar")
+    image.set_type(pyvips.GValue.image_type, "gainmap", gain_map)
     return image.uhdrsave_buffer()
 
 

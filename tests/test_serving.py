@@ -12,6 +12,7 @@ from edge.server import attachment
 from tests import imagecorpus
 from tests.assets import pixel
 from tests.nodes import SAMPLES, decode, loader, local_config, write_config
+from tests.photos import SIZE, photos  # noqa: F401 - photos is a fixture
 
 # astronaut.jpg is 512×512, chelsea.jpg 451×300, logo-transparent.png has alpha.
 SAMPLES_CONFIG = local_config()
@@ -255,6 +256,17 @@ async def test_orig_true_serves_any_readable_original_as_it_is(node_factory, tmp
     assert (response.code, response.headers["Content-Type"], response.body) == (200, content_type, body)
     resized = await node.fetch(f"/tr:w-30/{name}")  # and rendered as any other original
     assert (resized.code, decode(resized).width) == (200, 30)
+
+
+async def test_orig_true_serves_a_12_mp_tiff_untouched_and_renders_it_too(node_factory, tmp_path, photos):
+    body = pyvips.Image.new_from_file(str(photos.path(photos.jpeg))).tiffsave_buffer(compression="jpeg", Q=85)
+    (tmp_path / "scan.tif").write_bytes(body)
+    node = await node_factory(write_config(tmp_path, local_config(tmp_path)))
+    response = await node.fetch("/tr:orig-true/scan.tif")
+    assert (response.code, response.headers["Content-Type"], response.body) == (200, "image/tiff", body)
+    assert (decode(response).width, decode(response).height) == SIZE
+    resized = await node.fetch("/tr:w-300/scan.tif")
+    assert (resized.code, loader(resized), decode(resized).width) == (200, "jpegload", 300)
 
 
 @pytest.fixture

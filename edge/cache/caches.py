@@ -205,9 +205,9 @@ class Caches:
 
     def forget(self, prefix: str) -> dict[str, int | None]:
         """Delete every entry of every tier whose key starts with `prefix`; the count per tier, None for
-        a tier that could not (and `purges: None` when the purge could not be recorded) (blocking). The purge is recorded as it begins, so that work begun before
-        it stores nothing it covers, and again once done: work begun while it deleted read what it was
-        deleting (edge/cache/purges.py)."""
+        a tier that could not, and `purges: None` when the purge could not be recorded (blocking). The
+        purge is recorded as it begins, so that work begun before it stores nothing it covers, and again
+        once done: work begun while it deleted read what it was deleting (edge/cache/purges.py)."""
         recorded = self._record_purge(prefix)
         removed = {tier.name: tier.delete_prefix(prefix) for tier in self.tiers}
         recorded = self._record_purge(prefix) and recorded

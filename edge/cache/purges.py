@@ -3,10 +3,11 @@
 A purge deletes what is cached; work under way when it comes (an origin fetch, a render, a 404 being
 recorded, a 304 confirming the old original) would store what it made from the purged original just
 after, where it stayed until `original_ttl` (tests/test_purge_races.py). So `Caches.forget` records
-each purge here, in the cache folder, as it begins and again once it has deleted everything, and
-work begun before a record that covers its key stores nothing (`Caches.purged_since`), remembered
-failures begun before one are forgotten, and the shared tier's objects confirmed before one are
-misses. A shared counter (a slot of the versions file of its own) moves with every record, so a
+each purge here, in the cache folder, as it begins and again once it has deleted everything; work
+begun before a record that covers its key stores nothing (`Caches.purged_since`, checked before the
+store writes and again after), remembered failures begun before one are forgotten, and an origin
+learns when the path was last purged (`OriginRequest.purged_at`). (The shared tier's objects are held
+to the fleet's purge journal instead, edge/purge_journal.py.) A shared counter (a slot of the versions file of its own) moves with every record, so a
 process reads the records again only after a purge: checking costs one `pread` otherwise.
 """
 
@@ -47,11 +48,7 @@ class PurgeTimes:
 
     def covers(self, key: str, after: float) -> bool:
         """Whether a purge made after `after` covers `key`."""
-        endpoint, _, rest = key.partition("\0")
-        path, _, _ = rest.partition("\0")
-        if self._paths.get(f"{endpoint}\0{path}\0", 0.0) > after:
-            return True
-        return any(self._prefixes.get(key[:length], 0.0) > after for length in self._lengths_upto(len(key)))
+        return (self.last(key) or 0.0) > after
 
     def last(self, key: str) -> float | None:
         """When the latest purge covering `key` was made, or None."""
