@@ -153,9 +153,9 @@ async def test_the_journal_purges_more_never_less_and_trusts_no_clock_but_the_st
     assert all(len(key.encode()) <= MAX_KEY_BYTES for key, _ in await store.list_objects(store.key_for(FOLDER)))
     shortened, = await writer.read()
     assert long_prefix.startswith(shortened) and len(shortened) < len(long_prefix)
-    assert writer.covers("\0" + "a/" * 1000 + "x.jpg\0r2:w-40\0", checked_at=now[0] - 1)
-    assert not writer.covers("\0b.jpg\0r2:w-40\0", checked_at=now[0] - 1)
-    assert not writer.covers("\0" + "a/" * 1000 + "x.jpg\0r2:w-40\0", checked_at=now[0] + 1)
+    assert writer.covers("\0" + "a/" * 1000 + "x.jpg\0r3:w-40\0", checked_at=now[0] - 1)
+    assert not writer.covers("\0b.jpg\0r3:w-40\0", checked_at=now[0] - 1)
+    assert not writer.covers("\0" + "a/" * 1000 + "x.jpg\0r3:w-40\0", checked_at=now[0] + 1)
 
     # someone else's objects in the folder are not purges; an entry from a clock a little ahead purges
     # from now on, one from a clock a year ahead is ignored; and a writer whose clock is a year ahead
@@ -168,8 +168,8 @@ async def test_the_journal_purges_more_never_less_and_trusts_no_clock_but_the_st
     await ahead.expire(await ahead.record("\0y.jpg\0"))
     reader = journal("reader-mark", lag=30)
     assert await reader.read() == [shortened, "\0c.jpg\0", "\0e.jpg\0"]
-    assert reader.covers("\0e.jpg\0r2:w-40\0", checked_at=now[0] + 29)
-    assert not reader.covers("\0e.jpg\0r2:w-40\0", checked_at=now[0] + 31)
+    assert reader.covers("\0e.jpg\0r3:w-40\0", checked_at=now[0] + 29)
+    assert not reader.covers("\0e.jpg\0r3:w-40\0", checked_at=now[0] + 31)
 
     # whatever is older than the retention in the journal's folder, by the store's clock, is deleted
     # after the next purge
@@ -211,7 +211,7 @@ async def test_keys_that_are_not_entries_are_skipped_and_never_stop_a_node(start
     fresh = await start("fresh")  # starts, and serves
     assert (await fresh.fetch(URL)).code == 200
     for node in (running, fresh):
-        assert await node.node.shared.read_purges() == [] and not node.node.shared.journal.covers("\0img.jpg\0r2:w-40\0", 0)
+        assert await node.node.shared.read_purges() == [] and not node.node.shared.journal.covers("\0img.jpg\0r3:w-40\0", 0)
 
 
 async def test_a_mark_file_that_cannot_be_read_means_applying_again(start):
@@ -237,7 +237,7 @@ async def test_a_reading_goes_on_from_where_the_last_one_stopped(start, bucket, 
     assert len(await reader.read()) == 1000
     reader.applied(1000)
     assert await reader.read() == ["\0later.jpg\0"]
-    assert reader.covers("\0later.jpg\0r2:w-40\0", checked_at=now[0] - 300)
+    assert reader.covers("\0later.jpg\0r3:w-40\0", checked_at=now[0] - 300)
 
     cut = PurgeJournal(store, 3600, node.config.cache.dir / "cut-mark", clock=lambda: now[0])
     real, calls = store.list_objects, []

@@ -143,17 +143,17 @@ async def test_the_records_are_read_again_only_after_a_purge_and_once_for_all_wh
         reads = []
         recent = caches.purges.recent
         monkeypatch.setattr(caches.purges, "recent", lambda: reads.append(1) or recent())
-        assert not await caches.purged_since("\0a.jpg\0r2:w-1\0", 0.0)
+        assert not await caches.purged_since("\0a.jpg\0r3:w-1\0", 0.0)
         moved = set()
         for n in range(100_000):  # stores move their buckets' counters (all of them here), never the purges'
-            key = f"\0img-{n}.jpg\0r2:w-1\0"
+            key = f"\0img-{n}.jpg\0r3:w-1\0"
             caches.bump(key)
             moved.add(SharedVersions.bucket(key))
             if len(moved) == SharedVersions.BUCKETS:
                 break
-        assert not await caches.purged_since("\0a.jpg\0r2:w-1\0", 0.0) and len(reads) == 1
+        assert not await caches.purged_since("\0a.jpg\0r3:w-1\0", 0.0) and len(reads) == 1
         await caches.io(caches.forget, "\0a.jpg\0")
-        covered = await asyncio.gather(*(caches.purged_since("\0a.jpg\0r2:w-1\0", 0.0) for _ in range(20)))
+        covered = await asyncio.gather(*(caches.purged_since("\0a.jpg\0r3:w-1\0", 0.0) for _ in range(20)))
         assert all(covered) and len(reads) == 2
     finally:
         caches.close()
@@ -165,9 +165,9 @@ def test_a_prefix_covers_the_keys_it_begins_and_no_other():
     for n in range(1, 200):  # prefixes longer than the keys looked up: never theirs
         times.add("shop\0dir/" + "x" * n + "/", 10.0)
     times.add("shop\0dir/b.jpg\0", 20.0)  # a whole path
-    assert times.covers("shop\0dir/a/1.jpg\0r2:w-1\0", 5.0) and not times.covers("shop\0dir/a/1.jpg\0", 10.0)
-    assert times.covers("shop\0dir/b.jpg\0r2:w-1\0", 15.0) and not times.covers("shop\0dir/c.jpg\0", 5.0)
-    assert times.last("shop\0dir/b.jpg\0r2:w-1\0") == 20.0 and times.last("shop\0other.jpg\0") is None
+    assert times.covers("shop\0dir/a/1.jpg\0r3:w-1\0", 5.0) and not times.covers("shop\0dir/a/1.jpg\0", 10.0)
+    assert times.covers("shop\0dir/b.jpg\0r3:w-1\0", 15.0) and not times.covers("shop\0dir/c.jpg\0", 5.0)
+    assert times.last("shop\0dir/b.jpg\0r3:w-1\0") == 20.0 and times.last("shop\0other.jpg\0") is None
 
 
 async def test_a_purge_that_cannot_be_recorded_says_so(origin, node_factory, tmp_path):
