@@ -3,6 +3,7 @@ an earlier release rendered under the same URL is never served once what the URL
 (`RENDER_VERSION` in every output key), and the renders that version names are pinned, so that a change
 to them cannot land without raising it."""
 
+import asyncio
 import json
 from dataclasses import replace
 
@@ -11,8 +12,14 @@ import pytest
 
 from edge.cache import Caches, strong_etag
 from edge.cache.keys import RENDER_VERSION
+from edge.config import load_config
+from edge.metrics import Metrics
+from edge.pluginmanager import load_plugins
+from edge.purge_journal import APPLIED_FILE
+from edge.shared_cache import SharedTier
 from edge.testing import solid_image
-from tests.nodes import decode, local_config, write_config
+from tests.nodes import decode, local_config, until, write_config
+from tests.s3server import shared_cache_table
 
 TOKEN = "upgrade-token-5e0c1d2b3a49"
 #: a colour block with r-max on the base's corner: the release before r3 drew it square (red at 2,2)
@@ -39,7 +46,7 @@ async def test_an_output_of_the_previous_render_version_is_never_served_after_an
     # the key it read it by, fresh and whole.
     caches = Caches(tmp_path / "cache", 10**8, 10**8)
     try:
-        [key] = _keys(caches)
+        [key] = _keys_in(tmp_path / "cache")
         current = caches.outputs.get(key)
         square = solid_image(200, 200, RED, "png")
         caches.outputs.delete(key)
@@ -58,11 +65,6 @@ async def test_an_output_of_the_previous_render_version_is_never_served_after_an
     purged = await upgraded.fetch("/_edge/purge", method="POST", headers={"Authorization": f"Bearer {TOKEN}"},
                                   body=json.dumps({"url": "/astronaut.jpg"}).encode())
     assert json.loads(purged.body)["by_tier"]["output"] == 2
-
-
-def _keys(caches: Caches) -> list[str]:
-    with diskcache.Cache(str(caches.outputs.directory)) as cache:
-        return list(cache)
 
 
 #: URLs whose renders changed in a release (each a reason for a render version), and what this render
@@ -90,3 +92,45 @@ async def test_the_renders_the_render_version_names_are_unchanged(samples_node, 
     image = decode(await samples_node.fetch(url))
     assert (image.width, image.height) == size
     assert near(image(2, 2), corner, 3) and near(image(50, 50), inside, 3), (image(2, 2), image(50, 50))
+
+
+async def test_a_node_of_the_next_render_version_never_serves_the_previous_ones_from_the_shared_tier(
+        s3, tmp_path, node_factory):
+    """A rolling deploy: the fleet's shared tier holds a render of the previous version (an older node's)."""
+    client = s3.client()
+    client.create_bucket(Bucket="upgrades")
+    shared = shared_cache_table(s3.url, "upgrades")
+    try:
+        (tmp_path / "a").mkdir()
+        first = await node_factory(write_config(tmp_path / "a", local_config(after=shared)))
+        made = await first.fetch(CANVAS)
+        await first.stop()
+        config = load_config(tmp_path / "a" / "edge.toml", load_plugins())
+        tier = SharedTier(config.shared_cache, Metrics(), 10**7, 86400.0, tmp_path / APPLIED_FILE)
+        await tier.open()
+        try:
+            [key] = _keys_in(tmp_path / "a" / "cache")
+            await until(lambda: tier.get(key), "the first node's shared write")
+            current = await tier.get(key)
+            for item in client.list_objects_v2(Bucket="upgrades")["Contents"]:
+                client.delete_object(Bucket="upgrades", Key=item["Key"])
+            square = solid_image(200, 200, RED, "png")
+            tier.put_later(key.replace(f"\0{RENDER_VERSION}", "\0r2", 1),
+                           replace(current, body=square, etag=strong_etag(square)))
+            await asyncio.wait_for(asyncio.gather(*tier._writes), 30)
+        finally:
+            await tier.close()
+
+        (tmp_path / "b").mkdir()
+        upgraded = await node_factory(write_config(tmp_path / "b", local_config(after=shared)))
+        served = await upgraded.fetch(CANVAS)
+        assert (served.code, served.headers["X-Cache"], served.body) == (200, "MISS", made.body)
+    finally:
+        for item in client.list_objects_v2(Bucket="upgrades").get("Contents", []):
+            client.delete_object(Bucket="upgrades", Key=item["Key"])
+        client.delete_bucket(Bucket="upgrades")
+
+
+def _keys_in(cache_dir) -> list[str]:
+    with diskcache.Cache(str(cache_dir / "outputs")) as cache:
+        return list(cache)
