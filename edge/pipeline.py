@@ -11,7 +11,8 @@ between happens here, in this order:
     plan format  edge/transform/formats.py  f-/extension/Accept → planned format (+ Vary: Accept)
     lookup       edge/cache/                memory tier → output tier (and on a miss the originals tier, in the
                                             same thread hand-off); a fresh HIT is answered here (a plain
-                                            GET's memory-tier hit even before: `memory_hit`, edge/hits.py)
+                                            GET's memory-tier hit even before: `memory_hit`, edge/hits.py);
+                                            a body `[server] send_memory` would refuse is not even read
     flight       edge/flight.py             one producer per key for the whole node; others wait
       shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
       original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from urllib.parse import quote
 
-from .cache import CachedOutput, Caches, SourceInfo, original_key, output_key, strong_etag
+from .cache import BeforeReading, CachedOutput, Caches, SourceInfo, original_key, output_key, strong_etag
 from .config import Config
 from .errors import (BadGateway, EdgeError, InvalidTransformation, NothingToServe, RenderTimedOut, SignatureRefused,
                      UnprocessableSource)
@@ -77,6 +78,9 @@ class ImageCall:
     accept: str | None
     #: the request's headers, read for the client hints of `w-auto` / `dpr-auto`
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: called with a stored output's size and ETag before its body is read from disk (`BeforeReading`):
+    #: raises the error the answer would end in once read (`[server] send_memory`), so that none is
+    before_reading: BeforeReading | None = None
 
 
 @dataclass(slots=True)
@@ -213,7 +217,7 @@ class Pipeline:
             version = self._caches.version(key)  # before the lookup: a store that races it shows
             cached, original = self._caches.output_in_memory(key), None
             if cached is None:
-                cached, original = await self._caches.output_and(key, self._original_lookup(job))
+                cached, original = await self._caches.output_and(key, self._original_lookup(job), call.before_reading)
             fresh = cached is not None and self._originals.is_fresh(cached.source)
             self._count("output", "hit" if fresh else "stale" if cached else "miss")
             if fresh:

@@ -78,8 +78,14 @@ class LargeBodies:
         self.capacity = capacity
         self.held = 0
 
+    def refuses(self, size: int) -> bool:
+        """Whether a body of `size` would not be let through now (also asked from the cache's threads,
+        before a stored body is read: `ImageHandler._refuse_before_reading`)."""
+        held = self.held
+        return bool(held) and held + size > self.capacity
+
     def hold(self, size: int) -> bool:
-        if self.held and self.held + size > self.capacity:
+        if self.refuses(size):
             return False
         self.held += size
         return True
@@ -415,7 +421,8 @@ class ImageHandler(BaseHandler):
             self._send_error(InvalidTransformation("tr", "given more than once in the query"))
             return
         call = ImageCall(self.request.host, self.request.uri, transformations[0] if transformations else None,
-                         header_value(headers, "Accept"), headers)
+                         header_value(headers, "Accept"), headers,
+                         self._refuse_before_reading if self.request.method == "GET" else None)
         self._serving = task = asyncio.current_task()
         self.node.serving.add(self)
         try:
@@ -438,6 +445,14 @@ class ImageHandler(BaseHandler):
             self._send_error(served.error)
         else:
             self._respond(served.output, served.signed_until)
+
+    def _refuse_before_reading(self, size: int, etag: str | None) -> None:
+        """`_respond`'s refusal of a large body, made before a stored one is read from disk (in a cache
+        thread): a crowd of refused requests read theirs, four at a time, and a worker went 80 MB over
+        its `send_memory` (docs/security.md#memory). A body that gets through here is held in `_respond`."""
+        if (size > LARGE_BODY and self.node.large_bodies.refuses(size)
+                and not (etag and _etag_matches(header_value(self.request.headers, "If-None-Match"), etag))):
+            raise SendMemoryExhausted()
 
     def _query(self, name: str) -> str | None:
         # most image URLs have no query: skip Tornado's argument decoding for them

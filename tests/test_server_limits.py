@@ -9,7 +9,7 @@ from pathlib import Path
 from tornado.httpclient import AsyncHTTPClient
 
 from benchmarks.common import cpu_seconds
-from tests.nodes import NodeProcess, exchange, local_config, until, write_config
+from tests.nodes import NodeProcess, exchange, local_config, until, until_stored, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
 
 WAIT = 10  # seconds any single answer may take here
@@ -273,4 +273,48 @@ async def test_out_of_file_descriptors_the_node_pauses_then_serves_without_spinn
     finally:
         for client in clients:
             client.close()
+        assert node.stop() == 0
+
+
+def memory_kb(pid: int, field: str) -> int:
+    """`VmRSS`, `VmHWM` (the peak)… of process `pid`, in kB."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+async def test_a_request_refused_by_send_memory_reads_no_body_from_disk(tmp_path, photos):  # noqa: F811
+    """A crowd asking for a large stored output while the budget is taken reads none of it: before,
+    each refused request read its 19.6 MB body from the output tier first, four at a time (one per
+    cache thread), and a worker peaked hundreds of MB over `send_memory`."""
+    node = NodeProcess(photos_config(tmp_path, photos, 'send_memory = "30MB"\nworkers = 1'))
+    try:
+        whole = await AsyncHTTPClient().fetch(node.url + "/photo.png", request_timeout=WAIT * 3)  # rendered, stored
+        assert len(whole.body) > 19_000_000
+        await until_stored(tmp_path / "cache", 1)
+        stalled = await client_asking(node.url, "/photo.png", receive_buffer=4096)  # holds the budget
+        try:
+            head = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(stalled, 4096), WAIT)
+            assert status(head) == 200
+            [worker] = node.worker_pids()
+            Path(f"/proc/{worker}/clear_refs").write_text("5")  # the peak starts again from here
+            before = memory_kb(worker, "VmRSS")
+            crowd = await asyncio.gather(*(exchange(node.url, b"GET /photo.png HTTP/1.1\r\nHost: a\r\n"
+                                                    b"Connection: close\r\n\r\n", WAIT * 3) for _ in range(40)))
+            peak = memory_kb(worker, "VmHWM")
+            # what sends no body is not refused: a HEAD, a conditional request its ETag matches
+            request = b"%s /photo.png HTTP/1.1\r\nHost: a\r\nConnection: close\r\n%s\r\n"
+            head_answer = await exchange(node.url, request % (b"HEAD", b""), WAIT)
+            unchanged = await exchange(node.url, request % (b"GET", b"If-None-Match: %s\r\n"
+                                                            % whole.headers["Etag"].encode()), WAIT)
+            assert status(head_answer) == 200 and b"Content-Length: %d" % len(whole.body) in head_answer
+            assert status(unchanged) == 304
+        finally:
+            stalled.close()
+        for answer in crowd:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert status(answer) == 503 and b"Retry-After: 1" in head and body == b"node overloaded, retry later\n"
+        assert peak - before < 20_000  # less than one body: none was read
+        served = await AsyncHTTPClient().fetch(node.url + "/photo.png", request_timeout=WAIT * 3)
+        assert served.body == whole.body  # once the stalled client is gone
+    finally:
         assert node.stop() == 0

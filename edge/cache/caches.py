@@ -20,7 +20,7 @@ from .entries import CachedOutput, StoredOriginal
 from .health import CacheHealth, error_kind
 from .memory import MemoryTier
 from .purges import PurgeTier, PurgeTimes
-from .tiers import RETRY_SECONDS, TOUCH_INTERVAL, DiskTier, NotFoundTier, OriginalTier, OutputTier
+from .tiers import RETRY_SECONDS, TOUCH_INTERVAL, BeforeReading, DiskTier, NotFoundTier, OriginalTier, OutputTier
 from .versions import SharedVersions
 
 T = TypeVar("T")
@@ -93,20 +93,21 @@ class Caches:
         the next request. Call on the IOLoop."""
         return (await self.output_and(key, None))[0]
 
-    async def output_and(self, key: str, then: Callable[[CachedOutput | None], T] | None
-                         ) -> tuple[CachedOutput | None, T | None]:
+    async def output_and(self, key: str, then: Callable[[CachedOutput | None], T] | None,
+                         before_reading: BeforeReading | None = None) -> tuple[CachedOutput | None, T | None]:
         """`output(key)`, and `then(output)` run in the same thread right after the read (blocking; None
-        without it): a miss looks its original up in the same hand-off. Call on the IOLoop."""
+        without it): a miss looks its original up in the same hand-off. `before_reading` may refuse to
+        read the output's body (`tiers.BeforeReading`): what it raises, this does. Call on the IOLoop."""
         memory = self._memory
         version = None if memory is None else self.version(key)  # before the disk: a racing write shows next time
-        output, more = await self.io(self._read_output, key, then)
+        output, more = await self.io(self._read_output, key, then, before_reading)
         if output is not None and version is not None:
             memory.put(key, version, output)
         return output, more
 
-    def _read_output(self, key: str, then: Callable[[CachedOutput | None], T] | None
-                     ) -> tuple[CachedOutput | None, T | None]:
-        output = self.outputs.get(key)
+    def _read_output(self, key: str, then: Callable[[CachedOutput | None], T] | None,
+                     before_reading: BeforeReading | None) -> tuple[CachedOutput | None, T | None]:
+        output = self.outputs.get(key, before_reading)
         return output, None if then is None else then(output)
 
     async def store(self, key: str, value: CachedOutput | StoredOriginal) -> None:

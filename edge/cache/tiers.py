@@ -187,14 +187,16 @@ class DiskTier:
 
     # -- reading and writing
 
-    def _get(self, key: str) -> tuple[bytes, dict[str, Any]] | None:
-        found = self._attempt("read", lambda handles: handles[1].get(key, tag=True), (None, None))
-        body, tag = found
-        if body is None:
+    def _get(self, key: str, before_read: Callable[[int, dict[str, Any]], None] | None = None
+             ) -> tuple[bytes, dict[str, Any]] | None:
+        """The stored value of `key` and its metadata, or None. `before_read(size, metadata)` is called
+        before the bytes of a value over diskcache's `disk_min_file_size` (a file of its own) are read:
+        it may raise, and then none are."""
+        found = self._attempt("read", lambda handles: _read(handles[1], key, before_read), None)
+        if found is None:
             return None
-        try:
-            meta = json.loads(tag)
-        except (TypeError, ValueError):
+        body, meta = found
+        if meta is None:
             return self._damaged(key)
         self.touch(key)
         return body, meta
@@ -315,6 +317,25 @@ class DiskTier:
             handle.close()
 
 
+def _read(reader: diskcache.Cache, key: str, before_read: Callable[[int, dict[str, Any]], None] | None
+          ) -> tuple[bytes, dict[str, Any] | None] | None:
+    """`DiskTier._get`'s read (the metadata None when it is not JSON). A value kept in a file is opened,
+    not read, by diskcache (`read=True`): its size is known before its bytes are read."""
+    value, tag = reader.get(key, read=True, tag=True)
+    if value is None:
+        return None
+    try:
+        meta = json.loads(tag)
+    except (TypeError, ValueError):
+        meta = None
+    if isinstance(value, bytes):  # kept in the database
+        return value, meta
+    with value:
+        if before_read is not None and meta is not None:
+            before_read(os.fstat(value.fileno()).st_size, meta)
+        return value.read(), meta
+
+
 def _keys_with_prefix(writer: diskcache.Cache, prefix: str) -> Iterator[str]:
     # A range over diskcache's `Cache(key, raw)` unique index: str keys are stored as TEXT, which
     # SQLite orders by bytes, and no UTF-8 text starting with `prefix` sorts after prefix + U+10FFFF.
@@ -333,6 +354,11 @@ def _source(meta: dict[str, Any]) -> SourceInfo:
                                   info.content_type)
 
 
+#: called with a stored output's size and ETag before its body is read from disk (in a cache thread), for
+#: outputs over diskcache's `disk_min_file_size` (32 KB); may raise (an `EdgeError`), and then nothing is read
+BeforeReading = Callable[[int, str | None], None]
+
+
 class OutputTier(DiskTier):
     def __init__(self, name: str, directory: Path, budget: int, health: CacheHealth,
                  evicted: Callable[[str, int], None] | None = None,
@@ -343,9 +369,10 @@ class OutputTier(DiskTier):
     def _changed(self, key: str) -> None:
         self._on_change(key)
 
-    def get(self, key: str) -> CachedOutput | None:
-        """The stored output, checked against its ETag (a hash of the body), or None."""
-        found = self._get(key)
+    def get(self, key: str, before_reading: BeforeReading | None = None) -> CachedOutput | None:
+        """The stored output, checked against its ETag (a hash of the body), or None. `before_reading`:
+        see `BeforeReading`."""
+        found = self._get(key, before_reading and (lambda size, meta: before_reading(size, meta.get("etag"))))
         if found is None:
             return None
         body, meta = found
