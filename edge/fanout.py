@@ -17,6 +17,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.simple_httpclient import HTTPTimeoutError
 
 from .config import FleetSettings
+from .httpserver import PURGE_PATH
 from .settings import Secret
 
 if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen its metrics mode
@@ -70,7 +71,7 @@ class FanOut:
         timeout = self.fleet.timeout
         try:
             response = await self._client.fetch(
-                peer + "/_edge/purge", method="POST", body=body, raise_error=False, follow_redirects=False,
+                peer + PURGE_PATH, method="POST", body=body, raise_error=False, follow_redirects=False,
                 connect_timeout=timeout, request_timeout=timeout,
                 headers={"Authorization": f"Bearer {token.reveal()}", FORWARDED_HEADER: "1",
                          "Content-Type": "application/json"})

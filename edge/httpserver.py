@@ -69,8 +69,10 @@ SWEEP_SECONDS = 1.0
 #: how long the 503s that end a drain (`EdgeHTTPServer.drain`) have to go out before their connections are closed
 GIVE_UP_SECONDS = 1.0
 
+#: the purge API's path: `edge.server`'s `PurgeHandler`, and what `edge.fanout` calls on the peers
+PURGE_PATH = "/_edge/purge"
 #: the paths of `edge.server.make_app` that take a request body
-ADMIN_PATHS = ("/_edge/purge",)
+ADMIN_PATHS = (PURGE_PATH,)
 #: an absolute-form request target of the schemes the node serves: its authority, and what follows it
 _ABSOLUTE_FORM = re.compile(r"[hH][tT][tT][pP][sS]?://([^/?#]*)([/?].*)?", re.DOTALL)
 #: an authority the node takes as the Host (a target's, or the Host header itself): a name or an IPv4

@@ -27,6 +27,7 @@ from .errors import (EdgeError, InvalidTransformation, NothingToServe, SendMemor
                      StartupError, Unauthorized, one_line)
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
+from .httpserver import PURGE_PATH
 from .metrics import Metrics
 from .origin import Origin
 from .originals import OriginalSource
@@ -689,7 +690,7 @@ PROBES = (HealthHandler, ReadyHandler, MetricsHandler)
 
 
 #: the paths that are not images, and their handlers (every other path is `ImageHandler`'s)
-ADMIN_HANDLERS = {"/_edge/health": HealthHandler, "/_edge/ready": ReadyHandler, "/_edge/purge": PurgeHandler,
+ADMIN_HANDLERS = {"/_edge/health": HealthHandler, "/_edge/ready": ReadyHandler, PURGE_PATH: PurgeHandler,
                   "/_edge/status": StatusHandler, "/metrics": MetricsHandler}
 
 
