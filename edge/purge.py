@@ -17,6 +17,7 @@ import asyncio
 import hmac
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -82,16 +83,27 @@ def key_prefix(router: Router, target: dict[str, str]) -> str:
     return path_prefix_key(request.endpoint.id, request.path)
 
 
-def _forget(caches: Caches, prefix: str, target: dict[str, str]) -> tuple[bool, dict[str, Any]]:
-    """Remove every entry under `prefix` from this node's tiers (blocking): whether every tier could,
-    and the answer for the caller (a tier that could not, unavailable or busy, is `"error"`)."""
-    removed = caches.forget(prefix)
+def forget_here(caches: Caches, prefixes: Iterable[str], what: str) -> dict[str, int | None]:
+    """Remove every entry under each of `prefixes` from this node's tiers (blocking): the count per tier,
+    None for a tier that could not for one of them (unavailable or busy: logged, as `what`)."""
+    removed: dict[str, int | None] = {}
+    for prefix in prefixes:
+        for tier, count in caches.forget(prefix).items():
+            so_far = removed.get(tier, 0)
+            removed[tier] = None if count is None or so_far is None else so_far + count
     failed = [tier for tier, count in removed.items() if count is None]
     if failed:
-        log.warning("purge of %s not done in the %s tier(s): the cache is unavailable or busy", target,
-                    ", ".join(failed))
-    return not failed, {"removed": sum(count or 0 for count in removed.values()),
-                        "by_tier": {tier: "error" if count is None else count for tier, count in removed.items()}}
+        log.warning("%s not done in the %s tier(s): the cache is unavailable or busy", what, ", ".join(failed))
+    return removed
+
+
+def _forget(caches: Caches, prefix: str, target: dict[str, str]) -> tuple[bool, dict[str, Any]]:
+    """`forget_here` of one purge: whether every tier could, and the answer for the caller (a tier that
+    could not is `"error"`)."""
+    removed = forget_here(caches, [prefix], f"purge of {target}")
+    return None not in removed.values(), {
+        "removed": sum(count or 0 for count in removed.values()),
+        "by_tier": {tier: "error" if count is None else count for tier, count in removed.items()}}
 
 
 async def purge_serving(caches: Caches, router: Router, target: dict[str, str], token: Secret,

@@ -218,10 +218,9 @@ class Node:
             prefixes = await self.shared.read_purges()
             if not prefixes:
                 return
-            counts = await self.caches.io(lambda: [n for p in prefixes for n in self.caches.forget(p).values()])
-            if None in counts:
-                log.warning("purges of the fleet's journal not applied: the cache is unavailable or busy; "
-                            "tried again at the next reading")
+            removed = await self.caches.io(purge.forget_here, self.caches, prefixes,
+                                           "the fleet's journal's purges (tried again at the next reading)")
+            if None in removed.values():
                 return
             await asyncio.to_thread(self.shared.journal.applied, len(prefixes))
             log.info("applied %d purge(s) of the fleet's journal", len(prefixes))
