@@ -2,7 +2,8 @@
 
 These are the node's answers. What one origin says about one path is another idea with its own names,
 in the plugin API (`edge.plugin.OriginNotFound`, `OriginFailure`): the origin chain turns those into
-`NothingToServe` (every origin said not found), `BadGateway` or `GatewayTimeout`.
+`NothingToServe` (every origin said not found), `BadGateway` or `GatewayTimeout`. The fleet's shared
+tier is no origin either: what it cannot do is a `SharedCacheFailure`.
 
 The message of an `EdgeError` is sent to the client as the one-line body, so it must never contain a
 secret, a traceback or anything that varies between identical causes.
@@ -145,6 +146,17 @@ class FlightTimeout(EdgeError):
 
 class ConfigError(Exception):
     """A configuration problem; the message names the file, table and key."""
+
+
+class SharedCacheFailure(Exception):
+    """The fleet's shared tier (`[shared_cache]`) could not be purged or its purge journal read or
+    written. `kind` is the store's word for it (`timeout`, `server_error`, `denied`, …: the bucket is
+    reached through an `s3` origin, whose `OriginFailure` it carries on). Never an image request's
+    answer (a failed read is a miss); a purge reports it (502). The message holds no credential."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 class StartupError(Exception):

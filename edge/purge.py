@@ -23,9 +23,8 @@ from urllib.parse import urlsplit
 
 from .cache import Caches, path_key, path_prefix_key
 from .config import Config
-from .errors import BadRequest, ConfigError, NothingToServe
+from .errors import BadRequest, ConfigError, NothingToServe, SharedCacheFailure
 from .fanout import FanOut
-from .origin import OriginFailure
 from .routing import Router
 from .settings import Secret
 from .shared_cache import SharedTier
@@ -129,13 +128,13 @@ async def _everywhere(caches: Caches, prefix: str, target: dict[str, str], token
         try:
             await shared.record_purge(prefix)
             journal: str | dict[str, str] = "written"
-        except OriginFailure as failure:
+        except SharedCacheFailure as failure:
             journal = {"error": failure.kind}
             purged_everywhere = False
             log.warning("purge of %s not written to the shared cache's journal: %s", target, failure.kind)
         try:
             shared_answer = {"removed": await shared.delete_prefix(prefix)}
-        except OriginFailure as failure:
+        except SharedCacheFailure as failure:
             shared_answer = {"error": failure.kind}
             purged_everywhere = False
             log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, hashes_to, header_value
-from .errors import FetchMemoryExhausted
+from .errors import FetchMemoryExhausted, SharedCacheFailure
 from .fetching import fetch_budget
 from .logs import Sparse
 from .origin import OriginFailure, OriginNotFound, SourceTooLarge
@@ -225,7 +225,7 @@ class SharedTier:
         self._metrics.shared_cache_writes.inc()
 
     async def delete_prefix(self, key_prefix: str) -> int:
-        """Delete every object under a purge's cache key prefix; how many. Raises `OriginFailure`
+        """Delete every object under a purge's cache key prefix; how many. Raises `SharedCacheFailure`
         (counted) when the tier cannot be purged: the caller must report it."""
         prefix = self.object_prefix(key_prefix)
         if prefix is None:
@@ -235,7 +235,7 @@ class SharedTier:
 
     async def record_purge(self, key_prefix: str) -> None:
         """Write a purge of a cache key prefix to the journal, for the nodes it does not reach. Raises
-        `OriginFailure` (counted) when the tier cannot: the caller must report it."""
+        `SharedCacheFailure` (counted) when the tier cannot: the caller must report it."""
         key = await self._reported("journal", self.journal.record(key_prefix), self.timeout)
         try:  # recorded: the journal's housekeeping no longer decides the purge's answer
             await asyncio.wait_for(self.journal.expire(key), self.timeout * 2)
@@ -248,19 +248,19 @@ class SharedTier:
         try:
             # a long journal is several pages: more than one read, but a starting worker waits for it
             return await self._reported("journal", self.journal.read(), self.timeout * 5)
-        except OriginFailure:
+        except SharedCacheFailure:
             return None
 
     async def _reported(self, operation: str, call: Awaitable[T], seconds: float) -> T:
-        """`call`'s result within `seconds`; else `OriginFailure`, counted."""
+        """`call`'s result within `seconds`; else `SharedCacheFailure`, counted."""
         try:
             return await asyncio.wait_for(call, seconds)
         except TimeoutError:
             self._failed(operation, "timeout")
-            raise OriginFailure("timeout", "the shared cache did not answer in time") from None
-        except OriginFailure as error:
+            raise SharedCacheFailure("timeout", "the shared cache did not answer in time") from None
+        except OriginFailure as error:  # the bucket's client is an `s3` origin's
             self._failed(operation, error)
-            raise
+            raise SharedCacheFailure(error.kind, str(error)) from error
 
     def _failed(self, operation: str, error: BaseException | str) -> None:
         kind = error if isinstance(error, str) else getattr(error, "kind", "timeout" if isinstance(

@@ -11,9 +11,8 @@ import pytest
 from edge.cache import (CachedOutput, SourceInfo, original_key, output_key, path_key, path_prefix_key,
                         strong_etag)
 from edge.config import load_config
-from edge.errors import ConfigError
+from edge.errors import ConfigError, SharedCacheFailure
 from edge.metrics import Metrics
-from edge.origin import OriginFailure
 from edge.pluginmanager import load_plugins
 from edge.purge_journal import APPLIED_FILE
 from edge.shared_cache import SharedTier
@@ -171,9 +170,9 @@ async def test_a_slow_or_failing_store_is_skipped_and_counted(tier, s3):
     await written(tier)
     failures = counted(tier, "shared_cache_failures")
     assert failures == {("get", "timeout"): 1, ("get", "server_error"): 1, ("put", "server_error"): 1}
-    with pytest.raises(OriginFailure, match="ListObjectsV2"):
+    with pytest.raises(SharedCacheFailure, match="ListObjectsV2"):
         await tier.delete_prefix(path_key("shop", "a.jpg"))
-    with pytest.raises(OriginFailure, match="PutObject"):
+    with pytest.raises(SharedCacheFailure, match="PutObject"):
         await tier.record_purge(path_key("shop", "a.jpg"))
     assert await tier.read_purges() is None
     assert counted(tier, "shared_cache_failures") == {
