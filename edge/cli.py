@@ -28,7 +28,7 @@ from . import warm as warm_command
 from .config import Config, WithoutEnvironment, load_config, per_core
 from .errors import BadRequest, ConfigError, EdgeError
 from .logs import configure_logging
-from .pluginmanager import Plugins, load_plugins
+from .pluginmanager import load_plugins
 from .purge import parse_target, purge_offline
 from .scaffold import new_plugin
 from .supervisor import Supervisor
@@ -38,6 +38,32 @@ log = logging.getLogger("edge")
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging("info", "text")
+    return args.run(args)
+
+
+def _configured(command: Callable[[Config, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """`command` given the config its `--config` names (else `$EDGE_CONFIG`, else the embedded default),
+    logging as that config says; a config error is exit status 1."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            config = load_config(_config_path(args), load_plugins(),
+                                 environ=WithoutEnvironment() if getattr(args, "no_env", False) else None)
+        except ConfigError as error:
+            print(f"edge: config error: {error}", file=sys.stderr)
+            return 1
+        configure_logging(config.server.log_level, config.server.log_format)
+        return command(config, args)
+    return run
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    return args.config or os.environ.get("EDGE_CONFIG") or None
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: each subcommand's options, and the function that runs it (`run`)."""
     parser = argparse.ArgumentParser(prog="edge", description="A self-hosted image edge node.")
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,11 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="worker processes (0 = one per core)")
+    serve.set_defaults(run=_configured(_serve))
     check = commands.add_parser("check-config", help="validate a config and print it, secrets masked")
     check.add_argument("--config")
     check.add_argument("--no-env", action="store_true",
                        help="do not read the environment: every ${NAME} stands for a placeholder")
     check.add_argument("--bind-check", action="store_true", help="also check that the listening address is free")
+    check.set_defaults(run=_configured(_check_config))
     purge_command = commands.add_parser(
         "purge", help="remove every cached output and original of a URL's path, or of a path prefix "
                       "(on the cache folder: works whether or not the node runs)")
@@ -61,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     purge_command.add_argument("--fleet", action="store_true",
                                help="also purge every other node of [fleet] peers through its purge API "
                                     "(exit status 3 when one, or the shared cache, was not purged)")
+    purge_command.set_defaults(run=_configured(_purge))
     warm = commands.add_parser("warm", help="request a list of URLs from a node, so that its cache holds them")
     warm.add_argument("--urls", required=True, help="a file with one URL or path a line")
     warm.add_argument("--base-url", required=True, help="the node, e.g. http://127.0.0.1:8080")
     warm.add_argument("--concurrency", type=int, default=4, help="requests at a time (default 4, at most 64)")
     warm.add_argument("--timeout", type=float, default=60, help="seconds for one request (default 60)")
     warm.add_argument("--accept", help="the Accept header to send (f-auto outputs are cached per format)")
+    warm.set_defaults(run=_warm)  # a client of a node: no config
     cache_command = commands.add_parser("cache", help="look at the cache folder")
     cache_commands = cache_command.add_subparsers(dest="cache_command", required=True)
     cache_stats = cache_commands.add_parser(
@@ -75,13 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     cache_stats.add_argument("--config")
     cache_stats.add_argument("--top", type=int, default=10, help="originals to list (default 10)")
     cache_stats.add_argument("--json", action="store_true", help="print JSON")
+    cache_stats.set_defaults(run=_configured(_cache_stats))
     plugins_command = commands.add_parser(
         "plugins", help="list the installed plugins, the origin types each provides, and those that "
                         "failed to load with the reason (exit status 1 when any failed)")
     plugins_command.add_argument("--json", action="store_true", help="print JSON")
+    plugins_command.set_defaults(run=_list_plugins)
     scaffold = commands.add_parser("new-plugin", help="create an origin plugin package to start from")
     scaffold.add_argument("name", help="the origin type it provides, e.g. sqlite")
     scaffold.add_argument("--dir", default=".", help="where to create its folder (default: here)")
+    scaffold.set_defaults(run=_new_plugin)
     url_command = commands.add_parser(
         "url", help="build an image URL for an endpoint, signed with its private_key when it has one")
     url_command.add_argument("--config")
@@ -96,48 +129,23 @@ def main(argv: list[str] | None = None) -> int:
     url_command.add_argument("--base-url", help="the node's public URL (default: https://<the endpoint's first "
                                                 "host>, else the [server] address); /<id> is added unless it "
                                                 "is one of the endpoint's hosts")
+    url_command.set_defaults(run=_configured(_url))
     cloudinary = commands.add_parser(
         "cloudinary-check", help="whether this node serves a list of existing Cloudinary URLs, and which "
                                  "words stop the others")
     cloudinary.add_argument("--config")
     cloudinary.add_argument("--urls", required=True, help="a file of URLs, one a line, or - for stdin")
     cloudinary.add_argument("--base-url", help="also fetch each from the node running there; the answer must decode")
-    args = parser.parse_args(argv)
+    cloudinary.set_defaults(run=_configured(_cloudinary_check))
+    return parser
 
-    configure_logging("info", "text")
-    if args.command == "warm":  # a client of a node: no config
-        return warm_command.run(args.urls, args.base_url, args.concurrency, args.timeout, args.accept)
-    if args.command == "plugins":
-        return _list_plugins(load_plugins(), as_json=args.json)
-    if args.command == "new-plugin":
-        return _new_plugin(args.name, Path(args.dir))
-    config_path = args.config or os.environ.get("EDGE_CONFIG") or None
-    try:
-        config = load_config(config_path, load_plugins(),
-                             environ=WithoutEnvironment() if getattr(args, "no_env", False) else None)
-    except ConfigError as error:
-        print(f"edge: config error: {error}", file=sys.stderr)
-        return 1
-    configure_logging(config.server.log_level, config.server.log_format)
-    if args.command == "check-config":
-        problems = checks.check(config, bind_check=args.bind_check)
-        print(json.dumps(config.describe(), indent=2, default=str))
-        for problem in problems:
-            print(f"edge: {problem}", file=sys.stderr)
-        return 1 if problems else 0
-    if args.command == "cache":
-        return cachestats.run(config, args.top, args.json)
-    if args.command == "purge":
-        return _purge(config, {"url": args.url} if args.url is not None else {"prefix": args.prefix}, args.fleet)
-    if args.command == "url":
-        return _url(config, args)
-    if args.command == "cloudinary-check":
-        return _cloudinary_check(config, args.urls, args.base_url)
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
     workers = None if args.workers is None else per_core(args.workers)
 
     def load() -> Config:  # at start and on SIGHUP: the file again, the command line's flags on top
-        return load_config(config_path, load_plugins()).with_overrides(host=args.host, port=args.port,
-                                                                       workers=workers)
+        return load_config(_config_path(args), load_plugins()).with_overrides(host=args.host, port=args.port,
+                                                                              workers=workers)
     try:
         return run(config.with_overrides(host=args.host, port=args.port, workers=workers), load)
     except checks.StartupError as error:
@@ -145,17 +153,34 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _list_plugins(plugins: Plugins, *, as_json: bool) -> int:
-    if as_json:
+def _check_config(config: Config, args: argparse.Namespace) -> int:
+    problems = checks.check(config, bind_check=args.bind_check)
+    print(json.dumps(config.describe(), indent=2, default=str))
+    for problem in problems:
+        print(f"edge: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _warm(args: argparse.Namespace) -> int:
+    return warm_command.run(args.urls, args.base_url, args.concurrency, args.timeout, args.accept)
+
+
+def _cache_stats(config: Config, args: argparse.Namespace) -> int:
+    return cachestats.run(config, args.top, args.json)
+
+
+def _list_plugins(args: argparse.Namespace) -> int:
+    plugins = load_plugins()
+    if args.json:
         print(json.dumps([dataclasses.asdict(plugin) for plugin in plugins.loaded], indent=2))
     else:
         print(plugins.report())
     return 1 if plugins.failed or plugins.conflicts else 0
 
 
-def _new_plugin(name: str, parent: Path) -> int:
+def _new_plugin(args: argparse.Namespace) -> int:
     try:
-        folder = new_plugin(name, parent)
+        folder = new_plugin(args.name, Path(args.dir))
     except ValueError as error:
         print(f"edge: {error}", file=sys.stderr)
         return 2
@@ -163,9 +188,10 @@ def _new_plugin(name: str, parent: Path) -> int:
     return 0
 
 
-def _purge(config: Config, target: dict[str, str | None], fleet: bool) -> int:
+def _purge(config: Config, args: argparse.Namespace) -> int:
+    target = {"url": args.url} if args.url is not None else {"prefix": args.prefix}
     try:
-        status, answer = purge_offline(config, parse_target(target), fleet)
+        status, answer = purge_offline(config, parse_target(target), args.fleet)
     except EdgeError as error:
         print(f"edge: {error.message}", file=sys.stderr)
         return 2
@@ -223,14 +249,17 @@ def _url(config: Config, args: argparse.Namespace) -> int:
         url = signing.sign(endpoint.private_key.reveal(), url, expires_at)
     print(f"{base}/{url}")
     return 0
-def _cloudinary_check(config: Config, urls: str, base_url: str | None) -> int:
+
+
+def _cloudinary_check(config: Config, args: argparse.Namespace) -> int:
+    urls = args.urls
     try:
         source = sys.stdin if urls == "-" else open(urls, encoding="utf-8", errors="replace")
     except OSError as error:
         print(f"edge: {urls}: {error.strerror}", file=sys.stderr)
         return 2
     with source:
-        verdicts, text = cloudinary_check.check(config, source, base_url)
+        verdicts, text = cloudinary_check.check(config, source, args.base_url)
     sys.stdout.write(text)
     return 0 if all(v.served for v in verdicts) else 1
 
