@@ -104,7 +104,8 @@ class ServerSettings:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     #: serve /metrics on this port only (None: on the main port)
     metrics_port: int | None = None
-    #: `Access-Control-Allow-Origin` and `Timing-Allow-Origin` of image answers: "*" or one origin; "" sends neither
+    #: `Access-Control-Allow-Origin` and `Timing-Allow-Origin` of image answers (with `Access-Control-Expose-Headers`):
+    #: "*" or one origin; "" sends none
     cors_origin: str = "*"
 
 

@@ -110,6 +110,19 @@ def origin_form(start_line: httputil.RequestStartLine,
                                      start_line.version)
 
 
+#: the response headers a page's `fetch()` may read beyond the CORS-safelisted ones (`Cache-Control`,
+#: `Content-Length`, `Content-Type`, `Last-Modified`, …): what the node says about an answer (docs/security.md)
+CORS_EXPOSED = "Content-Disposition, Date, ETag, Link, Retry-After, Vary, X-Cache, X-Edge-Error, X-Request-Id"
+
+
+def cors_headers(origin: str) -> dict[str, str]:
+    """The CORS headers of image answers (`[server] cors_origin`; none when it is "")."""
+    if not origin:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": CORS_EXPOSED,
+            "Timing-Allow-Origin": origin}
+
+
 #: bytes read from a connection at a time. Tornado zeroes a new buffer of this size for every read
 #: (two a request: the request and the read that finds no more), 64 kB by default: 128 kB written per
 #: cache hit to read a request of a few hundred bytes. Headers larger than this take more reads.

@@ -27,7 +27,7 @@ from .errors import (EdgeError, InvalidTransformation, NothingToServe, SendMemor
                      StartupError, Unauthorized, one_line)
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
-from .httpserver import PURGE_PATH
+from .httpserver import PURGE_PATH, cors_headers
 from .metrics import Metrics
 from .origin import Origin
 from .originals import OriginalSource
@@ -136,8 +136,7 @@ class Node:
         self.not_found_cache_control = f"public, max-age={int(config.cache.not_found_ttl)}"
         #: every answer to an image request carries these, errors too: a page's `fetch()` reads a 404's status
         #: only with them (`[server] cors_origin`; none when it is "")
-        origin = config.server.cors_origin
-        self.cors_headers = {"Access-Control-Allow-Origin": origin, "Timing-Allow-Origin": origin} if origin else {}
+        self.cors_headers = cors_headers(config.server.cors_origin)
         #: image requests being answered by this process; sampled into the gauge (an mmap write
         #: per request and per answer is a measurable part of a cache hit)
         self.inflight = 0

@@ -1,16 +1,30 @@
-"""CORS: every answer to an image request carries `Access-Control-Allow-Origin` and `Timing-Allow-Origin`
-(`[server] cors_origin`, `*` by default), so that a page can draw a node's image on a canvas and read it
-back, load it with `<img crossorigin>` or `fetch()` it, errors included; a preflight is answered 204."""
+"""CORS: every answer to an image request carries `Access-Control-Allow-Origin`, `Timing-Allow-Origin` and
+`Access-Control-Expose-Headers` (`[server] cors_origin`, `*` by default), so that a page can draw a node's image
+on a canvas and read it back, load it with `<img crossorigin>` or `fetch()` it and read its headers, errors
+included; a preflight is answered 204."""
+
+import asyncio
+import html
+import json
+import re
+import shutil
 
 import pytest
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from edge.errors import ConfigError
 from tests.nodes import decode, local_config, write_config
 from tests.test_config import load
+from tests.test_status_page import CHROMIUM_FLAGS
 
 IMAGE = "/tr:w-40/coffee.jpg"
 CORS = ("Access-Control-Allow-Origin", "Timing-Allow-Origin")
 PREFLIGHT = {"Origin": "https://shop.example.com", "Access-Control-Request-Method": "GET"}
+EXPOSE = "Access-Control-Expose-Headers"
+EXPOSED = "Content-Disposition, Date, ETag, Link, Retry-After, Vary, X-Cache, X-Edge-Error, X-Request-Id"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def cors(response) -> tuple[str | None, ...]:
@@ -82,6 +96,91 @@ async def test_other_options_requests_are_answered_as_before(node_factory, tmp_p
     assert cors(not_preflight) == ("*", "*")  # an error answer of an image request
     admin = await node.fetch("/_edge/health", method="OPTIONS", headers=PREFLIGHT)
     assert (admin.code, admin.headers["Allow"], cors(admin)) == (405, "GET, HEAD", (None, None))
+
+
+async def test_a_page_may_read_the_headers_the_node_sends_beyond_the_safelisted_ones(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config()))
+    answers = {
+        "miss": await node.fetch(IMAGE),
+        "hit": await node.fetch(IMAGE),
+        "attachment": await node.fetch(IMAGE + "?ik-attachment=true"),
+        "not found": await node.fetch("/tr:w-40/missing.jpg"),
+        "bad transformation": await node.fetch("/tr:w-abc/coffee.jpg"),
+    }
+    assert {name: answer.code for name, answer in answers.items()} == {
+        "miss": 200, "hit": 200, "attachment": 200, "not found": 404, "bad transformation": 400}
+    assert answers["hit"].headers["X-Cache"] == "HIT"  # edge.hits
+    etag = answers["hit"].headers["ETag"]
+    answers["not modified"] = await node.fetch(IMAGE, headers={"If-None-Match": etag})
+    assert answers["not modified"].code == 304
+    assert {name: answer.headers.get(EXPOSE) for name, answer in answers.items()} == dict.fromkeys(answers, EXPOSED)
+    assert (await node.fetch("/_edge/health")).headers.get(EXPOSE) is None  # the node's own paths are not for pages
+
+
+async def test_without_cors_nothing_is_exposed(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config(before='[server]\ncors_origin = ""\n')))
+    answers = [await node.fetch(IMAGE) for _ in range(2)] + [await node.fetch("/missing.jpg")]
+    assert [(answer.code, answer.headers.get(EXPOSE)) for answer in answers] == [(200, None), (200, None), (404, None)]
+
+
+#: a page that `fetch()`es an image and a missing one from the node (another origin: another port) and
+#: writes what it could read of the answers into the document
+PAGE = """<!doctype html><title>cors</title><pre id="out">waiting</pre><script>
+async function read(url) {
+  try {
+    const answer = await fetch(url);
+    const body = await answer.arrayBuffer();
+    return {status: answer.status, bytes: body.byteLength, x_cache: answer.headers.get("X-Cache"),
+            etag: answer.headers.get("ETag"), error: answer.headers.get("X-Edge-Error"),
+            request_id: answer.headers.get("X-Request-Id"), type: answer.headers.get("Content-Type")};
+  } catch (error) {
+    return {failed: String(error)};
+  }
+}
+(async () => {
+  const answers = [await read("NODE/tr:w-40/coffee.jpg"), await read("NODE/tr:w-40/missing.jpg")];
+  document.getElementById("out").textContent = JSON.stringify(answers);
+})();
+</script>"""
+
+
+class _PageHandler(tornado.web.RequestHandler):
+    def initialize(self, page: str) -> None:
+        self.page = page
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(self.page)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)")
+async def test_a_page_of_another_origin_reads_x_cache_in_chromium(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config()))
+    warm = [await node.fetch("/tr:w-40/coffee.jpg") for _ in range(2)]
+    assert [answer.headers["X-Cache"] for answer in warm] == ["MISS", "HIT"]  # the page's is a hit of edge.hits
+    sockets = bind_sockets(0, "127.0.0.1")
+    pages = HTTPServer(tornado.web.Application([(r"/", _PageHandler, {"page": PAGE.replace("NODE", node.url)})]))
+    pages.add_sockets(sockets)
+    browser = await asyncio.create_subprocess_exec(
+        CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+        "--dump-dom", f"http://127.0.0.1:{sockets[0].getsockname()[1]}/",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path)
+    try:
+        dom, errors = await asyncio.wait_for(browser.communicate(), 120)
+    finally:
+        if browser.returncode is None:
+            browser.kill()
+            await browser.wait()
+        pages.stop()
+        await pages.close_all_connections()
+    assert browser.returncode == 0, errors.decode()[-2000:]
+    shown = re.search(r'<pre id="out">(.*?)</pre>', dom.decode(), re.DOTALL)
+    assert shown is not None, dom.decode()[-2000:]
+    image, missing = json.loads(html.unescape(shown[1]))
+    assert image == {"status": 200, "bytes": len(warm[1].body), "x_cache": "HIT", "etag": warm[1].headers["ETag"],
+                     "error": None, "request_id": image["request_id"], "type": "image/jpeg"}
+    assert re.fullmatch(r"[0-9a-f]{32}", image["request_id"] or ""), image
+    assert (missing["status"], missing["error"], missing["type"]) == (404, "not_found", "text/plain; charset=utf-8")
 
 
 @pytest.mark.parametrize("value", ["https://shop.example.com/", "shop.example.com", "https://shop.example.com/img",
