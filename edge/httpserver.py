@@ -12,6 +12,10 @@ has no setting for:
 - a small body limit for every request, raised only for the paths that take a body (the purge API),
   checked against `Content-Length` before any of the body is read;
 - a cap on open connections: beyond it a connection gets a fixed 503 and is closed, never read;
+- a request line over `max_header_size` answered 414, a header block over it 431 (Tornado closes the
+  connection without a word), and Tornado's bare 400 for a malformed request given a body; these and
+  the 503 carry the CORS headers of `[server] cors_origin`, so that a page's `fetch()` reads their status
+  (`EarlyAnswers`, built once per server);
 - at the fd limit (EMFILE), accepting pauses for a moment instead of spinning, and says so once;
 - a send timeout (`send_timeout`): a connection whose client accepts none of its response for that
   long is dropped by the kernel (`TCP_USER_TIMEOUT`, set on the listening sockets and inherited by
@@ -21,7 +25,7 @@ has no setting for:
   have those still in progress answered (503) rather than cut;
 - an HTTP/1.0 request with `Transfer-Encoding` (faulty framing: a smuggling vector) answered 400 and
   its connection closed;
-- a repeated or invalid `Host` refused with Tornado's bare 400 before the hit shortcut sees the request;
+- a repeated or invalid `Host` refused with a 400 before the hit shortcut sees the request;
 - an absolute-form request target (`GET http://img.example.com/tr:w-300/a.jpg HTTP/1.1`, which a
   server must accept, RFC 9112 3.2.2) made the origin-form one (`/tr:w-300/a.jpg`) with its
   authority as the `Host` (the RFC: the target's authority replaces the Host header), before the hit
@@ -42,6 +46,7 @@ from collections.abc import Callable, Iterable
 from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.iostream import IOStream, UnsatisfiableReadError
 from tornado.log import gen_log
 
 from .config import ServerSettings
@@ -54,12 +59,7 @@ ACCEPT_PAUSE_SECONDS = 0.5
 #: at most one "out of file descriptors" message per this many seconds
 FD_WARNING_INTERVAL = 10.0
 _OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_OVER_CAPACITY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
-                  b"Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
-                  b"Content-Length: 22\r\n\r\n"
-                  b"too many connections\r\n")
-
-#: bytes of an over-capacity connection's request read and dropped before it is closed
+#: bytes of a refused connection's request read and dropped before it is closed (`_refuse`)
 _DISCARD_BYTES = 64 * 1024
 
 #: how often connections waiting too long for a request's headers are looked for and closed: a
@@ -116,11 +116,80 @@ CORS_EXPOSED = "Content-Disposition, Date, ETag, Link, Retry-After, Vary, X-Cach
 
 
 def cors_headers(origin: str) -> dict[str, str]:
-    """The CORS headers of image answers (`[server] cors_origin`; none when it is "")."""
+    """The CORS headers of image answers and of the HTTP layer's own answers (`[server] cors_origin`; none
+    when it is "")."""
     if not origin:
         return {}
     return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": CORS_EXPOSED,
             "Timing-Allow-Origin": origin}
+
+
+def _closing_fields(headers: dict[str, str], body: bytes) -> dict[str, str]:
+    """The header fields of an answer of the HTTP layer: `headers`, a one-line `text/plain` `body` (as the
+    handlers' error answers), and the connection closed after it."""
+    return {**headers, "Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store", "Connection": "close", "Content-Length": str(len(body))}
+
+
+def _plain_answer(status: int, reason: str, message: str, headers: dict[str, str]) -> bytes:
+    """A whole answer after which the connection is closed: the status, `headers`, and `message` as the body."""
+    body = message.encode() + b"\n"
+    head = "".join(f"{name}: {value}\r\n" for name, value in _closing_fields(headers, body).items())
+    return f"HTTP/1.1 {status} {reason}\r\n{head}\r\n".encode("latin-1") + body
+
+
+class EarlyAnswers:
+    """The answers the HTTP layer makes before any handler sees a request, built once per server with the
+    CORS headers (for a page's `fetch()`, any of them may be the answer to an image URL; none quotes the
+    request)."""
+
+    def __init__(self, cors: dict[str, str]):
+        self.cors = cors
+        self.over_capacity = _plain_answer(503, "Service Unavailable", "too many connections",
+                                          {"Retry-After": "1", **cors})
+        #: in place of Tornado's bare `400 Bad Request` to a request it cannot parse or frame
+        self.bad_request = _plain_answer(400, "Bad Request", "bad request", cors)
+        self.uri_too_long = _plain_answer(414, "URI Too Long", "request line too long", cors)
+        self.headers_too_large = _plain_answer(431, "Request Header Fields Too Large", "request headers too large",
+                                              cors)
+
+
+def _refuse(sock: socket.socket, answer: bytes) -> None:
+    """Send `answer` on a connection about to be closed, without waiting, then the end of what the node sends;
+    and drop what has arrived of the request: a socket closed with unread bytes resets the connection, and a
+    reset can overtake the answer."""
+    try:
+        sock.send(answer, socket.MSG_DONTWAIT)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(_DISCARD_BYTES, socket.MSG_DONTWAIT)
+    except OSError:
+        pass
+
+
+#: Tornado's answer to a request it cannot parse or frame (`HTTP1Connection`), which `_ConnectionStream` replaces
+_TORNADO_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+
+class _ConnectionStream(IOStream):
+    """An accepted connection's stream, with the node's answers where Tornado has none or a bare one:
+    Tornado's 400 becomes `EarlyAnswers.bad_request`, and a request line or header block over
+    `max_header_size` (Tornado's stream stops reading there and closes the connection: no more is
+    buffered) is answered 414 or 431 before the connection is closed."""
+
+    def __init__(self, connection: socket.socket, answers: EarlyAnswers, **kwargs) -> None:
+        super().__init__(connection, **kwargs)
+        self._answers = answers
+
+    def write(self, data):
+        # Tornado writes its 400 in one call, then closes the connection
+        return super().write(self._answers.bad_request if data == _TORNADO_BAD_REQUEST else data)
+
+    def close_fd(self) -> None:
+        # a read over its limit closes the stream; a server's only read to a pattern is the header block's
+        if isinstance(self.error, UnsatisfiableReadError) and self._read_regex is not None:
+            line_ended = self._read_buffer.find(b"\n", 0, self._read_max_bytes) != -1
+            _refuse(self.socket, self._answers.headers_too_large if line_ended else self._answers.uri_too_long)
+        super().close_fd()
 
 
 #: bytes read from a connection at a time. Tornado zeroes a new buffer of this size for every read
@@ -130,13 +199,15 @@ READ_CHUNK_SIZE = 8192
 
 
 def make_server(app: httputil.HTTPServerConnectionDelegate, settings: ServerSettings,
-                large_body_paths: Iterable[str] = ADMIN_PATHS) -> EdgeHTTPServer:
+                large_body_paths: Iterable[str] = ADMIN_PATHS, cors: bool = True) -> EdgeHTTPServer:
     """An `HTTPServer` for `app` with `[server]`'s limits; `large_body_paths` may take
-    `max_admin_body` bytes, every other request `max_request_body`."""
+    `max_admin_body` bytes, every other request `max_request_body`; its own answers carry the CORS
+    headers if `cors` (the images' port, not `metrics_port`)."""
     return EdgeHTTPServer(
         app,
         settings=settings,
         large_body_paths=frozenset(large_body_paths),
+        answers=EarlyAnswers(cors_headers(settings.cors_origin) if cors else {}),
         idle_connection_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
         max_header_size=settings.max_header_size,
@@ -183,10 +254,12 @@ class _ConnectionState:
 
 
 class EdgeHTTPServer(HTTPServer):
-    def initialize(self, *args, settings: ServerSettings, large_body_paths: frozenset[str], **kwargs) -> None:
+    def initialize(self, *args, settings: ServerSettings, large_body_paths: frozenset[str], answers: EarlyAnswers,
+                   **kwargs) -> None:
         super().initialize(*args, **kwargs)
         self.conn_params.header_timeout = None  # the sweep enforces it
         self.settings = settings
+        self.answers = answers
         self.large_body_paths = large_body_paths
         self._states: dict[object, _ConnectionState] = {}  # by the connection's IOStream
         self._draining = False
@@ -198,13 +271,7 @@ class EdgeHTTPServer(HTTPServer):
     # -- connections ----------------------------------------------------------------------------
     def handle_stream(self, stream, address) -> None:
         if len(self._states) >= self.settings.max_connections or self._draining:
-            try:
-                stream.socket.send(_OVER_CAPACITY, socket.MSG_DONTWAIT)
-                # a socket closed with unread bytes resets the connection, and a reset can overtake
-                # the 503: drop the request if it has arrived already (under load it has: the backlog)
-                stream.socket.recv(_DISCARD_BYTES, socket.MSG_DONTWAIT)
-            except OSError:
-                pass
+            _refuse(stream.socket, self.answers.over_capacity)  # under load its request has arrived: the backlog
             stream.close()
             return
         self._states[stream] = _ConnectionState(time.monotonic())
@@ -297,7 +364,7 @@ class EdgeHTTPServer(HTTPServer):
                         raise
                     self._pause(sock, exc, loop, paused, on_readable)
                     return
-                self._handle_connection(connection, address)
+                self._serve_connection(connection, address)
 
         def stop() -> None:
             if paused:
@@ -307,6 +374,14 @@ class EdgeHTTPServer(HTTPServer):
 
         loop.add_handler(sock, on_readable, IOLoop.READ)
         return stop
+
+    def _serve_connection(self, connection: socket.socket, address) -> None:
+        """Tornado's `_handle_connection` (the node serves no TLS: its front proxy does), with the node's stream."""
+        try:
+            self.handle_stream(_ConnectionStream(connection, self.answers, max_buffer_size=self.max_buffer_size,
+                                                 read_chunk_size=self.read_chunk_size), address)
+        except Exception:
+            gen_log.error("Error in connection callback", exc_info=True)
 
     def _pause(self, sock, exc: OSError, loop: IOLoop, paused: list, on_readable) -> None:
         loop.remove_handler(sock)
@@ -349,16 +424,14 @@ class _Limited(httputil.HTTPMessageDelegate):
             self._refused = True
             gen_log.info("Malformed HTTP message from %s: %s", self._request_conn.context, _FAULTY_FRAMING)
             headers.pop("Connection", None)  # else Tornado answers a 1.0 keep-alive `Connection: Keep-Alive`
-            self._request_conn.write_headers(
-                httputil.ResponseStartLine("HTTP/1.1", 400, "Bad Request"),
-                httputil.HTTPHeaders({"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff",
-                                      "Cache-Control": "no-store", "Content-Length": str(len(_FAULTY_FRAMING) + 1),
-                                      "Connection": "close"}),
-                _FAULTY_FRAMING.encode() + b"\n")
+            body = _FAULTY_FRAMING.encode() + b"\n"
+            self._request_conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", 400, "Bad Request"),
+                                             httputil.HTTPHeaders(_closing_fields(self._server.answers.cors, body)),
+                                             body)
             self._request_conn.finish()
             return None
         # RFC 9112 3.2: a repeated Host (which arrives joined by commas) or an invalid one is a 400. Tornado's
-        # request checks it, but the hit shortcut answers before any request is made: Tornado's bare 400 here
+        # request checks it, but the hit shortcut answers before any request is made: Tornado's 400 here
         host = headers["Host"] if "Host" in headers else ""  # an empty one is allowed (RFC 9110 7.2)
         if host and not _is_authority(host):
             raise httputil.HTTPInputError("Invalid or repeated Host header")

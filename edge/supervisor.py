@@ -373,7 +373,7 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
         server = make_server(HitShortcut(make_app(node), node), config.server)
         server.add_sockets(sockets)
         if metrics_sockets:
-            make_server(make_metrics_app(node), config.server).add_sockets(metrics_sockets)
+            make_server(make_metrics_app(node), config.server, cors=False).add_sockets(metrics_sockets)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

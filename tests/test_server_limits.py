@@ -6,6 +6,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from benchmarks.common import cpu_seconds
@@ -52,15 +53,111 @@ async def test_a_kept_alive_connection_waits_idle_timeout_for_its_next_request(n
     assert 1 <= time.monotonic() - started < WAIT
 
 
-async def test_connections_beyond_the_cap_get_503(node_factory, tmp_path):
-    node = await node_factory(write_config(tmp_path, local_config(before="[server]\nmax_connections = 3")))
+#: the CORS header lines of the HTTP layer's own answers with the default `cors_origin = "*"`
+CORS_LINES = ("Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Content-Disposition, Date, ETag, "
+              "Link, Retry-After, Vary, X-Cache, X-Edge-Error, X-Request-Id\r\nTiming-Allow-Origin: *\r\n")
+
+
+def early_answer(status_line: str, message: str, cors: str = CORS_LINES, extra: str = "") -> bytes:
+    """The bytes of an answer of the HTTP layer itself: `message` as a plain line, the connection closed."""
+    return (f"HTTP/1.1 {status_line}\r\n{extra}{cors}Content-Type: text/plain; charset=utf-8\r\n"
+            f"X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n"
+            f"Content-Length: {len(message) + 1}\r\n\r\n{message}\n").encode()
+
+
+@pytest.mark.parametrize("cors_origin, cors", [("*", CORS_LINES), ("", "")])
+async def test_connections_beyond_the_cap_get_503(node_factory, tmp_path, cors_origin, cors):
+    """With the CORS headers: a page's `fetch()` of an image then reads the 503 and its `Retry-After`."""
+    config = local_config(before=f'[server]\nmax_connections = 3\ncors_origin = "{cors_origin}"')
+    node = await node_factory(write_config(tmp_path, config))
     idle = [await asyncio.open_connection("127.0.0.1", int(node.url.rsplit(":", 1)[1])) for _ in range(3)]
     try:
-        answer = await exchange(node.url, b"GET /_edge/health HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert status(answer) == 503 and b"Retry-After: 1" in answer and answer.endswith(b"too many connections\r\n")
+        answer = await exchange(node.url, b"GET /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert answer == early_answer("503 Service Unavailable", "too many connections", cors, "Retry-After: 1\r\n")
     finally:
         for _, writer in idle:
             writer.close()
+
+    async def served() -> bool:  # once the node has seen the idle connections close
+        return await probe_status(node.url) == 200
+    await until(served, "a slot freed")
+
+
+@pytest.mark.parametrize("cors_origin, cors", [("*", CORS_LINES), ("", "")])
+async def test_tornado_s_400s_are_the_node_s_with_cors(node_factory, tmp_path, cors_origin, cors):
+    """Tornado answered a request it could not parse or frame with a bare `400 Bad Request` (no body, no
+    CORS headers: a page's `fetch()` saw a network error)."""
+    node = await node_factory(write_config(tmp_path, local_config(before=f'[server]\ncors_origin = "{cors_origin}"')))
+    refused = {
+        "body over max_request_body": b"POST /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n",
+        "broken chunked framing": b"POST /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  b"zz\r\n",
+        "invalid Host": b"GET /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "header line without a colon": b"GET /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\nnocolon\r\n\r\n",
+    }
+    answers = {why: await exchange(node.url, request) for why, request in refused.items()}
+    assert answers == dict.fromkeys(refused, early_answer("400 Bad Request", "bad request", cors))
+    faulty = await exchange(node.url, b"GET /tr:w-10/coffee.jpg HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert faulty == early_answer("400 Bad Request", "Transfer-Encoding in an HTTP/1.0 request", cors)
+    assert status(await answer_to(node.url, head_of(300))) == 200
+
+
+HEAD_LIMIT = 2048
+GOOD = "/tr:w-10/coffee.jpg"
+
+
+def head_of(size: int, *, line: bool = False) -> bytes:
+    """A request head of exactly `size` bytes: its request line that long (`line`), or its headers padded."""
+    if line:
+        return b"GET /tr:w-10/" + b"a" * (size - len("GET /tr:w-10/ HTTP/1.1\r\n")) + b" HTTP/1.1\r\n"
+    start = f"GET {GOOD} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Pad: ".encode()
+    return start + b"p" * (size - len(start) - 4) + b"\r\n\r\n"
+
+
+async def answer_to(url: str, data: bytes) -> bytes:
+    """Everything the node answers to `data` until it closes the connection, read even when the node has
+    reset it (it closes a connection with a request over the limit not read to its end, and the client
+    may still be sending): a client that reads its answer gets it."""
+    host, port = url.removeprefix("http://").split(":")
+
+    def exchange_blocking() -> bytes:
+        with socket.create_connection((host, int(port)), timeout=WAIT) as client:
+            try:
+                client.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            chunks = []
+            for _ in range(1000):  # bounded: each read waits at most WAIT
+                try:
+                    chunk = client.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks)
+    return await asyncio.to_thread(exchange_blocking)
+
+
+@pytest.mark.parametrize("cors_origin, cors", [("*", CORS_LINES), ("", "")])
+async def test_a_request_head_over_the_limit_is_answered_414_or_431(node_factory, tmp_path, cors_origin, cors):
+    """Tornado only closed the connection. A request line over `max_header_size` is a 414, a head over it
+    a 431 (RFC 6585), whatever its size: what the node reads of it stays within the limit."""
+    config = local_config(before=f'[server]\nmax_header_size = "2KiB"\ncors_origin = "{cors_origin}"')
+    node = await node_factory(write_config(tmp_path, config))
+    uri_too_long = early_answer("414 URI Too Long", "request line too long", cors)
+    too_large = early_answer("431 Request Header Fields Too Large", "request headers too large", cors)
+    assert status(await answer_to(node.url, head_of(HEAD_LIMIT))) == 200  # the limit itself is allowed
+    assert await answer_to(node.url, head_of(HEAD_LIMIT + 1)) == too_large
+    assert await answer_to(node.url, head_of(HEAD_LIMIT + 1, line=True)) == uri_too_long
+    assert await answer_to(node.url, head_of(8_000_000)) == too_large
+    assert await answer_to(node.url, head_of(8_000_000, line=True)) == uri_too_long
+    # a line within the limit, the head not (the limit is the line's and the headers')
+    assert await answer_to(node.url, head_of(HEAD_LIMIT, line=True) + b"Host: a\r\n\r\n") == too_large
+    # after a kept-alive request, on the same connection
+    kept = await answer_to(node.url, f"GET {GOOD} HTTP/1.1\r\nHost: a\r\n\r\n".encode() + head_of(HEAD_LIMIT + 1))
+    assert status(kept) == 200 and kept.endswith(too_large)
+    assert status(await answer_to(node.url, head_of(300))) == 200  # and the node serves on
 
 
 async def probe_status(url: str) -> int | None:
