@@ -19,6 +19,11 @@ START_TIMEOUT = 20
 #: the node addresses written in the shipped configs, in order
 SHIPPED_NODES = ("10.0.0.11:8080", "10.0.0.12:8080", "10.0.0.13:8080")
 SHIPPED_INTERNAL = "10.0.0.1:8081"
+#: how long the shipped configs wait for a node's answer: the node's own longest answer with its default
+#: config (`edge.flight.wait_bound`: 40 s) plus `ANSWER_MARGIN` (docs/fleet.md, "The load balancers")
+SHIPPED_ANSWER_TIMEOUT = 45
+#: beyond the node's flight-waiter bound: its shared-tier lookup (`[shared_cache] timeout`, 2 s) and cache I/O
+ANSWER_MARGIN = 5
 BALANCERS = ("haproxy", "nginx")
 
 
@@ -46,9 +51,12 @@ def substitute(text: str, replacements: dict[str, str]) -> str:
 class LoadBalancer:
     """haproxy or nginx with the shipped config, public and internal listeners on free ports."""
 
-    def __init__(self, kind: str, node_urls: list[str], work: Path, *, name_the_node: bool = False):
+    def __init__(self, kind: str, node_urls: list[str], work: Path, *, name_the_node: bool = False,
+                 answer_timeout: int | None = None):
         """`name_the_node` (HAProxy): answers say which node served them in `X-Edge-Node` (for
-        measurements; the shipped config does not reveal its nodes)."""
+        measurements; the shipped config does not reveal its nodes). `answer_timeout`: seconds to wait
+        for a node's answer instead of `SHIPPED_ANSWER_TIMEOUT`, for test nodes configured to answer
+        sooner (derived the same way, so that a test of a hung node does not wait 45 s)."""
         assert len(node_urls) == len(SHIPPED_NODES)
         self.kind = kind
         binary = require(kind)
@@ -61,6 +69,8 @@ class LoadBalancer:
             text = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
             replacements["bind :80 "] = f"bind {urlsplit(self.public_url).netloc} "
             replacements["maxconn 20000"] = "maxconn 2000"  # within a test machine's open-file limit
+            if answer_timeout is not None:
+                replacements[f"timeout server {SHIPPED_ANSWER_TIMEOUT}s"] = f"timeout server {answer_timeout}s"
             if name_the_node:
                 replacements["    default_backend edge_nodes"] = (
                     "    default_backend edge_nodes\n    http-response set-header X-Edge-Node %s")
@@ -72,6 +82,8 @@ class LoadBalancer:
         else:
             text = (DEPLOY / "nginx" / "edge.conf").read_text()
             replacements["listen 80;"] = f"listen {urlsplit(self.public_url).netloc};"
+            if answer_timeout is not None:
+                replacements[f"proxy_read_timeout {SHIPPED_ANSWER_TIMEOUT}s;"] = f"proxy_read_timeout {answer_timeout}s;"
             (work / "edge.conf").write_text(substitute(text, replacements))
             # the shipped file is included in the http block, as Debian's conf.d does
             (work / "nginx.conf").write_text(f"""

@@ -1,0 +1,183 @@
+"""A node that hangs (SIGSTOP: a stopped process, a frozen VM) behind the shipped HAProxy and nginx
+configs, in front of three `edge serve` processes: the requests it held and the new requests for its
+URLs are answered 200 by another node within a stated bound, not 504 after the balancer's timeout; and
+a slow but legitimate answer, or the node's own timeout answer, is never retried on a second node."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from edge.config import load_config
+from edge.flight import wait_bound
+from edge.pluginmanager import load_plugins
+from edge.testing import total
+from tests.assets import centre_colour, colour, same_colour, solid
+from tests.loadbalancers import ANSWER_MARGIN, BALANCERS, DEPLOY, SHIPPED_ANSWER_TIMEOUT, LoadBalancer
+from tests.nodes import EVERY_MISS_TO_ORIGIN, NodeProcess, decode, until, web_config, write_config
+from tests.servers import HTTPOrigin
+
+#: the origin's timeout on the test nodes: an answer the origin holds longer is the node's own 504
+ORIGIN_TIMEOUT = 3
+#: test nodes: one worker each, every miss to the origin, a 404 not remembered (owners are found with 404s)
+NODE_CONFIG = EVERY_MISS_TO_ORIGIN + """
+[server]
+workers = 1
+access_log = false
+
+[limits]
+render_timeout = "1s"
+"""
+CANDIDATES = [f"/tr:w-40/img-{number}.jpg" for number in range(12)]
+#: HAProxy: a check every 2 s, unanswered after 1 s, a second one 1 s later: the node is down ~5-6 s after it
+#: stopped, and the requests it held are sent to the next node then
+HAPROXY_BOUND = 10
+#: seconds a client of the test waits at most for any answer
+CLIENT_TIMEOUT = 40
+
+
+def node_config(origin_url: str) -> str:
+    return web_config(origin_url, before=NODE_CONFIG, origin=f'timeout = "{ORIGIN_TIMEOUT}s"\n')
+
+
+def answer_bound(config_text: str, directory) -> int:
+    """What the balancers wait for a node running `config_text`: its longest answer, plus the margin."""
+    config = load_config(write_config(directory, config_text, "bound.toml"), load_plugins())
+    return int(wait_bound(config.endpoints, config.limits.render_timeout)) + ANSWER_MARGIN
+
+
+def test_the_shipped_answer_timeout_is_the_default_nodes_bound_plus_the_margin(tmp_path):
+    """With the defaults (one origin, 10 s; `render_timeout` 20 s) a node answers within 40 s."""
+    assert answer_bound(web_config("http://127.0.0.1:9"), tmp_path) == SHIPPED_ANSWER_TIMEOUT
+    assert f"timeout server {SHIPPED_ANSWER_TIMEOUT}s" in (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+    assert f"proxy_read_timeout {SHIPPED_ANSWER_TIMEOUT}s;" in (DEPLOY / "nginx" / "edge.conf").read_text()
+
+
+@pytest.fixture
+async def origin():
+    server = await HTTPOrigin(files={f"img-{n}.jpg": solid(120, 80, colour(n)) for n in range(len(CANDIDATES))}).start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def nodes(origin, tmp_path):
+    started: list[NodeProcess] = []
+    try:
+        for number in range(3):
+            folder = tmp_path / f"node-{number}"
+            folder.mkdir()
+            started.append(NodeProcess(write_config(folder, node_config(origin.url))))
+        yield started
+    finally:
+        for node in started:
+            for pid in pids(node):  # a stopped node is woken first, else SIGTERM waits for ever
+                os.kill(pid, signal.SIGCONT)
+            node.stop()
+
+
+@pytest.fixture
+def answer_timeout(tmp_path) -> int:
+    """The balancers' answer timeout for the test nodes, derived as the shipped one is."""
+    return answer_bound(node_config("http://127.0.0.1:9"), tmp_path)
+
+
+@pytest.fixture(params=BALANCERS)
+def balancer(request, nodes, answer_timeout, tmp_path):
+    lb = LoadBalancer(request.param, [node.url for node in nodes], tmp_path / request.param,
+                      answer_timeout=answer_timeout)
+    yield lb
+    lb.stop()
+
+
+def pids(node: NodeProcess) -> list[int]:
+    """The supervisor and its workers: all of them stop when a machine freezes."""
+    if node.process.poll() is not None:
+        return []
+    return [node.process.pid, *node.worker_pids()]
+
+
+async def answered(node: NodeProcess) -> float:
+    response = await AsyncHTTPClient().fetch(node.url + "/metrics", request_timeout=10)
+    return total(response.body.decode(), "edge_http_requests_total")
+
+
+async def owners(balancer: LoadBalancer, nodes: list[NodeProcess], origin: HTTPOrigin) -> list[int]:
+    """The node that owns each of `CANDIDATES`, found with 404s (nothing is cached or fetched twice)."""
+    origin.behaviour.status = 404
+    found = []
+    for path in CANDIDATES:
+        before = [await answered(node) for node in nodes]
+        assert (await get(balancer, path)).code == 404
+        moved: list[int] = []
+
+        async def counted():  # a worker counts a request just after answering it
+            moved[:] = [index for index, node in enumerate(nodes) if await answered(node) != before[index]]
+            return bool(moved)
+        await until(counted, f"a node counting {path}", timeout=10)
+        (owner,) = moved
+        found.append(owner)
+    origin.behaviour.status = None
+    origin.requests.clear()
+    return found
+
+
+async def get(balancer: LoadBalancer, path: str):
+    return await AsyncHTTPClient().fetch(balancer.public_url + path, raise_error=False,
+                                         request_timeout=CLIENT_TIMEOUT)
+
+
+async def timed(balancer: LoadBalancer, path: str) -> tuple[str, int, float]:
+    start = time.monotonic()
+    response = await get(balancer, path)
+    if response.code == 200:
+        assert same_colour(centre_colour(decode(response)), colour(CANDIDATES.index(path))), path
+    return path, response.code, time.monotonic() - start
+
+
+async def test_a_hung_nodes_requests_are_answered_by_another_node(balancer, nodes, origin, answer_timeout):
+    owner = await owners(balancer, nodes, origin)
+    victim = max(range(3), key=owner.count)  # owns at least 4 of the 12
+    victims_urls = [path for path, node in zip(CANDIDATES, owner) if node == victim]
+    held, arriving = victims_urls[:2], victims_urls[2:4]
+
+    # two requests in flight on the victim (its origin fetches held), then the node freezes
+    origin.behaviour.hold = asyncio.Event()
+    in_flight = [asyncio.ensure_future(timed(balancer, path)) for path in held]
+
+    async def fetching():
+        return all(origin.requests[path.rsplit("/", 1)[1]] == 1 for path in held)
+    await until(fetching, "the victim fetching its originals", timeout=10)
+    for pid in pids(nodes[victim]):
+        os.kill(pid, signal.SIGSTOP)
+    origin.behaviour.hold.set()  # the other nodes' fetches answer at once
+    new = [asyncio.ensure_future(timed(balancer, path)) for path in arriving]
+    results = await asyncio.gather(*in_flight, *new)
+
+    # nginx has no active checks: what the victim holds waits for the answer timeout, then the next node
+    bound = HAPROXY_BOUND if balancer.kind == "haproxy" else answer_timeout + 3
+    assert [(path, code) for path, code, _ in results] == [(path, 200) for path in held + arriving], results
+    assert max(seconds for _, _, seconds in results) <= bound, results
+    # once out, the victim's URLs go straight to the next node
+    path, code, seconds = await timed(balancer, arriving[0])
+    assert (code, seconds < 2) == (200, True), (path, code, seconds)
+
+
+async def test_a_slow_answer_and_the_nodes_own_timeout_are_not_retried(balancer, nodes, origin):
+    """An answer slower than a round of the balancer's checks (a cold render of a large original) comes
+    from its node alone; an origin past its timeout is the node's own 504, passed on, not asked elsewhere."""
+    slow, timing_out = CANDIDATES[0], CANDIDATES[1]
+    origin.behaviour.delay = ORIGIN_TIMEOUT - 0.5
+    path, code, seconds = await timed(balancer, slow)
+    assert (code, seconds >= ORIGIN_TIMEOUT - 0.5, origin.requests["img-0.jpg"]) == (200, True, 1), (path, seconds)
+
+    origin.behaviour.delay = 0
+    origin.behaviour.hold = asyncio.Event()  # never set: the node's fetch times out
+    response = await get(balancer, timing_out)
+    assert (response.code, origin.requests["img-1.jpg"]) == (504, 1), response.body[:200]
+    origin.behaviour.hold.set()
