@@ -47,6 +47,7 @@ from typing import Any, Generic, TypeVar
 import diskcache
 
 from .cache.health import CACHE_ERRORS, CacheHealth, error_kind
+from .cache.purges import BOOT, node_time
 from .cache.tiers import SQLITE_BUSY_SECONDS
 from .config import Endpoint
 from .errors import EdgeError, FlightTimeout, ShuttingDown
@@ -77,7 +78,7 @@ def wait_bound(endpoints: tuple[Endpoint, ...], render_timeout: float) -> float:
 
 @dataclass
 class _Flight(Generic[T]):
-    #: when the work began (wall-clock seconds, as purges are recorded)
+    #: when the work began (`node_time`, as purges are recorded)
     began: float
     task: asyncio.Task[T] | None = None
     waiters: int = 0
@@ -136,7 +137,7 @@ class SingleFlight:
             flight = self._flights.get(key)  # (or joined, if another caller began it while we looked)
         bound: float | None = None
         if flight is None:
-            flight = self._flights[key] = _Flight(time.time())
+            flight = self._flights[key] = _Flight(node_time())
             flight.task = asyncio.create_task(self._lead(key, flight, produce, lookup, keep, seen))
             flight.task.add_done_callback(lambda task: self._landed(key, flight))
         else:
@@ -266,7 +267,7 @@ class SingleFlight:
                       "headers": exc.headers}
         else:  # a bug: the leader's request is a 500 with a traceback in the log; waiters get a 500 too
             record = {"type": "EdgeError", "status": 500, "message": "internal error", "headers": {}}
-        record["at"] = time.time()
+        record["at"], record["boot"] = node_time(), BOOT
         try:
             self._failure_store().set(key, json.dumps(record), expire=FAILURE_RECORD_SECONDS)
         except CACHE_ERRORS as error:  # waiters in other workers will try the work themselves
@@ -282,7 +283,7 @@ class SingleFlight:
         if text is None:
             return None
         record = json.loads(text)
-        return _revive(record) if record["at"] >= since else None
+        return _revive(record) if record.get("boot") == BOOT and record["at"] >= since else None
 
     def _failures_failed(self, error: Exception, what: str) -> None:
         kind = error_kind(error)

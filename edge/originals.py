@@ -22,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
 from . import chain
 from .cache import Caches, SourceInfo, StoredOriginal, original_key, strong_etag
+from .cache.purges import node_time
 from .config import CacheSettings
 from .errors import BadGateway, NothingToServe
 from .flight import SETTLE_SECONDS, SingleFlight
@@ -154,7 +154,7 @@ class OriginalSource:
                      stored: StoredOriginal | None) -> CurrentOriginal:
         """A single flight's work: ask the origin chain (conditionally when the bytes are stored)."""
         caches = self._caches
-        now, began = self._clock(), time.time()
+        now, began = self._clock(), node_time()
         known = stored.info if stored is not None else None  # its version, whether the bytes are kept or not
         try:
             found = await chain.fetch_first(

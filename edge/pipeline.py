@@ -48,6 +48,7 @@ from functools import partial
 from urllib.parse import quote
 
 from .cache import BeforeReading, CachedOutput, Caches, SourceInfo, original_key, output_key, strong_etag
+from .cache.purges import node_time
 from .config import Config
 from .errors import (BadGateway, EdgeError, InvalidTransformation, NothingToServe, RenderTimedOut, SignatureRefused,
                      UnprocessableSource)
@@ -204,7 +205,7 @@ class Pipeline:
                                            tuple[Transformation, str]] = OrderedDict()
         #: output key → until when (monotonic) it is answered without fetching or rendering, with what
         #: (a render that passed the deadline, `TIMED_OUT_SECONDS`; an original no image could be made
-        #: of, `UNUSABLE_SECONDS`), and when that was remembered (wall clock: a purge since forgets it)
+        #: of, `UNUSABLE_SECONDS`), and when that was remembered (`node_time`: a purge since forgets it)
         self._failed: OrderedDict[str, tuple[float, type[RenderTimedOut | UnprocessableSource], float]] = OrderedDict()
         #: originals no image could be made of, being dropped from the originals tier
         self._forgetting: set[asyncio.Future] = set()
@@ -373,7 +374,7 @@ class Pipeline:
             raise
 
     def _remember_failure(self, key: str, error: type[RenderTimedOut | UnprocessableSource], seconds: float) -> None:
-        self._failed[key] = (time.monotonic() + seconds, error, time.time())
+        self._failed[key] = (time.monotonic() + seconds, error, node_time())
         self._failed.move_to_end(key)  # a key that had expired is the newest again
         if len(self._failed) > FAILED_KEYS:
             self._failed.popitem(last=False)

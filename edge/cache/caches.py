@@ -19,7 +19,7 @@ from ..threads import BlockingPool
 from .entries import CachedOutput, StoredOriginal
 from .health import CacheHealth, error_kind
 from .memory import MemoryTier
-from .purges import PurgeTier, PurgeTimes
+from .purges import PurgeTier, RecentPurges
 from .tiers import RETRY_SECONDS, TOUCH_INTERVAL, BeforeReading, DiskTier, NotFoundTier, OriginalTier, OutputTier
 from .versions import SharedVersions
 
@@ -63,10 +63,10 @@ class Caches:
         self.tiers: tuple[DiskTier, ...] = (self.outputs, self.originals, self.not_found)
         self.purges = PurgeTier("purges", directory / "purges", PURGES_BUDGET, self.health)
         #: the purge records as last read, and the purge counter's value they were read at
-        self._purge_times = PurgeTimes()
+        self._purge_times = RecentPurges()
         self._purges_read_at: int | None = None
         #: the reading of the records under way, and the counter it is for
-        self._reading_purges: tuple[int, asyncio.Future[PurgeTimes]] | None = None
+        self._reading_purges: tuple[int, asyncio.Future[RecentPurges]] | None = None
         self._threads = BlockingPool(IO_THREADS, "cache")
         self._open_versions()  # bumped by every process, whether or not it keeps a memory tier
 
@@ -221,9 +221,9 @@ class Caches:
         return recorded
 
     async def purged_since(self, key: str, began: float) -> bool:
-        """Whether a purge that covers `key` was recorded after `began` (wall-clock seconds): what work
+        """Whether a purge that covers `key` was recorded after `began` (a `purges.node_time`): what work
         begun then made must not be stored, nor a failure then remembered."""
-        return (await self._recent_purges()).covers(key, began)
+        return (await self._recent_purges()).by_node_time.covers(key, began)
 
     async def discard(self, tier: DiskTier, key: str) -> None:
         """Delete `key` from `tier` (what a store wrote as a purge came)."""
@@ -232,9 +232,9 @@ class Caches:
     async def last_purge(self, key: str) -> float | None:
         """When the latest purge covering `key` was recorded (wall-clock seconds, within
         `purges.RECORD_SECONDS`), or None."""
-        return (await self._recent_purges()).last(key)
+        return (await self._recent_purges()).by_wall_clock.last(key)
 
-    async def _recent_purges(self) -> PurgeTimes:
+    async def _recent_purges(self) -> RecentPurges:
         """The purge records: one `pread` unless a purge was recorded since the last look (then they are
         read again, in a cache thread, once for all who ask meanwhile; without the versions file, at
         most once a second)."""

@@ -7,7 +7,9 @@ each purge here, in the cache folder, as it begins and again once it has deleted
 begun before a record that covers its key stores nothing (`Caches.purged_since`, checked before the
 store writes and again after), remembered failures begun before one are forgotten, and an origin
 learns when the path was last purged (`OriginRequest.purged_at`). (The shared tier's objects are held
-to the fleet's purge journal instead, edge/purge_journal.py.) A shared counter (a slot of the versions file of its own) moves with every record, so a
+to the fleet's purge journal instead, edge/purge_journal.py.) Purges and work are ordered by
+`node_time` (the machine's monotonic clock), not the wall clock: a wall clock stepped back after a
+purge made every later request look older than it, for hours (no single flight, nothing stored). A shared counter (a slot of the versions file of its own) moves with every record, so a
 process reads the records again only after a purge: checking costs one `pread` otherwise.
 """
 
@@ -17,6 +19,7 @@ import bisect
 import json
 import time
 from collections import Counter
+from pathlib import Path
 
 from .tiers import DiskTier
 
@@ -24,6 +27,23 @@ from .tiers import DiskTier
 #: render, the queue; `flight.wait_bound`) and than a render that took too long is remembered
 #: (`pipeline.TIMED_OUT_SECONDS`)
 RECORD_SECONDS = 900.0
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:  # not Linux: records of an earlier boot, within RECORD_SECONDS of it, may be misordered
+        return ""
+
+
+#: this boot of the machine: `node_time`s written to disk compare only with those of the same boot
+BOOT = _boot_id()
+
+
+def node_time() -> float:
+    """When, on the clock that orders purges and work on this node: `CLOCK_MONOTONIC`, the same in every
+    process of the machine and never stepped (NTP only slews it), unlike the wall clock. Within `BOOT`."""
+    return time.monotonic()
 
 
 class PurgeTimes:
@@ -75,29 +95,43 @@ class PurgeTimes:
                 self._sorted = None
 
 
+class RecentPurges:
+    """The purge records: by `node_time` (this boot's; what work is ordered against) and by wall clock
+    (what an origin is told, `OriginRequest.purged_at`)."""
+
+    def __init__(self) -> None:
+        self.by_node_time = PurgeTimes()
+        self.by_wall_clock = PurgeTimes()
+
+
 class PurgeTier(DiskTier):
-    """The records, one per prefix (its latest time), each kept `RECORD_SECONDS`."""
+    """The records, one per prefix (its latest time), each kept `RECORD_SECONDS` (by `node_time`;
+    diskcache's expiry, by the wall clock, only cleans up)."""
 
     def record(self, prefix: str) -> bool:
         """(blocking) Whether it was recorded (a failure is counted and logged)."""
         def write(handles: tuple) -> bool:
             writer = handles[0]
-            writer.set(prefix, b"", tag=json.dumps({"at": time.time()}), expire=RECORD_SECONDS)
+            tag = json.dumps({"at": time.time(), "node_time": node_time(), "boot": BOOT})
+            writer.set(prefix, b"", tag=tag, expire=RECORD_SECONDS)
             writer.expire()
             self._evict_to_budget(writer)  # a flood of long prefixes stays within the budget (the oldest go)
             return True
         return self._attempt("record a purge", write, False)
 
-    def recent(self) -> PurgeTimes:
+    def recent(self) -> RecentPurges:
         """(blocking) The records not expired; none when they cannot be read (counted)."""
         def read(handles: tuple) -> list[tuple[str, str]]:
             # one query for them all (diskcache reads a key at a time); its `tag` column holds our JSON
-            return handles[1]._sql("SELECT key, tag FROM Cache WHERE raw = 1 AND expire_time > ?",
-                                   (time.time(),)).fetchall()
-        times = PurgeTimes()
+            return handles[1]._sql("SELECT key, tag FROM Cache WHERE raw = 1").fetchall()
+        recent, oldest = RecentPurges(), node_time() - RECORD_SECONDS
         for prefix, tag in self._attempt("read purges", read, []):
             try:
-                times.add(prefix, float(json.loads(tag)["at"]))
+                record = json.loads(tag)
+                made, at = float(record["node_time"]), float(record["at"])
             except (TypeError, ValueError, KeyError):
                 continue  # not a record of ours
-        return times
+            if record.get("boot") == BOOT and made >= oldest:  # one of an earlier boot came before any work
+                recent.by_node_time.add(prefix, made)
+                recent.by_wall_clock.add(prefix, at)
+        return recent

@@ -1,0 +1,112 @@
+"""A machine whose wall clock steps (a VM resumed after hours, NTP stepping it by hours either way):
+real nodes whose clock libfaketime steps while they run (`CLOCK_MONOTONIC` left alone, as the kernel
+does), and in-process nodes whose freshness clock is moved (docs/operations.md#when-the-clock-steps)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from tests.assets import centre_colour, colour, same_colour, solid
+import diskcache
+
+from tests.nodes import NodeProcess, decode, until, web_config, write_config
+from tests.servers import HTTPOrigin
+
+LIBFAKETIME = next((path for path in (Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
+                                      Path("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"),
+                                      Path("/usr/lib/faketime/libfaketime.so.1"))
+                    if path.exists()), None)
+needs_faketime = pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime is not installed (apt: faketime)")
+TOKEN = "clock-step-token-5e2a"
+HOUR = 3600.0
+
+
+class SteppedClock:
+    """A node process's wall clock, stepped by writing libfaketime's offset file (read at every call:
+    `FAKETIME_NO_CACHE`); its monotonic clock is the machine's."""
+
+    def __init__(self, directory: Path):
+        self.file = directory / "faketime"
+        self.step(0)
+
+    def step(self, seconds: float) -> None:
+        self.file.write_text(f"{seconds:+.0f}\n")
+
+    def env(self) -> dict[str, str]:
+        return {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_TIMESTAMP_FILE": str(self.file),
+                "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+@pytest.fixture
+async def origin():
+    server = await HTTPOrigin(files={"a.jpg": solid(80, 60, colour(1))}).start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def clock(tmp_path):
+    return SteppedClock(tmp_path)
+
+
+@pytest.fixture
+def stepped_node(origin, clock, tmp_path):
+    config = web_config(origin.url, f'[cache]\ndir = "{tmp_path}/cache"\n[admin]\ntoken = "{TOKEN}"\n')
+    node = NodeProcess(write_config(tmp_path, config), env=clock.env())
+    yield node
+    node.stop()
+
+
+async def get(node: NodeProcess, path: str):
+    return await AsyncHTTPClient().fetch(node.url + path, raise_error=False)
+
+
+async def purge(node: NodeProcess, url: str) -> None:
+    response = await AsyncHTTPClient().fetch(node.url + "/_edge/purge", method="POST", raise_error=False,
+                                             headers={"Authorization": f"Bearer {TOKEN}"},
+                                             body=json.dumps({"url": url}).encode())
+    assert response.code == 200, response.body
+
+
+@needs_faketime
+async def test_the_stepped_clock_moves_the_wall_clock_only(clock):
+    probe = ("import time; print(time.time() - time.monotonic())")
+    env = clock.env()
+
+    async def offset() -> float:
+        process = await asyncio.create_subprocess_exec("python3", "-c", probe, env=env,
+                                                       stdout=asyncio.subprocess.PIPE)
+        output, _ = await asyncio.wait_for(process.communicate(), 10)
+        return float(output)
+
+    before = await offset()
+    clock.step(-2 * HOUR)
+    assert before - await offset() == pytest.approx(2 * HOUR, abs=60)
+
+
+@needs_faketime
+async def test_a_url_purged_before_the_clock_steps_back_is_cached_again_at_once(stepped_node, origin, clock,
+                                                                             tmp_path):
+    """The purge is recorded at the wall time before the step: work begun after the step must not look
+    older than it (it was refused its single flight and never stored, for hours)."""
+    assert (await get(stepped_node, "/tr:w-40/a.jpg")).code == 200
+    await purge(stepped_node, "/a.jpg")
+    origin.files["a.jpg"] = solid(80, 60, colour(2))
+    clock.step(-2 * HOUR)
+
+    herd = await asyncio.gather(*(get(stepped_node, "/tr:w-40/a.jpg") for _ in range(6)))
+    assert [response.code for response in herd] == [200] * 6
+    assert all(same_colour(centre_colour(decode(response)), colour(2)) for response in herd)
+    assert origin.requests["a.jpg"] == 2  # one fetch for the herd: the single flight holds
+    with diskcache.Cache(str(tmp_path / "cache" / "outputs")) as outputs:
+        async def stored() -> bool:
+            return len(outputs) == 1
+        await until(stored, "the output stored", timeout=5)
+    again = await get(stepped_node, "/tr:w-40/a.jpg")
+    assert (again.code, again.headers["X-Cache"]) == (200, "HIT")
+    assert origin.requests["a.jpg"] == 2
