@@ -28,6 +28,7 @@ from functools import partial
 
 from . import chain
 from .cache import Caches, SourceInfo, StoredOriginal, original_key, strong_etag
+from .cache.entries import CLOCK_SKEW_SECONDS
 from .cache.purges import node_time
 from .config import CacheSettings
 from .errors import BadGateway, NothingToServe
@@ -98,8 +99,10 @@ class OriginalSource:
 
     def is_fresh(self, source: SourceInfo) -> bool:
         """Whether the origin confirmed this version within `original_ttl` (outputs are as fresh as the
-        original they were made from)."""
-        return self._clock() - source.checked_at < self._ttl
+        original they were made from). Not one confirmed further ahead of the clock than a fleet's clocks
+        disagree: the clock stepped back since, and its age is unknown (else fresh for the step's hours
+        more than `original_ttl`)."""
+        return -CLOCK_SKEW_SECONDS < self._clock() - source.checked_at < self._ttl
 
     def as_stand_in(self, source: SourceInfo) -> SourceInfo:
         """`source` of an output made from the `di-` image in place of a missing original: fresh for
@@ -139,7 +142,7 @@ class OriginalSource:
         return partial(self._look_up, key, self._caches.version(key))
 
     def _look_up(self, key: str, version: int | None) -> OriginalLookup:
-        if self._caches.not_found.known_missing(key, self._clock()):
+        if self._caches.not_found.known_missing(key, self._clock(), self._not_found_ttl):
             return OriginalLookup(version, True, None)
         return OriginalLookup(version, False, self._caches.originals.get(key))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,42 @@ async def test_a_url_purged_before_the_clock_steps_back_is_cached_again_at_once(
     again = await get(stepped_node, "/tr:w-40/a.jpg")
     assert (again.code, again.headers["X-Cache"]) == (200, "HIT")
     assert origin.requests["a.jpg"] == 2
+
+
+@pytest.fixture
+async def node(origin, node_factory, tmp_path):
+    return await node_factory(write_config(tmp_path, web_config(origin.url, """
+[cache]
+dir = "cache"
+original_ttl = "1h"
+not_found_ttl = "60s"
+""")))
+
+
+def stepped(running, seconds: float) -> None:
+    """Step the in-process node's freshness clock by `seconds` (back when negative)."""
+    running.node.clock = lambda: time.time() + seconds
+
+
+async def test_outputs_confirmed_before_the_clock_stepped_back_are_revalidated_once(node, origin):
+    """Fresh for `original_ttl` whatever the clock says: not for the hours of the step more."""
+    first = await node.fetch("/tr:w-40/a.jpg")
+    stepped(node, -60)  # within the skew a fleet's clocks may have: still fresh
+    assert (await node.fetch("/tr:w-40/a.jpg")).headers["X-Cache"] == "HIT"
+    assert origin.requests["a.jpg"] == 1
+
+    stepped(node, -2 * HOUR)
+    revalidated = await node.fetch("/tr:w-40/a.jpg")
+    assert (revalidated.code, revalidated.headers["X-Cache"], revalidated.body) == (200, "MISS", first.body)
+    assert origin.requests["a.jpg"] == 2  # one conditional request: a 304, the output kept
+    assert (await node.fetch("/tr:w-40/a.jpg")).headers["X-Cache"] == "HIT"  # confirmed at the new time
+    assert origin.requests["a.jpg"] == 2
+
+
+async def test_a_404_remembered_before_the_clock_stepped_back_is_not_remembered_for_hours(node, origin):
+    assert (await node.fetch("/tr:w-40/new.jpg")).code == 404
+    origin.files["new.jpg"] = solid(80, 60, colour(2))
+    stepped(node, -2 * HOUR)
+    found = await node.fetch("/tr:w-40/new.jpg")
+    assert found.code == 200 and same_colour(centre_colour(decode(found)), colour(2))
+    assert origin.requests["new.jpg"] == 2

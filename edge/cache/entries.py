@@ -32,6 +32,12 @@ def header_value(text: str | None) -> str | None:
     return text if text is not None and _HEADER_VALUE.fullmatch(text) else None
 
 
+#: how far the clocks of a fleet's nodes may disagree (and a node's clock step back) without effect: an
+#: original confirmed up to this far "in the future" is fresh, a purge journal entry up to this far ahead
+#: or behind is applied (edge/purge_journal.py); more is a clock step or a broken clock
+CLOCK_SKEW_SECONDS = 300.0
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """What is known about a version of an original: where it came from, its validators for a
@@ -39,6 +45,8 @@ class SourceInfo:
 
     origin: str
     version: str
+    #: wall-clock seconds (outputs in the shared tier carry it from node to node); one more than
+    #: `CLOCK_SKEW_SECONDS` ahead of the reader's clock is of unknown age: stale
     checked_at: float
     etag: str | None = None
     last_modified: str | None = None

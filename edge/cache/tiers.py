@@ -449,10 +449,12 @@ class NotFoundTier(DiskTier):
     """Paths no origin had, until a deadline. The deadline is checked against the node's clock (which
     tests can move); diskcache's own expiry only cleans up."""
 
-    def known_missing(self, key: str, now: float) -> bool:
+    def known_missing(self, key: str, now: float, ttl: float) -> bool:
+        """Whether `key` is remembered missing at `now`: a record with more than `ttl` left was made
+        before the clock stepped back (else remembered for the step's hours), and is not."""
         found = self._get(key)
         try:
-            return found is not None and now < float(found[1]["until"])
+            return found is not None and 0 < float(found[1]["until"]) - now <= ttl
         except (KeyError, TypeError, ValueError):
             return False
 
