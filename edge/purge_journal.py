@@ -24,8 +24,12 @@ Only the last `original_ttl` of the journal matters: an output confirmed longer 
 is checked with the origin before it is served again. The purge that writes an entry deletes the
 entries older than that by the store's clock (a page at a time). A prefix too long for an object key
 is shortened, which purges more, never less. Times in names come from the nodes' clocks: keep them
-synchronised (NTP). A reading that follows a recent entry also lists the last `LOOKBACK_SECONDS`
-again (one page), so an entry from a node whose clock lags is still found. Anyone who can write to
+synchronised (NTP); they may disagree by up to `CLOCK_SKEW_SECONDS` (5 minutes). A reading that
+follows a recent entry also lists the last `LOOKBACK_SECONDS` (as long) again (one page), so an
+entry from a node whose clock lags is still found. (`covers` compares the times of two nodes'
+clocks as they are: an object confirmed less than the lag before a lagging node's purge is not held
+back by it; slack there would keep every object confirmed in the minutes after any purge out of the
+shared tier until its original is revalidated.) Anyone who can write to
 the bucket can write here: keys that are not entries are skipped, and never stop a reading.
 """
 
@@ -41,6 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .cache.entries import CLOCK_SKEW_SECONDS
 from .cache.purges import PurgeTimes
 from .origin import OriginFailure
 
@@ -49,9 +54,9 @@ log = logging.getLogger("edge.purge_journal")
 FOLDER = "_purges/"
 #: an entry written by a node whose clock lags the reader's by up to this much is still read: each
 #: reading lists (one page) from this far back when the newest entry it has seen is that recent
-LOOKBACK_SECONDS = 60.0
+LOOKBACK_SECONDS = CLOCK_SKEW_SECONDS
 #: an entry made further ahead of the reader's clock is ignored: a node's clock that wrong is broken
-FUTURE_SECONDS = 300.0
+FUTURE_SECONDS = CLOCK_SKEW_SECONDS
 #: pages of 1000 entries one reading lists at most, at a worker's start and then; a longer journal
 #: is read on at the next reading, from where this one stopped
 START_PAGES = 100

@@ -280,6 +280,23 @@ async def test_a_restart_applies_what_it_missed_and_nothing_twice(start, bucket)
     assert sorted(await worker().read()) == ["\0b.jpg\0", "\0c.jpg\0", "\0lagging.jpg\0"]
 
 
+async def test_a_purge_from_a_node_whose_clock_lags_minutes_is_applied(start):
+    """Clocks of a fleet may disagree by minutes (`CLOCK_SKEW_SECONDS`): an entry from a node 3 minutes
+    behind sorts before where the readers have read to."""
+    node = await start("n")
+    store = node.node.shared.store
+    now = [5_000_000.0]
+    reader = PurgeJournal(store, 3600, node.config.cache.dir / "skew-reader", clock=lambda: now[0])
+    lagging = PurgeJournal(store, 3600, node.config.cache.dir / "skew-writer", clock=lambda: now[0] - 180)
+    await reader.record("\0first.jpg\0")
+    assert await reader.read() == ["\0first.jpg\0"]  # read up to it: the next reading goes on from there
+    reader.applied(1)
+    now[0] += 10
+    await lagging.record("\0lagging.jpg\0")  # made after the first, stamped 170 s before it
+    now[0] += 10
+    assert await reader.read() == ["\0lagging.jpg\0"]
+
+
 async def test_a_purge_the_cache_could_not_apply_is_applied_at_the_next_reading(start, origin, bucket):
     sender, other = await start("sender"), await start("other")
     assert cached_as(await other.fetch(URL)) == ("MISS", False)
