@@ -150,3 +150,19 @@ async def test_a_404_remembered_before_the_clock_stepped_back_is_not_remembered_
     found = await node.fetch("/tr:w-40/new.jpg")
     assert found.code == 200 and same_colour(centre_colour(decode(found)), colour(2))
     assert origin.requests["new.jpg"] == 2
+
+
+@needs_faketime
+async def test_a_forward_step_past_original_ttl_revalidates_once_per_original(stepped_node, origin, clock):
+    """Every output goes stale at once: the herd of all their URLs asks the origin once per original (a
+    304 keeps every output), not once per URL."""
+    origin.files["b.jpg"] = solid(80, 60, colour(3))
+    urls = [f"/tr:w-{width}/{name}" for name in ("a.jpg", "b.jpg") for width in (20, 30, 40, 50)]
+    first = {url: (await get(stepped_node, url)).body for url in urls}
+    assert origin.requests["a.jpg"] == origin.requests["b.jpg"] == 1
+    clock.step(2 * 24 * HOUR)
+
+    asked = [url for url in urls for _ in range(3)]
+    herd = await asyncio.gather(*(get(stepped_node, url) for url in asked))
+    assert [(response.code, response.body) for response in herd] == [(200, first[url]) for url in asked]
+    assert origin.requests["a.jpg"] == origin.requests["b.jpg"] == 2
