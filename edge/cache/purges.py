@@ -10,7 +10,8 @@ learns when the path was last purged (`OriginRequest.purged_at`). (The shared ti
 to the fleet's purge journal instead, edge/purge_journal.py.) Purges and work are ordered by
 `node_time` (the machine's monotonic clock), not the wall clock: a wall clock stepped back after a
 purge made every later request look older than it, for hours (no single flight, nothing stored).
-A shared counter (a slot of the versions file of its own) moves with every record, so a process reads the records again only after a purge: checking costs one `pread` otherwise.
+A shared counter (a slot of the versions file of its own) moves with every record, so a process reads
+the records again only after a purge: checking costs one `pread` otherwise.
 """
 
 from __future__ import annotations
