@@ -4,11 +4,12 @@ A cache miss hands work to a thread and back several times (the lookups, the ren
 the hand-off itself is kept cheap. `loop.run_in_executor` on a `ThreadPoolExecutor` wraps every call
 in a `concurrent.futures.Future` (a condition variable and its lock), chains it to an asyncio future
 through callbacks on both sides and takes a semaphore to size the pool: about 95 µs of CPU a
-hand-off under load on 2 cores. Here a call is one tuple on a `SimpleQueue` and its answer one
+hand-off under load on 2 cores. Here a call is one list on a `SimpleQueue` and its answer one
 `call_soon_threadsafe`: about 40 µs (`benchmarks/bench_threads.py`).
 
 Threads start on first use, in the process that uses them; a forked child starts its own (threads
-do not survive a fork). A call whose caller went away while it queued is skipped.
+do not survive a fork). A call whose caller went away while it queued is skipped, and so is one no
+thread started within its `start_within` (its caller is told at once, `NotStarted`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ _STOP = None
 EACH_THREAD_SECONDS = 5.0
 
 
+class NotStarted(Exception):
+    """No thread started the call within its `start_within` seconds: it was withdrawn and never runs."""
+
+
 class BlockingPool:
     """`size` threads named `<name>_<n>` running the blocking calls of one event loop."""
 
@@ -41,19 +46,39 @@ class BlockingPool:
         _pools.add(self)
 
     def _forget_threads(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
+    async def run(self, function: Callable[..., T], *args: Any, start_within: float | None = None) -> T:
         """`function(*args)` in one of the threads. Cancelling the caller skips the call if it has not
-        started; a started call runs to its end (its result is dropped)."""
+        started; a started call runs to its end (its result is dropped). With `start_within`, a call
+        that no thread has started within that many seconds is withdrawn: `NotStarted`, and it never runs."""
         if not self._threads:
             self._start()
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
-        self._queue.put((loop, answer, function, args))
-        return await answer
+        if start_within is None:
+            self._queue.put([loop, answer, function, args, None])
+            return await answer
+        # taken once, by whoever comes first: a thread starting the call, or the caller withdrawing it
+        start = threading.Lock()
+        call = [loop, answer, function, args, start]
+
+        def withdraw() -> None:
+            if start.acquire(blocking=False):
+                # the husk left in the queue holds nothing of the call: its arguments (a render's original),
+                # nor its answer (whose error's traceback holds them)
+                call[:4] = None, None, None, ()
+                if not answer.done():  # (cancelled in this turn of the loop, before the timer could be)
+                    answer.set_exception(NotStarted())
+
+        timer = loop.call_later(start_within, withdraw)
+        self._queue.put(call)
+        try:
+            return await answer
+        finally:
+            timer.cancel()
 
     def on_each_thread(self, function: Callable[[], None]) -> None:
         """Run `function()` once in every started thread, all of them at once, and wait (blocking,
@@ -75,7 +100,7 @@ class BlockingPool:
 
         done = threading.Semaphore(0)
         for _ in range(threads):
-            self._queue.put((None, None, each, ()))
+            self._queue.put([None, None, each, (), None])
         try:
             barrier.wait(timeout=EACH_THREAD_SECONDS)
         except threading.BrokenBarrierError:
@@ -114,7 +139,9 @@ class BlockingPool:
             del item
 
     def _call(self, loop: asyncio.AbstractEventLoop | None, answer: asyncio.Future | None,
-              function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+              function: Callable[..., Any], args: tuple[Any, ...], start: threading.Lock | None) -> None:
+        if start is not None and not start.acquire(blocking=False):  # withdrawn: its caller was answered
+            return
         if answer is not None and answer.cancelled():  # the caller went away while it queued
             return
         try:

@@ -1,13 +1,14 @@
 """`edge.threads.BlockingPool`: what the request path relies on when it hands blocking work to a thread."""
 
 import asyncio
+import gc
 import os
 import threading
 import weakref
 
 import pytest
 
-from edge.threads import BlockingPool
+from edge.threads import BlockingPool, NotStarted
 
 BOUND = 10  # seconds: every wait here is bounded
 
@@ -37,6 +38,31 @@ async def test_a_call_whose_caller_left_while_it_queued_is_skipped():
         release.set()
         assert await asyncio.wait_for(busy, BOUND)
         await asyncio.wait_for(pool.run(ran.append, "next"), BOUND)
+        assert ran == ["next"]
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+async def test_a_call_no_thread_started_within_its_bound_is_withdrawn_and_never_runs():
+    pool = BlockingPool(1, "test")
+    release, ran = threading.Event(), []
+    original = _Body(b"x" * 1000)  # what a queued render holds: its original
+    let_go = threading.Event()
+    weakref.finalize(original, let_go.set)
+    try:
+        busy = asyncio.ensure_future(pool.run(release.wait, BOUND, start_within=BOUND))  # starts at once
+        queued = asyncio.ensure_future(pool.run(lambda body: ran.append(body), original, start_within=0.2))
+        del original
+        with pytest.raises(NotStarted):  # told while the thread is still busy
+            await asyncio.wait_for(queued, BOUND)
+        assert not busy.done()
+        del queued
+        gc.collect()  # the caller's error and the frames of its traceback (which hold the arguments) form cycles
+        assert await asyncio.to_thread(let_go.wait, BOUND)  # the husk left in the queue holds nothing of them
+        release.set()
+        assert await asyncio.wait_for(busy, BOUND)
+        await asyncio.wait_for(pool.run(ran.append, "next", start_within=BOUND), BOUND)  # after the husk
         assert ran == ["next"]
     finally:
         release.set()
