@@ -63,6 +63,9 @@ class ServerSettings:
     transform_threads: int = 0
     #: transformations waiting for a thread beyond which requests get 503 + Retry-After.
     transform_queue: int = 64
+    #: seconds a transformation may wait for a thread; then it leaves the queue unrun and its requests get
+    #: 503 + Retry-After. Part of `flight.wait_bound`, hence of the balancers' answer timeout (docs/fleet.md)
+    transform_queue_timeout: float = 10.0
     access_log: bool = True
     # -- limits against hostile or stuck clients (see docs/security.md, "Server limits") --
     #: seconds a new connection has to send its first request's headers
@@ -139,7 +142,8 @@ class Limits:
     max_frames: int = 100
     #: SVG sources are rendered only when the operator enables them (a renderer of untrusted XML)
     allow_svg: bool = False
-    #: seconds one render may run in its thread before it is stopped (503); flight waiters allow this + 10 s
+    #: seconds one render may run in its thread before it is stopped (503); flight waiters allow this and
+    #: `[server] transform_queue_timeout`
     render_timeout: float = 20.0
     #: the most work one URL may ask for, in megapixels of work (see edge/transform/cost.py)
     max_cost: float = 200.0
@@ -279,6 +283,8 @@ def _server(t: ConfigTable) -> ServerSettings:
         workers=per_core(t.int("workers", d.workers, min=0, max=256)),
         transform_threads=per_core(t.int("transform_threads", d.transform_threads, min=0, max=256)),
         transform_queue=t.int("transform_queue", d.transform_queue, min=1, max=100_000),
+        transform_queue_timeout=_positive(t, "transform_queue_timeout",
+                                          t.duration("transform_queue_timeout", d.transform_queue_timeout)),
         access_log=t.bool("access_log", d.access_log),
         header_timeout=_positive(t, "header_timeout", t.duration("header_timeout", d.header_timeout)),
         idle_timeout=_positive(t, "idle_timeout", t.duration("idle_timeout", d.idle_timeout)),

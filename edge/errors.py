@@ -111,8 +111,18 @@ class Overloaded(EdgeError):
 
     status = 503
 
-    def __init__(self, retry_after: int = 1):
-        super().__init__("node overloaded, retry later", headers={"Retry-After": str(retry_after)})
+    def __init__(self, message: str = "node overloaded, retry later"):
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
+class TransformQueueTimeout(Overloaded):
+    """A render (or an `orig-true` probe) waited `[server] transform_queue_timeout` for a transform thread:
+    withdrawn from the queue, never run (503 with Retry-After)."""
+
+    kind = "queue_timeout"
+
+    def __init__(self) -> None:
+        super().__init__("node overloaded: waited too long for a transform thread, retry later")
 
 
 class FetchMemoryExhausted(Overloaded):

@@ -49,16 +49,13 @@ import diskcache
 from .cache.health import CACHE_ERRORS, CacheHealth, error_kind
 from .cache.purges import BOOT, node_time
 from .cache.tiers import SQLITE_BUSY_SECONDS
-from .config import Endpoint
+from .config import Config
 from .errors import EdgeError, FlightTimeout, ShuttingDown
 
 T = TypeVar("T")
 
 log = logging.getLogger("edge.flight")
 
-#: what a leader may take beyond its origin chain's timeouts and `[limits] render_timeout`: queueing
-#: for a transform thread.
-QUEUE_ALLOWANCE_SECONDS = 10.0
 #: how long a leader's failure stays readable by the workers that waited for it.
 FAILURE_RECORD_SECONDS = 60.0
 POLL_FIRST_SECONDS = 0.002
@@ -69,11 +66,12 @@ _OFFSET_BITS = 48
 SETTLE_SECONDS = 10.0
 
 
-def wait_bound(endpoints: tuple[Endpoint, ...], render_timeout: float) -> float:
-    """How long a waiter waits: the slowest endpoint's whole origin chain, plus time to queue for and
-    run the transform (which `render_timeout` bounds)."""
-    chains = (sum(origin.settings.timeout for origin in endpoint.origins) for endpoint in endpoints)
-    return max(chains, default=0.0) + render_timeout + QUEUE_ALLOWANCE_SECONDS
+def wait_bound(config: Config) -> float:
+    """How long a waiter waits: the slowest endpoint's whole origin chain, plus time to queue for a
+    transform thread (`[server] transform_queue_timeout` bounds it) and to run the transform
+    (`[limits] render_timeout`)."""
+    chains = (sum(origin.settings.timeout for origin in endpoint.origins) for endpoint in config.endpoints)
+    return max(chains, default=0.0) + config.server.transform_queue_timeout + config.limits.render_timeout
 
 
 @dataclass

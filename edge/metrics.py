@@ -45,6 +45,9 @@ CACHE_RESULTS = {"output": ("hit", "miss", "stale"), "original": ("hit", "miss",
 #: the least time between two `/metrics` texts a worker makes (`Metrics.scraped`): a flood of
 #: scrapes costs at most 5 a second, and a scrape waits at most this long
 EXPOSITION_SECONDS = 0.2
+#: `reason` values of `edge_transform_refusals_total`: the transform queue was full, or a transformation
+#: waited `[server] transform_queue_timeout` in it
+TRANSFORM_REFUSALS = ("queue_full", "queue_timeout")
 #: statuses an endpoint's series start with (others appear when first answered)
 INITIAL_STATUSES = ("200", "304", "400", "404", "502", "503", "504")
 
@@ -126,6 +129,9 @@ class Metrics:
         self.transform_duration = Histogram(
             "edge_transform_duration_seconds", "Time to decode, transform and encode one output",
             ["format"], buckets=LATENCY_BUCKETS, registry=r)
+        self.transform_refusals = Counter(
+            "edge_transform_refusals_total", "Transformations refused (503) because the node was overloaded: "
+            "the transform queue was full, or they waited too long in it for a thread", ["reason"], registry=r)
         self.coalesced_requests = Counter(
             "edge_coalesced_requests_total", "Requests that waited on another's fetch and transform",
             registry=r)
@@ -190,6 +196,8 @@ class Metrics:
             self.cache_evictions.labels(tier)
             for result in CACHE_RESULTS.get(tier, ()):
                 self.cache_requests.labels(tier, result)
+        for reason in TRANSFORM_REFUSALS:
+            self.transform_refusals.labels(reason)
         for origin in config.origins:
             for outcome in (*ORIGIN_SUCCESSES, "busy", *ORIGIN_FAILURES):
                 self.origin_fetches.labels(origin.name, outcome)

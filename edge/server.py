@@ -113,7 +113,7 @@ class Node:
                            libvips=".".join(str(pyvips.version(i)) for i in range(3)))
         # one single flight per kind of key, each with its own leases: an output's and an original's
         # work never share a lease
-        waiting = wait_bound(config.endpoints, config.limits.render_timeout)
+        waiting = wait_bound(config)
         self.flights = {kind: SingleFlight(kind, config.cache.dir / "flights" / kind, waiting,
                                            coalesced=metrics.coalesced_requests.inc,
                                            abandoned=metrics.abandoned_work.labels(kind).inc, health=health,
@@ -124,7 +124,8 @@ class Node:
         self.originals = OriginalSource(self.caches, self.flights["originals"], config.cache,
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
-                                 config.server.transform_queue, config.fonts)
+                                 config.server.transform_queue, config.fonts, config.server.transform_queue_timeout,
+                                 refused=lambda reason: metrics.add(metrics.transform_refusals, (reason,)))
         #: the fleet's shared second tier, between this node's disk and the origins
         self.shared = SharedTier.of(config, metrics)
         self.pipeline = Pipeline(config, self.router, self.caches, self.originals, self.flights["outputs"],

@@ -8,6 +8,7 @@ import pytest
 
 from edge.config import load_config
 from edge.errors import ConfigError
+from edge.flight import wait_bound
 from edge.pluginmanager import load_plugins
 from tests.nodes import SAMPLES, write_config
 
@@ -75,6 +76,13 @@ def test_an_origins_timeout_is_a_number_or_a_duration(tmp_path, timeout, seconds
     assert load(tmp_path, ORIGIN + f"timeout = {timeout}\n" + ENDPOINT).origins[0].settings.timeout == seconds
 
 
+def test_the_transform_queue_timeout_is_part_of_what_flight_waiters_wait(tmp_path):
+    """The node's longest answer: one origin's timeout, the render's wait for a thread and its run."""
+    assert wait_bound(load(tmp_path, ORIGIN + ENDPOINT)) == 10 + 10 + 20
+    config = load(tmp_path, '[server]\ntransform_queue_timeout = "2.5s"\n' + ORIGIN + ENDPOINT)
+    assert (config.server.transform_queue_timeout, wait_bound(config)) == (2.5, 10 + 2.5 + 20)
+
+
 @pytest.mark.parametrize("text, expected", [
     ("[server]\nport = \"eighty\"\n" + ORIGIN + ENDPOINT, "[server] port: expected an integer, got a string"),
     ("[server]\nworkers = -1\n" + ORIGIN + ENDPOINT, "[server] workers: expected an integer from 0 to 256"),
@@ -83,6 +91,8 @@ def test_an_origins_timeout_is_a_number_or_a_duration(tmp_path, timeout, seconds
     ("[server]\nprot = 1\n" + ORIGIN + ENDPOINT, "[server] prot: unknown key"),
     ("[server]\nheader_timeout = 0\n" + ORIGIN + ENDPOINT, "[server] header_timeout: expected a duration above zero"),
     ("[server]\nsend_timeout = \"0s\"\n" + ORIGIN + ENDPOINT, "[server] send_timeout: expected a duration above zero"),
+    ("[server]\ntransform_queue_timeout = 0\n" + ORIGIN + ENDPOINT,
+     "[server] transform_queue_timeout: expected a duration above zero"),
     ("[server]\nmax_header_size = 100\n" + ORIGIN + ENDPOINT, "[server] max_header_size: expected at least 1KiB"),
     ("[server]\nport = 9000\nmetrics_port = 9000\n" + ORIGIN + ENDPOINT,
      "[server] metrics_port: expected another port than port (9000)"),  # `serve` could not bind both

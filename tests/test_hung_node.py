@@ -48,7 +48,7 @@ def node_config(origin_url: str) -> str:
 def answer_bound(config_text: str, directory) -> int:
     """What the balancers wait for a node running `config_text`: its longest answer, plus the margin."""
     config = load_config(write_config(directory, config_text, "bound.toml"), load_plugins())
-    return int(wait_bound(config.endpoints, config.limits.render_timeout)) + ANSWER_MARGIN
+    return int(wait_bound(config)) + ANSWER_MARGIN
 
 
 def test_the_shipped_answer_timeout_is_the_default_nodes_bound_plus_the_margin(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import pyvips
 
 from edge.server import attachment
+from edge.testing import total
 from tests import imagecorpus
 from tests.assets import pixel
 from tests.nodes import SAMPLES, decode, loader, local_config, write_config
@@ -423,3 +424,6 @@ async def test_full_transform_queue_answers_503_with_retry_after(node_factory, t
         assert response.headers["Retry-After"] == "1"
         assert response.body == b"node overloaded, retry later\n"
     assert decode(served[0]).width == 2000
+    refusals = node.node.metrics.exposition().decode()
+    assert total(refusals, "edge_transform_refusals_total", reason="queue_full") == len(refused)
+    assert total(refusals, "edge_transform_refusals_total", reason="queue_timeout") == 0

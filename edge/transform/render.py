@@ -2,8 +2,9 @@
 
 `Renderer.render` (and `Renderer.probe`, for `orig-true`, which serves the original as it is) runs the
 work in a bounded thread pool (libvips releases the GIL) and answers 503 when the queue in front of the
-pool is full. A render still running `[limits] render_timeout` after it started, or whose awaiting task
-is cancelled, is stopped inside libvips (`stopping`) and its thread freed.
+pool is full, or when the work waited `[server] transform_queue_timeout` in it (then it leaves the queue
+and never runs). A render still running `[limits] render_timeout` after it started, or whose awaiting
+task is cancelled, is stopped inside libvips (`stopping`) and its thread freed.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from dataclasses import dataclass, replace
 import pyvips
 
 from ..cache.entries import strong_etag
-from ..config import Defaults, Limits
-from ..errors import BadRequest, InvalidTransformation, Overloaded, RenderTimedOut, UnprocessableSource
-from ..threads import BlockingPool
+from ..config import Defaults, Limits, ServerSettings
+from ..errors import (BadRequest, InvalidTransformation, Overloaded, RenderTimedOut, TransformQueueTimeout,
+                      UnprocessableSource)
+from ..threads import BlockingPool, NotStarted
 from . import stopping
 from .compose import draw_layers
 from .cost import check_render_cost
@@ -364,24 +366,34 @@ class SettingsTag:
 
 
 class Renderer:
-    """A bounded pool of libvips threads with a bounded queue in front of it."""
+    """A bounded pool of libvips threads with a queue in front of it, bounded in length and in time."""
 
     def __init__(self, defaults: Defaults, limits: Limits, threads: int, queue: int,
-                 fonts: Mapping[str, Font] | None = None):
+                 fonts: Mapping[str, Font] | None = None,
+                 queue_timeout: float = ServerSettings.transform_queue_timeout,
+                 refused: Callable[[str], None] = lambda reason: None):
+        """`refused(reason)` counts work refused for overload: `queue_full`, `queue_timeout`."""
         self.defaults = defaults
         self.limits = limits
         self.fonts = fonts or shipped_fonts()
         self._threads = BlockingPool(threads, "vips")
         self._capacity = threads + queue
         self._pending = 0
+        self._queue_timeout = queue_timeout
+        self._refused = refused
 
     async def run(self, function, *args):
-        """Run `function(*args)` on the libvips pool; 503 when the pool and its queue are full."""
+        """Run `function(*args)` on the libvips pool; 503 when the pool and its queue are full, or when
+        no thread started it within `queue_timeout` (it is withdrawn: it never runs)."""
         if self._pending >= self._capacity:
+            self._refused("queue_full")
             raise Overloaded()
         self._pending += 1
         try:
-            return await self._threads.run(function, *args)
+            return await self._threads.run(function, *args, start_within=self._queue_timeout)
+        except NotStarted:
+            self._refused("queue_timeout")
+            raise TransformQueueTimeout() from None
         finally:
             self._pending -= 1
 
