@@ -26,6 +26,7 @@ from pathlib import Path
 from . import __version__, cachestats, checks, cloudinary_check, signing
 from . import warm as warm_command
 from .config import Config, WithoutEnvironment, load_config, per_core
+from .cores import usable_cores
 from .errors import BadRequest, ConfigError, EdgeError
 from .logs import configure_logging
 from .pluginmanager import load_plugins
@@ -270,6 +271,9 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
     from .httpserver import raise_fd_limit
 
     checks.usable_cache_dir(config.cache.dir, create=True)
+    cores = usable_cores()  # what `workers = 0` and `transform_threads = 0` counted: said, as a limit can be a surprise
+    log.info("usable cores: %d (%s); %d worker(s) of %d transform thread(s)", cores.count, cores.source,
+             config.server.workers, config.server.transform_threads)
     raise_fd_limit()  # before the fork: the workers inherit it
     metrics_dir = None
     multiprocess_metrics = config.server.workers > 1

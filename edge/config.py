@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .cloudinary_urls import cloud_names
+from .cores import usable_cores
 from .errors import ConfigError
 from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
@@ -271,8 +272,9 @@ def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:
 
 
 def per_core(count: int) -> int:
-    """`count`, where 0 means one per core (`workers`, `transform_threads`, `--workers`)."""
-    return count or (os.cpu_count() or 1)
+    """`count`, where 0 means one per usable core (`workers`, `transform_threads`, `--workers`): the
+    CPU affinity and cgroup quota count, not only the machine's cores (`edge.cores`)."""
+    return count or usable_cores().count
 
 
 def _server(t: ConfigTable) -> ServerSettings:

@@ -12,7 +12,6 @@ growing the process without bound.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterable, Awaitable, Callable
 from contextvars import ContextVar
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from email.utils import format_datetime
 from typing import Any, TypeVar
 
 from . import __version__
+from .cores import usable_cores
 from .errors import FetchMemoryExhausted
 from .origin import OriginFailure, SourceTooLarge
 from .threads import BlockingPool
@@ -138,8 +138,8 @@ def http_date(moment: datetime | None) -> str | None:
 
 #: the threads of `in_thread`, per origin: as many as asyncio's default executor has, for each origin
 #: apart, so that one whose blocking calls hang (a plugin's bug, a stuck mount) holds its own threads
-#: and no other origin's
-ORIGIN_THREADS = min(32, (os.cpu_count() or 1) + 4)
+#: and no other origin's (the usable cores, not the machine's: `edge.cores`)
+ORIGIN_THREADS = min(32, usable_cores().count + 4)
 _threads_by_origin: dict[str, BlockingPool] = {}
 #: the pool of the origin whose fetch runs in this task (`chain._fetch` sets it); calls outside any
 #: fetch (an `open`, a test) share `_other_threads`

@@ -1,0 +1,101 @@
+"""The node as a container or a systemd unit runs it: fewer cores than the machine has (CPU affinity, a
+cgroup CPU quota), no home folder, no writable temporary folder. Each condition is made for real where
+this machine allows it (taskset, a cgroup of our own, a mount namespace) and the test skips, saying
+why, where it does not."""
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edge.cores import cgroup_cpu_quota
+from tests.nodes import NodeProcess, local_config, write_config
+
+EDGE = (sys.executable, "-m", "edge")
+PER_CORE = "[server]\nworkers = 0\ntransform_threads = 0\n"
+
+
+def machine_cores() -> int:
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        pytest.skip("needs a machine of 2 cores or more to tell a limit from the machine's count")
+    return cores
+
+
+def test_workers_0_counts_the_cores_of_the_cpu_affinity_not_the_machines(tmp_path):
+    machine = machine_cores()
+    if shutil.which("taskset") is None:
+        pytest.skip("taskset (util-linux) is not installed")
+    node = NodeProcess(write_config(tmp_path, local_config(before=PER_CORE)), edge=("taskset", "-c", "0", *EDGE))
+    try:
+        assert any(f"usable cores: 1 (CPU affinity: 1 of the machine's {machine} cores); 1 worker(s) of 1 "
+                   "transform thread(s)" in line for line in node.log), node.log
+        assert len(node.worker_pids()) == 1
+    finally:
+        assert node.stop() == 0
+
+
+def v1_cpu_cgroup(tmp_path: Path) -> Path:
+    """A cgroup v1 folder of the `cpu` controller of our own (removed by the caller), or a skip."""
+    hierarchy = Path("/sys/fs/cgroup/cpu")
+    if not (hierarchy / "cpu.cfs_quota_us").exists():
+        pytest.skip("no cgroup v1 cpu hierarchy at /sys/fs/cgroup/cpu (cgroup v2 needs the cpu controller "
+                    "delegated to us, which this test does not set up)")
+    folder = hierarchy / f"edge-test-{uuid.uuid4().hex[:8]}"
+    try:
+        folder.mkdir()
+    except OSError as error:
+        pytest.skip(f"cannot create a cgroup in {hierarchy}: {error.strerror}")
+    return folder
+
+
+def test_workers_0_counts_the_cgroup_cpu_quota_rounded_up(tmp_path):
+    machine_cores()
+    cgroup = v1_cpu_cgroup(tmp_path)
+    try:
+        # half a core a period (docker --cpus 0.5): rounded up to one core, never to none
+        (cgroup / "cpu.cfs_period_us").write_text("100000")
+        (cgroup / "cpu.cfs_quota_us").write_text("50000")
+        in_cgroup = ("sh", "-c", f'echo $$ > {cgroup / "cgroup.procs"} && exec "$@"', "sh", *EDGE)
+        node = NodeProcess(write_config(tmp_path, local_config(before=PER_CORE)), edge=in_cgroup)
+        try:
+            assert any(f"usable cores: 1 (cgroup CPU quota 50000/100000 µs in {cgroup / 'cpu.cfs_quota_us'}); "
+                       "1 worker(s) of 1 transform thread(s)" in line for line in node.log), node.log
+            assert len(node.worker_pids()) == 1
+        finally:
+            assert node.stop() == 0
+    finally:
+        cgroup.rmdir()
+
+
+def fake_cgroup_v2(root: Path, cgroup: str, quotas: dict[str, str], mount_root: str = "/") -> Path:
+    """A folder laid out as / is for a process in the cgroup v2 `cgroup`, with `cpu.max` files."""
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/cgroup").write_text(f"0::{cgroup}\n")
+    (root / "proc/self/mountinfo").write_text(
+        "22 1 0:21 / / rw,relatime - overlay overlay rw\n"
+        f"31 22 0:28 {mount_root} /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n")
+    for folder, quota in quotas.items():
+        (root / "sys/fs/cgroup" / folder).mkdir(parents=True, exist_ok=True)
+        (root / "sys/fs/cgroup" / folder / "cpu.max").write_text(quota + "\n")
+    return root
+
+
+def test_a_cgroup_v2_quota_is_the_smallest_on_the_way_to_the_root_and_rounded_up(tmp_path):
+    # the pod's limit (1.5 cores) is tighter than the container's (3); no limit above the pod
+    root = fake_cgroup_v2(tmp_path, "/kubepods/pod1/ctr", {
+        "kubepods": "max 100000", "kubepods/pod1": "150000 100000", "kubepods/pod1/ctr": "300000 100000"})
+    quota = cgroup_cpu_quota(root)
+    assert quota is not None and quota.count == 2
+    assert quota.source == f"cgroup CPU quota 150000/100000 µs in {root}/sys/fs/cgroup/kubepods/pod1/cpu.max"
+
+
+def test_a_containers_own_cgroup_namespace_shows_its_cgroup_as_the_root(tmp_path):
+    # docker with a cgroup namespace: /proc/self/cgroup says "/", and the mount is the container's cgroup
+    root = fake_cgroup_v2(tmp_path, "/", {"": "200000 100000"}, mount_root="/")
+    assert cgroup_cpu_quota(root).count == 2
+    assert cgroup_cpu_quota(fake_cgroup_v2(tmp_path / "unlimited", "/", {"": "max 100000"})) is None
