@@ -154,5 +154,6 @@ def test_json_diagnostics(tmp_path):
     node = NodeProcess(write_config(tmp_path, local_config(before='[server]\nlog_format = "json"\n')))
     assert node.stop() == 0
     lines = [json.loads(line) for line in node.log if line.strip()]
-    assert lines[0]["level"] == "info" and lines[0]["logger"] == "edge"
-    assert lines[0]["message"].startswith("listening on http://127.0.0.1:") and lines[0]["time"] > 1e9
+    assert [line["message"].split(" ")[:2] for line in lines[:2]] == [["usable", "cores:"], ["listening", "on"]]
+    assert lines[1]["level"] == "info" and lines[1]["logger"] == "edge"
+    assert lines[1]["message"].startswith("listening on http://127.0.0.1:") and lines[1]["time"] > 1e9
