@@ -280,8 +280,7 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
     if multiprocess_metrics:
         # /metrics must describe every worker. Set before prometheus-client is imported: it picks
         # its value store then. (One process keeps the faster in-memory values.)
-        _remove_orphan_metrics_dirs()
-        metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+        metrics_dir = _make_metrics_dir()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         sockets = checks.bind_per_worker(config.server.host, config.server.port, config.server.workers)
@@ -306,6 +305,18 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
 
 #: the multiprocess metrics folder's name in the temporary folder: this, the supervisor's pid, `-`
 METRICS_DIR_PREFIX = "edge-metrics-"
+
+
+def _make_metrics_dir() -> str:
+    """The workers' metrics folder, in the temporary folder (a read-only container without a tmpfs on
+    /tmp has none: a one-line startup error, not a traceback)."""
+    try:
+        _remove_orphan_metrics_dirs()
+        return tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+    except OSError as error:
+        raise checks.StartupError(
+            f"no writable temporary folder for the workers' metrics files ({error.strerror or error}): mount a "
+            "tmpfs on /tmp (docker run --tmpfs /tmp) or set TMPDIR to a writable folder") from None
 
 
 def _remove_orphan_metrics_dirs() -> None:

@@ -49,10 +49,16 @@ class WithoutEnvironment(dict):
         return f"<{name}>"
 
 
-def default_cache_dir() -> Path:
-    """A per-user cache folder, as the XDG base-directory spec says."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edge-image-node"
+def default_cache_dir() -> Path | None:
+    """A per-user cache folder, as the XDG base-directory spec says; None for a user without a home
+    folder (HOME unset and a uid with no passwd entry, as `docker run --user 12345` runs)."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if base:
+        return Path(base) / "edge-image-node"
+    try:
+        return Path.home() / ".cache" / "edge-image-node"
+    except RuntimeError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,8 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class CacheSettings:
-    dir: Path = field(default_factory=default_cache_dir)
+    #: required: `_cache` falls back on `default_cache_dir` only when the file has none
+    dir: Path
     output_size: int = 2 * 10**9
     #: per-process memory tier in front of the output cache (0 = off)
     memory_size: int = 64 * 10**6
@@ -357,9 +364,13 @@ def _cors_origin(t: ConfigTable, default: str) -> str:
 
 
 def _cache(t: ConfigTable) -> CacheSettings:
-    d = CacheSettings()
+    directory = t.path("dir", None) or default_cache_dir()
+    if directory is None:
+        raise t.error("dir", "not set, and this user has no home folder for the default (~/.cache/edge-image-node): "
+                             "HOME is unset and the user has no entry in /etc/passwd; set [cache] dir")
+    d = CacheSettings(dir=directory)
     settings = CacheSettings(
-        dir=t.path("dir", d.dir),
+        dir=directory,
         output_size=t.size("output_size", d.output_size),
         memory_size=t.size("memory_size", d.memory_size),
         original_size=t.size("original_size", d.original_size),

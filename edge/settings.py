@@ -204,7 +204,10 @@ class ConfigTable:
         value = self.str(key, default)
         if value is None or isinstance(value, Path):
             return value
-        return (self.base_dir / Path(value).expanduser()).resolve()
+        try:
+            return (self.base_dir / Path(value).expanduser()).resolve()
+        except RuntimeError:  # `~` for a user without a home folder (HOME unset, no passwd entry)
+            raise self.error(key, f"{value!r} starts with ~, but this user has no home folder") from None
 
     def secret(self, key: str, default: Any = None) -> Secret | None:
         value = self.str(key, default)

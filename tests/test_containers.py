@@ -4,15 +4,18 @@ this machine allows it (taskset, a cgroup of our own, a mount namespace) and the
 why, where it does not."""
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
 from edge.cores import cgroup_cpu_quota
+from edge.testing import ServingNode
 from tests.nodes import NodeProcess, local_config, write_config
 
 EDGE = (sys.executable, "-m", "edge")
@@ -99,3 +102,59 @@ def test_a_containers_own_cgroup_namespace_shows_its_cgroup_as_the_root(tmp_path
     root = fake_cgroup_v2(tmp_path, "/", {"": "200000 100000"}, mount_root="/")
     assert cgroup_cpu_quota(root).count == 2
     assert cgroup_cpu_quota(fake_cgroup_v2(tmp_path / "unlimited", "/", {"": "max 100000"})) is None
+
+
+def user_without_home() -> list[str]:
+    """The command prefix that runs as a uid with no passwd entry and no HOME (`docker run --user
+    12345`, Kubernetes' runAsUser), or a skip."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to run as another uid")
+    uid = next(uid for uid in range(12345, 12445) if uid not in {entry.pw_uid for entry in pwd.getpwall()})
+    return ["env", "-u", "HOME", "-u", "XDG_CACHE_HOME", "-u", "EDGE_CONFIG",
+            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+
+
+def test_a_user_without_a_home_folder_gets_a_config_error_or_serves_with_a_cache_dir():
+    as_user = user_without_home()
+    # no [cache] dir: its default is in the home folder; a config error naming the key, no traceback
+    result = subprocess.run([*as_user, *EDGE, "check-config"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == ("edge: config error: <embedded default>: [cache] dir: not set, and this user "
+                                     "has no home folder for the default (~/.cache/edge-image-node): HOME is unset "
+                                     "and the user has no entry in /etc/passwd; set [cache] dir")
+    # with one, the node serves (the uid must read the config: a folder of its own, not pytest's 0700 one)
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o777)
+        node = NodeProcess(write_config(Path(folder), local_config(before=f'[cache]\ndir = "{folder}/cache"\n')),
+                           edge=(*as_user, *EDGE))
+        try:
+            assert ServingNode(node).get("/tr:w-32/coffee.jpg")[0] == 200
+        finally:
+            assert node.stop() == 0
+
+
+
+def test_no_writable_temporary_folder_is_a_one_line_startup_error(tmp_path):
+    """`docker run --read-only` without `--tmpfs /tmp`: the workers' metrics files have nowhere to go."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (util-linux) to make /tmp read-only in a mount namespace of its own")
+    config = write_config(tmp_path, local_config(before=f'[server]\nworkers = 2\n[cache]\ndir = "{tmp_path}/cache"\n'))
+    (tmp_path / "cache").mkdir()
+    read_only = " && ".join(f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder}"
+                            for folder in ("/tmp", "/var/tmp") if Path(folder).is_dir())
+    # the cache on a writable tmpfs; the working folder (tempfile's last resort) read-only as /tmp is
+    script = (f"mount --make-rprivate / && {read_only} && mount -t tmpfs tmpfs {tmp_path}/cache && "
+              f'exec "$@" serve --port 0 --config {config}')
+    environ = {k: v for k, v in os.environ.items() if k not in ("TMPDIR", "TEMP", "TMP")}
+    try:
+        result = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", *EDGE], capture_output=True,
+                                text=True, timeout=60, env=environ, cwd=tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail("edge serve kept running without a temporary folder")
+    if "mount:" in result.stderr or "unshare:" in result.stderr:
+        pytest.skip(f"cannot make /tmp read-only here: {result.stderr.strip()}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("edge: ")]
+    assert errors == ["edge: no writable temporary folder for the workers' metrics files (No usable temporary "
+                      "directory found in ['/tmp', '/var/tmp', '/usr/tmp', " f"'{tmp_path}'" "]): mount a tmpfs "
+                      "on /tmp (docker run --tmpfs /tmp) or set TMPDIR to a writable folder"], result.stderr
