@@ -6,9 +6,11 @@ why, where it does not."""
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -158,3 +160,29 @@ def test_no_writable_temporary_folder_is_a_one_line_startup_error(tmp_path):
     assert errors == ["edge: no writable temporary folder for the workers' metrics files (No usable temporary "
                       "directory found in ['/tmp', '/var/tmp', '/usr/tmp', " f"'{tmp_path}'" "]): mount a tmpfs "
                       "on /tmp (docker run --tmpfs /tmp) or set TMPDIR to a writable folder"], result.stderr
+
+
+def test_as_pid_1_of_a_container_sigterm_drains_and_exits_0_within_the_grace(tmp_path):
+    """A container without an init (no `--init`): `edge serve` is PID 1 of its PID namespace, which the
+    kernel sends no signal it has no handler for, and which inherits every orphan of the namespace."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (util-linux) for a PID namespace of its own")
+    config = write_config(tmp_path, local_config(before="[server]\nworkers = 2\nshutdown_grace = \"5s\"\n"))
+    node = NodeProcess(config, edge=("unshare", "--pid", "--fork", "--mount-proc", *EDGE))
+    [supervisor] = node.worker_pids()  # unshare's one child: PID 1 inside
+    try:
+        ns_pids = next(line for line in Path(f"/proc/{supervisor}/status").read_text().splitlines()
+                       if line.startswith("NSpid:"))
+        assert ns_pids.split()[-1] == "1", ns_pids
+        assert ServingNode(node).get("/tr:w-32/coffee.jpg")[0] == 200
+        workers = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        assert len(workers) == 2
+        started = time.monotonic()
+        os.kill(supervisor, signal.SIGTERM)
+        assert node.process.wait(5 + 5) == 0  # the grace, and the supervisor's margin
+        assert time.monotonic() - started < 5
+        assert not [pid for pid in [supervisor, *workers] if Path(f"/proc/{pid}").exists()]
+    finally:
+        if node.process.poll() is None:  # unshare passes no signal on: its namespace ends with its PID 1
+            os.kill(supervisor, signal.SIGKILL)
+        node.stop()
