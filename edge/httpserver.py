@@ -21,8 +21,10 @@ has no setting for:
   long is dropped by the kernel (`TCP_USER_TIMEOUT`, set on the listening sockets and inherited by
   every accepted one: no per-request cost). Without it a client that stops reading holds its
   response's bytes, and its connection slot, for as long as it likes;
-- `drain()`: stop accepting, close idle connections, let requests in progress finish (bounded), then
-  have those still in progress answered (503) rather than cut;
+- `drain()`: stop accepting (the connections the kernel has queued accepted first, then the socket
+  closed: once every copy of it is, new connections are refused), close idle connections, let
+  requests in progress finish (bounded), then have those still in progress answered (503) rather
+  than cut;
 - an HTTP/1.0 request with `Transfer-Encoding` (faulty framing: a smuggling vector) answered 400 and
   its connection closed;
 - a repeated or invalid `Host` refused with a 400 before the hit shortcut sees the request;
@@ -54,6 +56,9 @@ from .logs import Sparse
 
 log = logging.getLogger("edge.server")
 
+#: the most connections a listening socket queues (Linux's default `net.core.somaxconn`; Tornado asks for 128):
+#: the bound of the accepting that empties the queue when a server stops
+MAX_QUEUED_CONNECTIONS = 4096
 #: seconds accepting stays paused when the process is out of file descriptors
 ACCEPT_PAUSE_SECONDS = 0.5
 #: at most one "out of file descriptors" message per this many seconds
@@ -347,12 +352,16 @@ class EdgeHTTPServer(HTTPServer):
         """Tornado's accept loop, except that running out of file descriptors pauses accepting on this
         socket for `ACCEPT_PAUSE_SECONDS` (Tornado's raises, logs a traceback and is called again at
         once: a spin). Pending connections wait in the kernel's backlog meanwhile, or go to another
-        worker. Returns the function that stops accepting."""
+        worker. Returns the function that stops accepting: it first accepts the connections the kernel
+        has queued (`stop()` then closes the socket, and closing its last copy would reset them)."""
         loop = IOLoop.current()
         paused: list[object] = []  # the timer that resumes accepting, while paused
 
         def on_readable(fd: object, events: int) -> None:
-            for _ in range(128):  # as Tornado: a bounded batch per wake-up
+            accept(128)  # as Tornado: a bounded batch per wake-up
+
+        def accept(limit: int) -> None:
+            for _ in range(limit):
                 try:
                     connection, address = sock.accept()
                 except BlockingIOError:
@@ -367,7 +376,9 @@ class EdgeHTTPServer(HTTPServer):
                 self._serve_connection(connection, address)
 
         def stop() -> None:
-            if paused:
+            if not paused:
+                accept(MAX_QUEUED_CONNECTIONS)
+            if paused:  # out of file descriptors, now or before: what is queued is not accepted
                 loop.remove_timeout(paused.pop())
             else:
                 loop.remove_handler(sock)

@@ -3,19 +3,25 @@
 The supervisor never renders and never serves. It binds one listening socket per worker on
 the same port (`SO_REUSEPORT`: the kernel spreads connections evenly over them) and keeps them all
 open; worker number k accepts on socket k, and so does its replacement after a crash or a reload, so
-no socket is ever closed while the node runs and no connection waiting in one is reset (connections
-in a dead worker's socket wait for its replacement, about a second). It forks `workers` processes,
-restarts a worker that dies (and gives up, exit status 1, when they keep dying), and handles the
-signals:
+no socket is closed while the node runs and no connection waiting in one is reset (connections in
+a dead worker's socket wait for its replacement, about a second); only a full stop closes them. It
+forks `workers` processes, restarts a worker that dies (and gives up, exit status 1, when they keep
+dying: a full stop), and handles the signals:
 
 - SIGHUP: load and validate the config file again. A bad one is logged and the running one kept.
   A good one starts a new generation of workers; once every one of them is serving (it says so on a
-  pipe), the old workers are told to stop: they stop accepting, finish the requests they have and
+  pipe), the old workers are told to stop: they stop accepting (what is queued in their sockets
+  first: the new workers share the sockets, which stay open), finish the requests they have and
   exit. No request is dropped, and every worker serves the new config. `host`, `port`, `workers`
   and `metrics_port` keep their running values (the sockets are bound once): changing them needs a
   restart.
-- SIGTERM / SIGINT: every worker stops accepting, finishes its requests (`shutdown_grace` seconds at
-  most, then their connections are closed) and exits; the supervisor exits 0.
+- SIGTERM / SIGINT: the supervisor closes its copies of the listening sockets (`metrics_port`'s too),
+  then tells the workers to stop: each accepts what the kernel has queued in its sockets and closes
+  them, the last copies, so new connections are refused at once (a balancer goes to another node
+  instead of waiting in a backlog nobody accepts from); it finishes its requests (`shutdown_grace`
+  seconds at most, then their connections are closed) and exits; the supervisor exits 0. A
+  connection that arrives between a worker's last accept and its close is reset (Linux does not
+  move it to another socket of the group unless `net.ipv4.tcp_migrate_req` = 1, and none is left).
 
 A serving worker's event loop writes the time into a slot of a page shared with the supervisor
 every second (`Heartbeats`); a worker whose slot is older than `[server] worker_timeout` is blocked
@@ -293,6 +299,10 @@ class Supervisor:
     def _stop_all(self, verb: str) -> None:
         if not self.stopping:
             log.info("%s %d worker(s)", verb, len(self.workers))
+            # before the workers are told: each worker then holds the last copy of its sockets, accepts
+            # what is queued in them and closes them, and new connections are refused from then on
+            for sock in [*(sock for worker_sockets in self.sockets for sock in worker_sockets), *self.metrics_sockets]:
+                sock.close()
         self.stopping = True
         self.pending = None
         self._stop(list(self.workers.values()))
@@ -372,8 +382,10 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
             trimming = asyncio.create_task(memory.trim_after_bursts(lambda: node.inflight == 0))
         server = make_server(HitShortcut(make_app(node), node), config.server)
         server.add_sockets(sockets)
+        metrics_server = None
         if metrics_sockets:
-            make_server(make_metrics_app(node), config.server, cors=False).add_sockets(metrics_sockets)
+            metrics_server = make_server(make_metrics_app(node), config.server, cors=False)
+            metrics_server.add_sockets(metrics_sockets)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -382,6 +394,8 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
         os.write(ready_fd, b"1")
         os.close(ready_fd)
         await stopping.wait()
+        if metrics_server is not None:
+            metrics_server.stop()  # as the main port: its queue accepted, a scrape under way answered
         await server.drain(config.server.shutdown_grace, node.give_up_serving)
         if beating is not None:
             beating.cancel()

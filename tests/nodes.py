@@ -7,6 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import diskcache
 import pyvips
@@ -118,6 +119,20 @@ async def until(condition, what: str, timeout: float = START_TIMEOUT) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def refused(*urls: str) -> bool:
+    """Whether a new connection to each of `urls` is refused (a listening socket left, even with no process
+    accepting on it, completes the handshake instead)."""
+    for url in urls:
+        address = urlsplit(url)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(address.hostname, address.port), 1)
+        except ConnectionRefusedError:
+            continue
+        writer.close()
+        return False
+    return True
 
 
 async def until_stored(cache_dir: Path, entries: int, tier: str = "outputs") -> None:

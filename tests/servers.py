@@ -23,6 +23,7 @@ class Behaviour:
     truncate_to: int | None = None  # announce the full Content-Length, send only this many bytes
     chunked: bool = False  # send files without Content-Length, in chunks (the size is known only by reading)
     hold: asyncio.Event | None = None  # answer only once this is set (keeps a fetch in flight)
+    held_paths: frozenset[str] | None = None  # the paths `hold` holds (None: every path)
     stall: asyncio.Event | None = None  # send the headers and 64 KiB of a file, the rest once this is set
 
 
@@ -70,7 +71,7 @@ class _OriginHandler(tornado.web.RequestHandler):
         origin.requests[path] += 1
         origin.headers_seen.append(dict(self.request.headers))
         behaviour = origin.behaviour
-        if behaviour.hold is not None:
+        if behaviour.hold is not None and (behaviour.held_paths is None or path in behaviour.held_paths):
             await asyncio.wait_for(behaviour.hold.wait(), HOLD_LIMIT_SECONDS)
         if behaviour.delay:  # the fault under test: a slow origin
             try:

@@ -1,7 +1,8 @@
 """A node that hangs (SIGSTOP: a stopped process, a frozen VM) behind the shipped HAProxy and nginx
 configs, in front of three `edge serve` processes: the requests it held and the new requests for its
-URLs are answered 200 by another node within a stated bound, not 504 after the balancer's timeout; and
-a slow but legitimate answer, or the node's own timeout answer, is never retried on a second node."""
+URLs are answered 200 by another node within a stated bound, not 504 after the balancer's timeout; a
+node stopped for a deploy (SIGTERM) finishes what it holds while its new requests go to another node at
+once; and a slow but legitimate answer, or the node's own timeout answer, is never retried on a second node."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from edge.pluginmanager import load_plugins
 from edge.testing import total
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.loadbalancers import ANSWER_MARGIN, BALANCERS, DEPLOY, SHIPPED_ANSWER_TIMEOUT, LoadBalancer
-from tests.nodes import EVERY_MISS_TO_ORIGIN, NodeProcess, decode, until, web_config, write_config
+from tests.nodes import EVERY_MISS_TO_ORIGIN, NodeProcess, decode, refused, until, web_config, write_config
 from tests.servers import HTTPOrigin
 
 #: the origin's timeout on the test nodes: an answer the origin holds longer is the node's own 504
@@ -166,6 +167,42 @@ async def test_a_hung_nodes_requests_are_answered_by_another_node(balancer, node
     # once out, the victim's URLs go straight to the next node
     path, code, seconds = await timed(balancer, arriving[0])
     assert (code, seconds < 2) == (200, True), (path, code, seconds)
+
+
+#: seconds a new request for a stopping node's URL may take: its connection is refused, the balancer asks the next
+#: node (before: it waited in the node's backlog until the node exited, `shutdown_grace` later)
+STOPPING_BOUND = 2
+
+
+async def test_a_stopping_nodes_new_requests_go_to_another_node_at_once(balancer, nodes, origin):
+    owner = await owners(balancer, nodes, origin)
+    victim = max(range(3), key=owner.count)  # owns at least 4 of the 12
+    held, *arriving = [path for path, node in zip(CANDIDATES, owner) if node == victim][:3]
+
+    # a request in flight on the victim (its origin fetch held), then the node is stopped
+    origin.behaviour.hold = asyncio.Event()
+    origin.behaviour.held_paths = frozenset({held.rsplit("/", 1)[1]})
+    in_flight = asyncio.ensure_future(timed(balancer, held))
+
+    async def fetching():
+        return origin.requests[held.rsplit("/", 1)[1]] == 1
+    await until(fetching, "the victim fetching its original", timeout=10)
+    others = [node for index, node in enumerate(nodes) if index != victim]
+    answered_before = sum([await answered(node) for node in others])
+    nodes[victim].process.send_signal(signal.SIGTERM)
+    await until(lambda: refused(nodes[victim].url), "the victim refusing connections", timeout=1)
+    arrived = await asyncio.gather(*(timed(balancer, path) for path in arriving))
+    assert [(path, code) for path, code, _ in arrived] == [(path, 200) for path in arriving], arrived
+    assert max(seconds for _, _, seconds in arrived) < STOPPING_BOUND, arrived
+
+    async def counted():  # by the other nodes (a worker counts a request just after answering it)
+        return sum([await answered(node) for node in others]) == answered_before + len(arriving)
+    await until(counted, "the other nodes counting the new requests", timeout=10)
+    assert not in_flight.done()
+    origin.behaviour.hold.set()
+    path, code, _ = await in_flight
+    assert (path, code) == (held, 200)
+    assert await asyncio.to_thread(nodes[victim].process.wait, 30) == 0
 
 
 async def test_a_slow_answer_and_the_nodes_own_timeout_are_not_retried(balancer, nodes, origin):

@@ -1,5 +1,6 @@
 """Signals to `edge serve`: SIGHUP reloads the config without failing a request, a bad config is
-kept out, SIGTERM lets a slow request finish, and a supervisor that gives up says so."""
+kept out, SIGTERM refuses new connections at once and lets a slow request finish, and a supervisor
+that gives up says so."""
 
 import asyncio
 import os
@@ -9,7 +10,7 @@ import time
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.supervisor import MAX_RESTARTS_IN_WINDOW
-from tests.nodes import SAMPLES, NodeProcess, decode, local_config, until, web_config, write_config
+from tests.nodes import SAMPLES, NodeProcess, decode, local_config, refused, until, web_config, write_config
 from tests.servers import HTTPOrigin
 
 SAMPLES_PNG = "/tr:w-64/coffee.jpg"
@@ -161,6 +162,24 @@ async def test_a_request_still_in_progress_when_the_grace_ends_is_answered_503_n
         assert any("1 answered 503" in line for line in node.log)
     finally:
         origin.behaviour.hold.set()
+        node.stop()
+        await origin.stop()
+
+
+async def test_sigterm_refuses_new_connections_at_once_and_lets_a_slow_request_finish(tmp_path):
+    """A full stop closes every listening socket, the metrics port's too, as its drain begins: a client or a
+    balancer is refused at once (and goes elsewhere) instead of waiting in the backlog for the grace."""
+    origin, node, request = await held_request(tmp_path, "[server]\nworkers = 2\nmetrics_port = 0\n")
+    try:
+        metrics_url = node.wait_for_log(r"metrics on (http://\S+)/metrics").group(1)
+        node.process.send_signal(signal.SIGTERM)
+        await until(lambda: refused(node.url, metrics_url), "both ports refusing connections", timeout=1)
+        assert not request.done()
+        origin.behaviour.hold.set()
+        response = await request
+        assert response.code == 200 and decode(response).width == 50
+        assert await asyncio.to_thread(node.process.wait, 30) == 0
+    finally:
         node.stop()
         await origin.stop()
 
