@@ -21,6 +21,10 @@ by 0 (renders are deterministic); `q-80` against `q-81` by at most 3 (JPEG and W
 less). The changes that slipped through before r3, put back: square corners of an `r-max` colour block,
 186; image layers trimmed by default, 28 to 195 (8 URLs). TOLERANCE = 6 is twice `q-81`'s noise.
 Outputs under about 100 px are noisier (a 40 px JPEG: 6 at `q-81`): the corpus renders larger ones.
+Not seen, by design of the fingerprint: what does not change the decoded pixels by more than the
+tolerance (the default quality or chroma subsampling moved a few steps, sharpening) and what a
+browser applies but the decode here does not: an ICC profile kept or dropped, an EXIF orientation
+left on an output already turned. Such a change needs a new RENDER_VERSION by review.
 """
 
 from __future__ import annotations
