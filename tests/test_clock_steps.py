@@ -17,6 +17,7 @@ import diskcache
 
 from tests.nodes import NodeProcess, decode, until, web_config, write_config
 from tests.servers import HTTPOrigin
+from tests.test_purge_races import BLUE, RED, blue, noisy, red
 
 LIBFAKETIME = next((path for path in (Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
                                       Path("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"),
@@ -112,6 +113,32 @@ async def test_a_url_purged_before_the_clock_steps_back_is_cached_again_at_once(
     assert (again.code, again.headers["X-Cache"]) == (200, "HIT")
     assert origin.requests["a.jpg"] == 2
 
+
+
+@needs_faketime
+async def test_a_purge_made_before_the_clock_steps_forward_still_holds_back_the_fetch_it_raced(stepped_node, origin,
+                                                                                             clock):
+    """diskcache expired the purge records by the wall clock: after a step forward past their 15 minutes, the
+    next purge's write deleted the record of one made seconds before, and a request after that purge was
+    given the old image of the origin fetch begun before it (and so was every request, for `original_ttl`)."""
+    origin.files["a.jpg"] = noisy(RED)
+    stall = origin.behaviour.stall = asyncio.Event()
+    before = asyncio.ensure_future(get(stepped_node, "/tr:w-40/a.jpg"))
+
+    async def fetches(count: int) -> bool:
+        return origin.requests["a.jpg"] == count
+    await until(lambda: fetches(1), "the origin fetch under way", timeout=10)  # the old bytes on their way
+    origin.files["a.jpg"] = noisy(BLUE)
+    await purge(stepped_node, "/a.jpg")
+    clock.step(2 * HOUR)
+    await purge(stepped_node, "/b.jpg")  # any later purge's write
+    after = asyncio.ensure_future(get(stepped_node, "/tr:w-40/a.jpg"))
+    try:
+        await until(lambda: fetches(2), "a fetch of its own for the request after the purge", timeout=5)
+    finally:
+        stall.set()
+    assert red(await before)  # asked before the purge: what the origin was sending then
+    assert blue(await after)
 
 @pytest.fixture
 async def node(origin, node_factory, tmp_path):

@@ -6,12 +6,14 @@ then on, not once the old one ages out."""
 import asyncio
 import json
 import threading
+import time
 
+import diskcache
 import pyvips
 import pytest
 
 from edge.cache import CacheHealth, Caches
-from edge.cache.purges import PurgeTimes
+from edge.cache.purges import BOOT, RECORD_SECONDS, PurgeTier, PurgeTimes, _delete_unchanged, node_time
 from edge.cache.versions import SharedVersions
 from edge.cache.tiers import OutputTier
 from tests.nodes import decode, until, web_config, write_config
@@ -158,6 +160,27 @@ async def test_the_records_are_read_again_only_after_a_purge_and_once_for_all_wh
     finally:
         caches.close()
 
+
+
+def test_reading_the_records_deletes_those_no_work_can_race_and_keeps_the_rest(tmp_path):
+    """Records carry no wall-clock expiry (a clock stepped forward reached it early: tests/test_clock_steps.py),
+    so reading them deletes the spent ones: an earlier boot's, one past RECORD_SECONDS, a release's before
+    `node_time`; a record of this boot within its time stays, as does one rewritten since it was read."""
+    tier = PurgeTier("purges", tmp_path / "purges", 10**6, CacheHealth())
+    spent = {"\0earlier-boot.jpg\0": {"at": 1.0, "node_time": node_time(), "boot": "another boot"},
+             "\0too-old.jpg\0": {"at": 1.0, "node_time": node_time() - RECORD_SECONDS - 1, "boot": BOOT},
+             "\0before-upgrade.jpg\0": {"at": time.time()}}
+    with diskcache.Cache(str(tmp_path / "purges")) as writer:  # as those writers left them
+        for prefix, record in spent.items():
+            writer.set(prefix, b"", tag=json.dumps(record))
+    assert tier.record("\0kept.jpg\0")
+    assert tier.recent().by_node_time.last("\0kept.jpg\0r3:w-1\0") is not None
+    with diskcache.Cache(str(tmp_path / "purges")) as cache:
+        assert list(cache) == ["\0kept.jpg\0"] and len(cache) == 1
+        # read as spent by one process while another recorded the prefix again: that record stays
+        _delete_unchanged(cache, [("\0kept.jpg\0", json.dumps(spent["\0too-old.jpg\0"]))])
+        assert list(cache) == ["\0kept.jpg\0"]
+    tier.close()
 
 def test_a_prefix_covers_the_keys_it_begins_and_no_other():
     times = PurgeTimes()

@@ -22,6 +22,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import diskcache
+
 from .tiers import DiskTier
 
 #: how long a purge is remembered: longer than any work may run (the origin chains' timeouts, a
@@ -106,33 +108,48 @@ class RecentPurges:
 
 
 class PurgeTier(DiskTier):
-    """The records, one per prefix (its latest time), each kept `RECORD_SECONDS` (by `node_time`;
-    diskcache's expiry, by the wall clock, only cleans up)."""
+    """The records, one per prefix (its latest time), each kept `RECORD_SECONDS` by `node_time`. Not by
+    diskcache's expiry: that is the wall clock's, and a clock stepped forward past it had the next purge's
+    write delete the record of one made seconds before, while the work it raced was still under way.
+    Reading the records deletes those past their time instead (`recent`)."""
 
     def record(self, prefix: str) -> bool:
         """(blocking) Whether it was recorded (a failure is counted and logged)."""
         def write(handles: tuple) -> bool:
             writer = handles[0]
             tag = json.dumps({"at": time.time(), "node_time": node_time(), "boot": BOOT})
-            writer.set(prefix, b"", tag=tag, expire=RECORD_SECONDS)
-            writer.expire()
+            writer.set(prefix, b"", tag=tag)
             self._evict_to_budget(writer)  # a flood of long prefixes stays within the budget (the oldest go)
             return True
         return self._attempt("record a purge", write, False)
 
     def recent(self) -> RecentPurges:
-        """(blocking) The records not expired; none when they cannot be read (counted)."""
+        """(blocking) The records of this boot made within `RECORD_SECONDS`; none when they cannot be read
+        (counted). The others are deleted: an earlier boot's came before any work of this one."""
         def read(handles: tuple) -> list[tuple[str, str]]:
             # one query for them all (diskcache reads a key at a time); its `tag` column holds our JSON
             return handles[1]._sql("SELECT key, tag FROM Cache WHERE raw = 1").fetchall()
-        recent, oldest = RecentPurges(), node_time() - RECORD_SECONDS
+        recent, oldest, spent = RecentPurges(), node_time() - RECORD_SECONDS, []
         for prefix, tag in self._attempt("read purges", read, []):
             try:
                 record = json.loads(tag)
                 made, at = float(record["node_time"]), float(record["at"])
-            except (TypeError, ValueError, KeyError):
-                continue  # not a record of ours
-            if record.get("boot") == BOOT and made >= oldest:  # one of an earlier boot came before any work
+            except (TypeError, ValueError, KeyError):  # not a record of ours, or of a release before node_time
+                spent.append((prefix, tag))
+                continue
+            if record.get("boot") == BOOT and made >= oldest:
                 recent.by_node_time.add(prefix, made)
                 recent.by_wall_clock.add(prefix, at)
+            else:
+                spent.append((prefix, tag))
+        if spent:
+            self._attempt("delete spent purge records", lambda handles: _delete_unchanged(handles[0], spent), None)
         return recent
+
+
+def _delete_unchanged(writer: diskcache.Cache, records: list[tuple[str, str]]) -> None:
+    """Delete these (key, tag) rows where the tag is still the one read: a purge of the same prefix recorded
+    meanwhile (another process) is kept. Raw rows of empty values: diskcache's triggers keep its counts."""
+    with writer.transact():
+        for key, tag in records:
+            writer._sql("DELETE FROM Cache WHERE key = ? AND raw = 1 AND tag IS ?", (key, tag))
