@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML config file (default: $EDGE_CONFIG, else the embedded default)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, help="worker processes (0 = one per core)")
+    serve.add_argument("--workers", type=int, help="worker processes (0 = one per usable core)")
     serve.set_defaults(run=_configured(_serve))
     check = commands.add_parser("check-config", help="validate a config and print it, secrets masked")
     check.add_argument("--config")

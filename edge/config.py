@@ -66,7 +66,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
-    #: threads running libvips (0 = one per core); image work never runs on the IOLoop.
+    #: threads running libvips (0 = one per usable core: `edge.cores`); image work never runs on the IOLoop.
     transform_threads: int = 0
     #: transformations waiting for a thread beyond which requests get 503 + Retry-After.
     transform_queue: int = 64
