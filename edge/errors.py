@@ -107,7 +107,8 @@ class GatewayTimeout(BadGateway):
 
 
 class Overloaded(EdgeError):
-    """The transform queue is full (503 with Retry-After)."""
+    """The node is overloaded (503 with Retry-After): the transform queue is full; the subclasses below
+    say why otherwise (a wait in that queue, the fetch or send memory budget)."""
 
     status = 503
 
