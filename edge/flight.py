@@ -67,11 +67,13 @@ SETTLE_SECONDS = 10.0
 
 
 def wait_bound(config: Config) -> float:
-    """How long a waiter waits: the slowest endpoint's whole origin chain, plus time to queue for a
-    transform thread (`[server] transform_queue_timeout` bounds it) and to run the transform
+    """How long any request waits for an image's work (`SingleFlight.run`): the fleet's shared tier's
+    lookup (`[shared_cache] timeout`, when there is one), the slowest endpoint's whole origin chain, time
+    to queue for a transform thread (`[server] transform_queue_timeout`) and to run the transform
     (`[limits] render_timeout`)."""
     chains = (sum(origin.settings.timeout for origin in endpoint.origins) for endpoint in config.endpoints)
-    return max(chains, default=0.0) + config.server.transform_queue_timeout + config.limits.render_timeout
+    shared = config.shared_cache.timeout if config.shared_cache is not None else 0.0
+    return shared + max(chains, default=0.0) + config.server.transform_queue_timeout + config.limits.render_timeout
 
 
 @dataclass
@@ -127,23 +129,23 @@ class SingleFlight:
 
         `lookup()` finds what a leader in another worker stored (None when it is not there); `keep(result)`
         stores a produced result, after the callers have it; `seen`: `version(key)` read before the
-        caller's own lookup. The first caller waits as long as the work takes (its own timeouts bound
-        it); later ones `wait_seconds`."""
+        caller's own lookup. Every caller, the first included, waits `wait_seconds` at most (the node's
+        answer bound, `wait_bound`: the balancers' answer timeout is set from it), then `FlightTimeout`;
+        the work's own timeouts do not add up to a bound of their own (an image layer's or a `di-`
+        default image's origins after the main one's, another worker's lease waited for first)."""
         flight = self._flights.get(key)
         if flight is not None and await self._purged(key, flight.began):
             self._forget(key, flight)  # its result comes from what the purge removed: the work is done again
             flight = self._flights.get(key)  # (or joined, if another caller began it while we looked)
-        bound: float | None = None
         if flight is None:
             flight = self._flights[key] = _Flight(node_time())
             flight.task = asyncio.create_task(self._lead(key, flight, produce, lookup, keep, seen))
             flight.task.add_done_callback(lambda task: self._landed(key, flight))
         else:
             self._coalesced()
-            bound = self._wait_seconds
         flight.waiters += 1
         try:
-            done, _ = await asyncio.wait([flight.task], timeout=bound)
+            done, _ = await asyncio.wait([flight.task], timeout=self._wait_seconds)
         finally:
             flight.waiters -= 1
             if flight.waiters == 0 and not flight.task.done():  # every request for it went away

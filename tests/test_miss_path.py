@@ -4,6 +4,7 @@ was answered is stored after it. What a miss stores: a local origin's originals 
 import asyncio
 import os
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from edge.origin import OriginRequest, OriginSettings, SourceTooLarge
 from plugins.local import LocalOrigin
 from tests.nodes import SAMPLES, decode, local_config, start_node, until, web_config, write_config
+from tests.assets import solid
 from tests.scrape import samples
 from tests.servers import HTTPOrigin
 
@@ -105,3 +107,36 @@ def test_a_local_file_that_grows_while_read_is_read_whole_within_the_limit(tmp_p
     assert origin._read(OriginRequest("photo.jpg", max_bytes=5000)).body == b"x" * 5000
     with pytest.raises(SourceTooLarge):
         origin._read(OriginRequest("photo.jpg", max_bytes=4999))
+
+
+async def test_the_request_doing_the_work_answers_within_the_nodes_bound_too(tmp_path):
+    """Every request of an image waits at most the node's bound (`flight.wait_bound`: here a 1 s origin,
+    0.5 s of queueing, a 0.5 s render), the one doing the work included. A `di-` default image's and an
+    image layer's originals are fetched after the main one's, so with an origin taking 0.9 s a request
+    (its path missing) adds up to 2.7 s; the balancers' answer timeout is set from the bound, and the
+    node answers its own 504 before it, not a 200 after it."""
+    origin = await HTTPOrigin(files={"default.jpg": solid(400, 300, (200, 40, 40)),
+                                     "logo.jpg": solid(60, 40, (40, 40, 200))}).start()
+    config = web_config(origin.url, origin='timeout = "1s"\n', before="""[cache]
+dir = "cache"
+[server]
+transform_queue_timeout = "0.5s"
+[limits]
+render_timeout = "0.5s"
+""")
+    node = await start_node(write_config(tmp_path, config))
+    url = node.url + "/tr:w-200,di-default.jpg,l-image,i-logo.jpg,l-end/missing.jpg"
+    try:
+        origin.behaviour.delay = 0.9
+        started = time.monotonic()
+        response = await node.client.fetch(url, raise_error=False, request_timeout=30)
+        waited = time.monotonic() - started
+        assert (response.code, response.headers.get("X-Edge-Error")) == (504, "wait_timeout"), response.body
+        assert 2.0 <= waited < 2.7, waited
+
+        origin.behaviour.delay = 0  # an origin within the bound: the same URL is served
+        response = await node.client.fetch(url, raise_error=False, request_timeout=30)
+        assert response.code == 200 and decode(response).width == 200
+    finally:
+        await node.stop()
+        await origin.stop()
