@@ -35,10 +35,16 @@ def test_workers_0_counts_the_cores_of_the_cpu_affinity_not_the_machines(tmp_pat
     machine = machine_cores()
     if shutil.which("taskset") is None:
         pytest.skip("taskset (util-linux) is not installed")
-    node = NodeProcess(write_config(tmp_path, local_config(before=PER_CORE)), edge=("taskset", "-c", "0", *EDGE))
+    assert_one_core(tmp_path, ("taskset", "-c", "0", *EDGE), f"CPU affinity: 1 of the machine's {machine} cores")
+
+
+def assert_one_core(tmp_path: Path, edge: tuple[str, ...], why: str) -> None:
+    """`edge` (the command running `edge serve`) with `workers = 0` starts one worker of one render thread, and
+    says `why` at its start."""
+    node = NodeProcess(write_config(tmp_path, local_config(before=PER_CORE)), edge=edge)
     try:
-        assert any(f"usable cores: 1 (CPU affinity: 1 of the machine's {machine} cores); 1 worker(s) of 1 "
-                   "transform thread(s)" in line for line in node.log), node.log
+        assert any(f"usable cores: 1 ({why}); 1 worker(s) of 1 transform thread(s)" in line for line in node.log), \
+            node.log
         assert len(node.worker_pids()) == 1
     finally:
         assert node.stop() == 0
@@ -66,13 +72,7 @@ def test_workers_0_counts_the_cgroup_cpu_quota_rounded_up(tmp_path):
         (cgroup / "cpu.cfs_period_us").write_text("100000")
         (cgroup / "cpu.cfs_quota_us").write_text("50000")
         in_cgroup = ("sh", "-c", f'echo $$ > {cgroup / "cgroup.procs"} && exec "$@"', "sh", *EDGE)
-        node = NodeProcess(write_config(tmp_path, local_config(before=PER_CORE)), edge=in_cgroup)
-        try:
-            assert any(f"usable cores: 1 (cgroup CPU quota 50000/100000 µs in {cgroup / 'cpu.cfs_quota_us'}); "
-                       "1 worker(s) of 1 transform thread(s)" in line for line in node.log), node.log
-            assert len(node.worker_pids()) == 1
-        finally:
-            assert node.stop() == 0
+        assert_one_core(tmp_path, in_cgroup, f"cgroup CPU quota 50000/100000 µs in {cgroup / 'cpu.cfs_quota_us'}")
     finally:
         cgroup.rmdir()
 
