@@ -20,6 +20,7 @@ import pyvips
 from .config import Config
 from .errors import EdgeError, InvalidTransformation
 from .routing import Router
+from .transform.render import allow_only_input_loaders
 
 #: lines read from the file; an export larger than this is checked in parts
 MAX_URLS = 100_000
@@ -82,6 +83,8 @@ def fetch(base_url: str, url: str) -> str:
 def check(config: Config, lines: Iterable[str], base_url: str | None = None) -> tuple[list[Verdict], str]:
     """Every URL's verdict, and the report: one line per URL, then the summary."""
     router = Router(config.endpoints, named=config.named_transformations)
+    if base_url:  # the answers are decoded here: by the node's loaders only (an output is never SVG)
+        allow_only_input_loaders(allow_svg=False)
     verdicts = []
     for number, line in enumerate(lines):
         if number >= MAX_URLS:

@@ -38,7 +38,7 @@ from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
 from .transform.formats import IMAGE_EXTENSIONS, TYPE_EXTENSIONS
 from .transform.hints import DPR_HEADERS, WIDTH_HEADERS
-from .transform.render import Renderer
+from .transform.render import Renderer, allow_only_input_loaders
 
 log = logging.getLogger("edge")
 
@@ -100,6 +100,7 @@ class Node:
 
     def __init__(self, config: Config):
         self.config = config
+        allow_only_input_loaders(config.limits.allow_svg)
         #: wall-clock seconds for cache freshness; tests replace it to move time forward.
         self.clock: Callable[[], float] = time.time
         self.metrics = metrics = Metrics()

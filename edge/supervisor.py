@@ -55,7 +55,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from . import memory
-from .config import Config
+from .config import Config, Limits
 from .errors import ConfigError, StartupError
 
 log = logging.getLogger("edge")
@@ -148,7 +148,7 @@ class Supervisor:
             signal.signal(signum, lambda signum, _frame: self._signals.append(signum))
         self._wake_fds = (wake_read, wake_write)
         try:
-            preload()
+            preload(self.config.limits)
             for number in range(self.config.server.workers):
                 self._spawn(number, self.generation, self.config)
             while self.workers or not self.stopping:
@@ -347,12 +347,15 @@ class Supervisor:
         self._stop([w for w in self.workers.values() if w.generation == generation])
 
 
-def preload() -> None:
+def preload(limits: Limits) -> None:
     """Import, in the supervisor, what a worker imports to serve (edge.server: Tornado, libvips, the
-    metrics client, the cache), so that forked workers share it. Call it after the metrics mode is
-    chosen (PROMETHEUS_MULTIPROC_DIR set or not): prometheus-client picks its value store on import.
+    metrics client, the cache), so that forked workers share it, with libvips' loaders limited to
+    `limits`' (each worker's `Node` sets them again from its own config). Call it after the metrics mode
+    is chosen (PROMETHEUS_MULTIPROC_DIR set or not): prometheus-client picks its value store on import.
     Safe before a fork: importing starts no thread (libvips starts its own only to render)."""
     from . import hits, server  # noqa: F401
+    from .transform.render import allow_only_input_loaders
+    allow_only_input_loaders(limits.allow_svg)
     gc.collect()  # the imports' garbage gone before it is frozen in place
 
 

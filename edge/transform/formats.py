@@ -35,6 +35,18 @@ UNWRITTEN_TYPES = {"tiffload_source": "image/tiff"}
 #: anything else libvips could open is refused (422), SVG unless `[limits] allow_svg`
 INPUT_LOADERS = frozenset(LOADER_FORMATS) | frozenset(UNWRITTEN_TYPES)
 SVG_LOADER = "svgload_source"
+#: the libvips class of each loader the node may run (its file, buffer and source variants derive from
+#: it): every other loader is blocked inside libvips (`render.allow_only_input_loaders`)
+LOADER_CLASSES = {
+    "jpegload_source": "VipsForeignLoadJpeg",
+    "uhdrload_source": "VipsForeignLoadUhdr",
+    "pngload_source": "VipsForeignLoadPng",  # spng's or libpng's, whichever the build has
+    "webpload_source": "VipsForeignLoadWebp",
+    "heifload_source": "VipsForeignLoadHeif",
+    "gifload_source": "VipsForeignLoadNsgif",
+    "tiffload_source": "VipsForeignLoadTiff",
+    SVG_LOADER: "VipsForeignLoadSvg",
+}
 #: formats libvips writes with several frames
 ANIMATED_FORMATS = ("gif", "webp")
 #: the format's own limit on a side, below the configured `max_output_side` default of others

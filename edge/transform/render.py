@@ -28,7 +28,8 @@ from .cost import check_render_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
-from .formats import INPUT_LOADERS, LOADER_FORMATS, SVG_LOADER, animates, chosen_by_accept, final_formats, max_side
+from .formats import (INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER, animates, chosen_by_accept,
+                      final_formats, max_side)
 from .geometry import WHITE, Source, apply_geometry, check_side, cuts_faces, in_memory, resolved
 from .layers import drawn_fonts
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
@@ -44,6 +45,19 @@ pyvips.concurrency_set(1)
 # interpreter in a test run. Without it GLib's own handler prints warnings to stderr and drops
 # debug and info messages, all in C.
 pyvips._remove_log_handler()
+
+
+def allow_only_input_loaders(allow_svg: bool) -> None:
+    """Let libvips, in this process, run only the loaders of the formats the node reads (SVG's when
+    `allow_svg`). libvips sniffs any bytes for a loader, and this build has more than the node reads (its
+    own `.v` format, matrix, CSV, raw, librsvg's XML parser): blocked, they refuse an origin's answer
+    before parsing it, where `probe` could only refuse it after. Process-wide, every loader set again at
+    each call: the last config applied decides (`probe` still checks the loader, as a second line)."""
+    pyvips.block_untrusted_set(True)  # the operations libvips itself marks as unsafe on untrusted input
+    pyvips.operation_block_set("VipsForeignLoad", True)
+    for loader, class_name in LOADER_CLASSES.items():
+        if loader != SVG_LOADER or allow_svg:
+            pyvips.operation_block_set(class_name, False)
 
 _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°
 _FAIL_ON = pyvips.enums.FailOn.TRUNCATED
