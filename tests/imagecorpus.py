@@ -237,6 +237,19 @@ def decompression_bomb_png() -> bytes:
     return bomb.pngsave_buffer(bitdepth=1, compression=9, keep="none")
 
 
+def many_scans_jpeg(width: int, height: int, scans: int) -> bytes:
+    """A valid progressive grey JPEG of `scans` + 6 scans, a few bytes each (the known libjpeg DoS:
+    every scan is a pass over the whole image, all of them before the first row is out): libvips'
+    progressive JPEG, with one of its AC scans repeated as a first scan of coefficients already complete
+    (Ah = Al = 0, which libjpeg accepts without a warning) before the end."""
+    data = (pyvips.Image.black(width, height) + 128).cast("uchar").jpegsave_buffer(interlace=True, keep="none")
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]  # FF is stuffed elsewhere
+    assert len(starts) == 6, "libvips' progression for one component"
+    scan = bytearray(data[starts[2]:starts[3]])  # AC 6-63, first pass; the entropy data of a grey image
+    scan[4 + 1 + 2 * scan[4] + 2] = 0x00  # after Ns and its components, Ss and Se: Ah, Al
+    return data[:-2] + bytes(scan) * scans + data[-2:]
+
+
 def not_an_image() -> bytes:
     """An HTML error page, as served by a misconfigured origin under a .jpg URL."""
     return (

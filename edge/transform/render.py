@@ -65,6 +65,13 @@ _FAIL_ON = pyvips.enums.FailOn.TRUNCATED
 _THUMBNAIL_LOAD_OPTIONS = "fail_on=truncated"
 _JPEG_LOADER = "jpegload_source"
 _JPEG_SHRINKS = (8, 4, 2)
+#: the loaders that decode with libjpeg: the JPEG and the Ultra HDR JPEG ones
+_LIBJPEG_LOADERS = (_JPEG_LOADER, "uhdrload_source")
+#: scans a progressive JPEG may have. libjpeg reads every scan, each a pass over the whole image, before
+#: it gives the first row: out of the render deadline's reach (a 125 KB JPEG of 3000 scans at 16 MP held
+#: a render thread 5.7 s past a 1 s deadline; at 100 MP and 30 000 scans, minutes). Encoders write at
+#: most a few dozen (libjpeg's default progression 10, for colour).
+MAX_JPEG_SCANS = 100
 #: a JPEG shrunk on load to at most this many pixels is decoded whole into memory at its first use
 #: (random access: 3-4 MB at most) rather than streamed in strips: 4-9 % less CPU and 7-8 % more misses
 #: a second at 2000×1333 → 300 px, nothing either way at 12 MP (benchmarks/README.md, "Random access
@@ -110,6 +117,9 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
         raise UnprocessableSource() from None
     if loader not in INPUT_LOADERS and not (loader == SVG_LOADER and limits.allow_svg):
         raise UnprocessableSource()
+    # a scan starts with an SOS marker, FF DA: within a scan's data, an FF byte is always followed by 00
+    if loader in _LIBJPEG_LOADERS and body.count(b"\xff\xda") > MAX_JPEG_SCANS:
+        raise BadRequest(f"source too large: more than {MAX_JPEG_SCANS} JPEG scans")
     frames = image.get("n-pages") if image.get_typeof("n-pages") else 1
     width, height = image.width, image.height  # each read is a round of calls into libvips
     if width * height > limits.max_source_pixels or frames > limits.max_frames:
