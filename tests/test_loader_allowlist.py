@@ -51,7 +51,8 @@ async def test_every_format_the_node_reads_still_renders(node_factory, tmp_path,
         "photo.jpg": photos.read(photos.jpeg), "photo.png": photos.read(photos.png),
         "phone.jpg": imagecorpus.ultra_hdr_jpeg(), "scan.tif": imagecorpus.photo_tiff(300, 200),
         "anim.gif": imagecorpus.animated_gif(3), "anim.webp": imagecorpus.animated_webp(3),
-        "photo.avif": pyvips.Image.new_from_buffer(imagecorpus.photo_jpeg(64, 48), "").heifsave_buffer(compression="av1"),
+        "photo.avif": pyvips.Image.new_from_buffer(imagecorpus.photo_jpeg(64, 48), "")
+        .heifsave_buffer(compression="av1"),
         "drawing.svg": SVG,
     })
     node = await _node(node_factory, tmp_path / "node", origin, "allow_svg = true")
