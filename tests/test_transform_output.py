@@ -194,7 +194,7 @@ async def test_corrupt_sources_are_a_422(image_node, path):
 async def test_frame_limit(node_factory, image_root, tmp_path):
     node = await node_factory(write_config(tmp_path, images_config(image_root, "[limits]\nmax_frames = 3\n")))
     response, _ = await fetch_image(node, "/tr:w-10/anim.gif", status=400)
-    assert response.body == b"source too large\n"
+    assert response.body == b"source too large: more than 3 frames\n"
 
 
 async def test_webp_has_its_own_side_limit(node_factory, image_root, tmp_path):
