@@ -59,6 +59,7 @@ def allow_only_input_loaders(allow_svg: bool) -> None:
         if loader != SVG_LOADER or allow_svg:
             pyvips.operation_block_set(class_name, False)
 
+
 _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°
 _FAIL_ON = pyvips.enums.FailOn.TRUNCATED
 #: thumbnail's own `fail_on` does not reach the loader (libvips 8.18); the loader options do
