@@ -83,7 +83,8 @@ class LoadBalancer:
             text = (DEPLOY / "nginx" / "edge.conf").read_text()
             replacements["listen 80;"] = f"listen {urlsplit(self.public_url).netloc};"
             if answer_timeout is not None:
-                replacements[f"proxy_read_timeout {SHIPPED_ANSWER_TIMEOUT}s;"] = f"proxy_read_timeout {answer_timeout}s;"
+                shipped = f"proxy_read_timeout {SHIPPED_ANSWER_TIMEOUT}s;"
+                replacements[shipped] = f"proxy_read_timeout {answer_timeout}s;"
             (work / "edge.conf").write_text(substitute(text, replacements))
             # the shipped file is included in the http block, as Debian's conf.d does
             (work / "nginx.conf").write_text(f"""
