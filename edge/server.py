@@ -21,7 +21,7 @@ from tornado import httputil
 
 from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
-from .cache import CachedOutput, Caches, CacheHealth
+from .cache import CachedOutput, Caches, CacheHealth, UnreadOutput
 from .config import Config
 from .errors import (EdgeError, InvalidTransformation, NothingToServe, SendMemoryExhausted, ShuttingDown,
                      StartupError, Unauthorized, one_line)
@@ -81,7 +81,7 @@ class LargeBodies:
 
     def refuses(self, size: int) -> bool:
         """Whether a body of `size` would not be let through now (also asked from the cache's threads,
-        before a stored body is read: `ImageHandler._refuse_before_reading`)."""
+        before a stored body is read: `ImageHandler._body_needed`)."""
         held = self.held
         return bool(held) and held + size > self.capacity
 
@@ -422,8 +422,7 @@ class ImageHandler(BaseHandler):
             self._send_error(InvalidTransformation("tr", "given more than once in the query"))
             return
         call = ImageCall(self.request.host, self.request.uri, transformations[0] if transformations else None,
-                         header_value(headers, "Accept"), headers,
-                         self._refuse_before_reading if self.request.method == "GET" else None)
+                         header_value(headers, "Accept"), headers, self._body_needed)
         self._serving = task = asyncio.current_task()
         self.node.serving.add(self)
         try:
@@ -447,13 +446,18 @@ class ImageHandler(BaseHandler):
         else:
             self._respond(served.output, served.signed_until)
 
-    def _refuse_before_reading(self, size: int, etag: str | None) -> None:
-        """`_respond`'s refusal of a large body, made before a stored one is read from disk (in a cache
-        thread): a crowd of refused requests read theirs, four at a time, and a worker went 80 MB over
-        its `send_memory` (docs/security.md#memory). A body that gets through here is held in `_respond`."""
-        if (size > LARGE_BODY and self.node.large_bodies.refuses(size)
-                and not (etag and _etag_matches(header_value(self.request.headers, "If-None-Match"), etag))):
+    def _body_needed(self, output: UnreadOutput) -> bool:
+        """Whether `_respond` sends the body of `output`, a stored output whose body is still on disk (asked
+        from a cache thread: `BeforeReading`): not for a HEAD nor a 304, which are then answered without
+        reading it. `_respond`'s refusal of a large body is made here already, before it is read: a crowd of
+        refused requests read theirs, four at a time, and a worker went 80 MB over its `send_memory`
+        (docs/security.md#memory). A body that gets through here is held in `_respond`."""
+        if (self.request.method == "HEAD"
+                or _etag_matches(header_value(self.request.headers, "If-None-Match"), output.etag)):
+            return False
+        if output.size > LARGE_BODY and self.node.large_bodies.refuses(output.size):
             raise SendMemoryExhausted()
+        return True
 
     def _query(self, name: str) -> str | None:
         # most image URLs have no query: skip Tornado's argument decoding for them
@@ -470,11 +474,11 @@ class ImageHandler(BaseHandler):
             self.set_status(304)
             self.finish()
             return
-        self._headers[CONTENT_LENGTH] = str(len(output.body))
+        size = output.size  # an `UnreadOutput`'s too: a HEAD's Content-Length is that of the body it would get
+        self._headers[CONTENT_LENGTH] = str(size)
         if self.request.method == "HEAD":
             self.finish()
             return
-        size = len(output.body)
         if size <= LARGE_BODY:
             self.body_bytes = size
             self.finish(output.body)

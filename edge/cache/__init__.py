@@ -12,11 +12,11 @@
 """
 
 from .caches import Caches
-from .entries import CachedOutput, SourceInfo, StoredOriginal, hashes_to, header_value, strong_etag
+from .entries import CachedOutput, SourceInfo, StoredOriginal, UnreadOutput, hashes_to, header_value, strong_etag
 from .health import CacheHealth
 from .keys import original_key, output_key, path_key, path_prefix_key
 from .tiers import MAX_ENTRY_SHARE, BeforeReading
 
 __all__ = ["MAX_ENTRY_SHARE", "BeforeReading", "CacheHealth", "CachedOutput", "Caches", "SourceInfo",
-           "StoredOriginal", "hashes_to", "header_value", "original_key", "output_key", "path_key", "path_prefix_key",
-           "strong_etag"]
+           "StoredOriginal", "UnreadOutput", "hashes_to", "header_value", "original_key", "output_key", "path_key",
+           "path_prefix_key", "strong_etag"]

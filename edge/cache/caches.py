@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..threads import BlockingPool
-from .entries import CachedOutput, StoredOriginal
+from .entries import CachedOutput, StoredOriginal, UnreadOutput
 from .health import CacheHealth, error_kind
 from .memory import MemoryTier
 from .purges import PurgeTier, RecentPurges
@@ -96,12 +96,13 @@ class Caches:
     async def output_and(self, key: str, then: Callable[[CachedOutput | None], T] | None,
                          before_reading: BeforeReading | None = None) -> tuple[CachedOutput | None, T | None]:
         """`output(key)`, and `then(output)` run in the same thread right after the read (blocking; None
-        without it): a miss looks its original up in the same hand-off. `before_reading` may refuse to
-        read the output's body (`tiers.BeforeReading`): what it raises, this does. Call on the IOLoop."""
+        without it): a miss looks its original up in the same hand-off. `before_reading` may leave the
+        output's body unread, or refuse to read it (`tiers.BeforeReading`): what it raises, this does. An
+        `UnreadOutput` is not kept in the memory tier: a GET after it must get a body. Call on the IOLoop."""
         memory = self._memory
         version = None if memory is None else self.version(key)  # before the disk: a racing write shows next time
         output, more = await self.io(self._read_output, key, then, before_reading)
-        if output is not None and version is not None:
+        if output is not None and version is not None and not isinstance(output, UnreadOutput):
             memory.put(key, version, output)
         return output, more
 

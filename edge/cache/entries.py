@@ -107,6 +107,24 @@ class CachedOutput:
             headers.append(("Link", self.canonical_link))
         object.__setattr__(self, "headers", tuple(headers))
 
+    @property
+    def size(self) -> int:
+        """The body's size in bytes (`Content-Length`)."""
+        return len(self.body)
+
     def confirmed(self, source: SourceInfo) -> CachedOutput:
         """This output, now known to be made from the current version of its original."""
         return replace(self, source=source)
+
+
+@dataclass(frozen=True)
+class UnreadOutput(CachedOutput):
+    """A stored output whose body was left on disk (`body` is empty): a fresh disk hit whose answer sends
+    none, a HEAD or a 304 (`tiers.BeforeReading`). Never kept in the memory tier, stored or revalidated."""
+
+    #: the body's size on disk
+    stored_size: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.stored_size

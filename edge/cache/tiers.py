@@ -13,7 +13,8 @@ one by one until it is within budget, and counts them (`edge_cache_evictions_tot
 
 Failures degrade, they never propagate: a read that fails is a miss, a write that fails is skipped,
 and both are reported to `CacheHealth`. A value whose bytes no longer match the hash stored beside
-them (a truncated file) is a miss and is deleted. A corrupt SQLite database is moved aside
+them (a truncated file) is a miss and is deleted (checked whenever the bytes are read: an output answered
+from its metadata alone, a HEAD or a 304, reads none). A corrupt SQLite database is moved aside
 (`outputs.corrupt-<time>-<pid>/`, kept for inspection) and a fresh, empty one takes its place; a
 tier that cannot be opened at all (unwritable folder, full disk) is tried again every
 `RETRY_SECONDS`.
@@ -29,17 +30,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import diskcache
 
-from .entries import CachedOutput, SourceInfo, StoredOriginal, hashes_to
+from .entries import CachedOutput, SourceInfo, StoredOriginal, UnreadOutput, hashes_to
 from .health import CACHE_ERRORS, CacheHealth, error_kind
 
 log = logging.getLogger("edge.cache")
 
 T = TypeVar("T")
+O = TypeVar("O", bound=CachedOutput)
 
 #: A tier never keeps an entry larger than this fraction of its budget: one huge image must not
 #: evict the whole tier (and with `original_size = 0`, originals are simply not kept).
@@ -187,11 +190,12 @@ class DiskTier:
 
     # -- reading and writing
 
-    def _get(self, key: str, before_read: Callable[[int, dict[str, Any]], None] | None = None
-             ) -> tuple[bytes, dict[str, Any]] | None:
+    def _get(self, key: str, before_read: Callable[[int, dict[str, Any]], T | None] | None = None
+             ) -> tuple[bytes | T, dict[str, Any]] | None:
         """The stored value of `key` and its metadata, or None. `before_read(size, metadata)` is called
         before the bytes of a value over diskcache's `disk_min_file_size` (a file of its own) are read:
-        it may raise, and then none are."""
+        what it returns, unless None, stands for them, and they are not read; it may raise, and then
+        none are."""
         found = self._attempt("read", lambda handles: _read(handles[1], key, before_read), None)
         if found is None:
             return None
@@ -317,8 +321,8 @@ class DiskTier:
             handle.close()
 
 
-def _read(reader: diskcache.Cache, key: str, before_read: Callable[[int, dict[str, Any]], None] | None
-          ) -> tuple[bytes, dict[str, Any] | None] | None:
+def _read(reader: diskcache.Cache, key: str, before_read: Callable[[int, dict[str, Any]], T | None] | None
+          ) -> tuple[bytes | T, dict[str, Any] | None] | None:
     """`DiskTier._get`'s read (the metadata None when it is not JSON). A value kept in a file is opened,
     not read, by diskcache (`read=True`): its size is known before its bytes are read."""
     value, tag = reader.get(key, read=True, tag=True)
@@ -332,7 +336,9 @@ def _read(reader: diskcache.Cache, key: str, before_read: Callable[[int, dict[st
         return value, meta
     with value:
         if before_read is not None and meta is not None:
-            before_read(os.fstat(value.fileno()).st_size, meta)
+            instead = before_read(os.fstat(value.fileno()).st_size, meta)
+            if instead is not None:
+                return instead, meta
         return value.read(), meta
 
 
@@ -354,9 +360,11 @@ def _source(meta: dict[str, Any]) -> SourceInfo:
                                   info.content_type)
 
 
-#: called with a stored output's size and ETag before its body is read from disk (in a cache thread), for
-#: outputs over diskcache's `disk_min_file_size` (32 KB); may raise (an `EdgeError`), and then nothing is read
-BeforeReading = Callable[[int, str | None], None]
+#: called before a stored output's body is read from disk (in a cache thread; for outputs over diskcache's
+#: `disk_min_file_size`, 32 KB), with the output as its metadata describes it (headers, ETag, source, size):
+#: whether the answer needs the body. If not (a HEAD, a 304), that `UnreadOutput` is the output read, and no
+#: byte of the body is; it may raise (an `EdgeError`), and then nothing is read
+BeforeReading = Callable[[UnreadOutput], bool]
 
 
 class OutputTier(DiskTier):
@@ -372,13 +380,14 @@ class OutputTier(DiskTier):
     def get(self, key: str, before_reading: BeforeReading | None = None) -> CachedOutput | None:
         """The stored output, checked against its ETag (a hash of the body), or None. `before_reading`:
         see `BeforeReading`."""
-        found = self._get(key, before_reading and (lambda size, meta: before_reading(size, meta.get("etag"))))
+        found = self._get(key, before_reading and partial(_unread_unless_needed, before_reading))
         if found is None:
             return None
         body, meta = found
-        try:
-            output = CachedOutput(body=body, **{**meta, "source": _source(meta["source"])})
-        except (KeyError, TypeError):  # written by an older version of the node: a miss, replaced on store
+        if isinstance(body, UnreadOutput):
+            return body  # not checked against its ETag: a damaged body is found by the next answer that sends it
+        output = _output(CachedOutput, meta, body=body)
+        if output is None:
             return None
         if not hashes_to(body, output.etag):
             return self._damaged(key)
@@ -389,6 +398,22 @@ class OutputTier(DiskTier):
         del meta["body"]
         meta["source"] = _fields(output.source)
         self._put(key, output.body, meta)
+
+
+def _output(kind: type[O], meta: dict[str, Any], **more: Any) -> O | None:
+    """The output of `kind` stored with `meta`, or None when an older version of the node wrote it (a
+    miss, replaced on store)."""
+    try:
+        return kind(**more, **{**meta, "source": _source(meta["source"])})
+    except (KeyError, TypeError):
+        return None
+
+
+def _unread_unless_needed(before_reading: BeforeReading, size: int, meta: dict[str, Any]) -> UnreadOutput | None:
+    """The output stored with `meta`, its `size` bytes left on disk, when `before_reading` says that the
+    answer needs none of them."""
+    output = _output(UnreadOutput, meta, body=b"", stored_size=size)
+    return output if output is not None and not before_reading(output) else None
 
 
 class OriginalTier(DiskTier):
