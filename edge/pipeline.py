@@ -81,9 +81,9 @@ class ImageCall:
     accept: str | None
     #: the request's headers, read for the client hints of `w-auto` / `dpr-auto`
     headers: Mapping[str, str] = field(default_factory=dict)
-    #: called with a stored output (an `UnreadOutput`) before its body is read from disk (`BeforeReading`):
-    #: whether the answer sends the body (a HEAD and a 304 do not: a fresh output's is then left unread), or
-    #: raises the error the answer would end in once read (`[server] send_memory`), so that none is
+    #: called with a stored output's size and ETag before its body is read from disk (`BeforeReading`): whether
+    #: the answer sends the body (a HEAD and a 304 do not: it is then left unread), or raises the error the
+    #: answer would end in once read (`[server] send_memory`), so that none is
     before_reading: BeforeReading | None = None
 
 
@@ -221,10 +221,10 @@ class Pipeline:
             version = self._caches.version(key)  # before the lookup: a store that races it shows
             cached, original = self._caches.output_in_memory(key), None
             if cached is None:
-                cached, original = await self._caches.output_and(key, self._original_lookup(job),
-                                                                 self._before_reading(call))
-            # an `UnreadOutput` was fresh when its body was left unread (`_before_reading`): a hit, never revalidated
-            fresh = cached is not None and (isinstance(cached, UnreadOutput) or self._originals.is_fresh(cached.source))
+                cached, original = await self._caches.output_and(key, self._original_lookup(job), call.before_reading)
+                if isinstance(cached, UnreadOutput) and not self._originals.is_fresh(cached.source):
+                    cached = await self._caches.output(key)  # revalidated, it is stored again: with its body
+            fresh = cached is not None and self._originals.is_fresh(cached.source)
             self._count("output", "hit" if fresh else "stale" if cached else "miss")
             if fresh:
                 return Served(endpoint, "hit", cached, signed_until=job.request.signed_until)
@@ -326,14 +326,6 @@ class Pipeline:
         if memo_key is not None:
             _remember(self._transformations, memo_key, made, TRANSFORMATION_MEMO_SIZE)
         return made
-
-    def _before_reading(self, call: ImageCall) -> BeforeReading | None:
-        """`call.before_reading`, the body read all the same when the output is stale: a revalidation that
-        confirms it stores it again, and may answer with it."""
-        body_needed, is_fresh = call.before_reading, self._originals.is_fresh
-        if body_needed is None:
-            return None
-        return lambda output: body_needed(output) or not is_fresh(output.source)
 
     def _original_lookup(self, job: _Job) -> Callable[[CachedOutput | None], OriginalLookup | None] | None:
         """For the cache thread that reads the output: unless that output is fresh, the original's

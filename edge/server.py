@@ -21,7 +21,7 @@ from tornado import httputil
 
 from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
-from .cache import CachedOutput, Caches, CacheHealth, UnreadOutput
+from .cache import CachedOutput, Caches, CacheHealth
 from .config import Config
 from .errors import (EdgeError, InvalidTransformation, NothingToServe, SendMemoryExhausted, ShuttingDown,
                      StartupError, Unauthorized, one_line)
@@ -446,16 +446,16 @@ class ImageHandler(BaseHandler):
         else:
             self._respond(served.output, served.signed_until)
 
-    def _body_needed(self, output: UnreadOutput) -> bool:
-        """Whether `_respond` sends the body of `output`, a stored output whose body is still on disk (asked
-        from a cache thread: `BeforeReading`): not for a HEAD nor a 304, which are then answered without
-        reading it. `_respond`'s refusal of a large body is made here already, before it is read: a crowd of
-        refused requests read theirs, four at a time, and a worker went 80 MB over its `send_memory`
-        (docs/security.md#memory). A body that gets through here is held in `_respond`."""
-        if (self.request.method == "HEAD"
-                or _etag_matches(header_value(self.request.headers, "If-None-Match"), output.etag)):
+    def _body_needed(self, size: int, etag: str | None) -> bool:
+        """Whether `_respond` sends a stored output's body, still on disk (asked from a cache thread:
+        `BeforeReading`): not for a HEAD nor a 304, which are then answered without reading it. `_respond`'s
+        refusal of a large body is made here already, before it is read: a crowd of refused requests read
+        theirs, four at a time, and a worker went 80 MB over its `send_memory` (docs/security.md#memory). A
+        body that gets through here is held in `_respond`."""
+        if_none_match = header_value(self.request.headers, "If-None-Match")
+        if self.request.method == "HEAD" or (etag and _etag_matches(if_none_match, etag)):
             return False
-        if output.size > LARGE_BODY and self.node.large_bodies.refuses(output.size):
+        if size > LARGE_BODY and self.node.large_bodies.refuses(size):
             raise SendMemoryExhausted()
         return True
 

@@ -51,8 +51,8 @@ async def test_a_304_or_a_head_of_a_stored_output_reads_none_of_its_body(tmp_pat
         unchanged = [answer_parts(await exchange(node.url, request % (b"GET", b"If-None-Match: %s\r\n" % etag), WAIT))
                      for _ in range(ASKED)]
         read_by_304s = bytes_read(worker) - before
-        no_representation = {name: value for name, value in hit.items() if name not in ("Content-Type", "Content-Length")}
-        assert unchanged == [(b"HTTP/1.1 304 Not Modified", no_representation, b"")] * ASKED
+        not_modified = {name: value for name, value in hit.items() if name not in ("Content-Type", "Content-Length")}
+        assert unchanged == [(b"HTTP/1.1 304 Not Modified", not_modified, b"")] * ASKED
         assert read_by_304s < len(original)  # all of them, less than one body (before: ASKED bodies)
 
         before = bytes_read(worker)

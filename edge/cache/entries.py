@@ -119,8 +119,9 @@ class CachedOutput:
 
 @dataclass(frozen=True)
 class UnreadOutput(CachedOutput):
-    """A stored output whose body was left on disk (`body` is empty): a fresh disk hit whose answer sends
-    none, a HEAD or a 304 (`tiers.BeforeReading`). Never kept in the memory tier, stored or revalidated."""
+    """A stored output whose body was left on disk (`body` is empty): a disk hit whose answer sends none, a
+    HEAD or a 304 (`tiers.BeforeReading`). Never kept in the memory tier, stored or revalidated (a stale
+    one is read again, whole)."""
 
     #: the body's size on disk
     stored_size: int = 0

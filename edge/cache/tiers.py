@@ -360,11 +360,11 @@ def _source(meta: dict[str, Any]) -> SourceInfo:
                                   info.content_type)
 
 
-#: called before a stored output's body is read from disk (in a cache thread; for outputs over diskcache's
-#: `disk_min_file_size`, 32 KB), with the output as its metadata describes it (headers, ETag, source, size):
-#: whether the answer needs the body. If not (a HEAD, a 304), that `UnreadOutput` is the output read, and no
-#: byte of the body is; it may raise (an `EdgeError`), and then nothing is read
-BeforeReading = Callable[[UnreadOutput], bool]
+#: called with a stored output's size and ETag before its body is read from disk (in a cache thread), for
+#: outputs over diskcache's `disk_min_file_size` (32 KB): whether the answer sends the body. If not (a HEAD, a
+#: 304), none of it is read: the output is an `UnreadOutput`, made of the metadata alone. It may raise (an
+#: `EdgeError`), and then nothing is read
+BeforeReading = Callable[[int, str | None], bool]
 
 
 class OutputTier(DiskTier):
@@ -411,9 +411,8 @@ def _output(kind: type[O], meta: dict[str, Any], **more: Any) -> O | None:
 
 def _unread_unless_needed(before_reading: BeforeReading, size: int, meta: dict[str, Any]) -> UnreadOutput | None:
     """The output stored with `meta`, its `size` bytes left on disk, when `before_reading` says that the
-    answer needs none of them."""
-    output = _output(UnreadOutput, meta, body=b"", stored_size=size)
-    return output if output is not None and not before_reading(output) else None
+    answer sends none of them (else None: they are read)."""
+    return None if before_reading(size, meta.get("etag")) else _output(UnreadOutput, meta, body=b"", stored_size=size)
 
 
 class OriginalTier(DiskTier):
