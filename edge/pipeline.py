@@ -13,7 +13,7 @@ between happens here, in this order:
                                             same thread hand-off); a fresh HIT is answered here (a plain
                                             GET's memory-tier hit even before: `memory_hit`, edge/hits.py);
                                             a body `[server] send_memory` would refuse is not even read,
-                                            nor a fresh one a HEAD or a 304 would not send
+                                            nor one a HEAD or a 304 does not send (but to revalidate it)
     flight       edge/flight.py             one producer per key for the whole node; others wait
       shared     edge/shared_cache.py       the fleet's shared tier, when configured: SHARED
       original   edge/originals.py          originals tier → origin chain: FRESH/UNCHANGED/FETCHED/STALE
