@@ -1,6 +1,8 @@
 """What an attacker (or an unlucky operator) sends a public node: URLs that ask for unbounded work or
 memory, and sources the node must not render. Each answer is a quick one-line 4xx, never a long render."""
 
+import random
+
 import pytest
 import pyvips
 
@@ -91,6 +93,20 @@ async def test_a_progressive_jpeg_of_too_many_scans_is_refused_before_its_decode
     assert within.code == 200 and decode(within).width == 32 and decode(within).avg() == pytest.approx(128, abs=2)
 
 
+async def test_a_photo_followed_by_a_video_is_not_taken_for_many_scans(node_factory, tmp_path, folder):
+    """A motion photo is a JPEG with its video appended: FF DA pairs occur in any compressed data (one in
+    65 536 bytes, ~150 in a 10 MB video), and were counted as scans (a 400). A scan's header is counted."""
+    photo = imagecorpus.photo_jpeg(64, 48)
+    rng = random.Random(7)
+    video = b"\0\0\0\x18ftypmp42" + b"".join(b"\xff\xda" + rng.randbytes(254) for _ in range(200))
+    (folder / "motion.jpg").write_bytes(photo + video)
+    node = await node_over(node_factory, tmp_path, folder)
+    resized = await node.fetch("/tr:w-32/motion.jpg")
+    assert resized.code == 200 and decode(resized).width == 32
+    original = await node.fetch("/tr:orig-true/motion.jpg")
+    assert (original.code, original.body) == (200, photo + video)
+
+
 async def test_an_animated_webp_of_too_many_frames_is_refused_before_libvips_reads_it(node_factory, tmp_path, folder):
     """libwebp's demuxer, which libvips' header read calls, walks the frames in time that grows with the square
     of their number (these 20 000 took 0.44 s; a 40 MB file, minutes), out of the deadline's reach: the node
@@ -108,3 +124,4 @@ async def test_an_animated_webp_of_too_many_frames_is_refused_before_libvips_rea
             probe(imagecorpus.many_frames_webp(101), Limits())
     finally:
         pyvips.operation_block_set("VipsForeignLoadWebp", False)
+

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from itertools import islice
 
 import pyvips
 
@@ -73,6 +75,9 @@ _LIBJPEG_LOADERS = (_JPEG_LOADER, "uhdrload_source")
 #: a render thread 5.7 s past a 1 s deadline; at 100 MP and 30 000 scans, minutes). Encoders write at
 #: most a few dozen (libjpeg's default progression 10, for colour).
 MAX_JPEG_SCANS = 100
+#: a scan's header: SOS (FF DA), its length and component count, as libjpeg requires them (6 + 2 × Ns, Ns 1-4).
+#: Not FF DA alone: it occurs once in 65 536 bytes of any compressed data, as in the video a motion photo appends
+_JPEG_SCAN_HEADER = re.compile(rb"\xff\xda\x00(?:\x08\x01|\x0a\x02|\x0c\x03|\x0e\x04)")
 #: a JPEG shrunk on load to at most this many pixels is decoded whole into memory at its first use
 #: (random access: 3-4 MB at most) rather than streamed in strips: 4-9 % less CPU and 7-8 % more misses
 #: a second at 2000×1333 → 300 px, nothing either way at 12 MP (benchmarks/README.md, "Random access
@@ -136,8 +141,9 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
         raise UnprocessableSource() from None
     if loader not in INPUT_LOADERS and not (loader == SVG_LOADER and limits.allow_svg):
         raise UnprocessableSource()
-    # a scan starts with an SOS marker, FF DA: within a scan's data, an FF byte is always followed by 00
-    if loader in _LIBJPEG_LOADERS and body.count(b"\xff\xda") > MAX_JPEG_SCANS:
+    # a scan header is a scan: within a scan's data, an FF byte is always followed by 00
+    scans = islice(_JPEG_SCAN_HEADER.finditer(body), MAX_JPEG_SCANS + 1)  # counted no further
+    if loader in _LIBJPEG_LOADERS and sum(1 for _ in scans) > MAX_JPEG_SCANS:
         raise BadRequest(f"source too large: more than {MAX_JPEG_SCANS} JPEG scans")
     frames = image.get("n-pages") if image.get_typeof("n-pages") else 1
     width, height = image.width, image.height  # each read is a round of calls into libvips
