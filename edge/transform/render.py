@@ -114,19 +114,26 @@ def _read_in_place(body: bytes) -> pyvips.Source:
     return pyvips.Source.new_from_memory(body)
 
 
+#: chunks a WebP file may have besides its frames (VP8X, ICCP, ANIM, EXIF, XMP, a few unknown ones)
+_WEBP_OTHER_CHUNKS = 16
+
+
 def _webp_frames(body: bytes, limit: int) -> int:
     """The animation frames (`ANMF` chunks) of a WebP file, counted from the RIFF chunks' headers up to
     `limit` + 1 (0 for other files): libwebp's demuxer, which libvips' header read calls, walks every frame
     in time that grows with the square of their number (40 000 tiny frames in 1.9 MB: 1.7 s; a 40 MB file,
-    minutes), out of the render deadline's reach."""
+    minutes), out of the render deadline's reach. More chunks than `limit` frames and `_WEBP_OTHER_CHUNKS`
+    count as `limit` + 1: walking 40 MB of empty ones held a render thread, and the GIL, 1.8 s."""
     if body[:4] != b"RIFF" or body[8:12] != b"WEBP":
         return 0
     frames, offset = 0, 12
-    while offset + 8 <= len(body) and frames <= limit:
+    for _ in range(limit + _WEBP_OTHER_CHUNKS):
+        if offset + 8 > len(body) or frames > limit:
+            return frames
         size = int.from_bytes(body[offset + 4:offset + 8], "little")
         frames += body[offset:offset + 4] == b"ANMF"
         offset += 8 + size + (size & 1)  # chunks are padded to an even size
-    return frames
+    return frames if offset + 8 > len(body) else max(frames, limit + 1)
 
 
 def probe(body: bytes, limits: Limits) -> ImageHeader:
