@@ -171,8 +171,8 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
             shared = SharedTier.of(config, Metrics())
             await shared.open()
         try:
-            return await _everywhere(caches, key_prefix(Router(config.endpoints, named=config.named_transformations), target), target,
-                                     config.admin_token, fan_out, shared)
+            prefix = key_prefix(Router(config.endpoints, named=config.named_transformations), target)
+            return await _everywhere(caches, prefix, target, config.admin_token, fan_out, shared)
         finally:
             if fan_out is not None:
                 fan_out.close()

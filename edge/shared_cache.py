@@ -107,7 +107,8 @@ def decode(data: bytes, key: str, now: float) -> CachedOutput | None:
     source = output.source
     optional = (output.canonical_link, output.client_hints, source.last_modified, source.etag)
     if not (newline and output.content_type in IMAGE_TYPES and _sendable(output.etag)
-            and isinstance(output.vary_accept, bool) and isinstance(output.stand_in, bool) and all(v is None or _sendable(v) for v in optional)
+            and isinstance(output.vary_accept, bool) and isinstance(output.stand_in, bool)
+            and all(v is None or _sendable(v) for v in optional)
             and isinstance(source.origin, str) and isinstance(source.version, str)
             and type(source.checked_at) in (int, float)):
         return None

@@ -9,12 +9,11 @@ import json
 import time
 from pathlib import Path
 
+import diskcache
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.assets import centre_colour, colour, same_colour, solid
-import diskcache
-
 from tests.nodes import NodeProcess, decode, until, web_config, write_config
 from tests.servers import HTTPOrigin
 from tests.test_purge_races import BLUE, RED, blue, noisy, red
@@ -114,7 +113,6 @@ async def test_a_url_purged_before_the_clock_steps_back_is_cached_again_at_once(
     assert origin.requests["a.jpg"] == 2
 
 
-
 @needs_faketime
 async def test_a_purge_made_before_the_clock_steps_forward_still_holds_back_the_fetch_it_raced(stepped_node, origin,
                                                                                              clock):
@@ -139,6 +137,7 @@ async def test_a_purge_made_before_the_clock_steps_forward_still_holds_back_the_
         stall.set()
     assert red(await before)  # asked before the purge: what the origin was sending then
     assert blue(await after)
+
 
 @pytest.fixture
 async def node(origin, node_factory, tmp_path):

@@ -135,7 +135,6 @@ def test_a_user_without_a_home_folder_gets_a_config_error_or_serves_with_a_cache
             assert node.stop() == 0
 
 
-
 def test_no_writable_temporary_folder_is_a_one_line_startup_error(tmp_path):
     """`docker run --read-only` without `--tmpfs /tmp`: the workers' metrics files have nowhere to go."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:

@@ -12,6 +12,8 @@ from tests.servers import HTTPOrigin
 
 SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
        b'<rect width="40" height="20" fill="red"/></svg>')
+
+
 def _vips_file(directory) -> bytes:
     path = directory / "image.v"  # libvips writes its own format to files only
     pyvips.Image.black(4, 4).write_to_file(str(path))

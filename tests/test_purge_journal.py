@@ -211,7 +211,8 @@ async def test_keys_that_are_not_entries_are_skipped_and_never_stop_a_node(start
     fresh = await start("fresh")  # starts, and serves
     assert (await fresh.fetch(URL)).code == 200
     for node in (running, fresh):
-        assert await node.node.shared.read_purges() == [] and not node.node.shared.journal.covers("\0img.jpg\0r3:w-40\0", 0)
+        shared = node.node.shared
+        assert await shared.read_purges() == [] and not shared.journal.covers("\0img.jpg\0r3:w-40\0", 0)
 
 
 async def test_a_mark_file_that_cannot_be_read_means_applying_again(start):

@@ -161,7 +161,6 @@ async def test_the_records_are_read_again_only_after_a_purge_and_once_for_all_wh
         caches.close()
 
 
-
 def test_reading_the_records_deletes_those_no_work_can_race_and_keeps_the_rest(tmp_path):
     """Records carry no wall-clock expiry (a clock stepped forward reached it early: tests/test_clock_steps.py),
     so reading them deletes the spent ones: an earlier boot's, one past RECORD_SECONDS, a release's before
@@ -181,6 +180,7 @@ def test_reading_the_records_deletes_those_no_work_can_race_and_keeps_the_rest(t
         _delete_unchanged(cache, [("\0kept.jpg\0", json.dumps(spent["\0too-old.jpg\0"]))])
         assert list(cache) == ["\0kept.jpg\0"]
     tier.close()
+
 
 def test_a_prefix_covers_the_keys_it_begins_and_no_other():
     times = PurgeTimes()
