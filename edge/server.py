@@ -449,9 +449,9 @@ class ImageHandler(BaseHandler):
     def _body_needed(self, size: int, etag: str | None) -> bool:
         """Whether `_respond` sends a stored output's body, still on disk (asked from a cache thread:
         `BeforeReading`): not for a HEAD nor a 304, which are then answered without reading it. `_respond`'s
-        refusal of a large body is made here already, before it is read: a crowd of refused requests read
-        theirs, four at a time, and a worker went 80 MB over its `send_memory` (docs/security.md#memory). A
-        body that gets through here is held in `_respond`."""
+        refusal of a large body is made here already, before it is read: else a crowd of refused requests
+        reads theirs, four at a time, over the worker's `send_memory` (docs/security.md#memory). A body that
+        gets through here is held in `_respond`."""
         if_none_match = header_value(self.request.headers, "If-None-Match")
         if self.request.method == "HEAD" or (etag and _etag_matches(if_none_match, etag)):
             return False

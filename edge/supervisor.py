@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from itertools import chain
 
 from . import memory
 from .config import Config, Limits
@@ -301,7 +302,7 @@ class Supervisor:
             log.info("%s %d worker(s)", verb, len(self.workers))
             # before the workers are told: each worker then holds the last copy of its sockets, accepts
             # what is queued in them and closes them, and new connections are refused from then on
-            for sock in [*(sock for worker_sockets in self.sockets for sock in worker_sockets), *self.metrics_sockets]:
+            for sock in chain(*self.sockets, self.metrics_sockets):
                 sock.close()
         self.stopping = True
         self.pending = None
