@@ -136,11 +136,14 @@ def _webp_frames(body: bytes, limit: int) -> int:
     return frames if offset + 8 > len(body) else max(frames, limit + 1)
 
 
+def _too_many_frames(limits: Limits) -> BadRequest:
+    return BadRequest(f"source too large: more than {limits.max_frames} frames")
+
+
 def probe(body: bytes, limits: Limits) -> ImageHeader:
     """Read the header; refuse what is not an image (422) or too large to decode (400)."""
-    too_many_frames = BadRequest(f"source too large: more than {limits.max_frames} frames")
     if _webp_frames(body, limits.max_frames) > limits.max_frames:
-        raise too_many_frames
+        raise _too_many_frames(limits)
     try:
         image = pyvips.Image.new_from_source(_read_in_place(body), "")
         loader = image.get("vips-loader")
@@ -155,7 +158,7 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
     frames = image.get("n-pages") if image.get_typeof("n-pages") else 1
     width, height = image.width, image.height  # each read is a round of calls into libvips
     if frames > limits.max_frames:
-        raise too_many_frames
+        raise _too_many_frames(limits)
     if width * height > limits.max_source_pixels:
         raise BadRequest("source too large")
     orientation = image.get("orientation") if image.get_typeof("orientation") else 1
