@@ -130,6 +130,8 @@ async def refused(*urls: str) -> bool:
             _, writer = await asyncio.wait_for(asyncio.open_connection(address.hostname, address.port), 1)
         except ConnectionRefusedError:
             continue
+        except ConnectionResetError:  # accepted by a listening socket as it closed: ask again
+            return False
         writer.close()
         return False
     return True
