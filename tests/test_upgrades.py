@@ -100,6 +100,7 @@ async def test_a_node_of_the_next_render_version_never_serves_the_previous_ones_
     client = s3.client()
     client.create_bucket(Bucket="upgrades")
     shared = shared_cache_table(s3.url, "upgrades")
+    upgraded = None
     try:
         (tmp_path / "a").mkdir()
         first = await node_factory(write_config(tmp_path / "a", local_config(after=shared)))
@@ -126,6 +127,8 @@ async def test_a_node_of_the_next_render_version_never_serves_the_previous_ones_
         served = await upgraded.fetch(CANVAS)
         assert (served.code, served.headers["X-Cache"], served.body) == (200, "MISS", made.body)
     finally:
+        if upgraded is not None:  # its shared write, after the answer, lands before the bucket is emptied
+            await upgraded.stop()
         for item in client.list_objects_v2(Bucket="upgrades").get("Contents", []):
             client.delete_object(Bucket="upgrades", Key=item["Key"])
         client.delete_bucket(Bucket="upgrades")
