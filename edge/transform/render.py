@@ -68,8 +68,8 @@ _FAIL_ON = pyvips.enums.FailOn.TRUNCATED
 _THUMBNAIL_LOAD_OPTIONS = "fail_on=truncated"
 _JPEG_LOADER = "jpegload_source"
 _JPEG_SHRINKS = (8, 4, 2)
-#: the loaders that decode with libjpeg: the JPEG and the Ultra HDR JPEG ones
-_LIBJPEG_LOADERS = (_JPEG_LOADER, "uhdrload_source")
+#: the Ultra HDR JPEG's loader: libjpeg too, for the image and its gain map
+_UHDR_LOADER = "uhdrload_source"
 #: scans a progressive JPEG may have. libjpeg reads every scan, each a pass over the whole image, before
 #: it gives the first row: out of the render deadline's reach (a 125 KB JPEG of 3000 scans at 16 MP held
 #: a render thread 5.7 s past a 1 s deadline; at 100 MP and 30 000 scans, minutes). Encoders write at
@@ -78,6 +78,11 @@ MAX_JPEG_SCANS = 100
 #: a scan's header: SOS (FF DA), its length and component count, as libjpeg requires them (6 + 2 × Ns, Ns 1-4).
 #: Not FF DA alone: it occurs once in 65 536 bytes of any compressed data, as in the video a motion photo appends
 _JPEG_SCAN_HEADER = re.compile(rb"\xff\xda\x00(?:\x08\x01|\x0a\x02|\x0c\x03|\x0e\x04)")
+#: the frame markers (SOF) of progressive JPEGs: only their scans can be many (a sequential JPEG holds each
+#: component in one scan, and its scans cannot cover blocks with end-of-band runs: no amplification)
+_PROGRESSIVE_FRAMES = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+#: segments read before a JPEG's frame header (APPn, DQT, DHT… a few in practice); past them, its scans are counted
+_JPEG_HEADER_SEGMENTS = 64
 #: a JPEG shrunk on load to at most this many pixels is decoded whole into memory at its first use
 #: (random access: 3-4 MB at most) rather than streamed in strips: 4-9 % less CPU and 7-8 % more misses
 #: a second at 2000×1333 → 300 px, nothing either way at 12 MP (benchmarks/README.md, "Random access
@@ -136,6 +141,21 @@ def _webp_frames(body: bytes, limit: int) -> int:
     return frames if offset + 8 > len(body) else max(frames, limit + 1)
 
 
+def _may_have_many_scans(body: bytes) -> bool:
+    """Whether a JPEG's frame is progressive, read from its segments' headers before the frame's (skipping
+    the images an EXIF block may embed); True when that cannot be told within `_JPEG_HEADER_SEGMENTS`. Counting
+    scans reads the whole file (~0.3 ms a MB, 4 × the rest of a 12 MP JPEG's probe): only where they matter."""
+    offset = 2  # after SOI
+    for _ in range(_JPEG_HEADER_SEGMENTS):
+        if offset + 4 > len(body) or body[offset] != 0xFF:
+            return True
+        marker = body[offset + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header (not DHT, JPG, DAC)
+            return marker in _PROGRESSIVE_FRAMES
+        offset += 2 + int.from_bytes(body[offset + 2:offset + 4], "big")
+    return True
+
+
 def _too_many_frames(limits: Limits) -> BadRequest:
     return BadRequest(f"source too large: more than {limits.max_frames} frames")
 
@@ -151,10 +171,12 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
         raise UnprocessableSource() from None
     if loader not in INPUT_LOADERS and not (loader == SVG_LOADER and limits.allow_svg):
         raise UnprocessableSource()
-    # a scan header is a scan: within a scan's data, an FF byte is always followed by 00
-    scans = islice(_JPEG_SCAN_HEADER.finditer(body), MAX_JPEG_SCANS + 1)  # counted no further
-    if loader in _LIBJPEG_LOADERS and sum(1 for _ in scans) > MAX_JPEG_SCANS:
-        raise BadRequest(f"source too large: more than {MAX_JPEG_SCANS} JPEG scans")
+    # a scan header is a scan: within a scan's data, an FF byte is always followed by 00. (An Ultra HDR
+    # JPEG's gain map, after the primary image, may be progressive whatever the primary is: always counted)
+    if loader == _UHDR_LOADER or (loader == _JPEG_LOADER and _may_have_many_scans(body)):
+        scans = islice(_JPEG_SCAN_HEADER.finditer(body), MAX_JPEG_SCANS + 1)  # counted no further
+        if sum(1 for _ in scans) > MAX_JPEG_SCANS:
+            raise BadRequest(f"source too large: more than {MAX_JPEG_SCANS} JPEG scans")
     frames = image.get("n-pages") if image.get_typeof("n-pages") else 1
     width, height = image.width, image.height  # each read is a round of calls into libvips
     if frames > limits.max_frames:
