@@ -56,7 +56,7 @@ from functools import partial
 from itertools import chain
 
 from . import memory
-from .config import Config, Limits
+from .config import Config
 from .errors import ConfigError, StartupError
 
 log = logging.getLogger("edge")
@@ -149,7 +149,7 @@ class Supervisor:
             signal.signal(signum, lambda signum, _frame: self._signals.append(signum))
         self._wake_fds = (wake_read, wake_write)
         try:
-            preload(self.config.limits)
+            preload()
             for number in range(self.config.server.workers):
                 self._spawn(number, self.generation, self.config)
             while self.workers or not self.stopping:
@@ -348,15 +348,13 @@ class Supervisor:
         self._stop([w for w in self.workers.values() if w.generation == generation])
 
 
-def preload(limits: Limits) -> None:
+def preload() -> None:
     """Import, in the supervisor, what a worker imports to serve (edge.server: Tornado, libvips, the
-    metrics client, the cache), so that forked workers share it, with libvips' loaders limited to
-    `limits`' (each worker's `Node` sets them again from its own config). Call it after the metrics mode
+    metrics client, the cache), so that forked workers share it (libvips' loaders are limited by each
+    worker's `Node`, from its own config: the supervisor decodes nothing). Call it after the metrics mode
     is chosen (PROMETHEUS_MULTIPROC_DIR set or not): prometheus-client picks its value store on import.
     Safe before a fork: importing starts no thread (libvips starts its own only to render)."""
     from . import hits, server  # noqa: F401
-    from .transform.render import allow_only_input_loaders
-    allow_only_input_loaders(limits.allow_svg)
     gc.collect()  # the imports' garbage gone before it is frozen in place
 
 

@@ -68,7 +68,7 @@ def test_the_memory_tier_holds_its_budget_in_memory_even_of_tiny_outputs():
 # imports an origin type's client library then) and the serving code (`preload`, which the workers inherit)
 _CLIENT_LIBRARIES_IMPORTED = (
     "import sys; from edge.config import load_config; from edge.pluginmanager import load_plugins; "
-    "from edge.supervisor import preload; preload(load_config(sys.argv[1], load_plugins()).limits); "
+    "from edge.supervisor import preload; load_config(sys.argv[1], load_plugins()); preload(); "
     "print(sorted({'aioboto3', 'aiohttp', 'botocore', 'yarl'} & set(sys.modules)))")
 
 
