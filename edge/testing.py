@@ -27,6 +27,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,10 @@ class NodeProcess:
     """`edge serve` in a child process. Its stderr is read by a thread into `log`, so a busy node
     never blocks on a full pipe."""
 
+    #: the nodes started in this process and still referenced: a test harness shows their logs when a
+    #: test fails (`tests/conftest.py`)
+    instances: weakref.WeakSet[NodeProcess] = weakref.WeakSet()
+
     def __init__(self, config_path: Path | None, *args: str, env: Mapping[str, str] | None = None,
                  stdout=None, nofile: tuple[int, int] | None = None,
                  edge: Sequence[str] = (sys.executable, "-m", "edge"), cwd: Path | None = None):
@@ -68,6 +73,8 @@ class NodeProcess:
         self.process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True,
                                         env={**os.environ, **(env or {})}, cwd=cwd, preexec_fn=limit)
         self.log: list[str] = []
+        self.started_at = time.monotonic()
+        NodeProcess.instances.add(self)
         self._log_changed = threading.Condition()
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()

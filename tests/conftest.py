@@ -1,6 +1,11 @@
+import time
+
 import pytest
 
+from edge.testing import NodeProcess
 from tests.nodes import start_node
+
+_STARTED = pytest.StashKey[float]()
 
 
 @pytest.fixture
@@ -34,3 +39,28 @@ def s3(s3_server):
     yield s3_server
     s3_server.require_auth(False)
     s3_server.reset()
+
+
+#: lines of each node's log a failed test's report shows (its end: what led to the failure)
+FAILED_TEST_LOG_LINES = 200
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.stash[_STARTED] = time.monotonic()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report shows the logs of the `edge serve` processes it started: a node that
+    closed a connection or died says why there (CI keeps only the report)."""
+    outcome = yield
+    report = outcome.get_result()
+    started = item.stash.get(_STARTED, None)
+    if not report.failed or started is None:
+        return
+    for node in sorted(NodeProcess.instances, key=lambda node: node.started_at):
+        if node.started_at >= started:
+            name = getattr(node, "url", None) or f"pid {node.process.pid}"
+            report.sections.append((f"edge serve {name} (exit status {node.process.poll()})",
+                                    "".join(node.log[-FAILED_TEST_LOG_LINES:])))
