@@ -53,8 +53,9 @@ class LoadBalancer:
 
     def __init__(self, kind: str, node_urls: list[str], work: Path, *, name_the_node: bool = False,
                  answer_timeout: int | None = None):
-        """`name_the_node` (HAProxy): answers say which node served them in `X-Edge-Node` (for
-        measurements; the shipped config does not reveal its nodes). `answer_timeout`: seconds to wait
+        """`name_the_node`: answers say which node served them in `X-Edge-Node` (HAProxy: its server
+        name, `edge-1`...; nginx: its address, `127.0.0.1:port`, after any address it tried first), for
+        tests and measurements; the shipped configs do not reveal their nodes. `answer_timeout`: seconds to wait
         for a node's answer instead of `SHIPPED_ANSWER_TIMEOUT`, for test nodes configured to answer
         sooner (derived the same way, so that a test of a hung node does not wait 45 s)."""
         assert len(node_urls) == len(SHIPPED_NODES)
@@ -85,6 +86,9 @@ class LoadBalancer:
             if answer_timeout is not None:
                 shipped = f"proxy_read_timeout {SHIPPED_ANSWER_TIMEOUT}s;"
                 replacements[shipped] = f"proxy_read_timeout {answer_timeout}s;"
+            if name_the_node:
+                replacements["        proxy_pass http://edge_nodes; "] = (
+                    "        add_header X-Edge-Node $upstream_addr always;\n        proxy_pass http://edge_nodes; ")
             (work / "edge.conf").write_text(substitute(text, replacements))
             # the shipped file is included in the http block, as Debian's conf.d does
             (work / "nginx.conf").write_text(f"""
@@ -101,10 +105,18 @@ class LoadBalancer:
                 """)
             command = [binary, "-e", "stderr", "-p", str(work), "-c", str(work / "nginx.conf"),
                        "-g", "daemon off;"]
+        self._node_addresses = [urlsplit(url).netloc for url in node_urls]
         self.log = work / f"{kind}.log"
         with self.log.open("w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         self._wait_listening()
+
+    def served_by(self, headers) -> int:
+        """The index in `node_urls` of the node that answered (`name_the_node`)."""
+        named = headers["X-Edge-Node"].split(",")[-1].strip()  # nginx: every address it tried
+        if self.kind == "haproxy":
+            return int(named.removeprefix("edge-")) - 1
+        return self._node_addresses.index(named)
 
     def _wait_listening(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
