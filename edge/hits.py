@@ -23,9 +23,10 @@ import tornado.web
 from tornado import httputil
 
 from . import accesslog
+from .httpserver import EdgeHTTPServer, make_server
 from .pipeline import ImageCall
 from .server import (ADMIN_HANDLERS, CONTENT_LENGTH, LARGE_BODY, Node, client_address, count_image_answer,
-                     header_value, http_date, image_headers)
+                     header_value, http_date, image_headers, make_app)
 
 log = logging.getLogger("edge.server")
 
@@ -34,6 +35,12 @@ _OK = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
 _NOT_PLAIN = ("Content-Length", "Transfer-Encoding", "If-None-Match")
 #: the header an HTTP/1.1 request must have: without it, the application's 400 (RFC 9112 3.2)
 _HOST = "Host"
+
+
+def image_server(node: Node) -> EdgeHTTPServer:
+    """The server of the images' port: the shortcut in front of the node's application, with `[server]`'s
+    limits, and what it does to connections counted in the node's metrics."""
+    return make_server(HitShortcut(make_app(node), node), node.config.server, observer=node.metrics)
 
 
 class HitShortcut(httputil.HTTPServerConnectionDelegate):

@@ -28,6 +28,8 @@ has no setting for:
 - an HTTP/1.0 request with `Transfer-Encoding` (faulty framing: a smuggling vector) answered 400 and
   its connection closed;
 - a repeated or invalid `Host` refused with a 400 before the hit shortcut sees the request;
+- what it does to connections reported to a `ConnectionObserver` (the node's metrics): each
+  connection it closes itself and why, and every sweep how many are open;
 - an absolute-form request target (`GET http://img.example.com/tr:w-300/a.jpg HTTP/1.1`, which a
   server must accept, RFC 9112 3.2.2) made the origin-form one (`/tr:w-300/a.jpg`) with its
   authority as the `Host` (the RFC: the target's authority replaces the Host header), before the hit
@@ -44,6 +46,7 @@ import resource
 import socket
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from tornado import httputil
 from tornado.httpserver import HTTPServer
@@ -73,6 +76,28 @@ SWEEP_SECONDS = 1.0
 
 #: how long the 503s that end a drain (`EdgeHTTPServer.drain`) have to go out before their connections are closed
 GIVE_UP_SECONDS = 1.0
+
+#: why the server closes a connection itself (`ConnectionObserver.connection_closed`): its first request's headers
+#: came later than `header_timeout`, a kept-alive connection waited longer than `idle_timeout` for its next
+#: request, or `max_connections` were open when it came (answered 503)
+CONNECTION_CLOSES = ("header_timeout", "idle_timeout", "over_capacity")
+
+
+class ConnectionObserver(Protocol):
+    def connection_closed(self, reason: str) -> None:
+        """The server closed a connection itself, for `reason` (one of `CONNECTION_CLOSES`); on the IOLoop."""
+
+    def connections_open(self, count: int) -> None:
+        """`count` connections are open now (called every sweep, `SWEEP_SECONDS`)."""
+
+
+class _Unobserved:
+    def connection_closed(self, reason: str) -> None:
+        pass
+
+    def connections_open(self, count: int) -> None:
+        pass
+
 
 #: the purge API's path: `edge.server`'s `PurgeHandler`, and what `edge.fanout` calls on the peers
 PURGE_PATH = "/_edge/purge"
@@ -204,15 +229,18 @@ READ_CHUNK_SIZE = 8192
 
 
 def make_server(app: httputil.HTTPServerConnectionDelegate, settings: ServerSettings,
-                large_body_paths: Iterable[str] = ADMIN_PATHS, cors: bool = True) -> EdgeHTTPServer:
+                large_body_paths: Iterable[str] = ADMIN_PATHS, cors: bool = True,
+                observer: ConnectionObserver | None = None) -> EdgeHTTPServer:
     """An `HTTPServer` for `app` with `[server]`'s limits; `large_body_paths` may take
     `max_admin_body` bytes, every other request `max_request_body`; its own answers carry the CORS
-    headers if `cors` (the images' port, not `metrics_port`)."""
+    headers if `cors` (the images' port, not `metrics_port`); what it does to connections is told to
+    `observer`."""
     return EdgeHTTPServer(
         app,
         settings=settings,
         large_body_paths=frozenset(large_body_paths),
         answers=EarlyAnswers(cors_headers(settings.cors_origin) if cors else {}),
+        observer=observer or _Unobserved(),
         idle_connection_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
         max_header_size=settings.max_header_size,
@@ -260,10 +288,11 @@ class _ConnectionState:
 
 class EdgeHTTPServer(HTTPServer):
     def initialize(self, *args, settings: ServerSettings, large_body_paths: frozenset[str], answers: EarlyAnswers,
-                   **kwargs) -> None:
+                   observer: ConnectionObserver, **kwargs) -> None:
         super().initialize(*args, **kwargs)
         self.conn_params.header_timeout = None  # the sweep enforces it
         self.settings = settings
+        self.observer = observer
         self.answers = answers
         self.large_body_paths = large_body_paths
         self._states: dict[object, _ConnectionState] = {}  # by the connection's IOStream
@@ -278,6 +307,8 @@ class EdgeHTTPServer(HTTPServer):
         if len(self._states) >= self.settings.max_connections or self._draining:
             _refuse(stream.socket, self.answers.over_capacity)  # under load its request has arrived: the backlog
             stream.close()
+            if not self._draining:
+                self.observer.connection_closed("over_capacity")
             return
         self._states[stream] = _ConnectionState(time.monotonic())
         super().handle_stream(stream, address)
@@ -297,12 +328,14 @@ class EdgeHTTPServer(HTTPServer):
     def _close_late_connections(self) -> None:
         """Close the connections whose request headers are late: the first request's after
         `header_timeout`, a kept-alive connection's next one after `idle_timeout`."""
+        self.observer.connections_open(len(self._states))
         now = time.monotonic()
         first, later = now - self.settings.header_timeout, now - self.settings.idle_timeout
-        late = [stream for stream, state in self._states.items()
+        late = [(stream, state.requests <= 1) for stream, state in self._states.items()
                 if not state.busy and state.waiting_since < (first if state.requests <= 1 else later)]
-        for stream in late:
+        for stream, first_request in late:
             stream.close()
+            self.observer.connection_closed("header_timeout" if first_request else "idle_timeout")
 
     async def close_all_connections(self) -> None:
         self._sweep.stop()  # runs on while draining: a connection sending no headers is closed on time

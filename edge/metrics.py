@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
+from .httpserver import CONNECTION_CLOSES
 from .signing import REASONS as SIGNATURE_REFUSALS
 
 if TYPE_CHECKING:
@@ -165,6 +166,12 @@ class Metrics:
         self.process_memory = Gauge(
             "edge_process_resident_memory_bytes", "Resident memory of the live workers", registry=r,
             multiprocess_mode="livesum")
+        self.connections_closed = Counter(
+            "edge_connections_closed_total", "Connections the node closed itself: their first request's headers "
+            "came too late, a kept-alive connection stayed idle, or max_connections were open (answered 503)",
+            ["reason"], registry=r)
+        self.open_connections = Gauge(
+            "edge_open_connections", "Client connections open", registry=r, multiprocess_mode="livesum")
         self.process_fds = Gauge(
             "edge_process_open_fds", "Open file descriptors of the live workers", registry=r,
             multiprocess_mode="livesum")
@@ -198,6 +205,8 @@ class Metrics:
                 self.cache_requests.labels(tier, result)
         for reason in TRANSFORM_REFUSALS:
             self.transform_refusals.labels(reason)
+        for reason in CONNECTION_CLOSES:
+            self.connections_closed.labels(reason)
         for origin in config.origins:
             for outcome in (*ORIGIN_SUCCESSES, "busy", *ORIGIN_FAILURES):
                 self.origin_fetches.labels(origin.name, outcome)
@@ -233,6 +242,13 @@ class Metrics:
             self.process_fds.set(len(os.listdir("/proc/self/fd")))
         except OSError:
             pass
+
+    # `edge.httpserver.ConnectionObserver`, for the images' server
+    def connection_closed(self, reason: str) -> None:
+        self.add(self.connections_closed, (reason,))
+
+    def connections_open(self, count: int) -> None:
+        self.open_connections.set(count)
 
     def child(self, metric, *labels: str):
         """`metric.labels(*labels)`, memoised: label values are few, and `labels()` is costly on the

@@ -366,8 +366,8 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
     from .httpserver import make_server
 
     memory.configure_allocator(config.server.malloc_arenas, config.server.memory_trim)  # before libvips' threads
-    from .hits import HitShortcut
-    from .server import Node, make_app, make_metrics_app  # imported by the supervisor (`preload`)
+    from .hits import image_server
+    from .server import Node, make_metrics_app  # imported by the supervisor (`preload`)
 
     fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait)
 
@@ -382,7 +382,7 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
         if config.server.memory_trim:
             memory.trim()  # what starting freed (with the supervisor's: -2.7 MB after the first misses)
             trimming = asyncio.create_task(memory.trim_after_bursts(lambda: node.inflight == 0))
-        server = make_server(HitShortcut(make_app(node), node), config.server)
+        server = image_server(node)
         server.add_sockets(sockets)
         metrics_server = None
         if metrics_sockets:

@@ -17,10 +17,9 @@ from tornado.netutil import bind_sockets
 
 from edge.config import Config, load_config
 from edge.fetching import fetch_budget
-from edge.httpserver import make_server
+from edge.hits import image_server
 from edge.pluginmanager import load_plugins
-from edge.hits import HitShortcut
-from edge.server import Node, make_app
+from edge.server import Node
 from edge.testing import START_TIMEOUT, NodeProcess, write_config  # noqa: F401 - the tests' names for them
 
 SAMPLES = Path(__file__).resolve().parent.parent / "edge" / "samples"
@@ -93,7 +92,7 @@ async def start_node(config_path: Path | None, *plugins: object, sockets: list |
     node = Node(config)
     await node.start()
     sockets = sockets or bind_sockets(0, "127.0.0.1")
-    server = make_server(HitShortcut(make_app(node), node), config.server)
+    server = image_server(node)
     server.add_sockets(sockets)
     return RunningNode(f"http://127.0.0.1:{sockets[0].getsockname()[1]}", node, server)
 

@@ -10,6 +10,8 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from benchmarks.common import cpu_seconds
+from edge.httpserver import CONNECTION_CLOSES
+from edge.testing import total
 from tests.nodes import NodeProcess, exchange, local_config, until, until_stored, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
 
@@ -37,11 +39,18 @@ async def test_a_body_on_an_image_url_is_refused_before_it_is_read(node_factory,
     assert (await node.fetch("/tr:w-10/coffee.jpg")).code == 200  # and the node serves on
 
 
+async def closes(node) -> dict[str, float]:
+    """`edge_connections_closed_total` of `node`, by reason (every reason's series exists from the start)."""
+    text = (await node.fetch("/metrics")).body.decode()
+    return {reason: total(text, "edge_connections_closed_total", reason=reason) for reason in CONNECTION_CLOSES}
+
+
 async def test_headers_must_arrive_within_the_header_timeout(node_factory, tmp_path):
     node = await node_factory(write_config(tmp_path, local_config(before='[server]\nheader_timeout = "1s"')))
     started = time.monotonic()
     answer = await exchange(node.url, b"GET /coffee.jpg HTTP/1.1\r\nHost: a\r\n")  # never finished
     assert answer == b"" and time.monotonic() - started < WAIT  # closed, not answered
+    assert await closes(node) == {"header_timeout": 1, "idle_timeout": 0, "over_capacity": 0}
 
 
 async def test_a_kept_alive_connection_waits_idle_timeout_for_its_next_request(node_factory, tmp_path):
@@ -51,6 +60,23 @@ async def test_a_kept_alive_connection_waits_idle_timeout_for_its_next_request(n
     answer = await exchange(node.url, b"GET /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\n\r\n")  # then nothing
     assert status(answer) == 200  # answered, kept alive, then closed well before header_timeout
     assert 1 <= time.monotonic() - started < WAIT
+    assert await closes(node) == {"header_timeout": 0, "idle_timeout": 1, "over_capacity": 0}
+
+
+async def test_the_open_connections_are_counted(node_factory, tmp_path):
+    """`edge_open_connections`, sampled every sweep: connections held open count until they close."""
+    node = await node_factory(write_config(tmp_path, local_config()))
+    port = int(node.url.rsplit(":", 1)[1])
+
+    async def open_connections(expected) -> bool:
+        return expected(total((await node.fetch("/metrics")).body.decode(), "edge_open_connections"))
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+    try:
+        await until(lambda: open_connections(lambda count: count >= 5), "5 connections counted", timeout=WAIT)
+    finally:
+        for _, writer in held:
+            writer.close()
+    await until(lambda: open_connections(lambda count: count <= 1), "the closed ones no longer counted", timeout=WAIT)
 
 
 #: the CORS header lines of the HTTP layer's own answers with the default `cors_origin = "*"`
@@ -77,6 +103,14 @@ async def test_connections_beyond_the_cap_get_503(node_factory, tmp_path, cors_o
     finally:
         for _, writer in idle:
             writer.close()
+    scrape = []
+
+    async def scraped():  # a scrape is a connection too: refused (503) until the node has seen the idle ones close
+        scrape[:] = [await node.fetch("/metrics")]
+        return scrape[0].code == 200
+    await until(scraped, "the node taking connections again", timeout=WAIT)
+    text = scrape[0].body.decode()
+    assert total(text, "edge_connections_closed_total", reason="over_capacity") >= 1
 
     async def served() -> bool:  # once the node has seen the idle connections close
         return await probe_status(node.url) == 200
