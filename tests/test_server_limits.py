@@ -2,6 +2,8 @@
 connection cap, send timeout, and a node out of file descriptors that neither spins nor floods its log."""
 
 import asyncio
+import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -51,6 +53,37 @@ async def test_headers_must_arrive_within_the_header_timeout(node_factory, tmp_p
     answer = await exchange(node.url, b"GET /coffee.jpg HTTP/1.1\r\nHost: a\r\n")  # never finished
     assert answer == b"" and time.monotonic() - started < WAIT  # closed, not answered
     assert await closes(node) == {"header_timeout": 1, "idle_timeout": 0, "over_capacity": 0}
+
+
+async def test_a_stalled_node_does_not_blame_its_clients_for_its_own_stall(tmp_path):
+    """Requests whose headers arrived while the node's process was stopped (SIGSTOP here; a long callback or a
+    paused VM alike) for longer than `header_timeout` are answered when it runs again, not closed as late."""
+    node = NodeProcess(write_config(tmp_path, local_config(before='[server]\nworkers = 1\nheader_timeout = "2s"')))
+    try:
+        port = int(node.url.rsplit(":", 1)[1])
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        for _, writer in held:
+            writer.write(b"GET /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\n")  # all but the headers' end
+
+        async def accepted():  # by the worker (a scrape may count itself: at least two of the three)
+            response = await AsyncHTTPClient().fetch(node.url + "/metrics", request_timeout=WAIT)
+            return total(response.body.decode(), "edge_open_connections") >= 3
+        await until(accepted, "the worker holding the connections", timeout=WAIT)
+        (worker,) = node.worker_pids()
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            for _, writer in held:
+                writer.write(b"\r\n")
+                await writer.drain()
+            await asyncio.sleep(3)  # the stall itself: longer than header_timeout
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        answers = [await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT) for reader, _ in held]
+        assert [status(answer) for answer in answers] == [200, 200, 200]
+        for _, writer in held:
+            writer.close()
+    finally:
+        node.stop()
 
 
 async def test_a_kept_alive_connection_waits_idle_timeout_for_its_next_request(node_factory, tmp_path):
