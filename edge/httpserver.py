@@ -74,6 +74,9 @@ _DISCARD_BYTES = 64 * 1024
 #: deadline is kept to within this (or a quarter of the shortest timeout, if shorter)
 SWEEP_SECONDS = 1.0
 
+#: a sweep that comes this many periods late finds the process stalled, and closes nothing that time
+STALL_SWEEPS = 3
+
 #: how long the 503s that end a drain (`EdgeHTTPServer.drain`) have to go out before their connections are closed
 GIVE_UP_SECONDS = 1.0
 
@@ -298,9 +301,9 @@ class EdgeHTTPServer(HTTPServer):
         self._states: dict[object, _ConnectionState] = {}  # by the connection's IOStream
         self._draining = False
         self._fd_warnings = Sparse(FD_WARNING_INTERVAL)
-        self._sweep = PeriodicCallback(
-            self._close_late_connections,
-            1000 * min(SWEEP_SECONDS, settings.header_timeout / 4, settings.idle_timeout / 4))
+        self._sweep_seconds = min(SWEEP_SECONDS, settings.header_timeout / 4, settings.idle_timeout / 4)
+        self._sweep = PeriodicCallback(self._close_late_connections, 1000 * self._sweep_seconds)
+        self._swept_at = 0.0  # when the sweep last ran (`add_sockets` starts it)
 
     # -- connections ----------------------------------------------------------------------------
     def handle_stream(self, stream, address) -> None:
@@ -330,6 +333,12 @@ class EdgeHTTPServer(HTTPServer):
         `header_timeout`, a kept-alive connection's next one after `idle_timeout`."""
         self.observer.connections_open(len(self._states))
         now = time.monotonic()
+        stalled, self._swept_at = now - self._swept_at > STALL_SWEEPS * self._sweep_seconds, now
+        if stalled:
+            # The process did not run (a long callback, SIGSTOP, a paused VM): headers that arrived meanwhile
+            # are read, but handed to their request only after this timer (asyncio runs a turn's I/O
+            # callbacks, then its timers, then what they woke). Its own stall is not the clients' delay.
+            return
         first, later = now - self.settings.header_timeout, now - self.settings.idle_timeout
         late = [(stream, state.requests <= 1) for stream, state in self._states.items()
                 if not state.busy and state.waiting_since < (first if state.requests <= 1 else later)]
@@ -375,6 +384,7 @@ class EdgeHTTPServer(HTTPServer):
     # -- accepting ------------------------------------------------------------------------------
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         if not self._sweep.is_running():
+            self._swept_at = time.monotonic()
             self._sweep.start()
         for sock in sockets:
             set_send_timeout(sock, self.settings.send_timeout)
