@@ -8,7 +8,8 @@ has no setting for:
 - a deadline for a connection's first request's headers (`header_timeout`), separate from how long a
   kept-alive connection may wait for its next request (`idle_timeout`), both enforced by one sweep of
   the connections every `SWEEP_SECONDS` (Tornado's own header timeout wraps every request's header
-  read in a timer and a future: a measurable share of a cache hit);
+  read in a timer and a future: a measurable share of a cache hit); a sweep that finds the process
+  stalled closes nothing that time, so the node's own stall is not held against its clients;
 - a small body limit for every request, raised only for the paths that take a body (the purge API),
   checked against `Content-Length` before any of the body is read;
 - a cap on open connections: beyond it a connection gets a fixed 503 and is closed, never read;
