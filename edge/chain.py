@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from .errors import BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe
 from .fetching import fetching_for
-from .logs import Sparse
+from .logs import Sparse, loggable
 from .metrics import ORIGIN_FAILURES, Metrics
 from .origin import (
     NotModified,
@@ -27,7 +27,6 @@ from .origin import (
     SourceTooLarge,
     Validators,
 )
-from .settings import redact
 
 log = logging.getLogger("edge.origin")
 #: the longest ETag, Last-Modified or Content-Type kept from an origin (S3's ETags are ~34–70)
@@ -91,7 +90,8 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
             outcome = failure.kind if failure.kind in ORIGIN_FAILURES else "error"
             failures.append((origin, failure))
             if (left_out := _FAILURE_LINES.allow((id(origin), failure.kind))) is not None:
-                log.warning("origin %r failed (%s): %s%s", origin.name, failure.kind, _clipped(str(failure)), left_out)
+                log.warning("origin %r failed (%s): %s%s", origin.name, failure.kind,
+                            loggable(str(failure), FAILURE_LOG_CHARS), left_out)
         finally:
             metrics.add(metrics.origin_fetches, (origin.name, outcome))
             metrics.observe(metrics.origin_fetch_duration, (origin.name, outcome), time.perf_counter() - started)
@@ -155,12 +155,6 @@ def _checked(original: object, request: OriginRequest) -> Original:
         return replace(original, **{key: value if value is None or len(value) <= MAX_VALIDATOR_CHARS else None
                                     for key, value in fields.items()})
     return original
-
-
-def _clipped(text: str) -> str:
-    """`text` for the log: its credentials masked first (a credential cut in two would no longer be)."""
-    text = redact(text)
-    return text if len(text) <= FAILURE_LOG_CHARS else text[:FAILURE_LOG_CHARS] + "…"
 
 
 def _kind_of(value: object) -> str:

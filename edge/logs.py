@@ -8,6 +8,7 @@ import re
 import sys
 import time
 
+from .errors import one_line
 from .settings import redact
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -18,6 +19,18 @@ CLIENT_NOISE_SECONDS = 10.0
 _CLIENT_NOISE = ("Malformed HTTP message from ", "Timeout reading body from ", "Unsatisfiable read")
 #: where a malformed request's reason starts quoting what the client sent
 _QUOTED = re.compile(r"""\s*[:'"(].*""", re.DOTALL)
+#: the longest diagnostic message written (a traceback after it is not cut): one may quote a client's path or
+#: header, of up to `max_header_size`, or a purge target, of up to `max_admin_body`
+MAX_MESSAGE_CHARS = 2000
+
+
+def loggable(text: str, max_chars: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` as one log line: the config's credentials masked (before the cut: one cut in two would no
+    longer be), every character that is not printable escaped (`one_line`: a CR LF that a client or an
+    origin put in a path or a message cannot start a line of its own, an ESC cannot drive the reader's
+    terminal), and cut to `max_chars` with a marker saying how much was left out."""
+    text = one_line(redact(text))
+    return text if len(text) <= max_chars else f"{text[:max_chars]}… ({len(text) - max_chars} more characters)"
 
 
 class JSONFormatter(logging.Formatter):
@@ -77,9 +90,12 @@ class ClientNoiseFilter(logging.Filter):
 
 class _StderrHandler(logging.StreamHandler):
     """The handler `configure_logging` installs (and replaces when called again). What it writes has
-    the config's credentials masked, tracebacks included (the access log is written apart)."""
+    the config's credentials masked, tracebacks included (the access log is written apart), and every
+    message is `loggable`, whoever logged it (the node, Tornado, a third-party plugin)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # a copy: other handlers (a test's capture) see the record as it was logged
+        record = logging.makeLogRecord({**record.__dict__, "msg": loggable(record.getMessage()), "args": None})
         return redact(super().format(record))
 
 
