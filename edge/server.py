@@ -28,6 +28,7 @@ from .errors import (EdgeError, InvalidTransformation, NothingToServe, SendMemor
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
 from .httpserver import PURGE_PATH, cors_headers
+from .logs import CLIENT_NOISE_SECONDS, Sparse
 from .metrics import Metrics
 from .origin import Origin
 from .originals import OriginalSource
@@ -41,6 +42,9 @@ from .transform.hints import DPR_HEADERS, WIDTH_HEADERS
 from .transform.render import Renderer, allow_only_input_loaders
 
 log = logging.getLogger("edge")
+#: lines about a request a handler refused (an argument that is not UTF-8, a body Tornado cannot parse) or
+#: failed on (a bug): a client can cause one per request
+_REQUEST_FAILURE_LINES = Sparse(CLIENT_NOISE_SECONDS)
 
 TOUCH_FLUSH_SECONDS = 1.0
 GAUGE_REFRESH_SECONDS = 5.0
@@ -284,6 +288,18 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def compute_etag(self) -> None:
         return None  # ETags are computed once, when an output is stored, never by hashing each body
+
+    def log_exception(self, typ, value, tb) -> None:
+        # Tornado's own lines name the request by its whole target, query included (a signed URL's `ik-s`,
+        # a token), one per request: here by its path, one per `CLIENT_NOISE_SECONDS` per status or exception
+        request = self.request
+        summary = f"{request.method} {request.path} ({request.remote_ip})"
+        if isinstance(value, tornado.web.HTTPError):
+            message = value.get_message()
+            if message and (left_out := _REQUEST_FAILURE_LINES.allow(value.status_code)) is not None:
+                log.warning("%d %s: %s%s", value.status_code, summary, message, left_out)
+        elif (left_out := _REQUEST_FAILURE_LINES.allow(typ)) is not None:
+            log.error("uncaught exception in %s%s", summary, left_out, exc_info=(typ, value, tb))
 
     def write_error(self, status_code: int, **kwargs) -> None:
         # Only reached for errors that are not `EdgeError`s (Tornado's `HTTPError`s: a method the

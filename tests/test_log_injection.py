@@ -5,14 +5,25 @@ terminal escape, no line longer than the cap, no line per request, no query stri
 from __future__ import annotations
 
 import re
+import socket
+from urllib.parse import urlsplit
 
 from edge.logs import MAX_MESSAGE_CHARS
-from edge.testing import running_node
+from edge.testing import REQUEST_TIMEOUT, running_node
+from tests.nodes import local_config
 
 #: how every line of the text format begins (`%(asctime)s %(levelname)s`)
 LINE_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
 #: a line that, unescaped, would pass for the node's own
 FORGED = "2030-01-01 00:00:00,000 ERROR edge forged by the test"
+
+
+def status_of(base_url: str, request: bytes) -> int:
+    """Send `request` as it is (a client library would refuse or normalise it); the status answered."""
+    address = urlsplit(base_url)
+    with socket.create_connection((address.hostname, address.port), REQUEST_TIMEOUT) as connection:
+        connection.sendall(request)
+        return int(connection.makefile("rb").readline().split()[1])
 
 
 def assert_every_line_is_the_nodes(log: list[str]) -> None:
@@ -40,3 +51,33 @@ origins = ["store"]
         line = node.wait_for_log(r"origin 'store' failed").string
         assert line.rstrip("\n").endswith(f"GetObject 'a.jpg': SlowDown\\r\\n{FORGED} (HTTP 500)")
         assert_every_line_is_the_nodes(node.log)
+
+
+def test_a_request_tornado_refuses_is_logged_by_its_path_once_per_interval(tmp_path):
+    """`?tr=%ff` is not UTF-8 (Tornado's 400). Tornado logged each one, by its whole target: 50 such
+    requests, each with a signature and 8 kB of query, wrote 50 lines of 8 kB, each with the signature."""
+    signature = "0123456789abcdef0123456789abcdef01234567"
+    with running_node(local_config(), tmp_path) as node:
+        for number in range(50):
+            target = f"/tr:w-10/a{number}.jpg?tr=%ff&pad={'x' * 8000}&ik-s={signature}"
+            assert status_of(node.base_url, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode()) == 400
+    refusals = [line for line in node.log if "GET /tr:w-10/a" in line]  # the log is whole: the node has exited
+    assert len(refusals) == 1
+    assert refusals[0].rstrip("\n").endswith(" 400 GET /tr:w-10/a0.jpg (127.0.0.1): Invalid unicode in tr: b'\\xff'")
+    assert signature not in "".join(node.log)
+    assert_every_line_is_the_nodes(node.log)
+
+
+def test_a_header_quoted_by_a_refusal_cannot_break_the_line(tmp_path):
+    """Tornado quotes `Content-Encoding` when it cannot parse a form body: a header value may hold any byte
+    from 0x80 (Latin-1), among them NEL (U+0085, a line break to Python's `splitlines` and to log shippers
+    that split on Unicode line ends) and CSI (U+009B, an escape sequence to an 8-bit terminal)."""
+    body = b"a=1"
+    request = (b"GET /a.jpg HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+               b"Content-Encoding: gzip\x85" + FORGED.encode() + b"\x9b2J\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    with running_node(local_config(), tmp_path) as node:
+        assert status_of(node.base_url, request) == 400
+    [line] = [line for line in node.log if "Unsupported Content-Encoding" in line]
+    assert line.rstrip("\n").endswith(f"Invalid body: Unsupported Content-Encoding: gzip\\x85{FORGED}\\x9b2J")
+    assert_every_line_is_the_nodes(node.log)
