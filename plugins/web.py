@@ -13,8 +13,11 @@ addresses are refused unless listed exactly (the check runs in the resolver the 
 name cannot resolve differently between check and connect). User info in a `Location`
 (`http://user:pw@host/`) is dropped, never sent as credentials.
 
-404/410 are not found; other 4xx are not found too, but logged (the origin is probably misconfigured);
-5xx, timeouts and connection errors are origin errors.
+404/410 are not found; other 4xx are not found too, but logged, once per status in each worker (the origin
+is probably misconfigured; a client choosing paths an origin answers 400 or 414 must not write a line per
+request); 5xx, timeouts and connection errors are origin errors. A refused redirect is an origin error
+whose message names the path, the target and why: the node logs it with its other failures, at most once
+per interval.
 """
 
 from __future__ import annotations
@@ -149,7 +152,6 @@ def _public_only_resolver() -> type[AbstractResolver]:
                 return results
             public = [result for result in results if _is_public(result["host"])]
             if not public:
-                log.warning("%s resolves to no public address; not connecting", host)
                 raise NotPublic(f"{host} resolves to no public address")
             return public
 
@@ -174,6 +176,8 @@ class WebOrigin(Origin):
         self.redirect_allow = redirect_allow
         self._redirects = RedirectPolicy(base_url, redirect_allow)
         self._session: aiohttp.ClientSession | None = None
+        #: the unusual 4xx statuses (not found all the same) already logged
+        self._unusual_statuses_logged: set[int] = set()
 
     @classmethod
     def from_config(cls, settings: OriginSettings, table: ConfigTable) -> WebOrigin:
@@ -262,7 +266,8 @@ class WebOrigin(Origin):
                     return await self._read(response, path, max_bytes, validators)
         except aiohttp.ClientConnectorError as error:
             if isinstance(error.os_error, NotPublic):  # a redirect target's name led to a special address
-                raise OriginFailure("redirect_refused", f"redirect to {url.origin()} refused") from None
+                raise OriginFailure("redirect_refused",
+                                    f"redirect for {path!r} to {url.origin()} refused: {error.os_error}") from None
             raise OriginFailure("refused", f"cannot connect to {url.origin()}") from None
         except (aiohttp.ServerTimeoutError, TimeoutError):
             raise OriginFailure("timeout", f"no answer from {origin} in time") from None
@@ -283,9 +288,7 @@ class WebOrigin(Origin):
             target = target.with_user(None)  # never credentials: aiohttp would send them as Basic auth
         reason = self._redirects.refusal(target)
         if reason is not None:
-            where = _where(target)
-            log.warning("origin %r: redirect for %r to %s refused: %s", self.name, path, where, reason)
-            raise OriginFailure("redirect_refused", f"redirect to {where} refused")
+            raise OriginFailure("redirect_refused", f"redirect for {path!r} to {_where(target)} refused: {reason}")
         return target
 
     async def _read(self, response: aiohttp.ClientResponse, path: str, max_bytes: int,
@@ -302,7 +305,10 @@ class WebOrigin(Origin):
         if status in _TRY_LATER:
             raise OriginFailure("server_error", f"HTTP {status} for {path!r}")
         if 400 <= status < 500:
-            log.warning("origin %r answered HTTP %d for %r; treated as not found", self.name, status, path)
+            if status not in self._unusual_statuses_logged:
+                self._unusual_statuses_logged.add(status)
+                log.warning("origin %r answered HTTP %d, treated as not found (logged once per status by each "
+                            "worker): %r", self.name, status, path)
             raise OriginNotFound(path)
         if status >= 500:
             raise OriginFailure("server_error", f"HTTP {status} for {path!r}")

@@ -8,9 +8,12 @@ import re
 import socket
 from urllib.parse import urlsplit
 
+from tornado.httpclient import AsyncHTTPClient
+
 from edge.logs import MAX_MESSAGE_CHARS
 from edge.testing import REQUEST_TIMEOUT, running_node
-from tests.nodes import local_config
+from tests.nodes import local_config, web_config
+from tests.servers import HTTPOrigin
 
 #: how every line of the text format begins (`%(asctime)s %(levelname)s`)
 LINE_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
@@ -80,4 +83,42 @@ def test_a_header_quoted_by_a_refusal_cannot_break_the_line(tmp_path):
         assert status_of(node.base_url, request) == 400
     [line] = [line for line in node.log if "Unsupported Content-Encoding" in line]
     assert line.rstrip("\n").endswith(f"Invalid body: Unsupported Content-Encoding: gzip\\x85{FORGED}\\x9b2J")
+    assert_every_line_is_the_nodes(node.log)
+
+
+async def test_an_origin_answering_an_unusual_4xx_is_logged_once_however_many_paths_a_client_tries(tmp_path):
+    """A web origin answering 414 (its URI limit, nginx's 8 kB, below the node's 32 kB) to long paths:
+    30 requests of 8 kB paths had written 30 lines of 8 kB."""
+    origin = await HTTPOrigin().start()
+    origin.behaviour.status = 414
+    client = AsyncHTTPClient()
+    try:
+        with running_node(web_config(origin.url), tmp_path) as node:
+            for number in range(30):
+                response = await client.fetch(f"{node.base_url}/{number}-{'x' * 8000}.jpg", raise_error=False)
+                assert response.code == 404
+    finally:
+        await origin.stop()
+    assert sum(origin.requests.values()) == 30
+    [line] = [line for line in node.log if "answered HTTP 414" in line]  # the log is whole: the node has exited
+    assert "origin 'web' answered HTTP 414, treated as not found (logged once per status by each worker): '0-xxx" in line
+    assert_every_line_is_the_nodes(node.log)
+
+
+async def test_a_redirect_an_origin_answers_for_every_path_is_logged_once_per_interval(tmp_path):
+    """An origin that sends every missing path to its home page elsewhere (a common 302): each request
+    had written its own line, with the client's whole path, besides the origin's failure."""
+    origin = await HTTPOrigin().start()
+    paths = [f"{number}-{'x' * 8000}.jpg" for number in range(30)]
+    origin.redirects = dict.fromkeys(paths, "https://www.example.com/")
+    client = AsyncHTTPClient()
+    try:
+        with running_node(web_config(origin.url), tmp_path) as node:
+            for path in paths:
+                response = await client.fetch(f"{node.base_url}/{path}", raise_error=False)
+                assert (response.code, response.headers["X-Edge-Error"]) == (502, "web: redirect_refused")
+    finally:
+        await origin.stop()
+    [line] = [line for line in node.log if "refused" in line]
+    assert "origin 'web' failed (redirect_refused): redirect for '0-xxxxx" in line
     assert_every_line_is_the_nodes(node.log)
