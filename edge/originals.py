@@ -33,11 +33,14 @@ from .cache.purges import node_time
 from .config import CacheSettings
 from .errors import BadGateway, NothingToServe
 from .flight import SETTLE_SECONDS, SingleFlight
+from .logs import Sparse
 from .metrics import Metrics
 from .origin import NotModified, Validators
 from .routing import ImageRequest
 
 log = logging.getLogger("edge.cache")
+#: while an origin fails, every request for a stale original falls back on it: one line per interval says so
+_STALE_LINES = Sparse(chain.FAILURE_LOG_SECONDS)
 
 
 class Freshness(enum.Enum):
@@ -133,7 +136,9 @@ class OriginalSource:
         except BadGateway as failure:
             if stored is None or not stored.kept:
                 raise
-            log.warning("origin failed (%s); using the stale original of %r", failure.message, request.path)
+            if (left_out := _STALE_LINES.allow()) is not None:
+                log.warning("origin failed (%s); using the stale original of %r%s", failure.message, request.path,
+                            left_out)
             return CurrentOriginal.known(Freshness.STALE, stored.info, stored.body)
 
     def look_up_later(self, key: str) -> Callable[[], OriginalLookup]:

@@ -12,7 +12,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from edge.logs import MAX_MESSAGE_CHARS
 from edge.testing import REQUEST_TIMEOUT, running_node
-from tests.nodes import local_config, web_config
+from tests.nodes import SAMPLES, local_config, web_config
 from tests.servers import HTTPOrigin
 
 #: how every line of the text format begins (`%(asctime)s %(levelname)s`)
@@ -121,4 +121,23 @@ async def test_a_redirect_an_origin_answers_for_every_path_is_logged_once_per_in
         await origin.stop()
     [line] = [line for line in node.log if "refused" in line]
     assert "origin 'web' failed (redirect_refused): redirect for '0-xxxxx" in line
+    assert_every_line_is_the_nodes(node.log)
+
+
+async def test_stale_originals_served_while_the_origin_fails_are_logged_once_per_interval(tmp_path):
+    """Every request for a stale original falls back on it while its origin fails: one line per request
+    (30 in a row here) had said so, at the rate of the traffic."""
+    origin = await HTTPOrigin(files={"astronaut.jpg": (SAMPLES / "astronaut.jpg").read_bytes()}).start()
+    client = AsyncHTTPClient()
+    config = web_config(origin.url, before='[cache]\ndir = "cache"\noriginal_ttl = "1ms"\n')
+    try:
+        with running_node(config, tmp_path) as node:
+            assert (await client.fetch(f"{node.base_url}/tr:w-10/astronaut.jpg")).code == 200
+            origin.behaviour.status = 500
+            for width in range(11, 41):  # each a new output of the original, past its freshness
+                response = await client.fetch(f"{node.base_url}/tr:w-{width}/astronaut.jpg")
+                assert response.headers["X-Cache"] == "STALE"
+    finally:
+        await origin.stop()
+    assert len([line for line in node.log if "using the stale original" in line]) == 1
     assert_every_line_is_the_nodes(node.log)
