@@ -13,7 +13,7 @@ addresses are refused unless listed exactly (the check runs in the resolver the 
 name cannot resolve differently between check and connect). User info in a `Location`
 (`http://user:pw@host/`) is dropped, never sent as credentials.
 
-404/410 are not found; other 4xx are not found too, but logged, once per status in each worker (the origin
+404/410 are not found; other 4xx are not found too, but logged, once a minute per status in each worker (the origin
 is probably misconfigured; a client choosing paths an origin answers 400 or 414 must not write a line per
 request); 5xx, timeouts and connection errors are origin errors. A refused redirect is an origin error
 whose message names the path, the target and why: the node logs it with its other failures, at most once
@@ -27,6 +27,7 @@ import ipaddress
 import logging
 import re
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -63,6 +64,9 @@ _NOT_FOUND = frozenset({404, 410})
 _DENIED = frozenset({401, 403})
 #: statuses that say "not now": a timeout or a rate limit
 _TRY_LATER = frozenset({408, 429})
+#: an unusual 4xx (not found all the same) is logged at most once per this many seconds per status, in each worker:
+#: the client chooses the paths, and an origin that answers them all 400 or 414 is one problem, not one per request
+UNUSUAL_STATUS_LOG_SECONDS = 60.0
 _REDIRECT_ENTRY = re.compile(r"^(\*|https?://(\*\.)?[A-Za-z0-9.\-\[\]:]+)$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 #: headers the node sets itself; `headers` may not replace them
@@ -176,8 +180,8 @@ class WebOrigin(Origin):
         self.redirect_allow = redirect_allow
         self._redirects = RedirectPolicy(base_url, redirect_allow)
         self._session: aiohttp.ClientSession | None = None
-        #: the unusual 4xx statuses (not found all the same) already logged
-        self._unusual_statuses_logged: set[int] = set()
+        #: when each unusual 4xx status (not found all the same) was last logged
+        self._unusual_status_logged_at: dict[int, float] = {}
 
     @classmethod
     def from_config(cls, settings: OriginSettings, table: ConfigTable) -> WebOrigin:
@@ -305,10 +309,11 @@ class WebOrigin(Origin):
         if status in _TRY_LATER:
             raise OriginFailure("server_error", f"HTTP {status} for {path!r}")
         if 400 <= status < 500:
-            if status not in self._unusual_statuses_logged:
-                self._unusual_statuses_logged.add(status)
-                log.warning("origin %r answered HTTP %d, treated as not found (logged once per status by each "
-                            "worker): %r", self.name, status, path)
+            now, logged_at = time.monotonic(), self._unusual_status_logged_at.get(status)
+            if logged_at is None or now - logged_at >= UNUSUAL_STATUS_LOG_SECONDS:
+                self._unusual_status_logged_at[status] = now
+                log.warning("origin %r answered HTTP %d, treated as not found (logged at most once a minute per "
+                            "status by each worker): %r", self.name, status, path)
             raise OriginNotFound(path)
         if status >= 500:
             raise OriginFailure("server_error", f"HTTP {status} for {path!r}")

@@ -101,7 +101,7 @@ async def test_an_origin_answering_an_unusual_4xx_is_logged_once_however_many_pa
         await origin.stop()
     assert sum(origin.requests.values()) == 30
     [line] = [line for line in node.log if "answered HTTP 414" in line]  # the log is whole: the node has exited
-    assert "answered HTTP 414, treated as not found (logged once per status by each worker): '0-xxx" in line
+    assert "answered HTTP 414, treated as not found (logged at most once a minute per status by each worker): '0-xxx" in line
     assert_every_line_is_the_nodes(node.log)
 
 

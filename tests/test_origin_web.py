@@ -10,6 +10,7 @@ import pytest
 from edge.errors import ConfigError
 from edge.origin import NotModified, OriginRequest, OriginSettings
 from edge.settings import ConfigTable
+import edge_builtin_origins.web
 from edge_builtin_origins.web import WebOrigin
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import SAMPLES, decode, write_config
@@ -159,6 +160,19 @@ async def test_4xx_is_not_found_and_unusual_ones_are_logged(web, node_factory, t
     with caplog.at_level(logging.WARNING, "edge.origin.web"):
         assert (await node.fetch("/astronaut.jpg")).code == 404
     assert any(f"HTTP {status}" in r.getMessage() for r in caplog.records) == logged
+
+
+async def test_an_unusual_4xx_is_logged_again_once_its_interval_has_passed(web, node_factory, tmp_path, caplog,
+                                                                           monkeypatch):
+    """At most once a minute per status (a client choosing paths cannot write a line per request), but not once
+    for ever: an origin misconfigured again later is said again. With no interval, each answer is logged."""
+    monkeypatch.setattr(edge_builtin_origins.web, "UNUSUAL_STATUS_LOG_SECONDS", 0.0)
+    web.behaviour.status = 400
+    node = await node_factory(write_config(tmp_path, web_config(web)))
+    with caplog.at_level(logging.WARNING, "edge.origin.web"):
+        for number in range(3):
+            assert (await node.fetch(f"/{number}.jpg")).code == 404
+    assert sum("HTTP 400" in r.getMessage() for r in caplog.records) == 3
 
 
 @pytest.mark.parametrize("status, kind", [(401, "denied"), (403, "denied"), (408, "server_error"),
