@@ -172,6 +172,9 @@ class Metrics:
             ["reason"], registry=r)
         self.open_connections = Gauge(
             "edge_open_connections", "Client connections open", registry=r, multiprocess_mode="livesum")
+        self.connection_limit = Gauge(
+            "edge_connection_limit", "Client connections the live workers may hold ([server] max_connections each)",
+            registry=r, multiprocess_mode="livesum")
         self.process_fds = Gauge(
             "edge_process_open_fds", "Open file descriptors of the live workers", registry=r,
             multiprocess_mode="livesum")
@@ -228,6 +231,7 @@ class Metrics:
         self.build_info.labels(__version__, libvips, platform.python_version()).set(1)
         self.start_time.set(time.time())
         self.workers.set(1)
+        self.connection_limit.set(config.server.max_connections)
         self.sample_process()
 
     def sample_process(self) -> None:

@@ -97,9 +97,13 @@ async def test_a_kept_alive_connection_waits_idle_timeout_for_its_next_request(n
 
 
 async def test_the_open_connections_are_counted(node_factory, tmp_path):
-    """`edge_open_connections`, sampled every sweep: connections held open count until they close."""
+    """`edge_open_connections`, sampled every sweep: connections held open count until they close; against
+    `edge_connection_limit`."""
     node = await node_factory(write_config(tmp_path, local_config()))
     port = int(node.url.rsplit(":", 1)[1])
+
+    text = (await node.fetch("/metrics")).body.decode()
+    assert total(text, "edge_connection_limit") == 1024  # [server] max_connections, one worker
 
     async def open_connections(expected) -> bool:
         return expected(total((await node.fetch("/metrics")).body.decode(), "edge_open_connections"))
