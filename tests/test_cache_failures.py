@@ -44,6 +44,23 @@ async def test_a_truncated_value_file_is_a_miss_with_correct_pixels_and_is_repla
     assert (hit.headers["X-Cache"], hit.body) == ("HIT", made.body)
 
 
+async def test_a_head_of_a_truncated_value_file_is_a_miss_with_the_whole_length(node_factory, tmp_path):
+    """A HEAD reads no body, so the ETag cannot be checked; the size on disk against the stored length can."""
+    config = write_config(tmp_path, local_config())
+    first = await start_node(config)
+    made = await first.fetch(PNG)
+    await first.stop()
+    (value_file,) = (tmp_path / "cache" / "outputs").rglob("*.val")
+    value_file.write_bytes(value_file.read_bytes()[: len(made.body) // 2])
+
+    node = await node_factory(config)
+    head = await node.fetch(PNG, method="HEAD")
+    assert (head.code, head.headers["X-Cache"], int(head.headers["Content-Length"])) == (200, "MISS", len(made.body))
+    assert metric(node, "edge_cache_errors_total", tier="output", kind="damaged") == 1
+    hit = await node.fetch(PNG)  # stored again, whole
+    assert (hit.headers["X-Cache"], hit.body) == ("HIT", made.body)
+
+
 async def test_a_versions_file_truncated_again_and_again_kills_no_worker(tmp_path):
     node = NodeProcess(write_config(tmp_path, local_config(before="[server]\nworkers = 2")))
     try:

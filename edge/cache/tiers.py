@@ -397,22 +397,33 @@ class OutputTier(DiskTier):
         meta = _fields(output)
         del meta["body"]
         meta["source"] = _fields(output.source)
+        meta[_LENGTH] = len(output.body)
         self._put(key, output.body, meta)
+
+
+#: the metadata key of a stored output's body length: a HEAD or a 304 reads no body, so its ETag (a hash of the
+#: body) cannot be checked, but a body cut short on disk (a crash mid-write, a full disk) shows in its size
+_LENGTH = "length"
 
 
 def _output(kind: type[O], meta: dict[str, Any], **more: Any) -> O | None:
     """The output of `kind` stored with `meta`, or None when an older version of the node wrote it (a
     miss, replaced on store)."""
     try:
-        return kind(**more, **{**meta, "source": _source(meta["source"])})
+        stored = {**meta, "source": _source(meta["source"])}
+        stored.pop(_LENGTH, None)
+        return kind(**more, **stored)
     except (KeyError, TypeError):
         return None
 
 
 def _unread_unless_needed(before_reading: BeforeReading, size: int, meta: dict[str, Any]) -> UnreadOutput | None:
     """The output stored with `meta`, its `size` bytes left on disk, when `before_reading` says that the
-    answer sends none of them (else None: they are read)."""
-    return None if before_reading(size, meta.get("etag")) else _output(UnreadOutput, meta, body=b"", stored_size=size)
+    answer sends none of them (else None: they are read). A size other than the one stored is read too:
+    the ETag check then finds the damage, and the answer is a miss rather than a wrong `Content-Length`."""
+    if meta.get(_LENGTH, size) != size or before_reading(size, meta.get("etag")):
+        return None
+    return _output(UnreadOutput, meta, body=b"", stored_size=size)
 
 
 class OriginalTier(DiskTier):
