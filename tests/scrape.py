@@ -9,10 +9,11 @@ from tests.nodes import until
 
 
 async def scrape(node_url: str) -> str:
-    response = await AsyncHTTPClient(force_instance=True).fetch(node_url + "/metrics")
-    return response.body.decode()
-from edge.testing import samples, total  # noqa: F401 - the tests' names for them
-from tests.nodes import until
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        return (await client.fetch(node_url + "/metrics")).body.decode()
+    finally:
+        client.close()
 
 
 async def scrape_when(node_url: str, name: str, expected: float, **labels: str) -> str:
