@@ -13,11 +13,11 @@ one by one until it is within budget, and counts them (`edge_cache_evictions_tot
 
 Failures degrade, they never propagate: a read that fails is a miss, a write that fails is skipped,
 and both are reported to `CacheHealth`. A value whose bytes no longer match the hash stored beside
-them (a truncated file) is a miss and is deleted (checked whenever the bytes are read: an output answered
-from its metadata alone, a HEAD or a 304, reads none). A corrupt SQLite database is moved aside
-(`outputs.corrupt-<time>-<pid>/`, kept for inspection) and a fresh, empty one takes its place; a
-tier that cannot be opened at all (unwritable folder, full disk) is tried again every
-`RETRY_SECONDS`.
+them (a truncated file) is a miss and is deleted (checked whenever the bytes are read; an output answered
+from its metadata alone, a HEAD or a 304, reads none: its file's size is checked against the length stored).
+A corrupt SQLite database is moved aside (`outputs.corrupt-<time>-<pid>/`, kept for inspection) and a
+fresh, empty one takes its place; a tier that cannot be opened at all (unwritable folder, full disk) is
+tried again every `RETRY_SECONDS`.
 """
 
 from __future__ import annotations
@@ -385,7 +385,7 @@ class OutputTier(DiskTier):
             return None
         body, meta = found
         if isinstance(body, UnreadOutput):
-            return body  # not checked against its ETag: a damaged body is found by the next answer that sends it
+            return body  # its size is the stored length; altered at that size, the next answer sending it finds out
         output = _output(CachedOutput, meta, body=body)
         if output is None:
             return None
