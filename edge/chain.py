@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from .errors import BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe
 from .fetching import fetching_for
-from .logs import Sparse, loggable
+from .logs import Sparse, capped
 from .metrics import ORIGIN_FAILURES, Metrics
 from .origin import (
     NotModified,
@@ -91,7 +91,7 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
             failures.append((origin, failure))
             if (left_out := _FAILURE_LINES.allow((id(origin), failure.kind))) is not None:
                 log.warning("origin %r failed (%s): %s%s", origin.name, failure.kind,
-                            loggable(str(failure), FAILURE_LOG_CHARS), left_out)
+                            capped(str(failure), FAILURE_LOG_CHARS), left_out)
         finally:
             metrics.add(metrics.origin_fetches, (origin.name, outcome))
             metrics.observe(metrics.origin_fetch_duration, (origin.name, outcome), time.perf_counter() - started)

@@ -19,18 +19,52 @@ CLIENT_NOISE_SECONDS = 10.0
 _CLIENT_NOISE = ("Malformed HTTP message from ", "Timeout reading body from ", "Unsatisfiable read")
 #: where a malformed request's reason starts quoting what the client sent
 _QUOTED = re.compile(r"""\s*[:'"(].*""", re.DOTALL)
-#: the longest diagnostic message written (a traceback after it is not cut): one may quote a client's path or
+#: the longest diagnostic message written (and line of a traceback): one may quote a client's path or
 #: header, of up to `max_header_size`, or a purge target, of up to `max_admin_body`
 MAX_MESSAGE_CHARS = 2000
+#: how the later lines of a text record (a traceback's) begin
+CONTINUATION = "  "
 
 
 def loggable(text: str, max_chars: int = MAX_MESSAGE_CHARS) -> str:
-    """`text` as one log line: the config's credentials masked (before the cut: one cut in two would no
-    longer be), every character that is not printable escaped (`one_line`: a CR LF that a client or an
-    origin put in a path or a message cannot start a line of its own, an ESC cannot drive the reader's
-    terminal), and cut to `max_chars` with a marker saying how much was left out."""
-    text = one_line(redact(text))
+    """`text` as one log line: masked and cut as by `capped`, every character that is not printable
+    escaped (`one_line`: a CR LF that a client or an origin put in a path or a message cannot start a
+    line of its own, an ESC cannot drive the reader's terminal)."""
+    return _cut(one_line(redact(text)), max_chars)
+
+
+def capped(text: str, max_chars: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` with the config's credentials masked (before the cut: one cut in two would no longer be),
+    cut to `max_chars` with a marker saying how much was left out. The JSON format's message is this
+    alone: JSON escapes the rest, and a decoded message then reads as it was logged."""
+    return _cut(redact(text), max_chars)
+
+
+def _cut(text: str, max_chars: int) -> str:
     return text if len(text) <= max_chars else f"{text[:max_chars]}… ({len(text) - max_chars} more characters)"
+
+
+class TextFormatter(logging.Formatter):
+    """`TEXT_FORMAT`, the message `loggable`; a traceback's lines each `loggable` and indented by
+    `CONTINUATION`: only a record's first line starts with its time, so an exception's message with a
+    line break in it (a client's path quoted by a plugin's error) cannot pass for a record of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = loggable(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei) -> str:
+        return _continued(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _continued(super().formatStack(stack_info))
+
+
+def _continued(text: str) -> str:
+    return "\n".join(CONTINUATION + loggable(line) for line in text.split("\n"))
 
 
 class JSONFormatter(logging.Formatter):
@@ -38,7 +72,7 @@ class JSONFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-                "message": record.getMessage()}
+                "message": capped(record.getMessage())}
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=True)
@@ -91,17 +125,19 @@ class ClientNoiseFilter(logging.Filter):
 class _StderrHandler(logging.StreamHandler):
     """The handler `configure_logging` installs (and replaces when called again). What it writes has
     the config's credentials masked, tracebacks included (the access log is written apart), and every
-    message is `loggable`, whoever logged it (the node, Tornado, a third-party plugin)."""
+    message is capped and kept to its line (`TextFormatter`, `JSONFormatter`), whoever logged it (the
+    node, Tornado, a third-party plugin)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        # a copy: other handlers (a test's capture) see the record as it was logged
-        record = logging.makeLogRecord({**record.__dict__, "msg": loggable(record.getMessage()), "args": None})
+        # a copy, which the formatter may change: other handlers (a test's capture) see the record as it
+        # was logged; its traceback formatted anew (another handler's text of it is not escaped)
+        record = logging.makeLogRecord({**record.__dict__, "exc_text": None})
         return redact(super().format(record))
 
 
 def configure_logging(level: str, log_format: str) -> None:
     handler = _StderrHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
         root.removeHandler(old)

@@ -4,13 +4,15 @@ terminal escape, no line longer than the cap, no line per request, no query stri
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import socket
 from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient
 
-from edge.logs import MAX_MESSAGE_CHARS
+from edge.logs import CONTINUATION, MAX_MESSAGE_CHARS, configure_logging
 from edge.testing import REQUEST_TIMEOUT, running_node
 from tests.nodes import SAMPLES, local_config, web_config
 from tests.servers import HTTPOrigin
@@ -141,3 +143,49 @@ async def test_stale_originals_served_while_the_origin_fails_are_logged_once_per
         await origin.stop()
     assert len([line for line in node.log if "using the stale original" in line]) == 1
     assert_every_line_is_the_nodes(node.log)
+
+
+def logged_with_traceback(capsys, log_format: str, message: str) -> str:
+    """What the node's stderr handler writes for an exception (`message`) logged with its traceback."""
+    configure_logging("info", log_format)
+    try:
+        try:
+            raise ValueError(message)
+        except ValueError:
+            logging.getLogger("edge.server").exception("unexpected exception on %s", "/a.jpg")
+        return capsys.readouterr().err
+    finally:
+        with capsys.disabled():  # the handler left behind writes to the real stderr, not the closed capture
+            configure_logging("info", "text")
+
+
+def test_a_line_break_in_an_exceptions_message_cannot_start_a_record_of_its_own(capsys):
+    """A plugin's error quoting a client's path (`no such key 'a.jpg\\r\\n<forged line>'`) had been written
+    as it was inside the traceback: the forged line started at column 0, a record of its own to a reader
+    or a log shipper. Each line of a traceback is now escaped and indented: only a record's first line
+    starts with its time."""
+    written = logged_with_traceback(capsys, "text", f"no such key 'a.jpg\r\n{FORGED}\x1b[2J'")
+    first, *rest = written.rstrip("\n").split("\n")
+    assert LINE_START.match(first) and first.endswith("ERROR edge.server unexpected exception on /a.jpg")
+    assert rest and all(line.startswith(CONTINUATION) and line.isprintable() for line in rest), rest
+    # the line break still breaks the traceback's line, but the forged line is indented: a continuation
+    assert rest[-2:] == [f"{CONTINUATION}ValueError: no such key 'a.jpg\\r", f"{CONTINUATION}{FORGED}\\x1b[2J'"]
+    assert not any(LINE_START.match(line) for line in rest)
+
+
+def test_the_json_format_keeps_a_message_as_it_was_logged(capsys):
+    """JSON escapes what the text format must: a decoded message read `\\r\\n` (escaped twice) where the
+    message had a line break. It is now the message itself, masked and capped as in the text format."""
+    written = logged_with_traceback(capsys, "json", f"no such key 'a.jpg\r\n{FORGED}'")
+    assert written.count("\n") == 1  # one object, on one line
+    line = json.loads(written)
+    assert line["message"] == "unexpected exception on /a.jpg"
+    assert line["traceback"].endswith(f"ValueError: no such key 'a.jpg\r\n{FORGED}'")
+    configure_logging("info", "json")
+    try:
+        logging.getLogger("edge.origin").warning("quoted: %s", "é\r\n" + "x" * 3000)
+        written = capsys.readouterr().err
+    finally:
+        with capsys.disabled():
+            configure_logging("info", "text")
+    assert json.loads(written)["message"] == f"quoted: é\r\n{'x' * (MAX_MESSAGE_CHARS - 11)}… (1011 more characters)"

@@ -207,11 +207,11 @@ async def test_an_origin_failure_a_client_repeats_is_logged_once_per_interval_an
 
 def test_a_credential_a_failure_quotes_is_masked_before_the_line_is_clipped():
     from edge.chain import FAILURE_LOG_CHARS
-    from edge.logs import loggable
+    from edge.logs import capped
     from edge.settings import Secret
     secret = "sk_live_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"
     Secret(secret)
-    line = loggable("x" * (FAILURE_LOG_CHARS - 20) + f"?api_key={secret}", FAILURE_LOG_CHARS)
+    line = capped("x" * (FAILURE_LOG_CHARS - 20) + f"?api_key={secret}", FAILURE_LOG_CHARS)
     assert secret[:10] not in line and line.endswith("?api_key=****")
 
 
