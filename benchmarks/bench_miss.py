@@ -1,7 +1,8 @@
 """Cache misses through a real node against bare pyvips, in the same run (alternating rounds, medians).
 
     .venv/bin/python -m benchmarks.bench_miss [--rounds 5] [--requests 96] [--workers 2] [--threads 2]
-        [--transform-threads N] [--no-cold] [--new-originals] [--profile benchmarks/results/miss-flame.svg]
+        [--transform-threads N] [--no-cold] [--new-originals] [--by-library]
+        [--profile benchmarks/results/miss-flame.svg]
 
 - **Miss throughput**: a 2000×1333 photo-like JPEG (on a `local` origin) → JPEG 260–500 px wide,
   every URL new (an output miss; the original comes from the originals tier after its first fetch,
@@ -17,6 +18,12 @@
   1 / 2.7 / 12 / 24 MP → w-300, against bare pyvips reading the file and doing the same, one at a time,
   and against the bare Tornado service (HTTP included, as for the node).
 
+`--by-library` samples the node's and the bare service's processes with `perf record` (Linux perf,
+root or `perf_event_paranoid` ≤ 1) during their throughput rounds and splits each one's CPU per miss by
+where it ran: libvips (codecs included: the wheel links them in), the Python interpreter and its C
+extensions, the kernel, the C library, SQLite. What the node spends beyond the service in each is
+the node's own; the same in libvips says the render is the same work.
+
 `--profile FILE.svg` records the node's workers with py-spy (`pip install py-spy`; root or ptrace
 rights) during the throughput rounds and writes a flame graph (`FILE.txt`: collapsed stacks, to
 count). The load average is printed with the figures: on a shared machine only the ratios mean anything.
@@ -28,12 +35,16 @@ import argparse
 import asyncio
 import itertools
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyvips
@@ -53,16 +64,24 @@ WIDTHS = range(260, 501)
 COLD_SIZES = {"1 MP": (1224, 816), "2.7 MP": (2000, 1333), "12 MP": (4240, 2832), "24 MP": (6000, 4000)}
 COLD_WIDTH = 300
 REQUEST_TIMEOUT = 120
+#: `--by-library`: samples a second of each thread's CPU time
+PERF_HZ = 999
+#: where a sample's code lives (its object file's name) → the row it counts in, first match
+LIBRARIES = [("libvips", re.compile(r"libvips")), ("Python and its C extensions", re.compile(
+    r"libpython|/python3?[.\d]*$|\.cpython-|_cffi_backend")), ("kernel", re.compile(r"kernel")),
+    ("SQLite", re.compile(r"sqlite")), ("C library", re.compile(r"libc\.|libm\.|ld-linux|libstdc|vdso|libgcc"))]
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live children (the node's supervisor and workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(child) for child in children.read_text().split())] if children.exists() else [pid]
 
 
 def process_tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by `pid` and its live children (the node's supervisor and workers)."""
+    """CPU seconds used so far by `pid` and its live children."""
     total = 0.0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for one in pids:
+    for one in process_tree(pid):
         try:
             fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
@@ -87,6 +106,45 @@ async def node_round(client: AsyncHTTPClient, base: str, urls: list[str], pid: i
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     elapsed = time.perf_counter() - started
     return len(urls) / elapsed, (process_tree_cpu(pid) - cpu) / len(urls) * 1000
+
+
+@contextmanager
+def perf_samples(pids: list[int], into: Counter, folder: Path):
+    """Add to `into` the CPU samples of `pids` (all their threads) while the block runs, by library."""
+    output = folder / "perf.data"
+    output.unlink(missing_ok=True)
+    perf = subprocess.Popen(["perf", "record", "-F", str(PERF_HZ), "-q", "-o", str(output),
+                             "-p", ",".join(map(str, pids))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while not output.exists() or output.stat().st_size == 0:  # attached once it has written its header
+        if perf.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"perf record did not start: {perf.stderr.read().decode().strip()}")
+        time.sleep(0.01)
+    try:
+        yield
+    finally:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
+        script = subprocess.run(["perf", "script", "-F", "ip,dso", "-i", str(output)], capture_output=True,
+                                text=True, timeout=120, check=True)
+        for line in script.stdout.splitlines():
+            where = line.rsplit("(", 1)[-1].rstrip(") ")
+            into[next((row for row, pattern in LIBRARIES if pattern.search(where)), "other")] += 1
+
+
+def library_table(node: Counter, service: Counter, node_images: int, service_images: int) -> str:
+    """CPU ms per miss by library, the node's against the bare service's."""
+    def per_miss(samples: Counter, row: str, images: int) -> float:
+        return samples[row] / PERF_HZ * 1000 / images
+    rows = [row for row, _ in LIBRARIES] + ["other"]
+    lines = ["| CPU per miss (ms) | node | bare Tornado service | node − service |", "| --- | --- | --- | --- |"]
+    for row in [*rows, "all"]:
+        node_ms = (sum(per_miss(node, r, node_images) for r in rows) if row == "all"
+                   else per_miss(node, row, node_images))
+        service_ms = (sum(per_miss(service, r, service_images) for r in rows) if row == "all"
+                      else per_miss(service, row, service_images))
+        lines.append(f"| {row} | {node_ms:.2f} | {service_ms:.2f} | {node_ms - service_ms:+.2f} |")
+    return "\n".join(lines)
 
 
 def bare_one(path: Path, width: int, defaults: Defaults) -> bytes:
@@ -161,17 +219,29 @@ async def run(args: argparse.Namespace) -> None:
             bare_round(pool, [(folder / "miss.jpg", 300)] * CONCURRENCY, defaults)
             profile = start_profile(pid, args.profile) if args.profile else None
             node_rates, node_cpu, bare_rates, service_rates, service_cpu = [], [], [], [], []
+            node_samples, service_samples = Counter(), Counter()
+
+            @contextmanager
+            def sampled(pids: list[int], into: Counter):
+                if not args.by_library:
+                    yield
+                    return
+                with perf_samples(pids, into, Path(tmp)):
+                    yield
             try:
                 for number in range(args.rounds):
                     urls = list(itertools.islice(new_urls, args.requests))
                     jobs = [(folder / "miss.jpg", w) for w in itertools.islice(widths, args.requests)]
                     if number % 2:
                         bare_rates.append(bare_round(pool, jobs, defaults))
-                    rate, cpu = await node_round(client, node.url, urls, pid)
+                    with sampled(process_tree(pid), node_samples):
+                        rate, cpu = await node_round(client, node.url, urls, pid)
                     node_rates.append(rate)
                     node_cpu.append(cpu)
-                    rate, cpu = await node_round(client, service.url, list(itertools.islice(service_urls, args.requests)),
-                                                 service.process.pid, cache=None)
+                    with sampled(process_tree(service.process.pid), service_samples):
+                        rate, cpu = await node_round(client, service.url,
+                                                     list(itertools.islice(service_urls, args.requests)),
+                                                     service.process.pid, cache=None)
                     service_rates.append(rate)
                     service_cpu.append(cpu)
                     if not number % 2:
@@ -190,6 +260,10 @@ async def run(args: argparse.Namespace) -> None:
             print(f"  bare Tornado service {median(service_rates):7.1f} img/s ({median(service_cpu):.1f} ms CPU/img): "
                   f"node/service {median(node_rates) / median(service_rates):.2f}, "
                   f"CPU service/node {median(service_cpu) / median(node_cpu):.2f}")
+            if args.by_library:
+                misses = args.rounds * args.requests
+                print(f"CPU per miss by library (perf, {PERF_HZ} samples a CPU second, {misses} misses each):\n"
+                      + library_table(node_samples, service_samples, misses, misses))
 
             print(f"single cold miss -> w-{COLD_WIDTH} JPEG, one at a time, {args.rounds} rounds:")
             for name in () if args.no_cold else COLD_SIZES:
@@ -226,6 +300,8 @@ def main() -> None:
     parser.add_argument("--new-originals", action="store_true",
                         help="throughput: every URL a new original (an original miss too), as in compare.py")
     parser.add_argument("--profile", type=Path, help="write a py-spy flame graph (SVG) of the node's workers")
+    parser.add_argument("--by-library", action="store_true",
+                        help="split the node's and the bare service's CPU per miss by library (Linux perf)")
     args = parser.parse_args()
     args.rounds = min(max(args.rounds, 1), 20)
     args.requests = min(max(args.requests, CONCURRENCY), 1000)
