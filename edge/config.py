@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
-from .settings import ConfigTable, Secret, redact
+from .settings import ConfigTable, Secret, redact, without_userinfo
 from .shared_cache import SharedCacheSettings
 
 EMBEDDED_DEFAULT = Path(__file__).with_name("default.toml")
@@ -456,7 +456,11 @@ def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | 
 
 def _node_url(t: ConfigTable, key: str, url: str) -> str:
     """A node's base URL, `http(s)://host:port` (and maybe a path), without a trailing slash."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an IPv6 host without its `]`
+        raise t.error(key, f"expected a node's base URL such as http://10.0.0.11:8080, "
+                           f"got {without_userinfo(url)!r}") from None
     try:
         parts.port  # noqa: B018 - raises for a port that is not a number in range
     except ValueError:

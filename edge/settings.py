@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import quote, quote_plus
+from urllib.parse import SplitResult, quote, quote_plus, urlsplit
 
 from .errors import ConfigError
 
@@ -204,10 +204,30 @@ class ConfigTable:
         value = self.str(key, default)
         if value is None or isinstance(value, Path):
             return value
+        if "\x00" in value:  # no file name holds one: the OS refuses it (`ValueError`, a traceback)
+            raise self.error(key, f"{value!r} holds a NUL character, which no path can")
         try:
-            return (self.base_dir / Path(value).expanduser()).resolve()
+            expanded = Path(value).expanduser()
         except RuntimeError:  # `~` for a user without a home folder (HOME unset, no passwd entry)
             raise self.error(key, f"{value!r} starts with ~, but this user has no home folder") from None
+        try:
+            return (self.base_dir / expanded).resolve()
+        except (RuntimeError, OSError) as exc:  # a symlink loop, a folder that cannot be read
+            raise self.error(key, f"{value!r} cannot be resolved: {exc}") from None
+
+    def url(self, key: str, default: Any = _REQUIRED) -> tuple[str, SplitResult] | tuple[None, None]:
+        """`key` as written and split (`urlsplit`, its port read): one that cannot be split (an IPv6
+        host without its `]`, a port that is not a number from 0 to 65535) is an error naming the key,
+        not the `ValueError` the caller would meet. Any credentials in it are left out of the message."""
+        value = self.str(key, default)
+        if value is None:
+            return None, None
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises for a port that is not a number in range
+        except ValueError as exc:
+            raise self.error(key, f"expected a URL, got {without_userinfo(value)!r} ({exc})") from None
+        return value, parts
 
     def secret(self, key: str, default: Any = None) -> Secret | None:
         value = self.str(key, default)

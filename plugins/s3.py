@@ -96,9 +96,8 @@ class S3Origin(Origin):
         bucket = table.str("bucket")
         if not bucket:
             raise table.error("bucket", "expected a bucket name, got an empty string")
-        endpoint_url = table.str("endpoint_url", None)
+        endpoint_url, parts = table.url("endpoint_url", None)
         if endpoint_url is not None:
-            parts = urlsplit(endpoint_url)
             if parts.username or parts.password:  # it would show in config dumps
                 raise table.error("endpoint_url", "expected no user:password@ in the URL; the keys go in "
                                                   "access_key_id and secret_access_key")

@@ -185,8 +185,7 @@ class WebOrigin(Origin):
 
     @classmethod
     def from_config(cls, settings: OriginSettings, table: ConfigTable) -> WebOrigin:
-        base_url = table.str("base_url")
-        parts = urlsplit(base_url)
+        base_url, parts = table.url("base_url")
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise table.error("base_url", "expected an http:// or https:// URL without ?query, "
                                           f"got {without_userinfo(base_url)!r}")

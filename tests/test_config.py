@@ -153,3 +153,31 @@ def test_check_config_exits_1_naming_the_problem(tmp_path):
     result = run_cli("check-config", "--config", str(path))
     assert result.returncode == 1
     assert "[server] port: expected an integer from 0 to 65535, got 99999" in result.stderr
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[cache]\ndir = "cache\\u0000x"', "[cache] dir: 'cache\\x00x' holds a NUL character, which no path can"),
+    ('[fleet]\nself_url = "https://[::1"', "[fleet] self_url: expected a node's base URL such as http://10.0.0.11:8080, "
+                                           "got 'https://[::1'"),
+    ('[fleet]\npeers = ["http://user:pw@[::1:8080"]', "[fleet] peers: expected a node's base URL such as "
+                                                      "http://10.0.0.11:8080, got 'http://…@[::1:8080'"),
+])
+def test_a_value_the_os_or_urlsplit_refuses_is_an_error_naming_its_key(tmp_path, table, message):
+    """A NUL in a path (`ValueError: embedded null byte`) and an IPv6 host without its `]` (`ValueError:
+    Invalid IPv6 URL`) had reached the operator as tracebacks (found by tests/test_config_fuzz.py)."""
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, ORIGIN + ENDPOINT + table)
+    assert str(error.value).endswith(message), str(error.value)
+
+
+@pytest.mark.parametrize("origin, message", [
+    ('type = "web"\nbase_url = "http://[::1/"', "base_url: expected a URL, got 'http://[::1/' (Invalid IPv6 URL)"),
+    ('type = "web"\nbase_url = "http://img:99999/"', "base_url: expected a URL, got 'http://img:99999/' "
+                                                      "(Port out of range 0-65535)"),
+    ('type = "s3"\nbucket = "b"\nendpoint_url = "http://key:secret@[::1"',
+     "endpoint_url: expected a URL, got 'http://…@[::1' (Invalid IPv6 URL)"),
+])
+def test_an_origin_url_urlsplit_refuses_is_an_error_naming_its_key(tmp_path, origin, message):
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, f'[[origins]]\nname = "o"\n{origin}\n[[endpoints]]\nid = ""\norigins = ["o"]\n')
+    assert str(error.value).endswith(message) and "secret" not in str(error.value), str(error.value)
