@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from edge.plugin import (
     CHUNK_BYTES,

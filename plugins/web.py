@@ -29,7 +29,7 @@ import re
 import socket
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from edge.plugin import (
     CHUNK_BYTES,
