@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import __version__, cachestats, checks, cloudinary_check, signing
 from . import warm as warm_command
@@ -236,7 +237,7 @@ def _url(config: Config, args: argparse.Namespace) -> int:
     if expires_at is not None and expires_at > time.time() + MAX_EXPIRES_IN:
         print("edge: --expires-at is more than ten years away", file=sys.stderr)
         return 2
-    if args.base_url is not None and not args.base_url.startswith(("http://", "https://")):
+    if args.base_url is not None and not _is_web_url(args.base_url):
         print("edge: --base-url: expected an http:// or https:// URL", file=sys.stderr)
         return 2
     if endpoint.private_key is None and expires_at is not None:
@@ -250,6 +251,17 @@ def _url(config: Config, args: argparse.Namespace) -> int:
         url = signing.sign(endpoint.private_key.reveal(), url, expires_at)
     print(f"{base}/{url}")
     return 0
+
+
+def _is_web_url(text: str) -> bool:
+    """Whether `text` is an http(s) URL with a host that `urlsplit` takes (an IPv6 host without its `]`,
+    or a port out of range, is a `ValueError` there)."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _cloudinary_check(config: Config, args: argparse.Namespace) -> int:

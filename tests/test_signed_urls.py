@@ -249,6 +249,10 @@ async def test_edge_url_writes_what_the_sdk_writes(node, config_path):
     (("--endpoint", "signed", "--path", "a.jpg", "--tr", "w-huge"), "--tr: invalid transformation: w-huge: expected a number"),
     (("--endpoint", "signed", "--path", "a.jpg", "--base-url", "javascript:alert(1)//"),
      "--base-url: expected an http:// or https:// URL"),
+    (("--endpoint", "signed", "--path", "a.jpg", "--base-url", "https://[::1/img"),  # had been a traceback
+     "--base-url: expected an http:// or https:// URL"),
+    (("--endpoint", "signed", "--path", "a.jpg", "--base-url", "https://img.example.com:99999"),
+     "--base-url: expected an http:// or https:// URL"),
 ])
 def test_edge_url_refuses_what_it_cannot_build(config_path, args, message):
     out, err = edge_url(config_path, *args, status=2)
