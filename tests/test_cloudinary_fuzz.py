@@ -5,16 +5,15 @@ forms, public IDs and extensions, percent-encoded or not. Never a 500, never an 
 the spec names, every answer within the render deadline plus a margin (as `test_url_fuzz.py` holds the
 node's own URLs to)."""
 
-import http.client
-import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.cloudinary_urls import CROP_MODES, FLAGS, FORMATS, GRAVITIES, KNOWN_KEYS, QUALITY_LEVELS
-from tests.nodes import SAMPLES, NodeProcess, write_config
+from tests.fuzzing import exchange, fuzz_settings, one_worker
+from tests.nodes import SAMPLES, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
 from tests.test_url_fuzz import BOUND, RENDER_TIMEOUT, STATUSES, numbers, words
 
@@ -102,29 +101,21 @@ origins = ["Cloudinary backup"]
 url_style = "cloudinary"
 private_key = "fuzz-api-secret"
 """)
-    node = NodeProcess(config, "--workers", "1")
-    yield urlsplit(node.url)
-    node.stop()
+    with one_worker(config) as address:
+        yield address
 
 
 def test_random_cloudinary_urls_get_a_bounded_answer_and_never_a_500(cloudinary_node):
     answered = []
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @fuzz_settings(EXAMPLES)
     @given(url=delivery_urls(), accept=st.sampled_from(["", "image/avif,image/webp", "*/*"]))
     def answer(url, accept):
-        connection = http.client.HTTPConnection(cloudinary_node.hostname, cloudinary_node.port, timeout=BOUND)
-        try:
-            started = time.monotonic()
-            connection.request("GET", url, headers={"Accept": accept} if accept else {})
-            response = connection.getresponse()
-            response.read()
-            assert response.status in STATUSES, (url, response.status)
-            assert time.monotonic() - started < BOUND, url
-            answered.append(response.status)
-        finally:
-            connection.close()
+        status, _, seconds = exchange(cloudinary_node, "GET", url, timeout=BOUND,
+                                   headers={"Accept": accept} if accept else {})
+        assert status in STATUSES, (url, status)
+        assert seconds < BOUND, url
+        answered.append(status)
 
     answer()
     # the strategies reach a render, not only refusals: else the test would hold nothing of the renderer

@@ -5,16 +5,13 @@ URLs with and without client hints, HEAD and preflights included. Never a 500, o
 names, every answer within the render deadline plus a margin. (The framing headers, `Content-Length`,
 `Transfer-Encoding` and `Expect`, are `tests/test_server_limits.py`'s.)"""
 
-import http.client
-import shutil
-import time
-from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.nodes import SAMPLES, NodeProcess, local_config, write_config
+from tests.fuzzing import copy_samples, exchange, fuzz_settings, one_worker
+from tests.nodes import local_config, write_config
 from tests.test_url_fuzz import BOUND, RENDER_TIMEOUT
 
 EXAMPLES = 150
@@ -41,35 +38,25 @@ values = st.one_of(
 @pytest.fixture(scope="module")
 def header_node(tmp_path_factory):
     folder = tmp_path_factory.mktemp("header-fuzz-images")
-    for name in ("astronaut.jpg", "logo-transparent.png", "coffee.jpg"):
-        shutil.copy(SAMPLES / name, folder / name)
+    copy_samples(folder)
     config = write_config(tmp_path_factory.mktemp("header-fuzz-node"), local_config(
         folder, before='[server]\naccess_log = false\ncors_origin = "*"\n',
         after=f'[limits]\nrender_timeout = "{RENDER_TIMEOUT}s"\n'))
-    node = NodeProcess(config, "--workers", "1")
-    yield urlsplit(node.url)
-    node.stop()
+    with one_worker(config) as address:
+        yield address
 
 
 def test_random_headers_get_a_bounded_answer_and_never_a_500(header_node):
     answered = []
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @fuzz_settings(EXAMPLES)
     @given(path=st.sampled_from(PATHS), headers=st.dictionaries(st.sampled_from(NAMES), values, max_size=5),
            method=st.sampled_from(["GET", "GET", "HEAD", "OPTIONS"]))
     def answer(path, headers, method):
-        connection = http.client.HTTPConnection(header_node.hostname, header_node.port, timeout=BOUND)
-        try:
-            started = time.monotonic()
-            connection.request(method, path, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            assert response.status in STATUSES, (method, path, headers, response.status)
-            assert time.monotonic() - started < BOUND, (method, path, headers)
-            answered.append(response.status)
-        finally:
-            connection.close()
+        status, _, seconds = exchange(header_node, method, path, timeout=BOUND, headers=headers)
+        assert status in STATUSES, (method, path, headers, status)
+        assert seconds < BOUND, (method, path, headers)
+        answered.append(status)
 
     answer()
     assert answered.count(200) >= EXAMPLES // 10, sorted(answered)  # most get as far as an image

@@ -9,20 +9,18 @@ renders, at its size."""
 from __future__ import annotations
 
 import gzip
-import http.client
 import itertools
 import socket
 import socketserver
 import threading
-import time
-from urllib.parse import urlsplit
 
 import pyvips
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.nodes import SAMPLES, NodeProcess, web_config, write_config
+from tests.fuzzing import exchange, fuzz_settings, one_worker
+from tests.nodes import SAMPLES, web_config, write_config
 
 EXAMPLES = 150
 ORIGIN_TIMEOUT = 2.0
@@ -140,40 +138,27 @@ def fuzzed_node(raw_origin, tmp_path_factory):
     config = write_config(tmp_path_factory.mktemp("origin-fuzz-node"), web_config(
         raw_origin.url, before='[server]\naccess_log = false\n',
         after=f'[limits]\nrender_timeout = "{RENDER_TIMEOUT}s"\n', origin=f'timeout = "{ORIGIN_TIMEOUT}s"\n'))
-    node = NodeProcess(config, "--workers", "1")
-    yield urlsplit(node.url)
-    node.stop()
-
-
-def get(node, path: str) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection(node.hostname, node.port, timeout=BOUND)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+    with one_worker(config) as address:
+        yield address
 
 
 def test_random_origin_answers_get_a_bounded_answer_and_never_a_500(raw_origin, fuzzed_node):
     paths = (f"/tr:w-{100 + number % 50}/fuzz-{number}.jpg" for number in itertools.count())  # each one new
     answered = []
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @fuzz_settings(EXAMPLES)
     @given(answer=answers())
     def one(answer):
         raw_origin.answer = answer
-        started = time.monotonic()
-        status, _ = get(fuzzed_node, next(paths))
+        status, _, seconds = exchange(fuzzed_node, "GET", next(paths), timeout=BOUND)
         assert status in STATUSES, (answer[:300], status)
-        assert time.monotonic() - started < BOUND, answer[:300]
+        assert seconds < BOUND, answer[:300]
         answered.append(status)
 
     one()
     assert answered.count(200) >= EXAMPLES // 10 and answered.count(502) >= EXAMPLES // 20, sorted(answered)
     for number in range(3):  # the node is none the worse: good originals render, at their size
-        status, body = get(fuzzed_node, f"/tr:w-{120 + number}/good-{number}.jpg")
+        status, body, _ = exchange(fuzzed_node, "GET", f"/tr:w-{120 + number}/good-{number}.jpg", timeout=BOUND)
         assert status == 200, (status, body[:200])
         image = pyvips.Image.new_from_buffer(body, "")
         assert (image.width, image.height) == (120 + number, round(GOOD.height * (120 + number) / GOOD.width))
@@ -185,7 +170,7 @@ def test_a_connection_the_origin_closed_after_its_answer_is_not_reused(raw_origi
     for number in range(6):
         raw_origin.answer = (b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s"
                              % (len(JPEG), JPEG))
-        status, body = get(fuzzed_node, f"/tr:w-90/kept-{number}.jpg")
+        status, body, _ = exchange(fuzzed_node, "GET", f"/tr:w-90/kept-{number}.jpg", timeout=BOUND)
         assert status == 200, (number, status, body[:200])
 
 

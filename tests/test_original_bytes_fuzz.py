@@ -6,17 +6,15 @@ and the worker never dies (a decoder crash would reset the connection). The sour
 decoders' paths are the same at any size, and small files give the fuzz its reach (real-size photos
 are `tests/test_real_size.py`'s and `tests/test_hostile_input.py`'s)."""
 
-import http.client
 import itertools
-import time
-from urllib.parse import urlsplit
 
 import pytest
 import pyvips
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.nodes import SAMPLES, NodeProcess, local_config, write_config
+from tests.fuzzing import exchange, fuzz_settings, one_worker
+from tests.nodes import SAMPLES, local_config, write_config
 
 EXAMPLES = 150
 RENDER_TIMEOUT = 3.0
@@ -67,9 +65,8 @@ def served_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("damaged-originals")
     config = write_config(tmp_path_factory.mktemp("damaged-node"), local_config(
         folder, before="[server]\naccess_log = false\n", after=f'[limits]\nrender_timeout = "{RENDER_TIMEOUT}s"\n'))
-    node = NodeProcess(config, "--workers", "1")
-    yield folder, urlsplit(node.url)
-    node.stop()
+    with one_worker(config) as address:
+        yield folder, address
 
 
 def test_damaged_originals_get_an_image_or_a_4xx_and_never_kill_a_worker(served_folder):
@@ -77,24 +74,16 @@ def test_damaged_originals_get_an_image_or_a_4xx_and_never_kill_a_worker(served_
     numbers = itertools.count()
     answered = []
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @fuzz_settings(EXAMPLES)
     @given(original=damaged(), transformation=st.sampled_from(TRANSFORMATIONS))
     def one(original, transformation):
         name, body = original
         path = f"damaged-{next(numbers)}.bin"  # a new file each time: nothing cached
         (folder / path).write_bytes(body)
-        connection = http.client.HTTPConnection(node.hostname, node.port, timeout=BOUND)
-        started = time.monotonic()
-        try:
-            connection.request("GET", f"/tr:{transformation}/{path}")
-            response = connection.getresponse()
-            response.read()
-        finally:
-            connection.close()
-        assert response.status in STATUSES, (name, transformation, response.status)
-        assert time.monotonic() - started < BOUND, (name, transformation)
-        answered.append(response.status)
+        status, _, seconds = exchange(node, "GET", f"/tr:{transformation}/{path}", timeout=BOUND)
+        assert status in STATUSES, (name, transformation, status)
+        assert seconds < BOUND, (name, transformation)
+        answered.append(status)
 
     one()
     assert {200, 422} <= set(answered), sorted(answered)

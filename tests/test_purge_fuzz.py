@@ -4,15 +4,14 @@ with an ImageKit-style, a host-named and a Cloudinary-style endpoint (over a bac
 with and without a scheme and host, values of every JSON type, JSON that is not an object or not JSON,
 lone surrogates, deep nesting, with and without the token. Always 200, 400, 401, 404 or 413: never a 500."""
 
-import http.client
 import json
-from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.nodes import SAMPLES, NodeProcess, write_config
+from tests.fuzzing import exchange, fuzz_settings, one_worker
+from tests.nodes import SAMPLES, write_config
 from tests.test_cloudinary_fuzz import delivery_urls
 from tests.test_url_fuzz import urls
 
@@ -62,30 +61,23 @@ id = "hosts"
 hosts = ["img.example.com"]
 origins = ["samples"]
 """)
-    node = NodeProcess(config, "--workers", "1")
-    yield urlsplit(node.url)
-    node.stop()
+    with one_worker(config) as address:
+        yield address
 
 
 def test_random_purge_bodies_get_a_clear_answer_and_never_a_500(purge_node):
     answered = []
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @fuzz_settings(EXAMPLES)
     @given(body=bodies, authorization=st.sampled_from([f"Bearer {TOKEN}"] * 4 + ["", "Bearer x", "Basic eA=="]),
            content_type=st.sampled_from(["application/json", "", "text/plain"]))
     def one(body, authorization, content_type):
         headers = {name: value for name, value in (("Authorization", authorization), ("Content-Type", content_type))
                    if value}
-        connection = http.client.HTTPConnection(purge_node.hostname, purge_node.port, timeout=30)
-        try:
-            connection.request("POST", "/_edge/purge", body=body.encode("utf-8", "surrogatepass"), headers=headers)
-            response = connection.getresponse()
-            response.read()
-            assert response.status in STATUSES, (body[:300], authorization, content_type, response.status)
-            answered.append(response.status)
-        finally:
-            connection.close()
+        status, _, _ = exchange(purge_node, "POST", "/_edge/purge", timeout=30, headers=headers,
+                             body=body.encode("utf-8", "surrogatepass"))
+        assert status in STATUSES, (body[:300], authorization, content_type, status)
+        answered.append(status)
 
     one()
     assert {200, 400, 401} <= set(answered), sorted(answered)

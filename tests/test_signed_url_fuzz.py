@@ -4,15 +4,15 @@ negative, not hex, percent-encoded junk), URLs signed with the endpoint's key, w
 future, and the same URLs unsigned. Never a 500; and the `signed_only` endpoint serves no URL the test did
 not sign, whatever its query says."""
 
-import http.client
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from edge import signing
-from tests.nodes import SAMPLES, NodeProcess, write_config
+from tests.fuzzing import exchange, fuzz_settings, one_worker
+from tests.nodes import SAMPLES, write_config
 
 EXAMPLES = 150
 KEY = "private_signed_fuzz_key_0123456789"
@@ -45,16 +45,14 @@ origins = ["samples"]
 private_key = "{KEY}"
 named_only = true
 """)
-    node = NodeProcess(config, "--workers", "1")
-    yield urlsplit(node.url)
-    node.stop()
+    with one_worker(config) as address:
+        yield address
 
 
 def test_random_signatures_never_open_a_signed_only_endpoint_nor_get_a_500(signing_node):
     signed_answers = []
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @fuzz_settings(EXAMPLES)
     @given(endpoint=st.sampled_from(["", "/named"]), path=st.sampled_from(PATHS),
            query=st.lists(st.tuples(st.sampled_from(["ik-s", "ik-t", "tr", "ik-attachment", "x"]), values), max_size=4),
            sign=st.booleans(),  # no expiry, one long past, one far ahead
@@ -63,18 +61,12 @@ def test_random_signatures_never_open_a_signed_only_endpoint_nor_get_a_500(signi
         text = "&".join(f"{name}={quote(value)}" for name, value in query)
         unsigned = path + ("?" + text if text else "")
         target = f"{endpoint}/{signing.sign(KEY, unsigned.lstrip('/'), expires)}" if sign else endpoint + unsigned
-        connection = http.client.HTTPConnection(signing_node.hostname, signing_node.port, timeout=30)
-        try:
-            connection.request("GET", target)
-            response = connection.getresponse()
-            response.read()
-        finally:
-            connection.close()
-        assert response.status in STATUSES, (target, response.status)
+        status, _, _ = exchange(signing_node, "GET", target, timeout=30)
+        assert status in STATUSES, (target, status)
         if endpoint == "" and not sign:
-            assert response.status != 200, target  # an unsigned URL, whatever `ik-s` it carries
+            assert status != 200, target  # an unsigned URL, whatever `ik-s` it carries
         if sign:
-            signed_answers.append(response.status)
+            signed_answers.append(status)
 
     one()
     assert 200 in signed_answers and 401 in signed_answers, signed_answers  # signed URLs served; expired refused

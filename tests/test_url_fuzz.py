@@ -3,17 +3,16 @@ real and junk parameters and values, in the path and the query, paths, query str
 percent-encodings. Never a 500, never an answer outside the statuses the spec names, every answer
 within the render deadline plus a margin."""
 
-import http.client
 import shutil
-import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.transform.options import PARAMS
-from tests.nodes import SAMPLES, NodeProcess, local_config, write_config
+from tests.fuzzing import copy_samples, exchange, fuzz_settings, one_worker
+from tests.nodes import local_config, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
 
 EXAMPLES = 150
@@ -70,31 +69,21 @@ def urls(draw) -> str:
 @pytest.fixture(scope="module")
 def fuzzed_node(photos, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz-images")
-    for name in ("astronaut.jpg", "logo-transparent.png", "coffee.jpg"):
-        shutil.copy(SAMPLES / name, folder / name)
+    copy_samples(folder)
     shutil.copy(photos.path(photos.medium), folder / "medium.jpg")
     config = write_config(tmp_path_factory.mktemp("fuzz-node"), local_config(
         folder, before='[server]\naccess_log = false\n[named_transformations]\nthumb = "w-100"\n',
         after=f'[limits]\nrender_timeout = "{RENDER_TIMEOUT}s"\nmax_cost = 20\n'))
-    node = NodeProcess(config, "--workers", "1")
-    yield urlsplit(node.url)
-    node.stop()
+    with one_worker(config) as address:
+        yield address
 
 
 def test_random_urls_get_a_bounded_answer_and_never_a_500(fuzzed_node):
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @fuzz_settings(EXAMPLES)
     @given(url=urls(), accept=st.sampled_from(["", "image/avif,image/webp", "*/*"]))
     def answer(url, accept):
-        connection = http.client.HTTPConnection(fuzzed_node.hostname, fuzzed_node.port, timeout=BOUND)
-        try:
-            started = time.monotonic()
-            connection.request("GET", url, headers={"Accept": accept} if accept else {})
-            response = connection.getresponse()
-            response.read()
-            assert response.status in STATUSES, (url, response.status)
-            assert time.monotonic() - started < BOUND, url
-        finally:
-            connection.close()
+        status, _, seconds = exchange(fuzzed_node, "GET", url, timeout=BOUND, headers={"Accept": accept} if accept else {})
+        assert status in STATUSES, (url, status)
+        assert seconds < BOUND, url
 
     answer()

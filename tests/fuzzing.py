@@ -1,0 +1,62 @@
+"""What the fuzz tests share: a node of one worker in a child process, Hypothesis' settings for a test
+that talks to it, and one request on a connection of its own."""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import SplitResult, urlsplit
+
+from hypothesis import HealthCheck, settings
+
+from tests.nodes import SAMPLES, NodeProcess
+
+#: the samples the fuzzed nodes serve from a `local` folder
+SAMPLE_NAMES = ("astronaut.jpg", "logo-transparent.png", "coffee.jpg")
+
+
+@contextmanager
+def one_worker(config: Path) -> Iterator[SplitResult]:
+    """`edge serve` on `config` with one worker, in a child process: its address, until the block ends."""
+    node = NodeProcess(config, "--workers", "1")
+    try:
+        yield urlsplit(node.url)
+    finally:
+        node.stop()
+
+
+def copy_samples(folder: Path) -> Path:
+    for name in SAMPLE_NAMES:
+        shutil.copy(SAMPLES / name, folder / name)
+    return folder
+
+
+def fuzz_settings(examples: int) -> settings:
+    """`examples` random inputs, no per-example deadline (a render may take seconds) and no example
+    database (each run draws afresh); a module-scoped node fixture is fine to share."""
+    return settings(max_examples=examples, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    seconds: float
+
+
+def exchange(node: SplitResult, method: str, target: str, *, timeout: float, headers: dict[str, str] | None = None,
+             body: bytes | None = None) -> Answer:
+    """Send one request on a new connection and read the whole answer, timed."""
+    connection = http.client.HTTPConnection(node.hostname, node.port, timeout=timeout)
+    started = time.monotonic()
+    try:
+        connection.request(method, target, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Answer(response.status, response.read(), time.monotonic() - started)
+    finally:
+        connection.close()
