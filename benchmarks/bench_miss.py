@@ -44,7 +44,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pyvips
@@ -132,17 +132,13 @@ def perf_samples(pids: list[int], into: Counter, folder: Path):
             into[next((row for row, pattern in LIBRARIES if pattern.search(where)), "other")] += 1
 
 
-def library_table(node: Counter, service: Counter, node_images: int, service_images: int) -> str:
+def library_table(node: Counter, service: Counter, misses: int) -> str:
     """CPU ms per miss by library, the node's against the bare service's."""
-    def per_miss(samples: Counter, row: str, images: int) -> float:
-        return samples[row] / PERF_HZ * 1000 / images
     rows = [row for row, _ in LIBRARIES] + ["other"]
     lines = ["| CPU per miss (ms) | node | bare Tornado service | node − service |", "| --- | --- | --- | --- |"]
-    for row in [*rows, "all"]:
-        node_ms = (sum(per_miss(node, r, node_images) for r in rows) if row == "all"
-                   else per_miss(node, row, node_images))
-        service_ms = (sum(per_miss(service, r, service_images) for r in rows) if row == "all"
-                      else per_miss(service, row, service_images))
+    for row, node_samples, service_samples in [*((row, node[row], service[row]) for row in rows),
+                                               ("all", sum(node.values()), sum(service.values()))]:
+        node_ms, service_ms = (samples / PERF_HZ * 1000 / misses for samples in (node_samples, service_samples))
         lines.append(f"| {row} | {node_ms:.2f} | {service_ms:.2f} | {node_ms - service_ms:+.2f} |")
     return "\n".join(lines)
 
@@ -221,13 +217,8 @@ async def run(args: argparse.Namespace) -> None:
             node_rates, node_cpu, bare_rates, service_rates, service_cpu = [], [], [], [], []
             node_samples, service_samples = Counter(), Counter()
 
-            @contextmanager
             def sampled(pids: list[int], into: Counter):
-                if not args.by_library:
-                    yield
-                    return
-                with perf_samples(pids, into, Path(tmp)):
-                    yield
+                return perf_samples(pids, into, Path(tmp)) if args.by_library else nullcontext()
             try:
                 for number in range(args.rounds):
                     urls = list(itertools.islice(new_urls, args.requests))
@@ -263,7 +254,7 @@ async def run(args: argparse.Namespace) -> None:
             if args.by_library:
                 misses = args.rounds * args.requests
                 print(f"CPU per miss by library (perf, {PERF_HZ} samples a CPU second, {misses} misses each):\n"
-                      + library_table(node_samples, service_samples, misses, misses))
+                      + library_table(node_samples, service_samples, misses))
 
             print(f"single cold miss -> w-{COLD_WIDTH} JPEG, one at a time, {args.rounds} rounds:")
             for name in () if args.no_cold else COLD_SIZES:

@@ -22,7 +22,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from . import __version__, cachestats, checks, cloudinary_check, signing
 from . import warm as warm_command
@@ -33,6 +32,7 @@ from .logs import configure_logging
 from .pluginmanager import load_plugins
 from .purge import parse_target, purge_offline
 from .scaffold import new_plugin
+from .settings import split_url
 from .supervisor import Supervisor
 from .transform.options import parse_transformation
 
@@ -257,8 +257,7 @@ def _is_web_url(text: str) -> bool:
     """Whether `text` is an http(s) URL with a host that `urlsplit` takes (an IPv6 host without its `]`,
     or a port out of range, is a `ValueError` there)."""
     try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises for a port that is not a number in range
+        parts = split_url(text)
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -13,7 +13,6 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from .cloudinary_urls import cloud_names
 from .cores import usable_cores
@@ -21,7 +20,7 @@ from .errors import ConfigError
 from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
-from .settings import ConfigTable, Secret, redact, without_userinfo
+from .settings import ConfigTable, Secret, redact, split_url, without_userinfo
 from .shared_cache import SharedCacheSettings
 
 EMBEDDED_DEFAULT = Path(__file__).with_name("default.toml")
@@ -457,14 +456,10 @@ def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | 
 def _node_url(t: ConfigTable, key: str, url: str) -> str:
     """A node's base URL, `http(s)://host:port` (and maybe a path), without a trailing slash."""
     try:
-        parts = urlsplit(url)
-    except ValueError:  # an IPv6 host without its `]`
+        parts = split_url(url)
+    except ValueError:  # an IPv6 host without its `]`, a port out of range
         raise t.error(key, f"expected a node's base URL such as http://10.0.0.11:8080, "
                            f"got {without_userinfo(url)!r}") from None
-    try:
-        parts.port  # noqa: B018 - raises for a port that is not a number in range
-    except ValueError:
-        parts = parts._replace(netloc="")
     if parts.username is not None or parts.password is not None:  # not echoed: it would show the password
         raise t.error(key, "a node's URL takes no user information (user:password@): the purge API's "
                            "admin token authenticates the call, and a password there would replace it")

@@ -223,8 +223,7 @@ class ConfigTable:
         if value is None:
             return None, None
         try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises for a port that is not a number in range
+            parts = split_url(value)
         except ValueError as exc:
             raise self.error(key, f"expected a URL, got {without_userinfo(value)!r} ({exc})") from None
         return value, parts
@@ -268,6 +267,14 @@ class ConfigTable:
 def _type_name(value: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def split_url(url: str) -> SplitResult:
+    """`urlsplit(url)`, its port read: `ValueError` for an IPv6 host without its `]` (from `urlsplit`)
+    and for a port that is not a number from 0 to 65535 (from `.port`, which callers would meet later)."""
+    parts = urlsplit(url)
+    parts.port  # noqa: B018 - raises for a port that is not a number in range
+    return parts
 
 
 def without_userinfo(url: str) -> str:

@@ -161,6 +161,9 @@ def test_check_config_exits_1_naming_the_problem(tmp_path):
                                            "got 'https://[::1'"),
     ('[fleet]\npeers = ["http://user:pw@[::1:8080"]', "[fleet] peers: expected a node's base URL such as "
                                                       "http://10.0.0.11:8080, got 'http://…@[::1:8080'"),
+    # a port out of range had been echoed whole, the password with it
+    ('[fleet]\npeers = ["http://user:pw@img:99999"]', "[fleet] peers: expected a node's base URL such as "
+                                                      "http://10.0.0.11:8080, got 'http://…@img:99999'"),
 ])
 def test_a_value_the_os_or_urlsplit_refuses_is_an_error_naming_its_key(tmp_path, table, message):
     """A NUL in a path (`ValueError: embedded null byte`) and an IPv6 host without its `]` (`ValueError:
