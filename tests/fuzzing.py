@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
+import pyvips
 from hypothesis import HealthCheck, settings
 
 from tests.nodes import SAMPLES, NodeProcess
@@ -60,3 +61,11 @@ def exchange(node: SplitResult, method: str, target: str, *, timeout: float, hea
         return Answer(response.status, response.read(), time.monotonic() - started)
     finally:
         connection.close()
+
+
+def decoded(body: bytes) -> pyvips.Image:
+    """`body` decoded whole, every pixel read, refusing any warning: what the node rendered from a fuzzed
+    input must be a sound image (never bytes it was given damaged, cached for a year)."""
+    image = pyvips.Image.new_from_buffer(body, "", fail_on="warning")
+    image.avg()
+    return image
