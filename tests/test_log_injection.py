@@ -1,6 +1,7 @@
 """What a client or an origin can put in the node's diagnostic log (stderr): no line of its own, no
-terminal escape, no line longer than the cap, no line per request, no query string. Each test runs
-`edge serve` over loopback, sends the hostile input and reads the lines the node wrote."""
+terminal escape, no line longer than the cap, no line per request, no query string. Most tests run
+`edge serve` over loopback, send the hostile input and read the lines the node wrote; the last two put a
+hostile exception and message through the node's stderr handler (`configure_logging`) in this process."""
 
 from __future__ import annotations
 
