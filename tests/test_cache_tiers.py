@@ -11,6 +11,7 @@ import diskcache
 import pytest
 
 from edge.cache import MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, StoredOriginal, path_key, strong_etag
+from edge.cache.tiers import TOUCH_CHUNK
 from tests.nodes import SAMPLES, decode, start_node, web_config, write_config
 from tests.scrape import samples
 from tests.servers import HTTPOrigin
@@ -126,6 +127,25 @@ def test_a_key_is_marked_as_used_at_most_once_per_interval(tmp_path):
         caches.flush_touches()
         assert access_time("hot") == marked  # within the interval: not written again
         assert access_time("cold") > access_time("hot")
+    finally:
+        caches.close()
+
+
+def test_a_flush_marks_every_key_read_however_many_chunks_they_take(tmp_path):
+    caches = Caches(tmp_path, 10**9, 10**9, touch_interval=3600)
+    writer = caches.outputs._handles[0]
+    keys = [f"k{n}/photo.jpg" for n in range(2 * TOUCH_CHUNK + 3)]  # two whole chunks and a part
+    small = CachedOutput(body=b"x", content_type="image/jpeg", etag=strong_etag(b"x"), source=SOURCE)
+    try:
+        for key in [*keys, "unread"]:
+            caches.outputs.put(key, small)
+        stored = dict(writer._sql("SELECT key, access_time FROM Cache").fetchall())
+        for key in keys:
+            caches.outputs.get(key)
+        caches.flush_touches()
+        marked = dict(writer._sql("SELECT key, access_time FROM Cache").fetchall())
+        assert [key for key in keys if marked[key] <= stored[key]] == []
+        assert marked["unread"] == stored["unread"]
     finally:
         caches.close()
 

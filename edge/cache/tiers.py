@@ -4,7 +4,7 @@ by the worker processes. Every method here blocks (SQLite, files, hashing): call
 Measured costs shape the reads (see `benchmarks/bench_hit.py`): diskcache's `least-recently-used`
 policy turns every read into a write (about 6× slower reads), so reads go through a second handle
 with no per-read bookkeeping; the keys read are collected in a set and marked as used every second
-(`flush_touches`) in one batched UPDATE, each key at most once per `TOUCH_INTERVAL`: eviction is LRU
+(`flush_touches`) in batched UPDATEs, each key at most once per `TOUCH_INTERVAL`: eviction is LRU
 to within that interval.
 
 diskcache does not say what it culls, and culls ten entries at a time when one would do, so its
@@ -57,6 +57,12 @@ SQLITE_BUSY_SECONDS = 2.0
 TOUCH_INTERVAL = 60.0
 #: keys remembered as marked in the current interval, at most (beyond, the interval starts over early)
 MAX_MARKED = 200_000
+#: keys marked per UPDATE, each in a transaction of its own (under the 999 variables of SQLite's oldest
+#: limit). One statement marks a chunk with the GIL released once; `executemany` took the GIL back for
+#: every row, so behind a busy IOLoop each row waited its turn: 10 000 keys held the tier's write lock
+#: for 15-23 s, and every other worker's store, touch and purge failed busy meanwhile (benchmarks/README.md,
+#: "The long tail's touches")
+TOUCH_CHUNK = 500
 #: versions of `local` files waiting for the next flush, at most (beyond, a burst of new files goes
 #: unrecorded: a replaced one then keeps its old outputs until `original_ttl`, as before versions were kept)
 MAX_PENDING_VERSIONS = 10_000
@@ -291,12 +297,15 @@ class DiskTier:
         def touch(handles: _Handles) -> None:
             writer = handles[0]
             now = time.time()  # diskcache's access_time is wall-clock seconds
-            with writer.transact():
-                # one statement for the batch, through the (key, raw) index; diskcache's own way (a
-                # `get` per key: a SELECT, an UPDATE and, for a file value, an open) cost more than the
-                # hits it accounted for with many distinct keys (str keys are stored with raw = 1)
-                writer._con.executemany("UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1",
-                                        ((now, key) for key in touched))
+            keys = list(touched)
+            for start in range(0, len(keys), TOUCH_CHUNK):
+                chunk = keys[start:start + TOUCH_CHUNK]
+                # through the (key, raw) index; diskcache's own way (a `get` per key: a SELECT, an
+                # UPDATE and, for a file value, an open) cost more than the hits it accounted for with
+                # many distinct keys (str keys are stored with raw = 1)
+                with writer.transact():
+                    writer._con.execute(f"UPDATE Cache SET access_time = ? WHERE raw = 1 AND key IN "
+                                        f"({','.join('?' * len(chunk))})", (now, *chunk))
         self._attempt("mark entries as used", touch, None)
 
     def _end_interval_if_over(self, now: float) -> None:
