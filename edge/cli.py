@@ -32,7 +32,7 @@ from .logs import configure_logging
 from .pluginmanager import load_plugins
 from .purge import parse_target, purge_offline
 from .scaffold import new_plugin
-from .settings import split_url
+from .settings import is_web_url
 from .supervisor import Supervisor
 from .transform.options import parse_transformation
 
@@ -237,7 +237,7 @@ def _url(config: Config, args: argparse.Namespace) -> int:
     if expires_at is not None and expires_at > time.time() + MAX_EXPIRES_IN:
         print("edge: --expires-at is more than ten years away", file=sys.stderr)
         return 2
-    if args.base_url is not None and not _is_web_url(args.base_url):
+    if args.base_url is not None and not is_web_url(args.base_url):
         print("edge: --base-url: expected an http:// or https:// URL", file=sys.stderr)
         return 2
     if endpoint.private_key is None and expires_at is not None:
@@ -253,17 +253,10 @@ def _url(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_web_url(text: str) -> bool:
-    """Whether `text` is an http(s) URL with a host that `urlsplit` takes (an IPv6 host without its `]`,
-    or a port out of range, is a `ValueError` there)."""
-    try:
-        parts = split_url(text)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
 def _cloudinary_check(config: Config, args: argparse.Namespace) -> int:
+    if args.base_url is not None and not is_web_url(args.base_url):
+        print("edge: --base-url: expected an http:// or https:// URL", file=sys.stderr)
+        return 2
     urls = args.urls
     try:
         source = sys.stdin if urls == "-" else open(urls, encoding="utf-8", errors="replace")

@@ -47,7 +47,10 @@ class Verdict:
 
 
 def check_url(router: Router, url: str) -> Verdict:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # an IPv6 host without its `]`: no request could carry it
+        return Verdict(url, 400, f"not a URL ({error})")
     name = (parts.hostname or "").lower()
     host = "" if name == CLOUDINARY_DOMAIN or name.endswith("." + CLOUDINARY_DOMAIN) else parts.netloc
     try:
@@ -71,7 +74,7 @@ def fetch(base_url: str, url: str) -> str:
             body = response.read()
     except urllib.error.HTTPError as error:
         return f"FAILED {error.code} {error.read(200).decode(errors='replace').strip()}"
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, ValueError) as error:  # ValueError: a URL urllib refuses to send
         return f"FAILED {error}"
     try:
         image = pyvips.Image.new_from_buffer(body, "")

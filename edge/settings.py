@@ -277,6 +277,16 @@ def split_url(url: str) -> SplitResult:
     return parts
 
 
+def is_web_url(text: str) -> bool:
+    """Whether `text` is an http(s) URL with a host that `split_url` takes: what the commands' `--base-url`
+    must be."""
+    try:
+        parts = split_url(text)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def without_userinfo(url: str) -> str:
     """`url` with any `user:password@` before its host replaced by `…@`: for a message quoting a URL
     that may hold a secret."""

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from .settings import is_web_url
+
 MAX_CONCURRENCY = 64
 #: seconds one request may take, at most
 MAX_TIMEOUT = 3600.0
@@ -148,11 +150,7 @@ def run(urls: str, base_url: str, concurrency: int, timeout: float, accept: str 
     if not path.is_file():
         print(f"edge: --urls {urls}: no such file", file=sys.stderr)
         return 2
-    try:
-        scheme = urlsplit(base_url).scheme
-    except ValueError:
-        scheme = None
-    if scheme not in ("http", "https"):
+    if not is_web_url(base_url):
         print(f"edge: --base-url {base_url!r}: expected an http:// or https:// URL", file=sys.stderr)
         return 2
     if not 0 < timeout <= MAX_TIMEOUT:  # also false for nan

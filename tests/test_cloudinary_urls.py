@@ -342,6 +342,7 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
         "http://res.cloudinary.com" + url("logo", overlay="badge", width=20, format="png"),
         "http://res.cloudinary.com" + url(PHOTO, cloud_name="other"),
         "http://res.cloudinary.com" + url("no/such/asset", width=20, format="jpg"),
+        "https://[::1" + url(PHOTO),  # an IPv6 host without its `]`: no request could carry it
     ]) + "\n")
     config_path = tmp_path / "edge.toml"  # the node's own config, written by the fixture
     command = [sys.executable, "-m", "edge", "cloudinary-check", "--config", str(config_path), "--urls", str(urls)]
@@ -350,14 +351,15 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
     assert offline.stdout.count("\nOK ") + offline.stdout.startswith("OK ") == 3  # the missing asset parses
     assert "unsupported words (URLs):\n  l_badge  2\n  e_cartoonify  1\n" in offline.stdout
     assert "  404 not found  1\n" in offline.stdout
-    assert "7 URLs: 3 served, 4 not" in offline.stdout
+    assert "  400 not a URL (Invalid IPv6 URL)  1\n" in offline.stdout
+    assert "8 URLs: 3 served, 5 not" in offline.stdout
 
     online = await asyncio.to_thread(subprocess.run, [*command, "--base-url", node.url], capture_output=True,
                                      text=True, timeout=120)
     assert "fetched: OK jpeg 300x200" in online.stdout
     assert "fetched: OK png 256x256" in online.stdout
     assert "fetched: FAILED 404" in online.stdout
-    assert "7 URLs: 2 served, 5 not" in online.stdout
+    assert "8 URLs: 2 served, 6 not" in online.stdout
 
 
 @pytest.mark.parametrize("path, components, origin_path", [
