@@ -1,5 +1,6 @@
 """What the fuzz tests share: a node of one worker in a child process, Hypothesis' settings for a test
-that talks to it, and one request on a connection of its own."""
+that talks to it, one request on a connection of its own, and the rule most hold its answer to
+(`sound_answer`)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,16 @@ def decoded(body: bytes) -> pyvips.Image:
     image = pyvips.Image.new_from_buffer(body, "", fail_on="warning")
     image.avg()
     return image
+
+
+def sound_answer(node: SplitResult, method: str, target: str, *, statuses: set[int], bound: float,
+                 headers: dict[str, str] | None = None, context: object = None) -> int:
+    """One request's status, held to the fuzz tests' rule: one of `statuses` (never a 500) within `bound`
+    seconds (never a hang), and a 200 GET's body a sound image (`decoded`). `context` names the input in a failure."""
+    status, body, seconds = exchange(node, method, target, timeout=bound, headers=headers)
+    context = context or (method, target, headers)
+    assert status in statuses, (context, status)
+    assert seconds < bound, context
+    if status == 200 and method == "GET":
+        decoded(body)
+    return status
