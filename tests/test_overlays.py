@@ -266,6 +266,21 @@ async def test_layers_nest_three_deep_as_imagekit_draws_them(node, origin):
     assert (response.code, response.body) == (400, b"invalid transformation: l-image: layers nest 3 deep at most\n")
 
 
+async def test_a_nested_layer_in_a_later_step_of_its_layers_chain(node):
+    """ImageKit's expression docs nest a layer in the second step of an image layer's own chain
+    (`l-image,i-a,w-bw_div_3:l-image,i-b,…,l-end,l-end`), and a nested layer may close before a step of
+    its layer's chain (`…,l-end:rt-180,l-end`): both parse as one outer layer (they were a 400 "no l-end
+    closes this layer")."""
+    second_step = await image(node, "/tr:l-image,i-logo.png,w-bw_div_2,lx-0,ly-0:"
+                                    "l-image,i-brand@@mark.png,w-bw_div_10,lfo-top_left,l-end,l-end/base.png")
+    # the logo 200×160 at the corner, the mark 20×20 (a tenth of the resized logo) in the logo's corner
+    assert near(at(second_step, 10, 10), GREEN) and near(at(second_step, 100, 100), RED)
+    assert near(at(second_step, 300, 250), BLUE)
+    then_turned = await image(node, "/tr:l-image,i-logo.png,lx-0,ly-0,"
+                                    "l-image,i-brand@@mark.png,w-10,h-10,lfo-top_left,l-end:rt-180,l-end/base.png")
+    assert near(at(then_turned, 45, 35), GREEN) and near(at(then_turned, 5, 5), RED)  # the mark turned with the logo
+
+
 async def test_many_outputs_fetch_the_overlay_once(node, origin):
     responses = await asyncio.gather(*(node.fetch(f"/tr:w-{100 + i},l-image,i-logo.png,l-end/base.png")
                                        for i in range(12)))

@@ -512,8 +512,10 @@ def _starts_layer(param: str) -> bool:
 
 
 def _nesting(param: str) -> int:
-    """How a parameter changes the depth of layers: +1 opens one, -1 (`l-end`) closes one."""
-    return _starts_layer(param) - (param == LAYER_END)
+    """How a parameter changes the depth of layers: +1 opens one, -1 (`l-end`) closes one. Within a
+    layer a `,`-separated piece may hold its chain's `:` (`w-100:l-image`, `l-end:rt-90`, as ImageKit's
+    docs nest a layer in a later step of a layer): each part of it counts."""
+    return sum(_starts_layer(part) - (part == LAYER_END) for part in param.split(":"))
 
 
 #: `ar-4:3` (and `ar-16.5:9`), a parameter of its own: not followed by more of a number
