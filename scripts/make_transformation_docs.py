@@ -378,7 +378,8 @@ SECTIONS = (
                 Example("cm-extract,x-180,y-60,w-160,h-160", "astronaut.jpg"),
                 Example("cm-extract,xc-300,yc-170,w-200,h-120", "coffee.jpg"),
             )),
-    Section("`rt`: rotate", "Clockwise degrees, decimals allowed (`rt-12.5`); `N` is counter-clockwise (`rt-N90` = `rt-270`). Right "
+    Section("`rt`: rotate", "Clockwise degrees, decimals allowed (`rt-12.5`), any number of them as in ImageKit (`rt-450` = `rt-90`); "
+            "`N` is counter-clockwise (`rt-N90` = `rt-270`). Right "
             "angles are exact; other angles fill the corners with `bg`. `rt-auto` is what always happens "
             "anyway: the EXIF orientation is applied first, to every image.", (
                 Example("w-200,rt-90", "chelsea.jpg"),

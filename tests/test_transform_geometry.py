@@ -193,6 +193,8 @@ async def test_extract_coordinates_need_an_extract_mode(image_node):
     ("fl-v", (200, 100), BLUE, YELLOW),
     ("fl-h_v", (200, 100), YELLOW, BLUE),
     ("rt-90,fl-h", (100, 200), RED, BLUE),
+    ("rt-450", (100, 200), BLUE, RED),  # ImageKit takes any number of degrees: 450 is a quarter turn
+    ("rt-N450", (100, 200), GREEN, YELLOW),
 ])
 async def test_rotation_and_flip(image_node, tr, size, top_left, top_right):
     _, image = await fetch_image(image_node, f"/tr:{tr}/card.png")

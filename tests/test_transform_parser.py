@@ -32,6 +32,8 @@ def canonical(*texts, **options) -> str:
     ("e-gradient-ld-top", "e-gradient-ld-0_from-FFFFFF00_to-00000066_sp-1"),
     ("bg-blurred_auto", "bg-blurred"),
     ("rt-N12.5", "rt-347.5"),
+    ("rt-450", "rt-90"),  # ImageKit: "any number" of degrees, so one turn and a quarter
+    ("rt-N720.5", "rt-359.5"),
     ("b-5_white", "b-5_FFFFFF"),
     ("e-sharpen", "e-sharpen-10"),
     ("t-true", "t-10"),
@@ -85,7 +87,7 @@ def test_default_image_path():
     ("cm-pad", "cm-pad", "must be one of"),
     ("fo-middle", "fo-middle", "must be one of"),
     ("f-bmp", "f-bmp", "must be one of"),
-    ("rt-361", "rt-361", "from 0 to 360"),
+    ("rt-1e3", "rt-1e3", "number"),
     ("rt-N", "rt-N", "number"),
     ("ar-4-", "ar-4-", "ar-4-3"),
     ("bg-FF0000AA", "bg-FF0000AA", "opacity 00-99"),

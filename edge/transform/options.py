@@ -279,11 +279,11 @@ def _aspect_ratio(text: str) -> tuple[float, float] | Expression:
 
 
 def _rotation(text: str) -> float:
-    """Degrees clockwise, 0–360, decimals allowed: `N90` (counter-clockwise) is 270; `auto` (EXIF) is
-    always done."""
+    """Degrees clockwise, decimals allowed, any number of them as ImageKit takes (`rt-450` is a quarter
+    turn): `N90` (counter-clockwise) is 270; `auto` (EXIF) is always done."""
     if text == "auto":
         return 0
-    degrees = _number_range(0, 360)(text.removeprefix("N"))
+    degrees = _decimal(text.removeprefix("N")) % 360
     return (-degrees if text.startswith("N") else degrees) % 360
 
 
