@@ -81,7 +81,9 @@ the nested ones.
 - **Solid colour block** `l-image,i-ik_canvas,bg-<colour>,…,l-end` (the SDK's `solidColor`): `w`×`h`
   (pixels, or fractions of the base; the base's size by default), `al-1`…`al-9` opacity in tenths
   (ignored when the `bg` colour has its own opacity, `bg-FF000050`, as ImageKit documents), `r`
-  rounded corners (`r-max`: a circle), through which the base shows.
+  rounded corners (`r-max`: a circle), through which the base shows. With `e-gradient` and no `bg`
+  (`l-image,i-ik_canvas,e-gradient-from-F2559A_to-F27855_ld-top,w-bw,h-bh_div_10,ly-N0,l-end`) it is
+  ImageKit's gradient block: the gradient alone, on a transparent block.
 - **Text** `l-text,i-<text>,…,l-end` (`i-` percent-encoded, or `ie-<base64>` as the SDK writes any text
   beyond letters, digits, `-._` and spaces): `fs` size in pixels (default 14, at most 500; or an
   expression of the base's size, `fs-bh_div_20`, drawn at 500 when it gives more), `ff` a font the

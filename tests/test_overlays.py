@@ -153,6 +153,22 @@ async def test_canvas_and_text_layers(node):
     assert ((box[1] > 200) & (box[0] < 60) & (box[2] < 60)).max() == 255  # green shadow
 
 
+async def test_a_gradient_block_is_a_canvas_with_e_gradient_and_no_bg(node):
+    """ImageKit's "gradient blocks" (effects docs): `l-image,i-ik_canvas,e-gradient,…,l-end` with no `bg`
+    is the gradient alone, `w`×`h` (the base's size by default), placed as any layer (it was a 400
+    "i-ik_canvas needs bg-<colour>")."""
+    bar = await image(node, "/tr:l-image,i-ik_canvas,e-gradient-from-FF0000_to-00FF00_ld-top,w-bw,h-bh_div_10,"
+                            "ly-N0,l-end/base.png")
+    assert (bar.width, bar.height) == (400, 300)
+    assert near(at(bar, 200, 150), BLUE) and near(at(bar, 200, 260), BLUE)  # above the 30 px bar: the base
+    bottom, top = at(bar, 200, 299), at(bar, 200, 270)  # `ld-top`: from red at the bottom up to green
+    assert bottom[0] > 230 > 20 > bottom[1] and top[1] > 230 > 20 > top[0] and bottom[2] == top[2] == 0
+    whole = await image(node, "/tr:l-image,i-ik_canvas,e-gradient,l-end/base.png")  # defaults: darker downwards
+    assert near(at(whole, 200, 1), BLUE) and at(whole, 200, 298)[2] < 255 - 100
+    response = await node.fetch("/tr:l-image,i-ik_canvas,w-10,l-end/base.png")  # neither a colour nor a gradient
+    assert response.code == 400 and b"i-ik_canvas needs bg-<colour>" in response.body
+
+
 @pytest.fixture
 async def photo_node(node_factory, photos, tmp_path):  # noqa: F811
     """A node serving the 12 MP photos from a local folder."""

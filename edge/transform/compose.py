@@ -14,7 +14,7 @@ from . import stopping
 from .colours import RGBA
 from .effects import _with_alpha, apply_look, rounded_corners
 from .fonts import Font
-from .geometry import Source, apply_geometry, check_side, flip, rotate, target_box, with_sizes
+from .geometry import TRANSPARENT, Source, apply_geometry, check_side, flip, rotate, target_box, with_sizes
 from .layers import CANVAS, Layer, Placement, TextStyle, from_far_edge, placed, sized
 from .options import Step
 
@@ -107,15 +107,16 @@ def _blend(base: pyvips.Image, layer: pyvips.Image, x: int, y: int, mode: str | 
 
 def _canvas(layer: Layer, base_width: int, base_height: int, max_side: int,
             draw: Callable[[pyvips.Image, Step], pyvips.Image] | None = None) -> pyvips.Image:
-    """A block of the first step's `bg`, `w`×`h` (fractions of the base; the base's size by default),
-    then that step's look and any further steps."""
+    """A block of the first step's `bg` (transparent without one: a gradient block, whose `e-gradient` is
+    all it shows), `w`×`h` (fractions of the base; the base's size by default), then that step's look
+    and any further steps."""
     base = base_width, base_height
     first, *rest = layer.steps
     first = with_sizes(first, base, base, base)  # a block has no size of its own: iw… are the base's too
     width, height = target_box(first, base_width, base_height)
     width, height = width or base_width, height or base_height
     check_side(width, height, max_side)
-    colour = first.background
+    colour = first.background or TRANSPARENT
     block = (pyvips.Image.black(width, height, bands=4) + list(colour)).cast(pyvips.enums.BandFormat.UCHAR)
     image = block.copy(interpretation=pyvips.enums.Interpretation.SRGB)
     image = apply_look(image, replace(first, background=None))  # its `bg` is the block: rounded corners stay clear

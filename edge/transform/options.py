@@ -635,8 +635,11 @@ def _parse_layer(start: str, body: str) -> Layer:
             own_steps.extend(_parse_step(",".join(rest), {}, False, in_layer=True).steps)
     if source is None:
         raise InvalidTransformation(start, "needs i-<input> or ie-<base64 input>")
-    if source == layer_params.CANVAS and (not own_steps or not isinstance(own_steps[0].background, tuple)):
-        raise InvalidTransformation(start, "i-ik_canvas needs bg-<colour> (a colour, not dominant or blurred)")
+    if source == layer_params.CANVAS and not (own_steps and (isinstance(own_steps[0].background, tuple) or (
+            own_steps[0].background is None and own_steps[0].gradient is not None))):
+        # a colour block, or ImageKit's gradient block (`i-ik_canvas,e-gradient`: the gradient alone)
+        raise InvalidTransformation(start, "i-ik_canvas needs bg-<colour> (a colour, not dominant or blurred) "
+                                           "or e-gradient")
     return Layer(kind, source, Placement(**placement), tuple(own_steps),
                  TextStyle(**text) if kind == "text" else None, alpha)
 
