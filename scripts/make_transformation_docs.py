@@ -440,7 +440,7 @@ SECTIONS = (
             "with its colour at full strength). This differs from ImageKit on one point: there, "
             "`o-50,bg-0000FF30` ignores the `bg`'s opacity and blends on opaque blue whatever the format; "
             "here a PNG, WebP or AVIF output of it keeps the faded image's transparency. `bg-dominant` pads with the image's most common "
-            "colour; `bg-blurred[_<radius>[_<brightness>]]` (brightness −255–255, `N` for minus) pads with "
+            "colour; `bg-blurred[_<radius>[_<brightness>]]` (radius `auto` or 0–100, as in ImageKit; brightness −255–255, `N` for minus) pads with "
             "the image itself, scaled to cover the box and blurred ([ImageKit: dominant and blurred "
             "backgrounds](https://imagekit.io/docs/effects-and-enhancements#dominant-color-background)); "
             "the image's own transparent areas show that blurred backdrop, and the output has no "

@@ -255,3 +255,11 @@ async def test_a_transparent_image_on_blurred_padding_shows_the_backdrop_not_whi
     assert (image.width, image.height, image.bands) == (128, 64, 3)
     assert close(pixel(image, 33, 32), pixel(image, 30, 32), tolerance=8)  # seamless with the padding
     assert pixel(image, 33, 32) != (255, 255, 255)
+
+
+async def test_blurred_padding_takes_a_blur_intensity_of_0(image_node):
+    """ImageKit's blur intensity is `auto` or 0–100: `bg-blurred_0` pads with the image unblurred
+    (it was a 400). card.png's red top-left quadrant scaled to cover 400×100 fills the padding's top left."""
+    _, image = await fetch_image(image_node, "/tr:w-400,h-100,cm-pad_resize,bg-blurred_0/card.png")
+    assert (image.width, image.height) == (400, 100)
+    assert close(pixel(image, 4, 4), RED, 40) and close(pixel(image, 395, 95), YELLOW, 40)

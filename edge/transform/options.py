@@ -313,8 +313,9 @@ def _background(text: str) -> RGBA | str | Blurred:
     if text == "blurred" or text.startswith("blurred_"):
         parts = text.split("_")[1:]
         if len(parts) > 2:
-            raise ValueError("must be blurred[_<radius 1-100>[_<brightness, N for negative, up to 255>]]")
-        radius = _int_range(1, 100)(parts[0]) if parts and parts[0] != "auto" else DEFAULT_BLURRED[0]
+            raise ValueError("must be blurred[_<radius 0-100>[_<brightness, N for negative, up to 255>]]")
+        # ImageKit's blur intensity is `auto` or 0–100 (0: the image scaled to cover, hardly blurred)
+        radius = _int_range(0, 100)(parts[0]) if parts and parts[0] != "auto" else DEFAULT_BLURRED[0]
         brightness = _signed(parts[1], 255) if len(parts) > 1 else DEFAULT_BLURRED[1]
         return Blurred(radius, int(brightness))
     if text.startswith(("gradient_dominant", "genfill")):
