@@ -136,3 +136,13 @@ async def test_look_applies_to_a_chained_step(image_node):
     image = decode(response)
     assert (image.width, image.height) == (100, 50) and image.hasalpha()
     assert pixel(image, 0, 0)[-1] == 0
+
+
+async def test_gradient_directions_towards_a_corner_as_imagekit_writes_them(image_node):
+    """`ld-top_right` (ImageKit's own example, `e-gradient-ld-top_right_from-…`) and the other corners
+    were a 400: the `_` inside the side's name was read as the separator of the gradient's parts.
+    card.png: red top-left, green top-right, blue bottom-left, yellow bottom-right."""
+    _, image = await fetch_image(image_node, "/tr:e-gradient-ld-top_right_from-000000_to-00000000_sp-1,f-png/card.png")
+    assert close(pixel(image, 2, 97), (0, 0, 0), 12) and close(pixel(image, 197, 2), (0, 255, 0), 8)
+    _, other = await fetch_image(image_node, "/tr:e-gradient-ld-bottom_left_from-000000_to-00000000,f-png/card.png")
+    assert close(pixel(other, 197, 2), (0, 0, 0), 12) and close(pixel(other, 2, 97), (0, 0, 255), 8)

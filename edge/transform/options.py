@@ -341,13 +341,19 @@ def _write_signed(value: float) -> str:
 
 
 def _parts(text: str, keys: tuple[str, ...], effect: str) -> dict[str, str]:
-    """`bl-15_st-40` → {bl: 15, st: 40}: the `<key>-<value>` parts of an effect, `_`-separated."""
-    parts = {}
+    """`bl-15_st-40` → {bl: 15, st: 40}: the `<key>-<value>` parts of an effect, `_`-separated. A piece
+    that is no `<key>-` continues the value before it, which may hold a `_` itself: ImageKit's
+    `ld-top_right` (a corner) and `sp-ih_div_2` (an expression)."""
+    parts: dict[str, str] = {}
+    last = None
     for part in filter(None, text.split("_")):
-        key, _, value = part.partition("-")
-        if key not in keys or key in parts:
+        key, dash, value = part.partition("-")
+        if dash and key in keys and key not in parts:
+            parts[key], last = value, key
+        elif not dash and last is not None:
+            parts[last] += f"_{part}"
+        else:
             raise ValueError(f"{effect} takes {', '.join(f'{k}-<value>' for k in keys)}, joined by _")
-        parts[key] = value
     return parts
 
 
