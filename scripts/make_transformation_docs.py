@@ -466,13 +466,15 @@ SECTIONS = (
             "`e-gradient[-ld-<direction>_from-<colour>_to-<colour>_sp-<stop>]`: a linear gradient laid "
             "over the image, `ld` in degrees (CSS's: 180 runs top to bottom) or a side (`top`, "
             "`bottom_left`…), from `from` (default `FFFFFF00`) to `to` (`00000066`, black at 66 %) reached "
-            "at `sp` (a fraction of the way across, or pixels above 1; default 1). Defaults as "
+            "at `sp` (a fraction of the way across, or pixels above 1, or an expression of them, "
+            "`sp-ih_div_2`; default 1). Defaults as "
             "[ImageKit documents them](https://imagekit.io/docs/effects-and-enhancements#shadow---e-shadow).", (
                 Example("w-200,e-shadow-bl-6_st-60_x-4_y-4,f-png", "logo-transparent.png"),
                 Example("w-240,e-gradient", "coffee.jpg"),
                 Example("w-240,e-gradient-ld-90_from-1E3A8A50_to-FFFFFF00_sp-0.6", "coffee.jpg"),
             )),
-    Section("Arithmetic expressions", "`w`, `h`, `ar`, `x`, `y`, `xc`, `yc` and a border's width take ImageKit's expressions "
+    Section("Arithmetic expressions", "`w`, `h`, `ar`, `x`, `y`, `xc`, `yc`, a border's width and a gradient's stop point (`sp`) "
+            "take ImageKit's expressions "
             "([ImageKit](https://imagekit.io/docs/arithmetic-expressions-in-transformations)): values "
             "(numbers or `iw`, `ih`, `iar` — the original's width, height, aspect ratio — and `cw`, `ch`, "
             "`car` — the step's input) joined by `add`, `sub`, `mul`, `div`, `mod`, `pow` (`pow` first, "

@@ -146,3 +146,16 @@ async def test_gradient_directions_towards_a_corner_as_imagekit_writes_them(imag
     assert close(pixel(image, 2, 97), (0, 0, 0), 12) and close(pixel(image, 197, 2), (0, 255, 0), 8)
     _, other = await fetch_image(image_node, "/tr:e-gradient-ld-bottom_left_from-000000_to-00000000,f-png/card.png")
     assert close(pixel(other, 197, 2), (0, 0, 0), 12) and close(pixel(other, 2, 97), (0, 0, 255), 8)
+
+
+async def test_a_gradients_stop_point_may_be_an_expression(image_node):
+    """ImageKit's expression docs list `sp` (`sp-bh_mul_0.75`, `sp-ih_div_2`): evaluated as the stop in
+    pixels, the same image as the number it comes to (it was a 400)."""
+    gradient = "e-gradient-ld-bottom_from-000000_to-00000000_sp"
+    number, image = await fetch_image(image_node, f"/tr:{gradient}-50,f-png/card.png")
+    for expression in ("ch_div_2", "ih_mul_0.5"):  # card.png is 100 px high
+        expressed, _ = await fetch_image(image_node, f"/tr:{gradient}-{expression},f-png/card.png")
+        assert expressed.body == number.body
+    assert close(pixel(image, 5, 1), (0, 0, 0), 12) and close(pixel(image, 5, 60), (0, 0, 255), 2)
+    response, _ = await fetch_image(image_node, f"/tr:{gradient}-ih_sub_ih/card.png", status=400)
+    assert b"sp-ih_sub_ih" in response.body

@@ -436,15 +436,17 @@ def resolved(step: Step, source: Source, original: tuple[int, int], base: tuple[
 EXPRESSION_FIELDS = {"width": ("w", 1e-9, MAX_PIXELS), "height": ("h", 1e-9, MAX_PIXELS),
                      "aspect_ratio": ("ar", 1e-9, MAX_PIXELS), "x": ("x", 0, MAX_PIXELS),
                      "y": ("y", 0, MAX_PIXELS), "x_center": ("xc", 0, MAX_PIXELS),
-                     "y_center": ("yc", 0, MAX_PIXELS), "border": ("b", 0, MAX_BORDER)}
+                     "y_center": ("yc", 0, MAX_PIXELS), "border": ("b", 0, MAX_BORDER),
+                     "gradient": ("sp", 0.01, MAX_PIXELS)}
 
 
 def with_sizes(step: Step, original: tuple[int | None, int | None], current: tuple[int | None, int | None],
                base: tuple[int | None, int | None] | None = None) -> Step:
     """The step's expressions (`EXPRESSION_FIELDS`) evaluated for an original and a step input of
     these sizes (and, in a layer, the base it is drawn on). Where a size is unknown (None), so is a
-    side that an expression gives (None), a position is taken as 0 and a border as the widest: the
-    cost estimate of a URL before its original is read. Raises `BadRequest`."""
+    side that an expression gives (None), a position is taken as 0, a border as the widest and a
+    gradient's stop as the farthest: the cost estimate of a URL before its original is read. Raises
+    `BadRequest`."""
     expressions = {name: expression for name in EXPRESSION_FIELDS
                    if isinstance(expression := _expression_of(step, name), Expression)}
     if not expressions:
@@ -456,7 +458,8 @@ def with_sizes(step: Step, original: tuple[int | None, int | None], current: tup
     for name, expression in expressions.items():
         key, low, high = EXPRESSION_FIELDS[name]
         if known is None or (expression.reads_base and "bw" not in known):
-            result = None if name in ("width", "height", "aspect_ratio") else 0 if name != "border" else high
+            result = None if name in ("width", "height", "aspect_ratio") else 0 if name not in ("border", "gradient") \
+                else high
         else:
             result = evaluated(expression, key, known, low=low, high=high)
         if name == "aspect_ratio":
@@ -465,15 +468,19 @@ def with_sizes(step: Step, original: tuple[int | None, int | None], current: tup
             values[name] = None if result is None else float(max(1, round(result)))
         elif name == "border":  # an expression that comes to no width (`b-ch_mod_5_yellow`): no border
             values[name] = (round(result), step.border[1]) if round(result) else None
+        elif name == "gradient":  # the stop point: a fraction up to 1, else pixels, as a number would be
+            values[name] = (*step.gradient[:3], result)
         else:
             values[name] = round(result)
     return replace(step, **values)
 
 
 def _expression_of(step: Step, name: str) -> object:
-    """The field's value, or a border's width."""
+    """The field's value, a border's width or a gradient's stop point."""
     value = getattr(step, name)
-    return value[0] if name == "border" and value is not None else value
+    if value is None or name not in ("border", "gradient"):
+        return value
+    return value[0] if name == "border" else value[3]
 
 
 def apply_geometry(source: Source, step: Step, max_side: int) -> pyvips.Image:

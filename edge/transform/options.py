@@ -107,8 +107,8 @@ class Step:
     opacity: int = 100
     #: (blur, saturation %, x %, y %)
     shadow: tuple[float, float, float, float] | None = None
-    #: (direction in degrees, from colour, to colour, stop point)
-    gradient: tuple[float, RGBA, RGBA, float] | None = None
+    #: (direction in degrees, from colour, to colour, stop point: an expression until resolved, as `border`'s width)
+    gradient: tuple[float, RGBA, RGBA, float | Expression] | None = None
     #: drawn on the step's result, in order (`l-…,l-end`); see `layers`
     layers: tuple[Layer, ...] = ()
 
@@ -371,17 +371,19 @@ def _write_shadow(shadow: tuple[float, ...]) -> str:
     return "_".join(f"{key}-{_write_signed(value)}" for key, value in zip(SHADOW_DEFAULTS, shadow))
 
 
-def _gradient(text: str) -> tuple[float, RGBA, RGBA, float]:
+def _gradient(text: str) -> tuple[float, RGBA, RGBA, float | Expression]:
     parts = _parts("" if text == "true" else text, ("ld", "from", "to", "sp"), "e-gradient")
     direction, start, end, stop = (parts.get(key, default) for key, default in
                                    zip(("ld", "from", "to", "sp"), GRADIENT_DEFAULTS))
     degrees = GRADIENT_DIRECTIONS[direction] if direction in GRADIENT_DIRECTIONS else _number_range(0, 359)(direction)
-    return float(degrees), parse_colour(start), parse_colour(end), _number_range(0.01, MAX_PIXELS)(stop)
+    # the stop may be an expression (`sp-ih_div_2`, as ImageKit's expression docs list it), like a border's width
+    stop_point = or_expression(_number_range(0.01, MAX_PIXELS))(stop)
+    return float(degrees), parse_colour(start), parse_colour(end), stop_point
 
 
-def _write_gradient(gradient: tuple[float, RGBA, RGBA, float]) -> str:
+def _write_gradient(gradient: tuple[float, RGBA, RGBA, float | Expression]) -> str:
     degrees, start, end, stop = gradient
-    return f"ld-{_write_number(degrees)}_from-{write_colour(start)}_to-{write_colour(end)}_sp-{_write_number(stop)}"
+    return f"ld-{_write_number(degrees)}_from-{write_colour(start)}_to-{write_colour(end)}_sp-{_write_dimension(stop)}"
 
 
 def _border(text: str) -> tuple[int | Expression, RGBA]:
