@@ -380,8 +380,8 @@ SECTIONS = (
                 Example("cm-extract,x-180,y-60,w-160,h-160", "astronaut.jpg"),
                 Example("cm-extract,xc-300,yc-170,w-200,h-120", "coffee.jpg"),
             )),
-    Section("`rt`: rotate", "Clockwise degrees, decimals allowed (`rt-12.5`), any number of them as in ImageKit (`rt-450` = `rt-90`); "
-            "`N` is counter-clockwise (`rt-N90` = `rt-270`). Right "
+    Section("`rt`: rotate", "Clockwise degrees, decimals allowed (`rt-12.5`), any number of them as in "
+            "ImageKit (`rt-450` = `rt-90`); `N` is counter-clockwise (`rt-N90` = `rt-270`). Right "
             "angles are exact; other angles fill the corners with `bg`. `rt-auto` is what always happens "
             "anyway: the EXIF orientation is applied first, to every image.", (
                 Example("w-200,rt-90", "chelsea.jpg"),
@@ -473,8 +473,8 @@ SECTIONS = (
                 Example("w-240,e-gradient", "coffee.jpg"),
                 Example("w-240,e-gradient-ld-90_from-1E3A8A50_to-FFFFFF00_sp-0.6", "coffee.jpg"),
             )),
-    Section("Arithmetic expressions", "`w`, `h`, `ar`, `x`, `y`, `xc`, `yc`, a border's width and a gradient's stop point (`sp`) "
-            "take ImageKit's expressions "
+    Section("Arithmetic expressions", "`w`, `h`, `ar`, `x`, `y`, `xc`, `yc`, a border's width and a "
+            "gradient's stop point (`sp`) take ImageKit's expressions "
             "([ImageKit](https://imagekit.io/docs/arithmetic-expressions-in-transformations)): values "
             "(numbers or `iw`, `ih`, `iar` — the original's width, height, aspect ratio — and `cw`, `ch`, "
             "`car` — the step's input) joined by `add`, `sub`, `mul`, `div`, `mod`, `pow` (`pow` first, "
