@@ -80,7 +80,8 @@ the nested ones.
   corrupt, is a **400** `i-<path>: not an image the node can decode` (not a 422: the base is fine).
 - **Solid colour block** `l-image,i-ik_canvas,bg-<colour>,…,l-end` (the SDK's `solidColor`): `w`×`h`
   (pixels, or fractions of the base; the base's size by default), `al-1`…`al-9` opacity in tenths
-  (ignored when the `bg` colour has its own opacity, `bg-FF000050`, as ImageKit documents), `r`
+  (ignored when the `bg` colour has its own opacity, `bg-FF000050`, or is a colour name, `bg-blue`, as
+  ImageKit documents), `r`
   rounded corners (`r-max`: a circle), through which the base shows. With `e-gradient` and no `bg`
   (`l-image,i-ik_canvas,e-gradient-from-F2559A_to-F27855_ld-top,w-bw,h-bh_div_10,ly-N0,l-end`) it is
   ImageKit's gradient block: the gradient alone, on a transparent block.

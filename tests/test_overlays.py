@@ -153,6 +153,18 @@ async def test_canvas_and_text_layers(node):
     assert ((box[1] > 200) & (box[0] < 60) & (box[2] < 60)).max() == 255  # green shadow
 
 
+async def test_a_colour_block_named_by_a_colour_name_ignores_al(node):
+    """ImageKit's layer docs: "If `bg` is set to a standard color name (e.g. `blue`), then the `al` value
+    is ignored": `bg-red,al-5` is opaque red (it was drawn at 50 %), `bg-FF0000,al-5` half red."""
+    named = await image(node, "/tr:l-image,i-ik_canvas,bg-red,al-5,w-100,h-100,lx-0,ly-0,l-end/base.png")
+    assert near(at(named, 50, 50), RED)
+    hex_colour = await image(node, "/tr:l-image,i-ik_canvas,bg-FF0000,al-5,w-100,h-100,lx-0,ly-0,l-end/base.png")
+    assert all(abs(a - b) <= 10 for a, b in zip(at(hex_colour, 50, 50), (128, 0, 128)))
+    plain = await node.fetch("/tr:l-image,i-ik_canvas,bg-red,w-100,h-100,lx-0,ly-0,l-end/base.png")
+    again = await node.fetch("/tr:l-image,i-ik_canvas,bg-red,al-5,w-100,h-100,lx-0,ly-0,l-end/base.png")
+    assert again.headers["X-Cache"] == "HIT" and again.body == plain.body  # one cache key: al is dropped
+
+
 async def test_a_gradient_block_is_a_canvas_with_e_gradient_and_no_bg(node):
     """ImageKit's "gradient blocks" (effects docs): `l-image,i-ik_canvas,e-gradient,…,l-end` with no `bg`
     is the gradient alone, `w`×`h` (the base's size by default), placed as any layer (it was a 400

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import InvalidTransformation
 from . import faces
 from . import layers as layer_params
-from .colours import RGBA, Blurred, parse_colour, write_colour
+from .colours import CSS_NAMES, RGBA, Blurred, parse_colour, write_colour
 from .expressions import MAX_PIXELS, Expression, is_expression, or_expression
 from .expressions import decimal as _decimal
 from .expressions import expression as _expression
@@ -608,6 +608,7 @@ def _parse_layer(start: str, body: str) -> Layer:
     placement: dict[str, Any] = {}
     text: dict[str, Any] = {}
     alpha = None
+    named_colour = False  # the block's `bg` is a colour name (`bg-blue`): ImageKit then ignores `al`
     own_steps = []
     for step_text in _split_steps(body):  # a layer in it may chain steps of its own
         rest, depth = [], 0
@@ -637,6 +638,8 @@ def _parse_layer(start: str, body: str) -> Layer:
                 elif key == "al" and source == layer_params.CANVAS:
                     alpha = layer_params.TEXT_PARAMS["al"][1](value)
                 else:
+                    if key == "bg" and not own_steps:  # the first step's: the block's colour
+                        named_colour = value.lower() in CSS_NAMES
                     rest.append(param)
             except ValueError as exc:
                 raise InvalidTransformation(param, str(exc)) from None
@@ -649,6 +652,9 @@ def _parse_layer(start: str, body: str) -> Layer:
         # a colour block, or ImageKit's gradient block (`i-ik_canvas,e-gradient`: the gradient alone)
         raise InvalidTransformation(start, "i-ik_canvas needs bg-<colour> (a colour, not dominant or blurred) "
                                            "or e-gradient")
+    if source == layer_params.CANVAS and named_colour:
+        # ImageKit: "If bg is set to a standard color name (e.g. blue), then the al value is ignored"
+        alpha = None
     return Layer(kind, source, Placement(**placement), tuple(own_steps),
                  TextStyle(**text) if kind == "text" else None, alpha)
 
