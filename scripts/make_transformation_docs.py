@@ -61,7 +61,8 @@ the nested ones.
   `@@`, or `ie-<base64 of the path>`), with its own steps (`w`, `h`, `c`, `rt`, `bl`, `r`, `o`, `e-…`, `b`
   … — any step parameter; output parameters such as `f` are a 400 in a layer, except `q`, which
   ImageKit lists for layers and which is accepted and has nothing to do: the base's encode makes the
-  layer's pixels). ImageKit
+  layer's pixels, and `pg-N`, which picks the page or frame of the layer's own original, as ImageKit
+  documents for layers: `l-image,i-banner.gif,pg-3,w-200,l-end`; without it, the first). ImageKit
   trims an overlay image by default (`t-false` to keep its borders); the node does not, and takes
   `t-false` as no trim: add `t-true` to the layer to trim it (its transparent margin, or its borders
   of the top-left pixel's colour). Trimming by default would decode every overlay whole, at its

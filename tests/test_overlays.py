@@ -16,6 +16,7 @@ from edge.config import load_config
 from edge.errors import ConfigError
 from edge.pluginmanager import load_plugins
 from edge.transform.fonts import SHIPPED
+from tests.imagecorpus import ANIMATION_COLOURS, animated_gif
 from tests.nodes import decode, web_config, write_config
 from tests.photos import photos  # noqa: F401 - fixture
 from tests.servers import HTTPOrigin
@@ -41,7 +42,8 @@ def files() -> dict[str, bytes]:
             "padded.png": solid(30, 30, RED, alpha=255).draw_rect([0, 0, 0, 255], 0, 0, 8, 30, fill=True)
                                                        .embed(20, 20, 70, 70).pngsave_buffer(),
             "brand/mark.png": solid(20, 20, GREEN).pngsave_buffer(),
-            "page.png": b"<html>not an image</html>"}
+            "page.png": b"<html>not an image</html>",
+            "anim.gif": animated_gif(5)}
 
 
 def sdk_path(src: str, transformation: list[dict], position: str = "path") -> str:
@@ -151,6 +153,20 @@ async def test_canvas_and_text_layers(node):
     box = outlined.crop(0, 0, 120, 90)
     assert ((box[0] > 200) & (box[1] < 60) & (box[2] < 60)).max() == 255  # red outline
     assert ((box[1] > 200) & (box[0] < 60) & (box[2] < 60)).max() == 255  # green shadow
+
+
+async def test_pg_picks_the_frame_of_an_image_layer(node):
+    """ImageKit's layer docs list `pg` for image layers (`l-image,i-layout.psd,pg-3,…,l-end`: a page or
+    frame of a multi-page overlay, the first without it); it was a 400 "an output parameter has no
+    effect in a layer". anim.gif: 32×32 frames of one colour each."""
+    for page, colour in ((None, ANIMATION_COLOURS[0]), (3, ANIMATION_COLOURS[2]), (4, ANIMATION_COLOURS[3])):
+        pg = f"pg-{page}," if page else ""
+        drawn = await image(node, f"/tr:l-image,i-anim.gif,{pg}w-64,lx-0,ly-0,l-end/base.png")
+        assert near(at(drawn, 30, 30), list(colour)) and near(at(drawn, 100, 100), BLUE), page
+    response = await node.fetch("/tr:l-image,i-anim.gif,pg-9,l-end/base.png")
+    assert (response.code, response.body) == (400, b"invalid transformation: pg-9: the layer's source has 5 page(s)\n")
+    response = await node.fetch("/tr:l-image,i-ik_canvas,bg-red,pg-2,l-end/base.png")
+    assert response.code == 400 and b"pg-2" in response.body  # a colour block has no pages
 
 
 async def test_a_colour_block_named_by_a_colour_name_ignores_al(node):

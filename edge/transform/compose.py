@@ -18,9 +18,9 @@ from .geometry import TRANSPARENT, Source, apply_geometry, check_side, flip, rot
 from .layers import CANVAS, Layer, Placement, TextStyle, from_far_edge, placed, sized
 from .options import Step
 
-#: `image_of(path, steps, base)`: an overlay original rendered with its own steps for a base of this
-#: size, and its original's size
-LayerImage = Callable[[str, tuple[Step, ...], tuple[int, int]], tuple[pyvips.Image, tuple[int, int]]]
+#: `image_of(path, steps, base, page)`: an overlay original (its page `pg-N`, else the first) rendered with
+#: its own steps for a base of this size, and its original's size
+LayerImage = Callable[[str, tuple[Step, ...], tuple[int, int], int | None], tuple[pyvips.Image, tuple[int, int]]]
 _TYPOGRAPHY_TAGS = {"b": "b", "i": "i", "strikethrough": "s"}
 #: the largest side of a Cairo surface, on which Pango draws a text layer
 _CAIRO_MAX_SIDE = 32767
@@ -44,7 +44,7 @@ def draw_layers(base: pyvips.Image, layers: tuple[Layer, ...], image_of: LayerIm
             drawn = _canvas(layer, *size, max_side, draw)
             original = drawn.width, drawn.height
         else:
-            drawn, original = image_of(layer.input, layer.steps, size)
+            drawn, original = image_of(layer.input, layer.steps, size, layer.page)
         placement = placed(layer.placement, size, (drawn.width, drawn.height), original)
         base = _blend(base, _srgba(drawn), *_origin(placement, base, drawn), placement.mode)
     if not had_alpha and not any(layer.placement.mode in ("cutter", "cutout") for layer in layers):

@@ -205,6 +205,8 @@ class Layer:
     text: TextStyle | None = None
     #: `al-1`…`al-9` on a canvas
     alpha: int | None = None
+    #: `pg-N` on an image layer: that page (frame) of a multi-page original, 1-based; the first without it
+    page: int | None = None
 
     @property
     def fetches(self) -> bool:

@@ -608,6 +608,7 @@ def _parse_layer(start: str, body: str) -> Layer:
     placement: dict[str, Any] = {}
     text: dict[str, Any] = {}
     alpha = None
+    page = None
     named_colour = False  # the block's `bg` is a colour name (`bg-blue`): ImageKit then ignores `al`
     own_steps = []
     for step_text in _split_steps(body):  # a layer in it may chain steps of its own
@@ -637,6 +638,9 @@ def _parse_layer(start: str, body: str) -> Layer:
                     raise ValueError("not a parameter of a text layer")
                 elif key == "al" and source == layer_params.CANVAS:
                     alpha = layer_params.TEXT_PARAMS["al"][1](value)
+                elif key == "pg" and source not in (None, layer_params.CANVAS):
+                    # an image layer's page or frame (ImageKit lists `pg` for layers), not the output's
+                    page = PARAMS["pg"].parse(value)
                 else:
                     if key == "bg" and not own_steps:  # the first step's: the block's colour
                         named_colour = value.lower() in CSS_NAMES
@@ -656,7 +660,7 @@ def _parse_layer(start: str, body: str) -> Layer:
         # ImageKit: "If bg is set to a standard color name (e.g. blue), then the al value is ignored"
         alpha = None
     return Layer(kind, source, Placement(**placement), tuple(own_steps),
-                 TextStyle(**text) if kind == "text" else None, alpha)
+                 TextStyle(**text) if kind == "text" else None, alpha, page)
 
 
 def _write_layer(layer: Layer) -> str:
@@ -669,6 +673,8 @@ def _write_layer(layer: Layer) -> str:
                   if getattr(layer.text, name) != getattr(layer_params.TextStyle(), name)]
     if layer.alpha is not None:
         parts.append(f"al-{layer.alpha}")
+    if layer.page is not None:
+        parts.append(f"pg-{layer.page}")
     parts += [":".join(_canonical(step, DEFAULT_STEP) for step in layer.steps)]
     return ",".join(filter(None, (*parts, LAYER_END)))
 

@@ -302,9 +302,14 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
     """Draws a step's layers; an image layer is its original rendered with the layer's own steps,
     once per render (an animation's frames share it, so it is made in memory)."""
     @functools.cache
-    def image_of(path: str, steps: tuple[Step, ...], base: tuple[int, int]) -> tuple[pyvips.Image, tuple[int, int]]:
+    def image_of(path: str, steps: tuple[Step, ...], base: tuple[int, int],
+                 page: int | None = None) -> tuple[pyvips.Image, tuple[int, int]]:
         header = headers[path]
-        source = _still_source(overlays[path], header, keep_profile=False)
+        if page is not None and page > header.frames:
+            raise InvalidTransformation(f"pg-{page}", f"the layer's source has {header.frames} page(s)")
+        # `pg-N`: that page or frame (`pg-1` of a single-page source is the source, as for the base)
+        source = _page_source(overlays[path], page, False, limits) if page and header.frames > 1 else \
+            _still_source(overlays[path], header, keep_profile=False)
         try:  # made here, whole: a failure is the layer's (its original or its steps), not the base's
             drawn = _render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side, draw, base=base)
             return in_memory(drawn), (header.width, header.height)
