@@ -43,7 +43,8 @@ VALUES = {
     "x": integers, "y": integers, "xc": integers, "yc": integers,
     "z": st.sampled_from(["0.5", "1", "1.5", "2", "11"]),
     "t": st.one_of(st.just("true"), st.integers(0, 100).map(str)),
-    "rt": st.one_of(st.sampled_from(["auto", "N90", "N180", "N270", "N12.5"]), st.integers(0, 400).map(str), numbers),
+    "rt": st.one_of(st.sampled_from(["auto", "N90", "N180", "N270", "N12.5", "N450"]), st.integers(0, 800).map(str),
+                    numbers),
     "fl": st.sampled_from(options.FLIPS + ("v_h",)),
     "bl": st.one_of(st.integers(0, 101).map(str), numbers),
     "e-grayscale": st.sampled_from(["", "true"]),
@@ -58,7 +59,7 @@ VALUES = {
                       "y": st.sampled_from(["N3", "2.5"])}).map(lambda d: "_".join(f"{k}-{v}" for k, v in d.items()))),
     "e-gradient": st.one_of(st.sampled_from(["", "true"]), st.fixed_dictionaries(
         {}, optional={"ld": st.sampled_from(["top", "bottom_left", "45", "360"]), "from": colours, "to": colours,
-                      "sp": st.sampled_from(["0.5", "1", "20", "0"])}).map(
+                      "sp": st.one_of(st.sampled_from(["0.5", "1", "20", "0"]), expressions)}).map(
         lambda d: "_".join(f"{k}-{v}" for k, v in d.items()))),
     "pg": st.integers(0, 1001).map(str),
     "b": st.tuples(st.integers(0, 20).map(str), colours).map("_".join),
