@@ -58,7 +58,7 @@ dress), and its `bw`, `bh`, `bar` are that layer's size; a fourth level is a 400
 the nested ones.
 
 - **Image** `l-image,i-<path>,…,l-end`: an image from the same endpoint's origins (`/` written as
-  `@@`, or `ie-<base64 of the path>`), with its own steps (`w`, `h`, `c`, `rt`, `bl`, `r`, `o`, `e-…`, `b`
+  `@@`, or `ie-<base64 of the path>`; given both, `i-` is ignored, as ImageKit does), with its own steps (`w`, `h`, `c`, `rt`, `bl`, `r`, `o`, `e-…`, `b`
   … — any step parameter; output parameters such as `f` are a 400 in a layer, except `q`, which
   ImageKit lists for layers and which is accepted and has nothing to do: the base's encode makes the
   layer's pixels, and `pg-N`, which picks the page or frame of the layer's own original, as ImageKit

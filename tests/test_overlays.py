@@ -155,6 +155,17 @@ async def test_canvas_and_text_layers(node):
     assert ((box[1] > 200) & (box[0] < 60) & (box[2] < 60)).max() == 255  # green shadow
 
 
+async def test_ie_wins_over_i_in_one_layer(node):
+    """ImageKit's layer docs: "In case both i and ie are present, i is ignored" (it was a 400 "one i- or
+    ie- per layer"); the same key twice stays a 400."""
+    both = await image(node, "/tr:l-image,i-missing.png,ie-bG9nby5wbmc=,lx-0,ly-0,l-end/base.png")  # logo.png
+    assert near(at(both, 5, 5), RED) and near(at(both, 60, 60), BLUE)
+    after = await image(node, "/tr:l-image,ie-bG9nby5wbmc=,i-missing.png,lx-0,ly-0,l-end/base.png")
+    assert near(at(after, 5, 5), RED)
+    response = await node.fetch("/tr:l-image,i-logo.png,i-padded.png,l-end/base.png")
+    assert response.code == 400 and b"one i- or ie- per layer" in response.body
+
+
 async def test_pg_picks_the_frame_of_an_image_layer(node):
     """ImageKit's layer docs list `pg` for image layers (`l-image,i-layout.psd,pg-3,…,l-end`: a page or
     frame of a multi-page overlay, the first without it); it was a 400 "an output parameter has no

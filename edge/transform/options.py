@@ -605,6 +605,7 @@ def _parse_layer(start: str, body: str) -> Layer:
     if kind not in layer_params.KINDS:
         raise InvalidTransformation(start, "not supported: layers are l-image or l-text")
     source: str | None = None
+    source_key = None  # `i` or `ie`: with both, ImageKit ignores `i`
     placement: dict[str, Any] = {}
     text: dict[str, Any] = {}
     alpha = None
@@ -621,9 +622,10 @@ def _parse_layer(start: str, body: str) -> Layer:
             key, value = _split(param)
             try:
                 if key in layer_params.INPUT_KEYS:
-                    if source is not None:
+                    if source_key == key:
                         raise ValueError("one i- or ie- per layer")
-                    source = layer_params.read_input(key, value, kind)
+                    if source_key != "ie":  # "In case both i and ie are present, i is ignored" (ImageKit)
+                        source, source_key = layer_params.read_input(key, value, kind), key
                 elif param in layer_params.UNSUPPORTED or key in layer_params.UNSUPPORTED:
                     raise ValueError(layer_params.UNSUPPORTED.get(param) or layer_params.UNSUPPORTED[key])
                 elif key in layer_params.PLACEMENT_PARAMS:
