@@ -542,7 +542,11 @@ SECTIONS = (
             "parameters in the same step override the definition's. An unknown name is a 400. An "
             "endpoint with `named_only = true` accepts nothing else (but from URLs signed with its "
             "`private_key`: see [signed-urls.md](signed-urls.md)). The expansion is the cache key: "
-            "`n-thumb` and `w-200,h-200,c-at_max` are one entry.", (
+            "`n-thumb` and `w-200,h-200,c-at_max` are one entry. Leaving ImageKit: its upload and list "
+            "APIs answer every file with a `thumbnailUrl` in its own named transformation, "
+            "`tr:n-ik_ml_thumbnail/…`, which applications often store; ImageKit documents no definition "
+            "for it, so the node has none: define `ik_ml_thumbnail` (and your dashboard's names) in "
+            "`[named_transformations]`, else those URLs are a 400.", (
                 Example("n-thumb", "coffee.jpg"),
                 Example("n-thumb,rt-90", "coffee.jpg"),
             )),
