@@ -169,6 +169,20 @@ def test_the_limits_must_leave_room_to_render(tmp_path, limits, message):
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize("transformation, size", [
+    ("w-81,h-1971,c-at_max:w-1005", (1005, 670)),  # 81×54 in a tall box, then 1005 px wide
+    ("w-81,h-1971,c-at_max_enlarge:w-1005", (1005, 670)),
+    ("w-81,h-1971,c-at_max:w-cw_mul_10", (810, 540)),
+    ("w-8000,h-1000,c-maintain_ratio_no_enlarge:w-cw_mul_1.5", (6360, 1500)),  # the photo's 4240 px, not 8000
+    ("w-300,h-300,c-at_least,cm-pad_resize:w-cw_mul_20", (6000, 6000)),  # padded to the box: c- has no say
+])
+def test_the_size_a_fit_makes_is_what_the_next_step_resizes(photos, transformation, size):
+    """The budget's estimate of a step that fits the image in a box is the fit, not the box: a later step
+    scaling the box's shape was refused as over the output limit (400) though it made a small image."""
+    rendered = render_image(photos.read(photos.jpeg), parse_transformation(transformation), "jpg", Defaults(), Limits())
+    assert (rendered.width, rendered.height) == size
+
+
 def test_a_full_size_rotation_is_held_to_the_output_side_before_it_is_decoded(photos):
     """Turning needs the image in memory: one over `max_output_side` is refused, not decoded."""
     limits = Limits(max_output_side=4000)

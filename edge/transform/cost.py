@@ -290,12 +290,20 @@ def step_output(step: Step, size: Size) -> Size:
             elif step.crop == "enlarge_to_fit":
                 scale = max(scale, 1.0)
             box_w, box_h = max(1, round(width * scale)), max(1, round(height * scale))
-        elif box_w is not None and box_h is not None and width and height \
-                and step.crop in ("at_least", "enlarge_to_fit"):
-            # `enlarge_to_fit` keeps an image larger than the box at its own size
-            scale = max(box_w / width, box_h / height) if step.crop == "at_least" else \
-                max(min(box_w / width, box_h / height), 1.0)
+        elif box_w is not None and box_h is not None and width and height and not step.pads \
+                and step.crop in ("at_least", "enlarge_to_fit", "at_max", "at_max_enlarge") \
+                and (step.trim is None or step.crop in ("at_least", "enlarge_to_fit")):
+            # a fit inside the box keeps the input's aspect ratio, not the box's, and the next step resizes
+            # that: `w-81,h-1971,c-at_max:w-1005` on a 4240×2832 photo makes 1005×670, not 1005×24454 (the
+            # box, taken for the output, made it a 400 "output too large"). A trimmed input may be smaller
+            # and of another shape: its `at_max` fit is only known to lie within the box. A padding is the box.
+            fit = min(box_w / width, box_h / height)
+            scale = {"at_least": max(box_w / width, box_h / height), "enlarge_to_fit": max(fit, 1.0),
+                     "at_max": min(fit, 1.0), "at_max_enlarge": fit}[step.crop]
             box_w, box_h = max(1, round(width * scale)), max(1, round(height * scale))
+        elif box_w is not None and box_h is not None and width and height and not step.pads \
+                and step.crop == "maintain_ratio_no_enlarge":  # the box, cut to the image where it is larger
+            box_w, box_h = min(box_w, width), min(box_h, height)
         width, height = box_w, box_h
     if step.rotation % 180 == 90:
         width, height = height, width
