@@ -75,6 +75,9 @@ JPEG_CASES = [
     ("w-300,b-10_00FF00", (320, 220), "jpg", None),
     ("w-300:b-cw_mul_0.05_00FF00", (330, 230), "jpg", None),  # 5 % of the step's input, 300 px: 15 px
     ("w-300,o-50,f-png", (300, 200), "png", "top_left"),
+    # the shadow is the alpha shifted down or up: rows far apart, out of order for a streamed decode
+    ("w-2000,r-50,e-shadow-y-50,f-webp", (2000, 1336), "webp", "top_left"),
+    ("w-2000,r-50,e-shadow-bl-15_st-80_x-N10_y-N40,f-webp", (2000, 1336), "webp", "top_left"),
     ("w-1000:rt-90:w-300", (300, 449), "jpg", "top_right"),
     ("w-300,f-png", (300, 200), "png", "top_left"),
     ("w-300,f-webp", (300, 200), "webp", "top_left"),
@@ -107,6 +110,7 @@ PNG_CASES = [
     ("w-1000,bl-100,e-grayscale", (1000, 668), "png", None),
     ("w-300,e-contrast,e-sharpen,e-usm-2-2-0.8-0.024", (300, 200), "png", "top_left"),
     ("w-300,r-max,b-5_00FF00,o-50", (310, 210), "png", None),
+    ("w-2000,r-50,e-shadow-y-N30,f-webp", (2000, 1336), "webp", "top_left"),
     ("w-300:b-ch_div_40_00FF00", (310, 210), "png", None),
     ("w-300,q-50,f-webp,lo-true,md-true,cp-true", (300, 200), "webp", "top_left"),
     ("w-300,pr-true", (300, 200), "png", "top_left"),

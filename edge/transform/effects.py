@@ -152,11 +152,16 @@ def shadow(image: pyvips.Image, blur_level: float, saturation: float, x_percent:
     percentage of the size, under the image (on the same canvas: an opaque image hides it)."""
     if not image.hasalpha():
         return image
+    dx, dy = round(image.width * x_percent / 100), round(image.height * y_percent / 100)
+    if dy:
+        # the shadow's row y is the alpha's row y - dy: the image is read at two places that far apart,
+        # out of order for a streamed decode ("out of order read": `w-2000,r-50,e-shadow-y-50` on a 12 MP
+        # JPEG was a 422 blaming the original). In memory, at the step's (shrunk) size, as a rotation does
+        image = in_memory(image)
     image = _srgb_alpha(image)
     alpha = image.extract_band(3).cast(pyvips.enums.BandFormat.FLOAT)
     if blur_level > 0:
         alpha = alpha.gaussblur(blur_level)
-    dx, dy = round(image.width * x_percent / 100), round(image.height * y_percent / 100)
     alpha = alpha.embed(dx, dy, image.width, image.height)  # shifted; black (transparent) where it left
     return _over(_layer((0, 0, 0, round(saturation / 100 * 255)), alpha), image)
 
