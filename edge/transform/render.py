@@ -240,7 +240,17 @@ def _page_source(body: bytes, page: int, keep_profile: bool, limits: Limits) -> 
     image = image.autorot()
     if keep_profile is False and image.get_typeof("icc-profile-data"):
         image = image.icc_transform("srgb", embedded=True)
-    return Source.of_image(image)
+    return Source.of_image(_eight_bit(image, keep_profile))
+
+
+def _eight_bit(image: pyvips.Image, keep_profile: bool) -> pyvips.Image:
+    """8-bit sRGB (or greyscale), as `thumbnail` makes the still sources: the effects, paddings, borders
+    and alpha arithmetic work in 0-255 (`bg-00FF00` on a page of a 16-bit TIFF was a black border, `o-50`
+    made it wholly transparent). An 8-bit image under `cp-true` keeps its colour space for its profile."""
+    srgb, grey = pyvips.enums.Interpretation.SRGB, pyvips.enums.Interpretation.B_W
+    if image.format == pyvips.enums.BandFormat.UCHAR and (keep_profile or image.interpretation in (srgb, grey)):
+        return image
+    return image.colourspace(srgb if image.bands >= 3 else grey)
 
 
 def _frames(body: bytes, header: ImageHeader, keep_profile: bool) -> tuple[pyvips.Image, list[Source]]:
@@ -248,6 +258,7 @@ def _frames(body: bytes, header: ImageHeader, keep_profile: bool) -> tuple[pyvip
     strip = stopping.watch(pyvips.Image.new_from_source(_read_in_place(body), "", n=-1, fail_on=_FAIL_ON))
     if header.has_profile and not keep_profile:
         strip = strip.icc_transform("srgb", embedded=True)
+    strip = _eight_bit(strip, keep_profile)
     height = strip.height // header.frames
     return strip, [Source.of_image(strip.crop(0, i * height, strip.width, height)) for i in range(header.frames)]
 
