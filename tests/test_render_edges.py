@@ -295,3 +295,13 @@ def test_a_page_of_a_16_bit_tiff_takes_colours_and_opacity_as_8_bit_sources_do(t
         assert values[3] == expected
     else:
         assert all(abs(a - b) < 8 for a, b in zip(values[:3], expected)), values
+
+
+def test_a_page_of_a_cmyk_tiff_without_a_profile_takes_bg_colours_as_srgb():
+    page = pyvips.Image.new_from_buffer(imagecorpus.photo_jpeg(400, 300), "").colourspace("cmyk")
+    strip = pyvips.Image.arrayjoin([page] * 2, across=1).copy(interpretation="cmyk")
+    strip.set_type(pyvips.GValue.gint_type, "page-height", 300)
+    rendered = render_image(strip.tiffsave_buffer(keep="none"), parse_transformation("pg-2,b-20_00FF00,f-png"), "png",
+                            Defaults(), Limits())
+    corner = pyvips.Image.new_from_buffer(rendered.body, "").getpoint(5, 5)
+    assert [round(v) for v in corner[:3]] == [0, 255, 0]  # was [39, 24, 39]: the colour's values taken as CMYK
