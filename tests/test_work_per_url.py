@@ -175,10 +175,13 @@ def test_the_limits_must_leave_room_to_render(tmp_path, limits, message):
     ("w-81,h-1971,c-at_max:w-cw_mul_10", (810, 540)),
     ("w-8000,h-1000,c-maintain_ratio_no_enlarge:w-cw_mul_1.5", (6360, 1500)),  # the photo's 4240 px, not 8000
     ("w-300,h-300,c-at_least,cm-pad_resize:w-cw_mul_20", (6000, 6000)),  # padded to the box: c- has no say
+    ("cm-extract,x-3000:h-6000", (2627, 6000)),  # x to the right edge: 1240 px wide, not the photo's 4240
+    ("cm-extract,x-3000,y-1000:h-6000", (4061, 6000)),  # 1240×1832
 ])
-def test_the_size_a_fit_makes_is_what_the_next_step_resizes(photos, transformation, size):
-    """The budget's estimate of a step that fits the image in a box is the fit, not the box: a later step
-    scaling the box's shape was refused as over the output limit (400) though it made a small image."""
+def test_the_size_a_step_makes_is_what_the_next_step_resizes(photos, transformation, size):
+    """The budget's estimate of a step that fits the image in a box is the fit, not the box, and of an
+    extract without w or h the region to the far edge, not the whole image: a later step scaling that
+    shape was refused as over the output limit (400) though it made a small image."""
     rendered = render_image(photos.read(photos.jpeg), parse_transformation(transformation), "jpg", Defaults(), Limits())
     assert (rendered.width, rendered.height) == size
 

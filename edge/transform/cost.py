@@ -279,6 +279,8 @@ def step_output(step: Step, size: Size) -> Size:
     width, height = size
     box_w, box_h = _box(step, size)
     if step.extracts or (step.width is None and step.height is None and step.aspect_ratio is None):
+        if step.extracts and width and height:  # without w or h, the region runs from x or y to the far edge
+            box_w, box_h = box_w or max(1, width - (step.x or 0)), box_h or max(1, height - (step.y or 0))
         width, height = box_w or width, box_h or height
         if step.crop_mode == "pad_extract_no_shrink":
             width, height = max(width or 0, size[0] or 0) or None, max(height or 0, size[1] or 0) or None
