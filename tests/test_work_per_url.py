@@ -177,11 +177,15 @@ def test_the_limits_must_leave_room_to_render(tmp_path, limits, message):
     ("w-300,h-300,c-at_least,cm-pad_resize:w-cw_mul_20", (6000, 6000)),  # padded to the box: c- has no say
     ("cm-extract,x-3000:h-6000", (2627, 6000)),  # x to the right edge: 1240 px wide, not the photo's 4240
     ("cm-extract,x-3000,y-1000:h-6000", (4061, 6000)),  # 1240×1832
+    # cut by a layer: to a colour block 100 px wide (its height the base's, or half of it)
+    ("w-4000,l-image,i-ik_canvas,bg-FF0000,w-100,lm-cutter,l-end:h-6000", (225, 6000)),
+    ("w-4000,l-image,i-ik_canvas,bg-FF0000,w-100,h-0.5,lm-cutter,l-end:h-6000", (449, 6000)),
 ])
 def test_the_size_a_step_makes_is_what_the_next_step_resizes(photos, transformation, size):
-    """The budget's estimate of a step that fits the image in a box is the fit, not the box, and of an
-    extract without w or h the region to the far edge, not the whole image: a later step scaling that
-    shape was refused as over the output limit (400) though it made a small image."""
+    """The budget's estimate of a step that fits the image in a box is the fit, not the box, of an
+    extract without w or h the region to the far edge, not the whole image, and of a step an `lm-cutter`
+    layer cuts the layer's box: a later step scaling that shape was refused as over the output limit
+    (400) though it made a small image."""
     rendered = render_image(photos.read(photos.jpeg), parse_transformation(transformation), "jpg", Defaults(), Limits())
     assert (rendered.width, rendered.height) == size
 

@@ -217,8 +217,26 @@ def _steps_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size]
             cost += FACE_SEARCH
         if step.pads and isinstance(step.background, Blurred):
             cost += _megapixels(output) * BLURRED_WEIGHT + BLURRED_FRAME
-        size = output
+        size = _cut_by_layers(step.layers, output, overlays)
     return cost, size
+
+
+def _cut_by_layers(layers: tuple[Layer, ...], size: Size, overlays: dict[str, Size]) -> Size:
+    """The step's result once `lm-cutter` layers have cut it to their box (as far as it lies on the
+    base: at most the layer's size). A colour block 100 px wide cutting a 4000×2672 result leaves it
+    100 px wide: a next `h-6000` makes 225×6000, not 8982×6000 (a 400, output too large)."""
+    for layer in layers:
+        if layer.placement.mode != "cutter" or layer.text is not None or None in size:
+            continue
+        if layer.input == CANVAS:  # its first step's w×h (of the base; the base's size by default)
+            first = with_sizes(layer.steps[0], size, size, size)
+            block = target_box(first, *size)
+            drawn = _steps_cost(layer.steps[1:], (block[0] or size[0], block[1] or size[1]), overlays, size)[1]
+        else:
+            drawn = _steps_cost(layer.steps or (DEFAULT_STEP,), overlays.get(layer.input, (None, None)), overlays,
+                                size)[1]
+        size = tuple(min(side, cut) if cut else side for side, cut in zip(size, drawn))
+    return size
 
 
 def _layer_cost(layer: Layer, base: Size, overlays: dict[str, Size]) -> float:
