@@ -149,7 +149,8 @@ def _geometry(rng: random.Random, p: Picture) -> tuple[str, Picture]:
     """A resize, crop, pad or extract of `p`, and what it makes."""
     w, h = p.width, p.height
     kind = rng.choice(["none", "none", "none", "w", "h", "at_max", "force", "cover", "at_least", "pad", "extract",
-                       "dpr", "ar", "extract_corner", "extract_corner", "zoom", "no_enlarge", "pad_extract"])
+                       "dpr", "ar", "extract_corner", "extract_corner", "zoom", "no_enlarge", "pad_extract",
+                       "extract_open"])
     big = lambda side: rng.randint(max(16, side // 8), max(16, min(side, 3000)))  # noqa: E731
     if kind == "w":
         n = big(w)
@@ -187,6 +188,9 @@ def _geometry(rng: random.Random, p: Picture) -> tuple[str, Picture]:
         return f"cm-pad_extract,x-{x},y-{y},w-{bw},h-{bh},bg-00FF00", drawn(region, "green", *(
             rect for rect in ((-1, -1, inside[0], bh + 1), (inside[2], -1, bw + 1, bh + 1), (-1, -1, bw + 1, inside[1]),
                               (-1, inside[3], bw + 1, bh + 1)) if rect[2] > rect[0] + 1 and rect[3] > rect[1] + 1))
+    if kind == "extract_open":  # no w or h: the region runs from x or y to the far edge
+        x, y = rng.randint(0, w - 1), rng.randint(0, h - 1)
+        return f"cm-extract,x-{x},y-{y}", moved(p, -x, -y, w - x, h - y)
     if kind == "zoom":  # z- zooms into the cover crop: the box holds 1/z of what it would
         z, focus = rng.choice([1.5, 2, 3]), rng.choice(["top_left", "bottom_right", "center"])
         return f"w-{bw},h-{bh},z-{z},fo-{focus}", _cover(p, bw, bh, focus, z)
@@ -258,11 +262,14 @@ def _step(rng: random.Random, p: Picture, last: bool) -> tuple[str, Picture]:
     elif effect:
         parts.append(effect)
         p = replace(p, stretched=p.stretched or effect == "e-contrast")
-    layer = rng.choice([None, None, "block", "logo", "text"])
+    layer = rng.choice([None, None, "block", "logo", "text", "cutter"])
     side = min(p.width, p.height, rng.randint(8, 400))
     if layer == "block":
         parts.append(f"l-image,i-ik_canvas,bg-00FF00,w-{side},h-{side},lx-N0,ly-N0,l-end")
         p = drawn(p, "green", (p.width - side, p.height - side, p.width + 1, p.height + 1))
+    elif layer == "cutter":  # the result cut to a block in its bottom-right corner
+        parts.append(f"l-image,i-ik_canvas,bg-00FF00,w-{side},h-{side},lx-N0,ly-N0,lm-cutter,l-end")
+        p = moved(p, side - p.width, side - p.height, side, side)
     elif layer == "logo":  # the logo is square; turned or not, it lies in the corner's square
         parts.append(f"l-image,i-logo.png,w-{side},{rng.choice(['rt-90,', 'fl-v,', ''])}lx-N0,ly-N0,l-end")
         p = drawn(p, None, (p.width - side, p.height - side, p.width + 1, p.height + 1))
