@@ -305,3 +305,26 @@ def test_a_page_of_a_cmyk_tiff_without_a_profile_takes_bg_colours_as_srgb():
                             Defaults(), Limits())
     corner = pyvips.Image.new_from_buffer(rendered.body, "").getpoint(5, 5)
     assert [round(v) for v in corner[:3]] == [0, 255, 0]  # was [39, 24, 39]: the colour's values taken as CMYK
+
+
+# -- trimming an animation -----------------------------------------------------------------------------
+
+def moving_square_gif() -> bytes:
+    """Three 400x300 white frames, a red square (or bar) in another place on each."""
+    frames = [(pyvips.Image.black(400, 300, bands=3) + 255).draw_rect([255, 0, 0], x, y, w, h, fill=True)
+              for x, y, w, h in ((10, 10, 50, 50), (100, 50, 150, 30), (200, 100, 40, 120))]
+    strip = pyvips.Image.arrayjoin([frame.cast("uchar") for frame in frames], across=1).copy(interpretation="srgb")
+    strip.set_type(pyvips.GValue.gint_type, "page-height", 300)
+    strip.set_type(pyvips.GValue.array_int_type, "delay", [100, 100, 100])
+    return strip.gifsave_buffer()
+
+
+@pytest.mark.parametrize("tr, planned", [("t-true", "gif"), ("t-true,f-webp", "webp")])
+def test_an_animation_is_trimmed_by_one_box_for_every_frame(tr, planned):
+    """The box that holds the square wherever it is (10,10 to 250,220): each frame trimmed alone was
+    stretched to the first one's 50x50, all three frames one red square, the motion lost."""
+    rendered = render_image(moving_square_gif(), parse_transformation(tr), planned, Defaults(), Limits())
+    image = pyvips.Image.new_from_buffer(rendered.body, "", n=-1)
+    assert (rendered.width, rendered.height) == (240, 210) and image.get("n-pages") == 3
+    red = [round((image.crop(0, 210 * page, 240, 210)[1] < 90).avg() / 255, 2) for page in range(3)]
+    assert red == [round(w * h / (240 * 210), 2) for w, h in ((50, 50), (150, 30), (40, 120))]

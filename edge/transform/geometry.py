@@ -374,14 +374,21 @@ def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
 
 def trim(image: pyvips.Image, threshold: int) -> pyvips.Image:
     """`t`: cut away borders of the top-left pixel's colour (within `threshold`), or, when that pixel
-    is transparent, the transparent borders.
+    is transparent, the transparent borders (`trim_box`)."""
+    image = in_memory(image)
+    box = trim_box(image, threshold)
+    return image if box is None else image.crop(*box)
+
+
+def trim_box(image: pyvips.Image, threshold: int) -> tuple[int, int, int, int] | None:
+    """The box (left, top, width, height) that `t` keeps of `image` (in memory), None for the whole of
+    it (a uniform image, or one too thin to search).
 
     libvips' trim smooths with a median filter that costs about 0.6 CPU-s per megapixel, so on a
     larger image the box is found on a copy shrunk to about `_SEARCH_PIXELS` and scaled back
     outwards: it keeps at most `shrink - 1` pixels of border, and never cuts into the content."""
     if min(image.width, image.height) < 3:  # libvips' trim filters with a 3×3 window
-        return image
-    image = in_memory(image)
+        return None
     shrink = max(1, math.isqrt(image.width * image.height // _SEARCH_PIXELS))
     search = image.shrink(shrink, shrink) if shrink > 1 else image
     if min(search.width, search.height) < 3:  # a long thin strip: search the whole of it
@@ -394,10 +401,10 @@ def trim(image: pyvips.Image, threshold: int) -> pyvips.Image:
         corner = search.flatten() if search.hasalpha() else search
     left, top, width, height = corner.find_trim(threshold=threshold, background=corner.getpoint(0, 0))
     if width == 0 or height == 0:  # a uniform image: nothing to keep but itself
-        return image
+        return None
     right = image.width if left + width == search.width else (left + width) * shrink
     bottom = image.height if top + height == search.height else (top + height) * shrink
-    return image.crop(left * shrink, top * shrink, right - left * shrink, bottom - top * shrink)
+    return left * shrink, top * shrink, right - left * shrink, bottom - top * shrink
 
 
 def rotate(image: pyvips.Image, degrees: float, colour: RGBA | None, max_side: int) -> pyvips.Image:

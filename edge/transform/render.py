@@ -32,7 +32,7 @@ from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import (INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER, animates, chosen_by_accept,
                       final_formats, max_side)
-from .geometry import WHITE, Source, apply_geometry, check_side, cuts_faces, in_memory, resolved
+from .geometry import WHITE, Source, apply_geometry, check_side, cuts_faces, in_memory, resolved, trim_box
 from .layers import drawn_fonts
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
 
@@ -263,6 +263,20 @@ def _frames(body: bytes, header: ImageHeader, keep_profile: bool) -> tuple[pyvip
     return strip, [Source.of_image(strip.crop(0, i * height, strip.width, height)) for i in range(header.frames)]
 
 
+def _trimmed_together(sources: list[Source], steps: tuple[Step, ...]) -> tuple[list[Source], tuple[Step, ...]]:
+    """An animation's first step trims every frame by one box, the one that holds what each frame's trim
+    keeps: trimmed each alone, frames of other sizes were stretched to the first one's (a square moving
+    across a GIF became one still square)."""
+    frames = [in_memory(source.decode()) for source in sources]
+    boxes = [box for frame in frames if (box := trim_box(frame, steps[0].trim)) is not None]
+    steps = (replace(steps[0], trim=None), *steps[1:])
+    if not boxes:  # every frame uniform: nothing to cut
+        return sources, steps
+    left, top = min(box[0] for box in boxes), min(box[1] for box in boxes)
+    right, bottom = max(box[0] + box[2] for box in boxes), max(box[1] + box[3] for box in boxes)
+    return [Source.of_image(frame.crop(left, top, right - left, bottom - top)) for frame in frames], steps
+
+
 def _animation(strip: pyvips.Image, frames: list[pyvips.Image]) -> pyvips.Image:
     """Rendered frames back into one animation, with the original's timing."""
     width, height = frames[0].width, frames[0].height
@@ -278,13 +292,13 @@ def _animation(strip: pyvips.Image, frames: list[pyvips.Image]) -> pyvips.Image:
 
 def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int,
                   draw: Callable[[pyvips.Image, Step], pyvips.Image] | None = None,
-                  base: tuple[int, int] | None = None) -> pyvips.Image:
+                  base: tuple[int, int] | None = None, original: tuple[int, int] | None = None) -> pyvips.Image:
     """Each step reads the previous one's result, which is held to the output limit too (else a chain
     of borders grows an image without bound before a last step shrinks it), and made once, in memory
     (else a step reads it as often as its operations need: a blur of a blur recomputed the first blur
     for every strip of the second, 40 times over). `draw` draws a step's layers on its result; `base`:
-    a layer's steps are drawn on an image of this size."""
-    image, original = None, (source.width, source.height)
+    a layer's steps are drawn on an image of this size; `original`: the size `iw`, `ih` are (the source's)."""
+    image, original = None, original or (source.width, source.height)
     for index, step in enumerate(steps):
         stopping.check()
         step = resolved(step, source, original, base)
@@ -394,12 +408,15 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
             if any(cuts_faces(step) for step in steps):  # each frame's faces are elsewhere: frames of many sizes
                 raise InvalidTransformation("fo-face", "cm-extract of the faces needs w and h on an animation")
             strip, sources = _frames(body, header, output.colour_profile)
-            first = _render_steps(sources[0], steps, limits.max_output_side, draw)  # lazy: no pixels yet
+            if steps[0].trim is not None:
+                sources, steps = _trimmed_together(sources, steps)
+            size = header.width, header.height  # `iw`, `ih`: a frame's, trimmed or not
+            first = _render_steps(sources[0], steps, limits.max_output_side, draw, original=size)  # lazy: no pixels yet
             if first.width * first.height * header.frames > limits.max_source_pixels:
                 # every frame is made at this size: the same budget as for decoding them
                 raise BadRequest(f"output too large: {header.frames} frames of {first.width}x{first.height}"
                                  f" exceed {limits.max_source_pixels} pixels")
-            image = _animation(strip, [first, *(_render_steps(s, steps, limits.max_output_side, draw)
+            image = _animation(strip, [first, *(_render_steps(s, steps, limits.max_output_side, draw, original=size)
                                                 for s in sources[1:])])
             frame_height = image.get("page-height")
         else:
