@@ -59,6 +59,8 @@ class Picture:
     stretched: bool = False
     #: some of it may be transparent (rounded corners, a source with transparency)
     clear: bool = False
+    #: a step made an image over the output limit on its way (before a layer cut it down): a 400
+    over: bool = False
 
     def mapped(self, f, width: int, height: int) -> Picture:
         def move(rect: Rect) -> Rect:
@@ -233,6 +235,7 @@ def _step(rng: random.Random, p: Picture, last: bool) -> tuple[str, Picture]:
         parts.append("t-true")
     text, p = _geometry(rng, p)
     parts.append(text)
+    p = replace(p, over=p.over or max(p.width, p.height) > 8192)  # the resize's result, whatever follows
     degrees = rng.choice([0, 0, 90, 180, 270, -90])
     if degrees:
         parts.append(f"rt-{degrees}" if degrees > 0 else "rt-N90")
@@ -297,7 +300,7 @@ def chain(seed: int) -> tuple[Chain, Picture]:
     for index in range(rng.randint(1, 4)):
         text, p = _step(rng, p, last=False)
         c.steps.append(text)
-        if max(p.width, p.height) > 8192:  # a step over the output limit: a 400, the model's only error
+        if p.over or max(p.width, p.height) > 8192:  # a step over the output limit: a 400, the model's only error
             return c, replace(p, width=0, height=0)
     if max(p.width, p.height) > 1200 or rng.random() < 0.5:  # most outputs end small: encodes stay quick
         n = rng.randint(100, 1200)
