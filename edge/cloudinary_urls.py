@@ -197,15 +197,14 @@ def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
     if _SIGNATURE.fullmatch(segments[start]):
         signature, start = segments[start][3:-2], start + 1
     rest = segments[start:]
-    versions = [i for i, segment in enumerate(rest[:-1]) if _VERSION.fullmatch(segment)]
-    if versions:
-        count, version = versions[0], rest[versions[0]]
-        public_start = count + 1
-    else:
-        count = 0
-        while count < len(rest) - 1 and _is_component(rest[count]):
-            count += 1
-        version, public_start = None, count
+    count = 0
+    while count < len(rest) - 1 and _is_component(rest[count]):
+        count += 1
+    # the version is the segment right after the components, as Cloudinary reads it: a folder named like
+    # one further on (`products/v2/shoe`, which SDKs with `force_version` off, and the Java SDK before 2021,
+    # write without a `v1`) belongs to the public ID
+    version = rest[count] if count < len(rest) - 1 and _VERSION.fullmatch(rest[count]) else None
+    public_start = count + 1 if version else count
     components, public = rest[:count], rest[public_start:]
     raw_public = raw[start + public_start:]
     if seo:  # the public ID, with the SEO name's extension (what the SDKs sign, too)

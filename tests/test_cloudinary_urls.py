@@ -47,6 +47,7 @@ def bucket(s3_server):
         "shop/summer.sale/shoe/1700000000.jpg": solid(400, 300, colour(2)),  # the newest
         "logo/1600000000.png": (SAMPLES / "logo-transparent.png").read_bytes(),
         "avatar/1500000000.png": solid(50, 50, colour(3), "png"),
+        "shop/v2/boot/1650000000.jpg": solid(400, 300, colour(5)),  # a folder named like a version
     }
     for key, body in objects.items():
         client.put_object(Bucket=BUCKET, Key=DEMO + key, Body=body)
@@ -241,6 +242,20 @@ async def test_versions_and_folders_with_dots(node):
     assert same_colour(centre_colour(newest), colour(2))
     pinned = decode(await get(node, url("shop/summer.sale/shoe", width=40, format="jpg", version=1600000000)))
     assert same_colour(centre_colour(pinned), colour(1))
+
+
+async def test_a_folder_named_like_a_version_is_part_of_the_public_id(node, bucket):
+    """The version is the segment right after the components: `shop/v2/boot` without a `v1` (the SDKs
+    with `force_version` off write it so, and the Java SDK did before 2021) is that public ID, plain,
+    transformed or signed, not version 2 of `boot` behind a component `shop`."""
+    plain = url("shop/v2/boot", format="jpg", force_version=False)
+    assert plain.endswith("/upload/shop/v2/boot.jpg")
+    assert (await get(node, plain)).body == bucket["shop/v2/boot/1650000000.jpg"]
+    options = dict(width=30, crop="scale", format="jpg", force_version=False)
+    boot = decode(await get(node, url("shop/v2/boot", **options)))
+    assert ((boot.width, boot.height), same_colour(centre_colour(boot), colour(5))) == ((30, 22), True)
+    assert size(await get(node, url("shop/v2/boot", sign_url=True, **options))) == (30, 22)
+    assert size(await get(node, url("shop/v2/boot", **{**options, "force_version": True}))) == (30, 22)  # v1/…
 
 
 async def test_named_and_default_image(node):
