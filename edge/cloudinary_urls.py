@@ -34,6 +34,8 @@ _VERSION = re.compile(r"v[0-9]{1,12}")
 _SIGNATURE = re.compile(r"s--([A-Za-z0-9_-]{8}|[A-Za-z0-9_-]{32})--")
 _CLOUD_FOLDER = re.compile(r"res/([A-Za-z0-9_-]+)/")
 _INTEGER = re.compile(r"-?[0-9]{1,6}")
+#: `x_0.5`: a position as a fraction of the input's side (what crop tools that store percentages write)
+_FRACTION = re.compile(r"0?\.[0-9]{1,9}")
 #: delivery types served; `private` and `authenticated` only on an endpoint that takes signed URLs only
 PUBLIC_TYPES = ("upload",)
 SIGNED_TYPES = ("private", "authenticated")
@@ -98,7 +100,8 @@ WORDS: tuple[Word, ...] = (
          ", ".join(f"`fo-{fo}`" for fo in GRAVITIES.values()),
          "which part a crop keeps, or where `pad` puts the image; `face`/`faces` frame the faces a detector "
          "finds (the `[faces]` extra)"),
-    Word("`x_N`, `y_N`", "`x-N`, `y-N`", "top-left corner of a `c_crop` region, in pixels"),
+    Word("`x_N`, `y_N`, `x_0.5`", "`x-N`, `y-N`, `x-cw_mul_0.5`",
+         "top-left corner of a `c_crop` region, in pixels or (a decimal below 1) a fraction of the input's width, height"),
     Word("`z_N`", "`z-N`", "zoom into the crop's focus; below 1 only with `g_face`/`g_faces`: more around the faces"),
     Word("`q_N`", "`q-N`", "quality 1–100"),
     *(Word(f"`q_{level}`", f"`q-{quality}`", "automatic quality, as a fixed level")
@@ -410,8 +413,11 @@ class _Component:
                     raise self.fail(key, "only with c_crop (overlays are not supported)")
                 if self.value("g") not in (None, "north_west"):
                     raise self.fail(key, "offsets from a gravity other than north_west are not supported")
+                if _FRACTION.fullmatch(self.value(key)):  # relative, as w_0.5 is: of this step's input
+                    params.append(self.parsed(key, key, f"c{'w' if key == 'x' else 'h'}_mul_{self.value(key)}"))
+                    continue
                 if not _INTEGER.fullmatch(self.value(key)):
-                    raise self.fail(key, "must be a whole number of pixels")
+                    raise self.fail(key, "must be a whole number of pixels, or a fraction below 1")
                 params.append(self.parsed(key, key))
         if "z" in self.words:
             params.append(self.parsed("z", "z"))
