@@ -41,6 +41,8 @@ PUBLIC_TYPES = ("upload",)
 SIGNED_TYPES = ("private", "authenticated")
 #: Cloudinary's other resource types (and their SEO forms): not served, and no root path either
 OTHER_RESOURCES = ("video", "raw", "videos", "files")
+#: the segments that stand for `image/upload`: the SEO suffix form, and the SDKs' `shorten` option
+SHORT_FORMS = ("images", "iu")
 
 
 @dataclass(frozen=True)
@@ -183,15 +185,16 @@ class CloudinaryPath:
 
 def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
     """`[cloud, "image", type, …]` (segments as sent) → its parts. NothingToServe for what is no delivery path.
-    Two shorter forms of `image/upload` are read too: `images/…/<public_id>/<seo name>.<ext>` (a dynamic
-    SEO suffix: the last segment names the file for search engines, its extension the format) and the
-    root path, `<cloud>/…/<public_id>`, with neither resource nor delivery type."""
+    Three shorter forms of `image/upload` are read too: `images/…/<public_id>/<seo name>.<ext>` (a dynamic
+    SEO suffix: the last segment names the file for search engines, its extension the format), `iu/…` (what
+    the SDKs write with their `shorten` option) and the root path, `<cloud>/…/<public_id>`, with neither
+    resource nor delivery type."""
     second = decode(raw[1]) if len(raw) > 1 else ""
     if second in OTHER_RESOURCES:
         raise NothingToServe("not found")
     seo = second == "images"
     if seo or (len(raw) > 1 and second != "image"):
-        raw = [raw[0], "image", "upload", *raw[2 if seo else 1:]]
+        raw = [raw[0], "image", "upload", *raw[2 if second in SHORT_FORMS else 1:]]
     segments = [decode(segment) for segment in raw]
     if len(segments) < 4 or segments[1] != "image":
         raise NothingToServe("not found")
@@ -620,8 +623,9 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
     another cloud, resource type or delivery type; 401 for a missing or wrong signature where one is
     required; 400 naming a word.
     `prefix`: the path may stop anywhere (a purge prefix); nothing else is checked. Paths of a private CDN
-    or custom domain have no cloud name (`/image/upload/…`): they are the endpoint's cloud's, when it has one."""
-    if segments and segments[0] == "image" and len(clouds) == 1:
+    or custom domain have no cloud name (`/image/upload/…`, and so the SDKs write the SEO and short forms
+    there: `/images/…`, `/iu/…`): they are the endpoint's cloud's, when it has one."""
+    if segments and segments[0] in ("image", *SHORT_FORMS) and len(clouds) == 1 and segments[0] not in clouds:
         segments = [*clouds, *segments]
     if prefix:  # a purge: a whole URL's origin path, or a prefix of origin paths
         decoded = [decode(segment) for segment in segments]
@@ -631,7 +635,7 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
             return Delivery(split_path(segments, decode).origin_path, parse_transformation(""), None)
         except EdgeError:  # a prefix, in `image/<type>/`, written in whichever form (SEO, root path)
             rest = decoded[1:] if decoded[1] == "image" else \
-                ["image", "upload", *decoded[2 if decoded[1] == "images" else 1:]]
+                ["image", "upload", *decoded[2 if decoded[1] in SHORT_FORMS else 1:]]
             return Delivery("/".join(rest), parse_transformation(""), None)
     path = split_path(segments, decode)
     types = PUBLIC_TYPES + (SIGNED_TYPES if signed_only else ())

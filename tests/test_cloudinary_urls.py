@@ -272,6 +272,21 @@ async def test_private_cdn_paths_have_no_cloud_name(node):
     assert size(await get(node, path.removeprefix("https://demo-res.cloudinary.com"))) == (150, 100)
 
 
+async def test_seo_and_short_forms_with_and_without_the_cloud_name(node):
+    """The SDKs write the SEO suffix form (`url_suffix`) on a private CDN or custom domain, where paths have
+    no cloud name (`/images/…`), and `iu` for `image/upload` with their `shorten` option (`/demo/iu/…`,
+    and `/iu/…` on a private CDN)."""
+    def path(**options):
+        full = CloudinaryImage(PHOTO).build_url(width=150, crop="scale", format="jpg", secure=True, **options)
+        return full.split(".cloudinary.com", 1)[1]
+    forms = [path(url_suffix="summer", private_cdn=True), path(url_suffix="summer", private_cdn=True, sign_url=True),
+             path(shorten=True), path(shorten=True, private_cdn=True)]
+    assert [form.split("/")[1:3] for form in forms] == [["images", "c_scale,w_150"], ["images", forms[1].split("/")[2]],
+                                                         ["demo", "iu"], ["iu", "c_scale,w_150"]]
+    assert forms[1].startswith("/images/s--")  # signed: the SEO name is not
+    assert [size(await get(node, form)) for form in forms] == [(150, 100)] * 4
+
+
 async def test_the_query_does_not_add_a_transformation(node, bucket):
     assert (await get(node, url("logo.png") + "?tr=w-10")).body == bucket["logo/1600000000.png"]
 
@@ -403,6 +418,9 @@ def test_a_purge_names_origin_paths():
     assert purge("demo/images/w_300/v1/products/shoe/red-shoe.jpg") == "image/upload/v1/products/shoe.jpg"  # SEO
     assert purge("demo/w_300/v1/products/shoe.jpg") == "image/upload/v1/products/shoe.jpg"  # root path
     assert purge("demo/products/") == purge("demo/images/products/") == "image/upload/products/"
+    assert purge("demo/iu/w_300/v1/products/shoe.jpg") == purge("iu/v1/products/shoe.jpg") \
+        == purge("images/w_300/v1/products/shoe/red-shoe.jpg") == "image/upload/v1/products/shoe.jpg"  # short forms
+    assert purge("demo/iu/products/") == "image/upload/products/"
 
 
 def test_seo_urls_are_signed_as_the_sdks_sign_them(cloud):
