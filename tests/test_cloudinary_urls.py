@@ -274,17 +274,18 @@ async def test_private_cdn_paths_have_no_cloud_name(node):
 
 async def test_seo_and_short_forms_with_and_without_the_cloud_name(node):
     """The SDKs write the SEO suffix form (`url_suffix`) on a private CDN or custom domain, where paths have
-    no cloud name (`/images/…`), and `iu` for `image/upload` with their `shorten` option (`/demo/iu/…`,
-    and `/iu/…` on a private CDN)."""
+    no cloud name (`/images/…`), `iu` for `image/upload` with their `shorten` option (`/demo/iu/…`, and
+    `/iu/…` on a private CDN), and the root path there with `use_root_path` (`/c_scale,w_150/v1/…`)."""
     def path(**options):
         full = CloudinaryImage(PHOTO).build_url(width=150, crop="scale", format="jpg", secure=True, **options)
         return full.split(".cloudinary.com", 1)[1]
     forms = [path(url_suffix="summer", private_cdn=True), path(url_suffix="summer", private_cdn=True, sign_url=True),
-             path(shorten=True), path(shorten=True, private_cdn=True)]
+             path(shorten=True), path(shorten=True, private_cdn=True), path(use_root_path=True, private_cdn=True)]
     assert [form.split("/")[1:3] for form in forms] == [["images", "c_scale,w_150"], ["images", forms[1].split("/")[2]],
-                                                         ["demo", "iu"], ["iu", "c_scale,w_150"]]
+                                                         ["demo", "iu"], ["iu", "c_scale,w_150"], ["c_scale,w_150", "v1"]]
     assert forms[1].startswith("/images/s--")  # signed: the SEO name is not
-    assert [size(await get(node, form)) for form in forms] == [(150, 100)] * 4
+    assert [size(await get(node, form)) for form in forms] == [(150, 100)] * 5
+    assert (await node.fetch(url(PHOTO, width=150, cloud_name="other", use_root_path=True))).code == 404
 
 
 async def test_the_query_does_not_add_a_transformation(node, bucket):
