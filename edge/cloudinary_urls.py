@@ -137,8 +137,9 @@ WORDS: tuple[Word, ...] = (
     Word("`o_N`", "`o-N`", "opacity 0–100"),
     *(Word(f"`fl_{flag}`", f"`{ours}`", "progressive JPEG" if flag == "progressive" else "keep metadata")
       for flag, ours in FLAGS.items()),
-    Word("`t_<name>`", "`n-<name>`",
-         "a named transformation, defined in the node's `[named_transformations]` in its own grammar"),
+    Word("`t_<name>`, `t_<name>.<name>`", "`n-<name>`, `n-<name>:n-<name>`",
+         "a named transformation, defined in the node's `[named_transformations]` in its own grammar; several, "
+         "dot-separated (as the SDKs write a list of them): one after the other"),
     Word("`d_<public_id>`", "`di-image@@upload@@<public_id>`",
          "default image (`:` in the public ID for folders) when the asset is missing"),
     Word("`s--XXXXXXXX--`", "signature check",
@@ -285,12 +286,25 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
     named = dict(named_items)
     if sum(map(len, components)) > MAX_TEXT:
         raise InvalidTransformation("/".join(components)[:40] + "…", f"longer than {MAX_TEXT} characters")
+    components = tuple(part for component in components for part in _named_chain(component))
     steps = [step for component in _dpr_on_sizes(components) for step in _component(component, named, named_only)]
     try:
         return parse_transformation(":".join(steps), named=named)
     except InvalidTransformation as error:  # a rule between words (or a limit) the table does not see
         reason = error.message.removeprefix("invalid transformation: ")
         raise InvalidTransformation("/".join(components), reason) from None
+
+
+def _named_chain(component: str) -> list[str]:
+    """`t_card.thumb`, what the SDKs write for several named transformations (`transformation=["card",
+    "thumb"]`): one after the other, a component each."""
+    words = component.split(",")
+    chained = [word for word in words if _key(word) == "t" and "." in word]
+    if not chained:
+        return [component]
+    if len(words) > 1:
+        raise InvalidTransformation(chained[0], "several named transformations take a component of their own")
+    return [f"t_{name}" for name in chained[0][2:].split(".")]
 
 
 def _dpr_on_sizes(components: tuple[str, ...]) -> list[str]:

@@ -59,6 +59,7 @@ def config(s3, endpoint: str = "") -> str:
     return f"""
 [named_transformations]
 card = "w-120,h-80,c-at_max"
+square = "w-40,h-40"
 {s3.origin_table("Cloudinary backup", BUCKET, type="cloudinary_backup", folder="/res/demo/")}
 [[endpoints]]
 id = ""
@@ -262,6 +263,9 @@ async def test_a_folder_named_like_a_version_is_part_of_the_public_id(node, buck
 
 async def test_named_and_default_image(node):
     assert size(await get(node, url(PHOTO, transformation="card"))) == (120, 80)
+    several = url(PHOTO, transformation=["card", "square"], format="png")  # the SDKs write a list as t_card.square
+    assert "/t_card.square/" in several
+    assert size(await get(node, several)) == (40, 40)
     missing = await get(node, url("no/such/asset", width=20, default_image="avatar.png", format="png"))
     assert (size(missing), same_colour(centre_colour(decode(missing)), colour(3))) == ((20, 20), True)
 
