@@ -103,7 +103,8 @@ WORDS: tuple[Word, ...] = (
          "which part a crop keeps, or where `pad` puts the image; `face`/`faces` frame the faces a detector "
          "finds (the `[faces]` extra)"),
     Word("`x_N`, `y_N`, `x_0.5`", "`x-N`, `y-N`, `x-cw_mul_0.5`",
-         "top-left corner of a `c_crop` region, in pixels or (a decimal below 1) a fraction of the input's width, height"),
+         "top-left corner of a `c_crop` region, in pixels or (a decimal below 1) a fraction of the input's width, height; "
+         "with `g_face`/`g_faces` no effect (the faces stay centred)"),
     Word("`z_N`", "`z-N`", "zoom into the crop's focus; below 1 only with `g_face`/`g_faces`: more around the faces"),
     Word("`q_N`", "`q-N`", "quality 1–100"),
     *(Word(f"`q_{level}`", f"`q-{quality}`", "automatic quality, as a fixed level")
@@ -428,14 +429,17 @@ class _Component:
             if key in self.words:
                 if mode != "crop":
                     raise self.fail(key, "only with c_crop (overlays are not supported)")
+                fraction = _FRACTION.fullmatch(self.value(key))
+                if not fraction and not _INTEGER.fullmatch(self.value(key)):
+                    raise self.fail(key, "must be a whole number of pixels, or a fraction below 1")
+                if self.value("g") in ("face", "faces"):
+                    continue  # Cloudinary's c_crop,g_face keeps the face centred: "x and y … have no positional effect"
                 if self.value("g") not in (None, "north_west"):
                     raise self.fail(key, "offsets from a gravity other than north_west are not supported")
-                if _FRACTION.fullmatch(self.value(key)):  # relative, as w_0.5 is: of this step's input
+                if fraction:  # relative, as w_0.5 is: of this step's input
                     params.append(self.parsed(key, key, f"c{'w' if key == 'x' else 'h'}_mul_{self.value(key)}"))
-                    continue
-                if not _INTEGER.fullmatch(self.value(key)):
-                    raise self.fail(key, "must be a whole number of pixels, or a fraction below 1")
-                params.append(self.parsed(key, key))
+                else:
+                    params.append(self.parsed(key, key))
         if "z" in self.words:
             params.append(self.parsed("z", "z"))
             if float(self.value("z")) < 1 and self.value("g") not in ("face", "faces"):
