@@ -88,6 +88,9 @@ FORMATS = {"auto": "auto", "jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "w
 #: Cloudinary's blur and sharpen strengths run 1–2000 (default 100); ours 1–100
 _STRENGTH_SCALE = 20
 FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-true"}
+#: Cloudinary's `keep_attribution` keeps only the copyright-related fields; the node has no such selection
+_FLAG_MEANINGS = {"progressive": "progressive JPEG", "keep_iptc": "keep all metadata",
+                  "keep_attribution": "keep metadata: all of it, where Cloudinary keeps only the copyright-related fields"}
 
 WORDS: tuple[Word, ...] = (
     Word("`w_N`, `h_N`", "`w-N`, `h-N`",
@@ -136,8 +139,7 @@ WORDS: tuple[Word, ...] = (
          "opacity percent OO"),
     Word("`bo_Npx_solid_<colour>`", "`b-N_<colour>`", "border N px wide"),
     Word("`o_N`", "`o-N`", "opacity 0–100"),
-    *(Word(f"`fl_{flag}`", f"`{ours}`", "progressive JPEG" if flag == "progressive" else "keep metadata")
-      for flag, ours in FLAGS.items()),
+    *(Word(f"`fl_{flag}`", f"`{ours}`", _FLAG_MEANINGS[flag]) for flag, ours in FLAGS.items()),
     Word("`t_<name>`, `t_<name>.<name>`", "`n-<name>`, `n-<name>:n-<name>`",
          "a named transformation, defined in the node's `[named_transformations]` in its own grammar; several, "
          "dot-separated (as the SDKs write a list of them): one after the other"),
