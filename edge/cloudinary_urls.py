@@ -87,10 +87,9 @@ QUALITY_LEVELS = {"auto": 70, "auto:low": 50, "auto:eco": 60, "auto:good": 70, "
 FORMATS = {"auto": "auto", "jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
 #: Cloudinary's blur and sharpen strengths run 1–2000 (default 100); ours 1–100
 _STRENGTH_SCALE = 20
-FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-true"}
-#: Cloudinary's `keep_attribution` keeps only the copyright-related fields; the node has no such selection
+FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-copyright"}
 _FLAG_MEANINGS = {"progressive": "progressive JPEG", "keep_iptc": "keep all metadata",
-                  "keep_attribution": "keep metadata: all of it, where Cloudinary keeps only the copyright-related fields"}
+                  "keep_attribution": "keep only the copyright-related metadata (EXIF Copyright and Artist)"}
 
 WORDS: tuple[Word, ...] = (
     Word("`w_N`, `h_N`", "`w-N`, `h-N`",
@@ -106,8 +105,8 @@ WORDS: tuple[Word, ...] = (
          "which part a crop keeps, or where `pad` puts the image; `face`/`faces` frame the faces a detector "
          "finds (the `[faces]` extra)"),
     Word("`x_N`, `y_N`, `x_0.5`", "`x-N`, `y-N`, `x-cw_mul_0.5`",
-         "top-left corner of a `c_crop` region, in pixels or (a decimal below 1) a fraction of the input's width, height; "
-         "with `g_face`/`g_faces` no effect (the faces stay centred)"),
+         "top-left corner of a `c_crop` region, in pixels or (a decimal below 1) a fraction of the input's "
+         "width, height; with `g_face`/`g_faces` no effect (the faces stay centred)"),
     Word("`z_N`", "`z-N`", "zoom into the crop's focus; below 1 only with `g_face`/`g_faces`: more around the faces"),
     Word("`q_N`", "`q-N`", "quality 1–100"),
     *(Word(f"`q_{level}`", f"`q-{quality}`", "automatic quality, as a fixed level")
@@ -435,7 +434,7 @@ class _Component:
                 if not fraction and not _INTEGER.fullmatch(self.value(key)):
                     raise self.fail(key, "must be a whole number of pixels, or a fraction below 1")
                 if self.value("g") in ("face", "faces"):
-                    continue  # Cloudinary's c_crop,g_face keeps the face centred: "x and y … have no positional effect"
+                    continue  # Cloudinary keeps the face centred: "x and y … have no positional effect"
                 if self.value("g") not in (None, "north_west"):
                     raise self.fail(key, "offsets from a gravity other than north_west are not supported")
                 if fraction:  # relative, as w_0.5 is: of this step's input

@@ -531,7 +531,9 @@ SECTIONS = (
             )),
     Section("`pr`, `lo`, `md`, `cp`: encoding", "`pr-true`: progressive JPEG / interlaced PNG and GIF. "
             "`lo-true`: lossless WebP and AVIF. Metadata (EXIF, XMP, IPTC) is stripped unless `md-true` "
-            "(the EXIF orientation then says upright, since the pixels are). Colours are converted to "
+            "(the EXIF orientation then says upright, since the pixels are); `md-copyright`, not in ImageKit's "
+            "grammar (Cloudinary's `fl_keep_attribution`), keeps the EXIF Copyright and Artist fields and "
+            "nothing else. Colours are converted to "
             "sRGB and the ICC profile dropped unless `cp-true`, which keeps the original's profile and "
             "pixel values. AVIF effort comes from the config (`[defaults] avif_effort`).", (
                 Example("w-200,pr-true", "coffee.jpg"),

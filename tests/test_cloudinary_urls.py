@@ -48,11 +48,25 @@ def bucket(s3_server):
         "logo/1600000000.png": (SAMPLES / "logo-transparent.png").read_bytes(),
         "avatar/1500000000.png": solid(50, 50, colour(3), "png"),
         "shop/v2/boot/1650000000.jpg": solid(400, 300, colour(5)),  # a folder named like a version
+        "credited/1650000000.jpg": photo_with_metadata(),
     }
     for key, body in objects.items():
         client.put_object(Bucket=BUCKET, Key=DEMO + key, Body=body)
     client.put_object(Bucket=BUCKET, Key="res/demo/image/private/secret/1600000000.jpg", Body=solid(40, 30, colour(4)))
     return objects
+
+
+def photo_with_metadata() -> bytes:
+    """A JPEG whose EXIF holds copyright fields, and a camera and its serial number, which are not."""
+    import pyvips
+    image = pyvips.Image.new_from_file(str(SAMPLES / "coffee.jpg")).copy()
+    for field, value in METADATA.items():
+        image.set_type(pyvips.GValue.gstr_type, field, value)
+    return image.jpegsave_buffer(keep=pyvips.enums.ForeignKeep.EXIF)
+
+
+METADATA = {"exif-ifd0-Copyright": "(c) Acme", "exif-ifd0-Artist": "Jane Doe", "exif-ifd0-Make": "Canon",
+            "exif-ifd2-BodySerialNumber": "SN-1234"}
 
 
 def config(s3, endpoint: str = "") -> str:
@@ -236,6 +250,18 @@ async def test_the_extension_or_f_names_the_output_format(node):
     assert loader(await get(node, url(PHOTO, width=100, fetch_format="auto"), accept="*/*")) == "jpegload"
 
 
+async def test_keep_attribution_keeps_the_copyright_fields_only(node):
+    """Cloudinary: `fl_keep_attribution` "Keeps the copyright related fields when stripping meta-data";
+    `fl_keep_iptc` "Keeps all meta-data"; without either, none is kept."""
+    def fields(response) -> set[str]:
+        image = decode(response)
+        return {field for field in METADATA if field in image.get_fields()}
+    expected = {"keep_attribution": {"exif-ifd0-Copyright", "exif-ifd0-Artist"}, "keep_iptc": set(METADATA), None: set()}
+    kept = {(flags, fmt): fields(await get(node, url("credited", width=100, flags=flags, format=fmt)))
+            for flags in expected for fmt in ("jpg", "webp")}
+    assert kept == {(flags, fmt): expected[flags] for flags in expected for fmt in ("jpg", "webp")}
+
+
 async def test_quality_levels(node):
     low = await get(node, url(PHOTO, width=600, quality="auto:low"))
     best = await get(node, url(PHOTO, width=600, quality="auto:best"))
@@ -287,9 +313,8 @@ async def test_seo_and_short_forms_with_and_without_the_cloud_name(node):
         return full.split(".cloudinary.com", 1)[1]
     forms = [path(url_suffix="summer", private_cdn=True), path(url_suffix="summer", private_cdn=True, sign_url=True),
              path(shorten=True), path(shorten=True, private_cdn=True), path(use_root_path=True, private_cdn=True)]
-    assert [form.split("/")[1:3] for form in forms] == [["images", "c_scale,w_150"], ["images", forms[1].split("/")[2]],
-                                                         ["demo", "iu"], ["iu", "c_scale,w_150"], ["c_scale,w_150", "v1"]]
-    assert forms[1].startswith("/images/s--")  # signed: the SEO name is not
+    assert [form.split("/")[1] for form in forms] == ["images", "images", "demo", "iu", "c_scale,w_150"]
+    assert forms[1].startswith("/images/s--") and "/demo/iu/c_scale,w_150/" in forms[2]  # signed: the SEO name is not
     assert [size(await get(node, form)) for form in forms] == [(150, 100)] * 5
     assert (await node.fetch(url(PHOTO, width=150, cloud_name="other", use_root_path=True))).code == 404
 

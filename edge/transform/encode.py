@@ -1,5 +1,5 @@
 """Encoding the rendered image: colour to sRGB (unless `cp-true`), metadata stripped (unless
-`md-true`), quality, progressive, lossless, AVIF effort."""
+`md-true`; `md-copyright` keeps the copyright fields only), quality, progressive, lossless, AVIF effort."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pyvips
 
 from .colours import RGBA
 from .geometry import WHITE
+from .options import COPYRIGHT_ONLY
 
 Keep = pyvips.enums.ForeignKeep
 Interpretation = pyvips.enums.Interpretation
@@ -20,7 +21,7 @@ class EncodeOptions:
     avif_effort: int
     progressive: bool = False
     lossless: bool = False
-    metadata: bool = False
+    metadata: bool | str = False
     colour_profile: bool = False
     #: what transparency is flattened onto for formats without alpha (the last `bg`, else white)
     flatten_on: RGBA = WHITE
@@ -28,7 +29,9 @@ class EncodeOptions:
     @property
     def keep(self) -> int:
         keep = Keep.NONE
-        if self.metadata:
+        if self.metadata == COPYRIGHT_ONLY:
+            keep |= Keep.EXIF  # what `_copyright_only` leaves of it
+        elif self.metadata:
             keep |= Keep.EXIF | Keep.XMP | Keep.IPTC | Keep.OTHER
         if self.colour_profile:
             keep |= Keep.ICC
@@ -61,8 +64,24 @@ def _one_bit_alpha(image: pyvips.Image, colour: RGBA) -> pyvips.Image:
     return _flatten(image, colour).bandjoin(image[image.bands - 1] > 0)
 
 
+#: the EXIF fields `md-copyright` keeps; libvips writes no tag whose field is gone (location, camera, serial…)
+COPYRIGHT_FIELDS = ("exif-ifd0-Copyright", "exif-ifd0-Artist")
+
+
+def _copyright_only(image: pyvips.Image) -> pyvips.Image:
+    """The image without its metadata but the copyright fields: XMP and IPTC (blobs that may hold a
+    location) go whole."""
+    image = image.copy()
+    for field in image.get_fields():
+        if (field.startswith("exif-ifd") and field not in COPYRIGHT_FIELDS) or field in ("xmp-data", "iptc-data"):
+            image.remove(field)
+    return image
+
+
 def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
     keep, quality = options.keep, options.quality
+    if options.metadata == COPYRIGHT_ONLY:
+        image = _copyright_only(image)
     if fmt == "jpg":
         return _flatten(image, options.flatten_on).jpegsave_buffer(
             Q=quality, keep=keep, optimize_coding=True, interlace=options.progressive)

@@ -134,7 +134,8 @@ class Output:
     quality: int | None = None
     progressive: bool = False
     lossless: bool = False
-    metadata: bool = False
+    #: True, False, or `COPYRIGHT_ONLY` (`md-copyright`)
+    metadata: bool | str = False
     colour_profile: bool = False
     default_image: str | None = None
     original: bool = False
@@ -242,6 +243,24 @@ def _boolean(text: str) -> bool:
     if text.lower() not in ("true", "false"):
         raise ValueError("must be true or false")
     return text.lower() == "true"
+
+
+#: `md-copyright`, not in ImageKit's grammar: only the copyright-related metadata is kept (what Cloudinary's
+#: `fl_keep_attribution` keeps: "the copyright related fields when stripping meta-data")
+COPYRIGHT_ONLY = "copyright"
+
+
+def _metadata(text: str) -> bool | str:
+    if text.lower() == COPYRIGHT_ONLY:
+        return COPYRIGHT_ONLY
+    try:
+        return _boolean(text)
+    except ValueError:
+        raise ValueError(f"must be true, false or {COPYRIGHT_ONLY}") from None
+
+
+def _write_metadata(value: bool | str) -> str:
+    return value if isinstance(value, str) else _write_boolean(value)
 
 
 def _flag(text: str) -> bool:
@@ -473,7 +492,7 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("q", "quality", _int_range(1, 100), output=True),
     Param("pr", "progressive", _boolean, _write_boolean, output=True),
     Param("lo", "lossless", _boolean, _write_boolean, output=True),
-    Param("md", "metadata", _boolean, _write_boolean, output=True),
+    Param("md", "metadata", _metadata, _write_metadata, output=True),
     Param("cp", "colour_profile", _boolean, _write_boolean, output=True),
     Param("di", "default_image", _image_path, lambda path: path.replace("/", "@@"), output=True),
     Param("orig", "original", _boolean, _write_boolean, output=True),
