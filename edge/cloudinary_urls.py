@@ -123,6 +123,7 @@ WORDS: tuple[Word, ...] = (
     Word("`a_N`, `a_-N`", "`rt-N` (N modulo 360, clockwise)",
          "rotate clockwise (negative: counter-clockwise); corners filled with `b_`"),
     Word("`a_hflip`, `a_vflip`", "`fl-h`, `fl-v`", "mirror horizontally, vertically"),
+    Word("`a_hflip.90`", "`rt-270,fl-h`", "several of these modes joined with `.`, applied in turn"),
     Word("`a_exif`, `a_auto`", "(always done)", "rotate by the EXIF orientation, which the node always does"),
     Word("`r_N`, `r_max`, `r_N:N[:N[:N]]`", "`r-N`, `r-max`, `r-N_N_N_N`",
          "rounded corners; `max`: a circle or ellipse; per corner as CSS writes them (top-left first, clockwise)"),
@@ -512,6 +513,8 @@ def _format(c: _Component) -> list[str]:
 
 def _angle(c: _Component) -> list[str]:
     value = c.value("a")
+    if "." in value:
+        return _angles(c, value.split("."))
     if value in ("hflip", "vflip"):
         return [f"fl-{value[0]}"]
     if value in ("exif", "auto"):
@@ -520,6 +523,25 @@ def _angle(c: _Component) -> list[str]:
         raise c.fail("a", "must be degrees, hflip, vflip or exif")
     degrees = int(value) % 360
     return [f"rt-{degrees}"] if degrees else []
+
+
+def _angles(c: _Component, modes: list[str]) -> list[str]:
+    """`a_hflip.90`: Cloudinary's modes "concatenated with a dot", applied in turn, as one rotation then at
+    most a horizontal flip (the order the node applies them in): a flip then a turn by θ is a turn by -θ
+    then that flip, and `vflip` is `hflip` and a half turn."""
+    degrees, flipped = 0, False
+    for mode in modes:
+        if mode in ("exif", "auto"):
+            continue
+        if mode == "hflip":
+            flipped = not flipped
+        elif mode == "vflip":
+            degrees, flipped = degrees + 180, not flipped
+        elif _INTEGER.fullmatch(mode):
+            degrees += -int(mode) if flipped else int(mode)
+        else:
+            raise c.fail("a", "must be degrees, hflip, vflip or exif, or several of them joined with '.'")
+    return [f"rt-{degrees % 360}"] * bool(degrees % 360) + ["fl-h"] * flipped
 
 
 def _radius(c: _Component) -> list[str]:

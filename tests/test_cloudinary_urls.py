@@ -170,6 +170,8 @@ EQUIVALENTS = [
     (dict(width=300, angle=90), "w-300,rt-90"),
     (dict(width=300, angle=-90), "w-300,rt-N90"),
     (dict(width=300, angle="hflip"), "w-300,fl-h"),
+    # modes joined with a dot (the SDKs' angle=["hflip", 90]), in turn: flipped, then turned
+    (dict(width=300, angle=["hflip", 90]), "w-300:fl-h:rt-90"),
     (dict(width=300, effect="blur:300"), "w-300,bl-15"),
     (dict(width=300, effect="grayscale"), "w-300,e-grayscale"),
     (dict(width=300, effect="sharpen"), "w-300,e-sharpen-5"),
