@@ -154,7 +154,7 @@ SUPPORTED_KEYS = frozenset({"w", "h", "ar", "c", "g", "x", "y", "z", "q", "f", "
 #: the other keys the Cloudinary SDKs emit (layers, conditions, variables, colour, pages, video…): a
 #: segment made of them is a component — a 400 naming the word — never a folder of the public ID
 UNSUPPORTED_KEYS = frozenset({"l", "u", "co", "if", "$", "cs", "dn", "pg", "fn", "vs", "ki", "sp", "af", "du",
-                              "so", "eo", "vc", "ac", "br", "fps", "dl", "p"})
+                              "so", "eo", "vc", "ac", "br", "fps", "dl", "p", "bl"})
 KNOWN_KEYS = SUPPORTED_KEYS | UNSUPPORTED_KEYS
 
 

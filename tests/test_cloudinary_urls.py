@@ -435,6 +435,9 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
     ("demo/image/upload/w_300/v12/w_10/shoe", ("w_300",), "image/upload/v12/w_10/shoe"),  # after v: public ID
     ("demo/image/upload/v12.jpg", (), "image/upload/v12.jpg"),  # the last segment is the public ID
     ("demo/image/upload/s--abcdefgh--/l_x/a/b.c.png", ("l_x",), "image/upload/a/b.c.png"),
+    # a key the node does not serve (bl_: a baseline) is still a component, named by its 400
+    ("demo/image/upload/bl_base/w_300/v1/a/b.jpg", ("bl_base", "w_300"), "image/upload/v1/a/b.jpg"),
+    ("demo/image/upload/w_300/shop/v2/boot.jpg", ("w_300",), "image/upload/shop/v2/boot.jpg"),  # v2: a folder
 ])
 def test_split_path(path, components, origin_path):
     from edge.cloudinary_urls import split_path
