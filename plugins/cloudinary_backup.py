@@ -179,9 +179,9 @@ class CloudinaryBackupOrigin(S3Origin):
         keys: list[str] = []
         params = {"Bucket": self.bucket, "Prefix": folder, "Delimiter": "/"}
         for _ in range(MAX_LIST_PAGES):
-            with self.classified("ListObjectsV2", folder):
+            with self.classified("ListObjectsV2", folder):  # an entry without its Key too: a bad answer
                 page = await self._client.list_objects_v2(**params)
-            keys.extend(item["Key"] for item in page.get("Contents", ()))
+                keys.extend(item["Key"] for item in page.get("Contents", ()))
             if not page.get("IsTruncated"):
                 break
             token = page.get("NextContinuationToken")

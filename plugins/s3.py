@@ -237,6 +237,7 @@ class S3Origin(Origin):
             ReadTimeoutError,
             ResponseStreamingError,
         )
+        from botocore.parsers import ResponseParserError
 
         try:
             yield
@@ -257,6 +258,11 @@ class S3Origin(Origin):
             raise OriginFailure("denied", f"{operation} {key!r}: no credentials") from None
         except (BotoCoreError, aiohttp.ClientError) as error:
             raise OriginFailure("error", f"{operation} {key!r}: {type(error).__name__}") from None
+        except (ResponseParserError, ValueError, KeyError, TypeError):
+            # an answer botocore cannot read (a date or a number in a header or a listing that is not one, a
+            # listing entry without its Key): the store's fault. It had escaped as itself, a 500 of a request
+            # the shared tier read for, and of a purge (`edge/shared_cache.py` expects `OriginFailure`)
+            raise OriginFailure("bad_response", f"{operation} {key!r}: an answer that does not parse") from None
 
 
 class RedirectRefused(Exception):

@@ -1,0 +1,302 @@
+"""Answers of a hostile or broken S3-compatible store (a raw TCP server that writes whatever bytes the test
+chose) to what the node reads S3 with: the `s3` origin's GetObject, the `cloudinary_backup` origin's
+ListObjectsV2 and GetObject, and the fleet's shared tier and purge journal (GetObject, PutObject,
+ListObjectsV2, DeleteObjects). Error XML malformed, huge or with odd codes, every status class, headers S3
+would never send (a `Last-Modified` that is not a date, a part count that is not a number), listings without
+keys, with dates that are not dates, truncated forever; bodies short, long, or none. Every call ends in the
+origin API's own outcomes (an original, not found, not modified, an `OriginFailure`, too large) within its
+time; a client gets an image or a 404/502/503/504, never a 500; the node is none the worse afterwards
+(tests/test_origin_answer_fuzz.py is the same for a `web` origin)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socketserver
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge.origin import NotModified, Original, OriginFailure, OriginNotFound, OriginRequest, OriginSettings, \
+    SourceTooLarge
+from edge.settings import ConfigTable
+from edge_builtin_origins.cloudinary_backup import CloudinaryBackupOrigin
+from edge_builtin_origins.s3 import S3Origin
+from tests.fuzzing import decoded, fuzz_settings
+from tests.nodes import SAMPLES, local_config, write_config
+from tests.s3server import shared_cache_table
+
+EXAMPLES = 120
+TIMEOUT = 2.0
+#: a call and the chain's timeout around it, on a busy machine
+BOUND = TIMEOUT + 10
+JPEG = (SAMPLES / "astronaut.jpg").read_bytes()
+KEY_ID = "AKIAHOSTILEPROBE0000"
+SECRET = "hostile-probe-secret-value"
+TOKEN = "s3-fuzz-admin-token-0b5e"
+#: what a call of the origin API may end in
+OUTCOMES = (Original, OriginNotFound, NotModified, OriginFailure, SourceTooLarge)
+
+#: (method, target) → the raw bytes answered
+Answer = Callable[[str, str], bytes]
+
+
+class RawS3(socketserver.ThreadingTCPServer):
+    """Answers every request with `answer(method, target)` (raw bytes), then closes the connection. The
+    request's body (a PutObject's, a DeleteObjects') is read first, so that closing never resets it."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.answer: Answer = lambda method, target: b""
+        self.requests: list[tuple[str, str]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.settimeout(5.0)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                chunk = self.request.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, target = (lines[0].split(" ") + ["", ""])[:2]
+            length = next((int(line.split(":", 1)[1]) for line in lines[1:]
+                           if line.lower().startswith("content-length:")), 0)
+            if "expect: 100-continue" in (line.lower() for line in lines) and len(body) < length:
+                self.request.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # a PutObject waits for it
+            while len(body) < length:
+                chunk = self.request.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            self.server.requests.append((method, target))
+            self.request.sendall(self.server.answer(method, target))
+        except OSError:
+            pass
+
+
+def http(status: int | str, body: bytes = b"", headers: tuple[tuple[str, str], ...] = (), length: bool = True) -> bytes:
+    """An answer; `Connection: close`, as the server does (a connection closed unsaid is another test's)."""
+    line = status if isinstance(status, str) else f"HTTP/1.1 {status} Reason"
+    head = "".join(f"{name}: {value}\r\n" for name, value in (*headers, ("Connection", "close")))
+    if length:
+        head += f"Content-Length: {len(body)}\r\n"
+    return f"{line}\r\n{head}\r\n".encode("latin-1") + body
+
+
+def error_xml(code: str, status: int) -> bytes:
+    return http(status, f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>as {KEY_ID}</Message></Error>"
+                        .encode())
+
+
+def listing(entries: str, truncated: str = "false", token: str = "") -> bytes:
+    next_token = f"<NextContinuationToken>{token}</NextContinuationToken>" if token else ""
+    return http(200, f"<?xml version='1.0' encoding='UTF-8'?><ListBucketResult><Name>bkt</Name><IsTruncated>"
+                     f"{truncated}</IsTruncated>{next_token}{entries}</ListBucketResult>".encode())
+
+
+def entry(key: str | None, modified: str | None = "2020-01-01T00:00:00.000Z") -> str:
+    return ("<Contents>" + (f"<Key>{key}</Key>" if key is not None else "")
+            + (f"<LastModified>{modified}</LastModified>" if modified is not None else "")
+            + "<Size>1</Size></Contents>")
+
+
+LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+          + b"".join(b'<!ENTITY %c "%s">' % (98 + i, b"&%c;" % (97 + i) * 10) for i in range(8))
+          + b"]><Error><Code>&i;</Code></Error>")
+
+header_values = st.sampled_from([
+    "garbage", "", "-1", "0", "12", "abc", "99999999999999999999", "1e3", "true", "maybe",
+    "Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 99 Oct 2015 07:28:00 GMT", "2015-10-21T07:28:00Z", '"etag"',
+    '"' + "e" * 5000 + '"', "image/jpeg", "text/html", "bytes 0-1/2", "ongoing-request=\"maybe\"",
+    "expiry-date=\"nope\", rule-id=\"x\"", KEY_ID])
+header_names = st.sampled_from([
+    "Last-Modified", "ETag", "Content-Type", "Expires", "x-amz-mp-parts-count", "x-amz-tagging-count",
+    "x-amz-missing-meta", "x-amz-object-lock-retain-until-date", "x-amz-delete-marker", "x-amz-restore",
+    "x-amz-expiration", "x-amz-server-side-encryption-bucket-key-enabled", "Content-Range", "Accept-Ranges",
+    "x-amz-version-id", "Content-Encoding", "x-amz-meta-a"])
+statuses = st.sampled_from([200, 200, 200, 204, 206, 301, 304, 307, 400, 403, 404, 409, 412, 416, 500, 501, 503,
+                            599, 100, 999])
+codes = st.sampled_from(["NoSuchKey", "AccessDenied", "SlowDown", "PermanentRedirect", "InternalError", "NoSuchBucket",
+                         "304", "404", "", "A&#10;B", "x" * 5000, KEY_ID, "<b>", "&amp;"])
+
+
+@st.composite
+def object_answers(draw) -> bytes:
+    """A raw answer to a GetObject (or any other call): an object with any headers, an error in any shape."""
+    kind = draw(st.sampled_from(["object", "object", "error", "odd"]))
+    headers = tuple(draw(st.lists(st.tuples(header_names, header_values), max_size=4)))
+    if kind == "object":
+        body = draw(st.sampled_from([JPEG, JPEG[:1000], b"", b"<Error/>"]))
+        framing = draw(st.sampled_from(["right", "right", "short", "long", "none"]))
+        if framing == "right":
+            return http(draw(statuses), body, headers)
+        if framing == "none":
+            return http(draw(statuses), body, headers, length=False)
+        announced = len(body) - 10 if framing == "short" else len(body) + 1000
+        return http(draw(statuses), body, headers + (("Content-Length", str(max(announced, 0))),), length=False)
+    if kind == "error":
+        return error_xml(draw(codes), draw(statuses))
+    return draw(st.sampled_from([
+        http(draw(statuses), b"<Error><Code>Oops"), http(draw(statuses), LAUGHS), http(500, b"<html>busy</html>"),
+        http(400, b"\xff\xfe not utf-8"), b"HTTP/1.1 200 OK\r\nContent-Le", b"", b"garbage\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        http(200, b"", (("Transfer-Encoding", "chunked"),), length=False) + b"zz\r\n"]))
+
+
+keys = st.sampled_from(["f/1.jpg", "f/2.png", "f/latest.jpg", "f/9999999999999.jpg", "f/1", "f/a&amp;b.jpg",
+                        "f/%2F..%2F1.jpg", "f/\u00fc.jpg", "f/&#1;.jpg", "", "other/5.jpg", "f/" + "9" * 2000])
+modified = st.sampled_from(["2020-01-01T00:00:00.000Z", "2020-01-01T00:00:00.000Z", "garbage", "", None,
+                            "2020-13-45T99:99:99Z"])
+
+
+@st.composite
+def listing_answers(draw) -> Answer:
+    """A ListObjectsV2 answer (pages, maybe truncated forever), and an object for every GetObject."""
+    entries = "".join(entry(draw(st.one_of(st.none(), keys)), draw(modified))
+                      for _ in range(draw(st.sampled_from([0, 1, 3]))))
+    entries += draw(st.sampled_from(["", "<KeyCount>abc</KeyCount>", "<CommonPrefixes><Prefix>f/x/</Prefix>"
+                                     "</CommonPrefixes>", "<EncodingType>url</EncodingType>"]))
+    paging = draw(st.sampled_from(["last", "last", "same token", "new token forever", "no token", "garbage flag"]))
+    page = draw(st.sampled_from(["listing", "listing", "listing", "error", "odd"]))
+    got = http(200, JPEG, (("Content-Type", "image/jpeg"),)) if draw(st.booleans()) else draw(object_answers())
+    other = error_xml(draw(codes), draw(statuses)) if page == "error" else draw(object_answers())
+    pages = iter(range(10**9))
+
+    def answer(method: str, target: str) -> bytes:
+        if method != "GET" or "list-type=2" not in target:
+            return got
+        if page != "listing":
+            return other
+        if paging == "last":
+            return listing(entries)
+        if paging == "garbage flag":
+            return listing(entries, truncated="maybe")
+        token = {"same token": "t", "new token forever": f"t{next(pages)}", "no token": ""}[paging]
+        return listing(entries, truncated="true", token=token)
+
+    return answer
+
+
+def origin_table(url: str, **keys) -> ConfigTable:
+    data = {"bucket": "bkt", "endpoint_url": url, "access_key_id": KEY_ID, "secret_access_key": SECRET, **keys}
+    return ConfigTable(data, file="fuzz.toml", table="origins[0]", base_dir=Path("."))
+
+
+@pytest.fixture(scope="module")
+def raw_s3():
+    server = RawS3()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_random_answers_end_in_the_origin_api_s_outcomes_in_time(raw_s3):
+    """Each call the node makes of an S3-backed origin, against random answers: an original, not found,
+    not modified, too large or an `OriginFailure`, nothing else (a `ValueError` of botocore's reading a
+    `Last-Modified` that is not a date had escaped: a 500 of a request the shared tier read for), and
+    within its time (the caller's timeout bounds a listing truncated forever)."""
+    loop = asyncio.new_event_loop()
+    s3 = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    backup = CloudinaryBackupOrigin.from_config(OriginSettings("backup", "cloudinary_backup", timeout=TIMEOUT),
+                                                origin_table(raw_s3.url, resolution_ttl="0s"))
+    loop.run_until_complete(s3.open())
+    loop.run_until_complete(backup.open())
+    calls = {
+        "GetObject": lambda: s3.fetch(OriginRequest("a.jpg", 10**6)),
+        "cloudinary": lambda: backup.fetch(OriginRequest("image/upload/v1/f.jpg", 10**6)),
+        "list_objects": lambda: s3.list_objects("f/", pages=3),
+        "delete_prefix": lambda: s3.delete_prefix("f/"),
+        "PutObject": lambda: s3.put_object("f/x", b"x", "application/octet-stream"),
+    }
+    ended: dict[str, set[str]] = {name: set() for name in calls}
+
+    async def bounded(call) -> object:
+        started = time.monotonic()
+        try:
+            return await asyncio.wait_for(call(), TIMEOUT)  # the chain's, the shared tier's timeout
+        except TimeoutError:
+            return TimeoutError()
+        except Exception as error:  # noqa: BLE001 - what it is, is the assertion
+            return error
+        finally:
+            assert time.monotonic() - started < BOUND
+
+    try:
+        @fuzz_settings(EXAMPLES)
+        @given(answer=st.one_of(object_answers().map(lambda raw: lambda method, target: raw), listing_answers()),
+               name=st.sampled_from(sorted(calls)))
+        def one(answer, name):
+            raw_s3.answer = answer
+            outcome = loop.run_until_complete(bounded(calls[name]))
+            # (the results of the calls that are not fetches: keys deleted, keys listed, nothing)
+            assert isinstance(outcome, (*OUTCOMES, TimeoutError, int, list, type(None))), (name, repr(outcome)[:500])
+            if isinstance(outcome, Exception):
+                assert SECRET not in str(outcome), (name, repr(outcome)[:500])
+            ended[name].add(type(outcome).__name__)
+
+        one()
+    finally:
+        loop.run_until_complete(s3.close())
+        loop.run_until_complete(backup.close())
+        loop.close()
+    assert all(ended.values()), ended
+
+
+def shared_store(objects: bytes, listings: bytes) -> Answer:
+    """A shared tier's store: `objects` to every GetObject, `listings` to every ListObjectsV2, every write
+    taken."""
+    def answer(method: str, target: str) -> bytes:
+        if method == "GET":
+            return listings if "list-type=2" in target else objects
+        return http(200, b"<?xml version='1.0'?><DeleteResult/>" if method == "POST" else b"")
+    return answer
+
+
+EMPTY_LISTING = listing("")
+NO_SUCH_KEY = error_xml("NoSuchKey", 404)
+
+
+@pytest.mark.parametrize("objects, listings", [
+    (http(200, b"x", (("Last-Modified", "not a date"),)), EMPTY_LISTING),
+    (http(200, b"x", (("x-amz-mp-parts-count", "abc"),)), EMPTY_LISTING),
+    (http(200, b"x", (("x-amz-object-lock-retain-until-date", "never"),)), EMPTY_LISTING),
+    (NO_SUCH_KEY, listing(entry("outputs/_purges/x", None))),
+    (NO_SUCH_KEY, listing(entry("outputs/_purges/x", "not a date"))),
+    (NO_SUCH_KEY, listing(entry(None))),
+], ids=["last-modified", "parts-count", "lock-date", "listed-without-date", "listed-date", "listed-without-key"])
+async def test_a_shared_store_answering_what_botocore_cannot_read_is_a_miss_and_a_purge_says_so(
+        node_factory, raw_s3, tmp_path, objects, listings):
+    """botocore raised `ValueError` (a date or a number that is not one) or the listing's reader `KeyError`
+    through the `s3` origin under the shared tier, which expects `OriginFailure`: an image the local origin
+    has was a 500, and so was a purge."""
+    raw_s3.answer = shared_store(objects, listings)
+    node = await node_factory(write_config(tmp_path, local_config(
+        before=f'[admin]\ntoken = "{TOKEN}"\n', after=shared_cache_table(raw_s3.url, "bkt", timeout=f"{TIMEOUT}s"))))
+    response = await node.fetch("/tr:w-100/astronaut.jpg")
+    assert response.code == 200, response.body[:200]
+    assert decoded(response.body).width == 100
+    purged = await node.fetch("/_edge/purge", method="POST", body=json.dumps({"url": "/astronaut.jpg"}).encode(),
+                              headers={"Authorization": f"Bearer {TOKEN}"})
+    assert purged.code in (200, 502), purged.body[:200]
+    shared = json.loads(purged.body)["shared"]
+    assert purged.code == 200 or shared.get("error") == "bad_response", shared
+    assert (await node.fetch("/tr:w-90/astronaut.jpg")).code == 200  # none the worse
