@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import re
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,8 @@ log = logging.getLogger("edge.origin.s3")
 #: connections one origin keeps open to its store; requests beyond it wait for a free one
 MAX_CONNECTIONS = 64
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+#: what S3's error codes look like (`NoSuchKey`, `SlowDown`, `404`); another is not quoted
+_CODE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _DENIED_CODES = {
     "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
     "TokenRefreshRequired", "AccountProblem", "AllAccessDisabled", "InvalidSecurity",
@@ -298,8 +301,10 @@ def _session_refusing_redirects() -> type:
 
 def _client_error(operation: str, key: str, error: ClientError) -> Exception:
     """An S3 error response, by its code and status only (its message text may echo a key id)."""
-    code = str(error.response.get("Error", {}).get("Code", ""))
+    code = str(error.response.get("Error", {}).get("Code") or "")  # `<Code/>` is None: not "None"
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if not _CODE.fullmatch(code):  # a store's own words, of any length (the shared tier logs them whole)
+        code = "unexpected code" if code else ""
     if code in _NOT_FOUND_CODES:
         return OriginNotFound(key)
     if status == 304 or code == "304":
