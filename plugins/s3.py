@@ -248,15 +248,15 @@ class S3Origin(Origin):
             raise _client_error(operation, key, error) from None
         except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):  # before HTTPClientError: one of them
             raise OriginFailure("timeout", f"{operation} {key!r}: no answer in time") from None
+        except (ConnectionClosedError, ResponseStreamingError, IncompleteReadError, aiohttp.ClientPayloadError,
+                aiohttp.ServerDisconnectedError):  # before HTTPClientError: the first two are ones (were `error`)
+            raise OriginFailure("bad_response", f"{operation} {key!r}: the response was cut short") from None
         except HTTPClientError as error:
             if isinstance(error.kwargs.get("error"), RedirectRefused):
                 raise OriginFailure("redirect_refused", f"{operation} {key!r}: {error.kwargs['error']}") from None
             raise OriginFailure("error", f"{operation} {key!r}: {type(error).__name__}") from None
         except EndpointConnectionError:
             raise OriginFailure("refused", f"{operation} {key!r}: cannot connect to the endpoint") from None
-        except (ConnectionClosedError, ResponseStreamingError, IncompleteReadError, aiohttp.ClientPayloadError,
-                aiohttp.ServerDisconnectedError):
-            raise OriginFailure("bad_response", f"{operation} {key!r}: the response was cut short") from None
         except (NoCredentialsError, PartialCredentialsError):
             raise OriginFailure("denied", f"{operation} {key!r}: no credentials") from None
         except (BotoCoreError, aiohttp.ClientError) as error:

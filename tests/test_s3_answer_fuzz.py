@@ -318,3 +318,19 @@ async def test_an_error_code_that_is_not_one_is_not_quoted(raw_s3, code, quoted)
     finally:
         await origin.close()
     assert (failure.value.kind, str(failure.value)) == ("server_error", f"GetObject 'a.jpg': {quoted} (HTTP 503)")
+
+
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 200 OK\r\nContent-Le", b"HTTP/1.1 100 Continue\r\n\r\n"],
+                         ids=["nothing", "mid-headers", "only-100"])
+async def test_a_connection_closed_before_the_answer_is_a_bad_response(raw_s3, answer):
+    """botocore's ConnectionClosedError is an HTTPClientError, and was caught as one first: `error`, not
+    the `bad_response` the classification names for it (and a `web` origin reports)."""
+    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    await origin.open()
+    raw_s3.answer = lambda method, target: answer
+    try:
+        with pytest.raises(OriginFailure) as failure:
+            await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
+    finally:
+        await origin.close()
+    assert failure.value.kind == "bad_response", failure.value
