@@ -44,6 +44,14 @@ log = logging.getLogger("edge.origin.s3")
 
 #: connections one origin keeps open to its store; requests beyond it wait for a free one
 MAX_CONNECTIONS = 64
+#: the most of an answer botocore reads whole (an error's XML, a ListObjectsV2 page, what a PutObject or a
+#: DeleteObjects answers; an object is streamed and held to `max_bytes`): S3's largest, a page of 1000 keys of
+#: 1024 bytes percent-encoded, is ~3.5 MB. A store's 300 MB error body was read whole (and copied: past 1 GB)
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+#: the most tags (`<`) in such an answer: botocore parses it on the event loop, ~2 µs an element and ~20 µs a
+#: listing entry with a date, and a 44 MB page of 400 000 entries held the loop for 25 s. A page of 1000
+#: entries with every field S3 sends has ~26 000
+MAX_ANSWER_TAGS = 64_000
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 #: what S3's error codes look like (`NoSuchKey`, `SlowDown`, `404`); another is not quoted
 _CODE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -251,9 +259,13 @@ class S3Origin(Origin):
         except (ConnectionClosedError, ResponseStreamingError, IncompleteReadError, aiohttp.ClientPayloadError,
                 aiohttp.ServerDisconnectedError):  # before HTTPClientError: the first two are ones (were `error`)
             raise OriginFailure("bad_response", f"{operation} {key!r}: the response was cut short") from None
+        except AnswerTooLarge as error:  # an error's body (read after the headers, outside aiohttp's send)
+            raise OriginFailure("bad_response", f"{operation} {key!r}: {error}") from None
         except HTTPClientError as error:
             if isinstance(error.kwargs.get("error"), RedirectRefused):
                 raise OriginFailure("redirect_refused", f"{operation} {key!r}: {error.kwargs['error']}") from None
+            if isinstance(error.kwargs.get("error"), AnswerTooLarge):
+                raise OriginFailure("bad_response", f"{operation} {key!r}: {error.kwargs['error']}") from None
             raise OriginFailure("error", f"{operation} {key!r}: {type(error).__name__}") from None
         except EndpointConnectionError:
             raise OriginFailure("refused", f"{operation} {key!r}: cannot connect to the endpoint") from None
@@ -272,9 +284,14 @@ class RedirectRefused(Exception):
     """An S3 endpoint answered with a redirect (never followed)."""
 
 
+class AnswerTooLarge(Exception):
+    """An answer botocore reads whole is over `MAX_ANSWER_BYTES` or `MAX_ANSWER_TAGS` (never S3's own)."""
+
+
 @functools.cache
 def _session_refusing_redirects() -> type:
-    """aiobotocore's HTTP session, except that a redirect is refused: aiohttp follows a `Location` to
+    """aiobotocore's HTTP session, except that an answer read whole is bounded (`BoundedResponse`) and a
+    redirect is refused: aiohttp follows a `Location` to
     any host unless a request says not to, and aiobotocore's requests do not, so a store (or anyone
     on a plain-HTTP path to it) answering 307 made the node fetch another address, an internal one
     too, and serve and cache what came back. (S3's own answer to a wrong region is an error botocore
@@ -289,11 +306,38 @@ def _session_refusing_redirects() -> type:
     refusing.on_request_redirect.append(refuse)
     refusing.freeze()
 
+    class BoundedResponse(aiohttp.ClientResponse):
+        """An answer read whole (`read()`: what aiobotocore does with every answer but an object's body,
+        which it streams) stops past `MAX_ANSWER_BYTES`: it was read to its end, however large, before
+        botocore looked at it, outside the fetch memory budget. One of more than `MAX_ANSWER_TAGS` tags is
+        refused before botocore parses it (here: its own first look at a listing, for an error in a 200, is a
+        parse)."""
+
+        async def read(self) -> bytes:
+            if self._body is None:
+                parts, total = [], 0
+                try:
+                    if (self.content_length or 0) > MAX_ANSWER_BYTES:
+                        raise AnswerTooLarge(f"an answer of more than {MAX_ANSWER_BYTES} bytes")
+                    while chunk := await self.content.readany():
+                        total += len(chunk)
+                        if total > MAX_ANSWER_BYTES:
+                            raise AnswerTooLarge(f"an answer of more than {MAX_ANSWER_BYTES} bytes")
+                        parts.append(chunk)
+                except BaseException:
+                    self.close()  # the connection is dropped, never pooled with the rest unread
+                    raise
+                self._body = b"".join(parts)
+                if self._body.count(b"<") > MAX_ANSWER_TAGS:
+                    raise AnswerTooLarge(f"an answer of more than {MAX_ANSWER_TAGS} tags")
+            return await super().read()
+
     class RefusingRedirects(AIOHTTPSession):
         async def _get_session(self, proxy_url):  # aiobotocore makes the aiohttp session here
             session = await super()._get_session(proxy_url)
             if refusing not in session.trace_configs:
                 session.trace_configs.append(refusing)  # before its first request: each one reads the list
+                session._response_class = BoundedResponse  # aiohttp's `response_class`, which aiobotocore does not set
             return session
 
     return RefusingRedirects

@@ -15,7 +15,7 @@ import json
 import socketserver
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,8 +42,8 @@ TOKEN = "s3-fuzz-admin-token-0b5e"
 #: what a call of the origin API may end in
 OUTCOMES = (Original, OriginNotFound, NotModified, OriginFailure, SourceTooLarge)
 
-#: (method, target) → the raw bytes answered
-Answer = Callable[[str, str], bytes]
+#: (method, target) → the raw bytes answered (or parts of them, each sent when the client has taken the last)
+Answer = Callable[[str, str], bytes | Iterable[bytes]]
 
 
 class RawS3(socketserver.ThreadingTCPServer):
@@ -57,6 +57,8 @@ class RawS3(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.answer: Answer = lambda method, target: b""
         self.requests: list[tuple[str, str]] = []
+        #: bytes of answers sent (an answer given in parts stops when the client closes the connection)
+        self.sent = 0
 
     @property
     def url(self) -> str:
@@ -86,7 +88,10 @@ class _Handler(socketserver.BaseRequestHandler):
                     break
                 body += chunk
             self.server.requests.append((method, target))
-            self.request.sendall(self.server.answer(method, target))
+            answer = self.server.answer(method, target)
+            for part in [answer] if isinstance(answer, bytes) else answer:  # bytes, or parts of them as they go
+                self.request.sendall(part)
+                self.server.sent += len(part)
         except OSError:
             pass
 
@@ -334,3 +339,73 @@ async def test_a_connection_closed_before_the_answer_is_a_bad_response(raw_s3, a
     finally:
         await origin.close()
     assert failure.value.kind == "bad_response", failure.value
+
+
+def endless(head: bytes, part: bytes, megabytes: int = 300) -> Iterator[bytes]:
+    """`head`, then `part` (1 MB) over and over, up to `megabytes`."""
+    yield head
+    for _ in range(megabytes):
+        yield part
+
+
+MEGABYTE = b"y" * 2**20
+JUNK_TAGS = http(200, b"<ListBucketResult>" + b"<a/>" * 1_500_000 + b"</ListBucketResult>")
+
+
+ERROR_ANNOUNCING_300_MB = b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n<Error>" % (300 * 2**20 + 7)
+ERROR_UNANNOUNCED = b"HTTP/1.1 503 Oops\r\nConnection: close\r\n\r\n<Error>"
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+LISTING_CHUNK = b"%x\r\n" % 2**20 + b"<Contents><Key>f/a</Key></Contents>".ljust(2**20) + b"\r\n"
+
+
+@pytest.mark.parametrize("call, answer", [
+    ("GetObject", lambda: endless(ERROR_ANNOUNCING_300_MB, MEGABYTE)),
+    ("GetObject", lambda: endless(ERROR_UNANNOUNCED, MEGABYTE)),
+    ("list_objects", lambda: endless(ERROR_ANNOUNCING_300_MB, MEGABYTE)),
+    ("list_objects", lambda: endless(ERROR_UNANNOUNCED, MEGABYTE)),
+    ("list_objects", lambda: endless(CHUNKED, LISTING_CHUNK)),
+    ("list_objects", lambda: JUNK_TAGS),
+], ids=["error-300MB", "error-unannounced", "list-error-300MB", "list-error-unannounced", "list-chunked",
+        "list-6MB-of-tags"])
+async def test_an_answer_read_whole_is_bounded(raw_s3, call, answer):
+    """aiobotocore reads an error's body, and a listing, whole before botocore looks at it: a store's 300 MB
+    error body was read, and copied, past 1 GB, outside the fetch memory budget, and a 44 MB listing held
+    the event loop for 25 s in botocore's parser (past every timeout: a parse is not cancelled). Now an
+    answer read whole stops past 8 MB, and one of more tags than S3 sends is not parsed."""
+    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    await origin.open()
+    raw_s3.answer = lambda method, target: answer()
+    raw_s3.sent = 0
+    started = time.monotonic()
+    try:
+        with pytest.raises(OriginFailure) as failure:
+            called = origin.fetch(OriginRequest("a.jpg", 10**6)) if call == "GetObject" else origin.list_objects("f/")
+            await asyncio.wait_for(called, BOUND)
+    finally:
+        await origin.close()
+    assert failure.value.kind == "bad_response", failure.value
+    assert "an answer of more than" in str(failure.value)
+    assert time.monotonic() - started < TIMEOUT
+    assert raw_s3.sent < 32 * 2**20  # read up to the limit, and the socket's buffers
+
+
+async def test_a_listing_page_as_large_as_s3_s_largest_is_read(raw_s3):
+    """1000 keys of 1024 bytes of UTF-8, percent-encoded (`encoding-type=url`), with every field S3 sends:
+    within both bounds."""
+    key = "f/" + "%E2%82%AC" * 340  # €: 3 bytes, 9 characters encoded
+    entries = "".join(
+        f"<Contents><Key>{key}{index:04d}</Key><LastModified>2020-01-01T00:00:00.000Z</LastModified>"
+        f"<ETag>&quot;{index:032x}&quot;</ETag><ChecksumAlgorithm>CRC32</ChecksumAlgorithm>"
+        f"<ChecksumType>FULL_OBJECT</ChecksumType><Size>1234</Size><Owner><ID>{'0' * 64}</ID>"
+        f"<DisplayName>owner</DisplayName></Owner><StorageClass>STANDARD</StorageClass></Contents>"
+        for index in range(1000))
+    page = listing(entries + "<EncodingType>url</EncodingType><MaxKeys>1000</MaxKeys><KeyCount>1000</KeyCount>")
+    assert len(page) > 3 * 10**6
+    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    await origin.open()
+    raw_s3.answer = lambda method, target: page
+    try:
+        listed = await asyncio.wait_for(origin.list_objects("f/"), BOUND)
+    finally:
+        await origin.close()
+    assert len(listed) == 1000 and listed[0][0] == "f/" + "\u20ac" * 340 + "0000"
