@@ -83,6 +83,8 @@ class Versions:
     def from_keys(cls, folder: str, keys: list[str]) -> Versions:
         found = []
         for key in keys:
+            if not key.startswith(folder):  # a store that ignores `Prefix` lists the bucket: `g/7.jpg` is not f's
+                continue
             stem = key[len(folder):].partition(".")[0]
             if _VERSION_SEGMENT.fullmatch("v" + stem):  # `latest.jpg`, `notes.txt`: not a version
                 found.append((int(stem), key))

@@ -203,7 +203,9 @@ class S3Origin(Origin):
         with self.classified("ListObjectsV2", prefix):
             async for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
                                                                                      Prefix=prefix):
-                keys = [item["Key"] for item in page.get("Contents", [])]
+                # only what the prefix covers: a store that ignores `Prefix` (broken, or not S3) lists the
+                # bucket, and every key of it was deleted, outside the shared tier's folder too
+                keys = [item["Key"] for item in page.get("Contents", []) if item["Key"].startswith(prefix)]
                 await self.delete_keys(keys)
                 deleted += len(keys)
         return deleted
@@ -228,7 +230,8 @@ class S3Origin(Origin):
             paginator = self._client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, StartAfter=start_after,
                                                  PaginationConfig={"MaxItems": pages * 1000}):
-                found += [(item["Key"], item["LastModified"].timestamp()) for item in page.get("Contents", [])]
+                found += [(item["Key"], item["LastModified"].timestamp()) for item in page.get("Contents", [])
+                          if item["Key"].startswith(prefix)]  # as `delete_prefix`: the purge journal deletes them
         return found
 
     @contextlib.contextmanager

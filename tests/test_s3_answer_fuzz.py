@@ -57,6 +57,7 @@ class RawS3(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.answer: Answer = lambda method, target: b""
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[bytes] = []
         #: bytes of answers sent (an answer given in parts stops when the client closes the connection)
         self.sent = 0
 
@@ -88,6 +89,7 @@ class _Handler(socketserver.BaseRequestHandler):
                     break
                 body += chunk
             self.server.requests.append((method, target))
+            self.server.bodies.append(body)
             answer = self.server.answer(method, target)
             for part in [answer] if isinstance(answer, bytes) else answer:  # bytes, or parts of them as they go
                 self.request.sendall(part)
@@ -409,3 +411,32 @@ async def test_a_listing_page_as_large_as_s3_s_largest_is_read(raw_s3):
     finally:
         await origin.close()
     assert len(listed) == 1000 and listed[0][0] == "f/" + "\u20ac" * 340 + "0000"
+
+
+async def test_keys_a_store_lists_outside_the_prefix_are_neither_deleted_nor_served(raw_s3):
+    """A store that ignores `Prefix` (broken, or not S3) lists the bucket: a purge of the shared tier
+    deleted every key listed, the purge journal's housekeeping every old one (outside the tier's folder
+    too: it may share a bucket), and a `cloudinary_backup` folder `f/` took `g/7.jpg` for its version 7,
+    another asset's image served and cached in its place."""
+    listed = ("outputs/a/1", "outputs/b/2", "originals/a/3", "image/upload/g/7.jpg")
+    bucket = listing("".join(entry(key) for key in listed))
+    s3 = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    backup = CloudinaryBackupOrigin.from_config(OriginSettings("backup", "cloudinary_backup", timeout=TIMEOUT),
+                                                origin_table(raw_s3.url))
+    await s3.open()
+    await backup.open()
+    raw_s3.answer = lambda method, target: bucket if method == "GET" else http(200, b"<DeleteResult/>")
+    try:
+        raw_s3.bodies.clear()
+        assert await asyncio.wait_for(s3.delete_prefix("outputs/a/"), BOUND) == 1
+        deleted = [body for body in raw_s3.bodies if body.startswith(b"<Delete")]
+        assert len(deleted) == 1 and b"<Key>outputs/a/1</Key>" in deleted[0] and deleted[0].count(b"<Key>") == 1
+        assert [key for key, _ in await asyncio.wait_for(s3.list_objects("outputs/"), BOUND)] == \
+            ["outputs/a/1", "outputs/b/2"]
+        raw_s3.requests.clear()
+        with pytest.raises(OriginNotFound):
+            await asyncio.wait_for(backup.fetch(OriginRequest("image/upload/f.jpg", 10**6)), BOUND)
+        assert [method for method, _ in raw_s3.requests] == ["GET"]  # the listing, and no GetObject
+    finally:
+        await s3.close()
+        await backup.close()
