@@ -214,9 +214,17 @@ class S3Origin(Origin):
         """Delete these objects (at most 1000: one DeleteObjects)."""
         if not keys:
             return
+        from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
+
+        request = {"Bucket": self.bucket, "Delete": {"Objects": [{"Key": key} for key in keys], "Quiet": True}}
         with self.classified("DeleteObjects", keys[0]):
-            answer = await self._client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True})
+            try:
+                answer = await self._client.delete_objects(**request)
+            except (ConnectionClosedError, EndpointConnectionError):
+                # aiohttp sends a request again on a pooled connection the store had closed (unsaid, or as
+                # it was taken) only when its method is idempotent: a POST is not, and every other purge
+                # failed against a store that closes each connection after answering. Deleting is: once more
+                answer = await self._client.delete_objects(**request)
         if answer.get("Errors"):
             first = answer["Errors"][0]
             raise OriginFailure("error", f"DeleteObjects {first.get('Key', keys[0])!r}: {first.get('Code', 'error')}")
