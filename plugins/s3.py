@@ -179,7 +179,7 @@ class S3Origin(Origin):
             params["IfNoneMatch"] = validators.etag
         elif validators is not None and validators.last_modified:
             params["IfModifiedSince"] = parsedate_to_datetime(validators.last_modified)
-        with self.classified("GetObject", key):
+        with self.classified("GetObject", key, conditional="IfNoneMatch" in params or "IfModifiedSince" in params):
             response = await self._client.get_object(**params)
             body = response["Body"]
             async with body:  # releases the connection, or drops it when the body was not read to the end
@@ -243,8 +243,9 @@ class S3Origin(Origin):
         return found
 
     @contextlib.contextmanager
-    def classified(self, operation: str, key: str) -> Iterator[None]:
-        """Turn what botocore and aiohttp raise into `OriginNotFound`, `NotModified` or `OriginFailure`."""
+    def classified(self, operation: str, key: str, conditional: bool = False) -> Iterator[None]:
+        """Turn what botocore and aiohttp raise into `OriginNotFound`, `NotModified` (only when the call was
+        `conditional`) or `OriginFailure`."""
         import aiohttp
         from botocore.exceptions import (  # imported with the origin: a lookup
             BotoCoreError,
@@ -264,7 +265,7 @@ class S3Origin(Origin):
         try:
             yield
         except ClientError as error:
-            raise _client_error(operation, key, error) from None
+            raise _client_error(operation, key, error, conditional) from None
         except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):  # before HTTPClientError: one of them
             raise OriginFailure("timeout", f"{operation} {key!r}: no answer in time") from None
         except (ConnectionClosedError, ResponseStreamingError, IncompleteReadError, aiohttp.ClientPayloadError,
@@ -354,17 +355,20 @@ def _session_refusing_redirects() -> type:
     return RefusingRedirects
 
 
-def _client_error(operation: str, key: str, error: ClientError) -> Exception:
-    """An S3 error response, by its code and status only (its message text may echo a key id)."""
+def _client_error(operation: str, key: str, error: ClientError, conditional: bool) -> Exception:
+    """An S3 error response, by its code and status only (its message text may echo a key id); a 304 is
+    `NotModified` only for a `conditional` call."""
     code = str(error.response.get("Error", {}).get("Code") or "")  # `<Code/>` is None: not "None"
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     if not _CODE.fullmatch(code):  # a store's own words, of any length (the shared tier logs them whole)
         code = "unexpected code" if code else ""
     if code in _NOT_FOUND_CODES:
         return OriginNotFound(key)
-    if status == 304 or code == "304":
-        return NotModified(key)
     where = f"{operation} {key!r}: {code or 'error'} (HTTP {status})"
+    if status == 304 or code == "304":
+        # to a fetch that sent no validators, a 304 makes no sense: the originals tier takes `NotModified`
+        # only after a conditional fetch (it holds the original), and one of the first fetch was a 500
+        return NotModified(key) if conditional else OriginFailure("bad_response", f"{where} to an unconditional call")
     if status == 403 or code in _DENIED_CODES:
         return OriginFailure("denied", where)
     if status >= 500:

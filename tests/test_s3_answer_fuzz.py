@@ -22,8 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.origin import NotModified, Original, OriginFailure, OriginNotFound, OriginRequest, OriginSettings, \
-    SourceTooLarge
+from edge.origin import Original, OriginFailure, OriginNotFound, OriginRequest, OriginSettings, SourceTooLarge
 from edge.settings import ConfigTable
 from edge_builtin_origins.cloudinary_backup import CloudinaryBackupOrigin
 from edge_builtin_origins.s3 import S3Origin
@@ -39,8 +38,8 @@ JPEG = (SAMPLES / "astronaut.jpg").read_bytes()
 KEY_ID = "AKIAHOSTILEPROBE0000"
 SECRET = "hostile-probe-secret-value"
 TOKEN = "s3-fuzz-admin-token-0b5e"
-#: what a call of the origin API may end in
-OUTCOMES = (Original, OriginNotFound, NotModified, OriginFailure, SourceTooLarge)
+#: what a call of the origin API may end in (`NotModified` only when it sent validators: none here do)
+OUTCOMES = (Original, OriginNotFound, OriginFailure, SourceTooLarge)
 
 #: (method, target) → the raw bytes answered (or parts of them, each sent when the client has taken the last)
 Answer = Callable[[str, str], bytes | Iterable[bytes]]
@@ -456,3 +455,37 @@ async def test_a_connection_the_store_closed_after_its_answer_fails_no_delete(ra
             assert await asyncio.wait_for(origin.delete_prefix("f/"), BOUND) == 1
     finally:
         await origin.close()
+
+
+def s3_node_config(url: str, type_: str = "s3", extra: str = "") -> str:
+    return f"""
+[[origins]]
+name = "store"
+type = "{type_}"
+bucket = "bkt"
+region = "us-east-1"
+endpoint_url = "{url}"
+access_key_id = "{KEY_ID}"
+secret_access_key = "{SECRET}"
+timeout = "{TIMEOUT}s"
+{extra}
+[[endpoints]]
+id = ""
+origins = ["store"]
+"""
+
+
+@pytest.mark.parametrize("type_", ["s3", "cloudinary_backup"])
+async def test_a_304_to_a_fetch_that_sent_no_validators_is_a_bad_response(node_factory, raw_s3, tmp_path, type_):
+    """Any 304 was `NotModified`, which the originals tier takes only for an answer to its conditional fetch
+    (it asserts it holds the original): a store answering 304 to the first fetch of a path was a 500. A `web`
+    origin takes a 304 only when it sent validators, as now the S3-backed ones."""
+    def answer(method: str, target: str) -> bytes:
+        if "list-type=2" in target:
+            return listing(entry("image/upload/f/1.jpg"))
+        return b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n"
+
+    raw_s3.answer = answer
+    node = await node_factory(write_config(tmp_path, s3_node_config(raw_s3.url, type_)))
+    response = await node.fetch("/tr:w-100/image/upload/f.jpg")
+    assert (response.code, response.headers.get("X-Edge-Error")) == (502, "store: bad_response"), response.body
