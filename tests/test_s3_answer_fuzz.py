@@ -11,12 +11,14 @@ time; a client gets an image or a 404/502/503/504, never a 500; the node is none
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given
@@ -26,8 +28,8 @@ from edge.origin import Original, OriginFailure, OriginNotFound, OriginRequest, 
 from edge.settings import ConfigTable
 from edge_builtin_origins.cloudinary_backup import CloudinaryBackupOrigin
 from edge_builtin_origins.s3 import S3Origin
-from tests.fuzzing import decoded, fuzz_settings
-from tests.nodes import SAMPLES, local_config, write_config
+from tests.fuzzing import decoded, exchange, fuzz_settings
+from tests.nodes import SAMPLES, NodeProcess, local_config, write_config
 from tests.s3server import shared_cache_table
 
 EXAMPLES = 120
@@ -489,3 +491,74 @@ async def test_a_304_to_a_fetch_that_sent_no_validators_is_a_bad_response(node_f
     node = await node_factory(write_config(tmp_path, s3_node_config(raw_s3.url, type_)))
     response = await node.fetch("/tr:w-100/image/upload/f.jpg")
     assert (response.code, response.headers.get("X-Edge-Error")) == (502, "store: bad_response"), response.body
+
+
+RENDER_TIMEOUT = 2.0
+#: a request's answer: the fetch (a listing and a GetObject within one timeout), a render, a busy machine
+NODE_BOUND = TIMEOUT + RENDER_TIMEOUT + 10
+STATUSES = {200, 400, 404, 422, 502, 503, 504}
+
+
+@pytest.fixture(scope="module")
+def fuzzed_node(raw_s3, tmp_path_factory):
+    """`edge serve` (one worker, in a child process) with an `s3` origin on the default endpoint and a
+    `cloudinary_backup` one (listing on every fetch) on `/cl/`, both at the raw server."""
+    folder = tmp_path_factory.mktemp("s3-fuzz-node")
+    config = write_config(folder, f"""
+[server]
+access_log = false
+[limits]
+render_timeout = "{RENDER_TIMEOUT}s"
+""" + s3_node_config(raw_s3.url) + f"""
+[[origins]]
+name = "backup"
+type = "cloudinary_backup"
+bucket = "bkt"
+region = "us-east-1"
+endpoint_url = "{raw_s3.url}"
+access_key_id = "{KEY_ID}"
+secret_access_key = "{SECRET}"
+timeout = "{TIMEOUT}s"
+resolution_ttl = "0s"
+[[endpoints]]
+id = "cl"
+origins = ["backup"]
+""")
+    node = NodeProcess(config, "--workers", "1")
+    try:
+        yield urlsplit(node.url), node
+    finally:
+        node.stop()
+
+
+def test_random_store_answers_get_a_bounded_answer_and_never_a_500(raw_s3, fuzzed_node):
+    """Through a running node: every answer an image at the width asked for, or 404/502/503/504, within the
+    bound; no secret in the node's log; and a good object afterwards renders."""
+    address, node = fuzzed_node
+    numbers = itertools.count()
+    answered = []
+
+    @fuzz_settings(EXAMPLES)
+    @given(answer=st.one_of(object_answers().map(lambda raw: lambda method, target: raw), listing_answers()),
+           endpoint=st.sampled_from(["", "/cl"]))
+    def one(answer, endpoint):
+        raw_s3.answer = answer
+        number = next(numbers)
+        width = 100 + number % 50
+        path = f"{endpoint}/tr:w-{width}/f/{number}.jpg" if endpoint else f"/tr:w-{width}/f-{number}.jpg"
+        status, body, seconds = exchange(address, "GET", path, timeout=NODE_BOUND)
+        assert status in STATUSES and seconds < NODE_BOUND, (path, status, body[:200])
+        if status == 200:
+            assert decoded(body).width == width, path
+        answered.append(status)
+
+    one()
+    assert answered.count(502) >= EXAMPLES // 10, sorted(answered)
+    raw_s3.answer = lambda method, target: (listing(entry("f/7.jpg")) if "list-type=2" in target
+                                            else http(200, JPEG, (("Content-Type", "image/jpeg"),)))
+    for path in ("/tr:w-120/good.jpg", "/cl/tr:w-121/f.jpg"):  # the node is none the worse
+        status, body, _ = exchange(address, "GET", path, timeout=NODE_BOUND)
+        assert status == 200, (path, status, body[:200])
+        assert decoded(body).width in (120, 121)
+    log = "".join(node.log)
+    assert SECRET not in log and KEY_ID not in log and "Traceback" not in log, log[-3000:]
