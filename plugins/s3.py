@@ -362,9 +362,12 @@ def _client_error(operation: str, key: str, error: ClientError, conditional: boo
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     if not _CODE.fullmatch(code):  # a store's own words, of any length (the shared tier logs them whole)
         code = "unexpected code" if code else ""
-    if code in _NOT_FOUND_CODES:
-        return OriginNotFound(key)
     where = f"{operation} {key!r}: {code or 'error'} (HTTP {status})"
+    if code in _NOT_FOUND_CODES:
+        # a key is missing only where one is read: to a listing or a write, a 404 is a bucket that is not
+        # there (a store's bare 404, not NoSuchBucket), a failure; as `OriginNotFound` it had escaped the
+        # shared tier (a 500 of a purge) and made a `cloudinary_backup` origin's every path a 404
+        return OriginNotFound(key) if operation == "GetObject" else OriginFailure("error", where)
     if status == 304 or code == "304":
         # to a fetch that sent no validators, a 304 makes no sense: the originals tier takes `NotModified`
         # only after a conditional fetch (it holds the original), and one of the first fetch was a 500

@@ -562,3 +562,64 @@ def test_random_store_answers_get_a_bounded_answer_and_never_a_500(raw_s3, fuzze
         assert decoded(body).width in (120, 121)
     log = "".join(node.log)
     assert SECRET not in log and KEY_ID not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_random_shared_store_answers_never_fail_an_image_or_a_purge(raw_s3, tmp_path):
+    """The fleet's shared tier at the raw server (a `local` origin has the images): whatever the store
+    answers to its reads, writes, listings and deletes, every image is served, at its width, and a purge
+    answers 200 or 502 (the store named as failed), never a 500; the node's log holds no secret."""
+    config = write_config(tmp_path, local_config(
+        before=f'[server]\naccess_log = false\n[admin]\ntoken = "{TOKEN}"\n',
+        after=shared_cache_table(raw_s3.url, "bkt", timeout=f"{TIMEOUT}s")))
+    node = NodeProcess(config, "--workers", "1")
+    address = urlsplit(node.url)
+    widths = itertools.count(100)
+    purges = []
+    try:
+        @fuzz_settings(EXAMPLES // 2)
+        @given(answer=st.one_of(object_answers().map(lambda raw: lambda method, target: raw), listing_answers()),
+               purge=st.booleans())
+        def one(answer, purge):
+            raw_s3.answer = answer
+            width = next(widths)
+            status, body, seconds = exchange(address, "GET", f"/tr:w-{width}/astronaut.jpg", timeout=NODE_BOUND)
+            assert status == 200 and seconds < NODE_BOUND, (status, body[:200])
+            assert decoded(body).width == width
+            if purge:  # (the tier's own timeout bounds a listing truncated forever: 10 of them)
+                status, body, seconds = exchange(
+                    address, "POST", "/_edge/purge", body=json.dumps({"prefix": "/astr"}).encode(),
+                    headers={"Authorization": f"Bearer {TOKEN}"}, timeout=TIMEOUT * 10 + NODE_BOUND)
+                assert status in (200, 502) and seconds < TIMEOUT * 10 + NODE_BOUND, (status, body[:300])
+                purges.append(json.loads(body)["shared"])
+
+        one()
+    finally:
+        node.stop()
+    assert purges, "no purge drawn"
+    log = "".join(node.log)
+    assert SECRET not in log and "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("answer", [http(404), error_xml("NoSuchKey", 404), error_xml("NotFound", 404)],
+                         ids=["bare", "NoSuchKey", "NotFound"])
+async def test_a_404_to_a_listing_or_a_write_is_a_failure_not_a_missing_key(raw_s3, answer):
+    """Only a GetObject's 404 is a key that is not there. To a listing or a write it is a bucket that is not
+    (a store's bare 404): `OriginNotFound` had escaped the shared tier's writes (an exception never
+    retrieved), its purges (a 500) and its journal, and made a `cloudinary_backup` origin's paths 404s."""
+    s3 = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    backup = CloudinaryBackupOrigin.from_config(OriginSettings("backup", "cloudinary_backup", timeout=TIMEOUT),
+                                                origin_table(raw_s3.url))
+    await s3.open()
+    await backup.open()
+    raw_s3.answer = lambda method, target: answer
+    try:
+        with pytest.raises(OriginNotFound):
+            await asyncio.wait_for(s3.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
+        for call in (lambda: s3.put_object("f/x", b"x", "image/jpeg"), lambda: s3.list_objects("f/"),
+                     lambda: s3.delete_prefix("f/"), lambda: backup.fetch(OriginRequest("f.jpg", 10**6))):
+            with pytest.raises(OriginFailure) as failure:
+                await asyncio.wait_for(call(), BOUND)
+            assert failure.value.kind == "error", failure.value
+    finally:
+        await s3.close()
+        await backup.close()
