@@ -285,10 +285,11 @@ class S3Origin(Origin):
             raise OriginFailure("denied", f"{operation} {key!r}: no credentials") from None
         except (BotoCoreError, aiohttp.ClientError) as error:
             raise OriginFailure("error", f"{operation} {key!r}: {type(error).__name__}") from None
-        except (ResponseParserError, ValueError, KeyError, TypeError):
+        except (ResponseParserError, ValueError, KeyError, TypeError, ArithmeticError, RuntimeError):
             # an answer botocore cannot read (a date or a number in a header or a listing that is not one, a
             # listing entry without its Key): the store's fault. It had escaped as itself, a 500 of a request
-            # the shared tier read for, and of a purge (`edge/shared_cache.py` expects `OriginFailure`)
+            # the shared tier read for, and of a purge (`edge/shared_cache.py` expects `OriginFailure`).
+            # (botocore raises RuntimeError for a date of 20 digits: a time past its range)
             raise OriginFailure("bad_response", f"{operation} {key!r}: an answer that does not parse") from None
 
 

@@ -291,7 +291,10 @@ NO_SUCH_KEY = error_xml("NoSuchKey", 404)
     (NO_SUCH_KEY, listing(entry("outputs/_purges/x", None))),
     (NO_SUCH_KEY, listing(entry("outputs/_purges/x", "not a date"))),
     (NO_SUCH_KEY, listing(entry(None))),
-], ids=["last-modified", "parts-count", "lock-date", "listed-without-date", "listed-date", "listed-without-key"])
+    (http(200, b"x", (("Last-Modified", "99999999999999999999"),)), EMPTY_LISTING),
+    (NO_SUCH_KEY, listing(entry("outputs/_purges/x", "99999999999999999999"))),
+], ids=["last-modified", "parts-count", "lock-date", "listed-without-date", "listed-date", "listed-without-key",
+        "last-modified-out-of-range", "listed-date-out-of-range"])
 async def test_a_shared_store_answering_what_botocore_cannot_read_is_a_miss_and_a_purge_says_so(
         node_factory, raw_s3, tmp_path, objects, listings):
     """botocore raised `ValueError` (a date or a number that is not one) or the listing's reader `KeyError`
