@@ -10,6 +10,7 @@ no message carries anything the server said verbatim (it might echo a credential
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import re
@@ -53,6 +54,8 @@ MAX_ANSWER_BYTES = 8 * 1024 * 1024
 #: entries with every field S3 sends has ~26 000
 MAX_ANSWER_TAGS = 64_000
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+#: the streamed answer (an object's body, not read yet) of the call this task makes, once its headers are in
+_streaming: contextvars.ContextVar[Any] = contextvars.ContextVar("edge_s3_streaming", default=None)
 #: what S3's error codes look like (`NoSuchKey`, `SlowDown`, `404`); another is not quoted
 _CODE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _DENIED_CODES = {
@@ -180,7 +183,18 @@ class S3Origin(Origin):
         elif validators is not None and validators.last_modified:
             params["IfModifiedSince"] = parsedate_to_datetime(validators.last_modified)
         with self.classified("GetObject", key, conditional="IfNoneMatch" in params or "IfModifiedSince" in params):
-            response = await self._client.get_object(**params)
+            _streaming.set(None)
+            try:
+                response = await self._client.get_object(**params)
+            except BaseException:
+                # botocore had the answer's headers and failed on them (a Last-Modified that is not a date):
+                # nobody has the body to close, and its connection stayed taken (until garbage collection, if
+                # ever). 64 such answers held the whole pool: every later fetch of the origin timed out
+                if (streamed := _streaming.get()) is not None:
+                    streamed.close()
+                raise
+            finally:
+                _streaming.set(None)
             body = response["Body"]
             async with body:  # releases the connection, or drops it when the body was not read to the end
                 length = response.get("ContentLength")
@@ -346,6 +360,12 @@ def _session_refusing_redirects() -> type:
             return await super().read()
 
     class RefusingRedirects(AIOHTTPSession):
+        async def send(self, request):
+            response = await super().send(request)
+            if request.stream_output:  # an object's body, streamed: `S3Origin.get_object` closes it if botocore fails
+                _streaming.set(response.raw)
+            return response
+
         async def _get_session(self, proxy_url):  # aiobotocore makes the aiohttp session here
             session = await super()._get_session(proxy_url)
             if refusing not in session.trace_configs:

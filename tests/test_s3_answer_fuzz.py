@@ -133,7 +133,7 @@ header_values = st.sampled_from([
     "garbage", "", "-1", "0", "12", "abc", "99999999999999999999", "1e3", "true", "maybe",
     "Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 99 Oct 2015 07:28:00 GMT", "2015-10-21T07:28:00Z", '"etag"',
     '"' + "e" * 5000 + '"', "image/jpeg", "text/html", "bytes 0-1/2", "ongoing-request=\"maybe\"",
-    "expiry-date=\"nope\", rule-id=\"x\"", KEY_ID])
+    "expiry-date=\"nope\", rule-id=\"x\"", KEY_ID, "1e400", "inf", "nan", "-99999999999", "0x10"])
 header_names = st.sampled_from([
     "Last-Modified", "ETag", "Content-Type", "Expires", "x-amz-mp-parts-count", "x-amz-tagging-count",
     "x-amz-missing-meta", "x-amz-object-lock-retain-until-date", "x-amz-delete-marker", "x-amz-restore",
@@ -171,7 +171,7 @@ def object_answers(draw) -> bytes:
 keys = st.sampled_from(["f/1.jpg", "f/2.png", "f/latest.jpg", "f/9999999999999.jpg", "f/1", "f/a&amp;b.jpg",
                         "f/%2F..%2F1.jpg", "f/\u00fc.jpg", "f/&#1;.jpg", "", "other/5.jpg", "f/" + "9" * 2000])
 modified = st.sampled_from(["2020-01-01T00:00:00.000Z", "2020-01-01T00:00:00.000Z", "garbage", "", None,
-                            "2020-13-45T99:99:99Z"])
+                            "2020-13-45T99:99:99Z", "99999999999999999999", "1e400", "-1", "0001-01-01T00:00:00Z"])
 
 
 @st.composite
@@ -182,9 +182,10 @@ def listing_answers(draw) -> Answer:
     entries += draw(st.sampled_from(["", "<KeyCount>abc</KeyCount>", "<CommonPrefixes><Prefix>f/x/</Prefix>"
                                      "</CommonPrefixes>", "<EncodingType>url</EncodingType>"]))
     paging = draw(st.sampled_from(["last", "last", "same token", "new token forever", "no token", "garbage flag"]))
-    page = draw(st.sampled_from(["listing", "listing", "listing", "error", "odd"]))
+    page = draw(st.sampled_from(["listing", "listing", "listing", "error", "odd", "error in a 200"]))
     got = http(200, JPEG, (("Content-Type", "image/jpeg"),)) if draw(st.booleans()) else draw(object_answers())
-    other = error_xml(draw(codes), draw(statuses)) if page == "error" else draw(object_answers())
+    other = {"error": error_xml(draw(codes), draw(statuses)), "error in a 200": error_xml(draw(codes), 200)}.get(
+        page) or draw(object_answers())
     pages = iter(range(10**9))
 
     def answer(method: str, target: str) -> bytes:
@@ -626,3 +627,22 @@ async def test_a_404_to_a_listing_or_a_write_is_a_failure_not_a_missing_key(raw_
     finally:
         await s3.close()
         await backup.close()
+
+
+async def test_objects_whose_headers_do_not_parse_leave_no_connection_taken(raw_s3):
+    """botocore reads an object's headers, then fails on one (a `Last-Modified` that is not a date) before
+    handing the body over: nobody closed it, and its connection stayed taken. After 64 such answers (the
+    origin's pool) every fetch of the origin waited for a connection until its timeout, for good."""
+    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    await origin.open()
+    body = JPEG * (3 * 2**20 // len(JPEG))  # more than the socket's buffers: the connection waits for a reader
+    raw_s3.answer = lambda method, target: (b"HTTP/1.1 200 OK\r\nLast-Modified: not a date\r\nContent-Length: %d\r\n"
+                                            b"\r\n%s" % (len(body), body))
+    try:
+        for _ in range(80):
+            with pytest.raises(OriginFailure):
+                await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**7)), TIMEOUT)
+        raw_s3.answer = lambda method, target: http(200, JPEG)
+        assert (await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**7)), TIMEOUT)).body == JPEG
+    finally:
+        await origin.close()
