@@ -324,10 +324,16 @@ def _session_refusing_redirects() -> type:
     too, and serve and cache what came back. (S3's own answer to a wrong region is an error botocore
     reads, asking the configured endpoint again: not a redirect aiohttp follows.)"""
     import aiohttp
+    import yarl
     from aiobotocore.httpsession import AIOHTTPSession
 
     async def refuse(session, context, params) -> None:
-        raise RedirectRefused(f"redirect to {params.url.origin()} refused")
+        # named by where it leads (`params.url` is the store's own address, which the log had named)
+        try:
+            target = str(params.url.join(yarl.URL(params.response.headers.get("Location", ""))).origin())
+        except ValueError:  # no host, or one that does not parse
+            target = "an address that does not parse"
+        raise RedirectRefused(f"redirect to {target} refused")
 
     refusing = aiohttp.TraceConfig()
     refusing.on_request_redirect.append(refuse)

@@ -646,3 +646,21 @@ async def test_objects_whose_headers_do_not_parse_leave_no_connection_taken(raw_
         assert (await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**7)), TIMEOUT)).body == JPEG
     finally:
         await origin.close()
+
+
+@pytest.mark.parametrize("location, named", [
+    ("http://169.254.169.254/latest/meta-data/", "http://169.254.169.254"),
+    ("http://user:pw@10.0.0.1:8080/x", "http://10.0.0.1:8080"),
+    ("/elsewhere", "STORE"), ("http://[::1/", "an address that does not parse"), ("", "STORE")])
+async def test_a_refused_redirect_names_where_it_led(raw_s3, location, named):
+    """The failure (logged) named the store's own address, not the redirect's target."""
+    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    await origin.open()
+    raw_s3.answer = lambda method, target: http(307, b"", (("Location", location),))
+    try:
+        with pytest.raises(OriginFailure) as failure:
+            await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
+    finally:
+        await origin.close()
+    assert failure.value.kind == "redirect_refused"
+    assert str(failure.value) == f"GetObject 'a.jpg': redirect to {named.replace('STORE', raw_s3.url)} refused"
