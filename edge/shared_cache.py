@@ -15,7 +15,8 @@ fetching or rendering again (docs/fleet.md).
   or foreign object is a miss, never a wrong image.
 - **Never a client error, never on the critical path.** Reads are bounded by `timeout`; writes run
   after the response in the background, at most `max_writes` at a time and a bounded backlog beyond
-  which they are dropped. Every failure is counted (`edge_shared_cache_failures_total`) and skipped.
+  which they are dropped. Every failure is counted (`edge_shared_cache_failures_total`) and skipped,
+  also what the store's client raises unclassified (its bug: logged with the traceback).
 - One S3 client per process: the tier wraps an `s3` origin (`plugins/s3.py`), which already has the
   client, path-style addressing for S3-compatible stores and the classification of S3's errors.
 """
@@ -200,6 +201,9 @@ class SharedTier:
         except FetchMemoryExhausted:  # a miss, never a 503: the origin's fetch will wait its own turn
             self._failed("get", "busy")
             output = None
+        except Exception as error:  # what the store's client should have classified (its bug): a miss all the
+            self._unexpected("get", error)  # same, never a 500 (botocore's ValueError for a date had been one)
+            output = None
         self._metrics.child(self._metrics.cache_requests, "shared", "miss" if output is None else "hit").inc()
         return output
 
@@ -223,6 +227,9 @@ class SharedTier:
             except (OriginFailure, TimeoutError) as error:
                 self._failed("put", error)
                 return
+            except Exception as error:  # (else the task ends in an exception nobody retrieves)
+                self._unexpected("put", error)
+                return
         self._metrics.shared_cache_writes.inc()
 
     async def delete_prefix(self, key_prefix: str) -> int:
@@ -242,6 +249,8 @@ class SharedTier:
             await asyncio.wait_for(self.journal.expire(key), self.timeout * 2)
         except TimeoutError:
             log.warning("the purge journal's expired entries were not deleted in time")
+        except Exception as error:  # `expire` logs the store's failures; this is what it did not classify
+            self._unexpected("journal", error)
 
     async def read_purges(self) -> list[str] | None:
         """The key prefixes of the journal's purges this worker has not read yet (`PurgeJournal.read`);
@@ -262,6 +271,17 @@ class SharedTier:
         except OriginFailure as error:  # the bucket's client is an `s3` origin's
             self._failed(operation, error)
             raise SharedCacheFailure(error.kind, str(error)) from error
+        except Exception as error:  # its bug: the purge says the tier failed, never a 500
+            self._unexpected(operation, error)
+            raise SharedCacheFailure("error", type(error).__name__) from None
+
+    def _unexpected(self, operation: str, error: Exception) -> None:
+        """A failure the store's client raised unclassified (a bug): counted as `error`, logged with its
+        traceback at most once a minute per operation."""
+        self._metrics.child(self._metrics.shared_cache_failures, operation, "error").inc()
+        if (left_out := self._failure_lines.allow((operation, "unexpected"))) is not None:
+            log.error("shared cache %s raised an unexpected error; counted in edge_shared_cache_failures_total%s",
+                      operation, left_out, exc_info=error)
 
     def _failed(self, operation: str, error: BaseException | str) -> None:
         kind = error if isinstance(error, str) else getattr(error, "kind", "timeout" if isinstance(

@@ -233,3 +233,43 @@ async def test_edge_purge_empties_the_shared_tier_too(tier, s3, tmp_path):
     assert process.returncode == 0, err
     assert json.loads(out)["shared"] == {"removed": 1, "journal": "written"}
     assert await tier.get(key("", "a.jpg")) is None and await tier.get(key("", "b.jpg")) is not None
+
+
+class BrokenStore:
+    """A store whose client raises what it should have classified (as botocore's `ValueError` for a date
+    that is not one, `RuntimeError` for one past its range, had escaped the `s3` origin)."""
+
+    def key_for(self, path: str) -> str:
+        return "outputs/" + path
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def get_object(self, *args, **kwargs):
+        raise RuntimeError('Unable to calculate correct timezone offset for "99999999999999999999"')
+
+    put_object = delete_prefix = list_objects = get_object
+
+
+async def test_what_the_store_s_client_raises_unclassified_is_a_counted_failure_never_a_500(tmp_path, caplog):
+    """The tier is never a client's error: a read is a miss, a write is dropped (its task had ended in an
+    exception nobody retrieved), and a purge or a journal reading fails as the tier's (it had been a 500)."""
+    from edge.shared_cache import SharedCacheSettings
+
+    tier = SharedTier(SharedCacheSettings(BrokenStore(), timeout=3), Metrics(), 10**7, 86400.0,
+                      tmp_path / APPLIED_FILE)
+    cache_key = key("shop", "a.jpg")
+    assert await tier.get(cache_key) is None
+    tier.put_later(cache_key, output())
+    await written(tier)
+    with pytest.raises(SharedCacheFailure):
+        await tier.delete_prefix(path_key("shop", "a.jpg"))
+    with pytest.raises(SharedCacheFailure):
+        await tier.record_purge(path_key("shop", "a.jpg"))
+    assert await tier.read_purges() is None
+    assert counted(tier, "shared_cache_failures") == {("get", "error"): 1, ("put", "error"): 1,
+                                                      ("delete", "error"): 1, ("journal", "error"): 2}
+    assert "raised an unexpected error" in caplog.text
