@@ -1,12 +1,16 @@
 """Configuration: typed validation, errors naming file/table/key, secrets, the embedded default."""
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
-from edge.config import load_config
+from edge.config import CacheSettings, Defaults, FleetSettings, Limits, ServerSettings, WithoutEnvironment, load_config
 from edge.errors import ConfigError
 from edge.flight import wait_bound
 from edge.pluginmanager import load_plugins
@@ -184,3 +188,71 @@ def test_an_origin_url_urlsplit_refuses_is_an_error_naming_its_key(tmp_path, ori
     with pytest.raises(ConfigError) as error:
         load(tmp_path, f'[[origins]]\nname = "o"\n{origin}\n[[endpoints]]\nid = ""\norigins = ["o"]\n')
     assert str(error.value).endswith(message) and "secret" not in str(error.value), str(error.value)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGURATION_MD = (ROOT / "docs" / "configuration.md").read_text()
+#: docs/configuration.md's tables whose keys are fields of a settings class, and that class
+DOCUMENTED_TABLES = {"server": ServerSettings, "cache": CacheSettings, "defaults": Defaults, "limits": Limits,
+                     "fleet": FleetSettings}
+
+
+def documented_keys(table: str) -> dict[str, str]:
+    """`key` → the default column (`"10s"`, `none`, …) of one `### `[table]`` section's table."""
+    section = re.search(rf"^### `\[{table}\]`\n(.*?)(?=^### |\Z)", CONFIGURATION_MD, re.S | re.M).group(1)
+    return dict(re.findall(r"^\| `(\w+)` \| ([^|]*?) \|", section, re.M))
+
+
+@pytest.mark.parametrize("table", DOCUMENTED_TABLES)
+def test_every_key_docs_configuration_md_names_exists_with_its_documented_default(tmp_path, table):
+    """Operators copy keys and defaults from docs/configuration.md: each documented key is accepted, and
+    written with its documented default it loads as the key left out does; each field is documented."""
+    keys = documented_keys(table)
+    assert set(keys) == {f.name for f in dataclasses.fields(DOCUMENTED_TABLES[table])}
+    cache_dir = '[cache]\ndir = "cache"\n'
+    unset = getattr(load(tmp_path, cache_dir + ORIGIN + ENDPOINT), table)
+    for key, default in keys.items():
+        if default == "none":
+            assert getattr(unset, key) is None, key
+        elif default.startswith("`"):
+            written = f"[{table}]\n{key} = {default.strip('`')}\n"
+            text = written + 'dir = "cache"\n' if table == "cache" else cache_dir + written
+            assert getattr(getattr(load(tmp_path, text + ORIGIN + ENDPOINT), table), key) == getattr(unset, key), key
+
+
+def doc_toml_blocks() -> list[tuple[str, str, dict[str, dict]]]:
+    """Every ```toml block of the README, docs/ and contrib/'s READMEs, named by file and line, with the
+    origins the file's earlier blocks define (a later block may add to them: "Add … a second origin")."""
+    blocks = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("contrib/*/README.md"))]:
+        text, earlier = path.read_text(), {}
+        for match in re.finditer(r"```toml\n(.*?)```", text, re.S):
+            name = f"{path.relative_to(ROOT)}:{text[:match.start()].count(chr(10)) + 1}"
+            blocks.append((name, match.group(1), dict(earlier)))
+            earlier.update({o["name"]: o for o in tomllib.loads(match.group(1)).get("origins", [])})
+    return blocks
+
+
+@pytest.mark.parametrize("block, earlier", [(text, earlier) for _, text, earlier in doc_toml_blocks()],
+                         ids=[name for name, _, _ in doc_toml_blocks()])
+def test_every_toml_block_of_the_docs_loads(tmp_path, block, earlier):
+    """A block showing part of a config loads once completed the least way: a cache folder, an endpoint
+    over its origins, and for each name an endpoint lists that the block does not define, the origin of
+    that name an earlier block of the file defines, else a `local` one. Secrets are placeholders, as
+    `edge check-config --no-env` makes them."""
+    data = tomllib.loads(block)
+    if "project" in data:
+        pytest.skip("a pyproject.toml table, not a node's config")
+    plugins = load_plugins()
+    types = {origin["type"] for origin in data.get("origins", [])}
+    if not types <= set(plugins.type_names()):
+        pytest.skip(f"origin types of a plugin not installed: {sorted(types - set(plugins.type_names()))}")
+    names = [origin["name"] for origin in data.get("origins", [])]
+    text = ("" if "cache" in data else '[cache]\ndir = "cache"\n') + block
+    if "endpoints" not in data:
+        text += ORIGIN + ENDPOINT if not names else f'\n[[endpoints]]\nid = ""\norigins = {json.dumps(names)}\n'
+    for name in {n for endpoint in data.get("endpoints", []) for n in endpoint["origins"]} - set(names):
+        origin = earlier.get(name, {"name": name, "type": "local", "root": str(SAMPLES)})
+        text += "\n[[origins]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in origin.items())
+    config = load_config(write_config(tmp_path, text), plugins, environ=WithoutEnvironment())
+    assert config.origins and config.endpoints
