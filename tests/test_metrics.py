@@ -2,15 +2,19 @@
 requests: every count is the whole node's, whichever worker answered."""
 
 import asyncio
+import json
+import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from prometheus_client import generate_latest
+from prometheus_client import Counter, Gauge, Histogram, generate_latest
 from tornado.httpclient import AsyncHTTPClient
 
+from edge.metrics import Metrics
 from tests.assets import colour, solid
 from tests.nodes import NodeProcess, until_stored, web_config, write_config
 from tests.scrape import samples, scrape_when
@@ -207,3 +211,58 @@ async def test_a_flood_of_scrapes_costs_one_text_per_interval_and_none_is_older_
     assert len(made) == 2 and all(text is flood[0] for text in flood) and flood[0] is not first
     assert samples(flood[0].decode(), "edge_http_requests_total", status="200") == {
         (("endpoint", "default"), ("status", "200")): 1}
+
+
+ROOT = Path(__file__).resolve().parent.parent
+#: identifiers in the docs that start with `edge_` and are no metric: packages, entry points, upstreams
+NOT_METRICS = {"edge_builtin_origins", "edge_origin_types", "edge_azure_blob", "edge_sqlite_origin", "edge_node",
+               "edge_nodes", "edge_admin"}
+
+
+def registered() -> dict[str, tuple[str, set[str]]]:
+    """Every metric a node exposes: name as scraped → (type, label names)."""
+    found = {}
+    for metric in vars(Metrics()).values():
+        if isinstance(metric, (Counter, Gauge, Histogram)):
+            kind = {Counter: "counter", Gauge: "gauge", Histogram: "histogram"}[type(metric)]
+            found[metric._name + ("_total" if kind == "counter" else "")] = (kind, set(metric._labelnames))
+    return found
+
+
+def test_the_metrics_table_of_docs_operations_md_is_what_the_node_registers():
+    """Every row of the table (name, type, labels) and every metric in a row, both ways."""
+    table = {}
+    for names, kind, labels in re.findall(r"^\| (`edge_[^|]*) \| (\w+) \| ([^|]*) \|",
+                                          (ROOT / "docs" / "operations.md").read_text(), re.M):
+        # labels are written `name` or `name` (`value`/`value`), comma-separated; `—` for none
+        label_names = set(re.findall(r"(?:^|, )`(\w+)`", re.sub(r"\([^)]*\)", "", labels.strip())))
+        table.update({name: (kind, label_names) for name in re.findall(r"`(edge_\w+)`", names)})
+    assert table == registered()
+
+
+def promql_of_the_repository() -> list[tuple[str, str]]:
+    """(where, text) of everything naming a metric: the docs, the alert rules, the dashboard's queries."""
+    texts = [(str(p.relative_to(ROOT)), p.read_text()) for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]]
+    texts.append(("conf/prometheus-alerts.yml", (ROOT / "conf" / "prometheus-alerts.yml").read_text()))
+    dashboard = (ROOT / "conf" / "grafana-dashboard.json").read_text()
+    queries = re.findall(r'"(?:expr|query)": (".*?(?<!\\)")', dashboard)
+    texts.append(("conf/grafana-dashboard.json", "\n".join(json.loads(query) for query in queries)))
+    return texts
+
+
+@pytest.mark.parametrize("where, text", promql_of_the_repository(),
+                         ids=[where for where, _ in promql_of_the_repository()])
+def test_every_metric_the_docs_alerts_and_dashboard_name_exists_with_the_labels_they_select(where, text):
+    metrics = registered()
+    series = {}  # every name a scrape shows: a histogram's _bucket, _count and _sum
+    for name, (kind, labels) in metrics.items():
+        series[name] = labels
+        if kind == "histogram":
+            series.update({name + "_bucket": labels | {"le"}, name + "_count": labels, name + "_sum": labels})
+    for match in re.finditer(r"\b(edge_[a-z_]+)(?:\{([^}]*)\})?", text):
+        name, selector = match.groups()
+        if name in NOT_METRICS:
+            continue
+        assert name in series, f"{where}: {name} is no metric of the node"
+        for label in re.findall(r"([a-z_]+)\s*(?:=~|!=|!~|=)", selector or ""):
+            assert label in series[name] | {"instance", "job"}, f"{where}: {name} has no label {label}"
