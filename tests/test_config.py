@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import CacheSettings, Defaults, FleetSettings, Limits, ServerSettings, WithoutEnvironment, load_config
+from edge.config import (
+    CacheSettings,
+    Defaults,
+    Endpoint,
+    FleetSettings,
+    Limits,
+    ServerSettings,
+    WithoutEnvironment,
+    load_config,
+)
 from edge.errors import ConfigError
 from edge.flight import wait_bound
 from edge.pluginmanager import load_plugins
@@ -199,7 +208,7 @@ DOCUMENTED_TABLES = {"server": ServerSettings, "cache": CacheSettings, "defaults
 
 def documented_keys(table: str) -> dict[str, str]:
     """`key` → the default column (`"10s"`, `none`, …) of one `### `[table]`` section's table."""
-    section = re.search(rf"^### `\[{table}\]`\n(.*?)(?=^### |\Z)", CONFIGURATION_MD, re.S | re.M).group(1)
+    section = re.search(rf"^### `\[{re.escape(table)}\]`\n(.*?)(?=^### |\Z)", CONFIGURATION_MD, re.S | re.M).group(1)
     return dict(re.findall(r"^\| `(\w+)` \| ([^|]*?) \|", section, re.M))
 
 
@@ -218,6 +227,20 @@ def test_every_key_docs_configuration_md_names_exists_with_its_documented_defaul
             written = f"[{table}]\n{key} = {default.strip('`')}\n"
             text = written + 'dir = "cache"\n' if table == "cache" else cache_dir + written
             assert getattr(getattr(load(tmp_path, text + ORIGIN + ENDPOINT), table), key) == getattr(unset, key), key
+
+
+
+def test_every_endpoint_key_docs_configuration_md_names_exists_with_its_documented_default(tmp_path):
+    keys = documented_keys("[endpoints]")
+    assert set(keys) == {f.name for f in dataclasses.fields(Endpoint)}
+    endpoint = '[cache]\ndir = "cache"\n' + ORIGIN + '[[endpoints]]\norigins = ["samples"]\n'
+    unset = load(tmp_path, endpoint).endpoints[0]
+    for key, default in keys.items():
+        if default == "none":
+            assert not getattr(unset, key), key  # None, or no layers for `watermark`
+        elif default.startswith("`"):
+            written = load(tmp_path, endpoint + f"{key} = {default.strip('`')}\n").endpoints[0]
+            assert getattr(written, key) == getattr(unset, key), key
 
 
 def doc_toml_blocks() -> list[tuple[str, str, dict[str, dict]]]:
