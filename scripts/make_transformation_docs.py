@@ -75,10 +75,11 @@ the nested ones.
   revalidated and has changed (or was purged and comes back changed), the next output is made
   anew. A purge of the overlay's path alone does not purge the outputs that use it before they are
   next revalidated (`[cache] original_ttl`): purge those URLs (or their prefix) for an immediate
-  change. An overlay that no origin has is a **400** `i-<path>: no such image on this endpoint`
-  (ImageKit's documentation does not say what it answers; the base URL exists, so a 404 would be
-  wrong, and the body names the parameter to fix). One that is not an image, or is truncated or
-  corrupt, is a **400** `i-<path>: not an image the node can decode` (not a 422: the base is fine).
+  change. An overlay that no origin has is a **400**
+  `invalid transformation: i-<path>: no such image on this endpoint` (ImageKit's documentation does not
+  say what it answers; the base URL exists, so a 404 would be wrong, and the body names the parameter
+  to fix). One that is not an image, or is truncated or corrupt, is a **400**
+  `invalid transformation: i-<path>: not an image the node can decode` (not a 422: the base is fine).
 - **Solid colour block** `l-image,i-ik_canvas,bg-<colour>,…,l-end` (the SDK's `solidColor`): `w`×`h`
   (pixels, or fractions of the base; the base's size by default), `al-1`…`al-9` opacity in tenths
   (ignored when the `bg` colour has its own opacity, `bg-FF000050`, or is a colour name, `bg-blue`, as
@@ -399,7 +400,9 @@ SECTIONS = (
     Section("`t`: trim", "Cuts away uniform borders the colour of the top-left pixel. `t-true` uses a "
             "threshold of 10; `t-1`…`t-99` sets it. Trim comes first in its step, before the resize. "
             "`t-false` is no trim, as without `t`. When the top-left pixel is transparent, the transparent "
-            "borders are cut, whatever colour their pixels hold.", (
+            "borders are cut, whatever colour their pixels hold. An animation's first step cuts every frame "
+            "by one box, the smallest that holds what each frame's own trim keeps, so that what moves stays "
+            "in place (each frame trimmed alone would be of its own size).", (
                 Example("w-240,h-240,cm-pad_resize,bg-white", "chelsea.jpg", "padded"),
                 Example("w-240,h-240,cm-pad_resize,bg-white:t-true", "chelsea.jpg",
                         "padded in step one, trimmed back in step two"),
@@ -657,16 +660,18 @@ a 400 `transformation too costly: …`, before the original is fetched when the 
 once its header is read; a format chosen by `f-auto` falls back to WebP or JPEG/PNG instead; see
 [security.md](security.md#work-per-url). A render still running after
 `[limits] render_timeout` (20 s) is stopped and answered **503** `rendering took too long`. A source
-that is not an image, is SVG (unless `[limits] allow_svg`), or fails to decode (truncated, corrupt) is
+that is not an image, is in a format the node does not read (it reads JPEG, Ultra HDR JPEG, PNG, WebP,
+AVIF/HEIF, GIF, TIFF, and SVG only with `[limits] allow_svg`; libvips' other loaders are blocked, see
+[security.md](security.md#originals-the-decoders-that-run)), or fails to decode (truncated, corrupt) is
 a **422**; only the URL's own original is answered so: a layer's original that is not an image or fails
 to decode is a 400 naming its `i-` (see [Overlays](#overlays)). Any size of JPEG is served, down to 1×1
 px and 20000×1 strips.
 
-Every parameter works at every size: rotations, vertical flips and the other operations that read an
-image out of order decode the step's already shrunk image to memory first (a 12 MP photo turned at
-full size holds its 36 MB of pixels while it is turned). `t` (trim) and `fo-auto` search a copy
-reduced to about one megapixel on larger images: a trim then keeps at most a few pixels of border
-(2 on a 12 MP photo, 9 on a 100 MP one), never cutting into the picture.
+Every parameter works at every size: rotations, vertical flips, a shadow shifted up or down and the
+other operations that read an image out of order decode the step's already shrunk image to memory
+first (a 12 MP photo turned at full size holds its 36 MB of pixels while it is turned). `t` (trim)
+and `fo-auto` search a copy reduced to about one megapixel on larger images: a trim then keeps at
+most a few pixels of border (2 on a 12 MP photo, 9 on a 100 MP one), never cutting into the picture.
 
 The cache key is the canonical form of the transformation: parameters sorted, defaults dropped,
 synonyms folded (`f-jpeg` → `f-jpg`, `rt-N90` → `rt-270`, `bg-red` → `bg-FF0000`), named
