@@ -1,9 +1,11 @@
-"""Real servers that tests run on 127.0.0.1: an HTTP origin that counts what reaches it."""
+"""Real servers that tests run on 127.0.0.1: an HTTP origin that counts what reaches it, and the base of
+the raw servers that answer whatever bytes a fuzz test chose."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import socketserver
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -12,6 +14,21 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 HOLD_LIMIT_SECONDS = 60
+
+
+class RawServer(socketserver.ThreadingTCPServer):
+    """A TCP server on 127.0.0.1 (a free port) whose `handler` writes raw bytes: answers no HTTP library would
+    send. Serves from a thread of its own once `serve_forever` runs in one."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, handler: type[socketserver.BaseRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 @dataclass

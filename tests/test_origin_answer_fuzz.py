@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from tests.fuzzing import decoded, exchange, fuzz_settings, one_worker
 from tests.nodes import SAMPLES, web_config, write_config
+from tests.servers import RawServer
 
 EXAMPLES = 150
 ORIGIN_TIMEOUT = 2.0
@@ -34,21 +35,14 @@ GOOD = pyvips.Image.new_from_buffer(JPEG, "")
 READ_SECONDS = 5.0
 
 
-class RawOrigin(socketserver.ThreadingTCPServer):
+class RawOrigin(RawServer):
     """Answers every request with `answer` (raw bytes), then closes; `/good-*` paths with a plain 200 of
     the sample JPEG."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.answer = b""
         self.requests = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 class _Handler(socketserver.BaseRequestHandler):

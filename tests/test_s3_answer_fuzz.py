@@ -31,6 +31,7 @@ from edge_builtin_origins.s3 import S3Origin
 from tests.fuzzing import decoded, exchange, fuzz_settings
 from tests.nodes import SAMPLES, NodeProcess, local_config, write_config
 from tests.s3server import shared_cache_table
+from tests.servers import RawServer
 
 EXAMPLES = 120
 TIMEOUT = 2.0
@@ -47,24 +48,17 @@ OUTCOMES = (Original, OriginNotFound, OriginFailure, SourceTooLarge)
 Answer = Callable[[str, str], bytes | Iterable[bytes]]
 
 
-class RawS3(socketserver.ThreadingTCPServer):
+class RawS3(RawServer):
     """Answers every request with `answer(method, target)` (raw bytes), then closes the connection. The
     request's body (a PutObject's, a DeleteObjects') is read first, so that closing never resets it."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.answer: Answer = lambda method, target: b""
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[bytes] = []
         #: bytes of answers sent (an answer given in parts stops when the client closes the connection)
         self.sent = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 class _Handler(socketserver.BaseRequestHandler):
