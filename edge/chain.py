@@ -113,7 +113,14 @@ async def _fetch(origin: Origin, request: OriginRequest) -> Original:
     if not done:
         _abandon(fetching)
         raise TimeoutError
-    return _checked(fetching.result(), request)
+    try:
+        original = fetching.result()
+    except NotModified:
+        if request.validators is None:  # nothing to reuse: a 304 the plugin's storage sent unasked, or a bug
+            raise OriginFailure("bad_response", "fetch raised NotModified, but the request had no validators "
+                                                "(raise it only when request.validators still match)") from None
+        raise
+    return _checked(original, request)
 
 
 async def _contained(origin: Origin, request: OriginRequest) -> Original:
@@ -164,7 +171,11 @@ def _kind_of(value: object) -> str:
 def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
     if isinstance(exc, OriginFailure):
         # `kind` goes into `X-Edge-Error` (and metrics, as one of ORIGIN_FAILURES or `error`): a short word
-        return exc if isinstance(exc.kind, str) and _KIND.fullmatch(exc.kind) else OriginFailure("error", str(exc))
+        if isinstance(exc.kind, str) and _KIND.fullmatch(exc.kind):
+            return exc
+        # said in the message, or the plugin's author sees `error` with no clue why (repr: no line breaks)
+        return OriginFailure("error", f"{exc} (its kind {capped(repr(exc.kind), 40)} is not a short lowercase "
+                                      f"word: reported as error)")
     if isinstance(exc, TimeoutError):
         return OriginFailure("timeout", f"no answer within {origin.settings.timeout:g}s")
     # a bug in an origin plugin must not hide the other origins

@@ -56,6 +56,8 @@ class MisbehavingPlugin:
                 await plugin_api.in_thread(time.sleep, 2)
             if behaviour == "kind":
                 raise plugin_api.OriginFailure("Made Up\r\nX-Injected: 1", "a kind of its own")
+            if behaviour == "not-modified":  # whether or not it was asked conditionally
+                raise plugin_api.NotModified(request.path)
             return {"none": None, "text": "an image", "text-body": Original("an image"),
                     "number-etag": Original(PHOTO, etag=5), "large": Original(b"\xff" * 2_000_001),
                     "good": Original(PHOTO)}[behaviour]
@@ -162,10 +164,20 @@ async def test_a_body_over_max_source_bytes_is_refused_and_not_kept(node):
     assert node.node.metrics.origin_fetches.labels("plugin", "found")._value.get() == 2
 
 
-async def test_a_failure_kind_of_its_own_is_reported_as_error(node):
+async def test_a_failure_kind_of_its_own_is_reported_as_error(node, caplog):
     response = await node.fetch("/tr:w-64/kind/photo.jpg")
     assert (response.code, response.headers["X-Edge-Error"]) == (502, "plugin: error")
     assert "X-Injected" not in response.headers
+    # the log says why, on one line
+    assert "a kind of its own (its kind 'Made Up\\r\\nX-Injected: 1' is not a short lowercase word" in caplog.text
+
+
+async def test_not_modified_raised_with_no_validators_is_a_bad_response(node, caplog):
+    """There is no held version to reuse: it had been a 500, an assertion failing deep in the node."""
+    response = await node.fetch("/tr:w-64/not-modified/photo.jpg")
+    assert (response.code, response.headers["X-Edge-Error"]) == (502, "plugin: bad_response")
+    assert "fetch raised NotModified, but the request had no validators" in caplog.text
+    await served_afterwards(node)
 
 
 def test_a_validator_too_long_to_name_outputs_by_is_dropped():
