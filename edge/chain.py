@@ -40,6 +40,8 @@ FAILURE_LOG_SECONDS = 10.0
 _FAILURE_LINES = Sparse(FAILURE_LOG_SECONDS)
 #: characters of a failure's message logged (it may quote the client's path, of up to 32 kB)
 FAILURE_LOG_CHARS = 300
+#: seconds past its timeout a fetch's wait may end before the node says the event loop was held
+LATE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -105,11 +107,20 @@ async def _fetch(origin: Origin, request: OriginRequest) -> Original:
     waited for no longer than the timeout: a fetch that swallows its cancellation (or blocks in a
     thread) is left to end by itself, and the request is answered at the timeout all the same."""
     fetching = asyncio.ensure_future(_contained(origin, request))
+    started = time.monotonic()
     try:
         done, _ = await asyncio.wait((fetching,), timeout=origin.settings.timeout)
     except asyncio.CancelledError:  # the client went away, or nobody waits for the flight any longer
         _abandon(fetching)
         raise
+    if (late := time.monotonic() - started - origin.settings.timeout) > LATE_SECONDS:
+        # the wait can only end this late when the event loop was held: most often a blocking call in a
+        # plugin's coroutine, which answers nothing else of the worker meanwhile (and silently, until
+        # `[server] worker_timeout` kills it)
+        if (left_out := _FAILURE_LINES.allow((id(origin), "late"))) is not None:
+            log.warning("origin %r: a fetch ended %.1fs past its timeout of %gs: the event loop was held (a "
+                        "blocking call in a coroutine? run it with edge.plugin.in_thread)%s",
+                        origin.name, late, origin.settings.timeout, left_out)
     if not done:
         _abandon(fetching)
         raise TimeoutError

@@ -56,6 +56,9 @@ class MisbehavingPlugin:
                 await plugin_api.in_thread(time.sleep, 2)
             if behaviour == "kind":
                 raise plugin_api.OriginFailure("Made Up\r\nX-Injected: 1", "a kind of its own")
+            if behaviour == "block":  # a blocking call in the coroutine: holds the whole worker
+                time.sleep(1.5)
+                return Original(PHOTO)
             if behaviour == "not-modified":  # whether or not it was asked conditionally
                 raise plugin_api.NotModified(request.path)
             return {"none": None, "text": "an image", "text-body": Original("an image"),
@@ -170,6 +173,13 @@ async def test_a_failure_kind_of_its_own_is_reported_as_error(node, caplog):
     assert "X-Injected" not in response.headers
     # the log says why, on one line
     assert "a kind of its own (its kind 'Made Up\\r\\nX-Injected: 1' is not a short lowercase word" in caplog.text
+
+
+async def test_a_fetch_that_holds_the_event_loop_past_its_timeout_is_named(node, caplog):
+    """Nothing can stop it; it had ended unremarked, the request answered late (until `worker_timeout`)."""
+    response = await node.fetch("/tr:w-64/block/photo.jpg")
+    assert response.code == 200  # its answer is taken: it is there, however late
+    assert "origin 'plugin': a fetch ended" in caplog.text and "the event loop was held" in caplog.text
 
 
 async def test_not_modified_raised_with_no_validators_is_a_bad_response(node, caplog):
