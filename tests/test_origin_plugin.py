@@ -238,6 +238,26 @@ def test_the_public_api_is_what_the_docs_list():
     assert all(hasattr(plugin_api, name) for name in plugin_api.__all__)
 
 
+def test_what_the_docs_list_of_edge_testing_is_there():
+    """Section 6's table of `edge.testing`: every function and method it names exists, with the
+    arguments it shows (an example's helpers of the Azure tests' own had read as part of it)."""
+    import inspect
+
+    from edge import testing
+    doc = (ROOT / "docs" / "writing-an-origin-plugin.md").read_text()
+    table = doc[doc.index("`edge.testing` is installed with the node"):doc.index("Test against a real instance")]
+    call = r"`(?:node\.)?(\w+)\(((?:[^()]|\(\))*)\)`"  # `args=()` included
+    named = re.findall(r"^\| " + call, table, re.M) + re.findall(r", " + call + r" \|", table)
+    assert {name for name, _ in named} >= {"running_node", "get", "metrics", "solid_image", "centre_colour",
+                                          "wait_for_log", "write_config"}
+    for name, arguments in named:
+        function = getattr(testing, name, None) or getattr(testing.ServingNode, name, None)
+        assert function is not None, name
+        parameters = inspect.signature(function).parameters
+        for argument in filter(None, (part.split("=")[0].strip() for part in arguments.split(","))):
+            assert argument in parameters, (name, argument)
+
+
 @pytest.mark.parametrize("module", sorted((ROOT / "plugins").glob("*.py")), ids=lambda path: path.name)
 def test_the_built_in_types_import_nothing_of_the_node_but_its_plugin_api(module):
     """The built-ins are the examples a plugin author copies: what they import of `edge` is what a
