@@ -544,8 +544,12 @@ def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
             raise t.error("type", f"the {type_name!r} origin type failed to read its table: "
                                   f"{type(error).__name__}: {redact(str(error))}") from None
         if not isinstance(origin, Origin):
+            # the base class's from_config is a stub that returns None: a class that forgot its own meets it
+            missing = (" (its class does not define from_config: the base class's returns nothing)"
+                       if origin is None and getattr(origin_type.from_config, "__func__", None)
+                       is Origin.from_config.__func__ else "")
             raise t.error("type", f"the {type_name!r} origin type's from_config returned {type(origin).__name__}, "
-                                  "not an origin")
+                                  f"not an origin{missing}")
         origins.append(origin)
     return tuple(origins)
 

@@ -221,6 +221,30 @@ def test_a_from_config_that_raises_is_a_config_error_naming_the_type_not_the_sec
     assert SECRET not in str(raised.value)
 
 
+class NoFromConfigPlugin:
+    EDGE_PLUGIN_API = "1.0"
+
+    class Forgetful(plugin_api.Origin):
+        type_name = "forgetful"
+
+        async def fetch(self, request):
+            raise plugin_api.OriginNotFound(request.path)
+
+    @plugin_api.hookimpl
+    def edge_origin_types(self):
+        return [self.Forgetful]
+
+
+def test_a_class_without_its_own_from_config_is_told_so(tmp_path):
+    """`Origin.from_config` is a stub returning None: "returned NoneType" alone left the author guessing."""
+    config = write_config(tmp_path, '[[origins]]\nname = "o"\ntype = "forgetful"\n\n'
+                                    '[[endpoints]]\nid = ""\norigins = ["o"]\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(config, load_plugins(NoFromConfigPlugin()))
+    assert ("the 'forgetful' origin type's from_config returned NoneType, not an origin (its class does not "
+            "define from_config") in str(raised.value)
+
+
 @pytest.mark.parametrize("fails, reason", [("open", "RuntimeError: refused key=****"),
                                            ("open-hangs", "no answer in 0.2 s")])
 async def test_an_origin_that_does_not_open_is_named(tmp_path, monkeypatch, fails, reason):
