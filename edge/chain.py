@@ -165,8 +165,10 @@ def _checked(original: object, request: OriginRequest) -> Original:
     if not isinstance(original, Original) or not isinstance(original.body, bytes):
         raise OriginFailure("bad_response", f"fetch returned {_kind_of(original)}, not an Original of bytes")
     fields = {"etag": original.etag, "last_modified": original.last_modified, "content_type": original.content_type}
-    if any(value is not None and not isinstance(value, str) for value in fields.values()):
-        raise OriginFailure("bad_response", "an Original's etag, last_modified and content_type are text or None")
+    if wrong := [key for key, value in fields.items() if value is not None and not isinstance(value, str)]:
+        hint = " (http_date(datetime) makes last_modified)" if "last_modified" in wrong else ""
+        raise OriginFailure("bad_response", f"an Original's {wrong[0]} is {type(fields[wrong[0]]).__name__}, not "
+                                            f"text or None{hint}")
     if len(original.body) > request.max_bytes:
         raise SourceTooLarge(request.path)
     if any(value is not None and len(value) > MAX_VALIDATOR_CHARS for value in fields.values()):

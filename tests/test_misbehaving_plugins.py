@@ -61,6 +61,9 @@ class MisbehavingPlugin:
                 return Original(PHOTO)
             if behaviour == "not-modified":  # whether or not it was asked conditionally
                 raise plugin_api.NotModified(request.path)
+            if behaviour == "datetime-modified":  # not an HTTP date: a datetime
+                from datetime import datetime, timezone
+                return Original(PHOTO, last_modified=datetime.now(timezone.utc))
             return {"none": None, "text": "an image", "text-body": Original("an image"),
                     "number-etag": Original(PHOTO, etag=5), "large": Original(b"\xff" * 2_000_001),
                     "good": Original(PHOTO)}[behaviour]
@@ -154,10 +157,17 @@ async def test_an_origin_whose_blocking_calls_hang_holds_only_its_own_threads(no
     assert image_size(served.body)[0] == 64 and time.monotonic() - started < 1.5
 
 
-@pytest.mark.parametrize("behaviour", ["none", "text", "text-body", "number-etag"])
-async def test_an_answer_of_the_wrong_type_is_a_bad_response(node, behaviour):
+@pytest.mark.parametrize("behaviour, logged", [
+    ("none", "fetch returned NoneType, not an Original of bytes"),
+    ("text", "fetch returned str, not an Original of bytes"),
+    ("text-body", "fetch returned an Original of str, not an Original of bytes"),
+    ("number-etag", "an Original's etag is int, not text or None"),
+    ("datetime-modified", "an Original's last_modified is datetime, not text or None (http_date(datetime) makes"),
+])
+async def test_an_answer_of_the_wrong_type_is_a_bad_response(node, behaviour, logged, caplog):
     response = await node.fetch(f"/tr:w-64/{behaviour}/photo.jpg")
     assert (response.code, response.headers["X-Edge-Error"]) == (502, "plugin: bad_response")
+    assert logged in caplog.text  # what was wrong, by name
 
 
 async def test_a_body_over_max_source_bytes_is_refused_and_not_kept(node):
