@@ -32,7 +32,7 @@ from .logs import configure_logging
 from .pluginmanager import load_plugins
 from .purge import parse_target, purge_offline
 from .scaffold import new_plugin
-from .settings import is_web_url
+from .settings import is_web_url, redact
 from .supervisor import Supervisor
 from .transform.options import parse_transformation
 
@@ -157,9 +157,11 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 def _check_config(config: Config, args: argparse.Namespace) -> int:
     problems = checks.check(config, bind_check=args.bind_check)
-    print(json.dumps(config.describe(), indent=2, default=str))
+    # a `Secret` prints masked; a plugin's public attribute that holds a revealed one (an `Authorization`
+    # header made up front) would not be: masked here as in the logs
+    print(redact(json.dumps(config.describe(), indent=2, default=str)))
     for problem in problems:
-        print(f"edge: {problem}", file=sys.stderr)
+        print(f"edge: {redact(str(problem))}", file=sys.stderr)
     return 1 if problems else 0
 
 

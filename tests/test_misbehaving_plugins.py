@@ -255,6 +255,45 @@ def test_a_class_without_its_own_from_config_is_told_so(tmp_path):
             "define from_config") in str(raised.value)
 
 
+class RevealingPlugin:
+    """An origin that keeps its credential revealed in a public attribute (a header made up front)."""
+
+    EDGE_PLUGIN_API = "1.0"
+
+    class Revealing(plugin_api.Origin):
+        type_name = "revealing"
+
+        @classmethod
+        def from_config(cls, settings, table):
+            origin = cls(settings)
+            origin.token = table.secret("token")
+            origin.authorization = f"Bearer {origin.token.reveal()}"
+            table.finish()
+            return origin
+
+        async def fetch(self, request):
+            raise plugin_api.OriginNotFound(request.path)
+
+    @plugin_api.hookimpl
+    def edge_origin_types(self):
+        return [self.Revealing]
+
+
+def test_check_config_masks_a_credential_a_plugin_keeps_revealed(tmp_path, capsys):
+    """docs/origins.md: credentials never appear in `check-config` output. A `Secret` prints masked, but
+    a plugin's public attribute built from its value had been printed as it was."""
+    from argparse import Namespace
+
+    from edge import cli
+    config = load_config(write_config(tmp_path, f'[[origins]]\nname = "o"\ntype = "revealing"\ntoken = "{SECRET}"\n\n'
+                                                '[[endpoints]]\nid = ""\norigins = ["o"]\n'),
+                         load_plugins(RevealingPlugin()))
+    cli._check_config(config, Namespace(bind_check=False))
+    printed = capsys.readouterr()
+    assert '"authorization": "Bearer ****"' in printed.out and '"token": "****"' in printed.out
+    assert SECRET not in printed.out + printed.err
+
+
 @pytest.mark.parametrize("fails, reason", [("open", "RuntimeError: refused key=****"),
                                            ("open-hangs", "no answer in 0.2 s")])
 async def test_an_origin_that_does_not_open_is_named(tmp_path, monkeypatch, fails, reason):
