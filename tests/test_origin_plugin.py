@@ -184,7 +184,7 @@ def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
     ("2.0", "it needs plugin API 2.0"),
     ("0.9", "it is written for plugin API 0.9, and this node provides 1.3, which is incompatible"),
     (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.3" (got None)'),
-    (1.0, "it must declare"),
+    (1.0, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.3" (got 1.0, a number: quote it)'),
 ])
 def test_the_declared_plugin_api_is_checked(declared, problem):
     assert plugin_api.API_VERSION == "1.3"  # the cases below are written for it
