@@ -183,6 +183,14 @@ def _list_plugins(args: argparse.Namespace) -> int:
 
 
 def _new_plugin(args: argparse.Namespace) -> int:
+    # a type an installed plugin (a built-in one too) provides: a second provider would get every config
+    # that uses the type refused, its own included
+    taken = {name: f"{plugin.distribution or plugin.module} {plugin.version or ''}".strip()
+             for plugin in load_plugins().loaded for name in plugin.origin_types}
+    if args.name in taken:
+        print(f"edge: origin type {args.name!r} is already provided by {taken[args.name]}: two plugins with one "
+              f"type name are refused wherever it is used; choose another name", file=sys.stderr)
+        return 2
     try:
         folder = new_plugin(args.name, Path(args.dir))
     except ValueError as error:

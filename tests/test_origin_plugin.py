@@ -68,6 +68,9 @@ def test_a_new_plugin_passes_its_own_test_and_shows_in_edge_plugins(tmp_path):
 
     assert "already exists" in edge("new-plugin", "sqlite", "--dir", str(tmp_path)).stderr
     assert "not a valid origin type name" in edge("new-plugin", "Bad-Name", "--dir", str(tmp_path)).stderr
+    taken = edge("new-plugin", "local", "--dir", str(tmp_path))  # a built-in type's name: it would clash
+    assert taken.returncode == 2 and not (tmp_path / "edge-local-origin").exists()
+    assert "origin type 'local' is already provided by edge-image-node" in taken.stderr
 
 
 @pytest.fixture(scope="module")
