@@ -118,8 +118,9 @@ async def _fetch(origin: Origin, request: OriginRequest) -> Original:
         # plugin's coroutine, which answers nothing else of the worker meanwhile (and silently, until
         # `[server] worker_timeout` kills it)
         if (left_out := _FAILURE_LINES.allow((id(origin), "late"))) is not None:
-            log.warning("origin %r: a fetch ended %.1fs past its timeout of %gs: the event loop was held (a "
-                        "blocking call in a coroutine? run it with edge.plugin.in_thread)%s",
+            log.warning("origin %r: a fetch ended %.1fs past its timeout of %gs: the event loop was held meanwhile, "
+                        "by this fetch or by another task of the worker (a blocking call in a coroutine? run it "
+                        "with edge.plugin.in_thread)%s",
                         origin.name, late, origin.settings.timeout, left_out)
     if not done:
         _abandon(fetching)
