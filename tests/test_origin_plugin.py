@@ -5,6 +5,7 @@ config that does not use it keeps working."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import os
 import re
 import shutil
@@ -338,3 +339,61 @@ async def test_the_client_host_reaches_only_an_origin_that_takes_it(node_factory
     (request,) = plugin.requests
     assert (request.path, request.host, request.validators) == ("coffee.jpg", host_seen, None)
     assert request.max_bytes == node.config.limits.max_source_bytes
+
+
+class UnversionedPlugin:
+    """`type = "unversioned"`: the photo, with neither an etag nor a last_modified; remembers each request."""
+
+    EDGE_PLUGIN_API = "1.0"
+
+    def __init__(self):
+        self.requests: list[plugin_api.OriginRequest] = []
+        plugin = self
+
+        class UnversionedOrigin(plugin_api.Origin):
+            type_name = "unversioned"
+
+            @classmethod
+            def from_config(cls, settings, table):
+                table.finish()
+                return cls(settings)
+
+            async def fetch(self, request):
+                plugin.requests.append(request)
+                return plugin_api.Original(PHOTO)
+
+        self.origin_type = UnversionedOrigin
+
+    @plugin_api.hookimpl
+    def edge_origin_types(self):
+        return [self.origin_type]
+
+
+PHOTO = photo_image(320, 240)
+
+
+async def test_an_original_held_without_validators_is_fetched_again_with_none(node_factory, tmp_path):
+    """The docs: `request.validators` is None, or what the origin returned. An original returned with
+    neither an etag nor a last_modified had been revalidated with `Validators(None, None)`: a plugin
+    that asks conditionally when it is not None sent `If-None-Match: None`."""
+    plugin = UnversionedPlugin()
+    node = await node_factory(write_config(tmp_path, """
+        [cache]
+        dir = "cache"
+        original_ttl = "0s"
+
+        [[origins]]
+        name = "plain"
+        type = "unversioned"
+
+        [[endpoints]]
+        id = ""
+        origins = ["plain"]
+        """), plugin)
+    for width in range(20, 60):  # until the original is stored and then revalidated (the store is asynchronous)
+        assert (await node.fetch(f"/tr:w-{width}/a.jpg")).code == 200
+        if len(plugin.requests) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert len(plugin.requests) >= 3
+    assert [request.validators for request in plugin.requests] == [None] * len(plugin.requests)
