@@ -42,7 +42,13 @@ log = logging.getLogger("edge")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging("info", "text")
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:
+        # the reader of stdout went away (`edge plugins --json | head`): nothing left to say. stdout goes to
+        # /dev/null so that the interpreter's last flush of it does not fail again on the way out
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _configured(command: Callable[[Config, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

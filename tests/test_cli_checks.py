@@ -42,6 +42,21 @@ def test_version():
     assert result.returncode == 0 and result.stdout.strip() == f"edge {edge.__version__}"
 
 
+@pytest.mark.parametrize("command", [("plugins", "--json"), ("plugins",), ("check-config",)])
+def test_a_reader_of_stdout_that_went_away_is_no_traceback(command):
+    """`edge plugins --json | head`: a reader that stopped before the command wrote (here: gone before it
+    started, so that every write fails) ends the command quietly, as other command-line tools end."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        environ = {k: v for k, v in os.environ.items() if k != "EDGE_CONFIG"}
+        result = subprocess.run([sys.executable, "-m", "edge", *command], stdout=writer, stderr=subprocess.PIPE,
+                                text=True, env=environ, timeout=60)
+    finally:
+        os.close(writer)
+    assert (result.returncode, result.stderr) == (1, "")
+
+
 @pytest.mark.parametrize("example", sorted(CONF.glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_config_passes_check_config_without_its_secrets(example):
     names = set(ENV_REF.findall(example.read_text()))
