@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from email.utils import formatdate
 from pathlib import Path
+from stat import S_ISREG
 
 from edge.plugin import (
     ConfigTable,
@@ -60,8 +61,12 @@ class LocalOrigin(Origin):
     def _read(self, request: OriginRequest) -> Original:
         path, max_bytes, validators = request.path, request.max_bytes, request.validators
         file = self._resolve(path)
-        with open(file, "rb") as handle:
+        # not blocking: a FIFO put in the file's place since `_resolve` looked would hold the open (and this
+        # thread, for good) until a writer came; a regular file reads the same either way
+        with open(os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
             stat = os.fstat(handle.fileno())
+            if not S_ISREG(stat.st_mode):
+                raise OriginNotFound(path)
             etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
             if validators is not None and validators.etag == etag:
                 raise NotModified(path)

@@ -2,14 +2,16 @@
 was answered is stored after it. What a miss stores: a local origin's originals are not copied."""
 
 import asyncio
+import errno
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
 
-from edge.origin import OriginRequest, OriginSettings, SourceTooLarge
+from edge.origin import OriginNotFound, OriginRequest, OriginSettings, SourceTooLarge
 from plugins.local import LocalOrigin
 from tests.nodes import SAMPLES, decode, local_config, start_node, until, web_config, write_config
 from tests.assets import solid
@@ -101,12 +103,34 @@ def test_a_local_file_that_grows_while_read_is_read_whole_within_the_limit(tmp_p
 
     def smaller(fd):
         found = real_fstat(fd)
-        return SimpleNamespace(st_size=1000, st_mtime=found.st_mtime, st_mtime_ns=found.st_mtime_ns)
+        return SimpleNamespace(st_mode=found.st_mode, st_size=1000, st_mtime=found.st_mtime,
+                               st_mtime_ns=found.st_mtime_ns)
 
     monkeypatch.setattr(os, "fstat", smaller)
     assert origin._read(OriginRequest("photo.jpg", max_bytes=5000)).body == b"x" * 5000
     with pytest.raises(SourceTooLarge):
         origin._read(OriginRequest("photo.jpg", max_bytes=4999))
+
+
+def test_a_file_made_a_fifo_after_the_check_is_not_waited_for(tmp_path, monkeypatch):
+    """A FIFO put in a file's place between `_resolve`'s check and the open would hold the open, and the
+    origin's thread with it, until some writer came (the fetch is abandoned at its timeout, the thread
+    is not): it is not found, at once."""
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    origin = LocalOrigin(OriginSettings("disk", "local"), tmp_path)
+    monkeypatch.setattr(origin, "_resolve", lambda path: fifo)  # as if the swap came right after the check
+    pool = ThreadPoolExecutor(1)
+    try:
+        read = pool.submit(origin._read, OriginRequest("photo.jpg", max_bytes=5000))
+        with pytest.raises(OriginNotFound):
+            read.result(timeout=10)
+    finally:
+        try:  # a reader still blocked in its open is let go by a writer's
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as error:
+            assert error.errno == errno.ENXIO  # no reader: nothing was left waiting
+        pool.shutdown()
 
 
 async def test_the_request_doing_the_work_answers_within_the_nodes_bound_too(tmp_path):
