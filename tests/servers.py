@@ -4,8 +4,10 @@ the raw servers that answer whatever bytes a fuzz test chose."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socketserver
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,7 +20,7 @@ HOLD_LIMIT_SECONDS = 60
 
 class RawServer(socketserver.ThreadingTCPServer):
     """A TCP server on 127.0.0.1 (a free port) whose `handler` writes raw bytes: answers no HTTP library would
-    send. Serves from a thread of its own once `serve_forever` runs in one."""
+    send."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -29,6 +31,16 @@ class RawServer(socketserver.ThreadingTCPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+    @contextlib.contextmanager
+    def serving(self):
+        """Serve from a daemon thread while the block runs; then stop and close the socket."""
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        try:
+            yield self
+        finally:
+            self.shutdown()
+            self.server_close()
 
 
 @dataclass

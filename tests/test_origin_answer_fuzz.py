@@ -12,7 +12,6 @@ import gzip
 import itertools
 import socket
 import socketserver
-import threading
 
 import pyvips
 import pytest
@@ -119,12 +118,8 @@ def answers(draw) -> bytes:
 
 @pytest.fixture(scope="module")
 def raw_origin():
-    origin = RawOrigin()
-    thread = threading.Thread(target=origin.serve_forever, daemon=True)
-    thread.start()
-    yield origin
-    origin.shutdown()
-    origin.server_close()
+    with RawOrigin().serving() as origin:
+        yield origin
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import asyncio
 import itertools
 import json
 import socketserver
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -204,12 +203,8 @@ def origin_table(url: str, **keys) -> ConfigTable:
 
 @pytest.fixture(scope="module")
 def raw_s3():
-    server = RawS3()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with RawS3().serving() as server:
+        yield server
 
 
 def test_random_answers_end_in_the_origin_api_s_outcomes_in_time(raw_s3):
