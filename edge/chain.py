@@ -73,9 +73,7 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
         outcome = "found"
         request = OriginRequest(
             path, max_bytes, host=host if origin.takes_request_host else None,
-            # a version held without an etag or a last_modified gives nothing to ask with: None, as documented
-            validators=known.validators if known is not None and known.origin == origin.name
-            and known.validators != Validators() else None,
+            validators=known.validators if known is not None and known.origin == origin.name else None,
             purged_at=purged_at)
         try:
             return Found(origin, await _fetch(origin, request))

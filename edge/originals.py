@@ -168,8 +168,11 @@ class OriginalSource:
             found = await chain.fetch_first(
                 request.endpoint.origins, request.path, host=host, max_bytes=self._max_bytes,
                 metrics=self._metrics,
+                # a version held without an etag or a last_modified gives nothing to ask with: asked plainly
+                # (`request.validators` None, as documented)
                 known=chain.Known(known.origin, Validators(known.etag, known.last_modified))
-                if known and stored.kept else None, purged_at=await caches.last_purge(key))
+                if known and stored.kept and (known.etag or known.last_modified) else None,
+                purged_at=await caches.last_purge(key))
         except NotModified:
             assert stored is not None
             return CurrentOriginal.known(Freshness.UNCHANGED, replace(stored.info, checked_at=now), stored.body)
