@@ -258,7 +258,8 @@ async def test_keep_attribution_keeps_the_copyright_fields_only(node):
     def fields(response) -> set[str]:
         image = decode(response)
         return {field for field in METADATA if field in image.get_fields()}
-    expected = {"keep_attribution": {"exif-ifd0-Copyright", "exif-ifd0-Artist"}, "keep_iptc": set(METADATA), None: set()}
+    expected = {"keep_attribution": {"exif-ifd0-Copyright", "exif-ifd0-Artist"}, "keep_iptc": set(METADATA),
+                None: set()}
     kept = {(flags, fmt): fields(await get(node, url("credited", width=100, flags=flags, format=fmt)))
             for flags in expected for fmt in ("jpg", "webp")}
     assert kept == {(flags, fmt): expected[flags] for flags in expected for fmt in ("jpg", "webp")}

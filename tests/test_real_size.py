@@ -59,6 +59,7 @@ JPEG_CASES = [
     ("fl-v", (W, H), "jpg", "bottom_left"),
     ("fl-h_v", (W, H), "jpg", "bottom_right"),
     ("w-1000,rt-90", (668, 1000), "jpg", "top_right"),
+    ("w-1000,rt-450", (668, 1000), "jpg", "top_right"),  # any number of degrees, as ImageKit: rt-90
     ("w-1000,fl-v", (1000, 668), "jpg", "bottom_left"),
     ("t-true,w-300", (300, 200), "jpg", "top_left"),
     ("t-50,w-300", (300, 200), "jpg", "top_left"),
@@ -88,6 +89,8 @@ JPEG_CASES = [
     ("w-300,pr-true", (300, 200), "jpg", "top_left"),
     ("w-300,f-webp,lo-true", (300, 200), "webp", "top_left"),
     ("w-300,md-true", (300, 200), "jpg", "top_left"),
+    ("w-300,md-copyright", (300, 200), "jpg", "top_left"),
+    ("w-300,e-gradient-ld-top_right_sp-ih_div_2", (300, 200), "jpg", None),  # a corner, a stop in pixels
     ("w-300,cp-true", (300, 200), "jpg", "top_left"),
 ]
 
