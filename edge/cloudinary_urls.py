@@ -11,7 +11,8 @@ prints; a word that is not there, or a value the node cannot honour, is a 400 na
 ignored word would serve a wrong image, cached for a year.
 
 A URL without components serves the stored original's bytes (`orig-true`), converted only when its
-extension names another format (`Delivery.original_as`).
+extension names another format (`Delivery.original_as`); an endpoint's watermark makes it a render
+(`Pipeline._transformation`).
 """
 
 from __future__ import annotations

@@ -318,7 +318,11 @@ class Pipeline:
             transformation = parse_transformation(request.path_transformation, query,
                                                   named=self._config.named_transformations,
                                                   named_only=request.named_only)
-        if request.endpoint.watermark and not transformation.serves_original:
+        if request.endpoint.watermark:
+            if transformation.serves_original:
+                # the original's untouched bytes would be the image without its watermark, to anyone adding
+                # `orig-true` (or writing a Cloudinary URL without components): the plain URL's image instead
+                transformation = Transformation()
             transformation = layered(transformation, request.endpoint.watermark)
         if not transformation.client_hints:  # with hints, checked once they apply
             check_cost(transformation, self._config.limits)  # what the URL alone makes too costly: no fetch

@@ -566,7 +566,9 @@ SECTIONS = (
             "metadata stripping, no format change; every other parameter is ignored, `f-auto` and "
             "`auto_format` included (one cache entry, no `Vary: Accept`). Any original the node reads is "
             "served so, with its own type: a TIFF as `image/tiff`, an Ultra HDR JPEG (with its gain map) "
-            "as `image/jpeg`.", ()),
+            "as `image/jpeg`. Not on an endpoint with a `watermark` ([configuration.md](configuration.md#endpoints)): "
+            "there `orig-true` is the URL without it, the original at its size with the watermark drawn, since "
+            "the untouched file would be the image without its watermark.", ()),
     Section("Overlays", OVERLAYS, (
                 Example("w-300,l-image,i-logo-transparent.png,w-70,lx-N10,ly-N10,l-end", "coffee.jpg",
                         "a logo 10 px from the bottom-right corner"),

@@ -389,6 +389,21 @@ async def test_named_only_accepts_t_and_signed_urls(s3, bucket, cloud, node_fact
         400, b"invalid transformation: w_60: this endpoint accepts only named transformations (t_<name>)\n")
 
 
+async def test_a_watermarked_endpoint_marks_an_untransformed_url_too(s3, bucket, cloud, node_factory, tmp_path):
+    """A URL without components is the stored original's bytes, but not on an endpoint with a watermark:
+    those are the image without it (it had been served so, to anyone asking for the plain URL)."""
+    watermark = 'watermark = "l-image,i-image@@upload@@avatar.png,w-40,lx-N0,ly-N0,l-end"'
+    node = await node_factory(write_config(tmp_path, config(s3, watermark)))
+    stored = bucket["shop/summer.sale/shoe/1700000000.jpg"]
+    for path in (url("shop/summer.sale/shoe", format="jpg"), url("shop/summer.sale/shoe"),
+                 url("shop/summer.sale/shoe", format="png")):
+        response = await get(node, path)
+        image = decode(response)
+        assert (image.width, image.height) == (400, 300) and response.body != stored
+        assert close(pixel(image, 395, 295), colour(3)) and close(pixel(image, 200, 150), colour(2)), path
+    assert loader(response) == "pngload"
+
+
 async def test_private_assets_need_a_signed_only_endpoint(node):
     assert (await node.fetch(url("secret", type="private", sign_url=True, format="jpg"))).code == 404
 

@@ -358,6 +358,22 @@ async def test_the_endpoint_watermark(node):
     assert near(at(await image(node, "/wm/tr:w-200/base.png"), 195, 145), RED)  # on the result, whatever its size
 
 
+async def test_orig_true_on_a_watermarked_endpoint_is_the_original_with_its_watermark(node, origin):
+    """The watermark is on every image the endpoint serves: `orig-true` had served the original's bytes
+    without it, to anyone who added it to a URL (in the path or the query)."""
+    plain = await node.fetch("/wm/base.png")
+    for path in ("/wm/tr:orig-true/base.png", "/wm/base.png?tr=orig-true", "/wm/tr:w-20,orig-true/base.png"):
+        response = await node.fetch(path)
+        assert response.code == 200, (path, response.code, response.body[:200])
+        marked = decode(response)
+        assert (marked.width, marked.height) == (400, 300) and response.headers["Content-Type"] == "image/png"
+        assert near(at(marked, 395, 295), RED) and near(at(marked, 5, 5), BLUE), path
+        assert response.body == plain.body  # the plain URL's image: one output, not another to make
+    assert origin.requests["base.png"] == 1
+    untouched = await node.fetch("/tr:orig-true/base.png")  # the endpoint without a watermark: the stored bytes
+    assert untouched.body == files()["base.png"]
+
+
 def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
     for text, message in (("w-100", "expected layers only"), ("l-image,i-logo.png", "no l-end")):
         config = web_config("http://127.0.0.1:9", after=WATERMARKED.replace(
