@@ -589,6 +589,12 @@ def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint,
             raise t.error("url_style", 'needs an origin with folder = "/res/<cloud>/" (a Cloudinary backup bucket): '
                                        "its cloud name is the first segment of the URLs served")
         endpoints.append(endpoint)
+    for origin in origins.values():
+        # a Cloudinary backup's private assets: outputs are cached by URL, not by signature, so the origin serves
+        # them only when no endpoint using it takes unsigned URLs
+        if hasattr(origin, "serves_signed_types"):
+            users = [e for e in endpoints if origin in e.origins]
+            origin.serves_signed_types = bool(users) and all(e.signed_only for e in users)
     return tuple(endpoints)
 
 

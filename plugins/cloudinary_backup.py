@@ -8,6 +8,10 @@ listing is cached per public ID for `resolution_ttl`, so other sizes and formats
 GetObject and no listing — unless a URL pins a version newer than the listing knows (a new upload,
 announced by its versioned URL), or the path was purged since the listing (`OriginRequest.purged_at`),
 which list again. Needs `s3:ListBucket` and `s3:GetObject`, nothing else.
+
+`private` and `authenticated` assets (Cloudinary serves them to signed URLs only) are not found unless
+every endpoint using the origin is `signed_only` (`serves_signed_types`, set by the config): outputs are
+cached by URL, not by signature, so one endpoint that is not would serve them to anyone.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from .s3 import S3Origin
 
 #: Cloudinary's resource types; a `v<digits>` segment right after `<resource_type>/<type>/` is a version
 RESOURCE_TYPES = frozenset({"image", "video", "raw"})
+#: delivery types Cloudinary serves to signed URLs only, and the one it serves to anyone
+SIGNED_TYPES = frozenset({"private", "authenticated"})
+DELIVERY_TYPES = SIGNED_TYPES | {"upload"}
 #: a version is a Unix time: at most 12 ASCII digits (as `edge.cloudinary_urls`); a longer or non-ASCII
 #: `v…` segment is part of the public ID (a 5000-digit one made `int()` raise on every request)
 _VERSION_SEGMENT = re.compile(r"v([0-9]{1,12})")
@@ -135,8 +142,19 @@ class ResolutionCache:
         self._entries.pop(folder, None)
 
 
+def delivery_type(key: str) -> str | None:
+    """The delivery type of a key (`res/acme/image/private/secret/` → `private`): the first segment of one
+    (`upload`, `private`, `authenticated`) right after a resource type, wherever `folder` starts."""
+    segments = key.split("/")
+    return next((kind for resource, kind in zip(segments, segments[1:])
+                 if resource in RESOURCE_TYPES and kind in DELIVERY_TYPES), None)
+
+
 class CloudinaryBackupOrigin(S3Origin):
     type_name = "cloudinary_backup"
+    #: whether `private` and `authenticated` assets are served: only when every endpoint using the origin is
+    #: `signed_only` (`edge.config` sets it once the endpoints are read)
+    serves_signed_types = False
 
     def __init__(self, settings: OriginSettings, *, resolution_ttl: float, resolution_cache_entries: int,
                  **bucket_keys: Any):
@@ -159,6 +177,8 @@ class CloudinaryBackupOrigin(S3Origin):
         if not asset.public_id or asset.public_id.endswith("/"):
             raise OriginNotFound(path)
         folder = self.key_for(asset.public_id) + "/"
+        if not self.serves_signed_types and delivery_type(folder) in SIGNED_TYPES:
+            raise OriginNotFound(path)
         versions = self._resolutions.get(folder)
         if versions is not None and versions.may_lack(asset.version):
             versions = None  # a URL pinning a version newer than we listed: a new upload, list again

@@ -69,7 +69,15 @@ METADATA = {"exif-ifd0-Copyright": "(c) Acme", "exif-ifd0-Artist": "Jane Doe", "
             "exif-ifd2-BodySerialNumber": "SN-1234"}
 
 
-def config(s3, endpoint: str = "") -> str:
+#: an ordinary (ImageKit-style) endpoint on the same origin
+IK_ENDPOINT = """
+[[endpoints]]
+id = "ik"
+origins = ["Cloudinary backup"]
+"""
+
+
+def config(s3, endpoint: str = "", ik: str = IK_ENDPOINT) -> str:
     return f"""
 [named_transformations]
 card = "w-120,h-80,c-at_max"
@@ -81,10 +89,7 @@ origins = ["Cloudinary backup"]
 url_style = "cloudinary"
 private_key = "{API_SECRET}"
 {endpoint}
-[[endpoints]]
-id = "ik"
-origins = ["Cloudinary backup"]
-"""
+{ik}"""
 
 
 @pytest.fixture
@@ -362,7 +367,7 @@ async def test_another_cloud_or_resource_type_is_not_found(node):
 # --- signed URLs --------------------------------------------------------------------------------------------
 
 async def test_signed_urls(s3, bucket, cloud, node_factory, tmp_path):
-    node = await node_factory(write_config(tmp_path, config(s3, "signed_only = true")))
+    node = await node_factory(write_config(tmp_path, config(s3, "signed_only = true", ik="")))
     signed = url(PHOTO, width=120, crop="scale", sign_url=True)
     assert "/s--" in signed
     assert size(await get(node, signed)) == (120, 80)
@@ -406,6 +411,24 @@ async def test_a_watermarked_endpoint_marks_an_untransformed_url_too(s3, bucket,
 
 async def test_private_assets_need_a_signed_only_endpoint(node):
     assert (await node.fetch(url("secret", type="private", sign_url=True, format="jpg"))).code == 404
+
+
+async def test_private_assets_are_not_served_by_an_origin_that_an_unsigned_endpoint_uses(
+        s3, bucket, cloud, node_factory, tmp_path):
+    """An ordinary endpoint over the backup (docs/cloudinary-backup.md) had served Cloudinary's `private` assets,
+    which Cloudinary serves to signed URLs only, to anyone: `/image/private/secret.jpg`. Outputs are cached by
+    URL, not by signature: a `signed_only` endpoint sharing the origin with it gets none either."""
+    node = await node_factory(write_config(tmp_path, config(s3, "signed_only = true")))
+    private = ["/ik/image/private/secret.jpg", "/ik/tr:w-10/image/private/v1600000000/secret.jpg",
+               "/ik/image/authenticated/secret.jpg", url("secret", type="private", sign_url=True, format="jpg")]
+    for path in private:
+        response = await node.fetch(path)
+        assert (response.code, response.body) == (404, b"not found\n"), path
+    layered = await node.fetch("/ik/tr:l-image,i-image@@private@@secret.jpg,l-end/image/upload/avatar.png")
+    assert (layered.code, layered.body) == (400, b"invalid transformation: i-image/private/secret.jpg: "
+                                                 b"no such image on this endpoint\n")
+    assert size(await get(node, "/ik/image/upload/avatar.png")) == (50, 50)
+    assert not [call for call in s3.calls if "/private/" in call.key or "private/" in str(call.query)]
 
 
 def test_the_docs_print_the_mapping_table():
