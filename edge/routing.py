@@ -3,7 +3,8 @@
 Order: a `Host` that an endpoint owns selects it (no identifier in the path); otherwise a first path
 segment equal to an endpoint identifier; otherwise the default endpoint (`id = ""`). The next
 segment, if it starts with `tr:`, is the transformation. The rest is the path, percent-decoded once,
-its leading slashes dropped; a path with a `.` or `..` segment is not found, whatever the origin.
+its leading slashes dropped; a path with a `.` or `..` segment is not found, whatever the origin
+(a backslash delimits one too: servers on Windows read `%5C` as `/`).
 
 On an endpoint with a `private_key`, the URL's signature is checked right after the endpoint is
 known, before anything is looked up (`edge.signing`): a 401 never depends on what is cached.
@@ -22,6 +23,7 @@ from . import cloudinary_urls
 from .config import Endpoint
 from .errors import BadRequest, NothingToServe, SignatureRefused
 from .signing import SignatureCheck
+from .transform.layers import dot_segment
 from .transform.options import Transformation
 
 
@@ -90,10 +92,7 @@ class Router:
         path = _decode("/".join(segments)).lstrip("/")
         if not path and not for_purge:
             raise NothingToServe("not found")
-        delimited = f"/{path}/"
-        if "/./" in delimited or "/../" in delimited:
-            # A dot segment would climb out of an origin's root, folder or base URL (a web server
-            # normalises `/images/../admin`); no image an origin serves is named like that.
+        if dot_segment(path):
             raise NothingToServe("not found")
         return ImageRequest(endpoint, path, transformation, host, signed_until)
 

@@ -1,6 +1,7 @@
 """The `web` origin against a real HTTP server on 127.0.0.1: URL building, headers, redirects, the
 not-found / error split, conditional fetches."""
 
+import base64
 import logging
 import time
 from pathlib import Path
@@ -248,10 +249,29 @@ def test_config_errors_name_the_key(keys, message):
 
 
 @pytest.mark.parametrize("path", ["/../private.jpg", "/%2e%2e/private.jpg", "/x/%2E%2E/%2e%2e/private.jpg",
-                                  "/tr:w-10/./../private.jpg"])
+                                  "/tr:w-10/./../private.jpg",
+                                  # a server on Windows (IIS, nginx) reads `\` and `%5C` as `/`: these had
+                                  # been asked for as /images/..%5Cprivate.jpg
+                                  "/..%5Cprivate.jpg", "/x%5C..%5C..%5Cprivate.jpg", "/tr:w-10/x\\..\\..\\private.jpg",
+                                  "/.%5Cprivate.jpg"])
 async def test_dot_segments_never_climb_out_of_the_base_url(web, node_factory, tmp_path, path):
     web.files["private.jpg"] = ASTRONAUT  # on the origin server, but outside base_url's /images
     node = await node_factory(write_config(tmp_path, web_config(web)))
     response = await node.fetch(path)
     assert (response.code, response.body) == (404, b"not found\n")
     assert sum(web.requests.values()) == 0  # refused before any origin was asked
+
+
+CLIMBING = base64.b64encode(b"..\\private.jpg").decode()  # `..\private.jpg`, for `ie-`
+
+
+@pytest.mark.parametrize("path", [f"/tr:l-image,ie-{CLIMBING},l-end/astronaut.jpg",
+                                  "/tr:l-image,i-x%5C..%5C..%5Cprivate.jpg,l-end/astronaut.jpg",
+                                  "/tr:di-..%5Cprivate.jpg/missing.jpg"])
+async def test_a_layer_or_default_image_with_a_backslash_dot_segment_is_refused(web, node_factory, tmp_path, path):
+    """`i-`/`ie-` and `di-` paths are held to the main path's rule: `..\\private.jpg` had been fetched."""
+    web.files["private.jpg"] = ASTRONAUT
+    node = await node_factory(write_config(tmp_path, web_config(web)))
+    response = await node.fetch(path)
+    assert response.code == 400 and b"must be" in response.body, response.body
+    assert sum(web.requests.values()) == 0

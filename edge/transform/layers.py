@@ -263,6 +263,13 @@ def sized(style: TextStyle, base: tuple[int | None, int | None]) -> TextStyle:
     return replace(style, **values)
 
 
+def dot_segment(path: str) -> bool:
+    """Whether `path` has a `.` or `..` segment, which would climb out of an origin's root, folder or base
+    URL (a web server normalises `/images/../admin`). A backslash delimits one too: a server on Windows
+    reads `/images/..%5Cadmin` so. No image an origin serves is named like that."""
+    return any(segment in (".", "..") for segment in re.split(r"[/\\]", path))
+
+
 def read_input(key: str, value: str, kind: str) -> str:
     """`i-` (paths: `/` as `@@`) or `ie-` (base64 of UTF-8; the router has already percent-decoded it)."""
     if key == "ie":
@@ -283,7 +290,7 @@ def read_input(key: str, value: str, kind: str) -> str:
             raise ValueError("only spaces and line breaks: no text to draw")
         return value
     segments = [segment for segment in value.split("/") if segment]
-    if not segments or any(s in (".", "..") for s in segments) or any(ord(c) < 32 for c in value):
+    if not segments or dot_segment(value) or any(ord(c) < 32 for c in value):
         raise ValueError("must be the path of an image of this endpoint, with / written as @@")
     return "/".join(segments)
 

@@ -29,7 +29,7 @@ from .expressions import MAX_PIXELS, Expression, is_expression, or_expression
 from .expressions import decimal as _decimal
 from .expressions import expression as _expression
 from .expressions import write_number as _write_number
-from .layers import Layer, Placement, TextStyle
+from .layers import Layer, Placement, TextStyle, dot_segment
 
 CROPS = ("maintain_ratio", "force", "at_max", "at_max_enlarge", "at_least", "maintain_ratio_no_enlarge",
          "enlarge_to_fit")
@@ -425,8 +425,9 @@ def _unsharp_mask(text: str) -> tuple[float, float, float, float]:
 
 def _image_path(text: str) -> str:
     """`folder@@default.jpg` → `folder/default.jpg`."""
-    segments = [segment for segment in text.replace("@@", "/").split("/") if segment]
-    if not segments or any(s in (".", "..") for s in segments) or any(ord(c) < 32 for c in text):
+    path = text.replace("@@", "/")
+    segments = [segment for segment in path.split("/") if segment]
+    if not segments or dot_segment(path) or any(ord(c) < 32 for c in text):
         raise ValueError("must be a path of the default image, with / written as @@")
     return "/".join(segments)
 
