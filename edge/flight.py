@@ -95,12 +95,14 @@ class SingleFlight:
                  version: Callable[[str], int | None] = lambda key: None,
                  bump: Callable[[str], None] = lambda key: None,
                  purged_since: Callable[[str, float], Awaitable[bool]] | None = None,
-                 discard: Callable[[str], Awaitable[object]] | None = None):
+                 discard: Callable[[str], Awaitable[object]] | None = None,
+                 io: Callable[..., Awaitable[Any]] = asyncio.to_thread):
         """`version(key)`: a counter shared by the workers that moves whenever anything is stored under
         `key` (None when there is none); `bump(key)` moves it (after a failure is recorded);
         `purged_since(key, began)`: whether a purge covering `key` came after `began` (then the work's
         result is not stored, and later callers do not wait for it); `discard(key)` deletes what a store
-        wrote when such a purge came while it wrote."""
+        wrote when such a purge came while it wrote. `io(function, *args)` runs the failure records' disk work
+        (the cache's threads, which close their database connections when the node stops: `release_thread`)."""
         self.name = name
         self._directory = directory
         # Opened on first use, in the serving process. POSIX locks belong to the process and all of them
@@ -117,6 +119,7 @@ class SingleFlight:
         self._bump = bump
         self._purged_since = purged_since
         self._discard = discard
+        self._io = io
 
     def running(self, key: str) -> bool:
         """Whether this worker's work for `key` is under way (a new caller would wait for it)."""
@@ -182,14 +185,14 @@ class SingleFlight:
                 if found is not None:
                     self._coalesced()
                     return found
-                failure = await asyncio.to_thread(self._failure_since, key, since)
+                failure = await self._io(self._failure_since, key, since)
                 if failure is not None:
                     self._coalesced()
                     raise failure
             try:
                 result = await produce()
             except Exception as exc:
-                await asyncio.to_thread(self._record_failure, key, exc)
+                await self._io(self._record_failure, key, exc)
                 raise
             if keep is not None:  # the lease passes to the store: released once the result is stored
                 flight.keeping = asyncio.create_task(self._keep(key, flight, offset, keep, result))
@@ -296,6 +299,12 @@ class SingleFlight:
         if self._failures is not None:
             self._failures.close()
             self._failures = None
+
+    def release_thread(self) -> None:
+        """Close the calling thread's connection to the failure records (diskcache opens one per thread; the
+        last one closed checkpoints the write-ahead log)."""
+        if self._failures is not None:
+            self._failures.close()
 
     def close(self) -> None:
         if self._lease_fd is not None:

@@ -112,7 +112,7 @@ async def purge_serving(caches: Caches, router: Router, target: dict[str, str], 
     only this node's tiers when a peer forwarded the call. The status and the answer."""
     prefix = key_prefix(router, target)  # a bad target is a 400 before anything is purged
     if forwarded:
-        purged, answer = await asyncio.to_thread(_forget, caches, prefix, target)
+        purged, answer = await caches.io(_forget, caches, prefix, target)
         return (200 if purged else 502), answer
     return await _everywhere(caches, prefix, target, token, fan_out, shared)
 
@@ -139,7 +139,7 @@ async def _everywhere(caches: Caches, prefix: str, target: dict[str, str], token
             purged_everywhere = False
             log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)
         shared_answer["journal"] = journal
-    purged, answer = await asyncio.to_thread(_forget, caches, prefix, target)
+    purged, answer = await caches.io(_forget, caches, prefix, target)
     purged_everywhere = purged_everywhere and purged
     if shared is not None:
         answer["shared"] = shared_answer

@@ -124,7 +124,7 @@ class Node:
                                            abandoned=metrics.abandoned_work.labels(kind).inc, health=health,
                                            version=self.caches.version, bump=self.caches.bump,
                                            purged_since=self.caches.purged_since,
-                                           discard=partial(self.caches.discard, tier))
+                                           discard=partial(self.caches.discard, tier), io=self.caches.io)
                         for kind, tier in (("outputs", self.caches.outputs), ("originals", self.caches.originals))}
         self.originals = OriginalSource(self.caches, self.flights["originals"], config.cache,
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())
@@ -188,9 +188,9 @@ class Node:
         self.renderer.shutdown()
         if self.fan_out is not None:
             self.fan_out.close()
+        self.caches.close(also=tuple(flight.release_thread for flight in self.flights.values()))
         for flight in self.flights.values():
             flight.close()
-        self.caches.close()
 
     def give_up_serving(self) -> int:
         """Answer every image request still awaiting the pipeline `503 node shutting down` (the

@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -263,14 +264,18 @@ class Caches:
         self.flush_touches()
         self.check_versions()
 
-    def _release_this_thread(self) -> None:
+    def _release_this_thread(self, also: tuple[Callable[[], None], ...]) -> None:
         for tier in (*self.tiers, self.purges):
             tier.release_thread()
+        for release in also:
+            release()
 
-    def close(self) -> None:
+    def close(self, also: tuple[Callable[[], None], ...] = ()) -> None:
+        """`also`: what else closes its calling thread's connections (work the owner ran through `io`)."""
         # diskcache keeps a SQLite connection per thread: each cache thread closes its own, so that
-        # the last one out checkpoints the write-ahead log (a stopped node leaves no -wal behind)
-        self._threads.on_each_thread(self._release_this_thread)
+        # the last one out checkpoints the write-ahead log (a stopped node leaves no -wal behind; all
+        # SQLite work of a serving node, purges and the flights' failure records too, runs in these threads)
+        self._threads.on_each_thread(partial(self._release_this_thread, also))
         self._threads.shutdown()
         for tier in (*self.tiers, self.purges):
             tier.close()
