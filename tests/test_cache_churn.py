@@ -1,9 +1,18 @@
 """The cache folder under churn, as an operator sees it: what a stopped node leaves behind."""
 
+import contextlib
+import http.client
 import json
+import os
+import signal
+import sqlite3
+import threading
+import time
 import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
 
-from edge.testing import running_node
+from edge.testing import NodeProcess, ServingNode, image_size, photo_image, running_node, write_config
 from tests.nodes import local_config
 
 TOKEN = "churn-token-5b1e0c7d93a2"
@@ -30,3 +39,78 @@ def test_a_stopped_node_leaves_no_write_ahead_log_after_purges_and_failures(tmp_
     assert "cache/outputs/cache.db" in databases and "cache/purges/cache.db" in databases
     assert "cache/flights/outputs/failures/cache.db" in databases
     assert sorted(str(path.relative_to(tmp_path)) for path in (tmp_path / "cache").rglob("*-wal")) == []
+
+
+def _value_files(tier: Path) -> dict[Path, int]:
+    return {path: path.stat().st_size for path in tier.rglob("*.val")} if tier.exists() else {}
+
+
+def _kill_while_storing(node: NodeProcess, tier: Path, url: str) -> int | None:
+    """Ask for `url` (a large uncached output) and SIGKILL the worker as soon as it holds a value file of
+    `tier` open for writing; the pid killed, or None when the store was over before it was seen."""
+    before = set(_value_files(tier))
+    answered = threading.Thread(target=_ask, args=(node.url, url), daemon=True)
+    answered.start()
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and answered.is_alive():
+            if set(_value_files(tier)) - before:
+                for pid in node.worker_pids():
+                    for fd in Path(f"/proc/{pid}/fd").iterdir():
+                        with contextlib.suppress(OSError):
+                            if os.readlink(fd).endswith(".val"):
+                                os.kill(pid, signal.SIGKILL)
+                                return pid
+            time.sleep(0.0005)  # polling a file being written: there is nothing to wait on
+        return None
+    finally:
+        answered.join(30)
+
+
+def _ask(base_url: str, path: str) -> None:
+    parts = urlsplit(base_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    with contextlib.suppress(OSError, http.client.HTTPException):  # the worker answering it is killed
+        connection.request("GET", path)
+        connection.getresponse().read()
+    connection.close()
+
+
+def test_a_value_file_left_by_a_worker_killed_while_storing_is_removed(tmp_path):
+    """diskcache writes a value's file before its row: a worker killed in between (SIGKILL, the OOM killer, the
+    supervisor's kill of a hung worker) left the file, which no budget counted and no eviction deleted, for
+    good: up to an eighth of the tier per crash. Never served (no row names it), but the folder outgrew its
+    budget crash by crash. A worker deletes such files once they are `ORPHAN_SECONDS` old, as it starts and
+    every hour."""
+    (tmp_path / "originals").mkdir()
+    (tmp_path / "originals" / "photo.jpg").write_bytes(photo_image(4000, 3000))
+    config = write_config(tmp_path, local_config(tmp_path / "originals", before=(
+        '[server]\nworkers = 2\n[cache]\ndir = "cache"\noutput_size = "400MB"\nmemory_size = 0\n')))
+    outputs = tmp_path / "cache" / "outputs"
+    node = NodeProcess(config)
+    try:
+        killed = None
+        for width in (4000, 3990, 3980):  # the store is caught mid-write at once in practice
+            if (killed := _kill_while_storing(node, outputs, f"/tr:w-{width},f-png/photo.jpg")) is not None:
+                break
+        assert killed is not None, "the store was never caught in progress"
+        node.wait_for_log(rf"pid {killed}\) exited with status -9; restarted")
+        status, _, body = ServingNode(node).get("/tr:w-200,f-png/photo.jpg")  # stored whole, kept
+        assert status == 200 and image_size(body) == (200, 150)
+    finally:
+        node.stop()
+    with sqlite3.connect(outputs / "cache.db") as database:
+        named = {outputs / name for (name,) in database.execute("SELECT filename FROM Cache WHERE filename NOT NULL")}
+    orphans = set(_value_files(outputs)) - named
+    assert orphans and named
+    for orphan in orphans:  # as if the crash had been an hour ago
+        os.utime(orphan, (time.time() - 3600, time.time() - 3600))
+
+    node = NodeProcess(config)
+    try:
+        node.wait_for_log(r"cache output tier: removed \d+ bytes of value files that no entry names")
+        assert set(_value_files(outputs)) == named
+        status, headers, body = ServingNode(node).get("/tr:w-200,f-png/photo.jpg")
+        assert (status, headers["X-Cache"], image_size(body)) == (200, "HIT", (200, 150))
+    finally:
+        node.stop()

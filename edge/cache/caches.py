@@ -264,6 +264,11 @@ class Caches:
         self.flush_touches()
         self.check_versions()
 
+    def remove_orphans(self) -> None:
+        """Delete the value files that processes killed while storing left in the tiers (blocking)."""
+        for tier in self.tiers:
+            tier.remove_orphans()
+
     def _release_this_thread(self, also: tuple[Callable[[], None], ...]) -> None:
         for tier in (*self.tiers, self.purges):
             tier.release_thread()

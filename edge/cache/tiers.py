@@ -63,6 +63,10 @@ MAX_MARKED = 200_000
 #: for 15-23 s, and every other worker's store, touch and purge failed busy meanwhile (benchmarks/README.md,
 #: "The long tail's touches")
 TOUCH_CHUNK = 500
+#: A value file that no entry names and that was last written this long ago is an orphan (`remove_orphans`):
+#: a store writes its file and inserts its row within seconds (a busy database fails it after
+#: `SQLITE_BUSY_SECONDS`, and diskcache then deletes the file)
+ORPHAN_SECONDS = 600.0
 #: versions of `local` files waiting for the next flush, at most (beyond, a burst of new files goes
 #: unrecorded: a replaced one then keeps its old outputs until `original_ttl`, as before versions were kept)
 MAX_PENDING_VERSIONS = 10_000
@@ -311,6 +315,36 @@ class DiskTier:
     def _end_interval_if_over(self, now: float) -> None:
         if now >= self._interval_ends or len(self._marked) > MAX_MARKED:
             self._marked, self._interval_ends = set(), now + self._touch_interval
+
+    def remove_orphans(self, older_than: float = ORPHAN_SECONDS) -> int:
+        """Delete the value files no entry names that were last written more than `older_than` seconds ago:
+        what a process killed while storing left (diskcache writes a value's file before its row; in between,
+        a SIGKILL, the OOM killer or the supervisor's kill of a hung worker leaves the file, which no
+        budget counts and no eviction deletes). The files of stores under way are younger. How many bytes
+        were freed (blocking: lists the tier's folders)."""
+        def remove(handles: _Handles) -> int:
+            # by file name alone (diskcache's are random, 28 hex digits): cheaper than a path per file
+            named = {os.path.basename(filename) for (filename,) in handles[1]._sql(
+                "SELECT filename FROM Cache WHERE filename IS NOT NULL").fetchall()}
+            written_before, freed = time.time() - older_than, 0
+            for folder, _, names in os.walk(self.directory):
+                for name in names:
+                    if name in named or not name.endswith(".val"):
+                        continue
+                    path = os.path.join(folder, name)
+                    try:
+                        stat = os.stat(path)
+                        if stat.st_mtime < written_before:
+                            os.remove(path)
+                            freed += stat.st_size
+                    except FileNotFoundError:  # another worker's sweep, or diskcache's own cleanup
+                        pass
+            return freed
+        freed = self._attempt("remove orphaned files", remove, 0)
+        if freed:
+            log.warning("cache %s tier: removed %d bytes of value files that no entry names (left by a process "
+                        "killed while storing)", self.name, freed)
+        return freed
 
     def volume(self) -> int:
         return self._attempt("measure", lambda handles: handles[0].volume(), 0)
