@@ -169,7 +169,7 @@ class Node:
             asyncio.create_task(self._every(FLUSH_SECONDS, self._sample)),
             asyncio.create_task(self._every(GAUGE_REFRESH_SECONDS, self._refresh_gauges)),
             asyncio.create_task(self._every(statuspage.SNAPSHOT_SECONDS, self.status.take)),
-            asyncio.create_task(self._now_and_every(ORPHAN_SWEEP_SECONDS, self._remove_orphans)),
+            asyncio.create_task(self._every(ORPHAN_SWEEP_SECONDS, self._remove_orphans, first=0)),
         ]
         if self.shared is not None:
             every = self.config.shared_cache.purge_journal_every
@@ -211,20 +211,16 @@ class Node:
         await self.pipeline.settle()
         await self.caches.io(self.caches.originals.flush_versions)  # else written within a second
 
-    async def _every(self, seconds: float, job) -> None:
+    async def _every(self, seconds: float, job, first: float | None = None) -> None:
+        """`job()` every `seconds`, the first time after `first` seconds (default: `seconds`)."""
+        delay = seconds if first is None else first
         while True:
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(delay)
+            delay = seconds
             try:
                 await job()
             except Exception:  # a periodic job must never die silently
                 log.exception("background job %s failed", job.__name__)
-
-    async def _now_and_every(self, seconds: float, job) -> None:
-        try:
-            await job()
-        except Exception:
-            log.exception("background job %s failed", job.__name__)
-        await self._every(seconds, job)
 
     async def _remove_orphans(self) -> None:
         await self.caches.io(self.caches.remove_orphans)
