@@ -100,12 +100,16 @@ class OriginalSource:
         self._metrics = metrics
         self._clock = clock
 
-    def is_fresh(self, source: SourceInfo) -> bool:
-        """Whether the origin confirmed this version within `original_ttl` (outputs are as fresh as the
-        original they were made from). Not one confirmed further ahead of the clock than a fleet's clocks
-        disagree: the clock stepped back since, and its age is unknown (else fresh for the step's hours
-        more than `original_ttl`)."""
-        return -CLOCK_SKEW_SECONDS < self._clock() - source.checked_at < self._ttl
+    def now(self) -> float:
+        """The node's clock, which freshness is measured by."""
+        return self._clock()
+
+    def is_fresh(self, source: SourceInfo, at: float | None = None) -> bool:
+        """Whether the origin confirmed this version within `original_ttl` before `at` (a `now()`; default:
+        now). Outputs are as fresh as the original they were made from. Not one confirmed further ahead of
+        the clock than a fleet's clocks disagree: the clock stepped back since, and its age is unknown (else
+        fresh for the step's hours more than `original_ttl`)."""
+        return -CLOCK_SKEW_SECONDS < (self._clock() if at is None else at) - source.checked_at < self._ttl
 
     def as_stand_in(self, source: SourceInfo) -> SourceInfo:
         """`source` of an output made from the `di-` image in place of a missing original: fresh for

@@ -215,6 +215,7 @@ class Pipeline:
 
     async def serve(self, call: ImageCall) -> Served:
         endpoint = "-"
+        began = self._originals.now()
         try:
             job = self._job(call)
             endpoint, key = job.endpoint, job.key
@@ -240,7 +241,9 @@ class Pipeline:
                 # from it is (labelled below, by its original's freshness)
                 output, source = cached, "stale"
             if source != "shared":
-                source = "miss" if self._originals.is_fresh(output.source) else "stale"
+                # stale if its original was when the request began (a stale copy the origin could not confirm):
+                # one that turned stale while the output was made (a slow render or layer) failed nobody
+                source = "miss" if self._originals.is_fresh(output.source, at=began) else "stale"
             return Served(endpoint, source, output, signed_until=job.request.signed_until)
         except EdgeError as error:
             if isinstance(error, SignatureRefused):  # counted once answered: planning has no side effect

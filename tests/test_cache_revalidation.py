@@ -236,3 +236,30 @@ async def test_an_untouched_local_file_keeps_its_outputs_and_writes_its_version_
         assert (await node.fetch(f"/tr:w-{width}/photo.jpg")).headers["X-Cache"] == "MISS"
     assert (await node.fetch("/tr:w-300/photo.jpg")).headers["X-Cache"] == "HIT"
     assert node.node.caches.version(key) == written  # nothing stored under the original's key since
+
+
+async def test_an_original_that_turns_stale_while_its_output_is_made_labels_it_a_miss(origin, node_factory, tmp_path):
+    """`X-Cache`, the metrics' `cache` label and a provisional `Cache-Control` say whether the output's original
+    was fresh when the request began: one that turned stale while the output was being made (a slow render,
+    here a slow layer's fetch) was labelled `STALE`, with `max-age=<not_found_ttl>`, though no origin had
+    failed (seen under churn with a short `original_ttl`: a 12 MP render straddling the boundary)."""
+    origin.files["logo.png"] = solid(10, 10, colour(3), "png")
+    node = await node_factory(write_config(tmp_path, web_config(origin.url, """
+[cache]
+dir = "cache"
+original_ttl = "100s"
+""")))
+    assert (await node.fetch("/tr:w-40/shoe.jpg")).code == 200  # the original, confirmed now
+    origin.behaviour.hold, origin.behaviour.held_paths = asyncio.Event(), frozenset({"logo.png"})
+    layered = asyncio.ensure_future(node.fetch("/tr:w-30:l-image,i-logo.png,l-end/shoe.jpg"))
+
+    async def at_the_origin():
+        return origin.requests["logo.png"] == 1
+    await until(at_the_origin, "the layer's fetch reaching the origin")
+    later(node, 101)  # the shoe's original turns stale while the layer is fetched
+    origin.behaviour.hold.set()
+    response = await layered
+    assert (response.code, response.headers["X-Cache"]) == (200, "MISS")
+    assert response.headers["Cache-Control"] == "public, max-age=31536000"
+    assert decode(response).width == 30 and origin.requests["shoe.jpg"] == 1
+    assert metric(node, "edge_http_request_duration_seconds_count", cache="stale") == 0
