@@ -48,9 +48,9 @@ _REQUEST_FAILURE_LINES = Sparse(CLIENT_NOISE_SECONDS)
 
 TOUCH_FLUSH_SECONDS = 1.0
 GAUGE_REFRESH_SECONDS = 5.0
-#: how often each worker looks for the value files of stores a killed process left (`DiskTier.remove_orphans`:
-#: 0.4 s of CPU for 20 000 files, also as it starts)
-ORPHAN_SWEEP_SECONDS = 3600.0
+#: how often each worker tidies the cache (`Caches.tidy`: the value files of stores a killed process left, 0.4 s
+#: of CPU for 20 000 files, and a budget lowered since the last run), also as it starts
+TIDY_SECONDS = 3600.0
 #: `/_edge/ready` checks at most once per this many seconds per worker; probes meanwhile share the answer
 READY_SECONDS = 1.0
 #: the status logged and counted for a request whose client went away before the answer (nginx's)
@@ -169,7 +169,7 @@ class Node:
             asyncio.create_task(self._every(FLUSH_SECONDS, self._sample)),
             asyncio.create_task(self._every(GAUGE_REFRESH_SECONDS, self._refresh_gauges)),
             asyncio.create_task(self._every(statuspage.SNAPSHOT_SECONDS, self.status.take)),
-            asyncio.create_task(self._every(ORPHAN_SWEEP_SECONDS, self._remove_orphans, first=0)),
+            asyncio.create_task(self._every(TIDY_SECONDS, self._tidy_cache, first=0)),
         ]
         if self.shared is not None:
             every = self.config.shared_cache.purge_journal_every
@@ -222,8 +222,8 @@ class Node:
             except Exception:  # a periodic job must never die silently
                 log.exception("background job %s failed", job.__name__)
 
-    async def _remove_orphans(self) -> None:
-        await self.caches.io(self.caches.remove_orphans)
+    async def _tidy_cache(self) -> None:
+        await self.caches.io(self.caches.tidy)
 
     async def apply_purges(self) -> None:
         """Purge this node's tiers of what the fleet's purge journal holds that they have not applied

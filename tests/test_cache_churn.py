@@ -12,7 +12,9 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from edge.testing import NodeProcess, ServingNode, image_size, photo_image, running_node, write_config
+import diskcache
+
+from edge.testing import START_TIMEOUT, NodeProcess, ServingNode, image_size, photo_image, running_node, write_config
 from tests.nodes import local_config
 
 TOKEN = "churn-token-5b1e0c7d93a2"
@@ -114,3 +116,33 @@ def test_a_value_file_left_by_a_worker_killed_while_storing_is_removed(tmp_path)
         assert (status, headers["X-Cache"], image_size(body)) == (200, "HIT", (200, 150))
     finally:
         node.stop()
+
+
+def test_a_budget_lowered_across_a_restart_holds_before_any_store(tmp_path):
+    """A node restarted on its cache folder with a lower `output_size` (an operator freeing disk) evicts down
+    to it as it starts, counting the evictions: before, the tier stayed over the new budget until the next
+    store, which an idle node or one serving hits only never made."""
+    (tmp_path / "originals").mkdir()
+    (tmp_path / "originals" / "photo.jpg").write_bytes(photo_image(800, 600))
+
+    def config(output_size: str) -> str:
+        return local_config(tmp_path / "originals", before=(
+            f'[server]\nworkers = 2\n[cache]\ndir = "cache"\noutput_size = "{output_size}"\n'))
+
+    with running_node(config("40MB"), tmp_path) as node:
+        for width in range(500, 800, 20):  # 15 outputs of 0.5-1.3 MB
+            assert node.get(f"/tr:w-{width},f-png/photo.jpg")[0] == 200
+    outputs = tmp_path / "cache" / "outputs"
+    with diskcache.Cache(str(outputs)) as tier:
+        stored, volume = len(tier), tier.volume()
+    assert stored == 15 and volume > 8_000_000
+
+    with running_node(config("4MB"), tmp_path) as node:
+        node.wait_for_log(r"listening on")
+        deadline = time.monotonic() + START_TIMEOUT
+        while node.metrics().total("edge_cache_evictions_total", tier="output") == 0:
+            assert time.monotonic() < deadline, "nothing was evicted"
+            time.sleep(0.05)  # the workers evict as they start: nothing to wait on from here
+        evicted = node.metrics().total("edge_cache_evictions_total", tier="output")
+        with diskcache.Cache(str(outputs)) as tier:
+            assert tier.volume() <= 4_000_000 and len(tier) == stored - evicted

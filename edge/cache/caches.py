@@ -264,10 +264,13 @@ class Caches:
         self.flush_touches()
         self.check_versions()
 
-    def remove_orphans(self) -> None:
-        """Delete the value files that processes killed while storing left in the tiers (blocking)."""
+    def tidy(self) -> None:
+        """Delete the value files that processes killed while storing left in the tiers, and bring each tier
+        within its budget: one lowered since the node last ran was otherwise held only by the next store
+        (blocking)."""
         for tier in self.tiers:
             tier.remove_orphans()
+            tier.evict_to_budget()
 
     def _release_this_thread(self, also: tuple[Callable[[], None], ...]) -> None:
         for tier in (*self.tiers, self.purges):

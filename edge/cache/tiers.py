@@ -251,6 +251,10 @@ class DiskTier:
         if evicted and self._evicted is not None:
             self._evicted(self.name, evicted)
 
+    def evict_to_budget(self) -> None:
+        """Delete least-recently-used entries until the tier is within its budget (blocking)."""
+        self._count_evicted(self._attempt("evict", lambda handles: self._evict_to_budget(handles[0]), 0))
+
     def _evict_to_budget(self, writer: diskcache.Cache) -> int:
         evicted = 0
         while writer.volume() > self.budget:
