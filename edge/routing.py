@@ -2,9 +2,9 @@
 
 Order: a `Host` that an endpoint owns selects it (no identifier in the path); otherwise a first path
 segment equal to an endpoint identifier; otherwise the default endpoint (`id = ""`). The next
-segment, if it starts with `tr:`, is the transformation. The rest is the path, percent-decoded once,
-its leading slashes dropped; a path with a `.` or `..` segment is not found, whatever the origin
-(a backslash delimits one too: servers on Windows read `%5C` as `/`).
+segment, if it starts with `tr:` and another segment follows it, is the transformation. The rest is
+the path, percent-decoded once, its leading slashes dropped; a path with a `.` or `..` segment is not
+found, whatever the origin (a backslash delimits one too: servers on Windows read `%5C` as `/`).
 
 On an endpoint with a `private_key`, the URL's signature is checked right after the endpoint is
 known, before anything is looked up (`edge.signing`): a 401 never depends on what is cached.
@@ -85,7 +85,8 @@ class Router:
             return self._cloudinary(endpoint, segments, host, for_purge)
         signed_until = None if for_purge else self._signatures.verify(endpoint, "/".join(segments), query)
         transformation = None
-        if segments and (first := _decode(segments[0])).startswith("tr:"):
+        # a last segment is the file's name (`/tr:w-1.jpg`): as a transformation it would leave no path
+        if len(segments) > 1 and (first := _decode(segments[0])).startswith("tr:"):
             transformation = first[3:]
             segments = segments[1:]
         # leading slashes name nothing (ImageKit's docs sign `encodeURIComponent("/a.jpg")`: `%2Fa.jpg`)

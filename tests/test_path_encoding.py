@@ -1,0 +1,212 @@
+"""File names as teams leaving ImageKit or Cloudinary have them (spaces, `+`, `%`, `#`, `?`, quotes, NFC and NFD
+forms, emoji, upper-case extensions, names that look like transformations), on every built-in origin type, asked
+for with the URLs the SDKs build: the right image each time, one cache entry per original whatever the spelling,
+never one entry for two originals, and a purge of the client's URL removing what that client gets.
+
+Every original is a flat colour of its own and a size of its own (tests/assets.py), so the decoded answer says
+which one was served."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from urllib.parse import quote
+
+import pytest
+from cloudinary import CloudinaryImage
+from imagekitio import ImageKit
+
+from edge.signing import PATH_SAFE
+from tests.assets import centre_colour, colour, same_colour, solid
+from tests.nodes import decode, write_config
+from tests.servers import HTTPOrigin
+
+KEY = "path-encoding-signing-key"
+TOKEN = "path-encoding-admin-token"
+NFC, NFD = unicodedata.normalize("NFC", "café.jpg"), unicodedata.normalize("NFD", "café.jpg")
+#: the originals, each its own colour and size (index i: 20+i × 10+i pixels); pairs that one decoding too
+#: many or too few would confuse: `a b`/`a+b`, `a/b`/`a%2Fb`, NFC/NFD, `%41`/`A`
+NAMES = ["a b.jpg", "a+b.jpg", "a/b.jpg", "a%2Fb.jpg", NFC, NFD, "100%.jpg", "50%25.jpg", "hash#1.jpg", "what?.jpg",
+         "x&y=z.jpg", "it's \"q\".jpg", "semi;colon.jpg", "co:lon.jpg", "😀.jpg", "UP.JPG", "mixed.Jpeg", "a..b.jpg",
+         "L" * 200 + ".jpg", "q%41.jpg", "A.jpg", "dir with space/f(1).jpg", "tr:w-1.jpg"]
+BUCKET, BACKUP = "path-encoding", "path-encoding-backup"
+
+
+def size(name: str) -> tuple[int, int]:
+    index = NAMES.index(name)
+    return 20 + index, 10 + index
+
+
+def original(name: str) -> bytes:
+    return solid(*size(name), colour(NAMES.index(name)), "jpg")
+
+
+def public_id(name: str) -> str:
+    """Cloudinary's public ID of the name: without its image extension (the backup adds `/<version>.<format>`)."""
+    stem, _, extension = name.rpartition(".")
+    return stem if extension.lower() in ("jpg", "jpeg") else name
+
+
+def sdk(name: str) -> str:
+    """The path as the ImageKit SDKs (and browsers' URL objects) encode it."""
+    return quote(name, safe=PATH_SAFE)
+
+
+def every_character(name: str) -> str:
+    """The same path as `encodeURIComponent` per segment writes it: every reserved character encoded."""
+    return "/".join(quote(segment, safe="") for segment in name.split("/"))
+
+
+@pytest.fixture
+async def origins(s3, tmp_path):
+    """The names in a folder, on a web server, in an S3 bucket and in a Cloudinary backup bucket."""
+    for name in NAMES:
+        (tmp_path / "files" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "files" / name).write_bytes(original(name))
+    client = s3.client()
+    for bucket in (BUCKET, BACKUP):
+        client.create_bucket(Bucket=bucket)
+    for name in NAMES:
+        client.put_object(Bucket=BUCKET, Key=name, Body=original(name))
+        client.put_object(Bucket=BACKUP, Key=f"res/demo/image/upload/{public_id(name)}/1600000000.jpg",
+                          Body=original(name))
+    web = await HTTPOrigin(files={name: original(name) for name in NAMES}).start()
+    yield f"""
+[admin]
+token = "{TOKEN}"
+
+[[origins]]
+name = "folder"
+type = "local"
+root = "{tmp_path / 'files'}"
+
+[[origins]]
+name = "web"
+type = "web"
+base_url = "{web.url}"
+{s3.origin_table("bucket", BUCKET)}
+{s3.origin_table("backup", BACKUP, type="cloudinary_backup", folder="/res/demo/")}
+[[endpoints]]
+id = "local"
+origins = ["folder"]
+
+[[endpoints]]
+id = "web"
+origins = ["web"]
+
+[[endpoints]]
+id = "s3"
+origins = ["bucket"]
+
+[[endpoints]]
+id = "signed"
+origins = ["folder"]
+private_key = "{KEY}"
+
+[[endpoints]]
+id = "cloudinary"
+origins = ["backup"]
+url_style = "cloudinary"
+private_key = "{KEY}"
+""", web
+    await web.stop()
+
+
+@pytest.fixture
+async def node(origins, node_factory, tmp_path):
+    return await node_factory(write_config(tmp_path, origins[0]))
+
+
+def shows(response, name: str, width: int | None = None) -> str | None:
+    """None when the response is `name`'s image (at its own size, or `width` wide), else what is wrong."""
+    if response.code != 200:
+        return f"{response.code} {response.body[:100]!r}"
+    image = decode(response)
+    if not same_colour(centre_colour(image), colour(NAMES.index(name))):
+        return f"another original's colour {centre_colour(image)}"
+    if (image.width, image.height) != size(name) if width is None else image.width != width:
+        return f"{image.width}×{image.height}"
+    return None
+
+
+@pytest.mark.parametrize("endpoint", ["local", "web", "s3"])
+async def test_every_name_is_served_by_the_urls_the_imagekit_sdk_builds(node, origins, endpoint):
+    """The SDK's URL with the transformation in the path and in the query, and the same path with every reserved
+    character encoded: the right image each time, one cache entry for both spellings, one origin fetch."""
+    helper = ImageKit(private_key="unused").helper
+    wrong = {}
+    for name in NAMES:
+        base = f"{node.url}/{endpoint}"
+        plain = await node.fetch(f"/{endpoint}/{sdk(name)}")
+        other_spelling = await node.fetch(f"/{endpoint}/{every_character(name)}")
+        in_path, in_query = [await node.fetch(helper.build_url(src=name, url_endpoint=base, transformation=[
+            {"width": 10}], transformation_position=position).removeprefix(node.url)) for position in ("path", "query")]
+        for what, response, width in (("plain", plain, None), ("other spelling", other_spelling, None),
+                                      ("tr: in the path", in_path, 10), ("?tr=", in_query, 10)):
+            if problem := shows(response, name, width):
+                wrong[f"{name} {what}"] = problem
+        if (plain.code, other_spelling.headers.get("X-Cache")) == (200, "MISS"):
+            wrong[f"{name} other spelling"] = "a cache entry of its own"
+    assert wrong == {}
+    if endpoint == "web":  # the originals tier kept each one: both spellings and both sizes cost one fetch
+        assert origins[1].requests == {name: 1 for name in NAMES}
+
+
+async def test_every_name_is_served_through_the_cloudinary_sdks_signed_urls(node):
+    """The Cloudinary SDK's URLs, signed: the SDK unquotes a public ID before escaping it, so it cannot write one
+    holding `%XX` (`q%41` becomes `qA`), and those names are left out."""
+    wrong = {}
+    for name in NAMES:
+        if "%" in name:
+            continue
+        for options, width in (({}, None), ({"width": 10, "crop": "scale"}, 10)):
+            url = CloudinaryImage(public_id(name)).build_url(cloud_name="demo", api_secret=KEY, sign_url=True,
+                                                             format="jpg", **options)
+            response = await node.fetch("/cloudinary" + url.removeprefix("http://res.cloudinary.com"))
+            if problem := shows(response, name, width):
+                wrong[f"{name} {options}"] = problem
+    assert wrong == {}
+
+
+async def test_the_imagekit_sdks_signature_verifies_for_every_name(node):
+    helper = ImageKit(private_key=KEY).helper
+    wrong = {}
+    for name in NAMES:
+        for position in ("path", "query"):
+            url = helper.build_url(src=name, url_endpoint=f"{node.url}/signed", transformation=[{"width": 12}],
+                                   transformation_position=position, signed=True, expires_in=3600)
+            if problem := shows(await node.fetch(url.removeprefix(node.url)), name, 12):
+                wrong[f"{name} {position}"] = problem
+    assert wrong == {}
+
+
+async def purge(node, url: str):
+    return await node.fetch("/_edge/purge", method="POST", body=json.dumps({"url": url}).encode(),
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+async def test_purging_the_url_a_client_used_removes_what_that_client_gets(node):
+    wrong = {}
+    for name in NAMES:
+        url = f"/local/tr:w-10/{sdk(name)}"
+        assert (await node.fetch(url)).code == 200
+        assert (await node.fetch(url)).headers["X-Cache"] == "HIT"
+        purged = await purge(node, f"http://img.example.com{url}?tr=h-5")
+        again = await node.fetch(url)
+        if purged.code != 200 or again.headers.get("X-Cache") != "MISS" or shows(again, name, 10):
+            wrong[name] = (purged.code, purged.body[:100], again.headers.get("X-Cache"))
+    assert wrong == {}
+
+
+async def test_a_file_named_like_a_transformation_is_served_and_purged(node):
+    """`tr:w-1.jpg`, alone after the endpoint: nothing follows it, so it is the file's name (as a transformation
+    it left no path: a 404 whatever the folder held, and a purge of it a 400)."""
+    assert shows(await node.fetch("/local/tr:w-1.jpg"), "tr:w-1.jpg") is None
+    assert shows(await node.fetch("/local/tr:w-1.jpg?tr=w-10"), "tr:w-1.jpg", 10) is None
+    assert shows(await node.fetch("/local/tr:w-10/tr:w-1.jpg"), "tr:w-1.jpg", 10) is None
+    assert (await node.fetch("/local/tr:w-1.jpg")).headers["X-Cache"] == "HIT"
+    purged = await purge(node, "/local/tr:w-1.jpg")
+    assert purged.code == 200 and json.loads(purged.body)["removed"] >= 2
+    assert (await node.fetch("/local/tr:w-1.jpg")).headers["X-Cache"] == "MISS"
+    assert (await node.fetch("/local/tr:w-1.png")).code == 404  # no such file: not found, as before
+    assert (await node.fetch("/local/tr:w-10/")).code == 404
