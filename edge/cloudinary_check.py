@@ -19,7 +19,7 @@ import pyvips
 
 from .config import Config
 from .errors import EdgeError, InvalidTransformation
-from .routing import Router
+from .routing import Router, as_target
 from .transform.render import allow_only_input_loaders
 
 #: lines read from the file; an export larger than this is checked in parts
@@ -54,7 +54,7 @@ def check_url(router: Router, url: str) -> Verdict:
     name = (parts.hostname or "").lower()
     host = "" if name == CLOUDINARY_DOMAIN or name.endswith("." + CLOUDINARY_DOMAIN) else parts.netloc
     try:
-        request = router.route(host, parts.path or "/")
+        request = router.route(host, as_target(parts.path or "/"))
         if request.endpoint.url_style != "cloudinary":
             return Verdict(url, 404, "the endpoint it reaches does not have url_style = \"cloudinary\"")
     except InvalidTransformation as error:

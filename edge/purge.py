@@ -25,7 +25,7 @@ from .cache import Caches, path_key, path_prefix_key
 from .config import Config
 from .errors import BadRequest, ConfigError, NothingToServe, SharedCacheFailure
 from .fanout import FanOut
-from .routing import Router
+from .routing import Router, as_target
 from .settings import Secret
 from .shared_cache import SharedTier
 
@@ -72,7 +72,7 @@ def key_prefix(router: Router, target: dict[str, str]) -> str:
     except ValueError:  # `http://[::1`: an unclosed IPv6 literal
         raise BadRequest(f"{kind}: not a URL or a path") from None
     try:
-        request = router.route(parts.netloc, "/" + parts.path.lstrip("/"), for_purge=True)
+        request = router.route(parts.netloc, as_target("/" + parts.path.lstrip("/")), for_purge=True)
     except NothingToServe:
         raise BadRequest(f"{kind}: no endpoint of this node serves {value!r}") from None
     if kind == "url":

@@ -3,8 +3,9 @@
 Order: a `Host` that an endpoint owns selects it (no identifier in the path); otherwise a first path
 segment equal to an endpoint identifier; otherwise the default endpoint (`id = ""`). The next
 segment, if it starts with `tr:` and another segment follows it, is the transformation. The rest is
-the path, percent-decoded once, its leading slashes dropped; a path with a `.` or `..` segment is not
-found, whatever the origin (a backslash delimits one too: servers on Windows read `%5C` as `/`).
+the path, percent-decoded once as UTF-8 (a byte sent unencoded reads as its `%XX` would), its leading
+slashes dropped; a path with a `.` or `..` segment is not found, whatever the origin (a backslash
+delimits one too: servers on Windows read `%5C` as `/`).
 
 On an endpoint with a `private_key`, the URL's signature is checked right after the endpoint is
 known, before anything is looked up (`edge.signing`): a 401 never depends on what is cached.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import quote, unquote_to_bytes
 
 from . import cloudinary_urls
 from .config import Endpoint
@@ -116,9 +117,23 @@ def _host_name(host: str) -> str:
     return host.removesuffix(".").lower()
 
 
+def as_target(text: str) -> str:
+    """A path written as text (a purge's JSON, a URL on the command line) as a request line carries it: each
+    character beyond ASCII percent-encoded as UTF-8, the rest as written (its `%XX` are decoded by `route`)."""
+    return text if text.isascii() else quote(text, safe=_ASCII)
+
+
+#: what `as_target` leaves as it is
+_ASCII = "".join(map(chr, range(128)))
+
+
 def _decode(text: str) -> str:
-    """Percent-decode exactly once; `+` stays `+`; the bytes must be UTF-8."""
+    """Percent-decode exactly once; `+` stays `+`; the bytes must be UTF-8. `text` is as Tornado reads the
+    request line, a character per byte (Latin-1): a byte sent unencoded (curl sends `café.jpg` as typed, in
+    UTF-8) reads as its `%XX` would, so that both spellings are one path."""
+    if text.isascii() and "%" not in text:
+        return text
     try:
-        return unquote(text, errors="strict")
-    except UnicodeDecodeError:
+        return unquote_to_bytes(text.encode("latin-1")).decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):  # encode: text that no request line carried (not `as_target`'s)
         raise BadRequest("invalid path: not UTF-8 after percent-decoding") from None

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from functools import partial
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote_to_bytes
 
 import pyvips
 import tornado.web
@@ -603,7 +603,9 @@ def attachment(request_path: str, content_type: str) -> str:
     """`Content-Disposition` for `ik-attachment=true`: the file name is the URL's last segment with
     the extension of what is sent (`photo.jpg` asked for as WebP downloads as `photo.webp`), in ASCII
     in `filename` and whole in `filename*` (RFC 6266)."""
-    name = unquote(request_path.rpartition("/")[2], errors="replace")[:ATTACHMENT_NAME_CHARS]
+    # the path as Tornado reads the request line, a character per byte: bytes sent unencoded are UTF-8 too
+    last = unquote_to_bytes(request_path.rpartition("/")[2].encode("latin-1", errors="replace"))
+    name = last.decode(errors="replace")[:ATTACHMENT_NAME_CHARS]
     stem, dot, extension = name.rpartition(".")
     if not dot or extension.lower() not in IMAGE_EXTENSIONS:
         stem = name

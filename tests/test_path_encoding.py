@@ -19,6 +19,7 @@ from imagekitio import ImageKit
 from edge.signing import PATH_SAFE
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import decode, write_config
+from tests.test_http_edges import exchange
 from tests.servers import HTTPOrigin
 
 KEY = "path-encoding-signing-key"
@@ -210,3 +211,39 @@ async def test_a_file_named_like_a_transformation_is_served_and_purged(node):
     assert (await node.fetch("/local/tr:w-1.jpg")).headers["X-Cache"] == "MISS"
     assert (await node.fetch("/local/tr:w-1.png")).code == 404  # no such file: not found, as before
     assert (await node.fetch("/local/tr:w-10/")).code == 404
+
+
+@pytest.mark.parametrize("endpoint", ["local", "web", "s3"])
+async def test_a_name_sent_unencoded_is_the_path_its_percent_encoding_names(node, endpoint):
+    """curl and some proxies send `café.jpg` as typed, its UTF-8 bytes unencoded; Tornado reads the request line as
+    Latin-1 (`cafÃ©.jpg`), which had been looked up as it was: a 404 for an image the origin has."""
+    for name in (NFC, NFD, "😀.jpg", "dir with space/f(1).jpg"):
+        encoded = await node.fetch(f"/{endpoint}/{sdk(name)}")
+        assert shows(encoded, name) is None
+        unencoded = name.replace(" ", "%20")  # a space would end the target: only what is beyond ASCII is sent as is
+        raw = await exchange(node.url, f"GET /{endpoint}/{unencoded} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                             "\r\n".encode())
+        assert (raw.status, raw.headers.get("x-cache")) == (200, "HIT"), (name, raw.status, raw.body[:100])
+        assert raw.body == encoded.body
+    # the SDK writes a `di-` path as it is, into a URL it has already encoded: `tr:di-café.jpg` leaves it unencoded
+    default = ImageKit(private_key="unused").helper.build_url(src="no-such.jpg", url_endpoint=f"{node.url}/{endpoint}",
+                                                              transformation=[{"default_image": NFC}],
+                                                              transformation_position="path")
+    assert f"/tr:di-{NFC}/" in default
+    raw = await exchange(node.url, f"GET {default.removeprefix(node.url)} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                         "\r\n".encode())
+    assert (raw.status, same_colour(centre_colour(raw.body), colour(NAMES.index(NFC)))) == (200, True), raw.body[:100]
+    invalid = await exchange(node.url, f"GET /{endpoint}/caf\xe9.jpg HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                             .encode("latin-1"))
+    assert (invalid.status, invalid.body) == (400, b"invalid path: not UTF-8 after percent-decoding\n")
+
+
+async def test_a_purge_names_the_path_as_typed_or_as_encoded(node):
+    """A purge's JSON holds text: `café.jpg` as typed removes what `caf%C3%A9.jpg` and the unencoded bytes get."""
+    for typed in (f"/local/{NFC}", f"/local/{sdk(NFC)}", f"http://img.example.com/local/tr:w-10/{NFD}"):
+        name = NFD if NFD in typed else NFC
+        assert (await node.fetch(f"/local/{sdk(name)}")).code == 200
+        assert (await node.fetch(f"/local/{sdk(name)}")).headers["X-Cache"] == "HIT"
+        purged = await purge(node, typed)
+        assert purged.code == 200 and json.loads(purged.body)["removed"] >= 1, (typed, purged.body)
+        assert (await node.fetch(f"/local/{sdk(name)}")).headers["X-Cache"] == "MISS"

@@ -185,6 +185,7 @@ async def test_attachment_query(samples):
 @pytest.mark.parametrize("path, content_type, disposition", [
     ("/tr:w-10/caf%C3%A9%20%22menu%22.jpg", "image/avif",
      "attachment; filename=\"caf_ _menu_.avif\"; filename*=UTF-8''caf%C3%A9%20%22menu%22.avif"),
+    ("/caf\xc3\xa9.jpg", "image/jpeg", "attachment; filename=\"caf_.jpg\"; filename*=UTF-8''caf%C3%A9.jpg"),  # unencoded
     ("/photos/sample", "image/png", "attachment; filename=\"sample.png\"; filename*=UTF-8''sample.png"),
     ("/v1.2/a.b.tiff", "image/jpeg", "attachment; filename=\"a.b.jpg\"; filename*=UTF-8''a.b.jpg"),
     ("/x/%0D%0Aevil.gif", "image/gif", "attachment; filename=\"__evil.gif\"; filename*=UTF-8''%0D%0Aevil.gif"),
