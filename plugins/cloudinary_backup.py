@@ -35,7 +35,7 @@ from edge.plugin import (
     hookimpl,
 )
 
-from .s3 import S3Origin
+from .s3 import MAX_KEY_BYTES, S3Origin
 
 #: Cloudinary's resource types; a `v<digits>` segment right after `<resource_type>/<type>/` is a version
 RESOURCE_TYPES = frozenset({"image", "video", "raw"})
@@ -178,6 +178,8 @@ class CloudinaryBackupOrigin(S3Origin):
             raise OriginNotFound(path)
         folder = self.key_for(asset.public_id) + "/"
         if not self.serves_signed_types and delivery_type(folder) in SIGNED_TYPES:
+            raise OriginNotFound(path)
+        if len(folder.encode()) >= MAX_KEY_BYTES:  # every version's key is longer than its folder
             raise OriginNotFound(path)
         versions = self._resolutions.get(folder)
         if versions is not None and versions.may_lack(asset.version):

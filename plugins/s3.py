@@ -64,6 +64,11 @@ _DENIED_CODES = {
 }
 
 
+#: S3 keys are at most 1024 bytes of UTF-8: AWS answers a longer one `400 KeyTooLongError` (to a listing by a
+#: longer prefix too), which would be a failure of the origin (a 502) for a path no object can have
+MAX_KEY_BYTES = 1024
+
+
 def encode_key(path: str) -> str:
     """RFC 3986 percent-encoding of a decoded path, keeping `/` (`+` → `%2B`, space → `%20`, UTF-8)."""
     return quote(path, safe="/")
@@ -172,8 +177,10 @@ class S3Origin(Origin):
         return self.folder + (encode_key(path) if self.encode_keys else path)
 
     async def fetch(self, request: OriginRequest) -> Original:
-        return await self.get_object(self.key_for(request.path), max_bytes=request.max_bytes,
-                                     validators=request.validators)
+        key = self.key_for(request.path)
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise OriginNotFound(request.path)
+        return await self.get_object(key, max_bytes=request.max_bytes, validators=request.validators)
 
     async def get_object(self, key: str, *, max_bytes: int, validators: Validators | None = None) -> Original:
         """Read one object, streaming, stopping past `max_bytes`; conditional when `validators` are given."""

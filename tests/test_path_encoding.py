@@ -19,6 +19,7 @@ from imagekitio import ImageKit
 from edge.signing import PATH_SAFE
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import decode, write_config
+from tests.s3server import Faults
 from tests.test_http_edges import exchange
 from tests.servers import HTTPOrigin
 
@@ -247,3 +248,18 @@ async def test_a_purge_names_the_path_as_typed_or_as_encoded(node):
         purged = await purge(node, typed)
         assert purged.code == 200 and json.loads(purged.body)["removed"] >= 1, (typed, purged.body)
         assert (await node.fetch(f"/local/{sdk(name)}")).headers["X-Cache"] == "MISS"
+
+
+async def test_a_path_too_long_for_an_s3_key_is_not_found_without_asking_the_bucket(node, s3):
+    """S3 keys are at most 1024 bytes of UTF-8; AWS answers a longer one's GetObject (and a listing by a longer
+    prefix) `400 KeyTooLongError`, which the node took for a broken origin: a 502 for any client's long path, and a
+    warning each time. No object can have such a key: it is not found, and the bucket is not asked."""
+    client = s3.client()
+    longest = "é" * 510 + ".jpg"  # 1024 bytes: as long as a key can be
+    client.put_object(Bucket=BUCKET, Key=longest, Body=original("a b.jpg"))
+    assert shows(await node.fetch(f"/s3/{sdk(longest)}"), "a b.jpg") is None
+    s3.faults = Faults(status=400, code="KeyTooLongError", only_gets=False)  # as AWS answers what follows
+    for path in (f"/s3/{sdk('é' * 511 + '.jpg')}", f"/cloudinary/demo/image/upload/{'x' * 1010}.jpg"):
+        calls = len(s3.calls)
+        response = await node.fetch(path)
+        assert (response.code, response.body, len(s3.calls)) == (404, b"not found\n", calls), path[:60]
