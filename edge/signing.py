@@ -62,9 +62,12 @@ def unsigned_url(path: str, transformation: str | None = None, *, in_query: bool
     """The URL past an endpoint's base for the original at `path` (plain text: encoded here as the
     SDKs encode it), with `transformation` in a `tr:` path segment or in `?tr=`."""
     encoded = quote(path.lstrip("/"), safe=PATH_SAFE)
-    if not transformation:
-        return encoded
-    return f"{encoded}?tr={transformation}" if in_query else f"tr:{transformation}/{encoded}"
+    if transformation and not in_query:
+        return f"tr:{transformation}/{encoded}"
+    if encoded.startswith("tr:") and "/" in encoded:
+        # the node would read the first folder as the transformation (`tr:x/in.jpg`): an empty one goes first
+        encoded = f"tr:/{encoded}"
+    return f"{encoded}?tr={transformation}" if transformation else encoded
 
 
 def _split(query: str) -> tuple[str, list[str], list[str]]:

@@ -233,6 +233,21 @@ async def test_edge_url_writes_what_the_sdk_writes(node, config_path):
     await refused(node, expired.replace("coffee.jpg", "camera.jpg"), "invalid", HOST)
 
 
+async def test_edge_url_reaches_a_top_level_folder_named_like_a_transformation(node, config_path, tmp_path):
+    """The node reads a first segment `tr:…` followed by more as the transformation (docs/origins.md): without a
+    `tr:` segment of its own, the URL puts an empty one first, else it asked for the transformation `x`, a 400."""
+    (tmp_path / "photos" / "tr:x").mkdir()
+    shutil.copy(SAMPLES / "coffee.jpg", tmp_path / "photos" / "tr:x" / "in.jpg")
+    width = decode(await node.fetch("/coffee.jpg")).width
+    for args, expected in ((("--tr", "w-50"), 50), (("--tr", "w-50", "--tr-position", "query"), 50), ((), width)):
+        for endpoint in ("signed", ""):
+            url, _ = edge_url(config_path, "--endpoint", endpoint, "--path", "tr:x/in.jpg", "--base-url", node.url,
+                              *args)
+            assert await served_width(node, url) == expected, url
+    url, _ = edge_url(config_path, "--endpoint", "", "--path", "tr:w-1.jpg", "--base-url", node.url)
+    assert url == f"{node.url}/tr:w-1.jpg"  # the last segment is always the file's name: nothing to add
+
+
 @pytest.mark.parametrize("args, message", [
     (("--endpoint", "nope", "--path", "a.jpg"), "no endpoint has id 'nope'"),
     (("--path", "a.jpg", "--expires-in", "60"), "endpoint '' has no private_key: an expiry needs a signed URL"),
