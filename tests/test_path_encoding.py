@@ -263,3 +263,10 @@ async def test_a_path_too_long_for_an_s3_key_is_not_found_without_asking_the_buc
         calls = len(s3.calls)
         response = await node.fetch(path)
         assert (response.code, response.body, len(s3.calls)) == (404, b"not found\n", calls), path[:60]
+
+
+async def test_a_plus_in_a_default_images_path_is_a_plus_in_the_path_and_a_space_in_the_query(node):
+    """As docs/origins.md says: `?tr=` is a query string, where `+` is a space; `%2B` is a `+` in both."""
+    for url, name in (("/local/tr:di-a+b.jpg/none.jpg", "a+b.jpg"), ("/local/none.jpg?tr=di-a%2Bb.jpg", "a+b.jpg"),
+                      ("/local/none.jpg?tr=di-a+b.jpg", "a b.jpg"), ("/local/tr:di-a%20b.jpg/none.jpg", "a b.jpg")):
+        assert shows(await node.fetch(url), name) is None, url
