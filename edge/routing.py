@@ -4,8 +4,8 @@ Order: a `Host` that an endpoint owns selects it (no identifier in the path); ot
 segment equal to an endpoint identifier; otherwise the default endpoint (`id = ""`). The next
 segment, if it starts with `tr:` and another segment follows it, is the transformation. The rest is
 the path, percent-decoded once as UTF-8 (a byte sent unencoded reads as its `%XX` would), its leading
-slashes dropped; a path with a `.` or `..` segment is not found, whatever the origin (a backslash
-delimits one too: servers on Windows read `%5C` as `/`).
+slashes dropped; a path with a `.` or `..` segment (a backslash delimits one too: servers on Windows
+read `%5C` as `/`), or a NUL, is not found, whatever the origin.
 
 On an endpoint with a `private_key`, the URL's signature is checked right after the endpoint is
 known, before anything is looked up (`edge.signing`): a 401 never depends on what is cached.
@@ -94,7 +94,10 @@ class Router:
         path = _decode("/".join(segments)).lstrip("/")
         if not path and not for_purge:
             raise NothingToServe("not found")
-        if dot_segment(path):
+        if dot_segment(path) or "\0" in path:
+            # NUL: no origin holds such a name (file systems, HTTP servers and S3's XML refuse it), and it
+            # separates the parts of every cache key: purges, the shared tier and cache-stats would read
+            # `a%00b.jpg` as the path `a`
             raise NothingToServe("not found")
         return ImageRequest(endpoint, path, transformation, host, signed_until)
 
@@ -105,6 +108,8 @@ class Router:
                                             named_only=endpoint.named_only, prefix=prefix)
         except SignatureRefused as refusal:  # counted like an ImageKit-style endpoint's
             raise self._signatures.refused(endpoint, refusal.reason) from None
+        if "\0" in delivery.path:  # as in `route`
+            raise NothingToServe("not found")
         return ImageRequest(endpoint, delivery.path, None, host, transformation=delivery.transformation,
                             original_as=delivery.original_as)
 

@@ -270,3 +270,16 @@ async def test_a_plus_in_a_default_images_path_is_a_plus_in_the_path_and_a_space
     for url, name in (("/local/tr:di-a+b.jpg/none.jpg", "a+b.jpg"), ("/local/none.jpg?tr=di-a%2Bb.jpg", "a+b.jpg"),
                       ("/local/none.jpg?tr=di-a+b.jpg", "a b.jpg"), ("/local/tr:di-a%20b.jpg/none.jpg", "a b.jpg")):
         assert shows(await node.fetch(url), name) is None, url
+
+
+async def test_a_path_holding_a_nul_is_not_found_without_asking_any_origin(node, origins, s3):
+    """NUL separates the parts of every cache key: `a%00b.jpg` had been read as the path `a` by purges (a purge of
+    it emptied the shared tier of everything of `a`), and no origin can hold such a name."""
+    web = origins[1]
+    for path in ("/local/a%00b.jpg", "/web/a%00b.jpg", "/s3/a%00b.jpg", "/cloudinary/demo/image/upload/a%00b.jpg",
+                 "/s3/tr:w-10/%00"):
+        calls, fetched = len(s3.calls), sum(web.requests.values())
+        response = await node.fetch(path)
+        assert (response.code, response.body, len(s3.calls), sum(web.requests.values())) == \
+            (404, b"not found\n", calls, fetched), path
+    assert (await purge(node, "/local/a%00b.jpg")).code == 400
