@@ -59,6 +59,11 @@ def every_character(name: str) -> str:
     return "/".join(quote(segment, safe="") for segment in name.split("/"))
 
 
+def every_byte(name: str) -> str:
+    """The same path with every byte of every segment percent-encoded, in lower-case hex (`A` as `%41`)."""
+    return "/".join("".join(f"%{byte:02x}" for byte in segment.encode()) for segment in name.split("/"))
+
+
 @pytest.fixture
 async def origins(s3, tmp_path):
     """The names in a folder, on a web server, in an S3 bucket and in a Cloudinary backup bucket."""
@@ -134,21 +139,25 @@ def shows(response, name: str, width: int | None = None) -> str | None:
 @pytest.mark.parametrize("endpoint", ["local", "web", "s3"])
 async def test_every_name_is_served_by_the_urls_the_imagekit_sdk_builds(node, origins, endpoint):
     """The SDK's URL with the transformation in the path and in the query, and the same path with every reserved
-    character encoded: the right image each time, one cache entry for both spellings, one origin fetch."""
+    character encoded, or every byte: the right image each time, one cache entry for the spellings, one origin
+    fetch."""
     helper = ImageKit(private_key="unused").helper
     wrong = {}
     for name in NAMES:
         base = f"{node.url}/{endpoint}"
         plain = await node.fetch(f"/{endpoint}/{sdk(name)}")
         other_spelling = await node.fetch(f"/{endpoint}/{every_character(name)}")
+        byte_by_byte = await node.fetch(f"/{endpoint}/{every_byte(name)}")
         in_path, in_query = [await node.fetch(helper.build_url(src=name, url_endpoint=base, transformation=[
             {"width": 10}], transformation_position=position).removeprefix(node.url)) for position in ("path", "query")]
-        for what, response, width in (("plain", plain, None), ("other spelling", other_spelling, None),
+        spellings = (("other spelling", other_spelling), ("byte by byte", byte_by_byte))
+        for what, response, width in (("plain", plain, None), *((what, r, None) for what, r in spellings),
                                       ("tr: in the path", in_path, 10), ("?tr=", in_query, 10)):
             if problem := shows(response, name, width):
                 wrong[f"{name} {what}"] = problem
-        if (plain.code, other_spelling.headers.get("X-Cache")) == (200, "MISS"):
-            wrong[f"{name} other spelling"] = "a cache entry of its own"
+        for what, response in spellings:
+            if (plain.code, response.headers.get("X-Cache")) == (200, "MISS"):
+                wrong[f"{name} {what}"] = "a cache entry of its own"
     assert wrong == {}
     if endpoint == "web":  # the originals tier kept each one: both spellings and both sizes cost one fetch
         assert origins[1].requests == {name: 1 for name in NAMES}
