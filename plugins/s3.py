@@ -64,8 +64,8 @@ _DENIED_CODES = {
 }
 
 
-#: S3 keys are at most 1024 bytes of UTF-8: AWS answers a longer one `400 KeyTooLongError` (to a listing by a
-#: longer prefix too), which would be a failure of the origin (a 502) for a path no object can have
+#: S3 keys are at most 1024 bytes of UTF-8: AWS answers a GetObject of a longer one `400 KeyTooLongError`, which
+#: would be a failure of the origin (a 502) for a path no object can have
 MAX_KEY_BYTES = 1024
 
 

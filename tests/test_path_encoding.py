@@ -260,9 +260,9 @@ async def test_a_purge_names_the_path_as_typed_or_as_encoded(node):
 
 
 async def test_a_path_too_long_for_an_s3_key_is_not_found_without_asking_the_bucket(node, s3):
-    """S3 keys are at most 1024 bytes of UTF-8; AWS answers a longer one's GetObject (and a listing by a longer
-    prefix) `400 KeyTooLongError`, which the node took for a broken origin: a 502 for any client's long path, and a
-    warning each time. No object can have such a key: it is not found, and the bucket is not asked."""
+    """S3 keys are at most 1024 bytes of UTF-8; AWS answers a longer one's GetObject `400 KeyTooLongError`, which the
+    node took for a broken origin: a 502 for any client's long path, and a warning each time. No object can have
+    such a key (nor a Cloudinary version under such a folder): not found, and the bucket is not asked."""
     client = s3.client()
     longest = "é" * 510 + ".jpg"  # 1024 bytes: as long as a key can be
     client.put_object(Bucket=BUCKET, Key=longest, Body=original("a b.jpg"))
