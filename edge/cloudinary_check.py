@@ -67,7 +67,7 @@ def check_url(router: Router, url: str) -> Verdict:
 def fetch(base_url: str, url: str) -> str:
     """`OK <format> <w>x<h>` or `FAILED <why>` for the URL's path on a running node."""
     parts = urlsplit(url)
-    target = base_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+    target = base_url.rstrip("/") + as_target(parts.path) + (f"?{as_target(parts.query)}" if parts.query else "")
     try:
         with urllib.request.urlopen(urllib.request.Request(target, headers={"Accept": ACCEPT}),
                                     timeout=FETCH_TIMEOUT) as response:

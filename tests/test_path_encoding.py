@@ -8,6 +8,7 @@ which one was served."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import unicodedata
 from urllib.parse import quote
@@ -16,6 +17,7 @@ import pytest
 from cloudinary import CloudinaryImage
 from imagekitio import ImageKit
 
+from edge import cloudinary_check
 from edge.signing import PATH_SAFE
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import decode, write_config
@@ -292,3 +294,12 @@ async def test_a_path_holding_a_nul_is_not_found_without_asking_any_origin(node,
         assert (response.code, response.body, len(s3.calls), sum(web.requests.values())) == \
             (404, b"not found\n", calls, fetched), path
     assert (await purge(node, "/local/a%00b.jpg")).code == 400
+
+
+async def test_cloudinary_check_fetches_a_url_written_with_characters_beyond_ascii(node):
+    """A site's export holds URLs as pages show them (`…/café.jpg`); `edge cloudinary-check --base-url` had failed
+    them all (`'ascii' codec can't encode`) for images the node serves."""
+    for name in (NFC, NFD, "😀.jpg"):
+        url = f"https://res.cloudinary.com/demo/image/upload/w_10/{name}"
+        fetched = await asyncio.to_thread(cloudinary_check.fetch, f"{node.url}/cloudinary", url)
+        assert fetched.startswith("OK jpeg 10x"), (name, fetched)
