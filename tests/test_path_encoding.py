@@ -22,8 +22,8 @@ from edge.signing import PATH_SAFE
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import decode, write_config
 from tests.s3server import Faults
-from tests.test_http_edges import exchange
 from tests.servers import HTTPOrigin
+from tests.test_http_edges import exchange
 
 KEY = "path-encoding-signing-key"
 TOKEN = "path-encoding-admin-token"
@@ -52,7 +52,7 @@ def public_id(name: str) -> str:
 
 
 def sdk(name: str) -> str:
-    """The path as the ImageKit SDKs (and browsers' URL objects) encode it."""
+    """The path as the ImageKit Python SDK encodes it (RFC 3986's path characters kept)."""
     return quote(name, safe=PATH_SAFE)
 
 
