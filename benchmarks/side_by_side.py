@@ -14,6 +14,8 @@ its own checkout (`git archive`; its `plugins/` as `edge_builtin_origins`) with 
 installed dependencies. Per round and as medians: misses a second, and CPU per miss (the node's
 process tree, read from /proc, including its stores after the answers); and in how many rounds B
 took less CPU a miss than A.
+On a loaded machine B has come out ahead of the same code as A (less CPU in 7 of 10 rounds, twice, by up
+to 0.4 ms a miss): a change of a few per cent is judged run both ways, B and A.
 
 `--cold N`: instead, N single cold misses on each node, one at a time, a new connection each, `--gap`
 seconds apart (the machine idle in between, as a node between two requests often is: every hand-off
