@@ -58,6 +58,7 @@ from itertools import chain
 from . import memory
 from .config import Config
 from .errors import ConfigError, StartupError
+from .logs import configure_logging
 
 log = logging.getLogger("edge")
 
@@ -327,6 +328,8 @@ class Supervisor:
         config = replace(loaded, server=replace(loaded.server, **{key: getattr(server, key) for key in RESTART_KEYS}))
         generation = self.generation + 1
         self.pending = (generation, config, time.monotonic() + READY_TIMEOUT_SECONDS)
+        # the supervisor's own lines, and the new workers' (forked with its handler), the new way
+        configure_logging(config.server.log_level, config.server.log_format)
         log.info("SIGHUP: config %s is valid; starting %d new worker(s)", config.source, server.workers)
         for number in range(server.workers):
             self._spawn(number, generation, config)
@@ -344,6 +347,7 @@ class Supervisor:
     def _abandon_reload(self, reason: str) -> None:
         generation = self.pending[0]
         self.pending = None
+        configure_logging(self.config.server.log_level, self.config.server.log_format)
         log.error("SIGHUP: config not reloaded, the running one is kept: %s", reason)
         self._stop([w for w in self.workers.values() if w.generation == generation])
 

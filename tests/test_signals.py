@@ -3,6 +3,7 @@ kept out, SIGTERM refuses new connections at once and lets a slow request finish
 that gives up says so."""
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -107,6 +108,31 @@ async def test_sighup_says_which_changes_need_a_restart_and_applies_the_rest(tmp
         assert await asyncio.to_thread(gone, node, old_workers) and len(node.worker_pids()) == 1
         named = await AsyncHTTPClient().fetch(node.url + "/tr:n-thumb/coffee.jpg")
         assert decode(named).width == 30
+    finally:
+        assert node.stop() == 0
+
+
+async def test_sighup_applies_log_level_and_log_format_to_the_supervisor_and_the_new_workers(tmp_path):
+    """`log_format` and `log_level` are reloaded like every key but the four that need a restart: the
+    supervisor's own lines and the new workers' are written the new way from the reload on."""
+    config = write_config(tmp_path, local_config(before="[server]\nworkers = 2\n"))
+    node = NodeProcess(config)
+    try:
+        config.write_text(local_config(before='[server]\nworkers = 2\nlog_format = "json"\n'))
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        reloaded = await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
+        assert json.loads(reloaded.string)["logger"] == "edge"  # the supervisor's line
+        workers = set(node.worker_pids())
+        config.write_text(local_config(before='[server]\nworkers = 2\nlog_format = "json"\nlog_level = "warning"\n'))
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        # the workers the first reload started say they drain as they are replaced: at info, in JSON
+        drained = await asyncio.to_thread(node.wait_for_log, "draining", 30, mark)
+        assert json.loads(drained.string)["logger"] == "edge.server"
+        assert await asyncio.to_thread(gone, node, workers)
+        # the supervisor is at warning now: its info lines about this reload are left out
+        assert not any("new worker(s)" in line or "config reloaded" in line for line in node.log[mark:]), node.log
     finally:
         assert node.stop() == 0
 
