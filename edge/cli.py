@@ -70,6 +70,19 @@ def _config_path(args: argparse.Namespace) -> str | None:
     return args.config or os.environ.get("EDGE_CONFIG") or None
 
 
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer within the bounds the same `[server]` key has in the file."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {value}")
+        return value
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     """The command line: each subcommand's options, and the function that runs it (`run`)."""
     parser = argparse.ArgumentParser(prog="edge", description="A self-hosted image edge node.")
@@ -78,8 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the node")
     serve.add_argument("--config", help="TOML config file (default: $EDGE_CONFIG, else the embedded default)")
     serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, help="worker processes (0 = one per usable core)")
+    serve.add_argument("--port", type=_int_in(0, 65535))
+    serve.add_argument("--workers", type=_int_in(0, 256), help="worker processes (0 = one per usable core)")
     serve.set_defaults(run=_configured(_serve))
     check = commands.add_parser("check-config", help="validate a config and print it, secrets masked")
     check.add_argument("--config")

@@ -109,6 +109,21 @@ def test_serve_on_a_port_in_use_fails_in_one_line(tmp_path, busy_port):
     assert line == f"edge: cannot listen on 127.0.0.1:{busy_port}: already in use"
 
 
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--port", "70000", "expected an integer from 0 to 65535, got 70000"),
+    ("--port", "-1", "expected an integer from 0 to 65535, got -1"),
+    ("--workers", "-1", "expected an integer from 0 to 256, got -1"),
+    ("--workers", "100000", "expected an integer from 0 to 256, got 100000"),
+])
+def test_serve_refuses_a_port_or_workers_flag_out_of_range(tmp_path, flag, value, expected):
+    """As the file's `port` and `workers` are: `--port 70000` had listened on 4464 (70000 - 65536), and
+    `--workers -1` ended in a traceback."""
+    config = write_config(tmp_path, local_config())
+    result = edge_command("serve", "--config", str(config), flag, value, timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    assert result.stderr.splitlines()[-1] == f"edge serve: error: argument {flag}: {expected}"
+
+
 def test_serve_with_an_unusable_cache_folder_fails_in_one_line(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     config = write_config(tmp_path, local_config(before='[cache]\ndir = "a-file/cache"\n'))
