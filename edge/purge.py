@@ -117,7 +117,7 @@ async def purge_serving(caches: Caches, router: Router, target: dict[str, str], 
     return await _everywhere(caches, prefix, target, token, fan_out, shared)
 
 
-async def _everywhere(caches: Caches, prefix: str, target: dict[str, str], token: Secret | None,
+async def _everywhere(caches: Caches | None, prefix: str, target: dict[str, str], token: Secret | None,
                       fan_out: FanOut | None, shared: SharedTier | None) -> tuple[int, dict[str, Any]]:
     """The shared tier first (the purge journal, for the nodes this purge does not reach, then the
     objects, so that no node reads back what is being purged), this node, the peers; 502 when one of
@@ -139,7 +139,9 @@ async def _everywhere(caches: Caches, prefix: str, target: dict[str, str], token
             purged_everywhere = False
             log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)
         shared_answer["journal"] = journal
-    purged, answer = await caches.io(_forget, caches, prefix, target)
+    purged, answer = True, {"removed": 0, "by_tier": {}}  # `edge purge` without the node's cache folder
+    if caches is not None:
+        purged, answer = await caches.io(_forget, caches, prefix, target)
     purged_everywhere = purged_everywhere and purged
     if shared is not None:
         answer["shared"] = shared_answer
@@ -160,7 +162,18 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
         raise ConfigError(f"{config.source}: [admin] token: --fleet calls the peers' purge API, which needs the token")
     if fleet and not config.fleet.others:
         raise ConfigError(f"{config.source}: [fleet] peers: --fleet needs the other nodes of the fleet")
-    caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size)
+    prefix = key_prefix(Router(config.endpoints, named=config.named_transformations), target)
+    caches = None
+    if config.cache.dir.is_dir():
+        caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size)
+    elif config.shared_cache is None and not fleet:
+        # opening the tiers would make the folder, and "removed": 0 read as done: most likely a config
+        # that is not the node's (no --config, and the unit's EDGE_CONFIG not in this shell)
+        raise ConfigError(f"{config.source}: [cache] dir: {config.cache.dir} does not exist: nothing was purged "
+                          f"(is this the node's config?)")
+    else:
+        log.warning("cache folder %s does not exist: only the shared cache and the peers are purged",
+                    config.cache.dir)
 
     async def everywhere() -> tuple[int, dict[str, Any]]:
         fan_out = FanOut(config.fleet) if fleet else None
@@ -171,7 +184,6 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
             shared = SharedTier.of(config, Metrics())
             await shared.open()
         try:
-            prefix = key_prefix(Router(config.endpoints, named=config.named_transformations), target)
             return await _everywhere(caches, prefix, target, config.admin_token, fan_out, shared)
         finally:
             if fan_out is not None:
@@ -182,4 +194,5 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
     try:
         return asyncio.run(everywhere())
     finally:
-        caches.close()
+        if caches is not None:
+            caches.close()

@@ -163,6 +163,19 @@ async def test_edge_purge_works_on_the_cache_of_a_running_node(config, node):
     assert (prefix.returncode, prefix.stderr) == (2, "edge: prefix: no endpoint of this node serves '/nowhere/'\n")
 
 
+def test_edge_purge_on_a_cache_folder_that_does_not_exist_says_so_and_makes_none(origin, tmp_path):
+    """A config that is not the node's (no --config, the unit's EDGE_CONFIG not in the shell: the embedded
+    default's folder) had purged nothing, answered `"removed": 0` with exit status 0 as if done, and
+    created the empty folder."""
+    config = write_config(tmp_path, config_text(origin).replace('dir = "cache"', 'dir = "elsewhere"'))
+    result = subprocess.run([sys.executable, "-m", "edge", "purge", "--config", str(config), "--url", "/shop/a.jpg"],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (1, ""), result
+    assert result.stderr == (f"edge: config error: {config}: [cache] dir: {tmp_path / 'elsewhere'} does not exist: "
+                             f"nothing was purged (is this the node's config?)\n")
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_an_empty_token_is_a_config_error_not_an_open_door(origin, tmp_path):
     path = write_config(tmp_path, config_text(origin, admin='[admin]\ntoken = " "\n'))
     with pytest.raises(ConfigError, match=r"\[admin\] token: is empty"):
