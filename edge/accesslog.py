@@ -2,7 +2,9 @@
 
 Lines are buffered and written in batches (at most `BATCH_LINES` lines or `FLUSH_SECONDS` late), as
 nginx does with `access_log ... buffer= flush=`, and formatted without building a dict for
-`json.dumps`: a log record and a write per request cost about a tenth of a cache hit.
+`json.dumps`: a log record and a write per request cost about a tenth of a cache hit. A thread writes
+the batches: standard output is often a pipe or a socket (journald, a container's log driver, `| tee`),
+and a reader that stalls would have held the event loop in its write, and the worker answered no one.
 Fields: time, method, path, status, duration_ms, client, host, user_agent, referer, request_id,
 error, and for image requests endpoint, cache, bytes, origin. The query strings of the request and of
 the referer (which may carry signatures or another site's tokens) are never logged.
@@ -15,8 +17,11 @@ trusted proxy).
 from __future__ import annotations
 
 import ipaddress
+import logging
+import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii as json_string
@@ -25,6 +30,9 @@ from typing import TextIO
 
 BATCH_LINES = 256
 FLUSH_SECONDS = 1.0
+#: bytes of lines waiting for the writer thread; beyond them (standard output not read) a batch is
+#: dropped, and how many lines were is logged once the writes go through again
+MAX_PENDING_BYTES = 1 << 20
 #: a request id taken from the proxy: printable, no spaces or quotes, at most 128 characters
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
 #: header values logged (user agent, referer, host) are cut at this length
@@ -33,6 +41,7 @@ MAX_FIELD = 512
 MAX_FORWARDED_HOPS = 16
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+log = logging.getLogger("edge.accesslog")
 
 
 def request_id(proposed: str | None) -> str:
@@ -80,6 +89,11 @@ class AccessLog:
         self.enabled = enabled
         self._stream = stream
         self._lines: list[str] = []
+        self._pending: queue.Queue[tuple[str, int]] = queue.Queue()  # (text, lines)
+        self._pending_bytes = 0
+        self._pending_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
+        self._dropped = 0  # lines, since the start
 
     def write(self, method: str, path: str, status: int, seconds: float, client: str, host: str,
               user_agent: str | None, referer: str | None, request_id: str, error: str | None = None,
@@ -103,9 +117,42 @@ class AccessLog:
             self.flush()
 
     def flush(self) -> None:
+        """Hand the lines to the writer thread (started on the first call: after the worker's fork)."""
         if not self._lines:
             return
         lines, self._lines = self._lines, []
-        stream = self._stream or sys.stdout
-        stream.write("\n".join(lines) + "\n")
-        stream.flush()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_batches, name="edge-access-log", daemon=True)
+            self._writer.start()
+        text = "\n".join(lines) + "\n"
+        with self._pending_lock:
+            if self._pending_bytes + len(text) > MAX_PENDING_BYTES:
+                self._dropped += len(lines)
+                return
+            self._pending_bytes += len(text)
+        self._pending.put((text, len(lines)))
+
+    def written(self, timeout: float) -> bool:
+        """Whether every batch handed over so far was written (or dropped) within `timeout` seconds."""
+        with self._pending.all_tasks_done:
+            return self._pending.all_tasks_done.wait_for(lambda: not self._pending.unfinished_tasks, timeout)
+
+    def _write_batches(self) -> None:
+        reported = lost = 0  # `_dropped` is the loop's to count; `lost`, this thread's
+        while True:
+            text, lines = self._pending.get()
+            try:
+                stream = self._stream or sys.stdout
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):  # a full disk, a reader gone, a closed stream: the lines are lost
+                lost += lines
+                continue
+            finally:
+                with self._pending_lock:
+                    self._pending_bytes -= len(text)
+                self._pending.task_done()
+            if self._dropped + lost != reported:
+                log.warning("access log: %d line(s) dropped before these: standard output did not take them "
+                            "(its reader stalled, or its disk was full)", self._dropped + lost - reported)
+                reported = self._dropped + lost

@@ -51,6 +51,9 @@ GAUGE_REFRESH_SECONDS = 5.0
 #: how often each worker tidies the cache (`Caches.tidy`: the value files of stores a killed process left, 0.4 s
 #: of CPU for 20 000 files, and a budget lowered since the last run), also as it starts
 TIDY_SECONDS = 3600.0
+#: a stopping worker waits this long for its last access log lines to be written (a stalled reader of
+#: standard output must not hold its exit)
+ACCESS_LOG_DRAIN_SECONDS = 2.0
 #: `/_edge/ready` checks at most once per this many seconds per worker; probes meanwhile share the answer
 READY_SECONDS = 1.0
 #: the status logged and counted for a request whose client went away before the answer (nginx's)
@@ -185,6 +188,7 @@ class Node:
         self.metrics.flush()
         await self._cache_housekeeping()
         self.access_log.flush()
+        await asyncio.to_thread(self.access_log.written, ACCESS_LOG_DRAIN_SECONDS)
         for origin in self.config.origins:
             await _close(origin)
         if self.shared is not None:

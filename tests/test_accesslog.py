@@ -1,21 +1,27 @@
 """The access log: one parseable JSON line per request, never a query string; who asked (the client
 behind a trusted proxy, user agent, referer, host), the request id, and why an error was answered."""
 
+import fcntl
+import http.client
 import json
 import os
+import threading
 
 import pytest
 
-from edge.accesslog import client_address, request_id
+from edge.accesslog import MAX_PENDING_BYTES, client_address, request_id
 from edge.config import load_config
 from edge.pluginmanager import load_plugins
-from tests.nodes import local_config, write_config
+from edge.testing import ServingNode
+from tests.nodes import NodeProcess, local_config, write_config
 
 PROXY = "127.0.0.0/8"
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's fcntl number (Python 3.10+ names it)
 
 
 def logged(node, capsys) -> list[dict]:
     node.node.access_log.flush()
+    assert node.node.access_log.written(10)
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
@@ -106,3 +112,37 @@ def test_forked_workers_make_different_request_ids():
         theirs = pipe.read()
     ours = request_id(None)
     assert len(theirs) == len(ours) == 32 and theirs != ours and int(ours, 16) >= 0
+
+
+def test_a_stalled_reader_of_standard_output_holds_no_request(tmp_path):
+    """`edge serve | tee` with tee stuck, a journald or log driver that stops reading: the pipe fills, and
+    the access log's write had held the event loop, so that the worker answered no one. Lines that do
+    not fit are dropped and counted; once the reader reads again, the log goes on and says how many."""
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, F_SETPIPE_SZ, 4096)  # the smallest pipe: a few lines fill it
+    try:
+        process = NodeProcess(write_config(tmp_path, local_config()), "--workers", "1", stdout=writer)
+    finally:
+        os.close(writer)
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", int(process.url.rpartition(":")[2]), timeout=30)
+        # ~900 bytes a line: past MAX_PENDING_BYTES, with what the pipe took
+        statuses = []
+        for n in range(2 * MAX_PENDING_BYTES // 900):
+            connection.request("GET", f"/tr:w-{20 + n % 4}/coffee.jpg", headers={"User-Agent": "a" * 500})
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+        connection.close()
+        assert set(statuses) == {200}
+        drained = []
+        draining = threading.Thread(target=lambda: drained.extend(iter(lambda: os.read(reader, 65536), b"")))
+        draining.start()  # the reader reads again, until the node exits
+        ServingNode(process).get("/tr:w-20/coffee.jpg", headers={"User-Agent": "after"})
+        process.wait_for_log(r"access log: \d+ line\(s\) dropped before these")
+    finally:
+        process.stop()
+        os.close(reader)
+    draining.join(10)
+    lines = b"".join(drained).decode().splitlines()
+    assert json.loads(lines[-1])["user_agent"] == "after" and len(lines) <= len(statuses)

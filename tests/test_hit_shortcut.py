@@ -57,6 +57,7 @@ async def test_a_hit_is_the_answer_the_handler_gives(node, path, loader):
 async def test_its_hits_are_counted_and_logged_as_the_handlers_are(node, capsys):
     await fresh_in_memory(node)
     node.node.access_log.flush()
+    assert node.node.access_log.written(10)
     capsys.readouterr()
     answers = [await node.fetch(PATH, headers={"X-Request-Id": f"hit-{n}", "User-Agent": "test/1",
                                                "Referer": "https://shop.example/p?s=secret"})
@@ -66,6 +67,7 @@ async def test_its_hits_are_counted_and_logged_as_the_handlers_are(node, capsys)
     assert total(exposition, "edge_response_bytes_total", endpoint="default") == 5 * len(answers[0].body)
     assert total(exposition, "edge_http_request_duration_seconds_count", endpoint="default", cache="hit") == 4
     node.node.access_log.flush()
+    assert node.node.access_log.written(10)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(line["request_id"], line["path"], line["status"], line["cache"], line["bytes"]) for line in lines] == [
         (f"hit-{n}", PATH, 200, "hit", len(answers[n].body)) for n in range(3)]

@@ -98,6 +98,7 @@ async def test_an_error_quoting_the_request_is_one_printable_line(node_factory, 
                           message)
     assert not any(line.lower().startswith("set-cookie") for line in answer.header_lines)
     node.node.access_log.flush()
+    assert node.node.access_log.written(10)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1  # one log line, whatever the path held
     logged = json.loads(lines[0])

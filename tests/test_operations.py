@@ -102,6 +102,7 @@ async def test_the_access_log_carries_no_secret(node_factory, tmp_path, capsys):
         await node.fetch("/_edge/purge", method="POST", body=b'{"url": "/a.jpg"}',
                          headers={"Authorization": "Bearer admin-token-1f2e3d4c5b6a"})
         node.node.access_log.flush()
+        assert node.node.access_log.written(10)
     finally:
         await origin.stop()
     out = capsys.readouterr()

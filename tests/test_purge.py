@@ -126,6 +126,7 @@ async def test_without_the_token_purge_is_a_401_and_removes_nothing(node, header
     assert (response.code, response.headers["WWW-Authenticate"]) == (401, 'Bearer realm="edge purge"')
     assert await cached(node, "/shop/tr:w-30/shoes/red.jpg")
     node.node.access_log.flush()
+    assert node.node.access_log.written(10)
     assert TOKEN not in capsys.readouterr().out
 
 

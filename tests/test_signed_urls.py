@@ -295,6 +295,7 @@ async def test_the_key_never_appears_in_logs_metrics_bodies_or_check_config(node
         bodies.append(response.body.decode(errors="replace"))
     bodies.append(await scrape(node.url))
     node.node.access_log.flush()
+    assert node.node.access_log.written(10)
     check = subprocess.run([sys.executable, "-m", "edge", "check-config", "--config", str(config_path)],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
