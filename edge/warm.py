@@ -41,12 +41,16 @@ class Summary:
     bytes: int = 0
     seconds: float = 0.0
     done: int = field(init=False, default=0)
+    #: why the first URL without an answer had none (a node down or the wrong port look alike otherwise)
+    first_failure: str | None = field(init=False, default=None)
 
-    def count(self, status: int | None, body_bytes: int) -> None:
+    def count(self, status: int | None, body_bytes: int, line: str = "", failure: str = "") -> None:
         self.done += 1
         self.bytes += body_bytes
         if status is None:
             self.failed += 1
+            if self.first_failure is None:  # the line without its query, which may hold a signature
+                self.first_failure = f"{line.partition('?')[0][:200]!r}: {failure}"
         elif status >= 500:
             self.server_errors += 1
         elif status >= 400:
@@ -97,7 +101,7 @@ async def warm(urls: Path, base_url: str, *, concurrency: int, timeout: float, a
     async def fetch(line: str) -> None:
         found = target(base_url, line)
         if found is None:
-            summary.count(None, 0)
+            summary.count(None, 0, line, "not a URL")
             return
         url, headers = found
         if accept:
@@ -111,9 +115,12 @@ async def warm(urls: Path, base_url: str, *, concurrency: int, timeout: float, a
             response = await client.fetch(HTTPRequest(url, headers=headers, request_timeout=timeout,
                                                       streaming_callback=count_chunk, follow_redirects=False),
                                           raise_error=False)
-            summary.count(response.code if response.code != 599 else None, received[0])
-        except (OSError, HTTPClientError, ValueError):
-            summary.count(None, received[0])
+            if response.code == 599:  # no HTTP answer: tornado's stand-in for a connection's failure
+                summary.count(None, received[0], line, str(response.error))
+            else:
+                summary.count(response.code, received[0])
+        except (OSError, HTTPClientError, ValueError) as error:
+            summary.count(None, received[0], line, str(error))
 
     async def worker() -> None:
         for line in lines:  # shared iterator: each line goes to one worker
@@ -162,4 +169,6 @@ def run(urls: str, base_url: str, concurrency: int, timeout: float, accept: str 
     summary = asyncio.run(warm(path, base_url, concurrency=concurrency, timeout=timeout, accept=accept,
                                progress=sys.stderr))
     print(summary.line())
+    if summary.first_failure is not None:
+        print(f"edge: {summary.failed} URL(s) had no answer; the first: {summary.first_failure}", file=sys.stderr)
     return 0 if summary.server_errors == 0 and summary.failed == 0 else 1
