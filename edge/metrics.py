@@ -49,6 +49,10 @@ EXPOSITION_SECONDS = 0.2
 #: `reason` values of `edge_transform_refusals_total`: the transform queue was full, or a transformation
 #: waited `[server] transform_queue_timeout` in it
 TRANSFORM_REFUSALS = ("queue_full", "queue_timeout")
+#: when the node started, Unix seconds: set by the supervisor before it forks its first workers, so that
+#: a worker it forks later (a reload's, a dead one's replacement, writing into the files of the slot it
+#: takes over) exports the same `edge_start_time_seconds`; a node run in one process takes its own start
+node_started: float | None = None
 #: statuses an endpoint's series start with (others appear when first answered)
 INITIAL_STATUSES = ("200", "304", "400", "404", "502", "503", "504")
 
@@ -157,7 +161,7 @@ class Metrics:
             "edge_build_info", "Always 1: the versions of the node, libvips and Python",
             ["version", "libvips", "python"], registry=r, multiprocess_mode="max")
         self.start_time = Gauge(
-            "edge_start_time_seconds", "When the node's first worker started, Unix seconds", registry=r,
+            "edge_start_time_seconds", "When the node started, Unix seconds", registry=r,
             multiprocess_mode="min")
         self.workers = Gauge(
             "edge_workers", "Worker processes serving", registry=r, multiprocess_mode="livesum")
@@ -229,7 +233,7 @@ class Metrics:
         from . import __version__
 
         self.build_info.labels(__version__, libvips, platform.python_version()).set(1)
-        self.start_time.set(time.time())
+        self.start_time.set(time.time() if node_started is None else node_started)
         self.workers.set(1)
         self.connection_limit.set(config.server.max_connections)
         self.sample_process()

@@ -151,6 +151,9 @@ class Supervisor:
         self._wake_fds = (wake_read, wake_write)
         try:
             preload()
+            from . import metrics  # imported by `preload`, after the metrics mode was chosen
+
+            metrics.node_started = time.time()
             for number in range(self.config.server.workers):
                 self._spawn(number, self.generation, self.config)
             while self.workers or not self.stopping:

@@ -207,3 +207,29 @@ def test_a_metrics_folder_named_after_this_very_pid_is_a_restarted_containers():
     assert _gone(os.getpid())  # its own is not made yet: pid 1 again after `docker restart`
     assert not _gone(os.getppid())
     assert _gone(2**22 + 1)  # above Linux's largest pid
+
+
+async def test_the_start_time_stays_the_nodes_across_reloads_and_restarted_workers(tmp_path):
+    """`edge_start_time_seconds` (and the status page's uptime) is when the node started: a worker that
+    takes a slot over (a reload's, a crashed one's replacement) had written its own start there, so that
+    from the second reload on the node looked seconds old."""
+    config = write_config(tmp_path, CONFIG)
+    node = NodeProcess(config)
+    try:
+        started = total(await scrape(node.url), "edge_start_time_seconds")
+        for _ in range(2):  # the second reload's workers take the first workers' slots
+            workers = set(node.worker_pids())
+            mark = len(node.log)
+            node.process.send_signal(signal.SIGHUP)
+            node.wait_for_log("config reloaded", start=mark)
+            deadline = time.monotonic() + 30
+            while workers & set(node.worker_pids()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        victim = node.worker_pids()[0]
+        mark = len(node.log)
+        os.kill(victim, signal.SIGKILL)
+        node.wait_for_log(f"pid {victim}\\) exited with status .*; restarted", start=mark)
+        metrics = await scrape_when(node.url, "edge_workers", 2)
+        assert total(metrics, "edge_start_time_seconds") == started
+    finally:
+        assert node.stop() == 0
