@@ -164,9 +164,14 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(config: Config, args: argparse.Namespace) -> int:
     workers = None if args.workers is None else per_core(args.workers)
 
-    def load() -> Config:  # at start and on SIGHUP: the file again, the command line's flags on top
-        return load_config(_config_path(args), load_plugins()).with_overrides(host=args.host, port=args.port,
-                                                                              workers=workers)
+    def load() -> Config:  # on SIGHUP: the file again, the command line's flags on top
+        loaded = load_config(_config_path(args), load_plugins()).with_overrides(host=args.host, port=args.port,
+                                                                                workers=workers)
+        try:  # checked as at start: a folder the new workers cannot use is refused, not served uncached
+            checks.usable_cache_dir(loaded.cache.dir, create=True)
+        except checks.StartupError as error:
+            raise ConfigError(f"{loaded.source}: [cache] dir: {error}") from None
+        return loaded
     try:
         return run(config.with_overrides(host=args.host, port=args.port, workers=workers), load)
     except checks.StartupError as error:

@@ -94,6 +94,29 @@ async def test_sighup_with_a_bad_config_keeps_the_running_one(tmp_path):
         assert node.stop() == 0
 
 
+async def test_sighup_to_a_cache_folder_serve_could_not_use_keeps_the_running_config(tmp_path):
+    """The checks `edge serve` makes of `[cache] dir` before it starts hold for a reload too: a folder it
+    cannot create or write in had been taken, and the new workers served everything uncached."""
+    (tmp_path / "a-file").write_text("not a folder")
+    config = write_config(tmp_path, local_config(before="[server]\nworkers = 1\n[cache]\ndir = \"cache\"\n"))
+    node = NodeProcess(config)
+    try:
+        workers = node.worker_pids()
+        config.write_text(local_config(before="[server]\nworkers = 1\n[cache]\ndir = \"a-file/cache\"\n"))
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        line = await asyncio.to_thread(node.wait_for_log, "config not reloaded", 30, mark)
+        assert line.string.rstrip().endswith(
+            f"the running one is kept: {config}: [cache] dir: cache folder {tmp_path / 'a-file' / 'cache'}: "
+            "cannot create it: Not a directory"), line.string
+        assert node.worker_pids() == workers
+        client = AsyncHTTPClient()
+        await client.fetch(node.url + "/tr:w-31/coffee.jpg")
+        assert (await client.fetch(node.url + "/tr:w-31/coffee.jpg")).headers["X-Cache"] == "HIT"
+    finally:
+        assert node.stop() == 0
+
+
 async def test_sighup_says_which_changes_need_a_restart_and_applies_the_rest(tmp_path):
     config = write_config(tmp_path, local_config(before="[server]\nworkers = 1\n"))
     node = NodeProcess(config)
