@@ -98,6 +98,9 @@ def run(config: Config, top: int, as_json: bool) -> int:
     except sqlite3.Error as exc:
         print(f"edge: cannot read the cache in {config.cache.dir}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # another user's folder (the service's, mode 0700)
+        print(f"edge: cannot read the cache in {config.cache.dir}: {exc.strerror}", file=sys.stderr)
+        return 1
     print(json.dumps(found, indent=2) if as_json else _text(found))
     return 0
 

@@ -3,8 +3,10 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -129,6 +131,22 @@ def test_cache_stats_of_an_empty_or_missing_folder(tmp_path):
     assert [(t["tier"], t["entries"], t["bytes"]) for t in empty["tiers"]] == [
         ("output", 0, 0), ("original", 0, 0), ("not_found", 0, 0)]
     assert empty["top_originals"] == [] and sorted(os.listdir(tmp_path / "cache")) == []
+
+
+def test_cache_stats_of_a_folder_this_user_cannot_read_is_one_line(tmp_path):
+    """An operator's own account against the service user's 0700 folder: a PermissionError traceback."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to run as another uid")
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o777)  # the config readable by the other uid; the cache folder not
+        Caches(Path(folder) / "cache", 10**6, 10**6).close()
+        os.chmod(Path(folder) / "cache", 0o700)
+        config = write_config(Path(folder), local_config(before=f'[cache]\ndir = "{folder}/cache"\n'))
+        result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                                 "edge", "cache", "stats", "--config", str(config)],
+                                capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", f"edge: cannot read the cache in {folder}/cache: Permission denied\n")
 
 
 def test_the_tier_folders_are_where_the_node_keeps_them(tmp_path):
