@@ -154,8 +154,14 @@ def _show(summary: Summary, progress: TextIO, *, final: bool) -> None:
 def run(urls: str, base_url: str, concurrency: int, timeout: float, accept: str | None) -> int:
     """`edge warm`: exit status 0 when every URL had an answer under 500, 1 otherwise, 2 for bad usage."""
     path = Path(urls)
-    if not path.is_file():
-        print(f"edge: --urls {urls}: no such file", file=sys.stderr)
+    try:
+        if not path.is_file():  # a folder, or a pipe (`<(…)`): the list is read twice, its length first
+            reason = "not a regular file (write the list to a file)" if path.exists() else "no such file"
+            print(f"edge: --urls {urls}: {reason}", file=sys.stderr)
+            return 2
+        path.open("rb").close()
+    except OSError as exc:  # another user's file: had been a traceback once the warm-up began
+        print(f"edge: --urls {urls}: cannot read it: {exc.strerror}", file=sys.stderr)
         return 2
     if not is_web_url(base_url):
         print(f"edge: --base-url {base_url!r}: expected an http:// or https:// URL", file=sys.stderr)

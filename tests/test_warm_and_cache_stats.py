@@ -122,6 +122,25 @@ def test_warm_usage_errors(tmp_path, args, message):
     assert (result.returncode, result.stderr.strip()) == (2, f"edge: {message}")
 
 
+def test_warm_refuses_a_list_it_cannot_read_in_one_line(tmp_path):
+    """A folder (or a pipe: the list is read twice) is not a list, and another user's file had been a
+    PermissionError traceback once the warm-up began."""
+    result = edge_command("warm", "--urls", str(tmp_path), "--base-url", "http://127.0.0.1:9")
+    assert (result.returncode, result.stderr) == (2, f"edge: --urls {tmp_path}: not a regular file (write the list "
+                                                     "to a file)\n")
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to run as another uid")
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)
+        urls = Path(folder) / "urls.txt"
+        urls.write_text("/a.jpg\n")
+        urls.chmod(0o600)
+        result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                                 "edge", "warm", "--urls", str(urls), "--base-url", "http://127.0.0.1:9"],
+                                capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (2, f"edge: --urls {urls}: cannot read it: Permission denied\n")
+
+
 def test_cache_stats_of_an_empty_or_missing_folder(tmp_path):
     config = write_config(tmp_path, local_config())
     missing = edge_command("cache", "stats", "--config", str(config))
