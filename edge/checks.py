@@ -5,6 +5,8 @@ in one line naming the problem, and `edge check-config` can say so before a depl
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import socket
 import tempfile
 from pathlib import Path
@@ -34,6 +36,42 @@ def usable_cache_dir(directory: Path, *, create: bool) -> None:
             pass
     except OSError as exc:
         raise StartupError(f"cache folder {directory}: cannot write in {target}: {exc.strerror}") from None
+
+
+#: in a cache folder, the file a serving node holds locked (and writes its pid in)
+NODE_LOCK = "node.lock"
+#: the folders this process holds, and the descriptor of each one's lock (kept open until the exit:
+#: the workers inherit it; the kernel drops the lock when the last copy closes, a SIGKILL included)
+_owned: dict[Path, int] = {}
+
+
+def own_cache_dir(directory: Path) -> None:
+    """Lock `directory` for this node, or a `StartupError` naming the node that holds it. Two nodes on one
+    folder serve each other's outputs for their own URLs, whatever their origins (an output's key is
+    its endpoint, path and transformation). `edge purge` and `edge cache stats` take no lock."""
+    directory = directory.resolve()
+    if directory in _owned:
+        return
+    try:
+        fd = os.open(directory / NODE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StartupError(f"cache folder {directory}: cannot write in it: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StartupError(f"cache folder {directory}: another node serves from it (pid {holder}); "
+                           "give each node its own [cache] dir") from None
+    except OSError:  # a filesystem without locks (NFS without its lock manager): not checked
+        pass
+    else:
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same; the pid only names the holder
+            pass
+    _owned[directory] = fd
 
 
 def bind(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:

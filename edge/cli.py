@@ -169,6 +169,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
                                                                                 workers=workers)
         try:  # checked as at start: a folder the new workers cannot use is refused, not served uncached
             checks.usable_cache_dir(loaded.cache.dir, create=True)
+            checks.own_cache_dir(loaded.cache.dir)
         except checks.StartupError as error:
             raise ConfigError(f"{loaded.source}: [cache] dir: {error}") from None
         return loaded
@@ -309,6 +310,7 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
     from .httpserver import raise_fd_limit
 
     checks.usable_cache_dir(config.cache.dir, create=True)
+    checks.own_cache_dir(config.cache.dir)
     cores = usable_cores()  # what `workers = 0` and `transform_threads = 0` counted: said, as a limit can be a surprise
     log.info("usable cores: %d (%s); %d worker(s) of %d transform thread(s)", cores.count, cores.source,
              config.server.workers, config.server.transform_threads)

@@ -5,6 +5,7 @@ in one line (over the real `edge` command)."""
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -122,6 +123,34 @@ def test_serve_refuses_a_port_or_workers_flag_out_of_range(tmp_path, flag, value
     result = edge_command("serve", "--config", str(config), flag, value, timeout=30)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result
     assert result.stderr.splitlines()[-1] == f"edge serve: error: argument {flag}: {expected}"
+
+
+def test_a_second_node_on_a_cache_folder_another_node_serves_from_fails_in_one_line(tmp_path):
+    """Two configs with one `[cache] dir` (or none: the user's default folder) by mistake: the second node
+    had served the first's outputs for its own URLs, made from another origin's files (a red image for
+    a blue one). A reload to that folder is refused the same way; once the first node stops, it is free."""
+    for name in ("first", "other", "third"):
+        (tmp_path / name).mkdir()
+    first = NodeProcess(write_config(tmp_path / "first", local_config(before=f'[cache]\ndir = "{tmp_path}/cache"\n')))
+    other = write_config(tmp_path / "other", local_config(before=f'[cache]\ndir = "{tmp_path}/cache"\n'))
+    try:
+        line = one_line_error(edge_command("serve", "--config", str(other), "--port", "0"))
+        assert line == (f"edge: cache folder {tmp_path / 'cache'}: another node serves from it (pid "
+                        f"{first.process.pid}); give each node its own [cache] dir")
+        third = NodeProcess(write_config(tmp_path / "third", local_config(before=f'[cache]\ndir = "{tmp_path}/own"\n')))
+        try:
+            third.config_path.write_text(other.read_text())
+            mark = len(third.log)
+            third.process.send_signal(signal.SIGHUP)
+            refused = third.wait_for_log("config not reloaded", start=mark)
+            assert refused.string.rstrip().endswith("another node serves from it (pid "
+                                                    f"{first.process.pid}); give each node its own [cache] dir")
+        finally:
+            assert third.stop() == 0
+    finally:
+        assert first.stop() == 0
+    second = NodeProcess(other)
+    assert second.stop() == 0
 
 
 def test_serve_with_an_unusable_cache_folder_fails_in_one_line(tmp_path):
