@@ -90,6 +90,9 @@ def stats(config: Config, top: int) -> dict[str, Any]:
 
 
 def run(config: Config, top: int, as_json: bool) -> int:
+    if top < 0:
+        print("edge: --top: expected 0 or more", file=sys.stderr)
+        return 2
     if not config.cache.dir.is_dir():
         print(f"edge: cache folder {config.cache.dir} does not exist", file=sys.stderr)
         return 1

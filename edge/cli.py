@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         "stats", help="entries and bytes per tier, oldest entries, originals with the most outputs "
                       "(read-only: works whether or not the node runs)")
     cache_stats.add_argument("--config")
-    cache_stats.add_argument("--top", type=int, default=10, help="originals to list (default 10)")
+    cache_stats.add_argument("--top", type=int, default=10, help="originals to list (default 10; 0: none)")
     cache_stats.add_argument("--json", action="store_true", help="print JSON")
     cache_stats.set_defaults(run=_configured(_cache_stats))
     plugins_command = commands.add_parser(

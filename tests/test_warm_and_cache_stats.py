@@ -150,6 +150,8 @@ def test_cache_stats_of_an_empty_or_missing_folder(tmp_path):
     assert [(t["tier"], t["entries"], t["bytes"]) for t in empty["tiers"]] == [
         ("output", 0, 0), ("original", 0, 0), ("not_found", 0, 0)]
     assert empty["top_originals"] == [] and sorted(os.listdir(tmp_path / "cache")) == []
+    negative = edge_command("cache", "stats", "--top", "-1", "--config", str(config))
+    assert (negative.returncode, negative.stdout, negative.stderr) == (2, "", "edge: --top: expected 0 or more\n")
 
 
 def test_cache_stats_of_a_folder_this_user_cannot_read_is_one_line(tmp_path):
