@@ -538,7 +538,8 @@ SECTIONS = (
             "grammar (Cloudinary's `fl_keep_attribution`), keeps the EXIF Copyright and Artist fields and "
             "nothing else. Colours are converted to "
             "sRGB and the ICC profile dropped unless `cp-true`, which keeps the original's profile and "
-            "pixel values. AVIF effort comes from the config (`[defaults] avif_effort`).", (
+            "pixel values (except in GIF, which holds no profile: its colours are converted to sRGB "
+            "whatever `cp`). AVIF effort comes from the config (`[defaults] avif_effort`).", (
                 Example("w-200,pr-true", "coffee.jpg"),
                 Example("w-200,f-webp,lo-true", "logo-transparent.png"),
             )),

@@ -96,6 +96,10 @@ def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
                                      compression=pyvips.enums.ForeignHeifCompression.AV1,
                                      effort=options.avif_effort)
     if fmt == "gif":
+        if options.colour_profile and image.get_typeof("icc-profile-data"):
+            # GIF carries no profile: under `cp-true` a P3 or Adobe RGB original's values would be shown as sRGB
+            # (a P3 green 128,200,60 as 129,201,60 instead of 103,202,0), so GIF gets sRGB values whatever `cp`
+            image = image.icc_transform("srgb", embedded=True)
         # libimagequant's fastest palette search: 5-8 times less CPU than libvips' default (effort 7) on
         # small animated frames, 2.3 times on 12 MP, for files ~20 % larger (edge/transform/cost.py)
         return _one_bit_alpha(image, options.flatten_on).gifsave_buffer(
