@@ -539,7 +539,8 @@ SECTIONS = (
             "nothing else. Colours are converted to "
             "sRGB and the ICC profile dropped unless `cp-true`, which keeps the original's profile and "
             "pixel values (except in GIF, which holds no profile: its colours are converted to sRGB "
-            "whatever `cp`). AVIF effort comes from the config (`[defaults] avif_effort`).", (
+            "whatever `cp`; nor in a PNG when the profile's header gives another length than its own, as some "
+            "writers pad it: libpng refuses it). AVIF effort comes from the config (`[defaults] avif_effort`).", (
                 Example("w-200,pr-true", "coffee.jpg"),
                 Example("w-200,f-webp,lo-true", "logo-transparent.png"),
             )),

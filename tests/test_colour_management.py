@@ -51,6 +51,10 @@ def adobe_rgb_profile() -> bytes:
     return header + struct.pack(">I", len(tags)) + table + data
 
 
+def _p3_profile() -> bytes:
+    return pyvips.Image.black(1, 1, bands=3).icc_transform("p3", input_profile="srgb").get("icc-profile-data")
+
+
 @pytest.fixture(scope="module")
 def originals(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("colour")
@@ -62,6 +66,10 @@ def originals(tmp_path_factory) -> Path:
         "p3.jpg": photo.jpegsave_buffer(Q=90, profile="p3"),  # the photo's values, read as P3's
         "adobe.jpg": photo.jpegsave_buffer(Q=90, profile=str(folder / "adobe.icc")),
     }
+    # some writers pad a profile: it then holds more bytes than its header's length says (libpng refuses it)
+    padded = photo.copy()
+    padded.set_type(pyvips.GValue.blob_type, "icc-profile-data", _p3_profile() + bytes(4))
+    files["p3-padded-profile.jpg"] = padded.jpegsave_buffer(Q=90, keep="icc")
     for name, body in files.items():
         (folder / name).write_bytes(body)
     return folder
@@ -88,3 +96,10 @@ async def test_cp_true_keeps_the_profile_or_converts_where_the_format_holds_none
         image = decode(response)
         assert bool(image.get_typeof("icc-profile-data")) == (fmt != "gif"), fmt
         assert close(_as_viewed(image), srgb, 6), (fmt, _as_viewed(image))
+
+
+async def test_cp_true_with_a_profile_libpng_refuses_is_served_converted(node):
+    for fmt in FORMATS:
+        response = await node.fetch(f"/tr:w-800,cp-true,f-{fmt}/p3-padded-profile.jpg")
+        assert response.code == 200, (fmt, response.code, response.body[:200])
+        assert close(_as_viewed(decode(response)), (103, 202, 0), 6), fmt

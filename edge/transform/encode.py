@@ -78,6 +78,14 @@ def _copyright_only(image: pyvips.Image) -> pyvips.Image:
     return image
 
 
+def _length_mismatch(image: pyvips.Image) -> bool:
+    """Whether the image's ICC profile declares another length than its own (a writer padded or cut it)."""
+    if not image.get_typeof("icc-profile-data"):
+        return False
+    profile = image.get("icc-profile-data")
+    return int.from_bytes(profile[:4], "big") != len(profile)
+
+
 def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
     keep, quality = options.keep, options.quality
     if options.metadata == COPYRIGHT_ONLY:
@@ -86,6 +94,10 @@ def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
         return _flatten(image, options.flatten_on).jpegsave_buffer(
             Q=quality, keep=keep, optimize_coding=True, interlace=options.progressive)
     if fmt == "png":
+        if options.colour_profile and _length_mismatch(image):
+            # libpng refuses such a profile, and the whole answer failed (a 422 for an original that decodes and
+            # serves in every other format): its colours are converted instead, as lcms reads the profile
+            image = image.icc_transform("srgb", embedded=True)
         return image.pngsave_buffer(keep=keep, interlace=options.progressive)
     if fmt == "webp":
         return image.webpsave_buffer(Q=quality, keep=keep, lossless=options.lossless)
