@@ -689,7 +689,8 @@ or not: a partly transparent one, as with `o-50` or soft edges, is flattened ont
 white as in JPEG, and only wholly transparent pixels stay so); CMYK always becomes sRGB, `cp-true`
 included (its profile is not kept); animated GIF and
 WebP stay animated when the output is GIF, WebP or `f-auto` (each frame gets the same steps), and become
-their first frame otherwise (or the frame `pg-N` names).
+their first frame otherwise (or the frame `pg-N` names); the pages of a multi-page TIFF (scans, a
+pyramid's levels) and a HEIF's several images are no animation: the first page in every format.
 """
 
 

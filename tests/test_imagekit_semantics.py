@@ -13,7 +13,7 @@ import pyvips
 from tests.assets import close, pixel
 from tests.imagecorpus import ANIMATION_COLOURS, animated_gif
 from tests.nodes import decode, write_config
-from tests.photos import SIZE, photos  # noqa: F401 - photos is a fixture
+from tests.photos import SIZE, marker_corner, photos  # noqa: F401 - photos is a fixture
 from tests.transform_node import fetch_image, images_config
 
 #: a 12 MP transparent PNG with an opaque red rectangle in its middle half
@@ -44,6 +44,9 @@ def semantics_root(photos, tmp_path_factory):
     (root / "shape.png").write_bytes(transparent_shape())
     (root / "anim.gif").write_bytes(animated_gif(FRAMES))
     (root / "pages.tif").write_bytes(two_page_tiff())
+    # a pyramidal TIFF (as scanners and map tools write): its pages are the photo at 1/1, 1/2, 1/4…
+    photo = pyvips.Image.new_from_file(str(photos.path(photos.jpeg)))
+    (root / "pyramid.tif").write_bytes(photo.tiffsave_buffer(compression="jpeg", Q=80, tile=True, pyramid=True))
     return root
 
 
@@ -109,6 +112,22 @@ async def test_page_picks_one_frame(node):
     assert (second.width, second.height) == (40, 30) and pixel(second, 20, 15) == (0, 0, 255)
     response = await node.fetch("/tr:pg-9/anim.gif")
     assert (response.code, response.body) == (400, b"invalid transformation: pg-9: the source has 5 page(s)\n")
+
+
+def _frames(image: pyvips.Image) -> int:
+    return image.get("n-pages") if image.get_typeof("n-pages") else 1
+
+
+@pytest.mark.parametrize("tr, headers", [("f-webp", {}), ("f-gif", {}), ("f-auto", BROWSER), ("f-auto", {})])
+async def test_a_multi_page_tiff_is_its_first_page_in_every_format(node, tr, headers):
+    """A TIFF's pages are a document's (scans, a pyramid's levels), not an animation's frames: in a format that
+    animates they were an animated WebP or GIF, and a 422 where the pages differ in size."""
+    _, first = await fetch_image(node, f"/tr:{tr}/pages.tif", headers=headers)
+    assert _frames(first) == 1 and (first.width, first.height) == (40, 30)
+    assert close(pixel(first, 20, 15), (255, 0, 0), 2)
+    _, level = await fetch_image(node, f"/tr:w-400,{tr}/pyramid.tif", headers=headers)
+    assert _frames(level) == 1 and (level.width, level.height) == (400, 267)
+    assert marker_corner(level) == "top_left"
 
 
 @pytest.mark.parametrize("accept, content_type", [("image/gif", "image/gif"), ("image/webp,*/*", "image/webp"),

@@ -49,6 +49,9 @@ LOADER_CLASSES = {
 }
 #: formats libvips writes with several frames
 ANIMATED_FORMATS = ("gif", "webp")
+#: the loaders whose pages are an animation's frames: a TIFF's pages are a document's (scans, a pyramid's
+#: levels, of other sizes), a HEIF's several images a burst or edits, and they come out as their first
+ANIMATED_LOADERS = frozenset({"gifload_source", "webpload_source"})
 #: the format's own limit on a side, below the configured `max_output_side` default of others
 FORMAT_MAX_SIDE = {"webp": 16383}
 
@@ -144,7 +147,7 @@ def chosen_by_accept(planned: str) -> bool:
 def animates(planned: str, loader: str) -> bool:
     """Whether the output keeps an animated original's frames (else it is the first frame). Under
     `f-auto` always: WebP where the browser takes it, else GIF."""
-    return chosen_by_accept(planned) or _settled(planned, loader) in ANIMATED_FORMATS
+    return loader in ANIMATED_LOADERS and (chosen_by_accept(planned) or _settled(planned, loader) in ANIMATED_FORMATS)
 
 
 def _settled(planned: str, loader: str) -> str:
