@@ -66,6 +66,9 @@ def originals(tmp_path_factory) -> Path:
         "p3.jpg": photo.jpegsave_buffer(Q=90, profile="p3"),  # the photo's values, read as P3's
         "adobe.jpg": photo.jpegsave_buffer(Q=90, profile=str(folder / "adobe.icc")),
     }
+    cmyk = photo.icc_transform("cmyk", input_profile="srgb")  # libvips writes Adobe's inverted CMYK, as Photoshop
+    files["cmyk-profile.jpg"] = cmyk.jpegsave_buffer(Q=90)  # with libvips' CMYK profile
+    files["cmyk.jpg"] = cmyk.jpegsave_buffer(Q=90, keep="none")  # read with the same one as a fallback
     # some writers pad a profile: it then holds more bytes than its header's length says (libpng refuses it)
     padded = photo.copy()
     padded.set_type(pyvips.GValue.blob_type, "icc-profile-data", _p3_profile() + bytes(4))
@@ -85,6 +88,29 @@ def _as_viewed(image: pyvips.Image) -> tuple[int, ...]:
     if image.get_typeof("icc-profile-data"):
         image = image.icc_transform("srgb", embedded=True)
     return pixel(image, image.width // 2, image.height // 2)[:3]
+
+
+@pytest.mark.parametrize("name, srgb", [("p3.jpg", (103, 202, 0)), ("adobe.jpg", (77, 201, 37))])
+@pytest.mark.parametrize("tr", ["w-800", "w-800,md-true", "md-copyright,cm-extract,x-1060,y-708,w-600,h-400"])
+async def test_wide_gamut_originals_are_served_in_srgb_in_every_format(node, name, srgb, tr):
+    for fmt in FORMATS:
+        response = await node.fetch(f"/tr:{tr},f-{fmt}/{name}")
+        assert response.code == 200 and response.headers["Content-Type"] == f"image/{fmt.replace('jpg', 'jpeg')}"
+        image = decode(response)
+        assert not image.get_typeof("icc-profile-data") and close(_as_viewed(image), srgb, 6), (fmt, _as_viewed(image))
+
+
+@pytest.mark.parametrize("name", ["cmyk-profile.jpg", "cmyk.jpg"])
+async def test_cmyk_originals_are_served_in_srgb_in_every_format(node, originals, name):
+    """CMYK with its profile, or without (then libvips' CMYK profile reads it), as a reference conversion."""
+    original = pyvips.Image.new_from_file(str(originals / name))
+    srgb = pixel(original.icc_transform("srgb", input_profile="cmyk"), original.width // 2, original.height // 2)
+    for tr in ("w-800", "w-800,cp-true"):  # CMYK becomes sRGB under cp-true too: no browser shows a CMYK profile
+        for fmt in FORMATS:
+            response = await node.fetch(f"/tr:{tr},f-{fmt}/{name}")
+            assert response.code == 200, (tr, fmt, response.body[:200])
+            image = decode(response)
+            assert image.bands in (3, 4) and close(_as_viewed(image), srgb, 6), (tr, fmt, _as_viewed(image), srgb)
 
 
 @pytest.mark.parametrize("name, srgb", [("p3.jpg", (103, 202, 0)), ("adobe.jpg", (77, 201, 37))])
