@@ -542,7 +542,8 @@ SECTIONS = (
             "whatever `cp`; nor in a PNG when the profile's header gives another length than its own, as some "
             "writers pad it: libpng refuses it). Under `cp-true` the colours a URL names (`bg`, borders, text, "
             "colour blocks) and image layers are drawn with their sRGB values into the original's colour "
-            "space: on a Display P3 or Adobe RGB original they show more saturated than asked. AVIF effort comes from the config (`[defaults] avif_effort`).", (
+            "space: on a Display P3 or Adobe RGB original they show more saturated than asked. AVIF effort "
+            "comes from the config (`[defaults] avif_effort`).", (
                 Example("w-200,pr-true", "coffee.jpg"),
                 Example("w-200,f-webp,lo-true", "logo-transparent.png"),
             )),
