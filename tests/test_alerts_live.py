@@ -1,0 +1,333 @@
+"""The alert rules and the dashboard against a real Prometheus scraping real 2-worker nodes under real
+failures: each alert fires under its failure and on no other node, none fires under healthy traffic or
+at idle, and every dashboard panel shows data. The rules are `conf/prometheus-alerts.yml` with only their
+durations divided by 60 (a minute becomes a second: windows and `for:`), so the expressions are the ones
+shipped; Prometheus scrapes and evaluates every second."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import yaml
+from tornado.httpclient import AsyncHTTPClient
+
+from edge.testing import NodeProcess, photo_image, solid_image, write_config
+from tests.servers import Behaviour, HTTPOrigin
+from tests.test_cache_failures import fill, mount_tmpfs
+from tests.test_operations import ALERTS, GRAFANA_VARIABLES, dashboard_queries
+
+PROMETHEUS = shutil.which("prometheus")
+pytestmark = pytest.mark.skipif(PROMETHEUS is None,
+                                reason="prometheus not installed (Debian: apt-get install prometheus)")
+SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: the most this test waits for Prometheus to see what a node did
+BOUND = 60
+
+
+def shortened(rules: str) -> str:
+    """The rules with every duration (range windows and `for:`) divided by 60."""
+    def scale(match: re.Match) -> str:
+        return f"{match.group(1)}{int(match.group(2)) * SECONDS[match.group(3)] * 1000 // 60}ms{match.group(4)}"
+    return re.sub(r"(\[|for: )(\d+)([smhd])(\]|\n)", scale, rules)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Prometheus:
+    def __init__(self, directory: Path, targets: dict[str, str]):
+        """Scrape `targets` (name → node URL) as job `edge`, with the name as `instance`."""
+        rules = directory / "rules.yml"
+        rules.write_text(shortened(ALERTS.read_text()))
+        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                  "rule_files": [str(rules)],
+                  "scrape_configs": [{"job_name": "edge", "scrape_timeout": "900ms", "static_configs": [
+                      {"targets": [url.removeprefix("http://")], "labels": {"instance": name}}
+                      for name, url in targets.items()]}]}
+        (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.process = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'data'}",
+             f"--web.listen-address={self.url.removeprefix('http://')}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = AsyncHTTPClient(force_instance=True)
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + BOUND
+        while True:
+            try:
+                if (await self.client.fetch(f"{self.url}/-/ready", raise_error=False)).code == 200:
+                    return
+            except (ConnectionError, OSError):  # not listening yet
+                pass
+            assert time.monotonic() < deadline, "prometheus did not start"
+            await asyncio.sleep(0.1)
+
+    async def query(self, expr: str) -> list[dict]:
+        response = await self.client.fetch(f"{self.url}/api/v1/query?query={quote(expr)}", raise_error=False)
+        answer = json.loads(response.body)
+        assert answer["status"] == "success", (expr, answer)
+        return answer["data"]["result"]
+
+    async def firing(self) -> set[tuple[str, str]]:
+        """(instance, alert) of every alert firing now."""
+        return {(r["metric"]["instance"], r["metric"]["alertname"])
+                for r in await self.query('ALERTS{alertstate="firing"}')}
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def node_config(directory: Path, name: str, origin_url: str, server: str = "", more: str = "",
+                cache: Path | None = None) -> Path:
+    cache = cache or directory / f"cache-{name}"
+    return write_config(directory, f"""[server]
+workers = 2
+{server}
+[cache]
+dir = "{cache}"
+{more}
+[[origins]]
+name = "web"
+type = "web"
+base_url = "{origin_url}"
+
+[[endpoints]]
+id = ""
+origins = ["web"]
+""", name=f"{name}.toml")
+
+
+class Traffic:
+    """Requests to nodes, each loop bounded by `BOUND`, until `stop()`."""
+
+    def __init__(self):
+        self.client = AsyncHTTPClient(force_instance=True, max_clients=100)
+        self.tasks: list[asyncio.Task] = []
+        self.stopping = False
+
+    def every(self, seconds: float, node: NodeProcess, paths, concurrent: bool = False) -> None:
+        """GET the next of `paths` (an iterator) from `node` every `seconds`; wait for each answer unless
+        `concurrent`."""
+        async def get(path: str) -> None:
+            await self.client.fetch(node.url + path, raise_error=False, request_timeout=15)
+
+        async def loop() -> None:
+            deadline = time.monotonic() + BOUND
+            for path in paths:
+                if self.stopping or time.monotonic() > deadline:
+                    return
+                if concurrent:
+                    self.tasks.append(asyncio.ensure_future(get(path)))
+                else:
+                    await get(path)
+                await asyncio.sleep(seconds)
+        self.tasks.append(asyncio.ensure_future(loop()))
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.client.close()
+
+
+def widths(start: int = 10, repeat: int = 0):
+    """`/tr:w-N/a.jpg` for N from `start`: each a new URL (a miss), or cycling over `repeat` of them (hits)."""
+    n = 0
+    while True:
+        yield f"/tr:w-{start + (n % repeat if repeat else n)}/a.jpg"
+        n += 1
+
+
+async def hold_connections(url: str, count: int, held: list) -> None:
+    """Open `count` connections to `url` that send nothing (kept in `held`)."""
+    host, port = url.removeprefix("http://").split(":")
+    for _ in range(count):
+        held.append(await asyncio.open_connection(host, int(port)))
+
+
+async def knock(url: str, seconds: float, stopping) -> None:
+    """Open a connection every `seconds`, send a request, read the answer (a 503 at max_connections)."""
+    host, port = url.removeprefix("http://").split(":")
+    deadline = time.monotonic() + BOUND
+    while not stopping() and time.monotonic() < deadline:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /_edge/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        try:
+            await asyncio.wait_for(reader.read(), 2)
+        except (TimeoutError, ConnectionError):
+            pass
+        writer.close()
+        await asyncio.sleep(seconds)
+
+
+#: alert → the nodes (instances) it must fire on; on every other node (healthy, idle) it must not
+EXPECTED = {
+    "EdgeNodeDown": {"stopped"},
+    "EdgeOriginErrorRate": {"origin_down", "origin_denied"},
+    "EdgeOriginDenied": {"origin_denied"},
+    "EdgeCacheHitRatioDrop": {"new_urls"},
+    "EdgeLatencyP99High": {"slow_origin"},
+    "EdgeCacheDiskNearlyFull": {"disk_full"},
+    "EdgeCacheDiskFull": {"disk_full"},
+    "EdgeCacheErrors": {"disk_full", "unwritable"},
+    "EdgeTransformsRefused": {"overloaded"},
+    "EdgeConnectionsNearLimit": {"connections"},
+    "EdgeConnectionsRefused": {"connections"},
+    "EdgePurgeMissedPeers": {"purge_peer_down"},
+}
+#: not induced here: the shared tier needs an S3 service to break (tests/test_shared_cache.py), and
+#: cache hits slower than 100 ms need a starved CPU or disk
+NOT_INDUCED = {"EdgeSharedTierFailing", "EdgeHitLatencyP99High"}
+
+
+#: dashboard series a node here may not have: a shared tier (none configured), work abandoned by clients
+#: that went away, stores dropped for a stuck cache disk
+LEGITIMATELY_EMPTY = ('tier="shared"', "edge_shared_cache_", "edge_abandoned_work_total", "edge_dropped_stores_total")
+
+
+def grafana(query: str) -> str:
+    """A dashboard query as Grafana sends it with every node and endpoint chosen."""
+    for variable, value in {**GRAFANA_VARIABLES, "$__rate_interval": "10s"}.items():
+        query = query.replace(variable, value)
+    return query
+
+
+def test_the_rules_cover_every_alert():
+    names = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]}
+    assert names == set(EXPECTED) | NOT_INDUCED
+
+
+async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
+    image = solid_image(64, 48, (200, 40, 40))
+    good = await HTTPOrigin(files={"a.jpg": image, "big.jpg": photo_image(1600, 1200)}).start()
+    denying = await HTTPOrigin(files={"a.jpg": image}, behaviour=Behaviour(status=403)).start()
+    # every request a new original: its fetch is what is slow
+    slow = await HTTPOrigin(files={f"{n}.jpg": image for n in range(1000)}, behaviour=Behaviour(delay=2.5)).start()
+    closed = f"http://127.0.0.1:{free_port()}"
+    mounts = [mount_tmpfs(tmp_path / "small", "size=8m"), mount_tmpfs(tmp_path / "read-only", "size=64m")]
+    small, read_only = (next(mount) for mount in mounts)
+    configs = {
+        "healthy": node_config(tmp_path, "healthy", good.url),
+        "idle": node_config(tmp_path, "idle", good.url),
+        "stopped": node_config(tmp_path, "stopped", good.url),
+        "origin_down": node_config(tmp_path, "origin_down", closed),
+        "origin_denied": node_config(tmp_path, "origin_denied", denying.url),
+        "new_urls": node_config(tmp_path, "new_urls", good.url),
+        "slow_origin": node_config(tmp_path, "slow_origin", slow.url),
+        "disk_full": node_config(tmp_path, "disk_full", good.url, cache=small / "cache"),
+        "unwritable": node_config(tmp_path, "unwritable", good.url, cache=read_only / "cache"),
+        "overloaded": node_config(tmp_path, "overloaded", good.url,
+                                  server='transform_threads = 1\ntransform_queue = 1\n'
+                                  'transform_queue_timeout = "50ms"'),
+        "connections": node_config(tmp_path, "connections", good.url,
+                                   server='max_connections = 4\nheader_timeout = "60s"\nmetrics_port = 0'),
+        "purge_peer_down": node_config(tmp_path, "purge_peer_down", good.url,
+                                       more=f'[admin]\ntoken = "t0ken-for-the-test"\n[fleet]\npeers = ["{closed}"]'),
+    }
+    nodes: dict[str, NodeProcess] = {}
+    traffic = Traffic()
+    held: list = []
+    prometheus = None
+    ever: dict[str, set[str]] = {}
+    try:
+        started = await asyncio.gather(*(asyncio.to_thread(NodeProcess, path) for path in configs.values()),
+                                       return_exceptions=True)
+        nodes = {name: node for name, node in zip(configs, started) if isinstance(node, NodeProcess)}
+        for failed in started:
+            if not isinstance(failed, NodeProcess):
+                raise failed
+        # scraped on its metrics port: on the images' port a node at max_connections refuses the scrape too
+        scraped = {name: node.url for name, node in nodes.items()}
+        scraped["connections"] = nodes["connections"].wait_for_log(r"metrics on (http://\S+)/metrics").group(1)
+        prometheus = Prometheus(tmp_path, scraped)
+        await prometheus.ready()
+        fill(small)
+        # the node checks at start that it can write in its cache folder: made read-only under it (a
+        # read-only bind mount over it: the filesystem itself cannot be, with the databases open)
+        cache = read_only / "cache"
+        subprocess.run(["mount", "--bind", str(cache), str(cache)], check=True, timeout=30)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(cache)], check=True, timeout=30)
+
+        traffic.every(0.1, nodes["healthy"], widths(repeat=8))
+        traffic.every(0.1, nodes["origin_down"], widths())
+        traffic.every(0.1, nodes["origin_denied"], widths())
+        traffic.every(0.2, nodes["slow_origin"], (f"/tr:w-10/{n}.jpg" for n in range(1000)), concurrent=True)
+        traffic.every(0.1, nodes["disk_full"], widths())
+        traffic.every(0.1, nodes["unwritable"], widths())
+        traffic.every(0.05, nodes["overloaded"], (f"/tr:w-{w}/big.jpg" for w in range(100, 10_000)),
+                      concurrent=True)
+        await hold_connections(nodes["connections"].url, 10, held)
+        knocking = asyncio.ensure_future(knock(nodes["connections"].url, 0.2, lambda: traffic.stopping))
+        traffic.tasks.append(knocking)
+        purging = asyncio.ensure_future(purge_every(nodes["purge_peer_down"].url, 1, lambda: traffic.stopping))
+        traffic.tasks.append(purging)
+        # a node with a day of mostly hits (8 URLs asked again and again), then only new URLs
+        traffic.every(0.1, nodes["new_urls"], hits_then_misses(8))
+
+        deadline = time.monotonic() + BOUND
+        stopped_at = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            if stopped_at and time.monotonic() > stopped_at:
+                await asyncio.to_thread(nodes["stopped"].stop)
+                stopped_at = 0
+            for instance, alert in await prometheus.firing():
+                ever.setdefault(alert, set()).add(instance)
+            if all(ever.get(alert, set()) >= wanted for alert, wanted in EXPECTED.items()):
+                break
+            await asyncio.sleep(0.5)
+        empty = [query for query in dashboard_queries() if not await prometheus.query(grafana(query))]
+        assert not [query for query in empty if not any(name in query for name in LEGITIMATELY_EMPTY)], empty
+        unexpected = {alert: instances - EXPECTED.get(alert, set()) for alert, instances in ever.items()}
+        missing = {alert: wanted - ever.get(alert, set()) for alert, wanted in EXPECTED.items()}
+        assert not any(unexpected.values()) and not any(missing.values()), (
+            {alert: instances for alert, instances in unexpected.items() if instances},
+            {alert: instances for alert, instances in missing.items() if instances})
+    finally:
+        await traffic.stop()
+        for _, writer in held:
+            writer.close()
+        await asyncio.gather(*(asyncio.to_thread(node.stop) for node in nodes.values()))
+        if prometheus is not None:
+            prometheus.stop()
+        for origin in (good, denying, slow):
+            await origin.stop()
+        subprocess.run(["umount", "-l", str(read_only / "cache")], timeout=30, check=False)
+        for mount in mounts:
+            next(mount, None)
+
+
+def hits_then_misses(urls: int):
+    yield from (f"/tr:w-{10 + n % urls}/a.jpg" for n in range(100))
+    yield from widths(start=200)
+
+
+async def purge_every(url: str, seconds: float, stopping) -> None:
+    client = AsyncHTTPClient(force_instance=True)
+    deadline = time.monotonic() + BOUND
+    try:
+        while not stopping() and time.monotonic() < deadline:
+            await client.fetch(url + "/_edge/purge", method="POST", body=b'{"url": "/a.jpg"}', raise_error=False,
+                               headers={"Authorization": "Bearer t0ken-for-the-test"}, request_timeout=10)
+            await asyncio.sleep(seconds)
+    finally:
+        client.close()
