@@ -143,6 +143,33 @@ async def test_workers_that_die_leave_no_metrics_files_behind_and_their_counts_s
         assert node.stop() == 0
 
 
+async def test_a_metrics_file_a_worker_has_only_just_created_is_read_as_empty(tmp_path):
+    """prometheus-client creates a worker's file empty, then sizes it: read in between (by a scrape, the
+    status page's snapshot, a starting worker's first snapshot), it raised struct.error: /metrics
+    answered 500, and a worker starting beside another exited with status 1 (seen with 12 nodes
+    starting at once)."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    node = NodeProcess(write_config(tmp_path, CONFIG), env={"TMPDIR": str(temporary)})
+    try:
+        (folder,) = temporary.glob("edge-metrics-*")
+        (folder / "gauge_livesum_slot7.db").touch()  # as a new worker's, before it is sized
+        client = AsyncHTTPClient()
+        for _ in range(4):  # whichever worker answers
+            response = await client.fetch(node.url + "/metrics", raise_error=False)
+            assert response.code == 200 and total(response.body.decode(), "edge_workers") == 2
+        victim = node.worker_pids()[0]
+        seen = len(node.log)
+        os.kill(victim, signal.SIGKILL)  # its replacement starts with the file there
+        node.wait_for_log(f"pid {victim}\\) exited with status .*; restarted", start=seen)
+        await scrape_when(node.url, "edge_workers", 2)
+        assert (await client.fetch(node.url + "/_edge/status", raise_error=False)).code == 200
+    finally:
+        assert node.stop() == 0
+    log = "".join(node.log)
+    assert "exited with status 1" not in log and "struct.error" not in log, log
+
+
 def test_a_killed_supervisors_metrics_folder_is_removed_by_the_next_start(tmp_path):
     temporary = tmp_path / "tmp"
     temporary.mkdir()
