@@ -47,6 +47,9 @@ CACHE_RESULTS = {"output": ("hit", "miss", "stale"), "original": ("hit", "miss",
 #: the least time between two `/metrics` texts a worker makes (`Metrics.scraped`): a flood of
 #: scrapes costs at most 5 a second, and a scrape waits at most this long
 EXPOSITION_SECONDS = 0.2
+#: `tier` values of `edge_cache_errors_total` besides the disk tiers', and its `kind` values (`edge.cache.health`)
+CACHE_ERROR_TIERS = ("memory", "folder", "flight")
+CACHE_ERROR_KINDS = ("full", "unwritable", "corrupt", "damaged", "busy", "io", "unavailable")
 #: `reason` values of `edge_transform_refusals_total`: the transform queue was full, or a transformation
 #: waited `[server] transform_queue_timeout` in it
 TRANSFORM_REFUSALS = ("queue_full", "queue_timeout")
@@ -217,10 +220,15 @@ class Metrics:
 
     def initialise(self, config: Config, tiers: Iterable[str], libvips: str) -> None:
         """Create every series whose label values the config tells, at 0; set the constant ones."""
+        tiers = tuple(tiers)
         for tier in tiers:
             self.cache_evictions.labels(tier)
             for result in CACHE_RESULTS.get(tier, ()):
                 self.cache_requests.labels(tier, result)
+        # a single error (one damaged value, a database rebuilt once) must show in `increase()`
+        for tier in (*tiers, *CACHE_ERROR_TIERS):
+            for kind in CACHE_ERROR_KINDS:
+                self.cache_errors.labels(tier, kind)
         for reason in TRANSFORM_REFUSALS:
             self.transform_refusals.labels(reason)
         for reason in CONNECTION_CLOSES:

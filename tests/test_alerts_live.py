@@ -21,6 +21,7 @@ import yaml
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.testing import NodeProcess, photo_image, solid_image, write_config
+from tests.nodes import until_stored
 from tests.servers import Behaviour, HTTPOrigin
 from tests.test_cache_failures import fill, mount_tmpfs
 from tests.test_operations import ALERTS, GRAFANA_VARIABLES, dashboard_queries
@@ -75,6 +76,12 @@ class Prometheus:
             assert time.monotonic() < deadline, "prometheus did not start"
             await asyncio.sleep(0.1)
 
+    async def until_scraped(self, instance: str) -> None:
+        deadline = time.monotonic() + BOUND
+        while not await self.query(f'up{{instance="{instance}"}} == 1'):
+            assert time.monotonic() < deadline, f"{instance} not scraped"
+            await asyncio.sleep(0.1)
+
     async def query(self, expr: str) -> list[dict]:
         response = await self.client.fetch(f"{self.url}/api/v1/query?query={quote(expr)}", raise_error=False)
         answer = json.loads(response.body)
@@ -124,21 +131,20 @@ class Traffic:
         self.tasks: list[asyncio.Task] = []
         self.stopping = False
 
-    def every(self, seconds: float, node: NodeProcess, paths, concurrent: bool = False) -> None:
-        """GET the next of `paths` (an iterator) from `node` every `seconds`; wait for each answer unless
-        `concurrent`."""
+    def every(self, seconds: float, node: NodeProcess, paths, concurrent: bool = False, burst: int = 1) -> None:
+        """GET the next of `paths` (an iterator) from `node` every `seconds` (the next `burst` of them at
+        once, if `concurrent`); wait for each answer unless `concurrent`."""
         async def get(path: str) -> None:
             await self.client.fetch(node.url + path, raise_error=False, request_timeout=15)
 
         async def loop() -> None:
             deadline = time.monotonic() + BOUND
-            for path in paths:
-                if self.stopping or time.monotonic() > deadline:
-                    return
+            paths_left = iter(paths)
+            while not self.stopping and time.monotonic() < deadline:
                 if concurrent:
-                    self.tasks.append(asyncio.ensure_future(get(path)))
+                    self.tasks += [asyncio.ensure_future(get(next(paths_left))) for _ in range(burst)]
                 else:
-                    await get(path)
+                    await get(next(paths_left))
                 await asyncio.sleep(seconds)
         self.tasks.append(asyncio.ensure_future(loop()))
 
@@ -189,12 +195,14 @@ EXPECTED = {
     "EdgeLatencyP99High": {"slow_origin"},
     "EdgeCacheDiskNearlyFull": {"disk_full"},
     "EdgeCacheDiskFull": {"disk_full"},
-    "EdgeCacheErrors": {"disk_full", "unwritable"},
+    "EdgeCacheErrors": {"disk_full", "unwritable", "damaged"},
     "EdgeTransformsRefused": {"overloaded"},
     "EdgeConnectionsNearLimit": {"connections"},
     "EdgeConnectionsRefused": {"connections"},
     "EdgePurgeMissedPeers": {"purge_peer_down"},
 }
+#: an output large enough for a value file of its own
+DAMAGED = "/tr:w-600,f-png/big.jpg"
 #: not induced here: the shared tier needs an S3 service to break (tests/test_shared_cache.py), and
 #: cache hits slower than 100 ms need a starved CPU or disk
 NOT_INDUCED = {"EdgeSharedTierFailing", "EdgeHitLatencyP99High"}
@@ -236,6 +244,7 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         "slow_origin": node_config(tmp_path, "slow_origin", slow.url),
         "disk_full": node_config(tmp_path, "disk_full", good.url, cache=small / "cache"),
         "unwritable": node_config(tmp_path, "unwritable", good.url, cache=read_only / "cache"),
+        "damaged": node_config(tmp_path, "damaged", good.url),
         "overloaded": node_config(tmp_path, "overloaded", good.url,
                                   server='transform_threads = 1\ntransform_queue = 1\n'
                                   'transform_queue_timeout = "50ms"'),
@@ -268,15 +277,19 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         subprocess.run(["mount", "--bind", str(cache), str(cache)], check=True, timeout=30)
         subprocess.run(["mount", "-o", "remount,bind,ro", str(cache)], check=True, timeout=30)
 
+        await prometheus.until_scraped("damaged")  # else its first sample holds the error already
+        await damage_one_output(nodes["damaged"], tmp_path / "cache-damaged")
         traffic.every(0.1, nodes["healthy"], widths(repeat=8))
         traffic.every(0.1, nodes["origin_down"], widths())
         traffic.every(0.1, nodes["origin_denied"], widths())
         traffic.every(0.2, nodes["slow_origin"], (f"/tr:w-10/{n}.jpg" for n in range(1000)), concurrent=True)
         traffic.every(0.1, nodes["disk_full"], widths())
         traffic.every(0.1, nodes["unwritable"], widths())
-        traffic.every(0.05, nodes["overloaded"], (f"/tr:w-{w}/big.jpg" for w in range(100, 10_000)),
-                      concurrent=True)
-        await hold_connections(nodes["connections"].url, 10, held)
+        # 6 renders at once: one a worker renders, one waits (and leaves after 50 ms), the next is refused
+        traffic.every(0.5, nodes["overloaded"], (f"/tr:w-{w},f-webp/big.jpg" for w in range(800, 10_000)),
+                      concurrent=True, burst=6)
+        # twice what the workers may hold: however the kernel spreads them, each worker is full
+        await hold_connections(nodes["connections"].url, 16, held)
         knocking = asyncio.ensure_future(knock(nodes["connections"].url, 0.2, lambda: traffic.stopping))
         traffic.tasks.append(knocking)
         purging = asyncio.ensure_future(purge_every(nodes["purge_peer_down"].url, 1, lambda: traffic.stopping))
@@ -314,6 +327,19 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         subprocess.run(["umount", "-l", str(read_only / "cache")], timeout=30, check=False)
         for mount in mounts:
             next(mount, None)
+
+
+async def damage_one_output(node: NodeProcess, cache: Path) -> None:
+    """One cache error, once: an output's value file cut short (a crash mid-write, a bad disk), then read."""
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        made = await client.fetch(node.url + DAMAGED)
+        await until_stored(cache, 1)
+        (value_file,) = (cache / "outputs").rglob("*.val")
+        value_file.write_bytes(value_file.read_bytes()[: len(made.body) // 2])
+        assert (await client.fetch(node.url + DAMAGED)).body == made.body  # made again
+    finally:
+        client.close()
 
 
 def hits_then_misses(urls: int):
