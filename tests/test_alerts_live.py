@@ -22,6 +22,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from edge.testing import NodeProcess, photo_image, solid_image, write_config
 from tests.nodes import until_stored
+from tests.s3server import shared_cache_table
 from tests.servers import Behaviour, HTTPOrigin
 from tests.test_cache_failures import fill, mount_tmpfs
 from tests.test_operations import ALERTS, GRAFANA_VARIABLES, dashboard_queries
@@ -200,12 +201,12 @@ EXPECTED = {
     "EdgeConnectionsNearLimit": {"connections"},
     "EdgeConnectionsRefused": {"connections"},
     "EdgePurgeMissedPeers": {"purge_peer_down"},
+    "EdgeSharedTierFailing": {"shared_tier_down"},
 }
 #: an output large enough for a value file of its own
 DAMAGED = "/tr:w-600,f-png/big.jpg"
-#: not induced here: the shared tier needs an S3 service to break (tests/test_shared_cache.py), and
-#: cache hits slower than 100 ms need a starved CPU or disk
-NOT_INDUCED = {"EdgeSharedTierFailing", "EdgeHitLatencyP99High"}
+#: not induced here: cache hits slower than 100 ms need a starved CPU or disk
+NOT_INDUCED = {"EdgeHitLatencyP99High"}
 
 
 #: dashboard series a node here may not have: a shared tier (none configured), work abandoned by clients
@@ -245,6 +246,9 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         "disk_full": node_config(tmp_path, "disk_full", good.url, cache=small / "cache"),
         "unwritable": node_config(tmp_path, "unwritable", good.url, cache=read_only / "cache"),
         "damaged": node_config(tmp_path, "damaged", good.url),
+        # its shared tier's S3 service is down (nothing listens there)
+        "shared_tier_down": node_config(tmp_path, "shared_tier_down", good.url,
+                                        more=shared_cache_table(closed, "shared", timeout="1s")),
         "overloaded": node_config(tmp_path, "overloaded", good.url,
                                   server='transform_threads = 1\ntransform_queue = 1\n'
                                   'transform_queue_timeout = "50ms"'),
@@ -285,6 +289,7 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         traffic.every(0.2, nodes["slow_origin"], (f"/tr:w-10/{n}.jpg" for n in range(1000)), concurrent=True)
         traffic.every(0.1, nodes["disk_full"], widths())
         traffic.every(0.1, nodes["unwritable"], widths())
+        traffic.every(0.1, nodes["shared_tier_down"], widths())
         # 6 renders at once: one a worker renders, one waits (and leaves after 50 ms), the next is refused
         traffic.every(0.5, nodes["overloaded"], (f"/tr:w-{w},f-webp/big.jpg" for w in range(800, 10_000)),
                       concurrent=True, burst=6)
