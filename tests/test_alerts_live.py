@@ -232,6 +232,9 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
     denying = await HTTPOrigin(files={"a.jpg": image}, behaviour=Behaviour(status=403)).start()
     # every request a new original: its fetch is what is slow
     slow = await HTTPOrigin(files={f"{n}.jpg": image for n in range(1000)}, behaviour=Behaviour(delay=2.5)).start()
+    # every answer in ~1.2 s: under EdgeLatencyP99High's 2 s
+    slowish = await HTTPOrigin(files={f"{n}.jpg": image for n in range(1000)},
+                               behaviour=Behaviour(delay=1.2)).start()
     closed = f"http://127.0.0.1:{free_port()}"
     mounts = [mount_tmpfs(tmp_path / "small", "size=8m"), mount_tmpfs(tmp_path / "read-only", "size=64m")]
     small, read_only = (next(mount) for mount in mounts)
@@ -243,6 +246,7 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         "origin_denied": node_config(tmp_path, "origin_denied", denying.url),
         "new_urls": node_config(tmp_path, "new_urls", good.url),
         "slow_origin": node_config(tmp_path, "slow_origin", slow.url),
+        "slowish_origin": node_config(tmp_path, "slowish_origin", slowish.url),
         "disk_full": node_config(tmp_path, "disk_full", good.url, cache=small / "cache"),
         "unwritable": node_config(tmp_path, "unwritable", good.url, cache=read_only / "cache"),
         "damaged": node_config(tmp_path, "damaged", good.url),
@@ -287,6 +291,7 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         traffic.every(0.1, nodes["origin_down"], widths())
         traffic.every(0.1, nodes["origin_denied"], widths())
         traffic.every(0.2, nodes["slow_origin"], (f"/tr:w-10/{n}.jpg" for n in range(1000)), concurrent=True)
+        traffic.every(0.2, nodes["slowish_origin"], (f"/tr:w-10/{n}.jpg" for n in range(1000)), concurrent=True)
         traffic.every(0.1, nodes["disk_full"], widths())
         traffic.every(0.1, nodes["unwritable"], widths())
         traffic.every(0.1, nodes["shared_tier_down"], widths())
@@ -327,7 +332,7 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         await asyncio.gather(*(asyncio.to_thread(node.stop) for node in nodes.values()))
         if prometheus is not None:
             prometheus.stop()
-        for origin in (good, denying, slow):
+        for origin in (good, denying, slow, slowish):
             await origin.stop()
         subprocess.run(["umount", "-l", str(read_only / "cache")], timeout=30, check=False)
         for mount in mounts:
