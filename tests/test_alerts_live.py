@@ -106,7 +106,7 @@ class Prometheus:
 
 def node_config(directory: Path, name: str, origin_url: str, server: str = "", more: str = "",
                 cache: Path | None = None) -> Path:
-    cache = cache or directory / f"cache-{name}"
+    cache = cache or directory / "caches" / name
     return write_config(directory, f"""[server]
 workers = 2
 {server}
@@ -236,8 +236,10 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
     slowish = await HTTPOrigin(files={f"{n}.jpg": image for n in range(1000)},
                                behaviour=Behaviour(delay=1.2)).start()
     closed = f"http://127.0.0.1:{free_port()}"
-    mounts = [mount_tmpfs(tmp_path / "small", "size=8m"), mount_tmpfs(tmp_path / "read-only", "size=64m")]
-    small, read_only = (next(mount) for mount in mounts)
+    # every other node's cache on a filesystem of its own: the host's may be nearly full
+    mounts = [mount_tmpfs(tmp_path / "small", "size=8m"), mount_tmpfs(tmp_path / "read-only", "size=64m"),
+              mount_tmpfs(tmp_path / "caches", "size=512m")]
+    small, read_only, _ = (next(mount) for mount in mounts)
     configs = {
         "healthy": node_config(tmp_path, "healthy", good.url),
         "idle": node_config(tmp_path, "idle", good.url),
@@ -286,7 +288,7 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         subprocess.run(["mount", "-o", "remount,bind,ro", str(cache)], check=True, timeout=30)
 
         await prometheus.until_scraped("damaged")  # else its first sample holds the error already
-        await damage_one_output(nodes["damaged"], tmp_path / "cache-damaged")
+        await damage_one_output(nodes["damaged"], tmp_path / "caches" / "damaged")
         traffic.every(0.1, nodes["healthy"], widths(repeat=8))
         traffic.every(0.1, nodes["origin_down"], widths())
         traffic.every(0.1, nodes["origin_denied"], widths())
