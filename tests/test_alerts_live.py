@@ -221,6 +221,13 @@ def grafana(query: str) -> str:
     return query
 
 
+def test_the_rules_tested_differ_from_the_shipped_ones_in_their_durations_only():
+    shipped = ALERTS.read_text()
+    tested = shortened(shipped)
+    assert re.search(r"(\[|for: )\d+[smhd](\]|\n)", tested) is None and "[5000ms]" in tested
+    assert re.sub(r"\d+(ms|[smhd])\b", "D", tested) == re.sub(r"\d+(ms|[smhd])\b", "D", shipped)
+
+
 def test_the_rules_cover_every_alert():
     names = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]}
     assert names == set(EXPECTED) | NOT_INDUCED
