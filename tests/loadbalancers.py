@@ -134,10 +134,15 @@ class LoadBalancer:
                     time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate `process` (a balancer, a Prometheus), killed if it has not exited within 10 s."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)

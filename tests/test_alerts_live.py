@@ -21,6 +21,7 @@ import yaml
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.testing import NodeProcess, photo_image, solid_image, write_config
+from tests.loadbalancers import stop_process
 from tests.nodes import until_stored
 from tests.s3server import shared_cache_table
 from tests.servers import Behaviour, HTTPOrigin
@@ -96,12 +97,7 @@ class Prometheus:
 
     def stop(self) -> None:
         self.client.close()
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process)
 
 
 def node_config(directory: Path, name: str, origin_url: str, server: str = "", more: str = "",
