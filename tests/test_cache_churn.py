@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import diskcache
 
+from edge.cache import Caches
 from edge.testing import START_TIMEOUT, NodeProcess, ServingNode, image_size, photo_image, running_node, write_config
 from tests.nodes import local_config
 
@@ -110,7 +111,7 @@ def test_a_value_file_left_by_a_worker_killed_while_storing_is_removed(tmp_path)
 
     node = NodeProcess(config)
     try:
-        node.wait_for_log(r"cache output tier: removed \d+ bytes of value files that no entry names")
+        node.wait_for_log(r"cache output tier: removed \d+ value file\(s\) that no entry names")
         assert set(_value_files(outputs)) == named
         status, headers, body = ServingNode(node).get("/tr:w-200,f-png/photo.jpg")
         assert (status, headers["X-Cache"], image_size(body)) == (200, "HIT", (200, 150))
@@ -146,3 +147,21 @@ def test_a_budget_lowered_across_a_restart_holds_before_any_store(tmp_path):
         evicted = node.metrics().total("edge_cache_evictions_total", tier="output")
         with diskcache.Cache(str(outputs)) as tier:
             assert tier.volume() <= 4_000_000 and len(tier) == stored - evicted
+
+
+def test_an_empty_value_file_left_behind_is_removed_and_told(tmp_path, caplog):
+    """A process killed right after diskcache created a value's file leaves it empty: it is an orphan all the
+    same, and the line saying so counts files (a count of bytes freed, 0, had said nothing)."""
+    caches = Caches(tmp_path / "cache", 10**8, 10**8)
+    try:
+        folder = tmp_path / "cache" / "outputs" / "ab" / "cd"
+        folder.mkdir(parents=True)
+        (folder / "0123456789abcdef0123456789ab.val").write_bytes(b"")
+        an_hour_ago = time.time() - 3600
+        os.utime(folder / "0123456789abcdef0123456789ab.val", (an_hour_ago, an_hour_ago))
+        with caplog.at_level("WARNING"):
+            assert caches.outputs.remove_orphans() == 1
+        assert not (folder / "0123456789abcdef0123456789ab.val").exists()
+        assert "cache output tier: removed 1 value file(s) that no entry names, 0 bytes" in caplog.text
+    finally:
+        caches.close()

@@ -324,13 +324,13 @@ class DiskTier:
         """Delete the value files no entry names that were last written more than `older_than` seconds ago:
         what a process killed while storing left (diskcache writes a value's file before its row; in between,
         a SIGKILL, the OOM killer or the supervisor's kill of a hung worker leaves the file, which no
-        budget counts and no eviction deletes). The files of stores under way are younger. How many bytes
-        were freed (blocking: lists the tier's folders)."""
-        def remove(handles: _Handles) -> int:
+        budget counts and no eviction deletes). The files of stores under way are younger. How many files
+        were deleted (blocking: lists the tier's folders)."""
+        def remove(handles: _Handles) -> tuple[int, int]:
             # by file name alone (diskcache's are random, 28 hex digits): cheaper than a path per file
             named = {os.path.basename(filename) for (filename,) in handles[1]._sql(
                 "SELECT filename FROM Cache WHERE filename IS NOT NULL").fetchall()}
-            written_before, freed = time.time() - older_than, 0
+            written_before, files, freed = time.time() - older_than, 0, 0
             for folder, _, names in os.walk(self.directory):
                 for name in names:
                     if name in named or not name.endswith(".val"):
@@ -340,15 +340,16 @@ class DiskTier:
                         stat = os.stat(path)
                         if stat.st_mtime < written_before:
                             os.remove(path)
-                            freed += stat.st_size
+                            files, freed = files + 1, freed + stat.st_size
                     except FileNotFoundError:  # another worker's sweep, or diskcache's own cleanup
                         pass
-            return freed
-        freed = self._attempt("remove orphaned files", remove, 0)
-        if freed:
-            log.warning("cache %s tier: removed %d bytes of value files that no entry names (left by a process "
-                        "killed while storing)", self.name, freed)
-        return freed
+            return files, freed
+        # counted in files: a process killed right after creating one leaves it empty
+        files, freed = self._attempt("remove orphaned files", remove, (0, 0))
+        if files:
+            log.warning("cache %s tier: removed %d value file(s) that no entry names, %d bytes (left by a process "
+                        "killed while storing)", self.name, files, freed)
+        return files
 
     def volume(self) -> int:
         return self._attempt("measure", lambda handles: handles[0].volume(), 0)
