@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
+from .cache.health import ERROR_KINDS
 from .httpserver import CONNECTION_CLOSES
 from .signing import REASONS as SIGNATURE_REFUSALS
 
@@ -49,9 +50,8 @@ CACHE_RESULTS = {"output": ("hit", "miss", "stale"), "original": ("hit", "miss",
 #: the least time between two `/metrics` texts a worker makes (`Metrics.scraped`): a flood of
 #: scrapes costs at most 5 a second, and a scrape waits at most this long
 EXPOSITION_SECONDS = 0.2
-#: `tier` values of `edge_cache_errors_total` besides the disk tiers', and its `kind` values (`edge.cache.health`)
+#: `tier` values of `edge_cache_errors_total` besides the disk tiers' (its `kind` values: `ERROR_KINDS`)
 CACHE_ERROR_TIERS = ("memory", "folder", "flight")
-CACHE_ERROR_KINDS = ("full", "unwritable", "corrupt", "damaged", "busy", "io", "unavailable")
 #: `reason` values of `edge_transform_refusals_total`: the transform queue was full, or a transformation
 #: waited `[server] transform_queue_timeout` in it
 TRANSFORM_REFUSALS = ("queue_full", "queue_timeout")
@@ -229,7 +229,7 @@ class Metrics:
                 self.cache_requests.labels(tier, result)
         # a single error (one damaged value, a database rebuilt once) must show in `increase()`
         for tier in (*tiers, *CACHE_ERROR_TIERS):
-            for kind in CACHE_ERROR_KINDS:
+            for kind in ERROR_KINDS:
                 self.cache_errors.labels(tier, kind)
         for reason in TRANSFORM_REFUSALS:
             self.transform_refusals.labels(reason)

@@ -31,6 +31,11 @@ _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
+#: every `kind` a cache failure is counted under: `error_kind`'s, a stored value failing its hash check
+#: (`damaged`) and the versions file that cannot be opened (`unavailable`)
+ERROR_KINDS = ("full", "unwritable", "corrupt", "damaged", "busy", "io", "unavailable")
+
+
 def error_kind(exc: BaseException) -> str:
     """`full`, `unwritable`, `corrupt`, `busy` or `io`: a short, stable word for metrics."""
     if isinstance(exc, diskcache.Timeout):
