@@ -23,10 +23,11 @@ dying: a full stop), and handles the signals:
   connection that arrives between a worker's last accept and its close is reset (Linux does not
   move it to another socket of the group unless `net.ipv4.tcp_migrate_req` = 1, and none is left).
 
-A serving worker's event loop writes the time into a slot of a page shared with the supervisor
-every second (`Heartbeats`); a worker whose slot is older than `[server] worker_timeout` is blocked
-(a plugin's blocking call in a coroutine, a deadlock): the supervisor kills it and starts another,
-as for a crash.
+Each worker has a pipe to the supervisor: it writes `1` once it serves, then its event loop writes
+a heartbeat byte every second. A serving worker the supervisor has not heard from for `[server]
+worker_timeout` is blocked (a plugin's blocking call in a coroutine, a deadlock): the supervisor kills
+it and starts another, as for a crash. The silence is measured on the supervisor's own clock, from
+when a byte arrived: no shared memory, no time written by one process and read by another.
 
 The supervisor runs even with one worker: one code path for reloads and restarts, at the cost of one
 idle process (a few MB of resident memory beyond what fork shares).
@@ -44,15 +45,12 @@ import asyncio
 import ctypes
 import gc
 import logging
-import mmap
 import os
 import select
 import signal
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from itertools import chain
 
 from . import memory
@@ -73,36 +71,23 @@ KILL_MARGIN_SECONDS = 5
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 #: how often a serving worker writes its heartbeat
 HEARTBEAT_SECONDS = 1.0
+#: what a worker writes on its pipe: once when it serves, then every `HEARTBEAT_SECONDS`
+SERVING, HEARTBEAT = b"1", b"."
 
 
-class Heartbeats:
-    """Slots of the monotonic time (the same clock in every process), one per worker, in an anonymous
-    shared mapping made before the first fork: written by the workers, read by the supervisor."""
+class Slots:
+    """Small numbers, one per live worker, given back when it exits: its metrics files are named by it."""
 
-    _SLOT = struct.Struct("d")
-
-    def __init__(self, slots: int):
-        self._page = mmap.mmap(-1, self._SLOT.size * slots)
-        self._free = list(range(slots - 1, -1, -1))
+    def __init__(self, count: int):
+        self._free = list(range(count - 1, -1, -1))
 
     def take(self) -> int | None:
-        """A slot for a new worker, its time now (None if all are taken: that worker is not watched)."""
-        if not self._free:
-            return None
-        slot = self._free.pop()
-        self.beat(slot)
-        return slot
+        """A number for a new worker (None if all are taken: its files are named by its pid)."""
+        return self._free.pop() if self._free else None
 
     def give_back(self, slot: int | None) -> None:
         if slot is not None:
             self._free.append(slot)
-
-    def beat(self, slot: int) -> None:
-        self._SLOT.pack_into(self._page, slot * self._SLOT.size, time.monotonic())
-
-    def silence(self, slot: int) -> float:
-        """Seconds since the slot's last beat."""
-        return time.monotonic() - self._SLOT.unpack_from(self._page, slot * self._SLOT.size)[0]
 
 
 @dataclass
@@ -110,10 +95,11 @@ class _Worker:
     pid: int
     number: int
     generation: int
-    ready_fd: int | None  # read end of the pipe the worker writes one byte to once it serves
+    pipe: int | None  # read end of its pipe (`SERVING`, then a `HEARTBEAT` a second); None after EOF
+    heard: float  # when its last byte arrived (its fork, before the first), on the supervisor's clock
     ready: bool = False
     kill_at: float | None = None  # told to stop: killed if still alive then
-    heartbeat: int | None = None  # its slot of `Heartbeats`
+    slot: int | None = None  # from `Slots`
     hung: bool = False  # killed for its silence, not yet reaped
 
 
@@ -138,7 +124,7 @@ class Supervisor:
         self.announced = False
         self._signals: list[int] = []
         # a serving generation, the next one starting and the old one draining, with room to spare
-        self.heartbeats = Heartbeats(4 * config.server.workers + 4)
+        self.slots = Slots(4 * config.server.workers + 4)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -169,18 +155,23 @@ class Supervisor:
         return 1 if self.gave_up else 0
 
     def _wait_for_events(self, wake_read: int) -> None:
-        ready_fds = [w.ready_fd for w in self.workers.values() if w.ready_fd is not None]
-        readable, _, _ = select.select([wake_read, *ready_fds], [], [], 1.0)
+        pipes = [w.pipe for w in self.workers.values() if w.pipe is not None]
+        readable, _, _ = select.select([wake_read, *pipes], [], [], 1.0)
         if wake_read in readable:
             try:
                 os.read(wake_read, 512)
             except BlockingIOError:
                 pass
-        for worker in list(self.workers.values()):
-            if worker.ready_fd is not None and worker.ready_fd in readable:
-                worker.ready = os.read(worker.ready_fd, 1) == b"1"  # EOF: it died before serving
-                os.close(worker.ready_fd)
-                worker.ready_fd = None
+        now = time.monotonic()
+        for worker in self.workers.values():
+            if worker.pipe is not None and worker.pipe in readable:
+                heard = os.read(worker.pipe, 4096)
+                if not heard:  # it is exiting: `_reap` will know how
+                    os.close(worker.pipe)
+                    worker.pipe = None
+                    continue
+                worker.heard = now
+                worker.ready = worker.ready or SERVING in heard
 
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGHUP and not self.stopping:
@@ -204,8 +195,8 @@ class Supervisor:
         for worker in self.workers.values():
             if worker.kill_at is not None and now > worker.kill_at:
                 _kill(worker.pid, signal.SIGKILL)
-            elif (worker.ready and worker.kill_at is None and not worker.hung and worker.heartbeat is not None
-                  and (silence := self.heartbeats.silence(worker.heartbeat)) > self.config.server.worker_timeout):
+            elif (worker.ready and worker.kill_at is None and not worker.hung
+                  and (silence := now - worker.heard) > self.config.server.worker_timeout):
                 log.error("worker %d (pid %d) gave no sign of life for %.0fs (its event loop is blocked): killed",
                           worker.number, worker.pid, silence)
                 worker.hung = True
@@ -213,8 +204,8 @@ class Supervisor:
 
     # -- workers ----------------------------------------------------------------------------------
     def _spawn(self, number: int, generation: int, config: Config) -> None:
-        ready_read, ready_write = os.pipe()
-        heartbeat = self.heartbeats.take()
+        pipe_read, pipe_write = os.pipe()
+        slot = self.slots.take()
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # no supervisor handler runs in the child
         gc.freeze()  # what the child inherits stays shared: its collections no longer write to it
         if config.server.memory_trim:
@@ -229,8 +220,8 @@ class Supervisor:
                 for signum in _SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor reloads; a worker is replaced
-                inherited = [ready_read, *self._wake_fds,
-                             *(w.ready_fd for w in self.workers.values() if w.ready_fd is not None)]
+                inherited = [pipe_read, *self._wake_fds,
+                             *(w.pipe for w in self.workers.values() if w.pipe is not None)]
                 for fd in inherited:
                     os.close(fd)
                 for other in self.sockets[:number] + self.sockets[number + 1:]:
@@ -238,11 +229,10 @@ class Supervisor:
                         sock.close()  # the supervisor keeps them open
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 _die_with_parent()
-                if self.multiprocess_metrics and heartbeat is not None:
+                if self.multiprocess_metrics and slot is not None:
                     from .metrics import name_files_by  # imported once the metrics' folder is chosen
-                    name_files_by(heartbeat)
-                serve_worker(config, self.sockets[number], ready_write, self.metrics_sockets,
-                             partial(self.heartbeats.beat, heartbeat) if heartbeat is not None else None)
+                    name_files_by(slot)
+                serve_worker(config, self.sockets[number], pipe_write, self.metrics_sockets)
             except StartupError as error:
                 log.error("worker %d cannot start: %s", number, error)
                 code = 1
@@ -252,8 +242,8 @@ class Supervisor:
             finally:
                 logging.shutdown()
                 os._exit(code)
-        os.close(ready_write)
-        self.workers[pid] = _Worker(pid, number, generation, ready_read, heartbeat=heartbeat)
+        os.close(pipe_write)
+        self.workers[pid] = _Worker(pid, number, generation, pipe_read, heard=time.monotonic(), slot=slot)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
     def _reap(self) -> None:
@@ -267,14 +257,14 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            if worker.ready_fd is not None:
-                os.close(worker.ready_fd)
+            if worker.pipe is not None:
+                os.close(worker.pipe)
             if self.multiprocess_metrics:  # before its slot, and so its files' name, goes to another worker
                 from prometheus_client import multiprocess
 
                 from .metrics import process_name
-                multiprocess.mark_process_dead(process_name(worker.heartbeat, pid))
-            self.heartbeats.give_back(worker.heartbeat)
+                multiprocess.mark_process_dead(process_name(worker.slot, pid))
+            self.slots.give_back(worker.slot)
             self._on_exit(worker, os.waitstatus_to_exitcode(status))
 
     def _on_exit(self, worker: _Worker, code: int) -> None:
@@ -365,10 +355,9 @@ def preload() -> None:
     gc.collect()  # the imports' garbage gone before it is frozen in place
 
 
-def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: list = (),
-                 beat: Callable[[], None] | None = None) -> None:
-    """One worker: serve on `sockets` until SIGTERM/SIGINT, then drain. Writes one byte to `ready_fd`
-    once it accepts connections; from then on calls `beat()` every `HEARTBEAT_SECONDS` from its loop."""
+def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list = ()) -> None:
+    """One worker: serve on `sockets` until SIGTERM/SIGINT, then drain. Writes `SERVING` to `pipe` once it
+    accepts connections, then a `HEARTBEAT` every `HEARTBEAT_SECONDS` from its loop."""
     from .fetching import fetch_budget
     from .httpserver import make_server
 
@@ -399,15 +388,14 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        beating = asyncio.create_task(_beating(beat)) if beat is not None else None
-        os.write(ready_fd, b"1")
-        os.close(ready_fd)
+        os.set_blocking(pipe, False)
+        _tell(pipe, SERVING)
+        beating = asyncio.create_task(_beating(pipe))
         await stopping.wait()
         if metrics_server is not None:
             metrics_server.stop()  # as the main port: its queue accepted, a scrape under way answered
         await server.drain(config.server.shutdown_grace, node.give_up_serving)
-        if beating is not None:
-            beating.cancel()
+        beating.cancel()
         if config.server.memory_trim:
             trimming.cancel()
         await node.stop()
@@ -415,10 +403,19 @@ def serve_worker(config: Config, sockets: list, ready_fd: int, metrics_sockets: 
     asyncio.run(serve())
 
 
-async def _beating(beat: Callable[[], None]) -> None:
+async def _beating(pipe: int) -> None:
     while True:
-        beat()
         await asyncio.sleep(HEARTBEAT_SECONDS)
+        _tell(pipe, HEARTBEAT)
+
+
+def _tell(pipe: int, what: bytes) -> None:
+    try:
+        os.write(pipe, what)
+    except BlockingIOError:
+        pass  # a full pipe holds thousands of beats the supervisor has yet to read: it knows we live
+    except BrokenPipeError:
+        pass  # the supervisor is gone, and this worker with it (`_die_with_parent`)
 
 
 def _kill(pid: int, signum: int) -> None:
