@@ -27,7 +27,9 @@ Each worker has a pipe to the supervisor: it writes `1` once it serves, then its
 a heartbeat byte every second. A serving worker the supervisor has not heard from for `[server]
 worker_timeout` is blocked (a plugin's blocking call in a coroutine, a deadlock): the supervisor kills
 it and starts another, as for a crash. The silence is measured on the supervisor's own clock, from
-when a byte arrived: no shared memory, no time written by one process and read by another.
+when a byte arrived: no shared memory, no time written by one process and read by another; and it
+kills only once it has lasted `CONFIRM_SECONDS` past the timeout, so that a clock jumping forward
+(a virtual machine resumed) kills nobody.
 
 The supervisor runs even with one worker: one code path for reloads and restarts, at the cost of one
 idle process (a few MB of resident memory beyond what fork shares).
@@ -73,6 +75,10 @@ _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 HEARTBEAT_SECONDS = 1.0
 #: what a worker writes on its pipe: once when it serves, then every `HEARTBEAT_SECONDS`
 SERVING, HEARTBEAT = b"1", b"."
+#: a silence longer than `worker_timeout` kills only if it is still one this much later: a clock that
+#: jumps forward (a virtual machine resumed or migrated) makes every worker look silent at once, and a
+#: live one beats again within a second
+CONFIRM_SECONDS = 5.0
 
 
 class Slots:
@@ -100,6 +106,7 @@ class _Worker:
     ready: bool = False
     kill_at: float | None = None  # told to stop: killed if still alive then
     slot: int | None = None  # from `Slots`
+    overdue_at: float | None = None  # when its silence was first seen to be over `worker_timeout`
     hung: bool = False  # killed for its silence, not yet reaped
 
 
@@ -195,12 +202,20 @@ class Supervisor:
         for worker in self.workers.values():
             if worker.kill_at is not None and now > worker.kill_at:
                 _kill(worker.pid, signal.SIGKILL)
-            elif (worker.ready and worker.kill_at is None and not worker.hung
-                  and (silence := now - worker.heard) > self.config.server.worker_timeout):
-                log.error("worker %d (pid %d) gave no sign of life for %.0fs (its event loop is blocked): killed",
-                          worker.number, worker.pid, silence)
-                worker.hung = True
-                _kill(worker.pid, signal.SIGKILL)
+            elif worker.ready and worker.kill_at is None and not worker.hung:
+                self._watch(worker, now)
+
+    def _watch(self, worker: _Worker, now: float) -> None:
+        silence = now - worker.heard
+        if silence <= self.config.server.worker_timeout:
+            worker.overdue_at = None
+        elif worker.overdue_at is None:
+            worker.overdue_at = now
+        elif now - worker.overdue_at >= CONFIRM_SECONDS:
+            log.error("worker %d (pid %d) gave no sign of life for %.0fs (its event loop is blocked): killed",
+                      worker.number, worker.pid, silence)
+            worker.hung = True
+            _kill(worker.pid, signal.SIGKILL)
 
     # -- workers ----------------------------------------------------------------------------------
     def _spawn(self, number: int, generation: int, config: Config) -> None:

@@ -1,6 +1,6 @@
 """A machine whose wall clock steps (a VM resumed after hours, NTP stepping it by hours either way):
 real nodes whose clock libfaketime steps while they run (`CLOCK_MONOTONIC` left alone, as the kernel
-does), and in-process nodes whose freshness clock is moved (docs/operations.md#when-the-clock-steps)."""
+does, but for a VM whose monotonic clock jumps too), and in-process nodes whose freshness clock is moved (docs/operations.md#when-the-clock-steps)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.assets import centre_colour, colour, same_colour, solid
-from tests.nodes import NodeProcess, decode, until, web_config, write_config
+from tests.nodes import NodeProcess, decode, local_config, until, web_config, write_config
 from tests.servers import HTTPOrigin
 from tests.test_purge_races import BLUE, RED, blue, noisy, red
 
@@ -38,9 +38,9 @@ class SteppedClock:
     def step(self, seconds: float) -> None:
         self.file.write_text(f"{seconds:+.0f}\n")
 
-    def env(self) -> dict[str, str]:
+    def env(self, monotonic_too: bool = False) -> dict[str, str]:
         return {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_TIMESTAMP_FILE": str(self.file),
-                "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+                "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "0" if monotonic_too else "1"}
 
 
 @pytest.fixture
@@ -72,6 +72,25 @@ async def purge(node: NodeProcess, url: str) -> None:
                                              headers={"Authorization": f"Bearer {TOKEN}"},
                                              body=json.dumps({"url": url}).encode())
     assert response.code == 200, response.body
+
+
+@needs_faketime
+def test_a_monotonic_clock_jumping_forward_kills_no_worker(clock, tmp_path):
+    """A virtual machine resumed or migrated sees even `CLOCK_MONOTONIC` jump: every worker's last heartbeat
+    then looks an hour old at once, and the first worker heard from after the jump woke the supervisor
+    while the other's silence read 3600 s: killed, its requests lost. Live workers beat again within a
+    second and are kept; one truly silent is still killed (tests/test_workers.py)."""
+    node = NodeProcess(write_config(tmp_path, local_config(before='[server]\nworkers = 2\nworker_timeout = "2s"')),
+                       env=clock.env(monotonic_too=True))
+    try:
+        workers = sorted(node.worker_pids())
+        for hours in (1, 2, 3):  # forward only, as CLOCK_MONOTONIC goes
+            clock.step(hours * HOUR)
+            time.sleep(3)  # longer than worker_timeout: an absence of kills is what is checked
+        assert sorted(node.worker_pids()) == workers
+        assert not [line for line in node.log if "no sign of life" in line]
+    finally:
+        assert node.stop() == 0
 
 
 @needs_faketime
