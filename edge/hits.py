@@ -31,8 +31,9 @@ from .server import (ADMIN_HANDLERS, CONTENT_LENGTH, LARGE_BODY, Node, client_ad
 log = logging.getLogger("edge.server")
 
 _OK = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
-#: request headers that need more than the shortcut does: a body, or a conditional answer
-_NOT_PLAIN = ("Content-Length", "Transfer-Encoding", "If-None-Match")
+#: request headers that need more than the shortcut does: a body, or a conditional answer (`If-Modified-Since`
+#: is not evaluated, `If-Range` only goes with a `Range`, which is ignored: docs/caching.md)
+_NOT_PLAIN = ("Content-Length", "Transfer-Encoding", "If-None-Match", "If-Match", "If-Unmodified-Since")
 #: the header an HTTP/1.1 request must have: without it, the application's 400 (RFC 9112 3.2)
 _HOST = "Host"
 

@@ -7,6 +7,7 @@ the handlers. `ImageHandler` is HTTP in and HTTP out; the request path itself is
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 import re
@@ -482,8 +483,9 @@ class ImageHandler(BaseHandler):
         refusal of a large body is made here already, before it is read: else a crowd of refused requests
         reads theirs, four at a time, over the worker's `send_memory` (docs/security.md#memory). A body that
         gets through here is held in `_respond`."""
-        if_none_match = header_value(self.request.headers, "If-None-Match")
-        if self.request.method == "HEAD" or (etag and _etag_matches(if_none_match, etag)):
+        headers = self.request.headers
+        if self.request.method == "HEAD" or (etag and (_etag_matches(header_value(headers, "If-None-Match"), etag)
+                                                       or _failed_precondition(headers, etag, None))):
             return False
         if size > LARGE_BODY and self.node.large_bodies.refuses(size):
             raise SendMemoryExhausted()
@@ -495,6 +497,9 @@ class ImageHandler(BaseHandler):
 
     def _respond(self, output: CachedOutput, signed_until: int | None) -> None:
         self.origin_name = output.source.origin
+        if _failed_precondition(self.request.headers, output.etag, output.source.last_modified):
+            self._send_plain(412, "precondition failed")
+            return
         # Tornado's header map, filled without `set_header`'s checks of each value: these were
         # checked once, when the output was made (`CachedOutput.headers`), or are the node's own
         self._headers.update(image_headers(self.node, output, signed_until, self.cache_result))
@@ -625,6 +630,25 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
         return True
     candidates = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
     return etag in candidates
+
+
+def _failed_precondition(headers: httputil.HTTPHeaders, etag: str, last_modified: str | None) -> bool:
+    """Whether an image answer's `If-Match`, or without it its `If-Unmodified-Since`, fails (RFC 9110 13.2.2,
+    steps 1 and 2): the answer is then a 412, never the image. `If-Match` compares strongly (a `W/` tag never
+    matches); a date that does not parse, or an output without `Last-Modified`, leaves the request as it is."""
+    if "If-Match" in headers:
+        if_match = headers["If-Match"].strip()
+        return if_match != "*" and etag not in (tag.strip() for tag in if_match.split(","))
+    if last_modified is None or "If-Unmodified-Since" not in headers:
+        return False
+    since, modified = _http_time(headers["If-Unmodified-Since"]), _http_time(last_modified)
+    return since is not None and modified is not None and modified > since
+
+
+def _http_time(text: str) -> int | None:
+    """An HTTP date as Unix seconds, or None if it is not one."""
+    parsed = email.utils.parsedate_tz(text)
+    return email.utils.mktime_tz(parsed) if parsed is not None else None
 
 
 class HealthHandler(BaseHandler):

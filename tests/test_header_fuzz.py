@@ -1,6 +1,6 @@
 """Random request headers against a running node (`edge serve` in a child process): the ones it reads (client
-hints, `Accept`, `If-None-Match`, CORS, `X-Request-Id`, `X-Forwarded-For`, `Authorization`) and others a
-client sends, with numbers out of every range (`1e309`, `nan`, `-0`), junk, lists and long values, on image
+hints, `Accept`, `If-None-Match`, `If-Match`, `If-Unmodified-Since`, CORS, `X-Request-Id`, `X-Forwarded-For`,
+`Authorization`) and others a client sends, with numbers out of every range (`1e309`, `nan`, `-0`), junk, lists and long values, on image
 URLs with and without client hints, HEAD and preflights included. Never a 500, only the statuses the spec
 names, every answer within the render deadline plus a margin. (The framing headers, `Content-Length`,
 `Transfer-Encoding` and `Expect`, are `tests/test_server_limits.py`'s.)"""
@@ -14,10 +14,11 @@ from tests.nodes import local_config, write_config
 from tests.test_url_fuzz import BOUND, RENDER_TIMEOUT
 
 EXAMPLES = 150
-#: what an answer may be: the fuzz's image statuses, a preflight's 204 and a plain `OPTIONS`' 405
-STATUSES = {200, 204, 304, 400, 404, 405, 503}
+#: what an answer may be: the fuzz's image statuses, a preflight's 204, a plain `OPTIONS`' 405 and a failed
+#: `If-Match`'s or `If-Unmodified-Since`'s 412
+STATUSES = {200, 204, 304, 400, 404, 405, 412, 503}
 NAMES = ["Accept", "Sec-CH-Width", "Width", "Sec-CH-DPR", "DPR", "Sec-CH-Viewport-Width", "Viewport-Width",
-         "If-None-Match", "If-Modified-Since", "If-Match", "If-Range", "Range", "Origin",
+         "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range", "Range", "Origin",
          "Access-Control-Request-Method", "Access-Control-Request-Headers", "X-Request-Id", "X-Forwarded-For",
          "Authorization", "Cookie", "Referer", "User-Agent", "Accept-Encoding", "Cache-Control", "Save-Data"]
 PATHS = ["/tr:w-auto/astronaut.jpg", "/tr:w-auto,dpr-auto/astronaut.jpg", "/tr:dpr-auto,w-300/coffee.jpg",

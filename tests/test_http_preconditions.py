@@ -1,0 +1,102 @@
+"""HTTP caching semantics as a CDN or a browser in front of the node sees them (RFC 9110 13, 15.2), over a real
+socket: `If-Match` and `If-Unmodified-Since` on GET and HEAD, on misses, disk hits and memory hits."""
+
+import email.utils
+import os
+import shutil
+
+import pytest
+
+from tests.nodes import SAMPLES, local_config, write_config
+
+#: the originals' modification time, so that their `Last-Modified` is known: 2024-03-01 12:00:00 UTC
+MODIFIED = 1709294400
+LAST_MODIFIED = email.utils.formatdate(MODIFIED, usegmt=True)
+BEFORE = email.utils.formatdate(MODIFIED - 1, usegmt=True)
+
+
+@pytest.fixture
+async def node(node_factory, tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    for name in ("coffee.jpg", "chelsea.jpg"):
+        shutil.copyfile(SAMPLES / name, root / name)
+        os.utime(root / name, (MODIFIED, MODIFIED))
+    return await node_factory(write_config(tmp_path, local_config(root)))
+
+
+async def _answers(node, path: str, headers: dict[str, str]):
+    """The answers to `path` with `headers`, as a miss (GET and HEAD of a URL never asked for before, each its
+    own), then from the cache (GET and HEAD once the output is stored, twice each: a disk hit, then a memory
+    hit), each as (method, status, body, headers)."""
+    answers = []
+    for method in ("HEAD", "GET"):
+        url = f"{path}?tr=w-{40 + len(answers)}"  # a miss each
+        answer = await node.fetch(url, method=method, headers=headers)
+        answers.append((method, answer.code, answer.body, answer.headers))
+    url = f"/tr:w-30{path}"
+    plain = await node.fetch(url)
+    assert plain.code == 200
+    for method in ("GET", "HEAD", "GET", "HEAD"):
+        answer = await node.fetch(url, method=method, headers=headers)
+        answers.append((method, answer.code, answer.body, answer.headers))
+    return plain, answers
+
+
+@pytest.mark.parametrize("condition", [
+    {"If-Match": '"another"'},
+    {"If-Match": '"another", "and-another"'},
+    {"If-Unmodified-Since": BEFORE},
+    {"If-Match": '"another"', "If-Unmodified-Since": LAST_MODIFIED},  # If-Match decides
+])
+async def test_a_precondition_that_fails_is_a_412_and_sends_no_image(node, condition):
+    # RFC 9110 13.1.1, 13.1.4: the origin server MUST NOT perform the method; the node served the image
+    _, answers = await _answers(node, "/coffee.jpg", condition)
+    for method, status, body, headers in answers:
+        assert status == 412, (method, condition)
+        assert headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert headers["Cache-Control"] == "no-store"
+        assert body == (b"" if method == "HEAD" else b"precondition failed\n")
+
+
+async def test_a_weak_tag_never_satisfies_if_match(node):
+    # If-Match compares strongly (RFC 9110 13.1.1): the output's own ETag made weak does not match
+    first = await node.fetch("/tr:w-30/coffee.jpg")
+    answer = await node.fetch("/tr:w-30/coffee.jpg", headers={"If-Match": "W/" + first.headers["ETag"]})
+    assert answer.code == 412
+
+
+async def test_preconditions_that_hold_serve_the_image(node):
+    first = await node.fetch("/tr:w-30/coffee.jpg")
+    etag = first.headers["ETag"]
+    for condition in ({"If-Match": etag}, {"If-Match": f'"another", {etag}'}, {"If-Match": "*"},
+                      {"If-Unmodified-Since": LAST_MODIFIED},
+                      {"If-Unmodified-Since": "not a date"},  # ignored (RFC 9110 13.1.4)
+                      {"If-Match": etag, "If-Unmodified-Since": BEFORE}):  # ignored after If-Match
+        for method in ("GET", "HEAD"):
+            answer = await node.fetch("/tr:w-30/coffee.jpg", method=method, headers=condition)
+            assert (answer.code, answer.headers["ETag"]) == (200, etag), (method, condition)
+            assert answer.body == (b"" if method == "HEAD" else first.body)
+
+
+async def test_if_none_match_is_evaluated_after_if_match(node):
+    first = await node.fetch("/tr:w-30/coffee.jpg")
+    etag = first.headers["ETag"]
+    answer = await node.fetch("/tr:w-30/coffee.jpg", headers={"If-Match": etag, "If-None-Match": etag})
+    assert (answer.code, answer.headers["ETag"]) == (304, etag)
+
+
+async def test_the_etag_of_another_format_fails_if_match(node):
+    webp = await node.fetch("/tr:w-30,f-auto/coffee.jpg", headers={"Accept": "image/webp"})
+    assert webp.headers["Content-Type"] == "image/webp"
+    avif = await node.fetch("/tr:w-30,f-auto/coffee.jpg", headers={"Accept": "image/avif",
+                                                                   "If-Match": webp.headers["ETag"]})
+    assert avif.code == 412
+
+
+async def test_preconditions_are_ignored_on_an_error(node):
+    # RFC 9110 13.2.1: only an answer that would have been a 2xx is made conditional
+    for condition in ({"If-Match": '"another"'}, {"If-Unmodified-Since": BEFORE}):
+        missing = await node.fetch("/tr:w-30/missing.jpg", headers=condition)
+        invalid = await node.fetch("/tr:w-x/coffee.jpg", headers=condition)
+        assert (missing.code, invalid.code) == (404, 400)
