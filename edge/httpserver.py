@@ -455,6 +455,11 @@ class EdgeHTTPServer(HTTPServer):
 _FAULTY_FRAMING = "Transfer-Encoding in an HTTP/1.0 request"
 
 
+def _has_body(headers: httputil.HTTPHeaders) -> bool:
+    """Whether a request's framing announces a body (RFC 9112 6.3)."""
+    return "Transfer-Encoding" in headers or headers.get("Content-Length", "0").strip() not in ("", "0")
+
+
 class _Limited(httputil.HTTPMessageDelegate):
     """Applies the per-path body limit once the request line is known, before the body is read, and
     refuses a request whose framing is faulty."""
@@ -490,6 +495,10 @@ class _Limited(httputil.HTTPMessageDelegate):
         host = headers["Host"] if "Host" in headers else ""  # an empty one is allowed (RFC 9110 7.2)
         if host and not _is_authority(host):
             raise httputil.HTTPInputError("Invalid or repeated Host header")
+        if "Expect" in headers and (start_line.version != "HTTP/1.1" or not _has_body(headers)):
+            # Tornado answers `100 (Continue)` whenever it sees the header: never to an HTTP/1.0 client, whose
+            # expectation is ignored (RFC 9110 15.2, 10.1.1), nor when no body is to come (10.1.1 allows that)
+            del headers["Expect"]
         settings = self._server.settings
         start_line = origin_form(start_line, headers)
         path = start_line.path.split("?", 1)[0]

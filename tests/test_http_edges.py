@@ -356,3 +356,37 @@ async def test_error_answers_are_never_sniffed(node_factory, tmp_path, method, t
     answer = await exchange(node.url, raw_get(target, method=method, extra=extra))
     assert (answer.status, answer.headers["content-type"]) == (status, "text/plain; charset=utf-8")
     assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+# -- 11. `Expect: 100-continue` -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("request_head", [
+    # RFC 9110 15.2: never a 1xx to an HTTP/1.0 client (it takes the 100 for the answer); 10.1.1: its
+    # expectation is ignored. Tornado sent `HTTP/1.1 100 (Continue)` before every such answer.
+    "GET /tr:w-20/coffee.jpg HTTP/1.0\r\nExpect: 100-continue\r\n",
+    "GET /tr:w-20/missing.jpg HTTP/1.0\r\nExpect: 100-continue\r\n",
+    # a request without a body has nothing to wait for (10.1.1 lets the 100 be left out)
+    "GET /tr:w-20/coffee.jpg HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nConnection: close\r\n",
+    "HEAD /tr:w-20/coffee.jpg HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\nConnection: close\r\n",
+])
+async def test_no_100_continue_without_a_body_or_to_an_http_1_0_client(node_factory, tmp_path, request_head):
+    node = await node_factory(write_config(tmp_path, local_config()))
+    answer = await exchange(node.url, (request_head + "\r\n").encode())
+    assert answer.status in (200, 404)  # the answer itself, with no 100 before it
+    assert not answer.body.startswith(b"HTTP/"), answer.body[:100]
+
+
+async def test_a_body_announced_with_expect_still_gets_its_100(node_factory, tmp_path):
+    node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
+    body = b'{"prefix": "/"}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(node))
+    try:
+        writer.write(f"POST /_edge/purge HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n"
+                     f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n".encode())
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        writer.write(body)
+        answer = Answer(await asyncio.wait_for(reader.read(), WAIT))
+    finally:
+        writer.close()
+    assert answer.status == 200 and json.loads(answer.body)["removed"] == 0
