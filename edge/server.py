@@ -7,7 +7,6 @@ the handlers. `ImageHandler` is HTTP in and HTTP out; the request path itself is
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import re
@@ -23,6 +22,7 @@ from tornado import httputil
 from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import CachedOutput, Caches, CacheHealth
+from .cache.entries import http_time
 from .config import Config
 from .errors import (EdgeError, InvalidTransformation, NothingToServe, SendMemoryExhausted, ShuttingDown,
                      StartupError, Unauthorized, one_line)
@@ -497,7 +497,7 @@ class ImageHandler(BaseHandler):
 
     def _respond(self, output: CachedOutput, signed_until: int | None) -> None:
         self.origin_name = output.source.origin
-        if _failed_precondition(self.request.headers, output.etag, output.source.last_modified):
+        if _failed_precondition(self.request.headers, output.etag, output.last_modified):
             self._send_plain(412, "precondition failed")
             return
         # Tornado's header map, filled without `set_header`'s checks of each value: these were
@@ -641,14 +641,8 @@ def _failed_precondition(headers: httputil.HTTPHeaders, etag: str, last_modified
         return if_match != "*" and etag not in (tag.strip() for tag in if_match.split(","))
     if last_modified is None or "If-Unmodified-Since" not in headers:
         return False
-    since, modified = _http_time(headers["If-Unmodified-Since"]), _http_time(last_modified)
+    since, modified = http_time(headers["If-Unmodified-Since"]), http_time(last_modified)
     return since is not None and modified is not None and modified > since
-
-
-def _http_time(text: str) -> int | None:
-    """An HTTP date as Unix seconds, or None if it is not one."""
-    parsed = email.utils.parsedate_tz(text)
-    return email.utils.mktime_tz(parsed) if parsed is not None else None
 
 
 class HealthHandler(BaseHandler):

@@ -2,6 +2,10 @@
 encoded before it becomes a header (the canonical `Link`, an origin's header values)."""
 
 import asyncio
+import email.utils
+import os
+import shutil
+import time
 from urllib.parse import quote
 
 import pytest
@@ -82,19 +86,30 @@ BAD_VALUES = [b"Mon, 01 Jan 2024 00:00:00 GMT\x01", "Mon, 01 Jan 2024 00:00:00 \
               b"a\x7fb"]
 
 
+#: an origin's `Last-Modified` that is a valid header value → what the node answers (None: none)
+LAST_MODIFIED = {b"Mon, 01 Jan 2024 02:00:00 +0200": "Mon, 01 Jan 2024 00:00:00 GMT",  # sent as IMF-fixdate
+                 b"Sunday, 31-Dec-23 23:00:00 GMT": "Sun, 31 Dec 2023 23:00:00 GMT",  # RFC 850's form
+                 b"yesterday": None, b"Mon, 01 Jan 99999 00:00:00 GMT": None,
+                 b"Tue, 01 Jan 2036 00:00:00 GMT": "now"}  # in the future: the time of the fetch
+
+
 @pytest.fixture
 async def raw_origin():
     """An HTTP server answering with the raw bytes of `BAD_VALUES[n]` as its `Last-Modified` and `ETag`
-    for `/n.jpg` (real servers and proxies send such things; Tornado would refuse to)."""
+    for `/n.jpg` (real servers and proxies send such things; Tornado would refuse to), and with the n-th
+    of `LAST_MODIFIED` as its `Last-Modified` (and a quoted ETag) for `/date-n.jpg`."""
     image = solid(60, 30, RED)
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await reader.readuntil(b"\r\n\r\n")
-            value = BAD_VALUES[int(request.split(b" ")[1].strip(b"/").split(b".")[0])]
+            name = request.split(b" ")[1].strip(b"/").split(b".")[0]
+            etag = value = BAD_VALUES[int(name)] if name.isdigit() else list(LAST_MODIFIED)[int(name[5:])]
+            if not name.isdigit():
+                etag = b'"%s"' % name
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
                          b"Content-Length: %d\r\nLast-Modified: %s\r\nETag: %s\r\n\r\n%s"
-                         % (len(image), value, value, image))
+                         % (len(image), value, etag, image))
             await writer.drain()
         finally:
             writer.close()
@@ -114,3 +129,33 @@ async def test_an_invalid_header_value_from_the_origin_is_dropped(raw_origin, no
             assert (response.code, response.headers["X-Cache"]) == (200, expected_cache)
             assert decode(response).width == 20
             assert "Last-Modified" not in response.headers
+
+
+async def test_last_modified_is_an_imf_fixdate_never_in_the_future(raw_origin, node_factory, tmp_path):
+    # RFC 9110 5.6.7: a sender sends the IMF-fixdate form only; 8.8.2.1: an origin server never sends a
+    # Last-Modified later than its Date. The origin's value had been passed on as it came.
+    from tests.nodes import web_config
+    node = await node_factory(write_config(tmp_path, web_config(raw_origin)))
+    for n, expected in enumerate(LAST_MODIFIED.values()):
+        before = int(time.time())
+        for expected_cache in ("MISS", "HIT"):
+            response = await node.fetch(f"/tr:w-20/date-{n}.jpg")
+            assert (response.code, response.headers["X-Cache"]) == (200, expected_cache)
+            answered = response.headers.get("Last-Modified")
+            if expected == "now":
+                assert before <= email.utils.parsedate_to_datetime(answered).timestamp() <= time.time()
+                assert answered.endswith(" GMT") and answered <= response.headers["Date"]
+            else:
+                assert answered == expected
+
+
+async def test_a_file_modified_in_the_future_is_last_modified_now(node_factory, tmp_path):
+    shutil.copyfile(SAMPLES / "coffee.jpg", tmp_path / "coffee.jpg")
+    os.utime(tmp_path / "coffee.jpg", (2082758400, 2082758400))  # 2036: a clock that was wrong, an archive
+    node = await node_factory(write_config(tmp_path, local_config(tmp_path)))
+    before = int(time.time())
+    response = await node.fetch("/tr:w-20/coffee.jpg")
+    assert before <= email.utils.parsedate_to_datetime(response.headers["Last-Modified"]).timestamp() <= time.time()
+    # and If-Unmodified-Since is compared with what was answered
+    since = await node.fetch("/tr:w-20/coffee.jpg", headers={"If-Unmodified-Since": response.headers["Date"]})
+    assert since.code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import re
 from dataclasses import dataclass, replace
@@ -30,6 +31,24 @@ def header_value(text: str | None) -> str | None:
     """`text` if it can be sent as a header value as it is, else None: an origin's invalid
     `Last-Modified` or `ETag` is dropped rather than failing every response that would carry it."""
     return text if text is not None and _HEADER_VALUE.fullmatch(text) else None
+
+
+def sent_last_modified(last_modified: str | None, confirmed_at: float) -> str | None:
+    """The `Last-Modified` answered for an origin's: as an IMF-fixdate (RFC 9110 5.6.7: a sender never sends
+    another form; a `+0200` date is converted to GMT), or none if it is no date, and never later than the time
+    the origin last confirmed the original, which every answer's `Date` follows (8.8.2.1: a file's modification
+    time in the future is replaced). The origin's own value stays the validator the node revalidates with."""
+    modified = http_time(last_modified) if last_modified else None
+    return None if modified is None else email.utils.formatdate(min(modified, int(confirmed_at)), usegmt=True)
+
+
+def http_time(text: str) -> int | None:
+    """An HTTP date (any of RFC 9110 5.6.7's forms, leniently) as Unix seconds, or None if it is not one."""
+    parsed = email.utils.parsedate_tz(text)
+    try:
+        return email.utils.mktime_tz(parsed) if parsed is not None else None
+    except (OverflowError, ValueError):  # a year past what the platform's time functions take
+        return None
 
 
 #: how far the clocks of a fleet's nodes may disagree (and a node's clock step back) without effect: an
@@ -96,8 +115,9 @@ class CachedOutput:
         # percent-encoded.
         # nosniff: a browser takes the body for what Content-Type says, never for HTML it sniffed
         headers = [("Content-Type", self.content_type), ("X-Content-Type-Options", "nosniff"), ("Etag", self.etag)]
-        if self.source.last_modified:
-            headers.append(("Last-Modified", self.source.last_modified))
+        last_modified = sent_last_modified(self.source.last_modified, self.source.checked_at)
+        if last_modified:
+            headers.append(("Last-Modified", last_modified))
         vary = ", ".join(filter(None, ("Accept" if self.vary_accept else None, self.client_hints)))
         if vary:
             headers.append(("Vary", vary))
@@ -106,6 +126,8 @@ class CachedOutput:
         if self.canonical_link:
             headers.append(("Link", self.canonical_link))
         object.__setattr__(self, "headers", tuple(headers))
+        #: the `Last-Modified` answered (`If-Unmodified-Since` is compared with it), or None
+        object.__setattr__(self, "last_modified", last_modified)
 
     @property
     def size(self) -> int:
