@@ -1,5 +1,7 @@
-"""HTTP caching semantics as a CDN or a browser in front of the node sees them (RFC 9110 13, 15.2), over a real
-socket: `If-Match` and `If-Unmodified-Since` on GET and HEAD, on misses, disk hits and memory hits."""
+"""HTTP caching semantics as a CDN or a browser in front of the node sees them (RFC 9110 13, RFC 9111), over a
+real socket: `If-Match` and `If-Unmodified-Since` on GET and HEAD, on misses, disk hits and memory hits; a
+304's headers; what a HEAD miss does; and the request headers the node ignores on purpose (`Cache-Control`,
+`Pragma`, `Range`, `If-Modified-Since`: docs/caching.md#conditional-requests-and-head)."""
 
 import email.utils
 import os
@@ -101,3 +103,36 @@ async def test_preconditions_are_ignored_on_an_error(node):
         missing = await node.fetch("/tr:w-30/missing.jpg", headers=condition)
         invalid = await node.fetch("/tr:w-x/coffee.jpg", headers=condition)
         assert (missing.code, invalid.code) == (404, 400)
+
+
+async def test_a_304_carries_the_200s_cache_control_etag_and_vary(node):
+    for path, accept in (("/tr:w-30,f-auto/coffee.jpg", "image/webp"), ("/tr:w-30/coffee.jpg", "image/webp")):
+        first = await node.fetch(path, headers={"Accept": accept})
+        for _ in range(2):  # from disk, then from memory
+            again = await node.fetch(path, headers={"Accept": accept, "If-None-Match": first.headers["ETag"]})
+            assert (again.code, again.body) == (304, b"")
+            for name in ("Cache-Control", "ETag", "Vary", "Last-Modified"):
+                assert again.headers.get(name) == first.headers.get(name), name
+        assert ("Vary" in first.headers) == ("f-auto" in path)
+
+
+async def test_a_head_miss_makes_the_output_a_get_then_finds(node):
+    head = await node.fetch("/tr:w-33/coffee.jpg", method="HEAD")
+    get = await node.fetch("/tr:w-33/coffee.jpg")
+    assert (head.code, head.body, head.headers["X-Cache"], get.headers["X-Cache"]) == (200, b"", "MISS", "HIT")
+    assert (int(head.headers["Content-Length"]), head.headers["ETag"]) == (len(get.body), get.headers["ETag"])
+
+
+@pytest.mark.parametrize("headers", [
+    {"Cache-Control": "no-cache"}, {"Cache-Control": "max-age=0"}, {"Cache-Control": "no-store"},
+    {"Pragma": "no-cache"}, {"Range": "bytes=0-99"}, {"Range": "bytes=-10"}, {"Range": "bytes=999999-"},
+    {"Range": "bytes=0-1,5-9"}, {"Range": "lines=1-2"}, {"Range": "bytes=0-99", "If-Range": '"x"'},
+    {"If-Modified-Since": LAST_MODIFIED},
+])
+async def test_what_the_node_ignores_is_answered_from_the_cache_whole(node, headers):
+    # a client's reload never makes the node render again; Range is ignored (no Accept-Ranges says otherwise)
+    first = await node.fetch("/tr:w-31/coffee.jpg")
+    for _ in range(2):  # from disk (the handler), then from memory (the hit shortcut)
+        again = await node.fetch("/tr:w-31/coffee.jpg", headers=headers)
+        assert (again.code, again.headers["X-Cache"], again.body) == (200, "HIT", first.body)
+        assert "Accept-Ranges" not in again.headers and "Content-Range" not in again.headers
