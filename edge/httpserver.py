@@ -188,12 +188,19 @@ class EarlyAnswers:
                                               cors)
 
 
+def _dated(answer: bytes) -> bytes:
+    """An `EarlyAnswers` answer with its `Date` (RFC 9110 6.6.1: an origin server's 4xx has one; the answers
+    are built once, the date is now)."""
+    status_line, _, rest = answer.partition(b"\r\n")
+    return b"%s\r\nDate: %s\r\n%s" % (status_line, httputil.format_timestamp(time.time()).encode(), rest)
+
+
 def _refuse(sock: socket.socket, answer: bytes) -> None:
-    """Send `answer` on a connection about to be closed, without waiting, then the end of what the node sends;
-    and drop what has arrived of the request: a socket closed with unread bytes resets the connection, and a
-    reset can overtake the answer."""
+    """Send `answer` (`_dated`) on a connection about to be closed, without waiting, then the end of what the
+    node sends; and drop what has arrived of the request: a socket closed with unread bytes resets the
+    connection, and a reset can overtake the answer."""
     try:
-        sock.send(answer, socket.MSG_DONTWAIT)
+        sock.send(_dated(answer), socket.MSG_DONTWAIT)
         sock.shutdown(socket.SHUT_WR)
         sock.recv(_DISCARD_BYTES, socket.MSG_DONTWAIT)
     except OSError:
@@ -216,7 +223,7 @@ class _ConnectionStream(IOStream):
 
     def write(self, data):
         # Tornado writes its 400 in one call, then closes the connection
-        return super().write(self._answers.bad_request if data == _TORNADO_BAD_REQUEST else data)
+        return super().write(_dated(self._answers.bad_request) if data == _TORNADO_BAD_REQUEST else data)
 
     def close_fd(self) -> None:
         # a read over its limit closes the stream; a server's only read to a pattern is the header block's
@@ -485,9 +492,9 @@ class _Limited(httputil.HTTPMessageDelegate):
             gen_log.info("Malformed HTTP message from %s: %s", self._request_conn.context, _FAULTY_FRAMING)
             headers.pop("Connection", None)  # else Tornado answers a 1.0 keep-alive `Connection: Keep-Alive`
             body = _FAULTY_FRAMING.encode() + b"\n"
+            fields = {"Date": httputil.format_timestamp(time.time()), **_closing_fields(self._server.answers.cors, body)}
             self._request_conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", 400, "Bad Request"),
-                                             httputil.HTTPHeaders(_closing_fields(self._server.answers.cors, body)),
-                                             body)
+                                             httputil.HTTPHeaders(fields), body)
             self._request_conn.finish()
             return None
         # RFC 9112 3.2: a repeated Host (which arrives joined by commas) or an invalid one is a 400. Tornado's
