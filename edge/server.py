@@ -71,9 +71,9 @@ ORIGIN_CLOSE_SECONDS = 3.0
 #: `X-Cache` of each `Served.cache`
 X_CACHE_VALUES = {cache: cache.upper() for cache in ("hit", "miss", "stale", "shared")}
 #: the request headers the node reads that a CORS preflight may have allowed (`Access-Control-Allow-Headers`):
-#: content negotiation, revalidation, client hints, the request id; by lower-case name
-CORS_REQUEST_HEADERS = {name.lower(): name for name in ("Accept", "If-None-Match", *WIDTH_HEADERS, *DPR_HEADERS,
-                                                         "X-Request-Id")}
+#: content negotiation, revalidation and preconditions, client hints, the request id; by lower-case name
+CORS_REQUEST_HEADERS = {name.lower(): name for name in ("Accept", "If-None-Match", "If-Match", "If-Unmodified-Since",
+                                                         *WIDTH_HEADERS, *DPR_HEADERS, "X-Request-Id")}
 #: seconds a browser may keep a preflight's answer (Firefox's most; Chromium keeps at most 2 hours)
 CORS_MAX_AGE = "86400"
 

@@ -61,6 +61,14 @@ async def test_a_precondition_that_fails_is_a_412_and_sends_no_image(node, condi
         assert body == (b"" if method == "HEAD" else b"precondition failed\n")
 
 
+async def test_a_page_may_send_the_preconditions(node):
+    preflight = await node.fetch("/tr:w-30/coffee.jpg", method="OPTIONS", headers={
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "if-match,if-unmodified-since"})
+    assert preflight.code == 204
+    assert preflight.headers["Access-Control-Allow-Headers"] == "If-Match, If-Unmodified-Since"
+
+
 async def test_a_weak_tag_never_satisfies_if_match(node):
     # If-Match compares strongly (RFC 9110 13.1.1): the output's own ETag made weak does not match
     first = await node.fetch("/tr:w-30/coffee.jpg")
