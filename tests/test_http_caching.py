@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.nodes import SAMPLES, local_config, write_config
+from tests.nodes import SAMPLES, exchange, local_config, write_config
 
 #: the originals' modification time, so that their `Last-Modified` is known: 2024-03-01 12:00:00 UTC
 MODIFIED = 1709294400
@@ -144,3 +144,15 @@ async def test_what_the_node_ignores_is_answered_from_the_cache_whole(node, head
         again = await node.fetch("/tr:w-31/coffee.jpg", headers=headers)
         assert (again.code, again.headers["X-Cache"], again.body) == (200, "HIT", first.body)
         assert "Accept-Ranges" not in again.headers and "Content-Range" not in again.headers
+
+
+async def test_an_http_1_0_client_gets_whole_images_and_its_connection_closed(node):
+    first = await node.fetch("/tr:w-30/coffee.jpg")
+    keep = "GET /tr:w-30/coffee.jpg HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"  # no Host: HTTP/1.0 has none
+    raw = await exchange(node.url, (keep + keep + "HEAD /tr:w-30/coffee.jpg HTTP/1.0\r\n\r\n").encode())
+    answers = raw.split(b"HTTP/1.1 ")[1:]
+    assert [answer.split(b"\r\n", 1)[0] for answer in answers] == [b"200 OK"] * 3  # then closed (`exchange`)
+    for answer in answers[:2]:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert body == first.body and b"\r\nConnection: Keep-Alive" in head
+    assert answers[2].endswith(b"\r\n\r\n") and b"Content-Length: %d\r\n" % len(first.body) in answers[2]
