@@ -156,3 +156,13 @@ async def test_an_http_1_0_client_gets_whole_images_and_its_connection_closed(no
         head, _, body = answer.partition(b"\r\n\r\n")
         assert body == first.body and b"\r\nConnection: Keep-Alive" in head
     assert answers[2].endswith(b"\r\n\r\n") and b"Content-Length: %d\r\n" % len(first.body) in answers[2]
+
+
+async def test_errors_of_an_f_auto_url_say_how_long_a_cache_keeps_them(node):
+    for method in ("GET", "HEAD"):
+        for accept in ("image/webp", "image/avif"):
+            missing = await node.fetch("/tr:w-30,f-auto/missing.jpg", method=method, headers={"Accept": accept})
+            assert (missing.code, missing.headers["Cache-Control"]) == (404, "public, max-age=60")
+            assert "Vary" not in missing.headers and missing.headers["Content-Length"] == "10"
+            invalid = await node.fetch("/tr:w-x,f-auto/coffee.jpg", method=method, headers={"Accept": accept})
+            assert (invalid.code, invalid.headers["Cache-Control"]) == (400, "no-store")
