@@ -3,7 +3,8 @@ S3-compatible bucket, and a node that misses locally reads it from there before 
 A node that inherits a lost node's URLs, joins, or restarts with an empty disk serves them without
 fetching or rendering again (docs/fleet.md).
 
-- **Keys** start with the endpoint and the original's path, so a purge finds them by prefix:
+- **Keys** start with the endpoint and the original's path, so a purge finds them by prefix (a file's
+  own directly under it: `delete_prefix`):
   `<folder><endpoint>/<path of the original>/<hash of the rest of the cache key>` (the default
   endpoint is `_default`, which no endpoint id can be). A path that S3 or an HTTP library could
   rewrite (`.`/`..`/empty segments) or that makes the key too long is simply not shared.
@@ -238,8 +239,12 @@ class SharedTier:
         prefix = self.object_prefix(key_prefix)
         if prefix is None:
             return 0
+        # a path's objects are `<path>/<hash>`: those of a file `a` are directly under `a/`, those of the
+        # folder `a/`'s files deeper. A purge of `a` takes its own only, one of the prefix `a/` all but them
+        whole_path = key_prefix.count("\0") == 2  # `endpoint \0 path \0`, as `object_prefix` reads it
+        direct = True if whole_path else False if prefix.endswith("/") else None
         # listing and deleting a large prefix takes many calls: allow it more than one read
-        return await self._reported("delete", self.store.delete_prefix(prefix), self.timeout * 10)
+        return await self._reported("delete", self.store.delete_prefix(prefix, direct), self.timeout * 10)
 
     async def record_purge(self, key_prefix: str) -> None:
         """Write a purge of a cache key prefix to the journal, for the nodes it does not reach. Raises

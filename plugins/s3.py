@@ -217,16 +217,19 @@ class S3Origin(Origin):
         with self.classified("PutObject", key):
             await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
 
-    async def delete_prefix(self, prefix: str) -> int:
+    async def delete_prefix(self, prefix: str, direct: bool | None = None) -> int:
         """Delete every object whose key starts with `prefix` (ListObjectsV2 pages, then DeleteObjects
-        in batches of up to 1000); how many were deleted."""
+        in batches of up to 1000); how many were deleted. `direct`: True, only those with no `/` after
+        `prefix` (listed with that delimiter: not the sub-folders' objects); False, only those with one."""
         deleted = 0
+        listing = {"Bucket": self.bucket, "Prefix": prefix, **({"Delimiter": "/"} if direct else {})}
         with self.classified("ListObjectsV2", prefix):
-            async for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                                     Prefix=prefix):
+            async for page in self._client.get_paginator("list_objects_v2").paginate(**listing):
                 # only what the prefix covers: a store that ignores `Prefix` (broken, or not S3) lists the
-                # bucket, and every key of it was deleted, outside the shared tier's folder too
-                keys = [item["Key"] for item in page.get("Contents", []) if item["Key"].startswith(prefix)]
+                # bucket, and every key of it was deleted, outside the shared tier's folder too; nor one
+                # that ignores the delimiter the sub-folders
+                keys = [item["Key"] for item in page.get("Contents", []) if item["Key"].startswith(prefix)
+                        and (direct is None or ("/" in item["Key"][len(prefix):]) != direct)]
                 await self.delete_keys(keys)
                 deleted += len(keys)
         return deleted

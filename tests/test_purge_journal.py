@@ -139,6 +139,29 @@ async def test_a_shared_object_made_before_a_purge_is_never_served(start, origin
     assert cached_as(await third.fetch(URL)) == ("SHARED", True)
 
 
+async def test_a_purge_of_a_file_leaves_the_folder_of_the_same_name_and_the_reverse(start, origin, bucket):
+    """The objects of `a` are `outputs/_default/a/<hash>`, those of `a/b.jpg` `outputs/_default/a/b.jpg/<hash>`:
+    one key prefix. A purge of `a` had deleted both, and one of the prefix `/a/` both too."""
+    origin.files.update({"a": solid(120, 80, OLD), "a/b.jpg": solid(120, 80, OLD)})
+    node = await start("node")
+    for url in ("/tr:w-40/a", "/tr:w-40/a/b.jpg"):
+        assert cached_as(await node.fetch(url)) == ("MISS", False)
+    await until_written(bucket, 2)
+    mine, = [key for key in outputs(bucket) if "/b.jpg/" not in key]
+
+    assert (await purge(node, {"url": "/a"}))["shared"] == {"removed": 1, "journal": "written"}
+    left, = outputs(bucket)
+    assert left.startswith("outputs/_default/a/b.jpg/")
+    newcomer = await start("newcomer")  # an empty disk: what is left in the shared tier is all it has
+    assert cached_as(await newcomer.fetch("/tr:w-40/a/b.jpg")) == ("SHARED", False)
+    assert cached_as(await newcomer.fetch("/tr:w-40/a")) == ("MISS", False)
+    assert origin.requests == {"a": 2, "a/b.jpg": 1}
+
+    await until_written(bucket, 2)  # `a` made again
+    assert (await purge(node, {"prefix": "/a/"}))["shared"] == {"removed": 1, "journal": "written"}
+    assert outputs(bucket) == [mine]
+
+
 async def test_the_journal_purges_more_never_less_and_trusts_no_clock_but_the_stores(start, bucket):
     node = await start("node")
     store = node.node.shared.store
