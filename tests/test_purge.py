@@ -1,10 +1,13 @@
 """Purge: `POST /_edge/purge` with the admin token, by URL or by path prefix, and `edge purge`."""
 
 import json
+import signal
+import sqlite3
 import subprocess
 import sys
 
 import pytest
+import pyvips
 
 from edge.config import load_config
 from edge.errors import ConfigError
@@ -162,6 +165,54 @@ async def test_edge_purge_works_on_the_cache_of_a_running_node(config, node):
     prefix = subprocess.run([sys.executable, "-m", "edge", "purge", "--config", str(config),
                              "--prefix", "/nowhere/"], capture_output=True, text=True, timeout=60)
     assert (prefix.returncode, prefix.stderr) == (2, "edge: prefix: no endpoint of this node serves '/nowhere/'\n")
+
+
+#: `edge purge`, killed (SIGKILL) as it is about to delete the second value file of a cache entry
+KILLED_AT_THE_SECOND_FILE = """
+import os, signal, sys
+removed = []
+def kill_at_the_second_value_file(event, args):
+    if event == "os.remove" and str(args[0]).endswith(".val"):
+        removed.append(args[0])
+        if len(removed) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+sys.addaudithook(kill_at_the_second_value_file)
+from edge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def noisy_png() -> bytes:
+    """An original whose outputs are files of their own (over diskcache's 32 KB)."""
+    noise = pyvips.Image.gaussnoise(600, 400, sigma=40, mean=128)
+    return noise.bandjoin([noise, noise]).cast("uchar").copy(interpretation="srgb").pngsave_buffer()
+
+
+def entries(tier) -> list[tuple[str, str | None]]:
+    """(key, value file) of every entry of a tier, read from its database as it is on disk."""
+    with sqlite3.connect(f"file:{tier / 'cache.db'}?mode=ro", uri=True) as database:
+        return database.execute("SELECT key, filename FROM Cache").fetchall()
+
+
+async def test_a_purge_killed_mid_way_leaves_no_entry_naming_a_file_it_deleted(origin, config, node):
+    """diskcache deletes a value's file with its row, inside the purge's one transaction: a purge killed
+    before the commit had its rows rolled back, naming files it had deleted (counted in the tier's size, and
+    `edge cache stats`, until evicted). Now the files go once the rows are committed: a kill in between leaves
+    files no entry names, which the orphan sweep deletes."""
+    origin.files["big.png"] = noisy_png()
+    urls = [f"/shop/tr:w-{width},f-png/big.png" for width in (300, 400, 500)]
+    for url in urls:
+        assert not await cached(node, url)
+    outputs = node.config.cache.dir / "outputs"
+    assert len([name for _, name in entries(outputs) if name]) == 3
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_THE_SECOND_FILE, "purge", "--config", str(config),
+                             "--url", "/shop/big.png"], capture_output=True, text=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [key for key, name in entries(outputs) if name and not (outputs / name).exists()] == []
+    assert entries(outputs) == []  # the deletes were committed
+    assert node.node.caches.outputs.remove_orphans(older_than=0) == 2  # what the kill left
+    assert not await cached(node, urls[0])
+    assert origin.requests["big.png"] == 1  # the purge never reached the originals tier: purge again
 
 
 def test_edge_purge_on_a_cache_folder_that_does_not_exist_says_so_and_makes_none(origin, tmp_path):

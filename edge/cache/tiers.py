@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
@@ -280,11 +280,19 @@ class DiskTier:
         def delete_all(handles: _Handles) -> int:
             writer = handles[0]
             with writer.transact():
-                deleted = [key for key in list(_keys_with_prefix(writer, prefix)) if writer.delete(key)]
+                deleted = _entries_with_prefix(writer, prefix)
+                for _, rowid, _ in deleted:  # diskcache's triggers keep its count and size
+                    writer._sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
             # after the commit: a reader that saw the moved counter while the rows were still there
             # would keep the old output in its memory tier as current
-            for key in deleted:
+            for key, _, _ in deleted:
                 self._changed(key)
+            # and the files only now (diskcache's `delete` in a transaction deletes each file before the
+            # commit: a purge killed in between left rows naming files that were gone). Killed here, the
+            # files are left that no row names, for `remove_orphans`
+            for _, _, filename in deleted:
+                if filename is not None:
+                    writer._disk.remove(filename)
             return len(deleted)
         return self._attempt("delete", delete_all, None)
 
@@ -390,15 +398,18 @@ def _read(reader: diskcache.Cache, key: str, before_read: Callable[[int, dict[st
         return value.read(), meta
 
 
-def _keys_with_prefix(writer: diskcache.Cache, prefix: str) -> Iterator[str]:
+def _entries_with_prefix(writer: diskcache.Cache, prefix: str) -> list[tuple[str, int, str | None]]:
+    """(key, rowid, value file) of the entries whose key starts with `prefix` and that have not expired
+    (diskcache's own reads and deletes ignore those)."""
     # A range over diskcache's `Cache(key, raw)` unique index: str keys are stored as TEXT, which
     # SQLite orders by bytes, and no UTF-8 text starting with `prefix` sorts after prefix + U+10FFFF.
     # (diskcache has no public prefix query; `iterkeys` would scan the whole tier. Like the LRU
     # query above, this reads diskcache's table directly: tests/test_purge.py and
     # tests/test_cache_tiers.py pin both.)
-    rows = writer._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? AND raw = 1",
-                       (prefix, prefix + "\U0010ffff"))
-    return (key for (key,) in rows.fetchall() if isinstance(key, str) and key.startswith(prefix))
+    rows = writer._sql("SELECT key, rowid, filename FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
+                       " AND (expire_time IS NULL OR expire_time > ?)", (prefix, prefix + "\U0010ffff", time.time()))
+    return [(key, rowid, filename) for key, rowid, filename in rows.fetchall()
+            if isinstance(key, str) and key.startswith(prefix)]
 
 
 def _source(meta: dict[str, Any]) -> SourceInfo:
