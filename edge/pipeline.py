@@ -355,7 +355,7 @@ class Pipeline:
         flight: a herd on a URL that just moved to this node reads the shared tier once.)
         `looked_up`: what the originals tier held for the original, when the output's lookup asked."""
         if cached is None and self._shared is not None:
-            cached = await self._shared.get(job.key)
+            cached = await self._shared.get(job.key, await self._caches.last_purge(job.key))
             if cached is not None and self._originals.is_fresh(cached.source):
                 return cached, "shared"
         until, failed, remembered_at = self._failed.get(job.key, (0.0, None, 0.0))

@@ -17,7 +17,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -82,12 +82,14 @@ def key_prefix(router: Router, target: dict[str, str]) -> str:
     return path_prefix_key(request.endpoint.id, request.path)
 
 
-def forget_here(caches: Caches, prefixes: Iterable[str], what: str) -> dict[str, int | None]:
+def forget_here(caches: Caches, prefixes: Iterable[str], what: str,
+                made_at: Callable[[str], float | None] = lambda prefix: None) -> dict[str, int | None]:
     """Remove every entry under each of `prefixes` from this node's tiers (blocking): the count per tier,
-    None for a tier that could not for one of them (unavailable or busy: logged, as `what`)."""
+    None for a tier that could not for one of them (unavailable or busy: logged, as `what`). `made_at(prefix)`:
+    when its purge was made, if not now (one of the fleet's journal)."""
     removed: dict[str, int | None] = {}
     for prefix in prefixes:
-        for tier, count in caches.forget(prefix).items():
+        for tier, count in caches.forget(prefix, made_at(prefix)).items():
             so_far = removed.get(tier, 0)
             removed[tier] = None if count is None or so_far is None else so_far + count
     failed = [tier for tier, count in removed.items() if count is None]

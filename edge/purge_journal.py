@@ -193,6 +193,10 @@ class PurgeJournal:
                                if name not in waiting and min(_parse(name)[0], self._applied_at) >= since}
         _write_applied(self._applied_file, self._applied_at, sorted(self._applied_names)[-MAX_MARKED:])
 
+    def made_at(self, prefix: str) -> float | None:
+        """When the latest purge of `prefix` the journal holds was made (by its clock, at most the reader's)."""
+        return self._times.of(prefix)
+
     def covers(self, cache_key: str, checked_at: float) -> bool:
         """Whether a purge made after `checked_at` covers `cache_key`."""
         return self._times.covers(cache_key, checked_at)

@@ -238,8 +238,10 @@ class Node:
             prefixes = await self.shared.read_purges()
             if not prefixes:
                 return
+            # recorded as made when the journal says, not now: the shared tier's objects made since are current
             removed = await self.caches.io(purge.forget_here, self.caches, prefixes,
-                                           "the fleet's journal's purges (tried again at the next reading)")
+                                           "the fleet's journal's purges (tried again at the next reading)",
+                                           self.shared.journal.made_at)
             if None in removed.values():
                 return
             await asyncio.to_thread(self.shared.journal.applied, len(prefixes))

@@ -180,8 +180,10 @@ class SharedTier:
         return key if len(key.encode()) <= MAX_KEY_BYTES else None
 
     # -- the three operations ---------------------------------------------------------------------
-    async def get(self, cache_key: str) -> CachedOutput | None:
-        """The output stored for `cache_key`, or None (absent, damaged, or the tier failed: counted)."""
+    async def get(self, cache_key: str, purged_at: float | None = None) -> CachedOutput | None:
+        """The output stored for `cache_key`, or None (absent, damaged, made from an original confirmed
+        before a purge that covers it, or the tier failed: counted). `purged_at`: the node's own latest
+        purge covering the key (wall clock), which the journal may not have told this worker yet."""
         key = self.object_key(cache_key)
         if key is None:
             return None
@@ -192,7 +194,8 @@ class SharedTier:
             output = await asyncio.to_thread(decode, found.body, key, time.time())
             if output is None and not found.body.startswith(OLD_MAGIC):
                 self._failed("get", "damaged")
-            if output is not None and self.journal.covers(cache_key, output.source.checked_at):
+            if output is not None and (self.journal.covers(cache_key, output.source.checked_at)
+                                       or (purged_at or 0.0) > output.source.checked_at):
                 output = None  # written late, or by a node that missed the purge: made from a purged original
         except OriginNotFound:
             output = None

@@ -41,6 +41,8 @@ secret_access_key = "{TEST_SECRET}"
 timeout = "{timeout}"
 {more}
 """
+#: seconds a held PutObject waits at most (`Faults.hold`)
+HOLD_SECONDS = 30.0
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/")
 
 
@@ -75,6 +77,10 @@ class Faults:
     delay: float = 0.0  # seconds before answering (cut short by `S3Server.stop`/`reset`)
     truncate_to: int | None = None  # send moto's headers, then only this many body bytes, then close
     only_gets: bool = True
+    #: a PutObject of a key starting with `held_puts` is answered only once `hold` is set (at most
+    #: `HOLD_SECONDS`): a write still under way
+    held_puts: str | None = None
+    hold: threading.Event = field(default_factory=threading.Event)
 
     def applies_to(self, call: S3Call) -> bool:
         return call.is_get or not self.only_gets
@@ -103,6 +109,7 @@ class S3Server:
 
     def stop(self) -> None:
         self._wake.set()
+        self.faults.hold.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()  # the port now refuses connections
@@ -112,6 +119,7 @@ class S3Server:
     def reset(self) -> None:
         """Back to good behaviour, with an empty call log."""
         self._wake.set()
+        self.faults.hold.set()
         with self._lock:
             self.faults = Faults()
             self.calls.clear()
@@ -171,6 +179,8 @@ secret_access_key = "{secret}"
         with self._lock:
             self.calls.append(call)
             faults, wake = self.faults, self._wake
+        if faults.held_puts is not None and call.method == "PUT" and call.key.startswith(faults.held_puts):
+            faults.hold.wait(HOLD_SECONDS)
         if not faults.applies_to(call):
             return self._moto(environ, start_response)
         if faults.delay:

@@ -16,7 +16,7 @@ from edge.origin import OriginFailure
 from edge.purge_journal import APPLIED_FILE, FOLDER, MAX_KEY_BYTES, PurgeJournal, _entry_name
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.fleet import AUTH, TOKEN
-from tests.nodes import decode, until, web_config, write_config
+from tests.nodes import NodeProcess, decode, until, web_config, write_config
 from tests.s3server import shared_cache_table
 from tests.servers import HTTPOrigin
 
@@ -160,6 +160,42 @@ async def test_a_purge_of_a_file_leaves_the_folder_of_the_same_name_and_the_reve
     await until_written(bucket, 2)  # `a` made again
     assert (await purge(node, {"prefix": "/a/"}))["shared"] == {"removed": 1, "journal": "written"}
     assert outputs(bucket) == [mine]
+
+
+async def test_a_write_under_way_across_a_purge_is_never_served_by_its_node(origin, s3, bucket, tmp_path):
+    """The write of an output made before a purge, still under way (a slow store), lands after the purge
+    has emptied the shared tier. The journal holds it back once a worker has read it (within
+    `purge_journal_every`); until then the node's next miss took it as `SHARED`, kept it on disk and sent it
+    with a year's max-age. The node's own purge records hold it back at once, in every worker."""
+    shared = shared_cache_table(s3.url, BUCKET, more='purge_journal_every = "1h"')
+    two_workers = f'[server]\nworkers = 2\n[admin]\ntoken = "{TOKEN}"\n'
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url, two_workers, after=shared)))
+    try:
+        s3.faults.held_puts = "outputs/_default/"
+        assert cached_as(await AsyncHTTPClient().fetch(node.url + URL)) == ("MISS", False)
+
+        async def writing() -> bool:
+            return any(call.method == "PUT" and call.key.startswith("outputs/_default/") for call in s3.calls)
+        await until(writing, "the write to the shared tier")
+        origin.files["img.jpg"] = solid(120, 80, NEW)
+        answer = await purge_process(node, {"url": "/img.jpg"})
+        assert answer["shared"] == {"removed": 0, "journal": "written"}  # not there yet
+        s3.faults.hold.set()
+        await until_written(bucket, 1)  # the old output lands
+
+        for _ in range(6):  # either worker
+            response = await AsyncHTTPClient().fetch(node.url + URL, raise_error=False)
+            assert cached_as(response)[1], response.headers["X-Cache"]
+        assert origin.requests["img.jpg"] == 2
+    finally:
+        node.stop()
+
+
+async def purge_process(node: NodeProcess, target: dict) -> dict:
+    response = await AsyncHTTPClient().fetch(node.url + "/_edge/purge", method="POST", headers=AUTH,
+                                             body=json.dumps(target).encode(), raise_error=False)
+    assert response.code == 200, response.body
+    return json.loads(response.body)
 
 
 async def test_the_journal_purges_more_never_less_and_trusts_no_clock_but_the_stores(start, bucket):

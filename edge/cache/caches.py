@@ -206,19 +206,20 @@ class Caches:
             self.health.failed("folder", error_kind(exc), f"cannot write in {self._directory}: {exc}")
         return problems + self.health.degraded()
 
-    def forget(self, prefix: str) -> dict[str, int | None]:
+    def forget(self, prefix: str, made_at: float | None = None) -> dict[str, int | None]:
         """Delete every entry of every tier whose key starts with `prefix`; the count per tier, None for
         a tier that could not, and `purges: None` when the purge could not be recorded (blocking). The
         purge is recorded as it begins, so that work begun before it stores nothing it covers, and again
-        once done: work begun while it deleted read what it was deleting (edge/cache/purges.py)."""
-        recorded = self._record_purge(prefix)
+        once done: work begun while it deleted read what it was deleting (edge/cache/purges.py). `made_at`:
+        when the purge was made (wall clock), if not now (`PurgeTier.record`)."""
+        recorded = self._record_purge(prefix, made_at)
         removed = {tier.name: tier.delete_prefix(prefix) for tier in self.tiers}
-        recorded = self._record_purge(prefix) and recorded
+        recorded = self._record_purge(prefix, made_at) and recorded
         # a purge not recorded leaves work under way free to store what it made: not done, say so
         return removed if recorded else {**removed, self.purges.name: None}
 
-    def _record_purge(self, prefix: str) -> bool:
-        recorded = self.purges.record(prefix)
+    def _record_purge(self, prefix: str, made_at: float | None) -> bool:
+        recorded = self.purges.record(prefix, made_at)
         self._bump_version(SharedVersions.PURGES)
         return recorded
 

@@ -73,6 +73,10 @@ class PurgeTimes:
         """Whether a purge made after `after` covers `key`."""
         return (self.last(key) or 0.0) > after
 
+    def of(self, prefix: str) -> float | None:
+        """When the latest purge of exactly `prefix` was made, or None."""
+        return self._paths.get(prefix) or self._prefixes.get(prefix)
+
     def last(self, key: str) -> float | None:
         """When the latest purge covering `key` was made, or None."""
         endpoint, _, rest = key.partition("\0")
@@ -113,11 +117,13 @@ class PurgeTier(DiskTier):
     write delete the record of one made seconds before, while the work it raced was still under way.
     Reading the records deletes those past their time instead (`recent`)."""
 
-    def record(self, prefix: str) -> bool:
-        """(blocking) Whether it was recorded (a failure is counted and logged)."""
+    def record(self, prefix: str, made_at: float | None = None) -> bool:
+        """(blocking) Whether it was recorded (a failure is counted and logged). `made_at`: when the purge was
+        made (wall clock), if before now: one of the fleet's journal, applied here later."""
         def write(handles: tuple) -> bool:
             writer = handles[0]
-            tag = json.dumps({"at": time.time(), "node_time": node_time(), "boot": BOOT})
+            at = time.time() if made_at is None else max(made_at, _made_at(writer.get(prefix, tag=True)[1]))
+            tag = json.dumps({"at": at, "node_time": node_time(), "boot": BOOT})
             writer.set(prefix, b"", tag=tag)
             self._evict_to_budget(writer)  # a flood of long prefixes stays within the budget (the oldest go)
             return True
@@ -145,6 +151,15 @@ class PurgeTier(DiskTier):
         if spent:
             self._attempt("delete spent purge records", lambda handles: _delete_unchanged(handles[0], spent), None)
         return recent
+
+
+def _made_at(tag: str | None) -> float:
+    """When the purge a record's tag names was made (0 for none, or not a record of ours): a journal's purge
+    applied late must not make a later one of the same prefix look older."""
+    try:
+        return float(json.loads(tag)["at"])
+    except (TypeError, ValueError, KeyError):
+        return 0.0
 
 
 def _delete_unchanged(writer: diskcache.Cache, records: list[tuple[str, str]]) -> None:
