@@ -659,6 +659,22 @@ class Delivery:
     original_as: str | None
 
 
+def same_asset(origin_path: str) -> list[str]:
+    """The origin paths whose URLs show what `origin_path`'s does while it is not pinned to a version (none, or the
+    SDKs' `v1` placeholder): its public ID with no extension or one of each format the node writes, with and
+    without `v1`, and `origin_path` itself. A purge of one takes them all, as Cloudinary's invalidation does:
+    after an upload, the SDKs' `v1/…` and the `.webp` of a purged `….jpg` had kept showing the old version."""
+    delivery, _, rest = origin_path.partition("/")[2].partition("/")
+    segments = rest.split("/")
+    if len(segments) > 1 and _VERSION.fullmatch(segments[0]):
+        segments = segments[1:]
+    stem, dot, extension = segments[-1].rpartition(".")
+    public = "/".join([*segments[:-1], stem if dot and stem and extension.lower() in EXTENSIONS else segments[-1]])
+    forms = [f"{public}{suffix}" for suffix in ("", *(f".{extension}" for extension in EXTENSIONS))]
+    return [origin_path, *(f"image/{delivery}/{version}{form}" for version in ("", "v1/") for form in forms
+                           if f"image/{delivery}/{version}{form}" != origin_path)]
+
+
 def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[str], secrets: tuple[str, ...], *,
          signed_only: bool, named: Mapping[str, str], named_only: bool, prefix: bool = False) -> Delivery:
     """Path segments after the endpoint (as sent; `decode` percent-decodes one) → a `Delivery`. 404 for

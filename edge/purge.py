@@ -5,6 +5,7 @@ A target is written as a URL the node serves (`https://img.example.com/shop/tr:w
 or just its path (`/shop/shoes/red.jpg`): the host and the first segment pick the endpoint exactly as
 for an image request; the transformation and the query are ignored, since all variants go. A prefix
 is matched against the decoded path (`/shop/shoes/` removes all of `shoes/`; `/shop/` the endpoint).
+A Cloudinary-style URL takes every URL that shows the same asset unpinned (`cloudinary_urls.same_asset`).
 
 In a fleet, a purge received from outside also empties the shared tier (`[shared_cache]`) and is
 sent to every peer (`[fleet] peers`, `edge.fanout`); the answer says how each went, and one that
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .cache import Caches, path_key, path_prefix_key
+from .cloudinary_urls import same_asset
 from .config import Config
 from .errors import BadRequest, ConfigError, NothingToServe, SharedCacheFailure
 from .fanout import FanOut
@@ -64,8 +66,9 @@ def parse_target(target: Any) -> dict[str, str]:
     return target
 
 
-def key_prefix(router: Router, target: dict[str, str]) -> str:
-    """The cache-key prefix of everything the target covers."""
+def key_prefixes(router: Router, target: dict[str, str]) -> list[str]:
+    """The cache-key prefixes of everything the target covers: one, but for the URL of a Cloudinary-style endpoint
+    those of every URL that shows the same unpinned asset (`cloudinary_urls.same_asset`)."""
     (kind, value), = target.items()
     try:
         parts = urlsplit(value)
@@ -78,8 +81,9 @@ def key_prefix(router: Router, target: dict[str, str]) -> str:
     if kind == "url":
         if not request.path:
             raise BadRequest("url: names no image")
-        return path_key(request.endpoint.id, request.path)
-    return path_prefix_key(request.endpoint.id, request.path)
+        paths = same_asset(request.path) if request.endpoint.url_style == "cloudinary" else [request.path]
+        return [path_key(request.endpoint.id, path) for path in paths]
+    return [path_prefix_key(request.endpoint.id, request.path)]
 
 
 def forget_here(caches: Caches, prefixes: Iterable[str], what: str,
@@ -98,10 +102,10 @@ def forget_here(caches: Caches, prefixes: Iterable[str], what: str,
     return removed
 
 
-def _forget(caches: Caches, prefix: str, target: dict[str, str]) -> tuple[bool, dict[str, Any]]:
+def _forget(caches: Caches, prefixes: list[str], target: dict[str, str]) -> tuple[bool, dict[str, Any]]:
     """`forget_here` of one purge: whether every tier could, and the answer for the caller (a tier that
     could not is `"error"`)."""
-    removed = forget_here(caches, [prefix], f"purge of {target}")
+    removed = forget_here(caches, prefixes, f"purge of {target}")
     return None not in removed.values(), {
         "removed": sum(count or 0 for count in removed.values()),
         "by_tier": {tier: "error" if count is None else count for tier, count in removed.items()}}
@@ -112,14 +116,14 @@ async def purge_serving(caches: Caches, router: Router, target: dict[str, str], 
                         forwarded: bool) -> tuple[int, dict[str, Any]]:
     """`POST /_edge/purge` on a running node: the shared tier, this node's tiers, then every peer;
     only this node's tiers when a peer forwarded the call. The status and the answer."""
-    prefix = key_prefix(router, target)  # a bad target is a 400 before anything is purged
+    prefixes = key_prefixes(router, target)  # a bad target is a 400 before anything is purged
     if forwarded:
-        purged, answer = await caches.io(_forget, caches, prefix, target)
+        purged, answer = await caches.io(_forget, caches, prefixes, target)
         return (200 if purged else 502), answer
-    return await _everywhere(caches, prefix, target, token, fan_out, shared)
+    return await _everywhere(caches, prefixes, target, token, fan_out, shared)
 
 
-async def _everywhere(caches: Caches | None, prefix: str, target: dict[str, str], token: Secret | None,
+async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[str, str], token: Secret | None,
                       fan_out: FanOut | None, shared: SharedTier | None) -> tuple[int, dict[str, Any]]:
     """The shared tier first (the purge journal, for the nodes this purge does not reach, then the
     objects, so that no node reads back what is being purged), this node, the peers; 502 when one of
@@ -128,14 +132,15 @@ async def _everywhere(caches: Caches | None, prefix: str, target: dict[str, str]
     shared_answer: dict[str, Any] = {}
     if shared is not None:
         try:
-            await shared.record_purge(prefix)
+            for prefix in prefixes:
+                await shared.record_purge(prefix)
             journal: str | dict[str, str] = "written"
         except SharedCacheFailure as failure:
             journal = {"error": failure.kind}
             purged_everywhere = False
             log.warning("purge of %s not written to the shared cache's journal: %s", target, failure.kind)
         try:
-            shared_answer = {"removed": await shared.delete_prefix(prefix)}
+            shared_answer = {"removed": sum([await shared.delete_prefix(prefix) for prefix in prefixes])}
         except SharedCacheFailure as failure:
             shared_answer = {"error": failure.kind}
             purged_everywhere = False
@@ -143,7 +148,7 @@ async def _everywhere(caches: Caches | None, prefix: str, target: dict[str, str]
         shared_answer["journal"] = journal
     purged, answer = True, {"removed": 0, "by_tier": {}}  # `edge purge` without the node's cache folder
     if caches is not None:
-        purged, answer = await caches.io(_forget, caches, prefix, target)
+        purged, answer = await caches.io(_forget, caches, prefixes, target)
     purged_everywhere = purged_everywhere and purged
     if shared is not None:
         answer["shared"] = shared_answer
@@ -164,7 +169,7 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
         raise ConfigError(f"{config.source}: [admin] token: --fleet calls the peers' purge API, which needs the token")
     if fleet and not config.fleet.others:
         raise ConfigError(f"{config.source}: [fleet] peers: --fleet needs the other nodes of the fleet")
-    prefix = key_prefix(Router(config.endpoints, named=config.named_transformations), target)
+    prefixes = key_prefixes(Router(config.endpoints, named=config.named_transformations), target)
     caches = None
     if config.cache.dir.is_dir():
         caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size)
@@ -186,7 +191,7 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
             shared = SharedTier.of(config, Metrics())
             await shared.open()
         try:
-            return await _everywhere(caches, prefix, target, config.admin_token, fan_out, shared)
+            return await _everywhere(caches, prefixes, target, config.admin_token, fan_out, shared)
         finally:
             if fan_out is not None:
                 fan_out.close()

@@ -4,6 +4,8 @@ Every object is a flat colour of its own (see tests/assets.py), so a test can te
 response WHICH version was served, even after a resize or a format change.
 """
 
+import json
+
 import pytest
 
 from edge.transform.formats import path_format
@@ -195,6 +197,32 @@ async def test_a_purge_after_an_upload_serves_the_new_version_at_once(s3, backup
     for path in ("/tr:w-20/image/upload/replaced.jpg", "/tr:w-30/image/upload/replaced.jpg"):
         assert same_colour(centre_colour(decode(await node.fetch(path))), colour(95)), path
     assert len(s3.lists(BUCKET)) == 2
+
+
+async def test_a_purge_of_a_cloudinary_url_takes_every_url_that_shows_the_asset_unpinned(s3, backup_bucket,
+                                                                                        node_factory, tmp_path):
+    """After an upload, a purge of `…/products/shoe.jpg` had left the SDKs' `v1/products/shoe.jpg` (their
+    default for a public ID in a folder), `shoe.webp` and `shoe` serving the old version; as Cloudinary's
+    invalidation, it takes them all, and only a URL pinned to a version keeps what that version shows."""
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key=DEMO + "resent/1000000001.jpg", Body=solid(40, 30, colour(96)))
+    text = config(s3) + 'url_style = "cloudinary"\n[admin]\ntoken = "cloudinary-purge-token-93"\n'
+    node = await node_factory(write_config(tmp_path, text))
+    unpinned = [f"/demo/image/upload/w_20/{form}" for form in ("resent.jpg", "v1/resent.jpg", "resent.webp", "resent")]
+    pinned = "/demo/image/upload/w_20/v1000000001/resent.jpg"
+    for path in (*unpinned, pinned):
+        assert same_colour(centre_colour(decode(await node.fetch(path))), colour(96)), path
+    client.put_object(Bucket=BUCKET, Key=DEMO + "resent/1000000002.jpg", Body=solid(40, 30, colour(97)))
+    purged = await node.fetch("/_edge/purge", method="POST", body=b'{"url": "/demo/image/upload/resent.jpg"}',
+                              headers={"Authorization": "Bearer cloudinary-purge-token-93"})
+    assert purged.code == 200
+    assert json.loads(purged.body)["by_tier"]["output"] == 4
+    for path in unpinned:
+        response = await node.fetch(path)
+        assert (response.headers["X-Cache"], same_colour(centre_colour(decode(response)), colour(97))) == \
+            ("MISS", True), path
+    response = await node.fetch(pinned)
+    assert (response.headers["X-Cache"], same_colour(centre_colour(decode(response)), colour(96))) == ("HIT", True)
 
 
 @pytest.mark.parametrize("encode_keys, status", [(False, 404), (True, 200)])
