@@ -19,6 +19,7 @@ import glob
 import os
 import platform
 import shutil
+import struct
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -92,11 +93,26 @@ def name_files_by(slot: int) -> None:
 class _WorkersCollector(multiprocess.MultiProcessCollector):
     """The workers' files summed, but for one a worker has only just created: prometheus-client creates
     it empty, then sizes it, and read in between it raised `struct.error` (/metrics answered 500, and a
-    worker starting beside another died in its first status snapshot). Its size never goes back to 0."""
+    worker starting beside another died in its first status snapshot). Its size never goes back to 0.
+
+    The folder changes while it is read: the supervisor removes a reaped worker's live gauge files
+    (`mark_process_dead`), and the worker that takes its slot creates them again, empty at first."""
 
     def collect(self):
-        files = [path for path in glob.glob(os.path.join(self._path, "*.db")) if os.path.getsize(path)]
-        return self.merge(files, accumulate=True)
+        try:
+            return self.merge(self._files(), accumulate=True)
+        except struct.error:  # one sized, then removed and created again (empty) before it was read
+            return self.merge(self._files(), accumulate=True)
+
+    def _files(self) -> list[str]:
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                if os.path.getsize(path):
+                    files.append(path)
+            except FileNotFoundError:  # a dead worker's live gauges, removed since the glob: not counted
+                pass
+        return files
 
 
 class Metrics:

@@ -3,6 +3,7 @@ requests: every count is the whole node's, whichever worker answered."""
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -266,3 +267,49 @@ def test_every_metric_the_docs_alerts_and_dashboard_name_exists_with_the_labels_
         assert name in series, f"{where}: {name} is no metric of the node"
         for label in re.findall(r"([a-z_]+)\s*(?:=~|!=|!~|=)", selector or ""):
             assert label in series[name] | {"instance", "job"}, f"{where}: {name} has no label {label}"
+
+
+
+@pytest.mark.parametrize("between", ["glob and size", "size and read"])
+def test_a_worker_reaped_while_the_folder_is_read_leaves_the_others_counted(tmp_path, monkeypatch, between):
+    """The supervisor removes a dead worker's live gauge files (`mark_process_dead`) whenever it reaps one,
+    and the worker that takes its slot creates them again, empty at first, while a live worker may be
+    reading the folder for a scrape or a status snapshot: a file listed, then removed before it was sized,
+    raised FileNotFoundError, and one sized, then removed and created again before it was read,
+    struct.error: the scrape a 500, the status page too, and a starting worker's first snapshot killed it."""
+    import glob
+
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from edge.metrics import _WorkersCollector
+
+    def write(name, metric, sample, value):
+        values = MmapedDict(str(tmp_path / name))
+        values.write_value(mmap_key(metric, sample, [], [], "help"), value, 0.0)
+        values.close()
+
+    for slot in (0, 1):  # two workers' files, as prometheus-client writes them
+        write(f"counter_slot{slot}.db", "edge_coalesced_requests", "edge_coalesced_requests_total", 5 + slot)
+        write(f"gauge_livesum_slot{slot}.db", "edge_workers", "edge_workers", 1)
+    reaped = tmp_path / "gauge_livesum_slot1.db"
+    if between == "glob and size":
+        listed = glob.glob
+
+        def listed_then_reaped(pattern):
+            found = listed(pattern)
+            reaped.unlink(missing_ok=True)
+            return found
+        monkeypatch.setattr(glob, "glob", listed_then_reaped)
+    else:
+        sized = os.path.getsize
+
+        def sized_then_replaced(path):
+            size = sized(path)
+            if path == str(reaped) and size:
+                reaped.unlink()
+                reaped.touch()  # the replacement's, not sized yet
+            return size
+        monkeypatch.setattr(os.path, "getsize", sized_then_replaced)
+    families = {family.name: family for family in _WorkersCollector(None, path=str(tmp_path)).collect()}
+    assert [s.value for s in families["edge_coalesced_requests"].samples] == [11]  # the dead worker's counts stay
+    assert [s.value for s in families["edge_workers"].samples] == [1]
