@@ -73,10 +73,10 @@ def multiprocess_mode() -> bool:
     return "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
 
-def process_name(slot: int | None, pid: int) -> str:
+def process_name(slot: int) -> str:
     """What a worker's files in the multiprocess folder are named by: its slot (a number no other
-    live worker holds, given back when it exits) when it has one, else its pid."""
-    return f"slot{slot}" if slot is not None else str(pid)
+    live worker holds, given back when it exits: `edge.supervisor.Slots`)."""
+    return f"slot{slot}"
 
 
 def name_files_by(slot: int) -> None:
@@ -87,7 +87,7 @@ def name_files_by(slot: int) -> None:
     folder that grew without bound, and every `/metrics` reading it (8 kills and 20 reloads: 12 → 252
     files, 2.5 → 10.9 ms of CPU a scrape)."""
     from prometheus_client import values
-    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: process_name(slot, 0))
+    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: process_name(slot))
 
 
 class _WorkersCollector(multiprocess.MultiProcessCollector):

@@ -1,6 +1,7 @@
 """`edge serve` as a real process: workers share one port (a socket each), one cache and one
 /metrics; SIGTERM stops everything."""
 
+import asyncio
 import os
 import signal
 import time
@@ -9,8 +10,10 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.supervisor import CONFIRM_SECONDS
-from tests.nodes import NodeProcess, decode, local_config, until_stored, write_config
+from tests.assets import colour, solid
+from tests.nodes import NodeProcess, decode, local_config, until, until_stored, web_config, write_config
 from tests.scrape import samples, scrape, scrape_when, total
+from tests.servers import Behaviour, HTTPOrigin
 
 CONFIG = local_config(before="[server]\nworkers = 2")
 
@@ -143,6 +146,52 @@ async def test_workers_that_die_leave_no_metrics_files_behind_and_their_counts_s
     finally:
         assert node.stop() == 0
 
+
+
+async def test_workers_of_many_reloads_draining_at_once_leave_no_metrics_files_behind(tmp_path):
+    """Reloads whose old workers drain slow requests hold many generations at once. Slots were 4 × workers
+    + 4: a worker past them was named by its pid, and its files stayed in the folder (read by every
+    scrape) after it exited: 9 quick reloads of 2 workers left 38."""
+    hold = asyncio.Event()
+    origin = await HTTPOrigin(files={f"{n}.jpg": solid(40, 30, colour(1)) for n in range(64)},
+                              behaviour=Behaviour(hold=hold)).start()
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    config = web_config(origin.url, '[server]\nworkers = 2\nshutdown_grace = "60s"', origin='timeout = "60s"')
+    node = NodeProcess(write_config(tmp_path, config), env={"TMPDIR": str(temporary)})
+    (folder,) = temporary.glob("edge-metrics-*")
+    client = AsyncHTTPClient(force_instance=True, max_clients=64)
+    held = []
+    try:
+        for generation in range(7):
+            for _ in range(8):  # on separate connections: each worker of this generation is likely to hold some
+                held.append(client.fetch(f"{node.url}/{len(held)}.jpg", raise_error=False, request_timeout=60,
+                                         headers={"Connection": "close"}))
+
+            async def all_held():
+                return origin.requests.total() == len(held)
+            await until(all_held, f"{len(held)} requests held at the origin")
+            mark = len(node.log)
+            node.process.send_signal(signal.SIGHUP)
+
+            async def reloaded():
+                return any("config reloaded" in line for line in node.log[mark:])
+            await until(reloaded, "the reload")
+        assert len(node.worker_pids()) > 12  # beyond the slots there were
+        hold.set()
+        assert {response.code for response in await asyncio.gather(*held)} == {200}
+
+        async def drained():
+            return len(node.worker_pids()) == 2
+        await until(drained, "the old workers' exit")
+        await scrape_when(node.url, "edge_http_requests_total", len(held), status="200")
+        names = [path.name for path in folder.iterdir()]
+        assert all("_slot" in name for name in names), names
+    finally:
+        hold.set()
+        client.close()
+        assert node.stop() == 0
+        await origin.stop()
 
 async def test_a_metrics_file_a_worker_has_only_just_created_is_read_as_empty(tmp_path):
     """prometheus-client creates a worker's file empty, then sizes it: read in between (by a scrape, the
