@@ -354,8 +354,9 @@ class Metrics:
                     bucket.inc(count)
 
     def node_registry(self) -> CollectorRegistry:
-        """The values of this process, or of the whole node in multiprocess mode."""
-        self.flush()
+        """The values of this process, or of the whole node in multiprocess mode, as last written: `flush`
+        first, on the IOLoop. (Reading may be done in a thread, as the status page's snapshots are; a flush
+        from there raced the IOLoop's `add`: a count added as the thread took them was counted twice or lost.)"""
         if multiprocess_mode():
             registry = CollectorRegistry()
             _WorkersCollector(registry)
@@ -363,7 +364,8 @@ class Metrics:
         return self.registry
 
     def exposition(self) -> bytes:
-        """The text of the node's metrics, as they are now."""
+        """The text of the node's metrics, as they are now (call on the IOLoop)."""
+        self.flush()
         return generate_latest(self.node_registry())
 
     async def scraped(self) -> bytes:

@@ -49,8 +49,9 @@ class Snapshot:
 
 
 def snapshot(metrics: Metrics, now: float | None = None) -> Snapshot:
-    """The node's `edge_*` counters and gauges now (blocking: in multiprocess mode it reads every
-    worker's files). Histograms, which the page does not show, would be most of a snapshot's memory."""
+    """The node's `edge_*` counters and gauges as last written (`Metrics.flush`; blocking: in multiprocess
+    mode it reads every worker's files). Histograms, which the page does not show, would be most of a
+    snapshot's memory."""
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in metrics.node_registry().collect()
                if family.name.startswith("edge_") and family.type != "histogram"
@@ -65,10 +66,14 @@ class StatusHistory:
         self._page: tuple[float, str] | None = None
 
     async def take(self) -> None:
-        taken = await asyncio.to_thread(snapshot, self._metrics)
+        taken = await self._snapshot()
         self._snapshots.append(taken)
         while self._snapshots and taken.at - self._snapshots[0].at > HISTORY_SECONDS:
             self._snapshots.popleft()
+
+    async def _snapshot(self, now: float | None = None) -> Snapshot:
+        self._metrics.flush()  # here on the IOLoop, where the counts are gathered, not in the thread
+        return await asyncio.to_thread(snapshot, self._metrics, now)
 
     def baseline(self, now: float, started: float) -> Snapshot:
         """The newest snapshot at least `WINDOW_SECONDS` old; on a node younger than that, its start
@@ -84,7 +89,7 @@ class StatusHistory:
     async def page(self) -> str:
         now = time.time()
         if self._page is None or now - self._page[0] >= RENDER_SECONDS:
-            current = await asyncio.to_thread(snapshot, self._metrics, now)
+            current = await self._snapshot(now)
             self._page = (now, render(current, self.baseline(now, current.total("edge_start_time_seconds"))))
         return self._page[1]
 
