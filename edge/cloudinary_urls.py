@@ -75,9 +75,15 @@ CROP_MODES: dict[str, tuple[str, str, str]] = {
     "crop": ("cm-extract", "cm-extract", "cut a w×h region at `x_`,`y_` (top-left) or by gravity, no scaling"),
     "thumb": ("c-maintain_ratio,fo-auto", "",
               "exactly w×h: scale to cover, crop around the subject (gravity `auto` unless `g_` says otherwise)"),
+    # Cloudinary: "the best crop based on the gravity and specified dimensions", "less aggressive than thumb"
+    # and "more focus than fill", downscaled or upscaled to w×h; how much tighter than fill it crops is its
+    # own analysis and undocumented: the largest crop of the box's ratio around the gravity's focus, as `thumb`
+    "auto": ("c-maintain_ratio", "",
+             "exactly w×h: scale to cover, crop around `g_` (required; `g_auto`: the most interesting part), "
+             "no tighter than `fill`"),
 }
 #: the modes that cut the image to the box (so `ar_` alone means: the largest part of that ratio)
-_CROPPING = ("fill", "lfill", "crop", "thumb")
+_CROPPING = ("fill", "lfill", "crop", "thumb", "auto")
 GRAVITIES = {
     "north": "top", "south": "bottom", "east": "right", "west": "left", "north_east": "top_right",
     "north_west": "top_left", "south_east": "bottom_right", "south_west": "bottom_left", "center": "center",
@@ -96,7 +102,7 @@ WORDS: tuple[Word, ...] = (
     Word("`w_N`, `h_N`", "`w-N`, `h-N`",
          "width, height in pixels; a decimal below 1 is a fraction of the input (`w_0.5`)"),
     Word("`ar_16:9`, `ar_1.5`", "`ar-16-9`, `ar-1.5-1`",
-         "aspect ratio, with one of w/h (alone with `c_fill`, `c_lfill`, `c_crop`, `c_thumb`: "
+         "aspect ratio, with one of w/h (alone with `c_fill`, `c_lfill`, `c_crop`, `c_thumb`, `c_auto`: "
          "the largest part of that ratio)"),
     *(Word(f"`c_{mode}`", ("`c-at_max` step, then " if mode == "lpad" else "") + f"`{ours}`"
            + (f" (one side: `{one}`)" if one and one != ours else ""), meaning)
@@ -421,6 +427,8 @@ class _Component:
         if mode is not None and mode not in CROP_MODES:
             raise self.fail("c", f"crop mode not supported; supported: {', '.join(CROP_MODES)}")
         mode = mode or "scale"
+        if mode == "auto" and "g" not in self.words:  # a required qualifier: what it does without is undocumented
+            raise self.fail("c", "needs a gravity (g_auto for the most interesting part)")
         if "ar" in self.words and "w" not in self.words and "h" not in self.words and mode not in _CROPPING:
             raise self.fail("ar", f"without w_ or h_ only with c_{', c_'.join(_CROPPING)}")
         both, one, _ = CROP_MODES[mode]

@@ -49,11 +49,34 @@ def bucket(s3_server):
         "avatar/1500000000.png": solid(50, 50, colour(3), "png"),
         "shop/v2/boot/1650000000.jpg": solid(400, 300, colour(5)),  # a folder named like a version
         "credited/1650000000.jpg": photo_with_metadata(),
+        f"{BALLOON_PHOTO}/1700000000.jpg": photo_with_a_balloon(),
     }
     for key, body in objects.items():
         client.put_object(Bucket=BUCKET, Key=DEMO + key, Body=body)
     client.put_object(Bucket=BUCKET, Key="res/demo/image/private/secret/1600000000.jpg", Body=solid(40, 30, colour(4)))
     return objects
+
+
+BALLOON_PHOTO = "photos/balloon"  # 4240×2832 (12 MP) JPEG
+ORANGE = (255, 140, 0)
+BALLOON = (3900, 1000, 300)  # centre and radius: right of a centred square crop (x 704–3536)
+
+
+def photo_with_a_balloon() -> bytes:
+    """A 12 MP photo of a grey, grainy field with an orange balloon far off-centre: what content-aware
+    cropping must keep."""
+    import pyvips
+    width, height = 4240, 2832
+    grain = pyvips.Image.gaussnoise(width // 8, height // 8, mean=128, sigma=24, seed=5).resize(8)
+    grain = grain.embed(0, 0, width, height, extend="copy")
+    field = grain.bandjoin([grain, grain]).cast("uchar").copy(interpretation="srgb")
+    return field.draw_circle(list(ORANGE), *BALLOON, fill=True).jpegsave_buffer(Q=88)
+
+
+def orange_pixels(image) -> int:
+    """How many pixels of `image` are the balloon's orange (up to JPEG's noise)."""
+    inside = ((image[:3] - list(ORANGE)).abs() < 30).bandand()
+    return round(inside.avg() / 255 * image.width * image.height)
 
 
 def photo_with_metadata() -> bytes:
@@ -143,6 +166,23 @@ async def test_crop_modes_give_cloudinarys_sizes(node):
     # one node for all (a node per case would cost more than the cases): every mismatch is reported
     answers = [(options, size(await get(node, url(PHOTO, **options)))) for options, _ in CROP_MODES]
     assert [(options, got) for (options, got), (_, expected) in zip(answers, CROP_MODES) if got != expected] == []
+
+
+async def test_auto_crop_keeps_the_most_interesting_part_of_a_12_mp_photo(node):
+    """Cloudinary's `c_auto` "automatically determines the best crop based on the gravity", downscaled to
+    the size asked: the balloon, off-centre, is in the square; a centred `c_fill` misses it."""
+    balloon_area = 3.14159 * (BALLOON[2] * 400 / 2832) ** 2  # at the scale of the 400 px square
+    response = await get(node, f"/demo/image/upload/c_auto,g_auto,w_400,h_400/{BALLOON_PHOTO}.jpg")
+    image = decode(response)
+    assert ((image.width, image.height), loader(response)) == ((400, 400), "jpegload")
+    assert orange_pixels(image) > 0.9 * balloon_area
+    assert orange_pixels(decode(await get(node, f"/demo/image/upload/c_fill,w_400,h_400/{BALLOON_PHOTO}.jpg"))) == 0
+    # the node's own content-aware crop, to the byte
+    assert response.body == (await get(node, f"/ik/tr:w-400,h-400,fo-auto/image/upload/{BALLOON_PHOTO}.jpg")).body
+    # Cloudinary's example, `c_auto,g_auto,ar_16:9,h_150`; and a compass gravity, which c_auto takes too
+    assert size(await get(node, f"/demo/image/upload/c_auto,g_auto,ar_16:9,h_150/{BALLOON_PHOTO}.jpg")) == (267, 150)
+    east = decode(await get(node, f"/demo/image/upload/c_auto,g_east,w_400,h_400/{BALLOON_PHOTO}.png"))
+    assert ((east.width, east.height), orange_pixels(east) > 0.9 * balloon_area) == ((400, 400), True)
 
 
 @pytest.mark.parametrize("options, expected", [
@@ -349,6 +389,9 @@ UNSUPPORTED = [
     (dict(aspect_ratio="1:1", crop="pad"), "ar_1:1"),
     (dict(width=1.5, crop="scale"), "w_1.5"),
     (dict(width=400, height=400, crop="pad", background="auto"), "b_auto"),
+    (dict(width=400, height=400, crop="auto"), "c_auto"),  # without its required gravity
+    (dict(width=400, height=400, crop="fill_pad", gravity="auto"), "c_fill_pad"),
+    (dict(width=400, height=400, crop="auto_pad", gravity="auto"), "c_auto_pad"),
 ]
 
 
