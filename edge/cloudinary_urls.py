@@ -91,7 +91,9 @@ GRAVITIES = {
 }
 #: `q_auto[:level]` → a fixed quality (content-aware tuning is Cloudinary's; these are its levels' usual results)
 QUALITY_LEVELS = {"auto": 70, "auto:low": 50, "auto:eco": 60, "auto:good": 70, "auto:best": 86}
-FORMATS = {"auto": "auto", "jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
+#: `f_auto:image`: "the desired media type when no file extension is included" (image, video, animated)
+FORMATS = {"auto": "auto", "auto:image": "auto", "jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp",
+           "avif": "avif", "gif": "gif"}
 #: Cloudinary's blur and sharpen strengths run 1–2000 (default 100); ours 1–100
 _STRENGTH_SCALE = 20
 FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-copyright"}
@@ -119,7 +121,8 @@ WORDS: tuple[Word, ...] = (
     *(Word(f"`q_{level}`", f"`q-{quality}`", "automatic quality, as a fixed level")
       for level, quality in QUALITY_LEVELS.items()),
     Word(", ".join(f"`f_{f}`" for f in FORMATS), ", ".join(f"`f-{f}`" for f in FORMATS.values()),
-         "output format; `f_auto`: AVIF or WebP as the browser's `Accept` allows, else JPEG (PNG with transparency)"),
+         "output format; `f_auto` (`:image`, the media type, changes nothing on an image): AVIF or WebP as the "
+         "browser's `Accept` allows, else JPEG (PNG with transparency)"),
     Word("`.jpg` `.png` `.webp` `.avif` `.gif` extension", "output format",
          "the extension names the output format; none: the stored format"),
     Word("`dpr_N` (0.1–5), `dpr_auto`", "`w-`, `h-` times N; `dpr-N`, `dpr-auto`",

@@ -297,6 +297,22 @@ async def test_the_extension_or_f_names_the_output_format(node):
     assert loader(await get(node, url(PHOTO, width=100, fetch_format="auto"), accept="*/*")) == "jpegload"
 
 
+async def test_f_auto_image_is_f_auto_on_an_image(node):
+    """`f_auto[:media type]`: the media type (`image`, what some SDK helpers write) only says what to deliver
+    when the URL has no extension: on an image, `f_auto:image` is `f_auto`, for a 12 MP photo as for any."""
+    path = f"/demo/image/upload/c_scale,w_1200/f_auto:image/{BALLOON_PHOTO}"
+    expected = {"image/avif,image/webp": "heifload", "image/webp": "webpload", "*/*": "jpegload"}
+    for accept, decoder in expected.items():
+        response = await get(node, path, accept=accept)
+        image = decode(response)
+        assert ((image.width, image.height), loader(response), response.headers["Vary"]) == \
+            ((1200, 802), decoder, "Accept"), accept
+        assert orange_pixels(image) > 0.9 * 3.14159 * (BALLOON[2] * 1200 / 4240) ** 2  # the balloon, whole
+        assert response.body == (await get(node, path.replace("f_auto:image", "f_auto"), accept=accept)).body
+    refused = await node.fetch(path.replace("f_auto:image", "f_auto:video"))
+    assert (refused.code, refused.body.decode().split(":")[:2]) == (400, ["invalid transformation", " f_auto"])
+
+
 async def test_keep_attribution_keeps_the_copyright_fields_only(node):
     """Cloudinary: `fl_keep_attribution` "Keeps the copyright related fields when stripping meta-data";
     `fl_keep_iptc` "Keeps all meta-data"; without either, none is kept."""
