@@ -99,6 +99,9 @@ _STRENGTH_SCALE = 20
 FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-copyright"}
 _FLAG_MEANINGS = {"progressive": "progressive JPEG", "keep_iptc": "keep all metadata",
                   "keep_attribution": "keep only the copyright-related metadata (EXIF Copyright and Artist)"}
+#: `fl_progressive:<mode>`: Cloudinary's `semi` and `steep` tune a progressive JPEG's scans (fewer of them, or a
+#: preview then one pass), which libvips does not choose; `none`: "Do not deliver a progressive image"
+PROGRESSIVE_MODES = {"semi": "pr-true", "steep": "pr-true", "none": ""}
 
 WORDS: tuple[Word, ...] = (
     Word("`w_N`, `h_N`", "`w-N`, `h-N`",
@@ -150,6 +153,9 @@ WORDS: tuple[Word, ...] = (
     Word("`bo_Npx_solid_<colour>`", "`b-N_<colour>`", "border N px wide"),
     Word("`o_N`", "`o-N`", "opacity 0–100"),
     *(Word(f"`fl_{flag}`", f"`{ours}`", _FLAG_MEANINGS[flag]) for flag, ours in FLAGS.items()),
+    Word(", ".join(f"`fl_progressive:{mode}`" for mode in PROGRESSIVE_MODES),
+         ", ".join(f"`{ours}`" if ours else "(nothing)" for ours in PROGRESSIVE_MODES.values()),
+         "`semi`, `steep`: a progressive JPEG, with the encoder's standard scans; `none`: not progressive"),
     Word("`t_<name>`, `t_<name>.<name>`", "`n-<name>`, `n-<name>:n-<name>`",
          "a named transformation, defined in the node's `[named_transformations]` in its own grammar; several, "
          "dot-separated (as the SDKs write a list of them): one after the other"),
@@ -632,11 +638,17 @@ def _opacity(c: _Component) -> list[str]:
 
 
 def _flag(c: _Component) -> list[str]:
-    flags = c.value("fl").split(".")
-    for flag in flags:
-        if flag not in FLAGS:
-            raise c.fail("fl", f"flag {flag} not supported; supported: {', '.join(FLAGS)}")
-    return sorted({FLAGS[flag] for flag in flags})
+    params = set()
+    for flag in c.value("fl").split("."):
+        name, colon, mode = flag.partition(":")
+        if name == "progressive" and colon and mode in PROGRESSIVE_MODES:
+            params.add(PROGRESSIVE_MODES[mode])
+        elif flag in FLAGS:
+            params.add(FLAGS[flag])
+        else:
+            raise c.fail("fl", f"flag {flag} not supported; supported: {', '.join(FLAGS)}, "
+                               f"progressive:{', progressive:'.join(PROGRESSIVE_MODES)}")
+    return sorted(params - {""})
 
 
 def _default_image(c: _Component) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.cloudinary_urls import CROP_MODES, FLAGS, FORMATS, GRAVITIES, KNOWN_KEYS, QUALITY_LEVELS
+from edge.cloudinary_urls import CROP_MODES, FLAGS, FORMATS, GRAVITIES, KNOWN_KEYS, PROGRESSIVE_MODES, QUALITY_LEVELS
 from tests.fuzzing import fuzz_settings, one_worker, sound_answer
 from tests.nodes import SAMPLES, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
@@ -24,11 +24,12 @@ STORED = {"sample": (1700000000, "jpg"), "shop/logo": (1600000000, "png"), "phot
 PUBLIC_IDS = [*STORED, "missing", "shop", "a:b", "sample.jpg", ""]
 EXTENSIONS = ["", ".jpg", ".png", ".webp", ".avif", ".gif", ".jpeg", ".bmp", ".pdf", ".mp4", ".x"]
 
+PROGRESSIVES = [f"progressive:{mode}" for mode in PROGRESSIVE_MODES]
 colours = st.one_of(st.sampled_from(["red", "rgb:ff0000", "rgb:F00", "rgb:ff000080", "rgb:zz", "transparent",
                                      "auto", "rgb:", "white"]), words)
 known_values = st.one_of(
-    st.sampled_from([*CROP_MODES, *GRAVITIES, *FORMATS, *QUALITY_LEVELS, *FLAGS, "hflip", "vflip", "exif",
-                     "max", "auto", "blur", "blur:300", "sharpen:2000", "grayscale", "contrast", "trim:5",
+    st.sampled_from([*CROP_MODES, *GRAVITIES, *FORMATS, *QUALITY_LEVELS, *FLAGS, *PROGRESSIVES, "hflip", "vflip",
+                     "exif", "max", "auto", "blur", "blur:300", "sharpen:2000", "grayscale", "contrast", "trim:5",
                      "auto_contrast", "16:9", "1.5", "0.5", "2.0", "5px_solid_red", "card", "-90", "10:20:30",
                      "sample", "shop:logo", "iw_div_2", "ih_mul_0.5"]),
     numbers, colours)
@@ -42,7 +43,7 @@ valid = st.one_of(  # words each key accepts, so that many URLs get as far as a 
     st.tuples(st.sampled_from(["w", "h", "x", "y", "r", "o", "q"]), small).map("_".join),
     st.sampled_from([f"c_{mode}" for mode in CROP_MODES] + [f"g_{gravity}" for gravity in GRAVITIES]
                     + [f"f_{fmt}" for fmt in FORMATS] + [f"q_{level}" for level in QUALITY_LEVELS]
-                    + [f"fl_{flag}" for flag in FLAGS]
+                    + [f"fl_{flag}" for flag in [*FLAGS, *PROGRESSIVES]]
                     + ["a_90", "a_-45", "a_hflip", "a_vflip", "a_exif", "e_blur:300", "e_sharpen", "e_grayscale",
                        "e_trim", "e_auto_contrast", "b_rgb:ff000080", "b_white", "bo_3px_solid_red", "r_max",
                        "r_10:20", "ar_16:9", "ar_1.5", "dpr_2.0", "z_1.5", "t_card", "d_sample", "w_0.5"]))

@@ -313,6 +313,24 @@ async def test_f_auto_image_is_f_auto_on_an_image(node):
     assert (refused.code, refused.body.decode().split(":")[:2]) == (400, ["invalid transformation", " f_auto"])
 
 
+async def test_progressive_modes(node):
+    """`fl_progressive[:<mode>]`: `semi` and `steep` are progressive JPEGs (their scans tuned by Cloudinary,
+    the encoder's standard ones here), `none` is "Do not deliver a progressive image"."""
+    def path(flag: str) -> str:
+        return f"/demo/image/upload/c_scale,w_2000/{flag}/{BALLOON_PHOTO}.jpg".replace("//", "/")
+    answers = {flag: await get(node, path(flag)) for flag in
+               ("fl_progressive", "fl_progressive:semi", "fl_progressive:steep", "fl_progressive:none", "")}
+    images = {flag: decode(response) for flag, response in answers.items()}
+    assert {flag: (image.width, image.height, loader(answers[flag]), "interlaced" in image.get_fields())
+            for flag, image in images.items()} == {
+        "fl_progressive": (2000, 1336, "jpegload", True), "fl_progressive:semi": (2000, 1336, "jpegload", True),
+        "fl_progressive:steep": (2000, 1336, "jpegload", True), "fl_progressive:none": (2000, 1336, "jpegload", False),
+        "": (2000, 1336, "jpegload", False)}
+    assert all(orange_pixels(image) > 0.9 * 3.14159 * (BALLOON[2] * 2000 / 4240) ** 2 for image in images.values())
+    assert answers["fl_progressive:semi"].body == answers["fl_progressive:steep"].body == answers["fl_progressive"].body
+    assert answers["fl_progressive:none"].body == answers[""].body
+
+
 async def test_keep_attribution_keeps_the_copyright_fields_only(node):
     """Cloudinary: `fl_keep_attribution` "Keeps the copyright related fields when stripping meta-data";
     `fl_keep_iptc` "Keeps all meta-data"; without either, none is kept."""
