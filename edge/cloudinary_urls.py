@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe, SignatureRefused
 from .transform.colours import opacity_percent
 from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
+from .transform.hints import WIDTH_STEP
 from .transform.options import MAX_TEXT, PARAMS, Transformation, parse_transformation
 
 _VERSION = re.compile(r"v[0-9]{1,12}")
@@ -132,7 +133,9 @@ WORDS: tuple[Word, ...] = (
          "multiplies w and h of the URL: of its own component, or, in a component of its own "
          "(`c_fill,w_300/dpr_2.0`, as the SDKs write it), of every component with a size in pixels; without any "
          "size the image keeps its size; `auto`: the `Sec-CH-DPR` client hint"),
-    Word("`w_auto`", "`w-auto`", "the width from the `Sec-CH-Width` client hint, rounded up to 100 px"),
+    Word(f"`w_auto`, `w_auto:{WIDTH_STEP}`", "`w-auto`",
+         f"the width from the `Sec-CH-Width` client hint, rounded up to {WIDTH_STEP} px (Cloudinary's default "
+         "rounding step; other steps and a fallback width are not supported)"),
     Word("`a_N`, `a_-N`", "`rt-N` (N modulo 360, clockwise)",
          "rotate clockwise (negative: counter-clockwise); corners filled with `b_`"),
     Word("`a_hflip`, `a_vflip`", "`fl-h`, `fl-v`", "mirror horizontally, vertically"),
@@ -480,6 +483,8 @@ class _Component:
 
     def _dimension(self, key: str, factor: float = 1.0) -> str:
         value = self.value(key)
+        if key == "w" and value == f"auto:{WIDTH_STEP}":  # Cloudinary's default rounding step, as `w-auto`'s
+            return "w-auto"
         if "." in value and _float(value) >= 1:
             raise self.fail(key, "relative sizes of 1.0 and more are not supported; write pixels")
         if (value == "auto" and key != "w") or value in ("iw", "ih") or value.startswith(("auto:", "iw_", "ih_", "$")):

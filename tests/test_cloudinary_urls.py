@@ -331,6 +331,24 @@ async def test_progressive_modes(node):
     assert answers["fl_progressive:none"].body == answers[""].body
 
 
+async def test_w_auto_with_the_default_rounding_step(node):
+    """`w_auto[:<rounding step>][:<fallback width>]`: "rounded up to the nearest rounding step (every 100
+    pixels by default)", so `w_auto:100` is `w_auto`, which the node rounds so; other steps and fallbacks are
+    400s naming the word. A 12 MP photo, for a browser whose layout gives the image 750 device pixels."""
+    path = f"/demo/image/upload/c_limit,w_auto:100/{BALLOON_PHOTO}.jpg"
+    hints = {"Sec-CH-Width": "750", "Accept": "image/jpeg"}
+    hinted = await node.fetch(path, headers=hints)
+    assert hinted.code == 200, hinted.body
+    image = decode(hinted)
+    assert ((image.width, image.height), loader(hinted), hinted.headers["Vary"]) == \
+        ((800, 534), "jpegload", "Sec-CH-Width, Width")
+    assert orange_pixels(image) > 0.9 * 3.14159 * (BALLOON[2] * 800 / 4240) ** 2
+    assert hinted.body == (await node.fetch(path.replace("w_auto:100", "w_auto"), headers=hints)).body
+    assert size(await get(node, path)) == (4240, 2832)  # no hint (Firefox, Safari): the photo's own width
+    refused = [await node.fetch(path.replace("w_auto:100", word)) for word in ("w_auto:50", "w_auto:100:400")]
+    assert [(r.code, r.body.decode().split(": ")[1]) for r in refused] == [(400, "w_auto:50"), (400, "w_auto:100:400")]
+
+
 async def test_keep_attribution_keeps_the_copyright_fields_only(node):
     """Cloudinary: `fl_keep_attribution` "Keeps the copyright related fields when stripping meta-data";
     `fl_keep_iptc` "Keeps all meta-data"; without either, none is kept."""
@@ -411,7 +429,7 @@ UNSUPPORTED = [
     (dict(overlay="logo"), "l_logo"),
     (dict(effect="cartoonify"), "e_cartoonify"),
     (dict(width=100, crop="imagga_crop"), "c_imagga_crop"),
-    (dict(width="auto:100", crop="scale"), "w_auto:100"),
+    (dict(width="auto:50", crop="scale"), "w_auto:50"),
     (dict(width=100, height=100, crop="fill", zoom=0.5), "z_0.5"),
     (dict(fetch_format="jxl"), "f_jxl"),
     (dict(quality="auto:sensitive"), "q_auto:sensitive"),
