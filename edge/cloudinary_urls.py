@@ -92,6 +92,12 @@ GRAVITIES = {
 }
 #: `q_auto[:level]` → a fixed quality (content-aware tuning is Cloudinary's; these are its levels' usual results)
 QUALITY_LEVELS = {"auto": 70, "auto:low": 50, "auto:eco": 60, "auto:good": 70, "auto:best": 86}
+#: `q_auto:<level>:sensitive` "raises the quality level slightly": `good:sensitive` is "above good, but not as good
+#: as best", and `q_auto:sensitive` is `q_auto:good:sensitive`: half-way to the next level's (to 100 above best)
+_RISING = [QUALITY_LEVELS[f"auto:{level}"] for level in ("low", "eco", "good", "best")] + [100]
+SENSITIVE_LEVELS = {f"auto:{level}:sensitive": (quality + above) // 2
+                    for level, quality, above in zip(("low", "eco", "good", "best"), _RISING, _RISING[1:])}
+SENSITIVE_LEVELS["auto:sensitive"] = SENSITIVE_LEVELS["auto:good:sensitive"]
 #: `f_auto:image`: "the desired media type when no file extension is included" (image, video, animated)
 FORMATS = {"auto": "auto", "auto:image": "auto", "jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp",
            "avif": "avif", "gif": "gif"}
@@ -124,6 +130,10 @@ WORDS: tuple[Word, ...] = (
     Word("`q_N`", "`q-N`", "quality 1–100"),
     *(Word(f"`q_{level}`", f"`q-{quality}`", "automatic quality, as a fixed level")
       for level, quality in QUALITY_LEVELS.items()),
+    Word(", ".join(f"`q_{level}`" for level in SENSITIVE_LEVELS),
+         ", ".join(f"`q-{quality}`" for quality in SENSITIVE_LEVELS.values()),
+         "a level raised \"slightly\": half-way to the next level's (`best`: to 100); `q_auto:sensitive` is "
+         "`q_auto:good:sensitive`"),
     Word(", ".join(f"`f_{f}`" for f in FORMATS), ", ".join(f"`f-{f}`" for f in FORMATS.values()),
          "output format; `f_auto` (`:image`, the media type, changes nothing on an image): AVIF or WebP as the "
          "browser's `Accept` allows, else JPEG (PNG with transparency)"),
@@ -523,8 +533,8 @@ def _float(text: str) -> float:
 
 def _quality(c: _Component) -> list[str]:
     value = c.value("q")
-    if value in QUALITY_LEVELS:
-        return [f"q-{QUALITY_LEVELS[value]}"]
+    if value in QUALITY_LEVELS or value in SENSITIVE_LEVELS:
+        return [f"q-{QUALITY_LEVELS.get(value) or SENSITIVE_LEVELS[value]}"]
     return [c.parsed("q", "q")]
 
 

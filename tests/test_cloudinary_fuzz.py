@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.cloudinary_urls import CROP_MODES, FLAGS, FORMATS, GRAVITIES, KNOWN_KEYS, PROGRESSIVE_MODES, QUALITY_LEVELS
+from edge.cloudinary_urls import (CROP_MODES, FLAGS, FORMATS, GRAVITIES, KNOWN_KEYS, PROGRESSIVE_MODES, QUALITY_LEVELS,
+                                  SENSITIVE_LEVELS)
 from tests.fuzzing import fuzz_settings, one_worker, sound_answer
 from tests.nodes import SAMPLES, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
@@ -28,9 +29,9 @@ PROGRESSIVES = [f"progressive:{mode}" for mode in PROGRESSIVE_MODES]
 colours = st.one_of(st.sampled_from(["red", "rgb:ff0000", "rgb:F00", "rgb:ff000080", "rgb:zz", "transparent",
                                      "auto", "rgb:", "white"]), words)
 known_values = st.one_of(
-    st.sampled_from([*CROP_MODES, *GRAVITIES, *FORMATS, *QUALITY_LEVELS, *FLAGS, *PROGRESSIVES, "hflip", "vflip",
-                     "exif", "max", "auto", "blur", "blur:300", "sharpen:2000", "grayscale", "contrast", "trim:5",
-                     "auto_contrast", "16:9", "1.5", "0.5", "2.0", "5px_solid_red", "card", "-90", "10:20:30",
+    st.sampled_from([*CROP_MODES, *GRAVITIES, *FORMATS, *QUALITY_LEVELS, *SENSITIVE_LEVELS, *FLAGS, *PROGRESSIVES,
+                     "hflip", "vflip", "exif", "max", "auto", "blur", "blur:300", "sharpen:2000", "grayscale",
+                     "contrast", "trim:5", "auto_contrast", "16:9", "1.5", "0.5", "2.0", "5px_solid_red", "card", "-90", "10:20:30",
                      "sample", "shop:logo", "iw_div_2", "ih_mul_0.5", "auto:100", "auto:50", "auto:100:400"]),
     numbers, colours)
 #: a `key_value` word: a known key with a value it may take, or anything
@@ -42,7 +43,7 @@ small = st.integers(1, 600).map(str)
 valid = st.one_of(  # words each key accepts, so that many URLs get as far as a render
     st.tuples(st.sampled_from(["w", "h", "x", "y", "r", "o", "q"]), small).map("_".join),
     st.sampled_from([f"c_{mode}" for mode in CROP_MODES] + [f"g_{gravity}" for gravity in GRAVITIES]
-                    + [f"f_{fmt}" for fmt in FORMATS] + [f"q_{level}" for level in QUALITY_LEVELS]
+                    + [f"f_{fmt}" for fmt in FORMATS] + [f"q_{level}" for level in [*QUALITY_LEVELS, *SENSITIVE_LEVELS]]
                     + [f"fl_{flag}" for flag in [*FLAGS, *PROGRESSIVES]]
                     + ["a_90", "a_-45", "a_hflip", "a_vflip", "a_exif", "e_blur:300", "e_sharpen", "e_grayscale",
                        "e_trim", "e_auto_contrast", "b_rgb:ff000080", "b_white", "bo_3px_solid_red", "r_max",

@@ -368,6 +368,22 @@ async def test_quality_levels(node):
     assert len(low.body) < len(best.body)
 
 
+async def test_sensitive_quality_levels_lie_between_the_levels(node):
+    """`q_auto[:<quality type>][:sensitive]`: ":sensitive raises the quality level slightly": `q_auto:good:sensitive`
+    is "above good, but not as good as best", and `q_auto:sensitive` is `q_auto:good:sensitive`. A 12 MP photo."""
+    async def answer(quality: str):
+        response = await get(node, f"/demo/image/upload/c_scale,w_1500/{quality}/{BALLOON_PHOTO}.jpg")
+        image = decode(response)
+        assert ((image.width, image.height), loader(response)) == ((1500, 1002), "jpegload"), quality
+        assert orange_pixels(image) > 0.9 * 3.14159 * (BALLOON[2] * 1500 / 4240) ** 2, quality
+        return response.body
+    levels = ["low", "low:sensitive", "eco", "eco:sensitive", "good", "good:sensitive", "best", "best:sensitive"]
+    sizes = [len(await answer(f"q_auto:{level}")) for level in levels]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), list(zip(levels, sizes))
+    assert await answer("q_auto:sensitive") == await answer("q_auto:good:sensitive")
+    assert await answer("q_auto:best:sensitive") != await answer("q_100")  # above best, not the top
+
+
 async def test_versions_and_folders_with_dots(node):
     newest = decode(await get(node, url("shop/summer.sale/shoe", width=40, format="jpg")))  # the SDK writes v1
     assert same_colour(centre_colour(newest), colour(2))
@@ -432,7 +448,7 @@ UNSUPPORTED = [
     (dict(width="auto:50", crop="scale"), "w_auto:50"),
     (dict(width=100, height=100, crop="fill", zoom=0.5), "z_0.5"),
     (dict(fetch_format="jxl"), "f_jxl"),
-    (dict(quality="auto:sensitive"), "q_auto:sensitive"),
+    (dict(quality="auto:good:sensitive:x"), "q_auto:good:sensitive:x"),
     (dict(angle="auto_right"), "a_auto_right"),
     (dict(flags="attachment"), "fl_attachment"),
     (dict(color="red"), "co_red"),
