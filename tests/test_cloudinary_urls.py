@@ -349,6 +349,19 @@ async def test_w_auto_with_the_default_rounding_step(node):
     assert [(r.code, r.body.decode().split(": ")[1]) for r in refused] == [(400, "w_auto:50"), (400, "w_auto:100:400")]
 
 
+async def test_dpr_auto_takes_the_dpr_hint(node):
+    """`dpr_auto` in a component of its own, as the SDKs write it: the sizes of the URL times the `Sec-CH-DPR`
+    hint (rounded up to a tenth, as for `dpr-auto`); without the hint, 1. A 12 MP photo."""
+    path = f"/demo/image/upload/c_fill,g_auto,w_400,h_300/dpr_auto/{BALLOON_PHOTO}.jpg"
+    for hints, width, height in (({"Sec-CH-DPR": "2.625"}, 1080, 810), ({}, 400, 300)):
+        response = await node.fetch(path, headers={**hints, "Accept": "image/jpeg"})
+        assert response.code == 200, response.body
+        image = decode(response)
+        assert ((image.width, image.height), loader(response), response.headers["Vary"]) == \
+            ((width, height), "jpegload", "Sec-CH-DPR, DPR"), hints
+        assert orange_pixels(image) > 0.9 * 3.14159 * (BALLOON[2] * height / 2832) ** 2, hints
+
+
 async def test_keep_attribution_keeps_the_copyright_fields_only(node):
     """Cloudinary: `fl_keep_attribution` "Keeps the copyright related fields when stripping meta-data";
     `fl_keep_iptc` "Keeps all meta-data"; without either, none is kept."""
