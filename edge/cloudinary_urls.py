@@ -163,6 +163,8 @@ WORDS: tuple[Word, ...] = (
     Word("`b_rgb:RRGGBB[AA]`, `b_rgb:RGB[A]`, `b_<name>`", "`bg-RRGGBB[OO]`, `bg-<name>`",
          "background for padding, rotation corners and transparency; the hex alpha AA becomes ImageKit's "
          "opacity percent OO"),
+    Word("`b_auto:predominant`", "`bg-dominant`",
+         "with `c_pad`, `c_lpad`: pad in the image's most common colour (`b_auto`, `b_auto:border`: not supported)"),
     Word("`bo_Npx_solid_<colour>`", "`b-N_<colour>`", "border N px wide"),
     Word("`o_N`", "`o-N`", "opacity 0–100"),
     *(Word(f"`fl_{flag}`", f"`{ours}`", _FLAG_MEANINGS[flag]) for flag, ours in FLAGS.items()),
@@ -636,7 +638,12 @@ def _colour(c: _Component, key: str, text: str) -> str:
 
 def _background(c: _Component) -> list[str]:
     value = c.value("b")
-    if value == "auto" or value.startswith(("auto:", "gen_fill")):  # content-aware padding colours
+    if value == "auto:predominant":  # "the predominant color while taking all pixels in the image into account"
+        if c.value("c") not in ("pad", "lpad"):
+            raise c.fail("b", "only with c_pad or c_lpad (a padding colour)")
+        return ["bg-dominant"]
+    # the other content-aware padding colours: `border` (b_auto's default) reads the border pixels only
+    if value == "auto" or value.startswith(("auto:", "gen_fill")):
         raise c.fail("b", "not supported by this node (b_auto: give a colour, or use e_blur on a pad)")
     return [f"bg-{_colour(c, 'b', value)}"]
 

@@ -27,12 +27,13 @@ EXTENSIONS = ["", ".jpg", ".png", ".webp", ".avif", ".gif", ".jpeg", ".bmp", ".p
 
 PROGRESSIVES = [f"progressive:{mode}" for mode in PROGRESSIVE_MODES]
 colours = st.one_of(st.sampled_from(["red", "rgb:ff0000", "rgb:F00", "rgb:ff000080", "rgb:zz", "transparent",
-                                     "auto", "rgb:", "white"]), words)
+                                     "auto", "auto:predominant", "rgb:", "white"]), words)
 known_values = st.one_of(
     st.sampled_from([*CROP_MODES, *GRAVITIES, *FORMATS, *QUALITY_LEVELS, *SENSITIVE_LEVELS, *FLAGS, *PROGRESSIVES,
                      "hflip", "vflip", "exif", "max", "auto", "blur", "blur:300", "sharpen:2000", "grayscale",
-                     "contrast", "trim:5", "auto_contrast", "16:9", "1.5", "0.5", "2.0", "5px_solid_red", "card", "-90", "10:20:30",
-                     "sample", "shop:logo", "iw_div_2", "ih_mul_0.5", "auto:100", "auto:50", "auto:100:400"]),
+                     "contrast", "trim:5", "auto_contrast", "16:9", "1.5", "0.5", "2.0", "5px_solid_red", "card",
+                     "-90", "10:20:30", "sample", "shop:logo", "iw_div_2", "ih_mul_0.5", "auto:100", "auto:50",
+                     "auto:100:400"]),
     numbers, colours)
 #: a `key_value` word: a known key with a value it may take, or anything
 any_word = st.one_of(

@@ -185,6 +185,24 @@ async def test_auto_crop_keeps_the_most_interesting_part_of_a_12_mp_photo(node):
     assert ((east.width, east.height), orange_pixels(east) > 0.9 * balloon_area) == ((400, 400), True)
 
 
+async def test_padding_in_the_predominant_colour(node):
+    """`b_auto:predominant`: padding in "the predominant color while taking all pixels in the image into account",
+    what the node's `bg-dominant` finds; the default `b_auto` (`border`: of the border pixels only) stays a 400.
+    A 12 MP photo of a grey field, padded to a square: grey bands above and below the photo, whole."""
+    response = await get(node, f"/demo/image/upload/b_auto:predominant,c_pad,w_400,h_400/{BALLOON_PHOTO}.jpg")
+    image = decode(response)
+    assert ((image.width, image.height), loader(response)) == ((400, 400), "jpegload")
+    for x, y in ((10, 10), (390, 10), (200, 390)):  # the bands: 400×267 of photo, centred
+        red, green, blue = pixel(image, x, y)
+        assert max(red, green, blue) - min(red, green, blue) <= 6 and 96 <= red <= 160, (x, y, pixel(image, x, y))
+    assert orange_pixels(image) > 0.9 * 3.14159 * (BALLOON[2] * 400 / 4240) ** 2
+    own = await get(node, f"/ik/tr:w-400,h-400,cm-pad_resize,bg-dominant/image/upload/{BALLOON_PHOTO}.jpg")
+    assert response.body == own.body
+    refused = [await node.fetch(f"/demo/image/upload/{words}/{BALLOON_PHOTO}.jpg")
+               for words in ("b_auto,c_pad,w_400,h_400", "b_auto:predominant,c_fill,w_400,h_400")]
+    assert [(r.code, r.body.decode().split(": ")[1]) for r in refused] == [(400, "b_auto"), (400, "b_auto:predominant")]
+
+
 @pytest.mark.parametrize("options, expected", [
     (dict(width=400, height=500, crop="mfit"), (400, 400)),  # smaller: enlarged to fit
     (dict(width=400, height=400, crop="lfill"), (256, 256)),  # never enlarged
