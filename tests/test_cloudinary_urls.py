@@ -183,6 +183,14 @@ async def test_auto_crop_keeps_the_most_interesting_part_of_a_12_mp_photo(node):
     assert size(await get(node, f"/demo/image/upload/c_auto,g_auto,ar_16:9,h_150/{BALLOON_PHOTO}.jpg")) == (267, 150)
     east = decode(await get(node, f"/demo/image/upload/c_auto,g_east,w_400,h_400/{BALLOON_PHOTO}.png"))
     assert ((east.width, east.height), orange_pixels(east) > 0.9 * balloon_area) == ((400, 400), True)
+    # a blog's banners, as its pages write them (three sizes, one of them redundant, and the other words)
+    for words in ("f_auto,q_auto:good,c_auto,w_1200,h_300,g_auto,fl_progressive",
+                  "f_auto,q_auto:good,c_auto,w_1200,h_300,g_auto,ar_4.0,fl_progressive"):
+        response = await get(node, f"/demo/image/upload/{words}/{BALLOON_PHOTO}.jpg", accept="*/*")
+        banner = decode(response)
+        assert ((banner.width, banner.height), loader(response), banner.get("interlaced")) == \
+            ((1200, 300), "jpegload", 1), words
+        assert orange_pixels(banner) > 0.9 * 3.14159 * (BALLOON[2] * 1200 / 4240) ** 2, words
 
 
 async def test_padding_in_the_predominant_colour(node):
