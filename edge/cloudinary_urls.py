@@ -36,6 +36,8 @@ _VERSION = re.compile(r"v[0-9]{1,12}")
 _SIGNATURE = re.compile(r"s--([A-Za-z0-9_-]{8}|[A-Za-z0-9_-]{32})--")
 _CLOUD_FOLDER = re.compile(r"res/([A-Za-z0-9_-]+)/")
 _INTEGER = re.compile(r"-?[0-9]{1,6}")
+#: `w_auto:100:<fallback width>`: the client hint's width, rounded up to 100 px (Cloudinary's default step)
+_AUTO_WIDTH = re.compile(rf"auto:{WIDTH_STEP}(?::([0-9]{{1,6}}))?")
 #: `x_0.5`: a position as a fraction of the input's side (what crop tools that store percentages write)
 _FRACTION = re.compile(r"0?\.[0-9]{1,9}")
 #: delivery types served; `private` and `authenticated` only on an endpoint that takes signed URLs only
@@ -143,9 +145,10 @@ WORDS: tuple[Word, ...] = (
          "multiplies w and h of the URL: of its own component, or, in a component of its own "
          "(`c_fill,w_300/dpr_2.0`, as the SDKs write it), of every component with a size in pixels; without any "
          "size the image keeps its size; `auto`: the `Sec-CH-DPR` client hint"),
-    Word(f"`w_auto`, `w_auto:{WIDTH_STEP}`", "`w-auto`",
+    Word(f"`w_auto`, `w_auto:{WIDTH_STEP}`, `w_auto:{WIDTH_STEP}:N`", "`w-auto`, `w-auto`, `w-auto,wf-N`",
          f"the width from the `Sec-CH-Width` client hint, rounded up to {WIDTH_STEP} px (Cloudinary's default "
-         "rounding step; other steps and a fallback width are not supported)"),
+         "rounding step; other steps are not supported); without the hint, N px (the fallback width) or the "
+         "image's own width"),
     Word("`a_N`, `a_-N`", "`rt-N` (N modulo 360, clockwise)",
          "rotate clockwise (negative: counter-clockwise); corners filled with `b_`"),
     Word("`a_hflip`, `a_vflip`", "`fl-h`, `fl-v`", "mirror horizontally, vertically"),
@@ -495,8 +498,9 @@ class _Component:
 
     def _dimension(self, key: str, factor: float = 1.0) -> str:
         value = self.value(key)
-        if key == "w" and value == f"auto:{WIDTH_STEP}":  # Cloudinary's default rounding step, as `w-auto`'s
-            return "w-auto"
+        automatic = _AUTO_WIDTH.fullmatch(value) if key == "w" else None
+        if automatic:  # Cloudinary's default rounding step, as `w-auto`'s; the fallback width: the node's `wf`
+            return "w-auto" + (f",{self.parsed('w', 'wf', automatic.group(1))}" if automatic.group(1) else "")
         if "." in value and _float(value) >= 1:
             raise self.fail(key, "relative sizes of 1.0 and more are not supported; write pixels")
         if (value == "auto" and key != "w") or value in ("iw", "ih") or value.startswith(("auto:", "iw_", "ih_", "$")):

@@ -206,6 +206,9 @@ Client Hint request header"). The pictures below were asked for with the headers
   `w` were not given, so the image keeps its
   own width unless `h` or `ar` say otherwise — and `dpr-auto` is 1. ImageKit's documentation does not
   say what it does without the header; this is the choice that never invents a size.
+- **Fallback width**, the node's own (Cloudinary's `w_auto:100:<fallback width>`; ImageKit has none):
+  `w-auto,wf-400` is 400 px wide without a width hint, as `w-400` (the step's `dpr` applies), and the
+  hint's width with one. `wf` without `w-auto` is a 400.
 - **Not in a layer**: a layer's own `w-auto` or `dpr-auto` is a 400 (`a layer's size cannot come
   from client hints`): the hints size the image asked for.
 - **Bounded cache**: the rounded values are part of the output's cache key (never the raw header), so

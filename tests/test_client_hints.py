@@ -44,6 +44,21 @@ async def test_w_auto_takes_the_width_hint(node, headers, width):
     assert response.headers["Accept-CH"] == "Sec-CH-Width, Sec-CH-DPR"
 
 
+@pytest.mark.parametrize("path, headers, width", [
+    ("/tr:w-auto,wf-200/photo.jpg", {}, 200),  # no hint: the fallback width
+    ("/tr:w-auto,wf-200/photo.jpg", {"Sec-CH-Width": "450"}, 500),  # a hint: the fallback plays no part
+    ("/tr:w-auto,wf-200,dpr-2/photo.jpg", {}, 400),  # a width in pixels, as w-200: its dpr applies
+])
+async def test_wf_is_the_width_without_a_hint(node, path, headers, width):
+    response, image = await fetch_image(node, path, headers=headers)
+    assert ((image.width, image.height), response.headers["Vary"]) == ((width, round(width * 2 / 3)), WIDTH_VARY)
+
+
+async def test_wf_needs_w_auto(node):
+    response = await node.fetch("/tr:w-300,wf-200/photo.jpg")
+    assert (response.code, response.body) == (400, b"invalid transformation: wf-200: needs w-auto\n")
+
+
 async def test_widths_in_one_step_share_one_cache_entry(node):
     first, _ = await fetch_image(node, "/tr:w-auto/photo.jpg", headers={"Sec-CH-Width": "201"})
     assert first.headers["X-Cache"] == "MISS"

@@ -6,8 +6,8 @@ reads them (docs/transformations.md#client-hints).
               1 (the hint already counts the device's pixel ratio)
     dpr-auto  Sec-CH-DPR, else the legacy DPR, rounded up to the next `DPR_STEP`, within 0.1–5
 
-A hint that is missing, not a plain number, or zero is as if absent: `w-auto` then sets no width,
-`dpr-auto` is 1. A plain number of any size counts: a huge one is held to `max_output_side` (a width)
+A hint that is missing, not a plain number, or zero is as if absent: `w-auto` then sets no width (or
+`wf-N`'s, the node's own fallback), `dpr-auto` is 1. A plain number of any size counts: a huge one is held to `max_output_side` (a width)
 or 5 (a ratio) as a smaller one over them is (a whole part of more than `_DIGITS` digits is over both
 and not converted at all). Rounding bounds what a client can make the node store: at most
 `max_output_side / WIDTH_STEP` widths and 50 ratios per URL, however many different values are sent.
@@ -70,7 +70,8 @@ def negotiate(transformation: Transformation, headers: Mapping[str, str], max_wi
 
 def _resolved(step: Step, width: int | None, dpr: float | None) -> Step:
     if step.width == AUTO:
-        step = replace(step, width=width)
+        # without a hint, `wf-N` is the width (in pixels, as `w-N`: the step's dpr applies)
+        step = replace(step, width=width or step.width_fallback, width_fallback=None)
         if width is not None:  # the width hint is in device pixels already
             return replace(step, dpr=1.0)
     return replace(step, dpr=dpr or 1.0) if step.dpr == AUTO else step

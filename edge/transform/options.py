@@ -81,6 +81,9 @@ class Step:
     """One step of a chained transformation: geometry, then look. Defaults mean "not given"."""
 
     width: float | Expression | str | None = None  # or AUTO
+    #: `wf-N`: with `w-auto`, the width in pixels when the request has no width hint (Cloudinary's
+    #: `w_auto:<step>:<fallback width>`; ImageKit has none)
+    width_fallback: int | None = None
     height: float | Expression | None = None
     aspect_ratio: tuple[float, float] | Expression | None = None
     dpr: float | str = 1.0  # or AUTO
@@ -464,6 +467,7 @@ class Param:
 
 PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("w", "width", _or_auto(_dimension), _write_dimension),
+    Param("wf", "width_fallback", _int_range(1, MAX_PIXELS)),
     Param("h", "height", _dimension, _write_dimension),
     Param("ar", "aspect_ratio", _aspect_ratio, lambda ratio: _write_dimension(ratio) if isinstance(
         ratio, Expression) else _write_pair(ratio)),
@@ -715,6 +719,8 @@ def _validated(step: Step) -> Step:
     """Rules between the parameters of one step; `ar` is ignored (dropped) when w and h are both given."""
     if step.dpr != 1 and step.width is None and step.height is None:
         raise InvalidTransformation(f"dpr-{_write_dimension(step.dpr)}", "needs w or h")
+    if step.width_fallback is not None and step.width != AUTO:
+        raise InvalidTransformation(f"wf-{step.width_fallback}", "needs w-auto")
     for name, key in (("x", "x"), ("y", "y"), ("x_center", "xc"), ("y_center", "yc")):
         value = getattr(step, name)
         if value is not None and not step.extracts:
