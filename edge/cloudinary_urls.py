@@ -111,6 +111,9 @@ _FLAG_MEANINGS = {"progressive": "progressive JPEG", "keep_iptc": "keep all meta
 #: `fl_progressive:<mode>`: Cloudinary's `semi` and `steep` tune a progressive JPEG's scans (fewer of them, or a
 #: preview then one pass), which libvips does not choose; `none`: "Do not deliver a progressive image"
 PROGRESSIVE_MODES = {"semi": "pr-true", "steep": "pr-true", "none": ""}
+#: `fl_lossy` makes an animated GIF lossy and an opaque PNG a JPEG ("Use with f_gif | f_png"): the output formats
+#: where it changes nothing, since `f_auto` picks a lossy format or a PNG with transparency, and the others are lossy
+LOSSY_OUTPUTS = ("auto", "jpg", "webp", "avif")
 
 WORDS: tuple[Word, ...] = (
     Word("`w_N`, `h_N`", "`w-N`, `h-N`",
@@ -174,6 +177,9 @@ WORDS: tuple[Word, ...] = (
     Word(", ".join(f"`fl_progressive:{mode}`" for mode in PROGRESSIVE_MODES),
          ", ".join(f"`{ours}`" if ours else "(nothing)" for ours in PROGRESSIVE_MODES.values()),
          "`semi`, `steep`: a progressive JPEG, with the encoder's standard scans; `none`: not progressive"),
+    Word("`fl_lossy`", "(nothing)",
+         "with `f_auto` or a JPEG, WebP or AVIF output, already lossy: no change; with a PNG or GIF output "
+         "(or none named) a 400"),
     Word("`t_<name>`, `t_<name>.<name>`", "`n-<name>`, `n-<name>:n-<name>`",
          "a named transformation, defined in the node's `[named_transformations]` in its own grammar; several, "
          "dot-separated (as the SDKs write a list of them): one after the other"),
@@ -309,15 +315,17 @@ def check_signature(path: CloudinaryPath, secrets: tuple[str, ...], signed_only:
 
 # --- translating components ----------------------------------------------------------------------------
 
-def translate(components: tuple[str, ...], named: Mapping[str, str], named_only: bool) -> Transformation:
+def translate(components: tuple[str, ...], named: Mapping[str, str], named_only: bool,
+              extension_format: str | None = None) -> Transformation:
     """Components → the node's transformation, one step each (`c_lpad`: two). A word the node cannot
-    honour is a 400 naming the Cloudinary word, not ours."""
-    return _translate(components, tuple(named.items()), named_only)
+    honour is a 400 naming the Cloudinary word, not ours. `extension_format`: what the URL's extension
+    names (the output format unless an `f_` says otherwise)."""
+    return _translate(components, tuple(named.items()), named_only, extension_format)
 
 
 @functools.lru_cache(maxsize=4096)  # a site uses few distinct transformations; the translation is pure
 def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], ...],
-               named_only: bool) -> Transformation:
+               named_only: bool, extension_format: str | None) -> Transformation:
     if not components:
         return parse_transformation("orig-true")
     named = dict(named_items)
@@ -326,10 +334,16 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
     components = tuple(part for component in components for part in _named_chain(component))
     steps = [step for component in _dpr_on_sizes(components) for step in _component(component, named, named_only)]
     try:
-        return parse_transformation(":".join(steps), named=named)
+        transformation = parse_transformation(":".join(steps), named=named)
     except InvalidTransformation as error:  # a rule between words (or a limit) the table does not see
         reason = error.message.removeprefix("invalid transformation: ")
         raise InvalidTransformation("/".join(components), reason) from None
+    lossy = any(_key(word) == "fl" and "lossy" in word[3:].split(".")
+                for component in components for word in component.split(","))
+    if lossy and (transformation.output_format or extension_format) not in LOSSY_OUTPUTS:
+        raise InvalidTransformation("fl_lossy", "only with f_auto or a JPEG, WebP or AVIF output (a lossy GIF, "
+                                                "or a PNG that is a JPEG when opaque, the node does not make)")
+    return transformation
 
 
 def _named_chain(component: str) -> list[str]:
@@ -671,8 +685,10 @@ def _flag(c: _Component) -> list[str]:
             params.add(PROGRESSIVE_MODES[mode])
         elif flag in FLAGS:
             params.add(FLAGS[flag])
+        elif flag == "lossy":  # checked against the output format once the URL is read (`_translate`)
+            params.add("")
         else:
-            raise c.fail("fl", f"flag {flag} not supported; supported: {', '.join(FLAGS)}, "
+            raise c.fail("fl", f"flag {flag} not supported; supported: {', '.join(FLAGS)}, lossy, "
                                f"progressive:{', progressive:'.join(PROGRESSIVE_MODES)}")
     return sorted(params - {""})
 
@@ -752,5 +768,5 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
         raise NothingToServe("not found")
     # as Cloudinary's strict transformations: a signed URL may ask for any transformation
     signed = check_signature(path, secrets, signed_only)
-    transformation = translate(path.components, named, named_only and not signed)
+    transformation = translate(path.components, named, named_only and not signed, path.extension_format)
     return Delivery(path.origin_path, transformation, None if path.components else path.extension_format)

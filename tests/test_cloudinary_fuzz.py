@@ -25,11 +25,12 @@ STORED = {"sample": (1700000000, "jpg"), "shop/logo": (1600000000, "png"), "phot
 PUBLIC_IDS = [*STORED, "missing", "shop", "a:b", "sample.jpg", ""]
 EXTENSIONS = ["", ".jpg", ".png", ".webp", ".avif", ".gif", ".jpeg", ".bmp", ".pdf", ".mp4", ".x"]
 
-PROGRESSIVES = [f"progressive:{mode}" for mode in PROGRESSIVE_MODES]
+#: the flags the mapping reads besides `FLAGS`
+OTHER_FLAGS = [f"progressive:{mode}" for mode in PROGRESSIVE_MODES] + ["lossy"]
 colours = st.one_of(st.sampled_from(["red", "rgb:ff0000", "rgb:F00", "rgb:ff000080", "rgb:zz", "transparent",
                                      "auto", "auto:predominant", "rgb:", "white"]), words)
 known_values = st.one_of(
-    st.sampled_from([*CROP_MODES, *GRAVITIES, *FORMATS, *QUALITY_LEVELS, *SENSITIVE_LEVELS, *FLAGS, *PROGRESSIVES,
+    st.sampled_from([*CROP_MODES, *GRAVITIES, *FORMATS, *QUALITY_LEVELS, *SENSITIVE_LEVELS, *FLAGS, *OTHER_FLAGS,
                      "hflip", "vflip", "exif", "max", "auto", "blur", "blur:300", "sharpen:2000", "grayscale",
                      "contrast", "trim:5", "auto_contrast", "16:9", "1.5", "0.5", "2.0", "5px_solid_red", "card",
                      "-90", "10:20:30", "sample", "shop:logo", "iw_div_2", "ih_mul_0.5", "auto:100", "auto:50",
@@ -45,7 +46,7 @@ valid = st.one_of(  # words each key accepts, so that many URLs get as far as a 
     st.tuples(st.sampled_from(["w", "h", "x", "y", "r", "o", "q"]), small).map("_".join),
     st.sampled_from([f"c_{mode}" for mode in CROP_MODES] + [f"g_{gravity}" for gravity in GRAVITIES]
                     + [f"f_{fmt}" for fmt in FORMATS] + [f"q_{level}" for level in [*QUALITY_LEVELS, *SENSITIVE_LEVELS]]
-                    + [f"fl_{flag}" for flag in [*FLAGS, *PROGRESSIVES]]
+                    + [f"fl_{flag}" for flag in [*FLAGS, *OTHER_FLAGS]]
                     + ["a_90", "a_-45", "a_hflip", "a_vflip", "a_exif", "e_blur:300", "e_sharpen", "e_grayscale",
                        "e_trim", "e_auto_contrast", "b_rgb:ff000080", "b_white", "bo_3px_solid_red", "r_max",
                        "r_10:20", "ar_16:9", "ar_1.5", "dpr_2.0", "z_1.5", "t_card", "d_sample", "w_0.5"]))

@@ -402,6 +402,24 @@ async def test_dpr_auto_takes_the_dpr_hint(node):
         assert orange_pixels(image) > 0.9 * 3.14159 * (BALLOON[2] * height / 2832) ** 2, hints
 
 
+async def test_lossy_flag_on_lossy_outputs(node):
+    """`fl_lossy` makes an animated GIF lossy, or a PNG without transparency a JPEG ("Use with f_gif | f_png"):
+    with `f_auto`, whose choices are already lossy or a PNG with transparency, and with JPEG, WebP or AVIF, it
+    changes nothing; with a PNG or GIF output it is a 400. A recipe site's URL, as its pages write it, on a 12 MP
+    photo (Firefox: no client hint, so the fallback width)."""
+    path = f"/demo/image/upload/f_auto,fl_lossy,q_80,w_auto:100:1280/{BALLOON_PHOTO}.jpg"
+    for accept, decoder in (("*/*", "jpegload"), ("image/webp,*/*", "webpload")):
+        response = await get(node, path, accept=accept)
+        image = decode(response)
+        assert ((image.width, image.height), loader(response)) == ((1280, 855), decoder), accept
+        assert orange_pixels(image) > 0.9 * 3.14159 * (BALLOON[2] * 1280 / 4240) ** 2, accept
+        assert response.body == (await get(node, path.replace("fl_lossy,", ""), accept=accept)).body
+    jpeg = f"/demo/image/upload/c_scale,w_1280,fl_lossy/{BALLOON_PHOTO}.jpg"
+    assert (await get(node, jpeg)).body == (await get(node, jpeg.replace(",fl_lossy", ""))).body
+    refused = [await node.fetch(jpeg.replace(".jpg", extension)) for extension in (".png", ".gif", "")]
+    assert [(r.code, r.body.decode().split(": ")[1]) for r in refused] == [(400, "fl_lossy")] * 3
+
+
 async def test_keep_attribution_keeps_the_copyright_fields_only(node):
     """Cloudinary: `fl_keep_attribution` "Keeps the copyright related fields when stripping meta-data";
     `fl_keep_iptc` "Keeps all meta-data"; without either, none is kept."""
