@@ -91,6 +91,8 @@ GRAVITIES = {
     "north": "top", "south": "bottom", "east": "right", "west": "left", "north_east": "top_right",
     "north_west": "top_left", "south_east": "bottom_right", "south_west": "bottom_left", "center": "center",
     "auto": "auto", "face": "face", "faces": "face",
+    # "Same as face gravity, but defaults to auto" without a face: what `fo-face` does without one
+    "face:auto": "face", "faces:auto": "face",
 }
 #: `q_auto[:level]` → a fixed quality (content-aware tuning is Cloudinary's; these are its levels' usual results)
 QUALITY_LEVELS = {"auto": 70, "auto:low": 50, "auto:eco": 60, "auto:good": 70, "auto:best": 86}
@@ -127,7 +129,7 @@ WORDS: tuple[Word, ...] = (
     Word(", ".join(f"`g_{g}`" for g in GRAVITIES),
          ", ".join(f"`fo-{fo}`" for fo in GRAVITIES.values()),
          "which part a crop keeps, or where `pad` puts the image; `face`/`faces` frame the faces a detector "
-         "finds (the `[faces]` extra)"),
+         "finds (the `[faces]` extra), else the most interesting part (`:auto` says so)"),
     Word("`x_N`, `y_N`, `x_0.5`", "`x-N`, `y-N`, `x-cw_mul_0.5`",
          "top-left corner of a `c_crop` region, in pixels or (a decimal below 1) a fraction of the input's "
          "width, height; with `g_face`/`g_faces` no effect (the faces stay centred)"),
@@ -484,7 +486,7 @@ class _Component:
                 fraction = _FRACTION.fullmatch(self.value(key))
                 if not fraction and not _INTEGER.fullmatch(self.value(key)):
                     raise self.fail(key, "must be a whole number of pixels, or a fraction below 1")
-                if self.value("g") in ("face", "faces"):
+                if GRAVITIES.get(self.value("g")) == "face":
                     continue  # Cloudinary keeps the face centred: "x and y … have no positional effect"
                 if self.value("g") not in (None, "north_west"):
                     raise self.fail(key, "offsets from a gravity other than north_west are not supported")
@@ -494,7 +496,7 @@ class _Component:
                     params.append(self.parsed(key, key))
         if "z" in self.words:
             params.append(self.parsed("z", "z"))
-            if float(self.value("z")) < 1 and self.value("g") not in ("face", "faces"):
+            if float(self.value("z")) < 1 and GRAVITIES.get(self.value("g")) != "face":
                 raise self.fail("z", "zooming out (below 1) is supported around faces only (g_face)")
         return params
 

@@ -193,6 +193,21 @@ async def test_auto_crop_keeps_the_most_interesting_part_of_a_12_mp_photo(node):
         assert orange_pixels(banner) > 0.9 * 3.14159 * (BALLOON[2] * 1200 / 4240) ** 2, words
 
 
+async def test_face_gravity_falling_back_to_auto(node):
+    """`g_face:auto`, `g_faces:auto`: "Same as face gravity, but defaults to auto" when no face is found, which
+    is what the node's `fo-face` does. A 12 MP photo without a face: the crop keeps the balloon, as `g_auto`'s."""
+    for gravity in ("face:auto", "faces:auto"):
+        path = f"/demo/image/upload/c_thumb,g_{gravity},w_400,h_400/{BALLOON_PHOTO}.jpg"
+        response = await get(node, path)
+        image = decode(response)
+        assert ((image.width, image.height), loader(response)) == ((400, 400), "jpegload"), gravity
+        assert orange_pixels(image) > 0.9 * 3.14159 * (BALLOON[2] * 400 / 2832) ** 2, gravity
+        assert response.body == (await get(node, f"/ik/tr:w-400,h-400,fo-face/image/upload/{BALLOON_PHOTO}.jpg")).body
+    # no positional effect of x/y, and zooming out, around faces as with g_face
+    zoomed = await get(node, f"/demo/image/upload/c_thumb,g_face:auto,w_400,h_400,z_0.8/{BALLOON_PHOTO}.jpg")
+    assert size(zoomed) == (400, 400)
+
+
 async def test_padding_in_the_predominant_colour(node):
     """`b_auto:predominant`: padding in "the predominant color while taking all pixels in the image into account",
     what the node's `bg-dominant` finds; the default `b_auto` (`border`: of the border pixels only) stays a 400.
