@@ -77,12 +77,12 @@ async def test_the_default_config_keeps_its_keys_and_a_purge_removes_the_outputs
     first = await default.fetch(URL)
     await default.stop()
     key = output_key(original_key("", "coffee.jpg", None), "w-300", "")
-    assert key == "\0coffee.jpg\0r3:w-300\0" and output_keys(tmp_path / "cache") == {key}
+    assert key == "\0coffee.jpg\0r4:w-300\0" and output_keys(tmp_path / "cache") == {key}
 
     low = await node_factory(write_config(tmp_path, config(quality=30)))
     second = await low.fetch(URL)
     assert second.headers["X-Cache"] == "MISS" and len(second.body) < 0.6 * len(first.body)
-    assert output_keys(tmp_path / "cache") == {key, "\0coffee.jpg\0r3+q30:w-300\0"}
+    assert output_keys(tmp_path / "cache") == {key, "\0coffee.jpg\0r4+q30:w-300\0"}
 
     purged = await low.fetch("/_edge/purge", method="POST", headers={"Authorization": f"Bearer {TOKEN}"},
                              body=json.dumps({"url": "/coffee.jpg"}).encode())

@@ -30,6 +30,14 @@ def two_page_tiff() -> bytes:
     return strip.tiffsave_buffer()
 
 
+def striped_photo() -> bytes:
+    """The 12 MP photo with a patch of 1 px red and blue columns at its top-left corner (100x100)."""
+    x = pyvips.Image.xyz(100, 100)[0]
+    stripes = ((x % 2) == 0).ifthenelse([255, 0, 0], [0, 0, 255]).cast("uchar")
+    photo = (pyvips.Image.black(*SIZE, bands=3) + [90, 140, 60]).cast("uchar")
+    return photo.insert(stripes, 0, 0).copy(interpretation="srgb").jpegsave_buffer(Q=95, subsample_mode="off")
+
+
 def transparent_shape() -> bytes:
     width, height = SHAPE_SIZE
     shape = (pyvips.Image.black(width // 2, height // 2, bands=4) + [255, 0, 0, 255]).cast("uchar")
@@ -42,6 +50,7 @@ def semantics_root(photos, tmp_path_factory):
     root = tmp_path_factory.mktemp("semantics")
     shutil.copy(photos.path(photos.jpeg), root / "photo.jpg")
     (root / "shape.png").write_bytes(transparent_shape())
+    (root / "stripes.jpg").write_bytes(striped_photo())
     (root / "anim.gif").write_bytes(animated_gif(FRAMES))
     (root / "pages.tif").write_bytes(two_page_tiff())
     # a pyramidal TIFF (as scanners and map tools write): its pages are the photo at 1/1, 1/2, 1/4…
@@ -60,6 +69,17 @@ async def test_background_opacity_digits_are_a_percentage(node):
     assert (image.width, image.height) == (400, 400)
     assert pixel(image, 200, 5) == (0, 255, 0, 128)  # 50 % of 255, not 0x50
     assert pixel(image, 200, 200)[3] == 255
+
+
+async def test_jpeg_keeps_full_colour_resolution_as_imagekit_does_by_default(node):
+    """ImageKit turns 4:2:0 chroma subsampling off by default ("to avoid changing the image's visual
+    quality"): 1 px red and blue columns stay red and blue, not both purple."""
+    response, image = await fetch_image(node, "/tr:cm-extract,w-40,h-40,x-10,y-10/stripes.jpg")
+    assert response.headers["Content-Type"] == "image/jpeg" and (image.width, image.height) == (40, 40)
+    assert image.get("jpeg-chroma-subsample") == "4:4:4"
+    assert close(pixel(image, 20, 20), (255, 0, 0), 12) and close(pixel(image, 21, 20), (0, 0, 255), 12)
+    _, resized = await fetch_image(node, "/tr:w-2120,q-60/stripes.jpg")  # a resize, a low quality: still 4:4:4
+    assert resized.width == SIZE[0] // 2 and resized.get("jpeg-chroma-subsample") == "4:4:4"
 
 
 async def test_per_corner_radius_rounds_only_the_corners_named(node):
