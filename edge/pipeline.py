@@ -279,6 +279,11 @@ class Pipeline:
         endpoint = endpoint_label(request.endpoint.id)
         try:
             transformation, requested = self._transformation(request, call.query_transformation)
+            if request.thumbnail and transformation.output_format is None and not transformation.serves_original:
+                # ImageKit's `ik-thumbnail.jpg`: a JPEG unless `f-` says otherwise; an animation's first frame
+                # (or `pg-N`'s) is what any still format makes of it
+                transformation = replace(transformation, output=replace(transformation.output, format="jpg"))
+                requested = transformation.canonical()
             hints = NO_HINTS
             if transformation.client_hints:  # else nothing to build: the hit path stays as it was
                 hints = negotiate(transformation, call.headers, self._config.limits.max_output_side)

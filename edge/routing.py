@@ -3,9 +3,10 @@
 Order: a `Host` that an endpoint owns selects it (no identifier in the path); otherwise a first path
 segment equal to an endpoint identifier; otherwise the default endpoint (`id = ""`). The next
 segment, if it starts with `tr:` and another segment follows it, is the transformation. The rest is
-the path, percent-decoded once as UTF-8 (a byte sent unencoded reads as its `%XX` would), its leading
-slashes dropped; a path with a `.` or `..` segment (a backslash delimits one too: servers on Windows
-read `%5C` as `/`), or a NUL, is not found, whatever the origin.
+the path (less a last `/ik-thumbnail.jpg`, ImageKit's still of an animation: `ImageRequest.thumbnail`),
+percent-decoded once as UTF-8 (a byte sent unencoded reads as its `%XX` would), its leading slashes dropped;
+a path with a `.` or `..` segment (a backslash delimits one too: servers on Windows read `%5C` as `/`), or a
+NUL, is not found, whatever the origin.
 
 On an endpoint with a `private_key`, the URL's signature is checked right after the endpoint is
 known, before anything is looked up (`edge.signing`): a 401 never depends on what is cached.
@@ -22,7 +23,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from . import cloudinary_urls
 from .config import Endpoint
-from .errors import BadRequest, NothingToServe, SignatureRefused
+from .errors import BadRequest, InvalidTransformation, NothingToServe, SignatureRefused
 from .signing import SignatureCheck
 from .transform.layers import dot_segment
 from .transform.options import Transformation
@@ -43,6 +44,8 @@ class ImageRequest:
     transformation: Transformation | None = None
     #: with `orig-true`: the format the URL names; an original stored in another format is converted
     original_as: str | None = None
+    #: the URL ends in `/ik-thumbnail.jpg` after the original's path: its first frame (or `pg-N`'s), as JPEG
+    thumbnail: bool = False
 
     @property
     def signed(self) -> bool:
@@ -53,6 +56,14 @@ class ImageRequest:
         """Only `n-<name>` transformations: a `named_only` endpoint's unsigned URLs (whoever signs with
         the endpoint's key may ask for any transformation)."""
         return self.endpoint.named_only and not self.signed
+
+
+#: ImageKit's still of a video, an animation or a document: `/<path>/ik-thumbnail.jpg`
+THUMBNAIL = "ik-thumbnail.jpg"
+#: originals whose `ik-thumbnail.jpg` ImageKit makes and the node cannot: what it reads is images
+_NO_THUMBNAIL = {**dict.fromkeys(("mp4", "webm", "mov", "m4v", "mkv", "avi", "ogv", "3gp", "mpg", "mpeg", "ts",
+                                  "m3u8", "mpd"), "video thumbnails: the node serves images"),
+                 **dict.fromkeys(("pdf", "psd", "eps", "ai"), "PDF, PSD, EPS and AI: the node does not read them")}
 
 
 class Router:
@@ -92,6 +103,12 @@ class Router:
             segments = segments[1:]
         # leading slashes name nothing (ImageKit's docs sign `encodeURIComponent("/a.jpg")`: `%2Fa.jpg`)
         path = _decode("/".join(segments)).lstrip("/")
+        thumbnail = not for_purge and path.endswith(f"/{THUMBNAIL}")
+        if thumbnail:
+            path = path.removesuffix(f"/{THUMBNAIL}").lstrip("/")
+            extension = path.rpartition("/")[2].rpartition(".")[2].lower()
+            if extension in _NO_THUMBNAIL:
+                raise InvalidTransformation(THUMBNAIL, f"not supported ({_NO_THUMBNAIL[extension]})")
         if not path and not for_purge:
             raise NothingToServe("not found")
         if dot_segment(path) or "\0" in path:
@@ -99,7 +116,7 @@ class Router:
             # separates the parts of every cache key: purges, the shared tier and cache-stats would read
             # `a%00b.jpg` as the path `a`
             raise NothingToServe("not found")
-        return ImageRequest(endpoint, path, transformation, host, signed_until)
+        return ImageRequest(endpoint, path, transformation, host, signed_until, thumbnail=thumbnail)
 
     def _cloudinary(self, endpoint: Endpoint, segments: list[str], host: str, prefix: bool) -> ImageRequest:
         try:

@@ -508,7 +508,11 @@ SECTIONS = (
             )),
     Section("`pg`: page", "`pg-<N>`: the N-th frame of an animated GIF or WebP, or page of a multi-page TIFF, "
             "as a still image (1-based; beyond the last one is a 400). ImageKit's page ranges and PSD "
-            "layer names are not read, and PDF is not an input.", ()),
+            "layer names are not read, and PDF is not an input. `/<path>/ik-thumbnail.jpg` (ImageKit's thumbnail "
+            "URL: `/tr:pg-2/banner.gif/ik-thumbnail.jpg`) is the original at `<path>` as a JPEG (another format "
+            "with `f-`): its first frame or page, or the one `pg` names; a file of that name is not reachable. "
+            "ImageKit's thumbnails of videos (`clip.mp4`, `.webm`, `.mov`…) and of PDF, PSD, EPS and AI files are "
+            "a 400 naming `ik-thumbnail.jpg`, before anything is fetched.", ()),
     Section("Chained steps", "Steps separated by `:` run in order, each on the result of the one before. "
             "Output parameters (`f q pr lo md cp di orig`) belong to the one result, wherever they stand.", (
                 Example("w-300,h-300,fo-auto:rt-90:e-grayscale,r-max,f-png", "chelsea.jpg"),

@@ -134,6 +134,31 @@ async def test_page_picks_one_frame(node):
     assert (response.code, response.body) == (400, b"invalid transformation: pg-9: the source has 5 page(s)\n")
 
 
+async def test_ik_thumbnail_is_a_jpeg_of_the_first_frame_or_the_page_named(node):
+    """ImageKit's `/<path>/ik-thumbnail.jpg` (vector-and-animated-images: "the first page, frame, or layer is
+    extracted by default", `pg-N` picks one); it was a 404."""
+    response, still = await fetch_image(node, "/photo.jpg/ik-thumbnail.jpg?tr=w-400")
+    assert response.headers["Content-Type"] == "image/jpeg"
+    assert (still.width, still.height) == (400, round(400 * SIZE[1] / SIZE[0])) and marker_corner(still) == "top_left"
+    response, first = await fetch_image(node, "/tr:w-32/anim.gif/ik-thumbnail.jpg")
+    assert response.headers["Content-Type"] == "image/jpeg" and _frames(first) == 1
+    assert first.width == 32 and close(pixel(first, 16, 16), ANIMATION_COLOURS[0], 12)
+    response, third = await fetch_image(node, "/tr:pg-3/anim.gif/ik-thumbnail.jpg")
+    assert response.headers["Content-Type"] == "image/jpeg" and close(pixel(third, 16, 16), ANIMATION_COLOURS[2], 12)
+    response, png = await fetch_image(node, "/tr:w-400,f-png/photo.jpg/ik-thumbnail.jpg")  # `f-` still decides
+    assert response.headers["Content-Type"] == "image/png" and png.width == 400 and marker_corner(png) == "top_left"
+    plain = await node.fetch("/anim.gif")
+    assert plain.headers["Content-Type"] == "image/gif" and decode(plain, all_frames=True).get("n-pages") == FRAMES
+
+
+@pytest.mark.parametrize("path, why", [("clip.mp4", "video thumbnails: the node serves images"),
+                                       ("folder/layout.psd", "PDF, PSD, EPS and AI: the node does not read them")])
+async def test_ik_thumbnail_of_a_video_or_a_document_names_itself(node, path, why):
+    response = await node.fetch(f"/{path}/ik-thumbnail.jpg")
+    assert (response.code, response.body) == (400, f"invalid transformation: ik-thumbnail.jpg: not supported ({why})\n"
+                                              .encode())
+
+
 def _frames(image: pyvips.Image) -> int:
     return image.get("n-pages") if image.get_typeof("n-pages") else 1
 
