@@ -134,6 +134,8 @@ class CacheSettings:
 class Defaults:
     quality: int = 80
     avif_effort: int = 2
+    #: JPEG with 4:2:0 chroma subsampling; off (4:4:4) by default, as ImageKit's setting of that name
+    chroma_subsampling: bool = False
     cache_control_max_age: int = 31536000
     #: a URL without `f-` is served as with `f-auto` (ImageKit's default), whatever its extension
     auto_format: bool = False
@@ -385,6 +387,7 @@ def _defaults(t: ConfigTable) -> Defaults:
     settings = Defaults(
         quality=t.int("quality", d.quality, min=1, max=100),
         avif_effort=t.int("avif_effort", d.avif_effort, min=0, max=9),
+        chroma_subsampling=t.bool("chroma_subsampling", d.chroma_subsampling),
         cache_control_max_age=t.int("cache_control_max_age", d.cache_control_max_age, min=0),
         auto_format=t.bool("auto_format", d.auto_format),
         auto_format_smallest=t.bool("auto_format_smallest", d.auto_format_smallest),

@@ -411,9 +411,10 @@ SECTIONS = (
                         "padded in step one, trimmed back in step two"),
             )),
     Section("`q`: quality", "1–100 for JPEG, WebP and AVIF; default from the config (`[defaults] quality`, 80). "
-            "JPEG keeps its full colour resolution (4:4:4, no chroma subsampling) at every quality, as ImageKit "
-            "does by default (its 4:2:0 is a dashboard setting, off unless turned on); AVIF is encoded as libvips "
-            "does (4:2:0 below `q-90`), ImageKit documenting no AVIF defaults.", (
+            "JPEG keeps its full colour resolution (4:4:4, no chroma subsampling) at every quality unless "
+            "`[defaults] chroma_subsampling` asks for 4:2:0, as ImageKit, whose 4:2:0 is a dashboard setting, off "
+            "by default; AVIF is encoded as libvips does (4:2:0 below `q-90`), ImageKit documenting no AVIF "
+            "defaults.", (
                 Example("w-240,q-10", "coffee.jpg"),
                 Example("w-240,q-90", "coffee.jpg"),
             )),

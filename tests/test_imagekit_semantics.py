@@ -82,6 +82,18 @@ async def test_jpeg_keeps_full_colour_resolution_as_imagekit_does_by_default(nod
     assert resized.width == SIZE[0] // 2 and resized.get("jpeg-chroma-subsample") == "4:4:4"
 
 
+async def test_chroma_subsampling_is_a_setting_as_imagekits_dashboard_one(node_factory, semantics_root, tmp_path):
+    (tmp_path / "subsampled").mkdir()
+    config = images_config(semantics_root, "[defaults]\nchroma_subsampling = true\n")
+    subsampled = await node_factory(write_config(tmp_path / "subsampled", config))
+    _, image = await fetch_image(subsampled, "/tr:cm-extract,w-40,h-40,x-10,y-10/stripes.jpg")
+    assert (image.width, image.height) == (40, 40) and image.get("jpeg-chroma-subsample") == "4:2:0"
+    red, blue = pixel(image, 20, 20), pixel(image, 21, 20)
+    assert abs(red[0] - blue[0]) < 80 and red[2] > 60  # the two columns' colours averaged: both purple
+    _, photo = await fetch_image(subsampled, "/tr:w-2120,q-95/stripes.jpg")  # 4:2:0 at a high quality too
+    assert photo.width == SIZE[0] // 2 and photo.get("jpeg-chroma-subsample") == "4:2:0"
+
+
 async def test_per_corner_radius_rounds_only_the_corners_named(node):
     _, image = await fetch_image(node, "/tr:w-800,r-0_120_0_120,f-png/photo.jpg")
     right, bottom = image.width - 2, image.height - 2

@@ -437,6 +437,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         flatten_on = next((step.colour for step in reversed(steps) if step.colour), WHITE)
         options = EncodeOptions(
             quality=output.quality or defaults.quality, avif_effort=defaults.avif_effort,
+            chroma_subsampling=defaults.chroma_subsampling,
             progressive=output.progressive, lossless=output.lossless, metadata=output.metadata,
             colour_profile=output.colour_profile, flatten_on=flatten_on)
         encoded, fmt = min(((encode(stopping.watch(image), fmt, options), fmt) for fmt in formats),
@@ -450,8 +451,9 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
 
 class SettingsTag:
     """The config settings that change what a render makes of the same URL, as a tag for the output's
-    key (`output_key`'s `settings`): `[defaults] quality` and `avif_effort`, `[limits] max_cost` (the
-    format an over-budget `f-auto` falls back to, an animation's own bytes rather than an encode), and
+    key (`output_key`'s `settings`): `[defaults] quality`, `avif_effort` and `chroma_subsampling` (`j1`),
+    `[limits] max_cost` (the format an over-budget `f-auto` falls back to, an animation's own bytes rather
+    than an encode), and
     for text layers `[limits] max_output_side` (where a line without `w` wraps) and the files of their
     fonts. Only what differs from the shipped defaults is named (`q30,e4`), so that the keys of a config
     that changes none stay as they were. `[defaults] auto_format` and `auto_format_smallest` change the
@@ -464,6 +466,7 @@ class SettingsTag:
         self._changed = [f"{name}{value:.15g}" for name, value, default in (
             ("q", defaults.quality, shipped_defaults.quality),
             ("e", defaults.avif_effort, shipped_defaults.avif_effort),
+            ("j", defaults.chroma_subsampling, shipped_defaults.chroma_subsampling),
             ("c", limits.max_cost, shipped_limits.max_cost)) if value != default]
         self._tag = ",".join(self._changed)
         #: the parts added for an output with a text layer
