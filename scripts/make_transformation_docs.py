@@ -327,7 +327,9 @@ SECTIONS = (
     Section("`c`: crop strategy", "How `w`×`h` is reached when both are given.\n\nOne more value, not in "
             "ImageKit's grammar: `c-enlarge_to_fit` fits inside `w`×`h` only by enlarging — an image already "
             "larger than the box is left at its size (Cloudinary's `c_mfit`, see "
-            "[leaving-cloudinary.md](leaving-cloudinary.md)).", (
+            "[leaving-cloudinary.md](leaving-cloudinary.md)). `c-pad_resize` and `c-extract`, as ImageKit wrote "
+            "these crop modes before `cm-` (its conditional-transformation docs still write `c-pad_resize`), are "
+            "`cm-pad_resize` and `cm-extract`.", (
                 Example("w-200,h-120,c-maintain_ratio", "astronaut.jpg", "default: cover the box, crop by `fo`"),
                 Example("w-200,h-120,c-force", "astronaut.jpg", "stretch to the box"),
                 Example("w-200,h-120,c-at_max", "astronaut.jpg", "fit inside, never upscale"),

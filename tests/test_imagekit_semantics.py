@@ -94,6 +94,19 @@ async def test_chroma_subsampling_is_a_setting_as_imagekits_dashboard_one(node_f
     assert photo.width == SIZE[0] // 2 and photo.get("jpeg-chroma-subsample") == "4:2:0"
 
 
+@pytest.mark.parametrize("legacy, mode", [("c-pad_resize", "cm-pad_resize"), ("c-extract", "cm-extract")])
+async def test_a_crop_mode_written_as_c_is_the_crop_mode(node, legacy, mode):
+    """ImageKit's `pad_resize` and `extract` were `c-` values before `cm-` (its conditional-transformation docs
+    still write `h-200,c-pad_resize`; SDKs such as unpic wrote `c-pad_resize` and `c-extract` until 2025):
+    they were a 400."""
+    response, image = await fetch_image(node, f"/tr:w-300,h-300,{legacy},bg-00FF00/photo.jpg")
+    expected = await node.fetch(f"/tr:w-300,h-300,{mode},bg-00FF00/photo.jpg")
+    assert (image.width, image.height) == (300, 300) and response.body == expected.body
+    assert expected.headers["X-Cache"] == "HIT"  # one canonical form, one cache entry
+    if mode == "cm-pad_resize":  # the 3:2 photo fitted in, green above and below
+        assert close(pixel(image, 150, 5), (0, 255, 0)) and marker_corner(image.crop(0, 50, 300, 200)) == "top_left"
+
+
 async def test_per_corner_radius_rounds_only_the_corners_named(node):
     _, image = await fetch_image(node, "/tr:w-800,r-0_120_0_120,f-png/photo.jpg")
     right, bottom = image.width - 2, image.height - 2

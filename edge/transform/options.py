@@ -43,6 +43,9 @@ UNSUPPORTED_FORMATS = {"mp4": "video", "webm": "video", "svg": "vector output"}
 FLIPS = ("h", "v", "h_v")
 FLIP_SYNONYMS = {"v_h": "h_v"}
 EXTRACTING = ("extract", "pad_extract", "pad_extract_no_shrink")
+#: crop modes ImageKit wrote as `c-` values before `cm-` (its conditional-transformation docs still write
+#: `c-pad_resize`, and SDKs such as unpic wrote both until 2025): read as `cm-`
+LEGACY_CROP_MODES = ("pad_resize", "extract")
 PADDING = ("pad_resize", "pad_resize_no_enlarge")
 #: `e-sharpen` and `t-true` without a number
 DEFAULT_SHARPEN = 10
@@ -582,6 +585,8 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
     params = iter(filter(None, text.split(",")))
     for param in params:
         key, value = _split(param)
+        if key == "c" and value in LEGACY_CROP_MODES:
+            key = "cm"
         if named_only and key != NAMED_KEY:
             raise InvalidTransformation(param, "this endpoint accepts only named transformations (n-<name>)")
         if _starts_layer(param):
