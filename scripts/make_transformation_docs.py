@@ -179,7 +179,7 @@ PARITY_ROWS = (
     ("distort", "e-distort", "unsupported", "perspective and arc distortion: not built yet"),
     ("density", "dn", "unsupported", "density: vector sources (where it matters) are not read"),
     ("raw", "(any)", "supported", "the SDK's pass-through: served as far as its keys are"),
-    ("(none)", "if-…", "unsupported", "conditional transformations"),
+    ("(none)", "if-…", "supported", "conditional steps: see their section"),
 )
 PARITY = ("What the ImageKit Python SDK (`imagekitio`) writes, and what the node does with it. "
           "*Unsupported* keys are a **400** `invalid transformation: <param>: not supported (<why>)`, "
@@ -521,6 +521,19 @@ SECTIONS = (
                 Example("w-300,h-300,fo-auto:rt-90:e-grayscale,r-max,f-png", "chelsea.jpg"),
                 Example("w-200,h-200,cm-pad_resize,bg-white:b-4_333333:r-20,f-png", "logo-transparent.png"),
             )),
+    Section("Conditional steps", "ImageKit's `if-<condition>,<steps>[,if-else,<steps>],if-end` ([conditional "
+            "transformations](https://imagekit.io/docs/conditional-transformations)): a step that is an if block "
+            "stands for the steps of its first branch when the condition holds, else for those after `if-else` "
+            "(none: the image is left as it is). The condition compares `w`, `h`, `ar` (the image's size at that "
+            "step of the chain) or `iw`, `ih`, `iar` (the original's) with a number (or a ratio, `ar_gt_4-3`) by "
+            "`eq`, `ne`, `gt`, `gte`, `lt` or `lte`; comparisons are joined by `_and_`, which binds first, and "
+            "`_or_`: `if-ar_gt_1,w-600,if-else,h-400,if-end` makes a landscape image 600 px wide and a portrait "
+            "one 400 px high, `h-200:if-h_eq_200,w-100,if-end:rt-90` tests the height the first step made. A "
+            "branch may chain steps with `:` and holds step parameters only: an if block is a step of its own "
+            "(`h-100,if-h_eq_200,…` is a 400, as in ImageKit), and within it layers, output parameters (`f`, "
+            "`q`…, which belong to the whole result), named transformations, client hints (`w-auto`) and another "
+            "if block are a 400 naming the parameter. Its branches count among the 10 steps, and the costlier "
+            "branch is counted in the cost budget.", ()),
     Section("`f`: output format", "`auto`: AVIF when `Accept` names `image/avif` (animations: WebP, which "
             "libvips can write animated, when it names `image/webp` too, else GIF), else WebP when it "
             "names `image/webp`, else JPEG (a type counts "

@@ -107,6 +107,30 @@ async def test_a_crop_mode_written_as_c_is_the_crop_mode(node, legacy, mode):
         assert close(pixel(image, 150, 5), (0, 255, 0)) and marker_corner(image.crop(0, 50, 300, 200)) == "top_left"
 
 
+async def test_conditional_steps_follow_the_size_at_their_step(node):
+    """ImageKit's `if-<condition>,…[,if-else,…],if-end` (conditional-transformations docs); it was a 400."""
+    _, landscape = await fetch_image(node, "/tr:if-ar_gt_1,w-600,if-else,h-400,if-end/photo.jpg")
+    assert (landscape.width, landscape.height) == (600, round(600 * SIZE[1] / SIZE[0]))
+    _, portrait = await fetch_image(node, "/tr:rt-90:if-ar_gt_1,w-600,if-else,h-400,if-end/photo.jpg")
+    assert (portrait.width, portrait.height) == (round(400 * SIZE[1] / SIZE[0]), 400)
+    assert marker_corner(portrait) == "top_right"  # turned first, then the else branch
+    _, capped = await fetch_image(node, "/photo.jpg?tr=if-w_gt_168,w-168,if-end")
+    _, small = await fetch_image(node, "/tr:w-100:if-w_gt_168,w-168,if-end/photo.jpg")
+    assert (capped.width, small.width) == (168, 100)
+    # ImageKit's chained example (written with the c-pad_resize of its page): the block sees the 200 px height
+    _, chained = await fetch_image(node, "/tr:h-200,c-pad_resize:if-h_eq_200,w-100,if-end:rt-90/photo.jpg")
+    assert (chained.width, chained.height) == (67, 100) and marker_corner(chained) == "top_right"
+    # `and` binds before `or`; iw is the original's width, a ratio may be written 4-3; a branch may chain steps
+    _, both = await fetch_image(node, "/tr:w-300:if-iw_gt_5000_and_w_lt_400_or_ar_gt_4-3,w-50:fl-h,if-end/photo.jpg")
+    assert both.width == 50 and marker_corner(both) == "top_right"
+    _, neither = await fetch_image(node, "/tr:w-300:if-iw_gt_5000_or_ar_lt_4-3,w-50,if-end/photo.jpg")
+    assert neither.width == 300 and marker_corner(neither) == "top_left"
+    again = await node.fetch("/tr:w-300.0:if-iw_gt_5000.0_or_ar_lt_4-3,w-50,if-end/photo.jpg")
+    assert again.headers["X-Cache"] == "HIT"  # one canonical form
+    response = await node.fetch("/tr:h-100,if-h_eq_200,w-100,if-end/photo.jpg")  # ImageKit's invalid example
+    assert response.code == 400 and b"an if block is a step of its own" in response.body
+
+
 async def test_per_corner_radius_rounds_only_the_corners_named(node):
     _, image = await fetch_image(node, "/tr:w-800,r-0_120_0_120,f-png/photo.jpg")
     right, bottom = image.width - 2, image.height - 2

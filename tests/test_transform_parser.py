@@ -52,6 +52,9 @@ def canonical(*texts, **options) -> str:
     ("w-9,h-9,z-0.5", "w-9,h-9"),  # zooming out changes nothing but around faces
     ("w-auto,dpr-auto,h-9", "h-9,dpr-auto,w-auto"),
     ("", "c-maintain_ratio"),
+    ("if-ar_gt_1.0,w-200.0,if-else,h-300,rt-N90,if-end", "if-ar_gt_1,w-200,if-else,rt-270,h-300,if-end"),
+    ("if-ar_lt_4-3.0,w-1:rt-90,if-end", "if-ar_lt_4-3,w-1:rt-90,if-end"),  # a chain in a branch
+    ("c-pad_resize,w-9,h-9", "cm-pad_resize,w-9,h-9"),
 ])
 def test_synonyms_order_and_defaults_are_one_cache_key(first, second):
     assert canonical(first) == canonical(second)
@@ -97,7 +100,18 @@ def test_default_image_path():
     ("e-shadow-zz-1", "e-shadow-zz-1", "bl-<value>"),
     ("bg-genfill", "bg-genfill", "not supported"),
     ("e-bgremove", "e-bgremove", "not supported (AI generation and removal)"),
-    ("if-w_gt_300", "if-w_gt_300", "not supported (conditional transformations)"),
+    ("if-w_gt_300", "if-w_gt_300", "an if block is a step of its own"),
+    ("h-100,if-h_eq_200,w-100,if-end", "h-100", "an if block is a step of its own"),  # ImageKit's invalid example
+    ("if-h_eq_200,w-100,if-end,bl-10", "if-h_eq_200", "a step of its own"),
+    ("if-x_gt_1,w-1,if-end", "if-x_gt_1", "if-<w|h|ar|iw|ih|iar>_<eq|ne|gt|gte|lt|lte>_"),
+    ("if-w_gt_1_xor_h_lt_2,w-1,if-end", "if-w_gt_1_xor_h_lt_2", "joined by _and_ or _or_"),
+    ("if-ar_lt_4-0,w-1,if-end", "if-ar_lt_4-0", "above 0"),
+    ("if-w_gt_1,f-png,if-end", "f-png", "cannot depend on a condition"),
+    ("if-w_gt_1,w-auto,if-end", "w-auto", "client hints"),
+    ("if-w_gt_1,l-text,i-a,l-end,if-end", "l-text", "layers are not supported within an if block"),
+    ("if-w_gt_1,if-w_gt_2,w-1,if-end,if-end", "if-w_gt_2", "do not nest"),
+    ("if-w_gt_1,w-1,if-else,w-2,if-else,w-3,if-end", "if-else", "one if-else"),
+    ("w-10:if-end", "if-end", "without an if"),
     ("vc-h264", "vc-h264", "not supported (video)"),
     ("pg-0", "pg-0", "from 1 to 1000"),
     ("ar-0-3", "ar-0-3", "positive"),

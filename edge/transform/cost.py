@@ -37,8 +37,8 @@ and format, before any pixel is decoded) the same sum is taken with every size a
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from ..config import Defaults, Limits
 from ..errors import BadRequest
@@ -203,10 +203,18 @@ def transformation_cost(steps: tuple[Step, ...], source: Size, overlays: dict[st
 
 
 def _steps_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size],
-                base: Size | None = None) -> tuple[float, Size]:
-    """`transformation_cost` and the last step's output size."""
-    cost, size = 0.0, source
+                base: Size | None = None, start: Size | None = None) -> tuple[float, Size]:
+    """`transformation_cost` and the last step's output size; `start`: the size the first step reads
+    (an if block's branch), when it is not the source's."""
+    cost, size = 0.0, start or source
     for step in steps:
+        if step.branches is not None:  # an if block: the costlier branch, whichever the sizes will choose
+            layers = (replace(DEFAULT_STEP, layers=step.layers),) if step.layers else ()
+            branch_cost, size = max((_steps_cost((*(branch or (DEFAULT_STEP,)), *layers), source, overlays, base, size)
+                                     for branch in (step.branches.then_steps, step.branches.else_steps)),
+                                    key=lambda estimate: estimate[0])
+            cost += branch_cost
+            continue
         step = with_sizes(step, source, size, base)
         output = step_output(step, size)
         cost += _megapixels(output) * (1 + look_weight(step) + LAYER_WEIGHT * len(step.layers))

@@ -79,6 +79,45 @@ AUTO = "auto"
 _INTEGER = re.compile(r"[0-9]{1,9}")
 
 
+#: `if-<property>_<operator>_<value>`: the image's size at this step (`w h ar`) or the original's (`iw ih iar`)
+CONDITION_PROPERTIES = ("w", "h", "ar", "iw", "ih", "iar")
+CONDITION_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}
+IF_ELSE, IF_END = "if-else", "if-end"
+
+
+@dataclass(frozen=True)
+class Conditional:
+    """ImageKit's `if-<condition>,<steps>[,if-else,<steps>],if-end`: `condition` is alternatives (`or`) of
+    comparisons that must all hold (`and`, which binds first), each (property, operator, value, the value
+    as written: a ratio stays `4-3` in the canonical form, which a rounded decimal would not compare as)."""
+
+    condition: tuple[tuple[tuple[str, str, float, str], ...], ...]
+    then_steps: tuple[Step, ...]
+    else_steps: tuple[Step, ...] = ()
+
+    def holds(self, size: tuple[int, int], original: tuple[int, int]) -> bool:
+        values = {"w": size[0], "h": size[1], "ar": size[0] / size[1],
+                  "iw": original[0], "ih": original[1], "iar": original[0] / original[1]}
+        return any(all(CONDITION_OPERATORS[op](values[prop], value) for prop, op, value, _ in clauses)
+                   for clauses in self.condition)
+
+    def chosen(self, size: tuple[int, int], original: tuple[int, int], layers: tuple[Layer, ...] = ()
+               ) -> tuple[Step, ...]:
+        """The steps the block stands for on an image of `size`, then the block's `layers` (an endpoint's
+        watermark drawn on the last step) on their result; an empty branch leaves the image as it is."""
+        steps = (self.then_steps if self.holds(size, original) else self.else_steps) or (DEFAULT_STEP,)
+        return (*steps, replace(DEFAULT_STEP, layers=layers)) if layers else steps
+
+    def write(self) -> str:
+        condition = "_or_".join("_and_".join(f"{prop}_{op}_{text}" for prop, op, _, text in clauses)
+                                for clauses in self.condition)
+        then, otherwise = (":".join(_canonical(step, DEFAULT_STEP) for step in steps) or None
+                           for steps in (self.then_steps, self.else_steps))
+        return ",".join(filter(None, (f"if-{condition}", then, otherwise and IF_ELSE, otherwise, IF_END)))
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of a chained transformation: geometry, then look. Defaults mean "not given"."""
@@ -117,6 +156,8 @@ class Step:
     gradient: tuple[float, RGBA, RGBA, float | Expression] | None = None
     #: drawn on the step's result, in order (`l-…,l-end`); see `layers`
     layers: tuple[Layer, ...] = ()
+    #: an `if-…,if-end` block, the step's only content: the steps it stands for depend on the image's size
+    branches: Conditional | None = None
 
     @property
     def extracts(self) -> bool:
@@ -513,7 +554,6 @@ UNSUPPORTED: dict[str, str] = {
     **dict.fromkeys(("vc", "ac", "so", "eo", "du", "sr"), "video"),
     **dict.fromkeys(("e-bgremove", "e-removedotbg", "e-changebg", "e-edit", "e-dropshadow", "e-retouch",
                      "e-upscale", "e-genvar", "e-genfill"), "AI generation and removal"),
-    "if": "conditional transformations",
     "e-distort": "perspective and arc distortion",
     "cr": "colour replacement",
     "e-colorize": "colour tint",
@@ -521,7 +561,7 @@ UNSUPPORTED: dict[str, str] = {
 }
 NAMED_KEY = "n"
 _BY_FIELD = {p.field: p for p in PARAMS.values()}
-assert {f.name for f in fields(Step)} | {f.name for f in fields(Output)} == set(_BY_FIELD) | {"layers"}
+assert {f.name for f in fields(Step)} | {f.name for f in fields(Output)} == set(_BY_FIELD) | {"layers", "branches"}
 
 
 def _split(param: str) -> tuple[str, str]:
@@ -558,18 +598,75 @@ def _nesting(param: str) -> int:
 _ASPECT_RATIO_WITH_COLON = re.compile(r"(^|[,:])ar-([0-9]+(?:\.[0-9]+)?):([0-9]+(?:\.[0-9]+)?)(?=[,:]|$)")
 
 
+def _opens_if(param: str) -> bool:
+    return param.startswith("if-") and param not in (IF_ELSE, IF_END)
+
+
+def _condition(text: str) -> tuple[tuple[tuple[str, str, float, str], ...], ...]:
+    """`ar_gt_1_and_w_lt_400_or_iar_lt_4-3` → (((ar, gt, 1, "1"), (w, lt, 400, "400")), ((iar, lt, 4/3, "4-3"),))."""
+    tokens, alternatives, clauses = text.split("_"), [], []
+    while True:
+        prop, op, value = (tokens[:3] + ["", "", ""])[:3]
+        if prop not in CONDITION_PROPERTIES or op not in CONDITION_OPERATORS or not value:
+            raise ValueError(f"must be if-<{'|'.join(CONDITION_PROPERTIES)}>_<{'|'.join(CONDITION_OPERATORS)}>_"
+                             "<number, or a ratio 4-3>, joined by _and_ or _or_")
+        numerator, dash, denominator = value.partition("-")
+        parts = (_decimal(numerator), _decimal(denominator) if dash else 1.0)
+        if parts[1] <= 0:
+            raise ValueError("a ratio's second number must be above 0")
+        clauses.append((prop, op, parts[0] / parts[1], "-".join(map(_write_number, parts[:1 + bool(dash)]))))
+        tokens = tokens[3:]
+        if not tokens:
+            return (*alternatives, tuple(clauses))
+        joiner, tokens = tokens[0], tokens[1:]
+        if joiner == "or":
+            alternatives, clauses = [*alternatives, tuple(clauses)], []
+        elif joiner != "and":
+            raise ValueError(f"conditions are joined by _and_ or _or_, not _{joiner}_")
+
+
+def _conditional(text: str) -> Step:
+    """A step that is an if block: `if-<condition>,<steps>[,if-else,<steps>],if-end` (ImageKit: "A step
+    containing an if block cannot contain any other comma-separated transform")."""
+    params = text.split(",")
+    first = params[0]
+    if not _opens_if(first) or params[-1] != IF_END or params.count(IF_END) != 1:
+        raise InvalidTransformation(first, "an if block is a step of its own: if-<condition>,…[,if-else,…],if-end")
+    try:
+        condition = _condition(first.removeprefix("if-"))
+    except ValueError as exc:
+        raise InvalidTransformation(first, str(exc)) from None
+    body = params[1:-1]
+    if body.count(IF_ELSE) > 1:
+        raise InvalidTransformation(IF_ELSE, "one if-else per if block")
+    split = body.index(IF_ELSE) if IF_ELSE in body else len(body)
+    then_steps, else_steps = (_branch(",".join(part)) for part in (body[:split], body[split + 1:]))
+    return replace(DEFAULT_STEP, branches=Conditional(condition, then_steps, else_steps))
+
+
+def _branch(text: str) -> tuple[Step, ...]:
+    steps = [step for step_text in _split_steps(text)
+             for step in _parse_step(step_text, {}, False, in_branch=True).steps]
+    return tuple(step for step in steps if step != DEFAULT_STEP)
+
+
 def _split_steps(text: str) -> list[str]:
     """`a,b:c` → [`a,b`, `c`]; a layer's own transformation may chain steps with `:` (as the SDK
     writes it), so a `:` between `l-<type>` and `l-end` stays inside the step. `ar-4:3`, which the
     SDK writes for an `aspect_ratio` given as "4:3", is `ar-4-3`: a step cannot start with a number."""
-    steps, current, depth = [], "", 0
+    steps, current, depth, conditional = [], "", 0, 0
     for piece in _DELIMITERS.split(_ASPECT_RATIO_WITH_COLON.sub(r"\1ar-\2-\3", text)):
-        if piece == ":" and not depth:
+        if piece == ":" and not depth and not conditional:  # an if block's branches may chain steps too
             steps.append(current)
             current = ""
             continue
         current += piece
         depth += _nesting(piece)
+        conditional += _opens_if(piece) - (piece == IF_END)
+        if conditional > 1:
+            raise InvalidTransformation(piece, "if blocks do not nest")
+        if conditional < 0:
+            raise InvalidTransformation(piece, "if-end without an if")
         if depth > layer_params.MAX_DEPTH:
             raise InvalidTransformation(piece, f"layers nest {layer_params.MAX_DEPTH} deep at most")
         if depth < 0:
@@ -577,7 +674,13 @@ def _split_steps(text: str) -> list[str]:
     return [*steps, current]
 
 
-def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer: bool = False) -> _ParsedStep:
+def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer: bool = False,
+                in_branch: bool = False) -> _ParsedStep:
+    if any(_opens_if(piece) or piece in (IF_ELSE, IF_END) for piece in _DELIMITERS.split(text)):
+        if in_layer or in_branch or named_only:
+            raise InvalidTransformation(text.partition(",")[0], "an if block is not allowed here (not within a "
+                                        "layer or another if block, nor on an endpoint of named transformations)")
+        return _ParsedStep((_conditional(text),), {})
     step_values: dict[str, Any] = {}
     output_values: dict[str, Any] = {}
     layers: list[Layer] = []
@@ -589,6 +692,8 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
             key = "cm"
         if named_only and key != NAMED_KEY:
             raise InvalidTransformation(param, "this endpoint accepts only named transformations (n-<name>)")
+        if _starts_layer(param) and in_branch:
+            raise InvalidTransformation(param, "layers are not supported within an if block")
         if _starts_layer(param):
             body, depth = [], 0
             for inner in params:  # up to the l-end that closes this layer, past those of layers in it
@@ -601,8 +706,8 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
             layers.append(_parse_layer(param, ",".join(body)))
             continue
         if key == NAMED_KEY:
-            if base.steps != (DEFAULT_STEP,) or base.output or in_layer:
-                raise InvalidTransformation(param, "one named transformation per step, none in a layer")
+            if base.steps != (DEFAULT_STEP,) or base.output or in_layer or in_branch:
+                raise InvalidTransformation(param, "one named transformation per step, none in a layer or an if block")
             base = _expand_named(param, value, named)
             continue
         spec = PARAMS.get(key)
@@ -614,10 +719,15 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
             parsed = spec.parse(value)
         except ValueError as exc:
             raise InvalidTransformation(param, str(exc)) from None
+        if spec.output and in_branch:
+            raise InvalidTransformation(param, "an output parameter cannot depend on a condition: put it outside "
+                                               "the if block")
         if spec.output and in_layer:
             if key != "q":
                 raise InvalidTransformation(param, "an output parameter has no effect in a layer")
             continue  # ImageKit lists `q` for image layers, whose pixels the base's encode makes: checked, dropped
+        if parsed == AUTO and in_branch:
+            raise InvalidTransformation(param, "client hints are not supported within an if block")
         if parsed == AUTO and in_layer and key in ("w", "dpr"):  # client hints size the image asked for
             raise InvalidTransformation(param, "a layer's size cannot come from client hints")
         if not in_layer and _reads_base(parsed):
@@ -760,7 +870,8 @@ def _parse(texts: tuple[str | None, ...], named: tuple[tuple[str, str], ...], na
             parsed = _parse_step(step_text, dict(named), named_only)
             steps.extend(step for step in parsed.steps if step != DEFAULT_STEP)
             output.update(parsed.output)
-    if len(steps) > MAX_STEPS:
+    if sum(1 + len(step.branches.then_steps) + len(step.branches.else_steps) if step.branches else 1
+           for step in steps) > MAX_STEPS:  # an if block's steps count, both branches, as its own
         raise InvalidTransformation("tr", f"more than {MAX_STEPS} chained steps")
     if _count_layers(steps) > layer_params.MAX_LAYERS:
         raise InvalidTransformation("tr", f"more than {layer_params.MAX_LAYERS} layers")
@@ -781,7 +892,10 @@ def _count_layers(steps: tuple[Step, ...] | list[Step]) -> int:
 @functools.lru_cache(maxsize=4096)
 def _canonical(values: Step | Output, defaults: Step | Output) -> str:
     parts = []
-    for spec in sorted((_BY_FIELD[f.name] for f in fields(values) if f.name != "layers"), key=lambda spec: spec.key):
+    if getattr(values, "branches", None) is not None:
+        parts.append(values.branches.write())
+    for spec in sorted((_BY_FIELD[f.name] for f in fields(values) if f.name not in ("layers", "branches")),
+                       key=lambda spec: spec.key):
         value = getattr(values, spec.field)
         if value != getattr(defaults, spec.field):
             written = spec.write(value)

@@ -299,14 +299,19 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int,
     for every strip of the second, 40 times over). `draw` draws a step's layers on its result; `base`:
     a layer's steps are drawn on an image of this size; `original`: the size `iw`, `ih` are (the source's)."""
     image, original = None, original or (source.width, source.height)
-    for index, step in enumerate(steps):
+    pending = list(steps)
+    while pending:
+        step = pending.pop(0)
+        if step.branches is not None:  # an if block: its branch for the image's size at this step
+            pending[:0] = step.branches.chosen((source.width, source.height), original, step.layers)
+            continue
         stopping.check()
         step = resolved(step, source, original, base)
         image = apply_look(apply_geometry(source, step, max_output_side), step)
         if step.layers and draw is not None:
             image = draw(image, step)
         check_side(image.width, image.height, max_output_side)
-        if index + 1 < len(steps):
+        if pending:
             source = Source.of_image(in_memory(image))
     assert image is not None, "a transformation renders at least one step"
     return image
