@@ -144,7 +144,7 @@ PARITY_ROWS = (
      "for sources with transparency"),
     ("dpr", "dpr", "supported", "0.1–5; `dpr-auto` (client hint) see its section"),
     ("focus", "fo", "differs", "positions and `auto`; `fo-face` see its section; object names "
-     "(`fo-person`, `fo-car`) are a 400"),
+     "(`fo-person`, `fo-car`: AI) and `fo-custom` (a media library's focus area) are a 400"),
     ("quality", "q", "supported", "1–100"),
     ("x, y, x_center, y_center", "x y xc yc", "supported", "pixels or expressions"),
     ("format", "f", "differs", "`auto webp jpg jpeg png gif avif orig`; `svg mp4 webm` are a 400"),

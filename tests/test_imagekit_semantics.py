@@ -131,6 +131,16 @@ async def test_conditional_steps_follow_the_size_at_their_step(node):
     assert response.code == 400 and b"an if block is a step of its own" in response.body
 
 
+@pytest.mark.parametrize("focus, why", [("person", "object-aware AI cropping"),
+                                        ("custom", "the focus area ImageKit keeps with a file in its media library")])
+async def test_imagekit_focus_the_node_cannot_do_says_so(node, focus, why):
+    response = await node.fetch(f"/tr:w-300,h-300,fo-{focus}/photo.jpg")
+    assert response.code == 400 and f"invalid transformation: fo-{focus}: " in response.body.decode()
+    assert f"not supported ({why})" in response.body.decode()
+    _, image = await fetch_image(node, "/tr:w-300,h-300,fo-left/photo.jpg")  # a position still crops
+    assert (image.width, image.height) == (300, 300) and marker_corner(image) == "top_left"
+
+
 async def test_per_corner_radius_rounds_only_the_corners_named(node):
     _, image = await fetch_image(node, "/tr:w-800,r-0_120_0_120,f-png/photo.jpg")
     right, bottom = image.width - 2, image.height - 2

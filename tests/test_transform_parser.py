@@ -89,6 +89,8 @@ def test_default_image_path():
     ("c-fill", "c-fill", "must be one of"),
     ("cm-pad", "cm-pad", "must be one of"),
     ("fo-middle", "fo-middle", "must be one of"),
+    ("fo-person", "fo-person", "not supported (object-aware AI cropping)"),
+    ("fo-custom", "fo-custom", "not supported (the focus area ImageKit keeps"),
     ("f-bmp", "f-bmp", "must be one of"),
     ("rt-1e3", "rt-1e3", "number"),
     ("rt-N", "rt-N", "number"),

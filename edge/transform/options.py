@@ -278,6 +278,11 @@ def _format(text: str) -> str:
 
 
 def _focus(text: str) -> str:
+    if text == "custom":
+        raise ValueError("not supported (the focus area ImageKit keeps with a file in its media library)")
+    if text not in FOCUS and text.isalpha():
+        raise ValueError(f"must be one of {', '.join(FOCUS)}: ImageKit's object names (fo-person, fo-car…) are "
+                         "not supported (object-aware AI cropping)")
     focus = _choice(FOCUS)(text)
     if focus == "face" and not faces.available():
         raise ValueError(f"needs a face detector: install the node with its [{faces.EXTRA}] extra "
