@@ -413,10 +413,10 @@ SECTIONS = (
                         "padded in step one, trimmed back in step two"),
             )),
     Section("`q`: quality", "1–100 for JPEG, WebP and AVIF; default from the config (`[defaults] quality`, 80). "
-            "JPEG keeps its full colour resolution (4:4:4, no chroma subsampling) at every quality unless "
-            "`[defaults] chroma_subsampling` asks for 4:2:0, as ImageKit, whose 4:2:0 is a dashboard setting, off "
-            "by default; AVIF is encoded as libvips does (4:2:0 below `q-90`), ImageKit documenting no AVIF "
-            "defaults.", (
+            "JPEG and AVIF are chroma-subsampled (4:2:0) below `q-90`, as libvips and most image CDNs do: smaller "
+            "files, colour edges a little softer. ImageKit documents its JPEG 4:2:0 as a dashboard setting, off "
+            "by default: `[defaults] chroma_subsampling = false` gives its full colour resolution (4:4:4) at every "
+            "quality; it documents no AVIF defaults.", (
                 Example("w-240,q-10", "coffee.jpg"),
                 Example("w-240,q-90", "coffee.jpg"),
             )),

@@ -77,12 +77,12 @@ async def test_the_default_config_keeps_its_keys_and_a_purge_removes_the_outputs
     first = await default.fetch(URL)
     await default.stop()
     key = output_key(original_key("", "coffee.jpg", None), "w-300", "")
-    assert key == "\0coffee.jpg\0r4:w-300\0" and output_keys(tmp_path / "cache") == {key}
+    assert key == "\0coffee.jpg\0r3:w-300\0" and output_keys(tmp_path / "cache") == {key}
 
     low = await node_factory(write_config(tmp_path, config(quality=30)))
     second = await low.fetch(URL)
     assert second.headers["X-Cache"] == "MISS" and len(second.body) < 0.6 * len(first.body)
-    assert output_keys(tmp_path / "cache") == {key, "\0coffee.jpg\0r4+q30:w-300\0"}
+    assert output_keys(tmp_path / "cache") == {key, "\0coffee.jpg\0r3+q30:w-300\0"}
 
     purged = await low.fetch("/_edge/purge", method="POST", headers={"Authorization": f"Bearer {TOKEN}"},
                              body=json.dumps({"url": "/coffee.jpg"}).encode())
@@ -124,9 +124,9 @@ async def test_nodes_of_a_fleet_share_outputs_only_with_nodes_of_the_same_settin
 def test_the_tag_names_the_settings_that_change_the_bytes_and_only_those():
     plain = parse_transformation("w-300")
     with_text = parse_transformation("w-300,l-image,i-a.png,l-text,i-Hi,l-end,l-end")  # nested in an image layer
-    changed = SettingsTag(Defaults(quality=30, avif_effort=4, chroma_subsampling=True), Limits(max_cost=300),
+    changed = SettingsTag(Defaults(quality=30, avif_effort=4, chroma_subsampling=False), Limits(max_cost=300),
                           shipped_fonts())
-    assert changed.of(plain) == changed.of(with_text) == "q30,e4,j1,c300"
+    assert changed.of(plain) == changed.of(with_text) == "q30,e4,j0,c300"
     # every value its own tag (`:g` would have written both as c1.23457e+06)
     assert {SettingsTag(Defaults(), Limits(max_cost=cost), shipped_fonts()).of(plain)
             for cost in (1234567, 1234568, 1e6, 1000000.4)} == {"c1234567", "c1234568", "c1000000", "c1000000.4"}

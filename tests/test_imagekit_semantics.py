@@ -71,27 +71,30 @@ async def test_background_opacity_digits_are_a_percentage(node):
     assert pixel(image, 200, 200)[3] == 255
 
 
-async def test_jpeg_keeps_full_colour_resolution_as_imagekit_does_by_default(node):
-    """ImageKit turns 4:2:0 chroma subsampling off by default ("to avoid changing the image's visual
-    quality"): 1 px red and blue columns stay red and blue, not both purple."""
-    response, image = await fetch_image(node, "/tr:cm-extract,w-40,h-40,x-10,y-10/stripes.jpg")
-    assert response.headers["Content-Type"] == "image/jpeg" and (image.width, image.height) == (40, 40)
-    assert image.get("jpeg-chroma-subsample") == "4:4:4"
-    assert close(pixel(image, 20, 20), (255, 0, 0), 12) and close(pixel(image, 21, 20), (0, 0, 255), 12)
-    _, resized = await fetch_image(node, "/tr:w-2120,q-60/stripes.jpg")  # a resize, a low quality: still 4:4:4
-    assert resized.width == SIZE[0] // 2 and resized.get("jpeg-chroma-subsample") == "4:4:4"
-
-
-async def test_chroma_subsampling_is_a_setting_as_imagekits_dashboard_one(node_factory, semantics_root, tmp_path):
-    (tmp_path / "subsampled").mkdir()
-    config = images_config(semantics_root, "[defaults]\nchroma_subsampling = true\n")
-    subsampled = await node_factory(write_config(tmp_path / "subsampled", config))
-    _, image = await fetch_image(subsampled, "/tr:cm-extract,w-40,h-40,x-10,y-10/stripes.jpg")
+async def test_jpeg_is_subsampled_below_quality_90_by_default(node):
+    """libvips' rule and most image CDNs': 4:2:0 below q-90 (smaller files; 1 px red and blue columns are
+    averaged, both purple), full colour resolution from q-90 up."""
+    _, image = await fetch_image(node, "/tr:cm-extract,w-40,h-40,x-10,y-10/stripes.jpg")
     assert (image.width, image.height) == (40, 40) and image.get("jpeg-chroma-subsample") == "4:2:0"
     red, blue = pixel(image, 20, 20), pixel(image, 21, 20)
     assert abs(red[0] - blue[0]) < 80 and red[2] > 60  # the two columns' colours averaged: both purple
-    _, photo = await fetch_image(subsampled, "/tr:w-2120,q-95/stripes.jpg")  # 4:2:0 at a high quality too
-    assert photo.width == SIZE[0] // 2 and photo.get("jpeg-chroma-subsample") == "4:2:0"
+    _, photo = await fetch_image(node, "/tr:w-2120,q-95/stripes.jpg")
+    assert photo.width == SIZE[0] // 2 and photo.get("jpeg-chroma-subsample") == "4:4:4"
+
+
+async def test_chroma_subsampling_off_keeps_full_colour_resolution_as_imagekit_by_default(node_factory,
+                                                                                       semantics_root, tmp_path):
+    """ImageKit documents its 4:2:0 as a dashboard setting, off by default: `chroma_subsampling = false` gives its
+    look, 1 px red and blue columns kept red and blue, at every quality."""
+    (tmp_path / "full").mkdir()
+    config = images_config(semantics_root, "[defaults]\nchroma_subsampling = false\n")
+    full = await node_factory(write_config(tmp_path / "full", config))
+    response, image = await fetch_image(full, "/tr:cm-extract,w-40,h-40,x-10,y-10/stripes.jpg")
+    assert response.headers["Content-Type"] == "image/jpeg" and (image.width, image.height) == (40, 40)
+    assert image.get("jpeg-chroma-subsample") == "4:4:4"
+    assert close(pixel(image, 20, 20), (255, 0, 0), 12) and close(pixel(image, 21, 20), (0, 0, 255), 12)
+    _, resized = await fetch_image(full, "/tr:w-2120,q-60/stripes.jpg")  # a resize, a low quality: still 4:4:4
+    assert resized.width == SIZE[0] // 2 and resized.get("jpeg-chroma-subsample") == "4:4:4"
 
 
 @pytest.mark.parametrize("legacy, mode", [("c-pad_resize", "cm-pad_resize"), ("c-extract", "cm-extract")])

@@ -71,7 +71,7 @@ async def test_an_output_of_the_previous_render_version_is_never_served_after_an
 #: version makes of them: (size, the pixels at 2,2 and at 50,50). A change of what they render to fails
 #: here: raise RENDER_VERSION (edge/cache/keys.py) with it and record the new pixels, or every node
 #: upgraded on a kept cache folder serves the old renders beside the new for as long as they last.
-RENDERS_OF = "r4"
+RENDERS_OF = "r3"
 RENDERS = [
     (CANVAS, (200, 200), (196, 190, 184), RED),  # rounded corners clear
     ("/tr:w-200,h-200,l-image,i-ik_canvas,bg-FF000050,al-9,w-100,h-100,lx-0,ly-0,l-end,f-png/astronaut.jpg",

@@ -35,11 +35,10 @@ def original_key(endpoint_id: str, path: str, host: str | None) -> str:
 #: r3: renders changed since r2 without raising it (an image layer untrimmed by default again, colour
 #: blocks' rounded corners clear, a colour's own opacity over `al`, `cm-extract,fo-face` without a size cut
 #: to the faces' box), and the settings' tag: an `r2:` key of a node whose quality, avif_effort or
-#: max_cost were not the shipped ones was written before the tag existed. r4: JPEG without chroma
-#: subsampling (4:4:4, ImageKit's default) where libvips subsampled to 4:2:0 below Q 90. tests/test_upgrades.py pins the
+#: max_cost were not the shipped ones was written before the tag existed. tests/test_upgrades.py pins the
 #: renders a version names; tests/test_render_fingerprints.py fails on any change of what a corpus of URLs
 #: renders to until this is raised and the fingerprints recorded anew (`python -m tests.render_fingerprints --update`).
-RENDER_VERSION = "r4"
+RENDER_VERSION = "r3"
 #: what separates an output's original key from the rest of its key
 _RENDERED = f"\0{RENDER_VERSION}"
 #: what starts the config settings' tag after the render version (`render.SettingsTag`)

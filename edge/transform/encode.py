@@ -19,8 +19,8 @@ Interpretation = pyvips.enums.Interpretation
 class EncodeOptions:
     quality: int
     avif_effort: int
-    #: JPEG 4:2:0 (`[defaults] chroma_subsampling`); else 4:4:4
-    chroma_subsampling: bool = False
+    #: JPEG 4:2:0 below quality 90 (`[defaults] chroma_subsampling`); else 4:4:4
+    chroma_subsampling: bool = True
     progressive: bool = False
     lossless: bool = False
     metadata: bool | str = False
@@ -93,11 +93,9 @@ def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
     if options.metadata == COPYRIGHT_ONLY:
         image = _copyright_only(image)
     if fmt == "jpg":
-        # no chroma subsampling (4:4:4) unless configured, as ImageKit by default: libvips' 4:2:0 below Q 90
-        # smears colour edges
         return _flatten(image, options.flatten_on).jpegsave_buffer(
             Q=quality, keep=keep, optimize_coding=True, interlace=options.progressive,
-            subsample_mode="on" if options.chroma_subsampling else "off")
+            subsample_mode="auto" if options.chroma_subsampling else "off")
     if fmt == "png":
         if options.colour_profile and _length_mismatch(image):
             # libpng refuses such a profile, and the whole answer failed (a 422 for an original that decodes and

@@ -456,7 +456,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
 
 class SettingsTag:
     """The config settings that change what a render makes of the same URL, as a tag for the output's
-    key (`output_key`'s `settings`): `[defaults] quality`, `avif_effort` and `chroma_subsampling` (`j1`),
+    key (`output_key`'s `settings`): `[defaults] quality`, `avif_effort` and `chroma_subsampling` (`j0`),
     `[limits] max_cost` (the format an over-budget `f-auto` falls back to, an animation's own bytes rather
     than an encode), and
     for text layers `[limits] max_output_side` (where a line without `w` wraps) and the files of their
