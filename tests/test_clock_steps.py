@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
 import diskcache
+import pyvips
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
@@ -211,3 +213,42 @@ async def test_a_forward_step_past_original_ttl_revalidates_once_per_original(st
     herd = await asyncio.gather(*(get(stepped_node, url) for url in asked))
     assert [(response.code, response.body) for response in herd] == [(200, first[url]) for url in asked]
     assert origin.requests["a.jpg"] == origin.requests["b.jpg"] == 2
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time of the processes `pids`, from /proc (in clock ticks of 1/100 s)."""
+    return sum(sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]))
+               for pid in pids) / os.sysconf("SC_CLK_TCK")
+
+
+@needs_faketime
+async def test_a_render_under_way_when_the_monotonic_clock_jumps_is_not_stopped(clock, tmp_path):
+    """A jump past `render_timeout` stopped the render running then: its request was answered 503 and the
+    URL was, by that worker, for `TIMED_OUT_SECONDS` (10 minutes) without rendering again."""
+    noise = pyvips.Image.gaussnoise(6000, 4000, sigma=40, mean=128)
+    big = noise.bandjoin([noise, noise]).cast("uchar").copy(interpretation="srgb").jpegsave_buffer(Q=90)
+    origin = await HTTPOrigin(files={"big.jpg": big}).start()
+    config = web_config(origin.url, '[server]\nworkers = 2\n[cache]\ndir = "cache"\n')
+    node = NodeProcess(write_config(tmp_path, config), env=clock.env(monotonic_too=True))
+    try:
+        workers = node.worker_pids()
+        rendering = asyncio.ensure_future(get(node, "/tr:w-5900,bl-100/big.jpg"))
+
+        async def fetched() -> bool:
+            return origin.requests["big.jpg"] == 1
+        await until(fetched, "the original asked for", timeout=10)
+        before = cpu_seconds(workers)
+
+        async def under_way() -> bool:  # the render, seconds of CPU on this machine, has begun
+            return cpu_seconds(workers) - before >= 0.4 or rendering.done()
+        await until(under_way, "the render under way", timeout=10)
+        clock.step(25)  # past `render_timeout` (20 s), within the answer's bound (the origin's 10 s more)
+        response = await rendering
+        assert response.code == 200, response.body
+        assert decode(response).width == 5900
+        again = await get(node, "/tr:w-5900,bl-100/big.jpg")
+        assert (again.code, again.body) == (200, response.body)
+        assert origin.requests["big.jpg"] == 1
+    finally:
+        assert node.stop() == 0
+        await origin.stop()

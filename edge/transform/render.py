@@ -75,6 +75,11 @@ _UHDR_LOADER = "uhdrload_source"
 #: a render thread 5.7 s past a 1 s deadline; at 100 MP and 30 000 scans, minutes). Encoders write at
 #: most a few dozen (libjpeg's default progression 10, for colour).
 MAX_JPEG_SCANS = 100
+#: how often a running render's clock is read: its time is the sum of the readings' steps, each counted
+#: for `RENDER_STEP_MAX_SECONDS` at most, so that `CLOCK_MONOTONIC` jumping forward (a virtual machine
+#: resumed or migrated) does not stop it (its URL was then answered 503 for `TIMED_OUT_SECONDS`)
+RENDER_CLOCK_SECONDS = 1.0
+RENDER_STEP_MAX_SECONDS = 5.0
 #: a scan's header: SOS (FF DA), its length and component count, as libjpeg requires them (6 + 2 × Ns, Ns 1-4).
 #: Not FF DA alone: it occurs once in 65 536 bytes of any compressed data, as in the video a motion photo appends
 _JPEG_SCAN_HEADER = re.compile(rb"\xff\xda\x00(?:\x08\x01|\x0a\x02|\x0c\x03|\x0e\x04)")
@@ -529,17 +534,21 @@ class Renderer:
         switch = stopping.StopSwitch()
         started: list[float] = []  # when a thread picked the render up (`loop.time()`'s clock)
         timer: asyncio.TimerHandle | None = None
+        limit, spent, read_at = self.limits.render_timeout, 0.0, loop.time()
 
         def check_clock() -> None:
             # On the IOLoop: the clock starts when a thread starts the render, which the thread only
             # notes (waking the loop for it cost each render a hand-off); time spent queueing is not
-            # the render's, so the check comes back until a render_timeout after that start.
-            nonlocal timer
-            deadline = (started[0] if started else loop.time()) + self.limits.render_timeout
-            if started and loop.time() >= deadline:
+            # the render's. A step longer than a loop running late is a clock that jumped.
+            nonlocal timer, spent, read_at
+            now = loop.time()
+            if started:
+                spent += min(now - max(read_at, started[0]), RENDER_STEP_MAX_SECONDS)
+            read_at = now
+            if spent >= limit:
                 switch.stop(RenderTimedOut)
             else:
-                timer = loop.call_at(deadline, check_clock)
+                timer = loop.call_later(min(RENDER_CLOCK_SECONDS, limit - spent), check_clock)
 
         def stoppable_render() -> Rendered:
             started.append(time.monotonic())
@@ -547,7 +556,7 @@ class Renderer:
                 return render_image(body, transformation, planned_format, self.defaults, self.limits, overlays,
                                     self.fonts)
 
-        timer = loop.call_later(self.limits.render_timeout, check_clock)
+        timer = loop.call_later(min(RENDER_CLOCK_SECONDS, limit), check_clock)
         try:
             return await self.run(stoppable_render)
         except asyncio.CancelledError:
