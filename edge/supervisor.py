@@ -29,7 +29,9 @@ worker_timeout` is blocked (a plugin's blocking call in a coroutine, a deadlock)
 it and starts another, as for a crash. The silence is measured on the supervisor's own clock, from
 when a byte arrived: no shared memory, no time written by one process and read by another; and it
 kills only once it has lasted `CONFIRM_SECONDS` past the timeout, so that a clock jumping forward
-(a virtual machine resumed) kills nobody.
+(a virtual machine resumed) kills nobody. The supervisor's deadlines (that silence, a reload's
+`READY_TIMEOUT_SECONDS`, a stopping worker's kill) are kept on `SteadyClock`, which such a jump moves
+by `CLOCK_STEP_MAX_SECONDS` at most.
 
 The supervisor runs even with one worker: one code path for reloads and restarts, at the cost of one
 idle process (a few MB of resident memory beyond what fork shares).
@@ -79,6 +81,26 @@ SERVING, HEARTBEAT = b"1", b"."
 #: jumps forward (a virtual machine resumed or migrated) makes every worker look silent at once, and a
 #: live one beats again within a second
 CONFIRM_SECONDS = 5.0
+#: the most a turn of the supervisor's loop (a second at most: `select`'s timeout) counts on its clock
+CLOCK_STEP_MAX_SECONDS = 5.0
+
+
+class SteadyClock:
+    """`CLOCK_MONOTONIC` less its forward jumps (a virtual machine resumed or migrated), for the supervisor's
+    deadlines: read at every turn of its loop, each step counted for `CLOCK_STEP_MAX_SECONDS` at most. A
+    jump ended every deadline under way at once: a reload's new workers still starting were killed and the
+    reload abandoned, draining old workers killed with their requests unanswered."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._read_at = clock()
+        self._now = self._read_at
+
+    def __call__(self) -> float:
+        now = self._clock()
+        self._now += min(max(now - self._read_at, 0.0), CLOCK_STEP_MAX_SECONDS)
+        self._read_at = now
+        return self._now
 
 
 class Slots:
@@ -136,6 +158,7 @@ class Supervisor:
         self.announced = False
         self._signals: list[int] = []
         self.slots = Slots()
+        self.clock = SteadyClock()
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -173,7 +196,7 @@ class Supervisor:
                 os.read(wake_read, 512)
             except BlockingIOError:
                 pass
-        now = time.monotonic()
+        now = self.clock()
         for worker in self.workers.values():
             if worker.pipe is not None and worker.pipe in readable:
                 heard = os.read(worker.pipe, 4096)
@@ -191,7 +214,7 @@ class Supervisor:
             self._stop_all("stopping")
 
     def _progress(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         current = [w for w in self.workers.values() if w.generation == self.generation]
         if not self.announced and current and all(w.ready for w in current):
             self.announced = True
@@ -262,7 +285,7 @@ class Supervisor:
                 logging.shutdown()
                 os._exit(code)
         os.close(pipe_write)
-        self.workers[pid] = _Worker(pid, number, generation, pipe_read, heard=time.monotonic(), slot=slot)
+        self.workers[pid] = _Worker(pid, number, generation, pipe_read, heard=self.clock(), slot=slot)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
     def _reap(self) -> None:
@@ -292,7 +315,7 @@ class Supervisor:
         if self.pending is not None and worker.generation == self.pending[0]:
             self._abandon_reload(f"a new worker exited with status {code} before serving")
             return
-        now = time.monotonic()
+        now = self.clock()
         self.restarts[:] = [t for t in self.restarts if now - t < RESTART_WINDOW_SECONDS] + [now]
         if len(self.restarts) > MAX_RESTARTS_IN_WINDOW:
             log.critical("workers keep dying (%d restarts in %ds); stopping the node",
@@ -304,7 +327,7 @@ class Supervisor:
         log.error("worker %d (pid %d) exited with status %d; restarted", worker.number, worker.pid, code)
 
     def _stop(self, workers: list[_Worker]) -> None:
-        kill_at = time.monotonic() + self.config.server.shutdown_grace + KILL_MARGIN_SECONDS
+        kill_at = self.clock() + self.config.server.shutdown_grace + KILL_MARGIN_SECONDS
         for worker in workers:
             if worker.kill_at is None:
                 worker.kill_at = kill_at
@@ -339,7 +362,7 @@ class Supervisor:
                         ", ".join(key.split(" ")[0] for key in kept), ", ".join(kept))
         config = replace(loaded, server=replace(loaded.server, **{key: getattr(server, key) for key in RESTART_KEYS}))
         generation = self.generation + 1
-        self.pending = (generation, config, time.monotonic() + READY_TIMEOUT_SECONDS)
+        self.pending = (generation, config, self.clock() + READY_TIMEOUT_SECONDS)
         # the supervisor's own lines, and the new workers' (forked with its handler), the new way
         configure_logging(config.server.log_level, config.server.log_format)
         log.info("SIGHUP: config %s is valid; starting %d new worker(s)", config.source, server.workers)

@@ -5,8 +5,10 @@ does, but for a VM whose monotonic clock jumps too), and in-process nodes whose 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -250,5 +252,65 @@ async def test_a_render_under_way_when_the_monotonic_clock_jumps_is_not_stopped(
         assert (again.code, again.body) == (200, response.body)
         assert origin.requests["big.jpg"] == 1
     finally:
+        assert node.stop() == 0
+        await origin.stop()
+
+
+@needs_faketime
+async def test_a_reload_whose_new_workers_start_across_a_monotonic_jump_is_not_abandoned(clock, tmp_path):
+    """The reload's deadline (60 s for the new workers to serve) was on the monotonic clock: a jump while they
+    started abandoned the reload (the new workers killed, the old config kept)."""
+    node = NodeProcess(write_config(tmp_path, local_config(before='[server]\nworkers = 2')),
+                       env=clock.env(monotonic_too=True))
+    try:
+        old = set(node.worker_pids())
+        node.process.send_signal(signal.SIGHUP)
+        new: set[int] = set()
+        deadline = time.monotonic() + 10
+        while len(new) < 2 and time.monotonic() < deadline:  # held before they serve: the jump comes first
+            for pid in set(node.worker_pids()) - old - new:
+                os.kill(pid, signal.SIGSTOP)
+                new.add(pid)
+        assert len(new) == 2
+        clock.step(HOUR)
+        time.sleep(2)  # longer than a turn of the supervisor's loop: an absence of abandon is what is checked
+        for pid in new:
+            with contextlib.suppress(ProcessLookupError):  # killed, when the reload was abandoned
+                os.kill(pid, signal.SIGCONT)
+        node.wait_for_log("config reloaded", timeout=10)
+        assert not [line for line in node.log if "not reloaded" in line]
+
+        async def only_the_new_ones() -> bool:
+            return set(node.worker_pids()) == new
+        await until(only_the_new_ones, "the old workers gone", timeout=10)
+    finally:
+        assert node.stop() == 0
+
+
+@needs_faketime
+async def test_a_request_drained_across_a_monotonic_jump_is_answered(clock, tmp_path):
+    """The kill of an old worker left draining after a reload was on the supervisor's monotonic clock: a jump
+    killed it at once, its request in progress cut without an answer. It ends now as its own clock says:
+    503 (`shutdown_grace` over) or 504 (the wait for its image over)."""
+    origin = await HTTPOrigin(files={"a.jpg": noisy(RED)}).start()
+    config = web_config(origin.url, '[server]\nworkers = 2\n[cache]\ndir = "cache"\n')
+    node = NodeProcess(write_config(tmp_path, config), env=clock.env(monotonic_too=True))
+    stall = origin.behaviour.stall = asyncio.Event()
+    try:
+        request = asyncio.ensure_future(get(node, "/tr:w-40/a.jpg"))
+
+        async def fetched() -> bool:
+            return origin.requests["a.jpg"] == 1
+        await until(fetched, "the original asked for", timeout=10)
+        node.process.send_signal(signal.SIGHUP)
+        node.wait_for_log("config reloaded", timeout=10)
+        clock.step(HOUR)
+        response = await asyncio.wait_for(request, 15)
+        assert response.code in (503, 504), (response.code, response.error)
+        stall.set()
+        again = await get(node, "/tr:w-40/a.jpg")
+        assert again.code == 200 and red(again)
+    finally:
+        stall.set()
         assert node.stop() == 0
         await origin.stop()
