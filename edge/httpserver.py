@@ -9,7 +9,7 @@ has no setting for:
   kept-alive connection may wait for its next request (`idle_timeout`), both enforced by one sweep of
   the connections every `SWEEP_SECONDS` (Tornado's own header timeout wraps every request's header
   read in a timer and a future: a measurable share of a cache hit); a sweep that finds the process
-  stalled closes nothing that time, so the node's own stall is not held against its clients;
+  stalled (or its clock jumped forward) closes nothing, and does not count that time against its clients;
 - a small body limit for every request, raised only for the paths that take a body (the purge API),
   checked against `Content-Length` before any of the body is read;
 - a cap on open connections: beyond it a connection gets a fixed 503 and is closed, never read;
@@ -341,11 +341,16 @@ class EdgeHTTPServer(HTTPServer):
         `header_timeout`, a kept-alive connection's next one after `idle_timeout`."""
         self.observer.connections_open(len(self._states))
         now = time.monotonic()
-        stalled, self._swept_at = now - self._swept_at > STALL_SWEEPS * self._sweep_seconds, now
-        if stalled:
-            # The process did not run (a long callback, SIGSTOP, a paused VM): headers that arrived meanwhile
-            # are read, but handed to their request only after this timer (asyncio runs a turn's I/O
-            # callbacks, then its timers, then what they woke). Its own stall is not the clients' delay.
+        unseen = now - self._swept_at
+        self._swept_at = now
+        if unseen > STALL_SWEEPS * self._sweep_seconds:
+            # The process did not run (a long callback, SIGSTOP, a paused VM) or its clock jumped forward (a
+            # VM resumed or migrated): headers that arrived meanwhile are read, but handed to their request
+            # only after this timer (asyncio runs a turn's I/O callbacks, then its timers, then what they
+            # woke). Its own stall is not the clients' delay: nor is it at the next sweeps, which closed
+            # every kept-alive connection after a jump.
+            for state in self._states.values():
+                state.waiting_since += unseen
             return
         first, later = now - self.settings.header_timeout, now - self.settings.idle_timeout
         late = [(stream, state.requests <= 1) for stream, state in self._states.items()
