@@ -75,7 +75,7 @@ class _Request(httputil.HTTPMessageDelegate):
                 or "?" in path or path in ADMIN_HANDLERS or any(name in headers for name in _NOT_PLAIN)
                 or _HOST not in headers):
             return self._hand_over(start_line, headers)
-        self._start_line, self._headers, self._started = start_line, headers, time.time()
+        self._start_line, self._headers, self._started = start_line, headers, time.monotonic()
         return None
 
     def data_received(self, chunk):
@@ -118,7 +118,7 @@ class _Request(httputil.HTTPMessageDelegate):
         else:
             self._connection.write_headers(_OK, response, output.body)
         self._connection.finish()
-        seconds = time.time() - self._started
+        seconds = time.monotonic() - self._started
         count_image_answer(node.metrics, served.endpoint, 200, "hit", seconds, len(output.body))
         if node.access_log.enabled:
             node.access_log.write("GET", start_line.path, 200, seconds,

@@ -335,3 +335,25 @@ def test_a_kept_alive_connection_outlives_a_monotonic_jump(clock, tmp_path):
             assert kept.recv(4096).startswith(b"HTTP/1.1 200 ")
     finally:
         assert node.stop() == 0
+
+
+@needs_faketime
+async def test_a_request_across_a_step_back_takes_no_negative_time(stepped_node, origin, clock):
+    """Durations were Tornado's `request_time()`, by the wall clock: a request across a step back of 2 h took
+    -7199 s, in the access log and in the duration histogram, whose sum then went down."""
+    origin.files["a.jpg"] = noisy(RED)
+    stall = origin.behaviour.stall = asyncio.Event()
+    request = asyncio.ensure_future(get(stepped_node, "/tr:w-40/a.jpg"))
+
+    async def fetched() -> bool:
+        return origin.requests["a.jpg"] == 1
+    try:
+        await until(fetched, "the original asked for", timeout=10)
+        clock.step(-2 * HOUR)
+    finally:
+        stall.set()
+    assert (await request).code == 200
+    metrics = (await get(stepped_node, "/metrics")).body.decode()
+    sums = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+            if line.startswith('edge_http_request_duration_seconds_sum{cache="miss"')]
+    assert len(sums) == 1 and 0 < sums[0] < 30
