@@ -116,11 +116,12 @@ async def _fetch(origin: Origin, request: OriginRequest) -> Original:
     if (late := time.monotonic() - started - origin.settings.timeout) > LATE_SECONDS:
         # the wait can only end this late when the event loop was held: most often a blocking call in a
         # plugin's coroutine, which answers nothing else of the worker meanwhile (and silently, until
-        # `[server] worker_timeout` kills it)
+        # `[server] worker_timeout` kills it); or the monotonic clock jumped (a virtual machine resumed)
         if (left_out := _FAILURE_LINES.allow((id(origin), "late"))) is not None:
             log.warning("origin %r: a fetch ended %.1fs past its timeout of %gs: the event loop was held meanwhile, "
                         "by this fetch or by another task of the worker (a blocking call in a coroutine? run it "
-                        "with edge.plugin.in_thread)%s",
+                        "with edge.plugin.in_thread), or the machine's clock jumped forward (a virtual machine "
+                        "resumed or migrated)%s",
                         origin.name, late, origin.settings.timeout, left_out)
     if not done:
         _abandon(fetching)
