@@ -98,7 +98,7 @@ class SteadyClock:
 
     def __call__(self) -> float:
         now = self._clock()
-        self._now += min(max(now - self._read_at, 0.0), CLOCK_STEP_MAX_SECONDS)
+        self._now += min(now - self._read_at, CLOCK_STEP_MAX_SECONDS)
         self._read_at = now
         return self._now
 
