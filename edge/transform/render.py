@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import math
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from itertools import islice
+from pathlib import Path
 
 import pyvips
 
@@ -170,8 +176,11 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
     if _webp_frames(body, limits.max_frames) > limits.max_frames:
         raise _too_many_frames(limits)
     try:
-        image = pyvips.Image.new_from_source(_read_in_place(body), "")
-        loader = image.get("vips-loader")
+        if limits.allow_svg and _is_svg(body):  # parsed in a child process too (`_svg_thumbnail`)
+            image, loader = _svg_thumbnail(body, None, {}, limits), SVG_LOADER
+        else:
+            image = pyvips.Image.new_from_source(_read_in_place(body), "")
+            loader = image.get("vips-loader")
     except pyvips.Error:
         raise UnprocessableSource() from None
     if loader not in INPUT_LOADERS and not (loader == SVG_LOADER and limits.allow_svg):
@@ -214,11 +223,61 @@ def jpeg_shrink(header: ImageHeader, width: int, height: int) -> int:
     return 1
 
 
-def _still_source(body: bytes, header: ImageHeader, keep_profile: bool) -> Source:
+#: seconds between two looks at the stop switch while an SVG is drawn in its child process
+_SVG_POLL = 0.02
+#: the child's script, run by its path (isolated: it needs pyvips alone), so that it is this process' copy
+_SVG_RASTER = str(Path(__file__).with_name("svgraster.py"))
+
+
+def _svg_thumbnail(body: bytes, width: int | None, options: dict, limits: Limits) -> pyvips.Image:
+    """`thumbnail_buffer(body, width, **options)` of an SVG, drawn in a child process (`svgraster`) killed
+    when the render is stopped: librsvg draws a whole document without looking at libvips' kill flag (a
+    15 kB file of blurred shapes held a render thread 22 s and more past a 1 s deadline). Without a width,
+    its header: an image of that size and no pixels."""
+    cpu_seconds = math.ceil(limits.render_timeout) + 1  # the child's own bound, should this process die
+    # the document is the child's stdin as a file in memory: `communicate`, called again after a timeout,
+    # never writes to a pipe again (a document larger than the pipe's 64 kB waited for ever)
+    with open(os.memfd_create("svg"), "w+b") as document:
+        document.write(body)
+        document.seek(0)
+        child = subprocess.Popen([sys.executable, "-I", _SVG_RASTER, json.dumps([width, options, cpu_seconds])],
+                                 stdin=document, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                out, _ = child.communicate(timeout=_SVG_POLL)
+                break
+            except subprocess.TimeoutExpired:
+                stopping.check()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if child.returncode != 0:
+        raise pyvips.Error("the SVG could not be drawn")
+    head_end = out.index(b"\n")
+    width, height, bands, band_format, interpretation = json.loads(out[:head_end])
+    if len(out) == head_end + 1:  # the header alone
+        return pyvips.Image.black(width, height, bands=bands).cast(band_format).copy(interpretation=interpretation)
+    image = pyvips.Image.new_from_memory(memoryview(out)[head_end + 1:], width, height, bands, band_format)
+    return image.copy(interpretation=interpretation)
+
+
+def _is_svg(body: bytes) -> bool:
+    """Whether libvips would read `body` with its SVG loader (asked of its first bytes: nothing parsed)."""
+    name = pyvips.vips_lib.vips_foreign_find_load_source(_read_in_place(body).pointer)
+    return name != pyvips.ffi.NULL and pyvips.ffi.string(name).decode() == LOADER_CLASSES[SVG_LOADER] + "Source"
+
+
+def _still_source(body: bytes, header: ImageHeader, keep_profile: bool, limits: Limits) -> Source:
     """The first frame, upright, shrunk on load; an embedded profile applied unless `cp-true`."""
     convert = {"export_profile": "srgb"} if header.has_profile and not keep_profile else {}
 
     def thumbnail(width: int, height: int | None = None, **options) -> pyvips.Image:
+        if header.loader == SVG_LOADER:
+            if height is not None:
+                options["height"] = height
+            return stopping.watch(_svg_thumbnail(body, width, options, limits))
         # without a height, libvips fits a width×width box: checking the width alone is then enough
         shrink = jpeg_shrink(header, width, height or 1)
         if height is not None:
@@ -344,7 +403,7 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
             raise InvalidTransformation(f"pg-{page}", f"the layer's source has {header.frames} page(s)")
         # `pg-N`: that page or frame (`pg-1` of a single-page source is the source, as for the base)
         source = _page_source(overlays[path], page, False, limits) if page and header.frames > 1 else \
-            _still_source(overlays[path], header, keep_profile=False)
+            _still_source(overlays[path], header, keep_profile=False, limits=limits)
         try:  # made here, whole: a failure is the layer's (its original or its steps), not the base's
             drawn = _render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side, draw, base=base)
             return in_memory(drawn), (header.width, header.height)
@@ -354,7 +413,7 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
             raise InvalidTransformation(f"i-{path}", error.message) from None
         except pyvips.Error:
             stopping.check()  # a stopped render fails inside libvips: report why it was stopped
-            reason = "not an image the node can decode" if not _decodes(overlays[path]) else \
+            reason = "not an image the node can decode" if not _decodes(overlays[path], header, limits) else \
                 "libvips could not apply the layer's transformation to it"
             raise InvalidTransformation(f"i-{path}", reason) from None
     def draw(image: pyvips.Image, step: Step) -> pyvips.Image:  # also on layers, for the layers in them
@@ -362,10 +421,13 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
     return draw
 
 
-def _decodes(body: bytes) -> bool:
+def _decodes(body: bytes, header: ImageHeader, limits: Limits) -> bool:
     """Whether the first frame of `body` decodes whole (a truncated or corrupt file does not): the
     question asked only after a render that reads it failed, to say whose fault the failure was."""
     try:
+        if header.loader == SVG_LOADER:  # drawn in its child process, as for the render
+            _svg_thumbnail(body, 1, {}, limits)
+            return True
         image = stopping.watch(pyvips.Image.new_from_source(
             _read_in_place(body), "", fail_on=_FAIL_ON, access=pyvips.enums.Access.SEQUENTIAL))
         image.avg()
@@ -432,7 +494,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         else:
             # `pg-1` of a single-page source is the source (its loader may take no `page` option)
             source = _page_source(body, page, output.colour_profile, limits) if page and header.frames > 1 \
-                else _still_source(body, header, output.colour_profile)
+                else _still_source(body, header, output.colour_profile, limits)
             image = _render_steps(source, steps, limits.max_output_side, draw)
             frame_height = image.height
         image = output_colour(image, output.colour_profile)

@@ -1,0 +1,40 @@
+"""Draw an SVG original in a child process (`python -I svgraster.py`), for `render`.
+
+librsvg draws a whole document between two of libvips' kill-flag checks, so the render deadline could not
+stop it: a 15 kB document of blurred shapes held a render thread for minutes. A child process can be
+killed. Reading the header is librsvg parsing the whole document too (a 36 MB one of 700 000 shapes:
+6.9 s and 1.4 GB), so the probe asks it (no width given) for the header alone. It runs libvips' SVG loader
+only, reads the document on stdin, writes one line of JSON (width, height, bands, band format,
+interpretation) and the pixels on stdout. Its CPU time is bounded too, so it stops on its own should its
+worker die first.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+
+import pyvips
+
+
+def main() -> None:
+    width, options, cpu_seconds = json.loads(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+    pyvips.concurrency_set(1)
+    pyvips.block_untrusted_set(True)
+    pyvips.operation_block_set("VipsForeignLoad", True)
+    pyvips.operation_block_set("VipsForeignLoadSvg", False)
+    body = sys.stdin.buffer.read()
+    if width is None:
+        image = pyvips.Image.new_from_buffer(body, "")
+        pixels = b""
+    else:
+        image = pyvips.Image.thumbnail_buffer(body, width, option_string="fail_on=truncated", **options)
+        pixels = image.write_to_memory()
+    head = [image.width, image.height, image.bands, image.format, image.interpretation]
+    sys.stdout.buffer.write(json.dumps(head).encode() + b"\n" + pixels)
+
+
+if __name__ == "__main__":
+    main()

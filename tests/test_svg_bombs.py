@@ -1,0 +1,97 @@
+"""SVG originals (`[limits] allow_svg`) are drawn by librsvg, which never looks at libvips' kill flag: a small
+document of heavy filters or nested `<use>`s drew for minutes in a render thread, past the render deadline. The
+node draws them in a child process it kills at the deadline. A real node, in its own process, over loopback."""
+
+import time
+from pathlib import Path
+
+import pyvips
+
+from edge.testing import NodeProcess, ServingNode, solid_image, write_config
+
+#: 15 kB: 200 full-size rectangles, each blurred over 500 px. librsvg draws the document once per libvips
+#: tile: 22 s and more at 2000×2000 for a render thread, past a 1 s deadline
+BLURS = (b'<svg xmlns="http://www.w3.org/2000/svg" width="2000" height="2000"><filter id="f">'
+         b'<feGaussianBlur stdDeviation="500"/></filter>'
+         + b"".join(b'<rect x="%d" width="2000" height="2000" fill="red" filter="url(#f)"/>' % i for i in range(200))
+         + b"</svg>")
+
+
+def _nested_uses(levels: int) -> bytes:
+    """4^levels half-transparent rectangles from a 1 kB document (each level uses the one below 4 times)."""
+    groups = b"".join(b'<g id="a%d">' % k + b'<use href="#a%d"/>' % (k - 1) * 4 + b"</g>" for k in range(1, levels + 1))
+    return (b'<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="1000"><defs>'
+            b'<rect id="a0" width="1000" height="1000" fill="red" opacity="0.5"/>' + groups
+            + b'</defs><use href="#a%d"/></svg>' % levels)
+
+
+#: 15 MB of 300 000 small shapes: librsvg parses the whole document to read its header (3 s, ~600 MB)
+MANY = (b'<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100">'
+        + b'<rect x="1" y="1" width="5" height="5" fill="red"/>' * 300_000 + b"</svg>")
+
+
+def _config(root: Path) -> str:
+    return f"""
+[server]
+transform_threads = 1
+
+[[origins]]
+name = "files"
+type = "local"
+root = "{root}"
+
+[[endpoints]]
+id = ""
+origins = ["files"]
+
+[limits]
+allow_svg = true
+render_timeout = "1s"
+"""
+
+
+def _peak_memory_mb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) // 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+
+
+def test_a_costly_svg_is_stopped_at_the_render_deadline(tmp_path):
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "blurs.svg").write_bytes(BLURS)
+    (root / "uses.svg").write_bytes(_nested_uses(11))
+    (root / "many.svg").write_bytes(MANY)
+    # larger than a pipe holds: the child's stdin is not a pipe (with one, the document waited for ever)
+    (root / "commented.svg").write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20"><!--'
+                                         + b"x" * 300_000 + b'--><rect width="40" height="20" fill="red"/></svg>')
+    (root / "photo.jpg").write_bytes(solid_image(64, 48, (0, 0, 200)))
+    outside = tmp_path / "secret.png"  # beside the origin's folder, not in it
+    outside.write_bytes(solid_image(40, 20, (0, 255, 0), "png"))
+    (root / "peek.svg").write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
+                                    b'<image width="40" height="20" href="file://%s"/></svg>' % str(outside).encode())
+    process = NodeProcess(write_config(tmp_path, _config(root)), "--workers", "1")
+    try:
+        node, worker = ServingNode(process), process.worker_pids()[0]
+        assert node.get("/tr:w-100/blurs.svg")[0] == 200  # small, it is cheap
+        before = _peak_memory_mb(worker)
+        commented = node.get("/tr:w-20,f-png/commented.svg")
+        assert commented[0] == 200
+        assert pyvips.Image.new_from_buffer(commented[2], "").getpoint(10, 5) == [255, 0, 0, 255]
+        for path in ("/blurs.svg", "/tr:w-1000/uses.svg", "/tr:w-50/many.svg"):
+            started = time.monotonic()
+            status, _, body = node.get(path)
+            assert (status, body) == (503, b"rendering took too long\n"), path
+            assert time.monotonic() - started < 3, path
+            # the render thread is free: the next image is served at once
+            started = time.monotonic()
+            status, _, body = node.get("/tr:w-32/photo.jpg")
+            assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == 32
+            assert time.monotonic() - started < 1
+        assert _peak_memory_mb(worker) - before < 50
+        # a file outside the origin is never drawn: the image is left transparent
+        status, _, body = node.get("/tr:f-png/peek.svg")
+        drawn = pyvips.Image.new_from_buffer(body, "")
+        assert status == 200 and (drawn.width, drawn.height, drawn.bands) == (40, 20, 4)
+        assert drawn[3].max() == 0
+    finally:
+        process.stop()
