@@ -3,19 +3,15 @@ awaited the task and the future holding it, a cycle that kept each stopped rende
 GIF of 64 megapixels) until Python's cyclic collector ran, seldom in a worker. A real node, in its own process."""
 
 import time
-from pathlib import Path
 
 import pyvips
 
 from edge.testing import NodeProcess, ServingNode, solid_image, write_config
+from tests.nodes import local_config
+from tests.test_server_limits import memory_kb
 
 #: seconds the worker may take to give the memory back (it trims its heap when idle after a burst)
 SETTLE = 10
-
-
-def _resident_mb(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(int(line.split()[1]) // 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
 
 
 def test_renders_stopped_at_the_deadline_leave_no_memory_held(tmp_path):
@@ -25,32 +21,17 @@ def test_renders_stopped_at_the_deadline_leave_no_memory_held(tmp_path):
     flat = (pyvips.Image.black(8000, 8000) + [200, 100, 50]).cast("uchar").copy(interpretation="srgb")
     (root / "big.gif").write_bytes(flat.gifsave_buffer(effort=1))
     (root / "photo.jpg").write_bytes(solid_image(64, 48, (0, 0, 200)))
-    config = write_config(tmp_path, f"""
-[cache]
-dir = "cache"
-memory_size = 0
-
-[[origins]]
-name = "files"
-type = "local"
-root = "{root}"
-
-[[endpoints]]
-id = ""
-origins = ["files"]
-
-[limits]
-render_timeout = "0.2s"
-""")
+    config = write_config(tmp_path, local_config(root, before='[cache]\ndir = "cache"\nmemory_size = 0',
+                                                  after='[limits]\nrender_timeout = "0.2s"'))
     process = NodeProcess(config, "--workers", "1")
     try:
         node, worker = ServingNode(process), process.worker_pids()[0]
-        before = _resident_mb(worker)
+        before = memory_kb(worker, "VmRSS")
         for width in range(100, 104):  # other outputs: each a render of its own
             assert node.get(f"/tr:w-{width}/big.gif")[::2] == (503, b"rendering took too long\n")
         assert node.get("/tr:w-32/photo.jpg")[0] == 200
         deadline = time.monotonic() + SETTLE
-        while (held := _resident_mb(worker) - before) > 100 and time.monotonic() < deadline:
+        while (held := (memory_kb(worker, "VmRSS") - before) // 1024) > 100 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert held <= 100, f"{held} MB still held after the stopped renders"
     finally:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pyvips
 
 from edge.testing import NodeProcess, ServingNode, solid_image, write_config
+from tests.nodes import local_config
+from tests.test_server_limits import memory_kb
 
 #: 15 kB: 200 full-size rectangles, each blurred over 500 px. librsvg draws the document once per libvips
 #: tile: 22 s and more at 2000×2000 for a render thread, past a 1 s deadline
@@ -31,28 +33,8 @@ MANY = (b'<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100">'
 
 
 def _config(root: Path) -> str:
-    return f"""
-[server]
-transform_threads = 1
-
-[[origins]]
-name = "files"
-type = "local"
-root = "{root}"
-
-[[endpoints]]
-id = ""
-origins = ["files"]
-
-[limits]
-allow_svg = true
-render_timeout = "1s"
-"""
-
-
-def _peak_memory_mb(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(int(line.split()[1]) // 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    return local_config(root, before="[server]\ntransform_threads = 1",
+                        after='[limits]\nallow_svg = true\nrender_timeout = "1s"')
 
 
 def test_a_costly_svg_is_stopped_at_the_render_deadline(tmp_path):
@@ -73,7 +55,7 @@ def test_a_costly_svg_is_stopped_at_the_render_deadline(tmp_path):
     try:
         node, worker = ServingNode(process), process.worker_pids()[0]
         assert node.get("/tr:w-100/blurs.svg")[0] == 200  # small, it is cheap
-        before = _peak_memory_mb(worker)
+        before = memory_kb(worker, "VmHWM")
         commented = node.get("/tr:w-20,f-png/commented.svg")
         assert commented[0] == 200
         assert pyvips.Image.new_from_buffer(commented[2], "").getpoint(10, 5) == [255, 0, 0, 255]
@@ -87,7 +69,7 @@ def test_a_costly_svg_is_stopped_at_the_render_deadline(tmp_path):
             status, _, body = node.get("/tr:w-32/photo.jpg")
             assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == 32
             assert time.monotonic() - started < 1
-        assert _peak_memory_mb(worker) - before < 50
+        assert memory_kb(worker, "VmHWM") - before < 50 * 1024
         # a file outside the origin is never drawn: the image is left transparent
         status, _, body = node.get("/tr:f-png/peek.svg")
         drawn = pyvips.Image.new_from_buffer(body, "")
