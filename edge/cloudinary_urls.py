@@ -90,10 +90,17 @@ _CROPPING = ("fill", "lfill", "crop", "thumb", "auto")
 GRAVITIES = {
     "north": "top", "south": "bottom", "east": "right", "west": "left", "north_east": "top_right",
     "north_west": "top_left", "south_east": "bottom_right", "south_west": "bottom_left", "center": "center",
-    "auto": "auto", "face": "face", "faces": "face",
-    # "Same as face gravity, but defaults to auto" without a face: what `fo-face` does without one
-    "face:auto": "face", "faces:auto": "face",
+    "auto": "auto",
+    # without a face, `g_face` "defaults to north gravity"; `:center` and `:auto` are "Same as face gravity, but
+    # defaults to" centre, auto: the node's `fof-` (`fo-face` alone falls back to `auto`)
+    "face": "face,fof-top", "faces": "face,fof-top", "face:center": "face,fof-center",
+    "faces:center": "face,fof-center", "face:auto": "face", "faces:auto": "face",
 }
+
+
+def _faces(gravity: str | None) -> bool:
+    """Whether a `g_` value frames faces (`g_face`, `g_faces:center`…)."""
+    return GRAVITIES.get(gravity or "", "").startswith("face")
 #: `q_auto[:level]` → a fixed quality (content-aware tuning is Cloudinary's; these are its levels' usual results)
 QUALITY_LEVELS = {"auto": 70, "auto:low": 50, "auto:eco": 60, "auto:good": 70, "auto:best": 86}
 #: `q_auto:<level>:sensitive` "raises the quality level slightly": `good:sensitive` is "above good, but not as good
@@ -129,7 +136,8 @@ WORDS: tuple[Word, ...] = (
     Word(", ".join(f"`g_{g}`" for g in GRAVITIES),
          ", ".join(f"`fo-{fo}`" for fo in GRAVITIES.values()),
          "which part a crop keeps, or where `pad` puts the image; `face`/`faces` frame the faces a detector "
-         "finds (the `[faces]` extra), else the most interesting part (`:auto` says so)"),
+         "finds (the `[faces]` extra), else the top (`g_face`, `g_faces`), the centre (`:center`) or the most "
+         "interesting part (`:auto`)"),
     Word("`x_N`, `y_N`, `x_0.5`", "`x-N`, `y-N`, `x-cw_mul_0.5`",
          "top-left corner of a `c_crop` region, in pixels or (a decimal below 1) a fraction of the input's "
          "width, height; with `g_face`/`g_faces` no effect (the faces stay centred)"),
@@ -486,7 +494,7 @@ class _Component:
                 fraction = _FRACTION.fullmatch(self.value(key))
                 if not fraction and not _INTEGER.fullmatch(self.value(key)):
                     raise self.fail(key, "must be a whole number of pixels, or a fraction below 1")
-                if GRAVITIES.get(self.value("g")) == "face":
+                if _faces(self.value("g")):
                     continue  # Cloudinary keeps the face centred: "x and y … have no positional effect"
                 if self.value("g") not in (None, "north_west"):
                     raise self.fail(key, "offsets from a gravity other than north_west are not supported")
@@ -496,7 +504,7 @@ class _Component:
                     params.append(self.parsed(key, key))
         if "z" in self.words:
             params.append(self.parsed("z", "z"))
-            if float(self.value("z")) < 1 and GRAVITIES.get(self.value("g")) != "face":
+            if float(self.value("z")) < 1 and not _faces(self.value("g")):
                 raise self.fail("z", "zooming out (below 1) is supported around faces only (g_face)")
         return params
 
@@ -541,9 +549,9 @@ class _Component:
             raise self.fail("g", f"gravity not supported; supported: {', '.join(GRAVITIES)}")
         if mode in ("scale", "fit", "limit", "mfit"):
             return []  # these modes keep the whole image: gravity changes nothing, as on Cloudinary
-        if gravity in ("auto", "face") and mode in ("pad", "lpad"):
+        if (gravity == "auto" or _faces(self.value("g"))) and mode in ("pad", "lpad"):
             raise self.fail("g", "places the image in c_pad/c_lpad: use a compass gravity")
-        return [f"fo-{gravity}"]
+        return f"fo-{gravity}".split(",")  # `fof-` too
 
 
 def _float(text: str) -> float:

@@ -50,6 +50,7 @@ def bucket(s3_server):
         "shop/v2/boot/1650000000.jpg": solid(400, 300, colour(5)),  # a folder named like a version
         "credited/1650000000.jpg": photo_with_metadata(),
         f"{BALLOON_PHOTO}/1700000000.jpg": photo_with_a_balloon(),
+        f"{KITE_PHOTO}/1700000000.jpg": photo_with_a_balloon(kite=True),
     }
     for key, body in objects.items():
         client.put_object(Bucket=BUCKET, Key=DEMO + key, Body=body)
@@ -60,22 +61,26 @@ def bucket(s3_server):
 BALLOON_PHOTO = "photos/balloon"  # 4240×2832 (12 MP) JPEG
 ORANGE = (255, 140, 0)
 BALLOON = (3900, 1000, 300)  # centre and radius: right of a centred square crop (x 704–3536)
+KITE_PHOTO = "photos/kite"  # the balloon photo with a black kite at the top, in the middle: 4240×2832, no face
+BLACK = (15, 15, 15)  # not what attention looks for (no saturation, no skin tone), unlike the balloon
+KITE = (2120, 250, 200)
 
 
-def photo_with_a_balloon() -> bytes:
+def photo_with_a_balloon(kite: bool = False) -> bytes:
     """A 12 MP photo of a grey, grainy field with an orange balloon far off-centre: what content-aware
-    cropping must keep."""
+    cropping must keep (and a kite at the top: what a crop to the top keeps)."""
     import pyvips
     width, height = 4240, 2832
     grain = pyvips.Image.gaussnoise(width // 8, height // 8, mean=128, sigma=24, seed=5).resize(8)
     grain = grain.embed(0, 0, width, height, extend="copy")
     field = grain.bandjoin([grain, grain]).cast("uchar").copy(interpretation="srgb")
-    return field.draw_circle(list(ORANGE), *BALLOON, fill=True).jpegsave_buffer(Q=88)
+    field = field.draw_circle(list(ORANGE), *BALLOON, fill=True)
+    return (field.draw_circle(list(BLACK), *KITE, fill=True) if kite else field).jpegsave_buffer(Q=88)
 
 
-def orange_pixels(image) -> int:
-    """How many pixels of `image` are the balloon's orange (up to JPEG's noise)."""
-    inside = ((image[:3] - list(ORANGE)).abs() < 30).bandand()
+def orange_pixels(image, orange: tuple[int, int, int] = ORANGE) -> int:
+    """How many pixels of `image` are the balloon's orange (or another colour), up to JPEG's noise."""
+    inside = ((image[:3] - list(orange)).abs() < 30).bandand()
     return round(inside.avg() / 255 * image.width * image.height)
 
 
@@ -208,6 +213,32 @@ async def test_face_gravity_falling_back_to_auto(node):
     assert size(zoomed) == (400, 400)
 
 
+async def test_face_gravity_without_a_face_keeps_the_top_or_the_centre(node):
+    """Cloudinary: `g_face`/`g_faces` without a face "defaults to north gravity", `g_face:center` "Same as face
+    gravity, but defaults to center". A 12 MP photo without a face, a kite at the top and a balloon lower right,
+    cropped to a wide strip: `g_face` keeps the kite (the node's `fo-top` crop, to the byte), `g_face:center`
+    the middle (neither), `g_face:auto` neither kite nor the top."""
+    kite_area = 3.14159 * (KITE[2] * 400 / 4240) ** 2  # at the scale of the 400 px wide strip
+
+    async def strip(gravity: str):
+        response = await get(node, f"/demo/image/upload/c_fill,g_{gravity},w_400,h_100/{KITE_PHOTO}.jpg")
+        image = decode(response)
+        assert (image.width, image.height) == (400, 100), gravity
+        return response, orange_pixels(image, BLACK)
+
+    for gravity, same_as in (("face", "top"), ("faces", "top"), ("face:center", "center"),
+                             ("faces:center", "center")):
+        response, kite = await strip(gravity)
+        assert (kite > 0.9 * kite_area) == (same_as == "top"), (gravity, kite)
+        own = await get(node, f"/ik/tr:w-400,h-100,fo-{same_as}/image/upload/{KITE_PHOTO}.jpg")
+        assert response.body == own.body, gravity
+    assert (await strip("face:auto"))[1] == 0  # the most interesting part: around the balloon, below the kite
+    # a region cut by `c_crop` without a face: at the top too, in the middle of the width
+    region = decode(await get(node, f"/demo/image/upload/c_crop,g_face,w_600,h_600/{KITE_PHOTO}.png"))
+    assert ((region.width, region.height), orange_pixels(region, BLACK) > 0.9 * 3.14159 * KITE[2] ** 2) == \
+        ((600, 600), True)
+
+
 async def test_padding_in_the_predominant_colour(node):
     """`b_auto:predominant`: padding in "the predominant color while taking all pixels in the image into account",
     what the node's `bg-dominant` finds; the default `b_auto` (`border`: of the border pixels only) stays a 400.
@@ -250,7 +281,7 @@ EQUIVALENTS = [
     # a position as a fraction of the input, as crop tools that store percentages write it (x_0.5: half-way)
     (dict(width=0.4, height=0.4, x=0.5, y=0.35, crop="crop"), "cm-extract,w-1200,h-800,x-1500,y-700"),
     # Cloudinary: "x and y with c_crop,g_face have no positional effect" (the face stays centred)
-    (dict(width=300, height=200, x=50, y=50, crop="crop", gravity="face"), "cm-extract,w-300,h-200,fo-face"),
+    (dict(width=300, height=200, x=50, y=50, crop="crop", gravity="face"), "cm-extract,w-300,h-200,fo-face,fof-top"),
     (dict(width=300, quality=40), "w-300,q-40"),
     (dict(width=300, quality="auto:low"), "w-300,q-50"),
     (dict(width=300, angle=90), "w-300,rt-90"),

@@ -140,3 +140,15 @@ async def test_cutting_out_the_faces_of_an_animation_needs_a_size(node, scene_ro
                                                    b"needs w and h on an animation\n")
     sized = await node.fetch("/tr:cm-extract,fo-face,w-120,h-120/moving.gif")
     assert sized.code == 200 and pyvips.Image.new_from_buffer(sized.body, "", n=-1).get("n-pages") == 2
+
+
+async def test_a_fallback_focus_plays_no_part_where_a_face_is_found(node):
+    """`fof-top` (Cloudinary's `g_face`: the top without a face) on the scene, which has one: the face's crop,
+    to the byte. Without `fo-face`, or naming `face`, a 400."""
+    face = await node.fetch("/tr:w-300,h-600,fo-face/scene.jpg")
+    top = await node.fetch("/tr:w-300,h-600,fo-face,fof-top/scene.jpg")
+    assert face.code == top.code == 200 and top.body == face.body
+    alone = await node.fetch("/tr:w-300,h-600,fof-top/scene.jpg")
+    assert (alone.code, alone.body) == (400, b"invalid transformation: fof-top: needs fo-face\n")
+    itself = await node.fetch("/tr:w-300,h-600,fo-face,fof-face/scene.jpg")
+    assert itself.code == 400 and itself.body.startswith(b"invalid transformation: fof-face: must be one of center")

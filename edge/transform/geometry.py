@@ -131,12 +131,17 @@ def _cover_crop(source: Source, box_w: int, box_h: int, scale: float, step: Step
         left, top, width, height = found
         x, y = _centred(cover_w, cover_h, box_w, box_h, (left + width / 2) * cover_w / source.width,
                         (top + height / 2) * cover_h / source.height)
-    elif step.focus in ("auto", "face"):  # no face found: the most interesting point instead
+    elif without_face(step) == "auto":  # (no face found:) the most interesting point
         x, y = attention_offset(source, cover_w, cover_h, box_w, box_h)
     else:
-        x, y = focus_offset(step.focus, cover_w - box_w, cover_h - box_h)
+        x, y = focus_offset(without_face(step), cover_w - box_w, cover_h - box_h)
     # lazy: only the box of the (possibly much larger) cover image is ever computed
     return source.thumbnail(cover_w, height=cover_h, size=Size.FORCE).crop(x, y, box_w, box_h)
+
+
+def without_face(step: Step) -> str:
+    """The focus of a step when no face is found: `fof` for `fo-face` (`auto` unless given)."""
+    return step.focus_fallback if step.focus == "face" else step.focus
 
 
 def face_box(source: Source) -> tuple[int, int, int, int] | None:
@@ -251,10 +256,10 @@ def _extract(source: Source, step: Step, box_w: int | None, box_h: int | None, m
             centre_x, centre_y = found[0] + found[2] / 2, found[1] + found[3] / 2
             left, top = (_centred(width, height, w, h, centre_x, centre_y) if w <= width and h <= height
                          else (round(centre_x - w / 2), round(centre_y - h / 2)))
-        elif step.focus in ("auto", "face") and w <= width and h <= height:
+        elif without_face(step) == "auto" and w <= width and h <= height:
             left, top = attention_offset(source, width, height, w, h)
         else:
-            left, top = focus_offset(step.focus, width - w, height - h)
+            left, top = focus_offset(without_face(step), width - w, height - h)
     if step.crop_mode != "extract":
         check_side(w, h, max_side)
         return _padded_region(image, left, top, w, h, step.colour)

@@ -36,6 +36,9 @@ CROPS = ("maintain_ratio", "force", "at_max", "at_max_enlarge", "at_least", "mai
 CROP_MODES = ("pad_resize", "extract", "pad_extract", "pad_resize_no_enlarge", "pad_extract_no_shrink")
 FOCUS = ("center", "top", "left", "bottom", "right", "top_left", "top_right", "bottom_left",
          "bottom_right", "auto", "face")
+#: where `fo-face` crops when it finds no face (`fof-`; the node's own, for Cloudinary's `g_face`, which
+#: "defaults to north", and `g_face:center`): any other focus
+FACE_FALLBACKS = tuple(focus for focus in FOCUS if focus != "face")
 FORMATS = ("auto", "jpg", "png", "webp", "avif", "gif", "orig")
 FORMAT_SYNONYMS = {"jpeg": "jpg"}
 #: output formats ImageKit has that the node does not write
@@ -132,6 +135,7 @@ class Step:
     crop: str = "maintain_ratio"
     crop_mode: str | None = None
     focus: str = "center"
+    focus_fallback: str = "auto"  # `fof-`: with `fo-face`, the focus when no face is found
     x: int | Expression | None = None  # an expression until resolved (`geometry.with_sizes`), as `border`'s width
     y: int | Expression | None = None
     x_center: int | Expression | None = None
@@ -524,6 +528,7 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("c", "crop", _choice(CROPS)),
     Param("cm", "crop_mode", _choice(CROP_MODES)),
     Param("fo", "focus", _focus),
+    Param("fof", "focus_fallback", _choice(FACE_FALLBACKS)),
     Param("x", "x", or_expression(_int_range(0, MAX_PIXELS)), str),
     Param("y", "y", or_expression(_int_range(0, MAX_PIXELS)), str),
     Param("xc", "x_center", or_expression(_int_range(0, MAX_PIXELS)), str),
@@ -841,6 +846,8 @@ def _validated(step: Step) -> Step:
         raise InvalidTransformation(f"dpr-{_write_dimension(step.dpr)}", "needs w or h")
     if step.width_fallback is not None and step.width != AUTO:
         raise InvalidTransformation(f"wf-{step.width_fallback}", "needs w-auto")
+    if step.focus_fallback != "auto" and step.focus != "face":
+        raise InvalidTransformation(f"fof-{step.focus_fallback}", "needs fo-face")
     for name, key in (("x", "x"), ("y", "y"), ("x_center", "xc"), ("y_center", "yc")):
         value = getattr(step, name)
         if value is not None and not step.extracts:
