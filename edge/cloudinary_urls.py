@@ -112,6 +112,9 @@ SENSITIVE_LEVELS["auto:sensitive"] = SENSITIVE_LEVELS["auto:good:sensitive"]
 #: `f_auto:image`: "the desired media type when no file extension is included" (image, video, animated)
 FORMATS = {"auto": "auto", "auto:image": "auto", "jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp",
            "avif": "avif", "gif": "gif"}
+#: `b_auto` modes: "the predominant color while taking only the image border pixels into account" (the default)
+#: or "all pixels in the image"
+AUTO_BACKGROUNDS = {"auto": "dominant_border", "auto:border": "dominant_border", "auto:predominant": "dominant"}
 #: Cloudinary's blur and sharpen strengths run 1–2000 (default 100); ours 1–100
 _STRENGTH_SCALE = 20
 FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-copyright"}
@@ -179,8 +182,10 @@ WORDS: tuple[Word, ...] = (
     Word("`b_rgb:RRGGBB[AA]`, `b_rgb:RGB[A]`, `b_<name>`", "`bg-RRGGBB[OO]`, `bg-<name>`",
          "background for padding, rotation corners and transparency; the hex alpha AA becomes ImageKit's "
          "opacity percent OO"),
-    Word("`b_auto:predominant`", "`bg-dominant`",
-         "with `c_pad`, `c_lpad`: pad in the image's most common colour (`b_auto`, `b_auto:border`: not supported)"),
+    Word(", ".join(f"`b_{mode}`" for mode in AUTO_BACKGROUNDS),
+         ", ".join(f"`bg-{bg}`" for bg in AUTO_BACKGROUNDS.values()),
+         "with `c_pad`, `c_lpad`: pad in the most common colour of the image's border (`b_auto`, `b_auto:border`), "
+         "of the whole image (`b_auto:predominant`)"),
     Word("`bo_Npx_solid_<colour>`", "`b-N_<colour>`", "border N px wide"),
     Word("`o_N`", "`o-N`", "opacity 0–100"),
     *(Word(f"`fl_{flag}`", f"`{ours}`", _FLAG_MEANINGS[flag]) for flag, ours in FLAGS.items()),
@@ -666,12 +671,12 @@ def _colour(c: _Component, key: str, text: str) -> str:
 
 def _background(c: _Component) -> list[str]:
     value = c.value("b")
-    if value == "auto:predominant":  # "the predominant color while taking all pixels in the image into account"
+    if value in AUTO_BACKGROUNDS:
         if c.value("c") not in ("pad", "lpad"):
             raise c.fail("b", "only with c_pad or c_lpad (a padding colour)")
-        return ["bg-dominant"]
-    # the other content-aware padding colours: `border` (b_auto's default) reads the border pixels only
-    if value == "auto" or value.startswith(("auto:", "gen_fill")):
+        return [f"bg-{AUTO_BACKGROUNDS[value]}"]
+    # the other content-aware padding colours: contrasting, from a palette, gradients, generated
+    if value.startswith(("auto:", "gen_fill")):
         raise c.fail("b", "not supported by this node (b_auto: give a colour, or use e_blur on a pad)")
     return [f"bg-{_colour(c, 'b', value)}"]
 

@@ -51,6 +51,7 @@ def bucket(s3_server):
         "credited/1650000000.jpg": photo_with_metadata(),
         f"{BALLOON_PHOTO}/1700000000.jpg": photo_with_a_balloon(),
         f"{KITE_PHOTO}/1700000000.jpg": photo_with_a_balloon(kite=True),
+        f"{FRAMED_PHOTO}/1700000000.jpg": photo_with_a_frame(),
     }
     for key, body in objects.items():
         client.put_object(Bucket=BUCKET, Key=DEMO + key, Body=body)
@@ -82,6 +83,17 @@ def orange_pixels(image, orange: tuple[int, int, int] = ORANGE) -> int:
     """How many pixels of `image` are the balloon's orange (or another colour), up to JPEG's noise."""
     inside = ((image[:3] - list(orange)).abs() < 30).bandand()
     return round(inside.avg() / 255 * image.width * image.height)
+
+
+FRAMED_PHOTO = "photos/framed"  # 4240×2832: red within a green frame 280 px deep, the red the most common colour
+RED, FRAME = (200, 30, 30), (40, 140, 70)
+
+
+def photo_with_a_frame() -> bytes:
+    import pyvips
+    width, height, depth = 4240, 2832, 280
+    framed = (pyvips.Image.black(width, height, bands=3) + list(FRAME)).cast("uchar").copy(interpretation="srgb")
+    return framed.draw_rect(list(RED), depth, depth, width - 2 * depth, height - 2 * depth, fill=True).jpegsave_buffer()
 
 
 def photo_with_metadata() -> bytes:
@@ -241,7 +253,7 @@ async def test_face_gravity_without_a_face_keeps_the_top_or_the_centre(node):
 
 async def test_padding_in_the_predominant_colour(node):
     """`b_auto:predominant`: padding in "the predominant color while taking all pixels in the image into account",
-    what the node's `bg-dominant` finds; the default `b_auto` (`border`: of the border pixels only) stays a 400.
+    what the node's `bg-dominant` finds; only with a pad.
     A 12 MP photo of a grey field, padded to a square: grey bands above and below the photo, whole."""
     response = await get(node, f"/demo/image/upload/b_auto:predominant,c_pad,w_400,h_400/{BALLOON_PHOTO}.jpg")
     image = decode(response)
@@ -253,8 +265,25 @@ async def test_padding_in_the_predominant_colour(node):
     own = await get(node, f"/ik/tr:w-400,h-400,cm-pad_resize,bg-dominant/image/upload/{BALLOON_PHOTO}.jpg")
     assert response.body == own.body
     refused = [await node.fetch(f"/demo/image/upload/{words}/{BALLOON_PHOTO}.jpg")
-               for words in ("b_auto,c_pad,w_400,h_400", "b_auto:predominant,c_fill,w_400,h_400")]
+               for words in ("b_auto,c_fill,w_400,h_400", "b_auto:predominant,c_fill,w_400,h_400")]
     assert [(r.code, r.body.decode().split(": ")[1]) for r in refused] == [(400, "b_auto"), (400, "b_auto:predominant")]
+
+
+async def test_padding_in_the_colour_of_the_border(node):
+    """`b_auto`, `b_auto:border`: "the predominant color while taking only the image border pixels into account"
+    (the node's `bg-dominant_border`). A 12 MP photo, mostly red within a green frame a tenth of its height deep,
+    padded to a square: green bands, where `b_auto:predominant` pads in red."""
+    for words in ("b_auto,c_pad", "b_auto:border,c_pad", "b_auto,c_lpad"):
+        response = await get(node, f"/demo/image/upload/{words},w_400,h_400/{FRAMED_PHOTO}.jpg")
+        image = decode(response)
+        assert (image.width, image.height) == (400, 400), words
+        for x, y in ((10, 10), (390, 10), (200, 390)):  # the bands: 400×267 of photo, centred
+            assert close(pixel(image, x, y), FRAME, 12), (words, x, y, pixel(image, x, y))
+        assert close(pixel(image, 200, 200), RED, 12)  # the photo itself, whole
+        own = await get(node, f"/ik/tr:w-400,h-400,cm-pad_resize,bg-dominant_border/image/upload/{FRAMED_PHOTO}.jpg")
+        assert response.body == own.body or words.endswith("lpad"), words
+    predominant = decode(await get(node, f"/demo/image/upload/b_auto:predominant,c_pad,w_400,h_400/{FRAMED_PHOTO}.jpg"))
+    assert close(pixel(predominant, 10, 10), RED, 12)
 
 
 @pytest.mark.parametrize("options, expected", [
@@ -573,7 +602,7 @@ UNSUPPORTED = [
     (dict(width=300, x=10, crop="fill"), "x_10"),
     (dict(aspect_ratio="1:1", crop="pad"), "ar_1:1"),
     (dict(width=1.5, crop="scale"), "w_1.5"),
-    (dict(width=400, height=400, crop="pad", background="auto"), "b_auto"),
+    (dict(width=400, height=400, crop="pad", background="auto:border_contrast"), "b_auto:border_contrast"),
     (dict(width=400, height=400, crop="auto"), "c_auto"),  # without its required gravity
     (dict(width=400, height=400, crop="fill_pad", gravity="auto"), "c_fill_pad"),
     (dict(width=400, height=400, crop="auto_pad", gravity="auto"), "c_auto_pad"),

@@ -17,7 +17,7 @@ from ..errors import BadRequest
 from . import faces, stopping
 from .colours import RGBA, Blurred
 from .expressions import MAX_PIXELS, Expression, evaluated, sizes
-from .options import MAX_BORDER, Step
+from .options import DOMINANT, MAX_BORDER, Step
 
 Size = pyvips.enums.Size
 WHITE: RGBA = (255, 255, 255, 255)
@@ -323,13 +323,18 @@ def _blurred_canvas(source: Source, width: int, height: int, blurred: Blurred) -
     return scaled.embed(0, 0, width, height, extend=pyvips.enums.Extend.COPY)  # exactly the box, whatever rounding
 
 
-def dominant_colour(source: Source) -> RGBA:
+def dominant_colour(source: Source, border: bool = False) -> RGBA:
     """`bg-dominant`: the most common colour of the image, in bins of 32 levels a channel (the mean
-    of the pixels of the fullest bin), found on a 32 px copy."""
+    of the pixels of the fullest bin), found on a 32 px copy; `bg-dominant_border`: of that copy's
+    outer ring only (a frame about 1/32 of the image's side deep, Cloudinary's `b_auto:border`)."""
     small = _like(source.thumbnail(32))
     pixels = bytes(small.cast("uchar").write_to_memory())
+    width, height = small.width, small.height
     counts: dict[tuple[int, int, int], list[int]] = {}
     for i in range(0, len(pixels), 3):
+        x, y = i // 3 % width, i // 3 // width
+        if border and 0 < x < width - 1 and 0 < y < height - 1:
+            continue
         r, g, b = pixels[i], pixels[i + 1], pixels[i + 2]
         total = counts.setdefault((r >> 5, g >> 5, b >> 5), [0, 0, 0, 0])
         total[0] += 1
@@ -439,9 +444,11 @@ def flip(image: pyvips.Image, how: str | None, max_side: int) -> pyvips.Image:
 
 def resolved(step: Step, source: Source, original: tuple[int, int], base: tuple[int, int] | None = None) -> Step:
     """The step with its expressions evaluated (`base`: the size of the image a layer's step is drawn
-    on) and `bg-dominant` turned into the colour it names."""
+    on) and `bg-dominant`, `bg-dominant_border` turned into the colour they name."""
     step = with_sizes(step, original, (source.width, source.height), base)
-    return replace(step, background=dominant_colour(source)) if step.background == "dominant" else step
+    if step.background in DOMINANT:
+        return replace(step, background=dominant_colour(source, border=step.background == "dominant_border"))
+    return step
 
 
 #: the step fields that may hold an expression: their parameter, and the range of their values

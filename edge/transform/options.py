@@ -43,6 +43,8 @@ FORMATS = ("auto", "jpg", "png", "webp", "avif", "gif", "orig")
 FORMAT_SYNONYMS = {"jpeg": "jpg"}
 #: output formats ImageKit has that the node does not write
 UNSUPPORTED_FORMATS = {"mp4": "video", "webm": "video", "svg": "vector output"}
+#: `bg-` values that name a colour the image decides: its most common one, or its border's (the node's own)
+DOMINANT = ("dominant", "dominant_border")
 FLIPS = ("h", "v", "h_v")
 FLIP_SYNONYMS = {"v_h": "h_v"}
 EXTRACTING = ("extract", "pad_extract", "pad_extract_no_shrink")
@@ -150,7 +152,8 @@ class Step:
     contrast: bool = False
     unsharp_mask: tuple[float, float, float, float] | None = None
     radius: int | str | tuple[int, int, int, int] | None = None
-    #: a colour, `dominant` (the image's dominant colour) or `Blurred` (padding: the image, blurred)
+    #: a colour, `dominant` (the image's dominant colour; `dominant_border`: of its border) or `Blurred` (padding:
+    #: the image, blurred)
     background: RGBA | str | Blurred | None = None
     border: tuple[int | Expression, RGBA] | None = None
     opacity: int = 100
@@ -382,8 +385,9 @@ def _write_radius(radius: int | str | tuple[int, ...]) -> str:
 
 
 def _background(text: str) -> RGBA | str | Blurred:
-    """A colour, `dominant`, or `blurred[_<radius>[_<brightness>]]` (brightness N-prefixed below 0)."""
-    if text == "dominant":
+    """A colour, `dominant`, `dominant_border`, or `blurred[_<radius>[_<brightness>]]` (brightness N-prefixed
+    below 0)."""
+    if text in DOMINANT:
         return text
     if text == "blurred" or text.startswith("blurred_"):
         parts = text.split("_")[1:]
