@@ -135,8 +135,8 @@ PARITY_ROWS = (
     ("width", "w", "supported", "pixels, fractions, expressions; `w-auto` (client hint) see its section"),
     ("height", "h", "supported", "pixels, fractions, expressions"),
     ("aspect_ratio", "ar", "supported", "`4-3`, `4_3`, `4:3`, `1.5`, expressions"),
-    ("background", "bg", "differs", "colours (`RRGGBBOO`: opacity %), `dominant`, `blurred…`; "
-     "`gradient_dominant` and `genfill` are a 400"),
+    ("background", "bg", "differs", "colours (`RRGGBBOO`: opacity %), `dominant` (and the node's `dominant_border`), "
+     "`blurred…`; `gradient_dominant` and `genfill` are a 400"),
     ("blur", "bl", "supported", "0.1–100, decimals"),
     ("border", "b", "supported", "`<width>_<colour>`; the width may be an expression (`b-cw_mul_0.05_yellow`)"),
     ("crop", "c", "supported", "every value the SDK lists"),
@@ -263,7 +263,10 @@ the same holds for them.) There are no settings.
   `c_crop,g_face` does; on an animation, whose frames' faces may be anywhere, it needs `w` and `h` (a 400).
 - **No face found**: the crop falls back to `fo-auto` (the most interesting point); `z` then acts as
   with `fo-auto`. ImageKit's documentation does not say what `fo-face` does without a face; this keeps
-  the subject of most photos in the crop rather than a fixed centre.
+  the subject of most photos in the crop rather than a fixed centre. `fof-<focus>` (the node's own, not
+  ImageKit's) names another fallback, any focus but `face`: `fo-face,fof-top` crops at the top without a
+  face, as Cloudinary's `g_face` does (`fo-face,fof-center`: its `g_face:center`); with a face it plays no
+  part. `fof` without `fo-face` is a 400.
 - **Cache**: `fo-face` is its own cache entry (no longer the same as `fo-auto`).
 
 **Which detector.** OpenCV's bundled Haar cascades need no model download (the `opencv-python-headless`
@@ -454,7 +457,9 @@ SECTIONS = (
             "with its colour at full strength). This differs from ImageKit on one point: there, "
             "`o-50,bg-0000FF30` ignores the `bg`'s opacity and blends on opaque blue whatever the format; "
             "here a PNG, WebP or AVIF output of it keeps the faded image's transparency. `bg-dominant` pads with the image's most common "
-            "colour; `bg-blurred[_<radius>[_<brightness>]]` (radius `auto` or 0–100, as in ImageKit; brightness −255–255, `N` for minus) pads with "
+            "colour, `bg-dominant_border` (the node's own, for Cloudinary's `b_auto`) with the most common colour "
+            "of its border (the outer pixels of a 32 px copy: a frame about 1/32 of the image's side deep); "
+            "`bg-blurred[_<radius>[_<brightness>]]` (radius `auto` or 0–100, as in ImageKit; brightness −255–255, `N` for minus) pads with "
             "the image itself, scaled to cover the box and blurred ([ImageKit: dominant and blurred "
             "backgrounds](https://imagekit.io/docs/effects-and-enhancements#dominant-color-background)); "
             "the image's own transparent areas show that blurred backdrop, and the output has no "
