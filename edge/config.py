@@ -98,6 +98,11 @@ class ServerSettings:
     fetch_memory: int = DEFAULT_FETCH_MEMORY
     #: seconds a fetch waits for `fetch_memory` before the request gets 503
     fetch_memory_wait: float = DEFAULT_FETCH_MEMORY_WAIT
+    #: bytes of originals being decoded whole at once (AVIF/HEIF, interlaced PNG, GIF), per worker; more waits,
+    #: then 503
+    decode_memory: int = 10**9
+    #: seconds a render waits for `decode_memory` before the request gets 503
+    decode_memory_wait: float = 5.0
     #: bytes of large bodies (over 256 KiB) being sent at once, per worker; beyond it such an answer gets 503
     send_memory: int = 256 * 10**6
     #: glibc malloc arenas per worker (0 = glibc's default: 8 per core)
@@ -147,6 +152,9 @@ class Defaults:
 class Limits:
     max_source_bytes: int = 40 * 10**6
     max_source_pixels: int = 100_000_000
+    #: bytes one render may take to decode originals that their loaders hold whole (AVIF/HEIF, interlaced PNG,
+    #: GIF), estimated from their headers: more is a 400 (a 48 MP phone HEIF takes ~0.75 GB)
+    max_decode_memory: int = 10**9
     max_output_side: int = 8192
     max_frames: int = 100
     #: SVG sources are rendered only when the operator enables them (a renderer of untrusted XML)
@@ -263,6 +271,9 @@ def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:
     if server.fetch_memory < limits.max_source_bytes:
         raise ConfigError(f"{label}: [server] fetch_memory: expected at least [limits] max_source_bytes "
                           f"({limits.max_source_bytes} bytes), or no original that large could be fetched")
+    if server.decode_memory < limits.max_decode_memory:
+        raise ConfigError(f"{label}: [server] decode_memory: expected at least [limits] max_decode_memory "
+                          f"({limits.max_decode_memory} bytes), or a render within that limit could never start")
     named = _named_transformations(root.subtable("named_transformations"))
     admin = root.subtable("admin")
     admin_token = admin.secret("token")
@@ -308,6 +319,8 @@ def _server(t: ConfigTable) -> ServerSettings:
         worker_timeout=_positive(t, "worker_timeout", t.duration("worker_timeout", d.worker_timeout)),
         fetch_memory=t.size("fetch_memory", d.fetch_memory),
         fetch_memory_wait=t.duration("fetch_memory_wait", d.fetch_memory_wait),
+        decode_memory=t.size("decode_memory", d.decode_memory),
+        decode_memory_wait=t.duration("decode_memory_wait", d.decode_memory_wait),
         send_memory=t.size("send_memory", d.send_memory),
         malloc_arenas=t.int("malloc_arenas", d.malloc_arenas, min=0, max=1024),
         memory_trim=t.bool("memory_trim", d.memory_trim),
@@ -401,6 +414,7 @@ def _limits(t: ConfigTable) -> Limits:
     settings = Limits(
         max_source_bytes=t.size("max_source_bytes", d.max_source_bytes),
         max_source_pixels=t.int("max_source_pixels", d.max_source_pixels, min=1),
+        max_decode_memory=t.size("max_decode_memory", d.max_decode_memory),
         max_output_side=t.int("max_output_side", d.max_output_side, min=1, max=65500),
         max_frames=t.int("max_frames", d.max_frames, min=1),
         allow_svg=t.bool("allow_svg", d.allow_svg),

@@ -130,6 +130,10 @@ class FetchMemoryExhausted(Overloaded):
     """The process's bytes of originals being fetched stayed at `[server] fetch_memory` (503)."""
 
 
+class DecodeMemoryExhausted(Overloaded):
+    """The process's bytes of originals being decoded whole stayed at `[server] decode_memory` (503)."""
+
+
 class SendMemoryExhausted(Overloaded):
     """Answering would take the process's bytes of large bodies being sent over `[server] send_memory` (503)."""
 

@@ -40,7 +40,7 @@ from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
 from .transform.formats import IMAGE_EXTENSIONS, TYPE_EXTENSIONS
 from .transform.hints import DPR_HEADERS, WIDTH_HEADERS
-from .transform.render import Renderer, allow_only_input_loaders
+from .transform.render import DecodeBudget, Renderer, allow_only_input_loaders
 
 log = logging.getLogger("edge")
 #: lines about a request a handler refused (an argument that is not UTF-8, a body Tornado cannot parse) or
@@ -137,7 +137,9 @@ class Node:
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue, config.fonts, config.server.transform_queue_timeout,
-                                 refused=lambda reason: metrics.add(metrics.transform_refusals, (reason,)))
+                                 refused=lambda reason: metrics.add(metrics.transform_refusals, (reason,)),
+                                 decode_budget=DecodeBudget(config.server.decode_memory,
+                                                            config.server.decode_memory_wait))
         #: the fleet's shared second tier, between this node's disk and the origins
         self.shared = SharedTier.of(config, metrics)
         self.pipeline = Pipeline(config, self.router, self.caches, self.originals, self.flights["outputs"],

@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -27,8 +28,8 @@ import pyvips
 
 from ..cache.entries import strong_etag
 from ..config import Defaults, Limits, ServerSettings
-from ..errors import (BadRequest, InvalidTransformation, Overloaded, RenderTimedOut, TransformQueueTimeout,
-                      UnprocessableSource)
+from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, Overloaded, RenderTimedOut,
+                      TransformQueueTimeout, UnprocessableSource)
 from ..threads import BlockingPool, NotStarted
 from . import stopping
 from .compose import draw_layers
@@ -99,6 +100,13 @@ _JPEG_HEADER_SEGMENTS = 64
 #: a second at 2000×1333 → 300 px, nothing either way at 12 MP (benchmarks/README.md, "Random access
 #: for small decodes"). Larger decodes stream, which holds only a few strips of them.
 RANDOM_ACCESS_MAX_PIXELS = 2**20
+#: the loaders that hold a whole image while they decode it, whatever the output's size, and the bytes a pixel
+#: takes there beyond its output samples (peak resident memory of a 100 px thumbnail, docs/security.md):
+#: libheif's AV1/HEVC decoder and its conversion ~12 (an 8-bit RGB AVIF 15 bytes a pixel, a 10-bit one 18),
+#: libnsgif's canvas ~0.5 (4.5 for RGBA). PNG's only when interlaced (`_whole_decode_bytes`)
+_WHOLE_DECODE_EXTRA = {"heifload_source": 12, "gifload_source": 1, "pngload_source": 0}
+_SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4, "double": 8,
+                 "complex": 8, "dpcomplex": 16}
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,8 @@ class ImageHeader:
     has_alpha: bool
     frames: int = 1
     has_profile: bool = False
+    #: bytes a frame takes while its loader decodes it whole (0 for the loaders that stream)
+    decode_memory: int = 0
 
 
 def _read_in_place(body: bytes) -> pyvips.Source:
@@ -201,7 +211,76 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
     if orientation in _SWAPS_SIDES:
         width, height = height, width
     return ImageHeader(loader, width, height, image.hasalpha(), frames,
-                      bool(image.get_typeof("icc-profile-data")))
+                       bool(image.get_typeof("icc-profile-data")), _whole_decode_bytes(image, loader))
+
+
+def _whole_decode_bytes(image: pyvips.Image, loader: str) -> int:
+    """The memory one frame of `image` takes while its loader decodes it whole, or 0 when it streams
+    (JPEG, a non-interlaced PNG: a few strips)."""
+    extra = _WHOLE_DECODE_EXTRA.get(loader)
+    if extra is None or (loader == "pngload_source" and not
+                         (image.get_typeof("interlaced") and image.get("interlaced"))):
+        return 0
+    return image.width * image.height * (image.bands * _SAMPLE_BYTES.get(image.format, 8) + extra)
+
+
+class DecodeBudget:
+    """Bytes of originals being decoded whole at once in this process (`[server] decode_memory`). A render
+    takes its share in its thread when it fits (`try_take`); when it does not, the render gives its thread
+    back and waits for it on the event loop (`take`, bounded by `wait`, then 503), then runs again holding it."""
+
+    def __init__(self, capacity: int, wait: float):
+        self.capacity, self.wait = capacity, wait
+        self.in_use = 0
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: list[asyncio.Future] = []
+
+    def try_take(self, size: int) -> bool:
+        """From any thread: take `size` bytes if they fit now."""
+        with self._lock:
+            if self.in_use + size > self.capacity:
+                return False
+            self.in_use += size
+            return True
+
+    async def take(self, size: int, wait: float) -> None:
+        """On the event loop: take `size` bytes, waiting up to `wait` for them (then `DecodeMemoryExhausted`)."""
+        self._loop = loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not self.try_take(size):
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                raise DecodeMemoryExhausted() from None
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def give_back(self, size: int) -> None:
+        """From any thread: `size` bytes taken before are free again; the waiters look again."""
+        with self._lock:
+            self.in_use -= size
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class NeedsDecodeMemory(Exception):
+    """A render's decodes did not fit the decode budget: it stopped before decoding, to wait for `size` bytes
+    without holding a render thread."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
 
 
 def jpeg_shrink(header: ImageHeader, width: int, height: int) -> int:
@@ -449,10 +528,13 @@ def _asks_for_the_source(transformation: Transformation, planned: str, header: I
 
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
                  defaults: Defaults, limits: Limits, overlays: Mapping[str, bytes] | None = None,
-                 fonts: Mapping[str, Font] | None = None) -> Rendered:
+                 fonts: Mapping[str, Font] | None = None, budget: DecodeBudget | None = None,
+                 reserved: int = 0) -> Rendered:
     """Decode, transform and encode, in the calling thread. `overlays`: the originals of the image
     layers, by path. Raises `EdgeError`s only (and the reason of a stop, when the render runs under a
-    stopped `StopSwitch`). `w-auto`/`dpr-auto` must have been resolved (`hints.negotiate`)."""
+    stopped `StopSwitch`), or `NeedsDecodeMemory` when `budget` (if any) cannot hold the originals' whole
+    decodes now and `reserved` bytes of it, taken by the caller, are not enough. `w-auto`/`dpr-auto` must
+    have been resolved (`hints.negotiate`)."""
     header = probe(body, limits)
     page = transformation.output.page
     if page is not None and page > header.frames:
@@ -473,6 +555,28 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         # an animation asked for as it is, in its own format: its bytes, rather than an encode of every
         # frame over budget that could only lose colours (a plain URL of a long GIF keeps working)
         return Rendered(body, LOADER_FORMATS[header.loader], header.width, header.height, strong_etag(body))
+    # estimated from the headers, before any decode: libvips cannot stop such a decode once it started
+    whole = header.decode_memory * (header.frames if animated else 1) + \
+        sum(h.decode_memory for h in overlay_headers.values())
+    if whole > limits.max_decode_memory:
+        raise BadRequest(f"source too large: decoding it takes {whole / 1e6:.0f} MB, over max_decode_memory"
+                         f" ({limits.max_decode_memory / 1e6:.0f} MB)")
+    taken = whole if budget is not None and reserved < whole else 0
+    if taken and not budget.try_take(taken):
+        raise NeedsDecodeMemory(whole)
+    try:
+        return _render_checked(body, transformation, planned_format, defaults, limits, overlays, fonts, header,
+                               overlay_headers, animated)
+    finally:
+        if taken:
+            budget.give_back(taken)
+
+
+def _render_checked(body: bytes, transformation: Transformation, planned_format: str, defaults: Defaults,
+                    limits: Limits, overlays: Mapping[str, bytes] | None, fonts: Mapping[str, Font] | None,
+                    header: ImageHeader, overlay_headers: Mapping[str, ImageHeader], animated: bool) -> Rendered:
+    """`render_image` once the originals' headers passed every check."""
+    page = transformation.output.page
     output, steps = transformation.output, transformation.steps or (DEFAULT_STEP,)
     draw = _layer_drawer(overlays or {}, overlay_headers, fonts or shipped_fonts(), limits)
     try:
@@ -562,8 +666,12 @@ class Renderer:
     def __init__(self, defaults: Defaults, limits: Limits, threads: int, queue: int,
                  fonts: Mapping[str, Font] | None = None,
                  queue_timeout: float = ServerSettings.transform_queue_timeout,
-                 refused: Callable[[str], None] = lambda reason: None):
-        """`refused(reason)` counts work refused for overload: `queue_full`, `queue_timeout`."""
+                 refused: Callable[[str], None] = lambda reason: None,
+                 decode_budget: DecodeBudget | None = None):
+        """`refused(reason)` counts work refused for overload: `queue_full`, `queue_timeout`.
+        `decode_budget`: this process's `[server] decode_memory` (the defaults' when None)."""
+        self.decode_budget = decode_budget or DecodeBudget(ServerSettings.decode_memory,
+                                                           ServerSettings.decode_memory_wait)
         self.defaults = defaults
         self.limits = limits
         self.fonts = fonts or shipped_fonts()
@@ -573,15 +681,15 @@ class Renderer:
         self._queue_timeout = queue_timeout
         self._refused = refused
 
-    async def run(self, function, *args):
+    async def run(self, function, *args, start_within: float | None = None):
         """Run `function(*args)` on the libvips pool; 503 when the pool and its queue are full, or when
-        no thread started it within `queue_timeout` (it is withdrawn: it never runs)."""
+        no thread started it within `start_within` (`queue_timeout`) (it is withdrawn: it never runs)."""
         if self._pending >= self._capacity:
             self._refused("queue_full")
             raise Overloaded()
         self._pending += 1
         try:
-            return await self._threads.run(function, *args, start_within=self._queue_timeout)
+            return await self._threads.run(function, *args, start_within=start_within or self._queue_timeout)
         except NotStarted:
             self._refused("queue_timeout")
             raise TransformQueueTimeout() from None
@@ -591,7 +699,30 @@ class Renderer:
     async def render(self, body: bytes, transformation: Transformation, planned_format: str,
                      overlays: Mapping[str, bytes] | None = None) -> Rendered:
         """Render within `render_timeout` of the start in a pool thread (else `RenderTimedOut`). When the
-        awaiting task is cancelled, the libvips work is stopped too and `CancelledError` propagates."""
+        awaiting task is cancelled, the libvips work is stopped too and `CancelledError` propagates. A render
+        whose whole decodes do not fit the decode budget now gives its thread back, waits for the budget here
+        (`DecodeMemoryExhausted`, 503, when it stays full), then runs again holding it: its clock starts again.
+        Waiting for the budget is waiting to start: it and both waits for a thread take at most `queue_timeout`
+        (so the node's longest answer, `flight.wait_bound`, stays as it was)."""
+        loop = asyncio.get_running_loop()
+        queued_at = loop.time()
+        try:
+            return await self._render_once(body, transformation, planned_format, overlays, 0, self._queue_timeout)
+        except NeedsDecodeMemory as need:
+            size = need.size
+        left = self._queue_timeout - (loop.time() - queued_at)
+        await self.decode_budget.take(size, min(self.decode_budget.wait, max(0.0, left)))
+        try:
+            left = self._queue_timeout - (loop.time() - queued_at)
+            if left <= 0:
+                self._refused("queue_timeout")
+                raise TransformQueueTimeout()
+            return await self._render_once(body, transformation, planned_format, overlays, size, left)
+        finally:
+            self.decode_budget.give_back(size)
+
+    async def _render_once(self, body: bytes, transformation: Transformation, planned_format: str,
+                           overlays: Mapping[str, bytes] | None, reserved: int, start_within: float) -> Rendered:
         loop = asyncio.get_running_loop()
         switch = stopping.StopSwitch()
         started: list[float] = []  # when a thread picked the render up (`loop.time()`'s clock)
@@ -616,11 +747,11 @@ class Renderer:
             started.append(time.monotonic())
             with stopping.stoppable(switch):
                 return render_image(body, transformation, planned_format, self.defaults, self.limits, overlays,
-                                    self.fonts)
+                                    self.fonts, self.decode_budget, reserved)
 
         timer = loop.call_later(min(RENDER_CLOCK_SECONDS, limit), check_clock)
         try:
-            return await self.run(stoppable_render)
+            return await self.run(stoppable_render, start_within=start_within)
         except asyncio.CancelledError:
             switch.stop(asyncio.CancelledError)
             raise

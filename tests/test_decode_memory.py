@@ -1,0 +1,108 @@
+"""`[limits] max_decode_memory` and `[server] decode_memory`: originals whose loaders decode them whole (AVIF/HEIF,
+interlaced PNG, GIF) are held to a per-render maximum (400) and a per-worker budget (wait, then 503), estimated
+from their headers before decoding; originals that stream (JPEG, a non-interlaced PNG) are not counted."""
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import pyvips
+
+from edge.config import Limits, load_config
+from edge.errors import ConfigError
+from edge.pluginmanager import load_plugins
+from edge.transform.render import probe
+from tests.nodes import decode, local_config, until, write_config
+from tests.photos import photos  # noqa: F401 - a fixture
+
+#: 8000x8000, flat: 1.3 kB that libheif decodes into ~0.94 GB (15 bytes a pixel, 960 MB estimated)
+AVIF_SIDE = 8000
+#: an interlaced 16-bit RGBA PNG of 8000x8000: ~5 MB that libpng decodes into 512 MB, 1.4 s or more
+PNG_BYTES = 8000 * 8000 * 8
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory, photos):  # noqa: F811
+    folder = tmp_path_factory.mktemp("bombs")
+    pyvips.Image.black(AVIF_SIDE, AVIF_SIDE, bands=3).heifsave(str(folder / "flat.avif"), compression="av1", effort=0)
+    (pyvips.Image.black(8000, 8000, bands=4) + 1).cast("ushort").copy(interpretation="rgb16").pngsave(
+        str(folder / "interlaced.png"), interlace=True, compression=1)
+    for name in ("photo.jpg", "photo.png"):
+        shutil.copyfile(photos.path(name), folder / name)  # a local origin serves no link out of its root
+    return folder
+
+
+def config(tmp_path: Path, folder: Path, wait: str) -> Path:
+    return write_config(tmp_path, local_config(folder, before=f"""[server]
+transform_threads = 2
+decode_memory = "600MB"
+decode_memory_wait = "{wait}"
+[limits]
+max_decode_memory = "600MB"
+"""))
+
+
+def test_the_estimate_counts_only_loaders_that_decode_whole(bombs):
+    limits = Limits()
+    assert probe((bombs / "flat.avif").read_bytes(), limits).decode_memory == AVIF_SIDE ** 2 * 15
+    assert probe((bombs / "interlaced.png").read_bytes(), limits).decode_memory == PNG_BYTES
+    for streamed in ("photo.jpg", "photo.png"):  # 12 MP, read in strips
+        assert probe((bombs / streamed).read_bytes(), limits).decode_memory == 0
+
+
+async def test_a_render_over_max_decode_memory_is_refused_before_decoding(node_factory, tmp_path, bombs):
+    node = await node_factory(config(tmp_path, bombs, "1s"))
+    started = time.monotonic()
+    refused = await node.fetch("/tr:w-100/flat.avif")
+    assert (refused.code, refused.body) == (400, b"source too large: decoding it takes 960 MB, over"
+                                                 b" max_decode_memory (600 MB)\n")
+    assert time.monotonic() - started < 1  # no decode (1.5 s and 0.94 GB before)
+    assert node.node.renderer.decode_budget.in_use == 0
+
+
+async def test_renders_beyond_the_budget_get_503_while_it_holds_and_streamed_ones_are_served(node_factory, tmp_path,
+                                                                                            bombs):
+    node = await node_factory(config(tmp_path, bombs, "0.3s"))
+    budget = node.node.renderer.decode_budget
+    first = asyncio.ensure_future(node.fetch("/tr:w-100/interlaced.png"))
+
+    async def decoding() -> bool:
+        return budget.in_use == PNG_BYTES
+
+    await until(decoding, "the interlaced PNG decoding")
+    refused = await node.fetch("/tr:w-101/interlaced.png")  # 2 x 512 MB: over 600 MB
+    assert (refused.code, refused.headers["Retry-After"], refused.body) == (503, "1", b"node overloaded, retry later\n")
+    for name in ("photo.jpg", "photo.png"):  # on the other render thread, not counted
+        served = await node.fetch(f"/tr:w-300/{name}")
+        assert served.code == 200 and decode(served).width == 300
+    assert decode(await first).width == 100
+    assert budget.in_use == 0  # everything taken was given back
+    assert decode(await node.fetch("/tr:w-101/interlaced.png")).width == 101  # and the budget serves again
+
+
+async def test_a_render_waits_for_the_budget_without_a_thread_then_runs(node_factory, tmp_path, bombs):
+    node = await node_factory(config(tmp_path, bombs, "5s"))
+    budget = node.node.renderer.decode_budget
+    first = asyncio.ensure_future(node.fetch("/tr:w-100/interlaced.png"))
+
+    async def decoding() -> bool:
+        return budget.in_use == PNG_BYTES
+
+    await until(decoding, "the interlaced PNG decoding")
+    second = asyncio.ensure_future(node.fetch("/tr:w-101/interlaced.png"))
+
+    async def waiting() -> bool:
+        return len(budget._waiters) == 1
+
+    await until(waiting, "the second render waiting for the budget")
+    assert decode(await first).width == 100
+    assert decode(await second).width == 101
+    assert budget.in_use == 0 and not budget._waiters
+
+
+def test_the_budget_holds_at_least_one_render(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[server\] decode_memory: expected at least \[limits\] max_decode_memory"):
+        load_config(write_config(tmp_path, local_config(tmp_path, before="[server]\ndecode_memory = \"500MB\"")),
+                    load_plugins())
