@@ -133,6 +133,8 @@ class FetchMemoryExhausted(Overloaded):
 class DecodeMemoryExhausted(Overloaded):
     """The process's bytes of originals being decoded whole stayed at `[server] decode_memory` (503)."""
 
+    kind = "decode_memory"
+
 
 class SendMemoryExhausted(Overloaded):
     """Answering would take the process's bytes of large bodies being sent over `[server] send_memory` (503)."""

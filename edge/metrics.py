@@ -53,9 +53,9 @@ CACHE_RESULTS = {"output": ("hit", "miss", "stale"), "original": ("hit", "miss",
 EXPOSITION_SECONDS = 0.2
 #: `tier` values of `edge_cache_errors_total` besides the disk tiers' (its `kind` values: `ERROR_KINDS`)
 CACHE_ERROR_TIERS = ("memory", "folder", "flight")
-#: `reason` values of `edge_transform_refusals_total`: the transform queue was full, or a transformation
-#: waited `[server] transform_queue_timeout` in it
-TRANSFORM_REFUSALS = ("queue_full", "queue_timeout")
+#: `reason` values of `edge_transform_refusals_total`: the transform queue was full, a transformation
+#: waited `[server] transform_queue_timeout` in it, or `[server] decode_memory` stayed full for it
+TRANSFORM_REFUSALS = ("queue_full", "queue_timeout", "decode_memory")
 #: when the node started, Unix seconds: set by the supervisor before it forks its first workers, so that
 #: a worker it forks later (a reload's, a dead one's replacement, writing into the files of the slot it
 #: takes over) exports the same `edge_start_time_seconds`; a node run in one process takes its own start

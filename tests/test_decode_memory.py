@@ -73,7 +73,8 @@ async def test_renders_beyond_the_budget_get_503_while_it_holds_and_streamed_one
 
     await until(decoding, "the interlaced PNG decoding")
     refused = await node.fetch("/tr:w-101/interlaced.png")  # 2 x 512 MB: over 600 MB
-    assert (refused.code, refused.headers["Retry-After"], refused.body) == (503, "1", b"node overloaded, retry later\n")
+    assert (refused.code, refused.headers["Retry-After"], refused.headers["X-Edge-Error"], refused.body) == \
+        (503, "1", "decode_memory", b"node overloaded, retry later\n")
     for name in ("photo.jpg", "photo.png"):  # on the other render thread, not counted
         served = await node.fetch(f"/tr:w-300/{name}")
         assert served.code == 200 and decode(served).width == 300
@@ -83,7 +84,7 @@ async def test_renders_beyond_the_budget_get_503_while_it_holds_and_streamed_one
 
 
 async def test_a_render_waits_for_the_budget_without_a_thread_then_runs(node_factory, tmp_path, bombs):
-    node = await node_factory(config(tmp_path, bombs, "5s"))
+    node = await node_factory(config(tmp_path, bombs, "10s"))  # within transform_queue_timeout (10 s)
     budget = node.node.renderer.decode_budget
     first = asyncio.ensure_future(node.fetch("/tr:w-100/interlaced.png"))
 

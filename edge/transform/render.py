@@ -668,7 +668,7 @@ class Renderer:
                  queue_timeout: float = ServerSettings.transform_queue_timeout,
                  refused: Callable[[str], None] = lambda reason: None,
                  decode_budget: DecodeBudget | None = None):
-        """`refused(reason)` counts work refused for overload: `queue_full`, `queue_timeout`.
+        """`refused(reason)` counts work refused for overload: `queue_full`, `queue_timeout`, `decode_memory`.
         `decode_budget`: this process's `[server] decode_memory` (the defaults' when None)."""
         self.decode_budget = decode_budget or DecodeBudget(ServerSettings.decode_memory,
                                                            ServerSettings.decode_memory_wait)
@@ -711,7 +711,11 @@ class Renderer:
         except NeedsDecodeMemory as need:
             size = need.size
         left = self._queue_timeout - (loop.time() - queued_at)
-        await self.decode_budget.take(size, min(self.decode_budget.wait, max(0.0, left)))
+        try:
+            await self.decode_budget.take(size, min(self.decode_budget.wait, max(0.0, left)))
+        except DecodeMemoryExhausted:
+            self._refused("decode_memory")
+            raise
         try:
             left = self._queue_timeout - (loop.time() - queued_at)
             if left <= 0:
