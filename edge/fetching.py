@@ -22,7 +22,7 @@ from . import __version__
 from .cores import usable_cores
 from .errors import FetchMemoryExhausted
 from .origin import OriginFailure, SourceTooLarge
-from .threads import BlockingPool
+from .threads import BlockingPool, wait_for_room, wake
 
 T = TypeVar("T")
 
@@ -53,27 +53,18 @@ class FetchBudget:
         self.capacity, self.wait = capacity, wait
 
     async def reserve(self, size: int) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.wait
-        while self.in_use + size > self.capacity:
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await waiter
-            except TimeoutError:
-                raise FetchMemoryExhausted() from None
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-        self.in_use += size
+        def take() -> bool:
+            if self.in_use + size > self.capacity:
+                return False
+            self.in_use += size
+            return True
+
+        deadline = asyncio.get_running_loop().time() + self.wait
+        await wait_for_room(take, self._waiters, deadline, FetchMemoryExhausted)
 
     def release(self, size: int) -> None:
         self.in_use -= size
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:  # each checks again whether its size fits now
-            if not waiter.done():
-                waiter.set_result(None)
+        wake(self._waiters)
 
 
 #: the defaults of `[server] fetch_memory` and `fetch_memory_wait`

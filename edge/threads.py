@@ -183,3 +183,29 @@ def _set_exception(answer: asyncio.Future, exc: BaseException) -> None:
     if not answer.done():
         # a future refuses StopIteration (it would end the awaiting coroutine's generator)
         answer.set_exception(RuntimeError(repr(exc)) if isinstance(exc, StopIteration) else exc)
+
+
+async def wait_for_room(take: Callable[[], bool], waiters: list[asyncio.Future], deadline: float,
+                        exhausted: type[Exception]) -> None:
+    """Until `take()` (which takes what a budget holds when it fits) succeeds, wait for the budget's next
+    release (`wake`) on one of `waiters`; `exhausted()` is raised at `deadline` (the loop's clock)."""
+    loop = asyncio.get_running_loop()
+    while not take():
+        waiter = loop.create_future()
+        waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except TimeoutError:
+            raise exhausted() from None
+        finally:
+            if waiter in waiters:
+                waiters.remove(waiter)
+
+
+def wake(waiters: list[asyncio.Future]) -> None:
+    """On the loop: every waiter of `wait_for_room` looks again whether what it needs fits now."""
+    woken, waiters[:] = list(waiters), []
+    for waiter in woken:
+        if not waiter.done():
+            waiter.set_result(None)

@@ -30,7 +30,7 @@ from ..cache.entries import strong_etag
 from ..config import Defaults, Limits, ServerSettings
 from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, Overloaded, RenderTimedOut,
                       TransformQueueTimeout, UnprocessableSource)
-from ..threads import BlockingPool, NotStarted
+from ..threads import BlockingPool, NotStarted, wait_for_room, wake
 from . import stopping
 from .compose import draw_layers
 from .cost import check_render_cost
@@ -247,31 +247,14 @@ class DecodeBudget:
     async def take(self, size: int, wait: float) -> None:
         """On the event loop: take `size` bytes, waiting up to `wait` for them (then `DecodeMemoryExhausted`)."""
         self._loop = loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while not self.try_take(size):
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await waiter
-            except TimeoutError:
-                raise DecodeMemoryExhausted() from None
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+        await wait_for_room(lambda: self.try_take(size), self._waiters, loop.time() + wait, DecodeMemoryExhausted)
 
     def give_back(self, size: int) -> None:
         """From any thread: `size` bytes taken before are free again; the waiters look again."""
         with self._lock:
             self.in_use -= size
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            self._loop.call_soon_threadsafe(wake, self._waiters)
 
 
 class NeedsDecodeMemory(Exception):
