@@ -764,7 +764,9 @@ class Row:
 
     def verdict(self) -> str | None:
         """For each goal the node misses: whether the stack alone meets it in the same run (then the
-        gap is the node's own work) or misses it too (then no service built on it would meet it)."""
+        gap is the node's own work) or misses it too (then no service built on it would meet it).
+        The bare service decides when it was measured: bare pyvips is libvips with no HTTP server, and
+        Tornado is as fixed a part of the stack as libvips."""
         own = "".join(f"; the node's own work on top: node/service {value:.2f}"
                       for label, value, _, _ in self.ratios if label == "node/service")
         verdicts = []
@@ -773,13 +775,16 @@ class Row:
                 continue
             floors = [(name, floor, floor_met) for of, name, floor, floor_met in self.floors if of == label]
             listed = ", ".join(f"{name} {floor:.2f}{MARKS[floor_met]}" for name, floor, floor_met in floors)
+            service_met = [floor_met for name, _, floor_met in floors if name.startswith("service/")]
             if not floors:
                 reach = "no stack-alone baseline for it"
-            elif any(floor_met for _, _, floor_met in floors):
+            elif all(service_met) and any(floor_met for _, _, floor_met in floors):
                 reach = f"the stack alone meets it ({listed}): the gap is the node's own work"
             else:
+                engine = ("; libvips alone, with no HTTP server, meets it: the rest is Tornado's"
+                          if any(floor_met for _, _, floor_met in floors) else "")
                 reach = (f"the stack alone misses it too ({listed}): out of reach of the least service built "
-                         f"on Tornado and libvips{own}")
+                         f"on Tornado and libvips{engine}{own}")
             verdicts.append(f"{label} {value:.2f} (goal {goal}); {reach}")
         return f"- {self.measure}: {' — '.join(verdicts)}." if verdicts else None
 

@@ -60,6 +60,12 @@ def test_a_missed_goal_is_held_to_the_stack_alone_and_says_whose_the_gap_is():
         "- miss, AVIF: node/bare 0.94 (goal ≥ 0.95); the stack alone meets it (service/bare 1.02 ✓): the gap is "
         "the node's own work — node/thumbor 0.96 (goal ≥ 1.2); the stack alone misses it too (service/thumbor "
         "1.07 ✗): out of reach of the least service built on Tornado and libvips.")
+    memory = Row("PSS peak", {}, [("node/thumbor", 1.81, "≤ 1", False), ("node/service", 1.32, "", None)],
+                 [("node/thumbor", "bare/thumbor peak", 0.99, True), ("node/thumbor", "service/thumbor peak", 1.37, False)])
+    assert memory.verdict() == (
+        "- PSS peak: node/thumbor 1.81 (goal ≤ 1); the stack alone misses it too (bare/thumbor peak 0.99 ✓, "
+        "service/thumbor peak 1.37 ✗): out of reach of the least service built on Tornado and libvips; libvips "
+        "alone, with no HTTP server, meets it: the rest is Tornado's; the node's own work on top: node/service 1.32.")
     assert verdicts([met]) == "Every goal met."
     assert verdicts([met, stack_misses]).endswith(stack_misses.verdict())
     assert stack_meets.ratio_text().endswith(
