@@ -65,14 +65,15 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
     With `known`, the origin it came from is asked conditionally and raises `NotModified` when that
     version is still current (an origin earlier in the list that now has the path wins, as always).
     `host` is the client's `Host`, or None: it reaches only the origins that take it
-    (`takes_request_host`), and the caller keys what it caches by it. `purged_at`: when the path's
+    (`takes_request_host`, `takes_host`), and the caller keys what it caches by it. `purged_at`: when the path's
     cache was last purged (`OriginRequest.purged_at`)."""
     failures: list[tuple[Origin, OriginFailure]] = []
     for origin in origins:
         started = time.perf_counter()
         outcome = "found"
+        given = host is not None and origin.takes_request_host and origin.takes_host(host)
         request = OriginRequest(
-            path, max_bytes, host=host if origin.takes_request_host else None,
+            path, max_bytes, host=host if given else None,
             validators=known.validators if known is not None and known.origin == origin.name else None,
             purged_at=purged_at)
         try:

@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
-from .settings import ConfigTable, Secret, redact, split_url, without_userinfo
+from .settings import HOST_NAME, ConfigTable, Secret, redact, split_url, without_userinfo
 from .shared_cache import SharedCacheSettings
 
 EMBEDDED_DEFAULT = Path(__file__).with_name("default.toml")
@@ -28,13 +28,10 @@ _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9-]*$")
 URL_STYLES = ("imagekit", "cloudinary")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
-#: a host name as `hosts` takes it: DNS labels, or a bracketed IPv6 literal; no scheme, port or path
-_HOST_NAME = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])"
-_HOST = re.compile(_HOST_NAME)
 #: the port a browser leaves out of an origin it writes, by scheme
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: one web origin as `cors_origin` takes it, lower-cased: `scheme://host[:port]`, no path, not even `/`
-_WEB_ORIGIN = re.compile(rf"[a-z][a-z0-9+.-]*://{_HOST_NAME}(?::([0-9]{{1,5}}))?")
+_WEB_ORIGIN = re.compile(rf"[a-z][a-z0-9+.-]*://{HOST_NAME}(?::([0-9]{{1,5}}))?")
 
 
 class WithoutEnvironment(dict):
@@ -637,11 +634,7 @@ def _hosts(t: ConfigTable, endpoint_id: str, owners: dict[str, str]) -> tuple[st
     """An endpoint's `hosts`, lower-cased; a host that could never match a `Host` header, or that
     another endpoint owns already, is an error (the router would silently pick one)."""
     hosts = []
-    for written in t.str_list("hosts", ()):
-        host = written.lower()
-        if not _HOST.fullmatch(host):
-            raise t.error("hosts", f"{written!r} is not a host name: write it without a scheme, port or path "
-                                   "(e.g. \"img.example.com\")")
+    for host in t.host_names("hosts", ()):
         if host in owners:
             other = owners[host]
             raise t.error("hosts", f"{host!r} is also a host of the endpoint with id {other!r}" if other != endpoint_id

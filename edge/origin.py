@@ -116,6 +116,12 @@ class Origin(abc.ABC):
         endpoints by the Host."""
         return False
 
+    def takes_host(self, host: str) -> bool:
+        """For an origin that `takes_request_host`: whether this Host (lower-cased) is given to `fetch`.
+        Any other is not: such requests get what `fetch` answers without one, all cached under one key,
+        so that Hosts a client invents neither multiply fetches nor push real entries out."""
+        return True
+
     @classmethod
     @abc.abstractmethod
     def from_config(cls, settings: OriginSettings, table: ConfigTable) -> Origin:

@@ -200,7 +200,9 @@ class Pipeline:
         self._shared = shared
         self._canonical_bases = {origin.name: _canonical_base(origin.settings.canonical_base_url)
                                  for origin in config.origins if origin.settings.canonical_base_url}
-        self._takes_host = {e.id: any(origin.takes_request_host for origin in e.origins) for e in config.endpoints}
+        #: each endpoint's origins that take the client's Host (`Origin.takes_request_host`)
+        self._host_takers = {e.id: [origin for origin in e.origins if origin.takes_request_host]
+                             for e in config.endpoints}
         self._settings = SettingsTag(config.defaults, config.limits, config.fonts)
         #: (Host, request target, Accept) → the request's plan (see the module's doc)
         self._plans = PlanMemo(max(config.cache.memory_size // PLAN_MEMO_SHARE, PLAN_MEMO_MIN_BYTES))
@@ -305,7 +307,9 @@ class Pipeline:
             except EdgeError as error:
                 error.endpoint = error.endpoint or endpoint
                 raise
-        host = request.host.lower() if self._takes_host[request.endpoint.id] else None
+        host = request.host.lower()
+        if not any(origin.takes_host(host) for origin in self._host_takers[request.endpoint.id]):
+            host = None  # keyed without a Host: no origin of the endpoint is given this one
         original = original_key(request.endpoint.id, request.path, host)
         key = output_key(original, requested, planned_format if vary_accept else "", hints.key,
                          self._settings.of(transformation))

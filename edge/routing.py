@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote_to_bytes
 from . import cloudinary_urls
 from .config import Endpoint
 from .errors import BadRequest, InvalidTransformation, NothingToServe, SignatureRefused
+from .settings import host_name
 from .signing import SignatureCheck
 from .transform.layers import dot_segment
 from .transform.options import Transformation
@@ -84,7 +85,7 @@ class Router:
         `for_purge`: the path is a purge target, a prefix that may be the whole endpoint; no signature."""
         raw_path, _, query = uri.partition("?")
         segments = raw_path.lstrip("/").split("/")
-        endpoint = self._by_host.get(_host_name(host)) if host and self._by_host else None
+        endpoint = self._by_host.get(host_name(host)) if host and self._by_host else None
         if endpoint is None:
             endpoint = self._by_id.get(segments[0])
             if endpoint is not None:
@@ -129,14 +130,6 @@ class Router:
             raise NothingToServe("not found")
         return ImageRequest(endpoint, delivery.path, None, host, transformation=delivery.transformation,
                             original_as=delivery.original_as)
-
-
-def _host_name(host: str) -> str:
-    """`Img.Example.com:8080` → `img.example.com`; `[::1]:8080` and `[::1]` → `[::1]`; `img.example.com.`
-    (the fully qualified form, the same host) → `img.example.com`."""
-    if not host.endswith("]"):
-        host = host.rpartition(":")[0] or host
-    return host.removesuffix(".").lower()
 
 
 def as_target(text: str) -> str:

@@ -17,6 +17,9 @@ from urllib.parse import SplitResult, quote, quote_plus, urlsplit
 from .errors import ConfigError
 
 _REQUIRED: Any = object()
+#: a host name as the config takes it: DNS labels, or a bracketed IPv6 literal; no scheme, port or path
+HOST_NAME = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])"
+_HOST = re.compile(HOST_NAME)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
@@ -104,6 +107,14 @@ def parse_duration(text: str | int | float) -> float:
         raise ValueError('a duration such as "60s", "5m", "1h" or "1d"')
     number, unit = match.groups()
     return float(number) * _DURATION_UNITS[unit or "s"]
+
+
+def host_name(host: str) -> str:
+    """`Img.Example.com:8080` → `img.example.com`; `[::1]:8080` and `[::1]` → `[::1]`; `img.example.com.`
+    (the fully qualified form, the same host) → `img.example.com`."""
+    if not host.endswith("]"):
+        host = host.rpartition(":")[0] or host
+    return host.removesuffix(".").lower()
 
 
 class ConfigTable:
@@ -237,6 +248,24 @@ class ConfigTable:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise self.error(key, "expected a list of strings")
         return tuple(value)
+
+    def host_names(self, key: str, default: Any = _REQUIRED) -> tuple[str, ...]:
+        """A list of host names, lower-cased; one that could never match a `Host` header is an error."""
+        written = self.str_list(key, default)
+        for host in written:
+            if not _HOST.fullmatch(host.lower()):
+                raise self.error(key, f"{host!r} is not a host name: write it without a scheme, port or path "
+                                      "(e.g. \"img.example.com\")")
+        return tuple(host.lower() for host in written)
+
+    def bool_or_host_names(self, key: str, default: Any = _REQUIRED) -> bool | tuple[str, ...]:
+        """true, false, or a list of host names (`host_names`)."""
+        value = self._raw(key, default)
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, list):
+            raise self.error(key, f"expected true, false or a list of host names, got {_type_name(value)}")
+        return self.host_names(key)
 
     def str_map(self, key: str, default: Any = _REQUIRED) -> dict[str, str]:
         value = self._raw(key, default)

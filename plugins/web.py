@@ -45,6 +45,7 @@ from edge.plugin import (
     Secret,
     Validators,
     hookimpl,
+    host_name,
     read_limited,
     without_userinfo,
 )
@@ -168,14 +169,16 @@ def _public_only_resolver() -> type[AbstractResolver]:
 class WebOrigin(Origin):
     type_name = "web"
 
-    def __init__(self, settings: OriginSettings, *, base_url: str, forward_host: bool,
+    def __init__(self, settings: OriginSettings, *, base_url: str, forward_host: bool | tuple[str, ...],
                  headers: dict[str, Secret], redirect_allow: tuple[str, ...] = ()):
         super().__init__(settings)
         # aiohttp (with yarl) costs a process ~9 MB: imported once a config names a web origin (in `edge
         # serve`'s supervisor, before it forks: the workers share it), never without one
         import aiohttp  # noqa: F401
         self.base_url = base_url
+        #: true (every client's Host is sent), false (none), or the host names whose Host is sent
         self.forward_host = forward_host
+        self._forwarded = frozenset(forward_host) if isinstance(forward_host, tuple) else None
         self._headers = headers  # values may be tokens: kept as `Secret`, shown masked
         self.redirect_allow = redirect_allow
         self._redirects = RedirectPolicy(base_url, redirect_allow)
@@ -205,7 +208,8 @@ class WebOrigin(Origin):
             if not _REDIRECT_ENTRY.match(entry):
                 raise table.error("redirect_allow", f"expected \"*\" or scheme://host[:port] with an optional "
                                                     f"leading *. in the host, got {entry!r}")
-        origin = cls(settings, base_url=base_url.rstrip("/"), forward_host=table.bool("forward_host", False),
+        origin = cls(settings, base_url=base_url.rstrip("/"),
+                     forward_host=table.bool_or_host_names("forward_host", False),
                      headers={name: Secret(value) for name, value in headers.items()},
                      redirect_allow=redirect_allow)
         table.finish()
@@ -213,7 +217,10 @@ class WebOrigin(Origin):
 
     @property
     def takes_request_host(self) -> bool:
-        return self.forward_host
+        return bool(self.forward_host)
+
+    def takes_host(self, host: str) -> bool:
+        return self._forwarded is None or host_name(host) in self._forwarded
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "headers": {name: str(value) for name, value in self._headers.items()}}
@@ -242,7 +249,7 @@ class WebOrigin(Origin):
 
     def _origin_headers(self, validators: Validators | None, host: str | None) -> dict[str, str]:
         headers = {name: value.reveal() for name, value in self._headers.items()}
-        if self.forward_host and host:
+        if host:  # given only when `takes_host`
             headers["Host"] = host
         if validators is not None and validators.etag:
             headers["If-None-Match"] = validators.etag
@@ -325,7 +332,7 @@ class WebOrigin(Origin):
 
 
 #: the `edge.plugin` API this module is written against
-EDGE_PLUGIN_API = "1.3"
+EDGE_PLUGIN_API = "1.4"
 
 
 @hookimpl

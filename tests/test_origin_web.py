@@ -238,7 +238,9 @@ async def test_conditional_fetch(web):
     ({"headers": {"Host": "x"}}, "headers: 'Host' is set by the node itself"),
     ({"headers": {"Bad Name": "x"}}, "headers: 'Bad Name' is not a valid header name"),
     ({"headers": {"X-A": "1\r\nX-B: 2"}}, "headers: the value of 'X-A' contains a line break"),
-    ({"forward_host": "yes"}, "forward_host: expected true or false"),
+    ({"forward_host": "yes"}, "forward_host: expected true, false or a list of host names, got a string"),
+    ({"forward_host": ["shop.example.com:443"]}, "forward_host: 'shop.example.com:443' is not a host name"),
+    ({"forward_host": [True]}, "forward_host: expected a list of strings"),
     ({"redirect_allow": ["cdn.example.com"]}, "redirect_allow: expected \"\\*\" or scheme://host"),
 ])
 def test_config_errors_name_the_key(keys, message):
