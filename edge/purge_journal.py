@@ -63,8 +63,6 @@ START_PAGES = 100
 PAGES = 20
 #: entries a worker holds (the purges of the last `original_ttl`); beyond it the oldest are forgotten
 MAX_ENTRIES = 100_000
-#: S3 limits a key to 1024 bytes of UTF-8
-MAX_KEY_BYTES = 1024
 #: the applied mark's file in the cache folder, and the entries it names at most
 APPLIED_FILE = "purges-applied"
 MAX_MARKED = 1000
@@ -134,7 +132,7 @@ class PurgeJournal:
         now = self._clock()
         while True:
             key = self._folder + _entry_name(now, prefix)
-            if len(key.encode()) <= MAX_KEY_BYTES:
+            if len(key.encode()) <= self._store.max_key_bytes:
                 break
             if len(prefix) <= 1:
                 break  # the folder alone is too long: the store refuses the key, and the purge says so

@@ -56,8 +56,6 @@ MAGIC = b"edge-output/2\n"
 OLD_MAGIC = b"edge-output/1\n"
 #: the only content types an object may claim (every output is one)
 IMAGE_TYPES = frozenset(MIME_TYPES.values())
-#: S3 limits a key to 1024 bytes of UTF-8
-MAX_KEY_BYTES = 1024
 #: background writes waiting for a slot, per slot, beyond which new ones are dropped
 BACKLOG_PER_WRITE = 16
 DEFAULT_ENDPOINT = "_default"
@@ -177,7 +175,7 @@ class SharedTier:
         if any(segment in ("", ".", "..") for segment in segments):
             return None
         key = self.store.key_for(f"{endpoint or DEFAULT_ENDPOINT}/{path}{suffix}")
-        return key if len(key.encode()) <= MAX_KEY_BYTES else None
+        return key if len(key.encode()) <= self.store.max_key_bytes else None
 
     # -- the three operations ---------------------------------------------------------------------
     async def get(self, cache_key: str, purged_at: float | None = None) -> CachedOutput | None:

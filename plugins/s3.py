@@ -82,6 +82,9 @@ def normalise_folder(folder: str) -> str:
 
 class S3Origin(Origin):
     type_name = "s3"
+    #: the longest object key the store takes, in bytes of UTF-8 (the shared tier and the purge journal,
+    #: which keep their objects in such a store, skip or shorten longer keys)
+    max_key_bytes = MAX_KEY_BYTES
 
     def __init__(self, settings: OriginSettings, *, bucket: str, folder: str, region: str,
                  endpoint_url: str | None, access_key_id: Secret | None, secret_access_key: Secret | None,

@@ -13,7 +13,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from edge import purge_journal
 from edge.origin import OriginFailure
-from edge.purge_journal import APPLIED_FILE, FOLDER, MAX_KEY_BYTES, PurgeJournal, _entry_name
+from edge.purge_journal import APPLIED_FILE, FOLDER, PurgeJournal, _entry_name
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.fleet import AUTH, TOKEN
 from tests.nodes import NodeProcess, decode, until, web_config, write_config
@@ -209,7 +209,7 @@ async def test_the_journal_purges_more_never_less_and_trusts_no_clock_but_the_st
 
     long_prefix = "\0" + "a/" * 1000  # a path prefix too long for an object key: shortened, so broader
     await writer.record(long_prefix)
-    assert all(len(key.encode()) <= MAX_KEY_BYTES for key, _ in await store.list_objects(store.key_for(FOLDER)))
+    assert all(len(key.encode()) <= store.max_key_bytes == 1024 for key, _ in await store.list_objects(store.key_for(FOLDER)))
     shortened, = await writer.read()
     assert long_prefix.startswith(shortened) and len(shortened) < len(long_prefix)
     assert writer.covers("\0" + "a/" * 1000 + "x.jpg\0r3:w-40\0", checked_at=now[0] - 1)

@@ -239,6 +239,8 @@ class BrokenStore:
     """A store whose client raises what it should have classified (as botocore's `ValueError` for a date
     that is not one, `RuntimeError` for one past its range, had escaped the `s3` origin)."""
 
+    max_key_bytes = 1024
+
     def key_for(self, path: str) -> str:
         return "outputs/" + path
 
