@@ -61,7 +61,8 @@ def test_a_missed_goal_is_held_to_the_stack_alone_and_says_whose_the_gap_is():
         "the node's own work — node/thumbor 0.96 (goal ≥ 1.2); the stack alone misses it too (service/thumbor "
         "1.07 ✗): out of reach of the least service built on Tornado and libvips.")
     memory = Row("PSS peak", {}, [("node/thumbor", 1.81, "≤ 1", False), ("node/service", 1.32, "", None)],
-                 [("node/thumbor", "bare/thumbor peak", 0.99, True), ("node/thumbor", "service/thumbor peak", 1.37, False)])
+                 [("node/thumbor", "bare/thumbor peak", 0.99, True),
+                  ("node/thumbor", "service/thumbor peak", 1.37, False)])
     assert memory.verdict() == (
         "- PSS peak: node/thumbor 1.81 (goal ≤ 1); the stack alone misses it too (bare/thumbor peak 0.99 ✓, "
         "service/thumbor peak 1.37 ✗): out of reach of the least service built on Tornado and libvips; libvips "

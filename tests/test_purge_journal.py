@@ -209,7 +209,8 @@ async def test_the_journal_purges_more_never_less_and_trusts_no_clock_but_the_st
 
     long_prefix = "\0" + "a/" * 1000  # a path prefix too long for an object key: shortened, so broader
     await writer.record(long_prefix)
-    assert all(len(key.encode()) <= store.max_key_bytes == 1024 for key, _ in await store.list_objects(store.key_for(FOLDER)))
+    listed = await store.list_objects(store.key_for(FOLDER))
+    assert all(len(key.encode()) <= store.max_key_bytes == 1024 for key, _ in listed)
     shortened, = await writer.read()
     assert long_prefix.startswith(shortened) and len(shortened) < len(long_prefix)
     assert writer.covers("\0" + "a/" * 1000 + "x.jpg\0r3:w-40\0", checked_at=now[0] - 1)
