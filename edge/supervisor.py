@@ -172,6 +172,7 @@ class Supervisor:
         try:
             preload()
             from . import metrics  # imported by `preload`, after the metrics mode was chosen
+            from .cache import checkpoint_left_logs
 
             metrics.node_started = time.time()
             for number in range(self.config.server.workers):
@@ -182,6 +183,7 @@ class Supervisor:
                 while self._signals:
                     self._on_signal(self._signals.pop(0))
                 self._progress()
+            checkpoint_left_logs(self.config.cache.dir)
         finally:
             signal.set_wakeup_fd(previous_wakeup)
             os.close(wake_read)

@@ -11,12 +11,12 @@
 - `caches`: all of it together, with the async methods the request path awaits.
 """
 
-from .caches import Caches
+from .caches import Caches, checkpoint_left_logs
 from .entries import CachedOutput, SourceInfo, StoredOriginal, UnreadOutput, hashes_to, header_value, strong_etag
 from .health import CacheHealth
 from .keys import original_key, output_key, path_key, path_prefix_key
 from .tiers import MAX_ENTRY_SHARE, BeforeReading
 
 __all__ = ["MAX_ENTRY_SHARE", "BeforeReading", "CacheHealth", "CachedOutput", "Caches", "SourceInfo",
-           "StoredOriginal", "UnreadOutput", "hashes_to", "header_value", "original_key", "output_key", "path_key",
+           "checkpoint_left_logs", "StoredOriginal", "UnreadOutput", "hashes_to", "header_value", "original_key", "output_key", "path_key",
            "path_prefix_key", "strong_etag"]

@@ -9,7 +9,10 @@ outputs cost no thread hop and no disk access.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from functools import partial
@@ -28,6 +31,26 @@ T = TypeVar("T")
 
 #: each disk tier's folder under `[cache] dir`, by tier name (`edge cache stats` reads them too)
 TIER_FOLDERS = {"output": "outputs", "original": "originals", "not_found": "not-found"}
+#: the write-ahead logs of the databases under `[cache] dir`: the tiers' and the purge records' (one level
+#: down), the single flights' failure records (`flights/<kind>/failures`)
+_WRITE_AHEAD_LOGS = ("*/cache.db-wal", "flights/*/failures/cache.db-wal")
+
+log = logging.getLogger("edge.cache")
+
+
+def checkpoint_left_logs(directory: Path) -> None:
+    """Fold every write-ahead log left under `directory` into its database, which removes it. A worker's
+    connections close as it stops, the last one checkpointing; but two workers closing at the same moment
+    may each see the other's still open, and neither does (a `-wal` then stays, and `edge cache stats`
+    takes the stopped node for a running one). For the supervisor, once no worker is left."""
+    for wal in (path for pattern in _WRITE_AHEAD_LOGS for path in directory.glob(pattern)):
+        if ".corrupt-" in str(wal.relative_to(directory)):
+            continue  # moved aside for inspection: left as it was
+        try:
+            with contextlib.closing(sqlite3.connect(wal.with_name("cache.db"), timeout=2)) as database:
+                database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as error:
+            log.warning("the write-ahead log %s was left as it is: %s", wal, error)
 #: Budget of the not-found records: each is ~200 bytes, so this holds hundreds of thousands.
 NOT_FOUND_BUDGET = 64 * 10**6
 #: Budget of the purge records (~150 bytes each for a URL's, kept 15 minutes: a few hundred thousand)
