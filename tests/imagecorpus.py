@@ -40,6 +40,9 @@ __all__ = [
     "animated_gif",
     "animated_webp",
     "truncated_jpeg",
+    "closed_early_jpeg",
+    "taller_frame_jpeg",
+    "extraneous_bytes_jpeg",
     "decompression_bomb_png",
     "not_an_image",
     "icc_profile_jpeg",
@@ -241,6 +244,34 @@ def truncated_jpeg() -> bytes:
     """A valid 640x480 photo JPEG cut off after 60% of its bytes (no EOI marker)."""
     data = photo_jpeg(640, 480, quality=85)
     return data[: int(len(data) * 0.6)]
+
+
+def closed_early_jpeg(data: bytes, fraction: float) -> bytes:
+    """A JPEG cut after `fraction` of its bytes and closed again with an end marker (EOI): libjpeg only
+    warns ("premature end of data segment") and fills the rows it lacks with grey."""
+    return data[: int(len(data) * fraction)] + b"\xff\xd9"
+
+
+def _frame_header(data: bytes) -> int:
+    """Where a baseline or progressive JPEG's frame header (SOF0-2) starts."""
+    at = 2
+    while data[at + 1] not in (0xC0, 0xC1, 0xC2):
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return at
+
+
+def taller_frame_jpeg(data: bytes, extra_rows: int) -> bytes:
+    """A whole JPEG whose frame header claims `extra_rows` more rows than its coded data holds."""
+    at = _frame_header(data) + 5  # marker, length, precision: then the height
+    height = int.from_bytes(data[at:at + 2], "big") + extra_rows
+    return data[:at] + height.to_bytes(2, "big") + data[at + 2:]
+
+
+def extraneous_bytes_jpeg(data: bytes) -> bytes:
+    """A whole JPEG with 3 stray bytes before its frame header, as some cameras write: libjpeg warns
+    ("3 extraneous bytes before marker 0xc0") and decodes every pixel."""
+    at = _frame_header(data)
+    return data[:at] + b"\x01\x02\x03" + data[at:]
 
 
 @functools.lru_cache(maxsize=1)

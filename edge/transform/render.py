@@ -71,8 +71,28 @@ def allow_only_input_loaders(allow_svg: bool) -> None:
 
 _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°
 _FAIL_ON = pyvips.enums.FailOn.TRUNCATED
-#: thumbnail's own `fail_on` does not reach the loader (libvips 8.18); the loader options do
-_THUMBNAIL_LOAD_OPTIONS = "fail_on=truncated"
+#: libjpeg does not fail a JPEG whose coded data ends before its last row (cut short and closed again with
+#: an end marker, or a frame header taller than its data): it warns and fills the rows it lacks with grey,
+#: which would be cached as the image. Strict renders of a JPEG fail on its warnings; those warnings that
+#: lose no pixel (extraneous bytes between segments, a sequential JPEG's odd scan parameters, common
+#: from some cameras) are rendered again, warnings let through.
+_JPEG_LOST_PIXELS = ("premature end of data segment", "bad Huffman code", "bad arithmetic code", "instead of RST")
+
+
+class _HarmlessJpegWarning(Exception):
+    """A strict render failed on a JPEG warning that loses no pixel: to render again, not strictly."""
+
+
+def _fail_on(header: ImageHeader, strict: bool) -> str:
+    return pyvips.enums.FailOn.WARNING if strict and header.loader == _JPEG_LOADER else _FAIL_ON
+
+
+def _harmless_warning(error: pyvips.Error, header: ImageHeader, strict: bool) -> bool:
+    """Whether `error` is a JPEG warning of a strict render that loses no pixel (see `_JPEG_LOST_PIXELS`)."""
+    return (_fail_on(header, strict) == pyvips.enums.FailOn.WARNING and "VipsJpeg: " in (error.detail or "")
+            and not any(lost in error.detail for lost in _JPEG_LOST_PIXELS))
+
+
 _JPEG_LOADER = "jpegload_source"
 _JPEG_SHRINKS = (8, 4, 2)
 #: the Ultra HDR JPEG's loader: libjpeg too, for the image and its gain map
@@ -331,9 +351,11 @@ def _is_svg(body: bytes) -> bool:
     return name != pyvips.ffi.NULL and pyvips.ffi.string(name).decode() == LOADER_CLASSES[SVG_LOADER] + "Source"
 
 
-def _still_source(body: bytes, header: ImageHeader, keep_profile: bool, limits: Limits) -> Source:
-    """The first frame, upright, shrunk on load; an embedded profile applied unless `cp-true`."""
+def _still_source(body: bytes, header: ImageHeader, keep_profile: bool, limits: Limits, strict: bool) -> Source:
+    """The first frame, upright, shrunk on load; an embedded profile applied unless `cp-true`. `strict`:
+    a JPEG's warnings fail its decode (`_JPEG_LOST_PIXELS`)."""
     convert = {"export_profile": "srgb"} if header.has_profile and not keep_profile else {}
+    fail_on = _fail_on(header, strict)
 
     def thumbnail(width: int, height: int | None = None, **options) -> pyvips.Image:
         if header.loader == SVG_LOADER:
@@ -348,10 +370,11 @@ def _still_source(body: bytes, header: ImageHeader, keep_profile: bool, limits: 
             small = (header.width // shrink) * (header.height // shrink) <= RANDOM_ACCESS_MAX_PIXELS
             access = pyvips.enums.Access.RANDOM if small else pyvips.enums.Access.SEQUENTIAL
             loaded = stopping.watch(pyvips.Image.new_from_source(
-                _read_in_place(body), "", shrink=shrink, fail_on=_FAIL_ON, access=access))
+                _read_in_place(body), "", shrink=shrink, fail_on=fail_on, access=access))
             return stopping.watch(loaded.thumbnail_image(width, **convert, **options))
         return stopping.watch(pyvips.Image.thumbnail_source(
-            _read_in_place(body), width, option_string=_THUMBNAIL_LOAD_OPTIONS, **convert, **options))
+            # thumbnail's own `fail_on` does not reach the loader (libvips 8.18); the loader options do
+            _read_in_place(body), width, option_string=f"fail_on={fail_on}", **convert, **options))
 
     return Source(header.width, header.height, thumbnail,
                   lambda: thumbnail(header.width, height=header.height, size=pyvips.enums.Size.FORCE))
@@ -454,7 +477,7 @@ def _probe_overlay(path: str, body: bytes, limits: Limits) -> ImageHeader:
 
 
 def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHeader], fonts: Mapping[str, Font],
-                  limits: Limits) -> Callable[[pyvips.Image, Step], pyvips.Image]:
+                  limits: Limits, strict: bool) -> Callable[[pyvips.Image, Step], pyvips.Image]:
     """Draws a step's layers; an image layer is its original rendered with the layer's own steps,
     once per render (an animation's frames share it, so it is made in memory)."""
     @functools.cache
@@ -465,7 +488,7 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
             raise InvalidTransformation(f"pg-{page}", f"the layer's source has {header.frames} page(s)")
         # `pg-N`: that page or frame (`pg-1` of a single-page source is the source, as for the base)
         source = _page_source(overlays[path], page, False, limits) if page and header.frames > 1 else \
-            _still_source(overlays[path], header, keep_profile=False, limits=limits)
+            _still_source(overlays[path], header, keep_profile=False, limits=limits, strict=strict)
         try:  # made here, whole: a failure is the layer's (its original or its steps), not the base's
             drawn = _render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side, draw, base=base)
             return in_memory(drawn), (header.width, header.height)
@@ -473,9 +496,11 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
             raise
         except BadRequest as error:  # the layer over a limit (a 20000×1 overlay at its own size): name it
             raise InvalidTransformation(f"i-{path}", error.message) from None
-        except pyvips.Error:
+        except pyvips.Error as error:
             stopping.check()  # a stopped render fails inside libvips: report why it was stopped
-            reason = "not an image the node can decode" if not _decodes(overlays[path], header, limits) else \
+            if _harmless_warning(error, header, strict):
+                raise _HarmlessJpegWarning() from None
+            reason = "not an image the node can decode" if not _decodes(overlays[path], header, limits, strict) else \
                 "libvips could not apply the layer's transformation to it"
             raise InvalidTransformation(f"i-{path}", reason) from None
     def draw(image: pyvips.Image, step: Step) -> pyvips.Image:  # also on layers, for the layers in them
@@ -483,7 +508,7 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
     return draw
 
 
-def _decodes(body: bytes, header: ImageHeader, limits: Limits) -> bool:
+def _decodes(body: bytes, header: ImageHeader, limits: Limits, strict: bool) -> bool:
     """Whether the first frame of `body` decodes whole (a truncated or corrupt file does not): the
     question asked only after a render that reads it failed, to say whose fault the failure was."""
     try:
@@ -491,7 +516,7 @@ def _decodes(body: bytes, header: ImageHeader, limits: Limits) -> bool:
             _svg_thumbnail(body, 1, {}, limits)
             return True
         image = stopping.watch(pyvips.Image.new_from_source(
-            _read_in_place(body), "", fail_on=_FAIL_ON, access=pyvips.enums.Access.SEQUENTIAL))
+            _read_in_place(body), "", fail_on=_fail_on(header, strict), access=pyvips.enums.Access.SEQUENTIAL))
         image.avg()
     except pyvips.Error:
         stopping.check()
@@ -548,8 +573,12 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     if taken and not budget.try_take(taken):
         raise NeedsDecodeMemory(whole)
     try:
-        return _render_checked(body, transformation, planned_format, defaults, limits, overlays, fonts, header,
-                               overlay_headers, animated)
+        try:
+            return _render_checked(body, transformation, planned_format, defaults, limits, overlays, fonts, header,
+                                   overlay_headers, animated, strict=True)
+        except _HarmlessJpegWarning:
+            return _render_checked(body, transformation, planned_format, defaults, limits, overlays, fonts, header,
+                                   overlay_headers, animated, strict=False)
     finally:
         if taken:
             budget.give_back(taken)
@@ -557,11 +586,13 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
 
 def _render_checked(body: bytes, transformation: Transformation, planned_format: str, defaults: Defaults,
                     limits: Limits, overlays: Mapping[str, bytes] | None, fonts: Mapping[str, Font] | None,
-                    header: ImageHeader, overlay_headers: Mapping[str, ImageHeader], animated: bool) -> Rendered:
-    """`render_image` once the originals' headers passed every check."""
+                    header: ImageHeader, overlay_headers: Mapping[str, ImageHeader], animated: bool,
+                    strict: bool) -> Rendered:
+    """`render_image` once the originals' headers passed every check. `strict`: the JPEGs' warnings fail
+    it (`_JPEG_LOST_PIXELS`); raises `_HarmlessJpegWarning` when one that loses no pixel did."""
     page = transformation.output.page
     output, steps = transformation.output, transformation.steps or (DEFAULT_STEP,)
-    draw = _layer_drawer(overlays or {}, overlay_headers, fonts or shipped_fonts(), limits)
+    draw = _layer_drawer(overlays or {}, overlay_headers, fonts or shipped_fonts(), limits, strict)
     try:
         if animated:
             if any(cuts_faces(step) for step in steps):  # each frame's faces are elsewhere: frames of many sizes
@@ -581,7 +612,7 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
         else:
             # `pg-1` of a single-page source is the source (its loader may take no `page` option)
             source = _page_source(body, page, output.colour_profile, limits) if page and header.frames > 1 \
-                else _still_source(body, header, output.colour_profile, limits)
+                else _still_source(body, header, output.colour_profile, limits, strict)
             image = _render_steps(source, steps, limits.max_output_side, draw)
             frame_height = image.height
         image = output_colour(image, output.colour_profile)
@@ -601,8 +632,10 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
             colour_profile=output.colour_profile, flatten_on=flatten_on)
         encoded, fmt = min(((encode(stopping.watch(image), fmt, options), fmt) for fmt in formats),
                            key=lambda candidate: len(candidate[0]))
-    except pyvips.Error:
+    except pyvips.Error as error:
         stopping.check()  # a stopped render fails inside libvips: report why it was stopped
+        if _harmless_warning(error, header, strict):
+            raise _HarmlessJpegWarning() from None
         # libvips reports some truncations only while writing, so the encode is inside this try too.
         raise UnprocessableSource() from None
     return Rendered(encoded, fmt, width, frame_height, strong_etag(encoded))

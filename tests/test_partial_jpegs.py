@@ -1,0 +1,87 @@
+"""JPEGs whose coded data ends before their last row, on the 12 MP photo: refused (422, nothing kept),
+never rendered with the grey rows libjpeg fills in for what it lacks.
+
+A JPEG cut short without its end marker already failed (`fail_on=truncated`). Cut short and closed again
+with an end marker, or with a frame header taller than its data, libjpeg only warns; renders of a JPEG
+now fail on its warnings, and those that lose no pixel (stray bytes between segments, as some cameras
+write) are rendered again with warnings let through: those photos keep rendering exactly as before.
+"""
+
+from __future__ import annotations
+
+import pytest
+import pyvips
+
+from edge.config import Defaults, Limits
+from edge.errors import InvalidTransformation, UnprocessableSource
+from edge.transform.options import parse_transformation
+from edge.transform.render import render_image
+from tests.imagecorpus import closed_early_jpeg, extraneous_bytes_jpeg, taller_frame_jpeg
+from tests.nodes import decode, web_config, write_config
+from tests.photos import SIZE, photos  # noqa: F401 - the fixture
+from tests.servers import HTTPOrigin
+
+LOSING_PIXELS = {
+    "closed after 60 %": lambda body: closed_early_jpeg(body, 0.6),
+    "closed after 99 %": lambda body: closed_early_jpeg(body, 0.99),
+    "a frame 300 rows taller": lambda body: taller_frame_jpeg(body, 300),
+}
+#: each way a JPEG is decoded: shrunk on load by 8 and 2, whole (`thumbnail`, no shrink), turned and
+#: flipped (random access), the bottom rows cut out (a region above them decodes no missing row)
+TRANSFORMATIONS = ["w-300", "w-2000", "q-80", "rt-90,w-300", "fl-v,w-1000", "cm-extract,w-500,h-200,fo-bottom"]
+
+
+def render(body: bytes, tr: str, overlays: dict[str, bytes] | None = None) -> bytes:
+    return render_image(body, parse_transformation(tr), "jpg", Defaults(), Limits(), overlays).body
+
+
+@pytest.mark.parametrize("damage", LOSING_PIXELS)
+@pytest.mark.parametrize("tr", TRANSFORMATIONS)
+def test_a_jpeg_missing_rows_is_refused_however_it_is_decoded(photos, damage, tr):
+    with pytest.raises(UnprocessableSource):
+        render(LOSING_PIXELS[damage](photos.read(photos.jpeg)), tr)
+
+
+@pytest.mark.parametrize("tr", ["w-300", "q-80", "rt-90,w-300"])
+def test_a_jpeg_with_stray_bytes_between_segments_renders_as_the_clean_one(photos, tr):
+    clean = photos.read(photos.jpeg)
+    assert render(extraneous_bytes_jpeg(clean), tr) == render(clean, tr)
+
+
+def test_a_layer_missing_rows_is_a_400_naming_it(photos):
+    overlay = closed_early_jpeg(photos.read(photos.medium), 0.7)
+    with pytest.raises(InvalidTransformation) as raised:
+        render(photos.read(photos.jpeg), "w-1000,l-image,i-o.jpg,w-300,l-end", {"o.jpg": overlay})
+    assert (raised.value.status, raised.value.message) == \
+        (400, "invalid transformation: i-o.jpg: not an image the node can decode")
+
+
+def test_a_layer_with_stray_bytes_is_drawn_as_the_clean_one(photos):
+    base, overlay, tr = photos.read(photos.jpeg), photos.read(photos.medium), "w-1000,l-image,i-o.jpg,w-300,l-end"
+    assert render(base, tr, {"o.jpg": extraneous_bytes_jpeg(overlay)}) == render(base, tr, {"o.jpg": overlay})
+
+
+async def test_an_original_missing_rows_is_a_422_and_is_not_kept(node_factory, tmp_path, photos):
+    """Served by a web origin (as a partial upload would be): another URL of it fetches it again (the
+    422 itself is remembered for its own URL, `test_origin_faults`)."""
+    clean = photos.read(photos.jpeg)
+    origin = await HTTPOrigin(files={"photo.jpg": closed_early_jpeg(clean, 0.8)}).start()
+    try:
+        node = await node_factory(write_config(tmp_path, web_config(origin.url)))
+        response = await node.fetch("/tr:w-300/photo.jpg")
+        assert (response.code, response.body) == (422, b"unsupported or corrupt source image\n")
+        origin.files["photo.jpg"] = extraneous_bytes_jpeg(clean)
+        response = await node.fetch("/tr:w-400/photo.jpg")
+        image = decode(response)
+        assert (response.code, image.width, image.height) == (200, 400, round(400 * SIZE[1] / SIZE[0]))
+        bottom = image.crop(0, image.height - 20, image.width, 20)
+        assert bottom.deviate() > 5  # the photo's own rows, not a flat grey
+        assert origin.requests["photo.jpg"] == 2
+    finally:
+        await origin.stop()
+
+
+def test_the_photo_itself_decodes_without_a_warning(photos):
+    """The guard above renders strictly first: a clean photo never takes the second render."""
+    image = pyvips.Image.new_from_buffer(photos.read(photos.jpeg), "", fail_on="warning")
+    assert image.avg() > 0
