@@ -150,7 +150,7 @@ class Limits:
     max_source_bytes: int = 40 * 10**6
     max_source_pixels: int = 100_000_000
     #: bytes one render may take to decode originals that their loaders hold whole (AVIF/HEIF, interlaced PNG,
-    #: GIF), estimated from their headers: more is a 400 (a 48 MP phone HEIF takes ~0.75 GB)
+    #: GIF), estimated from their headers: more is a 400 (a 48 MP AVIF takes ~0.75 GB, a phone's HEIC ~0.4)
     max_decode_memory: int = 10**9
     max_output_side: int = 8192
     max_frames: int = 100

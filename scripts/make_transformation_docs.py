@@ -699,7 +699,7 @@ once its header is read; a format chosen by `f-auto` falls back to WebP or JPEG/
 [security.md](security.md#work-per-url). A render still running after
 `[limits] render_timeout` (20 s) is stopped and answered **503** `rendering took too long`. A source
 that is not an image, is in a format the node does not read (it reads JPEG, Ultra HDR JPEG, PNG, WebP,
-AVIF/HEIF, GIF, TIFF, and SVG only with `[limits] allow_svg`; libvips' other loaders are blocked, see
+AVIF/HEIF, HEIC, GIF, TIFF, and SVG only with `[limits] allow_svg`; libvips' other loaders are blocked, see
 [security.md](security.md#originals-the-decoders-that-run)), or fails to decode (truncated, corrupt, a
 JPEG whose data ends before its last row: see [security.md](security.md#originals-the-decoders-that-run)) is a
 **422**; only the URL's own original is answered so: a layer's original that is not an image or fails to

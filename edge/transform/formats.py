@@ -29,9 +29,12 @@ LOADER_FORMATS = {
     "gifload_source": "gif",
     "uhdrload_source": "jpg",  # an Ultra HDR JPEG (a phone's photo with its gain map) is a JPEG
 }
+#: a HEIF coded with HEVC (`.heic`): not a libvips loader, but what `probe` calls the loader of one,
+#: whose header libvips' HEIF loader reads and whose pixels `heic.decode` does
+HEIC_LOADER = "heifload_source:hevc"
 #: the MIME type of an original served as it is (`orig-true`) that is in no format the node writes
-UNWRITTEN_TYPES = {"tiffload_source": "image/tiff"}
-#: the loaders of the formats the node reads (JPEG, Ultra HDR JPEG, PNG, WebP, AVIF/HEIF, GIF, TIFF);
+UNWRITTEN_TYPES = {"tiffload_source": "image/tiff", HEIC_LOADER: "image/heic"}
+#: the loaders of the formats the node reads (JPEG, Ultra HDR JPEG, PNG, WebP, AVIF/HEIF, HEIC, GIF, TIFF);
 #: anything else libvips could open is refused (422), SVG unless `[limits] allow_svg`
 INPUT_LOADERS = frozenset(LOADER_FORMATS) | frozenset(UNWRITTEN_TYPES)
 SVG_LOADER = "svgload_source"

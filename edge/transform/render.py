@@ -31,14 +31,14 @@ from ..config import Defaults, Limits, ServerSettings
 from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, Overloaded, RenderTimedOut,
                       TransformQueueTimeout, UnprocessableSource)
 from ..threads import BlockingPool, NotStarted, wait_for_room, wake
-from . import stopping
+from . import heic, stopping
 from .compose import draw_layers
 from .cost import check_render_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
-from .formats import (INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER, animates, chosen_by_accept,
-                      final_formats, max_side)
+from .formats import (HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER, animates,
+                      chosen_by_accept, final_formats, max_side)
 from .geometry import WHITE, Source, apply_geometry, check_side, cuts_faces, in_memory, resolved, trim_box
 from .layers import drawn_fonts
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
@@ -122,9 +122,10 @@ _JPEG_HEADER_SEGMENTS = 64
 RANDOM_ACCESS_MAX_PIXELS = 2**20
 #: the loaders that hold a whole image while they decode it, whatever the output's size, and the bytes a pixel
 #: takes there beyond its output samples (peak resident memory of a 100 px thumbnail, docs/security.md):
-#: libheif's AV1/HEVC decoder and its conversion ~12 (an 8-bit RGB AVIF 15 bytes a pixel, a 10-bit one 18),
+#: libheif's AV1 decoder and its conversion ~12 (an 8-bit RGB AVIF 15 bytes a pixel, a 10-bit one 18), a
+#: HEIC's decode by pi-heif and its copy ~5 (6.7-7.0 bytes a pixel of an 8-bit RGB one, `heic.decode`),
 #: libnsgif's canvas ~0.5 (4.5 for RGBA). PNG's only when interlaced (`_whole_decode_bytes`)
-_WHOLE_DECODE_EXTRA = {"heifload_source": 12, "gifload_source": 1, "pngload_source": 0}
+_WHOLE_DECODE_EXTRA = {"heifload_source": 12, HEIC_LOADER: 5, "gifload_source": 1, "pngload_source": 0}
 _SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4, "double": 8,
                  "complex": 8, "dpcomplex": 16}
 
@@ -213,6 +214,8 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
             loader = image.get("vips-loader")
     except pyvips.Error:
         raise UnprocessableSource() from None
+    if loader == "heifload_source" and image.get_typeof("heif-compression") and image.get("heif-compression") == "hevc":
+        loader = HEIC_LOADER
     if loader not in INPUT_LOADERS and not (loader == SVG_LOADER and limits.allow_svg):
         raise UnprocessableSource()
     # a scan header is a scan: within a scan's data, an FF byte is always followed by 00. (An Ultra HDR
@@ -354,6 +357,8 @@ def _is_svg(body: bytes) -> bool:
 def _still_source(body: bytes, header: ImageHeader, keep_profile: bool, limits: Limits, strict: bool) -> Source:
     """The first frame, upright, shrunk on load; an embedded profile applied unless `cp-true`. `strict`:
     a JPEG's warnings fail its decode (`_JPEG_LOST_PIXELS`)."""
+    if header.loader == HEIC_LOADER:  # decoded whole, by libheif: no shrink on load
+        return _page_source(body, header, None, keep_profile, limits)
     convert = {"export_profile": "srgb"} if header.has_profile and not keep_profile else {}
     fail_on = _fail_on(header, strict)
 
@@ -380,13 +385,17 @@ def _still_source(body: bytes, header: ImageHeader, keep_profile: bool, limits: 
                   lambda: thumbnail(header.width, height=header.height, size=pyvips.enums.Size.FORCE))
 
 
-def _page_source(body: bytes, page: int, keep_profile: bool, limits: Limits) -> Source:
+def _page_source(body: bytes, header: ImageHeader, page: int | None, keep_profile: bool, limits: Limits) -> Source:
     """`pg-N`: that page (frame) of a multi-page source, upright, at its own size (a TIFF's pages may
-    differ in size from the first, which the probe checked)."""
-    image = stopping.watch(pyvips.Image.new_from_source(_read_in_place(body), "", page=page - 1, fail_on=_FAIL_ON))
-    if image.width * image.height > limits.max_source_pixels:
-        raise BadRequest("source too large")
-    image = image.autorot()
+    differ in size from the first, which the probe checked); `None`: a HEIC's primary image."""
+    if header.loader == HEIC_LOADER:
+        image = heic.decode(body, page, limits.max_source_pixels)
+    else:
+        image = stopping.watch(pyvips.Image.new_from_source(_read_in_place(body), "", page=page - 1,
+                                                            fail_on=_FAIL_ON))
+        if image.width * image.height > limits.max_source_pixels:
+            raise BadRequest("source too large")
+        image = image.autorot()
     if keep_profile is False and image.get_typeof("icc-profile-data"):
         image = image.icc_transform("srgb", embedded=True)
     return Source.of_image(_eight_bit(image, keep_profile))
@@ -487,7 +496,7 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
         if page is not None and page > header.frames:
             raise InvalidTransformation(f"pg-{page}", f"the layer's source has {header.frames} page(s)")
         # `pg-N`: that page or frame (`pg-1` of a single-page source is the source, as for the base)
-        source = _page_source(overlays[path], page, False, limits) if page and header.frames > 1 else \
+        source = _page_source(overlays[path], header, page, False, limits) if page and header.frames > 1 else \
             _still_source(overlays[path], header, keep_profile=False, limits=limits, strict=strict)
         try:  # made here, whole: a failure is the layer's (its original or its steps), not the base's
             drawn = _render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side, draw, base=base)
@@ -514,6 +523,9 @@ def _decodes(body: bytes, header: ImageHeader, limits: Limits, strict: bool) -> 
     try:
         if header.loader == SVG_LOADER:  # drawn in its child process, as for the render
             _svg_thumbnail(body, 1, {}, limits)
+            return True
+        if header.loader == HEIC_LOADER:
+            heic.decode(body, None, limits.max_source_pixels)
             return True
         image = stopping.watch(pyvips.Image.new_from_source(
             _read_in_place(body), "", fail_on=_fail_on(header, strict), access=pyvips.enums.Access.SEQUENTIAL))
@@ -611,7 +623,7 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
             frame_height = image.get("page-height")
         else:
             # `pg-1` of a single-page source is the source (its loader may take no `page` option)
-            source = _page_source(body, page, output.colour_profile, limits) if page and header.frames > 1 \
+            source = _page_source(body, header, page, output.colour_profile, limits) if page and header.frames > 1 \
                 else _still_source(body, header, output.colour_profile, limits, strict)
             image = _render_steps(source, steps, limits.max_output_side, draw)
             frame_height = image.height
