@@ -18,7 +18,7 @@ from edge.transform.options import parse_transformation
 from edge.transform.render import probe, render_image
 from tests.assets import close
 from tests.nodes import decode, local_config, write_config
-from tests.photos import SIZE, heic_photo, marker_corner, photos, save_heic  # noqa: F401 - the fixtures
+from tests.photos import SIZE, heic_bytes, heic_photo, marker_corner, photos  # noqa: F401 - the fixtures
 
 #: mean absolute difference, in levels of 255, to the same render of the PNG
 CLOSE = 4.0
@@ -55,25 +55,25 @@ def test_a_12_mp_heic_renders_as_its_png(photos, heic_photo, tr, corner):
     assert difference(output, reference) < CLOSE  # and the same size
 
 
-def test_a_heic_with_alpha_keeps_it(tmp_path):
+def test_a_heic_with_alpha_keeps_it():
     card = pyvips.Image.black(400, 300, bands=3).draw_rect([255, 0, 0], 0, 0, 200, 300, fill=True)
     alpha = pyvips.Image.black(400, 300).draw_rect([255], 0, 0, 200, 300, fill=True)  # right half clear
-    save_heic(card.bandjoin(alpha).cast("uchar").copy(interpretation="srgb"), tmp_path / "a.heic")
-    rendered = render_image((tmp_path / "a.heic").read_bytes(), parse_transformation("w-200,f-png"), "png",
+    body = heic_bytes(card.bandjoin(alpha).cast("uchar").copy(interpretation="srgb"))
+    rendered = render_image(body, parse_transformation("w-200,f-png"), "png",
                             Defaults(), Limits())
     image = pyvips.Image.new_from_buffer(rendered.body, "")
     assert (rendered.format, image.bands) == ("png", 4)
     assert image.getpoint(20, 75)[3] > 250 and image.getpoint(180, 75)[3] < 5
 
 
-def test_a_heic_with_a_profile_is_converted_to_srgb(tmp_path):
+def test_a_heic_with_a_profile_is_converted_to_srgb():
     """Display P3, as a phone's photo carries: sRGB's pure green is (117, 251, 76) in P3."""
     green = (pyvips.Image.black(200, 100, bands=3) + [0, 255, 0]).cast("uchar").copy(interpretation="srgb")
     in_p3 = green.icc_transform("p3")
-    save_heic(in_p3, tmp_path / "p3.heic", icc_profile=in_p3.get("icc-profile-data"))
-    r, g, b = render((tmp_path / "p3.heic").read_bytes(), "w-50").getpoint(25, 12)
+    body = heic_bytes(in_p3, icc_profile=in_p3.get("icc-profile-data"))
+    r, g, b = render(body, "w-50").getpoint(25, 12)
     assert r < 20 and g > 240 and b < 20  # the profile applied, not ignored
-    kept = render((tmp_path / "p3.heic").read_bytes(), "w-50,cp-true")
+    kept = render(body, "w-50,cp-true")
     assert close(tuple(kept.getpoint(25, 12)), (117, 251, 76)) and kept.get_typeof("icc-profile-data")
 
 

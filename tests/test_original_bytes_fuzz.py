@@ -1,11 +1,12 @@
 """Randomly damaged originals (bits flipped, bytes set, inserted, repeated, the file cut) of every format the
 node decodes — baseline and progressive JPEG, PNG with alpha, 16-bit and palette PNG, WebP still and
-animated, GIF, AVIF, TIFF — read from a `local` origin by a running node (`edge serve` in a child
+animated, GIF, AVIF, TIFF, HEIC (when pillow-heif, of the test extra, can make one) — read from a `local` origin by a running node (`edge serve` in a child
 process) under a transformation each: an image, 400 or 422, within the render deadline and a margin,
 and the worker never dies (a decoder crash would reset the connection). The sources are 200 px: the
 decoders' paths are the same at any size, and small files give the fuzz its reach (real-size photos
 are `tests/test_real_size.py`'s and `tests/test_hostile_input.py`'s)."""
 
+import importlib.util
 import itertools
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from tests.fuzzing import decoded, exchange, fuzz_settings, one_worker
 from tests.nodes import SAMPLES, local_config, write_config
+from tests.photos import heic_bytes
 
 EXAMPLES = 150
 RENDER_TIMEOUT = 3.0
@@ -28,7 +30,8 @@ def sources() -> dict[str, bytes]:
     image = pyvips.Image.new_from_file(str(SAMPLES / "astronaut.jpg")).thumbnail_image(200)
     frames = pyvips.Image.arrayjoin([image.crop(0, 0, 100, 100), image.crop(100, 100, 100, 100)], across=1).copy()
     frames.set_type(pyvips.GValue.gint_type, "page-height", 100)
-    return {
+    heic = {"heic": heic_bytes(image)} if importlib.util.find_spec("pillow_heif") else {}
+    return heic | {
         "jpeg": image.jpegsave_buffer(Q=80), "progressive jpeg": image.jpegsave_buffer(interlace=True),
         "png": image.bandjoin(255).pngsave_buffer(), "16-bit png": image.cast("ushort").pngsave_buffer(bitdepth=16),
         "palette png": image.pngsave_buffer(palette=True), "webp": image.webpsave_buffer(),
