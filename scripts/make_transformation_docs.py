@@ -704,7 +704,9 @@ AVIF/HEIF, HEIC, GIF, TIFF, and SVG only with `[limits] allow_svg`; libvips' oth
 JPEG whose data ends before its last row: see [security.md](security.md#originals-the-decoders-that-run)) is a
 **422**; only the URL's own original is answered so: a layer's original that is not an image or fails to
 decode is a 400 naming its `i-` (see [Overlays](#overlays)). Any size of JPEG is served, down to 1×1
-px and 20000×1 strips.
+px and 20000×1 strips. A floating-point TIFF is read as libvips reads one, linear light from 0 to 1
+(scRGB, as HDR tools write 32-bit files): 0.214 is sRGB's mid-grey 128, 1 and above white, so a float
+TIFF holding 0–255 values comes out white.
 
 Every parameter works at every size: rotations, vertical flips, a shadow shifted up or down and the
 other operations that read an image out of order decode the step's already shrunk image to memory

@@ -156,6 +156,14 @@ def test_a_truncated_base_jpeg_is_still_a_422():
         render_image(body[: len(body) // 2], parse_transformation("w-125"), "jpg", Defaults(), Limits())
 
 
+@pytest.mark.parametrize("value, grey", [(0.214, 128), (0.5, 188), (1.0, 255), (128.0, 255)])
+def test_a_float_tiff_is_read_as_linear_light(value, grey):
+    tiff = (pyvips.Image.black(64, 64, bands=3) + value).cast("float").tiffsave_buffer()
+    output = pyvips.Image.new_from_buffer(render_image(tiff, parse_transformation("w-32"), "jpg", Defaults(),
+                                                       Limits()).body, "")
+    assert output.getpoint(16, 16) == [grey] * 3
+
+
 # -- a layer's failure is the layer's 400 ---------------------------------------------------------------
 
 def text_layer(newlines: int) -> str:
