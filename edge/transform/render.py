@@ -94,6 +94,7 @@ def _harmless_warning(error: pyvips.Error, header: ImageHeader, strict: bool) ->
 
 
 _JPEG_LOADER = "jpegload_source"
+_GIF_LOADER = "gifload_source"
 _JPEG_SHRINKS = (8, 4, 2)
 #: the Ultra HDR JPEG's loader: libjpeg too, for the image and its gain map
 _UHDR_LOADER = "uhdrload_source"
@@ -183,6 +184,39 @@ def _webp_frames(body: bytes, limit: int) -> int:
     return frames if offset + 8 > len(body) else max(frames, limit + 1)
 
 
+def _gif_cut_short(body: bytes) -> bool:
+    """Whether a GIF's data ends inside one of its blocks, walked from their headers (~3 ms for 5 MB).
+    libnsgif decodes the frames there are, the last one as far as its data goes, and libvips fails at no
+    `fail_on` level (8.18): an animation cut short was served with frames missing or half drawn. Data that
+    ends between two blocks without the trailer (3B), as some encoders write, is whole."""
+    if len(body) < 13:
+        return True
+    at = 13 + _gif_colour_table(body[10])  # the header, the screen's descriptor, the global colour table
+    while at < len(body):
+        block = body[at]
+        if block == 0x3B:  # the trailer
+            return False
+        if block == 0x21:  # an extension: its label, then its sub-blocks
+            at += 2
+        elif block == 0x2C:  # an image: its descriptor, colour table and LZW code size, then its sub-blocks
+            if at + 10 > len(body):
+                return True
+            at += 11 + _gif_colour_table(body[at + 9])
+        else:  # not a GIF block: libnsgif stops there too
+            return False
+        while at < len(body) and body[at]:  # sub-blocks, each its length and its bytes, then a 0
+            at += 1 + body[at]
+        if at >= len(body):
+            return True
+        at += 1
+    return at > len(body)
+
+
+def _gif_colour_table(flags: int) -> int:
+    """The bytes of the colour table a GIF descriptor's flags announce."""
+    return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
+
+
 def _may_have_many_scans(body: bytes) -> bool:
     """Whether a JPEG's frame is progressive, read from its segments' headers before the frame's (skipping
     the images an EXIF block may embed); True when that cannot be told within `_JPEG_HEADER_SEGMENTS`. Counting
@@ -230,6 +264,8 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
         raise _too_many_frames(limits)
     if width * height > limits.max_source_pixels:
         raise BadRequest("source too large")
+    if loader == _GIF_LOADER and _gif_cut_short(body):
+        raise UnprocessableSource()
     orientation = image.get("orientation") if image.get_typeof("orientation") else 1
     if orientation in _SWAPS_SIDES:
         width, height = height, width

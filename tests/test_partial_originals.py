@@ -1,13 +1,19 @@
-"""JPEGs whose coded data ends before their last row, on the 12 MP photo: refused (422, nothing kept),
-never rendered with the grey rows libjpeg fills in for what it lacks.
+"""Originals cut short that their decoders do not fail: refused (422, nothing kept), never rendered with
+what they lack filled in, on the 12 MP photo.
 
-A JPEG cut short without its end marker already failed (`fail_on=truncated`). Cut short and closed again
-with an end marker, or with a frame header taller than its data, libjpeg only warns; renders of a JPEG
-now fail on its warnings, and those that lose no pixel (stray bytes between segments, as some cameras
-write) are rendered again with warnings let through: those photos keep rendering exactly as before.
+JPEGs whose coded data ends before their last row. A JPEG cut short without its end marker already failed
+(`fail_on=truncated`). Cut short and closed again with an end marker, or with a frame header taller than
+its data, libjpeg only warns and fills the rows it lacks with grey; renders of a JPEG now fail on its
+warnings, and those that lose no pixel (stray bytes between segments, as some cameras write) are
+rendered again with warnings let through: those photos keep rendering exactly as before.
+
+Animated GIFs cut short: libnsgif decodes the frames there are and the last one as far as it goes, and
+libvips fails at no `fail_on` level; the node walks a GIF's blocks.
 """
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import pyvips
@@ -15,8 +21,8 @@ import pyvips
 from edge.config import Defaults, Limits
 from edge.errors import InvalidTransformation, UnprocessableSource
 from edge.transform.options import parse_transformation
-from edge.transform.render import render_image
-from tests.imagecorpus import closed_early_jpeg, extraneous_bytes_jpeg, taller_frame_jpeg
+from edge.transform.render import probe, render_image
+from tests.imagecorpus import animated_gif, closed_early_jpeg, extraneous_bytes_jpeg, taller_frame_jpeg
 from tests.nodes import decode, web_config, write_config
 from tests.photos import SIZE, photos  # noqa: F401 - the fixture
 from tests.servers import HTTPOrigin
@@ -85,3 +91,40 @@ def test_the_photo_itself_decodes_without_a_warning(photos):
     """The guard above renders strictly first: a clean photo never takes the second render."""
     image = pyvips.Image.new_from_buffer(photos.read(photos.jpeg), "", fail_on="warning")
     assert image.avg() > 0
+
+
+@functools.cache
+def _gif_of(path: str) -> bytes:
+    photo = pyvips.Image.new_from_file(path)
+    frames = [photo.crop(x, y, 1000, 700) for x, y in ((0, 0), (1500, 1000), (3000, 2000))]
+    strip = pyvips.Image.arrayjoin(frames, across=1).copy()
+    strip.set_type(pyvips.GValue.gint_type, "page-height", 700)
+    return strip.gifsave_buffer(effort=1)
+
+
+def gif_of_the_photo(photos) -> bytes:
+    """Three 1000×700 frames of the 12 MP photo as a GIF (~1 MB)."""
+    return _gif_of(str(photos.path(photos.jpeg)))
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.7, 0.95, 0.999])
+@pytest.mark.parametrize("planned", ["gif", "jpg"])
+def test_an_animated_gif_cut_short_is_refused(photos, fraction, planned):
+    cut = gif_of_the_photo(photos)[: int(len(gif_of_the_photo(photos)) * fraction)]
+    with pytest.raises(UnprocessableSource):
+        render_image(cut, parse_transformation("w-300"), planned, Defaults(), Limits())
+    with pytest.raises(UnprocessableSource):  # nor served as it is (`orig-true` reads its header alone)
+        probe(cut, Limits())
+
+
+def test_a_whole_gif_without_its_trailer_is_rendered(photos):
+    body = gif_of_the_photo(photos)
+    assert body.endswith(b"\x00\x3b")
+    whole = render_image(body, parse_transformation("w-300"), "gif", Defaults(), Limits())
+    untrailed = render_image(body[:-1], parse_transformation("w-300"), "gif", Defaults(), Limits())
+    assert untrailed.body == whole.body
+
+
+def test_the_corpus_gifs_are_whole():
+    for frames in (1, 5, 100):
+        assert render_image(animated_gif(frames), parse_transformation("w-20"), "gif", Defaults(), Limits()).width == 20
