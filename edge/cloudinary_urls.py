@@ -192,6 +192,9 @@ WORDS: tuple[Word, ...] = (
     Word(", ".join(f"`fl_progressive:{mode}`" for mode in PROGRESSIVE_MODES),
          ", ".join(f"`{ours}`" if ours else "(nothing)" for ours in PROGRESSIVE_MODES.values()),
          "`semi`, `steep`: a progressive JPEG, with the encoder's standard scans; `none`: not progressive"),
+    Word("`fl_attachment`, `fl_attachment:<name>`", "(a header)",
+         "a download: `Content-Disposition: attachment`, the file named after the public ID (or `<name>`) with "
+         "the extension of the format sent, as the node's `?ik-attachment=true`; the same cached image as without"),
     Word("`fl_lossy`", "(nothing)",
          "with `f_auto` or a JPEG, WebP or AVIF output, already lossy: no change; with a PNG or GIF output "
          "(or none named) a 400"),
@@ -702,10 +705,22 @@ def _flag(c: _Component) -> list[str]:
             params.add(FLAGS[flag])
         elif flag == "lossy":  # checked against the output format once the URL is read (`_translate`)
             params.add("")
+        elif name == "attachment":  # a header, not a transformation (`attachment_name`)
+            params.add("")
         else:
-            raise c.fail("fl", f"flag {flag} not supported; supported: {', '.join(FLAGS)}, lossy, "
+            raise c.fail("fl", f"flag {flag} not supported; supported: {', '.join(FLAGS)}, lossy, attachment, "
                                f"progressive:{', progressive:'.join(PROGRESSIVE_MODES)}")
     return sorted(params - {""})
+
+
+def attachment_name(components: tuple[str, ...]) -> str | None:
+    """`fl_attachment[:<name>]`'s name ("" without one: the public ID's), None without the flag."""
+    for word in (word for component in components for word in component.split(",") if word.startswith("fl_")):
+        for flag in word[3:].split("."):
+            name, _, value = flag.partition(":")
+            if name == "attachment":
+                return value
+    return None
 
 
 def _default_image(c: _Component) -> list[str]:
@@ -737,6 +752,8 @@ class Delivery:
     transformation: Transformation
     #: for a URL without components: the format its extension names (another stored format is converted)
     original_as: str | None
+    #: `fl_attachment[:<name>]`: the downloaded file's name ("": the public ID's), None when not a download
+    attachment: str | None = None
 
 
 def same_asset(origin_path: str) -> list[str]:
@@ -784,4 +801,5 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
     # as Cloudinary's strict transformations: a signed URL may ask for any transformation
     signed = check_signature(path, secrets, signed_only)
     transformation = translate(path.components, named, named_only and not signed, path.extension_format)
-    return Delivery(path.origin_path, transformation, None if path.components else path.extension_format)
+    return Delivery(path.origin_path, transformation, None if path.components else path.extension_format,
+                    attachment_name(path.components))

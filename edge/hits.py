@@ -25,8 +25,8 @@ from tornado import httputil
 from . import accesslog
 from .httpserver import EdgeHTTPServer, make_server
 from .pipeline import ImageCall
-from .server import (ADMIN_HANDLERS, CONTENT_LENGTH, LARGE_BODY, Node, client_address, count_image_answer,
-                     header_value, http_date, image_headers, make_app)
+from .server import (ADMIN_HANDLERS, CONTENT_LENGTH, LARGE_BODY, Node, attachment, client_address,
+                     count_image_answer, header_value, http_date, image_headers, make_app)
 
 log = logging.getLogger("edge.server")
 
@@ -111,6 +111,8 @@ class _Request(httputil.HTTPMessageDelegate):
         request_id = accesslog.request_id(header_value(headers, "X-Request-Id"))
         response = httputil.HTTPHeaders({"Date": http_date(), "X-Request-Id": request_id, **node.cors_headers})
         response.update(image_headers(node, output, served.signed_until, "hit"))
+        if served.attachment is not None:  # `fl_attachment` (ImageKit's `ik-attachment` is a query: handed over)
+            response["Content-Disposition"] = attachment(start_line.path, output.content_type, served.attachment)
         response[CONTENT_LENGTH] = str(len(output.body))
         if len(output.body) > LARGE_BODY:  # not joined to the header block: no copy of the body (server.LARGE_BODY)
             self._connection.write_headers(_OK, response)

@@ -47,6 +47,8 @@ class ImageRequest:
     original_as: str | None = None
     #: the URL ends in `/ik-thumbnail.jpg` after the original's path: its first frame (or `pg-N`'s), as JPEG
     thumbnail: bool = False
+    #: a download (Cloudinary's `fl_attachment[:<name>]`): the file's name, "" for the URL's own
+    attachment: str | None = None
 
     @property
     def signed(self) -> bool:
@@ -129,7 +131,7 @@ class Router:
         if "\0" in delivery.path:  # as in `route`
             raise NothingToServe("not found")
         return ImageRequest(endpoint, delivery.path, None, host, transformation=delivery.transformation,
-                            original_as=delivery.original_as)
+                            original_as=delivery.original_as, attachment=delivery.attachment)
 
 
 def as_target(text: str) -> str:

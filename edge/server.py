@@ -33,7 +33,7 @@ from .logs import CLIENT_NOISE_SECONDS, Sparse
 from .metrics import Metrics
 from .origin import Origin
 from .originals import OriginalSource
-from .pipeline import ImageCall, Pipeline
+from .pipeline import ImageCall, Pipeline, Served
 from .routing import Router
 from .settings import redact
 from .shared_cache import SharedTier
@@ -486,7 +486,7 @@ class ImageHandler(BaseHandler):
         if served.error is not None:
             self._send_error(served.error)
         else:
-            self._respond(served.output, served.signed_until)
+            self._respond(served)
 
     def _body_needed(self, size: int, etag: str | None) -> bool:
         """Whether `_respond` sends a stored output's body, still on disk (asked from a cache thread:
@@ -506,16 +506,18 @@ class ImageHandler(BaseHandler):
         # most image URLs have no query: skip Tornado's argument decoding for them
         return self.get_query_argument(name, None) if self.request.query else None
 
-    def _respond(self, output: CachedOutput, signed_until: int | None) -> None:
+    def _respond(self, served: Served) -> None:
+        output = served.output
         self.origin_name = output.source.origin
         if _failed_precondition(self.request.headers, output.etag, output.last_modified):
             self._send_plain(412, "precondition failed")
             return
         # Tornado's header map, filled without `set_header`'s checks of each value: these were
         # checked once, when the output was made (`CachedOutput.headers`), or are the node's own
-        self._headers.update(image_headers(self.node, output, signed_until, self.cache_result))
-        if self._query("ik-attachment") == "true":
-            self._headers["Content-Disposition"] = attachment(self.request.path, output.content_type)
+        self._headers.update(image_headers(self.node, output, served.signed_until, self.cache_result))
+        name = "" if served.attachment is None and self._query("ik-attachment") == "true" else served.attachment
+        if name is not None:
+            self._headers["Content-Disposition"] = attachment(self.request.path, output.content_type, name)
         if _etag_matches(header_value(self.request.headers, "If-None-Match"), output.etag):
             self.set_status(304)
             self.finish()
@@ -615,17 +617,19 @@ def http_date() -> str:
     return _date_text
 
 
-#: characters of the URL's last segment that `attachment` keeps for the file name
+#: characters of the file's name (the URL's last segment, or `fl_attachment`'s) that `attachment` keeps
 ATTACHMENT_NAME_CHARS = 200
 
 
-def attachment(request_path: str, content_type: str) -> str:
-    """`Content-Disposition` for `ik-attachment=true`: the file name is the URL's last segment with
-    the extension of what is sent (`photo.jpg` asked for as WebP downloads as `photo.webp`), in ASCII
-    in `filename` and whole in `filename*` (RFC 6266)."""
-    # the path as Tornado reads the request line, a character per byte: bytes sent unencoded are UTF-8 too
-    last = unquote_to_bytes(request_path.rpartition("/")[2].encode("latin-1", errors="replace"))
-    name = last.decode(errors="replace")[:ATTACHMENT_NAME_CHARS]
+def attachment(request_path: str, content_type: str, name: str = "") -> str:
+    """`Content-Disposition` for `ik-attachment=true` and `fl_attachment[:<name>]`: the file name is
+    `name` or else the URL's last segment, with the extension of what is sent (`photo.jpg` asked for as
+    WebP downloads as `photo.webp`), in ASCII in `filename` and whole in `filename*` (RFC 6266)."""
+    if not name:
+        # the path as Tornado reads the request line, a character per byte: bytes sent unencoded are UTF-8 too
+        name = unquote_to_bytes(request_path.rpartition("/")[2].encode("latin-1", errors="replace")).decode(
+            errors="replace")
+    name = name[:ATTACHMENT_NAME_CHARS]
     stem, dot, extension = name.rpartition(".")
     if not dot or extension.lower() not in IMAGE_EXTENSIONS:
         stem = name

@@ -596,7 +596,7 @@ UNSUPPORTED = [
     (dict(fetch_format="jxl"), "f_jxl"),
     (dict(quality="auto:good:sensitive:x"), "q_auto:good:sensitive:x"),
     (dict(angle="auto_right"), "a_auto_right"),
-    (dict(flags="attachment"), "fl_attachment"),
+    (dict(flags="immutable_cache"), "fl_immutable_cache"),
     (dict(color="red"), "co_red"),
     (dict(transformation="nosuch"), "t_nosuch"),
     (dict(width=300, x=10, crop="fill"), "x_10"),
@@ -793,3 +793,21 @@ def test_signatures_cover_the_escaped_public_id(cloud):
     assert router.route("", signed).path == "image/upload/v1/shop/ü shoe+1 (2).jpg"
     with pytest.raises(Unauthorized):
         router.route("", signed.replace("shoe", "shoes"))
+
+
+async def test_fl_attachment_is_a_download_of_the_same_image(node):
+    """`fl_attachment[:<name>]`, as the SDK writes it: `Content-Disposition: attachment`, named after the
+    public ID (or the name) with the extension of what is sent, and the same cached image as without the
+    flag; a second request, answered from the memory tier below `tornado.web`, says so too."""
+    download = url(BALLOON_PHOTO, width=300, crop="scale", format="jpg", flags="attachment")
+    named = url(BALLOON_PHOTO, width=300, crop="scale", fetch_format="webp", flags="attachment:summer_sky")
+    assert "fl_attachment," in download and "fl_attachment:summer_sky," in named
+    as_jpeg = "attachment; filename=\"balloon.jpg\"; filename*=UTF-8''balloon.jpg"
+    as_webp = "attachment; filename=\"summer_sky.webp\"; filename*=UTF-8''summer_sky.webp"
+    answers = [await get(node, download), await get(node, named, accept="image/webp")]
+    plain = await get(node, url(BALLOON_PHOTO, width=300, crop="scale", format="jpg"))
+    answers += [await get(node, download), await get(node, named, accept="image/webp")]
+    assert [(a.headers["X-Cache"], a.headers["Content-Disposition"], loader(a), size(a)) for a in answers] == [
+        ("MISS", as_jpeg, "jpegload", (300, 200)), ("MISS", as_webp, "webpload", (300, 200)),
+        ("HIT", as_jpeg, "jpegload", (300, 200)), ("HIT", as_webp, "webpload", (300, 200))]
+    assert (plain.headers["X-Cache"], "Content-Disposition" in plain.headers, plain.body) == ("HIT", False, answers[0].body)
