@@ -810,4 +810,5 @@ async def test_fl_attachment_is_a_download_of_the_same_image(node):
     assert [(a.headers["X-Cache"], a.headers["Content-Disposition"], loader(a), size(a)) for a in answers] == [
         ("MISS", as_jpeg, "jpegload", (300, 200)), ("MISS", as_webp, "webpload", (300, 200)),
         ("HIT", as_jpeg, "jpegload", (300, 200)), ("HIT", as_webp, "webpload", (300, 200))]
-    assert (plain.headers["X-Cache"], "Content-Disposition" in plain.headers, plain.body) == ("HIT", False, answers[0].body)
+    assert (plain.headers["X-Cache"], "Content-Disposition" in plain.headers, plain.body) == \
+        ("HIT", False, answers[0].body)
