@@ -198,6 +198,9 @@ WORDS: tuple[Word, ...] = (
     Word("`fl_lossy`", "(nothing)",
          "with `f_auto` or a JPEG, WebP or AVIF output, already lossy: no change; with a PNG or GIF output "
          "(or none named) a 400"),
+    Word("`pg_N`", "`pg-N`",
+         "the N-th frame of an animated GIF or WebP, or page of a multi-page TIFF or HEIF, as a still image; "
+         "ranges (`pg_2-4`), lists and PSD layer names are a 400"),
     Word("`t_<name>`, `t_<name>.<name>`", "`n-<name>`, `n-<name>:n-<name>`",
          "a named transformation, defined in the node's `[named_transformations]` in its own grammar; several, "
          "dot-separated (as the SDKs write a list of them): one after the other"),
@@ -208,10 +211,10 @@ WORDS: tuple[Word, ...] = (
 )
 
 SUPPORTED_KEYS = frozenset({"w", "h", "ar", "c", "g", "x", "y", "z", "q", "f", "dpr", "a", "r", "e", "b", "bo",
-                            "o", "fl", "t", "d"})
+                            "o", "fl", "t", "d", "pg"})
 #: the other keys the Cloudinary SDKs emit (layers, conditions, variables, colour, pages, video…): a
 #: segment made of them is a component — a 400 naming the word — never a folder of the public ID
-UNSUPPORTED_KEYS = frozenset({"l", "u", "co", "if", "$", "cs", "dn", "pg", "fn", "vs", "ki", "sp", "af", "du",
+UNSUPPORTED_KEYS = frozenset({"l", "u", "co", "if", "$", "cs", "dn", "fn", "vs", "ki", "sp", "af", "du",
                               "so", "eo", "vc", "ac", "br", "fps", "dl", "p", "bl"})
 KNOWN_KEYS = SUPPORTED_KEYS | UNSUPPORTED_KEYS
 
@@ -723,6 +726,10 @@ def attachment_name(components: tuple[str, ...]) -> str | None:
     return None
 
 
+def _page(c: _Component) -> list[str]:
+    return [c.parsed("pg", "pg")]
+
+
 def _default_image(c: _Component) -> list[str]:
     public_id = c.value("d").replace(":", "/")
     return [c.parsed("d", "di", f"image@@upload@@{public_id.replace('/', '@@')}")]
@@ -731,7 +738,7 @@ def _default_image(c: _Component) -> list[str]:
 #: the words after size and crop, in the order they are written into the step
 _LOOK: dict[str, Callable[[_Component], list[str]]] = {
     "a": _angle, "r": _radius, "e": _effect, "b": _background, "bo": _border, "o": _opacity,
-    "q": _quality, "f": _format, "fl": _flag, "d": _default_image,
+    "q": _quality, "f": _format, "fl": _flag, "pg": _page, "d": _default_image,
 }
 
 

@@ -15,7 +15,9 @@ from cloudinary import CloudinaryImage
 
 from edge.cloudinary_urls import mapping_markdown
 from tests.assets import centre_colour, close, colour, pixel, same_colour, solid
+from tests.imagecorpus import ANIMATION_COLOURS, animated_gif
 from tests.nodes import SAMPLES, decode, loader, write_config
+from tests.photos import heic_photo, marker_corner, photos  # noqa: F401 - the fixtures
 from tests.scrape import scrape, total
 
 BUCKET = "acme-cloudinary-urls"
@@ -812,3 +814,23 @@ async def test_fl_attachment_is_a_download_of_the_same_image(node):
         ("HIT", as_jpeg, "jpegload", (300, 200)), ("HIT", as_webp, "webpload", (300, 200))]
     assert (plain.headers["X-Cache"], "Content-Disposition" in plain.headers, plain.body) == \
         ("HIT", False, answers[0].body)
+
+
+async def test_pg_is_a_frame_of_an_animation(node, s3_server):
+    """`pg_N`, as the SDK writes `page=N`: that frame as a still image; a range is a 400 naming the word."""
+    s3_server.client().put_object(Bucket=BUCKET, Key=DEMO + "banners/spin/1700000000.gif", Body=animated_gif(5))
+    frames = [await get(node, url("banners/spin", page=page, format="png")) for page in (1, 2, 5)]
+    assert [(loader(frame), centre_colour(frame.body)) for frame in frames] == \
+        [("pngload", ANIMATION_COLOURS[page - 1]) for page in (1, 2, 5)]
+    refused = await node.fetch(url("banners/spin", page="2-4", format="png"))
+    assert (refused.code, refused.body.decode().split(": ")[1]) == (400, "pg_2-4")
+
+
+async def test_a_phones_heic_in_the_backup_is_delivered_in_the_urls_format(node, s3_server, photos, heic_photo):
+    """A team's uploads from phones, backed up as HEIC: delivered as the URL's extension or `f_auto` says."""
+    s3_server.client().put_object(Bucket=BUCKET, Key=DEMO + "uploads/phone/1700000000.heic",
+                                  Body=photos.read(heic_photo))
+    jpeg = await get(node, url("uploads/phone", width=300, crop="scale", format="jpg"))
+    auto = await get(node, url("uploads/phone", width=300, crop="scale", fetch_format="auto"), accept="image/webp")
+    assert [(loader(answer), size(answer), marker_corner(decode(answer))) for answer in (jpeg, auto)] == \
+        [("jpegload", (300, 200), "top_left"), ("webpload", (300, 200), "top_left")]
