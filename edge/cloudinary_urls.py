@@ -123,6 +123,9 @@ _FLAG_MEANINGS = {"progressive": "progressive JPEG", "keep_iptc": "keep all meta
 #: `fl_progressive:<mode>`: Cloudinary's `semi` and `steep` tune a progressive JPEG's scans (fewer of them, or a
 #: preview then one pass), which libvips does not choose; `none`: "Do not deliver a progressive image"
 PROGRESSIVE_MODES = {"semi": "pr-true", "steep": "pr-true", "none": ""}
+#: `cs_<space>`s that ask for what the node always does: an sRGB image (`tinysrgb`: with Facebook's truncated
+#: sRGB profile embedded, where the node embeds none; `no_cmyk`: a CMYK original converted to sRGB)
+COLOUR_SPACES = ("srgb", "tinysrgb", "no_cmyk")
 #: `fl_lossy` makes an animated GIF lossy and an opaque PNG a JPEG ("Use with f_gif | f_png"): the output formats
 #: where it changes nothing, since `f_auto` picks a lossy format or a PNG with transparency, and the others are lossy
 LOSSY_OUTPUTS = ("auto", "jpg", "webp", "avif")
@@ -198,6 +201,9 @@ WORDS: tuple[Word, ...] = (
     Word("`fl_lossy`", "(nothing)",
          "with `f_auto` or a JPEG, WebP or AVIF output, already lossy: no change; with a PNG or GIF output "
          "(or none named) a 400"),
+    Word(", ".join(f"`cs_{space}`" for space in COLOUR_SPACES), "(nothing)",
+         "sRGB, as the node renders every image (a CMYK or other profile converted, no profile embedded); "
+         "`cs_cmyk`, `cs_keep_cmyk`, `cs_icc:<id>` and `cs_srgb:truecolor` are a 400"),
     Word("`pg_N`", "`pg-N`",
          "the N-th frame of an animated GIF or WebP, or page of a multi-page TIFF or HEIF, as a still image; "
          "ranges (`pg_2-4`), lists and PSD layer names are a 400"),
@@ -211,10 +217,10 @@ WORDS: tuple[Word, ...] = (
 )
 
 SUPPORTED_KEYS = frozenset({"w", "h", "ar", "c", "g", "x", "y", "z", "q", "f", "dpr", "a", "r", "e", "b", "bo",
-                            "o", "fl", "t", "d", "pg"})
+                            "o", "fl", "t", "d", "pg", "cs"})
 #: the other keys the Cloudinary SDKs emit (layers, conditions, variables, colour, pages, video…): a
 #: segment made of them is a component — a 400 naming the word — never a folder of the public ID
-UNSUPPORTED_KEYS = frozenset({"l", "u", "co", "if", "$", "cs", "dn", "fn", "vs", "ki", "sp", "af", "du",
+UNSUPPORTED_KEYS = frozenset({"l", "u", "co", "if", "$", "dn", "fn", "vs", "ki", "sp", "af", "du",
                               "so", "eo", "vc", "ac", "br", "fps", "dl", "p", "bl"})
 KNOWN_KEYS = SUPPORTED_KEYS | UNSUPPORTED_KEYS
 
@@ -726,6 +732,12 @@ def attachment_name(components: tuple[str, ...]) -> str | None:
     return None
 
 
+def _colour_space(c: _Component) -> list[str]:
+    if c.value("cs") not in COLOUR_SPACES:
+        raise c.fail("cs", f"colour space not supported; supported: {', '.join(COLOUR_SPACES)} (sRGB)")
+    return []
+
+
 def _page(c: _Component) -> list[str]:
     return [c.parsed("pg", "pg")]
 
@@ -738,7 +750,7 @@ def _default_image(c: _Component) -> list[str]:
 #: the words after size and crop, in the order they are written into the step
 _LOOK: dict[str, Callable[[_Component], list[str]]] = {
     "a": _angle, "r": _radius, "e": _effect, "b": _background, "bo": _border, "o": _opacity,
-    "q": _quality, "f": _format, "fl": _flag, "pg": _page, "d": _default_image,
+    "q": _quality, "f": _format, "fl": _flag, "cs": _colour_space, "pg": _page, "d": _default_image,
 }
 
 

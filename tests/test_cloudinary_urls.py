@@ -15,7 +15,7 @@ from cloudinary import CloudinaryImage
 
 from edge.cloudinary_urls import mapping_markdown
 from tests.assets import centre_colour, close, colour, pixel, same_colour, solid
-from tests.imagecorpus import ANIMATION_COLOURS, animated_gif
+from tests.imagecorpus import ANIMATION_COLOURS, animated_gif, cmyk_jpeg
 from tests.nodes import SAMPLES, decode, loader, write_config
 from tests.photos import heic_photo, marker_corner, photos  # noqa: F401 - the fixtures
 from tests.scrape import scrape, total
@@ -834,3 +834,17 @@ async def test_a_phones_heic_in_the_backup_is_delivered_in_the_urls_format(node,
     auto = await get(node, url("uploads/phone", width=300, crop="scale", fetch_format="auto"), accept="image/webp")
     assert [(loader(answer), size(answer), marker_corner(decode(answer))) for answer in (jpeg, auto)] == \
         [("jpegload", (300, 200), "top_left"), ("webpload", (300, 200), "top_left")]
+
+
+async def test_cs_srgb_and_no_cmyk_are_what_the_node_does_anyway(node, s3_server):
+    """`cs_srgb`, `cs_tinysrgb`, `cs_no_cmyk`: an sRGB image, a CMYK original converted; the same cached
+    output as without the word. Keeping CMYK or another profile is a 400 naming the word."""
+    s3_server.client().put_object(Bucket=BUCKET, Key=DEMO + "print/flyer/1700000000.jpg", Body=cmyk_jpeg(True))
+    plain = await get(node, url("print/flyer", width=40, crop="scale", format="jpg"))
+    answers = [await get(node, url("print/flyer", width=40, crop="scale", format="jpg", color_space=space))
+               for space in ("srgb", "tinysrgb", "no_cmyk")]
+    image = decode(plain)
+    assert (image.bands, image.interpretation, image.get_typeof("icc-profile-data")) == (3, "srgb", 0)
+    assert [(a.headers["X-Cache"], a.body) for a in answers] == [("HIT", plain.body)] * 3
+    refused = await node.fetch(url("print/flyer", width=40, crop="scale", format="jpg", color_space="keep_cmyk"))
+    assert (refused.code, refused.body.decode().split(": ")[1]) == (400, "cs_keep_cmyk")
