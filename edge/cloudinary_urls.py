@@ -201,6 +201,13 @@ WORDS: tuple[Word, ...] = (
     Word("`fl_lossy`", "(nothing)",
          "with `f_auto` or a JPEG, WebP or AVIF output, already lossy: no change; with a PNG or GIF output "
          "(or none named) a 400"),
+    Word("`l_<public_id>`, its words, `g_`, `x_`, `y_`; or `l_<public_id>` / … / `fl_layer_apply,g_,x_,y_`",
+         "`l-image,i-image@@upload@@<public_id>,lx-,ly-,…,l-end`",
+         "an image overlay (`:` in the public ID for folders) from the same origins, drawn on the image as the "
+         "components before it made it: its own words (with `l_`, or in the components up to `fl_layer_apply`) "
+         "are its steps; placed by a compass gravity (`g_center` by default) and offsets in whole pixels from "
+         "that edge into the image (from the middle: right and down); `fl_relative`: its `w_`/`h_` fractions "
+         "of the base. Text, fetched and video overlays, underlays (`u_`), other gravities and flags are a 400"),
     Word(", ".join(f"`cs_{space}`" for space in COLOUR_SPACES), "(nothing)",
          "sRGB, as the node renders every image (a CMYK or other profile converted, no profile embedded); "
          "`cs_cmyk`, `cs_keep_cmyk`, `cs_icc:<id>` and `cs_srgb:truecolor` are a 400"),
@@ -217,10 +224,10 @@ WORDS: tuple[Word, ...] = (
 )
 
 SUPPORTED_KEYS = frozenset({"w", "h", "ar", "c", "g", "x", "y", "z", "q", "f", "dpr", "a", "r", "e", "b", "bo",
-                            "o", "fl", "t", "d", "pg", "cs"})
+                            "o", "fl", "t", "d", "pg", "cs", "l"})
 #: the other keys the Cloudinary SDKs emit (layers, conditions, variables, colour, pages, video…): a
 #: segment made of them is a component — a 400 naming the word — never a folder of the public ID
-UNSUPPORTED_KEYS = frozenset({"l", "u", "co", "if", "$", "dn", "fn", "vs", "ki", "sp", "af", "du",
+UNSUPPORTED_KEYS = frozenset({"u", "co", "if", "$", "dn", "fn", "vs", "ki", "sp", "af", "du",
                               "so", "eo", "vc", "ac", "br", "fps", "dl", "p", "bl"})
 KNOWN_KEYS = SUPPORTED_KEYS | UNSUPPORTED_KEYS
 
@@ -359,7 +366,9 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
     if sum(map(len, components)) > MAX_TEXT:
         raise InvalidTransformation("/".join(components)[:40] + "…", f"longer than {MAX_TEXT} characters")
     components = tuple(part for component in components for part in _named_chain(component))
-    steps = [step for component in _dpr_on_sizes(components) for step in _component(component, named, named_only)]
+    steps = [step for group in _layer_groups(_dpr_on_sizes(components))
+             for step in (_layer(group, named, named_only) if isinstance(group, tuple)
+                          else _component(group, named, named_only))]
     try:
         transformation = parse_transformation(":".join(steps), named=named)
     except InvalidTransformation as error:  # a rule between words (or a limit) the table does not see
@@ -371,6 +380,101 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
         raise InvalidTransformation("fl_lossy", "only with f_auto or a JPEG, WebP or AVIF output (a lossy GIF, "
                                                 "or a PNG that is a JPEG when opaque, the node does not make)")
     return transformation
+
+
+def _layer_groups(components: list[str]) -> list[str | tuple[str, ...]]:
+    """The components, with each overlay's as one tuple: from its `l_` to its `fl_layer_apply`, or its
+    `l_` component alone when no `fl_layer_apply` follows (the older syntax: the overlay's own words and
+    its placement in one component)."""
+    groups: list[str | tuple[str, ...]] = []
+    rest = list(components)
+    while rest:
+        component = rest.pop(0)
+        if "l" not in _keys(component):
+            if "layer_apply" in _flags(component):
+                raise InvalidTransformation("fl_layer_apply", "no overlay (l_) before it")
+            groups.append(component)
+            continue
+        apply = next((i for i, later in enumerate(rest) if "layer_apply" in _flags(later)), None)
+        if apply is None or any("l" in _keys(later) for later in rest[:apply]):
+            groups.append((component,))
+        else:
+            groups.append((component, *rest[:apply + 1]))
+            del rest[:apply + 1]
+    return groups
+
+
+def _keys(component: str) -> set[str]:
+    return {_key(word) for word in component.split(",")}
+
+
+def _flags(component: str) -> set[str]:
+    return {flag for word in component.split(",") if _key(word) == "fl" for flag in word[3:].split(".")}
+
+
+def _layer(group: tuple[str, ...], named: Mapping[str, str], named_only: bool) -> list[str]:
+    """An overlay (`l_<public ID>` … `fl_layer_apply`) → one step of ours: the node's image layer, drawn
+    on the image as the components before it made it. Its own words (in its `l_` component, and the
+    components up to `fl_layer_apply`) are its steps; `g_`, `x_`, `y_` where it is applied place it."""
+    first, *own, apply = group if len(group) > 1 else (*group, group[0])
+    words = {_key(word): word for word in first.split(",")}
+    public_id = words.pop("l")[2:]
+    if ":" in public_id and public_id.split(":")[0] in _OTHER_LAYERS or not public_id:
+        raise InvalidTransformation(f"l_{public_id}", "only image overlays are supported (text, fetched, video "
+                                                      "and subtitle overlays are not)")
+    placement = {key: words.pop(key) for key in ("g", "x", "y") if len(group) == 1 and key in words}
+    relative = "relative" in _flags(first)
+    if "fl" in words:
+        flags = _flags(first) - {"relative", "layer_apply"}
+        words["fl"] = f"fl_{'.'.join(sorted(flags))}" if flags else None
+    if len(group) > 1:
+        applied = {_key(word): word for word in apply.split(",")}
+        if set(applied) - {"g", "x", "y", "fl"} or _flags(apply) != {"layer_apply"}:
+            extra = next(word for key, word in applied.items() if key not in ("g", "x", "y") and
+                         not (key == "fl" and _flags(apply) == {"layer_apply"}))
+            raise InvalidTransformation(extra, "fl_layer_apply places an overlay: with g_, x_ and y_ only")
+        placement = {key: word for key, word in applied.items() if key != "fl"}
+    steps = []
+    for component in (",".join(word for word in words.values() if word), *own):
+        if component:
+            steps += _component(component, named, named_only)
+    if relative and steps:  # `fl_relative`: w_/h_ fractions of the base, not of the overlay
+        steps[0] = ",".join(re.sub(r"^([wh])-(0\.[0-9]+)$", lambda m: f"{m[1]}-b{m[1]}_mul_{m[2]}", param)
+                            for param in steps[0].split(","))
+    path = "@@".join(("image", "upload", *public_id.split(":")))
+    return [",".join(filter(None, ("l-image", f"i-{path}", *_layer_position(placement), ":".join(steps), "l-end")))]
+
+
+#: `l_<kind>:…`: overlays that are not an image of the same cloud
+_OTHER_LAYERS = frozenset({"text", "fetch", "video", "subtitles", "lut"})
+#: a compass gravity → where it puts an overlay on each axis: an edge (`start`, `end`) or the middle
+_LAYER_GRAVITIES = {"north_west": ("start", "start"), "north": ("middle", "start"), "north_east": ("end", "start"),
+                    "west": ("start", "middle"), "center": ("middle", "middle"), "east": ("end", "middle"),
+                    "south_west": ("start", "end"), "south": ("middle", "end"), "south_east": ("end", "end")}
+
+
+def _layer_position(placement: dict[str, str]) -> list[str]:
+    """`g_`, `x_`, `y_` of an overlay → our `lx`/`lxc`, `ly`/`lyc`. Cloudinary's offsets are pixels from
+    the gravity's edge into the image (from the middle: right and down); its default gravity is the centre."""
+    gravity = placement["g"][2:] if "g" in placement else "center"
+    if gravity not in _LAYER_GRAVITIES:
+        raise InvalidTransformation(placement["g"], f"an overlay is placed by a compass gravity: "
+                                                    f"{', '.join(_LAYER_GRAVITIES)}")
+    position = []
+    for axis, side, where in zip("xy", "wh", _LAYER_GRAVITIES[gravity]):
+        word = placement.get(axis)
+        offset = word[2:] if word else "0"
+        if not _INTEGER.fullmatch(offset) or (where != "middle" and int(offset) < 0):
+            raise InvalidTransformation(word, "an overlay's offset is whole pixels into the image")
+        shift = int(offset)
+        if where == "start":
+            position.append(f"l{axis}-{shift}")
+        elif where == "end":
+            position.append(f"l{axis}-N{shift}")
+        else:
+            position.append(f"l{axis}c-b{side}_div_2" + (f"_add_{shift}" if shift > 0 else f"_sub_{-shift}"
+                                                           if shift < 0 else ""))
+    return position
 
 
 def _named_chain(component: str) -> list[str]:

@@ -590,7 +590,7 @@ async def test_the_query_does_not_add_a_transformation(node, bucket):
 # --- what is refused --------------------------------------------------------------------------------------
 
 UNSUPPORTED = [
-    (dict(overlay="logo"), "l_logo"),
+    (dict(underlay="logo"), "u_logo"),
     (dict(effect="cartoonify"), "e_cartoonify"),
     (dict(width=100, crop="imagga_crop"), "c_imagga_crop"),
     (dict(width="auto:50", crop="scale"), "w_auto:50"),
@@ -701,9 +701,9 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
         "http://res.cloudinary.com" + url(PHOTO, width=300, crop="fill", format="jpg"),
         "https://img.acme.test" + url("logo.png"),
         "# a comment",
-        "http://res.cloudinary.com" + url(PHOTO, overlay="badge", format="jpg"),
+        "http://res.cloudinary.com" + url(PHOTO, underlay="badge", format="jpg"),
         "http://res.cloudinary.com" + url("logo", effect="cartoonify", format="png"),
-        "http://res.cloudinary.com" + url("logo", overlay="badge", width=20, format="png"),
+        "http://res.cloudinary.com" + url("logo", underlay="badge", width=20, format="png"),
         "http://res.cloudinary.com" + url(PHOTO, cloud_name="other"),
         "http://res.cloudinary.com" + url("no/such/asset", width=20, format="jpg"),
         "https://[::1" + url(PHOTO),  # an IPv6 host without its `]`: no request could carry it
@@ -713,7 +713,7 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
     offline = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
     assert offline.returncode == 1, offline.stderr
     assert offline.stdout.count("\nOK ") + offline.stdout.startswith("OK ") == 3  # the missing asset parses
-    assert "unsupported words (URLs):\n  l_badge  2\n  e_cartoonify  1\n" in offline.stdout
+    assert "unsupported words (URLs):\n  u_badge  2\n  e_cartoonify  1\n" in offline.stdout
     assert "  404 not found  1\n" in offline.stdout
     assert "  400 not a URL (Invalid IPv6 URL)  1\n" in offline.stdout
     assert "8 URLs: 3 served, 5 not" in offline.stdout
@@ -848,3 +848,35 @@ async def test_cs_srgb_and_no_cmyk_are_what_the_node_does_anyway(node, s3_server
     assert [(a.headers["X-Cache"], a.body) for a in answers] == [("HIT", plain.body)] * 3
     refused = await node.fetch(url("print/flyer", width=40, crop="scale", format="jpg", color_space="keep_cmyk"))
     assert (refused.code, refused.body.decode().split(": ")[1]) == (400, "cs_keep_cmyk")
+
+
+async def test_image_overlays_in_both_syntaxes(node, s3_server):
+    """`l_<public ID>` (folders with `:`), as the SDK writes an overlay: its own words in its component
+    (the older syntax) or in the components up to `fl_layer_apply`, placed by a compass gravity and
+    offsets in pixels into the image; `fl_relative` sizes it on the base. Drawn on the 12 MP photo made
+    1000 px wide: a red 50×50 badge, where each URL says."""
+    s3_server.client().put_object(Bucket=BUCKET, Key=DEMO + "brand/badge/1600000000.png",
+                                  Body=solid(50, 50, (255, 0, 0), "png"))
+    base = [{"width": 1000, "crop": "scale"}]
+    cases = {  # transformation → the badge's box on the 1000×668 output
+        "older syntax, south east": [{"overlay": "brand:badge", "gravity": "south_east", "x": 10, "y": 20}],
+        "layer apply, north west": [{"overlay": "brand:badge"}, {"width": 100, "crop": "scale"},
+                                    {"flags": "layer_apply", "gravity": "north_west", "x": 30, "y": 40}],
+        "relative, centred": [{"overlay": "brand:badge", "width": 0.2, "flags": "relative"}],
+        "north, shifted": [{"overlay": "brand:badge", "gravity": "north", "x": -100}],
+    }
+    boxes = {"older syntax, south east": (940, 598, 50, 50), "layer apply, north west": (30, 40, 100, 100),
+             "relative, centred": (400, 234, 200, 200), "north, shifted": (375, 0, 50, 50)}
+    for name, overlay in cases.items():
+        path = url(BALLOON_PHOTO, transformation=base + overlay, format="jpg")
+        image = decode(await get(node, path))
+        x, y, width, height = boxes[name]
+        assert (image.width, image.height) == (1000, 668), name
+        inside = [pixel(image, x + dx, y + dy) for dx in (3, width - 4) for dy in (3, height - 4)]
+        outside = [pixel(image, x - 4, y + height // 2), pixel(image, x + width + 3, y + height // 2)]
+        assert all(close(p, (255, 0, 0), 40) for p in inside), (name, path, inside)
+        assert not any(close(p, (255, 0, 0), 40) for p in outside if p), (name, path, outside)
+    for words, named in (("l_text:Arial_40:Sale", "l_text:Arial_40:Sale"), ("l_brand:badge,g_auto", "g_auto"),
+                         ("l_brand:badge/fl_layer_apply,o_50", "o_50"), ("l_nosuch", "i-image/upload/nosuch")):
+        refused = await node.fetch(f"/demo/image/upload/c_scale,w_1000/{words}/{BALLOON_PHOTO}.jpg")
+        assert (refused.code, refused.body.decode().split(": ")[1]) == (400, named), words
