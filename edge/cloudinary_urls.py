@@ -611,7 +611,7 @@ class _Component:
         for key in ("x", "y"):
             if key in self.words:
                 if mode != "crop":
-                    raise self.fail(key, "only with c_crop (overlays are not supported)")
+                    raise self.fail(key, "only with c_crop or where an overlay is placed")
                 fraction = _FRACTION.fullmatch(self.value(key))
                 if not fraction and not _INTEGER.fullmatch(self.value(key)):
                     raise self.fail(key, "must be a whole number of pixels, or a fraction below 1")
