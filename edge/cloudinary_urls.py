@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import math
 import re
+from urllib.parse import unquote
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -207,7 +208,13 @@ WORDS: tuple[Word, ...] = (
          "components before it made it: its own words (with `l_`, or in the components up to `fl_layer_apply`) "
          "are its steps; placed by a compass gravity (`g_center` by default) and offsets in whole pixels from "
          "that edge into the image (from the middle: right and down); `fl_relative`: its `w_`/`h_` fractions "
-         "of the base. Text, fetched and video overlays, underlays (`u_`), other gravities and flags are a 400"),
+         "of the base. Fetched and video overlays, underlays (`u_`), other gravities and flags are a 400"),
+    Word("`l_text:<font>_<size>[_<style>…]:<text>`, `co_`, `b_`, `w_` (`c_fit`), `o_`, `a_`, `g_`, `x_`, `y_`",
+         "`l-text,i-<text>,ff-<font>,fs-<size>,tg-,ia-,lh-,co-,bg-,w-,al-,rt-,lx-,ly-,l-end`",
+         "a text overlay in the `[fonts]` entry named as the font (spaces as `_`; DejaVuSans ships with the "
+         "node, others are a 400 naming `ff-`); styles `bold`, `italic`, `strikethrough`, `left`, `center`, "
+         "`right`, `line_spacing_<N>`; `o_` to the nearest tenth; placed as an image overlay. Other styles "
+         "(`underline`, `letter_spacing`, `stroke`) and saved text styles are a 400"),
     Word(", ".join(f"`cs_{space}`" for space in COLOUR_SPACES), "(nothing)",
          "sRGB, as the node renders every image (a CMYK or other profile converted, no profile embedded); "
          "`cs_cmyk`, `cs_keep_cmyk`, `cs_icc:<id>` and `cs_srgb:truecolor` are a 400"),
@@ -420,8 +427,8 @@ def _layer(group: tuple[str, ...], named: Mapping[str, str], named_only: bool) -
     words = {_key(word): word for word in first.split(",")}
     public_id = words.pop("l")[2:]
     if ":" in public_id and public_id.split(":")[0] in _OTHER_LAYERS or not public_id:
-        raise InvalidTransformation(f"l_{public_id}", "only image overlays are supported (text, fetched, video "
-                                                      "and subtitle overlays are not)")
+        raise InvalidTransformation(f"l_{public_id}", "only image and text overlays are supported (fetched, "
+                                                      "video and subtitle overlays are not)")
     placement = {key: words.pop(key) for key in ("g", "x", "y") if len(group) == 1 and key in words}
     relative = "relative" in _flags(first)
     if "fl" in words:
@@ -434,6 +441,10 @@ def _layer(group: tuple[str, ...], named: Mapping[str, str], named_only: bool) -
                          not (key == "fl" and _flags(apply) == {"layer_apply"}))
             raise InvalidTransformation(extra, "fl_layer_apply places an overlay: with g_, x_ and y_ only")
         placement = {key: word for key, word in applied.items() if key != "fl"}
+    if public_id.startswith("text:"):
+        if own:
+            raise InvalidTransformation(own[0], "a text overlay's words go in its l_text component")
+        return [",".join(("l-text", *_text_layer(public_id, words), *_layer_position(placement), "l-end"))]
     steps = []
     for component in (",".join(word for word in words.values() if word), *own):
         if component:
@@ -445,8 +456,56 @@ def _layer(group: tuple[str, ...], named: Mapping[str, str], named_only: bool) -
     return [",".join(filter(None, ("l-image", f"i-{path}", *_layer_position(placement), ":".join(steps), "l-end")))]
 
 
-#: `l_<kind>:…`: overlays that are not an image of the same cloud
-_OTHER_LAYERS = frozenset({"text", "fetch", "video", "subtitles", "lut"})
+#: `l_<kind>:…`: overlays that are neither an image of the same cloud nor a text
+_OTHER_LAYERS = frozenset({"fetch", "video", "subtitles", "lut"})
+#: a text overlay's style words → our typography (`tg`) or alignment (`ia`); `normal` is the default weight and style
+_TEXT_TYPOGRAPHY = {"bold": "b", "italic": "i", "strikethrough": "strikethrough"}
+_TEXT_ALIGNMENTS = ("left", "center", "right")
+
+
+def _text_layer(spec: str, words: dict[str, str | None]) -> list[str]:
+    """`l_text:<font>_<size>[_<style>…]:<text>` and the words beside it (`co_`, `b_`, `w_` with `c_fit`,
+    `o_`, `a_`) → our text layer's parameters. The font is the `[fonts]` entry of that name (spaces as
+    `_`); the text was escaped twice, as Cloudinary asks (`%252C` for a comma), and is decoded once more."""
+    _, style, *text = spec.split(":", 2)
+    tokens = style.split("_")
+    size_at = next((i for i, token in enumerate(tokens) if token.isdigit()), 0)
+    if not text or not size_at:
+        raise InvalidTransformation(f"l_{spec}", "a text overlay is l_text:<font>_<size>[_<style>…]:<text>")
+    size = int(tokens[size_at])
+    params = [f"ff-{'_'.join(tokens[:size_at]).replace(' ', '_')}", f"fs-{size}",
+              f"ie-{base64.b64encode(unquote(text[0]).encode()).decode()}"]
+    typography, rest = [], tokens[size_at + 1:]
+    while rest:
+        token = rest.pop(0)
+        if token in _TEXT_TYPOGRAPHY:
+            typography.append(_TEXT_TYPOGRAPHY[token])
+        elif token in _TEXT_ALIGNMENTS:
+            params.append(f"ia-{token}")
+        elif token == "line" and rest[:1] == ["spacing"] and len(rest) > 1 and _INTEGER.fullmatch(rest[1]):
+            params.append(f"lh-{max(1, size + int(rest[1]))}")  # Cloudinary's spacing is between the lines
+            del rest[:2]
+        elif token != "normal":
+            raise InvalidTransformation(f"l_{spec}", f"{token}: not a text style the node draws (bold, italic, "
+                                                     f"strikethrough, left, center, right, line_spacing_<N>)")
+    if typography:
+        params.append(f"tg-{'_'.join(typography)}")
+    c = _Component({key: (word, word[len(key) + 1:]) for key, word in words.items() if word}, {})
+    for key in c.words:
+        if key == "co":
+            params.append(f"co-{_colour(c, 'co', c.value('co'))}")
+        elif key == "b":
+            params.append(f"bg-{_colour(c, 'b', c.value('b'))}")
+        elif key == "w":
+            params.append(c.parsed("w", "w"))  # the width the text wraps at (`c_fit`)
+        elif key == "o":  # our text's opacity is in tenths
+            opacity = int(c.parsed("o", "o")[2:])
+            params.append(f"al-{min(9, max(1, round(opacity / 10)))}")
+        elif key == "a" and _INTEGER.fullmatch(c.value("a")):
+            params.append(f"rt-{int(c.value('a')) % 360}")
+        elif not (key == "c" and c.value("c") == "fit"):
+            raise c.fail(key, "not a word of a text overlay (co_, b_, w_ with c_fit, o_, a_, g_, x_, y_)")
+    return params
 #: a compass gravity → where it puts an overlay on each axis: an edge (`start`, `end`) or the middle
 _LAYER_GRAVITIES = {"north_west": ("start", "start"), "north": ("middle", "start"), "north_east": ("end", "start"),
                     "west": ("start", "middle"), "center": ("middle", "middle"), "east": ("end", "middle"),
