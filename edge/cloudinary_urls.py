@@ -389,6 +389,17 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
     return transformation
 
 
+#: `l_<kind>:…`: overlays that are neither an image of the same cloud nor a text
+_OTHER_LAYERS = frozenset({"fetch", "video", "subtitles", "lut"})
+#: a text overlay's style words → our typography (`tg`) or alignment (`ia`); `normal` is the default weight and style
+_TEXT_TYPOGRAPHY = {"bold": "b", "italic": "i", "strikethrough": "strikethrough"}
+_TEXT_ALIGNMENTS = ("left", "center", "right")
+#: a compass gravity → where it puts an overlay on each axis: an edge (`start`, `end`) or the middle
+_LAYER_GRAVITIES = {"north_west": ("start", "start"), "north": ("middle", "start"), "north_east": ("end", "start"),
+                    "west": ("start", "middle"), "center": ("middle", "middle"), "east": ("end", "middle"),
+                    "south_west": ("start", "end"), "south": ("middle", "end"), "south_east": ("end", "end")}
+
+
 def _layer_groups(components: list[str]) -> list[str | tuple[str, ...]]:
     """The components, with each overlay's as one tuple: from its `l_` to its `fl_layer_apply`, or its
     `l_` component alone when no `fl_layer_apply` follows (the older syntax: the overlay's own words and
@@ -456,13 +467,6 @@ def _layer(group: tuple[str, ...], named: Mapping[str, str], named_only: bool) -
     return [",".join(filter(None, ("l-image", f"i-{path}", *_layer_position(placement), ":".join(steps), "l-end")))]
 
 
-#: `l_<kind>:…`: overlays that are neither an image of the same cloud nor a text
-_OTHER_LAYERS = frozenset({"fetch", "video", "subtitles", "lut"})
-#: a text overlay's style words → our typography (`tg`) or alignment (`ia`); `normal` is the default weight and style
-_TEXT_TYPOGRAPHY = {"bold": "b", "italic": "i", "strikethrough": "strikethrough"}
-_TEXT_ALIGNMENTS = ("left", "center", "right")
-
-
 def _text_layer(spec: str, words: dict[str, str | None]) -> list[str]:
     """`l_text:<font>_<size>[_<style>…]:<text>` and the words beside it (`co_`, `b_`, `w_` with `c_fit`,
     `o_`, `a_`) → our text layer's parameters. The font is the `[fonts]` entry of that name (spaces as
@@ -506,12 +510,6 @@ def _text_layer(spec: str, words: dict[str, str | None]) -> list[str]:
         elif not (key == "c" and c.value("c") == "fit"):
             raise c.fail(key, "not a word of a text overlay (co_, b_, w_ with c_fit, o_, a_, g_, x_, y_)")
     return params
-#: a compass gravity → where it puts an overlay on each axis: an edge (`start`, `end`) or the middle
-_LAYER_GRAVITIES = {"north_west": ("start", "start"), "north": ("middle", "start"), "north_east": ("end", "start"),
-                    "west": ("start", "middle"), "center": ("middle", "middle"), "east": ("end", "middle"),
-                    "south_west": ("start", "end"), "south": ("middle", "end"), "south_east": ("end", "end")}
-
-
 def _layer_position(placement: dict[str, str]) -> list[str]:
     """`g_`, `x_`, `y_` of an overlay → our `lx`/`lxc`, `ly`/`lyc`. Cloudinary's offsets are pixels from
     the gravity's edge into the image (from the middle: right and down); its default gravity is the centre."""
