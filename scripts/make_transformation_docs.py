@@ -167,7 +167,7 @@ PARITY_ROWS = (
     ("opacity", "o", "supported", "with an opaque `bg`, the faded image lies on it"),
     ("trim", "t", "differs", "`true`, 1–99 or `false`; a layer is not trimmed unless it says `t-true` (ImageKit: by default)"),
     ("zoom", "z", "supported", "see the `z` section"),
-    ("page", "pg", "differs", "a page number of GIF, WebP, TIFF; ranges, PSD layer names and PDF are a 400"),
+    ("page", "pg", "differs", "a page number of GIF, WebP, TIFF, HEIF; ranges, PSD layer names and PDF are a 400"),
     ("overlay", "l-…", "supported", "layers: see the overlay section"),
     ("video_codec, audio_codec, start_offset, end_offset, duration, streaming_resolutions",
      "vc ac so eo du sr", "unsupported", "video: the node serves images"),
@@ -515,7 +515,8 @@ SECTIONS = (
                         "coffee.jpg", "a logo at 30 % of the base's width, 10 px from its right edge"),
             )),
     Section("`pg`: page", "`pg-<N>`: the N-th frame of an animated GIF or WebP, or page of a multi-page TIFF, "
-            "as a still image (1-based; beyond the last one is a 400). ImageKit's page ranges and PSD "
+            "or image of a HEIF that holds several (AVIF, HEIC), as a still image at its own size (1-based; "
+            "beyond the last one is a 400). ImageKit's page ranges and PSD "
             "layer names are not read, and PDF is not an input. `/<path>/ik-thumbnail.jpg` (ImageKit's thumbnail "
             "URL: `/tr:pg-2/banner.gif/ik-thumbnail.jpg`) is the original at `<path>` as a JPEG (another format "
             "with `f-`): its first frame or page, or the one `pg` names; a file of that name is not reachable. "

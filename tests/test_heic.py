@@ -8,11 +8,13 @@ leaves tens.
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import pyvips
 
 from edge.config import Defaults, Limits
-from edge.errors import UnprocessableSource
+from edge.errors import BadRequest, UnprocessableSource
 from edge.transform.formats import HEIC_LOADER
 from edge.transform.options import parse_transformation
 from edge.transform.render import probe, render_image
@@ -92,3 +94,21 @@ async def test_a_heic_is_served_as_jpeg_or_avif_and_as_itself(node_factory, tmp_
     original = await node.fetch(f"/tr:orig-true/{heic_photo}")
     assert (original.code, original.headers["Content-Type"], original.body) == \
         (200, "image/heic", photos.read(heic_photo))
+
+
+def test_pg_picks_an_image_of_a_heic_that_holds_several():
+    """A HEIF's several top-level images (a burst, an edit beside the original) are its pages: `pg-N`
+    renders the N-th at its own size; the first without `pg`."""
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif (the test extra) makes the HEIC")
+    red = (pyvips.Image.black(80, 60, bands=3) + [255, 0, 0]).cast("uchar")
+    blue = (pyvips.Image.black(120, 90, bands=3) + [0, 0, 255]).cast("uchar")
+    heif = pillow_heif.from_bytes("RGB", (80, 60), red.write_to_memory())
+    heif.add_frombytes("RGB", (120, 90), blue.write_to_memory())
+    out = io.BytesIO()
+    heif.save(out, quality=90, enc_params={"preset": "ultrafast"})
+    rendered = {tr: render(out.getvalue(), tr) for tr in ("w-20", "pg-2", "pg-2,w-20")}
+    assert {tr: (image.width, image.height, close(tuple(image.getpoint(5, 5)), (0, 0, 255)))
+            for tr, image in rendered.items()} == {"w-20": (20, 15, False), "pg-2": (120, 90, True),
+                                                   "pg-2,w-20": (20, 15, True)}
+    with pytest.raises(BadRequest):
+        render(out.getvalue(), "pg-3")
