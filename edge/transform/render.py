@@ -185,7 +185,7 @@ def _webp_frames(body: bytes, limit: int) -> int:
 
 
 def _gif_cut_short(body: bytes) -> bool:
-    """Whether a GIF's data ends inside one of its blocks, walked from their headers (~3 ms for 5 MB).
+    """Whether a GIF's data ends inside one of its blocks, walked from their headers (~0.4 ms a MB).
     libnsgif decodes the frames there are, the last one as far as its data goes, and libvips fails at no
     `fail_on` level (8.18): an animation cut short was served with frames missing or half drawn. Data that
     ends between two blocks without the trailer (3B), as some encoders write, is whole."""
