@@ -120,10 +120,11 @@ async def main() -> int:
             ratio = median(node) / median(bare)
             worst = min(worst, ratio)
             rates[case] = median(node)
-            print(f"{'HEIC→jpg' if case == 'heic' else 'JPEG→' + case:13} {median(node):11.1f} {median(bare):11.1f} "
-                  f"{ratio:6.2f}")
+            label = "HEIC→jpg" if case == "heic" else f"JPEG→{case}"
+            print(f"{label:13} {median(node):11.1f} {median(bare):11.1f} {ratio:6.2f}")
         if {"heic", "jpg"} <= rates.keys():
-            print(f"a HEIC miss costs {rates['jpg'] / rates['heic']:.1f} × a JPEG's ({len(bodies['heic']) // 1024} KB)")
+            size = len(bodies["heic"]) // 1024
+            print(f"a HEIC miss costs {rates['jpg'] / rates['heic']:.1f} × a JPEG's ({size} KB)")
     finally:
         renderer.shutdown()
         pool.shutdown()
