@@ -355,6 +355,7 @@ def cpu_starved_cgroup(name: str):
     """A cgroup whose processes share a tenth of one CPU, in quotas of 25 ms every 250 ms (a container whose
     CPU limit is too low for its load): its directory, or None where this machine lets the test make none.
     Removed on leaving, once its processes are gone."""
+    group = None
     try:
         if (CGROUP_V1 / "cpu.cfs_quota_us").exists():
             group = CGROUP_V1 / name
@@ -366,20 +367,35 @@ def cpu_starved_cgroup(name: str):
             group = CGROUP_V2 / name
             group.mkdir()
             (group / "cpu.max").write_text("25000 250000")
-        else:
-            group = None
+        if group is not None:  # a process can be moved in (a delegated cgroup v2 may refuse it)
+            probe = subprocess.Popen(["sleep", "30"])
+            try:
+                (group / "cgroup.procs").write_text(str(probe.pid))
+            finally:
+                probe.kill()
+                probe.wait(timeout=10)
     except OSError:
+        if group is not None:  # made in part
+            _removed(group)
         group = None
     try:
         yield group
     finally:
         if group is not None:
-            for _ in range(100):  # its processes leave it as they exit
-                try:
-                    group.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            _removed(group)
+
+
+def _removed(group: Path) -> bool:
+    """Remove a cgroup once its processes have left it (they do as they exit): whether it was."""
+    for _ in range(100):
+        try:
+            group.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
 
 
 async def test_slow_hits_fire_on_a_cpu_starved_node(tmp_path):
