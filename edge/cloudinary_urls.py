@@ -199,6 +199,9 @@ WORDS: tuple[Word, ...] = (
     Word("`fl_attachment`, `fl_attachment:<name>`", "(a header)",
          "a download: `Content-Disposition: attachment`, the file named after the public ID (or `<name>`) with "
          "the extension of the format sent, as the node's `?ik-attachment=true`; the same cached image as without"),
+    Word("`fl_immutable_cache`", "(a header)",
+         "`Cache-Control: …, immutable`: browsers do not revalidate the image on reload while it is fresh (not "
+         "on a provisional answer: a stale copy, a default image); the same cached image as without"),
     Word("`fl_lossy`", "(nothing)",
          "with `f_auto` or a JPEG, WebP or AVIF output, already lossy: no change; with a PNG or GIF output "
          "(or none named) a 400"),
@@ -875,20 +878,21 @@ def _flag(c: _Component) -> list[str]:
             params.add(FLAGS[flag])
         elif flag == "lossy":  # checked against the output format once the URL is read (`_translate`)
             params.add("")
-        elif name == "attachment":  # a header, not a transformation (`attachment_name`)
+        elif name == "attachment" or flag == "immutable_cache":  # headers, not a transformation (`delivery_flag`)
             params.add("")
         else:
             raise c.fail("fl", f"flag {flag} not supported; supported: {', '.join(FLAGS)}, lossy, attachment, "
-                               f"progressive:{', progressive:'.join(PROGRESSIVE_MODES)}")
+                               f"immutable_cache, progressive:{', progressive:'.join(PROGRESSIVE_MODES)}")
     return sorted(params - {""})
 
 
-def attachment_name(components: tuple[str, ...]) -> str | None:
-    """`fl_attachment[:<name>]`'s name ("" without one: the public ID's), None without the flag."""
+def delivery_flag(components: tuple[str, ...], wanted: str) -> str | None:
+    """The value of a flag that changes the answer's headers, not the image (`fl_attachment[:<name>]`,
+    `fl_immutable_cache`): "" without one, None without the flag."""
     for word in (word for component in components for word in component.split(",") if word.startswith("fl_")):
         for flag in word[3:].split("."):
             name, _, value = flag.partition(":")
-            if name == "attachment":
+            if name == wanted:
                 return value
     return None
 
@@ -934,6 +938,8 @@ class Delivery:
     original_as: str | None
     #: `fl_attachment[:<name>]`: the downloaded file's name ("": the public ID's), None when not a download
     attachment: str | None = None
+    #: `fl_immutable_cache`: the answer's `Cache-Control` says `immutable`
+    immutable: bool = False
 
 
 def same_asset(origin_path: str) -> list[str]:
@@ -982,4 +988,5 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
     signed = check_signature(path, secrets, signed_only)
     transformation = translate(path.components, named, named_only and not signed, path.extension_format)
     return Delivery(path.origin_path, transformation, None if path.components else path.extension_format,
-                    attachment_name(path.components))
+                    delivery_flag(path.components, "attachment"),
+                    delivery_flag(path.components, "immutable_cache") is not None)

@@ -110,9 +110,10 @@ class _Request(httputil.HTTPMessageDelegate):
         output = served.output
         request_id = accesslog.request_id(header_value(headers, "X-Request-Id"))
         response = httputil.HTTPHeaders({"Date": http_date(), "X-Request-Id": request_id, **node.cors_headers})
-        response.update(image_headers(node, output, served.signed_until, "hit"))
-        if served.attachment is not None:  # `fl_attachment` (ImageKit's `ik-attachment` is a query: handed over)
-            response["Content-Disposition"] = attachment(start_line.path, output.content_type, served.attachment)
+        response.update(image_headers(node, served, "hit"))
+        if served.request.attachment is not None:  # `fl_attachment` (`ik-attachment` is a query: handed over)
+            response["Content-Disposition"] = attachment(start_line.path, output.content_type,
+                                                         served.request.attachment)
         response[CONTENT_LENGTH] = str(len(output.body))
         if len(output.body) > LARGE_BODY:  # not joined to the header block: no copy of the body (server.LARGE_BODY)
             self._connection.write_headers(_OK, response)

@@ -99,10 +99,9 @@ class Served:
     cache: str
     output: CachedOutput | None = None
     error: EdgeError | None = None
-    #: the expiry of the URL's valid signature (`ik-t`), which caches in front must not outlast
-    signed_until: int | None = None
-    #: a download's file name ("": the URL's own), from the URL's path (`ImageRequest.attachment`)
-    attachment: str | None = None
+    #: what the URL asked for, with an output: its signature's expiry, which caches in front must not
+    #: outlast, and the answer's own headers (`attachment`, `immutable`)
+    request: ImageRequest | None = None
 
 
 #: the plan memo's share of `[cache] memory_size`: 1/20, 3.2 MB a worker by default (~4000 plans of
@@ -233,8 +232,7 @@ class Pipeline:
             fresh = cached is not None and self._originals.is_fresh(cached.source)
             self._count("output", "hit" if fresh else "stale" if cached else "miss")
             if fresh:
-                return Served(endpoint, "hit", cached, signed_until=job.request.signed_until,
-                              attachment=job.request.attachment)
+                return Served(endpoint, "hit", cached, request=job.request)
 
             try:
                 output, source = await self._flights.run(key, partial(self._produce, job, cached, original),
@@ -250,8 +248,7 @@ class Pipeline:
                 # stale if its original was when the request began (a stale copy the origin could not confirm):
                 # one that turned stale while the output was made (a slow render or layer) failed nobody
                 source = "miss" if self._originals.is_fresh(output.source, at=began) else "stale"
-            return Served(endpoint, source, output, signed_until=job.request.signed_until,
-                          attachment=job.request.attachment)
+            return Served(endpoint, source, output, request=job.request)
         except EdgeError as error:
             _drop_frames(error)
             if isinstance(error, SignatureRefused):  # counted once answered: planning has no side effect
@@ -275,8 +272,7 @@ class Pipeline:
         if cached is None or not self._originals.is_fresh(cached.source):
             return None
         self._count("output", "hit")
-        return Served(job.endpoint, "hit", cached, signed_until=job.request.signed_until,
-                      attachment=job.request.attachment)
+        return Served(job.endpoint, "hit", cached, request=job.request)
 
     def _job(self, call: ImageCall) -> _Job:
         return self._plans.get((call.host, call.uri, call.accept)) or self._plan(call)

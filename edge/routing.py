@@ -49,6 +49,8 @@ class ImageRequest:
     thumbnail: bool = False
     #: a download (Cloudinary's `fl_attachment[:<name>]`): the file's name, "" for the URL's own
     attachment: str | None = None
+    #: `Cache-Control: …, immutable` (Cloudinary's `fl_immutable_cache`)
+    immutable: bool = False
 
     @property
     def signed(self) -> bool:
@@ -131,7 +133,8 @@ class Router:
         if "\0" in delivery.path:  # as in `route`
             raise NothingToServe("not found")
         return ImageRequest(endpoint, delivery.path, None, host, transformation=delivery.transformation,
-                            original_as=delivery.original_as, attachment=delivery.attachment)
+                            original_as=delivery.original_as, attachment=delivery.attachment,
+                            immutable=delivery.immutable)
 
 
 def as_target(text: str) -> str:

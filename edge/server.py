@@ -21,7 +21,7 @@ from tornado import httputil
 
 from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
-from .cache import CachedOutput, Caches, CacheHealth
+from .cache import Caches, CacheHealth
 from .cache.entries import http_time
 from .config import Config
 from .errors import (EdgeError, InvalidTransformation, NothingToServe, SendMemoryExhausted, ShuttingDown,
@@ -514,8 +514,10 @@ class ImageHandler(BaseHandler):
             return
         # Tornado's header map, filled without `set_header`'s checks of each value: these were
         # checked once, when the output was made (`CachedOutput.headers`), or are the node's own
-        self._headers.update(image_headers(self.node, output, served.signed_until, self.cache_result))
-        name = "" if served.attachment is None and self._query("ik-attachment") == "true" else served.attachment
+        self._headers.update(image_headers(self.node, served, self.cache_result))
+        name = served.request.attachment
+        if name is None and self._query("ik-attachment") == "true":
+            name = ""
         if name is not None:
             self._headers["Content-Disposition"] = attachment(self.request.path, output.content_type, name)
         if _etag_matches(header_value(self.request.headers, "If-None-Match"), output.etag):
@@ -574,11 +576,14 @@ def _why(error: BaseException, seconds: float) -> str:
         f"{type(error).__name__}: {redact(str(error))}"
 
 
-def image_headers(node: Node, output: CachedOutput, signed_until: int | None,
-                  cache: str) -> tuple[tuple[str, str], ...]:
+def image_headers(node: Node, served: Served, cache: str) -> tuple[tuple[str, str], ...]:
     """An image answer's headers beyond `Date`, `X-Request-Id` and `Node.cors_headers` (`ImageHandler`,
     and `edge.hits` for its hits): the output's own, `Cache-Control` and `X-Cache`."""
-    cache_control = node.cache_control(signed_until, provisional=output.stand_in or cache == "stale")
+    output, request = served.output, served.request
+    provisional = output.stand_in or cache == "stale"
+    cache_control = node.cache_control(request.signed_until, provisional=provisional)
+    if request.immutable and not provisional:  # Cloudinary's `fl_immutable_cache`: no revalidation on reload
+        cache_control += ", immutable"
     return (*output.headers, (CACHE_CONTROL, cache_control), (X_CACHE, X_CACHE_VALUES[cache]))
 
 

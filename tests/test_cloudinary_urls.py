@@ -598,7 +598,7 @@ UNSUPPORTED = [
     (dict(fetch_format="jxl"), "f_jxl"),
     (dict(quality="auto:good:sensitive:x"), "q_auto:good:sensitive:x"),
     (dict(angle="auto_right"), "a_auto_right"),
-    (dict(flags="immutable_cache"), "fl_immutable_cache"),
+    (dict(flags="tiled"), "fl_tiled"),
     (dict(color="red"), "co_red"),
     (dict(transformation="nosuch"), "t_nosuch"),
     (dict(width=300, x=10, crop="fill"), "x_10"),
@@ -900,3 +900,15 @@ async def test_text_overlays(node):
     refused = await node.fetch(text_url("Arial"))
     assert (refused.code, refused.body.decode()) == \
         (400, "ff-Arial: no such font (the fonts are listed in [fonts])\n")
+
+
+async def test_fl_immutable_cache_says_so_in_cache_control(node):
+    """`fl_immutable_cache`: `Cache-Control: …, immutable`, on the miss and on the hit below `tornado.web`;
+    the same cached image as without it, whose `Cache-Control` says nothing of it."""
+    immutable = url(BALLOON_PHOTO, width=200, crop="scale", format="jpg", flags="immutable_cache")
+    answers = [await get(node, immutable), await get(node, immutable)]
+    plain = await get(node, url(BALLOON_PHOTO, width=200, crop="scale", format="jpg"))
+    assert [(a.headers["X-Cache"], a.headers["Cache-Control"]) for a in answers] == \
+        [("MISS", "public, max-age=31536000, immutable"), ("HIT", "public, max-age=31536000, immutable")]
+    assert (plain.headers["X-Cache"], plain.headers["Cache-Control"], plain.body) == \
+        ("HIT", "public, max-age=31536000", answers[0].body)
