@@ -103,3 +103,23 @@ def test_a_truncated_photo_made_whole_is_refused(photos):
     body = photos.read(photos.jpeg)
     with pytest.raises(UnprocessableSource):
         render_image(body[: len(body) // 2], parse_transformation("w-300"), "jpg", Defaults(), Limits())
+
+
+@pytest.mark.parametrize("block", ["if-ar_lt_1,rt-90,if-end", "if-iw_lt_100,w-50,if-else,if-end"])
+def test_an_if_block_with_nothing_to_do_leaves_the_shrink_on_load(photos, monkeypatch, block):
+    """An if block whose chosen branch is empty (what Cloudinary's `a_auto_right` becomes for a box of the
+    image's orientation) leaves the image as it is: the next step still decodes the 12 MP photo at 1/8, and
+    the output is byte for byte the one without the block (it was a whole decode at full size first: 3 × the
+    CPU)."""
+    shrinks = []
+    load = pyvips.Image.new_from_source
+
+    def recording(source, options, **kwargs):
+        shrinks.append(kwargs.get("shrink"))
+        return load(source, options, **kwargs)
+
+    body = photos.read(photos.jpeg)
+    plain = render_image(body, parse_transformation("h-300,w-400"), "jpg", Defaults(), Limits()).body
+    monkeypatch.setattr(pyvips.Image, "new_from_source", staticmethod(recording))
+    blocked = render_image(body, parse_transformation(f"{block}:h-300,w-400"), "jpg", Defaults(), Limits()).body
+    assert (shrinks[-1], blocked) == (8, plain)

@@ -111,8 +111,9 @@ class Conditional:
     def chosen(self, size: tuple[int, int], original: tuple[int, int], layers: tuple[Layer, ...] = ()
                ) -> tuple[Step, ...]:
         """The steps the block stands for on an image of `size`, then the block's `layers` (an endpoint's
-        watermark drawn on the last step) on their result; an empty branch leaves the image as it is."""
-        steps = (self.then_steps if self.holds(size, original) else self.else_steps) or (DEFAULT_STEP,)
+        watermark drawn on the last step) on their result; none for an empty branch, which leaves the image
+        as it is."""
+        steps = self.then_steps if self.holds(size, original) else self.else_steps
         return (*steps, replace(DEFAULT_STEP, layers=layers)) if layers else steps
 
     def write(self) -> str:

@@ -497,7 +497,10 @@ def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int,
     while pending:
         step = pending.pop(0)
         if step.branches is not None:  # an if block: its branch for the image's size at this step
-            pending[:0] = step.branches.chosen((source.width, source.height), original, step.layers)
+            chosen = step.branches.chosen((source.width, source.height), original, step.layers)
+            # an empty branch: nothing to do, unless no step is left to make the image (a decode at full
+            # size then: the step after an empty branch shrinks the original on load instead)
+            pending[:0] = chosen or ((DEFAULT_STEP,) if image is None and not pending else ())
             continue
         stopping.check()
         step = resolved(step, source, original, base)
