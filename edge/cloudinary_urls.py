@@ -174,6 +174,10 @@ WORDS: tuple[Word, ...] = (
     Word("`a_hflip`, `a_vflip`", "`fl-h`, `fl-v`", "mirror horizontally, vertically"),
     Word("`a_hflip.90`", "`rt-270,fl-h`", "several of these modes joined with `.`, applied in turn"),
     Word("`a_exif`, `a_auto`", "(always done)", "rotate by the EXIF orientation, which the node always does"),
+    Word("`a_auto_right`, `a_auto_left`", "a step `if-ar_lt_1,rt-90,if-end` (`ar_gt_1`, `rt-270`…) before it",
+         "turn the image a quarter clockwise (anticlockwise) first when its orientation is not the one its "
+         "component's `w_`×`h_` (or `ar_`) asks for: a portrait image into a landscape box, or the reverse; "
+         "a square box turns nothing. Without both sizes in pixels or `ar_`, a 400"),
     Word("`r_N`, `r_max`, `r_N:N[:N[:N]]`", "`r-N`, `r-max`, `r-N_N_N_N`",
          "rounded corners; `max`: a circle or ellipse; per corner as CSS writes them (top-left first, clockwise)"),
     Word("`e_blur`, `e_blur:N` (1–2000)", f"`bl-N/{_STRENGTH_SCALE}` (default `bl-5`)", "gaussian blur"),
@@ -394,6 +398,8 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
 
 #: `l_<kind>:…`: overlays that are neither an image of the same cloud nor a text
 _OTHER_LAYERS = frozenset({"fetch", "video", "subtitles", "lut"})
+#: `a_auto_right`, `a_auto_left` → the turn they make when the image's orientation is not the requested one
+_AUTO_TURNS = {"auto_right": 90, "auto_left": 270}
 #: a text overlay's style words → our typography (`tg`) or alignment (`ia`); `normal` is the default weight and style
 _TEXT_TYPOGRAPHY = {"bold": "b", "italic": "i", "strikethrough": "strikethrough"}
 _TEXT_ALIGNMENTS = ("left", "center", "right")
@@ -625,6 +631,26 @@ class _Component:
         return InvalidTransformation(self.word(key), reason)
 
     def steps(self) -> list[str]:
+        return self._auto_turn() + self._steps()
+
+    def _auto_turn(self) -> list[str]:
+        """`a_auto_right`/`a_auto_left`: a step before the component's that turns the image when its
+        orientation is not the requested box's (Cloudinary: "only if the requested aspect ratio does not
+        match the image's aspect ratio")."""
+        if self.value("a") not in _AUTO_TURNS:
+            return []
+        if "ar" in self.words:
+            width, _, height = self.value("ar").partition(":")
+            requested = _float(width) / (_float(height or "1") or 1)
+        elif all(_INTEGER.fullmatch(self.value(key) or "") for key in ("w", "h")):
+            requested = int(self.value("w")) / max(1, int(self.value("h")))
+        else:
+            raise self.fail("a", "needs the box it compares with: w_ and h_ in pixels, or ar_")
+        if requested == 1 or requested <= 0:
+            return []  # a square box: neither orientation is the one asked for
+        return [f"if-ar_{'lt' if requested > 1 else 'gt'}_1,rt-{_AUTO_TURNS[self.value('a')]},if-end"]
+
+    def _steps(self) -> list[str]:
         named = [self._named()] if "t" in self.words else []
         size = self._size()
         look = [param for key, translate_word in _LOOK.items() if key in self.words for param in translate_word(self)]
@@ -761,10 +787,10 @@ def _angle(c: _Component) -> list[str]:
         return _angles(c, value.split("."))
     if value in ("hflip", "vflip"):
         return [f"fl-{value[0]}"]
-    if value in ("exif", "auto"):
-        return []  # the node always applies the EXIF orientation
+    if value in ("exif", "auto") or value in _AUTO_TURNS:
+        return []  # the node always applies the EXIF orientation; `auto_*` is a step of its own (`steps`)
     if not _INTEGER.fullmatch(value):
-        raise c.fail("a", "must be degrees, hflip, vflip or exif")
+        raise c.fail("a", "must be degrees, hflip, vflip, exif, auto_right or auto_left")
     degrees = int(value) % 360
     return [f"rt-{degrees}"] if degrees else []
 

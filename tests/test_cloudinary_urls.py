@@ -912,3 +912,23 @@ async def test_fl_immutable_cache_says_so_in_cache_control(node):
         [("MISS", "public, max-age=31536000, immutable"), ("HIT", "public, max-age=31536000, immutable")]
     assert (plain.headers["X-Cache"], plain.headers["Cache-Control"], plain.body) == \
         ("HIT", "public, max-age=31536000", answers[0].body)
+
+
+async def test_a_auto_right_and_left_turn_only_when_the_box_is_the_other_way(node):
+    """`a_auto_right`/`a_auto_left` on the 12 MP landscape photo: into a portrait box it is turned a quarter
+    first (as `a_90`/`a_-90` in a component before), into a landscape or square box not at all."""
+    def path(components: str) -> str:
+        return f"/demo/image/upload/{components}/{BALLOON_PHOTO}.jpg"
+    pairs = [("a_auto_right,c_fill,h_400,w_300", "a_90/c_fill,h_400,w_300"),
+             ("a_auto_left,c_fill,h_400,w_300", "a_-90/c_fill,h_400,w_300"),
+             ("a_auto_right,c_fill,h_300,w_400", "c_fill,h_300,w_400"),
+             ("a_auto_left,ar_1:1,c_fill,w_300", "ar_1:1,c_fill,w_300")]
+    for auto, explicit in pairs:  # the same pixels, up to the resampling of a decode not shrunk on load
+        turned, expected = decode(await get(node, path(auto))), decode(await get(node, path(explicit)))
+        assert (turned.width, turned.height) == (expected.width, expected.height), auto
+        assert (turned.cast("float") - expected.cast("float")).abs().avg() < 6, auto  # turned: 20 or more
+    assert (turned.width, turned.height) == (300, 300)
+    wrong = decode(await get(node, path("a_90/c_fill,h_300,w_400")))  # what a turn would have made
+    assert (wrong.cast("float") - decode(await get(node, path(pairs[2][0]))).cast("float")).abs().avg() > 20
+    refused = await node.fetch(path("a_auto_right,w_300"))
+    assert (refused.code, refused.body.decode().split(": ")[1]) == (400, "a_auto_right")
