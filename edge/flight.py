@@ -46,7 +46,7 @@ from typing import Any, Generic, TypeVar
 
 import diskcache
 
-from .cache.health import CACHE_ERRORS, CacheHealth, error_kind
+from .cache.health import CacheHealth, cache_failure, error_kind
 from .cache.purges import BOOT, node_time
 from .cache.tiers import SQLITE_BUSY_SECONDS
 from .config import Config
@@ -273,20 +273,27 @@ class SingleFlight:
         record["at"], record["boot"] = node_time(), BOOT
         try:
             self._failure_store().set(key, json.dumps(record), expire=FAILURE_RECORD_SECONDS)
-        except CACHE_ERRORS as error:  # waiters in other workers will try the work themselves
+        except Exception as error:  # waiters in other workers will try the work themselves
+            if not cache_failure(error):
+                raise
             self._failures_failed(error, "cannot record a failure")
         self._bump(key)
 
     def _failure_since(self, key: str, since: float) -> EdgeError | None:
         try:
             text = self._failure_store().get(key)
-        except CACHE_ERRORS as error:
+        except Exception as error:
+            if not cache_failure(error):
+                raise
             self._failures_failed(error, "cannot read a failure")
             return None
         if text is None:
             return None
-        record = json.loads(text)
-        return _revive(record) if record.get("boot") == BOOT and record["at"] >= since else None
+        try:
+            record = json.loads(text)
+            return _revive(record) if record.get("boot") == BOOT and record["at"] >= since else None
+        except (ValueError, KeyError, TypeError, AttributeError):  # a damaged record: as if none, the work done again
+            return None
 
     def _failures_failed(self, error: Exception, what: str) -> None:
         kind = error_kind(error)
@@ -319,11 +326,16 @@ def _offset(key: str) -> int:
 
 
 def _revive(record: dict[str, Any]) -> EdgeError:
-    """The recorded failure as an error of the same type (so a 502 still allows stale-if-error)."""
+    """The recorded failure as an error of the same type (so a 502 still allows stale-if-error); a
+    `ValueError` for a record no failure of ours wrote (a damaged store)."""
+    status, message, headers = record["status"], record["message"], record["headers"]
+    if not (type(status) is int and 400 <= status <= 599 and isinstance(message, str) and isinstance(headers, dict)
+            and all(isinstance(name, str) and isinstance(value, str) for name, value in headers.items())):
+        raise ValueError("not a failure record")
     error_type = {cls.__name__: cls for cls in _subclasses(EdgeError)}.get(record["type"], EdgeError)
     error = error_type.__new__(error_type)  # constructors differ; the recorded fields are what counts
-    EdgeError.__init__(error, record["message"], headers=record["headers"])
-    error.status = record["status"]
+    EdgeError.__init__(error, message, headers=headers)
+    error.status = status
     return error
 
 

@@ -121,6 +121,38 @@ async def test_a_corrupt_database_is_moved_aside_and_rebuilt_while_the_node_serv
     other_worker.close()
 
 
+def settings_name_made_a_blob(database: Path) -> None:
+    """What a flipped bit in a row's header can make of one of diskcache's settings: its name a BLOB, not
+    text (diskcache calls `startswith` on each name whenever a thread opens a connection)."""
+    with sqlite3.connect(database) as con:
+        con.execute("UPDATE Settings SET key = CAST(key AS BLOB) WHERE key = 'tag_index'")
+    con.close()
+
+
+async def test_a_damaged_setting_is_a_corrupt_cache_not_a_500(node_factory, tmp_path):
+    """diskcache trusts the rows it reads: a setting's name that is not text raised a `TypeError` from its
+    own code, which the node took for a bug of its own (a 500 when the single flight's failure records
+    were opened, found by `test_cache_corruption_fuzz`). Any error raised inside diskcache is now the
+    cache's: counted `corrupt`, the database moved aside and rebuilt, the request served."""
+    config = write_config(tmp_path, local_config())
+    first = await start_node(config)
+    await first.fetch("/tr:w-80/coffee.jpg")
+    assert (await first.fetch("/nosuch.jpg")).code == 404  # its failure recorded for other workers' waiters
+    await first.stop()
+    cache = tmp_path / "cache"
+    damaged = [cache / "outputs" / "cache.db", *(cache / "flights").glob("*/failures/cache.db")]
+    assert len(damaged) >= 2
+    for database in damaged:
+        settings_name_made_a_blob(database)
+
+    node = await node_factory(config)
+    served, missing = await node.fetch("/tr:w-80/coffee.jpg"), await node.fetch("/nosuch.jpg")
+    assert (served.code, served.headers["X-Cache"], missing.code) == (200, "MISS", 404)
+    assert metric(node, "edge_cache_errors_total", tier="output", kind="corrupt") >= 1
+    assert metric(node, "edge_cache_errors_total", tier="flight", kind="corrupt") >= 1
+    assert (await node.fetch("/tr:w-80/coffee.jpg")).headers["X-Cache"] == "HIT"  # the rebuilt tier keeps it
+
+
 # -- a full filesystem (root only: mounts a small tmpfs) ---------------------------------------------
 
 def mount_tmpfs(mountpoint: Path, options: str):

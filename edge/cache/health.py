@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -24,8 +25,10 @@ log = logging.getLogger("edge.cache")
 LOG_EVERY_SECONDS = 600.0
 RECENT_SECONDS = 60.0
 
-#: what a failing cache operation can raise; anything else is a bug and propagates
+#: what a failing cache operation can raise; anything else is a bug and propagates, but for what diskcache
+#: raises from its own code reading what a damaged database holds (`cache_failure`)
 CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
+_DISKCACHE = os.path.dirname(diskcache.__file__) + os.sep
 
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
@@ -34,6 +37,20 @@ _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 #: every `kind` a cache failure is counted under: `error_kind`'s, a stored value failing its hash check
 #: (`damaged`) and the versions file that cannot be opened (`unavailable`)
 ERROR_KINDS = ("full", "unwritable", "corrupt", "damaged", "busy", "io", "unavailable")
+
+
+def cache_failure(exc: BaseException) -> bool:
+    """Whether `exc` is the cache's failure rather than a bug of the node's: one of `CACHE_ERRORS`, or any
+    error raised inside diskcache's own code, which trusts the rows it reads. A damaged database gives it
+    a setting whose name is not text when a thread opens its connection (a `TypeError` on `startswith`),
+    a value whose storage mode says pickled (an `UnpicklingError`): that was a 500, now a `corrupt`
+    cache error, the database rebuilt."""
+    if isinstance(exc, CACHE_ERRORS):
+        return True
+    frames = exc.__traceback__
+    while frames is not None and frames.tb_next is not None:
+        frames = frames.tb_next
+    return frames is not None and frames.tb_frame.f_code.co_filename.startswith(_DISKCACHE)
 
 
 def error_kind(exc: BaseException) -> str:

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import diskcache
 
 from .entries import CachedOutput, SourceInfo, StoredOriginal, UnreadOutput, hashes_to
-from .health import CACHE_ERRORS, CacheHealth, error_kind
+from .health import CacheHealth, cache_failure, error_kind
 
 log = logging.getLogger("edge.cache")
 
@@ -111,7 +111,9 @@ class DiskTier:
                 reader = diskcache.Cache(str(self.directory), timeout=SQLITE_BUSY_SECONDS)
                 database = os.stat(self.directory / diskcache.core.DBNAME)
                 reader.reset("eviction_policy", "none", update=False)
-            except CACHE_ERRORS as exc:
+            except Exception as exc:
+                if not cache_failure(exc):
+                    raise
                 kind = error_kind(exc)
                 self._health.failed(self.name, kind, f"cannot open {self.directory}: {exc}")
                 if kind == "corrupt" and attempt == 0 and self._quarantine((stat.st_dev, stat.st_ino)):
@@ -142,7 +144,9 @@ class DiskTier:
             return default
         try:
             return operation(handles)
-        except CACHE_ERRORS as exc:
+        except Exception as exc:
+            if not cache_failure(exc):
+                raise
             kind = error_kind(exc)
             self._health.failed(self.name, kind, f"cannot {what}: {exc}")
             if kind == "corrupt":
