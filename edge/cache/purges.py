@@ -138,6 +138,8 @@ class PurgeTier(DiskTier):
         recent, oldest, spent = RecentPurges(), node_time() - RECORD_SECONDS, []
         for prefix, tag in self._attempt("read purges", read, []):
             try:
+                if not isinstance(prefix, str):  # a damaged row: its prefix would fail every path compared to it
+                    raise TypeError(prefix)
                 record = json.loads(tag)
                 made, at = float(record["node_time"]), float(record["at"])
             except (TypeError, ValueError, KeyError):  # not a record of ours, or of a release before node_time
