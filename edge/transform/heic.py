@@ -8,9 +8,10 @@ the file's rotation and mirroring, as libvips does for the header), in 8 bits a 
 goes on from that image. It is imported on the first HEIC a process decodes (5.5 MB of memory): a node
 whose originals hold none never loads it.
 
-A decode runs in the render's thread and, unlike libvips', cannot be stopped once started: ~80 ms of
-CPU a megapixel in one thread (a 12 MP photo ~0.7-1 s), so `render_timeout` stops a render only once it
-returns; `[limits] max_source_pixels` bounds it (docs/security.md).
+A decode runs in the render's thread and, unlike libvips', cannot be stopped once started: ~40-80 ms of
+CPU a megapixel in one thread, as the file's bit rate goes (a 12 MP photo 0.5-1 s; benchmarks/README.md,
+"HEIC originals"), so `render_timeout` stops a render only once it returns; `[limits] max_source_pixels`
+bounds it (docs/security.md).
 """
 
 from __future__ import annotations
