@@ -110,7 +110,8 @@ def gif_of_the_photo(photos) -> bytes:
 @pytest.mark.parametrize("fraction", [0.3, 0.7, 0.95, 0.999])
 @pytest.mark.parametrize("planned", ["gif", "jpg"])
 def test_an_animated_gif_cut_short_is_refused(photos, fraction, planned):
-    cut = gif_of_the_photo(photos)[: int(len(gif_of_the_photo(photos)) * fraction)]
+    body = gif_of_the_photo(photos)
+    cut = body[: int(len(body) * fraction)]
     with pytest.raises(UnprocessableSource):
         render_image(cut, parse_transformation("w-300"), planned, Defaults(), Limits())
     with pytest.raises(UnprocessableSource):  # nor served as it is (`orig-true` reads its header alone)
