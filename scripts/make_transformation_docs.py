@@ -260,7 +260,7 @@ the same holds for them.) There are no settings.
   does into any focus; `cm-extract`/`cm-pad_extract` centre their region on the faces. `cm-extract,fo-face`
   with neither `w` nor `h` cuts out the faces' box itself, divided by `z` and widened to `ar` when given
   (`cm-extract,fo-face,ar-1-1,z-0.5`: a square twice the face's size around it), as Cloudinary's
-  `c_crop,g_face` does; on an animation, whose frames' faces may be anywhere, it needs `w` and `h` (a 400).
+  `c_crop,g_face` does; on an animation every frame is cut where the first frame's faces are.
 - **No face found**: the crop falls back to `fo-auto` (the most interesting point); `z` then acts as
   with `fo-auto`. ImageKit's documentation does not say what `fo-face` does without a face; this keeps
   the subject of most photos in the crop rather than a fixed centre. `fof-<focus>` (the node's own, not
@@ -343,7 +343,9 @@ SECTIONS = (
             )),
     Section("`fo`: focus", "Where a crop is taken. `fo-auto` is content-aware (libvips smartcrop, "
             "*attention* strategy: skin tones, saturation, edges). `fo-face` frames the faces a face detector "
-            "finds: see [Faces](#faces).", (
+            "finds: see [Faces](#faces). On an animation the first frame decides where every frame is cut, "
+            "so that the crop stands still and what moves moves through it (each frame cut at its own most "
+            "interesting point, the crop would follow a moving subject and shake the background).", (
                 Example("w-240,h-100,fo-center", "astronaut.jpg"),
                 Example("w-240,h-100,fo-top", "astronaut.jpg"),
                 Example("w-240,h-100,fo-bottom", "astronaut.jpg"),
@@ -408,7 +410,7 @@ SECTIONS = (
     Section("`t`: trim", "Cuts away uniform borders the colour of the top-left pixel. `t-true` uses a "
             "threshold of 10; `t-1`…`t-99` sets it. Trim comes first in its step, before the resize. "
             "`t-false` is no trim, as without `t`. When the top-left pixel is transparent, the transparent "
-            "borders are cut, whatever colour their pixels hold. An animation's first step cuts every frame "
+            "borders are cut, whatever colour their pixels hold. On an animation, a trim cuts every frame "
             "by one box, the smallest that holds what each frame's own trim keeps, so that what moves stays "
             "in place (each frame trimmed alone would be of its own size).", (
                 Example("w-240,h-240,cm-pad_resize,bg-white", "chelsea.jpg", "padded"),
@@ -691,7 +693,7 @@ Errors: an unknown key, a malformed or out-of-range value is a **400** whose bod
 (`invalid transformation: w-abc: expected a number`). A source over the limits (40 MB, 100 megapixels,
 100 frames; decided from the header, before decoding) is a 400 `source too large`; an output over 8192
 px a side (WebP: at most 16383 whatever the config), after any step of a chain, is a 400 `output too
-large`, and so is an animation whose frames at the output size add up to more than 100 megapixels. A
+large`, and so is an animation whose frames at the size of any step add up to more than 100 megapixels. A
 transformation has at most 10 chained steps and 2000 characters (path and query form together); more
 is a 400. A transformation estimated to cost more than `[limits] max_cost` (200 megapixels of work:
 output pixels weighted by its operations, e.g. `w-8192,h-8192,c-force,bl-100` is about 291, and the
@@ -727,7 +729,8 @@ sources come out as 8-bit sRGB; transparency is kept where the output format has
 or not: a partly transparent one, as with `o-50` or soft edges, is flattened onto the last `bg` or
 white as in JPEG, and only wholly transparent pixels stay so); CMYK always becomes sRGB, `cp-true`
 included (its profile is not kept); animated GIF and
-WebP stay animated when the output is GIF, WebP or `f-auto` (each frame gets the same steps), and become
+WebP stay animated when the output is GIF, WebP or `f-auto` (each frame gets the same steps, and the first frame
+decides for all where `fo-auto` and `fo-face` cut and what `bg-dominant` is), and become
 their first frame otherwise (or the frame `pg-N` names); the pages of a multi-page TIFF (scans, a
 pyramid's levels) and a HEIF's several images are no animation: the first page in every format.
 """

@@ -9,7 +9,7 @@ import pytest
 import pyvips
 
 from edge.config import Defaults, Limits
-from edge.errors import InvalidTransformation, UnprocessableSource
+from edge.errors import BadRequest, InvalidTransformation, UnprocessableSource
 from edge.transform.options import parse_transformation
 from edge.transform.render import _JPEG_SHRINKS, jpeg_shrink, probe, render_image
 from tests import imagecorpus
@@ -327,12 +327,88 @@ def moving_square_gif() -> bytes:
     return strip.gifsave_buffer()
 
 
-@pytest.mark.parametrize("tr, planned", [("t-true", "gif"), ("t-true,f-webp", "webp")])
+@pytest.mark.parametrize("tr, planned", [("t-true", "gif"), ("t-true,f-webp", "webp"), ("w-400:t-true", "gif")])
 def test_an_animation_is_trimmed_by_one_box_for_every_frame(tr, planned):
     """The box that holds the square wherever it is (10,10 to 250,220): each frame trimmed alone was
-    stretched to the first one's 50x50, all three frames one red square, the motion lost."""
+    stretched to the first one's 50x50, all three frames one red square, the motion lost. In a later
+    step of a chain too."""
     rendered = render_image(moving_square_gif(), parse_transformation(tr), planned, Defaults(), Limits())
     image = pyvips.Image.new_from_buffer(rendered.body, "", n=-1)
     assert (rendered.width, rendered.height) == (240, 210) and image.get("n-pages") == 3
     red = [round((image.crop(0, 210 * page, 240, 210)[1] < 90).avg() / 255, 2) for page in range(3)]
     assert red == [round(w * h / (240 * 210), 2) for w, h in ((50, 50), (150, 30), (40, 120))]
+
+
+# -- an animation's frames decide together ---------------------------------------------------------------
+
+ANIMATION_FRAME = (2400, 800)
+#: where the skin-toned square (the most interesting thing of each frame, for libvips' attention) is
+SQUARE_AT, SQUARE_SIDE = ((200, 300), (1100, 300), (2000, 300)), 200
+
+
+def moving_subject_webp() -> bytes:
+    """Three frames of one photo, greyed and dimmed (lossless, so that what does not move is the same pixels
+    in each), a skin-toned square in another place on each."""
+    photo = imagecorpus.photo_jpeg(*ANIMATION_FRAME)
+    # dimmed, grey: the square, saturated and skin-toned, is what attention picks on every frame
+    grey = pyvips.Image.new_from_buffer(photo, "").colourspace("b-w") * 0.3 + 90
+    background = grey.bandjoin([grey, grey]).cast("uchar").copy_memory()
+    square = (pyvips.Image.black(SQUARE_SIDE, SQUARE_SIDE, bands=3) + [230, 160, 120]).cast("uchar")
+    strip = pyvips.Image.arrayjoin([background.insert(square, x, y) for x, y in SQUARE_AT], across=1)
+    strip = strip.copy(interpretation="srgb")
+    strip.set_type(pyvips.GValue.gint_type, "page-height", ANIMATION_FRAME[1])
+    strip.set_type(pyvips.GValue.array_int_type, "delay", [100] * len(SQUARE_AT))
+    return strip.webpsave_buffer(lossless=True, effort=0)
+
+
+def frames_of(rendered) -> list[pyvips.Image]:
+    image = pyvips.Image.new_from_buffer(rendered.body, "", n=-1)
+    height = image.get("page-height")
+    colour = image.extract_band(0, n=3)  # an animated WebP is decoded with alpha
+    return [colour.crop(0, top, image.width, height).copy_memory() for top in range(0, image.height, height)]
+
+
+def share_of(mask: pyvips.Image) -> float:
+    """The share of a frame's pixels that a one-band mask holds, rounded."""
+    return round(mask.avg() / 255, 2)
+
+
+@pytest.mark.parametrize("tr, side", [("w-300,h-300,fo-auto", 300), ("w-800,h-800,cm-extract,fo-auto", 800),
+                                      ("w-800:w-300,h-300,fo-auto", 300)])
+def test_an_animation_is_cut_at_one_place_for_every_frame(tr, side):
+    """`fo-auto` on an animation whose subject moves: every frame is cut where the first frame's most
+    interesting point is, so the photo stands still and the square leaves the crop. Cut each by its own,
+    the crop followed the square (in every frame, at one place) and dragged the photo behind it."""
+    rendered = render_image(moving_subject_webp(), parse_transformation(f"{tr},f-webp,lo-true"), "webp",
+                            Defaults(), Limits())
+    frames = frames_of(rendered)  # the last two are the same: the encoder may make them one
+    assert len(frames) in (2, 3) and (rendered.width, rendered.height) == (side, side)
+    squares = [share_of((frame == [230, 160, 120]).bandand()) for frame in frames]
+    assert squares[0] >= 0.05 and squares[1:] == [0] * (len(frames) - 1)
+    # and nothing else changed: the photo behind stood still (the square's ~6 % and its resampled edge)
+    changed = [share_of(((frame - frames[0]).abs() > 0).bandor()) for frame in frames[1:]]
+    assert all(share <= 0.08 for share in changed)
+
+
+def test_an_animation_is_padded_in_the_first_frame_s_dominant_colour():
+    """`bg-dominant` on an animation whose frames are of other colours: the padding of every frame is the
+    first frame's dominant colour (each frame its own, the padding flickered)."""
+    frames = [(pyvips.Image.black(1600, 1200, bands=3) + colour).cast("uchar") for colour in
+              ([20, 40, 200], [30, 180, 40], [200, 30, 30])]
+    strip = pyvips.Image.arrayjoin(frames, across=1).copy(interpretation="srgb")
+    strip.set_type(pyvips.GValue.gint_type, "page-height", 1200)
+    rendered = render_image(strip.webpsave_buffer(lossless=True, effort=0),
+                            parse_transformation("w-400,h-200,cm-pad_resize,bg-dominant,f-webp,lo-true"), "webp",
+                            Defaults(), Limits())
+    padding = [frame.getpoint(5, 100) for frame in frames_of(rendered)]
+    assert len(padding) == 3 and all(colour == padding[0] for colour in padding) and padding[0][2] > 150
+
+
+def test_every_step_of_an_animation_is_held_to_the_frames_budget():
+    """Every frame is made at each step's size: a chain that makes them large on the way (three frames at
+    800x600) is refused even when its last step is small, before they are made."""
+    limits = Limits(max_source_pixels=1_000_000)
+    with pytest.raises(BadRequest) as refused:
+        render_image(moving_square_gif(), parse_transformation("w-800:w-100"), "gif", Defaults(), limits)
+    assert refused.value.message == "output too large: 3 frames of 800x600 exceed 1000000 pixels"
+    assert render_image(moving_square_gif(), parse_transformation("w-500:w-100"), "gif", Defaults(), limits).width == 100

@@ -43,6 +43,9 @@ class Source:
     height: int
     thumbnail: Callable[..., pyvips.Image]  # thumbnail(width, height=, size=) → pyvips.Image
     decode: Callable[[], pyvips.Image]
+    #: the source of the same size whose pixels decide where `fo-auto` and `fo-face` cut, if not this
+    #: one's (an animation's frames: the first frame's)
+    decided_by: Source | None = None
 
     @classmethod
     def of_image(cls, image: pyvips.Image) -> Source:
@@ -145,8 +148,9 @@ def without_face(step: Step) -> str:
 
 
 def face_box(source: Source) -> tuple[int, int, int, int] | None:
-    """The box (left, top, width, height) around the faces of `source`, in its pixels, or None when it
-    has none: the largest face and those at least `FACE_MIN_SHARE` of its size."""
+    """The box (left, top, width, height) around the faces of `source` (`decided_by`'s), in its pixels, or
+    None when it has none: the largest face and those at least `FACE_MIN_SHARE` of its size."""
+    source = source.decided_by or source
     shrink = max(1.0, math.sqrt(source.width * source.height / faces.DETECT_PIXELS))
     small_w, small_h = max(1, round(source.width / shrink)), max(1, round(source.height / shrink))
     stopping.check()
@@ -209,9 +213,10 @@ def _centred(width: int, height: int, box_w: int, box_h: int, centre_x: float, c
 
 def attention_offset(source: Source, width: int, height: int, box_w: int, box_h: int) -> tuple[int, int]:
     """`fo-auto`: the top-left of the box centred on the most interesting point of `source` scaled to
-    `width`×`height`, as libvips' attention smartcrop places it. The point is found on a copy of at most
-    `_SEARCH_PIXELS`: smartcrop decodes all it searches, and at z-2 on an 8000 px crop that was 1.5 GB
-    and 40 s."""
+    `width`×`height` (`decided_by`'s), as libvips' attention smartcrop places it. The point is found on a
+    copy of at most `_SEARCH_PIXELS`: smartcrop decodes all it searches, and at z-2 on an 8000 px crop
+    that was 1.5 GB and 40 s."""
+    source = source.decided_by or source
     shrink = max(1.0, math.sqrt(width * height / _SEARCH_PIXELS))
     small_w, small_h = max(1, round(width / shrink)), max(1, round(height / shrink))
     small = in_memory(source.thumbnail(small_w, height=small_h, size=Size.FORCE))

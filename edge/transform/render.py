@@ -39,7 +39,7 @@ from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import (HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER, animates,
                       chosen_by_accept, final_formats, max_side)
-from .geometry import WHITE, Source, apply_geometry, check_side, cuts_faces, in_memory, resolved, trim_box
+from .geometry import WHITE, Source, apply_geometry, check_side, in_memory, resolved, trim_box
 from .layers import drawn_fonts
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
 
@@ -457,27 +457,23 @@ def _frames(body: bytes, header: ImageHeader, keep_profile: bool) -> tuple[pyvip
     return strip, [Source.of_image(strip.crop(0, i * height, strip.width, height)) for i in range(header.frames)]
 
 
-def _trimmed_together(sources: list[Source], steps: tuple[Step, ...]) -> tuple[list[Source], tuple[Step, ...]]:
-    """An animation's first step trims every frame by one box, the one that holds what each frame's trim
-    keeps: trimmed each alone, frames of other sizes were stretched to the first one's (a square moving
-    across a GIF became one still square)."""
+def _trimmed_together(sources: list[Source], threshold: int) -> list[Source]:
+    """An animation's frames trimmed by one box, the one that holds what each frame's trim keeps: trimmed
+    each alone, frames of other sizes were stretched to the first one's (a square moving across a GIF
+    became one still square)."""
     frames = [in_memory(source.decode()) for source in sources]
-    boxes = [box for frame in frames if (box := trim_box(frame, steps[0].trim)) is not None]
-    steps = (replace(steps[0], trim=None), *steps[1:])
+    boxes = [box for frame in frames if (box := trim_box(frame, threshold)) is not None]
     if not boxes:  # every frame uniform: nothing to cut
-        return sources, steps
+        return sources
     left, top = min(box[0] for box in boxes), min(box[1] for box in boxes)
     right, bottom = max(box[0] + box[2] for box in boxes), max(box[1] + box[3] for box in boxes)
-    return [Source.of_image(frame.crop(left, top, right - left, bottom - top)) for frame in frames], steps
+    return [Source.of_image(frame.crop(left, top, right - left, bottom - top)) for frame in frames]
 
 
 def _animation(strip: pyvips.Image, frames: list[pyvips.Image]) -> pyvips.Image:
-    """Rendered frames back into one animation, with the original's timing."""
-    width, height = frames[0].width, frames[0].height
-    frames = [f if (f.width, f.height) == (width, height) else
-              f.thumbnail_image(width, height=height, size=pyvips.enums.Size.FORCE) for f in frames]
+    """Rendered frames (all of one size) back into one animation, with the original's timing."""
     animation = pyvips.Image.arrayjoin(frames, across=1).copy()
-    animation.set_type(pyvips.GValue.gint_type, "page-height", height)
+    animation.set_type(pyvips.GValue.gint_type, "page-height", frames[0].height)
     for name in ("delay", "loop"):
         if strip.get_typeof(name):
             animation.set_type(strip.get_typeof(name), name, strip.get(name))
@@ -487,31 +483,57 @@ def _animation(strip: pyvips.Image, frames: list[pyvips.Image]) -> pyvips.Image:
 def _render_steps(source: Source, steps: tuple[Step, ...], max_output_side: int,
                   draw: Callable[[pyvips.Image, Step], pyvips.Image] | None = None,
                   base: tuple[int, int] | None = None, original: tuple[int, int] | None = None) -> pyvips.Image:
+    """One image through the steps (`_render_frames`)."""
+    return _render_frames([source], steps, max_output_side, draw, base, original)[0]
+
+
+def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_side: int,
+                   draw: Callable[[pyvips.Image, Step], pyvips.Image] | None = None,
+                   base: tuple[int, int] | None = None, original: tuple[int, int] | None = None,
+                   max_pixels: int | None = None) -> list[pyvips.Image]:
     """Each step reads the previous one's result, which is held to the output limit too (else a chain
     of borders grows an image without bound before a last step shrinks it), and made once, in memory
     (else a step reads it as often as its operations need: a blur of a blur recomputed the first blur
     for every strip of the second, 40 times over). `draw` draws a step's layers on its result; `base`:
-    a layer's steps are drawn on an image of this size; `original`: the size `iw`, `ih` are (the source's)."""
-    image, original = None, original or (source.width, source.height)
+    a layer's steps are drawn on an image of this size; `original`: the size `iw`, `ih` are (the source's).
+
+    An animation's frames (all of one size) go through each step together, and decide together: the
+    first frame where `fo-auto` and `fo-face` cut and what `bg-dominant` is, all of them the box `t`
+    trims (each frame deciding alone, the crop followed what moves and dragged the background with it).
+    Every frame is made at each step's size: all of them together at most `max_pixels`, the budget for
+    decoding them, checked on the first frame before the others are made."""
+    images: list[pyvips.Image] = []
+    original = original or (sources[0].width, sources[0].height)
     pending = list(steps)
     while pending:
         step = pending.pop(0)
+        first = sources[0]
         if step.branches is not None:  # an if block: its branch for the image's size at this step
-            chosen = step.branches.chosen((source.width, source.height), original, step.layers)
+            chosen = step.branches.chosen((first.width, first.height), original, step.layers)
             # an empty branch: nothing to do, unless no step is left to make the image (a decode at full
             # size then: the step after an empty branch shrinks the original on load instead)
-            pending[:0] = chosen or ((DEFAULT_STEP,) if image is None and not pending else ())
+            pending[:0] = chosen or ((DEFAULT_STEP,) if not images and not pending else ())
             continue
         stopping.check()
-        step = resolved(step, source, original, base)
-        image = apply_look(apply_geometry(source, step, max_output_side), step)
-        if step.layers and draw is not None:
-            image = draw(image, step)
-        check_side(image.width, image.height, max_output_side)
+        if step.trim is not None and len(sources) > 1:
+            sources, step = _trimmed_together(sources, step.trim), replace(step, trim=None)
+            first = sources[0]
+        step = resolved(step, first, original, base)
+        images = []
+        for source in sources:
+            image = apply_look(apply_geometry(source if source is first else replace(source, decided_by=first),
+                                              step, max_output_side), step)
+            if step.layers and draw is not None:
+                image = draw(image, step)
+            check_side(image.width, image.height, max_output_side)
+            if max_pixels is not None and image.width * image.height * len(sources) > max_pixels:
+                raise BadRequest(f"output too large: {len(sources)} frames of {image.width}x{image.height}"
+                                 f" exceed {max_pixels} pixels")
+            images.append(image)
         if pending:
-            source = Source.of_image(in_memory(image))
-    assert image is not None, "a transformation renders at least one step"
-    return image
+            sources = [Source.of_image(in_memory(image)) for image in images]
+    assert images, "a transformation renders at least one step"
+    return images
 
 
 def _probe_overlay(path: str, body: bytes, limits: Limits) -> ImageHeader:
@@ -646,19 +668,10 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
     draw = _layer_drawer(overlays or {}, overlay_headers, fonts or shipped_fonts(), limits, strict)
     try:
         if animated:
-            if any(cuts_faces(step) for step in steps):  # each frame's faces are elsewhere: frames of many sizes
-                raise InvalidTransformation("fo-face", "cm-extract of the faces needs w and h on an animation")
             strip, sources = _frames(body, header, output.colour_profile)
-            if steps[0].trim is not None:
-                sources, steps = _trimmed_together(sources, steps)
             size = header.width, header.height  # `iw`, `ih`: a frame's, trimmed or not
-            first = _render_steps(sources[0], steps, limits.max_output_side, draw, original=size)  # lazy: no pixels yet
-            if first.width * first.height * header.frames > limits.max_source_pixels:
-                # every frame is made at this size: the same budget as for decoding them
-                raise BadRequest(f"output too large: {header.frames} frames of {first.width}x{first.height}"
-                                 f" exceed {limits.max_source_pixels} pixels")
-            image = _animation(strip, [first, *(_render_steps(s, steps, limits.max_output_side, draw, original=size)
-                                                for s in sources[1:])])
+            image = _animation(strip, _render_frames(sources, steps, limits.max_output_side, draw, original=size,
+                                                     max_pixels=limits.max_source_pixels))
             frame_height = image.get("page-height")
         else:
             # `pg-1` of a single-page source is the source (its loader may take no `page` option)
