@@ -73,6 +73,9 @@ READY_TIMEOUT_SECONDS = 60
 #: beyond a worker's own shutdown grace, before the supervisor kills it
 KILL_MARGIN_SECONDS = 5
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+#: signals whose default action ends the process, sent by mistake (`kill -USR1`, a log rotator written
+#: for another server): logged and ignored, never a node killed
+STRAY_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 #: how often a serving worker writes its heartbeat
 HEARTBEAT_SECONDS = 1.0
 #: what a worker writes on its pipe: once when it serves, then every `HEARTBEAT_SECONDS`
@@ -166,7 +169,7 @@ class Supervisor:
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
         previous_wakeup = signal.set_wakeup_fd(wake_write)
-        for signum in _SIGNALS:
+        for signum in (*_SIGNALS, *STRAY_SIGNALS):
             signal.signal(signum, lambda signum, _frame: self._signals.append(signum))
         self._wake_fds = (wake_read, wake_write)
         try:
@@ -214,6 +217,8 @@ class Supervisor:
             self._begin_reload()
         elif signum in (signal.SIGTERM, signal.SIGINT):
             self._stop_all("stopping")
+        elif signum in STRAY_SIGNALS:
+            log_stray_signal(signum)
 
     def _progress(self) -> None:
         now = self.clock()
@@ -432,6 +437,8 @@ def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
+        for signum in STRAY_SIGNALS:
+            loop.add_signal_handler(signum, log_stray_signal, signum)
         os.set_blocking(pipe, False)
         _tell(pipe, SERVING)
         beating = asyncio.create_task(_beating(pipe))
@@ -445,6 +452,11 @@ def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list
         await node.stop()
 
     asyncio.run(serve())
+
+
+def log_stray_signal(signum: int) -> None:
+    log.warning("ignored signal %s (pid %d): SIGHUP reloads, SIGTERM stops", signal.Signals(signum).name,
+                os.getpid())
 
 
 async def _beating(pipe: int) -> None:

@@ -236,3 +236,21 @@ def test_a_supervisor_that_gives_up_exits_non_zero(tmp_path):
         assert any("workers keep dying" in line for line in node.log)
     finally:
         node.stop()
+
+
+async def test_sigusr1_and_sigusr2_are_logged_and_ignored_by_the_supervisor_and_its_workers(tmp_path):
+    """Their default action ends a process: `kill -USR1`, meant for another server or sent by a log
+    rotator written for one, had stopped the node (the supervisor) or a worker (replaced, its requests
+    failed)."""
+    node = NodeProcess(write_config(tmp_path, local_config(before="[server]\nworkers = 1\n")))
+    try:
+        workers = node.worker_pids()
+        for pid in (node.process.pid, *workers):
+            for signum in (signal.SIGUSR1, signal.SIGUSR2):
+                mark = len(node.log)
+                os.kill(pid, signum)
+                await asyncio.to_thread(node.wait_for_log, f"ignored signal {signum.name} \\(pid {pid}\\)", 30, mark)
+        assert node.process.poll() is None and node.worker_pids() == workers
+        assert decode(await AsyncHTTPClient().fetch(node.url + "/tr:w-30/coffee.jpg")).width == 30
+    finally:
+        assert node.stop() == 0
