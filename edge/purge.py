@@ -63,6 +63,13 @@ def parse_target(target: Any) -> dict[str, str]:
         # a lone surrogate: JSON's `"\ud800"`, or a command-line byte that is not UTF-8 (`edge purge`);
         # no path the node serves holds one, and the cache's keys (SQLite text) cannot
         raise BadRequest(f"{kind}: not valid UTF-8 (holds a lone surrogate)") from None
+    # URL parsing drops tabs and newlines anywhere and strips what surrounds the URL: a target pasted
+    # with one purged another path than written (`/shop/shoes\n` every path starting `shoes`)
+    control = next((char for char in value if char < " " or char == "\x7f"), None)
+    if control is not None:
+        raise BadRequest(f"{kind}: holds the control character {control!r} (a path's own is percent-encoded)")
+    if value != value.strip():
+        raise BadRequest(f"{kind}: starts or ends with white space")
     return target
 
 

@@ -141,10 +141,23 @@ async def test_without_the_token_purge_is_a_401_and_removes_nothing(node, header
     (b'{"url": "/shop/"}', b"url: names no image\n"),
     (b'{"url": "http://[::1/shop/a.jpg"}', b"url: not a URL or a path\n"),  # was a 500 (urlsplit's ValueError)
     (b'{"prefix": "https://[/shop/"}', b"prefix: not a URL or a path\n"),
+    # URL parsing drops tabs and newlines and strips the ends: each had purged another target than written
+    (b'{"prefix": "/shop/shoes\\n"}', b"prefix: holds the control character '\\n' (a path's own is percent-encoded)\n"),
+    (b'{"prefix": "/shop/sho\\tes/"}',
+     b"prefix: holds the control character '\\t' (a path's own is percent-encoded)\n"),
+    (b'{"url": "/shop/shoes/red.jpg\\u007f"}',
+     b"url: holds the control character '\\x7f' (a path's own is percent-encoded)\n"),
+    (b'{"prefix": " /shop/shoes/"}', b"prefix: starts or ends with white space\n"),
+    (b'{"url": "/shop/shoes/red.jpg "}', b"url: starts or ends with white space\n"),
+    (b'{"prefix": "/shop/../"}', b"prefix: no endpoint of this node serves '/shop/../'\n"),
+    (b'{"prefix": "/shop/shoes/%2e%2e/"}', b"prefix: no endpoint of this node serves '/shop/shoes/%2e%2e/'\n"),
 ])
 async def test_a_malformed_purge_is_a_400_naming_the_problem(node, body, message):
+    await warm(node)
     response = await node.fetch("/_edge/purge", method="POST", headers=AUTH, body=body)
     assert (response.code, response.body) == (400, message)
+    for path in ("/shop/tr:w-30/shoes/red.jpg", "/shop/tr:w-30/shirts/white.jpg"):
+        assert await cached(node, path)  # nothing purged
 
 
 async def test_the_purge_api_is_off_without_a_token(origin, node_factory, tmp_path):
