@@ -52,7 +52,7 @@ CACHE_RESULTS = {"output": ("hit", "miss", "stale"), "original": ("hit", "miss",
 #: scrapes costs at most 5 a second, and a scrape waits at most this long
 EXPOSITION_SECONDS = 0.2
 #: `tier` values of `edge_cache_errors_total` besides the disk tiers' (its `kind` values: `ERROR_KINDS`)
-CACHE_ERROR_TIERS = ("memory", "folder", "flight")
+CACHE_ERROR_TIERS = ("purges", "memory", "folder", "flight")
 #: `reason` values of `edge_transform_refusals_total`: the transform queue was full, a transformation
 #: waited `[server] transform_queue_timeout` in it, or `[server] decode_memory` stayed full for it
 TRANSFORM_REFUSALS = ("queue_full", "queue_timeout", "decode_memory")

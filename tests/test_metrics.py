@@ -112,6 +112,15 @@ def test_counts_after_a_known_sequence(exposition, name, labels, expected):
     assert only(exposition, name, **labels) == expected
 
 
+def test_every_cache_error_series_is_there_at_0_before_the_first_error(exposition):
+    """An alert's `increase()` sees a tier's first error only in a series that existed before it: the
+    purge records' tier (`purges`) had none until its first failure."""
+    for tier in ("output", "original", "not_found", "purges", "memory", "folder", "flight"):
+        for kind in ("full", "unwritable", "corrupt", "damaged", "busy", "io", "unavailable"):
+            found = samples(exposition, "edge_cache_errors_total", tier=tier, kind=kind)
+            assert list(found.values()) == [0], (tier, kind)
+
+
 def test_bytes_and_sizes(metrics_after_a_known_sequence):
     text, sent = metrics_after_a_known_sequence
     assert only(text, "edge_response_bytes_total", endpoint="default") == sum(sent[:6])
