@@ -67,6 +67,8 @@ def _configured(command: Callable[[Config, argparse.Namespace], int]) -> Callabl
 
 
 def _config_path(args: argparse.Namespace) -> str | None:
+    if args.config == "":  # a script's unset variable (`--config "$CONF"`): never the embedded default
+        raise ConfigError("--config: an empty path (leave --config out for $EDGE_CONFIG or the embedded default)")
     return args.config or os.environ.get("EDGE_CONFIG") or None
 
 
@@ -294,7 +296,7 @@ def _cloudinary_check(config: Config, args: argparse.Namespace) -> int:
         return 2
     urls = args.urls
     try:
-        source = sys.stdin if urls == "-" else open(urls, encoding="utf-8", errors="replace")
+        source = sys.stdin if urls == "-" else open(urls, encoding="utf-8-sig", errors="replace")
     except OSError as error:
         print(f"edge: {urls}: {error.strerror}", file=sys.stderr)
         return 2

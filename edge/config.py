@@ -251,9 +251,14 @@ def load_config(path: str | Path | None, plugins: Plugins,
     file = Path(path) if path is not None else EMBEDDED_DEFAULT
     label = str(path) if path is not None else "<embedded default>"
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        # utf-8-sig: the byte-order mark some Windows editors start a file with is no TOML
+        data = tomllib.loads(file.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise ConfigError(f"{label}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{label}: not UTF-8 text (line {line}: byte {exc.object[exc.start]:#04x}); "
+                          f"TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{label}: not valid TOML: {exc}") from None
     root = ConfigTable(data, file=label, table="", base_dir=file.resolve().parent, environ=environ)

@@ -361,6 +361,9 @@ class Supervisor:
         except ConfigError as error:
             log.error("SIGHUP: config not reloaded, the running one is kept: %s", error)
             return
+        except Exception:  # a plugin's own parsing failing its way: the running node must outlive it
+            log.exception("SIGHUP: config not reloaded, the running one is kept: reading it failed")
+            return
         server = self.config.server  # the socket is bound and the metrics mode chosen: these stay
         kept = [f"{key} = {getattr(server, key)!r}" for key in RESTART_KEYS
                 if getattr(loaded.server, key) != getattr(server, key)]

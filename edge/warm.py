@@ -64,7 +64,7 @@ class Summary:
 
 
 def url_lines(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8", errors="replace") as lines:
+    with path.open(encoding="utf-8-sig", errors="replace") as lines:  # -sig: a Windows editor's byte-order mark
         for line in lines:
             line = line.strip()
             if line and not line.startswith("#"):

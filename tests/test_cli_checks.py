@@ -81,6 +81,28 @@ def test_edge_config_names_the_file_when_config_is_absent(tmp_path):
     assert f'"source": "{config}"' in result.stdout and '"port": 9123' in result.stdout
 
 
+def test_a_config_file_that_is_not_utf8_is_one_line_naming_it(tmp_path):
+    config = tmp_path / "edge.toml"
+    config.write_bytes(b"# caf\xe9 (Latin-1)\n" + local_config().encode())
+    line = one_line_error(edge_command("check-config", "--config", str(config)))
+    assert line == f"edge: config error: {config}: not UTF-8 text (line 1: byte 0xe9); TOML files are UTF-8"
+
+
+def test_a_config_file_starting_with_a_byte_order_mark_loads(tmp_path):
+    """As Notepad and some other Windows editors save UTF-8: the mark had made the file "not valid TOML"."""
+    config = tmp_path / "edge.toml"
+    config.write_text(local_config(before="[server]\nport = 9124\n"), encoding="utf-8-sig")
+    result = edge_command("check-config", "--config", str(config))
+    assert result.returncode == 0 and '"port": 9124' in result.stdout, result.stderr
+
+
+def test_an_empty_config_path_is_an_error_not_the_embedded_default(tmp_path):
+    """`--config "$CONF"` with the variable unset had served the embedded default."""
+    line = one_line_error(edge_command("check-config", "--config", ""))
+    assert line == "edge: config error: --config: an empty path (leave --config out for $EDGE_CONFIG or the " \
+                   "embedded default)"
+
+
 def test_check_config_finds_an_unusable_cache_folder(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     config = write_config(tmp_path, local_config(before='[cache]\ndir = "a-file/cache"\n'))

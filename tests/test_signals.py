@@ -8,6 +8,7 @@ import os
 import signal
 import time
 
+import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.supervisor import MAX_RESTARTS_IN_WINDOW
@@ -77,16 +78,20 @@ def gone(node: NodeProcess, pids: set[int], timeout: float = 30) -> bool:
     return True
 
 
-async def test_sighup_with_a_bad_config_keeps_the_running_one(tmp_path):
+@pytest.mark.parametrize("appended, reason", [
+    (b"\n[server]\nport = 'not a number'\n", "not valid TOML"),
+    (b"\n# caf\xe9 (Latin-1)\n", "not UTF-8 text"),  # had ended the node: a UnicodeDecodeError
+])
+async def test_sighup_with_a_bad_config_keeps_the_running_one(tmp_path, appended, reason):
     config = write_config(tmp_path, local_config(before=AFTER.replace("workers = 2", "workers = 1")))
     node = NodeProcess(config)
     try:
         workers = node.worker_pids()
-        config.write_text(config.read_text() + "\n[server]\nport = 'not a number'\n")
+        config.write_bytes(config.read_bytes() + appended)
         mark = len(node.log)
         node.process.send_signal(signal.SIGHUP)
         line = await asyncio.to_thread(node.wait_for_log, "config not reloaded", 30, mark)
-        assert "the running one is kept" in line.string
+        assert "the running one is kept" in line.string and reason in line.string, line.string
         assert node.worker_pids() == workers  # never replaced
         named = await AsyncHTTPClient().fetch(node.url + "/tr:n-thumb/coffee.jpg")
         assert decode(named).width == 30

@@ -52,7 +52,7 @@ def snapshot_of(folder: Path) -> dict[str, tuple[int, int]]:
 async def test_warm_then_every_url_is_a_hit_and_cache_stats_sees_them(node):
     running, config, tmp_path = node
     urls = tmp_path / "urls.txt"
-    urls.write_text(URLS)
+    urls.write_text(URLS, encoding="utf-8-sig")  # as Windows editors save: the mark is no part of a URL
     warmed = edge_command("warm", "--urls", str(urls), "--base-url", running.url, "--concurrency", "2")
     assert warmed.returncode == 1, warmed.stderr  # one line was not a URL: counted as failed
     client = AsyncHTTPClient(force_instance=True)
