@@ -32,7 +32,7 @@ from .logs import configure_logging
 from .pluginmanager import load_plugins
 from .purge import parse_target, purge_offline
 from .scaffold import new_plugin
-from .settings import is_web_url, redact
+from .settings import host_in_url, is_web_url, listen_host, redact
 from .supervisor import Supervisor
 from .transform.options import parse_transformation
 
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the node")
     serve.add_argument("--config", help="TOML config file (default: $EDGE_CONFIG, else the embedded default)")
-    serve.add_argument("--host")
+    serve.add_argument("--host", type=listen_host)
     serve.add_argument("--port", type=_int_in(0, 65535))
     serve.add_argument("--workers", type=_int_in(0, 256), help="worker processes (0 = one per usable core)")
     serve.set_defaults(run=_configured(_serve))
@@ -223,6 +223,9 @@ def _new_plugin(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"edge: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # --dir a file, or in a folder this user cannot write
+        print(f"edge: --dir: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
+        return 1
     print(f"created {folder}\n  pip install -e '{folder}[test]' && pytest {folder}")
     return 0
 
@@ -281,7 +284,7 @@ def _url(config: Config, args: argparse.Namespace) -> int:
         print(f"edge: endpoint {args.endpoint!r} has no private_key: an expiry needs a signed URL", file=sys.stderr)
         return 2
     server = config.server
-    listening = f"http://{f'[{server.host}]' if ':' in server.host else server.host}:{server.port}"
+    listening = f"http://{host_in_url(server.host)}:{server.port}"
     base = signing.endpoint_base(endpoint, args.base_url, listening)
     url = signing.unsigned_url(args.path, args.tr, in_query=args.tr_position == "query")
     if endpoint.private_key is not None:
@@ -332,9 +335,9 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
 
         def announce(serving: Config) -> None:  # once the first workers serve
             log.info("listening on http://%s:%d with %d worker(s), config %s",
-                     serving.server.host, port, serving.server.workers, serving.source)
+                     host_in_url(serving.server.host), port, serving.server.workers, serving.source)
             if metrics_sockets:
-                log.info("metrics on http://%s:%d/metrics", serving.server.host,
+                log.info("metrics on http://%s:%d/metrics", host_in_url(serving.server.host),
                          metrics_sockets[0].getsockname()[1])
 
         supervisor = Supervisor(config, sockets, reload_config, announce, multiprocess_metrics,

@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
-from .settings import HOST_NAME, ConfigTable, Secret, redact, split_url, without_userinfo
+from .settings import HOST_NAME, ConfigTable, Secret, listen_host, redact, split_url, without_userinfo
 from .shared_cache import SharedCacheSettings
 
 EMBEDDED_DEFAULT = Path(__file__).with_name("default.toml")
@@ -281,6 +281,10 @@ def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:
     admin_token = admin.secret("token")
     if admin_token is not None and not admin_token.reveal().strip():
         raise admin.error("token", "is empty: set a long random token, or remove the key to turn the purge API off")
+    if admin_token is not None and not all("!" <= char <= "~" for char in admin_token.reveal()):
+        # an `Authorization` header carries it: one holding anything else could never be sent as written
+        raise admin.error("token", "holds a character that is not printable ASCII (a space, a tab, a letter "
+                                   "with an accent...): use letters, digits and punctuation")
     admin.finish()
     origins = _origins(root, plugins)
     endpoints = _endpoints(root, {o.name: o for o in origins})
@@ -301,7 +305,7 @@ def per_core(count: int) -> int:
 def _server(t: ConfigTable) -> ServerSettings:
     d = ServerSettings()
     settings = ServerSettings(
-        host=t.str("host", d.host),
+        host=listen_host(t.str("host", d.host)),
         port=t.int("port", d.port, min=0, max=65535),
         workers=per_core(t.int("workers", d.workers, min=0, max=256)),
         transform_threads=per_core(t.int("transform_threads", d.transform_threads, min=0, max=256)),

@@ -117,6 +117,17 @@ def host_name(host: str) -> str:
     return host.removesuffix(".").lower()
 
 
+def listen_host(written: str) -> str:
+    """`[server] host` or `--host` as the socket takes it: an IPv6 address written bracketed, as in a
+    URL (`[::1]`), unbracketed (the brackets had been looked up as a host name, and failed)."""
+    return written[1:-1] if written.startswith("[") and written.endswith("]") else written
+
+
+def host_in_url(host: str) -> str:
+    """A listening address as a URL writes it: an IPv6 address bracketed."""
+    return f"[{host}]" if ":" in host else host
+
+
 class ConfigTable:
     """A TOML table being validated. Call the typed getters, then `finish()` to reject unknown keys."""
 

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import pyvips
+from tornado.httpclient import AsyncHTTPClient
 
 import edge
 from edge.config import load_config
@@ -101,6 +103,48 @@ def test_an_empty_config_path_is_an_error_not_the_embedded_default(tmp_path):
     line = one_line_error(edge_command("check-config", "--config", ""))
     assert line == "edge: config error: --config: an empty path (leave --config out for $EDGE_CONFIG or the " \
                    "embedded default)"
+
+
+@pytest.mark.parametrize("token", ["purge-token-caf\u00e9-7f3a9c2e", "purge token 7f3a9c2e51d84b06",
+                                   "purge-token-7f3a9c2e\t51d84b06"])
+def test_an_admin_token_no_authorization_header_can_carry_is_an_error_never_printed(tmp_path, token):
+    """An `Authorization` header is ASCII: a token with an accented letter never matched what a client sent,
+    and the purge API answered 401 to the right token."""
+    config = write_config(tmp_path, local_config(before=f"[admin]\ntoken = {json.dumps(token)}\n"))
+    result = edge_command("check-config", "--config", str(config))
+    assert one_line_error(result).endswith(
+        "[admin] token: holds a character that is not printable ASCII (a space, a tab, a letter with an "
+        "accent...): use letters, digits and punctuation")
+    assert "7f3a9c2e" not in result.stderr + result.stdout
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="this Python has no IPv6")
+@pytest.mark.parametrize("where", ["file", "flag"])
+async def test_an_ipv6_host_written_bracketed_as_in_a_url_is_listened_on(tmp_path, where):
+    """`host = "[::1]"` had been looked up as a host name: `cannot listen on [::1]:8080: Name or service
+    not known`."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    before = '[server]\nhost = "[::1]"\n' if where == "file" else ""
+    node = NodeProcess(write_config(tmp_path, local_config(before=before)),
+                       *(["--host", "[::1]"] if where == "flag" else []))
+    try:
+        assert node.url.startswith("http://[::1]:")
+        response = await AsyncHTTPClient().fetch(node.url + "/tr:w-40/coffee.jpg")
+        assert pyvips.Image.new_from_buffer(response.body, "").width == 40
+    finally:
+        assert node.stop() == 0
+
+
+@pytest.mark.parametrize("dir_is", ["a file", "in a file"])
+def test_new_plugin_into_a_folder_it_cannot_make_is_one_line(tmp_path, dir_is):
+    (tmp_path / "a-file").write_text("not a folder")
+    folder = tmp_path / "a-file" if dir_is == "a file" else tmp_path / "a-file" / "plugins"
+    result = edge_command("new-plugin", "thumbs", "--dir", str(folder))
+    assert one_line_error(result) == f"edge: --dir: cannot write {folder / 'edge-thumbs-origin'}: Not a directory"
 
 
 def test_check_config_finds_an_unusable_cache_folder(tmp_path):
