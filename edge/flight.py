@@ -48,7 +48,7 @@ import diskcache
 
 from .cache.health import CacheHealth, cache_failure, error_kind
 from .cache.purges import BOOT, node_time
-from .cache.tiers import SQLITE_BUSY_SECONDS
+from .cache.tiers import BoundedCache
 from .config import Config
 from .errors import EdgeError, FlightTimeout, ShuttingDown
 
@@ -261,7 +261,7 @@ class SingleFlight:
 
     def _failure_store(self) -> diskcache.Cache:
         if self._failures is None:
-            self._failures = diskcache.Cache(str(self._directory / "failures"), timeout=SQLITE_BUSY_SECONDS)
+            self._failures = BoundedCache(str(self._directory / "failures"))
         return self._failures
 
     def _record_failure(self, key: str, exc: Exception) -> None:

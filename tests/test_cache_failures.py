@@ -9,11 +9,13 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
 
 from edge.cache import Caches, original_key, output_key
 from tests.nodes import NodeProcess, decode, local_config, start_node, write_config
@@ -276,6 +278,29 @@ async def test_a_locked_database_costs_seconds_not_a_minute_and_a_purge_says_it_
     missing = await node.fetch("/tr:w-10/no-such.jpg")  # its 404 drops the path's outputs first
     assert missing.code == 404 and time.monotonic() - started < 5
     assert metric(node, "edge_cache_errors_total", tier="output", kind="busy") >= 1
+
+
+async def test_a_node_started_and_a_purge_run_while_a_database_is_locked_wait_seconds_not_minutes(
+        tmp_path, locked_outputs):
+    """Opening a tier runs statements diskcache retries for 60 s each on a lock: a worker started (or a
+    reload's) behind an operator's `sqlite3 cache.db` took minutes to serve, and `edge purge` as long."""
+    config = write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\n'))
+    (tmp_path / "cache" / "outputs").mkdir(parents=True)
+    locked_outputs(tmp_path / "cache" / "outputs")
+    started = time.monotonic()
+    node = NodeProcess(config)
+    try:
+        answer = await AsyncHTTPClient().fetch(node.url + PNG)
+        assert (decode(answer).width, answer.headers["X-Cache"]) == (300, "MISS")
+        assert time.monotonic() - started < 20
+        started = time.monotonic()
+        purge = subprocess.run([sys.executable, "-m", "edge", "purge", "--config", str(config), "--url", PNG],
+                               capture_output=True, text=True, timeout=60)
+        assert time.monotonic() - started < 20
+        assert purge.returncode == 3, purge.stderr  # a part not purged: a script tries again
+        assert json.loads(purge.stdout)["by_tier"]["output"] == "error"
+    finally:
+        assert node.stop() == 0
 
 
 async def test_a_deleted_cache_folder_is_made_again_within_seconds(node_factory, tmp_path):

@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -74,6 +75,36 @@ MAX_PENDING_VERSIONS = 10_000
 _Handles = tuple[diskcache.Cache, diskcache.Cache]  # (writer with LRU bookkeeping, plain reader)
 
 
+class BoundedCache(diskcache.Cache):
+    """A diskcache `Cache` whose every wait for another connection's lock ends after `SQLITE_BUSY_SECONDS`.
+    diskcache retries each statement it runs outside a transaction (opening the database, setting its
+    pragmas) for 60 s while SQLite says "database is locked": opening a tier whose lock another process
+    held (an operator's `sqlite3 cache.db`) hung a worker's start, a reload or `edge purge` for minutes.
+    Here a statement is retried so for `SQLITE_BUSY_SECONDS` (SQLite answers "locked" at once, without
+    its own wait, to workers opening one database together), then fails in words diskcache does not retry."""
+
+    def __init__(self, directory: str, **settings: Any) -> None:
+        super().__init__(directory, timeout=SQLITE_BUSY_SECONDS, **settings)
+
+    @property
+    def _sql(self) -> Callable[..., sqlite3.Cursor]:
+        execute = self._con.execute
+
+        def bounded(*args: Any) -> sqlite3.Cursor:
+            deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+            while True:
+                try:
+                    return execute(*args)
+                except sqlite3.OperationalError as exc:
+                    if str(exc) != "database is locked":
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise sqlite3.OperationalError(
+                            f"database is locked (for {SQLITE_BUSY_SECONDS:g} s)") from None
+                    time.sleep(0.001)
+        return bounded
+
+
 class DiskTier:
     """One diskcache folder: LRU within a byte budget, fast reads with batched touches, prefix
     deletes, a count of what culling evicts, and failures reported instead of raised."""
@@ -106,9 +137,9 @@ class DiskTier:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 stat = os.stat(self.directory)
-                writer = diskcache.Cache(str(self.directory), timeout=SQLITE_BUSY_SECONDS, size_limit=self.budget,
-                                         cull_limit=0, eviction_policy="least-recently-used")
-                reader = diskcache.Cache(str(self.directory), timeout=SQLITE_BUSY_SECONDS)
+                writer = BoundedCache(str(self.directory), size_limit=self.budget, cull_limit=0,
+                                      eviction_policy="least-recently-used")
+                reader = BoundedCache(str(self.directory))
                 database = os.stat(self.directory / diskcache.core.DBNAME)
                 reader.reset("eviction_policy", "none", update=False)
             except Exception as exc:
