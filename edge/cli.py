@@ -40,6 +40,7 @@ log = logging.getLogger("edge")
 
 
 def main(argv: list[str] | None = None) -> int:
+    _open_standard_streams()
     args = _parser().parse_args(argv)
     configure_logging("info", "text")
     try:
@@ -49,6 +50,22 @@ def main(argv: list[str] | None = None) -> int:
         # /dev/null so that the interpreter's last flush of it does not fail again on the way out
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _open_standard_streams() -> None:
+    """Standard input, output and error on /dev/null where they were closed (`edge serve <&- >&- 2>&-`,
+    a careless init script): else the first files the node opens take their numbers, and the access log
+    and diagnostics are written into the listening socket, a pipe, or a cache database."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free number: `fd`, lower ones being open
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+        if getattr(sys, name) is None:  # Python found it closed at start
+            setattr(sys, name, open(fd, mode, closefd=False, encoding="utf-8", errors="backslashreplace"))
 
 
 def _configured(command: Callable[[Config, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

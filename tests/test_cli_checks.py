@@ -19,7 +19,7 @@ import edge
 from edge.config import load_config
 from edge.errors import ConfigError
 from edge.pluginmanager import load_plugins
-from tests.nodes import NodeProcess, local_config, write_config
+from tests.nodes import NodeProcess, local_config, until, write_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -145,6 +145,33 @@ def test_new_plugin_into_a_folder_it_cannot_make_is_one_line(tmp_path, dir_is):
     folder = tmp_path / "a-file" if dir_is == "a file" else tmp_path / "a-file" / "plugins"
     result = edge_command("new-plugin", "thumbs", "--dir", str(folder))
     assert one_line_error(result) == f"edge: --dir: cannot write {folder / 'edge-thumbs-origin'}: Not a directory"
+
+
+async def test_serve_with_its_standard_streams_closed_puts_them_on_dev_null(tmp_path):
+    """`edge serve <&- >&- 2>&-` (a careless init script): the listening socket had taken number 1 and a
+    pipe number 2, and the access log and diagnostics were written into them."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(tmp_path, local_config(before=f"[server]\nport = {port}\n"))
+    process = subprocess.Popen(["sh", "-c", 'exec "$0" "$@" <&- >&- 2>&-', sys.executable, "-m", "edge", "serve",
+                                "--config", str(config)])
+    client = AsyncHTTPClient()
+    try:
+        async def serving() -> bool:
+            try:
+                response = await client.fetch(f"http://127.0.0.1:{port}/tr:w-40/coffee.jpg", raise_error=False)
+            except OSError:  # not listening yet
+                return False
+            return response.code == 200
+        await until(serving, "the node serving")
+        workers = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert workers
+        for pid in (process.pid, *map(int, workers)):
+            assert [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)] == ["/dev/null"] * 3, pid
+    finally:
+        process.terminate()
+        assert process.wait(timeout=60) == 0
 
 
 def test_check_config_finds_an_unusable_cache_folder(tmp_path):
