@@ -472,6 +472,24 @@ def _has_body(headers: httputil.HTTPHeaders) -> bool:
     return "Transfer-Encoding" in headers or headers.get("Content-Length", "0").strip() not in ("", "0")
 
 
+def _refused_length(headers: httputil.HTTPHeaders, limit: int) -> bool:
+    """Whether Tornado refuses the announced body before reading it: a `Content-Length` over `limit`, not a
+    number, or repeated with different values (repeated ones arrive joined by commas; equal ones are one)."""
+    length = headers.get("Content-Length")
+    if length is None:
+        return False
+    values = {value.strip() for value in length.split(",")}
+    try:
+        return len(values) > 1 or int(values.pop()) > limit
+    except ValueError:
+        return True
+
+
+def _tokens(field: str) -> set[str]:
+    """The options of a comma-separated header field, lower-cased."""
+    return {token.strip().lower() for token in field.split(",")}
+
+
 class _Limited(httputil.HTTPMessageDelegate):
     """Applies the per-path body limit once the request line is known, before the body is read, and
     refuses a request whose framing is faulty."""
@@ -497,7 +515,8 @@ class _Limited(httputil.HTTPMessageDelegate):
             gen_log.info("Malformed HTTP message from %s: %s", self._request_conn.context, _FAULTY_FRAMING)
             headers.pop("Connection", None)  # else Tornado answers a 1.0 keep-alive `Connection: Keep-Alive`
             body = _FAULTY_FRAMING.encode() + b"\n"
-            fields = {"Date": httputil.format_timestamp(time.time()), **_closing_fields(self._server.answers.cors, body)}
+            fields = {"Date": httputil.format_timestamp(time.time()),
+                      **_closing_fields(self._server.answers.cors, body)}
             self._request_conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", 400, "Bad Request"),
                                              httputil.HTTPHeaders(fields), body)
             self._request_conn.finish()
@@ -507,17 +526,26 @@ class _Limited(httputil.HTTPMessageDelegate):
         host = headers["Host"] if "Host" in headers else ""  # an empty one is allowed (RFC 9110 7.2)
         if host and not _is_authority(host):
             raise httputil.HTTPInputError("Invalid or repeated Host header")
-        if "Expect" in headers and (start_line.version != "HTTP/1.1" or not _has_body(headers)):
-            # Tornado answers `100 (Continue)` whenever it sees the header: never to an HTTP/1.0 client, whose
-            # expectation is ignored (RFC 9110 15.2, 10.1.1), nor when no body is to come (10.1.1 allows that)
-            del headers["Expect"]
+        connection = headers.get("Connection")
+        if connection is not None and "," in connection and "close" in _tokens(connection):
+            # `Connection: TE, close`: Tornado closes only on a header that is exactly "close" (RFC 9110 7.6.1:
+            # the option in a list is as binding), and kept the connection open
+            self._request_conn._disconnect_on_finish = True
         settings = self._server.settings
         start_line = origin_form(start_line, headers)
         path = start_line.path.split("?", 1)[0]
+        body_limit = settings.max_admin_body
         if path not in self._server.large_body_paths:
             # Tornado refuses a larger Content-Length (400, connection closed) before reading the body,
             # and stops a chunked body as soon as it is over.
-            self._request_conn.set_max_body_size(settings.max_request_body)
+            body_limit = settings.max_request_body
+            self._request_conn.set_max_body_size(body_limit)
+        if "Expect" in headers and (start_line.version != "HTTP/1.1" or not _has_body(headers)
+                                    or _refused_length(headers, body_limit)):
+            # Tornado answers `100 (Continue)` whenever it sees the header: never to an HTTP/1.0 client, whose
+            # expectation is ignored (RFC 9110 15.2, 10.1.1), nor when no body is to come (10.1.1 allows that),
+            # nor to a body it refuses unread (the client would start sending a body only to get the 400)
+            del headers["Expect"]
         return self._delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk):

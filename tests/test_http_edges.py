@@ -376,6 +376,41 @@ async def test_no_100_continue_without_a_body_or_to_an_http_1_0_client(node_fact
     assert not answer.body.startswith(b"HTTP/"), answer.body[:100]
 
 
+@pytest.mark.parametrize("target, length", [
+    ("/_edge/purge", "1048577"),  # over max_admin_body
+    ("/tr:w-20/coffee.jpg", "4097"),  # over max_request_body
+    ("/_edge/purge", "12, 13"),  # Content-Length repeated with another value
+])
+async def test_a_body_refused_unread_gets_its_400_without_a_100_first(node_factory, tmp_path, target, length):
+    """Tornado sent `100 (Continue)`, then its 400: the client started sending a body (up to the size it
+    announced) only to have it refused."""
+    node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(node))
+    try:
+        writer.write(f"POST {target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n"
+                     f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n".encode())
+        answer = Answer(await asyncio.wait_for(reader.read(), WAIT))  # to the end: the connection is closed
+    finally:
+        writer.close()
+    assert (answer.status, answer.body, answer.headers["connection"]) == (400, b"bad request\n", "close")
+
+
+@pytest.mark.parametrize("connection", ["TE, close", "close, TE", "keep-alive, Close"])
+async def test_close_among_other_connection_options_closes_the_connection(node_factory, tmp_path, connection):
+    """RFC 9110 7.6.1: `close` in a list binds as alone; Tornado closed only on a field that was exactly
+    `close`, and kept the connection open after `Connection: TE, close`."""
+    node = await node_factory(write_config(tmp_path, local_config()))
+    for target in ("/tr:w-20/coffee.jpg", "/tr:w-20/coffee.jpg", "/tr:w-20/missing.jpg"):  # a miss, a hit, a 404
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(node))
+        try:
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n"
+                         f"Connection: {connection}\r\n\r\n".encode())
+            answer = Answer(await asyncio.wait_for(reader.read(), WAIT))  # to the end: the connection is closed
+        finally:
+            writer.close()
+        assert answer.status in (200, 404) and answer.headers["connection"] == "close"
+
+
 async def test_a_body_announced_with_expect_still_gets_its_100(node_factory, tmp_path):
     node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
     body = b'{"prefix": "/"}'
