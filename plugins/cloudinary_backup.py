@@ -2,7 +2,8 @@
 
 Cloudinary stores every version of an asset as `<public_id>/<version>.<format>`, so a request path is
 not a key: the origin lists the public ID's folder (one ListObjectsV2 with `Prefix=<public_id>/` and
-`Delimiter=/`, so `shoe` never sees `shoe-red`), picks the pinned version or the newest, and reads
+`Delimiter=/`, so `shoe` never sees `shoe-red`), picks the pinned version or the newest (a pinned one
+newer than all in the folder is not backed up yet: not found), and reads
 that object exactly as the `s3` origin does (it *is* an `s3` origin, plus this resolution). The
 listing is cached per public ID for `resolution_ttl`, so other sizes and formats of an asset cost one
 GetObject and no listing — unless a URL pins a version newer than the listing knows (a new upload,
@@ -47,6 +48,9 @@ DELIVERY_TYPES = SIGNED_TYPES | {"upload"}
 _VERSION_SEGMENT = re.compile(r"v([0-9]{1,12})")
 #: a folder with more versions than this many listing pages (1000 keys each) is cut off
 MAX_LIST_PAGES = 100
+#: a version is its upload's Unix time: one later than now by more than this (clocks differ) was never
+#: uploaded, and is not found without a listing (made-up versions had each cost one)
+FUTURE_VERSION_SLACK_SECONDS = 86_400
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,8 @@ class CloudinaryBackupOrigin(S3Origin):
             raise OriginNotFound(path)
         if len(folder.encode()) >= MAX_KEY_BYTES:  # every version's key is longer than its folder
             raise OriginNotFound(path)
+        if asset.version is not None and asset.version > time.time() + FUTURE_VERSION_SLACK_SECONDS:
+            raise OriginNotFound(path)
         versions = self._resolutions.get(folder)
         if versions is not None and versions.may_lack(asset.version):
             versions = None  # a URL pinning a version newer than we listed: a new upload, list again
@@ -197,6 +203,11 @@ class CloudinaryBackupOrigin(S3Origin):
         if key is None:
             raise OriginNotFound(path)
         self._resolutions.put(folder, versions)
+        if versions.may_lack(asset.version):
+            # newer than every version backed up: an upload the backup has yet to copy (it lags). The newest
+            # instead would be cached for a year under a URL that names another image; a 404 is remembered
+            # for `not_found_ttl` only, so the URL serves its image once the backup has it
+            raise OriginNotFound(path)
         return await self.get_object(key, max_bytes=max_bytes, validators=validators)
 
     async def _list_versions(self, folder: str) -> Versions:

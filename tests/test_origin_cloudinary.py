@@ -183,6 +183,30 @@ async def test_a_url_pinning_a_newer_version_than_listed_lists_again(s3, backup_
     assert len(s3.lists(BUCKET)) == 2
 
 
+async def test_a_url_pinning_a_version_not_backed_up_yet_is_not_found_until_it_is(s3, backup_bucket, node_factory,
+                                                                                    tmp_path):
+    """Cloudinary's backup copies an upload some time after it: the SDK's URL of the new version had been
+    answered with the newest version backed up, an older image, cached for a year under the new one's URL."""
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key=DEMO + "lagging/1000000001.jpg", Body=solid(40, 30, colour(96)))
+    node = await node_factory(write_config(tmp_path, EVERY_MISS_TO_ORIGIN + config(s3)))
+    pinned = "/tr:w-20/image/upload/v1000000002/lagging.jpg"
+    assert (await node.fetch(pinned)).code == 404
+    assert len(s3.lists(BUCKET)) == 1
+    assert same_colour(centre_colour(decode(await node.fetch("/image/upload/v1/lagging.jpg"))), colour(96))
+    client.put_object(Bucket=BUCKET, Key=DEMO + "lagging/1000000002.jpg", Body=solid(40, 30, colour(97)))
+    assert same_colour(centre_colour(decode(await node.fetch(pinned))), colour(97))  # backed up now
+    assert len(s3.lists(BUCKET)) == 2
+
+
+async def test_a_version_from_the_future_is_not_found_without_a_listing(s3, backup_bucket, node_factory, tmp_path):
+    """A version is its upload's Unix time: made-up ones (`v999999999999`) had each cost a listing."""
+    node = await node_factory(write_config(tmp_path, EVERY_MISS_TO_ORIGIN + config(s3)))
+    for version in ("999999999999", "4102444800"):  # the year 33658, and 2100
+        assert (await node.fetch(f"/image/upload/v{version}/products/shoe.jpg")).code == 404
+    assert len(s3.lists(BUCKET)) == 0
+
+
 async def test_a_purge_after_an_upload_serves_the_new_version_at_once(s3, backup_bucket, node_factory, tmp_path):
     client = s3.client()
     client.put_object(Bucket=BUCKET, Key=DEMO + "replaced/1000000001.jpg", Body=solid(40, 30, colour(94)))
