@@ -121,6 +121,14 @@ _STRENGTH_SCALE = 20
 FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-copyright"}
 _FLAG_MEANINGS = {"progressive": "progressive JPEG", "keep_iptc": "keep all metadata",
                   "keep_attribution": "keep only the copyright-related metadata (EXIF Copyright and Artist)"}
+#: flags that ask for what the node always does, accepted so that URLs carrying them keep working
+UNCHANGING_FLAGS = {
+    "any_format": "with `f_auto`, any format may be chosen: the node's `f-auto` chooses among all it writes",
+    "preserve_transparency": "with `f_auto`, a transparent image stays transparent: the node's `f-auto` never "
+                             "chooses a format without alpha for one",
+    "strip_profile": "no ICC profile in the output: the node converts to sRGB and embeds none",
+    "force_strip": "no metadata in the output: the node strips it (unless `fl_keep_iptc`)",
+}
 #: `fl_progressive:<mode>`: Cloudinary's `semi` and `steep` tune a progressive JPEG's scans (fewer of them, or a
 #: preview then one pass), which libvips does not choose; `none`: "Do not deliver a progressive image"
 PROGRESSIVE_MODES = {"semi": "pr-true", "steep": "pr-true", "none": ""}
@@ -206,6 +214,7 @@ WORDS: tuple[Word, ...] = (
     Word("`fl_immutable_cache`", "(a header)",
          "`Cache-Control: …, immutable`: browsers do not revalidate the image on reload while it is fresh (not "
          "on a provisional answer: a stale copy, a default image); the same cached image as without"),
+    *(Word(f"`fl_{flag}`", "(nothing)", meaning) for flag, meaning in UNCHANGING_FLAGS.items()),
     Word("`fl_lossy`", "(nothing)",
          "with `f_auto` or a JPEG, WebP or AVIF output, already lossy: no change; with a PNG or GIF output "
          "(or none named) a 400"),
@@ -906,9 +915,12 @@ def _flag(c: _Component) -> list[str]:
             params.add("")
         elif name == "attachment" or flag == "immutable_cache":  # headers, not a transformation (`delivery_flag`)
             params.add("")
+        elif flag in UNCHANGING_FLAGS:
+            params.add("")
         else:
             raise c.fail("fl", f"flag {flag} not supported; supported: {', '.join(FLAGS)}, lossy, attachment, "
-                               f"immutable_cache, progressive:{', progressive:'.join(PROGRESSIVE_MODES)}")
+                               f"immutable_cache, {', '.join(UNCHANGING_FLAGS)}, "
+                               f"progressive:{', progressive:'.join(PROGRESSIVE_MODES)}")
     return sorted(params - {""})
 
 

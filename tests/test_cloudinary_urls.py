@@ -850,6 +850,22 @@ async def test_cs_srgb_and_no_cmyk_are_what_the_node_does_anyway(node, s3_server
     assert (refused.code, refused.body.decode().split(": ")[1]) == (400, "cs_keep_cmyk")
 
 
+@pytest.mark.parametrize("flag", ["any_format", "preserve_transparency", "strip_profile", "force_strip"])
+async def test_flags_asking_for_what_the_node_does_anyway_keep_their_urls_working(node, flag):
+    """`fl_any_format` and `fl_preserve_transparency` (with `f_auto`), `fl_strip_profile`, `fl_force_strip`:
+    the same cached image as without the flag (they were a 400), transparent where the original is, with
+    neither profile nor metadata. On the 12 MP photo and on a transparent PNG."""
+    for public_id, accept, expected in ((BALLOON_PHOTO, "image/jpeg", ("jpegload", 3)),
+                                        ("logo", "image/webp,image/png", ("webpload", 4))):
+        plain = await get(node, url(public_id, width=300, crop="scale", fetch_format="auto"), accept=accept)
+        flagged = await get(node, url(public_id, width=300, crop="scale", fetch_format="auto", flags=flag),
+                            accept=accept)
+        assert (flagged.code, flagged.headers["X-Cache"], flagged.body) == (200, "HIT", plain.body)
+        image = decode(flagged)
+        assert (loader(flagged), image.bands, image.width) == (*expected, 300)
+        assert [image.get_typeof(field) for field in ("icc-profile-data", "exif-data", "xmp-data")] == [0, 0, 0]
+
+
 async def test_image_overlays_in_both_syntaxes(node, s3_server):
     """`l_<public ID>` (folders with `:`), as the SDK writes an overlay: its own words in its component
     (the older syntax) or in the components up to `fl_layer_apply`, placed by a compass gravity and
