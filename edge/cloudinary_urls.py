@@ -141,7 +141,8 @@ LOSSY_OUTPUTS = ("auto", "jpg", "webp", "avif")
 
 WORDS: tuple[Word, ...] = (
     Word("`w_N`, `h_N`", "`w-N`, `h-N`",
-         "width, height in pixels; a decimal below 1 is a fraction of the input (`w_0.5`)"),
+         "width, height in pixels; a decimal is a multiple of the image at this step: below 1 a fraction "
+         "(`w_0.5`), from 1.0 `w-cw_mul_N`, `h-ch_mul_N` (`w_1.5`; `w_1.0`: as it is)"),
     Word("`ar_16:9`, `ar_1.5`", "`ar-16-9`, `ar-1.5-1`",
          "aspect ratio, with one of w/h (alone with `c_fill`, `c_lfill`, `c_crop`, `c_thumb`, `c_auto`: "
          "the largest part of that ratio)"),
@@ -741,8 +742,8 @@ class _Component:
         automatic = _AUTO_WIDTH.fullmatch(value) if key == "w" else None
         if automatic:  # Cloudinary's default rounding step, as `w-auto`'s; the fallback width: the node's `wf`
             return "w-auto" + (f",{self.parsed('w', 'wf', automatic.group(1))}" if automatic.group(1) else "")
-        if "." in value and _float(value) >= 1:
-            raise self.fail(key, "relative sizes of 1.0 and more are not supported; write pixels")
+        if "." in value and _float(value) >= 1:  # `w_1.5`: a multiple of the image as it is at this step
+            return self.parsed(key, key, f"{'cw' if key == 'w' else 'ch'}_mul_{value}")
         if (value == "auto" and key != "w") or value in ("iw", "ih") or value.startswith(("auto:", "iw_", "ih_", "$")):
             raise self.fail(key, "automatic and computed sizes are not supported")
         if factor == 1:

@@ -603,7 +603,6 @@ UNSUPPORTED = [
     (dict(transformation="nosuch"), "t_nosuch"),
     (dict(width=300, x=10, crop="fill"), "x_10"),
     (dict(aspect_ratio="1:1", crop="pad"), "ar_1:1"),
-    (dict(width=1.5, crop="scale"), "w_1.5"),
     (dict(width=400, height=400, crop="pad", background="auto:border_contrast"), "b_auto:border_contrast"),
     (dict(width=400, height=400, crop="auto"), "c_auto"),  # without its required gravity
     (dict(width=400, height=400, crop="fill_pad", gravity="auto"), "c_fill_pad"),
@@ -864,6 +863,18 @@ async def test_flags_asking_for_what_the_node_does_anyway_keep_their_urls_workin
         image = decode(flagged)
         assert (loader(flagged), image.bands, image.width) == (*expected, 300)
         assert [image.get_typeof(field) for field in ("icc-profile-data", "exif-data", "xmp-data")] == [0, 0, 0]
+
+
+async def test_a_decimal_size_of_1_or_more_is_a_multiple_of_the_image_at_its_step(node):
+    """`w_1.5`: 1.5 times the width the image has at this component, as `w_0.5` is half of it (they were
+    a 400). On the 12 MP photo (4240×2832): a quarter of it (1060 px), then 1.5 times that."""
+    chained = await get(node, url(BALLOON_PHOTO, transformation=[{"width": 0.25, "crop": "scale"},
+                                                                 {"width": 1.5, "crop": "scale"}], format="jpg"))
+    assert size(chained) == (1590, 1062)
+    assert size(await get(node, url(BALLOON_PHOTO, height=1.0, crop="scale", format="jpg"))) == (4240, 2832)
+    too_large = await node.fetch(url(BALLOON_PHOTO, width=150.0, crop="scale", format="jpg"))
+    assert (too_large.code, too_large.body) == (
+        400, b"invalid transformation: w-cw_mul_150: evaluates to 636000, above 65500\n")
 
 
 async def test_image_overlays_in_both_syntaxes(node, s3_server):
