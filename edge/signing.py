@@ -5,7 +5,8 @@ off: `tr:w-300/folder/img.jpg?tr=h-200` (query parameters included, in the order
 append the expiry (`9999999999` when the URL does not expire) and take the lower-case hex HMAC-SHA1
 of that text with the private key; `ik-t` and `ik-s` go last in the query. Verification repeats that
 on the URL exactly as the client sent it (still percent-encoded), so any change to it, however
-equivalent once decoded, fails the check. See docs/signed-urls.md.
+equivalent once decoded, fails the check; and on its path decoded, which the SDKs before imagekitio 5
+signed (`_as_written`). See docs/signed-urls.md.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hmac
 import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from .errors import SignatureRefused
 
@@ -32,6 +33,7 @@ REASONS = ("missing", "invalid", "expired")
 PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _SIGNATURE = re.compile(r"[0-9a-f]{40}")
 _EXPIRY = re.compile(r"[0-9]{1,12}")
+_ENCODED_SLASH = re.compile(rb"%2[fF]")
 
 
 def signature(key: str, unsigned_url: bytes, expires_at: int | str) -> str:
@@ -68,6 +70,14 @@ def unsigned_url(path: str, transformation: str | None = None, *, in_query: bool
         # the node would read the first folder as the transformation (`tr:x/in.jpg`): an empty one goes first
         encoded = f"tr:/{encoded}"
     return f"{encoded}?tr={transformation}" if transformation else encoded
+
+
+def _as_written(raw_path: str) -> bytes:
+    """The path as the SDKs before imagekitio 5 signed it: as the application wrote it, not encoded (a
+    browser then sends `my%20photo%20%C3%A9.jpg` for `my photo é.jpg`). Every escape is decoded but `%2F`,
+    so a signature over `a/b.jpg` never verifies `a%2Fb.jpg`, which the node reads as another path."""
+    pieces = _ENCODED_SLASH.split(raw_path.encode("latin-1"))
+    return b"%2F".join(unquote_to_bytes(piece) for piece in pieces)
 
 
 def _split(query: str) -> tuple[str, list[str], list[str]]:
@@ -120,8 +130,11 @@ class SignatureCheck:
             unsigned = (raw_rest + ("?" + kept if kept else "")).encode("latin-1")
         except UnicodeEncodeError:  # not text from a request line
             raise self.refused(endpoint, "invalid") from None
-        # Every key is tried, so the time taken does not tell which one (if any) matched.
-        matches = [hmac.compare_digest(_signature(key, unsigned, expiry), signatures[0]) for key in keys]
+        forms = [unsigned]
+        if "%" in raw_rest:
+            forms.append(_as_written(raw_rest) + (b"?" + kept.encode("latin-1") if kept else b""))
+        # Every key (and form) is tried, so the time taken does not tell which one (if any) matched.
+        matches = [hmac.compare_digest(_signature(key, form, expiry), signatures[0]) for key in keys for form in forms]
         if not any(matches):
             raise self.refused(endpoint, "invalid")
         if int(expiry) <= self._clock():
