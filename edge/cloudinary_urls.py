@@ -272,8 +272,9 @@ class CloudinaryPath:
     cloud: str
     delivery_type: str
     signature: str | None
-    #: what the signature covers: `<components>/<public_id.ext>` as sent (the SDKs sign the escaped form)
-    signed: str
+    #: what the signature may cover, each form tried: `<components>/<public_id.ext>` as sent, and with the
+    #: components as the SDKs wrote them (`_as_written`); the public ID is signed escaped
+    signed: tuple[str, ...]
     components: tuple[str, ...]
     version: str | None
     public_id: str  # with the extension
@@ -328,9 +329,28 @@ def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
         extension_format = EXTENSIONS.get(extension.lower())
         if extension_format is None:
             raise BadRequest(f"invalid transformation: .{extension}: this node does not write {extension} images")
-    signed = "/".join(raw[start:start + count] + raw_public)  # the version is not signed
+    sent = raw[start:start + count]
+    written = [_as_written(component) for component in sent]
+    # the version is not signed
+    signed = tuple(dict.fromkeys("/".join(form + raw_public) for form in (sent, written)))
     return CloudinaryPath(segments[0], segments[2], signature, signed, tuple(components), version,
                           "/".join(public), extension_format)
+
+
+#: what a browser percent-encodes in a path (WHATWG's path percent-encode set, and every non-ASCII byte)
+_BROWSER_ESCAPES = re.compile(r"%(?:20|22|23|3[CcEeFf]|60|7[BbDd])|(?:%[89A-Fa-f][0-9A-Fa-f])+")
+
+
+def _as_written(component: str) -> str:
+    """A component as the SDKs wrote and signed it, from what a browser sent: they leave spaces and non-ASCII
+    characters of `l_`, `d_` and text overlays unescaped (`l_brand:my logo`), which a browser then sends
+    escaped (`my%20logo`). Only the escapes a browser makes are undone: a `%2C` the SDK wrote itself stays."""
+    def undo(escape: re.Match) -> str:
+        try:
+            return unquote(escape.group(), errors="strict")
+        except UnicodeDecodeError:  # not UTF-8: no browser wrote it
+            return escape.group()
+    return _BROWSER_ESCAPES.sub(undo, component)
 
 
 def _without_seo_name(segments: list[str]) -> list[str]:
@@ -365,8 +385,8 @@ def check_signature(path: CloudinaryPath, secrets: tuple[str, ...], signed_only:
         return False
     if not secrets:
         return False
-    if not any(hmac.compare_digest(path.signature, signature(path.signed, secret, len(path.signature)))
-               for secret in secrets):
+    if not any([hmac.compare_digest(path.signature, signature(signed, secret, len(path.signature)))
+                for secret in secrets for signed in path.signed]):
         raise SignatureRefused("invalid")
     return True
 

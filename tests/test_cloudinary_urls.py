@@ -7,6 +7,7 @@ answer must be the very same bytes.
 import asyncio
 import subprocess
 import sys
+from urllib.parse import quote
 from pathlib import Path
 
 import cloudinary
@@ -641,6 +642,28 @@ async def test_signed_urls(s3, bucket, cloud, node_factory, tmp_path):
     assert total(metrics, "edge_signature_refusals_total", endpoint="default", reason="missing") == 1
     private = url("secret", type="private", sign_url=True, format="jpg")
     assert same_colour(centre_colour(decode(await get(node, private))), colour(4))
+
+
+async def test_signed_overlays_and_defaults_verify_as_a_browser_sends_what_the_sdk_wrote(s3, bucket, cloud,
+                                                                                            node_factory, tmp_path):
+    """The SDK signs and writes the components as given, `l_brand:my badge é` with its space and `é`; a
+    browser sends them escaped (`my%20badge%20%C3%A9`), which the node had refused as an invalid signature.
+    The public ID is signed escaped, as the SDK writes it."""
+    s3.client().put_object(Bucket=BUCKET, Key=DEMO + "brand/my badge é/1600000000.png",
+                           Body=solid(50, 50, (255, 0, 0), "png"))
+    node = await node_factory(write_config(tmp_path, config(s3, "signed_only = true", ik="")))
+    for options in ({"overlay": "brand:my badge é", "gravity": "north_west"},
+                    {"default_image": "brand:my badge é.png"}):
+        written = url(PHOTO, width=300, crop="scale", sign_url=True, format="jpg", **options)
+        assert " " in written  # as the SDK writes it
+        sent = quote(written, safe="/:,@!$&'()*+;=-._~%")  # as a browser sends it
+        image = decode(await get(node, sent))
+        if "overlay" in options:  # `w_300` sizes the badge, in its component: drawn 300 px wide on the photo
+            assert image.width == 3000 and same_colour(centre_colour(image.crop(0, 0, 300, 300)), (255, 0, 0))
+        else:  # the original is there: no default needed
+            assert image.width == 300
+        refused = await node.fetch(sent.replace("badge", "badges"))
+        assert (refused.code, refused.body) == (401, b"invalid signature\n")
 
 
 async def test_named_only_accepts_t_and_signed_urls(s3, bucket, cloud, node_factory, tmp_path):
