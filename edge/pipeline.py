@@ -274,6 +274,16 @@ class Pipeline:
         self._count("output", "hit")
         return Served(job.endpoint, "hit", cached, request=job.request)
 
+    def endpoint_of(self, call: ImageCall) -> str:
+        """The `endpoint` label of a call `serve` gave no answer to (its client gone, the worker stopping)."""
+        job = self._plans.get((call.host, call.uri, call.accept))
+        if job is not None:
+            return job.endpoint
+        try:
+            return endpoint_label(self._router.route(call.host, call.uri).endpoint.id)
+        except EdgeError:
+            return "-"
+
     def _job(self, call: ImageCall) -> _Job:
         return self._plans.get((call.host, call.uri, call.accept)) or self._plan(call)
 

@@ -470,15 +470,15 @@ class ImageHandler(BaseHandler):
         try:
             served = await self.node.pipeline.serve(call)
         except asyncio.CancelledError:
-            if self._client_gone:  # our own cancel: nobody to answer
-                task.uncancel()
+            if not (self._client_gone or self._given_up):
+                raise
+            task.uncancel()  # our own cancel: counted on the request's endpoint, as its answer would have been
+            self.endpoint_label = self.node.pipeline.endpoint_of(call)
+            if self._client_gone:  # nobody to answer
                 self.set_status(CLIENT_CLOSED_REQUEST, "Client Closed Request")
-                return
-            if self._given_up:  # our own cancel too: the worker is stopping
-                task.uncancel()
+            else:  # the worker is stopping
                 self._send_error(ShuttingDown())
-                return
-            raise
+            return
         finally:
             self._serving = None
             self.node.serving.discard(self)

@@ -55,7 +55,8 @@ async def test_a_disconnect_cancels_the_lone_origin_fetch(stalling_origin, node)
                 metric(node, "edge_abandoned_work_total", kind="originals"),
                 stalling_origin.disconnects) == (1, 1, 1)
     await until(abandoned, "the output's work and the origin fetch cancelled, the origin's connection closed")
-    assert metric(node, "edge_http_requests_total", status="499") == 1
+    # on the request's endpoint, as its answer would have been (it was counted on none: "-")
+    assert metric(node, "edge_http_requests_total", endpoint="default", status="499") == 1
 
     stalling_origin.behaviour.hold.set()  # the origin is back: nothing was stored, the next request fetches
     response = await node.fetch(PATH)
@@ -85,3 +86,17 @@ async def test_work_another_request_waits_for_goes_on(stalling_origin, node):
     assert (response.code, decode(response).width) == (200, 40)
     assert metric(node, "edge_abandoned_work_total") == 0
     assert (stalling_origin.requests["slow.jpg"], stalling_origin.disconnects) == (1, 0)
+
+
+async def test_a_request_given_up_as_the_worker_stops_is_counted_on_its_endpoint(stalling_origin, node):
+    """The 503 a request still waiting gets when the worker's drain is over (`give_up_serving`), like a
+    499, had been counted on no endpoint ("-"): an endpoint's error rate missed it."""
+    answer = asyncio.ensure_future(node.fetch(PATH))
+
+    async def fetching():
+        return stalling_origin.requests["slow.jpg"] == 1
+    await until(fetching, "the fetch reaching the origin")
+    assert node.node.give_up_serving() == 1
+    response = await answer
+    assert (response.code, response.headers["X-Edge-Error"]) == (503, "shutting_down")
+    assert metric(node, "edge_http_requests_total", endpoint="default", status="503") == 1
