@@ -155,6 +155,13 @@ class Supervisor:
         self.generation = 0
         self.pending: tuple[int, Config, float] | None = None  # (generation, config, ready deadline)
         self.reload_again = False
+        #: the workers are to be replaced once the reload under way is done (`_check_metrics_folder`)
+        self.replace_again = False
+        #: what `_finish_reload` logs of the generation under way
+        self._pending_done = ""
+        #: the multiprocess metrics folder, held open: deleted (a cleaner of the temporary folder), its
+        #: link count is 0 even if a folder of the same name was made since
+        self._metrics_folder: int | None = None
         self.restarts: list[float] = []
         self.stopping = False
         self.gave_up = False
@@ -178,6 +185,8 @@ class Supervisor:
             from .cache import checkpoint_left_logs
 
             metrics.node_started = time.time()
+            if self.multiprocess_metrics:
+                self._metrics_folder = os.open(os.environ["PROMETHEUS_MULTIPROC_DIR"], os.O_RDONLY | os.O_DIRECTORY)
             for number in range(self.config.server.workers):
                 self._spawn(number, self.generation, self.config)
             while self.workers or not self.stopping:
@@ -185,12 +194,15 @@ class Supervisor:
                 self._reap()
                 while self._signals:
                     self._on_signal(self._signals.pop(0))
+                self._check_metrics_folder()
                 self._progress()
             checkpoint_left_logs(self.config.cache.dir)
         finally:
             signal.set_wakeup_fd(previous_wakeup)
             os.close(wake_read)
             os.close(wake_write)
+            if self._metrics_folder is not None:
+                os.close(self._metrics_folder)
         return 1 if self.gave_up else 0
 
     def _wait_for_events(self, wake_read: int) -> None:
@@ -269,8 +281,8 @@ class Supervisor:
                 for signum in _SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor reloads; a worker is replaced
-                inherited = [pipe_read, *self._wake_fds,
-                             *(w.pipe for w in self.workers.values() if w.pipe is not None)]
+                inherited = [pipe_read, *self._wake_fds, *(w.pipe for w in self.workers.values() if w.pipe is not None),
+                             *([] if self._metrics_folder is None else [self._metrics_folder])]
                 for fd in inherited:
                     os.close(fd)
                 for other in self.sockets[:number] + self.sockets[number + 1:]:
@@ -351,6 +363,28 @@ class Supervisor:
         self.pending = None
         self._stop(list(self.workers.values()))
 
+    def _check_metrics_folder(self) -> None:
+        """Make the metrics folder again if it was deleted, and replace the workers: every new worker's files
+        failed to open (a reload, or a crashed worker's replacement, could not start: the node stopped), and
+        the running ones write into deleted files, which no scrape reads."""
+        if self._metrics_folder is None or self.stopping or os.fstat(self._metrics_folder).st_nlink > 0:
+            return
+        folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            replacement = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as error:
+            log.error("the metrics folder %s was deleted and cannot be made again: %s", folder, error.strerror)
+            return  # tried again at the next turn
+        os.close(self._metrics_folder)
+        self._metrics_folder = replacement
+        log.warning("the metrics folder %s was deleted (a cleaner of the temporary folder?): made again; "
+                    "replacing the workers, whose counts it held", folder)
+        if self.pending is not None:
+            self.replace_again = True  # once the new workers serve: they may have opened the deleted folder
+        else:
+            self._start_generation(self.config, "workers replaced")
+
     # -- reloading --------------------------------------------------------------------------------
     def _begin_reload(self) -> None:
         if self.pending is not None:
@@ -371,23 +405,31 @@ class Supervisor:
             log.warning("SIGHUP: [server] %s changed in the file but needs a restart; keeping %s",
                         ", ".join(key.split(" ")[0] for key in kept), ", ".join(kept))
         config = replace(loaded, server=replace(loaded.server, **{key: getattr(server, key) for key in RESTART_KEYS}))
-        generation = self.generation + 1
-        self.pending = (generation, config, self.clock() + READY_TIMEOUT_SECONDS)
         # the supervisor's own lines, and the new workers' (forked with its handler), the new way
         configure_logging(config.server.log_level, config.server.log_format)
         log.info("SIGHUP: config %s is valid; starting %d new worker(s)", config.source, server.workers)
-        for number in range(server.workers):
+        self._start_generation(config, f"config reloaded from {config.source}")
+
+    def _start_generation(self, config: Config, done: str) -> None:
+        """Start a new generation of workers on `config`; once they all serve, the old ones stop, and `done`
+        is logged."""
+        generation = self.generation + 1
+        self.pending = (generation, config, self.clock() + READY_TIMEOUT_SECONDS)
+        self._pending_done = done
+        for number in range(config.server.workers):
             self._spawn(number, generation, config)
 
     def _finish_reload(self, generation: int, config: Config) -> None:
         old = [w for w in self.workers.values() if w.generation != generation]
         self.config, self.generation, self.pending = config, generation, None
         self._stop(old)
-        log.info("config reloaded from %s; %d old worker(s) finish their requests and exit",
-                 config.source, len(old))
+        log.info("%s; %d old worker(s) finish their requests and exit", self._pending_done, len(old))
         if self.reload_again:
             self.reload_again = False
             self._begin_reload()
+        elif self.replace_again:
+            self.replace_again = False
+            self._start_generation(self.config, "workers replaced")
 
     def _abandon_reload(self, reason: str) -> None:
         generation = self.pending[0]

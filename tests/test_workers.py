@@ -3,6 +3,7 @@
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 
@@ -218,6 +219,41 @@ async def test_a_metrics_file_a_worker_has_only_just_created_is_read_as_empty(tm
         assert node.stop() == 0
     log = "".join(node.log)
     assert "exited with status 1" not in log and "struct.error" not in log, log
+
+
+async def test_a_deleted_metrics_folder_is_made_again_and_the_workers_replaced(tmp_path):
+    """A cleaner of the temporary folder deletes it: /metrics had counted nothing from then on, and every
+    new worker failed to open its files (a reload was refused; a crashed worker's replacements kept dying,
+    and the supervisor stopped the node)."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    node = NodeProcess(write_config(tmp_path, CONFIG), env={"TMPDIR": str(temporary)})
+    try:
+        client = AsyncHTTPClient()
+        (folder,) = temporary.glob("edge-metrics-*")
+        old_workers = set(node.worker_pids())
+        seen = len(node.log)
+        shutil.rmtree(folder)
+        await asyncio.to_thread(node.wait_for_log, "workers replaced; 2 old worker", 60, seen)
+        assert folder.is_dir()
+
+        async def replaced() -> bool:
+            return not old_workers & set(node.worker_pids())
+        await until(replaced, "the old workers gone")
+        for width in range(20, 25):
+            assert (await client.fetch(f"{node.url}/tr:w-{width}/coffee.jpg")).code == 200
+        metrics = await scrape_when(node.url, "edge_http_requests_total", 5, status="200")
+        assert total(metrics, "edge_workers") == 2
+        victim = node.worker_pids()[0]  # a crashed worker is replaced, its files opened in the folder
+        seen = len(node.log)
+        os.kill(victim, signal.SIGKILL)
+        node.wait_for_log(f"pid {victim}\\) exited with status .*; restarted", start=seen)
+        await scrape_when(node.url, "edge_workers", 2)
+        seen = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, seen)
+    finally:
+        assert node.stop() == 0
 
 
 def test_a_killed_supervisors_metrics_folder_is_removed_by_the_next_start(tmp_path):
