@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -36,6 +37,24 @@ def usable_cache_dir(directory: Path, *, create: bool) -> None:
             pass
     except OSError as exc:
         raise StartupError(f"cache folder {directory}: cannot write in {target}: {exc.strerror}") from None
+
+
+def budgets_over_the_disk(config: Config) -> str | None:
+    """A warning when `output_size` and `original_size` together exceed the filesystem holding the cache
+    folder: the tiers then fill the disk before they evict, and stores fail with it full."""
+    target = config.cache.dir
+    while not target.exists():
+        target = target.parent
+    try:
+        disk = shutil.disk_usage(target).total
+    except OSError:
+        return None  # `usable_cache_dir` says what is wrong with it
+    budgets = config.cache.output_size + config.cache.original_size
+    if budgets <= disk:
+        return None
+    return (f"[cache] output_size + original_size ({budgets / 10**9:.1f} GB) exceed the filesystem holding "
+            f"{config.cache.dir} ({disk / 10**9:.1f} GB): the tiers will fill it before they evict, and stores "
+            f"then fail; lower them below its size, less what else it holds")
 
 
 #: in a cache folder, the file a serving node holds locked (and writes its pid in)

@@ -5,6 +5,7 @@ in one line (over the real `edge` command)."""
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -172,6 +173,24 @@ async def test_serve_with_its_standard_streams_closed_puts_them_on_dev_null(tmp_
     finally:
         process.terminate()
         assert process.wait(timeout=60) == 0
+
+
+def test_budgets_over_the_cache_disk_are_a_warning_at_check_config_and_at_start(tmp_path):
+    """`output_size = "900TB"` (a unit mistaken): the tiers would fill the disk before they evict."""
+    disk = shutil.disk_usage(tmp_path).total
+    config = write_config(tmp_path, local_config(before=f'[cache]\ndir = "cache"\noutput_size = {disk}\n'))
+    warning = (f"[cache] output_size + original_size ({(disk + 10**9) / 10**9:.1f} GB) exceed the filesystem "
+               f"holding {tmp_path / 'cache'} ({disk / 10**9:.1f} GB): the tiers will fill it before they evict, "
+               f"and stores then fail; lower them below its size, less what else it holds")
+    result = edge_command("check-config", "--config", str(config))
+    assert (result.returncode, result.stderr) == (0, f"edge: warning: {warning}\n")
+    node = NodeProcess(config)
+    try:
+        assert any(line.rstrip().endswith(f"WARNING edge {warning}") for line in node.log), node.log
+    finally:
+        assert node.stop() == 0
+    fits = write_config(tmp_path, local_config(before=f'[cache]\ndir = "cache"\noutput_size = {disk // 2}\n'))
+    assert edge_command("check-config", "--config", str(fits)).stderr == ""
 
 
 def test_check_config_finds_an_unusable_cache_folder(tmp_path):
