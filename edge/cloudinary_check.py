@@ -51,6 +51,9 @@ def check_url(router: Router, url: str) -> Verdict:
         parts = urlsplit(url)
     except ValueError as error:  # an IPv6 host without its `]`: no request could carry it
         return Verdict(url, 400, f"not a URL ({error})")
+    if parts.scheme not in ("http", "https") and not url.startswith("/"):
+        # no request target: such a line had been read as a path of the default endpoint, and "served"
+        return Verdict(url, 400, "not a URL: write it whole (https://…) or as a path starting with /")
     name = (parts.hostname or "").lower()
     host = "" if name == CLOUDINARY_DOMAIN or name.endswith("." + CLOUDINARY_DOMAIN) else parts.netloc
     try:

@@ -729,6 +729,7 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
         "http://res.cloudinary.com" + url(PHOTO, cloud_name="other"),
         "http://res.cloudinary.com" + url("no/such/asset", width=20, format="jpg"),
         "https://[::1" + url(PHOTO),  # an IPv6 host without its `]`: no request could carry it
+        "res.cloudinary.com" + url(PHOTO),  # no scheme: had been read as a path of the default endpoint, "OK"
     ]) + "\n")
     config_path = tmp_path / "edge.toml"  # the node's own config, written by the fixture
     command = [sys.executable, "-m", "edge", "cloudinary-check", "--config", str(config_path), "--urls", str(urls)]
@@ -738,14 +739,15 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
     assert "unsupported words (URLs):\n  u_badge  2\n  e_cartoonify  1\n" in offline.stdout
     assert "  404 not found  1\n" in offline.stdout
     assert "  400 not a URL (Invalid IPv6 URL)  1\n" in offline.stdout
-    assert "8 URLs: 3 served, 5 not" in offline.stdout
+    assert "  400 not a URL: write it whole (https://…) or as a path starting with /  1\n" in offline.stdout
+    assert "9 URLs: 3 served, 6 not" in offline.stdout
 
     online = await asyncio.to_thread(subprocess.run, [*command, "--base-url", node.url], capture_output=True,
                                      text=True, timeout=120)
     assert "fetched: OK jpeg 300x200" in online.stdout
     assert "fetched: OK png 256x256" in online.stdout
     assert "fetched: FAILED 404" in online.stdout
-    assert "8 URLs: 2 served, 6 not" in online.stdout
+    assert "9 URLs: 2 served, 7 not" in online.stdout
 
 
 @pytest.mark.parametrize("path, components, origin_path", [
