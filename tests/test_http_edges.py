@@ -385,13 +385,8 @@ async def test_a_body_refused_unread_gets_its_400_without_a_100_first(node_facto
     """Tornado sent `100 (Continue)`, then its 400: the client started sending a body (up to the size it
     announced) only to have it refused."""
     node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(node))
-    try:
-        writer.write(f"POST {target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n"
-                     f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n".encode())
-        answer = Answer(await asyncio.wait_for(reader.read(), WAIT))  # to the end: the connection is closed
-    finally:
-        writer.close()
+    answer = await exchange(node.url, f"POST {target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n"
+                                      f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n".encode())
     assert (answer.status, answer.body, answer.headers["connection"]) == (400, b"bad request\n", "close")
 
 
@@ -401,13 +396,9 @@ async def test_close_among_other_connection_options_closes_the_connection(node_f
     `close`, and kept the connection open after `Connection: TE, close`."""
     node = await node_factory(write_config(tmp_path, local_config()))
     for target in ("/tr:w-20/coffee.jpg", "/tr:w-20/coffee.jpg", "/tr:w-20/missing.jpg"):  # a miss, a hit, a 404
-        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(node))
-        try:
-            writer.write(f"GET {target} HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n"
-                         f"Connection: {connection}\r\n\r\n".encode())
-            answer = Answer(await asyncio.wait_for(reader.read(), WAIT))  # to the end: the connection is closed
-        finally:
-            writer.close()
+        # read to the end: the connection is closed
+        answer = await exchange(node.url, f"GET {target} HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n"
+                                          f"Connection: {connection}\r\n\r\n".encode())
         assert answer.status in (200, 404) and answer.headers["connection"] == "close"
 
 
