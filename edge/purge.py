@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .cache import Caches, path_key, path_prefix_key
 from .cloudinary_urls import same_asset
@@ -81,6 +81,8 @@ def key_prefixes(router: Router, target: dict[str, str]) -> list[str]:
         parts = urlsplit(value)
     except ValueError:  # `http://[::1`: an unclosed IPv6 literal
         raise BadRequest(f"{kind}: not a URL or a path") from None
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
+        raise BadRequest(f"{kind}: a . or .. segment (no path the node serves has one)")
     try:
         request = router.route(parts.netloc, as_target("/" + parts.path.lstrip("/")), for_purge=True)
     except NothingToServe:

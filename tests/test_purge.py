@@ -149,8 +149,9 @@ async def test_without_the_token_purge_is_a_401_and_removes_nothing(node, header
      b"url: holds the control character '\\x7f' (a path's own is percent-encoded)\n"),
     (b'{"prefix": " /shop/shoes/"}', b"prefix: starts or ends with white space\n"),
     (b'{"url": "/shop/shoes/red.jpg "}', b"url: starts or ends with white space\n"),
-    (b'{"prefix": "/shop/../"}', b"prefix: no endpoint of this node serves '/shop/../'\n"),
-    (b'{"prefix": "/shop/shoes/%2e%2e/"}', b"prefix: no endpoint of this node serves '/shop/shoes/%2e%2e/'\n"),
+    (b'{"prefix": "/shop/../"}', b"prefix: a . or .. segment (no path the node serves has one)\n"),
+    (b'{"prefix": "/shop/shoes/%2e%2e/"}', b"prefix: a . or .. segment (no path the node serves has one)\n"),
+    (b'{"url": "/shop/./shoes/red.jpg"}', b"url: a . or .. segment (no path the node serves has one)\n"),
 ])
 async def test_a_malformed_purge_is_a_400_naming_the_problem(node, body, message):
     await warm(node)
