@@ -27,9 +27,7 @@ def usable_cache_dir(directory: Path, *, create: bool) -> None:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"cache folder {directory}: cannot create it: {exc.strerror}") from None
-    target = directory
-    while not target.exists():
-        target = target.parent
+    target = _nearest_existing(directory)
     if not target.is_dir():
         raise StartupError(f"cache folder {directory}: {target} is not a folder")
     try:
@@ -39,14 +37,18 @@ def usable_cache_dir(directory: Path, *, create: bool) -> None:
         raise StartupError(f"cache folder {directory}: cannot write in {target}: {exc.strerror}") from None
 
 
+def _nearest_existing(directory: Path) -> Path:
+    """`directory`, or its nearest parent that exists (where serve would create it)."""
+    while not directory.exists():
+        directory = directory.parent
+    return directory
+
+
 def budgets_over_the_disk(config: Config) -> str | None:
     """A warning when `output_size` and `original_size` together exceed the filesystem holding the cache
     folder: the tiers then fill the disk before they evict, and stores fail with it full."""
-    target = config.cache.dir
-    while not target.exists():
-        target = target.parent
     try:
-        disk = shutil.disk_usage(target).total
+        disk = shutil.disk_usage(_nearest_existing(config.cache.dir)).total
     except OSError:
         return None  # `usable_cache_dir` says what is wrong with it
     budgets = config.cache.output_size + config.cache.original_size
