@@ -11,7 +11,8 @@ goes to the application unchanged, as if the shortcut were not there: anything w
 signatures, `ik-attachment`), a body, a conditional header, another method or HTTP version, a target
 that is not an image path (an admin path, or not starting with `/`: the application's routes decide;
 an absolute-form target reaches here as its path already, `edge.httpserver`), no `Host`,
-a URL that does not plan (answered, and counted, by the application), a disk hit or a miss.
+a URL that does not plan (answered, and counted, by the application), a body over `LARGE_BODY` (sent in
+pieces by `ImageHandler`, which counts what a client that leaves mid-way was sent), a disk hit or a miss.
 """
 
 from __future__ import annotations
@@ -100,8 +101,9 @@ class _Request(httputil.HTTPMessageDelegate):
         node, start_line, headers = self._shortcut.node, self._start_line, self._headers
         host = headers[_HOST]  # as `HTTPServerRequest.host` (an absolute-form target's authority: edge.httpserver)
         try:
+            # a large body goes the usual way: `ImageHandler` sends it in pieces, counting what was sent
             served = node.pipeline.memory_hit(ImageCall(host, start_line.path, None, header_value(headers, "Accept"),
-                                                        headers))
+                                                        headers), LARGE_BODY)
         except Exception:  # a bug: the application answers (and logs what it finds)
             log.exception("the hit shortcut failed; the request goes the usual way")
             return False
@@ -115,11 +117,7 @@ class _Request(httputil.HTTPMessageDelegate):
             response["Content-Disposition"] = attachment(start_line.path, output.content_type,
                                                          served.request.attachment)
         response[CONTENT_LENGTH] = str(len(output.body))
-        if len(output.body) > LARGE_BODY:  # not joined to the header block: no copy of the body (server.LARGE_BODY)
-            self._connection.write_headers(_OK, response)
-            self._connection.write(output.body)
-        else:
-            self._connection.write_headers(_OK, response, output.body)
+        self._connection.write_headers(_OK, response, output.body)
         self._connection.finish()
         seconds = time.monotonic() - self._started
         count_image_answer(node.metrics, served.endpoint, 200, "hit", seconds, len(output.body))

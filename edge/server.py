@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote_to_bytes
 import pyvips
 import tornado.web
 from tornado import httputil
+from tornado.iostream import StreamClosedError
 
 from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
@@ -82,28 +83,38 @@ class LargeBodies:
     """Bytes of large bodies (over `LARGE_BODY`) this process is sending, held to `[server] send_memory`.
     A body stays in memory until its client has taken it (for an output read from disk, a copy per
     request), and a client may read slowly, or not at all until `send_timeout` drops it: without a
-    bound, a thousand such clients hold a thousand bodies. One body is always let through, however
-    large, so that no setting refuses every answer of an image. (The hit shortcut's bodies are the
-    memory tier's own, shared by every client: not counted.)"""
+    bound, a thousand such clients hold a thousand bodies. A body is counted once however many clients
+    it is being sent to (a herd's one output, a memory-tier copy): the memory is that of one. One body
+    is always let through, however large, so that no setting refuses every answer of an image."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.held = 0
+        #: id of each body being sent → how many clients it is being sent to (the ids are stable: each
+        #: sender holds its body)
+        self._senders: dict[int, int] = {}
 
     def refuses(self, size: int) -> bool:
-        """Whether a body of `size` would not be let through now (also asked from the cache's threads,
+        """Whether a new body of `size` would not be let through now (also asked from the cache's threads,
         before a stored body is read: `ImageHandler._body_needed`)."""
         held = self.held
         return bool(held) and held + size > self.capacity
 
-    def hold(self, size: int) -> bool:
-        if self.refuses(size):
-            return False
-        self.held += size
+    def hold(self, body: bytes) -> bool:
+        senders = self._senders.get(id(body), 0)
+        if not senders:
+            if self.refuses(len(body)):
+                return False
+            self.held += len(body)
+        self._senders[id(body)] = senders + 1
         return True
 
-    def release(self, size: int) -> None:
-        self.held -= size
+    def release(self, body: bytes) -> None:
+        senders = self._senders.pop(id(body)) - 1
+        if senders:
+            self._senders[id(body)] = senders
+        else:
+            self.held -= len(body)
 
 
 class Node:
@@ -292,12 +303,14 @@ class BaseHandler(tornado.web.RequestHandler):
     def initialize(self, node: Node) -> None:
         self.node = node
         self.started = time.monotonic()
+        self.answered: float | None = None
 
     def seconds(self) -> float:
-        """How long the request has taken: by the monotonic clock, not Tornado's `request_time()` (the wall
-        clock's: a request across a step back of the clock took -2 h, in the access log and the duration
-        histogram's sum, which then went down)."""
-        return time.monotonic() - self.started
+        """How long the request has taken until its answer was written out (a large body's header block: the
+        time its client takes to download the body is not the node's): by the monotonic clock, not Tornado's
+        `request_time()` (the wall clock's: a request across a step back of the clock took -2 h, in the access
+        log and the duration histogram's sum, which then went down)."""
+        return (self.answered or time.monotonic()) - self.started
 
     def clear(self) -> None:
         # Tornado's `clear` (called for every answer, and again for an error's): the `Date` formatted
@@ -485,8 +498,8 @@ class ImageHandler(BaseHandler):
         self.endpoint_label, self.cache_result = served.endpoint, served.cache
         if served.error is not None:
             self._send_error(served.error)
-        else:
-            self._respond(served)
+        elif (body := self._respond(served)) is not None:
+            await self._send_large(body)
 
     def _body_needed(self, size: int, etag: str | None) -> bool:
         """Whether `_respond` sends a stored output's body, still on disk (asked from a cache thread:
@@ -506,7 +519,8 @@ class ImageHandler(BaseHandler):
         # most image URLs have no query: skip Tornado's argument decoding for them
         return self.get_query_argument(name, None) if self.request.query else None
 
-    def _respond(self, served: Served) -> None:
+    def _respond(self, served: Served) -> bytes | None:
+        """Answer with `served`'s output; a body over `LARGE_BODY` is returned, to be sent by `_send_large`."""
         output = served.output
         self.origin_name = output.source.origin
         if _failed_precondition(self.request.headers, output.etag, output.last_modified):
@@ -533,14 +547,31 @@ class ImageHandler(BaseHandler):
             self.body_bytes = size
             self.finish(output.body)
             return
-        large_bodies = self.node.large_bodies
-        if not large_bodies.hold(size):
+        if not self.node.large_bodies.hold(output.body):
             self._send_error(SendMemoryExhausted())
-            return
-        self.body_bytes = size
-        self.flush()  # the header block alone (Content-Length set above); then the body itself, uncopied
-        # done once the client has taken the body, or the connection is gone
-        self.finish(output.body).add_done_callback(lambda _: large_bodies.release(size))
+            return None
+        return output.body
+
+    async def _send_large(self, body: bytes) -> None:
+        """Send a body over `LARGE_BODY` after the header block (else Tornado joins the two: a copy of the
+        body), `LARGE_BODY` at a time, each piece once the last one has been handed to the kernel: so
+        `body_bytes` (the access log's `bytes`, `edge_response_bytes_total`) counts what a client that
+        leaves mid-way was sent (to within a piece, as nginx's `$body_bytes_sent`), not the whole body."""
+        self.answered = time.monotonic()
+        connection = self.request.connection
+        try:
+            self.flush()
+            view = memoryview(body)
+            for start in range(0, len(view), LARGE_BODY):
+                piece = view[start:start + LARGE_BODY]
+                connection.write(piece)  # through Tornado's framing: it counts what `Content-Length` is owed
+                await connection.stream.write(b"")  # done once all written so far is the kernel's
+                self.body_bytes += len(piece)
+        except StreamClosedError:  # the client has gone, or `send_timeout` dropped it
+            pass
+        finally:
+            self.node.large_bodies.release(body)
+        self.finish()
 
     def _send_error(self, error: EdgeError) -> None:
         headers = dict(error.headers)

@@ -3,6 +3,7 @@ connection cap, send timeout, and a node out of file descriptors that neither sp
 
 import asyncio
 import email.utils
+import json
 import os
 import re
 import signal
@@ -16,8 +17,10 @@ from tornado.httpclient import AsyncHTTPClient
 from benchmarks.common import cpu_seconds
 from edge.httpserver import CONNECTION_CLOSES
 from edge.testing import total
-from tests.nodes import NodeProcess, exchange, local_config, until, until_stored, write_config
+from tests.nodes import NodeProcess, exchange, local_config, until, until_stored, web_config, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
+from tests.scrape import scrape_when
+from tests.servers import HTTPOrigin
 
 WAIT = 10  # seconds any single answer may take here
 
@@ -307,6 +310,34 @@ async def test_a_client_that_stops_reading_is_dropped_after_send_timeout(node_fa
         stalled.close()
 
 
+@pytest.mark.parametrize("memory_tier", ["", '[cache]\ndir = "cache"\nmemory_size = "400MB"'], ids=["from disk", "from memory"])
+async def test_a_large_body_left_mid_way_is_counted_as_far_as_it_was_sent(node_factory, tmp_path, photos,  # noqa: F811
+                                                                           capsys, memory_tier):
+    """The access log's `bytes` and `edge_response_bytes_total` counted a large body whole as soon as it was
+    queued, though its client left after a few hundred kB: an operator's bandwidth figures were the
+    bodies' sizes, not what was sent. Whether the body comes from disk or from the memory tier (a tier
+    of 400 MB keeps outputs up to 25 MB, answered below `tornado.web` when small: `edge.hits`)."""
+    config = write_config(tmp_path, local_config(photos.folder, before=f'[server]\nsend_timeout = "1s"\n{memory_tier}'))
+    node = await node_factory(config)
+    whole = await node.fetch("/photo.png")  # the 12 MP PNG as stored: 19.6 MB
+    assert whole.code == 200 and len(whole.body) > 10_000_000
+    stalled = await client_asking(node.url, "/photo.png", receive_buffer=4096)
+    try:
+        head = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(stalled, 4096), WAIT)
+        assert status(head) == 200
+        exposition = await scrape_when(node.url, "edge_http_requests_total", 2, endpoint="default", status="200")
+    finally:
+        stalled.close()
+    sent = total(exposition, "edge_response_bytes_total", endpoint="default") - len(whole.body)
+    assert 0 <= sent < 5_000_000  # what the socket buffers took before `send_timeout` dropped the client
+    node.node.access_log.flush()
+    assert node.node.access_log.written(10)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    photo = [(line["status"], line["bytes"]) for line in lines if line["path"] == "/photo.png"]
+    assert photo == [(200, len(whole.body)), (200, sent)]
+    assert all(line["duration_ms"] < 1000 for line in lines)  # until the answer began: not the client's download
+
+
 async def test_large_bodies_being_sent_are_held_to_send_memory(node_factory, tmp_path, photos):  # noqa: F811
     node = await node_factory(photos_config(tmp_path, photos, 'send_memory = "30MB"'))
     whole = await node.fetch("/photo.png")  # 19.6 MB: one fits, two do not
@@ -328,6 +359,47 @@ async def test_large_bodies_being_sent_are_held_to_send_memory(node_factory, tmp
     await until(released, "the stalled body to be let go", WAIT)
     again = await node.fetch("/photo.png")
     assert again.code == 200 and again.body == whole.body
+
+
+@pytest.mark.parametrize("memory_tier", ["", '[cache]\ndir = "cache"\nmemory_size = "400MB"'], ids=["a herd", "a memory-tier copy"])
+async def test_one_body_sent_to_many_clients_is_held_once(node_factory, tmp_path, photos, memory_tier):  # noqa: F811
+    """`send_memory` counted a body once per client it was being sent to, though they share one copy: a
+    herd's output (the single flight hands the same bytes to every waiter) or the memory tier's. Three
+    clients of a 19.6 MB output, `send_memory = "30MB"`: two got 503 for memory that was never used."""
+    origin = await HTTPOrigin(files={"photo.png": (photos.folder / "photo.png").read_bytes()}).start()
+    origin.behaviour.hold = asyncio.Event()  # the herd's fetch stays in flight until every client has asked
+    node = await node_factory(write_config(tmp_path, web_config(
+        origin.url, f'[server]\nsend_memory = "30MB"\n{memory_tier}', origin='timeout = "60s"')))
+    clients = []
+    try:
+        if memory_tier:
+            origin.behaviour.hold.set()
+            for _ in range(2):  # stored, then read from disk and kept in the memory tier for the next ones
+                earlier = await node.fetch("/photo.png")
+                assert earlier.code == 200 and len(earlier.body) > 10_000_000
+        for _ in range(3):
+            clients.append(await client_asking(node.url, "/photo.png", receive_buffer=4096))
+
+        async def all_asked() -> bool:
+            return node.node.inflight == 3 or bool(memory_tier)
+        await until(all_asked, "three requests in flight")
+        origin.behaviour.hold.set()
+        loop = asyncio.get_running_loop()
+        heads = [await asyncio.wait_for(loop.sock_recv(client, 4096), WAIT) for client in clients]
+        assert [status(head) for head in heads] == [200, 200, 200]
+        body_size = int(re.search(rb"Content-Length: (\d+)", heads[0]).group(1))
+        assert node.node.large_bodies.held == body_size
+    finally:
+        origin.behaviour.hold.set()
+        for client in clients:
+            client.close()
+        await origin.stop()
+    assert origin.requests == {"photo.png": 1}
+
+    async def released() -> bool:
+        return node.node.large_bodies.held == 0
+
+    await until(released, "the bodies to be let go", WAIT)
 
 
 async def test_a_client_that_pauses_less_than_send_timeout_gets_its_whole_response(node_factory, tmp_path,
