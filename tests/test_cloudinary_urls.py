@@ -55,6 +55,7 @@ def bucket(s3_server):
         f"{BALLOON_PHOTO}/1700000000.jpg": photo_with_a_balloon(),
         f"{KITE_PHOTO}/1700000000.jpg": photo_with_a_balloon(kite=True),
         f"{FRAMED_PHOTO}/1700000000.jpg": photo_with_a_frame(),
+        f"{CUTOUT_PHOTO}/1700000000.png": photo_cut_out(),
     }
     for key, body in objects.items():
         client.put_object(Bucket=BUCKET, Key=DEMO + key, Body=body)
@@ -63,6 +64,7 @@ def bucket(s3_server):
 
 
 BALLOON_PHOTO = "photos/balloon"  # 4240×2832 (12 MP) JPEG
+CUTOUT_PHOTO = "photos/cutout"  # the same as a PNG, transparent but for its middle quarter
 ORANGE = (255, 140, 0)
 BALLOON = (3900, 1000, 300)  # centre and radius: right of a centred square crop (x 704–3536)
 KITE_PHOTO = "photos/kite"  # the balloon photo with a black kite at the top, in the middle: 4240×2832, no face
@@ -80,6 +82,17 @@ def photo_with_a_balloon(kite: bool = False) -> bytes:
     field = grain.bandjoin([grain, grain]).cast("uchar").copy(interpretation="srgb")
     field = field.draw_circle(list(ORANGE), *BALLOON, fill=True)
     return (field.draw_circle(list(BLACK), *KITE, fill=True) if kite else field).jpegsave_buffer(Q=88)
+
+
+def photo_cut_out() -> bytes:
+    """The balloon photo as a 12 MP PNG (10 MB) with an alpha channel: opaque in the middle half of each
+    side, transparent around it."""
+    import pyvips
+    photo = pyvips.Image.new_from_buffer(photo_with_a_balloon(), "")
+    width, height = photo.width, photo.height
+    alpha = pyvips.Image.black(width, height).draw_rect(255, width // 4, height // 4, width // 2, height // 2,
+                                                        fill=True)
+    return photo.bandjoin(alpha).copy(interpretation="srgb").pngsave_buffer(compression=6)
 
 
 def orange_pixels(image, orange: tuple[int, int, int] = ORANGE) -> int:
@@ -878,8 +891,9 @@ async def test_cs_srgb_and_no_cmyk_are_what_the_node_does_anyway(node, s3_server
 async def test_flags_asking_for_what_the_node_does_anyway_keep_their_urls_working(node, flag):
     """`fl_any_format` and `fl_preserve_transparency` (with `f_auto`), `fl_strip_profile`, `fl_force_strip`:
     the same cached image as without the flag (they were a 400), transparent where the original is, with
-    neither profile nor metadata. On the 12 MP photo and on a transparent PNG."""
+    neither profile nor metadata. On the 12 MP photo as a JPEG and as a PNG cut out, and on a logo."""
     for public_id, accept, expected in ((BALLOON_PHOTO, "image/jpeg", ("jpegload", 3)),
+                                        (CUTOUT_PHOTO, "image/png", ("pngload", 4)),
                                         ("logo", "image/webp,image/png", ("webpload", 4))):
         plain = await get(node, url(public_id, width=300, crop="scale", fetch_format="auto"), accept=accept)
         flagged = await get(node, url(public_id, width=300, crop="scale", fetch_format="auto", flags=flag),
@@ -888,15 +902,19 @@ async def test_flags_asking_for_what_the_node_does_anyway_keep_their_urls_workin
         image = decode(flagged)
         assert (loader(flagged), image.bands, image.width) == (*expected, 300)
         assert [image.get_typeof(field) for field in ("icc-profile-data", "exif-data", "xmp-data")] == [0, 0, 0]
+        if public_id == CUTOUT_PHOTO:  # transparent around the middle, as the original
+            assert (image(5, 5)[3], image(150, image.height // 2)[3]) == (0, 255)
 
 
 async def test_a_decimal_size_of_1_or_more_is_a_multiple_of_the_image_at_its_step(node):
     """`w_1.5`: 1.5 times the width the image has at this component, as `w_0.5` is half of it (they were
-    a 400). On the 12 MP photo (4240×2832): a quarter of it (1060 px), then 1.5 times that."""
-    chained = await get(node, url(BALLOON_PHOTO, transformation=[{"width": 0.25, "crop": "scale"},
-                                                                 {"width": 1.5, "crop": "scale"}], format="jpg"))
-    assert size(chained) == (1590, 1062)
-    assert size(await get(node, url(BALLOON_PHOTO, height=1.0, crop="scale", format="jpg"))) == (4240, 2832)
+    a 400). On the 12 MP photo (4240×2832), as a JPEG and as a PNG: a quarter of it (1060 px), then 1.5
+    times that."""
+    for public_id, extension in ((BALLOON_PHOTO, "jpg"), (CUTOUT_PHOTO, "png")):
+        chained = await get(node, url(public_id, transformation=[{"width": 0.25, "crop": "scale"},
+                                                                 {"width": 1.5, "crop": "scale"}], format=extension))
+        assert size(chained) == (1590, 1062)
+        assert size(await get(node, url(public_id, height=1.0, crop="scale", format=extension))) == (4240, 2832)
     too_large = await node.fetch(url(BALLOON_PHOTO, width=150.0, crop="scale", format="jpg"))
     assert (too_large.code, too_large.body) == (
         400, b"invalid transformation: w-cw_mul_150: evaluates to 636000, above 65500\n")
