@@ -11,23 +11,23 @@ goes to the application unchanged, as if the shortcut were not there: anything w
 signatures, `ik-attachment`), a body, a conditional header, another method or HTTP version, a target
 that is not an image path (an admin path, or not starting with `/`: the application's routes decide;
 an absolute-form target reaches here as its path already, `edge.httpserver`), no `Host`,
-a URL that does not plan (answered, and counted, by the application), a body over `LARGE_BODY` (sent in
-pieces by `ImageHandler`, which counts what a client that leaves mid-way was sent), a disk hit or a miss.
+a URL that does not plan (answered, and counted, by the application), a disk hit or a miss.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import tornado.web
 from tornado import httputil
 
 from . import accesslog
 from .httpserver import EdgeHTTPServer, make_server
-from .pipeline import ImageCall
+from .pipeline import ImageCall, Served
 from .server import (ADMIN_HANDLERS, CONTENT_LENGTH, LARGE_BODY, Node, attachment, client_address,
-                     count_image_answer, header_value, http_date, image_headers, make_app)
+                     count_image_answer, header_value, http_date, image_headers, make_app, send_body)
 
 log = logging.getLogger("edge.server")
 
@@ -101,9 +101,8 @@ class _Request(httputil.HTTPMessageDelegate):
         node, start_line, headers = self._shortcut.node, self._start_line, self._headers
         host = headers[_HOST]  # as `HTTPServerRequest.host` (an absolute-form target's authority: edge.httpserver)
         try:
-            # a large body goes the usual way: `ImageHandler` sends it in pieces, counting what was sent
             served = node.pipeline.memory_hit(ImageCall(host, start_line.path, None, header_value(headers, "Accept"),
-                                                        headers), LARGE_BODY)
+                                                        headers))
         except Exception:  # a bug: the application answers (and logs what it finds)
             log.exception("the hit shortcut failed; the request goes the usual way")
             return False
@@ -117,13 +116,23 @@ class _Request(httputil.HTTPMessageDelegate):
             response["Content-Disposition"] = attachment(start_line.path, output.content_type,
                                                          served.request.attachment)
         response[CONTENT_LENGTH] = str(len(output.body))
-        self._connection.write_headers(_OK, response, output.body)
-        self._connection.finish()
         seconds = time.monotonic() - self._started
-        count_image_answer(node.metrics, served.endpoint, 200, "hit", seconds, len(output.body))
-        if node.access_log.enabled:
-            node.access_log.write("GET", start_line.path, 200, seconds,
-                                  client_address(node, self._connection.context.remote_ip, headers), host,
-                                  header_value(headers, "User-Agent"), header_value(headers, "Referer"), request_id,
-                                  None, served.endpoint, "hit", len(output.body), output.source.origin)
+        if len(output.body) > LARGE_BODY:  # not joined to the header block: no copy of the body (server.LARGE_BODY)
+            self._connection.write_headers(_OK, response)
+            send_body(self._connection, output.body, partial(self._record, served, request_id, seconds))
+            self._connection.finish()
+        else:
+            self._connection.write_headers(_OK, response, output.body)
+            self._connection.finish()
+            self._record(served, request_id, seconds, len(output.body))
         return True
+
+    def _record(self, served: Served, request_id: str, seconds: float, body_bytes: int) -> None:
+        """Count and log the hit as `ImageHandler` does."""
+        node, headers = self._shortcut.node, self._headers
+        count_image_answer(node.metrics, served.endpoint, 200, "hit", seconds, body_bytes)
+        if node.access_log.enabled:
+            node.access_log.write("GET", self._start_line.path, 200, seconds,
+                                  client_address(node, self._connection.context.remote_ip, headers), headers[_HOST],
+                                  header_value(headers, "User-Agent"), header_value(headers, "Referer"), request_id,
+                                  None, served.endpoint, "hit", body_bytes, served.output.source.origin)

@@ -220,10 +220,21 @@ class _ConnectionStream(IOStream):
     def __init__(self, connection: socket.socket, answers: EarlyAnswers, **kwargs) -> None:
         super().__init__(connection, **kwargs)
         self._answers = answers
+        #: bytes given to `write`, and bytes the kernel has taken, since the connection opened: how much of a
+        #: body its client was sent if it leaves mid-way (`edge.server.send_body`)
+        self.queued = self.sent = 0
 
     def write(self, data):
         # Tornado writes its 400 in one call, then closes the connection
-        return super().write(_dated(self._answers.bad_request) if data == _TORNADO_BAD_REQUEST else data)
+        if data == _TORNADO_BAD_REQUEST:
+            data = _dated(self._answers.bad_request)
+        self.queued += len(data)
+        return super().write(data)
+
+    def write_to_fd(self, data: memoryview) -> int:
+        written = super().write_to_fd(data)
+        self.sent += written
+        return written
 
     def close_fd(self) -> None:
         # a read over its limit closes the stream; a server's only read to a pattern is the header block's

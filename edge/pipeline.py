@@ -260,16 +260,16 @@ class Pipeline:
         if self._forgetting:
             await asyncio.wait(list(self._forgetting), timeout=timeout)
 
-    def memory_hit(self, call: ImageCall, largest: int) -> Served | None:
-        """`serve`'s answer when it needs no await: the output fresh in the memory tier, its body at most
-        `largest` bytes (the plan memoised for the next request); else None, and nothing is counted
-        (`serve` will be, errors included)."""
+    def memory_hit(self, call: ImageCall) -> Served | None:
+        """`serve`'s answer when it needs no await: the output fresh in the memory tier (the plan
+        memoised for the next request); else None, and nothing is counted (`serve` will be, errors
+        included)."""
         try:
             job = self._job(call)
         except EdgeError:
             return None
         cached = self._caches.output_in_memory(job.key)
-        if cached is None or len(cached.body) > largest or not self._originals.is_fresh(cached.source):
+        if cached is None or not self._originals.is_fresh(cached.source):
             return None
         self._count("output", "hit")
         return Served(job.endpoint, "hit", cached, request=job.request)

@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote_to_bytes
 import pyvips
 import tornado.web
 from tornado import httputil
+from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from . import accesslog, purge, statuspage
@@ -84,8 +85,9 @@ class LargeBodies:
     A body stays in memory until its client has taken it (for an output read from disk, a copy per
     request), and a client may read slowly, or not at all until `send_timeout` drops it: without a
     bound, a thousand such clients hold a thousand bodies. A body is counted once however many clients
-    it is being sent to (a herd's one output, a memory-tier copy): the memory is that of one. One body
-    is always let through, however large, so that no setting refuses every answer of an image."""
+    it is being sent to (a herd's one output): the memory is that of one. One body is always let
+    through, however large, so that no setting refuses every answer of an image. (The hit shortcut's
+    bodies are the memory tier's own, shared by every client: not counted.)"""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -115,6 +117,24 @@ class LargeBodies:
             self._senders[id(body)] = senders
         else:
             self.held -= len(body)
+
+
+def send_body(connection: HTTP1Connection, body: bytes, then: Callable[[int], None]) -> None:
+    """Write `body` after `connection`'s header block (not joined to it: no copy of the body), and
+    `then(bytes sent)` once the kernel has taken it all or the connection has closed: what a client that
+    left mid-way was sent (as nginx's `$body_bytes_sent`), for the access log's `bytes` and
+    `edge_response_bytes_total`. `then` may be called before this returns."""
+    stream = connection.stream  # an `edge.httpserver` connection's: it counts what it queues and sends
+    start = stream.queued
+    connection.write(body)  # through Tornado's framing: it counts what `Content-Length` is owed
+
+    def sent(_: object = None) -> None:
+        then(min(max(stream.sent - start, 0), len(body)))
+
+    try:
+        stream.write(b"").add_done_callback(sent)  # done once all written so far is sent; failed at a close
+    except StreamClosedError:  # already closed
+        sent()
 
 
 class Node:
@@ -554,21 +574,13 @@ class ImageHandler(BaseHandler):
 
     async def _send_large(self, body: bytes) -> None:
         """Send a body over `LARGE_BODY` after the header block (else Tornado joins the two: a copy of the
-        body), `LARGE_BODY` at a time, each piece once the last one has been handed to the kernel: so
-        `body_bytes` (the access log's `bytes`, `edge_response_bytes_total`) counts what a client that
-        leaves mid-way was sent (to within a piece, as nginx's `$body_bytes_sent`), not the whole body."""
+        body), and finish once it is sent or its client has gone: `body_bytes` is what it was sent."""
         self.answered = time.monotonic()
-        connection = self.request.connection
+        self.flush()
+        sent: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        send_body(self.request.connection, body, sent.set_result)
         try:
-            self.flush()
-            view = memoryview(body)
-            for start in range(0, len(view), LARGE_BODY):
-                piece = view[start:start + LARGE_BODY]
-                connection.write(piece)  # through Tornado's framing: it counts what `Content-Length` is owed
-                await connection.stream.write(b"")  # done once all written so far is the kernel's
-                self.body_bytes += len(piece)
-        except StreamClosedError:  # the client has gone, or `send_timeout` dropped it
-            pass
+            self.body_bytes = await sent
         finally:
             self.node.large_bodies.release(body)
         self.finish()
