@@ -67,6 +67,8 @@ class _Request(httputil.HTTPMessageDelegate):
         self._start_line: httputil.RequestStartLine | None = None
         self._headers: httputil.HTTPHeaders | None = None
         self._started = 0.0
+        #: how long the answer took to write out (`_record`)
+        self._seconds = 0.0
         #: the application's delegate, once the request is handed to it
         self._app: httputil.HTTPMessageDelegate | None = None
 
@@ -116,20 +118,21 @@ class _Request(httputil.HTTPMessageDelegate):
             response["Content-Disposition"] = attachment(start_line.path, output.content_type,
                                                          served.request.attachment)
         response[CONTENT_LENGTH] = str(len(output.body))
-        seconds = time.monotonic() - self._started
-        if len(output.body) > LARGE_BODY:  # not joined to the header block: no copy of the body (server.LARGE_BODY)
+        large = len(output.body) > LARGE_BODY
+        if large:  # not joined to the header block: no copy of the body (server.LARGE_BODY)
             self._connection.write_headers(_OK, response)
-            send_body(self._connection, output.body, partial(self._record, served, request_id, seconds))
-            self._connection.finish()
+            send_body(self._connection, output.body, partial(self._record, served, request_id))
         else:
             self._connection.write_headers(_OK, response, output.body)
-            self._connection.finish()
-            self._record(served, request_id, seconds, len(output.body))
+        self._connection.finish()
+        self._seconds = time.monotonic() - self._started
+        if not large:  # else once it is sent, as far as it was
+            self._record(served, request_id, len(output.body))
         return True
 
-    def _record(self, served: Served, request_id: str, seconds: float, body_bytes: int) -> None:
+    def _record(self, served: Served, request_id: str, body_bytes: int) -> None:
         """Count and log the hit as `ImageHandler` does."""
-        node, headers = self._shortcut.node, self._headers
+        node, headers, seconds = self._shortcut.node, self._headers, self._seconds
         count_image_answer(node.metrics, served.endpoint, 200, "hit", seconds, body_bytes)
         if node.access_log.enabled:
             node.access_log.write("GET", self._start_line.path, 200, seconds,

@@ -123,18 +123,16 @@ def send_body(connection: HTTP1Connection, body: bytes, then: Callable[[int], No
     """Write `body` after `connection`'s header block (not joined to it: no copy of the body), and
     `then(bytes sent)` once the kernel has taken it all or the connection has closed: what a client that
     left mid-way was sent (as nginx's `$body_bytes_sent`), for the access log's `bytes` and
-    `edge_response_bytes_total`. `then` may be called before this returns."""
+    `edge_response_bytes_total`. `then` is called later, never before this returns."""
     stream = connection.stream  # an `edge.httpserver` connection's: it counts what it queues and sends
     start = stream.queued
     connection.write(body)  # through Tornado's framing: it counts what `Content-Length` is owed
-
-    def sent(_: object = None) -> None:
-        then(min(max(stream.sent - start, 0), len(body)))
-
     try:
-        stream.write(b"").add_done_callback(sent)  # done once all written so far is sent; failed at a close
-    except StreamClosedError:  # already closed
-        sent()
+        done = stream.write(b"")  # done once all written so far is sent; failed if the connection closes first
+    except StreamClosedError:  # closed already
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+    done.add_done_callback(lambda _: then(min(max(stream.sent - start, 0), len(body))))
 
 
 class Node:
@@ -326,8 +324,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.answered: float | None = None
 
     def seconds(self) -> float:
-        """How long the request has taken until its answer was written out (a large body's header block: the
-        time its client takes to download the body is not the node's): by the monotonic clock, not Tornado's
+        """How long the request has taken until its answer was written out to the connection (the time a
+        client then takes to download a large body is not the node's): by the monotonic clock, not Tornado's
         `request_time()` (the wall clock's: a request across a step back of the clock took -2 h, in the access
         log and the duration histogram's sum, which then went down)."""
         return (self.answered or time.monotonic()) - self.started
@@ -575,10 +573,10 @@ class ImageHandler(BaseHandler):
     async def _send_large(self, body: bytes) -> None:
         """Send a body over `LARGE_BODY` after the header block (else Tornado joins the two: a copy of the
         body), and finish once it is sent or its client has gone: `body_bytes` is what it was sent."""
-        self.answered = time.monotonic()
         self.flush()
         sent: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         send_body(self.request.connection, body, sent.set_result)
+        self.answered = time.monotonic()  # written out: how long its client then takes is not the node's
         try:
             self.body_bytes = await sent
         finally:
