@@ -543,7 +543,7 @@ class ImageHandler(BaseHandler):
         self.origin_name = output.source.origin
         if _failed_precondition(self.request.headers, output.etag, output.last_modified):
             self._send_plain(412, "precondition failed")
-            return
+            return None
         # Tornado's header map, filled without `set_header`'s checks of each value: these were
         # checked once, when the output was made (`CachedOutput.headers`), or are the node's own
         self._headers.update(image_headers(self.node, served, self.cache_result))
@@ -555,16 +555,16 @@ class ImageHandler(BaseHandler):
         if _etag_matches(header_value(self.request.headers, "If-None-Match"), output.etag):
             self.set_status(304)
             self.finish()
-            return
+            return None
         size = output.size  # an `UnreadOutput`'s too: a HEAD's Content-Length is that of the body it would get
         self._headers[CONTENT_LENGTH] = str(size)
         if self.request.method == "HEAD":
             self.finish()
-            return
+            return None
         if size <= LARGE_BODY:
             self.body_bytes = size
             self.finish(output.body)
-            return
+            return None
         if not self.node.large_bodies.hold(output.body):
             self._send_error(SendMemoryExhausted())
             return None
