@@ -83,8 +83,9 @@ GIVE_UP_SECONDS = 1.0
 
 #: why the server closes a connection itself (`ConnectionObserver.connection_closed`): its first request's headers
 #: came later than `header_timeout`, a kept-alive connection waited longer than `idle_timeout` for its next
-#: request, or `max_connections` were open when it came (answered 503)
-CONNECTION_CLOSES = ("header_timeout", "idle_timeout", "over_capacity")
+#: request, `max_connections` were open when it came (answered 503), or its client took none of what was sent
+#: for `send_timeout` (the kernel dropped it: `set_send_timeout`)
+CONNECTION_CLOSES = ("header_timeout", "idle_timeout", "over_capacity", "send_timeout")
 
 
 class ConnectionObserver(Protocol):
@@ -281,6 +282,11 @@ def set_send_timeout(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
 
 
+def _timed_out(error: BaseException | None) -> bool:
+    """Whether a connection ended on `set_send_timeout`'s error (or a retransmission's timeout: the same)."""
+    return isinstance(error, OSError) and error.errno == errno.ETIMEDOUT
+
+
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (every connection is a file descriptor);
     returns the limit now in force."""
@@ -375,7 +381,9 @@ class EdgeHTTPServer(HTTPServer):
         await super().close_all_connections()
 
     def on_close(self, server_conn) -> None:
-        self._states.pop(server_conn.stream, None)
+        stream = server_conn.stream
+        if self._states.pop(stream, None) is not None and _timed_out(stream.error):
+            self.observer.connection_closed("send_timeout")
         super().on_close(server_conn)
 
     async def drain(self, grace: float, give_up: Callable[[], int] = lambda: 0) -> None:

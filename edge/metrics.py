@@ -204,7 +204,8 @@ class Metrics:
             multiprocess_mode="livesum")
         self.connections_closed = Counter(
             "edge_connections_closed_total", "Connections the node closed itself: their first request's headers "
-            "came too late, a kept-alive connection stayed idle, or max_connections were open (answered 503)",
+            "came too late, a kept-alive connection stayed idle, max_connections were open (answered 503), or "
+            "the client took none of its answer for send_timeout",
             ["reason"], registry=r)
         self.open_connections = Gauge(
             "edge_open_connections", "Client connections open", registry=r, multiprocess_mode="livesum")
