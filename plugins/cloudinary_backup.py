@@ -36,7 +36,7 @@ from edge.plugin import (
     hookimpl,
 )
 
-from .s3 import MAX_KEY_BYTES, S3Origin
+from .s3 import MAX_KEY_BYTES, S3Origin, quoted_key
 
 #: Cloudinary's resource types; a `v<digits>` segment right after `<resource_type>/<type>/` is a version
 RESOURCE_TYPES = frozenset({"image", "video", "raw"})
@@ -221,7 +221,7 @@ class CloudinaryBackupOrigin(S3Origin):
                 break
             token = page.get("NextContinuationToken")
             if not token:
-                raise OriginFailure("bad_response", f"ListObjectsV2 {folder!r}: truncated without a token")
+                raise OriginFailure("bad_response", f"ListObjectsV2 {quoted_key(folder)}: truncated without a token")
             params["ContinuationToken"] = token
         return Versions.from_keys(folder, keys)
 

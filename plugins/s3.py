@@ -58,6 +58,8 @@ _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 _streaming: contextvars.ContextVar[Any] = contextvars.ContextVar("edge_s3_streaming", default=None)
 #: what S3's error codes look like (`NoSuchKey`, `SlowDown`, `404`); another is not quoted
 _CODE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: how much of a key an error message quotes: a listing may hold a key of any length (a store's answer)
+QUOTED_KEY_CHARS = 200
 _DENIED_CODES = {
     "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
     "TokenRefreshRequired", "AccountProblem", "AllAccessDisabled", "InvalidSecurity",
@@ -254,7 +256,9 @@ class S3Origin(Origin):
                 answer = await self._client.delete_objects(**request)
         if answer.get("Errors"):
             first = answer["Errors"][0]
-            raise OriginFailure("error", f"DeleteObjects {first.get('Key', keys[0])!r}: {first.get('Code', 'error')}")
+            key, code = str(first.get("Key") or keys[0]), str(first.get("Code") or "")
+            code = code if _CODE.fullmatch(code) else "error"  # a store's own words, of any length
+            raise OriginFailure("error", f"DeleteObjects {quoted_key(key)}: {code}")
 
     async def list_objects(self, prefix: str, start_after: str = "", pages: int = 1) -> list[tuple[str, float]]:
         """The keys under `prefix` that sort after `start_after`, in order, each with when the store
@@ -289,35 +293,36 @@ class S3Origin(Origin):
         )
         from botocore.parsers import ResponseParserError
 
+        where = f"{operation} {quoted_key(key)}"
         try:
             yield
         except ClientError as error:
             raise _client_error(operation, key, error, conditional) from None
         except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):  # before HTTPClientError: one of them
-            raise OriginFailure("timeout", f"{operation} {key!r}: no answer in time") from None
+            raise OriginFailure("timeout", f"{where}: no answer in time") from None
         except (ConnectionClosedError, ResponseStreamingError, IncompleteReadError, aiohttp.ClientPayloadError,
                 aiohttp.ServerDisconnectedError):  # before HTTPClientError: the first two are ones (were `error`)
-            raise OriginFailure("bad_response", f"{operation} {key!r}: the response was cut short") from None
+            raise OriginFailure("bad_response", f"{where}: the response was cut short") from None
         except AnswerTooLarge as error:  # an error's body (read after the headers, outside aiohttp's send)
-            raise OriginFailure("bad_response", f"{operation} {key!r}: {error}") from None
+            raise OriginFailure("bad_response", f"{where}: {error}") from None
         except HTTPClientError as error:
             if isinstance(error.kwargs.get("error"), RedirectRefused):
-                raise OriginFailure("redirect_refused", f"{operation} {key!r}: {error.kwargs['error']}") from None
+                raise OriginFailure("redirect_refused", f"{where}: {error.kwargs['error']}") from None
             if isinstance(error.kwargs.get("error"), AnswerTooLarge):
-                raise OriginFailure("bad_response", f"{operation} {key!r}: {error.kwargs['error']}") from None
-            raise OriginFailure("error", f"{operation} {key!r}: {type(error).__name__}") from None
+                raise OriginFailure("bad_response", f"{where}: {error.kwargs['error']}") from None
+            raise OriginFailure("error", f"{where}: {type(error).__name__}") from None
         except EndpointConnectionError:
-            raise OriginFailure("refused", f"{operation} {key!r}: cannot connect to the endpoint") from None
+            raise OriginFailure("refused", f"{where}: cannot connect to the endpoint") from None
         except (NoCredentialsError, PartialCredentialsError):
-            raise OriginFailure("denied", f"{operation} {key!r}: no credentials") from None
+            raise OriginFailure("denied", f"{where}: no credentials") from None
         except (BotoCoreError, aiohttp.ClientError) as error:
-            raise OriginFailure("error", f"{operation} {key!r}: {type(error).__name__}") from None
+            raise OriginFailure("error", f"{where}: {type(error).__name__}") from None
         except (ResponseParserError, ValueError, KeyError, TypeError, ArithmeticError, RuntimeError):
             # an answer botocore cannot read (a date or a number in a header or a listing that is not one, a
             # listing entry without its Key): the store's fault. It had escaped as itself, a 500 of a request
             # the shared tier read for, and of a purge (`edge/shared_cache.py` expects `OriginFailure`).
             # (botocore raises RuntimeError for a date of 20 digits: a time past its range)
-            raise OriginFailure("bad_response", f"{operation} {key!r}: an answer that does not parse") from None
+            raise OriginFailure("bad_response", f"{where}: an answer that does not parse") from None
 
 
 class RedirectRefused(Exception):
@@ -395,6 +400,11 @@ def _session_refusing_redirects() -> type:
     return RefusingRedirects
 
 
+def quoted_key(key: str) -> str:
+    """`key` as an error message quotes it: its first `QUOTED_KEY_CHARS` characters."""
+    return repr(key if len(key) <= QUOTED_KEY_CHARS else key[:QUOTED_KEY_CHARS] + "…")
+
+
 def _client_error(operation: str, key: str, error: ClientError, conditional: bool) -> Exception:
     """An S3 error response, by its code and status only (its message text may echo a key id); a 304 is
     `NotModified` only for a `conditional` call."""
@@ -402,7 +412,7 @@ def _client_error(operation: str, key: str, error: ClientError, conditional: boo
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     if not _CODE.fullmatch(code):  # a store's own words, of any length (the shared tier logs them whole)
         code = "unexpected code" if code else ""
-    where = f"{operation} {key!r}: {code or 'error'} (HTTP {status})"
+    where = f"{operation} {quoted_key(key)}: {code or 'error'} (HTTP {status})"
     if code in _NOT_FOUND_CODES:
         # a key is missing only where one is read: to a listing or a write, a 404 is a bucket that is not
         # there (a store's bare 404, not NoSuchBucket), a failure; as `OriginNotFound` it had escaped the

@@ -260,6 +260,30 @@ def test_random_answers_end_in_the_origin_api_s_outcomes_in_time(raw_s3):
     assert all(ended.values()), ended
 
 
+@pytest.mark.parametrize("deleted", ["an error", "errors in a 200"])
+def test_a_listed_key_of_any_length_is_quoted_short(raw_s3, deleted):
+    """A listing holding a key of 2000 characters, then DeleteObjects failing on it: the failure quoted the
+    key whole (2034 characters, found by the test above), and an error code of any length in a 200's
+    `<Error>`; the shared tier and the purge journal log their failures whole."""
+    key = "f/" + "9" * 2000
+    failed = error_xml("InternalError", 500) if deleted == "an error" else http(200, (
+        f"<?xml version='1.0'?><DeleteResult><Error><Key>{key}</Key><Code>{'Slow' * 1000}</Code>"
+        "</Error></DeleteResult>").encode())
+    raw_s3.answer = lambda method, target: listing(entry(key)) if method == "GET" else failed
+    loop = asyncio.new_event_loop()
+    s3 = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    loop.run_until_complete(s3.open())
+    try:
+        with pytest.raises(OriginFailure) as raised:
+            loop.run_until_complete(s3.delete_prefix("f/"))
+    finally:
+        loop.run_until_complete(s3.close())
+        loop.close()
+    message = str(raised.value)
+    assert message.startswith(f"DeleteObjects '{key[:200]}…': ") and len(message) < 300
+    assert message.endswith("InternalError (HTTP 500)" if deleted == "an error" else ": error")
+
+
 def shared_store(objects: bytes, listings: bytes) -> Answer:
     """A shared tier's store: `objects` to every GetObject, `listings` to every ListObjectsV2, every write
     taken."""
