@@ -312,13 +312,14 @@ async def test_a_client_that_stops_reading_is_dropped_after_send_timeout(node_fa
     assert (await closes(node))["send_timeout"] == 1
 
 
-@pytest.mark.parametrize("memory_tier", ["", '[cache]\ndir = "cache"\nmemory_size = "400MB"'], ids=["from disk", "from memory"])
+@pytest.mark.parametrize("memory_tier", ["", '[cache]\ndir = "cache"\nmemory_size = "400MB"'],
+                         ids=["from disk", "from memory"])
 async def test_a_large_body_left_mid_way_is_counted_as_far_as_it_was_sent(node_factory, tmp_path, photos,  # noqa: F811
                                                                            capsys, memory_tier):
     """The access log's `bytes` and `edge_response_bytes_total` counted a large body whole as soon as it was
     queued, though its client left after a few hundred kB: an operator's bandwidth figures were the
-    bodies' sizes, not what was sent. Whether the body comes from disk or from the memory tier (a tier
-    of 400 MB keeps outputs up to 25 MB, answered below `tornado.web` when small: `edge.hits`)."""
+    bodies' sizes, not what was sent. Whether the body comes from disk (`ImageHandler`) or from the memory
+    tier (a tier of 400 MB keeps outputs up to 25 MB, answered below `tornado.web` by `edge.hits`)."""
     config = write_config(tmp_path, local_config(photos.folder, before=f'[server]\nsend_timeout = "1s"\n{memory_tier}'))
     node = await node_factory(config)
     for _ in range(2):  # stored, then read from disk (and kept in a large enough memory tier)
@@ -338,7 +339,7 @@ async def test_a_large_body_left_mid_way_is_counted_as_far_as_it_was_sent(node_f
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     photo = [(line["status"], line["bytes"]) for line in lines if line["path"] == "/photo.png"]
     assert photo == [(200, len(whole.body)), (200, len(whole.body)), (200, sent)]
-    assert all(line["duration_ms"] < 1000 for line in lines)  # until the answer began: not the client's download
+    assert all(line["duration_ms"] < 1000 for line in lines)  # until written out: not the client's download
 
 
 async def test_large_bodies_being_sent_are_held_to_send_memory(node_factory, tmp_path, photos):  # noqa: F811
