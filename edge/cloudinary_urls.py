@@ -118,6 +118,11 @@ FORMATS = {"auto": "auto", "auto:image": "auto", "jpg": "jpg", "jpeg": "jpg", "p
 AUTO_BACKGROUNDS = {"auto": "dominant_border", "auto:border": "dominant_border", "auto:predominant": "dominant"}
 #: Cloudinary's blur and sharpen strengths run 1–2000 (default 100); ours 1–100
 _STRENGTH_SCALE = 20
+#: Cloudinary's effects with a level → the node's own parameter, the level's range and Cloudinary's default
+LEVELS = {"brightness": ("e-brightness", -99, 100, 80), "saturation": ("e-saturation", -100, 100, 80),
+          "sepia": ("e-sepia", 1, 100, 80), "pixelate": ("e-pixelate", 1, 200, 5)}
+#: `e_unsharp_mask:N` (1–2000, default 100) is `e-usm` with amount N/100 (the node's `e-usm` at 100)
+_UNSHARP_MASK = "e-usm-2-1-{amount:g}-0.05"
 FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-copyright"}
 _FLAG_MEANINGS = {"progressive": "progressive JPEG", "keep_iptc": "keep all metadata",
                   "keep_attribution": "keep only the copyright-related metadata (EXIF Copyright and Artist)"}
@@ -192,7 +197,16 @@ WORDS: tuple[Word, ...] = (
     Word("`e_blur`, `e_blur:N` (1–2000)", f"`bl-N/{_STRENGTH_SCALE}` (default `bl-5`)", "gaussian blur"),
     Word("`e_sharpen`, `e_sharpen:N` (1–2000)", f"`e-sharpen-N/{_STRENGTH_SCALE}` (default `e-sharpen-5`)",
          "sharpen"),
+    Word("`e_unsharp_mask`, `e_unsharp_mask:N` (1–2000)", "`e-usm-2-1-N/100-0.05` (default `e-usm`)",
+         "unsharp mask"),
     Word("`e_grayscale`", "`e-grayscale`", "greyscale"),
+    *(Word(f"`e_{name}`, `e_{name}:N` ({low}–{high})", f"`{ours}-N` (default `{ours}-{default}`)", meaning)
+      for (name, (ours, low, high, default)), meaning in zip(LEVELS.items(), (
+          "brightness: each colour value times 1 + N/100 (CSS's `brightness()`)",
+          "saturation: CSS's `saturate(1 + N/100)`; −100 is greyscale",
+          "sepia: CSS's `sepia(N/100)`",
+          "pixelate: squares of N×N px, each the average of its pixels"))),
+    Word("`e_negate`", "`e-negate`", "negative: each colour value 255 − itself"),
     Word("`e_contrast`, `e_auto_contrast`", "`e-contrast`", "contrast stretch"),
     Word("`e_trim`, `e_trim:N` (1–99)", "`t-true`, `t-N`",
          "trim borders of the corner colour, tolerance N (default 10)"),
@@ -870,21 +884,38 @@ def _strength(c: _Component, argument: str, default: int) -> int:
     return max(1, round(int(argument) / _STRENGTH_SCALE))
 
 
+def _level(c: _Component, argument: str, low: int, high: int, default: int) -> int:
+    if not argument:
+        return default
+    if not re.fullmatch(r"-?[0-9]{1,4}", argument) or not low <= int(argument) <= high:
+        raise c.fail("e", f"must be an integer from {low} to {high}")
+    return int(argument)
+
+
 def _effect(c: _Component) -> list[str]:
     name, _, argument = c.value("e").partition(":")
     if name == "blur":
         return [f"bl-{_strength(c, argument, 100)}"]
     if name == "sharpen":
         return [f"e-sharpen-{_strength(c, argument, 100)}"]
+    if name == "unsharp_mask":
+        return [_UNSHARP_MASK.format(amount=_level(c, argument, 1, 2000, 100) / 100)]
+    if name in LEVELS:
+        ours, *limits = LEVELS[name]
+        level = _level(c, argument, *limits)
+        return [f"{ours}-{'N' if level < 0 else ''}{abs(level)}"]
     if argument and name != "trim":
         raise c.fail("e", "takes no value on this node")
     if name == "grayscale":
         return ["e-grayscale"]
+    if name == "negate":
+        return ["e-negate"]
     if name in ("contrast", "auto_contrast"):
         return ["e-contrast"]
     if name == "trim":
         return [c.parsed("e", "t", argument or "true")]
-    raise c.fail("e", "effect not supported; supported: blur, sharpen, grayscale, contrast, auto_contrast, trim")
+    raise c.fail("e", "effect not supported; supported: blur, sharpen, unsharp_mask, grayscale, "
+                         f"{', '.join(LEVELS)}, negate, contrast, auto_contrast, trim")
 
 
 def _colour(c: _Component, key: str, text: str) -> str:

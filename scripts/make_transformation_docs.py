@@ -440,6 +440,24 @@ SECTIONS = (
                 Example("w-240,e-sharpen-60", "chelsea.jpg"),
                 Example("w-240,e-usm-2-2-3-0.02", "chelsea.jpg"),
             )),
+    Section("`e-brightness`, `e-saturation`, `e-sepia`, `e-negate`, `e-pixelate`: the node's own colour effects",
+            "ImageKit has no such parameters; the node has them for Cloudinary's `e_brightness`, `e_saturation`, "
+            "`e_sepia`, `e_negate` and `e_pixelate` ([leaving-cloudinary.md](leaving-cloudinary.md)), with the "
+            "formulas of CSS's filters where one exists, since Cloudinary documents only the ranges. "
+            "`e-brightness-N` (−99–100, `N` for minus: `e-brightness-N30`) multiplies each colour value by "
+            "1 + N/100 (CSS's `brightness()`); `e-saturation-N` (−100–100) is `saturate(1 + N/100)`, −100 being "
+            "greyscale; `e-sepia-N` (1–100) is `sepia(N/100)`; `e-negate` makes each colour value v 255 − v; "
+            "`e-pixelate-N` (1–200) makes squares of N×N px from the top-left corner, each the average of its "
+            "pixels. After the step's geometry and blur, in this order: pixelate, `e-grayscale`, brightness, "
+            "saturation, sepia, negate, then `e-contrast` and the sharpening; transparency is kept.", (
+                Example("w-240,e-brightness-40", "coffee.jpg"),
+                Example("w-240,e-brightness-N40", "coffee.jpg"),
+                Example("w-240,e-saturation-80", "coffee.jpg"),
+                Example("w-240,e-saturation-N100", "coffee.jpg"),
+                Example("w-240,e-sepia-80", "coffee.jpg"),
+                Example("w-240,e-negate", "coffee.jpg"),
+                Example("w-240,e-pixelate-12", "coffee.jpg"),
+            )),
     Section("`r`: rounded corners", "A radius in pixels, `max` for the largest ellipse (a circle for a "
             "square image), or one radius per corner, `r-<top-left>_<top-right>_<bottom-right>_<bottom-left>` "
             "(0 keeps a corner square). The output gets transparency; JPEG output is flattened on `bg` (else white), "

@@ -124,6 +124,9 @@ CORPUS = _cases(SHIPPED, [
     "/tr:w-240,e-usm/chelsea.jpg", "/tr:w-240,e-usm-2-2-3-0.02/chelsea.jpg",
     "/tr:w-200,e-shadow,f-png/logo-transparent.png", "/tr:w-200,e-shadow-bl-6_st-60_x-4_y-4,f-png/logo-transparent.png",
     "/tr:w-240,e-gradient/coffee.jpg", "/tr:w-240,e-gradient-ld-90_from-1E3A8A50_to-FFFFFF00_sp-0.6/coffee.jpg",
+    "/tr:w-240,e-brightness-N40/coffee.jpg", "/tr:w-240,e-saturation-80/coffee.jpg",
+    "/tr:w-240,e-sepia-80/coffee.jpg", "/tr:w-240,e-negate/coffee.jpg", "/tr:w-240,e-pixelate-12/coffee.jpg",
+    "/tr:w-200,e-sepia-60,f-png/logo-transparent.png",
     # corners, backgrounds, borders, opacity
     "/tr:w-200,h-200,r-30,f-png/astronaut.jpg", "/tr:w-200,h-200,r-max,f-png/astronaut.jpg",
     "/tr:w-200,h-200,r-max,bg-0F172A/astronaut.jpg", "/tr:w-200,h-200,r-0_60_0_60,f-png/astronaut.jpg",

@@ -337,6 +337,13 @@ EQUIVALENTS = [
     (dict(width=300, effect="blur:300"), "w-300,bl-15"),
     (dict(width=300, effect="grayscale"), "w-300,e-grayscale"),
     (dict(width=300, effect="sharpen"), "w-300,e-sharpen-5"),
+    (dict(width=300, effect="unsharp_mask"), "w-300,e-usm"),
+    (dict(width=300, effect="unsharp_mask:250"), "w-300,e-usm-2-1-2.5-0.05"),
+    (dict(width=300, effect="brightness:-40"), "w-300,e-brightness-N40"),
+    (dict(width=300, effect="saturation"), "w-300,e-saturation-80"),
+    (dict(width=300, effect="sepia:50"), "w-300,e-sepia-50"),
+    (dict(width=300, effect="negate"), "w-300,e-negate"),
+    (dict(width=300, effect="pixelate"), "w-300,e-pixelate-5"),
     (dict(width=300, radius=20, background="white"), "w-300,r-20,bg-white"),
     (dict(width=300, border="4px_solid_rgb:FF6600"), "w-300,b-4_FF6600"),
     (dict(width=300, height=300, crop="pad", background="rgb:FF000080"),  # hex alpha 0x80 → 50 %
@@ -606,6 +613,10 @@ async def test_the_query_does_not_add_a_transformation(node, bucket):
 UNSUPPORTED = [
     (dict(underlay="logo"), "u_logo"),
     (dict(effect="cartoonify"), "e_cartoonify"),
+    (dict(effect="hue:40"), "e_hue:40"),
+    (dict(effect="brightness:-100"), "e_brightness:-100"),  # out of Cloudinary's range
+    (dict(effect="pixelate:0"), "e_pixelate:0"),
+    (dict(effect="negate:5"), "e_negate:5"),
     (dict(width=100, crop="imagga_crop"), "c_imagga_crop"),
     (dict(width="auto:50", crop="scale"), "w_auto:50"),
     (dict(width=100, height=100, crop="fill", zoom=0.5), "z_0.5"),
@@ -904,6 +915,38 @@ async def test_flags_asking_for_what_the_node_does_anyway_keep_their_urls_workin
         assert [image.get_typeof(field) for field in ("icc-profile-data", "exif-data", "xmp-data")] == [0, 0, 0]
         if public_id == CUTOUT_PHOTO:  # transparent around the middle, as the original
             assert (image(5, 5)[3], image(150, image.height // 2)[3]) == (0, 255)
+
+
+async def test_colour_effects_on_the_12_megapixel_photos(node):
+    """`e_brightness`, `e_saturation`, `e_sepia`, `e_negate`, `e_pixelate`, `e_unsharp_mask` (they were a
+    400) on the 12 MP photo (4240×2832) as a JPEG and as a PNG cut out (opaque in the middle), made 1000 px
+    wide, as PNG: the colours change by CSS's formulas (on the balloon, on the grey middle), the PNG's
+    transparent border stays transparent, and the pixelated balloon stays where it was, in whole squares."""
+    def path(effect: str, public_id: str) -> str:
+        return f"/demo/image/upload/c_scale,w_1000/{effect}/{public_id}.png".replace("//", "/")
+    for public_id, (x, y), bands in ((BALLOON_PHOTO, (920, 236), 3), (CUTOUT_PHOTO, (500, 334), 4)):
+        plain = decode(await get(node, path("", public_id)))
+        r, g, b = pixel(plain, x, y)[:3]
+        expected = {
+            "e_brightness:-50": (round(r / 2), round(g / 2), round(b / 2)),
+            "e_saturation:-100": (round(0.213 * r + 0.715 * g + 0.072 * b),) * 3,
+            "e_sepia:100": tuple(min(255, round(a * r + b_ * g + c * b)) for a, b_, c in (
+                (0.393, 0.769, 0.189), (0.349, 0.686, 0.168), (0.272, 0.534, 0.131))),
+            "e_negate": (255 - r, 255 - g, 255 - b),
+        }
+        for effect in (*expected, "e_sepia", "e_pixelate:20", "e_unsharp_mask:400"):
+            image = decode(await get(node, path(effect, public_id)))
+            assert (image.width, image.height, image.bands) == (1000, 668, bands), effect
+            if effect in expected:
+                assert close(pixel(image, x, y)[:3], expected[effect], 1), (effect, pixel(image, x, y))
+            if public_id == CUTOUT_PHOTO:
+                assert (pixel(image, 5, 5)[3], pixel(image, x, y)[3]) == (0, 255), effect
+    balloon = orange_pixels(decode(await get(node, path("", BALLOON_PHOTO))))
+    pixelated = decode(await get(node, path("e_pixelate:20", BALLOON_PHOTO)))
+    squares = orange_pixels(pixelated)  # whole 20×20 squares: those the balloon's edge cuts are greyer
+    assert balloon > 15_000 and squares % 400 == 0 and 0.7 * balloon < squares < balloon
+    assert close(pixel(pixelated, 920, 236), ORANGE, 2)
+    assert orange_pixels(decode(await get(node, path("e_negate", BALLOON_PHOTO)))) == 0
 
 
 async def test_a_decimal_size_of_1_or_more_is_a_multiple_of_the_image_at_its_step(node):

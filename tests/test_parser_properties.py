@@ -52,6 +52,11 @@ VALUES = {
     "e-contrast": st.just(""),
     "e-usm": st.one_of(st.sampled_from(["", "true"]),
                        st.tuples(numbers, numbers, numbers, st.sampled_from(["0", "0.024", "0.5"])).map("-".join)),
+    "e-brightness": st.one_of(st.integers(-101, 101).map(lambda n: f"N{-n}" if n < 0 else str(n)), numbers),
+    "e-saturation": st.integers(-101, 101).map(lambda n: f"N{-n}" if n < 0 else str(n)),
+    "e-sepia": st.integers(0, 101).map(str),
+    "e-negate": st.sampled_from(["", "true"]),
+    "e-pixelate": st.integers(0, 201).map(str),
     "r": st.one_of(st.just("max"), integers, st.lists(st.integers(0, 40).map(str), min_size=4, max_size=4).map("_".join)),
     "bg": st.one_of(colours, st.sampled_from(["dominant", "blurred", "blurred_auto", "blurred_25_N15", "blurred_5_40"])),
     "e-shadow": st.one_of(st.sampled_from(["", "true"]), st.fixed_dictionaries(

@@ -43,6 +43,40 @@ async def test_grayscale_keeps_alpha(image_node):
     assert image.hasalpha() and pixel(image, 0, 10)[-1] == 0
 
 
+@pytest.mark.parametrize("tr, red, yellow", [
+    # the card's red and yellow quadrants through CSS's filter formulas (values clipped to 0–255)
+    ("e-brightness-N50", (128, 0, 0), (128, 128, 0)),
+    ("e-brightness-100", (255, 0, 0), (255, 255, 0)),
+    ("e-saturation-N100", (54, 54, 54), (237, 237, 237)),
+    ("e-saturation-50", (255, 0, 0), (255, 255, 0)),
+    ("e-sepia-100", (100, 89, 69), (255, 255, 206)),
+    ("e-negate", (0, 255, 255), (0, 0, 255)),
+])
+async def test_colour_adjustments_follow_the_css_formulas(image_node, tr, red, yellow):
+    _, image = await fetch_image(image_node, f"/tr:{tr},f-png/card.png")
+    assert (image.width, image.height) == (200, 100)
+    assert close(pixel(image, 20, 20), red, 1) and close(pixel(image, 180, 80), yellow, 1), \
+        (pixel(image, 20, 20), pixel(image, 180, 80))
+
+
+async def test_colour_adjustments_keep_alpha(image_node):
+    _, plain = await fetch_image(image_node, "/tr:f-png/alpha.png")
+    _, adjusted = await fetch_image(image_node,
+                                    "/tr:e-brightness-20,e-saturation-N50,e-sepia-60,e-negate,f-png/alpha.png")
+    assert adjusted.bands == 4 and (adjusted[3] - plain[3]).abs().max() == 0
+
+
+async def test_pixelate_averages_squares_from_the_top_left(image_node):
+    """30 px squares on the 200×100 card (red | green over blue | yellow, split at x 100, y 50): the square
+    from x 90 holds 10 columns of red and 20 of green; from y 30, 20 rows of the top and 10 of the bottom;
+    the squares the edges cut (x from 180, y from 90) are of their own colour."""
+    _, image = await fetch_image(image_node, "/tr:e-pixelate-30,f-png/card.png")
+    assert (image.width, image.height) == (200, 100)
+    assert close(pixel(image, 91, 1), (85, 170, 0), 1) and pixel(image, 91, 1) == pixel(image, 119, 29)
+    assert close(pixel(image, 1, 31), (170, 0, 85), 1) and close(pixel(image, 20, 20), (255, 0, 0), 0)
+    assert close(pixel(image, 199, 99), (255, 255, 0), 0) and close(pixel(image, 185, 10), (0, 255, 0), 0)
+
+
 def detail(image) -> float:
     """Mean high-frequency energy: how far pixels stand out from their neighbourhood."""
     return (image.cast("float") - image.gaussblur(1.5)).abs().avg()

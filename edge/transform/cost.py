@@ -53,6 +53,9 @@ BLUR_PER_RADIUS = 1 / 30  # bl-N: a gaussian of sigma N/2, separable: cost grows
 SHARPEN_WEIGHT = 4.0
 USM_WEIGHT, USM_PER_SIGMA = 0.5, 0.1
 CONTRAST_WEIGHT = 0.7  # a histogram of the step's output, then a stretch
+LINEAR_WEIGHT = 0.3  # e-brightness, e-negate: one pass, a value at a time
+RECOMB_WEIGHT = 0.5  # e-saturation, e-sepia: a 3×3 matrix a pixel
+PIXELATE_WEIGHT = 0.3  # e-pixelate: a box shrink, then a zoom back
 ROUNDED_WEIGHT = 3.0  # r-N: a float coverage mask the size of the image
 OPACITY_WEIGHT = 0.6
 GRADIENT_WEIGHT = 3.0  # a float layer the size of the image, composited
@@ -286,6 +289,10 @@ def look_weight(step: Step) -> float:
         weight += USM_WEIGHT + step.unsharp_mask[1] * USM_PER_SIGMA
     if step.contrast:
         weight += CONTRAST_WEIGHT
+    weight += LINEAR_WEIGHT * ((step.brightness is not None) + step.negate)
+    weight += RECOMB_WEIGHT * ((step.saturation is not None) + (step.sepia is not None))
+    if step.pixelate is not None:
+        weight += PIXELATE_WEIGHT
     if step.radius is not None:
         weight += ROUNDED_WEIGHT
     if step.opacity != 100:

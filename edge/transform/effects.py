@@ -1,6 +1,7 @@
-"""The look of one step, after its geometry: blur, greyscale, contrast, sharpen, unsharp mask, gradient,
-border, rounded corners, opacity, shadow, and last the flattening of transparency on `bg`. All on
-8-bit images; colour effects leave the alpha channel alone."""
+"""The look of one step, after its geometry: blur, pixelation, greyscale, the colour adjustments
+(brightness, saturation, sepia, negative), contrast, sharpen, unsharp mask, gradient, border, rounded
+corners, opacity, shadow, and last the flattening of transparency on `bg`. All on 8-bit images; colour
+effects leave the alpha channel alone."""
 
 from __future__ import annotations
 
@@ -34,6 +35,56 @@ def blur(image: pyvips.Image, amount: float) -> pyvips.Image:
 
 def grayscale(image: pyvips.Image) -> pyvips.Image:
     return image.colourspace(Interpretation.B_W)
+
+
+def pixelate(image: pyvips.Image, side: int) -> pyvips.Image:
+    """`e-pixelate-N`: squares of N×N px from the top-left corner, each the average of its pixels
+    (weighted by their opacity); the squares cut by the right and bottom edges count their edge pixels
+    again for the part that is missing."""
+    if side == 1:
+        return image
+    width, height = image.width, image.height
+    columns, rows = -(-width // side), -(-height // side)
+    alpha = image.hasalpha()
+    squares = (image.premultiply() if alpha else image).embed(
+        0, 0, columns * side, rows * side, extend=pyvips.enums.Extend.COPY).shrink(side, side)
+    if alpha:
+        squares = _to_uchar(squares.unpremultiply(), image)
+    return squares.zoom(side, side).crop(0, 0, width, height)
+
+
+def _recombined(image: pyvips.Image, matrix: list[list[float]]) -> pyvips.Image:
+    """The colour bands, made sRGB (a greyscale image gets three), times a 3×3 matrix."""
+    if image.bands < 3:
+        image = image.colourspace(Interpretation.SRGB)
+    return _colour_bands(image, lambda bands: _to_uchar(bands.recomb(matrix), bands))
+
+
+def brightness(image: pyvips.Image, percent: int) -> pyvips.Image:
+    """`e-brightness-N` (−99–100): each colour value times 1 + N/100, as CSS's `brightness()`."""
+    return _colour_bands(image, lambda bands: _to_uchar(bands * (1 + percent / 100), bands))
+
+
+def saturation(image: pyvips.Image, percent: int) -> pyvips.Image:
+    """`e-saturation-N` (−100–100): CSS's `saturate(1 + N/100)`; −100 is greyscale."""
+    if image.bands < 3:
+        return image
+    s = 1 + percent / 100
+    return _recombined(image, [[0.213 + 0.787 * s, 0.715 - 0.715 * s, 0.072 - 0.072 * s],
+                               [0.213 - 0.213 * s, 0.715 + 0.285 * s, 0.072 - 0.072 * s],
+                               [0.213 - 0.213 * s, 0.715 - 0.715 * s, 0.072 + 0.928 * s]])
+
+
+def sepia(image: pyvips.Image, percent: int) -> pyvips.Image:
+    """`e-sepia-N` (1–100): CSS's `sepia(N/100)`."""
+    k = 1 - percent / 100
+    return _recombined(image, [[0.393 + 0.607 * k, 0.769 - 0.769 * k, 0.189 - 0.189 * k],
+                               [0.349 - 0.349 * k, 0.686 + 0.314 * k, 0.168 - 0.168 * k],
+                               [0.272 - 0.272 * k, 0.534 - 0.534 * k, 0.131 + 0.869 * k]])
+
+
+def negate(image: pyvips.Image) -> pyvips.Image:
+    return _colour_bands(image, lambda bands: bands.invert())
 
 
 def contrast(image: pyvips.Image) -> pyvips.Image:
@@ -175,8 +226,18 @@ def flatten_on(image: pyvips.Image, colour: RGBA) -> pyvips.Image:
 def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
     if step.blur is not None:
         image = blur(image, step.blur)
+    if step.pixelate is not None:
+        image = pixelate(image, step.pixelate)
     if step.grayscale:
         image = grayscale(image)
+    if step.brightness is not None:
+        image = brightness(image, step.brightness)
+    if step.saturation is not None:
+        image = saturation(image, step.saturation)
+    if step.sepia is not None:
+        image = sepia(image, step.sepia)
+    if step.negate:
+        image = negate(image)
     if step.contrast:
         image = contrast(image)
     if step.sharpen is not None:

@@ -152,6 +152,13 @@ class Step:
     sharpen: int | None = None
     contrast: bool = False
     unsharp_mask: tuple[float, float, float, float] | None = None
+    #: the node's own colour adjustments, for Cloudinary's `e_brightness`, `e_saturation`, `e_sepia`,
+    #: `e_negate` and `e_pixelate` (docs/transformations.md): percentages, and a square's side in pixels
+    brightness: int | None = None
+    saturation: int | None = None
+    sepia: int | None = None
+    negate: bool = False
+    pixelate: int | None = None
     radius: int | str | tuple[int, int, int, int] | None = None
     #: a colour, `dominant` (the image's dominant colour; `dominant_border`: of its border) or `Blurred` (padding:
     #: the image, blurred)
@@ -420,6 +427,17 @@ def _write_signed(value: float) -> str:
     return ("N" if value < 0 else "") + _write_number(abs(value))
 
 
+def _signed_int(low: int, high: int) -> Callable[[str], int]:
+    """An integer from `low` to `high`, `N` for minus (`N15` = −15)."""
+    def parse(text: str) -> int:
+        digits = text.removeprefix("N")
+        value = (int(digits) if digits == text else -int(digits)) if _INTEGER.fullmatch(digits) else None
+        if value is None or not low <= value <= high:
+            raise ValueError(f"must be an integer from {_write_signed(low)} to {high} (N for minus)")
+        return value
+    return parse
+
+
 def _parts(text: str, keys: tuple[str, ...], effect: str) -> dict[str, str]:
     """`bl-15_st-40` → {bl: 15, st: 40}: the `<key>-<value>` parts of an effect, `_`-separated. A piece
     that is no `<key>-` continues the value before it, which may hold a `_` itself: ImageKit's
@@ -548,6 +566,11 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
           _write_default_as_flag(DEFAULT_SHARPEN, "")),
     Param("e-contrast", "contrast", _flag, lambda _: ""),
     Param("e-usm", "unsharp_mask", _unsharp_mask, _write_pair),
+    Param("e-brightness", "brightness", _signed_int(-99, 100), _write_signed),
+    Param("e-saturation", "saturation", _signed_int(-100, 100), _write_signed),
+    Param("e-sepia", "sepia", _int_range(1, 100)),
+    Param("e-negate", "negate", _flag, lambda _: ""),
+    Param("e-pixelate", "pixelate", _int_range(1, 200)),
     Param("r", "radius", _radius, _write_radius),
     Param("bg", "background", _background, _write_background),
     Param("b", "border", _border, lambda border: f"{border[0]}_{write_colour(border[1])}"),
