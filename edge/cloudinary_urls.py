@@ -195,6 +195,10 @@ WORDS: tuple[Word, ...] = (
     Word("`r_N`, `r_max`, `r_N:N[:N[:N]]`", "`r-N`, `r-max`, `r-N_N_N_N`",
          "rounded corners; `max`: a circle or ellipse; per corner as CSS writes them (top-left first, clockwise)"),
     Word("`e_blur`, `e_blur:N` (1–2000)", f"`bl-N/{_STRENGTH_SCALE}` (default `bl-5`)", "gaussian blur"),
+    Word("`e_blur_faces`, `e_blur_faces:N` (1–2000)", f"`e-blurfaces-N/{_STRENGTH_SCALE}` (default `e-blurfaces-25`)",
+         "gaussian blur of the faces alone (the `[faces]` extra's detector; without it, a 400 naming it)"),
+    Word("`e_pixelate_faces`, `e_pixelate_faces:N` (1–200)", "`e-pixelatefaces-N` (default `e-pixelatefaces-5`)",
+         "the faces alone pixelated, in squares of N×N px (the `[faces]` extra's detector)"),
     Word("`e_sharpen`, `e_sharpen:N` (1–2000)", f"`e-sharpen-N/{_STRENGTH_SCALE}` (default `e-sharpen-5`)",
          "sharpen"),
     Word("`e_unsharp_mask`, `e_unsharp_mask:N` (1–2000)", "`e-usm-2-1-N/100-0.05` (default `e-usm`)",
@@ -898,6 +902,10 @@ def _effect(c: _Component) -> list[str]:
         return [f"bl-{_strength(c, argument, 100)}"]
     if name == "sharpen":
         return [f"e-sharpen-{_strength(c, argument, 100)}"]
+    if name == "blur_faces":
+        return [c.parsed("e", "e-blurfaces", str(_strength(c, argument, 500)))]
+    if name == "pixelate_faces":
+        return [c.parsed("e", "e-pixelatefaces", str(_level(c, argument, 1, 200, 5)))]
     if name == "unsharp_mask":
         return [_UNSHARP_MASK.format(amount=_level(c, argument, 1, 2000, 100) / 100)]
     if name in LEVELS:
@@ -914,8 +922,8 @@ def _effect(c: _Component) -> list[str]:
         return ["e-contrast"]
     if name == "trim":
         return [c.parsed("e", "t", argument or "true")]
-    raise c.fail("e", "effect not supported; supported: blur, sharpen, unsharp_mask, grayscale, "
-                         f"{', '.join(LEVELS)}, negate, contrast, auto_contrast, trim")
+    raise c.fail("e", "effect not supported; supported: blur, blur_faces, sharpen, unsharp_mask, grayscale, "
+                         f"{', '.join(LEVELS)}, pixelate_faces, negate, contrast, auto_contrast, trim")
 
 
 def _colour(c: _Component, key: str, text: str) -> str:

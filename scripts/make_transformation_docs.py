@@ -268,6 +268,15 @@ the same holds for them.) There are no settings.
   face, as Cloudinary's `g_face` does (`fo-face,fof-center`: its `g_face:center`); with a face it plays no
   part. `fof` without `fo-face` is a 400.
 - **Cache**: `fo-face` is its own cache entry (no longer the same as `fo-auto`).
+- **Faces hidden**: `e-blurfaces-N` blurs each face found (N: a radius in pixels of the step's output,
+  0.1–100, as `bl`), `e-pixelatefaces-N` pixelates it in squares of N×N px (1–200), the rest of the
+  image untouched; they are the node's own, for Cloudinary's `e_blur_faces` and `e_pixelate_faces`
+  ([leaving-cloudinary.md](leaving-cloudinary.md)). Each face's box, which runs from the eyebrows to
+  the mouth, is grown by a quarter of its size on every side to cover forehead, hair and chin; every
+  face is hidden, however small (not only those framing keeps). The radius is in pixels: a face 200 px
+  wide at full size needs about `e-blurfaces-60` to be past recognising, one 50 px wide in a 1000 px
+  rendition `e-blurfaces-20`. No face found, the image is unchanged. Each costs a search (above) plus,
+  for the blur, `bl`'s weight over the whole output, and needs the `[faces]` extra as `fo-face` does.
 
 **Which detector.** OpenCV's bundled Haar cascades need no model download (the `opencv-python-headless`
 wheel carries them); a CNN detector such as YuNet would need a model file no well-kept PyPI package
@@ -448,8 +457,10 @@ SECTIONS = (
             "1 + N/100 (CSS's `brightness()`); `e-saturation-N` (−100–100) is `saturate(1 + N/100)`, −100 being "
             "greyscale; `e-sepia-N` (1–100) is `sepia(N/100)`; `e-negate` makes each colour value v 255 − v; "
             "`e-pixelate-N` (1–200) makes squares of N×N px from the top-left corner, each the average of its "
-            "pixels. After the step's geometry and blur, in this order: pixelate, `e-grayscale`, brightness, "
-            "saturation, sepia, negate, then `e-contrast` and the sharpening; transparency is kept.", (
+            "pixels; `e-pixelatefaces-N` and `e-blurfaces-N` do it, or blur, on the faces alone (see "
+            "[faces](#faces)). After the step's geometry and blur, in this order: pixelate, the faces, "
+            "`e-grayscale`, brightness, saturation, sepia, negate, then `e-contrast` and the sharpening; "
+            "transparency is kept.", (
                 Example("w-240,e-brightness-40", "coffee.jpg"),
                 Example("w-240,e-brightness-N40", "coffee.jpg"),
                 Example("w-240,e-saturation-80", "coffee.jpg"),
@@ -457,6 +468,8 @@ SECTIONS = (
                 Example("w-240,e-sepia-80", "coffee.jpg"),
                 Example("w-240,e-negate", "coffee.jpg"),
                 Example("w-240,e-pixelate-12", "coffee.jpg"),
+                Example("w-240,e-pixelatefaces-8", "astronaut.jpg", "faces only (the `[faces]` extra)"),
+                Example("w-240,e-blurfaces-10", "astronaut.jpg", "faces only (the `[faces]` extra)"),
             )),
     Section("`r`: rounded corners", "A radius in pixels, `max` for the largest ellipse (a circle for a "
             "square image), or one radius per corner, `r-<top-left>_<top-right>_<bottom-right>_<bottom-left>` "

@@ -79,7 +79,7 @@ class Case:
 
     @property
     def needs_faces(self) -> bool:
-        return "fo-face" in self.url
+        return "fo-face" in self.url or "faces-" in self.url
 
 
 def _cases(node: str, urls: list[str], headers: dict[str, str] = BROWSER) -> list[Case]:
@@ -126,7 +126,8 @@ CORPUS = _cases(SHIPPED, [
     "/tr:w-240,e-gradient/coffee.jpg", "/tr:w-240,e-gradient-ld-90_from-1E3A8A50_to-FFFFFF00_sp-0.6/coffee.jpg",
     "/tr:w-240,e-brightness-N40/coffee.jpg", "/tr:w-240,e-saturation-80/coffee.jpg",
     "/tr:w-240,e-sepia-80/coffee.jpg", "/tr:w-240,e-negate/coffee.jpg", "/tr:w-240,e-pixelate-12/coffee.jpg",
-    "/tr:w-200,e-sepia-60,f-png/logo-transparent.png",
+    "/tr:w-200,e-sepia-60,f-png/logo-transparent.png", "/tr:w-240,e-pixelatefaces-8/astronaut.jpg",
+    "/tr:w-240,e-blurfaces-10/astronaut.jpg",
     # corners, backgrounds, borders, opacity
     "/tr:w-200,h-200,r-30,f-png/astronaut.jpg", "/tr:w-200,h-200,r-max,f-png/astronaut.jpg",
     "/tr:w-200,h-200,r-max,bg-0F172A/astronaut.jpg", "/tr:w-200,h-200,r-0_60_0_60,f-png/astronaut.jpg",
@@ -242,7 +243,7 @@ def difference(recorded: dict, made: dict) -> str | None:
 
 
 def cases() -> list[Case]:
-    """The corpus this machine can render: `fo-face` needs OpenCV (the `[faces]` extra)."""
+    """The corpus this machine can render: `fo-face` and the faces' effects need OpenCV (the `[faces]` extra)."""
     return [case for case in CORPUS if faces.available() or not case.needs_faces]
 
 

@@ -344,6 +344,8 @@ EQUIVALENTS = [
     (dict(width=300, effect="sepia:50"), "w-300,e-sepia-50"),
     (dict(width=300, effect="negate"), "w-300,e-negate"),
     (dict(width=300, effect="pixelate"), "w-300,e-pixelate-5"),
+    (dict(width=300, effect="blur_faces"), "w-300,e-blurfaces-25"),
+    (dict(width=300, effect="pixelate_faces:9"), "w-300,e-pixelatefaces-9"),
     (dict(width=300, radius=20, background="white"), "w-300,r-20,bg-white"),
     (dict(width=300, border="4px_solid_rgb:FF6600"), "w-300,b-4_FF6600"),
     (dict(width=300, height=300, crop="pad", background="rgb:FF000080"),  # hex alpha 0x80 → 50 %

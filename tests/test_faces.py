@@ -35,6 +35,7 @@ def scene() -> bytes:
 def scene_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("faces")
     (root / "scene.jpg").write_bytes(scene())
+    pyvips.Image.new_from_file(str(root / "scene.jpg")).pngsave(str(root / "scene.png"), compression=1)
     (root / "astronaut.jpg").write_bytes((SAMPLES / "astronaut.jpg").read_bytes())
     return root
 
@@ -98,12 +99,33 @@ async def test_an_extracted_region_is_centred_on_the_face(node):
     assert (image.width, image.height) == (120, 120) and near(patch(image, 60, 60), FACE)
 
 
-async def test_without_the_extra_fo_face_is_a_400_naming_it(node, monkeypatch):
+@pytest.mark.parametrize("path", ["/tr:e-pixelatefaces-40/scene.jpg", "/tr:e-blurfaces-60,f-jpg/scene.png"])
+async def test_faces_pixelated_or_blurred_alone_on_the_12_megapixel_scene(node, path):
+    """`e-pixelatefaces`, `e-blurfaces` (Cloudinary's `e_pixelate_faces`, `e_blur_faces`) at full size, from
+    the JPEG and from a PNG of it: no face is left to find, the face's patch changed, and the rest of the
+    scene (the grey field, the checkerboard) is what the plain render has."""
+    plain = pyvips.Image.new_from_buffer((await node.fetch("/tr:f-jpg/scene.png")).body, "")
+    response = await node.fetch(path)
+    assert response.code == 200, response.body[:200]
+    image = pyvips.Image.new_from_buffer(response.body, "")
+    assert (image.width, image.height) == SCENE
+    [(left, top, width, height)] = faces.find_faces(plain)
+    assert faces.find_faces(image) == []
+    eyes = left + width // 3, top + height * 2 // 5  # the left eye: dark on skin, averaged away either way
+    assert not near(patch(image, *eyes, 8), patch(plain, *eyes, 8), 4)
+    for x, y in ((100, 100), (3400, 1400), (2000, 2700), (PHOTO_AT[0] + PHOTO_SIDE // 2, PHOTO_AT[1] + 900)):
+        assert near(patch(image, x, y), patch(plain, x, y), 2), (x, y)
+
+
+@pytest.mark.parametrize("transformation, named", [
+    ("w-301,h-299,fo-face", "fo-face"), ("w-301,e-blurfaces-5", "e-blurfaces-5"),  # texts no other test parsed
+    ("w-301,e-pixelatefaces-7", "e-pixelatefaces-7")])
+async def test_without_the_extra_faces_are_a_400_naming_it(node, monkeypatch, transformation, named):
     monkeypatch.setattr(faces, "available", lambda: False)
-    response = await node.fetch("/tr:w-301,h-299,fo-face/scene.jpg")  # a text no other test parsed
+    response = await node.fetch(f"/tr:{transformation}/scene.jpg")
     assert response.code == 400
-    assert response.body == (b"invalid transformation: fo-face: needs a face detector: install the node with its "
-                             b"[faces] extra (pip install 'edge-image-node[faces]')\n")
+    assert response.body == (f"invalid transformation: {named}: needs a face detector: install the node with its "
+                             "[faces] extra (pip install 'edge-image-node[faces]')\n").encode()
 
 
 async def test_an_extract_of_the_face_without_a_size_is_the_face_zoom_and_ratio_applied(node):

@@ -57,6 +57,8 @@ VALUES = {
     "e-sepia": st.integers(0, 101).map(str),
     "e-negate": st.sampled_from(["", "true"]),
     "e-pixelate": st.integers(0, 201).map(str),
+    "e-blurfaces": st.one_of(st.integers(0, 101).map(str), numbers),
+    "e-pixelatefaces": st.integers(0, 201).map(str),
     "r": st.one_of(st.just("max"), integers, st.lists(st.integers(0, 40).map(str), min_size=4, max_size=4).map("_".join)),
     "bg": st.one_of(colours, st.sampled_from(["dominant", "blurred", "blurred_auto", "blurred_25_N15", "blurred_5_40"])),
     "e-shadow": st.one_of(st.sampled_from(["", "true"]), st.fixed_dictionaries(

@@ -3,7 +3,7 @@
     cost = frames × ( Σ over steps of  output megapixels × (1 + the weights of the step's operations
                                                             + LAYER_WEIGHT × its layers)
                                      + input megapixels × TRIM_WEIGHT        (when the step trims)
-                                     + FACE_SEARCH                           (when it looks for faces)
+                                     + FACE_SEARCH                           (each time it looks for faces)
                                      + BLURRED_FRAME                         (a `bg-blurred` padding)
                                      + each layer's own work (its steps; a text's estimated pixels)
                       + Σ over the formats encoded of  the encode of a frame   (`encode_cost`) )
@@ -63,8 +63,8 @@ SHADOW_WEIGHT, SHADOW_PER_BLUR = 2.0, 0.1  # the alpha blurred (sigma up to 15),
 ROTATE_WEIGHT = 1.5  # rt- other than a right angle: an affine with interpolation
 #: per input megapixel of a trimming step (decoded to memory, searched on a reduced copy)
 TRIM_WEIGHT = 3.0
-#: a `fo-face` search, whatever the input's size (a reduced copy of 0.5 MP: 7–13 times an attention
-#: search of 1 MP, benchmarks/bench_faces.py), per step and frame
+#: a face search (`fo-face`, `e-blurfaces`, `e-pixelatefaces`), whatever the input's size (a reduced copy of
+#: 0.5 MP: 7–13 times an attention search of 1 MP, benchmarks/bench_faces.py), per step and frame
 FACE_SEARCH = 8.0
 #: per output megapixel of a step, for each layer drawn on it (a composite over the whole result)
 LAYER_WEIGHT = 0.5
@@ -224,8 +224,8 @@ def _steps_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size]
         cost += sum(_layer_cost(layer, output, overlays) for layer in step.layers)
         if step.trim is not None:
             cost += _megapixels(size) * TRIM_WEIGHT
-        if step.focus == "face":
-            cost += FACE_SEARCH
+        cost += FACE_SEARCH * ((step.focus == "face") + (step.blur_faces is not None)
+                               + (step.pixelate_faces is not None))
         if step.pads and isinstance(step.background, Blurred):
             cost += _megapixels(output) * BLURRED_WEIGHT + BLURRED_FRAME
         size = _cut_by_layers(step.layers, output, overlays)
@@ -292,6 +292,10 @@ def look_weight(step: Step) -> float:
     weight += LINEAR_WEIGHT * ((step.brightness is not None) + step.negate)
     weight += RECOMB_WEIGHT * ((step.saturation is not None) + (step.sepia is not None))
     if step.pixelate is not None:
+        weight += PIXELATE_WEIGHT
+    if step.blur_faces is not None:  # at most the whole image, as `bl`
+        weight += step.blur_faces * BLUR_PER_RADIUS
+    if step.pixelate_faces is not None:
         weight += PIXELATE_WEIGHT
     if step.radius is not None:
         weight += ROUNDED_WEIGHT

@@ -10,11 +10,15 @@ from collections.abc import Callable
 
 import pyvips
 
+from . import faces, stopping
 from .colours import RGBA
 from .geometry import background, in_memory
 from .options import Step
 
 Interpretation = pyvips.enums.Interpretation
+#: `e-blurfaces`, `e-pixelatefaces`: how far beyond a face's detected box (eyebrows to mouth) each side
+#: goes, as a fraction of the box's size, so that forehead, hair and chin are covered too
+FACE_COVER = 0.25
 
 
 def _colour_bands(image: pyvips.Image, effect: Callable[[pyvips.Image], pyvips.Image]) -> pyvips.Image:
@@ -51,6 +55,21 @@ def pixelate(image: pyvips.Image, side: int) -> pyvips.Image:
     if alpha:
         squares = _to_uchar(squares.unpremultiply(), image)
     return squares.zoom(side, side).crop(0, 0, width, height)
+
+
+def on_faces(image: pyvips.Image, effect: Callable[[pyvips.Image], pyvips.Image]) -> pyvips.Image:
+    """`effect` on each face `faces.find_faces` sees (its box grown by `FACE_COVER` each way), the rest
+    untouched; no face, no change."""
+    image = in_memory(image)  # searched, then each region read again
+    stopping.check()
+    found = faces.find_faces(image)
+    stopping.check()
+    for left, top, width, height in found:
+        x0, y0 = max(0, round(left - width * FACE_COVER)), max(0, round(top - height * FACE_COVER))
+        x1 = min(image.width, round(left + width * (1 + FACE_COVER)))
+        y1 = min(image.height, round(top + height * (1 + FACE_COVER)))
+        image = image.insert(effect(image.crop(x0, y0, x1 - x0, y1 - y0)), x0, y0)
+    return image
 
 
 def _recombined(image: pyvips.Image, matrix: list[list[float]]) -> pyvips.Image:
@@ -228,6 +247,10 @@ def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
         image = blur(image, step.blur)
     if step.pixelate is not None:
         image = pixelate(image, step.pixelate)
+    if step.blur_faces is not None:
+        image = on_faces(image, lambda face: blur(face, step.blur_faces))
+    if step.pixelate_faces is not None:
+        image = on_faces(image, lambda face: pixelate(face, step.pixelate_faces))
     if step.grayscale:
         image = grayscale(image)
     if step.brightness is not None:

@@ -159,6 +159,9 @@ class Step:
     sepia: int | None = None
     negate: bool = False
     pixelate: int | None = None
+    #: the faces alone blurred (`bl`'s radius) or pixelated (a square's side), for `e_blur_faces`, `e_pixelate_faces`
+    blur_faces: float | None = None
+    pixelate_faces: int | None = None
     radius: int | str | tuple[int, int, int, int] | None = None
     #: a colour, `dominant` (the image's dominant colour; `dominant_border`: of its border) or `Blurred` (padding:
     #: the image, blurred)
@@ -299,10 +302,23 @@ def _focus(text: str) -> str:
         raise ValueError(f"must be one of {', '.join(FOCUS)}: ImageKit's object names (fo-person, fo-car…) are "
                          "not supported (object-aware AI cropping)")
     focus = _choice(FOCUS)(text)
-    if focus == "face" and not faces.available():
+    if focus == "face":
+        _needs_faces()
+    return focus
+
+
+def _needs_faces() -> None:
+    if not faces.available():
         raise ValueError(f"needs a face detector: install the node with its [{faces.EXTRA}] extra "
                          f"(pip install 'edge-image-node[{faces.EXTRA}]')")
-    return focus
+
+
+def _on_faces(parse_value: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = parse_value(text)
+        _needs_faces()
+        return value
+    return parse
 
 
 def _boolean(text: str) -> bool:
@@ -571,6 +587,8 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("e-sepia", "sepia", _int_range(1, 100)),
     Param("e-negate", "negate", _flag, lambda _: ""),
     Param("e-pixelate", "pixelate", _int_range(1, 200)),
+    Param("e-blurfaces", "blur_faces", _on_faces(_number_range(0.1, 100)), _write_number),
+    Param("e-pixelatefaces", "pixelate_faces", _on_faces(_int_range(1, 200))),
     Param("r", "radius", _radius, _write_radius),
     Param("bg", "background", _background, _write_background),
     Param("b", "border", _border, lambda border: f"{border[0]}_{write_colour(border[1])}"),
