@@ -120,7 +120,16 @@ AUTO_BACKGROUNDS = {"auto": "dominant_border", "auto:border": "dominant_border",
 _STRENGTH_SCALE = 20
 #: Cloudinary's effects with a level → the node's own parameter, the level's range and Cloudinary's default
 LEVELS = {"brightness": ("e-brightness", -99, 100, 80), "saturation": ("e-saturation", -100, 100, 80),
-          "sepia": ("e-sepia", 1, 100, 80), "pixelate": ("e-pixelate", 1, 200, 5)}
+          "sepia": ("e-sepia", 1, 100, 80), "vibrance": ("e-vibrance", -100, 100, 20),
+          "blackwhite": ("e-blackwhite", 0, 100, 50), "pixelate": ("e-pixelate", 1, 200, 5)}
+_LEVEL_MEANINGS = {
+    "brightness": "brightness: each colour value times 1 + N/100 (CSS's `brightness()`)",
+    "saturation": "saturation: CSS's `saturate(1 + N/100)`; −100 is greyscale",
+    "sepia": "sepia: CSS's `sepia(N/100)`",
+    "vibrance": "vibrance: CSS's `saturate()` by up to 1 + N/100, the most on dull colours, none on pure ones",
+    "blackwhite": "black and white: white where the grey level is above N % of white",
+    "pixelate": "pixelate: squares of N×N px, each the average of its pixels",
+}
 #: `e_unsharp_mask:N` (1–2000, default 100) is `e-usm` with amount N/100 (the node's `e-usm` at 100)
 _UNSHARP_MASK = "e-usm-2-1-{amount:g}-0.05"
 FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-copyright"}
@@ -204,12 +213,8 @@ WORDS: tuple[Word, ...] = (
     Word("`e_unsharp_mask`, `e_unsharp_mask:N` (1–2000)", "`e-usm-2-1-N/100-0.05` (default `e-usm`)",
          "unsharp mask"),
     Word("`e_grayscale`", "`e-grayscale`", "greyscale"),
-    *(Word(f"`e_{name}`, `e_{name}:N` ({low}–{high})", f"`{ours}-N` (default `{ours}-{default}`)", meaning)
-      for (name, (ours, low, high, default)), meaning in zip(LEVELS.items(), (
-          "brightness: each colour value times 1 + N/100 (CSS's `brightness()`)",
-          "saturation: CSS's `saturate(1 + N/100)`; −100 is greyscale",
-          "sepia: CSS's `sepia(N/100)`",
-          "pixelate: squares of N×N px, each the average of its pixels"))),
+    *(Word(f"`e_{name}`, `e_{name}:N` ({low}–{high})", f"`{ours}-N` (default `{ours}-{default}`)",
+           _LEVEL_MEANINGS[name]) for name, (ours, low, high, default) in LEVELS.items()),
     Word("`e_negate`", "`e-negate`", "negative: each colour value 255 − itself"),
     Word("`e_contrast`, `e_auto_contrast`", "`e-contrast`", "contrast stretch"),
     Word("`e_trim`, `e_trim:N` (1–99)", "`t-true`, `t-N`",

@@ -449,24 +449,34 @@ SECTIONS = (
                 Example("w-240,e-sharpen-60", "chelsea.jpg"),
                 Example("w-240,e-usm-2-2-3-0.02", "chelsea.jpg"),
             )),
-    Section("`e-brightness`, `e-saturation`, `e-sepia`, `e-negate`, `e-pixelate`: the node's own colour effects",
+    Section("`e-brightness`, `e-saturation`, `e-sepia`, `e-vibrance`, `e-negate`, `e-blackwhite`, `e-pixelate`: "
+            "the node's own colour effects",
             "ImageKit has no such parameters; the node has them for Cloudinary's `e_brightness`, `e_saturation`, "
-            "`e_sepia`, `e_negate` and `e_pixelate` ([leaving-cloudinary.md](leaving-cloudinary.md)), with the "
+            "`e_sepia`, `e_vibrance`, `e_negate`, `e_blackwhite` and `e_pixelate` "
+            "([leaving-cloudinary.md](leaving-cloudinary.md)), with the "
             "formulas of CSS's filters where one exists, since Cloudinary documents only the ranges. "
             "`e-brightness-N` (−99–100, `N` for minus: `e-brightness-N30`) multiplies each colour value by "
             "1 + N/100 (CSS's `brightness()`); `e-saturation-N` (−100–100) is `saturate(1 + N/100)`, −100 being "
-            "greyscale; `e-sepia-N` (1–100) is `sepia(N/100)`; `e-negate` makes each colour value v 255 − v; "
+            "greyscale; `e-sepia-N` (1–100) is `sepia(N/100)`; `e-vibrance-N` (−100–100) is, for each pixel, "
+            "`saturate(1 + N/100 × (1 − spread))`, spread being the difference of its largest and smallest value "
+            "over 255, so that greys and dull colours change most and a colour with one value 0 and one 255 (red, "
+            "yellow, blue…) not at all; `e-negate` makes each colour value v "
+            "255 − v; `e-blackwhite-N` (0–100) is white where the grey level is above N % of white, else black "
+            "(`e-blackwhite-100`: all black); "
             "`e-pixelate-N` (1–200) makes squares of N×N px from the top-left corner, each the average of its "
             "pixels; `e-pixelatefaces-N` and `e-blurfaces-N` do it, or blur, on the faces alone (see "
             "[faces](#faces)). After the step's geometry and blur, in this order: pixelate, the faces, "
-            "`e-grayscale`, brightness, saturation, sepia, negate, then `e-contrast` and the sharpening; "
+            "`e-grayscale`, brightness, saturation, sepia, vibrance, negate, black and white, then `e-contrast` "
+            "and the sharpening; "
             "transparency is kept.", (
                 Example("w-240,e-brightness-40", "coffee.jpg"),
                 Example("w-240,e-brightness-N40", "coffee.jpg"),
                 Example("w-240,e-saturation-80", "coffee.jpg"),
                 Example("w-240,e-saturation-N100", "coffee.jpg"),
                 Example("w-240,e-sepia-80", "coffee.jpg"),
+                Example("w-240,e-vibrance-80", "coffee.jpg"),
                 Example("w-240,e-negate", "coffee.jpg"),
+                Example("w-240,e-blackwhite-40", "coffee.jpg"),
                 Example("w-240,e-pixelate-12", "coffee.jpg"),
                 Example("w-240,e-pixelatefaces-8", "astronaut.jpg", "faces only (the `[faces]` extra)"),
                 Example("w-240,e-blurfaces-10", "astronaut.jpg", "faces only (the `[faces]` extra)"),

@@ -344,6 +344,8 @@ EQUIVALENTS = [
     (dict(width=300, effect="sepia:50"), "w-300,e-sepia-50"),
     (dict(width=300, effect="negate"), "w-300,e-negate"),
     (dict(width=300, effect="pixelate"), "w-300,e-pixelate-5"),
+    (dict(width=300, effect="vibrance"), "w-300,e-vibrance-20"),
+    (dict(width=300, effect="blackwhite:30"), "w-300,e-blackwhite-30"),
     (dict(width=300, effect="blur_faces"), "w-300,e-blurfaces-25"),
     (dict(width=300, effect="pixelate_faces:9"), "w-300,e-pixelatefaces-9"),
     (dict(width=300, radius=20, background="white"), "w-300,r-20,bg-white"),
@@ -920,10 +922,11 @@ async def test_flags_asking_for_what_the_node_does_anyway_keep_their_urls_workin
 
 
 async def test_colour_effects_on_the_12_megapixel_photos(node):
-    """`e_brightness`, `e_saturation`, `e_sepia`, `e_negate`, `e_pixelate`, `e_unsharp_mask` (they were a
-    400) on the 12 MP photo (4240×2832) as a JPEG and as a PNG cut out (opaque in the middle), made 1000 px
-    wide, as PNG: the colours change by CSS's formulas (on the balloon, on the grey middle), the PNG's
-    transparent border stays transparent, and the pixelated balloon stays where it was, in whole squares."""
+    """`e_brightness`, `e_saturation`, `e_sepia`, `e_negate`, `e_vibrance`, `e_blackwhite`, `e_pixelate`,
+    `e_unsharp_mask` (they were a 400) on the 12 MP photo (4240×2832) as a JPEG and as a PNG cut out
+    (opaque in the middle), made 1000 px wide, as PNG: the colours change by CSS's formulas (on the
+    balloon, on the grey middle), the PNG's transparent border stays transparent, and the pixelated
+    balloon stays where it was, in whole squares."""
     def path(effect: str, public_id: str) -> str:
         return f"/demo/image/upload/c_scale,w_1000/{effect}/{public_id}.png".replace("//", "/")
     for public_id, (x, y), bands in ((BALLOON_PHOTO, (920, 236), 3), (CUTOUT_PHOTO, (500, 334), 4)):
@@ -936,13 +939,14 @@ async def test_colour_effects_on_the_12_megapixel_photos(node):
                 (0.393, 0.769, 0.189), (0.349, 0.686, 0.168), (0.272, 0.534, 0.131))),
             "e_negate": (255 - r, 255 - g, 255 - b),
         }
-        for effect in (*expected, "e_sepia", "e_pixelate:20", "e_unsharp_mask:400"):
+        for effect in (*expected, "e_sepia", "e_vibrance:-60", "e_blackwhite", "e_pixelate:20", "e_unsharp_mask:400"):
             image = decode(await get(node, path(effect, public_id)))
-            assert (image.width, image.height, image.bands) == (1000, 668, bands), effect
+            greys = effect == "e_blackwhite"  # a black and white image: one band (and its alpha)
+            assert (image.width, image.height, image.bands) == (1000, 668, bands - 2 * greys), effect
             if effect in expected:
                 assert close(pixel(image, x, y)[:3], expected[effect], 1), (effect, pixel(image, x, y))
             if public_id == CUTOUT_PHOTO:
-                assert (pixel(image, 5, 5)[3], pixel(image, x, y)[3]) == (0, 255), effect
+                assert (pixel(image, 5, 5)[-1], pixel(image, x, y)[-1]) == (0, 255), effect
     balloon = orange_pixels(decode(await get(node, path("", BALLOON_PHOTO))))
     pixelated = decode(await get(node, path("e_pixelate:20", BALLOON_PHOTO)))
     squares = orange_pixels(pixelated)  # whole 20×20 squares: those the balloon's edge cuts are greyer

@@ -75,6 +75,8 @@ JPEG_CASES = [
     ("w-300,e-saturation-N100", (300, 200), "jpg", None),
     ("w-300,e-sepia-80", (300, 200), "jpg", None),
     ("w-300,e-negate", (300, 200), "jpg", None),
+    ("w-300,e-vibrance-60", (300, 200), "jpg", "top_left"),  # the red marker is vivid: left as it is
+    ("w-300,e-blackwhite-40", (300, 200), "jpg", None),
     ("e-pixelate-40", (W, H), "jpg", "top_left"),  # the full 12 MP: squares averaged on a streamed decode
     ("w-300,r-20,f-png", (300, 200), "png", "top_left"),
     ("w-300,r-max", (300, 200), "jpg", None),
@@ -119,6 +121,7 @@ PNG_CASES = [
     ("w-300,e-contrast,e-sharpen,e-usm-2-2-0.8-0.024", (300, 200), "png", "top_left"),
     ("e-pixelate-7,e-brightness-20,e-saturation-50,f-jpg", (W, H), "jpg", "top_left"),
     ("w-300,e-sepia-100,e-negate", (300, 200), "png", None),
+    ("w-300,e-vibrance-N50,e-blackwhite-60", (300, 200), "png", None),
     ("w-300,r-max,b-5_00FF00,o-50", (310, 210), "png", None),
     ("w-2000,r-50,e-shadow-y-N30,f-webp", (2000, 1336), "webp", "top_left"),
     ("w-300:b-ch_div_40_00FF00", (310, 210), "png", None),

@@ -59,10 +59,33 @@ async def test_colour_adjustments_follow_the_css_formulas(image_node, tr, red, y
         (pixel(image, 20, 20), pixel(image, 180, 80))
 
 
+@pytest.mark.parametrize("tr, red, green, blue, yellow", [
+    # libvips' grey levels of the card's quadrants: red 127, green 220, blue 76, yellow 247
+    ("e-blackwhite-50", 0, 255, 0, 255), ("e-blackwhite-90", 0, 0, 0, 255), ("e-blackwhite-0", 255, 255, 255, 255),
+    ("e-blackwhite-100", 0, 0, 0, 0)])
+async def test_blackwhite_is_white_above_its_threshold(image_node, tr, red, green, blue, yellow):
+    _, image = await fetch_image(image_node, f"/tr:{tr},f-png/card.png")
+    assert [pixel(image, x, y)[0] for x, y in ((20, 20), (180, 20), (20, 80), (180, 80))] == [red, green, blue, yellow]
+
+
+def chroma(image) -> float:
+    return image.colourspace("lch")[1].avg()
+
+
+async def test_vibrance_moves_dull_colours_and_leaves_vivid_ones(image_node):
+    _, plain = await fetch_image(image_node, "/tr:f-png/photo.jpg")
+    _, more = await fetch_image(image_node, "/tr:e-vibrance-100,f-png/photo.jpg")
+    _, less = await fetch_image(image_node, "/tr:e-vibrance-N100,f-png/photo.jpg")
+    assert chroma(less) < chroma(plain) * 0.8 and chroma(more) > chroma(plain) * 1.2
+    for tr in ("e-vibrance-100", "e-vibrance-N100"):  # pure red and blue (spread 1): unchanged
+        _, card = await fetch_image(image_node, f"/tr:{tr},f-png/card.png")
+        assert close(pixel(card, 20, 20), (255, 0, 0), 1) and close(pixel(card, 20, 80), (0, 0, 255), 1)
+
+
 async def test_colour_adjustments_keep_alpha(image_node):
     _, plain = await fetch_image(image_node, "/tr:f-png/alpha.png")
-    _, adjusted = await fetch_image(image_node,
-                                    "/tr:e-brightness-20,e-saturation-N50,e-sepia-60,e-negate,f-png/alpha.png")
+    adjusting = "e-brightness-20,e-saturation-N50,e-sepia-60,e-vibrance-50,e-negate"
+    _, adjusted = await fetch_image(image_node, f"/tr:{adjusting},f-png/alpha.png")
     assert adjusted.bands == 4 and (adjusted[3] - plain[3]).abs().max() == 0
 
 

@@ -53,8 +53,9 @@ BLUR_PER_RADIUS = 1 / 30  # bl-N: a gaussian of sigma N/2, separable: cost grows
 SHARPEN_WEIGHT = 4.0
 USM_WEIGHT, USM_PER_SIGMA = 0.5, 0.1
 CONTRAST_WEIGHT = 0.7  # a histogram of the step's output, then a stretch
-LINEAR_WEIGHT = 0.3  # e-brightness, e-negate: one pass, a value at a time
-RECOMB_WEIGHT = 0.5  # e-saturation, e-sepia: a 3×3 matrix a pixel
+LINEAR_WEIGHT = 0.3  # e-brightness, e-negate, e-blackwhite: one pass, a value at a time
+VIBRANCE_WEIGHT = 2.5  # e-vibrance: each pixel's spread and grey, then a matrix of its own, in floats
+RECOMB_WEIGHT = 1.0  # e-saturation, e-sepia: a 3×3 matrix a pixel, in floats
 PIXELATE_WEIGHT = 0.3  # e-pixelate: a box shrink, then a zoom back
 ROUNDED_WEIGHT = 3.0  # r-N: a float coverage mask the size of the image
 OPACITY_WEIGHT = 0.6
@@ -289,7 +290,9 @@ def look_weight(step: Step) -> float:
         weight += USM_WEIGHT + step.unsharp_mask[1] * USM_PER_SIGMA
     if step.contrast:
         weight += CONTRAST_WEIGHT
-    weight += LINEAR_WEIGHT * ((step.brightness is not None) + step.negate)
+    weight += LINEAR_WEIGHT * ((step.brightness is not None) + step.negate + (step.blackwhite is not None))
+    if step.vibrance is not None:
+        weight += VIBRANCE_WEIGHT
     weight += RECOMB_WEIGHT * ((step.saturation is not None) + (step.sepia is not None))
     if step.pixelate is not None:
         weight += PIXELATE_WEIGHT

@@ -1,7 +1,7 @@
-"""The look of one step, after its geometry: blur, pixelation, greyscale, the colour adjustments
-(brightness, saturation, sepia, negative), contrast, sharpen, unsharp mask, gradient, border, rounded
-corners, opacity, shadow, and last the flattening of transparency on `bg`. All on 8-bit images; colour
-effects leave the alpha channel alone."""
+"""The look of one step, after its geometry: blur, pixelation, the faces hidden, greyscale, the colour
+adjustments (brightness, saturation, sepia, vibrance, negative, black and white), contrast, sharpen,
+unsharp mask, gradient, border, rounded corners, opacity, shadow, and last the flattening of
+transparency on `bg`. All on 8-bit images; colour effects leave the alpha channel alone."""
 
 from __future__ import annotations
 
@@ -104,6 +104,30 @@ def sepia(image: pyvips.Image, percent: int) -> pyvips.Image:
 
 def negate(image: pyvips.Image) -> pyvips.Image:
     return _colour_bands(image, lambda bands: bands.invert())
+
+
+def vibrance(image: pyvips.Image, percent: int) -> pyvips.Image:
+    """`e-vibrance-N` (−100–100): each colour moved away from its grey (toward it, below 0) as CSS's
+    `saturate(1 + N/100 × (1 − spread))` would, spread being the difference of its largest and smallest
+    value over 255: greys and dull colours change most, a colour with one value 0 and one 255 (red,
+    yellow, blue…) not at all."""
+    if image.bands < 3:
+        return image
+
+    def vibrant(bands: pyvips.Image) -> pyvips.Image:
+        red, green, blue = bands[0], bands[1], bands[2]
+        spread = (red.maxpair(green).maxpair(blue) - red.minpair(green).minpair(blue)) / 255
+        grey = bands.recomb([[0.213, 0.715, 0.072]])
+        return _to_uchar(grey + (bands - grey) * ((1 - spread) * (percent / 100) + 1), bands)
+    return _colour_bands(image, vibrant)
+
+
+def blackwhite(image: pyvips.Image, percent: int) -> pyvips.Image:
+    """`e-blackwhite-N` (0–100): white where the grey level is above N % of white, black elsewhere."""
+    def threshold(bands: pyvips.Image) -> pyvips.Image:
+        grey = bands.colourspace(Interpretation.B_W) if bands.bands >= 3 else bands
+        return _to_uchar((grey > 255 * percent / 100), grey)  # libvips' true is 255
+    return _colour_bands(image, threshold)
 
 
 def contrast(image: pyvips.Image) -> pyvips.Image:
@@ -259,8 +283,12 @@ def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
         image = saturation(image, step.saturation)
     if step.sepia is not None:
         image = sepia(image, step.sepia)
+    if step.vibrance is not None:
+        image = vibrance(image, step.vibrance)
     if step.negate:
         image = negate(image)
+    if step.blackwhite is not None:
+        image = blackwhite(image, step.blackwhite)
     if step.contrast:
         image = contrast(image)
     if step.sharpen is not None:

@@ -153,11 +153,14 @@ class Step:
     contrast: bool = False
     unsharp_mask: tuple[float, float, float, float] | None = None
     #: the node's own colour adjustments, for Cloudinary's `e_brightness`, `e_saturation`, `e_sepia`,
-    #: `e_negate` and `e_pixelate` (docs/transformations.md): percentages, and a square's side in pixels
+    #: `e_negate`, `e_vibrance`, `e_blackwhite` and `e_pixelate` (docs/transformations.md): percentages, and
+    #: a square's side in pixels
     brightness: int | None = None
     saturation: int | None = None
     sepia: int | None = None
     negate: bool = False
+    vibrance: int | None = None
+    blackwhite: int | None = None
     pixelate: int | None = None
     #: the faces alone blurred (`bl`'s radius) or pixelated (a square's side), for `e_blur_faces`, `e_pixelate_faces`
     blur_faces: float | None = None
@@ -586,6 +589,8 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("e-saturation", "saturation", _signed_int(-100, 100), _write_signed),
     Param("e-sepia", "sepia", _int_range(1, 100)),
     Param("e-negate", "negate", _flag, lambda _: ""),
+    Param("e-vibrance", "vibrance", _signed_int(-100, 100), _write_signed),
+    Param("e-blackwhite", "blackwhite", _int_range(0, 100)),
     Param("e-pixelate", "pixelate", _int_range(1, 200)),
     Param("e-blurfaces", "blur_faces", _on_faces(_number_range(0.1, 100)), _write_number),
     Param("e-pixelatefaces", "pixelate_faces", _on_faces(_int_range(1, 200))),
