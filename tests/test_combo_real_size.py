@@ -105,6 +105,10 @@ def drawn(p: Picture, colour: str | None, *rects: Rect) -> Picture:
     return replace(p, drawn=(*p.drawn, *((colour, rect) for rect in rects)))
 
 
+#: effects that change the photo's colours (the marker's pure red and the blocks' pure green stay so)
+RECOLOURING = ("e-contrast", "e-saturation-50", "e-vibrance-60", "e-brightness-20")
+
+
 def colour_at(p: Picture, x: float, y: float) -> str | None:
     """What the pixel (x, y) shows: `red`, `green`, `other`, or None where the model cannot tell (near an
     edge of a rect, or under a layer of unknown colours)."""
@@ -245,7 +249,7 @@ def _step(rng: random.Random, p: Picture, last: bool) -> tuple[str, Picture]:
         parts.append(f"fl-{how}")
         p = flipped(p, how)
     effect = rng.choice([None, None, "bl-2", "e-sharpen", "e-contrast", "border", "e-usm", "o-100", "shadow",
-                         "gradient"])
+                         "gradient", "e-saturation-50", "e-vibrance-60", "e-brightness-20", "e-pixelate-3"])
     if effect == "shadow":  # rounded corners, and the shadow shows there: up or down, far or near
         r = rng.randint(5, 200)
         parts.append(f"r-{r},e-shadow-bl-{rng.randint(0, 15)}_x-{rng.choice(['N', ''])}{rng.randint(0, 30)}"
@@ -264,7 +268,9 @@ def _step(rng: random.Random, p: Picture, last: bool) -> tuple[str, Picture]:
                   (w - b, -1, w + 1, h + 1))
     elif effect:
         parts.append(effect)
-        p = replace(p, stretched=p.stretched or effect == "e-contrast")
+        # pure red and green stay so under these; the photo's own colours may become either
+        p = replace(p, stretched=p.stretched or effect in RECOLOURING,
+                    blur=p.blur + (3 if effect == "e-pixelate-3" else 0))
     layer = rng.choice([None, None, "block", "logo", "text", "cutter"])
     side = min(p.width, p.height, rng.randint(8, 400))
     if layer == "block":
