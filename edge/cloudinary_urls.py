@@ -130,6 +130,8 @@ _LEVEL_MEANINGS = {
     "blackwhite": "black and white: white where the grey level is above N % of white",
     "pixelate": "pixelate: squares of N×N px, each the average of its pixels",
 }
+#: Cloudinary's automatic adjustments, each with a blend (0–100: how much of the result over the original)
+AUTO_ADJUSTMENTS = {"auto_contrast": "e-contrast", "auto_color": "e-autocolor", "auto_brightness": "e-autobrightness"}
 #: `e_unsharp_mask:N` (1–2000, default 100) is `e-usm` with amount N/100 (the node's `e-usm` at 100)
 _UNSHARP_MASK = "e-usm-2-1-{amount:g}-0.05"
 FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-copyright"}
@@ -216,7 +218,16 @@ WORDS: tuple[Word, ...] = (
     *(Word(f"`e_{name}`, `e_{name}:N` ({low}–{high})", f"`{ours}-N` (default `{ours}-{default}`)",
            _LEVEL_MEANINGS[name]) for name, (ours, low, high, default) in LEVELS.items()),
     Word("`e_negate`", "`e-negate`", "negative: each colour value 255 − itself"),
-    Word("`e_contrast`, `e_auto_contrast`", "`e-contrast`", "contrast stretch"),
+    Word("`e_contrast`", "`e-contrast`", "contrast stretch"),
+    Word("`e_auto_contrast`, `e_auto_contrast:B` (0–100)", "`e-contrast`, `e-contrast-B`",
+         "contrast stretch, blended B % over the original (Cloudinary's blend; default 100)"),
+    Word("`e_auto_color`, `e_auto_color:B` (0–100)", "`e-autocolor`, `e-autocolor-B`",
+         "each colour band stretched on its own, which takes a colour cast away; blended as above"),
+    Word("`e_auto_brightness`, `e_auto_brightness:B` (0–100)", "`e-autobrightness`, `e-autobrightness-B`",
+         "a gamma that brings the mean grey level to the middle; blended as above"),
+    Word("`e_improve`, `e_improve:<mode>`, `e_improve:<mode>:B`, `e_improve:B`",
+         "`e-autocolor-B,e-autobrightness-B`",
+         "colours, contrast and brightness: both of the above; the modes `outdoor` and `indoor` adjust alike"),
     Word("`e_trim`, `e_trim:N` (1–99)", "`t-true`, `t-N`",
          "trim borders of the corner colour, tolerance N (default 10)"),
     Word("`b_rgb:RRGGBB[AA]`, `b_rgb:RGB[A]`, `b_<name>`", "`bg-RRGGBB[OO]`, `bg-<name>`",
@@ -917,18 +928,28 @@ def _effect(c: _Component) -> list[str]:
         ours, *limits = LEVELS[name]
         level = _level(c, argument, *limits)
         return [f"{ours}-{'N' if level < 0 else ''}{abs(level)}"]
+    if name in AUTO_ADJUSTMENTS:
+        blend = _level(c, argument, 0, 100, 100)
+        return [AUTO_ADJUSTMENTS[name] + ("" if blend == 100 else f"-{blend}")]
+    if name == "improve":
+        mode, _, blend = argument.rpartition(":") if argument[-1:].isdigit() else (argument, "", "")
+        if mode not in ("", "outdoor", "indoor"):
+            raise c.fail("e", "mode must be outdoor or indoor")
+        level = _level(c, blend, 0, 100, 100)
+        return [ours + ("" if level == 100 else f"-{level}") for ours in ("e-autocolor", "e-autobrightness")]
     if argument and name != "trim":
         raise c.fail("e", "takes no value on this node")
     if name == "grayscale":
         return ["e-grayscale"]
     if name == "negate":
         return ["e-negate"]
-    if name in ("contrast", "auto_contrast"):
+    if name == "contrast":
         return ["e-contrast"]
     if name == "trim":
         return [c.parsed("e", "t", argument or "true")]
     raise c.fail("e", "effect not supported; supported: blur, blur_faces, sharpen, unsharp_mask, grayscale, "
-                         f"{', '.join(LEVELS)}, pixelate_faces, negate, contrast, auto_contrast, trim")
+                         f"{', '.join(LEVELS)}, pixelate_faces, negate, contrast, {', '.join(AUTO_ADJUSTMENTS)}, "
+                         "improve, trim")
 
 
 def _colour(c: _Component, key: str, text: str) -> str:

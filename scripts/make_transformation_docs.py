@@ -439,7 +439,9 @@ SECTIONS = (
                 Example("w-240,bl-15", "coffee.jpg"),
             )),
     Section("`e-grayscale`, `e-contrast`, `e-sharpen`, `e-usm`: effects", "`e-contrast` stretches the "
-            "1st–99th percentile of the levels to the full range. `e-sharpen` takes an optional amount "
+            "1st–99th percentile of the levels to the full range; `e-contrast-N` (0–100, the node's own, for "
+            "Cloudinary's `e_auto_contrast:N`) lays N % of that stretch over the original. `e-sharpen` takes an "
+            "optional amount "
             "(default 10). `e-usm-<radius>-<sigma>-<amount>-<threshold>` is an unsharp mask as in "
             "ImageMagick: the gaussian's extent follows from `sigma`, `threshold` is a fraction of the "
             "full range. `e-usm` alone (what the SDK writes for `unsharp_mask: True`) is "
@@ -449,10 +451,11 @@ SECTIONS = (
                 Example("w-240,e-sharpen-60", "chelsea.jpg"),
                 Example("w-240,e-usm-2-2-3-0.02", "chelsea.jpg"),
             )),
-    Section("`e-brightness`, `e-saturation`, `e-sepia`, `e-vibrance`, `e-negate`, `e-blackwhite`, `e-pixelate`: "
-            "the node's own colour effects",
+    Section("`e-brightness`, `e-saturation`, `e-sepia`, `e-vibrance`, `e-negate`, `e-blackwhite`, `e-autocolor`, "
+            "`e-autobrightness`, `e-pixelate`: the node's own colour effects",
             "ImageKit has no such parameters; the node has them for Cloudinary's `e_brightness`, `e_saturation`, "
-            "`e_sepia`, `e_vibrance`, `e_negate`, `e_blackwhite` and `e_pixelate` "
+            "`e_sepia`, `e_vibrance`, `e_negate`, `e_blackwhite`, `e_auto_color`, `e_auto_brightness`, `e_improve` "
+            "and `e_pixelate` "
             "([leaving-cloudinary.md](leaving-cloudinary.md)), with the "
             "formulas of CSS's filters where one exists, since Cloudinary documents only the ranges. "
             "`e-brightness-N` (−99–100, `N` for minus: `e-brightness-N30`) multiplies each colour value by "
@@ -466,9 +469,13 @@ SECTIONS = (
             "`e-pixelate-N` (1–200) makes squares of N×N px from the top-left corner, each the average of its "
             "pixels; `e-pixelatefaces-N` and `e-blurfaces-N` do it, or blur, on the faces alone (see "
             "[faces](#faces)). After the step's geometry and blur, in this order: pixelate, the faces, "
-            "`e-grayscale`, brightness, saturation, sepia, vibrance, negate, black and white, then `e-contrast` "
-            "and the sharpening; "
-            "transparency is kept.", (
+            "`e-grayscale`, brightness, saturation, sepia, vibrance, negate, black and white, auto colour, auto "
+            "brightness, then `e-contrast` and the sharpening; transparency is kept. `e-autocolor[-B]` stretches "
+            "each colour band's 1st–99th percentile to the full range on its own, which takes a colour cast away "
+            "(image editors' auto colour or auto levels); `e-autobrightness[-B]` applies the gamma that brings "
+            "the mean grey level to the middle (ImageMagick's `-auto-gamma`), at most 3 or 1/3; B (0–100, "
+            "default 100) is the share of the result laid over the original, as Cloudinary's blend for "
+            "`e_auto_color`, `e_auto_brightness` and `e_improve` (both of them).", (
                 Example("w-240,e-brightness-40", "coffee.jpg"),
                 Example("w-240,e-brightness-N40", "coffee.jpg"),
                 Example("w-240,e-saturation-80", "coffee.jpg"),
@@ -477,6 +484,8 @@ SECTIONS = (
                 Example("w-240,e-vibrance-80", "coffee.jpg"),
                 Example("w-240,e-negate", "coffee.jpg"),
                 Example("w-240,e-blackwhite-40", "coffee.jpg"),
+                Example("w-240,e-autocolor", "coffee.jpg"),
+                Example("w-240,e-autobrightness", "coffee.jpg"),
                 Example("w-240,e-pixelate-12", "coffee.jpg"),
                 Example("w-240,e-pixelatefaces-8", "astronaut.jpg", "faces only (the `[faces]` extra)"),
                 Example("w-240,e-blurfaces-10", "astronaut.jpg", "faces only (the `[faces]` extra)"),

@@ -128,7 +128,8 @@ CORPUS = _cases(SHIPPED, [
     "/tr:w-240,e-sepia-80/coffee.jpg", "/tr:w-240,e-negate/coffee.jpg", "/tr:w-240,e-pixelate-12/coffee.jpg",
     "/tr:w-200,e-sepia-60,f-png/logo-transparent.png", "/tr:w-240,e-pixelatefaces-8/astronaut.jpg",
     "/tr:w-240,e-blurfaces-10/astronaut.jpg", "/tr:w-240,e-vibrance-80/coffee.jpg",
-    "/tr:w-240,e-blackwhite-40/coffee.jpg",
+    "/tr:w-240,e-blackwhite-40/coffee.jpg", "/tr:w-240,e-autocolor/coffee.jpg",
+    "/tr:w-240,e-autobrightness/coffee.jpg", "/tr:w-240,e-contrast-50/camera.jpg",
     # corners, backgrounds, borders, opacity
     "/tr:w-200,h-200,r-30,f-png/astronaut.jpg", "/tr:w-200,h-200,r-max,f-png/astronaut.jpg",
     "/tr:w-200,h-200,r-max,bg-0F172A/astronaut.jpg", "/tr:w-200,h-200,r-0_60_0_60,f-png/astronaut.jpg",

@@ -346,6 +346,11 @@ EQUIVALENTS = [
     (dict(width=300, effect="pixelate"), "w-300,e-pixelate-5"),
     (dict(width=300, effect="vibrance"), "w-300,e-vibrance-20"),
     (dict(width=300, effect="blackwhite:30"), "w-300,e-blackwhite-30"),
+    (dict(width=300, effect="auto_contrast:60"), "w-300,e-contrast-60"),
+    (dict(width=300, effect="auto_color"), "w-300,e-autocolor"),
+    (dict(width=300, effect="auto_brightness:80"), "w-300,e-autobrightness-80"),
+    (dict(width=300, effect="improve"), "w-300,e-autocolor,e-autobrightness"),
+    (dict(width=300, effect="improve:indoor:50"), "w-300,e-autocolor-50,e-autobrightness-50"),
     (dict(width=300, effect="blur_faces"), "w-300,e-blurfaces-25"),
     (dict(width=300, effect="pixelate_faces:9"), "w-300,e-pixelatefaces-9"),
     (dict(width=300, radius=20, background="white"), "w-300,r-20,bg-white"),
@@ -621,6 +626,8 @@ UNSUPPORTED = [
     (dict(effect="brightness:-100"), "e_brightness:-100"),  # out of Cloudinary's range
     (dict(effect="pixelate:0"), "e_pixelate:0"),
     (dict(effect="negate:5"), "e_negate:5"),
+    (dict(effect="contrast:40"), "e_contrast:40"),  # a level, not a blend
+    (dict(effect="improve:sunny"), "e_improve:sunny"),
     (dict(width=100, crop="imagga_crop"), "c_imagga_crop"),
     (dict(width="auto:50", crop="scale"), "w_auto:50"),
     (dict(width=100, height=100, crop="fill", zoom=0.5), "z_0.5"),
@@ -923,10 +930,10 @@ async def test_flags_asking_for_what_the_node_does_anyway_keep_their_urls_workin
 
 async def test_colour_effects_on_the_12_megapixel_photos(node):
     """`e_brightness`, `e_saturation`, `e_sepia`, `e_negate`, `e_vibrance`, `e_blackwhite`, `e_pixelate`,
-    `e_unsharp_mask` (they were a 400) on the 12 MP photo (4240×2832) as a JPEG and as a PNG cut out
-    (opaque in the middle), made 1000 px wide, as PNG: the colours change by CSS's formulas (on the
-    balloon, on the grey middle), the PNG's transparent border stays transparent, and the pixelated
-    balloon stays where it was, in whole squares."""
+    `e_unsharp_mask`, `e_improve`, `e_auto_color` (they were a 400) on the 12 MP photo (4240×2832) as a
+    JPEG and as a PNG cut out (opaque in the middle), made 1000 px wide, as PNG: the colours change by
+    CSS's formulas (on the balloon, on the grey middle), the PNG's transparent border stays transparent,
+    and the pixelated balloon stays where it was, in whole squares."""
     def path(effect: str, public_id: str) -> str:
         return f"/demo/image/upload/c_scale,w_1000/{effect}/{public_id}.png".replace("//", "/")
     for public_id, (x, y), bands in ((BALLOON_PHOTO, (920, 236), 3), (CUTOUT_PHOTO, (500, 334), 4)):
@@ -939,7 +946,8 @@ async def test_colour_effects_on_the_12_megapixel_photos(node):
                 (0.393, 0.769, 0.189), (0.349, 0.686, 0.168), (0.272, 0.534, 0.131))),
             "e_negate": (255 - r, 255 - g, 255 - b),
         }
-        for effect in (*expected, "e_sepia", "e_vibrance:-60", "e_blackwhite", "e_pixelate:20", "e_unsharp_mask:400"):
+        for effect in (*expected, "e_sepia", "e_vibrance:-60", "e_blackwhite", "e_pixelate:20", "e_unsharp_mask:400",
+                   "e_improve", "e_auto_color:50"):
             image = decode(await get(node, path(effect, public_id)))
             greys = effect == "e_blackwhite"  # a black and white image: one band (and its alpha)
             assert (image.width, image.height, image.bands) == (1000, 668, bands - 2 * greys), effect

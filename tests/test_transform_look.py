@@ -82,6 +82,37 @@ async def test_vibrance_moves_dull_colours_and_leaves_vivid_ones(image_node):
         assert close(pixel(card, 20, 20), (255, 0, 0), 1) and close(pixel(card, 20, 80), (0, 0, 255), 1)
 
 
+def band_means(image) -> list[float]:
+    return [image[band].avg() for band in range(3)]
+
+
+async def test_auto_colour_takes_a_colour_cast_away(image_node):
+    """The photo made sepia (a strong cast: red high, blue low), then `e-autocolor` in the next step:
+    each band stretched on its own, their means come back together; blended at 0 nothing changes."""
+    _, cast = await fetch_image(image_node, "/tr:e-sepia-100,f-png/photo.jpg")
+    _, fixed = await fetch_image(image_node, "/tr:e-sepia-100:e-autocolor,f-png/photo.jpg")
+    _, none = await fetch_image(image_node, "/tr:e-sepia-100:e-autocolor-0,f-png/photo.jpg")
+    red, _, blue = band_means(cast)
+    fixed_red, _, fixed_blue = band_means(fixed)
+    assert red - blue > 40 and abs(fixed_red - fixed_blue) < (red - blue) / 3
+    assert (none - cast).abs().max() == 0
+
+
+async def test_auto_brightness_brings_a_dark_photo_to_the_middle(image_node):
+    _, dark = await fetch_image(image_node, "/tr:e-brightness-N80,f-png/photo.jpg")
+    _, brighter = await fetch_image(image_node, "/tr:e-brightness-N80:e-autobrightness,f-png/photo.jpg")
+    _, half = await fetch_image(image_node, "/tr:e-brightness-N80:e-autobrightness-50,f-png/photo.jpg")
+    assert dark.avg() < 50 and 90 < brighter.avg() < 170 and dark.avg() < half.avg() < brighter.avg()
+
+
+async def test_a_contrast_blend_is_between_the_original_and_the_stretch(image_node):
+    _, plain = await fetch_image(image_node, "/tr:f-png/flat.png")
+    _, stretched = await fetch_image(image_node, "/tr:e-contrast,f-png/flat.png")
+    _, half = await fetch_image(image_node, "/tr:e-contrast-50,f-png/flat.png")
+    spread = [image.deviate() for image in (plain, half, stretched)]
+    assert spread == sorted(spread) and spread[0] * 1.5 < spread[1] < spread[2] / 1.2
+
+
 async def test_colour_adjustments_keep_alpha(image_node):
     _, plain = await fetch_image(image_node, "/tr:f-png/alpha.png")
     adjusting = "e-brightness-20,e-saturation-N50,e-sepia-60,e-vibrance-50,e-negate"

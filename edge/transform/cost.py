@@ -53,6 +53,7 @@ BLUR_PER_RADIUS = 1 / 30  # bl-N: a gaussian of sigma N/2, separable: cost grows
 SHARPEN_WEIGHT = 4.0
 USM_WEIGHT, USM_PER_SIGMA = 0.5, 0.1
 CONTRAST_WEIGHT = 0.7  # a histogram of the step's output, then a stretch
+AUTO_WEIGHT = 1.5  # e-autocolor (a histogram a band), e-autobrightness (the mean grey, then a gamma)
 LINEAR_WEIGHT = 0.3  # e-brightness, e-negate, e-blackwhite: one pass, a value at a time
 VIBRANCE_WEIGHT = 2.5  # e-vibrance: each pixel's spread and grey, then a matrix of its own, in floats
 RECOMB_WEIGHT = 1.0  # e-saturation, e-sepia: a 3×3 matrix a pixel, in floats
@@ -288,8 +289,9 @@ def look_weight(step: Step) -> float:
         weight += SHARPEN_WEIGHT
     if step.unsharp_mask is not None:
         weight += USM_WEIGHT + step.unsharp_mask[1] * USM_PER_SIGMA
-    if step.contrast:
+    if step.contrast is not None:
         weight += CONTRAST_WEIGHT
+    weight += AUTO_WEIGHT * ((step.auto_colour is not None) + (step.auto_brightness is not None))
     weight += LINEAR_WEIGHT * ((step.brightness is not None) + step.negate + (step.blackwhite is not None))
     if step.vibrance is not None:
         weight += VIBRANCE_WEIGHT

@@ -150,7 +150,8 @@ class Step:
     blur: float | None = None
     grayscale: bool = False
     sharpen: int | None = None
-    contrast: bool = False
+    #: a blend with the original, in percent (`e-contrast` alone: 100)
+    contrast: int | None = None
     unsharp_mask: tuple[float, float, float, float] | None = None
     #: the node's own colour adjustments, for Cloudinary's `e_brightness`, `e_saturation`, `e_sepia`,
     #: `e_negate`, `e_vibrance`, `e_blackwhite` and `e_pixelate` (docs/transformations.md): percentages, and
@@ -160,6 +161,10 @@ class Step:
     sepia: int | None = None
     negate: bool = False
     vibrance: int | None = None
+    #: `e-autocolor`, `e-autobrightness` (Cloudinary's `e_auto_color`, `e_auto_brightness`, `e_improve`): a
+    #: blend with the original, in percent, as `contrast`
+    auto_colour: int | None = None
+    auto_brightness: int | None = None
     blackwhite: int | None = None
     pixelate: int | None = None
     #: the faces alone blurred (`bl`'s radius) or pixelated (a square's side), for `e_blur_faces`, `e_pixelate_faces`
@@ -583,7 +588,7 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("e-grayscale", "grayscale", _flag, lambda _: ""),
     Param("e-sharpen", "sharpen", _optional(DEFAULT_SHARPEN, _int_range(1, 100)),
           _write_default_as_flag(DEFAULT_SHARPEN, "")),
-    Param("e-contrast", "contrast", _flag, lambda _: ""),
+    Param("e-contrast", "contrast", _optional(100, _int_range(0, 100)), _write_default_as_flag(100, "")),
     Param("e-usm", "unsharp_mask", _unsharp_mask, _write_pair),
     Param("e-brightness", "brightness", _signed_int(-99, 100), _write_signed),
     Param("e-saturation", "saturation", _signed_int(-100, 100), _write_signed),
@@ -591,6 +596,8 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("e-negate", "negate", _flag, lambda _: ""),
     Param("e-vibrance", "vibrance", _signed_int(-100, 100), _write_signed),
     Param("e-blackwhite", "blackwhite", _int_range(0, 100)),
+    Param("e-autocolor", "auto_colour", _optional(100, _int_range(0, 100)), _write_default_as_flag(100, "")),
+    Param("e-autobrightness", "auto_brightness", _optional(100, _int_range(0, 100)), _write_default_as_flag(100, "")),
     Param("e-pixelate", "pixelate", _int_range(1, 200)),
     Param("e-blurfaces", "blur_faces", _on_faces(_number_range(0.1, 100)), _write_number),
     Param("e-pixelatefaces", "pixelate_faces", _on_faces(_int_range(1, 200))),
