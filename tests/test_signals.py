@@ -12,7 +12,8 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.supervisor import MAX_RESTARTS_IN_WINDOW
-from tests.nodes import SAMPLES, NodeProcess, decode, local_config, refused, until, web_config, write_config
+from tests.nodes import (SAMPLES, NodeProcess, decode, local_config, refused, until, until_stored, web_config,
+                         write_config)
 from tests.servers import HTTPOrigin
 
 SAMPLES_PNG = "/tr:w-64/coffee.jpg"
@@ -117,6 +118,7 @@ async def test_sighup_to_a_cache_folder_serve_could_not_use_keeps_the_running_co
         assert node.worker_pids() == workers
         client = AsyncHTTPClient()
         await client.fetch(node.url + "/tr:w-31/coffee.jpg")
+        await until_stored(tmp_path / "cache", 1)  # stored after the answer: a request before that joins the work
         assert (await client.fetch(node.url + "/tr:w-31/coffee.jpg")).headers["X-Cache"] == "HIT"
     finally:
         assert node.stop() == 0
