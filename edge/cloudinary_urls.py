@@ -207,7 +207,8 @@ WORDS: tuple[Word, ...] = (
          "rounded corners; `max`: a circle or ellipse; per corner as CSS writes them (top-left first, clockwise)"),
     Word("`e_blur`, `e_blur:N` (1–2000)", f"`bl-N/{_STRENGTH_SCALE}` (default `bl-5`)", "gaussian blur"),
     Word("`e_blur_faces`, `e_blur_faces:N` (1–2000)", f"`e-blurfaces-N/{_STRENGTH_SCALE}` (default `e-blurfaces-25`)",
-         "gaussian blur of the faces alone (the `[faces]` extra's detector; without it, a 400 naming it)"),
+         "gaussian blur of the faces alone (the `[faces]` extra's detector: a face it misses stays as it is; "
+         "without the extra, a 400 naming it)"),
     Word("`e_pixelate_faces`, `e_pixelate_faces:N` (1–200)", "`e-pixelatefaces-N` (default `e-pixelatefaces-5`)",
          "the faces alone pixelated, in squares of N×N px (the `[faces]` extra's detector)"),
     Word("`e_sharpen`, `e_sharpen:N` (1–2000)", f"`e-sharpen-N/{_STRENGTH_SCALE}` (default `e-sharpen-5`)",

@@ -273,7 +273,10 @@ the same holds for them.) There are no settings.
   image untouched; they are the node's own, for Cloudinary's `e_blur_faces` and `e_pixelate_faces`
   ([leaving-cloudinary.md](leaving-cloudinary.md)). Each face's box, which runs from the eyebrows to
   the mouth, is grown by a quarter of its size on every side to cover forehead, hair and chin; every
-  face is hidden, however small (not only those framing keeps). The radius is in pixels: a face 200 px
+  face found is hidden, however small (not only those framing keeps), with the effect run once over the
+  image and a mask of the faces picking from it. **A face the detector misses stays as it is** (a face
+  in profile, turned away, very small, or partly hidden; in a grid of 24 frontal portraits it found
+  15): this is a courtesy blur, not a guarantee of anonymity. The radius is in pixels: a face 200 px
   wide at full size needs about `e-blurfaces-60` to be past recognising, one 50 px wide in a 1000 px
   rendition `e-blurfaces-20`. No face found, the image is unchanged. Each costs a search (above) plus,
   for the blur, `bl`'s weight over the whole output, and needs the `[faces]` extra as `fo-face` does.

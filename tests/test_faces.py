@@ -117,6 +117,24 @@ async def test_faces_pixelated_or_blurred_alone_on_the_12_megapixel_scene(node, 
         assert near(patch(image, x, y), patch(plain, x, y), 2), (x, y)
 
 
+async def test_a_crowd_s_faces_are_hidden_in_one_pass(node, scene_root):
+    """24 astronauts in a grid (1536×1024): every face the detector finds in it is pixelated (through one
+    mask of them all), and what lies outside the faces is as it was."""
+    crowd = pyvips.Image.new_from_file(str(scene_root / "astronaut.jpg")).resize(0.5).replicate(6, 4)
+    (scene_root / "crowd.jpg").write_bytes(crowd.jpegsave_buffer(Q=90))
+    plain = pyvips.Image.new_from_buffer((await node.fetch("/crowd.jpg")).body, "")
+    found = faces.find_faces(plain)
+    response = await node.fetch("/tr:e-pixelatefaces-6/crowd.jpg")
+    assert response.code == 200 and len(found) >= 12
+    image = pyvips.Image.new_from_buffer(response.body, "")
+    assert faces.find_faces(image) == []
+    for left, top, width, height in found:  # each found face changed; the top-left corner of its tile did not
+        eyes = left + width // 3, top + height * 2 // 5
+        assert not near(patch(image, *eyes, 6), patch(plain, *eyes, 6), 3), (left, top)
+        corner = left - left % 256 + 8, top - top % 256 + 8
+        assert near(patch(image, *corner, 6), patch(plain, *corner, 6), 2), corner
+
+
 @pytest.mark.parametrize("transformation, named", [
     ("w-301,h-299,fo-face", "fo-face"), ("w-301,e-blurfaces-5", "e-blurfaces-5"),  # texts no other test parsed
     ("w-301,e-pixelatefaces-7", "e-pixelatefaces-7")])
