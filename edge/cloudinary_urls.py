@@ -121,12 +121,17 @@ _STRENGTH_SCALE = 20
 #: Cloudinary's effects with a level → the node's own parameter, the level's range and Cloudinary's default
 LEVELS = {"brightness": ("e-brightness", -99, 100, 80), "saturation": ("e-saturation", -100, 100, 80),
           "sepia": ("e-sepia", 1, 100, 80), "vibrance": ("e-vibrance", -100, 100, 20),
+          "hue": ("e-hue", -100, 100, 80), "red": ("e-red", -100, 100, 0), "green": ("e-green", -100, 100, 0),
+          "blue": ("e-blue", -100, 100, 0),
           "blackwhite": ("e-blackwhite", 0, 100, 50), "pixelate": ("e-pixelate", 1, 200, 5)}
 _LEVEL_MEANINGS = {
     "brightness": "brightness: each colour value times 1 + N/100 (CSS's `brightness()`)",
     "saturation": "saturation: CSS's `saturate(1 + N/100)`; −100 is greyscale",
     "sepia": "sepia: CSS's `sepia(N/100)`",
     "vibrance": "vibrance: CSS's `saturate()` by up to 1 + N/100, the most on dull colours, none on pure ones",
+    "hue": "hue: CSS's `hue-rotate()` by N × 1.8° (ImageMagick's `-modulate` hue 100 + N)",
+    **{band: f"the {band} band's values times 1 + N/100 (the default, 0, changes nothing)"
+       for band in ("red", "green", "blue")},
     "blackwhite": "black and white: white where the grey level is above N % of white",
     "pixelate": "pixelate: squares of N×N px, each the average of its pixels",
 }

@@ -454,10 +454,12 @@ SECTIONS = (
                 Example("w-240,e-sharpen-60", "chelsea.jpg"),
                 Example("w-240,e-usm-2-2-3-0.02", "chelsea.jpg"),
             )),
-    Section("`e-brightness`, `e-saturation`, `e-sepia`, `e-vibrance`, `e-negate`, `e-blackwhite`, `e-autocolor`, "
-            "`e-autobrightness`, `e-pixelate`: the node's own colour effects",
+    Section("`e-brightness`, `e-saturation`, `e-sepia`, `e-vibrance`, `e-hue`, `e-red`, `e-green`, `e-blue`, "
+            "`e-negate`, `e-blackwhite`, `e-autocolor`, `e-autobrightness`, `e-pixelate`: the node's own colour "
+            "effects",
             "ImageKit has no such parameters; the node has them for Cloudinary's `e_brightness`, `e_saturation`, "
-            "`e_sepia`, `e_vibrance`, `e_negate`, `e_blackwhite`, `e_auto_color`, `e_auto_brightness`, `e_improve` "
+            "`e_sepia`, `e_vibrance`, `e_hue`, `e_red`, `e_green`, `e_blue`, `e_negate`, `e_blackwhite`, "
+            "`e_auto_color`, `e_auto_brightness`, `e_improve` "
             "and `e_pixelate` "
             "([leaving-cloudinary.md](leaving-cloudinary.md)), with the "
             "formulas of CSS's filters where one exists, since Cloudinary documents only the ranges. "
@@ -466,13 +468,16 @@ SECTIONS = (
             "greyscale; `e-sepia-N` (1–100) is `sepia(N/100)`; `e-vibrance-N` (−100–100) is, for each pixel, "
             "`saturate(1 + N/100 × (1 − spread))`, spread being the difference of its largest and smallest value "
             "over 255, so that greys and dull colours change most and a colour with one value 0 and one 255 (red, "
-            "yellow, blue…) not at all; `e-negate` makes each colour value v "
+            "yellow, blue…) not at all; `e-hue-N` (−100–100) is `hue-rotate(N × 1.8deg)` (100: half the colour "
+            "wheel; ImageMagick's `-modulate` hue of 100 + N); `e-red-N`, `e-green-N`, `e-blue-N` (−100–100) "
+            "multiply that band's values by 1 + N/100; `e-negate` makes each colour value v "
             "255 − v; `e-blackwhite-N` (0–100) is white where the grey level is above N % of white, else black "
             "(`e-blackwhite-100`: all black); "
             "`e-pixelate-N` (1–200) makes squares of N×N px from the top-left corner, each the average of its "
             "pixels; `e-pixelatefaces-N` and `e-blurfaces-N` do it, or blur, on the faces alone (see "
             "[faces](#faces)). After the step's geometry and blur, in this order: pixelate, the faces, "
-            "`e-grayscale`, brightness, saturation, sepia, vibrance, negate, black and white, auto colour, auto "
+            "`e-grayscale`, brightness, saturation, sepia, vibrance, hue, the bands, negate, black and white, auto "
+            "colour, auto "
             "brightness, then `e-contrast` and the sharpening; transparency is kept. `e-autocolor[-B]` stretches "
             "each colour band's 1st–99th percentile to the full range on its own, which takes a colour cast away "
             "(image editors' auto colour or auto levels); `e-autobrightness[-B]` applies the gamma that brings "
@@ -485,6 +490,7 @@ SECTIONS = (
                 Example("w-240,e-saturation-N100", "coffee.jpg"),
                 Example("w-240,e-sepia-80", "coffee.jpg"),
                 Example("w-240,e-vibrance-80", "coffee.jpg"),
+                Example("w-240,e-hue-50", "coffee.jpg"),
                 Example("w-240,e-negate", "coffee.jpg"),
                 Example("w-240,e-blackwhite-40", "coffee.jpg"),
                 Example("w-240,e-autocolor", "coffee.jpg"),

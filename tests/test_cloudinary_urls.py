@@ -348,6 +348,8 @@ EQUIVALENTS = [
     (dict(width=300, effect="blackwhite:30"), "w-300,e-blackwhite-30"),
     (dict(width=300, effect="auto_contrast:60"), "w-300,e-contrast-60"),
     (dict(width=300, effect="auto_color"), "w-300,e-autocolor"),
+    (dict(width=300, effect="hue"), "w-300,e-hue-80"),
+    (dict(width=300, effect="red:-30"), "w-300,e-red-N30"),
     (dict(width=300, effect="auto_brightness:80"), "w-300,e-autobrightness-80"),
     (dict(width=300, effect="improve"), "w-300,e-autocolor,e-autobrightness"),
     (dict(width=300, effect="improve:indoor:50"), "w-300,e-autocolor-50,e-autobrightness-50"),
@@ -622,7 +624,7 @@ async def test_the_query_does_not_add_a_transformation(node, bucket):
 UNSUPPORTED = [
     (dict(underlay="logo"), "u_logo"),
     (dict(effect="cartoonify"), "e_cartoonify"),
-    (dict(effect="hue:40"), "e_hue:40"),
+    (dict(effect="hue:140"), "e_hue:140"),
     (dict(effect="brightness:-100"), "e_brightness:-100"),  # out of Cloudinary's range
     (dict(effect="pixelate:0"), "e_pixelate:0"),
     (dict(effect="negate:5"), "e_negate:5"),
@@ -947,7 +949,7 @@ async def test_colour_effects_on_the_12_megapixel_photos(node):
             "e_negate": (255 - r, 255 - g, 255 - b),
         }
         for effect in (*expected, "e_sepia", "e_vibrance:-60", "e_blackwhite", "e_pixelate:20", "e_unsharp_mask:400",
-                   "e_improve", "e_auto_color:50"):
+                   "e_improve", "e_auto_color:50", "e_hue:-30", "e_blue:60"):
             image = decode(await get(node, path(effect, public_id)))
             greys = effect == "e_blackwhite"  # a black and white image: one band (and its alpha)
             assert (image.width, image.height, image.bands) == (1000, 668, bands - 2 * greys), effect

@@ -60,6 +60,8 @@ VALUES = {
     "e-negate": st.sampled_from(["", "true"]),
     "e-vibrance": st.integers(-101, 101).map(lambda n: f"N{-n}" if n < 0 else str(n)),
     "e-blackwhite": st.integers(-1, 101).map(str),
+    **{key: st.integers(-101, 101).map(lambda n: f"N{-n}" if n < 0 else str(n))
+       for key in ("e-hue", "e-red", "e-green", "e-blue")},
     "e-pixelate": st.integers(0, 201).map(str),
     "e-blurfaces": st.one_of(st.integers(0, 101).map(str), numbers),
     "e-pixelatefaces": st.integers(0, 201).map(str),

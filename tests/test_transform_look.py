@@ -51,6 +51,11 @@ async def test_grayscale_keeps_alpha(image_node):
     ("e-saturation-50", (255, 0, 0), (255, 255, 0)),
     ("e-sepia-100", (100, 89, 69), (255, 255, 206)),
     ("e-negate", (0, 255, 255), (0, 0, 255)),
+    # hue-rotate(180deg), hue-rotate(-90deg): the matrix of CSS's Filter Effects spec, worked by hand
+    ("e-hue-100", (0, 109, 109), (218, 218, 255)),
+    ("e-hue-N50", (109, 18, 255), (255, 164, 255)),
+    ("e-red-N50", (128, 0, 0), (128, 255, 0)),
+    ("e-green-N100,e-blue-50", (255, 0, 0), (255, 0, 0)),
 ])
 async def test_colour_adjustments_follow_the_css_formulas(image_node, tr, red, yellow):
     _, image = await fetch_image(image_node, f"/tr:{tr},f-png/card.png")

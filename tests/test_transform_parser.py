@@ -85,7 +85,7 @@ def test_default_image_path():
     ("q-0", "q-0", "from 1 to 100"),
     ("q-101", "q-101", "from 1 to 100"),
     ("zz-1", "zz-1", "unknown parameter"),
-    ("e-hue", "e-hue", "unknown parameter"),
+    ("e-tint", "e-tint", "unknown parameter"),
     ("c-fill", "c-fill", "must be one of"),
     ("cm-pad", "cm-pad", "must be one of"),
     ("fo-middle", "fo-middle", "must be one of"),

@@ -54,9 +54,9 @@ SHARPEN_WEIGHT = 4.0
 USM_WEIGHT, USM_PER_SIGMA = 0.5, 0.1
 CONTRAST_WEIGHT = 0.7  # a histogram of the step's output, then a stretch
 AUTO_WEIGHT = 1.5  # e-autocolor (a histogram a band), e-autobrightness (the mean grey, then a gamma)
-LINEAR_WEIGHT = 0.3  # e-brightness, e-negate, e-blackwhite: one pass, a value at a time
+LINEAR_WEIGHT = 0.3  # e-brightness, e-negate, e-blackwhite, e-red/green/blue: one pass, a value at a time
 VIBRANCE_WEIGHT = 2.5  # e-vibrance: each pixel's spread and grey, then a matrix of its own, in floats
-RECOMB_WEIGHT = 1.0  # e-saturation, e-sepia: a 3×3 matrix a pixel, in floats
+RECOMB_WEIGHT = 1.0  # e-saturation, e-sepia, e-hue: a 3×3 matrix a pixel, in floats
 PIXELATE_WEIGHT = 0.3  # e-pixelate: a box shrink, then a zoom back
 ROUNDED_WEIGHT = 3.0  # r-N: a float coverage mask the size of the image
 OPACITY_WEIGHT = 0.6
@@ -295,7 +295,9 @@ def look_weight(step: Step) -> float:
     weight += LINEAR_WEIGHT * ((step.brightness is not None) + step.negate + (step.blackwhite is not None))
     if step.vibrance is not None:
         weight += VIBRANCE_WEIGHT
-    weight += RECOMB_WEIGHT * ((step.saturation is not None) + (step.sepia is not None))
+    weight += RECOMB_WEIGHT * ((step.saturation is not None) + (step.sepia is not None) + (step.hue is not None))
+    if (step.red, step.green, step.blue) != (None, None, None):
+        weight += LINEAR_WEIGHT
     if step.pixelate is not None:
         weight += PIXELATE_WEIGHT
     if step.blur_faces is not None:  # at most the whole image, as `bl`

@@ -1,8 +1,8 @@
 """The look of one step, after its geometry: blur, pixelation, the faces hidden, greyscale, the colour
-adjustments (brightness, saturation, sepia, vibrance, negative, black and white), auto colour, auto
-brightness, contrast, sharpen, unsharp mask, gradient, border, rounded corners, opacity, shadow, and
-last the flattening of transparency on `bg`. All on 8-bit images; colour effects leave the alpha
-channel alone."""
+adjustments (brightness, saturation, sepia, vibrance, hue, each band, negative, black and white), auto
+colour, auto brightness, contrast, sharpen, unsharp mask, gradient, border, rounded corners, opacity,
+shadow, and last the flattening of transparency on `bg`. All on 8-bit images; colour effects leave
+the alpha channel alone."""
 
 from __future__ import annotations
 
@@ -137,6 +137,28 @@ def vibrance(image: pyvips.Image, percent: int) -> pyvips.Image:
         grey = bands.recomb([[0.213, 0.715, 0.072]])
         return _to_uchar(grey + (bands - grey) * ((1 - spread) * (percent / 100) + 1), bands)
     return _colour_bands(image, vibrant)
+
+
+def hue(image: pyvips.Image, percent: int) -> pyvips.Image:
+    """`e-hue-N` (−100–100): CSS's `hue-rotate()` by N × 1.8° (100: half the colour wheel), as
+    ImageMagick's `-modulate` reads a hue of 100 + N."""
+    if image.bands < 3:
+        return image
+    angle = math.radians(percent * 1.8)
+    c, s = math.cos(angle), math.sin(angle)
+    return _recombined(image, [
+        [0.213 + c * 0.787 - s * 0.213, 0.715 - c * 0.715 - s * 0.715, 0.072 - c * 0.072 + s * 0.928],
+        [0.213 - c * 0.213 + s * 0.143, 0.715 + c * 0.285 + s * 0.140, 0.072 - c * 0.072 - s * 0.283],
+        [0.213 - c * 0.213 - s * 0.787, 0.715 - c * 0.715 + s * 0.715, 0.072 + c * 0.928 + s * 0.072]])
+
+
+def channels(image: pyvips.Image, red: int, green: int, blue: int) -> pyvips.Image:
+    """`e-red-N`, `e-green-N`, `e-blue-N` (−100–100): that band's values times 1 + N/100 (a greyscale
+    image is made sRGB first)."""
+    if image.bands < 3:
+        image = image.colourspace(Interpretation.SRGB)
+    factors = [1 + red / 100, 1 + green / 100, 1 + blue / 100]
+    return _colour_bands(image, lambda bands: _to_uchar(bands * factors, bands))
 
 
 def blackwhite(image: pyvips.Image, percent: int) -> pyvips.Image:
@@ -333,6 +355,10 @@ def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
         image = sepia(image, step.sepia)
     if step.vibrance is not None:
         image = vibrance(image, step.vibrance)
+    if step.hue is not None:
+        image = hue(image, step.hue)
+    if (step.red, step.green, step.blue) != (None, None, None):
+        image = channels(image, step.red or 0, step.green or 0, step.blue or 0)
     if step.negate:
         image = negate(image)
     if step.blackwhite is not None:

@@ -154,13 +154,18 @@ class Step:
     contrast: int | None = None
     unsharp_mask: tuple[float, float, float, float] | None = None
     #: the node's own colour adjustments, for Cloudinary's `e_brightness`, `e_saturation`, `e_sepia`,
-    #: `e_negate`, `e_vibrance`, `e_blackwhite` and `e_pixelate` (docs/transformations.md): percentages, and
-    #: a square's side in pixels
+    #: `e_negate`, `e_vibrance`, `e_hue`, `e_red`, `e_green`, `e_blue`, `e_blackwhite` and `e_pixelate`
+    #: (docs/transformations.md): percentages, and a square's side in pixels
     brightness: int | None = None
     saturation: int | None = None
     sepia: int | None = None
     negate: bool = False
     vibrance: int | None = None
+    hue: int | None = None
+    #: each colour band's percentage change (`e-red`, `e-green`, `e-blue`)
+    red: int | None = None
+    green: int | None = None
+    blue: int | None = None
     #: `e-autocolor`, `e-autobrightness` (Cloudinary's `e_auto_color`, `e_auto_brightness`, `e_improve`): a
     #: blend with the original, in percent, as `contrast`
     auto_colour: int | None = None
@@ -595,6 +600,10 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("e-sepia", "sepia", _int_range(1, 100)),
     Param("e-negate", "negate", _flag, lambda _: ""),
     Param("e-vibrance", "vibrance", _signed_int(-100, 100), _write_signed),
+    Param("e-hue", "hue", _signed_int(-100, 100), _write_signed),
+    Param("e-red", "red", _signed_int(-100, 100), _write_signed),
+    Param("e-green", "green", _signed_int(-100, 100), _write_signed),
+    Param("e-blue", "blue", _signed_int(-100, 100), _write_signed),
     Param("e-blackwhite", "blackwhite", _int_range(0, 100)),
     Param("e-autocolor", "auto_colour", _optional(100, _int_range(0, 100)), _write_default_as_flag(100, "")),
     Param("e-autobrightness", "auto_brightness", _optional(100, _int_range(0, 100)), _write_default_as_flag(100, "")),
