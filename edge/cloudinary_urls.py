@@ -31,7 +31,7 @@ from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe
 from .transform.colours import opacity_percent
 from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
 from .transform.hints import WIDTH_STEP
-from .transform.options import MAX_TEXT, PARAMS, Transformation, parse_transformation
+from .transform.options import MAX_PIXELS, MAX_TEXT, PARAMS, Transformation, parse_transformation
 
 _VERSION = re.compile(r"v[0-9]{1,12}")
 _SIGNATURE = re.compile(r"s--([A-Za-z0-9_-]{8}|[A-Za-z0-9_-]{32})--")
@@ -135,6 +135,8 @@ _LEVEL_MEANINGS = {
     "blackwhite": "black and white: white where the grey level is above N % of white",
     "pixelate": "pixelate: squares of N×N px, each the average of its pixels",
 }
+#: effects kept to the rectangle of the component's `x_`, `y_`, `w_`, `h_` (without them: the whole image)
+REGION_EFFECTS = ("blur_region", "pixelate_region")
 #: Cloudinary's automatic adjustments, each with a blend (0–100: how much of the result over the original)
 AUTO_ADJUSTMENTS = {"auto_contrast": "e-contrast", "auto_color": "e-autocolor", "auto_brightness": "e-autobrightness"}
 #: `e_unsharp_mask:N` (1–2000, default 100) is `e-usm` with amount N/100 (the node's `e-usm` at 100)
@@ -211,6 +213,13 @@ WORDS: tuple[Word, ...] = (
     Word("`r_N`, `r_max`, `r_N:N[:N[:N]]`", "`r-N`, `r-max`, `r-N_N_N_N`",
          "rounded corners; `max`: a circle or ellipse; per corner as CSS writes them (top-left first, clockwise)"),
     Word("`e_blur`, `e_blur:N` (1–2000)", f"`bl-N/{_STRENGTH_SCALE}` (default `bl-5`)", "gaussian blur"),
+    Word("`e_blur_region`, `e_blur_region:N` (1–2000), with `x_`, `y_`, `w_`, `h_`",
+         f"`bl-N/{_STRENGTH_SCALE},e-region-x_y_w_h` (default `bl-5`)",
+         "gaussian blur of the rectangle `x_`, `y_`, `w_`, `h_` (whole pixels; a side not given: to the edge; "
+         "none: the whole image) alone"),
+    Word("`e_pixelate_region`, `e_pixelate_region:N` (1–200), with `x_`, `y_`, `w_`, `h_`",
+         "`e-pixelate-N,e-region-x_y_w_h` (default `e-pixelate-5`)",
+         "that rectangle alone pixelated in squares of N×N px"),
     Word("`e_blur_faces`, `e_blur_faces:N` (1–2000)", f"`e-blurfaces-N/{_STRENGTH_SCALE}` (default `e-blurfaces-25`)",
          "gaussian blur of the faces alone (the `[faces]` extra's detector: a face it misses stays as it is; "
          "without the extra, a 400 naming it)"),
@@ -681,6 +690,9 @@ class _Component:
     def __init__(self, words: dict[str, tuple[str, str]], named: Mapping[str, str]):
         self.words = words
         self.named = named
+        #: with `e_blur_region`/`e_pixelate_region`, `x_`, `y_`, `w_`, `h_` are its rectangle, not a crop or size
+        regional = (self.value("e") or "").partition(":")[0] in REGION_EFFECTS
+        self.region = {key: words.pop(key) for key in ("x", "y", "w", "h") if key in words} if regional else {}
 
     def word(self, key: str) -> str:
         return self.words[key][0]
@@ -699,6 +711,17 @@ class _Component:
 
     def fail(self, key: str, reason: str) -> InvalidTransformation:
         return InvalidTransformation(self.word(key), reason)
+
+    def region_param(self) -> list[str]:
+        """`e-region-x_y_w_h` from the region's words (a side not given: to the image's edge)."""
+        if not self.region:
+            return []
+        for word, value in self.region.values():
+            if not re.fullmatch(r"[0-9]{1,5}", value):
+                raise InvalidTransformation(word, "a region's position and size are whole pixels")
+        x, y, w, h = (self.region[key][1] if key in self.region else None for key in ("x", "y", "w", "h"))
+        size = f"_{w or MAX_PIXELS}_{h or MAX_PIXELS}" if w or h else ""
+        return [self.parsed("e", "e-region", f"{x or 0}_{y or 0}{size}")]
 
     def steps(self) -> list[str]:
         return self._auto_turn() + self._steps()
@@ -924,6 +947,10 @@ def _effect(c: _Component) -> list[str]:
         return [f"bl-{_strength(c, argument, 100)}"]
     if name == "sharpen":
         return [f"e-sharpen-{_strength(c, argument, 100)}"]
+    if name in REGION_EFFECTS:
+        look = (f"bl-{_strength(c, argument, 100)}" if name == "blur_region"
+                else f"e-pixelate-{_level(c, argument, 1, 200, 5)}")
+        return [look, *c.region_param()]
     if name == "blur_faces":
         return [c.parsed("e", "e-blurfaces", str(_strength(c, argument, 500)))]
     if name == "pixelate_faces":
@@ -955,7 +982,7 @@ def _effect(c: _Component) -> list[str]:
         return [c.parsed("e", "t", argument or "true")]
     raise c.fail("e", "effect not supported; supported: blur, blur_faces, sharpen, unsharp_mask, grayscale, "
                          f"{', '.join(LEVELS)}, pixelate_faces, negate, contrast, {', '.join(AUTO_ADJUSTMENTS)}, "
-                         "improve, trim")
+                         f"improve, {', '.join(REGION_EFFECTS)}, trim")
 
 
 def _colour(c: _Component, key: str, text: str) -> str:

@@ -474,7 +474,9 @@ SECTIONS = (
             "255 − v; `e-blackwhite-N` (0–100) is white where the grey level is above N % of white, else black "
             "(`e-blackwhite-100`: all black); "
             "`e-pixelate-N` (1–200) makes squares of N×N px from the top-left corner, each the average of its "
-            "pixels; `e-pixelatefaces-N` and `e-blurfaces-N` do it, or blur, on the faces alone (see "
+            "pixels; `e-region-<x>_<y>[_<w>_<h>]` keeps the step's `bl` and `e-pixelate` to that rectangle (whole "
+            "pixels of the step's result; without a size, to the edges), for Cloudinary's `e_blur_region` and "
+            "`e_pixelate_region`; `e-pixelatefaces-N` and `e-blurfaces-N` do it, or blur, on the faces alone (see "
             "[faces](#faces)). After the step's geometry and blur, in this order: pixelate, the faces, "
             "`e-grayscale`, brightness, saturation, sepia, vibrance, hue, the bands, negate, black and white, auto "
             "colour, auto "
@@ -496,6 +498,7 @@ SECTIONS = (
                 Example("w-240,e-autocolor", "coffee.jpg"),
                 Example("w-240,e-autobrightness", "coffee.jpg"),
                 Example("w-240,e-pixelate-12", "coffee.jpg"),
+                Example("w-240:e-pixelate-10,e-region-60_40_100_70", "coffee.jpg", "a rectangle alone"),
                 Example("w-240,e-pixelatefaces-8", "astronaut.jpg", "faces only (the `[faces]` extra)"),
                 Example("w-240,e-blurfaces-10", "astronaut.jpg", "faces only (the `[faces]` extra)"),
             )),

@@ -131,6 +131,7 @@ CORPUS = _cases(SHIPPED, [
     "/tr:w-240,e-blackwhite-40/coffee.jpg", "/tr:w-240,e-autocolor/coffee.jpg",
     "/tr:w-240,e-autobrightness/coffee.jpg", "/tr:w-240,e-contrast-50/camera.jpg",
     "/tr:w-240,e-hue-50/coffee.jpg", "/tr:w-240,e-red-N40,e-blue-30/coffee.jpg",
+    "/tr:w-240:e-pixelate-10,e-region-60_40_100_70/coffee.jpg",
     # corners, backgrounds, borders, opacity
     "/tr:w-200,h-200,r-30,f-png/astronaut.jpg", "/tr:w-200,h-200,r-max,f-png/astronaut.jpg",
     "/tr:w-200,h-200,r-max,bg-0F172A/astronaut.jpg", "/tr:w-200,h-200,r-0_60_0_60,f-png/astronaut.jpg",

@@ -60,6 +60,7 @@ VALUES = {
     "e-negate": st.sampled_from(["", "true"]),
     "e-vibrance": st.integers(-101, 101).map(lambda n: f"N{-n}" if n < 0 else str(n)),
     "e-blackwhite": st.integers(-1, 101).map(str),
+    "e-region": st.lists(st.integers(0, 70000).map(str), min_size=1, max_size=5).map("_".join),
     **{key: st.integers(-101, 101).map(lambda n: f"N{-n}" if n < 0 else str(n))
        for key in ("e-hue", "e-red", "e-green", "e-blue")},
     "e-pixelate": st.integers(0, 201).map(str),

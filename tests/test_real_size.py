@@ -80,6 +80,7 @@ JPEG_CASES = [
     ("e-autocolor", (W, H), "jpg", "top_left"),  # the full 12 MP: its bands' percentiles, then the stretch
     ("w-300,e-autobrightness-60,e-contrast-70", (300, 200), "jpg", None),
     ("w-300,e-hue-N40,e-green-30", (300, 200), "jpg", None),
+    ("e-pixelate-60,e-region-2000_1000_1500_1200", (W, H), "jpg", "top_left"),  # squares inside the 12 MP alone
     ("e-pixelate-40", (W, H), "jpg", "top_left"),  # the full 12 MP: squares averaged on a streamed decode
     ("w-300,r-20,f-png", (300, 200), "png", "top_left"),
     ("w-300,r-max", (300, 200), "jpg", None),
@@ -127,6 +128,7 @@ PNG_CASES = [
     ("w-300,e-vibrance-N50,e-blackwhite-60", (300, 200), "png", None),
     ("w-300,e-autocolor-50,e-autobrightness", (300, 200), "png", None),
     ("w-300,e-hue-70,e-red-N20,e-blue-40", (300, 200), "png", None),
+    ("bl-40,e-region-100_100_2000_1500,f-jpg", (W, H), "jpg", None),  # the marker (to 566 px) blurred away
     ("w-300,r-max,b-5_00FF00,o-50", (310, 210), "png", None),
     ("w-2000,r-50,e-shadow-y-N30,f-webp", (2000, 1336), "webp", "top_left"),
     ("w-300:b-ch_div_40_00FF00", (310, 210), "png", None),

@@ -136,6 +136,19 @@ async def test_pixelate_averages_squares_from_the_top_left(image_node):
     assert close(pixel(image, 199, 99), (255, 255, 0), 0) and close(pixel(image, 185, 10), (0, 255, 0), 0)
 
 
+async def test_a_region_keeps_the_blur_or_the_pixels_to_itself(image_node):
+    """`e-region-x_y_w_h` (Cloudinary's `e_blur_region`, `e_pixelate_region`): the step's `bl` and
+    `e-pixelate` inside the rectangle only, its squares counted from its corner; outside, the card as it is."""
+    _, blurred = await fetch_image(image_node, "/tr:bl-10,e-region-50_0_100_50,f-png/card.png")
+    assert not close(pixel(blurred, 98, 20), (255, 0, 0), 30)  # across the red | green edge, inside
+    assert [pixel(blurred, x, y) for x, y in ((20, 20), (98, 70), (160, 20))] == [(255, 0, 0), (0, 0, 255), (0, 255, 0)]
+    _, squares = await fetch_image(image_node, "/tr:e-pixelate-30,e-region-60_20_100_60,f-png/card.png")
+    assert close(pixel(squares, 95, 25), (85, 170, 0), 1) and pixel(squares, 95, 25) == pixel(squares, 119, 49)
+    assert close(pixel(squares, 95, 55), (170, 170, 85), 1)  # the next row of squares: 10 columns blue, 20 yellow
+    assert [pixel(squares, x, y) for x, y in ((10, 10), (95, 85), (190, 90), (165, 25))] == [
+        (255, 0, 0), (0, 0, 255), (255, 255, 0), (0, 255, 0)]
+
+
 def detail(image) -> float:
     """Mean high-frequency energy: how far pixels stand out from their neighbourhood."""
     return (image.cast("float") - image.gaussblur(1.5)).abs().avg()

@@ -172,6 +172,9 @@ class Step:
     auto_brightness: int | None = None
     blackwhite: int | None = None
     pixelate: int | None = None
+    #: `e-region-x_y_w_h`: the rectangle `bl` and `e-pixelate` keep to (w, h None: to the far edges), for
+    #: Cloudinary's `e_blur_region` and `e_pixelate_region`
+    region: tuple[int, int, int | None, int | None] | None = None
     #: the faces alone blurred (`bl`'s radius) or pixelated (a square's side), for `e_blur_faces`, `e_pixelate_faces`
     blur_faces: float | None = None
     pixelate_faces: int | None = None
@@ -531,6 +534,22 @@ def _unsharp_mask(text: str) -> tuple[float, float, float, float]:
     return radius, sigma, amount, threshold
 
 
+def _region(text: str) -> tuple[int, int, int | None, int | None]:
+    """`x_y`, `x_y_w_h`: a rectangle's top-left corner and size in pixels (without a size: to the edges)."""
+    parts = text.split("_")
+    if len(parts) not in (2, 4) or not all(_INTEGER.fullmatch(part) for part in parts):
+        raise ValueError("must be <x>_<y> or <x>_<y>_<width>_<height>, in whole pixels")
+    x, y, *size = (int(part) for part in parts)
+    if max(x, y, *size) > MAX_PIXELS or 0 in size:
+        raise ValueError(f"x and y up to {MAX_PIXELS}, width and height from 1 to {MAX_PIXELS}")
+    width, height = size or (None, None)
+    return x, y, width, height
+
+
+def _write_region(region: tuple[int, int, int | None, int | None]) -> str:
+    return "_".join(str(value) for value in region if value is not None)
+
+
 def _image_path(text: str) -> str:
     """`folder@@default.jpg` → `folder/default.jpg`."""
     path = text.replace("@@", "/")
@@ -608,6 +627,7 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("e-autocolor", "auto_colour", _optional(100, _int_range(0, 100)), _write_default_as_flag(100, "")),
     Param("e-autobrightness", "auto_brightness", _optional(100, _int_range(0, 100)), _write_default_as_flag(100, "")),
     Param("e-pixelate", "pixelate", _int_range(1, 200)),
+    Param("e-region", "region", _region, _write_region),
     Param("e-blurfaces", "blur_faces", _on_faces(_number_range(0.1, 100)), _write_number),
     Param("e-pixelatefaces", "pixelate_faces", _on_faces(_int_range(1, 200))),
     Param("r", "radius", _radius, _write_radius),
@@ -915,6 +935,8 @@ def _validated(step: Step) -> Step:
         raise InvalidTransformation(f"wf-{step.width_fallback}", "needs w-auto")
     if step.focus_fallback != "auto" and step.focus != "face":
         raise InvalidTransformation(f"fof-{step.focus_fallback}", "needs fo-face")
+    if step.region is not None and step.blur is None and step.pixelate is None:
+        raise InvalidTransformation(f"e-region-{_write_region(step.region)}", "needs bl or e-pixelate")
     for name, key in (("x", "x"), ("y", "y"), ("x_center", "xc"), ("y_center", "yc")):
         value = getattr(step, name)
         if value is not None and not step.extracts:
