@@ -216,10 +216,10 @@ WORDS: tuple[Word, ...] = (
     Word("`e_blur_region`, `e_blur_region:N` (1–2000), with `x_`, `y_`, `w_`, `h_`",
          f"`bl-N/{_STRENGTH_SCALE},e-region-x_y_w_h` (default `bl-5`)",
          "gaussian blur of the rectangle `x_`, `y_`, `w_`, `h_` (whole pixels; a side not given: to the edge; "
-         "none: the whole image) alone"),
+         "none: the whole image) alone; with `g_faces` (or `g_face`) instead, of the faces: `e-blurfaces`"),
     Word("`e_pixelate_region`, `e_pixelate_region:N` (1–200), with `x_`, `y_`, `w_`, `h_`",
          "`e-pixelate-N,e-region-x_y_w_h` (default `e-pixelate-5`)",
-         "that rectangle alone pixelated in squares of N×N px"),
+         "that rectangle alone pixelated in squares of N×N px; with `g_faces` instead, the faces: `e-pixelatefaces`"),
     Word("`e_blur_faces`, `e_blur_faces:N` (1–2000)", f"`e-blurfaces-N/{_STRENGTH_SCALE}` (default `e-blurfaces-25`)",
          "gaussian blur of the faces alone (the `[faces]` extra's detector: a face it misses stays as it is; "
          "without the extra, a 400 naming it)"),
@@ -690,9 +690,10 @@ class _Component:
     def __init__(self, words: dict[str, tuple[str, str]], named: Mapping[str, str]):
         self.words = words
         self.named = named
-        #: with `e_blur_region`/`e_pixelate_region`, `x_`, `y_`, `w_`, `h_` are its rectangle, not a crop or size
+        #: with `e_blur_region`/`e_pixelate_region`, `x_`, `y_`, `w_`, `h_` are its rectangle, not a crop or
+        #: size, and `g_faces` makes the faces the region
         regional = (self.value("e") or "").partition(":")[0] in REGION_EFFECTS
-        self.region = {key: words.pop(key) for key in ("x", "y", "w", "h") if key in words} if regional else {}
+        self.region = {key: words.pop(key) for key in ("x", "y", "w", "h", "g") if key in words} if regional else {}
 
     def word(self, key: str) -> str:
         return self.words[key][0]
@@ -716,6 +717,9 @@ class _Component:
         """`e-region-x_y_w_h` from the region's words (a side not given: to the image's edge)."""
         if not self.region:
             return []
+        if "g" in self.region:
+            raise InvalidTransformation(self.region["g"][0], "with a region effect, only g_face or g_faces (the "
+                                                             "faces as the region, without x_, y_, w_, h_)")
         for word, value in self.region.values():
             if not re.fullmatch(r"[0-9]{1,5}", value):
                 raise InvalidTransformation(word, "a region's position and size are whole pixels")
@@ -948,9 +952,10 @@ def _effect(c: _Component) -> list[str]:
     if name == "sharpen":
         return [f"e-sharpen-{_strength(c, argument, 100)}"]
     if name in REGION_EFFECTS:
-        look = (f"bl-{_strength(c, argument, 100)}" if name == "blur_region"
-                else f"e-pixelate-{_level(c, argument, 1, 200, 5)}")
-        return [look, *c.region_param()]
+        level = _strength(c, argument, 100) if name == "blur_region" else _level(c, argument, 1, 200, 5)
+        if _faces(c.region.get("g", ("", ""))[1]) and c.region.keys() == {"g"}:  # e_pixelate_region,g_faces
+            return [c.parsed("e", "e-blurfaces" if name == "blur_region" else "e-pixelatefaces", str(level))]
+        return [f"bl-{level}" if name == "blur_region" else f"e-pixelate-{level}", *c.region_param()]
     if name == "blur_faces":
         return [c.parsed("e", "e-blurfaces", str(_strength(c, argument, 500)))]
     if name == "pixelate_faces":

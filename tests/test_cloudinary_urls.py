@@ -350,10 +350,14 @@ EQUIVALENTS = [
     (dict(width=300, effect="auto_color"), "w-300,e-autocolor"),
     (dict(width=300, effect="hue"), "w-300,e-hue-80"),
     (dict(width=300, effect="red:-30"), "w-300,e-red-N30"),
-    (dict(transformation=[dict(width=300, crop="scale"), dict(effect="pixelate_region:12", width=100, height=80,
-                                                             x=40, y=30)]), "w-300:e-pixelate-12,e-region-40_30_100_80"),
+    (dict(transformation=[dict(width=300, crop="scale"),
+                          dict(effect="pixelate_region:12", width=100, height=80, x=40, y=30)]),
+     "w-300:e-pixelate-12,e-region-40_30_100_80"),
     (dict(transformation=[dict(width=300, crop="scale"), dict(effect="blur_region", x=150)]),
      "w-300:bl-5,e-region-150_0"),
+    # the faces as the region: pixelated alone, not the whole image
+    (dict(transformation=[dict(width=300, crop="scale"), dict(effect="pixelate_region:8", gravity="faces")]),
+     "w-300:e-pixelatefaces-8"),
     (dict(width=300, effect="auto_brightness:80"), "w-300,e-autobrightness-80"),
     (dict(width=300, effect="improve"), "w-300,e-autocolor,e-autobrightness"),
     (dict(width=300, effect="improve:indoor:50"), "w-300,e-autocolor-50,e-autobrightness-50"),
@@ -635,6 +639,7 @@ UNSUPPORTED = [
     (dict(effect="contrast:40"), "e_contrast:40"),  # a level, not a blend
     (dict(effect="improve:sunny"), "e_improve:sunny"),
     (dict(effect="pixelate_region", x=0.5), "x_0.5"),  # a region in whole pixels
+    (dict(effect="blur_region", gravity="north"), "g_north"),  # a region is a rectangle or the faces
     (dict(width=100, crop="imagga_crop"), "c_imagga_crop"),
     (dict(width="auto:50", crop="scale"), "w_auto:50"),
     (dict(width=100, height=100, crop="fill", zoom=0.5), "z_0.5"),
