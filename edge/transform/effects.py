@@ -352,6 +352,22 @@ def flatten_on(image: pyvips.Image, colour: RGBA) -> pyvips.Image:
     return _srgb_alpha(image).flatten(background=list(colour[:3])).copy(interpretation=Interpretation.SRGB)
 
 
+#: the step's fields that each take one value, and their effect, in the order they apply
+Adjustments = tuple[tuple[str, Callable[[pyvips.Image, int], pyvips.Image]], ...]
+_COLOUR_ADJUSTMENTS: Adjustments = (
+    ("brightness", brightness), ("saturation", saturation), ("sepia", sepia), ("vibrance", vibrance), ("hue", hue))
+_TONE_ADJUSTMENTS: Adjustments = (
+    ("blackwhite", blackwhite), ("auto_colour", auto_colour), ("auto_brightness", auto_brightness),
+    ("contrast", contrast), ("sharpen", sharpen))
+
+
+def _each(image: pyvips.Image, step: Step, effects: Adjustments) -> pyvips.Image:
+    for field, effect in effects:
+        if (value := getattr(step, field)) is not None:
+            image = effect(image, value)
+    return image
+
+
 def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
     if step.blur is not None:
         image = in_region(image, step.region, lambda whole: blur(whole, step.blur))
@@ -363,30 +379,12 @@ def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
         image = on_faces(image, lambda face: pixelate(face, step.pixelate_faces))
     if step.grayscale:
         image = grayscale(image)
-    if step.brightness is not None:
-        image = brightness(image, step.brightness)
-    if step.saturation is not None:
-        image = saturation(image, step.saturation)
-    if step.sepia is not None:
-        image = sepia(image, step.sepia)
-    if step.vibrance is not None:
-        image = vibrance(image, step.vibrance)
-    if step.hue is not None:
-        image = hue(image, step.hue)
+    image = _each(image, step, _COLOUR_ADJUSTMENTS)
     if (step.red, step.green, step.blue) != (None, None, None):
         image = channels(image, step.red or 0, step.green or 0, step.blue or 0)
     if step.negate:
         image = negate(image)
-    if step.blackwhite is not None:
-        image = blackwhite(image, step.blackwhite)
-    if step.auto_colour is not None:
-        image = auto_colour(image, step.auto_colour)
-    if step.auto_brightness is not None:
-        image = auto_brightness(image, step.auto_brightness)
-    if step.contrast is not None:
-        image = contrast(image, step.contrast)
-    if step.sharpen is not None:
-        image = sharpen(image, step.sharpen)
+    image = _each(image, step, _TONE_ADJUSTMENTS)
     if step.unsharp_mask is not None:
         image = unsharp_mask(image, *step.unsharp_mask)
     if step.gradient is not None:
