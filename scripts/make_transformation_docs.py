@@ -455,8 +455,8 @@ SECTIONS = (
                 Example("w-240,e-usm-2-2-3-0.02", "chelsea.jpg"),
             )),
     Section("`e-brightness`, `e-saturation`, `e-sepia`, `e-vibrance`, `e-hue`, `e-red`, `e-green`, `e-blue`, "
-            "`e-negate`, `e-blackwhite`, `e-autocolor`, `e-autobrightness`, `e-pixelate`: the node's own colour "
-            "effects",
+            "`e-negate`, `e-blackwhite`, `e-autocolor`, `e-autobrightness`, `e-pixelate`, `e-region`: the node's own "
+            "colour effects",
             "ImageKit has no such parameters; the node has them for Cloudinary's `e_brightness`, `e_saturation`, "
             "`e_sepia`, `e_vibrance`, `e_hue`, `e_red`, `e_green`, `e_blue`, `e_negate`, `e_blackwhite`, "
             "`e_auto_color`, `e_auto_brightness`, `e_improve` "
