@@ -774,8 +774,8 @@ px and 20000×1 strips. A floating-point TIFF is read as libvips reads one, line
 (scRGB, as HDR tools write 32-bit files): 0.214 is sRGB's mid-grey 128, 1 and above white, so a float
 TIFF holding 0–255 values comes out white.
 
-Every parameter works at every size: rotations, vertical flips, a shadow shifted up or down and the
-other operations that read an image out of order decode the step's already shrunk image to memory
+Every parameter works at every size: rotations, vertical flips, a shadow shifted up or down, a region
+(`e-region`) and the other operations that read an image out of order decode the step's already shrunk image to memory
 first (a 12 MP photo turned at full size holds its 36 MB of pixels while it is turned). `t` (trim)
 and `fo-auto` search a copy reduced to about one megapixel on larger images: a trim then keeps at
 most a few pixels of border (2 on a 12 MP photo, 9 on a 100 MP one), never cutting into the picture.
