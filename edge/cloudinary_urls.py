@@ -945,6 +945,12 @@ def _level(c: _Component, argument: str, low: int, high: int, default: int) -> i
     return int(argument)
 
 
+def _ours(key: str, value: int) -> str:
+    """Our parameter `key` with `value`, as our parser writes it (`e-brightness-N30`; `e-contrast` at 100)."""
+    written = PARAMS[key].write(value)
+    return f"{key}-{written}" if written else key
+
+
 def _effect(c: _Component) -> list[str]:
     name, _, argument = c.value("e").partition(":")
     if name == "blur":
@@ -965,16 +971,16 @@ def _effect(c: _Component) -> list[str]:
     if name in LEVELS:
         ours, *limits = LEVELS[name]
         level = _level(c, argument, *limits)
-        return [f"{ours}-{'N' if level < 0 else ''}{abs(level)}"]
+        return [_ours(ours, level)]
     if name in AUTO_ADJUSTMENTS:
         blend = _level(c, argument, 0, 100, 100)
-        return [AUTO_ADJUSTMENTS[name] + ("" if blend == 100 else f"-{blend}")]
+        return [_ours(AUTO_ADJUSTMENTS[name], blend)]
     if name == "improve":
         mode, _, blend = argument.rpartition(":") if argument[-1:].isdigit() else (argument, "", "")
         if mode not in ("", "outdoor", "indoor"):
             raise c.fail("e", "mode must be outdoor or indoor")
         level = _level(c, blend, 0, 100, 100)
-        return [ours + ("" if level == 100 else f"-{level}") for ours in ("e-autocolor", "e-autobrightness")]
+        return [_ours("e-autocolor", level), _ours("e-autobrightness", level)]
     if argument and name != "trim":
         raise c.fail("e", "takes no value on this node")
     if name == "grayscale":

@@ -361,6 +361,12 @@ _TONE_ADJUSTMENTS: Adjustments = (
     ("contrast", contrast), ("sharpen", sharpen))
 
 
+def _blurred_and_pixelated(image: pyvips.Image, step: Step) -> pyvips.Image:
+    if step.blur is not None:
+        image = blur(image, step.blur)
+    return image if step.pixelate is None else pixelate(image, step.pixelate)
+
+
 def _each(image: pyvips.Image, step: Step, effects: Adjustments) -> pyvips.Image:
     for field, effect in effects:
         if (value := getattr(step, field)) is not None:
@@ -369,10 +375,8 @@ def _each(image: pyvips.Image, step: Step, effects: Adjustments) -> pyvips.Image
 
 
 def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
-    if step.blur is not None:
-        image = in_region(image, step.region, lambda whole: blur(whole, step.blur))
-    if step.pixelate is not None:
-        image = in_region(image, step.region, lambda whole: pixelate(whole, step.pixelate))
+    if step.blur is not None or step.pixelate is not None:  # in one region (`e-region`), held in memory once
+        image = in_region(image, step.region, lambda whole: _blurred_and_pixelated(whole, step))
     if step.blur_faces is not None:
         image = on_faces(image, lambda face: blur(face, step.blur_faces))
     if step.pixelate_faces is not None:
