@@ -249,7 +249,8 @@ def _step(rng: random.Random, p: Picture, last: bool) -> tuple[str, Picture]:
         parts.append(f"fl-{how}")
         p = flipped(p, how)
     effect = rng.choice([None, None, "bl-2", "e-sharpen", "e-contrast", "border", "e-usm", "o-100", "shadow",
-                         "gradient", "e-saturation-50", "e-vibrance-60", "e-brightness-20", "e-pixelate-3"])
+                         "gradient", "e-saturation-50", "e-vibrance-60", "e-brightness-20", "e-pixelate-3",
+                         "e-sigmoidcontrast-50", "e-gamma-50"])
     if effect == "shadow":  # rounded corners, and the shadow shows there: up or down, far or near
         r = rng.randint(5, 200)
         parts.append(f"r-{r},e-shadow-bl-{rng.randint(0, 15)}_x-{rng.choice(['N', ''])}{rng.randint(0, 30)}"

@@ -64,6 +64,12 @@ VALUES = {
     **{key: st.integers(-101, 101).map(lambda n: f"N{-n}" if n < 0 else str(n))
        for key in ("e-hue", "e-red", "e-green", "e-blue")},
     "e-pixelate": st.integers(0, 201).map(str),
+    **{key: st.integers(-151, 151).map(lambda n: f"N{-n}" if n < 0 else str(n))
+       for key in ("e-sigmoidcontrast", "e-gamma", "e-brightnesshsb")},
+    "e-linearcontrast": st.integers(0, 201).map(str),
+    "e-colorblend": st.tuples(st.integers(-1, 101).map(str), colours).map("_".join),
+    "e-vignette": st.integers(-1, 101).map(str),
+    "e-opacitythreshold": st.integers(-1, 101).map(str),
     "e-blurfaces": st.one_of(st.integers(0, 101).map(str), numbers),
     "e-pixelatefaces": st.integers(0, 201).map(str),
     "r": st.one_of(st.just("max"), integers, st.lists(st.integers(0, 40).map(str), min_size=4, max_size=4).map("_".join)),

@@ -1,6 +1,9 @@
 """The look parameters over a real socket: q, bl, e-*, r, bg, b, o."""
 
+import math
+
 import pytest
+import pyvips
 
 from tests.assets import close, pixel
 from tests.nodes import decode, write_config
@@ -123,6 +126,110 @@ async def test_colour_adjustments_keep_alpha(image_node):
     adjusting = "e-brightness-20,e-saturation-N50,e-sepia-60,e-vibrance-50,e-negate"
     _, adjusted = await fetch_image(image_node, f"/tr:{adjusting},f-png/alpha.png")
     assert adjusted.bands == 4 and (adjusted[3] - plain[3]).abs().max() == 0
+
+
+def grey_ramp_png() -> bytes:
+    """256×4, lossless: column x is the grey (x, x, x)."""
+    ramp = pyvips.Image.xyz(256, 4)[0].cast("uchar")
+    return ramp.bandjoin([ramp, ramp]).copy(interpretation="srgb").pngsave_buffer()
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def sigmoidal(u: float, contrast: float) -> float:
+    """ImageMagick's scaled sigmoidal contrast at mid grey (its `-sigmoidal-contrast <contrast>x50%`)."""
+    low, high = _sigmoid(-contrast / 2), _sigmoid(contrast / 2)
+    return (_sigmoid(contrast * (u - 0.5)) - low) / (high - low)
+
+
+def on_ramp(curve) -> list[int]:
+    return [min(255, max(0, round(255 * curve(x / 255)))) for x in range(256)]
+
+
+@pytest.mark.parametrize("tr, curve", [
+    # the formulas docs/transformations.md gives, worked from the documented ones (ImageMagick's, CSS's)
+    ("e-sigmoidcontrast-60", lambda u: sigmoidal(u, 6)),
+    ("e-sigmoidcontrast-N60", None),  # the inverse: undone by e-sigmoidcontrast-60, below
+    ("e-linearcontrast-150", lambda u: (u - 0.5) * 1.5 + 0.5),
+    ("e-linearcontrast-40", lambda u: (u - 0.5) * 0.4 + 0.5),
+    ("e-gamma-80", lambda u: u ** (1 / 1.8)),
+    ("e-gamma-N40", lambda u: u ** (1 / 0.6)),
+    ("e-brightnesshsb-60", lambda u: u * 1.6),  # a grey: its largest value is each
+])
+async def test_tone_curves_follow_their_formulas(image_node, image_root, tr, curve):
+    (image_root / "ramp.png").write_bytes(grey_ramp_png())
+    _, image = await fetch_image(image_node, f"/tr:{tr},f-png/ramp.png")
+    assert (image.width, image.height, image.bands) == (256, 4, 3)
+    got = [pixel(image, x, 2)[0] for x in range(256)]
+    if curve is None:
+        _, undone = await fetch_image(image_node, f"/tr:{tr}:e-sigmoidcontrast-60,f-png/ramp.png")
+        flatter = [pixel(undone, x, 2)[0] for x in range(256)]
+        assert max(abs(value - x) for x, value in enumerate(flatter)) <= 2 and got[64] > 64 and got[192] < 192
+        return
+    assert max(abs(a - b) for a, b in zip(got, on_ramp(curve))) <= 1, tr
+    assert got[0] == 0 and got[255] == 255 or tr.startswith("e-linearcontrast-40")
+
+
+def swatch_png(colour: tuple[int, ...], width: int = 8, height: int = 8) -> bytes:
+    return pyvips.Image.black(width, height).new_from_image(list(colour)).cast("uchar").copy(
+        interpretation="srgb").pngsave_buffer()
+
+
+async def test_hsb_brightness_keeps_the_hue_where_brightness_clips(image_node, image_root):
+    """(200, 100, 50) made 60 % brighter: HSB's brightness stops where the largest value reaches white, the
+    others scaled alike (255, 128, 64); `e-brightness` clips the red alone and shifts the hue (255, 160, 80)."""
+    (image_root / "swatch.png").write_bytes(swatch_png((200, 100, 50)))
+    for tr, expected in (("e-brightnesshsb-60", (255, 128, 64)), ("e-brightness-60", (255, 160, 80)),
+                         ("e-brightnesshsb-N50", (100, 50, 25))):
+        _, image = await fetch_image(image_node, f"/tr:{tr},f-png/swatch.png")
+        assert close(pixel(image, 4, 4), expected, 1), (tr, pixel(image, 4, 4))
+
+
+async def test_colour_blend_lays_the_colour_over_each_value(image_node, image_root):
+    """`e-colorblend-40_FF6600` on the grey ramp: each value 0.6 × itself + 0.4 × the colour's; a colour
+    at half opacity weighs half as much; on the card's red, 100 % is the colour alone."""
+    (image_root / "ramp.png").write_bytes(grey_ramp_png())
+    _, image = await fetch_image(image_node, "/tr:e-colorblend-40_FF6600,f-png/ramp.png")
+    expected = [(round(0.6 * x + 102), round(0.6 * x + 40.8), round(0.6 * x)) for x in range(256)]
+    assert max(max(abs(a - b) for a, b in zip(pixel(image, x, 1), want)) for x, want in enumerate(expected)) <= 1
+    _, half = await fetch_image(image_node, "/tr:e-colorblend-80_FF660050,f-png/ramp.png")
+    assert (await fetch_image(image_node, "/tr:e-colorblend-40_FF6600,f-png/ramp.png"))[0].body != \
+        (await fetch_image(image_node, "/tr:f-png/ramp.png"))[0].body
+    assert close(pixel(half, 100, 1), pixel(image, 100, 1), 1)  # 80 % of a colour at 50 %: 40 %
+    _, full = await fetch_image(image_node, "/tr:e-colorblend-100_0000FF,f-png/card.png")
+    assert close(pixel(full, 20, 20), (0, 0, 255), 0) and close(pixel(full, 180, 80), (0, 0, 255), 0)
+
+
+async def test_vignette_darkens_toward_the_corners(image_node, image_root):
+    """`e-vignette-60` on a 200×100 swatch: the centre as it was, each value times 1 − 0.6 × d² (d² half
+    the sum of the squared distances across, per half side: ~1 at the corners, ~½ at the sides' middles)."""
+    (image_root / "wide.png").write_bytes(swatch_png((200, 100, 50), 200, 100))
+    _, image = await fetch_image(image_node, "/tr:e-vignette-60,f-png/wide.png")
+
+    def expected(x: int, y: int) -> tuple[int, ...]:
+        d2 = (((x + 0.5 - 100) / 100) ** 2 + ((y + 0.5 - 50) / 50) ** 2) / 2
+        return tuple(round(v * (1 - 0.6 * d2)) for v in (200, 100, 50))
+    for x, y in ((100, 50), (0, 0), (199, 99), (0, 50), (100, 0), (150, 25)):
+        assert close(pixel(image, x, y), expected(x, y), 1), (x, y, pixel(image, x, y))
+    assert close(pixel(image, 0, 0), (80, 40, 20), 2)
+
+
+async def test_opacity_threshold_makes_each_pixel_transparent_or_opaque(image_node, image_root):
+    """A ramp of opacity (column x at x/255) through `e-opacitythreshold-50`: transparent below 50 %, opaque
+    from it; then `o-50` halves what is left; rounded corners' soft edges come out hard."""
+    ramp = pyvips.Image.xyz(256, 4)[0].cast("uchar")
+    (image_root / "fade.png").write_bytes(
+        pyvips.Image.black(256, 4).new_from_image([200, 100, 50]).cast("uchar").bandjoin(ramp).copy(
+            interpretation="srgb").pngsave_buffer())
+    _, image = await fetch_image(image_node, "/tr:e-opacitythreshold-50,f-png/fade.png")
+    assert [pixel(image, x, 1)[3] for x in (0, 127, 128, 255)] == [0, 0, 255, 255]
+    _, halved = await fetch_image(image_node, "/tr:e-opacitythreshold-50,o-50,f-png/fade.png")
+    assert [pixel(halved, x, 1)[3] for x in (0, 127, 128, 255)] == [0, 0, 127, 127]  # o-50: 127.5, truncated
+    _, soft = await fetch_image(image_node, "/tr:w-64,r-max,f-png/alpha.png")
+    _, hard = await fetch_image(image_node, "/tr:w-64,r-max,e-opacitythreshold-50,f-png/alpha.png")
+    assert set(bytes(soft[3].write_to_memory())) - {0, 255} and set(bytes(hard[3].write_to_memory())) == {0, 255}
 
 
 async def test_pixelate_averages_squares_from_the_top_left(image_node):

@@ -54,7 +54,11 @@ SHARPEN_WEIGHT = 4.0
 USM_WEIGHT, USM_PER_SIGMA = 0.5, 0.1
 CONTRAST_WEIGHT = 0.7  # a histogram of the step's output, then a stretch
 AUTO_WEIGHT = 1.5  # e-autocolor (a histogram a band), e-autobrightness (the mean grey, then a gamma)
-LINEAR_WEIGHT = 0.3  # e-brightness, e-negate, e-blackwhite, e-red/green/blue: one pass, a value at a time
+#: e-brightness, e-negate, e-blackwhite, e-red/green/blue, e-colorblend, e-opacitythreshold and the tables
+#: (e-sigmoidcontrast, e-linearcontrast, e-gamma): one pass, a value at a time
+LINEAR_WEIGHT = 0.3
+HSB_WEIGHT = 1.2  # e-brightnesshsb: each pixel's largest value, then a factor of its own, in floats
+VIGNETTE_WEIGHT = 1.5  # e-vignette: a float distance the size of the image
 VIBRANCE_WEIGHT = 2.5  # e-vibrance: each pixel's spread and grey, then a matrix of its own, in floats
 RECOMB_WEIGHT = 1.0  # e-saturation, e-sepia, e-hue: a 3×3 matrix a pixel, in floats
 PIXELATE_WEIGHT = 0.3  # e-pixelate: a box shrink, then a zoom back
@@ -292,7 +296,13 @@ def look_weight(step: Step) -> float:
     if step.contrast is not None:
         weight += CONTRAST_WEIGHT
     weight += AUTO_WEIGHT * ((step.auto_colour is not None) + (step.auto_brightness is not None))
-    weight += LINEAR_WEIGHT * ((step.brightness is not None) + step.negate + (step.blackwhite is not None))
+    weight += LINEAR_WEIGHT * sum(value is not None for value in (
+        step.brightness, step.blackwhite, step.sigmoid_contrast, step.linear_contrast, step.gamma,
+        step.colour_blend, step.opacity_threshold)) + LINEAR_WEIGHT * step.negate
+    if step.brightness_hsb is not None:
+        weight += HSB_WEIGHT
+    if step.vignette is not None:
+        weight += VIGNETTE_WEIGHT
     if step.vibrance is not None:
         weight += VIBRANCE_WEIGHT
     weight += RECOMB_WEIGHT * ((step.saturation is not None) + (step.sepia is not None) + (step.hue is not None))

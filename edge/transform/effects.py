@@ -1,8 +1,9 @@
 """The look of one step, after its geometry: blur, pixelation, the faces hidden, greyscale, the colour
-adjustments (brightness, saturation, sepia, vibrance, hue, each band, negative, black and white), auto
-colour, auto brightness, contrast, sharpen, unsharp mask, gradient, border, rounded corners, opacity,
-shadow, and last the flattening of transparency on `bg`. All on 8-bit images; colour effects leave
-the alpha channel alone."""
+adjustments (brightness, saturation, sepia, vibrance, hue, each band, a colour blended in, negative,
+black and white), auto colour, auto brightness, contrast (stretched, sigmoidal, linear), gamma, sharpen,
+vignette, unsharp mask, gradient, border, rounded corners, opacity threshold, opacity, shadow, and last
+the flattening of transparency on `bg`. All on 8-bit images; colour effects leave the alpha channel
+alone."""
 
 from __future__ import annotations
 
@@ -185,6 +186,95 @@ def blackwhite(image: pyvips.Image, percent: int) -> pyvips.Image:
     return _colour_bands(image, threshold)
 
 
+def _mapped(image: pyvips.Image, curve: Callable[[float], float]) -> pyvips.Image:
+    """Each colour value v made 255 × curve(v / 255), rounded: one table of the 256 values, looked up."""
+    table = bytes(min(255, max(0, round(255 * curve(v / 255)))) for v in range(256))
+    lut = pyvips.Image.new_from_memory(table, 256, 1, 1, pyvips.enums.BandFormat.UCHAR)
+    return _colour_bands(image, lambda bands: bands.maplut(lut).copy(interpretation=bands.interpretation))
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def sigmoid_contrast(image: pyvips.Image, level: int) -> pyvips.Image:
+    """`e-sigmoidcontrast-N` (−100–100): ImageMagick's `-sigmoidal-contrast (N/10)x50%`, an S curve that
+    keeps black, mid grey and white where they are; below 0 its inverse (`+sigmoidal-contrast`), which
+    flattens the same way; 0 changes nothing."""
+    if level == 0:
+        return image
+    slope = abs(level) / 10
+    low, high = _sigmoid(-slope / 2), _sigmoid(slope / 2)
+
+    def increased(u: float) -> float:
+        return (_sigmoid(slope * (u - 0.5)) - low) / (high - low)
+
+    def decreased(u: float) -> float:
+        inside = min(max(u * (high - low) + low, 1e-12), 1 - 1e-12)
+        return 0.5 - math.log(1 / inside - 1) / slope
+    return _mapped(image, increased if level > 0 else decreased)
+
+
+def linear_contrast(image: pyvips.Image, percent: int) -> pyvips.Image:
+    """`e-linearcontrast-N` (1–200): CSS's `contrast(N/100)`, each value's distance from mid grey times
+    N/100; 100 changes nothing."""
+    return image if percent == 100 else _mapped(image, lambda u: (u - 0.5) * percent / 100 + 0.5)
+
+
+def gamma(image: pyvips.Image, level: int) -> pyvips.Image:
+    """`e-gamma-N` (−50–150): ImageMagick's `-gamma 1 + N/100`, each value (0–1) to the power
+    1 / (1 + N/100): above 0 the mid tones are lighter, below darker; black and white stay."""
+    return image if level == 0 else _mapped(image, lambda u: u ** (1 / (1 + level / 100)))
+
+
+def brightness_hsb(image: pyvips.Image, percent: int) -> pyvips.Image:
+    """`e-brightnesshsb-N` (−99–100): HSB's brightness (a pixel's largest value) times 1 + N/100, hue and
+    saturation kept: the pixel's values all scaled alike, no further than its largest reaches white (where
+    `e-brightness` clips each value on its own, and so shifts the hue of bright colours)."""
+    factor = 1 + percent / 100
+
+    def scaled(bands: pyvips.Image) -> pyvips.Image:
+        largest = bands if bands.bands == 1 else bands[0].maxpair(bands[1]).maxpair(bands[2])
+        return _to_uchar(bands * (255 / largest.maxpair(1)).minpair(factor), bands)
+    return _colour_bands(image, scaled)
+
+
+def colour_blend(image: pyvips.Image, percent: int, colour: RGBA) -> pyvips.Image:
+    """`e-colorblend-N_<colour>`: ImageMagick's `-fill <colour> -colorize N%`, each colour value
+    (1 − N/100) × itself + N/100 × the colour's (a translucent colour's share in proportion to its
+    opacity; a greyscale image is made sRGB first)."""
+    if image.bands < 3:
+        image = image.colourspace(Interpretation.SRGB)
+    share = percent / 100 * colour[3] / 255
+    return _colour_bands(image, lambda bands: _to_uchar(
+        bands * (1 - share) + [value * share for value in colour[:3]], bands))
+
+
+def vignette(image: pyvips.Image, percent: int) -> pyvips.Image:
+    """`e-vignette-N` (0–100): the colour darkened toward the edges, each value times 1 − N/100 × d², d
+    being the distance from the centre on an ellipse the image's shape, 1 at the corners (at 100 the
+    corners are black and the middle of each side half as bright)."""
+    if percent == 0:
+        return image
+    width, height = image.width, image.height
+    share = percent / 200  # d² is half the sum of the squared distances across and down
+    # 1 − share × (across² + down²) is a row plus a column: two short lists repeated, not a distance a pixel
+    across = pyvips.Image.new_from_list([[1 - share * ((x + 0.5) / (width / 2) - 1) ** 2 for x in range(width)]])
+    down = pyvips.Image.new_from_list([[-share * ((y + 0.5) / (height / 2) - 1) ** 2] for y in range(height)])
+    factor = across.replicate(1, height) + down.replicate(width, 1)
+    return _colour_bands(image, lambda bands: _to_uchar(bands * factor, bands))
+
+
+def opacity_threshold(image: pyvips.Image, percent: int) -> pyvips.Image:
+    """`e-opacitythreshold-N` (0–100): a pixel less opaque than N % transparent, the others opaque (0:
+    every pixel opaque; 100: only those already opaque stay)."""
+    if not image.hasalpha():
+        return image
+    alpha = image.extract_band(image.bands - 1)
+    return image.extract_band(0, n=image.bands - 1).bandjoin(
+        _to_uchar(alpha >= 255 * percent / 100, alpha)).copy(interpretation=image.interpretation)
+
+
 def _blended(image: pyvips.Image, adjusted: pyvips.Image, percent: int) -> pyvips.Image:
     """`percent` % of `adjusted` over the rest of `image` (Cloudinary's blend: 0 is the original)."""
     if percent == 100:
@@ -355,10 +445,12 @@ def flatten_on(image: pyvips.Image, colour: RGBA) -> pyvips.Image:
 #: the step's fields that each take one value, and their effect, in the order they apply
 Adjustments = tuple[tuple[str, Callable[[pyvips.Image, int], pyvips.Image]], ...]
 _COLOUR_ADJUSTMENTS: Adjustments = (
-    ("brightness", brightness), ("saturation", saturation), ("sepia", sepia), ("vibrance", vibrance), ("hue", hue))
+    ("brightness", brightness), ("brightness_hsb", brightness_hsb), ("saturation", saturation), ("sepia", sepia),
+    ("vibrance", vibrance), ("hue", hue))
 _TONE_ADJUSTMENTS: Adjustments = (
     ("blackwhite", blackwhite), ("auto_colour", auto_colour), ("auto_brightness", auto_brightness),
-    ("contrast", contrast), ("sharpen", sharpen))
+    ("contrast", contrast), ("sigmoid_contrast", sigmoid_contrast), ("linear_contrast", linear_contrast),
+    ("gamma", gamma), ("sharpen", sharpen))
 
 
 def _blurred_and_pixelated(image: pyvips.Image, step: Step) -> pyvips.Image:
@@ -386,9 +478,13 @@ def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
     image = _each(image, step, _COLOUR_ADJUSTMENTS)
     if (step.red, step.green, step.blue) != (None, None, None):
         image = channels(image, step.red or 0, step.green or 0, step.blue or 0)
+    if step.colour_blend is not None:
+        image = colour_blend(image, *step.colour_blend)
     if step.negate:
         image = negate(image)
     image = _each(image, step, _TONE_ADJUSTMENTS)
+    if step.vignette is not None:
+        image = vignette(image, step.vignette)
     if step.unsharp_mask is not None:
         image = unsharp_mask(image, *step.unsharp_mask)
     if step.gradient is not None:
@@ -397,6 +493,8 @@ def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
         image = border(image, *step.border)
     if step.radius is not None:
         image = rounded_corners(image, step.radius)
+    if step.opacity_threshold is not None:
+        image = opacity_threshold(image, step.opacity_threshold)
     if step.opacity != 100:
         image = opacity(image, step.opacity)
     if step.shadow is not None:

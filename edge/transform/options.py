@@ -172,6 +172,17 @@ class Step:
     auto_brightness: int | None = None
     blackwhite: int | None = None
     pixelate: int | None = None
+    #: `e-sigmoidcontrast-N` (−100–100), `e-linearcontrast-N` (1–200), `e-gamma-N` (−50–150),
+    #: `e-brightnesshsb-N` (−99–100), `e-vignette-N` (0–100), `e-opacitythreshold-N` (0–100), for Cloudinary's
+    #: `e_contrast`, `e_gamma`, `e_brightness_hsb`, `e_vignette`, `e_opacity_threshold` (docs/transformations.md)
+    sigmoid_contrast: int | None = None
+    linear_contrast: int | None = None
+    gamma: int | None = None
+    brightness_hsb: int | None = None
+    vignette: int | None = None
+    opacity_threshold: int | None = None
+    #: `e-colorblend-N_<colour>`: N % of the colour over each pixel (Cloudinary's `e_colorize` with `co_`)
+    colour_blend: tuple[int, RGBA] | None = None
     #: `e-region-x_y_w_h`: the rectangle `bl` and `e-pixelate` keep to (w, h None: to the far edges), for
     #: Cloudinary's `e_blur_region` and `e_pixelate_region`
     region: tuple[int, int, int | None, int | None] | None = None
@@ -522,6 +533,12 @@ def _border(text: str) -> tuple[int | Expression, RGBA]:
     return or_expression(_int_range(1, MAX_BORDER))(width), parse_colour(colour)
 
 
+def _colour_blend(text: str) -> tuple[int, RGBA]:
+    """`<percent>_<colour>`."""
+    percent, _, colour = text.partition("_")
+    return _int_range(0, 100)(percent), parse_colour(colour)
+
+
 def _unsharp_mask(text: str) -> tuple[float, float, float, float]:
     if text in ("", "true"):
         return DEFAULT_UNSHARP_MASK
@@ -627,6 +644,13 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("e-autocolor", "auto_colour", _optional(100, _int_range(0, 100)), _write_default_as_flag(100, "")),
     Param("e-autobrightness", "auto_brightness", _optional(100, _int_range(0, 100)), _write_default_as_flag(100, "")),
     Param("e-pixelate", "pixelate", _int_range(1, 200)),
+    Param("e-sigmoidcontrast", "sigmoid_contrast", _signed_int(-100, 100), _write_signed),
+    Param("e-linearcontrast", "linear_contrast", _int_range(1, 200)),
+    Param("e-gamma", "gamma", _signed_int(-50, 150), _write_signed),
+    Param("e-brightnesshsb", "brightness_hsb", _signed_int(-99, 100), _write_signed),
+    Param("e-colorblend", "colour_blend", _colour_blend, lambda blend: f"{blend[0]}_{write_colour(blend[1])}"),
+    Param("e-vignette", "vignette", _int_range(0, 100)),
+    Param("e-opacitythreshold", "opacity_threshold", _int_range(0, 100)),
     Param("e-region", "region", _region, _write_region),
     Param("e-blurfaces", "blur_faces", _on_faces(_number_range(0.1, 100)), _write_number),
     Param("e-pixelatefaces", "pixelate_faces", _on_faces(_int_range(1, 200))),
