@@ -123,7 +123,9 @@ LEVELS = {"brightness": ("e-brightness", -99, 100, 80), "saturation": ("e-satura
           "sepia": ("e-sepia", 1, 100, 80), "vibrance": ("e-vibrance", -100, 100, 20),
           "hue": ("e-hue", -100, 100, 80), "red": ("e-red", -100, 100, 0), "green": ("e-green", -100, 100, 0),
           "blue": ("e-blue", -100, 100, 0),
-          "blackwhite": ("e-blackwhite", 0, 100, 50), "pixelate": ("e-pixelate", 1, 200, 5)}
+          "blackwhite": ("e-blackwhite", 0, 100, 50), "pixelate": ("e-pixelate", 1, 200, 5),
+          "gamma": ("e-gamma", -50, 150, 0), "brightness_hsb": ("e-brightnesshsb", -99, 100, 80),
+          "vignette": ("e-vignette", 0, 100, 20), "opacity_threshold": ("e-opacitythreshold", 0, 100, 50)}
 _LEVEL_MEANINGS = {
     "brightness": "brightness: each colour value times 1 + N/100 (CSS's `brightness()`)",
     "saturation": "saturation: CSS's `saturate(1 + N/100)`; −100 is greyscale",
@@ -134,7 +136,18 @@ _LEVEL_MEANINGS = {
        for band in ("red", "green", "blue")},
     "blackwhite": "black and white: white where the grey level is above N % of white",
     "pixelate": "pixelate: squares of N×N px, each the average of its pixels",
+    "gamma": "gamma: each value (0–1) to the power 1 / (1 + N/100), as ImageMagick's `-gamma`; above 0 lighter",
+    "brightness_hsb": "brightness in HSB: each pixel's values times 1 + N/100, no further than its largest "
+                      "reaches white (hue and saturation kept)",
+    "vignette": "vignette: each value times 1 − N/100 × d², d the distance from the centre on an ellipse the "
+                "image's shape (1 at the corners)",
+    "opacity_threshold": "a pixel less opaque than N % made transparent, the others opaque",
 }
+#: `e_contrast[:N]` (−100–100, default 0: no change) is a sigmoidal contrast; with `;type_linear`, the level
+#: (1–200, default 100: no change) scales each value's distance from mid grey
+CONTRAST_TYPES = {"sigmoidal": ("e-sigmoidcontrast", -100, 100, 0), "linear": ("e-linearcontrast", 1, 200, 100)}
+#: `e_colorize`'s colour when the component has no `co_`
+COLORIZE_COLOUR = "gray"
 #: effects kept to the rectangle of the component's `x_`, `y_`, `w_`, `h_` (without them: the whole image)
 REGION_EFFECTS = ("blur_region", "pixelate_region")
 #: Cloudinary's automatic adjustments, each with a blend (0–100: how much of the result over the original)
@@ -233,7 +246,15 @@ WORDS: tuple[Word, ...] = (
     *(Word(f"`e_{name}`, `e_{name}:N` ({low}–{high})", f"`{ours}-N` (default `{ours}-{default}`)",
            _LEVEL_MEANINGS[name]) for name, (ours, low, high, default) in LEVELS.items()),
     Word("`e_negate`", "`e-negate`", "negative: each colour value 255 − itself"),
-    Word("`e_contrast`", "`e-contrast`", "contrast stretch"),
+    Word("`e_contrast`, `e_contrast:N` (-100–100)", "(nothing), `e-sigmoidcontrast-N`",
+         "ImageMagick's `-sigmoidal-contrast (N/10)x50%` (below 0 its inverse, which flattens); the default, 0, "
+         "changes nothing"),
+    Word("`e_contrast:level_N;type_linear` (1–200)", "`e-linearcontrast-N`",
+         "CSS's `contrast(N/100)`: each value's distance from mid grey times N/100 (the default, 100, changes "
+         "nothing); `;type_sigmoidal` is the above"),
+    Word("`e_colorize`, `e_colorize:N` (0–100), with `co_<colour>`", "`e-colorblend-N_<colour>` (default 100, "
+         f"{COLORIZE_COLOUR})", "ImageMagick's `-colorize`: each colour value (1 − N/100) × itself + N/100 × the "
+         "colour's"),
     Word("`e_auto_contrast`, `e_auto_contrast:B` (0–100)", "`e-contrast`, `e-contrast-B`",
          "contrast stretch, blended B % over the original (Cloudinary's blend; default 100)"),
     Word("`e_auto_color`, `e_auto_color:B` (0–100)", "`e-autocolor`, `e-autocolor-B`",
@@ -297,10 +318,10 @@ WORDS: tuple[Word, ...] = (
 )
 
 SUPPORTED_KEYS = frozenset({"w", "h", "ar", "c", "g", "x", "y", "z", "q", "f", "dpr", "a", "r", "e", "b", "bo",
-                            "o", "fl", "t", "d", "pg", "cs", "l"})
+                            "o", "fl", "t", "d", "pg", "cs", "l", "co"})
 #: the other keys the Cloudinary SDKs emit (layers, conditions, variables, colour, pages, video…): a
 #: segment made of them is a component — a 400 naming the word — never a folder of the public ID
-UNSUPPORTED_KEYS = frozenset({"u", "co", "if", "$", "dn", "fn", "vs", "ki", "sp", "af", "du",
+UNSUPPORTED_KEYS = frozenset({"u", "if", "$", "dn", "fn", "vs", "ki", "sp", "af", "du",
                               "so", "eo", "vc", "ac", "br", "fps", "dl", "p", "bl"})
 KNOWN_KEYS = SUPPORTED_KEYS | UNSUPPORTED_KEYS
 
@@ -981,19 +1002,46 @@ def _effect(c: _Component) -> list[str]:
             raise c.fail("e", "mode must be outdoor or indoor")
         level = _level(c, blend, 0, 100, 100)
         return [_ours("e-autocolor", level), _ours("e-autobrightness", level)]
+    if name == "contrast":
+        return _contrast(c, argument)
+    if name == "colorize":
+        colour = _colour(c, "co", c.value("co") or COLORIZE_COLOUR)
+        return [c.parsed("e", "e-colorblend", f"{_level(c, argument, 0, 100, 100)}_{colour}")]
     if argument and name != "trim":
         raise c.fail("e", "takes no value on this node")
     if name == "grayscale":
         return ["e-grayscale"]
     if name == "negate":
         return ["e-negate"]
-    if name == "contrast":
-        return ["e-contrast"]
     if name == "trim":
         return [c.parsed("e", "t", argument or "true")]
     raise c.fail("e", "effect not supported; supported: blur, blur_faces, sharpen, unsharp_mask, grayscale, "
-                         f"{', '.join(LEVELS)}, pixelate_faces, negate, contrast, {', '.join(AUTO_ADJUSTMENTS)}, "
-                         f"improve, {', '.join(REGION_EFFECTS)}, trim")
+                         f"{', '.join(LEVELS)}, pixelate_faces, negate, contrast, colorize, "
+                         f"{', '.join(AUTO_ADJUSTMENTS)}, improve, {', '.join(REGION_EFFECTS)}, trim")
+
+
+def _contrast(c: _Component, argument: str) -> list[str]:
+    """`e_contrast[:N]`, `e_contrast:level_N;type_<sigmoidal|linear>` (the SDKs' two forms)."""
+    level, kind = "", "sigmoidal"
+    for part in filter(None, argument.split(";")):
+        if part.startswith("type_"):
+            kind = part.removeprefix("type_")
+        elif not level:
+            level = part.removeprefix("level_")
+        else:
+            raise c.fail("e", "takes a level and a type_")
+    if kind not in CONTRAST_TYPES:
+        raise c.fail("e", f"type_ must be {' or '.join(CONTRAST_TYPES)}")
+    ours, low, high, unchanged = CONTRAST_TYPES[kind]
+    value = _level(c, level, low, high, unchanged)
+    return [] if value == unchanged else [_ours(ours, value)]
+
+
+def _colour_qualifier(c: _Component) -> list[str]:
+    """`co_` outside a text layer: `e_colorize`'s colour (read there), nothing of its own."""
+    if (c.value("e") or "").partition(":")[0] != "colorize":
+        raise c.fail("co", "only with e_colorize (or in a text layer) on this node")
+    return []
 
 
 def _colour(c: _Component, key: str, text: str) -> str:
@@ -1084,6 +1132,7 @@ def _default_image(c: _Component) -> list[str]:
 _LOOK: dict[str, Callable[[_Component], list[str]]] = {
     "a": _angle, "r": _radius, "e": _effect, "b": _background, "bo": _border, "o": _opacity,
     "q": _quality, "f": _format, "fl": _flag, "cs": _colour_space, "pg": _page, "d": _default_image,
+    "co": _colour_qualifier,
 }
 
 

@@ -350,6 +350,16 @@ EQUIVALENTS = [
     (dict(width=300, effect="auto_color"), "w-300,e-autocolor"),
     (dict(width=300, effect="hue"), "w-300,e-hue-80"),
     (dict(width=300, effect="red:-30"), "w-300,e-red-N30"),
+    (dict(width=300, effect="contrast"), "w-300"),  # Cloudinary's default level, 0, changes nothing
+    (dict(width=300, effect="contrast:-40"), "w-300,e-sigmoidcontrast-N40"),
+    (dict(width=300, effect="contrast:level_150;type_linear"), "w-300,e-linearcontrast-150"),
+    (dict(width=300, effect="contrast:level_30;type_sigmoidal"), "w-300,e-sigmoidcontrast-30"),
+    (dict(width=300, effect="gamma:50"), "w-300,e-gamma-50"),
+    (dict(width=300, effect="brightness_hsb"), "w-300,e-brightnesshsb-80"),
+    (dict(width=300, effect="vignette"), "w-300,e-vignette-20"),
+    (dict(width=300, effect="colorize"), "w-300,e-colorblend-100_gray"),
+    (dict(width=300, effect="colorize:40", color="rgb:FF6600"), "w-300,e-colorblend-40_FF6600"),
+    (dict(width=300, effect="opacity_threshold"), "w-300,e-opacitythreshold-50"),
     (dict(transformation=[dict(width=300, crop="scale"),
                           dict(effect="pixelate_region:12", width=100, height=80, x=40, y=30)]),
      "w-300:e-pixelate-12,e-region-40_30_100_80"),
@@ -636,7 +646,11 @@ UNSUPPORTED = [
     (dict(effect="brightness:-100"), "e_brightness:-100"),  # out of Cloudinary's range
     (dict(effect="pixelate:0"), "e_pixelate:0"),
     (dict(effect="negate:5"), "e_negate:5"),
-    (dict(effect="contrast:40"), "e_contrast:40"),  # a level, not a blend
+    (dict(effect="contrast:120"), "e_contrast:120"),  # out of the sigmoidal level's range
+    (dict(effect="contrast:level_0;type_linear"), "e_contrast:level_0;type_linear"),  # linear: 1–200
+    (dict(effect="contrast:type_log"), "e_contrast:type_log"),
+    (dict(effect="gamma:-60"), "e_gamma:-60"),
+    (dict(effect="colorize:40", color="nosuchcolour"), "co_nosuchcolour"),
     (dict(effect="improve:sunny"), "e_improve:sunny"),
     (dict(effect="pixelate_region", x=0.5), "x_0.5"),  # a region in whole pixels
     (dict(effect="blur_region", gravity="north"), "g_north"),  # a region is a rectangle or the faces
@@ -647,7 +661,7 @@ UNSUPPORTED = [
     (dict(quality="auto:good:sensitive:x"), "q_auto:good:sensitive:x"),
     (dict(angle="auto_right"), "a_auto_right"),
     (dict(flags="tiled"), "fl_tiled"),
-    (dict(color="red"), "co_red"),
+    (dict(color="red"), "co_red"),  # a colour for no effect of this node's
     (dict(transformation="nosuch"), "t_nosuch"),
     (dict(width=300, x=10, crop="fill"), "x_10"),
     (dict(aspect_ratio="1:1", crop="pad"), "ar_1:1"),
@@ -942,7 +956,8 @@ async def test_flags_asking_for_what_the_node_does_anyway_keep_their_urls_workin
 
 async def test_colour_effects_on_the_12_megapixel_photos(node):
     """`e_brightness`, `e_saturation`, `e_sepia`, `e_negate`, `e_vibrance`, `e_blackwhite`, `e_pixelate`,
-    `e_unsharp_mask`, `e_improve`, `e_auto_color` (they were a 400) on the 12 MP photo (4240×2832) as a
+    `e_unsharp_mask`, `e_improve`, `e_auto_color`, `e_gamma`, `e_contrast`'s levels, `e_colorize`,
+    `e_brightness_hsb`, `e_vignette`, `e_opacity_threshold` (they were a 400) on the 12 MP photo (4240×2832) as a
     JPEG and as a PNG cut out (opaque in the middle), made 1000 px wide, as PNG: the colours change by
     CSS's formulas (on the balloon, on the grey middle), the PNG's transparent border stays transparent,
     and the pixelated balloon stays where it was, in whole squares."""
@@ -957,9 +972,17 @@ async def test_colour_effects_on_the_12_megapixel_photos(node):
             "e_sepia:100": tuple(min(255, round(a * r + b_ * g + c * b)) for a, b_, c in (
                 (0.393, 0.769, 0.189), (0.349, 0.686, 0.168), (0.272, 0.534, 0.131))),
             "e_negate": (255 - r, 255 - g, 255 - b),
+            "e_gamma:50": tuple(round(255 * (v / 255) ** (1 / 1.5)) for v in (r, g, b)),
+            "e_contrast:level_150;type_linear": tuple(min(255, max(0, round((v - 127.5) * 1.5 + 127.5)))
+                                                      for v in (r, g, b)),
+            "e_colorize:40,co_red": (round(0.6 * r + 102), round(0.6 * g), round(0.6 * b)),
+            "e_brightness_hsb:30": tuple(round(v * min(1.3, 255 / max(r, g, b))) for v in (r, g, b)),
+            "e_vignette": tuple(round(v * (1 - 0.2 * (((x + 0.5 - 500) / 500) ** 2 + ((y + 0.5 - 334) / 334) ** 2) / 2))
+                                for v in (r, g, b)),
         }
         for effect in (*expected, "e_sepia", "e_vibrance:-60", "e_blackwhite", "e_pixelate:20", "e_unsharp_mask:400",
-                   "e_improve", "e_auto_color:50", "e_hue:-30", "e_blue:60"):
+                   "e_improve", "e_auto_color:50", "e_hue:-30", "e_blue:60", "e_contrast:60", "e_contrast:-60",
+                   "e_opacity_threshold:80"):
             image = decode(await get(node, path(effect, public_id)))
             greys = effect == "e_blackwhite"  # a black and white image: one band (and its alpha)
             assert (image.width, image.height, image.bands) == (1000, 668, bands - 2 * greys), effect
