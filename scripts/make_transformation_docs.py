@@ -478,9 +478,10 @@ SECTIONS = (
             "pixels of the step's result; without a size, to the edges), for Cloudinary's `e_blur_region` and "
             "`e_pixelate_region`; `e-pixelatefaces-N` and `e-blurfaces-N` do it, or blur, on the faces alone (see "
             "[faces](#faces)). After the step's geometry and blur, in this order: pixelate, the faces, "
-            "`e-grayscale`, brightness, saturation, sepia, vibrance, hue, the bands, negate, black and white, auto "
-            "colour, auto "
-            "brightness, then `e-contrast` and the sharpening; transparency is kept. `e-autocolor[-B]` stretches "
+            "`e-grayscale`, brightness (and HSB brightness, below), saturation, sepia, vibrance, hue, the bands, "
+            "a colour blended in, negate, black and white, auto colour, auto brightness, then `e-contrast`, the "
+            "sigmoidal and linear contrasts, gamma, `e-sharpen`, the vignette and `e-usm`; transparency is kept "
+            "(the opacity threshold comes with `o`). `e-autocolor[-B]` stretches "
             "each colour band's 1st–99th percentile to the full range on its own, which takes a colour cast away "
             "(image editors' auto colour or auto levels); `e-autobrightness[-B]` applies the gamma that brings "
             "the mean grey level to the middle (ImageMagick's `-auto-gamma`), at most 3 or 1/3; B (0–100, "
@@ -501,6 +502,35 @@ SECTIONS = (
                 Example("w-240:e-pixelate-10,e-region-60_40_100_70", "coffee.jpg", "a rectangle alone"),
                 Example("w-240,e-pixelatefaces-8", "astronaut.jpg", "faces only (the `[faces]` extra)"),
                 Example("w-240,e-blurfaces-10", "astronaut.jpg", "faces only (the `[faces]` extra)"),
+            )),
+    Section("`e-sigmoidcontrast`, `e-linearcontrast`, `e-gamma`, `e-brightnesshsb`, `e-colorblend`, "
+            "`e-vignette`, `e-opacitythreshold`: the node's own tone effects",
+            "For Cloudinary's `e_contrast` (its two types), `e_gamma`, `e_brightness_hsb`, `e_colorize` with `co_`, "
+            "`e_vignette` and `e_opacity_threshold` ([leaving-cloudinary.md](leaving-cloudinary.md)); Cloudinary "
+            "documents their ranges and defaults, the formulas are ImageMagick's where it has the operation "
+            "(Cloudinary's own engine) and written here where it has not. `e-sigmoidcontrast-N` (−100–100, `N` for "
+            "minus) is ImageMagick's `-sigmoidal-contrast (N/10)x50%`: an S curve that keeps black, mid grey and "
+            "white, stronger with N; below 0 its inverse (`+sigmoidal-contrast`), which flattens. "
+            "`e-linearcontrast-N` (1–200) is CSS's `contrast(N/100)`: each value's distance from mid grey times "
+            "N/100. `e-gamma-N` (−50–150) is ImageMagick's `-gamma 1 + N/100`: each value (0–1) to the power 1 / (1 + "
+            "N/100), lighter mid tones above 0, darker below. `e-brightnesshsb-N` (−99–100) multiplies HSB's "
+            "brightness (a pixel's largest value) by 1 + N/100, keeping hue and saturation: the pixel's values are "
+            "scaled alike, no further than its largest reaches white (where `e-brightness` clips each value on its "
+            "own). `e-colorblend-N_<colour>` (0–100, a colour as `bg` takes) is ImageMagick's `-colorize`: each "
+            "colour value becomes (1 − N/100) × itself + N/100 × the colour's (a translucent colour in proportion to "
+            "its opacity). `e-vignette-N` (0–100) darkens toward the edges: each value times 1 − N/100 × d², d being "
+            "the distance from the centre on an ellipse the image's shape, 1 at the corners (at 100 the corners are "
+            "black, the middle of each side half as bright). `e-opacitythreshold-N` (0–100) makes a pixel less opaque "
+            "than N % transparent and the others opaque, before `o`.", (
+                Example("w-240,e-sigmoidcontrast-60", "camera.jpg"),
+                Example("w-240,e-sigmoidcontrast-N60", "camera.jpg"),
+                Example("w-240,e-linearcontrast-150", "camera.jpg"),
+                Example("w-240,e-gamma-80", "coffee.jpg"),
+                Example("w-240,e-gamma-N40", "coffee.jpg"),
+                Example("w-240,e-brightnesshsb-60", "coffee.jpg"),
+                Example("w-240,e-colorblend-40_FF6600", "coffee.jpg"),
+                Example("w-240,e-vignette-60", "chelsea.jpg"),
+                Example("w-200,e-opacitythreshold-50,f-png", "logo-transparent.png"),
             )),
     Section("`r`: rounded corners", "A radius in pixels, `max` for the largest ellipse (a circle for a "
             "square image), or one radius per corner, `r-<top-left>_<top-right>_<bottom-right>_<bottom-left>` "
