@@ -107,6 +107,10 @@ JPEG_CASES = [
     ("w-300,md-copyright", (300, 200), "jpg", "top_left"),
     ("w-300,e-gradient-ld-top_right_sp-ih_div_2", (300, 200), "jpg", None),  # a corner, a stop in pixels
     ("w-300,cp-true", (300, 200), "jpg", "top_left"),
+    ("if-ar_gt_1,w-300,if-else,h-300,if-end", (300, 200), "jpg", "top_left"),
+    # an empty branch last: the step before is the result (it was read again, out of order: a 422)
+    ("w-1500:if-w_gt_2000,w-1000,if-end", (1500, 1002), "jpg", "top_left"),
+    ("w-1500:if-w_lt_2000,w-1000,if-else,w-500,if-end", (1000, 668), "jpg", "top_left"),
 ]
 
 # The PNG source decodes whole whatever the output size (no shrink-on-load): every key once, fewer renders.
@@ -143,6 +147,7 @@ PNG_CASES = [
     ("w-300,pr-true", (300, 200), "png", "top_left"),
     ("w-300,f-auto", (300, 200), "avif", "top_left"),
     ("w-1000:rt-90:w-300", (300, 449), "png", "top_right"),
+    ("w-1500:if-iw_lt_2000,w-1000,if-end", (1500, 1002), "png", "top_left"),
 ]
 
 # Shown upright whatever the stored orientation, then turned or flipped like any photo (a wrong

@@ -531,7 +531,10 @@ def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_si
                                  f" exceed {max_pixels} pixels")
             images.append(image)
         if pending:
-            sources = [Source.of_image(in_memory(image)) for image in images]
+            # the result when only empty branches follow, too: the lazy image would read a streamed
+            # decode again, out of order (`w-1500:if-w_gt_2000,w-1000,if-end` on a 12 MP JPEG was a 422)
+            images = [in_memory(image) for image in images]
+            sources = [Source.of_image(image) for image in images]
     assert images, "a transformation renders at least one step"
     return images
 
