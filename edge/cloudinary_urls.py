@@ -31,7 +31,7 @@ from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe
 from .transform.colours import opacity_percent
 from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
 from .transform.hints import WIDTH_STEP
-from .transform.options import MAX_PIXELS, MAX_TEXT, PARAMS, Transformation, parse_transformation
+from .transform.options import MAX_PIXELS, MAX_TEXT, PARAMS, Transformation, parse_condition, parse_transformation
 
 _VERSION = re.compile(r"v[0-9]{1,12}")
 _SIGNATURE = re.compile(r"s--([A-Za-z0-9_-]{8}|[A-Za-z0-9_-]{32})--")
@@ -311,6 +311,13 @@ WORDS: tuple[Word, ...] = (
     Word("`t_<name>`, `t_<name>.<name>`", "`n-<name>`, `n-<name>:n-<name>`",
          "a named transformation, defined in the node's `[named_transformations]` in its own grammar; several, "
          "dot-separated (as the SDKs write a list of them): one after the other"),
+    Word("`if_<condition>,<words>`; `if_<condition>` / … [/ `if_else[,<words>]` / …] / `if_end`",
+         "`if-<condition>,…[,if-else,…],if-end`",
+         "a condition on the image as it is at that point (`w`, `h`, `ar`) or as it came (`iw`, `ih`, `iar`), "
+         "compared by `eq`, `ne`, `gt`, `gte`, `lt`, `lte` with a number or a ratio (`3:4`), joined by `_and_` "
+         "(which binds first) or `_or_`: in the first form it applies to that component's words, in the second "
+         "to the components up to `if_else` or `if_end`. Not nested; no overlays, formats or qualities within; "
+         "faces (`fc`), pages, tags, metadata and variables are a 400"),
     Word("`d_<public_id>`", "`di-image@@upload@@<public_id>`",
          "default image (`:` in the public ID for folders) when the asset is missing"),
     Word("`s--XXXXXXXX--`", "signature check",
@@ -480,9 +487,7 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
     if sum(map(len, components)) > MAX_TEXT:
         raise InvalidTransformation("/".join(components)[:40] + "…", f"longer than {MAX_TEXT} characters")
     components = tuple(part for component in components for part in _named_chain(component))
-    steps = [step for group in _layer_groups(_dpr_on_sizes(components))
-             for step in (_layer(group, named, named_only) if isinstance(group, tuple)
-                          else _component(group, named, named_only))]
+    steps = _steps(_dpr_on_sizes(components), named, named_only)
     try:
         transformation = parse_transformation(":".join(steps), named=named)
     except InvalidTransformation as error:  # a rule between words (or a limit) the table does not see
@@ -494,6 +499,72 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
         raise InvalidTransformation("fl_lossy", "only with f_auto or a JPEG, WebP or AVIF output (a lossy GIF, "
                                                 "or a PNG that is a JPEG when opaque, the node does not make)")
     return transformation
+
+
+IF_ELSE_WORD, IF_END_WORD = "if_else", "if_end"
+
+
+def _steps(components: list[str], named: Mapping[str, str], named_only: bool) -> list[str]:
+    """Our steps for the components: each `if_` block one step of ours (an if block), the others a step or
+    two each, with an overlay's components together."""
+    steps: list[str] = []
+    rest = list(components)
+    while rest:
+        plain = []
+        while rest and _key(rest[0]) != "if":
+            plain.append(rest.pop(0))
+        steps += [step for group in _layer_groups(plain)
+                  for step in (_layer(group, named, named_only) if isinstance(group, tuple)
+                               else _component(group, named, named_only))]
+        if rest:
+            if named_only:
+                raise InvalidTransformation(rest[0].split(",")[0], "this endpoint accepts only named "
+                                                                   "transformations (t_<name>)")
+            steps.append(_if_block(rest, named))
+    return steps
+
+
+def _if_block(rest: list[str], named: Mapping[str, str]) -> str:
+    """The `if_` block `rest` starts with, taken off `rest`, as our `if-<condition>,…[,if-else,…],if-end`.
+    Cloudinary's two forms: `if_<condition>,<words>` applies the condition to that component's words
+    alone; `if_<condition>` alone opens a block of components up to `if_end`, with an optional `if_else`
+    component (which may hold the first words of the other branch)."""
+    opening, *words = rest.pop(0).split(",")
+    if opening in (IF_ELSE_WORD, IF_END_WORD):
+        raise InvalidTransformation(opening, "no if_<condition> before it")
+    condition = _condition(opening)
+    if words:
+        return f"if-{condition},{':'.join(_steps([','.join(words)], named, False))},if-end"
+    branches: list[list[str]] = [[]]
+    while True:
+        if not rest:
+            raise InvalidTransformation(opening, "no if_end closes this condition")
+        first, *others = rest.pop(0).split(",")
+        if first == IF_END_WORD:
+            if others:
+                raise InvalidTransformation(others[0], "if_end takes a component of its own")
+            break
+        if first == IF_ELSE_WORD and len(branches) == 1:
+            branches.append([",".join(others)] if others else [])
+        elif _key(first) == "if":
+            raise InvalidTransformation(first, "conditions do not nest, and one if_else per condition")
+        else:
+            branches[-1].append(",".join([first, *others]))
+    then, otherwise = (":".join(_steps(branch, named, False)) for branch in (*branches, [])[:2])
+    return ",".join(filter(None, (f"if-{condition}", then, otherwise and "if-else", otherwise, "if-end")))
+
+
+def _condition(word: str) -> str:
+    """`if_w_gt_400_and_ar_lt_3:4` → `w_gt_400_and_ar_lt_3-4`, checked by our parser; Cloudinary's other
+    characteristics (faces, pages, tags, metadata, variables) are a 400 naming the word."""
+    condition = word.removeprefix("if_").replace(":", "-")
+    try:
+        parse_condition(condition)
+    except ValueError:
+        raise InvalidTransformation(word, "a condition is <w|h|ar|iw|ih|iar>_<eq|ne|gt|gte|lt|lte>_<a number, or a "
+                                          "ratio 3:4>, joined by _and_ or _or_ (not faces, pages, tags, metadata "
+                                          "or variables)") from None
+    return condition
 
 
 #: `l_<kind>:…`: overlays that are neither an image of the same cloud nor a text

@@ -54,7 +54,8 @@ valid = st.one_of(  # words each key accepts, so that many URLs get as far as a 
                        "e_hue", "e_red:40", "e_green:-20", "e_blur_region", "e_pixelate_region:9",
                        "e_trim", "e_auto_contrast", "e_contrast:-40", "e_contrast:level_120;type_linear",
                        "e_gamma:40", "e_brightness_hsb", "e_colorize:30", "co_rgb:336699", "e_vignette:60",
-                       "e_opacity_threshold", "b_rgb:ff000080", "b_white", "bo_3px_solid_red", "r_max",
+                       "e_opacity_threshold", "if_w_gt_400", "if_ar_lt_3:4_or_iw_gte_1000", "if_else", "if_end",
+                       "b_rgb:ff000080", "b_white", "bo_3px_solid_red", "r_max",
                        "r_10:20", "ar_16:9", "ar_1.5", "dpr_2.0", "z_1.5", "t_card", "d_sample", "w_0.5"]))
 word = st.one_of(valid, valid, any_word)
 components = st.lists(st.lists(word, min_size=1, max_size=4).map(",".join), max_size=3)

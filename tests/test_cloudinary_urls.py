@@ -378,6 +378,10 @@ EQUIVALENTS = [
     (dict(width=300, height=300, crop="pad", background="rgb:FF000080"),  # hex alpha 0x80 → 50 %
      "w-300,h-300,cm-pad_resize,bg-FF000050"),
     (dict(width=300, flags="progressive"), "w-300,pr-true"),
+    # conditions: on one component's words, or on the components up to if_else and if_end
+    (dict(transformation=[{"if": "w_gt_1000", "width": 300, "crop": "scale"}]), "if-w_gt_1000,w-300,if-end"),
+    (dict(transformation=[{"if": "ar_gt_3:4"}, dict(width=400, height=300, crop="fill"), {"if": "else", "width": 100},
+                          {"if": "end"}]), "if-ar_gt_3-4,w-400,h-300,if-else,w-100,if-end"),
     (dict(transformation=[dict(width=300, crop="scale"), dict(angle=90)]), "w-300:rt-90"),
 ]
 
@@ -669,6 +673,11 @@ UNSUPPORTED = [
     (dict(width=400, height=400, crop="auto"), "c_auto"),  # without its required gravity
     (dict(width=400, height=400, crop="fill_pad", gravity="auto"), "c_fill_pad"),
     (dict(width=400, height=400, crop="auto_pad", gravity="auto"), "c_auto_pad"),
+    (dict(transformation=[{"if": "face_count > 1", "effect": "blur"}]), "if_fc_gt_1"),
+    (dict(transformation=[{"if": "w_gt_1000", "quality": 50}]), "if_w_gt_1000,q_50"),  # an output, chosen by size
+    (dict(transformation=[{"if": "else", "width": 100}]), "if_else"),
+    (dict(transformation=[{"if": "w_gt_1000"}, {"width": 100}]), "if_w_gt_1000"),  # no if_end
+    (dict(transformation=[{"if": "w_gt_1000"}, {"if": "h_gt_10"}, {"if": "end"}]), "if_h_gt_10"),  # nested
 ]
 
 
@@ -996,6 +1005,27 @@ async def test_colour_effects_on_the_12_megapixel_photos(node):
     assert balloon > 15_000 and squares % 400 == 0 and 0.7 * balloon < squares < balloon
     assert close(pixel(pixelated, 920, 236), ORANGE, 2)
     assert orange_pixels(decode(await get(node, path("e_negate", BALLOON_PHOTO)))) == 0
+
+
+async def test_conditions_on_the_12_megapixel_photos(node):
+    """`if_` (it was a 400) on the 12 MP photo (4240×2832) as a JPEG and as a PNG: `w` is the width where
+    the condition stands (after the components before it), `iw` the original's; a block's branch follows
+    the aspect ratio the image has there (a portrait crop of the landscape photo takes the other branch)."""
+    for public_id, extension in ((BALLOON_PHOTO, "jpg"), (CUTOUT_PHOTO, "png")):
+        cases = [
+            ([{"if": "w_gt_2000", "width": 1000, "crop": "scale"}], (1000, 668)),
+            ([{"width": 1500, "crop": "scale"}, {"if": "w_gt_2000", "width": 1000, "crop": "scale"}], (1500, 1002)),
+            ([{"width": 1500, "crop": "scale"}, {"if": "iw_gt_2000", "width": 1000, "crop": "scale"}], (1000, 668)),
+            ([{"if": "w_gt_2000_and_ar_lt_1"}, {"width": 1000, "crop": "scale"}, {"if": "else", "width": 500,
+                                                                                    "crop": "scale"}, {"if": "end"}],
+             (500, 334)),
+        ]
+        block = [{"if": "ar_gt_1"}, dict(width=400, height=300, crop="fill"), {"if": "else"},
+                 dict(width=300, height=400, crop="fill"), {"if": "end"}, {"effect": "sepia"}]
+        cases += [(block, (400, 300)), ([dict(width=1000, height=2000, crop="crop"), *block], (300, 400))]
+        for transformation, expected in cases:
+            answer = await get(node, url(public_id, transformation=transformation, format=extension))
+            assert size(answer) == expected, (public_id, transformation)
 
 
 async def test_a_decimal_size_of_1_or_more_is_a_multiple_of_the_image_at_its_step(node):

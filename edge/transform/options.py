@@ -723,7 +723,7 @@ def _opens_if(param: str) -> bool:
     return param.startswith("if-") and param not in (IF_ELSE, IF_END)
 
 
-def _condition(text: str) -> tuple[tuple[tuple[str, str, float, str], ...], ...]:
+def parse_condition(text: str) -> tuple[tuple[tuple[str, str, float, str], ...], ...]:
     """`ar_gt_1_and_w_lt_400_or_iar_lt_4-3` → (((ar, gt, 1, "1"), (w, lt, 400, "400")), ((iar, lt, 4/3, "4-3"),))."""
     tokens, alternatives, clauses = text.split("_"), [], []
     while True:
@@ -754,7 +754,7 @@ def _conditional(text: str) -> Step:
     if not _opens_if(first) or params[-1] != IF_END or params.count(IF_END) != 1:
         raise InvalidTransformation(first, "an if block is a step of its own: if-<condition>,…[,if-else,…],if-end")
     try:
-        condition = _condition(first.removeprefix("if-"))
+        condition = parse_condition(first.removeprefix("if-"))
     except ValueError as exc:
         raise InvalidTransformation(first, str(exc)) from None
     body = params[1:-1]
