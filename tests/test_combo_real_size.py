@@ -146,7 +146,10 @@ class Chain:
     @property
     def url(self) -> str:
         steps = list(self.steps) or [""]
-        if self.output:
+        # an if block is a step of its own; a step's own `bg` (padding) is not the flattening's
+        if self.output and (steps[-1].startswith("if-") or "bg-" in steps[-1] and "bg-" in self.output):
+            steps.append(self.output)
+        elif self.output:
             steps[-1] = f"{steps[-1]},{self.output}".lstrip(",")
         return ":".join(steps)
 
@@ -296,6 +299,18 @@ SOURCES = ["photo.jpg", "photo.jpg", "exif-2.jpg", "exif-3.jpg", "exif-4.jpg", "
 FORMATS = ["", "f-jpg", "f-png", "f-webp", "f-avif"]
 
 
+def _conditional(rng: random.Random, p: Picture) -> tuple[str, Picture]:
+    """An if block on the width the image has here, which holds or not (by one pixel), with a step in each
+    branch or in the first alone; the picture of the branch the width chooses."""
+    then_text, then_p = _step(rng, p, last=False)
+    else_text, else_p = _step(rng, p, last=False) if rng.random() < 0.5 else ("", p)
+    if "l-" in then_text + else_text:  # layers are not allowed within an if block
+        return _step(rng, p, last=False)
+    holds = rng.random() < 0.5
+    branches = f"{then_text},if-else,{else_text}" if else_text else then_text
+    return f"if-w_gt_{p.width - 1 if holds else p.width},{branches},if-end", then_p if holds else else_p
+
+
 def chain(seed: int) -> tuple[Chain, Picture]:
     """A chain of 1–4 steps on one source, and the picture the model expects of it."""
     rng = random.Random(seed)
@@ -305,7 +320,7 @@ def chain(seed: int) -> tuple[Chain, Picture]:
     p = Picture(width, height, (0, 0, side, side), clear=source == "alpha.png")
     c = Chain(source)
     for index in range(rng.randint(1, 4)):
-        text, p = _step(rng, p, last=False)
+        text, p = _conditional(rng, p) if rng.random() < 0.2 else _step(rng, p, last=False)
         c.steps.append(text)
         if p.over or max(p.width, p.height) > 8192:  # a step over the output limit: a 400, the model's only error
             return c, replace(p, width=0, height=0)
