@@ -633,8 +633,8 @@ SECTIONS = (
             "branch may chain steps with `:` and holds step parameters only: an if block is a step of its own "
             "(`h-100,if-h_eq_200,…` is a 400, as in ImageKit), and within it layers, output parameters (`f`, "
             "`q`…, which belong to the whole result), named transformations, client hints (`w-auto`) and another "
-            "if block are a 400 naming the parameter. Its branches count among the 10 steps, and the costlier "
-            "branch is counted in the cost budget.", ()),
+            "if block are a 400 naming the parameter. Its branches count among the 10 steps. The cost budget "
+            "counts the branch the sizes choose once the original's size is known (before, the costlier).", ()),
     Section("`f`: output format", "`auto`: AVIF when `Accept` names `image/avif` (animations: WebP, which "
             "libvips can write animated, when it names `image/webp` too, else GIF), else WebP when it "
             "names `image/webp`, else JPEG (a type counts "

@@ -217,11 +217,15 @@ def _steps_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size]
     (an if block's branch), when it is not the source's."""
     cost, size = 0.0, start or source
     for step in steps:
-        if step.branches is not None:  # an if block: the costlier branch, whichever the sizes will choose
+        if step.branches is not None:
+            # an if block: the branch the sizes choose; before they are known, the costlier (the steps after
+            # it then start from that branch's size, until the original's header makes the estimate exact)
             layers = (replace(DEFAULT_STEP, layers=step.layers),) if step.layers else ()
+            branches = (step.branches.then_steps, step.branches.else_steps)
+            if None not in size and None not in source:
+                branches = (branches[0] if step.branches.holds(size, source) else branches[1],)
             branch_cost, size = max((_steps_cost((*(branch or (DEFAULT_STEP,)), *layers), source, overlays, base, size)
-                                     for branch in (step.branches.then_steps, step.branches.else_steps)),
-                                    key=lambda estimate: estimate[0])
+                                     for branch in branches), key=lambda estimate: estimate[0])
             cost += branch_cost
             continue
         step = with_sizes(step, source, size, base)
