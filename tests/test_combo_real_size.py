@@ -55,7 +55,8 @@ class Picture:
     drawn: tuple[tuple[str | None, Rect], ...] = ()
     #: pixels of doubt at every edge of a rect (resampling, shrink-on-load, JPEG)
     blur: float = 2.0
-    #: the colours were stretched (`e-contrast`): the photo's own may have become red or green
+    #: the colours were stretched (`e-contrast`), or a transparent source filled by a pad's opaque `bg`: the
+    #: photo's own may have become red or green
     stretched: bool = False
     #: some of it may be transparent (rounded corners, a source with transparency)
     clear: bool = False
@@ -321,6 +322,8 @@ def chain(seed: int) -> tuple[Chain, Picture]:
     c = Chain(source)
     for index in range(rng.randint(1, 4)):
         text, p = _conditional(rng, p) if rng.random() < 0.2 else _step(rng, p, last=False)
+        if p.clear and "bg-00FF00" in text.split(",l-")[0]:  # an opaque bg fills the step's transparent areas
+            p = replace(p, stretched=True)
         c.steps.append(text)
         if p.over or max(p.width, p.height) > 8192:  # a step over the output limit: a 400, the model's only error
             return c, replace(p, width=0, height=0)
