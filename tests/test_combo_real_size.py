@@ -107,7 +107,8 @@ def drawn(p: Picture, colour: str | None, *rects: Rect) -> Picture:
 
 
 #: effects that change the photo's colours (the marker's pure red and the blocks' pure green stay so)
-RECOLOURING = ("e-contrast", "e-saturation-50", "e-vibrance-60", "e-brightness-20")
+RECOLOURING = ("e-contrast", "e-saturation-50", "e-vibrance-60", "e-brightness-20", "e-sigmoidcontrast-50",
+               "e-gamma-N20")  # a darker gamma: the marker stays red through a chain of them
 
 
 def colour_at(p: Picture, x: float, y: float) -> str | None:
@@ -238,8 +239,11 @@ def _cover(p: Picture, bw: int, bh: int, focus: str, zoom: float = 1.0, s: float
 def _step(rng: random.Random, p: Picture, last: bool) -> tuple[str, Picture]:
     """One step: geometry, rotation, flip (in that order, as documented), an effect, a layer."""
     parts = []
-    if rng.random() < 0.15 and colour_at(p, 0, 0) == "red":
-        # a trim of a picture whose top-left pixel is the marker's: nothing to cut, as no edge is all red
+    margin = p.blur + 2
+    if rng.random() < 0.15 and colour_at(p, 0, 0) == "red" and p.red[2] < p.width - margin \
+            and p.red[3] < p.height - margin:
+        # a trim of a picture whose top-left pixel is the marker's: nothing to cut, as no edge is all red (the
+        # marker spans neither side)
         parts.append("t-true")
     text, p = _geometry(rng, p)
     parts.append(text)
@@ -254,7 +258,7 @@ def _step(rng: random.Random, p: Picture, last: bool) -> tuple[str, Picture]:
         p = flipped(p, how)
     effect = rng.choice([None, None, "bl-2", "e-sharpen", "e-contrast", "border", "e-usm", "o-100", "shadow",
                          "gradient", "e-saturation-50", "e-vibrance-60", "e-brightness-20", "e-pixelate-3",
-                         "e-sigmoidcontrast-50", "e-gamma-50"])
+                         "e-sigmoidcontrast-50", "e-gamma-N20"])
     if effect == "shadow":  # rounded corners, and the shadow shows there: up or down, far or near
         r = rng.randint(5, 200)
         parts.append(f"r-{r},e-shadow-bl-{rng.randint(0, 15)}_x-{rng.choice(['N', ''])}{rng.randint(0, 30)}"
@@ -301,15 +305,22 @@ FORMATS = ["", "f-jpg", "f-png", "f-webp", "f-avif"]
 
 
 def _conditional(rng: random.Random, p: Picture) -> tuple[str, Picture]:
-    """An if block on the width the image has here, which holds or not (by one pixel), with a step in each
-    branch or in the first alone; the picture of the branch the width chooses."""
+    """An if block on the size the image has here, which holds or not (by one pixel, or a ratio either side),
+    with a step, or two chained, in the first branch, and a step or none in the other; the picture of the
+    branch the size chooses."""
     then_text, then_p = _step(rng, p, last=False)
+    if rng.random() < 0.3:
+        more, then_p = _step(rng, then_p, last=False)
+        then_text = f"{then_text}:{more}" if then_text and more else then_text or more
     else_text, else_p = _step(rng, p, last=False) if rng.random() < 0.5 else ("", p)
     if "l-" in then_text + else_text:  # layers are not allowed within an if block
         return _step(rng, p, last=False)
     holds = rng.random() < 0.5
+    prop, value = rng.choice([("w", p.width), ("h", p.height)])
+    condition = rng.choice([f"{prop}_gt_{value - 1 if holds else value}", f"{prop}_lte_{value if holds else value - 1}",
+                            f"ar_{'gt' if holds else 'lte'}_{p.width}-{p.height + 1}"])
     branches = f"{then_text},if-else,{else_text}" if else_text else then_text
-    return f"if-w_gt_{p.width - 1 if holds else p.width},{branches},if-end", then_p if holds else else_p
+    return f"if-{condition},{branches},if-end", then_p if holds else else_p
 
 
 def chain(seed: int) -> tuple[Chain, Picture]:
