@@ -58,7 +58,7 @@ AUTO_WEIGHT = 1.5  # e-autocolor (a histogram a band), e-autobrightness (the mea
 #: (e-sigmoidcontrast, e-linearcontrast, e-gamma): one pass, a value at a time
 LINEAR_WEIGHT = 0.3
 HSB_WEIGHT = 1.2  # e-brightnesshsb: each pixel's largest value, then a factor of its own, in floats
-VIGNETTE_WEIGHT = 1.5  # e-vignette: a float distance the size of the image
+VIGNETTE_WEIGHT = 1.5  # e-vignette: a float factor the size of the image (a row plus a column), multiplied
 VIBRANCE_WEIGHT = 2.5  # e-vibrance: each pixel's spread and grey, then a matrix of its own, in floats
 RECOMB_WEIGHT = 1.0  # e-saturation, e-sepia, e-hue: a 3×3 matrix a pixel, in floats
 PIXELATE_WEIGHT = 0.3  # e-pixelate: a box shrink, then a zoom back
