@@ -31,7 +31,8 @@ from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe
 from .transform.colours import opacity_percent
 from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
 from .transform.hints import WIDTH_STEP
-from .transform.options import MAX_PIXELS, MAX_TEXT, PARAMS, Transformation, parse_condition, parse_transformation
+from .transform.options import (MAX_PIXELS, MAX_TEXT, PARAMS, NeedsExtra, Transformation, parse_condition,
+                                parse_transformation)
 
 _VERSION = re.compile(r"v[0-9]{1,12}")
 _SIGNATURE = re.compile(r"s--([A-Za-z0-9_-]{8}|[A-Za-z0-9_-]{32})--")
@@ -313,11 +314,12 @@ WORDS: tuple[Word, ...] = (
          "dot-separated (as the SDKs write a list of them): one after the other"),
     Word("`if_<condition>,<words>`; `if_<condition>` / … [/ `if_else[,<words>]` / …] / `if_end`",
          "`if-<condition>,…[,if-else,…],if-end`",
-         "a condition on the image as it is at that point (`w`, `h`, `ar`) or as it came (`iw`, `ih`, `iar`), "
-         "compared by `eq`, `ne`, `gt`, `gte`, `lt`, `lte` with a number or a ratio (`3:4`), joined by `_and_` "
-         "(which binds first) or `_or_`: in the first form it applies to that component's words, in the second "
-         "to the components up to `if_else` or `if_end`. Not nested; no overlays, formats or qualities within; "
-         "faces (`fc`), pages, tags, metadata and variables are a 400"),
+         "a condition on the image as it is at that point (`w`, `h`, `ar`, and `fc`, the faces the `[faces]` "
+         "extra's detector finds in it) or as it came (`iw`, `ih`, `iar`), compared by `eq`, `ne`, `gt`, `gte`, "
+         "`lt`, `lte` with a number or a ratio (`3:4`), joined by `_and_` (which binds first) or `_or_`: in the "
+         "first form it applies to that component's words, in the second to the components up to `if_else` or "
+         "`if_end`. Not nested; no overlays, formats or qualities within; pages, tags, metadata and variables "
+         "are a 400"),
     Word("`d_<public_id>`", "`di-image@@upload@@<public_id>`",
          "default image (`:` in the public ID for folders) when the asset is missing"),
     Word("`s--XXXXXXXX--`", "signature check",
@@ -556,14 +558,16 @@ def _if_block(rest: list[str], named: Mapping[str, str]) -> str:
 
 def _condition(word: str) -> str:
     """`if_w_gt_400_and_ar_lt_3:4` → `w_gt_400_and_ar_lt_3-4`, checked by our parser; Cloudinary's other
-    characteristics (faces, pages, tags, metadata, variables) are a 400 naming the word."""
+    characteristics (pages, tags, metadata, variables) are a 400 naming the word."""
     condition = word.removeprefix("if_").replace(":", "-")
     try:
         parse_condition(condition)
+    except NeedsExtra as exc:  # `fc` without the face detector
+        raise InvalidTransformation(word, str(exc)) from None
     except ValueError:
-        raise InvalidTransformation(word, "a condition is <w|h|ar|iw|ih|iar>_<eq|ne|gt|gte|lt|lte>_<a number, or a "
-                                          "ratio 3:4>, joined by _and_ or _or_ (not faces, pages, tags, metadata "
-                                          "or variables)") from None
+        raise InvalidTransformation(word, "a condition is <w|h|ar|iw|ih|iar|fc>_<eq|ne|gt|gte|lt|lte>_<a number, or "
+                                          "a ratio 3:4>, joined by _and_ or _or_ (not pages, tags, metadata or "
+                                          "variables)") from None
     return condition
 
 

@@ -626,7 +626,9 @@ SECTIONS = (
             "stands for the steps of its first branch when the condition holds, else for those after `if-else` "
             "(none: the image is left as it is, at no cost: the step after it still shrinks the original on "
             "load). The condition compares `w`, `h`, `ar` (the image's size at that "
-            "step of the chain) or `iw`, `ih`, `iar` (the original's) with a number (or a ratio, `ar_gt_4-3`) by "
+            "step of the chain) or `iw`, `ih`, `iar` (the original's), or the node's own `fc` (for Cloudinary's "
+            "`if_fc_…`: how many faces the `[faces]` extra's detector finds in the image at that step; without the "
+            "extra, a 400 naming it) with a number (or a ratio, `ar_gt_4-3`) by "
             "`eq`, `ne`, `gt`, `gte`, `lt` or `lte`; comparisons are joined by `_and_`, which binds first, and "
             "`_or_`: `if-ar_gt_1,w-600,if-else,h-400,if-end` makes a landscape image 600 px wide and a portrait "
             "one 400 px high, `h-200:if-h_eq_200,w-100,if-end:rt-90` tests the height the first step made. A "
@@ -634,7 +636,8 @@ SECTIONS = (
             "(`h-100,if-h_eq_200,…` is a 400, as in ImageKit), and within it layers, output parameters (`f`, "
             "`q`…, which belong to the whole result), named transformations, client hints (`w-auto`) and another "
             "if block are a 400 naming the parameter. Its branches count among the 10 steps. The cost budget "
-            "counts the branch the sizes choose once the original's size is known (before, the costlier).", ()),
+            "counts the branch the sizes choose once the original's size is known (before it, and for a "
+            "condition on `fc`, the costlier, and a face search).", ()),
     Section("`f`: output format", "`auto`: AVIF when `Accept` names `image/avif` (animations: WebP, which "
             "libvips can write animated, when it names `image/webp` too, else GIF), else WebP when it "
             "names `image/webp`, else JPEG (a type counts "

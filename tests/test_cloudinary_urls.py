@@ -380,6 +380,7 @@ EQUIVALENTS = [
     (dict(width=300, flags="progressive"), "w-300,pr-true"),
     # conditions: on one component's words, or on the components up to if_else and if_end
     (dict(transformation=[{"if": "w_gt_1000", "width": 300, "crop": "scale"}]), "if-w_gt_1000,w-300,if-end"),
+    (dict(transformation=[{"if": "face_count > 0", "width": 300}]), "if-fc_gt_0,w-300,if-end"),
     (dict(transformation=[{"if": "ar_gt_3:4"}, dict(width=400, height=300, crop="fill"), {"if": "else", "width": 100},
                           {"if": "end"}]), "if-ar_gt_3-4,w-400,h-300,if-else,w-100,if-end"),
     (dict(transformation=[dict(width=300, crop="scale"), dict(angle=90)]), "w-300:rt-90"),
@@ -673,7 +674,7 @@ UNSUPPORTED = [
     (dict(width=400, height=400, crop="auto"), "c_auto"),  # without its required gravity
     (dict(width=400, height=400, crop="fill_pad", gravity="auto"), "c_fill_pad"),
     (dict(width=400, height=400, crop="auto_pad", gravity="auto"), "c_auto_pad"),
-    (dict(transformation=[{"if": "face_count > 1", "effect": "blur"}]), "if_fc_gt_1"),
+    (dict(transformation=[{"if": "page_count > 1", "effect": "blur"}]), "if_pc_gt_1"),
     (dict(transformation=[{"if": "w_gt_1000", "quality": 50}]), "if_w_gt_1000,q_50"),  # an output, chosen by size
     (dict(transformation=[{"if": "else", "width": 100}]), "if_else"),
     (dict(transformation=[{"if": "w_gt_1000"}, {"width": 100}]), "if_w_gt_1000"),  # no if_end

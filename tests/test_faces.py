@@ -135,9 +135,27 @@ async def test_a_crowd_s_faces_are_hidden_in_one_pass(node, scene_root):
         assert near(patch(image, *corner, 6), patch(plain, *corner, 6), 2), corner
 
 
+@pytest.mark.parametrize("source", ["scene.jpg", "scene.png"])
+async def test_a_condition_counts_the_faces_where_it_stands(node, source):
+    """`if-fc_…` (the node's own, for Cloudinary's `if_fc_…`) on the 12 MP scene (one face), as a JPEG and
+    a PNG: the faces of the image at the block's step, so the checkerboard cut from the scene has none."""
+    cases = {
+        "if-fc_gt_0,w-200,if-else,w-100,if-end": 200,
+        "if-fc_eq_1_and_w_gt_4000,w-200,if-else,w-100,if-end": 200,
+        "if-fc_gt_1,w-200,if-else,w-100,if-end": 100,
+        f"cm-extract,x-{CHECKS_AT[0]},y-{CHECKS_AT[1]},w-{CHECKS_SIZE[0]},h-{CHECKS_SIZE[1]}"
+        ":if-fc_gt_0,w-200,if-else,w-100,if-end": 100,
+        "w-1000:if-fc_eq_0,w-200,if-end": 1000,  # the face found in the 1000 px step too: no change
+    }
+    for transformation, width in cases.items():
+        response = await node.fetch(f"/tr:{transformation}/{source}")
+        assert response.code == 200, (transformation, response.body[:200])
+        assert pyvips.Image.new_from_buffer(response.body, "").width == width, transformation
+
+
 @pytest.mark.parametrize("transformation, named", [
     ("w-301,h-299,fo-face", "fo-face"), ("w-301,e-blurfaces-5", "e-blurfaces-5"),  # texts no other test parsed
-    ("w-301,e-pixelatefaces-7", "e-pixelatefaces-7")])
+    ("w-301,e-pixelatefaces-7", "e-pixelatefaces-7"), ("if-fc_gt_0,w-301,if-end", "if-fc_gt_0")])
 async def test_without_the_extra_faces_are_a_400_naming_it(node, monkeypatch, transformation, named):
     monkeypatch.setattr(faces, "available", lambda: False)
     response = await node.fetch(f"/tr:{transformation}/scene.jpg")

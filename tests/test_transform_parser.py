@@ -105,7 +105,7 @@ def test_default_image_path():
     ("if-w_gt_300", "if-w_gt_300", "an if block is a step of its own"),
     ("h-100,if-h_eq_200,w-100,if-end", "h-100", "an if block is a step of its own"),  # ImageKit's invalid example
     ("if-h_eq_200,w-100,if-end,bl-10", "if-h_eq_200", "a step of its own"),
-    ("if-x_gt_1,w-1,if-end", "if-x_gt_1", "if-<w|h|ar|iw|ih|iar>_<eq|ne|gt|gte|lt|lte>_"),
+    ("if-x_gt_1,w-1,if-end", "if-x_gt_1", "if-<w|h|ar|iw|ih|iar|fc>_<eq|ne|gt|gte|lt|lte>_"),
     ("if-w_gt_1_xor_h_lt_2,w-1,if-end", "if-w_gt_1_xor_h_lt_2", "joined by _and_ or _or_"),
     ("if-ar_lt_4-0,w-1,if-end", "if-ar_lt_4-0", "above 0"),
     ("if-w_gt_1,f-png,if-end", "f-png", "cannot depend on a condition"),

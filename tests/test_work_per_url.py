@@ -58,6 +58,8 @@ def test_the_default_budget_admits_ordinary_urls(transformation):
     ("w-10,c-enlarge_to_fit,l-image,i-photo.png,w-bw,h-bh,c-force,bl-50,l-end", 12 * 2.6),
     # a text's box, not its glyphs: the wrap width, padding, outline, shadow, corners and rotation
     ("w-4240,l-text,i-a,fs-500,w-bw_sub_200,fol-50_red,fsh-blue_100,rt-45,pa-1000,bg-green,r-max,l-end", 100),
+    # a condition on faces: the count is known only in the render, so the costlier branch and a face search
+    ("if-fc_gt_0,w-100,if-else,w-4000,h-4000,c-force,if-end", 16 + 8),
 ])
 def test_the_cost_of_the_image_and_boxes_a_url_really_makes(transformation, at_least):
     from edge.transform.cost import estimated_cost

@@ -218,11 +218,13 @@ def _steps_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size]
     cost, size = 0.0, start or source
     for step in steps:
         if step.branches is not None:
-            # an if block: the branch the sizes choose; before they are known, the costlier (the steps after
-            # it then start from that branch's size, until the original's header makes the estimate exact)
+            # an if block: the branch the sizes choose; before they are known, or when it counts faces, the
+            # costlier (the steps after it then start from that branch's size)
             layers = (replace(DEFAULT_STEP, layers=step.layers),) if step.layers else ()
             branches = (step.branches.then_steps, step.branches.else_steps)
-            if None not in size and None not in source:
+            if step.branches.counts_faces:
+                cost += FACE_SEARCH
+            elif None not in size and None not in source:
                 branches = (branches[0] if step.branches.holds(size, source) else branches[1],)
             branch_cost, size = max((_steps_cost((*(branch or (DEFAULT_STEP,)), *layers), source, overlays, base, size)
                                      for branch in branches), key=lambda estimate: estimate[0])

@@ -147,15 +147,28 @@ def without_face(step: Step) -> str:
     return step.focus_fallback if step.focus == "face" else step.focus
 
 
-def face_box(source: Source) -> tuple[int, int, int, int] | None:
-    """The box (left, top, width, height) around the faces of `source` (`decided_by`'s), in its pixels, or
-    None when it has none: the largest face and those at least `FACE_MIN_SHARE` of its size."""
+def _faces_of(source: Source) -> tuple[list[faces.Box], int, int]:
+    """The faces of `source` (`decided_by`'s), found on a copy of it reduced to `faces.DETECT_PIXELS`, in
+    that copy's pixels, and the copy's size."""
     source = source.decided_by or source
     shrink = max(1.0, math.sqrt(source.width * source.height / faces.DETECT_PIXELS))
     small_w, small_h = max(1, round(source.width / shrink)), max(1, round(source.height / shrink))
     stopping.check()
     found = faces.find_faces(in_memory(source.thumbnail(small_w, height=small_h, size=Size.FORCE)))
     stopping.check()
+    return found, small_w, small_h
+
+
+def face_count(source: Source) -> int:
+    """How many faces `source` shows (an if block's `fc`)."""
+    return len(_faces_of(source)[0])
+
+
+def face_box(source: Source) -> tuple[int, int, int, int] | None:
+    """The box (left, top, width, height) around the faces of `source` (`decided_by`'s), in its pixels, or
+    None when it has none: the largest face and those at least `FACE_MIN_SHARE` of its size."""
+    found, small_w, small_h = _faces_of(source)
+    source = source.decided_by or source
     if not found:
         return None
     largest = found[0][2] * found[0][3]

@@ -84,8 +84,10 @@ AUTO = "auto"
 _INTEGER = re.compile(r"[0-9]{1,9}")
 
 
-#: `if-<property>_<operator>_<value>`: the image's size at this step (`w h ar`) or the original's (`iw ih iar`)
-CONDITION_PROPERTIES = ("w", "h", "ar", "iw", "ih", "iar")
+#: `if-<property>_<operator>_<value>`: the image's size at this step (`w h ar`) or the original's (`iw ih iar`),
+#: and the node's own `fc`, the faces the `[faces]` extra finds in the image at this step (Cloudinary's `if_fc_…`)
+CONDITION_PROPERTIES = ("w", "h", "ar", "iw", "ih", "iar", "fc")
+FACE_COUNT = "fc"
 CONDITION_OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "gt": lambda a, b: a > b,
     "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}
@@ -102,18 +104,28 @@ class Conditional:
     then_steps: tuple[Step, ...]
     else_steps: tuple[Step, ...] = ()
 
-    def holds(self, size: tuple[int, int], original: tuple[int, int]) -> bool:
+    @property
+    def counts_faces(self) -> bool:
+        return any(prop == FACE_COUNT for clauses in self.condition for prop, *_ in clauses)
+
+    def holds(self, size: tuple[int, int], original: tuple[int, int],
+              face_count: Callable[[], int] | None = None) -> bool:
+        """Whether the condition holds on an image of `size` (`face_count`: how many faces it shows, asked
+        only when the condition reads `fc`, once)."""
         values = {"w": size[0], "h": size[1], "ar": size[0] / size[1],
                   "iw": original[0], "ih": original[1], "iar": original[0] / original[1]}
+        if self.counts_faces:
+            assert face_count is not None, "a condition on faces needs the image's face count"
+            values[FACE_COUNT] = face_count()
         return any(all(CONDITION_OPERATORS[op](values[prop], value) for prop, op, value, _ in clauses)
                    for clauses in self.condition)
 
-    def chosen(self, size: tuple[int, int], original: tuple[int, int], layers: tuple[Layer, ...] = ()
-               ) -> tuple[Step, ...]:
+    def chosen(self, size: tuple[int, int], original: tuple[int, int], face_count: Callable[[], int],
+               layers: tuple[Layer, ...] = ()) -> tuple[Step, ...]:
         """The steps the block stands for on an image of `size`, then the block's `layers` (an endpoint's
         watermark drawn on the last step) on their result; none for an empty branch, which leaves the image
         as it is."""
-        steps = self.then_steps if self.holds(size, original) else self.else_steps
+        steps = self.then_steps if self.holds(size, original, face_count) else self.else_steps
         return (*steps, replace(DEFAULT_STEP, layers=layers)) if layers else steps
 
     def write(self) -> str:
@@ -334,9 +346,13 @@ def _focus(text: str) -> str:
     return focus
 
 
+class NeedsExtra(ValueError):
+    """A value the node reads only with an extra installed."""
+
+
 def _needs_faces() -> None:
     if not faces.available():
-        raise ValueError(f"needs a face detector: install the node with its [{faces.EXTRA}] extra "
+        raise NeedsExtra(f"needs a face detector: install the node with its [{faces.EXTRA}] extra "
                          f"(pip install 'edge-image-node[{faces.EXTRA}]')")
 
 
@@ -735,6 +751,8 @@ def parse_condition(text: str) -> tuple[tuple[tuple[str, str, float, str], ...],
         parts = (_decimal(numerator), _decimal(denominator) if dash else 1.0)
         if parts[1] <= 0:
             raise ValueError("a ratio's second number must be above 0")
+        if prop == FACE_COUNT:
+            _needs_faces()
         clauses.append((prop, op, parts[0] / parts[1], "-".join(map(_write_number, parts[:1 + bool(dash)]))))
         tokens = tokens[3:]
         if not tokens:

@@ -39,7 +39,7 @@ from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import (HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER, animates,
                       chosen_by_accept, final_formats, max_side)
-from .geometry import WHITE, Source, apply_geometry, check_side, in_memory, resolved, trim_box
+from .geometry import WHITE, Source, apply_geometry, check_side, face_count, in_memory, resolved, trim_box
 from .layers import drawn_fonts
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
 
@@ -509,7 +509,8 @@ def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_si
         step = pending.pop(0)
         first = sources[0]
         if step.branches is not None:  # an if block: its branch for the image's size at this step
-            chosen = step.branches.chosen((first.width, first.height), original, step.layers)
+            chosen = step.branches.chosen((first.width, first.height), original, lambda: face_count(first),
+                                          step.layers)
             # an empty branch: nothing to do, unless no step is left to make the image (a decode at full
             # size then: the step after an empty branch shrinks the original on load instead)
             pending[:0] = chosen or ((DEFAULT_STEP,) if not images and not pending else ())
