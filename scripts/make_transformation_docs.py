@@ -242,7 +242,9 @@ an optional extra of about 50 MB: install the node with `pip install 'edge-image
 (`python3 dev.py` installs it for the tests). **Without it, `fo-face` is a 400** `invalid
 transformation: fo-face: needs a face detector: install the node with its [faces] extra …` rather
 than another crop than the one asked for. (Cloudinary URLs' `g_face`/`g_faces` become `fo-face`, so
-the same holds for them.) There are no settings.
+the same holds for them.) An extra that is installed but does not load (OpenCV missing a system library)
+is logged (`edge.faces`) at the first search, whose answer is a 400 saying so; the node then answers as
+without the extra until it restarts. There are no settings.
 
 - **Where it searches**: on a copy of the step's input reduced to at most 0.5 megapixel, in the
   render's thread (OpenCV's own threads off, so a render keeps to one core), checked against the render

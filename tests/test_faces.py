@@ -4,6 +4,8 @@ black and a skin-like tone far to the right, which libvips' attention (`fo-auto`
 edges, skin hue). The face must be in the crop; `z` below 1 shows more around it.
 """
 
+import sys
+
 import pytest
 import pyvips
 
@@ -157,11 +159,25 @@ async def test_a_condition_counts_the_faces_where_it_stands(node, source):
     ("w-301,h-299,fo-face", "fo-face"), ("w-301,e-blurfaces-5", "e-blurfaces-5"),  # texts no other test parsed
     ("w-301,e-pixelatefaces-7", "e-pixelatefaces-7"), ("if-fc_gt_0,w-301,if-end", "if-fc_gt_0")])
 async def test_without_the_extra_faces_are_a_400_naming_it(node, monkeypatch, transformation, named):
-    monkeypatch.setattr(faces, "available", lambda: False)
+    monkeypatch.setattr(faces, "_installed", lambda: False)
     response = await node.fetch(f"/tr:{transformation}/scene.jpg")
     assert response.code == 400
     assert response.body == (f"invalid transformation: {named}: needs a face detector: install the node with its "
                              "[faces] extra (pip install 'edge-image-node[faces]')\n").encode()
+
+
+async def test_an_extra_that_does_not_load_is_a_400_saying_so_not_a_500(node, monkeypatch):
+    """OpenCV installed but failing to import (a system library missing): the first face search logs why
+    and answers 400; from then on the URLs that need faces are refused before the fetch, as without the
+    extra, and the others are served."""
+    monkeypatch.setattr(faces, "_broken", None)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` raises ImportError
+    reason = b"needs a face detector: the node's [faces] extra is installed but does not load (its log says why)\n"
+    first = await node.fetch("/tr:w-302,h-298,fo-face/scene.jpg")
+    assert (first.code, first.body) == (400, reason)
+    later = await node.fetch("/tr:w-303,e-blurfaces-5/scene.jpg")
+    assert (later.code, later.body) == (400, b"invalid transformation: e-blurfaces-5: " + reason)
+    assert (await node.fetch("/tr:w-304,h-296,fo-auto/scene.jpg")).code == 200
 
 
 async def test_an_extract_of_the_face_without_a_size_is_the_face_zoom_and_ratio_applied(node):

@@ -351,9 +351,8 @@ class NeedsExtra(ValueError):
 
 
 def _needs_faces() -> None:
-    if not faces.available():
-        raise NeedsExtra(f"needs a face detector: install the node with its [{faces.EXTRA}] extra "
-                         f"(pip install 'edge-image-node[{faces.EXTRA}]')")
+    if (reason := faces.missing()) is not None:
+        raise NeedsExtra(reason)
 
 
 def _on_faces(parse_value: Callable[[str], Any]) -> Callable[[str], Any]:
