@@ -133,6 +133,28 @@ def test_parameter_order_within_a_step_does_not_matter(steps, random):
     assert parse(text_of(shuffled)).canonical() == canonical
 
 
+comparisons = st.tuples(st.sampled_from(["w", "h", "ar", "iw", "ih", "iar"]),
+                        st.sampled_from(["eq", "ne", "gt", "gte", "lt", "lte"]),
+                        st.one_of(st.integers(0, 5000).map(str), st.sampled_from(["1.5", "4-3", "16-9.0", "0-1"]))
+                        ).map("_".join)
+conditions = st.lists(st.tuples(comparisons, st.sampled_from(["and", "or"])), min_size=1, max_size=3).map(
+    lambda parts: "_".join(f"{comparison}_{joiner}" for comparison, joiner in parts).rsplit("_", 1)[0])
+if_blocks = st.tuples(conditions, steps_as_dicts.map(text_of), st.one_of(st.just(""), steps_as_dicts.map(text_of))
+                      ).map(lambda block: f"if-{block[0]},{block[1]}" + (f",if-else,{block[2]}" if block[2] else "")
+                            + ",if-end")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(if_blocks, steps_as_dicts.map(text_of)), min_size=1, max_size=3).map(":".join))
+def test_if_blocks_parse_to_a_canonical_fixed_point_or_are_a_400(text):
+    try:
+        canonical = parse(text).canonical()
+    except InvalidTransformation as error:
+        assert error.status == 400 and error.message.startswith("invalid transformation: ")
+        return
+    assert parse(canonical).canonical() == canonical
+
+
 ALPHABET = string.ascii_letters + string.digits + "-_,:.@%+ " + "éü💥\x00\t\n"
 
 

@@ -283,6 +283,8 @@ class Transformation:
         if self.serves_original:
             return "orig-true"
         steps = [_canonical(step, DEFAULT_STEP) for step in self.steps] or [""]
+        if self.steps and self.steps[-1].branches is not None:  # an if block is a step of its own
+            steps.append("")
         steps[-1] = ",".join(filter(None, (steps[-1], _canonical(self.output, DEFAULT_OUTPUT))))
         return ":".join(filter(None, steps))
 
