@@ -8,7 +8,8 @@ canonical form (the cache key) and the 400 messages follow from the row.
 
 The canonical form sorts each step's parameters, drops defaults, folds synonyms (`jpeg`→`jpg`,
 `rt-N90`→`rt-270`, colour names → hex), expands `n-<name>`, and writes the output parameters once,
-in the last step. `canonical(parse(canonical(t))) == canonical(t)`. `w-auto` and `dpr-auto` stay as
+in the last step (in a step of their own after an if block). `canonical(parse(canonical(t))) ==
+canonical(t)`. `w-auto` and `dpr-auto` stay as
 they are: their values come from the request's client hints (`edge/transform/hints.py`), which are
 part of the output's key beside it.
 """
