@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.cloudinary_urls import (CROP_MODES, FLAGS, FORMATS, GRAVITIES, KNOWN_KEYS, PROGRESSIVE_MODES, QUALITY_LEVELS,
-                                  SENSITIVE_LEVELS)
+                                  SENSITIVE_LEVELS, translate)
+from edge.errors import BadRequest
+from edge.transform.options import parse_transformation
 from tests.fuzzing import fuzz_settings, one_worker, sound_answer
 from tests.nodes import SAMPLES, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
@@ -128,3 +130,24 @@ def test_random_cloudinary_urls_get_a_bounded_answer_and_never_a_500(cloudinary_
     answer()
     # the strategies reach a render, not only refusals: else the test would hold nothing of the renderer
     assert answered.count(200) >= EXAMPLES // 30, sorted(answered)
+
+
+conditions = st.sampled_from(["if_w_gt_400", "if_ar_lt_3:4_or_iw_gte_1000", "if_h_lte_100_and_w_gt_1"])
+#: a condition on one component's words, or a block of components with or without `if_else`
+conditioned = st.one_of(
+    st.tuples(conditions, st.lists(word, min_size=1, max_size=3)).map(lambda c: [",".join([c[0], *c[1]])]),
+    st.tuples(conditions, components, st.one_of(st.none(), components)).map(
+        lambda c: [c[0], *c[1], *(["if_else", *c[2]] if c[2] is not None else []), "if_end"]))
+
+
+@fuzz_settings(1000)
+@given(st.one_of(components, st.tuples(components, conditioned, components).map(lambda c: [*c[0], *c[1], *c[2]])))
+def test_a_translation_s_canonical_form_is_a_transformation_of_its_own(words):
+    """The cache key of a Cloudinary URL is our canonical form: it parses again to itself (an if block
+    written last once left the outputs behind its `if-end`, which did not)."""
+    named = {"card": "w-100"}
+    try:
+        canonical = translate(tuple(words), named, False).canonical()
+    except BadRequest:
+        return
+    assert parse_transformation(canonical, named=named).canonical() == canonical
