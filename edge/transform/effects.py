@@ -106,11 +106,14 @@ def _face_mask(width: int, height: int, found: list[faces.Box]) -> pyvips.Image:
     return mask.zoom(scale, scale).crop(0, 0, width, height)
 
 
+def _in_colour(image: pyvips.Image) -> pyvips.Image:
+    """`image` with three colour bands: a greyscale one made sRGB (its alpha kept)."""
+    return image.colourspace(Interpretation.SRGB) if image.bands < 3 else image
+
+
 def _recombined(image: pyvips.Image, matrix: list[list[float]]) -> pyvips.Image:
     """The colour bands, made sRGB (a greyscale image gets three), times a 3×3 matrix."""
-    if image.bands < 3:
-        image = image.colourspace(Interpretation.SRGB)
-    return _colour_bands(image, lambda bands: _to_uchar(bands.recomb(matrix), bands))
+    return _colour_bands(_in_colour(image), lambda bands: _to_uchar(bands.recomb(matrix), bands))
 
 
 def brightness(image: pyvips.Image, percent: int) -> pyvips.Image:
@@ -172,10 +175,8 @@ def hue(image: pyvips.Image, percent: int) -> pyvips.Image:
 def channels(image: pyvips.Image, red: int, green: int, blue: int) -> pyvips.Image:
     """`e-red-N`, `e-green-N`, `e-blue-N` (−100–100): that band's values times 1 + N/100 (a greyscale
     image is made sRGB first)."""
-    if image.bands < 3:
-        image = image.colourspace(Interpretation.SRGB)
     factors = [1 + red / 100, 1 + green / 100, 1 + blue / 100]
-    return _colour_bands(image, lambda bands: _to_uchar(bands * factors, bands))
+    return _colour_bands(_in_colour(image), lambda bands: _to_uchar(bands * factors, bands))
 
 
 def blackwhite(image: pyvips.Image, percent: int) -> pyvips.Image:
@@ -243,10 +244,8 @@ def colour_blend(image: pyvips.Image, percent: int, colour: RGBA) -> pyvips.Imag
     """`e-colorblend-N_<colour>`: ImageMagick's `-fill <colour> -colorize N%`, each colour value
     (1 − N/100) × itself + N/100 × the colour's (a translucent colour's share in proportion to its
     opacity; a greyscale image is made sRGB first)."""
-    if image.bands < 3:
-        image = image.colourspace(Interpretation.SRGB)
     share = percent / 100 * colour[3] / 255
-    return _colour_bands(image, lambda bands: _to_uchar(
+    return _colour_bands(_in_colour(image), lambda bands: _to_uchar(
         bands * (1 - share) + [value * share for value in colour[:3]], bands))
 
 
