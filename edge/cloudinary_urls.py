@@ -253,7 +253,7 @@ WORDS: tuple[Word, ...] = (
     Word("`e_contrast:level_N;type_linear` (1–200)", "`e-linearcontrast-N`",
          "CSS's `contrast(N/100)`: each value's distance from mid grey times N/100 (the default, 100, changes "
          "nothing); `;type_sigmoidal` is the above"),
-    Word("`e_colorize`, `e_colorize:N` (0–100), with `co_<colour>`", "`e-colorblend-N_<colour>` (default 100, "
+    Word("`e_colorize`, `e_colorize:N` (0–100), with `co_<colour>`", "`e-colorize-co-<colour>_in-N` (default 100, "
          f"{COLORIZE_COLOUR})", "ImageMagick's `-colorize`: each colour value (1 − N/100) × itself + N/100 × the "
          "colour's"),
     Word("`e_auto_contrast`, `e_auto_contrast:B` (0–100)", "`e-contrast`, `e-contrast-B`",
@@ -1081,7 +1081,7 @@ def _effect(c: _Component) -> list[str]:
         return _contrast(c, argument)
     if name == "colorize":
         colour = _colour(c, "co", c.value("co") or COLORIZE_COLOUR)
-        return [c.parsed("e", "e-colorblend", f"{_level(c, argument, 0, 100, 100)}_{colour}")]
+        return [c.parsed("e", "e-colorize", f"co-{colour}_in-{_level(c, argument, 0, 100, 100)}")]
     if argument and name != "trim":
         raise c.fail("e", "takes no value on this node")
     if name == "grayscale":

@@ -175,7 +175,7 @@ PARITY_ROWS = (
      "ai_retouch, ai_upscale, ai_variation", "e-bgremove e-removedotbg e-changebg e-edit e-dropshadow e-retouch "
      "e-upscale e-genvar (and e-genfill)", "unsupported", "AI generation and removal: models the node does not run"),
     ("color_replace", "cr", "unsupported", "colour replacement: not built yet"),
-    ("colorize", "e-colorize", "unsupported", "colour tint: not built yet"),
+    ("colorize", "e-colorize", "supported", "`co in`, the SDK's defaults (gray, 100): see the tone effects"),
     ("distort", "e-distort", "unsupported", "perspective and arc distortion: not built yet"),
     ("density", "dn", "unsupported", "density: vector sources (where it matters) are not read"),
     ("raw", "(any)", "supported", "the SDK's pass-through: served as far as its keys are"),
@@ -505,10 +505,11 @@ SECTIONS = (
                 Example("w-240,e-pixelatefaces-8", "astronaut.jpg", "faces only (the `[faces]` extra)"),
                 Example("w-240,e-blurfaces-10", "astronaut.jpg", "faces only (the `[faces]` extra)"),
             )),
-    Section("`e-sigmoidcontrast`, `e-linearcontrast`, `e-gamma`, `e-brightnesshsb`, `e-colorblend`, "
-            "`e-vignette`, `e-opacitythreshold`: the node's own tone effects",
-            "For Cloudinary's `e_contrast` (its two types), `e_gamma`, `e_brightness_hsb`, `e_colorize` with `co_`, "
-            "`e_vignette` and `e_opacity_threshold` ([leaving-cloudinary.md](leaving-cloudinary.md)); Cloudinary "
+    Section("`e-sigmoidcontrast`, `e-linearcontrast`, `e-gamma`, `e-brightnesshsb`, `e-colorize`, "
+            "`e-vignette`, `e-opacitythreshold`: tone effects",
+            "`e-colorize` is ImageKit's (its SDK's syntax and defaults); the others are the node's own, for Cloudinary's "
+            "`e_contrast` (its two types), `e_gamma`, `e_brightness_hsb`, `e_vignette` and `e_opacity_threshold` "
+            "([leaving-cloudinary.md](leaving-cloudinary.md), where `e_colorize` with `co_` is `e-colorize`); Cloudinary "
             "documents their ranges and defaults, the formulas are ImageMagick's where it has the operation "
             "(Cloudinary's own engine) and written here where it has not. `e-sigmoidcontrast-N` (−100–100, `N` for "
             "minus) is ImageMagick's `-sigmoidal-contrast (N/10)x50%`: an S curve that keeps black, mid grey and "
@@ -518,7 +519,8 @@ SECTIONS = (
             "N/100), lighter mid tones above 0, darker below. `e-brightnesshsb-N` (−99–100) multiplies HSB's "
             "brightness (a pixel's largest value) by 1 + N/100, keeping hue and saturation: the pixel's values are "
             "scaled alike, no further than its largest reaches white (where `e-brightness` clips each value on its "
-            "own). `e-colorblend-N_<colour>` (0–100, a colour as `bg` takes) is ImageMagick's `-colorize`: each "
+            "own). `e-colorize-co-<colour>_in-N` (a colour as `bg` takes, default gray; intensity 0–100, default "
+            "100: either part may be left out, bare `e-colorize` is gray at 100 %) is ImageMagick's `-colorize`: each "
             "colour value becomes (1 − N/100) × itself + N/100 × the colour's (a translucent colour in proportion to "
             "its opacity). `e-vignette-N` (0–100) darkens toward the edges: each value times 1 − N/100 × d², d being "
             "the distance from the centre on an ellipse the image's shape, 1 at the corners (at 100 the corners are "
@@ -530,7 +532,7 @@ SECTIONS = (
                 Example("w-240,e-gamma-80", "coffee.jpg"),
                 Example("w-240,e-gamma-N40", "coffee.jpg"),
                 Example("w-240,e-brightnesshsb-60", "coffee.jpg"),
-                Example("w-240,e-colorblend-40_FF6600", "coffee.jpg"),
+                Example("w-240,e-colorize-co-FF6600_in-40", "coffee.jpg"),
                 Example("w-240,e-vignette-60", "chelsea.jpg"),
                 Example("w-200,e-opacitythreshold-50,f-png", "logo-transparent.png"),
             )),

@@ -134,7 +134,7 @@ CORPUS = _cases(SHIPPED, [
     "/tr:w-240:e-pixelate-10,e-region-60_40_100_70/coffee.jpg",
     "/tr:w-240,e-sigmoidcontrast-60/camera.jpg", "/tr:w-240,e-sigmoidcontrast-N60/camera.jpg",
     "/tr:w-240,e-linearcontrast-150/camera.jpg", "/tr:w-240,e-gamma-80/coffee.jpg", "/tr:w-240,e-gamma-N40/coffee.jpg",
-    "/tr:w-240,e-brightnesshsb-60/coffee.jpg", "/tr:w-240,e-colorblend-40_FF6600/coffee.jpg",
+    "/tr:w-240,e-brightnesshsb-60/coffee.jpg", "/tr:w-240,e-colorize-co-FF6600_in-40/coffee.jpg",
     "/tr:w-240,e-vignette-60/chelsea.jpg", "/tr:w-200,e-opacitythreshold-50,f-png/logo-transparent.png",
     # corners, backgrounds, borders, opacity
     "/tr:w-200,h-200,r-30,f-png/astronaut.jpg", "/tr:w-200,h-200,r-max,f-png/astronaut.jpg",

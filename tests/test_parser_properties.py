@@ -67,7 +67,8 @@ VALUES = {
     **{key: st.integers(-151, 151).map(lambda n: f"N{-n}" if n < 0 else str(n))
        for key in ("e-sigmoidcontrast", "e-gamma", "e-brightnesshsb")},
     "e-linearcontrast": st.integers(0, 201).map(str),
-    "e-colorblend": st.tuples(st.integers(-1, 101).map(str), colours).map("_".join),
+    "e-colorize": st.lists(st.one_of(colours.map("co-{}".format), st.integers(-1, 101).map("in-{}".format)),
+                           max_size=2).map("_".join),
     "e-vignette": st.integers(-1, 101).map(str),
     "e-opacitythreshold": st.integers(-1, 101).map(str),
     "e-blurfaces": st.one_of(st.integers(0, 101).map(str), numbers),

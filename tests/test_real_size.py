@@ -84,7 +84,7 @@ JPEG_CASES = [
     ("e-pixelate-40", (W, H), "jpg", "top_left"),  # the full 12 MP: squares averaged on a streamed decode
     ("w-300,e-sigmoidcontrast-50", (300, 200), "jpg", "top_left"),
     ("w-300,e-linearcontrast-150,e-gamma-N30", (300, 200), "jpg", "top_left"),
-    ("w-300,e-brightnesshsb-40,e-colorblend-30_0000FF", (300, 200), "jpg", None),
+    ("w-300,e-brightnesshsb-40,e-colorize-co-0000FF_in-30", (300, 200), "jpg", None),
     ("e-vignette-50", (W, H), "jpg", None),  # the full 12 MP: a float distance the size of the image
     ("w-300,r-20,f-png", (300, 200), "png", "top_left"),
     ("w-300,r-max", (300, 200), "jpg", None),
@@ -137,7 +137,7 @@ PNG_CASES = [
     ("w-300,e-autocolor-50,e-autobrightness", (300, 200), "png", None),
     ("w-300,e-hue-70,e-red-N20,e-blue-40", (300, 200), "png", None),
     ("w-300,e-sigmoidcontrast-N40,e-gamma-60,e-vignette-30", (300, 200), "png", None),
-    ("w-300,e-brightnesshsb-N20,e-linearcontrast-80,e-colorblend-20_gray", (300, 200), "png", None),
+    ("w-300,e-brightnesshsb-N20,e-linearcontrast-80,e-colorize-in-20", (300, 200), "png", None),
     ("w-300,r-40,e-opacitythreshold-60,f-png", (300, 200), "png", None),
     ("bl-40,e-region-100_100_2000_1500,f-jpg", (W, H), "jpg", None),  # the marker (to 566 px) blurred away
     ("w-300,r-max,b-5_00FF00,o-50", (310, 210), "png", None),

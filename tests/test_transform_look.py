@@ -187,18 +187,18 @@ async def test_hsb_brightness_keeps_the_hue_where_brightness_clips(image_node, i
         assert close(pixel(image, 4, 4), expected, 1), (tr, pixel(image, 4, 4))
 
 
-async def test_colour_blend_lays_the_colour_over_each_value(image_node, image_root):
-    """`e-colorblend-40_FF6600` on the grey ramp: each value 0.6 × itself + 0.4 × the colour's; a colour
+async def test_colorize_lays_the_colour_over_each_value(image_node, image_root):
+    """`e-colorize-co-FF6600_in-40` on the grey ramp: each value 0.6 × itself + 0.4 × the colour's; a colour
     at half opacity weighs half as much; on the card's red, 100 % is the colour alone."""
     (image_root / "ramp.png").write_bytes(grey_ramp_png())
-    _, image = await fetch_image(image_node, "/tr:e-colorblend-40_FF6600,f-png/ramp.png")
+    _, image = await fetch_image(image_node, "/tr:e-colorize-co-FF6600_in-40,f-png/ramp.png")
     expected = [(round(0.6 * x + 102), round(0.6 * x + 40.8), round(0.6 * x)) for x in range(256)]
     assert max(max(abs(a - b) for a, b in zip(pixel(image, x, 1), want)) for x, want in enumerate(expected)) <= 1
-    _, half = await fetch_image(image_node, "/tr:e-colorblend-80_FF660050,f-png/ramp.png")
-    assert (await fetch_image(image_node, "/tr:e-colorblend-40_FF6600,f-png/ramp.png"))[0].body != \
+    _, half = await fetch_image(image_node, "/tr:e-colorize-in-80_co-FF660050,f-png/ramp.png")
+    assert (await fetch_image(image_node, "/tr:e-colorize-co-FF6600_in-40,f-png/ramp.png"))[0].body != \
         (await fetch_image(image_node, "/tr:f-png/ramp.png"))[0].body
     assert close(pixel(half, 100, 1), pixel(image, 100, 1), 1)  # 80 % of a colour at 50 %: 40 %
-    _, full = await fetch_image(image_node, "/tr:e-colorblend-100_0000FF,f-png/card.png")
+    _, full = await fetch_image(image_node, "/tr:e-colorize-co-0000FF,f-png/card.png")
     assert close(pixel(full, 20, 20), (0, 0, 255), 0) and close(pixel(full, 180, 80), (0, 0, 255), 0)
 
 

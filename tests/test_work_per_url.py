@@ -42,7 +42,7 @@ async def assert_answer(node, path, status, body):
     "w-1000,rt-45,b-20_red:t-true:w-4000,e-usm-2-2-0.8-0.024",
     "w-2000,e-brightness-30,e-saturation-N20,e-sepia-50,e-negate,e-pixelate-5",
     "w-4240,e-blurfaces-25:e-pixelatefaces-5",
-    "w-2000,e-sigmoidcontrast-30,e-gamma-20,e-brightnesshsb-10,e-vignette-20,e-colorblend-20_gray,e-linearcontrast-120",
+    "w-2000,e-sigmoidcontrast-30,e-gamma-20,e-brightnesshsb-10,e-vignette-20,e-colorize-in-20,e-linearcontrast-120",
 ])
 def test_the_default_budget_admits_ordinary_urls(transformation):
     parsed = parse_transformation(transformation)
@@ -72,7 +72,7 @@ def test_the_cost_of_the_image_and_boxes_a_url_really_makes(transformation, at_l
     ("w-4000,h-4000,e-sharpen:w-4000,h-4000,e-sharpen:e-usm-1-50-1-0", 264),
     ("w-8192,h-8192,c-force,e-blurfaces-100", 299),  # a face search, then up to the whole output blurred
     ("w-8192,h-8192,c-force,e-pixelatefaces-5,e-saturation-10,e-sepia-10,e-brightness-5,e-negate,e-pixelate-3", 290),
-    ("w-8192,h-8192,c-force,e-vignette-50,e-brightnesshsb-20,e-gamma-30,e-sigmoidcontrast-20,e-colorblend-10_red", 309),
+    ("w-8192,h-8192,c-force,e-vignette-50,e-brightnesshsb-20,e-gamma-30,e-sigmoidcontrast-20,e-colorize-co-red_in-10", 309),
 ])
 async def test_a_costly_url_is_refused_before_the_fetch(node_factory, tmp_path, photos, transformation, cost):
     """400 naming the budget, not 404: the original (which does not exist) was never looked for."""

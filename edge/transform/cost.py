@@ -54,7 +54,7 @@ SHARPEN_WEIGHT = 4.0
 USM_WEIGHT, USM_PER_SIGMA = 0.5, 0.1
 CONTRAST_WEIGHT = 0.7  # a histogram of the step's output, then a stretch
 AUTO_WEIGHT = 1.5  # e-autocolor (a histogram a band), e-autobrightness (the mean grey, then a gamma)
-#: e-brightness, e-negate, e-blackwhite, e-red/green/blue, e-colorblend, e-opacitythreshold and the tables
+#: e-brightness, e-negate, e-blackwhite, e-red/green/blue, e-colorize, e-opacitythreshold and the tables
 #: (e-sigmoidcontrast, e-linearcontrast, e-gamma): one pass, a value at a time
 LINEAR_WEIGHT = 0.3
 HSB_WEIGHT = 1.2  # e-brightnesshsb: each pixel's largest value, then a factor of its own, in floats

@@ -241,7 +241,7 @@ def brightness_hsb(image: pyvips.Image, percent: int) -> pyvips.Image:
 
 
 def colour_blend(image: pyvips.Image, percent: int, colour: RGBA) -> pyvips.Image:
-    """`e-colorblend-N_<colour>`: ImageMagick's `-fill <colour> -colorize N%`, each colour value
+    """`e-colorize-co-<colour>_in-N`: ImageMagick's `-fill <colour> -colorize N%`, each colour value
     (1 − N/100) × itself + N/100 × the colour's (a translucent colour's share in proportion to its
     opacity; a greyscale image is made sRGB first)."""
     share = percent / 100 * colour[3] / 255

@@ -67,6 +67,8 @@ SHADOW_RANGES = {"bl": (0, 15), "st": (0, 100), "x": (-100, 100), "y": (-100, 10
 GRADIENT_DIRECTIONS = {"top": 0, "top_right": 45, "right": 90, "bottom_right": 135, "bottom": 180,
                        "bottom_left": 225, "left": 270, "top_left": 315}
 GRADIENT_DEFAULTS = ("180", "FFFFFF00", "00000066", "1")
+#: `e-colorize` parts and their defaults, as ImageKit's SDK documents them: the colour, its intensity (0–100)
+COLORIZE_DEFAULTS = {"co": "gray", "in": "100"}
 #: `bg-blurred` without values: the blur radius and brightness change (−255–255)
 DEFAULT_BLURRED = (10, 0)
 #: `pg-N`: the page (frame) of a multi-page source; the node reads animations and multi-page TIFF
@@ -194,7 +196,7 @@ class Step:
     brightness_hsb: int | None = None
     vignette: int | None = None
     opacity_threshold: int | None = None
-    #: `e-colorblend-N_<colour>`: N % of the colour over each pixel (Cloudinary's `e_colorize` with `co_`)
+    #: `e-colorize-co-<colour>_in-N`: N % of the colour over each pixel (Cloudinary's `e_colorize` with `co_`)
     colour_blend: tuple[int, RGBA] | None = None
     #: `e-region-x_y_w_h`: the rectangle `bl` and `e-pixelate` keep to (w, h None: to the far edges), for
     #: Cloudinary's `e_blur_region` and `e_pixelate_region`
@@ -551,10 +553,10 @@ def _border(text: str) -> tuple[int | Expression, RGBA]:
     return or_expression(_int_range(1, MAX_BORDER))(width), parse_colour(colour)
 
 
-def _colour_blend(text: str) -> tuple[int, RGBA]:
-    """`<percent>_<colour>`."""
-    percent, _, colour = text.partition("_")
-    return _int_range(0, 100)(percent), parse_colour(colour)
+def _colorize(text: str) -> tuple[int, RGBA]:
+    """`co-<colour>_in-<intensity>`, either part left out for its default."""
+    parts = COLORIZE_DEFAULTS | _parts("" if text == "true" else text, tuple(COLORIZE_DEFAULTS), "e-colorize")
+    return _int_range(0, 100)(parts["in"]), parse_colour(parts["co"])
 
 
 def _unsharp_mask(text: str) -> tuple[float, float, float, float]:
@@ -666,7 +668,7 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("e-linearcontrast", "linear_contrast", _int_range(1, 200)),
     Param("e-gamma", "gamma", _signed_int(-50, 150), _write_signed),
     Param("e-brightnesshsb", "brightness_hsb", _signed_int(-99, 100), _write_signed),
-    Param("e-colorblend", "colour_blend", _colour_blend, lambda blend: f"{blend[0]}_{write_colour(blend[1])}"),
+    Param("e-colorize", "colour_blend", _colorize, lambda blend: f"co-{write_colour(blend[1])}_in-{blend[0]}"),
     Param("e-vignette", "vignette", _int_range(0, 100)),
     Param("e-opacitythreshold", "opacity_threshold", _int_range(0, 100)),
     Param("e-region", "region", _region, _write_region),
@@ -695,7 +697,6 @@ UNSUPPORTED: dict[str, str] = {
                      "e-upscale", "e-genvar", "e-genfill"), "AI generation and removal"),
     "e-distort": "perspective and arc distortion",
     "cr": "colour replacement",
-    "e-colorize": "colour tint",
     "dn": "density (vector sources are not read)",
 }
 NAMED_KEY = "n"
