@@ -256,6 +256,9 @@ WORDS: tuple[Word, ...] = (
     Word("`e_colorize`, `e_colorize:N` (0–100), with `co_<colour>`", "`e-colorize-co-<colour>_in-N` (default 100, "
          f"{COLORIZE_COLOUR})", "ImageMagick's `-colorize`: each colour value (1 − N/100) × itself + N/100 × the "
          "colour's"),
+    Word("`e_distort:x1:y1:x2:y2:x3:y3:x4:y4` (pixels), `e_distort:arc:D`", "`e-distort-p-x1_y1_…`, "
+         "`e-distort-a-D`", "the corners moved there (clockwise from the top left), or the image bent into an "
+         "arc of D degrees; the canvas is the node's choice ([transformations.md](transformations.md))"),
     Word("`e_auto_contrast`, `e_auto_contrast:B` (0–100)", "`e-contrast`, `e-contrast-B`",
          "contrast stretch, blended B % over the original (Cloudinary's blend; default 100)"),
     Word("`e_auto_color`, `e_auto_color:B` (0–100)", "`e-autocolor`, `e-autocolor-B`",
@@ -1082,17 +1085,26 @@ def _effect(c: _Component) -> list[str]:
     if name == "colorize":
         colour = _colour(c, "co", c.value("co") or COLORIZE_COLOUR)
         return [c.parsed("e", "e-colorize", f"co-{colour}_in-{_level(c, argument, 0, 100, 100)}")]
-    if argument and name != "trim":
-        raise c.fail("e", "takes no value on this node")
-    if name == "grayscale":
-        return ["e-grayscale"]
-    if name == "negate":
-        return ["e-negate"]
+    if name == "distort":
+        return [c.parsed("e", "e-distort", _distortion(c, argument))]
+    if name in ("grayscale", "negate"):
+        if argument:
+            raise c.fail("e", "takes no value on this node")
+        return [f"e-{name}"]
     if name == "trim":
         return [c.parsed("e", "t", argument or "true")]
     raise c.fail("e", "effect not supported; supported: blur, blur_faces, sharpen, unsharp_mask, grayscale, "
-                         f"{', '.join(LEVELS)}, pixelate_faces, negate, contrast, colorize, "
+                         f"{', '.join(LEVELS)}, pixelate_faces, negate, contrast, colorize, distort, "
                          f"{', '.join(AUTO_ADJUSTMENTS)}, improve, {', '.join(REGION_EFFECTS)}, trim")
+
+
+def _distortion(c: _Component, argument: str) -> str:
+    """`e_distort:x1:y1:…:y4` (pixels) → `p-x1_y1_…`; `e_distort:arc:D` → `a-D` (`N` for minus, as ours)."""
+    kind, values = ("a", argument.removeprefix("arc:")) if argument.startswith("arc:") else ("p", argument)
+    numbers = values.split(":")
+    if any(number.endswith("p") for number in numbers):
+        raise c.fail("e", "corners in percent are not supported on this node: give pixels")
+    return f"{kind}-" + "_".join(f"N{number[1:]}" if number.startswith("-") else number for number in numbers)
 
 
 def _contrast(c: _Component, argument: str) -> list[str]:

@@ -176,7 +176,8 @@ PARITY_ROWS = (
      "e-upscale e-genvar (and e-genfill)", "unsupported", "AI generation and removal: models the node does not run"),
     ("color_replace", "cr", "unsupported", "colour replacement: not built yet"),
     ("colorize", "e-colorize", "supported", "`co in`, the SDK's defaults (gray, 100): see the tone effects"),
-    ("distort", "e-distort", "unsupported", "perspective and arc distortion: not built yet"),
+    ("distort", "e-distort", "supported", "`p-` four corners, `a-` an arc: see its section (the canvas is the "
+     "node's choice)"),
     ("density", "dn", "unsupported", "density: vector sources (where it matters) are not read"),
     ("raw", "(any)", "supported", "the SDK's pass-through: served as far as its keys are"),
     ("(none)", "if-…", "supported", "conditional steps: see their section"),
@@ -420,6 +421,30 @@ SECTIONS = (
                 Example("w-200,fl-h", "chelsea.jpg"),
                 Example("w-200,fl-v", "chelsea.jpg"),
                 Example("w-200,fl-h_v", "chelsea.jpg"),
+            )),
+    Section("`e-distort`: perspective and arc", "ImageKit's syntax (its SDK: \"`p-x1_y1_x2_y2_x3_y3_x4_y4` changes "
+            "the position of the four corners starting clockwise from top-left\"; \"`a-degrees` curves the image "
+            "upwards (positive values) or downwards (negative values)\"). ImageKit does not say how large the "
+            "result is, nor what fills it beyond the image; the node's choices: `e-distort-p-…` (integers, `N` for "
+            "minus) moves the image's corners to those pixels of a canvas the image's size, and maps what lies "
+            "between them as a perspective does (straight lines stay straight; the far half of a receding plane is "
+            "shorter); a corner may lie outside the canvas, which cuts it off. The corners must make a convex "
+            "shape, clockwise from the top left, each on its own side of the others as ImageKit's editor holds "
+            "them: else a 400. `e-distort-a-N` (−360–360, 0: nothing) bends the image around a circle: its "
+            "middle row keeps its length over N degrees, the top edge outside (below 0 the image stays upright, "
+            "bent the other way, the bottom edge outside); an arc too tight for the image's height takes the "
+            "inner edge to the circle's centre. The canvas is the smallest that holds the arc, so larger than "
+            "the image. Beyond the image: `bg`, as `rt`'s corners (without it, transparent where the image has "
+            "alpha, else white; `bg-00000000` makes it transparent). The distortion comes after the step's "
+            "resize, crop, rotation and flip, so the corners are in pixels of the image as it is by then "
+            "(`w-240,e-distort-p-…` counts in the 240 px wide image); each pixel is sampled (bilinear) from the "
+            "image held in memory at that size. Its cost counts 5.5 × the canvas' megapixels "
+            "([security.md](security.md#work-per-url)).", (
+                Example("w-240,e-distort-p-30_10_210_0_240_160_0_150", "coffee.jpg", "a corner pulled in"),
+                Example("w-240,e-distort-p-60_0_180_0_240_160_0_160,bg-00000000,f-png", "coffee.jpg",
+                        "receding: the far half shorter"),
+                Example("w-240,e-distort-a-120", "coffee.jpg", "upwards; a larger canvas"),
+                Example("w-240,e-distort-a-N90,bg-00000000,f-png", "chelsea.jpg", "downwards, on transparency"),
             )),
     Section("`t`: trim", "Cuts away uniform borders the colour of the top-left pixel. `t-true` uses a "
             "threshold of 10; `t-1`…`t-99` sets it. Trim comes first in its step, before the resize. "

@@ -359,6 +359,9 @@ EQUIVALENTS = [
     (dict(width=300, effect="vignette"), "w-300,e-vignette-20"),
     (dict(width=300, effect="colorize"), "w-300,e-colorize-co-gray_in-100"),
     (dict(width=300, effect="colorize:40", color="rgb:FF6600"), "w-300,e-colorize-co-FF6600_in-40"),
+    (dict(width=300, effect="distort:arc:90"), "w-300,e-distort-a-90"),
+    (dict(width=300, effect="distort:arc:-45"), "w-300,e-distort-a-N45"),
+    (dict(width=300, effect="distort:-10:5:290:0:300:200:0:190"), "w-300,e-distort-p-N10_5_290_0_300_200_0_190"),
     (dict(width=300, effect="opacity_threshold"), "w-300,e-opacitythreshold-50"),
     (dict(transformation=[dict(width=300, crop="scale"),
                           dict(effect="pixelate_region:12", width=100, height=80, x=40, y=30)]),
@@ -651,6 +654,9 @@ UNSUPPORTED = [
     (dict(effect="brightness:-100"), "e_brightness:-100"),  # out of Cloudinary's range
     (dict(effect="pixelate:0"), "e_pixelate:0"),
     (dict(effect="negate:5"), "e_negate:5"),
+    (dict(effect="shear:20:0"), "e_shear:20:0"),  # another effect's value: "effect not supported", not "takes no value"
+    (dict(effect="distort:10p:10p:90p:0:100p:100p:0:90p"), "e_distort:10p:10p:90p:0:100p:100p:0:90p"),
+    (dict(effect="distort:300:0:0:0:300:200:0:200"), "e_distort:300:0:0:0:300:200:0:200"),  # not clockwise
     (dict(effect="contrast:120"), "e_contrast:120"),  # out of the sigmoidal level's range
     (dict(effect="contrast:level_0;type_linear"), "e_contrast:level_0;type_linear"),  # linear: 1–200
     (dict(effect="contrast:type_log"), "e_contrast:type_log"),
@@ -1125,3 +1131,18 @@ async def test_a_auto_right_and_left_turn_only_when_the_box_is_the_other_way(nod
     assert (wrong.cast("float") - decode(await get(node, path(pairs[2][0]))).cast("float")).abs().avg() > 20
     refused = await node.fetch(path("a_auto_right,w_300"))
     assert (refused.code, refused.body.decode().split(": ")[1]) == (400, "a_auto_right")
+
+
+async def test_distortions_on_the_12_megapixel_photo(node):
+    """`e_distort` (a 400 before): the corners moved, on the 12 MP photo made 1000 px wide (its canvas
+    keeps that size), and an arc of 60°, on a larger canvas (1289×752: the middle row's 1000 px over 60°);
+    another effect with a value is a 400 saying the effect is not supported."""
+    def path(effect: str) -> str:
+        return f"/demo/image/upload/c_scale,w_1000/{effect}/{BALLOON_PHOTO}.png"
+    corners = decode(await get(node, path("e_distort:50:0:950:40:1000:668:0:628")))
+    assert (corners.width, corners.height) == (1000, 668) and close(pixel(corners, 3, 3)[:3], (255, 255, 255), 2)
+    arc = decode(await get(node, path("e_distort:arc:60")))
+    assert (arc.width, arc.height) == (1289, 752) and close(pixel(arc, 3, 740)[:3], (255, 255, 255), 2)
+    shear = await node.fetch(path("e_shear:20:0"))
+    assert (shear.code, shear.body.decode().split(";")[0]) == (
+        400, "invalid transformation: e_shear:20:0: effect not supported")

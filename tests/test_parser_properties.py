@@ -70,6 +70,10 @@ VALUES = {
     "e-colorize": st.lists(st.one_of(colours.map("co-{}".format), st.integers(-1, 101).map("in-{}".format)),
                            max_size=2).map("_".join),
     "e-vignette": st.integers(-1, 101).map(str),
+    "e-distort": st.one_of(
+        st.integers(-361, 361).map(lambda n: f"a-N{-n}" if n < 0 else f"a-{n}"),
+        st.lists(st.integers(-20, 120).map(lambda n: f"N{-n}" if n < 0 else str(n)), min_size=7, max_size=9).map(
+            lambda values: "p-" + "_".join(values))),
     "e-opacitythreshold": st.integers(-1, 101).map(str),
     "e-blurfaces": st.one_of(st.integers(0, 101).map(str), numbers),
     "e-pixelatefaces": st.integers(0, 201).map(str),

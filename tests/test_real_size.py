@@ -86,6 +86,10 @@ JPEG_CASES = [
     ("w-300,e-linearcontrast-150,e-gamma-N30", (300, 200), "jpg", "top_left"),
     ("w-300,e-brightnesshsb-40,e-colorize-co-0000FF_in-30", (300, 200), "jpg", None),
     ("e-vignette-50", (W, H), "jpg", None),  # the full 12 MP: a float distance the size of the image
+    # the full 12 MP, foreshortened: read at random from memory; the marker stays in the top-left corner
+    ("e-distort-p-40_20_4200_0_4240_2832_0_2812", (W, H), "jpg", "top_left"),
+    ("w-1000,e-distort-a-60", (1289, 752), "jpg", None),  # the corners beyond the arc's ends: white
+    ("w-1000,e-distort-a-N60,f-png", (1289, 752), "png", None),
     ("w-300,r-20,f-png", (300, 200), "png", "top_left"),
     ("w-300,r-max", (300, 200), "jpg", None),
     ("w-300,b-10_00FF00", (320, 220), "jpg", None),
@@ -139,6 +143,8 @@ PNG_CASES = [
     ("w-300,e-sigmoidcontrast-N40,e-gamma-60,e-vignette-30", (300, 200), "png", None),
     ("w-300,e-brightnesshsb-N20,e-linearcontrast-80,e-colorize-in-20", (300, 200), "png", None),
     ("w-300,r-40,e-opacitythreshold-60,f-png", (300, 200), "png", None),
+    ("e-distort-p-0_0_4240_300_4240_2532_0_2832,f-jpg", (W, H), "jpg", "top_left"),  # the full 12 MP
+    ("w-1000,e-distort-a-N200,bg-00000000", (1336, 784), "png", None),  # the bottom edge at the centre
     ("bl-40,e-region-100_100_2000_1500,f-jpg", (W, H), "jpg", None),  # the marker (to 566 px) blurred away
     ("w-300,r-max,b-5_00FF00,o-50", (310, 210), "png", None),
     ("w-2000,r-50,e-shadow-y-N30,f-webp", (2000, 1336), "webp", "top_left"),
@@ -204,6 +210,7 @@ async def photo_node(node_factory, photos, tmp_path):
     ("/tr:rt-180/exif-6.jpg", (W, H), "jpeg", "bottom_right"),
     ("/tr:n-thumb/exif-8.jpg", (200, 134), "jpeg", "top_left"),
     ("/tr:w-300,di-medium.jpg/missing.jpg", (300, 200), "jpeg", "top_left"),
+    ("/tr:e-distort-p-0_0_4240_300_4240_2532_0_2832/exif-6.jpg", (W, H), "jpeg", "top_left"),
 ])
 async def test_full_size_rotations_over_a_real_socket(photo_node, path, size, fmt, corner):
     response = await photo_node.fetch(path)

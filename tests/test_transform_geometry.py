@@ -263,3 +263,60 @@ async def test_blurred_padding_takes_a_blur_intensity_of_0(image_node):
     _, image = await fetch_image(image_node, "/tr:w-400,h-100,cm-pad_resize,bg-blurred_0/card.png")
     assert (image.width, image.height) == (400, 100)
     assert close(pixel(image, 4, 4), RED, 40) and close(pixel(image, 395, 95), YELLOW, 40)
+
+
+async def test_distort_perspective_moves_the_corners_and_foreshortens(image_node):
+    """`e-distort-p`: card.png's corners to a trapezoid, its top edge 100 px wide, its bottom the whole 200;
+    the canvas keeps the image's size, the rest is `bg` (white for an image without alpha). The split
+    between the top and bottom quadrants, halfway down the image, lies a third of the way down: a
+    perspective's far half is shorter (v = 2y / (100 + y)), where an affine or bilinear map puts it halfway."""
+    _, image = await fetch_image(image_node, "/tr:e-distort-p-50_0_150_0_200_100_0_100,f-png/card.png")
+    assert (image.width, image.height) == (200, 100)
+    assert close(pixel(image, 2, 2), (255, 255, 255)) and close(pixel(image, 197, 2), (255, 255, 255))
+    assert close(pixel(image, 60, 3), RED) and close(pixel(image, 140, 3), GREEN)
+    assert close(pixel(image, 5, 96), BLUE) and close(pixel(image, 194, 96), YELLOW)
+    assert close(pixel(image, 90, 29), RED) and close(pixel(image, 90, 38), BLUE)
+    _, magenta = await fetch_image(image_node, "/tr:e-distort-p-50_0_150_0_200_100_0_100,bg-FF00FF,f-png/card.png")
+    assert close(pixel(magenta, 2, 2), MAGENTA) and close(pixel(magenta, 60, 3), RED)
+    _, clear = await fetch_image(image_node, "/tr:e-distort-p-50_0_150_0_200_100_0_100,bg-00000000,f-png/card.png")
+    assert clear.bands == 4 and pixel(clear, 2, 2)[3] == 0 and close(pixel(clear, 60, 3), (*RED, 255))
+
+
+async def test_distort_with_the_corners_in_place_is_the_image(image_node):
+    plain, image = await fetch_image(image_node, "/tr:f-png/card.png")
+    _, same = await fetch_image(image_node, "/tr:e-distort-p-0_0_200_0_200_100_0_100,f-png/card.png")
+    assert same.write_to_memory() == image.write_to_memory()
+
+
+async def test_distort_beyond_the_horizon_is_background(image_node):
+    """Sides that meet 10 px above the top edge: the map's horizon crosses the canvas there, and what lies
+    above it is `bg`, not the image coming back upside down."""
+    _, image = await fetch_image(image_node, "/tr:e-distort-p-95_20_105_20_200_100_0_100,bg-FF00FF,f-png/card.png")
+    assert all(close(pixel(image, x, y), MAGENTA) for x in (2, 60, 100, 140, 197) for y in (1, 8, 15))
+    assert close(pixel(image, 40, 95), BLUE) and close(pixel(image, 160, 95), YELLOW)
+
+
+@pytest.mark.parametrize("tr, top, bottom", [
+    # 251×123: the middle row (127 px from the circle's centre) keeps its 200 px over 90°; the top edge's
+    # middle at the canvas' top, the bottom edge's 100 px below it; the ends of the arc go down at 45°
+    ("e-distort-a-90", (3, (RED, GREEN)), (97, (BLUE, YELLOW))),
+    # downwards: the image upright, its bottom edge's middle at the canvas' bottom
+    ("e-distort-a-N90", (26, (RED, GREEN)), (120, (BLUE, YELLOW))),
+])
+async def test_distort_arc_bends_the_image_around_a_circle(image_node, tr, top, bottom):
+    _, image = await fetch_image(image_node, f"/tr:{tr},f-png/card.png")
+    assert (image.width, image.height) == (251, 123)
+    for y, (left, right) in (top, bottom):
+        assert close(pixel(image, 115, y), left) and close(pixel(image, 135, y), right), (tr, y)
+    upwards = tr == "e-distort-a-90"
+    assert close(pixel(image, 2, 120 if upwards else 2), (255, 255, 255))  # beyond the arc's ends: bg
+    # at 40° left of the middle, 150 and 100 px from the centre: the top and bottom halves of the left edge
+    for radius, colour in ((150, RED), (100, BLUE)) if upwards else ((150, BLUE), (100, RED)):
+        x = round(125.4 - radius * 0.643)
+        y = round(177.3 - radius * 0.766) if upwards else round(122 - (177.3 - radius * 0.766))
+        assert close(pixel(image, x, y), colour), (tr, radius, pixel(image, x, y))
+
+
+async def test_distort_over_the_output_limit_is_a_400(image_node):
+    response, _ = await fetch_image(image_node, "/tr:w-6000,e-distort-a-N360/card.png", status=400)
+    assert b"output too large" in response.body or b"too costly" in response.body

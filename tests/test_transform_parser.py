@@ -38,6 +38,10 @@ def canonical(*texts, **options) -> str:
     ("e-sharpen", "e-sharpen-10"),
     ("t-true", "t-10"),
     ("e-grayscale-true", "e-grayscale"),
+    ("e-distort-a-0,w-10", "w-10"),  # no bend
+    ("e-distort-p-N5_0_100_10_90_90_5_100", "e-distort-p-N5_0_100_10_90_90_5_100"),
+    ("e-colorize", "e-colorize-co-808080_in-100"),
+    ("e-colorize-in-15_co-red", "e-colorize-co-FF0000_in-15"),
     ("fl-v_h", "fl-h_v"),
     ("w-300,h-200,ar-4-3", "w-300,h-200"),  # ar is ignored with both sides
     ("w-300.0", "w-300"),
@@ -100,6 +104,14 @@ def test_default_image_path():
     ("r-1_2_3", "r-1_2_3", "four radii"),
     ("e-shadow-st-101", "e-shadow-st-101", "from 0 to 100"),
     ("e-shadow-zz-1", "e-shadow-zz-1", "bl-<value>"),
+    ("e-distort-p-0_0_10_0_10_10", "e-distort-p-0_0_10_0_10_10", "p-x1_y1_x2_y2_x3_y3_x4_y4"),
+    ("e-distort-p-10_0_0_0_10_10_0_10", "e-distort-p-10_0_0_0_10_10_0_10", "convex shape, clockwise"),
+    ("e-distort-p-0_0_10_0_5_5_0_10", "e-distort-p-0_0_10_0_5_5_0_10", "convex shape, clockwise"),  # a dart
+    ("e-distort-p-0_0_10_0_10_10_-1_10", "e-distort-p-0_0_10_0_10_10_-1_10", "N for minus"),
+    ("e-distort-a-361", "e-distort-a-361", "from N360 to 360"),
+    ("e-distort-s-10", "e-distort-s-10", "or a-<degrees>"),
+    ("e-colorize-in-101", "e-colorize-in-101", "from 0 to 100"),
+    ("e-colorize-co-FF0000_tint-5", "e-colorize-co-FF0000_tint-5", "co-<value>, in-<value>"),
     ("bg-genfill", "bg-genfill", "not supported"),
     ("e-bgremove", "e-bgremove", "not supported (AI generation and removal)"),
     ("if-w_gt_300", "if-w_gt_300", "an if block is a step of its own"),

@@ -11,7 +11,7 @@ import pyvips
 from edge.config import Defaults, Limits, load_config
 from edge.errors import BadRequest, ConfigError
 from edge.pluginmanager import load_plugins
-from edge.transform.cost import check_cost
+from edge.transform.cost import _steps_cost, check_cost
 from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer, render_image
 from tests.nodes import SAMPLES, decode, local_config, write_config
@@ -43,6 +43,8 @@ async def assert_answer(node, path, status, body):
     "w-2000,e-brightness-30,e-saturation-N20,e-sepia-50,e-negate,e-pixelate-5",
     "w-4240,e-blurfaces-25:e-pixelatefaces-5",
     "w-2000,e-sigmoidcontrast-30,e-gamma-20,e-brightnesshsb-10,e-vignette-20,e-colorize-in-20,e-linearcontrast-120",
+    "e-distort-p-40_20_4200_0_4240_2832_0_2812",  # the full 12 MP, foreshortened
+    "w-2000,e-distort-a-N120:w-1000,e-distort-p-0_100_1000_0_1000_800_0_700",
 ])
 def test_the_default_budget_admits_ordinary_urls(transformation):
     parsed = parse_transformation(transformation)
@@ -60,6 +62,8 @@ def test_the_default_budget_admits_ordinary_urls(transformation):
     ("w-4240,l-text,i-a,fs-500,w-bw_sub_200,fol-50_red,fsh-blue_100,rt-45,pa-1000,bg-green,r-max,l-end", 100),
     # a condition on faces: the count is known only in the render, so the costlier branch and a face search
     ("if-fc_gt_0,w-100,if-else,w-4000,h-4000,c-force,if-end", 16 + 8),
+    # a full circle of the 12 MP photo: its bottom edge at the centre, a 5664×5664 canvas
+    ("e-distort-a-360", 32 * 5.5),
 ])
 def test_the_cost_of_the_image_and_boxes_a_url_really_makes(transformation, at_least):
     from edge.transform.cost import estimated_cost
@@ -220,3 +224,15 @@ def test_a_full_size_rotation_is_held_to_the_output_side_before_it_is_decoded(ph
         render_image(photos.read(photos.jpeg), parse_transformation("rt-90"), "jpg", Defaults(), limits)
     turned = render_image(photos.read(photos.jpeg), parse_transformation("w-1000,rt-90"), "jpg", Defaults(), limits)
     assert (turned.width, turned.height) == (668, 1000)
+
+
+@pytest.mark.parametrize("transformation", [
+    "w-1000,e-distort-a-60",
+    "w-800,e-distort-a-N300:w-500,e-distort-a-45,b-5_red",
+    "h-300,e-distort-p-10_0_440_30_450_300_0_280,rt-90",
+])
+def test_the_budget_sizes_a_distortion_as_the_render_makes_it(photos, transformation):
+    """An arc's canvas is larger than the image; the steps after it, and the budget, start from that."""
+    parsed = parse_transformation(transformation)
+    rendered = render_image((photos.folder / "photo.jpg").read_bytes(), parsed, "jpg", Defaults(), Limits())
+    assert _steps_cost(parsed.steps, (4240, 2832), {})[1] == (rendered.width, rendered.height)

@@ -44,7 +44,7 @@ from ..config import Defaults, Limits
 from ..errors import BadRequest
 from .colours import Blurred
 from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, SMALLEST, final_formats
-from .geometry import check_side, target_box, times_dpr, with_sizes
+from .geometry import arc_of, check_side, target_box, times_dpr, with_sizes
 from .layers import CANVAS, Layer, TextStyle, sized
 from .options import DEFAULT_STEP, Step, Transformation
 
@@ -67,6 +67,7 @@ OPACITY_WEIGHT = 0.6
 GRADIENT_WEIGHT = 3.0  # a float layer the size of the image, composited
 SHADOW_WEIGHT, SHADOW_PER_BLUR = 2.0, 0.1  # the alpha blurred (sigma up to 15), composited
 ROTATE_WEIGHT = 1.5  # rt- other than a right angle: an affine with interpolation
+DISTORT_WEIGHT = 4.5  # e-distort: a float map of the canvas computed, then sampled (bilinear) from memory
 #: per input megapixel of a trimming step (decoded to memory, searched on a reduced copy)
 TRIM_WEIGHT = 3.0
 #: a face search (`fo-face`, `e-blurfaces`, `e-pixelatefaces`), whatever the input's size (a reduced copy of
@@ -330,6 +331,8 @@ def look_weight(step: Step) -> float:
         weight += SHADOW_WEIGHT + step.shadow[0] * SHADOW_PER_BLUR
     if step.rotation % 90:
         weight += ROTATE_WEIGHT
+    if step.distort is not None:
+        weight += DISTORT_WEIGHT
     return weight
 
 
@@ -373,6 +376,9 @@ def step_output(step: Step, size: Size) -> Size:
         radians = math.radians(step.rotation)
         width, height = (math.ceil(abs(width * math.cos(radians)) + abs(height * math.sin(radians))),
                          math.ceil(abs(width * math.sin(radians)) + abs(height * math.cos(radians))))
+    if step.distort is not None and step.distort.kind == "a" and width and height:
+        arc = arc_of(width, height, step.distort.values[0])
+        width, height = arc.width, arc.height
     if step.border is not None:
         width, height = (side + 2 * step.border[0] if side else side for side in (width, height))
     return width, height

@@ -1,4 +1,4 @@
-"""The geometry of one step: trim, resize / crop / pad / extract, rotate, flip.
+"""The geometry of one step: trim, resize / crop / pad / extract, rotate, flip, distort.
 
 A step reads its input from a `Source`. The first step's source is the encoded original, so a resize
 is a libvips thumbnail that shrinks on load; later steps (and animation frames) read a decoded image.
@@ -17,7 +17,7 @@ from ..errors import BadRequest
 from . import faces, stopping
 from .colours import RGBA, Blurred
 from .expressions import MAX_PIXELS, Expression, evaluated, sizes
-from .options import DOMINANT, MAX_BORDER, Step
+from .options import DOMINANT, MAX_BORDER, Distortion, Step
 
 Size = pyvips.enums.Size
 WHITE: RGBA = (255, 255, 255, 255)
@@ -512,6 +512,100 @@ def with_sizes(step: Step, original: tuple[int | None, int | None], current: tup
     return replace(step, **values)
 
 
+@dataclass(frozen=True)
+class Arc:
+    """`e-distort-a-<degrees>`'s canvas: its size, its top-left corner seen from the circle's centre (y
+    down), and the radius of the image's top edge (its bottom edge's is that less the image's height)."""
+    degrees: int
+    width: int
+    height: int
+    left: float
+    top: float
+    outer: float
+
+
+def arc_of(width: int, height: int, degrees: int) -> Arc:
+    """The arc an image of `width` × `height` bends into: its middle row keeps its length on a circle's
+    `degrees`, the top edge outside (an arc too tight for the image's height takes the bottom edge to the
+    centre instead); the canvas is the smallest that holds it."""
+    sweep = abs(degrees)
+    middle = max(width / math.radians(sweep), height / 2)
+    radii = (middle - height / 2, middle + height / 2)
+    # the extremes lie at the ends of the sweep or where it crosses an axis
+    angles = [math.radians(a) for a in (-sweep / 2, sweep / 2, 0, -90, 90, -180, 180) if abs(a) <= sweep / 2]
+    xs = [r * math.sin(a) for r in radii for a in angles]
+    ys = [-r * math.cos(a) for r in radii for a in angles]
+    left, top = min(xs), min(ys)
+    return Arc(degrees, max(1, math.ceil(max(xs) - left)), max(1, math.ceil(max(ys) - top)), left, top, radii[1])
+
+
+def distort(image: pyvips.Image, distortion: Distortion | None, colour: RGBA | None, max_side: int) -> pyvips.Image:
+    """`e-distort`: each pixel of the result sampled (bilinear) where the distortion takes it from; what the
+    image does not cover is `bg`, as `rt`'s corners."""
+    if distortion is None:
+        return image
+    arc = arc_of(image.width, image.height, distortion.values[0]) if distortion.kind == "a" else None
+    width, height = (arc.width, arc.height) if arc else (image.width, image.height)
+    check_side(width, height, max_side)
+    image, colour_values = background(image, colour)
+    # read out of order: in memory, framed by a pixel of its own edge, so that a point in the image's outer
+    # half pixel samples the image, not `bg` (the indexes count from the frame's corner)
+    framed = in_memory(image.embed(1, 1, image.width + 2, image.height + 2, extend=pyvips.enums.Extend.COPY))
+    canvas = pyvips.Image.xyz(width, height)  # each pixel's position (its centre: + 0.5, in the constants)
+    index = (_arc_index(canvas, arc, image.width, image.height) if arc
+             else _perspective_index(canvas, distortion.values, image.width, image.height))
+    return framed.mapim(index.cast(pyvips.enums.BandFormat.FLOAT), interpolate=pyvips.Interpolate.new("bilinear"),
+                       background=colour_values, extend=pyvips.enums.Extend.BACKGROUND)
+
+
+def _perspective_index(canvas: pyvips.Image, corners: tuple[int, ...], width: int, height: int) -> pyvips.Image:
+    """Where in the framed image each pixel of the canvas comes from, the image's corners moved to `corners`:
+    the inverse of the projective map that takes the unit square to them (Heckbert's closed form), scaled to
+    the image. Few libvips operations a pixel (each costs about as much as the sampling): a matrix, a division."""
+    x0, y0, x1, y1, x2, y2, x3, y3 = corners
+    across, down = x0 - x1 + x2 - x3, y0 - y1 + y2 - y3  # both 0: a parallelogram, an affine map
+    dx1, dx2, dy1, dy2 = x1 - x2, x3 - x2, y1 - y2, y3 - y2
+    determinant = dx1 * dy2 - dx2 * dy1  # not 0: the corners make a convex shape (`options._distort`)
+    g, h = (across * dy2 - dx2 * down) / determinant, (dx1 * down - across * dy1) / determinant
+    a, b, c = x1 - x0 + g * x1, x3 - x0 + h * x3, x0
+    d, e, f = y1 - y0 + g * y1, y3 - y0 + h * y3, y0
+    # the adjugate of [[a b c] [d e f] [g h 1]] takes a canvas point (x, y, 1) back to the square (u, v) × w
+    rows = [[e - f * h, c * h - b, b * f - c * e], [f * g - d, a - c * g, c * d - a * f],
+            [d * h - e * g, b * g - a * h, a * e - b * d]]
+    rows = [[p, q, p / 2 + q / 2 + r] for p, q, r in rows]  # from the pixel's centre
+    weight = rows[2]
+    # (u × width + 0.5, v × height + 0.5) × w: the source pixel's position in the frame, as `mapim` reads it
+    matrix = [[scale * p + w / 2 for p, w in zip(row, weight)]
+              for scale, row in ((width, rows[0]), (height, rows[1]))]
+    mapped = canvas.bandjoin_const([1]).recomb(pyvips.Image.new_from_list([*matrix, weight]))
+    index = mapped[0:2] / mapped[2]
+    # beyond the map's horizon (w 0, or of the other sign than within the corners) a point would come back
+    # into the square (a division by 0 gives 0 in libvips): put outside the image, where the horizon
+    # crosses the canvas (seldom: the corners must shrink a side to a point beyond the canvas' edge)
+    def weight_at(x: float, y: float) -> float:
+        return weight[0] * x + weight[1] * y + weight[2]
+    within = math.copysign(1, weight_at(sum(corners[::2]) / 4, sum(corners[1::2]) / 4))
+    if all(weight_at(x, y) * within > 0 for x in (0, canvas.width) for y in (0, canvas.height)):
+        return index
+    return (mapped[2] * within > 1e-9).ifthenelse(index, -2)
+
+
+def _arc_index(canvas: pyvips.Image, arc: Arc, width: int, height: int) -> pyvips.Image:
+    """Where in the framed image each pixel of the arc's canvas comes from: across, its angle from straight
+    up over the sweep; down, its distance in from the top edge's radius. Downwards: the upward arc of the
+    image upside down, turned upside down."""
+    downwards = arc.degrees < 0
+    # (−x, y) from the circle's centre, of each pixel's centre (downwards: of the pixel mirrored top to bottom)
+    from_top = arc.height - 0.5 + arc.top if downwards else 0.5 + arc.top
+    position = canvas.linear([-1, -1 if downwards else 1], [-(0.5 + arc.left), from_top])
+    # libvips' atan2 of (−x, y): 180 straight up, growing clockwise, in 0–360
+    angle = position[0].math2(position[1], "atan2")
+    across = angle.linear(width / abs(arc.degrees), width / 2 + 0.5 - 180 * width / abs(arc.degrees))
+    radius = ((position * position).bandmean() * 2) ** 0.5
+    down = radius.linear(1, height + 0.5 - arc.outer) if downwards else radius.linear(-1, arc.outer + 0.5)
+    return across.bandjoin(down)
+
+
 def _expression_of(step: Step, name: str) -> object:
     """The field's value, a border's width or a gradient's stop point."""
     value = getattr(step, name)
@@ -525,4 +619,4 @@ def apply_geometry(source: Source, step: Step, max_side: int) -> pyvips.Image:
         source = Source.of_image(trim(source.decode(), step.trim))
     image = resize(source, step, max_side)
     image = rotate(image, step.rotation, step.colour, max_side)
-    return flip(image, step.flip, max_side)
+    return distort(flip(image, step.flip, max_side), step.distort, step.colour, max_side)

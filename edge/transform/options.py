@@ -20,7 +20,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import InvalidTransformation
 from . import faces
@@ -139,6 +139,13 @@ class Conditional:
         return ",".join(filter(None, (f"if-{condition}", then, otherwise and IF_ELSE, otherwise, IF_END)))
 
 
+class Distortion(NamedTuple):
+    """`e-distort`: `p` moves the image's corners (clockwise from the top left) to the eight coordinates, in
+    pixels of the image as it is there; `a` bends it into an arc of that many degrees (below 0: downwards)."""
+    kind: str
+    values: tuple[int, ...]
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of a chained transformation: geometry, then look. Defaults mean "not given"."""
@@ -162,6 +169,7 @@ class Step:
     trim: int | None = None
     rotation: float = 0
     flip: str | None = None
+    distort: Distortion | None = None
     blur: float | None = None
     grayscale: bool = False
     sharpen: int | None = None
@@ -583,6 +591,37 @@ def _region(text: str) -> tuple[int, int, int | None, int | None]:
     return x, y, width, height
 
 
+def _distort(text: str) -> Distortion | None:
+    """`p-x1_y1_x2_y2_x3_y3_x4_y4` (integers, `N` for minus) or `a-<degrees>` (−360–360; 0 bends nothing)."""
+    kind, _, values = text.partition("-")
+    if kind == "a":
+        degrees = _signed_int(-360, 360)(values)
+        return Distortion("a", (degrees,)) if degrees else None
+    corners = values.split("_")
+    if kind != "p" or len(corners) != 8:
+        raise ValueError("must be p-x1_y1_x2_y2_x3_y3_x4_y4 (the corners clockwise from the top left) or a-<degrees>")
+    distortion = Distortion("p", tuple(_signed_int(-MAX_PIXELS, MAX_PIXELS)(value) for value in corners))
+    if not _convex_clockwise(distortion.values):
+        raise ValueError("the corners must make a convex shape, clockwise from the top left")
+    return distortion
+
+
+def _convex_clockwise(values: tuple[int, ...]) -> bool:
+    """Whether the four points turn the same way at each corner, clockwise on the screen (y down), and start
+    at the top left: each edge's cross product with the next is positive (three in a line: not a shape)."""
+    points = list(zip(values[::2], values[1::2]))
+    turns = [(b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0])
+             for a, b, c in zip(points, points[1:] + points[:1], points[2:] + points[:2])]
+    (x1, y1), (x2, y2), (x3, y3), (x4, y4) = points
+    # ImageKit's editor holds each corner to its side of the others the same way
+    sides = x1 < x2 and x1 < x3 and y1 < y3 and y1 < y4 and x2 > x4 and y2 < y3 and y2 < y4 and x3 > x4
+    return all(turn > 0 for turn in turns) and sides
+
+
+def _write_distort(distortion: Distortion) -> str:
+    return f"{distortion.kind}-" + "_".join(_write_signed(value) for value in distortion.values)
+
+
 def _write_region(region: tuple[int, int, int | None, int | None]) -> str:
     return "_".join(str(value) for value in region if value is not None)
 
@@ -645,6 +684,7 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("t", "trim", _trim, _write_default_as_flag(DEFAULT_TRIM, "true")),
     Param("rt", "rotation", _rotation, _write_number),
     Param("fl", "flip", _choice(FLIPS, FLIP_SYNONYMS)),
+    Param("e-distort", "distort", _distort, _write_distort),
     Param("bl", "blur", _number_range(0.1, 100), _write_number),
     Param("e-grayscale", "grayscale", _flag, lambda _: ""),
     Param("e-sharpen", "sharpen", _optional(DEFAULT_SHARPEN, _int_range(1, 100)),
@@ -695,7 +735,6 @@ UNSUPPORTED: dict[str, str] = {
     **dict.fromkeys(("vc", "ac", "so", "eo", "du", "sr"), "video"),
     **dict.fromkeys(("e-bgremove", "e-removedotbg", "e-changebg", "e-edit", "e-dropshadow", "e-retouch",
                      "e-upscale", "e-genvar", "e-genfill"), "AI generation and removal"),
-    "e-distort": "perspective and arc distortion",
     "cr": "colour replacement",
     "dn": "density (vector sources are not read)",
 }
