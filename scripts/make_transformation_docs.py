@@ -84,7 +84,8 @@ the nested ones.
   (pixels, or fractions of the base; the base's size by default), `al-1`…`al-9` opacity in tenths
   (ignored when the `bg` colour has its own opacity, `bg-FF000050`, or is a colour name, `bg-blue`, as
   ImageKit documents), `r`
-  rounded corners (`r-max`: a circle), through which the base shows. With `e-gradient` and no `bg`
+  rounded corners (`r-max`: a circle), through which the base shows; `rt`, `fl` and `e-distort` turn, flip
+  and bend the block as drawn (rounded corners and all), on transparency. With `e-gradient` and no `bg`
   (`l-image,i-ik_canvas,e-gradient-from-F2559A_to-F27855_ld-top,w-bw,h-bh_div_10,ly-N0,l-end`) it is
   ImageKit's gradient block: the gradient alone, on a transparent block.
 - **Text** `l-text,i-<text>,…,l-end` (`i-` percent-encoded, or `ie-<base64>` as the SDK writes any text

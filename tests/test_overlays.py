@@ -208,6 +208,20 @@ async def test_a_gradient_block_is_a_canvas_with_e_gradient_and_no_bg(node):
     assert response.code == 400 and b"i-ik_canvas needs bg-<colour>" in response.body
 
 
+async def test_a_colour_block_turns_flips_and_distorts_as_its_first_step_says(node):
+    """A block's `rt`, `fl` and `e-distort` were dropped (it has no image to crop or resize, and its first step
+    drew only its look): a 100×20 bar at 90° is 20×100, at 45° a diamond-ended bar on transparency, bent
+    into an arc its ends lower than its middle."""
+    upright = await image(node, "/tr:l-image,i-ik_canvas,bg-red,w-100,h-20,rt-90,lx-0,ly-0,l-end/base.png")
+    assert near(at(upright, 10, 90), RED) and near(at(upright, 30, 10), BLUE) and near(at(upright, 90, 10), BLUE)
+    turned = await image(node, "/tr:l-image,i-ik_canvas,bg-red,w-100,h-20,rt-45,lx-0,ly-0,l-end/base.png")
+    assert near(at(turned, 42, 42), RED) and near(at(turned, 2, 2), BLUE) and near(at(turned, 82, 2), BLUE)
+    bent = await image(node, "/tr:l-image,i-ik_canvas,bg-red,w-100,h-20,e-distort-a-90,lx-0,ly-0,l-end/base.png")
+    assert near(at(bent, 40, 3), RED) and near(at(bent, 2, 3), BLUE) and near(at(bent, 7, 28), RED)
+    cut = await node.fetch("/tr:l-image,i-ik_canvas,bg-red,w-100,h-20,rt-90,lm-cutter,l-end/base.png")
+    assert (decode(cut).width, decode(cut).height) == (20, 100)  # the turned block's box
+
+
 @pytest.fixture
 async def photo_node(node_factory, photos, tmp_path):  # noqa: F811
     """A node serving the 12 MP photos from a local folder."""

@@ -14,7 +14,7 @@ from . import stopping
 from .colours import RGBA
 from .effects import _with_alpha, apply_look, rounded_corners
 from .fonts import Font
-from .geometry import TRANSPARENT, Source, apply_geometry, check_side, flip, rotate, target_box, with_sizes
+from .geometry import TRANSPARENT, Source, apply_geometry, check_side, distort, flip, rotate, target_box, with_sizes
 from .layers import CANVAS, Layer, Placement, TextStyle, from_far_edge, placed, sized
 from .options import Step
 
@@ -120,6 +120,9 @@ def _canvas(layer: Layer, base_width: int, base_height: int, max_side: int,
     block = (pyvips.Image.black(width, height, bands=4) + list(colour)).cast(pyvips.enums.BandFormat.UCHAR)
     image = block.copy(interpretation=pyvips.enums.Interpretation.SRGB)
     image = apply_look(image, replace(first, background=None))  # its `bg` is the block: rounded corners stay clear
+    # then the block as drawn turned, flipped and bent, on transparency (a crop or resize has nothing to act on)
+    image = rotate(image, first.rotation, TRANSPARENT, max_side)
+    image = distort(flip(image, first.flip, max_side), first.distort, TRANSPARENT, max_side)
     if first.layers and draw is not None:
         image = draw(image, first)
     for step in rest:
