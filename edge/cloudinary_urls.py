@@ -258,7 +258,9 @@ WORDS: tuple[Word, ...] = (
          "colour's"),
     Word("`e_distort:x1:y1:x2:y2:x3:y3:x4:y4` (pixels), `e_distort:arc:D`", "`e-distort-p-x1_y1_…`, "
          "`e-distort-a-D`", "the corners moved there (clockwise from the top left), or the image bent into an "
-         "arc of D degrees; the canvas is the node's choice ([transformations.md](transformations.md))"),
+         "arc of D degrees (above 0 a frown, below a smile); Cloudinary says the image's dimensions change, not "
+         "how: the node's canvas is the image's, grown to hold the corners (so not shrunk to them), and the "
+         "smallest that holds the arc ([transformations.md](transformations.md))"),
     Word("`e_auto_contrast`, `e_auto_contrast:B` (0–100)", "`e-contrast`, `e-contrast-B`",
          "contrast stretch, blended B % over the original (Cloudinary's blend; default 100)"),
     Word("`e_auto_color`, `e_auto_color:B` (0–100)", "`e-autocolor`, `e-autocolor-B`",

@@ -282,6 +282,16 @@ async def test_distort_perspective_moves_the_corners_and_foreshortens(image_node
     assert clear.bands == 4 and pixel(clear, 2, 2)[3] == 0 and close(pixel(clear, 60, 3), (*RED, 255))
 
 
+async def test_distort_grows_the_canvas_to_hold_a_corner_past_the_edge(image_node):
+    """A corner 20 px left of the image, another 30 px below it: the canvas grows on those sides (220×130),
+    the corners lie where they say once it has (the top left at the canvas' corner); nothing is cut off."""
+    _, image = await fetch_image(image_node, "/tr:e-distort-p-N20_0_200_0_200_130_0_100,f-png/card.png")
+    assert (image.width, image.height) == (220, 130)
+    assert close(pixel(image, 3, 3), RED) and close(pixel(image, 216, 3), GREEN)
+    assert close(pixel(image, 23, 97), BLUE) and close(pixel(image, 216, 125), YELLOW)
+    assert close(pixel(image, 3, 126), (255, 255, 255)) and close(pixel(image, 200, 3), GREEN)
+
+
 async def test_distort_with_the_corners_in_place_is_the_image(image_node):
     plain, image = await fetch_image(image_node, "/tr:f-png/card.png")
     _, same = await fetch_image(image_node, "/tr:e-distort-p-0_0_200_0_200_100_0_100,f-png/card.png")

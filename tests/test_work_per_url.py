@@ -230,6 +230,7 @@ def test_a_full_size_rotation_is_held_to_the_output_side_before_it_is_decoded(ph
     "w-1000,e-distort-a-60",
     "w-800,e-distort-a-N300:w-500,e-distort-a-45,b-5_red",
     "h-300,e-distort-p-10_0_440_30_450_300_0_280,rt-90",
+    "w-500,e-distort-p-N50_N20_500_0_560_334_0_300:w-300",  # a canvas grown to 610×354, then resized
 ])
 def test_the_budget_sizes_a_distortion_as_the_render_makes_it(photos, transformation):
     """An arc's canvas is larger than the image; the steps after it, and the budget, start from that."""

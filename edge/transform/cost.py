@@ -44,7 +44,7 @@ from ..config import Defaults, Limits
 from ..errors import BadRequest
 from .colours import Blurred
 from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, SMALLEST, final_formats
-from .geometry import arc_of, check_side, target_box, times_dpr, with_sizes
+from .geometry import arc_of, check_side, perspective_of, target_box, times_dpr, with_sizes
 from .layers import CANVAS, Layer, TextStyle, sized
 from .options import DEFAULT_STEP, Step, Transformation
 
@@ -376,9 +376,12 @@ def step_output(step: Step, size: Size) -> Size:
         radians = math.radians(step.rotation)
         width, height = (math.ceil(abs(width * math.cos(radians)) + abs(height * math.sin(radians))),
                          math.ceil(abs(width * math.sin(radians)) + abs(height * math.cos(radians))))
-    if step.distort is not None and step.distort.kind == "a" and width and height:
-        arc = arc_of(width, height, step.distort.values[0])
-        width, height = arc.width, arc.height
+    if step.distort is not None and width and height:
+        if step.distort.kind == "a":
+            arc = arc_of(width, height, step.distort.values[0])
+            width, height = arc.width, arc.height
+        else:
+            width, height, _ = perspective_of(width, height, step.distort.values)
     if step.border is not None:
         width, height = (side + 2 * step.border[0] if side else side for side in (width, height))
     return width, height

@@ -539,13 +539,24 @@ def arc_of(width: int, height: int, degrees: int) -> Arc:
     return Arc(degrees, max(1, math.ceil(max(xs) - left)), max(1, math.ceil(max(ys) - top)), left, top, radii[1])
 
 
+def perspective_of(width: int, height: int, corners: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
+    """`e-distort-p`'s canvas and the corners on it: the image's rectangle, grown on each side a corner goes
+    past (as imgix documents its `distort`), so that nothing of the image is cut off."""
+    left, top = min(0, *corners[::2]), min(0, *corners[1::2])
+    shifted = tuple(value - (top if i % 2 else left) for i, value in enumerate(corners))
+    return max(width, *corners[::2]) - left, max(height, *corners[1::2]) - top, shifted
+
+
 def distort(image: pyvips.Image, distortion: Distortion | None, colour: RGBA | None, max_side: int) -> pyvips.Image:
     """`e-distort`: each pixel of the result sampled (bilinear) where the distortion takes it from; what the
     image does not cover is `bg`, as `rt`'s corners."""
     if distortion is None:
         return image
     arc = arc_of(image.width, image.height, distortion.values[0]) if distortion.kind == "a" else None
-    width, height = (arc.width, arc.height) if arc else (image.width, image.height)
+    if arc:
+        width, height = arc.width, arc.height
+    else:
+        width, height, corners = perspective_of(image.width, image.height, distortion.values)
     check_side(width, height, max_side)
     image, colour_values = background(image, colour)
     # read out of order: in memory, framed by a pixel of its own edge, so that a point in the image's outer
@@ -553,7 +564,7 @@ def distort(image: pyvips.Image, distortion: Distortion | None, colour: RGBA | N
     framed = in_memory(image.embed(1, 1, image.width + 2, image.height + 2, extend=pyvips.enums.Extend.COPY))
     canvas = pyvips.Image.xyz(width, height)  # each pixel's position (its centre: + 0.5, in the constants)
     index = (_arc_index(canvas, arc, image.width, image.height) if arc
-             else _perspective_index(canvas, distortion.values, image.width, image.height))
+             else _perspective_index(canvas, corners, image.width, image.height))
     return framed.mapim(index.cast(pyvips.enums.BandFormat.FLOAT), interpolate=pyvips.Interpolate.new("bilinear"),
                        background=colour_values, extend=pyvips.enums.Extend.BACKGROUND)
 
