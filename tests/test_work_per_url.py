@@ -207,6 +207,9 @@ def test_the_limits_must_leave_room_to_render(tmp_path, limits, message):
     # cut by a layer: to a colour block 100 px wide (its height the base's, or half of it)
     ("w-4000,l-image,i-ik_canvas,bg-FF0000,w-100,lm-cutter,l-end:h-6000", (225, 6000)),
     ("w-4000,l-image,i-ik_canvas,bg-FF0000,w-100,h-0.5,lm-cutter,l-end:h-6000", (449, 6000)),
+    # a block turned a quarter cuts to its turned box: 2000×100 stands 100×2000, 100×2000 lies 2000×100
+    ("w-4000,l-image,i-ik_canvas,bg-FF0000,w-2000,h-100,rt-90,lm-cutter,l-end:h-6000", (300, 6000)),
+    ("w-4000,l-image,i-ik_canvas,bg-FF0000,w-100,h-2000,rt-90,lm-cutter,l-end:w-6000", (6000, 300)),
 ])
 def test_the_size_a_step_makes_is_what_the_next_step_resizes(photos, transformation, size):
     """The budget's estimate of a step that fits the image in a box is the fit, not the box, of an

@@ -254,8 +254,10 @@ def _cut_by_layers(layers: tuple[Layer, ...], size: Size, overlays: dict[str, Si
             continue
         if layer.input == CANVAS:  # its first step's w×h (of the base; the base's size by default)
             first = with_sizes(layer.steps[0], size, size, size)
-            block = step_output(first, size)  # its w×h turned or bent as it says
-            drawn = _steps_cost(layer.steps[1:], (block[0] or size[0], block[1] or size[1]), overlays, size)[1]
+            block = target_box(first, *size)
+            block = step_output(replace(DEFAULT_STEP, rotation=first.rotation, distort=first.distort),
+                                (block[0] or size[0], block[1] or size[1]))  # turned or bent as it says
+            drawn = _steps_cost(layer.steps[1:], block, overlays, size)[1]
         else:
             drawn = _steps_cost(layer.steps or (DEFAULT_STEP,), overlays.get(layer.input, (None, None)), overlays,
                                 size)[1]
