@@ -261,6 +261,9 @@ WORDS: tuple[Word, ...] = (
          "arc of D degrees (above 0 a frown, below a smile); Cloudinary says the image's dimensions change, not "
          "how: the node's canvas is the image's, grown to hold the corners (so not shrunk to them), and the "
          "smallest that holds the arc ([transformations.md](transformations.md))"),
+    Word("`e_replace_color:<to>[:T[:<from>]]` (T 0–100, default 50; from: the dominant colour)",
+         "`cr-<to>[_T[_<from>]]`", "the colours near `from` moved to `to`'s, each keeping its shade (the node's "
+         "formula: [transformations.md](transformations.md))"),
     Word("`e_auto_contrast`, `e_auto_contrast:B` (0–100)", "`e-contrast`, `e-contrast-B`",
          "contrast stretch, blended B % over the original (Cloudinary's blend; default 100)"),
     Word("`e_auto_color`, `e_auto_color:B` (0–100)", "`e-autocolor`, `e-autocolor-B`",
@@ -1089,6 +1092,8 @@ def _effect(c: _Component) -> list[str]:
         return [c.parsed("e", "e-colorize", f"co-{colour}_in-{_level(c, argument, 0, 100, 100)}")]
     if name == "distort":
         return [c.parsed("e", "e-distort", _distortion(c, argument))]
+    if name == "replace_color":
+        return [c.parsed("e", "cr", _replacement(c, argument))]
     if name in ("grayscale", "negate"):
         if argument:
             raise c.fail("e", "takes no value on this node")
@@ -1096,8 +1101,17 @@ def _effect(c: _Component) -> list[str]:
     if name == "trim":
         return [c.parsed("e", "t", argument or "true")]
     raise c.fail("e", "effect not supported; supported: blur, blur_faces, sharpen, unsharp_mask, grayscale, "
-                         f"{', '.join(LEVELS)}, pixelate_faces, negate, contrast, colorize, distort, "
+                         f"{', '.join(LEVELS)}, pixelate_faces, negate, contrast, colorize, distort, replace_color, "
                          f"{', '.join(AUTO_ADJUSTMENTS)}, improve, {', '.join(REGION_EFFECTS)}, trim")
+
+
+def _replacement(c: _Component, argument: str) -> str:
+    """`e_replace_color:<to>[:<tolerance>[:<from>]]` → `<to>[_<tolerance>[_<from>]]`, Cloudinary's colours ours."""
+    if not argument:
+        raise c.fail("e", "needs the colour to replace with (e_replace_color:<to>[:<tolerance>[:<from>]])")
+    parts = re.findall(r"(?:rgb:)?[^:]+", argument)  # a colour may be written `rgb:00ff00`
+    colours = {0, 2} & set(range(len(parts)))
+    return "_".join(_colour(c, "e", part) if i in colours else part for i, part in enumerate(parts))
 
 
 def _distortion(c: _Component, argument: str) -> str:

@@ -175,7 +175,7 @@ PARITY_ROWS = (
     ("ai_remove_background, ai_remove_background_external, ai_change_background, ai_edit, ai_drop_shadow, "
      "ai_retouch, ai_upscale, ai_variation", "e-bgremove e-removedotbg e-changebg e-edit e-dropshadow e-retouch "
      "e-upscale e-genvar (and e-genfill)", "unsupported", "AI generation and removal: models the node does not run"),
-    ("color_replace", "cr", "unsupported", "colour replacement: not built yet"),
+    ("color_replace", "cr", "supported", "the SDK's three forms; the formula is the node's: see its section"),
     ("colorize", "e-colorize", "supported", "`co in`, the SDK's defaults (gray, 100): see the tone effects"),
     ("distort", "e-distort", "supported", "`p-` four corners, `a-` an arc: see its section (the canvas is the "
      "node's choice)"),
@@ -563,6 +563,23 @@ SECTIONS = (
                 Example("w-240,e-colorize-co-FF6600_in-40", "coffee.jpg"),
                 Example("w-240,e-vignette-60", "chelsea.jpg"),
                 Example("w-200,e-opacitythreshold-50,f-png", "logo-transparent.png"),
+            )),
+    Section("`cr`: colour replacement", "ImageKit's syntax (its SDK: `cr-<to>` replaces the dominant colour, "
+            "`cr-<to>_<tolerance>` with a tolerance 0–100, `cr-<to>_<tolerance>_<from>` a given colour; colours "
+            "as `bg` takes them, opaque), Cloudinary's `e_replace_color` in another spelling. Neither says how "
+            "a colour is replaced; Cloudinary says its shades follow, \"taking luminosity and chroma into "
+            "account\". The node's formula, in CIE Lab: a pixel's distance from the source colour (a lightness "
+            "difference counting half, as shades of one colour differ most in lightness) weighs its change, fully "
+            "within half the tolerance, less and less to none at the tolerance (0: the source colour alone); "
+            "the change takes the pixel to the target's hue, its chroma scaled as the target's is to the "
+            "source's (a grey source: the target's chroma), its lightness mapped so that the source's becomes the "
+            "target's while black and white stay. A darker shade of the source becomes a darker shade of the "
+            "target. Without a source, the image's dominant colour (`bg-dominant`'s). The tolerance defaults "
+            "to 50 (Cloudinary's); pixels out of its reach keep their exact values. The cost counts 6.5 × the "
+            "step's megapixels on top of 1.", (
+                Example("w-240,cr-0077FF_25_9A2109", "coffee.jpg", "the red cup blue, shaded as it was"),
+                Example("w-240,cr-0077FF_45_9A2109", "coffee.jpg", "a larger tolerance: the wood too, in part"),
+                Example("w-240,cr-00A000", "coffee.jpg", "the dominant colour (the wood) green"),
             )),
     Section("`r`: rounded corners", "A radius in pixels, `max` for the largest ellipse (a circle for a "
             "square image), or one radius per corner, `r-<top-left>_<top-right>_<bottom-right>_<bottom-left>` "

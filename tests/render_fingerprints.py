@@ -139,6 +139,7 @@ CORPUS = _cases(SHIPPED, [
     # distortions
     "/tr:w-240,e-distort-p-30_10_210_0_240_160_0_150/coffee.jpg", "/tr:w-240,e-distort-a-120/coffee.jpg",
     "/tr:w-240,e-distort-a-N90,bg-00000000,f-png/chelsea.jpg",
+    "/tr:w-240,cr-0077FF_25_9A2109/coffee.jpg", "/tr:w-240,cr-00A000/coffee.jpg",
     # corners, backgrounds, borders, opacity
     "/tr:w-200,h-200,r-30,f-png/astronaut.jpg", "/tr:w-200,h-200,r-max,f-png/astronaut.jpg",
     "/tr:w-200,h-200,r-max,bg-0F172A/astronaut.jpg", "/tr:w-200,h-200,r-0_60_0_60,f-png/astronaut.jpg",

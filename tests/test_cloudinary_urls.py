@@ -360,6 +360,8 @@ EQUIVALENTS = [
     (dict(width=300, effect="colorize"), "w-300,e-colorize-co-gray_in-100"),
     (dict(width=300, effect="colorize:40", color="rgb:FF6600"), "w-300,e-colorize-co-FF6600_in-40"),
     (dict(width=300, effect="distort:arc:90"), "w-300,e-distort-a-90"),
+    (dict(width=300, effect="replace_color:maroon"), "w-300,cr-800000_50"),
+    (dict(width=300, effect="replace_color:blue:80:2b38aa"), "w-300,cr-0000FF_80_2B38AA"),
     (dict(width=300, effect="distort:arc:-45"), "w-300,e-distort-a-N45"),
     (dict(width=300, effect="distort:-10:5:290:0:300:200:0:190"), "w-300,e-distort-p-N10_5_290_0_300_200_0_190"),
     (dict(width=300, effect="opacity_threshold"), "w-300,e-opacitythreshold-50"),
@@ -657,6 +659,8 @@ UNSUPPORTED = [
     (dict(effect="shear:20:0"), "e_shear:20:0"),  # another effect's value: "effect not supported", not "takes no value"
     (dict(effect="distort:10p:10p:90p:0:100p:100p:0:90p"), "e_distort:10p:10p:90p:0:100p:100p:0:90p"),
     (dict(effect="distort:300:0:0:0:300:200:0:200"), "e_distort:300:0:0:0:300:200:0:200"),  # not clockwise
+    (dict(effect="replace_color"), "e_replace_color"),  # the colour to replace with is required
+    (dict(effect="replace_color:blue:120"), "e_replace_color:blue:120"),
     (dict(effect="contrast:120"), "e_contrast:120"),  # out of the sigmoidal level's range
     (dict(effect="contrast:level_0;type_linear"), "e_contrast:level_0;type_linear"),  # linear: 1–200
     (dict(effect="contrast:type_log"), "e_contrast:type_log"),
@@ -1146,3 +1150,16 @@ async def test_distortions_on_the_12_megapixel_photo(node):
     shear = await node.fetch(path("e_shear:20:0"))
     assert (shear.code, shear.body.decode().split(";")[0]) == (
         400, "invalid transformation: e_shear:20:0: effect not supported")
+
+
+async def test_a_colour_replaced_on_the_12_megapixel_photo(node):
+    """`e_replace_color:blue:40:ff8c00` (a 400 before): the orange balloon turns blue, shaded as it was; the
+    sky's grey is too far from orange to move."""
+    def path(effect: str) -> str:
+        return f"/demo/image/upload/c_scale,w_1000/{effect}/{BALLOON_PHOTO}.png".replace("//", "/")
+    plain = decode(await get(node, path("")))
+    blue = decode(await get(node, path("e_replace_color:blue:40:ff8c00")))
+    assert orange_pixels(plain) > 15_000 and orange_pixels(blue) == 0
+    r, g, b = pixel(blue, 920, 236)[:3]
+    assert b > 200 and r < 60 and g < 60, (r, g, b)
+    assert pixel(blue, 20, 20) == pixel(plain, 20, 20)

@@ -70,6 +70,7 @@ VALUES = {
     "e-colorize": st.lists(st.one_of(colours.map("co-{}".format), st.integers(-1, 101).map("in-{}".format)),
                            max_size=2).map("_".join),
     "e-vignette": st.integers(-1, 101).map(str),
+    "cr": st.lists(st.one_of(colours, st.integers(-1, 101).map(str)), min_size=1, max_size=3).map("_".join),
     "e-distort": st.one_of(
         st.integers(-361, 361).map(lambda n: f"a-N{-n}" if n < 0 else f"a-{n}"),
         st.lists(st.integers(-20, 120).map(lambda n: f"N{-n}" if n < 0 else str(n)), min_size=7, max_size=9).map(

@@ -90,6 +90,8 @@ JPEG_CASES = [
     ("e-distort-p-40_20_4200_0_4240_2832_0_2812", (W, H), "jpg", "top_left"),
     ("w-1000,e-distort-a-60", (1289, 752), "jpg", None),  # the corners beyond the arc's ends: white
     ("w-1000,e-distort-a-N60,f-png", (1289, 752), "png", None),
+    ("cr-0000FF_30_FF0000", (W, H), "jpg", None),  # the full 12 MP: the red marker made blue
+    ("w-1000,cr-00FF00", (1000, 668), "jpg", "top_left"),  # the dominant colour (the photo's) green; the marker red
     ("w-300,r-20,f-png", (300, 200), "png", "top_left"),
     ("w-300,r-max", (300, 200), "jpg", None),
     ("w-300,b-10_00FF00", (320, 220), "jpg", None),
@@ -145,6 +147,7 @@ PNG_CASES = [
     ("w-300,r-40,e-opacitythreshold-60,f-png", (300, 200), "png", None),
     ("e-distort-p-0_0_4240_300_4240_2532_0_2832,f-jpg", (W, H), "jpg", "top_left"),  # the full 12 MP
     ("w-1000,e-distort-a-N200,bg-00000000", (1336, 784), "png", None),  # the bottom edge at the centre
+    ("w-1000,cr-blue_20_red", (1000, 668), "png", None),
     ("bl-40,e-region-100_100_2000_1500,f-jpg", (W, H), "jpg", None),  # the marker (to 566 px) blurred away
     ("w-300,r-max,b-5_00FF00,o-50", (310, 210), "png", None),
     ("w-2000,r-50,e-shadow-y-N30,f-webp", (2000, 1336), "webp", "top_left"),

@@ -45,7 +45,8 @@ SAMPLES: dict[str, tuple] = {
     "default_image": ("photo.jpg",), "original": (True,), "contrast_stretch": (True,),
     "sharpen": (30,), "unsharp_mask": ("2-2-0.8-0.024",),
     "shadow": ("bl-5_st-60_x-N4_y-4",), "colorize": ("co-FF0000_in-15", "co-red", "in-40"),
-    "distort": ("p-50_50_550_0_600_400_0_350", "a-20", "a-N45"), "gradient": ("ld-top_from-red_to-00000050_sp-0.5",),
+    "distort": ("p-50_50_550_0_600_400_0_350", "a-20", "a-N45"),
+    "color_replace": ("FF0000", "FF0000_50", "FF0000_50_00FF00", "blue_20_red"),  # the SDK's three forms "gradient": ("ld-top_from-red_to-00000050_sp-0.5",),
     "progressive": (True,), "lossless": (True,), "color_profile": (True,), "metadata": (True,),
     "opacity": (50,), "trim": (20,), "page": (2,),
 }
@@ -60,7 +61,7 @@ CONTEXT = {"dpr": {"width": 100}, "zoom": {"width": 200, "height": 200, "focus":
 FILES = {"page": "anim.gif", "shadow": "alpha.png", "trim": "framed.png"}
 #: sample values for the unsupported keys, to check their 400
 UNSUPPORTED_SAMPLES = {"ai_change_background": "prompt-snow road", "ai_edit": "prompt-a hat",
-                       "color_replace": "FF0000", "density": 300,
+                       "density": 300,
                        "duration": 5, "end_offset": 10, "start_offset": 5, "streaming_resolutions": ["240"]}
 
 

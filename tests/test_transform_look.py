@@ -372,3 +372,38 @@ async def test_a_gradients_stop_point_may_be_an_expression(image_node):
     assert close(pixel(image, 5, 1), (0, 0, 0), 12) and close(pixel(image, 5, 60), (0, 0, 255), 2)
     response, _ = await fetch_image(image_node, f"/tr:{gradient}-ih_sub_ih/card.png", status=400)
     assert b"sp-ih_sub_ih" in response.body
+
+
+def stripes_png(colours: list[tuple[int, int, int]], width: int = 20, height: int = 10) -> bytes:
+    """One `width` px stripe of each colour, side by side: a lossless PNG."""
+    stripes = [pyvips.Image.black(width, height) + list(colour) for colour in colours]
+    image = pyvips.Image.arrayjoin(stripes).cast("uchar").copy(interpretation="srgb")
+    return image.pngsave_buffer()
+
+
+REDS_AND_OTHERS = [(255, 0, 0), (128, 0, 0), (255, 128, 128), (0, 200, 0), (255, 255, 255), (40, 40, 40)]
+
+
+async def test_colour_replacement_moves_a_colour_and_its_shades(image_node, image_root):
+    """`cr-0000FF_100_FF0000`: red becomes the blue asked for; dark red (within half the tolerance in Lab)
+    becomes a blue as much darker; light red, a little farther, most of the way; green, white and dark grey,
+    far from red, are the same bytes. At tolerance 0 only red itself moves."""
+    (image_root / "reds.png").write_bytes(stripes_png(REDS_AND_OTHERS))
+    _, plain = await fetch_image(image_node, "/tr:f-png/reds.png")
+    _, image = await fetch_image(image_node, "/tr:cr-0000FF_100_FF0000,f-png/reds.png")
+    red, dark, light, green, white, grey = (pixel(image, 20 * i + 10, 5) for i in range(6))
+    assert close(red, (0, 0, 255), 2)
+    assert dark[2] > 2 * max(dark[0], dark[1]) and sum(dark) < sum(red)  # a darker blue
+    assert light[2] > max(light[0], light[1]) and sum(light) > sum(red)  # a lighter blue
+    assert (green, white, grey) == tuple(pixel(plain, 20 * i + 10, 5) for i in (3, 4, 5))
+    _, exact = await fetch_image(image_node, "/tr:cr-blue_0_red,f-png/reds.png")
+    assert close(pixel(exact, 10, 5), (0, 0, 255), 2)
+    assert [pixel(exact, 20 * i + 10, 5) for i in range(1, 6)] == [pixel(plain, 20 * i + 10, 5) for i in range(1, 6)]
+
+
+async def test_colour_replacement_without_a_source_takes_the_dominant_colour(image_node, image_root):
+    """`cr-0000FF`: the image's dominant colour (green, five stripes of six) becomes blue; red stays."""
+    (image_root / "greens.png").write_bytes(stripes_png([(0, 160, 0)] * 5 + [(255, 0, 0)]))
+    _, image = await fetch_image(image_node, "/tr:cr-0000FF,f-png/greens.png")
+    assert close(pixel(image, 10, 5), (0, 0, 255), 2) and close(pixel(image, 90, 5), (0, 0, 255), 2)
+    assert pixel(image, 110, 5) == (255, 0, 0)

@@ -42,6 +42,8 @@ def canonical(*texts, **options) -> str:
     ("e-distort-p-N5_0_100_10_90_90_5_100", "e-distort-p-N5_0_100_10_90_90_5_100"),
     ("e-colorize", "e-colorize-co-808080_in-100"),
     ("e-colorize-in-15_co-red", "e-colorize-co-FF0000_in-15"),
+    ("cr-blue", "cr-0000FF_50"),  # Cloudinary's default tolerance
+    ("cr-blue_30_red", "cr-0000FF_30_FF0000"),
     ("fl-v_h", "fl-h_v"),
     ("w-300,h-200,ar-4-3", "w-300,h-200"),  # ar is ignored with both sides
     ("w-300.0", "w-300"),
@@ -111,6 +113,9 @@ def test_default_image_path():
     ("e-distort-a-361", "e-distort-a-361", "from N360 to 360"),
     ("e-distort-s-10", "e-distort-s-10", "or a-<degrees>"),
     ("e-colorize-in-101", "e-colorize-in-101", "from 0 to 100"),
+    ("cr-FF000050", "cr-FF000050", "must be opaque"),
+    ("cr-red_101", "cr-red_101", "from 0 to 100"),
+    ("cr-red_5_blue_green", "cr-red_5_blue_green", "cr-<to colour>[_<tolerance>[_<from colour>]]"),
     ("e-colorize-co-FF0000_tint-5", "e-colorize-co-FF0000_tint-5", "co-<value>, in-<value>"),
     ("bg-genfill", "bg-genfill", "not supported"),
     ("e-bgremove", "e-bgremove", "not supported (AI generation and removal)"),

@@ -40,7 +40,7 @@ valid = st.one_of(  # values each key accepts, so that many URLs get as far as a
                      "e-hue-N60", "e-red-40", "e-blue-N20", "bl-3,e-region-10_10_100_80",
                      "e-sigmoidcontrast-N40", "e-linearcontrast-150", "e-gamma-60", "e-brightnesshsb-30",
                      "e-colorize-co-FF6600_in-40", "e-vignette-50", "e-opacitythreshold-50", "e-distort-a-N90",
-                     "e-distort-p-5_0_95_10_100_100_0_90",
+                     "e-distort-p-5_0_95_10_100_100_0_90", "cr-blue_40_red", "cr-00FF00",
                      "r-max", "z-2", "ar-4-3",
                      "dpr-2", "q-40", "bg-red", "b-3_00FF00", "n-thumb", "orig-true", "di-coffee.jpg", "md-true",
                      "pr-true", "lo-true", "cp-true"]),

@@ -45,6 +45,7 @@ async def assert_answer(node, path, status, body):
     "w-2000,e-sigmoidcontrast-30,e-gamma-20,e-brightnesshsb-10,e-vignette-20,e-colorize-in-20,e-linearcontrast-120",
     "e-distort-p-40_20_4200_0_4240_2832_0_2812",  # the full 12 MP, foreshortened
     "w-2000,e-distort-a-N120:w-1000,e-distort-p-0_100_1000_0_1000_800_0_700",
+    "cr-blue_40_red",  # the full 12 MP, to CIE Lab and back
 ])
 def test_the_default_budget_admits_ordinary_urls(transformation):
     parsed = parse_transformation(transformation)

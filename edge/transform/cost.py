@@ -59,6 +59,7 @@ AUTO_WEIGHT = 1.5  # e-autocolor (a histogram a band), e-autobrightness (the mea
 LINEAR_WEIGHT = 0.3
 HSB_WEIGHT = 1.2  # e-brightnesshsb: each pixel's largest value, then a factor of its own, in floats
 VIGNETTE_WEIGHT = 1.5  # e-vignette: a float factor the size of the image (a row plus a column), multiplied
+REPLACE_WEIGHT = 6.5  # cr: to CIE Lab and back (each a power a value), a distance, a chroma and a blend, in floats
 VIBRANCE_WEIGHT = 2.5  # e-vibrance: each pixel's spread and grey, then a matrix of its own, in floats
 RECOMB_WEIGHT = 1.0  # e-saturation, e-sepia, e-hue: a 3×3 matrix a pixel, in floats
 PIXELATE_WEIGHT = 0.3  # e-pixelate: a box shrink, then a zoom back
@@ -314,6 +315,8 @@ def look_weight(step: Step) -> float:
         weight += VIGNETTE_WEIGHT
     if step.vibrance is not None:
         weight += VIBRANCE_WEIGHT
+    if step.colour_replacement is not None:
+        weight += REPLACE_WEIGHT
     weight += RECOMB_WEIGHT * ((step.saturation is not None) + (step.sepia is not None) + (step.hue is not None))
     if (step.red, step.green, step.blue) != (None, None, None):
         weight += LINEAR_WEIGHT

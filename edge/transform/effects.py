@@ -1,9 +1,9 @@
 """The look of one step, after its geometry: blur, pixelation, the faces hidden, greyscale, the colour
-adjustments (brightness, saturation, sepia, vibrance, hue, each band, a colour blended in, negative,
-black and white), auto colour, auto brightness, contrast (stretched, sigmoidal, linear), gamma, sharpen,
-vignette, unsharp mask, gradient, border, rounded corners, opacity threshold, opacity, shadow, and last
-the flattening of transparency on `bg`. All on 8-bit images; colour effects leave the alpha channel
-alone."""
+adjustments (brightness, saturation, sepia, vibrance, hue, each band, a colour blended in, a colour
+replaced, negative, black and white), auto colour, auto brightness, contrast (stretched, sigmoidal,
+linear), gamma, sharpen, vignette, unsharp mask, gradient, border, rounded corners, opacity threshold,
+opacity, shadow, and last the flattening of transparency on `bg`. All on 8-bit images; colour effects
+leave the alpha channel alone."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pyvips
 
 from . import faces, stopping
 from .colours import RGBA
-from .geometry import background, in_memory
-from .options import Step
+from .geometry import Source, background, dominant_colour, in_memory
+from .options import ColourReplacement, Step
 
 Interpretation = pyvips.enums.Interpretation
 #: `e-autobrightness`: the strongest gamma it applies, either way (3: a mean grey of 0.1 made 0.46, not 0.5)
@@ -249,6 +249,61 @@ def colour_blend(image: pyvips.Image, percent: int, colour: RGBA) -> pyvips.Imag
         bands * (1 - share) + [value * share for value in colour[:3]], bands))
 
 
+#: `cr`: a lightness difference counts this much of a colour difference (a and b) in telling a colour's shades
+#: from other colours: the shades of one colour differ most in lightness
+LIGHTNESS_SHARE = 0.5
+#: `cr`: a source colour less colourful than this (CIE chroma) has no hue to keep: its shades take the target's
+GREY_CHROMA = 2.0
+
+
+def _lab(colour: RGBA) -> list[float]:
+    pixel = (pyvips.Image.black(1, 1) + list(colour[:3])).cast(pyvips.enums.BandFormat.UCHAR)
+    return pixel.copy(interpretation=Interpretation.SRGB).colourspace(Interpretation.LAB)(0, 0)
+
+
+def replace_colour(image: pyvips.Image, replacement: ColourReplacement) -> pyvips.Image:
+    """`cr-<to>_<tolerance>_<from>`, in CIE Lab: the pixels near the source colour take the target's hue,
+    their chroma scaled by the target's over the source's and their lightness mapped so that the source's
+    becomes the target's (black and white stay), shades kept; fully within half the tolerance of the source,
+    less and less to none at the tolerance, a distance in Lab units (a lightness difference counting half).
+    Without a source colour, the image's dominant one (`bg-dominant`'s)."""
+    image = _in_colour(image)
+    source = replacement.source
+    if source is None:
+        image = in_memory(image)  # read for its dominant colour, then again
+        source = dominant_colour(Source.of_image(image))
+    (sl, sa, sb), (tl, ta, tb) = _lab(source), _lab(replacement.target)
+    source_chroma = math.hypot(sa, sb)
+    reach = replacement.tolerance
+
+    def moved(bands: pyvips.Image) -> pyvips.Image:
+        lab = bands.colourspace(Interpretation.LAB)
+        offset = lab - [sl, sa, sb]
+        distance = ((offset * offset * [LIGHTNESS_SHARE ** 2, 1, 1]).bandmean() * 3) ** 0.5
+        # 1 within half the reach, down to 0 at the reach (a reach of 0: the source colour alone)
+        if reach == 0:
+            weight = (distance < 0.5).ifthenelse(1, 0)
+        else:
+            ramp = 2 - distance * (2 / reach)
+            weight = (ramp > 1).ifthenelse(1, (ramp < 0).ifthenelse(0, ramp))
+        lightness = lab[0]
+        # 0 → 0, the source's → the target's, 100 → 100, straight in between
+        below = lightness * (tl / sl) if sl > 0 else lightness
+        above = lightness.linear((100 - tl) / (100 - sl), tl - sl * (100 - tl) / (100 - sl)) if sl < 100 else lightness
+        lightness = (lightness < sl).ifthenelse(below, above)
+        # the target's hue, at the pixel's chroma scaled as the target's is to the source's (a grey: the target's)
+        if source_chroma >= GREY_CHROMA:
+            colour = lab.extract_band(1, n=2)
+            colour = ((colour * colour).bandmean() * 2) ** 0.5 * [ta / source_chroma, tb / source_chroma]
+        else:
+            colour = lightness * 0 + [ta, tb]
+        blended = lab + (lightness.bandjoin(colour) - lab) * weight
+        # the rest as it was, not through Lab and back (which may move a value by one)
+        srgb = blended.copy(interpretation=Interpretation.LAB).colourspace(Interpretation.SRGB)
+        return (weight > 0).ifthenelse(_to_uchar(srgb, bands), bands)
+    return _colour_bands(image, moved)
+
+
 def vignette(image: pyvips.Image, percent: int) -> pyvips.Image:
     """`e-vignette-N` (0–100): the colour darkened toward the edges, each value times 1 − N/100 × d², d
     being the distance from the centre on an ellipse the image's shape, 1 at the corners (at 100 the
@@ -479,6 +534,8 @@ def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
         image = channels(image, step.red or 0, step.green or 0, step.blue or 0)
     if step.colour_blend is not None:
         image = colour_blend(image, *step.colour_blend)
+    if step.colour_replacement is not None:
+        image = replace_colour(image, step.colour_replacement)
     if step.negate:
         image = negate(image)
     image = _each(image, step, _TONE_ADJUSTMENTS)

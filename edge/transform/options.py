@@ -67,6 +67,8 @@ SHADOW_RANGES = {"bl": (0, 15), "st": (0, 100), "x": (-100, 100), "y": (-100, 10
 GRADIENT_DIRECTIONS = {"top": 0, "top_right": 45, "right": 90, "bottom_right": 135, "bottom": 180,
                        "bottom_left": 225, "left": 270, "top_left": 315}
 GRADIENT_DEFAULTS = ("180", "FFFFFF00", "00000066", "1")
+#: `cr-<to>` without a tolerance: Cloudinary's default for its `e_replace_color`, which ImageKit's `cr` mirrors
+DEFAULT_REPLACE_TOLERANCE = 50
 #: `e-colorize` parts and their defaults, as ImageKit's SDK documents them: the colour, its intensity (0–100)
 COLORIZE_DEFAULTS = {"co": "gray", "in": "100"}
 #: `bg-blurred` without values: the blur radius and brightness change (−255–255)
@@ -139,6 +141,14 @@ class Conditional:
         return ",".join(filter(None, (f"if-{condition}", then, otherwise and IF_ELSE, otherwise, IF_END)))
 
 
+class ColourReplacement(NamedTuple):
+    """`cr-<to>[_<tolerance>[_<from>]]`: the colours near `source` (None: the image's dominant colour)
+    moved to `target`'s, each keeping its offset from `source` (its shade)."""
+    target: RGBA
+    tolerance: int
+    source: RGBA | None
+
+
 class Distortion(NamedTuple):
     """`e-distort`: `p` moves the image's corners (clockwise from the top left) to the eight coordinates, in
     pixels of the image as it is there; `a` bends it into an arc of that many degrees (below 0: downwards)."""
@@ -206,6 +216,7 @@ class Step:
     opacity_threshold: int | None = None
     #: `e-colorize-co-<colour>_in-N`: N % of the colour over each pixel (Cloudinary's `e_colorize` with `co_`)
     colour_blend: tuple[int, RGBA] | None = None
+    colour_replacement: ColourReplacement | None = None
     #: `e-region-x_y_w_h`: the rectangle `bl` and `e-pixelate` keep to (w, h None: to the far edges), for
     #: Cloudinary's `e_blur_region` and `e_pixelate_region`
     region: tuple[int, int, int | None, int | None] | None = None
@@ -591,6 +602,23 @@ def _region(text: str) -> tuple[int, int, int | None, int | None]:
     return x, y, width, height
 
 
+def _colour_replacement(text: str) -> ColourReplacement:
+    """`<to>`, `<to>_<tolerance>`, `<to>_<tolerance>_<from>`: opaque colours, a tolerance from 0 to 100."""
+    parts = text.split("_")
+    if not 1 <= len(parts) <= 3:
+        raise ValueError("must be cr-<to colour>[_<tolerance>[_<from colour>]]")
+    target, source = parse_colour(parts[0]), parse_colour(parts[2]) if len(parts) == 3 else None
+    if target[3] != 255 or (source is not None and source[3] != 255):
+        raise ValueError("the colours must be opaque (RRGGBB or a name)")
+    tolerance = _int_range(0, 100)(parts[1]) if len(parts) > 1 else DEFAULT_REPLACE_TOLERANCE
+    return ColourReplacement(target, tolerance, source)
+
+
+def _write_colour_replacement(replacement: ColourReplacement) -> str:
+    source = [write_colour(replacement.source)] if replacement.source is not None else []
+    return "_".join([write_colour(replacement.target), str(replacement.tolerance), *source])
+
+
 def _distort(text: str) -> Distortion | None:
     """`p-x1_y1_x2_y2_x3_y3_x4_y4` (integers, `N` for minus) or `a-<degrees>` (−360–360; 0 bends nothing)."""
     kind, _, values = text.partition("-")
@@ -710,6 +738,7 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("e-brightnesshsb", "brightness_hsb", _signed_int(-99, 100), _write_signed),
     Param("e-colorize", "colour_blend", _colorize, lambda blend: f"co-{write_colour(blend[1])}_in-{blend[0]}"),
     Param("e-vignette", "vignette", _int_range(0, 100)),
+    Param("cr", "colour_replacement", _colour_replacement, _write_colour_replacement),
     Param("e-opacitythreshold", "opacity_threshold", _int_range(0, 100)),
     Param("e-region", "region", _region, _write_region),
     Param("e-blurfaces", "blur_faces", _on_faces(_number_range(0.1, 100)), _write_number),
@@ -735,7 +764,6 @@ UNSUPPORTED: dict[str, str] = {
     **dict.fromkeys(("vc", "ac", "so", "eo", "du", "sr"), "video"),
     **dict.fromkeys(("e-bgremove", "e-removedotbg", "e-changebg", "e-edit", "e-dropshadow", "e-retouch",
                      "e-upscale", "e-genvar", "e-genfill"), "AI generation and removal"),
-    "cr": "colour replacement",
     "dn": "density (vector sources are not read)",
 }
 NAMED_KEY = "n"
