@@ -46,7 +46,8 @@ SAMPLES: dict[str, tuple] = {
     "sharpen": (30,), "unsharp_mask": ("2-2-0.8-0.024",),
     "shadow": ("bl-5_st-60_x-N4_y-4",), "colorize": ("co-FF0000_in-15", "co-red", "in-40"),
     "distort": ("p-50_50_550_0_600_400_0_350", "a-20", "a-N45"),
-    "color_replace": ("FF0000", "FF0000_50", "FF0000_50_00FF00", "blue_20_red"),  # the SDK's three forms "gradient": ("ld-top_from-red_to-00000050_sp-0.5",),
+    "color_replace": ("FF0000", "FF0000_50", "FF0000_50_00FF00", "blue_20_red"),  # the SDK's three forms
+    "gradient": ("ld-top_from-red_to-00000050_sp-0.5",),
     "progressive": (True,), "lossless": (True,), "color_profile": (True,), "metadata": (True,),
     "opacity": (50,), "trim": (20,), "page": (2,),
 }
