@@ -572,8 +572,9 @@ SECTIONS = (
             "difference counting half, as shades of one colour differ most in lightness) weighs its change, fully "
             "within half the tolerance, less and less to none at the tolerance (0: the source colour alone); "
             "the change takes the pixel to the target's hue, its chroma scaled as the target's is to the "
-            "source's (a grey source: the target's chroma), its lightness mapped so that the source's becomes the "
-            "target's while black and white stay. A darker shade of the source becomes a darker shade of the "
+            "source's (a grey source: the target's chroma), its lightness moved so that the source's becomes the "
+            "target's, a shade's difference from it kept (or narrowed, to fit between black and white): a white "
+            "background (`cr-<to>_20_white`) takes the target colour itself. A darker shade of the source becomes a darker shade of the "
             "target. Without a source, the image's dominant colour (`bg-dominant`'s). The tolerance defaults "
             "to 50 (Cloudinary's); pixels out of its reach keep their exact values. The cost counts 6.5 × the "
             "step's megapixels on top of 1.", (

@@ -396,6 +396,8 @@ async def test_colour_replacement_moves_a_colour_and_its_shades(image_node, imag
     assert dark[2] > 2 * max(dark[0], dark[1]) and sum(dark) < sum(red)  # a darker blue
     assert light[2] > max(light[0], light[1]) and sum(light) > sum(red)  # a lighter blue
     assert (green, white, grey) == tuple(pixel(plain, 20 * i + 10, 5) for i in (3, 4, 5))
+    _, on_white = await fetch_image(image_node, "/tr:cr-0000FF_20_white,f-png/reds.png")  # a background
+    assert close(pixel(on_white, 90, 5), (0, 0, 255), 2) and pixel(on_white, 110, 5) == pixel(plain, 110, 5)
     _, exact = await fetch_image(image_node, "/tr:cr-blue_0_red,f-png/reds.png")
     assert close(pixel(exact, 10, 5), (0, 0, 255), 2)
     assert [pixel(exact, 20 * i + 10, 5) for i in range(1, 6)] == [pixel(plain, 20 * i + 10, 5) for i in range(1, 6)]

@@ -263,10 +263,10 @@ def _lab(colour: RGBA) -> list[float]:
 
 def replace_colour(image: pyvips.Image, replacement: ColourReplacement) -> pyvips.Image:
     """`cr-<to>_<tolerance>_<from>`, in CIE Lab: the pixels near the source colour take the target's hue,
-    their chroma scaled by the target's over the source's and their lightness mapped so that the source's
-    becomes the target's (black and white stay), shades kept; fully within half the tolerance of the source,
-    less and less to none at the tolerance, a distance in Lab units (a lightness difference counting half).
-    Without a source colour, the image's dominant one (`bg-dominant`'s)."""
+    their chroma scaled by the target's over the source's and their lightness moved so that the source's
+    becomes the target's (a shade's difference from it kept, or narrowed to fit); fully within half the
+    tolerance of the source, less and less to none at the tolerance, a distance in Lab units (a lightness
+    difference counting half). Without a source colour, the image's dominant one (`bg-dominant`'s)."""
     image = _in_colour(image)
     source = replacement.source
     if source is None:
@@ -287,10 +287,10 @@ def replace_colour(image: pyvips.Image, replacement: ColourReplacement) -> pyvip
             ramp = 2 - distance * (2 / reach)
             weight = (ramp > 1).ifthenelse(1, (ramp < 0).ifthenelse(0, ramp))
         lightness = lab[0]
-        # 0 → 0, the source's → the target's, 100 → 100, straight in between
-        below = lightness * (tl / sl) if sl > 0 else lightness
-        above = lightness.linear((100 - tl) / (100 - sl), tl - sl * (100 - tl) / (100 - sl)) if sl < 100 else lightness
-        lightness = (lightness < sl).ifthenelse(below, above)
+        # the source's → the target's; a shade's difference from it kept, or narrowed to fit in 0–100
+        darker, lighter = min(tl / sl, 1) if sl > 0 else 1, min((100 - tl) / (100 - sl), 1) if sl < 100 else 1
+        lightness = (lightness < sl).ifthenelse(lightness.linear(darker, tl - sl * darker),
+                                                lightness.linear(lighter, tl - sl * lighter))
         # the target's hue, at the pixel's chroma scaled as the target's is to the source's (a grey: the target's)
         if source_chroma >= GREY_CHROMA:
             colour = lab.extract_band(1, n=2)
