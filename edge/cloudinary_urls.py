@@ -305,8 +305,8 @@ WORDS: tuple[Word, ...] = (
          "are its steps; placed by a compass gravity (`g_center` by default) and offsets in whole pixels from "
          "that edge into the image (from the middle: right and down); `fl_relative`: its `w_`/`h_` fractions "
          "of the base. Fetched and video overlays, underlays (`u_`), other gravities and flags are a 400"),
-    Word("`l_text:<font>_<size>[_<style>…]:<text>`, `co_`, `b_`, `w_` (`c_fit`), `o_`, `a_`, `g_`, `x_`, `y_`",
-         "`l-text,i-<text>,ff-<font>,fs-<size>,tg-,ia-,lh-,co-,bg-,w-,al-,rt-,lx-,ly-,l-end`",
+    Word("`l_text:<font>_<size>[_<style>…]:<text>`, `co_`, `b_`, `w_` (`c_fit`), `o_`, `a_`, `e_distort`, `g_`, "
+         "`x_`, `y_`", "`l-text,i-<text>,ff-<font>,fs-<size>,tg-,ia-,lh-,co-,bg-,w-,al-,rt-,e-distort-,lx-,ly-,l-end`",
          "a text overlay in the `[fonts]` entry named as the font (spaces as `_`; DejaVuSans ships with the "
          "node, others are a 400 naming `ff-`); styles `bold`, `italic`, `strikethrough`, `left`, `center`, "
          "`right`, `line_spacing_<N>`; `o_` to the nearest tenth; placed as an image overlay. Other styles "
@@ -661,7 +661,7 @@ def _layer(group: tuple[str, ...], named: Mapping[str, str], named_only: bool) -
 
 def _text_layer(spec: str, words: dict[str, str | None]) -> list[str]:
     """`l_text:<font>_<size>[_<style>…]:<text>` and the words beside it (`co_`, `b_`, `w_` with `c_fit`,
-    `o_`, `a_`) → our text layer's parameters. The font is the `[fonts]` entry of that name (spaces as
+    `o_`, `a_`, `e_distort`) → our text layer's parameters. The font is the `[fonts]` entry of that name (spaces as
     `_`); the text was escaped twice, as Cloudinary asks (`%252C` for a comma), and is decoded once more."""
     _, style, *text = spec.split(":", 2)
     tokens = style.split("_")
@@ -699,8 +699,10 @@ def _text_layer(spec: str, words: dict[str, str | None]) -> list[str]:
             params.append(f"al-{min(9, max(1, round(opacity / 10)))}")
         elif key == "a" and _INTEGER.fullmatch(c.value("a")):
             params.append(f"rt-{int(c.value('a')) % 360}")
+        elif key == "e" and c.value("e").startswith("distort:"):  # curved text: `e_distort:arc:-120`
+            params.append(c.parsed("e", "e-distort", _distortion(c, c.value("e").removeprefix("distort:"))))
         elif not (key == "c" and c.value("c") == "fit"):
-            raise c.fail(key, "not a word of a text overlay (co_, b_, w_ with c_fit, o_, a_, g_, x_, y_)")
+            raise c.fail(key, "not a word of a text overlay (co_, b_, w_ with c_fit, o_, a_, e_distort, g_, x_, y_)")
     return params
 def _layer_position(placement: dict[str, str]) -> list[str]:
     """`g_`, `x_`, `y_` of an overlay → our `lx`/`lxc`, `ly`/`lyc`. Cloudinary's offsets are pixels from

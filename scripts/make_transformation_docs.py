@@ -95,7 +95,8 @@ the nested ones.
   black), `bg` background of the text box, `pa` padding (CSS shorthand with `_`: `pa-8_12`; or one
   expression for every side, `pa-bw_mul_0.01`), `al` opacity 1–9, `ia` alignment in the box (`left`,
   `center`, `right`), `tg` `b`, `i`, `strikethrough` or combinations (`b_i`), `lh` line height in pixels
-  (or an expression, as `fs`), `w` wrap width in pixels, `rt`, `fl` and `r`; `fol-<width>_<colour>` an
+  (or an expression, as `fs`), `w` wrap width in pixels, `rt`, `fl`, `r` and `e-distort` (after the turn:
+  `e-distort-a-N120` curves the line, Cloudinary's curved text); `fol-<width>_<colour>` an
   outline (`fol-2_blue`, at most 50 px) and `fsh-<colour>_<indent>` a shadow down and right
   (`fsh-blue_2`), written as the SDK documents them for subtitles. At most 500 characters.
 - **Position**: `lx`, `ly` (pixels from the left/top, rounded when the SDK writes a float; `N20` — or

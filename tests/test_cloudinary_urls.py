@@ -1103,6 +1103,13 @@ async def test_text_overlays(node):
     refused = await node.fetch(text_url("Arial"))
     assert (refused.code, refused.body.decode()) == \
         (400, "ff-Arial: no such font (the fonts are listed in [fonts])\n")
+    # curved text, Cloudinary's own example (`e_distort:arc:-120` in the overlay's component): a smile, its
+    # ends higher than its middle, so its white spans more rows than the straight text's
+    curved = decode(await get(node, text_url("DejaVuSans", gravity="south_east", x=20, y=20,
+                                             effect="distort:arc:-120")))
+    rows = [((curved[:3] > 235).bandand() / 255).crop(0, 0, 1000, 668).project()[1](0, y)[0] for y in range(668)]
+    straight = [((image[:3] > 235).bandand() / 255).project()[1](0, y)[0] for y in range(668)]
+    assert sum(1 for r in rows if r) > 1.5 * sum(1 for r in straight if r)
 
 
 async def test_fl_immutable_cache_says_so_in_cache_control(node):

@@ -222,6 +222,21 @@ async def test_a_colour_block_turns_flips_and_distorts_as_its_first_step_says(no
     assert (decode(cut).width, decode(cut).height) == (20, 100)  # the turned block's box
 
 
+async def test_a_text_layer_bends_with_e_distort(node):
+    """`e-distort` in a text layer (after its turn): `a-N120` curves the line into a smile, its ends higher
+    than its middle, so its white spans more rows than the straight line's; the canonical form keeps it."""
+    def white_rows(image: pyvips.Image) -> int:
+        rows = ((image[:3] > 235).bandand() / 255).project()[1]
+        return sum(1 for y in range(rows.height) if rows(0, y)[0])
+    layer = "l-text,i-Smile%20for%20the%20camera,fs-30,co-FFFFFF,lfo-top,{}l-end"
+    straight = await image(node, f"/tr:{layer.format('')}/base.png")
+    curved = await image(node, f"/tr:{layer.format('e-distort-a-N120,')}/base.png")
+    assert white_rows(curved) > 1.5 * white_rows(straight)
+    from edge.transform.options import parse_transformation
+    written = parse_transformation(layer.format("e-distort-a-N120,rt-10,").replace("%20", " ")).canonical()
+    assert written.endswith(",e-distort-a-N120,rt-10,l-end") and parse_transformation(written).canonical() == written
+
+
 @pytest.fixture
 async def photo_node(node_factory, photos, tmp_path):  # noqa: F811
     """A node serving the 12 MP photos from a local folder."""

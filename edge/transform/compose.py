@@ -192,4 +192,4 @@ def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int)
     ink = flip(ink, style.flip, max_side)
     if style.rotation:
         ink = rotate(ink, style.rotation, (0, 0, 0, 0), max_side)
-    return ink
+    return distort(ink, style.distort, TRANSPARENT, max_side)

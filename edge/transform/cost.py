@@ -292,6 +292,10 @@ def _text_cost(text: str, style: TextStyle) -> float:
     cost += box * ((ROUNDED_WEIGHT if style.radius is not None else 0) + (OPACITY_WEIGHT if style.alpha else 0))
     if style.rotation % 90:
         cost += 2 * box * ROTATE_WEIGHT  # the turned box: up to twice the area
+    if style.distort is not None:  # the box's canvas (turned first: up to twice as large)
+        sides = (math.ceil(box_w + 2 * grow + drop + left + right), math.ceil(box_h + 2 * grow + drop + top + bottom))
+        canvas = step_output(replace(DEFAULT_STEP, distort=style.distort), sides)
+        cost += (2 if style.rotation % 90 else 1) * _megapixels(canvas) * (1 + DISTORT_WEIGHT)
     return cost
 
 

@@ -15,10 +15,13 @@ import binascii
 import math
 import re
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .colours import RGBA, parse_colour, write_colour
 from .expressions import Expression, evaluated, is_expression, or_expression, sizes
+
+if TYPE_CHECKING:  # options imports this module
+    from .options import Distortion
 
 #: `i-ik_canvas`: no image, a block of the `bg` colour, `w`×`h` (the base's size when not given)
 CANVAS = "ik_canvas"
@@ -162,6 +165,7 @@ class TextStyle:
     rotation: int = 0
     flip: str | None = None
     radius: int | str | None = None
+    distort: Distortion | None = None  # after the turn: Cloudinary's curved text is `e_distort:arc:-120`
     outline: tuple[int, RGBA] | None = None  # width, colour
     shadow: tuple[RGBA, int] | None = None  # colour, indent
 
@@ -190,7 +194,7 @@ TEXT_PARAMS: dict[str, tuple[str, Any, Any]] = {
     "fsh": ("shadow", _shadow, lambda s: f"{write_colour(s[0])}_{s[1]}"),
 }
 #: read by the step parser's own value parsers (`rt`, `r`), passed in by `options`
-TEXT_SHARED = {"rt": "rotation", "r": "radius", "fl": "flip"}
+TEXT_SHARED = {"rt": "rotation", "r": "radius", "fl": "flip", "e-distort": "distort"}
 INPUT_KEYS = ("i", "ie")
 
 
