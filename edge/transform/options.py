@@ -143,7 +143,7 @@ class Conditional:
 
 class ColourReplacement(NamedTuple):
     """`cr-<to>[_<tolerance>[_<from>]]`: the colours near `source` (None: the image's dominant colour)
-    moved to `target`'s, each keeping its offset from `source` (its shade)."""
+    made `target`'s, each keeping its shade (`effects.replace_colour`)."""
     target: RGBA
     tolerance: int
     source: RGBA | None
@@ -216,6 +216,7 @@ class Step:
     opacity_threshold: int | None = None
     #: `e-colorize-co-<colour>_in-N`: N % of the colour over each pixel (Cloudinary's `e_colorize` with `co_`)
     colour_blend: tuple[int, RGBA] | None = None
+    #: `cr-<to>_<tolerance>_<from>`: ImageKit's colour replacement (Cloudinary's `e_replace_color`)
     colour_replacement: ColourReplacement | None = None
     #: `e-region-x_y_w_h`: the rectangle `bl` and `e-pixelate` keep to (w, h None: to the far edges), for
     #: Cloudinary's `e_blur_region` and `e_pixelate_region`
