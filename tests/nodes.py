@@ -126,10 +126,12 @@ async def refused(*urls: str) -> bool:
     for url in urls:
         address = urlsplit(url)
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(address.hostname, address.port), 1)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(address.hostname, address.port), 0.25)
         except ConnectionRefusedError:
             continue
         except ConnectionResetError:  # accepted by a listening socket as it closed: ask again
+            return False
+        except TimeoutError:  # a SYN lost as the socket closed (the kernel would resend it in 1 s): ask again
             return False
         writer.close()
         return False
