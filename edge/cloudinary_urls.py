@@ -700,7 +700,7 @@ def _text_layer(spec: str, words: dict[str, str | None]) -> list[str]:
         elif key == "a" and _INTEGER.fullmatch(c.value("a")):
             params.append(f"rt-{int(c.value('a')) % 360}")
         elif key == "e" and c.value("e").startswith("distort:"):  # curved text: `e_distort:arc:-120`
-            params.append(c.parsed("e", "e-distort", _distortion(c, c.value("e").removeprefix("distort:"))))
+            params.append(_distortion(c, c.value("e").removeprefix("distort:")))
         elif not (key == "c" and c.value("c") == "fit"):
             raise c.fail(key, "not a word of a text overlay (co_, b_, w_ with c_fit, o_, a_, e_distort, g_, x_, y_)")
     return params
@@ -1093,7 +1093,7 @@ def _effect(c: _Component) -> list[str]:
         colour = _colour(c, "co", c.value("co") or COLORIZE_COLOUR)
         return [c.parsed("e", "e-colorize", f"co-{colour}_in-{_level(c, argument, 0, 100, 100)}")]
     if name == "distort":
-        return [c.parsed("e", "e-distort", _distortion(c, argument))]
+        return [_distortion(c, argument)]
     if name == "replace_color":
         return [c.parsed("e", "cr", _replacement(c, argument))]
     if name in ("grayscale", "negate"):
@@ -1117,12 +1117,14 @@ def _replacement(c: _Component, argument: str) -> str:
 
 
 def _distortion(c: _Component, argument: str) -> str:
-    """`e_distort:x1:y1:…:y4` (pixels) → `p-x1_y1_…`; `e_distort:arc:D` → `a-D` (`N` for minus, as ours)."""
+    """`e_distort:x1:y1:…:y4` (pixels) → `e-distort-p-x1_y1_…`; `e_distort:arc:D` → `e-distort-a-D` (`N` for
+    minus, as ours), checked by our parser."""
     kind, values = ("a", argument.removeprefix("arc:")) if argument.startswith("arc:") else ("p", argument)
     numbers = values.split(":")
     if any(number.endswith("p") for number in numbers):
         raise c.fail("e", "corners in percent are not supported on this node: give pixels")
-    return f"{kind}-" + "_".join(f"N{number[1:]}" if number.startswith("-") else number for number in numbers)
+    return c.parsed("e", "e-distort", f"{kind}-" + "_".join(f"N{number[1:]}" if number.startswith("-") else number
+                                                           for number in numbers))
 
 
 def _contrast(c: _Component, argument: str) -> list[str]:

@@ -286,15 +286,15 @@ def _text_cost(text: str, style: TextStyle) -> float:
     grow, drop = (style.outline[0] if style.outline else 0), (style.shadow[1] if style.shadow else 0)
     mask = (box_w + 2 * grow + drop) * (box_h + 2 * grow + drop) / 1e6
     top, right, bottom, left = style.padding or (0, 0, 0, 0)
-    box = (box_w + 2 * grow + drop + left + right) * (box_h + 2 * grow + drop + top + bottom) / 1e6
+    sides = (box_w + 2 * grow + drop + left + right, box_h + 2 * grow + drop + top + bottom)
+    box = sides[0] * sides[1] / 1e6
     inks = 1 + bool(style.outline) + bool(style.shadow) + (style.background is not None)
     cost = glyphs / 1e6 + box * LAYER_WEIGHT * inks + (mask * OUTLINE_PER_SIDE * (2 * grow + 1) if grow else 0.0)
     cost += box * ((ROUNDED_WEIGHT if style.radius is not None else 0) + (OPACITY_WEIGHT if style.alpha else 0))
     if style.rotation % 90:
         cost += 2 * box * ROTATE_WEIGHT  # the turned box: up to twice the area
     if style.distort is not None:  # the box's canvas (turned first: up to twice as large)
-        sides = (math.ceil(box_w + 2 * grow + drop + left + right), math.ceil(box_h + 2 * grow + drop + top + bottom))
-        canvas = step_output(replace(DEFAULT_STEP, distort=style.distort), sides)
+        canvas = step_output(replace(DEFAULT_STEP, distort=style.distort), tuple(map(math.ceil, sides)))
         cost += (2 if style.rotation % 90 else 1) * _megapixels(canvas) * (1 + DISTORT_WEIGHT)
     return cost
 
