@@ -576,7 +576,8 @@ SECTIONS = (
             "source's (a grey source: the target's chroma), its lightness moved so that the source's becomes the "
             "target's, a shade's difference from it kept (or narrowed, to fit between black and white): a white "
             "background (`cr-<to>_20_white`) takes the target colour itself. A darker shade of the source becomes a darker shade of the "
-            "target. Without a source, the image's dominant colour (`bg-dominant`'s). The tolerance defaults "
+            "target. Without a source, the image's dominant colour (`bg-dominant`'s) as the step's effects before "
+            "`cr` leave it (an animation's first frame's, for every frame). The tolerance defaults "
             "to 50 (Cloudinary's); pixels out of its reach keep their exact values. The cost counts 6.5 × the "
             "step's megapixels on top of 1.", (
                 Example("w-240,cr-0077FF_25_9A2109", "coffee.jpg", "the red cup blue, shaded as it was"),
@@ -876,7 +877,7 @@ or not: a partly transparent one, as with `o-50` or soft edges, is flattened ont
 white as in JPEG, and only wholly transparent pixels stay so); CMYK always becomes sRGB, `cp-true`
 included (its profile is not kept); animated GIF and
 WebP stay animated when the output is GIF, WebP or `f-auto` (each frame gets the same steps, and the first frame
-decides for all where `fo-auto` and `fo-face` cut and what `bg-dominant` is), and become
+decides for all where `fo-auto` and `fo-face` cut and what `bg-dominant` and `cr`'s dominant colour are), and become
 their first frame otherwise (or the frame `pg-N` names); the pages of a multi-page TIFF (scans, a
 pyramid's levels) and a HEIF's several images are no animation: the first page in every format.
 """

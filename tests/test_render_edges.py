@@ -404,6 +404,24 @@ def test_an_animation_is_padded_in_the_first_frame_s_dominant_colour():
     assert len(padding) == 3 and all(colour == padding[0] for colour in padding) and padding[0][2] > 150
 
 
+def test_an_animation_s_colour_replacement_replaces_the_first_frame_s_dominant_colour():
+    """`cr-<to>` without a source colour on an animation: the first frame's dominant colour (red) is replaced
+    in every frame, and a colour the first frame holds little of (blue) in none. Each frame deciding alone, the
+    second, mostly blue, had its blue made green and its red kept."""
+    reds, blues = (200, 30, 30), (30, 40, 200)
+    frames = [(pyvips.Image.black(1600, 1200, bands=3) + list(ground)).cast("uchar")
+              .draw_rect(list(patch), 100, 100, 400, 300, fill=True) for ground, patch in ((reds, blues), (blues, reds))]
+    strip = pyvips.Image.arrayjoin(frames, across=1).copy(interpretation="srgb")
+    strip.set_type(pyvips.GValue.gint_type, "page-height", 1200)
+    rendered = render_image(strip.webpsave_buffer(lossless=True, effort=0),
+                            parse_transformation("w-400,cr-00C000,f-webp,lo-true"), "webp", Defaults(), Limits())
+    first, second = frames_of(rendered)
+    green = (0, 192, 0)
+    # the ground, and the patch (at 25-125, 25-100 once shrunk)
+    assert [first.getpoint(300, 200), first.getpoint(60, 50)] == [list(green), list(blues)]
+    assert [second.getpoint(300, 200), second.getpoint(60, 50)] == [list(blues), list(green)]
+
+
 def test_every_step_of_an_animation_is_held_to_the_frames_budget():
     """Every frame is made at each step's size: a chain that makes them large on the way (three frames at
     800x600) is refused even when its last step is small, before they are made."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import pyvips
 
@@ -271,7 +272,7 @@ def replace_colour(image: pyvips.Image, replacement: ColourReplacement) -> pyvip
     source = replacement.source
     if source is None:
         image = in_memory(image)  # read for its dominant colour, then again
-        source = dominant_colour(Source.of_image(image))
+        source = _dominant(image)
     (sl, sa, sb), (tl, ta, tb) = _lab(source), _lab(replacement.target)
     source_chroma = math.hypot(sa, sb)
     reach = replacement.tolerance
@@ -520,7 +521,29 @@ def _each(image: pyvips.Image, step: Step, effects: Adjustments) -> pyvips.Image
     return image
 
 
+def _dominant(image: pyvips.Image) -> RGBA:
+    return dominant_colour(Source.of_image(image))
+
+
+def replacement_decided(step: Step, shaped: Callable[[], pyvips.Image]) -> Step:
+    """The step with `cr`'s source colour, when it names none, found on the image `shaped` makes (the step's
+    geometry) as the step's look makes it up to `cr`: an animation's first frame decides for all (each frame
+    deciding alone, frames of other colours had other colours replaced)."""
+    replacement = step.colour_replacement
+    if replacement is None or replacement.source is not None:
+        return step
+    source = _dominant(in_memory(_in_colour(_look_before_replacement(shaped(), step))))
+    return replace(step, colour_replacement=replacement._replace(source=source))
+
+
 def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
+    image = _look_before_replacement(image, step)
+    if step.colour_replacement is not None:
+        image = replace_colour(image, step.colour_replacement)
+    return _look_after_replacement(image, step)
+
+
+def _look_before_replacement(image: pyvips.Image, step: Step) -> pyvips.Image:
     if step.blur is not None or step.pixelate is not None:  # in one region (`e-region`), held in memory once
         image = in_region(image, step.region, lambda whole: _blurred_and_pixelated(whole, step))
     if step.blur_faces is not None:
@@ -534,8 +557,10 @@ def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
         image = channels(image, step.red or 0, step.green or 0, step.blue or 0)
     if step.colour_blend is not None:
         image = colour_blend(image, *step.colour_blend)
-    if step.colour_replacement is not None:
-        image = replace_colour(image, step.colour_replacement)
+    return image
+
+
+def _look_after_replacement(image: pyvips.Image, step: Step) -> pyvips.Image:
     if step.negate:
         image = negate(image)
     image = _each(image, step, _TONE_ADJUSTMENTS)

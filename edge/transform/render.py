@@ -34,7 +34,7 @@ from ..threads import BlockingPool, NotStarted, wait_for_room, wake
 from . import heic, stopping
 from .compose import draw_layers
 from .cost import check_render_cost
-from .effects import apply_look
+from .effects import apply_look, replacement_decided
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import (HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER, animates,
@@ -498,8 +498,9 @@ def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_si
     a layer's steps are drawn on an image of this size; `original`: the size `iw`, `ih` are (the source's).
 
     An animation's frames (all of one size) go through each step together, and decide together: the
-    first frame where `fo-auto` and `fo-face` cut and what `bg-dominant` is, all of them the box `t`
-    trims (each frame deciding alone, the crop followed what moves and dragged the background with it).
+    first frame where `fo-auto` and `fo-face` cut and what `bg-dominant` and `cr`'s dominant colour are, all
+    of them the box `t` trims (each frame deciding alone, the crop followed what moves and dragged the
+    background with it).
     Every frame is made at each step's size: all of them together at most `max_pixels`, the budget for
     decoding them, checked on the first frame before the others are made."""
     images: list[pyvips.Image] = []
@@ -520,6 +521,8 @@ def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_si
             sources, step = _trimmed_together(sources, step.trim), replace(step, trim=None)
             first = sources[0]
         step = resolved(step, first, original, base)
+        if len(sources) > 1:
+            step = replacement_decided(step, functools.partial(apply_geometry, first, step, max_output_side))
         images = []
         for source in sources:
             image = apply_look(apply_geometry(source if source is first else replace(source, decided_by=first),
