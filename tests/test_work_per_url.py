@@ -241,3 +241,14 @@ def test_the_budget_sizes_a_distortion_as_the_render_makes_it(photos, transforma
     parsed = parse_transformation(transformation)
     rendered = render_image((photos.folder / "photo.jpg").read_bytes(), parsed, "jpg", Defaults(), Limits())
     assert _steps_cost(parsed.steps, (4240, 2832), {})[1] == (rendered.width, rendered.height)
+
+
+def test_a_distortion_s_canvas_is_held_to_the_output_limit():
+    """Within the budget, an arc's canvas larger than `max_output_side` is a 400: a 3000×2100 image bent into a
+    full circle (too tight for its height: the bottom edge at the centre) needs 4200 px a side."""
+    original = (pyvips.Image.black(3000, 2100, bands=3) + 90).cast("uchar").jpegsave_buffer()
+    with pytest.raises(BadRequest) as refused:
+        render_image(original, parse_transformation("e-distort-a-360"), "jpg", Defaults(), Limits(max_output_side=4100))
+    assert refused.value.message == "output too large: at most 4100 px a side"
+    bent = render_image(original, parse_transformation("e-distort-a-360"), "jpg", Defaults(), Limits())
+    assert (bent.width, bent.height) == (4200, 4200)
