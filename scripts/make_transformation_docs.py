@@ -576,8 +576,9 @@ SECTIONS = (
             "source's (a grey source: the target's chroma), its lightness moved so that the source's becomes the "
             "target's, a shade's difference from it kept (or narrowed, to fit between black and white): a white "
             "background (`cr-<to>_20_white`) takes the target colour itself. A darker shade of the source becomes a darker shade of the "
-            "target. Without a source, the image's dominant colour (`bg-dominant`'s) as the step's effects before "
-            "`cr` leave it (an animation's first frame's, for every frame). The tolerance defaults "
+            "target. Without a source, the image's dominant colour as the step starts (`bg-dominant`'s: before "
+            "the step's crop, padding, turn and effects; an animation's first frame's, for every frame). The "
+            "tolerance defaults "
             "to 50 (Cloudinary's); pixels out of its reach keep their exact values. The cost counts 6.5 × the "
             "step's megapixels on top of 1.", (
                 Example("w-240,cr-0077FF_25_9A2109", "coffee.jpg", "the red cup blue, shaded as it was"),

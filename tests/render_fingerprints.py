@@ -7,8 +7,11 @@ nodes and compares it with `tests/render_fingerprints.json`. After an intended c
     raise RENDER_VERSION in edge/cache/keys.py, then
     .venv/bin/python -m tests.render_fingerprints --update
 
-`--update` refuses to record a render that changed beyond the tolerance while RENDER_VERSION is the
-recorded one (unless an input file it reads changed: a fixture's change is not a render change); it
+A change confined to one parameter may raise its revision instead (`REVISED_PARAMETERS`, beside
+RENDER_VERSION): only the outputs of URLs using it are then keyed anew.
+
+`--update` refuses to record a render that changed beyond the tolerance while RENDER_VERSION and the URL's
+revision marks are the recorded ones (unless an input file it reads changed: a fixture's change is not a render change); it
 keeps a recorded fingerprint that is within the tolerance, so that small changes cannot add up unseen,
 and records URLs new to the corpus.
 
@@ -34,6 +37,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -42,7 +46,7 @@ from pathlib import Path
 
 import pyvips
 
-from edge.cache.keys import RENDER_VERSION
+from edge.cache.keys import RENDER_VERSION, revision_marks
 from edge.transform import faces
 from tests import imagecorpus
 from tests.nodes import SAMPLES, local_config, start_node, write_config
@@ -76,6 +80,13 @@ class Case:
         """Its key in the fingerprint file: the node, the URL and what of the request is not the browser's."""
         extra = [f"{k}: {v}" for k, v in self.headers if (k, v) not in BROWSER.items()]
         return " ".join([self.node, self.url, *extra])
+
+    @property
+    def marks(self) -> str:
+        """The revision marks its output's key carries (`keys.REVISED_PARAMETERS`), read from the transformation
+        as its URL writes it (the parameters and their parts are those of the canonical form)."""
+        written = re.search(r"/tr:([^/]+)/|[?&]tr=([^&]+)", self.url)
+        return revision_marks(written[1] or written[2]) if written else ""
 
     @property
     def needs_faces(self) -> bool:
@@ -274,7 +285,7 @@ async def render_corpus(folder: Path) -> tuple[dict[str, dict], dict[str, str]]:
             for case in (case for case in cases() if case.node == node_name):
                 response = await node.fetch(case.url, headers=dict(case.headers))
                 assert response.code == 200, f"{case.name}: {response.code} {response.body[:200]!r}"
-                fingerprints[case.name] = fingerprint(response.body)
+                fingerprints[case.name] = {**fingerprint(response.body), "marks": case.marks}
         finally:
             await node.stop()
     return fingerprints, inputs
@@ -286,8 +297,8 @@ def load() -> dict:
 
 
 def merged(recorded: dict, made: dict[str, dict], inputs: dict[str, str]) -> tuple[dict[str, dict], list[str]]:
-    """The fingerprints to record, and the renders that changed beyond the tolerance while RENDER_VERSION is
-    the recorded one (none may then be recorded)."""
+    """The fingerprints to record, and the renders that changed beyond the tolerance while RENDER_VERSION and
+    the URL's revision marks are the recorded ones (none may then be recorded)."""
     same_version = recorded["render_version"] == RENDER_VERSION
     renders, refused = {}, []
     for case in CORPUS:
@@ -295,7 +306,7 @@ def merged(recorded: dict, made: dict[str, dict], inputs: dict[str, str]) -> tup
         if new is None:  # a face URL on a machine without OpenCV: kept as it was
             if old is not None:
                 renders[case.name] = old
-        elif old is None or not same_version:
+        elif old is None or not same_version or old.get("marks", "") != new.get("marks", ""):
             renders[case.name] = new
         elif difference(old, new) is None:
             renders[case.name] = old  # within the tolerance: kept, so that small changes cannot add up

@@ -20,20 +20,26 @@ async def test_no_render_changes_without_a_new_render_version(tmp_path):
     unrecorded = sorted(set(made) - set(recorded["renders"]))
     assert not unrecorded, f"renders not recorded: {unrecorded}; record them with {UPDATE_COMMAND}"
     assert set(recorded["renders"]) <= {case.name for case in CORPUS}, f"URLs left the corpus: {UPDATE_COMMAND}"
+    remarked = sorted(name for name, fingerprint in made.items()
+                      if recorded["renders"][name].get("marks", "") != fingerprint["marks"])
+    assert not remarked, f"a parameter's revision changed, these renders are not recorded for it: {remarked}; " \
+        f"record them with {UPDATE_COMMAND}"
     changed = {name: why for name, fingerprint in made.items()
                if (why := difference(recorded["renders"][name], fingerprint))}
     inputs_changed = sorted(name for name, digest in inputs.items() if recorded["inputs"].get(name) != digest)
     assert not changed, (
         "renders changed: " + "; ".join(f"{name} ({why})" for name, why in changed.items())
-        + f". If intended, raise RENDER_VERSION in edge/cache/keys.py and regenerate with {UPDATE_COMMAND}"
+        + ". If intended, raise RENDER_VERSION in edge/cache/keys.py (or, for one parameter's change, its revision"
+        + f" in REVISED_PARAMETERS there) and regenerate with {UPDATE_COMMAND}"
         + (f" (input files changed too: {inputs_changed}; their renders are re-recorded without a new version)"
            if inputs_changed else ""))
 
 
 def test_regenerating_refuses_a_changed_render_under_the_same_render_version():
     """The guard cannot be silenced without a version bump: a render beyond the tolerance is refused
-    under the recorded version, recorded under a new one or when an input it reads changed; one within
-    the tolerance keeps the recorded fingerprint (small changes cannot add up)."""
+    under the recorded version, recorded under a new one, under new revision marks of its URL or when an
+    input it reads changed; one within the tolerance keeps the recorded fingerprint (small changes cannot
+    add up)."""
     recorded = load()
     [case] = [case for case in cases() if case.name == "shipped /tr:w-200/coffee.jpg"]
     changed = dict(recorded["renders"], **{case.name: _moved(recorded["renders"][case.name], TOLERANCE + 1)})
@@ -43,6 +49,10 @@ def test_regenerating_refuses_a_changed_render_under_the_same_render_version():
 
     renders, refused = merged(dict(recorded, render_version="r0"), changed, recorded["inputs"])
     assert not refused and renders[case.name] == changed[case.name]
+
+    remarked = dict(changed, **{case.name: dict(changed[case.name], marks="w2")})
+    renders, refused = merged(recorded, remarked, recorded["inputs"])
+    assert not refused and renders[case.name] == remarked[case.name]
 
     [input_name] = inputs_of(case, recorded["inputs"])
     renders, refused = merged(recorded, changed, dict(recorded["inputs"], **{input_name: "another digest"}))

@@ -409,3 +409,7 @@ async def test_colour_replacement_without_a_source_takes_the_dominant_colour(ima
     _, image = await fetch_image(image_node, "/tr:cr-0000FF,f-png/greens.png")
     assert close(pixel(image, 10, 5), (0, 0, 255), 2) and close(pixel(image, 90, 5), (0, 0, 255), 2)
     assert pixel(image, 110, 5) == (255, 0, 0)
+    # the image's as the step starts, not the step's result: a turn's white corners, more of it than the green,
+    # stay white (they were the colour replaced, and the green stayed)
+    _, turned = await fetch_image(image_node, "/tr:w-60,rt-45,bg-white,cr-0000FF,f-png/greens.png")
+    assert pixel(turned, 1, 1) == (255, 255, 255) and close(pixel(turned, 20, 20), (0, 0, 255), 2)

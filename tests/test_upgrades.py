@@ -67,6 +67,39 @@ async def test_an_output_of_the_previous_render_version_is_never_served_after_an
     assert json.loads(purged.body)["by_tier"]["output"] == 2
 
 
+#: `cr-<to>` without a source colour: before cr2 the padding, the step's result's dominant colour, was replaced
+REPLACED = "/tr:w-200,h-200,cm-pad_resize,bg-white,cr-00A000,f-png/coffee.jpg"
+WHITE = (255, 255, 255)
+
+
+async def test_a_revised_parameter_s_earlier_outputs_are_never_served_and_the_others_still_are(tmp_path,
+                                                                                                 node_factory):
+    """A release that revises one parameter (`REVISED_PARAMETERS`) renders again the outputs that use it and
+    keeps serving the others from the same cache."""
+    path = write_config(tmp_path, config())
+    node = await node_factory(path)
+    made = await node.fetch(REPLACED)
+    assert made.code == 200 and decode(made)(2, 2) == list(WHITE)
+    plain = await node.fetch("/tr:w-200,f-png/coffee.jpg")
+    await node.stop()
+
+    caches = Caches(tmp_path / "cache", 10**8, 10**8)  # the revised output as the release before cr2 keyed it
+    try:
+        [key] = [key for key in _keys_in(tmp_path / "cache") if f"\0{RENDER_VERSION}+cr2:" in key]
+        current = caches.outputs.get(key)
+        green = solid_image(200, 200, (0, 160, 0), "png")
+        caches.outputs.delete(key)
+        caches.outputs.put(key.replace("+cr2:", ":", 1), replace(current, body=green, etag=strong_etag(green)))
+    finally:
+        caches.close()
+
+    upgraded = await node_factory(path)
+    served = await upgraded.fetch(REPLACED)
+    assert (served.code, served.headers["X-Cache"], served.body) == (200, "MISS", made.body)
+    kept = await upgraded.fetch("/tr:w-200,f-png/coffee.jpg")
+    assert (kept.headers["X-Cache"], kept.body) == ("HIT", plain.body)
+
+
 #: URLs whose renders changed in a release (each a reason for a render version), and what this render
 #: version makes of them: (size, the pixels at 2,2 and at 50,50). A change of what they render to fails
 #: here: raise RENDER_VERSION (edge/cache/keys.py) with it and record the new pixels, or every node
@@ -78,6 +111,7 @@ RENDERS = [
      (200, 200), (225, 94, 91), (225, 92, 91)),  # the colour's own opacity, not al's
     ("/tr:w-200,h-200,l-image,i-logo-transparent.png,lx-0,ly-0,l-end,f-png/astronaut.jpg",
      (200, 200), (196, 190, 184), (54, 121, 227)),  # an image layer untrimmed by default
+    (REPLACED, (200, 200), WHITE, (40, 169, 27)),  # cr2: the wood green, the padding white
 ]
 
 

@@ -9,6 +9,8 @@ another client gets. Endpoints that do not forward it keep the shorter key.
 
 from __future__ import annotations
 
+import re
+
 
 def path_key(endpoint_id: str, path: str) -> str:
     """The key prefix of everything cached for a path (its originals, outputs and not-found records)."""
@@ -39,6 +41,13 @@ def original_key(endpoint_id: str, path: str, host: str | None) -> str:
 #: renders a version names; tests/test_render_fingerprints.py fails on any change of what a corpus of URLs
 #: renders to until this is raised and the fingerprints recorded anew (`python -m tests.render_fingerprints --update`).
 RENDER_VERSION = "r3"
+#: parameters whose renders a release changed after an earlier one shipped them, each as a pattern of the
+#: canonical transformations it changed and a mark that their outputs' keys carry in the settings' tag: after
+#: an upgrade only those outputs render again (a new RENDER_VERSION renders every output again, a whole cache's
+#: work for one parameter). tests/test_upgrades.py pins each mark's renders.
+#: cr2: `cr-<to>[_<tolerance>]` without a source colour took the colour of the step's result, fill included
+#: (a pad, a turn's corners were replaced), where it is the image's as the step starts.
+REVISED_PARAMETERS = ((re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),)
 #: what separates an output's original key from the rest of its key
 _RENDERED = f"\0{RENDER_VERSION}"
 #: what starts the config settings' tag after the render version (`render.SettingsTag`)
@@ -48,12 +57,18 @@ SETTINGS_MARK = "+"
 def output_key(original: str, canonical_transformation: str, negotiated_format: str, client_hints: str = "",
                settings: str = "") -> str:
     """An output's key: its original's key, the render version and the tag of the config settings that
-    change what it renders to (`+q30`; none with the shipped defaults), the canonical transformation, and
-    the negotiated format (empty unless `f-auto` or an `Accept`-based default decided it), then the
-    client hints' values used by `w-auto` / `dpr-auto`, when there are any."""
-    tag = f"{SETTINGS_MARK}{settings}" if settings else ""
+    change what it renders to (`+q30`; none with the shipped defaults) and of its `revision_marks` (`+cr2`),
+    the canonical transformation, and the negotiated format (empty unless `f-auto` or an `Accept`-based
+    default decided it), then the client hints' values used by `w-auto` / `dpr-auto`, when there are any."""
+    tag = ",".join(filter(None, (settings, revision_marks(canonical_transformation))))
+    tag = f"{SETTINGS_MARK}{tag}" if tag else ""
     key = f"{original}{RENDER_VERSION}{tag}:{canonical_transformation}\0{negotiated_format}"
     return f"{key}\0{client_hints}" if client_hints else key
+
+
+def revision_marks(canonical_transformation: str) -> str:
+    """The marks of `REVISED_PARAMETERS` that a canonical transformation's outputs are keyed with ("" if none)."""
+    return ",".join(mark for changed, mark in REVISED_PARAMETERS if changed.search(canonical_transformation))
 
 
 def original_of(key: str) -> str | None:

@@ -14,7 +14,8 @@ from . import stopping
 from .colours import RGBA
 from .effects import _with_alpha, apply_look, rounded_corners
 from .fonts import Font
-from .geometry import TRANSPARENT, Source, apply_geometry, check_side, distort, flip, rotate, target_box, with_sizes
+from .geometry import (TRANSPARENT, Source, apply_geometry, check_side, distort, flip, resolved, rotate, target_box,
+                       with_sizes)
 from .layers import CANVAS, Layer, Placement, TextStyle, from_far_edge, placed, sized
 from .options import Step
 
@@ -119,15 +120,17 @@ def _canvas(layer: Layer, base_width: int, base_height: int, max_side: int,
     colour = first.background or TRANSPARENT
     block = (pyvips.Image.black(width, height, bands=4) + list(colour)).cast(pyvips.enums.BandFormat.UCHAR)
     image = block.copy(interpretation=pyvips.enums.Interpretation.SRGB)
-    image = apply_look(image, replace(first, background=None))  # its `bg` is the block: rounded corners stay clear
+    first = resolved(replace(first, background=None), Source.of_image(image), base, base)
+    image = apply_look(image, first)  # its `bg` is the block: rounded corners stay clear
     # then the block as drawn turned, flipped and bent, on transparency (a crop or resize has nothing to act on)
     image = rotate(image, first.rotation, TRANSPARENT, max_side)
     image = distort(flip(image, first.flip, max_side), first.distort, TRANSPARENT, max_side)
     if first.layers and draw is not None:
         image = draw(image, first)
     for step in rest:
-        step = with_sizes(step, base, (image.width, image.height), base)
-        image = apply_look(apply_geometry(Source.of_image(image), step, max_side), step)
+        source = Source.of_image(image)
+        step = resolved(step, source, base, base)
+        image = apply_look(apply_geometry(source, step, max_side), step)
         if step.layers and draw is not None:
             image = draw(image, step)
     if layer.alpha is not None and colour[3] == 255:  # a colour's own opacity wins over `al` (ImageKit)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 
 import pyvips
 
 from . import faces, stopping
 from .colours import RGBA
-from .geometry import Source, background, dominant_colour, in_memory
+from .geometry import background, in_memory
 from .options import ColourReplacement, Step
 
 Interpretation = pyvips.enums.Interpretation
@@ -267,13 +266,10 @@ def replace_colour(image: pyvips.Image, replacement: ColourReplacement) -> pyvip
     their chroma scaled by the target's over the source's and their lightness moved so that the source's
     becomes the target's (a shade's difference from it kept, or narrowed to fit); fully within half the
     tolerance of the source, less and less to none at the tolerance, a distance in Lab units (a lightness
-    difference counting half). Without a source colour, the image's dominant one (`bg-dominant`'s)."""
+    difference counting half)."""
     image = _in_colour(image)
-    source = replacement.source
-    if source is None:
-        image = in_memory(image)  # read for its dominant colour, then again
-        source = _dominant(image)
-    (sl, sa, sb), (tl, ta, tb) = _lab(source), _lab(replacement.target)
+    assert replacement.source is not None, "resolved to the dominant colour with the step (`geometry.resolved`)"
+    (sl, sa, sb), (tl, ta, tb) = _lab(replacement.source), _lab(replacement.target)
     source_chroma = math.hypot(sa, sb)
     reach = replacement.tolerance
 
@@ -521,29 +517,7 @@ def _each(image: pyvips.Image, step: Step, effects: Adjustments) -> pyvips.Image
     return image
 
 
-def _dominant(image: pyvips.Image) -> RGBA:
-    return dominant_colour(Source.of_image(image))
-
-
-def replacement_decided(step: Step, shaped: Callable[[], pyvips.Image]) -> Step:
-    """The step with `cr`'s source colour, when it names none, found on the image `shaped` makes (the step's
-    geometry) as the step's look makes it up to `cr`: an animation's first frame decides for all (each frame
-    deciding alone, frames of other colours had other colours replaced)."""
-    replacement = step.colour_replacement
-    if replacement is None or replacement.source is not None:
-        return step
-    source = _dominant(in_memory(_in_colour(_look_before_replacement(shaped(), step))))
-    return replace(step, colour_replacement=replacement._replace(source=source))
-
-
 def apply_look(image: pyvips.Image, step: Step) -> pyvips.Image:
-    image = _look_before_replacement(image, step)
-    if step.colour_replacement is not None:
-        image = replace_colour(image, step.colour_replacement)
-    return _look_after_replacement(image, step)
-
-
-def _look_before_replacement(image: pyvips.Image, step: Step) -> pyvips.Image:
     if step.blur is not None or step.pixelate is not None:  # in one region (`e-region`), held in memory once
         image = in_region(image, step.region, lambda whole: _blurred_and_pixelated(whole, step))
     if step.blur_faces is not None:
@@ -557,10 +531,8 @@ def _look_before_replacement(image: pyvips.Image, step: Step) -> pyvips.Image:
         image = channels(image, step.red or 0, step.green or 0, step.blue or 0)
     if step.colour_blend is not None:
         image = colour_blend(image, *step.colour_blend)
-    return image
-
-
-def _look_after_replacement(image: pyvips.Image, step: Step) -> pyvips.Image:
+    if step.colour_replacement is not None:
+        image = replace_colour(image, step.colour_replacement)
     if step.negate:
         image = negate(image)
     image = _each(image, step, _TONE_ADJUSTMENTS)

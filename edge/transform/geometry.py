@@ -462,10 +462,14 @@ def flip(image: pyvips.Image, how: str | None, max_side: int) -> pyvips.Image:
 
 def resolved(step: Step, source: Source, original: tuple[int, int], base: tuple[int, int] | None = None) -> Step:
     """The step with its expressions evaluated (`base`: the size of the image a layer's step is drawn
-    on) and `bg-dominant`, `bg-dominant_border` turned into the colour they name."""
+    on) and `bg-dominant`, `bg-dominant_border` and `cr` without a source colour turned into the colour they
+    name: the image's as the step starts, before its crop, fill and effects (`cr-<to>` found its colour on
+    the step's result: the padding or a turn's corners were the colour replaced)."""
     step = with_sizes(step, original, (source.width, source.height), base)
     if step.background in DOMINANT:
-        return replace(step, background=dominant_colour(source, border=step.background == "dominant_border"))
+        step = replace(step, background=dominant_colour(source, border=step.background == "dominant_border"))
+    if (replacement := step.colour_replacement) is not None and replacement.source is None:
+        step = replace(step, colour_replacement=replacement._replace(source=dominant_colour(source)))
     return step
 
 

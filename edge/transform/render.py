@@ -34,7 +34,7 @@ from ..threads import BlockingPool, NotStarted, wait_for_room, wake
 from . import heic, stopping
 from .compose import draw_layers
 from .cost import check_render_cost
-from .effects import apply_look, replacement_decided
+from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import (HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER, animates,
@@ -521,8 +521,6 @@ def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_si
             sources, step = _trimmed_together(sources, step.trim), replace(step, trim=None)
             first = sources[0]
         step = resolved(step, first, original, base)
-        if len(sources) > 1:
-            step = replacement_decided(step, functools.partial(apply_geometry, first, step, max_output_side))
         images = []
         for source in sources:
             image = apply_look(apply_geometry(source if source is first else replace(source, decided_by=first),
