@@ -252,3 +252,14 @@ def test_a_distortion_s_canvas_is_held_to_the_output_limit():
     assert refused.value.message == "output too large: at most 4100 px a side"
     bent = render_image(original, parse_transformation("e-distort-a-360"), "jpg", Defaults(), Limits())
     assert (bent.width, bent.height) == (4200, 4200)
+
+
+def test_a_text_layer_turned_then_bent_is_costed_on_the_canvas_the_render_makes():
+    """A text layer turns, then bends: `rt-90` stands a 14-letter line of `fs-500` (about 5600×500) on end, and
+    `e-distort-a-360` bends that into a circle 11 200 px across (125 megapixels, 5.5 units each), where the
+    budget had bent the unturned line (a 2283 px circle) and counted that twice: 194 of 200, and 11 s of CPU."""
+    layer = "l-text,i-HelloHelloHell,fs-500,rt-90,e-distort-a-360,l-end"
+    with pytest.raises(BadRequest) as refused:
+        check_cost(parse_transformation(f"w-8000,h-8000,c-force,{layer},{layer}"), Limits())
+    assert refused.value.message.startswith("transformation too costly: about 1517 megapixels of work")
+    check_cost(parse_transformation(layer.replace("fs-500", "fs-50")), Limits())  # a tenth the size: 1/100

@@ -291,11 +291,12 @@ def _text_cost(text: str, style: TextStyle) -> float:
     inks = 1 + bool(style.outline) + bool(style.shadow) + (style.background is not None)
     cost = glyphs / 1e6 + box * LAYER_WEIGHT * inks + (mask * OUTLINE_PER_SIDE * (2 * grow + 1) if grow else 0.0)
     cost += box * ((ROUNDED_WEIGHT if style.radius is not None else 0) + (OPACITY_WEIGHT if style.alpha else 0))
-    if style.rotation % 90:
-        cost += 2 * box * ROTATE_WEIGHT  # the turned box: up to twice the area
-    if style.distort is not None:  # the box's canvas (turned first: up to twice as large)
-        canvas = step_output(replace(DEFAULT_STEP, distort=style.distort), tuple(map(math.ceil, sides)))
-        cost += (2 if style.rotation % 90 else 1) * _megapixels(canvas) * (1 + DISTORT_WEIGHT)
+    sides = tuple(map(math.ceil, sides))
+    if style.rotation % 90:  # the turned box: a long line at 45° is a square of its length over √2 a side
+        cost += _megapixels(step_output(replace(DEFAULT_STEP, rotation=style.rotation), sides)) * ROTATE_WEIGHT
+    if style.distort is not None:  # the turned box bent (`rt-90,e-distort-a-360`: a circle the line across)
+        canvas = step_output(replace(DEFAULT_STEP, rotation=style.rotation, distort=style.distort), sides)
+        cost += _megapixels(canvas) * (1 + DISTORT_WEIGHT)
     return cost
 
 
