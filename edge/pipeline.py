@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field, replace
@@ -250,7 +249,7 @@ class Pipeline:
                 source = "miss" if self._originals.is_fresh(output.source, at=began) else "stale"
             return Served(endpoint, source, output, request=job.request)
         except EdgeError as error:
-            _drop_frames(error)
+            _drop_tracebacks(error)
             if isinstance(error, SignatureRefused):  # counted once answered: planning has no side effect
                 self._metrics.add(self._metrics.signature_refusals, (error.endpoint, error.reason))
             return Served(error.endpoint or endpoint, "miss", error=error)
@@ -521,13 +520,16 @@ def _canonical_link(base: str, path: str) -> str:
     return f'<{base}/{quote(path, safe="/")}>; rel="canonical"'
 
 
-def _drop_frames(error: BaseException) -> None:
-    """Clear the locals of the finished frames `error` (and the errors it was raised from) went through. A
-    frame that awaited the task or future holding `error` is in its traceback, a cycle that held what those
-    frames held until the cyclic collector ran, seldom in a worker (`gc.freeze`): each render stopped at its
-    deadline kept its pixels (250 MB for a 64 MP GIF) and its original."""
+def _drop_tracebacks(error: BaseException) -> None:
+    """Drop the tracebacks of `error` and of the errors it was raised from, once answered. A frame that awaited
+    the task or future holding `error` is in its traceback, a cycle that held what those frames held until
+    the cyclic collector ran, seldom in a worker (`gc.freeze`): each render stopped at its deadline kept its
+    pixels (250 MB for a 64 MP GIF) and its original. The frames themselves are left alone: one error is
+    shared by the requests waiting on a flight, and its traceback holds frames of coroutines still suspended
+    (a flight's leader recording the failure); clearing such a frame closed its coroutine, and its waiters
+    got a 500 (`cannot reuse already awaited coroutine`)."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        traceback.clear_frames(error.__traceback__)
+        error.__traceback__ = None
         error = error.__cause__ or error.__context__

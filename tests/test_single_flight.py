@@ -5,6 +5,7 @@ import asyncio
 import json
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -245,3 +246,27 @@ def test_waiting_is_bounded(flight_processes):
     assert "producing" not in [e["event"] for e in got["before"]]
     leader.release()
     assert leader.wait_for("done")["value"] == f"made by {leader.process.pid}"
+
+
+async def test_a_herd_on_a_refusing_origin_gets_its_error_in_every_size(tmp_path):
+    """Requests for several sizes of one original on an origin that refuses connections: the output flights
+    share the original's flight, and so its error. Every one is a 502: answering one request had cleared
+    the frames in that shared error's traceback, closing coroutines of other requests still suspended in
+    it (a flight's leader recording the failure), whose waiters got a 500 (`cannot reuse already awaited
+    coroutine`; 5-14 % of requests under load)."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config = web_config(f"http://127.0.0.1:{port}", '[server]\nworkers = 1\n[cache]\nnot_found_ttl = "0s"\n')
+    node = NodeProcess(write_config(tmp_path, config))
+    client = AsyncHTTPClient(force_instance=True, max_clients=64)
+    try:
+        answers = []
+        for round_ in range(12):  # a bounded load: 12 herds of 64
+            answers += await asyncio.gather(*(
+                client.fetch(f"{node.url}/tr:w-{100 + i % 8}/r{round_ % 3}.jpg", raise_error=False,
+                             request_timeout=WAIT_LIMIT) for i in range(64)))
+    finally:
+        client.close()
+        node.stop()
+    assert {(r.code, r.body) for r in answers} == {(502, b"origin error\n")}
