@@ -32,7 +32,10 @@ REASONS = ("missing", "invalid", "expired")
 #: characters the SDKs leave unencoded in a path (RFC 3986 `pchar` and `/`, as Node's URL writes them)
 PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _SIGNATURE = re.compile(r"[0-9a-f]{40}")
-_EXPIRY = re.compile(r"[0-9]{1,12}")
+#: `ik-t` as the SDKs write it, a Unix time of ten digits: the expiry is signed right after the URL, so a
+#: looser form let digits move across that boundary with the signature still valid (`?tr=w-315&ik-t=1796401229`
+#: signed `?tr=w-31&ik-t=51796401229` too: another size, valid until the year 3600)
+_EXPIRY = re.compile(r"[1-9][0-9]{9}")
 _ENCODED_SLASH = re.compile(rb"%2[fF]")
 
 

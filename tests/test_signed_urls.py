@@ -182,18 +182,25 @@ async def test_tampered_wrong_key_and_expired_urls_are_refused(node):
     node.node.clock = lambda: time.time() + 120
     await refused(node, expiring, "expired")
     await refused(node, expiring.replace(f"ik-t={expiry}", "ik-t=x"), "invalid")
+    node.node.clock = time.time
+    # a digit of the URL moved into the expiry, or one of the expiry into the URL: the same signed bytes
+    await refused(node, expiring.replace(f"w-100&ik-t={expiry}", f"w-10&ik-t=0{expiry}"), "invalid")
+    await refused(node, expiring.replace(f"w-100&ik-t={expiry}", f"w-100{str(expiry)[0]}&ik-t={str(expiry)[1:]}"),
+                  "invalid")
+    await refused(node, good.replace("w-100&", "w-10&ik-t=09999999999&"), "invalid")  # and never expiring
+    await refused(node, good.replace("w-100&", "w-1&ik-t=009999999999&"), "invalid")
 
     metrics = await scrape(node.url)
     assert samples(metrics, "edge_signature_refusals_total", endpoint="signed") == {
         (("endpoint", "signed"), ("reason", "expired")): 1,
-        (("endpoint", "signed"), ("reason", "invalid")): 11,
+        (("endpoint", "signed"), ("reason", "invalid")): 15,
         (("endpoint", "signed"), ("reason", "missing")): 3,
     }
     assert samples(metrics, "edge_signature_refusals_total", endpoint="named") == {
         (("endpoint", "named"), ("reason", reason)): 0 for reason in signing.REASONS}
     assert not samples(metrics, "edge_signature_refusals_total", endpoint="default")
     assert samples(metrics, "edge_http_requests_total", endpoint="signed", status="401") == {
-        (("endpoint", "signed"), ("status", "401")): 15}
+        (("endpoint", "signed"), ("status", "401")): 19}
 
 
 async def test_a_served_signed_url_never_lets_the_unsigned_url_through(node):
