@@ -139,9 +139,15 @@ class ConfigTable:
         self.base_dir = base_dir
         self._environ = os.environ if environ is None else environ
         self._read: set[str] = set()
+        #: the values `${NAME}` stood for in this table's keys, as a message may write them → `${NAME}`
+        self._references: dict[str, str] = {}
 
     # -- errors -----------------------------------------------------------------------------------
     def error(self, key: str | None, message: str) -> ConfigError:
+        """The error for `key`, a value from the environment written as its `${NAME}`: a secret given to a key
+        that takes none (`endpoint_url = "${SECRET}"`) was quoted in the message, at start and by check-config."""
+        for written in sorted(self._references, key=len, reverse=True):
+            message = message.replace(written, self._references[written])
         where = " ".join(filter(None, (f"[{self.table}]" if self.table else "", key)))
         return ConfigError(f"{self.file}: {where}: {message}")
 
@@ -165,7 +171,10 @@ class ConfigTable:
                 name = match.group(1)
                 if name not in self._environ:
                     raise self.error(key, f"environment variable {name} is not set")
-                return self._environ[name]
+                value = self._environ[name]
+                if len(value) >= REDACTED_MIN_CHARS:
+                    self._references.update(dict.fromkeys(_written_as(value), match.group(0)))
+                return value
             return _ENV_REF.sub(substitute, value)
         if isinstance(value, list):
             return [self._expand(key, item) for item in value]

@@ -161,6 +161,18 @@ def test_check_config_masks_secrets(tmp_path):
     assert summary["origins"][0] == {"name": "samples", "type": "local", "root": str(SAMPLES)}
 
 
+@pytest.mark.parametrize("table", ['[server]\nheader_timeout = "${SECRET}"',
+                                   '[fleet]\npeers = ["http://10.0.0.1:8080", "${SECRET}"]'])
+def test_a_value_from_the_environment_is_named_not_quoted_in_an_error(tmp_path, table):
+    """A secret given to a key that takes none, by mistake, was quoted whole in the error that `edge serve` and
+    `edge check-config` print; the error writes its `${NAME}`."""
+    path = write_config(tmp_path, ORIGIN + ENDPOINT + table)
+    result = run_cli("check-config", "--config", str(path),
+                     env={"PATH": "/usr/bin:/bin", "SECRET": "SuperSecretValue9x9"})
+    assert result.returncode == 1 and "SuperSecretValue9x9" not in result.stdout + result.stderr
+    assert "got '${SECRET}'" in result.stderr, result.stderr
+
+
 def test_check_config_exits_1_naming_the_problem(tmp_path):
     path = write_config(tmp_path, "[server]\nport = 99999\n" + ORIGIN + ENDPOINT)
     result = run_cli("check-config", "--config", str(path))
