@@ -3,10 +3,16 @@
 A path that resolves outside `root` (`..`, an absolute path, a symlink that leaves the root) is
 not found, and is never read; so is one with an empty segment or a trailing `/` (`a//b.jpg`,
 `b.jpg/`), which would name the same file as the path without it.
+
+Only a path missing from a root that is there is not found: a root gone (a mount lost, a folder renamed)
+and a file or folder the node may not read, or a disk error, are origin failures (502, `denied` or
+`error`). Taken for not found, they had deleted the path's cached outputs and remembered a 404 for the
+path, and a later origin's image was served in their place.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from email.utils import formatdate
 from pathlib import Path
@@ -17,6 +23,7 @@ from edge.plugin import (
     NotModified,
     Origin,
     Original,
+    OriginFailure,
     OriginNotFound,
     OriginRequest,
     OriginSettings,
@@ -49,7 +56,11 @@ class LocalOrigin(Origin):
             raise OriginNotFound(path)
         try:
             candidate = (self.root / path).resolve(strict=True)
-        except (OSError, ValueError):  # missing, a loop, or a NUL byte
+        except (OSError, ValueError, RuntimeError) as error:  # missing, a NUL byte, a loop
+            if isinstance(error, OSError) and error.errno not in _MISSING:
+                raise _failure(path, error) from None
+            if not self.root.is_dir():
+                raise OriginFailure("error", "its root folder is missing or unreadable") from None
             raise OriginNotFound(path) from None
         if not candidate.is_relative_to(self.root) or not candidate.is_file():
             raise OriginNotFound(path)
@@ -63,7 +74,13 @@ class LocalOrigin(Origin):
         file = self._resolve(path)
         # not blocking: a FIFO put in the file's place since `_resolve` looked would hold the open (and this
         # thread, for good) until a writer came; a regular file reads the same either way
-        with open(os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+        try:
+            opened = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:  # deleted since `_resolve` looked
+            raise OriginNotFound(path) from None
+        except OSError as error:
+            raise _failure(path, error) from None
+        with open(opened, "rb") as handle:
             stat = os.fstat(handle.fileno())
             if not S_ISREG(stat.st_mode):
                 raise OriginNotFound(path)
@@ -80,6 +97,17 @@ class LocalOrigin(Origin):
         if len(body) > max_bytes:
             raise SourceTooLarge(path)
         return Original(body, etag=etag, last_modified=formatdate(stat.st_mtime, usegmt=True))
+
+
+#: what a path missing from the root fails with (a loop: `ELOOP`, or `RuntimeError` before Python 3.13)
+_MISSING = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
+
+
+def _failure(path: str, error: OSError) -> OriginFailure:
+    """A file or folder the node may not read (`denied`), or a disk's error: not the path missing."""
+    if isinstance(error, PermissionError):
+        return OriginFailure("denied", f"{path!r}: permission denied")
+    return OriginFailure("error", f"{path!r}: {error.strerror or type(error).__name__}")
 
 
 #: the `edge.plugin` API this module is written against

@@ -215,3 +215,23 @@ async def test_a_url_answered_422_is_answered_so_without_fetching_again_for_not_
         assert response.code == 200 and decode(response).width == 50 and origin.requests["photo.jpg"] == 2
     finally:
         await origin.stop()
+
+
+async def test_a_local_origin_whose_root_is_gone_fails_and_keeps_what_is_cached(node_factory, tmp_path):
+    """A `local` root renamed away (a lost mount) is an origin failure, not every path missing: a 502 naming
+    it, the path's outputs kept and no 404 remembered, so the node serves again as soon as the root is back.
+    Taken for not found, it had deleted the path's outputs and answered 404 for `not_found_ttl` after."""
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(solid(300, 200, PRIMARY))
+    node = await node_factory(write_config(tmp_path, f'[[origins]]\nname = "disk"\ntype = "local"\nroot = "{root}"\n'
+                                                     '[[endpoints]]\nid = ""\norigins = ["disk"]\n'))
+    assert (await node.fetch("/tr:w-50/a.jpg")).code == 200
+    root.rename(tmp_path / "away")
+    lost = await node.fetch("/tr:w-60/a.jpg")
+    assert (lost.code, lost.headers["X-Edge-Error"], lost.body) == (502, "disk: error", b"origin error\n")
+    kept = await node.fetch("/tr:w-50/a.jpg")
+    assert kept.code == 200 and same_colour(centre_colour(kept.body), PRIMARY)
+    (tmp_path / "away").rename(root)
+    back = await node.fetch("/tr:w-60/a.jpg")
+    assert back.code == 200 and same_colour(centre_colour(back.body), PRIMARY)
