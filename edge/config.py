@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -245,6 +246,23 @@ class Config:
         }
 
 
+#: the largest config file read: the shipped examples are under 10 kB
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def _config_bytes(file: Path, label: str) -> bytes:
+    """A config file's bytes: a regular file's, within `MAX_CONFIG_BYTES`. A FIFO or a device had held the
+    supervisor (at start, and in a reload, where it stopped replacing workers and heeding SIGTERM) until a
+    writer came, and `/dev/zero` was read until memory ran out."""
+    with open(os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ConfigError(f"{label}: not a regular file")
+        body = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(body) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{label}: larger than {MAX_CONFIG_BYTES} bytes: not a config")
+    return body
+
+
 def load_config(path: str | Path | None, plugins: Plugins,
                 environ: dict[str, str] | None = None) -> Config:
     """Parse and validate a config file (the embedded default when `path` is None)."""
@@ -252,7 +270,7 @@ def load_config(path: str | Path | None, plugins: Plugins,
     label = str(path) if path is not None else "<embedded default>"
     try:
         # utf-8-sig: the byte-order mark some Windows editors start a file with is no TOML
-        data = tomllib.loads(file.read_text(encoding="utf-8-sig"))
+        data = tomllib.loads(_config_bytes(file, label).decode("utf-8-sig"))
     except OSError as exc:
         raise ConfigError(f"{label}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

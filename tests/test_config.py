@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from edge.config import (
     Defaults,
     Endpoint,
     FleetSettings,
+    MAX_CONFIG_BYTES,
     Limits,
     ServerSettings,
     WithoutEnvironment,
@@ -171,6 +173,22 @@ def test_a_value_from_the_environment_is_named_not_quoted_in_an_error(tmp_path, 
                      env={"PATH": "/usr/bin:/bin", "SECRET": "SuperSecretValue9x9"})
     assert result.returncode == 1 and "SuperSecretValue9x9" not in result.stdout + result.stderr
     assert "got '${SECRET}'" in result.stderr, result.stderr
+
+
+def test_a_config_that_is_no_regular_file_or_too_large_is_refused_at_once(tmp_path):
+    """A FIFO or a device held the supervisor (at start, and in a reload) until a writer came, and `/dev/zero`
+    was read until memory ran out."""
+    fifo = tmp_path / "edge.toml"
+    os.mkfifo(fifo)
+    for path, message in ((fifo, "not a regular file"), (Path("/dev/zero"), "not a regular file")):
+        with pytest.raises(ConfigError) as error:
+            load_config(path, load_plugins())
+        assert str(error.value) == f"{path}: {message}"
+    large = tmp_path / "large.toml"
+    large.write_text("# " + "x" * MAX_CONFIG_BYTES + "\n" + ORIGIN + ENDPOINT)
+    with pytest.raises(ConfigError) as error:
+        load_config(large, load_plugins())
+    assert str(error.value) == f"{large}: larger than {MAX_CONFIG_BYTES} bytes: not a config"
 
 
 def test_check_config_exits_1_naming_the_problem(tmp_path):
