@@ -58,6 +58,7 @@ from .flight import SETTLE_SECONDS, SingleFlight
 from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalLookup, OriginalSource
 from .routing import ImageRequest, Router
+from .settings import host_name
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
 from .transform.cost import ENCODE_COUNTED, check_cost
@@ -317,7 +318,7 @@ class Pipeline:
             except EdgeError as error:
                 error.endpoint = error.endpoint or endpoint
                 raise
-        host = request.host.lower()
+        host = host_name(request.host)  # its port and a trailing dot name the same site: one key, one fetch
         if not any(origin.takes_host(host) for origin in self._host_takers[request.endpoint.id]):
             host = None  # keyed without a Host: no origin of the endpoint is given this one
         original = original_key(request.endpoint.id, request.path, host)
