@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import glob
+import logging
 import os
 import platform
 import shutil
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import mmap_dict, multiprocess
 
 from .cache.health import ERROR_KINDS
 from .httpserver import CONNECTION_CLOSES
@@ -35,6 +36,8 @@ from .signing import REASONS as SIGNATURE_REFUSALS
 if TYPE_CHECKING:
     from .cache.tiers import DiskTier
     from .config import Config
+
+log = logging.getLogger("edge.metrics")
 
 #: the alerts' thresholds (0.1 s, 2 s) are bounds: `histogram_quantile` interpolates within a bucket, and
 #: with none at 2 a node answering everything in 1.2 s had a p99 "over 2 s" (1 + 1.5 × 0.99)
@@ -87,7 +90,48 @@ def name_files_by(slot: int) -> None:
     folder that grew without bound, and every `/metrics` reading it (8 kills and 20 reloads: 12 → 252
     files, 2.5 → 10.9 ms of CPU a scrape)."""
     from prometheus_client import values
+    values.MmapedDict = _AllocatedMmapedDict
     values.ValueClass = values.MultiProcessValue(process_identifier=lambda: process_name(slot))
+
+
+class _AllocatedMmapedDict(mmap_dict.MmapedDict):
+    """prometheus-client's file of a worker's values, with its blocks allocated before it maps them. It sizes
+    and grows its files by truncating them, sparse: on a full temporary folder, writing their pages through
+    the map killed the worker with SIGBUS, every new worker again, until the supervisor stopped the node.
+    Where the blocks cannot be had, the worker keeps its values in memory (a memfd) and serves: they are
+    missing from /metrics, as its error log line says."""
+
+    def __init__(self, filename: str, read_mode: bool = False):
+        memory = None
+        if not read_mode:
+            try:
+                with open(filename, "a+b") as file:
+                    os.posix_fallocate(file.fileno(), 0, max(os.fstat(file.fileno()).st_size, _FIRST_SIZE))
+            except OSError as error:
+                log.error("no room for this worker's metrics in %s (%s): they are kept in its memory and "
+                          "missing from /metrics", os.path.dirname(filename), error.strerror or error)
+                if os.path.exists(filename) and os.path.getsize(filename) == 0:
+                    os.unlink(filename)
+                memory = os.memfd_create(os.path.basename(filename), os.MFD_CLOEXEC)
+                filename = f"/proc/self/fd/{memory}"
+        try:
+            super().__init__(filename, read_mode)
+        finally:
+            if memory is not None:
+                os.close(memory)  # the map and its file object hold it now
+
+    def _init_value(self, key: str) -> None:
+        grown = self._capacity
+        while self._used + len(key.encode()) + _VALUE_OVERHEAD > grown:
+            grown *= 2
+        if grown > self._capacity:
+            os.posix_fallocate(self._f.fileno(), 0, grown)  # ENOSPC raised here, not SIGBUS in the write
+        super()._init_value(key)
+
+
+#: prometheus-client's first size of a values file, and what a value takes beside its key (at most)
+_FIRST_SIZE = mmap_dict._INITIAL_MMAP_SIZE
+_VALUE_OVERHEAD = 32
 
 
 class _WorkersCollector(multiprocess.MultiProcessCollector):

@@ -15,9 +15,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.cache import Caches, original_key, output_key
+from edge.testing import ServingNode
 from tests.nodes import NodeProcess, decode, local_config, start_node, write_config
 from tests.scrape import scrape, total
 
@@ -314,3 +316,22 @@ async def test_a_deleted_cache_folder_is_made_again_within_seconds(node_factory,
     assert hit.headers["X-Cache"] == "HIT" and decode(hit).width == 300
     assert Caches(tmp_path / "cache", 10**8, 10**8).outputs.get(output_key(original_key("", "astronaut.jpg", None),
                                                                            "w-300,f-png", "")) is not None
+
+
+def test_a_full_temporary_folder_costs_the_metrics_files_and_nothing_else(small_tmpfs, tmp_path):
+    """The workers' metrics files (prometheus-client's, in the temporary folder) on a filesystem that fills up
+    once the node serves: their values are kept in memory, an error says so, and every image is served.
+    prometheus-client grew them sparse, and writing their new pages through its map killed each worker with
+    SIGBUS (exit -7), and then, after ten of them, the node."""
+    config = write_config(tmp_path, local_config(before='[server]\nworkers = 2\n[cache]\ndir = "cache"\n'))
+    process = NodeProcess(config, env={"TMPDIR": str(small_tmpfs)})
+    try:
+        node, workers = ServingNode(process), process.worker_pids()
+        fill(small_tmpfs)
+        for transformation in ("w-100", "w-101,f-webp", "w-102,f-png", "w-103,f-avif", "w-104,f-gif"):
+            status, _, body = node.get(f"/tr:{transformation}/coffee.jpg")
+            assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == int(transformation[2:5])
+        process.wait_for_log(r"no room for this worker's metrics in .*: they are kept in its memory")
+        assert process.worker_pids() == workers and node.get("/metrics")[0] == 200
+    finally:
+        process.stop()
