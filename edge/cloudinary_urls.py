@@ -25,7 +25,7 @@ import math
 import re
 from urllib.parse import unquote
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe, SignatureRefused
 from .transform.colours import opacity_percent
@@ -1311,6 +1311,8 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
     # as Cloudinary's strict transformations: a signed URL may ask for any transformation
     signed = check_signature(path, secrets, signed_only)
     transformation = translate(path.components, named, named_only and not signed, path.extension_format)
+    if signed_only:  # the version is not signed: here it pins nothing, as on Cloudinary (the newest is served)
+        path = replace(path, version=None)  # else a URL signed for the asset opened every upload the backup kept
     return Delivery(path.origin_path, transformation, None if path.components else path.extension_format,
                     delivery_flag(path.components, "attachment"),
                     delivery_flag(path.components, "immutable_cache") is not None)

@@ -725,6 +725,23 @@ async def test_signed_urls(s3, bucket, cloud, node_factory, tmp_path):
     assert same_colour(centre_colour(decode(await get(node, private))), colour(4))
 
 
+async def test_on_a_signed_only_endpoint_the_version_pins_nothing(s3, bucket, cloud, node_factory, tmp_path):
+    """The version is not signed: on an endpoint that serves only signed URLs it selects nothing, as on
+    Cloudinary, and the newest upload is served. It had pinned the backup's older upload, so a URL signed for
+    the asset opened every image the asset had been (one replaced to take something down included)."""
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key=DEMO + "shop/shoe/1570979139.jpg", Body=solid(40, 30, colour(11)))
+    client.put_object(Bucket=BUCKET, Key=DEMO + "shop/shoe/1700000000.jpg", Body=solid(40, 30, colour(22)))
+    node = await node_factory(write_config(tmp_path, config(s3, "signed_only = true", ik="")))
+    for version in ("1570979139", "1700000000", None):
+        signed = url("shop/shoe", width=20, sign_url=True, format="jpg", version=version)
+        assert same_colour(centre_colour(decode(await get(node, signed))), colour(22)), signed
+    pinned = url("shop/shoe", width=20, format="jpg", version="1570979139")  # unsigned, elsewhere: pins
+    (tmp_path / "open").mkdir()
+    open_node = await node_factory(write_config(tmp_path / "open", config(s3, ik="")))
+    assert same_colour(centre_colour(decode(await get(open_node, pinned))), colour(11))
+
+
 async def test_signed_overlays_and_defaults_verify_as_a_browser_sends_what_the_sdk_wrote(s3, bucket, cloud,
                                                                                             node_factory, tmp_path):
     """The SDK signs and writes the components as given, `l_brand:my badge é` with its space and `é`; a
