@@ -230,6 +230,7 @@ async def test_a_full_cache_filesystem_costs_the_cache_and_nothing_else(small_tm
         ready = await get(node.url + "/_edge/ready")
         assert ready.code == 200 and "cache degraded" in ready.body.decode()
         assert total(await scrape(node.url), "edge_cache_errors_total", kind="full") >= 1
+        assert not list((small_tmpfs / "cache").glob(".ready-*"))  # its probe file, made but not written: removed
 
         # a node started on the full filesystem: nothing can be created, everything is served
         fresh = NodeProcess(config_on(tmp_path, small_tmpfs / "fresh"))

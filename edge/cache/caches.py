@@ -224,9 +224,11 @@ class Caches:
         probe = self._directory / f".ready-{os.getpid()}"
         try:
             probe.write_bytes(b"ok")
-            probe.unlink()
         except OSError as exc:
             self.health.failed("folder", error_kind(exc), f"cannot write in {self._directory}: {exc}")
+        finally:  # made but not written (a full disk): not left behind, one per worker
+            with contextlib.suppress(OSError):
+                probe.unlink()
         return problems + self.health.degraded()
 
     def forget(self, prefix: str, made_at: float | None = None) -> dict[str, int | None]:
