@@ -54,9 +54,14 @@ def budgets_over_the_disk(config: Config) -> str | None:
     budgets = config.cache.output_size + config.cache.original_size
     if budgets <= disk:
         return None
-    return (f"[cache] output_size + original_size ({budgets / 10**9:.1f} GB) exceed the filesystem holding "
-            f"{config.cache.dir} ({disk / 10**9:.1f} GB): the tiers will fill it before they evict, and stores "
+    return (f"[cache] output_size + original_size ({_size(budgets)}) exceed the filesystem holding "
+            f"{config.cache.dir} ({_size(disk)}): the tiers will fill it before they evict, and stores "
             f"then fail; lower them below its size, less what else it holds")
+
+
+def _size(size: int) -> str:
+    """`12.5 GB`; below a gigabyte `1.5 MB`: a small filesystem's size had been written `0.0 GB`."""
+    return f"{size / 10**9:.1f} GB" if size >= 10**9 else f"{size / 10**6:.1f} MB"
 
 
 #: in a cache folder, the file a serving node holds locked (and writes its pid in)
