@@ -172,6 +172,9 @@ def run(urls: str, base_url: str, concurrency: int, timeout: float, accept: str 
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         print(f"edge: --concurrency: expected 1 to {MAX_CONCURRENCY}", file=sys.stderr)
         return 2
+    if accept is not None and any(ord(c) < 32 or ord(c) == 127 for c in accept):  # no header may hold one
+        print("edge: --accept: holds a control character (a line break?)", file=sys.stderr)
+        return 2
     summary = asyncio.run(warm(path, base_url, concurrency=concurrency, timeout=timeout, accept=accept,
                                progress=sys.stderr))
     print(summary.line())

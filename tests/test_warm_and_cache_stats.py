@@ -113,6 +113,9 @@ def test_warm_counts_a_node_that_does_not_answer_as_failed(tmp_path):
     (["--base-url", "http://"], "--base-url 'http://': expected an http:// or https:// URL"),  # no host
     (["--base-url", "http://127.0.0.1:9", "--timeout", "nan"], "--timeout: expected more than 0 and at most 3600 seconds"),
     (["--base-url", "http://127.0.0.1:9", "--timeout", "0"], "--timeout: expected more than 0 and at most 3600 seconds"),
+    # each URL had then failed, "no answer" (exit 1), not the argument
+    (["--base-url", "http://127.0.0.1:9", "--accept", "image/webp\r\nX: y"],
+     "--accept: holds a control character (a line break?)"),
 ])
 def test_warm_usage_errors(tmp_path, args, message):
     (tmp_path / "urls.txt").write_text("/a.jpg\n")
