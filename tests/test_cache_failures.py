@@ -315,6 +315,10 @@ async def test_a_deleted_cache_folder_is_made_again_within_seconds(node_factory,
     assert (await node.fetch(PNG)).headers["X-Cache"] == "MISS"
     hit = await node.fetch(PNG)  # kept where everyone (purges, `edge cache stats`) sees it
     assert hit.headers["X-Cache"] == "HIT" and decode(hit).width == 300
+    # and the deleted database is closed in every thread (its space given back) by the next second's work
+    await node.node.caches.io(node.node.caches.every_second)
+    assert not [name for name in os.listdir("/proc/self/fd")
+                if os.path.realpath(f"/proc/self/fd/{name}").endswith("outputs/cache.db (deleted)")]
     assert Caches(tmp_path / "cache", 10**8, 10**8).outputs.get(output_key(original_key("", "astronaut.jpg", None),
                                                                            "w-300,f-png", "")) is not None
 

@@ -23,6 +23,7 @@ tried again every `RETRY_SECONDS`.
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -120,6 +121,7 @@ class DiskTier:
         self._handles: _Handles | None = None
         self._identity: tuple[int, int] | None = None  # the folder the handles opened
         self._database: tuple[int, int] | None = None  # and its database file
+        self._collect_closed = False  # handles replaced: their connections to be freed (`_follow_replacement`)
         self._retry_at = 0.0
         self._touched: set[str] = set()  # read, to be marked as used at the next flush
         self._touched_lock = threading.Lock()
@@ -195,6 +197,7 @@ class DiskTier:
             if quarantine and self._identity is not None:
                 self._quarantine(self._identity)
             self._open()
+            self._collect_closed = True
 
     def _quarantine(self, identity: tuple[int, int]) -> bool:
         """Move the tier's folder aside if it is still the one at `identity` (another worker may have
@@ -219,6 +222,13 @@ class DiskTier:
         """Open the tier again when its folder or database is no longer the one open: replaced by
         another worker's rebuild, or deleted under the node (the handles would go on with a deleted
         file for good, caching nothing anyone else sees, purges and `edge cache stats` included)."""
+        if self._collect_closed:
+            # The replaced handles' connections of the other threads (diskcache closes only the calling
+            # thread's) are freed with them, but they sit in reference cycles: until the cyclic collector ran,
+            # seldom in a worker, a deleted folder's database stayed open, its space not given back (15 MB
+            # where `du` counted 1), and every deletion added ~30 descriptors. A second later, nothing holds them.
+            self._collect_closed = False
+            gc.collect()
         handles = self._handles
         if handles is None:
             return
