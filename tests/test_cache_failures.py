@@ -310,8 +310,12 @@ async def test_a_deleted_cache_folder_is_made_again_within_seconds(node_factory,
     node = await node_factory(write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\nmemory_size = 0\n')))
     assert (await node.fetch(PNG)).headers["X-Cache"] == "MISS"
     shutil.rmtree(tmp_path / "cache" / "outputs")
+    shutil.rmtree(tmp_path / "cache" / "purges")
     await node.node.caches.io(node.node.caches.every_second)  # what each worker does every second
     assert (tmp_path / "cache" / "outputs" / "cache.db").exists()
+    assert (tmp_path / "cache" / "purges" / "cache.db").exists()  # purges recorded again (they had been 502s)
+    purged = await node.node.caches.io(lambda: node.node.caches.forget("\0nothing/"))
+    assert "purges" not in purged, purged
     assert (await node.fetch(PNG)).headers["X-Cache"] == "MISS"
     hit = await node.fetch(PNG)  # kept where everyone (purges, `edge cache stats`) sees it
     assert hit.headers["X-Cache"] == "HIT" and decode(hit).width == 300

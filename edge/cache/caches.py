@@ -285,9 +285,11 @@ class Caches:
             tier.flush_touches()
 
     def every_second(self) -> None:
-        """The cache's work of every second: the batched touches, and a look at the versions file
-        (blocking)."""
+        """The cache's work of every second: the batched touches (each tier then follows its folder's
+        replacement), the purge records' folder followed so too (deleted, every purge had answered 502 until a
+        reload), and a look at the versions file (blocking)."""
         self.flush_touches()
+        self.purges.follow_replacement()
         self.check_versions()
 
     def tidy(self) -> None:

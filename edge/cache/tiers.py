@@ -121,7 +121,7 @@ class DiskTier:
         self._handles: _Handles | None = None
         self._identity: tuple[int, int] | None = None  # the folder the handles opened
         self._database: tuple[int, int] | None = None  # and its database file
-        self._collect_closed = False  # handles replaced: their connections to be freed (`_follow_replacement`)
+        self._collect_closed = False  # handles replaced: their connections to be freed (`follow_replacement`)
         self._retry_at = 0.0
         self._touched: set[str] = set()  # read, to be marked as used at the next flush
         self._touched_lock = threading.Lock()
@@ -218,7 +218,7 @@ class DiskTier:
         log.error("cache %s tier: the database was corrupt; moved to %s, a new one replaces it", self.name, aside)
         return True
 
-    def _follow_replacement(self) -> None:
+    def follow_replacement(self) -> None:
         """Open the tier again when its folder or database is no longer the one open: replaced by
         another worker's rebuild, or deleted under the node (the handles would go on with a deleted
         file for good, caching nothing anyone else sees, purges and `edge cache stats` included)."""
@@ -344,7 +344,7 @@ class DiskTier:
     def flush_touches(self) -> None:
         """Mark the keys read since the last flush as recently used (every second: also the moment to
         notice that another worker replaced a corrupt database, which this one may not have read yet)."""
-        self._follow_replacement()
+        self.follow_replacement()
         now = time.monotonic()
         with self._touched_lock:
             touched, self._touched = self._touched, set()
