@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import shutil
 import socket
@@ -16,6 +17,8 @@ import tornado.netutil
 
 from .config import Config
 from .errors import StartupError
+
+log = logging.getLogger("edge")
 
 
 def usable_cache_dir(directory: Path, *, create: bool) -> None:
@@ -98,6 +101,34 @@ def own_cache_dir(directory: Path) -> None:
         except OSError:  # a full disk: the lock holds all the same; the pid only names the holder
             pass
     _owned[directory] = fd
+
+
+def keep_cache_dirs_locked() -> None:
+    """Lock again each folder this node holds whose lock file is gone: the folder deleted and made again
+    under the node (its tiers follow within a second), the lock was left on the deleted file, and a second
+    node started on the folder was not refused. One `fstat` a folder; the supervisor's loop calls it."""
+    for directory, fd in list(_owned.items()):
+        try:
+            if os.fstat(fd).st_nlink > 0 or not directory.is_dir():
+                continue
+        except OSError:
+            continue
+        del _owned[directory]
+        try:
+            own_cache_dir(directory)
+        except StartupError as error:
+            _owned[directory] = fd  # looked at again the next time
+            if directory not in _unlocked:
+                _unlocked.add(directory)
+                log.error("%s", error)
+        else:
+            os.close(fd)
+            _unlocked.discard(directory)
+            log.warning("cache folder %s: its lock file was deleted; locked again", directory)
+
+
+#: the folders whose lock could not be taken again (said once each)
+_unlocked: set[Path] = set()
 
 
 def bind(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:

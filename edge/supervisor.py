@@ -58,6 +58,7 @@ from dataclasses import dataclass, replace
 from itertools import chain
 
 from . import memory
+from .checks import keep_cache_dirs_locked
 from .config import Config
 from .errors import ConfigError, StartupError
 from .logs import configure_logging
@@ -195,6 +196,7 @@ class Supervisor:
                 while self._signals:
                     self._on_signal(self._signals.pop(0))
                 self._check_metrics_folder()
+                keep_cache_dirs_locked()
                 self._progress()
             checkpoint_left_logs(self.config.cache.dir)
         finally:

@@ -265,6 +265,25 @@ def test_a_second_node_on_a_cache_folder_another_node_serves_from_fails_in_one_l
     assert second.stop() == 0
 
 
+def test_a_cache_folder_deleted_under_a_node_is_locked_again(tmp_path):
+    """The folder deleted and made again under a serving node: its lock was on the deleted file, and a second
+    node started on the folder was not refused."""
+    for name in ("first", "other"):
+        (tmp_path / name).mkdir()
+    cache = f'[cache]\ndir = "{tmp_path}/cache"\n'
+    first = NodeProcess(write_config(tmp_path / "first", local_config(before=cache)))
+    try:
+        mark = len(first.log)
+        shutil.rmtree(tmp_path / "cache")
+        first.wait_for_log("its lock file was deleted; locked again", start=mark)
+        other = write_config(tmp_path / "other", local_config(before=cache))
+        line = one_line_error(edge_command("serve", "--config", str(other), "--port", "0"))
+        assert line == (f"edge: cache folder {tmp_path / 'cache'}: another node serves from it (pid "
+                        f"{first.process.pid}); give each node its own [cache] dir")
+    finally:
+        assert first.stop() == 0
+
+
 def test_serve_with_an_unusable_cache_folder_fails_in_one_line(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     config = write_config(tmp_path, local_config(before='[cache]\ndir = "a-file/cache"\n'))
