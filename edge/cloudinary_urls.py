@@ -937,6 +937,9 @@ class _Component:
             return "w-auto" + (f",{self.parsed('w', 'wf', automatic.group(1))}" if automatic.group(1) else "")
         if "." in value and _float(value) >= 1:  # `w_1.5`: a multiple of the image as it is at this step
             return self.parsed(key, key, f"{'cw' if key == 'w' else 'ch'}_mul_{value}")
+        if key == "w" and value.startswith("auto:"):  # `w_auto` itself is
+            raise self.fail(key, f"only w_auto, w_auto:{WIDTH_STEP} and w_auto:{WIDTH_STEP}:<fallback width> are "
+                                 f"supported (a rounding step of {WIDTH_STEP} px; no breakpoints)")
         if (value == "auto" and key != "w") or value in ("iw", "ih") or value.startswith(("auto:", "iw_", "ih_", "$")):
             raise self.fail(key, "automatic and computed sizes are not supported")
         if factor == 1:

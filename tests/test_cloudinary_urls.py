@@ -510,6 +510,8 @@ async def test_w_auto_with_the_default_rounding_step(node):
     assert size(await get(node, path)) == (4240, 2832)  # no hint (Firefox, Safari): the photo's own width
     refused = [await node.fetch(path.replace("w_auto:100", word)) for word in ("w_auto:50", "w_auto:50:400")]
     assert [(r.code, r.body.decode().split(": ")[1]) for r in refused] == [(400, "w_auto:50"), (400, "w_auto:50:400")]
+    assert refused[0].body == b"invalid transformation: w_auto:50: only w_auto, w_auto:100 and w_auto:100:<fallback " \
+        b"width> are supported (a rounding step of 100 px; no breakpoints)\n"  # not "automatic sizes": w_auto is
 
 
 async def test_w_auto_with_a_fallback_width(node):
