@@ -268,17 +268,20 @@ def _cut_by_layers(layers: tuple[Layer, ...], size: Size, overlays: dict[str, Si
 
 def _layer_cost(layer: Layer, base: Size, overlays: dict[str, Size]) -> float:
     if layer.text is not None:
-        return _text_cost(layer.input, sized(layer.text, base))
+        return _text_cost(layer.input, sized(layer.text, base), base)
     if layer.input == CANVAS:
         return transformation_cost(layer.steps, base, overlays, base=base)
     return transformation_cost(layer.steps or (DEFAULT_STEP,), overlays.get(layer.input, (None, None)), overlays,
                                base=base)
 
 
-def _text_cost(text: str, style: TextStyle) -> float:
+def _text_cost(text: str, style: TextStyle, base: Size) -> float:
     """A text layer: its glyphs drawn (`TEXT_AREA_PER_CHARACTER` × `fs`² each), then its box — the wrap
     width `w` (else the glyphs on lines of `fs`), grown by the outline and the shadow — inked once per
-    ink (an outline is a rank filter as wide as it), padded, and composited, rounded, faded and turned."""
+    ink (an outline is a rank filter as wide as it), padded, and composited, rounded, faded, turned and
+    bent. The turn and the bend are made only where they land on the base (libvips computes what is asked
+    for): their canvas counts as far as the base's size (`fs-100,rt-90,e-distort-a-360` on a 1200 px base,
+    a circle 5800 px across, renders in 0.16 s; on an 8000 px base two of them took 11 s)."""
     size = style.size
     glyphs = len(text) * size ** 2 * TEXT_AREA_PER_CHARACTER
     box_w = style.width or max(size, glyphs / size)
@@ -292,11 +295,14 @@ def _text_cost(text: str, style: TextStyle) -> float:
     cost = glyphs / 1e6 + box * LAYER_WEIGHT * inks + (mask * OUTLINE_PER_SIDE * (2 * grow + 1) if grow else 0.0)
     cost += box * ((ROUNDED_WEIGHT if style.radius is not None else 0) + (OPACITY_WEIGHT if style.alpha else 0))
     sides = tuple(map(math.ceil, sides))
-    if style.rotation % 90:  # the turned box: a long line at 45° is a square of its length over √2 a side
-        cost += _megapixels(step_output(replace(DEFAULT_STEP, rotation=style.rotation), sides)) * ROTATE_WEIGHT
+    on_base = _megapixels(base)  # a side not yet known counts 1, as everywhere here: the header's check counts it
+
+    def drawn(step: Step) -> float:  # megapixels: a long line at 45° is a square of its length over √2 a side
+        return min(_megapixels(step_output(step, sides)), on_base)
+    if style.rotation % 90:
+        cost += drawn(replace(DEFAULT_STEP, rotation=style.rotation)) * ROTATE_WEIGHT
     if style.distort is not None:  # the turned box bent (`rt-90,e-distort-a-360`: a circle the line across)
-        canvas = step_output(replace(DEFAULT_STEP, rotation=style.rotation, distort=style.distort), sides)
-        cost += _megapixels(canvas) * (1 + DISTORT_WEIGHT)
+        cost += drawn(replace(DEFAULT_STEP, rotation=style.rotation, distort=style.distort)) * (1 + DISTORT_WEIGHT)
     return cost
 
 
