@@ -17,6 +17,7 @@ import asyncio
 import bisect
 import glob
 import logging
+import mmap
 import os
 import platform
 import shutil
@@ -98,35 +99,59 @@ class _AllocatedMmapedDict(mmap_dict.MmapedDict):
     """prometheus-client's file of a worker's values, with its blocks allocated before it maps them. It sizes
     and grows its files by truncating them, sparse: on a full temporary folder, writing their pages through
     the map killed the worker with SIGBUS, every new worker again, until the supervisor stopped the node.
-    Where the blocks cannot be had, the worker keeps its values in memory (a memfd) and serves: they are
-    missing from /metrics, as its error log line says."""
+    Where the blocks cannot be had, when the file is made or when it grows, the worker keeps its values in
+    memory (a memfd) and serves: they are missing from /metrics from then on, as its error log line says."""
 
     def __init__(self, filename: str, read_mode: bool = False):
         memory = None
         if not read_mode:
             try:
-                with open(filename, "a+b") as file:
-                    os.posix_fallocate(file.fileno(), 0, max(os.fstat(file.fileno()).st_size, _FIRST_SIZE))
+                _allocate(filename, _FIRST_SIZE)
             except OSError as error:
-                log.error("no room for this worker's metrics in %s (%s): they are kept in its memory and "
-                          "missing from /metrics", os.path.dirname(filename), error.strerror or error)
+                _say_in_memory(filename, error)
                 if os.path.exists(filename) and os.path.getsize(filename) == 0:
                     os.unlink(filename)
                 memory = os.memfd_create(os.path.basename(filename), os.MFD_CLOEXEC)
-                filename = f"/proc/self/fd/{memory}"
         try:
-            super().__init__(filename, read_mode)
+            super().__init__(filename if memory is None else f"/proc/self/fd/{memory}", read_mode)
         finally:
             if memory is not None:
                 os.close(memory)  # the map and its file object hold it now
+        self._in_memory = memory is not None
 
     def _init_value(self, key: str) -> None:
         grown = self._capacity
         while self._used + len(key.encode()) + _VALUE_OVERHEAD > grown:
             grown *= 2
-        if grown > self._capacity:
-            os.posix_fallocate(self._f.fileno(), 0, grown)  # ENOSPC raised here, not SIGBUS in the write
+        if grown > self._capacity and not self._in_memory:
+            try:
+                _allocate(self._fname, grown)
+            except OSError as error:  # the values so far, and the rest, in memory
+                _say_in_memory(self._fname, error)
+                memory = open(os.memfd_create(os.path.basename(self._fname), os.MFD_CLOEXEC), "r+b")
+                memory.truncate(self._capacity)
+                copy = mmap.mmap(memory.fileno(), self._capacity)
+                copy[:] = self._m[:self._capacity]
+                self._m.close()
+                self._f.close()
+                self._f, self._m, self._in_memory = memory, copy, True
         super()._init_value(key)
+
+
+def _allocate(filename: str, size: int) -> None:
+    """At least `size` bytes of `filename` given blocks (ENOSPC, not a sparse file). Not through an append-mode
+    descriptor, as prometheus-client opens it: glibc's `posix_fallocate` where the filesystem has none (ramfs,
+    some FUSE and NFS) writes zeros, which such a descriptor refuses (EBADF)."""
+    fd = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, max(os.fstat(fd).st_size, size))
+    finally:
+        os.close(fd)
+
+
+def _say_in_memory(filename: str, error: OSError) -> None:
+    log.error("no room for this worker's metrics in %s (%s): they are kept in its memory and missing from "
+              "/metrics", os.path.dirname(filename), error.strerror or error)
 
 
 #: prometheus-client's first size of a values file, and what a value takes beside its key (at most)

@@ -344,3 +344,39 @@ def test_a_full_temporary_folder_costs_the_metrics_files_and_nothing_else(small_
         assert process.worker_pids() == workers and node.get("/metrics")[0] == 200
     finally:
         process.stop()
+
+
+def test_a_metrics_file_that_must_grow_on_a_full_folder_keeps_its_values_in_memory(small_tmpfs):
+    """A worker's values file grown once the folder is full (a new endpoint, a new status): its values so
+    far and the new ones move to memory, where the growth had raised ENOSPC into every metrics flush."""
+    from edge.metrics import _AllocatedMmapedDict
+    values = _AllocatedMmapedDict(str(small_tmpfs / "counter_slot0.db"))
+    values.write_value("first", 1.0, 0.0)
+    fill(small_tmpfs)
+    keys = [f"key-{number:04d}-" + "x" * 200 for number in range(400)]  # 90 kB: past its first 64 kB
+    for number, key in enumerate(keys):
+        values.write_value(key, float(number), 0.0)
+    assert values.read_value("first") == (1.0, 0.0) and values.read_value(keys[-1]) == (399.0, 0.0)
+    values.close()
+
+
+def test_metrics_files_on_a_filesystem_without_fallocate_are_kept_there(tmp_path):
+    """ramfs has no fallocate: glibc writes zeros instead, which an append-mode descriptor refuses (EBADF), and
+    every worker had kept its values in memory, /metrics counting no request."""
+    folder = tmp_path / "ramfs"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "ramfs", "ramfs", str(folder)], capture_output=True,
+                                           timeout=30).returncode != 0:
+        pytest.skip("needs root and mount(8) to mount a ramfs")
+    try:
+        config = write_config(tmp_path, local_config(before='[server]\nworkers = 2\n[cache]\ndir = "cache"\n'))
+        process = NodeProcess(config, env={"TMPDIR": str(folder)})
+        try:
+            node = ServingNode(process)
+            assert node.get("/tr:w-100/coffee.jpg")[0] == 200
+            assert node.metrics().total("edge_http_requests_total", status="200") >= 1
+            assert "no room for this worker's metrics" not in "".join(process.log)
+        finally:
+            process.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], timeout=30, check=False)
