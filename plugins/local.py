@@ -40,6 +40,8 @@ class LocalOrigin(Origin):
     def __init__(self, settings: OriginSettings, root: Path):
         super().__init__(settings)
         self.root = root
+        #: the filesystem the root is on: a mount lost leaves its mount point, an empty folder on another
+        self._device = os.stat(root).st_dev
 
     @classmethod
     def from_config(cls, settings: OriginSettings, table: ConfigTable) -> LocalOrigin:
@@ -58,13 +60,22 @@ class LocalOrigin(Origin):
             candidate = (self.root / path).resolve(strict=True)
         except (OSError, ValueError, RuntimeError) as error:  # missing, a NUL byte, a loop
             if isinstance(error, OSError) and error.errno not in _MISSING:
+                if not Path(os.path.realpath(self.root / path)).is_relative_to(self.root):
+                    raise OriginNotFound(path) from None  # a link out of the root: never read, whatever is there
                 raise _failure(path, error) from None
-            if not self.root.is_dir():
-                raise OriginFailure("error", "its root folder is missing or unreadable") from None
+            if not self._root_there():
+                raise OriginFailure("error", "its root folder is missing, unreadable or no longer on its "
+                                             "filesystem (a mount lost)") from None
             raise OriginNotFound(path) from None
         if not candidate.is_relative_to(self.root) or not candidate.is_file():
             raise OriginNotFound(path)
         return candidate
+
+    def _root_there(self) -> bool:
+        try:
+            return self.root.is_dir() and os.stat(self.root).st_dev == self._device
+        except OSError:
+            return False
 
     async def fetch(self, request: OriginRequest) -> Original:
         return await in_thread(self._read, request)

@@ -7,6 +7,7 @@ Each time: with a later origin that has the file, it is served from there; witho
 from __future__ import annotations
 
 import logging
+import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from tests.nodes import EVERY_MISS_TO_ORIGIN, SAMPLES, decode, web_config, write
 from tests.s3server import S3Server
 from tests.scrape import total
 from tests.servers import HTTPOrigin
+from tests.test_cache_failures import mount_tmpfs
 
 BUCKET = "edge-faults"
 PRIMARY = colour(10)
@@ -235,3 +237,21 @@ async def test_a_local_origin_whose_root_is_gone_fails_and_keeps_what_is_cached(
     (tmp_path / "away").rename(root)
     back = await node.fetch("/tr:w-60/a.jpg")
     assert back.code == 200 and same_colour(centre_colour(back.body), PRIMARY)
+
+
+async def test_a_local_origin_whose_mount_is_lost_fails_and_keeps_what_is_cached(node_factory, tmp_path):
+    """The root a mount point: unmounted, it is an empty folder of another filesystem, which had been every
+    path missing (a 404, the outputs deleted) where the lost mount is an origin failure."""
+    mounted = mount_tmpfs(tmp_path / "mnt", "size=8m")
+    root = next(mounted)
+    try:
+        (root / "a.jpg").write_bytes(solid(300, 200, PRIMARY))
+        node = await node_factory(write_config(tmp_path, f'[[origins]]\nname = "disk"\ntype = "local"\n'
+                                                         f'root = "{root}"\n[[endpoints]]\nid = ""\norigins = ["disk"]\n'))
+        assert (await node.fetch("/tr:w-50/a.jpg")).code == 200
+        subprocess.run(["umount", "-l", str(root)], timeout=30, check=True)
+        lost = await node.fetch("/tr:w-60/a.jpg")
+        assert (lost.code, lost.headers["X-Edge-Error"]) == (502, "disk: error")
+        assert (await node.fetch("/tr:w-50/a.jpg")).code == 200  # kept
+    finally:
+        next(mounted, None)
