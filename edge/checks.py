@@ -104,12 +104,17 @@ def own_cache_dir(directory: Path) -> None:
 
 
 def keep_cache_dirs_locked() -> None:
-    """Lock again each folder this node holds whose lock file is gone: the folder deleted and made again
-    under the node (its tiers follow within a second), the lock was left on the deleted file, and a second
-    node started on the folder was not refused. One `fstat` a folder; the supervisor's loop calls it."""
+    """Lock again each folder this node holds whose lock file is not the one it holds: the folder deleted, or
+    moved aside, and made again under the node (its tiers follow within a second), the lock was left on the
+    old file, and a second node started on the folder was not refused. The supervisor's loop calls it."""
     for directory, fd in list(_owned.items()):
         try:
-            if os.fstat(fd).st_nlink > 0 or not directory.is_dir():
+            held = os.fstat(fd)
+            there = os.stat(directory / NODE_LOCK)
+            if (there.st_dev, there.st_ino) == (held.st_dev, held.st_ino):
+                continue
+        except FileNotFoundError:  # the folder moved aside (its lock with it) or deleted, and made again
+            if not directory.is_dir():
                 continue
         except OSError:
             continue
@@ -124,7 +129,7 @@ def keep_cache_dirs_locked() -> None:
         else:
             os.close(fd)
             _unlocked.discard(directory)
-            log.warning("cache folder %s: its lock file was deleted; locked again", directory)
+            log.warning("cache folder %s: its lock file was deleted or moved; locked again", directory)
 
 
 #: the folders whose lock could not be taken again (said once each)

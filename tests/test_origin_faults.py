@@ -246,8 +246,8 @@ async def test_a_local_origin_whose_mount_is_lost_fails_and_keeps_what_is_cached
     root = next(mounted)
     try:
         (root / "a.jpg").write_bytes(solid(300, 200, PRIMARY))
-        node = await node_factory(write_config(tmp_path, f'[[origins]]\nname = "disk"\ntype = "local"\n'
-                                                         f'root = "{root}"\n[[endpoints]]\nid = ""\norigins = ["disk"]\n'))
+        config = f'[[origins]]\nname = "disk"\ntype = "local"\nroot = "{root}"\n[[endpoints]]\nid = ""\norigins = ["disk"]\n'
+        node = await node_factory(write_config(tmp_path, config))
         assert (await node.fetch("/tr:w-50/a.jpg")).code == 200
         subprocess.run(["umount", "-l", str(root)], timeout=30, check=True)
         lost = await node.fetch("/tr:w-60/a.jpg")
