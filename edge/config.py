@@ -280,7 +280,10 @@ def load_config(path: str | Path | None, plugins: Plugins,
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{label}: not valid TOML: {exc}") from None
     root = ConfigTable(data, file=label, table="", base_dir=file.resolve().parent, environ=environ)
-    return _parse(root, label, plugins)
+    try:
+        return _parse(root, label, plugins)
+    except ConfigError as error:  # also those not raised by a table (a check across tables)
+        raise ConfigError(root.masked(str(error))) from None
 
 
 def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:

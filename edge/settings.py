@@ -132,24 +132,28 @@ class ConfigTable:
     """A TOML table being validated. Call the typed getters, then `finish()` to reject unknown keys."""
 
     def __init__(self, data: Mapping[str, Any], *, file: str, table: str, base_dir: Path,
-                 environ: Mapping[str, str] | None = None):
+                 environ: Mapping[str, str] | None = None, references: dict[str, str] | None = None):
         self._data = dict(data)
         self.file = file
         self.table = table
         self.base_dir = base_dir
         self._environ = os.environ if environ is None else environ
         self._read: set[str] = set()
-        #: the values `${NAME}` stood for in this table's keys, as a message may write them → `${NAME}`
-        self._references: dict[str, str] = {}
+        #: the values `${NAME}` stood for in the file's keys so far, as a message may write them → `${NAME}`
+        #: (one for the file's tables: an error may quote another table's value, or a table's name)
+        self._references: dict[str, str] = {} if references is None else references
 
     # -- errors -----------------------------------------------------------------------------------
     def error(self, key: str | None, message: str) -> ConfigError:
-        """The error for `key`, a value from the environment written as its `${NAME}`: a secret given to a key
-        that takes none (`endpoint_url = "${SECRET}"`) was quoted in the message, at start and by check-config."""
-        for written in sorted(self._references, key=len, reverse=True):
-            message = message.replace(written, self._references[written])
         where = " ".join(filter(None, (f"[{self.table}]" if self.table else "", key)))
-        return ConfigError(f"{self.file}: {where}: {message}")
+        return ConfigError(self.masked(f"{self.file}: {where}: {message}"))
+
+    def masked(self, text: str) -> str:
+        """`text` with each value that came from the environment written as its `${NAME}`: a secret given to
+        a key that takes none (`endpoint_url = "${SECRET}"`) was quoted in errors, at start and by check-config."""
+        for written in sorted(self._references, key=len, reverse=True):
+            text = text.replace(written, self._references[written])
+        return text
 
     def finish(self) -> None:
         unknown = sorted(set(self._data) - self._read)
@@ -304,7 +308,8 @@ class ConfigTable:
         return [self._child(item, f"{key}[{i}]") for i, item in enumerate(value)]
 
     def _child(self, data: Mapping[str, Any], name: str) -> ConfigTable:
-        return ConfigTable(data, file=self.file, table=name, base_dir=self.base_dir, environ=self._environ)
+        return ConfigTable(data, file=self.file, table=name, base_dir=self.base_dir, environ=self._environ,
+                           references=self._references)
 
     def subtable(self, key: str) -> ConfigTable:
         value = self._raw(key, {})
