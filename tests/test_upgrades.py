@@ -11,13 +11,14 @@ import diskcache
 import pytest
 
 from edge.cache import Caches, strong_etag
-from edge.cache.keys import RENDER_VERSION
+from edge.cache.keys import RENDER_VERSION, revision_marks
 from edge.config import load_config
 from edge.metrics import Metrics
 from edge.pluginmanager import load_plugins
 from edge.purge_journal import APPLIED_FILE
 from edge.shared_cache import SharedTier
 from edge.testing import solid_image
+from edge.transform.options import parse_transformation
 from tests.nodes import decode, local_config, until, write_config
 from tests.s3server import shared_cache_table
 
@@ -113,6 +114,15 @@ RENDERS = [
      (200, 200), (196, 190, 184), (54, 121, 227)),  # an image layer untrimmed by default
     (REPLACED, (200, 200), WHITE, (40, 169, 27)),  # cr2: the wood green, the padding white
 ]
+#: bd2: a colour block's later step with `bg-dominant` fills its turn's corners with the block's colour (they
+#: were clear: the base at 47,56); (pixel, colour) pairs
+BLOCK_TURNED = "/tr:w-200,h-200,l-image,i-ik_canvas,bg-FF0000,w-100,h-50:rt-30,bg-dominant,l-end,f-png/astronaut.jpg"
+
+
+async def test_a_colour_block_s_later_dominant_background_is_the_block_s_colour(samples_node):
+    assert revision_marks(parse_transformation(BLOCK_TURNED.split("/")[1][3:]).canonical()) == "bd2"
+    image = decode(await samples_node.fetch(BLOCK_TURNED))
+    assert near(image(47, 56), RED, 3) and near(image(2, 2), (196, 190, 184), 3)
 
 
 @pytest.fixture

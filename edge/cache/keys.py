@@ -47,7 +47,12 @@ RENDER_VERSION = "r3"
 #: work for one parameter). tests/test_upgrades.py pins each mark's renders.
 #: cr2: `cr-<to>[_<tolerance>]` without a source colour took the colour of the step's result, fill included
 #: (a pad, a turn's corners were replaced), where it is the image's as the step starts.
-REVISED_PARAMETERS = (("cr-", re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),)
+#: bd2: `bg-dominant` in a colour block's later step was left unresolved (the turn's corners clear), where it
+#: is the block's dominant colour, as in every other step.
+REVISED_PARAMETERS = (
+    ("cr-", re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
+    ("ik_canvas", re.compile(r"i-ik_canvas,(?:(?!,l-end)[^:])*:(?:(?:(?!,l-end).)*?[,:])?bg-dominant"), "bd2"),
+)
 #: what separates an output's original key from the rest of its key
 _RENDERED = f"\0{RENDER_VERSION}"
 #: what starts the config settings' tag after the render version (`render.SettingsTag`)
