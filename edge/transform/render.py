@@ -505,6 +505,7 @@ def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_si
     decoding them, checked on the first frame before the others are made."""
     images: list[pyvips.Image] = []
     original = original or (sources[0].width, sources[0].height)
+    watched_from = stopping.mark()
     pending = list(steps)
     while pending:
         step = pending.pop(0)
@@ -539,6 +540,7 @@ def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_si
             images.append(in_memory(image) if pending or len(sources) > 1 else image)
         if pending:
             sources = [Source.of_image(image) for image in images]
+            stopping.forget_since(watched_from, images)
     assert images, "a transformation renders at least one step"
     return images
 

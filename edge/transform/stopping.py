@@ -38,6 +38,15 @@ class StopSwitch:
             self._images.append(image)
         return image
 
+    def forget_since(self, mark: int, keep: list[pyvips.Image]) -> None:
+        """Stop holding the images watched since `mark` (`len(self)` then), but `keep`."""
+        with self._lock:
+            del self._images[mark:]
+            self._images.extend(keep)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
     def stop(self, reason: Callable[[], BaseException]) -> None:
         """Kill every watched image; the render then raises `reason()`. Any thread may call this."""
         with self._lock:
@@ -77,6 +86,22 @@ def watch(image: pyvips.Image) -> pyvips.Image:
     """`image`, stoppable by the switch of the render in this thread (if any)."""
     switch = getattr(_current, "switch", None)
     return switch.watch(image) if switch is not None else image
+
+
+def mark() -> int:
+    """Where the images this thread's render watches from now on begin, for `forget_since`."""
+    switch = getattr(_current, "switch", None)
+    return len(switch) if switch is not None else 0
+
+
+def forget_since(mark: int, keep: list[pyvips.Image]) -> None:
+    """Release the images watched since `mark`, but `keep`: once a step is made in memory, what made it
+    is computed and done with, and holding it to the end of the render held every step of every frame
+    (10 steps of 100 frames at 480×270 took 790 MB). A stop still reaches whatever computes next: it
+    reads `keep` (the step's results), or images watched later."""
+    switch = getattr(_current, "switch", None)
+    if switch is not None:
+        switch.forget_since(mark, keep)
 
 
 def check() -> None:
