@@ -64,8 +64,9 @@ TRANSFORM_REFUSALS = ("queue_full", "queue_timeout", "decode_memory")
 #: a worker it forks later (a reload's, a dead one's replacement, writing into the files of the slot it
 #: takes over) exports the same `edge_start_time_seconds`; a node run in one process takes its own start
 node_started: float | None = None
-#: statuses an endpoint's series start with (others appear when first answered)
-INITIAL_STATUSES = ("200", "304", "400", "404", "502", "503", "504")
+#: statuses an endpoint's series start with (others appear when first answered): those the alerts count
+#: too, which `increase()` misses when a series' first sample is already above 0 (a node's first 500s)
+INITIAL_STATUSES = ("200", "304", "400", "404", "500", "502", "503", "504")
 
 
 def endpoint_label(endpoint_id: str) -> str:
