@@ -21,6 +21,7 @@ from typing import Any
 from .cache.caches import NOT_FOUND_BUDGET, TIER_FOLDERS
 from .cache.keys import original_of
 from .config import Config
+from .errors import one_line
 
 
 @dataclass
@@ -118,8 +119,9 @@ def _text(found: dict[str, Any]) -> str:
                      f"{_age(now, t['oldest_stored']):<11} {_age(now, t['least_recently_used'])}")
     if found["top_originals"]:
         lines += ["", "originals with the most outputs:"]
-        lines += [f"{o['outputs']:>8}  /{o['endpoint'] + '/' if o['endpoint'] else ''}{o['path']}"
-                  + (f"  (Host {o['host']})" if o["host"] else "") for o in found["top_originals"]]
+        # paths and hosts are the clients' (an ESC in a URL would drive the operator's terminal): escaped
+        lines += [f"{o['outputs']:>8}  /{o['endpoint'] + '/' if o['endpoint'] else ''}{one_line(o['path'])}"
+                  + (f"  (Host {one_line(o['host'])})" if o["host"] else "") for o in found["top_originals"]]
     return "\n".join(lines)
 
 

@@ -8,13 +8,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.cachestats import TIER_FOLDERS
 from edge.cache import Caches
-from tests.nodes import NodeProcess, local_config, until_stored, write_config
+from edge.testing import ServingNode
+from tests.nodes import SAMPLES, NodeProcess, local_config, until_stored, write_config
 
 HOSTED = '[[endpoints]]\nid = "shop"\nhosts = ["img.example.com"]\norigins = ["samples"]\n'
 URLS = """# exported from the access log
@@ -188,3 +190,25 @@ def test_an_output_key_names_its_original_whatever_follows_and_only_in_this_rend
     assert original_of("e\0a/b.jpg\0w-300\0jpg") is None  # an earlier release's: never served, not counted
     assert original_of(output_key(original_key("e", "a.jpg", None), "w-300", "", settings="q30")) == "e\0a.jpg"
     assert f"\0{RENDER_VERSION}:w-300\0" in output_key(original_key("e", "a.jpg", None), "w-300", "")
+
+
+async def test_cache_stats_escapes_what_clients_named(tmp_path):
+    """A path is the client's choice: an ESC or a line break in one must not drive the operator's terminal
+    nor forge a line of the listing."""
+    root = tmp_path / "files"
+    root.mkdir()
+    name = "x\x1b[2J\x1b]0;pwned\x07\r\n     999  /fake.jpg"
+    (root / name).parent.mkdir()
+    shutil.copy(SAMPLES / "coffee.jpg", root / name)
+    config = write_config(tmp_path, local_config(root))
+    running = NodeProcess(config)
+    try:
+        status = ServingNode(running).get("/tr:w-20/" + quote(name))[0]
+        assert status == 200
+        await until_stored(tmp_path / "cache", 1, tier="originals")
+    finally:
+        running.stop()
+    stats = edge_command("cache", "stats", "--config", str(config))
+    assert stats.returncode == 0, stats.stderr
+    assert all(line.isprintable() for line in stats.stdout.splitlines())
+    assert "/x\\x1b[2J\\x1b]0;pwned\\x07\\r\\n     999  /fake.jpg" in stats.stdout
