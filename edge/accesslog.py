@@ -16,10 +16,13 @@ trusted proxy).
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
+import os
 import queue
 import re
+import select
 import sys
 import threading
 import time
@@ -35,8 +38,13 @@ FLUSH_SECONDS = 1.0
 MAX_PENDING_BYTES = 1 << 20
 #: a request id taken from the proxy: printable, no spaces or quotes, at most 128 characters
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
-#: header values logged (user agent, referer, host) are cut at this length
-MAX_FIELD = 512
+#: bytes a pipe takes in one write, whole (POSIX's PIPE_BUF): the workers share standard output, and a
+#: larger write may be split and interleaved with another worker's, leaving lines that are no JSON
+ATOMIC_WRITE = select.PIPE_BUF
+#: bytes of each field as written (escapes included), so that a whole line stays under `ATOMIC_WRITE`
+#: (`test_a_line_of_the_longest_fields_is_one_atomic_write`)
+FIELD_BYTES = {"method": 32, "path": 1024, "host": 256, "user_agent": 512, "referer": 512, "error": 512,
+               "endpoint": 128, "origin": 128}
 #: X-Forwarded-For entries looked at, from the right (a forged header may be long)
 MAX_FORWARDED_HOPS = 16
 
@@ -80,8 +88,16 @@ def _in(address: str, networks: Sequence[Network]) -> bool:
     return any(ip in network for network in networks)
 
 
-def _field(value: str | None) -> str:
-    return "null" if value is None else json_string(value[:MAX_FIELD])
+def _field(value: str | None, name: str) -> str:
+    """`value` as a JSON string of at most `FIELD_BYTES[name]` bytes (cut short, whole escapes only)."""
+    if value is None:
+        return "null"
+    limit = FIELD_BYTES[name]
+    written = json_string(value[:limit])
+    while len(written) > limit:  # escapes of 6 or 12 bytes a character: fewer characters
+        value = value[:len(value[:limit]) * limit // len(written) - 1]
+        written = json_string(value)
+    return written
 
 
 class AccessLog:
@@ -102,14 +118,14 @@ class AccessLog:
         """One line (positional arguments: this runs for every request)."""
         if not self.enabled:
             return
-        line = (f'{{"time":{time.time():.3f},"method":{json_string(method)},"path":{json_string(path)},'
+        line = (f'{{"time":{time.time():.3f},"method":{_field(method, "method")},"path":{_field(path, "path")},'
                 f'"status":{status},"duration_ms":{seconds * 1000:.2f},"client":{json_string(client)},'
-                f'"host":{_field(host)},"user_agent":{_field(user_agent)},'
-                f'"referer":{_field(referer.partition("?")[0]) if referer else "null"},'
-                f'"request_id":{json_string(request_id)},"error":{_field(error)}')
+                f'"host":{_field(host, "host")},"user_agent":{_field(user_agent, "user_agent")},'
+                f'"referer":{_field(referer.partition("?")[0], "referer") if referer else "null"},'
+                f'"request_id":{json_string(request_id)},"error":{_field(error, "error")}')
         if endpoint is not None:
-            line += (f',"endpoint":{json_string(endpoint)},"cache":"{cache}","bytes":{body_bytes},'
-                     f'"origin":{_field(origin)}}}')
+            line += (f',"endpoint":{_field(endpoint, "endpoint")},"cache":"{cache}","bytes":{body_bytes},'
+                     f'"origin":{_field(origin, "origin")}}}')
         else:
             line += "}"
         self._lines.append(line)
@@ -142,9 +158,7 @@ class AccessLog:
         while True:
             text, lines = self._pending.get()
             try:
-                stream = self._stream or sys.stdout
-                stream.write(text)
-                stream.flush()
+                _write_lines(self._stream or sys.stdout, text)
             except (OSError, ValueError):  # a full disk, a reader gone, a closed stream: the lines are lost
                 lost += lines
                 continue
@@ -156,3 +170,24 @@ class AccessLog:
                 log.warning("access log: %d line(s) dropped before these: standard output did not take them "
                             "(its reader stalled, or its disk was full)", self._dropped + lost - reported)
                 reported = self._dropped + lost
+
+
+def _write_lines(stream: TextIO, text: str) -> None:
+    """`text` (whole lines) written to `stream` in writes of whole lines of at most `ATOMIC_WRITE` bytes
+    each, which a pipe never splits (a stream with no file descriptor: as it is)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()
+    data, start = text.encode(), 0
+    while start < len(data):
+        end = len(data) if len(data) - start <= ATOMIC_WRITE else data.rfind(b"\n", start, start + ATOMIC_WRITE) + 1
+        if end <= start:  # a line longer than a pipe takes whole (never, with lines held to FIELD_BYTES)
+            end = data.find(b"\n", start) + 1 or len(data)
+        chunk = memoryview(data)[start:end]
+        while chunk:
+            chunk = chunk[os.write(fd, chunk):]
+        start = end
