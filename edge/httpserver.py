@@ -393,7 +393,9 @@ class EdgeHTTPServer(HTTPServer):
         many), a moment for those answers to go out, and close what is left."""
         self.stop()
         self._draining = True
-        idle = [stream for stream, state in self._states.items() if state.between_requests]
+        # a next request already (partly) there is answered, and its connection then closed: closed unread, its
+        # client saw a reset for a request it had sent, which the node had logged and counted as answered
+        idle = [stream for stream, state in self._states.items() if state.between_requests and not _has_input(stream)]
         log.info("draining: %d request(s) in progress, %d idle connection(s) closed",
                  sum(state.busy for state in self._states.values()), len(idle))
         for stream in idle:
@@ -509,6 +511,16 @@ def _tokens(field: str) -> set[str]:
     return {token.strip().lower() for token in field.split(",")}
 
 
+def _has_input(stream: IOStream) -> bool:
+    """Whether a connection's next request has begun to arrive: read by Tornado, or waiting in the socket."""
+    if stream._read_buffer_size:
+        return True
+    try:
+        return bool(stream.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (OSError, AttributeError):  # nothing yet (EAGAIN), or the connection is gone
+        return False
+
+
 class _Limited(httputil.HTTPMessageDelegate):
     """Applies the per-path body limit once the request line is known, before the body is read, and
     refuses a request whose framing is faulty."""
@@ -524,6 +536,8 @@ class _Limited(httputil.HTTPMessageDelegate):
     def headers_received(self, start_line, headers):
         if self._state is not None:
             self._state.busy = True
+        if self._server._draining:  # the last request of this connection (`drain`): `Connection: close`
+            self._request_conn._disconnect_on_finish = True
         if start_line.version == "HTTP/1.0" and "Transfer-Encoding" in headers:
             # RFC 9112 6.1: HTTP/1.0 has no chunked framing, so the message's is faulty. Tornado would
             # read a chunked body and keep the connection: a front end framing the message as 1.0

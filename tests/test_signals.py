@@ -3,12 +3,15 @@ kept out, SIGTERM refuses new connections at once and lets a slow request finish
 that gives up says so."""
 
 import asyncio
+import http.client
 import json
 import os
 import signal
+import socket
 import time
 
 import pytest
+import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.supervisor import MAX_RESTARTS_IN_WINDOW
@@ -261,3 +264,36 @@ async def test_sigusr1_and_sigusr2_are_logged_and_ignored_by_the_supervisor_and_
         assert decode(await AsyncHTTPClient().fetch(node.url + "/tr:w-30/coffee.jpg")).width == 30
     finally:
         assert node.stop() == 0
+
+
+@pytest.mark.parametrize("hit", [False, True])
+async def test_a_next_request_already_sent_when_the_drain_begins_is_answered_then_the_connection_closed(
+        node_factory, tmp_path, hit):
+    """A reload drains the old workers, closing their kept-alive connections that wait for a next request.
+    One whose next request had already arrived was closed unread: its client got a reset for a request it had
+    sent, which the node then answered into the closed connection, logged and counted as a 200."""
+    running = await node_factory(write_config(tmp_path, local_config()))
+    path = "/tr:w-40/coffee.jpg"
+    if hit:
+        await running.client.fetch(running.url + path)  # the next answer from the hit shortcut
+    client = socket.create_connection(("127.0.0.1", int(running.url.rpartition(":")[2])), timeout=10)
+    try:
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        client.sendall(request)
+        first = await asyncio.to_thread(read_response, client)
+        assert first.status == 200 and first.getheader("Connection") is None and first.read()
+        client.sendall(request)  # in the server's socket now, unread: the server's loop has not run since
+        draining = asyncio.ensure_future(running.server.drain(5, running.node.give_up_serving))
+        second = await asyncio.to_thread(read_response, client)
+        assert (second.status, second.getheader("Connection")) == (200, "close")
+        assert pyvips.Image.new_from_buffer(second.read(), "").width == 40
+        assert await asyncio.to_thread(client.recv, 1) == b""  # then closed
+        await draining
+    finally:
+        client.close()
+
+
+def read_response(connection: socket.socket) -> http.client.HTTPResponse:
+    response = http.client.HTTPResponse(connection)
+    response.begin()
+    return response
