@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +46,12 @@ DELIVERY_TYPES = SIGNED_TYPES | {"upload"}
 #: a version is a Unix time: at most 12 ASCII digits (as `edge.cloudinary_urls`); a longer or non-ASCII
 #: `v…` segment is part of the public ID (a 5000-digit one made `int()` raise on every request)
 _VERSION_SEGMENT = re.compile(r"v([0-9]{1,12})")
-#: a folder with more versions than this many listing pages (1000 keys each) is cut off
-MAX_LIST_PAGES = 100
+#: listing pages (1000 keys each) of one public ID's folder; more is a bad answer (a backup keeps a version
+#: per upload: a few, seldom hundreds), as a page that names the token it was asked with again
+MAX_LIST_PAGES = 10
+#: a version's file name after its folder: `<version>.<format>`, nothing deeper (a store that ignores
+#: `Delimiter` lists `banners/2024.summer/hero/1690000000.jpg` in `banners/`: not a version of `banners`)
+_VERSION_FILE = re.compile(r"([0-9]{1,12})(\.[A-Za-z0-9]{1,16})?")
 #: a version is its upload's Unix time: one later than now by more than this (clocks differ) was never
 #: uploaded, and is not found without a listing (made-up versions had each cost one)
 FUTURE_VERSION_SLACK_SECONDS = 86_400
@@ -84,22 +88,27 @@ def parse_asset_path(path: str) -> AssetRequest:
 
 @dataclass(frozen=True)
 class Versions:
-    """The numeric versions found in one public ID's folder: (version, key), oldest first."""
+    """The numeric versions found in one public ID's folder: (version, file name), oldest first. Kept
+    for `resolution_ttl` per public ID: file names only (a folder's keys each repeat it, up to 1 kB)."""
 
+    folder: str
     found: tuple[tuple[int, str], ...]
     #: when it was listed (wall-clock seconds, as `OriginRequest.purged_at`)
     listed_at: float = 0.0
 
-    @classmethod
-    def from_keys(cls, folder: str, keys: list[str]) -> Versions:
-        found = []
+    @staticmethod
+    def in_folder(folder: str, keys: Iterable[str]) -> Iterator[tuple[int, str]]:
+        """The versions among `keys` (a listing page's): `latest.jpg`, `notes.txt` and deeper keys are none."""
         for key in keys:
             if not key.startswith(folder):  # a store that ignores `Prefix` lists the bucket: `g/7.jpg` is not f's
                 continue
-            stem = key[len(folder):].partition(".")[0]
-            if _VERSION_SEGMENT.fullmatch("v" + stem):  # `latest.jpg`, `notes.txt`: not a version
-                found.append((int(stem), key))
-        return cls(tuple(sorted(found)), time.time())
+            name = key[len(folder):]
+            if match := _VERSION_FILE.fullmatch(name):
+                yield int(match.group(1)), name
+
+    @classmethod
+    def from_keys(cls, folder: str, keys: Iterable[str]) -> Versions:
+        return cls(folder, tuple(sorted(cls.in_folder(folder, keys))), time.time())
 
     def may_lack(self, pinned: int | None) -> bool:
         """Whether `pinned` could have been uploaded after this listing (it is newer than all it found)."""
@@ -108,10 +117,10 @@ class Versions:
     def choose(self, pinned: int | None) -> str | None:
         """The pinned version's key when the folder has it, else the newest; None for an empty folder."""
         if pinned is not None:
-            for version, key in reversed(self.found):
+            for version, name in reversed(self.found):
                 if version == pinned:
-                    return key
-        return self.found[-1][1] if self.found else None
+                    return self.folder + name
+        return self.folder + self.found[-1][1] if self.found else None
 
 
 class ResolutionCache:
@@ -211,19 +220,22 @@ class CloudinaryBackupOrigin(S3Origin):
         return await self.get_object(key, max_bytes=max_bytes, validators=validators)
 
     async def _list_versions(self, folder: str) -> Versions:
-        keys: list[str] = []
+        found: list[tuple[int, str]] = []
         params = {"Bucket": self.bucket, "Prefix": folder, "Delimiter": "/"}
+        tokens: set[str] = set()
         for _ in range(MAX_LIST_PAGES):
             with self.classified("ListObjectsV2", folder):  # an entry without its Key too: a bad answer
                 page = await self._client.list_objects_v2(**params)
-                keys.extend(item["Key"] for item in page.get("Contents", ()))
+                found.extend(Versions.in_folder(folder, (item["Key"] for item in page.get("Contents", ()))))
             if not page.get("IsTruncated"):
-                break
+                return Versions(folder, tuple(sorted(found)), time.time())
             token = page.get("NextContinuationToken")
-            if not token:
-                raise OriginFailure("bad_response", f"ListObjectsV2 {quoted_key(folder)}: truncated without a token")
+            if not token or token in tokens:  # a store that would list forever: no end to wait for
+                raise OriginFailure("bad_response", f"ListObjectsV2 {quoted_key(folder)}: truncated without a "
+                                                    f"{'new ' if token else ''}token")
+            tokens.add(token)
             params["ContinuationToken"] = token
-        return Versions.from_keys(folder, keys)
+        raise OriginFailure("bad_response", f"ListObjectsV2 {quoted_key(folder)}: more than {MAX_LIST_PAGES} pages")
 
 
 #: the `edge.plugin` API this module is written against

@@ -284,8 +284,9 @@ def test_parse_asset_path():
 
 def test_versions_and_resolution_cache():
     versions = Versions.from_keys("f/", ["f/20.jpg", "f/3.png", "f/abc.jpg", "f/.jpg", "f/١٢.jpg",
-                                         "f/" + "9" * 5000 + ".jpg"])
-    assert versions.found == ((3, "f/3.png"), (20, "f/20.jpg"))
+                                         "f/" + "9" * 5000 + ".jpg", "f/2024.summer/hero/1690000000.jpg",
+                                         "f/7.jpg/8.jpg", "g/9.jpg", "f/5.jpg." + "x" * 1000])
+    assert versions.found == ((3, "3.png"), (20, "20.jpg"))
     assert (versions.choose(None), versions.choose(3), versions.choose(4)) == ("f/20.jpg", "f/3.png", "f/20.jpg")
     assert Versions.from_keys("f/", []).choose(None) is None
 

@@ -460,6 +460,45 @@ async def test_keys_a_store_lists_outside_the_prefix_are_neither_deleted_nor_ser
         await backup.close()
 
 
+async def test_a_store_that_ignores_delimiter_serves_no_deeper_key_as_a_version(raw_s3):
+    """A store that ignores `Delimiter` lists `banners/` with the keys of deeper folders: the name before the
+    first dot of `2024.summer/hero/1690000000.jpg` was taken for version 2024 of `banners`, hero's image
+    served and cached for a year under `banners.jpg`."""
+    deeper = listing(entry("image/upload/banners/2024.summer/hero/1690000000.jpg"))
+    backup = CloudinaryBackupOrigin.from_config(OriginSettings("backup", "cloudinary_backup", timeout=TIMEOUT),
+                                                origin_table(raw_s3.url))
+    await backup.open()
+    raw_s3.answer = lambda method, target: deeper
+    raw_s3.requests.clear()
+    try:
+        with pytest.raises(OriginNotFound):
+            await asyncio.wait_for(backup.fetch(OriginRequest("image/upload/banners.jpg", 10**6)), BOUND)
+        assert [method for method, _ in raw_s3.requests] == ["GET"]  # the listing, and no GetObject
+    finally:
+        await backup.close()
+
+
+@pytest.mark.parametrize("token, reason", [("same", "truncated without a new token"),
+                                           (None, "more than 10 pages")])
+async def test_a_listing_that_would_not_end_is_a_bad_response_within_ten_pages(raw_s3, token, reason):
+    """A store answering `IsTruncated` with the token it was asked with (or a new one each time) cost 100 pages
+    a public ID (~8 s), kept every key they listed (110 MB) and then served the newest of what it had read."""
+    pages = iter(range(1000))
+    keys = "".join(entry(f"image/upload/f/{n:04}.jpg") for n in range(1000))
+    backup = CloudinaryBackupOrigin.from_config(OriginSettings("backup", "cloudinary_backup", timeout=TIMEOUT),
+                                                origin_table(raw_s3.url))
+    await backup.open()
+    raw_s3.answer = lambda method, target: listing(keys, "true", token or f"t{next(pages)}")
+    raw_s3.requests.clear()
+    try:
+        with pytest.raises(OriginFailure, match=reason) as failure:
+            await asyncio.wait_for(backup.fetch(OriginRequest("image/upload/f.jpg", 10**6)), BOUND)
+        assert failure.value.kind == "bad_response"
+        assert len(raw_s3.requests) == (2 if token else 10)
+    finally:
+        await backup.close()
+
+
 async def test_a_connection_the_store_closed_after_its_answer_fails_no_delete(raw_s3):
     """A store that closes each connection after answering without saying so (`Connection: close`): aiohttp
     sends a GET or a PUT again on a fresh connection when the pooled one turns out closed, never a POST,
