@@ -186,11 +186,16 @@ def _kind_of(value: object) -> str:
 
 def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
     if isinstance(exc, OriginFailure):
+        try:
+            kind, message = exc.kind, str(exc)
+        except Exception:  # a plugin's own failure type whose message cannot be made: a failure all the same
+            kind, message = vars(exc).get("kind"), f"{type(exc).__name__} (its message could not be made)"
+            exc = OriginFailure(kind if isinstance(kind, str) else "error", message)
         # `kind` goes into `X-Edge-Error` (and metrics, as one of ORIGIN_FAILURES or `error`): a short word
-        if isinstance(exc.kind, str) and _KIND.fullmatch(exc.kind):
+        if isinstance(kind, str) and _KIND.fullmatch(kind):
             return exc
         # said in the message, or the plugin's author sees `error` with no clue why (repr: no line breaks)
-        return OriginFailure("error", f"{exc} (its kind {capped(repr(exc.kind), 40)} is not a short lowercase "
+        return OriginFailure("error", f"{message} (its kind {capped(repr(kind), 40)} is not a short lowercase "
                                       f"word: reported as error)")
     if isinstance(exc, TimeoutError):
         return OriginFailure("timeout", f"no answer within {origin.settings.timeout:g}s")

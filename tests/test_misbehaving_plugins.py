@@ -28,6 +28,11 @@ from tests.nodes import SAMPLES, write_config
 PHOTO = photo_image(640, 480)
 
 
+class Unprintable(plugin_api.OriginFailure):
+    def __str__(self) -> str:
+        raise ValueError("no message")
+
+
 class MisbehavingPlugin:
     """`type = "misbehaving"`: the path's first segment says how it fails; `good/…` is the photo."""
 
@@ -56,6 +61,8 @@ class MisbehavingPlugin:
                 await plugin_api.in_thread(time.sleep, 2)
             if behaviour == "kind":
                 raise plugin_api.OriginFailure("Made Up\r\nX-Injected: 1", "a kind of its own")
+            if behaviour == "unprintable":  # a failure of its own type whose message cannot be made
+                raise Unprintable("refused", "never shown")
             if behaviour == "block":  # a blocking call in the coroutine: holds the whole worker
                 time.sleep(1.5)
                 return Original(PHOTO)
@@ -183,6 +190,32 @@ async def test_a_failure_kind_of_its_own_is_reported_as_error(node, caplog):
     assert "X-Injected" not in response.headers
     # the log says why, on one line
     assert "a kind of its own (its kind 'Made Up\\r\\nX-Injected: 1' is not a short lowercase word" in caplog.text
+
+
+async def test_a_failure_whose_message_cannot_be_made_is_its_origins_and_the_next_one_serves(node_factory, tmp_path,
+                                                                                              caplog):
+    """A plugin's `OriginFailure` whose `__str__` raises was a 500 (its message logged outside any guard),
+    hiding the next origin of the chain."""
+    (tmp_path / "files" / "unprintable").mkdir(parents=True)
+    (tmp_path / "files" / "unprintable" / "photo.jpg").write_bytes(PHOTO)
+    node = await node_factory(write_config(tmp_path, f"""
+        [[origins]]
+        name = "plugin"
+        type = "misbehaving"
+
+        [[origins]]
+        name = "files"
+        type = "local"
+        root = "{tmp_path / 'files'}"
+
+        [[endpoints]]
+        id = ""
+        origins = ["plugin", "files"]
+        """), MisbehavingPlugin())
+    for width in (64, 65):  # the second within the first's log interval
+        response = await node.fetch(f"/tr:w-{width}/unprintable/photo.jpg")
+        assert response.code == 200 and image_size(response.body)[0] == width
+    assert "origin 'plugin' failed (refused): Unprintable (its message could not be made)" in caplog.text
 
 
 async def test_a_fetch_that_holds_the_event_loop_past_its_timeout_is_named(node, caplog):
