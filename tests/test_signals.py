@@ -282,7 +282,11 @@ async def test_a_next_request_already_sent_when_the_drain_begins_is_answered_the
         client.sendall(request)
         first = await asyncio.to_thread(read_response, client)
         assert first.status == 200 and first.getheader("Connection") is None and first.read()
-        client.sendall(request)  # in the server's socket now, unread: the server's loop has not run since
+
+        async def waiting_for_the_next() -> bool:  # else it may read the next request as soon as it is sent
+            return any(state.between_requests for state in running.server._states.values())
+        await until(waiting_for_the_next, "the connection waiting for its next request")
+        client.sendall(request)  # in the server's socket now, unread: the drain's first step runs before a poll
         draining = asyncio.ensure_future(running.server.drain(5, running.node.give_up_serving))
         second = await asyncio.to_thread(read_response, client)
         assert (second.status, second.getheader("Connection")) == (200, "close")
