@@ -30,7 +30,7 @@ it and starts another, as for a crash. The silence is measured on the supervisor
 when a byte arrived: no shared memory, no time written by one process and read by another; and it
 kills only once it has lasted `CONFIRM_SECONDS` past the timeout, so that a clock jumping forward
 (a virtual machine resumed) kills nobody. The supervisor's deadlines (that silence, a reload's
-`READY_TIMEOUT_SECONDS`, a stopping worker's kill) are kept on `SteadyClock`, which such a jump moves
+`[server] start_timeout`, a stopping worker's kill) are kept on `SteadyClock`, which such a jump moves
 by `CLOCK_STEP_MAX_SECONDS` at most.
 
 The supervisor runs even with one worker: one code path for reloads and restarts, at the cost of one
@@ -69,8 +69,6 @@ RESTART_WINDOW_SECONDS = 60
 MAX_RESTARTS_IN_WINDOW = 10
 #: `[server]` keys a reload cannot change (the sockets are bound, the workers counted): a restart can
 RESTART_KEYS = ("host", "port", "workers", "metrics_port")
-#: seconds a new worker has to start serving (origins opened, cache open) before a reload is abandoned
-READY_TIMEOUT_SECONDS = 60
 #: beyond a worker's own shutdown grace, before the supervisor kills it
 KILL_MARGIN_SECONDS = 5
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
@@ -246,12 +244,22 @@ class Supervisor:
             if len(new) == config.server.workers and all(w.ready for w in new):
                 self._finish_reload(generation, config)
             elif now > deadline:
-                self._abandon_reload(f"the new workers did not start serving in {READY_TIMEOUT_SECONDS}s")
+                self._abandon_reload(f"the new workers did not start serving in {config.server.start_timeout:g}s")
+        reloading = self.pending[0] if self.pending is not None else None
         for worker in self.workers.values():
             if worker.kill_at is not None and now > worker.kill_at:
                 _kill(worker.pid, signal.SIGKILL)
-            elif worker.ready and worker.kill_at is None and not worker.hung:
-                self._watch(worker, now)
+            elif worker.kill_at is None and not worker.hung:
+                if worker.ready:
+                    self._watch(worker, now)
+                elif worker.generation != reloading and now - worker.heard > self.config.server.start_timeout:
+                    # silent since its fork (`heard`): killed, then replaced as a worker that died (an origin's
+                    # `open()` blocking its loop, which the open's own bound cannot stop, had left the node
+                    # silent for good, its port accepting connections into the backlog)
+                    log.error("worker %d (pid %d) did not start serving within %gs (an origin's open() blocking "
+                              "its event loop?): killed", worker.number, worker.pid, self.config.server.start_timeout)
+                    worker.hung = True
+                    _kill(worker.pid, signal.SIGKILL)
 
     def _watch(self, worker: _Worker, now: float) -> None:
         silence = now - worker.heard
@@ -416,7 +424,7 @@ class Supervisor:
         """Start a new generation of workers on `config`; once they all serve, the old ones stop, and `done`
         is logged."""
         generation = self.generation + 1
-        self.pending = (generation, config, self.clock() + READY_TIMEOUT_SECONDS)
+        self.pending = (generation, config, self.clock() + config.server.start_timeout)
         self._pending_done = done
         for number in range(config.server.workers):
             self._spawn(number, generation, config)

@@ -11,6 +11,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.supervisor import CONFIRM_SECONDS
+from edge.testing import ServingNode
 from tests.assets import colour, solid
 from tests.nodes import NodeProcess, decode, local_config, until, until_stored, web_config, write_config
 from tests.scrape import samples, scrape, scrape_when, total
@@ -292,6 +293,67 @@ def test_a_worker_whose_event_loop_stops_is_killed_and_replaced(tmp_path):
         other = next(pid for pid in node.worker_pids() if pid != victim)
         time.sleep(3)  # the workers that run keep their heartbeat: none of them is killed meanwhile
         assert other in node.worker_pids() and len([line for line in node.log if "no sign of life" in line]) == 1
+    finally:
+        assert node.stop() == 0
+
+
+STUCK_PLUGIN = """
+import time
+from pathlib import Path
+
+from edge.plugin import Origin, OriginNotFound, hookimpl
+
+EDGE_PLUGIN_API = "1.3"
+
+
+class StuckOrigin(Origin):
+    type_name = "stuck"
+
+    @classmethod
+    def from_config(cls, settings, table):
+        origin = cls(settings)
+        origin.marker = Path(table.str("marker"))
+        table.finish()
+        return origin
+
+    async def open(self):
+        if not self.marker.exists():  # the first worker only: a synchronous client waiting on a silent store
+            self.marker.touch()
+            time.sleep(600)
+
+    async def fetch(self, request):
+        raise OriginNotFound(request.path)
+
+
+@hookimpl
+def edge_origin_types():
+    return [StuckOrigin]
+"""
+
+
+def test_a_worker_whose_origin_blocks_its_start_is_killed_and_replaced(tmp_path):
+    """An origin's `open()` blocking the event loop escapes the open's own bound (it is awaited): the node
+    had stayed silent for good, its port taking connections into the backlog."""
+    site = tmp_path / "site"
+    (site / "edge_stuck_origin").mkdir(parents=True)
+    (site / "edge_stuck_origin" / "__init__.py").write_text(STUCK_PLUGIN)
+    (site / "edge_stuck_origin-1.0.dist-info").mkdir()
+    (site / "edge_stuck_origin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: edge-stuck-origin\nVersion: 1.0\n")
+    (site / "edge_stuck_origin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[edge.plugins]\nstuck = edge_stuck_origin\n")
+    config = write_config(tmp_path, local_config(
+        before='[server]\nworkers = 1\nstart_timeout = "2s"\nshutdown_grace = "1s"',
+        after=f'[[origins]]\nname = "stuck"\ntype = "stuck"\nmarker = "{tmp_path / "opened"}"\n'))
+    started = time.monotonic()
+    node = NodeProcess(config, env={"PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get(
+        "PYTHONPATH"))))})
+    try:
+        assert time.monotonic() - started >= 2  # listening once the replacement serves
+        stuck = node.wait_for_log(r"worker 0 \(pid (\d+)\) did not start serving within 2s \(an origin's open\(\) "
+                                  r"blocking its event loop\?\): killed").group(1)
+        node.wait_for_log(rf"pid {stuck}\) exited with status -9; restarted")
+        assert ServingNode(node).get("/tr:w-32/coffee.jpg")[0] == 200
     finally:
         assert node.stop() == 0
 
