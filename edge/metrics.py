@@ -329,6 +329,7 @@ class Metrics:
         for peer in config.fleet.others:
             for outcome in FLEET_PURGE_OUTCOMES:
                 self.fleet_purge_calls.labels(peer, outcome)
+        self.http_requests.labels("-", "500")  # a request no endpoint could be found for, when finding it failed
         for endpoint in config.endpoints:
             label = endpoint_label(endpoint.id)
             if endpoint.private_key is not None:  # either URL style: a rate() alert sees the first refusal

@@ -510,6 +510,9 @@ class ImageHandler(BaseHandler):
             else:  # the worker is stopping
                 self._send_error(ShuttingDown())
             return
+        except Exception:  # a bug (Tornado answers 500): counted on the request's endpoint, whose series exists
+            self.endpoint_label = self.node.pipeline.endpoint_of(call)
+            raise
         finally:
             self._serving = None
             self.node.serving.discard(self)

@@ -370,3 +370,19 @@ async def test_status_snapshots_taken_while_the_worker_counts_neither_lose_nor_r
     finally:
         sys.setswitchinterval(switching)
     assert total(metrics.exposition().decode(), "edge_http_requests_total") == TURNS * 50
+
+
+async def test_a_bug_is_counted_as_500_on_its_endpoint_whose_series_was_there(node_factory, tmp_path, monkeypatch):
+    """A 500 is the node's bug: counted on the endpoint `-` (no answer, no endpoint), a series born above 0,
+    and `EdgeInternalErrors` (an `increase()`) missed it."""
+    from tests.nodes import local_config
+    running = await node_factory(write_config(tmp_path, local_config()))
+    requests = running.node.metrics.http_requests
+    assert requests.labels("default", "500")._value.get() == 0 and requests.labels("-", "500")._value.get() == 0
+
+    def bug(call):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(running.node.pipeline, "_job", bug)
+    response = await running.fetch("/tr:w-20/coffee.jpg")
+    assert (response.code, response.body) == (500, b"internal error\n")
+    assert requests.labels("default", "500")._value.get() == 1
