@@ -43,8 +43,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=@-]{1,128}$")
 ATOMIC_WRITE = select.PIPE_BUF
 #: bytes of each field as written (escapes included), so that a whole line stays under `ATOMIC_WRITE`
 #: (`test_a_line_of_the_longest_fields_is_one_atomic_write`)
-FIELD_BYTES = {"method": 32, "path": 1024, "host": 256, "user_agent": 512, "referer": 512, "error": 512,
-               "endpoint": 128, "origin": 128}
+FIELD_BYTES = {"method": 32, "path": 1024, "client": 64, "host": 256, "user_agent": 512, "referer": 512,
+               "error": 512, "endpoint": 128, "origin": 128}
 #: X-Forwarded-For entries looked at, from the right (a forged header may be long)
 MAX_FORWARDED_HOPS = 16
 
@@ -119,7 +119,7 @@ class AccessLog:
         if not self.enabled:
             return
         line = (f'{{"time":{time.time():.3f},"method":{_field(method, "method")},"path":{_field(path, "path")},'
-                f'"status":{status},"duration_ms":{seconds * 1000:.2f},"client":{json_string(client)},'
+                f'"status":{status},"duration_ms":{seconds * 1000:.2f},"client":{_field(client, "client")},'
                 f'"host":{_field(host, "host")},"user_agent":{_field(user_agent, "user_agent")},'
                 f'"referer":{_field(referer.partition("?")[0], "referer") if referer else "null"},'
                 f'"request_id":{json_string(request_id)},"error":{_field(error, "error")}')
@@ -185,7 +185,7 @@ def _write_lines(stream: TextIO, text: str) -> None:
     data, start = text.encode(), 0
     while start < len(data):
         end = len(data) if len(data) - start <= ATOMIC_WRITE else data.rfind(b"\n", start, start + ATOMIC_WRITE) + 1
-        if end <= start:  # a line longer than a pipe takes whole (never, with lines held to FIELD_BYTES)
+        if end <= start:  # a line longer than a pipe takes whole (none, with every field held to FIELD_BYTES)
             end = data.find(b"\n", start) + 1 or len(data)
         chunk = memoryview(data)[start:end]
         while chunk:
