@@ -89,10 +89,8 @@ class ServerSettings:
     max_connections: int = 1024
     #: seconds a stopping worker lets requests in progress finish (SIGTERM, SIGHUP's old workers)
     shutdown_grace: float = 10.0
-    #: seconds a serving worker's event loop may go without a turn before the supervisor kills it
+    #: seconds a worker's event loop may go without a turn (serving, or starting) before the supervisor kills it
     worker_timeout: float = 30.0
-    #: seconds a new worker has to start serving: else a reload is abandoned, any other worker replaced
-    start_timeout: float = 60.0
     # -- memory (see docs/security.md, "Memory") --
     #: bytes of originals being fetched at once, per worker; more waits, then 503
     fetch_memory: int = DEFAULT_FETCH_MEMORY
@@ -346,7 +344,6 @@ def _server(t: ConfigTable) -> ServerSettings:
         max_connections=t.int("max_connections", d.max_connections, min=1),
         shutdown_grace=t.duration("shutdown_grace", d.shutdown_grace),
         worker_timeout=_positive(t, "worker_timeout", t.duration("worker_timeout", d.worker_timeout)),
-        start_timeout=_positive(t, "start_timeout", t.duration("start_timeout", d.start_timeout)),
         fetch_memory=t.size("fetch_memory", d.fetch_memory),
         fetch_memory_wait=t.duration("fetch_memory_wait", d.fetch_memory_wait),
         decode_memory=t.size("decode_memory", d.decode_memory),

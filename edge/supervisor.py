@@ -30,7 +30,7 @@ it and starts another, as for a crash. The silence is measured on the supervisor
 when a byte arrived: no shared memory, no time written by one process and read by another; and it
 kills only once it has lasted `CONFIRM_SECONDS` past the timeout, so that a clock jumping forward
 (a virtual machine resumed) kills nobody. The supervisor's deadlines (that silence, a reload's
-`[server] start_timeout`, a stopping worker's kill) are kept on `SteadyClock`, which such a jump moves
+`READY_TIMEOUT_SECONDS`, a stopping worker's kill) are kept on `SteadyClock`, which such a jump moves
 by `CLOCK_STEP_MAX_SECONDS` at most.
 
 The supervisor runs even with one worker: one code path for reloads and restarts, at the cost of one
@@ -69,6 +69,8 @@ RESTART_WINDOW_SECONDS = 60
 MAX_RESTARTS_IN_WINDOW = 10
 #: `[server]` keys a reload cannot change (the sockets are bound, the workers counted): a restart can
 RESTART_KEYS = ("host", "port", "workers", "metrics_port")
+#: seconds a reload's new workers have to start serving (origins opened, cache open) before it is abandoned
+READY_TIMEOUT_SECONDS = 60
 #: beyond a worker's own shutdown grace, before the supervisor kills it
 KILL_MARGIN_SECONDS = 5
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
@@ -244,22 +246,12 @@ class Supervisor:
             if len(new) == config.server.workers and all(w.ready for w in new):
                 self._finish_reload(generation, config)
             elif now > deadline:
-                self._abandon_reload(f"the new workers did not start serving in {config.server.start_timeout:g}s")
-        reloading = self.pending[0] if self.pending is not None else None
+                self._abandon_reload(f"the new workers did not start serving in {READY_TIMEOUT_SECONDS}s")
         for worker in self.workers.values():
             if worker.kill_at is not None and now > worker.kill_at:
                 _kill(worker.pid, signal.SIGKILL)
             elif worker.kill_at is None and not worker.hung:
-                if worker.ready:
-                    self._watch(worker, now)
-                elif worker.generation != reloading and now - worker.heard > self.config.server.start_timeout:
-                    # silent since its fork (`heard`): killed, then replaced as a worker that died (an origin's
-                    # `open()` blocking its loop, which the open's own bound cannot stop, had left the node
-                    # silent for good, its port accepting connections into the backlog)
-                    log.error("worker %d (pid %d) did not start serving within %gs (an origin's open() blocking "
-                              "its event loop?): killed", worker.number, worker.pid, self.config.server.start_timeout)
-                    worker.hung = True
-                    _kill(worker.pid, signal.SIGKILL)
+                self._watch(worker, now)
 
     def _watch(self, worker: _Worker, now: float) -> None:
         silence = now - worker.heard
@@ -268,8 +260,11 @@ class Supervisor:
         elif worker.overdue_at is None:
             worker.overdue_at = now
         elif now - worker.overdue_at >= CONFIRM_SECONDS:
-            log.error("worker %d (pid %d) gave no sign of life for %.0fs (its event loop is blocked): killed",
-                      worker.number, worker.pid, silence)
+            # a starting worker beats too (`serve_worker`): an origin's `open()` blocking its loop escapes the
+            # open's own bound, and had left the node silent for good, its port taking connections into the backlog
+            log.error("worker %d (pid %d) gave no sign of life for %.0fs (its event loop is blocked%s): killed",
+                      worker.number, worker.pid, silence, "" if worker.ready else
+                      " while it started: an origin's open()?")
             worker.hung = True
             _kill(worker.pid, signal.SIGKILL)
 
@@ -424,7 +419,7 @@ class Supervisor:
         """Start a new generation of workers on `config`; once they all serve, the old ones stop, and `done`
         is logged."""
         generation = self.generation + 1
-        self.pending = (generation, config, self.clock() + config.server.start_timeout)
+        self.pending = (generation, config, self.clock() + READY_TIMEOUT_SECONDS)
         self._pending_done = done
         for number in range(config.server.workers):
             self._spawn(number, generation, config)
@@ -460,8 +455,8 @@ def preload() -> None:
 
 
 def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list = ()) -> None:
-    """One worker: serve on `sockets` until SIGTERM/SIGINT, then drain. Writes `SERVING` to `pipe` once it
-    accepts connections, then a `HEARTBEAT` every `HEARTBEAT_SECONDS` from its loop."""
+    """One worker: serve on `sockets` until SIGTERM/SIGINT, then drain. Writes a `HEARTBEAT` to `pipe` every
+    `HEARTBEAT_SECONDS` from its loop, from its start, and `SERVING` once it accepts connections."""
     from .fetching import fetch_budget
     from .httpserver import make_server
 
@@ -472,6 +467,8 @@ def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list
     fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait)
 
     async def serve() -> None:
+        os.set_blocking(pipe, False)
+        beating = asyncio.create_task(_beating(pipe))  # while it starts too: a start that blocks is killed
         node = Node(config)
         await node.start()
         # What exists now (modules, libvips bindings, config, plugins) lives as long as the worker:
@@ -494,9 +491,7 @@ def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list
             loop.add_signal_handler(signum, stopping.set)
         for signum in STRAY_SIGNALS:
             loop.add_signal_handler(signum, log_stray_signal, signum)
-        os.set_blocking(pipe, False)
         _tell(pipe, SERVING)
-        beating = asyncio.create_task(_beating(pipe))
         await stopping.wait()
         if metrics_server is not None:
             metrics_server.stop()  # as the main port: its queue accepted, a scrape under way answered
