@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from tornado import httputil
+from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, UnsatisfiableReadError
@@ -80,6 +81,8 @@ STALL_SWEEPS = 3
 
 #: how long the 503s that end a drain (`EdgeHTTPServer.drain`) have to go out before their connections are closed
 GIVE_UP_SECONDS = 1.0
+#: bytes looked at, unread, for a whole request head on a connection a drain finds waiting (`_has_request`)
+MAX_HEAD_PEEK = 64 * 1024
 
 #: why the server closes a connection itself (`ConnectionObserver.connection_closed`): its first request's headers
 #: came later than `header_timeout`, a kept-alive connection waited longer than `idle_timeout` for its next
@@ -301,12 +304,13 @@ def raise_fd_limit() -> int:
 
 
 class _ConnectionState:
-    __slots__ = ("requests", "busy", "waiting_since")
+    __slots__ = ("requests", "busy", "waiting_since", "request")
 
     def __init__(self, now: float) -> None:
         self.requests = 0  # requests started (the first while its headers are awaited)
         self.busy = False  # between a request's headers and the start of the next request
         self.waiting_since = now  # when the wait for the current request's headers began
+        self.request: HTTP1Connection | None = None  # the current request's
 
     @property
     def between_requests(self) -> bool:
@@ -346,11 +350,13 @@ class EdgeHTTPServer(HTTPServer):
         if state is not None:
             state.busy = False
             state.waiting_since = time.monotonic()
-            # draining: no request after the one answered; a first one is served (`drain`): its connection
-            # was accepted before the drain began, its request loop starting on the IOLoop's next turn
-            if self._draining and state.requests:
+            # draining: no request after the one answered, but one already there (pipelined, or sent as the
+            # answer went out), which is answered with `Connection: close`; a first one is served (`drain`): its
+            # connection was accepted before the drain began, its request loop starting on the IOLoop's next turn
+            if self._draining and state.requests and not _has_request(server_conn.stream):
                 request_conn.close()
             state.requests += 1
+            state.request = request_conn
         return _Limited(super().start_request(server_conn, request_conn), request_conn, self, state)
 
     def _close_late_connections(self) -> None:
@@ -393,9 +399,13 @@ class EdgeHTTPServer(HTTPServer):
         many), a moment for those answers to go out, and close what is left."""
         self.stop()
         self._draining = True
-        # a next request already (partly) there is answered, and its connection then closed: closed unread, its
-        # client saw a reset for a request it had sent, which the node had logged and counted as answered
-        idle = [stream for stream, state in self._states.items() if state.between_requests and not _has_input(stream)]
+        # a next request already there is answered, and its connection then closed: closed unread, its client
+        # saw a reset for a request it had sent, which the node had logged and counted as answered
+        idle = [stream for stream, state in self._states.items()
+                if state.between_requests and not _has_request(stream)]
+        for state in self._states.values():
+            if state.busy and state.request is not None and state.request._response_start_line is None:
+                _last_on_connection(state.request)  # its answer says so: its client sends no other
         log.info("draining: %d request(s) in progress, %d idle connection(s) closed",
                  sum(state.busy for state in self._states.values()), len(idle))
         for stream in idle:
@@ -511,14 +521,23 @@ def _tokens(field: str) -> set[str]:
     return {token.strip().lower() for token in field.split(",")}
 
 
-def _has_input(stream: IOStream) -> bool:
-    """Whether a connection's next request has begun to arrive: read by Tornado, or waiting in the socket."""
-    if stream._read_buffer_size:
-        return True
+def _has_request(stream: IOStream) -> bool:
+    """Whether a connection's next request's head has arrived whole: read by Tornado, or waiting in the
+    socket (one still arriving is not waited for: a client could hold every stop for `shutdown_grace`)."""
     try:
-        return bool(stream.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        waiting = stream.socket.recv(MAX_HEAD_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except (OSError, AttributeError):  # nothing yet (EAGAIN), or the connection is gone
-        return False
+        waiting = b""
+    head = bytes(stream._read_buffer[:stream._read_buffer_size]) + waiting
+    return b"\r\n\r\n" in head or b"\n\n" in head
+
+
+def _last_on_connection(request: HTTP1Connection) -> None:
+    """Close the connection once `request` is answered, and say so in the answer (`Connection: close`; an
+    HTTP/1.0 client asking for keep-alive is answered without `Keep-Alive`, which Tornado would write)."""
+    request._disconnect_on_finish = True
+    if request._request_headers is not None:
+        request._request_headers.pop("Connection", None)
 
 
 class _Limited(httputil.HTTPMessageDelegate):
@@ -536,8 +555,8 @@ class _Limited(httputil.HTTPMessageDelegate):
     def headers_received(self, start_line, headers):
         if self._state is not None:
             self._state.busy = True
-        if self._server._draining:  # the last request of this connection (`drain`): `Connection: close`
-            self._request_conn._disconnect_on_finish = True
+        if self._server._draining:  # the last request of this connection (`drain`)
+            _last_on_connection(self._request_conn)
         if start_line.version == "HTTP/1.0" and "Transfer-Encoding" in headers:
             # RFC 9112 6.1: HTTP/1.0 has no chunked framing, so the message's is faulty. Tornado would
             # read a chunked body and keep the connection: a front end framing the message as 1.0

@@ -301,3 +301,33 @@ def read_response(connection: socket.socket) -> http.client.HTTPResponse:
     response = http.client.HTTPResponse(connection)
     response.begin()
     return response
+
+
+@pytest.mark.parametrize("request_line, connection", [
+    (b"GET /tr:w-50/slow.jpg HTTP/1.1\r\nHost: x\r\n", "close"),
+    # HTTP/1.0 closes unless told otherwise: no `Keep-Alive` (Tornado wrote it for a client asking, closing or not)
+    (b"GET /tr:w-50/slow.jpg HTTP/1.0\r\nConnection: keep-alive\r\n", None)])
+async def test_an_answer_in_progress_when_the_drain_begins_says_connection_close(node_factory, tmp_path, request_line,
+                                                                                 connection):
+    """Its client would send a next request on the kept-alive connection, which the drain closes after it."""
+    origin = await HTTPOrigin(files={"slow.jpg": (SAMPLES / "coffee.jpg").read_bytes()}).start()
+    origin.behaviour.hold = asyncio.Event()
+    running = await node_factory(write_config(tmp_path, web_config(origin.url)))
+    client = socket.create_connection(("127.0.0.1", int(running.url.rpartition(":")[2])), timeout=10)
+    try:
+        client.sendall(request_line + b"\r\n")
+
+        async def reached_the_origin() -> bool:
+            return origin.requests["slow.jpg"] > 0
+        await until(reached_the_origin, "the request reaching the origin")
+        draining = asyncio.ensure_future(running.server.drain(5, running.node.give_up_serving))
+        await asyncio.sleep(0)  # the drain's first step: the connection is marked
+        origin.behaviour.hold.set()
+        answer = await asyncio.to_thread(read_response, client)
+        assert (answer.status, answer.getheader("Connection")) == (200, connection)
+        assert pyvips.Image.new_from_buffer(answer.read(), "").width == 50
+        assert await asyncio.to_thread(client.recv, 1) == b""
+        await draining
+    finally:
+        client.close()
+        await origin.stop()
