@@ -78,7 +78,9 @@ def key_prefixes(router: Router, target: dict[str, str]) -> list[str]:
     those of every URL that shows the same unpinned asset (`cloudinary_urls.same_asset`)."""
     (kind, value), = target.items()
     try:
-        parts = urlsplit(value)
+        # a path's leading slashes name nothing, as an image request's (`//shop/x.jpg` is the endpoint shop's):
+        # `urlsplit` would take `shop` for a host, and the default endpoint's `x.jpg` was purged instead
+        parts = urlsplit("/" + value.lstrip("/") if value.startswith("/") else value)
     except ValueError:  # `http://[::1`: an unclosed IPv6 literal
         raise BadRequest(f"{kind}: not a URL or a path") from None
     if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
@@ -92,6 +94,10 @@ def key_prefixes(router: Router, target: dict[str, str]) -> list[str]:
             raise BadRequest("url: names no image")
         paths = same_asset(request.path) if request.endpoint.url_style == "cloudinary" else [request.path]
         return [path_key(request.endpoint.id, path) for path in paths]
+    if request.path_transformation is not None or request.transformation is not None:
+        # outputs are purged by their original's path: `/tr:w-30/` as a prefix had emptied the whole endpoint
+        raise BadRequest(f"{kind}: a transformation names no originals' paths: purge by the originals' path "
+                         "prefix, which takes every output of them")
     return [path_prefix_key(request.endpoint.id, request.path)]
 
 

@@ -101,6 +101,12 @@ async def test_purge_by_prefix_removes_everything_under_it_in_its_endpoint(node)
     assert await cached(node, "/shop/tr:w-30/shirts/white.jpg")
     assert await cached(node, "/outlet/tr:w-30/shoes/red.jpg")
 
+    # leading slashes name nothing, as in an image request's path: not a host (`urlsplit` had taken `shop` for
+    # one, and purged the default endpoint's `shirts/white.jpg`)
+    doubled = await purge_request(node, {"url": "//shop/tr:w-30/shirts/white.jpg"})
+    assert json.loads(doubled.body)["removed"] == 2
+    assert not await cached(node, "//shop/tr:w-30/shirts/white.jpg")
+
     whole_endpoint = await purge_request(node, {"prefix": "/shop/"})
     assert json.loads(whole_endpoint.body)["removed"] == 6
     assert await cached(node, "/outlet/tr:w-30/shoes/red.jpg")
@@ -152,6 +158,9 @@ async def test_without_the_token_purge_is_a_401_and_removes_nothing(node, header
     (b'{"prefix": "/shop/../"}', b"prefix: a . or .. segment (no path the node serves has one)\n"),
     (b'{"prefix": "/shop/shoes/%2e%2e/"}', b"prefix: a . or .. segment (no path the node serves has one)\n"),
     (b'{"url": "/shop/./shoes/red.jpg"}', b"url: a . or .. segment (no path the node serves has one)\n"),
+    # had emptied the whole endpoint (the transformation dropped, an empty path left)
+    (b'{"prefix": "/shop/tr:w-30/"}', b"prefix: a transformation names no originals' paths: purge by the originals' "
+                                      b"path prefix, which takes every output of them\n"),
 ])
 async def test_a_malformed_purge_is_a_400_naming_the_problem(node, body, message):
     await warm(node)
