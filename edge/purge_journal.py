@@ -25,8 +25,8 @@ is checked with the origin before it is served again. The purge that writes an e
 entries older than that by the store's clock (a page at a time). A prefix too long for an object key
 is shortened, which purges more, never less. Times in names come from the nodes' clocks: keep them
 synchronised (NTP); they may disagree by up to `CLOCK_SKEW_SECONDS` (5 minutes). A reading that
-follows a recent entry also lists the last `LOOKBACK_SECONDS` (as long) again (one page), so an
-entry from a node whose clock lags is still found. (`covers` compares the times of two nodes'
+follows a recent entry also lists the last `LOOKBACK_SECONDS` (as long) again (up to `PAGES` pages),
+so an entry from a node whose clock lags, or whose write landed late, is still found. (`covers` compares the times of two nodes'
 clocks as they are: an object confirmed less than the lag before a lagging node's purge is not held
 back by it; slack there would keep every object confirmed in the minutes after any purge out of the
 shared tier until its original is revalidated.) Anyone who can write to
@@ -172,7 +172,9 @@ class PurgeJournal:
                 break
         late = self._folder + _time_name(now - LOOKBACK_SECONDS)
         if self._started and self._cursor > late:  # recent entries: one may be late, from a lagging clock
-            for key, _ in await self._store.list_objects(self._folder, late, pages=1):
+            # every page of them (one had stopped at the first 1000: after a burst of purges, an entry that
+            # landed late behind them was never read by a running node)
+            for key, _ in await self._store.list_objects(self._folder, late, pages=PAGES):
                 self._take(key, now)
         self._started = True
         self._forget_before(now - self._retention)

@@ -282,6 +282,23 @@ async def test_a_mark_file_that_cannot_be_read_means_applying_again(start):
     assert (await (await start("n")).fetch(URL)).code == 200
 
 
+async def test_an_entry_landing_late_behind_a_burst_of_purges_is_applied(start, bucket):
+    """The lookback listed one page: with more than 1000 entries of the last minutes (a bulk purge), one that
+    landed after a reading had passed its time (a slow write, a clock a second behind) sorted past that page,
+    and a running node never applied it."""
+    node = await start("n")
+    store = node.node.shared.store
+    now = [3_000_000.0]
+    reader = PurgeJournal(store, 3600, node.config.cache.dir / "burst-reader", clock=lambda: now[0])
+    put_all(bucket, [JOURNAL + _entry_name(now[0] - 60 + i / 100, f"\0bulk{i}\0") for i in range(1200)])
+    assert len(await reader.read()) == 1200
+    reader.applied(1200)
+    # made 1 s before the newest read, written only now: sorts among them
+    bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] - 60 + 11.5, "\0late.jpg\0"), Body=b"")
+    now[0] += 10
+    assert await reader.read() == ["\0late.jpg\0"]
+
+
 async def test_a_reading_goes_on_from_where_the_last_one_stopped(start, bucket, monkeypatch):
     """More entries than a reading lists (a burst of purges, or keys that are not entries) delay the
     newer ones by a reading, never for good; a reading cut short keeps what it read."""
