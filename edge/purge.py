@@ -146,16 +146,17 @@ async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[s
     purged_everywhere = True
     shared_answer: dict[str, Any] = {}
     if shared is not None:
+        # each step's calls at once: the 15 prefixes of a Cloudinary-style URL, one call after the other (and the
+        # journal's housekeeping once a prefix), took 28 s at 0.5 s a call, past the load balancers' admin timeout
         try:
-            for prefix in prefixes:
-                await shared.record_purge(prefix)
+            await shared.record_purge(prefixes)
             journal: str | dict[str, str] = "written"
         except SharedCacheFailure as failure:
             journal = {"error": failure.kind}
             purged_everywhere = False
             log.warning("purge of %s not written to the shared cache's journal: %s", target, failure.kind)
         try:
-            shared_answer = {"removed": sum([await shared.delete_prefix(prefix) for prefix in prefixes])}
+            shared_answer = {"removed": sum(await asyncio.gather(*map(shared.delete_prefix, prefixes)))}
         except SharedCacheFailure as failure:
             shared_answer = {"error": failure.kind}
             purged_everywhere = False

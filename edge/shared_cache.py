@@ -247,12 +247,13 @@ class SharedTier:
         # listing and deleting a large prefix takes many calls: allow it more than one read
         return await self._reported("delete", self.store.delete_prefix(prefix, direct), self.timeout * 10)
 
-    async def record_purge(self, key_prefix: str) -> None:
-        """Write a purge of a cache key prefix to the journal, for the nodes it does not reach. Raises
-        `SharedCacheFailure` (counted) when the tier cannot: the caller must report it."""
-        key = await self._reported("journal", self.journal.record(key_prefix), self.timeout)
-        try:  # recorded: the journal's housekeeping no longer decides the purge's answer
-            await asyncio.wait_for(self.journal.expire(key), self.timeout * 2)
+    async def record_purge(self, key_prefixes: list[str]) -> None:
+        """Write a purge of cache key prefixes to the journal (an entry each, written at once), for the nodes
+        it does not reach. Raises `SharedCacheFailure` (counted) when the tier cannot: the caller must report
+        it."""
+        keys = await self._reported("journal", asyncio.gather(*map(self.journal.record, key_prefixes)), self.timeout)
+        try:  # recorded: the journal's housekeeping (once a purge) no longer decides the purge's answer
+            await asyncio.wait_for(self.journal.expire(keys[-1]), self.timeout * 2)
         except TimeoutError:
             log.warning("the purge journal's expired entries were not deleted in time")
         except Exception as error:  # `expire` logs the store's failures; this is what it did not classify
