@@ -4,8 +4,10 @@ libvips computes lazily, in its own worker threads, when an image is written (en
 memory, measured). It checks an image's "kill" flag each time it computes a region of that image;
 once the flag is set, the computation fails promptly. So a render registers every image it computes
 from (`watch`) with its `StopSwitch`, and `StopSwitch.stop`, called from the IOLoop thread, sets the
-flag on all of them. No Python ever runs in a libvips thread: a previous deadline ran Python
-callbacks there (eval signals), and the interpreter aborted under stress.
+flag on all of them. Once a step of the render is made in memory, the switch lets go of what made it
+(`forget_since`) and holds only the step's results, which everything later computes from. No Python
+ever runs in a libvips thread: a previous deadline ran Python callbacks there (eval signals), and the
+interpreter aborted under stress.
 
 The switch of the render running in a pool thread is found through a thread-local, so the geometry
 and effects code need not carry it: a render runs in one pool thread from start to end.
