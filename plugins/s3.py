@@ -220,7 +220,13 @@ class S3Origin(Origin):
     # -- writing (the shared cache tier uses the same client: edge/shared_cache.py) ----------------
     async def put_object(self, key: str, body: bytes, content_type: str) -> None:
         with self.classified("PutObject", key):
-            await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+            answer = await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        if not answer.get("ETag"):
+            # S3 and the S3-compatible stores name what they stored. A 200 without an ETag is a web server
+            # taking the request for something else (an endpoint_url on the wrong port): nothing was stored,
+            # and a purge had reported its journal entry written
+            raise OriginFailure("bad_response", f"PutObject {quoted_key(key)}: no ETag in the answer, so nothing "
+                                                "was stored: is endpoint_url an S3 API?")
 
     async def delete_prefix(self, prefix: str, direct: bool | None = None) -> int:
         """Delete every object whose key starts with `prefix` (ListObjectsV2 pages, then DeleteObjects

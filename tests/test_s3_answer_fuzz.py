@@ -290,6 +290,8 @@ def shared_store(objects: bytes, listings: bytes) -> Answer:
     def answer(method: str, target: str) -> bytes:
         if method == "GET":
             return listings if "list-type=2" in target else objects
+        if method == "PUT":
+            return http(200, b"", (("ETag", '"9b2cf535f27731c974343645a3985328"'),))
         return http(200, b"<?xml version='1.0'?><DeleteResult/>" if method == "POST" else b"")
     return answer
 
@@ -716,3 +718,20 @@ async def test_a_refused_redirect_names_where_it_led(raw_s3, location, named):
         await origin.close()
     assert failure.value.kind == "redirect_refused"
     assert str(failure.value) == f"GetObject 'a.jpg': redirect to {named.replace('STORE', raw_s3.url)} refused"
+
+
+async def test_a_shared_tier_whose_endpoint_is_a_web_server_answering_200_to_everything(node_factory, raw_s3,
+                                                                                         tmp_path):
+    """An `endpoint_url` on a web server's port (a catch-all page): every write was taken, so a purge
+    answered its journal entry "written" though nothing was stored, and no other node would ever apply it.
+    A PutObject answer names the ETag of what was stored; without one, nothing was."""
+    raw_s3.answer = lambda method, target: http(200, b"<html><body>Welcome</body></html>",
+                                                (("Content-Type", "text/html"),))
+    node = await node_factory(write_config(tmp_path, local_config(
+        before=f'[admin]\ntoken = "{TOKEN}"\n', after=shared_cache_table(raw_s3.url, "bkt", timeout=f"{TIMEOUT}s"))))
+    response = await node.fetch("/tr:w-100/astronaut.jpg")
+    assert response.code == 200 and decoded(response.body).width == 100, response.body[:200]
+    purged = await node.fetch("/_edge/purge", method="POST", body=json.dumps({"url": "/astronaut.jpg"}).encode(),
+                              headers={"Authorization": f"Bearer {TOKEN}"})
+    assert purged.code == 502, purged.body[:200]
+    assert json.loads(purged.body)["shared"]["journal"] == {"error": "bad_response"}
