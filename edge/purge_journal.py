@@ -26,11 +26,11 @@ entries older than that by the store's clock (a page at a time). A prefix too lo
 is shortened, which purges more, never less. Times in names come from the nodes' clocks: keep them
 synchronised (NTP); they may disagree by up to `CLOCK_SKEW_SECONDS` (5 minutes). A reading that
 follows a recent entry also lists the last `LOOKBACK_SECONDS` (as long) again (up to `PAGES` pages),
-so an entry from a node whose clock lags, or whose write landed late, is still found. (`covers` compares the times of two nodes'
-clocks as they are: an object confirmed less than the lag before a lagging node's purge is not held
-back by it; slack there would keep every object confirmed in the minutes after any purge out of the
-shared tier until its original is revalidated.) Anyone who can write to
-the bucket can write here: keys that are not entries are skipped, and never stop a reading.
+so an entry from a node whose clock lags, or whose write landed late, is still found. (`covers`
+compares the times of two nodes' clocks as they are: an object confirmed less than the lag before a
+lagging node's purge is not held back by it; slack there would keep every object confirmed in the
+minutes after any purge out of the shared tier until its original is revalidated.) Anyone who can
+write to the bucket can write here: keys that are not entries are skipped, and never stop a reading.
 """
 
 from __future__ import annotations
