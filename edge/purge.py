@@ -77,10 +77,14 @@ def key_prefixes(router: Router, target: dict[str, str]) -> list[str]:
     """The cache-key prefixes of everything the target covers: one, but for the URL of a Cloudinary-style endpoint
     those of every URL that shows the same unpinned asset (`cloudinary_urls.same_asset`)."""
     (kind, value), = target.items()
+    # a path's leading slashes name nothing, as an image request's (`//shop/x.jpg` is the endpoint shop's):
+    # `urlsplit` would take `shop` for a host, and the default endpoint's `x.jpg` was purged instead. Unless
+    # they start a scheme-relative URL (`<img src="//img.example.com/x.jpg">`) of a host with an endpoint
+    scheme_relative = value[:3] != "///" and value.startswith("//") and router.serves_host(value[2:].split("/")[0])
+    if value.startswith("/") and not scheme_relative:
+        value = "/" + value.lstrip("/")
     try:
-        # a path's leading slashes name nothing, as an image request's (`//shop/x.jpg` is the endpoint shop's):
-        # `urlsplit` would take `shop` for a host, and the default endpoint's `x.jpg` was purged instead
-        parts = urlsplit("/" + value.lstrip("/") if value.startswith("/") else value)
+        parts = urlsplit(value)
     except ValueError:  # `http://[::1`: an unclosed IPv6 literal
         raise BadRequest(f"{kind}: not a URL or a path") from None
     if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
@@ -94,7 +98,7 @@ def key_prefixes(router: Router, target: dict[str, str]) -> list[str]:
             raise BadRequest("url: names no image")
         paths = same_asset(request.path) if request.endpoint.url_style == "cloudinary" else [request.path]
         return [path_key(request.endpoint.id, path) for path in paths]
-    if request.path_transformation is not None or request.transformation is not None:
+    if request.path_transformation is not None:  # (a Cloudinary-style prefix has an empty transformation)
         # outputs are purged by their original's path: `/tr:w-30/` as a prefix had emptied the whole endpoint
         raise BadRequest(f"{kind}: a transformation names no originals' paths: purge by the originals' path "
                          "prefix, which takes every output of them")

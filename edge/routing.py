@@ -84,6 +84,10 @@ class Router:
         self._by_host = {host: e for e in endpoints for host in e.hosts}
         self._default = next((e for e in endpoints if e.id == ""), None)
 
+    def serves_host(self, host: str) -> bool:
+        """Whether `host` chooses an endpoint of its own (`hosts`)."""
+        return host_name(host) in self._by_host
+
     def route(self, host: str, uri: str, *, for_purge: bool = False) -> ImageRequest:
         """`uri` is the request target as sent (path and query, still percent-encoded), starting with `/`.
         `for_purge`: the path is a purge target, a prefix that may be the whole endpoint; no signature."""

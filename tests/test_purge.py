@@ -10,10 +10,12 @@ import pytest
 import pyvips
 
 from edge.config import load_config
-from edge.errors import ConfigError
+from edge.errors import BadRequest, ConfigError
 from edge.pluginmanager import load_plugins
+from edge.purge import key_prefixes
+from edge.routing import Router
 from tests.assets import centre_colour, colour, same_colour, solid
-from tests.nodes import decode, write_config
+from tests.nodes import SAMPLES, decode, write_config
 from tests.servers import HTTPOrigin
 
 TOKEN = "purge-token-7f3a9c2e51d84b06"
@@ -255,3 +257,58 @@ def test_an_empty_token_is_a_config_error_not_an_open_door(origin, tmp_path):
     path = write_config(tmp_path, config_text(origin, admin='[admin]\ntoken = " "\n'))
     with pytest.raises(ConfigError, match=r"\[admin\] token: is empty"):
         load_config(path, load_plugins())
+
+
+ROUTED = f"""
+[[origins]]
+name = "samples"
+type = "local"
+root = "{SAMPLES}"
+[[origins]]
+name = "backup"
+type = "cloudinary_backup"
+bucket = "b"
+folder = "/res/demo/"
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:9"
+[[endpoints]]
+id = ""
+origins = ["samples"]
+[[endpoints]]
+id = "shop"
+origins = ["samples"]
+[[endpoints]]
+id = "cld"
+origins = ["backup"]
+url_style = "cloudinary"
+[[endpoints]]
+id = "hosts"
+hosts = ["img.example.com"]
+origins = ["samples"]
+"""
+
+
+@pytest.mark.parametrize("target, prefixes", [
+    # leading slashes name nothing, as in an image request: not a host (`urlsplit` had taken `shop` for one)
+    ({"url": "//shop/a.jpg"}, ["shop\0a.jpg\0"]),
+    ({"url": "///shop/a.jpg"}, ["shop\0a.jpg\0"]),
+    # but a scheme-relative URL (`<img src="//img.example.com/a.jpg">`) of a host with an endpoint is that URL
+    ({"url": "//img.example.com/a.jpg"}, ["hosts\0a.jpg\0"]),
+    ({"url": "//elsewhere.example.com/a.jpg"}, ["\0elsewhere.example.com/a.jpg\0"]),
+    # a Cloudinary-style prefix (leaving-cloudinary.md#purging): its routing fills in an empty transformation,
+    # which a first version of the check below took for one and answered 400
+    ({"prefix": "/cld/demo/image/upload/products/"}, ["cld\0image/upload/products/"]),
+    ({"prefix": "/cld/image/upload/products/shoe"}, ["cld\0image/upload/products/shoe"]),
+])
+def test_purge_targets_name_what_an_image_request_would(tmp_path, target, prefixes):
+    config = load_config(write_config(tmp_path, ROUTED), load_plugins())
+    assert key_prefixes(Router(config.endpoints), target) == prefixes
+
+
+@pytest.mark.parametrize("prefix", ["/shop/tr:w-30/", "///shop/tr:w-30/", "/shop/tr%3Aw-30/",
+                                    "http://img.example.com/tr:w-30/"])
+def test_a_prefix_with_a_transformation_is_a_400(tmp_path, prefix):
+    """It had emptied the whole endpoint, fleet-wide: the transformation dropped, an empty path left."""
+    config = load_config(write_config(tmp_path, ROUTED), load_plugins())
+    with pytest.raises(BadRequest, match="a transformation names no originals' paths"):
+        key_prefixes(Router(config.endpoints), {"prefix": prefix})
