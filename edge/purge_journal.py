@@ -53,8 +53,9 @@ log = logging.getLogger("edge.purge_journal")
 
 FOLDER = "_purges/"
 #: an entry written by a node whose clock lags the reader's by up to this much is still read: each
-#: reading lists (one page) from this far back when the newest entry it has seen is that recent
+#: reading lists `LOOKBACK_PAGES` pages of the entries this recent, on from where the last one stopped
 LOOKBACK_SECONDS = CLOCK_SKEW_SECONDS
+LOOKBACK_PAGES = 2
 #: an entry made further ahead of the reader's clock is ignored: a node's clock that wrong is broken
 FUTURE_SECONDS = CLOCK_SKEW_SECONDS
 #: pages of 1000 entries one reading lists at most, at a worker's start and then; a longer journal
@@ -122,6 +123,8 @@ class PurgeJournal:
         self._applied_names: set[str] = set()
         #: whether a reading has listed all there was (then a reading lists fewer pages, and the lookback)
         self._started = False
+        #: the last key the lookback listed, when it stopped before the cursor: the next one goes on from there
+        self._lookback: str | None = None
 
     @property
     def _folder(self) -> str:
@@ -172,10 +175,15 @@ class PurgeJournal:
                 break
         late = self._folder + _time_name(now - LOOKBACK_SECONDS)
         if self._started and self._cursor > late:  # recent entries: one may be late, from a lagging clock
-            # every page of them (one had stopped at the first 1000: after a burst of purges, an entry that
-            # landed late behind them was never read by a running node)
-            for key, _ in await self._store.list_objects(self._folder, late, pages=PAGES):
+            # all of them, a few pages a reading: one page had never reached an entry that landed late behind a
+            # burst of over 1000 purges, and every page at each reading (20 calls) timed readings out, for the
+            # 5 minutes, on a store answering in 1 s
+            listed = await self._store.list_objects(self._folder, max(late, self._lookback or late),
+                                                    pages=LOOKBACK_PAGES)
+            for key, _ in listed:
                 self._take(key, now)
+            stopped = len(listed) == LOOKBACK_PAGES * 1000 and listed[-1][0] < self._cursor
+            self._lookback = listed[-1][0] if stopped else None
         self._started = True
         self._forget_before(now - self._retention)
         return [prefix for _, prefix in self._pending]

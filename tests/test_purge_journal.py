@@ -282,10 +282,12 @@ async def test_a_mark_file_that_cannot_be_read_means_applying_again(start):
     assert (await (await start("n")).fetch(URL)).code == 200
 
 
-async def test_an_entry_landing_late_behind_a_burst_of_purges_is_applied(start, bucket):
+async def test_an_entry_landing_late_behind_a_burst_of_purges_is_applied(start, bucket, monkeypatch):
     """The lookback listed one page: with more than 1000 entries of the last minutes (a bulk purge), one that
     landed after a reading had passed its time (a slow write, a clock a second behind) sorted past that page,
-    and a running node never applied it."""
+    and a running node never applied it. Each reading now lists a page (here) on from where the last stopped:
+    every page at once, each reading, had timed the readings out for minutes on a slow store."""
+    monkeypatch.setattr(purge_journal, "LOOKBACK_PAGES", 1)
     node = await start("n")
     store = node.node.shared.store
     now = [3_000_000.0]
@@ -295,6 +297,8 @@ async def test_an_entry_landing_late_behind_a_burst_of_purges_is_applied(start, 
     reader.applied(1200)
     # made 1 s before the newest read, written only now: sorts among them
     bucket.put_object(Bucket=BUCKET, Key=JOURNAL + _entry_name(now[0] - 60 + 11.5, "\0late.jpg\0"), Body=b"")
+    now[0] += 10
+    assert await reader.read() == []  # the lookback's first page: the burst's first 1000
     now[0] += 10
     assert await reader.read() == ["\0late.jpg\0"]
 
