@@ -58,6 +58,9 @@ OLD_MAGIC = b"edge-output/1\n"
 IMAGE_TYPES = frozenset(MIME_TYPES.values())
 #: background writes waiting for a slot, per slot, beyond which new ones are dropped
 BACKLOG_PER_WRITE = 16
+#: a worker's purge calls in flight at once (journal entries, prefixes deleted), of its client's 64 connections:
+#: five Cloudinary-style purges at once had 75 calls in flight, and the tier's reads queued behind them
+PURGE_CALLS = 16
 DEFAULT_ENDPOINT = "_default"
 #: a tier that is down fails every call: say so in the log at most this often per operation
 LOG_EVERY_SECONDS = 60.0
@@ -133,6 +136,7 @@ class SharedTier:
         #: what the node's output tier would not keep either
         self._max_entry_bytes = output_budget // MAX_ENTRY_SHARE
         self._slots = asyncio.Semaphore(settings.max_writes)
+        self._purge_calls = asyncio.Semaphore(PURGE_CALLS)
         self._max_pending = settings.max_writes * BACKLOG_PER_WRITE
         self._writes: set[asyncio.Task] = set()
         self._failure_lines = Sparse(LOG_EVERY_SECONDS)  # per operation
@@ -245,13 +249,17 @@ class SharedTier:
         whole_path = key_prefix.count("\0") == 2  # `endpoint \0 path \0`, as `object_prefix` reads it
         direct = True if whole_path else False if prefix.endswith("/") else None
         # listing and deleting a large prefix takes many calls: allow it more than one read
-        return await self._reported("delete", self.store.delete_prefix(prefix, direct), self.timeout * 10)
+        async with self._purge_calls:
+            return await self._reported("delete", self.store.delete_prefix(prefix, direct), self.timeout * 10)
 
     async def record_purge(self, key_prefixes: list[str]) -> None:
         """Write a purge of cache key prefixes to the journal (an entry each, written at once), for the nodes
         it does not reach. Raises `SharedCacheFailure` (counted) when the tier cannot: the caller must report
         it."""
-        keys = await self._reported("journal", asyncio.gather(*map(self.journal.record, key_prefixes)), self.timeout)
+        async def record(prefix: str) -> str:
+            async with self._purge_calls:
+                return await self.journal.record(prefix)
+        keys = await self._reported("journal", asyncio.gather(*map(record, key_prefixes)), self.timeout)
         try:  # recorded: the journal's housekeeping (once a purge) no longer decides the purge's answer
             await asyncio.wait_for(self.journal.expire(keys[-1]), self.timeout * 2)
         except TimeoutError:

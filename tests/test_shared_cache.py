@@ -293,3 +293,41 @@ async def test_a_purge_of_many_prefixes_writes_them_at_once_and_tidies_the_journ
     journal = [item["Key"] for item in s3.client().list_objects_v2(Bucket=BUCKET, Prefix=tier.journal._folder)
                .get("Contents", [])]
     assert len(journal) == 15 and len(listings) == 2  # its written entry, then the old ones: once
+
+
+class CountingStore(BrokenStore):
+    """A store whose every call takes a while, counting the calls in flight at once."""
+    def __init__(self) -> None:
+        self.in_flight = self.most_in_flight = 0
+
+    async def _call(self, result):
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.02)
+            return result
+        finally:
+            self.in_flight -= 1
+
+    async def put_object(self, key, body, content_type):
+        return await self._call(None)
+
+    async def list_objects(self, prefix, start_after="", pages=1):
+        return await self._call([])
+
+    async def delete_prefix(self, prefix, direct=None):
+        return await self._call(0)
+
+
+async def test_purges_at_once_leave_the_tier_s_reads_connections(tmp_path):
+    """Five Cloudinary-style purges at once (15 prefixes each: an entry written and a prefix deleted for each)
+    had 75 calls in flight on the tier's one client of 64 connections; its reads queued behind them."""
+    from edge.purge import _everywhere
+    from edge.shared_cache import PURGE_CALLS, SharedCacheSettings
+
+    store = CountingStore()
+    tier = SharedTier(SharedCacheSettings(store, timeout=5), Metrics(), 10**7, 86400.0, tmp_path / APPLIED_FILE)
+    prefixes = [path_key("cld", f"image/upload/p{n}.jpg") for n in range(15)]
+    answers = await asyncio.gather(*(_everywhere(None, prefixes, {"url": "x"}, None, None, tier) for _ in range(5)))
+    assert [status for status, _ in answers] == [200] * 5
+    assert store.most_in_flight <= PURGE_CALLS + 5  # and each purge's housekeeping, a listing
