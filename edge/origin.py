@@ -9,6 +9,7 @@ and records metrics, so an origin type only has to fetch.
 from __future__ import annotations
 
 import abc
+import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -148,4 +149,20 @@ class Origin(abc.ABC):
         summary.update({k: v for k, v in vars(self).items() if k != "settings" and not k.startswith("_")})
         if self.settings.canonical_base_url:
             summary["canonical_base_url"] = self.settings.canonical_base_url
-        return {k: (str(v) if isinstance(v, Secret) else v) for k, v in summary.items()}
+        return {k: _shown(v) for k, v in summary.items()}
+
+
+def _shown(value: Any) -> Any:
+    """An attribute as `check-config` prints it: a `Secret` masked, a value JSON cannot write (one that
+    holds itself, say) as its text, and one whose text cannot be made by its type's name: a plugin's
+    attribute had failed the command with a traceback."""
+    if isinstance(value, Secret):
+        return str(value)
+    try:
+        json.dumps(value, default=str)
+        return value
+    except Exception:
+        try:
+            return str(value)
+        except Exception:
+            return f"<{type(value).__name__}>"

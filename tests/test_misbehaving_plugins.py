@@ -289,7 +289,8 @@ def test_a_class_without_its_own_from_config_is_told_so(tmp_path):
 
 
 class RevealingPlugin:
-    """An origin that keeps its credential revealed in a public attribute (a header made up front)."""
+    """An origin that keeps its credential revealed in a public attribute (a header made up front), and
+    attributes that `json.dumps` cannot write."""
 
     EDGE_PLUGIN_API = "1.0"
 
@@ -301,6 +302,9 @@ class RevealingPlugin:
             origin = cls(settings)
             origin.token = table.secret("token")
             origin.authorization = f"Bearer {origin.token.reveal()}"
+            origin.loop = [1]
+            origin.loop.append(origin.loop)  # JSON cannot write it
+            origin.unprintable = Unprintable("error", "")  # nor its text be made
             table.finish()
             return origin
 
@@ -314,16 +318,18 @@ class RevealingPlugin:
 
 def test_check_config_masks_a_credential_a_plugin_keeps_revealed(tmp_path, capsys):
     """docs/origins.md: credentials never appear in `check-config` output. A `Secret` prints masked, but
-    a plugin's public attribute built from its value had been printed as it was."""
+    a plugin's public attribute built from its value had been printed as it was; one that holds itself,
+    or whose text cannot be made, had failed the command with a traceback."""
     from argparse import Namespace
 
     from edge import cli
     config = load_config(write_config(tmp_path, f'[[origins]]\nname = "o"\ntype = "revealing"\ntoken = "{SECRET}"\n\n'
                                                 '[[endpoints]]\nid = ""\norigins = ["o"]\n'),
                          load_plugins(RevealingPlugin()))
-    cli._check_config(config, Namespace(bind_check=False))
+    assert cli._check_config(config, Namespace(bind_check=False)) == 0
     printed = capsys.readouterr()
     assert '"authorization": "Bearer ****"' in printed.out and '"token": "****"' in printed.out
+    assert '"loop": "[1, [...]]"' in printed.out and '"unprintable": "<Unprintable>"' in printed.out
     assert SECRET not in printed.out + printed.err
 
 
