@@ -26,7 +26,8 @@ dying: a full stop), and handles the signals:
 Each worker has a pipe to the supervisor: it writes `1` once it serves, then its event loop writes
 a heartbeat byte every second. A serving worker the supervisor has not heard from for `[server]
 worker_timeout` is blocked (a plugin's blocking call in a coroutine, a deadlock): the supervisor kills
-it and starts another, as for a crash. The silence is measured on the supervisor's own clock, from
+it and starts another, as for a crash; the worker's own faulthandler has written its threads' stacks by
+then, naming the call that blocks (`_beating`). The silence is measured on the supervisor's own clock, from
 when a byte arrived: no shared memory, no time written by one process and read by another; and it
 kills only once it has lasted `CONFIRM_SECONDS` past the timeout, so that a clock jumping forward
 (a virtual machine resumed) kills nobody. The supervisor's deadlines (that silence, a reload's
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import faulthandler
 import gc
 import logging
 import os
@@ -262,7 +264,8 @@ class Supervisor:
         elif now - worker.overdue_at >= CONFIRM_SECONDS:
             # a starting worker beats too (`serve_worker`): an origin's `open()` blocking its loop escapes the
             # open's own bound, and had left the node silent for good, its port taking connections into the backlog
-            log.error("worker %d (pid %d) gave no sign of life for %.0fs (its event loop is blocked%s): killed",
+            log.error("worker %d (pid %d) gave no sign of life for %.0fs (its event loop is blocked%s): killed; "
+                      "its threads' stacks, written when the silence reached worker_timeout, are above",
                       worker.number, worker.pid, silence, "" if worker.ready else
                       " while it started: an origin's open()?")
             worker.hung = True
@@ -468,7 +471,8 @@ def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list
 
     async def serve() -> None:
         os.set_blocking(pipe, False)
-        beating = asyncio.create_task(_beating(pipe))  # while it starts too: a start that blocks is killed
+        # while it starts too: a start that blocks is killed
+        beating = asyncio.create_task(_beating(pipe, config.server.worker_timeout))
         node = Node(config)
         await node.start()
         # What exists now (modules, libvips bindings, config, plugins) lives as long as the worker:
@@ -509,10 +513,18 @@ def log_stray_signal(signum: int) -> None:
                 os.getpid())
 
 
-async def _beating(pipe: int) -> None:
-    while True:
-        await asyncio.sleep(HEARTBEAT_SECONDS)
-        _tell(pipe, HEARTBEAT)
+async def _beating(pipe: int, worker_timeout: float) -> None:
+    """Beat, and re-arm faulthandler's watchdog at each beat: a loop silent for `worker_timeout` has its
+    threads' stacks written to standard error, by a thread of C that needs no loop nor the GIL, before the
+    supervisor kills the worker. They name the call that blocks (a plugin's `time.sleep` in a `fetch`), of
+    which the kill's log line can say nothing."""
+    try:
+        while True:
+            faulthandler.dump_traceback_later(worker_timeout)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            _tell(pipe, HEARTBEAT)
+    finally:
+        faulthandler.cancel_dump_traceback_later()  # a stopping worker's silence is no block
 
 
 def _tell(pipe: int, what: bytes) -> None:

@@ -3,9 +3,12 @@
 
 import asyncio
 import os
+import re
 import shutil
 import signal
+import socket
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -324,6 +327,8 @@ class StuckOrigin(Origin):
             time.sleep(600)
 
     async def fetch(self, request):
+        if request.path == "blocks.jpg":  # a synchronous client in a coroutine
+            time.sleep(600)
         raise OriginNotFound(request.path)
 
 
@@ -333,10 +338,9 @@ def edge_origin_types():
 """
 
 
-def test_a_worker_whose_origin_blocks_its_start_is_killed_and_replaced(tmp_path):
-    """An origin's `open()` blocking the event loop escapes the open's own bound (it is awaited): the node
-    had stayed silent for good, its port taking connections into the backlog. A starting worker beats: one
-    whose opens are slow but await (two origins of 1.5 s here, with a `worker_timeout` of 2 s) starts."""
+def stuck_node(tmp_path, workers: int) -> NodeProcess:
+    """A node with two `stuck` origins (STUCK_PLUGIN), the first `/stuck/`'s, and a `local` one, `worker_timeout`
+    2 s."""
     site = tmp_path / "site"
     (site / "edge_stuck_origin").mkdir(parents=True)
     (site / "edge_stuck_origin" / "__init__.py").write_text(STUCK_PLUGIN)
@@ -346,17 +350,52 @@ def test_a_worker_whose_origin_blocks_its_start_is_killed_and_replaced(tmp_path)
     (site / "edge_stuck_origin-1.0.dist-info" / "entry_points.txt").write_text(
         "[edge.plugins]\nstuck = edge_stuck_origin\n")
     stuck = "".join(f'[[origins]]\nname = "stuck{n}"\ntype = "stuck"\nmarker = "{tmp_path / "opened"}"\n'
-                    for n in range(2))
+                    for n in range(2)) + '[[endpoints]]\nid = "stuck"\norigins = ["stuck0"]\n'
     config = write_config(tmp_path, local_config(
-        before='[server]\nworkers = 1\nworker_timeout = "2s"\nshutdown_grace = "1s"', after=stuck))
-    node = NodeProcess(config, env={"PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get(
+        before=f'[server]\nworkers = {workers}\nworker_timeout = "2s"\nshutdown_grace = "1s"', after=stuck))
+    return NodeProcess(config, env={"PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get(
         "PYTHONPATH"))))})
+
+
+def blocked_at(node: NodeProcess, function: str) -> None:
+    """The node logged a blocked worker's stacks (faulthandler's, from `_beating`) with the stuck origin's
+    `function` in them, before the kill's line."""
+    node.wait_for_log(r"^Timeout \(0:00:02\)!")
+    text = "".join(node.log)
+    at = text.index("Timeout (0:00:02)!")
+    assert re.search(rf'File ".*edge_stuck_origin/__init__.py", line \d+ in {function}\n', text[at:])
+    assert text.index("no sign of life") > at
+
+
+def test_a_worker_whose_origin_blocks_its_start_is_killed_and_replaced(tmp_path):
+    """An origin's `open()` blocking the event loop escapes the open's own bound (it is awaited): the node
+    had stayed silent for good, its port taking connections into the backlog. A starting worker beats: one
+    whose opens are slow but await (two origins of 1.5 s here, with a `worker_timeout` of 2 s) starts."""
+    node = stuck_node(tmp_path, workers=1)
     try:
         killed = node.wait_for_log(r"worker 0 \(pid (\d+)\) gave no sign of life for \d+s \(its event loop is "
                                    r"blocked while it started: an origin's open\(\)\?\): killed").group(1)
         node.wait_for_log(rf"pid {killed}\) exited with status -9; restarted")
+        blocked_at(node, "open")
         assert ServingNode(node).get("/tr:w-32/coffee.jpg")[0] == 200
         assert len([line for line in node.log if "no sign of life" in line]) == 1  # its replacement started
+    finally:
+        assert node.stop() == 0
+
+
+def test_a_worker_blocked_by_an_origin_s_fetch_names_it_before_it_is_killed(tmp_path):
+    """The kill's line cannot say what blocked the loop: the worker's threads' stacks, written by
+    faulthandler once the silence reaches `worker_timeout`, do (a plugin author's probe had only the kill)."""
+    (tmp_path / "opened").touch()  # no open() blocks
+    node = stuck_node(tmp_path, workers=1)
+    try:
+        address = urlsplit(node.url)
+        with socket.create_connection((address.hostname, address.port), timeout=10) as client:
+            client.sendall(b"GET /stuck/blocks.jpg HTTP/1.1\r\nHost: a\r\n\r\n")
+            node.wait_for_log(r"worker 0 \(pid \d+\) gave no sign of life for \d+s \(its event loop is blocked\): "
+                              r"killed; its threads' stacks, written when the silence reached worker_timeout, are above",
+                              timeout=15)
+        blocked_at(node, "fetch")
     finally:
         assert node.stop() == 0
 
