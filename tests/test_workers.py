@@ -338,9 +338,9 @@ def edge_origin_types():
 """
 
 
-def stuck_node(tmp_path, workers: int) -> NodeProcess:
-    """A node with two `stuck` origins (STUCK_PLUGIN), the first `/stuck/`'s, and a `local` one, `worker_timeout`
-    2 s."""
+def stuck_node(tmp_path) -> NodeProcess:
+    """A node of one worker with two `stuck` origins (STUCK_PLUGIN), the first `/stuck/`'s, and a `local` one,
+    `worker_timeout` 2 s."""
     site = tmp_path / "site"
     (site / "edge_stuck_origin").mkdir(parents=True)
     (site / "edge_stuck_origin" / "__init__.py").write_text(STUCK_PLUGIN)
@@ -352,7 +352,7 @@ def stuck_node(tmp_path, workers: int) -> NodeProcess:
     stuck = "".join(f'[[origins]]\nname = "stuck{n}"\ntype = "stuck"\nmarker = "{tmp_path / "opened"}"\n'
                     for n in range(2)) + '[[endpoints]]\nid = "stuck"\norigins = ["stuck0"]\n'
     config = write_config(tmp_path, local_config(
-        before=f'[server]\nworkers = {workers}\nworker_timeout = "2s"\nshutdown_grace = "1s"', after=stuck))
+        before='[server]\nworkers = 1\nworker_timeout = "2s"\nshutdown_grace = "1s"', after=stuck))
     return NodeProcess(config, env={"PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get(
         "PYTHONPATH"))))})
 
@@ -371,7 +371,7 @@ def test_a_worker_whose_origin_blocks_its_start_is_killed_and_replaced(tmp_path)
     """An origin's `open()` blocking the event loop escapes the open's own bound (it is awaited): the node
     had stayed silent for good, its port taking connections into the backlog. A starting worker beats: one
     whose opens are slow but await (two origins of 1.5 s here, with a `worker_timeout` of 2 s) starts."""
-    node = stuck_node(tmp_path, workers=1)
+    node = stuck_node(tmp_path)
     try:
         killed = node.wait_for_log(r"worker 0 \(pid (\d+)\) gave no sign of life for \d+s \(its event loop is "
                                    r"blocked while it started: an origin's open\(\)\?\): killed").group(1)
@@ -387,7 +387,7 @@ def test_a_worker_blocked_by_an_origin_s_fetch_names_it_before_it_is_killed(tmp_
     """The kill's line cannot say what blocked the loop: the worker's threads' stacks, written by
     faulthandler once the silence reaches `worker_timeout`, do (a plugin author's probe had only the kill)."""
     (tmp_path / "opened").touch()  # no open() blocks
-    node = stuck_node(tmp_path, workers=1)
+    node = stuck_node(tmp_path)
     try:
         address = urlsplit(node.url)
         with socket.create_connection((address.hostname, address.port), timeout=10) as client:
