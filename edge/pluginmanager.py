@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
@@ -186,10 +187,14 @@ def _origin_types_of(manager: pluggy.PluginManager, plugin: object) -> list[type
         if impl.plugin is not plugin:
             continue
         try:
-            returned = list(impl.function())
+            returned = impl.function()
+            # a bare class or a string is not the list the hook returns: told apart from a raise
+            listed = list(returned) if isinstance(returned, Iterable) and not isinstance(returned, str) else None
         except (Exception, SystemExit) as error:  # noqa: BLE001 - whatever it raised, the plugin is unusable
             raise _Unusable(f"edge_origin_types() raised {_describe(error)}") from error
-        for origin_type in returned:
+        if listed is None:
+            raise _Unusable(f"edge_origin_types() returned {returned!r}, not a list of edge.plugin.Origin subclasses")
+        for origin_type in listed:
             if not (isinstance(origin_type, type) and issubclass(origin_type, Origin)):
                 raise _Unusable(f"edge_origin_types() returned {origin_type!r}, not a subclass of edge.plugin.Origin")
             if not isinstance(getattr(origin_type, "type_name", None), str):

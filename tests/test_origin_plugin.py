@@ -168,6 +168,9 @@ def raise_boom():
 @pytest.mark.parametrize("hook, error", [
     (raise_boom, "edge_origin_types() raised RuntimeError: boom"),
     (lambda: [dict], "edge_origin_types() returned <class 'dict'>, not a subclass of edge.plugin.Origin"),
+    (lambda: dict, "edge_origin_types() returned <class 'dict'>, not a list of edge.plugin.Origin subclasses"),
+    (lambda: "local", "edge_origin_types() returned 'local', not a list of edge.plugin.Origin subclasses"),
+    (lambda: (_ for _ in [dict]), "edge_origin_types() returned <class 'dict'>, not a subclass of edge.plugin.Origin"),
 ])
 def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
     class Failing:
