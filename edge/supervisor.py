@@ -264,10 +264,13 @@ class Supervisor:
         elif now - worker.overdue_at >= CONFIRM_SECONDS:
             # a starting worker beats too (`serve_worker`): an origin's `open()` blocking its loop escapes the
             # open's own bound, and had left the node silent for good, its port taking connections into the backlog
-            log.error("worker %d (pid %d) gave no sign of life for %.0fs (its event loop is blocked%s): killed; "
-                      "its threads' stacks, written when the silence reached worker_timeout, are above",
-                      worker.number, worker.pid, silence, "" if worker.ready else
-                      " while it started: an origin's open()?")
+            if _stopped(worker.pid):  # SIGSTOP or a debugger: faulthandler's thread is stopped too
+                cause, stacks = "the process is stopped", "it wrote no stacks"
+            else:
+                cause = "its event loop is blocked" + ("" if worker.ready else " while it started: an origin's open()?")
+                stacks = "its threads' stacks, written when the silence reached worker_timeout, are above"
+            log.error("worker %d (pid %d) gave no sign of life for %.0fs (%s): killed; %s",
+                      worker.number, worker.pid, silence, cause, stacks)
             worker.hung = True
             _kill(worker.pid, signal.SIGKILL)
 
@@ -534,6 +537,16 @@ def _tell(pipe: int, what: bytes) -> None:
         pass  # a full pipe holds thousands of beats the supervisor has yet to read: it knows we live
     except BrokenPipeError:
         pass  # the supervisor is gone, and this worker with it (`_die_with_parent`)
+
+
+def _stopped(pid: int) -> bool:
+    """Linux: whether the process is in a stop state (T, t); False where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"T", b"t")
 
 
 def _kill(pid: int, signum: int) -> None:
