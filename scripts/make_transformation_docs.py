@@ -62,7 +62,8 @@ the nested ones.
   … — any step parameter; output parameters such as `f` are a 400 in a layer, except `q`, which
   ImageKit lists for layers and which is accepted and has nothing to do: the base's encode makes the
   layer's pixels, and `pg-N`, which picks the page or frame of the layer's own original, as ImageKit
-  documents for layers: `l-image,i-banner.gif,pg-3,w-200,l-end`; without it, the first). ImageKit
+  documents for layers: `l-image,i-banner.gif,pg-3,w-200,l-end`; without it, the first); the corners
+  its `rt` or `e-distort` opens are transparent without a `bg`, the base showing through. ImageKit
   trims an overlay image by default (`t-false` to keep its borders); the node does not, and takes
   `t-false` as no trim: add `t-true` to the layer to trim it (its transparent margin, or its borders
   of the top-left pixel's colour). Trimming by default would decode every overlay whole, at its
@@ -412,7 +413,8 @@ SECTIONS = (
             )),
     Section("`rt`: rotate", "Clockwise degrees, decimals allowed (`rt-12.5`), any number of them as in "
             "ImageKit (`rt-450` = `rt-90`); `N` is counter-clockwise (`rt-N90` = `rt-270`). Right "
-            "angles are exact; other angles fill the corners with `bg`. `rt-auto` is what always happens "
+            "angles are exact; other angles fill the corners with `bg` (without it: transparent where the "
+            "image has alpha or is a layer, the base showing, else white). `rt-auto` is what always happens "
             "anyway: the EXIF orientation is applied first, to every image.", (
                 Example("w-200,rt-90", "chelsea.jpg"),
                 Example("w-200,rt-N90", "chelsea.jpg"),
@@ -439,7 +441,7 @@ SECTIONS = (
             "bent the other way, the bottom edge outside); an arc too tight for the image's height takes the "
             "inner edge to the circle's centre. The canvas is the smallest that holds the arc, so larger than "
             "the image. Beyond the image: `bg`, as `rt`'s corners (without it, transparent where the image has "
-            "alpha, else white; `bg-00000000` makes it transparent). The distortion comes after the step's "
+            "alpha or is a layer, else white; `bg-00000000` makes it transparent). The distortion comes after the step's "
             "resize, crop, rotation and flip, so the corners are in pixels of the image as it is by then "
             "(`w-240,e-distort-p-…` counts in the 240 px wide image); each pixel is sampled (bilinear) from the "
             "image held in memory at that size. Its cost counts 5.5 × the canvas' megapixels "

@@ -222,6 +222,18 @@ async def test_a_colour_block_turns_flips_and_distorts_as_its_first_step_says(no
     assert (decode(cut).width, decode(cut).height) == (20, 100)  # the turned block's box
 
 
+async def test_an_opaque_image_layer_turns_and_bends_on_transparency(node):
+    """An overlay without alpha turned or bent without `bg` shows the base in the corners its turn opens, as a
+    block and a text do (they had been white, the base image's corners in a format without alpha: a white
+    diamond frame around a watermark); its own `bg` still fills them."""
+    turned = await image(node, "/tr:l-image,i-brand@@mark.png,w-40,rt-45,lx-0,ly-0,l-end/base.png")
+    assert near(at(turned, 28, 28), GREEN) and near(at(turned, 2, 2), BLUE) and near(at(turned, 54, 2), BLUE)
+    bent = await image(node, "/tr:l-image,i-brand@@mark.png,w-40,e-distort-a-90,lx-0,ly-0,l-end/base.png")
+    assert near(at(bent, 2, 1), BLUE) and near(at(bent, 20, 5), GREEN)
+    filled = await image(node, "/tr:l-image,i-brand@@mark.png,w-40,rt-45,bg-red,lx-0,ly-0,l-end/base.png")
+    assert near(at(filled, 2, 2), RED) and near(at(filled, 28, 28), GREEN)
+
+
 async def test_a_text_layer_bends_with_e_distort(node):
     """`e-distort` in a text layer (after its turn): `a-N120` curves the line into a smile, its ends higher
     than its middle, so its white spans more rows than the straight line's; the canonical form keeps it."""

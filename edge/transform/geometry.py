@@ -436,7 +436,8 @@ def trim_box(image: pyvips.Image, threshold: int) -> tuple[int, int, int, int] |
 
 
 def rotate(image: pyvips.Image, degrees: float, colour: RGBA | None, max_side: int) -> pyvips.Image:
-    """`rt`, clockwise; other angles than right angles fill the corners with `bg`."""
+    """`rt`, clockwise; other angles than right angles fill the corners with `colour` (`background`'s
+    default without one)."""
     if degrees == 0:
         return image
     if degrees % 90 == 0:
@@ -629,9 +630,12 @@ def _expression_of(step: Step, name: str) -> object:
     return value[0] if name == "border" else value[3]
 
 
-def apply_geometry(source: Source, step: Step, max_side: int) -> pyvips.Image:
+def apply_geometry(source: Source, step: Step, max_side: int, layer: bool = False) -> pyvips.Image:
+    """`layer`: the image is drawn over another, so the corners a turn or a bend opens are transparent
+    without a `bg`, as a block's and a text's (on a base image without alpha they are white)."""
     if step.trim is not None:
         source = Source.of_image(trim(source.decode(), step.trim))
     image = resize(source, step, max_side)
-    image = rotate(image, step.rotation, step.colour, max_side)
-    return distort(flip(image, step.flip, max_side), step.distort, step.colour, max_side)
+    corners = step.colour or (TRANSPARENT if layer else None)
+    image = rotate(image, step.rotation, corners, max_side)
+    return distort(flip(image, step.flip, max_side), step.distort, corners, max_side)

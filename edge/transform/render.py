@@ -525,7 +525,7 @@ def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_si
         images = []
         for source in sources:
             image = apply_look(apply_geometry(source if source is first else replace(source, decided_by=first),
-                                              step, max_output_side), step)
+                                              step, max_output_side, layer=base is not None), step)
             if step.layers and draw is not None:
                 image = draw(image, step)
             check_side(image.width, image.height, max_output_side)
