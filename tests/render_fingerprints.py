@@ -181,6 +181,7 @@ CORPUS = _cases(SHIPPED, [
     f"/tr:w-300,{LOGO},w-70,lx-N10,ly-N10,l-end/coffee.jpg",
     "/tr:w-300,l-image,i-chelsea.jpg,w-90,h-90,r-max,lx-10,ly-10,l-end/coffee.jpg",
     f"/tr:w-300,{LOGO},w-120,lx-220,ly-110,rt-30,l-end/chelsea.jpg",
+    "/tr:w-300,l-image,i-chelsea.jpg,w-90,rt-30,lx-10,ly-10,l-end/coffee.jpg",
     f"/tr:w-200,h-200,{LOGO},lx-0,ly-0,l-end,f-png/astronaut.jpg",
     f"/tr:w-200,h-200,{LOGO},t-true,lx-0,ly-0,l-end,f-png/astronaut.jpg",
     f"/tr:w-300,{LOGO},w-bw_mul_0.3,lx-bw_sub_cw_sub_10,ly-bh_mul_0.05,l-end/coffee.jpg",

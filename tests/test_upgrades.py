@@ -125,6 +125,16 @@ async def test_a_colour_block_s_later_dominant_background_is_the_block_s_colour(
     assert near(image(47, 56), RED, 3) and near(image(2, 2), (196, 190, 184), 3)
 
 
+#: lt2: an opaque image layer turned without `bg` opens clear corners, the base at 2,2 (they were white)
+LAYER_TURNED = "/tr:w-200,h-200,l-image,i-coffee.jpg,w-100,rt-45,lx-0,ly-0,l-end,f-png/astronaut.jpg"
+
+
+async def test_an_opaque_image_layer_s_turn_opens_clear_corners(samples_node):
+    assert revision_marks(parse_transformation(LAYER_TURNED.split("/")[1][3:]).canonical()) == "lt2"
+    image = decode(await samples_node.fetch(LAYER_TURNED))
+    assert near(image(2, 2), (196, 190, 184), 3) and not near(image(60, 60), (196, 190, 184), 30)
+
+
 @pytest.fixture
 async def samples_node(tmp_path, node_factory):
     return await node_factory(write_config(tmp_path, config()))

@@ -49,9 +49,13 @@ RENDER_VERSION = "r3"
 #: (a pad, a turn's corners were replaced), where it is the image's as the step starts.
 #: bd2: `bg-dominant` in a colour block's later step was left unresolved (the turn's corners clear), where it
 #: is the block's dominant colour, as in every other step.
+#: lt2: an image layer's `rt` or `e-distort` without `bg` opened transparent corners only where the overlay had
+#: alpha (else white), where the base shows through them. Matched wherever `rt-` or `e-distort` follows an
+#: image layer's start, inside it or not: a few outputs render again for nothing, none is missed.
 REVISED_PARAMETERS = (
     ("cr-", re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
     ("ik_canvas", re.compile(r"i-ik_canvas,(?:(?!,l-end)[^:])*:(?:(?:(?!,l-end).)*?[,:])?bg-dominant"), "bd2"),
+    ("l-image", re.compile(r"l-image,ie?-(?!ik_canvas[,:]).*?[,:](?:rt-|e-distort)"), "lt2"),
 )
 #: what separates an output's original key from the rest of its key
 _RENDERED = f"\0{RENDER_VERSION}"
