@@ -273,6 +273,14 @@ async def test_a_12_megapixel_overlay_on_a_12_megapixel_photo(photo_node, photos
     assert near(at(out, 10, 668 - 134 + 10), RED) and not near(at(out, 10, 668 - 134 - 10), RED)
 
 
+async def test_a_12_megapixel_overlay_turned_shows_the_photo_under_its_corners(photo_node, photos):  # noqa: F811
+    """The JPEG photo turned 45° over the PNG one at their top-left corners: where the turn opens the
+    layer's corner, the base's red marker shows (it was white)."""
+    out = await image(photo_node, f"/tr:w-1000,l-image,i-{photos.jpeg},w-300,rt-45,lx-0,ly-0,l-end/{photos.png}")
+    assert (out.width, out.height) == (1000, 668)
+    assert near(at(out, 5, 5), RED) and not near(at(out, 5, 5), [255, 255, 255])
+
+
 async def test_layers_sized_and_placed_by_the_base_on_a_12_megapixel_photo(photo_node, photos):  # noqa: F811
     """ImageKit's layer variables: `bw`, `bh`, `bar` are the base's size (the step's result the layer
     is drawn on), in a layer's `w`/`h`/`ar`, its position and a text's `fs`; in a position, `cw`/`ch`
