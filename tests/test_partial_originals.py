@@ -20,10 +20,11 @@ import pyvips
 
 from edge.config import Defaults, Limits
 from edge.errors import InvalidTransformation, UnprocessableSource
+from edge.testing import NodeProcess, ServingNode
 from edge.transform.options import parse_transformation
 from edge.transform.render import probe, render_image
 from tests.imagecorpus import animated_gif, closed_early_jpeg, extraneous_bytes_jpeg, taller_frame_jpeg
-from tests.nodes import decode, web_config, write_config
+from tests.nodes import decode, local_config, web_config, write_config
 from tests.photos import SIZE, photos  # noqa: F401 - the fixture
 from tests.servers import HTTPOrigin
 
@@ -52,6 +53,20 @@ def test_a_jpeg_missing_rows_is_refused_however_it_is_decoded(photos, damage, tr
 def test_a_jpeg_with_stray_bytes_between_segments_renders_as_the_clean_one(photos, tr):
     clean = photos.read(photos.jpeg)
     assert render(extraneous_bytes_jpeg(clean), tr) == render(clean, tr)
+
+
+def test_a_node_writes_no_libvips_warning_for_stray_bytes(photos, tmp_path, monkeypatch):
+    """GLib wrote libvips' warnings to standard error as plain lines, three for each render of such a photo,
+    unbounded and outside the JSON log: the node starts libvips with them dropped (`VIPS_WARNING`)."""
+    monkeypatch.delenv("VIPS_WARNING", raising=False)  # set by this process' own import of edge
+    (tmp_path / "stray.jpg").write_bytes(extraneous_bytes_jpeg(photos.read(photos.jpeg)))
+    node = NodeProcess(write_config(tmp_path, local_config(tmp_path, before='[server]\nlog_format = "json"\n')))
+    try:
+        status, _, body = ServingNode(node).get("/tr:w-300/stray.jpg")
+        assert (status, pyvips.Image.new_from_buffer(body, "").width) == (200, 300)
+    finally:
+        assert node.stop() == 0
+    assert [line for line in node.log if line.strip() and not line.startswith("{")] == []
 
 
 def test_a_layer_missing_rows_is_a_400_naming_it(photos):
