@@ -3,7 +3,7 @@
 import os
 
 # Before libvips starts (pyvips' import): its warnings are dropped, in C. GLib wrote each to standard error
-# as plain lines, two to ten per render of a JPEG with extraneous bytes (common from some cameras), unbounded
+# as plain lines, twenty or more per render of a JPEG with extraneous bytes (common from some cameras), unbounded
 # and breaking the JSON log; what a warning reports that matters fails the render (a 422).
 os.environ.setdefault("VIPS_WARNING", "1")
 

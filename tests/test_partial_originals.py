@@ -56,7 +56,7 @@ def test_a_jpeg_with_stray_bytes_between_segments_renders_as_the_clean_one(photo
 
 
 def test_a_node_writes_no_libvips_warning_for_stray_bytes(photos, tmp_path, monkeypatch):
-    """GLib wrote libvips' warnings to standard error as plain lines, ten for one render of such a photo,
+    """GLib wrote libvips' warnings to standard error as plain lines, twenty for one render of such a photo,
     unbounded and outside the JSON log: the node starts libvips with them dropped (`VIPS_WARNING`)."""
     monkeypatch.delenv("VIPS_WARNING", raising=False)  # set by this process' own import of edge
     (tmp_path / "stray.jpg").write_bytes(extraneous_bytes_jpeg(photos.read(photos.jpeg)))
