@@ -129,6 +129,18 @@ async def test_a_colour_block_s_later_dominant_background_is_the_block_s_colour(
 LAYER_TURNED = "/tr:w-200,h-200,l-image,i-coffee.jpg,w-100,rt-45,lx-0,ly-0,l-end,f-png/astronaut.jpg"
 
 
+@pytest.mark.parametrize("transformation, marked", [
+    ("l-image,i-a.jpg,rt-45,l-end", True),
+    ("w-300,l-image,i-a.jpg,w-50:e-distort-a-30,l-end", True),
+    ("l-image,i-ik_canvas,bg-red,w-9,l-end,l-image,i-b.jpg,rt-30,l-end", True),
+    ("l-image,i-ik_canvas,bg-red,w-9,rt-45,l-end", False),  # a block's corners were always clear
+    ("rt-30,l-image,i-a.jpg,w-50,l-end", False),  # the base's turn, before any layer
+    ("w-300," + "l-image,i-a.jpg,w-10,l-end," * 10 + "q-80", False),
+])
+def test_outputs_of_an_image_layer_that_turns_or_bends_are_marked(transformation, marked):
+    assert (revision_marks(parse_transformation(transformation).canonical()) == "lt2") == marked
+
+
 async def test_an_opaque_image_layer_s_turn_opens_clear_corners(samples_node):
     assert revision_marks(parse_transformation(LAYER_TURNED.split("/")[1][3:]).canonical()) == "lt2"
     image = decode(await samples_node.fetch(LAYER_TURNED))

@@ -51,11 +51,14 @@ RENDER_VERSION = "r3"
 #: is the block's dominant colour, as in every other step.
 #: lt2: an image layer's `rt` or `e-distort` without `bg` opened transparent corners only where the overlay had
 #: alpha (else white), where the base shows through them. Matched wherever `rt-` or `e-distort` follows an
-#: image layer's start, inside it or not: a few outputs render again for nothing, none is missed.
+#: image layer's start, inside it or not: a few outputs render again for nothing, none is missed. Anchored,
+#: up to the first image layer possessively: one pass over the text (searched from each layer's start, a
+#: 10 kB transformation of ten layers took 2.4 ms).
 REVISED_PARAMETERS = (
     ("cr-", re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
     ("ik_canvas", re.compile(r"i-ik_canvas,(?:(?!,l-end)[^:])*:(?:(?:(?!,l-end).)*?[,:])?bg-dominant"), "bd2"),
-    ("l-image", re.compile(r"l-image,ie?-(?!ik_canvas[,:]).*?[,:](?:rt-|e-distort)"), "lt2"),
+    ("l-image", re.compile(r"^(?:(?!l-image,ie?-(?!ik_canvas[,:])).)*+l-image,ie?-(?!ik_canvas[,:]).*?[,:]"
+                           r"(?:rt-|e-distort)"), "lt2"),
 )
 #: what separates an output's original key from the rest of its key
 _RENDERED = f"\0{RENDER_VERSION}"
