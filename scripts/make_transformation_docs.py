@@ -441,8 +441,8 @@ SECTIONS = (
             "bent the other way, the bottom edge outside); an arc too tight for the image's height takes the "
             "inner edge to the circle's centre. The canvas is the smallest that holds the arc, so larger than "
             "the image. Beyond the image: `bg`, as `rt`'s corners (without it, transparent where the image has "
-            "alpha or is a layer, else white; `bg-00000000` makes it transparent). The distortion comes after the step's "
-            "resize, crop, rotation and flip, so the corners are in pixels of the image as it is by then "
+            "alpha or is a layer, else white; `bg-00000000` makes it transparent). The distortion comes after the "
+            "step's resize, crop, rotation and flip, so the corners are in pixels of the image as it is by then "
             "(`w-240,e-distort-p-…` counts in the 240 px wide image); each pixel is sampled (bilinear) from the "
             "image held in memory at that size. Its cost counts 5.5 × the canvas' megapixels "
             "([security.md](security.md#work-per-url)).", (
