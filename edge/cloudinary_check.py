@@ -13,7 +13,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import pyvips
 
@@ -54,10 +54,8 @@ def check_url(router: Router, url: str) -> Verdict:
     if parts.scheme not in ("http", "https") and not url.startswith("/"):
         # no request target: such a line had been read as a path of the default endpoint, and "served"
         return Verdict(url, 400, "not a URL: write it whole (https://…) or as a path starting with /")
-    name = (parts.hostname or "").lower()
-    host = "" if name == CLOUDINARY_DOMAIN or name.endswith("." + CLOUDINARY_DOMAIN) else parts.netloc
     try:
-        request = router.route(host, as_target(parts.path or "/"))
+        request = router.route(_host(parts), as_target(parts.path or "/"))
         if request.endpoint.url_style != "cloudinary":
             return Verdict(url, 404, "the endpoint it reaches does not have url_style = \"cloudinary\"")
     except InvalidTransformation as error:
@@ -67,12 +65,21 @@ def check_url(router: Router, url: str) -> Verdict:
     return Verdict(url)
 
 
+def _host(parts: SplitResult) -> str:
+    """The Host a request for the URL reaches the node with once its DNS points there: the URL's own, but
+    for Cloudinary's host names (none, so that their URLs route by path alone)."""
+    name = (parts.hostname or "").lower()
+    return "" if name == CLOUDINARY_DOMAIN or name.endswith("." + CLOUDINARY_DOMAIN) else parts.netloc
+
+
 def fetch(base_url: str, url: str) -> str:
-    """`OK <format> <w>x<h>` or `FAILED <why>` for the URL's path on a running node."""
+    """`OK <format> <w>x<h>` or `FAILED <why>` for the URL's path on a running node, with the URL's Host
+    (`_host`), as `check_url` routed it: an endpoint chosen by its `hosts` had been missed."""
     parts = urlsplit(url)
     target = base_url.rstrip("/") + as_target(parts.path) + (f"?{as_target(parts.query)}" if parts.query else "")
+    headers = {"Accept": ACCEPT} | ({"Host": host} if (host := _host(parts)) else {})
     try:
-        with urllib.request.urlopen(urllib.request.Request(target, headers={"Accept": ACCEPT}),
+        with urllib.request.urlopen(urllib.request.Request(target, headers=headers),
                                     timeout=FETCH_TIMEOUT) as response:
             body = response.read()
     except urllib.error.HTTPError as error:

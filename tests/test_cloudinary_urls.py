@@ -850,6 +850,30 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
     assert "9 URLs: 2 served, 7 not" in online.stdout
 
 
+async def test_cloudinary_check_fetches_with_the_url_s_host(s3, bucket, cloud, node_factory, tmp_path):
+    """A Cloudinary endpoint chosen by its `hosts`, beside a default ImageKit one: the check routed by the URL's
+    host and then fetched without it, from the default endpoint (served offline, 404 online)."""
+    config_path = write_config(tmp_path, f"""
+{s3.origin_table("Cloudinary backup", BUCKET, type="cloudinary_backup", folder="/res/demo/")}
+[[endpoints]]
+id = ""
+origins = ["Cloudinary backup"]
+
+[[endpoints]]
+id = "cld"
+hosts = ["img.acme.test"]
+origins = ["Cloudinary backup"]
+url_style = "cloudinary"
+""")
+    node = await node_factory(config_path)
+    urls = tmp_path / "urls.txt"
+    urls.write_text("https://img.acme.test" + url(PHOTO, width=300, crop="scale", format="jpg") + "\n")
+    command = [sys.executable, "-m", "edge", "cloudinary-check", "--config", str(config_path), "--urls", str(urls),
+               "--base-url", node.url]
+    online = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+    assert "fetched: OK jpeg 300x200" in online.stdout and "1 URLs: 1 served, 0 not" in online.stdout, online.stdout
+
+
 @pytest.mark.parametrize("path, components, origin_path", [
     ("demo/image/upload/w_300,c_fill/f_auto/products/shoe.jpg", ("w_300,c_fill", "f_auto"),
      "image/upload/products/shoe.jpg"),
