@@ -90,7 +90,8 @@ the nested ones.
   (`l-image,i-ik_canvas,e-gradient-from-F2559A_to-F27855_ld-top,w-bw,h-bh_div_10,ly-N0,l-end`) it is
   ImageKit's gradient block: the gradient alone, on a transparent block.
 - **Text** `l-text,i-<text>,…,l-end` (`i-` percent-encoded, or `ie-<base64>` as the SDK writes any text
-  beyond letters, digits, `-._` and spaces): `fs` size in pixels (default 14, at most 500; or an
+  beyond letters, digits, `-._` and spaces; a `,` or `:` in the text needs `ie-`: the URL is decoded
+  before it is split, so `i-Hello%2C%20World` ends the text at the comma, a 400 naming ` World`): `fs` size in pixels (default 14, at most 500; or an
   expression of the base's size, `fs-bh_div_20`, drawn at 500 when it gives more), `ff` a font the
   operator lists in `[fonts]` (default `DejaVuSans`, shipped with its licence), `co` colour (default
   black), `bg` background of the text box, `pa` padding (CSS shorthand with `_`: `pa-8_12`; or one
