@@ -20,6 +20,7 @@ from tests.imagecorpus import ANIMATION_COLOURS, animated_gif, cmyk_jpeg
 from tests.nodes import SAMPLES, decode, loader, write_config
 from tests.photos import heic_photo, marker_corner, photos  # noqa: F401 - the fixtures
 from tests.scrape import scrape, total
+from tests.servers import HTTPOrigin
 
 BUCKET = "acme-cloudinary-urls"
 DEMO = "res/demo/image/upload/"
@@ -848,6 +849,32 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
     assert "fetched: OK png 256x256" in online.stdout
     assert "fetched: FAILED 404" in online.stdout
     assert "9 URLs: 2 served, 7 not" in online.stdout
+
+
+@pytest.mark.parametrize("path", ["/demo/image/upload/..%5C..%5Cadmin.jpg", "/demo/image/upload/w_20/v1/a%5C..%5C..%5Cadmin.jpg",
+                                  "/demo/image/upload/.%5Cadmin.jpg"])
+async def test_a_backslash_dot_segment_never_reaches_a_web_fallback(s3, bucket, cloud, node_factory, tmp_path, path):
+    """An ImageKit-style path's rule: a server on Windows reads `..%5C` as `../`. A Cloudinary path checked only
+    for NUL, and `..\\..\\admin.jpg` was asked of the web fallback, outside its base URL."""
+    fallback = await HTTPOrigin(files={"admin.jpg": solid(40, 30, colour(1))}).start()
+    try:
+        node = await node_factory(write_config(tmp_path, f"""
+{s3.origin_table("Cloudinary backup", BUCKET, type="cloudinary_backup", folder="/res/demo/")}
+[[origins]]
+name = "Cloudinary (fallback)"
+type = "web"
+base_url = "{fallback.url}/res/demo"
+
+[[endpoints]]
+id = ""
+origins = ["Cloudinary backup", "Cloudinary (fallback)"]
+url_style = "cloudinary"
+"""))
+        response = await node.fetch(path)
+        assert (response.code, response.body) == (404, b"not found\n")
+        assert sum(fallback.requests.values()) == 0
+    finally:
+        await fallback.stop()
 
 
 async def test_cloudinary_check_fetches_with_the_url_s_host(s3, bucket, cloud, node_factory, tmp_path):
