@@ -31,6 +31,7 @@ from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe
 from .transform.colours import opacity_percent
 from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
 from .transform.hints import WIDTH_STEP
+from .transform.layers import dot_segment
 from .transform.options import (MAX_PIXELS, MAX_TEXT, PARAMS, NeedsExtra, Transformation, parse_condition,
                                 parse_transformation)
 
@@ -407,8 +408,8 @@ def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
         if len(public) < 2 or not public[-1]:
             raise NothingToServe("not found")
         public, raw_public = (_without_seo_name(names) for names in (public, raw_public))
-    # a segment's %2F decodes to a slash: the public ID's parts are checked once decoded
-    if not public or any(part in ("", ".", "..") for part in "/".join(public).split("/")):
+    # a segment's %2F decodes to a slash, %5C to a backslash: the public ID is checked once decoded
+    if not public or "" in "/".join(public).split("/") or dot_segment("/".join(public)):
         raise NothingToServe("not found")
     stem, dot, extension = public[-1].rpartition(".")
     extension_format = None

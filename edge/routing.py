@@ -134,7 +134,7 @@ class Router:
                                             named_only=endpoint.named_only, prefix=prefix)
         except SignatureRefused as refusal:  # counted like an ImageKit-style endpoint's
             raise self._signatures.refused(endpoint, refusal.reason) from None
-        if dot_segment(delivery.path) or "\0" in delivery.path:  # as in `route` (`..%5Cadmin.jpg` too)
+        if "\0" in delivery.path:  # as in `route` (its dot segments are the public ID's: `split_path`)
             raise NothingToServe("not found")
         return ImageRequest(endpoint, delivery.path, None, host, transformation=delivery.transformation,
                             original_as=delivery.original_as, attachment=delivery.attachment,
