@@ -227,6 +227,11 @@ async def test_named_only_with_a_key_keeps_named_urls_public_and_signs_the_rest(
     assert decode(await get(node, "/named/coffee.jpg")).width == 600  # the original needs no signature
     response = await get(node, "/named/tr:w-100/coffee.jpg")
     assert response.code == 400 and b"named transformations" in response.body
+    # a chain of names is a new output per chain: each had been rendered and kept (n-thumb:n-thumb, 40 px)
+    for chained in ("/named/tr:n-thumb:n-thumb/coffee.jpg", "/named/tr:n-thumb/coffee.jpg?tr=n-thumb"):
+        response = await get(node, chained)
+        assert (response.code, response.body) == (400, b"invalid transformation: n-thumb: this endpoint serves one "
+                                                        b"named transformation at a time, not a chain of them\n")
     assert await served_width(node, sdk_url(base, "/coffee.jpg", width=100, position="path")) == 100
     assert await served_width(node, sdk_url(base, "/coffee.jpg", width=100, expires_in=60)) == 100
     # a signature, once given, is checked even where none is needed

@@ -1079,11 +1079,14 @@ def parse_transformation(*texts: str | None, named: Mapping[str, str] | None = N
 def _parse(texts: tuple[str | None, ...], named: tuple[tuple[str, str], ...], named_only: bool) -> Transformation:
     steps: list[Step] = []
     output: dict[str, Any] = {}
-    for text in filter(None, texts):
-        for step_text in _split_steps(text):
-            parsed = _parse_step(step_text, dict(named), named_only)
-            steps.extend(step for step in parsed.steps if step != DEFAULT_STEP)
-            output.update(parsed.output)
+    step_texts = [step_text for text in filter(None, texts) for step_text in _split_steps(text) if step_text]
+    if named_only and len(step_texts) > 1:  # each chain of the names a new output: 2 names, 2046 of them
+        raise InvalidTransformation(step_texts[1].partition(",")[0], "this endpoint serves one named "
+                                    "transformation at a time, not a chain of them")
+    for step_text in step_texts:
+        parsed = _parse_step(step_text, dict(named), named_only)
+        steps.extend(step for step in parsed.steps if step != DEFAULT_STEP)
+        output.update(parsed.output)
     if sum(1 + len(step.branches.then_steps) + len(step.branches.else_steps) if step.branches else 1
            for step in steps) > MAX_STEPS:  # an if block's steps count, both branches, as its own
         raise InvalidTransformation("tr", f"more than {MAX_STEPS} chained steps")
