@@ -1,8 +1,8 @@
 """The originals tier in front of an endpoint's origin chain: freshness, revalidation, stale-if-error
 and the negative cache of originals, decided here and nowhere else.
 
-`OriginalSource.current` answers "the current original at this path" with the bytes and how they were
-obtained (`Freshness`); what is known about new bytes (their version: a hash) follows, computed
+`OriginalSource.current` answers "the current original at this path" with its bytes, obtained in one
+of four ways; what is known about new bytes (their version: a hash) follows, computed
 beside the render rather than before it (a local origin's ETag, its file's modification time and
 size, is the version as it is: nothing to hash):
 
@@ -20,7 +20,6 @@ remembered for `[cache] not_found_ttl` (the negative cache) and drops what was c
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -43,18 +42,10 @@ log = logging.getLogger("edge.cache")
 _STALE_LINES = Sparse(chain.FAILURE_LOG_SECONDS)
 
 
-class Freshness(enum.Enum):
-    FRESH = "fresh"
-    UNCHANGED = "unchanged"
-    FETCHED = "fetched"
-    STALE = "stale"
-
-
 @dataclass(frozen=True)
 class CurrentOriginal:
-    """The original a request works from, and how it was obtained."""
+    """The original a request works from."""
 
-    freshness: Freshness
     body: bytes
     #: what is known about it (see `info`): for fetched bytes, once they are hashed (in the cache's threads)
     described: asyncio.Future[SourceInfo]
@@ -66,11 +57,11 @@ class CurrentOriginal:
     kept: asyncio.Future[None] | None = None
 
     @classmethod
-    def known(cls, freshness: Freshness, info: SourceInfo, body: bytes, *, worth_keeping: bool = True,
+    def known(cls, info: SourceInfo, body: bytes, *, worth_keeping: bool = True,
               version_is_hash: bool = True) -> CurrentOriginal:
         described = asyncio.get_running_loop().create_future()
         described.set_result(info)
-        return cls(freshness, body, described, worth_keeping, version_is_hash)
+        return cls(body, described, worth_keeping, version_is_hash)
 
     async def info(self) -> SourceInfo:
         """Where it came from, its validators and its version. Shielded: a request that goes away
@@ -131,7 +122,7 @@ class OriginalSource:
         stored = looked_up.stored
         if stored is not None and stored.kept and self.is_fresh(stored.info):
             self._count("original", "hit")
-            return CurrentOriginal.known(Freshness.FRESH, stored.info, stored.body)
+            return CurrentOriginal.known(stored.info, stored.body)
         self._count("original", "stale" if stored is not None and stored.kept else "miss")
         try:
             return await self._flights.run(key, partial(self._fetch_to_keep, request, host, key, stored),
@@ -143,7 +134,7 @@ class OriginalSource:
             if (left_out := _STALE_LINES.allow()) is not None:
                 log.warning("origin failed (%s); using the stale original of %r%s", failure.message, request.path,
                             left_out)
-            return CurrentOriginal.known(Freshness.STALE, stored.info, stored.body)
+            return CurrentOriginal.known(stored.info, stored.body)
 
     def look_up_later(self, key: str) -> Callable[[], OriginalLookup]:
         """The originals tier's lookup of `key`, to call in a cache thread (blocking); the shared write
@@ -160,7 +151,7 @@ class OriginalSource:
         stored = await self._caches.io(self._caches.originals.get, key)
         if stored is None or not stored.kept or not self.is_fresh(stored.info):
             return None
-        return CurrentOriginal.known(Freshness.FRESH, stored.info, stored.body)
+        return CurrentOriginal.known(stored.info, stored.body)
 
     async def _fetch(self, request: ImageRequest, host: str | None, key: str,
                      stored: StoredOriginal | None) -> CurrentOriginal:
@@ -179,14 +170,14 @@ class OriginalSource:
                 purged_at=await caches.last_purge(key))
         except NotModified:
             assert stored is not None
-            return CurrentOriginal.known(Freshness.UNCHANGED, replace(stored.info, checked_at=now), stored.body)
+            return CurrentOriginal.known(replace(stored.info, checked_at=now), stored.body)
         except NothingToServe:
             if not await caches.purged_since(key, began):  # else the origin may have it by now
                 await caches.io(self._forget_missing, key, now)
             raise
         original, origin = found.original, found.origin
         if origin.is_local and original.etag:  # named by its ETag (`Origin.is_local`): nothing to hash
-            fetched = CurrentOriginal.known(Freshness.FETCHED, SourceInfo.from_origin(
+            fetched = CurrentOriginal.known(SourceInfo.from_origin(
                 origin.name, original.etag, now, original.etag, original.last_modified, original.content_type),
                 original.body, worth_keeping=False, version_is_hash=False)
         else:
@@ -194,7 +185,7 @@ class OriginalSource:
                 return SourceInfo.from_origin(origin.name, await caches.io(strong_etag, original.body), now,
                                               original.etag, original.last_modified, original.content_type)
 
-            fetched = CurrentOriginal(Freshness.FETCHED, original.body, asyncio.ensure_future(describe()),
+            fetched = CurrentOriginal(original.body, asyncio.ensure_future(describe()),
                                       worth_keeping=not origin.is_local)
         if known is not None and known.version != (await fetched.info()).version:
             # a changed original replaces every output made from the old one
