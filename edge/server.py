@@ -736,8 +736,12 @@ async def check_readiness(caches: Caches) -> tuple[bool, str]:
     try:
         await asyncio.to_thread(_check_libvips)
         degraded = await caches.io(caches.check)
-    except Exception as exc:  # readiness reports any failure as not ready
+    except (pyvips.Error, OSError) as exc:
         log.warning("not ready: %s", exc)
+        return False, "not ready"
+    except Exception:  # a bug: not ready too, and its traceback (once an interval: probes come every second)
+        if (left_out := _REQUEST_FAILURE_LINES.allow("readiness")) is not None:
+            log.exception("not ready: the readiness check failed%s", left_out)
         return False, "not ready"
     return True, f"ready, cache degraded: {'; '.join(degraded)}" if degraded else "ready"
 

@@ -380,3 +380,18 @@ def test_metrics_files_on_a_filesystem_without_fallocate_are_kept_there(tmp_path
             process.stop()
     finally:
         subprocess.run(["umount", "-l", str(folder)], timeout=30, check=False)
+
+
+async def test_a_bug_in_the_readiness_check_is_not_ready_with_its_traceback(node_factory, tmp_path, caplog,
+                                                                           monkeypatch):
+    """Only libvips' and the disk's failures are expected there: a bug had been one `not ready: …` line
+    without a traceback, the balancer draining the node for good and the operator seeing no cause."""
+    node = await node_factory(write_config(tmp_path, local_config()))
+
+    def broken() -> list[str]:
+        raise TypeError("a bug in the check")
+    monkeypatch.setattr(node.node.caches, "check", broken)
+    ready = await node.fetch("/_edge/ready")
+    assert (ready.code, ready.body) == (503, b"not ready\n")
+    [record] = [r for r in caplog.records if "readiness check failed" in r.getMessage()]
+    assert record.exc_info is not None and "a bug in the check" in str(record.exc_info[1])
