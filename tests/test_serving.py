@@ -81,6 +81,15 @@ async def test_query_form_and_path_form_share_one_cache_entry(samples):
     assert query_form.body == path_form.body
 
 
+@pytest.mark.parametrize("query, path", [("w-100%20", "w-100%20"), ("%20w-100", "%20w-100"),
+                                         ("w-70,l-text,i-a%00b,l-end", "w-70,l-text,i-a%00b,l-end")])
+async def test_the_query_form_answers_what_the_path_form_does(samples, query, path):
+    """Tornado's query arguments are stripped, control characters made spaces: `?tr=w-100%20` was `w-100` (the
+    path form's 400), a text layer's NUL a space (a cache entry shared with `i-a%20b`)."""
+    in_path, in_query = await samples.fetch(f"/tr:{path}/coffee.jpg"), await samples.fetch(f"/coffee.jpg?tr={query}")
+    assert in_path.code == 400 and (in_query.code, in_query.body) == (in_path.code, in_path.body)
+
+
 async def test_quality_changes_the_bytes(samples):
     low = await samples.fetch("/tr:w-300,q-10/astronaut.jpg")
     high = await samples.fetch("/tr:w-300,q-95/astronaut.jpg")
