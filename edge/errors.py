@@ -182,9 +182,11 @@ class StartupError(Exception):
 
 
 class RenderTimedOut(EdgeError):
-    """A render still running after `[limits] render_timeout` was stopped (503)."""
+    """A render still running after `[limits] render_timeout` was stopped (503). `contended`: it had less
+    than its core meanwhile (other renders, other processes), so the same work alone might finish."""
 
     status = 503
 
-    def __init__(self) -> None:
+    def __init__(self, contended: bool = False) -> None:
         super().__init__("rendering took too long")
+        self.contended = contended

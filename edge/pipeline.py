@@ -119,7 +119,9 @@ PLAN_MEMO_MAX_CHARS = 1024
 TRANSFORMATION_MEMO_SIZE = 1024
 #: seconds an output whose render passed `render_timeout` is answered 503 at once, without rendering
 #: again: the same work on the same original would end the same way, and each try holds a render
-#: thread (and ~20 s of CPU) for the whole deadline
+#: thread (and ~20 s of CPU) for the whole deadline. Not a render that passed it short of CPU
+#: (`RenderTimedOut.contended`: a burst of renders, a busy machine): ten minutes of 503s for everyone had
+#: followed a new image's first request that met a burst (or an attacker's)
 TIMED_OUT_SECONDS = 600.0
 #: seconds a URL answered 422 (no image could be made of its original) is answered so without a
 #: fetch: its original is dropped from the originals tier, so each request would download it again.
@@ -403,8 +405,9 @@ class Pipeline:
             forgetting.add_done_callback(self._forgetting.discard)
             self._remember_failure(job.key, UnprocessableSource, UNUSABLE_SECONDS)
             raise
-        except RenderTimedOut:
-            self._remember_failure(job.key, RenderTimedOut, TIMED_OUT_SECONDS)
+        except RenderTimedOut as error:
+            if not error.contended:  # short of CPU, the same work may end in time once the burst is over
+                self._remember_failure(job.key, RenderTimedOut, TIMED_OUT_SECONDS)
             raise
 
     def _remember_failure(self, key: str, error: type[RenderTimedOut | UnprocessableSource], seconds: float) -> None:

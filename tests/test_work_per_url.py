@@ -2,6 +2,8 @@
 deadline, cancellation of a render nobody waits for, and libvips' own threads."""
 
 import asyncio
+import shutil
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -11,6 +13,7 @@ import pyvips
 from edge.config import Defaults, Limits, load_config
 from edge.errors import BadRequest, ConfigError
 from edge.pluginmanager import load_plugins
+from edge.testing import NodeProcess, ServingNode
 from edge.transform.cost import _steps_cost, check_cost, estimated_cost
 from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer, render_image
@@ -126,6 +129,39 @@ async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_f
     started = time.monotonic()
     await assert_answer(node, f"/tr:{SLOW}/medium.jpg", 503, "rendering took too long")
     assert time.monotonic() - started < 0.25
+
+
+#: ~0.8 s of one core on the 3000×2000 photo: two at once on one core pass a deadline of 1.4 × one alone
+CONTENDED = "w-3000,h-3000,c-force,bl-4{}"
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux) to pin a node to one core")
+async def test_a_render_that_passed_the_deadline_short_of_cpu_is_tried_again(tmp_path, photos):
+    """Two renders at once on a node pinned to one core, each within the deadline alone: the deadline stops
+    them, but their URLs were then a 503 for ten minutes (an attacker's burst, or a burst of new images)."""
+    def node(timeout: str) -> NodeProcess:
+        limits = f'[limits]\nrender_timeout = "{timeout}"\n{UNBOUNDED_COST}\n'
+        config = write_config(tmp_path, local_config(photos.folder, before='[server]\ntransform_threads = 2\n',
+                                                     after=limits))
+        return NodeProcess(config, "--workers", "1", edge=("taskset", "-c", "0", sys.executable, "-m", "edge"))
+
+    calibrating = node("60s")
+    try:
+        started = time.monotonic()
+        assert ServingNode(calibrating).get(f"/tr:{CONTENDED.format(0)}/medium.jpg")[0] == 200
+        alone = time.monotonic() - started
+    finally:
+        assert calibrating.stop() == 0
+    pinned = node(f"{1.4 * alone:.2f}s")
+    try:
+        paths = [f"/tr:{CONTENDED.format(n)}/medium.jpg" for n in (1, 2)]
+        answers = await asyncio.gather(*(asyncio.to_thread(ServingNode(pinned).get, path) for path in paths))
+        timed_out = [path for path, (status, _, body) in zip(paths, answers) if status == 503]
+        assert timed_out and all(body == b"rendering took too long\n" for status, _, body in answers if status == 503)
+        for path in timed_out:  # alone again: rendered, not refused for ten minutes
+            assert ServingNode(pinned).get(path)[0] == 200
+    finally:
+        assert pinned.stop() == 0
 
 
 async def until_running(renderer: Renderer) -> None:

@@ -108,6 +108,10 @@ MAX_JPEG_SCANS = 100
 #: resumed or migrated) does not stop it (its URL was then answered 503 for `TIMED_OUT_SECONDS`)
 RENDER_CLOCK_SECONDS = 1.0
 RENDER_STEP_MAX_SECONDS = 5.0
+#: a render stopped at its deadline is `contended` when the renders of its process had less CPU time than
+#: this share of a core each, for as long as it ran: slowed by the others, or by other processes, rather than
+#: slow by itself (its URL is not refused for `pipeline.TIMED_OUT_SECONDS` afterwards)
+CONTENDED_SHARE = 0.8
 #: a scan's header: SOS (FF DA), its length and component count, as libjpeg requires them (6 + 2 × Ns, Ns 1-4).
 #: Not FF DA alone: it occurs once in 65 536 bytes of any compressed data, as in the video a motion photo appends
 _JPEG_SCAN_HEADER = re.compile(rb"\xff\xda\x00(?:\x08\x01|\x0a\x02|\x0c\x03|\x0e\x04)")
@@ -765,6 +769,7 @@ class Renderer:
         self.limits = limits
         self.fonts = fonts or shipped_fonts()
         self._threads = BlockingPool(threads, "vips")
+        self._thread_count = threads
         self._capacity = threads + queue
         self._pending = 0
         self._queue_timeout = queue_timeout
@@ -818,9 +823,11 @@ class Renderer:
                            overlays: Mapping[str, bytes] | None, reserved: int, start_within: float) -> Rendered:
         loop = asyncio.get_running_loop()
         switch = stopping.StopSwitch()
-        started: list[float] = []  # when a thread picked the render up (`loop.time()`'s clock)
+        # when a thread picked the render up (`loop.time()`'s clock) and the process' CPU time then
+        started: list[tuple[float, float]] = []
         timer: asyncio.TimerHandle | None = None
         limit, spent, read_at = self.limits.render_timeout, 0.0, loop.time()
+        loop_cpu, running = time.thread_time(), []  # the loop's CPU time; renders running, at each reading
 
         def check_clock() -> None:
             # On the IOLoop: the clock starts when a thread starts the render, which the thread only
@@ -829,15 +836,19 @@ class Renderer:
             nonlocal timer, spent, read_at
             now = loop.time()
             if started:
-                spent += min(now - max(read_at, started[0]), RENDER_STEP_MAX_SECONDS)
+                spent += min(now - max(read_at, started[0][0]), RENDER_STEP_MAX_SECONDS)
+                running.append(min(self._pending, self._thread_count))
             read_at = now
             if spent >= limit:
-                switch.stop(RenderTimedOut)
+                # the renders' CPU time (the process' less the loop's) against a core each for the wall time
+                renders_cpu = time.process_time() - started[0][1] - (time.thread_time() - loop_cpu)
+                fair = CONTENDED_SHARE * spent * max(1.0, sum(running) / len(running))
+                switch.stop(functools.partial(RenderTimedOut, contended=renders_cpu < fair))
             else:
                 timer = loop.call_later(min(RENDER_CLOCK_SECONDS, limit - spent), check_clock)
 
         def stoppable_render() -> Rendered:
-            started.append(time.monotonic())
+            started.append((time.monotonic(), time.process_time()))
             with stopping.stoppable(switch):
                 return render_image(body, transformation, planned_format, self.defaults, self.limits, overlays,
                                     self.fonts, self.decode_budget, reserved)
