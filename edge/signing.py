@@ -77,8 +77,9 @@ def unsigned_url(path: str, transformation: str | None = None, *, in_query: bool
 
 def _as_written(raw_path: str) -> bytes:
     """The path as the SDKs before imagekitio 5 signed it: as the application wrote it, not encoded (a
-    browser then sends `my%20photo%20%C3%A9.jpg` for `my photo é.jpg`). Every escape is decoded but `%2F`,
-    so a signature over `a/b.jpg` never verifies `a%2Fb.jpg`, which the node reads as another path."""
+    browser then sends `my%20photo%20%C3%A9.jpg` for `my photo é.jpg`). Every escape is decoded but `%2F`:
+    no browser escapes a slash, so a signature over `a/b.jpg` does not verify `a%2Fb.jpg` (though the node
+    reads both as one path: a 401, never another image)."""
     pieces = _ENCODED_SLASH.split(raw_path.encode("latin-1"))
     return b"%2F".join(unquote_to_bytes(piece) for piece in pieces)
 
