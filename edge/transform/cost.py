@@ -44,7 +44,8 @@ from ..config import Defaults, Limits
 from ..errors import BadRequest
 from .colours import Blurred
 from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, SMALLEST, final_formats
-from .geometry import arc_of, check_side, perspective_of, target_box, times_dpr, with_sizes
+from .geometry import (FITS, arc_of, check_side, fit_scale, perspective_of, side_scale, target_box, times_dpr,
+                       with_sizes)
 from .layers import CANVAS, Layer, TextStyle, sized
 from .options import DEFAULT_STEP, Step, Transformation
 
@@ -365,22 +366,15 @@ def step_output(step: Step, size: Size) -> Size:
             width, height = max(width or 0, size[0] or 0) or None, max(height or 0, size[1] or 0) or None
     else:
         if (box_w is None) != (box_h is None) and width and height:  # one side: the other by the ratio
-            scale = box_w / width if box_w is not None else box_h / height
-            if step.crop in ("at_max", "maintain_ratio_no_enlarge"):
-                scale = min(scale, 1.0)
-            elif step.crop == "enlarge_to_fit":
-                scale = max(scale, 1.0)
+            scale = side_scale(step, width, height, box_w, box_h)
             box_w, box_h = max(1, round(width * scale)), max(1, round(height * scale))
         elif box_w is not None and box_h is not None and width and height and not step.pads \
-                and step.crop in ("at_least", "enlarge_to_fit", "at_max", "at_max_enlarge") \
-                and (step.trim is None or step.crop in ("at_least", "enlarge_to_fit")):
+                and step.crop in FITS and (step.trim is None or step.crop in ("at_least", "enlarge_to_fit")):
             # a fit inside the box keeps the input's aspect ratio, not the box's, and the next step resizes
             # that: `w-81,h-1971,c-at_max:w-1005` on a 4240×2832 photo makes 1005×670, not 1005×24454 (the
             # box, taken for the output, made it a 400 "output too large"). A trimmed input may be smaller
             # and of another shape: its `at_max` fit is only known to lie within the box. A padding is the box.
-            fit = min(box_w / width, box_h / height)
-            scale = {"at_least": max(box_w / width, box_h / height), "enlarge_to_fit": max(fit, 1.0),
-                     "at_max": min(fit, 1.0), "at_max_enlarge": fit}[step.crop]
+            scale = fit_scale(step, width, height, box_w, box_h)
             box_w, box_h = max(1, round(width * scale)), max(1, round(height * scale))
         elif box_w is not None and box_h is not None and width and height and not step.pads \
                 and step.crop == "maintain_ratio_no_enlarge":  # the box, cut to the image where it is larger

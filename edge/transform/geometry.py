@@ -363,6 +363,27 @@ def dominant_colour(source: Source, border: bool = False) -> RGBA:
     return round(r / n), round(g / n), round(b / n), 255
 
 
+#: crop modes that scale the image whole to the box (`fit_scale`), keeping its aspect ratio
+FITS = ("at_max", "at_max_enlarge", "enlarge_to_fit", "at_least")
+
+
+def side_scale(step: Step, width: int, height: int, box_w: int | None, box_h: int | None) -> float:
+    """The scale of a `width`×`height` input when one side of the box is given (the other follows the
+    aspect ratio): `c-at_max` never enlarges, `c-enlarge_to_fit` never shrinks."""
+    scale = box_w / width if box_w is not None else box_h / height
+    if step.crop in ("at_max", "maintain_ratio_no_enlarge"):
+        return min(scale, 1.0)
+    return max(scale, 1.0) if step.crop == "enlarge_to_fit" else scale
+
+
+def fit_scale(step: Step, width: int, height: int, box_w: int, box_h: int) -> float:
+    """The scale of a `FITS` crop mode to a whole box: inside it (`at_max` never enlarging, `enlarge_to_fit`,
+    Cloudinary's `mfit`, changing only an image smaller than the box), or covering it (`at_least`)."""
+    fit = min(box_w / width, box_h / height)
+    return {"at_least": max(box_w / width, box_h / height), "enlarge_to_fit": max(fit, 1.0),
+            "at_max": min(fit, 1.0)}.get(step.crop, fit)
+
+
 def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
     """w, h, ar, dpr, c, cm, fo, x/y/xc/yc, z."""
     width, height = source.width, source.height
@@ -372,11 +393,7 @@ def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
     if box_w is None and box_h is None:
         return _cover_crop(source, width, height, 1.0, step, max_side) if step.zoom > 1 else source.decode()
     if box_w is None or box_h is None:  # one side given: the other follows the aspect ratio
-        scale = box_w / width if box_w is not None else box_h / height
-        if step.crop in ("at_max", "maintain_ratio_no_enlarge"):
-            scale = min(scale, 1.0)
-        elif step.crop == "enlarge_to_fit":
-            scale = max(scale, 1.0)
+        scale = side_scale(step, width, height, box_w, box_h)
         if step.zoom > 1 and step.crop in ("maintain_ratio", "maintain_ratio_no_enlarge"):
             return _cover_crop(source, max(1, round(width * scale)), max(1, round(height * scale)),
                                scale, step, max_side)
@@ -386,14 +403,9 @@ def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
     if step.crop == "force":
         check_side(box_w, box_h, max_side)
         return source.thumbnail(box_w, height=box_h, size=Size.FORCE)
-    if step.crop in ("at_max", "at_max_enlarge", "enlarge_to_fit"):
-        scale = min(box_w / width, box_h / height)
-        # `enlarge_to_fit` (Cloudinary's `mfit`): only an image smaller than the box changes
-        scale = {"at_max": min(scale, 1.0), "enlarge_to_fit": max(scale, 1.0)}.get(step.crop, scale)
-        return _scaled_to(source, scale, max_side)
+    if step.crop in FITS:
+        return _scaled_to(source, fit_scale(step, width, height, box_w, box_h), max_side)
     scale = max(box_w / width, box_h / height)
-    if step.crop == "at_least":
-        return _scaled_to(source, scale, max_side)
     if step.crop == "maintain_ratio_no_enlarge":
         scale = min(scale, 1.0)
         box_w, box_h = min(box_w, width), min(box_h, height)
