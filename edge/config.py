@@ -17,7 +17,7 @@ from typing import Any
 
 from .cloudinary_urls import cloud_names
 from .cores import usable_cores
-from .errors import ConfigError
+from .errors import ConfigError, InvalidTransformation
 from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
@@ -512,16 +512,21 @@ def _node_url(t: ConfigTable, key: str, url: str) -> str:
     return url.rstrip("/")
 
 
-def _named_transformations(t: ConfigTable) -> dict[str, str]:
-    from .transform.options import parse_transformation  # the parser validates each definition
+def _parsed(t: ConfigTable, key: str, text: str) -> Any:
+    """`text` parsed as a transformation; its 400 a config error naming `key` (a parser's bug is not one)."""
+    from .transform.options import parse_transformation
 
+    try:
+        return parse_transformation(text)
+    except InvalidTransformation as exc:
+        raise t.error(key, exc.message) from None
+
+
+def _named_transformations(t: ConfigTable) -> dict[str, str]:
     named = {}
     for name in t.keys():
         text = t.str(name)
-        try:
-            parse_transformation(text)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a config error naming the key
-            raise t.error(name, getattr(exc, "message", str(exc))) from None
+        _parsed(t, name, text)  # the parser validates each definition
         named[name] = text
     t.finish()
     return named
@@ -549,15 +554,12 @@ def _fonts(t: ConfigTable) -> dict[str, Any]:
 
 def _watermark(t: ConfigTable) -> tuple[Any, ...]:
     """`watermark = "l-image,i-logo.png,…,l-end"`: one or more layers and nothing else."""
-    from .transform.options import DEFAULT_STEP, parse_transformation
+    from .transform.options import DEFAULT_STEP
 
     text = t.str("watermark", "")
     if not text:
         return ()
-    try:
-        steps = parse_transformation(text).steps
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a config error naming the key
-        raise t.error("watermark", getattr(exc, "message", str(exc))) from None
+    steps = _parsed(t, "watermark", text).steps
     if len(steps) != 1 or replace(steps[0], layers=()) != DEFAULT_STEP or not steps[0].layers:
         raise t.error("watermark", "expected layers only (l-image,…,l-end or l-text,…,l-end)")
     return steps[0].layers
