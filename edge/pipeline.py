@@ -460,16 +460,17 @@ class Pipeline:
                       stand_in: bool) -> CachedOutput:
         """Transform the original (or pass it through for `orig-true`) into a storable output. New
         bytes are hashed (their version) while they render: the version is needed only for the output."""
-        if job.transformation.serves_original:
-            header = await self._renderer.probe(original.body)
+        header = await self._renderer.probe(original.body) if job.transformation.serves_original else None
+        fmt = LOADER_FORMATS.get(header.loader) if header else None
+        if header and job.request.original_as in (None, fmt):  # passed through (else converted: `photo.webp`)
             # the ETag is the hash of the original's bytes: its version, when that is their hash (hashed once)
             etag = ((await original.info()).version if original.version_is_hash
                     else await self._caches.io(strong_etag, original.body))
-            body, fmt = original.body, LOADER_FORMATS.get(header.loader)
+            body = original.body
             content_type = MIME_TYPES[fmt] if fmt is not None else UNWRITTEN_TYPES.get(header.loader)
             if content_type is None:
                 raise UnprocessableSource()
-        if not job.transformation.serves_original or job.request.original_as not in (None, fmt):
+        else:
             started = time.perf_counter()
             rendered = await self._renderer.render(original.body, job.transformation, job.planned_format,
                                                    {path: overlay.body for path, overlay in overlays.items()})
