@@ -220,15 +220,15 @@ class CloudinaryBackupOrigin(S3Origin):
         return await self.get_object(key, max_bytes=max_bytes, validators=validators)
 
     async def _list_versions(self, folder: str) -> Versions:
-        found: list[tuple[int, str]] = []
+        keys: list[str] = []
         params = {"Bucket": self.bucket, "Prefix": folder, "Delimiter": "/"}
         tokens: set[str] = set()
         for _ in range(MAX_LIST_PAGES):
             with self.classified("ListObjectsV2", folder):  # an entry without its Key too: a bad answer
                 page = await self._client.list_objects_v2(**params)
-                found.extend(Versions.in_folder(folder, (item["Key"] for item in page.get("Contents", ()))))
+                keys.extend(item["Key"] for item in page.get("Contents", ()))
             if not page.get("IsTruncated"):
-                return Versions(folder, tuple(sorted(found)), time.time())
+                return Versions.from_keys(folder, keys)
             token = page.get("NextContinuationToken")
             if not token or token in tokens:  # a store that would list forever: no end to wait for
                 raise OriginFailure("bad_response", f"ListObjectsV2 {quoted_key(folder)}: truncated without a "
