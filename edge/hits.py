@@ -24,10 +24,10 @@ import tornado.web
 from tornado import httputil
 
 from . import accesslog
-from .httpserver import EdgeHTTPServer, make_server
+from .httpserver import EdgeHTTPServer, date_header_now, make_server
 from .pipeline import ImageCall, Served
 from .server import (ADMIN_HANDLERS, CONTENT_LENGTH, LARGE_BODY, Node, attachment, client_address,
-                     count_image_answer, header_value, http_date, image_headers, make_app, send_body)
+                     count_image_answer, header_value, image_headers, make_app, send_body)
 
 log = logging.getLogger("edge.server")
 
@@ -112,7 +112,7 @@ class _Request(httputil.HTTPMessageDelegate):
             return False
         output = served.output
         request_id = accesslog.request_id(header_value(headers, "X-Request-Id"))
-        response = httputil.HTTPHeaders({"Date": http_date(), "X-Request-Id": request_id, **node.cors_headers})
+        response = httputil.HTTPHeaders({"Date": date_header_now(), "X-Request-Id": request_id, **node.cors_headers})
         response.update(image_headers(node, served, "hit"))
         if served.request.attachment is not None:  # `fl_attachment` (`ik-attachment` is a query: handed over)
             response["Content-Disposition"] = attachment(start_line.path, output.content_type,

@@ -192,11 +192,23 @@ class EarlyAnswers:
                                               cors)
 
 
+_date_second, _date_text = -1, ""
+
+
+def date_header_now() -> str:
+    """The `Date` header's value now, formatted at most once a second."""
+    global _date_second, _date_text
+    now = int(time.time())
+    if now != _date_second:
+        _date_second, _date_text = now, httputil.format_timestamp(now)
+    return _date_text
+
+
 def _dated(answer: bytes) -> bytes:
     """An `EarlyAnswers` answer with its `Date` (RFC 9110 6.6.1: an origin server's 4xx has one; the answers
     are built once, the date is now)."""
     status_line, _, rest = answer.partition(b"\r\n")
-    return b"%s\r\nDate: %s\r\n%s" % (status_line, httputil.format_timestamp(time.time()).encode(), rest)
+    return b"%s\r\nDate: %s\r\n%s" % (status_line, date_header_now().encode(), rest)
 
 
 def _refuse(sock: socket.socket, answer: bytes) -> None:
@@ -567,7 +579,7 @@ class _Limited(httputil.HTTPMessageDelegate):
             gen_log.info("Malformed HTTP message from %s: %s", self._request_conn.context, _FAULTY_FRAMING)
             headers.pop("Connection", None)  # else Tornado answers a 1.0 keep-alive `Connection: Keep-Alive`
             body = _FAULTY_FRAMING.encode() + b"\n"
-            fields = {"Date": httputil.format_timestamp(time.time()),
+            fields = {"Date": date_header_now(),
                       **_closing_fields(self._server.answers.cors, body)}
             self._request_conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", 400, "Bad Request"),
                                              httputil.HTTPHeaders(fields), body)

@@ -30,7 +30,7 @@ from .errors import (EdgeError, InvalidTransformation, NothingToServe, SendMemor
                      StartupError, Unauthorized, one_line)
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
-from .httpserver import PURGE_PATH, cors_headers
+from .httpserver import PURGE_PATH, cors_headers, date_header_now
 from .logs import CLIENT_NOISE_SECONDS, Sparse
 from .metrics import Metrics
 from .origin import Origin
@@ -337,7 +337,7 @@ class BaseHandler(tornado.web.RequestHandler):
         # `set_header` check needed)
         if self.request_id is None:
             self.request_id = accesslog.request_id(header_value(self.request.headers, "X-Request-Id"))
-        self._headers = httputil.HTTPHeaders({"Content-Type": "text/html; charset=UTF-8", "Date": http_date(),
+        self._headers = httputil.HTTPHeaders({"Content-Type": "text/html; charset=UTF-8", "Date": date_header_now(),
                                               "X-Request-Id": self.request_id})
         self._write_buffer = []
         self._status_code = 200
@@ -655,18 +655,6 @@ def header_value(headers: httputil.HTTPHeaders, name: str) -> str | None:
     """`headers.get(name)`, without the exception that a missing header costs there (1 µs, several times
     a request)."""
     return headers[name] if name in headers else None
-
-
-_date_second, _date_text = -1, ""
-
-
-def http_date() -> str:
-    """The `Date` header's value now, formatted at most once a second."""
-    global _date_second, _date_text
-    now = int(time.time())
-    if now != _date_second:
-        _date_second, _date_text = now, httputil.format_timestamp(now)
-    return _date_text
 
 
 #: characters of the file's name (the URL's last segment, or `fl_attachment`'s) that `attachment` keeps
