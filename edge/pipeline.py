@@ -133,7 +133,7 @@ FAILED_KEYS = 4096
 
 
 @dataclass(slots=True)  # not frozen: built on every plan memo miss
-class _Job:
+class _Plan:
     """What one request asks for, once routed, parsed and planned."""
 
     endpoint: str
@@ -160,14 +160,14 @@ class PlanMemo:
 
     def __init__(self, budget: int):
         self.budget = budget
-        self._plans: OrderedDict[tuple[str, str, str | None], _Job] = OrderedDict()
+        self._plans: OrderedDict[tuple[str, str, str | None], _Plan] = OrderedDict()
         self._bytes = 0
         self.get = self._plans.get  # the hit path's lookup, without a call of ours in between
 
-    def remember(self, key: tuple[str, str, str | None], job: _Job) -> None:
-        """Keep `job`, dropping the oldest plans beyond the budget. `key` is not held: a request is
+    def remember(self, key: tuple[str, str, str | None], plan: _Plan) -> None:
+        """Keep `plan`, dropping the oldest plans beyond the budget. `key` is not held: a request is
         planned only when the memo has no plan for it."""
-        self._plans[key] = job
+        self._plans[key] = plan
         self._bytes += self._cost(key)
         while self._bytes > self.budget:
             self._bytes -= self._cost(self._plans.popitem(last=False)[0])
@@ -182,7 +182,7 @@ class PlanMemo:
     def __len__(self) -> int:
         return len(self._plans)
 
-    def values(self) -> ValuesView[_Job]:
+    def values(self) -> ValuesView[_Plan]:
         return self._plans.values()
 
     def _cost(self, key: tuple[str, str, str | None]) -> int:
@@ -223,34 +223,34 @@ class Pipeline:
         endpoint = "-"
         began = self._originals.now()
         try:
-            job = self._job(call)
-            endpoint, key = job.endpoint, job.key
+            plan = self._planned(call)
+            endpoint, key = plan.endpoint, plan.key
             version = self._caches.version(key)  # before the lookup: a store that races it shows
             cached, original = self._caches.output_in_memory(key), None
             if cached is None:
-                cached, original = await self._caches.output_and(key, self._original_lookup(job), call.before_reading)
+                cached, original = await self._caches.output_and(key, self._original_lookup(plan), call.before_reading)
                 if isinstance(cached, UnreadOutput) and not self._originals.is_fresh(cached.source):
                     cached = await self._caches.output(key)  # revalidated, it is stored again: with its body
             fresh = cached is not None and self._originals.is_fresh(cached.source)
             self._count("output", "hit" if fresh else "stale" if cached else "miss")
             if fresh:
-                return Served(endpoint, "hit", cached, request=job.request)
+                return Served(endpoint, "hit", cached, request=plan.request)
 
             try:
-                output, source = await self._flights.run(key, partial(self._produce, job, cached, original),
-                                                         partial(self._fresh_stored, key),
-                                                         partial(self._keep, key), seen=version)
+                output, cache_label = await self._flights.run(key, partial(self._produce, plan, cached, original),
+                                                              partial(self._fresh_stored, key),
+                                                              partial(self._keep, key), seen=version)
             except BadGateway:
                 if cached is None:
                     raise
                 # stale-if-error: the origin failed and its original is no longer held, but an output made
                 # from it is (labelled below, by its original's freshness)
-                output, source = cached, "stale"
-            if source != "shared":
+                output, cache_label = cached, "stale"
+            if cache_label != "shared":
                 # stale if its original was when the request began (a stale copy the origin could not confirm):
                 # one that turned stale while the output was made (a slow render or layer) failed nobody
-                source = "miss" if self._originals.is_fresh(output.source, at=began) else "stale"
-            return Served(endpoint, source, output, request=job.request)
+                cache_label = "miss" if self._originals.is_fresh(output.source, at=began) else "stale"
+            return Served(endpoint, cache_label, output, request=plan.request)
         except EdgeError as error:
             _drop_tracebacks(error)
             if isinstance(error, SignatureRefused):  # counted once answered: planning has no side effect
@@ -267,29 +267,29 @@ class Pipeline:
         memoised for the next request); else None, and nothing is counted (`serve` will be, errors
         included)."""
         try:
-            job = self._job(call)
+            plan = self._planned(call)
         except EdgeError:
             return None
-        cached = self._caches.output_in_memory(job.key)
+        cached = self._caches.output_in_memory(plan.key)
         if cached is None or not self._originals.is_fresh(cached.source):
             return None
         self._count("output", "hit")
-        return Served(job.endpoint, "hit", cached, request=job.request)
+        return Served(plan.endpoint, "hit", cached, request=plan.request)
 
     def endpoint_of(self, call: ImageCall) -> str:
         """The `endpoint` label of a call `serve` gave no answer to (its client gone, the worker stopping)."""
-        job = self._plans.get((call.host, call.uri, call.accept))
-        if job is not None:
-            return job.endpoint
+        plan = self._plans.get((call.host, call.uri, call.accept))
+        if plan is not None:
+            return plan.endpoint
         try:
             return endpoint_label(self._router.route(call.host, call.uri).endpoint.id)
         except EdgeError:
             return "-"
 
-    def _job(self, call: ImageCall) -> _Job:
+    def _planned(self, call: ImageCall) -> _Plan:
         return self._plans.get((call.host, call.uri, call.accept)) or self._plan(call)
 
-    def _plan(self, call: ImageCall) -> _Job:
+    def _plan(self, call: ImageCall) -> _Plan:
         """Route, check the signature, parse, apply client hints, check the cost, plan the format, name
         the key; memoised when the plan depends on nothing but the memo's key (see the module's doc)."""
         request = self._router.route(call.host, call.uri)
@@ -306,31 +306,27 @@ class Pipeline:
                 hints = negotiate(transformation, call.headers, self._config.limits.max_output_side)
                 transformation = hints.transformation
                 check_cost(transformation, self._config.limits)
+            defaults = self._config.defaults
+            planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
+                                                      defaults.auto_format, defaults.auto_format_smallest)
+            if transformation.serves_original and request.original_as is None:
+                vary_accept = False  # the original's bytes whatever the browser takes: one key, no `Vary`
+            if planned_format in ENCODE_COUNTED and not vary_accept:  # f-gif, f-webp, .avif, .png…: the encode
+                check_cost(transformation, self._config.limits, formats=(planned_format,), defaults=defaults)
         except EdgeError as error:
             error.endpoint = error.endpoint or endpoint  # a bad transformation is counted on its endpoint
             raise
-        defaults = self._config.defaults
-        planned_format, vary_accept = plan_format(transformation.output_format, request.path, call.accept,
-                                                  defaults.auto_format, defaults.auto_format_smallest)
-        if transformation.serves_original and request.original_as is None:
-            vary_accept = False  # the original's bytes whatever the browser takes: one key, no `Vary`
-        if planned_format in ENCODE_COUNTED and not vary_accept:  # f-gif, f-webp, .avif, .png…: the encode counts
-            try:
-                check_cost(transformation, self._config.limits, formats=(planned_format,), defaults=defaults)
-            except EdgeError as error:
-                error.endpoint = error.endpoint or endpoint
-                raise
         host = host_name(request.host)  # its port and a trailing dot name the same site: one key, one fetch
         if not any(origin.takes_host(host) for origin in self._host_takers[request.endpoint.id]):
             host = None  # keyed without a Host: no origin of the endpoint is given this one
         original = original_key(request.endpoint.id, request.path, host)
         key = output_key(original, requested, planned_format if vary_accept else "", hints.key,
                          self._settings.of(transformation))
-        job = _Job(endpoint, request, transformation, planned_format, vary_accept, hints.vary, host, original, key)
+        plan = _Plan(endpoint, request, transformation, planned_format, vary_accept, hints.vary, host, original, key)
         if (hints is NO_HINTS and request.signed_until in (None, NO_EXPIRY)
                 and len(call.host) + len(call.uri) + len(call.accept or "") <= PLAN_MEMO_MAX_CHARS):
-            self._plans.remember((call.host, call.uri, call.accept), job)
-        return job
+            self._plans.remember((call.host, call.uri, call.accept), plan)
+        return plan
 
     def _transformation(self, request: ImageRequest, query: str | None) -> tuple[Transformation, str]:
         """The request's transformation (with the endpoint's watermark) and its canonical text, its
@@ -358,13 +354,13 @@ class Pipeline:
             _remember(self._transformations, memo_key, made, TRANSFORMATION_MEMO_SIZE)
         return made
 
-    def _original_lookup(self, job: _Job) -> Callable[[CachedOutput | None], OriginalLookup | None] | None:
+    def _original_lookup(self, plan: _Plan) -> Callable[[CachedOutput | None], OriginalLookup | None] | None:
         """For the cache thread that reads the output: unless that output is fresh, the original's
         lookup as well, in the same hand-off (each costs ~40 µs of CPU and more in latency). Not when
         this worker's flight for the key is under way: its leader has looked."""
-        if self._flights.running(job.key):
+        if self._flights.running(plan.key):
             return None
-        look_up, is_fresh = self._originals.look_up_later(job.original_key), self._originals.is_fresh
+        look_up, is_fresh = self._originals.look_up_later(plan.original_key), self._originals.is_fresh
         return lambda output: None if output is not None and is_fresh(output.source) else look_up()
 
     async def _fresh_stored(self, key: str) -> tuple[CachedOutput, str] | None:
@@ -372,25 +368,25 @@ class Pipeline:
         output = self._caches.output_in_memory(key) or await self._caches.output(key)
         return (output, "miss") if output is not None and self._originals.is_fresh(output.source) else None
 
-    async def _produce(self, job: _Job, cached: CachedOutput | None,
+    async def _produce(self, plan: _Plan, cached: CachedOutput | None,
                        looked_up: OriginalLookup | None) -> tuple[CachedOutput, str]:
         """A single flight's work: the shared tier's copy, or the current original and the output made
         from it. With where it came from: `shared` or `miss`. (The shared lookup is inside the
         flight: a herd on a URL that just moved to this node reads the shared tier once.)
         `looked_up`: what the originals tier held for the original, when the output's lookup asked."""
         if cached is None and self._shared is not None:
-            cached = await self._shared.get(job.key, await self._caches.last_purge(job.key))
+            cached = await self._shared.get(plan.key, await self._caches.last_purge(plan.key))
             if cached is not None and self._originals.is_fresh(cached.source):
                 return cached, "shared"
-        until, failed, remembered_at = self._failed.get(job.key, (0.0, None, 0.0))
+        until, failed, remembered_at = self._failed.get(plan.key, (0.0, None, 0.0))
         if failed is not None and (until <= time.monotonic()
-                                   or await self._caches.purged_since(job.key, remembered_at)):
+                                   or await self._caches.purged_since(plan.key, remembered_at)):
             failed = None
         if failed is not None and cached is None:  # not even a fetch; with a copy, one may confirm it
             raise failed()
-        original, key = await self._original(job, looked_up)
-        stand_in = key != job.original_key
-        overlays = await self._overlays(job)
+        original, key = await self._original(plan, looked_up)
+        stand_in = key != plan.original_key
+        overlays = await self._overlays(plan)
         if cached is not None:
             source = await self._source_of(original, overlays, stand_in)
             if cached.source.version == source.version and cached.stand_in == stand_in:
@@ -398,16 +394,16 @@ class Pipeline:
         if failed is not None:
             raise failed()
         try:
-            return await self._render(job, original, overlays, stand_in), "miss"
+            return await self._render(plan, original, overlays, stand_in), "miss"
         except UnprocessableSource:
             forgetting = asyncio.ensure_future(self._originals.forget_unusable(key, original))
             self._forgetting.add(forgetting)  # held until done: the loop keeps only a weak reference
             forgetting.add_done_callback(self._forgetting.discard)
-            self._remember_failure(job.key, UnprocessableSource, UNUSABLE_SECONDS)
+            self._remember_failure(plan.key, UnprocessableSource, UNUSABLE_SECONDS)
             raise
         except RenderTimedOut as error:
             if not error.contended:  # short of CPU, the same work may end in time once the burst is over
-                self._remember_failure(job.key, RenderTimedOut, TIMED_OUT_SECONDS)
+                self._remember_failure(plan.key, RenderTimedOut, TIMED_OUT_SECONDS)
             raise
 
     def _remember_failure(self, key: str, error: type[RenderTimedOut | UnprocessableSource], seconds: float) -> None:
@@ -418,34 +414,34 @@ class Pipeline:
 
     async def _keep(self, key: str, produced: tuple[CachedOutput, str]) -> None:
         """Store what the flight produced: after the response, never on its critical path."""
-        output, source = produced
+        output, cache_label = produced
         await self._caches.store(key, output)
-        if self._shared is not None and source != "shared":
+        if self._shared is not None and cache_label != "shared":
             self._shared.put_later(key, output)
 
-    async def _original(self, job: _Job, looked_up: OriginalLookup | None) -> tuple[CurrentOriginal, str]:
+    async def _original(self, plan: _Plan, looked_up: OriginalLookup | None) -> tuple[CurrentOriginal, str]:
         """The original, or the `di-` default image when no origin has it (missing too: 404); with the
         originals tier's key of the one returned."""
         try:
-            return await self._originals.current(job.request, job.host, looked_up), job.original_key
+            return await self._originals.current(plan.request, plan.host, looked_up), plan.original_key
         except NothingToServe:
-            default_image = job.transformation.default_image
+            default_image = plan.transformation.default_image
             if default_image is None:
                 raise
-            request = replace(job.request, path=default_image)
-            return (await self._originals.current(request, job.host),
-                    original_key(request.endpoint.id, default_image, job.host))
+            request = replace(plan.request, path=default_image)
+            return (await self._originals.current(request, plan.host),
+                    original_key(request.endpoint.id, default_image, plan.host))
 
-    async def _overlays(self, job: _Job) -> dict[str, CurrentOriginal]:
+    async def _overlays(self, plan: _Plan) -> dict[str, CurrentOriginal]:
         """The originals of the image layers, through the same originals tier, single flight and
         limits as the main one. One that no origin has is a 400 naming the layer's input."""
-        if job.transformation.serves_original:
+        if plan.transformation.serves_original:
             return {}
-        paths = sorted(fetched(job.transformation.steps))
+        paths = sorted(fetched(plan.transformation.steps))
 
         async def current(path: str) -> CurrentOriginal:
             try:
-                return await self._originals.current(replace(job.request, path=path), job.host)
+                return await self._originals.current(replace(plan.request, path=path), plan.host)
             except NothingToServe:
                 raise InvalidTransformation(f"i-{path}", "no such image on this endpoint") from None
         return dict(zip(paths, await asyncio.gather(*map(current, paths))))
@@ -456,13 +452,13 @@ class Pipeline:
         source = await _made_from(original, overlays)
         return self._originals.as_stand_in(source) if stand_in else source
 
-    async def _render(self, job: _Job, original: CurrentOriginal, overlays: dict[str, CurrentOriginal],
+    async def _render(self, plan: _Plan, original: CurrentOriginal, overlays: dict[str, CurrentOriginal],
                       stand_in: bool) -> CachedOutput:
         """Transform the original (or pass it through for `orig-true`) into a storable output. New
         bytes are hashed (their version) while they render: the version is needed only for the output."""
-        header = await self._renderer.probe(original.body) if job.transformation.serves_original else None
+        header = await self._renderer.probe(original.body) if plan.transformation.serves_original else None
         fmt = LOADER_FORMATS.get(header.loader) if header else None
-        if header and job.request.original_as in (None, fmt):  # passed through (else converted: `photo.webp`)
+        if header and plan.request.original_as in (None, fmt):  # passed through (else converted: `photo.webp`)
             # the ETag is the hash of the original's bytes: its version, when that is their hash (hashed once)
             etag = ((await original.info()).version if original.version_is_hash
                     else await self._caches.io(strong_etag, original.body))
@@ -472,7 +468,7 @@ class Pipeline:
                 raise UnprocessableSource()
         else:
             started = time.perf_counter()
-            rendered = await self._renderer.render(original.body, job.transformation, job.planned_format,
+            rendered = await self._renderer.render(original.body, plan.transformation, plan.planned_format,
                                                    {path: overlay.body for path, overlay in overlays.items()})
             body, fmt, etag = rendered.body, rendered.format, rendered.etag
             content_type = MIME_TYPES[fmt]
@@ -484,9 +480,9 @@ class Pipeline:
             content_type=content_type,
             etag=etag,
             source=source,
-            vary_accept=job.vary_accept,
-            client_hints=job.client_hints,
-            canonical_link=_canonical_link(base, job.request.path) if base else None,
+            vary_accept=plan.vary_accept,
+            client_hints=plan.client_hints,
+            canonical_link=_canonical_link(base, plan.request.path) if base else None,
             stand_in=stand_in,
         )
 

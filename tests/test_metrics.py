@@ -382,7 +382,7 @@ async def test_a_bug_is_counted_as_500_on_its_endpoint_whose_series_was_there(no
 
     def bug(call):
         raise RuntimeError("a bug")
-    monkeypatch.setattr(running.node.pipeline, "_job", bug)
+    monkeypatch.setattr(running.node.pipeline, "_planned", bug)
     response = await running.fetch("/tr:w-20/coffee.jpg")
     assert (response.code, response.body) == (500, b"internal error\n")
     assert requests.labels("default", "500")._value.get() == 1
