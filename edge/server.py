@@ -46,7 +46,7 @@ from .transform.render import DecodeBudget, Renderer, allow_only_input_loaders
 
 log = logging.getLogger("edge")
 #: lines about a request a handler refused (an argument that is not UTF-8, a body Tornado cannot parse) or
-#: failed on (a bug): a client can cause one per request
+#: failed on (a bug, a readiness check's included): a client can cause one per request
 _REQUEST_FAILURE_LINES = Sparse(CLIENT_NOISE_SECONDS)
 
 TOUCH_FLUSH_SECONDS = 1.0
