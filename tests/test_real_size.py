@@ -247,3 +247,30 @@ def test_expressions_in_positions_and_borders_are_the_pixels_they_evaluate_to(ph
     """ImageKit's expressions in `x`/`y`/`xc`/`yc` and a border's width, on the 12 MP photo: the same
     output as the numbers they evaluate to."""
     assert render(photos, photos.jpeg, expressed)[0].body == render(photos, photos.jpeg, written)[0].body
+
+
+@pytest.fixture(scope="module")
+def unused_alpha(photos):
+    """The 12 MP photo as PNG with an alpha band that hides nothing, and with one pixel of it at 254."""
+    opaque = pyvips.Image.new_from_file(str(photos.path(photos.png))).bandjoin(255)
+    photos.path("opaque-alpha.png").write_bytes(opaque.pngsave_buffer(compression=1))
+    almost = opaque.draw_rect([255, 255, 255, 254], W - 1, H - 1, 1, 1)
+    photos.path("almost-opaque.png").write_bytes(almost.pngsave_buffer(compression=1))
+    return photos
+
+
+@pytest.mark.parametrize("name, transformation, size, fmt", [
+    ("opaque-alpha.png", "w-300,f-auto", (300, 200), "jpg"),  # the band hides nothing: JPEG, ~8× smaller
+    ("opaque-alpha.png", "f-auto", (W, H), "jpg"),
+    ("almost-opaque.png", "f-auto", (W, H), "png"),  # one pixel of 12 M at 254: kept
+    ("opaque-alpha.png", "w-300,r-40,f-auto", (300, 200), "png"),  # its own rounded corners are clear
+])
+def test_f_auto_without_webp_picks_jpeg_when_the_alpha_band_hides_nothing(unused_alpha, name, transformation,
+                                                                          size, fmt):
+    parsed = parse_transformation(transformation)
+    planned, _ = plan_format(parsed.output_format, name, "*/*")  # a browser (or a bot) without WebP or AVIF
+    rendered = render_image(unused_alpha.read(name), parsed, planned, Defaults(), Limits())
+    image = pyvips.Image.new_from_buffer(rendered.body, "")
+    check(rendered, image, size, fmt, "top_left")
+    if fmt == "png":
+        assert image.hasalpha() and image[3].min() < 255

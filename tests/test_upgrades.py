@@ -11,7 +11,7 @@ import diskcache
 import pytest
 
 from edge.cache import Caches, strong_etag
-from edge.cache.keys import RENDER_VERSION, revision_marks
+from edge.cache.keys import RENDER_VERSION, output_key, revision_marks
 from edge.config import load_config
 from edge.metrics import Metrics
 from edge.pluginmanager import load_plugins
@@ -145,6 +145,17 @@ async def test_an_opaque_image_layer_s_turn_opens_clear_corners(samples_node):
     assert revision_marks(parse_transformation(LAYER_TURNED.split("/")[1][3:]).canonical()) == "lt2"
     image = decode(await samples_node.fetch(LAYER_TURNED))
     assert near(image(2, 2), (196, 190, 184), 3) and not near(image(60, 60), (196, 190, 184), 30)
+
+
+@pytest.mark.parametrize("negotiated, marked", [
+    ("auto", True),  # `f-auto` for a browser taking neither WebP nor AVIF
+    ("smallest:webp|auto", True),  # the smallest's candidates include that one's
+    ("avif|webp", False),
+    ("", False),  # not negotiated: the format the URL or the original names
+])
+def test_outputs_of_f_auto_that_picks_by_alpha_are_marked(negotiated, marked):
+    """fa2: JPEG where an alpha band hides nothing, not PNG (tests/test_real_size.py pins the renders)."""
+    assert ("+fa2:" in output_key("e\0p\0", "w-300,f-auto", negotiated)) == marked
 
 
 @pytest.fixture

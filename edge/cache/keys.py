@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from ..transform.formats import picks_by_alpha
+
 
 def path_key(endpoint_id: str, path: str) -> str:
     """The key prefix of everything cached for a path (its originals, outputs and not-found records)."""
@@ -60,6 +62,10 @@ REVISED_PARAMETERS = (
     ("l-image", re.compile(r"^(?:(?!l-image,ie?-(?!ik_canvas[,:])).)*+l-image,ie?-(?!ik_canvas[,:]).*?[,:]"
                            r"(?:rt-|e-distort)"), "lt2"),
 )
+#: fa2, the mark of outputs whose format is negotiated with `formats.picks_by_alpha`: `f-auto` for a browser
+#: taking neither WebP nor AVIF (and the smallest's candidate for it) chose PNG for an image whose alpha band hid
+#: nothing (a PNG's unused band), where JPEG is a tenth of the size or less.
+OPAQUE_ALPHA_MARK = "fa2"
 #: what separates an output's original key from the rest of its key
 _RENDERED = f"\0{RENDER_VERSION}"
 #: what starts the config settings' tag after the render version (`render.SettingsTag`)
@@ -69,10 +75,11 @@ SETTINGS_MARK = "+"
 def output_key(original: str, canonical_transformation: str, negotiated_format: str, client_hints: str = "",
                settings: str = "") -> str:
     """An output's key: its original's key, the render version and the tag of the config settings that
-    change what it renders to (`+q30`; none with the shipped defaults) and of its `revision_marks` (`+cr2`),
+    change what it renders to (`+q30`; none with the shipped defaults) and of its revision marks (`+cr2`),
     the canonical transformation, and the negotiated format (empty unless `f-auto` or an `Accept`-based
     default decided it), then the client hints' values used by `w-auto` / `dpr-auto`, when there are any."""
-    tag = ",".join(filter(None, (settings, revision_marks(canonical_transformation))))
+    negotiation_mark = OPAQUE_ALPHA_MARK if picks_by_alpha(negotiated_format) else ""
+    tag = ",".join(filter(None, (settings, revision_marks(canonical_transformation), negotiation_mark)))
     tag = f"{SETTINGS_MARK}{tag}" if tag else ""
     key = f"{original}{RENDER_VERSION}{tag}:{canonical_transformation}\0{negotiated_format}"
     return f"{key}\0{client_hints}" if client_hints else key

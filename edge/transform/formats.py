@@ -157,6 +157,12 @@ def _settled(planned: str, loader: str) -> str:
     return LOADER_FORMATS.get(loader, AUTO_LEGACY) if planned == KEEP_SOURCE else planned
 
 
+def picks_by_alpha(planned: str) -> bool:
+    """Whether the plan's format (or one of its candidates) depends on whether the image has alpha:
+    `f-auto` for a browser taking neither WebP nor AVIF, PNG or JPEG."""
+    return planned == AUTO_LEGACY or planned.startswith(SMALLEST)
+
+
 def final_formats(planned: str, loader: str, has_alpha: bool, animated: bool) -> list[str]:
     """After rendering: the formats to encode (one, or the candidates of a `SMALLEST` plan, of which
     the smallest output is served). `has_alpha` is the rendered image's, `animated` whether it kept

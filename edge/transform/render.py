@@ -38,7 +38,7 @@ from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import (HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER, animates,
-                      chosen_by_accept, final_formats, max_side)
+                      chosen_by_accept, final_formats, max_side, picks_by_alpha)
 from .geometry import WHITE, Source, apply_geometry, check_side, face_count, in_memory, resolved, trim_box
 from .layers import drawn_fonts
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
@@ -85,6 +85,11 @@ class _HarmlessJpegWarning(Exception):
 
 def _fail_on(header: ImageHeader, strict: bool) -> str:
     return pyvips.enums.FailOn.WARNING if strict and header.loader == _JPEG_LOADER else _FAIL_ON
+
+
+def _opaque(image: pyvips.Image) -> bool:
+    """Whether the alpha band of an 8-bit image (as `output_colour` makes it) is 255 everywhere."""
+    return image.format == "uchar" and image[image.bands - 1].min() == 255
 
 
 def _harmless_warning(error: pyvips.Error, header: ImageHeader, strict: bool) -> bool:
@@ -694,7 +699,13 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
             frame_height = image.height
         image = output_colour(image, output.colour_profile)
         width = image.width
-        formats = final_formats(planned_format, header.loader, image.hasalpha(), animated)
+        has_alpha = image.hasalpha()
+        if has_alpha and not animated and picks_by_alpha(planned_format):
+            # an alpha band that hides nothing (a PNG's unused band) makes no PNG of `f-auto`: JPEG is a
+            # tenth of the size or less. Read twice, for the band then for the encode: made once, in memory
+            image = in_memory(image)
+            has_alpha = not _opaque(image)
+        formats = final_formats(planned_format, header.loader, has_alpha, animated)
         # candidates of the smallest: those whose own limit the output fits (WebP: 16383 px)
         formats = [f for f in formats if max(width, frame_height) <= max_side(f, limits.max_output_side)] \
             or formats[:1]
