@@ -79,10 +79,15 @@ class SignatureRefused(Unauthorized):
 
 
 class NothingToServe(EdgeError):
-    """No origin has the path, or no endpoint matches (404)."""
+    """No origin has the path, or no endpoint matches (404). `max_age`: the seconds caches in front may keep
+    the answer, when fewer than `[cache] not_found_ttl` (a not-found record made earlier)."""
 
     status = 404
     kind = "not_found"
+
+    def __init__(self, message: str, *, max_age: int | None = None):
+        super().__init__(message)
+        self.max_age = max_age
 
 
 class UnprocessableSource(EdgeError):

@@ -20,6 +20,7 @@ remembered for `[cache] not_found_ttl` (the negative cache) and drops what was c
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -75,8 +76,8 @@ class OriginalLookup:
 
     #: the key's shared write counter, read before the lookup (see `Caches.version`)
     version: int | None
-    #: known missing: the negative cache
-    missing: bool
+    #: how many more seconds the path is known missing (the negative cache); 0 if it is not
+    missing_for: float
     stored: StoredOriginal | None
 
 
@@ -116,9 +117,9 @@ class OriginalSource:
         `BadGateway` (when nothing is stored to fall back on)."""
         key = original_key(request.endpoint.id, request.path, host)
         looked_up = looked_up or await self._caches.io(self.look_up_later(key))
-        self._count("not_found", "hit" if looked_up.missing else "miss")
-        if looked_up.missing:
-            raise NothingToServe("not found")
+        self._count("not_found", "hit" if looked_up.missing_for else "miss")
+        if looked_up.missing_for:  # caches in front keep the answer no longer than the node does
+            raise NothingToServe("not found", max_age=math.ceil(looked_up.missing_for))
         stored = looked_up.stored
         if stored is not None and stored.kept and self.is_fresh(stored.info):
             self._count("original", "hit")
@@ -142,9 +143,9 @@ class OriginalSource:
         return partial(self._look_up, key, self._caches.version(key))
 
     def _look_up(self, key: str, version: int | None) -> OriginalLookup:
-        if self._caches.not_found.known_missing(key, self._clock(), self._not_found_ttl):
-            return OriginalLookup(version, True, None)
-        return OriginalLookup(version, False, self._caches.originals.get(key))
+        if missing_for := self._caches.not_found.missing_for(key, self._clock(), self._not_found_ttl):
+            return OriginalLookup(version, missing_for, None)
+        return OriginalLookup(version, 0.0, self._caches.originals.get(key))
 
     async def _fresh_stored(self, key: str) -> CurrentOriginal | None:
         """What another worker's flight stored for `key`, if it is fresh."""

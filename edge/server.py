@@ -593,8 +593,9 @@ class ImageHandler(BaseHandler):
         headers = dict(error.headers)
         if error.kind and "X-Edge-Error" not in headers:
             headers["X-Edge-Error"] = error.kind
-        if error.status == 404:
-            headers["Cache-Control"] = self.node.not_found_cache_control
+        if isinstance(error, NothingToServe):
+            headers["Cache-Control"] = self.node.not_found_cache_control if error.max_age is None \
+                else f"public, max-age={error.max_age}"
         self._send_plain(error.status, error.message, headers)
 
 

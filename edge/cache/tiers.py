@@ -588,14 +588,15 @@ class NotFoundTier(DiskTier):
     """Paths no origin had, until a deadline. The deadline is checked against the node's clock (which
     tests can move); diskcache's own expiry only cleans up."""
 
-    def known_missing(self, key: str, now: float, ttl: float) -> bool:
-        """Whether `key` is remembered missing at `now`: a record with more than `ttl` left was made
-        before the clock stepped back (else remembered for the step's hours), and is not."""
+    def missing_for(self, key: str, now: float, ttl: float) -> float:
+        """How many more seconds `key` is remembered missing at `now` (0: it is not). A record with more than
+        `ttl` left was made before the clock stepped back (else remembered for the step's hours), and is not."""
         found = self._get(key)
         try:
-            return found is not None and 0 < float(found[1]["until"]) - now <= ttl
+            left = float(found[1]["until"]) - now if found is not None else 0.0
         except (KeyError, TypeError, ValueError):
-            return False
+            return 0.0
+        return left if 0 < left <= ttl else 0.0
 
     def put(self, key: str, now: float, ttl: float) -> None:
         if ttl > 0:
