@@ -842,7 +842,8 @@ requests use the `ETag`: `If-None-Match` answers 304; `If-Modified-Since` alone 
 quality, say), so it gets the full answer.
 
 Errors: an unknown key, a malformed or out-of-range value is a **400** whose body names the parameter
-(`invalid transformation: w-abc: expected a number`). A source over the limits (40 MB, 100 megapixels,
+(`invalid transformation: w-abc: expected a number`; a number has at most 9 digits before and after its
+point). A source over the limits (40 MB, 100 megapixels,
 100 frames; decided from the header, before decoding) is a 400 `source too large`; an output over 8192
 px a side (WebP: at most 16383 whatever the config), after any step of a chain, is a 400 `output too
 large`, and so is an animation whose frames at the size of any step add up to more than 100 megapixels. A

@@ -86,6 +86,8 @@ def test_default_image_path():
     ("w-abc", "w-abc", "expected a number"),
     ("w-0", "w-0", "positive number"),
     ("w--5", "w--5", "expected a number"),
+    ("w-0.1234567891", "w-0.1234567891", "expected a number of at most 9 digits before and after the point"),
+    ("w-1234567890", "w-1234567890", "expected a number of at most 9 digits before and after the point"),
     ("w-1e3", "w-1e3", "number"),
     ("w-70000", "w-70000", "65500"),
     ("q-0", "q-0", "from 1 to 100"),

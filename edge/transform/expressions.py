@@ -26,7 +26,10 @@ EXPRESSION_OPERATORS = ("add", "sub", "mul", "div", "mod", "pow")
 #: values and operators in one expression
 MAX_EXPRESSION_TERMS = 15
 
-_DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?|\.[0-9]{1,9}")
+#: digits of a number before its point, and after it
+_DIGITS = 9
+_DECIMAL = re.compile(rf"[0-9]{{1,{_DIGITS}}}(?:\.[0-9]{{1,{_DIGITS}}})?|\.[0-9]{{1,{_DIGITS}}}")
+_ANY_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+")
 _OPERATIONS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
                "mod": operator.mod, "pow": operator.pow}
 
@@ -112,7 +115,8 @@ def is_expression(text: str) -> bool:
 
 def decimal(text: str) -> float:
     if not _DECIMAL.fullmatch(text):
-        raise ValueError("expected a number")
+        too_long = _ANY_DECIMAL.fullmatch(text) is not None
+        raise ValueError("expected a number" + f" of at most {_DIGITS} digits before and after the point" * too_long)
     return float(text)
 
 
