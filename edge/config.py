@@ -13,7 +13,7 @@ import stat
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cloudinary_urls import cloud_names
 from .cores import usable_cores
@@ -23,6 +23,11 @@ from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
 from .settings import HOST_NAME, ConfigTable, Secret, listen_host, redact, split_url, without_userinfo
 from .shared_cache import SharedCacheSettings
+
+if TYPE_CHECKING:  # imported where they are used: the transform package imports this module
+    from .transform.fonts import Font
+    from .transform.layers import Layer
+    from .transform.options import Transformation
 
 EMBEDDED_DEFAULT = Path(__file__).with_name("default.toml")
 _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9-]*$")
@@ -195,9 +200,9 @@ class Endpoint:
     signed_only: bool = False
     named_only: bool = False
     url_style: str = "imagekit"
-    #: layers drawn on every image this endpoint serves (`watermark = "l-image,…,l-end"`), as parsed
-    #: `Layer`s; see docs/configuration.md
-    watermark: tuple[Any, ...] = ()
+    #: layers drawn on every image this endpoint serves (`watermark = "l-image,…,l-end"`); see
+    #: docs/configuration.md
+    watermark: tuple[Layer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -213,8 +218,8 @@ class Config:
     endpoints: tuple[Endpoint, ...]
     fleet: FleetSettings = field(default_factory=FleetSettings)
     shared_cache: SharedCacheSettings | None = None
-    #: `ff-<name>` → `transform.fonts.Font`: the shipped default and `[fonts]`
-    fonts: dict[str, Any] = field(default_factory=dict)
+    #: `ff-<name>` → its font: the shipped default and `[fonts]`
+    fonts: dict[str, Font] = field(default_factory=dict)
 
     def with_overrides(self, **server: Any) -> Config:
         """A copy with `[server]` keys replaced (command-line flags override the file)."""
@@ -512,7 +517,7 @@ def _node_url(t: ConfigTable, key: str, url: str) -> str:
     return url.rstrip("/")
 
 
-def _parsed(t: ConfigTable, key: str, text: str) -> Any:
+def _parsed(t: ConfigTable, key: str, text: str) -> Transformation:
     """`text` parsed as a transformation; its 400 a config error naming `key` (a parser's bug is not one)."""
     from .transform.options import parse_transformation
 
@@ -532,7 +537,7 @@ def _named_transformations(t: ConfigTable) -> dict[str, str]:
     return named
 
 
-def _fonts(t: ConfigTable) -> dict[str, Any]:
+def _fonts(t: ConfigTable) -> dict[str, Font]:
     """`[fonts] Name = "path/to/font.ttf"`, next to the shipped default; each file read once here."""
     from .transform.fonts import read_font, shipped_fonts
     from .transform.layers import FONT_NAME
@@ -552,7 +557,7 @@ def _fonts(t: ConfigTable) -> dict[str, Any]:
     return fonts
 
 
-def _watermark(t: ConfigTable) -> tuple[Any, ...]:
+def _watermark(t: ConfigTable) -> tuple[Layer, ...]:
     """`watermark = "l-image,i-logo.png,…,l-end"`: one or more layers and nothing else."""
     from .transform.options import DEFAULT_STEP
 

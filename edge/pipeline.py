@@ -43,7 +43,7 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, ValuesView
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from urllib.parse import quote
@@ -171,19 +171,6 @@ class PlanMemo:
         self._bytes += self._cost(key)
         while self._bytes > self.budget:
             self._bytes -= self._cost(self._plans.popitem(last=False)[0])
-
-    def clear(self) -> None:
-        self._plans.clear()
-        self._bytes = 0
-
-    def __iter__(self) -> Iterator[tuple[str, str, str | None]]:
-        return iter(self._plans)
-
-    def __len__(self) -> int:
-        return len(self._plans)
-
-    def values(self) -> ValuesView[_Plan]:
-        return self._plans.values()
 
     def _cost(self, key: tuple[str, str, str | None]) -> int:
         host, uri, accept = key

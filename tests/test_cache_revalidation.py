@@ -174,7 +174,7 @@ async def test_a_local_original_is_known_by_its_mtime_and_size(node_factory, tmp
     node = await node_factory(write_config(tmp_path, config))
     first = await node.fetch("/tr:w-40/shoe.jpg")
     await node.node.settle()
-    key = next(iter(node.node.pipeline._plans.values())).key
+    key = next(iter(node.node.pipeline._plans._plans.values())).key
     stored_version = node.node.caches.outputs.get(key).source.version
     assert stored_version == f'"{1_700_000_000_000_000_000:x}-{shoe.stat().st_size:x}"'
 

@@ -34,17 +34,18 @@ async def test_f_auto_follows_each_requests_accept(image_node):
 async def test_the_memo_is_bounded(image_node, monkeypatch):
     plans = image_node.node.pipeline._plans
     assert plans.budget == image_node.node.config.cache.memory_size // pipeline.PLAN_MEMO_SHARE
-    plans.clear()
+    plans = pipeline.PlanMemo(plans.budget)
+    monkeypatch.setattr(image_node.node.pipeline, "_plans", plans)
     await fetch_image(image_node, "/tr:w-10/missing-0.jpg", status=404)  # not found, after planning: a plan
     monkeypatch.setattr(plans, "budget", 3 * plans._bytes)  # room for three plans of such URLs
     for n in range(1, 5):
         await fetch_image(image_node, f"/tr:w-10/missing-{n}.jpg", status=404)
-    assert [uri for _, uri, _ in plans] == [f"/tr:w-10/missing-{n}.jpg" for n in (2, 3, 4)]
+    assert [uri for _, uri, _ in plans._plans] == [f"/tr:w-10/missing-{n}.jpg" for n in (2, 3, 4)]
     long_name = "x" * pipeline.PLAN_MEMO_MAX_CHARS
     await fetch_image(image_node, f"/tr:w-10/{long_name}.jpg", status=404)
-    assert len(plans) == 3 and not any(long_name in uri for _, uri, _ in plans)
+    assert len(plans._plans) == 3 and not any(long_name in uri for _, uri, _ in plans._plans)
     await fetch_image(image_node, "/tr:w-10/missing-0.jpg?tr=w-,,", status=400)  # an error: no plan
-    assert [uri for _, uri, _ in plans] == [f"/tr:w-10/missing-{n}.jpg" for n in (2, 3, 4)]
+    assert [uri for _, uri, _ in plans._plans] == [f"/tr:w-10/missing-{n}.jpg" for n in (2, 3, 4)]
     # ... counted on its endpoint, as before plans were remembered
     await scrape_when(image_node.url, "edge_http_requests_total", 1, endpoint="default", status="400")
 
@@ -55,12 +56,12 @@ def test_the_memo_holds_fewer_plans_of_long_urls():
     memo = pipeline.PlanMemo(budget=20_000)
     for n in range(100):
         memo.remember(("cdn.example.com", f"/tr:w-100/photos/k{n}.jpg", None), None)
-    short = len(memo)
+    short = len(memo._plans)
     for n in range(100):
         memo.remember(("cdn.example.com", f"/tr:w-100/{'x' * 900}{n}.jpg", "image/avif,*/*"), None)
-    assert [uri[-6:] for _, uri, _ in memo] == [f"{n}.jpg".rjust(6, "x") for n in range(100 - len(memo), 100)]
-    assert short > 4 * len(memo) > 0
-    assert memo._bytes == sum(map(memo._cost, memo)) <= memo.budget
+    assert [uri[-6:] for _, uri, _ in memo._plans] == [f"{n}.jpg".rjust(6, "x") for n in range(100 - len(memo._plans), 100)]
+    assert short > 4 * len(memo._plans) > 0
+    assert memo._bytes == sum(map(memo._cost, memo._plans)) <= memo.budget
 
 
 def test_the_budget_follows_the_memory_tier(tmp_path):
