@@ -20,8 +20,8 @@ remembered for `[cache] not_found_ttl` (the negative cache) and drops what was c
 from __future__ import annotations
 
 import asyncio
-import math
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
