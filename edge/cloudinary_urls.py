@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe, SignatureRefused
 from .transform.colours import opacity_percent
+from .transform.expressions import EXPRESSION_OPERATORS
 from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
 from .transform.hints import WIDTH_STEP
 from .transform.layers import dot_segment
@@ -43,6 +44,9 @@ _INTEGER = re.compile(r"-?[0-9]{1,6}")
 _AUTO_WIDTH = re.compile(rf"auto:{WIDTH_STEP}(?::([0-9]{{1,6}}))?")
 #: `x_0.5`: a position as a fraction of the input's side (what crop tools that store percentages write)
 _FRACTION = re.compile(r"0?\.[0-9]{1,9}")
+#: the sizes Cloudinary's arithmetic reads (`w_iw_div_2`, `x_w_sub_100`) as the node's expressions name them: the
+#: original's (`iw`), and the image's as the component starts (`w`, the node's `cw`)
+_ARITHMETIC_VARIABLES = {"iw": "iw", "ih": "ih", "iar": "iar", "w": "cw", "h": "ch", "ar": "car"}
 #: delivery types served; `private` and `authenticated` only on an endpoint that takes signed URLs only
 PUBLIC_TYPES = ("upload",)
 SIGNED_TYPES = ("private", "authenticated")
@@ -181,6 +185,11 @@ WORDS: tuple[Word, ...] = (
     Word("`w_N`, `h_N`", "`w-N`, `h-N`",
          "width, height in pixels; a decimal is a multiple of the image at this step: below 1 a fraction "
          "(`w_0.5`), from 1.0 `w-cw_mul_N`, `h-ch_mul_N` (`w_1.5`; `w_1.0`: as it is)"),
+    Word("`w_iw_div_2`, `h_w_mul_0.5_add_10`, `x_iw_sub_300`", "`w-iw_div_2`, `h-cw_mul_0.5_add_10`, `x-iw_sub_300`",
+         "arithmetic in `w_`, `h_` and a `c_crop` region's `x_`, `y_` (what the SDKs write for `iw / 2`): numbers and "
+         "`iw`, `ih`, `iar` (the original's sides and ratio), `w`, `h`, `ar` (the image's where the component stands) "
+         "with `add`, `sub`, `mul`, `div`, `mod`, `pow`, multiplication before addition; in an overlay's words `iw` "
+         "is the overlay's own original. User-defined variables (`$name`) are a 400"),
     Word("`ar_16:9`, `ar_1.5`", "`ar-16-9`, `ar-1.5-1`",
          "aspect ratio, with one of w/h (alone with `c_fill`, `c_lfill`, `c_crop`, `c_thumb`, `c_auto`: "
          "the largest part of that ratio)"),
@@ -823,6 +832,19 @@ class _Component:
     def fail(self, key: str, reason: str) -> InvalidTransformation:
         return InvalidTransformation(self.word(key), reason)
 
+    def arithmetic(self, key: str, ours: str) -> str | None:
+        """`ours-<expression>` for a value that is Cloudinary arithmetic (a size, operators), else None."""
+        terms = self.value(key).split("_")
+        if len(terms) == 1 and terms[0] not in _ARITHMETIC_VARIABLES:
+            return None  # a number (or a word the caller knows)
+        if len(terms) % 2 == 0 or not all(term in EXPRESSION_OPERATORS if index % 2 else
+                                          term in _ARITHMETIC_VARIABLES or term[:1] in "0123456789."
+                                          for index, term in enumerate(terms)):
+            raise self.fail(key, f"arithmetic alternates numbers or {', '.join(_ARITHMETIC_VARIABLES)} with "
+                                 f"{', '.join(EXPRESSION_OPERATORS)}; variables ($) are not supported")
+        return self.parsed(key, ours, "_".join(terms[index] if index % 2 else _ARITHMETIC_VARIABLES.get(term, term)
+                                               for index, term in enumerate(terms)))
+
     def region_param(self) -> list[str]:
         """`e-region-x_y_w_h` from the region's words (a side not given: to the image's edge)."""
         if not self.region:
@@ -905,14 +927,17 @@ class _Component:
             if key in self.words:
                 if mode != "crop":
                     raise self.fail(key, "only with c_crop or where an overlay is placed")
+                computed = self.arithmetic(key, key)
                 fraction = _FRACTION.fullmatch(self.value(key))
-                if not fraction and not _INTEGER.fullmatch(self.value(key)):
+                if not computed and not fraction and not _INTEGER.fullmatch(self.value(key)):
                     raise self.fail(key, "must be a whole number of pixels, or a fraction below 1")
                 if _faces(self.value("g")):
                     continue  # Cloudinary keeps the face centred: "x and y … have no positional effect"
                 if self.value("g") not in (None, "north_west"):
                     raise self.fail(key, "offsets from a gravity other than north_west are not supported")
-                if fraction:  # relative, as w_0.5 is: of this step's input
+                if computed:
+                    params.append(computed)
+                elif fraction:  # relative, as w_0.5 is: of this step's input
                     params.append(self.parsed(key, key, f"c{'w' if key == 'x' else 'h'}_mul_{self.value(key)}"))
                 else:
                     params.append(self.parsed(key, key))
@@ -939,13 +964,15 @@ class _Component:
         automatic = _AUTO_WIDTH.fullmatch(value) if key == "w" else None
         if automatic:  # Cloudinary's default rounding step, as `w-auto`'s; the fallback width: the node's `wf`
             return "w-auto" + (f",{self.parsed('w', 'wf', automatic.group(1))}" if automatic.group(1) else "")
+        if not value.startswith(("auto", "$")) and (computed := self.arithmetic(key, key)):
+            return computed  # `_dpr_factor` leaves a `dpr_` to the node's `dpr-`
         if "." in value and _float(value) >= 1:  # `w_1.5`: a multiple of the image as it is at this step
             return self.parsed(key, key, f"{'cw' if key == 'w' else 'ch'}_mul_{value}")
         if key == "w" and value.startswith("auto:"):  # `w_auto` itself is
             raise self.fail(key, f"only w_auto, w_auto:{WIDTH_STEP} and w_auto:{WIDTH_STEP}:<fallback width> are "
                                  f"supported (a rounding step of {WIDTH_STEP} px; no breakpoints)")
-        if (value == "auto" and key != "w") or value in ("iw", "ih") or value.startswith(("auto:", "iw_", "ih_", "$")):
-            raise self.fail(key, "automatic and computed sizes are not supported")
+        if (value == "auto" and key != "w") or value.startswith(("auto:", "$")):
+            raise self.fail(key, "automatic sizes and variables are not supported")
         if factor == 1:
             return self.parsed(key, key)
         self.parsed(key, key)  # the value as written first (`w_0` is refused, multiplied or not)

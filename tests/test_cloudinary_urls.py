@@ -1128,6 +1128,30 @@ async def test_a_decimal_size_of_1_or_more_is_a_multiple_of_the_image_at_its_ste
         400, b"invalid transformation: w-cw_mul_150: evaluates to 636000, above 65500\n")
 
 
+async def test_arithmetic_in_sizes_and_crop_offsets_on_the_12_megapixel_photos(node):
+    """Arithmetic (it was a 400), as the SDK writes it (`iw / 2` → `w_iw_div_2`): `iw`, `ih` the original's sides,
+    `w`, `h` the image's where the component stands, multiplication before addition. On the 12 MP photo
+    (4240×2832), as a JPEG and as a PNG."""
+    for public_id, extension in ((BALLOON_PHOTO, "jpg"), (CUTOUT_PHOTO, "png")):
+        half = await get(node, url(public_id, width="iw / 2", crop="scale", format=extension))
+        assert size(half) == (2120, 1416)
+        chained = [{"width": 1000, "crop": "scale"}, {"width": "w * 0.5 + 10", "crop": "scale"}]
+        assert size(await get(node, url(public_id, transformation=chained, format=extension))) == (510, 341)
+        fill = await get(node, url(public_id, width="ih / 4", height="iw / 8", crop="fill", format=extension))
+        assert size(fill) == (708, 530)
+        corner = await get(node, url(public_id, x="iw - 300", y="ih - 200", width=300, height=200, crop="crop",
+                                     format=extension))
+        assert corner.body == (await get(node, url(public_id, x=3940, y=2632, width=300, height=200, crop="crop",
+                                                   format=extension))).body
+    zero = await node.fetch(url(BALLOON_PHOTO, width="iw / 0", crop="scale", format="jpg"))
+    assert (zero.code, zero.body) == (400, b"invalid transformation: w-iw_div_0: division by zero\n")
+    for written in ("w_iw_div", "w_fc_mul_100", "w_iw_div_2_"):
+        refused = await node.fetch(f"/demo/image/upload/c_scale,{written}/{BALLOON_PHOTO}.jpg")
+        assert (refused.code, refused.body) == (400, f"invalid transformation: {written}: arithmetic alternates "
+                                                "numbers or iw, ih, iar, w, h, ar with add, sub, mul, div, mod, pow; "
+                                                "variables ($) are not supported\n".encode())
+
+
 async def test_image_overlays_in_both_syntaxes(node, s3_server):
     """`l_<public ID>` (folders with `:`), as the SDK writes an overlay: its own words in its component
     (the older syntax) or in the components up to `fl_layer_apply`, placed by a compass gravity and
