@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -297,16 +298,22 @@ class Node:
             self._readiness_at, self._readiness = now, asyncio.ensure_future(check_readiness(self.caches))
         return await asyncio.shield(self._readiness)
 
-    def cache_control(self, signed_until: int | None, provisional: bool = False) -> str:
+    def cache_control(self, signed_until: int | None, provisional: bool = False,
+                      fresh_until: float | None = None) -> str:
         """An image's `Cache-Control`: caches in front must not keep an expiring signed URL's image
         past its expiry, nor a provisional answer (a stale copy the origin could not confirm, the `di-`
         image standing in for a missing original) longer than a 404: the current or the real image may
-        come at any time, and a CDN would otherwise keep the stand-in for `cache_control_max_age`."""
-        if signed_until is None or signed_until == NO_EXPIRY:
+        come at any time, and a CDN would otherwise keep the stand-in for `cache_control_max_age`; nor a
+        stand-in past `fresh_until`, when the node makes it again."""
+        if (signed_until is None or signed_until == NO_EXPIRY) and fresh_until is None:
             return self.not_found_cache_control if provisional else self.image_cache_control
         longest = int(self.config.cache.not_found_ttl) if provisional else self.config.defaults.cache_control_max_age
-        remaining = max(0, min(longest, signed_until - int(self.clock())))
-        return f"public, max-age={remaining}"
+        now = self.clock()
+        if signed_until is not None and signed_until != NO_EXPIRY:
+            longest = min(longest, signed_until - int(now))
+        if fresh_until is not None:
+            longest = min(longest, math.ceil(fresh_until - now))
+        return f"public, max-age={max(0, longest)}"
 
     async def _refresh_gauges(self) -> None:
         await self.caches.io(self.metrics.observe_cache, self.caches.tiers, self.config.cache.dir)
@@ -629,7 +636,9 @@ def image_headers(node: Node, served: Served, cache: str) -> tuple[tuple[str, st
     and `edge.hits` for its hits): the output's own, `Cache-Control` and `X-Cache`."""
     output, request = served.output, served.request
     provisional = output.stand_in or cache == "stale"
-    cache_control = node.cache_control(request.signed_until, provisional=provisional)
+    # a stand-in is as fresh as `OriginalSource.as_stand_in` made its source
+    fresh_until = output.source.checked_at + node.config.cache.original_ttl if output.stand_in else None
+    cache_control = node.cache_control(request.signed_until, provisional=provisional, fresh_until=fresh_until)
     if request.immutable and not provisional:  # Cloudinary's `fl_immutable_cache`: no revalidation on reload
         cache_control += ", immutable"
     return (*output.headers, (CACHE_CONTROL, cache_control), (X_CACHE, X_CACHE_VALUES[cache]))
