@@ -719,7 +719,9 @@ SECTIONS = (
                 Example("w-200,f-png", "logo-transparent.png"),
                 Example("w-200,f-jpg", "logo-transparent.png", "flattened on white"),
             )),
-    Section("`pr`, `lo`, `md`, `cp`: encoding", "`pr-true`: progressive JPEG / interlaced PNG and GIF. "
+    Section("`pr`, `lo`, `md`, `cp`: encoding", "`pr-true`: progressive JPEG / interlaced PNG and GIF; a JPEG "
+            "over 16 megapixels stays baseline, the same pixels (its scans, like the optimised tables every smaller "
+            "JPEG gets, are made from the whole image held in memory: 264 MB more at 45 MP). "
             "`lo-true`: lossless WebP and AVIF. Metadata (EXIF, XMP, IPTC) is stripped unless `md-true` "
             "(the EXIF orientation then says upright, since the pixels are); `md-copyright`, not in ImageKit's "
             "grammar (Cloudinary's `fl_keep_attribution`), keeps the EXIF Copyright and Artist fields and "

@@ -274,3 +274,18 @@ def test_f_auto_without_webp_picks_jpeg_when_the_alpha_band_hides_nothing(unused
     check(rendered, image, size, fmt, "top_left")
     if fmt == "png":
         assert image.hasalpha() and image[3].min() < 255
+
+
+@pytest.mark.parametrize("transformation, size, progressive", [
+    ("w-4000,pr-true", (4000, 2672), True),
+    ("w-5000,pr-true", (5000, 3340), False),  # 16.7 MP: over JPEG_WHOLE_IMAGE_MAX_PIXELS, baseline
+])
+def test_a_jpeg_over_16_megapixels_is_coded_without_holding_it_whole(photos, transformation, size, progressive):
+    """Progressive scans and optimised tables are made from the whole image's coefficients in memory (5.5 bytes
+    a pixel, 264 MB for a 45 MP output): past 16 MP the output is a baseline JPEG of the same pixels."""
+    rendered, image = render(photos, photos.jpeg, transformation)
+    check(rendered, image, size, "jpg", "top_left")
+    assert bool(image.get_typeof("interlaced") and image.get("interlaced")) == progressive
+    same = pyvips.Image.new_from_buffer(render(photos, photos.jpeg, transformation.replace(",pr-true", ""))[0].body,
+                                        "")
+    assert (image - same).abs().max() == 0
