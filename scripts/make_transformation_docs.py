@@ -701,7 +701,7 @@ SECTIONS = (
             "`image/webp;q=0` refuses WebP, as RFC 9110 says; a `q` that is not a number is ignored, and "
             "other weights do not reorder AVIF and WebP) — or PNG when "
             "the result has transparency (an alpha band opaque everywhere, as some PNGs carry, is none: "
-            "JPEG, a tenth of the size), or GIF when it is an animation (an animated GIF stays animated "
+            "JPEG, a tenth of the size; looked at up to 16 megapixels), or GIF when it is an animation (an animated GIF stays animated "
             "for every browser); the response says `Vary: Accept`. `orig`: the original's format. "
             "Without `f`, the format follows the extension of the requested path, else the original's — "
             "unless `[defaults] auto_format = true`: then a URL without `f` is an `f-auto` one, as "

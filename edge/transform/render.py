@@ -87,6 +87,11 @@ def _fail_on(header: ImageHeader, strict: bool) -> str:
     return pyvips.enums.FailOn.WARNING if strict and header.loader == _JPEG_LOADER else _FAIL_ON
 
 
+#: `f-auto` looks at an output's alpha band (to make JPEG where it hides nothing) up to this many pixels: the
+#: output is held in memory for it, 4 bytes a pixel (64 MB here); a larger one with alpha stays PNG
+OPAQUE_CHECK_MAX_PIXELS = 16_000_000
+
+
 def _opaque(image: pyvips.Image) -> bool:
     """Whether the alpha band of an 8-bit image (as `output_colour` makes it) is 255 everywhere."""
     return image.format == "uchar" and image[image.bands - 1].min() == 255
@@ -700,7 +705,8 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
         image = output_colour(image, output.colour_profile)
         width = image.width
         has_alpha = image.hasalpha()
-        if has_alpha and not animated and picks_by_alpha(planned_format):
+        if has_alpha and not animated and picks_by_alpha(planned_format) and \
+                width * image.height <= OPAQUE_CHECK_MAX_PIXELS:
             # an alpha band that hides nothing (a PNG's unused band) makes no PNG of `f-auto`: JPEG is a
             # tenth of the size or less. Read twice, for the band then for the encode: made once, in memory
             image = in_memory(image)
