@@ -838,7 +838,7 @@ class _Component:
         if len(terms) == 1 and terms[0] not in _ARITHMETIC_VARIABLES:
             return None  # a number (or a word the caller knows)
         if len(terms) % 2 == 0 or not all(term in EXPRESSION_OPERATORS if index % 2 else
-                                          term in _ARITHMETIC_VARIABLES or term[:1] in "0123456789."
+                                          term in _ARITHMETIC_VARIABLES or term[:1] in tuple("0123456789.")
                                           for index, term in enumerate(terms)):
             raise self.fail(key, f"arithmetic alternates numbers or {', '.join(_ARITHMETIC_VARIABLES)} with "
                                  f"{', '.join(EXPRESSION_OPERATORS)}; variables ($) are not supported")
