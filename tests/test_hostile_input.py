@@ -137,3 +137,45 @@ def test_a_webp_of_very_many_chunks_is_refused_without_walking_them_all():
     with_a_few = animation[12:] + b"JUNK\0\0\0\0" * 8
     header = probe(b"RIFF" + (len(with_a_few) + 4).to_bytes(4, "little") + b"WEBP" + with_a_few, Limits())
     assert header.frames == 3
+
+
+def _webp_animation(frames: int, side: int) -> bytes:
+    pages = [pyvips.Image.black(side, side, bands=3).linear(1, 20 * page).cast("uchar") for page in range(frames)]
+    strip = pyvips.Image.arrayjoin(pages, across=1).copy(interpretation="srgb")
+    strip.set_type(pyvips.GValue.gint_type, "page-height", side)
+    return strip.webpsave_buffer(Q=50)
+
+
+def test_the_frames_an_animation_s_pages_cost_are_summed_over_a_render_s_layers():
+    """Frame N of an animated WebP is made from the N before it: ten layers of frames 91-100 of a 100-frame 1 MP
+    WebP took 16 s of CPU for a cost of nothing. The frames one render decodes, base and layers, are held to
+    `max_source_pixels` together."""
+    from edge.config import Defaults
+    from edge.transform.options import parse_transformation
+    from edge.transform.render import render_image
+
+    anim, base = _webp_animation(10, 200), imagecorpus.photo_jpeg(300, 200)
+    limits = Limits(max_source_pixels=1_000_000)  # 25 frames of 200×200
+
+    def render(transformation: str, body: bytes = base):
+        return render_image(body, parse_transformation(transformation), "jpg", Defaults(), limits, {"a.webp": anim})
+
+    assert render("w-50,pg-10", anim).width == 50  # 10 frames
+    layers = ",".join(f"l-image,i-a.webp,pg-{page},w-20,l-end" for page in (8, 9))
+    assert render(f"w-100,{layers}").width == 100  # 17 frames
+    with pytest.raises(BadRequest, match="^source too large$"):
+        render(f"w-100,{layers},l-image,i-a.webp,pg-10,w-20,l-end")  # 27
+
+
+def test_an_animated_webp_s_canvas_counts_in_its_decode_memory():
+    """Its frames are drawn on an RGBA canvas of its whole size (a 56 kB file of tiny frames on a 100 MP canvas
+    took 400 MB, uncounted): 4 bytes a pixel of the canvas are in the decode's estimate."""
+    from edge.config import Defaults
+    from edge.transform.options import parse_transformation
+    from edge.transform.render import render_image
+
+    anim = _webp_animation(2, 1000)  # a canvas of 1 MP: 4 MB
+    with pytest.raises(BadRequest, match="^source too large: decoding it takes 4 MB"):
+        render_image(anim, parse_transformation("w-50,pg-2"), "jpg", Defaults(), Limits(max_decode_memory=3_000_000))
+    assert render_image(anim, parse_transformation("w-50,pg-2"), "jpg", Defaults(),
+                        Limits(max_decode_memory=5_000_000)).width == 50

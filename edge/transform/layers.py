@@ -224,6 +224,13 @@ def fetched(steps: tuple) -> set[str]:
             for path in ({layer.input} if layer.fetches else set()) | fetched(layer.steps)}
 
 
+def pages_drawn(steps: tuple) -> set[tuple[str, int | None]]:
+    """The originals the image layers of these steps draw, each with its `pg` (None: the first page), those of
+    nested layers included."""
+    return {pair for step in steps for layer in step.layers
+            for pair in ({(layer.input, layer.page)} if layer.fetches else set()) | pages_drawn(layer.steps)}
+
+
 def drawn_fonts(steps: tuple) -> set[str]:
     """The fonts the text layers of these steps draw with, those of nested layers included."""
     return {font for step in steps for layer in step.layers

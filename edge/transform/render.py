@@ -37,10 +37,10 @@ from .cost import check_render_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
-from .formats import (HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER, animates,
-                      chosen_by_accept, final_formats, max_side, picks_by_alpha)
+from .formats import (ANIMATED_LOADERS, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER,
+                      animates, chosen_by_accept, final_formats, max_side, picks_by_alpha)
 from .geometry import WHITE, Source, apply_geometry, check_side, face_count, in_memory, resolved, trim_box
-from .layers import drawn_fonts
+from .layers import drawn_fonts, pages_drawn
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
 
 # Every request decodes a different original: the operation cache would only hold memory.
@@ -140,6 +140,10 @@ RANDOM_ACCESS_MAX_PIXELS = 2**20
 #: libheif's AV1 decoder and its conversion ~12 (an 8-bit RGB AVIF 15 bytes a pixel, a 10-bit one 18), a
 #: HEIC's decode by pi-heif and its copy ~5 (6.7-7.0 bytes a pixel of an 8-bit RGB one, `heic.decode`),
 #: libnsgif's canvas ~0.5 (4.5 for RGBA). PNG's only when interlaced (`_whole_decode_bytes`)
+#: an animated WebP's frames are drawn on an RGBA canvas of its whole size, held while it decodes (a 56 kB file of
+#: 100 tiny frames on a 100 MP canvas took 400 MB)
+_WEBP_CANVAS_BYTES = 4
+_WEBP_LOADER = "webpload_source"
 _WHOLE_DECODE_EXTRA = {"heifload_source": 12, HEIC_LOADER: 5, "gifload_source": 1, "pngload_source": 0}
 _SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4, "double": 8,
                  "complex": 8, "dpcomplex": 16}
@@ -644,9 +648,17 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     if page is not None and page > header.frames:
         raise BadRequest(f"invalid transformation: pg-{page}: the source has {header.frames} page(s)")
     animated = header.frames > 1 and page is None and animates(planned_format, header.loader)
-    if animated and header.width * header.height * header.frames > limits.max_source_pixels:
-        raise BadRequest("source too large")
     overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in (overlays or {}).items()}
+    # an animation's frames are decoded one after the other, and its frame N (`pg-N`, the base's or a layer's)
+    # from the N before it: those of one render, summed, are held to `max_source_pixels` as one original is
+    # (ten layers of frames 91-100 of a 100-frame 1 MP WebP took 16 s of CPU for a cost of nothing)
+    animations = [(header, header.frames if animated else page)] + \
+        [(overlay_headers[path], layer_page) for path, layer_page in pages_drawn(transformation.steps)
+         if path in overlay_headers]
+    frames_decoded = [(h, frames) for h, frames in animations
+                      if frames and h.frames > 1 and h.loader in ANIMATED_LOADERS]
+    if sum(h.width * h.height * frames for h, frames in frames_decoded) > limits.max_source_pixels:
+        raise BadRequest("source too large")
     # the encode counts too; an `f-auto` format over budget falls back (the plan to render is returned)
     try:
         planned_format = check_render_cost(
@@ -661,7 +673,8 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         return Rendered(body, LOADER_FORMATS[header.loader], header.width, header.height, strong_etag(body))
     # estimated from the headers, before any decode: libvips cannot stop such a decode once it started
     whole = header.decode_memory * (header.frames if animated else 1) + \
-        sum(h.decode_memory for h in overlay_headers.values())
+        sum(h.decode_memory for h in overlay_headers.values()) + \
+        sum(h.width * h.height * _WEBP_CANVAS_BYTES for h, _ in frames_decoded if h.loader == _WEBP_LOADER)
     if whole > limits.max_decode_memory:
         raise BadRequest(f"source too large: decoding it takes {whole / 1e6:.0f} MB, over max_decode_memory"
                          f" ({limits.max_decode_memory / 1e6:.0f} MB)")
