@@ -875,8 +875,11 @@ most a few pixels of border (2 on a 12 MP photo, 9 on a 100 MP one), never cutti
 
 The cache key is the canonical form of the transformation: parameters sorted, defaults dropped,
 synonyms folded (`f-jpeg` → `f-jpg`, `rt-N90` → `rt-270`, `bg-red` → `bg-FF0000`), named
-transformations expanded, output parameters written once. Different spellings of one result share
-one cache entry. A parameter given twice in one step counts once, the last one (`w-300,w-200` is
+transformations expanded, output parameters written once: these spellings of one transformation share
+one cache entry. Parameters that change nothing for a given image are not folded (a `bg` with nothing to
+fill, `e-hue-0`, `q-80` when that is the configured quality, `f-jpg` of a JPEG, a step repeated, two
+fractions that round to one width): each is an entry and a render of its own, as each new width is
+(`max_cost` and the disk's LRU bound them alike). A parameter given twice in one step counts once, the last one (`w-300,w-200` is
 `w-200`). `w-auto` and `dpr-auto` add the client hints' rounded values to the key.
 
 Inputs: the EXIF orientation is always applied (all eight); CMYK, 16-bit, greyscale and ICC-tagged
