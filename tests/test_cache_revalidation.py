@@ -222,6 +222,26 @@ async def test_a_local_file_replaced_in_place_drops_the_outputs_of_the_old_one(n
     assert metric(node, "edge_transform_duration_seconds_count") == 5  # 2 old sizes, 3 new ones
 
 
+async def test_a_local_file_replaced_before_its_version_is_written_drops_the_old_outputs(node_factory, tmp_path,
+                                                                                            monkeypatch):
+    """A local file's version is written about once a second, with others: a file replaced within that
+    second kept the outputs of its old version, served beside sizes of the new one until `original_ttl`
+    (a CMS writing a file and rewriting it at once). The version not yet written is the one read last."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / "photo.jpg"
+    photo.write_bytes(photo_jpeg(400, 300))
+    node = await node_factory(write_config(tmp_path, local_config(folder)))
+    monkeypatch.setattr(node.node.caches.originals, "flush_versions", lambda: None)  # the second that never ends
+    assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"
+    replacement = folder / "replacement.jpg"
+    replacement.write_bytes(photo_jpeg(300, 400))
+    os.replace(replacement, photo)
+    assert decode(await node.fetch("/tr:w-200/photo.jpg")).height == 267  # the new file, upright
+    again = await node.fetch("/tr:w-100/photo.jpg")
+    assert again.headers["X-Cache"] == "MISS" and (decode(again).width, decode(again).height) == (100, 133)
+
+
 async def test_an_untouched_local_file_keeps_its_outputs_and_writes_its_version_once(node_factory, tmp_path):
     """The version of a local file goes into the originals tier once, with no bytes: new sizes of an
     unchanged file neither drop the outputs made before nor write it again."""

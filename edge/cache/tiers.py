@@ -538,7 +538,13 @@ class OriginalTier(DiskTier):
         self._versions: dict[str, SourceInfo] = {}  # to record at the next flush
 
     def get(self, key: str) -> StoredOriginal | None:
-        """The stored original, checked against its version (a hash of the bytes), or None."""
+        """The stored original, checked against its version (a hash of the bytes), or None. A version
+        recorded but not yet flushed is the one this process read last: as the record will be, not None
+        (a file replaced within that second kept the outputs of its old version)."""
+        with self._touched_lock:
+            pending = self._versions.get(key)
+        if pending is not None:
+            return StoredOriginal(pending, b"", False)
         found = self._get(key)
         if found is None:
             return None
