@@ -102,6 +102,14 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _listen_host(text: str) -> str:
+    """An argparse type: `[server] host`'s rules (`listen_host`)."""
+    try:
+        return listen_host(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     """The command line: each subcommand's options, and the function that runs it (`run`)."""
     parser = argparse.ArgumentParser(prog="edge", description="A self-hosted image edge node.")
@@ -109,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the node")
     serve.add_argument("--config", help="TOML config file (default: $EDGE_CONFIG, else the embedded default)")
-    serve.add_argument("--host", type=listen_host)
+    serve.add_argument("--host", type=_listen_host)
     serve.add_argument("--port", type=_int_in(0, 65535))
     serve.add_argument("--workers", type=_int_in(0, 256), help="worker processes (0 = one per usable core)")
     serve.set_defaults(run=_configured(_serve))

@@ -331,7 +331,7 @@ def per_core(count: int) -> int:
 def _server(t: ConfigTable) -> ServerSettings:
     d = ServerSettings()
     settings = ServerSettings(
-        host=listen_host(t.str("host", d.host)),
+        host=_listen_host(t),
         port=t.int("port", d.port, min=0, max=65535),
         workers=per_core(t.int("workers", d.workers, min=0, max=256)),
         transform_threads=per_core(t.int("transform_threads", d.transform_threads, min=0, max=256)),
@@ -500,6 +500,13 @@ def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | 
     store = plugins.origin_type("s3").from_config(OriginSettings("shared_cache", "s3", timeout=timeout), t)
     return SharedCacheSettings(store=store, timeout=timeout, max_writes=max_writes,
                                purge_journal_every=journal_every)
+
+
+def _listen_host(t: ConfigTable) -> str:
+    try:
+        return listen_host(t.str("host", ServerSettings.host))
+    except ValueError as error:
+        raise t.error("host", str(error)) from None
 
 
 def _node_url(t: ConfigTable, key: str, url: str) -> str:

@@ -119,8 +119,12 @@ def host_name(host: str) -> str:
 
 def listen_host(written: str) -> str:
     """`[server] host` or `--host` as the socket takes it: an IPv6 address written bracketed, as in a
-    URL (`[::1]`), unbracketed (the brackets had been looked up as a host name, and failed)."""
-    return written[1:-1] if written.startswith("[") and written.endswith("]") else written
+    URL (`[::1]`), unbracketed (the brackets had been looked up as a host name, and failed). An empty one is a
+    ValueError: the socket takes it for every interface, which a script's unset variable must not open."""
+    host = written[1:-1] if written.startswith("[") and written.endswith("]") else written
+    if not host.strip():
+        raise ValueError("an empty host would listen on every interface: write 0.0.0.0 (or ::) for that")
+    return host
 
 
 def host_in_url(host: str) -> str:

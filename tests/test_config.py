@@ -101,6 +101,9 @@ def test_the_transform_queue_timeout_is_part_of_what_flight_waiters_wait(tmp_pat
 @pytest.mark.parametrize("text, expected", [
     ("[server]\nport = \"eighty\"\n" + ORIGIN + ENDPOINT, "[server] port: expected an integer, got a string"),
     ("[server]\nworkers = -1\n" + ORIGIN + ENDPOINT, "[server] workers: expected an integer from 0 to 256"),
+    # the socket takes "" for every interface: a script's unset variable must not open the node to all
+    ("[server]\nhost = \"\"\n" + ORIGIN + ENDPOINT, "[server] host: an empty host would listen on every interface"),
+    ("[server]\nhost = \"[]\"\n" + ORIGIN + ENDPOINT, "[server] host: an empty host would listen on every interface"),
     ("[cache]\ndir = \"c\"\noutput_size = \"lots\"\n" + ORIGIN + ENDPOINT, "[cache] output_size: expected a size"),
     ("[cache]\ndir = \"c\"\nnot_found_ttl = \"soon\"\n" + ORIGIN + ENDPOINT, "[cache] not_found_ttl: expected a duration"),
     ("[server]\nprot = 1\n" + ORIGIN + ENDPOINT, "[server] prot: unknown key"),
