@@ -220,8 +220,7 @@ class Layer:
 
 def fetched(steps: tuple) -> set[str]:
     """The paths of the originals the layers of these steps draw, those of nested layers included."""
-    return {path for step in steps for layer in step.layers
-            for path in ({layer.input} if layer.fetches else set()) | fetched(layer.steps)}
+    return {path for path, _ in pages_drawn(steps)}
 
 
 def pages_drawn(steps: tuple) -> set[tuple[str, int | None]]:
