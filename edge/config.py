@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import stat
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +20,8 @@ from .errors import ConfigError, InvalidTransformation
 from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
 from .origin import Origin, OriginSettings
 from .pluginmanager import Plugins
-from .settings import HOST_NAME, ConfigTable, Secret, listen_host, redact, split_url, without_userinfo
+from .settings import (HOST_NAME, ConfigTable, Secret, listen_host, redact, regular_file_bytes, split_url,
+                       without_userinfo)
 from .shared_cache import SharedCacheSettings
 
 if TYPE_CHECKING:  # imported where they are used: the transform package imports this module
@@ -256,16 +256,10 @@ MAX_CONFIG_BYTES = 1_000_000
 
 
 def _config_bytes(file: Path, label: str) -> bytes:
-    """A config file's bytes: a regular file's, within `MAX_CONFIG_BYTES`. A FIFO or a device had held the
-    supervisor (at start, and in a reload, where it stopped replacing workers and heeding SIGTERM) until a
-    writer came, and `/dev/zero` was read until memory ran out."""
-    with open(os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise ConfigError(f"{label}: not a regular file")
-        body = handle.read(MAX_CONFIG_BYTES + 1)
-    if len(body) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{label}: larger than {MAX_CONFIG_BYTES} bytes: not a config")
-    return body
+    try:
+        return regular_file_bytes(file, MAX_CONFIG_BYTES)
+    except ValueError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
 
 
 def load_config(path: str | Path | None, plugins: Plugins,

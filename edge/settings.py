@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -320,6 +321,19 @@ class ConfigTable:
         if not isinstance(value, Mapping):
             raise self.error(key, f"expected a table, got {_type_name(value)}")
         return self._child(value, key if self.table == "" else f"{self.table}.{key}")
+
+
+def regular_file_bytes(path: Path, limit: int) -> bytes:
+    """A file named in a config, read at most `limit` bytes: ValueError unless it is a regular file within it.
+    A FIFO or a device had held the supervisor (at start, and in a reload, where it stopped replacing workers
+    and heeding SIGTERM) until a writer came, and `/dev/zero` was read until memory ran out."""
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        body = handle.read(limit + 1)
+    if len(body) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return body
 
 
 def _type_name(value: Any) -> str:

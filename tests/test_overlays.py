@@ -5,6 +5,7 @@ many outputs, a changed overlay making a new output, the endpoint watermark, and
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from urllib.parse import urlsplit
 
@@ -466,6 +467,22 @@ def test_fonts_are_read_at_startup(tmp_path):
     with pytest.raises(ConfigError, match="Brand.*not a TrueType/OpenType font"):
         load_config(write_config(tmp_path, web_config("http://127.0.0.1:9", '[fonts]\nBrand = "not-a-font.ttf"\n')),
                     load_plugins())
+
+
+def test_a_font_that_is_no_regular_file_or_too_large_is_refused_at_once(tmp_path, monkeypatch):
+    """A FIFO held `check-config`, `serve` and the supervisor's reload until a writer came (no SIGTERM heeded, no
+    worker replaced), and `/dev/zero` was read until memory ran out: `[fonts]` is read at every reload."""
+    fifo = tmp_path / "font.ttf"
+    os.mkfifo(fifo)
+    monkeypatch.setattr("edge.transform.fonts.MAX_FONT_BYTES", 100_000)
+    large = tmp_path / "large.ttf"
+    large.write_bytes(b"\0" * 100_001)
+    for path, message in ((fifo, "not a regular file"), ("/dev/zero", "not a regular file"),
+                          (large, "larger than 100000 bytes")):
+        with pytest.raises(ConfigError) as error:
+            load_config(write_config(tmp_path, web_config("http://127.0.0.1:9", f'[fonts]\nBrand = "{path}"\n')),
+                        load_plugins())
+        assert str(error.value).endswith(f"[fonts] Brand: {path}: {message}"), str(error.value)
 
 
 def test_spellings_of_one_layer_share_one_cache_key():

@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..settings import regular_file_bytes
 from .layers import DEFAULT_FONT
 
 SHIPPED = Path(__file__).resolve().parent.parent / "fonts"
@@ -30,8 +31,9 @@ class Font:
 
 
 def read_font(path: Path) -> Font:
-    """The font of a TrueType/OpenType file; ValueError when it has no family name (name ID 1)."""
-    data = path.read_bytes()[:MAX_FONT_BYTES]
+    """The font of a TrueType/OpenType file; ValueError when it is no regular file within `MAX_FONT_BYTES` or
+    has no family name (name ID 1)."""
+    data = regular_file_bytes(path, MAX_FONT_BYTES)
     return Font(str(path), _family(data), hashlib.sha256(data).hexdigest())
 
 
