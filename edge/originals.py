@@ -10,7 +10,7 @@ size, is the version as it is: nothing to hash):
 - `UNCHANGED`: the stored copy was stale, and the origin confirmed it (a conditional request: a 304
   costs no download);
 - `FETCHED`: new bytes from the origin (none were stored, or they changed: then every output made
-  from the old bytes is dropped);
+  from other bytes is dropped; with none recorded, each output's own version says which);
 - `STALE`: the stored copy, past its freshness, because the origin failed (stale-if-error).
 
 The origin chain is asked once per original for the whole node (single flight). "Not found" is
@@ -208,6 +208,11 @@ class OriginalSource:
                 await self._caches.store(key, StoredOriginal(info, original.body))
             elif stored is None or stored.info.version != info.version:
                 self._caches.originals.put_version_later(key, info)
+            if stored is None:
+                # nothing told which version the outputs were made from (bytes not kept, or evicted; a local
+                # file's version not yet recorded by the worker that read it): outputs of another are dropped
+                # here, not served beside the new ones until `original_ttl`
+                await self._caches.io(self._caches.outputs.delete_made_from_others, key, info.version)
         finally:
             if original.kept is not None and not original.kept.done():
                 original.kept.set_result(None)

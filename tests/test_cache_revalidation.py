@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from edge.cache import strong_etag
+from edge.cache import original_key, strong_etag
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.imagecorpus import photo_jpeg
 from tests.nodes import decode, local_config, until, web_config, write_config
@@ -161,6 +161,39 @@ original_ttl = "1h"
     assert metric(node, "edge_transform_duration_seconds_count") == 2  # w-40 once, w-30 once
 
 
+@pytest.mark.parametrize("original_size", ["0", '"80kB"', "evicted"])
+async def test_an_original_not_kept_that_changes_drops_the_outputs_of_the_old_one(origin, node_factory, tmp_path,
+                                                                                   original_size):
+    """With no bytes kept (`original_size = 0`, an original over an eighth of the tier, or one evicted while its
+    outputs stay) nothing recorded the version: a new size fetched the changed original while the sizes made
+    before served the old image until `original_ttl`. The outputs are the record: those made from another
+    version are dropped."""
+    origin.files["photo.jpg"] = photo_jpeg(400, 300)
+    assert len(origin.files["photo.jpg"]) > 10_000
+    node = await node_factory(write_config(tmp_path, web_config(origin.url, f"""
+[cache]
+dir = "cache"
+original_size = {'"1GB"' if original_size == "evicted" else original_size}
+original_ttl = "1h"
+""")))
+    assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"
+    assert (await node.fetch("/tr:w-50/photo.jpg")).headers["X-Cache"] == "MISS"
+    assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "HIT"  # the same version spares them
+    if original_size == "evicted":
+        originals, key = node.node.caches.originals, original_key("", "photo.jpg", None)
+
+        async def kept():
+            return originals.get(key) is not None
+        await until(kept, "the original kept")
+        assert originals.delete(key)
+    origin.files["photo.jpg"] = photo_jpeg(300, 400)
+    assert decode(await node.fetch("/tr:w-200/photo.jpg")).height == 267  # the new original, upright
+    for width, height in ((100, 133), (50, 67)):
+        again = await node.fetch(f"/tr:w-{width}/photo.jpg")
+        assert again.headers["X-Cache"] == "MISS" and (decode(again).width, decode(again).height) == (width, height)
+    assert origin.requests["photo.jpg"] == (2 if original_size == "evicted" else 5)  # (the new original then kept)
+
+
 async def test_a_local_original_is_known_by_its_mtime_and_size(node_factory, tmp_path):
     """A local file is not hashed on a miss: its ETag (modification time in ns, size) is its version.
     Past its freshness, an untouched file keeps its output; a rewritten one makes a new output; the
@@ -238,6 +271,26 @@ async def test_a_local_file_replaced_before_its_version_is_written_drops_the_old
     replacement.write_bytes(photo_jpeg(300, 400))
     os.replace(replacement, photo)
     assert decode(await node.fetch("/tr:w-200/photo.jpg")).height == 267  # the new file, upright
+    again = await node.fetch("/tr:w-100/photo.jpg")
+    assert again.headers["X-Cache"] == "MISS" and (decode(again).width, decode(again).height) == (100, 133)
+
+
+async def test_a_local_file_replaced_after_another_worker_read_it_drops_the_old_outputs(node_factory, tmp_path):
+    """A worker's version not yet written is its own: another worker reading the replaced file within that
+    second found nothing recorded, and the outputs made from the old file stayed until `original_ttl`."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / "photo.jpg"
+    photo.write_bytes(photo_jpeg(400, 300))
+    node = await node_factory(write_config(tmp_path, local_config(folder)))
+    originals = node.node.caches.originals
+    originals.flush_versions = lambda: None  # the second that never ends
+    assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"
+    originals._versions.clear()  # the worker that read it is not this one
+    replacement = folder / "replacement.jpg"
+    replacement.write_bytes(photo_jpeg(300, 400))
+    os.replace(replacement, photo)
+    assert decode(await node.fetch("/tr:w-200/photo.jpg")).height == 267
     again = await node.fetch("/tr:w-100/photo.jpg")
     assert again.headers["X-Cache"] == "MISS" and (decode(again).width, decode(again).height) == (100, 133)
 

@@ -319,13 +319,16 @@ class DiskTier:
     def delete(self, key: str) -> bool:
         return self._attempt("delete", lambda handles: self._delete(handles[0], key), False)
 
-    def delete_prefix(self, prefix: str) -> int | None:
-        """Delete every entry whose key starts with `prefix`; return how many, or None when the tier
-        could not (unavailable, or the database busy past `SQLITE_BUSY_SECONDS`): a purge must say so."""
+    def delete_prefix(self, prefix: str, spare: Callable[[dict[str, Any]], bool] | None = None) -> int | None:
+        """Delete every entry whose key starts with `prefix`, but those whose metadata `spare` takes; return how
+        many, or None when the tier could not (unavailable, or the database busy past `SQLITE_BUSY_SECONDS`): a
+        purge must say so."""
         def delete_all(handles: _Handles) -> int:
             writer = handles[0]
+            if spare is not None and not _entries_with_prefix(writer, prefix, spare):
+                return 0  # no write lock taken for nothing (`OutputTier.delete_made_from_others`, on a first fetch)
             with writer.transact():
-                deleted = _entries_with_prefix(writer, prefix)
+                deleted = _entries_with_prefix(writer, prefix, spare)
                 for _, rowid, _ in deleted:  # diskcache's triggers keep its count and size
                     writer._sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
             # after the commit: a reader that saw the moved counter while the rows were still there
@@ -443,18 +446,26 @@ def _read(reader: diskcache.Cache, key: str, before_read: Callable[[int, dict[st
         return value.read(), meta
 
 
-def _entries_with_prefix(writer: diskcache.Cache, prefix: str) -> list[tuple[str, int, str | None]]:
+def _entries_with_prefix(writer: diskcache.Cache, prefix: str, spare: Callable[[dict[str, Any]], bool] | None = None
+                         ) -> list[tuple[str, int, str | None]]:
     """(key, rowid, value file) of the entries whose key starts with `prefix` and that have not expired
-    (diskcache's own reads and deletes ignore those)."""
+    (diskcache's own reads and deletes ignore those), but those whose metadata `spare` takes."""
     # A range over diskcache's `Cache(key, raw)` unique index: str keys are stored as TEXT, which
     # SQLite orders by bytes, and no UTF-8 text starting with `prefix` sorts after prefix + U+10FFFF.
     # (diskcache has no public prefix query; `iterkeys` would scan the whole tier. Like the LRU
     # query above, this reads diskcache's table directly: tests/test_purge.py and
     # tests/test_cache_tiers.py pin both.)
-    rows = writer._sql("SELECT key, rowid, filename FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
+    rows = writer._sql("SELECT key, rowid, filename, tag FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
                        " AND (expire_time IS NULL OR expire_time > ?)", (prefix, prefix + "\U0010ffff", time.time()))
-    return [(key, rowid, filename) for key, rowid, filename in rows.fetchall()
-            if isinstance(key, str) and key.startswith(prefix)]
+    return [(key, rowid, filename) for key, rowid, filename, tag in rows.fetchall()
+            if isinstance(key, str) and key.startswith(prefix) and not (spare and _spared(spare, tag))]
+
+
+def _spared(spare: Callable[[dict[str, Any]], bool], tag: Any) -> bool:
+    try:
+        return spare(json.loads(tag))
+    except (KeyError, TypeError, ValueError, AttributeError):  # metadata this node did not write: not spared
+        return False
 
 
 def _source(meta: dict[str, Any]) -> SourceInfo:
@@ -496,6 +507,12 @@ class OutputTier(DiskTier):
         if not hashes_to(body, output.etag):
             return self._damaged(key)
         return output
+
+    def delete_made_from_others(self, original: str, version: str) -> int | None:
+        """Delete the outputs of the original `original` (its key) made from any version but `version`: with
+        nothing recorded of the original (its bytes not kept, or evicted), what outputs it has are the only
+        record of the version they were made from (blocking; as `delete_prefix`)."""
+        return self.delete_prefix(original, lambda meta: meta["source"]["version"] == version)
 
     def put(self, key: str, output: CachedOutput) -> None:
         meta = _fields(output)
