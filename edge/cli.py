@@ -198,12 +198,12 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
             checks.usable_cache_dir(loaded.cache.dir, create=True)
             checks.own_cache_dir(loaded.cache.dir)
         except checks.StartupError as error:
-            raise ConfigError(f"{loaded.source}: [cache] dir: {error}") from None
+            raise ConfigError(loaded.masked(f"{loaded.source}: [cache] dir: {error}")) from None
         return loaded
     try:
         return run(config.with_overrides(host=args.host, port=args.port, workers=workers), load)
     except checks.StartupError as error:
-        print(f"edge: {error}", file=sys.stderr)
+        print(f"edge: {config.masked(str(error))}", file=sys.stderr)
         return 1
 
 
@@ -211,11 +211,11 @@ def _check_config(config: Config, args: argparse.Namespace) -> int:
     problems = checks.check(config, bind_check=args.bind_check)
     # a `Secret` prints masked; a plugin's public attribute that holds a revealed one (an `Authorization`
     # header made up front) would not be: masked here as in the logs
-    print(redact(json.dumps(config.describe(), indent=2, default=str)))
+    print(config.masked(redact(json.dumps(config.describe(), indent=2, default=str))))
     for problem in problems:
-        print(f"edge: {redact(str(problem))}", file=sys.stderr)
+        print(f"edge: {config.masked(redact(str(problem)))}", file=sys.stderr)
     if (over := checks.budgets_over_the_disk(config)) is not None:  # a warning: the node serves anyway
-        print(f"edge: warning: {over}", file=sys.stderr)
+        print(f"edge: warning: {config.masked(over)}", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -344,7 +344,7 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
     checks.usable_cache_dir(config.cache.dir, create=True)
     checks.own_cache_dir(config.cache.dir)
     if (over := checks.budgets_over_the_disk(config)) is not None:
-        log.warning("%s", over)
+        log.warning("%s", config.masked(over))
     cores = usable_cores()  # what `workers = 0` and `transform_threads = 0` counted: said, as a limit can be a surprise
     log.info("usable cores: %d (%s); %d worker(s) of %d transform thread(s)", cores.count, cores.source,
              config.server.workers, config.server.transform_threads)

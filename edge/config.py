@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -220,6 +221,10 @@ class Config:
     shared_cache: SharedCacheSettings | None = None
     #: `ff-<name>` → its font: the shipped default and `[fonts]`
     fonts: dict[str, Font] = field(default_factory=dict)
+    #: a message or summary with each value that came from the environment written as its `${NAME}`
+    #: (`ConfigTable.masked`): a secret given to a key that takes none (`host`, `[cache] dir`) was printed
+    #: in clear by start-up errors and check-config
+    masked: Callable[[str], str] = field(default=str, repr=False, compare=False)
 
     def with_overrides(self, **server: Any) -> Config:
         """A copy with `[server]` keys replaced (command-line flags override the file)."""
@@ -313,7 +318,7 @@ def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:
     fonts = _fonts(root.subtable("fonts"))
     root.finish()
     return Config(label, server, cache, defaults, limits, named, admin_token, origins, endpoints, fleet=fleet,
-                  shared_cache=shared_cache, fonts=fonts)
+                  shared_cache=shared_cache, fonts=fonts, masked=root.masked)
 
 
 def per_core(count: int) -> int:

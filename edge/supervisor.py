@@ -306,7 +306,7 @@ class Supervisor:
                     name_files_by(slot)
                 serve_worker(config, self.sockets[number], pipe_write, self.metrics_sockets)
             except StartupError as error:
-                log.error("worker %d cannot start: %s", number, error)
+                log.error("worker %d cannot start: %s", number, config.masked(str(error)))
                 code = 1
             except BaseException:
                 log.exception("worker %d crashed", number)
@@ -414,7 +414,7 @@ class Supervisor:
                 if getattr(loaded.server, key) != getattr(server, key)]
         if kept:
             log.warning("SIGHUP: [server] %s changed in the file but needs a restart; keeping %s",
-                        ", ".join(key.split(" ")[0] for key in kept), ", ".join(kept))
+                        ", ".join(key.split(" ")[0] for key in kept), self.config.masked(", ".join(kept)))
         config = replace(loaded, server=replace(loaded.server, **{key: getattr(server, key) for key in RESTART_KEYS}))
         # the supervisor's own lines, and the new workers' (forked with its handler), the new way
         configure_logging(config.server.log_level, config.server.log_format)

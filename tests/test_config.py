@@ -155,6 +155,19 @@ def run_cli(*args, env=None):
                           timeout=60, env=env)
 
 
+@pytest.mark.parametrize("command, table", [("serve", '[cache]\ndir = "/proc/${SECRET}"'),
+                                            ("check-config", '[cache]\ndir = "/proc/${SECRET}"'),
+                                            ("check-config", '[server]\nhost = "${SECRET}"')])
+def test_a_value_from_the_environment_is_named_not_quoted_at_start_or_in_check_config(tmp_path, command, table):
+    """The start-up checks' errors (a cache folder that cannot be made, an address that cannot be listened on)
+    and check-config's summary quoted a secret given to the wrong key in clear, where config errors named it."""
+    path = write_config(tmp_path, ORIGIN + ENDPOINT + table)
+    result = run_cli(command, "--config", str(path), env={"PATH": "/usr/bin:/bin", "SECRET": "SuperSecretValue9x9"})
+    assert "SuperSecretValue9x9" not in result.stdout + result.stderr
+    assert "${SECRET}" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert result.returncode == (0 if "host" in table else 1), result.stderr
+
+
 def test_check_config_masks_secrets(tmp_path):
     path = write_config(tmp_path, ORIGIN + ENDPOINT + '[admin]\ntoken = "${TOKEN}"\n')
     result = run_cli("check-config", "--config", str(path),
