@@ -347,7 +347,7 @@ def _server(t: ConfigTable) -> ServerSettings:
         max_admin_body=t.size("max_admin_body", d.max_admin_body),
         max_connections=t.int("max_connections", d.max_connections, min=1),
         shutdown_grace=t.duration("shutdown_grace", d.shutdown_grace),
-        worker_timeout=_positive(t, "worker_timeout", t.duration("worker_timeout", d.worker_timeout)),
+        worker_timeout=_worker_timeout(t, t.duration("worker_timeout", d.worker_timeout)),
         fetch_memory=t.size("fetch_memory", d.fetch_memory),
         fetch_memory_wait=t.duration("fetch_memory_wait", d.fetch_memory_wait),
         decode_memory=t.size("decode_memory", d.decode_memory),
@@ -369,6 +369,18 @@ def _server(t: ConfigTable) -> ServerSettings:
 def _positive(t: ConfigTable, key: str, seconds: float) -> float:
     if seconds <= 0:
         raise t.error(key, "expected a duration above zero")
+    return seconds
+
+
+#: a worker's heartbeat comes every second (`supervisor.HEARTBEAT_SECONDS`): a shorter `worker_timeout` fires
+#: on a healthy loop, writing every thread's stack to stderr about once a second, forever
+MIN_WORKER_TIMEOUT = 2.0
+
+
+def _worker_timeout(t: ConfigTable, seconds: float) -> float:
+    if seconds < MIN_WORKER_TIMEOUT:
+        raise t.error("worker_timeout", f"expected at least {MIN_WORKER_TIMEOUT:g}s: a worker's heartbeat comes "
+                                        "every second")
     return seconds
 
 
@@ -533,9 +545,14 @@ def _parsed(t: ConfigTable, key: str, text: str) -> Transformation:
         raise t.error(key, exc.message) from None
 
 
+_NAMED_TRANSFORMATION = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
+
+
 def _named_transformations(t: ConfigTable) -> dict[str, str]:
     named = {}
     for name in t.keys():
+        if not _NAMED_TRANSFORMATION.fullmatch(name):  # `a:b`, `a,b` or `a b` could never be asked for
+            raise t.error(name, "a name is letters, digits, '.', '_', '@' and '-', as URLs write it (n-<name>)")
         text = t.str(name)
         _parsed(t, name, text)  # the parser validates each definition
         named[name] = text

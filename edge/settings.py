@@ -208,7 +208,8 @@ class ConfigTable:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"expected an integer, got {_type_name(value)}")
         if (min is not None and value < min) or (max is not None and value > max):
-            raise self.error(key, f"expected an integer from {min} to {max}, got {value}")
+            bounds = f"at least {min}" if max is None else f"at most {max}" if min is None else f"from {min} to {max}"
+            raise self.error(key, f"expected an integer {bounds}, got {value}")
         return value
 
     def number(self, key: str, default: Any = _REQUIRED, *, min: float | None = None) -> Any:
@@ -244,6 +245,8 @@ class ConfigTable:
         value = self.str(key, default)
         if value is None or isinstance(value, Path):
             return value
+        if not value.strip():  # a script's unset variable (`dir = "${CACHE_DIR}"`): never the config's own folder
+            raise self.error(key, "an empty path (leave the key out for its default)")
         if "\x00" in value:  # no file name holds one: the OS refuses it (`ValueError`, a traceback)
             raise self.error(key, f"{value!r} holds a NUL character, which no path can")
         try:
@@ -282,10 +285,11 @@ class ConfigTable:
         """A list of host names, lower-cased; one that could never match a `Host` header is an error."""
         written = self.str_list(key, default)
         for host in written:
-            if not _HOST.fullmatch(host.lower()):
+            if not _HOST.fullmatch(host.lower().removesuffix(".")):
                 raise self.error(key, f"{host!r} is not a host name: write it without a scheme, port or path "
                                       "(e.g. \"img.example.com\")")
-        return tuple(host.lower() for host in written)
+        # the fully qualified form (`img.example.com.`) is the same host, as `host_name` reads a `Host` header
+        return tuple(host.lower().removesuffix(".") for host in written)
 
     def bool_or_host_names(self, key: str, default: Any = _REQUIRED) -> bool | tuple[str, ...]:
         """true, false, or a list of host names (`host_names`)."""

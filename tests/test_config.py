@@ -72,7 +72,7 @@ def test_full_example_parses_into_typed_values(tmp_path):
         {ORIGIN}
         [[endpoints]]
         id = "products"
-        hosts = ["IMG.example.com"]
+        hosts = ["IMG.example.com", "cdn.example.com."]
         origins = ["samples"]
         """, environ={"TOKEN": "s3cret-admin"})
     assert (config.server.port, config.server.workers) == (9000, 3)
@@ -83,7 +83,8 @@ def test_full_example_parses_into_typed_values(tmp_path):
     assert config.named_transformations == {"thumb": "w-200,h-200,c-at_max"}
     assert config.admin_token.reveal() == "s3cret-admin"
     endpoint = config.endpoints[0]
-    assert endpoint.hosts == ("img.example.com",) and endpoint.origins[0].name == "samples"
+    # the fully qualified form is the same host, as a `Host` header's is
+    assert endpoint.hosts == ("img.example.com", "cdn.example.com") and endpoint.origins[0].name == "samples"
 
 
 @pytest.mark.parametrize("timeout, seconds", [("2.5", 2.5), ('"2.5s"', 2.5), ('"250ms"', 0.25)])
@@ -104,6 +105,14 @@ def test_the_transform_queue_timeout_is_part_of_what_flight_waiters_wait(tmp_pat
     # the socket takes "" for every interface: a script's unset variable must not open the node to all
     ("[server]\nhost = \"\"\n" + ORIGIN + ENDPOINT, "[server] host: an empty host would listen on every interface"),
     ("[server]\nhost = \"[]\"\n" + ORIGIN + ENDPOINT, "[server] host: an empty host would listen on every interface"),
+    # `dir = "${CACHE_DIR}"` with the variable empty filled the config's own folder with the cache
+    ("[cache]\ndir = \" \"\n" + ORIGIN + ENDPOINT, "[cache] dir: an empty path (leave the key out for its default)"),
+    ("[server]\nmax_connections = 0\n" + ORIGIN + ENDPOINT, "[server] max_connections: expected an integer at least 1"),
+    # under the 1 s heartbeat, a healthy worker's stacks were written to stderr about once a second
+    ("[server]\nworker_timeout = \"500ms\"\n" + ORIGIN + ENDPOINT,
+     "[server] worker_timeout: expected at least 2s: a worker's heartbeat comes every second"),
+    ("[named_transformations]\n\"a:b\" = \"w-10\"\n" + ORIGIN + ENDPOINT,
+     "[named_transformations] a:b: a name is letters, digits, '.', '_', '@' and '-', as URLs write it (n-<name>)"),
     ("[cache]\ndir = \"c\"\noutput_size = \"lots\"\n" + ORIGIN + ENDPOINT, "[cache] output_size: expected a size"),
     ("[cache]\ndir = \"c\"\nnot_found_ttl = \"soon\"\n" + ORIGIN + ENDPOINT, "[cache] not_found_ttl: expected a duration"),
     ("[server]\nprot = 1\n" + ORIGIN + ENDPOINT, "[server] prot: unknown key"),
