@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import __version__, cachestats, checks, cloudinary_check, signing
 from . import warm as warm_command
-from .config import Config, WithoutEnvironment, load_config, per_core
+from .config import Config, Placeholders, load_config, per_core
 from .cores import usable_cores
 from .errors import BadRequest, ConfigError, EdgeError
 from .logs import configure_logging
@@ -68,13 +68,16 @@ def _open_standard_streams() -> None:
             setattr(sys, name, open(fd, mode, closefd=False, encoding="utf-8", errors="backslashreplace"))
 
 
-def _configured(command: Callable[[Config, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def _configured(command: Callable[[Config, argparse.Namespace], int], *, secrets_unused: bool = False
+                ) -> Callable[[argparse.Namespace], int]:
     """`command` given the config its `--config` names (else `$EDGE_CONFIG`, else the embedded default),
-    logging as that config says; a config error is exit status 1."""
+    logging as that config says; a config error is exit status 1. `secrets_unused`: a variable the shell has
+    not set is a placeholder (`Placeholders`), not an error."""
     def run(args: argparse.Namespace) -> int:
+        environ = (Placeholders() if getattr(args, "no_env", False)
+                   else Placeholders(os.environ) if secrets_unused else None)
         try:
-            config = load_config(_config_path(args), load_plugins(),
-                                 environ=WithoutEnvironment() if getattr(args, "no_env", False) else None)
+            config = load_config(_config_path(args), load_plugins(), environ=environ)
         except ConfigError as error:
             print(f"edge: config error: {error}", file=sys.stderr)
             return 1
@@ -137,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     purge_command.add_argument("--fleet", action="store_true",
                                help="also purge every other node of [fleet] peers through its purge API "
                                     "(exit status 3 when one, or the shared cache, was not purged)")
-    purge_command.set_defaults(run=_configured(_purge))
+    purge_command.set_defaults(run=_configured(_purge, secrets_unused=True))
     warm = commands.add_parser("warm", help="request a list of URLs from a node, so that its cache holds them")
     warm.add_argument("--urls", required=True, help="a file with one URL or path a line")
     warm.add_argument("--base-url", required=True, help="the node, e.g. http://127.0.0.1:8080")
@@ -153,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     cache_stats.add_argument("--config")
     cache_stats.add_argument("--top", type=int, default=10, help="originals to list (default 10; 0: none)")
     cache_stats.add_argument("--json", action="store_true", help="print JSON")
-    cache_stats.set_defaults(run=_configured(_cache_stats))
+    cache_stats.set_defaults(run=_configured(_cache_stats, secrets_unused=True))
     plugins_command = commands.add_parser(
         "plugins", help="list the installed plugins, the origin types each provides, and those that "
                         "failed to load with the reason (exit status 1 when any failed)")
@@ -260,6 +263,8 @@ def _new_plugin(args: argparse.Namespace) -> int:
 def _purge(config: Config, args: argparse.Namespace) -> int:
     target = {"url": args.url} if args.url is not None else {"prefix": args.prefix}
     try:
+        if args.fleet or config.shared_cache is not None:  # the peers' token, the shared tier's keys: every secret
+            config = load_config(_config_path(args), load_plugins())
         status, answer = purge_offline(config, parse_target(target), args.fleet)
     except EdgeError as error:
         print(f"edge: {error.message}", file=sys.stderr)

@@ -41,9 +41,11 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _WEB_ORIGIN = re.compile(rf"[a-z][a-z0-9+.-]*://{HOST_NAME}(?::([0-9]{{1,5}}))?")
 
 
-class WithoutEnvironment(dict):
-    """The environment `edge check-config --no-env` validates with: every `${NAME}` stands for a
-    placeholder (`<NAME>`), so a config is checked without its secrets, whatever the shell holds."""
+class Placeholders(dict):
+    """An environment in which a `${NAME}` not given stands for a placeholder (`<NAME>`). `edge check-config
+    --no-env` gives none: a config is checked without its secrets, whatever the shell holds. `edge purge` and
+    `edge cache stats` give the shell's: they use no secret, and an operator's shell in an incident has not
+    the service's (systemd's `EnvironmentFile`, credentials)."""
 
     def __contains__(self, name: object) -> bool:
         return True

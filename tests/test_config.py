@@ -19,7 +19,7 @@ from edge.config import (
     MAX_CONFIG_BYTES,
     Limits,
     ServerSettings,
-    WithoutEnvironment,
+    Placeholders,
     load_config,
 )
 from edge.errors import ConfigError
@@ -336,5 +336,5 @@ def test_every_toml_block_of_the_docs_loads(tmp_path, block, earlier):
     for name in {n for endpoint in data.get("endpoints", []) for n in endpoint["origins"]} - set(names):
         origin = earlier.get(name, {"name": name, "type": "local", "root": str(SAMPLES)})
         text += "\n[[origins]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in origin.items())
-    config = load_config(write_config(tmp_path, text), plugins, environ=WithoutEnvironment())
+    config = load_config(write_config(tmp_path, text), plugins, environ=Placeholders())
     assert config.origins and config.endpoints

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import WithoutEnvironment, load_config
+from edge.config import Placeholders, load_config
 from edge.pluginmanager import load_plugins
 from tests.nodes import NodeProcess, local_config, write_config
 
@@ -38,7 +38,7 @@ def test_the_unit_is_hardened_and_reloads_with_sighup():
                        "ExecReload": "/bin/kill -HUP $MAINPID", "LimitNOFILE": "65536", "NoNewPrivileges": "yes",
                        "Environment": "EDGE_CONFIG=/etc/edge/edge.toml", "KillMode": "mixed"}.items():
         assert unit[key] == [value], key
-    config = load_config(ROOT / "deploy" / "systemd" / "edge.toml", load_plugins(), environ=WithoutEnvironment())
+    config = load_config(ROOT / "deploy" / "systemd" / "edge.toml", load_plugins(), environ=Placeholders())
     assert config.cache.dir == Path("/var/lib/edge/cache")  # inside StateDirectory=edge
     assert config.server.host == "127.0.0.1" and config.admin_token is not None
 
@@ -87,7 +87,7 @@ def test_the_container_runs_unprivileged_with_its_config_and_cache_volume():
     env = " ".join(args for op, args in stage if op == "ENV")
     config_path = re.search(r"EDGE_CONFIG=(\S+)", env).group(1)
     source = next(args.split()[0] for op, args in stage if op == "COPY" and args.split()[-1] == config_path)
-    config = load_config(ROOT / source, load_plugins(), environ=WithoutEnvironment())
+    config = load_config(ROOT / source, load_plugins(), environ=Placeholders())
     volumes = json.loads(next(args for op, args in stage if op == "VOLUME"))
     assert str(config.cache.dir) in volumes
     assert config.server.host == "0.0.0.0"

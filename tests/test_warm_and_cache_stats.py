@@ -159,6 +159,22 @@ def test_cache_stats_of_an_empty_or_missing_folder(tmp_path):
     assert (negative.returncode, negative.stdout, negative.stderr) == (2, "", "edge: --top: expected 0 or more\n")
 
 
+def test_purge_and_cache_stats_run_without_the_secrets_they_do_not_use(tmp_path):
+    """An operator's shell in an incident has not the service's secrets (systemd's EnvironmentFile): `edge purge`
+    and `cache stats` refused to run until every `${NAME}` of the config was exported, the origins' keys included.
+    `--fleet` sends the admin token to the peers: it still needs it."""
+    config = write_config(tmp_path, local_config(before='[admin]\ntoken = "${EDGE_TOKEN_UNSET}"\n'
+                                                        '[fleet]\npeers = ["http://127.0.0.1:9", "http://127.0.0.1:10"]\n'
+                                                        'self_url = "http://127.0.0.1:10"\n'))
+    (tmp_path / "cache").mkdir()
+    stats = edge_command("cache", "stats", "--json", "--config", str(config))
+    assert stats.returncode == 0 and json.loads(stats.stdout)["top_originals"] == [], stats.stderr
+    purge = edge_command("purge", "--url", "/photo.jpg", "--config", str(config))
+    assert (purge.returncode, json.loads(purge.stdout)["removed"]) == (0, 0), purge.stderr
+    fleet = edge_command("purge", "--fleet", "--url", "/photo.jpg", "--config", str(config))
+    assert (fleet.returncode, fleet.stdout) == (1, "") and "EDGE_TOKEN_UNSET is not set" in fleet.stderr
+
+
 def test_cache_stats_of_a_folder_this_user_cannot_read_is_one_line(tmp_path):
     """An operator's own account against the service user's 0700 folder: a PermissionError traceback."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
