@@ -283,6 +283,8 @@ class WebOrigin(Origin):
             raise OriginFailure("timeout", f"no answer from {origin} in time") from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
             raise OriginFailure("bad_response", f"the response from {origin} was cut short") from None
+        except aiohttp.ClientResponseError as error:  # its HTTP parser's: two Content-Lengths, bytes past one
+            raise OriginFailure("bad_response", f"malformed response from {origin}: {error.message[:200]!r}") from None
         except aiohttp.ClientError as error:
             raise OriginFailure("error", f"{origin}: {type(error).__name__}") from None
         raise OriginFailure("bad_response", f"more than {MAX_REDIRECTS} redirects for {path!r}")

@@ -9,6 +9,7 @@ renders, at its size."""
 from __future__ import annotations
 
 import gzip
+import http.client
 import itertools
 import socket
 import socketserver
@@ -165,6 +166,22 @@ def test_a_connection_the_origin_closed_after_its_answer_is_not_reused(raw_origi
                              % (len(JPEG), JPEG))
         status, body, _ = exchange(fuzzed_node, "GET", f"/tr:w-90/kept-{number}.jpg", timeout=BOUND)
         assert status == 200, (number, status, body[:200])
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: zz\r\n\r\nhello"])
+def test_a_malformed_answer_is_a_bad_response(raw_origin, fuzzed_node, answer):
+    """aiohttp's parser refusing an answer was counted and logged as a generic `error`, by its class alone."""
+    raw_origin.answer = answer
+    connection = http.client.HTTPConnection(fuzzed_node.hostname, fuzzed_node.port, timeout=BOUND)
+    try:
+        connection.request("GET", "/tr:w-90/malformed.jpg")
+        response = connection.getresponse()
+        assert (response.status, response.getheader("X-Edge-Error"), response.read()) == (
+            502, "web: bad_response", b"origin error\n")
+    finally:
+        connection.close()
 
 
 def test_the_raw_origin_writes_what_it_is_given(raw_origin):
