@@ -310,7 +310,7 @@ def _url(config: Config, args: argparse.Namespace) -> int:
         print("edge: --expires-at is more than ten years away", file=sys.stderr)
         return 2
     if args.base_url is not None and not is_web_url(args.base_url):
-        print("edge: --base-url: expected an http:// or https:// URL", file=sys.stderr)
+        print("edge: --base-url: expected an http:// or https:// URL without a query", file=sys.stderr)
         return 2
     if endpoint.private_key is None and expires_at is not None:
         print(f"edge: endpoint {args.endpoint!r} has no private_key: an expiry needs a signed URL", file=sys.stderr)
@@ -327,7 +327,7 @@ def _url(config: Config, args: argparse.Namespace) -> int:
 
 def _cloudinary_check(config: Config, args: argparse.Namespace) -> int:
     if args.base_url is not None and not is_web_url(args.base_url):
-        print("edge: --base-url: expected an http:// or https:// URL", file=sys.stderr)
+        print("edge: --base-url: expected an http:// or https:// URL without a query", file=sys.stderr)
         return 2
     urls = args.urls
     try:

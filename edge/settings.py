@@ -354,13 +354,13 @@ def split_url(url: str) -> SplitResult:
 
 
 def is_web_url(text: str) -> bool:
-    """Whether `text` is an http(s) URL with a host that `split_url` takes: what the commands' `--base-url`
-    must be."""
+    """Whether `text` is an http(s) URL with a host that `split_url` takes, and no query or fragment (a path is
+    added after it): what the commands' `--base-url` must be."""
     try:
         parts = split_url(text)
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not ("?" in text or "#" in text)
 
 
 def without_userinfo(url: str) -> str:

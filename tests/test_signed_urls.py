@@ -306,6 +306,8 @@ async def test_edge_url_reaches_a_top_level_folder_named_like_a_transformation(n
      "--base-url: expected an http:// or https:// URL"),
     (("--endpoint", "signed", "--path", "a.jpg", "--base-url", "https://img.example.com:99999"),
      "--base-url: expected an http:// or https:// URL"),
+    (("--endpoint", "signed", "--path", "a.jpg", "--base-url", "https://img.example.com/x?y"),  # had been x?y/a.jpg
+     "--base-url: expected an http:// or https:// URL without a query"),
 ])
 def test_edge_url_refuses_what_it_cannot_build(config_path, args, message):
     out, err = edge_url(config_path, *args, status=2)

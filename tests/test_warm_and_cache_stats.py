@@ -109,10 +109,10 @@ def test_warm_counts_a_node_that_does_not_answer_as_failed(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--urls", "/no/such/file", "--base-url", "http://127.0.0.1:9"], "--urls /no/such/file: no such file"),
-    (["--base-url", "127.0.0.1:9"], "--base-url '127.0.0.1:9': expected an http:// or https:// URL"),
+    (["--base-url", "127.0.0.1:9"], "--base-url '127.0.0.1:9': expected an http:// or https:// URL without a query"),
     (["--base-url", "http://127.0.0.1:9", "--concurrency", "1000"], "--concurrency: expected 1 to 64"),
-    (["--base-url", "http://[::1"], "--base-url 'http://[::1': expected an http:// or https:// URL"),
-    (["--base-url", "http://"], "--base-url 'http://': expected an http:// or https:// URL"),  # no host
+    (["--base-url", "http://[::1"], "--base-url 'http://[::1': expected an http:// or https:// URL without a query"),
+    (["--base-url", "http://"], "--base-url 'http://': expected an http:// or https:// URL without a query"),  # no host
     (["--base-url", "http://127.0.0.1:9", "--timeout", "nan"], "--timeout: expected more than 0 and at most 3600 seconds"),
     (["--base-url", "http://127.0.0.1:9", "--timeout", "0"], "--timeout: expected more than 0 and at most 3600 seconds"),
     # each URL had then failed, "no answer" (exit 1), not the argument
