@@ -363,7 +363,7 @@ class Pipeline:
         `looked_up`: what the originals tier held for the original, when the output's lookup asked."""
         if cached is None and self._shared is not None:
             cached = await self._shared.get(plan.key, await self._caches.last_purge(plan.key))
-            if cached is not None and self._originals.is_fresh(cached.source):
+            if cached is not None and self._originals.is_fresh(cached.source) and not _superseded(cached, looked_up):
                 return cached, "shared"
         until, failed, remembered_at = self._failed.get(plan.key, (0.0, None, 0.0))
         if failed is not None and (until <= time.monotonic()
@@ -487,6 +487,15 @@ async def _made_from(current: CurrentOriginal, layers: Mapping[str, CurrentOrigi
     overlays = [await layer.info() for layer in layers.values()]
     version = hashlib.sha256("\n".join([original.version, *(o.version for o in overlays)]).encode()).hexdigest()
     return replace(original, version=version, checked_at=min([original.checked_at, *(o.checked_at for o in overlays)]))
+
+
+def _superseded(output: CachedOutput, looked_up: OriginalLookup | None) -> bool:
+    """Whether this node confirmed another version of the output's original after the output was made: the
+    shared tier keeps outputs of an original this node has seen change (a local file rewritten, new bytes
+    of a web original fetched for a new size), which came back fresh once its own were dropped."""
+    known = looked_up.stored.info if looked_up is not None and looked_up.stored is not None else None
+    return (known is not None and known.version != output.source.version
+            and known.checked_at >= output.source.checked_at)
 
 
 def _remember(memo: OrderedDict, key: object, value: object, size: int) -> None:

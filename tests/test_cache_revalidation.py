@@ -13,6 +13,7 @@ from edge.cache import original_key, strong_etag
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.imagecorpus import photo_jpeg
 from tests.nodes import decode, local_config, until, web_config, write_config
+from tests.s3server import shared_cache_table
 from tests.scrape import total
 from tests.servers import HTTPOrigin
 
@@ -287,6 +288,30 @@ async def test_a_local_file_replaced_after_another_worker_read_it_drops_the_old_
     originals.flush_versions = lambda: None  # the second that never ends
     assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"
     originals._versions.clear()  # the worker that read it is not this one
+    replacement = folder / "replacement.jpg"
+    replacement.write_bytes(photo_jpeg(300, 400))
+    os.replace(replacement, photo)
+    assert decode(await node.fetch("/tr:w-200/photo.jpg")).height == 267
+    again = await node.fetch("/tr:w-100/photo.jpg")
+    assert again.headers["X-Cache"] == "MISS" and (decode(again).width, decode(again).height) == (100, 133)
+
+
+async def test_a_replaced_local_file_s_old_outputs_do_not_come_back_from_the_shared_tier(node_factory, tmp_path, s3):
+    """A node that found a file replaced dropped its outputs of the old one, and then read them back from the
+    fleet's shared tier, fresh by their own check time: the old image at the sizes made before, until
+    `original_ttl`. A shared copy made from another version than the one the node confirmed since is a miss."""
+    s3.client().create_bucket(Bucket="revalidation")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / "photo.jpg"
+    photo.write_bytes(photo_jpeg(400, 300))
+    node = await node_factory(write_config(tmp_path, local_config(folder, after=shared_cache_table(
+        s3.url, "revalidation"))))
+    assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"
+
+    async def shared():
+        return len(s3.client().list_objects_v2(Bucket="revalidation").get("Contents", [])) == 1
+    await until(shared, "the output in the shared tier")
     replacement = folder / "replacement.jpg"
     replacement.write_bytes(photo_jpeg(300, 400))
     os.replace(replacement, photo)
