@@ -486,7 +486,8 @@ async def _made_from(current: CurrentOriginal, layers: Mapping[str, CurrentOrigi
         return original
     overlays = [await layer.info() for layer in layers.values()]
     version = hashlib.sha256("\n".join([original.version, *(o.version for o in overlays)]).encode()).hexdigest()
-    return replace(original, version=version, checked_at=min([original.checked_at, *(o.checked_at for o in overlays)]))
+    return replace(original, version=version, original_version=original.version,
+                   checked_at=min([original.checked_at, *(o.checked_at for o in overlays)]))
 
 
 def _superseded(output: CachedOutput, looked_up: OriginalLookup | None) -> bool:
@@ -494,7 +495,7 @@ def _superseded(output: CachedOutput, looked_up: OriginalLookup | None) -> bool:
     shared tier keeps outputs of an original this node has seen change (a local file rewritten, new bytes
     of a web original fetched for a new size), which came back fresh once its own were dropped."""
     known = looked_up.stored.info if looked_up is not None and looked_up.stored is not None else None
-    return (known is not None and known.version != output.source.version
+    return (known is not None and known.version != output.source.version_of_original
             and known.checked_at >= output.source.checked_at)
 
 

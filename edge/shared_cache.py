@@ -87,6 +87,7 @@ class SharedCacheSettings:
 def encode(output: CachedOutput, key: str) -> bytes:
     meta = asdict(output)
     del meta["body"]
+    meta["source"] = output.source.as_stored()
     meta["key"] = key
     return MAGIC + json.dumps(meta, separators=(",", ":")).encode() + b"\n" + output.body
 
@@ -113,6 +114,7 @@ def decode(data: bytes, key: str, now: float) -> CachedOutput | None:
             and isinstance(output.vary_accept, bool) and isinstance(output.stand_in, bool)
             and all(v is None or _sendable(v) for v in optional)
             and isinstance(source.origin, str) and isinstance(source.version, str)
+            and (source.original_version is None or isinstance(source.original_version, str))
             and type(source.checked_at) in (int, float)):
         return None
     if not hashes_to(body, output.etag):

@@ -195,6 +195,25 @@ original_ttl = "1h"
     assert origin.requests["photo.jpg"] == (2 if original_size == "evicted" else 5)  # (the new original then kept)
 
 
+async def test_outputs_drawn_with_layers_are_kept_while_their_original_is_unchanged(origin, node_factory, tmp_path):
+    """An output drawn with layers is versioned by its original's and its layers' together: the check of an
+    original fetched with nothing recorded took that for another version of the original, and dropped it."""
+    origin.files["photo.jpg"], origin.files["logo.jpg"] = photo_jpeg(400, 300), solid(40, 20, colour(2))
+    node = await node_factory(write_config(tmp_path, web_config(origin.url, """
+[cache]
+dir = "cache"
+original_size = 0
+""")))
+    drawn = "/tr:w-100,l-image,i-logo.jpg,w-20,l-end/photo.jpg"
+    assert (await node.fetch(drawn)).headers["X-Cache"] == "MISS"
+    assert (await node.fetch("/tr:w-50/photo.jpg")).headers["X-Cache"] == "MISS"  # fetched again: not kept
+    assert (await node.fetch(drawn)).headers["X-Cache"] == "HIT"
+    origin.files["photo.jpg"] = photo_jpeg(300, 400)
+    assert (await node.fetch("/tr:w-60/photo.jpg")).headers["X-Cache"] == "MISS"
+    again = await node.fetch(drawn)
+    assert again.headers["X-Cache"] == "MISS" and decode(again).height == 133
+
+
 async def test_a_local_original_is_known_by_its_mtime_and_size(node_factory, tmp_path):
     """A local file is not hashed on a miss: its ETag (modification time in ns, size) is its version.
     Past its freshness, an untouched file keeps its output; a rewritten one makes a new output; the

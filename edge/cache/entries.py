@@ -6,7 +6,8 @@ import email.utils
 import functools
 import hashlib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from ..transform.hints import ACCEPT_CH
 
@@ -73,6 +74,21 @@ class SourceInfo:
     etag: str | None = None
     last_modified: str | None = None
     content_type: str | None = None
+    #: of an output drawn with layers, whose `version` covers the layers' originals too: the original's own
+    #: (None: `version` is the original's)
+    original_version: str | None = None
+
+    @property
+    def version_of_original(self) -> str:
+        return self.original_version or self.version
+
+    def as_stored(self) -> dict[str, Any]:
+        """Its fields as the tiers and the shared tier store them: `original_version` only when set, so that
+        the releases before it read the rest (a field a release does not know makes an entry a miss)."""
+        stored = {field.name: getattr(self, field.name) for field in fields(self)}
+        if self.original_version is None:
+            del stored["original_version"]
+        return stored
 
     @classmethod
     def from_origin(cls, origin: str, version: str, checked_at: float, etag: str | None,

@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -471,8 +471,8 @@ def _spared(spare: Callable[[dict[str, Any]], bool], tag: Any) -> bool:
 def _source(meta: dict[str, Any]) -> SourceInfo:
     info = SourceInfo(**meta)
     # written before origin header values were checked: drop what cannot be sent
-    return SourceInfo.from_origin(info.origin, info.version, info.checked_at, info.etag, info.last_modified,
-                                  info.content_type)
+    return replace(SourceInfo.from_origin(info.origin, info.version, info.checked_at, info.etag, info.last_modified,
+                                          info.content_type), original_version=info.original_version)
 
 
 #: called with a stored output's size and ETag before its body is read from disk (in a cache thread), for
@@ -512,12 +512,13 @@ class OutputTier(DiskTier):
         """Delete the outputs of the original `original` (its key) made from any version but `version`: with
         nothing recorded of the original (its bytes not kept, or evicted), what outputs it has are the only
         record of the version they were made from (blocking; as `delete_prefix`)."""
-        return self.delete_prefix(original, lambda meta: meta["source"]["version"] == version)
+        return self.delete_prefix(original, lambda meta: (meta["source"].get("original_version")
+                                                          or meta["source"]["version"]) == version)
 
     def put(self, key: str, output: CachedOutput) -> None:
         meta = _fields(output)
         del meta["body"]
-        meta["source"] = _fields(output.source)
+        meta["source"] = output.source.as_stored()
         meta[_LENGTH] = len(output.body)
         self._put(key, output.body, meta)
 
@@ -576,7 +577,7 @@ class OriginalTier(DiskTier):
         return original
 
     def put(self, key: str, original: StoredOriginal) -> None:
-        self._put(key, original.body, _fields(original.info))
+        self._put(key, original.body, original.info.as_stored())
 
     def put_version_later(self, key: str, info: SourceInfo) -> None:
         """Record `key`'s version without bytes (a `local` file's) at the next flush, with the others in
@@ -602,7 +603,7 @@ class OriginalTier(DiskTier):
             with writer.transact():
                 for key, info in versions.items():
                     # `kept`: an older node reading this finds a field it does not know: a miss
-                    writer.set(key, b"", tag=json.dumps({**_fields(info), "kept": False}))
+                    writer.set(key, b"", tag=json.dumps({**info.as_stored(), "kept": False}))
             return self._evict_to_budget(writer)
         self._count_evicted(self._attempt("record versions", record, 0))
 
