@@ -6,6 +6,7 @@ Time moves by replacing the node's clock, so nothing here sleeps."""
 import asyncio
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -275,44 +276,48 @@ async def test_a_local_file_replaced_in_place_drops_the_outputs_of_the_old_one(n
     assert metric(node, "edge_transform_duration_seconds_count") == 5  # 2 old sizes, 3 new ones
 
 
-async def test_a_local_file_replaced_before_its_version_is_written_drops_the_old_outputs(node_factory, tmp_path,
-                                                                                            monkeypatch):
-    """A local file's version is written about once a second, with others: a file replaced within that
-    second kept the outputs of its old version, served beside sizes of the new one until `original_ttl`
-    (a CMS writing a file and rewriting it at once). The version not yet written is the one read last."""
+def landscape_photo(tmp_path) -> Path:
+    """`photo.jpg`, 400×300, in a folder of its own for a local origin."""
     folder = tmp_path / "photos"
     folder.mkdir()
     photo = folder / "photo.jpg"
     photo.write_bytes(photo_jpeg(400, 300))
-    node = await node_factory(write_config(tmp_path, local_config(folder)))
-    monkeypatch.setattr(node.node.caches.originals, "flush_versions", lambda: None)  # the second that never ends
-    assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"
-    replacement = folder / "replacement.jpg"
-    replacement.write_bytes(photo_jpeg(300, 400))
-    os.replace(replacement, photo)
-    assert decode(await node.fetch("/tr:w-200/photo.jpg")).height == 267  # the new file, upright
-    again = await node.fetch("/tr:w-100/photo.jpg")
-    assert again.headers["X-Cache"] == "MISS" and (decode(again).width, decode(again).height) == (100, 133)
+    return photo
 
 
-async def test_a_local_file_replaced_after_another_worker_read_it_drops_the_old_outputs(node_factory, tmp_path):
-    """A worker's version not yet written is its own: another worker reading the replaced file within that
-    second found nothing recorded, and the outputs made from the old file stayed until `original_ttl`."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    photo = folder / "photo.jpg"
-    photo.write_bytes(photo_jpeg(400, 300))
-    node = await node_factory(write_config(tmp_path, local_config(folder)))
-    originals = node.node.caches.originals
-    originals.flush_versions = lambda: None  # the second that never ends
-    assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"
-    originals._versions.clear()  # the worker that read it is not this one
-    replacement = folder / "replacement.jpg"
+async def replace_with_portrait(node, photo: Path) -> None:
+    """Replace `photo` in place by a 300×400 one: a new size shows the new file, upright, and the size made
+    before (`w-100`) is made again from it."""
+    replacement = photo.with_name("replacement.jpg")
     replacement.write_bytes(photo_jpeg(300, 400))
     os.replace(replacement, photo)
     assert decode(await node.fetch("/tr:w-200/photo.jpg")).height == 267
     again = await node.fetch("/tr:w-100/photo.jpg")
     assert again.headers["X-Cache"] == "MISS" and (decode(again).width, decode(again).height) == (100, 133)
+
+
+async def test_a_local_file_replaced_before_its_version_is_written_drops_the_old_outputs(node_factory, tmp_path,
+                                                                                            monkeypatch):
+    """A local file's version is written about once a second, with others: a file replaced within that
+    second kept the outputs of its old version, served beside sizes of the new one until `original_ttl`
+    (a CMS writing a file and rewriting it at once). The version not yet written is the one read last."""
+    photo = landscape_photo(tmp_path)
+    node = await node_factory(write_config(tmp_path, local_config(photo.parent)))
+    monkeypatch.setattr(node.node.caches.originals, "flush_versions", lambda: None)  # the second that never ends
+    assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"
+    await replace_with_portrait(node, photo)
+
+
+async def test_a_local_file_replaced_after_another_worker_read_it_drops_the_old_outputs(node_factory, tmp_path):
+    """A worker's version not yet written is its own: another worker reading the replaced file within that
+    second found nothing recorded, and the outputs made from the old file stayed until `original_ttl`."""
+    photo = landscape_photo(tmp_path)
+    node = await node_factory(write_config(tmp_path, local_config(photo.parent)))
+    originals = node.node.caches.originals
+    originals.flush_versions = lambda: None  # the second that never ends
+    assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"
+    originals._versions.clear()  # the worker that read it is not this one
+    await replace_with_portrait(node, photo)
 
 
 async def test_a_replaced_local_file_s_old_outputs_do_not_come_back_from_the_shared_tier(node_factory, tmp_path, s3):
@@ -320,23 +325,15 @@ async def test_a_replaced_local_file_s_old_outputs_do_not_come_back_from_the_sha
     fleet's shared tier, fresh by their own check time: the old image at the sizes made before, until
     `original_ttl`. A shared copy made from another version than the one the node confirmed since is a miss."""
     s3.client().create_bucket(Bucket="revalidation")
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    photo = folder / "photo.jpg"
-    photo.write_bytes(photo_jpeg(400, 300))
-    node = await node_factory(write_config(tmp_path, local_config(folder, after=shared_cache_table(
+    photo = landscape_photo(tmp_path)
+    node = await node_factory(write_config(tmp_path, local_config(photo.parent, after=shared_cache_table(
         s3.url, "revalidation"))))
     assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"
 
     async def shared():
         return len(s3.client().list_objects_v2(Bucket="revalidation").get("Contents", [])) == 1
     await until(shared, "the output in the shared tier")
-    replacement = folder / "replacement.jpg"
-    replacement.write_bytes(photo_jpeg(300, 400))
-    os.replace(replacement, photo)
-    assert decode(await node.fetch("/tr:w-200/photo.jpg")).height == 267
-    again = await node.fetch("/tr:w-100/photo.jpg")
-    assert again.headers["X-Cache"] == "MISS" and (decode(again).width, decode(again).height) == (100, 133)
+    await replace_with_portrait(node, photo)
 
 
 async def test_an_untouched_local_file_keeps_its_outputs_and_writes_its_version_once(node_factory, tmp_path):
