@@ -201,12 +201,15 @@ class OriginalSource:
 
     async def _keep(self, key: str, stored: StoredOriginal | None, original: CurrentOriginal) -> None:
         """The fetched (or confirmed) original into the originals tier, after the requests have it; of a
-        `local` file only its version, when it is new (`stored`: what the tier held before)."""
+        `local` file, or bytes too large to keep, only its version, when it is new (`stored`: what the tier
+        held before)."""
         try:
             info = await original.info()
-            if original.worth_keeping:
+            if original.worth_keeping and self._caches.originals.holds(len(original.body)):
                 await self._caches.store(key, StoredOriginal(info, original.body))
             elif stored is None or stored.info.version != info.version:
+                # its version alone: a local file's, or bytes too large for the tier (where the bytes kept of
+                # an earlier version had stayed, to be fetched again on every request)
                 self._caches.originals.put_version_later(key, info)
             if stored is None:
                 # nothing told which version the outputs were made from (bytes not kept, or evicted; a local

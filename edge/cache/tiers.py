@@ -275,9 +275,13 @@ class DiskTier:
     def _changed(self, key: str) -> None:
         """Called after `key` was written or deleted (by this process)."""
 
+    def holds(self, size: int) -> bool:
+        """Whether a value of `size` bytes is stored (a larger one would evict too much of the tier)."""
+        return size <= self.budget // MAX_ENTRY_SHARE
+
     def _put(self, key: str, body: bytes, meta: dict[str, Any], expire: float | None = None) -> None:
         """Store, then evict least-recently-used entries until the tier is within budget."""
-        if len(body) > self.budget // MAX_ENTRY_SHARE:
+        if not self.holds(len(body)):
             return
 
         def store(handles: _Handles) -> int:
@@ -580,11 +584,12 @@ class OriginalTier(DiskTier):
         self._put(key, original.body, original.info.as_stored())
 
     def put_version_later(self, key: str, info: SourceInfo) -> None:
-        """Record `key`'s version without bytes (a `local` file's) at the next flush, with the others in
-        one transaction: a store of its own cost a miss of a new file 2-5 % more CPU (benchmarks/README.md,
-        "A local file's version"). Any thread may call this; it does not block."""
+        """Record `key`'s version without bytes (a `local` file's, or an original's too large to keep) at the
+        next flush, with the others in one transaction: a store of its own cost a miss of a new file 2-5 % more
+        CPU (benchmarks/README.md, "A local file's version"). Nothing with no budget (`original_size = 0`:
+        every record is evicted at once). Any thread may call this; it does not block."""
         with self._touched_lock:
-            if len(self._versions) < MAX_PENDING_VERSIONS:
+            if self.budget and len(self._versions) < MAX_PENDING_VERSIONS:
                 self._versions[key] = info
 
     def flush_touches(self) -> None:
