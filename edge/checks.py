@@ -47,7 +47,25 @@ def _nearest_existing(directory: Path) -> Path:
     return directory
 
 
-def budgets_over_the_disk(config: Config) -> str | None:
+def warnings(config: Config) -> list[str]:
+    """What `edge serve` and `check-config` warn of: the node serves anyway."""
+    return [warning for warning in (_budgets_over_the_disk(config), _cache_among_originals(config))
+            if warning is not None]
+
+
+def _cache_among_originals(config: Config) -> str | None:
+    """A warning when the cache folder and a folder an origin reads hold each other (`[cache] dir = root`, or a
+    `cache` folder under it): the cache's files mixed with the originals, and askable as originals."""
+    cache = config.cache.dir
+    for origin in config.origins:
+        for folder in origin.folders():
+            if cache.is_relative_to(folder) or folder.is_relative_to(cache):
+                return (f"[cache] dir {cache} and the folder {folder} of origin {origin.name!r} hold each other: "
+                        f"the cache's files are written among the originals, and URLs can name them")
+    return None
+
+
+def _budgets_over_the_disk(config: Config) -> str | None:
     """A warning when `output_size` and `original_size` together exceed the filesystem holding the cache
     folder: the tiers then fill the disk before they evict, and stores fail with it full."""
     try:

@@ -217,8 +217,8 @@ def _check_config(config: Config, args: argparse.Namespace) -> int:
     print(config.masked(redact(json.dumps(config.describe(), indent=2, default=str))))
     for problem in problems:
         print(f"edge: {config.masked(redact(str(problem)))}", file=sys.stderr)
-    if (over := checks.budgets_over_the_disk(config)) is not None:  # a warning: the node serves anyway
-        print(f"edge: warning: {config.masked(over)}", file=sys.stderr)
+    for warning in checks.warnings(config):
+        print(f"edge: warning: {config.masked(warning)}", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -348,8 +348,8 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
 
     checks.usable_cache_dir(config.cache.dir, create=True)
     checks.own_cache_dir(config.cache.dir)
-    if (over := checks.budgets_over_the_disk(config)) is not None:
-        log.warning("%s", config.masked(over))
+    for warning in checks.warnings(config):
+        log.warning("%s", config.masked(warning))
     cores = usable_cores()  # what `workers = 0` and `transform_threads = 0` counted: said, as a limit can be a surprise
     log.info("usable cores: %d (%s); %d worker(s) of %d transform thread(s)", cores.count, cores.source,
              config.server.workers, config.server.transform_threads)

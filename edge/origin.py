@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from .settings import ConfigTable, Secret
@@ -142,6 +143,11 @@ class Origin(abc.ABC):
 
         Raise `OriginNotFound`, `OriginFailure`, `SourceTooLarge` (stop reading past `request.max_bytes`),
         or `NotModified` when `request.validators` are given and the origin confirms they are current."""
+
+    def folders(self) -> tuple[Path, ...]:
+        """The folders of this machine it reads originals from (none: a remote origin's): `edge serve` and
+        `check-config` warn when the cache folder and one of them hold each other."""
+        return ()
 
     def describe(self) -> dict[str, Any]:
         """A summary for `edge check-config`; `Secret` values are shown masked."""

@@ -51,6 +51,9 @@ class LocalOrigin(Origin):
         table.finish()
         return cls(settings, root)
 
+    def folders(self) -> tuple[Path, ...]:
+        return (self.root,)
+
     def _resolve(self, path: str) -> Path:
         if path.endswith("/") or "//" in path:
             # `resolve` would drop the empty segment: one file under many URLs, each its own cache entry

@@ -193,6 +193,20 @@ def test_budgets_over_the_cache_disk_are_a_warning_at_check_config_and_at_start(
     assert edge_command("check-config", "--config", str(fits)).stderr == ""
 
 
+@pytest.mark.parametrize("cache", ["photos", "photos/cache"])
+def test_a_cache_folder_among_an_origins_originals_is_a_warning(tmp_path, cache):
+    """`[cache] dir` set to a local origin's root, or a folder under it, was accepted without a word: the
+    cache's files were written among the originals, and URLs could name them."""
+    (tmp_path / "photos").mkdir()
+    config = write_config(tmp_path, local_config(tmp_path / "photos", before=f'[cache]\ndir = "{cache}"\n'))
+    result = edge_command("check-config", "--config", str(config))
+    assert (result.returncode, result.stderr) == (0, (
+        f"edge: warning: [cache] dir {tmp_path / cache} and the folder {tmp_path / 'photos'} of origin 'samples' "
+        "hold each other: the cache's files are written among the originals, and URLs can name them\n"))
+    apart = write_config(tmp_path, local_config(tmp_path / "photos", before='[cache]\ndir = "cache"\n'))
+    assert edge_command("check-config", "--config", str(apart)).stderr == ""
+
+
 def test_check_config_finds_an_unusable_cache_folder(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     config = write_config(tmp_path, local_config(before='[cache]\ndir = "a-file/cache"\n'))
