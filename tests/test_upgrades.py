@@ -10,7 +10,7 @@ from dataclasses import replace
 import diskcache
 import pytest
 
-from edge.cache import Caches, strong_etag
+from edge.cache import Caches, SourceInfo, strong_etag
 from edge.cache.keys import RENDER_VERSION, output_key, revision_marks
 from edge.config import load_config
 from edge.metrics import Metrics
@@ -71,6 +71,16 @@ async def test_an_output_of_the_previous_render_version_is_never_served_after_an
 #: `cr-<to>` without a source colour: before cr2 the padding, the step's result's dominant colour, was replaced
 REPLACED = "/tr:w-200,h-200,cm-pad_resize,bg-white,cr-00A000,f-png/coffee.jpg"
 WHITE = (255, 255, 255)
+
+
+def test_what_an_output_is_made_from_is_stored_as_the_releases_before_wrote_it_unless_it_has_layers():
+    """`original_version` (an output drawn with image layers: its original's own version) is written only when
+    set: the releases before it take an entry with a field they do not know for a miss, and would have
+    rendered every output of the cache folder again after a rollback."""
+    plain = SourceInfo("origin", "v1", 1.0)
+    assert set(plain.as_stored()) == {"origin", "version", "checked_at", "etag", "last_modified", "content_type"}
+    drawn = replace(plain, version="v1 and its layers", original_version="v1")
+    assert SourceInfo(**drawn.as_stored()) == drawn and drawn.version_of_original == plain.version_of_original
 
 
 async def test_a_revised_parameter_s_earlier_outputs_are_never_served_and_the_others_still_are(tmp_path,
