@@ -112,11 +112,11 @@ class Router:
             segments = segments[1:]
         # leading slashes name nothing (ImageKit's docs sign `encodeURIComponent("/a.jpg")`: `%2Fa.jpg`)
         path = _decode("/".join(segments)).lstrip("/")
-        thumbnail = not for_purge and path.endswith(f"/{THUMBNAIL}")
-        if thumbnail:
+        thumbnail = path.endswith(f"/{THUMBNAIL}")
+        if thumbnail:  # the original's path, a purge's too: it takes every output of it, the still included
             path = path.removesuffix(f"/{THUMBNAIL}").lstrip("/")
             extension = path.rpartition("/")[2].rpartition(".")[2].lower()
-            if extension in _NO_THUMBNAIL:
+            if extension in _NO_THUMBNAIL and not for_purge:
                 raise InvalidTransformation(THUMBNAIL, f"not supported ({_NO_THUMBNAIL[extension]})")
         if not path and not for_purge:
             raise NothingToServe("not found")
@@ -125,7 +125,7 @@ class Router:
             # separates the parts of every cache key: purges, the shared tier and cache-stats would read
             # `a%00b.jpg` as the path `a`
             raise NothingToServe("not found")
-        return ImageRequest(endpoint, path, transformation, host, signed_until, thumbnail=thumbnail)
+        return ImageRequest(endpoint, path, transformation, host, signed_until, thumbnail=thumbnail and not for_purge)
 
     def _cloudinary(self, endpoint: Endpoint, segments: list[str], host: str, prefix: bool) -> ImageRequest:
         try:

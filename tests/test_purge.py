@@ -299,6 +299,10 @@ origins = ["samples"]
     # which a first version of the check below took for one and answered 400
     ({"prefix": "/cld/demo/image/upload/products/"}, ["cld\0image/upload/products/"]),
     ({"prefix": "/cld/image/upload/products/shoe"}, ["cld\0image/upload/products/shoe"]),
+    # ImageKit's still of an image is an output of its original: the URL a page shows purges them all (it had
+    # purged the path `a.gif/ik-thumbnail.jpg`, which holds nothing, and answered 200)
+    ({"url": "/shop/tr:w-60/a.gif/ik-thumbnail.jpg"}, ["shop\0a.gif\0"]),
+    ({"url": "/shop/clip.mp4/ik-thumbnail.jpg"}, ["shop\0clip.mp4\0"]),  # never served: nothing to refuse
 ])
 def test_purge_targets_name_what_an_image_request_would(tmp_path, target, prefixes):
     config = load_config(write_config(tmp_path, ROUTED), load_plugins())
