@@ -42,7 +42,8 @@ _HOST = "Host"
 def image_server(node: Node) -> EdgeHTTPServer:
     """The server of the images' port: the shortcut in front of the node's application, with `[server]`'s
     limits, and what it does to connections counted in the node's metrics."""
-    return make_server(HitShortcut(make_app(node), node), node.config.server, observer=node.metrics)
+    return make_server(HitShortcut(make_app(node), node), node.config.server, node.config.admin_token,
+                       observer=node.metrics)
 
 
 class HitShortcut(httputil.HTTPServerConnectionDelegate):

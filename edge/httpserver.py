@@ -58,6 +58,7 @@ from tornado.log import gen_log
 
 from .config import ServerSettings
 from .logs import Sparse
+from .settings import Secret
 
 log = logging.getLogger("edge.server")
 
@@ -109,8 +110,6 @@ class _Unobserved:
 
 #: the purge API's path: `edge.server`'s `PurgeHandler`, and what `edge.fanout` calls on the peers
 PURGE_PATH = "/_edge/purge"
-#: the paths of `edge.server.make_app` that take a request body
-ADMIN_PATHS = (PURGE_PATH,)
 #: an absolute-form request target of the schemes the node serves: its authority, and what follows it
 _ABSOLUTE_FORM = re.compile(r"[hH][tT][tT][pP][sS]?://([^/?#]*)([/?].*)?", re.DOTALL)
 #: an authority the node takes as the Host (a target's, or the Host header itself): a name or an IPv4
@@ -267,16 +266,16 @@ READ_CHUNK_SIZE = 8192
 
 
 def make_server(app: httputil.HTTPServerConnectionDelegate, settings: ServerSettings,
-                large_body_paths: Iterable[str] = ADMIN_PATHS, cors: bool = True,
+                admin_token: Secret | None = None, cors: bool = True,
                 observer: ConnectionObserver | None = None) -> EdgeHTTPServer:
-    """An `HTTPServer` for `app` with `[server]`'s limits; `large_body_paths` may take
+    """An `HTTPServer` for `app` with `[server]`'s limits; a purge carrying `admin_token` may take
     `max_admin_body` bytes, every other request `max_request_body`; its own answers carry the CORS
     headers if `cors` (the images' port, not `metrics_port`); what it does to connections is told to
     `observer`."""
     return EdgeHTTPServer(
         app,
         settings=settings,
-        large_body_paths=frozenset(large_body_paths),
+        admin_token=admin_token,
         answers=EarlyAnswers(cors_headers(settings.cors_origin) if cors else {}),
         observer=observer or _Unobserved(),
         idle_connection_timeout=settings.header_timeout,
@@ -331,14 +330,14 @@ class _ConnectionState:
 
 
 class EdgeHTTPServer(HTTPServer):
-    def initialize(self, *args, settings: ServerSettings, large_body_paths: frozenset[str], answers: EarlyAnswers,
+    def initialize(self, *args, settings: ServerSettings, admin_token: Secret | None, answers: EarlyAnswers,
                    observer: ConnectionObserver, **kwargs) -> None:
         super().initialize(*args, **kwargs)
         self.conn_params.header_timeout = None  # the sweep enforces it
         self.settings = settings
         self.observer = observer
         self.answers = answers
-        self.large_body_paths = large_body_paths
+        self.admin_token = admin_token
         self._states: dict[object, _ConnectionState] = {}  # by the connection's IOStream
         self._draining = False
         self._fd_warnings = Sparse(FD_WARNING_INTERVAL)
@@ -599,9 +598,11 @@ class _Limited(httputil.HTTPMessageDelegate):
         start_line = origin_form(start_line, headers)
         path = start_line.path.split("?", 1)[0]
         body_limit = settings.max_admin_body
-        if path not in self._server.large_body_paths:
+        token = self._server.admin_token
+        if path != PURGE_PATH or token is None or not token.is_bearer_of(headers.get("Authorization")):
             # Tornado refuses a larger Content-Length (400, connection closed) before reading the body,
-            # and stops a chunked body as soon as it is over.
+            # and stops a chunked body as soon as it is over. A purge's allowance only with the token: a
+            # client without it had each worker hold ~1 MiB a connection until its 401 (1 GiB at 1024)
             body_limit = settings.max_request_body
             self._request_conn.set_max_body_size(body_limit)
         if "Expect" in headers and (start_line.version != "HTTP/1.1" or not _has_body(headers)

@@ -15,7 +15,6 @@ failed makes it a 502 (docs/fleet.md).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -32,13 +31,6 @@ from .settings import Secret
 from .shared_cache import SharedTier
 
 log = logging.getLogger("edge.purge")
-
-
-def authorized(authorization: str | None, token: Secret) -> bool:
-    """Whether an `Authorization` header carries the admin token (compared in constant time)."""
-    scheme, _, given = (authorization or "").partition(" ")
-    given = given.strip()
-    return scheme.lower() == "bearer" and bool(given) and hmac.compare_digest(given.encode(), token.reveal().encode())
 
 
 def parse_body(body: bytes) -> dict[str, str]:

@@ -777,7 +777,7 @@ class PurgeHandler(BaseHandler):
         try:
             if token is None:
                 raise NothingToServe("not found")
-            if not purge.authorized(self.request.headers.get("Authorization"), token):
+            if not token.is_bearer_of(self.request.headers.get("Authorization")):
                 raise Unauthorized("unauthorized", headers={"WWW-Authenticate": 'Bearer realm="edge purge"'})
             target = purge.parse_body(self.request.body)
             status, answer = await purge.purge_serving(node.caches, node.router, target, token, node.fan_out,

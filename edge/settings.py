@@ -6,6 +6,7 @@ error reads the same way and secrets are wrapped in `Secret` the moment they are
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import re
@@ -36,9 +37,9 @@ REDACTED_MIN_CHARS = 6
 
 
 class Secret:
-    """A credential from the config. Prints as `****`; only `reveal()` gives the value. Every one made
-    is remembered, so that `redact` can mask it wherever a message quotes it, as it is or escaped
-    (`_written_as`)."""
+    """A credential from the config. Prints as `****`; only `reveal()` gives the value (`is_bearer_of` compares it
+    with what a client sent). Every one made is remembered, so that `redact` can mask it wherever a message
+    quotes it, as it is or escaped (`_written_as`)."""
 
     __slots__ = ("_value",)
     _every: ClassVar[set[str]] = set()
@@ -50,6 +51,12 @@ class Secret:
 
     def reveal(self) -> str:
         return self._value
+
+    def is_bearer_of(self, authorization: str | None) -> bool:
+        """Whether an `Authorization` header carries this secret as a bearer token (compared in constant time)."""
+        scheme, _, given = (authorization or "").partition(" ")
+        given = given.strip()
+        return scheme.lower() == "bearer" and bool(given) and hmac.compare_digest(given.encode(), self._value.encode())
 
     def __repr__(self) -> str:
         return "Secret('****')"

@@ -19,7 +19,6 @@ from collections import deque
 from dataclasses import dataclass
 from html import escape
 
-from . import purge
 from .metrics import ORIGIN_FAILURES, Metrics
 from .settings import Secret
 
@@ -99,12 +98,12 @@ def authorized(authorization: str | None, token: Secret) -> bool:
     (any user name), which a browser asks for."""
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "basic":
-        return purge.authorized(authorization, token)
+        return token.is_bearer_of(authorization)
     try:
         password = base64.b64decode(given.strip(), validate=True).decode().partition(":")[2]
     except (binascii.Error, UnicodeDecodeError):
         return False
-    return purge.authorized(f"Bearer {password}", token)
+    return token.is_bearer_of(f"Bearer {password}")
 
 
 # -- the page ---------------------------------------------------------------------------------------

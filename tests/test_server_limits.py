@@ -37,13 +37,29 @@ async def test_a_body_on_an_image_url_is_refused_before_it_is_read(node_factory,
     # 90 MB announced, none sent: the answer must come without waiting for the body
     answer = await exchange(node.url, b"GET /coffee.jpg HTTP/1.1\r\nHost: a\r\nContent-Length: 90000000\r\n\r\n")
     assert status(answer) == 400
-    # the purge API takes larger bodies (up to max_admin_body): 500 KB reaches its handler
+    # the purge API takes larger bodies (up to max_admin_body) with its token: 500 KB reaches its handler
     body = b"x" * 500_000
-    purge = await node.fetch("/_edge/purge", method="POST", body=body)
-    assert purge.code == 401
+    purge = await node.fetch("/_edge/purge", method="POST", body=body,
+                             headers={"Authorization": "Bearer s3cret-admin-token"})
+    assert (purge.code, purge.body) == (400, b'expected a JSON body: {"url": "..."} or {"prefix": "..."}\n')
     refused = await exchange(node.url, b"POST /_edge/purge HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n")
     assert status(refused) == 400
     assert (await node.fetch("/tr:w-10/coffee.jpg")).code == 200  # and the node serves on
+
+
+@pytest.mark.parametrize("authorization", ["", "Authorization: Bearer not-the-token\r\n"])
+async def test_a_purge_without_its_token_gets_no_more_body_than_an_image_request(node_factory, tmp_path,
+                                                                                 authorization):
+    """Each worker held ~1 MiB a connection (`max_admin_body`) of a purge with no token, read whole before its
+    401 (1024 connections: 1 GiB), and `Expect: 100-continue` was answered `100` to invite it."""
+    node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
+    head = f"POST /_edge/purge HTTP/1.1\r\nHost: a\r\n{authorization}"
+    refused = await exchange(node.url, f"{head}Content-Length: 500000\r\nExpect: 100-continue\r\n\r\n".encode())
+    assert refused.startswith(b"HTTP/1.1 400 ") and status(refused) == 400, refused[:200]
+    small = b'{"prefix": "/"}'
+    answer = await exchange(node.url, f"{head}Content-Length: {len(small)}\r\nConnection: close\r\n\r\n".encode()
+                            + small)
+    assert status(answer) == 401
 
 
 async def closes(node) -> dict[str, float]:
