@@ -75,13 +75,21 @@ def unsigned_url(path: str, transformation: str | None = None, *, in_query: bool
     return f"{encoded}?tr={transformation}" if transformation else encoded
 
 
-def _as_written(raw_path: str) -> bytes:
+def _as_written(raw_path: str) -> bytes | None:
     """The path as the SDKs before imagekitio 5 signed it: as the application wrote it, not encoded (a
-    browser then sends `my%20photo%20%C3%A9.jpg` for `my photo é.jpg`). Every escape is decoded but `%2F`:
-    no browser escapes a slash, so a signature over `a/b.jpg` does not verify `a%2Fb.jpg` (though the node
-    reads both as one path: a 401, never another image)."""
-    pieces = _ENCODED_SLASH.split(raw_path.encode("latin-1"))
-    return b"%2F".join(unquote_to_bytes(piece) for piece in pieces)
+    browser then sends `my%20photo%20%C3%A9.jpg` for `my photo é.jpg`): every escape decoded. None when that
+    reading is not the only one:
+    - a `%2F`: no browser escapes a slash, so a signature over `a/b.jpg` does not verify `a%2Fb.jpg` (though
+      the node reads both as one path: a 401, never another image);
+    - a `%` or a `?` once decoded: such a text is also what a later SDK signs for another path (the encoded
+      `my%20photo.jpg` of `my photo.jpg`), or for a path and its query (`a.jpg?tr=w-100`). Sent once more
+      encoded (`my%2520photo.jpg`, `a.jpg%3Ftr=w-100`), one signature had served the file named so, another
+      image."""
+    raw = raw_path.encode("latin-1")
+    if _ENCODED_SLASH.search(raw):
+        return None
+    written = unquote_to_bytes(raw)
+    return None if b"%" in written or b"?" in written else written
 
 
 def _split(query: str) -> tuple[str, list[str], list[str]]:
@@ -135,8 +143,8 @@ class SignatureCheck:
         except UnicodeEncodeError:  # not text from a request line
             raise self.refused(endpoint, "invalid") from None
         forms = [unsigned]
-        if "%" in raw_rest:
-            forms.append(_as_written(raw_rest) + (b"?" + kept.encode("latin-1") if kept else b""))
+        if "%" in raw_rest and (as_written := _as_written(raw_rest)) is not None:
+            forms.append(as_written + (b"?" + kept.encode("latin-1") if kept else b""))
         # Every key (and form) is tried, so the time taken does not tell which one (if any) matched.
         matches = [hmac.compare_digest(_signature(key, form, expiry), signatures[0]) for key in keys for form in forms]
         if not any(matches):

@@ -141,6 +141,25 @@ async def test_a_url_signed_over_its_unencoded_path_is_served_as_the_browser_enc
     await refused(node, url, "invalid")
 
 
+async def test_a_signature_never_serves_the_file_named_by_its_url_encoded_once_more(node, config_path):
+    """The path as written (every escape decoded) is tried for the SDKs before imagekitio 5; a URL sent once more
+    encoded decoded to the text a later SDK signs, and was served as another file: `my%2520photo.jpg` took the
+    signature of `my photo.jpg` (sent `my%20photo.jpg`) to the file named `my%20photo.jpg`, and `coffee.jpg%3Ftr=
+    w-100` that of a 100 px `coffee.jpg` to the file `coffee.jpg?tr=w-100`, whole."""
+    photos = config_path.parent / "photos"
+    shutil.copy(SAMPLES / "coffee.jpg", photos / "my photo.jpg")
+    shutil.copy(SAMPLES / "camera.jpg", photos / "my%20photo.jpg")
+    shutil.copy(SAMPLES / "chelsea.jpg", photos / "coffee.jpg?tr=w-100")
+    base = "https://node.example.test/signed"
+    spaced = sdk_url(base, "/my photo.jpg", width=60)
+    assert "/signed/my%20photo.jpg?tr=w-60&ik-s=" in spaced and await served_width(node, spaced) == 60
+    await refused(node, spaced.replace("my%20photo", "my%2520photo"), "invalid")
+    small = sdk_url(base, "/coffee.jpg", width=100)
+    await refused(node, small.replace("coffee.jpg?tr=w-100&", "coffee.jpg%3Ftr=w-100?"), "invalid")
+    # the SDKs before 5 sign a path as written: still served as the browser sends it
+    assert await served_width(node, signed_as_written(base, "tr:w-60/my photo.jpg")) == 60
+
+
 async def test_a_transformation_in_the_path_and_the_query_together(node):
     url = sdk_url("https://node.example.test/signed", "/coffee.jpg", width=100, position="path",
                   query_parameters={"tr": "rt-90", "v": "2"})
