@@ -79,6 +79,8 @@ def key_prefixes(router: Router, target: dict[str, str]) -> list[str]:
         parts = urlsplit(value)
     except ValueError:  # `http://[::1`: an unclosed IPv6 literal
         raise BadRequest(f"{kind}: not a URL or a path") from None
+    if "@" in parts.netloc:  # an image request's target with one is a 400: the router had taken `user` for the host
+        raise BadRequest(f"{kind}: a URL with user information names no image")
     if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
         raise BadRequest(f"{kind}: a . or .. segment (no path the node serves has one)")
     try:

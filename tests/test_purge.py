@@ -149,6 +149,9 @@ async def test_without_the_token_purge_is_a_401_and_removes_nothing(node, header
     (b'{"url": "/shop/"}', b"url: names no image\n"),
     (b'{"url": "http://[::1/shop/a.jpg"}', b"url: not a URL or a path\n"),  # was a 500 (urlsplit's ValueError)
     (b'{"prefix": "https://[/shop/"}', b"prefix: not a URL or a path\n"),
+    # as an image request's target: the router had taken `user` for the host and purged the default endpoint
+    (b'{"url": "https://user:pw@img.example.com/a.jpg"}', b"url: a URL with user information names no image\n"),
+    (b'{"prefix": "https://img.example.com@other/shop/"}', b"prefix: a URL with user information names no image\n"),
     # URL parsing drops tabs and newlines and strips the ends: each had purged another target than written
     (b'{"prefix": "/shop/shoes\\n"}', b"prefix: holds the control character '\\n' (a path's own is percent-encoded)\n"),
     (b'{"prefix": "/shop/sho\\tes/"}',
