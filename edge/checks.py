@@ -49,8 +49,26 @@ def _nearest_existing(directory: Path) -> Path:
 
 def warnings(config: Config) -> list[str]:
     """What `edge serve` and `check-config` warn of: the node serves anyway."""
-    return [warning for warning in (_budgets_over_the_disk(config), _cache_among_originals(config))
+    return [warning for warning in (_budgets_over_the_disk(config), _cache_among_originals(config),
+                                    _signed_for_any_host(config))
             if warning is not None]
+
+
+#: a name no `forward_host` list holds: an origin that takes it takes every Host
+_INVENTED_HOST = "an-invented-host.invalid"
+
+
+def _signed_for_any_host(config: Config) -> str | None:
+    """A warning when a `signed_only` endpoint has an origin that forwards every Host: a signature does not
+    cover the Host, so one signed URL fetches its path from every Host a client names, a fetch and an entry
+    each, the open work signing is to close."""
+    for endpoint in config.endpoints:
+        for origin in endpoint.origins if endpoint.signed_only else ():
+            if origin.takes_request_host and origin.takes_host(_INVENTED_HOST):
+                return (f"endpoint {endpoint.id!r} is signed_only, but origin {origin.name!r} forwards every Host: a "
+                        "signature does not cover the Host, so one signed URL is fetched and kept once per Host a "
+                        "client names; list the hosts (forward_host = [\"shop.example.com\", …])")
+    return None
 
 
 def _cache_among_originals(config: Config) -> str | None:

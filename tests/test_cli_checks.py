@@ -20,7 +20,7 @@ import edge
 from edge.config import load_config
 from edge.errors import ConfigError
 from edge.pluginmanager import load_plugins
-from tests.nodes import NodeProcess, local_config, until, write_config
+from tests.nodes import NodeProcess, local_config, until, web_config, write_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -205,6 +205,19 @@ def test_a_cache_folder_among_an_origins_originals_is_a_warning(tmp_path, cache)
         "hold each other: the cache's files are written among the originals, and URLs can name them\n"))
     apart = write_config(tmp_path, local_config(tmp_path / "photos", before='[cache]\ndir = "cache"\n'))
     assert edge_command("check-config", "--config", str(apart)).stderr == ""
+
+
+@pytest.mark.parametrize("forward_host, warned", [("true", True), ('["shop.example.com"]', False), ("false", False)])
+def test_a_signed_only_endpoint_over_an_origin_that_forwards_every_host_is_a_warning(tmp_path, forward_host, warned):
+    """A signature does not cover the Host: one signed URL was fetched, rendered and kept once per Host a client
+    invented, the open work `signed_only` is to close."""
+    config = write_config(tmp_path, web_config("http://127.0.0.1:9", origin=f"forward_host = {forward_host}\n",
+                                               after='private_key = "k"\nsigned_only = true\n'))
+    result = edge_command("check-config", "--config", str(config))
+    warning = ("edge: warning: endpoint '' is signed_only, but origin 'web' forwards every Host: a signature does not "
+               "cover the Host, so one signed URL is fetched and kept once per Host a client names; list the hosts "
+               '(forward_host = ["shop.example.com", …])\n')
+    assert (result.returncode, result.stderr) == (0, warning if warned else "")
 
 
 def test_check_config_finds_an_unusable_cache_folder(tmp_path):
