@@ -99,6 +99,9 @@ class RedirectPolicy:
             return "not base_url's scheme, host and port, nor listed in redirect_allow"
         if _is_ip_literal(host) and not _is_public(host):
             return "a loopback, private or link-local address not listed exactly in redirect_allow"
+        if _IPV4_FORM.fullmatch(host.rstrip(".").rpartition(".")[2]) and not _is_ip_literal(host):
+            # `2130706433`, `127.1`, `0x7f.1`: URLs read an address there (WHATWG), aiohttp refuses the form
+            return "an IPv4 address not written in its canonical form"
         return None
 
     def trusted_hosts(self) -> frozenset[str]:
@@ -119,6 +122,10 @@ def _wildcard(entry: str) -> tuple[str | None, str]:
         return None, ""
     scheme, _, host = entry.partition("://")
     return scheme, host.removeprefix("*")  # "*.example.com" → ".example.com"
+
+
+#: a last label that makes a host an IPv4 address in some form (a name's last label is never numeric)
+_IPV4_FORM = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
 
 
 def _is_ip_literal(host: str) -> bool:

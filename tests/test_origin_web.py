@@ -120,9 +120,11 @@ async def elsewhere():
 async def test_a_redirect_to_another_loopback_port_is_refused(web, elsewhere, node_factory, tmp_path, caplog, allow):
     web.redirects["images/moved.jpg"] = f"{elsewhere.url}/secret.jpg"
     web.redirects["images/by-name.jpg"] = elsewhere.url.replace("127.0.0.1", "localhost") + "/secret.jpg"
+    # 127.0.0.1 as one number: aiohttp refuses the form, and it was counted as a generic `error`
+    web.redirects["images/by-number.jpg"] = elsewhere.url.replace("127.0.0.1", "2130706433") + "/secret.jpg"
     extra = f"redirect_allow = {allow}" if allow else ""
     node = await node_factory(write_config(tmp_path, web_config(web, extra)))
-    for path in ("/moved.jpg", "/by-name.jpg"):
+    for path in ("/moved.jpg", "/by-name.jpg", "/by-number.jpg"):
         response = await node.fetch(path)
         assert (response.code, response.headers["X-Edge-Error"]) == (502, "legacy web: redirect_refused"), path
     assert sum(elsewhere.requests.values()) == 0  # nothing reached the other server
