@@ -167,9 +167,9 @@ original_ttl = "1h"
 async def test_an_original_not_kept_that_changes_drops_the_outputs_of_the_old_one(origin, node_factory, tmp_path,
                                                                                    original_size):
     """With no bytes kept (`original_size = 0`, an original over an eighth of the tier, or one evicted while its
-    outputs stay) nothing recorded the version: a new size fetched the changed original while the sizes made
-    before served the old image until `original_ttl`. The outputs are the record: those made from another
-    version are dropped."""
+    outputs stay) a new size fetched the changed original while the sizes made before served the old image
+    until `original_ttl`: nothing recorded the version. The outputs are now the record, those made from another
+    version dropped; an original too large to keep has its version recorded, as a local file's."""
     origin.files["photo.jpg"] = photo_jpeg(400, 300)
     assert len(origin.files["photo.jpg"]) > 10_000
     node = await node_factory(write_config(tmp_path, web_config(origin.url, f"""
