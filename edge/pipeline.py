@@ -363,7 +363,8 @@ class Pipeline:
         `looked_up`: what the originals tier held for the original, when the output's lookup asked."""
         if cached is None and self._shared is not None:
             cached = await self._shared.get(plan.key, await self._caches.last_purge(plan.key))
-            if cached is not None and self._originals.is_fresh(cached.source) and not _superseded(cached, looked_up):
+            if (cached is not None and self._originals.is_fresh(cached.source)
+                    and not _superseded(cached, await self._version_seen_last(plan, looked_up))):
                 return cached, "shared"
         until, failed, remembered_at = self._failed.get(plan.key, (0.0, None, 0.0))
         if failed is not None and (until <= time.monotonic()
@@ -392,6 +393,16 @@ class Pipeline:
             if not error.contended:  # short of CPU, the same work may end in time once the burst is over
                 self._remember_failure(plan.key, RenderTimedOut, TIMED_OUT_SECONDS)
             raise
+
+    async def _version_seen_last(self, plan: _Plan, looked_up: OriginalLookup | None) -> SourceInfo | None:
+        """The version of the original this node confirmed last: the originals tier's record, else (none kept:
+        `original_size = 0`, or evicted) what its newest output was made from. None when the lookup was left to
+        the flight under way (`_original_lookup`)."""
+        if looked_up is None or looked_up.missing_for:
+            return None
+        if looked_up.stored is not None:
+            return looked_up.stored.info
+        return await self._caches.io(self._caches.outputs.newest_source, plan.original_key)
 
     def _remember_failure(self, key: str, error: type[RenderTimedOut | UnprocessableSource], seconds: float) -> None:
         self._failed[key] = (time.monotonic() + seconds, error, node_time())
@@ -490,12 +501,12 @@ async def _made_from(current: CurrentOriginal, layers: Mapping[str, CurrentOrigi
                    checked_at=min([original.checked_at, *(o.checked_at for o in overlays)]))
 
 
-def _superseded(output: CachedOutput, looked_up: OriginalLookup | None) -> bool:
-    """Whether this node confirmed another version of the output's original after the output was made: the
-    shared tier keeps outputs of an original this node has seen change (a local file rewritten, new bytes
-    of a web original fetched for a new size), which came back fresh once its own were dropped."""
-    known = looked_up.stored.info if looked_up is not None and looked_up.stored is not None else None
-    return (known is not None and known.version != output.source.version_of_original
+def _superseded(output: CachedOutput, known: SourceInfo | None) -> bool:
+    """Whether this node confirmed another version of the output's original (`known`, see `_version_seen_last`)
+    after the output was made: the shared tier keeps outputs of an original this node has seen change (a local
+    file rewritten, new bytes of a web original fetched for a new size), which came back fresh once its own were
+    dropped."""
+    return (known is not None and known.version_of_original != output.source.version_of_original
             and known.checked_at >= output.source.checked_at)
 
 

@@ -341,6 +341,32 @@ async def test_a_replaced_local_file_s_old_outputs_do_not_come_back_from_the_sha
     await replace_with_portrait(node, photo)
 
 
+async def test_an_original_not_kept_s_old_outputs_do_not_come_back_from_the_shared_tier(origin, node_factory,
+                                                                                         tmp_path, s3):
+    """With `original_size = 0` the node recorded no version of a web original, so the shared tier's copy of an
+    old size, made before the original changed, was fresh to it: the old image beside the new one. The newest
+    output the node keeps of the original is the record it is compared with."""
+    s3.client().create_bucket(Bucket="notkept")
+    origin.files["photo.jpg"] = photo_jpeg(400, 300)
+    node = await node_factory(write_config(tmp_path, web_config(origin.url, f"""
+[cache]
+dir = "cache"
+original_size = 0
+original_ttl = "1h"
+{shared_cache_table(s3.url, "notkept")}""")))
+    assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"
+
+    async def shared():
+        return len(s3.client().list_objects_v2(Bucket="notkept").get("Contents", [])) == 1
+    await until(shared, "the output in the shared tier")
+    origin.files["photo.jpg"] = photo_jpeg(300, 400)
+    assert decode(await node.fetch("/tr:w-200/photo.jpg")).height == 267  # the new original, upright
+    await node.node.settle()  # its output stored: the record
+    again = await node.fetch("/tr:w-100/photo.jpg")
+    assert again.headers["X-Cache"] == "MISS" and (decode(again).width, decode(again).height) == (100, 133)
+    assert origin.requests["photo.jpg"] == 3
+
+
 async def test_an_untouched_local_file_keeps_its_outputs_and_writes_its_version_once(node_factory, tmp_path):
     """The version of a local file goes into the originals tier once, with no bytes: new sizes of an
     unchanged file neither drop the outputs made before nor write it again."""

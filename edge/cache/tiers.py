@@ -454,15 +454,21 @@ def _entries_with_prefix(writer: diskcache.Cache, prefix: str, spare: Callable[[
                          ) -> list[tuple[str, int, str | None]]:
     """(key, rowid, value file) of the entries whose key starts with `prefix` and that have not expired
     (diskcache's own reads and deletes ignore those), but those whose metadata `spare` takes."""
+    return [(key, rowid, filename) for key, rowid, filename, tag in _rows_with_prefix(writer, prefix)
+            if not (spare and _spared(spare, tag))]
+
+
+def _rows_with_prefix(cache: diskcache.Cache, prefix: str) -> list[tuple[str, int, str | None, Any]]:
+    """(key, rowid, value file, metadata as stored) of the entries whose key starts with `prefix` and that have
+    not expired."""
     # A range over diskcache's `Cache(key, raw)` unique index: str keys are stored as TEXT, which
     # SQLite orders by bytes, and no UTF-8 text starting with `prefix` sorts after prefix + U+10FFFF.
     # (diskcache has no public prefix query; `iterkeys` would scan the whole tier. Like the LRU
     # query above, this reads diskcache's table directly: tests/test_purge.py and
     # tests/test_cache_tiers.py pin both.)
-    rows = writer._sql("SELECT key, rowid, filename, tag FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
+    rows = cache._sql("SELECT key, rowid, filename, tag FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
                        " AND (expire_time IS NULL OR expire_time > ?)", (prefix, prefix + "\U0010ffff", time.time()))
-    return [(key, rowid, filename) for key, rowid, filename, tag in rows.fetchall()
-            if isinstance(key, str) and key.startswith(prefix) and not (spare and _spared(spare, tag))]
+    return [row for row in rows.fetchall() if isinstance(row[0], str) and row[0].startswith(prefix)]
 
 
 def _spared(spare: Callable[[dict[str, Any]], bool], tag: Any) -> bool:
@@ -470,6 +476,14 @@ def _spared(spare: Callable[[dict[str, Any]], bool], tag: Any) -> bool:
         return spare(json.loads(tag))
     except (KeyError, TypeError, ValueError, AttributeError):  # metadata this node did not write: not spared
         return False
+
+
+def _stored_source(tag: Any) -> SourceInfo | None:
+    """The `source` of an output's metadata as stored, or None when this node did not write it."""
+    try:
+        return _source(json.loads(tag)["source"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _source(meta: dict[str, Any]) -> SourceInfo:
@@ -518,6 +532,15 @@ class OutputTier(DiskTier):
         record of the version they were made from (blocking; as `delete_prefix`)."""
         return self.delete_prefix(original, lambda meta: (meta["source"].get("original_version")
                                                           or meta["source"]["version"]) == version)
+
+    def newest_source(self, original: str) -> SourceInfo | None:
+        """What the output of the original `original` (its key) confirmed last was made from, or None when it
+        has none (or the tier is unavailable): with nothing recorded of the original, the version this node saw
+        last (blocking)."""
+        def newest(handles: _Handles) -> SourceInfo | None:
+            sources = filter(None, (_stored_source(tag) for *_, tag in _rows_with_prefix(handles[1], original)))
+            return max(sources, key=lambda source: source.checked_at, default=None)
+        return self._attempt("read", newest, None)
 
     def put(self, key: str, output: CachedOutput) -> None:
         meta = _fields(output)
