@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import diskcache
 import pytest
@@ -183,6 +184,25 @@ def test_no_originals_are_kept_with_a_zero_budget(tmp_path):
     caches = Caches(tmp_path, 10**9, 0)
     caches.originals.put(path_key("", "a.jpg"), stored_original(b"bytes"))
     assert caches.originals.get(path_key("", "a.jpg")) is None
+    caches.close()
+
+
+def test_the_newest_source_of_an_original_s_outputs_is_the_one_confirmed_last(tmp_path):
+    """With nothing recorded of an original, its outputs say which version the node saw last: the one confirmed
+    last, wherever its key sorts; another original's outputs, and metadata the node did not write, count for
+    nothing."""
+    caches = Caches(tmp_path, 10**9, 10**9)
+    original, other = path_key("", "a.jpg"), path_key("", "a.jpg.png")
+    assert caches.outputs.newest_source(original) is None
+    for name, version, checked_at in (("w-1", '"v1"', 10.0), ("w-2", '"v2"', 30.0), ("w-3", '"v1"', 20.0)):
+        caches.outputs.put(f"{original}{name}", replace(output(1), source=replace(SOURCE, version=version,
+                                                                                 checked_at=checked_at)))
+    caches.outputs.put(f"{other}w-1", replace(output(2), source=replace(SOURCE, version='"v3"', checked_at=99.0)))
+    writer = diskcache.Cache(str(caches.outputs.directory))
+    writer.set(f"{original}w-4", b"foreign", tag="not json")
+    writer.close()
+    newest = caches.outputs.newest_source(original)
+    assert (newest.version, newest.checked_at) == ('"v2"', 30.0)
     caches.close()
 
 
