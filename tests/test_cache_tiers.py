@@ -187,10 +187,11 @@ def test_no_originals_are_kept_with_a_zero_budget(tmp_path):
     caches.close()
 
 
-def test_the_newest_source_of_an_original_s_outputs_is_the_one_confirmed_last(tmp_path):
+def test_an_original_s_outputs_say_the_version_seen_last_and_those_of_others_are_dropped(tmp_path):
     """With nothing recorded of an original, its outputs say which version the node saw last: the one confirmed
     last, wherever its key sorts; another original's outputs, and metadata the node did not write, count for
-    nothing."""
+    nothing. New bytes drop the outputs made from other versions (an output drawn with layers by its original's
+    own), those the node did not write, and no other original's."""
     caches = Caches(tmp_path, 10**9, 10**9)
     original, other = path_key("", "a.jpg"), path_key("", "a.jpg.png")
     assert caches.outputs.newest_source(original) is None
@@ -203,6 +204,12 @@ def test_the_newest_source_of_an_original_s_outputs_is_the_one_confirmed_last(tm
     writer.close()
     newest = caches.outputs.newest_source(original)
     assert (newest.version, newest.checked_at) == ('"v2"', 30.0)
+    caches.outputs.put(f"{original}w-5", replace(output(3), source=replace(SOURCE, version='"layers"',
+                                                                          original_version='"v2"')))
+    assert caches.outputs.delete_made_from_others(original, '"v2"') == 3
+    assert [key for key in (f"{original}w-{n}" for n in range(1, 6)) if caches.outputs.get(key)] == [
+        f"{original}w-2", f"{original}w-5"]
+    assert caches.outputs.get(f"{other}w-1") is not None
     caches.close()
 
 
