@@ -8,6 +8,7 @@ path is also fetched from a running node and the answer must decode as an image.
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -84,7 +85,8 @@ def fetch(base_url: str, url: str) -> str:
             body = response.read()
     except urllib.error.HTTPError as error:
         return f"FAILED {error.code} {error.read(200).decode(errors='replace').strip()}"
-    except (urllib.error.URLError, OSError, ValueError) as error:  # ValueError: a URL urllib refuses to send
+    # ValueError, InvalidURL (an HTTPException): a URL urllib or http.client refuses to send
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
         return f"FAILED {error}"
     try:
         image = pyvips.Image.new_from_buffer(body, "")

@@ -142,13 +142,15 @@ class Router:
 
 
 def as_target(text: str) -> str:
-    """A path written as text (a purge's JSON, a URL on the command line) as a request line carries it: each
-    character beyond ASCII percent-encoded as UTF-8, the rest as written (its `%XX` are decoded by `route`)."""
-    return text if text.isascii() else quote(text, safe=_ASCII)
+    """A path written as text (a purge's JSON, a URL on the command line, a CMS export's `my photo.jpg`) as a
+    request line carries it: each character beyond ASCII, a space or a control character percent-encoded (as
+    UTF-8), the rest as written (its `%XX` are decoded by `route`)."""
+    return text if _SENT_AS_WRITTEN.issuperset(text) else quote(text, safe=_VISIBLE_ASCII)
 
 
-#: what `as_target` leaves as it is
-_ASCII = "".join(map(chr, range(128)))
+#: what `as_target` leaves as it is: the visible ASCII characters
+_VISIBLE_ASCII = "".join(map(chr, range(0x21, 0x7F)))
+_SENT_AS_WRITTEN = frozenset(_VISIBLE_ASCII)
 
 
 def _decode(text: str) -> str:

@@ -52,6 +52,7 @@ def bucket(s3_server):
         "logo/1600000000.png": (SAMPLES / "logo-transparent.png").read_bytes(),
         "avatar/1500000000.png": solid(50, 50, colour(3), "png"),
         "shop/v2/boot/1650000000.jpg": solid(400, 300, colour(5)),  # a folder named like a version
+        "my folder/crème brûlée/1650000000.jpg": solid(40, 30, colour(6)),  # as a CMS export writes it, unescaped
         "credited/1650000000.jpg": photo_with_metadata(),
         f"{BALLOON_PHOTO}/1700000000.jpg": photo_with_a_balloon(),
         f"{KITE_PHOTO}/1700000000.jpg": photo_with_a_balloon(kite=True),
@@ -834,24 +835,27 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
         "http://res.cloudinary.com" + url("no/such/asset", width=20, format="jpg"),
         "https://[::1" + url(PHOTO),  # an IPv6 host without its `]`: no request could carry it
         "res.cloudinary.com" + url(PHOTO),  # no scheme: had been read as a path of the default endpoint, "OK"
+        # spaces as a CMS export writes them: http.client refused the request line, and the run ended in a traceback
+        "https://res.cloudinary.com/demo/image/upload/w_20/v1/my folder/crème brûlée.jpg",
     ]) + "\n")
     config_path = tmp_path / "edge.toml"  # the node's own config, written by the fixture
     command = [sys.executable, "-m", "edge", "cloudinary-check", "--config", str(config_path), "--urls", str(urls)]
     offline = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
     assert offline.returncode == 1, offline.stderr
-    assert offline.stdout.count("\nOK ") + offline.stdout.startswith("OK ") == 3  # the missing asset parses
+    assert offline.stdout.count("\nOK ") + offline.stdout.startswith("OK ") == 4  # the missing asset parses
     assert "unsupported words (URLs):\n  u_badge  2\n  e_cartoonify  1\n" in offline.stdout
     assert "  404 not found  1\n" in offline.stdout
     assert "  400 not a URL (Invalid IPv6 URL)  1\n" in offline.stdout
     assert "  400 not a URL: write it whole (https://…) or as a path starting with /  1\n" in offline.stdout
-    assert "9 URLs: 3 served, 6 not" in offline.stdout
+    assert "10 URLs: 4 served, 6 not" in offline.stdout
 
     online = await asyncio.to_thread(subprocess.run, [*command, "--base-url", node.url], capture_output=True,
                                      text=True, timeout=120)
     assert "fetched: OK jpeg 300x200" in online.stdout
     assert "fetched: OK png 256x256" in online.stdout
     assert "fetched: FAILED 404" in online.stdout
-    assert "9 URLs: 2 served, 7 not" in online.stdout
+    assert "fetched: OK jpeg 20x15" in online.stdout
+    assert "10 URLs: 3 served, 7 not" in online.stdout, online.stdout + online.stderr
 
 
 @pytest.mark.parametrize("path", ["/demo/image/upload/..%5C..%5Cadmin.jpg", "/demo/image/upload/w_20/v1/a%5C..%5C..%5Cadmin.jpg",
