@@ -117,8 +117,8 @@ SENSITIVE_LEVELS = {f"auto:{level}:sensitive": (quality + above) // 2
                     for level, quality, above in zip(("low", "eco", "good", "best"), _RISING, _RISING[1:])}
 SENSITIVE_LEVELS["auto:sensitive"] = SENSITIVE_LEVELS["auto:good:sensitive"]
 #: `f_auto:image`: "the desired media type when no file extension is included" (image, video, animated)
-FORMATS = {"auto": "auto", "auto:image": "auto", "jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp",
-           "avif": "avif", "gif": "gif"}
+FORMATS = {"auto": "auto", "auto:image": "auto", "jpg": "jpg", "jpeg": "jpg", "jpe": "jpg", "png": "png",
+           "webp": "webp", "avif": "avif", "gif": "gif"}
 #: `b_auto` modes: "the predominant color while taking only the image border pixels into account" (the default)
 #: or "all pixels in the image"
 AUTO_BACKGROUNDS = {"auto": "dominant_border", "auto:border": "dominant_border", "auto:predominant": "dominant"}

@@ -460,6 +460,11 @@ async def test_the_extension_or_f_names_the_output_format(node):
     assert (loader(auto), auto.headers["Vary"]) == ("heifload", "Accept")
     assert loader(await get(node, url(PHOTO, width=100, fetch_format="auto"), accept="image/webp")) == "webpload"
     assert loader(await get(node, url(PHOTO, width=100, fetch_format="auto"), accept="*/*")) == "jpegload"
+    # `.jpe`, JPEG's third extension (Cloudinary's "Formats supported"): had been part of the public ID, a 404
+    for path in (f"/demo/image/upload/w_100/{PHOTO}.jpe", f"/demo/image/upload/{PHOTO}.jpe",
+                 f"/demo/image/upload/f_jpe,w_100/{PHOTO}.png"):
+        jpe = await get(node, path)
+        assert (jpe.code, loader(jpe)) == (200, "jpegload"), path
 
 
 async def test_f_auto_image_is_f_auto_on_an_image(node):

@@ -16,8 +16,8 @@ MIME_TYPES = {
 }
 #: MIME type → the extension of a file of it
 TYPE_EXTENSIONS = {mime: fmt for fmt, mime in MIME_TYPES.items()}
-#: request-path extension → output format
-EXTENSIONS = {"jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
+#: request-path extension → output format (`.jpe` is JPEG's third, which Cloudinary delivers)
+EXTENSIONS = {"jpg": "jpg", "jpeg": "jpg", "jpe": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
 #: every extension that names an image format (so, on a Cloudinary path, is not part of the public ID)
 IMAGE_EXTENSIONS = frozenset(EXTENSIONS) | {"tif", "tiff", "bmp", "heic", "heif", "jxl", "jp2", "ico", "svg"}
 #: libvips loader → the format we write when asked to keep the original's format
