@@ -171,6 +171,9 @@ UNCHANGING_FLAGS = {
     "strip_profile": "no ICC profile in the output: the node converts to sRGB and embeds none",
     "force_strip": "no metadata in the output: the node strips it (unless `fl_keep_iptc`)",
 }
+#: the flag that keeps the side a `c_scale` is not given (Cloudinary's "Scale in one dimension ignoring the aspect
+#: ratio")
+IGNORE_ASPECT_RATIO = "ignore_aspect_ratio"
 #: `fl_progressive:<mode>`: Cloudinary's `semi` and `steep` tune a progressive JPEG's scans (fewer of them, or a
 #: preview then one pass), which libvips does not choose; `none`: "Do not deliver a progressive image"
 PROGRESSIVE_MODES = {"semi": "pr-true", "steep": "pr-true", "none": ""}
@@ -305,6 +308,10 @@ WORDS: tuple[Word, ...] = (
          "`Cache-Control: …, immutable`: browsers do not revalidate the image on reload while it is fresh (not "
          "on a provisional answer: a stale copy, a default image); the same cached image as without"),
     *(Word(f"`fl_{flag}`", "(nothing)", meaning) for flag, meaning in UNCHANGING_FLAGS.items()),
+    Word("`fl_ignore_aspect_ratio`", "`w-cw` or `h-ch`, `c-force`",
+         "with `c_scale` (or no `c_`) and only `w_` or only `h_`: the other side stays as it is, the image stretched "
+         "or squashed to the one given (`c_scale,fl_ignore_aspect_ratio,h_150` of a 4000×3000 photo: 4000×150); with "
+         "another mode, `ar_` or both sides a 400"),
     Word("`fl_lossy`", "(nothing)",
          "with `f_auto` or a JPEG, WebP or AVIF output, already lossy: no change; with a PNG or GIF output "
          "(or none named) a 400"),
@@ -897,6 +904,15 @@ class _Component:
             raise self.fail("t", "unknown named transformation")
         return f"n-{name}"
 
+    def _stretched(self) -> str | None:
+        """With `fl_ignore_aspect_ratio`, the side not given, as it is at this step (`w-cw`, `h-ch`): Cloudinary's
+        "scale in one dimension ignoring the aspect ratio", documented for `c_scale` only."""
+        if IGNORE_ASPECT_RATIO not in (self.value("fl") or "").split("."):
+            return None
+        if self.value("c") not in (None, "scale") or "ar" in self.words or ("w" in self.words) == ("h" in self.words):
+            raise self.fail("fl", f"{IGNORE_ASPECT_RATIO} only with c_scale and one of w_ or h_")
+        return "h-ch" if "w" in self.words else "w-cw"
+
     def _box_given(self) -> bool:
         """Both sides are known: w and h, or `ar` with one of them (or alone: the largest such box)."""
         return ("w" in self.words and "h" in self.words) or "ar" in self.words
@@ -904,6 +920,9 @@ class _Component:
     def _size(self) -> list[str]:
         factor = self._dpr_factor()
         params = [self._dimension(key, factor) for key in ("w", "h") if key in self.words]
+        stretched = self._stretched()
+        if stretched:  # the side not given stays as it is: the image is stretched or squashed to the other
+            params.append(stretched)
         if "ar" in self.words:
             params.append(self._aspect_ratio())
         if "dpr" in self.words and factor == 1:
@@ -919,7 +938,7 @@ class _Component:
         if "ar" in self.words and "w" not in self.words and "h" not in self.words and mode not in _CROPPING:
             raise self.fail("ar", f"without w_ or h_ only with c_{', c_'.join(_CROPPING)}")
         both, one, _ = CROP_MODES[mode]
-        crop = [param for param in (both if self._box_given() else one).split(",") if param]
+        crop = [param for param in (both if self._box_given() or stretched else one).split(",") if param]
         if "g" in self.words:  # in place of a mode's own focus (`c_thumb`'s `fo-auto`)
             crop = [param for param in crop if not param.startswith("fo-")] + self._gravity(mode)
         params += crop
@@ -1234,11 +1253,11 @@ def _flag(c: _Component) -> list[str]:
             params.add("")
         elif name == "attachment" or flag == "immutable_cache":  # headers, not a transformation (`delivery_flag`)
             params.add("")
-        elif flag in UNCHANGING_FLAGS:
+        elif flag in UNCHANGING_FLAGS or flag == IGNORE_ASPECT_RATIO:  # the latter: a size (`_stretched`)
             params.add("")
         else:
             raise c.fail("fl", f"flag {flag} not supported; supported: {', '.join(FLAGS)}, lossy, attachment, "
-                               f"immutable_cache, {', '.join(UNCHANGING_FLAGS)}, "
+                               f"immutable_cache, {IGNORE_ASPECT_RATIO}, {', '.join(UNCHANGING_FLAGS)}, "
                                f"progressive:{', progressive:'.join(PROGRESSIVE_MODES)}")
     return sorted(params - {""})
 

@@ -394,6 +394,18 @@ EQUIVALENTS = [
 ]
 
 
+async def test_ignore_aspect_ratio_scales_one_side_of_a_12_mp_photo(node):
+    """`fl_ignore_aspect_ratio` with one side ("Scale in one dimension ignoring the aspect ratio", Cloudinary's
+    resize modes): the other side stays as it is. It had been a 400."""
+    for options, expected in ((dict(height=150), (4240, 150)), (dict(width=300), (300, 2832)),
+                              (dict(width=300, crop="scale"), (300, 2832))):
+        answer = await get(node, url(BALLOON_PHOTO, flags="ignore_aspect_ratio", format="jpg", **options))
+        assert (answer.code, loader(answer), size(answer)) == (200, "jpegload", expected), options
+    refused = await node.fetch(url(BALLOON_PHOTO, flags="ignore_aspect_ratio", width=300, crop="fill"))
+    assert (refused.code, refused.body) == (400, b"invalid transformation: fl_ignore_aspect_ratio: ignore_aspect_ratio "
+                                                 b"only with c_scale and one of w_ or h_\n")
+
+
 async def test_words_do_what_the_nodes_own_parameters_do(node):
     different = []
     for cloudinary_options, ours in EQUIVALENTS:
