@@ -70,7 +70,7 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
     failures: list[tuple[Origin, OriginFailure]] = []
     for origin in origins:
         started = time.perf_counter()
-        outcome = "found"
+        outcome: str | None = "found"
         given = host is not None and origin.takes_request_host and origin.takes_host(host)
         request = OriginRequest(
             path, max_bytes, host=host if given else None,
@@ -88,6 +88,9 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
         except FetchMemoryExhausted:
             outcome = "busy"
             raise  # 503: the node is busy, not the origin broken
+        except asyncio.CancelledError:  # abandoned (`edge_abandoned_work_total`): no outcome of the origin's
+            outcome = None
+            raise
         except Exception as exc:  # TimeoutError, OriginFailure, or a bug in the plugin
             failure = _as_failure(origin, exc)
             outcome = failure.kind if failure.kind in ORIGIN_FAILURES else "error"
@@ -96,8 +99,9 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
                 log.warning("origin %r failed (%s): %s%s", origin.name, failure.kind,
                             capped(str(failure), FAILURE_LOG_CHARS), left_out)
         finally:
-            metrics.add(metrics.origin_fetches, (origin.name, outcome))
-            metrics.observe(metrics.origin_fetch_duration, (origin.name, outcome), time.perf_counter() - started)
+            if outcome is not None:
+                metrics.add(metrics.origin_fetches, (origin.name, outcome))
+                metrics.observe(metrics.origin_fetch_duration, (origin.name, outcome), time.perf_counter() - started)
     if failures:
         raise origin_error(failures)
     raise NothingToServe("not found")
