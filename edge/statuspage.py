@@ -133,7 +133,9 @@ def _cell(key: str, value: float, text: str | None = None) -> str:
 
 def _summary(now: Snapshot, build: dict[str, str], started: float, recent) -> str:
     def hit_ratio(key: str, value_of) -> str:
-        hits = value_of("edge_cache_requests_total", tier="output", result="hit")
+        # a 404 the negative cache remembers is answered from the cache too, as the dashboard and the alert count
+        hits = (value_of("edge_cache_requests_total", tier="output", result="hit")
+                + value_of("edge_cache_requests_total", tier="not_found", result="hit"))
         lookups = value_of("edge_cache_requests_total", tier="output")
         return _cell(key, hits / lookups if lookups else 0, f"{100 * hits / lookups:.1f} %" if lookups else "–")
 
