@@ -191,6 +191,7 @@ class RenderTimedOut(EdgeError):
     than its core meanwhile (other renders, other processes), so the same work alone might finish."""
 
     status = 503
+    kind = "render_timeout"
 
     def __init__(self, contended: bool = False) -> None:
         super().__init__("rendering took too long")

@@ -239,6 +239,9 @@ class Metrics:
         self.transform_refusals = Counter(
             "edge_transform_refusals_total", "Transformations refused (503) because the node was overloaded: "
             "the transform queue was full, or they waited too long in it for a thread", ["reason"], registry=r)
+        self.transform_timeouts = Counter(
+            "edge_transform_timeouts_total", "Renders stopped at [limits] render_timeout (503; the same URL is "
+            "then answered 503 at once for a while, without a render)", registry=r)
         self.coalesced_requests = Counter(
             "edge_coalesced_requests_total", "Requests that waited on another's fetch and transform",
             registry=r)

@@ -168,6 +168,7 @@ class Node:
         self.renderer = Renderer(config.defaults, config.limits, config.server.transform_threads,
                                  config.server.transform_queue, config.fonts, config.server.transform_queue_timeout,
                                  refused=lambda reason: metrics.add(metrics.transform_refusals, (reason,)),
+                                 timed_out=metrics.transform_timeouts.inc,
                                  decode_budget=DecodeBudget(config.server.decode_memory,
                                                             config.server.decode_memory_wait))
         #: the fleet's shared second tier, between this node's disk and the origins

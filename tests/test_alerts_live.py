@@ -196,6 +196,9 @@ EXPECTED = {
     "EdgeCacheDiskFull": {"disk_full"},
     "EdgeCacheErrors": {"disk_full", "unwritable", "damaged"},
     "EdgeTransformsRefused": {"overloaded"},
+    "EdgeRenderTimeouts": {"render_timeouts"},
+    # what clients see: the nodes answering 502s and 503s (the render timeouts' node asks too few a second)
+    "EdgeServerErrors": {"origin_down", "origin_denied", "overloaded"},
     "EdgeConnectionsNearLimit": {"connections"},
     "EdgeConnectionsRefused": {"connections"},
     "EdgePurgeMissedPeers": {"purge_peer_down"},
@@ -265,6 +268,9 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         "overloaded": node_config(tmp_path, "overloaded", good.url,
                                   server='transform_threads = 1\ntransform_queue = 1\n'
                                   'transform_queue_timeout = "50ms"'),
+        # every render stopped at its deadline (a new URL each time: a stopped one is not tried again)
+        "render_timeouts": node_config(tmp_path, "render_timeouts", good.url,
+                                       more='[limits]\nrender_timeout = "0.2s"\nmax_cost = 1_000_000'),
         "connections": node_config(tmp_path, "connections", good.url,
                                    server='max_connections = 4\nheader_timeout = "60s"\nmetrics_port = 0'),
         "purge_peer_down": node_config(tmp_path, "purge_peer_down", good.url,
@@ -307,6 +313,8 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         # 6 renders at once: one a worker renders, one waits (and leaves after 50 ms), the next is refused
         traffic.every(0.5, nodes["overloaded"], (f"/tr:w-{w},f-webp/big.jpg" for w in range(800, 10_000)),
                       concurrent=True, burst=6)
+        traffic.every(0.9, nodes["render_timeouts"],
+                      (f"/tr:w-{8000 + n},h-8192,c-force,bl-100:bl-100:bl-100/big.jpg" for n in range(1000)))
         # twice what the workers may hold: however the kernel spreads them, each worker is full
         await hold_connections(nodes["connections"].url, 16, held)
         knocking = asyncio.ensure_future(knock(nodes["connections"].url, 0.2, lambda: traffic.stopping))

@@ -19,6 +19,7 @@ from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer, render_image
 from tests.nodes import SAMPLES, decode, local_config, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
+from tests.scrape import total
 
 #: ~10 CPU-s a step on one libvips thread, whatever the source: minutes if nothing stops it
 SLOW = "w-8192,h-8192,c-force,bl-100:bl-100:bl-100"
@@ -129,6 +130,10 @@ async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_f
     started = time.monotonic()
     await assert_answer(node, f"/tr:{SLOW}/medium.jpg", 503, "rendering took too long")
     assert time.monotonic() - started < 0.25
+    # one render stopped, counted (it had no metric of its own: only a 503 among the others)
+    exposition = node.node.metrics.exposition().decode()
+    assert total(exposition, "edge_transform_timeouts_total") == 1
+    assert (await node.fetch(f"/tr:{SLOW}/medium.jpg")).headers["X-Edge-Error"] == "render_timeout"
 
 
 #: ~0.8 s of one core on the 3000×2000 photo: two at once on one core pass a deadline of 1.4 × one alone

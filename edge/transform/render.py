@@ -790,8 +790,9 @@ class Renderer:
                  fonts: Mapping[str, Font] | None = None,
                  queue_timeout: float = ServerSettings.transform_queue_timeout,
                  refused: Callable[[str], None] = lambda reason: None,
-                 decode_budget: DecodeBudget | None = None):
-        """`refused(reason)` counts work refused for overload: `queue_full`, `queue_timeout`, `decode_memory`.
+                 decode_budget: DecodeBudget | None = None, timed_out: Callable[[], None] = lambda: None):
+        """`refused(reason)` counts work refused for overload: `queue_full`, `queue_timeout`, `decode_memory`;
+        `timed_out()` a render stopped at `render_timeout`.
         `decode_budget`: this process's `[server] decode_memory` (the defaults' when None)."""
         self.decode_budget = decode_budget or DecodeBudget(ServerSettings.decode_memory,
                                                            ServerSettings.decode_memory_wait)
@@ -804,6 +805,7 @@ class Renderer:
         self._pending = 0
         self._queue_timeout = queue_timeout
         self._refused = refused
+        self._timed_out = timed_out
 
     async def run(self, function, *args, start_within: float | None = None):
         """Run `function(*args)` on the libvips pool; 503 when the pool and its queue are full, or when
@@ -888,6 +890,9 @@ class Renderer:
             return await self.run(stoppable_render, start_within=start_within)
         except asyncio.CancelledError:
             switch.stop(asyncio.CancelledError)
+            raise
+        except RenderTimedOut:
+            self._timed_out()
             raise
         finally:
             timer.cancel()
