@@ -64,6 +64,10 @@ TRANSFORM_REFUSALS = ("queue_full", "queue_timeout", "decode_memory")
 #: a worker it forks later (a reload's, a dead one's replacement, writing into the files of the slot it
 #: takes over) exports the same `edge_start_time_seconds`; a node run in one process takes its own start
 node_started: float | None = None
+#: how many workers the supervisor replaced after they exited on their own (a crash, the kernel's OOM killer,
+#: `worker_timeout`'s kill): set by the supervisor before it forks the replacement, which exports it
+#: (`edge_worker_restarts`; the newest worker knows the most, so the workers' values are merged by their max)
+worker_restarts = 0
 #: statuses an endpoint's series start with (others appear when first answered): those the alerts count
 #: too, which `increase()` misses when a series' first sample is already above 0 (a node's first 500s)
 INITIAL_STATUSES = ("200", "304", "400", "404", "500", "502", "503", "504")
@@ -270,6 +274,10 @@ class Metrics:
             multiprocess_mode="min")
         self.workers = Gauge(
             "edge_workers", "Worker processes serving", registry=r, multiprocess_mode="livesum")
+        self.worker_restarts = Gauge(
+            "edge_worker_restarts", "Workers replaced since the node started because they exited on their own "
+            "(crashed, killed by the kernel's OOM killer or for blocking past worker_timeout); reloads not counted",
+            registry=r, multiprocess_mode="max")
         self.process_cpu = Counter(
             "edge_process_cpu_seconds", "CPU time of the workers (user and system)", registry=r)
         self.process_memory = Gauge(
@@ -347,6 +355,7 @@ class Metrics:
         self.build_info.labels(__version__, libvips, platform.python_version()).set(1)
         self.start_time.set(time.time() if node_started is None else node_started)
         self.workers.set(1)
+        self.worker_restarts.set(worker_restarts)
         self.connection_limit.set(config.server.max_connections)
         self.sample_process()
 

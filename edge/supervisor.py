@@ -353,6 +353,8 @@ class Supervisor:
             self.gave_up = True
             self._stop_all("stopping")
             return
+        from . import metrics  # imported by `preload`
+        metrics.worker_restarts += 1  # the replacement exports it
         self._spawn(worker.number, self.generation, self.config)
         log.error("worker %d (pid %d) exited with status %d; restarted", worker.number, worker.pid, code)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -197,6 +199,7 @@ EXPECTED = {
     "EdgeCacheErrors": {"disk_full", "unwritable", "damaged"},
     "EdgeTransformsRefused": {"overloaded"},
     "EdgeRenderTimeouts": {"render_timeouts"},
+    "EdgeWorkersRestarted": {"worker_killed"},
     # what clients see: the nodes answering 502s and 503s (the render timeouts' node asks too few a second)
     "EdgeServerErrors": {"origin_down", "origin_denied", "overloaded"},
     "EdgeConnectionsNearLimit": {"connections"},
@@ -271,6 +274,7 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         # every render stopped at its deadline (a new URL each time: a stopped one is not tried again)
         "render_timeouts": node_config(tmp_path, "render_timeouts", good.url,
                                        more='[limits]\nrender_timeout = "0.2s"\nmax_cost = 1_000_000'),
+        "worker_killed": node_config(tmp_path, "worker_killed", good.url),  # one of its workers, as the OOM killer
         "connections": node_config(tmp_path, "connections", good.url,
                                    server='max_connections = 4\nheader_timeout = "60s"\nmetrics_port = 0'),
         "purge_peer_down": node_config(tmp_path, "purge_peer_down", good.url,
@@ -301,6 +305,9 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         subprocess.run(["mount", "-o", "remount,bind,ro", str(cache)], check=True, timeout=30)
 
         await prometheus.until_scraped("damaged")  # else its first sample holds the error already
+        await prometheus.until_scraped("worker_killed")  # its count at 0 first
+        killed = nodes["worker_killed"].process.pid
+        os.kill(int(Path(f"/proc/{killed}/task/{killed}/children").read_text().split()[0]), signal.SIGKILL)
         await damage_one_output(nodes["damaged"], tmp_path / "caches" / "damaged")
         traffic.every(0.1, nodes["healthy"], widths(repeat=8))
         traffic.every(0.1, nodes["origin_down"], widths())

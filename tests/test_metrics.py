@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from tornado.httpclient import AsyncHTTPClient
 from edge.metrics import Metrics
 from tests.assets import colour, solid
 from tests.nodes import NodeProcess, until_stored, web_config, write_config
-from tests.scrape import samples, scrape_when, total
+from tests.scrape import samples, scrape, scrape_when, total
 from tests.servers import HTTPOrigin
 
 WAIT_LIMIT = 30
@@ -193,6 +194,27 @@ async def test_metrics_on_their_own_port(tmp_path):
         assert dict(origin.requests) == {"a.jpg": 1}  # /metrics on the main port never reached the origin
     finally:
         client.close()
+        node.stop()
+        await origin.stop()
+
+
+async def test_a_worker_that_dies_is_counted_and_a_reload_is_not(tmp_path):
+    """A worker killed (the OOM killer's SIGKILL) was replaced without a trace in /metrics: the replacement
+    counts itself from zero and `edge_workers` read 2 throughout. `edge_worker_restarts` counts it; a
+    SIGHUP's new workers are no restart."""
+    origin = await HTTPOrigin(files={"a.jpg": solid(120, 80, colour(3))}).start()
+    node = NodeProcess(write_config(tmp_path, web_config(origin.url, "[server]\nworkers = 2\n")))
+    try:
+        assert only(await scrape_when(node.url, "edge_workers", 2), "edge_worker_restarts") == 0
+        workers = Path(f"/proc/{node.process.pid}/task/{node.process.pid}/children").read_text().split()
+        os.kill(int(workers[0]), signal.SIGKILL)
+        node.wait_for_log(r"exited with status -9; restarted")
+        await scrape_when(node.url, "edge_worker_restarts", 1)
+        node.process.send_signal(signal.SIGHUP)
+        node.wait_for_log(r"config reloaded from")
+        for _ in range(4):  # whichever worker answers
+            assert only(await scrape(node.url), "edge_worker_restarts") == 1
+    finally:
         node.stop()
         await origin.stop()
 
