@@ -155,8 +155,14 @@ def _allocate(filename: str, size: int) -> None:
 
 
 def _say_in_memory(filename: str, error: OSError) -> None:
-    log.error("no room for this worker's metrics in %s (%s): they are kept in its memory and missing from "
-              "/metrics", os.path.dirname(filename), error.strerror or error)
+    global values_lost
+    values_lost = f"no room for this worker's metrics in {os.path.dirname(filename)} ({error.strerror or error})"
+    log.error("%s: they are kept in its memory, and its /metrics answers 503 (another worker's would count "
+              "none of them, and show the series it has as if frozen)", values_lost)
+
+
+#: why this worker's metric values are kept in its memory rather than in the workers' folder, or None
+values_lost: str | None = None
 
 
 #: prometheus-client's first size of a values file, and what a value takes beside its key (at most)
