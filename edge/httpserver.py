@@ -89,7 +89,8 @@ MAX_HEAD_PEEK = 64 * 1024
 #: came later than `header_timeout`, a kept-alive connection waited longer than `idle_timeout` for its next
 #: request, `max_connections` were open when it came (answered 503), or its client took none of what was sent
 #: for `send_timeout` (the kernel dropped it: `set_send_timeout`)
-CONNECTION_CLOSES = ("header_timeout", "idle_timeout", "over_capacity", "send_timeout")
+CONNECTION_CLOSES = ("header_timeout", "idle_timeout", "over_capacity", "send_timeout", "bad_request", "uri_too_long",
+                     "headers_too_large")
 
 
 class ConnectionObserver(Protocol):
@@ -232,9 +233,11 @@ class _ConnectionStream(IOStream):
     `max_header_size` (Tornado's stream stops reading there and closes the connection: no more is
     buffered) is answered 414 or 431 before the connection is closed."""
 
-    def __init__(self, connection: socket.socket, answers: EarlyAnswers, **kwargs) -> None:
+    def __init__(self, connection: socket.socket, answers: EarlyAnswers, observer: ConnectionObserver,
+                 **kwargs) -> None:
         super().__init__(connection, **kwargs)
         self._answers = answers
+        self._observer = observer
         #: bytes given to `write`, and bytes the kernel has taken, since the connection opened: how much of a
         #: body its client was sent if it leaves mid-way (`edge.server.send_body`)
         self.queued = self.sent = 0
@@ -243,6 +246,7 @@ class _ConnectionStream(IOStream):
         # Tornado writes its 400 in one call, then closes the connection
         if data == _TORNADO_BAD_REQUEST:
             data = _dated(self._answers.bad_request)
+            self._observer.connection_closed("bad_request")
         self.queued += len(data)
         return super().write(data)
 
@@ -256,6 +260,7 @@ class _ConnectionStream(IOStream):
         if isinstance(self.error, UnsatisfiableReadError) and self._read_regex is not None:
             line_ended = self._read_buffer.find(b"\n", 0, self._read_max_bytes) != -1
             _refuse(self.socket, self._answers.headers_too_large if line_ended else self._answers.uri_too_long)
+            self._observer.connection_closed("headers_too_large" if line_ended else "uri_too_long")
         super().close_fd()
 
 
@@ -487,7 +492,8 @@ class EdgeHTTPServer(HTTPServer):
     def _serve_connection(self, connection: socket.socket, address) -> None:
         """Tornado's `_handle_connection` (the node serves no TLS: its front proxy does), with the node's stream."""
         try:
-            self.handle_stream(_ConnectionStream(connection, self.answers, max_buffer_size=self.max_buffer_size,
+            self.handle_stream(_ConnectionStream(connection, self.answers, self.observer,
+                                                 max_buffer_size=self.max_buffer_size,
                                                  read_chunk_size=self.read_chunk_size), address)
         except Exception:
             gen_log.error("Error in connection callback", exc_info=True)
@@ -583,6 +589,7 @@ class _Limited(httputil.HTTPMessageDelegate):
             self._request_conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", 400, "Bad Request"),
                                              httputil.HTTPHeaders(fields), body)
             self._request_conn.finish()
+            self._server.observer.connection_closed("bad_request")
             return None
         # RFC 9112 3.2: a repeated Host (which arrives joined by commas) or an invalid one is a 400. Tornado's
         # request checks it, but the hit shortcut answers before any request is made: Tornado's 400 here

@@ -291,8 +291,9 @@ class Metrics:
             multiprocess_mode="livesum")
         self.connections_closed = Counter(
             "edge_connections_closed_total", "Connections the node closed itself: their first request's headers "
-            "came too late, a kept-alive connection stayed idle, max_connections were open (answered 503), or "
-            "the client took none of its answer for send_timeout",
+            "came too late, a kept-alive connection stayed idle, max_connections were open (answered 503), "
+            "the client took none of its answer for send_timeout, or its request could not be read (answered "
+            "400, 414 or 431)",
             ["reason"], registry=r)
         self.open_connections = Gauge(
             "edge_open_connections", "Client connections open", registry=r, multiprocess_mode="livesum")

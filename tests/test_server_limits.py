@@ -19,7 +19,7 @@ from edge.httpserver import CONNECTION_CLOSES
 from edge.testing import total
 from tests.nodes import NodeProcess, exchange, local_config, until, until_stored, web_config, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
-from tests.scrape import scrape_when
+from tests.scrape import scrape_when, total
 from tests.servers import HTTPOrigin
 
 WAIT = 10  # seconds any single answer may take here
@@ -73,7 +73,7 @@ async def test_headers_must_arrive_within_the_header_timeout(node_factory, tmp_p
     started = time.monotonic()
     answer = await exchange(node.url, b"GET /coffee.jpg HTTP/1.1\r\nHost: a\r\n")  # never finished
     assert answer == b"" and time.monotonic() - started < WAIT  # closed, not answered
-    assert await closes(node) == {"header_timeout": 1, "idle_timeout": 0, "over_capacity": 0, "send_timeout": 0}
+    assert await closes(node) == {**dict.fromkeys(CONNECTION_CLOSES, 0), "header_timeout": 1}
 
 
 async def test_a_stalled_node_does_not_blame_its_clients_for_its_own_stall(tmp_path):
@@ -114,7 +114,7 @@ async def test_a_kept_alive_connection_waits_idle_timeout_for_its_next_request(n
     answer = await exchange(node.url, b"GET /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\n\r\n")  # then nothing
     assert status(answer) == 200  # answered, kept alive, then closed well before header_timeout
     assert 1 <= time.monotonic() - started < WAIT
-    assert await closes(node) == {"header_timeout": 0, "idle_timeout": 1, "over_capacity": 0, "send_timeout": 0}
+    assert await closes(node) == {**dict.fromkeys(CONNECTION_CLOSES, 0), "idle_timeout": 1}
 
 
 async def test_the_open_connections_are_counted(node_factory, tmp_path):
@@ -204,6 +204,12 @@ async def test_tornado_s_400s_are_the_node_s_with_cors(node_factory, tmp_path, c
     faulty = await exchange(node.url, b"GET /tr:w-10/coffee.jpg HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert undated(faulty) == early_answer("400 Bad Request", "Transfer-Encoding in an HTTP/1.0 request", cors)
     assert status(await answer_to(node.url, head_of(300))) == 200
+    # counted (they had reached no metric: no request was made of them)
+    assert closed_for(node, "bad_request") == len(refused) + 1
+
+
+def closed_for(node, reason: str) -> float:
+    return total(node.node.metrics.exposition().decode(), "edge_connections_closed_total", reason=reason)
 
 
 HEAD_LIMIT = 2048
@@ -262,6 +268,7 @@ async def test_a_request_head_over_the_limit_is_answered_414_or_431(node_factory
     kept = await answer_to(node.url, f"GET {GOOD} HTTP/1.1\r\nHost: a\r\n\r\n".encode() + head_of(HEAD_LIMIT + 1))
     assert status(kept) == 200 and undated(kept[kept.rindex(b"HTTP/1.1 "):]) == too_large
     assert status(await answer_to(node.url, head_of(300))) == 200  # and the node serves on
+    assert (closed_for(node, "headers_too_large"), closed_for(node, "uri_too_long")) == (4, 2)
 
 
 async def probe_status(url: str) -> int | None:
