@@ -762,7 +762,8 @@ class MetricsHandler(BaseHandler):
         if not self.here:
             self._send_plain(404, "not found")
             return
-        if edge_metrics.values_lost is not None:  # a text without this worker's values would pass for the node's
+        # a text without this worker's values would pass for the node's (multiprocess mode: their folder)
+        if edge_metrics.values_lost is not None and edge_metrics.multiprocess_mode():
             self._send_plain(503, f"metrics unavailable: {edge_metrics.values_lost}; make room there, then reload "
                                   "the node (SIGHUP)")
             return

@@ -352,10 +352,12 @@ def test_a_full_temporary_folder_costs_the_metrics_files_and_nothing_else(small_
         process.stop()
 
 
-def test_a_metrics_file_that_must_grow_on_a_full_folder_keeps_its_values_in_memory(small_tmpfs):
+def test_a_metrics_file_that_must_grow_on_a_full_folder_keeps_its_values_in_memory(small_tmpfs, monkeypatch):
     """A worker's values file grown once the folder is full (a new endpoint, a new status): its values so
     far and the new ones move to memory, where the growth had raised ENOSPC into every metrics flush."""
+    from edge import metrics
     from edge.metrics import _AllocatedMmapedDict
+    monkeypatch.setattr(metrics, "values_lost", None)  # this process is no worker: what it notes is undone after
     values = _AllocatedMmapedDict(str(small_tmpfs / "counter_slot0.db"))
     values.write_value("first", 1.0, 0.0)
     fill(small_tmpfs)
@@ -363,6 +365,7 @@ def test_a_metrics_file_that_must_grow_on_a_full_folder_keeps_its_values_in_memo
     for number, key in enumerate(keys):
         values.write_value(key, float(number), 0.0)
     assert values.read_value("first") == (1.0, 0.0) and values.read_value(keys[-1]) == (399.0, 0.0)
+    assert metrics.values_lost.startswith(f"no room for this worker's metrics in {small_tmpfs} (")
     values.close()
 
 
