@@ -218,7 +218,7 @@ WORDS: tuple[Word, ...] = (
     Word(", ".join(f"`f_{f}`" for f in FORMATS), ", ".join(f"`f-{f}`" for f in FORMATS.values()),
          "output format; `f_auto` (`:image`, the media type, changes nothing on an image): AVIF or WebP as the "
          "browser's `Accept` allows, else JPEG (PNG with transparency)"),
-    Word("`.jpg` `.png` `.webp` `.avif` `.gif` extension", "output format",
+    Word("`.jpg` `.jpeg` `.jpe` `.png` `.webp` `.avif` `.gif` extension", "output format",
          "the extension names the output format; none: the stored format"),
     Word("`dpr_N` (0.1–5), `dpr_auto`", "`w-`, `h-` times N; `dpr-N`, `dpr-auto`",
          "multiplies w and h of the URL: of its own component, or, in a component of its own "

@@ -19,7 +19,7 @@ from edge.httpserver import CONNECTION_CLOSES
 from edge.testing import total
 from tests.nodes import NodeProcess, exchange, local_config, until, until_stored, web_config, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
-from tests.scrape import scrape_when, total
+from tests.scrape import scrape_when
 from tests.servers import HTTPOrigin
 
 WAIT = 10  # seconds any single answer may take here

@@ -460,9 +460,12 @@ def _entries_with_prefix(writer: diskcache.Cache, prefix: str, spare_version: st
     # query above, this reads diskcache's table directly: tests/test_purge.py and
     # tests/test_cache_tiers.py pin both.) The version is compared in SQLite: an original may have thousands
     # of outputs (each size a client asked for), each one's metadata read in Python cost ~4 µs
+    # (the version's condition only when one is spared: SQLite resolves `json_*` when it prepares the query, and
+    # a purge must not need them)
+    spared = "" if spare_version is None else f" AND {_MADE_FROM} IS NOT ?"
     rows = writer._sql("SELECT key, rowid, filename FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
-                       f" AND (expire_time IS NULL OR expire_time > ?) AND (? IS NULL OR {_MADE_FROM} IS NOT ?)",
-                       _key_range(prefix) + (time.time(), spare_version, spare_version))
+                       f" AND (expire_time IS NULL OR expire_time > ?){spared}",
+                       _key_range(prefix) + (time.time(),) + (() if spare_version is None else (spare_version,)))
     return [(key, rowid, filename) for key, rowid, filename in rows.fetchall()
             if isinstance(key, str) and key.startswith(prefix)]
 
