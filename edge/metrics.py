@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import mmap_dict, multiprocess
+from prometheus_client.core import GaugeMetricFamily
 
 from .cache.health import ERROR_KINDS
 from .httpserver import CONNECTION_CLOSES
@@ -96,6 +97,8 @@ def name_files_by(slot: int) -> None:
     folder that grew without bound, and every `/metrics` reading it (8 kills and 20 reloads: 12 → 252
     files, 2.5 → 10.9 ms of CPU a scrape)."""
     from prometheus_client import values
+    global _slot
+    _slot = slot
     values.MmapedDict = _AllocatedMmapedDict
     values.ValueClass = values.MultiProcessValue(process_identifier=lambda: process_name(slot))
 
@@ -155,14 +158,42 @@ def _allocate(filename: str, size: int) -> None:
 
 
 def _say_in_memory(filename: str, error: OSError) -> None:
-    global values_lost
-    values_lost = f"no room for this worker's metrics in {os.path.dirname(filename)} ({error.strerror or error})"
-    log.error("%s: they are kept in its memory, and its /metrics answers 503 (another worker's would count "
-              "none of them, and show the series it has as if frozen)", values_lost)
+    if _lost_by_slot is not None and _slot is not None and _slot < len(_lost_by_slot):
+        _lost_by_slot[_slot] = 1
+    log.error("no room for this worker's metrics in %s (%s): they are kept in its memory, missing from /metrics "
+              "(edge_metrics_values_lost counts such workers)", os.path.dirname(filename), error.strerror or error)
 
 
-#: why this worker's metric values are kept in its memory rather than in the workers' folder, or None
-values_lost: str | None = None
+#: a byte per worker slot, 1 while that worker keeps its metric values in its memory: shared memory the
+#: supervisor maps before it forks a worker (`share_lost_values`), so that every worker's text says how many
+#: workers' values it lacks. A 503 from the worker concerned alone had made `up` flap, and every flap reset
+#: the gauge alerts' `for:` (a full filesystem under /tmp and the cache: EdgeCacheDiskFull never fired)
+_lost_by_slot: mmap.mmap | None = None
+#: this worker's slot (`name_files_by`)
+_slot: int | None = None
+_MAX_SLOTS = 4096  # more workers than were ever alive at once (`edge.supervisor.Slots`)
+
+
+def share_lost_values() -> None:
+    """In the supervisor, before it forks its first worker: the memory where workers note lost values."""
+    global _lost_by_slot
+    _lost_by_slot = mmap.mmap(-1, _MAX_SLOTS)  # anonymous and shared: every worker forked after sees it
+
+
+def slot_emptied(slot: int) -> None:
+    """In the supervisor, once the worker in `slot` is reaped: its values (and their loss) went with it."""
+    if _lost_by_slot is not None and slot < len(_lost_by_slot):
+        _lost_by_slot[slot] = 0
+
+
+class _LostValuesCollector:
+    """`edge_metrics_values_lost`, read when a text is made (it cannot be in the files it is about)."""
+
+    def collect(self):
+        lost = 0 if _lost_by_slot is None else _lost_by_slot[:].count(1)
+        yield GaugeMetricFamily(
+            "edge_metrics_values_lost", "Workers whose metric values found no room in the temporary folder: "
+            "missing from this text (their counts, their gauges) until they are replaced", value=lost)
 
 
 #: prometheus-client's first size of a values file, and what a value takes beside its key (at most)
@@ -203,6 +234,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple, object] = {}
         r = self.registry
+        r.register(_LostValuesCollector())  # 0 in one process: its values are in this registry
         self.http_requests = Counter(
             "edge_http_requests_total", "HTTP requests answered", ["endpoint", "status"], registry=r)
         self.http_duration = Histogram(
@@ -451,6 +483,7 @@ class Metrics:
         if multiprocess_mode():
             registry = CollectorRegistry()
             _WorkersCollector(registry)
+            registry.register(_LostValuesCollector())
             return registry
         return self.registry
 

@@ -23,7 +23,6 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from . import accesslog, purge, statuspage
-from . import metrics as edge_metrics
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import Caches, CacheHealth
 from .cache.entries import http_time
@@ -761,11 +760,6 @@ class MetricsHandler(BaseHandler):
     async def get(self) -> None:
         if not self.here:
             self._send_plain(404, "not found")
-            return
-        # a text without this worker's values would pass for the node's (multiprocess mode: their folder)
-        if edge_metrics.values_lost is not None and edge_metrics.multiprocess_mode():
-            self._send_plain(503, f"metrics unavailable: {edge_metrics.values_lost}; make room there, then reload "
-                                  "the node (SIGHUP)")
             return
         text = await self.node.metrics.scraped()
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

@@ -190,6 +190,7 @@ class Supervisor:
             metrics.node_started = time.time()
             if self.multiprocess_metrics:
                 self._metrics_folder = os.open(os.environ["PROMETHEUS_MULTIPROC_DIR"], os.O_RDONLY | os.O_DIRECTORY)
+                metrics.share_lost_values()
             for number in range(self.config.server.workers):
                 self._spawn(number, self.generation, self.config)
             while self.workers or not self.stopping:
@@ -334,8 +335,9 @@ class Supervisor:
             if self.multiprocess_metrics:  # before its slot, and so its files' name, goes to another worker
                 from prometheus_client import multiprocess
 
-                from .metrics import process_name
+                from .metrics import process_name, slot_emptied
                 multiprocess.mark_process_dead(process_name(worker.slot))
+                slot_emptied(worker.slot)
             self.slots.give_back(worker.slot)
             self._on_exit(worker, os.waitstatus_to_exitcode(status))
 

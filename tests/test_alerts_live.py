@@ -200,6 +200,7 @@ EXPECTED = {
     "EdgeTransformsRefused": {"overloaded"},
     "EdgeRenderTimeouts": {"render_timeouts"},
     "EdgeWorkersRestarted": {"worker_killed"},
+    "EdgeMetricsValuesLost": {"metrics_lost"},
     # what clients see: the nodes answering 502s and 503s (the render timeouts' node asks too few a second)
     "EdgeServerErrors": {"origin_down", "origin_denied", "overloaded"},
     "EdgeConnectionsNearLimit": {"connections"},
@@ -251,8 +252,8 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
     closed = f"http://127.0.0.1:{free_port()}"
     # every other node's cache on a filesystem of its own: the host's may be nearly full
     mounts = [mount_tmpfs(tmp_path / "small", "size=8m"), mount_tmpfs(tmp_path / "read-only", "size=64m"),
-              mount_tmpfs(tmp_path / "caches", "size=512m")]
-    small, read_only, _ = (next(mount) for mount in mounts)
+              mount_tmpfs(tmp_path / "caches", "size=512m"), mount_tmpfs(tmp_path / "tmp", "size=8m")]
+    small, read_only, _, full_tmp = (next(mount) for mount in mounts)
     configs = {
         "healthy": node_config(tmp_path, "healthy", good.url),
         "idle": node_config(tmp_path, "idle", good.url),
@@ -275,6 +276,8 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         "render_timeouts": node_config(tmp_path, "render_timeouts", good.url,
                                        more='[limits]\nrender_timeout = "0.2s"\nmax_cost = 1_000_000'),
         "worker_killed": node_config(tmp_path, "worker_killed", good.url),  # one of its workers, as the OOM killer
+        # its temporary folder, where its workers' metrics files are, fills up
+        "metrics_lost": node_config(tmp_path, "metrics_lost", good.url),
         "connections": node_config(tmp_path, "connections", good.url,
                                    server='max_connections = 4\nheader_timeout = "60s"\nmetrics_port = 0'),
         "purge_peer_down": node_config(tmp_path, "purge_peer_down", good.url,
@@ -286,8 +289,9 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
     prometheus = None
     ever: dict[str, set[str]] = {}
     try:
-        started = await asyncio.gather(*(asyncio.to_thread(NodeProcess, path) for path in configs.values()),
-                                       return_exceptions=True)
+        environments = {"metrics_lost": {"TMPDIR": str(full_tmp)}}
+        started = await asyncio.gather(*(asyncio.to_thread(NodeProcess, path, env=environments.get(name))
+                                         for name, path in configs.items()), return_exceptions=True)
         nodes = {name: node for name, node in zip(configs, started) if isinstance(node, NodeProcess)}
         for failed in started:
             if not isinstance(failed, NodeProcess):
@@ -298,6 +302,7 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         prometheus = Prometheus(tmp_path, scraped)
         await prometheus.ready()
         fill(small)
+        fill(full_tmp)
         # the node checks at start that it can write in its cache folder: made read-only under it (a
         # read-only bind mount over it: the filesystem itself cannot be, with the databases open)
         cache = read_only / "cache"
@@ -317,6 +322,10 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         traffic.every(0.1, nodes["disk_full"], widths())
         traffic.every(0.1, nodes["unwritable"], widths())
         traffic.every(0.1, nodes["shared_tier_down"], widths())
+        # new series (a format, a status) grow the workers' files, which finds no room
+        traffic.every(0.1, nodes["metrics_lost"], (f"/tr:w-{n},f-{format}/{name}" for n in range(10, 10_000)
+                                                   for format in ("webp", "png", "avif", "gif", "jpg")
+                                                   for name in ("a.jpg", "missing.jpg")))
         # 6 renders at once: one a worker renders, one waits (and leaves after 50 ms), the next is refused
         traffic.every(0.5, nodes["overloaded"], (f"/tr:w-{w},f-webp/big.jpg" for w in range(800, 10_000)),
                       concurrent=True, burst=6)
