@@ -110,14 +110,18 @@ class OriginalSource:
         return replace(source, checked_at=self._clock() - self._ttl + self._not_found_ttl)
 
     async def current(self, request: ImageRequest, host: str | None,
-                      looked_up: OriginalLookup | None = None) -> CurrentOriginal:
+                      looked_up: OriginalLookup | None = None, *, answers_404: bool = True) -> CurrentOriginal:
         """The current original at the request's path. `host`: the Host passed on to the origins (part
         of the key), or None when the endpoint's origins take none; `looked_up`: the originals tier's
-        answer for it, when the caller already asked (`look_up_later`). Raises `NothingToServe` or
-        `BadGateway` (when nothing is stored to fall back on)."""
+        answer for it, when the caller already asked (`look_up_later`); `answers_404`: whether the request
+        is answered 404 if it is missing (not so for a layer, a `di-` image, or an original a `di-` image
+        stands in for), else the not_found tier does not count the lookup: its hits are counted as requests
+        the cache answered (the hit ratio, over the outputs' lookups, one a request). Raises `NothingToServe`
+        or `BadGateway` (when nothing is stored to fall back on)."""
         key = original_key(request.endpoint.id, request.path, host)
         looked_up = looked_up or await self._caches.io(self.look_up_later(key))
-        self._count("not_found", "hit" if looked_up.missing_for else "miss")
+        if answers_404:
+            self._count("not_found", "hit" if looked_up.missing_for else "miss")
         if looked_up.missing_for:  # caches in front keep the answer no longer than the node does
             raise NothingToServe("not found", max_age=math.ceil(looked_up.missing_for))
         stored = looked_up.stored

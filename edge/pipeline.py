@@ -420,14 +420,15 @@ class Pipeline:
     async def _original(self, plan: _Plan, looked_up: OriginalLookup | None) -> tuple[CurrentOriginal, str]:
         """The original, or the `di-` default image when no origin has it (missing too: 404); with the
         originals tier's key of the one returned."""
+        default_image = plan.transformation.default_image
         try:
-            return await self._originals.current(plan.request, plan.host, looked_up), plan.original_key
+            return (await self._originals.current(plan.request, plan.host, looked_up,
+                                                  answers_404=default_image is None), plan.original_key)
         except NothingToServe:
-            default_image = plan.transformation.default_image
             if default_image is None:
                 raise
             request = replace(plan.request, path=default_image)
-            return (await self._originals.current(request, plan.host),
+            return (await self._originals.current(request, plan.host, answers_404=False),
                     original_key(request.endpoint.id, default_image, plan.host))
 
     async def _overlays(self, plan: _Plan) -> dict[str, CurrentOriginal]:
@@ -439,7 +440,7 @@ class Pipeline:
 
         async def current(path: str) -> CurrentOriginal:
             try:
-                return await self._originals.current(replace(plan.request, path=path), plan.host)
+                return await self._originals.current(replace(plan.request, path=path), plan.host, answers_404=False)
             except NothingToServe:
                 raise InvalidTransformation(f"i-{path}", "no such image on this endpoint") from None
         return dict(zip(paths, await asyncio.gather(*map(current, paths))))

@@ -38,15 +38,19 @@ async def test_the_status_page_in_chromium_shows_what_metrics_say(tmp_path):
     node = NodeProcess(write_config(tmp_path, config))
     client = AsyncHTTPClient(force_instance=True)
     try:
+        # the second 404 is remembered (answered by the cache); a layer's remembered 404 (a 400) and one a
+        # `di-` image stands in for (a 200 it renders) are not
         for path, status in (("/tr:w-40/coffee.jpg", 200), ("/tr:w-40/coffee.jpg", 200), ("/tr:w-40/coffee.jpg", 200),
                              ("/tr:w-50/camera.jpg", 200), ("/tr:w-40/missing.jpg", 404),
+                             ("/tr:w-40/missing.jpg", 404), ("/tr:w-40,l-image,i-missing.jpg,l-end/coffee.jpg", 400),
+                             ("/tr:w-40,di-camera.jpg/missing.jpg", 200),
                              ("/tr:w-abc/coffee.jpg", 400), ("/legacy/tr:w-40/a.jpg", 502)):
             response = await client.fetch(node.url + path, raise_error=False, headers={"Connection": "close"})
             assert response.code == status, path
             if response.headers.get("X-Cache") == "MISS" and "coffee" in path:
                 await until_stored(tmp_path / "cache", 1)  # then the two others are hits, on either worker
-        await scrape_when(node.url, "edge_http_requests_total", 7)
-        metrics = await scrape_when(node.url, "edge_cache_entries", 2, tier="output")
+        await scrape_when(node.url, "edge_http_requests_total", 10)
+        metrics = await scrape_when(node.url, "edge_cache_entries", 3, tier="output")  # and the di- one
 
         shot = tmp_path / "status.png"
         chromium(tmp_path, f"--screenshot={shot}", node.url + "/_edge/status")
@@ -64,19 +68,20 @@ async def test_the_status_page_in_chromium_shows_what_metrics_say(tmp_path):
     expected = {
         "workers": total(metrics, "edge_workers"),
         "requests_total:default": total(metrics, "edge_http_requests_total", endpoint="default"),
-        "4xx_total:default": 2, "5xx_total:default": 0,
+        "4xx_total:default": 4, "5xx_total:default": 0,
         "requests_total:legacy": 1, "5xx_total:legacy": 1,
-        "requests_recent:default": 6,  # the node is younger than the window: recent is everything
+        "requests_recent:default": 9,  # the node is younger than the window: recent is everything
         "entries:output": total(metrics, "edge_cache_entries", tier="output"),
         "size_bytes:output": total(metrics, "edge_cache_size_bytes", tier="output"),
         "budget_bytes:original": total(metrics, "edge_cache_budget_bytes", tier="original"),
-        "hit_ratio_total": total(metrics, "edge_cache_requests_total", tier="output", result="hit")
+        "hit_ratio_total": (total(metrics, "edge_cache_requests_total", tier="output", result="hit")
+                            + total(metrics, "edge_cache_requests_total", tier="not_found", result="hit"))
         / total(metrics, "edge_cache_requests_total", tier="output"),
         "fetches_total:samples": total(metrics, "edge_origin_fetches_total", origin="samples"),
         "failures_recent:broken": total(metrics, "edge_origin_fetches_total", origin="broken", outcome="refused"),
     }
     assert {key: shown.get(key) for key in expected} == pytest.approx(expected)
-    assert expected["workers"] == 2 and expected["hit_ratio_total"] == pytest.approx(2 / 6)
+    assert expected["workers"] == 2 and expected["hit_ratio_total"] == pytest.approx(3 / 9)
     assert "<td class=\"failing\" data-key=\"health:broken\">failing</td>" in dom
     assert "<td class=\"ok\" data-key=\"health:samples\">ok</td>" in dom
     assert "refused 1" in dom and "<script" not in dom
