@@ -10,8 +10,9 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from .errors import BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe
 from .fetching import fetching_for
@@ -42,6 +43,7 @@ _FAILURE_LINES = Sparse(FAILURE_LOG_SECONDS)
 FAILURE_LOG_CHARS = 300
 #: seconds past its timeout a fetch's wait may end before the node says the event loop was held
 LATE_SECONDS = 0.5
+_NONE: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,16 @@ class Known:
 
 
 async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None, max_bytes: int, metrics: Metrics,
-                      known: Known | None = None, purged_at: float | None = None) -> Found:
+                      known: Known | None = None, purged_at: float | None = None,
+                      unopened: Mapping[str, str] = _NONE) -> Found:
     """The original from the first origin that has `path`, or the error the chain ends in.
 
     With `known`, the origin it came from is asked conditionally and raises `NotModified` when that
     version is still current (an origin earlier in the list that now has the path wins, as always).
     `host` is the client's `Host`, or None: it reaches only the origins that take it
     (`takes_request_host`, `takes_host`), and the caller keys what it caches by it. `purged_at`: when the path's
-    cache was last purged (`OriginRequest.purged_at`)."""
+    cache was last purged (`OriginRequest.purged_at`). `unopened`: origins not open in this worker (name → why),
+    each a failure of kind `not_open`."""
     failures: list[tuple[Origin, OriginFailure]] = []
     for origin in origins:
         started = time.perf_counter()
@@ -77,6 +81,8 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
             validators=known.validators if known is not None and known.origin == origin.name else None,
             purged_at=purged_at)
         try:
+            if (why := unopened.get(origin.name)) is not None:
+                raise OriginFailure("not_open", why)
             return Found(origin, await _fetch(origin, request))
         except NotModified:
             outcome = "not_modified"

@@ -91,6 +91,8 @@ class OriginalSource:
         self._max_bytes = max_source_bytes
         self._metrics = metrics
         self._clock = clock
+        #: origins this worker could not open (name → why: `Node.start`): each fetch from one fails, `not_open`
+        self.unopened: dict[str, str] = {}
 
     def now(self) -> float:
         """The node's clock, which freshness is measured by."""
@@ -167,7 +169,7 @@ class OriginalSource:
         try:
             found = await chain.fetch_first(
                 request.endpoint.origins, request.path, host=host, max_bytes=self._max_bytes,
-                metrics=self._metrics,
+                metrics=self._metrics, unopened=self.unopened,
                 # a version held without an etag or a last_modified gives nothing to ask with: asked plainly
                 # (`request.validators` None, as documented)
                 known=chain.Known(known.origin, Validators(known.etag, known.last_modified))

@@ -71,6 +71,10 @@ LARGE_BODY = 256 * 1024
 #: how long an origin's `open()` may take in a starting worker, and its `close()` in a stopping one
 ORIGIN_OPEN_SECONDS = 30.0
 ORIGIN_CLOSE_SECONDS = 3.0
+#: a worker that replaced a dead one serves without an origin it could not open, and tries `open()` again
+#: after this many seconds, twice as long each time, up to `REOPEN_MAX_SECONDS`
+REOPEN_FIRST_SECONDS = 1.0
+REOPEN_MAX_SECONDS = 60.0
 #: `X-Cache` of each `Served.cache`
 X_CACHE_VALUES = {cache: cache.upper() for cache in ("hit", "miss", "stale", "shared")}
 #: the request headers the node reads that a CORS preflight may have allowed (`Access-Control-Allow-Headers`):
@@ -195,13 +199,29 @@ class Node:
         #: purges received from outside go to the other nodes of the fleet too
         self.fan_out = FanOut(config.fleet, self.metrics.fleet_purge_calls) if config.fleet.others else None
 
-    async def start(self) -> None:
+    async def start(self, replacing: bool = False) -> None:
+        """Open the origins and the shared tier, then start the background work. An origin that does not
+        open stops the worker (`StartupError`): at the node's start and on a reload, a config or its
+        credentials are so refused at once (a reload keeps the running workers). `replacing`: this worker
+        replaces one that exited on its own, the config known good, so it serves without such an origin
+        (`_open_later`): its storage away for a moment had stopped every replacement, and then the whole node,
+        every other origin's endpoints with it."""
+        unopened = []
         for origin in self.config.origins:
-            await _open(origin)
+            try:
+                await _open(origin)
+            except StartupError as error:
+                if not replacing:
+                    raise
+                log.error("%s: this worker replaces one that exited, so it serves without it (its fetches fail, "
+                          "X-Edge-Error: %s: not_open) and tries again", error, origin.name)
+                self.originals.unopened[origin.name] = str(error)
+                unopened.append(origin)
         if self.shared is not None:
             await self.shared.open()
             await self.apply_purges()  # before serving: what it cached may have been purged while it was away
         self._background = [
+            *(asyncio.create_task(self._open_later(origin)) for origin in unopened),
             asyncio.create_task(self._every(TOUCH_FLUSH_SECONDS, self._cache_housekeeping)),
             asyncio.create_task(self._every(FLUSH_SECONDS, self._sample)),
             asyncio.create_task(self._every(GAUGE_REFRESH_SECONDS, self._refresh_gauges)),
@@ -214,6 +234,21 @@ class Node:
         await self._refresh_gauges()
         await self.status.take()
 
+    async def _open_later(self, origin: Origin) -> None:
+        """Try `open()` again, less and less often, until it works: then the origin is fetched from."""
+        delay = REOPEN_FIRST_SECONDS
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, REOPEN_MAX_SECONDS)
+            try:
+                await _open(origin)
+            except StartupError as error:
+                log.error("%s; tried again in %.0fs", error, delay)
+                continue
+            del self.originals.unopened[origin.name]
+            log.info("origin %r opened: fetched from again", origin.name)
+            return
+
     async def stop(self) -> None:
         for task in self._background:
             task.cancel()
@@ -224,7 +259,8 @@ class Node:
         self.access_log.flush()
         await asyncio.to_thread(self.access_log.written, ACCESS_LOG_DRAIN_SECONDS)
         for origin in self.config.origins:
-            await _close(origin)
+            if origin.name not in self.originals.unopened:
+                await _close(origin)
         if self.shared is not None:
             await self.shared.close()
         self.renderer.shutdown()

@@ -276,7 +276,8 @@ class Supervisor:
             _kill(worker.pid, signal.SIGKILL)
 
     # -- workers ----------------------------------------------------------------------------------
-    def _spawn(self, number: int, generation: int, config: Config) -> None:
+    def _spawn(self, number: int, generation: int, config: Config, replacing: bool = False) -> None:
+        """Fork worker `number`; `replacing`: in place of one that exited on its own (`Node.start`)."""
         pipe_read, pipe_write = os.pipe()
         slot = self.slots.take()
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # no supervisor handler runs in the child
@@ -305,7 +306,7 @@ class Supervisor:
                 if self.multiprocess_metrics:
                     from .metrics import name_files_by  # imported once the metrics' folder is chosen
                     name_files_by(slot)
-                serve_worker(config, self.sockets[number], pipe_write, self.metrics_sockets)
+                serve_worker(config, self.sockets[number], pipe_write, self.metrics_sockets, replacing)
             except StartupError as error:
                 log.error("worker %d cannot start: %s", number, config.masked(str(error)))
                 code = 1
@@ -357,7 +358,7 @@ class Supervisor:
             return
         from . import metrics  # imported by `preload`
         metrics.worker_restarts += 1  # the replacement exports it
-        self._spawn(worker.number, self.generation, self.config)
+        self._spawn(worker.number, self.generation, self.config, replacing=True)
         log.error("worker %d (pid %d) exited with status %d; restarted", worker.number, worker.pid, code)
 
     def _stop(self, workers: list[_Worker]) -> None:
@@ -464,9 +465,11 @@ def preload() -> None:
     gc.collect()  # the imports' garbage gone before it is frozen in place
 
 
-def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list = ()) -> None:
+def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list = (),
+                 replacing: bool = False) -> None:
     """One worker: serve on `sockets` until SIGTERM/SIGINT, then drain. Writes a `HEARTBEAT` to `pipe` every
-    `HEARTBEAT_SECONDS` from its loop, from its start, and `SERVING` once it accepts connections."""
+    `HEARTBEAT_SECONDS` from its loop, from its start, and `SERVING` once it accepts connections. `replacing`:
+    it replaces one that exited on its own (`Node.start`)."""
     from .fetching import fetch_budget
     from .httpserver import make_server
 
@@ -481,7 +484,7 @@ def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list
         # while it starts too: a start that blocks is killed
         beating = asyncio.create_task(_beating(pipe, config.server.worker_timeout))
         node = Node(config)
-        await node.start()
+        await node.start(replacing)
         # What exists now (modules, libvips bindings, config, plugins) lives as long as the worker:
         # out of the collector's generations, a full collection no longer walks it on the request
         # path (measured: ~200 ms for the 62 000 objects of a started node on a loaded 2-core machine,
