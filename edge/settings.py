@@ -158,7 +158,7 @@ class ConfigTable:
     # -- errors -----------------------------------------------------------------------------------
     def error(self, key: str | None, message: str) -> ConfigError:
         where = " ".join(filter(None, (f"[{self.table}]" if self.table else "", key)))
-        return ConfigError(self.masked(f"{self.file}: {where}: {message}"))
+        return ConfigError(redact(self.masked(f"{self.file}: {where}: {message}")))
 
     def masked(self, text: str) -> str:
         """`text` with each value that came from the environment written as its `${NAME}`: a secret given to

@@ -88,6 +88,8 @@ class MisbehavingPlugin:
             table.finish()
             if origin.fails == "config":
                 raise ValueError(f"cannot use key={origin.key.reveal()}")
+            if origin.fails == "config-error":  # as the docs say a bad value is refused
+                raise table.error("key", f"{origin.key.reveal()!r} is not a valid key")
             return origin
 
         async def open(self):
@@ -262,6 +264,14 @@ def test_a_from_config_that_raises_is_a_config_error_naming_the_type_not_the_sec
         load_config(broken_config(tmp_path, "config"), load_plugins(MisbehavingPlugin()))
     assert "the 'broken' origin type failed to read its table: ValueError: cannot use key=****" in str(raised.value)
     assert SECRET not in str(raised.value)
+
+
+def test_a_table_error_quoting_a_secret_written_in_the_config_masks_it(tmp_path):
+    """A plugin refusing a credential as the docs say (`table.error`), quoting it: a value written in the file,
+    not given by `${NAME}`, had been printed as it was, by check-config, at start and in a reload's log line."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(broken_config(tmp_path, "config-error"), load_plugins(MisbehavingPlugin()))
+    assert str(raised.value).endswith("[origins[0] 'broken'] key: '****' is not a valid key")
 
 
 class NoFromConfigPlugin:
