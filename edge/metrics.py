@@ -158,39 +158,85 @@ def _allocate(filename: str, size: int) -> None:
 
 
 def _say_in_memory(filename: str, error: OSError) -> None:
-    if _lost_by_slot is not None and _slot is not None and _slot < len(_lost_by_slot):
-        _lost_by_slot[_slot] = 1
+    if _notes is not None and _slot is not None:
+        _notes.lost_values(_slot, True)
     log.error("no room for this worker's metrics in %s (%s): they are kept in its memory, missing from /metrics "
               "(edge_metrics_values_lost counts such workers)", os.path.dirname(filename), error.strerror or error)
 
 
-#: a byte per worker slot, 1 while that worker keeps its metric values in its memory: shared memory the
-#: supervisor maps before it forks a worker (`share_lost_values`), so that every worker's text says how many
-#: workers' values it lacks. A 503 from the worker concerned alone had made `up` flap, and every flap reset
-#: the gauge alerts' `for:` (a full filesystem under /tmp and the cache: EdgeCacheDiskFull never fired)
-_lost_by_slot: mmap.mmap | None = None
+class _SupervisorNotes:
+    """What the supervisor and the workers tell each other for the workers' texts, in memory the supervisor
+    maps before it forks its first worker (anonymous and shared: every worker forked after sees it), read
+    when a text is made. Not in the workers' files: a failed reload forks no worker, and a worker whose
+    values found no room in the folder cannot write there.
+
+    - bytes 0–7: when the config in use was loaded (`edge_config_last_reload_success_timestamp_seconds`)
+    - byte 8: 1 unless the last SIGHUP's config was refused (`edge_config_last_reload_successful`): the log
+      alone had said so, and a fleet's config management saw every node green, serving the old config
+    - from byte 16, a byte per worker slot: 1 while that worker keeps its metric values in its memory
+      (`edge_metrics_values_lost`). A 503 from that worker alone had made `up` flap, and every flap reset
+      the gauge alerts' `for:` (a filesystem shared by /tmp and the cache: EdgeCacheDiskFull never fired)"""
+
+    SLOTS_AT = 16
+    SLOTS = 4096  # more workers than were ever alive at once (`edge.supervisor.Slots`)
+
+    def __init__(self, loaded_at: float) -> None:
+        self.memory = mmap.mmap(-1, self.SLOTS_AT + self.SLOTS)
+        self.reloaded(True, loaded_at)
+
+    def reloaded(self, successful: bool, at: float) -> None:
+        if successful:
+            struct.pack_into("d", self.memory, 0, at)
+        self.memory[8] = successful
+
+    def lost_values(self, slot: int, lost: bool) -> None:
+        if slot < self.SLOTS:
+            self.memory[self.SLOTS_AT + slot] = lost
+
+    def read(self) -> tuple[float, bool, int]:
+        """(when the config was loaded, whether the last reload was, workers whose values are lost)"""
+        return (struct.unpack_from("d", self.memory, 0)[0], bool(self.memory[8]),
+                self.memory[self.SLOTS_AT:].count(1))
+
+
+#: the supervisor's notes (`share_notes`), None in a node run without a supervisor (tests)
+_notes: _SupervisorNotes | None = None
 #: this worker's slot (`name_files_by`)
 _slot: int | None = None
-_MAX_SLOTS = 4096  # more workers than were ever alive at once (`edge.supervisor.Slots`)
 
 
-def share_lost_values() -> None:
-    """In the supervisor, before it forks its first worker: the memory where workers note lost values."""
-    global _lost_by_slot
-    _lost_by_slot = mmap.mmap(-1, _MAX_SLOTS)  # anonymous and shared: every worker forked after sees it
+def share_notes(loaded_at: float) -> None:
+    """In the supervisor, before it forks its first worker."""
+    global _notes
+    _notes = _SupervisorNotes(loaded_at)
+
+
+def reloaded(successful: bool) -> None:
+    """In the supervisor: a SIGHUP's config is served by every worker, or was refused."""
+    if _notes is not None:
+        _notes.reloaded(successful, time.time())
 
 
 def slot_emptied(slot: int) -> None:
     """In the supervisor, once the worker in `slot` is reaped: its values (and their loss) went with it."""
-    if _lost_by_slot is not None and slot < len(_lost_by_slot):
-        _lost_by_slot[slot] = 0
+    if _notes is not None:
+        _notes.lost_values(slot, False)
 
 
-class _LostValuesCollector:
-    """`edge_metrics_values_lost`, read when a text is made (it cannot be in the files it is about)."""
+class _NotesCollector:
+    """The series `_SupervisorNotes` holds; without a supervisor, a config loaded as the node started."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
 
     def collect(self):
-        lost = 0 if _lost_by_slot is None else _lost_by_slot[:].count(1)
+        loaded_at, successful, lost = (self.started, True, 0) if _notes is None else _notes.read()
+        yield GaugeMetricFamily(
+            "edge_config_last_reload_successful", "0 when the config of the last SIGHUP was refused (the log "
+            "says why; the workers serve the config loaded before), else 1", value=int(successful))
+        yield GaugeMetricFamily(
+            "edge_config_last_reload_success_timestamp_seconds", "When the config being served was loaded (the "
+            "node's start or the last reload that took effect), Unix seconds", value=loaded_at)
         yield GaugeMetricFamily(
             "edge_metrics_values_lost", "Workers whose metric values found no room in the temporary folder: "
             "missing from this text (their counts, their gauges) until they are replaced", value=lost)
@@ -234,7 +280,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple, object] = {}
         r = self.registry
-        r.register(_LostValuesCollector())  # 0 in one process: its values are in this registry
+        self._notes = _NotesCollector(time.time() if node_started is None else node_started)
+        r.register(self._notes)
         self.http_requests = Counter(
             "edge_http_requests_total", "HTTP requests answered", ["endpoint", "status"], registry=r)
         self.http_duration = Histogram(
@@ -483,7 +530,7 @@ class Metrics:
         if multiprocess_mode():
             registry = CollectorRegistry()
             _WorkersCollector(registry)
-            registry.register(_LostValuesCollector())
+            registry.register(self._notes)
             return registry
         return self.registry
 

@@ -143,6 +143,7 @@ def _summary(now: Snapshot, build: dict[str, str], started: float, recent) -> st
         ("Version", f"<td>edge {escape(build.get('version', '?'))}, libvips {escape(build.get('libvips', '?'))}, "
                     f"Python {escape(build.get('python', '?'))}</td>"),
         ("Uptime", _cell("uptime_seconds", now.at - started, _duration(now.at - started)) if started else "<td>–</td>"),
+        ("Config loaded", _config_loaded(now)),
         ("Workers", _cell("workers", now.total("edge_workers"))),
         ("Memory (all workers)", _cell("resident_memory_bytes", now.total("edge_process_resident_memory_bytes"),
                                        _bytes(now.total("edge_process_resident_memory_bytes")))),
@@ -151,6 +152,14 @@ def _summary(now: Snapshot, build: dict[str, str], started: float, recent) -> st
         ("Output hit ratio, since start", hit_ratio("hit_ratio_total", now.total)),
     ]
     return "<h2>Node</h2>\n<table class=kv>" + "".join(f"<tr><th>{k}</th>{v}</tr>" for k, v in rows) + "</table>"
+
+
+def _config_loaded(now: Snapshot) -> str:
+    """How long ago the config served was loaded, and whether the last SIGHUP's was refused."""
+    ago = now.at - now.total("edge_config_last_reload_success_timestamp_seconds")
+    refused = not now.total("edge_config_last_reload_successful")
+    return _cell("config_loaded_seconds_ago", ago, f"{_duration(ago)} ago"
+                 + ("; the last reload was refused: the node's log says why" if refused else ""))
 
 
 def _endpoints(now: Snapshot, recent, window: float) -> str:

@@ -160,8 +160,9 @@ class Supervisor:
         self.reload_again = False
         #: the workers are to be replaced once the reload under way is done (`_check_metrics_folder`)
         self.replace_again = False
-        #: what `_finish_reload` logs of the generation under way
+        #: what `_finish_reload` logs of the generation under way, and whether it is a SIGHUP's
         self._pending_done = ""
+        self._pending_reload = False
         #: the multiprocess metrics folder, held open: deleted (a cleaner of the temporary folder), its
         #: link count is 0 even if a folder of the same name was made since
         self._metrics_folder: int | None = None
@@ -188,9 +189,9 @@ class Supervisor:
             from .cache import checkpoint_left_logs
 
             metrics.node_started = time.time()
+            metrics.share_notes(metrics.node_started)
             if self.multiprocess_metrics:
                 self._metrics_folder = os.open(os.environ["PROMETHEUS_MULTIPROC_DIR"], os.O_RDONLY | os.O_DIRECTORY)
-                metrics.share_lost_values()
             for number in range(self.config.server.workers):
                 self._spawn(number, self.generation, self.config)
             while self.workers or not self.stopping:
@@ -406,13 +407,16 @@ class Supervisor:
         if self.pending is not None:
             self.reload_again = True  # after the one under way
             return
+        from . import metrics  # imported by `preload`
         try:
             loaded = self.reload_config()
         except ConfigError as error:
             log.error("SIGHUP: config not reloaded, the running one is kept: %s", error)
+            metrics.reloaded(False)
             return
         except Exception:  # a plugin's own parsing failing its way: the running node must outlive it
             log.exception("SIGHUP: config not reloaded, the running one is kept: reading it failed")
+            metrics.reloaded(False)
             return
         server = self.config.server  # the socket is bound and the metrics mode chosen: these stay
         kept = [f"{key} = {getattr(server, key)!r}" for key in RESTART_KEYS
@@ -424,14 +428,15 @@ class Supervisor:
         # the supervisor's own lines, and the new workers' (forked with its handler), the new way
         configure_logging(config.server.log_level, config.server.log_format)
         log.info("SIGHUP: config %s is valid; starting %d new worker(s)", config.source, server.workers)
-        self._start_generation(config, f"config reloaded from {config.source}")
+        self._start_generation(config, f"config reloaded from {config.source}", reload=True)
 
-    def _start_generation(self, config: Config, done: str) -> None:
+    def _start_generation(self, config: Config, done: str, reload: bool = False) -> None:
         """Start a new generation of workers on `config`; once they all serve, the old ones stop, and `done`
-        is logged."""
+        is logged. `reload`: a SIGHUP's, whose outcome the workers' metrics tell."""
         generation = self.generation + 1
         self.pending = (generation, config, self.clock() + READY_TIMEOUT_SECONDS)
         self._pending_done = done
+        self._pending_reload = reload
         for number in range(config.server.workers):
             self._spawn(number, generation, config)
 
@@ -439,6 +444,9 @@ class Supervisor:
         old = [w for w in self.workers.values() if w.generation != generation]
         self.config, self.generation, self.pending = config, generation, None
         self._stop(old)
+        if self._pending_reload:
+            from . import metrics  # imported by `preload`
+            metrics.reloaded(True)
         log.info("%s; %d old worker(s) finish their requests and exit", self._pending_done, len(old))
         if self.reload_again:
             self.reload_again = False
@@ -452,6 +460,9 @@ class Supervisor:
         self.pending = None
         configure_logging(self.config.server.log_level, self.config.server.log_format)
         log.error("SIGHUP: config not reloaded, the running one is kept: %s", reason)
+        if self._pending_reload:
+            from . import metrics  # imported by `preload`
+            metrics.reloaded(False)
         self._stop([w for w in self.workers.values() if w.generation == generation])
 
 

@@ -201,6 +201,7 @@ EXPECTED = {
     "EdgeRenderTimeouts": {"render_timeouts"},
     "EdgeWorkersRestarted": {"worker_killed"},
     "EdgeMetricsValuesLost": {"metrics_lost"},
+    "EdgeConfigReloadFailed": {"reload_refused"},
     # what clients see: the nodes answering 502s and 503s (the render timeouts' node asks too few a second)
     "EdgeServerErrors": {"origin_down", "origin_denied", "overloaded"},
     "EdgeConnectionsNearLimit": {"connections"},
@@ -278,6 +279,7 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         "worker_killed": node_config(tmp_path, "worker_killed", good.url),  # one of its workers, as the OOM killer
         # its temporary folder, where its workers' metrics files are, fills up
         "metrics_lost": node_config(tmp_path, "metrics_lost", good.url),
+        "reload_refused": node_config(tmp_path, "reload_refused", good.url),  # sent a config it refuses
         "connections": node_config(tmp_path, "connections", good.url,
                                    server='max_connections = 4\nheader_timeout = "60s"\nmetrics_port = 0'),
         "purge_peer_down": node_config(tmp_path, "purge_peer_down", good.url,
@@ -303,6 +305,9 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         await prometheus.ready()
         fill(small)
         fill(full_tmp)
+        refused = configs["reload_refused"]
+        refused.write_text(refused.read_text() + "\n[server]\nworkers = 'many'\n")
+        nodes["reload_refused"].process.send_signal(signal.SIGHUP)
         # the node checks at start that it can write in its cache folder: made read-only under it (a
         # read-only bind mount over it: the filesystem itself cannot be, with the databases open)
         cache = read_only / "cache"

@@ -4,7 +4,6 @@ is counted in `edge_cache_errors_total{tier,kind}` and reported by `/_edge/ready
 still serves)."""
 
 import json
-import mmap
 import os
 import re
 import shutil
@@ -363,9 +362,9 @@ def test_a_metrics_file_that_must_grow_on_a_full_folder_keeps_its_values_in_memo
     """A worker's values file grown once the folder is full (a new endpoint, a new status): its values so
     far and the new ones move to memory, where the growth had raised ENOSPC into every metrics flush."""
     from edge import metrics
-    from edge.metrics import _AllocatedMmapedDict, _LostValuesCollector
+    from edge.metrics import _AllocatedMmapedDict, _NotesCollector, _SupervisorNotes
     # this process is no worker: what it notes is undone after
-    monkeypatch.setattr(metrics, "_lost_by_slot", mmap.mmap(-1, 4))
+    monkeypatch.setattr(metrics, "_notes", _SupervisorNotes(0))
     monkeypatch.setattr(metrics, "_slot", 2)
     values = _AllocatedMmapedDict(str(small_tmpfs / "counter_slot0.db"))
     values.write_value("first", 1.0, 0.0)
@@ -374,7 +373,8 @@ def test_a_metrics_file_that_must_grow_on_a_full_folder_keeps_its_values_in_memo
     for number, key in enumerate(keys):
         values.write_value(key, float(number), 0.0)
     assert values.read_value("first") == (1.0, 0.0) and values.read_value(keys[-1]) == (399.0, 0.0)
-    assert [family.samples[0].value for family in _LostValuesCollector().collect()] == [1]
+    assert {family.name: family.samples[0].value for family in _NotesCollector(0).collect()}[
+        "edge_metrics_values_lost"] == 1
     assert f"no room for this worker's metrics in {small_tmpfs} (" in caplog.text
     values.close()
 

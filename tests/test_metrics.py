@@ -274,7 +274,7 @@ def registered() -> dict[str, tuple[str, set[str]]]:
         if isinstance(metric, (Counter, Gauge, Histogram)):
             kind = {Counter: "counter", Gauge: "gauge", Histogram: "histogram"}[type(metric)]
             found[metric._name + ("_total" if kind == "counter" else "")] = (kind, set(metric._labelnames))
-    for family in Metrics().registry.collect():  # and those read as the text is made (`_LostValuesCollector`)
+    for family in Metrics().registry.collect():  # and those read as the text is made (`_NotesCollector`)
         name = family.name + ("_total" if family.type == "counter" else "")
         found.setdefault(name, (family.type, {label for sample in family.samples for label in sample.labels}))
     return found

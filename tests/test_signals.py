@@ -17,6 +17,7 @@ from tornado.httpclient import AsyncHTTPClient
 from edge.supervisor import MAX_RESTARTS_IN_WINDOW
 from tests.nodes import (SAMPLES, NodeProcess, decode, local_config, refused, until, until_stored, web_config,
                          write_config)
+from tests.scrape import scrape, total
 from tests.servers import HTTPOrigin
 
 SAMPLES_PNG = "/tr:w-64/coffee.jpg"
@@ -331,3 +332,46 @@ async def test_an_answer_in_progress_when_the_drain_begins_says_connection_close
     finally:
         client.close()
         await origin.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_refused_reload_shows_in_the_metrics_and_the_status_page_until_one_takes_effect(tmp_path, workers):
+    """A SIGHUP's config refused had been said by the log alone: a fleet's config management saw every node
+    green, each serving its old config."""
+    text = local_config(before=f"[server]\nworkers = {workers}\n")
+    config = write_config(tmp_path, text)
+    node = NodeProcess(config)
+    client = AsyncHTTPClient(force_instance=True)
+
+    async def reload_state() -> tuple[float, float]:
+        scraped = await scrape(node.url)
+        return (total(scraped, "edge_config_last_reload_successful"),
+                total(scraped, "edge_config_last_reload_success_timestamp_seconds"))
+
+    async def status_page_says(wanted: str) -> bool:
+        return wanted in (await client.fetch(node.url + "/_edge/status")).body.decode()
+
+    try:
+        successful, loaded_at = await reload_state()
+        assert successful == 1 and 0 < time.time() - loaded_at < 60
+        await until(lambda: status_page_says("Config loaded"), "the status page")
+        assert not await status_page_says("refused")
+        config.write_text(text + "\n[server]\nworkers = 'many'\n")
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(node.wait_for_log, "config not reloaded", 30, mark)
+        for _ in range(4):  # whichever worker answers
+            assert await reload_state() == (0, loaded_at)
+        await until(lambda: status_page_says("the last reload was refused: the node"),
+                    "the status page saying so")
+        config.write_text(text)
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
+        for _ in range(4):
+            successful, reloaded_at = await reload_state()
+            assert successful == 1 and loaded_at < reloaded_at <= time.time()
+        await until(lambda: status_page_says("ago</td>"), "the status page")  # its row without the refusal
+    finally:
+        client.close()
+        assert node.stop() == 0
