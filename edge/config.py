@@ -616,7 +616,8 @@ def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
             origin = origin_type.from_config(settings, t)
         except ConfigError:
             raise
-        except (Exception, SystemExit) as error:  # a plugin's bug: a config error naming it, not a dead node
+        except BaseException as error:  # a plugin's bug, whatever it raises: a config error naming it, not a dead node
+            # (a stray KeyboardInterrupt or CancelledError on a SIGHUP had ended the supervisor, and the node)
             raise t.error("type", f"the {type_name!r} origin type failed to read its table: "
                                   f"{type(error).__name__}: {redact(str(error))}") from None
         if not isinstance(origin, Origin):

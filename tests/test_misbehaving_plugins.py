@@ -88,6 +88,9 @@ class MisbehavingPlugin:
             table.finish()
             if origin.fails == "config":
                 raise ValueError(f"cannot use key={origin.key.reveal()}")
+            if origin.fails.startswith("config-raise-"):
+                raise {"SystemExit": SystemExit(3), "KeyboardInterrupt": KeyboardInterrupt(),
+                       "GeneratorExit": GeneratorExit(), "CancelledError": asyncio.CancelledError()}[origin.fails[13:]]
             if origin.fails == "config-error":  # as the docs say a bad value is refused
                 raise table.error("key", f"{origin.key.reveal()!r} is not a valid key")
             return origin
@@ -264,6 +267,14 @@ def test_a_from_config_that_raises_is_a_config_error_naming_the_type_not_the_sec
         load_config(broken_config(tmp_path, "config"), load_plugins(MisbehavingPlugin()))
     assert "the 'broken' origin type failed to read its table: ValueError: cannot use key=****" in str(raised.value)
     assert SECRET not in str(raised.value)
+
+
+@pytest.mark.parametrize("raised", ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "CancelledError"])
+def test_a_from_config_that_raises_beyond_exception_is_a_config_error_too(tmp_path, raised):
+    """Beyond `Exception`: on a SIGHUP, it had ended the supervisor, and so the node (check-config: a traceback)."""
+    with pytest.raises(ConfigError) as error:
+        load_config(broken_config(tmp_path, f"config-raise-{raised}"), load_plugins(MisbehavingPlugin()))
+    assert f"the 'broken' origin type failed to read its table: {raised}" in str(error.value)
 
 
 def test_a_table_error_quoting_a_secret_written_in_the_config_masks_it(tmp_path):
