@@ -627,6 +627,7 @@ def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
                        is Origin.from_config.__func__ else "")
             raise t.error("type", f"the {type_name!r} origin type's from_config returned {type(origin).__name__}, "
                                   f"not an origin{missing}")
+        t.finish()  # again, for a type that forgot to: an operator's misspelt key would be ignored
         origins.append(origin)
     return tuple(origins)
 

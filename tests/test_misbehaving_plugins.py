@@ -85,6 +85,8 @@ class MisbehavingPlugin:
         def from_config(cls, settings, table):
             origin = cls(settings)
             origin.fails, origin.key = table.str("fails"), table.secret("key")
+            if origin.fails == "nothing":  # and forgets `table.finish()`
+                return origin
             table.finish()
             if origin.fails == "config":
                 raise ValueError(f"cannot use key={origin.key.reveal()}")
@@ -275,6 +277,14 @@ def test_a_from_config_that_raises_beyond_exception_is_a_config_error_too(tmp_pa
     with pytest.raises(ConfigError) as error:
         load_config(broken_config(tmp_path, f"config-raise-{raised}"), load_plugins(MisbehavingPlugin()))
     assert f"the 'broken' origin type failed to read its table: {raised}" in str(error.value)
+
+
+def test_a_key_no_origin_type_reads_is_refused_even_if_the_type_forgets_to_finish(tmp_path):
+    config = broken_config(tmp_path, "nothing")
+    config.write_text(config.read_text().replace('fails = "nothing"', 'fails = "nothing"\ntimeuot = "5s"'))
+    with pytest.raises(ConfigError) as raised:
+        load_config(config, load_plugins(MisbehavingPlugin()))
+    assert str(raised.value).endswith("[origins[0] 'broken'] timeuot: unknown key")
 
 
 def test_a_table_error_quoting_a_secret_written_in_the_config_masks_it(tmp_path):
