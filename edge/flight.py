@@ -248,9 +248,14 @@ class SingleFlight:
             if self._lease_fd is None:
                 self._directory.mkdir(parents=True, exist_ok=True)
                 self._lease_fd = os.open(self._directory / "leases", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # EACCES here is a folder or file the node may not write, never a held lease:
+            # taken for one, every miss of the worker had waited `wait_bound` (40 s) and been answered 504
+            self._health.failed("flight", error_kind(exc), f"no lease across workers: {exc}")
+            return True
+        try:
             fcntl.lockf(self._lease_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
         except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EAGAIN):
+            if exc.errno in (errno.EACCES, errno.EAGAIN):  # another worker holds it
                 return False
             self._health.failed("flight", error_kind(exc), f"no lease across workers: {exc}")
         return True

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -414,3 +415,33 @@ async def test_a_bug_in_the_readiness_check_is_not_ready_with_its_traceback(node
     assert (ready.code, ready.body) == (503, b"not ready\n")
     [record] = [r for r in caplog.records if "readiness check failed" in r.getMessage()]
     assert record.exc_info is not None and "a bug in the check" in str(record.exc_info[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv(1) to run the node as another user")
+def test_a_flights_folder_the_node_may_not_write_costs_the_coalescing_across_workers_only(tmp_path):
+    """A cache folder made by a node run once as root, then served as another user: `flights/` stays root's.
+    The lease file's open failing EACCES was taken for a lease another worker held, so every miss waited
+    `wait_bound` (40 s) and was answered 504, while /_edge/ready said ready."""
+    folder = Path(tempfile.mkdtemp(prefix="edge-as-nobody-", dir="/tmp"))  # where nobody may go (tmp_path is 0700)
+    try:
+        folder.chmod(0o755)
+        cache = folder / "cache"
+        (cache / "flights").mkdir(parents=True)  # root's, 0755
+        os.chown(cache, 65534, 65534)
+        config = write_config(folder, local_config(before=f'[server]\nworkers = 2\n[cache]\ndir = "{cache}"\n'))
+        process = NodeProcess(config, edge=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                            sys.executable, "-m", "edge"))
+        try:
+            node = ServingNode(process)
+            started = time.monotonic()
+            for width in range(100, 108):
+                status, headers, body = node.get(f"/tr:w-{width}/coffee.jpg")
+                assert (status, pyvips.Image.new_from_buffer(body, "").width) == (200, width), headers
+            assert time.monotonic() - started < 20  # no miss waited for a lease
+            process.wait_for_log(r"no lease across workers: \[Errno 13\] Permission denied")
+            assert node.get("/tr:w-100/coffee.jpg")[1]["X-Cache"] == "HIT"  # the rest of the cache works
+        finally:
+            assert process.stop() == 0
+    finally:
+        shutil.rmtree(folder)
