@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
+from itertools import islice
 from pathlib import Path
 
 import tornado.netutil
@@ -50,8 +51,26 @@ def _nearest_existing(directory: Path) -> Path:
 def warnings(config: Config) -> list[str]:
     """What `edge serve` and `check-config` warn of: the node serves anyway."""
     return [warning for warning in (_budgets_over_the_disk(config), _cache_among_originals(config),
-                                    _signed_for_any_host(config))
+                                    _signed_for_any_host(config), _cache_entries_of_another_user(config))
             if warning is not None]
+
+
+def _cache_entries_of_another_user(config: Config) -> str | None:
+    """A warning when this user cannot write the cache folder's own files and folders (a node run once as
+    root, then as its user): the tiers in them serve uncached, and a `node.lock` stops `serve`."""
+    try:
+        entries = list(islice(config.cache.dir.iterdir(), 100))  # its own: a few, unless it holds other things
+    except OSError:
+        return None  # `usable_cache_dir` says what is wrong with it, or serve makes it
+    denied = [entry for entry in sorted(entries) if not os.access(entry, os.W_OK)]
+    if not denied:
+        return None
+    owners = ", ".join(sorted({str(entry.stat().st_uid) for entry in denied}))
+    return (f"cache folder {config.cache.dir}: this user (uid {os.geteuid()}) cannot write "
+            f"{', '.join(entry.name for entry in denied)} (owner uid {owners}: made by a node run as another user?): "
+            + ("serve cannot start" if any(entry.name == NODE_LOCK for entry in denied)
+               else "the node serves without what they hold")
+            + "; give the folder to the node's user (chown -R)")
 
 
 #: a name no `forward_host` list holds: an origin that takes it takes every Host
@@ -119,8 +138,8 @@ def own_cache_dir(directory: Path) -> None:
         return
     try:
         fd = os.open(directory / NODE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise StartupError(f"cache folder {directory}: cannot write in it: {exc.strerror}") from None
+    except OSError as exc:  # the folder's, or a node.lock another user's node made (chown -R)
+        raise StartupError(f"cache folder {directory}: cannot open {NODE_LOCK} in it: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

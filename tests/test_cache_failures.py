@@ -430,8 +430,14 @@ def test_a_flights_folder_the_node_may_not_write_costs_the_coalescing_across_wor
         (cache / "flights").mkdir(parents=True)  # root's, 0755
         os.chown(cache, 65534, 65534)
         config = write_config(folder, local_config(before=f'[server]\nworkers = 2\n[cache]\ndir = "{cache}"\n'))
-        process = NodeProcess(config, edge=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                            sys.executable, "-m", "edge"))
+        as_nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "edge")
+        checked = subprocess.run([*as_nobody, "check-config", "--config", str(config)], capture_output=True,
+                                 text=True, timeout=60)
+        assert checked.returncode == 0 and (
+            f"cache folder {cache}: this user (uid 65534) cannot write flights (owner uid 0: made by a node run as "
+            "another user?): the node serves without what they hold; give the folder to the node's user "
+            "(chown -R)") in checked.stderr, checked.stderr
+        process = NodeProcess(config, edge=as_nobody)
         try:
             node = ServingNode(process)
             started = time.monotonic()
@@ -443,5 +449,10 @@ def test_a_flights_folder_the_node_may_not_write_costs_the_coalescing_across_wor
             assert node.get("/tr:w-100/coffee.jpg")[1]["X-Cache"] == "HIT"  # the rest of the cache works
         finally:
             assert process.stop() == 0
+        os.chown(cache / "node.lock", 0, 0)  # had been "cannot write in it", of a folder it may write in
+        served = subprocess.run([*as_nobody, "serve", "--port", "0", "--config", str(config)], capture_output=True,
+                                text=True, timeout=60)
+        assert served.returncode == 1 and served.stderr.endswith(
+            f"edge: cache folder {cache}: cannot open node.lock in it: Permission denied\n"), served.stderr
     finally:
         shutil.rmtree(folder)
