@@ -50,9 +50,27 @@ def _nearest_existing(directory: Path) -> Path:
 
 def warnings(config: Config) -> list[str]:
     """What `edge serve` and `check-config` warn of: the node serves anyway."""
-    return [warning for warning in (_budgets_over_the_disk(config), _cache_among_originals(config),
-                                    _signed_for_any_host(config), _cache_entries_of_another_user(config))
+    return [warning for warning in (_budgets_over_the_disk(config), _budget_too_small(config),
+                                    _cache_among_originals(config), _signed_for_any_host(config),
+                                    _cache_entries_of_another_user(config))
             if warning is not None]
+
+
+#: a tier whose budget is under this stores no entry over an eighth of it: under 1 MB, some ordinary outputs
+SMALL_BUDGET = 8 * 10**6
+
+
+def _budget_too_small(config: Config) -> str | None:
+    """A warning when a disk tier's budget leaves out ordinary images (a unit slip: `output_size = 2000` is 2000
+    bytes): each larger one is made or fetched again on every request, which the node serves without a word."""
+    small = [f"{key} = {_size(size)}" for key, size in (("output_size", config.cache.output_size),
+                                                        ("original_size", config.cache.original_size))
+             if 0 < size < SMALL_BUDGET]
+    if not small:
+        return None
+    return (f"[cache] {', '.join(small)}: a tier stores no entry over an eighth of its budget, so larger images "
+            f"are made again on every request (edge_cache_too_large_total); a size is in bytes unless it names a "
+            f"unit (\"2GB\")")
 
 
 def _cache_entries_of_another_user(config: Config) -> str | None:
@@ -118,7 +136,10 @@ def _budgets_over_the_disk(config: Config) -> str | None:
 
 
 def _size(size: int) -> str:
-    """`12.5 GB`; below a gigabyte `1.5 MB`: a small filesystem's size had been written `0.0 GB`."""
+    """`12.5 GB`; below a gigabyte `1.5 MB`, below a megabyte `2000 bytes`: a small filesystem's size had been
+    written `0.0 GB`."""
+    if size < 10**6:
+        return f"{size} bytes"
     return f"{size / 10**9:.1f} GB" if size >= 10**9 else f"{size / 10**6:.1f} MB"
 
 

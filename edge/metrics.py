@@ -322,6 +322,9 @@ class Metrics:
         self.dropped_stores = Counter(
             "edge_dropped_stores_total", "Outputs and originals answered but not stored, because the "
             "stores already waiting to be written held their byte budget", ["tier"], registry=r)
+        self.cache_too_large = Counter(
+            "edge_cache_too_large_total", "Outputs and originals answered but not stored, because each was over "
+            "an eighth of its tier's budget (made or fetched again each time they are asked)", ["tier"], registry=r)
         self.transform_duration = Histogram(
             "edge_transform_duration_seconds", "Time to decode, transform and encode one output",
             ["format"], buckets=LATENCY_BUCKETS, registry=r)
@@ -409,6 +412,8 @@ class Metrics:
         tiers = tuple(tiers)
         for tier in tiers:
             self.cache_evictions.labels(tier)
+        for tier in ("output", "original"):
+            self.cache_too_large.labels(tier)
             for result in CACHE_RESULTS.get(tier, ()):
                 self.cache_requests.labels(tier, result)
         # a single error (one damaged value, a database rebuilt once) must show in `increase()`

@@ -211,7 +211,7 @@ class OriginalSource:
         held before)."""
         try:
             info = await original.info()
-            if original.worth_keeping and self._caches.originals.holds(len(original.body)):
+            if original.worth_keeping and self._caches.holds(self._caches.originals, len(original.body)):
                 await self._caches.store(key, StoredOriginal(info, original.body))
             elif stored is None or stored.info.version != info.version:
                 # its version alone: a local file's, or bytes too large for the tier (where the bytes kept of

@@ -154,7 +154,8 @@ class Node:
         self.caches = Caches(config.cache.dir, config.cache.output_size, config.cache.original_size,
                              config.cache.memory_size, health=health,
                              evicted=lambda tier, count: metrics.cache_evictions.labels(tier).inc(count),
-                             dropped=lambda tier: metrics.dropped_stores.labels(tier).inc())
+                             dropped=lambda tier: metrics.dropped_stores.labels(tier).inc(),
+                             too_large=lambda tier: metrics.add(metrics.cache_too_large, (tier,)))
         metrics.initialise(config, (tier.name for tier in self.caches.tiers),
                            libvips=".".join(str(pyvips.version(i)) for i in range(3)))
         # one single flight per kind of key, each with its own leases: an output's and an original's

@@ -20,7 +20,9 @@ import edge
 from edge.config import load_config
 from edge.errors import ConfigError
 from edge.pluginmanager import load_plugins
+from edge.testing import image_size, running_node
 from tests.nodes import NodeProcess, local_config, until, web_config, write_config
+from tests.scrape import samples, scrape_when
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -191,6 +193,27 @@ def test_budgets_over_the_cache_disk_are_a_warning_at_check_config_and_at_start(
         assert node.stop() == 0
     fits = write_config(tmp_path, local_config(before=f'[cache]\ndir = "cache"\noutput_size = {disk // 2}\n'))
     assert edge_command("check-config", "--config", str(fits)).stderr == ""
+
+
+async def test_a_budget_too_small_for_ordinary_images_is_a_warning_and_what_it_leaves_out_is_counted(tmp_path):
+    """`output_size = 2000` (meant as MB; a plain number is bytes): every output was made again on every request,
+    without a word from check-config, the log or the metrics."""
+    config = write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\noutput_size = 2000\n'
+                                                        'original_size = 0\n'))  # 0: off, as asked
+    warning = ("[cache] output_size = 2000 bytes: a tier stores no entry over an eighth of its budget, so larger "
+               "images are made again on every request (edge_cache_too_large_total); a size is in bytes unless it "
+               'names a unit ("2GB")')
+    result = edge_command("check-config", "--config", str(config))
+    assert (result.returncode, result.stderr) == (0, f"edge: warning: {warning}\n")
+    with running_node(config.read_text(), tmp_path) as node:
+        for _ in range(3):
+            status, headers, body = node.get("/tr:w-300/coffee.jpg")
+            assert (status, headers["X-Cache"], image_size(body)) == (200, "MISS", (300, 200))
+        scraped = await scrape_when(node.base_url, "edge_cache_too_large_total", 3, tier="output")  # stored after
+        assert samples(scraped, "edge_cache_too_large_total") == {(("tier", "original"),): 0,
+                                                                  (("tier", "output"),): 3}
+    roomy = write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\noutput_size = "8MB"\n'))
+    assert edge_command("check-config", "--config", str(roomy)).stderr == ""
 
 
 @pytest.mark.parametrize("cache", ["photos", "photos/cache"])

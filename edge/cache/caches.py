@@ -68,9 +68,11 @@ class Caches:
 
     def __init__(self, directory: Path, output_size: int, original_size: int, memory_size: int = 0, *,
                  health: CacheHealth | None = None, evicted: Callable[[str, int], None] | None = None,
-                 dropped: Callable[[str], None] = lambda tier: None, touch_interval: float = TOUCH_INTERVAL):
+                 dropped: Callable[[str], None] = lambda tier: None,
+                 too_large: Callable[[str], None] = lambda tier: None, touch_interval: float = TOUCH_INTERVAL):
         self.health = health or CacheHealth()
         self._dropped = dropped
+        self._too_large = too_large
         self._pending_bytes = 0
         self._directory = directory
         self._versions_path = directory / "versions.bin"
@@ -141,6 +143,8 @@ class Caches:
         tier, put = ((self.outputs, self.outputs.put) if isinstance(value, CachedOutput)
                      else (self.originals, self._put_original))
         size = len(value.body)
+        if not self.holds(tier, size):
+            return
         if self._pending_bytes + size > PENDING_STORE_BYTES:
             self._dropped(tier.name)
             return
@@ -149,6 +153,16 @@ class Caches:
             await self.io(put, key, value)
         finally:
             self._pending_bytes -= size
+
+    def holds(self, tier: DiskTier, size: int) -> bool:
+        """Whether `tier` stores a value of `size` bytes (`DiskTier.holds`); one it does not is counted: with a
+        budget too small for the images (a unit slip: `output_size = 2000` is bytes), the same URLs are made
+        again on every request, which nothing had told."""
+        if tier.holds(size):
+            return True
+        if tier.budget:  # else the tier is off: nothing is stored, as asked
+            self._too_large(tier.name)
+        return False
 
     def version(self, key: str) -> int | None:
         """The shared write counter of `key`'s bucket, or None without the shared versions (a memory
