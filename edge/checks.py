@@ -30,15 +30,23 @@ def usable_cache_dir(directory: Path, *, create: bool) -> None:
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if not _nearest_existing(directory).is_dir():  # said as check-config says it, not "File exists"
+                _not_a_folder(directory)
             raise StartupError(f"cache folder {directory}: cannot create it: {exc.strerror}") from None
+    _not_a_folder(directory)
     target = _nearest_existing(directory)
-    if not target.is_dir():
-        raise StartupError(f"cache folder {directory}: {target} is not a folder")
     try:
         with tempfile.NamedTemporaryFile(dir=target, prefix=".edge-check-"):
             pass
     except OSError as exc:
         raise StartupError(f"cache folder {directory}: cannot write in {target}: {exc.strerror}") from None
+
+
+def _not_a_folder(directory: Path) -> None:
+    """A `StartupError` when what is, or would be, `directory`'s nearest existing parent is no folder."""
+    target = _nearest_existing(directory)
+    if not target.is_dir():
+        raise StartupError(f"cache folder {directory}: {target} is not a folder")
 
 
 def _nearest_existing(directory: Path) -> Path:

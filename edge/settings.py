@@ -95,7 +95,7 @@ def parse_size(text: str | int) -> int:
     """`"2GB"` → 2_000_000_000; `"1GiB"` → 2**30; plain integers are bytes."""
     if isinstance(text, int) and not isinstance(text, bool):
         if text < 0:
-            raise ValueError("must not be negative")
+            raise ValueError("a size of 0 or more")
         return text
     match = _SIZE.match(str(text))
     if not match:
@@ -108,7 +108,7 @@ def parse_duration(text: str | int | float) -> float:
     """`"60s"`, `"5m"`, `"1h"`, `"1d"` → seconds; plain numbers are seconds."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         if text < 0:
-            raise ValueError("must not be negative")
+            raise ValueError("a duration of 0 or more")
         return float(text)
     match = _DURATION.match(str(text))
     if not match:

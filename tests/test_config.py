@@ -114,6 +114,8 @@ def test_the_transform_queue_timeout_is_part_of_what_flight_waiters_wait(tmp_pat
     ("[named_transformations]\n\"a:b\" = \"w-10\"\n" + ORIGIN + ENDPOINT,
      "[named_transformations] a:b: a name is letters, digits, '.', '_', '@' and '-', as URLs write it (n-<name>)"),
     ("[cache]\ndir = \"c\"\noutput_size = \"lots\"\n" + ORIGIN + ENDPOINT, "[cache] output_size: expected a size"),
+    ("[cache]\ndir = \"c\"\noutput_size = -5\n" + ORIGIN + ENDPOINT,
+     "[cache] output_size: expected a size of 0 or more, got -5"),  # had been "expected must not be negative"
     ("[cache]\ndir = \"c\"\nnot_found_ttl = \"soon\"\n" + ORIGIN + ENDPOINT, "[cache] not_found_ttl: expected a duration"),
     ("[server]\nprot = 1\n" + ORIGIN + ENDPOINT, "[server] prot: unknown key"),
     ("[server]\nheader_timeout = 0\n" + ORIGIN + ENDPOINT, "[server] header_timeout: expected a duration above zero"),
