@@ -7,6 +7,7 @@ See `docs/configuration.md` for every key. Without `--config` the node runs the 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -256,6 +257,20 @@ class Config:
             "shared_cache": self.shared_cache and self.shared_cache.describe(),
             "fonts": {name: font.file for name, font in self.fonts.items()},
         }
+
+
+def endpoints_fetching_elsewhere(old: Config, new: Config) -> list[str]:
+    """The ids of the endpoints of `new` (a reload's) whose originals come from elsewhere than in `old`: another
+    list of origins, or an origin of another type or other public attributes (`Origin.describe`: its `root`,
+    bucket, `base_url`…; not its timeout, nor a secret's value). Their cached outputs were made from the old
+    origins' files, and are served as fresh until `original_ttl` revalidates them: an endpoint pointed back
+    from a staging bucket served staging images for up to a day, downstream caches keeping them a year."""
+    def identity(origin: Origin) -> str:
+        return json.dumps(origin.describe(), sort_keys=True, default=str)
+
+    before = {endpoint.id: [identity(origin) for origin in endpoint.origins] for endpoint in old.endpoints}
+    return [endpoint.id for endpoint in new.endpoints
+            if endpoint.id in before and before[endpoint.id] != [identity(origin) for origin in endpoint.origins]]
 
 
 #: the largest config file read: the shipped examples are under 10 kB

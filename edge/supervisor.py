@@ -61,7 +61,7 @@ from itertools import chain
 
 from . import memory
 from .checks import keep_cache_dirs_locked
-from .config import Config
+from .config import Config, endpoints_fetching_elsewhere
 from .errors import ConfigError, StartupError
 from .logs import configure_logging
 
@@ -428,6 +428,12 @@ class Supervisor:
         # the supervisor's own lines, and the new workers' (forked with its handler), the new way
         configure_logging(config.server.log_level, config.server.log_format)
         log.info("SIGHUP: config %s is valid; starting %d new worker(s)", config.source, server.workers)
+        if moved := endpoints_fetching_elsewhere(self.config, config):
+            log.warning("SIGHUP: the origins of endpoint(s) %s changed: their cached outputs, made from the old "
+                        "origins' files, are served until original_ttl (%gs) revalidates each; purge them to serve "
+                        "the new ones at once (edge purge --config FILE --prefix %s)",
+                        ", ".join(map(repr, moved)), config.cache.original_ttl,
+                        " / --prefix ".join(f"/{id}/" if id else "/" for id in moved))
         self._start_generation(config, f"config reloaded from {config.source}", reload=True)
 
     def _start_generation(self, config: Config, done: str, reload: bool = False) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -374,4 +375,30 @@ async def test_a_refused_reload_shows_in_the_metrics_and_the_status_page_until_o
         await until(lambda: status_page_says("ago</td>"), "the status page")  # its row without the refusal
     finally:
         client.close()
+        assert node.stop() == 0
+
+
+async def test_a_reload_that_points_an_endpoint_elsewhere_says_its_cached_outputs_stay_until_purged(tmp_path):
+    """A `root` changed (an endpoint pointed back from a staging folder): the outputs cached from the old one are
+    served as fresh hits until `original_ttl`, which nothing had said."""
+    staging = tmp_path / "staging"
+    shutil.copytree(SAMPLES, staging)
+    config = write_config(tmp_path, local_config(staging, before="[server]\nworkers = 1\n"))
+    node = NodeProcess(config)
+    try:
+        config.write_text(local_config(staging, before='[server]\nworkers = 1\n').replace(
+            'type = "local"', 'type = "local"\ntimeout = "9s"'))  # not where its files come from
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
+        assert not any("changed" in line for line in node.log[mark:]), node.log[mark:]
+        config.write_text(local_config(SAMPLES, before="[server]\nworkers = 1\n"))
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        line = await asyncio.to_thread(node.wait_for_log, "SIGHUP: the origins of", 60, mark)
+        assert line.string.rstrip().endswith(
+            "SIGHUP: the origins of endpoint(s) '' changed: their cached outputs, made from the old origins' files, "
+            "are served until original_ttl (86400s) revalidates each; purge them to serve the new ones at once "
+            "(edge purge --config FILE --prefix /)"), line.string
+    finally:
         assert node.stop() == 0
