@@ -158,6 +158,11 @@ NODE_LOCK = "node.lock"
 _owned: dict[Path, int] = {}
 
 
+def owns(directory: Path) -> bool:
+    """Whether this node serves from `directory` already (`own_cache_dir`)."""
+    return directory.resolve() in _owned
+
+
 def own_cache_dir(directory: Path) -> None:
     """Lock `directory` for this node, or a `StartupError` naming the node that holds it. Two nodes on one
     folder serve each other's outputs for their own URLs, whatever their origins (an output's key is

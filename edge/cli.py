@@ -199,6 +199,14 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
                                                                                 workers=workers)
         try:  # checked as at start: a folder the new workers cannot use is refused, not served uncached
             checks.usable_cache_dir(loaded.cache.dir, create=True)
+        except checks.StartupError as error:
+            if not checks.owns(loaded.cache.dir):
+                raise ConfigError(loaded.masked(f"{loaded.source}: [cache] dir: {error}")) from None
+            # but the folder the node serves from, failing since (a disk gone read-only): its running workers
+            # serve uncached where they must, and a reload refused for it had blocked every change meanwhile
+            log.warning("SIGHUP: [cache] dir: %s: the new workers serve without it where they must, as the running "
+                        "ones do", loaded.masked(str(error)))
+        try:
             checks.own_cache_dir(loaded.cache.dir)
         except checks.StartupError as error:
             raise ConfigError(loaded.masked(f"{loaded.source}: [cache] dir: {error}")) from None

@@ -3,6 +3,7 @@ corrupt database is moved aside and rebuilt, a full filesystem costs the cache a
 is counted in `edge_cache_errors_total{tier,kind}` and reported by `/_edge/ready` (200: the node
 still serves)."""
 
+import asyncio
 import json
 import os
 import re
@@ -456,3 +457,36 @@ def test_a_flights_folder_the_node_may_not_write_costs_the_coalescing_across_wor
             f"edge: cache folder {cache}: cannot open node.lock in it: Permission denied\n"), served.stderr
     finally:
         shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None,
+                    reason="needs root and mount(8) to make the cache folder read-only under the node")
+async def test_a_reload_goes_on_while_the_folder_the_node_serves_from_fails(tmp_path):
+    """The cache folder gone read-only under a serving node: its workers serve uncached, and a reload (any change:
+    a leaked signing key to rotate) had been refused for the folder, blocking every change until it was mended.
+    A reload to a folder new to the node that cannot be used is still refused."""
+    config = write_config(tmp_path, local_config(before='[server]\nworkers = 1\n[cache]\ndir = "cache"\n'))
+    node = NodeProcess(config)
+    cache = tmp_path / "cache"
+    try:
+        subprocess.run(["mount", "--bind", str(cache), str(cache)], check=True, timeout=30)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(cache)], check=True, timeout=30)
+        config.write_text(local_config(before='[server]\nworkers = 1\n[cache]\ndir = "cache"\n'
+                                              '[named_transformations]\nthumb = "w-30"\n'))
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        warned = await asyncio.to_thread(node.wait_for_log, r"SIGHUP: \[cache\] dir: ", 30, mark)
+        assert warned.string.rstrip().endswith(f"SIGHUP: [cache] dir: cache folder {cache}: cannot write in {cache}: "
+                                               "Read-only file system: the new workers serve without it where they "
+                                               "must, as the running ones do"), warned.string
+        await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
+        named = await AsyncHTTPClient().fetch(node.url + "/tr:n-thumb/coffee.jpg")
+        assert decode(named).width == 30
+        (tmp_path / "a-file").write_text("not a folder")
+        config.write_text(local_config(before='[server]\nworkers = 1\n[cache]\ndir = "a-file/cache"\n'))
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(node.wait_for_log, "config not reloaded", 30, mark)
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], timeout=30, check=False)
+        assert node.stop() == 0
