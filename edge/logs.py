@@ -52,6 +52,10 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # local time with its offset (`2026-12-05 23:42:16,364+0545`): a container's zone is not its host's
+        return super().formatTime(record, datefmt) + time.strftime("%z", self.converter(record.created))
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = loggable(record.message)
         return super().formatMessage(record)

@@ -18,8 +18,8 @@ from edge.testing import REQUEST_TIMEOUT, running_node
 from tests.nodes import SAMPLES, local_config, web_config
 from tests.servers import HTTPOrigin
 
-#: how every line of the text format begins (`%(asctime)s %(levelname)s`)
-LINE_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+#: how every line of the text format begins (`%(asctime)s %(levelname)s`, the time with its zone's offset)
+LINE_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}[+-]\d{4} [A-Z]+ ")
 #: a line that, unescaped, would pass for the node's own
 FORGED = "2030-01-01 00:00:00,000 ERROR edge forged by the test"
 
