@@ -48,6 +48,8 @@ class LocalOrigin(Origin):
         root = table.path("root")
         if not root.is_dir():
             raise table.error("root", f"expected an existing folder, {root} is not one")
+        if not os.access(root, os.R_OK | os.X_OK):  # else every fetch is denied: a 502 for every image
+            raise table.error("root", f"this user (uid {os.getuid()}) cannot read the folder {root}")
         table.finish()
         return cls(settings, root)
 

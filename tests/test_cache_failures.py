@@ -420,10 +420,11 @@ async def test_a_bug_in_the_readiness_check_is_not_ready_with_its_traceback(node
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root and setpriv(1) to run the node as another user")
-def test_a_flights_folder_the_node_may_not_write_costs_the_coalescing_across_workers_only(tmp_path):
+def test_what_the_nodes_user_may_not_use_is_named_and_costs_only_what_it_holds(tmp_path):
     """A cache folder made by a node run once as root, then served as another user: `flights/` stays root's.
     The lease file's open failing EACCES was taken for a lease another worker held, so every miss waited
-    `wait_bound` (40 s) and was answered 504, while /_edge/ready said ready."""
+    `wait_bound` (40 s) and was answered 504, while /_edge/ready said ready. And a `local` root that user cannot
+    read, which had passed check-config and the start."""
     folder = Path(tempfile.mkdtemp(prefix="edge-as-nobody-", dir="/tmp"))  # where nobody may go (tmp_path is 0700)
     try:
         folder.chmod(0o755)
@@ -438,6 +439,13 @@ def test_a_flights_folder_the_node_may_not_write_costs_the_coalescing_across_wor
             f"cache folder {cache}: this user (uid 65534) cannot write flights (owner uid 0: made by a node run as "
             "another user?): the node serves without what they hold; give the folder to the node's user "
             "(chown -R)") in checked.stderr, checked.stderr
+        unreadable = folder / "originals"
+        unreadable.mkdir(mode=0o700)  # root's
+        denied = subprocess.run([*as_nobody, "check-config", "--config",
+                                 str(write_config(folder, local_config(unreadable), name="denied.toml"))],
+                                capture_output=True, text=True, timeout=60)
+        assert denied.returncode == 1 and denied.stderr.endswith(  # had started, then answered every image 502
+            f"[origins[0] 'samples'] root: this user (uid 65534) cannot read the folder {unreadable}\n"), denied.stderr
         process = NodeProcess(config, edge=as_nobody)
         try:
             node = ServingNode(process)
