@@ -17,6 +17,7 @@ from pathlib import Path
 import tornado.netutil
 
 from .config import Config
+from .cores import usable_cores
 from .errors import StartupError
 
 log = logging.getLogger("edge")
@@ -60,8 +61,23 @@ def warnings(config: Config) -> list[str]:
     """What `edge serve` and `check-config` warn of: the node serves anyway."""
     return [warning for warning in (_budgets_over_the_disk(config), _budget_too_small(config),
                                     _cache_among_originals(config), _signed_for_any_host(config),
-                                    _cache_entries_of_another_user(config))
+                                    _cache_entries_of_another_user(config), _workers_over_cores(config))
             if warning is not None]
+
+
+#: workers a usable core past which `_workers_over_cores` warns
+WORKERS_A_CORE = 4
+
+
+def _workers_over_cores(config: Config) -> str | None:
+    """A warning when `workers` is many times the usable cores (a typo: 200 for 20): each worker holds its own
+    memory (256 on 2 cores: 5.5 GB, a status page taking 7.5 s) for no more speed than one a core gives."""
+    cores = usable_cores()
+    if config.server.workers <= WORKERS_A_CORE * cores.count:
+        return None
+    return (f"[server] workers = {config.server.workers} on {cores.count} usable core(s) ({cores.source}): each "
+            f"worker holds its own memory, and more than {WORKERS_A_CORE} a core serve no faster; workers = 0 "
+            f"starts one a core")
 
 
 #: a tier whose budget is under this stores no entry over an eighth of it: under 1 MB, some ordinary outputs

@@ -18,6 +18,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 import edge
 from edge.config import load_config
+from edge.cores import usable_cores
 from edge.errors import ConfigError
 from edge.pluginmanager import load_plugins
 from edge.testing import image_size, running_node
@@ -214,6 +215,18 @@ async def test_a_budget_too_small_for_ordinary_images_is_a_warning_and_what_it_l
                                                                   (("tier", "output"),): 3}
     roomy = write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\noutput_size = "8MB"\n'))
     assert edge_command("check-config", "--config", str(roomy)).stderr == ""
+
+
+def test_workers_many_times_the_usable_cores_are_a_warning(tmp_path):
+    """`workers = 256` on 2 cores (a typo) started without a word: 5.5 GB, and a status page taking 7.5 s."""
+    cores = usable_cores()
+    config = write_config(tmp_path, local_config(before=f"[server]\nworkers = {4 * cores.count + 1}\n"))
+    result = edge_command("check-config", "--config", str(config))
+    assert (result.returncode, result.stderr) == (0, (
+        f"edge: warning: [server] workers = {4 * cores.count + 1} on {cores.count} usable core(s) ({cores.source}): "
+        "each worker holds its own memory, and more than 4 a core serve no faster; workers = 0 starts one a core\n"))
+    fits = write_config(tmp_path, local_config(before=f"[server]\nworkers = {4 * cores.count}\n"))
+    assert edge_command("check-config", "--config", str(fits)).stderr == ""
 
 
 @pytest.mark.parametrize("cache", ["photos", "photos/cache"])
