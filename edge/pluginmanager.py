@@ -115,6 +115,8 @@ def load_plugins(*extra: ModuleType | object) -> Plugins:
     for plugin, info in candidates:
         try:
             manager.register(plugin, name=f"{info.distribution}:{info.name}")  # checks the hooks' signatures
+            if not manager.get_hookcallers(plugin):  # loaded, and silently of no use: said like a failure
+                raise _Unusable("it implements no hook: mark its hook functions with @edge.plugin.hookimpl")
             provided = _origin_types_of(manager, plugin)
         except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure of a plugin's hooks skips that plugin
             if manager.is_registered(plugin):

@@ -83,6 +83,7 @@ def broken_site(tmp_path_factory) -> Path:
     site = tmp_path_factory.mktemp("site")
     lay_out(site, "broken", "import edge_no_such_dependency\n")
     lay_out(site, "future", 'from edge.plugin import hookimpl\n\nEDGE_PLUGIN_API = "1.99"\n')
+    lay_out(site, "unmarked", 'EDGE_PLUGIN_API = "1.0"\n\n\ndef edge_origin_types():\n    return []\n')
     return site
 
 
@@ -105,6 +106,9 @@ def test_edge_plugins_lists_the_plugins_that_failed_to_load_and_why(broken_site)
             "No module named 'edge_no_such_dependency'") in listed.stdout
     assert ("future (edge-future-origin 2.0.0): it needs plugin API 1.99, and this node provides "
             f"{plugin_api.API_VERSION}: upgrade edge-image-node") in listed.stdout
+    # its hook without @hookimpl: it had loaded, providing nothing, without a word
+    assert ("unmarked (edge-unmarked-origin 2.0.0): it implements no hook: mark its hook functions with "
+            "@edge.plugin.hookimpl") in listed.stdout
 
 
 def test_a_broken_plugin_leaves_configs_that_do_not_use_it_working(broken_site, tmp_path):
