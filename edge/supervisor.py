@@ -141,6 +141,7 @@ class _Worker:
     kill_at: float | None = None  # told to stop: killed if still alive then
     overdue_at: float | None = None  # when its silence was first seen to be over `worker_timeout`
     hung: bool = False  # killed for its silence, not yet reaped
+    killed: bool = False  # killed at `kill_at`, not yet reaped
 
 
 class Supervisor:
@@ -253,6 +254,10 @@ class Supervisor:
                 self._abandon_reload(f"the new workers did not start serving in {READY_TIMEOUT_SECONDS}s")
         for worker in self.workers.values():
             if worker.kill_at is not None and now > worker.kill_at:
+                if not worker.killed:  # its loop held (a plugin's blocking close()?), or a drain past its grace
+                    log.warning("worker %d (pid %d) had not exited shutdown_grace + %ds after it was told to stop "
+                                "(its event loop held?): killed", worker.number, worker.pid, KILL_MARGIN_SECONDS)
+                    worker.killed = True
                 _kill(worker.pid, signal.SIGKILL)
             elif worker.kill_at is None and not worker.hung:
                 self._watch(worker, now)

@@ -113,6 +113,17 @@ def test_sigterm_stops_the_supervisor_and_every_worker(tmp_path):
     assert not any(alive(pid) for pid in workers)
 
 
+def test_a_worker_that_does_not_stop_is_killed_saying_so(tmp_path):
+    """A worker told to stop that does not exit (its loop held: a plugin's blocking close()) was killed without
+    a line, where the docs promised one."""
+    node = NodeProcess(write_config(tmp_path, CONFIG.replace("[server]\n", '[server]\nshutdown_grace = "1s"\n')))
+    stopped = children_of(node.process.pid)[0]
+    os.kill(stopped, signal.SIGSTOP)  # as a loop held: it takes no SIGTERM either
+    assert node.stop() == 0
+    assert any(re.search(rf"worker \d \(pid {stopped}\) had not exited shutdown_grace \+ 5s after it was told to "
+                         r"stop \(its event loop held\?\): killed", line) for line in node.log), node.log
+
+
 def test_a_killed_worker_is_replaced(tmp_path):
     node = NodeProcess(write_config(tmp_path, CONFIG))
     try:
