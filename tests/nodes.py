@@ -157,3 +157,70 @@ def decode(response: HTTPResponse, *, all_frames: bool = False) -> pyvips.Image:
 
 def loader(response: HTTPResponse) -> str:
     return decode(response).get("vips-loader").removesuffix("_buffer")
+
+
+def install_plugin(site: Path, name: str, module: str) -> None:
+    """Plugin `edge-NAME-origin` 2.0.0 in `site` as pip installs it: its module, and a `.dist-info` with the
+    entry point (a node given `PYTHONPATH=site` loads it; what is under test is the node, not pip)."""
+    (site / f"edge_{name}_origin").mkdir(parents=True)
+    (site / f"edge_{name}_origin" / "__init__.py").write_text(module)
+    info = site / f"edge_{name}_origin-2.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: edge-{name}-origin\nVersion: 2.0.0\n")
+    (info / "entry_points.txt").write_text(f"[edge.plugins]\n{name} = edge_{name}_origin\n")
+
+
+#: origin types whose behaviour hangs on their `marker` file (`install_plugin(site, "marked", MARKED_ORIGINS)`):
+#: `stuck` blocks its worker's loop, `checking` checks in `open()` that its storage (the marker's folder) is there
+MARKED_ORIGINS = """
+import asyncio
+import time
+from pathlib import Path
+
+from edge.plugin import Origin, Original, OriginNotFound, hookimpl
+
+EDGE_PLUGIN_API = "1.3"
+
+
+class MarkedOrigin(Origin):
+    @classmethod
+    def from_config(cls, settings, table):
+        origin = cls(settings)
+        origin.marker = Path(table.str("marker"))
+        table.finish()
+        return origin
+
+
+class StuckOrigin(MarkedOrigin):
+    type_name = "stuck"
+
+    async def open(self):
+        await asyncio.sleep(1.5)  # slow, its loop alive: never killed for it
+        if not self.marker.exists():  # the first worker only: a synchronous client waiting on a silent store
+            self.marker.touch()
+            time.sleep(600)
+
+    async def fetch(self, request):
+        if request.path == "blocks.jpg":  # a synchronous client in a coroutine
+            time.sleep(600)
+        raise OriginNotFound(request.path)
+
+
+class CheckingOrigin(MarkedOrigin):
+    type_name = "checking"
+
+    async def open(self):
+        if not self.marker.exists():
+            raise ConnectionError(f"{self.marker.parent} is offline")
+
+    async def fetch(self, request):
+        try:
+            return Original((self.marker.parent / request.path).read_bytes())
+        except FileNotFoundError:
+            raise OriginNotFound(request.path) from None
+
+
+@hookimpl
+def edge_origin_types():
+    return [StuckOrigin, CheckingOrigin]
+"""

@@ -22,7 +22,7 @@ import pytest
 from edge import plugin as plugin_api
 from edge.pluginmanager import api_problem, load_plugins
 from edge.testing import NodeProcess, ServingNode, image_size, photo_image, running_node
-from tests.nodes import local_config, write_config
+from tests.nodes import MARKED_ORIGINS, install_plugin, local_config, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 #: a config that uses only built-in types
@@ -81,21 +81,10 @@ def broken_site(tmp_path_factory) -> Path:
     are laid out as pip installs a package (the module and a `.dist-info` with the entry point),
     written directly: what is under test is the node, not pip."""
     site = tmp_path_factory.mktemp("site")
-    lay_out(site, "broken", "import edge_no_such_dependency\n")
-    lay_out(site, "future", 'from edge.plugin import hookimpl\n\nEDGE_PLUGIN_API = "1.99"\n')
-    lay_out(site, "unmarked", 'EDGE_PLUGIN_API = "1.0"\n\n\ndef edge_origin_types():\n    return []\n')
+    install_plugin(site, "broken", "import edge_no_such_dependency\n")
+    install_plugin(site, "future", 'from edge.plugin import hookimpl\n\nEDGE_PLUGIN_API = "1.99"\n')
+    install_plugin(site, "unmarked", 'EDGE_PLUGIN_API = "1.0"\n\n\ndef edge_origin_types():\n    return []\n')
     return site
-
-
-def lay_out(site: Path, name: str, module: str) -> None:
-    """Plugin `edge-NAME-origin` 2.0.0 in `site` as pip installs it: its module, and a `.dist-info` with
-    the entry point."""
-    (site / f"edge_{name}_origin").mkdir()
-    (site / f"edge_{name}_origin" / "__init__.py").write_text(module)
-    info = site / f"edge_{name}_origin-2.0.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: edge-{name}-origin\nVersion: 2.0.0\n")
-    (info / "entry_points.txt").write_text(f"[edge.plugins]\n{name} = edge_{name}_origin\n")
 
 
 def test_edge_plugins_lists_the_plugins_that_failed_to_load_and_why(broken_site):
@@ -414,42 +403,6 @@ async def test_an_original_held_without_validators_is_fetched_again_with_none(no
     assert [request.validators for request in plugin.requests] == [None] * len(plugin.requests)
 
 
-#: an origin whose `open()` checks that its storage is there (a file standing for it), as the docs allow
-CHECKING_PLUGIN = """
-from pathlib import Path
-
-from edge.plugin import Origin, Original, OriginNotFound, hookimpl
-
-EDGE_PLUGIN_API = "1.0"
-
-
-class CheckingOrigin(Origin):
-    type_name = "checking"
-
-    @classmethod
-    def from_config(cls, settings, table):
-        origin = cls(settings)
-        origin.root = Path(table.str("root"))
-        table.finish()
-        return origin
-
-    async def open(self):
-        if not (self.root / "online").exists():
-            raise ConnectionError(f"{self.root} is offline")
-
-    async def fetch(self, request):
-        try:
-            return Original((self.root / request.path).read_bytes())
-        except FileNotFoundError:
-            raise OriginNotFound(request.path) from None
-
-
-@hookimpl
-def edge_origin_types():
-    return [CheckingOrigin]
-"""
-
-
 def test_a_worker_replacing_a_dead_one_serves_without_an_origin_that_does_not_open(tmp_path):
     """A plugin's storage away as a worker died (the OOM killer): its replacement could not open that origin,
     exited, and so did each next one, ten in 0.25 s, until the supervisor stopped the whole node, every
@@ -458,20 +411,21 @@ def test_a_worker_replacing_a_dead_one_serves_without_an_origin_that_does_not_op
     site, storage = tmp_path / "site", tmp_path / "storage"
     site.mkdir()
     storage.mkdir()
-    lay_out(site, "checking", CHECKING_PLUGIN)
-    (storage / "online").touch()
+    install_plugin(site, "marked", MARKED_ORIGINS)
+    online = storage / "online"  # its storage answers while this is there
+    online.touch()
     (storage / "photo.jpg").write_bytes(photo_image())  # 4000 x 3000
     for number in range(60):  # each fetched once: what is asked of the origin, not of the originals tier
         (storage / f"{number}.jpg").write_bytes(photo_image(400, 300))
     config = write_config(tmp_path, local_config(
         before="[server]\nworkers = 2\n",
-        after=f'[[origins]]\nname = "stored"\ntype = "checking"\nroot = "{storage}"\n\n'
+        after=f'[[origins]]\nname = "stored"\ntype = "checking"\nmarker = "{online}"\n\n'
               f'[[endpoints]]\nid = "stored"\norigins = ["stored"]\n'))
     process = NodeProcess(config, env={"PYTHONPATH": str(site)})
     try:
         node = ServingNode(process)
         assert node.get("/stored/tr:w-300/photo.jpg")[0] == 200
-        (storage / "online").unlink()
+        online.unlink()
         os.kill(process.worker_pids()[0], signal.SIGKILL)
         process.wait_for_log(r"origin 'stored' \(type 'checking'\) did not open: ConnectionError: .* is offline: "
                              r"this worker replaces one that exited, so it serves without it")
@@ -482,7 +436,7 @@ def test_a_worker_replacing_a_dead_one_serves_without_an_origin_that_does_not_op
         answers = [node.get(f"/stored/tr:w-100/{number}.jpg") for number in range(40)]
         assert {(status, headers.get("X-Edge-Error")) for status, headers, _ in answers} == {
             (200, None), (502, "stored: not_open")}
-        (storage / "online").touch()
+        online.touch()
         process.wait_for_log(r"origin 'stored' opened: fetched from again")
         answers = [node.get(f"/stored/tr:w-100/{number}.jpg") for number in range(40, 60)]
         assert {(status, image_size(body)) for status, _, body in answers} == {(200, (100, 75))}

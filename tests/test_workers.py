@@ -16,7 +16,8 @@ from tornado.httpclient import AsyncHTTPClient
 from edge.supervisor import CONFIRM_SECONDS
 from edge.testing import ServingNode
 from tests.assets import colour, solid
-from tests.nodes import NodeProcess, decode, local_config, until, until_stored, web_config, write_config
+from tests.nodes import (MARKED_ORIGINS, NodeProcess, decode, install_plugin, local_config, until, until_stored,
+                         web_config, write_config)
 from tests.scrape import samples, scrape, scrape_when, total
 from tests.servers import Behaviour, HTTPOrigin
 
@@ -312,55 +313,11 @@ def test_a_worker_whose_event_loop_stops_is_killed_and_replaced(tmp_path):
         assert node.stop() == 0
 
 
-STUCK_PLUGIN = """
-import asyncio
-import time
-from pathlib import Path
-
-from edge.plugin import Origin, OriginNotFound, hookimpl
-
-EDGE_PLUGIN_API = "1.3"
-
-
-class StuckOrigin(Origin):
-    type_name = "stuck"
-
-    @classmethod
-    def from_config(cls, settings, table):
-        origin = cls(settings)
-        origin.marker = Path(table.str("marker"))
-        table.finish()
-        return origin
-
-    async def open(self):
-        await asyncio.sleep(1.5)  # slow, its loop alive: never killed for it
-        if not self.marker.exists():  # the first worker only: a synchronous client waiting on a silent store
-            self.marker.touch()
-            time.sleep(600)
-
-    async def fetch(self, request):
-        if request.path == "blocks.jpg":  # a synchronous client in a coroutine
-            time.sleep(600)
-        raise OriginNotFound(request.path)
-
-
-@hookimpl
-def edge_origin_types():
-    return [StuckOrigin]
-"""
-
-
 def stuck_node(tmp_path) -> NodeProcess:
-    """A node of one worker with two `stuck` origins (STUCK_PLUGIN), the first `/stuck/`'s, and a `local` one,
+    """A node of one worker with two `stuck` origins (MARKED_ORIGINS), the first `/stuck/`'s, and a `local` one,
     `worker_timeout` 2 s."""
     site = tmp_path / "site"
-    (site / "edge_stuck_origin").mkdir(parents=True)
-    (site / "edge_stuck_origin" / "__init__.py").write_text(STUCK_PLUGIN)
-    (site / "edge_stuck_origin-1.0.dist-info").mkdir()
-    (site / "edge_stuck_origin-1.0.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: edge-stuck-origin\nVersion: 1.0\n")
-    (site / "edge_stuck_origin-1.0.dist-info" / "entry_points.txt").write_text(
-        "[edge.plugins]\nstuck = edge_stuck_origin\n")
+    install_plugin(site, "marked", MARKED_ORIGINS)
     stuck = "".join(f'[[origins]]\nname = "stuck{n}"\ntype = "stuck"\nmarker = "{tmp_path / "opened"}"\n'
                     for n in range(2)) + '[[endpoints]]\nid = "stuck"\norigins = ["stuck0"]\n'
     config = write_config(tmp_path, local_config(
@@ -375,7 +332,7 @@ def blocked_at(node: NodeProcess, function: str) -> None:
     node.wait_for_log(r"^Timeout \(0:00:02\)!")
     text = "".join(node.log)
     at = text.index("Timeout (0:00:02)!")
-    assert re.search(rf'File ".*edge_stuck_origin/__init__.py", line \d+ in {function}\n', text[at:])
+    assert re.search(rf'File ".*edge_marked_origin/__init__.py", line \d+ in {function}\n', text[at:])
     assert text.index("no sign of life") > at
 
 
