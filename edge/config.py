@@ -266,7 +266,7 @@ def endpoints_fetching_elsewhere(old: Config, new: Config) -> list[str]:
     origins' files, and are served as fresh until `original_ttl` revalidates them: an endpoint pointed back
     from a staging bucket served staging images for up to a day, downstream caches keeping them a year."""
     def identity(origin: Origin) -> str:
-        return json.dumps(origin.describe(), sort_keys=True, default=str)
+        return json.dumps({**origin.describe(), "timeout": None}, sort_keys=True, default=str)
 
     before = {endpoint.id: [identity(origin) for origin in endpoint.origins] for endpoint in old.endpoints}
     return [endpoint.id for endpoint in new.endpoints

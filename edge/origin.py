@@ -151,7 +151,7 @@ class Origin(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """A summary for `edge check-config`; `Secret` values are shown masked."""
-        summary = {"name": self.name, "type": self.type_name}
+        summary = {"name": self.name, "type": self.type_name, "timeout": self.settings.timeout}
         summary.update({k: v for k, v in vars(self).items() if k != "settings" and not k.startswith("_")})
         if self.settings.canonical_base_url:
             summary["canonical_base_url"] = self.settings.canonical_base_url

@@ -187,7 +187,7 @@ def test_check_config_masks_secrets(tmp_path):
     assert "admin-token-value" not in result.stdout + result.stderr
     summary = json.loads(result.stdout)
     assert summary["admin"]["token"] == "****"
-    assert summary["origins"][0] == {"name": "samples", "type": "local", "root": str(SAMPLES)}
+    assert summary["origins"][0] == {"name": "samples", "type": "local", "timeout": 10.0, "root": str(SAMPLES)}
 
 
 @pytest.mark.parametrize("table", ['[server]\nheader_timeout = "${SECRET}"',
