@@ -43,7 +43,8 @@ _FAILURE_LINES = Sparse(FAILURE_LOG_SECONDS)
 FAILURE_LOG_CHARS = 300
 #: seconds past its timeout a fetch's wait may end before the node says the event loop was held
 LATE_SECONDS = 0.5
-_NONE: Mapping[str, str] = MappingProxyType({})
+#: `fetch_first`'s `unopened` when every origin opened
+_ALL_OPEN: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Known:
 
 async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None, max_bytes: int, metrics: Metrics,
                       known: Known | None = None, purged_at: float | None = None,
-                      unopened: Mapping[str, str] = _NONE) -> Found:
+                      unopened: Mapping[str, str] = _ALL_OPEN) -> Found:
     """The original from the first origin that has `path`, or the error the chain ends in.
 
     With `known`, the origin it came from is asked conditionally and raises `NotModified` when that
