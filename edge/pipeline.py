@@ -52,8 +52,8 @@ from .cache import (BeforeReading, CachedOutput, Caches, SourceInfo, UnreadOutpu
                     strong_etag)
 from .cache.purges import node_time
 from .config import Config
-from .errors import (BadGateway, EdgeError, InvalidTransformation, NothingToServe, RenderTimedOut, SignatureRefused,
-                     UnprocessableSource)
+from .errors import (BadGateway, BadRequest, EdgeError, InvalidTransformation, NothingToServe, RenderTimedOut,
+                     SignatureRefused, UnprocessableSource)
 from .flight import SETTLE_SECONDS, SingleFlight
 from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalLookup, OriginalSource
@@ -128,6 +128,11 @@ TIMED_OUT_SECONDS = 600.0
 #: Short, and per worker: the fault may be the origin's passing one (a purge forgets it, as it does a
 #: timed-out render)
 UNUSABLE_SECONDS = 10.0
+#: seconds a URL whose render was refused 400 (a text layer larger than the output limit, an output or a decode
+#: too large for this original) is answered so without rendering: the refusal had cost the render's work each
+#: time (a 500-character text at fs-500: 0.3 s of CPU per request, nothing cached, a stream of them slowing
+#: every other miss 100-fold). Per worker; a purge forgets it
+REFUSED_SECONDS = 60.0
 #: outputs remembered so, or as timed out, per process; the oldest are forgotten first
 FAILED_KEYS = 4096
 
@@ -202,7 +207,7 @@ class Pipeline:
         #: output key → until when (monotonic) it is answered without fetching or rendering, with what
         #: (a render that passed the deadline, `TIMED_OUT_SECONDS`; an original no image could be made
         #: of, `UNUSABLE_SECONDS`), and when that was remembered (`node_time`: a purge since forgets it)
-        self._failed: OrderedDict[str, tuple[float, type[RenderTimedOut | UnprocessableSource], float]] = OrderedDict()
+        self._failed: OrderedDict[str, tuple[float, Callable[[], EdgeError], float]] = OrderedDict()
         #: originals no image could be made of, being dropped from the originals tier
         self._forgetting: set[asyncio.Future] = set()
 
@@ -393,6 +398,9 @@ class Pipeline:
             if not error.contended:  # short of CPU, the same work may end in time once the burst is over
                 self._remember_failure(plan.key, RenderTimedOut, TIMED_OUT_SECONDS)
             raise
+        except BadRequest as error:
+            self._remember_failure(plan.key, partial(BadRequest, error.message, headers=error.headers), REFUSED_SECONDS)
+            raise
 
     async def _version_seen_last(self, plan: _Plan, looked_up: OriginalLookup | None) -> SourceInfo | None:
         """The version of the original this node confirmed last: the originals tier's record, else (none kept:
@@ -404,7 +412,7 @@ class Pipeline:
             return looked_up.stored.info
         return await self._caches.io(self._caches.outputs.newest_source, plan.original_key)
 
-    def _remember_failure(self, key: str, error: type[RenderTimedOut | UnprocessableSource], seconds: float) -> None:
+    def _remember_failure(self, key: str, error: Callable[[], EdgeError], seconds: float) -> None:
         self._failed[key] = (time.monotonic() + seconds, error, node_time())
         self._failed.move_to_end(key)  # a key that had expired is the newest again
         if len(self._failed) > FAILED_KEYS:

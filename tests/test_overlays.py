@@ -18,7 +18,7 @@ from edge.errors import ConfigError
 from edge.pluginmanager import load_plugins
 from edge.transform.fonts import SHIPPED
 from tests.imagecorpus import ANIMATION_COLOURS, animated_gif
-from tests.nodes import decode, web_config, write_config
+from tests.nodes import EVERY_MISS_TO_ORIGIN, decode, web_config, write_config
 from tests.photos import photos  # noqa: F401 - fixture
 from tests.servers import HTTPOrigin
 
@@ -456,6 +456,18 @@ async def test_bad_layers_are_400s_naming_the_parameter(node, transformation, bo
     response = await node.fetch(f"/base.png?tr={transformation}")
     assert response.code == 400
     assert body in response.body.decode()
+
+
+async def test_a_render_refused_400_is_answered_so_again_without_the_work(node_factory, origin, tmp_path):
+    """A text too large for the output limit is found by drawing it (0.3 s of CPU at fs-500): each request had
+    drawn it again, nothing cached, so a stream of one such URL took the cores from every other miss. Now the
+    refusal is remembered: asked again, the URL is answered 400 before its original is even fetched."""
+    node = await node_factory(write_config(tmp_path, web_config(origin.url, before=EVERY_MISS_TO_ORIGIN)))
+    path = "/base.png?tr=l-text,i-" + "xy%20" * 160 + ",fs-500,l-end"
+    answers = [await node.fetch(path) for _ in range(3)]
+    assert {(answer.code, answer.body) for answer in answers} == {
+        (400, b"invalid transformation: l-text: the text is more than 8192 px a side: a smaller fs or less text\n")}
+    assert origin.requests["base.png"] == 1
 
 
 def test_fonts_are_read_at_startup(tmp_path):
