@@ -90,6 +90,16 @@ async def test_a_costly_url_is_refused_before_the_fetch(node_factory, tmp_path, 
                         f"transformation too costly: about {cost} megapixels of work exceed [limits] max_cost = 200")
 
 
+async def test_a_box_a_url_never_enlarges_to_counts_only_with_the_originals_size(node_factory, tmp_path, photos):
+    """`w-9000,h-9000,c-at_max` makes at most the original: refused before the fetch as 81 MP of output (a
+    migrating team's large box on a logo), though no larger than the original whatever it is."""
+    node = await node_with(node_factory, tmp_path, photos.folder)
+    fitted = await node.fetch("/tr:w-9000,h-9000,c-at_max,f-webp/medium.jpg")
+    assert fitted.code == 200 and (decode(fitted).width, decode(fitted).height) == (3000, 2000)
+    # what does fill the box is still refused before the fetch (400, not a 404 of the missing original)
+    assert (await node.fetch("/tr:w-9000,h-9000,c-force,f-webp/no-such-photo.jpg")).code == 400
+
+
 async def test_the_budget_is_checked_again_with_the_originals_size(node_factory, tmp_path, photos):
     """`bl-100` on a full-size 12 MP photo, four times: the URL alone does not say how large that is."""
     node = await node_with(node_factory, tmp_path, photos.folder)

@@ -379,6 +379,10 @@ def step_output(step: Step, size: Size) -> Size:
         elif box_w is not None and box_h is not None and width and height and not step.pads \
                 and step.crop == "maintain_ratio_no_enlarge":  # the box, cut to the image where it is larger
             box_w, box_h = min(box_w, width), min(box_h, height)
+        elif not (width and height) and not step.pads and step.crop in NEVER_ENLARGED:
+            # the input not known (the check before the fetch): what never enlarges is no larger than the
+            # original, which may be small; the box alone had refused `w-9000,h-9000,c-at_max` of a logo
+            box_w = box_h = None
         width, height = box_w, box_h
     if step.rotation % 180 == 90:
         width, height = height, width
@@ -395,6 +399,10 @@ def step_output(step: Step, size: Size) -> Size:
     if step.border is not None:
         width, height = (side + 2 * step.border[0] if side else side for side in (width, height))
     return width, height
+
+
+#: crop modes whose output is never larger than their input
+NEVER_ENLARGED = ("at_max", "maintain_ratio_no_enlarge")
 
 
 def _box(step: Step, size: Size) -> Size:
