@@ -585,8 +585,9 @@ def _fonts(t: ConfigTable) -> dict[str, Font]:
     fonts = dict(shipped_fonts())
     for name in t.keys():
         path = t.path(name)
-        if not FONT_NAME.fullmatch(name) or "@" in name:
-            raise t.error(name, "a font name is letters, digits, '.', '_' and '-'")
+        # `/` for a font ImageKit's URLs name by its media-library path (`ff-fonts@@Poppins.ttf`: "fonts/Poppins.ttf")
+        if not FONT_NAME.fullmatch(name.replace("/", "@@")) or "@" in name or name.startswith("/"):
+            raise t.error(name, "a font name is letters, digits, '.', '_', '-' and '/'")
         try:
             fonts[name] = read_font(path)
         except OSError as exc:

@@ -470,6 +470,18 @@ async def test_a_render_refused_400_is_answered_so_again_without_the_work(node_f
     assert origin.requests["base.png"] == 1
 
 
+async def test_a_font_imagekit_names_by_its_media_library_path_is_declared_by_that_path(node_factory, origin,
+                                                                                        tmp_path):
+    """`ff-fonts@@Poppins-Regular_Q15GrYWmL.ttf` (ImageKit's custom font, uploaded to its media library): no
+    `[fonts]` name could hold the path, so every such URL was a 400."""
+    shipped = SHIPPED / "DejaVuSans.ttf"
+    node = await node_factory(write_config(tmp_path, web_config(
+        origin.url, f'[fonts]\n"fonts/Poppins-Regular_Q15GrYWmL.ttf" = "{shipped}"\n')))
+    drawn = await image(node, "/base.png?tr=l-text,i-Hi,fs-40,ff-fonts@@Poppins-Regular_Q15GrYWmL.ttf,l-end")
+    default = await image(node, "/base.png?tr=l-text,i-Hi,fs-40,l-end")
+    assert drawn.width == default.width and (drawn - default).abs().max() == 0  # the same font file, so the same ink
+
+
 def test_fonts_are_read_at_startup(tmp_path):
     shipped = SHIPPED / "DejaVuSans.ttf"
     (tmp_path / "not-a-font.ttf").write_bytes(b"<html>")
