@@ -123,8 +123,8 @@ TRANSFORMATION_MEMO_SIZE = 1024
 #: (`RenderTimedOut.contended`: a burst of renders, a busy machine): ten minutes of 503s for everyone had
 #: followed a new image's first request that met a burst (or an attacker's)
 TIMED_OUT_SECONDS = 600.0
-#: seconds a URL answered 422 (no image could be made of its original) is answered so without a
-#: fetch: its original is dropped from the originals tier, so each request would download it again.
+#: seconds the URLs of an original no image could be made of (422) are answered so without a fetch,
+#: whatever their transformation: it is dropped from the originals tier, so each would download it again.
 #: Short, and per worker: the fault may be the origin's passing one (a purge forgets it, as it does a
 #: timed-out render)
 UNUSABLE_SECONDS = 10.0
@@ -204,9 +204,10 @@ class Pipeline:
         #: (endpoint, `tr:` text, `?tr=` text, named only) → the transformation and its canonical text
         self._transformations: OrderedDict[tuple[str, str | None, str | None, bool],
                                            tuple[Transformation, str]] = OrderedDict()
-        #: output key → until when (monotonic) it is answered without fetching or rendering, with what
-        #: (a render that passed the deadline, `TIMED_OUT_SECONDS`; an original no image could be made
-        #: of, `UNUSABLE_SECONDS`), and when that was remembered (`node_time`: a purge since forgets it)
+        #: output or original key → until when (monotonic) its URLs are answered without fetching or rendering,
+        #: with what (a render that passed the deadline, `TIMED_OUT_SECONDS`; one refused 400, `REFUSED_SECONDS`;
+        #: an original no image could be made of, `UNUSABLE_SECONDS`), and when that was remembered (`node_time`:
+        #: a purge since forgets it)
         self._failed: OrderedDict[str, tuple[float, Callable[[], EdgeError], float]] = OrderedDict()
         #: originals no image could be made of, being dropped from the originals tier
         self._forgetting: set[asyncio.Future] = set()
@@ -371,10 +372,8 @@ class Pipeline:
             if (cached is not None and self._originals.is_fresh(cached.source)
                     and not _superseded(cached, await self._version_seen_last(plan, looked_up))):
                 return cached, "shared"
-        until, failed, remembered_at = self._failed.get(plan.key, (0.0, None, 0.0))
-        if failed is not None and (until <= time.monotonic()
-                                   or await self._caches.purged_since(plan.key, remembered_at)):
-            failed = None
+        # the URL's failure, or its original's (no image can be made of it, whatever the transformation)
+        failed = await self._remembered_failure(plan.key) or await self._remembered_failure(plan.original_key)
         if failed is not None and cached is None:  # not even a fetch; with a copy, one may confirm it
             raise failed()
         original, key = await self._original(plan, looked_up)
@@ -392,7 +391,9 @@ class Pipeline:
             forgetting = asyncio.ensure_future(self._originals.forget_unusable(key, original))
             self._forgetting.add(forgetting)  # held until done: the loop keeps only a weak reference
             forgetting.add_done_callback(self._forgetting.discard)
-            self._remember_failure(plan.key, UnprocessableSource, UNUSABLE_SECONDS)
+            # by its original's key: each other URL of it (w-1 … w-8192) had downloaded it again, whole (30 MB of
+            # a video behind a web origin, 20 times in 3 s)
+            self._remember_failure(key, UnprocessableSource, UNUSABLE_SECONDS)
             raise
         except RenderTimedOut as error:
             if not error.contended:  # short of CPU, the same work may end in time once the burst is over
@@ -411,6 +412,13 @@ class Pipeline:
         if looked_up.stored is not None:
             return looked_up.stored.info
         return await self._caches.io(self._caches.outputs.newest_source, plan.original_key)
+
+    async def _remembered_failure(self, key: str) -> Callable[[], EdgeError] | None:
+        """The failure remembered for `key` (an output's, or an original's), unless it expired or was purged."""
+        until, failed, remembered_at = self._failed.get(key, (0.0, None, 0.0))
+        if failed is None or until <= time.monotonic() or await self._caches.purged_since(key, remembered_at):
+            return None
+        return failed
 
     def _remember_failure(self, key: str, error: Callable[[], EdgeError], seconds: float) -> None:
         self._failed[key] = (time.monotonic() + seconds, error, node_time())
