@@ -91,12 +91,15 @@ class NothingToServe(EdgeError):
 
 
 class UnprocessableSource(EdgeError):
-    """The original is not a supported or decodable image (422)."""
+    """The original is not a supported or decodable image (422). `unreadable`: its header is not an image's
+    (found before any transformation ran), so no URL of it can be served; else a pixel read or an encode
+    failed, which a layer's original or the output's format may have caused as well."""
 
     status = 422
 
-    def __init__(self, message: str = "unsupported or corrupt source image"):
+    def __init__(self, message: str = "unsupported or corrupt source image", *, unreadable: bool = False):
         super().__init__(message)
+        self.unreadable = unreadable
 
 
 class BadGateway(EdgeError):

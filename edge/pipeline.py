@@ -123,8 +123,9 @@ TRANSFORMATION_MEMO_SIZE = 1024
 #: (`RenderTimedOut.contended`: a burst of renders, a busy machine): ten minutes of 503s for everyone had
 #: followed a new image's first request that met a burst (or an attacker's)
 TIMED_OUT_SECONDS = 600.0
-#: seconds the URLs of an original no image could be made of (422) are answered so without a fetch,
-#: whatever their transformation: it is dropped from the originals tier, so each would download it again.
+#: seconds a URL answered 422 (no image could be made of its original) is answered so without a fetch,
+#: and every URL of an original that is no image at all: it is dropped from the originals tier, so each
+#: request would download it again.
 #: Short, and per worker: the fault may be the origin's passing one (a purge forgets it, as it does a
 #: timed-out render)
 UNUSABLE_SECONDS = 10.0
@@ -387,13 +388,13 @@ class Pipeline:
             raise failed()
         try:
             return await self._render(plan, original, overlays, stand_in), "miss"
-        except UnprocessableSource:
+        except UnprocessableSource as error:
             forgetting = asyncio.ensure_future(self._originals.forget_unusable(key, original))
             self._forgetting.add(forgetting)  # held until done: the loop keeps only a weak reference
             forgetting.add_done_callback(self._forgetting.discard)
-            # by its original's key: each other URL of it (w-1 … w-8192) had downloaded it again, whole (30 MB of
-            # a video behind a web origin, 20 times in 3 s)
-            self._remember_failure(key, UnprocessableSource, UNUSABLE_SECONDS)
+            # an original that is no image at all by its original's key: each other URL of it (w-1 … w-8192) had
+            # downloaded it again, whole (30 MB of a video behind a web origin, 20 times in 3 s)
+            self._remember_failure(key if error.unreadable else plan.key, UnprocessableSource, UNUSABLE_SECONDS)
             raise
         except RenderTimedOut as error:
             if not error.contended:  # short of CPU, the same work may end in time once the burst is over

@@ -208,15 +208,18 @@ async def test_an_original_answered_422_is_answered_so_without_fetching_again_fo
     """It is dropped from the originals tier (above): without the memory every request would download the
     whole original again, an amplifier of the origin's egress, and not for the URL alone: each other URL of
     it (`w-1` … `w-8192`) had fetched it again too (30 MB of a video behind a web origin, 20 times in 3 s).
-    A purge of the path forgets it at once."""
-    origin = await HTTPOrigin(files={"photo.jpg": BIG[:len(BIG) // 2]}).start()
+    A purge of the path forgets it at once. One whose header reads as an image's but whose pixels do not (cut
+    short) is remembered for its URL alone: a layer's original or the output's format may fail so too."""
+    video = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4000  # no image: a video's first bytes
+    origin = await HTTPOrigin(files={"photo.jpg": video, "cut.jpg": BIG[:len(BIG) // 2]}).start()
     try:
         node = await node_factory(write_config(tmp_path, web_config(
             origin.url, '[admin]\ntoken = "a-long-random-admin-token"\n')))
         for width in range(100, 105):
             response = await node.fetch(f"/tr:w-{width},h-{width}/photo.jpg")
             assert (response.code, response.body) == (422, b"unsupported or corrupt source image\n")
-        assert origin.requests["photo.jpg"] == 1
+            assert (await node.fetch("/tr:w-100/cut.jpg")).code == 422
+        assert (origin.requests["photo.jpg"], origin.requests["cut.jpg"]) == (1, 1)
         origin.files["photo.jpg"] = BIG
         purged = await node.fetch("/_edge/purge", method="POST", body=b'{"url": "/photo.jpg"}',
                                   headers={"Authorization": "Bearer a-long-random-admin-token"})

@@ -265,11 +265,11 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
             image = pyvips.Image.new_from_source(_read_in_place(body), "")
             loader = image.get("vips-loader")
     except pyvips.Error:
-        raise UnprocessableSource() from None
+        raise UnprocessableSource(unreadable=True) from None
     if loader == "heifload_source" and image.get_typeof("heif-compression") and image.get("heif-compression") == "hevc":
         loader = HEIC_LOADER
     if loader not in INPUT_LOADERS and not (loader == SVG_LOADER and limits.allow_svg):
-        raise UnprocessableSource()
+        raise UnprocessableSource(unreadable=True)
     # a scan header is a scan: within a scan's data, an FF byte is always followed by 00. (An Ultra HDR
     # JPEG's gain map, after the primary image, may be progressive whatever the primary is: always counted)
     if loader == _UHDR_LOADER or (loader == _JPEG_LOADER and _may_have_many_scans(body)):
