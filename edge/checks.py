@@ -107,7 +107,7 @@ def _cache_entries_of_another_user(config: Config) -> str | None:
     denied = [entry for entry in sorted(entries) if not os.access(entry, os.W_OK)]
     if not denied:
         return None
-    owners = ", ".join(sorted({str(entry.stat().st_uid) for entry in denied}))
+    owners = ", ".join(sorted({str(entry.lstat().st_uid) for entry in denied}))  # lstat: a dangling link too
     return (f"cache folder {config.cache.dir}: this user (uid {os.geteuid()}) cannot write "
             f"{', '.join(entry.name for entry in denied)} (owner uid {owners}: made by a node run as another user?): "
             + ("serve cannot start" if any(entry.name == NODE_LOCK for entry in denied)
