@@ -104,15 +104,22 @@ def _cache_entries_of_another_user(config: Config) -> str | None:
         entries = list(islice(config.cache.dir.iterdir(), 100))  # its own: a few, unless it holds other things
     except OSError:
         return None  # `usable_cache_dir` says what is wrong with it, or serve makes it
-    denied = [entry for entry in sorted(entries) if not os.access(entry, os.W_OK)]
+    denied = [entry for entry in sorted(entries) if not entry.is_symlink() and not os.access(entry, os.W_OK)]
     if not denied:
         return None
-    owners = ", ".join(sorted({str(entry.lstat().st_uid) for entry in denied}))  # lstat: a dangling link too
+    owners = ", ".join(sorted({_owner(entry) for entry in denied}))
     return (f"cache folder {config.cache.dir}: this user (uid {os.geteuid()}) cannot write "
             f"{', '.join(entry.name for entry in denied)} (owner uid {owners}: made by a node run as another user?): "
             + ("serve cannot start" if any(entry.name == NODE_LOCK for entry in denied)
                else "the node serves without what they hold")
             + "; give the folder to the node's user (chown -R)")
+
+
+def _owner(entry: Path) -> str:
+    try:
+        return str(entry.lstat().st_uid)
+    except OSError:  # gone since it was listed
+        return "?"
 
 
 #: a name no `forward_host` list holds: an origin that takes it takes every Host
