@@ -259,8 +259,8 @@ class Config:
         }
 
 
-def endpoints_fetching_elsewhere(old: Config, new: Config) -> list[str]:
-    """The ids of the endpoints of `new` (a reload's) whose originals come from elsewhere than in `old`: another
+def endpoints_fetching_elsewhere(old: Config, new: Config) -> list[Endpoint]:
+    """The endpoints of `new` (a reload's) whose originals come from elsewhere than in `old`: another
     list of origins, or an origin of another type or other public attributes (`Origin.describe`: its `root`,
     bucket, `base_url`…; not its timeout, nor a secret's value). Their cached outputs were made from the old
     origins' files, and are served as fresh until `original_ttl` revalidates them: an endpoint pointed back
@@ -269,7 +269,7 @@ def endpoints_fetching_elsewhere(old: Config, new: Config) -> list[str]:
         return json.dumps({**origin.describe(), "timeout": None}, sort_keys=True, default=str)
 
     before = {endpoint.id: [identity(origin) for origin in endpoint.origins] for endpoint in old.endpoints}
-    return [endpoint.id for endpoint in new.endpoints
+    return [endpoint for endpoint in new.endpoints
             if endpoint.id in before and before[endpoint.id] != [identity(origin) for origin in endpoint.origins]]
 
 

@@ -434,11 +434,12 @@ class Supervisor:
         configure_logging(config.server.log_level, config.server.log_format)
         log.info("SIGHUP: config %s is valid; starting %d new worker(s)", config.source, server.workers)
         if moved := endpoints_fetching_elsewhere(self.config, config):
+            # the prefix of an endpoint's URLs: by its first host when it has hosts, else by its id in the path
+            prefixes = [f"https://{e.hosts[0]}/" if e.hosts else f"/{e.id}/" if e.id else "/" for e in moved]
             log.warning("SIGHUP: the origins of endpoint(s) %s changed: their cached outputs, made from the old "
                         "origins' files, are served until original_ttl (%gs) revalidates each; purge them to serve "
                         "the new ones at once (edge purge --config FILE --prefix %s)",
-                        ", ".join(map(repr, moved)), config.cache.original_ttl,
-                        " / --prefix ".join(f"/{id}/" if id else "/" for id in moved))
+                        ", ".join(repr(e.id) for e in moved), config.cache.original_ttl, " / --prefix ".join(prefixes))
         self._start_generation(config, f"config reloaded from {config.source}", reload=True)
 
     def _start_generation(self, config: Config, done: str, reload: bool = False) -> None:
