@@ -412,10 +412,10 @@ class Metrics:
         tiers = tuple(tiers)
         for tier in tiers:
             self.cache_evictions.labels(tier)
-        for tier in ("output", "original"):
-            self.cache_too_large.labels(tier)
             for result in CACHE_RESULTS.get(tier, ()):
                 self.cache_requests.labels(tier, result)
+        for tier in ("output", "original"):
+            self.cache_too_large.labels(tier)
         # a single error (one damaged value, a database rebuilt once) must show in `increase()`
         for tier in (*tiers, *CACHE_ERROR_TIERS):
             for kind in ERROR_KINDS:
