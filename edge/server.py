@@ -204,7 +204,7 @@ class Node:
         """Open the origins and the shared tier, then start the background work. An origin that does not
         open stops the worker (`StartupError`): at the node's start and on a reload, a config or its
         credentials are so refused at once (a reload keeps the running workers). `replacing`: this worker
-        replaces one that exited on its own, the config known good, so it serves without such an origin
+        replaces one that served and exited on its own, the config known good, so it serves without such an origin
         (`_open_later`): its storage away for a moment had stopped every replacement, and then the whole node,
         every other origin's endpoints with it."""
         unopened = []

@@ -283,7 +283,7 @@ class Supervisor:
 
     # -- workers ----------------------------------------------------------------------------------
     def _spawn(self, number: int, generation: int, config: Config, replacing: bool = False) -> None:
-        """Fork worker `number`; `replacing`: in place of one that exited on its own (`Node.start`)."""
+        """Fork worker `number`; `replacing`: in place of one that served and exited on its own (`Node.start`)."""
         pipe_read, pipe_write = os.pipe()
         slot = self.slots.take()
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # no supervisor handler runs in the child
@@ -364,7 +364,9 @@ class Supervisor:
             return
         from . import metrics  # imported by `preload`
         metrics.worker_restarts += 1  # the replacement exports it
-        self._spawn(worker.number, self.generation, self.config, replacing=True)
+        # tolerant of an origin that does not open only in place of a worker that served: one that failed its
+        # own start (a config's credentials refused at the node's start) is started again as it was
+        self._spawn(worker.number, self.generation, self.config, replacing=worker.ready)
         log.error("worker %d (pid %d) exited with status %d; restarted", worker.number, worker.pid, code)
 
     def _stop(self, workers: list[_Worker]) -> None:
@@ -492,7 +494,7 @@ def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list
                  replacing: bool = False) -> None:
     """One worker: serve on `sockets` until SIGTERM/SIGINT, then drain. Writes a `HEARTBEAT` to `pipe` every
     `HEARTBEAT_SECONDS` from its loop, from its start, and `SERVING` once it accepts connections. `replacing`:
-    it replaces one that exited on its own (`Node.start`)."""
+    it replaces one that served and exited on its own (`Node.start`)."""
     from .fetching import fetch_budget
     from .httpserver import make_server
 

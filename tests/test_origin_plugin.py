@@ -444,3 +444,10 @@ def test_a_worker_replacing_a_dead_one_serves_without_an_origin_that_does_not_op
         assert process.process.poll() is None
     finally:
         assert process.stop() == 0
+    # at the node's start, such an origin stops it, as before: its workers never served
+    online.unlink()
+    started = subprocess.run([sys.executable, "-m", "edge", "serve", "--port", "0", "--config", str(config)],
+                             capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(site)})
+    assert started.returncode == 1 and "workers keep dying" in started.stderr
+    assert "cannot start: origin 'stored' (type 'checking') did not open: ConnectionError" in started.stderr
+    assert "serves without it" not in started.stderr
