@@ -65,10 +65,6 @@ TRANSFORM_REFUSALS = ("queue_full", "queue_timeout", "decode_memory")
 #: a worker it forks later (a reload's, a dead one's replacement, writing into the files of the slot it
 #: takes over) exports the same `edge_start_time_seconds`; a node run in one process takes its own start
 node_started: float | None = None
-#: how many workers the supervisor replaced after they exited on their own (a crash, the kernel's OOM killer,
-#: `worker_timeout`'s kill): set by the supervisor before it forks the replacement, which exports it
-#: (`edge_worker_restarts`; the newest worker knows the most, so the workers' values are merged by their max)
-worker_restarts = 0
 #: statuses an endpoint's series start with (others appear when first answered): those the alerts count
 #: too, which `increase()` misses when a series' first sample is already above 0 (a node's first 500s)
 INITIAL_STATUSES = ("200", "304", "400", "404", "500", "502", "503", "504")
@@ -173,6 +169,8 @@ class _SupervisorNotes:
     - bytes 0–7: when the config in use was loaded (`edge_config_last_reload_success_timestamp_seconds`)
     - byte 8: 1 unless the last SIGHUP's config was refused (`edge_config_last_reload_successful`): the log
       alone had said so, and a fleet's config management saw every node green, serving the old config
+    - bytes 12–15: how many workers the supervisor replaced after they exited on their own (a crash, the
+      kernel's OOM killer, `worker_timeout`'s kill; `edge_worker_restarts`)
     - from byte 16, a byte per worker slot: 1 while that worker keeps its metric values in its memory
       (`edge_metrics_values_lost`). A 503 from that worker alone had made `up` flap, and every flap reset
       the gauge alerts' `for:` (a filesystem shared by /tmp and the cache: EdgeCacheDiskFull never fired)"""
@@ -189,14 +187,18 @@ class _SupervisorNotes:
             struct.pack_into("d", self.memory, 0, at)
         self.memory[8] = successful
 
+    def restarted(self) -> None:
+        struct.pack_into("I", self.memory, 12, struct.unpack_from("I", self.memory, 12)[0] + 1)
+
     def lost_values(self, slot: int, lost: bool) -> None:
         if slot < self.SLOTS:
             self.memory[self.SLOTS_AT + slot] = lost
 
-    def read(self) -> tuple[float, bool, int]:
-        """(when the config was loaded, whether the last reload was, workers whose values are lost)"""
+    def read(self) -> tuple[float, bool, int, int]:
+        """(when the config was loaded, whether the last reload was, workers replaced, workers whose values are
+        lost)"""
         return (struct.unpack_from("d", self.memory, 0)[0], bool(self.memory[8]),
-                self.memory[self.SLOTS_AT:].count(1))
+                struct.unpack_from("I", self.memory, 12)[0], self.memory[self.SLOTS_AT:].count(1))
 
 
 #: the supervisor's notes (`share_notes`), None in a node run without a supervisor (tests)
@@ -217,6 +219,12 @@ def reloaded(successful: bool) -> None:
         _notes.reloaded(successful, time.time())
 
 
+def worker_restarted() -> None:
+    """In the supervisor, as it replaces a worker that exited on its own (not a reload's)."""
+    if _notes is not None:
+        _notes.restarted()
+
+
 def slot_emptied(slot: int) -> None:
     """In the supervisor, once the worker in `slot` is reaped: its values (and their loss) went with it."""
     if _notes is not None:
@@ -230,13 +238,17 @@ class _NotesCollector:
         self.started = started
 
     def collect(self):
-        loaded_at, successful, lost = (self.started, True, 0) if _notes is None else _notes.read()
+        loaded_at, successful, restarts, lost = (self.started, True, 0, 0) if _notes is None else _notes.read()
         yield GaugeMetricFamily(
             "edge_config_last_reload_successful", "0 when the config of the last SIGHUP was refused (the log "
             "says why; the workers serve the config loaded before), else 1", value=int(successful))
         yield GaugeMetricFamily(
             "edge_config_last_reload_success_timestamp_seconds", "When the config being served was loaded (the "
             "node's start or the last reload that took effect), Unix seconds", value=loaded_at)
+        yield GaugeMetricFamily(
+            "edge_worker_restarts", "Workers replaced since the node started because they exited on their own "
+            "(crashed, killed by the kernel's OOM killer or for blocking past worker_timeout); reloads not counted",
+            value=restarts)
         yield GaugeMetricFamily(
             "edge_metrics_values_lost", "Workers whose metric values found no room in the temporary folder: "
             "missing from this text (their counts, their gauges) until they are replaced", value=lost)
@@ -362,10 +374,6 @@ class Metrics:
             multiprocess_mode="min")
         self.workers = Gauge(
             "edge_workers", "Worker processes serving", registry=r, multiprocess_mode="livesum")
-        self.worker_restarts = Gauge(
-            "edge_worker_restarts", "Workers replaced since the node started because they exited on their own "
-            "(crashed, killed by the kernel's OOM killer or for blocking past worker_timeout); reloads not counted",
-            registry=r, multiprocess_mode="max")
         self.process_cpu = Counter(
             "edge_process_cpu_seconds", "CPU time of the workers (user and system)", registry=r)
         self.process_memory = Gauge(
@@ -446,7 +454,6 @@ class Metrics:
         self.build_info.labels(__version__, libvips, platform.python_version()).set(1)
         self.start_time.set(time.time() if node_started is None else node_started)
         self.workers.set(1)
-        self.worker_restarts.set(worker_restarts)
         self.connection_limit.set(config.server.max_connections)
         self.sample_process()
 

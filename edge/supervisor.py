@@ -363,7 +363,7 @@ class Supervisor:
             self._stop_all("stopping")
             return
         from . import metrics  # imported by `preload`
-        metrics.worker_restarts += 1  # the replacement exports it
+        metrics.worker_restarted()
         # tolerant of an origin that does not open only in place of a worker that served: one that failed its
         # own start (a config's credentials refused at the node's start) is started again as it was
         self._spawn(worker.number, self.generation, self.config, replacing=worker.ready)
