@@ -480,6 +480,7 @@ async def test_a_font_imagekit_names_by_its_media_library_path_is_declared_by_th
     drawn = await image(node, "/base.png?tr=l-text,i-Hi,fs-40,ff-fonts@@Poppins-Regular_Q15GrYWmL.ttf,l-end")
     default = await image(node, "/base.png?tr=l-text,i-Hi,fs-40,l-end")
     assert drawn.width == default.width and (drawn - default).abs().max() == 0  # the same font file, so the same ink
+    assert (drawn - await image(node, "/base.png")).abs().max() > 0  # and ink there is
 
 
 def test_fonts_are_read_at_startup(tmp_path):
