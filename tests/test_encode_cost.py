@@ -45,6 +45,8 @@ def render(body: bytes, tr: str, name: str, accept: str | None = None, limits: L
     "/tr:f-gif/photo.jpg",
     "/tr:w-8192,f-gif/photo.jpg",
     "/tr:w-6000,q-100,f-avif/photo.jpg",
+    "/tr:f-avif/photo.jpg",  # 12 MP: priced for noise, ~10 s of one core that nothing could stop
+    "/tr:w-2200,q-90,f-avif/photo.jpg",  # 3.6 MP above q-85
     "/tr:lo-true,f-avif/photo.jpg",
     "/tr:q-100,f-avif/photo.png",
     "/tr:w-4000,h-3000/photo.gif",  # the extension names GIF: a missing original, refused before the fetch
@@ -81,8 +83,8 @@ async def test_f_auto_without_webp_falls_back_to_jpeg(node):
 
 
 def test_f_auto_keeps_avif_within_the_budget(originals):
-    rendered = render((originals / "photo.jpg").read_bytes(), "f-auto", "photo.jpg", MODERN)
-    assert (rendered.format, rendered.width, rendered.height) == ("avif", 4000, 3000)
+    rendered = render((originals / "photo.jpg").read_bytes(), "w-2000,f-auto", "photo.jpg", MODERN)
+    assert (rendered.format, rendered.width, rendered.height) == ("avif", 2000, 1500)
     rendered = render((originals / "photo.jpg").read_bytes(), "w-1000,f-gif", "photo.jpg")
     assert (rendered.format, rendered.width, rendered.height) == ("gif", 1000, 750)
 
@@ -162,9 +164,11 @@ async def test_the_deadline_stops_an_animated_gif_between_frames(node_factory, t
 
 
 @pytest.mark.parametrize("tr, accept, fmt", [("w-8192,f-auto", MODERN, "jpg"), ("w-8192,f-auto", "image/webp", "jpg"),
-                                             ("w-5000,f-auto", MODERN, "webp"), ("w-3000,f-auto", MODERN, "avif")])
+                                             ("w-5000,f-auto", MODERN, "webp"), ("w-3000,f-auto", MODERN, "webp"),
+                                             ("w-2000,f-auto", MODERN, "avif")])
 def test_f_auto_falls_back_as_far_as_the_budget_needs(originals, tr, accept, fmt):
-    # AVIF of 8192x6144 ~600 units, WebP ~300: JPEG; 5000x3750: AVIF ~225, WebP ~135; 3000x2250 AVIF ~80
+    # 8192x6144: AVIF ~2500 units, WebP ~300: JPEG; 5000x3750: WebP ~135; 3000x2250: AVIF ~330, WebP ~47;
+    # 2000x1500: AVIF ~150
     transformation = parse_transformation(tr)
     planned, _ = plan_format(transformation.output_format, "photo.jpg", accept)
     plan = check_render_cost(transformation, planned, "jpegload_source", False, False, Limits(), Defaults(),

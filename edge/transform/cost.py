@@ -20,8 +20,9 @@ frame megapixels + `GIF_FRAME`, for every frame an animation keeps) and AVIF
 (libaom: output megapixels × an `AVIF_*_WEIGHT` by quality, times a factor of `[defaults]
 avif_effort`). WebP and PNG (`WEBP_*_WEIGHT`, `PNG_WEIGHT`): the deadline stops them, but a thread held
 until it does is the stall the budget refuses. The weights are CPU medians of the encode alone on a 12
-MP photo-like JPEG (tests/imagecorpus.py) and its animated frames, rounded up, so that an encode the
-default budget admits takes at most ~5 s of one core, an animation's included: every frame is encoded,
+MP photo-like JPEG (tests/imagecorpus.py) and its animated frames, rounded up (AVIF's: the most any
+content took, noise), so that an encode the default budget admits takes at most ~5 s of one core, an
+animation's included: every frame is encoded,
 and a deadline that stops one between two frames would let each new URL of a large animation hold a
 render thread (and ~20 s of CPU) for the whole `render_timeout`. `f-auto` never answers 400 for its format alone:
 over budget, it falls back to the format the browser would get without AVIF, then to JPEG/PNG
@@ -96,11 +97,14 @@ BLURRED_FRAME = 1.0
 #: 480×270 cost ~164 units (1.9 s photo-like, 0.13 s of flat colours), 100 of them ~328 (4.2 s) are
 #: refused; 99 frames of 100×100 (~0.7 s) cost ~52.
 GIF_WEIGHT, GIF_FRAME = 22.0, 0.3
-#: AVIF at `avif_effort = 2`, per output megapixel: q ≤ 90 4.4–11.8 units (q-50 to q-90, 1–48 MP; 12 MP
-#: at q-80 1.94 s), q above 90 11–21 (q-100: 19–21), lossless 27–28. A 12 MP photo at q-80 costs
-#: 12 × 12 = 144 (and its steps) and is admitted; at q-100 or lossless it is not.
-AVIF_WEIGHT, AVIF_FINE_WEIGHT, AVIF_LOSSLESS_WEIGHT = 12.0, 22.0, 30.0
-AVIF_FINE_QUALITY = 90
+#: AVIF at `avif_effort = 2`, per output megapixel, priced for the content libaom takes longest over, since the
+#: deadline cannot stop it (benchmarks/bench_avif_cost.py, the same per megapixel at 2 and 12 MP): q ≤ 85 up to
+#: 46 (noise; grainy photos 25-41, photos 9-20), q 86-100 up to 71 (grainy photos 48-71, photos 15-44),
+#: lossless up to 98 (an overexposed grainy photo; noise 51, photos 37-54). The default budget so admits an
+#: AVIF of ~4 MP at q-80 (2560×1440: ~181 units, 3.4 s of one core at most) and ~2.6 MP above q-85, where a 12
+#: MP one of noise took 10 s at q-80 and 17 s at q-90; `f-auto` serves WebP beyond.
+AVIF_WEIGHT, AVIF_FINE_WEIGHT, AVIF_LOSSLESS_WEIGHT = 48.0, 75.0, 105.0
+AVIF_FINE_QUALITY = 85
 #: the AVIF weight's factor by `avif_effort` 0–9 (measured 0.4, 0.53, 1, 1.8, 11.5–13, 10.9, 22.7 at
 #: 0.2–3 MP; 7–9 unmeasured, doubled at each level)
 AVIF_EFFORT_FACTORS = (0.5, 0.6, 1.0, 2.0, 13.0, 13.0, 25.0, 50.0, 100.0, 200.0)
