@@ -82,7 +82,8 @@ CROP_MODES: dict[str, tuple[str, str, str]] = {
     "pad": ("cm-pad_resize", "", "fit inside w×h, pad to exactly w×h with `b_` (gravity places the image)"),
     "lpad": ("cm-pad_extract", "c-at_max",
              "like `pad`, never upscales: a smaller image is padded to w×h at its own size"),
-    "crop": ("cm-extract", "cm-extract", "cut a w×h region at `x_`,`y_` (top-left) or by gravity, no scaling"),
+    "crop": ("cm-extract_within", "cm-extract_within",
+             "cut a w×h region at `x_`,`y_` (top-left) or by gravity, no scaling; the part of it inside the image"),
     "thumb": ("c-maintain_ratio,fo-auto", "",
               "exactly w×h: scale to cover, crop around the subject (gravity `auto` unless `g_` says otherwise)"),
     # Cloudinary: "the best crop based on the gravity and specified dimensions", "less aggressive than thumb"

@@ -397,7 +397,10 @@ SECTIONS = (
             "size and is padded all round. `extract`: cut a `w`×`h` region out of the input at its own "
             "scale, placed by `fo` or `x,y` / `xc,yc`. `pad_extract`: the same, padding with `bg` where "
             "the region leaves the image. `pad_extract_no_shrink`: like `pad_extract`, but a side of the "
-            "box smaller than the image's grows to the image's: it only ever pads, never cuts.", (
+            "box smaller than the image's grows to the image's: it only ever pads, never cuts. "
+            "`extract_within` (the node's own, for Cloudinary's `c_crop`): like `extract`, but a region that "
+            "leaves the image is cut to the part of it inside (`w-500,h-200` of a 451×300 image, centred: "
+            "451×200); only one wholly outside it is a 400.", (
                 Example("w-240,h-120,cm-pad_resize,bg-F3E5AB", "astronaut.jpg"),
                 Example("w-240,h-120,cm-pad_resize,bg-F3E5AB,fo-left", "astronaut.jpg"),
                 Example("w-200,h-200,cm-pad_resize", "logo-transparent.png", "transparent padding"),

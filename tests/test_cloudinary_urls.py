@@ -324,11 +324,11 @@ EQUIVALENTS = [
     (dict(width=300, height=100, crop="fill", gravity="auto"), "w-300,h-100,fo-auto"),
     (dict(width=300, height=300, crop="pad", background="rgb:1E293B", gravity="west"),
      "w-300,h-300,cm-pad_resize,bg-1E293B,fo-left"),
-    (dict(width=300, height=200, x=100, y=50, crop="crop"), "cm-extract,w-300,h-200,x-100,y-50"),
+    (dict(width=300, height=200, x=100, y=50, crop="crop"), "cm-extract_within,w-300,h-200,x-100,y-50"),
     # a position as a fraction of the input, as crop tools that store percentages write it (x_0.5: half-way)
-    (dict(width=0.4, height=0.4, x=0.5, y=0.35, crop="crop"), "cm-extract,w-1200,h-800,x-1500,y-700"),
+    (dict(width=0.4, height=0.4, x=0.5, y=0.35, crop="crop"), "cm-extract_within,w-1200,h-800,x-1500,y-700"),
     # Cloudinary: "x and y with c_crop,g_face have no positional effect" (the face stays centred)
-    (dict(width=300, height=200, x=50, y=50, crop="crop", gravity="face"), "cm-extract,w-300,h-200,fo-face,fof-top"),
+    (dict(width=300, height=200, x=50, y=50, crop="crop", gravity="face"), "cm-extract_within,w-300,h-200,fo-face,fof-top"),
     (dict(width=300, quality=40), "w-300,q-40"),
     (dict(width=300, quality="auto:low"), "w-300,q-50"),
     (dict(width=300, angle=90), "w-300,rt-90"),
@@ -404,6 +404,21 @@ async def test_ignore_aspect_ratio_scales_one_side_of_a_12_mp_photo(node):
     refused = await node.fetch(url(BALLOON_PHOTO, flags="ignore_aspect_ratio", width=300, crop="fill"))
     assert (refused.code, refused.body) == (400, b"invalid transformation: fl_ignore_aspect_ratio: ignore_aspect_ratio "
                                                  b"only with c_scale and one of w_ or h_\n")
+
+
+async def test_a_crop_region_leaving_the_image_is_cut_to_the_part_inside(node):
+    """`c_crop` with a region larger than the image or past its edge (a template URL over a catalogue of
+    sizes): the part of the region inside the image, as Cloudinary crops, where `cm-extract` is a 400."""
+    for options, inside in ((dict(width=5000, height=1000), "x-0,y-916,w-4240,h-1000"),  # centred, wider
+                            (dict(width=2000, height=2000, x=3000, y=2000), "x-3000,y-2000,w-1240,h-832")):
+        answer = await get(node, url(BALLOON_PHOTO, crop="crop", format="jpg", **options))
+        own = await get(node, f"/ik/tr:cm-extract,{inside}/image/upload/{BALLOON_PHOTO}.jpg")
+        assert (answer.code, size(answer)) == (200, size(own)) and answer.body == own.body, options
+    small = await get(node, url("logo", crop="crop", width=300, height=100, format="png"))
+    assert size(small) == (256, 100)
+    outside = await node.fetch(url(BALLOON_PHOTO, crop="crop", width=100, height=100, x=5000, y=0, format="jpg"))
+    assert (outside.code, outside.body) == (400, b"invalid transformation: cm-extract_within: the region 100x100 at "
+                                                 b"(5000, 0) leaves the 4240x2832 image\n")
 
 
 async def test_words_do_what_the_nodes_own_parameters_do(node):

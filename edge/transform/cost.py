@@ -368,6 +368,9 @@ def step_output(step: Step, size: Size) -> Size:
         width, height = box_w or width, box_h or height
         if step.crop_mode == "pad_extract_no_shrink":
             width, height = max(width or 0, size[0] or 0) or None, max(height or 0, size[1] or 0) or None
+        elif step.crop_mode == "extract_within":  # no more than the image
+            width, height = min(width or size[0] or 0, size[0] or width or 0) or None, \
+                min(height or size[1] or 0, size[1] or height or 0) or None
     else:
         if (box_w is None) != (box_h is None) and width and height:  # one side: the other by the ratio
             scale = side_scale(step, width, height, box_w, box_h)

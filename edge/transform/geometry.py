@@ -17,7 +17,7 @@ from ..errors import BadRequest
 from . import faces, stopping
 from .colours import RGBA, Blurred
 from .expressions import MAX_PIXELS, Expression, evaluated, sizes
-from .options import DOMINANT, MAX_BORDER, Distortion, Step
+from .options import CUTTING, DOMINANT, MAX_BORDER, Distortion, Step
 
 Size = pyvips.enums.Size
 WHITE: RGBA = (255, 255, 255, 255)
@@ -199,7 +199,7 @@ def _face_frame(source: Source, found: tuple[int, int, int, int], box_w: int, bo
 
 def cuts_faces(step: Step) -> bool:
     """Whether the step cuts out the faces' box: `cm-extract,fo-face` with no size nor position."""
-    return (step.crop_mode == "extract" and step.focus == "face" and step.width is None and step.height is None
+    return (step.crop_mode in CUTTING and step.focus == "face" and step.width is None and step.height is None
             and (step.x, step.y, step.x_center, step.y_center) == (None,) * 4)
 
 
@@ -278,11 +278,15 @@ def _extract(source: Source, step: Step, box_w: int | None, box_h: int | None, m
             left, top = attention_offset(source, width, height, w, h)
         else:
             left, top = focus_offset(without_face(step), width - w, height - h)
-    if step.crop_mode != "extract":
+    if step.crop_mode not in CUTTING:
         check_side(w, h, max_side)
         return _padded_region(image, left, top, w, h, step.colour)
+    inside_left, inside_top = max(left, 0), max(top, 0)
+    inside_w, inside_h = min(left + w, width) - inside_left, min(top + h, height) - inside_top
+    if step.crop_mode == "extract_within" and inside_w > 0 and inside_h > 0:
+        return image.crop(inside_left, inside_top, inside_w, inside_h)
     if left < 0 or top < 0 or left + w > width or top + h > height:
-        raise BadRequest(f"invalid transformation: cm-extract: the region {w}x{h} at ({left}, {top}) "
+        raise BadRequest(f"invalid transformation: cm-{step.crop_mode}: the region {w}x{h} at ({left}, {top}) "
                          f"leaves the {width}x{height} image")
     return image.crop(left, top, w, h)
 

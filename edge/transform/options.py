@@ -34,7 +34,8 @@ from .layers import Layer, Placement, TextStyle, dot_segment
 
 CROPS = ("maintain_ratio", "force", "at_max", "at_max_enlarge", "at_least", "maintain_ratio_no_enlarge",
          "enlarge_to_fit")
-CROP_MODES = ("pad_resize", "extract", "pad_extract", "pad_resize_no_enlarge", "pad_extract_no_shrink")
+CROP_MODES = ("pad_resize", "extract", "pad_extract", "pad_resize_no_enlarge", "pad_extract_no_shrink",
+              "extract_within")
 FOCUS = ("center", "top", "left", "bottom", "right", "top_left", "top_right", "bottom_left",
          "bottom_right", "auto", "face")
 #: where `fo-face` crops when it finds no face (`fof-`; the node's own, for Cloudinary's `g_face`, which
@@ -48,7 +49,9 @@ UNSUPPORTED_FORMATS = {"mp4": "video", "webm": "video", "svg": "vector output"}
 DOMINANT = ("dominant", "dominant_border")
 FLIPS = ("h", "v", "h_v")
 FLIP_SYNONYMS = {"v_h": "h_v"}
-EXTRACTING = ("extract", "pad_extract", "pad_extract_no_shrink")
+EXTRACTING = ("extract", "pad_extract", "pad_extract_no_shrink", "extract_within")
+#: the modes that only cut (`extract_within`: the part of the region inside the image, Cloudinary's `c_crop`)
+CUTTING = ("extract", "extract_within")
 #: crop modes ImageKit wrote as `c-` values before `cm-` (its conditional-transformation docs still write
 #: `c-pad_resize`, and SDKs such as unpic wrote both until 2025): read as `cm-`
 LEGACY_CROP_MODES = ("pad_resize", "extract")
