@@ -71,6 +71,9 @@ RESTART_WINDOW_SECONDS = 60
 MAX_RESTARTS_IN_WINDOW = 10
 #: `[server]` keys a reload cannot change (the sockets are bound, the workers counted): a restart can
 RESTART_KEYS = ("host", "port", "workers", "metrics_port")
+#: seconds a stopping worker gives the scrapes under way on `metrics_port` (each waits at most
+#: `metrics.EXPOSITION_SECONDS` for its text)
+METRICS_DRAIN_SECONDS = 2.0
 #: seconds a reload's new workers have to start serving (origins opened, cache open) before it is abandoned
 READY_TIMEOUT_SECONDS = 60
 #: beyond a worker's own shutdown grace, before the supervisor kills it
@@ -532,9 +535,11 @@ def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list
             loop.add_signal_handler(signum, log_stray_signal, signum)
         _tell(pipe, SERVING)
         await stopping.wait()
-        if metrics_server is not None:
-            metrics_server.stop()  # as the main port: its queue accepted, a scrape under way answered
-        await server.drain(config.server.shutdown_grace, node.give_up_serving)
+        draining = [server.drain(config.server.shutdown_grace, node.give_up_serving)]
+        if metrics_server is not None:  # as the main port: its queue accepted, a scrape under way answered (one
+            # waiting for the next text had been cancelled as the worker ended: a 500 at every reload)
+            draining.append(metrics_server.drain(METRICS_DRAIN_SECONDS))
+        await asyncio.gather(*draining)
         beating.cancel()
         if config.server.memory_trim:
             trimming.cancel()

@@ -25,6 +25,7 @@ SAMPLES_PNG = "/tr:w-64/coffee.jpg"
 BEFORE = "[server]\nworkers = 2\n"
 AFTER = BEFORE + '[named_transformations]\nthumb = "w-30"\n'
 LOAD_REQUESTS = 400  # bound of the load loop
+SCRAPES = 600  # bound of a scraping loop
 
 
 async def load(url: str, stop: asyncio.Event, statuses: list[int]) -> None:
@@ -231,6 +232,38 @@ async def test_sigterm_refuses_new_connections_at_once_lets_a_slow_request_finis
     finally:
         node.stop()
         await origin.stop()
+
+
+async def test_scrapes_on_the_metrics_port_under_way_at_a_reload_are_answered(tmp_path):
+    """A scrape waiting for the worker's next text (`EXPOSITION_SECONDS`) as its worker ends is answered: it
+    had been cancelled with the worker, a 500 on one scrape at every reload (an `up` flap, nothing logged)."""
+    node = NodeProcess(write_config(tmp_path, local_config(before="[server]\nworkers = 2\nmetrics_port = 0\n")))
+    client = AsyncHTTPClient(force_instance=True)
+    stop, statuses = asyncio.Event(), []
+
+    async def scraping() -> None:  # back to back, three at a time: all but one wait for a text
+        for _ in range(SCRAPES):
+            if stop.is_set():
+                break
+            response = await client.fetch(metrics_url, headers={"Connection": "close"}, raise_error=False,
+                                          request_timeout=10)
+            statuses.append(response.code)
+
+    try:
+        metrics_url = node.wait_for_log(r"metrics on (http://\S+/metrics)").group(1)
+        scrapers = [asyncio.create_task(scraping()) for _ in range(3)]
+        for _ in range(3):
+            old_workers = set(node.worker_pids())
+            mark = len(node.log)
+            node.process.send_signal(signal.SIGHUP)
+            await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
+            assert await asyncio.to_thread(gone, node, old_workers)
+        stop.set()
+        await asyncio.gather(*scrapers)
+        assert len(statuses) > 10 and set(statuses) == {200}, sorted(set(statuses))
+    finally:
+        client.close()
+        assert node.stop() == 0
 
 
 def test_a_supervisor_that_gives_up_exits_non_zero(tmp_path):
