@@ -53,10 +53,13 @@ class BadRequest(EdgeError):
     """Malformed URL or transformation, or a limit exceeded (400)."""
 
     status = 400
+    kind = "bad_request"
 
 
 class InvalidTransformation(BadRequest):
     """A transformation parameter that does not parse or is out of range (400 naming it)."""
+
+    kind = "invalid_transformation"
 
     def __init__(self, param: str, reason: str):
         super().__init__(f"invalid transformation: {param}: {reason}")
@@ -68,6 +71,7 @@ class Unauthorized(EdgeError):
     endpoint requires (401)."""
 
     status = 401
+    kind = "unauthorized"
 
 
 class SignatureRefused(Unauthorized):
@@ -76,6 +80,7 @@ class SignatureRefused(Unauthorized):
     def __init__(self, reason: str):
         super().__init__(f"{reason} signature")
         self.reason = reason
+        self.kind = f"{reason}_signature"
 
 
 class NothingToServe(EdgeError):
@@ -96,6 +101,7 @@ class UnprocessableSource(EdgeError):
     failed, which a layer's original or the output's format may have caused as well."""
 
     status = 422
+    kind = "unprocessable"
 
     def __init__(self, message: str = "unsupported or corrupt source image", *, unreadable: bool = False):
         super().__init__(message)

@@ -47,6 +47,19 @@ async def test_one_json_line_per_request_without_the_query(node_factory, tmp_pat
     assert all(r["duration_ms"] >= 0 and r["time"] > 1e9 for r in out)
 
 
+async def test_every_error_answer_names_its_kind(node_factory, tmp_path, capsys):
+    """A storm of 400s or 401s (a tightened limit, a signing key changed) is told apart in the access log:
+    their `error` had been `null`, the kinds of 404s and 5xx alone named."""
+    signed = '[[endpoints]]\nid = "s"\norigins = ["samples"]\nprivate_key = "k3y-0123456789"\nsigned_only = true\n'
+    node = await node_factory(write_config(tmp_path, local_config(before='[limits]\nmax_cost = 50\n', after=signed)))
+    answers = [await node.fetch(path) for path in (
+        "/tr:w-x/coffee.jpg", "/tr:w-8000,h-8000,c-force/coffee.jpg", "/s/tr:w-20/coffee.jpg",
+        "/s/tr:w-20/coffee.jpg?ik-s=" + "0" * 40)]
+    kinds = ["invalid_transformation", "bad_request", "missing_signature", "invalid_signature"]
+    assert [(a.code, a.headers.get("X-Edge-Error")) for a in answers] == list(zip((400, 400, 401, 401), kinds))
+    assert [r["error"] for r in logged(node, capsys)] == kinds
+
+
 async def test_who_asked_and_the_request_id(node_factory, tmp_path, capsys):
     node = await node_factory(write_config(tmp_path, local_config(before=f'[server]\ntrusted_proxies = ["{PROXY}"]\n')))
     kept = await node.fetch("/tr:w-20/coffee.jpg", headers={
