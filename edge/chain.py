@@ -95,8 +95,8 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
         except FetchMemoryExhausted:
             outcome = "busy"
             raise  # 503: the node is busy, not the origin broken
-        except asyncio.CancelledError:  # abandoned (`edge_abandoned_work_total`): no outcome of the origin's
-            outcome = None
+        except asyncio.CancelledError:  # nobody waits any more (`edge_abandoned_work_total` too); how long it ran
+            outcome = "abandoned"  # says whether the origin kept its clients waiting (EdgeOriginAbandoned)
             raise
         except Exception as exc:  # TimeoutError, OriginFailure, or a bug in the plugin
             failure = _as_failure(origin, exc)

@@ -48,6 +48,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 #: (an origin plugin's other kinds count as `error`, so the label stays bounded)
 ORIGIN_SUCCESSES = ("found", "not_modified", "not_found")
 ORIGIN_FAILURES = ("timeout", "refused", "denied", "server_error", "bad_response", "error")
+#: outcomes that judge no origin: `busy` (the node's fetch memory was full), `abandoned` (every request
+#: waiting for the fetch went away before it ended: a slow origin, or clients leaving at once)
+ORIGIN_UNJUDGED = ("busy", "abandoned")
 #: `outcome` values of `edge_fleet_purge_calls_total` (`edge.fanout.PeerResult`)
 FLEET_PURGE_OUTCOMES = ("ok", "rejected", "unreachable", "timeout")
 #: `result` values of `edge_cache_requests_total` per tier (a not-found record is never stale)
@@ -433,8 +436,9 @@ class Metrics:
         for reason in CONNECTION_CLOSES:
             self.connections_closed.labels(reason)
         for origin in config.origins:
-            for outcome in (*ORIGIN_SUCCESSES, "busy", *ORIGIN_FAILURES):
+            for outcome in (*ORIGIN_SUCCESSES, *ORIGIN_UNJUDGED, *ORIGIN_FAILURES):
                 self.origin_fetches.labels(origin.name, outcome)
+            self.origin_fetch_duration.labels(origin.name, "abandoned")  # EdgeOriginAbandoned's quantile
         # a peer's first missed purge must show in `increase()`, which cannot see a series' first sample
         for peer in config.fleet.others:
             for outcome in FLEET_PURGE_OUTCOMES:

@@ -28,8 +28,12 @@ WINDOW_SECONDS = 300.0
 HISTORY_SECONDS = WINDOW_SECONDS + 2 * SNAPSHOT_SECONDS
 #: the page is rendered at most this often; others get the last one (it reads every worker's values)
 RENDER_SECONDS = 1.0
-#: an origin is failing when over this share of its recent fetches failed
-FAILING_SHARE = 0.05
+#: an origin is failing when over `FAILING_SHARE` of its recent fetches failed, denials apart, or over
+#: `DENIED_SHARE` were denied: a client chooses the paths, and an origin denies some whatever the
+#: credentials (one 403 made it failing)
+FAILING_SHARE, DENIED_SHARE = 0.05, 0.5
+#: an origin is slow when over this share of its recent fetches were abandoned by their clients
+SLOW_SHARE = 0.5
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -202,14 +206,18 @@ def _origins(now: Snapshot, recent, window: float) -> str:
         fetches = recent("edge_origin_fetches_total", origin=origin)
         kinds = {kind: recent("edge_origin_fetches_total", origin=origin, outcome=kind) for kind in ORIGIN_FAILURES}
         failures = sum(kinds.values())
-        health = "idle" if not fetches else "failing" if failures / fetches > FAILING_SHARE else "ok"
-        described = ", ".join(f"{kind} {n:.0f}" for kind, n in kinds.items() if n) or "–"
+        abandoned = recent("edge_origin_fetches_total", origin=origin, outcome="abandoned")
+        health = "idle" if not fetches \
+            else "failing" if (failures - kinds["denied"]) / fetches > FAILING_SHARE \
+            or kinds["denied"] / fetches > DENIED_SHARE \
+            else "slow" if abandoned / fetches > SLOW_SHARE else "ok"
+        described = ", ".join(f"{kind} {n:.0f}" for kind, n in (*kinds.items(), ("abandoned", abandoned)) if n) or "–"
         rows.append(f"<tr><th>{escape(origin)}</th><td class={health} data-key='health:{escape(origin)}'>{health}</td>"
                     f"{_cell(f'fetches_recent:{origin}', fetches)}{_cell(f'failures_recent:{origin}', failures)}"
                     f"<td>{escape(described)}</td>"
                     f"{_cell(f'fetches_total:{origin}', now.total('edge_origin_fetches_total', origin=origin))}</tr>")
     return (f"<h2>Origins</h2>\n<table><tr><th>origin</th><th>health</th><th>fetches, last {_duration(window)}</th>"
-            "<th>failures</th><th>failures by kind</th><th>fetches since start</th></tr>" + "".join(rows) + "</table>")
+            "<th>failures</th><th>by kind</th><th>fetches since start</th></tr>" + "".join(rows) + "</table>")
 
 
 def _bytes(n: float) -> str:
@@ -236,6 +244,7 @@ h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.15em; margin-top: 1.6em; }}
 table {{ border-collapse: collapse; }} th, td {{ padding: .25em .8em; border-bottom: 1px solid #ddd; text-align: right; }}
 th:first-child {{ text-align: left; }} table.kv td {{ text-align: left; }}
 .ok {{ color: #176f2c; }} .failing {{ color: #b00020; font-weight: bold; }} .idle {{ color: #666; }}
+.slow {{ color: #a15c00; font-weight: bold; }}
 .bar {{ display: inline-block; width: 8em; height: .8em; background: #e5e7eb; vertical-align: middle; }}
 .bar span {{ display: block; height: 100%; background: #2563eb; }}
 </style></head>

@@ -105,7 +105,7 @@ class Prometheus:
 
 
 def node_config(directory: Path, name: str, origin_url: str, server: str = "", more: str = "",
-                cache: Path | None = None) -> Path:
+                cache: Path | None = None, endpoint: str = "") -> Path:
     cache = cache or directory / "caches" / name
     return write_config(directory, f"""[server]
 workers = 2
@@ -121,6 +121,7 @@ base_url = "{origin_url}"
 [[endpoints]]
 id = ""
 origins = ["web"]
+{endpoint}
 """, name=f"{name}.toml")
 
 
@@ -132,11 +133,12 @@ class Traffic:
         self.tasks: list[asyncio.Task] = []
         self.stopping = False
 
-    def every(self, seconds: float, node: NodeProcess, paths, concurrent: bool = False, burst: int = 1) -> None:
+    def every(self, seconds: float, node: NodeProcess, paths, concurrent: bool = False, burst: int = 1,
+              patience: float = 15) -> None:
         """GET the next of `paths` (an iterator) from `node` every `seconds` (the next `burst` of them at
-        once, if `concurrent`); wait for each answer unless `concurrent`."""
+        once, if `concurrent`); wait for each answer unless `concurrent`, at most `patience` seconds."""
         async def get(path: str) -> None:
-            await self.client.fetch(node.url + path, raise_error=False, request_timeout=15)
+            await self.client.fetch(node.url + path, raise_error=False, request_timeout=patience)
 
         async def loop() -> None:
             deadline = time.monotonic() + BOUND
@@ -190,8 +192,11 @@ async def knock(url: str, seconds: float, stopping) -> None:
 #: alert → the nodes (instances) it must fire on; on every other node (healthy, idle) it must not
 EXPECTED = {
     "EdgeNodeDown": {"stopped"},
-    "EdgeOriginErrorRate": {"origin_down", "origin_denied"},
+    "EdgeOriginErrorRate": {"origin_down"},  # denials have their own alert
     "EdgeOriginDenied": {"origin_denied"},
+    "EdgeOriginFindsNothing": {"origin_misplaced"},
+    "EdgeOriginAbandoned": {"clients_leave"},
+    "EdgeSignaturesRefused": {"wrong_key"},
     "EdgeCacheHitRatioDrop": {"new_urls"},
     "EdgeLatencyP99High": {"slow_origin"},
     "EdgeCacheDiskNearlyFull": {"disk_full"},
@@ -264,6 +269,12 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         "new_urls": node_config(tmp_path, "new_urls", good.url),
         "slow_origin": node_config(tmp_path, "slow_origin", slow.url),
         "slowish_origin": node_config(tmp_path, "slowish_origin", slowish.url),
+        # its base_url points where the origin has none of the images (a folder the deploy left out)
+        "origin_misplaced": node_config(tmp_path, "origin_misplaced", f"{good.url}/elsewhere"),
+        # its clients wait less than the slow origin takes, and less than its timeout
+        "clients_leave": node_config(tmp_path, "clients_leave", slow.url),
+        # asked for URLs signed with a key it no longer has
+        "wrong_key": node_config(tmp_path, "wrong_key", good.url, endpoint='private_key = "the-new-key-0123"'),
         "disk_full": node_config(tmp_path, "disk_full", good.url, cache=small / "cache"),
         "unwritable": node_config(tmp_path, "unwritable", good.url, cache=read_only / "cache"),
         "damaged": node_config(tmp_path, "damaged", good.url),
@@ -305,6 +316,9 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         await prometheus.ready()
         fill(small)
         fill(full_tmp)
+        # its new workers' files find no room: the old ones' may have room left for every series the
+        # traffic below adds (whether they had depended on how many series a node starts with)
+        nodes["metrics_lost"].process.send_signal(signal.SIGHUP)
         refused = configs["reload_refused"]
         refused.write_text(refused.read_text() + "\n[server]\nworkers = 'many'\n")
         nodes["reload_refused"].process.send_signal(signal.SIGHUP)
@@ -324,6 +338,10 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
         traffic.every(0.1, nodes["origin_denied"], widths())
         traffic.every(0.2, nodes["slow_origin"], (f"/tr:w-10/{n}.jpg" for n in range(1000)), concurrent=True)
         traffic.every(0.2, nodes["slowish_origin"], (f"/tr:w-10/{n}.jpg" for n in range(1000)), concurrent=True)
+        traffic.every(0.1, nodes["origin_misplaced"], (f"/tr:w-10/{n}.jpg" for n in range(1000)))
+        traffic.every(0.2, nodes["clients_leave"], (f"/tr:w-11/{n}.jpg" for n in range(1000)), concurrent=True,
+                      patience=1.5)
+        traffic.every(0.1, nodes["wrong_key"], (f"/tr:w-{n}/a.jpg?ik-s={n:040x}" for n in range(10, 10_000)))
         traffic.every(0.1, nodes["disk_full"], widths())
         traffic.every(0.1, nodes["unwritable"], widths())
         traffic.every(0.1, nodes["shared_tier_down"], widths())

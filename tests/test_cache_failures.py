@@ -333,15 +333,22 @@ async def test_a_deleted_cache_folder_is_made_again_within_seconds(node_factory,
 
 def test_a_full_temporary_folder_costs_the_metrics_files_and_nothing_else(small_tmpfs, tmp_path):
     """The workers' metrics files (prometheus-client's, in the temporary folder) on a filesystem that fills up
-    once the node serves: their values are kept in memory, an error says so, and every image is served.
-    prometheus-client grew them sparse, and writing their new pages through its map killed each worker with
-    SIGBUS (exit -7), and then, after ten of them, the node."""
+    once the node serves: the new workers' values are kept in memory, an error says so, and every image is
+    served. prometheus-client made and grew them sparse, and writing their new pages through its map killed
+    each worker with SIGBUS (exit -7), and then, after ten of them, the node. (Files that must grow are
+    `test_a_metrics_file_that_must_grow_on_a_full_folder_keeps_its_values_in_memory`'s: whether a few
+    requests make the running workers' files grow depends on how many series a node starts with.)"""
     config = write_config(tmp_path, local_config(before='[server]\nworkers = 2\n[cache]\ndir = "cache"\n'))
     process = NodeProcess(config, env={"TMPDIR": str(small_tmpfs)})
     try:
-        node, workers = ServingNode(process), process.worker_pids()
+        node = ServingNode(process)
         assert node.metrics().total("edge_metrics_values_lost") == 0
         fill(small_tmpfs)
+        first_workers, mark = set(process.worker_pids()), len(process.log)
+        process.process.send_signal(signal.SIGHUP)
+        process.wait_for_log(r"config reloaded from", 60, mark)
+        assert gone(process, first_workers)
+        workers = process.worker_pids()
         for transformation in ("w-100", "w-101,f-webp", "w-102,f-png", "w-103,f-avif", "w-104,f-gif"):
             status, _, body = node.get(f"/tr:{transformation}/coffee.jpg")
             assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == int(transformation[2:5])
@@ -352,8 +359,9 @@ def test_a_full_temporary_folder_costs_the_metrics_files_and_nothing_else(small_
         # scrapes flap, which restarted every gauge alert's `for:`
         assert {node.metrics().total("edge_metrics_values_lost") >= 1 for _ in range(20)} == {True}
         (small_tmpfs / "filler").unlink()  # room made, then new workers with new files: nothing is missing
+        mark = len(process.log)
         process.process.send_signal(signal.SIGHUP)
-        process.wait_for_log(r"config reloaded from")
+        process.wait_for_log(r"config reloaded from", 60, mark)
         assert gone(process, set(workers))  # reaped: their slots' notes cleared
         assert {node.metrics().total("edge_metrics_values_lost") for _ in range(20)} == {0}
     finally:

@@ -1,5 +1,6 @@
 """`/_edge/status` of a 2-worker node, rendered by headless Chromium: the screenshot is a page, not a
-blank, and every number on it matches the node's `/metrics`. And it is protected like the purge API."""
+blank, and every number on it matches the node's `/metrics`; an origin's health is judged as the alerts
+judge it. And it is protected like the purge API."""
 
 import base64
 import re
@@ -10,6 +11,7 @@ import pytest
 import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
+from edge.statuspage import Snapshot, _origins
 from tests.scrape import scrape_when
 from tests.nodes import NodeProcess, local_config, until_stored, write_config
 from tests.scrape import total
@@ -105,3 +107,18 @@ async def test_without_a_token_the_page_is_open_like_metrics(node_factory, tmp_p
     node = await node_factory(write_config(tmp_path, local_config()))
     page = await node.fetch("/_edge/status")
     assert page.code == 200 and b'data-key="workers" data-value="1"' in page.body
+
+
+@pytest.mark.parametrize("outcomes, health", [
+    ({"found": 15, "denied": 1}, "ok"),  # a client's dot file: one 403 had made the origin failing
+    ({"found": 1, "denied": 9}, "failing"),  # credentials that no longer work
+    ({"found": 19, "timeout": 2}, "failing"),
+    ({"found": 2, "abandoned": 8}, "slow"),  # every client gave up waiting for it: it had looked idle
+    ({}, "idle"),
+])
+def test_an_origins_health_on_the_status_page(outcomes, health):
+    samples = {("edge_origin_fetches_total", (("origin", "web"), ("outcome", outcome))): float(count)
+               for outcome, count in {"found": 0, **outcomes}.items()}
+    now = Snapshot(0.0, samples)
+    page = _origins(now, now.total, 300)
+    assert f"<td class={health} data-key='health:web'>{health}</td>" in page
