@@ -126,10 +126,11 @@ def report(verdicts: list[Verdict]) -> str:
     lines.append(f"\n{len(verdicts)} URLs: {served} served, {len(verdicts) - served} not")
     words = Counter(v.word for v in verdicts if v.word)
     others = Counter(f"{v.status} {v.reason}" for v in verdicts if v.status is not None and not v.word)
-    if words:
-        lines.append("unsupported words (URLs):")
-        lines += [f"  {word}  {count}" for word, count in words.most_common()]
-    if others:
-        lines.append("other refusals (URLs):")
-        lines += [f"  {reason}  {count}" for reason, count in others.most_common()]
+    # by the answer's status and kind, without the URL's own details (`400 invalid transformation: cm-extract`)
+    failed = Counter(":".join(v.fetched.removeprefix("FAILED ").split(":")[:2]).strip()
+                     for v in verdicts if v.fetched and not v.served)
+    for title, counts in (("unsupported words", words), ("other refusals", others), ("failed when fetched", failed)):
+        if counts:
+            lines.append(f"{title} (URLs):")
+            lines += [f"  {reason}  {count}" for reason, count in counts.most_common()]
     return "\n".join(lines) + "\n"

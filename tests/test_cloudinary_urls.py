@@ -888,6 +888,8 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
     assert "fetched: FAILED 404" in online.stdout
     assert "fetched: OK jpeg 20x15" in online.stdout
     assert "10 URLs: 3 served, 7 not" in online.stdout, online.stdout + online.stderr
+    # those that parse but fail on the asset are summed too: a long list's summary had left them out
+    assert "failed when fetched (URLs):\n  404 not found  1\n" in online.stdout, online.stdout
 
 
 @pytest.mark.parametrize("path", ["/demo/image/upload/..%5C..%5Cadmin.jpg", "/demo/image/upload/w_20/v1/a%5C..%5C..%5Cadmin.jpg",
