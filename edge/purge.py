@@ -9,7 +9,7 @@ A Cloudinary-style URL takes every URL that shows the same asset unpinned (`clou
 
 In a fleet, a purge received from outside also empties the shared tier (`[shared_cache]`) and is
 sent to every peer (`[fleet] peers`, `edge.fanout`); the answer says how each went, and one that
-failed makes it a 502 (docs/fleet.md).
+failed makes it a 502 (docs/fleet.md). What the shared tier failed, a running node tries there again.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .cache import Caches, path_key, path_prefix_key
+from .cache.purges import RECORD_SECONDS
 from .cloudinary_urls import same_asset
 from .config import Config
 from .errors import BadRequest, ConfigError, NothingToServe, SharedCacheFailure
@@ -31,6 +33,13 @@ from .settings import Secret
 from .shared_cache import SharedTier
 
 log = logging.getLogger("edge.purge")
+
+#: what a purge could not do in the shared tier (the tier down) a running node tries again this often, for as
+#: long as the nodes it reached hold the tier's older objects back by their own records (`RECORD_SECONDS`):
+#: else a node that started with an empty disk read back what was purged, for a year
+SHARED_RETRY_SECONDS = 10.0
+#: the retries under way, referenced until they end (the event loop keeps weak references to tasks)
+_retries: set[asyncio.Task] = set()
 
 
 def parse_body(body: bytes) -> dict[str, str]:
@@ -133,33 +142,26 @@ async def purge_serving(caches: Caches, router: Router, target: dict[str, str], 
     if forwarded:
         purged, answer = await caches.io(_forget, caches, prefixes, target)
         return (200 if purged else 502), answer
-    return await _everywhere(caches, prefixes, target, token, fan_out, shared)
+    return await _everywhere(caches, prefixes, target, token, fan_out, shared, retry=True)
 
 
 async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[str, str], token: Secret | None,
-                      fan_out: FanOut | None, shared: SharedTier | None) -> tuple[int, dict[str, Any]]:
+                      fan_out: FanOut | None, shared: SharedTier | None,
+                      retry: bool = False) -> tuple[int, dict[str, Any]]:
     """The shared tier first (the purge journal, for the nodes this purge does not reach, then the
     objects, so that no node reads back what is being purged), this node, the peers; 502 when one of
-    them could not be purged."""
+    them could not be purged. `retry`: what the shared tier failed is tried again in the background."""
     purged_everywhere = True
     shared_answer: dict[str, Any] = {}
     if shared is not None:
-        # each step's calls at once: the 15 prefixes of a Cloudinary-style URL, one call after the other (and the
-        # journal's housekeeping once a prefix), took 28 s at 0.5 s a call, past the load balancers' admin timeout
-        try:
-            await shared.record_purge(prefixes)
-            journal: str | dict[str, str] = "written"
-        except SharedCacheFailure as failure:
-            journal = {"error": failure.kind}
+        journal_written, objects_removed, shared_answer = await _purge_shared(shared, prefixes, target)
+        if not (journal_written and objects_removed):
             purged_everywhere = False
-            log.warning("purge of %s not written to the shared cache's journal: %s", target, failure.kind)
-        try:
-            shared_answer = {"removed": sum(await asyncio.gather(*map(shared.delete_prefix, prefixes)))}
-        except SharedCacheFailure as failure:
-            shared_answer = {"error": failure.kind}
-            purged_everywhere = False
-            log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)
-        shared_answer["journal"] = journal
+            if retry:
+                shared_answer["retrying"] = True
+                task = asyncio.create_task(_retry_shared(shared, prefixes, target, journal_written, objects_removed))
+                _retries.add(task)
+                task.add_done_callback(_retries.discard)
     purged, answer = True, {"removed": 0, "by_tier": {}}  # `edge purge` without the node's cache folder
     if caches is not None:
         purged, answer = await caches.io(_forget, caches, prefixes, target)
@@ -173,6 +175,47 @@ async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[s
             purged_everywhere = False
             log.warning("purge of %s not done on peer %s: %s", target, failed.peer, failed.outcome)
     return (200 if purged_everywhere else 502), answer
+
+
+async def _purge_shared(shared: SharedTier, prefixes: list[str], target: dict[str, str],
+                        journal_written: bool = False, objects_removed: bool = False) -> tuple[bool, bool, dict[str, Any]]:
+    """The shared tier's part of a purge, but for what is done already: whether the journal entry is written,
+    whether the objects are removed, and the answer's `shared` part."""
+    # each step's calls at once: the 15 prefixes of a Cloudinary-style URL, one call after the other (and the
+    # journal's housekeeping once a prefix), took 28 s at 0.5 s a call, past the load balancers' admin timeout
+    answer: dict[str, Any] = {}
+    journal: str | dict[str, str] = "written"
+    if not journal_written:
+        try:
+            await shared.record_purge(prefixes)
+            journal_written = True
+        except SharedCacheFailure as failure:
+            journal = {"error": failure.kind}
+            log.warning("purge of %s not written to the shared cache's journal: %s", target, failure.kind)
+    if not objects_removed:
+        try:
+            answer = {"removed": sum(await asyncio.gather(*map(shared.delete_prefix, prefixes)))}
+            objects_removed = True
+        except SharedCacheFailure as failure:
+            answer = {"error": failure.kind}
+            log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)
+    return journal_written, objects_removed, answer | {"journal": journal}
+
+
+async def _retry_shared(shared: SharedTier, prefixes: list[str], target: dict[str, str], journal_written: bool,
+                        objects_removed: bool) -> None:
+    """What the shared tier failed of a purge, tried again every `SHARED_RETRY_SECONDS` for `RECORD_SECONDS`
+    (given up, with the worker, when it stops)."""
+    deadline = time.monotonic() + RECORD_SECONDS
+    while time.monotonic() < deadline:
+        await asyncio.sleep(SHARED_RETRY_SECONDS)
+        journal_written, objects_removed, _ = await _purge_shared(shared, prefixes, target, journal_written,
+                                                                  objects_removed)
+        if journal_written and objects_removed:
+            log.info("purge of %s done in the shared cache on a later try", target)
+            return
+    log.error("purge of %s not done in the shared cache in %.0f min of tries: send it again once the shared cache "
+              "answers (until then a node reads back from it what was purged)", target, RECORD_SECONDS / 60)
 
 
 def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -> tuple[int, dict[str, Any]]:

@@ -14,10 +14,11 @@ from edge.config import load_config
 from edge.errors import ConfigError, SharedCacheFailure
 from edge.metrics import Metrics
 from edge.pluginmanager import load_plugins
+from edge import purge
 from edge.purge_journal import APPLIED_FILE
 from edge.shared_cache import SharedTier
-from tests.nodes import local_config, write_config
-from tests.s3server import TEST_SECRET, shared_cache_table
+from tests.nodes import local_config, until, write_config
+from tests.s3server import TEST_SECRET, Faults, shared_cache_table
 
 BUCKET = "edge-shared"
 
@@ -233,6 +234,37 @@ async def test_edge_purge_empties_the_shared_tier_too(tier, s3, tmp_path):
     assert process.returncode == 0, err
     assert json.loads(out)["shared"] == {"removed": 1, "journal": "written"}
     assert await tier.get(key("", "a.jpg")) is None and await tier.get(key("", "b.jpg")) is not None
+
+
+async def test_a_purge_the_shared_tier_failed_is_done_there_once_it_answers(tier, s3, node_factory, tmp_path,
+                                                                          monkeypatch):
+    """The tier down during a purge: the answer says so (502) and the node tries again until it answers. The
+    old image had stayed in the tier, and a node that started with an empty disk served it (`SHARED`)."""
+    monkeypatch.setattr(purge, "SHARED_RETRY_SECONDS", 0.1)
+    token = "t0ken-for-the-test"
+    node = await node_factory(write_config(tmp_path, local_config(
+        before=f'[admin]\ntoken = "{token}"\n', after=shared_table(s3.url))))
+    assert (await node.fetch("/tr:w-20/coffee.jpg")).code == 200
+    async def output_stored() -> bool:
+        return await stored(s3, "coffee.jpg")
+
+    async def purged() -> bool:
+        return not await output_stored() and await stored(s3, "_purges/")
+    await until(output_stored, "the output stored in the shared tier")
+    s3.faults = Faults(status=500, only_gets=False)
+    answer = await node.fetch("/_edge/purge", method="POST", body=json.dumps({"url": "/coffee.jpg"}),
+                              headers={"Authorization": f"Bearer {token}"})
+    assert answer.code == 502
+    assert json.loads(answer.body)["shared"] == {
+        "error": "server_error", "journal": {"error": "server_error"}, "retrying": True}
+    s3.faults = Faults()
+    await until(purged, "the purge done in the tier")
+
+
+async def stored(s3, part: str) -> bool:
+    """Whether a key of the bucket holds `part`."""
+    listed = await asyncio.to_thread(s3.client().list_objects_v2, Bucket=BUCKET)
+    return any(part in item["Key"] for item in listed.get("Contents", []))
 
 
 class BrokenStore:
