@@ -1,6 +1,8 @@
 """`[limits] max_decode_memory` and `[server] decode_memory`: originals whose loaders decode them whole (AVIF/HEIF,
-interlaced PNG, GIF) are held to a per-render maximum (400) and a per-worker budget (wait, then 503), estimated
-from their headers before decoding; originals that stream (JPEG, a non-interlaced PNG) are not counted."""
+interlaced PNG, GIF, a progressive JPEG, a still WebP) are held to a per-render maximum (400) and a per-worker
+budget (wait, then 503), estimated from their headers before decoding, each layer's as often as it is drawn;
+originals that stream (a baseline JPEG, a non-interlaced PNG) are not counted. And each decode's CPU counts in
+the cost budget."""
 
 import asyncio
 import shutil
@@ -21,6 +23,7 @@ from tests.photos import photos  # noqa: F401 - a fixture
 AVIF_SIDE = 8000
 #: an interlaced 16-bit RGBA PNG of 8000x8000: ~5 MB that libpng decodes into 512 MB, 1.4 s or more
 PNG_BYTES = 8000 * 8000 * 8
+PHOTO_PIXELS = 4240 * 2832
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +34,9 @@ def bombs(tmp_path_factory, photos):  # noqa: F811
         str(folder / "interlaced.png"), interlace=True, compression=1)
     for name in ("photo.jpg", "photo.png"):
         shutil.copyfile(photos.path(name), folder / name)  # a local origin serves no link out of its root
+    photo = pyvips.Image.new_from_file(str(photos.path("photo.jpg")))
+    photo.jpegsave(str(folder / "progressive.jpg"), Q=85, interlace=True)
+    photo.webpsave(str(folder / "photo.webp"), Q=80)
     return folder
 
 
@@ -41,6 +47,7 @@ decode_memory = "600MB"
 decode_memory_wait = "{wait}"
 [limits]
 max_decode_memory = "600MB"
+max_cost = 1000
 """))
 
 
@@ -50,6 +57,28 @@ def test_the_estimate_counts_only_loaders_that_decode_whole(bombs):
     assert probe((bombs / "interlaced.png").read_bytes(), limits).decode_memory == PNG_BYTES
     for streamed in ("photo.jpg", "photo.png"):  # 12 MP, read in strips
         assert probe((bombs / streamed).read_bytes(), limits).decode_memory == 0
+    # decoded whole: a progressive JPEG's coefficients (2 bytes a sample, whatever the shrink on load: a 100 MP
+    # one took 710 MB for `w-10`), a still WebP's pixels; both had been counted 0
+    assert probe((bombs / "progressive.jpg").read_bytes(), limits).decode_memory == PHOTO_PIXELS * 7
+    assert probe((bombs / "photo.webp").read_bytes(), limits).decode_memory == PHOTO_PIXELS * 4
+
+
+def layers(count: int, name: str = "progressive.jpg") -> str:
+    return "".join(f",l-image,i-{name},w-{10 + n},l-end" for n in range(count))
+
+
+async def test_each_layer_s_decode_counts_as_often_as_it_is_drawn(node_factory, tmp_path, bombs):
+    """Ten layers of one progressive JPEG are ten whole decodes at once (one URL had peaked at 1.3 GB), and ten
+    decodes of CPU that nothing stops (10 layers of a 100 MP JPEG at `w-1` had cost 0.001 units, 3.6 s)."""
+    node = await node_factory(write_config(tmp_path, local_config(bombs), name="defaults.toml"))
+    served = await node.fetch(f"/tr:w-300{layers(6)}/photo.jpg")  # 6 × 84 MB, 6 × 30 units: within both
+    assert served.code == 200 and decode(served).width == 300
+    costly = await node.fetch(f"/tr:w-300{layers(7)}/photo.jpg")  # 7 × 30 units of decodes
+    assert costly.code == 400 and costly.body.startswith(b"transformation too costly: about 2"), costly.body
+    node = await node_factory(config(tmp_path, bombs, "1s"))  # 600 MB, and a budget of work that lets it by
+    refused = await node.fetch(f"/tr:w-300{layers(8)}/photo.jpg")  # 672 MB
+    assert (refused.code, refused.body) == (400, b"source too large: decoding it takes 672 MB, over"
+                                                 b" max_decode_memory (600 MB)\n")
 
 
 async def test_a_render_over_max_decode_memory_is_refused_before_decoding(node_factory, tmp_path, bombs):

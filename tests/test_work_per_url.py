@@ -106,7 +106,7 @@ async def test_the_budget_is_checked_again_with_the_originals_size(node_factory,
     transformation = "bl-100:bl-100:bl-100:bl-100"
     check_cost(parse_transformation(transformation), Limits())  # nothing to refuse before the fetch
     await assert_answer(node, f"/tr:{transformation}/photo.jpg", 400,
-                        "transformation too costly: about 209 megapixels of work exceed [limits] max_cost = 200")
+                        "transformation too costly: about 217 megapixels of work exceed [limits] max_cost = 200")
     tall = await node.fetch("/tr:w-2000,bl-100/photo.jpg")
     assert tall.code == 200 and (decode(tall).width, decode(tall).height) == (2000, 1336)
 
@@ -114,13 +114,13 @@ async def test_the_budget_is_checked_again_with_the_originals_size(node_factory,
 async def test_the_budget_follows_the_branch_the_originals_size_chooses(node_factory, tmp_path, photos):
     """An if block costs the branch the sizes choose, and the steps after it start from that branch's size.
     Taking the costlier branch blindly (here the trim, 3 × the 12 MP it reads) counted the blurs after it
-    on its 100 px output, not on the 95 % of the photo its width chooses: ~36 megapixels admitted for ~246."""
+    on its 100 px output, not on the 95 % of the photo its width chooses: ~36 megapixels admitted for ~255."""
     node = await node_with(node_factory, tmp_path, photos.folder)
     blurs = ":".join(["bl-100"] * 5)
     transformation = f"if-w_gt_1000,w-0.95,if-else,t-true,w-100,h-100,if-end:{blurs}"
     check_cost(parse_transformation(transformation), Limits())  # sizes unknown before the fetch
     await assert_answer(node, f"/tr:{transformation}/photo.jpg", 400,
-                        "transformation too costly: about 246 megapixels of work exceed [limits] max_cost = 200")
+                        "transformation too costly: about 255 megapixels of work exceed [limits] max_cost = 200")
     other = f"if-w_lt_1000,w-0.95,if-else,t-true,w-100,h-100,if-end:{blurs}"
     small = await node.fetch(f"/tr:{other}/photo.jpg")
     assert small.code == 200 and decode(small).width == 100

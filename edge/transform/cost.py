@@ -7,6 +7,7 @@
                                      + BLURRED_FRAME                         (a `bg-blurred` padding)
                                      + each layer's own work (its steps; a text's estimated pixels)
                       + Σ over the formats encoded of  the encode of a frame   (`encode_cost`) )
+           + Σ over the originals decoded (each frame of the base, each layer's) of  its decode  (`decode_cost`)
 
 The unit is a megapixel of plain resize-and-encode (about 20 ms of one core for a downscale); each
 weight is what an operation costs on top of that per megapixel, measured on a 4 MP photo
@@ -32,7 +33,8 @@ It is checked twice. At parse time (`check_cost`, before the original is fetched
 alone implies are used, a side it leaves open counting as 1 px: what no original can make cheap is
 refused without a fetch; the encode is counted there when the URL names the format (`f-gif`, `f-avif`,
 the path's extension). Once the original's header is read (`check_render_cost` with its size, frames
-and format, before any pixel is decoded) the same sum is taken with every size and the formats known.
+and format, before any pixel is decoded) the same sum is taken with every size and the formats known, and
+the decodes.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from dataclasses import replace
 from ..config import Defaults, Limits
 from ..errors import BadRequest
 from .colours import Blurred
-from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, SMALLEST, final_formats
+from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, HEIC_LOADER, SMALLEST, final_formats
 from .geometry import (FITS, arc_of, check_side, fit_scale, perspective_of, side_scale, target_box, times_dpr,
                        with_sizes)
 from .layers import CANVAS, Layer, TextStyle, sized
@@ -115,6 +117,14 @@ AVIF_EFFORT_FACTORS = (0.5, 0.6, 1.0, 2.0, 13.0, 13.0, 25.0, 50.0, 100.0, 200.0)
 WEBP_WEIGHT, WEBP_FINE_WEIGHT, WEBP_LOSSLESS_WEIGHT = 6.0, 14.0, 40.0
 WEBP_FINE_QUALITY = 90
 PNG_WEIGHT = 3.0
+#: Decoding an original, per source megapixel of each frame decoded (the base's, each layer's), on top of its
+#: output's units: what a URL that shrinks a large original to nothing still costs (the base and ten layers of a
+#: 100 MP JPEG at `w-1` had cost 0.001 units and taken 3.6 s). Noise's CPU, the slowest content, rounded up (a
+#: photo's in brackets; `benchmarks/bench_decode_cost.py`): a JPEG shrunk on load 0.7 (0.2), a progressive one
+#: 2.5 (0.75: every scan decoded whole before any row, whatever the shrink, which nothing stops), WebP 2.0
+#: (0.6; lossless 1.25), HEIC and AVIF 4.0 (HEVC: 3.75), any other 1.0 (PNG, TIFF 0.7, GIF 0.55)
+DECODE_WEIGHTS = {"jpegload_source": 0.7, "webpload_source": 2.0, "heifload_source": 4.0, HEIC_LOADER: 4.0}
+DECODE_WEIGHT, PROGRESSIVE_DECODE_WEIGHT = 1.0, 2.5
 #: the formats whose encode counts beyond the unit
 ENCODE_COUNTED = frozenset({"gif", "avif", "webp", "png"})
 
@@ -173,9 +183,10 @@ def encode_cost(fmt: str, size: Size, quality: int, lossless: bool, avif_effort:
 
 def check_render_cost(transformation: Transformation, planned: str, loader: str, has_alpha: bool, animated: bool,
                       limits: Limits, defaults: Defaults, source: Size, frames: int = 1,
-                      overlays: Mapping[str, Size] | None = None) -> str:
+                      overlays: Mapping[str, Size] | None = None, decodes: float = 0.0) -> str:
     """`check_cost` once the original's header is read, with the encode of the formats `planned` makes
-    of it; the plan to render. A plan `f-auto` chose from `Accept` (`AUTO_MODERN`, `AUTO_AVIF`, a
+    of it and `decodes`, the units of decoding the originals (`decode_cost`, as often as decoded); the plan
+    to render. A plan `f-auto` chose from `Accept` (`AUTO_MODERN`, `AUTO_AVIF`, a
     `SMALLEST` list) that is over budget falls back to what the browser would get without AVIF (WebP;
     JPEG/PNG/GIF; the other candidates), then to JPEG/PNG/GIF, and raises only when that is over budget
     too. The fallback depends on the original and the plan alone, so the output key (which holds the
@@ -187,11 +198,17 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
         plans += [plan for plan in (_without_avif(planned), AUTO_LEGACY) if plan is not None and plan not in plans]
     def cost_of(plan: str) -> float:
         formats = final_formats(plan, loader, has_alpha, animated)
-        return frames * (steps + _encodes_cost(transformation, (width, height), formats, defaults))
+        return frames * (steps + _encodes_cost(transformation, (width, height), formats, defaults)) + decodes
     chosen = next((plan for plan in plans[:-1] if cost_of(plan) <= limits.max_cost), plans[-1])
     if chosen is plans[-1]:
         _hold_to_budget(cost_of(chosen), limits)
     return chosen
+
+
+def decode_cost(header) -> float:
+    """The units of decoding one frame of an original, by its header (`render.ImageHeader`)."""
+    weight = PROGRESSIVE_DECODE_WEIGHT if header.progressive else DECODE_WEIGHTS.get(header.loader, DECODE_WEIGHT)
+    return weight * header.width * header.height / 1e6
 
 
 def _follows_accept(transformation: Transformation, defaults: Defaults) -> bool:

@@ -223,11 +223,11 @@ def fetched(steps: tuple) -> set[str]:
     return {path for path, _ in pages_drawn(steps)}
 
 
-def pages_drawn(steps: tuple) -> set[tuple[str, int | None]]:
+def pages_drawn(steps: tuple) -> list[tuple[str, int | None]]:
     """The originals the image layers of these steps draw, each with its `pg` (None: the first page), those of
-    nested layers included."""
-    return {pair for step in steps for layer in step.layers
-            for pair in ({(layer.input, layer.page)} if layer.fetches else set()) | pages_drawn(layer.steps)}
+    nested layers included: as often as they are drawn (each layer decodes its original)."""
+    return [pair for step in steps for layer in step.layers
+            for pair in ([(layer.input, layer.page)] if layer.fetches else []) + pages_drawn(layer.steps)]
 
 
 def drawn_fonts(steps: tuple) -> set[str]:

@@ -33,7 +33,7 @@ from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, 
 from ..threads import BlockingPool, NotStarted, wait_for_room, wake
 from . import heic, stopping
 from .compose import draw_layers
-from .cost import check_render_cost
+from .cost import check_render_cost, decode_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
@@ -171,6 +171,8 @@ class ImageHeader:
     has_profile: bool = False
     #: bytes a frame takes while its loader decodes it whole (0 for the loaders that stream)
     decode_memory: int = 0
+    #: a progressive JPEG: decoded whole (every scan into the coefficients of the whole image) before any row
+    progressive: bool = False
 
 
 def _read_in_place(body: bytes) -> pyvips.Source:
@@ -272,7 +274,8 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
         raise UnprocessableSource(unreadable=True)
     # a scan header is a scan: within a scan's data, an FF byte is always followed by 00. (An Ultra HDR
     # JPEG's gain map, after the primary image, may be progressive whatever the primary is: always counted)
-    if loader == _UHDR_LOADER or (loader == _JPEG_LOADER and _may_have_many_scans(body)):
+    progressive = loader == _JPEG_LOADER and _may_have_many_scans(body)
+    if loader == _UHDR_LOADER or progressive:
         scans = islice(_JPEG_SCAN_HEADER.finditer(body), MAX_JPEG_SCANS + 1)  # counted no further
         if sum(1 for _ in scans) > MAX_JPEG_SCANS:
             raise BadRequest(f"source too large: more than {MAX_JPEG_SCANS} JPEG scans")
@@ -287,13 +290,19 @@ def probe(body: bytes, limits: Limits) -> ImageHeader:
     orientation = image.get("orientation") if image.get_typeof("orientation") else 1
     if orientation in _SWAPS_SIDES:
         width, height = height, width
-    return ImageHeader(loader, width, height, image.hasalpha(), frames,
-                       bool(image.get_typeof("icc-profile-data")), _whole_decode_bytes(image, loader))
+    return ImageHeader(loader, width, height, image.hasalpha(), frames, bool(image.get_typeof("icc-profile-data")),
+                       _whole_decode_bytes(image, loader, progressive, frames), progressive)
 
 
-def _whole_decode_bytes(image: pyvips.Image, loader: str) -> int:
+def _whole_decode_bytes(image: pyvips.Image, loader: str, progressive: bool, frames: int) -> int:
     """The memory one frame of `image` takes while its loader decodes it whole, or 0 when it streams
-    (JPEG, a non-interlaced PNG: a few strips)."""
+    (a baseline JPEG, a non-interlaced PNG: a few strips). A progressive JPEG holds its coefficients, 2 bytes
+    a sample at full resolution whatever the shrink on load (a 100 MP one took 710 MB); a still WebP its
+    pixels (an animation's frames are decoded one at a time onto its canvas, counted apart)."""
+    if progressive:
+        return image.width * image.height * (image.bands * 2 + 1)
+    if loader == _WEBP_LOADER and frames == 1:
+        return image.width * image.height * (image.bands + 1)
     extra = _WHOLE_DECODE_EXTRA.get(loader)
     if extra is None or (loader == "pngload_source" and not
                          (image.get_typeof("interlaced") and image.get("interlaced"))):
@@ -652,9 +661,10 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     # an animation's frames are decoded one after the other, and its frame N (`pg-N`, the base's or a layer's)
     # from the N before it: those of one render, summed, are held to `max_source_pixels` as one original is
     # (ten layers of frames 91-100 of a 100-frame 1 MP WebP took 16 s of CPU for a cost of nothing)
-    animations = [(header, header.frames if animated else page)] + \
-        [(overlay_headers[path], layer_page) for path, layer_page in pages_drawn(transformation.steps)
-         if path in overlay_headers]
+    # each layer decodes its original (ten layers of one original, ten decodes at once)
+    layers = [(overlay_headers[path], layer_page) for path, layer_page in pages_drawn(transformation.steps)
+              if path in overlay_headers]
+    animations = [(header, header.frames if animated else page)] + layers
     frames_decoded = [(h, frames) for h, frames in animations
                       if frames and h.frames > 1 and h.loader in ANIMATED_LOADERS]
     if sum(h.width * h.height * frames for h, frames in frames_decoded) > limits.max_source_pixels:
@@ -664,7 +674,8 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         planned_format = check_render_cost(
             transformation, planned_format, header.loader, header.has_alpha, animated, limits, defaults,
             (header.width, header.height), header.frames if animated else 1,
-            {path: (h.width, h.height) for path, h in overlay_headers.items()})
+            {path: (h.width, h.height) for path, h in overlay_headers.items()},
+            decode_cost(header) * (header.frames if animated else 1) + sum(decode_cost(h) for h, _ in layers))
     except BadRequest:
         if not (animated and _asks_for_the_source(transformation, planned_format, header)):
             raise
@@ -672,8 +683,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         # frame over budget that could only lose colours (a plain URL of a long GIF keeps working)
         return Rendered(body, LOADER_FORMATS[header.loader], header.width, header.height, strong_etag(body))
     # estimated from the headers, before any decode: libvips cannot stop such a decode once it started
-    whole = header.decode_memory * (header.frames if animated else 1) + \
-        sum(h.decode_memory for h in overlay_headers.values()) + \
+    whole = header.decode_memory * (header.frames if animated else 1) + sum(h.decode_memory for h, _ in layers) + \
         sum(h.width * h.height * _WEBP_CANVAS_BYTES for h, _ in frames_decoded if h.loader == _WEBP_LOADER)
     if whole > limits.max_decode_memory:
         raise BadRequest(f"source too large: decoding it takes {whole / 1e6:.0f} MB, over max_decode_memory"
