@@ -85,12 +85,15 @@ GIVE_UP_SECONDS = 1.0
 #: bytes looked at, unread, for a whole request head on a connection a drain finds waiting (`_has_request`)
 MAX_HEAD_PEEK = 64 * 1024
 
+#: kept-alive connections looked at for one whose next request is not already there, to close it for a new one
+RECLAIM_CANDIDATES = 8
 #: why the server closes a connection itself (`ConnectionObserver.connection_closed`): its first request's headers
 #: came later than `header_timeout`, a kept-alive connection waited longer than `idle_timeout` for its next
 #: request, `max_connections` were open when it came (answered 503), or its client took none of what was sent
-#: for `send_timeout` (the kernel dropped it: `set_send_timeout`)
+#: for `send_timeout` (the kernel dropped it: `set_send_timeout`); `idle_reclaimed`: a kept-alive connection
+#: waiting for its next request, closed to make room for a new one at `max_connections`
 CONNECTION_CLOSES = ("header_timeout", "idle_timeout", "over_capacity", "send_timeout", "bad_request", "uri_too_long",
-                     "headers_too_large")
+                     "headers_too_large", "idle_reclaimed")
 
 
 class ConnectionObserver(Protocol):
@@ -352,6 +355,8 @@ class EdgeHTTPServer(HTTPServer):
 
     # -- connections ----------------------------------------------------------------------------
     def handle_stream(self, stream, address) -> None:
+        if len(self._states) >= self.settings.max_connections and not self._draining:
+            self._make_room()
         if len(self._states) >= self.settings.max_connections or self._draining:
             _refuse(stream.socket, self.answers.over_capacity)  # under load its request has arrived: the backlog
             stream.close()
@@ -360,6 +365,19 @@ class EdgeHTTPServer(HTTPServer):
             return
         self._states[stream] = _ConnectionState(time.monotonic())
         super().handle_stream(stream, address)
+
+    def _make_room(self) -> None:
+        """Close the kept-alive connection that has waited longest for its next request (and has none coming),
+        as nginx reuses an idle connection when it has no other: a client's 1024 connections that each asked
+        once and then sat idle had locked every new client out (503) for `idle_timeout`."""
+        idle = sorted((state.waiting_since, id(stream), stream) for stream, state in self._states.items()
+                      if state.between_requests)
+        for _, _, stream in idle[:RECLAIM_CANDIDATES]:
+            if not _has_request(stream):
+                del self._states[stream]  # at once: the close is seen on the IOLoop's next turn
+                stream.close()
+                self.observer.connection_closed("idle_reclaimed")
+                return
 
     def start_request(self, server_conn, request_conn) -> httputil.HTTPMessageDelegate:
         state = self._states.get(server_conn.stream)

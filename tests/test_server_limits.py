@@ -187,6 +187,33 @@ async def test_connections_beyond_the_cap_get_503(node_factory, tmp_path, cors_o
     await until(served, "a slot freed")
 
 
+async def test_at_the_cap_a_kept_alive_connection_waiting_longest_makes_room(node_factory, tmp_path):
+    """1024 connections that each asked once and then sat idle had locked every new client out (503) for
+    `idle_timeout`: the one idle longest is closed for the new one, as nginx does."""
+    node = await node_factory(write_config(tmp_path, local_config(before='[server]\nmax_connections = 3')))
+    port = int(node.url.rsplit(":", 1)[1])
+    kept = []
+    for _ in range(3):  # each asks once, reads its answer and keeps its connection
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+        length = int(re.search(rb"Content-Length: (\d+)", head)[1])
+        await asyncio.wait_for(reader.readexactly(length), WAIT)
+        assert status(head) == 200
+        kept.append((reader, writer))
+    try:
+        answer = await exchange(node.url, b"GET /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert status(answer) == 200
+        assert await asyncio.wait_for(kept[0][0].read(), WAIT) == b""  # the first one closed for it
+        for reader, writer in kept[1:]:  # the others still served on
+            writer.write(b"GET /_edge/health HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert status(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)) == 200
+    finally:
+        for _, writer in kept:
+            writer.close()
+    assert (await closes(node))["idle_reclaimed"] == 1
+
+
 @pytest.mark.parametrize("cors_origin, cors", [("*", CORS_LINES), ("", "")])
 async def test_tornado_s_400s_are_the_node_s_with_cors(node_factory, tmp_path, cors_origin, cors):
     """Tornado answered a request it could not parse or frame with a bare `400 Bad Request` (no body, no
