@@ -177,8 +177,8 @@ async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[s
     return (200 if purged_everywhere else 502), answer
 
 
-async def _purge_shared(shared: SharedTier, prefixes: list[str], target: dict[str, str],
-                        journal_written: bool = False, objects_removed: bool = False) -> tuple[bool, bool, dict[str, Any]]:
+async def _purge_shared(shared: SharedTier, prefixes: list[str], target: dict[str, str], journal_written: bool = False,
+                        objects_removed: bool = False) -> tuple[bool, bool, dict[str, Any]]:
     """The shared tier's part of a purge, but for what is done already: whether the journal entry is written,
     whether the objects are removed, and the answer's `shared` part."""
     # each step's calls at once: the 15 prefixes of a Cloudinary-style URL, one call after the other (and the

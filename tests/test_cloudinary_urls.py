@@ -328,7 +328,8 @@ EQUIVALENTS = [
     # a position as a fraction of the input, as crop tools that store percentages write it (x_0.5: half-way)
     (dict(width=0.4, height=0.4, x=0.5, y=0.35, crop="crop"), "cm-extract_within,w-1200,h-800,x-1500,y-700"),
     # Cloudinary: "x and y with c_crop,g_face have no positional effect" (the face stays centred)
-    (dict(width=300, height=200, x=50, y=50, crop="crop", gravity="face"), "cm-extract_within,w-300,h-200,fo-face,fof-top"),
+    (dict(width=300, height=200, x=50, y=50, crop="crop", gravity="face"),
+     "cm-extract_within,w-300,h-200,fo-face,fof-top"),
     (dict(width=300, quality=40), "w-300,q-40"),
     (dict(width=300, quality="auto:low"), "w-300,q-50"),
     (dict(width=300, angle=90), "w-300,rt-90"),

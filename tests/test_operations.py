@@ -51,8 +51,8 @@ def test_the_dashboard_shows_what_an_sre_needs():
     dashboard = json.loads(DASHBOARD.read_text())
     titles = [panel["title"] for panel in dashboard["panels"]]
     for wanted in ("Output hit ratio", "Requests by status", "Latency by cache result", "Origin fetch latency",
-                   "Origin errors", "404s and signature refusals by endpoint", "Transform time", "Cache size and budget", "Evictions",
-                   "Overload and lost work"):
+                   "Origin errors", "404s and signature refusals by endpoint", "Transform time", "Cache size and budget",
+                   "Evictions", "Overload and lost work"):
         assert wanted in titles
     # panels do not overlap on Grafana's 24-column grid
     cells = [(p["gridPos"]["x"] + dx, p["gridPos"]["y"] + dy) for p in dashboard["panels"]
