@@ -12,8 +12,10 @@ import diskcache
 import pytest
 
 from edge.cache import MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, StoredOriginal, path_key, strong_etag
+from edge.cache.caches import ADMISSION_SHARE
 from edge.cache.tiers import TOUCH_CHUNK
-from tests.nodes import SAMPLES, decode, start_node, web_config, write_config
+from tests.nodes import SAMPLES, decode, local_config, start_node, web_config, write_config
+from tests.photos import photos  # noqa: F401 - a fixture
 from tests.scrape import samples
 from tests.servers import HTTPOrigin
 
@@ -159,6 +161,37 @@ def test_an_entry_too_large_for_its_tier_is_not_kept_and_evicts_nothing(small_ou
     caches.outputs.put("huge", huge)
     assert caches.outputs.get("huge") is None
     assert caches.outputs.get("small") is not None and evicted == []
+
+
+async def test_a_large_output_is_stored_on_its_kth_render(tmp_path):
+    """An output over `budget / ADMISSION_SHARE` is stored on its k-th render, k its size over that share: a
+    render adds that share to the tier at most on average, and those not stored are counted as too large."""
+    too_large: list[str] = []
+    caches = Caches(tmp_path, ADMISSION_SHARE * ENTRY, 10**9, too_large=too_large.append)  # the share: ENTRY
+    try:
+        body = b"x" * (3 * ENTRY)
+        large = CachedOutput(body=body, content_type="image/png", etag=strong_etag(body), source=SOURCE)
+        for _ in range(2):
+            await caches.store("large", large)
+            assert caches.outputs.get("large") is None
+        await caches.store("large", large)
+        assert caches.outputs.get("large").body == body
+        await caches.store("small", output(1))  # at the share: stored when first made
+        assert caches.outputs.get("small") is not None and too_large == ["output", "output"]
+    finally:
+        caches.close()
+
+
+async def test_heads_of_new_large_outputs_leave_the_hot_ones_cached(node_factory, tmp_path, photos):
+    """One client's HEADs of new large outputs (nothing to download) had flushed the default 2 GB tier in 27
+    requests: here 20 of a megabyte each, in a 16 MB tier, leave the output asked for all along in it."""
+    config = local_config(photos.folder, before='[cache]\ndir = "cache"\noutput_size = "16MB"\nmemory_size = 0\n')
+    node = await node_factory(write_config(tmp_path, config))
+    assert (await node.fetch("/tr:w-200/photo.jpg")).headers["X-Cache"] == "MISS"
+    for width in range(1000, 1020):
+        head = await node.fetch(f"/tr:w-{width},f-png/photo.jpg", method="HEAD")
+        assert head.code == 200 and int(head.headers["Content-Length"]) > 16 * 10**6 // ADMISSION_SHARE
+    assert (await node.fetch("/tr:w-200/photo.jpg")).headers["X-Cache"] == "HIT"
 
 
 async def test_stores_past_the_pending_budget_are_skipped_and_counted(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -61,6 +62,13 @@ IO_THREADS = 4
 #: bytes of answered outputs and originals waiting to be stored, per process: past that a store is
 #: skipped (a slow or stuck disk must not pile bodies up in memory)
 PENDING_STORE_BYTES = 128 * 10**6
+#: an output of up to this share of the output tier's budget is stored when first made (8 MB of the default 2 GB);
+#: a larger one on its k-th render in a process, k its size over that share rounded up, so that a render adds
+#: that share to the tier at most on average: one client's renders of new large outputs (HEADs: nothing to
+#: download) had flushed the default tier in 27 requests, where it now takes over 256 renders
+ADMISSION_SHARE = 256
+#: large outputs whose renders a process counts (the least recently rendered forgotten first)
+ADMISSION_KEYS = 4096
 
 
 class Caches:
@@ -74,6 +82,7 @@ class Caches:
         self._dropped = dropped
         self._too_large = too_large
         self._pending_bytes = 0
+        self._large_renders: OrderedDict[str, int] = OrderedDict()  # `admitted`'s counts
         self._directory = directory
         self._versions_path = directory / "versions.bin"
         self._versions: SharedVersions | None = None
@@ -143,7 +152,7 @@ class Caches:
         tier, put = ((self.outputs, self.outputs.put) if isinstance(value, CachedOutput)
                      else (self.originals, self._put_original))
         size = len(value.body)
-        if not self.holds(tier, size):
+        if not self.holds(tier, size) or (tier is self.outputs and not self.admitted(key, size)):
             return
         if self._pending_bytes + size > PENDING_STORE_BYTES:
             self._dropped(tier.name)
@@ -153,6 +162,21 @@ class Caches:
             await self.io(put, key, value)
         finally:
             self._pending_bytes -= size
+
+    def admitted(self, key: str, size: int) -> bool:
+        """Whether an output of `size` bytes just made under `key` is stored (`ADMISSION_SHARE`); one that is
+        not is counted as too large (answered, not stored)."""
+        share = max(1, self.outputs.budget // ADMISSION_SHARE)
+        if size <= share:
+            return True
+        renders = self._large_renders.pop(key, 0) + 1
+        if renders * share >= size:
+            return True
+        self._large_renders[key] = renders
+        if len(self._large_renders) > ADMISSION_KEYS:
+            self._large_renders.popitem(last=False)
+        self._too_large(self.outputs.name)
+        return False
 
     def holds(self, tier: DiskTier, size: int) -> bool:
         """Whether `tier` stores a value of `size` bytes (`DiskTier.holds`); one it does not is counted: with a
