@@ -207,10 +207,7 @@ def _origins(now: Snapshot, recent, window: float) -> str:
         kinds = {kind: recent("edge_origin_fetches_total", origin=origin, outcome=kind) for kind in ORIGIN_FAILURES}
         failures = sum(kinds.values())
         abandoned = recent("edge_origin_fetches_total", origin=origin, outcome="abandoned")
-        health = "idle" if not fetches \
-            else "failing" if (failures - kinds["denied"]) / fetches > FAILING_SHARE \
-            or kinds["denied"] / fetches > DENIED_SHARE \
-            else "slow" if abandoned / fetches > SLOW_SHARE else "ok"
+        health = _origin_health(fetches, failures, kinds["denied"], abandoned)
         described = ", ".join(f"{kind} {n:.0f}" for kind, n in (*kinds.items(), ("abandoned", abandoned)) if n) or "–"
         rows.append(f"<tr><th>{escape(origin)}</th><td class={health} data-key='health:{escape(origin)}'>{health}</td>"
                     f"{_cell(f'fetches_recent:{origin}', fetches)}{_cell(f'failures_recent:{origin}', failures)}"
@@ -218,6 +215,15 @@ def _origins(now: Snapshot, recent, window: float) -> str:
                     f"{_cell(f'fetches_total:{origin}', now.total('edge_origin_fetches_total', origin=origin))}</tr>")
     return (f"<h2>Origins</h2>\n<table><tr><th>origin</th><th>health</th><th>fetches, last {_duration(window)}</th>"
             "<th>failures</th><th>by kind</th><th>fetches since start</th></tr>" + "".join(rows) + "</table>")
+
+
+def _origin_health(fetches: float, failures: float, denied: float, abandoned: float) -> str:
+    """`idle`, `failing`, `slow` or `ok`, from an origin's recent fetches (`FAILING_SHARE`, `SLOW_SHARE`)."""
+    if not fetches:
+        return "idle"
+    if (failures - denied) / fetches > FAILING_SHARE or denied / fetches > DENIED_SHARE:
+        return "failing"
+    return "slow" if abandoned / fetches > SLOW_SHARE else "ok"
 
 
 def _bytes(n: float) -> str:
