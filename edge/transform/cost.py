@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ..config import Defaults, Limits
 from ..errors import BadRequest
@@ -51,6 +52,9 @@ from .geometry import (FITS, arc_of, check_side, fit_scale, perspective_of, side
                        with_sizes)
 from .layers import CANVAS, Layer, TextStyle, sized
 from .options import DEFAULT_STEP, Step, Transformation
+
+if TYPE_CHECKING:
+    from .render import ImageHeader
 
 #: per output megapixel, on top of 1
 BLUR_PER_RADIUS = 1 / 30  # bl-N: a gaussian of sigma N/2, separable: cost grows with the radius
@@ -205,7 +209,7 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
     return chosen
 
 
-def decode_cost(header) -> float:
+def decode_cost(header: ImageHeader) -> float:
     """The units of decoding one frame of an original, by its header (`render.ImageHeader`)."""
     weight = PROGRESSIVE_DECODE_WEIGHT if header.progressive else DECODE_WEIGHTS.get(header.loader, DECODE_WEIGHT)
     return weight * header.width * header.height / 1e6

@@ -658,12 +658,12 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         raise BadRequest(f"invalid transformation: pg-{page}: the source has {header.frames} page(s)")
     animated = header.frames > 1 and page is None and animates(planned_format, header.loader)
     overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in (overlays or {}).items()}
+    # each layer decodes its original (ten layers of one original: ten decodes at once)
+    layers = [(overlay_headers[path], layer_page) for path, layer_page in pages_drawn(transformation.steps)
+              if path in overlay_headers]
     # an animation's frames are decoded one after the other, and its frame N (`pg-N`, the base's or a layer's)
     # from the N before it: those of one render, summed, are held to `max_source_pixels` as one original is
     # (ten layers of frames 91-100 of a 100-frame 1 MP WebP took 16 s of CPU for a cost of nothing)
-    # each layer decodes its original (ten layers of one original, ten decodes at once)
-    layers = [(overlay_headers[path], layer_page) for path, layer_page in pages_drawn(transformation.steps)
-              if path in overlay_headers]
     animations = [(header, header.frames if animated else page)] + layers
     frames_decoded = [(h, frames) for h, frames in animations
                       if frames and h.frames > 1 and h.loader in ANIMATED_LOADERS]
