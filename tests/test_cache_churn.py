@@ -114,8 +114,8 @@ def test_a_value_file_left_by_a_worker_killed_while_storing_is_removed(tmp_path)
     every hour."""
     (tmp_path / "originals").mkdir()
     (tmp_path / "originals" / "photo.jpg").write_bytes(photo_image(4000, 3000))
-    config = write_config(tmp_path, local_config(tmp_path / "originals", before=(
-        '[server]\nworkers = 2\n[cache]\ndir = "cache"\noutput_size = "400MB"\nmemory_size = 0\n')))
+    config = write_config(tmp_path, local_config(tmp_path / "originals", before=(  # 16 GB: each PNG stored at once
+        '[server]\nworkers = 2\n[cache]\ndir = "cache"\noutput_size = "16GB"\nmemory_size = 0\n')))
     outputs = tmp_path / "cache" / "outputs"
     node = NodeProcess(config)
     try:
@@ -157,7 +157,7 @@ def test_a_budget_lowered_across_a_restart_holds_before_any_store(tmp_path):
         return local_config(tmp_path / "originals", before=(
             f'[server]\nworkers = 2\n[cache]\ndir = "cache"\noutput_size = "{output_size}"\n'))
 
-    with running_node(config("40MB"), tmp_path) as node:
+    with running_node(config("400MB"), tmp_path) as node:  # 1.3 MB under its admission share: stored at once
         for width in range(500, 800, 20):  # 15 outputs of 0.5-1.3 MB
             assert node.get(f"/tr:w-{width},f-png/photo.jpg")[0] == 200
     outputs = tmp_path / "cache" / "outputs"

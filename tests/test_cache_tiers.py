@@ -285,7 +285,8 @@ async def test_ten_sizes_of_one_image_cost_one_origin_fetch(origin, node_factory
                        (("result", "stale"), ("tier", "original")): 0}
 
 
-async def test_evictions_are_counted_in_the_metrics(origin, node_factory, tmp_path):
+async def test_evictions_are_counted_in_the_metrics(origin, node_factory, tmp_path, monkeypatch):
+    monkeypatch.setattr("edge.cache.caches.ADMISSION_SHARE", 8)  # each output stored when first made
     node = await node_factory(write_config(tmp_path, cached_web_config(origin, 'output_size = "1MB"')))
     widths = range(200, 216)  # PNGs of about 100 kB each: the tier holds nine or so
     for width in widths:

@@ -34,7 +34,9 @@ def bytes_read(pid: int) -> int:
 
 
 async def test_a_304_or_a_head_of_a_stored_output_reads_none_of_its_body(tmp_path, photos):  # noqa: F811
-    config = local_config(photos.folder, before='[server]\nworkers = 1\n[cache]\ndir = "cache"\nmemory_size = 0')
+    # a budget whose admission share (a 256th) holds the 26 MB PNG when first made
+    config = local_config(photos.folder, before='[server]\nworkers = 1\n[cache]\ndir = "cache"\nmemory_size = 0\n'
+                                                'output_size = "8GB"')
     node = NodeProcess(write_config(tmp_path, config))
     try:
         made = await AsyncHTTPClient().fetch(node.url + "/tr:orig-true/photo.png", request_timeout=WAIT * 3)

@@ -332,7 +332,9 @@ async def read_all(client: socket.socket) -> tuple[bytes, OSError | None]:
 
 
 def photos_config(tmp_path: Path, photos, server: str) -> Path:  # noqa: F811 - photos is the fixture's value
-    return write_config(tmp_path, local_config(photos.folder, before=f"[server]\n{server}"))
+    """A budget whose admission share (a 256th) holds the 26 MB PNG when first made."""
+    before = f'[server]\n{server}\n[cache]\ndir = "cache"\noutput_size = "8GB"'
+    return write_config(tmp_path, local_config(photos.folder, before=before))
 
 
 async def test_a_client_that_stops_reading_is_dropped_after_send_timeout(node_factory, tmp_path, photos):  # noqa: F811
