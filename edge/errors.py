@@ -48,6 +48,14 @@ class EdgeError(Exception):
         self.message = message
         self.headers = dict(headers or {})
 
+    def again(self) -> EdgeError:
+        """A new error of the same type, message, headers and kind, to raise for the next request of a URL
+        whose answer is remembered (not this one, whose traceback would grow with each)."""
+        error = type(self).__new__(type(self), self.message)
+        error.__dict__.update(self.__dict__, headers=dict(self.headers))
+        error.args = self.args
+        return error
+
 
 class BadRequest(EdgeError):
     """Malformed URL or transformation, or a limit exceeded (400)."""

@@ -401,7 +401,8 @@ class Pipeline:
                 self._remember_failure(plan.key, RenderTimedOut, TIMED_OUT_SECONDS)
             raise
         except BadRequest as error:
-            self._remember_failure(plan.key, partial(BadRequest, error.message, headers=error.headers), REFUSED_SECONDS)
+            # a copy never raised: the error itself holds its traceback, and through it the render's frames
+            self._remember_failure(plan.key, error.again().again, REFUSED_SECONDS)
             raise
 
     async def _version_seen_last(self, plan: _Plan, looked_up: OriginalLookup | None) -> SourceInfo | None:

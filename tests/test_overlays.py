@@ -465,8 +465,9 @@ async def test_a_render_refused_400_is_answered_so_again_without_the_work(node_f
     node = await node_factory(write_config(tmp_path, web_config(origin.url, before=EVERY_MISS_TO_ORIGIN)))
     path = "/base.png?tr=l-text,i-" + "xy%20" * 160 + ",fs-500,l-end"
     answers = [await node.fetch(path) for _ in range(3)]
-    assert {(answer.code, answer.body) for answer in answers} == {
-        (400, b"invalid transformation: l-text: the text is more than 8192 px a side: a smaller fs or less text\n")}
+    assert {(answer.code, answer.body, answer.headers["X-Edge-Error"]) for answer in answers} == {
+        (400, b"invalid transformation: l-text: the text is more than 8192 px a side: a smaller fs or less text\n",
+         "invalid_transformation")}  # the same kind when remembered
     assert origin.requests["base.png"] == 1
 
 
