@@ -390,8 +390,7 @@ def step_output(step: Step, size: Size) -> Size:
         if step.crop_mode == "pad_extract_no_shrink":
             width, height = max(width or 0, size[0] or 0) or None, max(height or 0, size[1] or 0) or None
         elif step.crop_mode == "extract_within":  # no more than the image
-            width, height = min(width or size[0] or 0, size[0] or width or 0) or None, \
-                min(height or size[1] or 0, size[1] or height or 0) or None
+            width, height = _at_most(width, size[0]), _at_most(height, size[1])
     else:
         if (box_w is None) != (box_h is None) and width and height:  # one side: the other by the ratio
             scale = side_scale(step, width, height, box_w, box_h)
@@ -431,6 +430,11 @@ def step_output(step: Step, size: Size) -> Size:
 
 #: crop modes whose output is never larger than their input
 NEVER_ENLARGED = ("at_max", "maintain_ratio_no_enlarge")
+
+
+def _at_most(side: int | None, image_side: int | None) -> int | None:
+    """A region's side cut to the image's, as far as either is known."""
+    return min(side, image_side) if side and image_side else side or image_side
 
 
 def _box(step: Step, size: Size) -> Size:
