@@ -71,6 +71,10 @@ LARGE_BODY = 256 * 1024
 #: how long an origin's `open()` may take in a starting worker, and its `close()` in a stopping one
 ORIGIN_OPEN_SECONDS = 30.0
 ORIGIN_CLOSE_SECONDS = 3.0
+#: a stopping worker cancels its background work again after this many seconds while some still runs, and goes on
+#: without it after `BACKGROUND_STOP_SECONDS`
+CANCEL_AGAIN_SECONDS = 0.1
+BACKGROUND_STOP_SECONDS = 5.0
 #: a worker that replaced a dead one serves without an origin it could not open, and tries `open()` again
 #: after this many seconds, twice as long each time, up to `REOPEN_MAX_SECONDS`
 REOPEN_FIRST_SECONDS = 1.0
@@ -251,9 +255,7 @@ class Node:
             return
 
     async def stop(self) -> None:
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._stop_background()
         await self.settle()  # what was answered is stored before the cache closes
         self.metrics.flush()
         await self._cache_housekeeping()
@@ -270,6 +272,20 @@ class Node:
         self.caches.close(also=tuple(flight.release_thread for flight in self.flights.values()))
         for flight in self.flights.values():
             flight.close()
+
+    async def _stop_background(self) -> None:
+        """Cancel the background work, and again while some runs on: Python 3.11's `asyncio.wait_for` swallows a
+        cancellation that comes as the call it waits on ends (a journal reading every 0.2 s did), and its loop went on,
+        holding the worker's stop for good. Bounded: a task that never ends is left, and said so."""
+        pending = set(self._background)
+        deadline = time.monotonic() + BACKGROUND_STOP_SECONDS
+        while pending and time.monotonic() < deadline:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_SECONDS)
+        if pending:
+            log.error("%d background task(s) still running after %gs of cancelling; the worker stops without them: %s",
+                      len(pending), BACKGROUND_STOP_SECONDS, ", ".join(sorted(task.get_name() for task in pending)))
 
     def give_up_serving(self) -> int:
         """Answer every image request still awaiting the pipeline `503 node shutting down` (the
@@ -288,6 +304,7 @@ class Node:
 
     async def _every(self, seconds: float, job, first: float | None = None) -> None:
         """`job()` every `seconds`, the first time after `first` seconds (default: `seconds`)."""
+        asyncio.current_task().set_name(job.__name__)  # what a stop that cannot end it names
         delay = seconds if first is None else first
         while True:
             await asyncio.sleep(delay)
