@@ -95,7 +95,7 @@ class Served:
     #: the endpoint's id (`default` for the default endpoint), `-` when none matched
     endpoint: str
     #: `hit` (fresh from the cache), `miss` (waited on an origin or a transform), `stale` (the origin
-    #: failed; an old copy is served), `shared` (from the fleet's shared tier)
+    #: failed; an old copy is served), `shared` (from the fleet's shared tier), `error` (with `error`)
     cache: str
     output: CachedOutput | None = None
     error: EdgeError | None = None
@@ -249,7 +249,7 @@ class Pipeline:
             _drop_tracebacks(error)
             if isinstance(error, SignatureRefused):  # counted once answered: planning has no side effect
                 self._metrics.add(self._metrics.signature_refusals, (error.endpoint, error.reason))
-            return Served(error.endpoint or endpoint, "miss", error=error)
+            return Served(error.endpoint or endpoint, "error", error=error)
 
     async def settle(self, timeout: float = SETTLE_SECONDS) -> None:
         """Wait (bounded) until the originals no image could be made of are dropped."""

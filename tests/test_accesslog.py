@@ -37,7 +37,7 @@ async def test_one_json_line_per_request_without_the_query(node_factory, tmp_pat
     assert [(r["path"], r["status"], r.get("cache")) for r in out] == [
         ("/tr:w-20/coffee.jpg", 200, "miss"),
         ("/tr:w-20/coffee.jpg", 200, "hit"),
-        ('/tr:w-20/"missing".jpg', 404, "miss"),
+        ('/tr:w-20/"missing".jpg', 404, "error"),
     ]
     miss, hit, missing = out
     assert miss["endpoint"] == "default" and miss["origin"] == "samples" and miss["method"] == "GET"

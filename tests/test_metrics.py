@@ -84,7 +84,8 @@ def only(text, name, **labels):
     ("edge_http_requests_total", {"endpoint": "default", "status": "404"}, 2),
     ("edge_http_requests_total", {"endpoint": "default", "status": "502"}, 1),
     ("edge_http_request_duration_seconds_count", {"endpoint": "default", "cache": "hit"}, 3),
-    ("edge_http_request_duration_seconds_count", {"endpoint": "default", "cache": "miss"}, 6),
+    ("edge_http_request_duration_seconds_count", {"endpoint": "default", "cache": "miss"}, 3),
+    ("edge_http_request_duration_seconds_count", {"endpoint": "default", "cache": "error"}, 3),  # 404s, 502
     ("edge_not_found_total", {"endpoint": "default"}, 2),
     ("edge_origin_fetches_total", {"origin": "web", "outcome": "found"}, 1),
     ("edge_origin_fetches_total", {"origin": "web", "outcome": "not_found"}, 1),
