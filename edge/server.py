@@ -554,8 +554,12 @@ class ImageHandler(BaseHandler):
         headers = self.request.headers
         # as sent, as the path's `tr:` is: Tornado's `get_query_arguments` strips spaces and turns control
         # characters into spaces (`?tr=w-100%20` was `w-100`, a text layer's `%00` a space)
-        transformations = [self.decode_argument(value, name="tr")
-                           for value in self.request.query_arguments.get("tr", ())] if self.request.query else []
+        try:
+            transformations = [value.decode() for value in self.request.query_arguments.get("tr", ())] \
+                if self.request.query else []
+        except UnicodeDecodeError:  # as the path says it (Tornado's message echoed the bytes)
+            self._send_error(InvalidTransformation("tr", "not UTF-8 after percent-decoding"))
+            return
         if len(transformations) > 1:  # which one would be meant? (Tornado's argument: the last)
             self._send_error(InvalidTransformation("tr", "given more than once in the query"))
             return

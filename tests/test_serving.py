@@ -216,6 +216,7 @@ def test_an_attachments_file_name_is_safe_in_a_header(path, content_type, dispos
     ("/tr:w-9000/astronaut.jpg", 400, "output too large: at most 8192 px a side"),
     ("/no-such-image.jpg", 404, "not found"),
     ("/%ff.jpg", 400, "invalid path: not UTF-8 after percent-decoding"),
+    ("/astronaut.jpg?tr=w-%ff", 400, "invalid transformation: tr: not UTF-8 after percent-decoding"),
 ])
 async def test_bad_requests_get_a_one_line_answer(samples, path, status, body):
     response = await samples.fetch(path)
