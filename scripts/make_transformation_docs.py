@@ -153,7 +153,7 @@ PARITY_ROWS = (
     ("x, y, x_center, y_center", "x y xc yc", "supported", "pixels or expressions"),
     ("format", "f", "differs", "`auto webp jpg jpeg png gif avif orig`; `svg mp4 webm` are a 400"),
     ("radius", "r", "supported", "`N`, `max`, `a_b_c_d`"),
-    ("rotation", "rt", "supported", "degrees with decimals, `N…`, `auto`"),
+    ("rotation", "rt", "supported", "degrees with decimals, `N…` or `-…`, `auto`"),
     ("named", "n", "supported", "from `[named_transformations]`"),
     ("default_image", "di", "supported", "a path on the same endpoint"),
     ("flip", "fl", "supported", "`h v h_v v_h`"),
@@ -416,10 +416,11 @@ SECTIONS = (
                 Example("cm-extract,xc-300,yc-170,w-200,h-120", "coffee.jpg"),
             )),
     Section("`rt`: rotate", "Clockwise degrees, decimals allowed (`rt-12.5`), any number of them as in "
-            "ImageKit (`rt-450` = `rt-90`); `N` is counter-clockwise (`rt-N90` = `rt-270`). Right "
-            "angles are exact; other angles fill the corners with `bg` (without it: transparent where the "
-            "image has alpha or is a layer, the base showing, else white). `rt-auto` is what always happens "
-            "anyway: the EXIF orientation is applied first, to every image.", (
+            "ImageKit (`rt-450` = `rt-90`); `N` is counter-clockwise (`rt-N90` = `rt-270`), and so is `-` as "
+            "the ImageKit SDK writes `rotation: -90` (`rt--90`). Right angles are exact; other angles fill the "
+            "corners with `bg` (without it: transparent where the image has alpha or is a layer, the base "
+            "showing, else white). `rt-auto` is what always happens anyway: the EXIF orientation is applied "
+            "first, to every image.", (
                 Example("w-200,rt-90", "chelsea.jpg"),
                 Example("w-200,rt-N90", "chelsea.jpg"),
                 Example("w-200,rt-180", "chelsea.jpg"),

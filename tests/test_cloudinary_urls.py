@@ -1240,7 +1240,7 @@ async def test_text_overlays(node):
     assert corner.avg() > 0.1 and rest.max() == 0  # the text's white, bottom right, and nowhere else
     refused = await node.fetch(text_url("Arial"))
     assert (refused.code, refused.body.decode()) == \
-        (400, "ff-Arial: no such font (the fonts are listed in [fonts])\n")
+        (400, "invalid transformation: ff-Arial: no such font (the fonts are listed in [fonts])\n")
     # curved text, Cloudinary's own example (`e_distort:arc:-120` in the overlay's component): a smile, its
     # ends higher than its middle, so its white spans more rows than the straight text's
     curved = decode(await get(node, text_url("DejaVuSans", gravity="south_east", x=20, y=20,

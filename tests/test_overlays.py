@@ -444,7 +444,7 @@ def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
     ("w-300,l-image,i-logo.png,w-auto,l-end", "w-auto: a layer's size cannot come from client hints"),  # was a 500
     ("l-image,i-logo.png,dpr-auto,w-20,l-end", "dpr-auto: a layer's size cannot come from client hints"),
     ("l-text,i-hi,fs-501,l-end", "fs-501: must be an integer from 1 to 500"),
-    ("l-text,i-hi,ff-Nope,l-end", "ff-Nope: no such font"),
+    ("l-text,i-hi,ff-Nope,l-end", "invalid transformation: ff-Nope: no such font"),
     ("l-text,i-" + "x" * 501 + ",l-end", ": at most 500 characters"),
     ("l-image,i-ik_canvas,w-10,l-end", "i-ik_canvas needs bg"),
     (",".join(["l-image,i-ik_canvas,bg-red,l-end"] * 11), "tr: more than 10 layers"),

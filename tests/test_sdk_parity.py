@@ -41,7 +41,7 @@ SAMPLES: dict[str, tuple] = {
     "background": ("red", "F3F3F3", "AAFF0010", "dominant", "blurred", "blurred_25_N15"),
     "blur": (10, 2.5), "border": ("5_FFF000",), "dpr": (2, "auto"), "zoom": (0.5, 2), "focus": ("center", "auto", "top_left"),
     "quality": (40,), "x": (10,), "y": (10,), "x_center": (100,), "y_center": (100,),
-    "radius": (20, "10_20_30_40"), "rotation": (90, "N40", 12.5, "auto"), "named": ("thumb",),
+    "radius": (20, "10_20_30_40"), "rotation": (90, "N40", -90, 12.5, "auto"), "named": ("thumb",),
     "default_image": ("photo.jpg",), "original": (True,), "contrast_stretch": (True,),
     "sharpen": (30,), "unsharp_mask": ("2-2-0.8-0.024",),
     "shadow": ("bl-5_st-60_x-N4_y-4",), "colorize": ("co-FF0000_in-15", "co-red", "in-40"),

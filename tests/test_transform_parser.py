@@ -32,6 +32,8 @@ def canonical(*texts, **options) -> str:
     ("e-gradient-ld-top", "e-gradient-ld-0_from-FFFFFF00_to-00000066_sp-1"),
     ("bg-blurred_auto", "bg-blurred"),
     ("rt-N12.5", "rt-347.5"),
+    ("rt--90", "rt-270"),  # the ImageKit SDK's `rotation: -90`
+    ("rt--12.5", "rt-347.5"),
     ("rt-450", "rt-90"),  # ImageKit: "any number" of degrees, so one turn and a quarter
     ("rt-N720.5", "rt-359.5"),
     ("b-5_white", "b-5_FFFFFF"),
@@ -102,6 +104,8 @@ def test_default_image_path():
     ("f-bmp", "f-bmp", "must be one of"),
     ("rt-1e3", "rt-1e3", "number"),
     ("rt-N", "rt-N", "number"),
+    ("rt--", "rt--", "number"),
+    ("rt-N-90", "rt-N-90", "number"),
     ("ar-4-", "ar-4-", "ar-4-3"),
     ("bg-FF0000AA", "bg-FF0000AA", "opacity 00-99"),
     ("r-0_0_0_0", "r-0_0_0_0", "above 0"),

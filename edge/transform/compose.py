@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pyvips
 
-from ..errors import BadRequest, InvalidTransformation
+from ..errors import InvalidTransformation
 from . import stopping
 from .colours import RGBA
 from .effects import _with_alpha, apply_look, rounded_corners
@@ -101,7 +101,7 @@ def _blend(base: pyvips.Image, layer: pyvips.Image, x: int, y: int, mode: str | 
         left, top = max(0, x), max(0, y)
         right, bottom = min(base.width, x + layer.width), min(base.height, y + layer.height)
         if right <= left or bottom <= top:
-            raise BadRequest("lm-cutter: the layer lies outside the image")
+            raise InvalidTransformation("lm-cutter", "the layer lies outside the image")
         result = result.crop(left, top, right - left, bottom - top)
     return result
 
@@ -148,7 +148,7 @@ def _ink(mask: pyvips.Image, colour: RGBA) -> pyvips.Image:
 def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int) -> pyvips.Image:
     font = fonts.get(style.font)
     if font is None:
-        raise BadRequest(f"ff-{style.font}: no such font (the fonts are listed in [fonts])")
+        raise InvalidTransformation(f"ff-{style.font}", "no such font (the fonts are listed in [fonts])")
     markup = html.escape(text, quote=False)
     for style_name in style.typography:
         tag = _TYPOGRAPHY_TAGS[style_name]

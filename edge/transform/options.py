@@ -452,11 +452,13 @@ def _aspect_ratio(text: str) -> tuple[float, float] | Expression:
 
 def _rotation(text: str) -> float:
     """Degrees clockwise, decimals allowed, any number of them as ImageKit takes (`rt-450` is a quarter
-    turn): `N90` (counter-clockwise) is 270; `auto` (EXIF) is always done."""
+    turn): `N90` (counter-clockwise), or `-90` as the SDK writes `rotation: -90`, is 270; `auto` (EXIF) is
+    always done."""
     if text == "auto":
         return 0
-    degrees = _decimal(text.removeprefix("N")) % 360
-    return (-degrees if text.startswith("N") else degrees) % 360
+    counter_clockwise = text[:1] in ("N", "-")
+    degrees = _decimal(text[1:] if counter_clockwise else text) % 360
+    return (-degrees if counter_clockwise else degrees) % 360
 
 
 def _radius(text: str) -> int | str | tuple[int, int, int, int]:
