@@ -155,12 +155,20 @@ class AccessLog:
 
     def _write_batches(self) -> None:
         reported = lost = 0  # `_dropped` is the loop's to count; `lost`, this thread's
+        cut_short = False  # the last write ended within a line: a disk filled in its middle
         while True:
             text, lines = self._pending.get()
+            # a line a full disk cut short is ended first: the lines after it are whole lines again, which a
+            # log shipper parses (they were spliced onto it, and both lost)
+            data = (b"\n" if cut_short else b"") + text.encode()
             try:
-                _write_lines(self._stream or sys.stdout, text)
-            except (OSError, ValueError):  # a full disk, a reader gone, a closed stream: the lines are lost
-                lost += lines
+                _write_lines(self._stream or sys.stdout, data)
+                cut_short = False
+            except _Unwritten as failure:  # a full disk, a reader gone, a closed stream: the rest is lost
+                written = data[:failure.written]
+                lost += lines - max(0, written.count(b"\n") - cut_short)
+                if written:
+                    cut_short = not written.endswith(b"\n")
                 continue
             finally:
                 with self._pending_lock:
@@ -172,22 +180,33 @@ class AccessLog:
                 reported = self._dropped + lost
 
 
-def _write_lines(stream: TextIO, text: str) -> None:
-    """`text` (whole lines) written to `stream` in writes of whole lines of at most `ATOMIC_WRITE` bytes
-    each, which a pipe never splits (a stream with no file descriptor: as it is)."""
+class _Unwritten(Exception):
+    """A write of lines that failed after its first `written` bytes."""
+
+    def __init__(self, written: int):
+        super().__init__(written)
+        self.written = written
+
+
+def _write_lines(stream: TextIO, data: bytes) -> None:
+    """`data` (whole lines) written to `stream` in writes of whole lines of at most `ATOMIC_WRITE` bytes
+    each, which a pipe never splits (a stream with no file descriptor: as it is); `_Unwritten` when a write
+    fails."""
+    start = 0
     try:
-        fd = stream.fileno()
-    except (AttributeError, io.UnsupportedOperation):
-        stream.write(text)
+        try:
+            fd = stream.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            stream.write(data.decode())
+            stream.flush()
+            return
         stream.flush()
-        return
-    stream.flush()
-    data, start = text.encode(), 0
-    while start < len(data):
-        end = len(data) if len(data) - start <= ATOMIC_WRITE else data.rfind(b"\n", start, start + ATOMIC_WRITE) + 1
-        if end <= start:  # a line longer than a pipe takes whole (none, with every field held to FIELD_BYTES)
-            end = data.find(b"\n", start) + 1 or len(data)
-        chunk = memoryview(data)[start:end]
-        while chunk:
-            chunk = chunk[os.write(fd, chunk):]
-        start = end
+        while start < len(data):
+            end = len(data) if len(data) - start <= ATOMIC_WRITE else \
+                data.rfind(b"\n", start, start + ATOMIC_WRITE) + 1
+            if end <= start:  # a line longer than a pipe takes whole (none, with every field held to FIELD_BYTES)
+                end = data.find(b"\n", start) + 1 or len(data)
+            while start < end:
+                start += os.write(fd, memoryview(data)[start:end])
+    except (OSError, ValueError):
+        raise _Unwritten(start) from None

@@ -5,6 +5,9 @@ import fcntl
 import http.client
 import json
 import os
+import re
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -201,3 +204,44 @@ def test_workers_sharing_a_stalled_pipe_write_whole_lines(tmp_path):
         os.close(reader)
     parsed = [json.loads(line) for line in b"".join(drained).decode().splitlines()]  # every line whole
     assert sorted(int(entry["user_agent"][:4]) for entry in parsed) == list(range(600))
+
+
+FILLS_MID_LINE = '''
+import logging, resource, signal, sys
+from edge.accesslog import AccessLog
+logging.basicConfig(format="%(message)s")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails (EFBIG), as on a full disk
+log = AccessLog(True, open(sys.argv[1], "w"))
+def lines(count, first):
+    for number in range(first, first + count):
+        log.write("GET", f"/tr:w-{number}/a.jpg", 200, 0.01, "127.0.0.1", "h", "ua", None, "id")
+    log.flush()
+    assert log.written(10)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10_007, hard))  # the file's limit falls within a line
+lines(100, 0)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+lines(10, 1000)
+'''
+
+
+def test_a_disk_that_fills_mid_line_leaves_whole_lines_after_it(tmp_path):
+    """A write a full disk cut short in the middle of a line left it without its end, and the next line written once
+    there was space again was spliced onto it: neither parsed. And the lines written before the failure were counted
+    dropped with the rest of their batch. A file size limit (RLIMIT_FSIZE) fails the writes as a full disk does."""
+    out = tmp_path / "access.log"
+    run = subprocess.run([sys.executable, "-c", FILLS_MID_LINE, str(out)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    text = out.read_text()
+    assert text.endswith("\n")
+    parsed, broken = [], []
+    for line in text.splitlines():
+        try:
+            parsed.append(json.loads(line)["path"])
+        except json.JSONDecodeError:
+            broken.append(line)
+    assert len(broken) == 1 and len(text.encode()) > 10_007  # the line cut short, ended
+    written = len(parsed) - 10  # of the first 100
+    assert parsed == [f"/tr:w-{n}/a.jpg" for n in (*range(written), *range(1000, 1010))]
+    dropped = re.findall(r"access log: (\d+) line\(s\) dropped before these", run.stderr)
+    assert 0 < written < 100 and dropped == [str(100 - written)], run.stderr
