@@ -717,7 +717,13 @@ SECTIONS = (
             "the node does not make its default because every miss would pay every encode (AVIF alone costs "
             "5–7 × a JPEG's), while at the default AVIF effort an AVIF can be the largest of the three "
             "(a 12 MP photo at full size: AVIF 2.1 MB, JPEG 1.3, WebP 1.2). `f-svg`, `f-mp4` and `f-webm` are "
-            "a 400 `not supported`. The pictures below were asked for with a browser's `Accept` (AVIF and WebP).", (
+            "a 400 `not supported`. An SVG original (with `[limits] allow_svg`) is served as it is, as ImageKit "
+            "delivers one, unless a raster format is asked for: `f-auto`, `auto_format` and steps alone "
+            "(`w-300`) leave it the vector, `f-png`, `f-webp`… draw it at the steps' size; with a layer, the "
+            "URL's or the endpoint's watermark, it is drawn as `f-auto` picks. It goes out as `image/svg+xml` "
+            "with `Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; sandbox`: opened "
+            "as a page, its scripts never run nor does it load anything. The pictures below were asked for "
+            "with a browser's `Accept` (AVIF and WebP).", (
                 Example("w-200,f-auto", "coffee.jpg"),
                 Example("w-200,f-webp", "coffee.jpg"),
                 Example("w-200,f-png", "logo-transparent.png"),
@@ -764,7 +770,8 @@ SECTIONS = (
             "metadata stripping, no format change; every other parameter is ignored, `f-auto` and "
             "`auto_format` included (one cache entry, no `Vary: Accept`). Any original the node reads is "
             "served so, with its own type: a TIFF as `image/tiff`, an Ultra HDR JPEG (with its gain map) "
-            "as `image/jpeg`. Not on an endpoint with a `watermark` ([configuration.md](configuration.md#endpoints)): "
+            "as `image/jpeg`, an SVG (with `[limits] allow_svg`) as `image/svg+xml`. Not on an endpoint with a "
+            "`watermark` ([configuration.md](configuration.md#endpoints)): "
             "there `orig-true` is the URL without it, the original at its size with the watermark drawn, since "
             "the untouched file would be the image without its watermark.", ()),
     Section("Overlays", OVERLAYS, (

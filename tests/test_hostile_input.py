@@ -10,6 +10,7 @@ from edge.config import Limits
 from edge.errors import BadRequest
 from edge.transform.render import probe
 from tests import imagecorpus
+from edge.testing import solid_image
 from tests.nodes import decode, local_config, write_config
 
 SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
@@ -76,8 +77,34 @@ async def test_svg_is_rendered_only_when_the_operator_enables_it(node_factory, t
     await assert_refused(node, "/tr:w-20/drawing.svg", 422, "unsupported or corrupt source image")
     await assert_refused(node, "/drawing.svg", 422, "unsupported or corrupt source image")
     enabled = await node_over(node_factory, tmp_path / "svg", folder, "allow_svg = true")
-    response = await enabled.fetch("/tr:w-20/drawing.svg")
+    response = await enabled.fetch("/tr:w-20,f-png/drawing.svg")
     assert response.code == 200 and (decode(response).width, decode(response).height) == (20, 10)
+    assert response.headers["Content-Type"] == "image/png"
+
+
+@pytest.mark.parametrize("path", ["/drawing.svg", "/tr:w-20/drawing.svg", "/tr:f-auto/drawing.svg",
+                                  "/tr:orig-true/drawing.svg"])
+async def test_an_svg_is_served_as_it_is_unless_a_raster_format_is_asked_for(node_factory, tmp_path, folder, path):
+    """As ImageKit delivers an SVG: `f-auto` and `[defaults] auto_format` keep it a vector, and a step alone draws
+    nothing (`f-png` does, above). It was drawn to WebP or AVIF, and `orig-true` was a 422: no URL gave the SVG.
+    Served as a document whose scripts never run."""
+    node = await node_over(node_factory, tmp_path, folder, "allow_svg = true\n[defaults]\nauto_format = true")
+    response = await node.fetch(path, headers={"Accept": "image/avif,image/webp,*/*"})
+    assert (response.code, response.body) == (200, SVG)
+    assert response.headers["Content-Type"] == "image/svg+xml"
+    assert response.headers["Content-Security-Policy"] == "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+
+async def test_an_svg_is_drawn_with_its_endpoints_watermark(node_factory, tmp_path, folder):
+    """Served as it is, it would go out without the watermark: drawn, as `f-auto` picks (a raster)."""
+    (folder / "mark.png").write_bytes(solid_image(8, 8, (0, 0, 255), "png"))
+    marked = '[[endpoints]]\nid = "wm"\norigins = ["samples"]\nwatermark = "l-image,i-mark.png,lx-0,ly-0,l-end"\n'
+    node = await node_over(node_factory, tmp_path, folder, f"allow_svg = true\n{marked}")
+    for path in ("/wm/drawing.svg", "/wm/tr:orig-true/drawing.svg", "/wm/tr:f-auto/drawing.svg"):
+        response = await node.fetch(path, headers={"Accept": "image/webp"})
+        image = decode(response)
+        assert response.headers["Content-Type"] != "image/svg+xml" and image.width == 40, path
+        assert image.getpoint(2, 2)[:3] == pytest.approx([0, 0, 255], abs=8), path  # the mark, top left
 
 
 async def test_a_progressive_jpeg_of_too_many_scans_is_refused_before_its_decode(node_factory, tmp_path, folder):

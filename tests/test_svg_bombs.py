@@ -54,12 +54,12 @@ def test_a_costly_svg_is_stopped_at_the_render_deadline(tmp_path):
     process = NodeProcess(write_config(tmp_path, _config(root)), "--workers", "1")
     try:
         node, worker = ServingNode(process), process.worker_pids()[0]
-        assert node.get("/tr:w-100/blurs.svg")[0] == 200  # small, it is cheap
+        assert node.get("/tr:w-100,f-png/blurs.svg")[0] == 200  # small, it is cheap
         before = memory_kb(worker, "VmHWM")
         commented = node.get("/tr:w-20,f-png/commented.svg")
         assert commented[0] == 200
         assert pyvips.Image.new_from_buffer(commented[2], "").getpoint(10, 5) == [255, 0, 0, 255]
-        for path in ("/blurs.svg", "/tr:w-1000/uses.svg", "/tr:w-50/many.svg"):
+        for path in ("/tr:f-png/blurs.svg", "/tr:w-1000,f-png/uses.svg", "/tr:w-50,f-png/many.svg"):
             started = time.monotonic()
             status, _, body = node.get(path)
             assert (status, body) == (503, b"rendering took too long\n"), path

@@ -9,8 +9,12 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from ..transform.formats import MIME_TYPES
 from ..transform.hints import ACCEPT_CH
 
+SVG_TYPE = MIME_TYPES["svg"]
+#: an SVG served as it is: a document that could hold scripts, links, fetches (GitHub's raw files' policy)
+SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 #: a header value the node passes on from an origin: visible ASCII and spaces, bounded
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,1022}[\x21-\x7e])?")
 
@@ -144,6 +148,8 @@ class CachedOutput:
             headers.append(("Accept-CH", ACCEPT_CH))
         if self.canonical_link:
             headers.append(("Link", self.canonical_link))
+        if self.content_type == SVG_TYPE:  # a document: its scripts never run, nor does it load anything
+            headers.append(("Content-Security-Policy", SVG_POLICY))
         object.__setattr__(self, "headers", tuple(headers))
         #: the `Last-Modified` answered (`If-Unmodified-Since` is compared with it), or None
         object.__setattr__(self, "last_modified", last_modified)

@@ -13,6 +13,7 @@ MIME_TYPES = {
     "webp": "image/webp",
     "avif": "image/avif",
     "gif": "image/gif",
+    "svg": "image/svg+xml",  # an SVG original served as it is (`as_vector`): the node writes none
 }
 #: MIME type → the extension of a file of it
 TYPE_EXTENSIONS = {mime: fmt for fmt, mime in MIME_TYPES.items()}
@@ -140,6 +141,13 @@ def plan_format(requested: str | None, path: str, accept: str | None, default_au
     if requested is not None:
         return requested, False
     return path_format(path) or KEEP_SOURCE, False
+
+
+def as_vector(planned: str) -> bool:
+    """Whether an SVG original is served as it is, whatever the steps, as ImageKit delivers one: unless a raster
+    format is asked for (`f-png`: then drawn and transformed), with `f-auto` and `[defaults] auto_format` too
+    (`render_image`: but when a layer is drawn on it)."""
+    return planned == KEEP_SOURCE or chosen_by_accept(planned)
 
 
 def chosen_by_accept(planned: str) -> bool:

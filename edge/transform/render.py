@@ -38,7 +38,7 @@ from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import (ANIMATED_LOADERS, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER,
-                      animates, chosen_by_accept, final_formats, max_side, picks_by_alpha)
+                      animates, as_vector, chosen_by_accept, final_formats, max_side, picks_by_alpha)
 from .geometry import WHITE, Source, apply_geometry, check_side, face_count, in_memory, resolved, trim_box
 from .layers import drawn_fonts, pages_drawn
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
@@ -653,6 +653,10 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     decodes now and `reserved` bytes of it, taken by the caller, are not enough. `w-auto`/`dpr-auto` must
     have been resolved (`hints.negotiate`)."""
     header = probe(body, limits)
+    # an endpoint's watermark is a layer: an SVG it is drawn on is drawn too, so that none goes out without it
+    layered = any(step.layers for step in transformation.steps)
+    if header.loader == SVG_LOADER and as_vector(planned_format) and not layered:
+        return Rendered(body, "svg", header.width, header.height, strong_etag(body))
     page = transformation.output.page
     if page is not None and page > header.frames:
         raise BadRequest(f"invalid transformation: pg-{page}: the source has {header.frames} page(s)")
