@@ -609,9 +609,11 @@ class ImageHandler(BaseHandler):
             raise SendMemoryExhausted()
         return True
 
-    def _query(self, name: str) -> str | None:
-        # most image URLs have no query: skip Tornado's argument decoding for them
-        return self.get_query_argument(name, None) if self.request.query else None
+    def _query_is_true(self, name: str) -> bool:
+        """Whether the query's (last) `name` is `true`: its bytes compared, none decoded (Tornado's decoding refused
+        one that is not UTF-8 with a 400 quoting it, after the image was made)."""
+        values = self.request.query_arguments.get(name) if self.request.query else None
+        return bool(values) and values[-1].strip() == b"true"
 
     def _respond(self, served: Served) -> bytes | None:
         """Answer with `served`'s output; a body over `LARGE_BODY` is returned, to be sent by `_send_large`."""
@@ -624,7 +626,7 @@ class ImageHandler(BaseHandler):
         # checked once, when the output was made (`CachedOutput.headers`), or are the node's own
         self._headers.update(image_headers(self.node, served, self.cache_result))
         name = served.request.attachment
-        if name is None and self._query("ik-attachment") == "true":
+        if name is None and self._query_is_true("ik-attachment"):
             name = ""
         if name is not None:
             self._headers["Content-Disposition"] = attachment(self.request.path, output.content_type, name)

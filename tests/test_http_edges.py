@@ -109,7 +109,11 @@ async def test_the_query_argument_that_is_not_utf8_is_named(node_factory, tmp_pa
     node = await node_factory(write_config(tmp_path, local_config()))
     response = await node.fetch("/coffee.jpg?tr=w-10%ff%0a")
     assert_one_plain_line(response.code, response.headers, response.body, 400,
-                          "Invalid unicode in tr: b'w-10\\xff\\n'")
+                          "invalid transformation: tr: not UTF-8 after percent-decoding")
+    assert response.headers["X-Edge-Error"] == "invalid_transformation"
+    # a query argument the node reads no further than "is it true" is not: the image, not Tornado's 400
+    attachment = await node.fetch("/coffee.jpg?ik-attachment=%ff")
+    assert attachment.code == 200 and "Content-Disposition" not in attachment.headers
 
 
 # -- 3. 405 names the methods the route takes ---------------------------------------------------------
