@@ -105,7 +105,7 @@ class SingleFlight:
         (the cache's threads, which close their database connections when the node stops: `release_thread`)."""
         self.name = name
         self._directory = directory
-        # Opened on first use, in the serving process. POSIX locks belong to the process and all of them
+        # Opened by `open_leases`, in the serving process. POSIX locks belong to the process and all of them
         # on a file drop when any descriptor of it closes: this is the only one we ever open.
         self._lease_fd: int | None = None
         self._failures: diskcache.Cache | None = None
@@ -242,15 +242,22 @@ class SingleFlight:
                 raise FlightTimeout()
             delay = min(delay * 2, POLL_MAX_SECONDS)
 
-    def _try_lock(self, offset: int) -> bool:
-        """Whether this worker may do the work: it holds the lease, or there can be no lease."""
+    def open_leases(self) -> None:
+        """Open the lease file, as the worker starts, in a cache thread: a folder that must be made or a file
+        created waits for a disk that hangs (frozen, a dying disk, an NFS server away), and on the IOLoop, at the
+        first miss, it had held every request of the worker, health probes included. Without it (the folder not
+        writable), the flight coalesces within the worker only."""
         try:
-            if self._lease_fd is None:
-                self._directory.mkdir(parents=True, exist_ok=True)
-                self._lease_fd = os.open(self._directory / "leases", os.O_RDWR | os.O_CREAT, 0o644)
+            self._directory.mkdir(parents=True, exist_ok=True)
+            self._lease_fd = os.open(self._directory / "leases", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:  # EACCES here is a folder or file the node may not write, never a held lease:
             # taken for one, every miss of the worker had waited `wait_bound` (40 s) and been answered 504
             self._health.failed("flight", error_kind(exc), f"no lease across workers: {exc}")
+
+    def _try_lock(self, offset: int) -> bool:
+        """Whether this worker may do the work: it holds the lease, or there can be no lease. A lock takes no
+        write: it never waits for the disk."""
+        if self._lease_fd is None:
             return True
         try:
             fcntl.lockf(self._lease_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)

@@ -222,6 +222,8 @@ class Node:
                           "X-Edge-Error: %s: not_open) and tries again", error, origin.name)
                 self.originals.unopened[origin.name] = str(error)
                 unopened.append(origin)
+        for flight in self.flights.values():
+            await self.caches.io(flight.open_leases)
         if self.shared is not None:
             await self.shared.open()
             await self.apply_purges()  # before serving: what it cached may have been purged while it was away

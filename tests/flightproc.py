@@ -34,6 +34,7 @@ def emit(**event: object) -> None:
 
 async def main(directory: Path, key: str, role: str, wait: float) -> None:
     flight = SingleFlight("test", directory / "flights", wait, coalesced=Tally().inc)
+    flight.open_leases()
     result = directory / "result"
 
     async def produce() -> str:
