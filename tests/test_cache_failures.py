@@ -509,17 +509,22 @@ async def test_a_reload_goes_on_while_the_folder_the_node_serves_from_fails(tmp_
         assert node.stop() == 0
 
 
-async def test_the_ioloop_makes_and_opens_no_file_of_the_cache(node_factory, tmp_path):
+#: Python's audit events of calls that may wait for a disk (`stat` has none)
+DISK_EVENTS = {"open", "os.mkdir", "os.remove", "os.rename", "os.rmdir", "os.listdir", "os.scandir", "os.truncate",
+               "os.utime", "os.chmod", "shutil.rmtree", "shutil.move", "shutil.copyfile"}
+
+
+async def test_the_ioloop_calls_the_disk_for_no_file_of_the_cache(node_factory, tmp_path):
     """A disk that hangs (frozen, dying, an NFS server away) holds whatever thread calls it: the lease file of the
     single flight, its folder made and the file opened at the first miss on the IOLoop, had held every request of
     the worker, health probes included (the operator probe froze the cache's filesystem: nothing answered, and the
     supervisor's SIGKILL could not end a process waiting on the disk). Python's audit events name every file
-    opened and folder made, and the thread that asks."""
+    opened, folder made, file removed or renamed, and the thread that asks."""
     cache = tmp_path / "cache"
     loop_thread, watching, on_loop = threading.get_ident(), [], []
 
     def hook(event: str, args: tuple) -> None:
-        if watching and event in ("open", "os.mkdir") and threading.get_ident() == loop_thread \
+        if watching and event in DISK_EVENTS and threading.get_ident() == loop_thread \
                 and isinstance(args[0], (str, Path)) and str(args[0]).startswith(str(cache)):
             on_loop.append((event, str(args[0])))
     sys.addaudithook(hook)  # for the rest of the run: inert once `watching` is emptied
