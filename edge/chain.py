@@ -7,6 +7,7 @@ path the answer is 502 (504 for a timeout) rather than a 404 a CDN in front woul
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import time
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from .errors import BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe
+from .errors import BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe, OutOfDescriptors
 from .fetching import fetching_for
 from .logs import Sparse, capped
 from .metrics import ORIGIN_FAILURES, Metrics
@@ -41,6 +42,8 @@ FAILURE_LOG_SECONDS = 10.0
 _FAILURE_LINES = Sparse(FAILURE_LOG_SECONDS)
 #: characters of a failure's message logged (it may quote the client's path, of up to 32 kB)
 FAILURE_LOG_CHARS = 300
+#: errors looked through for the cause of a failure (`_out_of_descriptors`): a chain is a few long
+MAX_CAUSES = 8
 #: seconds past its timeout a fetch's wait may end before the node says the event loop was held
 LATE_SECONDS = 0.5
 #: `fetch_first`'s `unopened` when every origin opened
@@ -99,6 +102,9 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
             outcome = "abandoned"  # says whether the origin kept its clients waiting (EdgeOriginAbandoned)
             raise
         except Exception as exc:  # TimeoutError, OriginFailure, or a bug in the plugin
+            if _out_of_descriptors(exc):
+                outcome = "busy"
+                raise OutOfDescriptors() from None
             failure = _as_failure(origin, exc)
             outcome = failure.kind if failure.kind in ORIGIN_FAILURES else "error"
             failures.append((origin, failure))
@@ -193,6 +199,18 @@ def _checked(original: object, request: OriginRequest) -> Original:
 
 def _kind_of(value: object) -> str:
     return f"an Original of {type(value.body).__name__}" if isinstance(value, Original) else type(value).__name__
+
+
+def _out_of_descriptors(exc: BaseException | None) -> bool:
+    """Whether a fetch failed for want of a file descriptor: the error, or one it was raised from or while
+    handling (a plugin's `OriginFailure` made of the `OSError`, `from None` included, keeps it as its context)."""
+    for _ in range(MAX_CAUSES):
+        if exc is None:
+            return False
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:

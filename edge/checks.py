@@ -65,6 +65,25 @@ def warnings(config: Config) -> list[str]:
             if warning is not None]
 
 
+#: file descriptors a worker holds beside its clients' connections: each origin's and the shared tier's connection
+#: pool (64 each for the built-in types), and `DESCRIPTORS_BESIDE` for the cache's databases and files, logs, pipes
+DESCRIPTORS_A_POOL = 64
+DESCRIPTORS_BESIDE = 128
+
+
+def too_few_descriptors(config: Config, limit: int) -> str | None:
+    """A warning when the file descriptor limit in force (`limit`, each worker's) is below what `max_connections`
+    and the pools take: past it, fetches failed for want of one, answered 503 (`X-Edge-Error: out_of_descriptors`)
+    and new connections waited in the backlog."""
+    pools = len(config.origins) + (config.shared_cache is not None)
+    needed = config.server.max_connections + DESCRIPTORS_A_POOL * pools + DESCRIPTORS_BESIDE
+    if limit >= needed:
+        return None
+    return (f"the file descriptor limit is {limit}, and a worker may need {needed} ([server] max_connections = "
+            f"{config.server.max_connections}, {pools} connection pool(s) of origins and the shared cache, the "
+            f"cache's files): raise it (systemd's LimitNOFILE=, ulimit -n) or lower max_connections")
+
+
 #: workers a usable core past which `_workers_over_cores` warns
 WORKERS_A_CORE = 4
 

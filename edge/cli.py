@@ -361,7 +361,8 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
     cores = usable_cores()  # what `workers = 0` and `transform_threads = 0` counted: said, as a limit can be a surprise
     log.info("usable cores: %d (%s); %d worker(s) of %d transform thread(s)", cores.count, cores.source,
              config.server.workers, config.server.transform_threads)
-    raise_fd_limit()  # before the fork: the workers inherit it
+    if (warning := checks.too_few_descriptors(config, raise_fd_limit())) is not None:  # before the fork: inherited
+        log.warning("%s", warning)
     metrics_dir = None
     multiprocess_metrics = config.server.workers > 1
     if multiprocess_metrics:

@@ -158,6 +158,16 @@ class DecodeMemoryExhausted(Overloaded):
     kind = "decode_memory"
 
 
+class OutOfDescriptors(Overloaded):
+    """A fetch failed for want of a file descriptor: the process is at its `RLIMIT_NOFILE` (503, not the origin's
+    502: blamed on it, the origin's alerts sent the on-call to a healthy origin)."""
+
+    kind = "out_of_descriptors"
+
+    def __init__(self) -> None:
+        super().__init__("node overloaded: out of file descriptors, retry later")
+
+
 class SendMemoryExhausted(Overloaded):
     """Answering would take the process's bytes of large bodies being sent over `[server] send_memory` (503)."""
 

@@ -412,3 +412,15 @@ def test_json_diagnostics(tmp_path):
     assert [line["message"].split(" ")[:2] for line in lines[:2]] == [["usable", "cores:"], ["listening", "on"]]
     assert lines[1]["level"] == "info" and lines[1]["logger"] == "edge"
     assert lines[1]["message"].startswith("listening on http://127.0.0.1:") and lines[1]["time"] > 1e9
+
+
+def test_a_file_descriptor_limit_below_max_connections_is_a_warning_at_start(tmp_path):
+    """`ulimit -n 128` under max_connections 1024: past 128 files, fetches failed (the origin blamed), connections
+    waited unaccepted, and nothing had said why at the start."""
+    node = NodeProcess(write_config(tmp_path, local_config()), nofile=(256, 256))
+    try:
+        node.wait_for_log(r"listening on")
+        warning = node.wait_for_log(r"the file descriptor limit is 256, and a worker may need (\d+) ")
+        assert int(warning.group(1)) == 1024 + 64 + 128  # one origin's pool, the cache's files
+    finally:
+        node.stop()

@@ -6,7 +6,10 @@ Each time: with a later origin that has the file, it is served from there; witho
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import resource
 import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ from edge import pipeline
 from edge.fetching import read_limited
 from edge.origin import SourceTooLarge
 from tests.assets import centre_colour, colour, same_colour, solid
-from tests.nodes import EVERY_MISS_TO_ORIGIN, SAMPLES, decode, web_config, write_config
+from tests.nodes import EVERY_MISS_TO_ORIGIN, SAMPLES, decode, local_config, web_config, write_config
 from tests.s3server import S3Server
 from tests.scrape import total
 from tests.servers import HTTPOrigin
@@ -266,3 +269,36 @@ async def test_a_local_origin_whose_mount_is_lost_fails_and_keeps_what_is_cached
         assert (await node.fetch("/tr:w-50/a.jpg")).code == 200  # kept
     finally:
         next(mounted, None)
+
+
+async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> tuple[int, dict, bytes]:
+    """One request on a kept-alive connection: the status, the headers (lower-case names), the body."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in head[1:] if line)
+    headers = {name.lower(): value for name, value in headers.items()}
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    return int(head[0].split()[1]), headers, body
+
+
+async def test_a_fetch_out_of_file_descriptors_is_the_nodes_503_not_the_origins_502(node_factory, tmp_path):
+    """At the process' file descriptor limit the `local` origin's open fails (EMFILE): it was a 502 `samples: error`,
+    counted and logged as the origin's failure, so its alerts sent the on-call to a healthy origin (operator probe,
+    `ulimit -n 128` and 300 clients). The limit is lowered for real, on a connection already open."""
+    node = await node_factory(write_config(tmp_path, local_config(SAMPLES, before=EVERY_MISS_TO_ORIGIN)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(node.url.rsplit(":", 1)[1]))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        assert (await _ask(reader, writer, "/tr:w-20/coffee.jpg"))[0] == 200
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")), hard))  # none more
+        try:
+            status, headers, body = await _ask(reader, writer, "/tr:w-20/astronaut.jpg")
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    finally:
+        writer.close()
+    assert (status, body) == (503, b"node overloaded: out of file descriptors, retry later\n")
+    assert (headers["x-edge-error"], headers["retry-after"]) == ("out_of_descriptors", "1")
+    exposition = node.node.metrics.exposition().decode()
+    assert total(exposition, "edge_origin_fetches_total", origin="samples", outcome="error") == 0
+    assert total(exposition, "edge_origin_fetches_total", origin="samples", outcome="busy") == 1
