@@ -46,7 +46,7 @@ from typing import Any, Generic, TypeVar
 
 import diskcache
 
-from .cache.health import CacheHealth, cache_failure, error_kind
+from .cache.health import CacheHealth, cache_failure, error_kind, reason
 from .cache.purges import BOOT, node_time
 from .cache.tiers import BoundedCache
 from .config import Config
@@ -309,7 +309,7 @@ class SingleFlight:
 
     def _failures_failed(self, error: Exception, what: str) -> None:
         kind = error_kind(error)
-        self._health.failed("flight", kind, f"{what}: {error}")
+        self._health.failed("flight", kind, f"{what}: {reason(error)}")
         if kind == "corrupt":  # records live a minute: a corrupt store is simply started afresh
             self._close_failures()
             shutil.rmtree(self._directory / "failures", ignore_errors=True)

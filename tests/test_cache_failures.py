@@ -272,7 +272,7 @@ def locked_outputs():
 
 
 async def test_a_locked_database_costs_seconds_not_a_minute_and_a_purge_says_it_was_not_done(
-        node_factory, tmp_path, locked_outputs):
+        node_factory, tmp_path, locked_outputs, caplog):
     token = "purge-token-of-this-test-1234"
     node = await node_factory(write_config(tmp_path, local_config(before=f'[admin]\ntoken = "{token}"\n')))
     assert (await node.fetch(PNG)).headers["X-Cache"] == "MISS"
@@ -286,6 +286,8 @@ async def test_a_locked_database_costs_seconds_not_a_minute_and_a_purge_says_it_
     missing = await node.fetch("/tr:w-10/no-such.jpg")  # its 404 drops the path's outputs first
     assert missing.code == 404 and time.monotonic() - started < 5
     assert metric(node, "edge_cache_errors_total", tier="output", kind="busy") >= 1
+    # said in words (diskcache's Timeout has none: the line was `cannot purge:  [busy]`)
+    assert any("the database stayed locked past the busy timeout" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_node_started_and_a_purge_run_while_a_database_is_locked_wait_seconds_not_minutes(

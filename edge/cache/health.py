@@ -71,6 +71,13 @@ def error_kind(exc: BaseException) -> str:
     return "io"
 
 
+def reason(exc: BaseException) -> str:
+    """What a log line says of a cache failure: diskcache's `Timeout` has no words of its own."""
+    if isinstance(exc, diskcache.Timeout) and not str(exc):
+        return "the database stayed locked past the busy timeout (by another process, or a thread of this one)"
+    return str(exc) or type(exc).__name__
+
+
 class CacheHealth:
     """Failures of the cache as seen by this process (any thread)."""
 

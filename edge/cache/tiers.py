@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import diskcache
 
 from .entries import CachedOutput, SourceInfo, StoredOriginal, UnreadOutput, hashes_to
-from .health import CacheHealth, cache_failure, error_kind
+from .health import CacheHealth, cache_failure, error_kind, reason
 
 log = logging.getLogger("edge.cache")
 
@@ -181,7 +181,7 @@ class DiskTier:
             if not cache_failure(exc):
                 raise
             kind = error_kind(exc)
-            self._health.failed(self.name, kind, f"cannot {what}: {exc}")
+            self._health.failed(self.name, kind, f"cannot {what}: {reason(exc)}")
             if kind == "corrupt":
                 self._reopen(handles, quarantine=True)
             return default
