@@ -4,6 +4,7 @@ nothing else, counting what it evicts, and surviving a restart."""
 import asyncio
 import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
@@ -64,6 +65,27 @@ def test_filling_past_the_budget_evicts_the_least_recently_used_and_nothing_else
     assert evicted == [("output", 1), ("output", 1)]
     assert caches.outputs.volume() <= caches.outputs.budget
     assert caches.originals.get(path_key("", "a.jpg")) == original  # another tier, another budget
+
+
+def test_entries_touched_while_the_clock_ran_ahead_are_evicted_in_their_turn_once_it_is_back(small_outputs):
+    """A node run 400 days ahead (a bad NTP step) left access times in the future: after the clock came back, those
+    entries sorted after every other in the LRU, evicted last for 400 days however long nobody asked for them.
+    The worker's tidy (at its start, then hourly) brings them back to now."""
+    caches, evicted = small_outputs
+    for n in range(10):
+        caches.outputs.put(f"k{n}", output(n))
+    database = sqlite3.connect(caches.outputs.directory / "cache.db")
+    with database:
+        database.execute("UPDATE Cache SET access_time = access_time + 400 * 86400 WHERE key IN ('k0', 'k1')")
+    database.close()
+    caches.tidy()
+    for n in range(2, 10):  # asked for since: more recently used than k0 and k1, untouched since the clock was back
+        assert caches.outputs.get(f"k{n}") is not None
+    caches.flush_touches()
+    for n in range(10, 12):
+        caches.outputs.put(f"k{n}", output(n))  # evicts the two least recently used
+    assert {f"k{n}" for n in range(12) if caches.outputs.get(f"k{n}") is not None} == {f"k{n}" for n in range(2, 12)}
+    assert evicted == [("output", 1), ("output", 1)]
 
 
 def test_version_records_that_push_a_tier_past_its_budget_count_what_they_evict(tmp_path):

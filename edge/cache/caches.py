@@ -333,9 +333,10 @@ class Caches:
     def tidy(self) -> None:
         """Delete the value files that processes killed while storing left in the tiers, and bring each tier
         within its budget: one lowered since the node last ran was otherwise held only by the next store
-        (blocking)."""
+        (blocking); and bring back the access times a clock running ahead left in the future (`forget_the_future`)."""
         for tier in self.tiers:
             tier.remove_orphans()
+            tier.forget_the_future()
             tier.evict_to_budget()
 
     def _release_this_thread(self, also: tuple[Callable[[], None], ...]) -> None:

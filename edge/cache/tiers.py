@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import diskcache
 
-from .entries import CachedOutput, SourceInfo, StoredOriginal, UnreadOutput, hashes_to
+from .entries import CLOCK_SKEW_SECONDS, CachedOutput, SourceInfo, StoredOriginal, UnreadOutput, hashes_to
 from .health import CacheHealth, cache_failure, error_kind, reason
 
 log = logging.getLogger("edge.cache")
@@ -303,6 +303,14 @@ class DiskTier:
     def evict_to_budget(self) -> None:
         """Delete least-recently-used entries until the tier is within its budget (blocking)."""
         self._count_evicted(self._attempt("evict", lambda handles: self._evict_to_budget(handles[0]), 0))
+
+    def forget_the_future(self) -> None:
+        """Bring back to now the access times ahead of the clock (blocking): the entries touched while it ran ahead
+        (a bad NTP step, a virtual machine resumed) sorted after every other in the LRU, evicted last for the
+        length of the step however long nobody asked for them."""
+        now = time.time()  # diskcache's access_time is wall-clock seconds
+        self._attempt("correct access times", lambda handles: handles[0]._sql(
+            "UPDATE Cache SET access_time = ? WHERE access_time > ?", (now, now + CLOCK_SKEW_SECONDS)), None)
 
     def _evict_to_budget(self, writer: diskcache.Cache) -> int:
         evicted = 0
