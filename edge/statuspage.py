@@ -123,7 +123,7 @@ def render(now: Snapshot, before: Snapshot) -> str:
     sections = [
         _summary(now, build, started, recent),
         _endpoints(now, recent, window),
-        _tiers(now),
+        _tiers(now, recent, window),
         _origins(now, recent, window),
     ]
     return PAGE.format(version=escape(build.get("version", "?")), body="\n".join(sections))
@@ -187,7 +187,7 @@ def _endpoints(now: Snapshot, recent, window: float) -> str:
             + "".join(rows) + "</table>")
 
 
-def _tiers(now: Snapshot) -> str:
+def _tiers(now: Snapshot, recent, window: float) -> str:
     rows = []
     for tier in sorted(now.values("edge_cache_budget_bytes", "tier")):
         size, budget = now.total("edge_cache_size_bytes", tier=tier), now.total("edge_cache_budget_bytes", tier=tier)
@@ -197,7 +197,22 @@ def _tiers(now: Snapshot) -> str:
                     f'<td><span class=bar><span style="width:{used:.0f}%"></span></span> {used:.0f} %</td></tr>')
     free, disk = now.total("edge_cache_filesystem_free_bytes"), now.total("edge_cache_filesystem_size_bytes")
     return ("<h2>Cache</h2>\n<table><tr><th>tier</th><th>entries</th><th>size</th><th>budget</th><th>used</th></tr>"
-            + "".join(rows) + f"</table>\n<p>Filesystem: {_bytes(free)} free of {_bytes(disk)}.</p>")
+            + "".join(rows) + f"</table>\n<p>Filesystem: {_bytes(free)} free of {_bytes(disk)}.</p>\n"
+            + _cache_errors(now, recent, window))
+
+
+def _cache_errors(now: Snapshot, recent, window: float) -> str:
+    """The cache's recent failures by tier and kind: a folder gone or a disk full showed empty, healthy tiers (the
+    node serves on, uncached: `/_edge/ready` says `cache degraded`)."""
+    failures = sorted({(dict(ls)["tier"], dict(ls)["kind"]) for (n, ls) in now.samples
+                       if n == "edge_cache_errors_total"})
+    counted = [(tier, kind, recent("edge_cache_errors_total", tier=tier, kind=kind)) for tier, kind in failures]
+    cells = [f'<li data-key="cache_errors:{escape(tier)}:{escape(kind)}" data-value="{count:g}">{escape(tier)}: '
+             f"{escape(kind)}, {count:.0f}</li>" for tier, kind, count in counted if count]
+    if not cells:
+        return f"<p>No cache errors in the last {_duration(window)}.</p>"
+    return (f"<p class=failing>Cache errors in the last {_duration(window)}: the node serves, storing less or nothing "
+            f"(its log says why):</p><ul>{''.join(cells)}</ul>")
 
 
 def _origins(now: Snapshot, recent, window: float) -> str:

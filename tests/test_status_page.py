@@ -107,6 +107,7 @@ async def test_without_a_token_the_page_is_open_like_metrics(node_factory, tmp_p
     node = await node_factory(write_config(tmp_path, local_config()))
     page = await node.fetch("/_edge/status")
     assert page.code == 200 and b'data-key="workers" data-value="1"' in page.body
+    assert b"No cache errors in the last" in page.body and b"cache_errors:" not in page.body
 
 
 @pytest.mark.parametrize("outcomes, health", [
@@ -122,3 +123,15 @@ def test_an_origins_health_on_the_status_page(outcomes, health):
     now = Snapshot(0.0, samples)
     page = _origins(now, now.total, 300)
     assert f"<td class={health} data-key='health:web'>{health}</td>" in page
+
+
+async def test_a_failing_cache_is_on_the_status_page(node_factory, tmp_path):
+    """The cache folder replaced by a file while the node runs: the page showed every tier empty and healthy, while
+    /_edge/ready said `cache degraded` (operator probe)."""
+    node = await node_factory(write_config(tmp_path, local_config()))
+    shutil.rmtree(tmp_path / "cache")
+    (tmp_path / "cache").write_text("not a folder")
+    assert (await node.fetch("/tr:w-20/astronaut.jpg")).code == 200  # served, not stored
+    page = (await node.fetch("/_edge/status")).body.decode()
+    assert "<p class=failing>Cache errors in the last" in page
+    assert re.search(r'data-key="cache_errors:output:[a-z]+" data-value="[1-9]', page), page
