@@ -41,7 +41,7 @@ from .routing import Router
 from .settings import redact
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
-from .transform.formats import IMAGE_EXTENSIONS, TYPE_EXTENSIONS
+from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS, MIME_TYPES, TYPE_EXTENSIONS
 from .transform.hints import DPR_HEADERS, WIDTH_HEADERS
 from .transform.render import DecodeBudget, Renderer, allow_only_input_loaders
 
@@ -750,7 +750,8 @@ def attachment(request_path: str, content_type: str, name: str = "") -> str:
     stem, dot, extension = name.rpartition(".")
     if not dot or extension.lower() not in IMAGE_EXTENSIONS:
         stem = name
-    name = f"{stem or 'image'}.{TYPE_EXTENSIONS.get(content_type, 'img')}"
+    if not (stem and MIME_TYPES.get(EXTENSIONS.get(extension.lower(), "")) == content_type):  # `p.JPG`, `p.jpeg` kept
+        name = f"{stem or 'image'}.{TYPE_EXTENSIONS.get(content_type, 'img')}"
     fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", name)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 

@@ -848,7 +848,8 @@ separated by `,`, steps by `:`. Each picture below is what the node returns for 
 
 Query parameters besides `tr` (given once: more than one `tr` is a 400) and the signature's `ik-t`
 and `ik-s`: `?ik-attachment=true` answers `Content-Disposition: attachment` with the file name the URL
-ends in and the extension of what is sent (`photo.jpg` asked for as WebP downloads as `photo.webp`);
+ends in and the extension of what is sent (`photo.jpg` asked for as WebP downloads as `photo.webp`; one
+that names the type sent is kept as written: `photo.JPEG`);
 any other parameter changes nothing (a cache buster for browsers and CDNs in front). Conditional
 requests use the `ETag`: `If-None-Match` answers 304; `If-Modified-Since` alone is not evaluated (the
 `Last-Modified` is the original's, and an output can change while it does not, with the config's

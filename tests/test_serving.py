@@ -199,6 +199,10 @@ async def test_attachment_query(samples):
     ("/v1.2/a.b.tiff", "image/jpeg", "attachment; filename=\"a.b.jpg\"; filename*=UTF-8''a.b.jpg"),
     ("/x/%0D%0Aevil.gif", "image/gif", "attachment; filename=\"__evil.gif\"; filename*=UTF-8''%0D%0Aevil.gif"),
     ("/", "image/webp", "attachment; filename=\"image.webp\"; filename*=UTF-8''image.webp"),
+    # a name whose extension says the type sent is kept as it is (ImageKit keeps the file's name)
+    ("/p.JPG", "image/jpeg", "attachment; filename=\"p.JPG\"; filename*=UTF-8''p.JPG"),
+    ("/p.jpeg", "image/jpeg", "attachment; filename=\"p.jpeg\"; filename*=UTF-8''p.jpeg"),
+    ("/p.jpeg", "image/webp", "attachment; filename=\"p.webp\"; filename*=UTF-8''p.webp"),
 ])
 def test_an_attachments_file_name_is_safe_in_a_header(path, content_type, disposition):
     assert attachment(path, content_type) == disposition
