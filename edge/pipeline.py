@@ -62,7 +62,7 @@ from .settings import host_name
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
 from .transform.cost import ENCODE_COUNTED, check_cost
-from .transform.formats import LOADER_FORMATS, MIME_TYPES, SVG_LOADER, UNWRITTEN_TYPES, plan_format
+from .transform.formats import AS_IS_TYPES, LOADER_FORMATS, MIME_TYPES, plan_format
 from .transform.hints import NO_HINTS, negotiate
 from .transform.layers import fetched
 from .transform.options import Transformation, layered, parse_transformation
@@ -480,8 +480,7 @@ class Pipeline:
             etag = ((await original.info()).version if original.version_is_hash
                     else await self._caches.io(strong_etag, original.body))
             body = original.body
-            content_type = MIME_TYPES[fmt] if fmt is not None else \
-                MIME_TYPES["svg"] if header.loader == SVG_LOADER else UNWRITTEN_TYPES.get(header.loader)
+            content_type = MIME_TYPES[fmt] if fmt is not None else AS_IS_TYPES.get(header.loader)
             if content_type is None:
                 raise UnprocessableSource()
         else:

@@ -39,6 +39,9 @@ UNWRITTEN_TYPES = {"tiffload_source": "image/tiff", HEIC_LOADER: "image/heic"}
 #: anything else libvips could open is refused (422), SVG unless `[limits] allow_svg`
 INPUT_LOADERS = frozenset(LOADER_FORMATS) | frozenset(UNWRITTEN_TYPES)
 SVG_LOADER = "svgload_source"
+#: the MIME type of an original served as it is in no format the node writes (`orig-true`; an SVG also unless a
+#: raster format is asked for, `as_vector`)
+AS_IS_TYPES = {**UNWRITTEN_TYPES, SVG_LOADER: MIME_TYPES["svg"]}
 #: the libvips class of each loader the node may run (its file, buffer and source variants derive from
 #: it): every other loader is blocked inside libvips (`render.allow_only_input_loaders`)
 LOADER_CLASSES = {
