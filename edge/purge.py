@@ -9,16 +9,22 @@ A Cloudinary-style URL takes every URL that shows the same asset unpinned (`clou
 
 In a fleet, a purge received from outside also empties the shared tier (`[shared_cache]`) and is
 sent to every peer (`[fleet] peers`, `edge.fanout`); the answer says how each went, and one that
-failed makes it a 502 (docs/fleet.md). What the shared tier failed, a running node tries there again.
+failed makes it a 502 (docs/fleet.md). What the shared tier failed is left in the cache folder, and one
+worker of the node tries it there again (`PendingPurges`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 import time
+import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -38,8 +44,10 @@ log = logging.getLogger("edge.purge")
 #: long as the nodes it reached hold the tier's older objects back by their own records (`RECORD_SECONDS`):
 #: else a node that started with an empty disk read back what was purged, for a year
 SHARED_RETRY_SECONDS = 10.0
-#: the retries under way, referenced until they end (the event loop keeps weak references to tasks)
-_retries: set[asyncio.Task] = set()
+#: the folder, in the cache folder, of the shared tier's parts of purges still to be done (`PendingPurges`)
+PENDING_FOLDER = "purges-pending"
+#: the most of a pending purge's file read (its prefixes: 15 for a Cloudinary-style URL, of a path each)
+MAX_PENDING_BYTES = 1 << 20
 
 
 def parse_body(body: bytes) -> dict[str, str]:
@@ -134,7 +142,7 @@ def _forget(caches: Caches, prefixes: list[str], target: dict[str, str]) -> tupl
 
 
 async def purge_serving(caches: Caches, router: Router, target: dict[str, str], token: Secret,
-                        fan_out: FanOut | None, shared: SharedTier | None,
+                        fan_out: FanOut | None, shared: SharedTier | None, pending: PendingPurges | None,
                         forwarded: bool) -> tuple[int, dict[str, Any]]:
     """`POST /_edge/purge` on a running node: the shared tier, this node's tiers, then every peer;
     only this node's tiers when a peer forwarded the call. The status and the answer."""
@@ -142,26 +150,24 @@ async def purge_serving(caches: Caches, router: Router, target: dict[str, str], 
     if forwarded:
         purged, answer = await caches.io(_forget, caches, prefixes, target)
         return (200 if purged else 502), answer
-    return await _everywhere(caches, prefixes, target, token, fan_out, shared, retry=True)
+    return await _everywhere(caches, prefixes, target, token, fan_out, shared, pending)
 
 
 async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[str, str], token: Secret | None,
                       fan_out: FanOut | None, shared: SharedTier | None,
-                      retry: bool = False) -> tuple[int, dict[str, Any]]:
+                      pending: PendingPurges | None = None) -> tuple[int, dict[str, Any]]:
     """The shared tier first (the purge journal, for the nodes this purge does not reach, then the
     objects, so that no node reads back what is being purged), this node, the peers; 502 when one of
-    them could not be purged. `retry`: what the shared tier failed is tried again in the background."""
+    them could not be purged. `pending`: where what the shared tier failed is left to be tried again."""
     purged_everywhere = True
     shared_answer: dict[str, Any] = {}
     if shared is not None:
         journal_written, objects_removed, shared_answer = await _purge_shared(shared, prefixes, target)
         if not (journal_written and objects_removed):
             purged_everywhere = False
-            if retry:
-                shared_answer["retrying"] = True
-                task = asyncio.create_task(_retry_shared(shared, prefixes, target, journal_written, objects_removed))
-                _retries.add(task)
-                task.add_done_callback(_retries.discard)
+            if pending is not None and caches is not None:
+                shared_answer["retrying"] = await caches.io(pending.add, PendingPurge(
+                    prefixes, target, journal_written, objects_removed, time.time() + RECORD_SECONDS))
     purged, answer = True, {"removed": 0, "by_tier": {}}  # `edge purge` without the node's cache folder
     if caches is not None:
         purged, answer = await caches.io(_forget, caches, prefixes, target)
@@ -202,20 +208,104 @@ async def _purge_shared(shared: SharedTier, prefixes: list[str], target: dict[st
     return journal_written, objects_removed, answer | {"journal": journal}
 
 
-async def _retry_shared(shared: SharedTier, prefixes: list[str], target: dict[str, str], journal_written: bool,
-                        objects_removed: bool) -> None:
-    """What the shared tier failed of a purge, tried again every `SHARED_RETRY_SECONDS` for `RECORD_SECONDS`
-    (given up, with the worker, when it stops)."""
-    deadline = time.monotonic() + RECORD_SECONDS
-    while time.monotonic() < deadline:
-        await asyncio.sleep(SHARED_RETRY_SECONDS)
-        journal_written, objects_removed, _ = await _purge_shared(shared, prefixes, target, journal_written,
-                                                                  objects_removed)
-        if journal_written and objects_removed:
-            log.info("purge of %s done in the shared cache on a later try", target)
+@dataclass(frozen=True)
+class PendingPurge:
+    """The shared tier's part of a purge still to be done, and until when (wall clock: any process's, any boot's)."""
+
+    prefixes: list[str]
+    target: dict[str, str]
+    journal_written: bool
+    objects_removed: bool
+    until: float
+
+
+class PendingPurges:
+    """What purges could not do in the shared tier, each in a file of the cache folder, tried again every
+    `SHARED_RETRY_SECONDS` by one worker of the node: the one that holds the file's lock (`flock`, dropped by the
+    kernel when the worker ends). A worker that stops (a reload, a crash) leaves them to the others, or to the
+    next to start: they were given up with it. The blocking methods run in the cache's threads."""
+
+    def __init__(self, directory: Path):
+        self._directory = directory
+        self._held: dict[str, tuple[int, PendingPurge]] = {}  # file name → its locked descriptor, its purge
+
+    def add(self, purge: PendingPurge) -> bool:
+        """(blocking) Leave `purge` to be tried again; False (logged) when the cache folder cannot hold it."""
+        name = f"{uuid.uuid4().hex}.json"
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            hidden = self._directory / f".{name}"  # written whole before any worker can see it
+            hidden.write_text(json.dumps(asdict(purge)))
+            os.replace(hidden, self._directory / name)
+        except OSError as error:
+            log.error("purge of %s: what the shared cache failed is not tried again: cannot write in %s: %s",
+                      purge.target, self._directory, error)
+            return False
+        return True
+
+    def claim(self) -> list[tuple[str, PendingPurge]]:
+        """(blocking) The pending purges this worker holds, those no worker held until now included."""
+        try:
+            names = sorted(entry.name for entry in os.scandir(self._directory)
+                           if entry.name.endswith(".json") and not entry.name.startswith("."))
+        except OSError:  # none yet, or the folder unreadable (a purge answered that it would not retry)
+            names = []
+        for name in names:
+            if name not in self._held:
+                self._take(name)
+        return [(name, purge) for name, (_, purge) in self._held.items()]
+
+    def _take(self, name: str) -> None:
+        path = self._directory / name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:  # done and removed meanwhile
             return
-    log.error("purge of %s not done in the shared cache in %.0f min of tries: send it again once the shared cache "
-              "answers (until then a node reads back from it what was purged)", target, RECORD_SECONDS / 60)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another worker holds it: that one tries
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:  # done and removed between the open and the lock
+                raise FileNotFoundError(path)
+            purge = PendingPurge(**json.loads(os.pread(fd, MAX_PENDING_BYTES, 0)))
+        except (OSError, ValueError, TypeError) as error:
+            os.close(fd)
+            if isinstance(error, (ValueError, TypeError)):  # not one this node wrote: nothing to try
+                log.error("%s is not a pending purge, removed: %s", path, error)
+                path.unlink(missing_ok=True)
+            return
+        self._held[name] = (fd, purge)
+
+    def tried(self, name: str, journal_written: bool, objects_removed: bool) -> None:
+        """(blocking) Record how far the purge `name` got; remove it when done, or when its time is over."""
+        fd, purge = self._held[name]
+        purge = replace(purge, journal_written=journal_written, objects_removed=objects_removed)
+        if not (journal_written and objects_removed) and time.time() < purge.until:
+            self._held[name] = (fd, purge)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(asdict(purge)).encode(), 0)
+            return
+        (self._directory / name).unlink(missing_ok=True)
+        del self._held[name]
+        os.close(fd)
+
+    def close(self) -> None:
+        """Let the other workers take what this one held (on the IOLoop: closing a descriptor waits for nothing)."""
+        for fd, _ in self._held.values():
+            os.close(fd)
+        self._held.clear()
+
+
+async def retry_pending(pending: PendingPurges, shared: SharedTier, io: Callable) -> None:
+    """Try again what the shared tier failed of the purges this worker holds (`io`: the cache's threads)."""
+    for name, purge in await io(pending.claim):
+        journal_written, objects_removed, _ = await _purge_shared(shared, purge.prefixes, purge.target,
+                                                                  purge.journal_written, purge.objects_removed)
+        await io(pending.tried, name, journal_written, objects_removed)
+        if journal_written and objects_removed:
+            log.info("purge of %s done in the shared cache on a later try", purge.target)
+        elif time.time() >= purge.until:
+            log.error("purge of %s not done in the shared cache in %.0f min of tries: send it again once the shared "
+                      "cache answers (until then a node reads back from it what was purged)", purge.target,
+                      RECORD_SECONDS / 60)
 
 
 def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -> tuple[int, dict[str, Any]]:

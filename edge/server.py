@@ -182,6 +182,8 @@ class Node:
                                                             config.server.decode_memory_wait))
         #: the fleet's shared second tier, between this node's disk and the origins
         self.shared = SharedTier.of(config, metrics)
+        #: what purges could not do in the shared tier, tried again by one worker of the node
+        self.pending_purges = purge.PendingPurges(config.cache.dir / purge.PENDING_FOLDER) if self.shared else None
         self.pipeline = Pipeline(config, self.router, self.caches, self.originals, self.flights["outputs"],
                                  self.renderer, metrics, self.shared)
         self.access_log = AccessLog(config.server.access_log)
@@ -237,7 +239,8 @@ class Node:
         ]
         if self.shared is not None:
             every = self.config.shared_cache.purge_journal_every
-            self._background.append(asyncio.create_task(self._every(every, self.apply_purges)))
+            self._background += [asyncio.create_task(self._every(every, self.apply_purges)),
+                                 asyncio.create_task(self._every(purge.SHARED_RETRY_SECONDS, self._retry_purges))]
         await self._refresh_gauges()
         await self.status.take()
 
@@ -258,6 +261,8 @@ class Node:
 
     async def stop(self) -> None:
         await self._stop_background()
+        if self.pending_purges is not None:
+            self.pending_purges.close()
         await self.settle()  # what was answered is stored before the cache closes
         self.metrics.flush()
         await self._cache_housekeeping()
@@ -337,6 +342,9 @@ class Node:
             log.info("applied %d purge(s) of the fleet's journal", len(prefixes))
         except Exception:  # a bug: logged, and the worker goes on
             log.exception("reading the fleet's purge journal failed")
+
+    async def _retry_purges(self) -> None:
+        await purge.retry_pending(self.pending_purges, self.shared, self.caches.io)
 
     async def _sample(self) -> None:
         self.metrics.inflight_requests.set(self.inflight)
@@ -849,7 +857,8 @@ class PurgeHandler(BaseHandler):
                 raise Unauthorized("unauthorized", headers={"WWW-Authenticate": 'Bearer realm="edge purge"'})
             target = purge.parse_body(self.request.body)
             status, answer = await purge.purge_serving(node.caches, node.router, target, token, node.fan_out,
-                                                       node.shared, forwarded=FORWARDED_HEADER in self.request.headers)
+                                                       node.shared, node.pending_purges,
+                                                       forwarded=FORWARDED_HEADER in self.request.headers)
         except EdgeError as error:
             self._send_plain(error.status, error.message, error.headers)
             return

@@ -2,9 +2,12 @@
 its objects, and that a slow, failing or damaged store is a counted miss, never an error."""
 
 import asyncio
+import fcntl
 import json
 import sys
 import time
+from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -236,29 +239,75 @@ async def test_edge_purge_empties_the_shared_tier_too(tier, s3, tmp_path):
     assert await tier.get(key("", "a.jpg")) is None and await tier.get(key("", "b.jpg")) is not None
 
 
+PURGE_TOKEN = "t0ken-for-the-test"
+
+
+async def purged_while_the_tier_fails(s3, node) -> dict:
+    """The shared part of the answer to a purge of an output stored in the tier, sent while the tier answers 500."""
+    assert (await node.fetch("/tr:w-20/coffee.jpg")).code == 200
+    await until(partial(output_stored, s3), "the output stored in the shared tier")
+    s3.faults = Faults(status=500, only_gets=False)
+    answer = await node.fetch("/_edge/purge", method="POST", body=json.dumps({"url": "/coffee.jpg"}),
+                              headers={"Authorization": f"Bearer {PURGE_TOKEN}"})
+    assert answer.code == 502
+    return json.loads(answer.body)["shared"]
+
+
+async def output_stored(s3) -> bool:
+    return await stored(s3, "coffee.jpg")
+
+
+async def purged(s3) -> bool:
+    return not await output_stored(s3) and await stored(s3, "_purges/")
+
+
+def purging_config(s3, tmp_path) -> Path:
+    return write_config(tmp_path, local_config(before=f'[admin]\ntoken = "{PURGE_TOKEN}"\n',
+                                               after=shared_table(s3.url)))
+
+
 async def test_a_purge_the_shared_tier_failed_is_done_there_once_it_answers(tier, s3, node_factory, tmp_path,
                                                                           monkeypatch):
     """The tier down during a purge: the answer says so (502) and the node tries again until it answers. The
     old image had stayed in the tier, and a node that started with an empty disk served it (`SHARED`)."""
     monkeypatch.setattr(purge, "SHARED_RETRY_SECONDS", 0.1)
-    token = "t0ken-for-the-test"
-    node = await node_factory(write_config(tmp_path, local_config(
-        before=f'[admin]\ntoken = "{token}"\n', after=shared_table(s3.url))))
-    assert (await node.fetch("/tr:w-20/coffee.jpg")).code == 200
-    async def output_stored() -> bool:
-        return await stored(s3, "coffee.jpg")
-
-    async def purged() -> bool:
-        return not await output_stored() and await stored(s3, "_purges/")
-    await until(output_stored, "the output stored in the shared tier")
-    s3.faults = Faults(status=500, only_gets=False)
-    answer = await node.fetch("/_edge/purge", method="POST", body=json.dumps({"url": "/coffee.jpg"}),
-                              headers={"Authorization": f"Bearer {token}"})
-    assert answer.code == 502
-    assert json.loads(answer.body)["shared"] == {
+    config = purging_config(s3, tmp_path)
+    assert await purged_while_the_tier_fails(s3, await node_factory(config)) == {
         "error": "server_error", "journal": {"error": "server_error"}, "retrying": True}
     s3.faults = Faults()
-    await until(purged, "the purge done in the tier")
+    await until(partial(purged, s3), "the purge done in the tier")
+
+
+async def test_a_purge_the_shared_tier_failed_is_done_there_by_the_next_worker(tier, s3, node_factory, tmp_path,
+                                                                            monkeypatch):
+    """The worker that took the purge stops (a reload, a crash) before the tier answers: its tries ended with it,
+    and the old image stayed in the tier. What is left to do is in the cache folder, and the next worker does it;
+    two workers never both try one (the file's lock)."""
+    monkeypatch.setattr(purge, "SHARED_RETRY_SECONDS", 0.1)
+    config = purging_config(s3, tmp_path)
+    first = await node_factory(config)
+    assert (await purged_while_the_tier_fails(s3, first))["retrying"] is True
+    pending = tmp_path / "cache" / purge.PENDING_FOLDER
+    async def held() -> bool:  # by the first worker, at its next try
+        return any(locked(path) for path in pending.iterdir())
+    await until(held, "the first worker's try")
+    await node_factory(config)  # a worker beside it, which tries it only once the first has stopped
+    await first.stop()
+    s3.faults = Faults()
+    await until(partial(purged, s3), "the purge done in the tier by the worker left")
+    async def removed() -> bool:
+        return not list(pending.iterdir())
+    await until(removed, "the pending purge removed once done")
+
+
+def locked(path: Path) -> bool:
+    """Whether a process holds the lock of the file at `path`."""
+    with open(path) as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
 
 
 async def stored(s3, part: str) -> bool:
