@@ -72,3 +72,15 @@ async def test_admin_api_and_metrics_only_on_the_internal_listener(balancer, nod
     assert marked.code == 200 and len(json.loads(marked.body)["peers"]) == 2
     assert (await fetch(internal + "/metrics")).code == 404
     assert (await fetch(internal + "/tr:w-20/coffee.jpg")).code == 404
+
+
+async def test_a_cors_preflight_reaches_the_nodes_and_other_methods_do_not(balancer, nodes):
+    """The node answers preflights (docs/security.md): the balancers had refused them (nginx 403, HAProxy 405),
+    without CORS headers, so a page's fetch with `If-None-Match` or client hints failed."""
+    preflight = await fetch(balancer.public_url + "/tr:w-20/coffee.jpg", method="OPTIONS", headers={
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "if-none-match"})
+    assert preflight.code == 204 and preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "If-None-Match"
+    posted = await fetch(balancer.public_url + "/tr:w-20/coffee.jpg", method="POST", body=b"x")
+    assert posted.code in (403, 405)
