@@ -170,8 +170,11 @@ async def test_default_image_when_the_original_is_missing(image_node):
     response, image = await fetch_image(image_node, "/tr:w-20,di-defaults@@missing.png/nothing-here.jpg")
     assert (image.width, image.height) == (20, 10)
     assert close(pixel(image, 2, 2), (255, 0, 0))
+    # no date: the URL's image has none, and the stand-in's was made up (a day before its file's, HTTP probe)
+    assert "Last-Modified" not in response.headers
     response, image = await fetch_image(image_node, "/tr:w-20,di-defaults@@missing.png/photo.jpg")
     assert image.height == 13  # the original exists: the default image is not used
+    assert "Last-Modified" in response.headers
 
 
 async def test_missing_default_image_is_a_404(image_node):

@@ -138,7 +138,10 @@ class CachedOutput:
         # percent-encoded.
         # nosniff: a browser takes the body for what Content-Type says, never for HTML it sniffed
         headers = [("Content-Type", self.content_type), ("X-Content-Type-Options", "nosniff"), ("Etag", self.etag)]
-        last_modified = sent_last_modified(self.source.last_modified, int(self.source.checked_at))
+        # a stand-in's `checked_at` is set back to expire it early (`OriginalSource.as_stand_in`): no date of it
+        # (a day ago, earlier than the file's own); and the URL's image, missing, has none
+        last_modified = None if self.stand_in else sent_last_modified(self.source.last_modified,
+                                                                       int(self.source.checked_at))
         if last_modified:
             headers.append(("Last-Modified", last_modified))
         vary = ", ".join(filter(None, ("Accept" if self.vary_accept else None, self.client_hints)))
