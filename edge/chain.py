@@ -79,7 +79,7 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
     for origin in origins:
         started = time.perf_counter()
         outcome: str | None = "found"
-        given = host is not None and origin.takes_request_host and origin.takes_host(host)
+        given = host is not None and origin.takes_request_host and given_host(origin, host)
         request = OriginRequest(
             path, max_bytes, host=host if given else None,
             validators=known.validators if known is not None and known.origin == origin.name else None,
@@ -118,6 +118,18 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
     if failures:
         raise origin_error(failures)
     raise NothingToServe("not found")
+
+
+def given_host(origin: Origin, host: str) -> bool:
+    """`origin.takes_host(host)`; what a plugin's raises is a no, logged (naming the origin) once per
+    `FAILURE_LOG_SECONDS`: it had been a 500 for every request of the endpoint, each with two tracebacks."""
+    try:
+        return bool(origin.takes_host(host))
+    except Exception as error:
+        if (left_out := _FAILURE_LINES.allow((id(origin), "takes_host"))) is not None:
+            log.error("origin %r: takes_host raised %s: %s; the Host is not given to it%s", origin.name,
+                      type(error).__name__, capped(str(error), FAILURE_LOG_CHARS), left_out)
+        return False
 
 
 async def _fetch(origin: Origin, request: OriginRequest) -> Original:

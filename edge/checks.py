@@ -16,6 +16,7 @@ from pathlib import Path
 
 import tornado.netutil
 
+from .chain import given_host
 from .config import Config
 from .cores import usable_cores
 from .errors import StartupError
@@ -151,7 +152,7 @@ def _signed_for_any_host(config: Config) -> str | None:
     each, the open work signing is to close."""
     for endpoint in config.endpoints:
         for origin in endpoint.origins if endpoint.signed_only else ():
-            if origin.takes_request_host and origin.takes_host(_INVENTED_HOST):
+            if origin.takes_request_host and given_host(origin, _INVENTED_HOST):
                 return (f"endpoint {endpoint.id!r} is signed_only, but origin {origin.name!r} forwards every Host: a "
                         "signature does not cover the Host, so one signed URL is fetched and kept once per Host a "
                         "client names; list the hosts (forward_host = [\"shop.example.com\", …])")

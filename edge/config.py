@@ -20,7 +20,7 @@ from .cloudinary_urls import cloud_names
 from .cores import usable_cores
 from .errors import ConfigError, InvalidTransformation
 from .fetching import DEFAULT_FETCH_MEMORY, DEFAULT_FETCH_MEMORY_WAIT
-from .origin import Origin, OriginSettings
+from .origin import Origin, OriginSettings, described
 from .pluginmanager import Plugins
 from .settings import (HOST_NAME, ConfigTable, Secret, listen_host, redact, regular_file_bytes, split_url,
                        without_userinfo)
@@ -244,7 +244,7 @@ class Config:
             "limits": vars(self.limits),
             "named_transformations": self.named_transformations,
             "admin": {"token": str(self.admin_token) if self.admin_token else None},
-            "origins": [origin.describe() for origin in self.origins],
+            "origins": [described(origin) for origin in self.origins],
             "endpoints": [
                 {"id": e.id, "hosts": list(e.hosts), "origins": [o.name for o in e.origins],
                  "private_key": str(e.private_key) if e.private_key else None,
@@ -266,7 +266,7 @@ def endpoints_fetching_elsewhere(old: Config, new: Config) -> list[Endpoint]:
     origins' files, and are served as fresh until `original_ttl` revalidates them: an endpoint pointed back
     from a staging bucket served staging images for up to a day, downstream caches keeping them a year."""
     def identity(origin: Origin) -> str:
-        return json.dumps({**origin.describe(), "timeout": None}, sort_keys=True, default=str)
+        return json.dumps({**described(origin), "timeout": None}, sort_keys=True, default=str)
 
     before = {endpoint.id: [identity(origin) for origin in endpoint.origins] for endpoint in old.endpoints}
     return [endpoint for endpoint in new.endpoints

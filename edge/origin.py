@@ -158,6 +158,19 @@ class Origin(abc.ABC):
         return {k: _shown(v) for k, v in summary.items()}
 
 
+def described(origin: Origin) -> dict[str, Any]:
+    """`origin.describe()`, or, when a plugin's own raises or gives no mapping, the base summary saying so: at a
+    reload, one that raised had ended the supervisor, and the node with it (`check-config` with a traceback)."""
+    try:
+        summary = origin.describe()
+        if isinstance(summary, dict):
+            return summary
+        problem = f"returned {type(summary).__name__}, not a dict"
+    except Exception as error:
+        problem = f"raised {type(error).__name__}"
+    return {**Origin.describe(origin), "describe()": problem}
+
+
 def _shown(value: Any) -> Any:
     """An attribute as `check-config` prints it: a `Secret` masked, a value JSON cannot write (one that
     holds itself, say) as its text, and one whose text cannot be made by its type's name: a plugin's

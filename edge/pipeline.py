@@ -51,6 +51,7 @@ from urllib.parse import quote
 from .cache import (BeforeReading, CachedOutput, Caches, SourceInfo, UnreadOutput, original_key, output_key,
                     strong_etag)
 from .cache.purges import node_time
+from .chain import given_host
 from .config import Config
 from .errors import (BadGateway, BadRequest, EdgeError, InvalidTransformation, NothingToServe, RenderTimedOut,
                      SignatureRefused, UnprocessableSource)
@@ -311,7 +312,7 @@ class Pipeline:
             error.endpoint = error.endpoint or endpoint  # a bad transformation is counted on its endpoint
             raise
         host = host_name(request.host)  # its port and a trailing dot name the same site: one key, one fetch
-        if not any(origin.takes_host(host) for origin in self._host_takers[request.endpoint.id]):
+        if not any(given_host(origin, host) for origin in self._host_takers[request.endpoint.id]):
             host = None  # keyed without a Host: no origin of the endpoint is given this one
         original = original_key(request.endpoint.id, request.path, host)
         key = output_key(original, requested, planned_format if vary_accept else "", hints.key,

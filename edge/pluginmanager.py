@@ -9,6 +9,7 @@ that failed. Two plugins claiming one type name fail the same way, for the confi
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ log = logging.getLogger("edge.plugins")
 
 #: the module attribute in which a plugin names the `edge.plugin.API_VERSION` it is written against
 API_ATTRIBUTE = "EDGE_PLUGIN_API"
+#: the distribution of the node, whose plugins are its built-in origin types
+DISTRIBUTION = "edge-image-node"
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,24 @@ def load_plugins(*extra: ModuleType | object) -> Plugins:
         loaded.append(info)
         for origin_type in dict.fromkeys(provided):  # a class listed twice is provided once
             providers.setdefault(origin_type.type_name, []).append((origin_type, info))
+    _refuse_claims_on_built_ins(loaded, providers)
     return Plugins(sorted(loaded, key=lambda p: (p.distribution or "", p.name)), providers)
+
+
+def _refuse_claims_on_built_ins(loaded: list[LoadedPlugin], providers: dict[str, list]) -> None:
+    """A plugin providing a type the node has built in (`local`, `web`…) is skipped, as failing to load: the name
+    provided twice, every config using the built-in type had been refused, told to uninstall one of the two."""
+    built_in = {name for name, given in providers.items()
+                if any(info.distribution == DISTRIBUTION for _, info in given)}
+    claiming = {info for name in built_in for _, info in providers[name] if info.distribution != DISTRIBUTION}
+    for info in claiming:
+        names = sorted(set(info.origin_types) & built_in)
+        loaded[loaded.index(info)] = _failed(info, f"it provides the origin type {names[0]!r}, which the node has "
+                                                   "built in: give its type another name")
+        for name in info.origin_types:
+            providers[name] = [(origin_type, by) for origin_type, by in providers[name] if by is not info]
+            if not providers[name]:
+                del providers[name]
 
 
 def _entry_points() -> list[EntryPoint]:
@@ -201,6 +221,11 @@ def _origin_types_of(manager: pluggy.PluginManager, plugin: object) -> list[type
                 raise _Unusable(f"edge_origin_types() returned {origin_type!r}, not a subclass of edge.plugin.Origin")
             if not isinstance(getattr(origin_type, "type_name", None), str):
                 raise _Unusable(f"edge_origin_types() returned {origin_type.__name__}, which has no type_name")
+            if plain := [name for name in ("fetch", "open", "close")
+                         if not inspect.iscoroutinefunction(getattr(origin_type, name))]:
+                # else it failed at every request (its fetch's answer awaited), or the worker at its start
+                raise _Unusable(f"{origin_type.__name__}.{plain[0]} is not a coroutine function: write `async def "
+                                f"{plain[0]}`")
             provided.append(origin_type)
     return provided
 

@@ -686,7 +686,9 @@ async def _open(origin: Origin) -> None:
     try:
         async with asyncio.timeout(ORIGIN_OPEN_SECONDS):
             await origin.open()
-    except (Exception, SystemExit) as error:  # a plugin's bug too: one line naming it, not a traceback per worker
+    except BaseException as error:  # a plugin's bug too, whatever it raises: one line naming it, no traceback
+        if _ours(error):
+            raise
         raise StartupError(f"origin {origin.name!r} (type {origin.type_name!r}) did not open: "
                            f"{_why(error, ORIGIN_OPEN_SECONDS)}") from None
 
@@ -696,8 +698,15 @@ async def _close(origin: Origin) -> None:
     try:
         async with asyncio.timeout(ORIGIN_CLOSE_SECONDS):
             await origin.close()
-    except (Exception, SystemExit) as error:
+    except BaseException as error:
+        if _ours(error):
+            raise
         log.warning("origin %r did not close: %s", origin.name, _why(error, ORIGIN_CLOSE_SECONDS))
+
+
+def _ours(error: BaseException) -> bool:
+    """Whether `error` is the cancellation of the calling task (a plugin may raise a `CancelledError` of its own)."""
+    return isinstance(error, asyncio.CancelledError) and asyncio.current_task().cancelling() > 0
 
 
 def _why(error: BaseException, seconds: float) -> str:

@@ -69,6 +69,9 @@ log = logging.getLogger("edge")
 
 RESTART_WINDOW_SECONDS = 60
 MAX_RESTARTS_IN_WINDOW = 10
+#: the exit status of a worker that cannot start (`StartupError`: an origin that does not open): at the
+#: node's own start, the node does not start (it had restarted it ten times, its port bound, answering nothing)
+CANNOT_START = 3
 #: `[server]` keys a reload cannot change (the sockets are bound, the workers counted): a restart can
 RESTART_KEYS = ("host", "port", "workers", "metrics_port")
 #: seconds a stopping worker gives the scrapes under way on `metrics_port` (each waits at most
@@ -318,7 +321,7 @@ class Supervisor:
                 serve_worker(config, self.sockets[number], pipe_write, self.metrics_sockets, replacing)
             except StartupError as error:
                 log.error("worker %d cannot start: %s", number, config.masked(str(error)))
-                code = 1
+                code = CANNOT_START
             except BaseException:
                 log.exception("worker %d crashed", number)
                 code = 1
@@ -356,6 +359,11 @@ class Supervisor:
             return  # asked to stop
         if self.pending is not None and worker.generation == self.pending[0]:
             self._abandon_reload(f"a new worker exited with status {code} before serving")
+            return
+        if code == CANNOT_START and not self.announced:  # the node's own start: its config cannot serve
+            log.critical("worker %d could not start (above): the node does not start", worker.number)
+            self.gave_up = True
+            self._stop_all("stopping")
             return
         now = self.clock()
         self.restarts[:] = [t for t in self.restarts if now - t < RESTART_WINDOW_SECONDS] + [now]

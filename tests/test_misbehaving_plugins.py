@@ -26,6 +26,9 @@ from tests.nodes import SAMPLES, write_config
 
 #: the photo every behaviour but the bad ones answers with
 PHOTO = photo_image(640, 480)
+#: what a plugin may raise that is not an `Exception`
+BEYOND_EXCEPTION = {"SystemExit": SystemExit(3), "KeyboardInterrupt": KeyboardInterrupt(),
+                    "GeneratorExit": GeneratorExit(), "CancelledError": asyncio.CancelledError()}
 
 
 class Unprintable(plugin_api.OriginFailure):
@@ -49,8 +52,7 @@ class MisbehavingPlugin:
         async def fetch(self, request):
             behaviour = request.path.split("/")[0]
             if behaviour.startswith("raise-"):
-                raise {"SystemExit": SystemExit(3), "KeyboardInterrupt": KeyboardInterrupt(),
-                       "GeneratorExit": GeneratorExit(), "CancelledError": asyncio.CancelledError()}[behaviour[6:]]
+                raise BEYOND_EXCEPTION[behaviour[6:]]
             if behaviour == "swallow":  # keeps going once cancelled, then ends by itself
                 try:
                     await asyncio.sleep(30)
@@ -91,8 +93,7 @@ class MisbehavingPlugin:
             if origin.fails == "config":
                 raise ValueError(f"cannot use key={origin.key.reveal()}")
             if origin.fails.startswith("config-raise-"):
-                raise {"SystemExit": SystemExit(3), "KeyboardInterrupt": KeyboardInterrupt(),
-                       "GeneratorExit": GeneratorExit(), "CancelledError": asyncio.CancelledError()}[origin.fails[13:]]
+                raise BEYOND_EXCEPTION[origin.fails[13:]]
             if origin.fails == "config-error":  # as the docs say a bad value is refused
                 raise table.error("key", f"{origin.key.reveal()!r} is not a valid key")
             return origin
@@ -100,8 +101,22 @@ class MisbehavingPlugin:
         async def open(self):
             if self.fails == "open-hangs":
                 await asyncio.sleep(60)
+            if self.fails.startswith("open-raise-"):
+                raise BEYOND_EXCEPTION[self.fails[11:]]
             if self.fails.startswith("open"):
                 raise RuntimeError(f"refused key={self.key.reveal()}")
+
+        def describe(self):
+            if self.fails == "describe":  # as one reading what only `open()` makes
+                raise AttributeError(f"no client for key={self.key.reveal()}")
+            return super().describe()
+
+        @property
+        def takes_request_host(self):
+            return self.fails == "takes-host"
+
+        def takes_host(self, host):
+            raise ValueError(f"cannot tell, key={self.key.reveal()}")
 
         async def close(self):
             if self.fails == "close-hangs":
@@ -372,6 +387,43 @@ async def test_an_origin_that_does_not_open_is_named(tmp_path, monkeypatch, fail
     with pytest.raises(StartupError) as raised:
         await node.start()
     assert str(raised.value) == f"origin 'broken' (type 'broken') did not open: {reason}"
+
+
+@pytest.mark.parametrize("raised", BEYOND_EXCEPTION)
+async def test_an_open_that_raises_beyond_exception_is_named_too(tmp_path, raised):
+    """A `KeyboardInterrupt`, `GeneratorExit` or `CancelledError` of its own had been `worker 0 crashed` and a
+    traceback through asyncio, repeated by every worker, the origin named nowhere."""
+    node = server.Node(load_config(broken_config(tmp_path, f"open-raise-{raised}"), load_plugins(MisbehavingPlugin())))
+    with pytest.raises(StartupError) as refused:
+        await node.start()
+    assert str(refused.value).startswith(f"origin 'broken' (type 'broken') did not open: {raised}")
+
+
+def test_a_describe_that_raises_neither_ends_a_reload_nor_check_config(tmp_path, capsys):
+    """A plugin's `describe()` that raised had ended the supervisor at a SIGHUP (the reload compares the origins'
+    summaries), the whole node down; and `check-config` with a traceback."""
+    from argparse import Namespace
+
+    from edge import cli
+    from edge.config import endpoints_fetching_elsewhere
+    (tmp_path / "before").mkdir()
+    before = load_config(broken_config(tmp_path / "before", "nothing"), load_plugins(MisbehavingPlugin()))
+    after = load_config(broken_config(tmp_path, "describe"), load_plugins(MisbehavingPlugin()))
+    assert [endpoint.id for endpoint in endpoints_fetching_elsewhere(before, after)] == [""]  # it may have changed
+    assert cli._check_config(after, Namespace(bind_check=False)) == 0
+    printed = capsys.readouterr()
+    assert '"describe()": "raised AttributeError"' in printed.out and SECRET not in printed.out + printed.err
+
+
+async def test_a_takes_host_that_raises_is_a_no_logged_once(node_factory, tmp_path, caplog):
+    """It had been a 500 for every request of the endpoint, with two tracebacks each."""
+    node = await node_factory(broken_config(tmp_path, "takes-host"), MisbehavingPlugin())
+    for host in ("a.example", "b.example"):
+        response = await node.fetch("/a.jpg", headers={"Host": host})
+        assert (response.code, response.body) == (404, b"not found\n")
+    lines = [r.getMessage() for r in caplog.records if "takes_host raised" in r.getMessage()]
+    assert lines == ["origin 'broken': takes_host raised ValueError: cannot tell, key=****; the Host is not given "
+                     "to it"]
 
 
 async def test_a_close_that_hangs_does_not_hold_a_stopping_worker(tmp_path, monkeypatch, caplog):
