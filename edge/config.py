@@ -643,6 +643,11 @@ def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
                        is Origin.from_config.__func__ else "")
             raise t.error("type", f"the {type_name!r} origin type's from_config returned {type(origin).__name__}, "
                                   f"not an origin{missing}")
+        try:
+            bool(origin.takes_request_host)  # read by every worker as it starts: one that raised ended each
+        except Exception as error:
+            raise t.error("type", f"the {type_name!r} origin type's takes_request_host raised "
+                                  f"{type(error).__name__}: {redact(str(error))}") from None
         t.finish()  # again, for a type that forgot to: an operator's misspelt key would be ignored
         origins.append(origin)
     return tuple(origins)

@@ -113,6 +113,8 @@ class MisbehavingPlugin:
 
         @property
         def takes_request_host(self):
+            if self.fails == "takes-request-host":  # as one reading what only `open()` makes
+                raise AttributeError(f"no client for key={self.key.reveal()}")
             return self.fails == "takes-host"
 
         def takes_host(self, host):
@@ -413,6 +415,14 @@ def test_a_describe_that_raises_neither_ends_a_reload_nor_check_config(tmp_path,
     assert cli._check_config(after, Namespace(bind_check=False)) == 0
     printed = capsys.readouterr()
     assert '"describe()": "raised AttributeError"' in printed.out and SECRET not in printed.out + printed.err
+
+
+def test_a_takes_request_host_that_raises_is_a_config_error(tmp_path):
+    """Every worker reads it as it starts: one that raised ended each, and the node after ten restarts."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(broken_config(tmp_path, "takes-request-host"), load_plugins(MisbehavingPlugin()))
+    assert str(raised.value).endswith("[origins[0] 'broken'] type: the 'broken' origin type's takes_request_host "
+                                      "raised AttributeError: no client for key=****")
 
 
 async def test_a_takes_host_that_raises_is_a_no_logged_once(node_factory, tmp_path, caplog):
