@@ -11,10 +11,12 @@ import re
 from pathlib import Path
 
 from . import __version__
-from .plugin import API_VERSION
 
 TEMPLATE = Path(__file__).with_name("plugin_template")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+#: the lowest `edge.plugin` API the template's code needs (`read_announced`): a plugin declares the lowest it
+#: uses, so that it loads on older nodes too (it had declared the node's own)
+TEMPLATE_API_VERSION = "1.2"
 
 
 def new_plugin(type_name: str, parent: Path) -> Path:
@@ -29,7 +31,7 @@ def new_plugin(type_name: str, parent: Path) -> Path:
         "__MODULE__": f"edge_{type_name}_origin",
         "__DIST__": f"edge-{type_name.replace('_', '-')}-origin",
         "__CLASS__": "".join(word.capitalize() for word in type_name.split("_")) + "Origin",
-        "__API_VERSION__": API_VERSION,
+        "__API_VERSION__": TEMPLATE_API_VERSION,
         "__NODE_VERSION__": __version__,
     }
     target = parent / words["__DIST__"]
