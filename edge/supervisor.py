@@ -55,9 +55,10 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from itertools import chain
+from typing import Any
 
 from . import memory
 from .checks import keep_cache_dirs_locked
@@ -72,6 +73,8 @@ MAX_RESTARTS_IN_WINDOW = 10
 #: the exit status of a worker that cannot start (`StartupError`: an origin that does not open): at the
 #: node's own start, the node does not start (it had restarted it ten times, its port bound, answering nothing)
 CANNOT_START = 3
+#: how long a stopped worker waits for the tasks left running (`_run_to_the_end`) before it exits
+LEFTOVER_SECONDS = 2.0
 #: `[server]` keys a reload cannot change (the sockets are bound, the workers counted): a restart can
 RESTART_KEYS = ("host", "port", "workers", "metrics_port")
 #: seconds a stopping worker gives the scrapes under way on `metrics_port` (each waits at most
@@ -553,7 +556,29 @@ def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list
             trimming.cancel()
         await node.stop()
 
-    asyncio.run(serve())
+    _run_to_the_end(serve())
+
+
+def _run_to_the_end(main: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run(main)`, but the tasks left once it returns are waited for `LEFTOVER_SECONDS` at most: a plugin's
+    fetch that swallows its cancellation (left to end by itself) had held every later stop of its worker until the
+    supervisor's SIGKILL, `shutdown_grace` + 5 s later, logged as an event loop held. The worker then exits."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            _, running = loop.run_until_complete(asyncio.wait(leftovers, timeout=LEFTOVER_SECONDS))
+            if running:
+                log.warning("%d task(s) still running %gs after they were cancelled (an origin's fetch that "
+                            "does not end when cancelled?): the worker exits without them", len(running),
+                            LEFTOVER_SECONDS)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        # not closed with tasks still pending: the worker's `os._exit` follows, and nothing runs them again
 
 
 def log_stray_signal(signum: int) -> None:

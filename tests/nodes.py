@@ -171,7 +171,8 @@ def install_plugin(site: Path, name: str, module: str) -> None:
 
 
 #: origin types whose behaviour hangs on their `marker` file (`install_plugin(site, "marked", MARKED_ORIGINS)`):
-#: `stuck` blocks its worker's loop, `checking` checks in `open()` that its storage (the marker's folder) is there
+#: `stuck` blocks its worker's loop, `checking` checks in `open()` that its storage (the marker's folder) is there,
+#: `swallowing` fetches for ever, whatever cancels it
 MARKED_ORIGINS = """
 import asyncio
 import time
@@ -220,7 +221,18 @@ class CheckingOrigin(MarkedOrigin):
             raise OriginNotFound(request.path) from None
 
 
+class SwallowingOrigin(MarkedOrigin):
+    type_name = "swallowing"
+
+    async def fetch(self, request):  # goes on however often it is cancelled
+        while True:
+            try:
+                await asyncio.sleep(600)
+            except asyncio.CancelledError:
+                pass
+
+
 @hookimpl
 def edge_origin_types():
-    return [StuckOrigin, CheckingOrigin]
+    return [StuckOrigin, CheckingOrigin, SwallowingOrigin]
 """

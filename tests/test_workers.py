@@ -419,3 +419,24 @@ async def test_the_start_time_stays_the_nodes_across_reloads_and_restarted_worke
         assert total(metrics, "edge_start_time_seconds") == started
     finally:
         assert node.stop() == 0
+
+
+def test_a_fetch_that_never_ends_when_cancelled_does_not_hold_its_workers_stop(tmp_path):
+    """A plugin's fetch that swallows every cancellation is answered at its timeout and left to end by itself: the
+    worker's end waited for it, every later stop or reload then took `shutdown_grace` + 5 s and a SIGKILL, logged as
+    an event loop held (plugin probe)."""
+    site = tmp_path / "site"
+    install_plugin(site, "marked", MARKED_ORIGINS)
+    swallowing = (f'[[origins]]\nname = "for_ever"\ntype = "swallowing"\nmarker = "{tmp_path}"\ntimeout = 0.5\n'
+                  '[[endpoints]]\nid = "for-ever"\norigins = ["for_ever"]\n')
+    config = write_config(tmp_path, local_config(before='[server]\nworkers = 1\nshutdown_grace = "10s"',
+                                                 after=swallowing))
+    node = NodeProcess(config, env={"PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get(
+        "PYTHONPATH"))))})
+    serving = ServingNode(node)
+    assert serving.get("/for-ever/a.jpg")[0] == 504
+    started = time.monotonic()
+    assert node.stop() == 0
+    assert time.monotonic() - started < 8  # not shutdown_grace + 5 s, then killed
+    assert any("task(s) still running 2s after they were cancelled" in line for line in node.log)
+    assert not any("had not exited" in line for line in node.log)
