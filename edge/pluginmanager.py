@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -26,6 +27,8 @@ log = logging.getLogger("edge.plugins")
 
 #: the module attribute in which a plugin names the `edge.plugin.API_VERSION` it is written against
 API_ATTRIBUTE = "EDGE_PLUGIN_API"
+#: what an origin type may be named
+TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 #: the distribution of the node, whose plugins are its built-in origin types
 DISTRIBUTION = "edge-image-node"
 
@@ -194,7 +197,7 @@ def _parse_api(version: object) -> tuple[int, int] | None:
     if not isinstance(version, str):
         return None
     major, dot, minor = version.partition(".")
-    if not (dot and major.isdigit() and minor.isdigit()):
+    if not (dot and major.isascii() and major.isdigit() and minor.isascii() and minor.isdigit()):
         return None
     return int(major), int(minor)
 
@@ -221,6 +224,9 @@ def _origin_types_of(manager: pluggy.PluginManager, plugin: object) -> list[type
                 raise _Unusable(f"edge_origin_types() returned {origin_type!r}, not a subclass of edge.plugin.Origin")
             if not isinstance(getattr(origin_type, "type_name", None), str):
                 raise _Unusable(f"edge_origin_types() returned {origin_type.__name__}, which has no type_name")
+            if not TYPE_NAME.fullmatch(origin_type.type_name):  # what `type = "…"` can name, `edge new-plugin` makes
+                raise _Unusable(f"{origin_type.__name__}.type_name {origin_type.type_name!r} is not lowercase letters, "
+                                "digits and underscores, starting with a letter")
             if plain := [name for name in ("fetch", "open", "close")
                          if not inspect.iscoroutinefunction(getattr(origin_type, name))]:
                 # else it failed at every request (its fetch's answer awaited), or the worker at its start

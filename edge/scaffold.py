@@ -7,13 +7,12 @@ The files come from `edge/plugin_template/`, with `__TYPE__`, `__MODULE__`, `__D
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from . import __version__
+from .pluginmanager import TYPE_NAME
 
 TEMPLATE = Path(__file__).with_name("plugin_template")
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 #: the lowest `edge.plugin` API the template's code needs (`read_announced`): a plugin declares the lowest it
 #: uses, so that it loads on older nodes too (it had declared the node's own)
 TEMPLATE_API_VERSION = "1.2"
@@ -23,7 +22,7 @@ def new_plugin(type_name: str, parent: Path) -> Path:
     """Write the package for origin type `type_name` into `parent/edge-<name>-origin`; its folder.
 
     `ValueError` for a name that is not a lowercase identifier or a folder that already exists."""
-    if not _NAME.match(type_name):
+    if not TYPE_NAME.fullmatch(type_name):
         raise ValueError(f"{type_name!r} is not a valid origin type name: use lowercase letters, digits "
                          f"and underscores, starting with a letter")
     words = {

@@ -215,6 +215,9 @@ def raise_boom():
     (lambda: dict, "edge_origin_types() returned <class 'dict'>, not a list of edge.plugin.Origin subclasses"),
     (lambda: "local", "edge_origin_types() returned 'local', not a list of edge.plugin.Origin subclasses"),
     (lambda: (_ for _ in [dict]), "edge_origin_types() returned <class 'dict'>, not a subclass of edge.plugin.Origin"),
+    # a name no `type = "…"` would be written with (plugin probe)
+    (lambda: [type("Spaced", (plugin_api.Origin,), {"type_name": "Has Space"})],
+     "Spaced.type_name 'Has Space' is not lowercase letters, digits and underscores, starting with a letter"),
 ])
 def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
     class Failing:
@@ -239,6 +242,7 @@ def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
     ("0.9", "it is written for plugin API 0.9, and this node provides 1.4, which is incompatible"),
     (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.4" (got None)'),
     (1.0, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.4" (got 1.0, a number: quote it)'),
+    ("\uff11.0", "it must declare the plugin API it is written for"),  # a full-width digit
 ])
 def test_the_declared_plugin_api_is_checked(declared, problem):
     assert plugin_api.API_VERSION == "1.4"  # the cases below are written for it
