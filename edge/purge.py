@@ -278,12 +278,16 @@ class PendingPurges:
         """(blocking) Record how far the purge `name` got; remove it when done, or when its time is over."""
         fd, purge = self._held[name]
         purge = replace(purge, journal_written=journal_written, objects_removed=objects_removed)
-        if not (journal_written and objects_removed) and time.time() < purge.until:
-            self._held[name] = (fd, purge)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(asdict(purge)).encode(), 0)
+        try:
+            if not (journal_written and objects_removed) and time.time() < purge.until:
+                self._held[name] = (fd, purge)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(asdict(purge)).encode(), 0)
+                return
+            (self._directory / name).unlink(missing_ok=True)
+        except OSError as error:  # a full disk: a worker that takes it over does again what is done (no harm)
+            log.warning("pending purge %s: cannot record its progress: %s", name, error)
             return
-        (self._directory / name).unlink(missing_ok=True)
         del self._held[name]
         os.close(fd)
 
