@@ -554,10 +554,18 @@ class ImageHandler(BaseHandler):
             self._given_up = True
             self._serving.cancel()
 
+    @property
+    def cache_label(self) -> str:
+        """The answer's `cache` in the latency histogram and the access log: `error` for an error answer (a 4xx
+        or 5xx, Tornado's 405 and a 412 included), apart from the misses: a crowd of instant 400s hid slow ones.
+        A request whose client left (499) is labelled by the work it waited on."""
+        status = self.get_status()
+        return "error" if status >= 400 and status != CLIENT_CLOSED_REQUEST else self.cache_result
+
     def on_finish(self) -> None:
         if self._counted:  # not when Tornado refused the method before `prepare` (a 405)
             self.node.inflight -= 1
-        count_image_answer(self.node.metrics, self.endpoint_label, self.get_status(), self.cache_result,
+        count_image_answer(self.node.metrics, self.endpoint_label, self.get_status(), self.cache_label,
                            self.seconds(), self.body_bytes)
 
     async def _serve(self) -> None:
@@ -600,10 +608,6 @@ class ImageHandler(BaseHandler):
             self._send_error(served.error)
         elif (body := self._respond(served)) is not None:
             await self._send_large(body)
-
-    def _send_error(self, error: EdgeError) -> None:
-        self.cache_result = "error"  # apart in the latency histogram: a crowd of instant 400s hid slow misses
-        super()._send_error(error)
 
     def _body_needed(self, size: int, etag: str | None) -> bool:
         """Whether `_respond` sends a stored output's body, still on disk (asked from a cache thread:
@@ -939,5 +943,5 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     access_log.write(request.method, request.path, handler.get_status(), handler.seconds(),
                      client_address(node, request.remote_ip, headers), request.host,
                      header_value(headers, "User-Agent"), header_value(headers, "Referer"), handler.request_id,
-                     handler.edge_error, *((handler.endpoint_label, handler.cache_result, handler.body_bytes,
+                     handler.edge_error, *((handler.endpoint_label, handler.cache_label, handler.body_bytes,
                                             handler.origin_name) if image else ()))

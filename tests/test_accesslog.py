@@ -17,6 +17,7 @@ from edge.config import load_config
 from edge.pluginmanager import load_plugins
 from edge.testing import ServingNode
 from tests.nodes import NodeProcess, local_config, write_config
+from tests.scrape import total
 
 PROXY = "127.0.0.0/8"
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's fcntl number (Python 3.10+ names it)
@@ -48,6 +49,17 @@ async def test_one_json_line_per_request_without_the_query(node_factory, tmp_pat
     assert missing["origin"] is None and missing["bytes"] == 0 and missing["error"] == "not_found"
     assert miss["error"] is None
     assert all(r["duration_ms"] >= 0 and r["time"] > 1e9 for r in out)
+
+
+async def test_an_error_answer_is_labelled_error_whoever_made_it(node_factory, tmp_path, capsys):
+    """Tornado's 405 and a 412 had been a `miss` and a `hit` in the log and the latency histogram (SRE probe)."""
+    node = await node_factory(write_config(tmp_path, local_config()))
+    assert (await node.fetch("/tr:w-20/coffee.jpg")).code == 200
+    assert (await node.fetch("/tr:w-20/coffee.jpg", method="POST", body=b"x")).code == 405
+    assert (await node.fetch("/tr:w-20/coffee.jpg", headers={"If-Match": '"nope"'})).code == 412
+    assert [(r["status"], r["cache"]) for r in logged(node, capsys)] == [(200, "miss"), (405, "error"), (412, "error")]
+    exposition = node.node.metrics.exposition().decode()
+    assert total(exposition, "edge_http_request_duration_seconds_count", cache="error") == 2
 
 
 async def test_every_error_answer_names_its_kind(node_factory, tmp_path, capsys):
