@@ -34,6 +34,7 @@ from .cloudinary_urls import same_asset
 from .config import Config
 from .errors import BadRequest, ConfigError, NothingToServe, SharedCacheFailure
 from .fanout import FanOut
+from .logs import Sparse
 from .routing import Router, as_target
 from .settings import Secret
 from .shared_cache import SharedTier
@@ -48,6 +49,11 @@ SHARED_RETRY_SECONDS = 10.0
 PENDING_FOLDER = "purges-pending"
 #: the most of a pending purge's file read (its prefixes: 15 for a Cloudinary-style URL, of a path each)
 MAX_PENDING_BYTES = 1 << 20
+#: pending purges a node keeps (beyond, a purge says it is not retried), and tries in one round
+MAX_PENDING = 10_000
+TRIES_A_ROUND = 256
+#: a round that finds the shared tier still failing says so once in this many seconds
+STILL_FAILING_LOG_SECONDS = 60.0
 
 
 def parse_body(body: bytes) -> dict[str, str]:
@@ -184,9 +190,10 @@ async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[s
 
 
 async def _purge_shared(shared: SharedTier, prefixes: list[str], target: dict[str, str], journal_written: bool = False,
-                        objects_removed: bool = False) -> tuple[bool, bool, dict[str, Any]]:
+                        objects_removed: bool = False, quiet: bool = False) -> tuple[bool, bool, dict[str, Any]]:
     """The shared tier's part of a purge, but for what is done already: whether the journal entry is written,
-    whether the objects are removed, and the answer's `shared` part."""
+    whether the objects are removed, and the answer's `shared` part. `quiet`: failures not logged (a retry's: its
+    round says it, once)."""
     # each step's calls at once: the 15 prefixes of a Cloudinary-style URL, one call after the other (and the
     # journal's housekeeping once a prefix), took 28 s at 0.5 s a call, past the load balancers' admin timeout
     answer: dict[str, Any] = {}
@@ -197,14 +204,16 @@ async def _purge_shared(shared: SharedTier, prefixes: list[str], target: dict[st
             journal_written = True
         except SharedCacheFailure as failure:
             journal = {"error": failure.kind}
-            log.warning("purge of %s not written to the shared cache's journal: %s", target, failure.kind)
+            if not quiet:
+                log.warning("purge of %s not written to the shared cache's journal: %s", target, failure.kind)
     if not objects_removed:
         try:
             answer = {"removed": sum(await asyncio.gather(*map(shared.delete_prefix, prefixes)))}
             objects_removed = True
         except SharedCacheFailure as failure:
             answer = {"error": failure.kind}
-            log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)
+            if not quiet:
+                log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)
     return journal_written, objects_removed, answer | {"journal": journal}
 
 
@@ -220,20 +229,24 @@ class PendingPurge:
 
 
 class PendingPurges:
-    """What purges could not do in the shared tier, each in a file of the cache folder, tried again every
-    `SHARED_RETRY_SECONDS` by one worker of the node: the one that holds the file's lock (`flock`, dropped by the
-    kernel when the worker ends). A worker that stops (a reload, a crash) leaves them to the others, or to the
-    next to start: they were given up with it. The blocking methods run in the cache's threads."""
+    """What purges could not do in the shared tier, each in a file of the cache folder (named by when it was made:
+    the oldest first), tried again every `SHARED_RETRY_SECONDS` by the workers of the node, each file by one at a
+    time (its `flock`, dropped by the kernel when a worker ends): a worker that stops (a reload, a crash) leaves them
+    to the others, or to the next to start; they were given up with it. Bounded: `MAX_PENDING` files, a lock held
+    only during its try. The blocking methods run in the cache's threads."""
 
     def __init__(self, directory: Path):
         self._directory = directory
-        self._held: dict[str, tuple[int, PendingPurge]] = {}  # file name → its locked descriptor, its purge
+        self._trying: dict[str, int] = {}  # the file under way in this worker → its locked descriptor
+        self.still_failing = Sparse(STILL_FAILING_LOG_SECONDS)
 
     def add(self, purge: PendingPurge) -> bool:
         """(blocking) Leave `purge` to be tried again; False (logged) when the cache folder cannot hold it."""
-        name = f"{uuid.uuid4().hex}.json"
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         try:
             self._directory.mkdir(parents=True, exist_ok=True)
+            if len(self._names()) >= MAX_PENDING:
+                raise OSError(f"{MAX_PENDING} purges are pending already")
             hidden = self._directory / f".{name}"  # written whole before any worker can see it
             hidden.write_text(json.dumps(asdict(purge)))
             os.replace(hidden, self._directory / name)
@@ -243,73 +256,82 @@ class PendingPurges:
             return False
         return True
 
-    def claim(self) -> list[tuple[str, PendingPurge]]:
-        """(blocking) The pending purges this worker holds, those no worker held until now included."""
-        try:
-            names = sorted(entry.name for entry in os.scandir(self._directory)
-                           if entry.name.endswith(".json") and not entry.name.startswith("."))
-        except OSError:  # none yet, or the folder unreadable (a purge answered that it would not retry)
-            names = []
-        for name in names:
-            if name not in self._held:
-                self._take(name)
-        return [(name, purge) for name, (_, purge) in self._held.items()]
+    def take(self, skip: set[str]) -> tuple[str, PendingPurge] | None:
+        """(blocking) The oldest pending purge not in `skip` that no other worker is trying, now locked by this
+        one until `tried`; None when there is none."""
+        for name in self._names():
+            if name in skip or name in self._trying:
+                continue
+            path = self._directory / name
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError:  # done and removed meanwhile
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another worker tries it now
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:  # done and removed between the open and the lock
+                    raise FileNotFoundError(path)
+                purge = PendingPurge(**json.loads(os.pread(fd, MAX_PENDING_BYTES, 0)))
+            except (OSError, ValueError, TypeError) as error:
+                os.close(fd)
+                if isinstance(error, (ValueError, TypeError)):  # not one this node wrote: nothing to try
+                    log.error("%s is not a pending purge, removed: %s", path, error)
+                    path.unlink(missing_ok=True)
+                continue
+            self._trying[name] = fd
+            return name, purge
+        return None
 
-    def _take(self, name: str) -> None:
-        path = self._directory / name
+    def tried(self, name: str, purge: PendingPurge) -> None:
+        """(blocking) Record how far `purge` got (removed when done, or when its time is over) and let it go."""
+        fd = self._trying.pop(name)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError:  # done and removed meanwhile
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another worker holds it: that one tries
-            if os.fstat(fd).st_ino != os.stat(path).st_ino:  # done and removed between the open and the lock
-                raise FileNotFoundError(path)
-            purge = PendingPurge(**json.loads(os.pread(fd, MAX_PENDING_BYTES, 0)))
-        except (OSError, ValueError, TypeError) as error:
-            os.close(fd)
-            if isinstance(error, (ValueError, TypeError)):  # not one this node wrote: nothing to try
-                log.error("%s is not a pending purge, removed: %s", path, error)
-                path.unlink(missing_ok=True)
-            return
-        self._held[name] = (fd, purge)
-
-    def tried(self, name: str, journal_written: bool, objects_removed: bool) -> None:
-        """(blocking) Record how far the purge `name` got; remove it when done, or when its time is over."""
-        fd, purge = self._held[name]
-        purge = replace(purge, journal_written=journal_written, objects_removed=objects_removed)
-        try:
-            if not (journal_written and objects_removed) and time.time() < purge.until:
-                self._held[name] = (fd, purge)
+            if not (purge.journal_written and purge.objects_removed) and time.time() < purge.until:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(asdict(purge)).encode(), 0)
-                return
-            (self._directory / name).unlink(missing_ok=True)
-        except OSError as error:  # a full disk: a worker that takes it over does again what is done (no harm)
+            else:
+                (self._directory / name).unlink(missing_ok=True)
+        except OSError as error:  # a full disk: a later try does again what is done (no harm)
             log.warning("pending purge %s: cannot record its progress: %s", name, error)
-            return
-        del self._held[name]
-        os.close(fd)
+        finally:
+            os.close(fd)
+
+    def _names(self) -> list[str]:
+        try:
+            return sorted(entry.name for entry in os.scandir(self._directory)
+                          if entry.name.endswith(".json") and not entry.name.startswith("."))
+        except OSError:  # none yet, or the folder unreadable (a purge answered that it would not retry)
+            return []
 
     def close(self) -> None:
-        """Let the other workers take what this one held (on the IOLoop: closing a descriptor waits for nothing)."""
-        for fd, _ in self._held.values():
+        """Let the other workers take the one under way (on the IOLoop: closing a descriptor waits for nothing)."""
+        for fd in self._trying.values():
             os.close(fd)
-        self._held.clear()
+        self._trying.clear()
 
 
 async def retry_pending(pending: PendingPurges, shared: SharedTier, io: Callable) -> None:
-    """Try again what the shared tier failed of the purges this worker holds (`io`: the cache's threads)."""
-    for name, purge in await io(pending.claim):
-        journal_written, objects_removed, _ = await _purge_shared(shared, purge.prefixes, purge.target,
-                                                                  purge.journal_written, purge.objects_removed)
-        await io(pending.tried, name, journal_written, objects_removed)
+    """Try again what the shared tier failed of the pending purges, the oldest first, at most `TRIES_A_ROUND`; a try
+    that gets nothing done ends the round (the tier still fails: the others would too, each waiting its timeout)."""
+    tried: set[str] = set()
+    while len(tried) < TRIES_A_ROUND and (taken := await io(pending.take, tried)) is not None:
+        name, purge = taken
+        tried.add(name)
+        journal_written, objects_removed, answer = await _purge_shared(
+            shared, purge.prefixes, purge.target, purge.journal_written, purge.objects_removed, quiet=True)
+        progress = (journal_written, objects_removed) != (purge.journal_written, purge.objects_removed)
+        await io(pending.tried, name, replace(purge, journal_written=journal_written, objects_removed=objects_removed))
         if journal_written and objects_removed:
             log.info("purge of %s done in the shared cache on a later try", purge.target)
         elif time.time() >= purge.until:
             log.error("purge of %s not done in the shared cache in %.0f min of tries: send it again once the shared "
                       "cache answers (until then a node reads back from it what was purged)", purge.target,
                       RECORD_SECONDS / 60)
+        if not progress:
+            if (left_out := pending.still_failing.allow("round")) is not None:
+                log.warning("purges pending for the shared cache: it still fails (%s); tried again every %gs%s",
+                            answer.get("error") or answer["journal"], SHARED_RETRY_SECONDS, left_out)
+            return
 
 
 def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -> tuple[int, dict[str, Any]]:
