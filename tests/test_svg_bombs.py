@@ -77,3 +77,25 @@ def test_a_costly_svg_is_stopped_at_the_render_deadline(tmp_path):
         assert drawn[3].max() == 0
     finally:
         process.stop()
+
+
+def test_an_svg_served_as_it_is_is_never_parsed_and_one_drawn_is_held_to_max_decode_memory(tmp_path):
+    """Served as it is, an SVG had its whole document parsed at every miss for its header alone (26 MB of shapes:
+    4 s and 1.1 GB a child, 4.9 GB for 8 clients); drawn, its child took what the document needed, counted nowhere
+    (resource probe). Now the bytes go out untouched, unparsed, and a drawing's child may take `max_decode_memory`."""
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "many.svg").write_bytes(MANY)
+    config = write_config(tmp_path, local_config(root, before="[server]\ntransform_threads = 1",
+                                                 after='[limits]\nallow_svg = true\nmax_decode_memory = "200MB"'))
+    process = NodeProcess(config, "--workers", "1")
+    try:
+        node = ServingNode(process)
+        for path in ("/many.svg", "/tr:w-50/many.svg", "/tr:orig-true/many.svg"):
+            # a parse, past the 200 MB the document's needs, would have been the 400 below
+            status, headers, body = node.get(path)
+            assert (status, headers["Content-Type"], body == MANY) == (200, "image/svg+xml", True), path
+        status, _, body = node.get("/tr:w-50,f-png/many.svg")
+        assert (status, body) == (400, b"source too large: drawing it takes over max_decode_memory (200 MB)\n")
+    finally:
+        process.stop()

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -31,7 +32,7 @@ from ..config import Defaults, Limits, ServerSettings
 from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, Overloaded, RenderTimedOut,
                       TransformQueueTimeout, UnprocessableSource)
 from ..threads import BlockingPool, NotStarted, wait_for_room, wake
-from . import heic, stopping
+from . import heic, stopping, svgraster
 from .compose import draw_layers
 from .cost import check_render_cost, decode_cost
 from .effects import apply_look
@@ -256,12 +257,16 @@ def _too_many_frames(limits: Limits) -> BadRequest:
     return BadRequest(f"source too large: more than {limits.max_frames} frames")
 
 
-def probe(body: bytes, limits: Limits) -> ImageHeader:
-    """Read the header; refuse what is not an image (422) or too large to decode (400)."""
+def probe(body: bytes, limits: Limits, *, svg_read: bool = True) -> ImageHeader:
+    """Read the header; refuse what is not an image (422) or too large to decode (400). `svg_read=False`: an SVG
+    is told by its first bytes, its header left unread (0×0), for one served as it is: librsvg parses a whole
+    document for its header (26 MB of shapes: 4 s and 1.1 GB at every miss, for bytes sent untouched)."""
     if _webp_frames(body, limits.max_frames) > limits.max_frames:
         raise _too_many_frames(limits)
     try:
         if limits.allow_svg and _is_svg(body):  # parsed in a child process too (`_svg_thumbnail`)
+            if not svg_read:
+                return ImageHeader(SVG_LOADER, 0, 0, True)
             image, loader = _svg_thumbnail(body, None, {}, limits), SVG_LOADER
         else:
             image = pyvips.Image.new_from_source(_read_in_place(body), "")
@@ -375,6 +380,8 @@ def jpeg_shrink(header: ImageHeader, width: int, height: int) -> int:
 _SVG_POLL = 0.02
 #: the child's script, run by its path (isolated: it needs pyvips alone), so that it is this process' copy
 _SVG_RASTER = str(Path(__file__).with_name("svgraster.py"))
+#: the memory the SVG child's interpreter and libvips take beside the document's (measured: 25 MB)
+SVG_CHILD_BASE_BYTES = 64 * 10**6
 
 
 def _svg_thumbnail(body: bytes, width: int | None, options: dict, limits: Limits) -> pyvips.Image:
@@ -383,12 +390,14 @@ def _svg_thumbnail(body: bytes, width: int | None, options: dict, limits: Limits
     15 kB file of blurred shapes held a render thread 22 s and more past a 1 s deadline). Without a width,
     its header: an image of that size and no pixels."""
     cpu_seconds = math.ceil(limits.render_timeout) + 1  # the child's own bound, should this process die
+    memory_bytes = limits.max_decode_memory + SVG_CHILD_BASE_BYTES
     # the document is the child's stdin as a file in memory: `communicate`, called again after a timeout,
     # never writes to a pipe again (a document larger than the pipe's 64 kB waited for ever)
     with open(os.memfd_create("svg"), "w+b") as document:
         document.write(body)
         document.seek(0)
-        child = subprocess.Popen([sys.executable, "-I", _SVG_RASTER, json.dumps([width, options, cpu_seconds])],
+        child = subprocess.Popen([sys.executable, "-I", _SVG_RASTER,
+                                  json.dumps([width, options, cpu_seconds, memory_bytes])],
                                  stdin=document, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         while True:
@@ -401,6 +410,9 @@ def _svg_thumbnail(body: bytes, width: int | None, options: dict, limits: Limits
         if child.poll() is None:
             child.kill()
             child.wait()
+    if child.returncode in (svgraster.OUT_OF_MEMORY, -signal.SIGABRT, -signal.SIGSEGV):  # its allocation refused
+        raise BadRequest(f"source too large: drawing it takes over max_decode_memory "
+                         f"({limits.max_decode_memory / 1e6:.0f} MB)")
     if child.returncode != 0:
         raise pyvips.Error("the SVG could not be drawn")
     head_end = out.index(b"\n")
@@ -652,10 +664,10 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     stopped `StopSwitch`), or `NeedsDecodeMemory` when `budget` (if any) cannot hold the originals' whole
     decodes now and `reserved` bytes of it, taken by the caller, are not enough. `w-auto`/`dpr-auto` must
     have been resolved (`hints.negotiate`)."""
-    header = probe(body, limits)
     # an endpoint's watermark is a layer: an SVG it is drawn on is drawn too, so that none goes out without it
-    layered = any(step.layers for step in transformation.steps)
-    if header.loader == SVG_LOADER and as_vector(planned_format) and not layered:
+    svg_as_is = as_vector(planned_format) and not any(step.layers for step in transformation.steps)
+    header = probe(body, limits, svg_read=not svg_as_is)
+    if header.loader == SVG_LOADER and svg_as_is:
         return Rendered(body, "svg", header.width, header.height, strong_etag(body))
     page = transformation.output.page
     if page is not None and page > header.frames:
@@ -911,8 +923,8 @@ class Renderer:
         finally:
             timer.cancel()
 
-    async def probe(self, body: bytes) -> ImageHeader:
-        return await self.run(probe, body, self.limits)
+    async def probe(self, body: bytes, *, svg_read: bool = True) -> ImageHeader:
+        return await self.run(functools.partial(probe, svg_read=svg_read), body, self.limits)
 
     def shutdown(self) -> None:
         self._threads.shutdown(drop_queued=True)

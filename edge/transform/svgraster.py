@@ -6,7 +6,7 @@ killed. Reading the header is librsvg parsing the whole document too (a 36 MB on
 6.9 s and 1.4 GB), so the probe asks it (no width given) for the header alone. It runs libvips' SVG loader
 only, reads the document on stdin, writes one line of JSON (width, height, bands, band format,
 interpretation) and the pixels on stdout. Its CPU time is bounded too, so it stops on its own should its
-worker die first.
+worker die first; and its memory, to `[limits] max_decode_memory` and what the interpreter takes.
 """
 
 from __future__ import annotations
@@ -18,9 +18,15 @@ import sys
 import pyvips
 
 
+#: the exit status of a child whose document needs more memory than it may take
+OUT_OF_MEMORY = 3
+
+
 def main() -> None:
-    width, options, cpu_seconds = json.loads(sys.argv[1])
+    width, options, cpu_seconds, memory_bytes = json.loads(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+    # the parse of a whole document (26 MB of shapes: 1.1 GB) held to the render's decode bound
+    resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
     pyvips.concurrency_set(1)
     pyvips.block_untrusted_set(True)
     pyvips.operation_block_set("VipsForeignLoad", True)
@@ -37,4 +43,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MemoryError:
+        sys.exit(OUT_OF_MEMORY)
+    except pyvips.Error as error:
+        sys.exit(OUT_OF_MEMORY if "memory" in str(error).lower() else 1)
