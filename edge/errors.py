@@ -129,13 +129,20 @@ class GatewayTimeout(BadGateway):
 
 
 class Overloaded(EdgeError):
-    """The node is overloaded (503 with Retry-After): the transform queue is full; the subclasses below
-    say why otherwise (a wait in that queue, the fetch or send memory budget)."""
+    """The node is overloaded (503 with Retry-After); the subclasses say why (each its `X-Edge-Error`: the 503s
+    no alert of their own counts are told apart so)."""
 
     status = 503
+    kind = "overloaded"
 
     def __init__(self, message: str = "node overloaded, retry later"):
         super().__init__(message, headers={"Retry-After": "1"})
+
+
+class TransformQueueFull(Overloaded):
+    """A render (or an `orig-true` probe) found `[server] transform_queue` renders waiting already (503)."""
+
+    kind = "queue_full"
 
 
 class TransformQueueTimeout(Overloaded):
@@ -150,6 +157,8 @@ class TransformQueueTimeout(Overloaded):
 
 class FetchMemoryExhausted(Overloaded):
     """The process's bytes of originals being fetched stayed at `[server] fetch_memory` (503)."""
+
+    kind = "fetch_memory"
 
 
 class DecodeMemoryExhausted(Overloaded):
@@ -170,6 +179,8 @@ class OutOfDescriptors(Overloaded):
 
 class SendMemoryExhausted(Overloaded):
     """Answering would take the process's bytes of large bodies being sent over `[server] send_memory` (503)."""
+
+    kind = "send_memory"
 
 
 class ShuttingDown(EdgeError):

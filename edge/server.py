@@ -27,7 +27,7 @@ from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import Caches, CacheHealth
 from .cache.entries import http_time
 from .config import Config
-from .errors import (EdgeError, InvalidTransformation, NothingToServe, SendMemoryExhausted, ShuttingDown,
+from .errors import (BadRequest, EdgeError, InvalidTransformation, NothingToServe, SendMemoryExhausted, ShuttingDown,
                      StartupError, Unauthorized, one_line)
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
@@ -486,9 +486,13 @@ class UnroutedHandler(BaseHandler):
 
     def _answer(self) -> None:
         if self.request.path.startswith("/"):
-            self._send_plain(404, "not found")
+            self._send_plain(404, "not found", {"X-Edge-Error": NothingToServe.kind})
         else:
-            self._send_plain(400, "invalid request target")
+            self._send_plain(400, "invalid request target", {"X-Edge-Error": BadRequest.kind})
+
+    def on_finish(self) -> None:
+        # counted as the image requests no endpoint took: open-proxy scans (`CONNECT`, `GET *`) showed in no metric
+        count_image_answer(self.node.metrics, "-", self.get_status(), "error", self.seconds(), 0)
 
 
 class ImageHandler(BaseHandler):

@@ -36,7 +36,8 @@ async def test_fetches_beyond_the_budget_get_503_while_it_holds(node_factory, tm
 
         await until(two_fetches_hold_the_budget, "two fetches holding the budget")
         refused = await node.fetch("/tr:w-64/c.png", timeout=10)
-        assert (refused.code, refused.headers["Retry-After"]) == (503, "1")
+        assert (refused.code, refused.headers["Retry-After"], refused.headers["X-Edge-Error"]) == (
+            503, "1", "fetch_memory")  # named: no alert of its own counts it (SRE probe)
         assert refused.body == b"node overloaded, retry later\n"
         origin.behaviour.stall.set()
         for response in await asyncio.gather(*first):

@@ -15,6 +15,7 @@ from edge.httpserver import make_server
 from edge.server import make_metrics_app
 from tests import imagecorpus
 from tests.nodes import decode, exchange as raw_exchange, local_config, write_config
+from tests.scrape import total
 from tests.test_server_limits import early_answer, undated
 
 WAIT = 10  # seconds any single answer may take here
@@ -201,6 +202,11 @@ async def test_a_target_that_is_not_a_path_is_a_plain_400(node_factory, tmp_path
     answer = await exchange(node.url, f"{request_line}\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
     assert (answer.status, answer.headers["content-type"], answer.text()) == (
         400, "text/plain; charset=utf-8", "invalid request target\n")
+    # counted as an answer no endpoint took, and named: open-proxy scans showed in no metric (SRE probe)
+    assert answer.headers["x-edge-error"] == "bad_request"
+    exposition = node.node.metrics.exposition().decode()
+    assert total(exposition, "edge_http_requests_total", endpoint="-", status="400") == 1
+    assert total(exposition, "edge_http_request_duration_seconds_count", endpoint="-", cache="error") == 1
 
 
 async def test_the_metrics_port_answers_other_paths_with_a_plain_404(node_factory, tmp_path):

@@ -436,7 +436,7 @@ async def test_full_transform_queue_answers_503_with_retry_after(node_factory, t
     served = [r for r in responses if r.code == 200]
     assert len(served) + len(refused) == 6 and 1 <= len(served) <= 2
     for response in refused:
-        assert response.headers["Retry-After"] == "1"
+        assert (response.headers["Retry-After"], response.headers["X-Edge-Error"]) == ("1", "queue_full")
         assert response.body == b"node overloaded, retry later\n"
     assert decode(served[0]).width == 2000
     refusals = node.node.metrics.exposition().decode()

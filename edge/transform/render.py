@@ -29,7 +29,7 @@ import pyvips
 
 from ..cache.entries import strong_etag
 from ..config import Defaults, Limits, ServerSettings
-from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, Overloaded, RenderTimedOut,
+from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, RenderTimedOut, TransformQueueFull,
                       TransformQueueTimeout, UnprocessableSource)
 from ..threads import BlockingPool, NotStarted, wait_for_room, wake
 from . import heic, stopping, svgraster
@@ -838,7 +838,7 @@ class Renderer:
         no thread started it within `start_within` (`queue_timeout`) (it is withdrawn: it never runs)."""
         if self._pending >= self._capacity:
             self._refused("queue_full")
-            raise Overloaded()
+            raise TransformQueueFull()
         self._pending += 1
         try:
             return await self._threads.run(function, *args, start_within=start_within or self._queue_timeout)
