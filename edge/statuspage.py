@@ -221,17 +221,27 @@ def _tiers(now: Snapshot, recent, window: float) -> str:
 
 
 def _cache_errors(now: Snapshot, recent, window: float) -> str:
-    """The cache's recent failures by tier and kind: a folder gone or a disk full showed empty, healthy tiers (the
-    node serves on, uncached: `/_edge/ready` says `cache degraded`)."""
-    failures = sorted({(dict(ls)["tier"], dict(ls)["kind"]) for (n, ls) in now.samples
-                       if n == "edge_cache_errors_total"})
-    counted = [(tier, kind, recent("edge_cache_errors_total", tier=tier, kind=kind)) for tier, kind in failures]
-    cells = [f'<li data-key="cache_errors:{escape(tier)}:{escape(kind)}" data-value="{count:g}">{escape(tier)}: '
-             f"{escape(kind)}, {count:.0f}</li>" for tier, kind, count in counted if count]
-    if not cells:
+    """The cache's recent failures by tier and kind, and the shared tier's and the peers' purge calls': a folder
+    gone or a disk full showed empty, healthy tiers, and a shared tier down nothing at all (the node serves on,
+    storing less: `/_edge/ready` says `cache degraded` for its own tiers)."""
+    failures = [*_recent(now, recent, "edge_cache_errors_total", "tier", "kind"),
+                *_recent(now, recent, "edge_shared_cache_failures_total", "operation", "kind", "shared cache"),
+                *_recent(now, recent, "edge_fleet_purge_calls_total", "peer", "outcome", "purge sent to", fine="ok")]
+    if not failures:
         return f"<p>No cache errors in the last {_duration(window)}.</p>"
+    items = "".join(f'<li data-key="{escape(key)}" data-value="{count:g}">{escape(text)}, {count:.0f}</li>'
+                    for key, text, count in failures)
     return (f"<p class=failing>Cache errors in the last {_duration(window)}: the node serves, storing less or nothing "
-            f"(its log says why):</p><ul>{''.join(cells)}</ul>")
+            f"(its log says why):</p><ul>{items}</ul>")
+
+
+def _recent(now: Snapshot, recent, metric: str, first: str, second: str, prefix: str = "",
+            fine: str | None = None) -> list[tuple[str, str, float]]:
+    """(data-key, text, count) of each pair of `metric`'s two labels counted recently, but `second` = `fine`."""
+    pairs = sorted({(ls[first], ls[second]) for ls, _ in now._matching(metric, {}) if first in ls and second in ls})
+    counted = [(a, b, recent(metric, **{first: a, second: b})) for a, b in pairs if b != fine]
+    key = metric.removeprefix("edge_").removesuffix("_total")
+    return [(f"{key}:{a}:{b}", f"{prefix} {a}: {b}".strip(), count) for a, b, count in counted if count]
 
 
 def _origins(now: Snapshot, recent, window: float) -> str:
