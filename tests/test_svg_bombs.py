@@ -3,6 +3,7 @@ document of heavy filters or nested `<use>`s drew for minutes in a render thread
 node draws them in a child process it kills at the deadline. A real node, in its own process, over loopback."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyvips
@@ -97,5 +98,45 @@ def test_an_svg_served_as_it_is_is_never_parsed_and_one_drawn_is_held_to_max_dec
             assert (status, headers["Content-Type"], body == MANY) == (200, "image/svg+xml", True), path
         status, _, body = node.get("/tr:w-50,f-png/many.svg")
         assert (status, body) == (400, b"source too large: drawing it takes over max_decode_memory (200 MB)\n")
+    finally:
+        process.stop()
+
+
+def svg_children(worker: int) -> int:
+    """The SVG children (`svgraster`) a worker runs now."""
+    count = 0
+    pids = []
+    for task in Path(f"/proc/{worker}/task").iterdir():  # a child is its thread's: the render thread's
+        try:
+            pids += (task / "children").read_text().split()
+        except OSError:  # ended meanwhile
+            pass
+    for pid in pids:
+        try:
+            count += b"svgraster" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            pass
+    return count
+
+
+def test_a_worker_draws_one_svg_at_a_time(tmp_path):
+    """Each child may take `max_decode_memory`; four at once of a 38 MB document had taken 6.8 GB (resource
+    probe). Two render threads, two slow SVGs asked at once: never two children."""
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "blurs.svg").write_bytes(BLURS)
+    config = write_config(tmp_path, local_config(root, before="[server]\ntransform_threads = 2",
+                                                 after='[limits]\nallow_svg = true\nrender_timeout = "2s"'))
+    process = NodeProcess(config, "--workers", "1")
+    try:
+        node, worker = ServingNode(process), process.worker_pids()[0]
+        with ThreadPoolExecutor(2) as clients:
+            answers = [clients.submit(node.get, f"/tr:w-{width},f-png/blurs.svg") for width in (1900, 1901)]
+            seen = set()
+            while not all(answer.done() for answer in answers):  # bounded: each answers at its 2 s deadline
+                seen.add(svg_children(worker))
+                time.sleep(0.005)  # a sample each 5 ms, the two renders' 2 s
+            assert {answer.result()[0] for answer in answers} == {503}
+        assert max(seen) == 1
     finally:
         process.stop()
