@@ -720,7 +720,8 @@ SECTIONS = (
             "a 400 `not supported`. An SVG original (with `[limits] allow_svg`) is served as it is, as ImageKit "
             "delivers one, unless a raster format is asked for: `f-auto`, `auto_format` and steps alone "
             "(`w-300`) leave it the vector, `f-png`, `f-webp`… draw it at the steps' size; with a layer, the "
-            "URL's or the endpoint's watermark, it is drawn as `f-auto` picks. It goes out as `image/svg+xml` "
+            "URL's or the endpoint's watermark, it is drawn, in the format `f-auto` picks under `f-auto` or "
+            "`auto_format`, else as PNG. It goes out as `image/svg+xml` "
             "with `Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; sandbox`: opened "
             "as a page, its scripts never run nor does it load anything. The pictures below were asked for "
             "with a browser's `Accept` (AVIF and WebP).", (
