@@ -204,14 +204,12 @@ class SharedTier:
         except OriginNotFound:
             output = None
         except (OriginFailure, SourceTooLarge, TimeoutError) as error:
-            self._failed("get", error)
-            output = None
+            return self._failed("get", error)
         except FetchMemoryExhausted:  # a miss, never a 503: the origin's fetch will wait its own turn
-            self._failed("get", "busy")
-            output = None
+            return self._failed("get", "busy")
         except Exception as error:  # what the store's client should have classified (its bug): a miss all the
-            self._unexpected("get", error)  # same, never a 500 (botocore's ValueError for a date had been one)
-            output = None
+            return self._unexpected("get", error)  # same, never a 500 (botocore's ValueError for a date had been one)
+        # a lookup that failed is a failure, counted apart, not a miss: with the tier down, its hit ratio read 0 %
         self._metrics.child(self._metrics.cache_requests, "shared", "miss" if output is None else "hit").inc()
         return output
 

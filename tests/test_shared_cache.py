@@ -77,6 +77,14 @@ async def test_an_output_comes_back_whole_under_a_key_a_purge_can_find(tier, s3)
     assert counted(tier, "cache_requests") == {("shared", "miss"): 1, ("shared", "hit"): 1}
 
 
+async def test_a_lookup_that_fails_is_a_failure_not_a_miss(tier, s3):
+    """With the tier down, every lookup had been a miss too: its hit ratio read 0 % (SRE probe)."""
+    s3.faults = Faults(status=500)
+    assert await tier.get(key("shop", "shoes/red.jpg")) is None
+    assert counted(tier, "cache_requests") == {}
+    assert counted(tier, "shared_cache_failures") == {("get", "server_error"): 1}
+
+
 async def test_a_purge_removes_a_path_or_a_prefix_and_nothing_else(tier):
     keys = [key("shop", path) for path in ("shoes/red.jpg", "shoes/red.jpg2", "shirts/a.jpg")]
     keys.append(key("", "shoes/red.jpg"))
