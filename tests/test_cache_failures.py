@@ -24,7 +24,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from edge.cache import Caches, original_key, output_key
 from edge.testing import ServingNode
-from tests.nodes import NodeProcess, decode, local_config, start_node, write_config
+from tests.nodes import NodeProcess, decode, local_config, start_node, until, write_config
 from tests.scrape import scrape, total
 from tests.test_signals import gone
 
@@ -490,6 +490,15 @@ async def test_a_reload_goes_on_while_the_folder_the_node_serves_from_fails(tmp_
     try:
         subprocess.run(["mount", "--bind", str(cache), str(cache)], check=True, timeout=30)
         subprocess.run(["mount", "-o", "remount,bind,ro", str(cache)], check=True, timeout=30)
+        # a store of a value file on it is `unwritable`, as its folder is: it had been `io`, the on-call sent to a
+        # failing disk (diskcache's makedirs swallows the EROFS; the file's open then says ENOENT)
+        assert (await AsyncHTTPClient().fetch(node.url + "/tr:w-300,f-png/astronaut.jpg")).code == 200
+        async def counted() -> bool:
+            text = (await AsyncHTTPClient().fetch(node.url + "/metrics")).body.decode()
+            return total(text, "edge_cache_errors_total", tier="output", kind="unwritable") >= 1
+        await until(counted, "the store's failure counted")
+        text = (await AsyncHTTPClient().fetch(node.url + "/metrics")).body.decode()
+        assert total(text, "edge_cache_errors_total", tier="output", kind="io") == 0
         config.write_text(local_config(before='[server]\nworkers = 1\n[cache]\ndir = "cache"\n'
                                               '[named_transformations]\nthumb = "w-30"\n'))
         mark = len(node.log)

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import diskcache
 
@@ -58,6 +59,8 @@ def error_kind(exc: BaseException) -> str:
     if isinstance(exc, diskcache.Timeout):
         return "busy"
     if isinstance(exc, OSError):
+        if exc.errno == errno.ENOENT and exc.filename and _read_only(Path(os.fsdecode(exc.filename))):
+            return "unwritable"  # a value file's folder not made: diskcache's makedirs swallows its EROFS
         return "full" if exc.errno in _FULL else "unwritable" if exc.errno in _UNWRITABLE else "io"
     message = str(exc).lower()
     if "full" in message:
@@ -69,6 +72,18 @@ def error_kind(exc: BaseException) -> str:
     if "malformed" in message or "not a database" in message or not isinstance(exc, sqlite3.OperationalError):
         return "corrupt"
     return "io"
+
+
+def _read_only(path: Path) -> bool:
+    """Whether the nearest folder of `path` that exists is on a read-only filesystem (blocking)."""
+    for folder in path.parents:
+        try:
+            return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return False
 
 
 def reason(exc: BaseException) -> str:
