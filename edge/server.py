@@ -467,6 +467,15 @@ class BaseHandler(tornado.web.RequestHandler):
         self.edge_error = self._headers.get("X-Edge-Error")
         self.finish(one_line(message) + "\n")
 
+    def _send_error(self, error: EdgeError) -> None:
+        headers = dict(error.headers)
+        if error.kind and "X-Edge-Error" not in headers:
+            headers["X-Edge-Error"] = error.kind
+        if isinstance(error, NothingToServe):
+            headers["Cache-Control"] = self.node.not_found_cache_control if error.max_age is None \
+                else f"public, max-age={error.max_age}"
+        self._send_plain(error.status, error.message, headers)
+
 
 def _header_safe(value: str) -> str:
     """A header value as printable ASCII (`one_line`, then non-ASCII as `\\xe9`, `\\u65e5`)."""
@@ -679,15 +688,6 @@ class ImageHandler(BaseHandler):
             self.node.large_bodies.release(body)
         self.finish()
 
-    def _send_error(self, error: EdgeError) -> None:
-        headers = dict(error.headers)
-        if error.kind and "X-Edge-Error" not in headers:
-            headers["X-Edge-Error"] = error.kind
-        if isinstance(error, NothingToServe):
-            headers["Cache-Control"] = self.node.not_found_cache_control if error.max_age is None \
-                else f"public, max-age={error.max_age}"
-        self._send_plain(error.status, error.message, headers)
-
 
 async def _open(origin: Origin) -> None:
     """`origin.open()`, bounded, and a failure that names the origin (its message's credentials masked)."""
@@ -877,7 +877,7 @@ class PurgeHandler(BaseHandler):
                                                        node.shared, node.pending_purges,
                                                        forwarded=FORWARDED_HEADER in self.request.headers)
         except EdgeError as error:
-            self._send_plain(error.status, error.message, error.headers)
+            self._send_error(error)  # with its X-Edge-Error, as the image requests' (a refused token: `unauthorized`)
             return
         log.info("purged %d cached entries for %s", answer["removed"], target)
         self.set_status(status)

@@ -135,6 +135,7 @@ async def test_without_the_token_purge_is_a_401_and_removes_nothing(node, header
     await warm(node)
     response = await purge_request(node, {"prefix": "/shop/"}, headers=headers)
     assert (response.code, response.headers["WWW-Authenticate"]) == (401, 'Bearer realm="edge purge"')
+    assert response.headers["X-Edge-Error"] == "unauthorized"  # and in the access log (it had been none)
     assert await cached(node, "/shop/tr:w-30/shoes/red.jpg")
     node.node.access_log.flush()
     assert node.node.access_log.written(10)
