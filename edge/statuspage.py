@@ -37,6 +37,8 @@ FAILING_SHARE, DENIED_SHARE = 0.05, 0.5
 SLOW_SHARE = 0.5
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+#: the tiers whose hits answer a request without an origin (as the dashboard and `EdgeCacheHitRatioDrop` count them)
+ANSWERING_TIERS = ("output", "not_found", "shared")
 
 
 @dataclass(frozen=True)
@@ -157,9 +159,9 @@ def _cell(key: str, value: float, text: str | None = None) -> str:
 
 def _summary(now: Snapshot, build: dict[str, str], started: float, recent) -> str:
     def hit_ratio(key: str, value_of) -> str:
-        # a 404 the negative cache remembers is answered from the cache too, as the dashboard and the alert count
-        hits = (value_of("edge_cache_requests_total", tier="output", result="hit")
-                + value_of("edge_cache_requests_total", tier="not_found", result="hit"))
+        # a 404 the negative cache remembers, and the shared tier's answers, answered without an origin too, as the
+        # dashboard and the alert count them
+        hits = sum(value_of("edge_cache_requests_total", tier=tier, result="hit") for tier in ANSWERING_TIERS)
         lookups = value_of("edge_cache_requests_total", tier="output")
         return _cell(key, hits / lookups if lookups else 0, f"{100 * hits / lookups:.1f} %" if lookups else "–")
 
