@@ -363,6 +363,9 @@ class Metrics:
             registry=r)
         self.shared_cache_writes = Counter(
             "edge_shared_cache_writes_total", "Outputs written to the shared cache tier", registry=r)
+        self.purges_pending = Gauge(
+            "edge_purges_pending", "Purges whose part in the shared cache tier waits to be tried again", registry=r,
+            multiprocess_mode="mostrecent")
         self.shared_cache_failures = Counter(
             "edge_shared_cache_failures_total", "Shared cache tier calls skipped because they failed",
             ["operation", "kind"], registry=r)

@@ -296,6 +296,10 @@ class PendingPurges:
         finally:
             os.close(fd)
 
+    def count(self) -> int:
+        """(blocking) How many purges are pending."""
+        return len(self._names())
+
     def _names(self) -> list[str]:
         try:
             return sorted(entry.name for entry in os.scandir(self._directory)

@@ -345,6 +345,7 @@ class Node:
 
     async def _retry_purges(self) -> None:
         await purge.retry_pending(self.pending_purges, self.shared, self.caches.io)
+        self.metrics.purges_pending.set(await self.caches.io(self.pending_purges.count))
 
     async def _sample(self) -> None:
         self.metrics.inflight_requests.set(self.inflight)

@@ -22,6 +22,7 @@ from edge.purge_journal import APPLIED_FILE
 from edge.shared_cache import SharedTier
 from tests.nodes import local_config, until, write_config
 from tests.s3server import TEST_SECRET, Faults, shared_cache_table
+from tests.scrape import total
 
 BUCKET = "edge-shared"
 
@@ -325,6 +326,8 @@ async def test_many_pending_purges_hold_no_descriptor_and_say_once_that_the_tier
         return len(s3.calls) - calls > 20
     await until(rounds, "rounds of tries")
     assert len(os.listdir("/proc/self/fd")) - opened < 20
+    pending_gauge = total(node.node.metrics.exposition().decode(), "edge_purges_pending")
+    assert pending_gauge == 60  # "is my purge done fleet-wide?" (SRE probe)
     s3.faults = Faults()
     lines = [r.getMessage() for r in caplog.records]
     assert sum("it still fails" in line for line in lines) == 1
@@ -333,6 +336,9 @@ async def test_many_pending_purges_hold_no_descriptor_and_say_once_that_the_tier
     async def all_done() -> bool:
         return not list(pending.iterdir())
     await until(all_done, "every pending purge done once the tier answers")
+    async def none_pending() -> bool:
+        return total(node.node.metrics.exposition().decode(), "edge_purges_pending") == 0
+    await until(none_pending, "the gauge back to 0")
 
 
 async def stored(s3, part: str) -> bool:
