@@ -33,9 +33,18 @@ MANY = (b'<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100">'
         + b'<rect x="1" y="1" width="5" height="5" fill="red"/>' * 300_000 + b"</svg>")
 
 
-def _config(root: Path) -> str:
-    return local_config(root, before="[server]\ntransform_threads = 1",
-                        after='[limits]\nallow_svg = true\nrender_timeout = "1s"')
+def _config(root: Path, threads: int = 1, limits: str = 'render_timeout = "1s"') -> str:
+    return local_config(root, before=f"[server]\ntransform_threads = {threads}",
+                        after=f'[limits]\nallow_svg = true\n{limits}')
+
+
+def _node_over(tmp_path: Path, files: dict[str, bytes], threads: int, limits: str) -> NodeProcess:
+    """A node of one worker over `files`, SVGs allowed."""
+    root = tmp_path / "files"
+    root.mkdir()
+    for name, body in files.items():
+        (root / name).write_bytes(body)
+    return NodeProcess(write_config(tmp_path, _config(root, threads, limits)), "--workers", "1")
 
 
 def test_a_costly_svg_is_stopped_at_the_render_deadline(tmp_path):
@@ -84,12 +93,7 @@ def test_an_svg_served_as_it_is_is_never_parsed_and_one_drawn_is_held_to_max_dec
     """Served as it is, an SVG had its whole document parsed at every miss for its header alone (26 MB of shapes:
     4 s and 1.1 GB a child, 4.9 GB for 8 clients); drawn, its child took what the document needed, counted nowhere
     (resource probe). Now the bytes go out untouched, unparsed, and a drawing's child may take `max_decode_memory`."""
-    root = tmp_path / "files"
-    root.mkdir()
-    (root / "many.svg").write_bytes(MANY)
-    config = write_config(tmp_path, local_config(root, before="[server]\ntransform_threads = 1",
-                                                 after='[limits]\nallow_svg = true\nmax_decode_memory = "200MB"'))
-    process = NodeProcess(config, "--workers", "1")
+    process = _node_over(tmp_path, {"many.svg": MANY}, 1, 'max_decode_memory = "200MB"')
     try:
         node = ServingNode(process)
         for path in ("/many.svg", "/tr:w-50/many.svg", "/tr:orig-true/many.svg"):
@@ -122,12 +126,7 @@ def svg_children(worker: int) -> int:
 def test_a_worker_draws_one_svg_at_a_time(tmp_path):
     """Each child may take `max_decode_memory`; four at once of a 38 MB document had taken 6.8 GB (resource
     probe). Two render threads, two slow SVGs asked at once: never two children."""
-    root = tmp_path / "files"
-    root.mkdir()
-    (root / "blurs.svg").write_bytes(BLURS)
-    config = write_config(tmp_path, local_config(root, before="[server]\ntransform_threads = 2",
-                                                 after='[limits]\nallow_svg = true\nrender_timeout = "2s"'))
-    process = NodeProcess(config, "--workers", "1")
+    process = _node_over(tmp_path, {"blurs.svg": BLURS}, 2, 'render_timeout = "2s"')
     try:
         node, worker = ServingNode(process), process.worker_pids()[0]
         with ThreadPoolExecutor(2) as clients:
