@@ -331,7 +331,7 @@ async def test_many_pending_purges_hold_no_descriptor_and_say_once_that_the_tier
     s3.faults = Faults()
     lines = [r.getMessage() for r in caplog.records]
     assert sum("it still fails" in line for line in lines) == 1
-    assert sum("not done in the shared cache:" in line for line in lines) == 60  # logged by the answers, none by the tries
+    assert sum("not done in the shared cache:" in line for line in lines) == 60  # the answers', none by tries
     pending = tmp_path / "cache" / purge.PENDING_FOLDER
     async def all_done() -> bool:
         return not list(pending.iterdir())
