@@ -70,6 +70,10 @@ class Snapshot:
         """The values of `label` among the samples of `name` that have `labels`."""
         return {ls[label] for ls, _ in self._matching(name, labels) if label in ls}
 
+    def pairs(self, name: str, first: str, second: str) -> list[tuple[str, str]]:
+        """The values of two labels found together among the samples of `name`, sorted."""
+        return sorted({(ls[first], ls[second]) for ls, _ in self._matching(name, {}) if first in ls and second in ls})
+
 
 def snapshot(metrics: Metrics, now: float | None = None) -> Snapshot:
     """The node's `edge_*` counters and gauges as last written (`Metrics.flush`; blocking: in multiprocess
@@ -240,8 +244,8 @@ def _cache_errors(now: Snapshot, recent, window: float) -> str:
 def _recent(now: Snapshot, recent, metric: str, first: str, second: str, prefix: str = "",
             fine: str | None = None) -> list[tuple[str, str, float]]:
     """(data-key, text, count) of each pair of `metric`'s two labels counted recently, but `second` = `fine`."""
-    pairs = sorted({(ls[first], ls[second]) for ls, _ in now._matching(metric, {}) if first in ls and second in ls})
-    counted = [(a, b, recent(metric, **{first: a, second: b})) for a, b in pairs if b != fine]
+    counted = [(a, b, recent(metric, **{first: a, second: b}))
+               for a, b in now.pairs(metric, first, second) if b != fine]
     key = metric.removeprefix("edge_").removesuffix("_total")
     return [(f"{key}:{a}:{b}", f"{prefix} {a}: {b}".strip(), count) for a, b, count in counted if count]
 
