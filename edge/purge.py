@@ -245,7 +245,7 @@ class PendingPurges:
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         try:
             self._directory.mkdir(parents=True, exist_ok=True)
-            if len(self._names()) >= MAX_PENDING:
+            if len(self.names()) >= MAX_PENDING:
                 raise OSError(f"{MAX_PENDING} purges are pending already")
             hidden = self._directory / f".{name}"  # written whole before any worker can see it
             hidden.write_text(json.dumps(asdict(purge)))
@@ -256,10 +256,10 @@ class PendingPurges:
             return False
         return True
 
-    def take(self, skip: set[str]) -> tuple[str, PendingPurge] | None:
-        """(blocking) The oldest pending purge not in `skip` that no other worker is trying, now locked by this
-        one until `tried`; None when there is none."""
-        for name in self._names():
+    def take(self, names: list[str], skip: set[str]) -> tuple[str, PendingPurge] | None:
+        """(blocking) The oldest pending purge of `names` (a round's listing) not in `skip` that no other worker
+        is trying, now locked by this one until `tried`; None when there is none."""
+        for name in names:
             if name in skip or name in self._trying:
                 continue
             path = self._directory / name
@@ -298,9 +298,10 @@ class PendingPurges:
 
     def count(self) -> int:
         """(blocking) How many purges are pending."""
-        return len(self._names())
+        return len(self.names())
 
-    def _names(self) -> list[str]:
+    def names(self) -> list[str]:
+        """(blocking) The pending purges' files, the oldest first."""
         try:
             return sorted(entry.name for entry in os.scandir(self._directory)
                           if entry.name.endswith(".json") and not entry.name.startswith("."))
@@ -318,7 +319,8 @@ async def retry_pending(pending: PendingPurges, shared: SharedTier, io: Callable
     """Try again what the shared tier failed of the pending purges, the oldest first, at most `TRIES_A_ROUND`; a try
     that gets nothing done ends the round (the tier still fails: the others would too, each waiting its timeout)."""
     tried: set[str] = set()
-    while len(tried) < TRIES_A_ROUND and (taken := await io(pending.take, tried)) is not None:
+    names = await io(pending.names)  # listed once a round: a take each is a pass over them, not a listing
+    while len(tried) < TRIES_A_ROUND and (taken := await io(pending.take, names, tried)) is not None:
         name, purge = taken
         tried.add(name)
         journal_written, objects_removed, answer = await _purge_shared(
