@@ -8,7 +8,10 @@ a dead worker's socket wait for its replacement, about a second); only a full st
 forks `workers` processes, restarts a worker that dies (and gives up, exit status 1, when they keep
 dying: a full stop), and handles the signals:
 
-- SIGHUP: load and validate the config file again. A bad one is logged and the running one kept.
+- SIGHUP: load and validate the config file again, in a thread of its own (`_Reading`): a plugin's
+  `from_config` or the cache folder's check that blocks (a hung disk) leaves the supervisor replacing
+  workers and taking signals meanwhile, and is given up after `READING_TIMEOUT_SECONDS`. A bad one is
+  logged and the running one kept.
   A good one starts a new generation of workers; once every one of them is serving (it says so on a
   pipe), the old workers are told to stop: they stop accepting (what is queued in their sockets
   first: the new workers share the sockets, which stay open), finish the requests they have and
@@ -54,7 +57,10 @@ import logging
 import os
 import select
 import signal
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from itertools import chain
@@ -82,6 +88,8 @@ RESTART_KEYS = ("host", "port", "workers", "metrics_port")
 METRICS_DRAIN_SECONDS = 2.0
 #: seconds a reload's new workers have to start serving (origins opened, cache open) before it is abandoned
 READY_TIMEOUT_SECONDS = 60
+#: seconds a SIGHUP's reading of the config may take before it is given up (the running config kept)
+READING_TIMEOUT_SECONDS = 30
 #: beyond a worker's own shutdown grace, before the supervisor kills it
 KILL_MARGIN_SECONDS = 5
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
@@ -153,6 +161,40 @@ class _Worker:
     killed: bool = False  # killed at `kill_at`, not yet reaped
 
 
+class _Reading:
+    """A SIGHUP's reading of the config file, in a thread: `config` or `error` once `done`."""
+
+    def __init__(self, read: Callable[[], Config], started: float, wake: int) -> None:
+        self.started = started
+        self.config: Config | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        #: given up for its time (`READING_TIMEOUT_SECONDS`): what it comes to is dropped
+        self.abandoned = False
+        self._thread = threading.Thread(target=self._run, args=(read, wake), name="config-reading", daemon=True)
+        self._thread.start()
+
+    def _run(self, read: Callable[[], Config], wake: int) -> None:
+        try:
+            self.config = read()
+        except BaseException as error:  # a plugin's SystemExit too: the running node outlives it
+            self.error = error
+        try:
+            os.write(wake, b"r")  # the supervisor's loop goes on with it at once
+        except BlockingIOError:  # the pipe full: the loop wakes anyway
+            pass
+        self.done = True  # last: once done, `wake` is not written to, and may be closed
+
+    def stack(self) -> str:
+        """Where it is held: the calls below `_run`."""
+        frame = sys._current_frames().get(self._thread.ident)
+        if frame is None:
+            return "(it has just ended)"
+        calls = traceback.extract_stack(frame)
+        below = next((n + 1 for n, call in enumerate(calls) if call.name == "_run" and call.filename == __file__), 0)
+        return "".join(traceback.format_list(calls[below:])).rstrip("\n")
+
+
 class Supervisor:
     def __init__(self, config: Config, sockets: list[list], reload_config: Callable[[], Config],
                  announce: Callable[[Config], None], multiprocess_metrics: bool, metrics_sockets: list = ()):
@@ -167,6 +209,7 @@ class Supervisor:
         self.workers: dict[int, _Worker] = {}
         self.generation = 0
         self.pending: tuple[int, Config, float] | None = None  # (generation, config, ready deadline)
+        self.reading: _Reading | None = None  # a SIGHUP's, under way
         self.reload_again = False
         #: the workers are to be replaced once the reload under way is done (`_check_metrics_folder`)
         self.replace_again = False
@@ -211,12 +254,14 @@ class Supervisor:
                     self._on_signal(self._signals.pop(0))
                 self._check_metrics_folder()
                 keep_cache_dirs_locked()
+                self._check_reading()
                 self._progress()
             checkpoint_left_logs(self.config.cache.dir)
         finally:
             signal.set_wakeup_fd(previous_wakeup)
-            os.close(wake_read)
-            os.close(wake_write)
+            if self.reading is None or self.reading.done:  # else its thread writes to `wake_write` yet
+                os.close(wake_read)
+                os.close(wake_write)
             if self._metrics_folder is not None:
                 os.close(self._metrics_folder)
         return 1 if self.gave_up else 0
@@ -425,20 +470,59 @@ class Supervisor:
 
     # -- reloading --------------------------------------------------------------------------------
     def _begin_reload(self) -> None:
-        if self.pending is not None:
+        if self.reading is not None and self.reading.abandoned:
+            from . import metrics  # imported by `preload`
+            log.error("SIGHUP: config not reloaded, the running one is kept: the reading of an earlier SIGHUP, "
+                      "given up, has still not ended (%.0fs; where it is held was logged then)",
+                      self.clock() - self.reading.started)
+            metrics.reloaded(False)
+        elif self.pending is not None or self.reading is not None:
             self.reload_again = True  # after the one under way
+        else:
+            self.reading = _Reading(self.reload_config, self.clock(), self._wake_fds[1])
+
+    def _check_reading(self) -> None:
+        """Go on with a SIGHUP's reading once it has ended, or give it up once it has taken too long; start the
+        reading of a SIGHUP that came meanwhile once nothing is under way."""
+        reading = self.reading
+        if self.stopping:
             return
+        if reading is None:
+            if self.reload_again and self.pending is None:
+                self.reload_again = False
+                self._begin_reload()
+            return
+        if reading.done:
+            self.reading = None
+            if reading.abandoned:
+                log.warning("SIGHUP: the reading of the config given up ended after %.0fs; what it read is not "
+                            "used: SIGHUP again to reload", self.clock() - reading.started)
+            elif self.pending is not None:  # workers replaced meanwhile (`_check_metrics_folder`): read after them
+                self.reload_again = True
+            else:
+                self._reloaded(reading)
+        elif not reading.abandoned and self.clock() - reading.started > READING_TIMEOUT_SECONDS:
+            from . import metrics  # imported by `preload`
+            reading.abandoned = True
+            self.reload_again = False  # it would be refused too
+            log.error("SIGHUP: config not reloaded, the running one is kept: reading it took over %ds (a plugin's "
+                      "from_config, or the cache folder on a hung disk?); it is held at:\n%s", READING_TIMEOUT_SECONDS,
+                      self.config.masked(reading.stack()))
+            metrics.reloaded(False)
+
+    def _reloaded(self, reading: _Reading) -> None:
+        """Start the new workers on what a SIGHUP's reading read, or log why not."""
         from . import metrics  # imported by `preload`
-        try:
-            loaded = self.reload_config()
-        except ConfigError as error:
-            log.error("SIGHUP: config not reloaded, the running one is kept: %s", error)
+        if isinstance(reading.error, ConfigError):
+            log.error("SIGHUP: config not reloaded, the running one is kept: %s", reading.error)
             metrics.reloaded(False)
             return
-        except Exception:  # a plugin's own parsing failing its way: the running node must outlive it
-            log.exception("SIGHUP: config not reloaded, the running one is kept: reading it failed")
+        if reading.error is not None:  # a plugin's own parsing failing its way: the running node must outlive it
+            log.error("SIGHUP: config not reloaded, the running one is kept: reading it failed",
+                      exc_info=reading.error)
             metrics.reloaded(False)
             return
+        loaded = reading.config
         server = self.config.server  # the socket is bound and the metrics mode chosen: these stay
         kept = [f"{key} = {getattr(server, key)!r}" for key in RESTART_KEYS
                 if getattr(loaded.server, key) != getattr(server, key)]
@@ -476,10 +560,7 @@ class Supervisor:
             from . import metrics  # imported by `preload`
             metrics.reloaded(True)
         log.info("%s; %d old worker(s) finish their requests and exit", self._pending_done, len(old))
-        if self.reload_again:
-            self.reload_again = False
-            self._begin_reload()
-        elif self.replace_again:
+        if self.replace_again:  # and a SIGHUP's reload waiting, after them (`_check_reading`)
             self.replace_again = False
             self._start_generation(self.config, "workers replaced")
 

@@ -172,7 +172,8 @@ def install_plugin(site: Path, name: str, module: str) -> None:
 
 #: origin types whose behaviour hangs on their `marker` file (`install_plugin(site, "marked", MARKED_ORIGINS)`):
 #: `stuck` blocks its worker's loop, `checking` checks in `open()` that its storage (the marker's folder) is there,
-#: `swallowing` fetches for ever, whatever cancels it
+#: `swallowing` fetches for ever, whatever cancels it, `slow_config`'s `from_config` waits while the marker is there
+#: (writing `reading` beside it as it starts waiting)
 MARKED_ORIGINS = """
 import asyncio
 import time
@@ -232,7 +233,25 @@ class SwallowingOrigin(MarkedOrigin):
                 pass
 
 
+class SlowConfigOrigin(MarkedOrigin):
+    type_name = "slow_config"
+
+    @classmethod
+    def from_config(cls, settings, table):
+        origin = super().from_config(settings, table)
+        if origin.marker.exists():  # a credential file on a hung mount
+            (origin.marker.parent / "reading").touch()
+            for _ in range(6000):
+                if not origin.marker.exists():
+                    break
+                time.sleep(0.1)
+        return origin
+
+    async def fetch(self, request):
+        raise OriginNotFound(request.path)
+
+
 @hookimpl
 def edge_origin_types():
-    return [StuckOrigin, CheckingOrigin, SwallowingOrigin]
+    return [StuckOrigin, CheckingOrigin, SwallowingOrigin, SlowConfigOrigin]
 """

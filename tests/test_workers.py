@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -440,3 +441,78 @@ def test_a_fetch_that_never_ends_when_cancelled_does_not_hold_its_workers_stop(t
     assert time.monotonic() - started < 8  # not shutdown_grace + 5 s, then killed
     assert any("task(s) still running 2s after they were cancelled" in line for line in node.log)
     assert not any("had not exited" in line for line in node.log)
+
+
+def slow_config_node(tmp_path, reading_timeout: float) -> NodeProcess:
+    """A node of two workers with a `slow_config` origin (MARKED_ORIGINS) whose `from_config` waits while
+    `tmp_path/held` is there, its supervisor giving a SIGHUP's reading `reading_timeout` seconds."""
+    site = tmp_path / "site"
+    install_plugin(site, "marked", MARKED_ORIGINS)
+    slow = f'[[origins]]\nname = "slow"\ntype = "slow_config"\nmarker = "{tmp_path / "held"}"\n'
+    config = write_config(tmp_path, local_config(before="[server]\nworkers = 2", after=slow))
+    command = ("import sys; from edge import cli, supervisor; "
+               f"supervisor.READING_TIMEOUT_SECONDS = {reading_timeout}; sys.exit(cli.main())")
+    return NodeProcess(config, edge=(sys.executable, "-c", command), env={"PYTHONPATH": os.pathsep.join(
+        filter(None, (str(site), os.environ.get("PYTHONPATH"))))})
+
+
+def hold_the_reading(node: NodeProcess, tmp_path) -> int:
+    """SIGHUP with the origin's `from_config` held; returns once it waits. The log's length then."""
+    (tmp_path / "held").touch()
+    mark = len(node.log)
+    node.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "reading").exists():
+        assert time.monotonic() < deadline, "the reading did not start"
+        time.sleep(0.05)
+    return mark
+
+
+def test_a_reload_whose_reading_blocks_leaves_the_supervisor_at_work(tmp_path):
+    """A plugin's `from_config` that blocks (a credential file on a hung mount) ran in the supervisor's only
+    thread at a SIGHUP: a worker that died meanwhile was not replaced, a SIGTERM not acted on (plugin probe)."""
+    node = slow_config_node(tmp_path, reading_timeout=60)
+    serving = ServingNode(node)
+    try:
+        mark = hold_the_reading(node, tmp_path)
+        dead = node.worker_pids()[0]
+        os.kill(dead, signal.SIGKILL)
+        node.wait_for_log(rf"pid {dead}\) exited with status -9; restarted", 30, mark)
+        assert serving.get("/tr:w-32/coffee.jpg")[0] == 200
+        node.process.send_signal(signal.SIGHUP)  # read again once the first reading has ended
+        (tmp_path / "held").unlink()
+        node.wait_for_log("config reloaded", 60, mark)
+        mark = node.log.index(node.wait_for_log("config reloaded", 60, mark).string) + 1
+        node.wait_for_log("config reloaded", 60, mark)
+        assert len(node.worker_pids()) >= 2 and serving.get("/tr:w-32/coffee.jpg")[0] == 200
+    finally:
+        (tmp_path / "held").unlink(missing_ok=True)
+        assert node.stop() == 0
+
+
+def test_a_reading_that_takes_too_long_is_given_up_and_the_node_stops_at_once(tmp_path):
+    node = slow_config_node(tmp_path, reading_timeout=2)
+    serving = ServingNode(node)
+    try:
+        mark = hold_the_reading(node, tmp_path)
+        node.wait_for_log(r"config not reloaded, the running one is kept: reading it took over 2s \(a plugin's "
+                          r"from_config, or the cache folder on a hung disk\?\); it is held at:", 30, mark)
+        held = "".join(node.log[mark:]).split("it is held at:")[1]  # one line: its line ends written as \n
+        assert held.startswith(r'\n  File "') and "edge/supervisor.py" not in held
+        assert re.search(r'File ".*edge_marked_origin/__init__.py", line \d+, in from_config\\n', held)
+        assert serving.metrics().total("edge_config_last_reload_successful") == 0
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        node.wait_for_log(r"config not reloaded, the running one is kept: the reading of an earlier SIGHUP, given "
+                          r"up, has still not ended \(\d+s; where it is held was logged then\)", 30, mark)
+        (tmp_path / "held").unlink()
+        node.wait_for_log(r"the reading of the config given up ended after \d+s; what it read is not used: SIGHUP "
+                          r"again to reload", 30, mark)
+        assert not any("config reloaded" in line for line in node.log)
+        hold_the_reading(node, tmp_path)  # and stopped while it is held
+        started = time.monotonic()
+        assert node.stop() == 0
+        assert time.monotonic() - started < 15
+    finally:
+        (tmp_path / "held").unlink(missing_ok=True)
+        node.stop()
