@@ -99,16 +99,17 @@ def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
     keep, quality = options.keep, options.quality
     if options.metadata == COPYRIGHT_ONLY:
         image = _copyright_only(image)
+    if options.colour_profile and _length_mismatch(image):
+        # libpng refuses such a profile (the whole answer failed: a 422 for an original that decodes), the other
+        # encoders embed it as it is, for a browser to ignore or misread: its colours are converted instead, as
+        # lcms reads the profile
+        image = image.icc_transform("srgb", embedded=True)
     if fmt == "jpg":
         whole = image.width * image.height <= JPEG_WHOLE_IMAGE_MAX_PIXELS
         return _flatten(image, options.flatten_on).jpegsave_buffer(
             Q=quality, keep=keep, optimize_coding=whole, interlace=options.progressive and whole,
             subsample_mode="auto" if options.chroma_subsampling else "off")
     if fmt == "png":
-        if options.colour_profile and _length_mismatch(image):
-            # libpng refuses such a profile, and the whole answer failed (a 422 for an original that decodes and
-            # serves in every other format): its colours are converted instead, as lcms reads the profile
-            image = image.icc_transform("srgb", embedded=True)
         return image.pngsave_buffer(keep=keep, interlace=options.progressive)
     if fmt == "webp":
         return image.webpsave_buffer(Q=quality, keep=keep, lossless=options.lossless)
