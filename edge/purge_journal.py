@@ -14,8 +14,11 @@ Every worker of every node lists the journal when it starts (before it serves) a
 
 - the purges it had not applied yet are applied to its node's tiers (`Node.apply_purges`); one whose
   application failed (the cache busy) is tried again at the next reading. How far they are applied is
-  marked in the cache folder (`APPLIED_FILE`: the time of the newest applied, and the entries of the
-  lookback before it), so a restarted node applies what it missed while down, and nothing twice;
+  marked in the cache folder (`APPLIED_FILE`: when the store wrote the newest applied, and the entries of
+  the lookback before it), so a restarted node applies what it missed while down, and nothing twice. The
+  mark is by the store's clock, one for the whole fleet: marked by the node's own, a clock once ahead (a
+  machine booted before NTP set it) had left a mark still to come, and every other node's purge skipped
+  until then, across restarts;
 - a shared-tier object covered by a purge made after its original was last confirmed
   (`SourceInfo.checked_at`) is a miss (`covers`): late writes and the outputs of a node that missed
   the purge are never served.
@@ -109,6 +112,8 @@ class PurgeJournal:
         self._clock = clock
         #: entry name → when it was made, the purges of the last `retention` seconds
         self._entries: dict[str, float] = {}
+        #: entry name → when the store wrote it (by the store's clock), for the same entries
+        self._written: dict[str, float] = {}
         #: the latest purge of each prefix
         self._times = PurgeTimes()
         #: the last key listed: the next reading goes on from there (None before the first reading)
@@ -117,8 +122,8 @@ class PurgeJournal:
         self._ignored: set[str] = set()
         #: (name, prefix) of the entries read and not applied to the node's tiers yet, oldest first
         self._pending: list[tuple[str, str]] = []
-        #: the applied mark: entries made before `_applied_at` less the lookback, and those named, are
-        #: applied; read from the cache folder at the first reading
+        #: the applied mark: entries the store wrote before `_applied_at` less the lookback, and those named,
+        #: are applied; read from the cache folder at the first reading
         self._applied_at = 0.0
         self._applied_names: set[str] = set()
         #: whether a reading has listed all there was (then a reading lists fewer pages, and the lookback)
@@ -164,11 +169,18 @@ class PurgeJournal:
         if self._cursor is None:  # the first reading: from the start of the retention
             self._applied_at, self._applied_names = _read_applied(self._applied_file)
             self._cursor = self._folder + _time_name(now - self._retention)
+        elif self._cursor > self._folder + _time_name(now + LOOKBACK_SECONDS):
+            # this node's clock went back further than the lookback reaches (it had been ahead): the entries
+            # the others made since sort before where it had read to (they are applied: the store wrote them
+            # after the mark)
+            log.warning("this node's clock went back by more than %.0f s: the purge journal is read again",
+                        LOOKBACK_SECONDS)
+            self._cursor = self._folder + _time_name(now - self._retention)
         horizon = self._folder + _time_name(now)
         for _ in range(PAGES if self._started else START_PAGES):
             listed = await self._store.list_objects(self._folder, self._cursor, pages=1)
-            for key, _ in listed:
-                self._take(key, now)
+            for key, written in listed:
+                self._take(key, now, written)
             if listed:  # anything listed moves it on, entries or not; never past now: the entries made
                 self._cursor = min(listed[-1][0], horizon)  # from now on sort before those from the future
             if len(listed) < 1000 or self._cursor == horizon:
@@ -180,8 +192,8 @@ class PurgeJournal:
             # 5 minutes, on a store answering in 1 s
             listed = await self._store.list_objects(self._folder, max(late, self._lookback or late),
                                                     pages=LOOKBACK_PAGES)
-            for key, _ in listed:
-                self._take(key, now)
+            for key, written in listed:
+                self._take(key, now, written)
             stopped = len(listed) == LOOKBACK_PAGES * 1000 and listed[-1][0] < self._cursor
             self._lookback = listed[-1][0] if stopped else None
         self._started = True
@@ -194,11 +206,11 @@ class PurgeJournal:
         done, self._pending = self._pending[:count], self._pending[count:]
         if not done:
             return
-        self._applied_at = max(self._applied_at, *(self._entries.get(name, 0.0) for name, _ in done))
+        self._applied_at = max(self._applied_at, *(self._written.get(name, 0.0) for name, _ in done))
         waiting = {name for name, _ in self._pending}
         since = self._applied_at - LOOKBACK_SECONDS
         self._applied_names = {name for name in self._applied_names | {name for name, _ in done}
-                               if name not in waiting and min(_parse(name)[0], self._applied_at) >= since}
+                               if name not in waiting and self._written.get(name, 0.0) >= since}
         _write_applied(self._applied_file, self._applied_at, sorted(self._applied_names)[-MAX_MARKED:])
 
     def made_at(self, prefix: str) -> float | None:
@@ -209,7 +221,7 @@ class PurgeJournal:
         """Whether a purge made after `checked_at` covers `cache_key`."""
         return self._times.covers(cache_key, checked_at)
 
-    def _take(self, key: str, now: float) -> None:
+    def _take(self, key: str, now: float, written: float) -> None:
         name = key[len(self._folder):]
         if name in self._entries or name in self._ignored or (parsed := _parse(name)) is None:
             return
@@ -222,19 +234,21 @@ class PurgeJournal:
             return
         at = min(at, now)  # one from a clock a little ahead purges from now on
         self._entries[name] = at
+        self._written[name] = written
         self._times.add(prefix, at)
-        if name not in self._applied_names and at >= self._applied_at - LOOKBACK_SECONDS:
+        if name not in self._applied_names and written >= self._applied_at - LOOKBACK_SECONDS:
             self._pending.append((name, prefix))
         if len(self._entries) > MAX_ENTRIES:  # listed oldest first: the first held is the oldest
             self._forget_before(min(self._entries.values()) + 1e-9)
 
     def _forget_before(self, cutoff: float) -> None:
         self._entries = {name: at for name, at in self._entries.items() if at >= cutoff}
+        self._written = {name: at for name, at in self._written.items() if name in self._entries}
         self._times.forget_before(cutoff)
 
 
 def _read_applied(path: Path) -> tuple[float, set[str]]:
-    """The applied mark: when the newest purge applied to the node's tiers was made, and the entries
+    """The applied mark: when the store wrote the newest purge applied to the node's tiers, and the entries
     of the lookback before it that were applied; (0, none) when there is none, or it cannot be read."""
     try:
         first, *names = path.read_text().split()

@@ -452,3 +452,28 @@ async def test_a_node_stops_though_a_journal_reading_swallowed_its_cancellation(
     await until(reading, "a reading of the journal")
     await asyncio.wait_for(node.stop(), 10)
     assert len(readings) <= 2
+
+
+async def test_a_node_whose_clock_was_ahead_applies_the_purges_made_since(start, bucket, caplog):
+    """A machine booted an hour ahead (its clock set by NTP later) applied its own purge: the applied mark, then by
+    its clock, was an hour ahead, and every other node's purge was skipped until then, restarted or not (fleet
+    probe). The mark is by the store's clock; the others' entries made meanwhile, sorting before its own, are
+    listed again once its clock is back."""
+    node = await start("n")
+    store, mark = node.node.shared.store, node.config.cache.dir / "ahead-mark"
+    now, ahead_by = [9_000_000.0], [3600]
+    ahead = PurgeJournal(store, 7200, mark, clock=lambda: now[0] + ahead_by[0])
+    other = PurgeJournal(store, 7200, node.config.cache.dir / "other-mark", clock=lambda: now[0])
+    await ahead.record("\0own.jpg\0")
+    assert await ahead.read() == ["\0own.jpg\0"]
+    ahead.applied(1)
+    now[0] += 30
+    await other.record("\0unlisted.jpg\0")  # sorts before the own entry: no reading lists it
+    assert await ahead.read() == []
+    now[0], ahead_by[0] = now[0] + 30, 0  # NTP sets the clock back; another node purges
+    await other.record("\0other.jpg\0")
+    now[0] += 1
+    assert await ahead.read() == ["\0unlisted.jpg\0", "\0other.jpg\0"]  # the running worker
+    assert sum("this node's clock went back by more than 300 s" in r.message for r in caplog.records) == 1
+    restarted = PurgeJournal(store, 7200, mark, clock=lambda: now[0])  # its mark left before those two applied
+    assert await restarted.read() == ["\0unlisted.jpg\0", "\0other.jpg\0"]  # the own entry: from ahead
