@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .cache import MAX_ENTRY_SHARE, CachedOutput, SourceInfo, hashes_to, header_value
+from .cache.entries import CLOCK_SKEW_SECONDS
 from .errors import FetchMemoryExhausted, SharedCacheFailure
 from .fetching import fetch_budget
 from .logs import Sparse
@@ -95,7 +96,7 @@ def encode(output: CachedOutput, key: str) -> bytes:
 def decode(data: bytes, key: str, now: float) -> CachedOutput | None:
     """The output the object at `key` holds, or None when it is not one this tier wrote for that key,
     claims a type that is not an image, or its body does not match its ETag (blocking: hashes the
-    body). A time it was last confirmed after `now` is taken as `now`."""
+    body). A time it was last confirmed after `now`, by up to `CLOCK_SKEW_SECONDS`, is taken as `now`."""
     if not data.startswith(MAGIC):
         return None
     header, newline, body = data[len(MAGIC):].partition(b"\n")
@@ -119,7 +120,9 @@ def decode(data: bytes, key: str, now: float) -> CachedOutput | None:
         return None
     if not hashes_to(body, output.etag):
         return None
-    return output if source.checked_at <= now else replace(output, source=replace(source, checked_at=now))
+    if now < source.checked_at <= now + CLOCK_SKEW_SECONDS:  # a writer's clock a little ahead: confirmed now
+        return replace(output, source=replace(source, checked_at=now))
+    return output
 
 
 def _sendable(value: Any) -> bool:
@@ -195,12 +198,17 @@ class SharedTier:
             # held to the process's fetch budget, as originals are (a larger object cannot be held: a miss)
             max_bytes = min(self._max_entry_bytes, fetch_budget.capacity)
             found = await asyncio.wait_for(self.store.get_object(key, max_bytes=max_bytes), self.timeout)
-            output = await asyncio.to_thread(decode, found.body, key, time.time())
+            now = time.time()
+            output = await asyncio.to_thread(decode, found.body, key, now)
             if output is None and not found.body.startswith(OLD_MAGIC):
                 self._failed("get", "damaged")
             if output is not None and (self.journal.covers(cache_key, output.source.checked_at)
                                        or (purged_at or 0.0) > output.source.checked_at):
                 output = None  # written late, or by a node that missed the purge: made from a purged original
+            elif output is not None and output.source.checked_at > now:
+                # by a clock further ahead than the fleet's may disagree (`decode`): of unknown age, as in the
+                # local tiers. Taken as confirmed now, it had escaped every purge's hold-back, fresh for a day
+                output = None
         except OriginNotFound:
             output = None
         except (OriginFailure, SourceTooLarge, TimeoutError) as error:
