@@ -651,7 +651,10 @@ class ImageHandler(BaseHandler):
             self._send_plain(412, "precondition failed")
             return None
         # Tornado's header map, filled without `set_header`'s checks of each value: these were
-        # checked once, when the output was made (`CachedOutput.headers`), or are the node's own
+        # checked once, when the output was made (`CachedOutput.headers`), or are the node's own. `Date` as
+        # answered, not as the request came: a `Last-Modified` of when the origin confirmed the original, later
+        # (a file dated in the future), would have followed it, and `If-Unmodified-Since: <Date>` failed
+        self._headers["Date"] = date_header_now()
         self._headers.update(image_headers(self.node, served, self.cache_result))
         name = served.request.attachment
         if name is None and self._query_is_true("ik-attachment"):

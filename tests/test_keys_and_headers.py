@@ -177,6 +177,35 @@ async def test_last_modified_is_an_imf_fixdate_never_in_the_future(raw_origin, n
                 assert answered == expected
 
 
+async def test_last_modified_is_never_after_the_answers_date(node_factory, tmp_path):
+    """A time in the future is answered as when the origin confirmed it, which the answer's `Date` must follow
+    (RFC 9110 8.8.2.1): a `Date` taken as the request came had preceded a confirmation in a later second, and
+    the client's `If-Unmodified-Since: <that Date>` was refused with a 412 (a CI run's flaky failure). Here the
+    cache's threads are busy for 1.1 s (a slow disk) as the request comes."""
+    from edge.cache.caches import IO_THREADS
+    from tests.nodes import until
+    shutil.copyfile(SAMPLES / "coffee.jpg", tmp_path / "coffee.jpg")
+    os.utime(tmp_path / "coffee.jpg", (2082758400, 2082758400))  # 2036
+    node = await node_factory(write_config(tmp_path, local_config(tmp_path)))
+    busy = []
+
+    def slow_disk() -> None:
+        busy.append(1)
+        time.sleep(1.1)
+    held = [asyncio.ensure_future(node.node.caches.io(slow_disk)) for _ in range(IO_THREADS)]
+
+    async def all_busy() -> bool:
+        return len(busy) == IO_THREADS
+    await until(all_busy, "the cache's threads held")
+    response = await node.fetch("/tr:w-20/coffee.jpg")
+    await asyncio.gather(*held)
+    last_modified, date = (email.utils.parsedate_to_datetime(response.headers[name])
+                           for name in ("Last-Modified", "Date"))
+    assert response.code == 200 and last_modified <= date
+    since = await node.fetch("/tr:w-20/coffee.jpg", headers={"If-Unmodified-Since": response.headers["Date"]})
+    assert (since.code, since.headers["X-Cache"]) == (200, "HIT")
+
+
 async def test_a_file_modified_in_the_future_is_last_modified_now(node_factory, tmp_path):
     shutil.copyfile(SAMPLES / "coffee.jpg", tmp_path / "coffee.jpg")
     os.utime(tmp_path / "coffee.jpg", (2082758400, 2082758400))  # 2036: a clock that was wrong, an archive
