@@ -24,7 +24,7 @@ from .origin import Origin, OriginSettings, described
 from .pluginmanager import Plugins
 from .settings import (HOST_NAME, ConfigTable, Secret, listen_host, redact, regular_file_bytes, split_url,
                        without_userinfo)
-from .shared_cache import SharedCacheSettings
+from .shared_cache import PURGE_TIMEOUTS, SharedCacheSettings
 
 if TYPE_CHECKING:  # imported where they are used: the transform package imports this module
     from .transform.fonts import Font
@@ -525,7 +525,10 @@ def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | 
     journal_every = t.duration("purge_journal_every", d.purge_journal_every)
     if not 0.1 <= journal_every <= 3600:  # a listing each 0.1 s per worker at most; an hour of stale images at most
         raise t.error("purge_journal_every", "expected a duration from 0.1s to 1h")
-    store = plugins.origin_type("s3").from_config(OriginSettings("shared_cache", "s3", timeout=timeout), t)
+    # its client's calls as long as a purge's (a slow listing or DeleteObjects of 1000 keys had failed each try at
+    # `timeout`, against a store that answered); every operation is bounded by its own share of it
+    store = plugins.origin_type("s3").from_config(
+        OriginSettings("shared_cache", "s3", timeout=timeout * PURGE_TIMEOUTS), t)
     return SharedCacheSettings(store=store, timeout=timeout, max_writes=max_writes,
                                purge_journal_every=journal_every)
 

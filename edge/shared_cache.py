@@ -49,6 +49,10 @@ if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen 
 
 T = TypeVar("T")
 
+#: a purge's deletion of a prefix may take this many times `[shared_cache] timeout` (many calls, each of many
+#: keys); the store's own client is given as long for each call (`config`), every operation bounded here
+PURGE_TIMEOUTS = 10
+
 log = logging.getLogger("edge.shared_cache")
 
 #: the first line of every object this tier writes (the format's version)
@@ -258,7 +262,8 @@ class SharedTier:
         direct = True if whole_path else False if prefix.endswith("/") else None
         # listing and deleting a large prefix takes many calls: allow it more than one read
         async with self._purge_calls:
-            return await self._reported("delete", self.store.delete_prefix(prefix, direct), self.timeout * 10)
+            return await self._reported("delete", self.store.delete_prefix(prefix, direct),
+                                        self.timeout * PURGE_TIMEOUTS)
 
     async def record_purge(self, key_prefixes: list[str]) -> None:
         """Write a purge of cache key prefixes to the journal (an entry each, written at once), for the nodes

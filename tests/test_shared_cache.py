@@ -448,3 +448,28 @@ async def test_purges_at_once_leave_the_tier_s_reads_connections(tmp_path):
     answers = await asyncio.gather(*(_everywhere(None, prefixes, {"url": "x"}, None, None, tier) for _ in range(5)))
     assert [status for status, _ in answers] == [200] * 5
     assert store.most_in_flight <= PURGE_CALLS + 5  # and each purge's housekeeping, a listing
+
+
+async def test_a_purge_of_a_slow_store_gets_its_ten_timeouts_for_each_call(s3, tmp_path):
+    """`[shared_cache] timeout` bounds a read or write; a purge gets ten times it, as the docs say. The store's
+    client had cut every call at `timeout` itself: a store answering each listing in 0.8 s under a 0.5 s timeout
+    failed every purge, and every retry of it for 15 minutes (fleet probe)."""
+    s3.client().create_bucket(Bucket=BUCKET)
+    table = shared_cache_table(s3.url, BUCKET, timeout="0.5s")
+    config = load_config(write_config(tmp_path, local_config(after=table)), load_plugins())
+    tier = SharedTier(config.shared_cache, Metrics(), 10**7, 86400.0, tmp_path / APPLIED_FILE)
+    await tier.open()
+    try:
+        cache_key = key("shop", "slow.jpg")
+        tier.put_later(cache_key, output())
+        await written(tier)
+        s3.faults = Faults(delay=0.8, only_gets=False)
+        assert await tier.delete_prefix(path_key("shop", "slow.jpg")) == 1
+        assert await tier.get(cache_key) is None and counted(tier, "shared_cache_failures") == {("get", "timeout"): 1}
+    finally:
+        s3.faults = Faults()
+        await tier.close()
+        client = s3.client()
+        for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+            client.delete_object(Bucket=BUCKET, Key=item["Key"])
+        client.delete_bucket(Bucket=BUCKET)
