@@ -136,8 +136,27 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
+#: IPv6 prefixes that carry an IPv4 address in their last 32 bits to a gateway that connects to it: NAT64's
+#: well-known prefix (RFC 6052) and the IPv4-compatible form (deprecated, RFC 4291). Python counts them global
+#: whatever IPv4 address they carry
+_CARRYING_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+#: NAT64's local-use prefix (RFC 8215): a site's own translators, where the IPv4 address sits depends on the
+#: prefix length the site chose; never global, whatever Python says
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+
+
 def _is_public(address: str) -> bool:
-    return ipaddress.ip_address(address.strip("[]").split("%")[0]).is_global
+    """Whether the address is global, and so is the IPv4 address it carries to a gateway (6to4, NAT64: a
+    private name's AAAA record synthesized by DNS64 reached the private IPv4 service)."""
+    parsed = ipaddress.ip_address(address.strip("[]").split("%")[0])
+    if not parsed.is_global or parsed in _LOCAL_NAT64:
+        return False
+    if isinstance(parsed, ipaddress.IPv6Address):
+        carried = parsed.ipv4_mapped or parsed.sixtofour or next(
+            (ipaddress.IPv4Address(int(parsed) & 0xFFFFFFFF) for network in _CARRYING_IPV4 if parsed in network),
+            None)
+        return carried is None or carried.is_global
+    return True
 
 
 class NotPublic(OSError):

@@ -131,6 +131,19 @@ async def test_a_redirect_to_another_loopback_port_is_refused(web, elsewhere, no
     assert "redirect for 'moved.jpg' to " + elsewhere.url + " refused" in caplog.text
 
 
+@pytest.mark.parametrize("address", ["64:ff9b::a9fe:a9fe", "64:ff9b::a00:1", "::10.0.0.1", "2002:a00:1::",
+                                     "::ffff:10.0.0.1", "64:ff9b:1::808:808"])
+async def test_a_wildcard_never_reaches_a_private_ipv4_address_an_ipv6_one_carries(web, node_factory, tmp_path,
+                                                                                   caplog, address):
+    """NAT64 (169.254.169.254 as `64:ff9b::a9fe:a9fe`), 6to4 and the IPv4-compatible form carry an IPv4 address
+    to a gateway that connects to it: Python counts them global, and they were followed (fleet probe)."""
+    web.redirects["images/carried.jpg"] = f"http://[{address}]/latest/meta-data/"
+    node = await node_factory(write_config(tmp_path, web_config(web, 'redirect_allow = ["*"]')))
+    response = await node.fetch("/carried.jpg")
+    assert (response.code, response.headers["X-Edge-Error"]) == (502, "legacy web: redirect_refused")
+    assert "a loopback, private or link-local address not listed exactly in redirect_allow" in caplog.text
+
+
 @pytest.mark.parametrize("location, where", [("file:///etc/passwd", "a file: URL"),
                                              ("gopher://127.0.0.1:70/x", "a gopher: URL"),
                                              ("data:image/jpeg;base64,/9j/4AAQ", "a data: URL")])
