@@ -316,6 +316,9 @@ class S3Origin(Origin):
                 raise OriginFailure("redirect_refused", f"{where}: {error.kwargs['error']}") from None
             if isinstance(error.kwargs.get("error"), AnswerTooLarge):
                 raise OriginFailure("bad_response", f"{where}: {error.kwargs['error']}") from None
+            if isinstance(error.kwargs.get("error"), aiohttp.ClientResponseError):  # aiohttp's reading of the answer
+                # (a 304 with a body, a header that does not parse): was `error`, the node's or the network's
+                raise OriginFailure("bad_response", f"{where}: an answer that does not parse as HTTP") from None
             raise OriginFailure("error", f"{where}: {type(error).__name__}") from None
         except EndpointConnectionError:
             raise OriginFailure("refused", f"{where}: cannot connect to the endpoint") from None

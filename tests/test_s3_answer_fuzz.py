@@ -535,15 +535,23 @@ origins = ["store"]
 """
 
 
+#: an error document a store may send with its 304, which HTTP says has none (aiohttp refuses it: the fleet
+#: probe's moto did so, counted `error`)
+XML_BODY = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>NotModified</Code></Error>"
+
+
 @pytest.mark.parametrize("type_", ["s3", "cloudinary_backup"])
-async def test_a_304_to_a_fetch_that_sent_no_validators_is_a_bad_response(node_factory, raw_s3, tmp_path, type_):
+@pytest.mark.parametrize("body", [b"", XML_BODY])
+async def test_a_304_to_a_fetch_that_sent_no_validators_is_a_bad_response(node_factory, raw_s3, tmp_path, type_,
+                                                                            body):
     """Any 304 was `NotModified`, which the originals tier takes only for an answer to its conditional fetch
     (it asserts it holds the original): a store answering 304 to the first fetch of a path was a 500. A `web`
     origin takes a 304 only when it sent validators, as now the S3-backed ones."""
     def answer(method: str, target: str) -> bytes:
         if "list-type=2" in target:
             return listing(entry("image/upload/f/1.jpg"))
-        return b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n"
+        length = b"Content-Length: %d\r\n" % len(body) if body else b""
+        return b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n%s\r\n%s" % (length, body)
 
     raw_s3.answer = answer
     node = await node_factory(write_config(tmp_path, s3_node_config(raw_s3.url, type_)))
