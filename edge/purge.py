@@ -150,7 +150,7 @@ def _forget(caches: Caches, prefixes: list[str], target: dict[str, str]) -> tupl
 async def purge_serving(caches: Caches, router: Router, target: dict[str, str], token: Secret,
                         fan_out: FanOut | None, shared: SharedTier | None, pending: PendingPurges | None,
                         forwarded: bool) -> tuple[int, dict[str, Any]]:
-    """`POST /_edge/purge` on a running node: the shared tier, this node's tiers, then every peer;
+    """`POST /_edge/purge` on a running node: this node's tiers, the shared tier, then every peer;
     only this node's tiers when a peer forwarded the call. The status and the answer."""
     prefixes = key_prefixes(router, target)  # a bad target is a 400 before anything is purged
     if forwarded:
@@ -162,11 +162,14 @@ async def purge_serving(caches: Caches, router: Router, target: dict[str, str], 
 async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[str, str], token: Secret | None,
                       fan_out: FanOut | None, shared: SharedTier | None,
                       pending: PendingPurges | None = None) -> tuple[int, dict[str, Any]]:
-    """The shared tier first (the purge journal, for the nodes this purge does not reach, then the
-    objects, so that no node reads back what is being purged), this node, the peers; 502 when one of
-    them could not be purged. `pending`: where what the shared tier failed is left to be tried again."""
-    purged_everywhere = True
-    shared_answer: dict[str, Any] = {}
+    """This node (its purge records then hold back the shared objects being purged), the shared tier (the
+    purge journal, for the nodes this purge does not reach, then the objects), the peers; 502 when one of
+    them could not be purged. `pending`: where what the shared tier failed is left to be tried again. This
+    node's before the journal: its workers, reading the entry first, had removed what the answer counts (0)."""
+    purged, answer = True, {"removed": 0, "by_tier": {}}  # `edge purge` without the node's cache folder
+    if caches is not None:
+        purged, answer = await caches.io(_forget, caches, prefixes, target)
+    purged_everywhere = purged
     if shared is not None:
         journal_written, objects_removed, shared_answer = await _purge_shared(shared, prefixes, target)
         if not (journal_written and objects_removed):
@@ -174,11 +177,6 @@ async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[s
             if pending is not None and caches is not None:
                 shared_answer["retrying"] = await caches.io(pending.add, PendingPurge(
                     prefixes, target, journal_written, objects_removed, time.time() + RECORD_SECONDS))
-    purged, answer = True, {"removed": 0, "by_tier": {}}  # `edge purge` without the node's cache folder
-    if caches is not None:
-        purged, answer = await caches.io(_forget, caches, prefixes, target)
-    purged_everywhere = purged_everywhere and purged
-    if shared is not None:
         answer["shared"] = shared_answer
     if fan_out is not None:
         results = await fan_out.purge(token, target)

@@ -17,7 +17,7 @@ from edge.purge_journal import APPLIED_FILE, FOLDER, PurgeJournal, _entry_name
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.fleet import AUTH, TOKEN
 from tests.nodes import NodeProcess, decode, until, web_config, write_config
-from tests.s3server import shared_cache_table
+from tests.s3server import Faults, shared_cache_table
 from tests.servers import HTTPOrigin
 
 BUCKET = "journal-shared"
@@ -477,3 +477,21 @@ async def test_a_node_whose_clock_was_ahead_applies_the_purges_made_since(start,
     assert sum("this node's clock went back by more than 300 s" in r.message for r in caplog.records) == 1
     restarted = PurgeJournal(store, 7200, mark, clock=lambda: now[0])  # its mark left before those two applied
     assert await restarted.read() == ["\0unlisted.jpg\0", "\0other.jpg\0"]  # the own entry: from ahead
+
+
+async def test_the_purge_answer_counts_what_the_nodes_own_tiers_removed(start, s3, origin, bucket):
+    """The node's tiers were purged after the shared tier: its workers' reading of the journal (every 0.2 s
+    here) had applied the new entry while the store took its time, and the answer said `removed: 0` (fleet
+    probe). They are purged first now: their purge records hold back the shared objects meanwhile."""
+    node = await start("n")
+    assert cached_as(await node.fetch(URL)) == ("MISS", False)
+    await until_written(bucket, 1)
+    origin.files["img.jpg"] = solid(120, 80, NEW)
+    s3.faults = Faults(delay=0.5, only_gets=False)  # every call of the shared tier, the journal's reading too
+    try:
+        answer = await purge(node, {"url": "/img.jpg"})
+    finally:
+        s3.faults = Faults()
+    assert (answer["removed"], answer["by_tier"]["output"], answer["shared"]) == (
+        2, 1, {"removed": 1, "journal": "written"})
+    assert cached_as(await node.fetch(URL)) == ("MISS", True)
