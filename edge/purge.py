@@ -150,7 +150,7 @@ def _forget(caches: Caches, prefixes: list[str], target: dict[str, str]) -> tupl
 async def purge_serving(caches: Caches, router: Router, target: dict[str, str], token: Secret,
                         fan_out: FanOut | None, shared: SharedTier | None, pending: PendingPurges | None,
                         forwarded: bool) -> tuple[int, dict[str, Any]]:
-    """`POST /_edge/purge` on a running node: this node's tiers, the shared tier, then every peer;
+    """`POST /_edge/purge` on a running node: this node's tiers, every peer, then the shared tier;
     only this node's tiers when a peer forwarded the call. The status and the answer."""
     prefixes = key_prefixes(router, target)  # a bad target is a 400 before anything is purged
     if forwarded:
@@ -162,14 +162,21 @@ async def purge_serving(caches: Caches, router: Router, target: dict[str, str], 
 async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[str, str], token: Secret | None,
                       fan_out: FanOut | None, shared: SharedTier | None,
                       pending: PendingPurges | None = None) -> tuple[int, dict[str, Any]]:
-    """This node (its purge records then hold back the shared objects being purged), the shared tier (the
-    purge journal, for the nodes this purge does not reach, then the objects), the peers; 502 when one of
-    them could not be purged. `pending`: where what the shared tier failed is left to be tried again. This
-    node's before the journal: its workers, reading the entry first, had removed what the answer counts (0)."""
+    """This node and the peers, each held to its purge records from then on (which hold back the shared objects
+    being purged), then the shared tier (the purge journal, for the nodes this purge does not reach, then the
+    objects); 502 when one of them could not be purged. `pending`: where what the shared tier failed is left to
+    be tried again. The nodes before the journal: their workers, reading the new entry first, had removed what
+    their answers count (`removed: 0`)."""
     purged, answer = True, {"removed": 0, "by_tier": {}}  # `edge purge` without the node's cache folder
     if caches is not None:
         purged, answer = await caches.io(_forget, caches, prefixes, target)
     purged_everywhere = purged
+    if fan_out is not None:
+        results = await fan_out.purge(token, target)
+        answer["peers"] = [result.describe() for result in results]
+        for failed in (result for result in results if result.outcome != "ok"):
+            purged_everywhere = False
+            log.warning("purge of %s not done on peer %s: %s", target, failed.peer, failed.outcome)
     if shared is not None:
         journal_written, objects_removed, shared_answer = await _purge_shared(shared, prefixes, target)
         if not (journal_written and objects_removed):
@@ -178,12 +185,6 @@ async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[s
                 shared_answer["retrying"] = await caches.io(pending.add, PendingPurge(
                     prefixes, target, journal_written, objects_removed, time.time() + RECORD_SECONDS))
         answer["shared"] = shared_answer
-    if fan_out is not None:
-        results = await fan_out.purge(token, target)
-        answer["peers"] = [result.describe() for result in results]
-        for failed in (result for result in results if result.outcome != "ok"):
-            purged_everywhere = False
-            log.warning("purge of %s not done on peer %s: %s", target, failed.peer, failed.outcome)
     return (200 if purged_everywhere else 502), answer
 
 

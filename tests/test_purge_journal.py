@@ -15,7 +15,7 @@ from edge import purge_journal
 from edge.origin import OriginFailure
 from edge.purge_journal import APPLIED_FILE, FOLDER, PurgeJournal, _entry_name
 from tests.assets import centre_colour, colour, same_colour, solid
-from tests.fleet import AUTH, TOKEN
+from tests.fleet import AUTH, TOKEN, start_fleet
 from tests.nodes import NodeProcess, decode, until, web_config, write_config
 from tests.s3server import Faults, shared_cache_table
 from tests.servers import HTTPOrigin
@@ -479,19 +479,24 @@ async def test_a_node_whose_clock_was_ahead_applies_the_purges_made_since(start,
     assert await restarted.read() == ["\0unlisted.jpg\0", "\0other.jpg\0"]  # the own entry: from ahead
 
 
-async def test_the_purge_answer_counts_what_the_nodes_own_tiers_removed(start, s3, origin, bucket):
-    """The node's tiers were purged after the shared tier: its workers' reading of the journal (every 0.2 s
-    here) had applied the new entry while the store took its time, and the answer said `removed: 0` (fleet
-    probe). They are purged first now: their purge records hold back the shared objects meanwhile."""
-    node = await start("n")
-    assert cached_as(await node.fetch(URL)) == ("MISS", False)
+async def test_the_purge_answer_counts_what_each_nodes_tiers_removed(node_factory, origin, s3, bucket, tmp_path):
+    """The nodes' tiers were purged after the shared tier: their workers' reading of the journal (every 0.2 s
+    here) had applied the new entry while the store took its time, and the answer said `removed: 0`, for the
+    node asked and its peers (fleet probe). They are purged first now: their purge records hold back the shared
+    objects meanwhile."""
+    shared = shared_cache_table(s3.url, BUCKET, more='purge_journal_every = "0.2s"')
+    nodes = await start_fleet(node_factory, tmp_path, web_config(origin.url, after=shared), size=2)
+    for node in nodes:
+        assert (await node.fetch(URL)).code == 200
     await until_written(bucket, 1)
     origin.files["img.jpg"] = solid(120, 80, NEW)
     s3.faults = Faults(delay=0.5, only_gets=False)  # every call of the shared tier, the journal's reading too
     try:
-        answer = await purge(node, {"url": "/img.jpg"})
+        answer = await purge(nodes[0], {"url": "/img.jpg"})
     finally:
         s3.faults = Faults()
     assert (answer["removed"], answer["by_tier"]["output"], answer["shared"]) == (
         2, 1, {"removed": 1, "journal": "written"})
-    assert cached_as(await node.fetch(URL)) == ("MISS", True)
+    assert [(peer["outcome"], peer["removed"]) for peer in answer["peers"]] == [("ok", 1)]  # its copy, SHARED
+    for node in nodes:
+        assert cached_as(await node.fetch(URL)) == ("MISS", True)
