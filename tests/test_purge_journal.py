@@ -498,5 +498,5 @@ async def test_the_purge_answer_counts_what_each_nodes_tiers_removed(node_factor
     assert (answer["removed"], answer["by_tier"]["output"], answer["shared"]) == (
         2, 1, {"removed": 1, "journal": "written"})
     assert [(peer["outcome"], peer["removed"]) for peer in answer["peers"]] == [("ok", 1)]  # its copy, SHARED
-    for node in nodes:
-        assert cached_as(await node.fetch(URL)) == ("MISS", True)
+    assert cached_as(await nodes[0].fetch(URL)) == ("MISS", True)
+    assert cached_as(await nodes[1].fetch(URL)) in (("MISS", True), ("SHARED", True))  # the first's new copy
