@@ -14,9 +14,10 @@ fetching or rendering again (docs/fleet.md).
   the one asked for (an object copied or moved to another key is not that key's image), the content
   type against the image types the node makes, and takes no freshness from the future: a damaged
   or foreign object is a miss, never a wrong image.
-- **Never a client error, never on the critical path.** Reads are bounded by `timeout`; writes run
-  after the response in the background, at most `max_writes` at a time and a bounded backlog beyond
-  which they are dropped. Every failure is counted (`edge_shared_cache_failures_total`) and skipped,
+- **Never a client error, never on the critical path.** Reads are bounded by `timeout`, and after
+  `SKIP_AFTER_FAILURES` failed in a row a worker skips them for `SKIP_SECONDS` (a hung store had added
+  its whole `timeout` to every miss of the fleet); writes run after the response in the background, at
+  most `max_writes` at a time and a bounded backlog beyond which they are dropped. Every failure is counted (`edge_shared_cache_failures_total`) and skipped,
   also what the store's client raises unclassified (its bug: logged with the traceback).
 - One S3 client per process: the tier wraps an `s3` origin (`plugins/s3.py`), which already has the
   client, path-style addressing for S3-compatible stores and the classification of S3's errors.
@@ -69,6 +70,12 @@ PURGE_CALLS = 16
 DEFAULT_ENDPOINT = "_default"
 #: a tier that is down fails every call: say so in the log at most this often per operation
 LOG_EVERY_SECONDS = 60.0
+#: reads failed in a row (the store down, hung or refusing) after which a worker skips its reads (a miss at
+#: once, counted `skipped`) for `SKIP_SECONDS`; then one read tries it again, and a success ends the skipping
+SKIP_AFTER_FAILURES = 5
+SKIP_SECONDS = 10.0
+#: kinds of failure that say nothing of the store's health (the object's, or this worker's own budget)
+_NOT_THE_STORES = frozenset({"damaged", "busy", "too_large"})
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,10 @@ class SharedTier:
         self._max_pending = settings.max_writes * BACKLOG_PER_WRITE
         self._writes: set[asyncio.Task] = set()
         self._failure_lines = Sparse(LOG_EVERY_SECONDS)  # per operation
+        #: reads failed in a row, and until when (`clock`) they are skipped
+        self._failed_reads = 0
+        self._skip_reads_until = 0.0
+        self.clock = time.monotonic
 
     @classmethod
     def of(cls, config: Config, metrics: Metrics) -> SharedTier | None:
@@ -198,6 +209,8 @@ class SharedTier:
         key = self.object_key(cache_key)
         if key is None:
             return None
+        if self._failed_reads >= SKIP_AFTER_FAILURES and self.clock() < self._skip_reads_until:
+            return self._failed("get", "skipped")
         try:
             # held to the process's fetch budget, as originals are (a larger object cannot be held: a miss)
             max_bytes = min(self._max_entry_bytes, fetch_budget.capacity)
@@ -221,6 +234,7 @@ class SharedTier:
             return self._failed("get", "busy")
         except Exception as error:  # what the store's client should have classified (its bug): a miss all the
             return self._unexpected("get", error)  # same, never a 500 (botocore's ValueError for a date had been one)
+        self._failed_reads = 0
         # a lookup that failed is a failure, counted apart, not a miss: with the tier down, its hit ratio read 0 %
         self._metrics.child(self._metrics.cache_requests, "shared", "miss" if output is None else "hit").inc()
         return output
@@ -307,6 +321,8 @@ class SharedTier:
         """A failure the store's client raised unclassified (a bug): counted as `error`, logged with its
         traceback at most once a minute per operation."""
         self._metrics.child(self._metrics.shared_cache_failures, operation, "error").inc()
+        if operation == "get":
+            self._read_failed()
         if (left_out := self._failure_lines.allow((operation, "unexpected"))) is not None:
             log.error("shared cache %s raised an unexpected error; counted in edge_shared_cache_failures_total%s",
                       operation, left_out, exc_info=error)
@@ -315,6 +331,19 @@ class SharedTier:
         kind = error if isinstance(error, str) else getattr(error, "kind", "timeout" if isinstance(
             error, TimeoutError) else "too_large")
         self._metrics.child(self._metrics.shared_cache_failures, operation, kind).inc()
-        if (left_out := self._failure_lines.allow(operation)) is not None:
+        if operation == "get" and kind not in _NOT_THE_STORES and kind != "skipped":
+            self._read_failed()
+        if kind != "skipped" and (left_out := self._failure_lines.allow(operation)) is not None:
             log.warning("shared cache %s skipped (%s); counted in edge_shared_cache_failures_total%s", operation,
                         str(error) or kind, left_out)
+
+    def _read_failed(self) -> None:
+        """One more read failed in a row: past `SKIP_AFTER_FAILURES`, skip reads for `SKIP_SECONDS`."""
+        self._failed_reads += 1
+        if self._failed_reads >= SKIP_AFTER_FAILURES:
+            if self.clock() >= self._skip_reads_until and self._failure_lines.allow("skipping") is not None:
+                log.warning("shared cache reads failed %d times in a row: skipped for %gs at a time until one "
+                            "succeeds (misses go to the origin without waiting for the tier); counted in "
+                            "edge_shared_cache_failures_total{operation=\"get\",kind=\"skipped\"}",
+                            self._failed_reads, SKIP_SECONDS)
+            self._skip_reads_until = self.clock() + SKIP_SECONDS

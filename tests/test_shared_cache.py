@@ -473,3 +473,35 @@ async def test_a_purge_of_a_slow_store_gets_its_ten_timeouts_for_each_call(s3, t
         for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
             client.delete_object(Bucket=BUCKET, Key=item["Key"])
         client.delete_bucket(Bucket=BUCKET)
+
+
+async def test_a_hung_store_is_skipped_after_reads_fail_in_a_row_until_one_succeeds(tier, s3):
+    """A hung store added its whole timeout to every miss of every node for as long as it hung (fleet probe):
+    after `SKIP_AFTER_FAILURES` reads failed in a row, a worker's reads are misses at once for `SKIP_SECONDS`,
+    counted `skipped`; then one read tries the store again."""
+    from edge.shared_cache import SKIP_AFTER_FAILURES, SKIP_SECONDS
+    cache_key = key("shop", "hung.jpg")
+    tier.put_later(cache_key, output())
+    await written(tier)
+    now = [1000.0]
+    tier.clock = lambda: now[0]
+    tier.timeout = 0.3
+    s3.faults = Faults(delay=2.0)  # reads only
+    try:
+        for _ in range(SKIP_AFTER_FAILURES):
+            assert await tier.get(cache_key) is None
+        gets = len(s3.calls)
+        started = time.monotonic()
+        for _ in range(20):
+            assert await tier.get(cache_key) is None
+        assert time.monotonic() - started < 0.3 * 2 and len(s3.calls) == gets  # not asked, not waited for
+        now[0] += SKIP_SECONDS  # one read tries again, fails: skipped again at once
+        assert await tier.get(cache_key) is None and len(s3.calls) == gets + 1
+        assert await tier.get(cache_key) is None and len(s3.calls) == gets + 1
+    finally:
+        s3.faults = Faults()
+    now[0] += SKIP_SECONDS
+    assert await tier.get(cache_key) == output()  # back: found, and no longer skipped
+    assert await tier.get(cache_key) == output()
+    assert counted(tier, "shared_cache_failures") == {("get", "timeout"): SKIP_AFTER_FAILURES + 1,
+                                                      ("get", "skipped"): 21}
