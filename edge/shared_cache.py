@@ -17,8 +17,9 @@ fetching or rendering again (docs/fleet.md).
 - **Never a client error, never on the critical path.** Reads are bounded by `timeout`, and after
   `SKIP_AFTER_FAILURES` failed in a row a worker skips them for `SKIP_SECONDS` (a hung store had added
   its whole `timeout` to every miss of the fleet); writes run after the response in the background, at
-  most `max_writes` at a time and a bounded backlog beyond which they are dropped. Every failure is counted (`edge_shared_cache_failures_total`) and skipped,
-  also what the store's client raises unclassified (its bug: logged with the traceback).
+  most `max_writes` at a time and a bounded backlog beyond which they are dropped. Every failure is
+  counted (`edge_shared_cache_failures_total`) and skipped, also what the store's client raises
+  unclassified (its bug: logged with the traceback).
 - One S3 client per process: the tier wraps an `s3` origin (`plugins/s3.py`), which already has the
   client, path-style addressing for S3-compatible stores and the classification of S3's errors.
 """
