@@ -28,6 +28,9 @@ MAX_URLS = 100_000
 FETCH_TIMEOUT = 30
 #: what a browser sends, so `f_auto` answers as it would to one
 ACCEPT = "image/avif,image/webp,image/*,*/*;q=0.8"
+#: extensions of the documents Cloudinary delivers as image assets, which the node does not read (its 422 names
+#: them: `render._named_format`)
+DOCUMENT_EXTENSIONS = (".pdf", ".psd", ".ai", ".eps")
 #: Cloudinary's own host names (`res.cloudinary.com`, `<cloud>-res.cloudinary.com`): matched by path alone
 CLOUDINARY_DOMAIN = "cloudinary.com"
 
@@ -55,6 +58,10 @@ def check_url(router: Router, url: str) -> Verdict:
     if parts.scheme not in ("http", "https") and not url.startswith("/"):
         # no request target: such a line had been read as a path of the default endpoint, and "served"
         return Verdict(url, 400, "not a URL: write it whole (https://…) or as a path starting with /")
+    extension = "." + parts.path.rpartition(".")[2].lower()
+    if extension in DOCUMENT_EXTENSIONS:  # else "served" for a URL the node answers 404 or 422
+        return Verdict(url, 422, f"a document ({extension}): the node reads images only (JPEG, PNG, WebP, AVIF, "
+                                 "HEIC, GIF, TIFF)", extension)
     try:
         request = router.route(_host(parts), as_target(parts.path or "/"))
         if request.endpoint.url_style != "cloudinary":

@@ -870,6 +870,8 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
         "res.cloudinary.com" + url(PHOTO),  # no scheme: had been read as a path of the default endpoint, "OK"
         # spaces as a CMS export writes them: http.client refused the request line, and the run ended in a traceback
         "https://res.cloudinary.com/demo/image/upload/w_20/v1/my folder/crème brûlée.jpg",
+        # a document Cloudinary delivers as an asset, which the node reads as none: had been "OK"
+        "https://res.cloudinary.com/demo/image/upload/docs/manual.PDF",
     ]) + "\n")
     config_path = tmp_path / "edge.toml"  # the node's own config, written by the fixture
     command = [sys.executable, "-m", "edge", "cloudinary-check", "--config", str(config_path), "--urls", str(urls)]
@@ -880,7 +882,8 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
     assert "  404 not found  1\n" in offline.stdout
     assert "  400 not a URL (Invalid IPv6 URL)  1\n" in offline.stdout
     assert "  400 not a URL: write it whole (https://…) or as a path starting with /  1\n" in offline.stdout
-    assert "10 URLs: 4 served, 6 not" in offline.stdout
+    assert "  .pdf  1\n" in offline.stdout
+    assert "11 URLs: 4 served, 7 not" in offline.stdout
 
     online = await asyncio.to_thread(subprocess.run, [*command, "--base-url", node.url], capture_output=True,
                                      text=True, timeout=120)
@@ -888,7 +891,7 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
     assert "fetched: OK png 256x256" in online.stdout
     assert "fetched: FAILED 404" in online.stdout
     assert "fetched: OK jpeg 20x15" in online.stdout
-    assert "10 URLs: 3 served, 7 not" in online.stdout, online.stdout + online.stderr
+    assert "11 URLs: 3 served, 8 not" in online.stdout, online.stdout + online.stderr
     # those that parse but fail on the asset are summed too: a long list's summary had left them out
     assert "failed when fetched (URLs):\n  404 not found  1\n" in online.stdout, online.stdout
 

@@ -239,6 +239,8 @@ async def awkward(node_factory, tmp_path):
     folder = tmp_path / "awkward"
     folder.mkdir()
     (folder / "page.jpg").write_bytes(imagecorpus.not_an_image())
+    # a PDF a Cloudinary account served as an image (its pages), read as "corrupt" (Cloudinary probe)
+    (folder / "manual.jpg").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n")
     (folder / "truncated.jpg").write_bytes(imagecorpus.truncated_jpeg())
     (folder / "bomb.png").write_bytes(imagecorpus.decompression_bomb_png())
     (folder / "big.jpg").write_bytes(imagecorpus.photo_jpeg(600, 600))  # ~80 kB
@@ -250,6 +252,8 @@ async def awkward(node_factory, tmp_path):
     ("/tr:w-10/page.jpg", 422, "unsupported or corrupt source image"),
     ("/tr:w-10,orig-true/page.jpg", 422, "unsupported or corrupt source image"),
     ("/tr:w-10/truncated.jpg", 422, "unsupported or corrupt source image"),
+    ("/tr:w-10/manual.jpg", 422, "unsupported source: a PDF document (Illustrator's .ai too); the node reads JPEG, "
+                                 "PNG, WebP, AVIF, HEIC, GIF and TIFF"),
     ("/tr:w-10/bomb.png", 400, "source too large"),
     ("/tr:w-10/big.jpg", 400, "source too large"),  # over max_source_bytes: refused before decoding
 ])

@@ -257,6 +257,21 @@ def _too_many_frames(limits: Limits) -> BadRequest:
     return BadRequest(f"source too large: more than {limits.max_frames} frames")
 
 
+#: the first bytes of documents an image CDN's storage holds beside its images, which no loader here reads (a
+#: Cloudinary account's PDFs, Photoshop and Illustrator files), and what they are
+_DOCUMENT_SIGNATURES = ((b"%PDF-", "a PDF document (Illustrator's .ai too)"), (b"8BPS", "a Photoshop document"),
+                        (b"%!PS", "a PostScript document"), (b"\xc5\xd0\xd3\xc6", "an EPS document"))
+
+
+def _named_format(body: bytes) -> tuple[str, ...]:
+    """The 422's message for a document the node does not read, named (a team moving from Cloudinary read
+    "corrupt" of a PDF it had served as an image); none (the default message) for anything else."""
+    for signature, what in _DOCUMENT_SIGNATURES:
+        if body.startswith(signature):
+            return (f"unsupported source: {what}; the node reads JPEG, PNG, WebP, AVIF, HEIC, GIF and TIFF",)
+    return ()
+
+
 def probe(body: bytes, limits: Limits, *, svg_read: bool = True) -> ImageHeader:
     """Read the header; refuse what is not an image (422) or too large to decode (400). `svg_read=False`: an SVG
     is told by its first bytes, its header left unread (0×0), for one served as it is: librsvg parses a whole
@@ -272,11 +287,11 @@ def probe(body: bytes, limits: Limits, *, svg_read: bool = True) -> ImageHeader:
             image = pyvips.Image.new_from_source(_read_in_place(body), "")
             loader = image.get("vips-loader")
     except pyvips.Error:
-        raise UnprocessableSource(unreadable=True) from None
+        raise UnprocessableSource(*_named_format(body), unreadable=True) from None
     if loader == "heifload_source" and image.get_typeof("heif-compression") and image.get("heif-compression") == "hevc":
         loader = HEIC_LOADER
     if loader not in INPUT_LOADERS and not (loader == SVG_LOADER and limits.allow_svg):
-        raise UnprocessableSource(unreadable=True)
+        raise UnprocessableSource(*_named_format(body), unreadable=True)
     # a scan header is a scan: within a scan's data, an FF byte is always followed by 00. (An Ultra HDR
     # JPEG's gain map, after the primary image, may be progressive whatever the primary is: always counted)
     progressive = loader == _JPEG_LOADER and _may_have_many_scans(body)
