@@ -1015,6 +1015,10 @@ class _Component:
             return []  # these modes keep the whole image: gravity changes nothing, as on Cloudinary
         if (gravity == "auto" or _faces(self.value("g"))) and mode in ("pad", "lpad"):
             raise self.fail("g", "places the image in c_pad/c_lpad: use a compass gravity")
+        if _faces(self.value("g")) and mode in ("fill", "lfill"):
+            # scaled to cover, the faces kept in the middle: no closer (`c_thumb` and `c_crop` frame them; `z_` is
+            # for those, per Cloudinary)
+            return [*f"fo-{gravity}".split(","), "ffr-false"]
         return f"fo-{gravity}".split(",")  # `fof-` too
 
 

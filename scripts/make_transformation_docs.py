@@ -262,7 +262,10 @@ without the extra until it restarts. There are no settings.
   shoulders), widened to the output's aspect ratio, divided by `z`, then held between the output's
   size in the input's pixels (a face is never enlarged beyond the original's resolution) and the
   whole image. So `z-0.5` shows twice as much around the face and `z-2` half as much, ImageKit's
-  behaviour for zoom with face crops.
+  behaviour for zoom with face crops. `ffr-false` (the node's own, for Cloudinary's `c_fill,g_face`, which
+  scales to cover and only keeps the face in the middle) frames nothing: the image scaled to cover the box,
+  as without a focus, the crop centred on the faces (as near as the image's edges allow); `z` then zooms into
+  their centre. Without `fo-face`, `ffr-false` is a 400.
 - **Other uses**: with one side or no size (`w-300,fo-face,z-2`), `z` zooms into the faces' centre as it
   does into any focus; `cm-extract`/`cm-pad_extract` centre their region on the faces. `cm-extract,fo-face`
   with neither `w` nor `h` cuts out the faces' box itself, divided by `z` and widened to `ar` when given

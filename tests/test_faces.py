@@ -79,6 +79,24 @@ async def test_fo_face_keeps_the_face_where_attention_picks_something_else(node)
     assert 60 < face_width(face.body) < 300  # one face, large in the frame
 
 
+async def test_ffr_false_centres_the_covering_crop_on_the_face_without_closing_in(node):
+    """`ffr-false` (the node's own, for Cloudinary's `c_fill,g_face`, which scales to cover and keeps the face in
+    the middle, where its `c_thumb` closes in): the scene scaled as `c-maintain_ratio` scales it, the face at the
+    middle of the crop's width."""
+    framed = await node.fetch("/tr:w-300,h-600,fo-face/scene.jpg")
+    covering = await node.fetch("/tr:w-300,h-600,fo-face,ffr-false/scene.jpg")
+    assert framed.code == covering.code == 200
+    image = pyvips.Image.new_from_buffer(covering.body, "")
+    assert (image.width, image.height) == (300, 600)
+    found = faces.find_faces(image)
+    assert found and abs(found[0][0] + found[0][2] / 2 - 150) < 20  # the face in the middle of the width
+    # the whole height: the scene scaled to cover, no closer (the sample's face, as large as the scene has it)
+    in_sample = faces.find_faces(pyvips.Image.new_from_file(str(SAMPLES / "astronaut.jpg")))[0][2]
+    expected = in_sample * PHOTO_SIDE / 512 * 600 / SCENE[1]
+    assert 0.7 < found[0][2] / expected < 1.4 and found[0][2] < face_width(framed.body) / 2
+    assert (await node.fetch("/tr:w-300,ffr-false/scene.jpg")).body == b"invalid transformation: ffr-false: needs fo-face\n"
+
+
 async def test_zoom_out_shows_more_around_the_face_and_zoom_in_less(node):
     widths = {}
     for zoom in ("0.5", "1", "2"):
@@ -231,3 +249,18 @@ async def test_a_fallback_focus_plays_no_part_where_a_face_is_found(node):
     assert (alone.code, alone.body) == (400, b"invalid transformation: fof-top: needs fo-face\n")
     itself = await node.fetch("/tr:w-300,h-600,fo-face,fof-face/scene.jpg")
     assert itself.code == 400 and itself.body.startswith(b"invalid transformation: fof-face: must be one of center")
+
+
+@pytest.mark.parametrize("mode", ["fill", "lfill"])
+def test_cloudinarys_fill_with_a_face_gravity_covers_where_its_thumb_closes_in(mode):
+    """Cloudinary's zoom "controls how much of the original image surrounding the face to keep when using
+    either the 'crop' or 'thumb' cropping modes": `c_fill,g_face` scales to cover and keeps the face in the
+    middle; it had closed in on the face as `c_thumb,g_face` does, the same image to the byte (Cloudinary
+    probe)."""
+    from edge.cloudinary_urls import translate
+    from edge.transform.options import parse_transformation
+    fill = translate((f"c_{mode},g_face,w_300,h_300",), {}, False).canonical()
+    crop = "c-maintain_ratio" if mode == "fill" else "c-maintain_ratio_no_enlarge"
+    assert fill == parse_transformation(f"w-300,h-300,{crop},fo-face,fof-top,ffr-false").canonical()
+    thumb = translate(("c_thumb,g_face,w_300,h_300",), {}, False).canonical()
+    assert thumb == parse_transformation("w-300,h-300,fo-face,fof-top").canonical()

@@ -413,7 +413,7 @@ def resize(source: Source, step: Step, max_side: int) -> pyvips.Image:
     if step.crop == "maintain_ratio_no_enlarge":
         scale = min(scale, 1.0)
         box_w, box_h = min(box_w, width), min(box_h, height)
-    return _cover_crop(source, box_w, box_h, scale, step, max_side, frame_faces=True)
+    return _cover_crop(source, box_w, box_h, scale, step, max_side, frame_faces=step.frames_faces)
 
 
 def trim(image: pyvips.Image, threshold: int) -> pyvips.Image:

@@ -174,6 +174,8 @@ class Step:
     crop_mode: str | None = None
     focus: str = "center"
     focus_fallback: str = "auto"  # `fof-`: with `fo-face`, the focus when no face is found
+    #: `ffr-`: with `fo-face` and both sides, frame the faces (else only centre the covering crop on them)
+    frames_faces: bool = True
     x: int | Expression | None = None  # an expression until resolved (`geometry.with_sizes`), as `border`'s width
     y: int | Expression | None = None
     x_center: int | Expression | None = None
@@ -710,6 +712,7 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("cm", "crop_mode", _choice(CROP_MODES)),
     Param("fo", "focus", _focus),
     Param("fof", "focus_fallback", _choice(FACE_FALLBACKS)),
+    Param("ffr", "frames_faces", _boolean, _write_boolean),
     Param("x", "x", or_expression(_int_range(0, MAX_PIXELS)), str),
     Param("y", "y", or_expression(_int_range(0, MAX_PIXELS)), str),
     Param("xc", "x_center", or_expression(_int_range(0, MAX_PIXELS)), str),
@@ -1053,6 +1056,8 @@ def _validated(step: Step) -> Step:
         raise InvalidTransformation(f"wf-{step.width_fallback}", "needs w-auto")
     if step.focus_fallback != "auto" and step.focus != "face":
         raise InvalidTransformation(f"fof-{step.focus_fallback}", "needs fo-face")
+    if not step.frames_faces and step.focus != "face":
+        raise InvalidTransformation("ffr-false", "needs fo-face")
     if step.region is not None and step.blur is None and step.pixelate is None:
         raise InvalidTransformation(f"e-region-{_write_region(step.region)}", "needs bl or e-pixelate")
     for name, key in (("x", "x"), ("y", "y"), ("x_center", "xc"), ("y_center", "yc")):
