@@ -117,7 +117,9 @@ the nested ones.
 - **Limits**: 10 layers per URL (all steps together), 500 characters of text, font size 500;
   every layer adds a composite over its step's output and its own work to the cost estimate
   (`[limits] max_cost`); a text layer's glyphs are estimated at 0.8 × `fs`² pixels per character, and
-  its box (the wrap width `w`, `pa`, `fol`, `fsh`) is counted for each ink, its corners and its rotation. A text
+  its box (the wrap width `w`, else its longest line, by its lines: each line break 1.2 × `fs` or `lh` more,
+  each line longer than `w` as many as it wraps to; `pa`, `fol`, `fsh`) is counted for each ink, its corners and
+  its rotation; an outline (`fol`) is a filter as wide as it over the whole box. A text
   more than 8192 px a side once drawn (the output limit; at `fs-500`, more than 14 lines) is a 400
   `l-text: the text is more than 8192 px a side`, and a text of only spaces and line breaks a 400
   naming its `i-`. Every error is a 400 naming the parameter. An endpoint can draw the same layers

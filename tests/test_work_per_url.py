@@ -2,6 +2,7 @@
 deadline, cancellation of a render nobody waits for, and libvips' own threads."""
 
 import asyncio
+import base64
 import shutil
 import sys
 import time
@@ -88,6 +89,27 @@ async def test_a_costly_url_is_refused_before_the_fetch(node_factory, tmp_path, 
     node = await node_with(node_factory, tmp_path, photos.folder)
     await assert_answer(node, f"/tr:{transformation}/no-such-photo.jpg", 400,
                         f"transformation too costly: about {cost} megapixels of work exceed [limits] max_cost = 200")
+
+
+#: 13 `W`s over 12 empty lines, then one (resource probe): a box of 14 lines, priced as one of 26 characters
+LINES = base64.urlsafe_b64encode(b"W" * 13 + b"\n" * 12 + b"W").decode()
+FOUR_LINES = base64.urlsafe_b64encode(b"WWWWWWWWWWWWW\n\n\nW").decode()
+
+
+@pytest.mark.parametrize("transformation", [
+    f"w-300,h-300,c-force,l-text,ie-{LINES},fs-480,fol-50_red,fl-v,l-end",  # 20 s of CPU, priced 58
+    f"w-300,h-300,c-force,l-text,ie-{FOUR_LINES},fs-480,fol-50_red,rt-90,l-end",  # 8.6 s, priced 38
+])
+async def test_a_text_of_many_lines_is_priced_by_its_lines(node_factory, tmp_path, photos, transformation):
+    """Line breaks had been priced as characters, and an outline's rank filter over the 14 lines' box held a
+    render thread for the whole `render_timeout` (two such URLs: every other render refused). Refused before the
+    fetch now; an ordinary outlined text of two lines is served."""
+    node = await node_with(node_factory, tmp_path, photos.folder)
+    response = await node.fetch(f"/tr:{transformation}/no-such-photo.jpg")
+    assert response.code == 400 and response.body.startswith(b"transformation too costly: about ")
+    two = base64.urlsafe_b64encode("Espresso\nto go".encode()).decode()
+    served = await node.fetch(f"/tr:w-1200,l-text,ie-{two},fs-90,fol-4_red,fsh-blue_6,l-end/medium.jpg")
+    assert served.code == 200 and decode(served).width == 1200
 
 
 async def test_a_box_a_url_never_enlarges_to_counts_only_with_the_originals_size(node_factory, tmp_path, photos):

@@ -86,9 +86,11 @@ FACE_SEARCH = 8.0
 LAYER_WEIGHT = 0.5
 #: a text layer's estimated pixels per character, in units of its font size squared
 TEXT_AREA_PER_CHARACTER = 0.8
+#: a text's line after a line break, in units of its font size (DejaVu Sans: 1.08–1.17) unless `lh` says more
+TEXT_LINE_HEIGHT = 1.2
 #: a text's outline (`fol-<w>`): a rank filter 2w+1 px wide over its box, per megapixel of the box and
-#: pixel of width (2.4 MP: 33 ms at 11 px, 112 at 51, 375 at 101)
-OUTLINE_PER_SIDE = 0.08
+#: pixel of width (2.4 MP, one thread, libvips 8.18: 138 ms at 11 px, 534 at 51, 1040 at 101; a unit 25 ms)
+OUTLINE_PER_SIDE = 0.18
 #: `bg-blurred` padding, per output megapixel (the blurred copy, 1/16 of the box, scaled up over the
 #: box: 12 ms/MP at 4000² and 8192², radius 10–100) and per step and frame (cutting the centre, the small
 #: copy and its operations: 17 ms a frame of a 99-frame GIF)
@@ -303,15 +305,19 @@ def _layer_cost(layer: Layer, base: Size, overlays: dict[str, Size]) -> float:
 
 def _text_cost(text: str, style: TextStyle, base: Size) -> float:
     """A text layer: its glyphs drawn (`TEXT_AREA_PER_CHARACTER` × `fs`² each), then its box — the wrap
-    width `w` (else the glyphs on lines of `fs`), grown by the outline and the shadow — inked once per
-    ink (an outline is a rank filter as wide as it), padded, and composited, rounded, faded, turned and
-    bent. The turn and the bend are made only where they land on the base (libvips computes what is asked
+    width `w` (else its longest line's glyphs) by its lines (each line break one of `TEXT_LINE_HEIGHT`, or
+    `lh`, and each line longer than `w` as many as it wraps to), grown by the outline and the shadow —
+    inked once per ink (an outline is a rank filter as wide as it), padded, and composited, rounded, faded,
+    turned and bent. (Line breaks had been priced as characters: 13 `W`s over 12 empty lines, a box 14 times
+    as tall as priced, held a render thread for the whole `render_timeout` under an outline.) The turn and the bend are made only where they land on the base (libvips computes what is asked
     for): their canvas counts as far as the base's size (`fs-100,rt-90,e-distort-a-360` on a 1200 px base,
     a circle 5800 px across, renders in 0.16 s; on an 8000 px base two of them took 11 s)."""
     size = style.size
     glyphs = len(text) * size ** 2 * TEXT_AREA_PER_CHARACTER
-    box_w = style.width or max(size, glyphs / size)
-    box_h = max(size, glyphs / box_w)
+    line_widths = [len(line) * size * TEXT_AREA_PER_CHARACTER for line in text.split("\n")]
+    box_w = style.width or max(size, *line_widths)
+    lines = sum(max(1, math.ceil(width / box_w)) for width in line_widths)
+    box_h = size + (lines - 1) * max(size * TEXT_LINE_HEIGHT, style.line_height or 0)
     grow, drop = (style.outline[0] if style.outline else 0), (style.shadow[1] if style.shadow else 0)
     mask = (box_w + 2 * grow + drop) * (box_h + 2 * grow + drop) / 1e6
     top, right, bottom, left = style.padding or (0, 0, 0, 0)
