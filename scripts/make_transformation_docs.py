@@ -749,7 +749,8 @@ SECTIONS = (
             "pixel values (except in GIF, which holds no profile: its colours are converted to sRGB "
             "whatever `cp`; nor when the profile's header gives another length than its own, as some writers pad "
             "it or cut it short: libpng refuses it, and a browser ignores or misreads it; one that cannot be read "
-            "at all counts as none, its values taken as sRGB's). Under `cp-true` the colours a URL names (`bg`, borders, text, "
+            "at all counts as none, its values taken as sRGB's). Under `cp-true` the colours a URL names (`bg`, "
+            "borders, text, "
             "colour blocks) and image layers are drawn with their sRGB values into the original's colour "
             "space: on a Display P3 or Adobe RGB original they show more saturated than asked. AVIF effort "
             "comes from the config (`[defaults] avif_effort`).", (

@@ -94,7 +94,8 @@ async def test_ffr_false_centres_the_covering_crop_on_the_face_without_closing_i
     in_sample = faces.find_faces(pyvips.Image.new_from_file(str(SAMPLES / "astronaut.jpg")))[0][2]
     expected = in_sample * PHOTO_SIDE / 512 * 600 / SCENE[1]
     assert 0.7 < found[0][2] / expected < 1.4 and found[0][2] < face_width(framed.body) / 2
-    assert (await node.fetch("/tr:w-300,ffr-false/scene.jpg")).body == b"invalid transformation: ffr-false: needs fo-face\n"
+    refused = await node.fetch("/tr:w-300,ffr-false/scene.jpg")
+    assert refused.body == b"invalid transformation: ffr-false: needs fo-face\n"
 
 
 async def test_zoom_out_shows_more_around_the_face_and_zoom_in_less(node):

@@ -309,9 +309,10 @@ def _text_cost(text: str, style: TextStyle, base: Size) -> float:
     `lh`, and each line longer than `w` as many as it wraps to), grown by the outline and the shadow —
     inked once per ink (an outline is a rank filter as wide as it), padded, and composited, rounded, faded,
     turned and bent. (Line breaks had been priced as characters: 13 `W`s over 12 empty lines, a box 14 times
-    as tall as priced, held a render thread for the whole `render_timeout` under an outline.) The turn and the bend are made only where they land on the base (libvips computes what is asked
-    for): their canvas counts as far as the base's size (`fs-100,rt-90,e-distort-a-360` on a 1200 px base,
-    a circle 5800 px across, renders in 0.16 s; on an 8000 px base two of them took 11 s)."""
+    as tall as priced, held a render thread for the whole `render_timeout` under an outline.) The turn and
+    the bend are made only where they land on the base (libvips computes what is asked for): their canvas
+    counts as far as the base's size (`fs-100,rt-90,e-distort-a-360` on a 1200 px base, a circle 5800 px
+    across, renders in 0.16 s; on an 8000 px base two of them took 11 s)."""
     size = style.size
     glyphs = len(text) * size ** 2 * TEXT_AREA_PER_CHARACTER
     line_widths = [len(line) * size * TEXT_AREA_PER_CHARACTER for line in text.split("\n")]
