@@ -139,3 +139,16 @@ def test_a_worker_draws_one_svg_at_a_time(tmp_path):
         assert max(seen) == 1
     finally:
         process.stop()
+
+
+def test_a_drawing_that_reaches_its_own_cpu_bound_is_too_slow_not_corrupt():
+    """The child's CPU bound (`render_timeout` + 1 s) can be reached before the render's deadline is seen: that
+    answer had been a 422, "unsupported or corrupt source image", for a document that draws, only too slowly
+    (resource probe)."""
+    import pytest
+
+    from edge.config import Limits
+    from edge.errors import RenderTimedOut
+    from edge.transform.render import _svg_child
+    with pytest.raises(RenderTimedOut):
+        _svg_child(BLURS, 2000, {}, Limits(allow_svg=True), 1, 2 * 10**9)

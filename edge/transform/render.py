@@ -440,6 +440,8 @@ def _svg_child(body: bytes, width: int | None, options: dict, limits: Limits, cp
     if child.returncode in (svgraster.OUT_OF_MEMORY, -signal.SIGABRT, -signal.SIGSEGV):  # its allocation refused
         raise BadRequest(f"source too large: drawing it takes over max_decode_memory "
                          f"({limits.max_decode_memory / 1e6:.0f} MB)")
+    if child.returncode == -signal.SIGXCPU:  # its own CPU bound, reached before the render's deadline was seen
+        raise RenderTimedOut()  # (it had been a 422, "corrupt": the document is drawable, only too slowly)
     if child.returncode != 0:
         raise pyvips.Error("the SVG could not be drawn")
     head_end = out.index(b"\n")

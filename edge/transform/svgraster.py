@@ -24,7 +24,8 @@ OUT_OF_MEMORY = 3
 
 def main() -> None:
     width, options, cpu_seconds, memory_bytes = json.loads(sys.argv[1])
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+    # SIGXCPU at the bound (its parent tells that exit from the others: too slow), SIGKILL a second later
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
     # the parse of a whole document (26 MB of shapes: 1.1 GB) held to the render's decode bound
     resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
     pyvips.concurrency_set(1)
