@@ -94,6 +94,10 @@ async def test_a_width_hint_counts_the_pixel_ratio_already(node):
                                         headers={"Sec-CH-Width": "300", "Sec-CH-DPR": "2"})
     assert image.width == 300
     assert response.headers["Vary"] == f"{WIDTH_VARY}, {DPR_VARY}"
+    for dpr in ("1", "1.5", "4.9"):  # unused beside the width hint: one entry, not one per ratio (resource probe)
+        again, _ = await fetch_image(node, "/tr:w-auto,dpr-auto/photo.jpg",
+                                     headers={"Sec-CH-Width": "300", "Sec-CH-DPR": dpr})
+        assert (again.headers["X-Cache"], again.body) == ("HIT", response.body)
     _, image = await fetch_image(node, "/tr:w-auto,dpr-auto,h-100/photo.jpg", headers={"Sec-CH-DPR": "2"})
     assert (image.width, image.height) == (300, 200)  # no width hint: dpr-auto scales h
 

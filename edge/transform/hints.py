@@ -61,6 +61,8 @@ def negotiate(transformation: Transformation, headers: Mapping[str, str], max_wi
     wants_dpr = any(step.dpr == AUTO for step in steps)
     width = _first(headers, WIDTH_HEADERS, lambda text: _width(text, max_width)) if wants_width else None
     dpr = _first(headers, DPR_HEADERS, _dpr) if wants_dpr else None
+    if width is not None and all(step.width == AUTO for step in steps if step.dpr == AUTO):
+        dpr = None  # every step that takes it has the width hint, in device pixels already: keyed apart for nothing
     resolved = tuple(_resolved(step, width, dpr) for step in steps)
     used = (WIDTH_HEADERS if wants_width else ()) + (DPR_HEADERS if wants_dpr else ())
     key = ",".join(part for part in (f"w{width or '-'}" if wants_width else "",
