@@ -657,7 +657,8 @@ class ImageHandler(BaseHandler):
         self._headers["Date"] = date_header_now()
         self._headers.update(image_headers(self.node, served, self.cache_result))
         name = served.request.attachment
-        if name is None and self._query_is_true("ik-attachment"):
+        # ImageKit's query word; on a Cloudinary-style endpoint the query changes nothing (`fl_attachment` says it)
+        if name is None and served.request.endpoint.url_style != "cloudinary" and self._query_is_true("ik-attachment"):
             name = ""
         if name is not None:
             self._headers["Content-Disposition"] = attachment(self.request.path, output.content_type, name)

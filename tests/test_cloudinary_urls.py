@@ -682,6 +682,9 @@ async def test_seo_and_short_forms_with_and_without_the_cloud_name(node):
 
 async def test_the_query_does_not_add_a_transformation(node, bucket):
     assert (await get(node, url("logo.png") + "?tr=w-10")).body == bucket["logo/1600000000.png"]
+    # nor ImageKit's download word: `fl_attachment` is Cloudinary's (it had added the header, Cloudinary probe)
+    response = await get(node, url("logo.png") + "?ik-attachment=true")
+    assert response.body == bucket["logo/1600000000.png"] and "Content-Disposition" not in response.headers
 
 
 # --- what is refused --------------------------------------------------------------------------------------
