@@ -76,7 +76,8 @@ CROP_MODES: dict[str, tuple[str, str, str]] = {
     "limit": ("c-at_max", "c-at_max", "fit inside w×h, keeping the ratio; never upscales"),
     "mfit": ("c-enlarge_to_fit", "c-enlarge_to_fit",
              "fit inside w×h only if the image is smaller (upscale); a larger image is unchanged"),
-    "fill": ("c-maintain_ratio", "", "exactly w×h: scale to cover, crop by gravity"),
+    "fill": ("c-maintain_ratio", "", "exactly w×h: scale to cover, crop by gravity (with `g_face`/`g_faces`: "
+                                     "the faces in the middle, no closer, `ffr-false`)"),
     "lfill": ("c-maintain_ratio_no_enlarge", "c-at_max",
               "like `fill`, never upscales: an image smaller than the box keeps its size"),
     "pad": ("cm-pad_resize", "", "fit inside w×h, pad to exactly w×h with `b_` (gravity places the image)"),
