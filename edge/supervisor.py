@@ -470,6 +470,8 @@ class Supervisor:
 
     # -- reloading --------------------------------------------------------------------------------
     def _begin_reload(self) -> None:
+        if self.reading is not None and self.reading.done:  # ended since the loop's last look: that first
+            self._check_reading()
         if self.reading is not None and self.reading.abandoned:
             from . import metrics  # imported by `preload`
             log.error("SIGHUP: config not reloaded, the running one is kept: the reading of an earlier SIGHUP, "
