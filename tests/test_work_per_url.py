@@ -6,7 +6,7 @@ import base64
 import shutil
 import sys
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 import pyvips
@@ -93,11 +93,14 @@ async def test_a_costly_url_is_refused_before_the_fetch(node_factory, tmp_path, 
 
 #: 13 `W`s over 12 empty lines, then one (resource probe): a box of 14 lines, priced as one of 26 characters
 LINES = base64.urlsafe_b64encode(b"W" * 13 + b"\n" * 12 + b"W").decode()
+#: the same, broken by Unicode's line separator, which Pango breaks at too (review)
+SEPARATED = quote(base64.b64encode(("W" * 13 + "\u2028" * 12 + "W").encode()).decode(), safe="")
 FOUR_LINES = base64.urlsafe_b64encode(b"WWWWWWWWWWWWW\n\n\nW").decode()
 
 
 @pytest.mark.parametrize("transformation", [
     f"w-300,h-300,c-force,l-text,ie-{LINES},fs-480,fol-50_red,fl-v,l-end",  # 20 s of CPU, priced 58
+    f"w-300,h-300,c-force,l-text,ie-{SEPARATED},fs-480,fol-50_red,fl-v,l-end",
     f"w-300,h-300,c-force,l-text,ie-{FOUR_LINES},fs-480,fol-50_red,rt-90,l-end",  # 8.6 s, priced 38
 ])
 async def test_a_text_of_many_lines_is_priced_by_its_lines(node_factory, tmp_path, photos, transformation):

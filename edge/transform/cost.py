@@ -40,6 +40,7 @@ the decodes.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -88,6 +89,8 @@ LAYER_WEIGHT = 0.5
 TEXT_AREA_PER_CHARACTER = 0.8
 #: a text's line after a line break, in units of its font size (DejaVu Sans: 1.08–1.17) unless `lh` says more
 TEXT_LINE_HEIGHT = 1.2
+#: what Pango breaks a line at (a text's other control characters are refused: `layers.read_input`)
+_LINE_BREAKS = re.compile("[\n\u2028\u2029]")
 #: a text's outline (`fol-<w>`): a rank filter 2w+1 px wide over its box, per megapixel of the box and
 #: pixel of width (2.4 MP, one thread, libvips 8.18: 138 ms at 11 px, 534 at 51, 1040 at 101; a unit 25 ms)
 OUTLINE_PER_SIDE = 0.18
@@ -315,7 +318,7 @@ def _text_cost(text: str, style: TextStyle, base: Size) -> float:
     across, renders in 0.16 s; on an 8000 px base two of them took 11 s)."""
     size = style.size
     glyphs = len(text) * size ** 2 * TEXT_AREA_PER_CHARACTER
-    line_widths = [len(line) * size * TEXT_AREA_PER_CHARACTER for line in text.split("\n")]
+    line_widths = [len(line) * size * TEXT_AREA_PER_CHARACTER for line in _LINE_BREAKS.split(text)]
     box_w = style.width or max(size, *line_widths)
     lines = sum(max(1, math.ceil(width / box_w)) for width in line_widths)
     box_h = size + (lines - 1) * max(size * TEXT_LINE_HEIGHT, style.line_height or 0)
