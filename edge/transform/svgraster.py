@@ -24,7 +24,9 @@ OUT_OF_MEMORY = 3
 
 def main() -> None:
     width, options, cpu_seconds, memory_bytes = json.loads(sys.argv[1])
-    # SIGXCPU at the bound (its parent tells that exit from the others: too slow), SIGKILL a second later
+    # SIGXCPU at the bound (its parent tells that exit from the others: too slow), SIGKILL a second later; and no
+    # core dump of it (SIGXCPU's default action writes one where the limit allows, a container's unlimited)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
     # the parse of a whole document (26 MB of shapes: 1.1 GB) held to the render's decode bound
     resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
