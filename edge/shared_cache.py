@@ -210,8 +210,11 @@ class SharedTier:
         key = self.object_key(cache_key)
         if key is None:
             return None
-        if self._failed_reads >= SKIP_AFTER_FAILURES and self.clock() < self._skip_reads_until:
-            return self._failed("get", "skipped")
+        if self._failed_reads >= SKIP_AFTER_FAILURES:
+            if self.clock() < self._skip_reads_until:
+                return self._failed("get", "skipped")
+            # this read tries the store again; the others meanwhile are skipped (every miss had waited on it)
+            self._skip_reads_until = self.clock() + self.timeout
         try:
             # held to the process's fetch budget, as originals are (a larger object cannot be held: a miss)
             max_bytes = min(self._max_entry_bytes, fetch_budget.capacity)
