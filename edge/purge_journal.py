@@ -169,6 +169,12 @@ class PurgeJournal:
         if self._cursor is None:  # the first reading: from the start of the retention
             self._applied_at, self._applied_names = _read_applied(self._applied_file)
             self._cursor = self._folder + _time_name(now - self._retention)
+            if self._applied_at > now + FUTURE_SECONDS:
+                # marked by this node's clock while it ran ahead (a mark written before marks were the store's):
+                # every purge of the retention is applied again, rather than the others' skipped until then
+                log.warning("the purge journal's applied mark is %.0f s ahead of this node's clock: the purges of "
+                            "the journal are applied again", self._applied_at - now)
+                self._applied_at = 0.0
         elif self._cursor > self._folder + _time_name(now + LOOKBACK_SECONDS):
             # this node's clock went back further than the lookback reaches (it had been ahead): the entries
             # the others made since sort before where it had read to (they are applied: the store wrote them

@@ -500,3 +500,16 @@ async def test_the_purge_answer_counts_what_each_nodes_tiers_removed(node_factor
     assert [(peer["outcome"], peer["removed"]) for peer in answer["peers"]] == [("ok", 1)]  # its copy, SHARED
     assert cached_as(await nodes[0].fetch(URL)) == ("MISS", True)
     assert cached_as(await nodes[1].fetch(URL)) in (("MISS", True), ("SHARED", True))  # the first's new copy
+
+
+async def test_a_mark_written_ahead_by_this_nodes_clock_is_not_kept(start, bucket, caplog):
+    """A mark file written before marks were the store's times holds this node's time: one written while its clock
+    ran ahead would have held every other node's purge back until then, the upgrade notwithstanding (review)."""
+    node = await start("n")
+    store, mark = node.node.shared.store, node.config.cache.dir / "old-mark"
+    now = time.time()
+    mark.write_text(f"{int((now + 86400) * 1e9):020d}\n")
+    other = PurgeJournal(store, 7200, node.config.cache.dir / "other-mark")
+    await other.record("\0made-since.jpg\0")
+    assert await PurgeJournal(store, 7200, mark).read() == ["\0made-since.jpg\0"]
+    assert any("applied mark is 86" in r.message for r in caplog.records)
