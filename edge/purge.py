@@ -167,24 +167,33 @@ async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[s
     objects); 502 when one of them could not be purged. `pending`: where what the shared tier failed is left to
     be tried again. The nodes before the journal: their workers, reading the new entry first, had removed what
     their answers count (`removed: 0`)."""
-    purged, answer = True, {"removed": 0, "by_tier": {}}  # `edge purge` without the node's cache folder
-    if caches is not None:
-        purged, answer = await caches.io(_forget, caches, prefixes, target)
-    purged_everywhere = purged
-    if fan_out is not None:
-        results = await fan_out.purge(token, target)
-        answer["peers"] = [result.describe() for result in results]
-        for failed in (result for result in results if result.outcome != "ok"):
-            purged_everywhere = False
-            log.warning("purge of %s not done on peer %s: %s", target, failed.peer, failed.outcome)
-    if shared is not None:
-        journal_written, objects_removed, shared_answer = await _purge_shared(shared, prefixes, target)
-        if not (journal_written and objects_removed):
-            purged_everywhere = False
-            if pending is not None and caches is not None:
-                shared_answer["retrying"] = await caches.io(pending.add, PendingPurge(
-                    prefixes, target, journal_written, objects_removed, time.time() + RECORD_SECONDS))
-        answer["shared"] = shared_answer
+    left = None  # the shared tier's part, left to be tried again whatever stops this purge, until it is done
+    if shared is not None and pending is not None and caches is not None:
+        left = await caches.io(pending.add, PendingPurge(prefixes, target, False, False, time.time() + RECORD_SECONDS))
+    try:
+        purged, answer = True, {"removed": 0, "by_tier": {}}  # `edge purge` without the node's cache folder
+        if caches is not None:
+            purged, answer = await caches.io(_forget, caches, prefixes, target)
+        purged_everywhere = purged
+        if fan_out is not None:
+            results = await fan_out.purge(token, target)
+            answer["peers"] = [result.describe() for result in results]
+            for failed in (result for result in results if result.outcome != "ok"):
+                purged_everywhere = False
+                log.warning("purge of %s not done on peer %s: %s", target, failed.peer, failed.outcome)
+        if shared is not None:
+            journal_written, objects_removed, shared_answer = await _purge_shared(shared, prefixes, target)
+            if left is not None:  # removed when done, else how far it got recorded
+                await caches.io(pending.tried, left, PendingPurge(prefixes, target, journal_written, objects_removed,
+                                                                  time.time() + RECORD_SECONDS))
+            if not (journal_written and objects_removed):
+                purged_everywhere = False
+                if pending is not None and caches is not None:
+                    shared_answer["retrying"] = left is not None
+            answer["shared"] = shared_answer
+    finally:
+        if left is not None:  # stopped before `tried` (the worker stopping): the others try it
+            pending.release(left)
     return (200 if purged_everywhere else 502), answer
 
 
@@ -239,8 +248,10 @@ class PendingPurges:
         self._trying: dict[str, int] = {}  # the file under way in this worker → its locked descriptor
         self.still_failing = Sparse(STILL_FAILING_LOG_SECONDS)
 
-    def add(self, purge: PendingPurge) -> bool:
-        """(blocking) Leave `purge` to be tried again; False (logged) when the cache folder cannot hold it."""
+    def add(self, purge: PendingPurge) -> str | None:
+        """(blocking) Leave `purge` to be tried again, locked by this worker (`tried` lets it go): its name, or None
+        (logged) when the cache folder cannot hold it. Left before the purge begins, so that a worker that stops
+        while it runs leaves it to the others (a purge cut off between the nodes and the shared tier was lost)."""
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         try:
             self._directory.mkdir(parents=True, exist_ok=True)
@@ -250,10 +261,11 @@ class PendingPurges:
             hidden.write_text(json.dumps(asdict(purge)))
             os.replace(hidden, self._directory / name)
         except OSError as error:
-            log.error("purge of %s: what the shared cache failed is not tried again: cannot write in %s: %s",
+            log.error("purge of %s: what the shared cache fails will not be tried again: cannot write in %s: %s",
                       purge.target, self._directory, error)
-            return False
-        return True
+            return None
+        self.take([name], set())  # (else another worker's round took it first, and tries it)
+        return name
 
     def take(self, names: list[str], skip: set[str]) -> tuple[str, PendingPurge] | None:
         """(blocking) The oldest pending purge of `names` (a round's listing) not in `skip` that no other worker
@@ -282,8 +294,11 @@ class PendingPurges:
         return None
 
     def tried(self, name: str, purge: PendingPurge) -> None:
-        """(blocking) Record how far `purge` got (removed when done, or when its time is over) and let it go."""
-        fd = self._trying.pop(name)
+        """(blocking) Record how far `purge` got (removed when done, or when its time is over) and let it go;
+        nothing when this worker does not hold it (another's round took it first)."""
+        fd = self._trying.pop(name, None)
+        if fd is None:
+            return
         try:
             if not (purge.journal_written and purge.objects_removed) and time.time() < purge.until:
                 os.ftruncate(fd, 0)
@@ -293,6 +308,12 @@ class PendingPurges:
         except OSError as error:  # a full disk: a later try does again what is done (no harm)
             log.warning("pending purge %s: cannot record its progress: %s", name, error)
         finally:
+            os.close(fd)
+
+    def release(self, name: str) -> None:
+        """Let `name` go as it is, for the others to try (a purge stopped before `tried`)."""
+        fd = self._trying.pop(name, None)
+        if fd is not None:
             os.close(fd)
 
     def count(self) -> int:

@@ -506,3 +506,31 @@ async def test_a_hung_store_is_skipped_after_reads_fail_in_a_row_until_one_succe
     assert await tier.get(cache_key) == output()
     assert counted(tier, "shared_cache_failures") == {("get", "timeout"): SKIP_AFTER_FAILURES + 1,
                                                       ("get", "skipped"): 30}
+
+
+async def test_a_purge_stopped_before_the_shared_tier_leaves_its_part_to_the_others(tier, s3, node_factory, tmp_path):
+    """The shared tier's part comes after the nodes' (so that each answer counts what its tiers held): a worker
+    stopped in between (a deploy's grace running out) had lost it, and the old image stayed in the tier. It is
+    left in the cache folder before the purge begins, locked while this worker tries it, let go if it stops."""
+    node = await node_factory(purging_config(s3, tmp_path))
+    assert (await node.fetch("/tr:w-20/coffee.jpg")).code == 200
+    await until(partial(output_stored, s3), "the output stored in the shared tier")
+    s3.faults = Faults(held_puts="outputs/_purges/", only_gets=False)  # the journal's write hangs
+    target = {"url": "/coffee.jpg"}
+    running = asyncio.ensure_future(purge._everywhere(
+        node.node.caches, purge.key_prefixes(node.node.router, target), target, None, None, node.node.shared,
+        node.node.pending_purges))
+    pending = tmp_path / "cache" / purge.PENDING_FOLDER
+
+    async def left() -> bool:
+        return pending.is_dir() and len(list(pending.iterdir())) == 1
+    await until(left, "the shared part left before the purge begins")
+    held = purge.PendingPurges(pending)  # another worker: the purge's own holds it while it runs
+    assert held.take(held.names(), set()) is None
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    s3.faults.hold.set()
+    taken = held.take(held.names(), set())  # let go: the others try it
+    assert taken is not None and taken[1].target == target and not taken[1].journal_written
+    held.tried(*taken)
