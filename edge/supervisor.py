@@ -471,7 +471,7 @@ class Supervisor:
     # -- reloading --------------------------------------------------------------------------------
     def _begin_reload(self) -> None:
         if self.reading is not None and self.reading.done:  # ended since the loop's last look: that first
-            self._check_reading()
+            self._check_reading(again=True)
         if self.reading is not None and self.reading.abandoned:
             from . import metrics  # imported by `preload`
             log.error("SIGHUP: config not reloaded, the running one is kept: the reading of an earlier SIGHUP, "
@@ -483,7 +483,7 @@ class Supervisor:
         else:
             self.reading = _Reading(self.reload_config, self.clock(), self._wake_fds[1])
 
-    def _check_reading(self) -> None:
+    def _check_reading(self, again: bool = False) -> None:
         """Go on with a SIGHUP's reading once it has ended, or give it up once it has taken too long; start the
         reading of a SIGHUP that came meanwhile once nothing is under way."""
         reading = self.reading
@@ -496,9 +496,10 @@ class Supervisor:
             return
         if reading.done:
             self.reading = None
-            if reading.abandoned:
+            if reading.abandoned:  # `again`: a SIGHUP came with its end, and is read now
                 log.warning("SIGHUP: the reading of the config given up ended after %.0fs; what it read is not "
-                            "used: SIGHUP again to reload", self.clock() - reading.started)
+                            "used: %s", self.clock() - reading.started,
+                            "reading it again for this SIGHUP" if again else "SIGHUP again to reload")
             elif self.pending is not None:  # workers replaced meanwhile (`_check_metrics_folder`): read after them
                 self.reload_again = True
             else:
