@@ -110,10 +110,9 @@ class PurgeJournal:
         self._retention = retention
         self._applied_file = applied
         self._clock = clock
-        #: entry name → when it was made, the purges of the last `retention` seconds
-        self._entries: dict[str, float] = {}
-        #: entry name → when the store wrote it (by the store's clock), for the same entries
-        self._written: dict[str, float] = {}
+        #: entry name → (when it was made, when the store wrote it, by the store's clock): the purges of the last
+        #: `retention` seconds
+        self._entries: dict[str, tuple[float, float]] = {}
         #: the latest purge of each prefix
         self._times = PurgeTimes()
         #: the last key listed: the next reading goes on from there (None before the first reading)
@@ -212,11 +211,11 @@ class PurgeJournal:
         done, self._pending = self._pending[:count], self._pending[count:]
         if not done:
             return
-        self._applied_at = max(self._applied_at, *(self._written.get(name, 0.0) for name, _ in done))
+        self._applied_at = max(self._applied_at, *(self._written(name) for name, _ in done))
         waiting = {name for name, _ in self._pending}
         since = self._applied_at - LOOKBACK_SECONDS
         self._applied_names = {name for name in self._applied_names | {name for name, _ in done}
-                               if name not in waiting and self._written.get(name, 0.0) >= since}
+                               if name not in waiting and self._written(name) >= since}
         _write_applied(self._applied_file, self._applied_at, sorted(self._applied_names)[-MAX_MARKED:])
 
     def made_at(self, prefix: str) -> float | None:
@@ -239,17 +238,19 @@ class PurgeJournal:
             log.warning("a purge journal entry from %.0f s ahead of this node's clock is ignored: %s", at - now, name)
             return
         at = min(at, now)  # one from a clock a little ahead purges from now on
-        self._entries[name] = at
-        self._written[name] = written
+        self._entries[name] = (at, written)
         self._times.add(prefix, at)
         if name not in self._applied_names and written >= self._applied_at - LOOKBACK_SECONDS:
             self._pending.append((name, prefix))
         if len(self._entries) > MAX_ENTRIES:  # listed oldest first: the first held is the oldest
-            self._forget_before(min(self._entries.values()) + 1e-9)
+            self._forget_before(min(at for at, _ in self._entries.values()) + 1e-9)
+
+    def _written(self, name: str) -> float:
+        """When the store wrote entry `name` (0 for one no longer held)."""
+        return self._entries.get(name, (0.0, 0.0))[1]
 
     def _forget_before(self, cutoff: float) -> None:
-        self._entries = {name: at for name, at in self._entries.items() if at >= cutoff}
-        self._written = {name: at for name, at in self._written.items() if name in self._entries}
+        self._entries = {name: times for name, times in self._entries.items() if times[0] >= cutoff}
         self._times.forget_before(cutoff)
 
 
