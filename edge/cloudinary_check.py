@@ -21,7 +21,7 @@ import pyvips
 from .config import Config
 from .errors import EdgeError, InvalidTransformation
 from .routing import Router, as_target
-from .transform.render import allow_only_input_loaders
+from .transform.render import READ_FORMATS, allow_only_input_loaders
 
 #: lines read from the file; an export larger than this is checked in parts
 MAX_URLS = 100_000
@@ -60,8 +60,7 @@ def check_url(router: Router, url: str) -> Verdict:
         return Verdict(url, 400, "not a URL: write it whole (https://…) or as a path starting with /")
     extension = "." + parts.path.rpartition(".")[2].lower()
     if extension in DOCUMENT_EXTENSIONS:  # else "served" for a URL the node answers 404 or 422
-        return Verdict(url, 422, f"a document ({extension}): the node reads images only (JPEG, PNG, WebP, AVIF, "
-                                 "HEIC, GIF, TIFF)", extension)
+        return Verdict(url, 422, f"a document ({extension}): the node reads images only ({READ_FORMATS})", extension)
     try:
         request = router.route(_host(parts), as_target(parts.path or "/"))
         if request.endpoint.url_style != "cloudinary":

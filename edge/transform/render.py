@@ -263,12 +263,16 @@ _DOCUMENT_SIGNATURES = ((b"%PDF-", "a PDF document (Illustrator's .ai too)"), (b
                         (b"%!PS", "a PostScript document"), (b"\xc5\xd0\xd3\xc6", "an EPS document"))
 
 
+#: the formats an original may be in, as a message names them
+READ_FORMATS = "JPEG, PNG, WebP, AVIF, HEIC, GIF and TIFF"
+
+
 def _named_format(body: bytes) -> tuple[str, ...]:
     """The 422's message for a document the node does not read, named (a team moving from Cloudinary read
     "corrupt" of a PDF it had served as an image); none (the default message) for anything else."""
     for signature, what in _DOCUMENT_SIGNATURES:
         if body.startswith(signature):
-            return (f"unsupported source: {what}; the node reads JPEG, PNG, WebP, AVIF, HEIC, GIF and TIFF",)
+            return (f"unsupported source: {what}; the node reads {READ_FORMATS}",)
     return ()
 
 
