@@ -79,12 +79,13 @@ async def test_fo_face_keeps_the_face_where_attention_picks_something_else(node)
     assert 60 < face_width(face.body) < 300  # one face, large in the frame
 
 
-async def test_ffr_false_centres_the_covering_crop_on_the_face_without_closing_in(node):
+@pytest.mark.parametrize("scene", ["scene.jpg", "scene.png"])
+async def test_ffr_false_centres_the_covering_crop_on_the_face_without_closing_in(node, scene):
     """`ffr-false` (the node's own, for Cloudinary's `c_fill,g_face`, which scales to cover and keeps the face in
     the middle, where its `c_thumb` closes in): the scene scaled as `c-maintain_ratio` scales it, the face at the
     middle of the crop's width."""
-    framed = await node.fetch("/tr:w-300,h-600,fo-face/scene.jpg")
-    covering = await node.fetch("/tr:w-300,h-600,fo-face,ffr-false/scene.jpg")
+    framed = await node.fetch(f"/tr:w-300,h-600,fo-face/{scene}")
+    covering = await node.fetch(f"/tr:w-300,h-600,fo-face,ffr-false/{scene}")
     assert framed.code == covering.code == 200
     image = pyvips.Image.new_from_buffer(covering.body, "")
     assert (image.width, image.height) == (300, 600)
@@ -94,7 +95,7 @@ async def test_ffr_false_centres_the_covering_crop_on_the_face_without_closing_i
     in_sample = faces.find_faces(pyvips.Image.new_from_file(str(SAMPLES / "astronaut.jpg")))[0][2]
     expected = in_sample * PHOTO_SIDE / 512 * 600 / SCENE[1]
     assert 0.7 < found[0][2] / expected < 1.4 and found[0][2] < face_width(framed.body) / 2
-    refused = await node.fetch("/tr:w-300,ffr-false/scene.jpg")
+    refused = await node.fetch(f"/tr:w-300,ffr-false/{scene}")
     assert refused.body == b"invalid transformation: ffr-false: needs fo-face\n"
 
 
