@@ -105,8 +105,8 @@ class ServerSettings:
     fetch_memory: int = DEFAULT_FETCH_MEMORY
     #: seconds a fetch waits for `fetch_memory` before the request gets 503
     fetch_memory_wait: float = DEFAULT_FETCH_MEMORY_WAIT
-    #: bytes of originals being decoded whole at once (AVIF/HEIF, interlaced PNG, GIF), per worker; more waits,
-    #: then 503
+    #: bytes the renders hold at once, per worker: originals decoded whole (AVIF/HEIF, interlaced PNG, GIF) and
+    #: images made in memory (`transform/held.py`); more waits, then 503
     decode_memory: int = 10**9
     #: seconds a render waits for `decode_memory` before the request gets 503
     decode_memory_wait: float = 5.0
@@ -159,8 +159,9 @@ class Defaults:
 class Limits:
     max_source_bytes: int = 40 * 10**6
     max_source_pixels: int = 100_000_000
-    #: bytes one render may take to decode originals that their loaders hold whole (AVIF/HEIF, interlaced PNG,
-    #: GIF), estimated from their headers: more is a 400 (a 48 MP AVIF takes ~0.75 GB, a phone's HEIC ~0.4)
+    #: bytes one render may hold: originals that their loaders decode whole (AVIF/HEIF, interlaced PNG, GIF),
+    #: estimated from their headers, and the images it makes in memory: more is a 400 (a 48 MP AVIF takes
+    #: ~0.75 GB, a phone's HEIC ~0.4)
     max_decode_memory: int = 10**9
     max_output_side: int = 8192
     max_frames: int = 100

@@ -43,7 +43,8 @@ from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
 from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS, MIME_TYPES, TYPE_EXTENSIONS
 from .transform.hints import DPR_HEADERS, WIDTH_HEADERS
-from .transform.render import DecodeBudget, Renderer, allow_only_input_loaders
+from .transform.held import DecodeBudget
+from .transform.render import Renderer, allow_only_input_loaders
 
 log = logging.getLogger("edge")
 #: lines about a request a handler refused (an argument that is not UTF-8, a body Tornado cannot parse) or

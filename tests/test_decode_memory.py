@@ -136,3 +136,76 @@ def test_the_budget_holds_at_least_one_render(tmp_path):
     with pytest.raises(ConfigError, match=r"\[server\] decode_memory: expected at least \[limits\] max_decode_memory"):
         load_config(write_config(tmp_path, local_config(tmp_path, before="[server]\ndecode_memory = \"500MB\"")),
                     load_plugins())
+
+
+#: a 12 MP 8-bit RGB photo made in memory
+PHOTO_BYTES = PHOTO_PIXELS * 3
+
+
+@pytest.fixture(scope="module")
+def rotated_layers(tmp_path_factory, photos):  # noqa: F811
+    """The 12 MP photo as a JPEG base and, under five names, as PNG layers (streamed: no whole decode)."""
+    folder = tmp_path_factory.mktemp("layers")
+    shutil.copyfile(photos.path("photo.jpg"), folder / "photo.jpg")
+    for n in range(5):
+        shutil.copyfile(photos.path("photo.png"), folder / f"p{n}.png")
+    return folder
+
+
+def rotated(count: int) -> str:
+    """`count` layers of the photo at full size, turned: each made in memory twice (turned out of order, then
+    kept as the layer), the first copy freed once the layer is made."""
+    return "w-300" + "".join(f",l-image,i-p{n}.png,rt-90,l-end" for n in range(count))
+
+
+def small_budget(tmp_path: Path, folder: Path, wait: str) -> Path:
+    return write_config(tmp_path, local_config(folder, before=f"""[server]
+decode_memory = "200MB"
+decode_memory_wait = "{wait}"
+[limits]
+max_decode_memory = "200MB"
+max_cost = 1000
+"""), name=f"small-{wait}.toml")
+
+
+async def test_images_a_render_makes_in_memory_count_as_its_decodes_do(node_factory, tmp_path, rotated_layers):
+    """Layers, steps and out-of-order reads are made in memory: counted with the decodes, to the render's
+    maximum (400) and the worker's budget. Counting the decodes alone, eight turned 16-bit layers had held 612 MB
+    uncounted, and two such URLs at once 1.6 GB on a 1 GB budget."""
+    node = await node_factory(small_budget(tmp_path, rotated_layers, "1s"))
+    served = await node.fetch(f"/tr:{rotated(4)}/photo.jpg")  # at most 5 copies at once: 180 MB
+    assert served.code == 200 and decode(served).width == 300
+    refused = await node.fetch(f"/tr:{rotated(5)}/photo.jpg")  # 6 copies: 216 MB
+    assert (refused.code, refused.body) == (400, b"invalid transformation: i-p4.png: source too large: decoding and"
+                                                 b" transforming it takes 216 MB, over max_decode_memory (200 MB)\n")
+    budget = node.node.renderer.decode_budget
+    assert budget.in_use == 0
+    budget.try_take(150 * 10**6)  # other renders hold 150 MB of the 200
+    busy = await node.fetch(f"/tr:{rotated(1)}/photo.jpg")  # 2 copies: 72 MB (it had been counted nothing)
+    assert (busy.code, busy.headers["X-Edge-Error"]) == (503, "decode_memory")
+    assert budget.in_use == 150 * 10**6  # what it took before it stopped was given back
+    budget.give_back(150 * 10**6)
+    assert decode(await node.fetch(f"/tr:{rotated(1)}/photo.jpg")).width == 300
+
+
+async def test_a_render_that_needs_more_than_it_waited_for_waits_again(node_factory, tmp_path, rotated_layers):
+    """A render stopped for want of memory waits for all it counted, then runs again holding it; when it needs
+    more still and that does not fit either, it gives back what it holds and waits for the whole."""
+    node = await node_factory(small_budget(tmp_path, rotated_layers, "10s"))
+    budget = node.node.renderer.decode_budget
+    budget.try_take(150 * 10**6)
+    first = asyncio.ensure_future(node.fetch(f"/tr:{rotated(4)}/photo.jpg"))  # 180 MB at most
+
+    async def waiting() -> bool:
+        return len(budget._waiters) == 1
+
+    await until(waiting, "the render waiting for 72 MB")  # its first layer: 2 copies
+    budget.give_back(150 * 10**6)
+    budget.try_take(100 * 10**6)  # 72 MB fit now, 180 will not
+    await until(waiting, "the render waiting again, for 108 MB more")
+    assert budget.in_use == 100 * 10**6  # it waits holding nothing
+    budget.give_back(100 * 10**6)
+    served = await first
+    assert served.code == 200 and decode(served).width == 300
+    assert budget.in_use == 0 and not budget._waiters
+

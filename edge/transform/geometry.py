@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import pyvips
 
 from ..errors import BadRequest
-from . import faces, stopping
+from . import faces, held, stopping
 from .colours import RGBA, Blurred
 from .expressions import MAX_PIXELS, Expression, evaluated, sizes
 from .options import CUTTING, DOMINANT, MAX_BORDER, Distortion, Step
@@ -68,10 +68,12 @@ def background(image: pyvips.Image, colour: RGBA | None) -> tuple[pyvips.Image, 
     return image, list(colour[:image.bands])
 
 
-def in_memory(image: pyvips.Image) -> pyvips.Image:
+def in_memory(image: pyvips.Image, kept: bool = False) -> pyvips.Image:
     """Decoded into memory, for operations that read the image more than once or out of order (the
     loaders stream sequentially). Callers hold `image` to the pixel budget: it is the original (checked
-    on probe) or a step's output (checked against `max_output_side` before it is made)."""
+    on probe) or a step's output (checked against `max_output_side` before it is made); and its bytes are
+    the render's memory (`held`), until its step is done with, or to the end of the render when `kept`."""
+    held.charge(image, kept)
     return stopping.watch(stopping.watch(image).copy_memory())
 
 

@@ -31,8 +31,8 @@ from ..cache.entries import strong_etag
 from ..config import Defaults, Limits, ServerSettings
 from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, RenderTimedOut, TransformQueueFull,
                       TransformQueueTimeout, UnprocessableSource)
-from ..threads import BlockingPool, NotStarted, wait_for_room, wake
-from . import heic, stopping, svgraster
+from ..threads import BlockingPool, NotStarted
+from . import heic, held, stopping, svgraster
 from .compose import draw_layers
 from .cost import check_render_cost, decode_cost
 from .effects import apply_look
@@ -40,6 +40,7 @@ from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import (ANIMATED_LOADERS, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER,
                       animates, as_vector, chosen_by_accept, final_formats, max_side, picks_by_alpha)
+from .held import SAMPLE_BYTES, DecodeBudget, NeedsDecodeMemory
 from .geometry import WHITE, Source, apply_geometry, check_side, face_count, in_memory, resolved, trim_box
 from .layers import drawn_fonts, pages_drawn
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
@@ -146,8 +147,6 @@ RANDOM_ACCESS_MAX_PIXELS = 2**20
 _WEBP_CANVAS_BYTES = 4
 _WEBP_LOADER = "webpload_source"
 _WHOLE_DECODE_EXTRA = {"heifload_source": 12, HEIC_LOADER: 5, "gifload_source": 1, "pngload_source": 0}
-_SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4, "double": 8,
-                 "complex": 8, "dpcomplex": 16}
 
 
 @dataclass(frozen=True)
@@ -331,49 +330,7 @@ def _whole_decode_bytes(image: pyvips.Image, loader: str, progressive: bool, fra
     if extra is None or (loader == "pngload_source" and not
                          (image.get_typeof("interlaced") and image.get("interlaced"))):
         return 0
-    return image.width * image.height * (image.bands * _SAMPLE_BYTES.get(image.format, 8) + extra)
-
-
-class DecodeBudget:
-    """Bytes of originals being decoded whole at once in this process (`[server] decode_memory`). A render
-    takes its share in its thread when it fits (`try_take`); when it does not, the render gives its thread
-    back and waits for it on the event loop (`take`, bounded by `wait`, then 503), then runs again holding it."""
-
-    def __init__(self, capacity: int, wait: float):
-        self.capacity, self.wait = capacity, wait
-        self.in_use = 0
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: list[asyncio.Future] = []
-
-    def try_take(self, size: int) -> bool:
-        """From any thread: take `size` bytes if they fit now."""
-        with self._lock:
-            if self.in_use + size > self.capacity:
-                return False
-            self.in_use += size
-            return True
-
-    async def take(self, size: int, wait: float) -> None:
-        """On the event loop: take `size` bytes, waiting up to `wait` for them (then `DecodeMemoryExhausted`)."""
-        self._loop = loop = asyncio.get_running_loop()
-        await wait_for_room(lambda: self.try_take(size), self._waiters, loop.time() + wait, DecodeMemoryExhausted)
-
-    def give_back(self, size: int) -> None:
-        """From any thread: `size` bytes taken before are free again; the waiters look again."""
-        with self._lock:
-            self.in_use -= size
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(wake, self._waiters)
-
-
-class NeedsDecodeMemory(Exception):
-    """A render's decodes did not fit the decode budget: it stopped before decoding, to wait for `size` bytes
-    without holding a render thread."""
-
-    def __init__(self, size: int):
-        super().__init__(size)
-        self.size = size
+    return image.width * image.height * (image.bands * SAMPLE_BYTES.get(image.format, 8) + extra)
 
 
 def jpeg_shrink(header: ImageHeader, width: int, height: int) -> int:
@@ -577,7 +534,7 @@ def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_si
     decoding them, checked on the first frame before the others are made."""
     images: list[pyvips.Image] = []
     original = original or (sources[0].width, sources[0].height)
-    watched_from = stopping.mark()
+    watched_from, held_from = stopping.mark(), held.mark()
     pending = list(steps)
     while pending:
         step = pending.pop(0)
@@ -613,6 +570,7 @@ def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_si
         if pending:
             sources = [Source.of_image(image) for image in images]
             stopping.forget_since(watched_from, images)
+            held.release_since(held_from, images)
     assert images, "a transformation renders at least one step"
     return images
 
@@ -640,9 +598,12 @@ def _layer_drawer(overlays: Mapping[str, bytes], headers: Mapping[str, ImageHead
         # `pg-N`: that page or frame (`pg-1` of a single-page source is the source, as for the base)
         source = _page_source(overlays[path], header, page, False, limits) if page and header.frames > 1 else \
             _still_source(overlays[path], header, keep_profile=False, limits=limits, strict=strict)
+        held_from = held.mark()
         try:  # made here, whole: a failure is the layer's (its original or its steps), not the base's
             drawn = _render_steps(source, steps or (DEFAULT_STEP,), limits.max_output_side, draw, base=base)
-            return in_memory(drawn), (header.width, header.height)
+            layer = in_memory(drawn, kept=True)  # to the end of the render: `functools.cache` keeps it
+            held.release_since(held_from, ())
+            return layer, (header.width, header.height)
         except InvalidTransformation:
             raise
         except BadRequest as error:  # the layer over a limit (a 20000×1 overlay at its own size): name it
@@ -694,8 +655,8 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
                  reserved: int = 0) -> Rendered:
     """Decode, transform and encode, in the calling thread. `overlays`: the originals of the image
     layers, by path. Raises `EdgeError`s only (and the reason of a stop, when the render runs under a
-    stopped `StopSwitch`), or `NeedsDecodeMemory` when `budget` (if any) cannot hold the originals' whole
-    decodes now and `reserved` bytes of it, taken by the caller, are not enough. `w-auto`/`dpr-auto` must
+    stopped `StopSwitch`), or `NeedsDecodeMemory` when `budget` (if any) cannot hold the render's memory
+    (`held`) now and `reserved` bytes of it, taken by the caller, are not enough. `w-auto`/`dpr-auto` must
     have been resolved (`hints.negotiate`)."""
     # an endpoint's watermark is a layer: an SVG it is drawn on is drawn too, so that none goes out without it
     svg_as_is = as_vector(planned_format) and not any(step.layers for step in transformation.steps)
@@ -734,22 +695,16 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     # estimated from the headers, before any decode: libvips cannot stop such a decode once it started
     whole = header.decode_memory * (header.frames if animated else 1) + sum(h.decode_memory for h, _ in layers) + \
         sum(h.width * h.height * _WEBP_CANVAS_BYTES for h, _ in frames_decoded if h.loader == _WEBP_LOADER)
-    if whole > limits.max_decode_memory:
-        raise BadRequest(f"source too large: decoding it takes {whole / 1e6:.0f} MB, over max_decode_memory"
-                         f" ({limits.max_decode_memory / 1e6:.0f} MB)")
-    taken = whole if budget is not None and reserved < whole else 0
-    if taken and not budget.try_take(taken):
-        raise NeedsDecodeMemory(whole)
+
+    def attempt(strict: bool) -> Rendered:
+        with held.accounted(budget, reserved, limits.max_decode_memory, whole):
+            return _render_checked(body, transformation, planned_format, defaults, limits, overlays, fonts, header,
+                                   overlay_headers, animated, strict)
+
     try:
-        try:
-            return _render_checked(body, transformation, planned_format, defaults, limits, overlays, fonts, header,
-                                   overlay_headers, animated, strict=True)
-        except _HarmlessJpegWarning:
-            return _render_checked(body, transformation, planned_format, defaults, limits, overlays, fonts, header,
-                                   overlay_headers, animated, strict=False)
-    finally:
-        if taken:
-            budget.give_back(taken)
+        return attempt(strict=True)
+    except _HarmlessJpegWarning:
+        return attempt(strict=False)
 
 
 def _render_checked(body: bytes, transformation: Transformation, planned_format: str, defaults: Defaults,
@@ -885,30 +840,38 @@ class Renderer:
                      overlays: Mapping[str, bytes] | None = None) -> Rendered:
         """Render within `render_timeout` of the start in a pool thread (else `RenderTimedOut`). When the
         awaiting task is cancelled, the libvips work is stopped too and `CancelledError` propagates. A render
-        whose whole decodes do not fit the decode budget now gives its thread back, waits for the budget here
-        (`DecodeMemoryExhausted`, 503, when it stays full), then runs again holding it: its clock starts again.
-        Waiting for the budget is waiting to start: it and both waits for a thread take at most `queue_timeout`
-        (so the node's longest answer, `flight.wait_bound`, stays as it was)."""
+        whose memory (`held`) does not fit the decode budget now stops and gives its thread back, waits here for
+        all it counted (`DecodeMemoryExhausted`, 503, when the budget stays full), then runs again holding it:
+        its clock starts again (and should it need more still, it waits again). Waiting for the budget is waiting
+        to start: the waits for it and for a thread take at most `queue_timeout` together (so the node's longest
+        answer, `flight.wait_bound`, stays as it was)."""
         loop = asyncio.get_running_loop()
         queued_at = loop.time()
+        reserved = 0
         try:
-            return await self._render_once(body, transformation, planned_format, overlays, 0, self._queue_timeout)
-        except NeedsDecodeMemory as need:
-            size = need.size
-        left = self._queue_timeout - (loop.time() - queued_at)
-        try:
-            await self.decode_budget.take(size, min(self.decode_budget.wait, max(0.0, left)))
-        except DecodeMemoryExhausted:
-            self._refused("decode_memory")
-            raise
-        try:
-            left = self._queue_timeout - (loop.time() - queued_at)
-            if left <= 0:
-                self._refused("queue_timeout")
-                raise TransformQueueTimeout()
-            return await self._render_once(body, transformation, planned_format, overlays, size, left)
+            while True:
+                left = self._queue_timeout - (loop.time() - queued_at)
+                if reserved and left <= 0:
+                    self._refused("queue_timeout")
+                    raise TransformQueueTimeout()
+                try:
+                    return await self._render_once(body, transformation, planned_format, overlays, reserved,
+                                                   left if reserved else self._queue_timeout)
+                except NeedsDecodeMemory as need:
+                    size = need.size
+                if reserved:  # given back first: waiting for more while holding it, a render could wait on itself
+                    self.decode_budget.give_back(reserved)
+                    reserved = 0
+                left = self._queue_timeout - (loop.time() - queued_at)
+                try:
+                    await self.decode_budget.take(size, min(self.decode_budget.wait, max(0.0, left)))
+                except DecodeMemoryExhausted:
+                    self._refused("decode_memory")
+                    raise
+                reserved = size
         finally:
-            self.decode_budget.give_back(size)
+            if reserved:
+                self.decode_budget.give_back(reserved)
 
     async def _render_once(self, body: bytes, transformation: Transformation, planned_format: str,
                            overlays: Mapping[str, bytes] | None, reserved: int, start_within: float) -> Rendered:
