@@ -15,15 +15,19 @@ import pyvips
 from edge.config import Limits, load_config
 from edge.errors import ConfigError
 from edge.pluginmanager import load_plugins
+from edge.testing import NodeProcess, ServingNode
 from edge.transform.render import probe
 from tests.nodes import decode, local_config, until, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
+from tests.test_server_limits import memory_kb
 
 #: 8000x8000, flat: 1.3 kB that libheif decodes into ~0.94 GB (15 bytes a pixel, 960 MB estimated)
 AVIF_SIDE = 8000
 #: an interlaced 16-bit RGBA PNG of 8000x8000: ~5 MB that libpng decodes into 512 MB, 1.4 s or more
 PNG_BYTES = 8000 * 8000 * 8
 PHOTO_PIXELS = 4240 * 2832
+#: seconds a worker may take to give back what a render held
+FREED_WITHIN = 4
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +213,33 @@ async def test_a_render_that_needs_more_than_it_waited_for_waits_again(node_fact
     assert served.code == 200 and decode(served).width == 300
     assert budget.in_use == 0 and not budget._waiters
 
+
+def test_a_render_s_layers_take_what_is_counted_and_are_freed_with_it(tmp_path, photos):  # noqa: F811
+    """Ten turned 12 MP layers (each 36 MB in memory, counted 11 × 36 = 396 MB at most) on a real worker: the
+    turned copies a layer was made from had stayed held by the render's stop switch to its end (+360 MB), and
+    the layers by a cycle with their drawer until Python's collector ran, seldom in a worker (the next render
+    beside them: 2 GB on a 1 GB budget)."""
+    root = tmp_path / "files"
+    root.mkdir()
+    for n in range(10):
+        shutil.copyfile(photos.path("photo.jpg"), root / f"p{n}.jpg")
+    config = write_config(tmp_path, local_config(root, before='[cache]\ndir = "cache"\nmemory_size = 0',
+                                                  after="[limits]\nmax_cost = 1000"))
+    process = NodeProcess(config, "--workers", "1")
+    try:
+        node, worker = ServingNode(process), process.worker_pids()[0]
+        assert node.get("/tr:w-32/p0.jpg")[0] == 200
+        resident, peak = memory_kb(worker, "VmRSS"), memory_kb(worker, "VmHWM")
+        turned = "w-300" + "".join(f",l-image,i-p{n}.jpg,rt-90,l-end" for n in range(10))
+        status, _, body = node.get(f"/tr:{turned}/p0.jpg")
+        assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == 300
+        added = (memory_kb(worker, "VmHWM") - max(peak, resident)) // 1024
+        assert 300 < added < 500, f"the render's peak added {added} MB"  # 418 MB here
+        # freed as the render ends; the heap's small rest at the worker's next idle trim (1 s). The cycle had been
+        # collected some 10 s later, when Python's collector ran
+        deadline = time.monotonic() + FREED_WITHIN
+        while (held := (memory_kb(worker, "VmRSS") - resident) // 1024) > 60 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert held <= 60, f"{held} MB still held after the render"
+    finally:
+        process.stop()
