@@ -138,6 +138,29 @@ async def test_an_animation_asked_for_as_it_is_is_served_as_it_is(node, original
     assert decode(response, all_frames=True).get("n-pages") == 99
 
 
+@pytest.fixture(scope="module")
+def large_animation():
+    """60 frames of 800×800, as GIF and as WebP: over the budget encoded as either (as GIF ~940 units)."""
+    frames = corpus._animation(60, 800)
+    return {"long.gif": frames.gifsave_buffer(keep="none"), "long.webp": frames.webpsave_buffer(Q=50, effort=0)}
+
+
+@pytest.mark.parametrize("accept", [None, "image/png,*/*", "image/webp,*/*", "image/avif,*/*", MODERN])
+def test_an_animation_over_the_budget_in_every_format_is_its_own_bytes_where_the_browser_takes_them(large_animation,
+                                                                                                   accept):
+    """`f-auto` on an animation no format's encode fits: its own bytes, a GIF for every browser, a WebP for one
+    that takes WebP, else the 400. A browser taking WebP but not AVIF had been refused the GIF (its plan was
+    `f-webp`'s), and one taking neither had been sent the WebP."""
+    takes_webp = accept is not None and "image/webp" in accept
+    for name, body in large_animation.items():
+        if name == "long.webp" and not takes_webp:
+            with pytest.raises(BadRequest, match="transformation too costly"):
+                render(body, "f-auto", name, accept)
+            continue
+        rendered = render(body, "f-auto", name, accept)
+        assert (rendered.format, rendered.body == body) == (name[-4:].lstrip("."), True), (name, accept)
+
+
 def test_an_animation_is_refused_before_any_pixel_work():
     # 20 flat frames of 1000×1000 as WebP: cheap to make, ~506 units as GIF (10 s photo-like; 40 of them decodes)
     frames = pyvips.Image.arrayjoin([pyvips.Image.black(1000, 1000, bands=3) + i for i in range(20)], across=1)

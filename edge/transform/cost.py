@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 from ..config import Defaults, Limits
 from ..errors import BadRequest
 from .colours import Blurred
-from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, HEIC_LOADER, SMALLEST, final_formats
+from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, AUTO_WEBP, HEIC_LOADER, SMALLEST, final_formats
 from .geometry import (FITS, arc_of, check_side, fit_scale, perspective_of, side_scale, target_box, times_dpr,
                        with_sizes)
 from .layers import CANVAS, Layer, TextStyle, sized
@@ -195,7 +195,7 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
                       overlays: Mapping[str, Size] | None = None, decodes: float = 0.0) -> str:
     """`check_cost` once the original's header is read, with the encode of the formats `planned` makes
     of it and `decodes`, the units of decoding the originals (`decode_cost`, as often as decoded); the plan
-    to render. A plan `f-auto` chose from `Accept` (`AUTO_MODERN`, `AUTO_AVIF`, a
+    to render. A plan `f-auto` chose from `Accept` (`AUTO_MODERN`, `AUTO_AVIF`, `AUTO_WEBP`, a
     `SMALLEST` list) that is over budget falls back to what the browser would get without AVIF (WebP;
     JPEG/PNG/GIF; the other candidates), then to JPEG/PNG/GIF, and raises only when that is over budget
     too. The fallback depends on the original and the plan alone, so the output key (which holds the
@@ -228,7 +228,7 @@ def _follows_accept(transformation: Transformation, defaults: Defaults) -> bool:
 def _without_avif(planned: str) -> str | None:
     """The plan `f-auto` makes for the same browser without AVIF."""
     if planned == AUTO_MODERN:
-        return "webp"
+        return AUTO_WEBP
     if planned == AUTO_AVIF:
         return AUTO_LEGACY
     if planned.startswith(SMALLEST):

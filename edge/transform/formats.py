@@ -70,6 +70,9 @@ AUTO_MODERN = "avif|webp"
 #: `f-auto` for a browser taking AVIF but not WebP: AVIF, but GIF for an animation (every browser
 #: animates GIF). Not the plan `avif`, which is `f-avif`'s (an animation becomes its first frame)
 AUTO_AVIF = "avif|gif"
+#: `f-auto` for a browser taking WebP but not AVIF: WebP, still or animated. Not the plan `webp`, which is
+#: `f-webp`'s: that one had left this browser alone rasterising an SVG, and refusing a long GIF it passes on
+AUTO_WEBP = "webp|webp"
 #: `f-auto` with `[defaults] auto_format_smallest`: every acceptable format is encoded, the smallest
 #: served; the plan lists them (`smallest:avif|webp|auto`), so the cache key differs from the plain plan
 SMALLEST = "smallest:"
@@ -129,7 +132,7 @@ def plan_format(requested: str | None, path: str, accept: str | None, default_au
     """Before the fetch: (planned format, whether it depended on `Accept`).
 
     The planned format is a real format, or `KEEP_SOURCE`, `AUTO_LEGACY` (JPEG, or PNG when the image
-    has transparency, GIF when it stays animated), `AUTO_MODERN`, `AUTO_AVIF` or a `SMALLEST` list.
+    has transparency, GIF when it stays animated), `AUTO_MODERN`, `AUTO_AVIF`, `AUTO_WEBP` or a `SMALLEST` list.
     `default_auto` (`[defaults] auto_format`) makes a URL without `f-` an `f-auto` one, whatever its
     extension, as ImageKit does by default.
     """
@@ -139,7 +142,7 @@ def plan_format(requested: str | None, path: str, accept: str | None, default_au
         avif, webp = accepts(accept, "image/avif"), accepts(accept, "image/webp")
         if smallest and (avif or webp):
             return SMALLEST + "|".join([*(["avif"] if avif else []), *(["webp"] if webp else []), AUTO_LEGACY]), True
-        planned = AUTO_MODERN if avif and webp else AUTO_AVIF if avif else "webp" if webp else AUTO_LEGACY
+        planned = AUTO_MODERN if avif and webp else AUTO_AVIF if avif else AUTO_WEBP if webp else AUTO_LEGACY
         return planned, True
     if requested is not None:
         return requested, False
@@ -155,7 +158,7 @@ def as_vector(planned: str) -> bool:
 
 def chosen_by_accept(planned: str) -> bool:
     """Whether the plan is `f-auto`'s: the format is picked for the browser, every browser shows GIF."""
-    return planned in (AUTO_MODERN, AUTO_AVIF, AUTO_LEGACY) or planned.startswith(SMALLEST)
+    return planned in (AUTO_MODERN, AUTO_AVIF, AUTO_WEBP, AUTO_LEGACY) or planned.startswith(SMALLEST)
 
 
 def animates(planned: str, loader: str) -> bool:
@@ -187,6 +190,8 @@ def final_formats(planned: str, loader: str, has_alpha: bool, animated: bool) ->
         return ["webp" if animated else "avif"]
     if planned == AUTO_AVIF:
         return ["gif" if animated else "avif"]
+    if planned == AUTO_WEBP:
+        return ["webp"]
     if planned == AUTO_LEGACY:
         return ["gif" if animated else "png" if has_alpha else "jpg"]
     return [planned]

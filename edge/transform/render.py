@@ -646,12 +646,14 @@ def _decodes(body: bytes, header: ImageHeader, limits: Limits, strict: bool) -> 
 
 def _asks_for_the_source(transformation: Transformation, planned: str, header: ImageHeader) -> bool:
     """Whether the transformation changes nothing of an animated source: no step, no output option
-    but the source's own format or `f-auto`."""
+    but the source's own format or `f-auto`, and the source's format is one the browser takes (every browser
+    takes GIF, a WebP only one that said so: an animated WebP had gone to any)."""
     fmt = LOADER_FORMATS.get(header.loader)
     return (all(step == DEFAULT_STEP for step in transformation.steps)
             and transformation.output.format in (None, fmt, "auto")
             and transformation.output == replace(DEFAULT_OUTPUT, format=transformation.output.format)
-            and (chosen_by_accept(planned) or final_formats(planned, header.loader, header.has_alpha, True) == [fmt]))
+            and (fmt in final_formats(planned, header.loader, header.has_alpha, True)
+                 or (fmt == "gif" and chosen_by_accept(planned))))
 
 
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
