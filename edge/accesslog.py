@@ -26,7 +26,7 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii as json_string
 from random import getrandbits
 from typing import TextIO
@@ -101,9 +101,13 @@ def _field(value: str | None, name: str) -> str:
 
 
 class AccessLog:
-    def __init__(self, enabled: bool, stream: TextIO | None = None):
+    def __init__(self, enabled: bool, stream: TextIO | None = None, dropped: Callable[[int], None] = lambda lines: None):
+        """`dropped(lines)`: lines standard output did not take were dropped (counted in a metric: a reader gone
+        for good, or a disk that stays full, writes nothing again, and so no warning of what was dropped)."""
         self.enabled = enabled
         self._stream = stream
+        self._count_dropped = dropped
+        self._warned = False  # of the drops since the last write that went through
         self._lines: list[str] = []
         self._pending: queue.Queue[tuple[str, int]] = queue.Queue()  # (text, lines)
         self._pending_bytes = 0
@@ -144,6 +148,7 @@ class AccessLog:
         with self._pending_lock:
             if self._pending_bytes + len(text) > MAX_PENDING_BYTES:
                 self._dropped += len(lines)
+                self._dropping(len(lines))
                 return
             self._pending_bytes += len(text)
         self._pending.put((text, len(lines)))
@@ -166,7 +171,9 @@ class AccessLog:
                 cut_short = False
             except _Unwritten as failure:  # a full disk, a reader gone, a closed stream: the rest is lost
                 written = data[:failure.written]
-                lost += lines - max(0, written.count(b"\n") - cut_short)
+                lost_now = lines - max(0, written.count(b"\n") - cut_short)
+                lost += lost_now
+                self._dropping(lost_now)
                 if written:
                     cut_short = not written.endswith(b"\n")
                 continue
@@ -178,6 +185,15 @@ class AccessLog:
                 log.warning("access log: %d line(s) dropped before these: standard output did not take them "
                             "(its reader stalled, or its disk was full)", self._dropped + lost - reported)
                 reported = self._dropped + lost
+                self._warned = False
+
+    def _dropping(self, lines: int) -> None:
+        """From either thread: `lines` dropped; the first drop since a write went through says so at once."""
+        self._count_dropped(lines)
+        if not self._warned:
+            self._warned = True
+            log.warning("access log: standard output does not take its lines (its reader stalled or is gone, or "
+                        "its disk is full): they are dropped, counted in edge_access_log_dropped_lines_total")
 
 
 class _Unwritten(Exception):

@@ -385,6 +385,9 @@ class Metrics:
         self.process_memory = Gauge(
             "edge_process_resident_memory_bytes", "Resident memory of the live workers", registry=r,
             multiprocess_mode="livesum")
+        self.access_log_dropped = Counter(
+            "edge_access_log_dropped_lines_total", "Access log lines dropped: standard output did not take them",
+            registry=r)
         self.connections_closed = Counter(
             "edge_connections_closed_total", "Connections the node closed itself: their first request's headers "
             "came too late, a kept-alive connection stayed idle, max_connections were open (answered 503), "

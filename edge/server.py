@@ -187,7 +187,7 @@ class Node:
         self.pending_purges = purge.PendingPurges(config.cache.dir / purge.PENDING_FOLDER) if self.shared else None
         self.pipeline = Pipeline(config, self.router, self.caches, self.originals, self.flights["outputs"],
                                  self.renderer, metrics, self.shared)
-        self.access_log = AccessLog(config.server.access_log)
+        self.access_log = AccessLog(config.server.access_log, dropped=metrics.access_log_dropped.inc)
         self.status = statuspage.StatusHistory(self.metrics)
         #: `Cache-Control` of images, and of 404s (as long as the negative cache keeps them)
         self.image_cache_control = f"public, max-age={config.defaults.cache_control_max_age}"

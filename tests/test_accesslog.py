@@ -166,8 +166,13 @@ def test_a_stalled_reader_of_standard_output_holds_no_request(tmp_path):
         drained = []
         draining = threading.Thread(target=lambda: drained.extend(iter(lambda: os.read(reader, 65536), b"")))
         draining.start()  # the reader reads again, until the node exits
-        ServingNode(process).get("/tr:w-20/coffee.jpg", headers={"User-Agent": "after"})
-        process.wait_for_log(r"access log: \d+ line\(s\) dropped before these")
+        node = ServingNode(process)
+        node.get("/tr:w-20/coffee.jpg", headers={"User-Agent": "after"})
+        dropped = process.wait_for_log(r"access log: (\d+) line\(s\) dropped before these")
+        # said at the first drop too, and counted: a reader gone for good writes nothing again, so nothing more
+        process.wait_for_log(r"access log: standard output does not take its lines")
+        metrics = node.get("/metrics")[2].decode()
+        assert f"edge_access_log_dropped_lines_total {float(dropped.group(1))}" in metrics
     finally:
         process.stop()
         os.close(reader)
@@ -223,7 +228,8 @@ import logging, resource, signal, sys
 from edge.accesslog import AccessLog
 logging.basicConfig(format="%(message)s")
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails (EFBIG), as on a full disk
-log = AccessLog(True, open(sys.argv[1], "w"))
+dropped = []
+log = AccessLog(True, open(sys.argv[1], "w"), dropped=dropped.append)
 def lines(count, first):
     for number in range(first, first + count):
         log.write("GET", f"/tr:w-{number}/a.jpg", 200, 0.01, "127.0.0.1", "h", "ua", None, "id")
@@ -234,6 +240,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (10_007, hard))  # the file's limit fa
 lines(100, 0)
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
 lines(10, 1000)
+print(sum(dropped))
 '''
 
 
@@ -257,3 +264,5 @@ def test_a_disk_that_fills_mid_line_leaves_whole_lines_after_it(tmp_path):
     assert parsed == [f"/tr:w-{n}/a.jpg" for n in (*range(written), *range(1000, 1010))]
     dropped = re.findall(r"access log: (\d+) line\(s\) dropped before these", run.stderr)
     assert 0 < written < 100 and dropped == [str(100 - written)], run.stderr
+    assert run.stdout == f"{100 - written}\n"  # counted as dropped, for the metric
+    assert run.stderr.count("access log: standard output does not take its lines") == 1  # at the first failure
