@@ -552,7 +552,7 @@ def _node_url(t: ConfigTable, key: str, url: str) -> str:
         raise t.error(key, "a node's URL takes no user information (user:password@): the purge API's "
                            "admin token authenticates the call, and a password there would replace it")
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise t.error(key, f"expected a node's base URL such as http://10.0.0.11:8080, got {url!r}")
+        raise t.error(key, f"expected a node's base URL such as http://10.0.0.11:8080, got {without_userinfo(url)!r}")
     return url.rstrip("/")
 
 

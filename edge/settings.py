@@ -371,8 +371,11 @@ def is_web_url(text: str) -> bool:
 
 
 def without_userinfo(url: str) -> str:
-    """`url` with any `user:password@` before its host replaced by `…@`: for a message quoting a URL
-    that may hold a secret."""
+    """`url` with any `user:password@` before its host replaced by `…@`, and any query or fragment by `?…`
+    (where API keys go: `?apikey=` had been quoted as written): for a message quoting a URL that may hold
+    a secret."""
+    url, query_mark, _ = url.replace("#", "?", 1).partition("?")
+    url += "?…" if query_mark else ""
     scheme, separator, rest = url.partition("://")
     if not separator:
         return "…@" + url.rpartition("@")[2] if "@" in url else url

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from .settings import is_web_url
+from .settings import is_web_url, without_userinfo
 
 MAX_CONCURRENCY = 64
 #: seconds one request may take, at most
@@ -164,7 +164,8 @@ def run(urls: str, base_url: str, concurrency: int, timeout: float, accept: str 
         print(f"edge: --urls {urls}: cannot read it: {exc.strerror}", file=sys.stderr)
         return 2
     if not is_web_url(base_url):
-        print(f"edge: --base-url {base_url!r}: expected an http:// or https:// URL without a query", file=sys.stderr)
+        print(f"edge: --base-url {without_userinfo(base_url)!r}: expected an http:// or https:// URL without a query",
+              file=sys.stderr)
         return 2
     if not 0 < timeout <= MAX_TIMEOUT:  # also false for nan
         print(f"edge: --timeout: expected more than 0 and at most {MAX_TIMEOUT:g} seconds", file=sys.stderr)

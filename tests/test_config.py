@@ -238,6 +238,8 @@ def test_check_config_exits_1_naming_the_problem(tmp_path):
     # a port out of range had been echoed whole, the password with it
     ('[fleet]\npeers = ["http://user:pw@img:99999"]', "[fleet] peers: expected a node's base URL such as "
                                                       "http://10.0.0.11:8080, got 'http://…@img:99999'"),
+    ('[fleet]\npeers = ["http://img:8080/?token=SECRET"]', "[fleet] peers: expected a node's base URL such as "
+                                                          "http://10.0.0.11:8080, got 'http://img:8080/?…'"),
 ])
 def test_a_value_the_os_or_urlsplit_refuses_is_an_error_naming_its_key(tmp_path, table, message):
     """A NUL in a path (`ValueError: embedded null byte`) and an IPv6 host without its `]` (`ValueError:

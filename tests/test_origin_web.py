@@ -250,6 +250,10 @@ async def test_conditional_fetch(web):
     ({"base_url": "https://user:pw@static.example.com"}, "base_url: expected no user:password@"),
     ({"base_url": "ftp://user:pw@static.example.com"}, "base_url: expected an http:// or https:// URL without "
                                                        "\\?query, got 'ftp://…@static.example.com'"),
+    # where API keys go: it had been quoted as written
+    ({"base_url": "https://static.example.com/img?apikey=SECRET"}, "base_url: expected an http:// or https:// URL "
+                                                                   "without \\?query, got 'https://static.example.com"
+                                                                   "/img\\?…'"),
     ({"headers": {"Host": "x"}}, "headers: 'Host' is set by the node itself"),
     ({"headers": {"Bad Name": "x"}}, "headers: 'Bad Name' is not a valid header name"),
     ({"headers": {"X-A": "1\r\nX-B: 2"}}, "headers: the value of 'X-A' contains a line break"),
