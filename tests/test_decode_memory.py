@@ -19,7 +19,7 @@ from edge.testing import NodeProcess, ServingNode
 from edge.transform.render import probe
 from tests.nodes import decode, local_config, until, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
-from tests.test_server_limits import memory_kb
+from tests.test_server_limits import held_mb, memory_kb
 
 #: 8000x8000, flat: 1.3 kB that libheif decodes into ~0.94 GB (15 bytes a pixel, 960 MB estimated)
 AVIF_SIDE = 8000
@@ -237,9 +237,7 @@ def test_a_render_s_layers_take_what_is_counted_and_are_freed_with_it(tmp_path, 
         assert 300 < added < 500, f"the render's peak added {added} MB"  # 418 MB here
         # freed as the render ends; the heap's small rest at the worker's next idle trim (1 s). The cycle had been
         # collected some 10 s later, when Python's collector ran
-        deadline = time.monotonic() + FREED_WITHIN
-        while (held := (memory_kb(worker, "VmRSS") - resident) // 1024) > 60 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        held = held_mb(worker, resident, 60, FREED_WITHIN)
         assert held <= 60, f"{held} MB still held after the render"
     finally:
         process.stop()

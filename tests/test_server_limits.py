@@ -586,6 +586,15 @@ def memory_kb(pid: int, field: str) -> int:
     return int(line.split()[1])
 
 
+def held_mb(pid: int, resident_kb: int, at_most: int, within: float) -> int:
+    """The MB process `pid` holds over `resident_kb`, once at most `at_most`, or as it is after `within` seconds
+    (a worker gives memory back as its work ends, and its heap's rest when idle)."""
+    deadline = time.monotonic() + within
+    while (held := (memory_kb(pid, "VmRSS") - resident_kb) // 1024) > at_most and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return held
+
+
 async def test_a_request_refused_by_send_memory_reads_no_body_from_disk(tmp_path, photos):  # noqa: F811
     """A crowd asking for a large stored output while the budget is taken reads none of it: before,
     each refused request read its 19.6 MB body from the output tier first, four at a time (one per

@@ -2,13 +2,11 @@
 awaited the task and the future holding it, a cycle that kept each stopped render's pixels (250 MB for a 44 kB
 GIF of 64 megapixels) until Python's cyclic collector ran, seldom in a worker. A real node, in its own process."""
 
-import time
-
 import pyvips
 
 from edge.testing import NodeProcess, ServingNode, solid_image, write_config
 from tests.nodes import local_config
-from tests.test_server_limits import memory_kb
+from tests.test_server_limits import held_mb, memory_kb
 
 #: seconds the worker may take to give the memory back (it trims its heap when idle after a burst)
 SETTLE = 10
@@ -30,9 +28,7 @@ def test_renders_stopped_at_the_deadline_leave_no_memory_held(tmp_path):
         for width in range(100, 104):  # other outputs: each a render of its own
             assert node.get(f"/tr:w-{width}/big.gif")[::2] == (503, b"rendering took too long\n")
         assert node.get("/tr:w-32/photo.jpg")[0] == 200
-        deadline = time.monotonic() + SETTLE
-        while (held := (memory_kb(worker, "VmRSS") - before) // 1024) > 100 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        held = held_mb(worker, before, 100, SETTLE)
         assert held <= 100, f"{held} MB still held after the stopped renders"
     finally:
         process.stop()
