@@ -339,8 +339,9 @@ SECTIONS = (
                 Example("h-160,ar-1-2", "coffee.jpg"),
             )),
     Section("`dpr`: device pixel ratio", "Multiplies `w` and `h` (0.1–5); needs one of them. When that would "
-            "make a side larger than 5000 px (or smaller than 1 px), the `dpr` is not applied and `w`/`h` are used "
-            "as given, as ImageKit does: `w-3000,dpr-2` is 3000 px wide.", (
+            "make a side of the output larger than 5000 px (or smaller than 1 px), the `dpr` is not applied and "
+            "`w`/`h` are used as given, as ImageKit does: `w-3000,dpr-2` is 3000 px wide, and so is the side the "
+            "URL leaves to the image's aspect: `h-2000,dpr-2` of a 4:3 photo is 2000 px high, not 4000.", (
                 Example("w-100,dpr-2", "chelsea.jpg", "200 px wide"),
             )),
     Section("Client hints", CLIENT_HINTS, (

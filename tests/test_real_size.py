@@ -26,6 +26,9 @@ JPEG_CASES = [
     ("w-300,ar-16-9", (300, 169), "jpg", "top_left"),
     ("w-150,dpr-2", (300, 200), "jpg", "top_left"),
     ("w-3000,dpr-2", (3000, 2004), "jpg", "top_left"),  # over 5000 px with it: dpr is not applied (ImageKit)
+    # the side the photo's aspect makes counts too: 2994 px wide, 5989 with it (it was served 5989×4000)
+    ("h-2000,dpr-2", (2994, 2000), "jpg", "top_left"),
+    ("h-1000,dpr-2", (2994, 2000), "jpg", "top_left"),
     ("w-300,h-100,c-force", (300, 100), "jpg", "top_left"),
     ("w-300,h-300,c-at_max", (300, 200), "jpg", "top_left"),
     ("w-6000,h-300,c-at_max_enlarge", (449, 300), "jpg", "top_left"),

@@ -95,14 +95,22 @@ def target_box(step: Step, width: int, height: int) -> tuple[int | None, int | N
             box_h = round(box_w / ratio)
         elif box_w is None:
             box_w = round(box_h * ratio)
-    return times_dpr(box_w, box_h, step.dpr)
+    return times_dpr(box_w, box_h, step.dpr, (width, height))
 
 
-def times_dpr(box_w: float | None, box_h: float | None, dpr: float) -> tuple[int | None, int | None]:
-    """The box times `dpr`, unless that makes a side larger than `DPR_MAX_SIDE` or under 1 px: then
-    the box as given, ImageKit's rule (`w-3000,dpr-2` is 3000 px wide there, not 6000)."""
+def times_dpr(box_w: float | None, box_h: float | None, dpr: float,
+              image: tuple[int, int] | None = None) -> tuple[int | None, int | None]:
+    """The box times `dpr`, unless that makes a side of the output larger than `DPR_MAX_SIDE` or under 1 px:
+    then the box as given, ImageKit's rule (`w-3000,dpr-2` is 3000 px wide there, not 6000). With the `image`'s
+    size, a side the box leaves to its aspect counts too (`h-2000,dpr-2` of a 4:3 image would be 5333 px wide:
+    2000 px high; checked on the box alone, it was served 5333×4000)."""
     scaled = [None if side is None else side * dpr for side in (box_w, box_h)]
-    if dpr != 1 and any(side is not None and not 1 <= side <= DPR_MAX_SIDE for side in scaled):
+    if image is not None and (box_w is None) != (box_h is None):
+        aspect = image[0] / image[1]
+        implied = [box_h * aspect, box_h] if box_w is None else [box_w, box_w / aspect]
+    else:
+        implied = [box_w, box_h]
+    if dpr != 1 and any(side is not None and not 1 <= side * dpr <= DPR_MAX_SIDE for side in implied):
         scaled = [box_w, box_h]
     return tuple(None if side is None else max(1, round(side)) for side in scaled)
 
