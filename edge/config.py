@@ -574,7 +574,7 @@ def _named_transformations(t: ConfigTable) -> dict[str, str]:
     for name in t.keys():
         if not _NAMED_TRANSFORMATION.fullmatch(name):  # `a:b`, `a,b` or `a b` could never be asked for
             raise t.error(name, "a name is letters, digits, '.', '_', '@' and '-', as URLs write it (n-<name>)")
-        text = t.str(name)
+        text = t.str(name).removeprefix("tr:")  # as ImageKit's dashboard writes them
         _parsed(t, name, text)  # the parser validates each definition
         named[name] = text
     t.finish()

@@ -67,6 +67,7 @@ def test_full_example_parses_into_typed_values(tmp_path):
         max_source_bytes = "10MB"
         [named_transformations]
         thumb = "w-200,h-200,c-at_max"
+        pasted = "tr:w-300,bl-10"
         [admin]
         token = "${{TOKEN}}"
         {ORIGIN}
@@ -80,7 +81,8 @@ def test_full_example_parses_into_typed_values(tmp_path):
     assert (config.cache.output_size, config.cache.original_size) == (2 * 10**9, 512 * 2**20)
     assert (config.cache.original_ttl, config.cache.not_found_ttl) == (86400, 90)
     assert config.defaults.quality == 70 and config.limits.max_source_bytes == 10**7
-    assert config.named_transformations == {"thumb": "w-200,h-200,c-at_max"}
+    # as ImageKit's dashboard shows one, `tr:` first: it had stopped the config
+    assert config.named_transformations == {"thumb": "w-200,h-200,c-at_max", "pasted": "w-300,bl-10"}
     assert config.admin_token.reveal() == "s3cret-admin"
     endpoint = config.endpoints[0]
     # the fully qualified form is the same host, as a `Host` header's is

@@ -30,6 +30,7 @@ def canonical(*texts, **options) -> str:
     ("e-usm", "e-usm-2-1-1-0.05"),
     ("e-shadow-true", "e-shadow-bl-10_st-30_x-2_y-2"),
     ("e-gradient-ld-top", "e-gradient-ld-0_from-FFFFFF00_to-00000066_sp-1"),
+    ("e-gradient-ld-topleft", "e-gradient-ld-315_from-FFFFFF00_to-00000066_sp-1"),  # as ImageKit's table spells it
     ("bg-blurred_auto", "bg-blurred"),
     ("rt-N12.5", "rt-347.5"),
     ("rt--90", "rt-270"),  # the ImageKit SDK's `rotation: -90`
@@ -86,6 +87,9 @@ def test_default_image_path():
 
 @pytest.mark.parametrize("text, param, reason", [
     ("w-abc", "w-abc", "expected a number"),
+    # it had said "expected a number"
+    ("e-gradient-ld-upleft", "e-gradient-ld-upleft", "ld: expected degrees (0-359) or a side: top, top_right, right, "
+                                                     "bottom_right, bottom, bottom_left, left, top_left, topleft"),
     ("w-0", "w-0", "positive number"),
     ("w--5", "w--5", "expected a number"),
     ("w-0.1234567891", "w-0.1234567891", "expected a number of at most 9 digits before and after the point"),

@@ -68,7 +68,7 @@ SHADOW_RANGES = {"bl": (0, 15), "st": (0, 100), "x": (-100, 100), "y": (-100, 10
 #: `e-gradient` parts: direction (degrees or a side), the two colours, the stop point (0–1: a fraction
 #: of the image, above 1: pixels); the defaults are ImageKit's documented ones
 GRADIENT_DIRECTIONS = {"top": 0, "top_right": 45, "right": 90, "bottom_right": 135, "bottom": 180,
-                       "bottom_left": 225, "left": 270, "top_left": 315}
+                       "bottom_left": 225, "left": 270, "top_left": 315, "topleft": 315}  # ImageKit's table: `topleft`
 GRADIENT_DEFAULTS = ("180", "FFFFFF00", "00000066", "1")
 #: `cr-<to>` without a tolerance: Cloudinary's default for its `e_replace_color`, which ImageKit's `cr` mirrors
 DEFAULT_REPLACE_TOLERANCE = 50
@@ -563,7 +563,11 @@ def _gradient(text: str) -> tuple[float, RGBA, RGBA, float | Expression]:
     parts = _parts("" if text == "true" else text, ("ld", "from", "to", "sp"), "e-gradient")
     direction, start, end, stop = (parts.get(key, default) for key, default in
                                    zip(("ld", "from", "to", "sp"), GRADIENT_DEFAULTS))
-    degrees = GRADIENT_DIRECTIONS[direction] if direction in GRADIENT_DIRECTIONS else _number_range(0, 359)(direction)
+    try:
+        degrees = GRADIENT_DIRECTIONS[direction] if direction in GRADIENT_DIRECTIONS else \
+            _number_range(0, 359)(direction)
+    except ValueError:
+        raise ValueError(f"ld: expected degrees (0-359) or a side: {', '.join(GRADIENT_DIRECTIONS)}") from None
     # the stop may be an expression (`sp-ih_div_2`, as ImageKit's expression docs list it), like a border's width
     stop_point = or_expression(_number_range(0.01, MAX_PIXELS))(stop)
     return float(degrees), parse_colour(start), parse_colour(end), stop_point
