@@ -15,6 +15,21 @@ from __future__ import annotations
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+def drop_tracebacks(error: BaseException) -> None:
+    """Drop the tracebacks of `error` and of the errors it was raised from, once answered. A frame that awaited
+    the task or future holding `error` is in its traceback, a cycle that held what those frames held until
+    the cyclic collector ran, seldom in a worker (`gc.freeze`): each render stopped at its deadline kept its
+    pixels (250 MB for a 64 MP GIF) and its original. The frames themselves are left alone: one error is
+    shared by the requests waiting on a flight, and its traceback holds frames of coroutines still suspended
+    (a flight's leader recording the failure); clearing such a frame closed its coroutine, and its waiters
+    got a 500 (`cannot reuse already awaited coroutine`)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+
+
 def one_line(text: str) -> str:
     """`text` as one printable line, for an error body, a header value or a log: every character that
     is not printable (control characters such as CR, LF, NUL and DEL, the line and paragraph

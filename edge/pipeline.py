@@ -54,7 +54,7 @@ from .cache.purges import node_time
 from .chain import given_host
 from .config import Config
 from .errors import (BadGateway, BadRequest, EdgeError, InvalidTransformation, NothingToServe, RenderTimedOut,
-                     SignatureRefused, UnprocessableSource)
+                     SignatureRefused, UnprocessableSource, drop_tracebacks)
 from .flight import SETTLE_SECONDS, SingleFlight
 from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalLookup, OriginalSource
@@ -247,7 +247,7 @@ class Pipeline:
                 cache_label = "miss" if self._originals.is_fresh(output.source, at=began) else "stale"
             return Served(endpoint, cache_label, output, request=plan.request)
         except EdgeError as error:
-            _drop_tracebacks(error)
+            drop_tracebacks(error)
             if isinstance(error, SignatureRefused):  # counted once answered: planning has no side effect
                 self._metrics.add(self._metrics.signature_refusals, (error.endpoint, error.reason))
             return Served(error.endpoint or endpoint, "error", error=error)
@@ -548,18 +548,3 @@ def _canonical_link(base: str, path: str) -> str:
     """`Link: <base/path>; rel="canonical"`, the decoded path percent-encoded (UTF-8): a name such as
     `日本.jpg` stays a valid header, and `>`, `;`, `"` or `,` in a name cannot add link parameters."""
     return f'<{base}/{quote(path, safe="/")}>; rel="canonical"'
-
-
-def _drop_tracebacks(error: BaseException) -> None:
-    """Drop the tracebacks of `error` and of the errors it was raised from, once answered. A frame that awaited
-    the task or future holding `error` is in its traceback, a cycle that held what those frames held until
-    the cyclic collector ran, seldom in a worker (`gc.freeze`): each render stopped at its deadline kept its
-    pixels (250 MB for a 64 MP GIF) and its original. The frames themselves are left alone: one error is
-    shared by the requests waiting on a flight, and its traceback holds frames of coroutines still suspended
-    (a flight's leader recording the failure); clearing such a frame closed its coroutine, and its waiters
-    got a 500 (`cannot reuse already awaited coroutine`)."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        error.__traceback__ = None
-        error = error.__cause__ or error.__context__

@@ -6,6 +6,8 @@ the cost budget."""
 
 import asyncio
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -241,3 +243,60 @@ def test_a_render_s_layers_take_what_is_counted_and_are_freed_with_it(tmp_path, 
         assert held <= 60, f"{held} MB still held after the render"
     finally:
         process.stop()
+
+
+#: renders run twice in a process of their own (its peak is theirs alone), printing the MB they held
+RUNS_AGAIN = '''
+import asyncio, gc, resource, sys
+from pathlib import Path
+from edge.config import Defaults, Limits
+from edge.transform.held import DecodeBudget
+from edge.transform.options import parse_transformation
+from edge.transform.render import Renderer
+from tests.imagecorpus import extraneous_bytes_jpeg
+
+gc.disable()  # as in a worker, where the collector seldom runs (`gc.freeze`)
+photo = Path(sys.argv[1]).read_bytes()
+MB = 2**20
+
+
+def resident() -> int:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:")) // 1024
+
+
+async def main(case: str) -> None:
+    budget = DecodeBudget(200 * 10**6, 10)
+    renderer = Renderer(Defaults(), Limits(max_cost=1000), 1, 4, decode_budget=budget)
+    await renderer.render(photo, parse_transformation("w-10"), "jpg")  # the decoders' own memory, once
+    if case == "warning":  # two turned layers, then a layer whose JPEG warns harmlessly: the render runs twice
+        tr = parse_transformation("w-100,l-image,i-a.jpg,rt-90,l-end,l-image,i-b.jpg,rt-180,l-end,"
+                                  "l-image,i-c.jpg,w-50,l-end")
+        await renderer.render(photo, tr, "jpg", {"a.jpg": photo, "b.jpg": photo, "c.jpg": photo})  # once: its peak
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        await renderer.render(photo, tr, "jpg", {"a.jpg": photo, "b.jpg": photo, "c.jpg": extraneous_bytes_jpeg(photo)})
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 - before)  # what running again added
+    else:  # a turned layer on a budget others hold: the render stops, and waits
+        budget.try_take(150 * 10**6)
+        before = resident()
+        waiting = asyncio.ensure_future(renderer.render(photo, parse_transformation("w-100,l-image,i-a.jpg,rt-90,"
+                                                                                    "l-end"), "jpg", {"a.jpg": photo}))
+        while not budget._waiters:
+            await asyncio.sleep(0.01)
+        print(resident() - before)
+        budget.give_back(150 * 10**6)
+        await waiting
+
+asyncio.run(main(sys.argv[2]))
+'''
+
+
+@pytest.mark.parametrize("case, at_most", [("warning", 30), ("budget", 20)])
+def test_a_render_that_runs_again_holds_nothing_of_its_first_attempt(photos, case, at_most):  # noqa: F811
+    """A render runs again when a JPEG's warning turns out harmless (strict, then not), and when it stopped for want
+    of decode memory (it waits, then runs holding it). The first attempt's images had stayed: the retry ran in the
+    warning's handler, its images held by it and by the stop switch (+67 MB over one attempt's peak, now +0), and
+    the stopped attempt's error carried its frames through a cycle, held while it waited (42 MB, now 6)."""
+    run = subprocess.run([sys.executable, "-c", RUNS_AGAIN, str(photos.path("photo.jpg")), case],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout) <= at_most, f"{run.stdout.strip()} MB held"
