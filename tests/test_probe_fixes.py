@@ -14,7 +14,7 @@ import pytest
 
 from edge.errors import BadRequest
 from edge.purge import parse_body, parse_target
-from edge.transform.formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, animates, final_formats, plan_format
+from edge.transform.formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, AUTO_WEBP, animates, final_formats, plan_format
 from tests.nodes import decode
 from tests.test_purge import AUTH, cached, config, node, origin, warm  # noqa: F401 (fixtures)
 from tests.transform_node import image_node, image_root  # noqa: F401 (fixtures)
@@ -123,7 +123,7 @@ async def test_explicit_f_avif_on_an_animation_is_still_its_first_frame(image_no
 @pytest.mark.parametrize("accept, planned", [
     ("image/avif", AUTO_AVIF),
     ("image/avif,image/webp", AUTO_MODERN),
-    ("image/webp", "webp"),
+    ("image/webp", AUTO_WEBP),
     ("*/*", AUTO_LEGACY),
 ])
 def test_every_f_auto_plan_animates(accept, planned):
