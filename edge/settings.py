@@ -374,12 +374,12 @@ def without_userinfo(url: str) -> str:
     """`url` with any `user:password@` before its host replaced by `…@`, and any query or fragment by `?…`
     (where API keys go: `?apikey=` had been quoted as written): for a message quoting a URL that may hold
     a secret."""
-    url, query_mark, _ = url.replace("#", "?", 1).partition("?")
-    url += "?…" if query_mark else ""
     scheme, separator, rest = url.partition("://")
-    if not separator:
-        return "…@" + url.rpartition("@")[2] if "@" in url else url
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "…@" + authority.rpartition("@")[2]
-    return f"{scheme}://{authority}{slash}{path}"
+    if separator:  # the user information first: a `?` or `#` in a password starts no query
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:
+            url = f"{scheme}://…@{authority.rpartition('@')[2]}{slash}{path}"
+    elif "@" in url:
+        url = "…@" + url.rpartition("@")[2]
+    url, query_mark, _ = url.replace("#", "?", 1).partition("?")
+    return url + "?…" if query_mark else url

@@ -25,6 +25,7 @@ from edge.config import (
 from edge.errors import ConfigError
 from edge.flight import wait_bound
 from edge.pluginmanager import load_plugins
+from edge.settings import without_userinfo
 from tests.nodes import SAMPLES, write_config
 
 ORIGIN = f"""
@@ -229,6 +230,18 @@ def test_check_config_exits_1_naming_the_problem(tmp_path):
     result = run_cli("check-config", "--config", str(path))
     assert result.returncode == 1
     assert "[server] port: expected an integer from 0 to 65535, got 99999" in result.stderr
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://user:pw@img.example.com/a?apikey=SECRET", "http://…@img.example.com/a?…"),
+    ("http://user:pa?ss@host/x?k=1", "http://…@host/x?…"),  # a `?` in the password: still user information
+    ("http://user:pa#ss@host/x", "http://…@host/x"),
+    ("https://host/a#token", "https://host/a?…"),
+    ("user:pw@host/a@b", "…@b"),
+    ("http://host/a@b", "http://host/a@b"),  # an `@` in the path is no user information
+])
+def test_a_url_quoted_in_a_message_shows_no_user_information_nor_query(url, shown):
+    assert without_userinfo(url) == shown
 
 
 @pytest.mark.parametrize("table, message", [
