@@ -146,11 +146,14 @@ class AccessLog:
             self._writer.start()
         text = "\n".join(lines) + "\n"
         with self._pending_lock:
-            if self._pending_bytes + len(text) > MAX_PENDING_BYTES:
+            full = self._pending_bytes + len(text) > MAX_PENDING_BYTES
+            if full:
                 self._dropped += len(lines)
-                self._dropping(len(lines))
-                return
-            self._pending_bytes += len(text)
+            else:
+                self._pending_bytes += len(text)
+        if full:
+            self._dropping(len(lines))  # outside the lock: a warning may wait for standard error's reader
+            return
         self._pending.put((text, len(lines)))
 
     def written(self, timeout: float) -> bool:
@@ -181,11 +184,12 @@ class AccessLog:
                 with self._pending_lock:
                     self._pending_bytes -= len(text)
                 self._pending.task_done()
-            if self._dropped + lost != reported:
+            dropped = self._dropped + lost  # read once: lines the loop drops meanwhile are told next time
+            if dropped != reported:
+                self._warned = False  # first: a drop from now on is said at once again
                 log.warning("access log: %d line(s) dropped before these: standard output did not take them "
-                            "(its reader stalled, or its disk was full)", self._dropped + lost - reported)
-                reported = self._dropped + lost
-                self._warned = False
+                            "(its reader stalled, or its disk was full)", dropped - reported)
+                reported = dropped
 
     def _dropping(self, lines: int) -> None:
         """From either thread: `lines` dropped; the first drop since a write went through says so at once."""
