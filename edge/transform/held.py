@@ -106,7 +106,8 @@ class Account:
         self._charges.append((size, kept))
 
     def release_since(self, mark: int, keep: Iterable[pyvips.Image]) -> None:
-        """The images made since `mark` are freed, but those kept to the end and `keep` (made in memory)."""
+        """The images made since `mark` are freed, but those kept to the end and `keep` (made in memory since
+        `mark`, so charged already: their bytes are within what the render took)."""
         self._charges[mark:] = [charge for charge in self._charges[mark:] if charge[1]] + \
             [(image_bytes(image), False) for image in keep]
 
