@@ -40,8 +40,8 @@ from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import (ANIMATED_LOADERS, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER,
                       animates, as_vector, chosen_by_accept, final_formats, max_side, picks_by_alpha)
-from .held import SAMPLE_BYTES, DecodeBudget, NeedsDecodeMemory
 from .geometry import WHITE, Source, apply_geometry, check_side, face_count, in_memory, resolved, trim_box
+from .held import SAMPLE_BYTES, DecodeBudget, NeedsDecodeMemory
 from .layers import drawn_fonts, pages_drawn
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
 
