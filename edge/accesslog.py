@@ -101,7 +101,8 @@ def _field(value: str | None, name: str) -> str:
 
 
 class AccessLog:
-    def __init__(self, enabled: bool, stream: TextIO | None = None, dropped: Callable[[int], None] = lambda lines: None):
+    def __init__(self, enabled: bool, stream: TextIO | None = None,
+                 dropped: Callable[[int], None] = lambda lines: None):
         """`dropped(lines)`: lines standard output did not take were dropped (counted in a metric: a reader gone
         for good, or a disk that stays full, writes nothing again, and so no warning of what was dropped)."""
         self.enabled = enabled

@@ -160,7 +160,8 @@ async def test_an_opaque_image_layer_s_turn_opens_clear_corners(samples_node):
 @pytest.mark.parametrize("transformation, marked", [("h-2000,dpr-2", True), ("w-300:w-100,dpr-1.5", True),
                                                      ("w-300", False), ("l-text,i-dpr-2,l-end", False)])
 def test_outputs_of_dpr_are_marked(transformation, marked):
-    """dp2: a side left to the image's aspect counts in dpr's 5000 px rule (tests/test_real_size.py pins the renders)."""
+    """dp2: a side left to the image's aspect counts in dpr's 5000 px rule (tests/test_real_size.py pins the
+    renders)."""
     assert (revision_marks(parse_transformation(transformation).canonical()) == "dp2") == marked
 
 
