@@ -27,6 +27,7 @@ fetching or rendering again (docs/fleet.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -65,6 +66,10 @@ OLD_MAGIC = b"edge-output/1\n"
 IMAGE_TYPES = frozenset(MIME_TYPES.values())
 #: background writes waiting for a slot, per slot, beyond which new ones are dropped
 BACKLOG_PER_WRITE = 16
+#: bytes of outputs the background writes hold (written or waiting), beyond which new ones are dropped (but the
+#: first: an output of any size the tier takes goes out alone): counted alone, a hung store backing up 128 large
+#: outputs held them all, up to an eighth of the output tier each
+BACKLOG_BYTES = 64 * 2**20
 #: a worker's purge calls in flight at once (journal entries, prefixes deleted), of its client's 64 connections:
 #: five Cloudinary-style purges at once had 75 calls in flight, and the tier's reads queued behind them
 PURGE_CALLS = 16
@@ -156,6 +161,7 @@ class SharedTier:
         self._purge_calls = asyncio.Semaphore(PURGE_CALLS)
         self._max_pending = settings.max_writes * BACKLOG_PER_WRITE
         self._writes: set[asyncio.Task] = set()
+        self._pending_bytes = 0  # of the outputs `_writes` hold
         self._failure_lines = Sparse(LOG_EVERY_SECONDS)  # per operation
         #: reads failed in a row, and until when (`clock`) they are skipped
         self._failed_reads = 0
@@ -248,12 +254,18 @@ class SharedTier:
         key = self.object_key(cache_key)
         if key is None or len(output.body) > self._max_entry_bytes:
             return
-        if len(self._writes) >= self._max_pending:
+        size = len(output.body)
+        if len(self._writes) >= self._max_pending or (self._writes and self._pending_bytes + size > BACKLOG_BYTES):
             self._failed("put", "backlog_full")
             return
+        self._pending_bytes += size
         task = asyncio.create_task(self._put(key, output))
         self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        task.add_done_callback(functools.partial(self._written, size))
+
+    def _written(self, size: int, task: asyncio.Task) -> None:
+        self._writes.discard(task)
+        self._pending_bytes -= size
 
     async def _put(self, key: str, output: CachedOutput) -> None:
         async with self._slots:

@@ -19,6 +19,7 @@ from edge.metrics import Metrics
 from edge.pluginmanager import load_plugins
 from edge import purge
 from edge.purge_journal import APPLIED_FILE
+from edge import shared_cache
 from edge.shared_cache import SharedTier
 from tests.nodes import local_config, until, write_config
 from tests.s3server import TEST_SECRET, Faults, shared_cache_table
@@ -534,3 +535,21 @@ async def test_a_purge_stopped_before_the_shared_tier_leaves_its_part_to_the_oth
     taken = held.take(held.names(), set())  # let go: the others try it
     assert taken is not None and taken[1].target == target and not taken[1].journal_written
     held.tried(*taken)
+
+
+async def test_background_writes_hold_a_bounded_number_of_bytes(tier, s3, monkeypatch):
+    """Writes waiting for a store that does not answer hold their outputs: counted by number alone, 128 outputs of
+    up to an eighth of the output tier each. Beyond `BACKLOG_BYTES` a new write is dropped, but the first, alone."""
+    monkeypatch.setattr(shared_cache, "BACKLOG_BYTES", 2_500_000)
+    s3.faults = Faults(held_puts="outputs/", only_gets=False)  # the store takes the writes, and answers later
+    big = output(b"\xff\xd8" + os.urandom(1_200_000))
+    for path in ("a.jpg", "b.jpg", "c.jpg"):  # 1.2 MB each: the third would hold 3.6 MB
+        tier.put_later(key("shop", path), big)
+    assert len(tier._writes) == 2 and counted(tier, "shared_cache_failures") == {("put", "backlog_full"): 1}
+    s3.faults.hold.set()
+    await written(tier)
+    assert tier._pending_bytes == 0 and counted(tier, "shared_cache_writes") == {(): 2}
+    monkeypatch.setattr(shared_cache, "BACKLOG_BYTES", 1_000_000)
+    tier.put_later(key("shop", "c.jpg"), big)  # over the bound, but alone: written
+    await written(tier)
+    assert counted(tier, "shared_cache_writes") == {(): 3}
