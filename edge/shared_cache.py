@@ -251,10 +251,9 @@ class SharedTier:
 
     def put_later(self, cache_key: str, output: CachedOutput) -> None:
         """Write `output` in the background (never awaited by a request)."""
-        key = self.object_key(cache_key)
-        if key is None or len(output.body) > self._max_entry_bytes:
+        key, size = self.object_key(cache_key), len(output.body)
+        if key is None or size > self._max_entry_bytes:
             return
-        size = len(output.body)
         if len(self._writes) >= self._max_pending or (self._writes and self._pending_bytes + size > BACKLOG_BYTES):
             self._failed("put", "backlog_full")
             return
