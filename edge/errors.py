@@ -171,7 +171,7 @@ class TransformQueueTimeout(Overloaded):
 
 
 class FetchMemoryExhausted(Overloaded):
-    """The process's bytes of originals being fetched stayed at `[server] fetch_memory` (503)."""
+    """The process's bytes of originals being fetched or held by renders stayed at `[server] fetch_memory` (503)."""
 
     kind = "fetch_memory"
 

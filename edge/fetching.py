@@ -6,13 +6,16 @@ cost 4 GB of download), and must say so with `SourceTooLarge`. These helpers mak
 
 `read_limited` also holds the bytes it reads against the process's `fetch_memory` budget (`[server]
 fetch_memory`), so that many large originals arriving at once wait, then get 503, instead of
-growing the process without bound.
+growing the process without bound; `fetch_memory` reserves a size known before reading (a file's). Once
+read, an original stays in memory until the render that uses it ends: the pipeline holds it against the same
+budget until then (`FetchBudget.holding`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -39,22 +42,37 @@ def check_announced_size(announced: int | None, max_bytes: int, path: str) -> No
 
 
 class FetchBudget:
-    """Bytes of originals being read at once in this process. A reader reserves what it is about to
-    hold (the announced size at once, else chunk by chunk) and waits, bounded, while the budget is
-    full; everything it reserved is released when it returns or fails."""
+    """Bytes of originals in memory in this process: being read, and read and held by a render (`holding`),
+    in progress or waiting for a thread. A reader reserves what it is about to hold (the announced size at
+    once, else chunk by chunk) and waits, bounded, while the budget is full; what it reserved is released
+    when it returns or fails, and the render it reads for holds the bytes from then on, until it ends."""
 
     def __init__(self, capacity: int, wait: float):
         self.capacity = capacity
         self.wait = wait
+        #: bytes being read
         self.in_use = 0
+        #: bytes read and held by renders, each original once however many renders share it
+        self.held = 0
+        #: id of each original held → how many renders hold it (the ids are stable: each holder keeps its bytes)
+        self._holders: dict[int, int] = {}
+        #: the renders holding originals (`holding`), in the order they took their first
+        self._holdings: dict[Holding, None] = {}
         self._waiters: list[asyncio.Future] = []
 
     def configure(self, capacity: int, wait: float) -> None:
         self.capacity, self.wait = capacity, wait
 
     async def reserve(self, size: int) -> None:
+        """Take `size` more bytes for a read. The reads of the render that has held originals the longest go
+        through over the budget: renders that hold some originals and wait for room to read the others would
+        otherwise wait for each other, and a URL whose originals together are over the budget (its layers'
+        included) could never be served."""
+        holding = _holding.get()
+
         def take() -> bool:
-            if self.in_use + size > self.capacity:
+            first = holding is not None and holding is next(iter(self._holdings), None)
+            if self.in_use + self.held + size > self.capacity and not first:
                 return False
             self.in_use += size
             return True
@@ -65,6 +83,75 @@ class FetchBudget:
     def release(self, size: int) -> None:
         self.in_use -= size
         wake(self._waiters)
+
+    @contextmanager
+    def holding(self) -> Iterator[Holding]:
+        """A render's hold on its originals, from the first read to its end (its wait for a thread included):
+        each original it `add`s, once read, is counted until the block ends. The reads made within the block
+        (the single flights it starts inherit it) are the render's, for `reserve`."""
+        holding = Holding(self)
+        token = _holding.set(holding)
+        try:
+            yield holding
+        finally:
+            _holding.reset(token)
+            holding.close()
+
+    def _hold(self, body: bytes) -> None:
+        if holders := self._holders.get(id(body), 0):
+            self._holders[id(body)] = holders + 1
+        else:
+            self._holders[id(body)] = 1
+            self.held += len(body)
+
+    def _let_go(self, body: bytes) -> None:
+        if holders := self._holders.pop(id(body)) - 1:
+            self._holders[id(body)] = holders
+        else:
+            self.held -= len(body)
+
+
+class Holding:
+    """The originals one render holds (`FetchBudget.holding`)."""
+
+    def __init__(self, budget: FetchBudget):
+        self._budget = budget
+        self._bodies: dict[int, bytes] = {}
+        #: bytes of the originals held, each once
+        self.size = 0
+
+    def add(self, body: bytes) -> None:
+        """Count `body` until the render ends: at once, never waiting (its read waited for room)."""
+        if not self._bodies:
+            self._budget._holdings[self] = None
+        if id(body) not in self._bodies:
+            self._bodies[id(body)] = body
+            self.size += len(body)
+            self._budget._hold(body)
+
+    def close(self) -> None:
+        self._budget._holdings.pop(self, None)
+        for body in self._bodies.values():
+            self._budget._let_go(body)
+        self._bodies.clear()
+        self.size = 0
+        wake(self._budget._waiters)
+
+
+#: the render whose originals are being read in this task (`FetchBudget.holding`), if any
+_holding: ContextVar[Holding | None] = ContextVar("holding", default=None)
+
+
+@asynccontextmanager
+async def fetch_memory(size: int) -> AsyncIterator[None]:
+    """Hold `size` bytes of the worker's `fetch_memory` for the block: an origin that knows the size of what it
+    is about to read (a file's, an announced length) reserves it so, before reading. Waits, bounded, while the
+    budget is full, then raises `FetchMemoryExhausted` (503)."""
+    await fetch_budget.reserve(size)
+    try:
+        yield
+    finally:
+        fetch_budget.release(size)
 
 
 #: the defaults of `[server] fetch_memory` and `fetch_memory_wait`
@@ -108,11 +195,8 @@ async def read_announced(read: Callable[[], Awaitable[bytes]], announced: int, m
     Raises `SourceTooLarge` before reading when `announced` is over `max_bytes`, and `OriginFailure`
     (`bad_response`) when `read()` gave another length than announced (more was not held)."""
     check_announced_size(announced, max_bytes, path)
-    await fetch_budget.reserve(announced)
-    try:
+    async with fetch_memory(announced):
         body = await read()
-    finally:
-        fetch_budget.release(announced)
     if len(body) != announced:
         raise OriginFailure("bad_response", f"{path!r}: {len(body)} bytes where {announced} were announced")
     return body

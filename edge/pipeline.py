@@ -55,6 +55,7 @@ from .chain import given_host
 from .config import Config
 from .errors import (BadGateway, BadRequest, EdgeError, InvalidTransformation, NothingToServe, RenderTimedOut,
                      SignatureRefused, UnprocessableSource, drop_tracebacks)
+from .fetching import Holding, fetch_budget
 from .flight import SETTLE_SECONDS, SingleFlight
 from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalLookup, OriginalSource
@@ -378,33 +379,37 @@ class Pipeline:
         failed = await self._remembered_failure(plan.key) or await self._remembered_failure(plan.original_key)
         if failed is not None and cached is None:  # not even a fetch; with a copy, one may confirm it
             raise failed()
-        original, key = await self._original(plan, looked_up)
-        stand_in = key != plan.original_key
-        overlays = await self._overlays(plan)
-        if cached is not None:
-            source = await self._source_of(original, overlays, stand_in)
-            if cached.source.version == source.version and cached.stand_in == stand_in:
-                return cached.confirmed(source), "miss"  # the original and the layers' are unchanged: so is the output
-        if failed is not None:
-            raise failed()
-        try:
-            return await self._render(plan, original, overlays, stand_in), "miss"
-        except UnprocessableSource as error:
-            forgetting = asyncio.ensure_future(self._originals.forget_unusable(key, original))
-            self._forgetting.add(forgetting)  # held until done: the loop keeps only a weak reference
-            forgetting.add_done_callback(self._forgetting.discard)
-            # an original that is no image at all by its original's key: each other URL of it (w-1 … w-8192) had
-            # downloaded it again, whole (30 MB of a video behind a web origin, 20 times in 3 s)
-            self._remember_failure(key if error.unreadable else plan.key, UnprocessableSource, UNUSABLE_SECONDS)
-            raise
-        except RenderTimedOut as error:
-            if not error.contended:  # short of CPU, the same work may end in time once the burst is over
-                self._remember_failure(plan.key, RenderTimedOut, TIMED_OUT_SECONDS)
-            raise
-        except BadRequest as error:
-            # a copy never raised: the error itself holds its traceback, and through it the render's frames
-            self._remember_failure(plan.key, error.again().again, REFUSED_SECONDS)
-            raise
+        # the originals are held against `[server] fetch_memory` from their reads to the render's end (its wait
+        # for a thread included): uncounted, renders waiting for a thread had each held theirs (+1.5 GB)
+        with fetch_budget.holding() as held:
+            original, key = await self._original(plan, looked_up)
+            held.add(original.body)
+            stand_in = key != plan.original_key
+            overlays = await self._overlays(plan, held)
+            if cached is not None:
+                source = await self._source_of(original, overlays, stand_in)
+                if cached.source.version == source.version and cached.stand_in == stand_in:
+                    return cached.confirmed(source), "miss"  # the original and layers unchanged: so is the output
+            if failed is not None:
+                raise failed()
+            try:
+                return await self._render(plan, original, overlays, stand_in), "miss"
+            except UnprocessableSource as error:
+                forgetting = asyncio.ensure_future(self._originals.forget_unusable(key, original))
+                self._forgetting.add(forgetting)  # held until done: the loop keeps only a weak reference
+                forgetting.add_done_callback(self._forgetting.discard)
+                # an original that is no image at all by its original's key: each other URL of it (w-1 … w-8192) had
+                # downloaded it again, whole (30 MB of a video behind a web origin, 20 times in 3 s)
+                self._remember_failure(key if error.unreadable else plan.key, UnprocessableSource, UNUSABLE_SECONDS)
+                raise
+            except RenderTimedOut as error:
+                if not error.contended:  # short of CPU, the same work may end in time once the burst is over
+                    self._remember_failure(plan.key, RenderTimedOut, TIMED_OUT_SECONDS)
+                raise
+            except BadRequest as error:
+                # a copy never raised: the error itself holds its traceback, and through it the render's frames
+                self._remember_failure(plan.key, error.again().again, REFUSED_SECONDS)
+                raise
 
     async def _version_seen_last(self, plan: _Plan, looked_up: OriginalLookup | None) -> SourceInfo | None:
         """The version of the original this node confirmed last: the originals tier's record, else (none kept:
@@ -450,18 +455,21 @@ class Pipeline:
             return (await self._originals.current(request, plan.host, answers_404=False),
                     original_key(request.endpoint.id, default_image, plan.host))
 
-    async def _overlays(self, plan: _Plan) -> dict[str, CurrentOriginal]:
+    async def _overlays(self, plan: _Plan, held: Holding) -> dict[str, CurrentOriginal]:
         """The originals of the image layers, through the same originals tier, single flight and
-        limits as the main one. One that no origin has is a 400 naming the layer's input."""
+        limits as the main one, each `held` as it arrives. One that no origin has is a 400 naming the layer's
+        input."""
         if plan.transformation.serves_original:
             return {}
         paths = sorted(fetched(plan.transformation.steps))
 
         async def current(path: str) -> CurrentOriginal:
             try:
-                return await self._originals.current(replace(plan.request, path=path), plan.host, answers_404=False)
+                layer = await self._originals.current(replace(plan.request, path=path), plan.host, answers_404=False)
             except NothingToServe:
                 raise InvalidTransformation(f"i-{path}", "no such image on this endpoint") from None
+            held.add(layer.body)
+            return layer
         return dict(zip(paths, await asyncio.gather(*map(current, paths))))
 
     async def _source_of(self, original: CurrentOriginal, overlays: Mapping[str, CurrentOriginal],
@@ -474,24 +482,7 @@ class Pipeline:
                       stand_in: bool) -> CachedOutput:
         """Transform the original (or pass it through for `orig-true`) into a storable output. New
         bytes are hashed (their version) while they render: the version is needed only for the output."""
-        header = await self._renderer.probe(original.body, svg_read=False) if plan.transformation.serves_original \
-            else None
-        fmt = LOADER_FORMATS.get(header.loader) if header else None
-        if header and plan.request.original_as in (None, fmt):  # passed through (else converted: `photo.webp`)
-            # the ETag is the hash of the original's bytes: its version, when that is their hash (hashed once)
-            etag = ((await original.info()).version if original.version_is_hash
-                    else await self._caches.io(strong_etag, original.body))
-            body = original.body
-            content_type = MIME_TYPES[fmt] if fmt is not None else AS_IS_TYPES.get(header.loader)
-            if content_type is None:
-                raise UnprocessableSource()
-        else:
-            started = time.perf_counter()
-            rendered = await self._renderer.render(original.body, plan.transformation, plan.planned_format,
-                                                   {path: overlay.body for path, overlay in overlays.items()})
-            body, fmt, etag = rendered.body, rendered.format, rendered.etag
-            content_type = MIME_TYPES[fmt]
-            self._metrics.observe(self._metrics.transform_duration, (fmt,), time.perf_counter() - started)
+        body, content_type, etag = await self._rendered(plan, original, overlays)
         source = await self._source_of(original, overlays, stand_in)
         base = self._canonical_bases.get(source.origin)
         return CachedOutput(
@@ -504,6 +495,26 @@ class Pipeline:
             canonical_link=_canonical_link(base, plan.request.path) if base else None,
             stand_in=stand_in,
         )
+
+    async def _rendered(self, plan: _Plan, original: CurrentOriginal,
+                        overlays: dict[str, CurrentOriginal]) -> tuple[bytes, str, str]:
+        """The output's body, content type and ETag."""
+        header = await self._renderer.probe(original.body, svg_read=False) if plan.transformation.serves_original \
+            else None
+        fmt = LOADER_FORMATS.get(header.loader) if header else None
+        if header and plan.request.original_as in (None, fmt):  # passed through (else converted: `photo.webp`)
+            # the ETag is the hash of the original's bytes: its version, when that is their hash (hashed once)
+            etag = ((await original.info()).version if original.version_is_hash
+                    else await self._caches.io(strong_etag, original.body))
+            content_type = MIME_TYPES[fmt] if fmt is not None else AS_IS_TYPES.get(header.loader)
+            if content_type is None:
+                raise UnprocessableSource()
+            return original.body, content_type, etag
+        started = time.perf_counter()
+        rendered = await self._renderer.render(original.body, plan.transformation, plan.planned_format,
+                                               {path: overlay.body for path, overlay in overlays.items()})
+        self._metrics.observe(self._metrics.transform_duration, (rendered.format,), time.perf_counter() - started)
+        return rendered.body, MIME_TYPES[rendered.format], rendered.etag
 
     def _count(self, tier: str, result: str) -> None:
         self._metrics.add(self._metrics.cache_requests, (tier, result))

@@ -19,8 +19,8 @@ See docs/writing-an-origin-plugin.md.
 
 from __future__ import annotations
 
-from .fetching import (CHUNK_BYTES, USER_AGENT, check_announced_size, http_date, in_thread, read_announced,
-                       read_limited)
+from .fetching import (CHUNK_BYTES, USER_AGENT, check_announced_size, fetch_memory, http_date, in_thread,
+                       read_announced, read_limited)
 from .hookspecs import hookimpl
 from .origin import (
     NotModified,
@@ -37,8 +37,8 @@ from .settings import ConfigTable, Secret, host_name, without_userinfo
 from .transform.formats import IMAGE_EXTENSIONS
 
 #: 1.1 added `in_thread`; 1.2 `read_announced`; 1.3 `USER_AGENT`, `without_userinfo`, `IMAGE_EXTENSIONS`;
-#: 1.4 `Origin.takes_host`, `host_name`, `ConfigTable.host_names` and `bool_or_host_names`
-API_VERSION = "1.4"
+#: 1.4 `Origin.takes_host`, `host_name`, `ConfigTable.host_names` and `bool_or_host_names`; 1.5 `fetch_memory`
+API_VERSION = "1.5"
 
 __all__ = [
     "API_VERSION",
@@ -57,6 +57,7 @@ __all__ = [
     "USER_AGENT",
     "Validators",
     "check_announced_size",
+    "fetch_memory",
     "hookimpl",
     "host_name",
     "http_date",

@@ -2,6 +2,7 @@
 request waits, then gets 503 with Retry-After, and the fetches within the budget complete."""
 
 import asyncio
+import threading
 
 import pyvips
 
@@ -44,5 +45,62 @@ async def test_fetches_beyond_the_budget_get_503_while_it_holds(node_factory, tm
             assert response.code == 200 and decode(response).width == 64
         assert fetch_budget.in_use == 0  # everything reserved was given back
         assert (await node.fetch("/tr:w-64/c.png")).code == 200  # and the budget serves again
+    finally:
+        await origin.stop()
+
+
+async def test_originals_waiting_for_a_render_thread_hold_the_budget(node_factory, tmp_path):
+    """Originals read stay in memory until their render ends: those of renders waiting for a thread hold the
+    budget, so a further fetch waits (its body unread) and gets 503; an original shared by two renders counts
+    once; and a URL whose originals together are over the budget is still served, alone."""
+    files = {f"{name}.png": noise_png(n) for n, name in enumerate("abcd")}
+    origin = await HTTPOrigin(files=files).start()
+    gate = threading.Event()
+    try:
+        one_thread = BUDGET.replace("[server]\n", '[server]\ntransform_threads = 1\ntransform_queue_timeout = "20s"\n')
+        node = await node_factory(write_config(tmp_path, web_config(origin.url, one_thread)))
+        renderer = node.node.renderer
+        blocker = asyncio.ensure_future(renderer.run(gate.wait, 20))  # the one render thread, busy
+
+        queued = [asyncio.ensure_future(node.fetch(url, timeout=20))
+                  for url in ("/tr:w-64/a.png", "/tr:w-65/a.png", "/tr:w-64/b.png")]
+
+        async def three_renders_queued() -> bool:
+            return renderer._pending == 4
+        await until(three_renders_queued, "three renders waiting for the thread")
+        assert fetch_budget.held == len(files["a.png"]) + len(files["b.png"])  # a.png once for two renders
+        assert fetch_budget.in_use == 0
+
+        refused = await node.fetch("/tr:w-64/c.png", timeout=10)
+        assert (refused.code, refused.headers["X-Edge-Error"]) == (503, "fetch_memory")
+
+        gate.set()
+        await blocker
+        for response, width in zip(await asyncio.gather(*queued), (64, 65, 64)):
+            assert response.code == 200 and decode(response).width == width
+        assert (fetch_budget.held, fetch_budget.in_use) == (0, 0)
+
+        # 15 MB of originals for one URL, over the 12 MB budget: served when nothing else is held
+        layered = await node.fetch("/tr:w-64,l-image,i-c.png,l-end:l-image,i-d.png,l-end/a.png", timeout=20)
+        assert layered.code == 200 and decode(layered).width == 64
+        assert (fetch_budget.held, fetch_budget.in_use) == (0, 0)
+    finally:
+        gate.set()
+        await origin.stop()
+
+
+async def test_renders_each_over_the_budget_with_their_layers_are_served_one_after_the_other(node_factory, tmp_path):
+    """Two URLs whose originals together are each over the budget, asked at once: each holds its first originals
+    and needs room for the others. The render that held originals first reads on past the budget; the other waits
+    for it to end, then does the same (both had waited for each other, and got 503)."""
+    files = {f"{name}.png": noise_png(n) for n, name in enumerate("abcdef")}
+    origin = await HTTPOrigin(files=files).start()
+    try:
+        node = await node_factory(write_config(tmp_path, web_config(origin.url, BUDGET.replace('"1s"', '"20s"'))))
+        urls = ("/tr:w-64,l-image,i-b.png,l-end:l-image,i-c.png,l-end/a.png",
+                "/tr:w-64,l-image,i-e.png,l-end:l-image,i-f.png,l-end/d.png")
+        for response in await asyncio.gather(*(node.fetch(url, timeout=30) for url in urls)):
+            assert response.code == 200 and decode(response).width == 64
+        assert (fetch_budget.held, fetch_budget.in_use) == (0, 0)
     finally:
         await origin.stop()

@@ -94,7 +94,7 @@ async def test_a_remote_original_is_fetched_while_the_render_threads_are_busy(tm
         await origin.stop()
 
 
-def test_a_local_file_that_grows_while_read_is_read_whole_within_the_limit(tmp_path, monkeypatch):
+async def test_a_local_file_that_grows_while_read_is_read_whole_within_the_limit(tmp_path, monkeypatch):
     """The local origin reads the size it found and one byte more; a file that grew meanwhile (its
     size is shown smaller here) is still read whole, or refused past `max_bytes`."""
     (tmp_path / "photo.jpg").write_bytes(b"x" * 5000)
@@ -107,9 +107,9 @@ def test_a_local_file_that_grows_while_read_is_read_whole_within_the_limit(tmp_p
                                st_mtime_ns=found.st_mtime_ns)
 
     monkeypatch.setattr(os, "fstat", smaller)
-    assert origin._read(OriginRequest("photo.jpg", max_bytes=5000)).body == b"x" * 5000
+    assert (await origin.fetch(OriginRequest("photo.jpg", max_bytes=5000))).body == b"x" * 5000
     with pytest.raises(SourceTooLarge):
-        origin._read(OriginRequest("photo.jpg", max_bytes=4999))
+        await origin.fetch(OriginRequest("photo.jpg", max_bytes=4999))
 
 
 def test_a_file_made_a_fifo_after_the_check_is_not_waited_for(tmp_path, monkeypatch):
@@ -122,7 +122,7 @@ def test_a_file_made_a_fifo_after_the_check_is_not_waited_for(tmp_path, monkeypa
     monkeypatch.setattr(origin, "_resolve", lambda path: fifo)  # as if the swap came right after the check
     pool = ThreadPoolExecutor(1)
     try:
-        read = pool.submit(origin._read, OriginRequest("photo.jpg", max_bytes=5000))
+        read = pool.submit(origin._open, OriginRequest("photo.jpg", max_bytes=5000))
         with pytest.raises(OriginNotFound):
             read.result(timeout=10)
     finally:

@@ -237,15 +237,16 @@ def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
     ("1.2", None),
     ("1.3", None),
     ("1.4", None),
+    ("1.5", None),
     ("1.99", "it needs plugin API 1.99"),
     ("2.0", "it needs plugin API 2.0"),
-    ("0.9", "it is written for plugin API 0.9, and this node provides 1.4, which is incompatible"),
-    (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.4" (got None)'),
-    (1.0, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.4" (got 1.0, a number: quote it)'),
+    ("0.9", "it is written for plugin API 0.9, and this node provides 1.5, which is incompatible"),
+    (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.5" (got None)'),
+    (1.0, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.5" (got 1.0, a number: quote it)'),
     ("\uff11.0", "it must declare the plugin API it is written for"),  # a full-width digit
 ])
 def test_the_declared_plugin_api_is_checked(declared, problem):
-    assert plugin_api.API_VERSION == "1.4"  # the cases below are written for it
+    assert plugin_api.API_VERSION == "1.5"  # the cases below are written for it
     found = api_problem(declared)
     assert found == problem if problem is None else found.startswith(problem)
 
@@ -293,6 +294,7 @@ def test_the_public_api_is_what_the_docs_list():
         "hookimpl", "http_date", "in_thread", "read_announced", "read_limited",
         "IMAGE_EXTENSIONS", "USER_AGENT", "without_userinfo",  # 1.3
         "host_name",  # 1.4
+        "fetch_memory",  # 1.5
     }
     assert all(hasattr(plugin_api, name) for name in plugin_api.__all__)
 
