@@ -7,6 +7,7 @@ import pytest
 import pyvips
 
 from edge.config import Defaults, Limits
+from edge.errors import BadRequest
 from edge.transform.formats import plan_format
 from edge.transform.options import parse_transformation
 from edge.transform.render import render_image
@@ -292,3 +293,18 @@ def test_a_jpeg_over_16_megapixels_is_coded_without_holding_it_whole(photos, tra
     same = pyvips.Image.new_from_buffer(render(photos, photos.jpeg, transformation.replace(",pr-true", ""))[0].body,
                                         "")
     assert (image - same).abs().max() == 0
+
+
+@pytest.mark.parametrize("transformation, region", [
+    ("w-1000,e-region-2000_2000_500_500,bl-50", "2000_2000_500_500"),  # the original's pixels after a resize
+    ("e-pixelate-40,e-region-5000_100", "5000_100"),
+])
+def test_a_region_outside_its_step_s_image_is_refused_not_served_sharp(photos, transformation, region):
+    """A blur or pixelation in a region that starts outside the step's result hid nothing: the 12 MP photo was
+    served sharp (and cached) where the URL asked for a plate or a face to be hidden."""
+    size = "1000x668" if transformation.startswith("w-1000") else f"{SIZE[0]}x{SIZE[1]}"
+    for name in (photos.jpeg, photos.png):
+        with pytest.raises(BadRequest) as refused:
+            render(photos, name, transformation)
+        assert refused.value.message == (f"invalid transformation: e-region-{region}: the region starts outside the "
+                                         f"{size} image of its step")

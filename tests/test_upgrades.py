@@ -165,6 +165,14 @@ def test_outputs_of_dpr_are_marked(transformation, marked):
     assert (revision_marks(parse_transformation(transformation).canonical()) == "dp2") == marked
 
 
+@pytest.mark.parametrize("transformation, marked", [("w-300,e-region-10_10,bl-5", True),
+                                                     ("e-pixelate-9,e-region-0_0_10_10:w-50", True), ("bl-5", False)])
+def test_outputs_of_e_region_are_marked(transformation, marked):
+    """rg2: a region starting outside its step's image is a 400, no longer the image unblurred (tests/test_real_size.py
+    pins the refusal)."""
+    assert (revision_marks(parse_transformation(transformation).canonical()) == "rg2") == marked
+
+
 @pytest.mark.parametrize("negotiated, marked", [
     ("auto", True),  # `f-auto` for a browser taking neither WebP nor AVIF
     ("smallest:webp|auto", True),  # the smallest's candidates include that one's

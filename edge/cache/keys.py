@@ -58,10 +58,13 @@ RENDER_VERSION = "r3"
 #: 10 kB transformation of ten layers took 2.4 ms).
 #: dp2: `dpr` that made the side a URL leaves to the image's aspect larger than 5000 px was applied (`h-2000,dpr-2`
 #: of a 4:3 photo was 5333×4000, where it is 2667×2000): matched wherever `dpr-` is.
+#: rg2: `e-region` starting outside the step's result blurred or pixelated nothing, the image served as it was (a
+#: privacy blur failing open), where it is a 400: matched wherever `e-region-` is.
 REVISED_PARAMETERS = (
     ("cr-", re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
     ("dpr-", re.compile(r"(?:^|[,:])dpr-"), "dp2"),
     ("ik_canvas", re.compile(r"i-ik_canvas,(?:(?!,l-end)[^:])*:(?:(?:(?!,l-end).)*?[,:])?bg-dominant"), "bd2"),
+    ("e-region", re.compile(r"(?:^|[,:])e-region-"), "rg2"),
     ("l-image", re.compile(r"^(?:(?!l-image,ie?-(?!ik_canvas[,:])).)*+l-image,ie?-(?!ik_canvas[,:]).*?[,:]"
                            r"(?:rt-|e-distort)"), "lt2"),
 )

@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 import pyvips
 
+from ..errors import BadRequest
 from . import faces, stopping
 from .colours import RGBA
 from .geometry import background, in_memory
-from .options import ColourReplacement, Step
+from .options import ColourReplacement, Step, write_region
 
 Interpretation = pyvips.enums.Interpretation
 #: `e-autobrightness`: the strongest gamma it applies, either way (3: a mean grey of 0.1 made 0.46, not 0.5)
@@ -64,13 +65,15 @@ def pixelate(image: pyvips.Image, side: int) -> pyvips.Image:
 def in_region(image: pyvips.Image, region: tuple[int, int, int | None, int | None] | None,
               effect: Callable[[pyvips.Image], pyvips.Image]) -> pyvips.Image:
     """`effect` inside `region` (`e-region`: x, y, and a size or None for the rest of the image), clipped
-    to the image; without one, on the whole image."""
+    to the image; without one, on the whole image. A region that starts outside the image is a 400: a blur
+    that hides nothing had served the image sharp (a plate given in the original's pixels after a `w-`)."""
     if region is None:
         return effect(image)
     x, y, width, height = region
     right, bottom = min(image.width, x + (width or image.width)), min(image.height, y + (height or image.height))
     if x >= right or y >= bottom:
-        return image
+        raise BadRequest(f"invalid transformation: e-region-{write_region(region)}: the region starts outside the "
+                         f"{image.width}x{image.height} image of its step")
     # the rectangle and the image around it are two reads of one decode, apart: out of order for a streamed
     # one ("out of order read" on a 12 MP JPEG, answered 422): in memory, at the step's size, as a rotation
     image = in_memory(image)

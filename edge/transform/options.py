@@ -662,7 +662,7 @@ def _write_distort(distortion: Distortion) -> str:
     return f"{distortion.kind}-" + "_".join(_write_signed(value) for value in distortion.values)
 
 
-def _write_region(region: tuple[int, int, int | None, int | None]) -> str:
+def write_region(region: tuple[int, int, int | None, int | None]) -> str:
     return "_".join(str(value) for value in region if value is not None)
 
 
@@ -753,7 +753,7 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("e-vignette", "vignette", _int_range(0, 100)),
     Param("cr", "colour_replacement", _colour_replacement, _write_colour_replacement),
     Param("e-opacitythreshold", "opacity_threshold", _int_range(0, 100)),
-    Param("e-region", "region", _region, _write_region),
+    Param("e-region", "region", _region, write_region),
     Param("e-blurfaces", "blur_faces", _on_faces(_number_range(0.1, 100)), _write_number),
     Param("e-pixelatefaces", "pixelate_faces", _on_faces(_int_range(1, 200))),
     Param("r", "radius", _radius, _write_radius),
@@ -1063,7 +1063,7 @@ def _validated(step: Step) -> Step:
     if not step.frames_faces and step.focus != "face":
         raise InvalidTransformation("ffr-false", "needs fo-face")
     if step.region is not None and step.blur is None and step.pixelate is None:
-        raise InvalidTransformation(f"e-region-{_write_region(step.region)}", "needs bl or e-pixelate")
+        raise InvalidTransformation(f"e-region-{write_region(step.region)}", "needs bl or e-pixelate")
     for name, key in (("x", "x"), ("y", "y"), ("x_center", "xc"), ("y_center", "yc")):
         value = getattr(step, name)
         if value is not None and not step.extracts:
