@@ -227,3 +227,15 @@ def test_an_output_over_the_side_limit_is_refused_as_such_not_as_costly():
     tall = pyvips.Image.black(100, 800).copy(interpretation="b-w").jpegsave_buffer()
     with pytest.raises(BadRequest, match=r"^output too large: at most 8192 px a side$"):
         render(tall, "w-8192", "tall.jpg")  # 8192×65536: it read "transformation too costly: about 537 …"
+
+
+@pytest.mark.parametrize("source, cpu_seconds", [((1000, 750), 0.07), ((2000, 1500), 0.44), ((4000, 3000), 0.30),
+                                                 ((8000, 6000), 0.50), ((11000, 8250), 0.92)])
+def test_a_trim_is_priced_by_what_it_decodes_and_what_it_searches(source, cpu_seconds):
+    """`t` decodes its input whole and searches a reduced copy of 1 to 4 MP: priced 3 units a megapixel read, a
+    300 px thumbnail trimmed from a 91 MP original (0.92 s of CPU more than without `t`) was refused, and a 3 MP one,
+    searched whole (0.44 s), counted 9. Now at or over what it takes (a unit: ~20 ms), and far under the budget."""
+    trim = parse_transformation("t-true,w-300")
+    added = estimated_cost(trim, source) - estimated_cost(parse_transformation("w-300"), source)
+    assert cpu_seconds / 0.020 <= added <= 3 * cpu_seconds / 0.020 + 10
+    check_render_cost(trim, "jpg", "jpegload_source", False, False, Limits(), Defaults(), source)  # not refused

@@ -138,7 +138,7 @@ async def test_the_budget_is_checked_again_with_the_originals_size(node_factory,
 
 async def test_the_budget_follows_the_branch_the_originals_size_chooses(node_factory, tmp_path, photos):
     """An if block costs the branch the sizes choose, and the steps after it start from that branch's size.
-    Taking the costlier branch blindly (here the trim, 3 × the 12 MP it reads) counted the blurs after it
+    Taking the costlier branch blindly (here the trim of the 12 MP it reads) counted the blurs after it
     on its 100 px output, not on the 95 % of the photo its width chooses: ~36 megapixels admitted for ~255."""
     node = await node_with(node_factory, tmp_path, photos.folder)
     blurs = ":".join(["bl-100"] * 5)

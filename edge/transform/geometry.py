@@ -443,7 +443,7 @@ def trim_box(image: pyvips.Image, threshold: int) -> tuple[int, int, int, int] |
     outwards: it keeps at most `shrink - 1` pixels of border, and never cuts into the content."""
     if min(image.width, image.height) < 3:  # libvips' trim filters with a 3×3 window
         return None
-    shrink = max(1, math.isqrt(image.width * image.height // _SEARCH_PIXELS))
+    shrink = trim_search_shrink(image.width, image.height)
     search = image.shrink(shrink, shrink) if shrink > 1 else image
     if min(search.width, search.height) < 3:  # a long thin strip: search the whole of it
         search, shrink = image, 1
@@ -459,6 +459,12 @@ def trim_box(image: pyvips.Image, threshold: int) -> tuple[int, int, int, int] |
     right = image.width if left + width == search.width else (left + width) * shrink
     bottom = image.height if top + height == search.height else (top + height) * shrink
     return left * shrink, top * shrink, right - left * shrink, bottom - top * shrink
+
+
+def trim_search_shrink(width: int, height: int) -> int:
+    """How much `trim_box` shrinks a `width`×`height` image to search it: to about `_SEARCH_PIXELS` (1 to 4 MP;
+    a long thin strip that it would leave under 3 px a side is searched whole)."""
+    return max(1, math.isqrt(width * height // _SEARCH_PIXELS))
 
 
 def rotate(image: pyvips.Image, degrees: float, colour: RGBA | None, max_side: int) -> pyvips.Image:
