@@ -702,19 +702,25 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
                       if frames and h.frames > 1 and h.loader in ANIMATED_LOADERS]
     if sum(h.width * h.height * frames for h, frames in frames_decoded) > limits.max_source_pixels:
         raise BadRequest("source too large")
-    # the encode counts too; an `f-auto` format over budget falls back (the plan to render is returned)
-    try:
-        planned_format = check_render_cost(
+    def costed(animated: bool) -> str:  # the encode counts too; an `f-auto` format over budget falls back
+        return check_render_cost(
             transformation, planned_format, header.loader, header.has_alpha, animated, limits, defaults,
             (header.width, header.height), header.frames if animated else 1,
             {path: (h.width, h.height) for path, h in overlay_headers.items()},
             decode_cost(header) * (header.frames if animated else 1) + sum(decode_cost(h) for h, _ in layers))
+    try:
+        planned_format = costed(animated)
     except BadRequest:
-        if not (animated and _asks_for_the_source(transformation, planned_format, header)):
+        if animated and _asks_for_the_source(transformation, planned_format, header):
+            # an animation asked for as it is, in its own format: its bytes, rather than an encode of every
+            # frame over budget that could only lose colours (a plain URL of a long GIF keeps working)
+            return Rendered(body, LOADER_FORMATS[header.loader], header.width, header.height, strong_etag(body))
+        if not (animated and chosen_by_accept(planned_format)):
             raise
-        # an animation asked for as it is, in its own format: its bytes, rather than an encode of every
-        # frame over budget that could only lose colours (a plain URL of a long GIF keeps working)
-        return Rendered(body, LOADER_FORMATS[header.loader], header.width, header.height, strong_etag(body))
+        # `f-auto` answers no 400 for its format alone: an animation over budget in every format the browser takes
+        # is its first frame, as `f-jpg` makes it (an animated WebP had been a 400 to every browser without WebP)
+        animated = False
+        planned_format = costed(animated)
     # estimated from the headers, before any decode: libvips cannot stop such a decode once it started
     whole = header.decode_memory * (header.frames if animated else 1) + sum(h.decode_memory for h, _ in layers) + \
         sum(h.width * h.height * _WEBP_CANVAS_BYTES for h, _ in frames_decoded if h.loader == _WEBP_LOADER)
