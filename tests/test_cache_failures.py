@@ -4,6 +4,7 @@ is counted in `edge_cache_errors_total{tier,kind}` and reported by `/_edge/ready
 still serves)."""
 
 import asyncio
+import fcntl
 import json
 import os
 import re
@@ -23,6 +24,8 @@ import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.cache import Caches, original_key, output_key
+from edge.cache.health import CacheHealth
+from edge.cache.tiers import OutputTier
 from edge.testing import ServingNode
 from tests.nodes import NodeProcess, decode, local_config, start_node, until, write_config
 from tests.scrape import scrape, total
@@ -547,3 +550,40 @@ async def test_the_ioloop_calls_the_disk_for_no_file_of_the_cache(node_factory, 
     finally:
         watching.clear()
     assert on_loop == []
+
+
+@pytest.mark.parametrize("damage", ["tables", "settings"])
+async def test_a_worker_that_finds_the_corrupt_database_moved_aside_opens_the_new_one(tmp_path, damage):
+    """Two workers on one corrupt database: the second to take the rebuild lock finds the folder moved aside by the
+    first and not yet made again. It took that for a disk's failure (`io`), and when it found the damage as it
+    opened the tier (a damaged setting), had no output tier for 30 s."""
+    config = write_config(tmp_path, local_config())
+    first = await start_node(config)
+    await first.fetch("/tr:w-80/coffee.jpg")
+    await first.stop()
+    outputs = tmp_path / "cache" / "outputs"
+    (corrupt_tables if damage == "tables" else settings_name_made_a_blob)(outputs / "cache.db")
+    failures: list[tuple[str, str]] = []
+    health = CacheHealth(lambda tier, kind: failures.append((tier, kind)))
+    loop, tier = asyncio.get_running_loop(), None
+    try:
+        with open(outputs.with_name(".outputs.rebuild-lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker's, while it moves the folder aside
+            if damage == "tables":  # found by a read
+                tier = OutputTier("output", outputs, 10**9, health)
+                key = output_key(original_key("", "coffee.jpg", None), "w-80", "")
+                found = loop.run_in_executor(None, tier.get, key)
+            else:  # found as the tier opens
+                found = loop.run_in_executor(None, OutputTier, "output", outputs, 10**9, health)
+
+            async def found_corrupt() -> bool:
+                return ("output", "corrupt") in failures
+            await until(found_corrupt, "the second worker finding the database corrupt")
+            outputs.rename(outputs.with_name("outputs.corrupt-first"))
+        opened = await found
+        tier = tier if damage == "tables" else opened
+        assert tier.available and failures == [("output", "corrupt")]
+        assert (outputs / "cache.db").exists()
+    finally:
+        if tier is not None:
+            tier.close()

@@ -206,7 +206,10 @@ class DiskTier:
         try:
             with open(lock_path, "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one process at a time; released on close
-                stat = os.stat(self.directory)
+                try:
+                    stat = os.stat(self.directory)
+                except FileNotFoundError:  # moved aside by another worker, made again by the first to open it
+                    return True
                 if (stat.st_dev, stat.st_ino) != identity:
                     return True
                 aside = self.directory.with_name(
