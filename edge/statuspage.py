@@ -147,6 +147,7 @@ def render(now: Snapshot, before: Snapshot) -> str:
     build = next((dict(ls) for (n, ls) in now.samples if n == "edge_build_info"), {})
     started = now.total("edge_start_time_seconds")
     sections = [
+        _metrics_lost(now),
         _summary(now, build, started, recent),
         _endpoints(now, recent, window),
         _tiers(now, recent, window),
@@ -182,6 +183,17 @@ def _summary(now: Snapshot, build: dict[str, str], started: float, recent) -> st
         ("Output hit ratio, since start", hit_ratio("hit_ratio_total", now.total)),
     ]
     return "<h2>Node</h2>\n<table class=kv>" + "".join(f"<tr><th>{k}</th>{v}</tr>" for k, v in rows) + "</table>"
+
+
+def _metrics_lost(now: Snapshot) -> str:
+    """Said first when some workers' values are missing: the page had shown a node serving every request as one
+    of no worker, no version and no memory (`Workers 0`), saying nothing of why."""
+    lost = now.total("edge_metrics_values_lost")
+    if not lost:
+        return ""
+    return (f'<p class=failing data-key="metrics_values_lost" data-value="{lost:g}">The metric values of {lost:.0f} '
+            "worker(s) found no room in the temporary folder (<code>TMPDIR</code>): every figure below is too low "
+            "or missing. The node's log says where; make room there, then reload (SIGHUP).</p>")
 
 
 def _config_loaded(now: Snapshot) -> str:

@@ -364,6 +364,8 @@ def test_a_full_temporary_folder_costs_the_metrics_files_and_nothing_else(small_
         # for the node's (its counters frozen, its gauges missing), and a 503 from that worker alone made the
         # scrapes flap, which restarted every gauge alert's `for:`
         assert {node.metrics().total("edge_metrics_values_lost") >= 1 for _ in range(20)} == {True}
+        status, _, page = node.get("/_edge/status")  # what a person without Grafana is told
+        assert status == 200 and b"found no room in the temporary folder" in page
         (small_tmpfs / "filler").unlink()  # room made, then new workers with new files: nothing is missing
         mark = len(process.log)
         process.process.send_signal(signal.SIGHUP)
