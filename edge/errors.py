@@ -57,6 +57,8 @@ class EdgeError(Exception):
     #: the endpoint's label (metrics, access log) when the error came before routing finished (a
     #: refused signature): otherwise the request path knows it
     endpoint: str | None = None
+    #: the origin whose original the answer is about (the access log's `origin`), when one gave it: a 422's
+    origin: str | None = None
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None):
         super().__init__(message)

@@ -620,6 +620,7 @@ class ImageHandler(BaseHandler):
             self.node.serving.discard(self)
         self.endpoint_label, self.cache_result = served.endpoint, served.cache
         if served.error is not None:
+            self.origin_name = served.error.origin
             self._send_error(served.error)
         elif (body := self._respond(served)) is not None:
             await self._send_large(body)

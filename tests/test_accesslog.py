@@ -16,8 +16,9 @@ from edge.accesslog import ATOMIC_WRITE, MAX_PENDING_BYTES, AccessLog, client_ad
 from edge.config import load_config
 from edge.pluginmanager import load_plugins
 from edge.testing import ServingNode
-from tests.nodes import NodeProcess, local_config, write_config
+from tests.nodes import NodeProcess, local_config, web_config, write_config
 from tests.scrape import total
+from tests.servers import HTTPOrigin
 
 PROXY = "127.0.0.0/8"
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's fcntl number (Python 3.10+ names it)
@@ -266,3 +267,16 @@ def test_a_disk_that_fills_mid_line_leaves_whole_lines_after_it(tmp_path):
     assert 0 < written < 100 and dropped == [str(100 - written)], run.stderr
     assert run.stdout == f"{100 - written}\n"  # counted as dropped, for the metric
     assert run.stderr.count("access log: standard output does not take its lines") == 1  # at the first failure
+
+
+async def test_an_original_that_is_no_image_is_logged_with_the_origin_that_gave_it(node_factory, tmp_path, capsys):
+    """An origin answering 200 with an HTML page (a login page, an error page): the 422 had been logged with no
+    origin, nothing telling which origin of an endpoint's chain serves pages for images."""
+    origin = await HTTPOrigin(files={"photo.jpg": b"<!doctype html><title>Sign in</title>"}).start()
+    try:
+        node = await node_factory(write_config(tmp_path, web_config(origin.url)))
+        assert (await node.fetch("/tr:w-20/photo.jpg")).code == 422
+        (line,) = logged(node, capsys)
+        assert (line["status"], line["error"], line["origin"]) == (422, "unprocessable", "web")
+    finally:
+        await origin.stop()
