@@ -176,6 +176,7 @@ def _summary(now: Snapshot, build: dict[str, str], started: float, recent) -> st
         ("Uptime", _cell("uptime_seconds", now.at - started, _duration(now.at - started)) if started else "<td>–</td>"),
         ("Config loaded", _config_loaded(now)),
         ("Workers", _cell("workers", now.total("edge_workers"))),
+        ("Workers replaced", _worker_restarts(now.total("edge_worker_restarts"))),
         ("Memory (all workers)", _cell("resident_memory_bytes", now.total("edge_process_resident_memory_bytes"),
                                        _bytes(now.total("edge_process_resident_memory_bytes")))),
         ("Requests in flight", _cell("inflight", now.total("edge_inflight_requests"))),
@@ -183,6 +184,13 @@ def _summary(now: Snapshot, build: dict[str, str], started: float, recent) -> st
         ("Output hit ratio, since start", hit_ratio("hit_ratio_total", now.total)),
     ]
     return "<h2>Node</h2>\n<table class=kv>" + "".join(f"<tr><th>{k}</th>{v}</tr>" for k, v in rows) + "</table>"
+
+
+def _worker_restarts(restarts: float) -> str:
+    """Workers that exited on their own since the node started (a crash, the OOM killer, `worker_timeout`): a node
+    whose workers keep dying had looked as healthy here as any."""
+    return _cell("worker_restarts", restarts, f"{restarts:.0f} since start, having exited on their own; the node's "
+                                              "log says why" if restarts else "none")
 
 
 def _metrics_lost(now: Snapshot) -> str:

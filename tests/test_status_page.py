@@ -3,7 +3,9 @@ blank, and every number on it matches the node's `/metrics`; an origin's health 
 judge it. And it is protected like the purge API."""
 
 import base64
+import os
 import re
+import signal
 import shutil
 import subprocess
 
@@ -41,6 +43,8 @@ async def test_the_status_page_in_chromium_shows_what_metrics_say(tmp_path):
     node = NodeProcess(write_config(tmp_path, config))
     client = AsyncHTTPClient(force_instance=True)
     try:
+        os.kill(node.worker_pids()[0], signal.SIGKILL)  # a worker that dies is replaced, and said so
+        await scrape_when(node.url, "edge_worker_restarts", 1)
         # the second 404 is remembered (answered by the cache); a layer's remembered 404 (a 400) and one a
         # `di-` image stands in for (a 200 it renders) are not
         for path, status in (("/tr:w-40/coffee.jpg", 200), ("/tr:w-40/coffee.jpg", 200), ("/tr:w-40/coffee.jpg", 200),
@@ -69,7 +73,7 @@ async def test_the_status_page_in_chromium_shows_what_metrics_say(tmp_path):
 
     shown = {key: float(value) for key, value in re.findall(r'data-key="([^"]+)" data-value="([^"]+)"', dom)}
     expected = {
-        "workers": total(metrics, "edge_workers"),
+        "workers": total(metrics, "edge_workers"), "worker_restarts": 1,
         "requests_total:default": total(metrics, "edge_http_requests_total", endpoint="default"),
         "4xx_total:default": 4, "5xx_total:default": 0,
         "requests_total:legacy": 1, "5xx_total:legacy": 1,
