@@ -279,7 +279,7 @@ class SingleFlight:
     def _record_failure(self, key: str, exc: Exception) -> None:
         if isinstance(exc, EdgeError):
             record = {"type": type(exc).__name__, "status": exc.status, "message": exc.message,
-                      "headers": exc.headers}
+                      "headers": exc.headers, "fields": _fields(exc)}
         else:  # a bug: the leader's request is a 500 with a traceback in the log; waiters get a 500 too
             record = {"type": "EdgeError", "status": 500, "message": "internal error", "headers": {}}
         record["at"], record["boot"] = node_time(), BOOT
@@ -344,11 +344,27 @@ def _revive(record: dict[str, Any]) -> EdgeError:
     if not (type(status) is int and 400 <= status <= 599 and isinstance(message, str) and isinstance(headers, dict)
             and all(isinstance(name, str) and isinstance(value, str) for name, value in headers.items())):
         raise ValueError("not a failure record")
+    fields = record.get("fields", {})
+    if not (isinstance(fields, dict) and all(isinstance(value, _FIELD_TYPES) for value in fields.values())
+            and not {"message", "headers", "status"} & fields.keys()):
+        raise ValueError("not a failure record")
     error_type = {cls.__name__: cls for cls in _subclasses(EdgeError)}.get(record["type"], EdgeError)
     error = error_type.__new__(error_type)  # constructors differ; the recorded fields are what counts
     EdgeError.__init__(error, message, headers=headers)
+    # a subclass's own (a 404's `max_age`: without it, waiters in other workers had got a 500)
+    error.__dict__.update(fields)
     error.status = status
     return error
+
+
+#: what an error's own fields may be, to be recorded (`_fields`)
+_FIELD_TYPES = (str, int, float, bool, type(None))
+
+
+def _fields(error: EdgeError) -> dict[str, Any]:
+    """The fields an error's subclass sets (`max_age`, `unreadable`, `param`…), for `_revive`."""
+    return {name: value for name, value in vars(error).items()
+            if name not in ("message", "headers") and isinstance(value, _FIELD_TYPES)}
 
 
 def _subclasses(cls: type) -> Iterator[type]:

@@ -62,9 +62,14 @@ async def test_a_herd_of_cold_requests_costs_one_fetch_and_one_transform(tmp_pat
     assert total(metrics, "edge_http_requests_total", status="200") == HERD
 
 
-async def test_a_herd_on_a_failing_origin_costs_one_fetch_and_all_get_its_error(tmp_path):
+@pytest.mark.parametrize("status, answer", [
+    (503, (502, "web: server_error", b"origin error\n", "no-store")),
+    # the waiters of the other worker had got a 500: the 404 revived from its record lacked its `max_age`
+    (404, (404, "not_found", b"not found\n", "public, max-age=60")),
+])
+async def test_a_herd_on_a_failing_origin_costs_one_fetch_and_all_get_its_error(tmp_path, status, answer):
     origin = await HTTPOrigin(files={"down.jpg": b"never served"}).start()
-    origin.behaviour.status = 503
+    origin.behaviour.status = status
     origin.behaviour.hold = asyncio.Event()
     node = NodeProcess(write_config(tmp_path, web_config(origin.url, TWO_WORKERS, origin=ORIGIN)))
     client = AsyncHTTPClient(force_instance=True, max_clients=50)
@@ -84,8 +89,7 @@ async def test_a_herd_on_a_failing_origin_costs_one_fetch_and_all_get_its_error(
         await origin.stop()
 
     assert origin.requests == {"down.jpg": 1}
-    assert {(r.code, r.headers["X-Edge-Error"], r.body) for r in responses} == \
-        {(502, "web: server_error", b"origin error\n")}
+    assert {(r.code, r.headers.get("X-Edge-Error"), r.body, r.headers.get("Cache-Control")) for r in responses} == {answer}
 
 
 # -- the flight itself, in one process ----------------------------------------------------------------
