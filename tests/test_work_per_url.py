@@ -300,7 +300,7 @@ def test_the_size_a_step_makes_is_what_the_next_step_resizes(photos, transformat
 def test_a_full_size_rotation_is_held_to_the_output_side_before_it_is_decoded(photos):
     """Turning needs the image in memory: one over `max_output_side` is refused, not decoded."""
     limits = Limits(max_output_side=4000)
-    with pytest.raises(BadRequest, match="output too large: at most 4000 px a side"):
+    with pytest.raises(BadRequest, match="output too large: 2832x4240, at most 4000 px a side"):
         render_image(photos.read(photos.jpeg), parse_transformation("rt-90"), "jpg", Defaults(), limits)
     turned = render_image(photos.read(photos.jpeg), parse_transformation("w-1000,rt-90"), "jpg", Defaults(), limits)
     assert (turned.width, turned.height) == (668, 1000)
@@ -325,7 +325,7 @@ def test_a_distortion_s_canvas_is_held_to_the_output_limit():
     original = (pyvips.Image.black(3000, 2100, bands=3) + 90).cast("uchar").jpegsave_buffer()
     with pytest.raises(BadRequest) as refused:
         render_image(original, parse_transformation("e-distort-a-360"), "jpg", Defaults(), Limits(max_output_side=4100))
-    assert refused.value.message == "output too large: at most 4100 px a side"
+    assert refused.value.message == "output too large: 4200x4200, at most 4100 px a side"
     bent = render_image(original, parse_transformation("e-distort-a-360"), "jpg", Defaults(), Limits())
     assert (bent.width, bent.height) == (4200, 4200)
 

@@ -53,8 +53,11 @@ class Source:
 
 
 def check_side(width: int, height: int, max_side: int) -> None:
+    """A 400 for an output over `max_side`, saying the size it would have had (the sides known: 0 is one not yet
+    known): in a chain of steps, which step and side to change."""
     if max(width, height) > max_side:
-        raise BadRequest(f"output too large: at most {max_side} px a side")
+        size = f"{width}x{height}" if width and height else f"{width} px wide" if width else f"{height} px high"
+        raise BadRequest(f"output too large: {size}, at most {max_side} px a side")
 
 
 def background(image: pyvips.Image, colour: RGBA | None) -> tuple[pyvips.Image, list[float]]:
