@@ -345,7 +345,8 @@ WORDS: tuple[Word, ...] = (
          "extra's detector finds in it) or as it came (`iw`, `ih`, `iar`), compared by `eq`, `ne`, `gt`, `gte`, "
          "`lt`, `lte` with a number or a ratio (`3:4`), joined by `_and_` (which binds first) or `_or_`: in the "
          "first form it applies to that component's words, in the second to the components up to `if_else` or "
-         "`if_end`. Not nested; no overlays, formats or qualities within; pages, tags, metadata and variables "
+         "`if_end` (whose first words may stand beside the condition, as the SDKs write them: a block when an "
+         "`if_else` or `if_end` follows before another condition). Not nested; no overlays, formats or qualities within; pages, tags, metadata and variables "
          "are a 400"),
     Word("`d_<public_id>`", "`di-image@@upload@@<public_id>`",
          "default image (`:` in the public ID for folders) when the asset is missing"),
@@ -560,14 +561,16 @@ def _if_block(rest: list[str], named: Mapping[str, str]) -> str:
     """The `if_` block `rest` starts with, taken off `rest`, as our `if-<condition>,…[,if-else,…],if-end`.
     Cloudinary's two forms: `if_<condition>,<words>` applies the condition to that component's words
     alone; `if_<condition>` alone opens a block of components up to `if_end`, with an optional `if_else`
-    component (which may hold the first words of the other branch)."""
+    component (which may hold the first words of the other branch). The SDKs write a block's first words
+    beside its condition (`{"if": "w_gt_1000", "width": 500}, {"if": "else", …}, {"if": "end"}`): a block
+    too, when an `if_else` or `if_end` comes before another condition."""
     opening, *words = rest.pop(0).split(",")
     if opening in (IF_ELSE_WORD, IF_END_WORD):
         raise InvalidTransformation(opening, "no if_<condition> before it")
     condition = _condition(opening)
-    if words:
+    if words and not _block_closes(rest):
         return f"if-{condition},{':'.join(_steps([','.join(words)], named, False))},if-end"
-    branches: list[list[str]] = [[]]
+    branches: list[list[str]] = [[",".join(words)]] if words else [[]]
     while True:
         if not rest:
             raise InvalidTransformation(opening, "no if_end closes this condition")
@@ -584,6 +587,17 @@ def _if_block(rest: list[str], named: Mapping[str, str]) -> str:
             branches[-1].append(",".join([first, *others]))
     then, otherwise = (":".join(_steps(branch, named, False)) for branch in (*branches, [])[:2])
     return ",".join(filter(None, (f"if-{condition}", then, otherwise and "if-else", otherwise, "if-end")))
+
+
+def _block_closes(rest: list[str]) -> bool:
+    """Whether an `if_else` or `if_end` component comes in `rest` before another condition."""
+    for component in rest:
+        first = component.split(",", 1)[0]
+        if first in (IF_ELSE_WORD, IF_END_WORD):
+            return True
+        if _key(first) == "if":
+            return False
+    return False
 
 
 def _condition(word: str) -> str:

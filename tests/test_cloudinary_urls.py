@@ -391,6 +391,11 @@ EQUIVALENTS = [
     (dict(transformation=[{"if": "face_count > 0", "width": 300}]), "if-fc_gt_0,w-300,if-end"),
     (dict(transformation=[{"if": "ar_gt_3:4"}, dict(width=400, height=300, crop="fill"), {"if": "else", "width": 100},
                           {"if": "end"}]), "if-ar_gt_3-4,w-400,h-300,if-else,w-100,if-end"),
+    # the SDKs' block with its first words beside the condition (it had been a 400: `if_else` with no condition)
+    (dict(transformation=[{"if": "w_gt_1000", "crop": "scale", "width": 500}, {"if": "else", "width": 200},
+                          {"if": "end"}]), "if-w_gt_1000,w-500,if-else,w-200,if-end"),
+    (dict(transformation=[{"if": "w_gt_1000", "width": 500}, {"angle": 90}, {"if": "end"}]),
+     "if-w_gt_1000,w-500:rt-90,if-end"),
     (dict(transformation=[dict(width=300, crop="scale"), dict(angle=90)]), "w-300:rt-90"),
 ]
 
