@@ -381,6 +381,9 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
         log.warning("cache folder %s does not exist: only the shared cache and the peers are purged",
                     config.cache.dir)
 
+    # what the shared tier fails is left in the cache folder, as the API leaves it, for the node's workers to do
+    pending = PendingPurges(config.cache.dir / PENDING_FOLDER) if caches is not None and config.shared_cache else None
+
     async def everywhere() -> tuple[int, dict[str, Any]]:
         fan_out = FanOut(config.fleet) if fleet else None
         shared = None
@@ -390,7 +393,7 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
             shared = SharedTier.of(config, Metrics())
             await shared.open()
         try:
-            return await _everywhere(caches, prefixes, target, config.admin_token, fan_out, shared)
+            return await _everywhere(caches, prefixes, target, config.admin_token, fan_out, shared, pending)
         finally:
             if fan_out is not None:
                 fan_out.close()

@@ -313,6 +313,26 @@ async def test_a_purge_the_shared_tier_failed_is_done_there_by_the_next_worker(t
     await until(removed, "the pending purge removed once done")
 
 
+async def test_edge_purge_leaves_what_the_shared_tier_failed_to_the_node(tier, s3, node_factory, tmp_path, monkeypatch):
+    """`edge purge` while the tier fails leaves its part there in the cache folder, as the API does, for the node's
+    workers to do: it had only said so (exit 3), and a node started with an empty disk served the old image from the
+    tier (`SHARED`), then kept it (fleet probe)."""
+    monkeypatch.setattr(purge, "SHARED_RETRY_SECONDS", 0.1)
+    config = purging_config(s3, tmp_path)
+    node = await node_factory(config)
+    assert (await node.fetch("/tr:w-20/coffee.jpg")).code == 200
+    await until(partial(output_stored, s3), "the output stored in the shared tier")
+    await node.stop()
+    s3.faults = Faults(status=500, only_gets=False)
+    status, answer = await asyncio.to_thread(purge.purge_offline, load_config(config, load_plugins()),
+                                             {"url": "/coffee.jpg"})
+    assert (status, answer["shared"]["retrying"]) == (502, True)
+    assert len(list((tmp_path / "cache" / purge.PENDING_FOLDER).iterdir())) == 1
+    s3.faults = Faults()
+    await node_factory(config)  # the node, started again, does it
+    await until(partial(purged, s3), "the command's purge done in the tier by the node")
+
+
 async def test_many_pending_purges_hold_no_descriptor_and_say_once_that_the_tier_fails(tier, s3, node_factory,
                                                                                         tmp_path, monkeypatch, caplog):
     """Each pending purge had been held open (and locked) by a worker until done: 1300 purges while the tier was
