@@ -22,6 +22,8 @@ SHIPPED_INTERNAL = "10.0.0.1:8081"
 #: how long the shipped configs wait for a node's answer: the node's own longest answer with its default
 #: config (`edge.flight.wait_bound`: 40 s) plus `ANSWER_MARGIN` (docs/fleet.md, "The load balancers")
 SHIPPED_ANSWER_TIMEOUT = 45
+#: what the shipped configs wait for a purge's answer (every peer's, the shared tier's)
+SHIPPED_ADMIN_TIMEOUT = 30
 #: beyond the node's flight-waiter bound: its shared-tier lookup (`[shared_cache] timeout`, 2 s) and cache I/O
 ANSWER_MARGIN = 5
 BALANCERS = ("haproxy", "nginx")
@@ -52,12 +54,13 @@ class LoadBalancer:
     """haproxy or nginx with the shipped config, public and internal listeners on free ports."""
 
     def __init__(self, kind: str, node_urls: list[str], work: Path, *, name_the_node: bool = False,
-                 answer_timeout: int | None = None):
+                 answer_timeout: int | None = None, admin_timeout: int | None = None):
         """`name_the_node`: answers say which node served them in `X-Edge-Node` (HAProxy: its server
         name, `edge-1`...; nginx: its address, `127.0.0.1:port`, after any address it tried first), for
         tests and measurements; the shipped configs do not reveal their nodes. `answer_timeout`: seconds to wait
         for a node's answer instead of `SHIPPED_ANSWER_TIMEOUT`, for test nodes configured to answer
-        sooner (derived the same way, so that a test of a hung node does not wait 45 s)."""
+        sooner (derived the same way, so that a test of a hung node does not wait 45 s). `admin_timeout`: the
+        same for the internal listener's purges, instead of `SHIPPED_ADMIN_TIMEOUT`."""
         assert len(node_urls) == len(SHIPPED_NODES)
         self.kind = kind
         binary = require(kind)
@@ -72,6 +75,8 @@ class LoadBalancer:
             replacements["maxconn 20000"] = "maxconn 2000"  # within a test machine's open-file limit
             if answer_timeout is not None:
                 replacements[f"timeout server {SHIPPED_ANSWER_TIMEOUT}s"] = f"timeout server {answer_timeout}s"
+            if admin_timeout is not None:
+                replacements[f"timeout server {SHIPPED_ADMIN_TIMEOUT}s"] = f"timeout server {admin_timeout}s"
             if name_the_node:
                 replacements["    default_backend edge_nodes"] = (
                     "    default_backend edge_nodes\n    http-response set-header X-Edge-Node %s")
@@ -86,6 +91,8 @@ class LoadBalancer:
             if answer_timeout is not None:
                 shipped = f"proxy_read_timeout {SHIPPED_ANSWER_TIMEOUT}s;"
                 replacements[shipped] = f"proxy_read_timeout {answer_timeout}s;"
+            if admin_timeout is not None:
+                replacements[f"proxy_read_timeout {SHIPPED_ADMIN_TIMEOUT}s;"] = f"proxy_read_timeout {admin_timeout}s;"
             if name_the_node:
                 replacements["        proxy_pass http://edge_nodes; "] = (
                     "        add_header X-Edge-Node $upstream_addr always;\n        proxy_pass http://edge_nodes; ")

@@ -2,7 +2,9 @@
 three nodes: one URL always reaches one node, a lost node's URLs move to the others and no other URL
 moves, and the admin API and /metrics are reachable only through the internal listener."""
 
+import asyncio
 import json
+import socket
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -84,3 +86,26 @@ async def test_a_cors_preflight_reaches_the_nodes_and_other_methods_do_not(balan
     assert preflight.headers["Access-Control-Allow-Headers"] == "If-None-Match"
     posted = await fetch(balancer.public_url + "/tr:w-20/coffee.jpg", method="POST", body=b"x")
     assert posted.code in (403, 405)
+
+
+#: what the test balancers wait for a purge's answer: over a purge's own time here (no shared tier, every peer up)
+ADMIN_TIMEOUT = 4
+
+
+@pytest.mark.parametrize("kind", BALANCERS)
+async def test_a_purge_sent_to_a_node_that_does_not_answer_is_done_by_another(kind, nodes, tmp_path):
+    """A node that hangs (a frozen machine: its socket takes connections, nothing answers) behind the internal
+    listener: the purges the balancer sends it are sent to the next node after the answer timeout, and answered
+    there. They had got the balancer's bare 504, nothing purged anywhere until that node woke up (fleet probe)."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # never accepts: the kernel completes the handshakes, nothing reads
+        urls = [nodes[0].url, nodes[1].url, f"http://127.0.0.1:{hung.getsockname()[1]}"]
+        lb = LoadBalancer(kind, urls, tmp_path / kind, admin_timeout=ADMIN_TIMEOUT)
+        try:
+            purges = [fetch(lb.internal_url + "/_edge/purge", method="POST", body=b'{"url": "/coffee.jpg"}',
+                            headers=AUTH) for _ in range(3)]  # one at least to each node, the hung one too
+            answers = await asyncio.gather(*purges)
+        finally:
+            lb.stop()
+    assert [(a.code, a.headers.get("Content-Type")) for a in answers] == [(200, "application/json")] * 3
