@@ -29,7 +29,8 @@ entries older than that by the store's clock (a page at a time). A prefix too lo
 is shortened, which purges more, never less. Times in names come from the nodes' clocks: keep them
 synchronised (NTP); they may disagree by up to `CLOCK_SKEW_SECONDS` (5 minutes). A reading that
 follows a recent entry also lists the last `LOOKBACK_SECONDS` (as long) again (up to `PAGES` pages),
-so an entry from a node whose clock lags, or whose write landed late, is still found. (`covers`
+so an entry from a node whose clock lags, or whose write landed late, is still found; a node whose clock lags
+the store's by more writes its entries again by the store's time (`SharedTier.record_purge`). (`covers`
 compares the times of two nodes' clocks as they are: an object confirmed less than the lag before a
 lagging node's purge is not held back by it; slack there would keep every object confirmed in the
 minutes after any purge out of the shared tier until its original is revalidated.) Anyone who can
@@ -134,9 +135,10 @@ class PurgeJournal:
     def _folder(self) -> str:
         return self._store.key_for(FOLDER)
 
-    async def record(self, prefix: str) -> str:
-        """Write a purge of `prefix`, made now; its key. Raises `OriginFailure` when the store fails."""
-        now = self._clock()
+    async def record(self, prefix: str, late_by: float = 0.0) -> str:
+        """Write a purge of `prefix`, made now (by this node's clock, plus `late_by`: how far it lags the
+        store's, `expire`); its key. Raises `OriginFailure` when the store fails."""
+        now = self._clock() + late_by
         while True:
             key = self._folder + _entry_name(now, prefix)
             if len(key.encode()) <= self._store.max_key_bytes:
@@ -147,17 +149,21 @@ class PurgeJournal:
         await self._store.put_object(key, b"", "application/octet-stream")
         return key
 
-    async def expire(self, key: str) -> None:
+    async def expire(self, key: str) -> float:
         """Delete a page of the entries older than the retention, by the store's clock (the time it
         wrote `key`): a node whose clock is ahead deletes nothing early. Failures are logged: the next
-        purge deletes them."""
+        purge deletes them. How far this node's clock lags the store's: the store's time of `key` less the
+        time it is named by (0 when unknown)."""
         try:
             written = [at for listed, at in await self._store.list_objects(key) if listed == key]
             if written:
                 await self._store.delete_keys([old for old, at in await self._store.list_objects(self._folder)
                                                if at < written[0] - self._retention])
+                made = _parse(key[len(self._folder):])
+                return written[0] - made[0] if made else 0.0
         except OriginFailure as failure:
             log.warning("the purge journal's expired entries were not deleted: %s", failure)
+        return 0.0
 
     async def read(self) -> list[str]:
         """List what is new in the journal; the prefixes of every entry read and not applied yet,

@@ -43,7 +43,7 @@ from .errors import FetchMemoryExhausted, SharedCacheFailure
 from .fetching import fetch_budget
 from .logs import Sparse
 from .origin import OriginFailure, OriginNotFound, SourceTooLarge
-from .purge_journal import APPLIED_FILE, PurgeJournal
+from .purge_journal import APPLIED_FILE, LOOKBACK_SECONDS, PurgeJournal
 from .transform.formats import MIME_TYPES
 
 if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen its metrics mode
@@ -298,16 +298,24 @@ class SharedTier:
         """Write a purge of cache key prefixes to the journal (an entry each, written at once), for the nodes
         it does not reach. Raises `SharedCacheFailure` (counted) when the tier cannot: the caller must report
         it."""
-        async def record(prefix: str) -> str:
+        async def record(prefix: str, late_by: float = 0.0) -> str:
             async with self._purge_calls:
-                return await self.journal.record(prefix)
+                return await self.journal.record(prefix, late_by)
         keys = await self._reported("journal", asyncio.gather(*map(record, key_prefixes)), self.timeout)
+        late_by = 0.0
         try:  # recorded: the journal's housekeeping (once a purge) no longer decides the purge's answer
-            await asyncio.wait_for(self.journal.expire(keys[-1]), self.timeout * 2)
+            late_by = await asyncio.wait_for(self.journal.expire(keys[-1]), self.timeout * 2)
         except TimeoutError:
             log.warning("the purge journal's expired entries were not deleted in time")
         except Exception as error:  # `expire` logs the store's failures; this is what it did not classify
             self._unexpected("journal", error)
+        if late_by > LOOKBACK_SECONDS:
+            # named by a clock that far behind the store's, the entries sort where running nodes no longer read:
+            # they applied such a purge only once restarted (a node 400 s behind: never, and nothing said so)
+            log.warning("this node's clock is %.0f s behind the shared cache's: its purges are written to the "
+                        "journal again by the store's time; synchronise its clock (NTP)", late_by)
+            await self._reported("journal", asyncio.gather(*(record(prefix, late_by) for prefix in key_prefixes)),
+                                 self.timeout)
 
     async def read_purges(self) -> list[str] | None:
         """The key prefixes of the journal's purges this worker has not read yet (`PurgeJournal.read`);

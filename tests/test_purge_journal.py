@@ -5,6 +5,7 @@ shared tier, and a shared object made from an original confirmed before a purge 
 import asyncio
 import base64
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -513,3 +514,20 @@ async def test_a_mark_written_ahead_by_this_nodes_clock_is_not_kept(start, bucke
     await other.record("\0made-since.jpg\0")
     assert await PurgeJournal(store, 7200, mark).read() == ["\0made-since.jpg\0"]
     assert any("applied mark is 86" in r.message for r in caplog.records)
+
+
+async def test_a_purge_from_a_node_whose_clock_lags_past_the_lookback_is_applied(start, origin, bucket, caplog):
+    """A node whose clock lags the store's by more than the readers look back (5 minutes) named its entries where
+    running nodes no longer read: a node the purge could not call kept the old image, and nothing said why. The
+    lag, seen by the store's time of the entry, is said, and the entries written again by the store's time."""
+    sender, cut_off = await start("sender"), await start("cut-off")
+    sender.node.shared.journal._clock = lambda: time.time() - 400
+    assert cached_as(await cut_off.fetch(URL)) == ("MISS", False)
+    await until_written(bucket, 1)
+    origin.files["img.jpg"] = solid(120, 80, NEW)
+    assert (await purge(sender, {"url": "/img.jpg"}))["shared"] == {"removed": 1, "journal": "written"}
+    assert re.search(r"this node's clock is (399|400) s behind the shared cache's", caplog.text)  # S3: whole seconds
+
+    async def applied() -> bool:
+        return cached_as(await cut_off.fetch(URL)) == ("MISS", True)
+    await until(applied, "the cut-off node applying the lagging node's purge")
