@@ -19,18 +19,16 @@ from urllib.parse import SplitResult, urlsplit
 import pyvips
 
 from .config import Config
-from .errors import EdgeError, InvalidTransformation
+from .errors import EdgeError, InvalidTransformation, UnprocessableSource
 from .routing import Router, as_target
-from .transform.render import READ_FORMATS, allow_only_input_loaders
+from .cloudinary_urls import refuse_document
+from .transform.render import allow_only_input_loaders
 
 #: lines read from the file; an export larger than this is checked in parts
 MAX_URLS = 100_000
 FETCH_TIMEOUT = 30
 #: what a browser sends, so `f_auto` answers as it would to one
 ACCEPT = "image/avif,image/webp,image/*,*/*;q=0.8"
-#: extensions of the documents Cloudinary delivers as image assets, which the node does not read (its 422 names
-#: them: `render._named_format`)
-DOCUMENT_EXTENSIONS = (".pdf", ".psd", ".ai", ".eps")
 #: Cloudinary's own host names (`res.cloudinary.com`, `<cloud>-res.cloudinary.com`): matched by path alone
 CLOUDINARY_DOMAIN = "cloudinary.com"
 
@@ -59,14 +57,15 @@ def check_url(router: Router, url: str) -> Verdict:
         # no request target: such a line had been read as a path of the default endpoint, and "served"
         return Verdict(url, 400, "not a URL: write it whole (https://…) or as a path starting with /")
     extension = "." + parts.path.rpartition(".")[2].lower()
-    if extension in DOCUMENT_EXTENSIONS:  # else "served" for a URL the node answers 404 or 422
-        return Verdict(url, 422, f"a document ({extension}): the node reads images only ({READ_FORMATS})", extension)
     try:
+        refuse_document(extension)  # whatever endpoint it reaches
         request = router.route(_host(parts), as_target(parts.path or "/"))
         if request.endpoint.url_style != "cloudinary":
             return Verdict(url, 404, "the endpoint it reaches does not have url_style = \"cloudinary\"")
     except InvalidTransformation as error:
         return Verdict(url, error.status, error.message, error.param)
+    except UnprocessableSource as error:  # a document, counted by its extension
+        return Verdict(url, error.status, error.message, extension)
     except EdgeError as error:
         return Verdict(url, error.status, error.message)
     return Verdict(url)

@@ -27,10 +27,10 @@ from urllib.parse import unquote
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe, SignatureRefused
+from .errors import BadRequest, EdgeError, InvalidTransformation, NothingToServe, SignatureRefused, UnprocessableSource
 from .transform.colours import opacity_percent
 from .transform.expressions import EXPRESSION_OPERATORS
-from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS
+from .transform.formats import EXTENSIONS, IMAGE_EXTENSIONS, READ_FORMATS
 from .transform.hints import WIDTH_STEP
 from .transform.layers import dot_segment
 from .transform.options import (MAX_PIXELS, MAX_TEXT, PARAMS, NeedsExtra, Transformation, parse_condition,
@@ -393,6 +393,17 @@ class CloudinaryPath:
         return "/".join(filter(None, ("image", self.delivery_type, self.version, self.public_id)))
 
 
+#: what Cloudinary stores as documents and delivers as they are: no image the node can render
+DOCUMENT_EXTENSIONS = (".pdf", ".psd", ".ai", ".eps")
+
+
+def refuse_document(extension: str) -> None:
+    """A 422 naming a document's extension (`.pdf`, any case): such a URL had been a 404, its public ID looked
+    up with the extension and missing, while the checker and the docs said 422."""
+    if extension.lower() in DOCUMENT_EXTENSIONS:
+        raise UnprocessableSource(f"a document ({extension.lower()}): the node reads images only ({READ_FORMATS})")
+
+
 def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
     """`[cloud, "image", type, …]` (segments as sent) → its parts. NothingToServe for what is no delivery path.
     Three shorter forms of `image/upload` are read too: `images/…/<public_id>/<seo name>.<ext>` (a dynamic
@@ -431,6 +442,8 @@ def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
     if not public or "" in "/".join(public).split("/") or dot_segment("/".join(public)):
         raise NothingToServe("not found")
     stem, dot, extension = public[-1].rpartition(".")
+    if dot and stem:
+        refuse_document(dot + extension)
     extension_format = None
     if dot and stem and extension.lower() in IMAGE_EXTENSIONS:
         extension_format = EXTENSIONS.get(extension.lower())

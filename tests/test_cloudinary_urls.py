@@ -1320,3 +1320,12 @@ async def test_a_colour_replaced_on_the_12_megapixel_photo(node):
     r, g, b = pixel(blue, 920, 236)[:3]
     assert b > 200 and r < 60 and g < 60, (r, g, b)
     assert pixel(blue, 20, 20) == pixel(plain, 20, 20)
+
+
+@pytest.mark.parametrize("path, extension", [("docs/manual.pdf", ".pdf"), ("w_300/v1/docs/Manual.PSD", ".psd")])
+async def test_a_document_is_a_422_naming_it(node, path, extension):
+    """Cloudinary delivers its documents by their extension; the node reads images only. The URL had been a 404 (the
+    public ID looked up with its extension), which sent a team triaging 404s to a backup that had the asset."""
+    response = await node.fetch(f"/demo/image/upload/{path}")
+    assert (response.code, response.body.decode()) == (
+        422, f"a document ({extension}): the node reads images only (JPEG, PNG, WebP, AVIF, HEIC, GIF and TIFF)\n")

@@ -54,6 +54,8 @@ LOADER_CLASSES = {
     "tiffload_source": "VipsForeignLoadTiff",
     SVG_LOADER: "VipsForeignLoadSvg",
 }
+#: the formats an original may be in, as a message names them
+READ_FORMATS = "JPEG, PNG, WebP, AVIF, HEIC, GIF and TIFF"
 #: formats libvips writes with several frames
 ANIMATED_FORMATS = ("gif", "webp")
 #: the loaders whose pages are an animation's frames: a TIFF's pages are a document's (scans, a pyramid's

@@ -38,8 +38,8 @@ from .cost import check_render_cost, decode_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
-from .formats import (ANIMATED_LOADERS, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, SVG_LOADER,
-                      animates, as_vector, chosen_by_accept, final_formats, max_side, picks_by_alpha)
+from .formats import (ANIMATED_LOADERS, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, READ_FORMATS,
+                      SVG_LOADER, animates, as_vector, chosen_by_accept, final_formats, max_side, picks_by_alpha)
 from .geometry import WHITE, Source, apply_geometry, check_side, face_count, in_memory, resolved, trim_box
 from .held import SAMPLE_BYTES, DecodeBudget, NeedsDecodeMemory
 from .layers import drawn_fonts, pages_drawn
@@ -260,10 +260,6 @@ def _too_many_frames(limits: Limits) -> BadRequest:
 #: Cloudinary account's PDFs, Photoshop and Illustrator files), and what they are
 _DOCUMENT_SIGNATURES = ((b"%PDF-", "a PDF document (Illustrator's .ai too)"), (b"8BPS", "a Photoshop document"),
                         (b"%!PS", "a PostScript document"), (b"\xc5\xd0\xd3\xc6", "an EPS document"))
-
-
-#: the formats an original may be in, as a message names them
-READ_FORMATS = "JPEG, PNG, WebP, AVIF, HEIC, GIF and TIFF"
 
 
 def _named_format(body: bytes) -> tuple[str, ...]:
