@@ -529,10 +529,13 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
     named = dict(named_items)
     if sum(map(len, components)) > MAX_TEXT:
         raise InvalidTransformation("/".join(components)[:40] + "…", f"longer than {MAX_TEXT} characters")
-    if named_only and len(components) > 1:  # as `parse_transformation`'s: one name, not a chain of them
-        raise InvalidTransformation(components[1].split(",")[0], "this endpoint serves one named transformation "
-                                                                 "(t_<name>) at a time, not a chain of them")
-    components = tuple(part for component in components for part in _named_chain(component))
+    chained = tuple(part for component in components for part in _named_chain(component))
+    if named_only and len(chained) > 1:  # as `parse_transformation`'s: one name, not a chain of them, however written
+        # (`t_a.b` too: unsigned, it had made any number of renders of the names, `t_a.b.a.b.a…`)
+        raise InvalidTransformation(components[1].split(",")[0] if len(components) > 1 else components[0],
+                                    "this endpoint serves one named transformation (t_<name>) at a time, not a "
+                                    "chain of them")
+    components = chained
     steps = _steps(_dpr_on_sizes(components), named, named_only)
     try:
         transformation = parse_transformation(":".join(steps), named=named)
