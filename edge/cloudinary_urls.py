@@ -1379,9 +1379,11 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
     `prefix`: the path may stop anywhere (a purge prefix); nothing else is checked. Paths of a private CDN
     or custom domain have no cloud name (`/image/upload/…`, and so the SDKs write the SEO, short and root
     forms there: `/images/…`, `/iu/…`, `/<components>/…/<public_id>`): they are the endpoint's cloud's, when
-    it has one. Another cloud's URL (`/other/image/…`) stays another cloud's: a 404."""
-    if len(clouds) == 1 and segments and segments[0] not in clouds and \
-            not (len(segments) > 1 and decode(segments[1]) in ("image", *SHORT_FORMS, *OTHER_RESOURCES)):
+    it has one. Another cloud's URL (`/other/image/…`) stays another cloud's: a 404; but a first segment that is
+    a version (`/v1/images/hero.jpg`, the root path of a public ID in a folder named `images`) names no cloud."""
+    if len(clouds) == 1 and segments and segments[0] not in clouds and (
+            _VERSION.fullmatch(decode(segments[0]))
+            or not (len(segments) > 1 and decode(segments[1]) in ("image", *SHORT_FORMS, *OTHER_RESOURCES))):
         segments = [*clouds, *segments]
     if prefix:  # a purge: a whole URL's origin path, or a prefix of origin paths
         decoded = [decode(segment) for segment in segments]

@@ -54,6 +54,7 @@ def bucket(s3_server):
         "shop/v2/boot/1650000000.jpg": solid(400, 300, colour(5)),  # a folder named like a version
         "my folder/crème brûlée/1650000000.jpg": solid(40, 30, colour(6)),  # as a CMS export writes it, unescaped
         "credited/1650000000.jpg": photo_with_metadata(),
+        "images/hero/1650000000.jpg": solid(40, 30, colour(7)),  # a folder named like the SEO form's segment
         f"{BALLOON_PHOTO}/1700000000.jpg": photo_with_a_balloon(),
         f"{KITE_PHOTO}/1700000000.jpg": photo_with_a_balloon(kite=True),
         f"{FRAMED_PHOTO}/1700000000.jpg": photo_with_a_frame(),
@@ -683,6 +684,10 @@ async def test_seo_and_short_forms_with_and_without_the_cloud_name(node):
     assert forms[1].startswith("/images/s--") and "/demo/iu/c_scale,w_150/" in forms[2]  # signed: the SEO name is not
     assert [size(await get(node, form)) for form in forms] == [(150, 100)] * 5
     assert (await node.fetch(url(PHOTO, width=150, cloud_name="other", use_root_path=True))).code == 404
+    # the root path of a public ID in a folder named `images`: its version names no cloud (it had been a 404)
+    hero = CloudinaryImage("images/hero").build_url(format="jpg", private_cdn=True, use_root_path=True, secure=True)
+    assert hero.endswith(".cloudinary.com/v1/images/hero.jpg")
+    assert size(await get(node, hero.split(".cloudinary.com", 1)[1])) == (40, 30)
 
 
 async def test_the_query_does_not_add_a_transformation(node, bucket):
