@@ -402,7 +402,8 @@ class Pipeline:
                 forgetting.add_done_callback(self._forgetting.discard)
                 # an original that is no image at all by its original's key: each other URL of it (w-1 … w-8192) had
                 # downloaded it again, whole (30 MB of a video behind a web origin, 20 times in 3 s)
-                self._remember_failure(key if error.unreadable else plan.key, UnprocessableSource, UNUSABLE_SECONDS)
+                # its message too (a PDF, an SVG left unread, named: the next requests had got the generic one)
+                self._remember_failure(key if error.unreadable else plan.key, error.again().again, UNUSABLE_SECONDS)
                 raise
             except RenderTimedOut as error:
                 if not error.contended:  # short of CPU, the same work may end in time once the burst is over

@@ -74,8 +74,10 @@ async def test_an_animation_is_made_within_the_pixel_budget(node_factory, tmp_pa
 
 async def test_svg_is_rendered_only_when_the_operator_enables_it(node_factory, tmp_path, folder):
     node = await node_over(node_factory, tmp_path, folder)
-    await assert_refused(node, "/tr:w-20/drawing.svg", 422, "unsupported or corrupt source image")
-    await assert_refused(node, "/drawing.svg", 422, "unsupported or corrupt source image")
+    refused = ("unsupported source: an SVG document, read only with [limits] allow_svg = true; the node reads JPEG, "
+               "PNG, WebP, AVIF, HEIC, GIF and TIFF")
+    await assert_refused(node, "/tr:w-20/drawing.svg", 422, refused)
+    await assert_refused(node, "/drawing.svg", 422, refused)
     enabled = await node_over(node_factory, tmp_path / "svg", folder, "allow_svg = true")
     response = await enabled.fetch("/tr:w-20,f-png/drawing.svg")
     assert response.code == 200 and (decode(response).width, decode(response).height) == (20, 10)

@@ -262,12 +262,17 @@ _DOCUMENT_SIGNATURES = ((b"%PDF-", "a PDF document (Illustrator's .ai too)"), (b
                         (b"%!PS", "a PostScript document"), (b"\xc5\xd0\xd3\xc6", "an EPS document"))
 
 
-def _named_format(body: bytes) -> tuple[str, ...]:
+def _named_format(body: bytes, allow_svg: bool) -> tuple[str, ...]:
     """The 422's message for a document the node does not read, named (a team moving from Cloudinary read
-    "corrupt" of a PDF it had served as an image); none (the default message) for anything else."""
+    "corrupt" of a PDF it had served as an image, and of an SVG the config leaves unread); none (the default
+    message) for anything else."""
     for signature, what in _DOCUMENT_SIGNATURES:
         if body.startswith(signature):
             return (f"unsupported source: {what}; the node reads {READ_FORMATS}",)
+    head = body[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")  # libvips' own sniffing is off with its SVG loader
+    if not allow_svg and head.startswith(b"<") and b"<svg" in head.lower():
+        return (f"unsupported source: an SVG document, read only with [limits] allow_svg = true; the node reads "
+                f"{READ_FORMATS}",)
     return ()
 
 
@@ -286,11 +291,11 @@ def probe(body: bytes, limits: Limits, *, svg_read: bool = True) -> ImageHeader:
             image = pyvips.Image.new_from_source(_read_in_place(body), "")
             loader = image.get("vips-loader")
     except pyvips.Error:
-        raise UnprocessableSource(*_named_format(body), unreadable=True) from None
+        raise UnprocessableSource(*_named_format(body, limits.allow_svg), unreadable=True) from None
     if loader == "heifload_source" and image.get_typeof("heif-compression") and image.get("heif-compression") == "hevc":
         loader = HEIC_LOADER
     if loader not in INPUT_LOADERS and not (loader == SVG_LOADER and limits.allow_svg):
-        raise UnprocessableSource(*_named_format(body), unreadable=True)
+        raise UnprocessableSource(*_named_format(body, limits.allow_svg), unreadable=True)
     # a scan header is a scan: within a scan's data, an FF byte is always followed by 00. (An Ultra HDR
     # JPEG's gain map, after the primary image, may be progressive whatever the primary is: always counted)
     progressive = loader == _JPEG_LOADER and _may_have_many_scans(body)
