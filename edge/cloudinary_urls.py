@@ -346,8 +346,8 @@ WORDS: tuple[Word, ...] = (
          "`lt`, `lte` with a number or a ratio (`3:4`), joined by `_and_` (which binds first) or `_or_`: in the "
          "first form it applies to that component's words, in the second to the components up to `if_else` or "
          "`if_end` (whose first words may stand beside the condition, as the SDKs write them: a block when an "
-         "`if_else` or `if_end` follows before another condition). Not nested; no overlays, formats or qualities within; pages, tags, metadata and variables "
-         "are a 400"),
+         "`if_else` or `if_end` follows before another condition). Not nested; no overlays, formats or qualities "
+         "within; pages, tags, metadata and variables are a 400"),
     Word("`d_<public_id>`", "`di-image@@upload@@<public_id>`",
          "default image (`:` in the public ID for folders) when the asset is missing"),
     Word("`s--XXXXXXXX--`", "signature check",

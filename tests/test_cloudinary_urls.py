@@ -821,13 +821,13 @@ async def test_named_only_accepts_t_and_signed_urls(s3, bucket, cloud, node_fact
     refused = await node.fetch(url(PHOTO, width=60))
     assert (refused.code, refused.body) == (
         400, b"invalid transformation: w_60: this endpoint accepts only named transformations (t_<name>)\n")
-    # a chain, as components or as the SDKs write a list of names (unsigned, `t_card.card.card…` had made any number of
-    # renders of one name)
+    # a chain, as components or as the SDKs write a list of names (unsigned, `t_card.card.card…` had made any
+    # number of renders of one name)
     for chain, word in (([{"transformation": "card"}, {"transformation": "card"}], b"t_card"),
                         (["card", "card"], b"t_card.card")):
         chained = await node.fetch(url(PHOTO, transformation=chain))
-        assert (chained.code, chained.body) == (400, b"invalid transformation: " + word + b": this endpoint serves "
-                                                     b"one named transformation (t_<name>) at a time, not a chain of them\n")
+        refusal = b": this endpoint serves one named transformation (t_<name>) at a time, not a chain of them\n"
+        assert (chained.code, chained.body) == (400, b"invalid transformation: " + word + refusal)
 
 
 async def test_a_watermarked_endpoint_marks_an_untransformed_url_too(s3, bucket, cloud, node_factory, tmp_path):

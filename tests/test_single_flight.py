@@ -89,7 +89,8 @@ async def test_a_herd_on_a_failing_origin_costs_one_fetch_and_all_get_its_error(
         await origin.stop()
 
     assert origin.requests == {"down.jpg": 1}
-    assert {(r.code, r.headers.get("X-Edge-Error"), r.body, r.headers.get("Cache-Control")) for r in responses} == {answer}
+    assert {(r.code, r.headers.get("X-Edge-Error"), r.body, r.headers.get("Cache-Control"))
+            for r in responses} == {answer}
 
 
 # -- the flight itself, in one process ----------------------------------------------------------------
