@@ -117,24 +117,26 @@ class Holding:
     def __init__(self, budget: FetchBudget):
         self._budget = budget
         self._bodies: dict[int, bytes] = {}
-        #: bytes of the originals held, each once
-        self.size = 0
+        self._closed = False
 
     def add(self, body: bytes) -> None:
-        """Count `body` until the render ends: at once, never waiting (its read waited for room)."""
+        """Count `body` until the render ends: at once, never waiting (its read waited for room). Nothing once the
+        render has ended: a layer that arrives after another failed the render (`asyncio.gather` lets it run on)
+        had held the budget for good."""
+        if self._closed:
+            return
         if not self._bodies:
             self._budget._holdings[self] = None
         if id(body) not in self._bodies:
             self._bodies[id(body)] = body
-            self.size += len(body)
             self._budget._hold(body)
 
     def close(self) -> None:
+        self._closed = True
         self._budget._holdings.pop(self, None)
         for body in self._bodies.values():
             self._budget._let_go(body)
         self._bodies.clear()
-        self.size = 0
         wake(self._budget._waiters)
 
 

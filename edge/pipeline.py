@@ -381,11 +381,11 @@ class Pipeline:
             raise failed()
         # the originals are held against `[server] fetch_memory` from their reads to the render's end (its wait
         # for a thread included): uncounted, renders waiting for a thread had each held theirs (+1.5 GB)
-        with fetch_budget.holding() as held:
+        with fetch_budget.holding() as holding:
             original, key = await self._original(plan, looked_up)
-            held.add(original.body)
+            holding.add(original.body)
             stand_in = key != plan.original_key
-            overlays = await self._overlays(plan, held)
+            overlays = await self._overlays(plan, holding)
             if cached is not None:
                 source = await self._source_of(original, overlays, stand_in)
                 if cached.source.version == source.version and cached.stand_in == stand_in:
@@ -458,9 +458,9 @@ class Pipeline:
             return (await self._originals.current(request, plan.host, answers_404=False),
                     original_key(request.endpoint.id, default_image, plan.host))
 
-    async def _overlays(self, plan: _Plan, held: Holding) -> dict[str, CurrentOriginal]:
+    async def _overlays(self, plan: _Plan, holding: Holding) -> dict[str, CurrentOriginal]:
         """The originals of the image layers, through the same originals tier, single flight and
-        limits as the main one, each `held` as it arrives. One that no origin has is a 400 naming the layer's
+        limits as the main one, each added to `holding` as it arrives. One that no origin has is a 400 naming the layer's
         input."""
         if plan.transformation.serves_original:
             return {}
@@ -471,7 +471,7 @@ class Pipeline:
                 layer = await self._originals.current(replace(plan.request, path=path), plan.host, answers_404=False)
             except NothingToServe:
                 raise InvalidTransformation(f"i-{path}", "no such image on this endpoint") from None
-            held.add(layer.body)
+            holding.add(layer.body)
             return layer
         return dict(zip(paths, await asyncio.gather(*map(current, paths))))
 

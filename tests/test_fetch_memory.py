@@ -104,3 +104,27 @@ async def test_renders_each_over_the_budget_with_their_layers_are_served_one_aft
         assert (fetch_budget.held, fetch_budget.in_use) == (0, 0)
     finally:
         await origin.stop()
+
+
+async def test_a_layer_that_arrives_after_its_render_failed_holds_nothing(node_factory, tmp_path):
+    """One layer missing (the render's 400) while another is still read: `gather` lets that one finish after the
+    render's hold ended, and its `add` had put the hold back for good (the budget held by nobody, and the oldest
+    holder forever, so that no render read past it again)."""
+    files = {"a.png": noise_png(0), "slow.png": noise_png(1)}
+    origin = await HTTPOrigin(files=files).start()
+    try:
+        origin.behaviour.hold, origin.behaviour.held_paths = asyncio.Event(), frozenset({"slow.png"})
+        node = await node_factory(write_config(tmp_path, web_config(origin.url, BUDGET.replace('"1s"', '"20s"'))))
+        refused = asyncio.ensure_future(node.fetch(
+            "/tr:w-64,l-image,i-slow.png,l-end:l-image,i-missing.png,l-end/a.png", timeout=20))
+
+        async def slow_asked() -> bool:
+            return origin.requests["slow.png"] == 1
+        await until(slow_asked, "the slow layer asked for")
+        assert (await refused).code == 400  # the missing layer
+        origin.behaviour.hold.set()
+        assert (await node.fetch("/tr:w-64/slow.png", timeout=20)).code == 200  # once the late layer has arrived
+        assert (fetch_budget.held, fetch_budget.in_use, len(fetch_budget._holdings)) == (0, 0, 0)
+    finally:
+        origin.behaviour.hold.set()
+        await origin.stop()
