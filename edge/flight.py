@@ -277,11 +277,7 @@ class SingleFlight:
         return self._failures
 
     def _record_failure(self, key: str, exc: Exception) -> None:
-        if isinstance(exc, EdgeError):
-            record = {"type": type(exc).__name__, "status": exc.status, "message": exc.message,
-                      "headers": exc.headers, "fields": _fields(exc)}
-        else:  # a bug: the leader's request is a 500 with a traceback in the log; waiters get a 500 too
-            record = {"type": "EdgeError", "status": 500, "message": "internal error", "headers": {}}
+        record = _record_of(exc)
         record["at"], record["boot"] = node_time(), BOOT
         try:
             self._failure_store().set(key, json.dumps(record), expire=FAILURE_RECORD_SECONDS)
@@ -337,6 +333,15 @@ def _offset(key: str) -> int:
     return int.from_bytes(digest, "big") >> (64 - _OFFSET_BITS)
 
 
+def _record_of(exc: Exception) -> dict[str, Any]:
+    """A failure as other workers' waiters revive it (`_revive`)."""
+    if isinstance(exc, EdgeError):
+        return {"type": type(exc).__name__, "status": exc.status, "message": exc.message, "headers": exc.headers,
+                "fields": _fields(exc)}
+    # a bug: the leader's request is a 500 with a traceback in the log; waiters get a 500 too
+    return {"type": "EdgeError", "status": 500, "message": "internal error", "headers": {}}
+
+
 def _revive(record: dict[str, Any]) -> EdgeError:
     """The recorded failure as an error of the same type (so a 502 still allows stale-if-error); a
     `ValueError` for a record no failure of ours wrote (a damaged store)."""
@@ -346,7 +351,7 @@ def _revive(record: dict[str, Any]) -> EdgeError:
         raise ValueError("not a failure record")
     fields = record.get("fields", {})
     if not (isinstance(fields, dict) and all(isinstance(value, _FIELD_TYPES) for value in fields.values())
-            and not {"message", "headers", "status"} & fields.keys()):
+            and not _RECORDED & fields.keys()):
         raise ValueError("not a failure record")
     error_type = {cls.__name__: cls for cls in _subclasses(EdgeError)}.get(record["type"], EdgeError)
     error = error_type.__new__(error_type)  # constructors differ; the recorded fields are what counts
@@ -359,12 +364,15 @@ def _revive(record: dict[str, Any]) -> EdgeError:
 
 #: what an error's own fields may be, to be recorded (`_fields`)
 _FIELD_TYPES = (str, int, float, bool, type(None))
+#: what a record holds apart from an error's own fields (a revived error's `status` is its own: recorded again, it
+#: had made the record unreadable)
+_RECORDED = frozenset({"message", "headers", "status"})
 
 
 def _fields(error: EdgeError) -> dict[str, Any]:
     """The fields an error's subclass sets (`max_age`, `unreadable`, `param`…), for `_revive`."""
     return {name: value for name, value in vars(error).items()
-            if name not in ("message", "headers") and isinstance(value, _FIELD_TYPES)}
+            if name not in _RECORDED and isinstance(value, _FIELD_TYPES)}
 
 
 def _subclasses(cls: type) -> Iterator[type]:

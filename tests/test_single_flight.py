@@ -13,9 +13,8 @@ import threading
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from edge.errors import BadGateway
-from edge.errors import FlightTimeout
-from edge.flight import SingleFlight
+from edge.errors import BadGateway, FlightTimeout, NothingToServe
+from edge.flight import SingleFlight, _record_of, _revive
 from tests.flightproc import Tally
 from tests.nodes import SAMPLES, NodeProcess, decode, until, web_config, write_config
 from tests.scrape import scrape, total
@@ -275,3 +274,12 @@ async def test_a_herd_on_a_refusing_origin_gets_its_error_in_every_size(tmp_path
         client.close()
         node.stop()
     assert {(r.code, r.body) for r in answers} == {(502, b"origin error\n")}
+
+
+def test_a_failure_revived_then_recorded_again_is_revived_whole():
+    """A worker's flight may fail with an error it revived from another's record (a missing original): recorded
+    again, its own `status` had made the record unreadable, and other workers' waiters did the work again."""
+    error = NothingToServe("not found", max_age=60)
+    for _ in range(2):
+        error = _revive(json.loads(json.dumps(_record_of(error))))
+    assert (type(error), error.status, error.message, error.max_age) == (NothingToServe, 404, "not found", 60)
