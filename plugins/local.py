@@ -86,13 +86,15 @@ class LocalOrigin(Origin):
 
     async def fetch(self, request: OriginRequest) -> Original:
         opened, stat, etag = await in_thread(self._open, request)
+        started: list[bool] = []
         try:
             # the file's size held against the worker's fetch memory before it is read (a read of one byte more
             # sees it grow: the rest, within the limit, is not held)
             async with fetch_memory(stat.st_size):
-                body = await in_thread(_read, opened, stat.st_size, request.max_bytes)
+                body = await in_thread(_read, opened, stat.st_size, request.max_bytes, started)
         finally:
-            opened.close()
+            if not started:  # refused, or cancelled before its thread took it: else closed there, after the read
+                opened.close()  # (closed here, it waited on the loop for a read under way, a hung disk's included)
         if len(body) > request.max_bytes:
             raise SourceTooLarge(request.path)
         return Original(body, etag=etag, last_modified=formatdate(stat.st_mtime, usegmt=True))
@@ -126,13 +128,15 @@ class LocalOrigin(Origin):
         return handle, stat, etag
 
 
-def _read(handle: BinaryIO, size: int, max_bytes: int) -> bytes:
+def _read(handle: BinaryIO, size: int, max_bytes: int, started: list[bool]) -> bytes:
     """The file's `size` bytes, and one byte more to see it grow: a read of `max_bytes` at once costs a buffer of
     that size, fresh from the kernel every time (0.6 MB: 0.55 ms, not 0.08); if it grew while read, the rest up to
-    one byte over the limit."""
-    body = handle.read(size + 1)
-    if len(body) > size:
-        body += handle.read(max_bytes + 1 - len(body))
+    one byte over the limit. The file is closed here (`started` says so to the caller)."""
+    started.append(True)
+    with handle:
+        body = handle.read(size + 1)
+        if len(body) > size:
+            body += handle.read(max_bytes + 1 - len(body))
     return body
 
 
