@@ -243,6 +243,8 @@ async def awkward(node_factory, tmp_path):
     (folder / "manual.jpg").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n")
     # an intact SVG, which the config leaves unread (`allow_svg`): it had been "corrupt" too (Cloudinary probe)
     (folder / "logo.png").write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20"/>')
+    # an origin's login page with an inline icon: no SVG document, whatever it holds
+    (folder / "login.png").write_bytes(b'<!doctype html><html><body><svg width="9" height="9"></svg>Sign in</body></html>')
     (folder / "truncated.jpg").write_bytes(imagecorpus.truncated_jpeg())
     (folder / "bomb.png").write_bytes(imagecorpus.decompression_bomb_png())
     (folder / "big.jpg").write_bytes(imagecorpus.photo_jpeg(600, 600))  # ~80 kB
@@ -258,6 +260,7 @@ async def awkward(node_factory, tmp_path):
                                  "PNG, WebP, AVIF, HEIC, GIF and TIFF"),
     ("/tr:w-10/logo.png", 422, "unsupported source: an SVG document, read only with [limits] allow_svg = true; the "
                                "node reads JPEG, PNG, WebP, AVIF, HEIC, GIF and TIFF"),
+    ("/tr:w-10/login.png", 422, "unsupported or corrupt source image"),
     ("/tr:w-10/bomb.png", 400, "source too large"),
     ("/tr:w-10/big.jpg", 400, "source too large"),  # over max_source_bytes: refused before decoding
 ])

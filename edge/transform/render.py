@@ -262,6 +262,12 @@ _DOCUMENT_SIGNATURES = ((b"%PDF-", "a PDF document (Illustrator's .ai too)"), (b
                         (b"%!PS", "a PostScript document"), (b"\xc5\xd0\xd3\xc6", "an EPS document"))
 
 
+#: an SVG document's start: its root element `svg`, after an XML declaration, a doctype and comments (an HTML page
+#: holding an inline `<svg>`, an origin's login page, is none)
+_SVG_ROOT = re.compile(rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:(?:<!--.*?-->|<!DOCTYPE\s+svg[^>]*>)\s*)*<svg[\s>/]",
+                       re.DOTALL | re.IGNORECASE)
+
+
 def _named_format(body: bytes, allow_svg: bool) -> tuple[str, ...]:
     """The 422's message for a document the node does not read, named (a team moving from Cloudinary read
     "corrupt" of a PDF it had served as an image, and of an SVG the config leaves unread); none (the default
@@ -269,8 +275,7 @@ def _named_format(body: bytes, allow_svg: bool) -> tuple[str, ...]:
     for signature, what in _DOCUMENT_SIGNATURES:
         if body.startswith(signature):
             return (f"unsupported source: {what}; the node reads {READ_FORMATS}",)
-    head = body[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")  # libvips' own sniffing is off with its SVG loader
-    if not allow_svg and head.startswith(b"<") and b"<svg" in head.lower():
+    if not allow_svg and _SVG_ROOT.match(body, 0, 4096):  # libvips' own sniffing is off with its SVG loader
         return (f"unsupported source: an SVG document, read only with [limits] allow_svg = true; the node reads "
                 f"{READ_FORMATS}",)
     return ()
