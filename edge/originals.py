@@ -50,6 +50,8 @@ class CurrentOriginal:
     body: bytes
     #: what is known about it (see `info`): for fetched bytes, once they are hashed (in the cache's threads)
     described: asyncio.Future[SourceInfo]
+    #: the name of the origin it came from, known before it is hashed
+    origin: str
     #: whether the originals tier keeps these bytes: not when a local origin read them from this machine
     worth_keeping: bool = True
     #: whether the version is the hash of the bytes (else a local origin's ETag: `Origin.is_local`)
@@ -62,7 +64,7 @@ class CurrentOriginal:
               version_is_hash: bool = True) -> CurrentOriginal:
         described = asyncio.get_running_loop().create_future()
         described.set_result(info)
-        return cls(body, described, worth_keeping, version_is_hash)
+        return cls(body, described, info.origin, worth_keeping, version_is_hash)
 
     async def info(self) -> SourceInfo:
         """Where it came from, its validators and its version. Shielded: a request that goes away
@@ -192,7 +194,7 @@ class OriginalSource:
                 return SourceInfo.from_origin(origin.name, await caches.io(strong_etag, original.body), now,
                                               original.etag, original.last_modified, original.content_type)
 
-            fetched = CurrentOriginal(original.body, asyncio.ensure_future(describe()),
+            fetched = CurrentOriginal(original.body, asyncio.ensure_future(describe()), origin.name,
                                       worth_keeping=not origin.is_local)
         if known is not None and known.version != (await fetched.info()).version:
             # a changed original replaces every output made from the old one

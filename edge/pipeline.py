@@ -396,7 +396,7 @@ class Pipeline:
                 return await self._render(plan, original, overlays, stand_in), "miss"
             except UnprocessableSource as error:
                 # named in the access log: an origin answering 200 with its login page had shown as no origin's fault
-                error.origin = (await original.info()).origin
+                error.origin = original.origin
                 forgetting = asyncio.ensure_future(self._originals.forget_unusable(key, original))
                 self._forgetting.add(forgetting)  # held until done: the loop keeps only a weak reference
                 forgetting.add_done_callback(self._forgetting.discard)
