@@ -101,7 +101,8 @@ class ServerSettings:
     #: seconds a worker's event loop may go without a turn (serving, or starting) before the supervisor kills it
     worker_timeout: float = 30.0
     # -- memory (see docs/security.md, "Memory") --
-    #: bytes of originals being fetched at once, per worker; more waits, then 503
+    #: bytes of originals in memory at once, per worker: being fetched, and held by renders until they end; more
+    #: waits, then 503
     fetch_memory: int = DEFAULT_FETCH_MEMORY
     #: seconds a fetch waits for `fetch_memory` before the request gets 503
     fetch_memory_wait: float = DEFAULT_FETCH_MEMORY_WAIT

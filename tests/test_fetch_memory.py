@@ -1,5 +1,6 @@
-"""`[server] fetch_memory`: originals being fetched at once are held to a byte budget; beyond it a
-request waits, then gets 503 with Retry-After, and the fetches within the budget complete."""
+"""`[server] fetch_memory`: originals being fetched, and held by the renders made from them until they end, are
+held to a byte budget; beyond it a request waits, then gets 503 with Retry-After, and the work within the budget
+completes."""
 
 import asyncio
 import threading
