@@ -3,6 +3,8 @@ image, so the render deadline cannot stop them; WebP and PNG ones hold a thread 
 work is counted before any pixel is made (edge/transform/cost.py). And `bg-blurred` padding on an
 animation: made without images larger than the box, and counted."""
 
+from dataclasses import replace
+
 import pytest
 import pyvips
 
@@ -241,3 +243,24 @@ def test_a_trim_is_priced_by_what_it_decodes_and_what_it_searches(source, cpu_se
     added = estimated_cost(trim, source) - estimated_cost(parse_transformation("w-300"), source)
     assert cpu_seconds / 0.020 <= added <= 3 * cpu_seconds / 0.020 + 10
     check_render_cost(trim, "jpg", "jpegload_source", False, False, Limits(), Defaults(), source)  # not refused
+
+
+def test_f_auto_on_an_animation_over_the_frames_limit_is_its_first_frame(large_animation):
+    """60 frames of 800×800 (38 MP decoded) over a `max_source_pixels` of 10 MP: `f-auto` serves the first frame, as
+    for an animation over the cost budget (it had been a 400 `source too large`); a format the URL names, the 400."""
+    limits = replace(Limits(), max_source_pixels=10_000_000)
+    for name, body in large_animation.items():
+        rendered = render(body, "f-auto", name, MODERN, limits)
+        still = pyvips.Image.new_from_buffer(rendered.body, "")
+        assert (rendered.format, still.width, still.height, still.get_n_pages()) == ("avif", 800, 800, 1)
+        with pytest.raises(BadRequest, match="^source too large$"):
+            render(body, "f-webp", name, MODERN, limits)
+
+
+def test_a_thin_strip_s_trim_is_priced_as_searched_whole():
+    """A 2,000,000×5 strip (10 MP) is searched whole by `t` (a reduced copy would be under 3 px high): priced as a
+    reduced copy it counted ~56 units too few."""
+    strip = (2_000_000, 5)
+    added = estimated_cost(parse_transformation("t-true,w-300"), strip) - \
+        estimated_cost(parse_transformation("w-300"), strip)
+    assert added >= 7.5 * 10

@@ -464,6 +464,8 @@ def _box(step: Step, size: Size) -> Size:
 def _trim_cost(size: Size) -> float:
     width, height = (side or 1 for side in size)
     shrink = trim_search_shrink(width, height)
+    if min(width // shrink, height // shrink) < 3:  # a long thin strip: searched whole (`geometry.trim_box`)
+        shrink = 1
     return _megapixels(size) * TRIM_WEIGHT + width // shrink * (height // shrink) / 1e6 * TRIM_SEARCH_WEIGHT
 
 

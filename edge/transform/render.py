@@ -268,6 +268,11 @@ _SVG_ROOT = re.compile(rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:(?:<!--.*?-
                        re.DOTALL | re.IGNORECASE)
 
 
+class _FramesTooLarge(BadRequest):
+    """An animation's frames decoded, summed over a render's originals, over `max_source_pixels` (400): its first
+    frame alone may do, under `f-auto`; its bytes as they are, never."""
+
+
 def _named_format(body: bytes, allow_svg: bool) -> tuple[str, ...]:
     """The 422's message for a document the node does not read, named (a team moving from Cloudinary read
     "corrupt" of a PDF it had served as an image, and of an SVG the config leaves unread); none (the default
@@ -703,12 +708,13 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     # an animation's frames are decoded one after the other, and its frame N (`pg-N`, the base's or a layer's)
     # from the N before it: those of one render, summed, are held to `max_source_pixels` as one original is
     # (ten layers of frames 91-100 of a 100-frame 1 MP WebP took 16 s of CPU for a cost of nothing)
-    animations = [(header, header.frames if animated else page)] + layers
-    frames_decoded = [(h, frames) for h, frames in animations
-                      if frames and h.frames > 1 and h.loader in ANIMATED_LOADERS]
-    if sum(h.width * h.height * frames for h, frames in frames_decoded) > limits.max_source_pixels:
-        raise BadRequest("source too large")
+    def frames_decoded(animated: bool) -> list[tuple[ImageHeader, int]]:
+        animations = [(header, header.frames if animated else page)] + layers
+        return [(h, frames) for h, frames in animations if frames and h.frames > 1 and h.loader in ANIMATED_LOADERS]
+
     def costed(animated: bool) -> str:  # the encode counts too; an `f-auto` format over budget falls back
+        if sum(h.width * h.height * frames for h, frames in frames_decoded(animated)) > limits.max_source_pixels:
+            raise _FramesTooLarge("source too large")
         return check_render_cost(
             transformation, planned_format, header.loader, header.has_alpha, animated, limits, defaults,
             (header.width, header.height), header.frames if animated else 1,
@@ -716,8 +722,9 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
             decode_cost(header) * (header.frames if animated else 1) + sum(decode_cost(h) for h, _ in layers))
     try:
         planned_format = costed(animated)
-    except BadRequest:
-        if animated and _asks_for_the_source(transformation, planned_format, header):
+    except BadRequest as error:
+        if animated and not isinstance(error, _FramesTooLarge) and \
+                _asks_for_the_source(transformation, planned_format, header):
             # an animation asked for as it is, in its own format: its bytes, rather than an encode of every
             # frame over budget that could only lose colours (a plain URL of a long GIF keeps working)
             return Rendered(body, LOADER_FORMATS[header.loader], header.width, header.height, strong_etag(body))
@@ -729,7 +736,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         planned_format = costed(animated)
     # estimated from the headers, before any decode: libvips cannot stop such a decode once it started
     whole = header.decode_memory * (header.frames if animated else 1) + sum(h.decode_memory for h, _ in layers) + \
-        sum(h.width * h.height * _WEBP_CANVAS_BYTES for h, _ in frames_decoded if h.loader == _WEBP_LOADER)
+        sum(h.width * h.height * _WEBP_CANVAS_BYTES for h, _ in frames_decoded(animated) if h.loader == _WEBP_LOADER)
 
     def attempt(strict: bool) -> Rendered:
         with held.accounted(budget, reserved, limits.max_decode_memory, whole):
