@@ -442,8 +442,6 @@ def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:
     if not public or "" in "/".join(public).split("/") or dot_segment("/".join(public)):
         raise NothingToServe("not found")
     stem, dot, extension = public[-1].rpartition(".")
-    if dot and stem:
-        refuse_document(dot + extension)
     extension_format = None
     if dot and stem and extension.lower() in IMAGE_EXTENSIONS:
         extension_format = EXTENSIONS.get(extension.lower())
@@ -1401,6 +1399,9 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
         raise NothingToServe("not found")
     # as Cloudinary's strict transformations: a signed URL may ask for any transformation
     signed = check_signature(path, secrets, signed_only)
+    stem, dot, extension = path.public_id.rpartition("/")[2].rpartition(".")
+    if dot and stem:  # another cloud's, an unsigned one where signatures are wanted: their 404 or 401 first
+        refuse_document(dot + extension)
     transformation = translate(path.components, named, named_only and not signed, path.extension_format)
     if signed_only:  # the version is not signed: here it pins nothing, as on Cloudinary (the newest is served)
         path = replace(path, version=None)  # else a URL signed for the asset opened every upload the backup kept

@@ -5,6 +5,7 @@ moves, and the admin API and /metrics are reachable only through the internal li
 import asyncio
 import json
 import socket
+import time
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -105,7 +106,10 @@ async def test_a_purge_sent_to_a_node_that_does_not_answer_is_done_by_another(ki
         try:
             purges = [fetch(lb.internal_url + "/_edge/purge", method="POST", body=b'{"url": "/coffee.jpg"}',
                             headers=AUTH) for _ in range(3)]  # one at least to each node, the hung one too
+            started = time.monotonic()
             answers = await asyncio.gather(*purges)
+            waited = time.monotonic() - started
         finally:
             lb.stop()
     assert [(a.code, a.headers.get("Content-Type")) for a in answers] == [(200, "application/json")] * 3
+    assert waited >= ADMIN_TIMEOUT  # one went to the hung node first (not yet marked down), then to the next

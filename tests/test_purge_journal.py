@@ -526,7 +526,8 @@ async def test_a_purge_from_a_node_whose_clock_lags_past_the_lookback_is_applied
     await until_written(bucket, 1)
     origin.files["img.jpg"] = solid(120, 80, NEW)
     assert (await purge(sender, {"url": "/img.jpg"}))["shared"] == {"removed": 1, "journal": "written"}
-    assert re.search(r"this node's clock is (399|400) s behind the shared cache's", caplog.text)  # S3: whole seconds
+    lag = re.search(r"this node's clock is ([0-9]+) s behind the shared cache's", caplog.text)
+    assert lag and 395 <= int(lag.group(1)) <= 405  # S3 lists whole seconds
 
     async def applied() -> bool:
         return cached_as(await cut_off.fetch(URL)) == ("MISS", True)
