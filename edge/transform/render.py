@@ -620,8 +620,10 @@ class _LayerDrawer:
         return made
 
     def close(self) -> None:
-        """Free the layers made (ten of 72 MB, the next render beside them: 2 GB where the decode budget is 1 GB)."""
+        """Free the layers made (ten of 72 MB, the next render beside them: 2 GB where the decode budget is 1 GB), and
+        let go of their originals: a traceback that holds the drawer's frame holds no layer then."""
         self._made.clear()
+        self._overlays, self._headers = {}, {}
 
     def _make(self, path: str, steps: tuple[Step, ...], base: tuple[int, int],
               page: int | None) -> tuple[pyvips.Image, tuple[int, int]]:
