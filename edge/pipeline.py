@@ -460,8 +460,8 @@ class Pipeline:
 
     async def _overlays(self, plan: _Plan, holding: Holding) -> dict[str, CurrentOriginal]:
         """The originals of the image layers, through the same originals tier, single flight and
-        limits as the main one, each added to `holding` as it arrives. One that no origin has is a 400 naming the layer's
-        input."""
+        limits as the main one, each added to `holding` as it arrives. One that no origin has is a 400 naming the
+        layer's input."""
         if plan.transformation.serves_original:
             return {}
         paths = sorted(fetched(plan.transformation.steps))

@@ -244,7 +244,7 @@ async def awkward(node_factory, tmp_path):
     # an intact SVG, which the config leaves unread (`allow_svg`): it had been "corrupt" too (Cloudinary probe)
     (folder / "logo.png").write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20"/>')
     # an origin's login page with an inline icon: no SVG document, whatever it holds
-    (folder / "login.png").write_bytes(b'<!doctype html><html><body><svg width="9" height="9"></svg>Sign in</body></html>')
+    (folder / "login.png").write_bytes(b'<!doctype html><html><body><svg width="9"></svg>Sign in</body></html>')
     (folder / "truncated.jpg").write_bytes(imagecorpus.truncated_jpeg())
     (folder / "bomb.png").write_bytes(imagecorpus.decompression_bomb_png())
     (folder / "big.jpg").write_bytes(imagecorpus.photo_jpeg(600, 600))  # ~80 kB

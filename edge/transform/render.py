@@ -264,8 +264,8 @@ _DOCUMENT_SIGNATURES = ((b"%PDF-", "a PDF document (Illustrator's .ai too)"), (b
 
 #: an SVG document's start: its root element `svg`, after an XML declaration, a doctype and comments (an HTML page
 #: holding an inline `<svg>`, an origin's login page, is none)
-_SVG_ROOT = re.compile(rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:(?:<!--.*?-->|<!DOCTYPE\s+svg[^>]*>)\s*)*<svg[\s>/]",
-                       re.DOTALL | re.IGNORECASE)
+_SVG_ROOT = re.compile(rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:(?:<!--.*?-->|<!DOCTYPE\s+svg[^>]*>)\s*)*"
+                       rb"<svg[\s>/]", re.DOTALL | re.IGNORECASE)
 
 
 class _FramesTooLarge(BadRequest):
