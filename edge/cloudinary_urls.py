@@ -401,7 +401,8 @@ def refuse_document(extension: str) -> None:
     """A 422 naming a document's extension (`.pdf`, any case): such a URL had been a 404, its public ID looked
     up with the extension and missing, while the checker and the docs said 422."""
     if extension.lower() in DOCUMENT_EXTENSIONS:
-        raise UnprocessableSource(f"unsupported source: a document ({extension.lower()}); the node reads {READ_FORMATS}")
+        raise UnprocessableSource(f"unsupported source: a document ({extension.lower()}); the node reads "
+                                  f"{READ_FORMATS}")
 
 
 def split_path(raw: list[str], decode: Callable[[str], str]) -> CloudinaryPath:

@@ -1337,4 +1337,5 @@ async def test_a_document_is_a_422_naming_it(node, path, extension):
     public ID looked up with its extension), which sent a team triaging 404s to a backup that had the asset."""
     response = await node.fetch(f"/demo/image/upload/{path}")
     assert (response.code, response.body.decode()) == (
-        422, f"unsupported source: a document ({extension}); the node reads JPEG, PNG, WebP, AVIF, HEIC, GIF and TIFF\n")
+        422, f"unsupported source: a document ({extension}); the node reads JPEG, PNG, WebP, AVIF, HEIC, GIF and "
+             "TIFF\n")
