@@ -294,7 +294,7 @@ def test_the_public_api_is_what_the_docs_list():
         "hookimpl", "http_date", "in_thread", "read_announced", "read_limited",
         "IMAGE_EXTENSIONS", "USER_AGENT", "without_userinfo",  # 1.3
         "host_name",  # 1.4
-        "fetch_memory",  # 1.5
+        "fetch_memory", "FetchMemoryExhausted",  # 1.5
     }
     assert all(hasattr(plugin_api, name) for name in plugin_api.__all__)
 
