@@ -57,7 +57,7 @@ class FetchBudget:
         self.held = 0
         #: id of each original held → how many renders hold it (the ids are stable: each holder keeps its bytes)
         self._holders: dict[int, int] = {}
-        #: the renders holding originals (`holding`), in the order they took their first
+        #: the renders in progress (`holding`), the oldest first: its reads go past the budget (`reserve`)
         self._holdings: dict[Holding, None] = {}
         self._waiters: list[asyncio.Future] = []
 
@@ -65,14 +65,16 @@ class FetchBudget:
         self.capacity, self.wait = capacity, wait
 
     async def reserve(self, size: int) -> None:
-        """Take `size` more bytes for a read. The reads of the render that has held originals the longest go
-        through over the budget: renders that hold some originals and wait for room to read the others would
-        otherwise wait for each other, and a URL whose originals together are over the budget (its layers'
-        included) could never be served."""
-        holding = _holding.get()
+        """Take `size` more bytes for a read. The reads of the oldest render in progress go through over the
+        budget, and so does a read it waits for that another render started: renders that hold some originals
+        and wait for room to read the others, or reads that each took part of the budget (bodies of no announced
+        length), would otherwise wait for each other, and a URL whose originals together are over the budget
+        could never be served."""
+        holding, reading = _holding.get(), _reading.get()
 
         def take() -> bool:
-            first = holding is not None and holding is next(iter(self._holdings), None)
+            oldest = next(iter(self._holdings), None)
+            first = oldest is not None and (oldest is holding or reading in oldest.awaited)
             if self.in_use + self.held + size > self.capacity and not first:
                 return False
             self.in_use += size
@@ -87,10 +89,12 @@ class FetchBudget:
 
     @contextmanager
     def holding(self) -> Iterator[Holding]:
-        """A render's hold on its originals, from the first read to its end (its wait for a thread included):
+        """A render's hold on its originals, from its first read to its end (its wait for a thread included):
         each original it `add`s, once read, is counted until the block ends. The reads made within the block
-        (the single flights it starts inherit it) are the render's, for `reserve`."""
+        (the single flights it starts inherit it) are the render's, for `reserve`, and so are those it waits for
+        (`reading`)."""
         holding = Holding(self)
+        self._holdings[holding] = None
         token = _holding.set(holding)
         try:
             yield holding
@@ -119,6 +123,8 @@ class Holding:
         self._budget = budget
         self._bodies: dict[int, bytes] = {}
         self._closed = False
+        #: the originals it waits for, by key (`reading`): their reads are its own, whoever started them
+        self.awaited: set[str] = set()
 
     def add(self, body: bytes) -> None:
         """Count `body` until the render ends: at once, never waiting (its read waited for room). Nothing once the
@@ -126,8 +132,6 @@ class Holding:
         had held the budget for good."""
         if self._closed:
             return
-        if not self._bodies:
-            self._budget._holdings[self] = None
         if id(body) not in self._bodies:
             self._bodies[id(body)] = body
             self._budget._hold(body)
@@ -143,6 +147,22 @@ class Holding:
 
 #: the render whose originals are being read in this task (`FetchBudget.holding`), if any
 _holding: ContextVar[Holding | None] = ContextVar("holding", default=None)
+#: the original this task reads (`reading`), by key, if any
+_reading: ContextVar[str | None] = ContextVar("reading", default=None)
+
+
+@contextmanager
+def reading(key: str) -> Iterator[None]:
+    """For the block: the original at `key` is read here (the single flight started in it inherits that), and the
+    render in progress waits for it; its read is then that render's too, in `reserve`."""
+    if (holding := _holding.get()) is not None:
+        holding.awaited.add(key)
+        wake(holding._budget._waiters)  # a read of it under way may now go past the budget
+    token = _reading.set(key)
+    try:
+        yield
+    finally:
+        _reading.reset(token)
 
 
 @asynccontextmanager

@@ -32,6 +32,7 @@ from .cache.entries import CLOCK_SKEW_SECONDS
 from .cache.purges import node_time
 from .config import CacheSettings
 from .errors import BadGateway, NothingToServe
+from .fetching import reading
 from .flight import SETTLE_SECONDS, SingleFlight
 from .logs import Sparse
 from .metrics import Metrics
@@ -134,9 +135,10 @@ class OriginalSource:
             return CurrentOriginal.known(stored.info, stored.body)
         self._count("original", "stale" if stored is not None and stored.kept else "miss")
         try:
-            return await self._flights.run(key, partial(self._fetch_to_keep, request, host, key, stored),
-                                           partial(self._fresh_stored, key), partial(self._keep, key, stored),
-                                           seen=looked_up.version)
+            with reading(key):  # the render waiting may read it past the fetch budget (`FetchBudget.reserve`)
+                return await self._flights.run(key, partial(self._fetch_to_keep, request, host, key, stored),
+                                               partial(self._fresh_stored, key), partial(self._keep, key, stored),
+                                               seen=looked_up.version)
         except BadGateway as failure:
             if stored is None or not stored.kept:
                 raise

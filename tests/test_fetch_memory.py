@@ -8,7 +8,7 @@ import threading
 import pytest
 import pyvips
 
-from edge.fetching import fetch_budget, fetch_memory, in_thread
+from edge.fetching import FetchBudget, fetch_budget, fetch_memory, in_thread, reading
 from tests.nodes import decode, until, web_config, write_config
 from tests.servers import HTTPOrigin
 
@@ -162,3 +162,37 @@ def as_predicate(condition):
     async def holds() -> bool:
         return condition()
     return holds
+
+
+async def test_a_read_the_oldest_render_waits_for_goes_past_the_budget_whoever_started_it():
+    """The oldest render joins a read another render started (a layer of one URL, the base of another): that read
+    waited for room the oldest render held, and both waited for each other until the 503 (memory probe)."""
+    budget = FetchBudget(12, 10)
+    with budget.holding() as oldest:
+        oldest.add(bytes(8))  # its base, read: 8 of the 12 held
+
+        async def a_younger_render_reads_b() -> None:
+            with budget.holding(), reading("b.png"):
+                await budget.reserve(8)
+                budget.release(8)
+        younger = asyncio.ensure_future(a_younger_render_reads_b())
+        await until(as_predicate(lambda: budget._waiters), "the younger render's read waiting for room")
+        with reading("b.png"):  # the oldest render waits for it too (it joins that read's single flight)
+            await asyncio.wait_for(younger, 5)
+    assert (budget.in_use, budget.held) == (0, 0)
+
+
+async def test_originals_of_no_announced_length_read_at_once_over_the_budget_are_all_served(node_factory, tmp_path):
+    """Bodies without Content-Length reserve as they arrive: four of 5 MB at once into 12 MB each took part of the
+    budget and waited for room only the others could give, none served (memory probe: eight at the default
+    budget, seven 504s and a 503). The oldest render's read goes on past the budget, then the others'."""
+    files = {f"{name}.png": noise_png(n) for n, name in enumerate("abcd")}
+    origin = await HTTPOrigin(files=files).start()
+    try:
+        origin.behaviour.chunked = True
+        node = await node_factory(write_config(tmp_path, web_config(origin.url, BUDGET.replace('"1s"', '"20s"'))))
+        answers = await asyncio.gather(*(node.fetch(f"/tr:w-64/{name}.png", timeout=30) for name in "abcd"))
+        assert [(a.code, decode(a).width) for a in answers] == [(200, 64)] * 4
+        assert (fetch_budget.held, fetch_budget.in_use) == (0, 0)
+    finally:
+        await origin.stop()
