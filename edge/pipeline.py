@@ -485,7 +485,24 @@ class Pipeline:
                       stand_in: bool) -> CachedOutput:
         """Transform the original (or pass it through for `orig-true`) into a storable output. New
         bytes are hashed (their version) while they render: the version is needed only for the output."""
-        body, content_type, etag = await self._rendered(plan, original, overlays)
+        header = await self._renderer.probe(original.body, svg_read=False) if plan.transformation.serves_original \
+            else None
+        fmt = LOADER_FORMATS.get(header.loader) if header else None
+        if header and plan.request.original_as in (None, fmt):  # passed through (else converted: `photo.webp`)
+            # the ETag is the hash of the original's bytes: its version, when that is their hash (hashed once)
+            etag = ((await original.info()).version if original.version_is_hash
+                    else await self._caches.io(strong_etag, original.body))
+            body = original.body
+            content_type = MIME_TYPES[fmt] if fmt is not None else AS_IS_TYPES.get(header.loader)
+            if content_type is None:
+                raise UnprocessableSource()
+        else:
+            started = time.perf_counter()
+            rendered = await self._renderer.render(original.body, plan.transformation, plan.planned_format,
+                                                   {path: overlay.body for path, overlay in overlays.items()})
+            body, fmt, etag = rendered.body, rendered.format, rendered.etag
+            content_type = MIME_TYPES[fmt]
+            self._metrics.observe(self._metrics.transform_duration, (fmt,), time.perf_counter() - started)
         source = await self._source_of(original, overlays, stand_in)
         base = self._canonical_bases.get(source.origin)
         return CachedOutput(
@@ -498,26 +515,6 @@ class Pipeline:
             canonical_link=_canonical_link(base, plan.request.path) if base else None,
             stand_in=stand_in,
         )
-
-    async def _rendered(self, plan: _Plan, original: CurrentOriginal,
-                        overlays: dict[str, CurrentOriginal]) -> tuple[bytes, str, str]:
-        """The output's body, content type and ETag."""
-        header = await self._renderer.probe(original.body, svg_read=False) if plan.transformation.serves_original \
-            else None
-        fmt = LOADER_FORMATS.get(header.loader) if header else None
-        if header and plan.request.original_as in (None, fmt):  # passed through (else converted: `photo.webp`)
-            # the ETag is the hash of the original's bytes: its version, when that is their hash (hashed once)
-            etag = ((await original.info()).version if original.version_is_hash
-                    else await self._caches.io(strong_etag, original.body))
-            content_type = MIME_TYPES[fmt] if fmt is not None else AS_IS_TYPES.get(header.loader)
-            if content_type is None:
-                raise UnprocessableSource()
-            return original.body, content_type, etag
-        started = time.perf_counter()
-        rendered = await self._renderer.render(original.body, plan.transformation, plan.planned_format,
-                                               {path: overlay.body for path, overlay in overlays.items()})
-        self._metrics.observe(self._metrics.transform_duration, (rendered.format,), time.perf_counter() - started)
-        return rendered.body, MIME_TYPES[rendered.format], rendered.etag
 
     def _count(self, tier: str, result: str) -> None:
         self._metrics.add(self._metrics.cache_requests, (tier, result))
