@@ -165,7 +165,9 @@ def _import(entry_point: EntryPoint) -> tuple[object | None, LoadedPlugin]:
                         dist.version if dist else None)
     try:
         plugin = entry_point.load()
-    except (Exception, SystemExit) as error:  # noqa: BLE001 - ImportError, SyntaxError, whatever its import runs
+    except ImportError as error:
+        return None, _failed(info, f"cannot import {entry_point.value}: {_describe(error)}{_newer_api(error)}")
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - SyntaxError, whatever its import runs
         return None, _failed(info, f"cannot import {entry_point.value}: {_describe(error)}")
     problem = api_problem(getattr(plugin, API_ATTRIBUTE, None))
     if problem:
@@ -191,6 +193,15 @@ def api_problem(declared: object) -> str | None:
         return (f"it is written for plugin API {declared}, and this node provides {API_VERSION}, "
                 f"which is incompatible: upgrade the plugin")
     return None
+
+
+def _newer_api(error: ImportError) -> str:
+    """What a plugin importing a name `edge.plugin` lacks needs (`from edge.plugin import fetch_memory` on a
+    node older than 1.5): its import fails before it could declare its API, which said nothing of upgrading."""
+    if error.name != "edge.plugin":
+        return ""
+    return (f": the plugin is written for a newer plugin API than this node's {API_VERSION}: upgrade "
+            "edge-image-node, or install an older release of the plugin")
 
 
 def _parse_api(version: object) -> tuple[int, int] | None:

@@ -77,12 +77,13 @@ def test_a_new_plugin_passes_its_own_test_and_shows_in_edge_plugins(tmp_path):
 
 @pytest.fixture(scope="module")
 def broken_site(tmp_path_factory) -> Path:
-    """Two installed plugins that cannot load: one fails to import, one needs a newer plugin API. They
+    """Installed plugins that cannot load: one fails to import, two need a newer plugin API, one marks no hook. They
     are laid out as pip installs a package (the module and a `.dist-info` with the entry point),
     written directly: what is under test is the node, not pip."""
     site = tmp_path_factory.mktemp("site")
     install_plugin(site, "broken", "import edge_no_such_dependency\n")
     install_plugin(site, "future", 'from edge.plugin import hookimpl\n\nEDGE_PLUGIN_API = "1.99"\n')
+    install_plugin(site, "newer", 'from edge.plugin import hookimpl, sent_to_mars\n\nEDGE_PLUGIN_API = "1.99"\n')
     install_plugin(site, "unmarked", 'EDGE_PLUGIN_API = "1.0"\n\n\ndef edge_origin_types():\n    return []\n')
     return site
 
@@ -95,6 +96,11 @@ def test_edge_plugins_lists_the_plugins_that_failed_to_load_and_why(broken_site)
             "No module named 'edge_no_such_dependency'") in listed.stdout
     assert ("future (edge-future-origin 2.0.0): it needs plugin API 1.99, and this node provides "
             f"{plugin_api.API_VERSION}: upgrade edge-image-node") in listed.stdout
+    # a name of a newer API imported: its import fails before its EDGE_PLUGIN_API is read
+    assert ("newer (edge-newer-origin 2.0.0): cannot import edge_newer_origin: ImportError: cannot import name "
+            "'sent_to_mars' from 'edge.plugin'") in listed.stdout
+    assert (f"the plugin is written for a newer plugin API than this node's {plugin_api.API_VERSION}: upgrade "
+            "edge-image-node") in listed.stdout
     # its hook without @hookimpl: it had loaded, providing nothing, without a word
     assert ("unmarked (edge-unmarked-origin 2.0.0): it implements no hook: mark its hook functions with "
             "@edge.plugin.hookimpl") in listed.stdout
