@@ -20,7 +20,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from . import __version__, cachestats, checks, cloudinary_check, signing
@@ -238,6 +239,36 @@ def _cache_stats(config: Config, args: argparse.Namespace) -> int:
     return cachestats.run(config, args.top, args.json)
 
 
+@contextmanager
+def _left_to_the_cache_folders_owner(config: Config) -> Iterator[None]:
+    """Run as root (`sudo edge purge`), give what the block made in the cache folder to the folder's owner, the
+    node's user: a pending purge left there was root's, and the node's workers could not open it (never tried
+    again, nor removed); so was a tier's database the command made. The folder's entries and theirs are looked at
+    (a tier's values lie deeper, and a command writes none). Not by running as that user instead: a module a
+    command imports late may be readable by root alone (a Python installed in root's home)."""
+    try:
+        yield
+    finally:
+        try:
+            owner = config.cache.dir.stat()
+        except OSError:  # absent: the command made nothing there
+            owner = None
+        if owner is not None and owner.st_uid != 0 and os.geteuid() == 0:
+            for entry in _entries(config.cache.dir):
+                for made in (entry, *_entries(entry)):
+                    with suppress(OSError):
+                        if made.lstat().st_uid == 0:
+                            os.lchown(made, owner.st_uid, owner.st_gid)
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        with os.scandir(folder) as entries:
+            return [Path(entry.path) for entry in entries]
+    except OSError:  # a file
+        return []
+
+
 def _list_plugins(args: argparse.Namespace) -> int:
     plugins = load_plugins()
     if args.json:
@@ -273,7 +304,8 @@ def _purge(config: Config, args: argparse.Namespace) -> int:
     try:
         if args.fleet or config.shared_cache is not None:  # the peers' token, the shared tier's keys: every secret
             config = load_config(_config_path(args), load_plugins())
-        status, answer = purge_offline(config, parse_target(target), args.fleet)
+        with _left_to_the_cache_folders_owner(config):
+            status, answer = purge_offline(config, parse_target(target), args.fleet)
     except EdgeError as error:
         print(f"edge: {error.message}", file=sys.stderr)
         return 2

@@ -4,7 +4,10 @@ its objects, and that a slow, failing or damaged store is a counted miss, never 
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -331,6 +334,35 @@ async def test_edge_purge_leaves_what_the_shared_tier_failed_to_the_node(tier, s
     s3.faults = Faults()
     await node_factory(config)  # the node, started again, does it
     await until(partial(purged, s3), "the command's purge done in the tier by the node")
+
+
+#: the node's user in `test_edge_purge_run_as_root_…`: nobody's
+NOBODY = 65534
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root: `sudo edge purge` is tested")
+async def test_edge_purge_run_as_root_leaves_what_it_writes_to_the_cache_folders_owner(tier, s3):
+    """`sudo edge purge` while the tier fails: the pending purge it leaves in the cache folder, and whatever else it
+    writes there, belong to the folder's owner, the node's user. They were root's: the node's workers could not open
+    the pending purge, never did it nor removed it (fleet probe)."""
+    home = Path(tempfile.mkdtemp())
+    try:
+        home.chmod(0o755)  # the node's user reaches its folder, as under /var/cache
+        (home / "cache").mkdir()
+        os.chown(home / "cache", NOBODY, NOBODY)
+        config = write_config(home, local_config(after=shared_table(s3.url)))
+        s3.faults = Faults(status=500, only_gets=False)
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "edge", "purge", "--config", str(config),
+                                                        "--url", "/coffee.jpg"], capture_output=True, text=True,
+                                       timeout=120)
+        assert done.returncode == 3, done.stderr
+        assert json.loads(done.stdout)["shared"]["retrying"] is True
+        written = list((home / "cache").rglob("*"))
+        assert [path.parent.name for path in written if path.suffix == ".json"] == [purge.PENDING_FOLDER]
+        assert {path.name: path.stat().st_uid for path in written} == {path.name: NOBODY for path in written}
+    finally:
+        s3.faults = Faults()
+        shutil.rmtree(home)
 
 
 async def test_many_pending_purges_hold_no_descriptor_and_say_once_that_the_tier_fails(tier, s3, node_factory,
