@@ -104,9 +104,11 @@ class RedirectPolicy:
             return "an IPv4 address not written in its canonical form"
         return None
 
-    def trusted_hosts(self) -> frozenset[str]:
-        """Hosts that may resolve to any address: base_url's and those listed exactly."""
-        return frozenset(url.host.lower() for url in self.exact)
+    def trusted_endpoints(self) -> frozenset[tuple[str, int]]:
+        """The (host, port) that may resolve to any address: base_url's and those listed exactly. By port too: a
+        wildcard-allowed redirect to base_url's host name on another port (`origin.internal:6379`) had reached that
+        private address, another service of the origin's machine."""
+        return frozenset((url.host.lower(), url.port) for url in self.exact)
 
 
 def _where(target: URL) -> str:
@@ -173,13 +175,13 @@ def _public_only_resolver() -> type[AbstractResolver]:
         """Resolves as usual, but keeps only public addresses for names not trusted by the policy: a
         wildcard-allowed redirect target cannot lead to 127.0.0.1 or 10.0.0.0/8 through DNS."""
 
-        def __init__(self, trusted: frozenset[str]):
+        def __init__(self, trusted: frozenset[tuple[str, int]]):
             self._resolver = aiohttp.DefaultResolver()
             self._trusted = trusted
 
         async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
             results = await self._resolver.resolve(host, port, family)
-            if host.lower() in self._trusted:
+            if (host.lower(), port) in self._trusted:
                 return results
             public = [result for result in results if _is_public(result["host"])]
             if not public:
@@ -258,7 +260,7 @@ class WebOrigin(Origin):
             headers={"User-Agent": USER_AGENT},
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS,
-                                           resolver=_public_only_resolver()(self._redirects.trusted_hosts())),
+                                           resolver=_public_only_resolver()(self._redirects.trusted_endpoints())),
             cookie_jar=aiohttp.DummyCookieJar(),  # one request's cookies must not ride on the next
         )
 

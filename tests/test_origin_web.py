@@ -131,6 +131,20 @@ async def test_a_redirect_to_another_loopback_port_is_refused(web, elsewhere, no
     assert "redirect for 'moved.jpg' to " + elsewhere.url + " refused" in caplog.text
 
 
+async def test_a_wildcard_never_reaches_base_urls_host_name_on_another_port(web, elsewhere, node_factory, tmp_path,
+                                                                             caplog):
+    """base_url names its host (`localhost`): the origin's own address is trusted for its port only. A redirect
+    through `"*"` to the same name on another port (another service of the origin's machine) had been followed."""
+    web.redirects["images/moved.jpg"] = elsewhere.url.replace("127.0.0.1", "localhost") + "/secret.jpg"
+    config = web_config(web, 'redirect_allow = ["*"]').replace(web.url, web.url.replace("127.0.0.1", "localhost"))
+    node = await node_factory(write_config(tmp_path, config))
+    assert (await node.fetch("/tr:orig-true/astronaut.jpg")).body == ASTRONAUT  # base_url's own port: trusted
+    response = await node.fetch("/moved.jpg")
+    assert (response.code, response.headers["X-Edge-Error"]) == (502, "legacy web: redirect_refused")
+    assert sum(elsewhere.requests.values()) == 0
+    assert "refused: localhost resolves to no public address" in caplog.text
+
+
 @pytest.mark.parametrize("address", ["64:ff9b::a9fe:a9fe", "64:ff9b::a00:1", "::10.0.0.1", "2002:a00:1::",
                                      "::ffff:10.0.0.1", "64:ff9b:1::808:808"])
 async def test_a_wildcard_never_reaches_a_private_ipv4_address_an_ipv6_one_carries(web, node_factory, tmp_path,
