@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -162,6 +163,41 @@ async def test_a_damaged_setting_is_a_corrupt_cache_not_a_500(node_factory, tmp_
     assert (served.code, served.headers["X-Cache"], missing.code) == (200, "MISS", 404)
     assert metric(node, "edge_cache_errors_total", tier="output", kind="corrupt") >= 1
     assert metric(node, "edge_cache_errors_total", tier="flight", kind="corrupt") >= 1
+    assert (await node.fetch("/tr:w-80/coffee.jpg")).headers["X-Cache"] == "HIT"  # the rebuilt tier keeps it
+
+
+class Planted:
+    """What a row written into a tier's database unpickles to: its unpickling makes `made` (a process's own code)."""
+
+    def __init__(self, made: Path):
+        self.made = made
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.made),)
+
+
+@pytest.mark.parametrize("planted", ["a pickled value", "a value file outside the folder"])
+async def test_a_row_planted_in_a_database_runs_nothing_and_reads_nothing_outside(node_factory, tmp_path, planted):
+    """diskcache unpickles a value whose row says pickled, and opens the file a row names: whoever could write a
+    tier's database had run code as the node's user at the next lookup (security review), or had it read any of its
+    files. Neither is a value the node writes: the database is damaged (`corrupt`, rebuilt), the request served."""
+    config = write_config(tmp_path, local_config())
+    first = await start_node(config)
+    made = await first.fetch("/tr:w-80/coffee.jpg")
+    await first.stop()
+    ran = tmp_path / "ran"
+    with sqlite3.connect(tmp_path / "cache" / "outputs" / "cache.db") as con:
+        if planted == "a pickled value":
+            con.execute("UPDATE Cache SET mode = 4, filename = NULL, value = ?", (pickle.dumps(Planted(ran)),))
+        else:
+            con.execute("UPDATE Cache SET mode = 2, filename = '../../edge.toml', value = NULL")
+    con.close()
+
+    node = await node_factory(config)
+    served = await node.fetch("/tr:w-80/coffee.jpg")
+    assert (served.code, served.headers["X-Cache"], served.body) == (200, "MISS", made.body)
+    assert not ran.exists()
+    assert metric(node, "edge_cache_errors_total", tier="output", kind="corrupt") == 1
     assert (await node.fetch("/tr:w-80/coffee.jpg")).headers["X-Cache"] == "HIT"  # the rebuilt tier keeps it
 
 

@@ -43,9 +43,8 @@ ERROR_KINDS = ("full", "unwritable", "corrupt", "damaged", "busy", "io", "unavai
 def cache_failure(exc: BaseException) -> bool:
     """Whether `exc` is the cache's failure rather than a bug of the node's: one of `CACHE_ERRORS`, or any
     error raised inside diskcache's own code, which trusts the rows it reads. A damaged database gives it
-    a setting whose name is not text when a thread opens its connection (a `TypeError` on `startswith`),
-    a value whose storage mode says pickled (an `UnpicklingError`): that was a 500, now a `corrupt`
-    cache error, the database rebuilt."""
+    a setting whose name is not text when a thread opens its connection (a `TypeError` on `startswith`):
+    that was a 500, now a `corrupt` cache error, the database rebuilt."""
     if isinstance(exc, CACHE_ERRORS):
         return True
     frames = exc.__traceback__

@@ -76,6 +76,24 @@ MAX_PENDING_VERSIONS = 10_000
 _Handles = tuple[diskcache.Cache, diskcache.Cache]  # (writer with LRU bookkeeping, plain reader)
 
 
+class PlainDisk(diskcache.Disk):
+    """diskcache's storage, refusing what the node never stores: pickled keys and values (whoever could write a row
+    into a tier's database would have run code as the node's user when it was read) and value files outside the
+    folder. Each is a damaged database (`corrupt`): rebuilt."""
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode == diskcache.core.MODE_PICKLE:
+            raise sqlite3.DatabaseError("a pickled value: the node stores none")
+        if filename is not None and (os.path.isabs(filename) or ".." in Path(filename).parts):
+            raise sqlite3.DatabaseError(f"a value file outside the folder: {filename!r}")
+        return super().fetch(mode, filename, value, read)
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise sqlite3.DatabaseError("a pickled key: the node stores none")
+        return super().get(key, raw)
+
+
 class BoundedCache(diskcache.Cache):
     """A diskcache `Cache` whose every wait for another connection's lock ends after `SQLITE_BUSY_SECONDS`.
     diskcache retries each statement it runs outside a transaction (opening the database, setting its
@@ -85,7 +103,7 @@ class BoundedCache(diskcache.Cache):
     its own wait, to workers opening one database together), then fails in words diskcache does not retry."""
 
     def __init__(self, directory: str, **settings: Any) -> None:
-        super().__init__(directory, timeout=SQLITE_BUSY_SECONDS, **settings)
+        super().__init__(directory, timeout=SQLITE_BUSY_SECONDS, disk=PlainDisk, **settings)
 
     @property
     def _sql(self) -> Callable[..., sqlite3.Cursor]:
