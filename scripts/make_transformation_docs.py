@@ -398,7 +398,9 @@ SECTIONS = (
                 Example("w-120,h-120,fo-face", "coffee.jpg", "no face: as fo-auto"),
             )),
     Section("`cm`: crop modes", "`pad_resize`: fit inside `w`×`h`, pad to exactly `w`×`h` with `bg` (white, "
-            "or transparent for images with transparency); `fo-left/right/top/bottom` put the image on "
+            "or transparent for images with transparency: an alpha band opaque everywhere, as every GIF and "
+            "many PNGs of opaque pictures carry, is none, up to 16 megapixels); `fo-left/right/top/bottom` put "
+            "the image on "
             "that side. `pad_resize_no_enlarge`: the same, but an image smaller than the box keeps its "
             "size and is padded all round. `extract`: cut a `w`×`h` region out of the input at its own "
             "scale, placed by `fo` or `x,y` / `xc,yc`. `pad_extract`: the same, padding with `bg` where "
@@ -424,9 +426,9 @@ SECTIONS = (
     Section("`rt`: rotate", "Clockwise degrees, decimals allowed (`rt-12.5`), any number of them as in "
             "ImageKit (`rt-450` = `rt-90`); `N` is counter-clockwise (`rt-N90` = `rt-270`), and so is `-` as "
             "the ImageKit SDK writes `rotation: -90` (`rt--90`). Right angles are exact; other angles fill the "
-            "corners with `bg` (without it: transparent where the image has alpha or is a layer, the base "
-            "showing, else white). `rt-auto` is what always happens anyway: the EXIF orientation is applied "
-            "first, to every image.", (
+            "corners with `bg` (without it: transparent where the image has transparency, as for `cm-pad_resize`, "
+            "or is a layer, the base showing, else white). `rt-auto` is what always happens anyway: the EXIF "
+            "orientation is applied first, to every image.", (
                 Example("w-200,rt-90", "chelsea.jpg"),
                 Example("w-200,rt-N90", "chelsea.jpg"),
                 Example("w-200,rt-180", "chelsea.jpg"),
@@ -452,8 +454,8 @@ SECTIONS = (
             "bent the other way, the bottom edge outside); an arc too tight for the image's height takes the "
             "inner edge to the circle's centre. The canvas is the smallest that holds the arc, so larger than "
             "the image. Beyond the image: `bg`, as `rt`'s corners (without it, transparent where the image has "
-            "alpha or is a layer, else white; `bg-00000000` makes it transparent). The distortion comes after the "
-            "step's resize, crop, rotation and flip, so the corners are in pixels of the image as it is by then "
+            "transparency or is a layer, else white; `bg-00000000` makes it transparent). The distortion comes after "
+            "the step's resize, crop, rotation and flip, so the corners are in pixels of the image as it is by then "
             "(`w-240,e-distort-p-…` counts in the 240 px wide image); each pixel is sampled (bilinear) from the "
             "image held in memory at that size. Its cost counts 5.5 × the canvas' megapixels "
             "([security.md](security.md#work-per-url)).", (

@@ -280,6 +280,33 @@ def test_f_auto_without_webp_picks_jpeg_when_the_alpha_band_hides_nothing(unused
     assert image.hasalpha() == (fmt == "png")
 
 
+@pytest.mark.parametrize("name, transformation, corner_pixel", [
+    ("opaque-alpha.png", "w-300,h-300,cm-pad_resize,f-png", (0, 0)),
+    ("opaque-alpha.png", "cm-pad_extract,x-4100,y-2700,w-300,h-300,f-png", (299, 299)),
+    ("opaque-alpha.png", "w-300,rt-30,f-png", (0, 0)),
+    ("opaque-alpha.png", "w-300,e-distort-a-60,f-png", (0, 0)),
+    ("opaque.gif", "w-300,h-300,cm-pad_resize", (0, 0)),  # libvips loads every GIF with an alpha band
+    ("opaque.gif", "w-300,rt-45", (0, 0)),
+])
+def test_padding_and_corners_of_an_opaque_image_with_an_alpha_band_are_white(unused_alpha, name, transformation,
+                                                                              corner_pixel):
+    """An alpha band that hides nothing is no transparency, for padding and turned corners as for `f-auto`: they
+    were transparent (every opaque GIF's: dark bars on a dark page; ImageKit probe). Its own clear pixels stay
+    clear: `almost-opaque.png`'s one pixel at 254, kept at its scale, makes its padding clear."""
+    if name == "opaque.gif" and not unused_alpha.path(name).exists():  # a banner of few colours, opaque
+        ramp = (pyvips.Image.xyz(1200, 800)[0] * 16 // 1200 * 17).cast("uchar")
+        unused_alpha.path(name).write_bytes(ramp.bandjoin([ramp, 128]).copy(interpretation="srgb").gifsave_buffer())
+    assert pyvips.Image.new_from_buffer(unused_alpha.read(name), "").hasalpha()
+    fmt = "gif" if name.endswith(".gif") else "png"
+    parsed = parse_transformation(transformation)
+    rendered = render_image(unused_alpha.read(name), parsed, fmt, Defaults(), Limits())
+    image = pyvips.Image.new_from_buffer(rendered.body, "")
+    assert image.getpoint(*corner_pixel)[:3] == [255, 255, 255] and image.getpoint(*corner_pixel)[-1] == 255
+    if "pad_extract" in transformation:
+        almost = render_image(unused_alpha.read("almost-opaque.png"), parsed, fmt, Defaults(), Limits())
+        assert pyvips.Image.new_from_buffer(almost.body, "").getpoint(*corner_pixel)[-1] == 0
+
+
 @pytest.mark.parametrize("transformation, size, progressive", [
     ("w-4000,pr-true", (4000, 2672), True),
     ("w-5000,pr-true", (5000, 3340), False),  # 16.7 MP: over JPEG_WHOLE_IMAGE_MAX_PIXELS, baseline

@@ -96,11 +96,11 @@ async def test_a_revised_parameter_s_earlier_outputs_are_never_served_and_the_ot
 
     caches = Caches(tmp_path / "cache", 10**8, 10**8)  # the revised output as the release before cr2 keyed it
     try:
-        [key] = [key for key in _keys_in(tmp_path / "cache") if f"\0{RENDER_VERSION}+cr2:" in key]
+        [key] = [key for key in _keys_in(tmp_path / "cache") if f"\0{RENDER_VERSION}+cr2,op2:" in key]
         current = caches.outputs.get(key)
         green = solid_image(200, 200, (0, 160, 0), "png")
         caches.outputs.delete(key)
-        caches.outputs.put(key.replace("+cr2:", ":", 1), replace(current, body=green, etag=strong_etag(green)))
+        caches.outputs.put(key.replace("+cr2,op2:", ":", 1), replace(current, body=green, etag=strong_etag(green)))
     finally:
         caches.close()
 
@@ -130,7 +130,7 @@ BLOCK_TURNED = "/tr:w-200,h-200,l-image,i-ik_canvas,bg-FF0000,w-100,h-50:rt-30,b
 
 
 async def test_a_colour_block_s_later_dominant_background_is_the_block_s_colour(samples_node):
-    assert revision_marks(parse_transformation(BLOCK_TURNED.split("/")[1][3:]).canonical()) == "bd2"
+    assert revision_marks(parse_transformation(BLOCK_TURNED.split("/")[1][3:]).canonical()) == "bd2,op2"
     image = decode(await samples_node.fetch(BLOCK_TURNED))
     assert near(image(47, 56), RED, 3) and near(image(2, 2), (196, 190, 184), 3)
 
@@ -148,11 +148,11 @@ LAYER_TURNED = "/tr:w-200,h-200,l-image,i-coffee.jpg,w-100,rt-45,lx-0,ly-0,l-end
     ("w-300," + "l-image,i-a.jpg,w-10,l-end," * 10 + "q-80", False),
 ])
 def test_outputs_of_an_image_layer_that_turns_or_bends_are_marked(transformation, marked):
-    assert (revision_marks(parse_transformation(transformation).canonical()) == "lt2") == marked
+    assert ("lt2" in revision_marks(parse_transformation(transformation).canonical()).split(",")) == marked
 
 
 async def test_an_opaque_image_layer_s_turn_opens_clear_corners(samples_node):
-    assert revision_marks(parse_transformation(LAYER_TURNED.split("/")[1][3:]).canonical()) == "lt2"
+    assert revision_marks(parse_transformation(LAYER_TURNED.split("/")[1][3:]).canonical()) == "lt2,op2"
     image = decode(await samples_node.fetch(LAYER_TURNED))
     assert near(image(2, 2), (196, 190, 184), 3) and not near(image(60, 60), (196, 190, 184), 30)
 

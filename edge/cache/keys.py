@@ -43,7 +43,7 @@ def original_key(endpoint_id: str, path: str, host: str | None) -> str:
 #: renders a version names; tests/test_render_fingerprints.py fails on any change of what a corpus of URLs
 #: renders to until this is raised and the fingerprints recorded anew (`python -m tests.render_fingerprints --update`).
 RENDER_VERSION = "r3"
-#: parameters whose renders a release changed after an earlier one shipped them, each as its key, a pattern of the
+#: parameters whose renders a release changed after an earlier one shipped them, each as its keys, a pattern of the
 #: canonical transformations it changed and a mark that their outputs' keys carry in the settings' tag: after
 #: an upgrade only those outputs render again (a new RENDER_VERSION renders every output again, a whole cache's
 #: work for one parameter). tests/test_upgrades.py pins each mark's renders.
@@ -60,13 +60,19 @@ RENDER_VERSION = "r3"
 #: of a 4:3 photo was 5333×4000, where it is 2667×2000): matched wherever `dpr-` is.
 #: rg2: `e-region` starting outside the step's result blurred or pixelated nothing, the image served as it was (a
 #: privacy blur failing open), where it is a 400: matched wherever `e-region-` is.
+#: op2: padding (`cm-pad_resize`, `cm-pad_extract`), a free turn's corners and `e-distort`'s without `bg` were
+#: transparent wherever the image had an alpha band, one opaque everywhere included (every GIF, RGBA PNGs of
+#: opaque pictures), where they are white. Matched wherever one of the three is but right-angle turns, with `bg` or
+#: in a layer too (unchanged: layers' are transparent): a few outputs render again for nothing, none is missed.
 REVISED_PARAMETERS = (
-    ("cr-", re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
-    ("dpr-", re.compile(r"(?:^|[,:])dpr-"), "dp2"),
-    ("ik_canvas", re.compile(r"i-ik_canvas,(?:(?!,l-end)[^:])*:(?:(?:(?!,l-end).)*?[,:])?bg-dominant"), "bd2"),
-    ("e-region", re.compile(r"(?:^|[,:])e-region-"), "rg2"),
-    ("l-image", re.compile(r"^(?:(?!l-image,ie?-(?!ik_canvas[,:])).)*+l-image,ie?-(?!ik_canvas[,:]).*?[,:]"
-                           r"(?:rt-|e-distort)"), "lt2"),
+    (("cr-",), re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
+    (("dpr-",), re.compile(r"(?:^|[,:])dpr-"), "dp2"),
+    (("ik_canvas",), re.compile(r"i-ik_canvas,(?:(?!,l-end)[^:])*:(?:(?:(?!,l-end).)*?[,:])?bg-dominant"), "bd2"),
+    (("e-region",), re.compile(r"(?:^|[,:])e-region-"), "rg2"),
+    (("l-image",), re.compile(r"^(?:(?!l-image,ie?-(?!ik_canvas[,:])).)*+l-image,ie?-(?!ik_canvas[,:]).*?[,:]"
+                              r"(?:rt-|e-distort)"), "lt2"),
+    (("cm-pad_", "rt-", "e-distort-"),
+     re.compile(r"(?:^|[,:])(?:cm-pad_|rt-(?!N?(?:90|180|270)(?=[,:]|$))|e-distort-)"), "op2"),
 )
 #: fa2, the mark of outputs whose format is negotiated with `formats.picks_by_alpha`: `f-auto` for a browser
 #: taking neither WebP nor AVIF (and the smallest's candidate for it) chose PNG for an image whose alpha band hid
@@ -94,8 +100,8 @@ def output_key(original: str, canonical_transformation: str, negotiated_format: 
 def revision_marks(canonical_transformation: str) -> str:
     """The marks of `REVISED_PARAMETERS` that a canonical transformation's outputs are keyed with ("" if none)."""
     marks = ""
-    for key, changed, mark in REVISED_PARAMETERS:  # the key looked for first: 0.15 µs a key, not 0.8
-        if key in canonical_transformation and changed.search(canonical_transformation):
+    for keys, changed, mark in REVISED_PARAMETERS:  # the keys looked for first: 0.15 µs a key, not 0.8
+        if any(key in canonical_transformation for key in keys) and changed.search(canonical_transformation):
             marks = f"{marks},{mark}" if marks else mark
     return marks
 

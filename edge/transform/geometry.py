@@ -60,9 +60,27 @@ def check_side(width: int, height: int, max_side: int) -> None:
         raise BadRequest(f"output too large: {size}, at most {max_side} px a side")
 
 
+#: an image's alpha band is looked at (does it hide anything?) up to this many pixels: the image is held in memory
+#: for it, 4 bytes a pixel (64 MB here); beyond, alpha counts as transparency
+OPAQUE_CHECK_MAX_PIXELS = 16_000_000
+
+
+def opaque(image: pyvips.Image) -> bool:
+    """Whether the alpha band of an 8- or 16-bit image is opaque everywhere (read whole: pass one in memory)."""
+    full = {"uchar": 255, "ushort": 65535}.get(image.format)
+    return full is not None and image[image.bands - 1].min() >= full
+
+
 def background(image: pyvips.Image, colour: RGBA | None) -> tuple[pyvips.Image, list[float]]:
     """`image`, made able to show `colour` (sRGB, alpha added when the colour is translucent), and
-    `colour` as band values. Without a colour: transparent where the image has alpha, else white."""
+    `colour` as band values. Without a colour: transparent where the image has transparency, else white. An
+    alpha band opaque everywhere is none, as for `f-auto`, and is dropped (then `image` is in memory): every GIF
+    has one as libvips loads it, and so have RGBA PNGs of opaque pictures; their padding and turned corners had
+    been transparent, dark bars on a dark page."""
+    if colour is None and image.hasalpha() and image.width * image.height <= OPAQUE_CHECK_MAX_PIXELS:
+        image = in_memory(image)  # read twice, for the band then for the step
+        if opaque(image):
+            image = image.extract_band(0, n=image.bands - 1)
     colour = colour or (TRANSPARENT if image.hasalpha() else WHITE)
     if image.bands < 3:
         image = image.colourspace(pyvips.enums.Interpretation.SRGB)

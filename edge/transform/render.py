@@ -40,7 +40,8 @@ from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import (ANIMATED_LOADERS, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, READ_FORMATS,
                       SVG_LOADER, animates, as_vector, chosen_by_accept, final_formats, max_side, picks_by_alpha)
-from .geometry import WHITE, Source, apply_geometry, check_side, face_count, in_memory, resolved, trim_box
+from .geometry import (OPAQUE_CHECK_MAX_PIXELS, WHITE, Source, apply_geometry, check_side, face_count, in_memory,
+                       opaque, resolved, trim_box)
 from .held import SAMPLE_BYTES, DecodeBudget, NeedsDecodeMemory
 from .layers import drawn_fonts, pages_drawn
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
@@ -87,16 +88,6 @@ class _HarmlessJpegWarning(Exception):
 
 def _fail_on(header: ImageHeader, strict: bool) -> str:
     return pyvips.enums.FailOn.WARNING if strict and header.loader == _JPEG_LOADER else _FAIL_ON
-
-
-#: `f-auto` looks at an output's alpha band (to make JPEG where it hides nothing) up to this many pixels: the
-#: output is held in memory for it, 4 bytes a pixel (64 MB here); a larger one with alpha stays PNG
-OPAQUE_CHECK_MAX_PIXELS = 16_000_000
-
-
-def _opaque(image: pyvips.Image) -> bool:
-    """Whether the alpha band of an 8-bit image (as `output_colour` makes it) is 255 everywhere."""
-    return image.format == "uchar" and image[image.bands - 1].min() == 255
 
 
 def _harmless_warning(error: pyvips.Error, header: ImageHeader, strict: bool) -> bool:
@@ -786,7 +777,7 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
             # an alpha band that hides nothing (a PNG's unused band) makes no PNG of `f-auto`: JPEG is a
             # tenth of the size or less. Read twice, for the band then for the encode: made once, in memory
             image = in_memory(image)
-            has_alpha = not _opaque(image)
+            has_alpha = not opaque(image)
         formats = final_formats(planned_format, header.loader, has_alpha, animated)
         # candidates of the smallest: those whose own limit the output fits (WebP: 16383 px)
         formats = [f for f in formats if max(width, frame_height) <= max_side(f, limits.max_output_side)] \
