@@ -5,7 +5,8 @@ accept loop that spins writing a traceback per attempt when the process is out o
 descriptors). `make_server` sets every limit from `[server]`; `EdgeHTTPServer` adds what Tornado
 has no setting for:
 
-- a deadline for a connection's first request's headers (`header_timeout`), separate from how long a
+- a deadline for a connection's first request's headers (`header_timeout`; a kept-alive connection's next
+  request's too, from when they began), separate from how long a
   kept-alive connection may wait for its next request (`idle_timeout`), both enforced by one sweep of
   the connections every `SWEEP_SECONDS` (Tornado's own header timeout wraps every request's header
   read in a timer and a future: a measurable share of a cache hit); a sweep that finds the process
@@ -324,12 +325,14 @@ def raise_fd_limit() -> int:
 
 
 class _ConnectionState:
-    __slots__ = ("requests", "busy", "waiting_since", "request")
+    __slots__ = ("requests", "busy", "waiting_since", "head_since", "request")
 
     def __init__(self, now: float) -> None:
         self.requests = 0  # requests started (the first while its headers are awaited)
         self.busy = False  # between a request's headers and the start of the next request
         self.waiting_since = now  # when the wait for the current request's headers began
+        #: when a sweep first saw part of a kept-alive connection's next request head, still arriving
+        self.head_since: float | None = None
         self.request: HTTP1Connection | None = None  # the current request's
 
     @property
@@ -387,6 +390,7 @@ class EdgeHTTPServer(HTTPServer):
         if state is not None:
             state.busy = False
             state.waiting_since = time.monotonic()
+            state.head_since = None
             # draining: no request after the one answered, but one already there (pipelined, or sent as the
             # answer went out), which is answered with `Connection: close`; a first one is served (`drain`): its
             # connection was accepted before the drain began, its request loop starting on the IOLoop's next turn
@@ -398,7 +402,8 @@ class EdgeHTTPServer(HTTPServer):
 
     def _close_late_connections(self) -> None:
         """Close the connections whose request headers are late: the first request's after
-        `header_timeout`, a kept-alive connection's next one after `idle_timeout`."""
+        `header_timeout`, a kept-alive connection's next one after `idle_timeout`, or `header_timeout` after its
+        first bytes were seen (a slow head after one quick request had been given `idle_timeout`, 60 s to 10)."""
         self.observer.connections_open(len(self._states))
         now = time.monotonic()
         unseen = now - self._swept_at
@@ -411,13 +416,26 @@ class EdgeHTTPServer(HTTPServer):
             # every kept-alive connection after a jump.
             for state in self._states.values():
                 state.waiting_since += unseen
+                if state.head_since is not None:
+                    state.head_since += unseen
             return
         first, later = now - self.settings.header_timeout, now - self.settings.idle_timeout
-        late = [(stream, state.requests <= 1) for stream, state in self._states.items()
+        late = [(stream, "header_timeout" if state.requests <= 1 else "idle_timeout")
+                for stream, state in self._states.items()
                 if not state.busy and state.waiting_since < (first if state.requests <= 1 else later)]
-        for stream, first_request in late:
+        # a kept-alive connection whose next head has begun is timed as a first one's, from when it was seen; peeked
+        # at only once it has waited `header_timeout` (before, it is within the limit whenever its head began)
+        for stream, state in self._states.items():
+            if state.between_requests and first > state.waiting_since >= later:
+                if not _head_begun(stream):
+                    state.head_since = None
+                elif state.head_since is None:
+                    state.head_since = now
+                elif state.head_since < first:
+                    late.append((stream, "header_timeout"))
+        for stream, reason in late:
             stream.close()
-            self.observer.connection_closed("header_timeout" if first_request else "idle_timeout")
+            self.observer.connection_closed(reason)
 
     async def close_all_connections(self) -> None:
         self._sweep.stop()  # runs on while draining: a connection sending no headers is closed on time
@@ -562,12 +580,23 @@ def _tokens(field: str) -> set[str]:
 def _has_request(stream: IOStream) -> bool:
     """Whether a connection's next request's head has arrived whole: read by Tornado, or waiting in the
     socket (one still arriving is not waited for: a client could hold every stop for `shutdown_grace`)."""
+    head = _arrived(stream)
+    return b"\r\n\r\n" in head or b"\n\n" in head
+
+
+def _head_begun(stream: IOStream) -> bool:
+    """Whether part of a connection's next request head has arrived, and not all of it."""
+    head = _arrived(stream)
+    return bool(head.strip()) and b"\r\n\r\n" not in head and b"\n\n" not in head
+
+
+def _arrived(stream: IOStream) -> bytes:
+    """What a connection's client has sent that no request has taken: read by Tornado, or waiting in the socket."""
     try:
         waiting = stream.socket.recv(MAX_HEAD_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except (OSError, AttributeError):  # nothing yet (EAGAIN), or the connection is gone
         waiting = b""
-    head = bytes(stream._read_buffer[:stream._read_buffer_size]) + waiting
-    return b"\r\n\r\n" in head or b"\n\n" in head
+    return bytes(stream._read_buffer[:stream._read_buffer_size]) + waiting
 
 
 def _last_on_connection(request: HTTP1Connection) -> None:

@@ -117,6 +117,19 @@ async def test_a_kept_alive_connection_waits_idle_timeout_for_its_next_request(n
     assert await closes(node) == {**dict.fromkeys(CONNECTION_CLOSES, 0), "idle_timeout": 1}
 
 
+async def test_a_kept_alive_connection_s_next_head_must_arrive_within_the_header_timeout(node_factory, tmp_path):
+    """A slow head after one quick request (slowloris on a kept-alive connection) had `idle_timeout`, 60 s by
+    default, where a first request's has `header_timeout` (HTTP probe): timed from when it was first seen."""
+    node = await node_factory(write_config(tmp_path, local_config(
+        before='[server]\nheader_timeout = "1s"\nidle_timeout = "60s"')))
+    started = time.monotonic()
+    answer = await exchange(node.url, b"GET /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\n\r\n"
+                                      b"GET /coffee.jpg HTTP/1.1\r\nHost: a\r\n", timeout=WAIT)  # never finished
+    assert status(answer) == 200 and answer.count(b"HTTP/1.1 ") == 1  # the first answered, the second closed
+    assert time.monotonic() - started < WAIT
+    assert await closes(node) == {**dict.fromkeys(CONNECTION_CLOSES, 0), "header_timeout": 1}
+
+
 async def test_the_open_connections_are_counted(node_factory, tmp_path):
     """`edge_open_connections`, sampled every sweep: connections held open count until they close; against
     `edge_connection_limit`."""
