@@ -100,6 +100,7 @@ def test_default_image_path():
     ("q-101", "q-101", "from 1 to 100"),
     ("zz-1", "zz-1", "unknown parameter"),
     ("e-tint", "e-tint", "unknown parameter"),
+    ("tr:w-300", "tr", "unknown parameter: `tr:` starts the path form only"),
     ("c-fill", "c-fill", "must be one of"),
     ("cm-pad", "cm-pad", "must be one of"),
     ("fo-middle", "fo-middle", "must be one of"),

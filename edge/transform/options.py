@@ -936,6 +936,9 @@ def _parse_step(text: str, named: Mapping[str, str], named_only: bool, in_layer:
         if spec is None:
             if key in UNSUPPORTED:
                 raise InvalidTransformation(param, f"not supported ({UNSUPPORTED[key]})")
+            if param == "tr":  # `?tr=tr:w-300`: the prefix of the path form, copied into the query
+                raise InvalidTransformation(param, "unknown parameter: `tr:` starts the path form only "
+                                                   "(/tr:w-300/a.jpg); ?tr= takes the parameters alone (?tr=w-300)")
             raise InvalidTransformation(param, "unknown parameter")
         try:
             parsed = spec.parse(value)
