@@ -9,11 +9,12 @@ fetching or rendering again (docs/fleet.md).
   endpoint is `_default`, which no endpoint id can be). A path that S3 or an HTTP library could
   rewrite (`.`/`..`/empty segments) or that makes the key too long is simply not shared.
 - **Objects** carry what a local entry carries: a one-line JSON header (content type, ETag, the
-  original's version and validators, and the object's own key) before the body. Anyone with access
-  to the bucket could have written one, so a read checks the body against its ETag, the key against
-  the one asked for (an object copied or moved to another key is not that key's image), the content
-  type against the image types the node makes, and takes no freshness from the future: a damaged
-  or foreign object is a miss, never a wrong image.
+  original's version and validators, and the object's own key) before the body. A read checks the body
+  against its ETag, the key against the one asked for (an object copied or moved to another key is not that
+  key's image), the content type against the image types the node makes, and takes no freshness from the
+  future: a damaged object, or one copied from another key, is a miss, never a wrong image. Whoever can write
+  the bucket could still write an object of their own making for any key; with `signing_key`, the fleet's
+  objects carry an HMAC of their header (which holds the key and the body's hash), and any other is a miss.
 - **Never a client error, never on the critical path.** Reads are bounded by `timeout`, and after
   `SKIP_AFTER_FAILURES` failed in a row a worker skips them for `SKIP_SECONDS` (a hung store had added
   its whole `timeout` to every miss of the fleet); writes run after the response in the background, at
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import json
 import logging
 import time
@@ -49,6 +51,7 @@ from .transform.formats import MIME_TYPES
 if TYPE_CHECKING:  # prometheus-client is imported only once the CLI has chosen its metrics mode
     from .config import Config
     from .metrics import Metrics
+    from .settings import Secret
 
 T = TypeVar("T")
 
@@ -62,6 +65,9 @@ log = logging.getLogger("edge.shared_cache")
 MAGIC = b"edge-output/2\n"
 #: the first line of the objects earlier nodes wrote (no key in the header): a plain miss, made again
 OLD_MAGIC = b"edge-output/1\n"
+#: the first line of a signed object (`signing_key`), then the HMAC-SHA256 of its header, in hex, on a line
+SIGNED_MAGIC = b"edge-output/2s\n"
+MAC_LINE_BYTES = 65
 #: the only content types an object may claim (every output is one)
 IMAGE_TYPES = frozenset(MIME_TYPES.values())
 #: background writes waiting for a slot, per slot, beyond which new ones are dropped
@@ -94,29 +100,53 @@ class SharedCacheSettings:
     max_writes: int = 8
     #: seconds between two readings of the purge journal by each worker (`edge/purge_journal.py`)
     purge_journal_every: float = 10.0
+    #: the fleet's key: objects written are signed with it, and only those signed with it are read
+    signing_key: Secret | None = None
 
     def describe(self) -> dict[str, Any]:
         """For `edge check-config`: the bucket's keys (secrets masked), the timeout, the writes."""
         store = {k: v for k, v in self.store.describe().items() if k not in ("name", "type")}
         return {**store, "timeout": self.timeout, "max_writes": self.max_writes,
-                "purge_journal_every": self.purge_journal_every}
+                "purge_journal_every": self.purge_journal_every,
+                "signing_key": None if self.signing_key is None else str(self.signing_key)}
 
 
-def encode(output: CachedOutput, key: str) -> bytes:
+def encode(output: CachedOutput, key: str, signing_key: bytes | None = None) -> bytes:
     meta = asdict(output)
     del meta["body"]
     meta["source"] = output.source.as_stored()
     meta["key"] = key
-    return MAGIC + json.dumps(meta, separators=(",", ":")).encode() + b"\n" + output.body
+    header = json.dumps(meta, separators=(",", ":")).encode()
+    if signing_key is None:
+        return MAGIC + header + b"\n" + output.body
+    return SIGNED_MAGIC + _mac(signing_key, header) + b"\n" + header + b"\n" + output.body
 
 
-def decode(data: bytes, key: str, now: float) -> CachedOutput | None:
-    """The output the object at `key` holds, or None when it is not one this tier wrote for that key,
-    claims a type that is not an image, or its body does not match its ETag (blocking: hashes the
-    body). A time it was last confirmed after `now`, by up to `CLOCK_SKEW_SECONDS`, is taken as `now`."""
-    if not data.startswith(MAGIC):
+def _mac(signing_key: bytes, header: bytes) -> bytes:
+    return hmac.new(signing_key, header, "sha256").hexdigest().encode()
+
+
+def unsigned(data: bytes, signing_key: bytes | None) -> bool:
+    """Whether `data` is an object a node wrote without signing (or an earlier node's): with a key, a plain miss,
+    as during the hour a fleet starts signing, not a damaged object."""
+    return data.startswith(OLD_MAGIC) or (signing_key is not None and data.startswith(MAGIC))
+
+
+def decode(data: bytes, key: str, now: float, signing_key: bytes | None = None) -> CachedOutput | None:
+    """The output the object at `key` holds, or None when it is not one this tier wrote for that key (signed
+    with `signing_key`, when there is one), claims a type that is not an image, or its body does not match its
+    ETag (blocking: hashes the body). A time it was last confirmed after `now`, by up to `CLOCK_SKEW_SECONDS`,
+    is taken as `now`."""
+    if data.startswith(SIGNED_MAGIC):
+        signed = data[len(SIGNED_MAGIC):]
+        mac, rest = signed[:MAC_LINE_BYTES], signed[MAC_LINE_BYTES:]
+    elif signing_key is None and data.startswith(MAGIC):
+        mac, rest = b"", data[len(MAGIC):]
+    else:
         return None
-    header, newline, body = data[len(MAGIC):].partition(b"\n")
+    header, newline, body = rest.partition(b"\n")
+    if signing_key is not None and not hmac.compare_digest(mac, _mac(signing_key, header) + b"\n"):
+        return None
     try:
         meta = json.loads(header)
         if meta.pop("key") != key:
@@ -153,6 +183,7 @@ class SharedTier:
         `applied`: the file where the purges applied to this node's tiers are marked."""
         self.store = settings.store
         self.timeout = settings.timeout
+        self._signing_key = settings.signing_key.reveal().encode() if settings.signing_key else None
         self.journal = PurgeJournal(settings.store, retention, applied)
         self._metrics = metrics
         #: what the node's output tier would not keep either
@@ -226,8 +257,8 @@ class SharedTier:
             max_bytes = min(self._max_entry_bytes, fetch_budget.capacity)
             found = await asyncio.wait_for(self.store.get_object(key, max_bytes=max_bytes), self.timeout)
             now = time.time()
-            output = await asyncio.to_thread(decode, found.body, key, now)
-            if output is None and not found.body.startswith(OLD_MAGIC):
+            output = await asyncio.to_thread(decode, found.body, key, now, self._signing_key)
+            if output is None and not unsigned(found.body, self._signing_key):
                 self._failed("get", "damaged")
             if output is not None and (self.journal.covers(cache_key, output.source.checked_at)
                                        or (purged_at or 0.0) > output.source.checked_at):
@@ -269,7 +300,7 @@ class SharedTier:
     async def _put(self, key: str, output: CachedOutput) -> None:
         async with self._slots:
             try:
-                data = await asyncio.to_thread(encode, output, key)
+                data = await asyncio.to_thread(encode, output, key, self._signing_key)
                 await asyncio.wait_for(self.store.put_object(key, data, output.content_type), self.timeout)
             except (OriginFailure, TimeoutError) as error:
                 self._failed("put", error)

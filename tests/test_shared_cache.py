@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from edge import purge
 from edge.purge_journal import APPLIED_FILE
 from edge import shared_cache
 from edge.shared_cache import SharedTier
+from edge.testing import solid_image
 from tests.nodes import local_config, until, write_config
 from tests.s3server import TEST_SECRET, Faults, shared_cache_table
 from tests.scrape import total
@@ -157,6 +159,50 @@ async def test_an_object_the_node_did_not_write_for_that_key_is_a_miss(tier, s3)
     assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 2}
 
 
+SIGNING_KEY = "5f0c" * 8
+
+
+async def signed_tier(s3, tmp_path, signing_key: str) -> SharedTier:
+    table = shared_cache_table(s3.url, BUCKET, timeout="3s", more=f'signing_key = "{signing_key}"')
+    config = load_config(write_config(tmp_path, local_config(after=table), name=f"{signing_key[:4]}.toml"),
+                         load_plugins())
+    signed = SharedTier(config.shared_cache, Metrics(), 10**7, 86400.0, tmp_path / APPLIED_FILE)
+    await signed.open()
+    return signed
+
+
+async def test_with_a_signing_key_the_fleet_reads_only_the_objects_signed_with_it(tier, s3, tmp_path):
+    """Whoever could write the bucket (a leaked key, another service's role) could write an object of their own
+    making for any URL's key, which every node served for a year (security review): with `signing_key`, an object
+    not signed with it is a miss; an unsigned one (written before the fleet had a key) a plain one, uncounted."""
+    from edge.shared_cache import encode
+
+    signed = await signed_tier(s3, tmp_path, SIGNING_KEY)
+    other = await signed_tier(s3, tmp_path, "a1b2" * 8)
+    try:
+        first, second = key("shop", "a.jpg"), key("shop", "b.jpg")
+        signed.put_later(first, output())
+        await written(signed)
+        assert await signed.get(first) == output()  # the fleet's own
+        assert await other.get(first) is None  # signed with another key
+        assert await tier.get(first) == output()  # a node without a key reads it as it reads any
+
+        forged = solid_image(8, 8, (255, 0, 0), "png")
+        as_red = replace(output(), body=forged, etag=strong_etag(forged), content_type="image/png")
+        s3.client().put_object(Bucket=BUCKET, Key=signed.object_key(second),
+                               Body=encode(as_red, signed.object_key(second)))
+        assert await tier.get(second) == as_red  # a node without a key cannot tell
+        assert await signed.get(second) is None
+        s3.client().put_object(Bucket=BUCKET, Key=signed.object_key(second),
+                               Body=encode(as_red, signed.object_key(second), b"guessed"))
+        assert await signed.get(second) is None
+        assert counted(signed, "shared_cache_failures") == {("get", "damaged"): 1}  # the unsigned one: a plain miss
+        assert counted(other, "shared_cache_failures") == {("get", "damaged"): 1}
+    finally:
+        await signed.close()
+        await other.close()
+
+
 async def test_shared_reads_are_held_to_the_fetch_budget(tier):
     """Reads of the shared tier count against `[server] fetch_memory` as fetches of originals do: four
     200 MB objects read at once had taken a worker to 733 MB against a 200 MB budget."""
@@ -222,6 +268,8 @@ def test_paths_an_http_library_could_rewrite_are_not_shared(tmp_path):
      r"\[shared_cache\] purge_journal_every: expected a duration from 0.1s to 1h"),
     ((f'bucket = "{BUCKET}"', ""), r"\[shared_cache\] bucket: missing required key"),
     (("timeout = \"3s\"", "size = \"1GB\""), r"\[shared_cache\] size: unknown key"),
+    (("timeout = \"3s\"", "signing_key = \"short-KEY-SECRET\""),
+     r"\[shared_cache\] signing_key: expected at least 32 characters"),
     (("http://127.0.0.1:9", "https://user:URL-SECRET@127.0.0.1:9"),
      r"\[shared_cache\] endpoint_url: expected no user:password@ in the URL"),
     (("http://127.0.0.1:9", "s3://AKIA:URL-SECRET@host"),
@@ -241,6 +289,10 @@ def test_check_config_masks_the_shared_tiers_secret(tmp_path):
     described = config.describe()["shared_cache"]
     assert (described["bucket"], described["secret_access_key"], described["timeout"]) == (BUCKET, "****", 3.0)
     assert TEST_SECRET not in json.dumps(config.describe(), default=str)
+    signed = load_config(write_config(tmp_path, local_config(
+        after=shared_table("http://127.0.0.1:9") + f'signing_key = "{SIGNING_KEY}"\n')), load_plugins())
+    assert signed.describe()["shared_cache"]["signing_key"] == "****"
+    assert SIGNING_KEY not in json.dumps(signed.describe(), default=str)
 
 
 async def test_edge_purge_empties_the_shared_tier_too(tier, s3, tmp_path):
