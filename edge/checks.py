@@ -303,10 +303,12 @@ def check(config: Config, *, bind_check: bool) -> list[str]:
     except StartupError as error:
         problems.append(str(error))
     if bind_check:
-        addresses = [config.server.port] + ([config.server.metrics_port] if config.server.metrics_port else [])
-        for port in addresses:
+        addresses = [(config.server.host, config.server.port)]
+        if config.server.metrics_port:
+            addresses.append((config.server.metrics_address, config.server.metrics_port))
+        for host, port in addresses:
             try:
-                bindable(config.server.host, port)
+                bindable(host, port)
             except StartupError as error:
                 problems.append(str(error))
     return problems

@@ -406,13 +406,13 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
         sockets = checks.bind_per_worker(config.server.host, config.server.port, config.server.workers)
         port = sockets[0][0].getsockname()[1]
         metrics_sockets = ([] if config.server.metrics_port is None
-                           else checks.bind(config.server.host, config.server.metrics_port))
+                           else checks.bind(config.server.metrics_address, config.server.metrics_port))
 
         def announce(serving: Config) -> None:  # once the first workers serve
             log.info("listening on http://%s:%d with %d worker(s), config %s",
                      host_in_url(serving.server.host), port, serving.server.workers, serving.source)
             if metrics_sockets:
-                log.info("metrics on http://%s:%d/metrics", host_in_url(serving.server.host),
+                log.info("metrics on http://%s:%d/metrics", host_in_url(serving.server.metrics_address),
                          metrics_sockets[0].getsockname()[1])
 
         supervisor = Supervisor(config, sockets, reload_config, announce, multiprocess_metrics,

@@ -126,9 +126,17 @@ class ServerSettings:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     #: serve /metrics on this port only (None: on the main port)
     metrics_port: int | None = None
+    #: the address `metrics_port` listens on (None: `host`'s): a node behind a proxy on its own machine
+    #: (127.0.0.1) scraped by a Prometheus on another
+    metrics_host: str | None = None
     #: `Access-Control-Allow-Origin` and `Timing-Allow-Origin` of image answers (with `Access-Control-Expose-Headers`):
     #: "*" or one origin; "" sends none
     cors_origin: str = "*"
+
+    @property
+    def metrics_address(self) -> str:
+        """Where `metrics_port` listens."""
+        return self.metrics_host or self.host
 
 
 @dataclass(frozen=True)
@@ -378,9 +386,11 @@ def _server(t: ConfigTable) -> ServerSettings:
     )
     if settings.max_header_size < 1024:
         raise t.error("max_header_size", "expected at least 1KiB (a request line and a Host header)")
-    if settings.metrics_port and settings.metrics_port == settings.port:
+    if settings.metrics_port and settings.metrics_port == settings.port and settings.metrics_address == settings.host:
         raise t.error("metrics_port", f"expected another port than port ({settings.port}), or none: /metrics is "
                                       "then served on port")
+    if settings.metrics_host is not None and settings.metrics_port is None:
+        raise t.error("metrics_host", "needs metrics_port: without it /metrics is on the main port, at host")
     t.finish()
     return settings
 
@@ -417,6 +427,7 @@ def _server_operations(t: ConfigTable, d: ServerSettings) -> dict[str, Any]:
         "access_log_probes": t.bool("access_log_probes", d.access_log_probes),
         "trusted_proxies": tuple(proxies),
         "metrics_port": t.int("metrics_port", None, min=0, max=65535),
+        "metrics_host": _listen_host(t, "metrics_host", None),
         "cors_origin": _cors_origin(t, d.cors_origin),
     }
 
@@ -533,7 +544,7 @@ def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | 
     if not 0.1 <= journal_every <= 3600:  # a listing each 0.1 s per worker at most; an hour of stale images at most
         raise t.error("purge_journal_every", "expected a duration from 0.1s to 1h")
     signing_key = t.secret("signing_key")
-    if signing_key is not None and len(signing_key.reveal()) < MIN_SIGNING_KEY_CHARS:
+    if signing_key is not None and len(signing_key.reveal()) < MIN_SIGNING_KEY_CHARS and not t.stands_in("signing_key"):
         raise t.error("signing_key", f"expected at least {MIN_SIGNING_KEY_CHARS} characters (`openssl rand -hex 32`)")
     # its client's calls as long as a purge's (a slow listing or DeleteObjects of 1000 keys had failed each try at
     # `timeout`, against a store that answered); every operation is bounded by its own share of it
@@ -543,11 +554,12 @@ def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | 
                                purge_journal_every=journal_every, signing_key=signing_key)
 
 
-def _listen_host(t: ConfigTable) -> str:
+def _listen_host(t: ConfigTable, key: str = "host", default: str | None = ServerSettings.host) -> str | None:
+    text = t.str(key, default)
     try:
-        return listen_host(t.str("host", ServerSettings.host))
+        return None if text is None else listen_host(text)
     except ValueError as error:
-        raise t.error("host", str(error)) from None
+        raise t.error(key, str(error)) from None
 
 
 def _node_url(t: ConfigTable, key: str, url: str) -> str:

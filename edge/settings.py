@@ -167,6 +167,13 @@ class ConfigTable:
             text = text.replace(written, self._references[written])
         return text
 
+    def stands_in(self, key: str) -> bool:
+        """Whether `key` is written `${NAME}` and the environment does not give it (`check-config --no-env`): its
+        value is a placeholder, not the one to check."""
+        written = self._data.get(key)
+        match = _ENV_REF.fullmatch(written) if isinstance(written, str) else None
+        return match is not None and self._environ.get(match.group(1)) is None
+
     def finish(self) -> None:
         unknown = sorted(set(self._data) - self._read)
         if unknown:

@@ -15,9 +15,9 @@ dying: a full stop), and handles the signals:
   A good one starts a new generation of workers; once every one of them is serving (it says so on a
   pipe), the old workers are told to stop: they stop accepting (what is queued in their sockets
   first: the new workers share the sockets, which stay open), finish the requests they have and
-  exit. No request is dropped, and every worker serves the new config. `host`, `port`, `workers`
-  and `metrics_port` keep their running values (the sockets are bound once): changing them needs a
-  restart.
+  exit. No request is dropped, and every worker serves the new config. `host`, `port`, `workers`,
+  `metrics_port` and `metrics_host` keep their running values (the sockets are bound once): changing them
+  needs a restart.
 - SIGTERM / SIGINT: the supervisor closes its copies of the listening sockets (`metrics_port`'s too),
   then tells the workers to stop: each accepts what the kernel has queued in its sockets and closes
   them, the last copies, so new connections are refused at once (a balancer goes to another node
@@ -82,7 +82,7 @@ CANNOT_START = 3
 #: how long a stopped worker waits for the tasks left running (`_run_to_the_end`) before it exits
 LEFTOVER_SECONDS = 2.0
 #: `[server]` keys a reload cannot change (the sockets are bound, the workers counted): a restart can
-RESTART_KEYS = ("host", "port", "workers", "metrics_port")
+RESTART_KEYS = ("host", "port", "workers", "metrics_port", "metrics_host")
 #: seconds a stopping worker gives the scrapes under way on `metrics_port` (each waits at most
 #: `metrics.EXPOSITION_SECONDS` for its text)
 METRICS_DRAIN_SECONDS = 2.0

@@ -128,6 +128,9 @@ def test_the_transform_queue_timeout_is_part_of_what_flight_waiters_wait(tmp_pat
     ("[server]\nmax_header_size = 100\n" + ORIGIN + ENDPOINT, "[server] max_header_size: expected at least 1KiB"),
     ("[server]\nport = 9000\nmetrics_port = 9000\n" + ORIGIN + ENDPOINT,
      "[server] metrics_port: expected another port than port (9000)"),  # `serve` could not bind both
+    ('[server]\nmetrics_host = "0.0.0.0"\n' + ORIGIN + ENDPOINT, "[server] metrics_host: needs metrics_port"),
+    ('[server]\nmetrics_port = 9100\nmetrics_host = ""\n' + ORIGIN + ENDPOINT,
+     "[server] metrics_host: an empty host would listen on every interface"),
     (ORIGIN + 'timeout = "0s"\n' + ENDPOINT, "'samples'] timeout: expected a duration above zero"),
     ("[server]\nfetch_memory = \"10MB\"\n" + ORIGIN + ENDPOINT,
      "[server] fetch_memory: expected at least [limits] max_source_bytes"),

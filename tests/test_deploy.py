@@ -94,6 +94,19 @@ def test_the_container_runs_unprivileged_with_its_config_and_cache_volume():
     assert json.loads(next(args for op, args in stage if op == "CMD")) == ["edge", "serve"]
 
 
+def test_the_shipped_nodes_serve_metrics_where_the_shipped_scrape_config_reads_them():
+    """The systemd and container configs had no `metrics_port` while conf/prometheus-scrape.yml scrapes :9100, and
+    the systemd node listens on 127.0.0.1 only: every healthy node read `up == 0` (EdgeNodeDown; SRE probe)."""
+    scrape_config = (ROOT / "conf" / "prometheus-scrape.yml").read_text()
+    scraped = {int(port) for port in re.findall(r"^\s+- \S+:(\d+)$", scrape_config, re.M)}
+    for source in ("deploy/systemd/edge.toml", "deploy/docker/edge.toml"):
+        server = load_config(ROOT / source, load_plugins(), environ=Placeholders()).server
+        assert {server.metrics_port} == scraped, source
+        assert server.metrics_address == "0.0.0.0", source  # reached from the Prometheus machine
+    exposed = next(args for op, args in final_stage() if op == "EXPOSE").split()
+    assert str(scraped.pop()) in exposed
+
+
 def healthcheck_command(port: int) -> list[str]:
     args = next(args for op, args in final_stage() if op == "HEALTHCHECK")
     command = json.loads(args[args.index("CMD") + 3:].strip())

@@ -22,7 +22,7 @@ from edge.config import load_config
 from edge.metrics import Metrics
 from edge.pluginmanager import load_plugins
 from tests.assets import colour, solid
-from tests.nodes import NodeProcess, until_stored, web_config, write_config
+from tests.nodes import NodeProcess, local_config, until_stored, web_config, write_config
 from tests.scrape import samples, scrape, scrape_when, total
 from tests.servers import HTTPOrigin
 
@@ -213,6 +213,19 @@ async def test_metrics_on_their_own_port(tmp_path):
         client.close()
         node.stop()
         await origin.stop()
+
+
+async def test_metrics_on_their_own_address(tmp_path):
+    """`[server] metrics_host`: a node behind a proxy on its machine (127.0.0.1) scraped from another had its
+    metrics there too: the shipped systemd config could not be scraped (SRE probe). Here on every address."""
+    node = NodeProcess(write_config(tmp_path, local_config(
+        before='[server]\nmetrics_port = 0\nmetrics_host = "0.0.0.0"\n')))
+    try:
+        port = int(node.wait_for_log(r"metrics on http://0\.0\.0\.0:(\d+)/metrics").group(1))
+        assert only(await scrape(f"http://127.0.0.1:{port}"), "edge_workers") == 1
+        assert node.url.startswith("http://127.0.0.1:")  # the images' port where it was
+    finally:
+        node.stop()
 
 
 async def test_a_worker_that_dies_is_counted_and_a_reload_is_not(tmp_path):
