@@ -507,7 +507,8 @@ class UnroutedHandler(BaseHandler):
 
 
 class ImageHandler(BaseHandler):
-    cache_result = "miss"
+    #: what answered it, for `cache_label`; None for a CORS preflight, which asked for no image
+    cache_result: str | None = "miss"
     endpoint_label = "-"
     origin_name: str | None = None
     body_bytes = 0
@@ -548,6 +549,7 @@ class ImageHandler(BaseHandler):
         if not (self.cors_headers and "Origin" in headers and "Access-Control-Request-Method" in headers):
             return False
         self.set_status(204)
+        self.cache_result = None
         self._headers["Access-Control-Allow-Methods"] = "GET, HEAD"
         # only the headers the node reads: a browser then refuses to send any other (a cookie-like token)
         requested = (name.strip().lower() for name in headers.get("Access-Control-Request-Headers", "").split(","))
@@ -570,10 +572,11 @@ class ImageHandler(BaseHandler):
             self._serving.cancel()
 
     @property
-    def cache_label(self) -> str:
+    def cache_label(self) -> str | None:
         """The answer's `cache` in the latency histogram and the access log: `error` for an error answer (a 4xx
         or 5xx, Tornado's 405 and a 412 included), apart from the misses: a crowd of instant 400s hid slow ones.
-        A request whose client left (499) is labelled by the work it waited on."""
+        A request whose client left (499) is labelled by the work it waited on. None for a CORS preflight: not in
+        the histogram (its instant 204s were misses)."""
         status = self.get_status()
         return "error" if status >= 400 and status != CLIENT_CLOSED_REQUEST else self.cache_result
 
@@ -743,11 +746,13 @@ def image_headers(node: Node, served: Served, cache: str) -> tuple[tuple[str, st
     return (*output.headers, (CACHE_CONTROL, cache_control), (X_CACHE, X_CACHE_VALUES[cache]))
 
 
-def count_image_answer(metrics: Metrics, endpoint: str, status: int, cache: str, seconds: float,
+def count_image_answer(metrics: Metrics, endpoint: str, status: int, cache: str | None, seconds: float,
                        body_bytes: int) -> None:
-    """The metrics of an answered image request (`ImageHandler`, and `edge.hits` for its hits)."""
+    """The metrics of an answered image request (`ImageHandler`, and `edge.hits` for its hits); its latency
+    unless `cache` is None (a CORS preflight)."""
     metrics.add(metrics.http_requests, (endpoint, str(status)))
-    metrics.observe(metrics.http_duration, (endpoint, cache), seconds)
+    if cache is not None:
+        metrics.observe(metrics.http_duration, (endpoint, cache), seconds)
     if body_bytes:
         metrics.add(metrics.response_bytes, (endpoint,), body_bytes)
     if status == 404:

@@ -15,6 +15,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from edge.errors import ConfigError
+from edge.testing import total
 from tests.nodes import decode, local_config, write_config
 from tests.test_config import load
 from tests.test_status_page import CHROMIUM_FLAGS
@@ -86,6 +87,10 @@ async def test_a_preflight_is_answered_with_the_methods_and_the_headers_the_node
     bare = await node.fetch(path, method="OPTIONS", headers=PREFLIGHT | {"Access-Control-Request-Headers": "cookie"})
     assert (bare.code, bare.headers.get("Access-Control-Allow-Headers")) == (204, None)
     assert node.node.inflight == 0
+    # counted as answered, but no image's latency (their instant 204s were misses: SRE probe)
+    exposition = node.node.metrics.exposition().decode()
+    assert total(exposition, "edge_http_requests_total", status="204") == 2
+    assert total(exposition, "edge_http_request_duration_seconds_count") == 0
 
 
 async def test_other_options_requests_are_answered_as_before(node_factory, tmp_path):
