@@ -151,6 +151,27 @@ async def test_the_budget_follows_the_branch_the_originals_size_chooses(node_fac
     assert small.code == 200 and decode(small).width == 100
 
 
+@pytest.mark.parametrize("transformation", [
+    "t-true:if-w_gt_100,w-10,if-else,w-cw_mul_130,h-ch_mul_130,c-force,if-end:f-avif,q-90",
+    "t-true:if-w_gt_100,w-10,if-end:w-cw_mul_150,h-ch_mul_150,c-force,bl-100",
+    "if-iw_gt_1,t-true,if-end:if-w_gt_100,w-10,if-else,w-cw_mul_130,h-ch_mul_130,c-force,if-end",  # trimmed in a branch
+])
+async def test_a_branch_chosen_by_a_trimmed_size_is_priced_as_either_branch(node_factory, tmp_path, transformation):
+    """The cost chose an if block's branch by the size before the trim, the render by the size after: a 10 px
+    branch priced, an 8000 px one rendered (36 s of AVIF, +2 GB; cost probe). After a trim, either branch is
+    priced with the steps after it."""
+    folder = tmp_path / "originals"
+    folder.mkdir()
+    page = pyvips.Image.black(4000, 3000).new_from_image([255, 255, 255]).cast("uchar").copy(interpretation="srgb")
+    (folder / "mark.jpg").write_bytes(page.draw_rect([0, 0, 0], 1975, 1475, 50, 50, fill=True).jpegsave_buffer())
+    node = await node_with(node_factory, tmp_path, folder)
+    refused = await node.fetch(f"/tr:{transformation}/mark.jpg")
+    assert refused.code == 400 and refused.body.decode().startswith(("transformation too costly", "invalid")), \
+        refused.body
+    trimmed = await node.fetch("/tr:t-true:if-w_gt_100,w-10,if-else,w-cw_mul_2,if-end/mark.jpg")  # within budget
+    assert trimmed.code == 200 and decode(trimmed).width in range(96, 106)
+
+
 async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_factory, tmp_path, photos):
     node = await node_with(node_factory, tmp_path, photos.folder, f'render_timeout = "0.5s"\n{UNBOUNDED_COST}',
                            "transform_threads = 1")

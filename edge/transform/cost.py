@@ -249,36 +249,58 @@ def transformation_cost(steps: tuple[Step, ...], source: Size, overlays: dict[st
 
 
 def _steps_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size],
-                base: Size | None = None, start: Size | None = None) -> tuple[float, Size]:
+                base: Size | None = None, start: Size | None = None, exact: bool = True) -> tuple[float, Size]:
     """`transformation_cost` and the last step's output size; `start`: the size the first step reads
-    (an if block's branch), when it is not the source's."""
+    (an if block's branch), when it is not the source's; `exact`: whether the sizes are the render's, or only
+    bounds (after a trim, which may make less)."""
     cost, size = 0.0, start or source
-    for step in steps:
+    for number, step in enumerate(steps):
         if step.branches is not None:
-            # an if block: the branch the sizes choose; before they are known, or when it counts faces, the
-            # costlier (the steps after it then start from that branch's size)
+            # an if block: the branch the sizes choose; when they are not known exactly (before the original's
+            # size is, after a trim) or it counts faces, whichever branch costs more with the steps after it
             layers = (replace(DEFAULT_STEP, layers=step.layers),) if step.layers else ()
             branches = (step.branches.then_steps, step.branches.else_steps)
             if step.branches.counts_faces:
                 cost += FACE_SEARCH
-            elif None not in size and None not in source:
+            elif exact and None not in size and None not in source:
                 branches = (branches[0] if step.branches.holds(size, source) else branches[1],)
-            branch_cost, size = max((_steps_cost((*(branch or (DEFAULT_STEP,)), *layers), source, overlays, base, size)
-                                     for branch in branches), key=lambda estimate: estimate[0])
-            cost += branch_cost
-            continue
+            if len(branches) == 1:
+                branch_cost, size = _steps_cost((*(branches[0] or (DEFAULT_STEP,)), *layers), source, overlays,
+                                                base, size, exact)
+                cost += branch_cost
+                exact = exact and not _trims(branches[0])
+                continue
+            # a branch chosen by a trimmed size: its cost had been the untrimmed size's branch's, and `t-true:
+            # if-w_gt_100,w-10,if-else,w-cw_mul_130,…` priced a 10 px output rendered at 8000 px (cost probe)
+            ways = []
+            for branch in branches:
+                branch_cost, branch_size = _steps_cost((*(branch or (DEFAULT_STEP,)), *layers), source, overlays,
+                                                       base, size, exact)
+                rest_cost, rest_size = _steps_cost(steps[number + 1:], source, overlays, base, branch_size,
+                                                   exact and not _trims(branch))
+                ways.append((branch_cost + rest_cost, rest_size))
+            way_cost, size = max(ways, key=lambda way: way[0])
+            return cost + way_cost, size
         step = with_sizes(step, source, size, base)
         output = step_output(step, size)
         cost += _megapixels(output) * (1 + look_weight(step) + LAYER_WEIGHT * len(step.layers))
         cost += sum(_layer_cost(layer, output, overlays) for layer in step.layers)
         if step.trim is not None:
             cost += _trim_cost(size)
+            exact = False  # what it cuts is known in the render only
         cost += FACE_SEARCH * ((step.focus == "face") + (step.blur_faces is not None)
                                + (step.pixelate_faces is not None))
         if step.pads and isinstance(step.background, Blurred):
             cost += _megapixels(output) * BLURRED_WEIGHT + BLURRED_FRAME
         size = _cut_by_layers(step.layers, output, overlays)
     return cost, size
+
+
+def _trims(steps: tuple[Step, ...]) -> bool:
+    """Whether a step of `steps` (or of an if block's branch among them) trims."""
+    return any(step.trim is not None
+               or (step.branches is not None and (_trims(step.branches.then_steps) or _trims(step.branches.else_steps)))
+               for step in steps)
 
 
 def _cut_by_layers(layers: tuple[Layer, ...], size: Size, overlays: dict[str, Size]) -> Size:
