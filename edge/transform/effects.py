@@ -37,8 +37,16 @@ def _to_uchar(image: pyvips.Image, like: pyvips.Image) -> pyvips.Image:
     return image.cast(pyvips.enums.BandFormat.UCHAR).copy(interpretation=like.interpretation)
 
 
+#: `bl-N` from which the blur reads its input in memory: its wide window had a streamed input (a resize) made
+#: again for each strip of output, 2.5 × the CPU the cost prices (`bl-100` of an 8192×4500 upscale: 9.1 s of
+#: CPU, 3.7 s in memory; benchmarks/bench_blur_cost.py); below it, streaming costs no more
+BLUR_IN_MEMORY = 20
+
+
 def blur(image: pyvips.Image, amount: float) -> pyvips.Image:
     """`bl-N`: a gaussian blur of radius about N px."""
+    if amount >= BLUR_IN_MEMORY:
+        image = in_memory(image)
     return image.gaussblur(max(0.5, amount / 2))
 
 
