@@ -350,7 +350,8 @@ class Metrics:
             "edge_transform_timeouts_total", "Renders stopped at [limits] render_timeout (503; the same URL is "
             "then answered 503 at once for a while, without a render)", registry=r)
         self.coalesced_requests = Counter(
-            "edge_coalesced_requests_total", "Requests that waited on another's fetch and transform",
+            "edge_coalesced_requests_total", "Waits on another request's work instead of doing it (single flight): "
+            "for the fetch of an original, or for the render of an output",
             registry=r)
         self.inflight_requests = Gauge(
             "edge_inflight_requests", "Image requests being answered", registry=r,
@@ -433,6 +434,7 @@ class Metrics:
                 self.cache_requests.labels(tier, result)
         for tier in ("output", "original"):
             self.cache_too_large.labels(tier)
+            self.dropped_stores.labels(tier)
         # a single error (one damaged value, a database rebuilt once) must show in `increase()`
         for tier in (*tiers, *CACHE_ERROR_TIERS):
             for kind in ERROR_KINDS:

@@ -223,8 +223,8 @@ SILENT = {"EdgeInternalErrors"}
 
 
 #: dashboard series a node here may not have: a shared tier (none configured), work abandoned by clients
-#: that went away, stores dropped for a stuck cache disk
-LEGITIMATELY_EMPTY = ('tier="shared"', "edge_shared_cache_", "edge_abandoned_work_total", "edge_dropped_stores_total")
+#: that went away
+LEGITIMATELY_EMPTY = ('tier="shared"', "edge_shared_cache_", "edge_abandoned_work_total")
 
 
 def grafana(query: str) -> str:
