@@ -26,7 +26,7 @@ ENV EDGE_CONFIG=/etc/edge/edge.toml \
     PATH=/opt/edge/bin:$PATH \
     PYTHONUNBUFFERED=1
 VOLUME ["/var/lib/edge/cache"]
-EXPOSE 8080 9100
+EXPOSE 8080 9480
 USER edge
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

@@ -386,7 +386,7 @@ def _server(t: ConfigTable) -> ServerSettings:
     )
     if settings.max_header_size < 1024:
         raise t.error("max_header_size", "expected at least 1KiB (a request line and a Host header)")
-    if settings.metrics_port and settings.metrics_port == settings.port and settings.metrics_address == settings.host:
+    if settings.metrics_port and settings.metrics_port == settings.port:  # whatever the addresses: 0.0.0.0 has both
         raise t.error("metrics_port", f"expected another port than port ({settings.port}), or none: /metrics is "
                                       "then served on port")
     if settings.metrics_host is not None and settings.metrics_port is None:

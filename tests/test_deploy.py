@@ -95,7 +95,7 @@ def test_the_container_runs_unprivileged_with_its_config_and_cache_volume():
 
 
 def test_the_shipped_nodes_serve_metrics_where_the_shipped_scrape_config_reads_them():
-    """The systemd and container configs had no `metrics_port` while conf/prometheus-scrape.yml scrapes :9100, and
+    """The systemd and container configs had no `metrics_port` while conf/prometheus-scrape.yml scrapes :9480, and
     the systemd node listens on 127.0.0.1 only: every healthy node read `up == 0` (EdgeNodeDown; SRE probe)."""
     scrape_config = (ROOT / "conf" / "prometheus-scrape.yml").read_text()
     scraped = {int(port) for port in re.findall(r"^\s+- \S+:(\d+)$", scrape_config, re.M)}
