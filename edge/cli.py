@@ -17,11 +17,12 @@ import json
 import logging
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__, cachestats, checks, cloudinary_check, signing
@@ -247,26 +248,59 @@ def _left_to_the_cache_folders_owner(config: Config) -> Iterator[None]:
     (a tier's values lie deeper, and a command writes none). Not by running as that user instead: a module a
     command imports late may be readable by root alone (a Python installed in root's home)."""
     try:
+        owner = config.cache.dir.stat()
+    except OSError:  # absent: the command makes nothing there
+        owner = None
+    if owner is None or owner.st_uid == 0 or os.geteuid() != 0:
+        yield
+        return
+    folder = config.cache.dir.resolve()
+    before = _roots_entries(folder)
+    try:
         yield
     finally:
-        try:
-            owner = config.cache.dir.stat()
-        except OSError:  # absent: the command made nothing there
-            owner = None
-        if owner is not None and owner.st_uid != 0 and os.geteuid() == 0:
-            for entry in _entries(config.cache.dir):
-                for made in (entry, *_entries(entry)):
-                    with suppress(OSError):
-                        if made.lstat().st_uid == 0:
-                            os.lchown(made, owner.st_uid, owner.st_gid)
+        _roots_entries(folder, give_to=owner, spare=before)
 
 
-def _entries(folder: Path) -> list[Path]:
+def _roots_entries(folder: Path, give_to: os.stat_result | None = None,
+                   spare: frozenset[tuple[int, int]] = frozenset()) -> frozenset[tuple[int, int]]:
+    """The (device, inode) of root's folders and files in `folder` and its folders; those not in `spare` given to
+    `give_to`'s owner. The folder belongs to the node's user, who may have put links there: each entry is opened
+    without following a symbolic link and changed through that descriptor (a path could be a link to /etc by the
+    time of the change), and a file with another name elsewhere (a hard link) is left as it is."""
+    found = set()
+
+    def visit(directory: int, depth: int) -> None:
+        for name in os.listdir(directory):
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                             dir_fd=directory)
+            except OSError:  # a symbolic link, a socket, gone meanwhile
+                continue
+            try:
+                entry = os.fstat(fd)
+                made = (entry.st_dev, entry.st_ino)
+                if entry.st_uid == 0 and (stat.S_ISDIR(entry.st_mode)
+                                          or (stat.S_ISREG(entry.st_mode) and entry.st_nlink == 1)):
+                    found.add(made)
+                    if give_to is not None and made not in spare:
+                        os.fchown(fd, give_to.st_uid, give_to.st_gid)
+                if depth == 1 and stat.S_ISDIR(entry.st_mode):
+                    visit(fd, 2)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
     try:
-        with os.scandir(folder) as entries:
-            return [Path(entry.path) for entry in entries]
-    except OSError:  # a file
-        return []
+        top = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return frozenset()
+    try:
+        visit(top, 1)
+    finally:
+        os.close(top)
+    return frozenset(found)
 
 
 def _list_plugins(args: argparse.Namespace) -> int:

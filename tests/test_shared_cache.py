@@ -400,8 +400,15 @@ async def test_edge_purge_run_as_root_leaves_what_it_writes_to_the_cache_folders
     home = Path(tempfile.mkdtemp())
     try:
         home.chmod(0o755)  # the node's user reaches its folder, as under /var/cache
-        (home / "cache").mkdir()
-        os.chown(home / "cache", NOBODY, NOBODY)
+        cache = home / "cache"
+        cache.mkdir()
+        os.chown(cache, NOBODY, NOBODY)
+        # what the node's user may have put there: a link to root's files, a file root made before (review)
+        (home / "roots").mkdir()
+        (home / "roots" / "shadow").write_text("root's")
+        (cache / "escape").symlink_to(home / "roots")
+        os.symlink(home / "roots" / "shadow", cache / "shadow")
+        (cache / "earlier").write_text("made by root before")
         config = write_config(home, local_config(after=shared_table(s3.url)))
         s3.faults = Faults(status=500, only_gets=False)
         done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "edge", "purge", "--config", str(config),
@@ -409,9 +416,11 @@ async def test_edge_purge_run_as_root_leaves_what_it_writes_to_the_cache_folders
                                        timeout=120)
         assert done.returncode == 3, done.stderr
         assert json.loads(done.stdout)["shared"]["retrying"] is True
-        written = list((home / "cache").rglob("*"))
+        written = [path for path in cache.rglob("*") if not path.is_symlink() and path.name != "earlier"]
         assert [path.parent.name for path in written if path.suffix == ".json"] == [purge.PENDING_FOLDER]
         assert {path.name: path.stat().st_uid for path in written} == {path.name: NOBODY for path in written}
+        assert [(path.stat().st_uid, path.lstat().st_uid) for path in (home / "roots", home / "roots" / "shadow",
+                                                                      cache / "earlier")] == [(0, 0)] * 3
     finally:
         s3.faults = Faults()
         shutil.rmtree(home)
