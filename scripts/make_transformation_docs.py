@@ -706,9 +706,10 @@ SECTIONS = (
             "(`h-100,if-h_eq_200,…` is a 400, as in ImageKit), and within it layers, output parameters (`f`, "
             "`q`…, which belong to the whole result), named transformations, client hints (`w-auto`) and another "
             "if block are a 400 naming the parameter. Its branches count among the 10 steps. The cost budget "
-            "counts the branch the sizes choose once the original's size is known (before it, after a trim, "
-            "whose result only the render knows, and for a condition on `fc`: whichever branch costs more with "
-            "the steps after it, and for `fc` a face search).", ()),
+            "counts the branch the sizes choose once the original's size is known (before it, after a step whose "
+            "size only the render knows, a trim or a cut to the faces or by an `lm-cutter` layer, and for a "
+            "condition on `fc`: whichever branch costs more with the steps after it, and for `fc` a face "
+            "search).", ()),
     Section("`f`: output format", "`auto`: AVIF when `Accept` names `image/avif` (animations: WebP, which "
             "libvips can write animated, when it names `image/webp` too, else GIF), else WebP when it "
             "names `image/webp`, else JPEG (a type counts "

@@ -155,11 +155,13 @@ async def test_the_budget_follows_the_branch_the_originals_size_chooses(node_fac
     "t-true:if-w_gt_100,w-10,if-else,w-cw_mul_130,h-ch_mul_130,c-force,if-end:f-avif,q-90",
     "t-true:if-w_gt_100,w-10,if-end:w-cw_mul_150,h-ch_mul_150,c-force,bl-100",
     "if-iw_gt_1,t-true,if-end:if-w_gt_100,w-10,if-else,w-cw_mul_130,h-ch_mul_130,c-force,if-end",  # trimmed in a branch
+    # cut to a text's box, which only the render measures (review)
+    "l-text,i-Hi,fs-20,lm-cutter,l-end:if-w_gt_100,w-10,if-else,w-cw_mul_130,h-ch_mul_130,c-force,if-end",
 ])
 async def test_a_branch_chosen_by_a_trimmed_size_is_priced_as_either_branch(node_factory, tmp_path, transformation):
     """The cost chose an if block's branch by the size before the trim, the render by the size after: a 10 px
-    branch priced, an 8000 px one rendered (36 s of AVIF, +2 GB; cost probe). After a trim, either branch is
-    priced with the steps after it."""
+    branch priced, an 8000 px one rendered (36 s of AVIF, +2 GB; cost probe). After a step whose size only the
+    render knows (a trim, a cut), either branch is priced with the steps after it."""
     folder = tmp_path / "originals"
     folder.mkdir()
     page = pyvips.Image.black(4000, 3000).new_from_image([255, 255, 255]).cast("uchar").copy(interpretation="srgb")
