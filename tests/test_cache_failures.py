@@ -26,7 +26,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from edge.cache import Caches, original_key, output_key
 from edge.cache.health import CacheHealth
-from edge.cache.tiers import OutputTier
+from edge.cache.tiers import BoundedCache, OutputTier
 from edge.testing import ServingNode
 from tests.nodes import NodeProcess, decode, local_config, start_node, until, write_config
 from tests.scrape import scrape, total
@@ -199,6 +199,23 @@ async def test_a_row_planted_in_a_database_runs_nothing_and_reads_nothing_outsid
     assert not ran.exists()
     assert metric(node, "edge_cache_errors_total", tier="output", kind="corrupt") == 1
     assert (await node.fetch("/tr:w-80/coffee.jpg")).headers["X-Cache"] == "HIT"  # the rebuilt tier keeps it
+
+
+def test_a_row_naming_a_file_outside_its_folder_never_has_it_deleted(tmp_path):
+    """diskcache deletes the file a row names when the row goes (a delete, an expiry, a cull): a planted row had
+    any file the node's user may remove deleted (review)."""
+    victim = tmp_path / "victim"
+    victim.write_text("not the cache's")
+    tier = BoundedCache(str(tmp_path / "tier"))
+    try:
+        tier.set("k", b"x" * 100_000)  # a value file of its own
+        with sqlite3.connect(tmp_path / "tier" / "cache.db") as con:
+            con.execute("UPDATE Cache SET filename = '../victim' WHERE key = 'k'")
+        con.close()
+        assert tier.delete("k")
+    finally:
+        tier.close()
+    assert victim.read_text() == "not the cache's"
 
 
 # -- a full filesystem (root only: mounts a small tmpfs) ---------------------------------------------

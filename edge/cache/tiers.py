@@ -79,19 +79,28 @@ _Handles = tuple[diskcache.Cache, diskcache.Cache]  # (writer with LRU bookkeepi
 class PlainDisk(diskcache.Disk):
     """diskcache's storage, refusing what the node never stores: pickled keys and values (whoever could write a row
     into a tier's database would have run code as the node's user when it was read) and value files outside the
-    folder. Each is a damaged database (`corrupt`): rebuilt."""
+    folder, which are neither read (a damaged database, `corrupt`: rebuilt) nor deleted when their row goes."""
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode == diskcache.core.MODE_PICKLE:
             raise sqlite3.DatabaseError("a pickled value: the node stores none")
-        if filename is not None and (os.path.isabs(filename) or ".." in Path(filename).parts):
+        if filename is not None and _outside(filename):
             raise sqlite3.DatabaseError(f"a value file outside the folder: {filename!r}")
         return super().fetch(mode, filename, value, read)
+
+    def remove(self, file_path: str) -> None:
+        if not _outside(file_path):
+            super().remove(file_path)
 
     def get(self, key: Any, raw: bool) -> Any:
         if not raw:
             raise sqlite3.DatabaseError("a pickled key: the node stores none")
         return super().get(key, raw)
+
+
+def _outside(filename: str) -> bool:
+    """Whether a value file a row names lies outside its tier's folder (diskcache's are `ab/cd/<hex>.val`)."""
+    return os.path.isabs(filename) or ".." in Path(filename).parts
 
 
 class BoundedCache(diskcache.Cache):
