@@ -423,10 +423,9 @@ class EdgeHTTPServer(HTTPServer):
         late = [(stream, "header_timeout" if state.requests <= 1 else "idle_timeout")
                 for stream, state in self._states.items()
                 if not state.busy and state.waiting_since < (first if state.requests <= 1 else later)]
-        # a kept-alive connection whose next head has begun is timed as a first one's, from when it was seen; peeked
-        # at only once it has waited `header_timeout` (before, it is within the limit whenever its head began)
+        # a kept-alive connection whose next head has begun is timed as a first one's, from the sweep that saw it
         for stream, state in self._states.items():
-            if state.between_requests and first > state.waiting_since >= later:
+            if state.between_requests and state.waiting_since >= later:
                 if not _head_begun(stream):
                     state.head_since = None
                 elif state.head_since is None:
@@ -585,15 +584,17 @@ def _has_request(stream: IOStream) -> bool:
 
 
 def _head_begun(stream: IOStream) -> bool:
-    """Whether part of a connection's next request head has arrived, and not all of it."""
-    head = _arrived(stream)
+    """Whether part of a connection's next request head has arrived, and not all of it. Tornado reads what comes
+    into its buffer at once: a byte peeked in the socket is enough (every idle connection is asked each sweep)."""
+    head = _arrived(stream, 1)
     return bool(head.strip()) and b"\r\n\r\n" not in head and b"\n\n" not in head
 
 
-def _arrived(stream: IOStream) -> bytes:
-    """What a connection's client has sent that no request has taken: read by Tornado, or waiting in the socket."""
+def _arrived(stream: IOStream, peek: int = MAX_HEAD_PEEK) -> bytes:
+    """What a connection's client has sent that no request has taken: read by Tornado, or waiting in the socket
+    (up to `peek` bytes of it)."""
     try:
-        waiting = stream.socket.recv(MAX_HEAD_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        waiting = stream.socket.recv(peek, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except (OSError, AttributeError):  # nothing yet (EAGAIN), or the connection is gone
         waiting = b""
     return bytes(stream._read_buffer[:stream._read_buffer_size]) + waiting

@@ -121,12 +121,12 @@ async def test_a_kept_alive_connection_s_next_head_must_arrive_within_the_header
     """A slow head after one quick request (slowloris on a kept-alive connection) had `idle_timeout`, 60 s by
     default, where a first request's has `header_timeout` (HTTP probe): timed from when it was first seen."""
     node = await node_factory(write_config(tmp_path, local_config(
-        before='[server]\nheader_timeout = "1s"\nidle_timeout = "60s"')))
+        before='[server]\nheader_timeout = "2s"\nidle_timeout = "60s"')))
     started = time.monotonic()
     answer = await exchange(node.url, b"GET /tr:w-10/coffee.jpg HTTP/1.1\r\nHost: a\r\n\r\n"
                                       b"GET /coffee.jpg HTTP/1.1\r\nHost: a\r\n", timeout=WAIT)  # never finished
     assert status(answer) == 200 and answer.count(b"HTTP/1.1 ") == 1  # the first answered, the second closed
-    assert time.monotonic() - started < WAIT
+    assert time.monotonic() - started < 3.5  # header_timeout and a sweep or two (it was twice that: review)
     assert await closes(node) == {**dict.fromkeys(CONNECTION_CLOSES, 0), "header_timeout": 1}
 
 
