@@ -61,7 +61,7 @@ def check_side(width: int, height: int, max_side: int) -> None:
 
 
 #: an image's alpha band is looked at (does it hide anything?) up to this many pixels: the image is held in memory
-#: for it, 4 bytes a pixel (64 MB here); beyond, alpha counts as transparency
+#: for it (counted), 4 bytes a pixel, 8 at 16 bits (64 or 128 MB here); beyond, alpha counts as transparency
 OPAQUE_CHECK_MAX_PIXELS = 16_000_000
 
 
