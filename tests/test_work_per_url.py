@@ -3,6 +3,7 @@ deadline, cancellation of a render nobody waits for, and libvips' own threads.""
 
 import asyncio
 import base64
+import io
 import shutil
 import sys
 import time
@@ -16,6 +17,7 @@ from edge.errors import BadRequest, ConfigError
 from edge.pluginmanager import load_plugins
 from edge.testing import NodeProcess, ServingNode
 from edge.transform.cost import _steps_cost, check_cost, estimated_cost
+from edge.transform.formats import plan_format
 from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer, render_image
 from tests.nodes import SAMPLES, decode, local_config, write_config
@@ -172,6 +174,47 @@ async def test_a_branch_chosen_by_a_trimmed_size_is_priced_as_either_branch(node
         refused.body
     trimmed = await node.fetch("/tr:t-true:if-w_gt_100,w-10,if-else,w-cw_mul_2,if-end/mark.jpg")  # within budget
     assert trimmed.code == 200 and decode(trimmed).width in range(96, 106)
+
+
+def banner_round_a_square() -> bytes:
+    """A white 8192×250 banner round a 250 px square of noise: trimmed, it is the square, so `w-N` of it is N px
+    high where the untrimmed banner's aspect says 0.03 N."""
+    square = pyvips.Image.gaussnoise(250, 250, mean=128, sigma=60).cast("uchar")
+    white = pyvips.Image.black(8192, 250).new_from_image([255, 255, 255]).cast("uchar").copy(interpretation="srgb")
+    return white.insert(square.bandjoin([square, square]).copy(interpretation="srgb"), 3971, 0).jpegsave_buffer()
+
+
+def two_page_tiff() -> bytes:
+    """A TIFF whose first page is 100×100 and its second 4000×4000 of noise (pages of other sizes: Pillow)."""
+    from PIL import Image
+
+    noise = pyvips.Image.gaussnoise(4000, 4000, mean=128, sigma=60).cast("uchar")
+    second = Image.frombytes("RGB", (4000, 4000), noise.bandjoin([noise, noise]).write_to_memory())
+    out = io.BytesIO()
+    Image.new("RGB", (100, 100), "white").save(out, "TIFF", save_all=True, append_images=[second],
+                                               compression="jpeg")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("source, transformation, planned", [
+    (banner_round_a_square, "t-true,w-8192,f-gif", "gif"),
+    (banner_round_a_square, "t-true,w-8192,h-250,c-at_least,f-avif", "avif"),
+    (two_page_tiff, "pg-2,f-gif", "gif"),
+])
+def test_an_output_larger_than_its_estimate_is_priced_again_before_its_encode(source, transformation, planned):
+    """The estimate takes the sizes only the render knows (a trim's box, a page's size) from bounds, and could be
+    far under them: these were priced at 64 units or less and took 33-48 s of CPU and up to 1.4 GB in a GIF or
+    AVIF encode, which no deadline stops (cost probe). The real output's pixels and encodes are priced again
+    before the encode."""
+    with pytest.raises(BadRequest, match="transformation too costly"):
+        render_image(source(), parse_transformation(transformation), planned, Defaults(), Limits())
+
+
+def test_f_auto_falls_back_to_jpeg_when_the_real_output_is_over_budget_in_avif():
+    transformation = parse_transformation("t-true,w-3000,f-auto")
+    planned, _ = plan_format("auto", "banner.jpg", "image/avif,image/webp,*/*")
+    rendered = render_image(banner_round_a_square(), transformation, planned, Defaults(), Limits())
+    assert (rendered.format, rendered.width) == ("jpg", 3000) and rendered.height > 2900
 
 
 async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_factory, tmp_path, photos):

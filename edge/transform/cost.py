@@ -218,6 +218,16 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
     return chosen
 
 
+def check_output_cost(transformation: Transformation, formats: Sequence[str], size: tuple[int, int], frames: int,
+                      limits: Limits, defaults: Defaults) -> None:
+    """Before the encode, which no deadline stops (libaom's, cgif's), with the output's real size: 400 when its
+    pixels and their encodes alone cost more than `max_cost`. The estimate before the render took from bounds the
+    sizes only the render knows, and could be far under them: `t-true,w-8192,f-gif` of a white 8192×250 banner
+    round a 250 px square was priced 8192×250 and made 8192×8000 (33 s of GIF); `pg-2` of a TIFF was priced at its
+    first page's size (cost probe)."""
+    _hold_to_budget(frames * (_megapixels(size) + _encodes_cost(transformation, size, formats, defaults)), limits)
+
+
 def decode_cost(header: ImageHeader) -> float:
     """The units of decoding one frame of an original, by its header (`render.ImageHeader`)."""
     weight = PROGRESSIVE_DECODE_WEIGHT if header.progressive else DECODE_WEIGHTS.get(header.loader, DECODE_WEIGHT)

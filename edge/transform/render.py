@@ -34,12 +34,13 @@ from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, 
 from ..threads import BlockingPool, NotStarted
 from . import heic, held, stopping, svgraster
 from .compose import draw_layers
-from .cost import check_render_cost, decode_cost
+from .cost import check_output_cost, check_render_cost, decode_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
-from .formats import (ANIMATED_LOADERS, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, READ_FORMATS,
-                      SVG_LOADER, animates, as_vector, chosen_by_accept, final_formats, max_side, picks_by_alpha)
+from .formats import (ANIMATED_LOADERS, AUTO_LEGACY, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS,
+                      READ_FORMATS, SVG_LOADER, animates, as_vector, chosen_by_accept, final_formats, max_side,
+                      picks_by_alpha)
 from .geometry import (OPAQUE_CHECK_MAX_PIXELS, WHITE, Source, apply_geometry, check_side, face_count, in_memory,
                        opaque, resolved, trim_box)
 from .held import SAMPLE_BYTES, DecodeBudget, NeedsDecodeMemory
@@ -783,6 +784,15 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
         formats = [f for f in formats if max(width, frame_height) <= max_side(f, limits.max_output_side)] \
             or formats[:1]
         check_side(width, frame_height, max_side(formats[0], limits.max_output_side))
+        frames = image.height // frame_height
+        try:
+            check_output_cost(transformation, formats, (width, frame_height), frames, limits, defaults)
+        except BadRequest:
+            if not chosen_by_accept(planned_format):
+                raise
+            # `f-auto` answers no 400 for its format alone (`costed`): JPEG, PNG or GIF, if those fit
+            formats = final_formats(AUTO_LEGACY, header.loader, has_alpha, animated)
+            check_output_cost(transformation, formats, (width, frame_height), frames, limits, defaults)
         if len(formats) > 1:  # encoded several times: decoded and transformed once
             image = in_memory(image)
         flatten_on = next((step.colour for step in reversed(steps) if step.colour), WHITE)
