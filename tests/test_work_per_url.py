@@ -117,6 +117,22 @@ async def test_a_text_of_many_lines_is_priced_by_its_lines(node_factory, tmp_pat
     assert served.code == 200 and decode(served).width == 1200
 
 
+#: a letter under 499 combining dots: one character's width, drawn 16 times as tall as its priced box (cost probe)
+STACKED = base64.urlsafe_b64encode(("a" + "\u0323" * 499).encode()).decode()
+
+
+async def test_a_text_whose_glyphs_draw_far_more_than_its_characters_is_refused(node_factory, tmp_path, photos):
+    """Priced by its characters, such a text outlined and turned took 17.5 s for 111 units (6-7 times its price):
+    refused once drawn, before it is inked, outlined or turned."""
+    node = await node_with(node_factory, tmp_path, photos.folder)
+    response = await node.fetch(f"/tr:w-1000,l-text,ie-{STACKED},fs-80,w-7600,fol-50_red,fsh-blue_20,rt-90,l-end"
+                                "/medium.jpg")
+    assert response.code == 400 and response.body.startswith(b"invalid transformation: l-text: its glyphs draw a box of ")
+    words = base64.urlsafe_b64encode("Crème brûlée, 午餐 ✓".encode()).decode()  # accents, wide glyphs: served
+    served = await node.fetch(f"/tr:w-1000,l-text,ie-{words},fs-80,w-900,fol-4_red,l-end/medium.jpg")
+    assert served.code == 200 and decode(served).width == 1000
+
+
 async def test_a_box_a_url_never_enlarges_to_counts_only_with_the_originals_size(node_factory, tmp_path, photos):
     """`w-9000,h-9000,c-at_max` makes at most the original: refused before the fetch as 81 MP of output (a
     migrating team's large box on a logo), though no larger than the original whatever it is."""
@@ -237,8 +253,10 @@ async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_f
     assert (await node.fetch(f"/tr:{SLOW}/medium.jpg")).headers["X-Edge-Error"] == "render_timeout"
 
 
-#: ~0.8 s of one core on the 3000×2000 photo: two at once on one core pass a deadline of 1.4 × one alone
-CONTENDED = "w-3000,h-3000,c-force,bl-4{}"
+#: ~0.7 s of one core on the 3000×2000 photo: two at once on one core pass a deadline of 1.4 × one alone. A blur
+#: under `effects.BLUR_IN_MEMORY`, made in one pass with the resize: one from it, made in two, ran alone past
+#: 1.4 × its calibration one time in three
+CONTENDED = "w-3000,h-3000,c-force,bl-1{}"
 
 
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux) to pin a node to one core")

@@ -12,6 +12,7 @@ import pyvips
 from ..errors import InvalidTransformation
 from . import stopping
 from .colours import RGBA
+from .cost import text_box
 from .effects import _with_alpha, apply_look, rounded_corners
 from .fonts import Font
 from .geometry import (TRANSPARENT, Source, apply_geometry, check_side, distort, flip, resolved, rotate, target_box,
@@ -145,6 +146,10 @@ def _ink(mask: pyvips.Image, colour: RGBA) -> pyvips.Image:
     return mask.new_from_image([r, g, b]).bandjoin(alpha).copy(interpretation=pyvips.enums.Interpretation.SRGB)
 
 
+#: how much larger than its priced box a text's glyphs may draw (wide glyphs, CJK's, draw up to about twice)
+TEXT_BOX_SLACK = 4
+
+
 def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int) -> pyvips.Image:
     font = fonts.get(style.font)
     if font is None:
@@ -168,6 +173,14 @@ def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int)
         reason = too_large if "too big" in str(error) else \
             "no text to draw (no glyph of it leaves ink)" if "no text" in str(error) else "the text cannot be rendered"
         raise InvalidTransformation("l-text", reason) from None
+    # priced by its characters (`cost.text_box`): glyphs that draw far more (a letter under 500 stacked combining
+    # marks, 16 times its box, then outlined and turned: 17 s for 111 units; cost probe) are refused here, drawn
+    # but not yet inked, outlined or turned
+    priced_w, priced_h = text_box(text, style)
+    box_w = max(mask.width, style.width or 0)  # the box: `w` wide, however narrow its lines
+    if box_w * mask.height > TEXT_BOX_SLACK * priced_w * priced_h:
+        raise InvalidTransformation("l-text", f"its glyphs draw a box of {box_w}x{mask.height} px, over "
+                                              f"{TEXT_BOX_SLACK} times the one its characters are priced at")
     if style.width and mask.width < style.width:  # the box is `w` wide; the text aligned inside it
         offset = {"left": 0, "center": (style.width - mask.width) // 2, "right": style.width - mask.width}
         mask = mask.embed(offset[style.align], 0, style.width, mask.height)

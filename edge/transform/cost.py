@@ -360,12 +360,8 @@ def _text_cost(text: str, style: TextStyle, base: Size) -> float:
     the bend are made only where they land on the base (libvips computes what is asked for): their canvas
     counts as far as the base's size (`fs-100,rt-90,e-distort-a-360` on a 1200 px base, a circle 5800 px
     across, renders in 0.16 s; on an 8000 px base two of them took 11 s)."""
-    size = style.size
-    glyphs = len(text) * size ** 2 * TEXT_AREA_PER_CHARACTER
-    line_widths = [len(line) * size * TEXT_AREA_PER_CHARACTER for line in _LINE_BREAKS.split(text)]
-    box_w = style.width or max(size, *line_widths)
-    lines = sum(max(1, math.ceil(width / box_w)) for width in line_widths)
-    box_h = size + (lines - 1) * max(size * TEXT_LINE_HEIGHT, style.line_height or 0)
+    glyphs = len(text) * style.size ** 2 * TEXT_AREA_PER_CHARACTER
+    box_w, box_h = text_box(text, style)
     grow, drop = (style.outline[0] if style.outline else 0), (style.shadow[1] if style.shadow else 0)
     mask = (box_w + 2 * grow + drop) * (box_h + 2 * grow + drop) / 1e6
     top, right, bottom, left = style.padding or (0, 0, 0, 0)
@@ -384,6 +380,16 @@ def _text_cost(text: str, style: TextStyle, base: Size) -> float:
     if style.distort is not None:  # the turned box bent (`rt-90,e-distort-a-360`: a circle the line across)
         cost += drawn(replace(DEFAULT_STEP, rotation=style.rotation, distort=style.distort)) * (1 + DISTORT_WEIGHT)
     return cost
+
+
+def text_box(text: str, style: TextStyle) -> tuple[float, float]:
+    """The box of a text layer's glyphs as `_text_cost` prices it (before its outline, shadow and padding): the
+    wrap width `w`, else its longest line, by its lines."""
+    size = style.size
+    line_widths = [len(line) * size * TEXT_AREA_PER_CHARACTER for line in _LINE_BREAKS.split(text)]
+    box_w = style.width or max(size, *line_widths)
+    lines = sum(max(1, math.ceil(width / box_w)) for width in line_widths)
+    return box_w, size + (lines - 1) * max(size * TEXT_LINE_HEIGHT, style.line_height or 0)
 
 
 def look_weight(step: Step) -> float:
