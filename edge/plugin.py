@@ -19,9 +19,9 @@ See docs/writing-an-origin-plugin.md.
 
 from __future__ import annotations
 
+from .errors import FetchMemoryExhausted
 from .fetching import (CHUNK_BYTES, USER_AGENT, check_announced_size, fetch_memory, http_date, in_thread,
                        read_announced, read_limited)
-from .errors import FetchMemoryExhausted
 from .hookspecs import hookimpl
 from .origin import (
     NotModified,
@@ -46,6 +46,7 @@ __all__ = [
     "API_VERSION",
     "CHUNK_BYTES",
     "ConfigTable",
+    "FetchMemoryExhausted",
     "IMAGE_EXTENSIONS",
     "NotModified",
     "Origin",
@@ -58,7 +59,6 @@ __all__ = [
     "SourceTooLarge",
     "USER_AGENT",
     "Validators",
-    "FetchMemoryExhausted",
     "check_announced_size",
     "fetch_memory",
     "hookimpl",

@@ -67,7 +67,7 @@ MAGIC = b"edge-output/2\n"
 OLD_MAGIC = b"edge-output/1\n"
 #: the first line of a signed object (`signing_key`), then the HMAC-SHA256 of its header, in hex, on a line
 SIGNED_MAGIC = b"edge-output/2s\n"
-MAC_LINE_BYTES = 65
+MAC_LINE_BYTES = 65  # 64 hex digits and the newline
 #: the only content types an object may claim (every output is one)
 IMAGE_TYPES = frozenset(MIME_TYPES.values())
 #: background writes waiting for a slot, per slot, beyond which new ones are dropped

@@ -71,14 +71,15 @@ def opaque(image: pyvips.Image) -> bool:
     return full is not None and image[image.bands - 1].min() >= full
 
 
-def background(image: pyvips.Image, colour: RGBA | None) -> tuple[pyvips.Image, list[float]]:
+def background(image: pyvips.Image, colour: RGBA | None, resident: bool = False) -> tuple[pyvips.Image, list[float]]:
     """`image`, made able to show `colour` (sRGB, alpha added when the colour is translucent), and
     `colour` as band values. Without a colour: transparent where the image has transparency, else white. An
     alpha band opaque everywhere is none, as for `f-auto`, and is dropped (then `image` is in memory): every GIF
     has one as libvips loads it, and so have RGBA PNGs of opaque pictures; their padding and turned corners had
-    been transparent, dark bars on a dark page."""
+    been transparent, dark bars on a dark page. `resident`: `image` is in memory already (not copied again)."""
     if colour is None and image.hasalpha() and image.width * image.height <= OPAQUE_CHECK_MAX_PIXELS:
-        image = in_memory(image)  # read twice, for the band then for the step
+        if not resident:
+            image = in_memory(image)  # read twice, for the band then for the step
         if opaque(image):
             image = image.extract_band(0, n=image.bands - 1)
     colour = colour or (TRANSPARENT if image.hasalpha() else WHITE)
@@ -501,7 +502,7 @@ def rotate(image: pyvips.Image, degrees: float, colour: RGBA | None, max_side: i
     width = abs(image.width * math.cos(radians)) + abs(image.height * math.sin(radians))
     height = abs(image.width * math.sin(radians)) + abs(image.height * math.cos(radians))
     check_side(math.ceil(width), math.ceil(height), max_side)
-    image, colour_values = background(in_memory(image), colour)
+    image, colour_values = background(in_memory(image), colour, resident=True)
     return image.rotate(degrees, background=colour_values)
 
 
