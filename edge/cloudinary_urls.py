@@ -535,7 +535,7 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
                                     "this endpoint serves one named transformation (t_<name>) at a time, not a "
                                     "chain of them")
     components = chained
-    steps = _steps(_dpr_on_sizes(components), named, named_only)
+    steps = _steps(_dpr_on_sizes(components, named_only), named, named_only)
     try:
         transformation = parse_transformation(":".join(steps), named=named)
     except InvalidTransformation as error:  # a rule between words (or a limit) the table does not see
@@ -791,12 +791,12 @@ def _named_chain(component: str) -> list[str]:
     return [f"t_{name}" for name in chained[0][2:].split(".")]
 
 
-def _dpr_on_sizes(components: tuple[str, ...]) -> list[str]:
+def _dpr_on_sizes(components: tuple[str, ...], named_only: bool) -> list[str]:
     """Cloudinary's SDKs write `dpr_` in a component of its own (`c_fill,w_300,h_200/dpr_2.0`), where
     it multiplies the sizes of the whole URL: moved onto the components without a `dpr_` of their own
     that give w_/h_ in pixels; without those, onto the ones that give fractions; without those, onto
     those naming a `t_`. With none, there is nothing to multiply: the image is delivered at its size
-    (docs/leaving-cloudinary.md)."""
+    (docs/leaving-cloudinary.md), the word still held to what it would be held to where it multiplies."""
     def keys(component: str) -> set[str]:
         return {_key(word) for word in component.split(",")}
 
@@ -812,6 +812,14 @@ def _dpr_on_sizes(components: tuple[str, ...]) -> list[str]:
     # sizes in pixels are what it multiplies (fractions of an input so multiplied would compound it);
     # a named transformation's only when the URL has no size of its own
     multiplied = [component for component in sized if in_pixels(component)] or sized or own
+    if not multiplied:  # dropped, but not unread: `dpr_abc` was served as the image (a cache entry per spelling)
+        for word in delivery:
+            if named_only:
+                raise InvalidTransformation(word, "this endpoint accepts only named transformations (t_<name>)")
+            try:
+                PARAMS["dpr"].parse(word[len("dpr_"):])
+            except ValueError as exc:
+                raise InvalidTransformation(word, str(exc)) from None
     moved = []
     for component in components:
         words = component.split(",")

@@ -701,6 +701,10 @@ async def test_the_query_does_not_add_a_transformation(node, bucket):
 
 UNSUPPORTED = [
     (dict(underlay="logo"), "u_logo"),
+    # with nothing to multiply the factor changes nothing, but a word no URL with a size takes is no other URL's
+    # spelling (each had been a cache entry of the whole image)
+    (dict(transformation=[{"dpr": "abc"}]), "dpr_abc"),
+    (dict(transformation=[{"effect": "grayscale", "dpr": "6.0"}]), "dpr_6.0"),
     (dict(effect="cartoonify"), "e_cartoonify"),
     (dict(effect="hue:140"), "e_hue:140"),
     (dict(effect="brightness:-100"), "e_brightness:-100"),  # out of Cloudinary's range
@@ -818,9 +822,10 @@ async def test_named_only_accepts_t_and_signed_urls(s3, bucket, cloud, node_fact
     node = await node_factory(write_config(tmp_path, config(s3, "named_only = true")))
     assert size(await get(node, url(PHOTO, transformation="card"))) == (120, 80)
     assert size(await get(node, url(PHOTO, width=60, sign_url=True))) == (60, 40)
-    refused = await node.fetch(url(PHOTO, width=60))
-    assert (refused.code, refused.body) == (
-        400, b"invalid transformation: w_60: this endpoint accepts only named transformations (t_<name>)\n")
+    for options, word in ((dict(width=60), b"w_60"), (dict(transformation=[{"dpr": "2.0"}]), b"dpr_2.0")):
+        refused = await node.fetch(url(PHOTO, **options))
+        assert (refused.code, refused.body) == (
+            400, b"invalid transformation: " + word + b": this endpoint accepts only named transformations (t_<name>)\n")
     # a chain, as components or as the SDKs write a list of names (unsigned, `t_card.card.card…` had made any
     # number of renders of one name)
     for chain, word in (([{"transformation": "card"}, {"transformation": "card"}], b"t_card"),
