@@ -135,9 +135,11 @@ def test_the_tag_names_the_settings_that_change_the_bytes_and_only_those():
     # the shipped defaults, and settings that change the plan (in the key already) or refuse
     for defaults, limits in ((Defaults(), Limits()),
                              (Defaults(auto_format=True, auto_format_smallest=True, cache_control_max_age=60),
-                              Limits(max_source_bytes=10**6, max_frames=2, render_timeout=5.0, allow_svg=True))):
+                              Limits(max_source_bytes=10**6, max_frames=2, render_timeout=5.0))):
         unchanged = SettingsTag(defaults, limits, shipped_fonts())
         assert unchanged.of(plain) == unchanged.of(with_text) == ""
+    # SVGs served as documents rather than drawn or refused: every output's key, an SVG's being known only once read
+    assert SettingsTag(Defaults(quality=30), Limits(allow_svg=True), shipped_fonts()).of(plain) == "q30,svg"
 
 
 def test_a_font_file_other_than_the_shipped_one_is_named_where_it_is_drawn(tmp_path):

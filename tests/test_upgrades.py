@@ -111,6 +111,48 @@ async def test_a_revised_parameter_s_earlier_outputs_are_never_served_and_the_ot
     assert (kept.headers["X-Cache"], kept.body) == ("HIT", plain.body)
 
 
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20"><rect width="40" height="20" fill="red"/></svg>'
+SVG_URLS = ("/drawing.svg", "/tr:w-20/drawing.svg")
+
+
+async def test_svg_documents_and_the_drawings_of_the_releases_before_are_never_served_for_each_other(
+        tmp_path, node_factory):
+    """With `allow_svg` an SVG is served as its document since a release that kept the render version: the
+    drawings the releases before made under the same keys were served after an upgrade, and the documents (their
+    scripts sandboxed only by this release's header) after a rollback. The `svg` settings' tag parts them; a node
+    without `allow_svg` is keyed as those releases are, and refuses."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "drawing.svg").write_bytes(SVG)
+    path = write_config(tmp_path, local_config(folder, before='[cache]\ndir = "cache"\n',
+                                               after="[limits]\nallow_svg = true\n"))
+    node = await node_factory(path)
+    assert [(await node.fetch(url)).body for url in SVG_URLS] == [SVG, SVG]
+    await node.stop()
+    path.write_text(path.read_text().replace("allow_svg = true", "allow_svg = false"))
+    refusing = await node_factory(path)  # keyed as the releases before: the documents are not its outputs
+    for url in SVG_URLS:
+        response = await refusing.fetch(url)
+        assert (response.code, response.body.decode().split(",")[0]) == (422, "unsupported source: an SVG document")
+    await refusing.stop()
+
+    caches = Caches(tmp_path / "cache", 10**8, 10**8)  # each output as a release before drew it, under its key
+    try:
+        keys = _keys_in(tmp_path / "cache")
+        assert len(keys) == 2 and all(f"\0{RENDER_VERSION}+svg:" in key for key in keys)
+        drawn = solid_image(40, 20, RED, "png")
+        for key in keys:
+            caches.outputs.put(key.replace("+svg:", ":", 1), replace(caches.outputs.get(key), body=drawn,
+                                                                     content_type="image/png", etag=strong_etag(drawn)))
+    finally:
+        caches.close()
+    path.write_text(path.read_text().replace("allow_svg = false", "allow_svg = true"))
+    upgraded = await node_factory(path)
+    for url in SVG_URLS:
+        served = await upgraded.fetch(url)
+        assert (served.code, served.headers["Content-Type"], served.body) == (200, "image/svg+xml", SVG), url
+
+
 #: URLs whose renders changed in a release (each a reason for a render version), and what this render
 #: version makes of them: (size, the pixels at 2,2 and at 50,50). A change of what they render to fails
 #: here: raise RENDER_VERSION (edge/cache/keys.py) with it and record the new pixels, or every node

@@ -818,7 +818,8 @@ class SettingsTag:
     """The config settings that change what a render makes of the same URL, as a tag for the output's
     key (`output_key`'s `settings`): `[defaults] quality`, `avif_effort` and `chroma_subsampling` (`j0`),
     `[limits] max_cost` (the format an over-budget `f-auto` falls back to, an animation's own bytes rather
-    than an encode), and
+    than an encode), `allow_svg` (`svg`: an SVG is served as the document it is, where a release before
+    drew it, or where without it it is refused), and
     for text layers `[limits] max_output_side` (where a line without `w` wraps) and the files of their
     fonts. Only what differs from the shipped defaults is named (`q30,e4`), so that the keys of a config
     that changes none stay as they were. `[defaults] auto_format` and `auto_format_smallest` change the
@@ -833,6 +834,10 @@ class SettingsTag:
             ("e", defaults.avif_effort, shipped_defaults.avif_effort),
             ("j", defaults.chroma_subsampling, shipped_defaults.chroma_subsampling),
             ("c", limits.max_cost, shipped_limits.max_cost)) if value != default]
+        # every output's, not only an SVG's: a key is made before the original is read. The releases before
+        # this tag drew an SVG (a PNG for `/logo.svg`); neither release reads the other's (a rollback had served
+        # the later one's documents without their sandbox), nor a node with SVGs refused their documents
+        self._changed += ["svg"] if limits.allow_svg else []
         self._tag = ",".join(self._changed)
         #: the parts added for an output with a text layer
         self._text = [f"s{limits.max_output_side}"] if limits.max_output_side != shipped_limits.max_output_side else []
