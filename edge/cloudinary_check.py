@@ -93,8 +93,9 @@ def fetch(base_url: str, url: str) -> str:
     # ValueError, InvalidURL (an HTTPException): a URL urllib or http.client refuses to send
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
         return f"FAILED {error}"
-    try:
-        image = pyvips.Image.new_from_buffer(body, "")
+    try:  # decoded whole: a header alone had passed a file cut short
+        image = pyvips.Image.new_from_buffer(body, "", fail_on="truncated", access="sequential")
+        image.avg()
         return f"OK {image.get('vips-loader').removesuffix('load_buffer')} {image.width}x{image.height}"
     except pyvips.Error:
         return "FAILED the answer does not decode as an image"

@@ -485,8 +485,8 @@ class Pipeline:
                       stand_in: bool) -> CachedOutput:
         """Transform the original (or pass it through for `orig-true`) into a storable output. New
         bytes are hashed (their version) while they render: the version is needed only for the output."""
-        header = await self._renderer.probe(original.body, svg_read=False) if plan.transformation.serves_original \
-            else None
+        serves_original = plan.transformation.serves_original
+        header = await self._renderer.probe(original.body, svg_read=False, as_is=True) if serves_original else None
         fmt = LOADER_FORMATS.get(header.loader) if header else None
         if header and plan.request.original_as in (None, fmt):  # passed through (else converted: `photo.webp`)
             # the ETag is the hash of the original's bytes: its version, when that is their hash (hashed once)

@@ -918,6 +918,25 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
     assert "failed when fetched (URLs):\n  404 not found  1\n" in online.stdout, online.stdout
 
 
+async def test_cloudinary_check_decodes_each_answer_whole(node, tmp_path):
+    """A server answering a JPEG cut in half (not the node: it refuses one, 422) had been reported "OK": its
+    header alone was read."""
+    photo = solid(400, 300, colour(2))
+    server = await HTTPOrigin(files={"demo/image/upload/half.jpg": photo[:len(photo) // 2],
+                                     "demo/image/upload/whole.jpg": photo}).start()
+    try:
+        urls = tmp_path / "urls.txt"
+        urls.write_text("".join(f"https://res.cloudinary.com/demo/image/upload/{name}.jpg\n"
+                                for name in ("half", "whole")))
+        command = [sys.executable, "-m", "edge", "cloudinary-check", "--config", str(tmp_path / "edge.toml"),
+                   "--urls", str(urls), "--base-url", server.url]
+        online = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+        assert "half.jpg\n    fetched: FAILED the answer does not decode as an image" in online.stdout, online.stdout
+        assert "whole.jpg\n    fetched: OK jpeg 400x300" in online.stdout, online.stdout
+    finally:
+        await server.stop()
+
+
 @pytest.mark.parametrize("path", ["/demo/image/upload/..%5C..%5Cadmin.jpg", "/demo/image/upload/w_20/v1/a%5C..%5C..%5Cadmin.jpg",
                                   "/demo/image/upload/.%5Cadmin.jpg"])
 async def test_a_backslash_dot_segment_never_reaches_a_web_fallback(s3, bucket, cloud, node_factory, tmp_path, path):

@@ -9,6 +9,9 @@ rendered again with warnings let through: those photos keep rendering exactly as
 
 Animated GIFs cut short: libnsgif decodes the frames there are and the last one as far as it goes, and
 libvips fails at no `fail_on` level; the node walks a GIF's blocks.
+
+Originals served as they are (`orig-true`, a Cloudinary URL without transformations), which nothing decodes:
+told from their structure (`cut_short.served_cut_short`), as their decode would tell them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from edge import pipeline
 from edge.config import Defaults, Limits
 from edge.errors import InvalidTransformation, UnprocessableSource
 from edge.testing import NodeProcess, ServingNode
+from edge.transform.cut_short import served_cut_short
 from edge.transform.options import parse_transformation
 from edge.transform.render import probe, render_image
 from tests.imagecorpus import animated_gif, closed_early_jpeg, extraneous_bytes_jpeg, taller_frame_jpeg
@@ -146,3 +150,50 @@ def test_a_whole_gif_without_its_trailer_is_rendered(photos):
 def test_the_corpus_gifs_are_whole():
     for frames in (1, 5, 100):
         assert render_image(animated_gif(frames), parse_transformation("w-20"), "gif", Defaults(), Limits()).width == 20
+
+
+#: the 12 MP photo in each format an original is served as it is in, and its loader
+SERVED_AS_IS = {"jpg": "jpegload_source", "png": "pngload_source", "webp": "webpload_source",
+                "avif": "heifload_source", "gif": "gifload_source"}
+
+
+@functools.cache
+def _photo_as(path: str, fmt: str) -> bytes:
+    photo = pyvips.Image.new_from_file(path)
+    if fmt == "gif":
+        return photo.gifsave_buffer(effort=1)
+    return photo.write_to_buffer(f".{fmt}", **({"effort": 0} if fmt == "avif" else {}))
+
+
+@pytest.mark.parametrize("fmt", SERVED_AS_IS)
+def test_an_original_served_as_it_is_is_cut_short_where_its_decode_fails(photos, fmt):
+    """On the 12 MP photo: a JPEG missing no more than its end marker fails to decode too; a PNG missing what
+    follows its image data (its end chunk) decodes whole."""
+    body = _photo_as(str(photos.path(photos.jpeg)), fmt)
+    cuts = [0, 1, 2, 12, 100, 4096, len(body) // 3, len(body) // 2, len(body) - 20]
+    verdicts = []
+    for cut in cuts:
+        part = body[:len(body) - cut]
+        try:
+            pyvips.Image.new_from_buffer(part, "", fail_on="truncated", access="sequential").avg()
+            decodes = True
+        except pyvips.Error:
+            decodes = False
+        verdicts.append((cut, decodes, not served_cut_short(part, SERVED_AS_IS[fmt])))
+    assert [verdict for verdict in verdicts if verdict[1] != verdict[2]] == []
+    assert verdicts[0][1] and not verdicts[-2][1]  # whole, and cut in half
+
+
+async def test_an_original_cut_short_is_never_served_as_it_is(node_factory, tmp_path, photos):
+    """`orig-true` read the header alone: half of the 12 MP JPEG or PNG went out as a 200, cached for a year."""
+    jpeg, png = photos.read(photos.jpeg), photos.read(photos.png)
+    (tmp_path / "images").mkdir()
+    for name, body in (("half.jpg", jpeg[:len(jpeg) // 2]), ("half.png", png[:len(png) // 2]),
+                       ("unended.jpg", jpeg[:-2]), ("whole.jpg", jpeg)):
+        (tmp_path / "images" / name).write_bytes(body)
+    node = await node_factory(write_config(tmp_path, local_config(tmp_path / "images")))
+    for name in ("half.jpg", "half.png", "unended.jpg"):
+        response = await node.fetch(f"/tr:orig-true/{name}")
+        assert (response.code, response.body) == (422, b"unsupported or corrupt source image\n"), name
+    whole = await node.fetch("/tr:orig-true/whole.jpg")
+    assert (whole.code, whole.body) == (200, jpeg)

@@ -34,6 +34,7 @@ from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, 
 from ..threads import BlockingPool, NotStarted
 from . import heic, held, stopping, svgraster
 from .compose import draw_layers
+from .cut_short import gif_cut_short, served_cut_short
 from .cost import check_output_cost, check_render_cost, decode_cost
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
@@ -196,39 +197,6 @@ def _webp_frames(body: bytes, limit: int) -> int:
     return frames if offset + 8 > len(body) else max(frames, limit + 1)
 
 
-def _gif_cut_short(body: bytes) -> bool:
-    """Whether a GIF's data ends inside one of its blocks, walked from their headers (~0.4 ms a MB).
-    libnsgif decodes the frames there are, the last one as far as its data goes, and libvips fails at no
-    `fail_on` level (8.18): an animation cut short was served with frames missing or half drawn. Data that
-    ends between two blocks without the trailer (3B), as some encoders write, is whole."""
-    if len(body) < 13:
-        return True
-    at = 13 + _gif_colour_table(body[10])  # the header, the screen's descriptor, the global colour table
-    while at < len(body):
-        block = body[at]
-        if block == 0x3B:  # the trailer
-            return False
-        if block == 0x21:  # an extension: its label, then its sub-blocks
-            at += 2
-        elif block == 0x2C:  # an image: its descriptor, colour table and LZW code size, then its sub-blocks
-            if at + 10 > len(body):
-                return True
-            at += 11 + _gif_colour_table(body[at + 9])
-        else:  # not a GIF block: libnsgif stops there too
-            return False
-        while at < len(body) and body[at]:  # sub-blocks, each its length and its bytes, then a 0
-            at += 1 + body[at]
-        if at >= len(body):
-            return True
-        at += 1
-    return at > len(body)
-
-
-def _gif_colour_table(flags: int) -> int:
-    """The bytes of the colour table a GIF descriptor's flags announce."""
-    return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
-
-
 def _may_have_many_scans(body: bytes) -> bool:
     """Whether a JPEG's frame is progressive, read from its segments' headers before the frame's (skipping
     the images an EXIF block may embed); True when that cannot be told within `_JPEG_HEADER_SEGMENTS`. Counting
@@ -278,10 +246,12 @@ def _named_format(body: bytes, allow_svg: bool) -> tuple[str, ...]:
     return ()
 
 
-def probe(body: bytes, limits: Limits, *, svg_read: bool = True) -> ImageHeader:
+def probe(body: bytes, limits: Limits, *, svg_read: bool = True, as_is: bool = False) -> ImageHeader:
     """Read the header; refuse what is not an image (422) or too large to decode (400). `svg_read=False`: an SVG
     is told by its first bytes, its header left unread (0×0), for one served as it is: librsvg parses a whole
-    document for its header (26 MB of shapes: 4 s and 1.1 GB at every miss, for bytes sent untouched)."""
+    document for its header (26 MB of shapes: 4 s and 1.1 GB at every miss, for bytes sent untouched).
+    `as_is`, for an original served as it is whatever its format: one cut short (`served_cut_short`), which no
+    decode will find, is a 422."""
     if _webp_frames(body, limits.max_frames) > limits.max_frames:
         raise _too_many_frames(limits)
     try:
@@ -311,7 +281,7 @@ def probe(body: bytes, limits: Limits, *, svg_read: bool = True) -> ImageHeader:
         raise _too_many_frames(limits)
     if width * height > limits.max_source_pixels:
         raise BadRequest("source too large")
-    if loader == _GIF_LOADER and _gif_cut_short(body):
+    if served_cut_short(body, loader) if as_is else loader == _GIF_LOADER and gif_cut_short(body):
         raise UnprocessableSource()
     orientation = image.get("orientation") if image.get_typeof("orientation") else 1
     if orientation in _SWAPS_SIDES:
@@ -980,8 +950,8 @@ class Renderer:
         finally:
             timer.cancel()
 
-    async def probe(self, body: bytes, *, svg_read: bool = True) -> ImageHeader:
-        return await self.run(functools.partial(probe, svg_read=svg_read), body, self.limits)
+    async def probe(self, body: bytes, *, svg_read: bool = True, as_is: bool = False) -> ImageHeader:
+        return await self.run(functools.partial(probe, svg_read=svg_read, as_is=as_is), body, self.limits)
 
     def shutdown(self) -> None:
         self._threads.shutdown(drop_queued=True)
