@@ -404,7 +404,8 @@ async def test_a_large_body_left_mid_way_is_counted_as_far_as_it_was_sent(node_f
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     photo = [(line["status"], line["bytes"]) for line in lines if line["path"] == "/photo.png"]
     assert photo == [(200, len(whole.body)), (200, len(whole.body)), (200, sent)]
-    assert all(line["duration_ms"] < 1000 for line in lines)  # until written out: not the client's download
+    # the stalled client's, a hit: until written out, not its download (the first, a render of 12 MP, may take longer)
+    assert [line["duration_ms"] < 1000 for line in lines if line["path"] == "/photo.png"][2:] == [True]
 
 
 async def test_large_bodies_being_sent_are_held_to_send_memory(node_factory, tmp_path, photos):  # noqa: F811
