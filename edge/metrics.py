@@ -55,7 +55,7 @@ ORIGIN_UNJUDGED = ("busy", "abandoned")
 FLEET_PURGE_OUTCOMES = ("ok", "rejected", "unreachable", "timeout")
 #: `result` values of `edge_cache_requests_total` per tier (a not-found record is never stale)
 CACHE_RESULTS = {"output": ("hit", "miss", "stale"), "original": ("hit", "miss", "stale"),
-                 "not_found": ("hit", "miss")}
+                 "not_found": ("hit", "miss"), "shared": ("hit", "miss")}
 #: the least time between two `/metrics` texts a worker makes (`Metrics.scraped`): a flood of
 #: scrapes costs at most 5 a second, and a scrape waits at most this long
 EXPOSITION_SECONDS = 0.2
@@ -430,6 +430,7 @@ class Metrics:
         tiers = tuple(tiers)
         for tier in tiers:
             self.cache_evictions.labels(tier)
+        for tier in (*tiers, *(("shared",) if config.shared_cache is not None else ())):
             for result in CACHE_RESULTS.get(tier, ()):
                 self.cache_requests.labels(tier, result)
         for tier in ("output", "original"):

@@ -28,7 +28,7 @@ from edge.shared_cache import SharedTier
 from edge.testing import solid_image
 from tests.nodes import local_config, until, write_config
 from tests.s3server import TEST_SECRET, Faults, shared_cache_table
-from tests.scrape import total
+from tests.scrape import samples, scrape, total
 
 BUCKET = "edge-shared"
 
@@ -334,6 +334,14 @@ async def purged(s3) -> bool:
 def purging_config(s3, tmp_path) -> Path:
     return write_config(tmp_path, local_config(before=f'[admin]\ntoken = "{PURGE_TOKEN}"\n',
                                                after=shared_table(s3.url)))
+
+
+async def test_the_shared_tiers_lookups_are_series_at_0_before_the_first(tier, s3, node_factory, tmp_path):
+    """`increase()` misses a series' first sample: a node's first shared hit had counted nowhere (docs probe)."""
+    node = await node_factory(purging_config(s3, tmp_path))
+    exposition = await scrape(node.url)
+    assert samples(exposition, "edge_cache_requests_total", tier="shared") == {
+        (("result", "hit"), ("tier", "shared")): 0, (("result", "miss"), ("tier", "shared")): 0}
 
 
 async def test_a_purge_the_shared_tier_failed_is_done_there_once_it_answers(tier, s3, node_factory, tmp_path,
