@@ -189,12 +189,13 @@ class EarlyAnswers:
     def __init__(self, cors: dict[str, str]):
         self.cors = cors
         self.over_capacity = _plain_answer(503, "Service Unavailable", "too many connections",
-                                          {"Retry-After": "1", **cors})
+                                          {"Retry-After": "1", "X-Edge-Error": "over_capacity", **cors})
         #: in place of Tornado's bare `400 Bad Request` to a request it cannot parse or frame
-        self.bad_request = _plain_answer(400, "Bad Request", "bad request", cors)
-        self.uri_too_long = _plain_answer(414, "URI Too Long", "request line too long", cors)
+        self.bad_request = _plain_answer(400, "Bad Request", "bad request", {"X-Edge-Error": "bad_request", **cors})
+        self.uri_too_long = _plain_answer(414, "URI Too Long", "request line too long",
+                                          {"X-Edge-Error": "uri_too_long", **cors})
         self.headers_too_large = _plain_answer(431, "Request Header Fields Too Large", "request headers too large",
-                                              cors)
+                                               {"X-Edge-Error": "headers_too_large", **cors})
 
 
 _date_second, _date_text = -1, ""
@@ -636,7 +637,7 @@ class _Limited(httputil.HTTPMessageDelegate):
             headers.pop("Connection", None)  # else Tornado answers a 1.0 keep-alive `Connection: Keep-Alive`
             body = _FAULTY_FRAMING.encode() + b"\n"
             fields = {"Date": date_header_now(),
-                      **_closing_fields(self._server.answers.cors, body)}
+                      **_closing_fields({"X-Edge-Error": "bad_request", **self._server.answers.cors}, body)}
             self._request_conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", 400, "Bad Request"),
                                              httputil.HTTPHeaders(fields), body)
             self._request_conn.finish()

@@ -445,7 +445,10 @@ class BaseHandler(tornado.web.RequestHandler):
                 message = exception.log_message % exception.args if exception.args else exception.log_message
             except (TypeError, ValueError):
                 pass
-        headers = {"Allow": ", ".join(self.allowed_methods())} if status_code == 405 else None
+        if status_code == 405:
+            headers = {"Allow": ", ".join(self.allowed_methods()), "X-Edge-Error": "method_not_allowed"}
+        else:
+            headers = {"X-Edge-Error": "internal" if status_code >= 500 else "bad_request"}
         self._send_plain(status_code, message, headers)
 
     @classmethod
@@ -653,7 +656,7 @@ class ImageHandler(BaseHandler):
         output = served.output
         self.origin_name = output.source.origin
         if _failed_precondition(self.request.headers, output.etag, output.last_modified):
-            self._send_plain(412, "precondition failed")
+            self._send_plain(412, "precondition failed", {"X-Edge-Error": "precondition_failed"})
             return None
         # Tornado's header map, filled without `set_header`'s checks of each value: these were
         # checked once, when the output was made (`CachedOutput.headers`), or are the node's own. `Date` as
@@ -904,7 +907,8 @@ class StatusHandler(BaseHandler):
     async def get(self) -> None:
         token = self.node.config.admin_token
         if token is not None and not statuspage.authorized(self.request.headers.get("Authorization"), token):
-            self._send_plain(401, "unauthorized", {"WWW-Authenticate": 'Basic realm="edge status"'})
+            self._send_plain(401, "unauthorized", {"WWW-Authenticate": 'Basic realm="edge status"',
+                                                   "X-Edge-Error": Unauthorized.kind})
             return
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")

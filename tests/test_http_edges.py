@@ -353,22 +353,27 @@ async def test_head_is_answered_like_get_without_a_body(node_factory, tmp_path, 
         assert head.headers["content-length"] == str(len(get.body))
 
 
-# -- 10. error answers are never sniffed --------------------------------------------------------------
+# -- 10. error answers are never sniffed, and name their kind -----------------------------------------
 
-@pytest.mark.parametrize("method, target, status", [
-    ("GET", "/tr:w-%3Cscript%3E/coffee.jpg", 400),  # the body quotes the request
-    ("GET", "/tr:w-10/%3Cscript%3E.jpg", 404),
-    ("POST", "/tr:w-10/coffee.jpg", 405),
-    ("GET", "*", 400),
-    ("GET", "/_edge/purge", 405),
-    ("POST", "/_edge/purge", 401),
+@pytest.mark.parametrize("method, target, status, kind, extra", [
+    ("GET", "/tr:w-%3Cscript%3E/coffee.jpg", 400, "invalid_transformation", ""),  # the body quotes the request
+    ("GET", "/tr:w-10/%3Cscript%3E.jpg", 404, "not_found", ""),
+    ("POST", "/tr:w-10/coffee.jpg", 405, "method_not_allowed", ""),
+    ("GET", "*", 400, "bad_request", ""),
+    ("GET", "/_edge/purge", 405, "method_not_allowed", ""),
+    ("POST", "/_edge/purge", 401, "unauthorized", ""),
+    # those had no X-Edge-Error, nor an `error` in the access log (docs probe)
+    ("GET", "/_edge/status", 401, "unauthorized", ""),
+    ("GET", "/tr:w-10/coffee.jpg", 412, "precondition_failed", 'If-Match: "other"\r\n'),
 ])
-async def test_error_answers_are_never_sniffed(node_factory, tmp_path, method, target, status):
+async def test_error_answers_are_never_sniffed_and_name_their_kind(node_factory, tmp_path, method, target, status,
+                                                                   kind, extra):
     node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
-    extra = "Content-Length: 0\r\n" if method == "POST" else ""
+    extra += "Content-Length: 0\r\n" if method == "POST" else ""
     answer = await exchange(node.url, raw_get(target, method=method, extra=extra))
     assert (answer.status, answer.headers["content-type"]) == (status, "text/plain; charset=utf-8")
     assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["x-edge-error"] == kind
 
 
 # -- 11. `Expect: 100-continue` -----------------------------------------------------------------------
