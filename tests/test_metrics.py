@@ -180,6 +180,15 @@ def test_build_info_and_the_workers_processes(exposition):
     assert 0 < time.time() - only(exposition, "edge_start_time_seconds") < 600
 
 
+async def test_one_worker_exports_the_series_several_do(node_factory, tmp_path):
+    """Kept in its own memory, one worker's counters each had a `*_created` series too (133), which the
+    multiprocess files of several never have (docs probe)."""
+    node = await node_factory(write_config(tmp_path, local_config()))
+    assert (await node.fetch("/tr:w-10/coffee.jpg")).code == 200
+    text = (await node.fetch("/metrics")).body.decode()
+    assert "edge_http_requests_total{" in text and "_created" not in text
+
+
 def test_labels_are_bounded(exposition):
     for family_samples in (samples(exposition, name) for name in
                            {line.split("{")[0].split(" ")[0] for line in exposition.splitlines()
