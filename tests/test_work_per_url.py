@@ -243,12 +243,10 @@ async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_f
     # the one transform thread is free again: a normal request does not wait behind the stopped one
     following = await node.fetch("/tr:w-300/medium.jpg", timeout=PROMPTLY)
     assert following.code == 200 and decode(following).width == 300
-    # asked again, the same work is not tried again (it would end the same way): a 503 well before
-    # the 0.5 s deadline a new try would run to
-    started = time.monotonic()
+    # asked again, the same work is not tried again (it would end the same way): a 503, and still one render
+    # stopped, counted (it had no metric of its own: only a 503 among the others). A bound on the second answer's
+    # time (0.25 s, half the deadline) failed on a loaded machine
     await assert_answer(node, f"/tr:{SLOW}/medium.jpg", 503, "rendering took too long")
-    assert time.monotonic() - started < 0.25
-    # one render stopped, counted (it had no metric of its own: only a 503 among the others)
     exposition = node.node.metrics.exposition().decode()
     assert total(exposition, "edge_transform_timeouts_total") == 1
     assert (await node.fetch(f"/tr:{SLOW}/medium.jpg")).headers["X-Edge-Error"] == "render_timeout"
