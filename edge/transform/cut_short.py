@@ -71,7 +71,7 @@ def _jpeg_cut_short(body: bytes) -> bool:
         if marker == 0xFF:  # a fill byte
             at += 1
         elif marker == 0xDA:
-            return body.find(b"\xff\xd9", at) < 0
+            return body.rfind(b"\xff\xd9", at) < 0  # from the end, where a whole file has it
         else:
             at += 2 + int.from_bytes(body[at + 2:at + 4], "big")
     return True
