@@ -4,9 +4,7 @@
     python3 dev.py serve    # install into ./.venv if needed, then run the node on the embedded default
     python3 dev.py test     # install into ./.venv if needed, then run the whole test suite
 
-Extra arguments go to `edge serve` or to pytest. The tests run in one pytest-xdist worker per core (at most
-`MAX_TEST_WORKERS`), a file to a worker (`--dist loadfile`: a file's module fixtures are made once); `-n 0`
-runs them in this process.
+Extra arguments go to `edge serve` or to pytest.
 """
 
 import hashlib
@@ -21,9 +19,6 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".installed"
-#: test workers at most: the suite's timing bounds were set on a 2-core machine; more renders of 12 MP photos at
-#: once would hold more memory than a small CI machine has
-MAX_TEST_WORKERS = 4
 
 
 def ensure_installed() -> None:
@@ -55,8 +50,6 @@ def main() -> int:
     os.chdir(ROOT)
     if command == "serve":
         os.execv(BIN / "edge", [str(BIN / "edge"), "serve", *args])
-    if not any(arg.startswith(("-n", "--numprocesses")) for arg in args):
-        args = ["-n", str(min(os.cpu_count() or 1, MAX_TEST_WORKERS)), "--dist", "loadfile", *args]
     os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *args])
 
 
