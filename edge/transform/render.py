@@ -34,8 +34,8 @@ from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, 
 from ..threads import BlockingPool, NotStarted
 from . import heic, held, stopping, svgraster
 from .compose import draw_layers
-from .cut_short import gif_cut_short, served_cut_short
 from .cost import check_output_cost, check_render_cost, decode_cost
+from .cut_short import gif_cut_short, served_cut_short
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
