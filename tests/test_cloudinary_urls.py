@@ -825,7 +825,8 @@ async def test_named_only_accepts_t_and_signed_urls(s3, bucket, cloud, node_fact
     for options, word in ((dict(width=60), b"w_60"), (dict(transformation=[{"dpr": "2.0"}]), b"dpr_2.0")):
         refused = await node.fetch(url(PHOTO, **options))
         assert (refused.code, refused.body) == (
-            400, b"invalid transformation: " + word + b": this endpoint accepts only named transformations (t_<name>)\n")
+            400, b"invalid transformation: " + word + b": this endpoint accepts only named transformations "
+                 b"(t_<name>)\n")
     # a chain, as components or as the SDKs write a list of names (unsigned, `t_card.card.card…` had made any
     # number of renders of one name)
     for chain, word in (([{"transformation": "card"}, {"transformation": "card"}], b"t_card"),

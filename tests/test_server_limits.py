@@ -174,7 +174,8 @@ def early_answer(status_line: str, message: str, cors: str = CORS_LINES, extra: 
     """The bytes of an answer of the HTTP layer itself (`undated`): `message` as a plain line, its kind named as
     every error answer's (it had none: docs probe), the connection closed."""
     kind = EARLY_KINDS[int(status_line.split()[0])]
-    return (f"HTTP/1.1 {status_line}\r\n{extra}X-Edge-Error: {kind}\r\n{cors}Content-Type: text/plain; charset=utf-8\r\n"
+    return (f"HTTP/1.1 {status_line}\r\n{extra}X-Edge-Error: {kind}\r\n{cors}"
+            f"Content-Type: text/plain; charset=utf-8\r\n"
             f"X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n"
             f"Content-Length: {len(message) + 1}\r\n\r\n{message}\n").encode()
 
