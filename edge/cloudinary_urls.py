@@ -550,6 +550,8 @@ def _translate(components: tuple[str, ...], named_items: tuple[tuple[str, str], 
 
 
 IF_ELSE_WORD, IF_END_WORD = "if_else", "if_end"
+#: why a word other than `t_` is refused on a `named_only` endpoint
+NAMED_ONLY = "this endpoint accepts only named transformations (t_<name>)"
 
 
 def _steps(components: list[str], named: Mapping[str, str], named_only: bool) -> list[str]:
@@ -566,8 +568,7 @@ def _steps(components: list[str], named: Mapping[str, str], named_only: bool) ->
                                else _component(group, named, named_only))]
         if rest:
             if named_only:
-                raise InvalidTransformation(rest[0].split(",")[0], "this endpoint accepts only named "
-                                                                   "transformations (t_<name>)")
+                raise InvalidTransformation(rest[0].split(",")[0], NAMED_ONLY)
             steps.append(_if_block(rest, named))
     return steps
 
@@ -815,7 +816,7 @@ def _dpr_on_sizes(components: tuple[str, ...], named_only: bool) -> list[str]:
     if not multiplied:  # dropped, but not unread: `dpr_abc` was served as the image (a cache entry per spelling)
         for word in delivery:
             if named_only:
-                raise InvalidTransformation(word, "this endpoint accepts only named transformations (t_<name>)")
+                raise InvalidTransformation(word, NAMED_ONLY)
             try:
                 PARAMS["dpr"].parse(word[len("dpr_"):])
             except ValueError as exc:
@@ -842,7 +843,7 @@ def _component(text: str, named: Mapping[str, str], named_only: bool) -> list[st
         if key not in SUPPORTED_KEYS:
             raise InvalidTransformation(word, "not supported by this node")
         if named_only and key != "t":
-            raise InvalidTransformation(word, "this endpoint accepts only named transformations (t_<name>)")
+            raise InvalidTransformation(word, NAMED_ONLY)
         if key in words:
             raise InvalidTransformation(word, f"{key}_ given twice in one component")
         words[key] = (word, value)
