@@ -4,6 +4,9 @@ is (`orig-true`, a Cloudinary URL without transformations), which nothing decode
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+
 from .formats import HEIC_LOADER
 
 #: the chunks of a PNG walked at most (~1 µs each); libpng writes 8 KB ones, 5000 for `max_source_bytes`. Past
@@ -11,6 +14,36 @@ from .formats import HEIC_LOADER
 MAX_PNG_CHUNKS = 65536
 #: the top-level boxes of an AVIF or HEIC file walked at most (encoders write three or four)
 MAX_BOXES = 1024
+#: the steps of a JPEG's walk to its first scan at most (cameras write a dozen segments before it): one that
+#: takes more (40 MB of empty segments: 4.6 s of Python) is refused as having none
+MAX_JPEG_STEPS = 1024
+#: a run of fill bytes before a marker
+_FILL_BYTES = re.compile(rb"\xff+")
+#: what follows FF without a length: byte stuffing (00), TEM, restart markers
+_STANDALONE = frozenset({0x00, 0x01, *range(0xD0, 0xD8)})
+
+
+def jpeg_segments(body: bytes, limit: int) -> Iterator[tuple[int, int]]:
+    """The offset and marker of each of a JPEG's segments from its start to its first scan's (SOS, included), as
+    libjpeg reads them: stray bytes between segments (some cameras write them) and fill bytes skipped, markers
+    without a length stepped over (skipping the images an EXIF block may embed, in its segment). At most `limit`
+    steps."""
+    at = 2  # after SOI
+    for _ in range(limit):
+        at = body.find(b"\xff", at)
+        if at < 0:
+            return
+        at = _FILL_BYTES.match(body, at).end() - 1
+        if at + 4 > len(body):
+            return
+        marker = body[at + 1]
+        if marker in _STANDALONE:
+            at += 2
+            continue
+        yield at, marker
+        if marker == 0xDA:
+            return
+        at += 2 + int.from_bytes(body[at + 2:at + 4], "big")
 
 
 def gif_cut_short(body: bytes) -> bool:
@@ -58,22 +91,11 @@ def served_cut_short(body: bytes, loader: str) -> bool:
 
 
 def _jpeg_cut_short(body: bytes) -> bool:
-    """No end marker after the first scan's header, found by walking the segments before it (an EXIF block's
-    thumbnail has one of its own). Within a scan's coded data FF is followed by 00 or a restart marker only."""
-    at = 2  # after SOI
-    while at + 4 <= len(body):
-        if body[at] != 0xFF:  # stray bytes between segments (some cameras write them): libjpeg skips them too
-            at = body.find(b"\xff", at)
-            if at < 0:
-                return True
-            continue
-        marker = body[at + 1]
-        if marker == 0xFF:  # a fill byte
-            at += 1
-        elif marker == 0xDA:
+    """No end marker after the first scan's header (none found within `MAX_JPEG_STEPS` included). Within a
+    scan's coded data FF is followed by 00 or a restart marker only."""
+    for at, marker in jpeg_segments(body, MAX_JPEG_STEPS):
+        if marker == 0xDA:
             return body.rfind(b"\xff\xd9", at) < 0  # from the end, where a whole file has it
-        else:
-            at += 2 + int.from_bytes(body[at + 2:at + 4], "big")
     return True
 
 
@@ -96,22 +118,23 @@ def _png_cut_short(body: bytes) -> bool:
 
 
 def _boxes_cut_short(body: bytes) -> bool:
-    """ISOBMFF's top-level boxes: each its size (32 bits; 1: 64 bits after the type; 0: to the end) and type."""
-    at = 0
+    """ISOBMFF's top-level boxes: each its size (32 bits; 1: 64 bits after the type; 0: to the end) and type.
+    Cut short where the data ends inside the `meta` box (the image's items, its locations) or the `mdat` one (its
+    coded data), or before `meta` whole; bytes after those, which libheif never reads, may be anything."""
+    at, meta_read = 0, False
     for _ in range(MAX_BOXES):
         if at == len(body):
             return False
         if at + 8 > len(body):
-            return True
-        size = int.from_bytes(body[at:at + 4], "big")
+            return not meta_read
+        size, kind = int.from_bytes(body[at:at + 4], "big"), body[at + 4:at + 8]
         if size == 0:
             return False
-        if size == 1:
-            if at + 16 > len(body):
-                return True
+        if size == 1 and at + 16 <= len(body):
             size = int.from_bytes(body[at + 8:at + 16], "big")
         if size < 8 or at + size > len(body):
-            return True
+            return kind in (b"meta", b"mdat") or not meta_read
+        meta_read = meta_read or kind == b"meta"
         at += size
     return False
 

@@ -35,7 +35,7 @@ from ..threads import BlockingPool, NotStarted
 from . import heic, held, stopping, svgraster
 from .compose import draw_layers
 from .cost import check_output_cost, check_render_cost, decode_cost
-from .cut_short import gif_cut_short, served_cut_short
+from .cut_short import gif_cut_short, jpeg_segments, served_cut_short
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
@@ -201,14 +201,9 @@ def _may_have_many_scans(body: bytes) -> bool:
     """Whether a JPEG's frame is progressive, read from its segments' headers before the frame's (skipping
     the images an EXIF block may embed); True when that cannot be told within `_JPEG_HEADER_SEGMENTS`. Counting
     scans reads the whole file (~0.3 ms a MB, 4 × the rest of a 12 MP JPEG's probe): only where they matter."""
-    offset = 2  # after SOI
-    for _ in range(_JPEG_HEADER_SEGMENTS):
-        if offset + 4 > len(body) or body[offset] != 0xFF:
-            return True
-        marker = body[offset + 1]
+    for _, marker in jpeg_segments(body, _JPEG_HEADER_SEGMENTS):
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header (not DHT, JPG, DAC)
             return marker in _PROGRESSIVE_FRAMES
-        offset += 2 + int.from_bytes(body[offset + 2:offset + 4], "big")
     return True
 
 
