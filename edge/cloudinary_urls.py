@@ -813,14 +813,15 @@ def _dpr_on_sizes(components: tuple[str, ...], named_only: bool) -> list[str]:
     # sizes in pixels are what it multiplies (fractions of an input so multiplied would compound it);
     # a named transformation's only when the URL has no size of its own
     multiplied = [component for component in sized if in_pixels(component)] or sized or own
-    if not multiplied:  # dropped, but not unread: `dpr_abc` was served as the image (a cache entry per spelling)
-        for word in delivery:
-            if named_only:
-                raise InvalidTransformation(word, NAMED_ONLY)
-            try:
-                PARAMS["dpr"].parse(word[len("dpr_"):])
-            except ValueError as exc:
-                raise InvalidTransformation(word, str(exc)) from None
+    # each checked, whether it multiplies (the last) or is dropped: `dpr_abc` alone, or before another `dpr_`, was
+    # served as if absent (a cache entry per spelling)
+    for word in delivery:
+        try:
+            PARAMS["dpr"].parse(word[len("dpr_"):])
+        except ValueError as exc:
+            raise InvalidTransformation(word, str(exc)) from None
+    if not multiplied and named_only:
+        raise InvalidTransformation(delivery[0], NAMED_ONLY)
     moved = []
     for component in components:
         words = component.split(",")

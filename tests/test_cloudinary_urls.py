@@ -12,13 +12,14 @@ from pathlib import Path
 
 import cloudinary
 import pytest
+import pyvips
 from cloudinary import CloudinaryImage
 
 from edge.cloudinary_urls import mapping_markdown
 from tests.assets import centre_colour, close, colour, pixel, same_colour, solid
 from tests.imagecorpus import ANIMATION_COLOURS, animated_gif, cmyk_jpeg
 from tests.nodes import SAMPLES, decode, loader, write_config
-from tests.photos import heic_photo, marker_corner, photos  # noqa: F401 - the fixtures
+from tests.photos import heic_bytes, heic_photo, marker_corner, photos  # noqa: F401 - the fixtures
 from tests.scrape import scrape, total
 from tests.servers import HTTPOrigin
 
@@ -705,6 +706,7 @@ UNSUPPORTED = [
     # spelling (each had been a cache entry of the whole image)
     (dict(transformation=[{"dpr": "abc"}]), "dpr_abc"),
     (dict(transformation=[{"effect": "grayscale", "dpr": "6.0"}]), "dpr_6.0"),
+    (dict(transformation=[{"width": 100}, {"dpr": "abc"}, {"dpr": "2.0"}]), "dpr_abc"),  # only the last multiplies
     (dict(effect="cartoonify"), "e_cartoonify"),
     (dict(effect="hue:140"), "e_hue:140"),
     (dict(effect="brightness:-100"), "e_brightness:-100"),  # out of Cloudinary's range
@@ -922,18 +924,22 @@ async def test_cloudinary_check(s3, bucket, cloud, node, tmp_path):
 async def test_cloudinary_check_decodes_each_answer_whole(node, tmp_path):
     """A server answering a JPEG cut in half (not the node: it refuses one, 422) had been reported "OK": its
     header alone was read."""
-    photo = solid(400, 300, colour(2))
+    photo, gif = solid(400, 300, colour(2)), animated_gif(10)
+    heic = heic_bytes(pyvips.Image.new_from_buffer(photo, ""))  # whole: decoded as the node does (libvips has no HEVC)
     server = await HTTPOrigin(files={"demo/image/upload/half.jpg": photo[:len(photo) // 2],
-                                     "demo/image/upload/whole.jpg": photo}).start()
+                                     "demo/image/upload/whole.jpg": photo, "demo/image/upload/phone": heic,
+                                     "demo/image/upload/half.gif": gif[:len(gif) * 2 // 3]}).start()
     try:
         urls = tmp_path / "urls.txt"
-        urls.write_text("".join(f"https://res.cloudinary.com/demo/image/upload/{name}.jpg\n"
-                                for name in ("half", "whole")))
+        urls.write_text("".join(f"https://res.cloudinary.com/demo/image/upload/{name}\n"
+                                for name in ("half.jpg", "whole.jpg", "phone", "half.gif")))
         command = [sys.executable, "-m", "edge", "cloudinary-check", "--config", str(tmp_path / "edge.toml"),
                    "--urls", str(urls), "--base-url", server.url]
         online = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
-        assert "half.jpg\n    fetched: FAILED the answer does not decode as an image" in online.stdout, online.stdout
+        assert "half.jpg\n    fetched: FAILED the answer is cut short" in online.stdout, online.stdout
         assert "whole.jpg\n    fetched: OK jpeg 400x300" in online.stdout, online.stdout
+        assert "phone\n    fetched: OK heif 400x300" in online.stdout, online.stdout  # as stored, no extension
+        assert "half.gif\n    fetched: FAILED the answer is cut short" in online.stdout, online.stdout
     finally:
         await server.stop()
 
