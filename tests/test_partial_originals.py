@@ -209,7 +209,7 @@ def _insert_before_scan(jpeg: bytes, extra: bytes) -> bytes:
 def test_whole_originals_of_odd_structure_are_served_as_they_are(photos, odd):
     """Whole files the review found refused: bytes libjpeg skips or steps over before the first scan (a stray
     FF 00 had been read as a segment of 65 kB), bytes after an AVIF's boxes."""
-    jpeg, avif = photos.read(photos.medium), _photo_as(str(photos.path(photos.medium)), "avif")
+    jpeg, avif = photos.read(photos.jpeg), _photo_as(str(photos.path(photos.jpeg)), "avif")  # the 12 MP photo
     body, loader = {
         "stray FF 00": (_insert_before_scan(jpeg, b"\xff\x00"), "jpegload_source"),
         "stray FF FF 00": (_insert_before_scan(jpeg, b"\xff\xff\x00"), "jpegload_source"),

@@ -46,7 +46,7 @@ def jpeg_segments(body: bytes, limit: int) -> Iterator[tuple[int, int]]:
         at += 2 + int.from_bytes(body[at + 2:at + 4], "big")
 
 
-def gif_cut_short(body: bytes) -> bool:
+def _gif_cut_short(body: bytes) -> bool:
     """Whether a GIF's data ends inside one of its blocks, walked from their headers (~0.4 ms a MB).
     libnsgif decodes the frames there are, the last one as far as its data goes, and libvips fails at no
     `fail_on` level (8.18): an animation cut short was served with frames missing or half drawn. Data that
@@ -145,4 +145,4 @@ def _webp_cut_short(body: bytes) -> bool:
 
 _WALKS = {"jpegload_source": _jpeg_cut_short, "uhdrload_source": _jpeg_cut_short, "pngload_source": _png_cut_short,
           "webpload_source": _webp_cut_short, "heifload_source": _boxes_cut_short, HEIC_LOADER: _boxes_cut_short,
-          "gifload_source": gif_cut_short}
+          "gifload_source": _gif_cut_short}

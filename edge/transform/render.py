@@ -35,7 +35,7 @@ from ..threads import BlockingPool, NotStarted
 from . import heic, held, stopping, svgraster
 from .compose import draw_layers
 from .cost import check_output_cost, check_render_cost, decode_cost
-from .cut_short import gif_cut_short, jpeg_segments, served_cut_short
+from .cut_short import jpeg_segments, served_cut_short
 from .effects import apply_look
 from .encode import EncodeOptions, encode, output_colour
 from .fonts import Font, shipped_fonts
@@ -276,7 +276,7 @@ def probe(body: bytes, limits: Limits, *, svg_read: bool = True, as_is: bool = F
         raise _too_many_frames(limits)
     if width * height > limits.max_source_pixels:
         raise BadRequest("source too large")
-    if served_cut_short(body, loader) if as_is else loader == _GIF_LOADER and gif_cut_short(body):
+    if (as_is or loader == _GIF_LOADER) and served_cut_short(body, loader):  # a GIF's decode never tells it
         raise UnprocessableSource()
     orientation = image.get("orientation") if image.get_typeof("orientation") else 1
     if orientation in _SWAPS_SIDES:
