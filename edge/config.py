@@ -530,7 +530,7 @@ MIN_SIGNING_KEY_CHARS = 32
 
 def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | None:
     """`[shared_cache]`: the keys of an `s3` origin, plus `timeout`, `max_writes`, `purge_journal_every`,
-    `signing_key`."""
+    `signing_key`, `previous_signing_keys`."""
     present = "shared_cache" in root.keys()
     t = root.subtable("shared_cache")
     if not present:
@@ -544,14 +544,21 @@ def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | 
     if not 0.1 <= journal_every <= 3600:  # a listing each 0.1 s per worker at most; an hour of stale images at most
         raise t.error("purge_journal_every", "expected a duration from 0.1s to 1h")
     signing_key = t.secret("signing_key")
-    if signing_key is not None and len(signing_key.reveal()) < MIN_SIGNING_KEY_CHARS and not t.stands_in("signing_key"):
-        raise t.error("signing_key", f"expected at least {MIN_SIGNING_KEY_CHARS} characters (`openssl rand -hex 32`)")
+    previous_keys = tuple(Secret(key) for key in t.str_list("previous_signing_keys", ()))
+    if previous_keys and signing_key is None:
+        raise t.error("previous_signing_keys", "needs signing_key")
+    given = [("signing_key", None, signing_key),
+             *(("previous_signing_keys", index, key) for index, key in enumerate(previous_keys))]
+    for key, index, value in given:
+        if value is not None and len(value.reveal()) < MIN_SIGNING_KEY_CHARS and not t.stands_in(key, index):
+            raise t.error(key, f"expected at least {MIN_SIGNING_KEY_CHARS} characters (`openssl rand -hex 32`)")
     # its client's calls as long as a purge's (a slow listing or DeleteObjects of 1000 keys had failed each try at
     # `timeout`, against a store that answered); every operation is bounded by its own share of it
     store = plugins.origin_type("s3").from_config(
         OriginSettings("shared_cache", "s3", timeout=timeout * PURGE_TIMEOUTS), t)
     return SharedCacheSettings(store=store, timeout=timeout, max_writes=max_writes,
-                               purge_journal_every=journal_every, signing_key=signing_key)
+                               purge_journal_every=journal_every, signing_key=signing_key,
+                               previous_signing_keys=previous_keys)
 
 
 def _listen_host(t: ConfigTable, key: str = "host", default: str | None = ServerSettings.host) -> str | None:

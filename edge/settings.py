@@ -167,10 +167,10 @@ class ConfigTable:
             text = text.replace(written, self._references[written])
         return text
 
-    def stands_in(self, key: str) -> bool:
-        """Whether `key` is written `${NAME}` and the environment does not give it (`check-config --no-env`): its
-        value is a placeholder, not the one to check."""
-        written = self._data.get(key)
+    def stands_in(self, key: str, index: int | None = None) -> bool:
+        """Whether `key` (its item `index`, of a list) is written `${NAME}` and the environment does not give it
+        (`check-config --no-env`): its value is a placeholder, not the one to check."""
+        written = self._data.get(key) if index is None else self._data[key][index]
         match = _ENV_REF.fullmatch(written) if isinstance(written, str) else None
         return match is not None and self._environ.get(match.group(1)) is None
 

@@ -102,13 +102,16 @@ class SharedCacheSettings:
     purge_journal_every: float = 10.0
     #: the fleet's key: objects written are signed with it, and only those signed with it are read
     signing_key: Secret | None = None
+    #: keys whose objects are read too (a rotation's other key), written again signed with `signing_key`
+    previous_signing_keys: tuple[Secret, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         """For `edge check-config`: the bucket's keys (secrets masked), the timeout, the writes."""
         store = {k: v for k, v in self.store.describe().items() if k not in ("name", "type")}
         return {**store, "timeout": self.timeout, "max_writes": self.max_writes,
                 "purge_journal_every": self.purge_journal_every,
-                "signing_key": None if self.signing_key is None else str(self.signing_key)}
+                "signing_key": None if self.signing_key is None else str(self.signing_key),
+                "previous_signing_keys": [str(key) for key in self.previous_signing_keys]}
 
 
 def encode(output: CachedOutput, key: str, signing_key: bytes | None = None) -> bytes:
@@ -126,27 +129,38 @@ def _mac(signing_key: bytes, header: bytes) -> bytes:
     return hmac.new(signing_key, header, "sha256").hexdigest().encode()
 
 
-def unsigned(data: bytes, signing_key: bytes | None) -> bool:
+def unsigned(data: bytes, signing_keys: tuple[bytes, ...]) -> bool:
     """Whether `data` is an object a node wrote without signing (or an earlier node's): with a key, a plain miss,
     as during the hour a fleet starts signing, not a damaged object."""
-    return data.startswith(OLD_MAGIC) or (signing_key is not None and data.startswith(MAGIC))
+    return data.startswith(OLD_MAGIC) or (bool(signing_keys) and data.startswith(MAGIC))
 
 
-def decode(data: bytes, key: str, now: float, signing_key: bytes | None = None) -> CachedOutput | None:
+def signed_with(data: bytes, signing_key: bytes) -> bool:
+    """Whether `data` is an object signed with `signing_key` (its header's HMAC; the rest is `decode`'s to check)."""
+    mac, header = _signature(data)
+    return hmac.compare_digest(mac, _mac(signing_key, header) + b"\n")
+
+
+def _signature(data: bytes) -> tuple[bytes, bytes]:
+    """A signed object's MAC line and header."""
+    signed = data[len(SIGNED_MAGIC):]
+    return signed[:MAC_LINE_BYTES], signed[MAC_LINE_BYTES:].partition(b"\n")[0]
+
+
+def decode(data: bytes, key: str, now: float, signing_keys: tuple[bytes, ...] = ()) -> CachedOutput | None:
     """The output the object at `key` holds, or None when it is not one this tier wrote for that key (signed
-    with `signing_key`, when there is one), claims a type that is not an image, or its body does not match its
-    ETag (blocking: hashes the body). A time it was last confirmed after `now`, by up to `CLOCK_SKEW_SECONDS`,
-    is taken as `now`."""
+    with one of `signing_keys`, when there are any), claims a type that is not an image, or its body does not
+    match its ETag (blocking: hashes the body). A time it was last confirmed after `now`, by up to
+    `CLOCK_SKEW_SECONDS`, is taken as `now`."""
     if data.startswith(SIGNED_MAGIC):
-        signed = data[len(SIGNED_MAGIC):]
-        mac, rest = signed[:MAC_LINE_BYTES], signed[MAC_LINE_BYTES:]
-    elif signing_key is None and data.startswith(MAGIC):
-        mac, rest = b"", data[len(MAGIC):]
+        if signing_keys and not any(signed_with(data, signing_key) for signing_key in signing_keys):
+            return None
+        rest = data[len(SIGNED_MAGIC) + MAC_LINE_BYTES:]
+    elif not signing_keys and data.startswith(MAGIC):
+        rest = data[len(MAGIC):]
     else:
         return None
     header, newline, body = rest.partition(b"\n")
-    if signing_key is not None and not hmac.compare_digest(mac, _mac(signing_key, header) + b"\n"):
-        return None
     try:
         meta = json.loads(header)
         if meta.pop("key") != key:
@@ -183,7 +197,10 @@ class SharedTier:
         `applied`: the file where the purges applied to this node's tiers are marked."""
         self.store = settings.store
         self.timeout = settings.timeout
-        self._signing_key = settings.signing_key.reveal().encode() if settings.signing_key else None
+        keys = (settings.signing_key, *settings.previous_signing_keys) if settings.signing_key else ()
+        #: the keys whose objects are read; the first, objects are written with
+        self._signing_keys = tuple(key.reveal().encode() for key in keys)
+        self._signing_key = self._signing_keys[0] if keys else None
         self.journal = PurgeJournal(settings.store, retention, applied)
         self._metrics = metrics
         #: what the node's output tier would not keep either
@@ -257,8 +274,8 @@ class SharedTier:
             max_bytes = min(self._max_entry_bytes, fetch_budget.capacity)
             found = await asyncio.wait_for(self.store.get_object(key, max_bytes=max_bytes), self.timeout)
             now = time.time()
-            output = await asyncio.to_thread(decode, found.body, key, now, self._signing_key)
-            if output is None and not unsigned(found.body, self._signing_key):
+            output = await asyncio.to_thread(decode, found.body, key, now, self._signing_keys)
+            if output is None and not unsigned(found.body, self._signing_keys):
                 self._failed("get", "damaged")
             if output is not None and (self.journal.covers(cache_key, output.source.checked_at)
                                        or (purged_at or 0.0) > output.source.checked_at):
@@ -276,6 +293,8 @@ class SharedTier:
         except Exception as error:  # what the store's client should have classified (its bug): a miss all the
             return self._unexpected("get", error)  # same, never a 500 (botocore's ValueError for a date had been one)
         self._failed_reads = 0
+        if output is not None and len(self._signing_keys) > 1 and not signed_with(found.body, self._signing_key):
+            self.put_later(cache_key, output)  # signed with a key being rotated out: signed again with the current
         # a lookup that failed is a failure, counted apart, not a miss: with the tier down, its hit ratio read 0 %
         self._metrics.child(self._metrics.cache_requests, "shared", "miss" if output is None else "hit").inc()
         return output

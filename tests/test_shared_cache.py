@@ -162,8 +162,9 @@ async def test_an_object_the_node_did_not_write_for_that_key_is_a_miss(tier, s3)
 SIGNING_KEY = "5f0c" * 8
 
 
-async def signed_tier(s3, tmp_path, signing_key: str) -> SharedTier:
-    table = shared_cache_table(s3.url, BUCKET, timeout="3s", more=f'signing_key = "{signing_key}"')
+async def signed_tier(s3, tmp_path, signing_key: str, *previous_keys: str) -> SharedTier:
+    more = f'signing_key = "{signing_key}"\nprevious_signing_keys = {json.dumps(previous_keys)}'
+    table = shared_cache_table(s3.url, BUCKET, timeout="3s", more=more)
     config = load_config(write_config(tmp_path, local_config(after=table), name=f"{signing_key[:4]}.toml"),
                          load_plugins())
     signed = SharedTier(config.shared_cache, Metrics(), 10**7, 86400.0, tmp_path / APPLIED_FILE)
@@ -201,6 +202,36 @@ async def test_with_a_signing_key_the_fleet_reads_only_the_objects_signed_with_i
     finally:
         await signed.close()
         await other.close()
+
+
+async def test_a_rotated_key_s_objects_are_read_and_signed_again_with_the_new_one(s3, tmp_path):
+    """Changing `signing_key` had made every object a miss at once, counted damaged, the fleet rendering again all
+    it was asked. With the old key in `previous_signing_keys`, its objects are read, and each read is written again
+    signed with the new key, once: when the old key is dropped, what the fleet reads is signed with the new."""
+    from edge.shared_cache import signed_with
+
+    s3.client().create_bucket(Bucket=BUCKET)
+    new_key = "9e7d" * 8
+    before = await signed_tier(s3, tmp_path, SIGNING_KEY)
+    rotating = await signed_tier(s3, tmp_path, new_key, SIGNING_KEY)
+    after = await signed_tier(s3, tmp_path, new_key)
+    try:
+        first = key("shop", "a.jpg")
+        before.put_later(first, output())
+        await written(before)
+        assert await after.get(first) is None  # without the old key: a miss
+        assert await rotating.get(first) == output()
+        await written(rotating)
+        stored = s3.client().get_object(Bucket=BUCKET, Key=rotating.object_key(first))["Body"].read()
+        assert signed_with(stored, new_key.encode()) and not signed_with(stored, SIGNING_KEY.encode())
+        assert await after.get(first) == output()
+        assert await rotating.get(first) == output()  # signed with the new key: not written again
+        await written(rotating)
+        assert counted(rotating, "shared_cache_writes") == {(): 1}
+        assert counted(rotating, "shared_cache_failures") == {}
+    finally:
+        for tier in (before, rotating, after):
+            await tier.close()
 
 
 async def test_shared_reads_are_held_to_the_fetch_budget(tier):
@@ -270,6 +301,10 @@ def test_paths_an_http_library_could_rewrite_are_not_shared(tmp_path):
     (("timeout = \"3s\"", "size = \"1GB\""), r"\[shared_cache\] size: unknown key"),
     (("timeout = \"3s\"", "signing_key = \"short-KEY-SECRET\""),
      r"\[shared_cache\] signing_key: expected at least 32 characters"),
+    (("timeout = \"3s\"", f'signing_key = "{SIGNING_KEY}"\nprevious_signing_keys = ["short-KEY-SECRET"]'),
+     r"\[shared_cache\] previous_signing_keys: expected at least 32 characters"),
+    (("timeout = \"3s\"", f'previous_signing_keys = ["{SIGNING_KEY}"]'),
+     r"\[shared_cache\] previous_signing_keys: needs signing_key"),
     (("http://127.0.0.1:9", "https://user:URL-SECRET@127.0.0.1:9"),
      r"\[shared_cache\] endpoint_url: expected no user:password@ in the URL"),
     (("http://127.0.0.1:9", "s3://AKIA:URL-SECRET@host"),
@@ -289,10 +324,14 @@ def test_check_config_masks_the_shared_tiers_secret(tmp_path):
     described = config.describe()["shared_cache"]
     assert (described["bucket"], described["secret_access_key"], described["timeout"]) == (BUCKET, "****", 3.0)
     assert TEST_SECRET not in json.dumps(config.describe(), default=str)
+    old_key = "9e7d" * 8
     signed = load_config(write_config(tmp_path, local_config(
-        after=shared_table("http://127.0.0.1:9") + f'signing_key = "{SIGNING_KEY}"\n')), load_plugins())
-    assert signed.describe()["shared_cache"]["signing_key"] == "****"
+        after=shared_table("http://127.0.0.1:9") + f'signing_key = "{SIGNING_KEY}"\n'
+                                                   f'previous_signing_keys = ["{old_key}"]\n')), load_plugins())
+    described = signed.describe()["shared_cache"]
+    assert (described["signing_key"], described["previous_signing_keys"]) == ("****", ["****"])
     assert SIGNING_KEY not in json.dumps(signed.describe(), default=str)
+    assert old_key not in json.dumps(signed.describe(), default=str)
 
 
 async def test_edge_purge_empties_the_shared_tier_too(tier, s3, tmp_path):
