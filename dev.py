@@ -4,7 +4,8 @@
     python3 dev.py serve    # install into ./.venv if needed, then run the node on the embedded default
     python3 dev.py test     # install into ./.venv if needed, then run the whole test suite
 
-Extra arguments go to `edge serve` or to pytest.
+Extra arguments go to `edge serve` or to pytest. Without them, `test` runs the suite in two: the tests that share
+the cores well on two processes (pytest-xdist), then those marked `serial` alone (tests/conftest.py).
 """
 
 import hashlib
@@ -50,7 +51,15 @@ def main() -> int:
     os.chdir(ROOT)
     if command == "serve":
         os.execv(BIN / "edge", [str(BIN / "edge"), "serve", *args])
-    os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *args])
+    pytest = [str(BIN / "python"), "-m", "pytest"]
+    cores = len(os.sched_getaffinity(0))
+    if args or cores < 2:
+        os.execv(pytest[0], [*pytest, *args])
+    # the whole suite: the tests that share the cores well on two processes, then those that measure time or
+    # memory alone (tests/conftest.py, SERIAL_FILES); a file's tests on one process, its fixtures shared
+    shared = subprocess.run([*pytest, "-n", "2", "--dist", "loadfile", "-m", "not serial"])
+    alone = subprocess.run([*pytest, "-m", "serial"])
+    return shared.returncode or alone.returncode
 
 
 if __name__ == "__main__":
