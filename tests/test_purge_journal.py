@@ -342,6 +342,41 @@ async def test_a_reading_goes_on_from_where_the_last_one_stopped(start, bucket, 
     assert calls[2] == calls[1]
 
 
+class ListedJournal:
+    """A store's listing of journal keys held in memory (what is under test is the reading, not S3): 30 000 entries
+    would take moto minutes to hold."""
+
+    max_key_bytes = 1024
+
+    def __init__(self, keys: list[tuple[str, float]]):
+        self.keys = sorted(keys)
+
+    def key_for(self, key: str) -> str:
+        return key
+
+    async def list_objects(self, prefix: str, start_after: str = "", pages: int = 1) -> list[tuple[str, float]]:
+        return [(key, at) for key, at in self.keys if key > (start_after or "") and key.startswith(prefix)][:1000 * pages]
+
+
+async def test_a_journal_of_more_entries_than_a_worker_holds_forgets_the_oldest_tenth_at_once(tmp_path, monkeypatch):
+    """Past `MAX_ENTRIES`, each entry listed had forgotten the oldest by its time plus 1e-9, which at today's times is
+    the same float: none was forgotten, and each cost a pass over them all (24 ms each beyond 100 000, on the
+    IOLoop: a bucket writer could stall every worker of the fleet). One pass forgets the oldest tenth."""
+    monkeypatch.setattr(purge_journal, "MAX_ENTRIES", 1000)
+    now = time.time()
+    store = ListedJournal([(FOLDER + _entry_name(now - 100 + i / 1000, f"\0p{i}\0"), now - 50) for i in range(5000)])
+    reader = PurgeJournal(store, 86400.0, tmp_path / "mark", clock=lambda: now)
+    passes = []
+    forget = reader._forget_before
+    monkeypatch.setattr(reader, "_forget_before", lambda cutoff: passes.append(cutoff) or forget(cutoff))
+    while (await reader.read()) and reader._cursor < store.keys[-1][0]:
+        reader.applied(len(reader._pending))
+    assert 900 <= len(reader._entries) <= 1000
+    assert reader.covers("\0p4999\0r:w-40\0", checked_at=now - 200)  # the newest, held
+    assert not reader.covers("\0p0\0r:w-40\0", checked_at=now - 200)  # the oldest, forgotten
+    assert len(passes) <= 5000 // 100 + 10  # a pass per hundred entries beyond, and one per reading
+
+
 async def test_a_restart_applies_what_it_missed_and_nothing_twice(start, bucket):
     node = await start("n")
     store = node.node.shared.store
