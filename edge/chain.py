@@ -29,6 +29,7 @@ from .origin import (
     SourceTooLarge,
     Validators,
 )
+from .settings import redact
 
 log = logging.getLogger("edge.origin")
 #: the longest ETag, Last-Modified or Content-Type kept from an origin (S3's ETags are ~34–70)
@@ -174,13 +175,15 @@ async def _contained(origin: Origin, request: OriginRequest) -> Original:
     fetching_for(origin.name)  # this task's context: its `in_thread` calls
     try:
         return await origin.fetch(request)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         if asyncio.current_task().cancelling():  # asked for by `_fetch`: the timeout, or no one waits
             raise
+        _log_raised(origin, exc)
         raise OriginFailure("error", "the origin plugin raised CancelledError") from None
     except Exception:
         raise
     except BaseException as exc:
+        _log_raised(origin, exc)  # with where it was raised: the plugin's author has only the log
         raise OriginFailure("error", f"the origin plugin raised {type(exc).__name__}") from None
 
 
@@ -232,8 +235,9 @@ def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
         except Exception:  # a plugin's own failure type whose message cannot be made: a failure all the same
             kind, message = vars(exc).get("kind"), f"{type(exc).__name__} (its message could not be made)"
             exc = OriginFailure(kind if isinstance(kind, str) else "error", message)
-        # `kind` goes into `X-Edge-Error` (and metrics, as one of ORIGIN_FAILURES or `error`): a short word
-        if isinstance(kind, str) and _KIND.fullmatch(kind):
+        # `kind` goes into `X-Edge-Error` and the access log (and metrics, as one of ORIGIN_FAILURES or `error`): a
+        # short word, and not a credential of the config (a plugin had made its token the kind: sent to clients)
+        if isinstance(kind, str) and _KIND.fullmatch(kind) and redact(kind) == kind:
             return exc
         # said in the message, or the plugin's author sees `error` with no clue why (repr: no line breaks)
         return OriginFailure("error", f"{message} (its kind {capped(repr(kind), 40)} is not a short lowercase "
@@ -241,9 +245,13 @@ def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
     if isinstance(exc, TimeoutError):
         return OriginFailure("timeout", f"no answer within {origin.settings.timeout:g}s")
     # a bug in an origin plugin must not hide the other origins
+    _log_raised(origin, exc)
+    return OriginFailure("error", type(exc).__name__)
+
+
+def _log_raised(origin: Origin, exc: BaseException) -> None:
     if (left_out := _FAILURE_LINES.allow((id(origin), "raised"))) is not None:
         log.error("origin %r raised an unexpected error%s", origin.name, left_out, exc_info=exc)
-    return OriginFailure("error", type(exc).__name__)
 
 
 def origin_error(failures: list[tuple[Origin, OriginFailure]]) -> BadGateway:

@@ -76,8 +76,8 @@ class OriginFailure(Exception):
     """The origin could not answer. `kind` is a short, stable lowercase word (letters and `_`, at most
     32) that goes into `X-Edge-Error` and the log as it is: `timeout`, `refused`, `denied`,
     `server_error`, `bad_response`, `redirect_refused` or `error`, or a word of the plugin's own, which
-    the metrics count as `error`; anything else is reported as `error`. The message must not contain a
-    credential."""
+    the metrics count as `error`; anything else (a credential of the config too) is reported as `error`. The
+    message must not contain a credential."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)

@@ -17,7 +17,7 @@ from edge import chain, fetching, server
 from edge import plugin as plugin_api
 from edge.config import load_config
 from edge.errors import ConfigError, StartupError
-from edge.logs import configure_logging
+from edge.logs import Sparse, configure_logging
 from edge.origin import Original, OriginRequest
 from edge.pluginmanager import load_plugins
 from edge.settings import Secret, redact
@@ -34,6 +34,10 @@ BEYOND_EXCEPTION = {"SystemExit": SystemExit(3), "KeyboardInterrupt": KeyboardIn
 class Unprintable(plugin_api.OriginFailure):
     def __str__(self) -> str:
         raise ValueError("no message")
+
+
+#: a credential of a plugin's config (made a `Secret`, as `table.secret` makes it) that is a short lowercase word
+KIND_SECRET = Secret("hunter_two")
 
 
 class MisbehavingPlugin:
@@ -63,6 +67,8 @@ class MisbehavingPlugin:
                 await plugin_api.in_thread(time.sleep, 2)
             if behaviour == "kind":
                 raise plugin_api.OriginFailure("Made Up\r\nX-Injected: 1", "a kind of its own")
+            if behaviour == "secret-kind":  # a credential, which is a short lowercase word, as the kind
+                raise plugin_api.OriginFailure(KIND_SECRET.reveal(), "the token as the kind")
             if behaviour == "unprintable":  # a failure of its own type whose message cannot be made
                 raise Unprintable("refused", "never shown")
             if behaviour == "block":  # a blocking call in the coroutine: holds the whole worker
@@ -164,10 +170,13 @@ async def served_afterwards(node) -> None:
 
 
 @pytest.mark.parametrize("raised", ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "CancelledError"])
-async def test_what_a_plugin_raises_beyond_exception_is_its_origins_failure(node, raised):
+async def test_what_a_plugin_raises_beyond_exception_is_its_origins_failure(node, raised, caplog, monkeypatch):
+    monkeypatch.setattr(chain, "_FAILURE_LINES", Sparse(chain.FAILURE_LOG_SECONDS))  # another test's origin's id
     response = await node.fetch(f"/tr:w-64/raise-{raised}/photo.jpg")
     assert (response.code, response.body, response.headers["X-Edge-Error"]) == (502, b"origin error\n",
                                                                                   "plugin: error")
+    # where it was raised, in the log: it had said only its name, and the plugin's author has nothing else
+    assert "raise BEYOND_EXCEPTION[behaviour[6:]]" in caplog.text
     await served_afterwards(node)
 
 
@@ -214,6 +223,13 @@ async def test_a_failure_kind_of_its_own_is_reported_as_error(node, caplog):
     assert "X-Injected" not in response.headers
     # the log says why, on one line
     assert "a kind of its own (its kind 'Made Up\\r\\nX-Injected: 1' is not a short lowercase word" in caplog.text
+
+
+async def test_a_credential_as_the_kind_is_reported_as_error(node, caplog):
+    """A plugin that made its token the kind had it sent in `X-Edge-Error` and written in the access log."""
+    response = await node.fetch("/tr:w-64/secret-kind/photo.jpg")
+    assert (response.code, response.headers["X-Edge-Error"]) == (502, "plugin: error")
+    assert "hunter_two" not in caplog.text and "(its kind '****' is not a short lowercase word" in caplog.text
 
 
 async def test_a_failure_whose_message_cannot_be_made_is_its_origins_and_the_next_one_serves(node_factory, tmp_path,
