@@ -184,8 +184,8 @@ def api_problem(declared: object) -> str | None:
     wanted = _parse_api(declared)
     if wanted is None:
         text = ", a number: quote it" if isinstance(declared, (int, float)) and not isinstance(declared, bool) else ""
-        return (f"it must declare the plugin API it is written for, as {API_ATTRIBUTE} = \"{API_VERSION}\" "
-                f"(got {declared!r}{text})")
+        return (f"it must declare the plugin API it is written for, as {API_ATTRIBUTE} = \"1.0\" (the lowest "
+                f"version whose API it uses; this node provides {API_VERSION}; got {declared!r}{text})")
     if wanted[0] > provided[0] or (wanted[0] == provided[0] and wanted[1] > provided[1]):
         return (f"it needs plugin API {declared}, and this node provides {API_VERSION}: "
                 f"upgrade edge-image-node, or install an older release of the plugin")

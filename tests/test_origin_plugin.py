@@ -247,8 +247,10 @@ def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
     ("1.99", "it needs plugin API 1.99"),
     ("2.0", "it needs plugin API 2.0"),
     ("0.9", "it is written for plugin API 0.9, and this node provides 1.5, which is incompatible"),
-    (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.5" (got None)'),
-    (1.0, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.5" (got 1.0, a number: quote it)'),
+    (None, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.0" (the lowest version whose '
+           'API it uses; this node provides 1.5; got None)'),
+    (1.0, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.0" (the lowest version whose '
+          'API it uses; this node provides 1.5; got 1.0, a number: quote it)'),
     ("\uff11.0", "it must declare the plugin API it is written for"),  # a full-width digit
 ])
 def test_the_declared_plugin_api_is_checked(declared, problem):
