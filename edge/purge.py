@@ -59,11 +59,18 @@ STILL_FAILING_LOG_SECONDS = 60.0
 def parse_body(body: bytes) -> dict[str, str]:
     """`{"url": "..."}` or `{"prefix": "..."}`, or a 400 that says what is wrong."""
     try:
-        target = json.loads(body)
+        target = json.loads(body, object_pairs_hook=_once_each)
     except (ValueError, UnicodeDecodeError, RecursionError):
         # RecursionError: arrays or objects nested deeper than Python's recursion limit (`[[[[…`)
         raise BadRequest('expected a JSON body: {"url": "..."} or {"prefix": "..."}') from None
     return parse_target(target)
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
+    """An object, or None (not a target) when it names a key twice: `{"url": "/a.jpg", "url": "/"}` had purged
+    the last, which a proxy or log that reads the first would not show."""
+    target = dict(pairs)
+    return target if len(target) == len(pairs) else None
 
 
 def parse_target(target: Any) -> dict[str, str]:

@@ -146,6 +146,7 @@ async def test_without_the_token_purge_is_a_401_and_removes_nothing(node, header
     (b"not json", b'expected a JSON body: {"url": "..."} or {"prefix": "..."}\n'),
     (b'{"url": "/shop/a.jpg", "prefix": "/shop/"}', b'expected exactly one of "url" or "prefix"\n'),
     (b'{"path": "/shop/a.jpg"}', b'expected exactly one of "url" or "prefix"\n'),
+    (b'{"url": "/shop/a.jpg", "url": "/shop/b.jpg"}', b'expected exactly one of "url" or "prefix"\n'),
     (b'{"url": 7}', b"url: expected a URL or a path\n"),
     (b'{"url": "/shop/"}', b"url: names no image\n"),
     (b'{"url": "http://[::1/shop/a.jpg"}', b"url: not a URL or a path\n"),  # was a 500 (urlsplit's ValueError)
