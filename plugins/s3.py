@@ -58,6 +58,9 @@ _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 _streaming: contextvars.ContextVar[Any] = contextvars.ContextVar("edge_s3_streaming", default=None)
 #: what S3's error codes look like (`NoSuchKey`, `SlowDown`, `404`); another is not quoted
 _CODE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: what XML 1.0 cannot hold (control characters but tab and LF), and CR, which its parsers read as LF: a key with
+#: one in DeleteObjects had the whole batch refused (a bucket writer's object stopped every purge of its path)
+_NOT_IN_XML = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff]")
 #: how much of a key an error message quotes: a listing may hold a key of any length (a store's answer)
 QUOTED_KEY_CHARS = 200
 _DENIED_CODES = {
@@ -246,7 +249,12 @@ class S3Origin(Origin):
         return deleted
 
     async def delete_keys(self, keys: list[str]) -> None:
-        """Delete these objects (at most 1000: one DeleteObjects)."""
+        """Delete these objects (at most 1000: one DeleteObjects; a key XML cannot carry, one DeleteObject each)."""
+        alone = [key for key in keys if _NOT_IN_XML.search(key)]
+        for key in alone:  # in the request's path: DeleteObjects' XML refuses them all for one, or reads CR as LF
+            with self.classified("DeleteObject", key):
+                await self._client.delete_object(Bucket=self.bucket, Key=key)
+        keys = [key for key in keys if not _NOT_IN_XML.search(key)]
         if not keys:
             return
         from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
