@@ -6,7 +6,7 @@ tier, where every node finds them. A shared-tier write started just before a pur
 just after it. So every purge that empties the shared tier is also written to it, as one empty object
 per purge under `<folder>_purges/`, named by when it was made and what it covers:
 
-    _purges/<nanoseconds since the epoch, 20 digits>-<8 random hex digits>/<the key prefix, base64url>
+    _purges/<nanoseconds since the epoch, 20 digits>-<8 hex digits: random, or signed>/<the key prefix, base64url>
 
 (listing the folder is enough to read it; no endpoint id can start with `_`, so no output is there).
 Every worker of every node lists the journal when it starts (before it serves) and every
@@ -34,12 +34,14 @@ the store's by more writes its entries again by the store's time (`SharedTier.re
 compares the times of two nodes' clocks as they are: an object confirmed less than the lag before a
 lagging node's purge is not held back by it; slack there would keep every object confirmed in the
 minutes after any purge out of the shared tier until its original is revalidated.) Anyone who can
-write to the bucket can write here: keys that are not entries are skipped, and never stop a reading.
+write to the bucket can write here: keys that are not entries are skipped, and never stop a reading. With the
+shared tier's `signing_key`, an entry's tag is signed (`_tag`), and one that is not is ignored.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import logging
 import math
 import os
@@ -52,6 +54,7 @@ from typing import Any
 
 from .cache.entries import CLOCK_SKEW_SECONDS
 from .cache.purges import PurgeTimes
+from .logs import Sparse
 from .origin import OriginFailure
 
 log = logging.getLogger("edge.purge_journal")
@@ -73,12 +76,30 @@ MAX_ENTRIES = 100_000
 APPLIED_FILE = "purges-applied"
 MAX_MARKED = 1000
 _TAG = re.compile(r"[0-9a-f]{8}")
+#: entries not signed with the fleet's key are said once a minute at most
+_UNSIGNED_LINES = Sparse(60.0)
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def _entry_name(at: float, prefix: str) -> str:
+def _entry_name(at: float, prefix: str, signing_key: bytes | None = None) -> str:
+    """The name of an entry: its tag random, or signed with `signing_key` (`_tag`)."""
+    stamp = f"{int(at * 1e9):020d}"
     encoded = base64.urlsafe_b64encode(prefix.encode()).decode().rstrip("=")
-    return f"{int(at * 1e9):020d}-{secrets.token_hex(4)}/{encoded}"
+    return f"{stamp}-{secrets.token_hex(4) if signing_key is None else _tag(signing_key, stamp, encoded)}/{encoded}"
+
+
+def _tag(signing_key: bytes, stamp: str, encoded: str) -> str:
+    """The first 32 bits of the HMAC-SHA256 of an entry's time and prefix: enough against a bucket writer, who has
+    to write billions of entries to land one (each read by every node costs microseconds), in the 8 hex digits
+    every release reads as a tag."""
+    return hmac.new(signing_key, f"{stamp}/{encoded}".encode(), "sha256").hexdigest()[:8]
+
+
+def _signed(name: str, signing_keys: tuple[bytes, ...]) -> bool:
+    """Whether an entry's name (one `_parse` reads) carries the tag of one of `signing_keys`."""
+    stamp, _, encoded = name.partition("/")
+    nanoseconds, _, tag = stamp.partition("-")
+    return any(hmac.compare_digest(tag, _tag(key, nanoseconds, encoded)) for key in signing_keys)
 
 
 def _time_name(at: float) -> str:
@@ -107,8 +128,12 @@ class PurgeJournal:
     """The journal in the shared tier's bucket (`store`: an `s3` origin), as one worker reads it.
     `applied`: the file that marks how far the node's tiers have applied it."""
 
-    def __init__(self, store: Any, retention: float, applied: Path, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Any, retention: float, applied: Path, clock: Callable[[], float] = time.time,
+                 signing_keys: tuple[bytes, ...] = ()):
+        """`signing_keys`: the shared tier's (`SharedTier`): entries are written signed with the first, and only
+        those signed with one are read."""
         self._store = store
+        self._signing_keys = signing_keys
         self._retention = retention
         self._applied_file = applied
         self._clock = clock
@@ -141,7 +166,7 @@ class PurgeJournal:
         store's, `expire`); its key. Raises `OriginFailure` when the store fails."""
         now = self._clock() + late_by
         while True:
-            key = self._folder + _entry_name(now, prefix)
+            key = self._folder + _entry_name(now, prefix, self._signing_keys[0] if self._signing_keys else None)
             if len(key.encode()) <= self._store.max_key_bytes:
                 break
             if len(prefix) <= 1:
@@ -238,10 +263,16 @@ class PurgeJournal:
         if name in self._entries or name in self._ignored or (parsed := _parse(name)) is None:
             return
         at, prefix = parsed
+        if self._signing_keys and not _signed(name, self._signing_keys):
+            # a bucket writer's (each purge applied costs every worker of the fleet milliseconds), or a node's
+            # without the key: said once a minute
+            if (left_out := _UNSIGNED_LINES.allow()) is not None:
+                log.warning("a purge journal entry not signed with the fleet's signing_key is ignored%s: %s",
+                            left_out, name)
+            self._ignore(name)
+            return
         if at > now + FUTURE_SECONDS:  # a clock that far ahead is wrong (or the entry a forgery)
-            if len(self._ignored) >= MAX_ENTRIES:
-                self._ignored.clear()
-            self._ignored.add(name)  # said once: every reading lists it again
+            self._ignore(name)  # said once: every reading lists it again
             log.warning("a purge journal entry from %.0f s ahead of this node's clock is ignored: %s", at - now, name)
             return
         at = min(at, now)  # one from a clock a little ahead purges from now on
@@ -254,6 +285,11 @@ class PurgeJournal:
             # is the same float)
             times = sorted(at for at, _ in self._entries.values())
             self._forget_before(math.nextafter(times[-MAX_ENTRIES * 9 // 10 - 1], math.inf))
+
+    def _ignore(self, name: str) -> None:
+        if len(self._ignored) >= MAX_ENTRIES:
+            self._ignored.clear()
+        self._ignored.add(name)
 
     def _written(self, name: str) -> float:
         """When the store wrote entry `name` (0 for one no longer held)."""

@@ -201,7 +201,7 @@ class SharedTier:
         #: the keys whose objects are read; the first, objects are written with
         self._signing_keys = tuple(key.reveal().encode() for key in keys)
         self._signing_key = self._signing_keys[0] if keys else None
-        self.journal = PurgeJournal(settings.store, retention, applied)
+        self.journal = PurgeJournal(settings.store, retention, applied, signing_keys=self._signing_keys)
         self._metrics = metrics
         #: what the node's output tier would not keep either
         self._max_entry_bytes = output_budget // MAX_ENTRY_SHARE

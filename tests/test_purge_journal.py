@@ -48,10 +48,11 @@ async def bucket(s3):
 def start(node_factory, origin, s3, bucket, tmp_path):
     """`await start(name)`: a node with its own cache folder (`tmp_path/name`, kept across restarts),
     the shared tier, the admin token and no peers: no purge reaches it but through the journal."""
-    async def start(name: str):
+    async def start(name: str, more: str = ""):
         folder = tmp_path / name
         folder.mkdir(exist_ok=True)
-        shared = f'[admin]\ntoken = "{TOKEN}"\n' + shared_cache_table(s3.url, BUCKET, more='purge_journal_every = "0.2s"')
+        shared = f'[admin]\ntoken = "{TOKEN}"\n' + shared_cache_table(s3.url, BUCKET,
+                                                                     more='purge_journal_every = "0.2s"\n' + more)
         return await node_factory(write_config(folder, web_config(origin.url, before="[server]\naccess_log = false\n",
                                                                   after=shared)))
     return start
@@ -98,6 +99,33 @@ async def test_a_node_the_purge_could_not_call_applies_it_from_the_journal(start
     await until(read, "the cut-off node's reading of the journal")
     assert cached_as(await cut_off.fetch(URL)) == ("MISS", True)
     assert origin.requests["img.jpg"] == 2
+
+
+async def test_with_a_signing_key_only_the_fleets_entries_are_applied(start, origin, bucket, caplog, monkeypatch):
+    """Whoever could write the bucket could have the fleet purge anything, each entry costing every worker of every
+    node milliseconds (attack probe: 1000 entries, 4 s of a worker's CPU). With `signing_key`, an entry's tag is
+    its HMAC (in the 8 hex digits of the tag every release reads): one without is ignored, said once a minute."""
+    monkeypatch.setattr(purge_journal, "_UNSIGNED_LINES", purge_journal.Sparse(60.0))
+    signed = f'signing_key = "{"5f0c" * 8}"\n'
+    sender = await start("sender", signed)
+    cut_off = await start("cut-off", signed + f'previous_signing_keys = ["{"9e7d" * 8}"]\n')
+    origin.files["other.jpg"] = solid(120, 80, OLD)
+    for url in (URL, "/tr:w-40/other.jpg"):
+        await cut_off.fetch(url)
+        assert (await cut_off.fetch(url)).headers["X-Cache"] == "HIT"
+    forged = _entry_name(time.time() - 1, "\0other.jpg\0")  # a random tag
+    guessed = _entry_name(time.time() - 1, "\0other.jpg\0", b"guessed-key")
+    put_all(bucket, [JOURNAL + forged, JOURNAL + guessed])
+    origin.files["img.jpg"] = solid(120, 80, NEW)
+
+    assert (await purge(sender, {"url": "/img.jpg"}))["shared"]["journal"] == "written"
+    applied = cut_off.config.cache.dir / APPLIED_FILE
+    async def read() -> bool:
+        return applied.exists()
+    await until(read, "the cut-off node's reading of the journal")
+    assert cached_as(await cut_off.fetch(URL)) == ("MISS", True)  # the sender's entry, signed
+    assert (await cut_off.fetch("/tr:w-40/other.jpg")).headers["X-Cache"] == "HIT"  # neither forgery
+    assert caplog.text.count("not signed with the fleet's signing_key is ignored") == 1
 
 
 async def test_a_node_down_during_a_purge_applies_it_before_it_serves_again(start, origin, bucket):
