@@ -1,8 +1,8 @@
 """Every plugin hook of the edge node, in one module. The docstrings are the contract.
 
 A plugin is a module with functions decorated `@hookimpl` (import it from `edge.plugin`, the public
-API) and an `EDGE_PLUGIN_API = "1.0"` declaration (the lowest version whose API it uses), registered under the `edge.plugins` entry-point
-group of its package::
+API) and an `EDGE_PLUGIN_API = "1.0"` declaration (the lowest version whose API it uses), registered under
+the `edge.plugins` entry-point group of its package::
 
     [project.entry-points."edge.plugins"]
     my_origin = "my_package.my_origin"

@@ -383,7 +383,8 @@ class ListedJournal:
         return key
 
     async def list_objects(self, prefix: str, start_after: str = "", pages: int = 1) -> list[tuple[str, float]]:
-        return [(key, at) for key, at in self.keys if key > (start_after or "") and key.startswith(prefix)][:1000 * pages]
+        after = [(key, at) for key, at in self.keys if key > (start_after or "") and key.startswith(prefix)]
+        return after[:1000 * pages]
 
 
 async def test_a_journal_of_more_entries_than_a_worker_holds_forgets_the_oldest_tenth_at_once(tmp_path, monkeypatch):
