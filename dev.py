@@ -52,7 +52,7 @@ def main() -> int:
     if command == "serve":
         os.execv(BIN / "edge", [str(BIN / "edge"), "serve", *args])
     pytest = [str(BIN / "python"), "-m", "pytest"]
-    cores = len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS has none
     if args or cores < 2:
         os.execv(pytest[0], [*pytest, *args])
     # the whole suite: the tests that share the cores well on two processes, then those that measure time or
