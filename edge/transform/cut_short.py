@@ -17,9 +17,10 @@ MAX_BOXES = 1024
 #: the steps of a JPEG's walk to its first scan at most (cameras write a dozen segments before it): one that
 #: takes more (40 MB of empty segments: 4.6 s of Python) is refused as having none
 MAX_JPEG_STEPS = 1024
-#: the sub-blocks of a GIF walked at most (~0.1 µs each); encoders write 255-byte ones, 160 000 for
-#: `max_source_bytes`. Past that (40 MB of 1-byte sub-blocks: 2.6 s of Python), its end is not checked
-MAX_GIF_SUB_BLOCKS = 2**18
+#: the blocks and sub-blocks of a GIF walked at most (~0.1 µs each); encoders write 255-byte sub-blocks, 160 000
+#: for `max_source_bytes`, and a few blocks a frame. Past that (40 MB of 1-byte sub-blocks, or of empty comment
+#: blocks: 2.6 and 3.9 s of Python), its end is not checked
+MAX_GIF_STEPS = 2**18
 #: a run of fill bytes before a marker
 _FILL_BYTES = re.compile(rb"\xff+")
 #: what follows FF without a length: byte stuffing (00), TEM, restart markers
@@ -56,9 +57,12 @@ def _gif_cut_short(body: bytes) -> bool:
     ends between two blocks without the trailer (3B), as some encoders write, is whole."""
     if len(body) < 13:
         return True
-    steps = MAX_GIF_SUB_BLOCKS
+    steps = MAX_GIF_STEPS
     at = 13 + _gif_colour_table(body[10])  # the header, the screen's descriptor, the global colour table
     while at < len(body):
+        steps -= 1
+        if not steps:
+            return False
         block = body[at]
         if block == 0x3B:  # the trailer
             return False
