@@ -237,8 +237,10 @@ def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
             exc = OriginFailure(kind if isinstance(kind, str) else "error", message)
         # `kind` goes into `X-Edge-Error` and the access log (and metrics, as one of ORIGIN_FAILURES or `error`): a
         # short word, and not a credential of the config (a plugin had made its token the kind: sent to clients)
-        if isinstance(kind, str) and _KIND.fullmatch(kind) and redact(kind) == kind:
-            return exc
+        if isinstance(kind, str) and _KIND.fullmatch(kind):
+            if redact(kind) == kind:
+                return exc
+            return OriginFailure("error", f"{message} (its kind is a credential of the config: reported as error)")
         # said in the message, or the plugin's author sees `error` with no clue why (repr: no line breaks)
         return OriginFailure("error", f"{message} (its kind {capped(repr(kind), 40)} is not a short lowercase "
                                       f"word: reported as error)")

@@ -109,13 +109,14 @@ async def test_with_a_signing_key_only_the_fleets_entries_are_applied(start, ori
     signed = f'signing_key = "{"5f0c" * 8}"\n'
     sender = await start("sender", signed)
     cut_off = await start("cut-off", signed + f'previous_signing_keys = ["{"9e7d" * 8}"]\n')
-    origin.files["other.jpg"] = solid(120, 80, OLD)
-    for url in (URL, "/tr:w-40/other.jpg"):
+    origin.files["other.jpg"] = origin.files["third.jpg"] = solid(120, 80, OLD)
+    for url in (URL, "/tr:w-40/other.jpg", "/tr:w-40/third.jpg"):
         await cut_off.fetch(url)
         assert (await cut_off.fetch(url)).headers["X-Cache"] == "HIT"
     forged = _entry_name(time.time() - 1, "\0other.jpg\0")  # a random tag
     guessed = _entry_name(time.time() - 1, "\0other.jpg\0", b"guessed-key")
-    put_all(bucket, [JOURNAL + forged, JOURNAL + guessed])
+    rotated = _entry_name(time.time(), "\0third.jpg\0", ("9e7d" * 8).encode())  # the previous key's
+    put_all(bucket, [JOURNAL + forged, JOURNAL + guessed, JOURNAL + rotated])
     origin.files["img.jpg"] = solid(120, 80, NEW)
 
     assert (await purge(sender, {"url": "/img.jpg"}))["shared"]["journal"] == "written"
@@ -125,6 +126,7 @@ async def test_with_a_signing_key_only_the_fleets_entries_are_applied(start, ori
     await until(read, "the cut-off node's reading of the journal")
     assert cached_as(await cut_off.fetch(URL)) == ("MISS", True)  # the sender's entry, signed
     assert (await cut_off.fetch("/tr:w-40/other.jpg")).headers["X-Cache"] == "HIT"  # neither forgery
+    assert (await cut_off.fetch("/tr:w-40/third.jpg")).headers["X-Cache"] == "MISS"  # signed with a previous key
     assert caplog.text.count("not signed with the fleet's signing_key is ignored") == 1
 
 
