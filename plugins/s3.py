@@ -58,6 +58,10 @@ _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 _streaming: contextvars.ContextVar[Any] = contextvars.ContextVar("edge_s3_streaming", default=None)
 #: what S3's error codes look like (`NoSuchKey`, `SlowDown`, `404`); another is not quoted
 _CODE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: S3's answers to a request signed for, or sent to, another region than the bucket's; and what a region looks like
+_WRONG_REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed",
+                                 "IllegalLocationConstraintException"})
+_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,4}")
 #: what XML 1.0 cannot hold (control characters but tab and LF), and CR, which its parsers read as LF: a key with
 #: one in DeleteObjects had the whole batch refused (a bucket writer's object stopped every purge of its path)
 _NOT_IN_XML = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff]")
@@ -123,6 +127,9 @@ class S3Origin(Origin):
         bucket = table.str("bucket")
         if not bucket:
             raise table.error("bucket", "expected a bucket name, got an empty string")
+        if "/" in bucket or ":" in bucket:  # `s3://images`, an ARN, `images/products`: botocore's bare refusal at serve
+            raise table.error("bucket", f"expected a bucket's name alone, got {bucket!r}: a folder of it goes in "
+                                        "`folder`, a store's address in `endpoint_url`")
         endpoint_url, parts = table.url("endpoint_url", None)
         if endpoint_url is not None:
             if parts.username or parts.password:  # it would show in config dumps
@@ -131,8 +138,17 @@ class S3Origin(Origin):
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise table.error("endpoint_url", "expected an http:// or https:// URL, "
                                                   f"got {without_userinfo(endpoint_url)!r}")
+            if parts.path.strip("/") or parts.query or parts.fragment:
+                # a bucket or a folder written in the URL: every key was asked under it, and every image was a
+                # 404, cached, the node up and its log silent (unlucky-operator probe)
+                raise table.error("endpoint_url", "expected the store's address alone (scheme, host, port), got "
+                                                  f"{parts.path + ('?' if parts.query else '')!r} after it: the "
+                                                  "bucket goes in `bucket`, a folder of it in `folder`")
         access_key_id = table.secret("access_key_id")
         secret_access_key = table.secret("secret_access_key")
+        for key, value in (("access_key_id", access_key_id), ("secret_access_key", secret_access_key)):
+            if value is not None and not value.reveal().strip():  # `${VAR}` set empty: signed with nothing, a 403
+                raise table.error(key, "is empty: set it, or remove both keys for the usual AWS credential chain")
         if (access_key_id is None) != (secret_access_key is None):
             missing = "secret_access_key" if secret_access_key is None else "access_key_id"
             raise table.error(missing, "set access_key_id and secret_access_key together, or neither "
@@ -356,13 +372,17 @@ def _session_refusing_redirects() -> type:
     redirect is refused: aiohttp follows a `Location` to
     any host unless a request says not to, and aiobotocore's requests do not, so a store (or anyone
     on a plain-HTTP path to it) answering 307 made the node fetch another address, an internal one
-    too, and serve and cache what came back. (S3's own answer to a wrong region is an error botocore
-    reads, asking the configured endpoint again: not a redirect aiohttp follows.)"""
+    too, and serve and cache what came back. (S3's own answer to a wrong region, a 301 without `Location`, is
+    an error botocore reads: not a redirect aiohttp follows.)"""
     import aiohttp
     import yarl
     from aiobotocore.httpsession import AIOHTTPSession
 
     async def refuse(session, context, params) -> None:
+        if "Location" not in params.response.headers and "URI" not in params.response.headers:
+            # not followed (aiohttp returns it): AWS's answer to a bucket in another region, which botocore reads
+            # (`PermanentRedirect`, its region), had been told as a redirect refused to the store's own address
+            return
         # named by where it leads (`params.url` is the store's own address, which the log had named)
         try:
             target = str(params.url.join(yarl.URL(params.response.headers.get("Location", ""))).origin())
@@ -443,6 +463,11 @@ def _client_error(operation: str, key: str, error: ClientError, conditional: boo
         return OriginFailure("denied", where)
     if status >= 500:
         return OriginFailure("server_error", where)
+    region = error.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region") or \
+        error.response.get("Error", {}).get("Region")
+    if code in _WRONG_REGION_CODES and isinstance(region, str) and _REGION.fullmatch(region):
+        # what the operator has to change, which the store said (a region is no secret)
+        return OriginFailure("error", f"{where}: the bucket is in region {region}: set `region = \"{region}\"`")
     return OriginFailure("error", where)  # NoSuchBucket, InvalidRequest…: the origin's config is wrong
 
 

@@ -123,6 +123,14 @@ async def test_keys_from_the_environment_and_masked_in_the_summary(s3, bucket, t
     ({"bucket": ""}, "bucket: expected a bucket name"),
     ({"secret_access_key": None}, "secret_access_key: set access_key_id and secret_access_key together"),
     ({"endpoint_url": "s3.example.com"}, "endpoint_url: expected an http:// or https:// URL"),
+    ({"bucket": "s3://images"}, "bucket: expected a bucket's name alone, got 's3://images'"),
+    ({"bucket": "arn:aws:s3:::images"}, "bucket: expected a bucket's name alone"),
+    ({"access_key_id": ""}, "access_key_id: is empty"),
+    ({"secret_access_key": " "}, "secret_access_key: is empty"),
+    # a bucket or folder in the URL: every image had been a 404, the log silent
+    ({"endpoint_url": "https://s3.eu-west-1.amazonaws.com/my-bucket"},
+     "endpoint_url: expected the store's address alone \\(scheme, host, port\\), got '/my-bucket' after it: the "
+     "bucket goes in `bucket`"),
     ({"path_style": "yes"}, "path_style: expected true or false"),
     ({"folder_name": "x"}, "folder_name: unknown key"),
 ])

@@ -728,6 +728,28 @@ async def test_a_refused_redirect_names_where_it_led(raw_s3, location, named):
     assert str(failure.value) == f"GetObject 'a.jpg': redirect to {named.replace('STORE', raw_s3.url)} refused"
 
 
+@pytest.mark.parametrize("status, code, headers", [
+    (301, "PermanentRedirect", (("x-amz-bucket-region", "eu-west-1"),)),  # AWS's, without a Location
+    (400, "AuthorizationHeaderMalformed", ()),  # its Region in the body
+])
+async def test_a_bucket_in_another_region_is_told_with_the_region_to_set(raw_s3, status, code, headers):
+    """AWS's 301 to a bucket asked in the wrong region has no `Location`: it had been told as a redirect refused to
+    the store's own address, and nothing named `region` (unlucky-operator probe)."""
+    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    await origin.open()
+    error = (f"<Error><Code>{code}</Code><Message>wrong region</Message><Region>eu-west-1</Region>"
+             f"<Endpoint>bkt.s3.eu-west-1.amazonaws.com</Endpoint></Error>").encode()
+    raw_s3.answer = lambda method, target: http(status, error, (("Content-Type", "application/xml"), *headers))
+    try:
+        with pytest.raises(OriginFailure) as failure:
+            await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
+    finally:
+        await origin.close()
+    assert (failure.value.kind, str(failure.value)) == (
+        "error", f"GetObject 'a.jpg': {code} (HTTP {status}): the bucket is in region eu-west-1: set "
+                 f'`region = "eu-west-1"`')
+
+
 async def test_a_shared_tier_whose_endpoint_is_a_web_server_answering_200_to_everything(node_factory, raw_s3,
                                                                                          tmp_path):
     """An `endpoint_url` on a web server's port (a catch-all page): every write was taken, so a purge
