@@ -302,10 +302,19 @@ class WebOrigin(Origin):
                         url = self._redirect_target(response.url, location, path)
                         continue
                     return await self._read(response, path, max_bytes, validators)
+        except aiohttp.ClientConnectorCertificateError as error:  # the port answers: "cannot connect" misled
+            raise OriginFailure("refused", f"the TLS certificate of {url.origin()} does not verify "
+                                           f"({_reason(error.certificate_error)}): SSL_CERT_FILE names the CAs "
+                                           "trusted (docs/origins.md)") from None
+        except aiohttp.ClientSSLError as error:
+            raise OriginFailure("refused", f"no TLS with {url.origin()} ({_reason(error.os_error)}): is it an "
+                                           "https:// port?") from None
         except aiohttp.ClientConnectorError as error:
             if isinstance(error.os_error, NotPublic):  # a redirect target's name led to a special address
                 raise OriginFailure("redirect_refused",
                                     f"redirect for {path!r} to {url.origin()} refused: {error.os_error}") from None
+            if isinstance(error.os_error, socket.gaierror):  # a typo'd host, told apart from a closed port
+                raise OriginFailure("refused", f"cannot connect to {url.origin()}: its name does not resolve") from None
             raise OriginFailure("refused", f"cannot connect to {url.origin()}") from None
         except (aiohttp.ServerTimeoutError, TimeoutError):
             raise OriginFailure("timeout", f"no answer from {origin} in time") from None
@@ -359,6 +368,11 @@ class WebOrigin(Origin):
                                   announced=response.content_length)
         return Original(body, etag=response.headers.get("ETag"), last_modified=response.headers.get("Last-Modified"),
                         content_type=response.headers.get("Content-Type"))
+
+
+def _reason(error: object) -> str:
+    """What TLS said went wrong, in its own short words (`self-signed certificate`, `WRONG_VERSION_NUMBER`)."""
+    return str(getattr(error, "verify_message", None) or getattr(error, "reason", None) or type(error).__name__)[:100]
 
 
 #: the `edge.plugin` API this module is written against

@@ -1,8 +1,12 @@
 """The `web` origin against a real HTTP server on 127.0.0.1: URL building, headers, redirects, the
 not-found / error split, conditional fetches."""
 
+import asyncio
 import base64
+import datetime
+import ipaddress
 import logging
+import ssl
 import time
 from pathlib import Path
 
@@ -18,6 +22,70 @@ from tests.nodes import SAMPLES, decode, write_config
 from tests.servers import HTTPOrigin
 
 ASTRONAUT = (SAMPLES / "astronaut.jpg").read_bytes()
+
+
+def self_signed_context(tmp_path: Path) -> ssl.SSLContext:
+    """A server's TLS context with a certificate for 127.0.0.1 that no CA signed."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return context
+
+
+async def test_tls_that_fails_is_told_as_such_not_as_a_closed_port(node_factory, tmp_path, caplog):
+    """A self-signed certificate, or an https:// URL on a plain HTTP port, had been logged `cannot connect to …`:
+    the operator checked a port that was open (unlucky-operator probe)."""
+    async def hang_up(reader, writer):
+        writer.close()
+
+    async def answer_in_plain_http(reader, writer):  # as a web server answers a TLS hello
+        await reader.read(1)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+    tls = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=self_signed_context(tmp_path))
+    port = tls.sockets[0].getsockname()[1]
+    http_port = await asyncio.start_server(answer_in_plain_http, "127.0.0.1", 0)
+    plain = f"https://127.0.0.1:{http_port.sockets[0].getsockname()[1]}"
+    try:
+        for base_url, logged in ((f"https://127.0.0.1:{port}", "does not verify (self-signed certificate): "
+                                                               "SSL_CERT_FILE names the CAs trusted"),
+                                 (plain, "is it an https:// port?")):
+            (tmp_path / base_url.rsplit(":", 1)[1]).mkdir()
+            node = await node_factory(write_config(tmp_path / base_url.rsplit(":", 1)[1], f"""
+[[origins]]
+name = "tls"
+type = "web"
+base_url = "{base_url}"
+
+[[endpoints]]
+id = ""
+origins = ["tls"]
+"""))
+            response = await node.fetch("/astronaut.jpg")
+            assert (response.code, response.headers["X-Edge-Error"]) == (502, "tls: refused")
+            assert logged in caplog.text, caplog.text[-2000:]
+    finally:
+        for server in (tls, http_port):
+            server.close()
+            await server.wait_closed()
 
 
 @pytest.fixture
