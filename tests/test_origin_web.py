@@ -9,6 +9,7 @@ import logging
 import ssl
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -68,19 +69,11 @@ async def test_tls_that_fails_is_told_as_such_not_as_a_closed_port(node_factory,
         for base_url, logged in ((f"https://127.0.0.1:{port}", "does not verify (self-signed certificate): "
                                                                "SSL_CERT_FILE names the CAs trusted"),
                                  (plain, "is it an https:// port?")):
-            (tmp_path / base_url.rsplit(":", 1)[1]).mkdir()
-            node = await node_factory(write_config(tmp_path / base_url.rsplit(":", 1)[1], f"""
-[[origins]]
-name = "tls"
-type = "web"
-base_url = "{base_url}"
-
-[[endpoints]]
-id = ""
-origins = ["tls"]
-"""))
+            folder = tmp_path / base_url.rsplit(":", 1)[1]
+            folder.mkdir()
+            node = await node_factory(write_config(folder, web_config(SimpleNamespace(url=base_url), base="")))
             response = await node.fetch("/astronaut.jpg")
-            assert (response.code, response.headers["X-Edge-Error"]) == (502, "tls: refused")
+            assert (response.code, response.headers["X-Edge-Error"]) == (502, "legacy web: refused")
             assert logged in caplog.text, caplog.text[-2000:]
     finally:
         for server in (tls, http_port):
