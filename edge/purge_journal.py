@@ -76,9 +76,9 @@ MAX_ENTRIES = 100_000
 APPLIED_FILE = "purges-applied"
 MAX_MARKED = 1000
 _TAG = re.compile(r"[0-9a-f]{8}")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 #: entries not signed with the fleet's key are said once a minute at most
 _UNSIGNED_LINES = Sparse(60.0)
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _entry_name(at: float, prefix: str, signing_key: bytes | None = None) -> str:

@@ -463,8 +463,8 @@ def _client_error(operation: str, key: str, error: ClientError, conditional: boo
         return OriginFailure("denied", where)
     if status >= 500:
         return OriginFailure("server_error", where)
-    region = error.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region") or \
-        error.response.get("Error", {}).get("Region")
+    region = (error.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+              or error.response.get("Error", {}).get("Region"))
     if code in _WRONG_REGION_CODES and isinstance(region, str) and _REGION.fullmatch(region):
         # what the operator has to change, which the store said (a region is no secret)
         return OriginFailure("error", f"{where}: the bucket is in region {region}: set `region = \"{region}\"`")
