@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from edge.plugin import (
     CHUNK_BYTES,
@@ -344,8 +344,9 @@ class S3Origin(Origin):
                 # (a 304 with a body, a header that does not parse): was `error`, the node's or the network's
                 raise OriginFailure("bad_response", f"{where}: an answer that does not parse as HTTP") from None
             raise OriginFailure("error", f"{where}: {type(error).__name__}") from None
-        except EndpointConnectionError:
-            raise OriginFailure("refused", f"{where}: cannot connect to the endpoint") from None
+        except EndpointConnectionError as error:  # named, by its address alone (a region typo shows in the host)
+            raise OriginFailure("refused", f"{where}: cannot connect to {_address(error.kwargs.get('endpoint_url'))}"
+                                ) from None
         except (NoCredentialsError, PartialCredentialsError):
             raise OriginFailure("denied", f"{where}: no credentials") from None
         except (BotoCoreError, aiohttp.ClientError) as error:
@@ -440,6 +441,15 @@ def _session_refusing_redirects() -> type:
 def quoted_key(key: str) -> str:
     """`key` as an error message quotes it: its first `QUOTED_KEY_CHARS` characters."""
     return repr(key if len(key) <= QUOTED_KEY_CHARS else key[:QUOTED_KEY_CHARS] + "…")
+
+
+def _address(url: object) -> str:
+    """`scheme://host[:port]` of a URL botocore tried (its path holds the bucket and the key), or `the endpoint`."""
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        parts = None
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts and parts.netloc else "the endpoint"
 
 
 def _client_error(operation: str, key: str, error: ClientError, conditional: bool) -> Exception:

@@ -1,13 +1,14 @@
 """The `s3` origin against moto's S3 API on 127.0.0.1: key mapping, special characters with
 `encode_keys` off and on, conditional reads, one client per origin, real IAM credentials."""
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from edge.config import load_config
 from edge.errors import ConfigError
-from edge.origin import NotModified, OriginRequest, OriginSettings
+from edge.origin import NotModified, OriginFailure, OriginRequest, OriginSettings
 from edge.pluginmanager import load_plugins
 from edge.settings import ConfigTable
 from edge_builtin_origins.s3 import S3Origin
@@ -53,6 +54,24 @@ def table(s3, **keys) -> ConfigTable:
     data = {"bucket": BUCKET, "endpoint_url": s3.url, "access_key_id": "AKIATESTINGKEY000000",
             "secret_access_key": "test-secret-not-a-real-one", **keys}
     return ConfigTable(data, file="test.toml", table="origins[0]", base_dir=Path("."))
+
+
+async def test_a_store_that_cannot_be_reached_is_named_by_its_address(s3):
+    """It had been `cannot connect to the endpoint`: which one, and a region's typo in its host, unsaid."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there
+    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=5.0),
+                                  table(s3, endpoint_url=f"http://127.0.0.1:{port}"))
+    await origin.open()
+    try:
+        with pytest.raises(OriginFailure) as failure:
+            await origin.fetch(OriginRequest("a.jpg", 10**6))
+    finally:
+        await origin.close()
+    assert (failure.value.kind, str(failure.value)) == ("refused",
+                                                        f"GetObject 'a.jpg': cannot connect to http://127.0.0.1:{port}")
 
 
 async def test_serves_folder_plus_path_and_the_bucket_root(s3, bucket, node_factory, tmp_path):
