@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -57,6 +58,7 @@ from .errors import (BadGateway, BadRequest, EdgeError, InvalidTransformation, N
                      SignatureRefused, UnprocessableSource, drop_tracebacks)
 from .fetching import Holding, fetch_budget
 from .flight import SETTLE_SECONDS, SingleFlight
+from .logs import Sparse
 from .metrics import Metrics, endpoint_label
 from .originals import CurrentOriginal, OriginalLookup, OriginalSource
 from .routing import ImageRequest, Router
@@ -69,6 +71,8 @@ from .transform.hints import NO_HINTS, negotiate
 from .transform.layers import fetched
 from .transform.options import Transformation, layered, parse_transformation
 from .transform.render import Renderer, SettingsTag
+
+log = logging.getLogger("edge.pipeline")
 
 
 @dataclass(slots=True)  # not frozen: on the hit path, frozen dataclasses cost microseconds each
@@ -131,6 +135,9 @@ TIMED_OUT_SECONDS = 600.0
 #: Short, and per worker: the fault may be the origin's passing one (a purge forgets it, as it does a
 #: timed-out render)
 UNUSABLE_SECONDS = 10.0
+#: an original that is no image at all is said in the log once a minute per origin at most (a client chooses the
+#: paths): an origin answering 200 with a page in an image's place had shown as 422s alone
+_UNREADABLE_LINES = Sparse(60.0)
 #: seconds a URL whose render was refused 400 (a text layer larger than the output limit, an output or a decode
 #: too large for this original) is answered so without rendering: the refusal had cost the render's work each
 #: time (a 500-character text at fs-500: 0.3 s of CPU per request, nothing cached, a stream of them slowing
@@ -404,6 +411,8 @@ class Pipeline:
                 # downloaded it again, whole (30 MB of a video behind a web origin, 20 times in 3 s)
                 # its message too (a PDF, an SVG left unread, named: the next requests had got the generic one)
                 self._remember_failure(key if error.unreadable else plan.key, error.again().again, UNUSABLE_SECONDS)
+                if error.unreadable:
+                    _say_unreadable(original, key)
                 raise
             except RenderTimedOut as error:
                 if not error.contended:  # short of CPU, the same work may end in time once the burst is over
@@ -559,3 +568,10 @@ def _canonical_link(base: str, path: str) -> str:
     """`Link: <base/path>; rel="canonical"`, the decoded path percent-encoded (UTF-8): a name such as
     `日本.jpg` stays a valid header, and `>`, `;`, `"` or `,` in a name cannot add link parameters."""
     return f'<{base}/{quote(path, safe="/")}>; rel="canonical"'
+
+
+def _say_unreadable(original: CurrentOriginal, key: str) -> None:
+    if (left_out := _UNREADABLE_LINES.allow(original.origin)) is not None:
+        path = key.split("\0")[1]
+        log.warning("origin %r answered %r with %d bytes that are no image (starting %r): a page in its place?%s",
+                    original.origin, path, len(original.body), original.body[:16], left_out)

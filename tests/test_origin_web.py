@@ -13,7 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from edge import pipeline
 from edge.errors import ConfigError
+from edge.logs import Sparse
 from edge.origin import NotModified, OriginRequest, OriginSettings
 from edge.settings import ConfigTable
 import edge_builtin_origins.web
@@ -23,6 +25,18 @@ from tests.nodes import SAMPLES, decode, write_config
 from tests.servers import HTTPOrigin
 
 ASTRONAUT = (SAMPLES / "astronaut.jpg").read_bytes()
+
+
+async def test_a_page_in_an_images_place_is_said_in_the_log(web, node_factory, tmp_path, caplog, monkeypatch):
+    """An origin answering 200 with its "not found" page had shown as 422s alone (unlucky-operator probe)."""
+    monkeypatch.setattr(pipeline, "_UNREADABLE_LINES", Sparse(60.0))  # not another test's minute
+    web.files["images/gone.jpg"] = web.files["images/gone2.jpg"] = b"<html>Page not found</html>"
+    node = await node_factory(write_config(tmp_path, web_config(web)))
+    for path in ("/tr:w-40/gone.jpg", "/tr:w-40/gone2.jpg"):
+        response = await node.fetch(path)
+        assert (response.code, response.body) == (422, b"unsupported or corrupt source image\n")
+    said = "origin 'legacy web' answered 'gone.jpg' with 27 bytes that are no image (starting b'<html>Page not f'):"
+    assert said in caplog.text and caplog.text.count("that are no image") == 1  # once a minute per origin
 
 
 def self_signed_context(tmp_path: Path) -> ssl.SSLContext:
