@@ -134,14 +134,15 @@ def test_a_file_made_a_fifo_after_the_check_is_not_waited_for(tmp_path, monkeypa
 
 
 async def test_the_request_doing_the_work_answers_within_the_nodes_bound_too(tmp_path):
-    """Every request of an image waits at most the node's bound (`flight.wait_bound`: here a 1 s origin,
+    """Every request of an image waits at most the node's bound (`flight.wait_bound`: here a 2 s origin,
     0.5 s of queueing, a 0.5 s render), the one doing the work included. A `di-` default image's and an
-    image layer's originals are fetched after the main one's, so with an origin taking 0.9 s a request
-    (its path missing) adds up to 2.7 s; the balancers' answer timeout is set from the bound, and the
-    node answers its own 504 before it, not a 200 after it."""
+    image layer's originals are fetched after the main one's, so with an origin taking 1.4 s a request
+    (its path missing) adds up to 4.2 s; the balancers' answer timeout is set from the bound, and the
+    node answers its own 504 before it, not a 200 after it. (An origin taking 0.9 s of a 1 s timeout had
+    passed it on a busy machine, a 504 of the origin's.)"""
     origin = await HTTPOrigin(files={"default.jpg": solid(400, 300, (200, 40, 40)),
                                      "logo.jpg": solid(60, 40, (40, 40, 200))}).start()
-    config = web_config(origin.url, origin='timeout = "1s"\n', before="""[cache]
+    config = web_config(origin.url, origin='timeout = "2s"\n', before="""[cache]
 dir = "cache"
 [server]
 transform_queue_timeout = "0.5s"
@@ -151,12 +152,12 @@ render_timeout = "0.5s"
     node = await start_node(write_config(tmp_path, config))
     url = node.url + "/tr:w-200,di-default.jpg,l-image,i-logo.jpg,l-end/missing.jpg"
     try:
-        origin.behaviour.delay = 0.9
+        origin.behaviour.delay = 1.4
         started = time.monotonic()
         response = await node.client.fetch(url, raise_error=False, request_timeout=30)
         waited = time.monotonic() - started
         assert (response.code, response.headers.get("X-Edge-Error")) == (504, "wait_timeout"), response.body
-        assert 2.0 <= waited < 2.7, waited
+        assert 3.0 <= waited < 4.2, waited
 
         origin.behaviour.delay = 0  # an origin within the bound: the same URL is served
         response = await node.client.fetch(url, raise_error=False, request_timeout=30)
