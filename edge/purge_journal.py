@@ -134,6 +134,8 @@ class PurgeJournal:
         those signed with one are read."""
         self._store = store
         self._signing_keys = signing_keys
+        #: entries ignored for not being signed with one of `signing_keys`, so far (counted by `SharedTier`)
+        self.unsigned = 0
         self._retention = retention
         self._applied_file = applied
         self._clock = clock
@@ -270,6 +272,7 @@ class PurgeJournal:
                 log.warning("a purge journal entry not signed with the fleet's signing_key is ignored%s: %s",
                             left_out, name)
             self._ignore(name)
+            self.unsigned += 1
             return
         if at > now + FUTURE_SECONDS:  # a clock that far ahead is wrong (or the entry a forgery)
             self._ignore(name)  # said once: every reading lists it again

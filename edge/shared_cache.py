@@ -372,11 +372,16 @@ class SharedTier:
     async def read_purges(self) -> list[str] | None:
         """The key prefixes of the journal's purges this worker has not read yet (`PurgeJournal.read`);
         None when the tier failed (counted)."""
+        unsigned = self.journal.unsigned
         try:
             # a long journal is several pages: more than one read, but a starting worker waits for it
             return await self._reported("journal", self.journal.read(), self.timeout * 5)
         except SharedCacheFailure:
             return None
+        finally:  # a bucket writer's entries, or a node's without the key: an SRE's signal, not the log's alone
+            if self.journal.unsigned > unsigned:
+                self._metrics.child(self._metrics.shared_cache_failures, "journal", "unsigned").inc(
+                    self.journal.unsigned - unsigned)
 
     async def _reported(self, operation: str, call: Awaitable[T], seconds: float) -> T:
         """`call`'s result within `seconds`; else `SharedCacheFailure`, counted."""

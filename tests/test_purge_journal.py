@@ -128,6 +128,8 @@ async def test_with_a_signing_key_only_the_fleets_entries_are_applied(start, ori
     assert (await cut_off.fetch("/tr:w-40/other.jpg")).headers["X-Cache"] == "HIT"  # neither forgery
     assert (await cut_off.fetch("/tr:w-40/third.jpg")).headers["X-Cache"] == "MISS"  # signed with a previous key
     assert caplog.text.count("not signed with the fleet's signing_key is ignored") == 1
+    # and counted, for an alert: the two forgeries
+    assert cut_off.node.metrics.shared_cache_failures.labels("journal", "unsigned")._value.get() == 2
 
 
 async def test_a_node_down_during_a_purge_applies_it_before_it_serves_again(start, origin, bucket):
