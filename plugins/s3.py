@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from edge.plugin import (
     CHUNK_BYTES,
@@ -445,11 +445,12 @@ def quoted_key(key: str) -> str:
 
 def _address(url: object) -> str:
     """`scheme://host[:port]` of a URL botocore tried (its path holds the bucket and the key), or `the endpoint`."""
+    import yarl
+
     try:
-        parts = urlsplit(url) if isinstance(url, str) else None
-    except ValueError:
-        parts = None
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts and parts.netloc else "the endpoint"
+        return str(yarl.URL(url).origin()) if isinstance(url, str) else "the endpoint"
+    except ValueError:  # not absolute, or a host that does not parse
+        return "the endpoint"
 
 
 def _client_error(operation: str, key: str, error: ClientError, conditional: bool) -> Exception:
