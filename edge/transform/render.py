@@ -839,6 +839,9 @@ class Renderer:
         self._thread_count = threads
         self._capacity = threads + queue
         self._pending = 0
+        # renders running × seconds, summed since `_counted_at` last moved: a render's share of the pool over its
+        # own time, whatever ends when (a count read at its deadline missed the others its own deadline had stopped)
+        self._running_seconds, self._counted_at = 0.0, time.monotonic()
         self._queue_timeout = queue_timeout
         self._refused = refused
         self._timed_out = timed_out
@@ -849,14 +852,23 @@ class Renderer:
         if self._pending >= self._capacity:
             self._refused("queue_full")
             raise TransformQueueFull()
-        self._pending += 1
+        self._count_pending(+1)
         try:
             return await self._threads.run(function, *args, start_within=start_within or self._queue_timeout)
         except NotStarted:
             self._refused("queue_timeout")
             raise TransformQueueTimeout() from None
         finally:
-            self._pending -= 1
+            self._count_pending(-1)
+
+    def _running_seconds_so_far(self) -> float:
+        """Renders running × seconds since the pool started (the work pending, up to a thread each)."""
+        now = time.monotonic()
+        return self._running_seconds + min(self._pending, self._thread_count) * (now - self._counted_at)
+
+    def _count_pending(self, change: int) -> None:
+        self._running_seconds, self._counted_at = self._running_seconds_so_far(), time.monotonic()
+        self._pending += change
 
     async def render(self, body: bytes, transformation: Transformation, planned_format: str,
                      overlays: Mapping[str, bytes] | None = None) -> Rendered:
@@ -907,7 +919,8 @@ class Renderer:
         started: list[tuple[float, float]] = []
         timer: asyncio.TimerHandle | None = None
         limit, spent, read_at = self.limits.render_timeout, 0.0, loop.time()
-        loop_cpu, running = time.thread_time(), []  # the loop's CPU time; renders running, at each reading
+        # the loop's CPU time; the pool's running renders × seconds, and the time, from here
+        loop_cpu, running_from, since = time.thread_time(), self._running_seconds_so_far(), time.monotonic()
 
         def check_clock() -> None:
             # On the IOLoop: the clock starts when a thread starts the render, which the thread only
@@ -917,12 +930,12 @@ class Renderer:
             now = loop.time()
             if started:
                 spent += min(now - max(read_at, started[0][0]), RENDER_STEP_MAX_SECONDS)
-                running.append(min(self._pending, self._thread_count))
             read_at = now
             if spent >= limit:
                 # the renders' CPU time (the process' less the loop's) against a core each for the wall time
                 renders_cpu = time.process_time() - started[0][1] - (time.thread_time() - loop_cpu)
-                fair = CONTENDED_SHARE * spent * max(1.0, sum(running) / len(running))
+                running = (self._running_seconds_so_far() - running_from) / max(time.monotonic() - since, 1e-6)
+                fair = CONTENDED_SHARE * spent * max(1.0, running)
                 switch.stop(functools.partial(RenderTimedOut, contended=renders_cpu < fair))
             else:
                 timer = loop.call_later(min(RENDER_CLOCK_SECONDS, limit - spent), check_clock)
