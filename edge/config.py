@@ -526,6 +526,8 @@ def _fleet(t: ConfigTable) -> FleetSettings:
 
 #: the shortest `[shared_cache] signing_key`: 128 bits as hex
 MIN_SIGNING_KEY_CHARS = 32
+#: a rotation needs one; each more is an HMAC more for every object or journal entry signed with none of them
+MAX_PREVIOUS_SIGNING_KEYS = 4
 
 
 def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | None:
@@ -547,6 +549,9 @@ def _shared_cache(root: ConfigTable, plugins: Plugins) -> SharedCacheSettings | 
     previous_keys = tuple(Secret(key) for key in t.str_list("previous_signing_keys", ()))
     if previous_keys and signing_key is None:
         raise t.error("previous_signing_keys", "needs signing_key")
+    if len(previous_keys) > MAX_PREVIOUS_SIGNING_KEYS:
+        raise t.error("previous_signing_keys", f"expected at most {MAX_PREVIOUS_SIGNING_KEYS} keys (a rotation needs "
+                                               "one; drop a key once `[cache] original_ttl` has passed since its swap)")
     given = [("signing_key", None, signing_key),
              *(("previous_signing_keys", index, key) for index, key in enumerate(previous_keys))]
     for key, index, value in given:

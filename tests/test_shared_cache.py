@@ -319,6 +319,8 @@ def test_paths_an_http_library_could_rewrite_are_not_shared(tmp_path):
      r"\[shared_cache\] previous_signing_keys: expected at least 32 characters"),
     (("timeout = \"3s\"", f'previous_signing_keys = ["{SIGNING_KEY}"]'),
      r"\[shared_cache\] previous_signing_keys: needs signing_key"),
+    (("timeout = \"3s\"", f'signing_key = "{SIGNING_KEY}"\nprevious_signing_keys = {json.dumps([SIGNING_KEY] * 5)}'),
+     r"\[shared_cache\] previous_signing_keys: expected at most 4 keys"),
     (("http://127.0.0.1:9", "https://user:URL-SECRET@127.0.0.1:9"),
      r"\[shared_cache\] endpoint_url: expected no user:password@ in the URL"),
     (("http://127.0.0.1:9", "s3://AKIA:URL-SECRET@host"),
