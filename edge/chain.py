@@ -88,7 +88,7 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
         try:
             if (why := unopened.get(origin.name)) is not None:
                 raise OriginFailure("not_open", why)
-            return Found(origin, await _fetch(origin, request))
+            return Found(origin, await fetch_one(origin, request))
         except NotModified:
             outcome = "not_modified"
             raise
@@ -106,7 +106,7 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
             if _out_of_descriptors(exc):
                 outcome = "busy"
                 raise OutOfDescriptors() from None
-            failure = _as_failure(origin, exc)
+            failure = as_failure(origin, exc)
             outcome = failure.kind if failure.kind in ORIGIN_FAILURES else "error"
             failures.append((origin, failure))
             if (left_out := _FAILURE_LINES.allow((id(origin), failure.kind))) is not None:
@@ -133,7 +133,7 @@ def given_host(origin: Origin, host: str) -> bool:
         return False
 
 
-async def _fetch(origin: Origin, request: OriginRequest) -> Original:
+async def fetch_one(origin: Origin, request: OriginRequest) -> Original:
     """`origin.fetch(request)`, held to the origin's timeout and checked. It runs as a task of its own,
     waited for no longer than the timeout: a fetch that swallows its cancellation (or blocks in a
     thread) is left to end by itself, and the request is answered at the timeout all the same."""
@@ -176,7 +176,7 @@ async def _contained(origin: Origin, request: OriginRequest) -> Original:
     try:
         return await origin.fetch(request)
     except asyncio.CancelledError as exc:
-        if asyncio.current_task().cancelling():  # asked for by `_fetch`: the timeout, or no one waits
+        if asyncio.current_task().cancelling():  # asked for by `fetch_one`: the timeout, or no one waits
             raise
         _log_raised(origin, exc)
         raise OriginFailure("error", "the origin plugin raised CancelledError") from None
@@ -228,7 +228,8 @@ def _out_of_descriptors(exc: BaseException | None) -> bool:
     return False
 
 
-def _as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
+def as_failure(origin: Origin, exc: BaseException) -> OriginFailure:
+    """What `fetch_one` raised, as the failure the chain reports: its kind a short word, never a credential."""
     if isinstance(exc, OriginFailure):
         try:
             kind, message = exc.kind, str(exc)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__, cachestats, checks, cloudinary_check, signing
+from . import __version__, cachestats, checks, cloudinary_check, origin_check, signing
 from . import warm as warm_command
 from .config import Config, Placeholders, load_config, per_core
 from .cores import usable_cores
@@ -131,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--no-env", action="store_true",
                        help="do not read the environment: every ${NAME} stands for a placeholder")
     check.add_argument("--bind-check", action="store_true", help="also check that the listening address is free")
+    check.add_argument("--fetch", action="append", metavar="URL", default=[],
+                       help="also ask the origins of the URL's endpoint for its original, in order, and say what each "
+                            "answered (repeatable; exit status 1 when one is not found or not an image)")
     check.set_defaults(run=_configured(_check_config))
     purge_command = commands.add_parser(
         "purge", help="remove every cached output and original of a URL's path, or of a path prefix "
@@ -229,7 +232,13 @@ def _check_config(config: Config, args: argparse.Namespace) -> int:
         print(f"edge: {config.masked(redact(str(problem)))}", file=sys.stderr)
     for warning in checks.warnings(config):
         print(f"edge: warning: {config.masked(warning)}", file=sys.stderr)
-    return 1 if problems else 0
+    if problems:
+        return 1
+    if args.fetch:
+        served, report = origin_check.check(config, args.fetch)
+        print(report, end="")
+        return 0 if served else 1
+    return 0
 
 
 def _warm(args: argparse.Namespace) -> int:

@@ -217,7 +217,7 @@ class Node:
         unopened = []
         for origin in self.config.origins:
             try:
-                await _open(origin)
+                await open_origin(origin)
             except StartupError as error:
                 if not replacing:
                     raise
@@ -252,7 +252,7 @@ class Node:
             await asyncio.sleep(delay)
             delay = min(2 * delay, REOPEN_MAX_SECONDS)
             try:
-                await _open(origin)
+                await open_origin(origin)
             except StartupError as error:
                 log.error("%s; tried again in %.0fs", error, delay)
                 continue
@@ -271,7 +271,7 @@ class Node:
         await asyncio.to_thread(self.access_log.written, ACCESS_LOG_DRAIN_SECONDS)
         for origin in self.config.origins:
             if origin.name not in self.originals.unopened:
-                await _close(origin)
+                await close_origin(origin)
         if self.shared is not None:
             await self.shared.close()
         self.renderer.shutdown()
@@ -702,7 +702,7 @@ class ImageHandler(BaseHandler):
         self.finish()
 
 
-async def _open(origin: Origin) -> None:
+async def open_origin(origin: Origin) -> None:
     """`origin.open()`, bounded, and a failure that names the origin (its message's credentials masked)."""
     try:
         async with asyncio.timeout(ORIGIN_OPEN_SECONDS):
@@ -714,7 +714,7 @@ async def _open(origin: Origin) -> None:
                            f"{_why(error, ORIGIN_OPEN_SECONDS)}") from None
 
 
-async def _close(origin: Origin) -> None:
+async def close_origin(origin: Origin) -> None:
     """`origin.close()`, bounded: a stopping worker must not wait for a plugin's hung close until killed."""
     try:
         async with asyncio.timeout(ORIGIN_CLOSE_SECONDS):

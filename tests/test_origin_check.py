@@ -1,0 +1,77 @@
+"""`edge check-config --fetch URL`: each origin of the URL's endpoint asked for its original, in order, over the real
+`edge` command: moto's S3 with a wrong secret, a web origin that refuses connections, a folder of 12 MP photos."""
+
+import pytest
+
+from tests.photos import SIZE, photos  # noqa: F401 - a fixture
+from tests.test_cli_checks import edge_command
+
+BUCKET = "check-originals"
+WRONG_SECRET = "WRONG-SECRET-never-printed"
+
+
+@pytest.fixture
+def checked(tmp_path, s3, photos):  # noqa: F811 - photos is the fixture's value
+    """`check-config --fetch` over an endpoint whose origins are, in order: S3 (its secret wrong), a web origin
+    nothing listens for, the photos' folder; its result."""
+    s3.client().create_bucket(Bucket=BUCKET)
+    s3.client().put_object(Bucket=BUCKET, Key="only-in-s3.jpg", Body=(photos.folder / photos.jpeg).read_bytes())
+    (photos.folder.parent / "not-an-image.jpg").write_bytes(b"<html>an error page</html>")
+    config = tmp_path / "edge.toml"
+    config.write_text(s3.origin_table("bucket", BUCKET, secret=WRONG_SECRET) + f"""
+[[origins]]
+name = "website"
+type = "web"
+base_url = "http://127.0.0.1:9/"
+
+[[origins]]
+name = "photos"
+type = "local"
+root = "{photos.folder.parent}"
+
+[[endpoints]]
+id = "shop"
+origins = ["bucket", "website", "photos"]
+
+[cache]
+dir = "{tmp_path / 'cache'}"
+""")
+    s3.require_auth(True)
+
+    def run(*urls: str):
+        return edge_command("check-config", "--config", str(config), *(f"--fetch={url}" for url in urls))
+    return run
+
+
+def report(result) -> str:
+    return result.stdout[result.stdout.index("\n}\n") + 3:]  # after the config's JSON
+
+
+def test_each_origin_says_what_it_answered_until_one_has_the_image(checked, photos):  # noqa: F811
+    folder = photos.folder.name
+    result = checked(f"http://img.example.com/shop/tr:w-300/{folder}/{photos.jpeg}")
+    assert result.returncode == 0, result.stderr
+    lines = report(result).splitlines()
+    assert lines[:2] == [f"OK  http://img.example.com/shop/tr:w-300/{folder}/{photos.jpeg}",
+                         f"    endpoint 'shop', original '{folder}/{photos.jpeg}'"]
+    assert lines[2].startswith(f"    bucket: failed (denied): GetObject '{folder}/{photos.jpeg}': "), lines[2]
+    assert lines[3].startswith("    website: failed (refused): cannot connect to http://127.0.0.1:9")
+    size = (photos.folder / photos.jpeg).stat().st_size
+    assert lines[4].startswith(f"    photos: found, {size} bytes, no Content-Type (")
+    assert lines[4].endswith(f"): jpeg {SIZE[0]}x{SIZE[1]}") and len(lines) == 5
+    assert WRONG_SECRET not in result.stdout + result.stderr
+
+
+def test_a_path_no_origin_has_or_no_image_is_exit_status_1(checked, s3):
+    s3.require_auth(False)  # the bucket's own answers: it has one of them
+    result = checked("/shop/only-in-s3.jpg", "/shop/nowhere.jpg", "/shop/not-an-image.jpg", "/elsewhere/x.jpg")
+    assert result.returncode == 1, result.stderr
+    lines = report(result).splitlines()
+    assert lines[0] == "OK  /shop/only-in-s3.jpg" and lines[2].startswith("    bucket: found, ")
+    assert lines[2].endswith(f"jpeg {SIZE[0]}x{SIZE[1]}") and lines[3] == "NO  /shop/nowhere.jpg"
+    assert [line.split(":")[0] for line in lines[5:8]] == ["    bucket", "    website", "    photos"]
+    assert lines[5].startswith("    bucket: not found (") and lines[7].startswith("    photos: not found (")
+    assert lines[8] == "NO  /shop/not-an-image.jpg"
+    assert lines[12].startswith("    photos: found, 26 bytes, ")
+    assert lines[12].endswith(": unsupported or corrupt source image (a 422)")
+    assert lines[13:] == ["NO  /elsewhere/x.jpg", "    404 unknown endpoint"]
