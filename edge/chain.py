@@ -95,6 +95,11 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
         except OriginNotFound:
             outcome = "not_found"
         except SourceTooLarge:
+            # a 400 to the client; said here, or an origin's 10 GB answers (or endless ones) were counted `found`
+            outcome = "too_large"
+            if (left_out := _FAILURE_LINES.allow((id(origin), outcome))) is not None:
+                log.warning("origin %r: %s is over [limits] max_source_bytes (%d bytes): answered 400%s",
+                            origin.name, capped(repr(path), FAILURE_LOG_CHARS), max_bytes, left_out)
             raise BadRequest("source too large") from None
         except FetchMemoryExhausted:
             outcome = "busy"

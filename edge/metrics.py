@@ -52,8 +52,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 ORIGIN_SUCCESSES = ("found", "not_modified", "not_found")
 ORIGIN_FAILURES = ("timeout", "refused", "denied", "server_error", "bad_response", "error")
 #: outcomes that judge no origin: `busy` (the node's fetch memory was full), `abandoned` (every request
-#: waiting for the fetch went away before it ended: a slow origin, or clients leaving at once)
-ORIGIN_UNJUDGED = ("busy", "abandoned")
+#: waiting for the fetch went away before it ended: a slow origin, or clients leaving at once), `too_large` (an
+#: original over `[limits] max_source_bytes`, a 400: the origin answered; the limit, or the file, is to change)
+ORIGIN_UNJUDGED = ("busy", "abandoned", "too_large")
 #: `outcome` values of `edge_fleet_purge_calls_total` (`edge.fanout.PeerResult`)
 FLEET_PURGE_OUTCOMES = ("ok", "rejected", "unreachable", "timeout")
 #: `result` values of `edge_cache_requests_total` per tier (a not-found record is never stale)
