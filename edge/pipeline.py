@@ -141,7 +141,8 @@ _UNREADABLE_LINES = Sparse(60.0)
 #: seconds a URL whose render was refused 400 (a text layer larger than the output limit, an output or a decode
 #: too large for this original) is answered so without rendering: the refusal had cost the render's work each
 #: time (a 500-character text at fs-500: 0.3 s of CPU per request, nothing cached, a stream of them slowing
-#: every other miss 100-fold). Per worker; a purge forgets it
+#: every other miss 100-fold). And every URL of an original over `max_source_bytes`, without a fetch (each had
+#: read up to the limit from the origin: 40 MB for a 100-byte request). Per worker; a purge forgets it
 REFUSED_SECONDS = 60.0
 #: outputs remembered so, or as timed out, per process; the oldest are forgotten first
 FAILED_KEYS = 4096
@@ -389,7 +390,11 @@ class Pipeline:
         # the originals are held against `[server] fetch_memory` from their reads to the render's end (its wait
         # for a thread included): uncounted, renders waiting for a thread had each held theirs (+1.5 GB)
         with fetch_budget.holding() as holding:
-            original, key = await self._original(plan, looked_up)
+            try:
+                original, key = await self._original(plan, looked_up)
+            except BadRequest as error:  # over `max_source_bytes`: each URL of it had downloaded up to the limit again
+                self._remember_failure(plan.original_key, error.again().again, REFUSED_SECONDS)
+                raise
             holding.add(original.body)
             stand_in = key != plan.original_key
             overlays = await self._overlays(plan, holding)

@@ -173,6 +173,11 @@ async def test_a_source_over_the_limit_is_a_400_and_harmless(primary, node, capl
     assert total(exposition, "edge_origin_fetches_total", origin="primary", outcome="too_large") == 1
     assert total(exposition, "edge_origin_fetches_total", origin="primary", outcome="found") == 1
     assert "origin 'primary': 'big.jpg' is over [limits] max_source_bytes" in caplog.text
+    # and remembered, for every URL of it: not read again up to the limit for each request (40 MB a request)
+    response = await node.fetch("/tr:w-10/big.jpg")
+    assert (response.code, response.body) == (400, b"source too large\n")
+    exposition = node.node.metrics.exposition().decode()
+    assert total(exposition, "edge_origin_fetches_total", origin="primary", outcome="too_large") == 1
 
 
 @pytest.mark.parametrize("primary", ["web"], indirect=True)
