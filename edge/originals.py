@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -42,6 +43,8 @@ from .routing import ImageRequest
 log = logging.getLogger("edge.cache")
 #: while an origin fails, every request for a stale original falls back on it: one line per interval says so
 _STALE_LINES = Sparse(chain.FAILURE_LOG_SECONDS)
+#: originals whose origin failed to revalidate them, remembered per worker (the oldest forgotten first)
+FAILING_KEYS = 4096
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,9 @@ class OriginalSource:
         self._clock = clock
         #: origins this worker could not open (name → why: `Node.start`): each fetch from one fails, `not_open`
         self.unopened: dict[str, str] = {}
+        #: key → until when (`now()`) its stale copy is served without asking the origin, which failed to revalidate
+        #: it: each request had waited for the origin's failure again (a hung one: its whole timeout, every time)
+        self._failing: OrderedDict[str, float] = OrderedDict()
 
     def now(self) -> float:
         """The node's clock, which freshness is measured by."""
@@ -134,6 +140,8 @@ class OriginalSource:
             self._count("original", "hit")
             return CurrentOriginal.known(stored.info, stored.body)
         self._count("original", "stale" if stored is not None and stored.kept else "miss")
+        if stored is not None and stored.kept and self._failing.get(key, -math.inf) > self._clock():
+            return CurrentOriginal.known(stored.info, stored.body)
         try:
             with reading(key):  # the render waiting may read it past the fetch budget (`FetchBudget.reserve`)
                 return await self._flights.run(key, partial(self._fetch_to_keep, request, host, key, stored),
@@ -145,6 +153,11 @@ class OriginalSource:
             if (left_out := _STALE_LINES.allow()) is not None:
                 log.warning("origin failed (%s); using the stale original of %r%s", failure.message, request.path,
                             left_out)
+            # as long as a `STALE` answer's max-age: asked again once caches in front ask again
+            self._failing[key] = self._clock() + self._not_found_ttl
+            self._failing.move_to_end(key)
+            if len(self._failing) > FAILING_KEYS:
+                self._failing.popitem(last=False)
             return CurrentOriginal.known(stored.info, stored.body)
 
     def look_up_later(self, key: str) -> Callable[[], OriginalLookup]:

@@ -107,14 +107,20 @@ async def test_a_failing_origin_gets_the_stale_copy_served(origin, node):
 
     stale = await node.fetch("/tr:w-40/shoe.jpg")
     assert (stale.code, stale.headers["X-Cache"], stale.body) == (200, "STALE", first.body)
-    # a size never made before comes from the stale original
+    assert stale.headers["Cache-Control"] == "public, max-age=60" and origin.requests["shoe.jpg"] == 2
+    # a size never made before comes from the stale original; for not_found_ttl (a STALE answer's max-age), without
+    # asking the failing origin again: each request had waited for its failure (a hung origin's whole timeout)
+    origin.behaviour.status, origin.behaviour.delay = None, 30
     new_size = await node.fetch("/tr:w-25/shoe.jpg")
     assert (new_size.code, new_size.headers["X-Cache"], decode(new_size).width) == (200, "STALE", 25)
+    assert origin.requests["shoe.jpg"] == 2
     # nothing stale to fall back on: the origin's error
+    origin.behaviour.status, origin.behaviour.delay = 500, 0
     assert (await node.fetch("/tr:w-40/boot.jpg")).code == 502
     assert metric(node, "edge_http_request_duration_seconds_count", cache="stale") == 2
 
-    origin.behaviour.status = None  # the origin is back: fresh again
+    origin.behaviour.status = None  # the origin is back: fresh again, once the STALE answers' max-age has passed
+    later(node, 2 * HOUR + 61)
     recovered = await node.fetch("/tr:w-40/shoe.jpg")
     assert (recovered.headers["X-Cache"], recovered.body) == ("MISS", first.body)
     assert (await node.fetch("/tr:w-40/shoe.jpg")).headers["X-Cache"] == "HIT"
