@@ -217,9 +217,11 @@ _DOCUMENT_SIGNATURES = ((b"%PDF-", "a PDF document (Illustrator's .ai too)"), (b
                         (b"%!PS", "a PostScript document"), (b"\xc5\xd0\xd3\xc6", "an EPS document"))
 
 
-#: an SVG document's start: its root element `svg`, after an XML declaration, a doctype and comments (an HTML page
-#: holding an inline `<svg>`, an origin's login page, is none)
-_SVG_ROOT = re.compile(rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:(?:<!--.*?-->|<!DOCTYPE\s+svg[^>]*>)\s*)*"
+#: an SVG document's start: its root element `svg`, after an XML declaration, a doctype (with its internal subset:
+#: `<!DOCTYPE svg [<!ENTITY …>]>`, an attacker's favourite) and comments (an HTML page holding an inline `<svg>`, an
+#: origin's login page, is none)
+_SVG_ROOT = re.compile(rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?"
+                       rb"(?:(?:<!--.*?-->|<!DOCTYPE\s+svg[^>\[]*(?:\[[^\]]*\]\s*)?>)\s*)*"
                        rb"<svg[\s>/]", re.DOTALL | re.IGNORECASE)
 
 
