@@ -119,20 +119,32 @@ def _budget_too_small(config: Config) -> str | None:
 
 def _cache_entries_of_another_user(config: Config) -> str | None:
     """A warning when this user cannot write the cache folder's own files and folders (a node run once as
-    root, then as its user): the tiers in them serve uncached, and a `node.lock` stops `serve`."""
+    root, then as its user): the tiers in them serve uncached. (A `node.lock` stops `serve`: `_lock_of_another_user`.)"""
     try:
         entries = list(islice(config.cache.dir.iterdir(), 100))  # its own: a few, unless it holds other things
     except OSError:
         return None  # `usable_cache_dir` says what is wrong with it, or serve makes it
-    denied = [entry for entry in sorted(entries) if not entry.is_symlink() and not os.access(entry, os.W_OK)]
+    denied = [entry for entry in sorted(entries)
+              if entry.name != NODE_LOCK and not entry.is_symlink() and not os.access(entry, os.W_OK)]
     if not denied:
         return None
-    owners = ", ".join(sorted({_owner(entry) for entry in denied}))
     return (f"cache folder {config.cache.dir}: this user (uid {os.geteuid()}) cannot write "
-            f"{', '.join(entry.name for entry in denied)} (owner uid {owners}: made by a node run as another user?): "
-            + ("serve cannot start" if any(entry.name == NODE_LOCK for entry in denied)
-               else "the node serves without what they hold")
-            + "; give the folder to the node's user (chown -R)")
+            f"{', '.join(entry.name for entry in denied)} ({_made_by_another(denied)}): the node serves without "
+            f"what they hold; give the folder to the node's user (chown -R)")
+
+
+def _lock_of_another_user(directory: Path) -> str | None:
+    """`check-config`'s problem when this user cannot open the cache folder's `node.lock`, which stops `serve`
+    (it had been a warning, the exit status 0: a deploy's gate passed a config that could not serve)."""
+    lock = directory / NODE_LOCK
+    if not lock.exists() or os.access(lock, os.W_OK):
+        return None
+    return (f"cache folder {directory}: this user (uid {os.geteuid()}) cannot open {NODE_LOCK} in it "
+            f"({_made_by_another([lock])}): serve cannot start; give the folder to the node's user (chown -R)")
+
+
+def _made_by_another(entries: list[Path]) -> str:
+    return f"owner uid {', '.join(sorted({_owner(entry) for entry in entries}))}: made by a node run as another user?"
 
 
 def _owner(entry: Path) -> str:
@@ -302,6 +314,8 @@ def check(config: Config, *, bind_check: bool) -> list[str]:
         usable_cache_dir(config.cache.dir, create=False)
     except StartupError as error:
         problems.append(str(error))
+    if (locked := _lock_of_another_user(config.cache.dir)) is not None:
+        problems.append(locked)
     if bind_check:
         addresses = [(config.server.host, config.server.port)]
         if config.server.metrics_port:

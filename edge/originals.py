@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from . import chain
-from .cache import Caches, SourceInfo, StoredOriginal, original_key, strong_etag
+from .cache import Caches, SourceInfo, StoredOriginal, original_key
 from .cache.entries import CLOCK_SKEW_SECONDS
 from .cache.purges import node_time
 from .config import CacheSettings
@@ -130,7 +130,7 @@ class OriginalSource:
         the cache answered (the hit ratio, over the outputs' lookups, one a request). Raises `NothingToServe`
         or `BadGateway` (when nothing is stored to fall back on)."""
         key = original_key(request.endpoint.id, request.path, host)
-        looked_up = looked_up or await self._caches.io(self.look_up_later(key))
+        looked_up = looked_up or await self._caches.io_or(OriginalLookup(None, 0.0, None), self.look_up_later(key))
         if answers_404:
             self._count("not_found", "hit" if looked_up.missing_for else "miss")
         if looked_up.missing_for:  # caches in front keep the answer no longer than the node does
@@ -172,7 +172,7 @@ class OriginalSource:
 
     async def _fresh_stored(self, key: str) -> CurrentOriginal | None:
         """What another worker's flight stored for `key`, if it is fresh."""
-        stored = await self._caches.io(self._caches.originals.get, key)
+        stored = await self._caches.io_or(None, self._caches.originals.get, key)
         if stored is None or not stored.kept or not self.is_fresh(stored.info):
             return None
         return CurrentOriginal.known(stored.info, stored.body)
@@ -197,7 +197,7 @@ class OriginalSource:
             return CurrentOriginal.known(replace(stored.info, checked_at=now), stored.body)
         except NothingToServe:
             if not await caches.purged_since(key, began):  # else the origin may have it by now
-                await caches.io(self._forget_missing, key, now)
+                await caches.io_or(None, self._forget_missing, key, now)
             raise
         original, origin = found.original, found.origin
         if origin.is_local and original.etag:  # named by its ETag (`Origin.is_local`): nothing to hash
@@ -206,14 +206,14 @@ class OriginalSource:
                 original.body, worth_keeping=False, version_is_hash=False)
         else:
             async def describe() -> SourceInfo:
-                return SourceInfo.from_origin(origin.name, await caches.io(strong_etag, original.body), now,
+                return SourceInfo.from_origin(origin.name, await caches.etag_of(original.body), now,
                                               original.etag, original.last_modified, original.content_type)
 
             fetched = CurrentOriginal(original.body, asyncio.ensure_future(describe()), origin.name,
                                       worth_keeping=not origin.is_local)
         if known is not None and known.version != (await fetched.info()).version:
             # a changed original replaces every output made from the old one
-            await caches.io(caches.outputs.delete_prefix, key)
+            await caches.io_or(None, caches.outputs.delete_prefix, key)
         return fetched
 
     async def _fetch_to_keep(self, request: ImageRequest, host: str | None, key: str,
@@ -238,7 +238,7 @@ class OriginalSource:
                 # nothing told which version the outputs were made from (bytes not kept, or evicted; a local
                 # file's version not yet recorded by the worker that read it): outputs of another are dropped
                 # here, not served beside the new ones until `original_ttl`
-                await self._caches.io(self._caches.outputs.delete_made_from_others, key, info.version)
+                await self._caches.io_or(None, self._caches.outputs.delete_made_from_others, key, info.version)
         finally:
             if original.kept is not None and not original.kept.done():
                 original.kept.set_result(None)
@@ -252,7 +252,7 @@ class OriginalSource:
             return
         if original.kept is not None:
             await asyncio.wait((original.kept,), timeout=SETTLE_SECONDS)  # as long as a store may take
-        await self._caches.io(self._caches.originals.delete, key)
+        await self._caches.io_or(None, self._caches.originals.delete, key)
 
     def _forget_missing(self, key: str, now: float) -> None:
         """No origin has the path (any more): drop what was cached for it, remember the answer (blocking)."""

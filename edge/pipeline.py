@@ -49,8 +49,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from urllib.parse import quote
 
-from .cache import (BeforeReading, CachedOutput, Caches, SourceInfo, UnreadOutput, original_key, output_key,
-                    strong_etag)
+from .cache import BeforeReading, CachedOutput, Caches, SourceInfo, UnreadOutput, original_key, output_key
 from .cache.purges import node_time
 from .chain import given_host
 from .config import Config
@@ -436,7 +435,7 @@ class Pipeline:
             return None
         if looked_up.stored is not None:
             return looked_up.stored.info
-        return await self._caches.io(self._caches.outputs.newest_source, plan.original_key)
+        return await self._caches.io_or(None, self._caches.outputs.newest_source, plan.original_key)
 
     async def _remembered_failure(self, key: str) -> Callable[[], EdgeError] | None:
         """The failure remembered for `key` (an output's, or an original's), unless it expired or was purged."""
@@ -505,7 +504,7 @@ class Pipeline:
         if header and plan.request.original_as in (None, fmt):  # passed through (else converted: `photo.webp`)
             # the ETag is the hash of the original's bytes: its version, when that is their hash (hashed once)
             etag = ((await original.info()).version if original.version_is_hash
-                    else await self._caches.io(strong_etag, original.body))
+                    else await self._caches.etag_of(original.body))
             body = original.body
             content_type = MIME_TYPES[fmt] if fmt is not None else AS_IS_TYPES.get(header.loader)
             if content_type is None:

@@ -171,7 +171,7 @@ class Node:
                                            abandoned=metrics.abandoned_work.labels(kind).inc, health=health,
                                            version=self.caches.version, bump=self.caches.bump,
                                            purged_since=self.caches.purged_since,
-                                           discard=partial(self.caches.discard, tier), io=self.caches.io)
+                                           discard=partial(self.caches.discard, tier), io=partial(self.caches.io_or, None))
                         for kind, tier in (("outputs", self.caches.outputs), ("originals", self.caches.originals))}
         self.originals = OriginalSource(self.caches, self.flights["originals"], config.cache,
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())
@@ -844,7 +844,7 @@ async def check_readiness(caches: Caches) -> tuple[bool, str]:
     probe file written in the cache folder)."""
     try:
         await asyncio.to_thread(_check_libvips)
-        degraded = await caches.io(caches.check)
+        degraded = await caches.io_or(caches.health.degraded(), caches.check)
     except (pyvips.Error, OSError) as exc:
         log.warning("not ready: %s", exc)
         return False, "not ready"

@@ -4,7 +4,9 @@ is counted in `edge_cache_errors_total{tier,kind}` and reported by `/_edge/ready
 still serves)."""
 
 import asyncio
+import errno
 import fcntl
+import itertools
 import json
 import os
 import pickle
@@ -25,7 +27,8 @@ import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.cache import Caches, original_key, output_key
-from edge.cache.health import CacheHealth
+from edge.cache import caches as caches_module
+from edge.cache.health import CacheHealth, error_kind
 from edge.cache.tiers import BoundedCache, OutputTier
 from edge.testing import ServingNode
 from tests.nodes import NodeProcess, decode, local_config, start_node, until, write_config
@@ -109,10 +112,13 @@ async def test_a_corrupt_database_is_moved_aside_and_rebuilt_while_the_node_serv
     config = write_config(tmp_path, local_config())
     first = await start_node(config)
     made = await first.fetch("/tr:w-80/coffee.jpg")
+    assert (await first.fetch(PNG)).code == 200  # a value file of its own
     await first.stop()
     outputs = tmp_path / "cache" / "outputs"
     corrupt_tables(outputs / "cache.db")
     other_worker = Caches(tmp_path / "cache", 10**9, 10**9)  # has the corrupt database open too
+    for day in (1, 2, 3):  # folders moved aside before: the newest are kept
+        (tmp_path / "cache" / f"outputs.corrupt-2026010{day}T000000-1").mkdir()
 
     node = await node_factory(config)
     served = await node.fetch("/tr:w-80/coffee.jpg")
@@ -121,7 +127,11 @@ async def test_a_corrupt_database_is_moved_aside_and_rebuilt_while_the_node_serv
     ready = await node.fetch("/_edge/ready")
     assert ready.code == 200 and ready.body.decode().startswith("ready, cache degraded: output: corrupt")
 
-    (aside,) = outputs.parent.glob("outputs.corrupt-*")
+    # kept for inspection: its database alone (it had kept every value file: up to the tier's budget, for good),
+    # and the newest three such folders of the tier
+    *older, aside = sorted(outputs.parent.glob("outputs.corrupt-*"))
+    assert [folder.name for folder in older] == ["outputs.corrupt-20260102T000000-1", "outputs.corrupt-20260103T000000-1"]
+    assert {path.name for path in aside.rglob("*")} <= {"cache.db", "cache.db-wal", "cache.db-shm"}
     assert (aside / "cache.db").exists()
     with sqlite3.connect(outputs / "cache.db") as con:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -240,6 +250,27 @@ def small_tmpfs(tmp_path):
 @pytest.fixture
 def read_only_tmpfs(tmp_path):
     yield from mount_tmpfs(tmp_path / "read-only", "size=1m,ro")
+
+
+@pytest.fixture
+def few_inodes_tmpfs(tmp_path):
+    yield from mount_tmpfs(tmp_path / "few-inodes", "size=8m,nr_inodes=16")
+
+
+def test_a_value_file_s_folder_not_made_is_said_for_what_stopped_it(few_inodes_tmpfs, read_only_tmpfs):
+    """diskcache makes a value file's folders, swallowing the error, then fails to open the file: ENOENT. It was
+    counted `io`, saying "No such file or directory", of a filesystem out of inodes (or a folder this user may not
+    write): the cause is found by the nearest folder that exists."""
+    for number in itertools.count():
+        try:
+            (few_inodes_tmpfs / f"f{number}").touch()
+        except OSError:
+            break
+    def not_made(root: Path) -> OSError:
+        return FileNotFoundError(errno.ENOENT, "No such file or directory", str(root / "cache/outputs/1c/a3/x.val"))
+    assert error_kind(not_made(few_inodes_tmpfs)) == "full"
+    assert error_kind(not_made(read_only_tmpfs)) == "unwritable"
+    assert error_kind(not_made(few_inodes_tmpfs.parent)) == "io"  # a file gone, of a working filesystem
 
 
 async def test_an_unwritable_cache_folder_costs_the_cache_and_nothing_else(read_only_tmpfs, node_factory,
@@ -528,6 +559,13 @@ def test_what_the_nodes_user_may_not_use_is_named_and_costs_only_what_it_holds(t
         finally:
             assert process.stop() == 0
         os.chown(cache / "node.lock", 0, 0)  # had been "cannot write in it", of a folder it may write in
+        # check-config says it as the problem it is (a warning, exit status 0, had passed a deploy's gate)
+        checked = subprocess.run([*as_nobody, "check-config", "--config", str(config)], capture_output=True,
+                                 text=True, timeout=60)
+        assert checked.returncode == 1 and (
+            f"edge: cache folder {cache}: this user (uid 65534) cannot open node.lock in it (owner uid 0: made by a "
+            "node run as another user?): serve cannot start; give the folder to the node's user (chown -R)\n"
+        ) in checked.stderr, checked.stderr
         served = subprocess.run([*as_nobody, "serve", "--port", "0", "--config", str(config)], capture_output=True,
                                 text=True, timeout=60)
         assert served.returncode == 1 and served.stderr.endswith(
@@ -642,3 +680,39 @@ async def test_a_worker_that_finds_the_corrupt_database_moved_aside_opens_the_ne
     finally:
         if tier is not None:
             tier.close()
+
+
+async def test_a_cache_disk_that_hangs_costs_the_cache_not_the_answers(node_factory, tmp_path, monkeypatch):
+    """A value file whose read never returns (a FIFO: a frozen disk, an NFS server away) held a cache thread per
+    request for it; with the four held, every request of the worker waited for ever, its readiness probe too. Now a
+    request waits `IO_WAIT_SECONDS` at most, then goes on without the cache, as the next do at once."""
+    monkeypatch.setattr(caches_module, "IO_WAIT_SECONDS", 1.0)
+    node = await node_factory(write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\nmemory_size = 0\n')))
+    made = await node.fetch(PNG)
+    (value_file,) = (tmp_path / "cache" / "outputs").rglob("*.val")
+    value_file.unlink()
+    os.mkfifo(value_file)
+    try:
+        # more requests for it than the cache has threads: each holds one, reading the FIFO
+        answers = await asyncio.gather(*(_get(node, PNG) for _ in range(caches_module.IO_THREADS + 1)))
+        assert {(a.code, a.headers["X-Cache"], a.body) for a in answers} == {(200, "MISS", made.body)}
+        started = time.monotonic()
+        other = await _get(node, "/tr:w-40/coffee.jpg")  # no wait at all now
+        assert (other.code, other.headers["X-Cache"], decode(other).width) == (200, "MISS", 40)
+        assert time.monotonic() - started < caches_module.IO_WAIT_SECONDS
+        ready = await _get(node, "/_edge/ready")
+        assert (ready.code, ready.body) == (200, b"ready, cache degraded: folder: stuck\n")
+        assert metric(node, "edge_cache_errors_total", tier="folder", kind="stuck") >= 1
+    finally:  # the disk answers: the readers get an end of file
+        os.close(os.open(value_file, os.O_WRONLY | os.O_NONBLOCK))
+    # and the cache serves again once the wait is over
+    await until(lambda: _hit(node, "/tr:w-40/coffee.jpg"), "the cache serving again", timeout=30)
+
+
+async def _get(node, path: str):
+    """The answer, without waiting for what it stores (`RunningNode.fetch`): the cache's threads are held."""
+    return await node.client.fetch(node.url + path, raise_error=False, request_timeout=30)
+
+
+async def _hit(node, path: str) -> bool:
+    return (await node.fetch(path)).headers["X-Cache"] == "HIT"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..threads import BlockingPool
-from .entries import CachedOutput, StoredOriginal, UnreadOutput
+from .entries import CachedOutput, StoredOriginal, UnreadOutput, strong_etag
 from .health import CacheHealth, error_kind
 from .memory import MemoryTier
 from .purges import PurgeTier, RecentPurges
@@ -59,6 +59,11 @@ PURGES_BUDGET = 64 * 10**6
 #: threads for cache disk work, per process (SQLite reads are short; a few keep a slow disk from
 #: queueing every request behind one)
 IO_THREADS = 4
+#: seconds a request waits for a cache call (a lookup, a hash, a store) before it goes on without the cache; then
+#: requests do not wait at all until the threads are free. A disk that hangs (frozen, dying, an NFS server away)
+#: holds the threads, and every request of the worker had waited behind them for ever: its misses, its hits from
+#: disk, its readiness probe. Above SQLite's busy timeout (2 s), which a working cache may wait out
+IO_WAIT_SECONDS = 5.0
 #: bytes of answered outputs and originals waiting to be stored, per process: past that a store is
 #: skipped (a slow or stuck disk must not pile bodies up in memory)
 PENDING_STORE_BYTES = 128 * 10**6
@@ -103,11 +108,42 @@ class Caches:
         #: the reading of the records under way, and the counter it is for
         self._reading_purges: tuple[int, asyncio.Future[RecentPurges]] | None = None
         self._threads = BlockingPool(IO_THREADS, "cache")
+        #: while the threads are held past a request's wait: a call queued behind the held ones (`io_or`)
+        self._held: asyncio.Future[None] | None = None
         self._open_versions()  # bumped by every process, whether or not it keeps a memory tier
 
     async def io(self, function: Callable[..., T], *args: object) -> T:
         """`function(*args)` in the cache's threads."""
         return await self._threads.run(function, *args)
+
+    async def io_or(self, default: T, function: Callable[..., T], *args: object) -> T:
+        """`io(function, *args)` for a request or a flight, which go on without the cache: `default` when the call
+        has not ended within `IO_WAIT_SECONDS` (counted and logged as the folder's `stuck`), and at once from then
+        until the threads take calls again (a call queued after the held ones has ended). A call a thread has
+        started runs to its end; one still queued is dropped."""
+        if self._held is not None:
+            return default
+        calling = asyncio.ensure_future(self.io(function, *args))
+        try:
+            done, _ = await asyncio.wait((calling,), timeout=IO_WAIT_SECONDS)
+        except asyncio.CancelledError:
+            calling.cancel()
+            raise
+        if done:
+            return calling.result()
+        calling.cancel()
+        self.health.failed("folder", "stuck", f"a call of its threads took over {IO_WAIT_SECONDS:g} s (a disk that "
+                                              "hangs?): requests go on without the cache until they are free")
+        self._held = asyncio.ensure_future(self.io(_nothing))
+        self._held.add_done_callback(self._freed)
+        return default
+
+    def _freed(self, _: asyncio.Future) -> None:
+        self._held = None
+
+    async def etag_of(self, body: bytes) -> str:
+        """`strong_etag(body)` in the cache's threads (bounded in number), or in another when they are held."""
+        return await self.io_or(None, strong_etag, body) or await asyncio.to_thread(strong_etag, body)
 
     def output_in_memory(self, key: str) -> CachedOutput | None:
         """The memory tier's copy of `key` while it is current (the hit path: no thread, no disk).
@@ -136,7 +172,7 @@ class Caches:
         `UnreadOutput` is not kept in the memory tier: a GET after it must get a body. Call on the IOLoop."""
         memory = self._memory
         version = None if memory is None else self.version(key)  # before the disk: a racing write shows next time
-        output, more = await self.io(self._read_output, key, then, before_reading)
+        output, more = await self.io_or((None, None), self._read_output, key, then, before_reading)
         if output is not None and version is not None and not isinstance(output, UnreadOutput):
             memory.put(key, version, output)
         return output, more
@@ -159,7 +195,7 @@ class Caches:
             return
         self._pending_bytes += size
         try:
-            await self.io(put, key, value)
+            await self.io_or(None, put, key, value)
         finally:
             self._pending_bytes -= size
 
@@ -293,7 +329,7 @@ class Caches:
 
     async def discard(self, tier: DiskTier, key: str) -> None:
         """Delete `key` from `tier` (what a store wrote as a purge came)."""
-        await self.io(tier.delete, key)
+        await self.io_or(None, tier.delete, key)
 
     async def last_purge(self, key: str) -> float | None:
         """When the latest purge covering `key` was recorded (wall-clock seconds, within
@@ -309,12 +345,14 @@ class Caches:
             counter = int(time.monotonic())
         if counter != self._purges_read_at:
             if self._reading_purges is None or self._reading_purges[0] != counter:
-                self._reading_purges = (counter, asyncio.ensure_future(self.io(self.purges.recent)))
+                self._reading_purges = (counter, asyncio.ensure_future(self.io_or(None, self.purges.recent)))
             reading = self._reading_purges[1]
             times = await asyncio.shield(reading)
             if self._reading_purges is not None and self._reading_purges[1] is reading:
-                self._purge_times, self._purges_read_at, self._reading_purges = times, counter, None
-            return times
+                self._reading_purges = None
+                if times is not None:  # else not read (the threads are held): read at the next look
+                    self._purge_times, self._purges_read_at = times, counter
+            return times if times is not None else self._purge_times
         return self._purge_times
 
     def flush_touches(self) -> None:
@@ -357,3 +395,7 @@ class Caches:
         if self._versions is not None:
             self._versions.close()
             self._versions = None
+
+
+def _nothing() -> None:
+    """A call that tells, by ending, that the cache's threads take calls again."""

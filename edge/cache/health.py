@@ -36,8 +36,9 @@ _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 #: every `kind` a cache failure is counted under: `error_kind`'s, a stored value failing its hash check
-#: (`damaged`) and the versions file that cannot be opened (`unavailable`)
-ERROR_KINDS = ("full", "unwritable", "corrupt", "damaged", "busy", "io", "unavailable")
+#: (`damaged`), the versions file that cannot be opened (`unavailable`) and the cache's threads held past a
+#: request's wait (`stuck`: `Caches.io_or`)
+ERROR_KINDS = ("full", "unwritable", "corrupt", "damaged", "busy", "io", "unavailable", "stuck")
 
 
 def cache_failure(exc: BaseException) -> bool:
@@ -58,8 +59,8 @@ def error_kind(exc: BaseException) -> str:
     if isinstance(exc, diskcache.Timeout):
         return "busy"
     if isinstance(exc, OSError):
-        if exc.errno == errno.ENOENT and exc.filename and _read_only(Path(os.fsdecode(exc.filename))):
-            return "unwritable"  # a value file's folder not made: diskcache's makedirs swallows its EROFS
+        if exc.errno == errno.ENOENT and exc.filename:  # a value file's folder not made? diskcache's makedirs
+            return _not_made(Path(os.fsdecode(exc.filename))) or "io"  # swallows its EROFS, EACCES or ENOSPC
         return "full" if exc.errno in _FULL else "unwritable" if exc.errno in _UNWRITABLE else "io"
     message = str(exc).lower()
     if "full" in message:
@@ -73,16 +74,21 @@ def error_kind(exc: BaseException) -> str:
     return "io"
 
 
-def _read_only(path: Path) -> bool:
-    """Whether the nearest folder of `path` that exists is on a read-only filesystem (blocking)."""
+def _not_made(path: Path) -> str | None:
+    """Why a folder of `path` could not be made, by its nearest folder that exists (blocking): `unwritable` (a
+    read-only filesystem, or a folder this user may not write), `full` (no space or no inode left), or None."""
     for folder in path.parents:
         try:
-            return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+            filesystem = os.statvfs(folder)
         except FileNotFoundError:
             continue
         except OSError:
-            return False
-    return False
+            return None
+        if filesystem.f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
+            return "unwritable"
+        # (a filesystem without an inode count, btrfs, says 0 of 0 inodes)
+        return "full" if filesystem.f_bavail == 0 or (filesystem.f_files and filesystem.f_favail == 0) else None
+    return None
 
 
 def reason(exc: BaseException) -> str:

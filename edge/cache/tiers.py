@@ -27,6 +27,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -72,6 +73,8 @@ ORPHAN_SECONDS = 600.0
 #: versions of `local` files waiting for the next flush, at most (beyond, a burst of new files goes
 #: unrecorded: a replaced one then keeps its old outputs until `original_ttl`, as before versions were kept)
 MAX_PENDING_VERSIONS = 10_000
+#: folders of a tier moved aside for a corrupt database that are kept (the newest; their databases only)
+ASIDE_KEPT = 3
 
 _Handles = tuple[diskcache.Cache, diskcache.Cache]  # (writer with LRU bookkeeping, plain reader)
 
@@ -242,11 +245,27 @@ class DiskTier:
                 aside = self.directory.with_name(
                     f"{self.directory.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
                 os.rename(self.directory, aside)
+                self._trim_asides(aside)
         except OSError as exc:
             self._health.failed(self.name, error_kind(exc), f"cannot move the corrupt database aside: {exc}")
             return False
-        log.error("cache %s tier: the database was corrupt; moved to %s, a new one replaces it", self.name, aside)
+        log.error("cache %s tier: the database was corrupt; moved to %s (its database kept for inspection, its "
+                  "values deleted), a new one replaces it", self.name, aside)
         return True
+
+    def _trim_asides(self, aside: Path) -> None:
+        """Keep of a folder moved aside its database alone, and the newest `ASIDE_KEPT` such folders of the tier: each
+        had kept every value file of the tier (up to its budget: 2 GB by default), outside every budget, for good,
+        and a disk that corrupts again and again filled up with them."""
+        for folder, _, files in os.walk(aside, topdown=False):
+            for name in files:
+                if folder != str(aside) or not name.startswith(diskcache.core.DBNAME):
+                    os.unlink(os.path.join(folder, name))
+            if folder != str(aside):
+                os.rmdir(folder)
+        asides = sorted(self.directory.parent.glob(f"{self.directory.name}.corrupt-*"))  # named by their time
+        for older in asides[:-ASIDE_KEPT]:
+            shutil.rmtree(older, ignore_errors=True)
 
     def follow_replacement(self) -> None:
         """Open the tier again when its folder or database is no longer the one open: replaced by
@@ -265,7 +284,7 @@ class DiskTier:
         try:
             folder, database = os.stat(self.directory), os.stat(self.directory / diskcache.core.DBNAME)
         except FileNotFoundError:
-            log.warning("cache %s tier: %s or its database was deleted; made again", self.name, self.directory)
+            log.warning("cache %s tier: %s or its database was deleted; making it again", self.name, self.directory)
             self._reopen(handles, quarantine=False)
             return
         except OSError:
