@@ -119,7 +119,8 @@ def _budget_too_small(config: Config) -> str | None:
 
 def _cache_entries_of_another_user(config: Config) -> str | None:
     """A warning when this user cannot write the cache folder's own files and folders (a node run once as
-    root, then as its user): the tiers in them serve uncached. (A `node.lock` stops `serve`: `_lock_of_another_user`.)"""
+    root, then as its user): the tiers in them serve uncached. (A `node.lock` stops `serve`:
+    `_lock_of_another_user`.)"""
     try:
         entries = list(islice(config.cache.dir.iterdir(), 100))  # its own: a few, unless it holds other things
     except OSError:

@@ -171,7 +171,8 @@ class Node:
                                            abandoned=metrics.abandoned_work.labels(kind).inc, health=health,
                                            version=self.caches.version, bump=self.caches.bump,
                                            purged_since=self.caches.purged_since,
-                                           discard=partial(self.caches.discard, tier), io=partial(self.caches.io_or, None))
+                                           discard=partial(self.caches.discard, tier),
+                                           io=partial(self.caches.io_or, None))
                         for kind, tier in (("outputs", self.caches.outputs), ("originals", self.caches.originals))}
         self.originals = OriginalSource(self.caches, self.flights["originals"], config.cache,
                                         config.limits.max_source_bytes, metrics, clock=lambda: self.clock())

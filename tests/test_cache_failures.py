@@ -130,7 +130,8 @@ async def test_a_corrupt_database_is_moved_aside_and_rebuilt_while_the_node_serv
     # kept for inspection: its database alone (it had kept every value file: up to the tier's budget, for good),
     # and the newest three such folders of the tier
     *older, aside = sorted(outputs.parent.glob("outputs.corrupt-*"))
-    assert [folder.name for folder in older] == ["outputs.corrupt-20260102T000000-1", "outputs.corrupt-20260103T000000-1"]
+    assert [folder.name for folder in older] == ["outputs.corrupt-20260102T000000-1",
+                                                 "outputs.corrupt-20260103T000000-1"]
     assert {path.name for path in aside.rglob("*")} <= {"cache.db", "cache.db-wal", "cache.db-shm"}
     assert (aside / "cache.db").exists()
     with sqlite3.connect(outputs / "cache.db") as con:
