@@ -8,6 +8,7 @@ import errno
 import fcntl
 import itertools
 import json
+import logging
 import os
 import pickle
 import re
@@ -29,6 +30,7 @@ from tornado.httpclient import AsyncHTTPClient
 from edge.cache import Caches, original_key, output_key
 from edge.cache import caches as caches_module
 from edge.cache.health import CacheHealth, error_kind
+from edge.cache import tiers as tiers_module
 from edge.cache.tiers import BoundedCache, OutputTier
 from edge.testing import ServingNode
 from tests.nodes import NodeProcess, decode, local_config, start_node, until, write_config
@@ -717,3 +719,19 @@ async def _get(node, path: str):
 
 async def _hit(node, path: str) -> bool:
     return (await node.fetch(path)).headers["X-Cache"] == "HIT"
+
+
+def test_a_tier_that_opens_again_says_so(tmp_path, monkeypatch, caplog):
+    """Its failure to open was logged; that it works again was not (only the ready body clearing, a minute on)."""
+    monkeypatch.setattr(tiers_module, "RETRY_SECONDS", 0.0)
+    blocked = tmp_path / "outputs"
+    blocked.write_text("a file where the folder goes")
+    tier = OutputTier("output", blocked, 10**9, CacheHealth())
+    try:
+        assert not tier.available and "cannot open" in caplog.text
+        blocked.unlink()
+        with caplog.at_level(logging.INFO, logger="edge.cache"):
+            assert tier.get("a key") is None and tier.available
+        assert f"cache output tier: open again in {blocked}" in caplog.text
+    finally:
+        tier.close()

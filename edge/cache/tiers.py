@@ -183,6 +183,9 @@ class DiskTier:
                     continue
                 self._retry_at = time.monotonic() + RETRY_SECONDS
                 return
+            if self._retry_at:  # it had failed to open: said, or only the ready body clearing a minute on told it
+                log.info("cache %s tier: open again in %s", self.name, self.directory)
+                self._retry_at = 0.0
             self._handles, self._identity = (writer, reader), (stat.st_dev, stat.st_ino)
             self._database = (database.st_dev, database.st_ino)
             return
