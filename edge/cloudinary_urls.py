@@ -1258,8 +1258,8 @@ def _colour(c: _Component, key: str, text: str) -> str:
         colour = colour[:6] + (f"{opacity_percent(alpha):02d}" if alpha != 255 else "")
     try:
         PARAMS["bg"].parse(colour)
-    except ValueError as exc:
-        raise c.fail(key, str(exc)) from None
+    except ValueError:  # in Cloudinary's words (ImageKit's `RRGGBBOO`, an opacity percent, is no Cloudinary colour)
+        raise c.fail(key, "must be rgb:RRGGBB, rgb:RRGGBBAA, rgb:RGB, rgb:RGBA or a CSS colour name") from None
     return colour
 
 

@@ -475,6 +475,10 @@ async def test_short_hex_colours_and_radii_per_corner(node):
     assert size(await get(node, f"/demo/image/upload/w_300,r_0:0/{PHOTO}.png")) == (300, 200)  # as r_0
     diagonals = decode(await get(node, f"/demo/image/upload/w_300,r_0:40/{PHOTO}.png"))
     assert [pixel(diagonals, x, y)[3] for x, y in ((0, 0), (299, 0), (299, 199), (0, 199))] == [255, 0, 255, 0]
+    # a colour it cannot read is named in Cloudinary's words, not ImageKit's `RRGGBBOO`
+    refused = await node.fetch(f"/demo/image/upload/w_300,c_pad,h_300,b_rgb:zzz/{PHOTO}.jpg")
+    assert (refused.code, refused.body) == (400, b"invalid transformation: b_rgb:zzz: must be rgb:RRGGBB, "
+                                                 b"rgb:RRGGBBAA, rgb:RGB, rgb:RGBA or a CSS colour name\n")
 
 
 # --- formats, qualities, versions, folders --------------------------------------------------------------
