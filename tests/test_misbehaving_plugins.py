@@ -15,6 +15,7 @@ import pytest
 
 from edge import chain, fetching, server
 from edge import plugin as plugin_api
+from edge.cache import original_key
 from edge.config import load_config
 from edge.errors import ConfigError, StartupError
 from edge.logs import Sparse, configure_logging
@@ -211,10 +212,11 @@ async def test_an_answer_of_the_wrong_type_is_a_bad_response(node, behaviour, lo
 
 
 async def test_a_body_over_max_source_bytes_is_refused_and_not_kept(node):
-    for _ in range(2):  # not kept: asked again, the origin is asked again
-        response = await node.fetch("/tr:w-64/large/photo.jpg")
+    for width in (64, 65):  # the second without a fetch: every URL of it is refused so for a minute
+        response = await node.fetch(f"/tr:w-{width}/large/photo.jpg")
         assert (response.code, response.body) == (400, b"source too large\n")
-    assert node.node.metrics.origin_fetches.labels("plugin", "found")._value.get() == 2
+    assert node.node.metrics.origin_fetches.labels("plugin", "too_large")._value.get() == 1
+    assert node.node.caches.originals.get(original_key("", "large/photo.jpg", None)) is None  # not kept
 
 
 async def test_a_failure_kind_of_its_own_is_reported_as_error(node, caplog):
@@ -391,7 +393,7 @@ def test_check_config_masks_a_credential_a_plugin_keeps_revealed(tmp_path, capsy
     config = load_config(write_config(tmp_path, f'[[origins]]\nname = "o"\ntype = "revealing"\ntoken = "{SECRET}"\n\n'
                                                 '[[endpoints]]\nid = ""\norigins = ["o"]\n'),
                          load_plugins(RevealingPlugin()))
-    assert cli._check_config(config, Namespace(bind_check=False)) == 0
+    assert cli._check_config(config, Namespace(bind_check=False, fetch=[])) == 0
     printed = capsys.readouterr()
     assert '"authorization": "Bearer ****"' in printed.out and '"token": "****"' in printed.out
     assert '"loop": "[1, [...]]"' in printed.out and '"unprintable": "<Unprintable>"' in printed.out
@@ -429,7 +431,7 @@ def test_a_describe_that_raises_neither_ends_a_reload_nor_check_config(tmp_path,
     before = load_config(broken_config(tmp_path / "before", "nothing"), load_plugins(MisbehavingPlugin()))
     after = load_config(broken_config(tmp_path, "describe"), load_plugins(MisbehavingPlugin()))
     assert [endpoint.id for endpoint in endpoints_fetching_elsewhere(before, after)] == [""]  # it may have changed
-    assert cli._check_config(after, Namespace(bind_check=False)) == 0
+    assert cli._check_config(after, Namespace(bind_check=False, fetch=[])) == 0
     printed = capsys.readouterr()
     assert '"describe()": "raised AttributeError"' in printed.out and SECRET not in printed.out + printed.err
 

@@ -123,15 +123,13 @@ class Caches:
         started runs to its end; one still queued is dropped."""
         if self._held is not None:
             return default
-        calling = asyncio.ensure_future(self.io(function, *args))
+        bound = asyncio.timeout(IO_WAIT_SECONDS)  # a timer, not a task of its own: this is every miss's path
         try:
-            done, _ = await asyncio.wait((calling,), timeout=IO_WAIT_SECONDS)
-        except asyncio.CancelledError:
-            calling.cancel()
-            raise
-        if done:
-            return calling.result()
-        calling.cancel()
+            async with bound:
+                return await self.io(function, *args)
+        except TimeoutError:
+            if not bound.expired():  # the call's own
+                raise
         self.health.failed("folder", "stuck", f"a call of its threads took over {IO_WAIT_SECONDS:g} s (a disk that "
                                               "hangs?): requests go on without the cache until they are free")
         self._held = asyncio.ensure_future(self.io(_nothing))
