@@ -361,11 +361,13 @@ class SharedTier:
             log.warning("the purge journal's expired entries were not deleted in time")
         except Exception as error:  # `expire` logs the store's failures; this is what it did not classify
             self._unexpected("journal", error)
-        if late_by > LOOKBACK_SECONDS:
+        if abs(late_by) > LOOKBACK_SECONDS:
             # named by a clock that far behind the store's, the entries sort where running nodes no longer read:
-            # they applied such a purge only once restarted (a node 400 s behind: never, and nothing said so)
-            log.warning("this node's clock is %.0f s behind the shared cache's: its purges are written to the "
-                        "journal again by the store's time; synchronise its clock (NTP)", late_by)
+            # they applied such a purge only once restarted (a node 400 s behind: never, and nothing said so);
+            # that far ahead, every reader ignores them (`FUTURE_SECONDS`), a node the purge could not call too
+            log.warning("this node's clock is %.0f s %s the shared cache's: its purges are written to the journal "
+                        "again by the store's time; synchronise its clock (NTP)", abs(late_by),
+                        "behind" if late_by > 0 else "ahead of")
             await self._reported("journal", asyncio.gather(*(record(prefix, late_by) for prefix in key_prefixes)),
                                  self.timeout)
 
