@@ -61,6 +61,10 @@ PURGE_TIMEOUTS = 10
 
 log = logging.getLogger("edge.shared_cache")
 
+#: the longest a reading of the purge journal takes (5 × `timeout` below it): a starting worker reads it before it
+#: serves, and a store that hangs had kept a node with a 10 s `timeout` from serving for 50 s (past a balancer's
+#: checks, near a reload's 60 s); what a reading cut short did not list, the next one reads
+JOURNAL_READ_SECONDS = 15.0
 #: the first line of every object this tier writes (the format's version)
 MAGIC = b"edge-output/2\n"
 #: the first line of the objects earlier nodes wrote (no key in the header): a plain miss, made again
@@ -377,7 +381,7 @@ class SharedTier:
         unsigned = self.journal.unsigned
         try:
             # a long journal is several pages: more than one read, but a starting worker waits for it
-            return await self._reported("journal", self.journal.read(), self.timeout * 5)
+            return await self._reported("journal", self.journal.read(), min(self.timeout * 5, JOURNAL_READ_SECONDS))
         except SharedCacheFailure:
             return None
         finally:  # a bucket writer's entries, or a node's without the key: an SRE's signal, not the log's alone

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from edge import purge_journal
+from edge import purge_journal, shared_cache
 from edge.origin import OriginFailure
 from edge.purge_journal import APPLIED_FILE, FOLDER, PurgeJournal, _entry_name
 from tests.assets import centre_colour, colour, same_colour, solid
@@ -604,3 +604,19 @@ async def test_a_purge_from_a_node_whose_clock_is_off_past_the_lookback_is_appli
     async def applied() -> bool:
         return cached_as(await cut_off.fetch(URL)) == ("MISS", True)
     await until(applied, "the cut-off node applying the lagging node's purge")
+
+
+async def test_a_store_that_hangs_delays_a_starting_worker_by_a_bounded_reading(start, s3, monkeypatch, caplog):
+    """A worker reads the journal before it serves, for 5 × `[shared_cache] timeout` at most: with the 20 s of this
+    test's tables, 100 s before serving while the store hung (past a balancer's checks and a reload's 60 s). Now
+    `JOURNAL_READ_SECONDS` at most; the next reading goes on from there."""
+    monkeypatch.setattr(shared_cache, "JOURNAL_READ_SECONDS", 1.0)
+    s3.faults = Faults(delay=30, only_gets=False)
+    try:
+        started = time.monotonic()
+        node = await start("starting")
+        assert time.monotonic() - started < 10
+    finally:
+        s3.faults = Faults()
+    assert "shared cache journal skipped (timeout)" in caplog.text
+    assert cached_as(await node.fetch(URL)) == ("MISS", False)  # and it serves
