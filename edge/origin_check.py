@@ -1,4 +1,5 @@
-"""`edge check-config --fetch URL`: the origins of the URL's endpoint asked for its original, as a node asks them.
+"""`edge check-config --fetch URL`: the origins of the URL's endpoint asked for its original, as a node asks them;
+and the shared tier's bucket, when there is one, listed, written and deleted as the nodes do.
 
 The config alone cannot say whether a bucket's credentials work, a web origin's name resolves or a folder holds
 the paths clients will ask for: before a deploy, an operator asks for a few real URLs and sees what each origin
@@ -9,6 +10,7 @@ Nothing is cached and no node need run; the URL's transformation and signature a
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -21,6 +23,9 @@ from .routing import Router, as_target
 from .server import close_origin, open_origin
 from .settings import redact
 from .transform.render import allow_only_input_loaders, probe
+
+#: where the probe object of the shared tier's check is written (a name no output's key starts with)
+CHECK_FOLDER = "_check/"
 
 
 def check(config: Config, urls: Iterable[str]) -> tuple[bool, str]:
@@ -41,7 +46,30 @@ async def _check(config: Config, urls: list[str]) -> tuple[bool, str]:
     finally:
         await asyncio.gather(*(close_origin(origin) for origin in config.origins
                                if origin.name in opened and opened[origin.name] is None))
+    if config.shared_cache is not None:
+        usable, said = await _shared(config.shared_cache.store)
+        served &= usable
+        lines.append(config.masked(redact(said)))
     return served, "\n".join(lines) + "\n"
+
+
+async def _shared(store: Origin) -> tuple[bool, str]:
+    """The shared tier's bucket as the nodes use it: listed, written and deleted (a probe object in its folder)."""
+    try:
+        await open_origin(store)
+    except StartupError as error:
+        return False, f"NO  shared cache: did not open: {str(error).partition(' did not open: ')[2]}"
+    started, probe = time.perf_counter(), store.key_for(f"{CHECK_FOLDER}{secrets.token_hex(8)}")
+    try:
+        await store.list_objects(store.key_for(""))
+        await store.put_object(probe, b"", "application/octet-stream")
+        await store.delete_keys([probe])
+    except Exception as error:
+        failure = as_failure(store, error)
+        return False, f"NO  shared cache: failed ({failure.kind}): {failure}"
+    finally:
+        await close_origin(store)
+    return True, f"OK  shared cache: listed, wrote and deleted {probe!r} ({_ms(started)})"
 
 
 async def _asked(config: Config, router: Router, url: str, opened: dict[str, str | None]) -> tuple[bool, list[str]]:

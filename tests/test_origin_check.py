@@ -4,6 +4,7 @@
 import pytest
 
 from tests.photos import SIZE, photos  # noqa: F401 - a fixture
+from tests.s3server import shared_cache_table
 from tests.test_cli_checks import edge_command
 
 BUCKET = "check-originals"
@@ -13,7 +14,7 @@ WRONG_SECRET = "WRONG-SECRET-never-printed"
 @pytest.fixture
 def checked(tmp_path, s3, photos):  # noqa: F811 - photos is the fixture's value
     """`check-config --fetch` over an endpoint whose origins are, in order: S3 (its secret wrong), a web origin
-    nothing listens for, the photos' folder; its result."""
+    nothing listens for, the photos' folder; its result. `run(*urls, shared=bucket)` with a shared tier too."""
     s3.client().create_bucket(Bucket=BUCKET)
     s3.client().put_object(Bucket=BUCKET, Key="only-in-s3.jpg", Body=(photos.folder / photos.jpeg).read_bytes())
     (photos.folder.parent / "not-an-image.jpg").write_bytes(b"<html>an error page</html>")
@@ -38,7 +39,9 @@ dir = "{tmp_path / 'cache'}"
 """)
     s3.require_auth(True)
 
-    def run(*urls: str):
+    def run(*urls: str, shared: str | None = None):
+        if shared is not None:
+            config.write_text(config.read_text() + shared_cache_table(s3.url, shared))
         return edge_command("check-config", "--config", str(config), *(f"--fetch={url}" for url in urls))
     return run
 
@@ -75,3 +78,22 @@ def test_a_path_no_origin_has_or_no_image_is_exit_status_1(checked, s3):
     assert lines[12].startswith("    photos: found, 26 bytes, ")
     assert lines[12].endswith(": unsupported or corrupt source image (a 422)")
     assert lines[13:] == ["NO  /elsewhere/x.jpg", "    404 unknown endpoint"]
+
+
+def test_the_shared_tier_s_bucket_is_listed_written_and_deleted(checked, s3):
+    """A shared tier a node could not use (no such bucket, wrong credentials) had started and said ready."""
+    s3.require_auth(False)
+    s3.client().create_bucket(Bucket="shared-outputs")
+    result = checked("/shop/only-in-s3.jpg", shared="shared-outputs")
+    assert result.returncode == 0, result.stderr
+    said = report(result).splitlines()[-1]
+    assert said.startswith("OK  shared cache: listed, wrote and deleted 'outputs/_check/"), said
+    assert "Contents" not in s3.client().list_objects_v2(Bucket="shared-outputs")  # the probe object deleted
+
+
+def test_a_shared_tier_bucket_that_does_not_exist_is_exit_status_1(checked, s3):
+    s3.require_auth(False)
+    result = checked("/shop/only-in-s3.jpg", shared="no-such-bucket")
+    assert result.returncode == 1, result.stderr
+    said = report(result).splitlines()[-1]
+    assert said.startswith("NO  shared cache: failed (error): ListObjectsV2 'outputs/': NoSuchBucket"), said
