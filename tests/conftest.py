@@ -13,10 +13,9 @@ _STARTED = pytest.StashKey[float]()
 #: timing had failed them). Marked `serial`.
 SERIAL_FILES = frozenset("""
     alerts_live animation_memory cache_churn cache_failures cancellation clock_steps compare_bench containers
-    decode_memory deploy encode_cost fetch_memory fleet fleet_purge hung_node load_balancers memory miss_path
-    misbehaving_plugins operations origin_faults origin_plugin purge_journal readme s3_answer_fuzz server_limits
-    shared_cache signals single_flight status_page stopped_render_memory svg_bombs threads transform_queue
-    work_per_url workers
+    decode_memory encode_cost fetch_memory fleet fleet_purge hung_node load_balancers memory miss_path
+    misbehaving_plugins operations origin_faults s3_answer_fuzz server_limits shared_cache signals single_flight
+    stopped_render_memory svg_bombs threads transform_queue work_per_url workers
 """.split())
 
 
