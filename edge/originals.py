@@ -140,7 +140,8 @@ class OriginalSource:
             self._count("original", "hit")
             return CurrentOriginal.known(stored.info, stored.body)
         self._count("original", "stale" if stored is not None and stored.kept else "miss")
-        if stored is not None and stored.kept and self._failing.get(key, -math.inf) > self._clock():
+        failing_for = self._failing.get(key, 0.0) - self._clock()  # (a clock stepped back: more than it lasts, over)
+        if stored is not None and stored.kept and 0 < failing_for <= self._not_found_ttl:
             return CurrentOriginal.known(stored.info, stored.body)
         try:
             with reading(key):  # the render waiting may read it past the fetch budget (`FetchBudget.reserve`)

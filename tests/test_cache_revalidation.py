@@ -119,6 +119,10 @@ async def test_a_failing_origin_gets_the_stale_copy_served(origin, node):
     assert (await node.fetch("/tr:w-40/boot.jpg")).code == 502
     assert metric(node, "edge_http_request_duration_seconds_count", cache="stale") == 2
 
+    later(node, HOUR + 2)  # a clock stepped back an hour leaves no window of an hour: asked again (still failing)
+    assert (await node.fetch("/tr:w-40/shoe.jpg")).headers["X-Cache"] == "STALE"
+    assert origin.requests["shoe.jpg"] == 3
+
     origin.behaviour.status = None  # the origin is back: fresh again, once the STALE answers' max-age has passed
     later(node, 2 * HOUR + 61)
     recovered = await node.fetch("/tr:w-40/shoe.jpg")
