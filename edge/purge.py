@@ -22,7 +22,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,11 @@ log = logging.getLogger("edge.purge")
 #: long as the nodes it reached hold the tier's older objects back by their own records (`RECORD_SECONDS`):
 #: else a node that started with an empty disk read back what was purged, for a year
 SHARED_RETRY_SECONDS = 10.0
+#: a purge sent to a node answers within this many seconds: the shipped balancers wait 30 s for the admin listener
+#: (then send it to the next node). The peers get `[fleet] timeout`, the shared tier what they leave of it: a store
+#: that hangs had taken about 13 × `[shared_cache] timeout` more (33 s with the defaults); what it did not finish is
+#: tried again (`retrying`)
+ANSWER_SECONDS = 25.0
 #: the folder, in the cache folder, of the shared tier's parts of purges still to be done (`PendingPurges`)
 PENDING_FOLDER = "purges-pending"
 #: the most of a pending purge's file read (its prefixes: 15 for a Cloudinary-style URL, of a path each)
@@ -174,6 +179,7 @@ async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[s
     objects); 502 when one of them could not be purged. `pending`: where what the shared tier failed is left to
     be tried again. The nodes before the journal: their workers, reading the new entry first, had removed what
     their answers count (`removed: 0`)."""
+    deadline = time.monotonic() + ANSWER_SECONDS
     left = None  # the shared tier's part, left to be tried again whatever stops this purge, until it is done
     if shared is not None and pending is not None and caches is not None:
         left = await caches.io(pending.add, PendingPurge(prefixes, target, False, False, time.time() + RECORD_SECONDS))
@@ -189,7 +195,8 @@ async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[s
                 purged_everywhere = False
                 log.warning("purge of %s not done on peer %s: %s", target, failed.peer, failed.outcome)
         if shared is not None:
-            journal_written, objects_removed, shared_answer = await _purge_shared(shared, prefixes, target)
+            journal_written, objects_removed, shared_answer = await _purge_shared(shared, prefixes, target,
+                                                                                  deadline=deadline)
             if left is not None:  # removed when done, else how far it got recorded
                 await caches.io(pending.tried, left, PendingPurge(prefixes, target, journal_written, objects_removed,
                                                                   time.time() + RECORD_SECONDS))
@@ -205,31 +212,40 @@ async def _everywhere(caches: Caches | None, prefixes: list[str], target: dict[s
 
 
 async def _purge_shared(shared: SharedTier, prefixes: list[str], target: dict[str, str], journal_written: bool = False,
-                        objects_removed: bool = False, quiet: bool = False) -> tuple[bool, bool, dict[str, Any]]:
+                        objects_removed: bool = False, quiet: bool = False,
+                        deadline: float | None = None) -> tuple[bool, bool, dict[str, Any]]:
     """The shared tier's part of a purge, but for what is done already: whether the journal entry is written,
     whether the objects are removed, and the answer's `shared` part. `quiet`: failures not logged (a retry's: its
-    round says it, once)."""
+    round says it, once). `deadline` (`time.monotonic()`): a step not done by then failed (`timeout`)."""
     # each step's calls at once: the 15 prefixes of a Cloudinary-style URL, one call after the other (and the
     # journal's housekeeping once a prefix), took 28 s at 0.5 s a call, past the load balancers' admin timeout
+    def by_deadline(step: Awaitable[Any]) -> Awaitable[Any]:
+        return step if deadline is None else asyncio.wait_for(step, max(0.0, deadline - time.monotonic()))
+
     answer: dict[str, Any] = {}
     journal: str | dict[str, str] = "written"
     if not journal_written:
         try:
-            await shared.record_purge(prefixes)
+            await by_deadline(shared.record_purge(prefixes))
             journal_written = True
-        except SharedCacheFailure as failure:
-            journal = {"error": failure.kind}
+        except (SharedCacheFailure, TimeoutError) as failure:
+            journal = {"error": _kind(failure)}
             if not quiet:
-                log.warning("purge of %s not written to the shared cache's journal: %s", target, failure.kind)
+                log.warning("purge of %s not written to the shared cache's journal: %s", target, _kind(failure))
     if not objects_removed:
         try:
-            answer = {"removed": sum(await asyncio.gather(*map(shared.delete_prefix, prefixes)))}
+            answer = {"removed": sum(await by_deadline(asyncio.gather(*map(shared.delete_prefix, prefixes))))}
             objects_removed = True
-        except SharedCacheFailure as failure:
-            answer = {"error": failure.kind}
+        except (SharedCacheFailure, TimeoutError) as failure:
+            answer = {"error": _kind(failure)}
             if not quiet:
-                log.warning("purge of %s not done in the shared cache: %s", target, failure.kind)
+                log.warning("purge of %s not done in the shared cache: %s", target, _kind(failure))
     return journal_written, objects_removed, answer | {"journal": journal}
+
+
+def _kind(failure: SharedCacheFailure | TimeoutError) -> str:
+    """A shared tier's failure, or the purge's answer that could not wait for it (`ANSWER_SECONDS`): `timeout`."""
+    return failure.kind if isinstance(failure, SharedCacheFailure) else "timeout"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
+from edge import purge as purge_module
 from edge import purge_journal, shared_cache
 from edge.origin import OriginFailure
 from edge.purge_journal import APPLIED_FILE, FOLDER, PurgeJournal, _entry_name
@@ -620,3 +621,21 @@ async def test_a_store_that_hangs_delays_a_starting_worker_by_a_bounded_reading(
         s3.faults = Faults()
     assert "shared cache journal skipped (timeout)" in caplog.text
     assert cached_as(await node.fetch(URL)) == ("MISS", False)  # and it serves
+
+
+async def test_a_purge_answers_within_its_bound_when_the_store_hangs(start, s3, monkeypatch):
+    """The shared tier's steps followed the peers' with their own timeouts: about 13 × `[shared_cache] timeout` of a
+    store that hangs (260 s with this test's 20 s), past the balancers' 30 s, which then sent the purge to another
+    node. Now the answer comes within `ANSWER_SECONDS`, saying what is left to be tried again."""
+    monkeypatch.setattr(purge_module, "ANSWER_SECONDS", 1.0)
+    node = await start("purging")
+    s3.faults = Faults(delay=30, only_gets=False)
+    try:
+        started = time.monotonic()
+        response = await node.fetch("/_edge/purge", method="POST", headers=AUTH, body=b'{"url": "/img.jpg"}')
+        assert time.monotonic() - started < 10
+    finally:
+        s3.faults = Faults()
+    assert response.code == 502
+    assert json.loads(response.body)["shared"] == {"error": "timeout", "journal": {"error": "timeout"},
+                                                   "retrying": True}
