@@ -121,19 +121,19 @@ class Caches:
         has not ended within `IO_WAIT_SECONDS` (counted and logged as the folder's `stuck`), and at once from then
         until the threads take calls again (a call queued after the held ones has ended). A call a thread has
         started runs to its end; one still queued is dropped."""
-        if self._held is not None:
-            return default
-        bound = asyncio.timeout(IO_WAIT_SECONDS)  # a timer, not a task of its own: this is every miss's path
-        try:
-            async with bound:
-                return await self.io(function, *args)
-        except TimeoutError:
-            if not bound.expired():  # the call's own
-                raise
+        if self._held is None:
+            bound = asyncio.timeout(IO_WAIT_SECONDS)  # a timer, not a task of its own: this is every miss's path
+            try:
+                async with bound:
+                    return await self.io(function, *args)
+            except TimeoutError:
+                if not bound.expired():  # the call's own
+                    raise
+            self._held = asyncio.ensure_future(self.io(_nothing))
+            self._held.add_done_callback(self._freed)
+        # each call left out counted (so `/_edge/ready` says it for as long as it lasts; logged once an interval)
         self.health.failed("folder", "stuck", f"a call of its threads took over {IO_WAIT_SECONDS:g} s (a disk that "
                                               "hangs?): requests go on without the cache until they are free")
-        self._held = asyncio.ensure_future(self.io(_nothing))
-        self._held.add_done_callback(self._freed)
         return default
 
     def _freed(self, _: asyncio.Future) -> None:
