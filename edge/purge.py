@@ -47,7 +47,7 @@ log = logging.getLogger("edge.purge")
 SHARED_RETRY_SECONDS = 10.0
 #: a purge sent to a node answers within this many seconds: the shipped balancers wait 30 s for the admin listener
 #: (then send it to the next node). The peers get `[fleet] timeout`, the shared tier what they leave of it: a store
-#: that hangs had taken about 13 × `[shared_cache] timeout` more (33 s with the defaults); what it did not finish is
+#: that hangs had taken about 13 × `[shared_cache] timeout` more (31 s with the defaults); what it did not finish is
 #: tried again (`retrying`)
 ANSWER_SECONDS = 25.0
 #: the folder, in the cache folder, of the shared tier's parts of purges still to be done (`PendingPurges`)
