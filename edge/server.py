@@ -347,7 +347,14 @@ class Node:
 
     async def _retry_purges(self) -> None:
         await purge.retry_pending(self.pending_purges, self.shared, self.caches.io)
-        self.metrics.purges_pending.set(await self.caches.io(self.pending_purges.count))
+        await self.count_pending_purges()
+
+    async def count_pending_purges(self) -> None:
+        """`edge_purges_pending`: after each round of retries, and after a purge that left one."""
+        if self.pending_purges is None:
+            return
+        if (count := await self.caches.io_or(None, self.pending_purges.count)) is not None:  # (None: the disk hangs)
+            self.metrics.purges_pending.set(count)
 
     async def _sample(self) -> None:
         self.metrics.inflight_requests.set(self.inflight)
@@ -896,6 +903,8 @@ class PurgeHandler(BaseHandler):
             self._send_error(error)  # with its X-Edge-Error, as the image requests' (a refused token: `unauthorized`)
             return
         log.info("purged %d cached entries for %s", answer["removed"], target)
+        if answer.get("shared", {}).get("retrying"):  # the gauge had said 0 until the next round, 10 s on
+            await node.count_pending_purges()
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")

@@ -523,6 +523,19 @@ async def test_many_pending_purges_hold_no_descriptor_and_say_once_that_the_tier
     await until(none_pending, "the gauge back to 0")
 
 
+async def test_a_purge_left_to_retry_is_counted_pending_at_once(tier, s3, node_factory, tmp_path):
+    """`edge_purges_pending` had said 0 until the next round of retries, 10 s after the 502 said `retrying`."""
+    node = await node_factory(purging_config(s3, tmp_path))
+    s3.faults = Faults(status=500, only_gets=False)
+    try:
+        answer = await node.fetch("/_edge/purge", method="POST", body=b'{"url": "/a.jpg"}',
+                                  headers={"Authorization": f"Bearer {PURGE_TOKEN}"})
+    finally:
+        s3.faults = Faults()
+    assert answer.code == 502 and json.loads(answer.body)["shared"]["retrying"] is True
+    assert total(node.node.metrics.exposition().decode(), "edge_purges_pending") == 1
+
+
 async def stored(s3, part: str) -> bool:
     """Whether a key of the bucket holds `part`."""
     listed = await asyncio.to_thread(s3.client().list_objects_v2, Bucket=BUCKET)
