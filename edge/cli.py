@@ -476,11 +476,16 @@ def _make_metrics_dir() -> str:
     /tmp has none: a one-line startup error, not a traceback)."""
     try:
         _remove_orphan_metrics_dirs()
-        return tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+        folder = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
     except OSError as error:
         raise checks.StartupError(
             f"no writable temporary folder for the workers' metrics files ({error.strerror or error}): mount a "
             "tmpfs on /tmp (docker run --tmpfs /tmp) or set TMPDIR to a writable folder") from None
+    asked = os.environ.get("TMPDIR")
+    if asked and Path(asked).resolve() != Path(folder).parent.resolve():  # Python's `tempfile` passes over it
+        log.warning("TMPDIR=%s is not a folder this user can write in: the workers' metrics files are in %s", asked,
+                    folder)
+    return folder
 
 
 def _remove_orphan_metrics_dirs() -> None:

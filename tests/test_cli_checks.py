@@ -424,3 +424,19 @@ def test_a_file_descriptor_limit_below_max_connections_is_a_warning_at_start(tmp
         assert int(warning.group(1)) == 1024 + 64 + 128  # one origin's pool, the cache's files
     finally:
         node.stop()
+
+
+def test_a_tmpdir_the_node_cannot_use_is_said(tmp_path):
+    """Python's `tempfile` passes over a TMPDIR it cannot write in (to /tmp, or the working folder) without a word:
+    an operator who gave the metrics files a volume of their own was not told it went unused."""
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    if os.access(read_only, os.W_OK):  # root: a mode stops nobody; a folder that is not there does
+        read_only = tmp_path / "missing"
+    node = NodeProcess(write_config(tmp_path, local_config()), "--workers", "2",
+                       env={**os.environ, "TMPDIR": str(read_only)})
+    try:
+        node.wait_for_log(rf"TMPDIR={re.escape(str(read_only))} is not a folder this user can write in: the workers' "
+                          r"metrics files are in /\S+edge-metrics-")
+    finally:
+        assert node.stop() == 0
