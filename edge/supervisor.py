@@ -96,6 +96,10 @@ _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 #: signals whose default action ends the process, sent by mistake (`kill -USR1`, a log rotator written
 #: for another server): logged and ignored, never a node killed
 STRAY_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+#: what a worker killed by SIGKILL is said to be, most often (the supervisor kills a hung one after saying so):
+#: an operator's log had shown the kernel's OOM kills of a container as bare exits
+_KILLED = (" (killed by SIGKILL: most often the kernel's OOM killer, the node's memory limit reached: see dmesg, and "
+           "operations.md on sizing a memory limit)")
 #: how often a serving worker writes its heartbeat
 HEARTBEAT_SECONDS = 1.0
 #: what a worker writes on its pipe: once when it serves, then every `HEARTBEAT_SECONDS`
@@ -426,7 +430,8 @@ class Supervisor:
         # tolerant of an origin that does not open only in place of a worker that served: one that failed its
         # own start (a config's credentials refused at the node's start) is started again as it was
         self._spawn(worker.number, self.generation, self.config, replacing=worker.ready)
-        log.error("worker %d (pid %d) exited with status %d; restarted", worker.number, worker.pid, code)
+        log.error("worker %d (pid %d) exited with status %d; restarted%s", worker.number, worker.pid, code,
+                  _KILLED if code == -signal.SIGKILL and not (worker.hung or worker.killed) else "")
 
     def _stop(self, workers: list[_Worker]) -> None:
         kill_at = self.clock() + self.config.server.shutdown_grace + KILL_MARGIN_SECONDS
