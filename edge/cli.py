@@ -132,9 +132,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="do not read the environment: every ${NAME} stands for a placeholder")
     check.add_argument("--bind-check", action="store_true", help="also check that the listening address is free")
     check.add_argument("--fetch", action="append", metavar="URL", default=[],
-                       help="also ask the origins of the URL's endpoint for its original, in order, and say what each "
-                            "answered, and use the shared cache's bucket (repeatable; exit status 1 when an original is "
-                            "not found or not an image, or the bucket fails)")
+                       help="also ask the origins of the URL's endpoint for its original, in order, and say what "
+                            "each answered, and use the shared cache's bucket (repeatable; exit status 1 when an "
+                            "original is not found or not an image, or the bucket fails)")
     check.set_defaults(run=_configured(_check_config))
     purge_command = commands.add_parser(
         "purge", help="remove every cached output and original of a URL's path, or of a path prefix "
