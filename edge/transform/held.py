@@ -140,6 +140,13 @@ def charge(image: pyvips.Image, kept: bool = False) -> None:
         account.charge(image_bytes(image), kept, "source too large: decoding and transforming it takes")
 
 
+def charge_encoding(size: int) -> None:
+    """An encode about to hold `size` bytes (`encode.encoder_memory`), in the render in this thread (if any)."""
+    account = getattr(_current, "account", None)
+    if account is not None:
+        account.charge(size, False, "output too large: decoding, transforming and encoding it takes")
+
+
 def mark() -> int:
     """Where the charges of this thread's render begin from now on, for `release_since`."""
     account = getattr(_current, "account", None)

@@ -37,7 +37,7 @@ from .compose import draw_layers
 from .cost import check_output_cost, check_render_cost, decode_cost
 from .cut_short import jpeg_segments, served_cut_short
 from .effects import apply_look
-from .encode import EncodeOptions, encode, output_colour
+from .encode import EncodeOptions, encode, encoder_memory, output_colour
 from .fonts import Font, shipped_fonts
 from .formats import (ANIMATED_LOADERS, AUTO_LEGACY, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS,
                       READ_FORMATS, SVG_LOADER, animates, as_vector, chosen_by_accept, final_formats, max_side,
@@ -768,6 +768,9 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
             chroma_subsampling=defaults.chroma_subsampling,
             progressive=output.progressive, lossless=output.lossless, metadata=output.metadata,
             colour_profile=output.colour_profile, flatten_on=flatten_on)
+        # the encoders' memory, and the outputs kept while the next is made (`f-auto`'s smallest of several)
+        held.charge_encoding(max(encoder_memory(image, fmt, options, frame_height) for fmt in formats) +
+                             (image.width * image.height * image.bands if len(formats) > 1 else 0))
         encoded, fmt = min(((encode(stopping.watch(image), fmt, options), fmt) for fmt in formats),
                            key=lambda candidate: len(candidate[0]))
     except pyvips.Error as error:
