@@ -9,6 +9,7 @@ import pyvips
 
 from .colours import RGBA
 from .geometry import WHITE
+from .held import image_bytes
 from .options import COPYRIGHT_ONLY
 
 Keep = pyvips.enums.ForeignKeep
@@ -36,7 +37,8 @@ _LOSSY_OUTPUT_RATIO = ((96, 1.4), (86, 0.8), (71, 0.55), (0, 0.4))
 
 def encoder_memory(image: pyvips.Image, fmt: str, options: EncodeOptions, frame_height: int) -> int:
     """The bytes encoding `image` holds beyond it: the encoder's own (per pixel of a frame) and the output."""
-    frame_pixels, raw = image.width * frame_height, image.width * image.height * image.bands
+    # a GIF's output is a palette index a pixel at most; the others' their pixels' bytes (16-bit PNGs: two a band)
+    frame_pixels, raw = image.width * frame_height, image.width * image.height if fmt == "gif" else image_bytes(image)
     per_pixel = _ENCODER_BYTES_A_PIXEL[fmt]
     if fmt == "jpg":
         if image.width * image.height > JPEG_WHOLE_IMAGE_MAX_PIXELS:
