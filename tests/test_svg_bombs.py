@@ -157,7 +157,8 @@ def test_a_drawing_that_reaches_its_own_cpu_bound_is_too_slow_not_corrupt():
 def test_a_drawing_read_back_counts_in_the_render_s_memory(tmp_path):
     """The child's drawing comes back to the worker whole: 3000×3000 RGBA from a 100-byte document is 36 MB there,
     which counted nowhere (w-5000 of a 350-byte SVG took 194 MB). Now it counts as an image the render made (the
-    child may take `max_decode_memory` and its own 64 MB: it draws this one)."""
+    child may take `max_decode_memory` and its own 64 MB: it draws this one). Its PNG encode counts too, at its
+    largest: the drawing's bytes again."""
     small = b'<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100"><rect width="50" height="50"/></svg>'
     process = _node_over(tmp_path, {"small.svg": small}, 1, 'max_decode_memory = "30MB"')
     try:
@@ -165,7 +166,10 @@ def test_a_drawing_read_back_counts_in_the_render_s_memory(tmp_path):
         status, _, body = node.get("/tr:w-3000,f-png/small.svg")
         assert (status, body) == (400, b"source too large: decoding and transforming it takes 36 MB, over "
                                        b"max_decode_memory (30 MB)\n")
-        status, _, body = node.get("/tr:w-2500,f-png/small.svg")  # 25 MB
-        assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == 2500
+        status, _, body = node.get("/tr:w-1900,f-png/small.svg")  # 14.4 MB, and as much for its encode
+        assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == 1900
+        status, _, body = node.get("/tr:w-2500,f-png/small.svg")  # 25 MB, and its encode: 50 MB
+        assert (status, body) == (400, b"output too large: decoding, transforming and encoding it takes 50 MB, over "
+                                       b"max_decode_memory (30 MB)\n")
     finally:
         process.stop()
