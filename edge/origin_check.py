@@ -55,10 +55,8 @@ async def _check(config: Config, urls: list[str]) -> tuple[bool, str]:
 
 async def _shared(store: Origin) -> tuple[bool, str]:
     """The shared tier's bucket as the nodes use it: listed, written and deleted (a probe object in its folder)."""
-    try:
-        await open_origin(store)
-    except StartupError as error:
-        return False, f"NO  shared cache: did not open: {str(error).partition(' did not open: ')[2]}"
+    if (why := await _opened(store)) is not None:
+        return False, f"NO  shared cache: did not open: {why}"
     started, probe = time.perf_counter(), store.key_for(f"{CHECK_FOLDER}{secrets.token_hex(8)}")
     try:
         await store.list_objects(store.key_for(""))
@@ -97,6 +95,7 @@ async def _asked(config: Config, router: Router, url: str, opened: dict[str, str
 
 
 async def _opened(origin: Origin) -> str | None:
+    """None once `origin` is open, else why not (`open_origin`'s failure, without the origin it names)."""
     try:
         await open_origin(origin)
     except StartupError as error:
