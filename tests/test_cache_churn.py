@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import diskcache
 
 from edge.cache import Caches, checkpoint_left_logs
+from edge.cache.health import CacheHealth
+from edge.cache.tiers import JOURNAL_SIZE_LIMIT, OutputTier
 from edge.testing import START_TIMEOUT, NodeProcess, ServingNode, image_size, photo_image, running_node, write_config
 from tests.nodes import local_config
 
@@ -192,3 +194,27 @@ def test_an_empty_value_file_left_behind_is_removed_and_told(tmp_path, caplog):
         assert "cache output tier: removed 1 value file(s) that no entry names, 0 bytes" in caplog.text
     finally:
         caches.close()
+
+
+def test_a_write_ahead_log_grown_by_evictions_under_readers_is_cut_back(tmp_path):
+    """Evictions while another connection reads (two workers evicting after a budget was lowered) cannot be
+    checkpointed as they go, and SQLite keeps the log at the largest size it reached: 50 MB beside a 6 MB output
+    tier for good in the soak probe. Once checkpointed, the log is cut back to `JOURNAL_SIZE_LIMIT`."""
+    tier = OutputTier("output", tmp_path / "outputs", 10**9, CacheHealth())
+    try:
+        for n in range(600):
+            tier._put(f"\0{n}.jpg\0r3:w-1\0", os.urandom(20_000), {})  # values kept in the database's rows
+        wal = tmp_path / "outputs" / "cache.db-wal"
+        with contextlib.closing(sqlite3.connect(tmp_path / "outputs" / "cache.db", isolation_level=None)) as reader:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM Cache").fetchall()  # a snapshot the log must keep for it
+            tier.budget = 1_000_000
+            tier.evict_to_budget()
+            grown = wal.stat().st_size
+            reader.execute("COMMIT")
+        assert grown > 4 * JOURNAL_SIZE_LIMIT
+        for n in range(50):  # the next writes checkpoint it and start it again from its beginning
+            tier._put(f"\0new-{n}.jpg\0r3:w-1\0", b"x" * 100, {})
+        assert wal.stat().st_size <= JOURNAL_SIZE_LIMIT
+    finally:
+        tier.close()

@@ -54,6 +54,10 @@ RETRY_SECONDS = 30.0
 #: how long an operation waits for another connection's lock on the database before it is skipped
 #: (`busy`): diskcache's own 60 s held requests, 404s and purges for as long behind a stuck writer
 SQLITE_BUSY_SECONDS = 2.0
+#: bytes a database's write-ahead log is cut back to once checkpointed: SQLite never shrinks it otherwise, and
+#: evictions while other connections read (two workers evicting after a budget was lowered) had grown the output
+#: tier's to 50 MB for good, outside every budget (soak probe). Its size checkpointed as it grows (1000 pages)
+JOURNAL_SIZE_LIMIT = 4 * 2**20
 #: A key is marked as used at most once per this many seconds, however often it is read: eviction
 #: is least-recently-used to within this. (Each mark rewrites the entry's row and its index entry:
 #: with a long tail of keys, marking every key read every second cost more than the hits.)
@@ -115,7 +119,9 @@ class BoundedCache(diskcache.Cache):
     its own wait, to workers opening one database together), then fails in words diskcache does not retry."""
 
     def __init__(self, directory: str, **settings: Any) -> None:
-        super().__init__(directory, timeout=SQLITE_BUSY_SECONDS, disk=PlainDisk, **settings)
+        # diskcache runs `sqlite_*` settings as pragmas on each connection it opens
+        super().__init__(directory, timeout=SQLITE_BUSY_SECONDS, disk=PlainDisk,
+                         sqlite_journal_size_limit=JOURNAL_SIZE_LIMIT, **settings)
 
     @property
     def _sql(self) -> Callable[..., sqlite3.Cursor]:
