@@ -499,7 +499,8 @@ class Pipeline:
         """Transform the original (or pass it through for `orig-true`) into a storable output. New
         bytes are hashed (their version) while they render: the version is needed only for the output."""
         serves_original = plan.transformation.serves_original
-        header = await self._renderer.probe(original.body, svg_read=False, as_is=True) if serves_original else None
+        header = (await self._renderer.probe(original.body, svg_read=False, as_is=True, lane=plan.endpoint)
+                  if serves_original else None)
         fmt = LOADER_FORMATS.get(header.loader) if header else None
         if header and plan.request.original_as in (None, fmt):  # passed through (else converted: `photo.webp`)
             # the ETag is the hash of the original's bytes: its version, when that is their hash (hashed once)
@@ -512,7 +513,8 @@ class Pipeline:
         else:
             started = time.perf_counter()
             rendered = await self._renderer.render(original.body, plan.transformation, plan.planned_format,
-                                                   {path: overlay.body for path, overlay in overlays.items()})
+                                                   {path: overlay.body for path, overlay in overlays.items()},
+                                                   lane=plan.endpoint)
             body, fmt, etag = rendered.body, rendered.format, rendered.etag
             content_type = MIME_TYPES[fmt]
             self._metrics.observe(self._metrics.transform_duration, (fmt,), time.perf_counter() - started)

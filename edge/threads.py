@@ -10,6 +10,10 @@ hand-off under load on 2 cores. Here a call is one list on a `SimpleQueue` and i
 Threads start on first use, in the process that uses them; a forked child starts its own (threads
 do not survive a fork). A call whose caller went away while it queued is skipped, and so is one no
 thread started within its `start_within` (its caller is told at once, `NotStarted`).
+
+Calls given a `lane` (the renders: their endpoint) are started in turns, one from each lane with calls
+waiting, rather than first come first served: one endpoint's hundred queued renders no longer stand in front
+of another's one, which is started next.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -28,6 +33,8 @@ T = TypeVar("T")
 log = logging.getLogger("edge.threads")
 
 _STOP = None
+#: what the queue holds for a call put in a lane: the thread that gets it starts the next lane's call
+_FROM_LANES = object()
 #: how long `on_each_thread` waits for every thread to be free
 EACH_THREAD_SECONDS = 5.0
 
@@ -46,20 +53,26 @@ class BlockingPool:
         _pools.add(self)
 
     def _forget_threads(self) -> None:
-        self._queue: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Any] | object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
+        #: calls waiting in each lane, and the lanes with calls waiting in the order of their next turn
+        self._lanes: dict[Hashable, deque[list[Any]]] = {}
+        self._turns: deque[Hashable] = deque()
+        self._lanes_lock = threading.Lock()
 
-    async def run(self, function: Callable[..., T], *args: Any, start_within: float | None = None) -> T:
+    async def run(self, function: Callable[..., T], *args: Any, start_within: float | None = None,
+                  lane: Hashable | None = None) -> T:
         """`function(*args)` in one of the threads. Cancelling the caller skips the call if it has not
         started; a started call runs to its end (its result is dropped). With `start_within`, a call
-        that no thread has started within that many seconds is withdrawn: `NotStarted`, and it never runs."""
+        that no thread has started within that many seconds is withdrawn: `NotStarted`, and it never runs.
+        Calls with a `lane` take turns with the other lanes' (see the module's doc)."""
         if not self._threads:
             self._start()
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         if start_within is None:
-            self._queue.put([loop, answer, function, args, None])
+            self._put([loop, answer, function, args, None], lane)
             return await answer
         # taken once, by whoever comes first: a thread starting the call, or the caller withdrawing it
         start = threading.Lock()
@@ -74,11 +87,36 @@ class BlockingPool:
                     answer.set_exception(NotStarted())
 
         timer = loop.call_later(start_within, withdraw)
-        self._queue.put(call)
+        self._put(call, lane)
         try:
             return await answer
         finally:
             timer.cancel()
+
+    def _put(self, call: list[Any], lane: Hashable | None) -> None:
+        if lane is None:
+            self._queue.put(call)
+            return
+        with self._lanes_lock:
+            if (waiting := self._lanes.get(lane)) is None:
+                # the next turn is a lane's that had nothing waiting (fq_codel's new flows): one endpoint's first
+                # render waits for the renders running, not also for the next of each busy lane
+                waiting = self._lanes[lane] = deque()
+                self._turns.appendleft(lane)
+            waiting.append(call)
+        self._queue.put(_FROM_LANES)
+
+    def _next_in_lanes(self) -> list[Any]:
+        """The first call of the lane whose turn it is; that lane's next turn comes after every other lane's."""
+        with self._lanes_lock:
+            lane = self._turns.popleft()
+            waiting = self._lanes[lane]
+            call = waiting.popleft()
+            if waiting:
+                self._turns.append(lane)
+            else:
+                del self._lanes[lane]
+            return call
 
     def on_each_thread(self, function: Callable[[], None]) -> None:
         """Run `function()` once in every started thread, all of them at once, and wait (blocking,
@@ -117,6 +155,8 @@ class BlockingPool:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if item is _FROM_LANES:
+                    item = self._next_in_lanes()
                 if item is not _STOP and item[0] is not None:
                     _answer(item[0], item[1].cancel)
         for _ in self._threads:
@@ -134,6 +174,8 @@ class BlockingPool:
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not _STOP:
+            if item is _FROM_LANES:
+                item = self._next_in_lanes()
             self._call(*item)
             # an idle thread must not hold its last call's arguments and result (a render's: its original)
             del item

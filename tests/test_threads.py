@@ -130,3 +130,27 @@ async def test_an_idle_thread_keeps_nothing_of_its_last_call():
         assert released["argument"].wait(BOUND) and released["result"].wait(BOUND)
     finally:
         pool.shutdown()
+
+
+async def test_calls_in_lanes_take_turns_rather_than_their_order_of_arrival():
+    """One lane's queued calls (an endpoint's renders) do not all run before another lane's one call."""
+    pool = BlockingPool(1, "test")
+    release, started, ran = threading.Event(), threading.Event(), []
+
+    def hold() -> bool:
+        started.set()
+        return release.wait(BOUND)
+    try:
+        busy = asyncio.ensure_future(pool.run(hold, lane="a"))
+        assert await asyncio.to_thread(started.wait, BOUND)
+        queued = [asyncio.ensure_future(pool.run(ran.append, name, lane=lane))
+                  for name, lane in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("a3", "a"), ("none", None)]]
+        await asyncio.sleep(0)  # all handed over while the thread is busy
+        release.set()
+        await asyncio.wait_for(asyncio.gather(busy, *queued), BOUND)
+        # a call without a lane keeps its place in the queue; those with one are started lane after lane, a lane
+        # that had nothing waiting first
+        assert ran == ["b1", "a1", "a2", "a3", "none"]
+    finally:
+        release.set()
+        pool.shutdown()

@@ -55,3 +55,36 @@ async def test_a_render_that_waited_transform_queue_timeout_is_answered_503_and_
     again = await node.fetch(QUICK, timeout=WAIT)
     assert (again.code, again.headers["X-Cache"], decode(again).width) == (200, "MISS", 300)
     assert total(metrics.exposition().decode(), "edge_transform_duration_seconds_count") == 2
+
+
+#: ~0.2-0.4 s of one core each on the 12 MP photo; a width of each for its own output
+BUSY = "/a/tr:w-{},bl-8/photo.jpg"
+
+
+async def test_one_endpoints_queued_renders_do_not_stand_in_front_of_anothers(node_factory, tmp_path,
+                                                                              photos):  # noqa: F811
+    """Renders are started endpoint after endpoint: a tenant with its queue full (noisy-tenant probe: 32 requests at
+    once made another endpoint's misses 80 times slower, 2 in 5 a 503) has another endpoint's render wait for one
+    of its renders at most, and has the rest of its own refused while the other's are taken."""
+    config = local_config(photos.folder, before=f'[server]\ntransform_threads = 1\ntransform_queue = 2\n'
+                                                f'transform_queue_timeout = "{WAIT}s"\naccess_log = false\n',
+                          after='[[endpoints]]\nid = "a"\norigins = ["samples"]\n'
+                                '[[endpoints]]\nid = "b"\norigins = ["samples"]\n')
+    node = await node_factory(write_config(tmp_path, config))
+    renderer = node.node.renderer
+    noisy = [asyncio.ensure_future(node.fetch(BUSY.format(2000 + i), timeout=WAIT)) for i in range(5)]
+
+    async def queue_full():  # a render running and two waiting: the capacity (1 + 2) is the noisy tenant's
+        return renderer._pending == 3 and sum(task.done() for task in noisy) == 2
+    await until(queue_full, "the noisy endpoint's renders queued, its last two refused", timeout=WAIT)
+    assert sorted(task.result().headers["X-Edge-Error"] for task in noisy if task.done()) == ["queue_full"] * 2
+
+    quiet = await node.fetch("/b/tr:w-300/photo.jpg", timeout=WAIT)  # admitted into the full queue: its first
+    assert (quiet.code, decode(quiet).width) == (200, 300)
+    # started once the render running when it was queued ended (two, should the first end before it was queued):
+    # not after every render the noisy endpoint queued before it
+    assert sum(task.done() for task in noisy) <= 2 + 2
+    answers = await asyncio.wait_for(asyncio.gather(*noisy), WAIT * 2)
+    assert sorted(a.code for a in answers) == [200, 200, 200, 503, 503]
+    text = node.node.metrics.exposition().decode()
+    assert total(text, "edge_transform_refusals_total", reason="queue_full") == 2

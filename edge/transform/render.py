@@ -20,7 +20,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -844,6 +845,8 @@ class Renderer:
         self._thread_count = threads
         self._capacity = threads + queue
         self._pending = 0
+        #: renders pending (queued or running) by lane (endpoint), those with any
+        self._pending_in: Counter[Hashable] = Counter()
         # renders running × seconds, summed since `_counted_at` last moved: a render's share of the pool over its
         # own time, whatever ends when (a count read at its deadline missed the others its own deadline had stopped)
         self._running_seconds, self._counted_at = 0.0, time.monotonic()
@@ -851,32 +854,41 @@ class Renderer:
         self._refused = refused
         self._timed_out = timed_out
 
-    async def run(self, function, *args, start_within: float | None = None):
-        """Run `function(*args)` on the libvips pool; 503 when the pool and its queue are full, or when
-        no thread started it within `start_within` (`queue_timeout`) (it is withdrawn: it never runs)."""
-        if self._pending >= self._capacity:
+    async def run(self, function, *args, start_within: float | None = None, lane: Hashable = None):
+        """Run `function(*args)` on the libvips pool, in turns with the other lanes' work (the endpoints'); 503
+        when the pool and its queue are full, or when no thread started it within `start_within`
+        (`queue_timeout`) (it is withdrawn: it never runs). A full queue still takes a lane's work while the lane
+        has less than its share of it (the capacity over the lanes with work pending): one endpoint filling the
+        queue would otherwise have every other's refused (so at most twice the capacity is pending)."""
+        if self._pending >= self._capacity and self._pending_in[lane] >= self._capacity // len(
+                self._pending_in.keys() | {lane}):
             self._refused("queue_full")
             raise TransformQueueFull()
-        self._count_pending(+1)
+        self._count_pending(+1, lane)
         try:
-            return await self._threads.run(function, *args, start_within=start_within or self._queue_timeout)
+            return await self._threads.run(function, *args, start_within=start_within or self._queue_timeout,
+                                           lane=lane)
         except NotStarted:
             self._refused("queue_timeout")
             raise TransformQueueTimeout() from None
         finally:
-            self._count_pending(-1)
+            self._count_pending(-1, lane)
 
     def _running_seconds_so_far(self) -> float:
         """Renders running × seconds since the pool started (the work pending, up to a thread each)."""
         now = time.monotonic()
         return self._running_seconds + min(self._pending, self._thread_count) * (now - self._counted_at)
 
-    def _count_pending(self, change: int) -> None:
+    def _count_pending(self, change: int, lane: Hashable) -> None:
         self._running_seconds, self._counted_at = self._running_seconds_so_far(), time.monotonic()
         self._pending += change
+        if self._pending_in[lane] + change:
+            self._pending_in[lane] += change
+        else:
+            del self._pending_in[lane]
 
     async def render(self, body: bytes, transformation: Transformation, planned_format: str,
-                     overlays: Mapping[str, bytes] | None = None) -> Rendered:
+                     overlays: Mapping[str, bytes] | None = None, lane: Hashable = None) -> Rendered:
         """Render within `render_timeout` of the start in a pool thread (else `RenderTimedOut`). When the
         awaiting task is cancelled, the libvips work is stopped too and `CancelledError` propagates. A render
         whose memory (`held`) does not fit the decode budget now stops and gives its thread back, waits here for
@@ -895,7 +907,7 @@ class Renderer:
                     raise TransformQueueTimeout()
                 try:
                     return await self._render_once(body, transformation, planned_format, overlays, reserved,
-                                                   left if reserved else self._queue_timeout)
+                                                   left if reserved else self._queue_timeout, lane)
                 except NeedsDecodeMemory as need:
                     size = need.size
                     # its traceback holds the stopped attempt's frames and their images, through the future that
@@ -917,7 +929,8 @@ class Renderer:
                 self.decode_budget.give_back(reserved)
 
     async def _render_once(self, body: bytes, transformation: Transformation, planned_format: str,
-                           overlays: Mapping[str, bytes] | None, reserved: int, start_within: float) -> Rendered:
+                           overlays: Mapping[str, bytes] | None, reserved: int, start_within: float,
+                           lane: Hashable) -> Rendered:
         loop = asyncio.get_running_loop()
         switch = stopping.StopSwitch()
         # when a thread picked the render up (`loop.time()`'s clock) and the process' CPU time then
@@ -953,7 +966,7 @@ class Renderer:
 
         timer = loop.call_later(min(RENDER_CLOCK_SECONDS, limit), check_clock)
         try:
-            return await self.run(stoppable_render, start_within=start_within)
+            return await self.run(stoppable_render, start_within=start_within, lane=lane)
         except asyncio.CancelledError:
             switch.stop(asyncio.CancelledError)
             raise
@@ -963,8 +976,9 @@ class Renderer:
         finally:
             timer.cancel()
 
-    async def probe(self, body: bytes, *, svg_read: bool = True, as_is: bool = False) -> ImageHeader:
-        return await self.run(functools.partial(probe, svg_read=svg_read, as_is=as_is), body, self.limits)
+    async def probe(self, body: bytes, *, svg_read: bool = True, as_is: bool = False,
+                    lane: Hashable = None) -> ImageHeader:
+        return await self.run(functools.partial(probe, svg_read=svg_read, as_is=as_is), body, self.limits, lane=lane)
 
     def shutdown(self) -> None:
         self._threads.shutdown(drop_queued=True)
