@@ -8,13 +8,15 @@ cost 4 GB of download), and must say so with `SourceTooLarge`. These helpers mak
 fetch_memory`), so that many large originals arriving at once wait, then get 503, instead of
 growing the process without bound; `fetch_memory` reserves a size known before reading (a file's). Once
 read, an original stays in memory until the render that uses it ends: the pipeline holds it against the same
-budget until then (`FetchBudget.holding`).
+budget until then (`FetchBudget.holding`). On a node of several origins, one origin's reads in progress leave
+room for another's largest original (`FetchBudget.origin_share`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -48,11 +50,14 @@ class FetchBudget:
     once, else chunk by chunk) and waits, bounded, while the budget is full; what it reserved is released
     when it returns or fails, and the render it reads for holds the bytes from then on, until it ends."""
 
-    def __init__(self, capacity: int, wait: float):
+    def __init__(self, capacity: int, wait: float, kept_for_others: int = 0):
         self.capacity = capacity
         self.wait = wait
+        self.kept_for_others = kept_for_others
         #: bytes being read
         self.in_use = 0
+        #: bytes being read by each origin that has reads in progress
+        self._reading_from: Counter[str] = Counter()
         #: bytes read and held by renders, each original once however many renders share it
         self.held = 0
         #: id of each original held → how many renders hold it (the ids are stable: each holder keeps its bytes)
@@ -61,30 +66,48 @@ class FetchBudget:
         self._holdings: dict[Holding, None] = {}
         self._waiters: list[asyncio.Future] = []
 
-    def configure(self, capacity: int, wait: float) -> None:
+    def configure(self, capacity: int, wait: float, max_source_bytes: int = 0, origins: int = 1) -> None:
+        """From `[server]`, `[limits]` and the number of origins: with one, there is no other to keep room for."""
         self.capacity, self.wait = capacity, wait
+        self.kept_for_others = max_source_bytes if origins > 1 else 0
 
-    async def reserve(self, size: int) -> None:
-        """Take `size` more bytes for a read. The reads of the oldest render in progress go through over the
-        budget, and so does a read it waits for that another render started: renders that hold some originals
-        and wait for room to read the others, or reads that each took part of the budget (bodies of no announced
-        length), would otherwise wait for each other, and a URL whose originals together are over the budget
-        could never be served."""
+    @property
+    def origin_share(self) -> int:
+        """The bytes one origin's reads in progress may hold: the budget but room for another origin's largest
+        original. An origin that announces 40 MB and sends a byte a second holds its reservations for its whole
+        `timeout`: five such reads had filled a worker's 200 MB, and the other origins' fetches waited, then got
+        503, counted `busy` on them (noisy-tenant probe)."""
+        return max(self.capacity - self.kept_for_others, self.kept_for_others)
+
+    async def reserve(self, size: int, origin: str | None = None) -> None:
+        """Take `size` more bytes for a read (from `origin`, held to `origin_share`; None: the shared tier's). The
+        reads of the oldest render in progress go through over the budget, and so does a read it waits for that
+        another render started: renders that hold some originals and wait for room to read the others, or reads
+        that each took part of the budget (bodies of no announced length), would otherwise wait for each other,
+        and a URL whose originals together are over the budget could never be served."""
         holding, reading = _holding.get(), _reading.get()
 
         def take() -> bool:
             oldest = next(iter(self._holdings), None)
             first = oldest is not None and (oldest is holding or reading in oldest.awaited)
-            if self.in_use + self.held + size > self.capacity and not first:
+            if not first and (self.in_use + self.held + size > self.capacity or origin is not None
+                              and self._reading_from[origin] + size > self.origin_share):
                 return False
             self.in_use += size
+            if origin is not None:
+                self._reading_from[origin] += size
             return True
 
         deadline = asyncio.get_running_loop().time() + self.wait
         await wait_for_room(take, self._waiters, deadline, FetchMemoryExhausted)
 
-    def release(self, size: int) -> None:
+    def release(self, size: int, origin: str | None = None) -> None:
         self.in_use -= size
+        if origin is not None:
+            if self._reading_from[origin] > size:
+                self._reading_from[origin] -= size
+            else:
+                del self._reading_from[origin]
         wake(self._waiters)
 
     @contextmanager
@@ -171,8 +194,9 @@ async def fetch_memory(size: int) -> AsyncIterator[None]:
     is about to read (a file's, an announced length) reserves it so, before reading. Waits, bounded, while the
     budget is full, then raises `FetchMemoryExhausted` (503). A call the block started with `in_thread` holds
     them until it returns, should the block end first (cancelled: the read goes on filling memory)."""
-    await fetch_budget.reserve(size)
-    reservation = _Reservation(size)
+    origin = _origin_fetching.get()
+    await fetch_budget.reserve(size, origin)
+    reservation = _Reservation(size, origin)
     token = _reserving.set(reservation)
     try:
         yield
@@ -186,14 +210,14 @@ class _Reservation:
     returned: a client gone or a timeout cancelled the block while a read ran on in its thread (a plugin's 6
     threads of 40 MB reads: 472 MB on a 200 MB budget)."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, origin: str | None):
+        self.size, self.origin = size, origin
         self.holders = 1  # the block
 
     def let_go(self) -> None:
         self.holders -= 1
         if not self.holders:
-            fetch_budget.release(self.size)
+            fetch_budget.release(self.size, self.origin)
 
 
 #: the `fetch_memory` block this task is in, if any
@@ -217,22 +241,23 @@ async def read_limited(chunks: AsyncIterable[bytes], max_bytes: int, path: str, 
     The caller closes the stream (a partly read HTTP response must not go back to a connection pool)."""
     parts: list[bytes] = []
     total = reserved = 0
+    origin = _origin_fetching.get()
     try:
         if announced:
             check_announced_size(announced, max_bytes, path)
-            await fetch_budget.reserve(announced)
+            await fetch_budget.reserve(announced, origin)
             reserved = announced
         async for chunk in chunks:
             total += len(chunk)
             if total > max_bytes:
                 raise SourceTooLarge(path)
             if total > reserved:
-                await fetch_budget.reserve(total - reserved)
+                await fetch_budget.reserve(total - reserved, origin)
                 reserved = total
             parts.append(chunk)
         return b"".join(parts)
     finally:
-        fetch_budget.release(reserved)
+        fetch_budget.release(reserved, origin)
 
 
 async def read_announced(read: Callable[[], Awaitable[bytes]], announced: int, max_bytes: int, path: str) -> bytes:
@@ -266,14 +291,18 @@ _threads_by_origin: dict[str, BlockingPool] = {}
 #: fetch (an `open`, a test) share `_other_threads`
 _fetching_for: ContextVar[BlockingPool | None] = ContextVar("fetching_for", default=None)
 _other_threads = BlockingPool(ORIGIN_THREADS, "origin")
+#: the name of the origin whose fetch runs in this task, whose reads `FetchBudget.origin_share` holds
+_origin_fetching: ContextVar[str | None] = ContextVar("origin_fetching", default=None)
 
 
 def fetching_for(origin: str) -> None:
-    """In the task of one origin's fetch: its `in_thread` calls go to that origin's threads."""
+    """In the task of one origin's fetch: its `in_thread` calls go to that origin's threads, and its reads are
+    its own in the fetch budget."""
     pool = _threads_by_origin.get(origin)
     if pool is None:
         pool = _threads_by_origin[origin] = BlockingPool(ORIGIN_THREADS, f"origin{len(_threads_by_origin)}")
     _fetching_for.set(pool)
+    _origin_fetching.set(origin)
 
 
 async def in_thread(function: Callable[..., T], *args: Any) -> T:

@@ -9,6 +9,7 @@ import pytest
 import pyvips
 
 from edge.fetching import FetchBudget, fetch_budget, fetch_memory, in_thread, reading
+from edge.testing import total
 from tests.nodes import decode, until, web_config, write_config
 from tests.servers import HTTPOrigin
 
@@ -194,5 +195,39 @@ async def test_originals_of_no_announced_length_read_at_once_over_the_budget_are
         answers = await asyncio.gather(*(node.fetch(f"/tr:w-64/{name}.png", timeout=30) for name in "abcd"))
         assert [(a.code, decode(a).width) for a in answers] == [(200, 64)] * 4
         assert (fetch_budget.held, fetch_budget.in_use) == (0, 0)
+    finally:
+        await origin.stop()
+
+
+async def test_an_origin_slow_to_send_what_it_announced_leaves_room_for_another_origins_original(
+        node_factory, tmp_path):
+    """On a node of several origins, one origin's reads in progress hold at most the budget less another's largest
+    original: a web origin announcing 40 MB and sending a byte a second had five reads fill a worker's 200 MB for
+    their whole timeout, and every other origin's fetch waited, then got 503 counted `busy` on that other origin
+    (noisy-tenant probe)."""
+    files = {f"{name}.png": noise_png(n) for n, name in enumerate("abc")}
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "c.png").write_bytes(files.pop("c.png"))
+    origin = await HTTPOrigin(files=files).start()
+    try:
+        origin.behaviour.stall = asyncio.Event()  # headers and 64 KiB of each, the rest when it is set
+        config = web_config(origin.url, BUDGET, after=f'[[origins]]\nname = "local"\ntype = "local"\n'
+                                                      f'root = "{tmp_path / "local"}"\n'
+                                                      '[[endpoints]]\nid = "b"\norigins = ["local"]\n')
+        node = await node_factory(write_config(tmp_path, config))
+        stalled = asyncio.ensure_future(node.fetch("/tr:w-64/a.png", timeout=10))
+        await until(as_predicate(lambda: fetch_budget.in_use >= 4_900_000), "the first read holding its 5 MB")
+        # the stalled origin's second read would take its reads past 12 - 6 MB: it waits, then gets 503, on it
+        refused = await node.fetch("/tr:w-64/b.png", timeout=10)
+        assert (refused.code, refused.headers["X-Edge-Error"]) == (503, "fetch_memory")
+        # another origin's 5 MB original still fits beside the 5 MB stalled (it had waited behind 10 MB, then 503)
+        served = await node.fetch("/b/tr:w-64/c.png", timeout=10)
+        assert (served.code, decode(served).width) == (200, 64) and not stalled.done()
+        origin.behaviour.stall.set()
+        assert (await stalled).code == 200
+        metrics = node.node.metrics.exposition().decode()
+        assert total(metrics, "edge_origin_fetches_total", origin="web", outcome="busy") == 1
+        assert total(metrics, "edge_origin_fetches_total", origin="local", outcome="busy") == 0
+        assert fetch_budget.in_use == 0 and not fetch_budget._reading_from
     finally:
         await origin.stop()
