@@ -342,8 +342,9 @@ class Metrics:
             "edge_dropped_stores_total", "Outputs and originals answered but not stored, because the "
             "stores already waiting to be written held their byte budget", ["tier"], registry=r)
         self.cache_too_large = Counter(
-            "edge_cache_too_large_total", "Outputs and originals answered but not stored, because each was over "
-            "an eighth of its tier's budget (made or fetched again each time they are asked)", ["tier"], registry=r)
+            "edge_cache_too_large_total", "Outputs and originals answered but not stored: over an eighth of their "
+            "tier's budget (made or fetched again each time they are asked), or an output over 1/256 of it rendered "
+            "before the render that stores it (admission of large outputs)", ["tier"], registry=r)
         self.transform_duration = Histogram(
             "edge_transform_duration_seconds", "Time to decode, transform and encode one output",
             ["format"], buckets=LATENCY_BUCKETS, registry=r)
