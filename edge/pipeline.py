@@ -193,6 +193,8 @@ class PlanMemo:
 
 
 class Pipeline:
+    """One worker's request path for images (`serve`; `memory_hit` for a hit that needs no await)."""
+
     def __init__(self, config: Config, router: Router, caches: Caches, originals: OriginalSource,
                  flights: SingleFlight, renderer: Renderer, metrics: Metrics, shared: SharedTier | None = None):
         self._config = config
@@ -445,10 +447,8 @@ class Pipeline:
         return failed
 
     def _remember_failure(self, key: str, error: Callable[[], EdgeError], seconds: float) -> None:
-        self._failed[key] = (time.monotonic() + seconds, error, node_time())
-        self._failed.move_to_end(key)  # a key that had expired is the newest again
-        if len(self._failed) > FAILED_KEYS:
-            self._failed.popitem(last=False)
+        self._failed.pop(key, None)  # a key that had expired is the newest again
+        _remember(self._failed, key, (time.monotonic() + seconds, error, node_time()), FAILED_KEYS)
 
     async def _keep(self, key: str, produced: tuple[CachedOutput, str]) -> None:
         """Store what the flight produced: after the response, never on its critical path."""
