@@ -99,24 +99,23 @@ class BlockingPool:
             return
         with self._lanes_lock:
             if (waiting := self._lanes.get(lane)) is None:
-                # the next turn is a lane's that had nothing waiting (fq_codel's new flows): one endpoint's first
-                # render waits for the renders running, not also for the next of each busy lane
+                # a lane not in the turns has the next one (fq_codel's new flows): one endpoint's first render
+                # waits for the renders running, not also for the next of each busy lane
                 waiting = self._lanes[lane] = deque()
                 self._turns.appendleft(lane)
             waiting.append(call)
         self._queue.put(_FROM_LANES)
 
     def _next_in_lanes(self) -> list[Any]:
-        """The first call of the lane whose turn it is; that lane's next turn comes after every other lane's."""
+        """The first call of the lane whose turn it is; that lane's next turn comes after every other lane's. A
+        lane leaves the turns only when its turn finds it empty: one that left them each time its call started
+        would have the next turn at its next call, and a client sending calls as fast as they start would have
+        every turn."""
         with self._lanes_lock:
-            lane = self._turns.popleft()
-            waiting = self._lanes[lane]
-            call = waiting.popleft()
-            if waiting:
-                self._turns.append(lane)
-            else:
-                del self._lanes[lane]
-            return call
+            while not (waiting := self._lanes[lane := self._turns.popleft()]):
+                del self._lanes[lane]  # (a call is waiting in some lane: the queue held one token for it)
+            self._turns.append(lane)
+            return waiting.popleft()
 
     def on_each_thread(self, function: Callable[[], None]) -> None:
         """Run `function()` once in every started thread, all of them at once, and wait (blocking,

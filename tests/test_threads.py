@@ -154,3 +154,27 @@ async def test_calls_in_lanes_take_turns_rather_than_their_order_of_arrival():
     finally:
         release.set()
         pool.shutdown()
+
+
+async def test_a_lane_whose_calls_start_as_they_come_does_not_take_every_turn():
+    """A lane leaves the turns when its turn finds it empty, not when its last call starts: else its next call
+    would be a new lane's, first in line, and a client sending calls as fast as they start would pass every other
+    lane's."""
+    pool = BlockingPool(1, "test")
+    release, started, ran = threading.Event(), threading.Event(), []
+
+    def hold() -> bool:
+        started.set()
+        return release.wait(BOUND)
+    try:
+        busy = asyncio.ensure_future(pool.run(hold, lane="a"))  # lane a: its one call started, none waiting
+        assert await asyncio.to_thread(started.wait, BOUND)
+        queued = [asyncio.ensure_future(pool.run(ran.append, name, lane=lane))
+                  for name, lane in [("b1", "b"), ("b2", "b"), ("b3", "b"), ("a1", "a")]]
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.wait_for(asyncio.gather(busy, *queued), BOUND)
+        assert ran == ["b1", "a1", "b2", "b3"]
+    finally:
+        release.set()
+        pool.shutdown()
