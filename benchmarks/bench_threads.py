@@ -5,13 +5,15 @@
 A call that does nothing, awaited `--calls` times per round, one at a time (a lone cold miss) and 8
 at a time (a loaded node), through `loop.run_in_executor` on a `ThreadPoolExecutor` (the baseline)
 and through `edge.threads.BlockingPool` (what the node uses), both with 4 threads, in alternating
-rounds; medians of the process's CPU time (user + system) and of the wall time per call.
+rounds; medians of the process's CPU time (user + system) and of the wall time per call. Also through
+`BlockingPool` with lanes, as renders are run (two endpoints taking turns).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import resource
 import time
 from collections.abc import Awaitable, Callable
@@ -43,7 +45,9 @@ async def run(rounds: int, calls: int) -> None:
     loop = asyncio.get_running_loop()
     executor, pool = ThreadPoolExecutor(THREADS), BlockingPool(THREADS, "bench")
     systems = {"run_in_executor + ThreadPoolExecutor": lambda: loop.run_in_executor(executor, nothing),
-               "BlockingPool": lambda: pool.run(nothing)}
+               "BlockingPool": lambda: pool.run(nothing),
+               "BlockingPool, two lanes": lambda: pool.run(nothing, lane=next(lanes))}
+    lanes = itertools.cycle("ab")
     try:
         for concurrency in (1, 8):
             results: dict[str, list[tuple[float, float]]] = {name: [] for name in systems}
