@@ -430,13 +430,16 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def log_exception(self, typ, value, tb) -> None:
         # Tornado's own lines name the request by its whole target, query included (a signed URL's `ik-s`,
-        # a token), one per request: here by its path, one per `CLIENT_NOISE_SECONDS` per status or exception
+        # a token), one per request: here by its path, one per `CLIENT_NOISE_SECONDS` per status or exception.
+        # A client's error is no warning (warnings are what an operator acts on), and its reason comes before
+        # the path, which a client makes as long as it likes (the line's cut had taken the reason)
         request = self.request
         summary = f"{request.method} {request.path} ({request.remote_ip})"
         if isinstance(value, tornado.web.HTTPError):
             message = value.get_message()
             if message and (left_out := _REQUEST_FAILURE_LINES.allow(value.status_code)) is not None:
-                log.warning("%d %s: %s%s", value.status_code, summary, message, left_out)
+                log.log(logging.INFO if value.status_code < 500 else logging.WARNING, "%d %s, in %s%s",
+                        value.status_code, message, summary, left_out)
         elif (left_out := _REQUEST_FAILURE_LINES.allow(typ)) is not None:
             log.error("uncaught exception in %s%s", summary, left_out, exc_info=(typ, value, tb))
 

@@ -74,7 +74,7 @@ def test_a_request_tornado_refuses_is_logged_by_its_path_once_per_interval(tmp_p
     refusals = [line for line in node.log if "GET /tr:w-10/a" in line]  # the log is whole: the node has exited
     assert len(refusals) == 1
     assert refusals[0].rstrip("\n").endswith(
-        " 400 GET /tr:w-10/a0.jpg (127.0.0.1): Invalid body: Unsupported Content-Encoding: gzip")
+        " INFO edge 400 Invalid body: Unsupported Content-Encoding: gzip, in GET /tr:w-10/a0.jpg (127.0.0.1)")
     assert signature not in "".join(node.log)
     assert_every_line_is_the_nodes(node.log)
 
@@ -90,7 +90,8 @@ def test_a_header_quoted_by_a_refusal_cannot_break_the_line(tmp_path):
     with running_node(local_config(), tmp_path) as node:
         assert status_of(node.base_url, request) == 400
     [line] = [line for line in node.log if "Unsupported Content-Encoding" in line]
-    assert line.rstrip("\n").endswith(f"Invalid body: Unsupported Content-Encoding: gzip\\x85{FORGED}\\x9b2J")
+    assert line.rstrip("\n").endswith(
+        f"Invalid body: Unsupported Content-Encoding: gzip\\x85{FORGED}\\x9b2J, in GET /a.jpg (127.0.0.1)")
     assert_every_line_is_the_nodes(node.log)
 
 
