@@ -85,7 +85,8 @@ class JSONFormatter(logging.Formatter):
 class Sparse:
     """Lines that a client can cause one per request, kept to one per `seconds` per kind (`key`):
     `allow(key)` is None for a line to leave out, else the text the line ends with, saying how many
-    of its kind were left out since the last one written."""
+    of its kind were left out since the last one written, and over how long: a burst's count is told only by the
+    next line of its kind, which may come minutes later, with another incident (log probe)."""
 
     def __init__(self, seconds: float, clock=time.monotonic):
         self._seconds = seconds
@@ -95,12 +96,13 @@ class Sparse:
 
     def allow(self, key: object = None) -> str | None:
         now = self._clock()
-        if now < self._next.get(key, float("-inf")):
+        if now < (next_line := self._next.get(key, float("-inf"))):
             self._left_out[key] = self._left_out.get(key, 0) + 1
             return None
         self._next[key] = now + self._seconds
-        left_out = self._left_out.pop(key, 0)
-        return f" (and {left_out} more such messages left out)" if left_out else ""
+        if not (left_out := self._left_out.pop(key, 0)):
+            return ""
+        return f" (and {left_out} more such messages left out in the {now - next_line + self._seconds:.0f} s before)"
 
 
 class ClientNoiseFilter(logging.Filter):

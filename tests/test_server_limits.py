@@ -551,9 +551,10 @@ def test_the_client_noise_filter_counts_what_it_left_out():
         "Malformed HTTP message from ::1: Only integer Content-Length is allowed")
     assert logged("Timeout reading body from %s", "::1") is None
     assert logged("Got events for closed stream %s", 7) == "Got events for closed stream 7"  # not a client's doing
-    now[0] += CLIENT_NOISE_SECONDS
+    now[0] += 3 * CLIENT_NOISE_SECONDS  # when the count is told, the time it covers is told with it
     assert logged(malformed, "10.0.0.1", ValueError("Malformed HTTP headers: 'x'")) == (
-        "Malformed HTTP message from 10.0.0.1: Malformed HTTP headers (and 1 more such messages left out)")
+        "Malformed HTTP message from 10.0.0.1: Malformed HTTP headers (and 1 more such messages left out in the "
+        f"{3 * CLIENT_NOISE_SECONDS:.0f} s before)")
 
 
 def open_idle_clients(url: str, count: int) -> list[socket.socket]:
