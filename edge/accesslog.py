@@ -7,7 +7,8 @@ the batches: standard output is often a pipe or a socket (journald, a container'
 and a reader that stalls would have held the event loop in its write, and the worker answered no one.
 Fields: time, method, path, status, duration_ms, client, host, user_agent, referer, request_id,
 error, and for image requests endpoint, cache, bytes, origin. The query strings of the request and of
-the referer (which may carry signatures or another site's tokens) are never logged.
+the referer (which may carry signatures or another site's tokens) are never logged, nor the user and
+password of an absolute-form target or a referer (`http://user:password@host/`: masked `****@`).
 
 Also here, what the log says about who asked: the request id (`X-Request-Id`, kept from the front
 proxy when well-formed, else made up) and the client address (`X-Forwarded-For` believed only from a
@@ -45,6 +46,8 @@ ATOMIC_WRITE = select.PIPE_BUF
 #: (`test_a_line_of_the_longest_fields_is_one_atomic_write`)
 FIELD_BYTES = {"method": 32, "path": 1024, "client": 64, "host": 256, "user_agent": 512, "referer": 512,
                "error": 512, "endpoint": 128, "origin": 128}
+#: the user and password of an absolute URL (`http://user:pw@host/…`) or of an authority (`CONNECT user:pw@host:443`)
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/?#@]*@")
 #: X-Forwarded-For entries looked at, from the right (a forged header may be long)
 MAX_FORWARDED_HOPS = 16
 
@@ -88,6 +91,11 @@ def _in(address: str, networks: Sequence[Network]) -> bool:
     return any(ip in network for network in networks)
 
 
+def _without_userinfo(target: str) -> str:
+    """`target` with a URL's credentials masked (a path starting with `/` has none: its `@` stays)."""
+    return _USERINFO.sub(r"\1****@", target) if "@" in target else target
+
+
 def _field(value: str | None, name: str) -> str:
     """`value` as a JSON string of at most `FIELD_BYTES[name]` bytes (cut short, whole escapes only)."""
     if value is None:
@@ -123,10 +131,11 @@ class AccessLog:
         """One line (positional arguments: this runs for every request)."""
         if not self.enabled:
             return
-        line = (f'{{"time":{time.time():.3f},"method":{_field(method, "method")},"path":{_field(path, "path")},'
+        line = (f'{{"time":{time.time():.3f},"method":{_field(method, "method")},'
+                f'"path":{_field(_without_userinfo(path), "path")},'
                 f'"status":{status},"duration_ms":{seconds * 1000:.2f},"client":{_field(client, "client")},'
                 f'"host":{_field(host, "host")},"user_agent":{_field(user_agent, "user_agent")},'
-                f'"referer":{_field(referer.partition("?")[0], "referer") if referer else "null"},'
+                f'"referer":{_field(_without_userinfo(referer.partition("?")[0]), "referer") if referer else "null"},'
                 f'"request_id":{json_string(request_id)},"error":{_field(error, "error")}')
         if endpoint is not None:
             line += (f',"endpoint":{_field(endpoint, "endpoint")},"cache":"{cache}","bytes":{body_bytes},'

@@ -1,6 +1,7 @@
 """The access log: one parseable JSON line per request, never a query string; who asked (the client
 behind a trusted proxy, user agent, referer, host), the request id, and why an error was answered."""
 
+import asyncio
 import fcntl
 import http.client
 import json
@@ -280,3 +281,22 @@ async def test_an_original_that_is_no_image_is_logged_with_the_origin_that_gave_
         assert (line["status"], line["error"], line["origin"]) == (422, "unprocessable", "web")
     finally:
         await origin.stop()
+
+
+async def test_the_credentials_of_a_url_are_masked(node_factory, tmp_path, capsys):
+    """An absolute-form target or a referer may carry a user and password (a client's: the node's log is not the
+    place for them). They had been logged as sent (log probe); a path's own `@` stays."""
+    node = await node_factory(write_config(tmp_path, local_config()))
+    host, port = node.url.removeprefix("http://").split(":")
+    for target in ("http://u:PW-one@h/a.jpg?x=1", "user:PW-two@h:443"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        method = "CONNECT" if "://" not in target else "GET"
+        writer.write(f"{method} {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 4")
+        writer.close()
+    await node.fetch("/tr:w-20/at@sign.jpg", headers={"Referer": "https://me:PW-three@shop.example/p/1?s=2"})
+    out = logged(node, capsys)
+    assert "PW-" not in json.dumps(out)
+    assert [(r["path"], r["referer"]) for r in out] == [
+        ("http://****@h/a.jpg", None), ("****@h:443", None), ("/tr:w-20/at@sign.jpg", "https://****@shop.example/p/1")]
