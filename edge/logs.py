@@ -12,7 +12,9 @@ from .errors import one_line
 from .settings import redact
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+#: the process' id after the logger's name, as syslog writes it (`edge.origin[4242]`): every worker logs the same
+#: events, and a line must say which (and which line is the supervisor's)
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"
 #: at most one line of Tornado's messages about malformed requests per this many seconds, per process
 CLIENT_NOISE_SECONDS = 10.0
 #: how those messages begin (tornado.http1connection and tornado.iostream, at INFO)
@@ -72,11 +74,11 @@ def _continued(text: str) -> str:
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time (Unix seconds), level, logger, message, and the traceback if any."""
+    """One JSON object per line: time (Unix seconds), level, logger, pid, message, and the traceback if any."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-                "message": capped(record.getMessage())}
+                "pid": record.process, "message": capped(record.getMessage())}
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=True)

@@ -189,7 +189,8 @@ def test_budgets_over_the_cache_disk_are_a_warning_at_check_config_and_at_start(
     assert (result.returncode, result.stderr) == (0, f"edge: warning: {warning}\n")
     node = NodeProcess(config)
     try:
-        assert any(line.rstrip().endswith(f"WARNING edge {warning}") for line in node.log), node.log
+        assert any(re.search(rf"WARNING edge\[\d+\] {re.escape(warning)}$", line.rstrip()) for line in node.log), \
+            node.log
     finally:
         assert node.stop() == 0
     fits = write_config(tmp_path, local_config(before=f'[cache]\ndir = "cache"\noutput_size = {disk // 2}\n'))
