@@ -8,8 +8,8 @@ cost 4 GB of download), and must say so with `SourceTooLarge`. These helpers mak
 fetch_memory`), so that many large originals arriving at once wait, then get 503, instead of
 growing the process without bound; `fetch_memory` reserves a size known before reading (a file's). Once
 read, an original stays in memory until the render that uses it ends: the pipeline holds it against the same
-budget until then (`FetchBudget.holding`). On a node of several origins, one origin's reads in progress leave
-room for another's largest original (`FetchBudget.origin_share`).
+budget until then (`FetchBudget.holding`). An endpoint under its share of the budget does not wait for the
+others' originals (`FetchBudget.reserve`).
 """
 
 from __future__ import annotations
@@ -50,73 +50,81 @@ class FetchBudget:
     once, else chunk by chunk) and waits, bounded, while the budget is full; what it reserved is released
     when it returns or fails, and the render it reads for holds the bytes from then on, until it ends."""
 
-    def __init__(self, capacity: int, wait: float, kept_for_others: int = 0):
+    def __init__(self, capacity: int, wait: float):
         self.capacity = capacity
         self.wait = wait
-        self.kept_for_others = kept_for_others
         #: bytes being read
         self.in_use = 0
-        #: bytes being read by each origin that has reads in progress
-        self._reading_from: Counter[str] = Counter()
         #: bytes read and held by renders, each original once however many renders share it
         self.held = 0
-        #: id of each original held → how many renders hold it (the ids are stable: each holder keeps its bytes)
-        self._holders: dict[int, int] = {}
+        #: id of each original held → how many renders hold it, and the endpoint it is counted on (the first
+        #: holder's; the ids are stable: each holder keeps its bytes)
+        self._holders: dict[int, tuple[int, str | None]] = {}
+        #: bytes being read for, and held by, the renders of each endpoint that has any (`reserve`)
+        self._of_endpoint: Counter[str] = Counter()
         #: the renders in progress (`holding`), the oldest first: its reads go past the budget (`reserve`)
         self._holdings: dict[Holding, None] = {}
         self._waiters: list[asyncio.Future] = []
 
-    def configure(self, capacity: int, wait: float, max_source_bytes: int = 0, origins: int = 1) -> None:
-        """From `[server]`, `[limits]` and the number of origins: with one, there is no other to keep room for."""
+    def configure(self, capacity: int, wait: float) -> None:
         self.capacity, self.wait = capacity, wait
-        self.kept_for_others = max_source_bytes if origins > 1 else 0
 
-    @property
-    def origin_share(self) -> int:
-        """The bytes one origin's reads in progress may hold: the budget but room for another origin's largest
-        original. An origin that announces 40 MB and sends a byte a second holds its reservations for its whole
-        `timeout`: five such reads had filled a worker's 200 MB, and the other origins' fetches waited, then got
-        503, counted `busy` on them (noisy-tenant probe)."""
-        return max(self.capacity - self.kept_for_others, self.kept_for_others)
+    async def reserve(self, size: int) -> str | None:
+        """Take `size` more bytes for a read, for the render in progress in this task (on its endpoint; none: the
+        shared tier's reads); the endpoint to `release` them with.
 
-    async def reserve(self, size: int, origin: str | None = None) -> None:
-        """Take `size` more bytes for a read (from `origin`, held to `origin_share`; None: the shared tier's). The
-        reads of the oldest render in progress go through over the budget, and so does a read it waits for that
-        another render started: renders that hold some originals and wait for room to read the others, or reads
-        that each took part of the budget (bodies of no announced length), would otherwise wait for each other,
-        and a URL whose originals together are over the budget could never be served."""
+        Over the budget, a read still goes through when its endpoint is under its share while another endpoint
+        holds originals (the budget over the endpoints that hold any, this one included), the total up to twice
+        the budget: reads are not taken back, and an origin that announces 40 MB and sends a byte a second holds
+        its reservation for its whole `timeout` (five such reads had filled a worker's 200 MB, and every other
+        endpoint's fetches waited, then got 503, counted `busy` on their own origins: noisy-tenant probe).
+        And the reads of the oldest render in progress go through, and so does a read it waits for that another
+        render started: renders that hold some originals and wait for room to read the others, or reads that each
+        took part of the budget (bodies of no announced length), would otherwise wait for each other, and a URL
+        whose originals together are over the budget could never be served."""
         holding, reading = _holding.get(), _reading.get()
+        endpoint = None if holding is None else holding.endpoint
 
         def take() -> bool:
             oldest = next(iter(self._holdings), None)
-            first = oldest is not None and (oldest is holding or reading in oldest.awaited)
-            if not first and (self.in_use + self.held + size > self.capacity or origin is not None
-                              and self._reading_from[origin] + size > self.origin_share):
+            total = self.in_use + self.held + size
+            if not (total <= self.capacity or oldest is not None and (oldest is holding or reading in oldest.awaited)
+                    or total <= 2 * self.capacity and self._under_share(endpoint, size)):
                 return False
             self.in_use += size
-            if origin is not None:
-                self._reading_from[origin] += size
+            self._count(endpoint, size)
             return True
 
         deadline = asyncio.get_running_loop().time() + self.wait
         await wait_for_room(take, self._waiters, deadline, FetchMemoryExhausted)
+        return endpoint
 
-    def release(self, size: int, origin: str | None = None) -> None:
+    def release(self, size: int, endpoint: str | None = None) -> None:
         self.in_use -= size
-        if origin is not None:
-            if self._reading_from[origin] > size:
-                self._reading_from[origin] -= size
-            else:
-                del self._reading_from[origin]
+        self._count(endpoint, -size)
         wake(self._waiters)
 
+    def _under_share(self, endpoint: str | None, size: int) -> bool:
+        """Whether `size` more bytes leave `endpoint` within its share while another endpoint holds originals."""
+        if endpoint is None or not self._of_endpoint.keys() - {endpoint}:
+            return False
+        return self._of_endpoint[endpoint] + size <= self.capacity // len(self._of_endpoint.keys() | {endpoint})
+
+    def _count(self, endpoint: str | None, size: int) -> None:
+        if endpoint is None:
+            return
+        if self._of_endpoint[endpoint] + size:
+            self._of_endpoint[endpoint] += size
+        else:
+            del self._of_endpoint[endpoint]
+
     @contextmanager
-    def holding(self) -> Iterator[Holding]:
+    def holding(self, endpoint: str | None = None) -> Iterator[Holding]:
         """A render's hold on its originals, from its first read to its end (its wait for a thread included):
-        each original it `add`s, once read, is counted until the block ends. The reads made within the block
-        (the single flights it starts inherit it) are the render's, for `reserve`, and so are those it waits for
-        (`reading`)."""
-        holding = Holding(self)
+        each original it `add`s, once read, is counted until the block ends, on `endpoint`. The reads made within
+        the block (the single flights it starts inherit it) are the render's, for `reserve`, and so are those it
+        waits for (`reading`)."""
+        holding = Holding(self, endpoint)
         self._holdings[holding] = None
         token = _holding.set(holding)
         try:
@@ -125,25 +133,28 @@ class FetchBudget:
             _holding.reset(token)
             holding.close()
 
-    def _hold(self, body: bytes) -> None:
-        if holders := self._holders.get(id(body), 0):
-            self._holders[id(body)] = holders + 1
-        else:
-            self._holders[id(body)] = 1
+    def _hold(self, body: bytes, endpoint: str | None) -> None:
+        holders, counted_on = self._holders.get(id(body), (0, endpoint))
+        self._holders[id(body)] = holders + 1, counted_on
+        if not holders:
             self.held += len(body)
+            self._count(counted_on, len(body))
 
     def _let_go(self, body: bytes) -> None:
-        if holders := self._holders.pop(id(body)) - 1:
-            self._holders[id(body)] = holders
+        holders, counted_on = self._holders.pop(id(body))
+        if holders > 1:
+            self._holders[id(body)] = holders - 1, counted_on
         else:
             self.held -= len(body)
+            self._count(counted_on, -len(body))
 
 
 class Holding:
     """The originals one render holds (`FetchBudget.holding`)."""
 
-    def __init__(self, budget: FetchBudget):
+    def __init__(self, budget: FetchBudget, endpoint: str | None):
         self._budget = budget
+        self.endpoint = endpoint
         self._bodies: dict[int, bytes] = {}
         self._closed = False
         #: the originals it waits for, by key (`reading`): their reads are its own, whoever started them
@@ -157,7 +168,7 @@ class Holding:
             return
         if id(body) not in self._bodies:
             self._bodies[id(body)] = body
-            self._budget._hold(body)
+            self._budget._hold(body, self.endpoint)
 
     def close(self) -> None:
         self._closed = True
@@ -194,9 +205,8 @@ async def fetch_memory(size: int) -> AsyncIterator[None]:
     is about to read (a file's, an announced length) reserves it so, before reading. Waits, bounded, while the
     budget is full, then raises `FetchMemoryExhausted` (503). A call the block started with `in_thread` holds
     them until it returns, should the block end first (cancelled: the read goes on filling memory)."""
-    origin = _origin_fetching.get()
-    await fetch_budget.reserve(size, origin)
-    reservation = _Reservation(size, origin)
+    endpoint = await fetch_budget.reserve(size)
+    reservation = _Reservation(size, endpoint)
     token = _reserving.set(reservation)
     try:
         yield
@@ -210,14 +220,14 @@ class _Reservation:
     returned: a client gone or a timeout cancelled the block while a read ran on in its thread (a plugin's 6
     threads of 40 MB reads: 472 MB on a 200 MB budget)."""
 
-    def __init__(self, size: int, origin: str | None):
-        self.size, self.origin = size, origin
+    def __init__(self, size: int, endpoint: str | None):
+        self.size, self.endpoint = size, endpoint
         self.holders = 1  # the block
 
     def let_go(self) -> None:
         self.holders -= 1
         if not self.holders:
-            fetch_budget.release(self.size, self.origin)
+            fetch_budget.release(self.size, self.endpoint)
 
 
 #: the `fetch_memory` block this task is in, if any
@@ -241,23 +251,23 @@ async def read_limited(chunks: AsyncIterable[bytes], max_bytes: int, path: str, 
     The caller closes the stream (a partly read HTTP response must not go back to a connection pool)."""
     parts: list[bytes] = []
     total = reserved = 0
-    origin = _origin_fetching.get()
+    endpoint = None
     try:
         if announced:
             check_announced_size(announced, max_bytes, path)
-            await fetch_budget.reserve(announced, origin)
+            endpoint = await fetch_budget.reserve(announced)
             reserved = announced
         async for chunk in chunks:
             total += len(chunk)
             if total > max_bytes:
                 raise SourceTooLarge(path)
             if total > reserved:
-                await fetch_budget.reserve(total - reserved, origin)
+                endpoint = await fetch_budget.reserve(total - reserved)
                 reserved = total
             parts.append(chunk)
         return b"".join(parts)
     finally:
-        fetch_budget.release(reserved, origin)
+        fetch_budget.release(reserved, endpoint)
 
 
 async def read_announced(read: Callable[[], Awaitable[bytes]], announced: int, max_bytes: int, path: str) -> bytes:
@@ -291,18 +301,14 @@ _threads_by_origin: dict[str, BlockingPool] = {}
 #: fetch (an `open`, a test) share `_other_threads`
 _fetching_for: ContextVar[BlockingPool | None] = ContextVar("fetching_for", default=None)
 _other_threads = BlockingPool(ORIGIN_THREADS, "origin")
-#: the name of the origin whose fetch runs in this task, whose reads `FetchBudget.origin_share` holds
-_origin_fetching: ContextVar[str | None] = ContextVar("origin_fetching", default=None)
 
 
 def fetching_for(origin: str) -> None:
-    """In the task of one origin's fetch: its `in_thread` calls go to that origin's threads, and its reads are
-    its own in the fetch budget."""
+    """In the task of one origin's fetch: its `in_thread` calls go to that origin's threads."""
     pool = _threads_by_origin.get(origin)
     if pool is None:
         pool = _threads_by_origin[origin] = BlockingPool(ORIGIN_THREADS, f"origin{len(_threads_by_origin)}")
     _fetching_for.set(pool)
-    _origin_fetching.set(origin)
 
 
 async def in_thread(function: Callable[..., T], *args: Any) -> T:

@@ -389,8 +389,9 @@ class Pipeline:
         if failed is not None and cached is None:  # not even a fetch; with a copy, one may confirm it
             raise failed()
         # the originals are held against `[server] fetch_memory` from their reads to the render's end (its wait
-        # for a thread included): uncounted, renders waiting for a thread had each held theirs (+1.5 GB)
-        with fetch_budget.holding() as holding:
+        # for a thread included): uncounted, renders waiting for a thread had each held theirs (+1.5 GB). On the
+        # endpoint's share of it: room is left for another endpoint's original
+        with fetch_budget.holding(plan.endpoint) as holding:
             try:
                 original, key = await self._original(plan, looked_up)
             except BadRequest as error:  # over `max_source_bytes`: each URL of it had downloaded up to the limit again

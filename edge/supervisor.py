@@ -605,8 +605,7 @@ def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list
     from .hits import image_server
     from .server import Node, make_metrics_app  # imported by the supervisor (`preload`)
 
-    fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait, config.limits.max_source_bytes,
-                           len(config.origins))
+    fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait)
 
     async def serve() -> None:
         os.set_blocking(pipe, False)

@@ -88,8 +88,7 @@ class RunningNode:
 async def start_node(config_path: Path | None, *plugins: object, sockets: list | None = None) -> RunningNode:
     """A node on `sockets` (bound beforehand when its config must know its own URL), or a free port."""
     config = load_config(config_path, load_plugins(*plugins))
-    fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait,  # as a worker does
-                           config.limits.max_source_bytes, len(config.origins))
+    fetch_budget.configure(config.server.fetch_memory, config.server.fetch_memory_wait)  # as a worker does
     node = Node(config)
     await node.start()
     sockets = sockets or bind_sockets(0, "127.0.0.1")

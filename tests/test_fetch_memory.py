@@ -199,35 +199,38 @@ async def test_originals_of_no_announced_length_read_at_once_over_the_budget_are
         await origin.stop()
 
 
-async def test_an_origin_slow_to_send_what_it_announced_leaves_room_for_another_origins_original(
-        node_factory, tmp_path):
-    """On a node of several origins, one origin's reads in progress hold at most the budget less another's largest
-    original: a web origin announcing 40 MB and sending a byte a second had five reads fill a worker's 200 MB for
-    their whole timeout, and every other origin's fetch waited, then got 503 counted `busy` on that other origin
-    (noisy-tenant probe)."""
-    files = {f"{name}.png": noise_png(n) for n, name in enumerate("abc")}
+async def test_endpoints_whose_origins_stall_leave_another_endpoint_its_share_of_the_budget(node_factory, tmp_path):
+    """Reads are not taken back, and an origin that announces 40 MB and sends a byte a second holds its reservation
+    for its whole `timeout`: five such reads had filled a worker's 200 MB, and every other endpoint's fetch waited,
+    then got 503, counted `busy` on its own origin (noisy-tenant probe; and with two stalling endpoints once one was
+    kept from the whole budget). An endpoint under its share of the budget while others hold originals reads past
+    it; a stalling endpoint over its share gets the 503 itself."""
+    files = {f"{name}.png": noise_png(n) for n, name in enumerate("abd")}
     (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "c.png").write_bytes(files.pop("c.png"))
+    small = pyvips.Image.gaussnoise(1000, 1000, mean=128, sigma=60).cast("uchar")  # 3 MB: 2 MB are left
+    (tmp_path / "local" / "c.png").write_bytes(small.bandjoin([small, small]).pngsave_buffer(compression=0))
     origin = await HTTPOrigin(files=files).start()
     try:
         origin.behaviour.stall = asyncio.Event()  # headers and 64 KiB of each, the rest when it is set
-        config = web_config(origin.url, BUDGET, after=f'[[origins]]\nname = "local"\ntype = "local"\n'
+        config = web_config(origin.url, BUDGET, after=f'[[endpoints]]\nid = "a2"\norigins = ["web"]\n'
+                                                      f'[[origins]]\nname = "local"\ntype = "local"\n'
                                                       f'root = "{tmp_path / "local"}"\n'
                                                       '[[endpoints]]\nid = "b"\norigins = ["local"]\n')
         node = await node_factory(write_config(tmp_path, config))
-        stalled = asyncio.ensure_future(node.fetch("/tr:w-64/a.png", timeout=10))
-        await until(as_predicate(lambda: fetch_budget.in_use >= 4_900_000), "the first read holding its 5 MB")
-        # the stalled origin's second read would take its reads past 12 - 6 MB: it waits, then gets 503, on it
-        refused = await node.fetch("/tr:w-64/b.png", timeout=10)
+        stalled = [asyncio.ensure_future(node.fetch(path, timeout=10))
+                   for path in ("/tr:w-64/a.png", "/a2/tr:w-64/b.png")]
+        await until(as_predicate(lambda: fetch_budget.in_use >= 9_800_000), "two endpoints' reads holding 10 of 12 MB")
+        # over the budget, the first endpoint is over its share too: it waits, then gets 503, counted on its origin
+        refused = await node.fetch("/tr:w-64/d.png", timeout=10)
         assert (refused.code, refused.headers["X-Edge-Error"]) == (503, "fetch_memory")
-        # another origin's 5 MB original still fits beside the 5 MB stalled (it had waited behind 10 MB, then 503)
+        # another endpoint's 3 MB is within its share (12 MB over three endpoints): read past the budget
         served = await node.fetch("/b/tr:w-64/c.png", timeout=10)
-        assert (served.code, decode(served).width) == (200, 64) and not stalled.done()
+        assert (served.code, decode(served).width) == (200, 64) and not any(task.done() for task in stalled)
         origin.behaviour.stall.set()
-        assert (await stalled).code == 200
+        assert [(await task).code for task in stalled] == [200, 200]
         metrics = node.node.metrics.exposition().decode()
         assert total(metrics, "edge_origin_fetches_total", origin="web", outcome="busy") == 1
         assert total(metrics, "edge_origin_fetches_total", origin="local", outcome="busy") == 0
-        assert fetch_budget.in_use == 0 and not fetch_budget._reading_from
+        assert fetch_budget.in_use == fetch_budget.held == 0 and not fetch_budget._of_endpoint
     finally:
         await origin.stop()
