@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -28,7 +27,7 @@ from . import __version__
 from .cores import usable_cores
 from .errors import FetchMemoryExhausted
 from .origin import OriginFailure, SourceTooLarge
-from .threads import BlockingPool, wait_for_room, wake
+from .threads import BlockingPool, EndpointShares, wait_for_room, wake
 
 T = TypeVar("T")
 
@@ -60,8 +59,8 @@ class FetchBudget:
         #: id of each original held → how many renders hold it, and the endpoint it is counted on (the first
         #: holder's; the ids are stable: each holder keeps its bytes)
         self._holders: dict[int, tuple[int, str | None]] = {}
-        #: bytes being read for, and held by, the renders of each endpoint that has any (`reserve`)
-        self._of_endpoint: Counter[str] = Counter()
+        #: bytes being read for, and held by, the renders of each endpoint (`reserve`)
+        self.shares = EndpointShares()
         #: the renders in progress (`holding`), the oldest first: its reads go past the budget (`reserve`)
         self._holdings: dict[Holding, None] = {}
         self._waiters: list[asyncio.Future] = []
@@ -89,10 +88,10 @@ class FetchBudget:
             oldest = next(iter(self._holdings), None)
             total = self.in_use + self.held + size
             if not (total <= self.capacity or oldest is not None and (oldest is holding or reading in oldest.awaited)
-                    or total <= 2 * self.capacity and self._under_share(endpoint, size)):
+                    or self.shares.over_budget_allowed(endpoint, size, total - size, self.capacity)):
                 return False
             self.in_use += size
-            self._count(endpoint, size)
+            self.shares.add(endpoint, size)
             return True
 
         deadline = asyncio.get_running_loop().time() + self.wait
@@ -101,22 +100,8 @@ class FetchBudget:
 
     def release(self, size: int, endpoint: str | None = None) -> None:
         self.in_use -= size
-        self._count(endpoint, -size)
+        self.shares.add(endpoint, -size)
         wake(self._waiters)
-
-    def _under_share(self, endpoint: str | None, size: int) -> bool:
-        """Whether `size` more bytes leave `endpoint` within its share while another endpoint holds originals."""
-        if endpoint is None or not self._of_endpoint.keys() - {endpoint}:
-            return False
-        return self._of_endpoint[endpoint] + size <= self.capacity // len(self._of_endpoint.keys() | {endpoint})
-
-    def _count(self, endpoint: str | None, size: int) -> None:
-        if endpoint is None:
-            return
-        if self._of_endpoint[endpoint] + size:
-            self._of_endpoint[endpoint] += size
-        else:
-            del self._of_endpoint[endpoint]
 
     @contextmanager
     def holding(self, endpoint: str | None = None) -> Iterator[Holding]:
@@ -138,7 +123,7 @@ class FetchBudget:
         self._holders[id(body)] = holders + 1, counted_on
         if not holders:
             self.held += len(body)
-            self._count(counted_on, len(body))
+            self.shares.add(counted_on, len(body))
 
     def _let_go(self, body: bytes) -> None:
         holders, counted_on = self._holders.pop(id(body))
@@ -146,7 +131,7 @@ class FetchBudget:
             self._holders[id(body)] = holders - 1, counted_on
         else:
             self.held -= len(body)
-            self._count(counted_on, -len(body))
+            self.shares.add(counted_on, -len(body))
 
 
 class Holding:

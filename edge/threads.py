@@ -24,7 +24,7 @@ import os
 import queue
 import threading
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -224,6 +224,36 @@ def _set_exception(answer: asyncio.Future, exc: BaseException) -> None:
     if not answer.done():
         # a future refuses StopIteration (it would end the awaiting coroutine's generator)
         answer.set_exception(RuntimeError(repr(exc)) if isinstance(exc, StopIteration) else exc)
+
+
+class EndpointShares:
+    """Bytes of one budget held by each endpoint that holds any, for budgets an endpoint under its share may
+    exceed: reads and renders are not taken back, so an endpoint that filled a budget (an origin stalling, huge
+    decodes) would otherwise have every other endpoint wait for it, then get 503 (noisy-tenant probe). Not
+    thread-safe: its budget's lock (or loop) keeps it."""
+
+    def __init__(self) -> None:
+        self._held: Counter[Hashable] = Counter()
+
+    def add(self, endpoint: Hashable | None, size: int) -> None:
+        """`size` more bytes (less, when negative) held by `endpoint` (None: counted on no endpoint)."""
+        if endpoint is None:
+            return
+        if self._held[endpoint] + size:
+            self._held[endpoint] += size
+        else:
+            del self._held[endpoint]
+
+    def over_budget_allowed(self, endpoint: Hashable | None, size: int, held: int, capacity: int) -> bool:
+        """Whether `size` bytes more may be taken past `capacity` (`held` taken in all): by an endpoint that stays
+        within its share (the capacity over the endpoints holding any, itself included) while another holds
+        some, up to twice the capacity in all."""
+        if endpoint is None or held + size > 2 * capacity or not self._held.keys() - {endpoint}:
+            return False
+        return self._held[endpoint] + size <= capacity // len(self._held.keys() | {endpoint})
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
 
 
 async def wait_for_room(take: Callable[[], bool], waiters: list[asyncio.Future], deadline: float,

@@ -15,12 +15,12 @@ import pytest
 import pyvips
 
 from edge.config import Defaults, Limits, load_config
-from edge.errors import BadRequest, ConfigError
+from edge.errors import BadRequest, ConfigError, DecodeMemoryExhausted
 from edge.pluginmanager import load_plugins
 from edge.testing import NodeProcess, ServingNode
 from edge.transform.held import DecodeBudget
 from edge.transform.options import parse_transformation
-from edge.transform.render import probe, render_image
+from edge.transform.render import Renderer, probe, render_image
 from tests.nodes import decode, local_config, until, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
 from tests.test_server_limits import held_mb, memory_kb
@@ -316,3 +316,33 @@ def test_what_an_encode_holds_is_counted(photos):  # noqa: F811
     budget = DecodeBudget(64 * 10**6, 1)
     within = render_image(body, parse_transformation("w-2000"), "jpg", Defaults(), limits, budget=budget)
     assert within.width == 2000 and budget.in_use == 0  # taken while it encoded, given back
+
+
+async def test_an_endpoint_under_its_share_renders_past_a_decode_budget_another_filled(photos):  # noqa: F811
+    """Renders are not taken back: four renders of 100 MP PNGs on one endpoint had another endpoint's progressive
+    JPEGs wait 5 s, then get 503 (noisy-tenant re-probe). An endpoint within its share of the budget (the budget
+    over the endpoints holding any, itself included) takes past a budget another filled, up to twice it in all."""
+    budget = DecodeBudget(100 * 10**6, 0.5)
+    renderer = Renderer(Defaults(), Limits(), 1, 4, decode_budget=budget)
+    body, turned = photos.read(photos.jpeg), parse_transformation("w-1500,rt-90")
+    assert budget.try_take(100 * 10**6, "a")  # the noisy endpoint holds it all
+    rendered = await renderer.render(body, turned, "jpg", lane="b")
+    assert (rendered.width, rendered.height) == (1002, 1500) and budget.in_use == 100 * 10**6  # turned
+    for lane in ("a", None):  # the endpoint over its share, and work of no endpoint, wait for the budget
+        with pytest.raises(DecodeMemoryExhausted):
+            await renderer.render(body, turned, "jpg", lane=lane)
+    budget.give_back(100 * 10**6, "a")
+    assert budget.in_use == 0 and not budget.shares
+    renderer.shutdown()
+
+
+def test_endpoint_shares_bound_what_is_taken_past_the_budget():
+    budget = DecodeBudget(100, 1)
+    assert budget.try_take(100, "a") and not budget.try_take(1, "a")  # alone, the budget holds
+    assert budget.try_take(50, "b") and not budget.try_take(1, "b")  # half of it while a holds some
+    assert budget.try_take(33, "c") and not budget.try_take(1, "c")  # a third, with three
+    assert not budget.try_take(18, "d")  # within a quarter, but past twice the budget in all
+    assert budget.try_take(17, "d")
+    for endpoint, size in ("a", 100), ("b", 50), ("c", 33), ("d", 17):
+        budget.give_back(size, endpoint)
+    assert budget.in_use == 0 and not budget.shares

@@ -231,6 +231,6 @@ async def test_endpoints_whose_origins_stall_leave_another_endpoint_its_share_of
         metrics = node.node.metrics.exposition().decode()
         assert total(metrics, "edge_origin_fetches_total", origin="web", outcome="busy") == 1
         assert total(metrics, "edge_origin_fetches_total", origin="local", outcome="busy") == 0
-        assert fetch_budget.in_use == fetch_budget.held == 0 and not fetch_budget._of_endpoint
+        assert fetch_budget.in_use == fetch_budget.held == 0 and not fetch_budget.shares
     finally:
         await origin.stop()

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
 
 import pyvips
 
 from ..errors import BadRequest, DecodeMemoryExhausted
-from ..threads import wait_for_room, wake
+from ..threads import EndpointShares, wait_for_room, wake
 
 SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4, "double": 8,
                 "complex": 8, "dpcomplex": 16}
@@ -33,34 +33,41 @@ _current = threading.local()
 
 
 class DecodeBudget:
-    """Bytes held by the renders of this process (`[server] decode_memory`). A render takes its share in its
-    thread when it fits (`try_take`); when it does not, the render gives its thread back and waits for it on the
-    event loop (`take`, bounded by `wait`, then 503), then runs again holding it."""
+    """Bytes held by the renders of this process (`[server] decode_memory`), on their endpoints. A render takes
+    its share in its thread when it fits (`try_take`); when it does not, the render gives its thread back and waits
+    for it on the event loop (`take`, bounded by `wait`, then 503), then runs again holding it. An endpoint under
+    its share while others hold some takes past the budget, up to twice it (`EndpointShares`): four renders of
+    100 MP PNGs on one endpoint had another's progressive JPEGs wait 5 s, then get 503 (noisy-tenant probe)."""
 
     def __init__(self, capacity: int, wait: float):
         self.capacity, self.wait = capacity, wait
         self.in_use = 0
+        self.shares = EndpointShares()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: list[asyncio.Future] = []
 
-    def try_take(self, size: int) -> bool:
-        """From any thread: take `size` bytes if they fit now."""
+    def try_take(self, size: int, endpoint: Hashable = None) -> bool:
+        """From any thread: take `size` bytes for a render of `endpoint` if they fit now."""
         with self._lock:
-            if self.in_use + size > self.capacity:
+            if (self.in_use + size > self.capacity
+                    and not self.shares.over_budget_allowed(endpoint, size, self.in_use, self.capacity)):
                 return False
             self.in_use += size
+            self.shares.add(endpoint, size)
             return True
 
-    async def take(self, size: int, wait: float) -> None:
+    async def take(self, size: int, wait: float, endpoint: Hashable = None) -> None:
         """On the event loop: take `size` bytes, waiting up to `wait` for them (then `DecodeMemoryExhausted`)."""
         self._loop = loop = asyncio.get_running_loop()
-        await wait_for_room(lambda: self.try_take(size), self._waiters, loop.time() + wait, DecodeMemoryExhausted)
+        await wait_for_room(lambda: self.try_take(size, endpoint), self._waiters, loop.time() + wait,
+                            DecodeMemoryExhausted)
 
-    def give_back(self, size: int) -> None:
+    def give_back(self, size: int, endpoint: Hashable = None) -> None:
         """From any thread: `size` bytes taken before are free again; the waiters look again."""
         with self._lock:
             self.in_use -= size
+            self.shares.add(endpoint, -size)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(wake, self._waiters)
 
@@ -83,8 +90,8 @@ class Account:
     """One render's memory: the charges it holds, in order, and what it took from `budget` beyond the
     `reserved` bytes its caller took for it."""
 
-    def __init__(self, budget: DecodeBudget | None, reserved: int, limit: int):
-        self.budget, self.reserved, self.limit = budget, reserved, limit
+    def __init__(self, budget: DecodeBudget | None, reserved: int, limit: int, endpoint: Hashable):
+        self.budget, self.reserved, self.limit, self.endpoint = budget, reserved, limit, endpoint
         self.taken = 0
         self._charges: list[tuple[int, bool]] = []  # (bytes, kept to the end of the render)
 
@@ -100,7 +107,7 @@ class Account:
             raise BadRequest(f"{too_much} {held / 1e6:.0f} MB, over max_decode_memory ({self.limit / 1e6:.0f} MB)")
         over = held - self.reserved - self.taken
         if over > 0 and self.budget is not None:
-            if not self.budget.try_take(over):
+            if not self.budget.try_take(over, self.endpoint):
                 raise NeedsDecodeMemory(held)
             self.taken += over
         self._charges.append((size, kept))
@@ -116,14 +123,16 @@ class Account:
 
     def close(self) -> None:
         if self.taken and self.budget is not None:
-            self.budget.give_back(self.taken)
+            self.budget.give_back(self.taken, self.endpoint)
         self.taken = 0
 
 
 @contextmanager
-def accounted(budget: DecodeBudget | None, reserved: int, limit: int, decodes: int) -> Iterator[Account]:
-    """The calling thread renders holding `decodes` bytes of whole decodes, and what it makes in memory."""
-    account = Account(budget, reserved, limit)
+def accounted(budget: DecodeBudget | None, reserved: int, limit: int, decodes: int,
+              endpoint: Hashable = None) -> Iterator[Account]:
+    """The calling thread renders holding `decodes` bytes of whole decodes, and what it makes in memory, for a
+    request of `endpoint`."""
+    account = Account(budget, reserved, limit, endpoint)
     try:
         account.charge(decodes, True, "source too large: decoding it takes")
         _current.account = account

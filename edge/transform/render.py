@@ -648,12 +648,12 @@ def _asks_for_the_source(transformation: Transformation, planned: str, header: I
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
                  defaults: Defaults, limits: Limits, overlays: Mapping[str, bytes] | None = None,
                  fonts: Mapping[str, Font] | None = None, budget: DecodeBudget | None = None,
-                 reserved: int = 0) -> Rendered:
+                 reserved: int = 0, endpoint: Hashable = None) -> Rendered:
     """Decode, transform and encode, in the calling thread. `overlays`: the originals of the image
     layers, by path. Raises `EdgeError`s only (and the reason of a stop, when the render runs under a
     stopped `StopSwitch`), or `NeedsDecodeMemory` when `budget` (if any) cannot hold the render's memory
-    (`held`) now and `reserved` bytes of it, taken by the caller, are not enough. `w-auto`/`dpr-auto` must
-    have been resolved (`hints.negotiate`)."""
+    (`held`, on `endpoint`'s share) now and `reserved` bytes of it, taken by the caller, are not enough.
+    `w-auto`/`dpr-auto` must have been resolved (`hints.negotiate`)."""
     # an endpoint's watermark is a layer: an SVG it is drawn on is drawn too, so that none goes out without it
     svg_as_is = as_vector(planned_format) and not any(step.layers for step in transformation.steps)
     header = probe(body, limits, svg_read=not svg_as_is)
@@ -701,7 +701,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         sum(h.width * h.height * _WEBP_CANVAS_BYTES for h, _ in frames_decoded(animated) if h.loader == _WEBP_LOADER)
 
     def attempt(strict: bool) -> Rendered:
-        with held.accounted(budget, reserved, limits.max_decode_memory, whole):
+        with held.accounted(budget, reserved, limits.max_decode_memory, whole, endpoint):
             return _render_checked(body, transformation, planned_format, defaults, limits, overlays, fonts, header,
                                    overlay_headers, animated, strict)
 
@@ -915,18 +915,18 @@ class Renderer:
                     # +944 MB on a 300 MB budget)
                     drop_tracebacks(need)
                 if reserved:  # given back first: waiting for more while holding it, a render could wait on itself
-                    self.decode_budget.give_back(reserved)
+                    self.decode_budget.give_back(reserved, lane)
                     reserved = 0
                 left = self._queue_timeout - (loop.time() - queued_at)
                 try:
-                    await self.decode_budget.take(size, min(self.decode_budget.wait, max(0.0, left)))
+                    await self.decode_budget.take(size, min(self.decode_budget.wait, max(0.0, left)), lane)
                 except DecodeMemoryExhausted:
                     self._refused("decode_memory")
                     raise
                 reserved = size
         finally:
             if reserved:
-                self.decode_budget.give_back(reserved)
+                self.decode_budget.give_back(reserved, lane)
 
     async def _render_once(self, body: bytes, transformation: Transformation, planned_format: str,
                            overlays: Mapping[str, bytes] | None, reserved: int, start_within: float,
@@ -962,7 +962,7 @@ class Renderer:
             started.append((time.monotonic(), time.process_time()))
             with stopping.stoppable(switch):
                 return render_image(body, transformation, planned_format, self.defaults, self.limits, overlays,
-                                    self.fonts, self.decode_budget, reserved)
+                                    self.fonts, self.decode_budget, reserved, lane)
 
         timer = loop.call_later(min(RENDER_CLOCK_SECONDS, limit), check_clock)
         try:
