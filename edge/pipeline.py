@@ -388,6 +388,8 @@ class Pipeline:
         failed = await self._remembered_failure(plan.key) or await self._remembered_failure(plan.original_key)
         if failed is not None and cached is None:  # not even a fetch; with a copy, one may confirm it
             raise failed()
+        if cached is None and not plan.transformation.serves_original:
+            self._renderer.check_room(plan.endpoint)  # a render the queue would refuse: refused before its fetch
         # the originals are held against `[server] fetch_memory` from their reads to the render's end (its wait
         # for a thread included): uncounted, renders waiting for a thread had each held theirs (+1.5 GB). On the
         # endpoint's share of it: room is left for another endpoint's original

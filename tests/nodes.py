@@ -120,6 +120,13 @@ async def until(condition, what: str, timeout: float = START_TIMEOUT) -> None:
         await asyncio.sleep(0.01)
 
 
+def as_predicate(condition):
+    """A plain condition as `until` wants it."""
+    async def holds() -> bool:
+        return condition()
+    return holds
+
+
 async def refused(*urls: str) -> bool:
     """Whether a new connection to each of `urls` is refused (a listening socket left, even with no process
     accepting on it, completes the handshake instead)."""

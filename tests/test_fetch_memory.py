@@ -10,7 +10,7 @@ import pyvips
 
 from edge.fetching import FetchBudget, fetch_budget, fetch_memory, in_thread, reading
 from edge.testing import total
-from tests.nodes import decode, until, web_config, write_config
+from tests.nodes import as_predicate, decode, until, web_config, write_config
 from tests.servers import HTTPOrigin
 
 BUDGET = """[server]
@@ -156,13 +156,6 @@ async def test_a_read_cancelled_in_its_thread_holds_its_bytes_until_it_returns()
     assert fetch_budget.in_use == before + 1000  # the read goes on: its bytes stay held
     release.set()
     await until(as_predicate(lambda: fetch_budget.in_use == before), "the bytes given back once the read returned")
-
-
-def as_predicate(condition):
-    """A plain condition as `until` wants it."""
-    async def holds() -> bool:
-        return condition()
-    return holds
 
 
 async def test_a_read_the_oldest_render_waits_for_goes_past_the_budget_whoever_started_it():

@@ -6,8 +6,9 @@ import asyncio
 import time
 
 from edge.testing import total
-from tests.nodes import decode, local_config, until, write_config
+from tests.nodes import as_predicate, decode, local_config, until, web_config, write_config
 from tests.photos import SIZE, photos  # noqa: F401 - a fixture
+from tests.servers import HTTPOrigin
 
 QUEUE_TIMEOUT = 1.0
 #: a 12 MP photo to AVIF at its full size: 3-3.5 s of one core on the test machine, well over the queue timeout
@@ -88,3 +89,25 @@ async def test_one_endpoints_queued_renders_do_not_stand_in_front_of_anothers(no
     assert sorted(a.code for a in answers) == [200, 200, 200, 503, 503]
     text = node.node.metrics.exposition().decode()
     assert total(text, "edge_transform_refusals_total", reason="queue_full") == 2
+
+
+async def test_a_render_the_queue_would_refuse_is_refused_before_its_original_is_fetched(node_factory, tmp_path,
+                                                                                          photos):  # noqa: F811
+    """A burst past the queue had each request read its original only to be refused (150 connections at once: 6.4 MB
+    each, and another endpoint's hits slowed 20-fold: noisy-tenant re-probe)."""
+    files = {"photo.jpg": photos.read(photos.jpeg), "other.jpg": photos.read(photos.jpeg)}
+    origin = await HTTPOrigin(files=files).start()
+    try:
+        config = web_config(origin.url, before=f'[server]\ntransform_threads = 1\ntransform_queue = 1\n'
+                                               f'access_log = false\n{SLOW_BUDGET}')
+        node = await node_factory(write_config(tmp_path, config))
+        slow = [asyncio.ensure_future(node.fetch(path, timeout=WAIT)) for path in (SLOW, "/tr:f-avif,q-79/photo.jpg")]
+        await until(as_predicate(lambda: node.node.renderer._pending == 2), "a slow render running, one queued",
+                    timeout=WAIT)
+        refused = await node.fetch("/tr:w-300/other.jpg", timeout=WAIT)
+        assert (refused.code, refused.headers["X-Edge-Error"]) == (503, "queue_full")
+        assert origin.requests["other.jpg"] == 0 and not any(task.done() for task in slow)
+        assert [r.code for r in await asyncio.wait_for(asyncio.gather(*slow), 2 * WAIT)] == [200, 200]
+        assert total(node.node.metrics.exposition().decode(), "edge_transform_refusals_total", reason="queue_full") == 1
+    finally:
+        await origin.stop()
