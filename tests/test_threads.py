@@ -132,34 +132,8 @@ async def test_an_idle_thread_keeps_nothing_of_its_last_call():
         pool.shutdown()
 
 
-async def test_calls_in_lanes_take_turns_rather_than_their_order_of_arrival():
-    """One lane's queued calls (an endpoint's renders) do not all run before another lane's one call."""
-    pool = BlockingPool(1, "test")
-    release, started, ran = threading.Event(), threading.Event(), []
-
-    def hold() -> bool:
-        started.set()
-        return release.wait(BOUND)
-    try:
-        busy = asyncio.ensure_future(pool.run(hold, lane="a"))
-        assert await asyncio.to_thread(started.wait, BOUND)
-        queued = [asyncio.ensure_future(pool.run(ran.append, name, lane=lane))
-                  for name, lane in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("a3", "a"), ("none", None)]]
-        await asyncio.sleep(0)  # all handed over while the thread is busy
-        release.set()
-        await asyncio.wait_for(asyncio.gather(busy, *queued), BOUND)
-        # a call without a lane keeps its place in the queue; those with one are started lane after lane, a lane
-        # that had nothing waiting first
-        assert ran == ["b1", "a1", "a2", "a3", "none"]
-    finally:
-        release.set()
-        pool.shutdown()
-
-
-async def test_a_lane_whose_calls_start_as_they_come_does_not_take_every_turn():
-    """A lane leaves the turns when its turn finds it empty, not when its last call starts: else its next call
-    would be a new lane's, first in line, and a client sending calls as fast as they start would pass every other
-    lane's."""
+async def started_in_lanes(calls: list[tuple[str, str | None]]) -> list[str]:
+    """The order in which one thread starts `calls` (name, lane), queued while it runs a call of lane `a`."""
     pool = BlockingPool(1, "test")
     release, started, ran = threading.Event(), threading.Event(), []
 
@@ -169,12 +143,27 @@ async def test_a_lane_whose_calls_start_as_they_come_does_not_take_every_turn():
     try:
         busy = asyncio.ensure_future(pool.run(hold, lane="a"))  # lane a: its one call started, none waiting
         assert await asyncio.to_thread(started.wait, BOUND)
-        queued = [asyncio.ensure_future(pool.run(ran.append, name, lane=lane))
-                  for name, lane in [("b1", "b"), ("b2", "b"), ("b3", "b"), ("a1", "a")]]
-        await asyncio.sleep(0)
+        queued = [asyncio.ensure_future(pool.run(ran.append, name, lane=lane)) for name, lane in calls]
+        await asyncio.sleep(0)  # all handed over while the thread is busy
         release.set()
         await asyncio.wait_for(asyncio.gather(busy, *queued), BOUND)
-        assert ran == ["b1", "a1", "b2", "b3"]
+        return ran
     finally:
         release.set()
         pool.shutdown()
+
+
+async def test_calls_in_lanes_take_turns_rather_than_their_order_of_arrival():
+    """One lane's queued calls (an endpoint's renders) do not all run before another lane's one call. A call without
+    a lane keeps its place in the queue; those with one are started lane after lane, a lane not yet taking turns
+    first."""
+    calls = [("a1", "a"), ("a2", "a"), ("b1", "b"), ("a3", "a"), ("none", None)]
+    assert await started_in_lanes(calls) == ["b1", "a1", "a2", "a3", "none"]
+
+
+async def test_a_lane_whose_calls_start_as_they_come_does_not_take_every_turn():
+    """A lane leaves the turns when its turn finds it empty, not when its last call starts: else its next call
+    would be a new lane's, first in line, and a client sending calls as fast as they start would pass every other
+    lane's."""
+    calls = [("b1", "b"), ("b2", "b"), ("b3", "b"), ("a1", "a")]
+    assert await started_in_lanes(calls) == ["b1", "a1", "b2", "b3"]
