@@ -391,8 +391,8 @@ class Pipeline:
         if cached is None and not plan.transformation.serves_original:
             self._renderer.check_room(plan.endpoint)  # a render the queue would refuse: refused before its fetch
         # the originals are held against `[server] fetch_memory` from their reads to the render's end (its wait
-        # for a thread included): uncounted, renders waiting for a thread had each held theirs (+1.5 GB). On the
-        # endpoint's share of it: room is left for another endpoint's original
+        # for a thread included): uncounted, renders waiting for a thread had each held theirs (+1.5 GB). Counted on
+        # the endpoint: one under its share does not wait for the others' (`FetchBudget.reserve`)
         with fetch_budget.holding(plan.endpoint) as holding:
             try:
                 original, key = await self._original(plan, looked_up)

@@ -56,7 +56,8 @@ class BlockingPool:
         self._queue: queue.SimpleQueue[list[Any] | object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
-        #: calls waiting in each lane, and the lanes with calls waiting in the order of their next turn
+        #: calls waiting in each lane taking turns, and those lanes in the order of their next turn (a lane stays
+        #: until its turn finds it empty: `_next_in_lanes`)
         self._lanes: dict[Hashable, deque[list[Any]]] = {}
         self._turns: deque[Hashable] = deque()
         self._lanes_lock = threading.Lock()
