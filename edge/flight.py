@@ -50,7 +50,7 @@ from .cache.health import CacheHealth, cache_failure, error_kind, reason
 from .cache.purges import BOOT, node_time
 from .cache.tiers import BoundedCache
 from .config import Config
-from .errors import EdgeError, FlightTimeout, ShuttingDown
+from .errors import EdgeError, FlightTimeout, Overloaded, ShuttingDown
 
 T = TypeVar("T")
 
@@ -191,6 +191,11 @@ class SingleFlight:
                     raise failure
             try:
                 result = await produce()
+            except Overloaded:
+                # this worker's own state (its queue, its memory budgets): another worker's waiters try the work
+                # themselves. Recorded, they had got the 503 where they may have had room, and each refusal of a
+                # burst past the queue had written a record (noisy-tenant verification: 450 refusals a second)
+                raise
             except Exception as exc:
                 await self._io(self._record_failure, key, exc)
                 raise

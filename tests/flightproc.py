@@ -1,7 +1,8 @@
 """A process taking part in a single flight, as a worker would: `python -m tests.flightproc DIR KEY ROLE [WAIT]`.
 
 Roles: `lead` produces, holding the lease until a line arrives on stdin; `lead-fail` does the same,
-then fails with a 502; `follow` produces at once (it should never get to: a leader exists).
+then fails with a 502, and `lead-overloaded` with its own 503 (`TransformQueueFull`); `follow` produces at once
+(it should never get to while a leader has the work).
 The produced value is "stored" in DIR/result, which is where `lookup` finds it.
 
 Prints one JSON line per event: `underway` (the flight has started and tried the lease once),
@@ -16,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from edge.errors import BadGateway, EdgeError
+from edge.errors import BadGateway, EdgeError, TransformQueueFull
 from edge.flight import SingleFlight
 
 
@@ -43,6 +44,8 @@ async def main(directory: Path, key: str, role: str, wait: float) -> None:
             await asyncio.to_thread(sys.stdin.readline)
         if role == "lead-fail":
             raise BadGateway("origin error", headers={"X-Edge-Error": "web: server_error"})
+        if role == "lead-overloaded":
+            raise TransformQueueFull()
         result.write_text(f"made by {os.getpid()}")
         return result.read_text()
 

@@ -231,6 +231,18 @@ def test_waiting_workers_get_the_leaders_failure_not_a_second_fetch(flight_proce
     assert "producing" not in [e["event"] for e in got["before"]]
 
 
+def test_a_leader_refused_for_its_own_overload_leaves_the_work_to_the_waiting_workers(flight_processes):
+    """A 503 for the leader's worker's own state (its transform queue, its memory budgets) is not recorded: another
+    worker may have room. Waiters had got it (and each refusal of a burst wrote a record)."""
+    leader = flight_processes("lead-overloaded")
+    leader.wait_for("producing")
+    follower = flight_processes("follow")
+    follower.wait_for("underway")
+    leader.release()
+    assert leader.wait_for("error")["status"] == 503
+    assert follower.wait_for("done")["value"] == f"made by {follower.process.pid}"
+
+
 def test_a_crashed_leader_does_not_block_the_waiters(flight_processes):
     leader = flight_processes("lead")
     leader.wait_for("producing")
