@@ -275,14 +275,19 @@ async def test_a_render_that_passed_the_deadline_short_of_cpu_is_tried_again(tmp
         alone = time.monotonic() - started
     finally:
         assert calibrating.stop() == 0
-    pinned = node(f"{1.4 * alone:.2f}s")
+    deadline = round(1.4 * alone, 2)
+    pinned = node(f"{deadline}s")
     try:
         paths = [f"/tr:{CONTENDED.format(n)}/medium.jpg" for n in (1, 2)]
         answers = await asyncio.gather(*(asyncio.to_thread(ServingNode(pinned).get, path) for path in paths))
         timed_out = [path for path, (status, _, body) in zip(paths, answers) if status == 503]
         assert timed_out and all(body == b"rendering took too long\n" for status, _, body in answers if status == 503)
         for path in timed_out:  # alone again: rendered, not refused for ten minutes
-            assert ServingNode(pinned).get(path)[0] == 200
+            started = time.monotonic()
+            status = ServingNode(pinned).get(path)[0]
+            # served; or rendered again and stopped again, alone, the machine slower than at the calibration (CI
+            # once): a refusal from memory comes at once
+            assert status == 200 or (status == 503 and time.monotonic() - started >= 0.9 * deadline)
     finally:
         assert pinned.stop() == 0
 
