@@ -47,7 +47,7 @@ class DecodeBudget:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: list[asyncio.Future] = []
 
-    def try_take(self, size: int, endpoint: Hashable = None) -> bool:
+    def try_take(self, size: int, endpoint: Hashable | None = None) -> bool:
         """From any thread: take `size` bytes for a render of `endpoint` if they fit now."""
         with self._lock:
             if (self.in_use + size > self.capacity
@@ -57,13 +57,13 @@ class DecodeBudget:
             self.shares.add(endpoint, size)
             return True
 
-    async def take(self, size: int, wait: float, endpoint: Hashable = None) -> None:
+    async def take(self, size: int, wait: float, endpoint: Hashable | None = None) -> None:
         """On the event loop: take `size` bytes, waiting up to `wait` for them (then `DecodeMemoryExhausted`)."""
         self._loop = loop = asyncio.get_running_loop()
         await wait_for_room(lambda: self.try_take(size, endpoint), self._waiters, loop.time() + wait,
                             DecodeMemoryExhausted)
 
-    def give_back(self, size: int, endpoint: Hashable = None) -> None:
+    def give_back(self, size: int, endpoint: Hashable | None = None) -> None:
         """From any thread: `size` bytes taken before are free again; the waiters look again."""
         with self._lock:
             self.in_use -= size
@@ -129,7 +129,7 @@ class Account:
 
 @contextmanager
 def accounted(budget: DecodeBudget | None, reserved: int, limit: int, decodes: int,
-              endpoint: Hashable = None) -> Iterator[Account]:
+              endpoint: Hashable | None = None) -> Iterator[Account]:
     """The calling thread renders holding `decodes` bytes of whole decodes, and what it makes in memory, for a
     request of `endpoint`."""
     account = Account(budget, reserved, limit, endpoint)

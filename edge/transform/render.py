@@ -648,7 +648,7 @@ def _asks_for_the_source(transformation: Transformation, planned: str, header: I
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
                  defaults: Defaults, limits: Limits, overlays: Mapping[str, bytes] | None = None,
                  fonts: Mapping[str, Font] | None = None, budget: DecodeBudget | None = None,
-                 reserved: int = 0, endpoint: Hashable = None) -> Rendered:
+                 reserved: int = 0, endpoint: Hashable | None = None) -> Rendered:
     """Decode, transform and encode, in the calling thread. `overlays`: the originals of the image
     layers, by path. Raises `EdgeError`s only (and the reason of a stop, when the render runs under a
     stopped `StopSwitch`), or `NeedsDecodeMemory` when `budget` (if any) cannot hold the render's memory
@@ -854,7 +854,7 @@ class Renderer:
         self._refused = refused
         self._timed_out = timed_out
 
-    async def run(self, function, *args, start_within: float | None = None, lane: Hashable = None):
+    async def run(self, function, *args, start_within: float | None = None, lane: Hashable | None = None):
         """Run `function(*args)` on the libvips pool, in turns with the other lanes' work (the endpoints'); 503
         when the pool and its queue are full, or when no thread started it within `start_within`
         (`queue_timeout`) (it is withdrawn: it never runs). A full queue still takes a lane's work while the lane
@@ -871,7 +871,7 @@ class Renderer:
         finally:
             self._count_pending(-1, lane)
 
-    def check_room(self, lane: Hashable = None) -> None:
+    def check_room(self, lane: Hashable | None = None) -> None:
         """`TransformQueueFull` (counted) when `run` would refuse `lane`'s work now: asked before its original is
         fetched too, so that a burst past the queue is refused without reading an original for each request (150
         connections at once had each read 6.4 MB to be refused, and the other endpoints' hits slowed 20-fold)."""
@@ -894,7 +894,7 @@ class Renderer:
             del self._pending_in[lane]
 
     async def render(self, body: bytes, transformation: Transformation, planned_format: str,
-                     overlays: Mapping[str, bytes] | None = None, lane: Hashable = None) -> Rendered:
+                     overlays: Mapping[str, bytes] | None = None, lane: Hashable | None = None) -> Rendered:
         """Render within `render_timeout` of the start in a pool thread (else `RenderTimedOut`). When the
         awaiting task is cancelled, the libvips work is stopped too and `CancelledError` propagates. A render
         whose memory (`held`) does not fit the decode budget now stops and gives its thread back, waits here for
@@ -983,7 +983,7 @@ class Renderer:
             timer.cancel()
 
     async def probe(self, body: bytes, *, svg_read: bool = True, as_is: bool = False,
-                    lane: Hashable = None) -> ImageHeader:
+                    lane: Hashable | None = None) -> ImageHeader:
         return await self.run(functools.partial(probe, svg_read=svg_read, as_is=as_is), body, self.limits, lane=lane)
 
     def shutdown(self) -> None:
