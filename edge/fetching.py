@@ -302,7 +302,8 @@ async def in_thread(function: Callable[..., T], *args: Any) -> T:
     at about half its overhead: one hand-off each way, no executor future (a local read: 0.1-0.2 ms
     of CPU and 0.2-0.4 ms of latency less on 2 cores, benchmarks/README.md). A call still waiting for
     a thread when its caller is cancelled is skipped; a started one runs to its end, and holds the bytes of the
-    `fetch_memory` block it was started in until then. Context variables are not carried over."""
+    `fetch_memory` block it was started in until then. Context variables are not carried over, but for the
+    request's id (`edge.logs.REQUEST_ID`: what the call logs names the request)."""
     threads = _fetching_for.get() or _other_threads
     if (reservation := _reserving.get()) is None:
         return await threads.run(function, *args)

@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 import time
+from contextvars import ContextVar
 
 from .errors import one_line
 from .settings import redact
@@ -26,6 +27,11 @@ _QUOTED = re.compile(r"""\s*[:'"(].*""", re.DOTALL)
 MAX_MESSAGE_CHARS = 2000
 #: how the later lines of a text record (a traceback's) begin
 CONTINUATION = "  "
+#: the id of the request being served (its `X-Request-Id`, as the access log writes it), set in the request's task
+#: and carried to the tasks and the pool threads it starts: a diagnostic line names the request it was logged for,
+#: and an origin's failure is found in the access log. Work shared by several requests (a render, an original's
+#: fetch) names the request that started it
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 def loggable(text: str, max_chars: int = MAX_MESSAGE_CHARS) -> str:
@@ -59,7 +65,9 @@ class TextFormatter(logging.Formatter):
         return super().formatTime(record, datefmt) + time.strftime("%z", self.converter(record.created))
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = loggable(record.message)
+        # the request's id (`REQUEST_ID`, no space in it: `edge.accesslog.request_id`) first, as logfmt writes it
+        request_id = record.__dict__.get("request_id")
+        record.message = (f"request_id={request_id} " if request_id else "") + loggable(record.message)
         return super().formatMessage(record)
 
     def formatException(self, ei) -> str:
@@ -74,11 +82,13 @@ def _continued(text: str) -> str:
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time (Unix seconds), level, logger, pid, message, and the traceback if any."""
+    """One JSON object per line: time (Unix seconds), level, logger, pid, request_id (null outside a request),
+    message, and the traceback if any."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-                "pid": record.process, "message": capped(record.getMessage())}
+                "pid": record.process, "request_id": record.__dict__.get("request_id"),
+                "message": capped(record.getMessage())}
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=True)
@@ -138,8 +148,9 @@ class _StderrHandler(logging.StreamHandler):
 
     def format(self, record: logging.LogRecord) -> str:
         # a copy, which the formatter may change: other handlers (a test's capture) see the record as it
-        # was logged; its traceback formatted anew (another handler's text of it is not escaped)
-        record = logging.makeLogRecord({**record.__dict__, "exc_text": None})
+        # was logged; its traceback formatted anew (another handler's text of it is not escaped). Handled in
+        # the thread and context that logged it: the request's id is theirs
+        record = logging.makeLogRecord({**record.__dict__, "exc_text": None, "request_id": REQUEST_ID.get()})
         return redact(super().format(record))
 
 

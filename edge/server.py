@@ -32,7 +32,7 @@ from .errors import (BadRequest, EdgeError, InvalidTransformation, NothingToServ
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
 from .httpserver import PURGE_PATH, cors_headers, date_header_now
-from .logs import CLIENT_NOISE_SECONDS, Sparse
+from .logs import CLIENT_NOISE_SECONDS, REQUEST_ID, Sparse
 from .metrics import Metrics
 from .origin import Origin
 from .originals import OriginalSource
@@ -425,6 +425,10 @@ class BaseHandler(tornado.web.RequestHandler):
         self._status_code = 200
         self._reason = httputil.responses[200]
 
+    def prepare(self) -> None:
+        # in the request's own task (Tornado's `_execute`): what is logged while it is served names it
+        REQUEST_ID.set(self.request_id)
+
     def compute_etag(self) -> None:
         return None  # ETags are computed once, when an output is stored, never by hashing each body
 
@@ -542,6 +546,7 @@ class ImageHandler(BaseHandler):
         await self._serve()
 
     def prepare(self) -> None:
+        super().prepare()
         if self.request.method == "OPTIONS" and self._answered_preflight():
             return
         self.node.inflight += 1

@@ -28,6 +28,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+from .logs import REQUEST_ID
+
 T = TypeVar("T")
 
 log = logging.getLogger("edge.threads")
@@ -67,7 +69,10 @@ class BlockingPool:
         """`function(*args)` in one of the threads. Cancelling the caller skips the call if it has not
         started; a started call runs to its end (its result is dropped). With `start_within`, a call
         that no thread has started within that many seconds is withdrawn: `NotStarted`, and it never runs.
-        Calls with a `lane` take turns with the other lanes' (see the module's doc)."""
+        Calls with a `lane` take turns with the other lanes' (see the module's doc). The call runs as the
+        caller's request (`REQUEST_ID`): what it logs names that request."""
+        if (request_id := REQUEST_ID.get()) is not None:
+            function, args = _as_request, (request_id, function, *args)
         if not self._threads:
             self._start()
         loop = asyncio.get_running_loop()
@@ -196,6 +201,14 @@ class BlockingPool:
         else:
             if answer is not None:
                 _answer(loop, _set_result, answer, result)
+
+
+def _as_request(request_id: str, function: Callable[..., T], *args: Any) -> T:
+    token = REQUEST_ID.set(request_id)
+    try:
+        return function(*args)
+    finally:
+        REQUEST_ID.reset(token)
 
 
 _pools: weakref.WeakSet[BlockingPool] = weakref.WeakSet()

@@ -11,6 +11,7 @@ import re
 import socket
 from urllib.parse import urlsplit
 
+import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.logs import CONTINUATION, MAX_MESSAGE_CHARS, configure_logging
@@ -150,6 +151,33 @@ async def test_stale_originals_served_while_the_origin_fails_are_logged_once_per
         await origin.stop()
     assert len([line for line in node.log if "using the stale original" in line]) == 1
     assert_every_line_is_the_nodes(node.log)
+
+
+@pytest.mark.parametrize("proposed", ["lb-7f3a.1", "two words"])
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_a_diagnostic_line_names_the_request_it_was_logged_for(tmp_path, log_format, proposed):
+    """An on-call SRE reading an origin's failure finds the request that met it in the access log: the line names
+    the request's id, the one answered in `X-Request-Id` and written in the access log (the proxy's when
+    well-formed; one with a space, which could have passed for the start of the message, is made anew)."""
+    origin = await HTTPOrigin().start()
+    origin.behaviour.status = 500
+    config = web_config(origin.url, before=f'[server]\nlog_format = "{log_format}"\n')
+    try:
+        with running_node(config, tmp_path) as node:
+            response = await AsyncHTTPClient().fetch(f"{node.base_url}/a.jpg", headers={"X-Request-Id": proposed},
+                                                     raise_error=False)
+            assert response.code == 502
+            request_id = response.headers["X-Request-Id"]
+            assert (request_id == proposed) is (" " not in proposed)
+            line = node.wait_for_log("origin 'web' failed").string
+    finally:
+        await origin.stop()
+    if log_format == "text":
+        assert re.search(rf"WARNING edge\.origin\[\d+\] request_id={re.escape(request_id)} origin 'web' failed", line)
+        assert_every_line_is_the_nodes(node.log)
+    else:
+        assert json.loads(line)["request_id"] == request_id
+        assert json.loads(node.log[0])["request_id"] is None  # the worker's start: no request's
 
 
 def logged_with_traceback(capsys, log_format: str, message: str) -> str:

@@ -8,6 +8,7 @@ import weakref
 
 import pytest
 
+from edge.logs import REQUEST_ID
 from edge.threads import BlockingPool, NotStarted
 
 BOUND = 10  # seconds: every wait here is bounded
@@ -23,6 +24,24 @@ async def test_results_and_errors_come_back_to_the_caller():
             await pool.run(next, iter(()))
         names = {await pool.run(lambda: threading.current_thread().name) for _ in range(20)}
         assert names <= {"test_0", "test_1"}
+    finally:
+        pool.shutdown()
+
+
+async def test_a_call_runs_as_its_callers_request_and_leaves_its_thread_as_it_was():
+    """What a call logs names the request that handed it over (`REQUEST_ID`); the thread keeps no request's id."""
+    pool = BlockingPool(1, "test")
+
+    async def as_request(request_id: str | None, function, *args):
+        REQUEST_ID.set(request_id)  # in this task alone, as a request's handler sets it
+        return await pool.run(function, *args)
+    try:
+        served = [asyncio.ensure_future(as_request(f"r{n}", REQUEST_ID.get)) for n in range(5)]
+        assert await asyncio.gather(*served) == [f"r{n}" for n in range(5)]
+        assert await asyncio.ensure_future(as_request(None, REQUEST_ID.get)) is None  # the same thread, after them
+        with pytest.raises(KeyError):  # an error still reaches the caller
+            await asyncio.ensure_future(as_request("r5", {}.__getitem__, "x"))
+        assert REQUEST_ID.get() is None
     finally:
         pool.shutdown()
 
