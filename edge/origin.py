@@ -103,6 +103,11 @@ class Origin(abc.ABC):
     #: miss: such an ETag must change whenever the bytes do (the built-in `local`: modification time in
     #: nanoseconds and size, as nginx's)
     is_local: ClassVar[bool] = False
+    #: whether this origin reads `a//b.jpg` as `a/b.jpg` (a file system, most web servers): when every origin
+    #: of an endpoint does, the node merges the slashes of the endpoint's paths, so that each spelling is the
+    #: one cache entry a purge of `a/b.jpg` takes (each had been an entry of its own, which a client could make
+    #: and that purge kept). An S3 key, or a plugin's path, may hold `//`: such a path is passed on as it is
+    merges_slashes: bool = False
 
     def __init__(self, settings: OriginSettings):
         self.settings = settings

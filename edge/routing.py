@@ -16,6 +16,7 @@ instead (`edge.cloudinary_urls`): its transformation, already parsed, travels in
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ _NO_THUMBNAIL = {**dict.fromkeys(("mp4", "webm", "mov", "m4v", "mkv", "avi", "og
                  **dict.fromkeys(("pdf", "psd", "eps", "ai"), "PDF, PSD, EPS and AI: the node does not read them")}
 
 
+#: slashes in a row, which a file system or most web servers read as one
+_SLASHES = re.compile("/{2,}")
+
+
 class Router:
     def __init__(self, endpoints: tuple[Endpoint, ...], *, named: Mapping[str, str] | None = None,
                  clock: Callable[[], float] = time.time):
@@ -83,6 +88,8 @@ class Router:
                          for e in endpoints if e.url_style == "cloudinary"}
         self._by_host = {host: e for e in endpoints for host in e.hosts}
         self._default = next((e for e in endpoints if e.id == ""), None)
+        #: the endpoints whose every origin reads `a//b.jpg` as `a/b.jpg` (`Origin.merges_slashes`)
+        self._merging_slashes = {e.id for e in endpoints if all(origin.merges_slashes for origin in e.origins)}
 
     def serves_host(self, host: str) -> bool:
         """Whether `host` chooses an endpoint of its own (`hosts`)."""
@@ -112,6 +119,8 @@ class Router:
             segments = segments[1:]
         # leading slashes name nothing (ImageKit's docs sign `encodeURIComponent("/a.jpg")`: `%2Fa.jpg`)
         path = _decode("/".join(segments)).lstrip("/")
+        if "//" in path and endpoint.id in self._merging_slashes:
+            path = _SLASHES.sub("/", path)
         thumbnail = path.endswith(f"/{THUMBNAIL}")
         if thumbnail:  # the original's path, a purge's too: it takes every output of it, the still included
             path = path.removesuffix(f"/{THUMBNAIL}").lstrip("/")

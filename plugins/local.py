@@ -38,6 +38,7 @@ from edge.plugin import (
 class LocalOrigin(Origin):
     type_name = "local"
     is_local = True  # no copy in the originals tier; `_read`'s ETag (mtime in ns, size) is the version
+    merges_slashes = True
 
     def __init__(self, settings: OriginSettings, root: Path):
         super().__init__(settings)

@@ -198,7 +198,7 @@ class WebOrigin(Origin):
     type_name = "web"
 
     def __init__(self, settings: OriginSettings, *, base_url: str, forward_host: bool | tuple[str, ...],
-                 headers: dict[str, Secret], redirect_allow: tuple[str, ...] = ()):
+                 headers: dict[str, Secret], redirect_allow: tuple[str, ...] = (), merge_slashes: bool = True):
         super().__init__(settings)
         # aiohttp (with yarl) costs a process ~9 MB: imported once a config names a web origin (in `edge
         # serve`'s supervisor, before it forks: the workers share it), never without one
@@ -209,6 +209,8 @@ class WebOrigin(Origin):
         self._forwarded = frozenset(forward_host) if isinstance(forward_host, tuple) else None
         self._headers = headers  # values may be tokens: kept as `Secret`, shown masked
         self.redirect_allow = redirect_allow
+        #: the server reads `a//b.jpg` as `a/b.jpg`, as nginx (`merge_slashes`) and most servers do
+        self.merges_slashes = merge_slashes
         self._redirects = RedirectPolicy(base_url, redirect_allow)
         self._session: aiohttp.ClientSession | None = None
         #: when each unusual 4xx status (not found all the same) was last logged
@@ -239,7 +241,7 @@ class WebOrigin(Origin):
         origin = cls(settings, base_url=base_url.rstrip("/"),
                      forward_host=table.bool_or_host_names("forward_host", False),
                      headers={name: Secret(value) for name, value in headers.items()},
-                     redirect_allow=redirect_allow)
+                     redirect_allow=redirect_allow, merge_slashes=table.bool("merge_slashes", True))
         table.finish()
         return origin
 

@@ -94,6 +94,29 @@ async def test_purge_by_url_removes_every_variant_and_the_original(origin, node)
         assert await cached(node, untouched)
 
 
+async def test_a_path_with_doubled_slashes_is_the_entry_a_purge_of_the_path_takes(origin, node):
+    """A web server reads `shoes//red.jpg` as `shoes/red.jpg` (nginx's `merge_slashes`): each spelling had been a
+    cache entry of its own, which a client could make and a purge of `/shop/shoes/red.jpg` kept, serving the
+    image taken down for a year (cache-poisoning probe). The node merges the slashes of such an endpoint's
+    paths: one entry, one fetch."""
+    assert not await cached(node, "/shop/tr:w-30/shoes/red.jpg")
+    for alias in ("/shop/tr:w-30/shoes//red.jpg", "/shop/tr:w-30/shoes%2F%2Fred.jpg", "/shop/tr:w-30//shoes///red.jpg"):
+        assert await cached(node, alias), alias
+    assert origin.requests == {"shoes/red.jpg": 1}
+    origin.files["shoes/red.jpg"] = solid(60, 40, colour(9))
+    assert json.loads((await purge_request(node, {"url": "/shop/shoes/red.jpg"})).body)["removed"] == 2
+    response = await node.fetch("/shop/tr:w-30/shoes//red.jpg")
+    assert response.headers["X-Cache"] == "MISS" and same_colour(centre_colour(decode(response)), colour(9))
+
+
+async def test_a_web_server_that_tells_doubled_slashes_apart_gets_the_path_as_it_is(origin, node_factory, tmp_path):
+    """`merge_slashes = false` (an S3 bucket's HTTP URL: `a//b.jpg` is a key of its own), as for S3 origins."""
+    config = config_text(origin).replace('type = "web"\n', 'type = "web"\nmerge_slashes = false\n')
+    node = await node_factory(write_config(tmp_path, config))
+    assert (await node.fetch("/shop/tr:w-30/shoes//red.jpg")).code == 404
+    assert origin.requests == {"shoes//red.jpg": 1}
+
+
 async def test_purge_by_prefix_removes_everything_under_it_in_its_endpoint(node):
     await warm(node)
     response = await purge_request(node, {"prefix": "/shop/shoes/"})

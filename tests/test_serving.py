@@ -325,14 +325,21 @@ async def test_paths_that_leave_the_root_are_not_found(jail, tmp_path, path):
     assert response.body == b"not found\n"
 
 
-@pytest.mark.parametrize("path", ["/inside//ok.jpg", "/inside/ok.jpg/", "/tr:w-10/inside/ok.jpg//",
-                                  "/inside/%2Fok.jpg", "/inside/ok.jpg%2F"])
-async def test_a_local_path_with_an_empty_segment_is_not_found(jail, path):
+@pytest.mark.parametrize("path", ["/inside/ok.jpg/", "/tr:w-10/inside/ok.jpg//", "/inside/ok.jpg%2F"])
+async def test_a_local_path_with_a_trailing_slash_is_not_found(jail, path):
     """The filesystem reads `inside/ok.jpg` for each: every spelling would be a cache entry of its own,
     which a purge of `/inside/ok.jpg` misses."""
     assert (await jail.fetch("/tr:w-10/inside/ok.jpg")).code == 200
     response = await jail.fetch(path)
     assert (response.code, response.body) == (404, b"not found\n")
+
+
+@pytest.mark.parametrize("path", ["/tr:w-10/inside//ok.jpg", "/tr:w-10/inside/%2Fok.jpg"])
+async def test_a_local_path_with_doubled_slashes_is_the_files_one_entry(jail, path):
+    """The filesystem reads `inside/ok.jpg` for it, and so does the node: the entry of `/inside/ok.jpg`."""
+    assert (await jail.fetch("/tr:w-10/inside/ok.jpg")).headers["X-Cache"] == "MISS"
+    response = await jail.fetch(path)
+    assert (response.code, response.headers["X-Cache"]) == (200, "HIT")
 
 
 async def test_symlink_inside_the_root_is_served(jail):
