@@ -11,6 +11,7 @@ from edge.errors import BadRequest
 from edge.transform.formats import plan_format
 from edge.transform.options import parse_transformation
 from edge.transform.render import render_image
+from tests.assets import close, pixel
 from tests.nodes import decode, local_config, write_config
 from tests.photos import SIZE, marker_corner, photos  # noqa: F401 - photos is a fixture
 
@@ -305,6 +306,56 @@ def test_padding_and_corners_of_an_opaque_image_with_an_alpha_band_are_white(unu
     if "pad_extract" in transformation:
         almost = render_image(unused_alpha.read("almost-opaque.png"), parsed, fmt, Defaults(), Limits())
         assert pyvips.Image.new_from_buffer(almost.body, "").getpoint(*corner_pixel)[-1] == 0
+
+
+@pytest.fixture(scope="module")
+def grey_cut_out(photos):
+    """The 12 MP photo in greyscale with an alpha band: its left eighth clear, its right eighth half clear."""
+    grey = pyvips.Image.new_from_file(str(photos.path(photos.png))).colourspace("b-w")
+    alpha = (pyvips.Image.black(W, H) + 255).draw_rect(0, 0, 0, W // 8, H, fill=True)
+    alpha = alpha.draw_rect(128, W - W // 8, 0, W // 8, H, fill=True).cast("uchar")
+    photos.path("grey-cut-out.png").write_bytes(grey.bandjoin(alpha).pngsave_buffer(compression=1))
+    return photos
+
+
+@pytest.mark.parametrize("transformation, bands, clear, half_clear", [
+    ("w-300,f-jpg,bg-0000FF50", 3, (0, 0, 255), (0, 0, 255)),  # a translucent bg: full strength without alpha
+    ("w-300,f-jpg,bg-FF000050", 3, (255, 0, 0), None),
+    ("w-300,f-gif,bg-0000FF50", 4, None, (0, 0, 255)),  # GIF: half-clear pixels flattened, clear ones stay clear
+    ("w-300,f-jpg,bg-80808050", 1, (128,), None),  # a grey keeps it greyscale
+    ("w-300,f-jpg", 1, (255,), None),  # white by default
+])
+def test_a_greyscale_cut_out_is_flattened_on_the_colour_asked_for(grey_cut_out, transformation, bands, clear,
+                                                                  half_clear):
+    """Flattened on its grey level, a blue `bg` on a black-and-white cut-out product photo had been dark grey
+    (18) where an RGB photo's was blue (pixel-fidelity probe)."""
+    rendered, image = render(grey_cut_out, "grey-cut-out.png", transformation)
+    assert (image.width, image.height, image.bands) == (300, 200, bands)
+    if clear is not None:
+        assert close(pixel(image, 10, 100), clear, 3)
+    if half_clear is not None:  # half the colour over the photo's bright right edge: its hue shows
+        blended = pixel(image, 295, 100)
+        assert blended[2] > blended[0] + 60 and blended[2] > blended[1] + 60, blended
+
+
+def test_md_true_states_the_upright_orientation_in_xmp_as_in_exif(photos):
+    """A photo stored turned (EXIF 6) with an XMP packet saying so too: served upright, its EXIF said 1 and its
+    XMP still 6, and a tool that reads XMP first turned it again (pixel-fidelity probe)."""
+    stored = pyvips.Image.new_from_buffer(photos.read(photos.oriented[6]), "").copy()
+    packet = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"><tiff:Artist>A'
+              b'</tiff:Artist></rdf:Description><rdf:Description><tiff:Orientation>6</tiff:Orientation>'
+              b'</rdf:Description></rdf:RDF></x:xmpmeta>')
+    stored.set_type(pyvips.GValue.blob_type, "xmp-data", packet)
+    photos.path("exif-6-xmp.jpg").write_bytes(stored.jpegsave_buffer(Q=88, keep="all"))
+    for transformation, fmt in (("w-300,md-true", "jpg"), ("w-300,md-true,f-webp", "webp"),
+                                ("w-300,md-true,f-png", "png")):
+        rendered, image = render(photos, "exif-6-xmp.jpg", transformation)
+        check(rendered, image, (300, 200), fmt, "top_left")
+        assert image.get("orientation") == 1
+        packet = image.get("xmp-data")
+        assert b'tiff:Orientation="1"' in packet and b"<tiff:Orientation>1</tiff:Orientation>" in packet, packet
+        assert b'Orientation="6"' not in packet and b">6<" not in packet and b"<tiff:Artist>A<" in packet
 
 
 @pytest.mark.parametrize("transformation, size, progressive", [

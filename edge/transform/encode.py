@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pyvips
@@ -87,8 +88,10 @@ def output_colour(image: pyvips.Image, keep_profile: bool) -> pyvips.Image:
 def _flatten(image: pyvips.Image, colour: RGBA) -> pyvips.Image:
     if not image.hasalpha():
         return image
-    if image.bands == 2:  # greyscale + alpha: flatten on the colour's grey level
-        return image.flatten(background=[round(0.2126 * colour[0] + 0.7152 * colour[1] + 0.0722 * colour[2])])
+    if image.bands == 2:  # greyscale + alpha: stays greyscale on a grey, becomes sRGB on a colour
+        if colour[0] == colour[1] == colour[2]:
+            return image.flatten(background=[colour[0]])
+        image = image.colourspace(Interpretation.SRGB)  # (flattened on its grey level, blue had been a dark grey)
     return image.flatten(background=list(colour[:3]))
 
 
@@ -99,6 +102,23 @@ def _one_bit_alpha(image: pyvips.Image, colour: RGBA) -> pyvips.Image:
     if not image.hasalpha():
         return image
     return _flatten(image, colour).bandjoin(image[image.bands - 1] > 0)
+
+
+#: the orientation an XMP packet states (`tiff:Orientation`, an attribute or an element)
+_XMP_ORIENTATION = re.compile(rb"""(tiff:Orientation\s*=\s*["']|<tiff:Orientation>)\s*\d+""")
+
+
+def _xmp_orientation_as_exif(image: pyvips.Image) -> pyvips.Image:
+    """The image with its XMP packet stating the orientation its EXIF does (1 once `autorot` made the pixels
+    upright): the packet kept under `md-true` still said 6, and a tool that reads XMP first turned the image again."""
+    packet = image.get("xmp-data")
+    orientation = str(image.get("orientation") if image.get_typeof("orientation") else 1).encode()
+    stated = _XMP_ORIENTATION.sub(lambda match: match.group(1) + orientation, packet)
+    if stated == packet:
+        return image
+    image = image.copy()
+    image.set_type(pyvips.GValue.blob_type, "xmp-data", stated)
+    return image
 
 
 #: the EXIF fields `md-copyright` keeps; libvips writes no tag whose field is gone (location, camera, serial…)
@@ -127,6 +147,8 @@ def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
     keep, quality = options.keep, options.quality
     if options.metadata == COPYRIGHT_ONLY:
         image = _copyright_only(image)
+    elif options.metadata and image.get_typeof("xmp-data"):
+        image = _xmp_orientation_as_exif(image)
     if options.colour_profile and _length_mismatch(image):
         # libpng refuses such a profile (the whole answer failed: a 422 for an original that decodes), the other
         # encoders embed it as it is, for a browser to ignore or misread: its colours are converted instead, as
