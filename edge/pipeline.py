@@ -316,7 +316,8 @@ class Pipeline:
                                                       defaults.auto_format, defaults.auto_format_smallest)
             if transformation.serves_original and request.original_as is None:
                 vary_accept = False  # the original's bytes whatever the browser takes: one key, no `Vary`
-            if planned_format in ENCODE_COUNTED and not vary_accept:  # f-gif, f-webp, .avif…: the encode counts
+            if planned_format in ENCODE_COUNTED and transformation.output_format is not None:
+                # f-gif, f-webp: the encode counts (one the URL does not name, `.avif`, falls back when over budget)
                 check_cost(transformation, self._config.limits, formats=(planned_format,), defaults=defaults)
         except EdgeError as error:
             error.endpoint = error.endpoint or endpoint  # a bad transformation is counted on its endpoint

@@ -234,6 +234,32 @@ def test_f_auto_falls_back_to_jpeg_when_the_real_output_is_over_budget_in_avif()
     assert (rendered.format, rendered.width) == ("jpg", 3000) and rendered.height > 2900
 
 
+async def test_a_format_the_url_does_not_name_falls_back_when_over_budget(node_factory, tmp_path, photos):
+    """A 12 MP AVIF original at its own URL had been a 400: its AVIF encode is priced ~600 units, three times the
+    budget (pixel-fidelity probe). A format the URL does not name (its extension's, or the original's own) over
+    budget falls back to JPEG/PNG/GIF as `f-auto`'s does; one it names (`f-avif`) is still refused, before the fetch
+    where the URL alone says so."""
+    folder = tmp_path / "originals"
+    folder.mkdir()
+    photo = pyvips.Image.new_from_file(str(photos.path(photos.jpeg)))
+    (folder / "photo.avif").write_bytes(photo.heifsave_buffer(Q=60, compression="av1", effort=0))
+    cut_out = photo.bandjoin(255).draw_rect([0, 0, 0, 0], 0, 0, 1000, 1000, fill=True)  # a clear corner
+    (folder / "cut-out.avif").write_bytes(cut_out.heifsave_buffer(Q=60, compression="av1", effort=0))
+    (folder / "photo.jpg").write_bytes(photos.read(photos.jpeg))
+    node = await node_with(node_factory, tmp_path, folder)
+    for path, size, media_type in (("/photo.avif", photo.width, "image/jpeg"),
+                                   ("/tr:w-3000,h-2004/photo.avif", 3000, "image/jpeg"),  # refused before the fetch
+                                   ("/tr:w-3000/cut-out.avif", 3000, "image/png"),  # its transparency kept
+                                   ("/tr:w-800/photo.avif", 800, "image/avif")):  # within the budget: its own
+        response = await node.fetch(path)
+        assert (response.code, response.headers["Content-Type"]) == (200, media_type), (path, response.body[:100])
+        assert decode(response).width == size
+    await assert_answer(node, "/tr:w-3000,h-2004,f-avif/photo.jpg", 400,
+                        "transformation too costly: about 295 megapixels of work exceed [limits] max_cost = 200")
+    await assert_answer(node, "/tr:f-avif/photo.jpg", 400,
+                        "transformation too costly: about 585 megapixels of work exceed [limits] max_cost = 200")
+
+
 async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_factory, tmp_path, photos):
     node = await node_with(node_factory, tmp_path, photos.folder, f'render_timeout = "0.5s"\n{UNBOUNDED_COST}',
                            "transform_threads = 1")

@@ -27,14 +27,16 @@ animation's included: every frame is encoded,
 and a deadline that stops one between two frames would let each new URL of a large animation hold a
 render thread (and ~20 s of CPU) for the whole `render_timeout`. `f-auto` never answers 400 for its format alone:
 over budget, it falls back to the format the browser would get without AVIF, then to JPEG/PNG
-(`check_render_cost`).
+(`check_render_cost`). Nor does a URL that names no format (`falls_back`): the path's extension's format, or the
+original's own, over budget is JPEG/PNG/GIF (a 12 MP AVIF original's own URL had been a 400: its AVIF encode is
+~600 units).
 
 It is checked twice. At parse time (`check_cost`, before the original is fetched) the sizes the URL
 alone implies are used, a side it leaves open counting as 1 px: what no original can make cheap is
-refused without a fetch; the encode is counted there when the URL names the format (`f-gif`, `f-avif`,
-the path's extension). Once the original's header is read (`check_render_cost` with its size, frames
-and format, before any pixel is decoded) the same sum is taken with every size and the formats known, and
-the decodes.
+refused without a fetch; the encode is counted there when the URL names the format (`f-gif`, `f-avif`; not
+a path's extension, whose format `falls_back`). Once the original's header is read (`check_render_cost` with
+its size, frames and format, before any pixel is decoded) the same sum is taken with every size and the
+formats known, and the decodes.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from typing import TYPE_CHECKING
 from ..config import Defaults, Limits
 from ..errors import BadRequest
 from .colours import Blurred
-from .formats import AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, AUTO_WEBP, HEIC_LOADER, SMALLEST, final_formats
+from .formats import (AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, AUTO_WEBP, HEIC_LOADER, SMALLEST, chosen_by_accept,
+                      final_formats)
 from .geometry import (FITS, arc_of, check_side, cuts_faces, fit_scale, perspective_of, side_scale, target_box,
                        times_dpr, trim_search_shrink, with_sizes)
 from .layers import CANVAS, Layer, TextStyle, sized
@@ -209,6 +212,8 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
     plans = [planned]
     if _follows_accept(transformation, defaults):
         plans += [plan for plan in (_without_avif(planned), AUTO_LEGACY) if plan is not None and plan not in plans]
+    elif falls_back(transformation, planned) and planned != AUTO_LEGACY:
+        plans.append(AUTO_LEGACY)
     def cost_of(plan: str) -> float:
         formats = final_formats(plan, loader, has_alpha, animated)
         return frames * (steps + _encodes_cost(transformation, (width, height), formats, defaults)) + decodes
@@ -232,6 +237,13 @@ def decode_cost(header: ImageHeader) -> float:
     """The units of decoding one frame of an original, by its header (`render.ImageHeader`)."""
     weight = PROGRESSIVE_DECODE_WEIGHT if header.progressive else DECODE_WEIGHTS.get(header.loader, DECODE_WEIGHT)
     return weight * header.width * header.height / 1e6
+
+
+def falls_back(transformation: Transformation, planned: str) -> bool:
+    """Whether a format over budget is JPEG/PNG/GIF rather than a 400: `f-auto`'s, and one the URL does not name
+    (the path's extension, the original's own format), which every client that asked for the path decodes. The
+    choice depends on the original and the key's plan alone (`max_cost` is in the key): one output a key."""
+    return chosen_by_accept(planned) or transformation.output_format is None
 
 
 def _follows_accept(transformation: Transformation, defaults: Defaults) -> bool:

@@ -35,7 +35,7 @@ from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, 
 from ..threads import BlockingPool, NotStarted
 from . import heic, held, stopping, svgraster
 from .compose import draw_layers
-from .cost import check_output_cost, check_render_cost, decode_cost
+from .cost import check_output_cost, check_render_cost, decode_cost, falls_back
 from .cut_short import jpeg_segments, served_cut_short
 from .effects import apply_look
 from .encode import EncodeOptions, encode, encoder_memory, output_colour
@@ -756,9 +756,10 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
         try:
             check_output_cost(transformation, formats, (width, frame_height), frames, limits, defaults)
         except BadRequest:
-            if not chosen_by_accept(planned_format):
+            if not falls_back(transformation, planned_format):
                 raise
-            # `f-auto` answers no 400 for its format alone (`costed`): JPEG, PNG or GIF, if those fit
+            # `f-auto` (or a format the URL does not name) answers no 400 for its format alone (`costed`): JPEG, PNG
+            # or GIF, if those fit
             formats = final_formats(AUTO_LEGACY, header.loader, has_alpha, animated)
             check_output_cost(transformation, formats, (width, frame_height), frames, limits, defaults)
         if len(formats) > 1:  # encoded several times: decoded and transformed once
@@ -788,12 +789,11 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
 class SettingsTag:
     """The config settings that change what a render makes of the same URL, as a tag for the output's
     key (`output_key`'s `settings`): `[defaults] quality`, `avif_effort` and `chroma_subsampling` (`j0`),
-    `[limits] max_cost` (the format an over-budget `f-auto` falls back to, an animation's own bytes rather
-    than an encode), `allow_svg` (`svg`: an SVG is served as the document it is, where a release before
-    drew it, or where without it it is refused), and
-    for text layers `[limits] max_output_side` (where a line without `w` wraps) and the files of their
-    fonts. Only what differs from the shipped defaults is named (`q30,e4`), so that the keys of a config
-    that changes none stay as they were. `[defaults] auto_format` and `auto_format_smallest` change the
+    `[limits] max_cost` (the format an over-budget `f-auto`, or a format the URL does not name, falls back to;
+    an animation's own bytes rather than an encode), `allow_svg` (`svg`: an SVG is served as the document it
+    is, where a release before drew it, or where without it it is refused), and `[limits] max_output_side`
+    for text layers (where a line without `w` wraps), and the files of the text's fonts. Only what differs from
+    the shipped defaults is named (`q30,e4`), so that the keys of a config that changes none stay as they were. `[defaults] auto_format` and `auto_format_smallest` change the
     planned format, which the key holds already; the endpoint's watermark and named transformations are
     in the canonical transformation; the other limits refuse rather than render differently."""
 
