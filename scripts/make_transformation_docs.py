@@ -898,7 +898,10 @@ AVIF/HEIF, HEIC, GIF, TIFF, and SVG only with `[limits] allow_svg`; libvips' oth
 JPEG whose data ends before its last row: see [security.md](security.md#originals-the-decoders-that-run)) is a
 **422**; only the URL's own original is answered so: a layer's original that is not an image or fails to
 decode is a 400 naming its `i-` (see [Overlays](#overlays)). Any size of JPEG is served, down to 1×1
-px and 20000×1 strips. A floating-point TIFF is read as libvips reads one, linear light from 0 to 1
+px and 20000×1 strips; a URL with no step (none, or only `f-`, `q-` and such output options) of an original
+larger than `[limits] max_output_side` (8192 px) is that original fitted within it, as `w-8192,h-8192,c-at_max`
+would make it (a phone's 16000 px panorama linked as it is had been a 400), where a size the URL asks for over
+it is a 400. A floating-point TIFF is read as libvips reads one, linear light from 0 to 1
 (scRGB, as HDR tools write 32-bit files): 0.214 is sRGB's mid-grey 128, 1 and above white, so a float
 TIFF holding 0–255 values comes out white.
 

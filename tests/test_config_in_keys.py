@@ -132,6 +132,7 @@ def test_the_tag_names_the_settings_that_change_the_bytes_and_only_those():
             for cost in (1234567, 1234568, 1e6, 1000000.4)} == {"c1234567", "c1234568", "c1000000", "c1000000.4"}
     wraps = SettingsTag(Defaults(), Limits(max_output_side=4000), shipped_fonts())  # where a line of text wraps
     assert (wraps.of(plain), wraps.of(with_text)) == ("", "s4000")
+    assert wraps.of(parse_transformation("f-webp")) == "s4000"  # what a larger original is fitted to
     # the shipped defaults, and settings that change the plan (in the key already) or refuse
     for defaults, limits in ((Defaults(), Limits()),
                              (Defaults(auto_format=True, auto_format_smallest=True, cache_control_max_age=60),

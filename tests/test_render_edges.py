@@ -125,6 +125,11 @@ def test_jpeg_shrink_at_odd_sizes(size, asked, shrink):
     ((20000, 1), "w-300", "jpg", ("jpg", 300, 1)),
     ((20000, 1), "w-2500", "jpg", ("jpg", 2500, 1)),
     ((20000, 1), "w-8000,f-webp", "webp", ("webp", 8000, 1)),
+    # a URL without steps of an original over `max_output_side` (a panorama's own URL): fitted within it, not a 400
+    ((20000, 1), "", "jpg", ("jpg", 8192, 1)),
+    ((20000, 1), "f-png", "png", ("png", 8192, 1)),
+    ((20000, 500), "q-50,f-webp", "webp", ("webp", 8192, 205)),
+    ((500, 20000), "", "jpg", ("jpg", 205, 8192)),
     ((1, 3000), "h-300", "jpg", ("jpg", 1, 300)),
     ((1001, 1333), "w-1", "jpg", ("jpg", 1, 1)),
     ((1001, 1333), "w-125", "jpg", ("jpg", 125, 166)),
@@ -222,6 +227,8 @@ async def node_over_files(node_factory, tmp_path, photo):
                        "odd.jpg": (1001, 1333)}.items():
         (folder / name).write_bytes(jpeg(*size))
     (folder / "photo.jpg").write_bytes(photo)
+    (folder / "panorama.jpg").write_bytes(pyvips.Image.new_from_buffer(photo, "").thumbnail_image(
+        16000, height=2400, size="force").jpegsave_buffer(Q=85))
     (folder / "trunc.jpg").write_bytes(imagecorpus.truncated_jpeg())
     (folder / "page.jpg").write_bytes(imagecorpus.not_an_image())
     return await node_factory(write_config(tmp_path, local_config(folder)))
@@ -238,6 +245,9 @@ async def node_over_files(node_factory, tmp_path, photo):
     ("/tr:w-300/line.jpg", "image/jpeg", (300, 1)),
     ("/tr:w-1/six.jpg", "image/jpeg", (1, 1)),
     ("/tr:w-300/thin.jpg", "image/jpeg", (300, 1)),
+    ("/thin.jpg", "image/jpeg", (8192, 1)),  # its own URL: fitted within max_output_side (it was a 400)
+    ("/panorama.jpg", "image/jpeg", (8192, 1229)),  # a phone's 20 MP panorama, as linked from a page
+    ("/tr:f-webp/panorama.jpg", "image/webp", (8192, 1229)),
     ("/tr:w-251/odd.jpg", "image/jpeg", (251, 334)),
     ("/tr:w-126/odd.jpg", "image/jpeg", (126, 168)),
     ("/tr:w-1000,l-image,i-tiny.jpg,w-300,l-end,l-image,i-thin.jpg,w-300,l-end/photo.jpg", "image/jpeg", (1000, 750)),

@@ -659,6 +659,11 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     header = probe(body, limits, svg_read=not svg_as_is)
     if header.loader == SVG_LOADER and svg_as_is:
         return Rendered(body, "svg", header.width, header.height, strong_etag(body))
+    if not transformation.steps and max(header.width, header.height) > limits.max_output_side:
+        # a URL that names no size (no step: a format, a quality at most) of an original over `max_output_side`, a
+        # phone's panorama of 16000 px, is the original fitted within it: its own URL had been a 400
+        side = limits.max_output_side
+        transformation = replace(transformation, steps=(replace(DEFAULT_STEP, width=side, height=side, crop="at_max"),))
     page = transformation.output.page
     if page is not None and page > header.frames:
         raise BadRequest(f"invalid transformation: pg-{page}: the source has {header.frames} page(s)")
@@ -792,8 +797,9 @@ class SettingsTag:
     `[limits] max_cost` (the format an over-budget `f-auto`, or a format the URL does not name, falls back to;
     an animation's own bytes rather than an encode), `allow_svg` (`svg`: an SVG is served as the document it
     is, where a release before drew it, or where without it it is refused), and `[limits] max_output_side`
-    for text layers (where a line without `w` wraps), and the files of the text's fonts. Only what differs from
-    the shipped defaults is named (`q30,e4`), so that the keys of a config that changes none stay as they were. `[defaults] auto_format` and `auto_format_smallest` change the
+    for text layers (where a line without `w` wraps) and for a URL without steps (the size an original larger
+    than it is fitted to), and the files of the text's fonts. Only what differs from the shipped defaults is
+    named (`q30,e4`), so that the keys of a config that changes none stay as they were. `[defaults] auto_format` and `auto_format_smallest` change the
     planned format, which the key holds already; the endpoint's watermark and named transformations are
     in the canonical transformation; the other limits refuse rather than render differently."""
 
@@ -818,6 +824,8 @@ class SettingsTag:
 
     def of(self, transformation: Transformation) -> str:
         """The tag of an output of `transformation` ("" when it renders as with the shipped defaults)."""
+        if not transformation.steps:
+            return ",".join([*self._changed, *self._text])
         fonts = drawn_fonts(transformation.steps)
         if not fonts:
             return self._tag
