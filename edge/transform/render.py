@@ -659,15 +659,16 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     header = probe(body, limits, svg_read=not svg_as_is)
     if header.loader == SVG_LOADER and svg_as_is:
         return Rendered(body, "svg", header.width, header.height, strong_etag(body))
-    if not transformation.steps and max(header.width, header.height) > limits.max_output_side:
-        # a URL that names no size (no step: a format, a quality at most) of an original over `max_output_side`, a
-        # phone's panorama of 16000 px, is the original fitted within it: its own URL had been a 400
-        side = limits.max_output_side
-        transformation = replace(transformation, steps=(replace(DEFAULT_STEP, width=side, height=side, crop="at_max"),))
     page = transformation.output.page
     if page is not None and page > header.frames:
         raise BadRequest(f"invalid transformation: pg-{page}: the source has {header.frames} page(s)")
     animated = header.frames > 1 and page is None and animates(planned_format, header.loader)
+    if not transformation.steps and not animated and max(header.width, header.height) > limits.max_output_side:
+        # a URL that names no size (no step: a format, a quality at most) of an original over `max_output_side`, a
+        # phone's panorama of 16000 px, is the original fitted within it: its own URL had been a 400 (an animation
+        # asked for as it is is its bytes: `_asks_for_the_source`)
+        side = limits.max_output_side
+        transformation = replace(transformation, steps=(replace(DEFAULT_STEP, width=side, height=side, crop="at_max"),))
     overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in (overlays or {}).items()}
     # each layer decodes its original (ten layers of one original: ten decodes at once)
     layers = [(overlay_headers[path], layer_page) for path, layer_page in pages_drawn(transformation.steps)
