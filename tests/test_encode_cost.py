@@ -51,13 +51,19 @@ def render(body: bytes, tr: str, name: str, accept: str | None = None, limits: L
     "/tr:w-2200,q-90,f-avif/photo.jpg",  # 3.6 MP above q-85
     "/tr:lo-true,f-avif/photo.jpg",
     "/tr:q-100,f-avif/photo.png",
-    "/tr:w-4000,h-3000/photo.gif",  # the extension names GIF: a missing original, refused before the fetch
+    "/tr:w-4000,h-3000,f-gif/photo.gif",  # f-gif names GIF: a missing original, refused before the fetch
 ])
 async def test_gif_and_avif_encodes_over_the_budget_are_refused(node, path):
     response = await node.fetch(path)
     assert response.code == 400, (path, response.code, response.body[:200])
     body = response.body.decode().strip()
     assert body.startswith("transformation too costly: about ") and body.endswith(BUDGET), body
+
+
+async def test_an_extension_names_no_format_a_refusal_could_be_made_for(node):
+    """`photo.gif` at 12 MP costs ~270 units as GIF: an extension's format falls back to JPEG/PNG (`falls_back`)
+    rather than refuse, so the URL alone refuses nothing before the fetch: a missing original is a 404."""
+    assert (await node.fetch("/tr:w-4000,h-3000/photo.gif")).code == 404
 
 
 @pytest.mark.parametrize("tr", ["f-gif", "w-8192,f-gif", "lo-true,f-avif", "q-100,f-avif"])

@@ -309,6 +309,51 @@ def test_padding_and_corners_of_an_opaque_image_with_an_alpha_band_are_white(unu
 
 
 @pytest.fixture(scope="module")
+def indexed(photos):
+    """The photo with a clear corner as palette PNGs (pngquant's kind): 12 MP, and at 40 % (1.9 MP)."""
+    cut_out = pyvips.Image.new_from_file(str(photos.path(photos.png))).bandjoin(255)
+    cut_out = cut_out.draw_rect([0, 0, 0, 0], W - 600, H - 600, 600, 600, fill=True)
+    photos.path("indexed.png").write_bytes(cut_out.pngsave_buffer(palette=True, effort=1))
+    photos.path("indexed-small.png").write_bytes(cut_out.resize(0.4).pngsave_buffer(palette=True))
+    return photos
+
+
+@pytest.mark.parametrize("name, transformation, size, indexed_output", [
+    ("indexed-small.png", "", (1696, 1133), True),
+    ("indexed-small.png", "w-1600", (1600, 1069), True),
+    ("indexed-small.png", "w-300,f-auto", (300, 200), True),  # PNG for a browser without WebP (it has alpha)
+    ("indexed-small.png", "w-1000,lo-true", (1000, 668), False),  # lossless asked for: every colour kept
+    ("indexed.png", "w-3000", (3000, 2004), True),
+    ("indexed.png", "", (W, H), True),  # ~192 units of the 200
+])
+def test_an_indexed_png_stays_indexed_and_no_larger_than_its_original(indexed, name, transformation, size,
+                                                                       indexed_output):
+    """A palette PNG made full colour: `w-1600` of a 666 kB PNG-8 had been 1.67 MB, its own URL 1.3 times it
+    (pixel-fidelity probe). Its PNG outputs are indexed too (libimagequant, dithered), as close to it as a
+    full-colour output is."""
+    parsed = parse_transformation(transformation)
+    planned, _ = plan_format(parsed.output_format, name, "*/*")
+    rendered = render_image(indexed.read(name), parsed, planned, Defaults(), Limits())
+    image = pyvips.Image.new_from_buffer(rendered.body, "")
+    check(rendered, image, size, "png", "top_left")
+    assert bool(image.get_typeof("palette") and image.get("palette")) == indexed_output
+    if indexed_output:
+        assert len(rendered.body) <= len(indexed.read(name))
+        full = render_image(indexed.read(name), parse_transformation(f"{transformation},lo-true".lstrip(",")),
+                            planned, Defaults(), Limits())
+        assert (image - pyvips.Image.new_from_buffer(full.body, "")).abs().avg() < 4
+    assert image.hasalpha() and image.getpoint(size[0] - 1, size[1] - 1)[3] == 0  # the clear corner
+
+
+def test_an_indexed_png_over_the_budget_indexed_is_a_plain_png(indexed):
+    rendered = render_image(indexed.read("indexed.png"), parse_transformation(""), "png", Defaults(),
+                            Limits(max_cost=150))
+    image = pyvips.Image.new_from_buffer(rendered.body, "")
+    check(rendered, image, (W, H), "png", "top_left")
+    assert not image.get_typeof("palette")
+
+
+@pytest.fixture(scope="module")
 def grey_cut_out(photos):
     """The 12 MP photo in greyscale with an alpha band: its left eighth clear, its right eighth half clear."""
     grey = pyvips.Image.new_from_file(str(photos.path(photos.png))).colourspace("b-w")

@@ -215,6 +215,17 @@ def test_outputs_of_e_region_are_marked(transformation, marked):
     assert (revision_marks(parse_transformation(transformation).canonical()) == "rg2") == marked
 
 
+@pytest.mark.parametrize("transformation, marks", [
+    ("w-300,bg-0000ff50,f-jpg", "bt2"), ("w-300,bg-0000FF", ""), ("l-image,i-a.png,bg-FF000050,l-end", "bt2"),
+    ("w-300,md-true", "md2"), ("w-300,md-copyright", ""),
+    ("pg-3,f-png", "pn2"), ("w-300,f-jpg", ""), ("w-300,md-true,f-png", "md2,pn2"), ("l-text,i-f-png,l-end", ""),
+])
+def test_outputs_of_a_translucent_bg_md_true_and_f_png_are_marked(transformation, marks):
+    """bt2, md2, pn2: a greyscale image flattened on a translucent colour gets that colour; `md-true`'s XMP states
+    the upright orientation; an indexed original's PNG is indexed (tests/test_real_size.py pins the renders)."""
+    assert revision_marks(parse_transformation(transformation).canonical()) == marks
+
+
 @pytest.mark.parametrize("negotiated, marked", [
     ("auto", True),  # `f-auto` for a browser taking neither WebP nor AVIF
     ("smallest:webp|auto", True),  # the smallest's candidates include that one's

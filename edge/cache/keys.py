@@ -64,7 +64,17 @@ RENDER_VERSION = "r3"
 #: transparent wherever the image had an alpha band, one opaque everywhere included (every GIF, RGBA PNGs of
 #: opaque pictures), where they are white. Matched wherever one of the three is but right-angle turns, with `bg` or
 #: in a layer too (unchanged: layers' are transparent): a few outputs render again for nothing, none is missed.
+#: bt2: a translucent `bg` (`RRGGBBOO`) flattened a greyscale image with alpha on the colour's grey level (blue as a
+#: dark grey) in JPEG and GIF, where it is that colour: matched wherever such a `bg` is (a colour image renders
+#: again for nothing).
+#: md2: `md-true` kept an XMP packet stating the stored orientation of a photo made upright (a tool reading XMP first
+#: turned it again), where it states the EXIF's.
+#: pn2: `f-png` of an indexed original (a palette PNG, a GIF) was full colour, where it is indexed too. A PNG the URL
+#: does not name (a `.png` path) is not marked: an output cached before stays, correct and larger, until it ages out.
 REVISED_PARAMETERS = (
+    (("bg-",), re.compile(r"(?:^|[,:])bg-[0-9A-F]{8}(?=[,:]|$)"), "bt2"),
+    (("md-true",), re.compile(r"(?:^|[,:])md-true(?=[,:]|$)"), "md2"),
+    (("f-png",), re.compile(r"(?:^|[,:])f-png(?=[,:]|$)"), "pn2"),
     (("cr-",), re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
     (("dpr-",), re.compile(r"(?:^|[,:])dpr-"), "dp2"),
     (("ik_canvas",), re.compile(r"i-ik_canvas,(?:(?!,l-end)[^:])*:(?:(?:(?!,l-end).)*?[,:])?bg-dominant"), "bd2"),

@@ -19,11 +19,11 @@ look at the kill flag within an image, so the render deadline (`render_timeout`,
 edge/transform/stopping.py) cannot stop them: GIF (libimagequant quantises each frame: `GIF_WEIGHT` ×
 frame megapixels + `GIF_FRAME`, for every frame an animation keeps) and AVIF
 (libaom: output megapixels × an `AVIF_*_WEIGHT` by quality, times a factor of `[defaults]
-avif_effort`). WebP and PNG (`WEBP_*_WEIGHT`, `PNG_WEIGHT`): the deadline stops them, but a thread held
-until it does is the stall the budget refuses. The weights are CPU medians of the encode alone on a 12
-MP photo-like JPEG (tests/imagecorpus.py) and its animated frames, rounded up (AVIF's: the most any
-content took, noise), so that an encode the default budget admits takes at most ~5 s of one core, an
-animation's included: every frame is encoded,
+avif_effort`), and an indexed PNG (`PALETTE_PNG_WEIGHT`: libimagequant too). WebP and PNG (`WEBP_*_WEIGHT`,
+`PNG_WEIGHT`): the deadline stops them, but a thread held until it does is the stall the budget refuses. The
+weights are CPU medians of the encode alone on a 12 MP photo-like JPEG (tests/imagecorpus.py) and its
+animated frames, rounded up (AVIF's: the most any content took, noise), so that an encode the default budget
+admits takes at most ~5 s of one core, an animation's included: every frame is encoded,
 and a deadline that stops one between two frames would let each new URL of a large animation hold a
 render thread (and ~20 s of CPU) for the whole `render_timeout`. `f-auto` never answers 400 for its format alone:
 over budget, it falls back to the format the browser would get without AVIF, then to JPEG/PNG
@@ -133,6 +133,10 @@ AVIF_EFFORT_FACTORS = (0.5, 0.6, 1.0, 2.0, 13.0, 13.0, 25.0, 50.0, 100.0, 200.0)
 WEBP_WEIGHT, WEBP_FINE_WEIGHT, WEBP_LOSSLESS_WEIGHT = 6.0, 14.0, 40.0
 WEBP_FINE_QUALITY = 90
 PNG_WEIGHT = 3.0
+#: a palette PNG (of an indexed original: `render.ImageHeader.palette`), its quantisation at `effort=1` included,
+#: which no deadline stops: 0.97-1.14 s of one core for 4 MP of photo or noise (a plain PNG 0.25 s). The default
+#: budget admits ~11 MP; an output over budget is a plain PNG
+PALETTE_PNG_WEIGHT = 15.0
 #: Decoding an original, per source megapixel of each frame decoded (the base's, each layer's), on top of its
 #: output's units: what a URL that shrinks a large original to nothing still costs (the base and ten layers of a
 #: 100 MP JPEG at `w-1` had cost 0.001 units and taken 3.6 s). Noise's CPU, the slowest content, rounded up (a
@@ -171,18 +175,19 @@ def estimated_cost(transformation: Transformation, source: Size = (None, None), 
 
 
 def _encodes_cost(transformation: Transformation, size: Size, formats: Sequence[str],
-                  defaults: Defaults | None) -> float:
+                  defaults: Defaults | None, palette: bool = False) -> float:
     """One frame's encode in each of `formats`."""
     if not formats:
         return 0.0
     defaults = defaults or Defaults()
     output = transformation.output
     quality = output.quality or defaults.quality
-    return sum(encode_cost(fmt, size, quality, output.lossless, defaults.avif_effort) for fmt in formats)
+    return sum(encode_cost(fmt, size, quality, output.lossless, defaults.avif_effort, palette) for fmt in formats)
 
 
-def encode_cost(fmt: str, size: Size, quality: int, lossless: bool, avif_effort: int) -> float:
-    """The units of encoding one frame of `size` as `fmt` beyond the unit's JPEG encode."""
+def encode_cost(fmt: str, size: Size, quality: int, lossless: bool, avif_effort: int, palette: bool = False) -> float:
+    """The units of encoding one frame of `size` as `fmt` beyond the unit's JPEG encode (`palette`: a PNG's
+    indexed)."""
     megapixels = _megapixels(size)
     if fmt == "gif":
         return GIF_WEIGHT * megapixels + GIF_FRAME
@@ -193,7 +198,7 @@ def encode_cost(fmt: str, size: Size, quality: int, lossless: bool, avif_effort:
         return megapixels * (WEBP_LOSSLESS_WEIGHT if lossless else WEBP_FINE_WEIGHT if quality > WEBP_FINE_QUALITY
                              else WEBP_WEIGHT)
     if fmt == "png":
-        return megapixels * PNG_WEIGHT
+        return megapixels * (PALETTE_PNG_WEIGHT if palette else PNG_WEIGHT)
     return 0.0
 
 
@@ -224,13 +229,24 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
 
 
 def check_output_cost(transformation: Transformation, formats: Sequence[str], size: tuple[int, int], frames: int,
-                      limits: Limits, defaults: Defaults) -> None:
+                      limits: Limits, defaults: Defaults, palette: bool = False) -> None:
     """Before the encode, which no deadline stops (libaom's, cgif's), with the output's real size: 400 when its
     pixels and their encodes alone cost more than `max_cost`. The estimate before the render took from bounds the
     sizes only the render knows, and could be far under them: `t-true,w-8192,f-gif` of a white 8192×250 banner
     round a 250 px square was priced 8192×250 and made 8192×8000 (33 s of GIF); `pg-2` of a TIFF was priced at its
     first page's size (cost probe)."""
-    _hold_to_budget(frames * (_megapixels(size) + _encodes_cost(transformation, size, formats, defaults)), limits)
+    _hold_to_budget(frames * (_megapixels(size) + _encodes_cost(transformation, size, formats, defaults, palette)),
+                    limits)
+
+
+def palette_affordable(transformation: Transformation, formats: Sequence[str], size: tuple[int, int],
+                       limits: Limits, defaults: Defaults) -> bool:
+    """Whether the PNG of an indexed original may be indexed too within `max_cost` (else it is a plain PNG)."""
+    try:
+        check_output_cost(transformation, formats, size, 1, limits, defaults, palette=True)
+    except BadRequest:
+        return False
+    return True
 
 
 def decode_cost(header: ImageHeader) -> float:

@@ -35,7 +35,7 @@ from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, 
 from ..threads import BlockingPool, NotStarted
 from . import heic, held, stopping, svgraster
 from .compose import draw_layers
-from .cost import check_output_cost, check_render_cost, decode_cost, falls_back
+from .cost import check_output_cost, check_render_cost, decode_cost, falls_back, palette_affordable
 from .cut_short import jpeg_segments, served_cut_short
 from .effects import apply_look
 from .encode import EncodeOptions, encode, encoder_memory, output_colour
@@ -167,6 +167,8 @@ class ImageHeader:
     decode_memory: int = 0
     #: a progressive JPEG: decoded whole (every scan into the coefficients of the whole image) before any row
     progressive: bool = False
+    #: an indexed original (a palette PNG, a GIF): its PNG outputs are indexed too
+    palette: bool = False
 
 
 def _read_in_place(body: bytes) -> pyvips.Source:
@@ -285,7 +287,8 @@ def probe(body: bytes, limits: Limits, *, svg_read: bool = True, as_is: bool = F
     if orientation in _SWAPS_SIDES:
         width, height = height, width
     return ImageHeader(loader, width, height, image.hasalpha(), frames, bool(image.get_typeof("icc-profile-data")),
-                       _whole_decode_bytes(image, loader, progressive, frames), progressive)
+                       _whole_decode_bytes(image, loader, progressive, frames), progressive,
+                       bool(image.get_typeof("palette") and image.get("palette")))
 
 
 def _whole_decode_bytes(image: pyvips.Image, loader: str, progressive: bool, frames: int) -> int:
@@ -771,11 +774,14 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
         if len(formats) > 1:  # encoded several times: decoded and transformed once
             image = in_memory(image)
         flatten_on = next((step.colour for step in reversed(steps) if step.colour), WHITE)
+        # an indexed original's PNG stays indexed: made full colour, a PNG-8's downscale had been 2.5 times its size
+        palette = header.palette and "png" in formats and not output.lossless and frames == 1 and \
+            palette_affordable(transformation, formats, (width, frame_height), limits, defaults)
         options = EncodeOptions(
             quality=output.quality or defaults.quality, avif_effort=defaults.avif_effort,
             chroma_subsampling=defaults.chroma_subsampling,
             progressive=output.progressive, lossless=output.lossless, metadata=output.metadata,
-            colour_profile=output.colour_profile, flatten_on=flatten_on)
+            colour_profile=output.colour_profile, flatten_on=flatten_on, palette=palette)
         # the encoders' memory, and the outputs kept while the next is made (`f-auto`'s smallest of several)
         held.charge_encoding(max(encoder_memory(image, fmt, options, frame_height) for fmt in formats) +
                              (image.width * image.height * image.bands if len(formats) > 1 else 0))
