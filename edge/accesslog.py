@@ -97,15 +97,28 @@ def _without_userinfo(target: str) -> str:
 
 
 def _field(value: str | None, name: str) -> str:
-    """`value` as a JSON string of at most `FIELD_BYTES[name]` bytes (cut short, whole escapes only)."""
+    """`value` as a JSON string of at most `FIELD_BYTES[name]` bytes (cut short, whole escapes only), the bytes a
+    client sent as UTF-8 read so (`_as_sent`)."""
     if value is None:
         return "null"
+    if not value.isascii():
+        value = _as_sent(value)
     limit = FIELD_BYTES[name]
     written = json_string(value[:limit])
     while len(written) > limit:  # escapes of 6 or 12 bytes a character: fewer characters
         value = value[:len(value[:limit]) * limit // len(written) - 1]
         written = json_string(value)
     return written
+
+
+def _as_sent(value: str) -> str:
+    """A request line's or header's text as its client wrote it: Tornado reads their bytes as Latin-1 (HTTP's
+    rule), and a user agent or a path sent in UTF-8 (`Mozilla/5.0 … 日本語`, `café.jpg` typed) was logged as
+    mojibake (`Ã©`); bytes that are no UTF-8 stay as Latin-1 read them."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # a character past Latin-1 (not from the wire), or no UTF-8
+        return value
 
 
 class AccessLog:

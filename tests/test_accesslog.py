@@ -300,3 +300,20 @@ async def test_the_credentials_of_a_url_are_masked(node_factory, tmp_path, capsy
     assert "PW-" not in json.dumps(out)
     assert [(r["path"], r["referer"]) for r in out] == [
         ("http://****@h/a.jpg", None), ("****@h:443", None), ("/tr:w-20/at@sign.jpg", "https://****@shop.example/p/1")]
+
+
+async def test_what_a_client_sent_in_utf_8_is_logged_as_it_wrote_it(node_factory, tmp_path, capsys):
+    """Tornado reads the request line and headers as Latin-1: a user agent in UTF-8 and a path typed with its accents
+    were logged as mojibake (`cafÃ©`; log probe). Bytes that are no UTF-8 stay as Latin-1 reads them."""
+    node = await node_factory(write_config(tmp_path, local_config()))
+    host, port = node.url.removeprefix("http://").split(":")
+    for path, agent in (("/tr:w-20/café.jpg".encode(), "Mozilla/5.0 (日本語; ü)".encode()),
+                        (b"/tr:w-20/caf\xe9.jpg", b"agent \xe9\xff")):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: h\r\nUser-Agent: " + agent + b"\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 40")  # not found; not UTF-8
+        writer.close()
+    first, second = logged(node, capsys)
+    assert (first["path"], first["user_agent"]) == ("/tr:w-20/café.jpg", "Mozilla/5.0 (日本語; ü)")
+    assert (second["path"], second["user_agent"]) == ("/tr:w-20/caf\xe9.jpg", "agent \xe9\xff")
