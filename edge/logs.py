@@ -150,7 +150,7 @@ class _StderrHandler(logging.StreamHandler):
         # a copy, which the formatter may change: other handlers (a test's capture) see the record as it
         # was logged; its traceback formatted anew (another handler's text of it is not escaped). Handled in
         # the thread and context that logged it: the request's id is theirs
-        record = logging.makeLogRecord({**record.__dict__, "exc_text": None, "request_id": REQUEST_ID.get()})
+        record = logging.makeLogRecord({"request_id": REQUEST_ID.get(), **record.__dict__, "exc_text": None})
         return redact(super().format(record))
 
 

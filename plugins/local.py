@@ -1,8 +1,10 @@
 """`type = "local"`: originals in a folder on this machine.
 
 A path that resolves outside `root` (`..`, an absolute path, a symlink that leaves the root) is
-not found, and is never read; so is one with an empty segment or a trailing `/` (`a//b.jpg`,
-`b.jpg/`), which would name the same file as the path without it.
+not found, and is never read; so is one with a trailing `/` (`b.jpg/`), or with an empty segment (`a//b.jpg`),
+which would name the same file as the path without it. (The node merges the slashes of such a path before it
+asks, on an endpoint whose origins all merge them: `merges_slashes`; this one is asked for it only next to an
+origin that does not.)
 
 Only a path missing from a root that is there is not found: a root gone (a mount lost, a folder renamed)
 and a file or folder the node may not read, or a disk error, are origin failures (502, `denied` or

@@ -248,8 +248,9 @@ async def test_a_format_the_url_does_not_name_falls_back_when_over_budget(node_f
     (folder / "photo.jpg").write_bytes(photos.read(photos.jpeg))
     node = await node_with(node_factory, tmp_path, folder)
     for path, size, media_type in (("/photo.avif", photo.width, "image/jpeg"),
-                                   ("/tr:w-3000,h-2004/photo.avif", 3000, "image/jpeg"),  # refused before the fetch
+                                   ("/tr:w-3000,h-2004/photo.avif", 3000, "image/jpeg"),  # refused before, unfetched
                                    ("/tr:w-3000/cut-out.avif", 3000, "image/png"),  # its transparency kept
+                                   ("/tr:w-3000,f-orig/photo.avif", 3000, "image/jpeg"),  # the original's own
                                    ("/tr:w-800/photo.avif", 800, "image/avif")):  # within the budget: its own
         response = await node.fetch(path)
         assert (response.code, response.headers["Content-Type"]) == (200, media_type), (path, response.body[:100])

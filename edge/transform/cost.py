@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING
 from ..config import Defaults, Limits
 from ..errors import BadRequest
 from .colours import Blurred
-from .formats import (AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, AUTO_WEBP, HEIC_LOADER, SMALLEST, chosen_by_accept,
-                      final_formats)
+from .formats import (AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, AUTO_WEBP, HEIC_LOADER, KEEP_SOURCE, SMALLEST,
+                      chosen_by_accept, final_formats)
 from .geometry import (FITS, arc_of, check_side, cuts_faces, fit_scale, perspective_of, side_scale, target_box,
                        times_dpr, trim_search_shrink, with_sizes)
 from .layers import CANVAS, Layer, TextStyle, sized
@@ -134,9 +134,10 @@ WEBP_WEIGHT, WEBP_FINE_WEIGHT, WEBP_LOSSLESS_WEIGHT = 6.0, 14.0, 40.0
 WEBP_FINE_QUALITY = 90
 PNG_WEIGHT = 3.0
 #: a palette PNG (of an indexed original: `render.ImageHeader.palette`), its quantisation at `effort=1` included,
-#: which no deadline stops: 0.97-1.14 s of one core for 4 MP of photo or noise (a plain PNG 0.25 s). The default
-#: budget admits ~11 MP; an output over budget is a plain PNG
-PALETTE_PNG_WEIGHT = 15.0
+#: which no deadline stops, priced for the content it takes longest over: 4 MP of RGB photo or noise 1.0-1.45 s of
+#: one core, of RGBA with varied alpha 2.9 s, 12 MP of RGBA noise 7.0 s (a plain PNG 0.25 s for 4 MP). The default
+#: budget admits ~6 MP; an output over budget is a plain PNG
+PALETTE_PNG_WEIGHT = 30.0
 #: Decoding an original, per source megapixel of each frame decoded (the base's, each layer's), on top of its
 #: output's units: what a URL that shrinks a large original to nothing still costs (the base and ten layers of a
 #: 100 MP JPEG at `w-1` had cost 0.001 units and taken 3.6 s). Noise's CPU, the slowest content, rounded up (a
@@ -229,24 +230,19 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
 
 
 def check_output_cost(transformation: Transformation, formats: Sequence[str], size: tuple[int, int], frames: int,
-                      limits: Limits, defaults: Defaults, palette: bool = False) -> None:
+                      limits: Limits, defaults: Defaults) -> None:
     """Before the encode, which no deadline stops (libaom's, cgif's), with the output's real size: 400 when its
     pixels and their encodes alone cost more than `max_cost`. The estimate before the render took from bounds the
     sizes only the render knows, and could be far under them: `t-true,w-8192,f-gif` of a white 8192×250 banner
     round a 250 px square was priced 8192×250 and made 8192×8000 (33 s of GIF); `pg-2` of a TIFF was priced at its
     first page's size (cost probe)."""
-    _hold_to_budget(frames * (_megapixels(size) + _encodes_cost(transformation, size, formats, defaults, palette)),
-                    limits)
+    _hold_to_budget(frames * (_megapixels(size) + _encodes_cost(transformation, size, formats, defaults)), limits)
 
 
 def palette_affordable(transformation: Transformation, formats: Sequence[str], size: tuple[int, int],
                        limits: Limits, defaults: Defaults) -> bool:
     """Whether the PNG of an indexed original may be indexed too within `max_cost` (else it is a plain PNG)."""
-    try:
-        check_output_cost(transformation, formats, size, 1, limits, defaults, palette=True)
-    except BadRequest:
-        return False
-    return True
+    return _megapixels(size) + _encodes_cost(transformation, size, formats, defaults, True) <= limits.max_cost
 
 
 def decode_cost(header: ImageHeader) -> float:
@@ -257,9 +253,9 @@ def decode_cost(header: ImageHeader) -> float:
 
 def falls_back(transformation: Transformation, planned: str) -> bool:
     """Whether a format over budget is JPEG/PNG/GIF rather than a 400: `f-auto`'s, and one the URL does not name
-    (the path's extension, the original's own format), which every client that asked for the path decodes. The
+    (the path's extension, the original's own format, `f-orig`), which every client that asked for the path decodes. The
     choice depends on the original and the key's plan alone (`max_cost` is in the key): one output a key."""
-    return chosen_by_accept(planned) or transformation.output_format is None
+    return chosen_by_accept(planned) or transformation.output_format in (None, KEEP_SOURCE)
 
 
 def _follows_accept(transformation: Transformation, defaults: Defaults) -> bool:

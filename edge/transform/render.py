@@ -648,6 +648,12 @@ def _asks_for_the_source(transformation: Transformation, planned: str, header: I
                  or (fmt == "gif" and chosen_by_accept(planned))))
 
 
+def fitted_to_the_side(transformation: Transformation) -> bool:
+    """Whether an original larger than `[limits] max_output_side` is fitted within it rather than refused: a URL
+    without steps (none, or output options alone). An endpoint's watermark is a step: there it is refused."""
+    return not transformation.steps
+
+
 def render_image(body: bytes, transformation: Transformation, planned_format: str,
                  defaults: Defaults, limits: Limits, overlays: Mapping[str, bytes] | None = None,
                  fonts: Mapping[str, Font] | None = None, budget: DecodeBudget | None = None,
@@ -666,7 +672,8 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     if page is not None and page > header.frames:
         raise BadRequest(f"invalid transformation: pg-{page}: the source has {header.frames} page(s)")
     animated = header.frames > 1 and page is None and animates(planned_format, header.loader)
-    if not transformation.steps and not animated and max(header.width, header.height) > limits.max_output_side:
+    if fitted_to_the_side(transformation) and not animated and \
+            max(header.width, header.height) > limits.max_output_side:
         # a URL that names no size (no step: a format, a quality at most) of an original over `max_output_side`, a
         # phone's panorama of 16000 px, is the original fitted within it: its own URL had been a 400 (an animation
         # asked for as it is is its bytes: `_asks_for_the_source`)
@@ -776,7 +783,7 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
         flatten_on = next((step.colour for step in reversed(steps) if step.colour), WHITE)
         # an indexed original's PNG stays indexed: made full colour, a PNG-8's downscale had been 2.5 times its size
         palette = header.palette and "png" in formats and not output.lossless and frames == 1 and \
-            palette_affordable(transformation, formats, (width, frame_height), limits, defaults)
+            image.bands >= 3 and palette_affordable(transformation, formats, (width, frame_height), limits, defaults)
         options = EncodeOptions(
             quality=output.quality or defaults.quality, avif_effort=defaults.avif_effort,
             chroma_subsampling=defaults.chroma_subsampling,
@@ -825,14 +832,16 @@ class SettingsTag:
         self._tag = ",".join(self._changed)
         #: the parts added for an output with a text layer
         self._text = [f"s{limits.max_output_side}"] if limits.max_output_side != shipped_limits.max_output_side else []
+        #: the tag of an output fitted to the side (`fitted_to_the_side`)
+        self._fitted = ",".join([*self._changed, *self._text])
         #: fonts whose file is not the shipped one of that name → their part, added where they are drawn
         self._fonts = {name: f"ff-{name}={font.digest[:16]}" for name, font in fonts.items()
                        if name not in shipped or shipped[name].digest != font.digest}
 
     def of(self, transformation: Transformation) -> str:
         """The tag of an output of `transformation` ("" when it renders as with the shipped defaults)."""
-        if not transformation.steps:
-            return ",".join([*self._changed, *self._text])
+        if fitted_to_the_side(transformation):
+            return self._fitted
         fonts = drawn_fonts(transformation.steps)
         if not fonts:
             return self._tag
