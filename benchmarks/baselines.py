@@ -3,6 +3,7 @@ process should not carry them): a bare pyvips save, a bare Tornado server."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pyvips
@@ -11,14 +12,22 @@ if TYPE_CHECKING:
     from edge.config import Defaults
 
 
-def bare_save(image: pyvips.Image, fmt: str, defaults: Defaults) -> bytes:
-    """What a hand-written service would call, with the node's encoder options (`defaults`: anything
-    with `quality` and `avif_effort`)."""
+def bare_save(image: pyvips.Image, fmt: str, options: SimpleNamespace) -> bytes:
+    """What a hand-written service would call, with the node's encoder options (`encoder_options`: `quality`,
+    `avif_quality`, `avif_effort`)."""
     if fmt == "jpg":
-        return image.jpegsave_buffer(Q=defaults.quality, keep="none", optimize_coding=True)
+        return image.jpegsave_buffer(Q=options.quality, keep="none", optimize_coding=True)
     if fmt == "webp":
-        return image.webpsave_buffer(Q=defaults.quality, keep="none")
-    return image.heifsave_buffer(Q=defaults.quality, keep="none", compression="av1", effort=defaults.avif_effort)
+        return image.webpsave_buffer(Q=options.quality, keep="none")
+    return image.heifsave_buffer(Q=options.avif_quality, keep="none", compression="av1", effort=options.avif_effort)
+
+
+def encoder_options(defaults: Defaults) -> SimpleNamespace:
+    """The options the node encodes with under `defaults`, for `bare_save` (AVIF's quality is the node's mapping of
+    `quality`: `edge.transform.encode.avif_quality`)."""
+    from edge.transform.encode import avif_quality  # in the caller's process: the bare service takes the values
+    return SimpleNamespace(quality=defaults.quality, avif_quality=avif_quality(defaults.quality),
+                           avif_effort=defaults.avif_effort)
 
 
 #: `python -c BARE_TORNADO_SERVER BODY_FILE PROCESSES [LAYER [KEYS PATH_FORMAT]]`: bare Tornado answering
@@ -75,7 +84,7 @@ asyncio.run(main())
 """
 
 
-#: `python -c BARE_SERVICE_SERVER FOLDER PROCESSES THREADS QUALITY AVIF_EFFORT` (in the repository's
+#: `python -c BARE_SERVICE_SERVER FOLDER PROCESSES THREADS QUALITY AVIF_QUALITY AVIF_EFFORT` (in the repository's
 #: folder): the least a Tornado image service can do for a miss, as one would write it by hand.
 #: `GET /<fmt>/<width>/<name>` reads FOLDER/name and renders it in one hand-off to a pool of THREADS
 #: threads: libvips' JPEG shrink-on-load at the largest factor the width allows (as the node does), a
@@ -89,7 +98,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from benchmarks.baselines import bare_save
 folder, processes, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-defaults = types.SimpleNamespace(quality=int(sys.argv[4]), avif_effort=int(sys.argv[5]))
+options = types.SimpleNamespace(quality=int(sys.argv[4]), avif_quality=int(sys.argv[5]), avif_effort=int(sys.argv[6]))
 pyvips.cache_set_max(0)
 pyvips.concurrency_set(1)
 reserved = socket.socket()
@@ -105,7 +114,7 @@ def render(name, fmt, width):
     full = pyvips.Image.new_from_buffer(body, "").width
     shrink = max(s for s in (1, 2, 4, 8) if full // s >= width)
     image = pyvips.Image.new_from_buffer(body, "", shrink=shrink)
-    return bare_save(image.resize(width / image.width), fmt, defaults)
+    return bare_save(image.resize(width / image.width), fmt, options)
 class Render(tornado.web.RequestHandler):
     def compute_etag(self):
         return None

@@ -50,7 +50,7 @@ from pathlib import Path
 import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
-from benchmarks.baselines import BARE_SERVICE_SERVER
+from benchmarks.baselines import BARE_SERVICE_SERVER, encoder_options
 from benchmarks.bench_transform import bare_save
 from benchmarks.common import ForkedServer, median, start_node_process
 from benchmarks.compare import unique_jpeg
@@ -144,7 +144,7 @@ def library_table(node: Counter, service: Counter, misses: int) -> str:
 
 
 def bare_one(path: Path, width: int, defaults: Defaults) -> bytes:
-    return bare_save(pyvips.Image.thumbnail_buffer(path.read_bytes(), width), "jpg", defaults)
+    return bare_save(pyvips.Image.thumbnail_buffer(path.read_bytes(), width), "jpg", encoder_options(defaults))
 
 
 def bare_round(pool: ThreadPoolExecutor, jobs: list[tuple[Path, int]], defaults: Defaults) -> tuple[float, float]:
@@ -194,8 +194,10 @@ async def run(args: argparse.Namespace) -> None:
                     f'[cache]\ndir = "{tmp}/cache"\n'))
         pid = node.process.pid
         threads = args.transform_threads or os.cpu_count()
+        options = encoder_options(defaults)
         service = ForkedServer.start(BARE_SERVICE_SERVER, [str(folder), str(args.workers), str(threads),
-                                                           str(defaults.quality), str(defaults.avif_effort)],
+                                                           *map(str, (options.quality, options.avif_quality,
+                                                                      options.avif_effort))],
                                      args.workers)
         client = AsyncHTTPClient(force_instance=True, max_clients=CONCURRENCY)
         pool = ThreadPoolExecutor(args.threads)

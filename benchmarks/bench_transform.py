@@ -27,10 +27,11 @@ import io
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pyvips
 
-from benchmarks.baselines import bare_save
+from benchmarks.baselines import bare_save, encoder_options
 from benchmarks.common import median
 from edge.config import Defaults, Limits
 from edge.transform.options import parse_transformation
@@ -45,20 +46,20 @@ CASES = ("jpg", "webp", "avif", "overlay", "heic")
 OVERLAY = f"l-image,i-{LOGO},w-{LOGO_WIDTH},lx-N{MARGIN},ly-N{MARGIN},l-end"
 
 
-def bare_render(body: bytes, case: str, defaults: Defaults, logo: bytes) -> bytes:
+def bare_render(body: bytes, case: str, options: SimpleNamespace, logo: bytes) -> bytes:
     if case == "heic":
         import pi_heif
         decoded = pi_heif.open_heif(body)
         assert decoded.stride == decoded.size[0] * 3
         image = pyvips.Image.new_from_memory(decoded.data, *decoded.size, 3, "uchar")
-        return bare_save(image.thumbnail_image(WIDTH), "jpg", defaults)
+        return bare_save(image.thumbnail_image(WIDTH), "jpg", options)
     image = pyvips.Image.thumbnail_buffer(body, WIDTH)
     if case != "overlay":
-        return bare_save(image, case, defaults)
+        return bare_save(image, case, options)
     layer = pyvips.Image.thumbnail_buffer(logo, LOGO_WIDTH)
     composite = image.composite2(layer, "over", x=image.width - layer.width - MARGIN,
                                  y=image.height - layer.height - MARGIN)
-    return bare_save(composite.extract_band(0, n=3), "jpg", defaults)
+    return bare_save(composite.extract_band(0, n=3), "jpg", options)
 
 
 async def node_round(renderer: Renderer, body: bytes, case: str, batch: int, logo: bytes) -> float:
@@ -73,10 +74,10 @@ async def node_round(renderer: Renderer, body: bytes, case: str, batch: int, log
     return batch / elapsed
 
 
-def bare_round(pool: ThreadPoolExecutor, body: bytes, case: str, batch: int, defaults: Defaults,
+def bare_round(pool: ThreadPoolExecutor, body: bytes, case: str, batch: int, options: SimpleNamespace,
                logo: bytes) -> float:
     started = time.perf_counter()
-    results = list(pool.map(lambda _: bare_render(body, case, defaults, logo), range(batch)))
+    results = list(pool.map(lambda _: bare_render(body, case, options, logo), range(batch)))
     elapsed = time.perf_counter() - started
     assert all(results)
     return batch / elapsed
@@ -109,14 +110,14 @@ async def main() -> int:
         rates = {}
         for case, body in bodies.items():
             await node_round(renderer, body, case, args.threads, logo)  # warm-up: libvips' first calls load codecs
-            bare_round(pool, body, case, args.threads, defaults, logo)
+            bare_round(pool, body, case, args.threads, encoder_options(defaults), logo)
             node, bare = [], []
             for round_number in range(args.rounds):  # alternate which goes first: drifts hit both
                 if round_number % 2:
-                    bare.append(bare_round(pool, body, case, args.batch, defaults, logo))
+                    bare.append(bare_round(pool, body, case, args.batch, encoder_options(defaults), logo))
                 node.append(await node_round(renderer, body, case, args.batch, logo))
                 if not round_number % 2:
-                    bare.append(bare_round(pool, body, case, args.batch, defaults, logo))
+                    bare.append(bare_round(pool, body, case, args.batch, encoder_options(defaults), logo))
             ratio = median(node) / median(bare)
             worst = min(worst, ratio)
             rates[case] = median(node)

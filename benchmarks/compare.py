@@ -6,7 +6,8 @@ What runs, all on 127.0.0.1, started and stopped by this script:
 - the node: `edge serve --workers 2`, one local origin over a folder of generated photos;
 - thumbor as deployed behind a balancer: 2 single-process instances behind nginx (round robin,
   upstream keep-alive), file loader over the same folder, file storage and file result storage on
-  (unsafe URLs stored), the same quality (JPEG, WebP, AVIF), AVIF speed = 9 - the node's effort,
+  (unsafe URLs stored), the same quality (JPEG, WebP; AVIF the node's AVIF quality), AVIF speed = 9 - the
+  node's effort,
   non-progressive JPEG; installed once into its own virtualenv under ~/.cache/edge-bench/, never
   into the project's;
 - bare pyvips: `thumbnail_buffer` + save with the node's encoder options, a 2-thread pool;
@@ -65,7 +66,7 @@ import pyvips
 
 import edge
 from benchmarks import engines
-from benchmarks.baselines import BARE_SERVICE_SERVER, BARE_TORNADO_SERVER
+from benchmarks.baselines import BARE_SERVICE_SERVER, BARE_TORNADO_SERVER, encoder_options
 from benchmarks.common import cpu_seconds, median, read_port
 from edge.config import Defaults
 from edge.testing import NodeProcess, write_config
@@ -313,7 +314,7 @@ RESULT_STORAGE_STORES_UNSAFE = True
 ALLOW_UNSAFE_URL = True
 QUALITY = {quality}
 WEBP_QUALITY = {quality}
-AVIF_QUALITY = {quality}
+AVIF_QUALITY = {avif_quality}
 AVIF_SPEED = {avif_speed}
 AVIF_CODEC = 'aom'
 PROGRESSIVE_JPEG = False
@@ -352,6 +353,7 @@ def start_thumbor(stack: contextlib.ExitStack, work: Path, corpus: Path, venv: P
     conf = folder / "thumbor.conf"
     conf.write_text(THUMBOR_CONF.format(corpus=str(corpus), storage=str(folder / "storage"),
                                         results=str(results), quality=defaults.quality,
+                                        avif_quality=encoder_options(defaults).avif_quality,
                                         avif_speed=9 - defaults.avif_effort,
                                         max_age=defaults.cache_control_max_age))
     instances, ports = [], []
@@ -429,10 +431,11 @@ def start_bare_tornado(stack: contextlib.ExitStack, work: Path, body: bytes, pro
 
 
 def start_bare_service(stack: contextlib.ExitStack, corpus: Path, processes: int) -> System:
-    defaults = Defaults()
+    options = encoder_options(Defaults())
     service, url = start_baseline_server(
         stack, BARE_SERVICE, BARE_SERVICE_SERVER,
-        [str(corpus), str(processes), str(processes), str(defaults.quality), str(defaults.avif_effort)],
+        [str(corpus), str(processes), str(processes), *map(str, (options.quality, options.avif_quality,
+                                                                 options.avif_effort))],
         processes, f"/jpg/{WIDTH}/hit.jpg")
     return System(BARE_SERVICE, [service.pid], url, lambda name, fmt: f"/{fmt}/{WIDTH}/{name}")
 
@@ -443,11 +446,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pyvips
 from benchmarks.baselines import bare_save
 pyvips.cache_set_max(0)
-defaults = types.SimpleNamespace(quality=int(sys.argv[2]), avif_effort=int(sys.argv[3]))
+options = types.SimpleNamespace(quality=int(sys.argv[2]), avif_quality=int(sys.argv[3]), avif_effort=int(sys.argv[4]))
 pool = ThreadPoolExecutor(int(sys.argv[1]))
 def render(path, fmt, width):
     with open(path, "rb") as file:
-        return bare_save(pyvips.Image.thumbnail_buffer(file.read(), width), fmt, defaults)
+        return bare_save(pyvips.Image.thumbnail_buffer(file.read(), width), fmt, options)
 for line in sys.stdin:
     job = json.loads(line)
     started = time.perf_counter()
@@ -462,9 +465,9 @@ class BarePyvips:
     """thumbnail_buffer + save in a 2-thread pool, in its own process (its RSS is its own)."""
 
     def __init__(self, stack: contextlib.ExitStack, threads: int = 2):
-        defaults = Defaults()
+        options = encoder_options(Defaults())
         self.service = Service(BARE_PYVIPS, [sys.executable, "-c", BARE_PYVIPS_WORKER, str(threads),
-                                             str(defaults.quality), str(defaults.avif_effort)],
+                                             *map(str, (options.quality, options.avif_quality, options.avif_effort))],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
         stack.callback(self.service.stop)
         self.system = System(BARE_PYVIPS, [self.service.pid])
@@ -1133,7 +1136,8 @@ def main() -> int:
 - Configuration: the node's defaults (quality {defaults.quality}, AVIF effort {defaults.avif_effort}, access log on),
   `--workers 2`, one local origin; thumbor {THUMBOR_VERSION} with its PIL engine and no engine thread pool (its
   defaults), file loader over the same folder, file storage, file result storage storing unsafe URLs, quality
-  {defaults.quality} for JPEG, WebP and AVIF, AVIF speed {9 - defaults.avif_effort} with aom, non-progressive JPEG,
+  {defaults.quality} for JPEG and WebP, {encoder_options(defaults).avif_quality} for AVIF (the node's AVIF quality for
+  it), AVIF speed {9 - defaults.avif_effort} with aom, non-progressive JPEG,
   behind nginx (1 worker, round robin, upstream keep-alive); nginx's floor: 2 workers, sendfile.
 - Misses: the node answered `X-Cache: MISS` to {bench.node_misses} of {bench.node_requests} miss requests, and {thumbor_check}.
 - Goals: issue 15's (WebP and AVIF miss throughput take the JPEG row's); ✓ met, ✗ not met in this run. Ratios are of

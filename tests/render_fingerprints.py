@@ -46,8 +46,9 @@ from pathlib import Path
 
 import pyvips
 
-from edge.cache.keys import RENDER_VERSION, revision_marks
+from edge.cache.keys import RENDER_VERSION, negotiation_marks, revision_marks
 from edge.transform import faces
+from edge.transform.formats import plan_format
 from tests import imagecorpus
 from tests.nodes import SAMPLES, local_config, start_node, write_config
 from tests.photos import make_photos
@@ -84,9 +85,14 @@ class Case:
     @property
     def marks(self) -> str:
         """The revision marks its output's key carries (`keys.REVISED_PARAMETERS`), read from the transformation
-        as its URL writes it (the parameters and their parts are those of the canonical form)."""
+        as its URL writes it (the parameters and their parts are those of the canonical form), and those of the
+        format `f-auto` negotiates (`keys.negotiation_marks`; every URL without `f-` on the configured node)."""
         written = re.search(r"/tr:([^/]+)/|[?&]tr=([^&]+)", self.url)
-        return revision_marks(written[1] or written[2]) if written else ""
+        transformation = (written[1] or written[2]) if written else ""
+        auto = re.search(r"(?:^|[,:])f-auto(?=[,:]|$)", transformation) or (
+            self.node == CONFIGURED and not re.search(r"(?:^|[,:])f-", transformation))
+        negotiated = plan_format("auto", "", dict(self.headers).get("Accept"))[0] if auto else ""
+        return ",".join(filter(None, (revision_marks(transformation), negotiation_marks(negotiated))))
 
     @property
     def needs_faces(self) -> bool:

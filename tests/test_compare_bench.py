@@ -129,9 +129,9 @@ def test_each_libvips_engine_runs_and_reports_its_cpu(tmp_path):
 def test_the_bare_tornado_service_renders_the_width_and_format_asked(tmp_path):
     """The misses' baseline answers like the node: the width and format asked, from the folder's file."""
     (tmp_path / "photo.jpg").write_bytes(photo_jpeg(2000, 1333))
-    service = ForkedServer.start(BARE_SERVICE_SERVER, [str(tmp_path), "1", "1", "80", "2"], 1)
+    service = ForkedServer.start(BARE_SERVICE_SERVER, [str(tmp_path), "1", "1", "80", "56", "2"], 1)
     try:
-        for fmt, loader in (("jpg", "jpegload"), ("webp", "webpload")):
+        for fmt, loader in (("jpg", "jpegload"), ("webp", "webpload"), ("avif", "heifload")):
             with urllib.request.urlopen(f"{service.url}{fmt}/300/photo.jpg", timeout=30) as response:
                 image = pyvips.Image.new_from_buffer(response.read(), "")
             assert image.width == 300 and image.get("vips-loader").startswith(loader)

@@ -96,11 +96,12 @@ async def test_a_revised_parameter_s_earlier_outputs_are_never_served_and_the_ot
 
     caches = Caches(tmp_path / "cache", 10**8, 10**8)  # the revised output as the release before cr2 keyed it
     try:
-        [key] = [key for key in _keys_in(tmp_path / "cache") if f"\0{RENDER_VERSION}+cr2,op2:" in key]
+        [key] = [key for key in _keys_in(tmp_path / "cache") if f"\0{RENDER_VERSION}+cr2,op2,pn2:" in key]
         current = caches.outputs.get(key)
         green = solid_image(200, 200, (0, 160, 0), "png")
         caches.outputs.delete(key)
-        caches.outputs.put(key.replace("+cr2,op2:", ":", 1), replace(current, body=green, etag=strong_etag(green)))
+        caches.outputs.put(key.replace("+cr2,op2,pn2:", "+pn2:", 1),
+                           replace(current, body=green, etag=strong_etag(green)))
     finally:
         caches.close()
 
@@ -172,7 +173,7 @@ BLOCK_TURNED = "/tr:w-200,h-200,l-image,i-ik_canvas,bg-FF0000,w-100,h-50:rt-30,b
 
 
 async def test_a_colour_block_s_later_dominant_background_is_the_block_s_colour(samples_node):
-    assert revision_marks(parse_transformation(BLOCK_TURNED.split("/")[1][3:]).canonical()) == "bd2,op2"
+    assert revision_marks(parse_transformation(BLOCK_TURNED.split("/")[1][3:]).canonical()) == "bd2,op2,pn2"
     image = decode(await samples_node.fetch(BLOCK_TURNED))
     assert near(image(47, 56), RED, 3) and near(image(2, 2), (196, 190, 184), 3)
 
@@ -194,7 +195,7 @@ def test_outputs_of_an_image_layer_that_turns_or_bends_are_marked(transformation
 
 
 async def test_an_opaque_image_layer_s_turn_opens_clear_corners(samples_node):
-    assert revision_marks(parse_transformation(LAYER_TURNED.split("/")[1][3:]).canonical()) == "lt2,op2"
+    assert revision_marks(parse_transformation(LAYER_TURNED.split("/")[1][3:]).canonical()) == "lt2,op2,pn2"
     image = decode(await samples_node.fetch(LAYER_TURNED))
     assert near(image(2, 2), (196, 190, 184), 3) and not near(image(60, 60), (196, 190, 184), 30)
 
@@ -224,6 +225,17 @@ def test_outputs_of_a_translucent_bg_md_true_and_f_png_are_marked(transformation
     """bt2, md2, pn2: a greyscale image flattened on a translucent colour gets that colour; `md-true`'s XMP states
     the upright orientation; an indexed original's PNG is indexed (tests/test_real_size.py pins the renders)."""
     assert revision_marks(parse_transformation(transformation).canonical()) == marks
+
+
+@pytest.mark.parametrize("transformation, negotiated, marked", [
+    ("w-300,f-avif", "", True), ("w-300,f-auto", "avif|webp", True), ("w-300,f-auto", "avif|gif", True),
+    ("w-300,f-auto", "smallest:avif|webp|auto", True), ("w-300,f-auto", "webp|webp", False),
+    ("w-300", "", False), ("l-text,i-f-avif,l-end", "", False),
+])
+def test_outputs_that_may_be_avif_are_marked(transformation, negotiated, marked):
+    """av2: AVIF is encoded at `avif_quality` of the URL's quality (tests/test_real_size.py pins the bytes)."""
+    key = output_key("e\0p\0", parse_transformation(transformation).canonical(), negotiated)
+    assert ("av2" in key.partition(":")[0].partition("+")[2].split(",")) == marked
 
 
 @pytest.mark.parametrize("negotiated, marked", [

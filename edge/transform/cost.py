@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 from ..config import Defaults, Limits
 from ..errors import BadRequest
 from .colours import Blurred
+from .encode import avif_quality
 from .formats import (AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, AUTO_WEBP, HEIC_LOADER, KEEP_SOURCE, SMALLEST,
                       chosen_by_accept, final_formats)
 from .geometry import (FITS, arc_of, check_side, cuts_faces, fit_scale, perspective_of, side_scale, target_box,
@@ -116,11 +117,12 @@ BLURRED_FRAME = 1.0
 #: refused; 99 frames of 100×100 (~0.7 s) cost ~52.
 GIF_WEIGHT, GIF_FRAME = 22.0, 0.3
 #: AVIF at `avif_effort = 2`, per output megapixel, priced for the content libaom takes longest over, since the
-#: deadline cannot stop it (benchmarks/bench_avif_cost.py, the same per megapixel at 2 and 12 MP): q ≤ 85 up to
-#: 46 (noise; grainy photos 25-41, photos 9-20), q 86-100 up to 71 (grainy photos 48-71, photos 15-44),
-#: lossless up to 98 (an overexposed grainy photo; noise 51, photos 37-54). The default budget so admits an
-#: AVIF of ~4 MP at q-80 (2560×1440: ~181 units, 3.4 s of one core at most) and ~2.6 MP above q-85, where a 12
-#: MP one of noise took 10 s at q-80 and 17 s at q-90; `f-auto` serves WebP beyond.
+#: deadline cannot stop it (benchmarks/bench_avif_cost.py, the same per megapixel at 2 and 12 MP), by AVIF's own
+#: quality (`encode.avif_quality` of the URL's: q-80 is 56, above 85 from q-94): up to 85, up to 46 (noise; grainy
+#: photos 25-41, photos 9-20), 86-100 up to 71 (grainy photos 48-71, photos 15-44), lossless up to 98 (an
+#: overexposed grainy photo; noise 51, photos 37-54). The default budget so admits an AVIF of ~4 MP (2560×1440:
+#: ~181 units, 3.4 s of one core at most) and ~2.6 MP from q-94, where a 12 MP one of noise took 10 s at AVIF's
+#: 80 and 17 s at its 90; `f-auto` serves WebP beyond.
 AVIF_WEIGHT, AVIF_FINE_WEIGHT, AVIF_LOSSLESS_WEIGHT = 48.0, 75.0, 105.0
 AVIF_FINE_QUALITY = 85
 #: the AVIF weight's factor by `avif_effort` 0–9 (measured 0.4, 0.53, 1, 1.8, 11.5–13, 10.9, 22.7 at
@@ -193,7 +195,8 @@ def encode_cost(fmt: str, size: Size, quality: int, lossless: bool, avif_effort:
     if fmt == "gif":
         return GIF_WEIGHT * megapixels + GIF_FRAME
     if fmt == "avif":
-        weight = AVIF_LOSSLESS_WEIGHT if lossless else AVIF_FINE_WEIGHT if quality > AVIF_FINE_QUALITY else AVIF_WEIGHT
+        fine = avif_quality(quality) > AVIF_FINE_QUALITY
+        weight = AVIF_LOSSLESS_WEIGHT if lossless else AVIF_FINE_WEIGHT if fine else AVIF_WEIGHT
         return megapixels * weight * AVIF_EFFORT_FACTORS[min(max(avif_effort, 0), len(AVIF_EFFORT_FACTORS) - 1)]
     if fmt == "webp":
         return megapixels * (WEBP_LOSSLESS_WEIGHT if lossless else WEBP_FINE_WEIGHT if quality > WEBP_FINE_QUALITY

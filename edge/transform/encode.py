@@ -53,6 +53,14 @@ def encoder_memory(image: pyvips.Image, fmt: str, options: EncodeOptions, frame_
     return int(frame_pixels * per_pixel + raw * ratio)
 
 
+def avif_quality(quality: int) -> int:
+    """AVIF's quality for a URL's `q` (JPEG's scale, which WebP's follows). At the same number AVIF is far larger:
+    `w-1600` of a 12 MP photo at 80 was 1.6 times the JPEG's size and 5 times the WebP's, for a PSNR 1.4-3 dB above
+    WebP's (bytes probe: Chrome got more bytes than Safari). At 0.7 × q it is smaller than the WebP with a PSNR at
+    least as high, up to q-80 (benchmarks/README.md); above, it rises to 100 at q-100."""
+    return round(quality * 0.7) if quality <= 80 else round(56 + (quality - 80) * 2.2)
+
+
 @dataclass(frozen=True)
 class EncodeOptions:
     quality: int
@@ -172,7 +180,7 @@ def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
     if fmt == "avif":
         if image.bands < 3:
             image = image.colourspace(Interpretation.SRGB)
-        return image.heifsave_buffer(Q=quality, keep=keep, lossless=options.lossless,
+        return image.heifsave_buffer(Q=avif_quality(quality), keep=keep, lossless=options.lossless,
                                      compression=pyvips.enums.ForeignHeifCompression.AV1,
                                      effort=options.avif_effort)
     if fmt == "gif":
