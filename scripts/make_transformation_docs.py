@@ -754,7 +754,9 @@ SECTIONS = (
             "`lo-true`: lossless WebP and AVIF, and a full-colour PNG of an indexed original: a PNG of a palette "
             "PNG (PNG-8, as pngquant makes them) or a GIF is indexed too, at most 256 colours dithered as "
             "pngquant would (a PNG-8's downscale had been made full colour, 2.5 times the size of the original), "
-            "unless indexing it is over `max_cost` (~6 MP: it then is full colour) or the result is greyscale; whatever the URL draws on it (a photo layer, a shadow) is indexed with it: ask `lo-true` for every colour. "
+            "unless indexing it is over `max_cost` (~6 MP: it then is full colour) or the result is greyscale; "
+            "whatever the URL draws on it (a photo layer, a shadow) is indexed with it: ask `lo-true` for every "
+            "colour. "
             "Metadata (EXIF, XMP, IPTC) is stripped unless `md-true` "
             "(the EXIF orientation then says upright, since the pixels are, and so does an XMP packet's "
             "`tiff:Orientation`, which some tools read first; a JPEG keeps an XMP packet of up to "
@@ -908,7 +910,8 @@ JPEG whose data ends before its last row: see [security.md](security.md#original
 **422**; only the URL's own original is answered so: a layer's original that is not an image or fails to
 decode is a 400 naming its `i-` (see [Overlays](#overlays)). Any size of JPEG is served, down to 1×1
 px and 20000×1 strips; a URL with no step (none, or only `f-`, `q-` and such output options) of an original
-larger than `[limits] max_output_side` (8192 px) is that original fitted within it (not on an endpoint with a watermark, itself a step), as `w-8192,h-8192,c-at_max`
+larger than `[limits] max_output_side` (8192 px) is that original fitted within it (not on an endpoint with a
+watermark, itself a step), as `w-8192,h-8192,c-at_max`
 would make it (a phone's 16000 px panorama linked as it is had been a 400), where a size the URL asks for over
 it is a 400. A floating-point TIFF is read as libvips reads one, linear light from 0 to 1
 (scRGB, as HDR tools write 32-bit files): 0.214 is sRGB's mid-grey 128, 1 and above white, so a float

@@ -310,7 +310,8 @@ async def test_what_a_client_sent_in_utf_8_is_logged_as_it_wrote_it(node_factory
     for path, agent in (("/tr:w-20/café.jpg".encode(), "Mozilla/5.0 (日本語; ü)".encode()),
                         (b"/tr:w-20/caf\xe9.jpg", b"agent \xe9\xff")):
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: h\r\nUser-Agent: " + agent + b"\r\nConnection: close\r\n\r\n")
+        writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: h\r\nUser-Agent: " + agent
+                     + b"\r\nConnection: close\r\n\r\n")
         await writer.drain()
         assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 40")  # not found; not UTF-8
         writer.close()

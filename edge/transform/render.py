@@ -813,9 +813,10 @@ class SettingsTag:
     is, where a release before drew it, or where without it it is refused), and `[limits] max_output_side`
     for text layers (where a line without `w` wraps) and for a URL without steps (the size an original larger
     than it is fitted to), and the files of the text's fonts. Only what differs from the shipped defaults is
-    named (`q30,e4`), so that the keys of a config that changes none stay as they were. `[defaults] auto_format` and `auto_format_smallest` change the
-    planned format, which the key holds already; the endpoint's watermark and named transformations are
-    in the canonical transformation; the other limits refuse rather than render differently."""
+    named (`q30,e4`), so that the keys of a config that changes none stay as they were. `[defaults] auto_format`
+    and `auto_format_smallest` change the planned format, which the key holds already; the endpoint's watermark
+    and named transformations are in the canonical transformation; the other limits refuse rather than render
+    differently."""
 
     def __init__(self, defaults: Defaults, limits: Limits, fonts: Mapping[str, Font]):
         shipped_defaults, shipped_limits, shipped = Defaults(), Limits(), shipped_fonts()
