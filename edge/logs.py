@@ -25,6 +25,13 @@ _QUOTED = re.compile(r"""\s*[:'"(].*""", re.DOTALL)
 #: the longest diagnostic message written (and line of a traceback): one may quote a client's path or
 #: header, of up to `max_header_size`, or a purge target, of up to `max_admin_body`
 MAX_MESSAGE_CHARS = 2000
+#: the least level of libraries' loggers, whatever `log_level`: pyvips' own messages (libvips' go to stderr from
+#: C: edge/transform/render.py); the HTTP and S3 clients' debug lines, ~50 a request a client chooses, which wrote
+#: each request's SigV4 `Authorization` (replayable for 15 minutes), a role's session token and the origin's raw
+#: answers (information probe)
+_LIBRARY_FLOORS = {"pyvips": logging.WARNING,
+                   **dict.fromkeys(("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", "aiohttp"),
+                                   logging.INFO)}
 #: how the later lines of a text record (a traceback's) begin
 CONTINUATION = "  "
 #: the id of the request being served (its `X-Request-Id`, as the access log writes it), set in the request's task
@@ -166,5 +173,5 @@ def configure_logging(level: str, log_format: str) -> None:
     for old_filter in [f for f in tornado.filters if isinstance(f, ClientNoiseFilter)]:
         tornado.removeFilter(old_filter)
     tornado.addFilter(ClientNoiseFilter())
-    # pyvips' own messages (libvips' go to stderr from C: edge/transform/render.py)
-    logging.getLogger("pyvips").setLevel(max(logging.WARNING, _LEVELS[level]))
+    for library, floor in _LIBRARY_FLOORS.items():
+        logging.getLogger(library).setLevel(max(floor, _LEVELS[level]))

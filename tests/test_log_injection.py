@@ -224,3 +224,21 @@ def test_the_json_format_keeps_a_message_as_it_was_logged(capsys):
         with capsys.disabled():
             configure_logging("info", "text")
     assert json.loads(written)["message"] == f"quoted: é\r\n{'x' * (MAX_MESSAGE_CHARS - 11)}… (1011 more characters)"
+
+
+def test_debug_keeps_the_s3_and_http_clients_lines_out(capsys):
+    """At `log_level = "debug"` botocore wrote ~50 lines a request a client chose, each request's SigV4 signature
+    among them (replayable for 15 minutes) and the origin's raw answer (information probe): the libraries' loggers
+    stay at INFO, the node's own debug lines are written."""
+    configure_logging("debug", "text")
+    try:
+        logging.getLogger("botocore.endpoint").debug("Sending http request: Authorization: AWS4-HMAC-SHA256 x")
+        logging.getLogger("aiohttp.client").debug("a debug line of the HTTP client")
+        logging.getLogger("botocore.credentials").info("Found credentials in environment variables.")
+        logging.getLogger("edge.origin").debug("the node's own debug line")
+        written = capsys.readouterr().err
+    finally:
+        with capsys.disabled():
+            configure_logging("info", "text")
+    assert "AWS4-HMAC-SHA256" not in written and "HTTP client" not in written
+    assert "Found credentials" in written and "the node's own debug line" in written
