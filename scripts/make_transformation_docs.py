@@ -940,7 +940,10 @@ included (its profile is not kept); animated GIF and
 WebP stay animated when the output is GIF, WebP or `f-auto` (each frame gets the same steps, and the first frame
 decides for all where `fo-auto` and `fo-face` cut and what `bg-dominant` and `cr`'s dominant colour are), and become
 their first frame otherwise (or the frame `pg-N` names); the pages of a multi-page TIFF (scans, a
-pyramid's levels) and a HEIF's several images are no animation: the first page in every format.
+pyramid's levels) and a HEIF's several images are no animation: the first page in every format. What libvips does
+not read is not served as browsers show it: an animated PNG (APNG) is its default image, still (one that is no frame
+of the animation included); an animated AVIF is a 422 naming it; an HDR AVIF (PQ or HLG) is read as SDR values,
+without tone mapping; a PNG's `gAMA` is ignored (its `iCCP` or `sRGB` is not).
 """
 
 

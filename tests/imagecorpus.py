@@ -22,6 +22,7 @@ Notes on libvips 8.18 behaviour (pyvips-binary) that shaped this module:
 from __future__ import annotations
 
 import functools
+import io
 
 import pyvips
 
@@ -37,6 +38,7 @@ __all__ = [
     "png16",
     "palette_png_with_alpha",
     "grayscale_jpeg",
+    "animated_avif",
     "animated_gif",
     "animated_webp",
     "truncated_jpeg",
@@ -205,6 +207,19 @@ def animated_gif(frames: int = 5) -> bytes:
 def animated_webp(frames: int = 5) -> bytes:
     """Animated lossless 32x32 WebP, one solid colour per frame (see ANIMATION_COLOURS)."""
     return _animation(frames).webpsave_buffer(lossless=True, keep="none")
+
+
+def animated_avif(frames: int = 3) -> bytes:
+    """An AVIF sequence (brand `avis`), as Pillow writes one: libvips reads none. Pillow without AVIF: a skip."""
+    from PIL import Image, features
+
+    if not features.check("avif"):
+        import pytest
+        pytest.skip("this Pillow writes no AVIF")
+    images = [Image.new("RGB", (64, 48), colour) for colour in ("red", "green", "blue")[:frames]]
+    out = io.BytesIO()
+    images[0].save(out, "AVIF", save_all=True, append_images=images[1:], duration=100)
+    return out.getvalue()
 
 
 def many_frames_webp(frames: int) -> bytes:

@@ -246,6 +246,9 @@ async def awkward(node_factory, tmp_path):
     # an origin's login page with an inline icon: no SVG document, whatever it holds
     (folder / "login.png").write_bytes(b'<!doctype html><html><body><svg width="9"></svg>Sign in</body></html>')
     (folder / "truncated.jpg").write_bytes(imagecorpus.truncated_jpeg())
+    # an animated AVIF, which browsers play and libvips does not read: "corrupt" had sent the operator to look for
+    # a broken file (exotic-formats probe)
+    (folder / "clip.avif").write_bytes(imagecorpus.animated_avif())
     (folder / "bomb.png").write_bytes(imagecorpus.decompression_bomb_png())
     (folder / "big.jpg").write_bytes(imagecorpus.photo_jpeg(600, 600))  # ~80 kB
     config = local_config(folder, after="[limits]\nmax_source_bytes = 60000")
@@ -261,6 +264,8 @@ async def awkward(node_factory, tmp_path):
     ("/tr:w-10/logo.png", 422, "unsupported source: an SVG document, read only with [limits] allow_svg = true; the "
                                "node reads JPEG, PNG, WebP, AVIF, HEIC, GIF and TIFF"),
     ("/tr:w-10/login.png", 422, "unsupported or corrupt source image"),
+    ("/clip.avif", 422, "unsupported source: an animated AVIF, which libvips does not read; the node reads JPEG, "
+                        "PNG, WebP, AVIF, HEIC, GIF and TIFF (AVIF stills)"),
     ("/tr:w-10/bomb.png", 400, "source too large"),
     ("/tr:w-10/big.jpg", 400, "source too large"),  # over max_source_bytes: refused before decoding
 ])
