@@ -898,7 +898,7 @@ output pixels weighted by its operations, e.g. `w-8192,h-8192,c-force,bl-100` is
 encode where it costs more than JPEG's: `f-gif` on a 12 MP photo is about 264, `w-8192,f-webp` 350) is
 a 400 `transformation too costly: …`, before the original is fetched when the URL alone says so, else
 once its header is read; a format chosen by `f-auto` falls back to WebP or JPEG/PNG instead, one the URL does
-not name (its extension's, the original's own) to JPEG/PNG (an animation
+not name (its extension's, the original's own) to WebP for an AVIF, else JPEG/PNG (an animation
 over budget in every animated format the browser takes: the original's bytes where it takes their format, else
 its first frame); see
 [security.md](security.md#work-per-url). A render still running after

@@ -237,8 +237,8 @@ def test_f_auto_falls_back_to_jpeg_when_the_real_output_is_over_budget_in_avif()
 async def test_a_format_the_url_does_not_name_falls_back_when_over_budget(node_factory, tmp_path, photos):
     """A 12 MP AVIF original at its own URL had been a 400: its AVIF encode is priced ~600 units, three times the
     budget (pixel-fidelity probe). A format the URL does not name (its extension's, or the original's own) over
-    budget falls back to JPEG/PNG/GIF as `f-auto`'s does; one it names (`f-avif`) is still refused, before the fetch
-    where the URL alone says so."""
+    budget falls back as `f-auto`'s does, an AVIF to WebP (whoever reads AVIF reads WebP), then JPEG/PNG/GIF; one
+    it names (`f-avif`) is still refused, before the fetch where the URL alone says so."""
     folder = tmp_path / "originals"
     folder.mkdir()
     photo = pyvips.Image.new_from_file(str(photos.path(photos.jpeg)))
@@ -247,14 +247,15 @@ async def test_a_format_the_url_does_not_name_falls_back_when_over_budget(node_f
     (folder / "cut-out.avif").write_bytes(cut_out.heifsave_buffer(Q=60, compression="av1", effort=0))
     (folder / "photo.jpg").write_bytes(photos.read(photos.jpeg))
     node = await node_with(node_factory, tmp_path, folder)
-    for path, size, media_type in (("/photo.avif", photo.width, "image/jpeg"),
-                                   ("/tr:w-3000,h-2004/photo.avif", 3000, "image/jpeg"),  # refused before, unfetched
-                                   ("/tr:w-3000/cut-out.avif", 3000, "image/png"),  # its transparency kept
-                                   ("/tr:w-3000,f-orig/photo.avif", 3000, "image/jpeg"),  # the original's own
+    for path, size, media_type in (("/photo.avif", photo.width, "image/webp"),  # whoever takes AVIF takes WebP
+                                   ("/tr:w-3000,h-2004/photo.avif", 3000, "image/webp"),  # refused before, unfetched
+                                   ("/tr:w-3000/cut-out.avif", 3000, "image/webp"),
+                                   ("/tr:w-3000,f-orig/photo.avif", 3000, "image/webp"),  # the original's own
+                                   ("/tr:w-7000,f-orig/photo.avif", 7000, "image/jpeg"),  # over budget as WebP too
                                    ("/tr:w-800/photo.avif", 800, "image/avif")):  # within the budget: its own
         response = await node.fetch(path)
         assert (response.code, response.headers["Content-Type"]) == (200, media_type), (path, response.body[:100])
-        assert decode(response).width == size
+        assert decode(response).width == size and decode(response).hasalpha() == ("cut-out" in path)
     await assert_answer(node, "/tr:w-3000,h-2004,f-avif/photo.jpg", 400,
                         "transformation too costly: about 295 megapixels of work exceed [limits] max_cost = 200")
     await assert_answer(node, "/tr:f-avif/photo.jpg", 400,
