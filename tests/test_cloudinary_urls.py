@@ -1059,8 +1059,9 @@ def test_signatures_cover_the_escaped_public_id(cloud):
     from edge.settings import Secret
 
     @dataclass(frozen=True)
-    class Backup:
+    class Backup:  # what the router reads of an origin
         folder: str = "res/demo/"
+        merges_slashes: bool = False
 
     router = Router((Endpoint(id="", origins=(Backup(),), url_style="cloudinary", private_key=Secret(API_SECRET),
                               signed_only=True),))

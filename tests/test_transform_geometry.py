@@ -328,7 +328,7 @@ async def test_distort_arc_bends_the_image_around_a_circle(image_node, tr, top, 
 
 
 async def test_a_distortion_over_the_budget_is_a_400(image_node):
-    """A full circle of a 6000 px wide image: a 6000×6000 canvas at 5.5 a megapixel, on top of the resize and the
-    decode."""
-    response, _ = await fetch_image(image_node, "/tr:w-6000,e-distort-a-N360/card.png", status=400)
+    """A full circle of a 6000 px wide image: a 6000×6000 canvas at 5.5 a megapixel, on top of the resize, the
+    decode and the PNG it asks for (a PNG the URL does not name falls back to JPEG, within the budget)."""
+    response, _ = await fetch_image(image_node, "/tr:w-6000,e-distort-a-N360,f-png/card.png", status=400)
     assert response.body == b"transformation too costly: about 307 megapixels of work exceed [limits] max_cost = 200\n"
