@@ -114,10 +114,10 @@ def _field(value: str | None, name: str) -> str:
 def _as_sent(value: str) -> str:
     """A request line's or header's text as its client wrote it: Tornado reads their bytes as Latin-1 (HTTP's
     rule), and a user agent or a path sent in UTF-8 (`Mozilla/5.0 … 日本語`, `café.jpg` typed) was logged as
-    mojibake (`Ã©`); bytes that are no UTF-8 stay as Latin-1 read them."""
+    mojibake (`Ã©`); a byte that is no UTF-8 is written as its escape (`caf\\xe9.jpg`, another path)."""
     try:
-        return value.encode("latin-1").decode("utf-8")
-    except UnicodeError:  # a character past Latin-1 (not from the wire), or no UTF-8
+        return value.encode("latin-1").decode("utf-8", errors="backslashreplace")
+    except UnicodeEncodeError:  # a character past Latin-1: not from the wire
         return value
 
 

@@ -30,8 +30,8 @@ MAX_MESSAGE_CHARS = 2000
 #: each request's SigV4 `Authorization` (replayable for 15 minutes), a role's session token and the origin's raw
 #: answers (information probe)
 _LIBRARY_FLOORS = {"pyvips": logging.WARNING,
-                   **dict.fromkeys(("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", "aiohttp"),
-                                   logging.INFO)}
+                   **dict.fromkeys(("botocore", "aiobotocore", "aioboto3", "boto3", "s3transfer", "urllib3",
+                                    "aiohttp"), logging.INFO)}
 #: how the later lines of a text record (a traceback's) begin
 CONTINUATION = "  "
 #: the id of the request being served (its `X-Request-Id`, as the access log writes it), set in the request's task

@@ -327,7 +327,7 @@ class Pipeline:
             host = None  # keyed without a Host: no origin of the endpoint is given this one
         original = original_key(request.endpoint.id, request.path, host)
         key = output_key(original, requested, planned_format if vary_accept else "", hints.key,
-                         self._settings.of(transformation))
+                         self._settings.of(transformation), planned_format)
         plan = _Plan(endpoint, request, transformation, planned_format, vary_accept, hints.vary, host, original, key)
         if (hints is NO_HINTS and request.signed_until in (None, NO_EXPIRY)
                 and len(call.host) + len(call.uri) + len(call.accept or "") <= PLAN_MEMO_MAX_CHARS):

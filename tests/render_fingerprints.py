@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pyvips
 
-from edge.cache.keys import RENDER_VERSION, negotiation_marks, revision_marks
+from edge.cache.keys import RENDER_VERSION, format_marks, revision_marks
 from edge.transform import faces
 from edge.transform.formats import plan_format
 from tests import imagecorpus
@@ -86,13 +86,15 @@ class Case:
     def marks(self) -> str:
         """The revision marks its output's key carries (`keys.REVISED_PARAMETERS`), read from the transformation
         as its URL writes it (the parameters and their parts are those of the canonical form), and those of the
-        format `f-auto` negotiates (`keys.negotiation_marks`; every URL without `f-` on the configured node)."""
+        format planned for it (`keys.format_marks`: the URL's `f-`, its extension's, `f-auto`'s for its `Accept`;
+        every URL without `f-` is `f-auto`'s on the configured node)."""
         written = re.search(r"/tr:([^/]+)/|[?&]tr=([^&]+)", self.url)
         transformation = (written[1] or written[2]) if written else ""
-        auto = re.search(r"(?:^|[,:])f-auto(?=[,:]|$)", transformation) or (
-            self.node == CONFIGURED and not re.search(r"(?:^|[,:])f-", transformation))
-        negotiated = plan_format("auto", "", dict(self.headers).get("Accept"))[0] if auto else ""
-        return ",".join(filter(None, (revision_marks(transformation), negotiation_marks(negotiated))))
+        requested = re.search(r"(?:^|[,:])f-([a-z]+)(?=[,:]|$)", transformation)
+        path = self.url.partition("?")[0].rpartition("/")[2]
+        planned, _ = plan_format(requested[1] if requested else None, path, dict(self.headers).get("Accept"),
+                                 default_auto=self.node == CONFIGURED)
+        return ",".join(filter(None, (revision_marks(transformation), format_marks(planned))))
 
     @property
     def needs_faces(self) -> bool:

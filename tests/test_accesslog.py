@@ -304,7 +304,7 @@ async def test_the_credentials_of_a_url_are_masked(node_factory, tmp_path, capsy
 
 async def test_what_a_client_sent_in_utf_8_is_logged_as_it_wrote_it(node_factory, tmp_path, capsys):
     """Tornado reads the request line and headers as Latin-1: a user agent in UTF-8 and a path typed with its accents
-    were logged as mojibake (`cafÃ©`; log probe). Bytes that are no UTF-8 stay as Latin-1 reads them."""
+    were logged as mojibake (`cafÃ©`; log probe). A byte that is no UTF-8 is written as its escape."""
     node = await node_factory(write_config(tmp_path, local_config()))
     host, port = node.url.removeprefix("http://").split(":")
     for path, agent in (("/tr:w-20/café.jpg".encode(), "Mozilla/5.0 (日本語; ü)".encode()),
@@ -317,4 +317,4 @@ async def test_what_a_client_sent_in_utf_8_is_logged_as_it_wrote_it(node_factory
         writer.close()
     first, second = logged(node, capsys)
     assert (first["path"], first["user_agent"]) == ("/tr:w-20/café.jpg", "Mozilla/5.0 (日本語; ü)")
-    assert (second["path"], second["user_agent"]) == ("/tr:w-20/caf\xe9.jpg", "agent \xe9\xff")
+    assert (second["path"], second["user_agent"]) == ("/tr:w-20/caf\\xe9.jpg", "agent \\xe9\\xff")

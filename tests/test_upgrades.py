@@ -173,7 +173,7 @@ BLOCK_TURNED = "/tr:w-200,h-200,l-image,i-ik_canvas,bg-FF0000,w-100,h-50:rt-30,b
 
 
 async def test_a_colour_block_s_later_dominant_background_is_the_block_s_colour(samples_node):
-    assert revision_marks(parse_transformation(BLOCK_TURNED.split("/")[1][3:]).canonical()) == "bd2,op2,pn2"
+    assert revision_marks(parse_transformation(BLOCK_TURNED.split("/")[1][3:]).canonical()) == "bd2,op2"
     image = decode(await samples_node.fetch(BLOCK_TURNED))
     assert near(image(47, 56), RED, 3) and near(image(2, 2), (196, 190, 184), 3)
 
@@ -195,7 +195,7 @@ def test_outputs_of_an_image_layer_that_turns_or_bends_are_marked(transformation
 
 
 async def test_an_opaque_image_layer_s_turn_opens_clear_corners(samples_node):
-    assert revision_marks(parse_transformation(LAYER_TURNED.split("/")[1][3:]).canonical()) == "lt2,op2,pn2"
+    assert revision_marks(parse_transformation(LAYER_TURNED.split("/")[1][3:]).canonical()) == "lt2,op2"
     image = decode(await samples_node.fetch(LAYER_TURNED))
     assert near(image(2, 2), (196, 190, 184), 3) and not near(image(60, 60), (196, 190, 184), 30)
 
@@ -218,24 +218,27 @@ def test_outputs_of_e_region_are_marked(transformation, marked):
 
 @pytest.mark.parametrize("transformation, marks", [
     ("w-300,bg-0000ff50,f-jpg", "bt2"), ("w-300,bg-0000FF", ""), ("l-image,i-a.png,bg-FF000050,l-end", "bt2"),
-    ("w-300,md-true", "md2"), ("w-300,md-copyright", ""),
-    ("pg-3,f-png", "pn2"), ("w-300,f-jpg", ""), ("w-300,md-true,f-png", "md2,pn2"), ("l-text,i-f-png,l-end", ""),
+    ("w-300,md-true", "md2"), ("w-300,md-copyright", ""), ("l-text,i-md-true,l-end", ""),
 ])
-def test_outputs_of_a_translucent_bg_md_true_and_f_png_are_marked(transformation, marks):
-    """bt2, md2, pn2: a greyscale image flattened on a translucent colour gets that colour; `md-true`'s XMP states
-    the upright orientation; an indexed original's PNG is indexed (tests/test_real_size.py pins the renders)."""
+def test_outputs_of_a_translucent_bg_and_md_true_are_marked(transformation, marks):
+    """bt2, md2: a greyscale image flattened on a translucent colour gets that colour; `md-true`'s XMP states the
+    upright orientation (tests/test_real_size.py pins the renders)."""
     assert revision_marks(parse_transformation(transformation).canonical()) == marks
 
 
-@pytest.mark.parametrize("transformation, negotiated, marked", [
-    ("w-300,f-avif", "", True), ("w-300,f-auto", "avif|webp", True), ("w-300,f-auto", "avif|gif", True),
-    ("w-300,f-auto", "smallest:avif|webp|auto", True), ("w-300,f-auto", "webp|webp", False),
-    ("w-300", "", False), ("l-text,i-f-avif,l-end", "", False),
+@pytest.mark.parametrize("transformation, negotiated, planned, marks", [
+    ("w-300,f-avif", "", "avif", "av2"), ("w-300", "", "avif", "av2"),  # `f-avif`, a `.avif` path
+    ("w-300,f-auto", "avif|webp", "avif|webp", "av2"), ("w-300,f-auto", "avif|gif", "avif|gif", "av2"),
+    ("w-300,f-auto", "smallest:avif|webp|auto", "smallest:avif|webp|auto", "fa2,av2"),
+    ("w-300,f-auto", "webp|webp", "webp|webp", ""), ("w-300,f-orig", "", "orig", ""),
+    ("w-300,f-png", "", "png", "pn2"), ("w-300", "", "png", "pn2"), ("w-300,md-true", "", "png", "md2,pn2"),
+    ("w-300", "", "jpg", ""), ("l-text,i-f-avif,l-end", "", "jpg", ""),
 ])
-def test_outputs_that_may_be_avif_are_marked(transformation, negotiated, marked):
-    """av2: AVIF is encoded at `avif_quality` of the URL's quality (tests/test_real_size.py pins the bytes)."""
-    key = output_key("e\0p\0", parse_transformation(transformation).canonical(), negotiated)
-    assert ("av2" in key.partition(":")[0].partition("+")[2].split(",")) == marked
+def test_outputs_planned_as_avif_or_png_are_marked(transformation, negotiated, planned, marks):
+    """av2: AVIF is encoded at `avif_quality` of the URL's quality; pn2: an indexed original's PNG is indexed
+    (tests/test_real_size.py pins both)."""
+    key = output_key("e\0p\0", parse_transformation(transformation).canonical(), negotiated, planned_format=planned)
+    assert key.partition(":")[0].partition("+")[2] == marks
 
 
 @pytest.mark.parametrize("negotiated, marked", [

@@ -69,9 +69,7 @@ RENDER_VERSION = "r3"
 #: again for nothing).
 #: md2: `md-true` kept an XMP packet stating the stored orientation of a photo made upright (a tool reading XMP first
 #: turned it again), where it states the EXIF's.
-#: pn2: `f-png` of an indexed original (a palette PNG, a GIF) was full colour, where it is indexed too. A PNG the URL
-#: does not name (a `.png` path) is not marked: an output cached before stays, correct and larger, until it ages out.
-#: av2: `f-avif` encoded AVIF at the URL's quality as it is, where it is `encode.avif_quality` of it (q-80: 56).
+#: pn2 and av2 are marks of the planned format (`format_marks`), below.
 REVISED_PARAMETERS = (
     (("cr-",), re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
     (("dpr-",), re.compile(r"(?:^|[,:])dpr-"), "dp2"),
@@ -83,17 +81,19 @@ REVISED_PARAMETERS = (
      re.compile(r"(?:^|[,:])(?:cm-pad_|rt-(?!N?(?:90|180|270)(?=[,:]|$))|e-distort-)"), "op2"),
     (("bg-",), re.compile(r"(?:^|[,:])bg-[0-9A-F]{8}(?=[,:]|$)"), "bt2"),
     (("md-true",), re.compile(r"(?:^|[,:])md-true(?=[,:]|$)"), "md2"),
-    (("f-png",), re.compile(r"(?:^|[,:])f-png(?=[,:]|$)"), "pn2"),
-    (("f-avif",), re.compile(r"(?:^|[,:])f-avif(?=[,:]|$)"), "av2"),
 )
 #: fa2, the mark of outputs whose format is negotiated with `formats.picks_by_alpha`: `f-auto` for a browser
 #: taking neither WebP nor AVIF (and the smallest's candidate for it) chose PNG for an image whose alpha band hid
 #: nothing (a PNG's unused band), where JPEG is a tenth of the size or less.
 OPAQUE_ALPHA_MARK = "fa2"
-#: av2 on a negotiated format that may be AVIF (`f-auto`, `auto_format`): AVIF's quality (the revision `av2`,
-#: above). An AVIF a path's extension names (`.avif` without `f-`) is not marked: its output cached before stays,
-#: correct and larger, until it ages out.
+#: av2, the mark of outputs planned as AVIF or that may be (`f-avif`, a `.avif` path, `f-auto` and `auto_format` for
+#: a browser taking it): AVIF was encoded at the URL's quality as it is, where it is `encode.avif_quality` of it
+#: (q-80: 56). An AVIF original's own format (`f-orig`, a path without an extension) is not marked: its output
+#: cached before stays, correct and larger, until it ages out.
 AVIF_QUALITY_MARK = "av2"
+#: pn2, the mark of outputs planned as PNG (`f-png`, a `.png` path): the PNG of an indexed original (a palette PNG, a
+#: GIF) was full colour, where it is indexed too. `f-auto`'s PNG is marked `fa2` already.
+INDEXED_PNG_MARK = "pn2"
 #: what separates an output's original key from the rest of its key
 _RENDERED = f"\0{RENDER_VERSION}"
 #: what starts the config settings' tag after the render version (`render.SettingsTag`)
@@ -101,22 +101,25 @@ SETTINGS_MARK = "+"
 
 
 def output_key(original: str, canonical_transformation: str, negotiated_format: str, client_hints: str = "",
-               settings: str = "") -> str:
+               settings: str = "", planned_format: str = "") -> str:
     """An output's key: its original's key, the render version and the tag of the config settings that
-    change what it renders to (`+q30`; none with the shipped defaults) and of its revision marks (`+cr2`),
-    the canonical transformation, and the negotiated format (empty unless `f-auto` or an `Accept`-based
-    default decided it), then the client hints' values used by `w-auto` / `dpr-auto`, when there are any."""
+    change what it renders to (`+q30`; none with the shipped defaults) and of its revision marks (`+cr2`,
+    and `format_marks` of the planned format: the negotiated one, else `planned_format`), the canonical
+    transformation, and the negotiated format (empty unless `f-auto` or an `Accept`-based default decided it),
+    then the client hints' values used by `w-auto` / `dpr-auto`, when there are any."""
     tag = ",".join(filter(None, (settings, revision_marks(canonical_transformation),
-                                 negotiation_marks(negotiated_format))))
+                                 format_marks(negotiated_format or planned_format))))
     tag = f"{SETTINGS_MARK}{tag}" if tag else ""
     key = f"{original}{RENDER_VERSION}{tag}:{canonical_transformation}\0{negotiated_format}"
     return f"{key}\0{client_hints}" if client_hints else key
 
 
-def negotiation_marks(negotiated_format: str) -> str:
-    """The marks an output's key carries for its negotiated format (`OPAQUE_ALPHA_MARK`, `AVIF_QUALITY_MARK`)."""
-    return ",".join(filter(None, (OPAQUE_ALPHA_MARK if picks_by_alpha(negotiated_format) else "",
-                                  AVIF_QUALITY_MARK if "avif" in negotiated_format else "")))
+def format_marks(planned_format: str) -> str:
+    """The marks an output's key carries for the format planned before its original is read (`formats.plan_format`:
+    `OPAQUE_ALPHA_MARK`, `AVIF_QUALITY_MARK`, `INDEXED_PNG_MARK`)."""
+    return ",".join(filter(None, (OPAQUE_ALPHA_MARK if picks_by_alpha(planned_format) else "",
+                                  AVIF_QUALITY_MARK if "avif" in planned_format else "",
+                                  INDEXED_PNG_MARK if planned_format == "png" else "")))
 
 
 def revision_marks(canonical_transformation: str) -> str:
