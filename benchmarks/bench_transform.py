@@ -100,6 +100,7 @@ async def main() -> int:
             del bodies["heic"]
     logo = (SAMPLES / "logo-transparent.png").read_bytes()
     defaults = Defaults()
+    options = encoder_options(defaults)
     renderer = Renderer(defaults, Limits(), threads=args.threads, queue=args.batch)
     pool = ThreadPoolExecutor(max_workers=args.threads)
     print(f"source 3000x2000 JPEG ({len(jpeg) // 1024} KB) -> {WIDTH} px wide; {args.threads} threads, "
@@ -110,14 +111,14 @@ async def main() -> int:
         rates = {}
         for case, body in bodies.items():
             await node_round(renderer, body, case, args.threads, logo)  # warm-up: libvips' first calls load codecs
-            bare_round(pool, body, case, args.threads, encoder_options(defaults), logo)
+            bare_round(pool, body, case, args.threads, options, logo)
             node, bare = [], []
             for round_number in range(args.rounds):  # alternate which goes first: drifts hit both
                 if round_number % 2:
-                    bare.append(bare_round(pool, body, case, args.batch, encoder_options(defaults), logo))
+                    bare.append(bare_round(pool, body, case, args.batch, options, logo))
                 node.append(await node_round(renderer, body, case, args.batch, logo))
                 if not round_number % 2:
-                    bare.append(bare_round(pool, body, case, args.batch, encoder_options(defaults), logo))
+                    bare.append(bare_round(pool, body, case, args.batch, options, logo))
             ratio = median(node) / median(bare)
             worst = min(worst, ratio)
             rates[case] = median(node)

@@ -56,7 +56,7 @@ if engine in %(pillow)r:
     work = {%(pillow_render)r: pillow_render, %(pillow_decode)r: lambda: pillow_decode(body, scale)}[engine]
 else:
     import pyvips
-    from benchmarks.baselines import bare_save
+    from benchmarks.baselines import bare_save, encoder_options
     from benchmarks.decoders import libvips_decode
     from edge.config import Defaults, Limits
     from edge.transform.options import parse_transformation
@@ -65,7 +65,8 @@ else:
     transformation = parse_transformation(f"w-{WIDTH}")
     work = {
         %(node_render)r: lambda: render_image(body, transformation, "jpg", defaults, Limits()),
-        %(bare_pyvips)r: lambda: bare_save(pyvips.Image.thumbnail_buffer(body, WIDTH), "jpg", defaults),
+        %(bare_pyvips)r: lambda: bare_save(pyvips.Image.thumbnail_buffer(body, WIDTH), "jpg",
+                                           encoder_options(defaults)),
         %(vips_decode)r: lambda: libvips_decode(body, scale),
     }[engine]
 for _ in range(2):

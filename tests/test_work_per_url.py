@@ -16,7 +16,7 @@ from edge.config import Defaults, Limits, load_config
 from edge.errors import BadRequest, ConfigError
 from edge.pluginmanager import load_plugins
 from edge.testing import NodeProcess, ServingNode
-from edge.transform.cost import _steps_cost, check_cost, estimated_cost
+from edge.transform.cost import _steps_cost, check_cost, check_render_cost, estimated_cost
 from edge.transform.formats import plan_format
 from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer, render_image
@@ -260,6 +260,15 @@ async def test_a_format_the_url_does_not_name_falls_back_when_over_budget(node_f
                         "transformation too costly: about 295 megapixels of work exceed [limits] max_cost = 200")
     await assert_answer(node, "/tr:f-avif/photo.jpg", 400,
                         "transformation too costly: about 585 megapixels of work exceed [limits] max_cost = 200")
+
+
+@pytest.mark.parametrize("transformation, side, chosen", [("w-3000", 8192, "webp|webp"),
+                                                           ("w-17000,h-1600,c-force", 30000, "auto")])
+def test_an_avif_over_budget_falls_back_to_webp_where_webp_reaches_its_size(transformation, side, chosen):
+    """WebP holds 16383 px a side at most: past it (a `max_output_side` raised so far), an AVIF's own URL over the
+    budget falls back to JPEG/PNG, which would otherwise be a 400 for WebP's limit (second review)."""
+    assert check_render_cost(parse_transformation(transformation), "avif", "heifload_source", False, False,
+                             Limits(max_output_side=side), Defaults(), (4000, 3000)) == chosen
 
 
 async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_factory, tmp_path, photos):

@@ -52,7 +52,7 @@ from ..errors import BadRequest
 from .colours import Blurred
 from .encode import avif_quality
 from .formats import (AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, AUTO_WEBP, HEIC_LOADER, KEEP_SOURCE, SMALLEST,
-                      chosen_by_accept, final_formats)
+                      chosen_by_accept, final_formats, max_side)
 from .geometry import (FITS, arc_of, check_side, cuts_faces, fit_scale, perspective_of, side_scale, target_box,
                        times_dpr, trim_search_shrink, with_sizes)
 from .layers import CANVAS, Layer, TextStyle, sized
@@ -225,7 +225,8 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
         # an AVIF first as WebP: whoever asked for an AVIF reads WebP too (every browser showing AVIF shows WebP),
         # smaller than the JPEG (a 12 MP AVIF's own URL: 490 kB of JPEG for 273 kB of AVIF; bytes probe)
         own_avif = final_formats(planned, loader, has_alpha, animated)[0] == "avif"
-        plans += [plan for plan in ((AUTO_WEBP,) if own_avif else ()) + (AUTO_LEGACY,) if plan != planned]
+        webp_fits = max(width or 0, height or 0) <= max_side("webp", limits.max_output_side)  # 16383 px at most
+        plans += [plan for plan in ((AUTO_WEBP,) if own_avif and webp_fits else ()) + (AUTO_LEGACY,) if plan != planned]
     def cost_of(plan: str) -> float:
         formats = final_formats(plan, loader, has_alpha, animated)
         return frames * (steps + _encodes_cost(transformation, (width, height), formats, defaults)) + decodes
