@@ -421,7 +421,8 @@ async def test_a_deleted_cache_folder_is_made_again_within_seconds(node_factory,
     assert not [name for name in os.listdir("/proc/self/fd")
                 if os.path.realpath(f"/proc/self/fd/{name}").endswith("outputs/cache.db (deleted)")]
     assert Caches(tmp_path / "cache", 10**8, 10**8).outputs.get(output_key(original_key("", "astronaut.jpg", None),
-                                                                           "w-300,f-png", "")) is not None
+                                                                           "w-300,f-png", "", planned_format="png")) \
+        is not None
 
 
 def test_a_full_temporary_folder_costs_the_metrics_files_and_nothing_else(small_tmpfs, tmp_path):

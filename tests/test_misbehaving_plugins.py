@@ -185,7 +185,8 @@ async def test_a_fetch_that_swallows_its_cancellation_is_answered_at_the_timeout
     started = time.monotonic()
     response = await node.fetch("/tr:w-64/swallow/photo.jpg")
     assert (response.code, response.headers["X-Edge-Error"]) == (504, "plugin: timeout")
-    assert time.monotonic() - started < 0.9  # the timeout is 0.5 s, the plugin's own end 1.5 s
+    # the timeout is 0.5 s, the plugin's own end 1.5 s (0.9 s as a bound was passed by 2 ms once, in CI's serial phase)
+    assert time.monotonic() - started < 1.4
     await served_afterwards(node)
 
 
