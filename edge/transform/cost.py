@@ -243,13 +243,19 @@ def check_output_cost(transformation: Transformation, formats: Sequence[str], si
     sizes only the render knows, and could be far under them: `t-true,w-8192,f-gif` of a white 8192×250 banner
     round a 250 px square was priced 8192×250 and made 8192×8000 (33 s of GIF); `pg-2` of a TIFF was priced at its
     first page's size (cost probe)."""
-    _hold_to_budget(frames * (_megapixels(size) + _encodes_cost(transformation, size, formats, defaults)), limits)
+    _hold_to_budget(_output_cost(transformation, formats, size, frames, defaults), limits)
 
 
 def palette_affordable(transformation: Transformation, formats: Sequence[str], size: tuple[int, int],
                        limits: Limits, defaults: Defaults) -> bool:
     """Whether the PNG of an indexed original may be indexed too within `max_cost` (else it is a plain PNG)."""
-    return _megapixels(size) + _encodes_cost(transformation, size, formats, defaults, True) <= limits.max_cost
+    return _output_cost(transformation, formats, size, 1, defaults, palette=True) <= limits.max_cost
+
+
+def _output_cost(transformation: Transformation, formats: Sequence[str], size: tuple[int, int], frames: int,
+                 defaults: Defaults, palette: bool = False) -> float:
+    """The units of an output's pixels and their encodes, by its real size."""
+    return frames * (_megapixels(size) + _encodes_cost(transformation, size, formats, defaults, palette))
 
 
 def decode_cost(header: ImageHeader) -> float:
