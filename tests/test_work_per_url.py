@@ -227,11 +227,23 @@ def test_an_output_larger_than_its_estimate_is_priced_again_before_its_encode(so
         render_image(source(), parse_transformation(transformation), planned, Defaults(), Limits())
 
 
-def test_f_auto_falls_back_to_jpeg_when_the_real_output_is_over_budget_in_avif():
-    transformation = parse_transformation("t-true,w-3000,f-auto")
-    planned, _ = plan_format("auto", "banner.jpg", "image/avif,image/webp,*/*")
-    rendered = render_image(banner_round_a_square(), transformation, planned, Defaults(), Limits())
-    assert (rendered.format, rendered.width) == ("jpg", 3000) and rendered.height > 2900
+@pytest.mark.parametrize("name, tr, accept, fmt", [
+    ("banner.jpg", "t-true,w-3000,f-auto", "image/avif,image/webp,*/*", "webp"),
+    ("banner.jpg", "t-true,w-3000,f-auto", "image/avif,*/*", "jpg"),
+    ("banner.avif", "t-true,w-3000", "*/*", "webp"),  # an AVIF at its own format, which the URL does not name
+])
+def test_an_output_over_budget_at_its_real_size_falls_back_as_its_estimate_would(name, tr, accept, fmt):
+    """The real output's price walks the estimate's fallbacks: an AVIF over budget is WebP where the client takes
+    it (604 kB for 1.10 MB of JPEG here), then JPEG. The WebP had been skipped for the JPEG (bytes probe)."""
+    body = banner_round_a_square()
+    if name.endswith(".avif"):
+        body = pyvips.Image.new_from_buffer(body, "").heifsave_buffer(compression="av1")
+    planned, _ = plan_format(parse_transformation(tr).output_format, name, accept)
+    rendered = render_image(body, parse_transformation(tr), planned, Defaults(), Limits())
+    assert (rendered.format, rendered.width) == (fmt, 3000) and rendered.height > 2900
+    decoded = pyvips.Image.new_from_buffer(rendered.body, "")
+    assert (decoded.get("vips-loader"), decoded.width) == ({"webp": "webpload_buffer", "jpg": "jpegload_buffer"}[fmt],
+                                                            3000)
 
 
 async def test_a_format_the_url_does_not_name_falls_back_when_over_budget(node_factory, tmp_path, photos):

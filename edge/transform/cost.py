@@ -211,22 +211,14 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
                       overlays: Mapping[str, Size] | None = None, decodes: float = 0.0) -> str:
     """`check_cost` once the original's header is read, with the encode of the formats `planned` makes
     of it and `decodes`, the units of decoding the originals (`decode_cost`, as often as decoded); the plan
-    to render. A plan `f-auto` chose from `Accept` (`AUTO_MODERN`, `AUTO_AVIF`, `AUTO_WEBP`, a
-    `SMALLEST` list) that is over budget falls back to what the browser would get without AVIF (WebP;
-    JPEG/PNG/GIF; the other candidates), then to JPEG/PNG/GIF, and raises only when that is over budget
-    too. The fallback depends on the original and the plan alone, so the output key (which holds the
-    plan, with `Vary: Accept`) still names one output."""
+    to render: `planned`, or the first of its `fallback_plans` within budget; raises when the last is over too.
+    The fallback depends on the original and the plan alone, so the output key (which holds the plan, with
+    `Vary: Accept`) still names one output."""
     steps, (width, height) = _steps_cost(transformation.steps, source, dict(overlays or {}))
     check_side(width or 0, height or 0, limits.max_output_side)  # what the render would refuse: say why
-    plans = [planned]
-    if _follows_accept(transformation, defaults):
-        plans += [plan for plan in (_without_avif(planned), AUTO_LEGACY) if plan is not None and plan not in plans]
-    elif falls_back(transformation, planned):
-        # an AVIF first as WebP: whoever asked for an AVIF reads WebP too (every browser showing AVIF shows WebP),
-        # smaller than the JPEG (a 12 MP AVIF's own URL: 490 kB of JPEG for 273 kB of AVIF; bytes probe)
-        own_avif = final_formats(planned, loader, has_alpha, animated)[0] == "avif"
-        webp_fits = max(width or 0, height or 0) <= max_side("webp", limits.max_output_side)  # 16383 px at most
-        plans += [plan for plan in ((AUTO_WEBP,) if own_avif and webp_fits else ()) + (AUTO_LEGACY,) if plan != planned]
+    plans = [planned, *fallback_plans(transformation, planned, loader, has_alpha, animated, defaults,
+                                      max(width or 0, height or 0), limits.max_output_side)]
+
     def cost_of(plan: str) -> float:
         formats = final_formats(plan, loader, has_alpha, animated)
         return frames * (steps + _encodes_cost(transformation, (width, height), formats, defaults)) + decodes
@@ -236,14 +228,27 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
     return chosen
 
 
-def check_output_cost(transformation: Transformation, formats: Sequence[str], size: tuple[int, int], frames: int,
-                      limits: Limits, defaults: Defaults) -> None:
-    """Before the encode, which no deadline stops (libaom's, cgif's), with the output's real size: 400 when its
-    pixels and their encodes alone cost more than `max_cost`. The estimate before the render took from bounds the
-    sizes only the render knows, and could be far under them: `t-true,w-8192,f-gif` of a white 8192×250 banner
-    round a 250 px square was priced 8192×250 and made 8192×8000 (33 s of GIF); `pg-2` of a TIFF was priced at its
-    first page's size (cost probe)."""
-    _hold_to_budget(_output_cost(transformation, formats, size, frames, defaults), limits)
+def output_formats(transformation: Transformation, planned: str, loader: str, has_alpha: bool, animated: bool,
+                   size: tuple[int, int], frames: int, limits: Limits, defaults: Defaults) -> list[str]:
+    """Before the encode, which no deadline stops (libaom's, cgif's), with the output's real size: the formats to
+    encode, `planned`'s or those of the first of its `fallback_plans` whose pixels and encodes cost at most
+    `max_cost`; 400 when the last is over too, or when the output is over its format's side. The estimate before the render took from bounds the sizes only the
+    render knows, and could be far under them: `t-true,w-8192,f-gif` of a white 8192×250 banner round a 250 px
+    square was priced 8192×250 and made 8192×8000 (33 s of GIF); `pg-2` of a TIFF was priced at its first page's
+    size (cost probe). The candidates of `f-auto`'s smallest are those whose own limit the output fits (WebP:
+    16383 px)."""
+    side = max(size)
+    plans = [planned, *fallback_plans(transformation, planned, loader, has_alpha, animated, defaults, side,
+                                      limits.max_output_side)]
+    for plan in plans:
+        formats = final_formats(plan, loader, has_alpha, animated)
+        formats = [fmt for fmt in formats if side <= max_side(fmt, limits.max_output_side)] or formats[:1]
+        check_side(*size, max_side(formats[0], limits.max_output_side))
+        cost = _output_cost(transformation, formats, size, frames, defaults)
+        if cost <= limits.max_cost:
+            return formats
+    _hold_to_budget(cost, limits)
+    return formats
 
 
 def palette_affordable(transformation: Transformation, formats: Sequence[str], size: tuple[int, int],
@@ -262,6 +267,26 @@ def decode_cost(header: ImageHeader) -> float:
     """The units of decoding one frame of an original, by its header (`render.ImageHeader`)."""
     weight = PROGRESSIVE_DECODE_WEIGHT if header.progressive else DECODE_WEIGHTS.get(header.loader, DECODE_WEIGHT)
     return weight * header.width * header.height / 1e6
+
+
+def fallback_plans(transformation: Transformation, planned: str, loader: str, has_alpha: bool, animated: bool,
+                   defaults: Defaults, side: int, max_output_side: int) -> list[str]:
+    """The plans tried in turn when `planned`'s encode is over budget, the last one raising when it is too: for
+    `f-auto`, what the browser would get without AVIF (WebP; JPEG/PNG/GIF; the other candidates), then JPEG/PNG/GIF;
+    for a format the URL does not name (`falls_back`), an AVIF as WebP, then JPEG/PNG/GIF; none for one it names.
+    `side`: the output's longer side (WebP's reach 16383 px). Both prices, the estimate's and the real output's before
+    the encode, walk this one list."""
+    if _follows_accept(transformation, defaults):
+        candidates: tuple[str | None, ...] = (_without_avif(planned), AUTO_LEGACY)
+    elif falls_back(transformation, planned):
+        # an AVIF first as WebP: whoever asked for an AVIF reads WebP too (every browser showing AVIF shows WebP),
+        # smaller than the JPEG (a 12 MP AVIF's own URL: 490 kB of JPEG for 273 kB of AVIF; bytes probe)
+        own_avif = final_formats(planned, loader, has_alpha, animated)[0] == "avif"
+        webp_fits = side <= max_side("webp", max_output_side)
+        candidates = ((AUTO_WEBP,) if own_avif and webp_fits else ()) + (AUTO_LEGACY,)
+    else:
+        return []
+    return list(dict.fromkeys(plan for plan in candidates if plan is not None and plan != planned))
 
 
 def falls_back(transformation: Transformation, planned: str) -> bool:

@@ -35,7 +35,7 @@ from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, 
 from ..threads import BlockingPool, NotStarted
 from . import heic, held, stopping, svgraster
 from .compose import draw_layers
-from .cost import check_output_cost, check_render_cost, decode_cost, falls_back, palette_affordable
+from .cost import check_render_cost, decode_cost, output_formats, palette_affordable
 from .cut_short import jpeg_segments, served_cut_short
 from .effects import apply_look
 from .encode import EncodeOptions, encode, encoder_memory, output_colour
@@ -766,21 +766,9 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
             # tenth of the size or less. Read twice, for the band then for the encode: made once, in memory
             image = in_memory(image)
             has_alpha = not opaque(image)
-        formats = final_formats(planned_format, header.loader, has_alpha, animated)
-        # candidates of the smallest: those whose own limit the output fits (WebP: 16383 px)
-        formats = [f for f in formats if max(width, frame_height) <= max_side(f, limits.max_output_side)] \
-            or formats[:1]
-        check_side(width, frame_height, max_side(formats[0], limits.max_output_side))
         frames = image.height // frame_height
-        try:
-            check_output_cost(transformation, formats, (width, frame_height), frames, limits, defaults)
-        except BadRequest:
-            if not falls_back(transformation, planned_format):
-                raise
-            # `f-auto` (or a format the URL does not name) answers no 400 for its format alone (`costed`): JPEG, PNG
-            # or GIF, if those fit
-            formats = final_formats(AUTO_LEGACY, header.loader, has_alpha, animated)
-            check_output_cost(transformation, formats, (width, frame_height), frames, limits, defaults)
+        formats = output_formats(transformation, planned_format, header.loader, has_alpha, animated,
+                                 (width, frame_height), frames, limits, defaults)
         if len(formats) > 1:  # encoded several times: decoded and transformed once
             image = in_memory(image)
         flatten_on = next((step.colour for step in reversed(steps) if step.colour), WHITE)
