@@ -232,11 +232,11 @@ def output_formats(transformation: Transformation, planned: str, loader: str, ha
                    size: tuple[int, int], frames: int, limits: Limits, defaults: Defaults) -> list[str]:
     """Before the encode, which no deadline stops (libaom's, cgif's), with the output's real size: the formats to
     encode, `planned`'s or those of the first of its `fallback_plans` whose pixels and encodes cost at most
-    `max_cost`; 400 when the last is over too, or when the output is over its format's side. The estimate before the render took from bounds the sizes only the
-    render knows, and could be far under them: `t-true,w-8192,f-gif` of a white 8192×250 banner round a 250 px
-    square was priced 8192×250 and made 8192×8000 (33 s of GIF); `pg-2` of a TIFF was priced at its first page's
-    size (cost probe). The candidates of `f-auto`'s smallest are those whose own limit the output fits (WebP:
-    16383 px)."""
+    `max_cost`; 400 when the last is over too, or when the output is over its format's side. The estimate before
+    the render took from bounds the sizes only the render knows, and could be far under them: `t-true,w-8192,f-gif`
+    of a white 8192×250 banner round a 250 px square was priced 8192×250 and made 8192×8000 (33 s of GIF); `pg-2`
+    of a TIFF was priced at its first page's size (cost probe). The candidates of `f-auto`'s smallest are those
+    whose own limit the output fits (WebP: 16383 px)."""
     side = max(size)
     plans = [planned, *fallback_plans(transformation, planned, loader, has_alpha, animated, defaults, side,
                                       limits.max_output_side)]
