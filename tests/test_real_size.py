@@ -424,6 +424,26 @@ def test_md_true_states_the_upright_orientation_in_xmp_as_in_exif(photos):
         assert b'Orientation="6"' not in packet and b">6<" not in packet and b"<tiff:Artist>A<" in packet
 
 
+@pytest.mark.parametrize("padding, kept", [(200_000, True), (2_000_000, False)])
+def test_md_true_keeps_no_metadata_field_over_a_megabyte(photos, padding, kept):
+    """A PNG of 221 kB carried 45 MB of compressed XMP, copied into each of its outputs (45 MB WebPs, 769 MB of a
+    worker's memory; attacker probe): a field over `MAX_KEPT_METADATA_BYTES` is dropped, the others kept."""
+    stored = pyvips.Image.new_from_file(str(photos.path(photos.png))).copy()
+    packet = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="1">' +
+              b"<tiff:Artist>A</tiff:Artist>" * (padding // 28) + b"</rdf:Description></rdf:RDF></x:xmpmeta>")
+    stored.set_type(pyvips.GValue.blob_type, "xmp-data", packet)
+    stored.set_type(pyvips.GValue.gstr_type, "exif-ifd0-Copyright", "Photo team")
+    photos.path("xmp.png").write_bytes(stored.pngsave_buffer(compression=1, keep="all"))
+    for transformation, fmt in (("w-300,md-true,f-webp", "webp"), ("w-300,md-true,f-png", "png"),
+                                ("w-300,md-true,f-avif", "avif")):
+        rendered, image = render(photos, "xmp.png", transformation)
+        check(rendered, image, (300, 200), fmt, "top_left")
+        assert bool(image.get_typeof("xmp-data")) == kept
+        assert len(rendered.body) < 200_000 + (padding if kept else 0)
+        assert image.get("exif-ifd0-Copyright").startswith("Photo team")
+
+
 @pytest.mark.parametrize("transformation, size, progressive", [
     ("w-4000,pr-true", (4000, 2672), True),
     ("w-5000,pr-true", (5000, 3340), False),  # 16.7 MP: over JPEG_WHOLE_IMAGE_MAX_PIXELS, baseline

@@ -218,11 +218,11 @@ def test_outputs_of_e_region_are_marked(transformation, marked):
 
 @pytest.mark.parametrize("transformation, marks", [
     ("w-300,bg-0000ff50,f-jpg", "bt2"), ("w-300,bg-0000FF", ""), ("l-image,i-a.png,bg-FF000050,l-end", "bt2"),
-    ("w-300,md-true", "md2"), ("w-300,md-copyright", ""), ("l-text,i-md-true,l-end", ""),
+    ("w-300,md-true", "md3"), ("w-300,md-copyright", ""), ("l-text,i-md-true,l-end", ""),
 ])
 def test_outputs_of_a_translucent_bg_and_md_true_are_marked(transformation, marks):
-    """bt2, md2: a greyscale image flattened on a translucent colour gets that colour; `md-true`'s XMP states the
-    upright orientation (tests/test_real_size.py pins the renders)."""
+    """bt2, md3: a greyscale image flattened on a translucent colour gets that colour; `md-true`'s XMP states the
+    upright orientation and keeps no field over a megabyte (tests/test_real_size.py pins the renders)."""
     assert revision_marks(parse_transformation(transformation).canonical()) == marks
 
 
@@ -231,7 +231,7 @@ def test_outputs_of_a_translucent_bg_and_md_true_are_marked(transformation, mark
     ("w-300,f-auto", "avif|webp", "avif|webp", "av2"), ("w-300,f-auto", "avif|gif", "avif|gif", "av2"),
     ("w-300,f-auto", "smallest:avif|webp|auto", "smallest:avif|webp|auto", "fa2,av2"),
     ("w-300,f-auto", "webp|webp", "webp|webp", ""), ("w-300,f-orig", "", "orig", ""),
-    ("w-300,f-png", "", "png", "pn2"), ("w-300", "", "png", "pn2"), ("w-300,md-true", "", "png", "md2,pn2"),
+    ("w-300,f-png", "", "png", "pn2"), ("w-300", "", "png", "pn2"), ("w-300,md-true", "", "png", "md3,pn2"),
     ("w-300", "", "jpg", ""), ("l-text,i-f-avif,l-end", "", "jpg", ""),
 ])
 def test_outputs_planned_as_avif_or_png_are_marked(transformation, negotiated, planned, marks):

@@ -68,7 +68,8 @@ RENDER_VERSION = "r3"
 #: dark grey) in JPEG and GIF, where it is that colour: matched wherever such a `bg` is (a colour image renders
 #: again for nothing).
 #: md2: `md-true` kept an XMP packet stating the stored orientation of a photo made upright (a tool reading XMP first
-#: turned it again), where it states the EXIF's.
+#: turned it again), where it states the EXIF's. md3: `md-true` kept metadata fields of any size (45 MB of XMP from a
+#: PNG of 221 kB), where one over `encode.MAX_KEPT_METADATA_BYTES` is left out.
 #: pn2 and av2 are marks of the planned format (`format_marks`), below.
 REVISED_PARAMETERS = (
     (("cr-",), re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
@@ -80,7 +81,7 @@ REVISED_PARAMETERS = (
     (("cm-pad_", "rt-", "e-distort-"),
      re.compile(r"(?:^|[,:])(?:cm-pad_|rt-(?!N?(?:90|180|270)(?=[,:]|$))|e-distort-)"), "op2"),
     (("bg-",), re.compile(r"(?:^|[,:])bg-[0-9A-F]{8}(?=[,:]|$)"), "bt2"),
-    (("md-true",), re.compile(r"(?:^|[,:])md-true(?=[,:]|$)"), "md2"),
+    (("md-true",), re.compile(r"(?:^|[,:])md-true(?=[,:]|$)"), "md3"),
 )
 #: fa2, the mark of outputs whose format is negotiated with `formats.picks_by_alpha`: `f-auto` for a browser
 #: taking neither WebP nor AVIF (and the smallest's candidate for it) chose PNG for an image whose alpha band hid

@@ -116,6 +116,25 @@ def _one_bit_alpha(image: pyvips.Image, colour: RGBA) -> pyvips.Image:
     return _flatten(image, colour).bandjoin(image[image.bands - 1] > 0)
 
 
+#: the largest metadata field `md-true` keeps (an XMP packet, IPTC, EXIF, a PNG's text): a PNG of 221 kB carried 45 MB
+#: of compressed XMP, copied into every output of it (45 MB WebPs, 769 MB of a worker's memory; attacker probe), where
+#: a photo's are a few kB and an editor's bloated history a few hundred
+MAX_KEPT_METADATA_BYTES = 1 << 20
+
+
+def _metadata_within_bounds(image: pyvips.Image) -> pyvips.Image:
+    """The image without its metadata fields over `MAX_KEPT_METADATA_BYTES` (the ICC profile is `cp-true`'s)."""
+    texts = (pyvips.GValue.blob_type, pyvips.GValue.gstr_type)
+    oversized = [field for field in image.get_fields() if field != "icc-profile-data" and
+                 image.get_typeof(field) in texts and len(image.get(field)) > MAX_KEPT_METADATA_BYTES]
+    if not oversized:
+        return image
+    image = image.copy()
+    for field in oversized:
+        image.remove(field)
+    return image
+
+
 #: the orientation an XMP packet states (`tiff:Orientation`, an attribute or an element)
 _XMP_ORIENTATION = re.compile(rb"""(tiff:Orientation\s*=\s*["']|<tiff:Orientation>)\s*\d+""")
 
@@ -159,8 +178,10 @@ def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
     keep, quality = options.keep, options.quality
     if options.metadata == COPYRIGHT_ONLY:
         image = _copyright_only(image)
-    elif options.metadata and image.get_typeof("xmp-data"):
-        image = _xmp_orientation_as_exif(image)
+    elif options.metadata:
+        image = _metadata_within_bounds(image)
+        if image.get_typeof("xmp-data"):
+            image = _xmp_orientation_as_exif(image)
     if options.colour_profile and _length_mismatch(image):
         # libpng refuses such a profile (the whole answer failed: a 422 for an original that decodes), the other
         # encoders embed it as it is, for a browser to ignore or misread: its colours are converted instead, as

@@ -48,6 +48,7 @@ from .geometry import (OPAQUE_CHECK_MAX_PIXELS, WHITE, Source, apply_geometry, c
 from .held import SAMPLE_BYTES, DecodeBudget, NeedsDecodeMemory
 from .layers import drawn_fonts, pages_drawn
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
+from .png_text import without_bulky_text
 
 # Every request decodes a different original: the operation cache would only hold memory.
 pyvips.cache_set_max(0)
@@ -254,7 +255,8 @@ def probe(body: bytes, limits: Limits, *, svg_read: bool = True, as_is: bool = F
     is told by its first bytes, its header left unread (0×0), for one served as it is: librsvg parses a whole
     document for its header (26 MB of shapes: 4 s and 1.1 GB at every miss, for bytes sent untouched).
     `as_is`, for an original served as it is whatever its format: one cut short (`served_cut_short`), which no
-    decode will find, is a 422."""
+    decode will find, is a 422. A PNG's compressed text is bounded first (`png_text`)."""
+    body = without_bulky_text(body)
     if _webp_frames(body, limits.max_frames) > limits.max_frames:
         raise _too_many_frames(limits)
     try:
@@ -666,6 +668,9 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     stopped `StopSwitch`), or `NeedsDecodeMemory` when `budget` (if any) cannot hold the render's memory
     (`held`, on `endpoint`'s share) now and `reserved` bytes of it, taken by the caller, are not enough.
     `w-auto`/`dpr-auto` must have been resolved (`hints.negotiate`)."""
+    # what libvips reads, for as long as the render: a PNG's compressed text bounded (`png_text`)
+    body = without_bulky_text(body)
+    overlays = {path: without_bulky_text(data) for path, data in (overlays or {}).items()}
     # an endpoint's watermark is a layer: an SVG it is drawn on is drawn too, so that none goes out without it
     svg_as_is = as_vector(planned_format) and not any(step.layers for step in transformation.steps)
     header = probe(body, limits, svg_read=not svg_as_is)
@@ -682,7 +687,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         # asked for as it is is its bytes: `_asks_for_the_source`)
         side = limits.max_output_side
         transformation = replace(transformation, steps=(replace(DEFAULT_STEP, width=side, height=side, crop="at_max"),))
-    overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in (overlays or {}).items()}
+    overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in overlays.items()}
     # each layer decodes its original (ten layers of one original: ten decodes at once)
     layers = [(overlay_headers[path], layer_page) for path, layer_page in pages_drawn(transformation.steps)
               if path in overlay_headers]

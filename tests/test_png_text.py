@@ -1,0 +1,116 @@
+"""A PNG's compressed text bounded before libvips reads it (`edge/transform/png_text.py`): a 221 kB PNG held 45 MB of
+XMP, which every probe and decode inflated (attacker probe)."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+import pyvips
+
+from edge.config import Defaults, Limits
+from edge.transform.options import parse_transformation
+from edge.transform.png_text import MAX_INFLATED_TEXT_BYTES, without_bulky_text
+from edge.transform.render import render_image
+from tests.photos import SIZE, marker_corner, photos  # noqa: F401 - photos is a fixture
+
+XMP_KEYWORD = b"XML:com.adobe.xmp"
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def compressed_xmp(size: int) -> bytes:
+    """An `iTXt` chunk of an XMP packet of `size` bytes, compressed (a repeated element: ~200 times smaller)."""
+    packet = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">' + b'<r a="6"/>' * (size // 10) + b"</x:xmpmeta>"
+    return chunk(b"iTXt", XMP_KEYWORD + b"\0\x01\x00\0\0" + zlib.compress(packet, 9))
+
+
+def with_chunks(png: bytes, before_data: bytes = b"", after_data: bytes = b"") -> bytes:
+    """`png` with chunks after its header chunk (IHDR: 25 bytes after the signature) and before its end chunk."""
+    end = png.rindex(b"IEND") - 4
+    return png[:33] + before_data + png[33:end] + after_data + png[end:]
+
+
+def xmp_read(body: bytes) -> int:
+    """The length of the XMP packet libvips reads of `body` once bounded (0: none)."""
+    image = pyvips.Image.new_from_buffer(without_bulky_text(body), "")
+    return len(image.get("xmp-data")) if image.get_typeof("xmp-data") else 0
+
+
+@pytest.fixture(scope="module")
+def small_png() -> bytes:
+    return pyvips.Image.black(40, 20).new_from_image([10, 200, 10]).copy(interpretation="srgb").pngsave_buffer()
+
+
+def test_a_text_chunk_inflating_past_the_bound_is_left_out(small_png):
+    bomb = with_chunks(small_png, compressed_xmp(45_000_000))
+    assert len(bomb) < 250_000
+    stripped = without_bulky_text(bomb)
+    assert stripped == small_png and xmp_read(bomb) == 0
+
+
+def test_text_within_the_bound_is_read_as_it_is(small_png):
+    body = with_chunks(small_png, compressed_xmp(200_000) + chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"x" * 1000)))
+    assert without_bulky_text(body) is body
+    assert xmp_read(body) in range(200_000, 200_100)
+
+
+def test_the_bound_is_summed_over_chunks_and_every_one_past_it_is_left_out(small_png):
+    small = chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"y" * 100))
+    body = with_chunks(small_png, compressed_xmp(MAX_INFLATED_TEXT_BYTES // 2) * 2 + compressed_xmp(1000) + small)
+    assert without_bulky_text(body) == with_chunks(small_png, compressed_xmp(MAX_INFLATED_TEXT_BYTES // 2))
+
+
+@pytest.mark.parametrize("made", [
+    lambda png: with_chunks(png, after_data=compressed_xmp(45_000_000)),  # libvips never reads it
+    lambda png: with_chunks(png, chunk(b"iTXt", XMP_KEYWORD + b"\0\x00\x00\0\0" + b"<x/>" * 1000)),  # uncompressed
+    lambda png: with_chunks(png, chunk(b"zTXt", b"Comment\0\0not zlib at all")),  # libvips' to judge
+    lambda png: png[:60],  # cut short
+    lambda png: b"\xff\xd8\xff" + png,  # no PNG
+])
+def test_anything_else_is_read_as_it_is(small_png, made):
+    body = made(small_png)
+    assert without_bulky_text(body) is body
+
+
+def test_a_12_megapixel_png_with_a_bomb_renders_as_without_it(photos):
+    png = photos.read(photos.png)
+    bomb = with_chunks(png, compressed_xmp(45_000_000))
+    for transformation in ("w-300", "w-300,md-true,f-webp"):
+        rendered = render_image(bomb, parse_transformation(transformation), "png" if "f-" not in transformation
+                                else "webp", Defaults(), Limits())
+        image = pyvips.Image.new_from_buffer(rendered.body, "")
+        assert (image.width, image.height) == (300, round(300 * SIZE[1] / SIZE[0]))
+        assert marker_corner(image) == "top_left" and not image.get_typeof("xmp-data")
+
+
+RENDER_A_BOMB = """
+import resource, sys
+from edge.config import Defaults, Limits
+from edge.transform.options import parse_transformation
+from edge.transform.render import render_image
+plain, bomb = (open(name, "rb").read() for name in sys.argv[1:])
+renders = (("w-20", "png"), ("w-20,md-true,f-webp", "webp"))
+for transformation, planned in renders:  # libvips' own first allocations
+    render_image(plain, parse_transformation(transformation), planned, Defaults(), Limits())
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for transformation, planned in renders:
+    render_image(bomb, parse_transformation(transformation), planned, Defaults(), Limits())
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_a_render_never_inflates_the_text_left_out(small_png, tmp_path):
+    """Read by a render (probe, decode, encode), the 45 MB of XMP had taken 250 MB of the worker's memory; left out,
+    the render grows the process by a few MB at most (a fresh one: its high-water mark)."""
+    plain, bomb = tmp_path / "plain.png", tmp_path / "bomb.png"
+    plain.write_bytes(small_png)
+    bomb.write_bytes(with_chunks(small_png, compressed_xmp(45_000_000)))
+    grown = subprocess.run([sys.executable, "-c", RENDER_A_BOMB, str(plain), str(bomb)], capture_output=True, text=True,
+                           timeout=120, check=True)
+    assert int(grown.stdout) < 40, grown.stdout  # MB: 130 or more when inflated
