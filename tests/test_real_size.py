@@ -351,7 +351,8 @@ def indexed(photos):
     ("indexed-small.png", "w-300,f-auto", (300, 200), True),  # PNG for a browser without WebP (it has alpha)
     ("indexed-small.png", "w-1000,lo-true", (1000, 668), False),  # lossless asked for: every colour kept
     ("indexed-small.png", "w-300,e-grayscale", (300, 200), False),  # greyscale: smaller as it is
-    ("indexed.png", "w-3000", (3000, 2004), True),  # ~186 units of the 200
+    ("indexed.png", "w-3000", (3000, 2004), True),  # ~186 units of the 200, 198 with the decode
+    ("indexed.png", "w-3100", (3100, 2071), False),  # ~199, 211 with the decode (attacker probe): a plain PNG
     ("indexed.png", "", (W, H), False),  # indexed, over the budget (~370 units): a plain PNG, still served
 ])
 def test_an_indexed_png_stays_indexed_and_no_larger_than_its_original(indexed, name, transformation, size,
