@@ -778,9 +778,10 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
             image = in_memory(image)
         flatten_on = next((step.colour for step in reversed(steps) if step.colour), WHITE)
         # an indexed original's PNG stays indexed: made full colour, a PNG-8's downscale had been 2.5 times its size
+        decodes = decode_cost(header) + sum(map(decode_cost, overlay_headers.values()))
         palette = header.palette and "png" in formats and not output.lossless and frames == 1 and \
             image.bands >= 3 and palette_affordable(transformation, formats, (width, frame_height), limits, defaults,
-                                                    decode_cost(header) + sum(map(decode_cost, overlay_headers.values())))
+                                                    decodes)
         options = EncodeOptions(
             quality=output.quality or defaults.quality, avif_effort=defaults.avif_effort,
             chroma_subsampling=defaults.chroma_subsampling,
