@@ -766,7 +766,7 @@ SECTIONS = (
             "its outputs; and a PNG's compressed text past 1 MB, summed, is not read at all); "
             "`md-copyright`, not in ImageKit's "
             "grammar (Cloudinary's `fl_keep_attribution`), keeps the EXIF Copyright and Artist fields and "
-            "nothing else. Colours are converted to "
+            "nothing else (not a camera's EXIF thumbnail: the whole uncropped picture). Colours are converted to "
             "sRGB and the ICC profile dropped unless `cp-true`, which keeps the original's profile and "
             "pixel values (except in GIF, which holds no profile: its colours are converted to sRGB "
             "whatever `cp`; nor when the profile's header gives another length than its own, as some writers pad "

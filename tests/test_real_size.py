@@ -445,6 +445,28 @@ def test_md_true_keeps_no_metadata_field_over_a_megabyte(photos, padding, kept):
         assert image.get("exif-ifd0-Copyright").startswith("Photo team")
 
 
+def test_md_copyright_keeps_the_copyright_fields_and_no_thumbnail(photos):
+    """A camera's EXIF holds a thumbnail of the whole picture, with metadata of its own: `md-copyright` kept it (an
+    uncropped preview of a cropped photo; privacy probe), where it keeps the Copyright and Artist fields alone."""
+    stored = pyvips.Image.new_from_file(str(photos.path(photos.jpeg))).copy()
+    preview = stored.thumbnail_image(160).copy()
+    preview.set_type(pyvips.GValue.gstr_type, "exif-ifd0-ImageDescription", "preview of IMG_0001")
+    fields = {"exif-ifd0-Copyright": "Photo team", "exif-ifd0-Artist": "Ann", "exif-ifd2-BodySerialNumber": "SN-77",
+              "exif-ifd3-GPSLatitudeRef": "N"}
+    for field, value in fields.items():
+        stored.set_type(pyvips.GValue.gstr_type, field, value)
+    stored.set_type(pyvips.GValue.blob_type, "jpeg-thumbnail-data", preview.jpegsave_buffer(keep="exif"))
+    photos.path("camera.jpg").write_bytes(stored.jpegsave_buffer(Q=85, keep="exif"))
+    assert pyvips.Image.new_from_file(str(photos.path("camera.jpg"))).get_typeof("jpeg-thumbnail-data")
+    for fmt in ("jpg", "webp"):
+        rendered, image = render(photos, "camera.jpg", f"cm-extract,x-0,y-0,w-2000,h-1000,md-copyright,f-{fmt}")
+        check(rendered, image, (2000, 1000), fmt, "top_left")
+        assert b"IMG_0001" not in rendered.body  # the thumbnail's own field
+        assert not image.get_typeof("jpeg-thumbnail-data")
+        kept = {field for field in fields if image.get_typeof(field)}
+        assert kept == {"exif-ifd0-Copyright", "exif-ifd0-Artist"}, kept
+
+
 @pytest.mark.parametrize("transformation, size, progressive", [
     ("w-4000,pr-true", (4000, 2672), True),
     ("w-5000,pr-true", (5000, 3340), False),  # 16.7 MP: over JPEG_WHOLE_IMAGE_MAX_PIXELS, baseline

@@ -70,6 +70,8 @@ RENDER_VERSION = "r3"
 #: md2: `md-true` kept an XMP packet stating the stored orientation of a photo made upright (a tool reading XMP first
 #: turned it again), where it states the EXIF's. md3: `md-true` kept metadata fields of any size (45 MB of XMP from a
 #: PNG of 221 kB), where one over `encode.MAX_KEPT_METADATA_BYTES` is left out.
+#: mc2: `md-copyright` kept a JPEG's EXIF thumbnail, the whole uncropped picture with metadata of its own, where it
+#: keeps the Copyright and Artist fields alone.
 #: pn2 and av2 are marks of the planned format (`format_marks`), below.
 REVISED_PARAMETERS = (
     (("cr-",), re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
@@ -82,6 +84,7 @@ REVISED_PARAMETERS = (
      re.compile(r"(?:^|[,:])(?:cm-pad_|rt-(?!N?(?:90|180|270)(?=[,:]|$))|e-distort-)"), "op2"),
     (("bg-",), re.compile(r"(?:^|[,:])bg-[0-9A-F]{8}(?=[,:]|$)"), "bt2"),
     (("md-true",), re.compile(r"(?:^|[,:])md-true(?=[,:]|$)"), "md3"),
+    (("md-copyright",), re.compile(r"(?:^|[,:])md-copyright(?=[,:]|$)"), "mc2"),
 )
 #: fa2, the mark of outputs whose format is negotiated with `formats.picks_by_alpha`: `f-auto` for a browser
 #: taking neither WebP nor AVIF (and the smallest's candidate for it) chose PNG for an image whose alpha band hid

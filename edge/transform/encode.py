@@ -156,12 +156,16 @@ def _xmp_orientation_as_exif(image: pyvips.Image) -> pyvips.Image:
 COPYRIGHT_FIELDS = ("exif-ifd0-Copyright", "exif-ifd0-Artist")
 
 
+#: blobs `md-copyright` drops whole: XMP and IPTC may hold a location, and a JPEG's EXIF thumbnail (which libvips
+#: writes back into the EXIF) is the whole uncropped picture, with metadata of its own (privacy probe)
+_NOT_COPYRIGHT_BLOBS = ("xmp-data", "iptc-data", "jpeg-thumbnail-data")
+
+
 def _copyright_only(image: pyvips.Image) -> pyvips.Image:
-    """The image without its metadata but the copyright fields: XMP and IPTC (blobs that may hold a
-    location) go whole."""
+    """The image without its metadata but the copyright fields."""
     image = image.copy()
     for field in image.get_fields():
-        if (field.startswith("exif-ifd") and field not in COPYRIGHT_FIELDS) or field in ("xmp-data", "iptc-data"):
+        if (field.startswith("exif-ifd") and field not in COPYRIGHT_FIELDS) or field in _NOT_COPYRIGHT_BLOBS:
             image.remove(field)
     return image
 
