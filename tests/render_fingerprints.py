@@ -94,7 +94,7 @@ class Case:
         path = self.url.partition("?")[0].rpartition("/")[2]
         planned, _ = plan_format(requested[1] if requested else None, path, dict(self.headers).get("Accept"),
                                  default_auto=self.node == CONFIGURED)
-        return ",".join(filter(None, (revision_marks(transformation), format_marks(planned))))
+        return ",".join(filter(None, (revision_marks(transformation), format_marks(planned, transformation))))
 
     @property
     def needs_faces(self) -> bool:

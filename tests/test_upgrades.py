@@ -140,11 +140,12 @@ async def test_svg_documents_and_the_drawings_of_the_releases_before_are_never_s
     caches = Caches(tmp_path / "cache", 10**8, 10**8)  # each output as a release before drew it, under its key
     try:
         keys = _keys_in(tmp_path / "cache")
-        assert len(keys) == 2 and all(f"\0{RENDER_VERSION}+svg:" in key for key in keys)
+        assert len(keys) == 2 and all(f"\0{RENDER_VERSION}+svg" in key for key in keys)
         drawn = solid_image(40, 20, RED, "png")
-        for key in keys:
-            caches.outputs.put(key.replace("+svg:", ":", 1), replace(caches.outputs.get(key), body=drawn,
-                                                                     content_type="image/png", etag=strong_etag(drawn)))
+        for key in keys:  # the plain URL's key has the as-is mark too (`+svg,as2:`)
+            caches.outputs.put(key.replace("+svg,", "+", 1).replace("+svg:", ":", 1),
+                               replace(caches.outputs.get(key), body=drawn, content_type="image/png",
+                                       etag=strong_etag(drawn)))
     finally:
         caches.close()
     path.write_text(path.read_text().replace("allow_svg = false", "allow_svg = true"))
@@ -238,6 +239,17 @@ def test_outputs_of_a_translucent_bg_and_md_true_are_marked(transformation, mark
 def test_outputs_planned_as_avif_or_png_are_marked(transformation, negotiated, planned, marks):
     """av2: AVIF is encoded at `avif_quality` of the URL's quality; pn2: an indexed original's PNG is indexed
     (tests/test_real_size.py pins both)."""
+    key = output_key("e\0p\0", parse_transformation(transformation).canonical(), negotiated, planned_format=planned)
+    assert key.partition(":")[0].partition("+")[2] == marks
+
+
+@pytest.mark.parametrize("transformation, negotiated, planned, marks", [
+    ("", "", "gif", "as2"), ("f-gif", "", "gif", "as2"), ("", "", "webp", "as2"), ("", "", "orig", "as2"),
+    ("f-auto", "avif|webp", "avif|webp", "av2,as2"), ("", "webp|webp", "webp|webp", "as2"),  # `auto_format`
+    ("", "", "jpg", ""), ("w-300", "", "gif", ""), ("md-true", "", "gif", "md3"), ("f-png", "", "png", "pn2"),
+])
+def test_outputs_an_animation_may_have_been_served_as_it_is_by_are_marked(transformation, negotiated, planned, marks):
+    """as2: an animation served as it is goes out without its metadata (tests/test_as_is.py pins it)."""
     key = output_key("e\0p\0", parse_transformation(transformation).canonical(), negotiated, planned_format=planned)
     assert key.partition(":")[0].partition("+")[2] == marks
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from ..transform.formats import picks_by_alpha
+from ..transform.formats import KEEP_SOURCE, chosen_by_accept, picks_by_alpha
 
 
 def path_key(endpoint_id: str, path: str) -> str:
@@ -98,6 +98,11 @@ AVIF_QUALITY_MARK = "av2"
 #: pn2, the mark of outputs planned as PNG (`f-png`, a `.png` path): the PNG of an indexed original (a palette PNG, a
 #: GIF) was full colour, where it is indexed too. `f-auto`'s PNG is marked `fa2` already.
 INDEXED_PNG_MARK = "pn2"
+#: as2, the mark of outputs an animation may have been served as it is by (`render._asks_for_the_source`: no step, no
+#: output option but a format, `f-auto` or none, planned as GIF, WebP, the original's own or by `Accept`): its bytes
+#: went out with their metadata (a phone's GPS position), where they go without (`transform.as_is`).
+AS_IS_MARK = "as2"
+_AS_IS_TRANSFORMATIONS = frozenset({"", "f-auto", "f-gif", "f-webp"})
 #: what separates an output's original key from the rest of its key
 _RENDERED = f"\0{RENDER_VERSION}"
 #: what starts the config settings' tag after the render version (`render.SettingsTag`)
@@ -112,18 +117,21 @@ def output_key(original: str, canonical_transformation: str, negotiated_format: 
     transformation, and the negotiated format (empty unless `f-auto` or an `Accept`-based default decided it),
     then the client hints' values used by `w-auto` / `dpr-auto`, when there are any."""
     tag = ",".join(filter(None, (settings, revision_marks(canonical_transformation),
-                                 format_marks(negotiated_format or planned_format))))
+                                 format_marks(negotiated_format or planned_format, canonical_transformation))))
     tag = f"{SETTINGS_MARK}{tag}" if tag else ""
     key = f"{original}{RENDER_VERSION}{tag}:{canonical_transformation}\0{negotiated_format}"
     return f"{key}\0{client_hints}" if client_hints else key
 
 
-def format_marks(planned_format: str) -> str:
+def format_marks(planned_format: str, transformation: str) -> str:
     """The marks an output's key carries for the format planned before its original is read (`formats.plan_format`:
-    `OPAQUE_ALPHA_MARK`, `AVIF_QUALITY_MARK`, `INDEXED_PNG_MARK`)."""
+    `OPAQUE_ALPHA_MARK`, `AVIF_QUALITY_MARK`, `INDEXED_PNG_MARK`) and, with its `transformation`, `AS_IS_MARK`."""
+    as_is = transformation in _AS_IS_TRANSFORMATIONS and \
+        (planned_format in ("gif", "webp", KEEP_SOURCE) or chosen_by_accept(planned_format))
     return ",".join(filter(None, (OPAQUE_ALPHA_MARK if picks_by_alpha(planned_format) else "",
                                   AVIF_QUALITY_MARK if "avif" in planned_format else "",
-                                  INDEXED_PNG_MARK if planned_format == "png" else "")))
+                                  INDEXED_PNG_MARK if planned_format == "png" else "",
+                                  AS_IS_MARK if as_is else "")))
 
 
 def revision_marks(canonical_transformation: str) -> str:

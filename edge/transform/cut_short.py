@@ -58,7 +58,7 @@ def _gif_cut_short(body: bytes) -> bool:
     if len(body) < 13:
         return True
     steps = MAX_GIF_STEPS
-    at = 13 + _gif_colour_table(body[10])  # the header, the screen's descriptor, the global colour table
+    at = 13 + gif_colour_table(body[10])  # the header, the screen's descriptor, the global colour table
     while at < len(body):
         steps -= 1
         if not steps:
@@ -71,7 +71,7 @@ def _gif_cut_short(body: bytes) -> bool:
         elif block == 0x2C:  # an image: its descriptor, colour table and LZW code size, then its sub-blocks
             if at + 10 > len(body):
                 return True
-            at += 11 + _gif_colour_table(body[at + 9])
+            at += 11 + gif_colour_table(body[at + 9])
         else:  # not a GIF block: libnsgif stops there too
             return False
         while at < len(body) and body[at]:  # sub-blocks, each its length and its bytes, then a 0
@@ -85,7 +85,7 @@ def _gif_cut_short(body: bytes) -> bool:
     return at > len(body)
 
 
-def _gif_colour_table(flags: int) -> int:
+def gif_colour_table(flags: int) -> int:
     """The bytes of the colour table a GIF descriptor's flags announce."""
     return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
 

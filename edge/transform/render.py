@@ -34,6 +34,7 @@ from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, 
                       TransformQueueTimeout, UnprocessableSource, drop_tracebacks)
 from ..threads import BlockingPool, NotStarted
 from . import heic, held, stopping, svgraster
+from .as_is import without_metadata
 from .compose import draw_layers
 from .cost import check_render_cost, decode_cost, output_formats, palette_affordable
 from .cut_short import jpeg_segments, served_cut_short
@@ -709,11 +710,14 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     try:
         planned_format = costed(animated)
     except BadRequest as error:
-        if animated and not isinstance(error, _FramesTooLarge) and \
-                _asks_for_the_source(transformation, planned_format, header):
-            # an animation asked for as it is, in its own format: its bytes, rather than an encode of every
-            # frame over budget that could only lose colours (a plain URL of a long GIF keeps working)
-            return Rendered(body, LOADER_FORMATS[header.loader], header.width, header.height, strong_etag(body))
+        # an animation asked for as it is, in its own format: its bytes, rather than an encode of every frame over
+        # budget that could only lose colours (a plain URL of a long GIF keeps working), without the metadata an
+        # encode strips (none when its structure does not walk to its end)
+        as_is = without_metadata(body, LOADER_FORMATS[header.loader]) if animated and \
+            not isinstance(error, _FramesTooLarge) and _asks_for_the_source(transformation, planned_format, header) \
+            else None
+        if as_is is not None:
+            return Rendered(as_is, LOADER_FORMATS[header.loader], header.width, header.height, strong_etag(as_is))
         if not (animated and chosen_by_accept(planned_format)):
             raise
         # `f-auto` answers no 400 for its format alone: an animation over budget in every format the browser takes

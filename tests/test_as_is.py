@@ -1,0 +1,93 @@
+"""An animation served as it is (its frames' encode over budget) goes out without its metadata
+(`edge/transform/as_is.py`): its bytes had carried a phone's GPS position, serials and XMP paths (privacy probe)."""
+
+from __future__ import annotations
+
+import pytest
+import pyvips
+
+from edge.transform.as_is import without_metadata
+from edge.transform.cut_short import gif_colour_table
+from tests import imagecorpus as corpus
+from tests.nodes import decode, local_config, write_config
+
+MARKERS = (b"MK_", b"alice")
+
+
+def gif_extension(label: int, data: bytes) -> bytes:
+    """An extension block: its label, then `data` in sub-blocks of at most 255 bytes, then the terminator."""
+    blocks = b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255))
+    return b"\x21" + bytes([label]) + blocks + b"\x00"
+
+
+def with_gif_metadata(gif: bytes) -> bytes:
+    """`gif` with a comment and an XMP application extension before its first block, and a comment before its
+    trailer."""
+    at = 13 + gif_colour_table(gif[10])
+    comment = gif_extension(0xFE, b"MK_COMMENT taken by alice at 51.5N")
+    xmp = gif_extension(0xFF, b"XMP DataXMP" + b'<x:xmpmeta><r path="/Users/alice/MK_XMP.psd"/></x:xmpmeta>')
+    return gif[:at] + comment + xmp + gif[at:-1] + comment + gif[-1:]
+
+
+def with_webp_metadata(frames: pyvips.Image) -> bytes:
+    frames = frames.copy()
+    frames.set_type(pyvips.GValue.gstr_type, "exif-ifd0-Artist", "MK_ARTIST alice")
+    frames.set_type(pyvips.GValue.gstr_type, "exif-ifd2-BodySerialNumber", "MK_SERIAL 123")
+    frames.set_type(pyvips.GValue.blob_type, "xmp-data", b'<x:xmpmeta><r path="/Users/alice/MK_XMP.psd"/></x:xmpmeta>')
+    return frames.webpsave_buffer(Q=50, effort=0, keep="all")
+
+
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory):
+    """Over budget as they are encoded again: 99 frames of 400×400 as GIF (~395 units), 60 of 800×800 as WebP."""
+    root = tmp_path_factory.mktemp("as-is")
+    (root / "long.gif").write_bytes(with_gif_metadata(corpus._animation(99, 400).gifsave_buffer(keep="none")))
+    (root / "long.webp").write_bytes(with_webp_metadata(corpus._animation(60, 800)))
+    return root
+
+
+def same_frames(served: pyvips.Image, original: pyvips.Image) -> bool:
+    return (served.get("n-pages"), served.get("page-height"), served.get("delay"), served.get("loop")) == \
+        (original.get("n-pages"), original.get("page-height"), original.get("delay"), original.get("loop")) and \
+        (served - original).abs().max() == 0
+
+
+@pytest.mark.parametrize("path, accept", [("/long.gif", "*/*"), ("/tr:f-auto/long.gif", "image/png,*/*"),
+                                          ("/long.webp", "image/webp,*/*"), ("/tr:f-webp/long.webp", "*/*")])
+async def test_an_animation_served_as_it_is_goes_out_without_its_metadata(node_factory, tmp_path, originals, path,
+                                                                         accept):
+    node = await node_factory(write_config(tmp_path, local_config(originals)))
+    response = await node.fetch(path, headers={"Accept": accept})
+    assert response.code == 200 and response.headers["Content-Type"] == "image/" + path.rpartition(".")[2]
+    original = (originals / path.rpartition("/")[2]).read_bytes()
+    assert len(response.body) < len(original)
+    assert not any(marker in response.body for marker in MARKERS) and all(marker in original for marker in MARKERS)
+    served = decode(response, all_frames=True)
+    assert same_frames(served, pyvips.Image.new_from_buffer(original, "", n=-1))
+    assert not served.get_typeof("exif-data") and not served.get_typeof("xmp-data")
+
+
+def test_what_is_kept_of_a_gif_is_its_blocks_as_they_were():
+    plain = corpus._animation(3, 40).gifsave_buffer(keep="none")
+    assert without_metadata(with_gif_metadata(plain), "gif") == plain
+    assert without_metadata(plain[:-1], "gif") == plain[:-1]  # no trailer, as some encoders write: whole
+    assert without_metadata(plain + b"trailing bytes", "gif") == plain
+
+
+def test_a_webp_without_metadata_says_so_in_its_header():
+    body = without_metadata(with_webp_metadata(corpus._animation(3, 40)), "webp")
+    assert body[12:16] == b"VP8X" and not body[20] & 0x0C  # neither EXIF nor XMP announced
+    assert int.from_bytes(body[4:8], "little") == len(body) - 8
+    assert pyvips.Image.new_from_buffer(body, "", n=-1).get("n-pages") == 3
+
+
+@pytest.mark.parametrize("body, fmt", [
+    (corpus._animation(3, 40).gifsave_buffer(keep="none")[:-30], "gif"),  # ends inside a block
+    (b"GIF89a" + bytes(7) + b"\x2c\x00", "gif"),
+    (b"not a gif at all", "gif"),
+    (corpus._animation(3, 40).webpsave_buffer()[:-10], "webp"),  # shorter than its RIFF header says
+    (b"RIFF\x04\x00\x00\x00WEBX", "webp"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+])
+def test_what_does_not_walk_to_its_end_is_not_served_as_it_is(body, fmt):
+    assert without_metadata(body, fmt) is None
