@@ -74,6 +74,21 @@ def test_what_is_kept_of_a_gif_is_its_blocks_as_they_were():
     assert without_metadata(plain + b"trailing bytes", "gif") == plain
 
 
+def test_only_the_loop_count_s_own_block_is_kept_of_a_gif_s_application_extensions():
+    """A block named as the loop count's that holds more (a sub-block of data after the count, or one without its
+    terminator, which reads the next block as its own) goes whole (privacy recheck)."""
+    plain = corpus._animation(3, 40).gifsave_buffer(keep="none")
+    loop_at = plain.index(b"\x21\xff\x0bNETSCAPE2.0")
+    loop = plain[loop_at:loop_at + 19]
+    assert loop.endswith(b"\x00") and without_metadata(plain, "gif") == plain
+    xmp = gif_extension(0xFF, b"XMP DataXMP" + b"<x:xmpmeta>MK_XMP alice</x:xmpmeta>")
+    crafted = plain[:loop_at] + loop[:-1] + b"\x0dMK_DATA alice" + b"\x00" + plain[loop_at + 19:]  # data after it
+    assert without_metadata(crafted, "gif") == plain[:loop_at] + plain[loop_at + 19:]
+    # no terminator: the XMP block is read as its sub-blocks, and what follows does not walk (not served as it is)
+    crafted = plain[:loop_at] + loop[:-1] + xmp + plain[loop_at + 19:]
+    assert without_metadata(crafted, "gif") is None
+
+
 def test_a_webp_without_metadata_says_so_in_its_header():
     body = without_metadata(with_webp_metadata(corpus._animation(3, 40)), "webp")
     assert body[12:16] == b"VP8X" and not body[20] & 0x0C  # neither EXIF nor XMP announced

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from .cut_short import MAX_GIF_STEPS, gif_colour_table
 
-#: a GIF's application extensions kept: the loop count (Netscape's and its twin). Others (XMP, a profile, an
-#: editor's data) and comments go
-_GIF_LOOPS = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
+#: the one application extension a GIF keeps, the loop count (Netscape's and its twin), as its 19 bytes are: the
+#: identifier's sub-block, one of 3 bytes (1, the count), the terminator. Others (XMP, a profile, an editor's data),
+#: one so named that holds more, and comments go
+_GIF_LOOPS = (b"\x0bNETSCAPE2.0\x03\x01", b"\x0bANIMEXTS1.0\x03\x01")
+_GIF_LOOP_BYTES = 19
 #: what a WebP file holds besides metadata: its frames and their alpha, the animation's header and its colour profile
 #: (EXIF, XMP and unknown chunks go)
 _WEBP_KEPT = frozenset({b"VP8X", b"VP8 ", b"VP8L", b"ALPH", b"ANIM", b"ANMF", b"ICCP"})
@@ -38,7 +40,8 @@ def _gif(body: bytes) -> bytes | None:
             return b"".join([*kept, body[start:at + 1]])
         if block == 0x21 and at + 2 < len(body):  # an extension: its label, then its sub-blocks
             end, steps = _sub_blocks_end(body, at + 2, steps)
-            dropped = body[at + 1] == 0xFE or (body[at + 1] == 0xFF and body[at + 3:at + 14] not in _GIF_LOOPS)
+            loop = end == at + _GIF_LOOP_BYTES and body[at + 2:at + 16] in _GIF_LOOPS
+            dropped = body[at + 1] == 0xFE or (body[at + 1] == 0xFF and not loop)
             if end is not None and dropped:
                 kept.append(body[start:at])
                 start = end
