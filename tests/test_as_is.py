@@ -72,6 +72,7 @@ def test_what_is_kept_of_a_gif_is_its_blocks_as_they_were():
     assert without_metadata(with_gif_metadata(plain), "gif") == plain
     assert without_metadata(plain[:-1], "gif") == plain[:-1]  # no trailer, as some encoders write: whole
     assert without_metadata(plain + b"trailing bytes", "gif") == plain
+    assert without_metadata(plain[:-1] + bytes(16), "gif") == plain  # padding for a trailer, as libnsgif reads it
 
 
 def test_only_the_loop_count_s_own_block_is_kept_of_a_gif_s_application_extensions():

@@ -17,8 +17,9 @@ _GIF_LOOP_BYTES = 19
 _WEBP_KEPT = frozenset({b"VP8X", b"VP8 ", b"VP8L", b"ALPH", b"ANIM", b"ANMF", b"ICCP"})
 #: the extended header's flags of EXIF and XMP chunks
 _WEBP_METADATA_FLAGS = 0x08 | 0x04
-#: the chunks of a WebP walked at most: its frames and a few others (more than `max_frames` is refused before)
-_WEBP_MAX_CHUNKS = 4096
+#: the chunks of a WebP walked at most: a render's probe has refused one of more than `max_frames` and 16 others
+#: (`render._webp_frames`), whatever `max_frames` is configured to; this bounds a walk nothing checked before
+_WEBP_MAX_CHUNKS = 2**18
 
 
 def without_metadata(body: bytes, fmt: str) -> bytes | None:
@@ -36,7 +37,7 @@ def _gif(body: bytes) -> bytes | None:
         if at == len(body):  # no trailer, as some encoders write
             return b"".join([*kept, body[start:]])
         block = body[at]
-        if block == 0x3B:  # the trailer: what follows is no GIF's
+        if block == 0x3B:  # the trailer: what follows is no GIF's (and goes)
             return b"".join([*kept, body[start:at + 1]])
         if block == 0x21 and at + 2 < len(body):  # an extension: its label, then its sub-blocks
             end, steps = _sub_blocks_end(body, at + 2, steps)
@@ -47,8 +48,10 @@ def _gif(body: bytes) -> bytes | None:
                 start = end
         elif block == 0x2C and at + 10 < len(body):  # an image: descriptor, colour table, LZW code size, sub-blocks
             end, steps = _sub_blocks_end(body, at + 11 + gif_colour_table(body[at + 9]), steps)
-        else:
+        elif block in (0x21, 0x2C):  # cut short in its header
             return None
+        else:  # no GIF block (padding where the trailer belongs): libnsgif stops there too, and so does the file
+            return b"".join([*kept, body[start:at], b"\x3b"])
         if end is None:
             return None
         at = end

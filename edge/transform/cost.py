@@ -245,8 +245,8 @@ def output_formats(transformation: Transformation, planned: str, loader: str, ha
         formats = [fmt for fmt in formats if side <= max_side(fmt, limits.max_output_side)] or formats[:1]
         check_side(*size, max_side(formats[0], limits.max_output_side))
         cost = _output_cost(transformation, formats, size, frames, defaults)
-        if cost <= limits.max_cost:
-            return formats
+        if cost <= limits.max_cost or plan is plans[-1]:
+            break
     _hold_to_budget(cost, limits)
     return formats
 

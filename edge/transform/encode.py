@@ -122,11 +122,19 @@ def _one_bit_alpha(image: pyvips.Image, colour: RGBA) -> pyvips.Image:
 MAX_KEPT_METADATA_BYTES = 1 << 20
 
 
+#: the types of metadata fields: blobs (XMP, IPTC, EXIF) and strings (a PNG's text, EXIF's tags: libvips' reference
+#: strings; a 4.75 MB PNG comment had been kept, review)
+_METADATA_TYPES = (pyvips.GValue.blob_type, pyvips.GValue.gstr_type, pyvips.GValue.refstr_type)
+
+
+def _bytes(value: bytes | str) -> int:
+    return len(value.encode(errors="replace") if isinstance(value, str) else value)
+
+
 def _metadata_within_bounds(image: pyvips.Image) -> pyvips.Image:
     """The image without its metadata fields over `MAX_KEPT_METADATA_BYTES` (the ICC profile is `cp-true`'s)."""
-    texts = (pyvips.GValue.blob_type, pyvips.GValue.gstr_type)
     oversized = [field for field in image.get_fields() if field != "icc-profile-data" and
-                 image.get_typeof(field) in texts and len(image.get(field)) > MAX_KEPT_METADATA_BYTES]
+                 image.get_typeof(field) in _METADATA_TYPES and _bytes(image.get(field)) > MAX_KEPT_METADATA_BYTES]
     if not oversized:
         return image
     image = image.copy()

@@ -49,7 +49,7 @@ from .geometry import (OPAQUE_CHECK_MAX_PIXELS, WHITE, Source, apply_geometry, c
 from .held import SAMPLE_BYTES, DecodeBudget, NeedsDecodeMemory
 from .layers import drawn_fonts, pages_drawn
 from .options import DEFAULT_OUTPUT, DEFAULT_STEP, Step, Transformation
-from .png_text import without_bulky_text
+from .png_chunks import without_bulky_chunks
 
 # Every request decodes a different original: the operation cache would only hold memory.
 pyvips.cache_set_max(0)
@@ -256,8 +256,8 @@ def probe(body: bytes, limits: Limits, *, svg_read: bool = True, as_is: bool = F
     is told by its first bytes, its header left unread (0×0), for one served as it is: librsvg parses a whole
     document for its header (26 MB of shapes: 4 s and 1.1 GB at every miss, for bytes sent untouched).
     `as_is`, for an original served as it is whatever its format: one cut short (`served_cut_short`), which no
-    decode will find, is a 422. A PNG's compressed text is bounded first (`png_text`)."""
-    body = without_bulky_text(body)
+    decode will find, is a 422. A PNG's compressed chunks are bounded first (`png_chunks`)."""
+    body = without_bulky_chunks(body)
     if _webp_frames(body, limits.max_frames) > limits.max_frames:
         raise _too_many_frames(limits)
     try:
@@ -669,9 +669,9 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     stopped `StopSwitch`), or `NeedsDecodeMemory` when `budget` (if any) cannot hold the render's memory
     (`held`, on `endpoint`'s share) now and `reserved` bytes of it, taken by the caller, are not enough.
     `w-auto`/`dpr-auto` must have been resolved (`hints.negotiate`)."""
-    # what libvips reads, for as long as the render: a PNG's compressed text bounded (`png_text`)
-    body = without_bulky_text(body)
-    overlays = {path: without_bulky_text(data) for path, data in (overlays or {}).items()}
+    # what libvips reads, for as long as the render: a PNG's compressed chunks bounded (`png_chunks`)
+    body = without_bulky_chunks(body)
+    overlays = {path: without_bulky_chunks(data) for path, data in (overlays or {}).items()}
     # an endpoint's watermark is a layer: an SVG it is drawn on is drawn too, so that none goes out without it
     svg_as_is = as_vector(planned_format) and not any(step.layers for step in transformation.steps)
     header = probe(body, limits, svg_read=not svg_as_is)
@@ -699,6 +699,8 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         animations = [(header, header.frames if animated else page)] + layers
         return [(h, frames) for h, frames in animations if frames and h.frames > 1 and h.loader in ANIMATED_LOADERS]
 
+    layer_decodes = sum(decode_cost(h) for h, _ in layers)
+
     def costed(animated: bool) -> str:  # the encode counts too; an `f-auto` format over budget falls back
         if sum(h.width * h.height * frames for h, frames in frames_decoded(animated)) > limits.max_source_pixels:
             raise _FramesTooLarge("source too large")
@@ -706,7 +708,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
             transformation, planned_format, header.loader, header.has_alpha, animated, limits, defaults,
             (header.width, header.height), header.frames if animated else 1,
             {path: (h.width, h.height) for path, h in overlay_headers.items()},
-            decode_cost(header) * (header.frames if animated else 1) + sum(decode_cost(h) for h, _ in layers))
+            decode_cost(header) * (header.frames if animated else 1) + layer_decodes)
     try:
         planned_format = costed(animated)
     except BadRequest as error:
@@ -731,7 +733,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     def attempt(strict: bool) -> Rendered:
         with held.accounted(budget, reserved, limits.max_decode_memory, whole, endpoint):
             return _render_checked(body, transformation, planned_format, defaults, limits, overlays, fonts, header,
-                                   overlay_headers, animated, strict)
+                                   overlay_headers, animated, strict, decode_cost(header) + layer_decodes)
 
     watched_from = stopping.mark()
     try:
@@ -746,9 +748,10 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
 def _render_checked(body: bytes, transformation: Transformation, planned_format: str, defaults: Defaults,
                     limits: Limits, overlays: Mapping[str, bytes] | None, fonts: Mapping[str, Font] | None,
                     header: ImageHeader, overlay_headers: Mapping[str, ImageHeader], animated: bool,
-                    strict: bool) -> Rendered:
+                    strict: bool, decodes: float) -> Rendered:
     """`render_image` once the originals' headers passed every check. `strict`: the JPEGs' warnings fail
-    it (`_JPEG_LOST_PIXELS`); raises `_HarmlessJpegWarning` when one that loses no pixel did."""
+    it (`_JPEG_LOST_PIXELS`); raises `_HarmlessJpegWarning` when one that loses no pixel did. `decodes`: the units
+    of decoding a still's originals, each layer's once (`cost.decode_cost`)."""
     page = transformation.output.page
     output, steps = transformation.output, transformation.steps or (DEFAULT_STEP,)
     layers = _LayerDrawer(overlays or {}, overlay_headers, fonts or shipped_fonts(), limits, strict)
@@ -782,7 +785,6 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
             image = in_memory(image)
         flatten_on = next((step.colour for step in reversed(steps) if step.colour), WHITE)
         # an indexed original's PNG stays indexed: made full colour, a PNG-8's downscale had been 2.5 times its size
-        decodes = decode_cost(header) + sum(map(decode_cost, overlay_headers.values()))
         palette = header.palette and "png" in formats and not output.lossless and frames == 1 and \
             image.bands >= 3 and palette_affordable(transformation, formats, (width, frame_height), limits, defaults,
                                                     decodes)

@@ -1,5 +1,5 @@
-"""A PNG's compressed text bounded before libvips reads it (`edge/transform/png_text.py`): a 221 kB PNG held 45 MB of
-XMP, which every probe and decode inflated (attacker probe)."""
+"""A PNG's compressed chunks bounded before libvips reads it (`edge/transform/png_chunks.py`): a 221 kB PNG held 45 MB
+of XMP, one of 44 kB a 45 MB profile, which every probe and decode inflated (attacker probe, review)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 import pyvips
 
 from edge.config import Defaults, Limits
+from edge.errors import BadRequest
+from edge.transform.cut_short import MAX_PNG_CHUNKS
 from edge.transform.options import parse_transformation
-from edge.transform.png_text import MAX_INFLATED_TEXT_BYTES, without_bulky_text
+from edge.transform.png_chunks import INFLATED_BOUNDS, without_bulky_chunks
 from edge.transform.render import render_image
 from tests.photos import SIZE, marker_corner, photos  # noqa: F401 - photos is a fixture
 
@@ -38,7 +40,7 @@ def with_chunks(png: bytes, before_data: bytes = b"", after_data: bytes = b"") -
 
 def xmp_read(body: bytes) -> int:
     """The length of the XMP packet libvips reads of `body` once bounded (0: none)."""
-    image = pyvips.Image.new_from_buffer(without_bulky_text(body), "")
+    image = pyvips.Image.new_from_buffer(without_bulky_chunks(body), "")
     return len(image.get("xmp-data")) if image.get_typeof("xmp-data") else 0
 
 
@@ -50,20 +52,45 @@ def small_png() -> bytes:
 def test_a_text_chunk_inflating_past_the_bound_is_left_out(small_png):
     bomb = with_chunks(small_png, compressed_xmp(45_000_000))
     assert len(bomb) < 250_000
-    stripped = without_bulky_text(bomb)
+    stripped = without_bulky_chunks(bomb)
     assert stripped == small_png and xmp_read(bomb) == 0
 
 
 def test_text_within_the_bound_is_read_as_it_is(small_png):
     body = with_chunks(small_png, compressed_xmp(200_000) + chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"x" * 1000)))
-    assert without_bulky_text(body) is body
+    assert without_bulky_chunks(body) is body
     assert xmp_read(body) in range(200_000, 200_100)
 
 
 def test_the_bound_is_summed_over_chunks_and_every_one_past_it_is_left_out(small_png):
     small = chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"y" * 100))
-    body = with_chunks(small_png, compressed_xmp(MAX_INFLATED_TEXT_BYTES // 2) * 2 + compressed_xmp(1000) + small)
-    assert without_bulky_text(body) == with_chunks(small_png, compressed_xmp(MAX_INFLATED_TEXT_BYTES // 2))
+    body = with_chunks(small_png, compressed_xmp(INFLATED_BOUNDS["text"] // 2) * 2 + compressed_xmp(1000) + small)
+    assert without_bulky_chunks(body) == with_chunks(small_png, compressed_xmp(INFLATED_BOUNDS["text"] // 2))
+
+
+def profile_chunk(padding: int) -> bytes:
+    """An `iCCP` chunk of libvips' sRGB profile, its declared length made its real one after `padding` zeros (what
+    libvips reads as a profile, and inflates)."""
+    profile = pyvips.Image.black(1, 1, bands=3).copy(interpretation="srgb").icc_transform(
+        "srgb").pngsave_buffer(keep="icc")
+    profile = pyvips.Image.new_from_buffer(profile, "").get("icc-profile-data") + bytes(padding)
+    profile = len(profile).to_bytes(4, "big") + profile[4:]
+    return chunk(b"iCCP", b"sRGB\0\0" + zlib.compress(profile, 9))
+
+
+def test_a_profile_inflating_past_its_bound_is_left_out_and_a_real_one_kept(small_png):
+    bomb = with_chunks(small_png, profile_chunk(45_000_000))
+    assert len(bomb) < 100_000 and without_bulky_chunks(bomb) == small_png
+    real = with_chunks(small_png, profile_chunk(0))
+    assert without_bulky_chunks(real) is real
+    assert pyvips.Image.new_from_buffer(real, "").get_typeof("icc-profile-data")
+
+
+def test_a_png_of_more_chunks_before_its_data_than_the_walk_reads_is_refused(small_png):
+    """Past the walk's count, a bomb after 65 536 empty chunks (786 kB) had been read whole (review)."""
+    flood = with_chunks(small_png, chunk(b"abCd", b"") * MAX_PNG_CHUNKS + compressed_xmp(45_000_000))
+    with pytest.raises(BadRequest, match="source too large: more than 65536 PNG chunks before its image data"):
+        without_bulky_chunks(flood)
 
 
 @pytest.mark.parametrize("made", [
@@ -75,7 +102,7 @@ def test_the_bound_is_summed_over_chunks_and_every_one_past_it_is_left_out(small
 ])
 def test_anything_else_is_read_as_it_is(small_png, made):
     body = made(small_png)
-    assert without_bulky_text(body) is body
+    assert without_bulky_chunks(body) is body
 
 
 def test_a_12_megapixel_png_with_a_bomb_renders_as_without_it(photos):
@@ -92,6 +119,8 @@ def test_a_12_megapixel_png_with_a_bomb_renders_as_without_it(photos):
 RENDER_A_BOMB = """
 import resource, sys
 from edge.config import Defaults, Limits
+from edge.errors import BadRequest
+from edge.transform.cut_short import MAX_PNG_CHUNKS
 from edge.transform.options import parse_transformation
 from edge.transform.render import render_image
 plain, bomb = (open(name, "rb").read() for name in sys.argv[1:])
@@ -114,3 +143,15 @@ def test_a_render_never_inflates_the_text_left_out(small_png, tmp_path):
     grown = subprocess.run([sys.executable, "-c", RENDER_A_BOMB, str(plain), str(bomb)], capture_output=True, text=True,
                            timeout=120, check=True)
     assert int(grown.stdout) < 40, grown.stdout  # MB: 130 or more when inflated
+
+
+@pytest.mark.parametrize("length, kept", [(200_000, True), (2_000_000, False)])
+def test_md_true_keeps_no_text_over_a_megabyte(photos, length, kept):
+    """A PNG's uncompressed text is no larger than its file, but was copied whole into each `md-true` output: 4.75 MB
+    of comment in a 35 kB PNG (libvips' reference strings went unmeasured; review)."""
+    body = with_chunks(photos.read(photos.png), chunk(b"tEXt", b"Comment\0" + b"c" * length))
+    rendered = render_image(body, parse_transformation("w-300,md-true,f-png"), "png", Defaults(), Limits())
+    image = pyvips.Image.new_from_buffer(rendered.body, "")
+    comments = [field for field in image.get_fields() if field.startswith("png-comment-")]
+    assert (image.width, bool(comments)) == (300, kept)
+    assert len(rendered.body) < 200_000 + (length if kept else 0)
