@@ -283,6 +283,29 @@ def test_an_avif_over_budget_falls_back_to_webp_where_webp_reaches_its_size(tran
                              Limits(max_output_side=side), Defaults(), (4000, 3000)) == chosen
 
 
+@pytest.mark.parametrize("transformation, accept, fmt", [
+    ("w-18000,h-50,c-force,f-auto", "image/avif,image/webp,*/*", "jpg"),
+    ("w-18000,h-50,c-force,f-auto", "image/webp", "jpg"),
+    ("w-16000,h-50,c-force,f-auto", "image/avif,image/webp,*/*", "avif"),
+    ("w-16384,h-50,c-force,f-avif", "", "avif"),
+    ("w-18000,h-50,c-force,f-avif", "", None),
+    ("w-18000,h-50,c-force,f-webp", "", None),
+])
+def test_f_auto_past_a_format_s_side_falls_back_and_a_named_format_is_a_400(transformation, accept, fmt):
+    """With `max_output_side` raised past WebP's 16383 px and AVIF's 16384, `f-auto` had been a 400 to a browser
+    taking WebP and a 422 blaming the original to one taking AVIF (whose encode failed): it falls back to what reaches
+    the size, as when over budget (review). A format the URL names past its side is a 400 that says so."""
+    original = pyvips.Image.black(400, 10, bands=3).copy(interpretation="srgb").jpegsave_buffer()
+    parsed = parse_transformation(transformation)
+    planned, _ = plan_format(parsed.output_format, "strip.jpg", accept)
+    if fmt is None:
+        with pytest.raises(BadRequest, match=r"output too large: 18000x50, at most 1638[34] px a side"):
+            render_image(original, parsed, planned, Defaults(), Limits(max_output_side=20000))
+        return
+    rendered = render_image(original, parsed, planned, Defaults(), Limits(max_output_side=20000))
+    assert (rendered.format, rendered.width, rendered.height) == (fmt, int(transformation[2:7]), 50)
+
+
 async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_factory, tmp_path, photos):
     node = await node_with(node_factory, tmp_path, photos.folder, f'render_timeout = "0.5s"\n{UNBOUNDED_COST}',
                            "transform_threads = 1")

@@ -216,8 +216,12 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
     `Vary: Accept`) still names one output."""
     steps, (width, height) = _steps_cost(transformation.steps, source, dict(overlays or {}))
     check_side(width or 0, height or 0, limits.max_output_side)  # what the render would refuse: say why
-    plans = [planned, *fallback_plans(transformation, planned, loader, has_alpha, animated, defaults,
-                                      max(width or 0, height or 0), limits.max_output_side)]
+    side = max(width or 0, height or 0)
+    plans = [planned, *fallback_plans(transformation, planned, loader, has_alpha, animated, defaults)]
+    # a plan none of whose formats reaches the output's side gives way to the next (`f-auto`'s AVIF and WebP past
+    # 16383 px, with a `max_output_side` above it); the last one is the render's to refuse
+    plans = [plan for plan in plans[:-1] if _reaching(final_formats(plan, loader, has_alpha, animated), side,
+                                                      limits.max_output_side)] + plans[-1:]
 
     def cost_of(plan: str) -> float:
         formats = final_formats(plan, loader, has_alpha, animated)
@@ -238,17 +242,24 @@ def output_formats(transformation: Transformation, planned: str, loader: str, ha
     of a TIFF was priced at its first page's size (cost probe). The candidates of `f-auto`'s smallest are those
     whose own limit the output fits (WebP: 16383 px)."""
     side = max(size)
-    plans = [planned, *fallback_plans(transformation, planned, loader, has_alpha, animated, defaults, side,
-                                      limits.max_output_side)]
+    plans = [planned, *fallback_plans(transformation, planned, loader, has_alpha, animated, defaults)]
     for plan in plans:
         formats = final_formats(plan, loader, has_alpha, animated)
-        formats = [fmt for fmt in formats if side <= max_side(fmt, limits.max_output_side)] or formats[:1]
+        reaching = _reaching(formats, side, limits.max_output_side)
+        if not reaching and plan is not plans[-1]:
+            continue  # as in `check_render_cost`
+        formats = reaching or formats[:1]
         check_side(*size, max_side(formats[0], limits.max_output_side))
         cost = _output_cost(transformation, formats, size, frames, defaults)
         if cost <= limits.max_cost or plan is plans[-1]:
             break
     _hold_to_budget(cost, limits)
     return formats
+
+
+def _reaching(formats: Sequence[str], side: int, max_output_side: int) -> list[str]:
+    """Those of `formats` whose own limit (`formats.max_side`) the output's longer `side` is within."""
+    return [fmt for fmt in formats if side <= max_side(fmt, max_output_side)]
 
 
 def palette_affordable(transformation: Transformation, formats: Sequence[str], size: tuple[int, int],
@@ -272,20 +283,19 @@ def decode_cost(header: ImageHeader) -> float:
 
 
 def fallback_plans(transformation: Transformation, planned: str, loader: str, has_alpha: bool, animated: bool,
-                   defaults: Defaults, side: int, max_output_side: int) -> list[str]:
-    """The plans tried in turn when `planned`'s encode is over budget, the last one raising when it is too: for
-    `f-auto`, what the browser would get without AVIF (WebP; JPEG/PNG/GIF; the other candidates), then JPEG/PNG/GIF;
-    for a format the URL does not name (`falls_back`), an AVIF as WebP, then JPEG/PNG/GIF; none for one it names.
-    `side`: the output's longer side (WebP's reach 16383 px). Both prices, the estimate's and the real output's before
-    the encode, walk this one list."""
+                   defaults: Defaults) -> list[str]:
+    """The plans tried in turn when `planned`'s encode is over budget, or its formats cannot reach the output's side,
+    the last one raising when it is too: for `f-auto`, what the browser would get without AVIF (WebP; JPEG/PNG/GIF;
+    the other candidates), then JPEG/PNG/GIF; for a format the URL does not name (`falls_back`), an AVIF as WebP,
+    then JPEG/PNG/GIF; none for one it names. Both prices, the estimate's and the real output's before the encode,
+    walk this one list."""
     if _follows_accept(transformation, defaults):
         candidates: tuple[str | None, ...] = (_without_avif(planned), AUTO_LEGACY)
     elif falls_back(transformation, planned):
         # an AVIF first as WebP: whoever asked for an AVIF reads WebP too (every browser showing AVIF shows WebP),
         # smaller than the JPEG (a 12 MP AVIF's own URL: 490 kB of JPEG for 273 kB of AVIF; bytes probe)
         own_avif = final_formats(planned, loader, has_alpha, animated)[0] == "avif"
-        webp_fits = side <= max_side("webp", max_output_side)
-        candidates = ((AUTO_WEBP,) if own_avif and webp_fits else ()) + (AUTO_LEGACY,)
+        candidates = ((AUTO_WEBP,) if own_avif else ()) + (AUTO_LEGACY,)
     else:
         return []
     return list(dict.fromkeys(plan for plan in candidates if plan is not None and plan != planned))

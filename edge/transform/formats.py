@@ -61,8 +61,9 @@ ANIMATED_FORMATS = ("gif", "webp")
 #: the loaders whose pages are an animation's frames: a TIFF's pages are a document's (scans, a pyramid's
 #: levels, of other sizes), a HEIF's several images a burst or edits, and they come out as their first
 ANIMATED_LOADERS = frozenset({"gifload_source", "webpload_source"})
-#: the format's own limit on a side, below the configured `max_output_side` default of others
-FORMAT_MAX_SIDE = {"webp": 16383}
+#: the format's own limit on a side, below the configured `max_output_side` default of others (libaom's AVIF: 16384;
+#: past it, libvips' encode failed, and the 422 blamed the original)
+FORMAT_MAX_SIDE = {"webp": 16383, "avif": 16384}
 
 #: plan values that are settled only once the original is decoded
 KEEP_SOURCE = "orig"
