@@ -249,6 +249,7 @@ async def awkward(node_factory, tmp_path):
     # an animated AVIF, which browsers play and libvips does not read: "corrupt" had sent the operator to look for
     # a broken file (exotic-formats probe)
     (folder / "clip.avif").write_bytes(imagecorpus.animated_avif())
+    (folder / "clip0.avif").write_bytes(bytes(4) + imagecorpus.animated_avif()[4:])  # its file type box "to the end"
     (folder / "bomb.png").write_bytes(imagecorpus.decompression_bomb_png())
     (folder / "big.jpg").write_bytes(imagecorpus.photo_jpeg(600, 600))  # ~80 kB
     config = local_config(folder, after="[limits]\nmax_source_bytes = 60000")
@@ -266,6 +267,8 @@ async def awkward(node_factory, tmp_path):
     ("/tr:w-10/login.png", 422, "unsupported or corrupt source image"),
     ("/clip.avif", 422, "unsupported source: an animated AVIF, which libvips does not read; the node reads JPEG, "
                         "PNG, WebP, AVIF, HEIC, GIF and TIFF (AVIF stills)"),
+    ("/clip0.avif", 422, "unsupported source: an animated AVIF, which libvips does not read; the node reads JPEG, "
+                         "PNG, WebP, AVIF, HEIC, GIF and TIFF (AVIF stills)"),
     ("/tr:w-10/bomb.png", 400, "source too large"),
     ("/tr:w-10/big.jpg", 400, "source too large"),  # over max_source_bytes: refused before decoding
 ])

@@ -242,7 +242,8 @@ def _named_format(body: bytes, allow_svg: bool) -> tuple[str, ...]:
     for signature, what in _DOCUMENT_SIGNATURES:
         if body.startswith(signature):
             return (f"unsupported source: {what}; the node reads {READ_FORMATS}",)
-    if body[4:8] == b"ftyp" and b"avis" in body[8:int.from_bytes(body[:4], "big")]:  # an AVIF sequence's brand
+    # an AVIF sequence's brand, in its file type box (of size 0: to the end of the file; its brands are what begins it)
+    if body[4:8] == b"ftyp" and b"avis" in body[8:min(int.from_bytes(body[:4], "big") or len(body), 4096)]:
         return (f"unsupported source: an animated AVIF, which libvips does not read; the node reads {READ_FORMATS} "
                 "(AVIF stills)",)
     if not allow_svg and _SVG_ROOT.match(body, 0, 4096):  # libvips' own sniffing is off with its SVG loader
