@@ -894,9 +894,9 @@ Errors: an unknown key, a malformed or out-of-range value is a **400** whose bod
 (`invalid transformation: w-abc: expected a number`; a number has at most 9 digits before and after its
 point). A source over the limits (40 MB, 100 megapixels,
 100 frames; decided from the header, before decoding) is a 400 `source too large`; an output over 8192
-px a side (WebP: at most 16383 whatever the config, AVIF 16384; `f-auto` then falls back to a format that
-reaches it), after any step of a chain, is a 400 `output too large`, and so is an animation whose frames
-at the size of any step add up to more than 100 megapixels. A
+px a side (WebP: at most 16383 whatever the config, AVIF 16384; `f-auto`, or a format the URL does not
+name, then falls back to one that reaches it), after any step of a chain, is a 400 `output too large`, and so
+is an animation whose frames at the size of any step add up to more than 100 megapixels. A
 transformation has at most 10 chained steps and 2000 characters (path and query form together); more
 is a 400. A transformation estimated to cost more than `[limits] max_cost` (200 megapixels of work:
 output pixels weighted by its operations, e.g. `w-8192,h-8192,c-force,bl-100` is about 291, and the

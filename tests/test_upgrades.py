@@ -219,12 +219,12 @@ def test_outputs_of_e_region_are_marked(transformation, marked):
 
 @pytest.mark.parametrize("transformation, marks", [
     ("w-300,bg-0000ff50,f-jpg", "bt2"), ("w-300,bg-0000FF", ""), ("l-image,i-a.png,bg-FF000050,l-end", "bt2"),
-    ("w-300,md-true", "md3"), ("w-300,md-copyright", "mc2"), ("l-text,i-md-true,l-end", ""),
+    ("w-300,md-true", "md3"), ("w-300,md-copyright", "mc2"), ("w-300,cp-true", "cp2"), ("l-text,i-md-true,l-end", ""),
 ])
 def test_outputs_of_a_translucent_bg_and_md_true_are_marked(transformation, marks):
-    """bt2, md3, mc2: a greyscale image flattened on a translucent colour gets that colour; `md-true`'s XMP states the
-    upright orientation and keeps no field over a megabyte; `md-copyright` keeps no EXIF thumbnail
-    (tests/test_real_size.py pins the renders)."""
+    """bt2, md3, mc2, cp2: a greyscale image flattened on a translucent colour gets that colour; `md-true`'s XMP
+    states the upright orientation and keeps no field over a megabyte; `md-copyright` keeps no EXIF thumbnail;
+    `cp-true` keeps no profile past 4 MB (tests/test_real_size.py and tests/test_png_chunks.py pin the renders)."""
     assert revision_marks(parse_transformation(transformation).canonical()) == marks
 
 

@@ -72,6 +72,8 @@ RENDER_VERSION = "r3"
 #: PNG of 221 kB), where one over `encode.MAX_KEPT_METADATA_BYTES` is left out.
 #: mc2: `md-copyright` kept a JPEG's EXIF thumbnail, the whole uncropped picture with metadata of its own, where it
 #: keeps the Copyright and Artist fields alone.
+#: cp2: `cp-true` kept a PNG's profile of any size (45 MB inflated from a 44 kB file, into each output), where one
+#: past 4 MB is not read (`transform.png_chunks`).
 #: pn2 and av2 are marks of the planned format (`format_marks`), below.
 REVISED_PARAMETERS = (
     (("cr-",), re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
@@ -85,6 +87,7 @@ REVISED_PARAMETERS = (
     (("bg-",), re.compile(r"(?:^|[,:])bg-[0-9A-F]{8}(?=[,:]|$)"), "bt2"),
     (("md-true",), re.compile(r"(?:^|[,:])md-true(?=[,:]|$)"), "md3"),
     (("md-copyright",), re.compile(r"(?:^|[,:])md-copyright(?=[,:]|$)"), "mc2"),
+    (("cp-true",), re.compile(r"(?:^|[,:])cp-true(?=[,:]|$)"), "cp2"),
 )
 #: fa2, the mark of outputs whose format is negotiated with `formats.picks_by_alpha`: `f-auto` for a browser
 #: taking neither WebP nor AVIF (and the smallest's candidate for it) chose PNG for an image whose alpha band hid

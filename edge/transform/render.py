@@ -557,10 +557,12 @@ def _render_frames(sources: list[Source], steps: tuple[Step, ...], max_output_si
     return images
 
 
-def _probe_overlay(path: str, body: bytes, limits: Limits) -> ImageHeader:
-    """`probe` for a layer's original: its errors name the layer (the base URL is not at fault)."""
+def _read_overlay(path: str, body: bytes, limits: Limits) -> tuple[bytes, ImageHeader]:
+    """A layer's original as libvips reads it (`png_chunks`), and `probe` of it: their errors name the layer (the base
+    URL is not at fault)."""
     try:
-        return probe(body, limits)
+        body = without_bulky_chunks(body)
+        return body, probe(body, limits)
     except UnprocessableSource:
         raise InvalidTransformation(f"i-{path}", "not an image the node can decode") from None
     except BadRequest as error:
@@ -672,7 +674,6 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     `w-auto`/`dpr-auto` must have been resolved (`hints.negotiate`)."""
     # what libvips reads, for as long as the render: a PNG's compressed chunks bounded (`png_chunks`)
     body = without_bulky_chunks(body)
-    overlays = {path: without_bulky_chunks(data) for path, data in (overlays or {}).items()}
     # an endpoint's watermark is a layer: an SVG it is drawn on is drawn too, so that none goes out without it
     svg_as_is = as_vector(planned_format) and not any(step.layers for step in transformation.steps)
     header = probe(body, limits, svg_read=not svg_as_is)
@@ -689,7 +690,9 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         # asked for as it is is its bytes: `_asks_for_the_source`)
         side = limits.max_output_side
         transformation = replace(transformation, steps=(replace(DEFAULT_STEP, width=side, height=side, crop="at_max"),))
-    overlay_headers = {path: _probe_overlay(path, data, limits) for path, data in overlays.items()}
+    read = {path: _read_overlay(path, data, limits) for path, data in (overlays or {}).items()}
+    overlays = {path: data for path, (data, _) in read.items()}
+    overlay_headers = {path: header for path, (_, header) in read.items()}
     # each layer decodes its original (ten layers of one original: ten decodes at once)
     layers = [(overlay_headers[path], layer_page) for path, layer_page in pages_drawn(transformation.steps)
               if path in overlay_headers]
