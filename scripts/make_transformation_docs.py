@@ -765,7 +765,7 @@ SECTIONS = (
             "60 KB, libvips' bound within the 64 KB of a JPEG segment: a larger one is dropped, as libvips writes "
             "no extended XMP; PNG, WebP and AVIF keep it up to 1 MB; a field over 1 MB, an XMP packet, IPTC, "
             "EXIF or a PNG's text, is left out: a PNG of 221 kB had carried 45 MB of compressed XMP into each of "
-            "its outputs; and a PNG's compressed text past 1 MB, summed, is not read at all, nor a profile past 4 MB); "
+            "its outputs; and a PNG's text past 1 MB, summed, is not read at all, nor a profile past 4 MB); "
             "`md-copyright`, not in ImageKit's "
             "grammar (Cloudinary's `fl_keep_attribution`), keeps the EXIF Copyright and Artist fields and "
             "nothing else (not a camera's EXIF thumbnail: the whole uncropped picture). Colours are converted to "
