@@ -128,6 +128,7 @@ _METADATA_TYPES = (pyvips.GValue.blob_type, pyvips.GValue.gstr_type, pyvips.GVal
 
 
 def _bytes(value: bytes | str) -> int:
+    """A field's size, a string's as UTF-8."""
     return len(value.encode(errors="replace") if isinstance(value, str) else value)
 
 

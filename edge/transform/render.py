@@ -41,9 +41,8 @@ from .cut_short import jpeg_segments, served_cut_short
 from .effects import apply_look
 from .encode import EncodeOptions, encode, encoder_memory, output_colour
 from .fonts import Font, shipped_fonts
-from .formats import (ANIMATED_LOADERS, AUTO_LEGACY, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS,
-                      READ_FORMATS, SVG_LOADER, animates, as_vector, chosen_by_accept, final_formats, max_side,
-                      picks_by_alpha)
+from .formats import (ANIMATED_LOADERS, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, READ_FORMATS,
+                      SVG_LOADER, animates, as_vector, chosen_by_accept, final_formats, picks_by_alpha)
 from .geometry import (OPAQUE_CHECK_MAX_PIXELS, WHITE, Source, apply_geometry, check_side, face_count, in_memory,
                        opaque, resolved, trim_box)
 from .held import SAMPLE_BYTES, DecodeBudget, NeedsDecodeMemory
@@ -257,7 +256,7 @@ def probe(body: bytes, limits: Limits, *, svg_read: bool = True, as_is: bool = F
     is told by its first bytes, its header left unread (0×0), for one served as it is: librsvg parses a whole
     document for its header (26 MB of shapes: 4 s and 1.1 GB at every miss, for bytes sent untouched).
     `as_is`, for an original served as it is whatever its format: one cut short (`served_cut_short`), which no
-    decode will find, is a 422. A PNG's compressed chunks are bounded first (`png_chunks`)."""
+    decode will find, is a 422. A PNG's text and profile chunks are bounded first (`png_chunks`)."""
     body = without_bulky_chunks(body)
     if _webp_frames(body, limits.max_frames) > limits.max_frames:
         raise _too_many_frames(limits)
@@ -672,7 +671,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     stopped `StopSwitch`), or `NeedsDecodeMemory` when `budget` (if any) cannot hold the render's memory
     (`held`, on `endpoint`'s share) now and `reserved` bytes of it, taken by the caller, are not enough.
     `w-auto`/`dpr-auto` must have been resolved (`hints.negotiate`)."""
-    # what libvips reads, for as long as the render: a PNG's compressed chunks bounded (`png_chunks`)
+    # what libvips reads, for as long as the render: a PNG's text and profile chunks bounded (`png_chunks`)
     body = without_bulky_chunks(body)
     # an endpoint's watermark is a layer: an SVG it is drawn on is drawn too, so that none goes out without it
     svg_as_is = as_vector(planned_format) and not any(step.layers for step in transformation.steps)
@@ -690,9 +689,9 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
         # asked for as it is is its bytes: `_asks_for_the_source`)
         side = limits.max_output_side
         transformation = replace(transformation, steps=(replace(DEFAULT_STEP, width=side, height=side, crop="at_max"),))
-    read = {path: _read_overlay(path, data, limits) for path, data in (overlays or {}).items()}
-    overlays = {path: data for path, (data, _) in read.items()}
-    overlay_headers = {path: header for path, (_, header) in read.items()}
+    overlays_read = {path: _read_overlay(path, data, limits) for path, data in (overlays or {}).items()}
+    overlays = {path: data for path, (data, _) in overlays_read.items()}
+    overlay_headers = {path: header for path, (_, header) in overlays_read.items()}
     # each layer decodes its original (ten layers of one original: ten decodes at once)
     layers = [(overlay_headers[path], layer_page) for path, layer_page in pages_drawn(transformation.steps)
               if path in overlay_headers]
