@@ -1,7 +1,8 @@
 """An animation served as it is (`render._asks_for_the_source`: its frames' encode over budget), without the metadata
 a re-encode strips: its bytes had gone out whole, a phone's GPS position, camera serials, owner and XMP paths with
 them, on its plain URL (privacy probe). The file's structure is walked from its headers and rewritten without those
-blocks; its frames, timing, loop count and colour profile are kept byte for byte."""
+blocks; its frames, timing and loop count are kept byte for byte, and a WebP's colour profile (a GIF's, in an
+application extension, goes with the others)."""
 
 from __future__ import annotations
 
