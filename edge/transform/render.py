@@ -257,7 +257,11 @@ def probe(body: bytes, limits: Limits, *, svg_read: bool = True, as_is: bool = F
     document for its header (26 MB of shapes: 4 s and 1.1 GB at every miss, for bytes sent untouched).
     `as_is`, for an original served as it is whatever its format: one cut short (`served_cut_short`), which no
     decode will find, is a 422. A PNG's text and profile chunks are bounded first (`png_chunks`)."""
-    body = without_bulky_chunks(body)
+    return _probe_bounded(without_bulky_chunks(body), limits, svg_read=svg_read, as_is=as_is)
+
+
+def _probe_bounded(body: bytes, limits: Limits, *, svg_read: bool = True, as_is: bool = False) -> ImageHeader:
+    """`probe` of bytes `png_chunks` bounded already (a render's, which it decodes after: walked once)."""
     if _webp_frames(body, limits.max_frames) > limits.max_frames:
         raise _too_many_frames(limits)
     try:
@@ -561,7 +565,7 @@ def _read_overlay(path: str, body: bytes, limits: Limits) -> tuple[bytes, ImageH
     URL is not at fault)."""
     try:
         body = without_bulky_chunks(body)
-        return body, probe(body, limits)
+        return body, _probe_bounded(body, limits)
     except UnprocessableSource:
         raise InvalidTransformation(f"i-{path}", "not an image the node can decode") from None
     except BadRequest as error:
@@ -675,7 +679,7 @@ def render_image(body: bytes, transformation: Transformation, planned_format: st
     body = without_bulky_chunks(body)
     # an endpoint's watermark is a layer: an SVG it is drawn on is drawn too, so that none goes out without it
     svg_as_is = as_vector(planned_format) and not any(step.layers for step in transformation.steps)
-    header = probe(body, limits, svg_read=not svg_as_is)
+    header = _probe_bounded(body, limits, svg_read=not svg_as_is)
     if header.loader == SVG_LOADER and svg_as_is:
         return Rendered(body, "svg", header.width, header.height, strong_etag(body))
     page = transformation.output.page
