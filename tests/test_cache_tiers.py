@@ -424,7 +424,8 @@ def test_processes_agree_again_on_a_versions_file_deleted_under_them(tmp_path):
 
 def test_entries_hashed_by_an_earlier_node_stay_valid_and_damage_is_still_seen(tmp_path):
     """Earlier nodes hashed with BLAKE2b: their outputs and originals are served as stored, not
-    taken for damaged (which would drop a whole cache on upgrade); bytes that match neither hash are."""
+    taken for damaged (which would drop a whole cache on upgrade); bytes that match neither hash are, an output
+    or a kept original alike (the corruption fuzz's `local` origin keeps no original bytes: mutation audit)."""
     caches = Caches(tmp_path, 10**9, 10**9)
     try:
         body = b"bytes stored by an earlier node" * 2000
@@ -434,7 +435,11 @@ def test_entries_hashed_by_an_earlier_node_stay_valid_and_damage_is_still_seen(t
         caches.originals.put("old", StoredOriginal(SourceInfo(origin="web", version=blake, checked_at=0.0), body))
         caches.outputs.put("bad", CachedOutput(body=body, content_type="image/jpeg", etag='"0' + blake[2:],
                                                source=SOURCE))
+        # an original of a web or S3 origin, kept to render from (a local one's bytes are never kept)
+        caches.originals.put("bad", StoredOriginal(SourceInfo(origin="web", version='"0' + blake[2:], checked_at=0.0),
+                                                   body))
         assert caches.outputs.get("old").body == body and caches.originals.get("old").body == body
         assert caches.outputs.get("bad") is None and len(caches.outputs) == 1  # damaged: deleted
+        assert caches.originals.get("bad") is None and caches.originals.get("old") is not None  # fetched again
     finally:
         caches.close()
