@@ -97,6 +97,17 @@ def test_a_webp_without_metadata_says_so_in_its_header():
     assert pyvips.Image.new_from_buffer(body, "", n=-1).get("n-pages") == 3
 
 
+def test_a_webp_s_chunks_of_no_known_kind_go_too():
+    """Only the kinds that make the picture are kept: a private chunk (any tool's, any data) goes, as EXIF and XMP
+    do (a mutation keeping all but those two survived the test above)."""
+    plain = with_webp_metadata(corpus._animation(3, 40))
+    private = b"MKPR" + (17).to_bytes(4, "little") + b"MK_PRIVATE alice\0" + b"\0"  # odd size: padded
+    riff = plain[12:] + private
+    crafted = b"RIFF" + (len(riff) + 4).to_bytes(4, "little") + b"WEBP" + riff
+    body = without_metadata(crafted, "webp")
+    assert b"MK_PRIVATE" not in body and body == without_metadata(plain, "webp")
+
+
 @pytest.mark.parametrize("body, fmt", [
     (corpus._animation(3, 40).gifsave_buffer(keep="none")[:-30], "gif"),  # ends inside a block
     (b"GIF89a" + bytes(7) + b"\x2c\x00", "gif"),
