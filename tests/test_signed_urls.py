@@ -198,6 +198,8 @@ async def test_tampered_wrong_key_and_expired_urls_are_refused(node):
     expiry = int(expiring.split("ik-t=")[1].split("&")[0])
     await refused(node, expiring.replace(f"ik-t={expiry}", f"ik-t={expiry + 3600}"), "invalid")  # moved expiry
     await refused(node, expiring.replace(f"ik-t={expiry}&", ""), "invalid")  # expiry removed
+    # a second expiry after the signed one: whoever reads the last (a proxy, a log reader) sees one that never comes
+    await refused(node, expiring + "&ik-t=9999999999", "invalid")
     node.node.clock = lambda: time.time() + 120
     await refused(node, expiring, "expired")
     await refused(node, expiring.replace(f"ik-t={expiry}", "ik-t=x"), "invalid")
@@ -212,14 +214,14 @@ async def test_tampered_wrong_key_and_expired_urls_are_refused(node):
     metrics = await scrape(node.url)
     assert samples(metrics, "edge_signature_refusals_total", endpoint="signed") == {
         (("endpoint", "signed"), ("reason", "expired")): 1,
-        (("endpoint", "signed"), ("reason", "invalid")): 15,
+        (("endpoint", "signed"), ("reason", "invalid")): 16,
         (("endpoint", "signed"), ("reason", "missing")): 3,
     }
     assert samples(metrics, "edge_signature_refusals_total", endpoint="named") == {
         (("endpoint", "named"), ("reason", reason)): 0 for reason in signing.REASONS}
     assert not samples(metrics, "edge_signature_refusals_total", endpoint="default")
     assert samples(metrics, "edge_http_requests_total", endpoint="signed", status="401") == {
-        (("endpoint", "signed"), ("status", "401")): 19}
+        (("endpoint", "signed"), ("status", "401")): 20}
 
 
 async def test_a_served_signed_url_never_lets_the_unsigned_url_through(node):
