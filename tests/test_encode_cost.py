@@ -3,6 +3,7 @@ image, so the render deadline cannot stop them; WebP and PNG ones hold a thread 
 work is counted before any pixel is made (edge/transform/cost.py). And `bg-blurred` padding on an
 animation: made without images larger than the box, and counted."""
 
+import functools
 from dataclasses import replace
 
 import pytest
@@ -107,6 +108,24 @@ def test_the_encode_and_the_blurred_background_are_counted():
     red = estimated_cost(parse_transformation("w-8192,h-1,cm-pad_resize,bg-red"), (32, 32), frames=99)
     blurred = estimated_cost(parse_transformation("w-8192,h-1,cm-pad_resize,bg-blurred"), (32, 32), frames=99)
     assert blurred >= red + 99
+
+
+@pytest.mark.parametrize("layers, refused", [(2, False), (10, True)])
+def test_each_layer_s_decode_of_its_original_counts(originals, layers, refused):
+    """A layer decodes its original whole, however small it is drawn: ten layers of a 20 MP PNG at 10 px are ten
+    20 MP decodes (a mutation leaving the layers' decodes out of the price survived every test)."""
+    tr = "w-100:" + ",".join(["l-image,i-large.png,w-10,l-end"] * layers)
+    overlays = {"large.png": pyvips.Image.black(5000, 4000).pngsave_buffer(compression=1)}
+    render_it = functools.partial(render_image, (originals / "photo.jpg").read_bytes(), parse_transformation(tr),
+                                  "jpg", Defaults(), Limits(), overlays)
+    if not refused:
+        assert pyvips.Image.new_from_buffer(render_it().body, "").width == 100
+        return
+    with pytest.raises(BadRequest) as raised:
+        render_it()
+    message = str(raised.value)
+    assert message.startswith("transformation too costly: about ") and message.endswith(BUDGET), message
+    assert int(message.split()[4]) >= layers * 20  # each layer's 20 megapixels of PNG decoded
 
 
 async def test_blurred_padding_of_a_long_gif_as_gif_is_within_the_budget(node):
