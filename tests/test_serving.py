@@ -3,7 +3,12 @@
 import asyncio
 import email.utils
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import pyvips
@@ -331,6 +336,60 @@ async def test_paths_that_leave_the_root_are_not_found(jail, tmp_path, path):
     response = await jail.fetch(path)
     assert response.code == 404
     assert response.body == b"not found\n"
+
+
+#: a `local` origin's outcome for each path given, printed one a line: run as `nobody` when the tests run as root
+#: (root reads through any permission), so that following a link meets the error the node's user would
+LOCAL_OUTCOMES = r"""
+import asyncio, os, sys
+from pathlib import Path
+from edge.origin import OriginFailure, OriginNotFound, OriginRequest, OriginSettings
+from edge.settings import ConfigTable
+from edge_builtin_origins.local import LocalOrigin
+root = Path(sys.argv[1])
+origin = LocalOrigin.from_config(OriginSettings("files", "local"),
+                                 ConfigTable({"root": str(root)}, file="t.toml", table="origins[0]", base_dir=root))
+if os.getuid() == 0:  # once everything is imported (Python's own library may be root's alone)
+    os.setgid(65534)
+    os.setuid(65534)
+async def outcome(path):
+    try:
+        await origin.fetch(OriginRequest(path, 10**6))
+    except OriginNotFound:
+        return "not found"
+    except OriginFailure as failure:
+        return failure.kind
+    return "served"
+for path in sys.argv[2:]:
+    print(asyncio.run(outcome(path)))
+"""
+
+
+def test_a_link_out_of_the_root_is_not_found_even_where_it_cannot_be_followed():
+    """A link out of the root to a folder the node may not enter is not found, as any link out of it: a `denied`
+    502 told a client what exists outside the root (its links, by trial). Within the root, such a folder is
+    `denied`: the operator's to mend (a mutation audit found no test of either: the suite runs as root)."""
+    base = Path(tempfile.mkdtemp(prefix="edge-denied-"))
+    try:
+        root, outside = base / "root", base / "outside"
+        for folder in (root / "private", outside / "private"):
+            folder.mkdir(parents=True)
+            (folder / "a.jpg").write_bytes(imagecorpus.photo_jpeg(20, 20))
+            folder.chmod(0o700)  # root's: `nobody` may not enter
+        (root / "ok.jpg").write_bytes(imagecorpus.photo_jpeg(20, 20))
+        os.symlink(outside / "private" / "a.jpg", root / "out.jpg")
+        os.symlink(root / "private" / "a.jpg", root / "in.jpg")
+        for folder in (base, root, outside):
+            folder.chmod(0o755)
+        if os.getuid() != 0 and os.access(outside / "private", os.X_OK):
+            pytest.skip("not root, and a folder of one's own cannot be made unreadable to oneself")
+        run = subprocess.run([sys.executable, "-c", LOCAL_OUTCOMES, str(root), "ok.jpg", "out.jpg", "in.jpg",
+                              "private/a.jpg"], capture_output=True, text=True, timeout=60,
+                             cwd=Path(__file__).resolve().parent.parent)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split("\n")[:4] == ["served", "not found", "denied", "denied"], run.stdout
+    finally:
+        shutil.rmtree(base)
 
 
 @pytest.mark.parametrize("path", ["/inside/ok.jpg/", "/tr:w-10/inside/ok.jpg//", "/inside/ok.jpg%2F"])
