@@ -488,19 +488,27 @@ def test_the_logs_mask_the_configs_credentials_tracebacks_included(tmp_path, cap
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_a_credential_is_masked_however_a_line_escapes_it(capsys, log_format):
     """Quotes, backslashes and non-ASCII come out escaped in the JSON format and in a repr, and a URL
-    carries a credential percent-encoded: each of those forms of it is masked too."""
+    carries a credential percent-encoded: each of those forms of it is masked too. A traceback is escaped before
+    it is masked (a mutation masking only the unescaped forms left it in clear there, and survived)."""
     secret = 'pa"ss\\wörd/+ key'
     Secret(secret)
     configure_logging("info", log_format)
     try:
         logging.getLogger("edge.origin").warning("as it is %s, repr %r, in a URL %s and %s", secret, secret,
                                                  quote(secret, safe=""), quote_plus(secret))
+        try:
+            raise ValueError(f"a plugin quoting {secret}")
+        except ValueError:
+            logging.getLogger("edge.origin").exception("origin failed")
         written = capsys.readouterr().err
     finally:
         with capsys.disabled():  # the handler left behind writes to the real stderr, not the closed capture
             configure_logging("info", "text")
-    message = json.loads(written)["message"] if log_format == "json" else written.rstrip("\n")
+    first = written.splitlines()[0]
+    message = json.loads(first)["message"] if log_format == "json" else first
     assert message.endswith("as it is ****, repr '****', in a URL **** and ****")
+    assert "ValueError: a plugin quoting ****" in (json.loads(written.splitlines()[-1])["traceback"]
+                                                   if log_format == "json" else written)
     for form in (secret, json.dumps(secret)[1:-1], repr(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)):
         assert form not in written, form
     assert redact(f"{secret.encode()!r} {quote(secret).lower()}") == "b'****' ****"
