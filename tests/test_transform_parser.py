@@ -98,7 +98,7 @@ def test_default_image_path():
     ("w-70000", "w-70000", "65500"),
     ("q-0", "q-0", "from 1 to 100"),
     ("q-101", "q-101", "from 1 to 100"),
-    # a radius past it held a render thread to the deadline, then a 503, and a new width a new URL (a mutation audit)
+    # past it, a radius holds a render thread to the deadline (a 503; a new width, a new URL): a mutation audit
     ("bl-101", "bl-101", "from 0.1 to 100"),
     ("bl-0", "bl-0", "from 0.1 to 100"),
     ("zz-1", "zz-1", "unknown parameter"),
