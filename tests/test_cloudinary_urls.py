@@ -1015,6 +1015,16 @@ def test_split_path(path, components, origin_path):
     assert (split.components, split.origin_path) == (components, origin_path)
 
 
+def test_a_transformation_longer_than_the_node_takes_is_refused_before_it_is_translated():
+    """As the node's own form: 400 naming the limit, not a translation of every component whose 400 quotes them all
+    (48 kB of components had made a 51 kB answer: a mutation audit)."""
+    from edge.cloudinary_urls import translate
+    from edge.errors import InvalidTransformation
+    with pytest.raises(InvalidTransformation) as raised:
+        translate(("w_10",) * 700, {}, named_only=False)
+    assert str(raised.value).endswith("longer than 2000 characters") and len(str(raised.value)) < 120
+
+
 def test_a_purge_names_origin_paths():
     from edge.cloudinary_urls import read
     def purge(path):
