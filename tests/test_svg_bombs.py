@@ -2,12 +2,14 @@
 document of heavy filters or nested `<use>`s drew for minutes in a render thread, past the render deadline. The
 node draws them in a child process it kills at the deadline. A real node, in its own process, over loopback."""
 
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyvips
 
+from benchmarks.common import cpu_seconds
 from edge.testing import NodeProcess, ServingNode, solid_image, write_config
 from tests.nodes import local_config
 from tests.test_server_limits import memory_kb
@@ -85,6 +87,43 @@ def test_a_costly_svg_is_stopped_at_the_render_deadline(tmp_path):
         drawn = pyvips.Image.new_from_buffer(body, "")
         assert status == 200 and (drawn.width, drawn.height, drawn.bands) == (40, 20, 4)
         assert drawn[3].max() == 0
+    finally:
+        process.stop()
+
+
+def drawings(worker: int) -> dict[int, float]:
+    """The processes drawing an SVG for `worker` (its children running svgraster.py), each with its CPU seconds."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) if entry.name.isdigit() else 0
+            if parent == worker and b"svgraster.py" in (entry / "cmdline").read_bytes():
+                found[int(entry.name)] = cpu_seconds(int(entry.name))
+        except (OSError, IndexError, ValueError):  # a process that ended as it was read
+            continue
+    return found
+
+
+def polled(condition, what: str, timeout: float = 10) -> None:
+    """Wait, bounded, for what the node does not tell (a process of its own drawing, or ending)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_drawing_nobody_waits_for_any_more_is_stopped(tmp_path):
+    """The client gone, the flight's work is cancelled and the drawing (22 s and more) killed at its next poll, long
+    before the deadline (60 s here). Without the poll's stop check, a drawing went on to its end or its own CPU
+    bound, the deadline and a second more (a mutation audit: the deadline test above allows 3 s for a 1 s one)."""
+    process = _node_over(tmp_path, {"blurs.svg": BLURS}, 1, 'render_timeout = "60s"')
+    try:
+        worker = process.worker_pids()[0]
+        with socket.create_connection(("127.0.0.1", int(process.url.rsplit(":", 1)[1]))) as client:
+            client.sendall(b"GET /tr:f-png/blurs.svg HTTP/1.1\r\nHost: node\r\n\r\n")
+            # drawing, not reading the document's header (a child of its own, ended at once)
+            polled(lambda: any(cpu >= 0.3 for cpu in drawings(worker).values()), "the drawing to be under way")
+        polled(lambda: not drawings(worker), "the drawing to be stopped")
     finally:
         process.stop()
 
