@@ -7,8 +7,8 @@ import pytest
 import pyvips
 
 from edge.config import Limits
-from edge.errors import BadRequest
-from edge.transform.render import probe
+from edge.errors import BadRequest, UnprocessableSource
+from edge.transform.render import allow_only_input_loaders, probe
 from tests import imagecorpus
 from edge.testing import solid_image
 from tests.nodes import decode, local_config, write_config
@@ -82,6 +82,19 @@ async def test_svg_is_rendered_only_when_the_operator_enables_it(node_factory, t
     response = await enabled.fetch("/tr:w-20,f-png/drawing.svg")
     assert response.code == 200 and (decode(response).width, decode(response).height) == (20, 10)
     assert response.headers["Content-Type"] == "image/png"
+
+
+def test_an_svg_is_refused_for_a_config_without_allow_svg_even_with_its_loader_unblocked():
+    """The loaders libvips may run are set process-wide by the last config applied (a node, `check-config` of
+    another file): `probe` refuses an SVG for a config without `allow_svg` all the same, its second line (a
+    mutation dropping it survived, hidden by the first)."""
+    allow_only_input_loaders(allow_svg=True)
+    try:
+        with pytest.raises(UnprocessableSource) as raised:
+            probe(SVG, Limits(allow_svg=False))
+    finally:
+        allow_only_input_loaders(allow_svg=False)  # as a node without it leaves them
+    assert "an SVG document, read only with [limits] allow_svg = true" in str(raised.value)
 
 
 @pytest.mark.parametrize("path", ["/drawing.svg", "/tr:w-20/drawing.svg", "/tr:f-auto/drawing.svg",
