@@ -330,6 +330,25 @@ async def test_a_shared_store_answering_what_botocore_cannot_read_is_a_miss_and_
     assert (await node.fetch("/tr:w-90/astronaut.jpg")).code == 200  # none the worse
 
 
+async def test_a_key_longer_than_s3_takes_is_not_found_without_asking(raw_s3):
+    """S3 refuses a key over 1024 bytes of UTF-8 (`KeyTooLongError`, a 400, which would be the origin's failure):
+    no object can have it, so it is not found, and no request is made (a mutation letting such keys through
+    survived: moto, the tests' S3, answers them 404)."""
+    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    await origin.open()
+    raw_s3.answer = lambda method, target: error_xml("KeyTooLongError", 400)
+    asked = len(raw_s3.requests)
+    try:
+        with pytest.raises(OriginNotFound):
+            await asyncio.wait_for(origin.fetch(OriginRequest("\u00e9" * 513, 10**6)), BOUND)  # 1026 bytes
+        assert len(raw_s3.requests) == asked
+        with pytest.raises(OriginFailure):  # 1024 bytes: the store's to answer
+            await asyncio.wait_for(origin.fetch(OriginRequest("\u00e9" * 512, 10**6)), BOUND)
+        assert len(raw_s3.requests) > asked
+    finally:
+        await origin.close()
+
+
 @pytest.mark.parametrize("code, quoted", [
     ("SlowDown", "SlowDown"), ("x" * 5000, "unexpected code"), ("A&#10;B", "unexpected code"),
     ("&lt;b&gt;", "unexpected code"), ("", "error")])
