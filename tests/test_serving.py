@@ -338,7 +338,7 @@ async def test_paths_that_leave_the_root_are_not_found(jail, tmp_path, path):
     assert response.body == b"not found\n"
 
 
-#: a `local` origin's outcome for each path given, printed one a line: run as `nobody` when the tests run as root
+#: a `local` origin's outcome for each path given, one per line: run as `nobody` when the tests run as root
 #: (root reads through any permission), so that following a link meets the error the node's user would
 LOCAL_OUTCOMES = r"""
 import asyncio, os, sys
