@@ -12,7 +12,7 @@ import pytest
 
 from edge import memory
 from edge.cache import CachedOutput, SourceInfo, strong_etag
-from edge.cache.memory import MemoryTier
+from edge.cache.memory import MEMORY_ENTRY_SHARE, MemoryTier
 from edge.testing import write_config
 
 glibc_only = pytest.mark.skipif(memory._LIBC is None, reason="glibc's malloc is not in use (musl or jemalloc)")
@@ -62,6 +62,25 @@ def test_the_memory_tier_holds_its_budget_in_memory_even_of_tiny_outputs():
         tracemalloc.stop()
     assert held <= budget * 1.1
     assert tier.get("/photo.jpg\0w-1,h-1,q-19999\0", 19_999) is not None  # the newest are kept
+
+
+def test_an_output_larger_than_a_share_of_the_memory_tier_is_not_kept_there():
+    """Past `size_limit / MEMORY_ENTRY_SHARE`, an output stays on disk alone: one large output had flushed every
+    hot one (and one larger than the tier, itself too), a mutation keeping it survived every test."""
+    budget = 16 * 10**5
+    tier = MemoryTier(budget)
+    source = SourceInfo("photos", strong_etag(b"original"), 0.0, '"1"', "Mon, 30 Nov 2026 10:00:00 GMT", "image/jpeg")
+
+    def output(size: int) -> CachedOutput:
+        body = bytes(size)
+        return CachedOutput(body, "image/jpeg", strong_etag(body), source)
+    for n in range(10):
+        tier.put(f"hot-{n}", 1, output(budget // 20))
+    tier.put("large", 1, output(budget // MEMORY_ENTRY_SHARE + 1))
+    assert tier.get("large", 1) is None
+    assert all(tier.get(f"hot-{n}", 1) is not None for n in range(10))
+    tier.put("within", 1, output(budget // MEMORY_ENTRY_SHARE))
+    assert tier.get("within", 1) is not None
 
 
 # What a worker has imported once it serves: the config loaded (as `edge serve`'s supervisor does, which
