@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edge import originals
 from edge.cache import original_key, strong_etag
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.imagecorpus import photo_jpeg
@@ -128,6 +129,24 @@ async def test_a_failing_origin_gets_the_stale_copy_served(origin, node):
     recovered = await node.fetch("/tr:w-40/shoe.jpg")
     assert (recovered.headers["X-Cache"], recovered.body) == ("MISS", first.body)
     assert (await node.fetch("/tr:w-40/shoe.jpg")).headers["X-Cache"] == "HIT"
+
+
+async def test_the_originals_a_failing_origin_is_not_asked_for_again_are_bounded(origin, node, monkeypatch):
+    """Each original its origin failed for is served stale without asking again for `not_found_ttl`; at most
+    `FAILING_KEYS` of them are remembered so, the oldest forgotten first (a client asking for many paths of a
+    failing origin had grown the list without bound: a mutation removing the cap survived)."""
+    monkeypatch.setattr(originals, "FAILING_KEYS", 1)
+    origin.files["boot.jpg"] = solid(80, 60, colour(2))
+    for name in ("shoe.jpg", "boot.jpg"):
+        assert (await node.fetch(f"/tr:w-40/{name}")).headers["X-Cache"] == "MISS"
+    origin.behaviour.status = 500
+    later(node, 2 * HOUR)
+    for name in ("shoe.jpg", "boot.jpg"):
+        assert (await node.fetch(f"/tr:w-40/{name}")).headers["X-Cache"] == "STALE"
+    origin.behaviour.status = None  # back: only the original forgotten is asked for again
+    assert (await node.fetch("/tr:w-25/boot.jpg")).headers["X-Cache"] == "STALE"
+    assert (await node.fetch("/tr:w-25/shoe.jpg")).headers["X-Cache"] == "MISS"
+    assert (origin.requests["boot.jpg"], origin.requests["shoe.jpg"]) == (2, 3)
 
 
 async def test_an_original_deleted_at_the_origin_is_a_404_after_revalidation(origin, node):
