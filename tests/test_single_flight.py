@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -112,6 +113,38 @@ async def test_concurrent_callers_in_a_process_share_one_production(tmp_path):
     release.set()
     assert await asyncio.gather(*callers) == ["the output"] * 20
     assert produced == [1]
+    flight.close()
+
+
+async def test_a_result_a_purge_overtook_is_never_stored(tmp_path):
+    """A purge recorded after the work began: the callers get the result, nothing is written (a store then deleted
+    again had left another worker a window to read the image from before the purge: a mutation storing it survived,
+    the second look deleting it afterwards)."""
+    purged_at: list[float] = []
+    stored, discarded = [], []
+
+    async def purged_since(key, began):
+        return any(at > began for at in purged_at)
+
+    async def discard(key):
+        discarded.append(key)
+
+    flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=Tally().inc, purged_since=purged_since,
+                          discard=discard)
+
+    async def produce():
+        purged_at.append(time.time() + 1)  # a purge of the key while the image is made
+        return "the output from before the purge"
+
+    async def lookup():
+        return None
+
+    async def keep(result):
+        stored.append(result)
+
+    assert await flight.run("key", produce, lookup, keep) == "the output from before the purge"
+    await flight.settle()
+    assert (stored, discarded) == ([], [])
     flight.close()
 
 
