@@ -5,6 +5,7 @@ import asyncio
 import json
 import socket
 import sys
+import time
 
 import pytest
 
@@ -86,8 +87,42 @@ async def test_a_peer_that_does_not_answer_in_time_is_a_timeout(node_factory, tm
         silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         node, = await start_fleet(node_factory, tmp_path, local_config(), size=1,
                                   fleet_extra='timeout = "300ms"', more_peers=(silent_url,))
+        started = time.monotonic()
         response = await purge(node, {"url": "/coffee.jpg"})
     assert (response.code, json.loads(response.body)["peers"]) == (502, [{"peer": silent_url, "outcome": "timeout"}])
+    # within `[fleet] timeout` and the purge's own work: a call bounded in its connect alone waited Tornado's 20 s
+    # for the answer (a mutation audit)
+    assert time.monotonic() - started < 10
+
+
+async def test_a_peer_s_redirect_is_not_followed_with_the_token(node_factory, tmp_path):
+    """A peer answering 307 (a proxy in front of it, a host taken over) would have the purge sent on, the admin token
+    with it, wherever it says: it is a rejection (a mutation following redirects survived)."""
+    elsewhere: list[bytes] = []
+
+    async def record(reader, writer):
+        elsewhere.append(await reader.read(1024))
+        writer.close()
+    listener = await asyncio.start_server(record, "127.0.0.1", 0)
+    target = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/_edge/purge"
+
+    async def redirect(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+    redirecting = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    peer = f"http://127.0.0.1:{redirecting.sockets[0].getsockname()[1]}"
+    try:
+        node, = await start_fleet(node_factory, tmp_path, local_config(), size=1, more_peers=(peer,))
+        response = await purge(node, {"url": "/coffee.jpg"})
+    finally:
+        redirecting.close()
+        listener.close()
+    assert (response.code, json.loads(response.body)["peers"]) == (
+        502, [{"peer": peer, "outcome": "rejected", "status": 307}])
+    assert elsewhere == []
 
 
 async def test_a_peer_with_another_token_rejects_the_purge(node_factory, tmp_path):
@@ -134,6 +169,9 @@ async def test_edge_purge_fleet_from_the_command_line(fleet):
     ('peers = ["http://admin:hunter2-pass@a:1"]', r"\[fleet\] peers: a node's URL takes no user information "
                                                   r"\(user:password@\): the purge API's admin token"),
     ('peers = ["http://a:1", "http://a:1/"]', r"\[fleet\] peers: lists a node twice"),
+    # every purge calls each (a mutation letting any number through survived)
+    ("peers = [" + ", ".join(f'"http://a:{port}"' for port in range(1, 258)) + "]",
+     r"\[fleet\] peers: expected at most 256 nodes, got 257"),
     ('peers = ["http://a:1"]\nself_url = "http://b:1"', r"\[fleet\] self_url: 'http://b:1' is not one of the peers"),
     ('peers = []\ntimeout = "0s"', r"\[fleet\] timeout: expected a duration above 0"),
     ('peer = []', r"\[fleet\] peer: unknown key"),
