@@ -99,6 +99,12 @@ async def test_the_status_page_wants_the_admin_token_when_one_is_set(node_factor
     refused = await node.fetch("/_edge/status")
     assert (refused.code, refused.headers["WWW-Authenticate"]) == (401, 'Basic realm="edge status"')
     assert (await node.fetch("/_edge/status", headers={"Authorization": "Bearer wrong"})).code == 401
+    # basic credentials that do not decode, or are no text, or name another password (a mutation audit: one letting
+    # those that do not decode in survived)
+    for credentials in ("!!!", base64.b64encode(b"admin:\xff\xfe").decode(),
+                        base64.b64encode(b"admin:wrong").decode(), base64.b64encode(TOKEN.encode()).decode()):
+        refused = await node.fetch("/_edge/status", headers={"Authorization": f"Basic {credentials}"})
+        assert refused.code == 401, credentials
     bearer = await node.fetch("/_edge/status", headers={"Authorization": f"Bearer {TOKEN}"})
     basic = await node.fetch("/_edge/status", headers={
         "Authorization": "Basic " + base64.b64encode(f"admin:{TOKEN}".encode()).decode()})
