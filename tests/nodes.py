@@ -120,6 +120,15 @@ async def until(condition, what: str, timeout: float = START_TIMEOUT) -> None:
         await asyncio.sleep(0.01)
 
 
+def polled(condition, what: str, timeout: float = 10) -> None:
+    """`until` for a test that is not a coroutine: poll a plain condition (a process of the node's starting or
+    ending, a count another worker writes); fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 def as_predicate(condition):
     """A plain condition as `until` wants it."""
     async def holds() -> bool:

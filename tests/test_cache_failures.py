@@ -33,7 +33,7 @@ from edge.cache.health import CacheHealth, error_kind
 from edge.cache import tiers as tiers_module
 from edge.cache.tiers import BoundedCache, OutputTier
 from edge.testing import ServingNode
-from tests.nodes import NodeProcess, decode, local_config, start_node, until, write_config
+from tests.nodes import NodeProcess, decode, local_config, polled, start_node, until, write_config
 from tests.scrape import scrape, total
 from tests.test_signals import gone
 
@@ -501,10 +501,8 @@ def test_metrics_files_on_a_filesystem_without_fallocate_are_kept_there(tmp_path
             assert node.get("/tr:w-100/coffee.jpg")[0] == 200
             # counted at the end of the answering worker's IOLoop turn, after the answer (`Metrics.add`): the other
             # worker's scrape may come first (CI once)
-            deadline = time.monotonic() + 10
-            while node.metrics().total("edge_http_requests_total", status="200") < 1:
-                assert time.monotonic() < deadline, "the request was never counted"
-                time.sleep(0.01)
+            polled(lambda: node.metrics().total("edge_http_requests_total", status="200") >= 1,
+                   "the request to be counted")
             assert "no room for this worker's metrics" not in "".join(process.log)
         finally:
             process.stop()

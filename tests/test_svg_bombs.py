@@ -11,7 +11,7 @@ import pyvips
 
 from benchmarks.common import cpu_seconds
 from edge.testing import NodeProcess, ServingNode, solid_image, write_config
-from tests.nodes import local_config
+from tests.nodes import local_config, polled
 from tests.test_server_limits import memory_kb
 
 #: 15 kB: 200 full-size rectangles, each blurred over 500 px. librsvg draws the document once per libvips
@@ -102,14 +102,6 @@ def drawings(worker: int) -> dict[int, float]:
         except (OSError, IndexError, ValueError):  # a process that ended as it was read
             continue
     return found
-
-
-def polled(condition, what: str, timeout: float = 10) -> None:
-    """Wait, bounded, for what the node does not tell (a process of its own drawing, or ending)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_a_drawing_nobody_waits_for_any_more_is_stopped(tmp_path):
