@@ -26,7 +26,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from edge.testing import NodeProcess, photo_image, solid_image, write_config
 from tests.loadbalancers import stop_process
-from tests.nodes import until_stored
+from tests.nodes import until, until_stored
 from tests.s3server import shared_cache_table
 from tests.servers import Behaviour, HTTPOrigin
 from tests.test_cache_failures import fill, mount_tmpfs
@@ -83,10 +83,9 @@ class Prometheus:
             await asyncio.sleep(0.1)
 
     async def until_scraped(self, instance: str) -> None:
-        deadline = time.monotonic() + BOUND
-        while not await self.query(f'up{{instance="{instance}"}} == 1'):
-            assert time.monotonic() < deadline, f"{instance} not scraped"
-            await asyncio.sleep(0.1)
+        async def scraped() -> bool:
+            return bool(await self.query(f'up{{instance="{instance}"}} == 1'))
+        await until(scraped, f"{instance}'s scrape", BOUND)
 
     async def query(self, expr: str) -> list[dict]:
         response = await self.client.fetch(f"{self.url}/api/v1/query?query={quote(expr)}", raise_error=False)

@@ -20,7 +20,7 @@ from edge.transform.cost import _steps_cost, check_cost, check_render_cost, esti
 from edge.transform.formats import plan_format
 from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer, render_image
-from tests.nodes import SAMPLES, decode, local_config, write_config
+from tests.nodes import SAMPLES, as_predicate, decode, local_config, until, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
 from tests.scrape import total
 
@@ -366,10 +366,8 @@ async def test_a_render_that_passed_the_deadline_short_of_cpu_is_tried_again(tmp
 
 async def until_running(renderer: Renderer) -> None:
     """Until the pool's thread has picked the render up (bounded)."""
-    deadline = time.monotonic() + PROMPTLY
-    while not renderer._threads._queue.empty() or not renderer._threads._threads:
-        assert time.monotonic() < deadline, "the render never started"
-        await asyncio.sleep(0.01)
+    await until(as_predicate(lambda: renderer._threads._queue.empty() and renderer._threads._threads),
+                "the render's start", PROMPTLY)
 
 
 async def test_cancelling_the_render_task_stops_libvips_and_frees_the_thread(photos):

@@ -17,8 +17,8 @@ from tornado.httpclient import AsyncHTTPClient
 from edge.supervisor import CONFIRM_SECONDS
 from edge.testing import ServingNode
 from tests.assets import colour, solid
-from tests.nodes import (MARKED_ORIGINS, NodeProcess, decode, install_plugin, local_config, until, until_stored,
-                         web_config, write_config)
+from tests.nodes import (MARKED_ORIGINS, NodeProcess, decode, install_plugin, local_config, polled, until,
+                         until_stored, web_config, write_config)
 from tests.scrape import samples, scrape, scrape_when, total
 from tests.servers import Behaviour, HTTPOrigin
 
@@ -409,9 +409,7 @@ async def test_the_start_time_stays_the_nodes_across_reloads_and_restarted_worke
             mark = len(node.log)
             node.process.send_signal(signal.SIGHUP)
             node.wait_for_log("config reloaded", start=mark)
-            deadline = time.monotonic() + 30
-            while workers & set(node.worker_pids()) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            polled(lambda: not workers & set(node.worker_pids()), "the old workers' exit", 30)
         victim = node.worker_pids()[0]
         mark = len(node.log)
         os.kill(victim, signal.SIGKILL)
@@ -461,10 +459,7 @@ def hold_the_reading(node: NodeProcess, tmp_path) -> int:
     (tmp_path / "held").touch()
     mark = len(node.log)
     node.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "reading").exists():
-        assert time.monotonic() < deadline, "the reading did not start"
-        time.sleep(0.05)
+    polled((tmp_path / "reading").exists, "the reading's start", 30)
     return mark
 
 
