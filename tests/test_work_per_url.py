@@ -306,6 +306,17 @@ def test_f_auto_past_a_format_s_side_falls_back_and_a_named_format_is_a_400(tran
     assert (rendered.format, rendered.width, rendered.height) == (fmt, int(transformation[2:7]), 50)
 
 
+@pytest.mark.parametrize("fmt, side", [("webp", 16383), ("avif", 16384)])
+def test_a_named_format_past_its_side_is_refused_before_the_render(fmt, side):
+    """The same 400 from the estimate, which knows the size: it had come from the render, once the 18000 px
+    had been made."""
+    parsed = parse_transformation(f"w-18000,h-50,c-force,f-{fmt}")
+    planned, _ = plan_format(parsed.output_format, "strip.jpg", "")
+    with pytest.raises(BadRequest, match=fr"output too large: 18000x50, at most {side} px a side"):
+        check_render_cost(parsed, planned, "jpegload_source", False, False, Limits(max_output_side=20000),
+                          Defaults(), (400, 10))
+
+
 async def test_a_render_past_the_deadline_is_stopped_and_its_thread_freed(node_factory, tmp_path, photos):
     node = await node_with(node_factory, tmp_path, photos.folder, f'render_timeout = "0.5s"\n{UNBOUNDED_COST}',
                            "transform_threads = 1")
