@@ -106,8 +106,10 @@ class _Request(httputil.HTTPMessageDelegate):
         try:
             served = node.pipeline.memory_hit(ImageCall(host, start_line.path, None, header_value(headers, "Accept"),
                                                         headers))
-        except Exception:  # a bug: the application answers (and logs what it finds)
-            log.exception("the hit shortcut failed; the request goes the usual way")
+        except Exception:  # a bug: the application answers (and logs what it finds) under the id logged here
+            request_id = accesslog.request_id(header_value(headers, "X-Request-Id"))
+            headers["X-Request-Id"] = request_id
+            log.exception("the hit shortcut failed; the request goes the usual way", extra={"request_id": request_id})
             return False
         if served is None:
             return False

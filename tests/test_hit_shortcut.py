@@ -12,7 +12,7 @@ from edge.hits import HitShortcut
 from edge.httpserver import make_server
 from edge.server import make_app
 from tests.photos import marker_corner, photos  # noqa: F401 - photos is a fixture
-from tests.nodes import local_config, write_config
+from tests.nodes import decode, local_config, write_config
 from tests.scrape import scrape_when, total
 
 PATH = "/tr:w-300/photo.jpg"
@@ -75,6 +75,22 @@ async def test_its_hits_are_counted_and_logged_as_the_handlers_are(node, capsys)
                and line["client"] == "127.0.0.1" and line["user_agent"] == "test/1"
                and line["referer"] == "https://shop.example/p" and line["duration_ms"] >= 0 for line in lines)
     assert [answer.headers["X-Request-Id"] for answer in answers] == ["hit-0", "hit-1", "hit-2"]
+
+
+async def test_a_failing_shortcut_is_logged_under_the_id_of_the_answer_the_application_gives(node, caplog):
+    """A bug in the shortcut is logged, and the request answered the usual way: under one request id, else the
+    line cannot be matched to the answer or its access-log line."""
+    await fresh_in_memory(node)
+    memory_hit = node.node.pipeline.memory_hit
+
+    def failing(call):
+        node.node.pipeline.memory_hit = memory_hit
+        raise RuntimeError("a bug")
+    node.node.pipeline.memory_hit = failing
+    answer = await node.fetch(PATH)
+    assert answer.code == 200 and answer.headers["X-Cache"] == "HIT" and decode(answer).width == 300
+    [failed] = [record for record in caplog.records if record.getMessage().startswith("the hit shortcut failed")]
+    assert failed.exc_info[0] is RuntimeError and failed.request_id == answer.headers["X-Request-Id"]
 
 
 @pytest.mark.parametrize("method, headers, body, code, has_body", [
