@@ -405,24 +405,34 @@ def test_a_greyscale_cut_out_is_flattened_on_the_colour_asked_for(grey_cut_out, 
         assert blended[2] > blended[0] + 60 and blended[2] > blended[1] + 60, blended
 
 
-def test_md_true_states_the_upright_orientation_in_xmp_as_in_exif(photos):
+@pytest.mark.parametrize("encoding, start, formats", [
+    ("utf-8", "", ("jpg", "webp", "png")),
+    ("utf-16-le", "\ufeff", ("jpg", "webp")),  # PNG's XMP is text to its first NUL: no UTF-16 in it
+    ("utf-16-be", "", ("jpg", "webp")),
+    ("utf-32-le", "\ufeff", ("jpg",)),
+])
+def test_md_true_states_the_upright_orientation_in_xmp_as_in_exif(photos, encoding, start, formats):
     """A photo stored turned (EXIF 6) with an XMP packet saying so too: served upright, its EXIF said 1 and its
-    XMP still 6, and a tool that reads XMP first turned it again (pixel-fidelity probe)."""
+    XMP still 6, and a tool that reads XMP first turned it again (pixel-fidelity probe); and so it still did when
+    the packet was UTF-16 or UTF-32, which XMP allows. A byte of a UTF-8 packet that is no UTF-8 is kept."""
     stored = pyvips.Image.new_from_buffer(photos.read(photos.oriented[6]), "").copy()
-    packet = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-              b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"><tiff:Artist>A'
-              b'</tiff:Artist></rdf:Description><rdf:Description><tiff:Orientation>6</tiff:Orientation>'
-              b'</rdf:Description></rdf:RDF></x:xmpmeta>')
+    packet = (start + '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+              'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+              'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"><tiff:Artist>A</tiff:Artist>'
+              '</rdf:Description><rdf:Description><tiff:Orientation>6</tiff:Orientation>'
+              '</rdf:Description></rdf:RDF></x:xmpmeta>').encode(encoding).replace(b"A</", b"A\xe9</")
     stored.set_type(pyvips.GValue.blob_type, "xmp-data", packet)
     photos.path("exif-6-xmp.jpg").write_bytes(stored.jpegsave_buffer(Q=88, keep="all"))
-    for transformation, fmt in (("w-300,md-true", "jpg"), ("w-300,md-true,f-webp", "webp"),
-                                ("w-300,md-true,f-png", "png")):
-        rendered, image = render(photos, "exif-6-xmp.jpg", transformation)
+    for fmt in formats:
+        rendered, image = render(photos, "exif-6-xmp.jpg", f"w-300,md-true,f-{fmt}")
         check(rendered, image, (300, 200), fmt, "top_left")
         assert image.get("orientation") == 1
-        packet = image.get("xmp-data")
-        assert b'tiff:Orientation="1"' in packet and b"<tiff:Orientation>1</tiff:Orientation>" in packet, packet
-        assert b'Orientation="6"' not in packet and b">6<" not in packet and b"<tiff:Artist>A<" in packet
+        kept = image.get("xmp-data")
+        assert len(kept) == len(packet) and kept.startswith(start.encode(encoding)), kept
+        text = kept.decode(encoding, "surrogateescape")
+        assert 'tiff:Orientation="1"' in text and "<tiff:Orientation>1</tiff:Orientation>" in text, text
+        assert 'Orientation="6"' not in text and ">6<" not in text
+        assert ("<tiff:Artist>A\udce9</" if encoding == "utf-8" else "<tiff:Artist>A</") in text, text
 
 
 @pytest.mark.parametrize("padding, kept", [(200_000, True), (2_000_000, False)])

@@ -145,15 +145,28 @@ def _metadata_within_bounds(image: pyvips.Image) -> pyvips.Image:
 
 
 #: the orientation an XMP packet states (`tiff:Orientation`, an attribute or an element)
-_XMP_ORIENTATION = re.compile(rb"""(tiff:Orientation\s*=\s*["']|<tiff:Orientation>)\s*\d+""")
+_XMP_ORIENTATION = re.compile(r"""(tiff:Orientation\s*=\s*["']|<tiff:Orientation>)\s*\d+""")
+#: how a packet that is not UTF-8 starts (XMP allows UTF-16 and UTF-32, with or without a byte order mark)
+_XMP_ENCODINGS = ((b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"),
+                  (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+                  (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le"),
+                  (b"\x00<", "utf-16-be"), (b"<\x00", "utf-16-le"))
 
 
 def _xmp_orientation_as_exif(image: pyvips.Image) -> pyvips.Image:
     """The image with its XMP packet stating the orientation its EXIF does (1 once `autorot` made the pixels
-    upright): the packet kept under `md-true` still said 6, and a tool that reads XMP first turned the image again."""
+    upright): the packet kept under `md-true` still said 6, and a tool that reads XMP first turned the image again.
+    Bytes of a UTF-8 packet that are no UTF-8 are kept as they are; a UTF-16 or UTF-32 packet that does not
+    decode is left whole: no reader finds an orientation in it either."""
     packet = image.get("xmp-data")
-    orientation = str(image.get("orientation") if image.get_typeof("orientation") else 1).encode()
-    stated = _XMP_ORIENTATION.sub(lambda match: match.group(1) + orientation, packet)
+    encoding = next((name for start, name in _XMP_ENCODINGS if packet.startswith(start)), "utf-8")
+    orientation = str(image.get("orientation") if image.get_typeof("orientation") else 1)
+    try:
+        text = packet.decode(encoding, "surrogateescape")
+        stated = _XMP_ORIENTATION.sub(lambda match: match.group(1) + orientation, text).encode(encoding,
+                                                                                              "surrogateescape")
+    except UnicodeError:
+        return image
     if stated == packet:
         return image
     image = image.copy()
