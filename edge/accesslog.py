@@ -98,9 +98,12 @@ def _without_userinfo(target: str) -> str:
 
 def _field(value: str | None, name: str) -> str:
     """`value` as a JSON string of at most `FIELD_BYTES[name]` bytes (cut short, whole escapes only), the bytes a
-    client sent as UTF-8 read so (`_as_sent`)."""
+    client sent as UTF-8 read so (`_as_sent`). A backslash is written `\\x5c`, as nginx writes it: `\\xe9` then stands
+    for a byte alone, never for the text a client sent (`caf\\xe9.jpg` typed so, another path)."""
     if value is None:
         return "null"
+    if "\\" in value:
+        value = value.replace("\\", "\\x5c")
     if not value.isascii():
         value = _as_sent(value)
     limit = FIELD_BYTES[name]

@@ -304,17 +304,19 @@ async def test_the_credentials_of_a_url_are_masked(node_factory, tmp_path, capsy
 
 async def test_what_a_client_sent_in_utf_8_is_logged_as_it_wrote_it(node_factory, tmp_path, capsys):
     """Tornado reads the request line and headers as Latin-1: a user agent in UTF-8 and a path typed with its accents
-    were logged as mojibake (`cafÃ©`; log probe). A byte that is no UTF-8 is written as its escape."""
+    were logged as mojibake (`cafÃ©`; log probe). A byte that is no UTF-8 is written as its escape, and a backslash
+    as its own (`\\x5c`, as nginx does): the text `\\xe9` sent as it is had been logged as the byte was."""
     node = await node_factory(write_config(tmp_path, local_config()))
     host, port = node.url.removeprefix("http://").split(":")
     for path, agent in (("/tr:w-20/café.jpg".encode(), "Mozilla/5.0 (日本語; ü)".encode()),
-                        (b"/tr:w-20/caf\xe9.jpg", b"agent \xe9\xff")):
+                        (b"/tr:w-20/caf\xe9.jpg", b"agent \xe9\xff"), (b"/tr:w-20/caf\\xe9.jpg", b"agent \\xe9\\")):
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: h\r\nUser-Agent: " + agent
                      + b"\r\nConnection: close\r\n\r\n")
         await writer.drain()
         assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 40")  # not found; not UTF-8
         writer.close()
-    first, second = logged(node, capsys)
+    first, second, third = logged(node, capsys)
     assert (first["path"], first["user_agent"]) == ("/tr:w-20/café.jpg", "Mozilla/5.0 (日本語; ü)")
     assert (second["path"], second["user_agent"]) == ("/tr:w-20/caf\\xe9.jpg", "agent \\xe9\\xff")
+    assert (third["path"], third["user_agent"]) == ("/tr:w-20/caf\\x5cxe9.jpg", "agent \\x5cxe9\\x5c")
