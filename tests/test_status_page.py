@@ -158,3 +158,32 @@ async def test_a_shared_tier_down_is_on_the_status_page(node_factory, tmp_path):
     assert (await node.fetch("/tr:w-20/astronaut.jpg")).code == 200  # served, the tier refused
     page = (await node.fetch("/_edge/status")).body.decode()
     assert re.search(r'data-key="shared_cache_failures:get:(refused|timeout)" data-value="[1-9]', page), page
+
+
+async def test_recent_figures_span_the_window_and_the_history_kept_is_bounded(monkeypatch):
+    """A node 1000 s old, a snapshot every 10 s, 1 request a second: "recent" is the last 300 s (the newest snapshot
+    at least that old), and only the snapshots that may still be that one are kept (a mutation audit: comparing with
+    the oldest kept, and keeping every snapshot, both survived)."""
+    from edge import statuspage
+    from edge.metrics import Metrics
+
+    started, clock = 1000.0, [1000.0]
+
+    def at(t: float) -> Snapshot:
+        return Snapshot(t, {("edge_start_time_seconds", ()): started,
+                            ("edge_http_requests_total", (("endpoint", "default"), ("status", "200"))): t - started})
+
+    async def snapshot_at_clock(now=None):
+        return at(clock[0] if now is None else now)
+
+    history = statuspage.StatusHistory(Metrics())
+    monkeypatch.setattr(history, "_snapshot", snapshot_at_clock)
+    monkeypatch.setattr(statuspage.time, "time", lambda: clock[0])
+    for second in range(1000, 2001, 10):
+        clock[0] = float(second)
+        await history.take()
+    assert [s.at for s in history._snapshots] == [float(t) for t in range(1680, 2001, 10)]  # 320 s: HISTORY_SECONDS
+    assert history.baseline(2000.0, started).at == 1700.0
+    page = await history.page()
+    assert 'data-key="requests_recent:default" data-value="300"' in page
+    assert 'data-key="requests_total:default" data-value="1000"' in page and "last 5.0 min" in page
