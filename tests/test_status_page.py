@@ -187,3 +187,19 @@ async def test_recent_figures_span_the_window_and_the_history_kept_is_bounded(mo
     page = await history.page()
     assert 'data-key="requests_recent:default" data-value="300"' in page
     assert 'data-key="requests_total:default" data-value="1000"' in page and "last 5.0 min" in page
+
+
+def test_purges_a_peer_took_are_no_cache_errors_and_those_it_missed_are():
+    """A mutation audit: one listing every purge sent to a peer as a cache error, those that went well too, survived."""
+    from edge.statuspage import _cache_errors
+
+    def at(t: float, **outcomes: int) -> Snapshot:
+        return Snapshot(t, {("edge_fleet_purge_calls_total", (("outcome", o), ("peer", "http://b:8080"))): float(n)
+                            for o, n in {"ok": 0, "timeout": 0, **outcomes}.items()})
+
+    before = at(0.0, ok=2)
+    missed = [("fleet_purge_calls:http://b:8080:timeout", "1")]
+    for now, shown in ((at(60.0, ok=7), []), (at(60.0, ok=7, timeout=1), missed)):
+        page = _cache_errors(now, lambda name, **labels: now.total(name, **labels) - before.total(name, **labels), 60)
+        assert re.findall(r'data-key="([^"]+)" data-value="([^"]+)"', page) == shown
+        assert ("No cache errors in the last 1.0 min." in page) == (not shown)
