@@ -4,9 +4,11 @@
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -161,6 +163,30 @@ def test_cache_stats_of_an_empty_or_missing_folder(tmp_path):
     negative = edge_command("cache", "stats", "--top", "-1", "--config", str(config))
     assert (negative.returncode, negative.stdout, negative.stderr) == (2, "", "edge: --top: expected 0 or more\n")
 
+
+
+def test_cache_stats_names_the_oldest_entry_and_the_least_recently_used_one(tmp_path):
+    """Two remembered 404s, one stored 3 days ago and read 10 s ago, the other stored and read 90 min ago: the
+    least recently used is the second (a mutation audit: one naming the most recently used survived)."""
+    config = write_config(tmp_path, local_config())
+    caches = Caches(tmp_path / "cache", 10**6, 10**6)
+    try:
+        for key in ("\0old.jpg", "\0idle.jpg"):
+            caches.not_found.put(key, time.time(), 3600)
+    finally:
+        caches.close()
+    now = time.time()
+    with sqlite3.connect(tmp_path / "cache" / TIER_FOLDERS["not_found"] / "cache.db") as index:
+        for key, stored, used in (("\0old.jpg", now - 3 * 86400, now - 10), ("\0idle.jpg", now - 5400, now - 5400)):
+            assert index.execute("UPDATE Cache SET store_time = ?, access_time = ? WHERE key = ?",
+                                 (stored, used, key)).rowcount == 1
+    index.close()
+    found = json.loads(edge_command("cache", "stats", "--json", "--config", str(config)).stdout)
+    tier = next(t for t in found["tiers"] if t["tier"] == "not_found")
+    assert (tier["entries"], tier["oldest_stored"], tier["least_recently_used"]) == (2, now - 3 * 86400, now - 5400)
+    text = edge_command("cache", "stats", "--config", str(config)).stdout
+    used = f"{100 * tier['bytes'] / tier['budget']:.0f}%"
+    assert f"not_found           2 {tier['bytes']:>14} {tier['budget']:>14} {used:>6}  3.0d ago    1.5h ago\n" in text
 
 def test_purge_and_cache_stats_run_without_the_secrets_they_do_not_use(tmp_path):
     """An operator's shell in an incident has not the service's secrets (systemd's EnvironmentFile): `edge purge`
