@@ -4,6 +4,7 @@
 import json
 import os
 import shutil
+import socketserver
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from edge.cachestats import TIER_FOLDERS
 from edge.cache import Caches
 from edge.testing import ServingNode
 from tests.nodes import SAMPLES, NodeProcess, local_config, until_stored, write_config
+from tests.servers import RawServer
 
 HOSTED = '[[endpoints]]\nid = "shop"\nhosts = ["img.example.com"]\norigins = ["samples"]\n'
 URLS = """# exported from the access log
@@ -111,6 +113,30 @@ def test_warm_counts_a_node_that_does_not_answer_as_failed(tmp_path):
         "edge: 2 URL(s) had no answer; the first: '/a.jpg': [Errno 111] Connection refused",
         "edge: 2 URL(s) had no answer; the first: 'http://[::1/b.jpg': not a URL")
 
+
+
+class _StatusInPath(socketserver.StreamRequestHandler):
+    """Answers `GET /<status>` with that status and a 4-byte body."""
+
+    def handle(self) -> None:
+        status = self.rfile.readline().split()[1][1:].decode()
+        while self.rfile.readline() not in (b"\r\n", b""):
+            pass
+        self.wfile.write(f"HTTP/1.1 {status} X\r\nContent-Length: 4\r\nConnection: close\r\n\r\n{status}\n".encode())
+
+
+def test_warm_counts_each_answer_by_its_status_and_fails_on_a_5xx(tmp_path):
+    """Every boundary of the summary's classes (a mutation audit: one counting a 500 as a 4xx, and exiting 0,
+    survived)."""
+    urls = tmp_path / "urls.txt"
+    with RawServer(_StatusInPath).serving() as server:
+        for statuses, ok, client, server_errors, code in (
+                ("200 301 399", 3, 0, 0, 0), ("200 400 499", 1, 2, 0, 0), ("200 500", 1, 0, 1, 1), ("503", 0, 0, 1, 1)):
+            urls.write_text("".join(f"/{status}\n" for status in statuses.split()))
+            warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url, "--concurrency", "1")
+            n = len(statuses.split())
+            assert (warmed.returncode, warmed.stdout.split(": ", 1)[1]) == (
+                code, f"{ok} ok, {client} 4xx, {server_errors} 5xx, 0 failed; {4 * n} bytes\n"), statuses
 
 @pytest.mark.parametrize("args, message", [
     (["--urls", "/no/such/file", "--base-url", "http://127.0.0.1:9"], "--urls /no/such/file: no such file"),
