@@ -452,3 +452,14 @@ async def test_a_bug_is_counted_as_500_on_its_endpoint_whose_series_was_there(no
     response = await running.fetch("/tr:w-20/coffee.jpg")
     assert (response.code, response.body) == (500, b"internal error\n")
     assert requests.labels("default", "500")._value.get() == 1
+
+
+def test_the_cpu_seconds_count_each_second_of_cpu_once(monkeypatch):
+    """Sampled every second, the counter grows by the CPU time used since the last sample, not by the total so far
+    (a mutation audit: one adding the total at each sample, a `rate()` of many times the CPU, survived)."""
+    metrics = Metrics()
+    readings = iter((1.0, 1.5, 1.5, 4.0))
+    monkeypatch.setattr(time, "process_time", lambda: next(readings))
+    for counted in (1.0, 1.5, 1.5, 4.0):
+        metrics.sample_process()
+        assert total(metrics.exposition().decode(), "edge_process_cpu_seconds_total") == counted
