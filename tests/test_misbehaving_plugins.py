@@ -24,6 +24,7 @@ from edge.pluginmanager import load_plugins
 from edge.settings import Secret, redact
 from edge.testing import image_size, photo_image
 from tests.nodes import SAMPLES, write_config
+from tests.scrape import samples
 
 #: the photo every behaviour but the bad ones answers with
 PHOTO = photo_image(640, 480)
@@ -68,6 +69,8 @@ class MisbehavingPlugin:
                 await plugin_api.in_thread(time.sleep, 2)
             if behaviour == "kind":
                 raise plugin_api.OriginFailure("Made Up\r\nX-Injected: 1", "a kind of its own")
+            if behaviour == "own-kind":  # a short lowercase word, none of the node's
+                raise plugin_api.OriginFailure("quota_exceeded", "over the plan's quota")
             if behaviour == "secret-kind":  # a credential, which is a short lowercase word, as the kind
                 raise plugin_api.OriginFailure(KIND_SECRET.reveal(), "the token as the kind")
             if behaviour == "unprintable":  # a failure of its own type whose message cannot be made
@@ -227,6 +230,21 @@ async def test_a_failure_kind_of_its_own_is_reported_as_error(node, caplog):
     # the log says why, on one line
     assert "a kind of its own (its kind 'Made Up\\r\\nX-Injected: 1' is not a short lowercase word" in caplog.text
 
+
+
+async def test_a_failure_kind_of_its_own_is_counted_as_error_and_makes_its_origin_failing(node):
+    """Its kind names it to the client, but the metrics' `outcome` stays one of the node's (a plugin's words are
+    unbounded series, and the status page, counting the node's failure kinds, had shown the origin as ok: a
+    mutation audit, where one counting the plugin's kind survived)."""
+    for _ in range(3):
+        response = await node.fetch("/tr:w-64/own-kind/photo.jpg")
+        assert (response.code, response.headers["X-Edge-Error"]) == (502, "plugin: quota_exceeded")
+    fetches = samples((await node.fetch("/metrics")).body.decode(), "edge_origin_fetches_total")
+    assert {dict(labels)["outcome"]: n for labels, n in fetches.items() if n and ("origin", "plugin") in labels} \
+        == {"error": 3}
+    page = (await node.fetch("/_edge/status")).body.decode()
+    assert "<td class=failing data-key='health:plugin'>failing</td>" in page
+    assert 'data-key="failures_recent:plugin" data-value="3"' in page
 
 async def test_a_credential_as_the_kind_is_reported_as_error(node, caplog):
     """A plugin that made its token the kind had it sent in `X-Edge-Error` and written in the access log."""
