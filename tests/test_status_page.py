@@ -203,3 +203,21 @@ def test_purges_a_peer_took_are_no_cache_errors_and_those_it_missed_are():
         page = _cache_errors(now, lambda name, **labels: now.total(name, **labels) - before.total(name, **labels), 60)
         assert re.findall(r'data-key="([^"]+)" data-value="([^"]+)"', page) == shown
         assert ("No cache errors in the last 1.0 min." in page) == (not shown)
+
+
+def test_the_hit_ratio_counts_the_answers_of_every_tier_that_spares_the_origin():
+    """Output hits, remembered 404s and the shared tier's hits, over the output tier's lookups, as the dashboard
+    and `EdgeCacheHitRatioDrop` count them (a mutation audit: one leaving the shared tier's hits out survived)."""
+    from edge.statuspage import _summary
+
+    def at(t: float, output_hits: int, output_misses: int, not_found_hits: int, shared_hits: int) -> Snapshot:
+        counts = {("output", "hit"): output_hits, ("output", "miss"): output_misses,
+                  ("not_found", "hit"): not_found_hits, ("shared", "hit"): shared_hits, ("shared", "miss"): 7}
+        return Snapshot(t, {("edge_cache_requests_total", (("result", result), ("tier", tier))): float(n)
+                            for (tier, result), n in counts.items()})
+
+    before, now = at(0.0, 1, 3, 0, 1), at(60.0, 4, 6, 1, 2)
+    page = _summary(now, {}, 0.0, lambda name, **labels: now.total(name, **labels) - before.total(name, **labels))
+    assert f'data-key="hit_ratio_total" data-value="{7 / 10:g}">70.0 %' in page
+    assert f'data-key="hit_ratio_recent" data-value="{5 / 6:g}">83.3 %' in page
+
