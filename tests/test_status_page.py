@@ -221,3 +221,26 @@ def test_the_hit_ratio_counts_the_answers_of_every_tier_that_spares_the_origin()
     assert f'data-key="hit_ratio_total" data-value="{7 / 10:g}">70.0 %' in page
     assert f'data-key="hit_ratio_recent" data-value="{5 / 6:g}">83.3 %' in page
 
+
+async def test_the_page_is_made_at_most_once_a_second(monkeypatch):
+    """Each page reads every worker's values: a page asked within `RENDER_SECONDS` of the last is that one (a mutation
+    audit: one making a page for every request survived)."""
+    from edge import statuspage
+    from edge.metrics import Metrics
+
+    clock, taken = [1000.0], []
+
+    async def snapshot_at(now=None):
+        taken.append(now)
+        return Snapshot(now, {("edge_start_time_seconds", ()): 1000.0, ("edge_workers", ()): float(len(taken))})
+
+    history = statuspage.StatusHistory(Metrics())
+    monkeypatch.setattr(history, "_snapshot", snapshot_at)
+    monkeypatch.setattr(statuspage.time, "time", lambda: clock[0])
+    pages = []
+    for second in (1000.0, 1000.0, 1000.9, 1001.0, 1001.5, 1002.5):
+        clock[0] = second
+        pages.append(await history.page())
+    assert taken == [1000.0, 1001.0, 1002.5]
+    assert [pages.index(page) for page in pages] == [0, 0, 0, 3, 3, 5]
+    assert 'data-key="workers" data-value="3"' in pages[5]
