@@ -116,10 +116,10 @@ def test_warm_counts_a_node_that_does_not_answer_as_failed(tmp_path):
 
 
 class _StatusInPath(socketserver.StreamRequestHandler):
-    """Answers `GET /<status>` with that status and a 4-byte body."""
+    """Answers `GET /<status>[?…]` with that status and a 4-byte body."""
 
     def handle(self) -> None:
-        status = self.rfile.readline().split()[1][1:].decode()
+        status = self.rfile.readline().split()[1][1:].decode().partition("?")[0]
         while self.rfile.readline() not in (b"\r\n", b""):
             pass
         self.wfile.write(f"HTTP/1.1 {status} X\r\nContent-Length: 4\r\nConnection: close\r\n\r\n{status}\n".encode())
@@ -137,6 +137,19 @@ def test_warm_counts_each_answer_by_its_status_and_fails_on_a_5xx(tmp_path):
             n = len(statuses.split())
             assert (warmed.returncode, warmed.stdout.split(": ", 1)[1]) == (
                 code, f"{ok} ok, {client} 4xx, {server_errors} 5xx, 0 failed; {4 * n} bytes\n"), statuses
+
+
+def test_warm_counts_a_line_over_max_line_as_failed_without_asking_it(tmp_path):
+    """A mutation audit: one asking it, whatever its length, survived."""
+    from edge.warm import MAX_LINE
+    urls = tmp_path / "urls.txt"
+    with RawServer(_StatusInPath).serving() as server:
+        for length, summary in ((MAX_LINE, "1 ok, 0 4xx, 0 5xx, 0 failed; 4 bytes"),
+                                (MAX_LINE + 1, "0 ok, 0 4xx, 0 5xx, 1 failed; 0 bytes")):
+            urls.write_text("/200?" + "a" * (length - 5) + "\n")
+            warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url)
+            assert warmed.stdout.split(": ", 1)[1] == summary + "\n", length
+    assert warmed.stderr.splitlines()[-1] == "edge: 1 URL(s) had no answer; the first: '/200': not a URL"
 
 @pytest.mark.parametrize("args, message", [
     (["--urls", "/no/such/file", "--base-url", "http://127.0.0.1:9"], "--urls /no/such/file: no such file"),
