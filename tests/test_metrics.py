@@ -360,7 +360,6 @@ def test_every_metric_the_docs_alerts_and_dashboard_name_exists_with_the_labels_
             assert label in series[name] | {"instance", "job"}, f"{where}: {name} has no label {label}"
 
 
-
 @pytest.mark.parametrize("between", ["glob and size", "size and read"])
 def test_a_worker_reaped_while_the_folder_is_read_leaves_the_others_counted(tmp_path, monkeypatch, between):
     """The supervisor removes a dead worker's live gauge files (`mark_process_dead`) whenever it reaps one,

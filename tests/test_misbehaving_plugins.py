@@ -231,7 +231,6 @@ async def test_a_failure_kind_of_its_own_is_reported_as_error(node, caplog):
     assert "a kind of its own (its kind 'Made Up\\r\\nX-Injected: 1' is not a short lowercase word" in caplog.text
 
 
-
 async def test_a_failure_kind_of_its_own_is_counted_as_error_and_makes_its_origin_failing(node):
     """Its kind names it to the client, but the metrics' `outcome` stays one of the node's (a plugin's words are
     unbounded series, and the status page, counting the node's failure kinds, had shown the origin as ok: a
@@ -245,6 +244,7 @@ async def test_a_failure_kind_of_its_own_is_counted_as_error_and_makes_its_origi
     page = (await node.fetch("/_edge/status")).body.decode()
     assert "<td class=failing data-key='health:plugin'>failing</td>" in page
     assert 'data-key="failures_recent:plugin" data-value="3"' in page
+
 
 async def test_a_credential_as_the_kind_is_reported_as_error(node, caplog):
     """A plugin that made its token the kind had it sent in `X-Edge-Error` and written in the access log."""

@@ -114,7 +114,6 @@ def test_warm_counts_a_node_that_does_not_answer_as_failed(tmp_path):
         "edge: 2 URL(s) had no answer; the first: 'http://[::1/b.jpg': not a URL")
 
 
-
 class _StatusInPath(socketserver.StreamRequestHandler):
     """Answers `GET /<status>[?…]` with that status and a 4-byte body."""
 
@@ -150,6 +149,7 @@ def test_warm_counts_a_line_over_max_line_as_failed_without_asking_it(tmp_path):
             warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url)
             assert warmed.stdout.split(": ", 1)[1] == summary + "\n", length
     assert warmed.stderr.splitlines()[-1] == "edge: 1 URL(s) had no answer; the first: '/200': not a URL"
+
 
 @pytest.mark.parametrize("args, message", [
     (["--urls", "/no/such/file", "--base-url", "http://127.0.0.1:9"], "--urls /no/such/file: no such file"),
@@ -203,7 +203,6 @@ def test_cache_stats_of_an_empty_or_missing_folder(tmp_path):
     assert (negative.returncode, negative.stdout, negative.stderr) == (2, "", "edge: --top: expected 0 or more\n")
 
 
-
 def test_cache_stats_names_the_oldest_entry_and_the_least_recently_used_one(tmp_path):
     """Two remembered 404s, one stored 3 days ago and read 10 s ago, the other stored and read 90 min ago: the
     least recently used is the second (a mutation audit: one naming the most recently used survived)."""
@@ -226,6 +225,7 @@ def test_cache_stats_names_the_oldest_entry_and_the_least_recently_used_one(tmp_
     text = edge_command("cache", "stats", "--config", str(config)).stdout
     used = f"{100 * tier['bytes'] / tier['budget']:.0f}%"
     assert f"not_found           2 {tier['bytes']:>14} {tier['budget']:>14} {used:>6}  3.0d ago    1.5h ago\n" in text
+
 
 def test_purge_and_cache_stats_run_without_the_secrets_they_do_not_use(tmp_path):
     """An operator's shell in an incident has not the service's secrets (systemd's EnvironmentFile): `edge purge`
