@@ -24,7 +24,7 @@ from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import EVERY_MISS_TO_ORIGIN, SAMPLES, decode, local_config, web_config, write_config
 from tests.s3server import S3Server
 from tests.scrape import total
-from tests.servers import HTTPOrigin
+from tests.servers import Behaviour, HTTPOrigin
 from tests.test_cache_failures import mount_tmpfs
 
 BUCKET = "edge-faults"
@@ -185,6 +185,22 @@ async def test_a_source_over_the_limit_without_a_length_is_a_400(primary, node):
     await primary.break_with("unannounced_length")  # chunked: the size shows only while reading
     response = await node.fetch("/big.jpg")
     assert (response.code, response.body) == (400, b"source too large\n")
+
+
+async def test_a_source_announced_over_the_limit_is_refused_before_its_body_is_read(node_factory, tmp_path):
+    """Its Content-Length says enough: a 400 at once, not a download up to the limit first (here an origin that
+    sends 64 KiB, under the limit, then stalls: a read of it waited out the origin's timeout, a 504)."""
+    stall = asyncio.Event()
+    origin = await HTTPOrigin(files={"big.jpg": BIG * 4}, behaviour=Behaviour(stall=stall)).start()
+    try:
+        node = await node_factory(write_config(tmp_path, web_config(
+            origin.url, '[limits]\nmax_source_bytes = "100KB"\n', origin="timeout = 3")))
+        response = await node.fetch("/big.jpg")
+        assert (response.code, response.body) == (400, b"source too large\n")
+        assert origin.requests["big.jpg"] == 1
+    finally:
+        stall.set()
+        await origin.stop()
 
 
 async def test_reading_stops_at_the_limit():
