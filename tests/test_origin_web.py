@@ -295,6 +295,19 @@ async def test_a_refusal_or_a_rate_limit_is_a_failure_and_the_stale_copy_stays(w
     assert (refused.code, refused.headers["X-Edge-Error"]) == (502, f"legacy web: {kind}")
 
 
+@pytest.mark.parametrize("status", [202, 206])
+async def test_a_2xx_other_than_200_is_a_bad_response_never_the_original(web, node_factory, tmp_path, status):
+    """A 206 carries part of a file, a 202 a placeholder: neither is rendered nor kept as the image."""
+    node = await node_factory(write_config(tmp_path, web_config(web)))
+    web.behaviour.status = status
+    response = await node.fetch("/tr:w-50/astronaut.jpg")
+    assert (response.code, response.headers["X-Edge-Error"]) == (502, "legacy web: bad_response")
+    web.behaviour.status = None
+    response = await node.fetch("/tr:w-50/astronaut.jpg")
+    assert response.code == 200 and decode(response).width == 50
+    assert web.requests["images/astronaut.jpg"] == 2
+
+
 async def test_an_origin_failure_a_client_repeats_is_logged_once_per_interval_and_clipped(web, node_factory,
                                                                                               tmp_path, caplog):
     """A path the origin refuses (a dot file behind a deny rule) fails at every request: one line per
