@@ -53,7 +53,8 @@ class Behaviour:
     chunked: bool = False  # send files without Content-Length, in chunks (the size is known only by reading)
     hold: asyncio.Event | None = None  # answer only once this is set (keeps a fetch in flight)
     held_paths: frozenset[str] | None = None  # the paths `hold` holds (None: every path)
-    stall: asyncio.Event | None = None  # send the headers and 64 KiB of a file, the rest once this is set
+    #: send the headers and 64 KiB of a file (`chunked`: all but its last chunk), the rest once this is set
+    stall: asyncio.Event | None = None
 
 
 @dataclass
@@ -126,8 +127,10 @@ class _OriginHandler(tornado.web.RequestHandler):
             self.set_status(304)
             self.finish()
             return
-        if behaviour.chunked:
+        if behaviour.chunked:  # with `stall`: all but the last chunk, the last once it is set
             for start in range(0, len(body), 16384):
+                if behaviour.stall is not None and start + 16384 >= len(body):
+                    await asyncio.wait_for(behaviour.stall.wait(), HOLD_LIMIT_SECONDS)
                 self.write(body[start:start + 16384])
                 await self.flush()
             self.finish()

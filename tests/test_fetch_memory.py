@@ -52,6 +52,26 @@ async def test_fetches_beyond_the_budget_get_503_while_it_holds(node_factory, tm
         await origin.stop()
 
 
+async def test_originals_of_no_announced_length_hold_the_budget_as_they_arrive(node_factory, tmp_path):
+    """Chunk by chunk: two bodies of 5 MB without Content-Length, stalled before their last chunk, hold 10 of the
+    12 MB, and a third fetch gets 503 (had they held nothing, a thousand such reads grew the worker unbounded)."""
+    files = {f"{name}.png": noise_png(n) for n, name in enumerate("abc")}
+    origin = await HTTPOrigin(files=files).start()
+    try:
+        origin.behaviour.chunked, origin.behaviour.stall = True, asyncio.Event()
+        node = await node_factory(write_config(tmp_path, web_config(origin.url, BUDGET)))
+        first = [asyncio.ensure_future(node.fetch(f"/tr:w-64/{name}.png")) for name in "ab"]
+        await until(as_predicate(lambda: fetch_budget.in_use >= 9_700_000), "two unannounced reads holding 10 MB")
+        refused = await node.fetch("/tr:w-64/c.png", timeout=10)
+        assert (refused.code, refused.headers["X-Edge-Error"]) == (503, "fetch_memory")
+        origin.behaviour.stall.set()
+        for response in await asyncio.gather(*first):
+            assert response.code == 200 and decode(response).width == 64
+        assert fetch_budget.in_use == 0
+    finally:
+        await origin.stop()
+
+
 async def test_originals_waiting_for_a_render_thread_hold_the_budget(node_factory, tmp_path):
     """Originals read stay in memory until their render ends: those of renders waiting for a thread hold the
     budget, so a further fetch waits (its body unread) and gets 503; an original shared by two renders counts
