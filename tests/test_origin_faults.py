@@ -214,7 +214,9 @@ async def test_reading_stops_at_the_limit():
     with pytest.raises(SourceTooLarge):
         await read_limited(chunks(), 2500, "big.jpg")
     assert len(produced) == 3
-    assert await read_limited(chunks(), 100_000, "big.jpg") == b"x" * 100_000
+    assert await read_limited(chunks(), 100_000, "big.jpg") == b"x" * 100_000  # exactly the limit: read
+    with pytest.raises(SourceTooLarge):  # a byte over it: refused
+        await read_limited(chunks(), 99_999, "big.jpg")
 
 
 @pytest.mark.parametrize("broken", [b"", BIG[:len(BIG) // 2]])
