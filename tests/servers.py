@@ -55,6 +55,7 @@ class Behaviour:
     held_paths: frozenset[str] | None = None  # the paths `hold` holds (None: every path)
     #: send the headers and 64 KiB of a file (`chunked`: all but its last chunk), the rest once this is set
     stall: asyncio.Event | None = None
+    set_cookie: str | None = None  # a Set-Cookie header on every answer
 
 
 @dataclass
@@ -101,6 +102,8 @@ class _OriginHandler(tornado.web.RequestHandler):
         origin.requests[path] += 1
         origin.headers_seen.append(dict(self.request.headers))
         behaviour = origin.behaviour
+        if behaviour.set_cookie is not None:
+            self.set_header("Set-Cookie", behaviour.set_cookie)
         if behaviour.hold is not None and (behaviour.held_paths is None or path in behaviour.held_paths):
             await asyncio.wait_for(behaviour.hold.wait(), HOLD_LIMIT_SECONDS)
         if behaviour.delay:  # the fault under test: a slow origin

@@ -258,6 +258,17 @@ async def test_same_origin_redirects_are_followed_and_userinfo_is_never_sent(web
     assert len(elsewhere.headers_seen) == 1
 
 
+async def test_a_cookie_the_origin_sets_never_rides_on_the_next_request(web, node_factory, tmp_path):
+    """A session or tenant cookie set in one answer would reach the origin with every later client's request, and
+    what it chose by it be cached for all. By host name (`localhost`): a cookie jar keeps none for an address."""
+    web.behaviour.set_cookie = "tenant=first-client; Path=/"
+    config = web_config(web).replace(web.url, web.url.replace("127.0.0.1", "localhost"))
+    node = await node_factory(write_config(tmp_path, config))
+    for name in ("astronaut.jpg", "image+example.jpg"):
+        assert (await node.fetch(f"/tr:w-20/{name}")).code == 200
+    assert len(web.headers_seen) == 2 and not any("Cookie" in seen for seen in web.headers_seen)
+
+
 @pytest.mark.parametrize("status, logged", [(404, False), (410, False), (400, True), (405, True)])
 async def test_4xx_is_not_found_and_unusual_ones_are_logged(web, node_factory, tmp_path, caplog, status, logged):
     web.behaviour.status = status
