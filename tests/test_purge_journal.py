@@ -411,6 +411,20 @@ async def test_a_journal_of_more_entries_than_a_worker_holds_forgets_the_oldest_
     assert len(passes) <= 5000 // 100 + 10  # a pass per hundred entries beyond, and one per reading
 
 
+async def test_an_entry_the_store_wrote_just_before_the_applied_mark_is_still_applied(tmp_path):
+    """The mark names the entries of its lookback it applied; one the store wrote in that lookback but that no reading
+    listed before the mark (it landed late, behind a newer one) is applied after a restart, not taken as done."""
+    now = 5_000_000.0
+    newer = (FOLDER + _entry_name(now, "\0newer.jpg\0"), now - 10)
+    store = ListedJournal([newer])
+    first = PurgeJournal(store, 3600, tmp_path / "mark", clock=lambda: now)
+    assert await first.read() == ["\0newer.jpg\0"]
+    first.applied(1)
+    store.keys = sorted([newer, (FOLDER + _entry_name(now - 30, "\0landed-late.jpg\0"), now - 40)])
+    restarted = PurgeJournal(store, 3600, tmp_path / "mark", clock=lambda: now + 60)
+    assert await restarted.read() == ["\0landed-late.jpg\0"]
+
+
 async def test_a_restart_applies_what_it_missed_and_nothing_twice(start, bucket):
     node = await start("n")
     store = node.node.shared.store
