@@ -193,6 +193,18 @@ def test_a_prefix_covers_the_keys_it_begins_and_no_other():
     assert times.last("shop\0dir/b.jpg\0r3:w-1\0") == 20.0 and times.last("shop\0other.jpg\0") is None
 
 
+def test_an_older_purge_added_later_never_hides_a_newer_one():
+    """The journal lists an entry of a lagging clock, or one landed late, after newer ones of the same path: the
+    latest time stays, or an output confirmed between the two purges would be served."""
+    times = PurgeTimes()
+    times.add("shop\0a.jpg\0", 20.0)
+    times.add("shop\0a.jpg\0", 10.0)
+    times.add("shop\0dir/", 20.0)
+    times.add("shop\0dir/", 10.0)
+    assert times.last("shop\0a.jpg\0r3:w-1\0") == times.last("shop\0dir/b.jpg\0r3:w-1\0") == 20.0
+    assert times.covers("shop\0a.jpg\0r3:w-1\0", 15.0) and times.covers("shop\0dir/b.jpg\0r3:w-1\0", 15.0)
+
+
 async def test_a_purge_that_cannot_be_recorded_says_so(origin, node_factory, tmp_path):
     """Work under way could store what the purge removed: the purge is not done (502), as for a tier
     that could not be purged, and says which part failed."""
