@@ -205,6 +205,20 @@ def test_an_older_purge_added_later_never_hides_a_newer_one():
     assert times.covers("shop\0a.jpg\0r3:w-1\0", 15.0) and times.covers("shop\0dir/b.jpg\0r3:w-1\0", 15.0)
 
 
+def test_a_journals_purge_applied_late_never_makes_the_records_latest_purge_older(tmp_path):
+    """A fleet journal's purge applied after this node's own of the same path (made before it, by the wall clock)
+    leaves the record's time the latest: an origin told an older `purged_at` trusts a listing made before the
+    latest purge, and the shared tier serves an output confirmed between the two."""
+    tier = PurgeTier("purges", tmp_path / "purges", 10**6, CacheHealth())
+    try:
+        before = time.time()
+        assert tier.record("\0a.jpg\0")
+        assert tier.record("\0a.jpg\0", made_at=before - 60)
+        assert tier.recent().by_wall_clock.last("\0a.jpg\0r3:w-1\0") >= before
+    finally:
+        tier.close()
+
+
 async def test_a_purge_that_cannot_be_recorded_says_so(origin, node_factory, tmp_path):
     """Work under way could store what the purge removed: the purge is not done (502), as for a tier
     that could not be purged, and says which part failed."""
