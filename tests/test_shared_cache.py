@@ -742,3 +742,26 @@ async def test_background_writes_hold_a_bounded_number_of_bytes(tier, s3, monkey
     tier.put_later(key("shop", "c.jpg"), big)  # over the bound, but alone: written
     await written(tier)
     assert counted(tier, "shared_cache_writes") == {(): 3}
+
+
+def test_pending_purges_are_bounded_in_number_and_in_time(tmp_path, monkeypatch):
+    """A shared tier down for long must not fill the cache folder: past `MAX_PENDING` a purge is not left (its answer
+    says it is not retried), and a try of one whose time is over removes it, done or not."""
+    monkeypatch.setattr(purge, "MAX_PENDING", 3)
+    pending = purge.PendingPurges(tmp_path / purge.PENDING_FOLDER)
+    try:
+        def left(until: float) -> str | None:
+            return pending.add(purge.PendingPurge([path_key("shop", "a.jpg")], {"url": "/shop/a.jpg"}, False, False,
+                                                   until))
+        over, current = left(time.time() - 1), left(time.time() + 600)
+        assert over is not None and current is not None and left(time.time() + 600) is not None
+        assert left(time.time() + 600) is None and pending.count() == 3
+        pending.tried(over, purge.PendingPurge([path_key("shop", "a.jpg")], {"url": "/shop/a.jpg"}, True, False,
+                                               time.time() - 1))
+        pending.tried(current, purge.PendingPurge([path_key("shop", "a.jpg")], {"url": "/shop/a.jpg"}, True, False,
+                                                  time.time() + 600))
+        assert over not in pending.names() and current in pending.names() and pending.count() == 2
+        taken = pending.take(pending.names(), set())
+        assert taken is not None and taken[1].journal_written and not taken[1].objects_removed
+    finally:
+        pending.close()
