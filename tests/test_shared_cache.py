@@ -765,3 +765,33 @@ def test_pending_purges_are_bounded_in_number_and_in_time(tmp_path, monkeypatch)
         assert taken is not None and taken[1].journal_written and not taken[1].objects_removed
     finally:
         pending.close()
+
+
+class HalfFailingTier:
+    """A shared tier whose journal write or object removal fails: the purge's other step succeeds."""
+
+    def __init__(self, journal_fails: bool):
+        self.journal_fails = journal_fails
+
+    async def record_purge(self, prefixes: list[str]) -> None:
+        if self.journal_fails:
+            raise SharedCacheFailure("server_error", "the journal's write failed")
+
+    async def delete_prefix(self, prefix: str) -> int:
+        if not self.journal_fails:
+            raise SharedCacheFailure("denied", "the objects' removal failed")
+        return 1
+
+
+@pytest.mark.parametrize("journal_fails", [True, False])
+async def test_a_purge_the_shared_tier_did_half_of_is_a_502(journal_fails):
+    """Without the journal's entry a node the purge did not reach serves its old outputs again; without the objects'
+    removal every node reads them back: either half failing is a 502 saying which, not a 200."""
+    target = {"url": "/shop/a.jpg"}
+    status, answer = await purge._everywhere(None, [path_key("shop", "a.jpg")], target, None, None,
+                                             HalfFailingTier(journal_fails))
+    assert status == 502
+    if journal_fails:
+        assert answer["shared"] == {"removed": 1, "journal": {"error": "server_error"}}
+    else:
+        assert answer["shared"] == {"error": "denied", "journal": "written"}
