@@ -425,6 +425,16 @@ async def test_an_entry_the_store_wrote_just_before_the_applied_mark_is_still_ap
     assert await restarted.read() == ["\0landed-late.jpg\0"]
 
 
+async def test_an_entry_naming_no_endpoint_is_not_a_purge(tmp_path):
+    """Every key prefix ends its endpoint with \\0: an entry without one (a bucket writer's `sho`) would purge the keys
+    of every endpoint starting so, which no purge names."""
+    now = 5_000_000.0
+    store = ListedJournal([(FOLDER + _entry_name(now, "sho"), now), (FOLDER + _entry_name(now, "shop\0a.jpg\0"), now)])
+    reader = PurgeJournal(store, 3600, tmp_path / "mark", clock=lambda: now)
+    assert await reader.read() == ["shop\0a.jpg\0"]
+    assert not reader.covers("shop\0b.jpg\0r3:w-40\0", checked_at=now - 1)
+
+
 async def test_a_restart_applies_what_it_missed_and_nothing_twice(start, bucket):
     node = await start("n")
     store = node.node.shared.store
