@@ -435,6 +435,18 @@ async def test_an_entry_naming_no_endpoint_is_not_a_purge(tmp_path):
     assert not reader.covers("shop\0b.jpg\0r3:w-40\0", checked_at=now - 1)
 
 
+async def test_the_applied_mark_names_a_bounded_number_of_entries(tmp_path, monkeypatch):
+    """A burst of purges within the lookback: the mark file names the newest `MAX_MARKED` of them, never all."""
+    monkeypatch.setattr(purge_journal, "MAX_MARKED", 5)
+    now = 5_000_000.0
+    store = ListedJournal([(FOLDER + _entry_name(now - 20 + n, f"\0p{n}\0"), now - 20 + n) for n in range(20)])
+    reader = PurgeJournal(store, 3600, tmp_path / "mark", clock=lambda: now)
+    assert len(await reader.read()) == 20
+    reader.applied(20)
+    at, names = _read_applied(tmp_path / "mark")
+    assert at == now - 1 and sorted(names) == sorted(key.removeprefix(FOLDER) for key, _ in store.keys[-5:])
+
+
 async def test_a_restart_applies_what_it_missed_and_nothing_twice(start, bucket):
     node = await start("n")
     store = node.node.shared.store
