@@ -161,6 +161,23 @@ def test_errors_name_file_table_and_key(tmp_path, text, expected):
     assert expected in message
 
 
+@pytest.mark.parametrize("key, past, bound, message", [
+    ("[server] port", 65536, 65535, "expected an integer from 0 to 65535, got 65536"),
+    ("[defaults] quality", 0, 1, "expected an integer from 1 to 100, got 0"),
+    ("[defaults] quality", 101, 100, "expected an integer from 1 to 100, got 101"),
+    ("[limits] max_output_side", 65501, 65500, "expected an integer from 1 to 65500, got 65501"),
+    ("[cache] not_found_ttl", -1, 0, "expected a duration of 0 or more, got -1"),
+    ("[server] shutdown_grace", -0.5, 0, "expected a duration of 0 or more, got -0.5"),
+])
+def test_a_value_just_past_its_bound_is_refused_and_the_bound_itself_taken(tmp_path, key, past, bound, message):
+    """A port of 65536 failed only when the socket was made, a side over 65500 at a render's encode; libvips
+    ignores a quality of 0 (a GLib warning each encode), and a negative duration meant nothing: each is refused
+    where the file is read."""
+    table, name = key.split()
+    text = f"{table}\n{name} = {{}}\n" + ORIGIN + ENDPOINT
+    assert config_error(tmp_path, text.format(past)) == f"{tmp_path / 'edge.toml'}: {key}: {message}"
+    assert getattr(getattr(load(tmp_path, text.format(bound)), table.strip("[]")), name) == bound
+
 def test_embedded_default_serves_the_samples():
     config = load_config(None, load_plugins())
     assert config.source == "<embedded default>"
