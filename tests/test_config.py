@@ -178,6 +178,19 @@ def test_a_value_just_past_its_bound_is_refused_and_the_bound_itself_taken(tmp_p
     assert config_error(tmp_path, text.format(past)) == f"{tmp_path / 'edge.toml'}: {key}: {message}"
     assert getattr(getattr(load(tmp_path, text.format(bound)), table.strip("[]")), name) == bound
 
+
+@pytest.mark.parametrize("text, message", [
+    ('[server]\nlog_level = "verbose"\n' + ORIGIN + ENDPOINT,
+     "[server] log_level: expected one of 'debug', 'info', 'warning', 'error', got 'verbose'"),
+    ('[server]\nlog_format = "JSON"\n' + ORIGIN + ENDPOINT,
+     "[server] log_format: expected one of 'text', 'json', got 'JSON'"),
+    # read as "imagekit" by the router, whatever the operator meant
+    (ORIGIN + ENDPOINT + 'url_style = "Cloudinary"\n',
+     "[endpoints[0]] url_style: expected one of 'imagekit', 'cloudinary', got 'Cloudinary'"),
+])
+def test_a_value_outside_a_keys_choices_is_refused_naming_them(tmp_path, text, message):
+    assert config_error(tmp_path, text) == f"{tmp_path / 'edge.toml'}: {message}"
+
 def test_embedded_default_serves_the_samples():
     config = load_config(None, load_plugins())
     assert config.source == "<embedded default>"
