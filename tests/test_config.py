@@ -191,6 +191,18 @@ def test_a_value_just_past_its_bound_is_refused_and_the_bound_itself_taken(tmp_p
 def test_a_value_outside_a_keys_choices_is_refused_naming_them(tmp_path, text, message):
     assert config_error(tmp_path, text) == f"{tmp_path / 'edge.toml'}: {message}"
 
+
+def test_a_secret_shows_as_stars_in_the_configs_repr(tmp_path):
+    """A config or an endpoint quoted in a message or a debugger's locals shows no credential."""
+    config = load(tmp_path, ORIGIN + ENDPOINT + 'private_key = "${KEY}"\nprevious_private_keys = ["${OLD}"]\n'
+                  '[admin]\ntoken = "${TOKEN}"\n',
+                  environ={"KEY": "private-key-value", "OLD": "older-key-value", "TOKEN": "admin-token-value"})
+    endpoint = config.endpoints[0]
+    assert (repr(config.admin_token), repr(endpoint.private_key)) == ("Secret('****')", "Secret('****')")
+    for value in ("private-key-value", "older-key-value", "admin-token-value"):
+        assert value not in repr(config)  # the endpoints' with it
+
+
 def test_embedded_default_serves_the_samples():
     config = load_config(None, load_plugins())
     assert config.source == "<embedded default>"
