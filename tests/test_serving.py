@@ -466,6 +466,13 @@ async def test_endpoints_by_identifier_and_host_and_origin_order(routed, path, h
     assert decode(response).width == width
 
 
+async def test_under_a_host_an_endpoint_owns_the_path_is_that_endpoints_whatever_its_first_segment(routed):
+    """The `Host` chooses the endpoint; a first segment naming another endpoint is a folder of its path, not a way
+    to that endpoint (its keys, its origins) through this host."""
+    response = await routed.fetch("/reversed/both.jpg", headers={"Host": "img.example.com"})
+    assert (response.code, response.body) == (404, b"not found\n")  # `reversed/both.jpg`: no such file
+    assert decode(await routed.fetch("/both.jpg", headers={"Host": "img.example.com"})).width == 11
+
 async def test_default_endpoint_does_not_see_other_endpoints_origins(routed):
     response = await routed.fetch("/only-second.jpg")
     assert response.code == 404
