@@ -190,6 +190,8 @@ async def test_a_page_of_another_origin_reads_x_cache_in_chromium(node_factory, 
 
 @pytest.mark.parametrize("value", ["https://shop.example.com/", "shop.example.com", "https://shop.example.com/img",
                                    "https://a.example.com:99999", "https://*.example.com", "null",
+                                   # the ports just past the bounds (a mutation taking 0 survived)
+                                   "https://a.example.com:0", "https://a.example.com:65536",
                                    "https://a.example.com, https://b.example.com"])
 def test_cors_origin_must_be_star_or_one_origin(tmp_path, value):
     with pytest.raises(ConfigError) as caught:
