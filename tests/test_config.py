@@ -147,6 +147,8 @@ def test_the_transform_queue_timeout_is_part_of_what_flight_waiters_wait(tmp_pat
     (ORIGIN + ENDPOINT + "signed_only = true\n", "[endpoints[0]] signed_only: needs private_key"),
     (ORIGIN + ENDPOINT + 'previous_private_keys = ["old"]\n', "[endpoints[0]] previous_private_keys: needs private_key"),
     (ORIGIN + ENDPOINT + 'private_key = ""\n', "[endpoints[0]] private_key: is empty"),
+    # blank: as guessable as none (`private_key = "${KEY}"` with KEY a space)
+    (ORIGIN + ENDPOINT + 'private_key = " \\t"\n', "[endpoints[0]] private_key: is empty"),
     (ORIGIN + ENDPOINT + 'private_key = "k"\nprevious_private_keys = [" "]\n',
      "[endpoints[0]] previous_private_keys: contains an empty key"),
     (ORIGIN + ENDPOINT + 'private_key = "k"\nsigned_only = true\nnamed_only = true\n',
