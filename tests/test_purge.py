@@ -167,6 +167,14 @@ async def test_without_the_token_purge_is_a_401_and_removes_nothing(node, header
     assert TOKEN not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER"])
+async def test_the_bearer_scheme_is_read_in_any_case(node, scheme):
+    """RFC 9110 11.1: an authentication scheme is case-insensitive; clients and scripts write `bearer` too."""
+    await warm(node)
+    response = await purge_request(node, {"prefix": "/shop/"}, headers={"Authorization": f"{scheme} {TOKEN}"})
+    assert response.code == 200, response.body
+    assert not await cached(node, "/shop/tr:w-30/shoes/red.jpg")
+
 @pytest.mark.parametrize("body, message", [
     (b"not json", b'expected a JSON body: {"url": "..."} or {"prefix": "..."}\n'),
     (b'{"url": "/shop/a.jpg", "prefix": "/shop/"}', b'expected exactly one of "url" or "prefix"\n'),
