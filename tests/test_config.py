@@ -354,7 +354,6 @@ def test_every_key_docs_configuration_md_names_exists_with_its_documented_defaul
             assert getattr(getattr(load(tmp_path, text + ORIGIN + ENDPOINT), table), key) == getattr(unset, key), key
 
 
-
 def test_every_endpoint_key_docs_configuration_md_names_exists_with_its_documented_default(tmp_path):
     keys = documented_keys("[endpoints]")
     assert set(keys) == {f.name for f in dataclasses.fields(Endpoint)}

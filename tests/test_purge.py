@@ -175,6 +175,7 @@ async def test_the_bearer_scheme_is_read_in_any_case(node, scheme):
     assert response.code == 200, response.body
     assert not await cached(node, "/shop/tr:w-30/shoes/red.jpg")
 
+
 @pytest.mark.parametrize("body, message", [
     (b"not json", b'expected a JSON body: {"url": "..."} or {"prefix": "..."}\n'),
     (b'{"url": "/shop/a.jpg", "prefix": "/shop/"}', b'expected exactly one of "url" or "prefix"\n'),

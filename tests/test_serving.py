@@ -473,6 +473,7 @@ async def test_under_a_host_an_endpoint_owns_the_path_is_that_endpoints_whatever
     assert (response.code, response.body) == (404, b"not found\n")  # `reversed/both.jpg`: no such file
     assert decode(await routed.fetch("/both.jpg", headers={"Host": "img.example.com"})).width == 11
 
+
 async def test_default_endpoint_does_not_see_other_endpoints_origins(routed):
     response = await routed.fetch("/only-second.jpg")
     assert response.code == 404
