@@ -2,7 +2,8 @@
 
 Roles: `lead` produces, holding the lease until a line arrives on stdin; `lead-fail` does the same,
 then fails with a 502, and `lead-overloaded` with its own 503 (`TransformQueueFull`); `follow` produces at once
-(it should never get to while a leader has the work).
+(it should never get to while a leader has the work); `lead-keep` produces like `lead` but stores its value in
+`keep`, after its `run` has answered, once a second line arrives (and then `kept`).
 The produced value is "stored" in DIR/result, which is where `lookup` finds it.
 
 Prints one JSON line per event: `underway` (the flight has started and tried the lease once),
@@ -46,13 +47,20 @@ async def main(directory: Path, key: str, role: str, wait: float) -> None:
             raise BadGateway("origin error", headers={"X-Edge-Error": "web: server_error"})
         if role == "lead-overloaded":
             raise TransformQueueFull()
+        if role == "lead-keep":
+            return f"made by {os.getpid()}"
         result.write_text(f"made by {os.getpid()}")
         return result.read_text()
+
+    async def keep(value: str) -> None:
+        await asyncio.to_thread(sys.stdin.readline)
+        result.write_text(value)
+        emit(event="kept")
 
     async def lookup() -> str | None:
         return result.read_text() if result.exists() else None
 
-    task = asyncio.create_task(flight.run(key, produce, lookup))
+    task = asyncio.create_task(flight.run(key, produce, lookup, keep if role == "lead-keep" else None))
     for _ in range(3):  # the flight's task starts and runs up to its first wait: it has tried the lease
         await asyncio.sleep(0)
     emit(event="underway")
@@ -62,6 +70,7 @@ async def main(directory: Path, key: str, role: str, wait: float) -> None:
         emit(event="error", type=type(error).__name__, status=error.status, message=error.message,
              headers=error.headers)
     finally:
+        await flight.settle()
         flight.close()
 
 

@@ -250,6 +250,22 @@ def test_waiting_workers_get_the_leaders_result(flight_processes):
         assert "producing" not in [e["event"] for e in done["before"]]
 
 
+def test_a_worker_arriving_while_the_leader_stores_waits_for_the_store_not_a_second_fetch(flight_processes):
+    """The leader answers its requests before it stores the result, and holds the lease until it is stored: a
+    request of another worker arriving meanwhile waits and finds it, rather than fetching and rendering again."""
+    leader = flight_processes("lead-keep")
+    leader.wait_for("producing")
+    leader.release()
+    made = leader.wait_for("done")["value"]  # answered; the store waits for a second line
+    follower = flight_processes("follow")
+    follower.wait_for("underway")
+    leader.release()
+    leader.wait_for("kept")
+    done = follower.wait_for("done")
+    assert done["value"] == made == f"made by {leader.process.pid}"
+    assert "producing" not in [e["event"] for e in done["before"]]
+
+
 def test_waiting_workers_get_the_leaders_failure_not_a_second_fetch(flight_processes):
     leader = flight_processes("lead-fail")
     leader.wait_for("producing")
