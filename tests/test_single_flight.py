@@ -14,8 +14,9 @@ import time
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
+from edge.cache.purges import BOOT, node_time
 from edge.errors import BadGateway, FlightTimeout, NothingToServe
-from edge.flight import SingleFlight, _record_of, _revive
+from edge.flight import FAILURE_RECORD_SECONDS, SingleFlight, _record_of, _revive
 from tests.flightproc import Tally
 from tests.nodes import SAMPLES, NodeProcess, decode, until, web_config, write_config
 from tests.scrape import scrape, total
@@ -174,6 +175,28 @@ async def test_concurrent_callers_in_a_process_share_the_leaders_failure(tmp_pat
     with pytest.raises(BadGateway):
         await flight.run("key", produce, lookup)
     assert produced == [1, 1]
+    flight.close()
+
+
+async def test_a_failure_recorded_before_the_machine_booted_is_not_revived(tmp_path):
+    """A failure record outlives a reboot of the machine (60 s, on disk), but its time is on the monotonic clock of
+    the boot before: however late it reads, its failure is not this one's, and the work is done (its error had been
+    answered for a minute after the reboot)."""
+    flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=Tally().inc)
+    record = {**_record_of(BadGateway("origin error", headers={"X-Edge-Error": "web: timeout"})),
+              "at": node_time() + 10**6, "boot": BOOT + "-before"}
+    flight._failure_store().set("key", json.dumps(record), expire=FAILURE_RECORD_SECONDS)
+    produced = []
+
+    async def produce():
+        produced.append(1)
+        return "the output"
+
+    async def lookup():
+        return None
+
+    assert await flight.run("key", produce, lookup) == "the output"
+    assert produced == [1]
     flight.close()
 
 
