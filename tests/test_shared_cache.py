@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.cache import (CachedOutput, SourceInfo, original_key, output_key, path_key, path_prefix_key,
-                        strong_etag)
+from edge.cache import (MAX_ENTRY_SHARE, CachedOutput, SourceInfo, original_key, output_key, path_key,
+                        path_prefix_key, strong_etag)
 from edge.config import load_config
 from edge.errors import ConfigError, SharedCacheFailure
 from edge.metrics import Metrics
@@ -795,3 +795,16 @@ async def test_a_purge_the_shared_tier_did_half_of_is_a_502(journal_fails):
         assert answer["shared"] == {"removed": 1, "journal": {"error": "server_error"}}
     else:
         assert answer["shared"] == {"error": "denied", "journal": "written"}
+
+
+async def test_background_writes_hold_a_bounded_number_of_outputs(tier, s3):
+    """Tiny outputs stay far below `BACKLOG_BYTES`: a store that does not answer had had every miss of the worker
+    add a write task of its own, without bound. Beyond `max_writes × BACKLOG_PER_WRITE` a new write is dropped."""
+    bound = shared_cache.SharedCacheSettings(store=None).max_writes * shared_cache.BACKLOG_PER_WRITE  # (the default)
+    s3.faults = Faults(held_puts="outputs/", only_gets=False)
+    for n in range(bound + 1):
+        tier.put_later(key("shop", f"{n}.jpg"), output())
+    assert len(tier._writes) == bound and counted(tier, "shared_cache_failures") == {("put", "backlog_full"): 1}
+    s3.faults.hold.set()
+    await written(tier)
+    assert counted(tier, "shared_cache_writes") == {(): bound}
