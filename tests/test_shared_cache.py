@@ -808,3 +808,14 @@ async def test_background_writes_hold_a_bounded_number_of_outputs(tier, s3):
     s3.faults.hold.set()
     await written(tier)
     assert counted(tier, "shared_cache_writes") == {(): bound}
+
+
+async def test_an_output_larger_than_the_output_tier_keeps_is_not_written(tier, s3):
+    """What the node's output tier would not keep (a share of it) is not written either: no read could take it."""
+    largest = 10**7 // MAX_ENTRY_SHARE  # the fixture's output tier
+    tier.put_later(key("shop", "large.jpg"), output(b"\xff\xd8" + os.urandom(largest - 2)))
+    tier.put_later(key("shop", "larger.jpg"), output(b"\xff\xd8" + os.urandom(largest - 1)))
+    await written(tier)
+    stored = [item["Key"] for item in s3.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert len(stored) == 1 and "/large.jpg/" in stored[0]
+    assert counted(tier, "shared_cache_writes") == {(): 1}
