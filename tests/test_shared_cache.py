@@ -137,6 +137,20 @@ async def test_a_damaged_object_is_a_miss(tier, s3):
     assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 4}
 
 
+async def test_objects_too_large_to_read_do_not_make_a_worker_skip_the_store(tier, s3):
+    """An object too large to read says nothing of the store's health: read `SKIP_AFTER_FAILURES` times in a row, it
+    had made the worker skip every read for `SKIP_SECONDS` (misses to the origin), as if the store were down."""
+    large, whole = key("shop", "large.jpg"), key("shop", "whole.jpg")
+    tier.put_later(whole, output())
+    await written(tier)
+    too_large = os.urandom(10**7 // MAX_ENTRY_SHARE + 1)  # past the fixture's output tier's share
+    s3.client().put_object(Bucket=BUCKET, Key=tier.object_key(large), Body=too_large)
+    for _ in range(shared_cache.SKIP_AFTER_FAILURES + 1):
+        assert await tier.get(large) is None
+    assert await tier.get(whole) == output()
+    assert counted(tier, "shared_cache_failures") == {("get", "too_large"): shared_cache.SKIP_AFTER_FAILURES + 1}
+
+
 async def test_an_object_the_node_did_not_write_for_that_key_is_a_miss(tier, s3):
     """Anyone with access to the bucket can write one: a page as text/html, a copy of another key's
     image, a freshness from the future. None may be served as that key's image (helper 28's probe)."""
