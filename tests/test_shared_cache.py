@@ -833,3 +833,17 @@ async def test_an_output_larger_than_the_output_tier_keeps_is_not_written(tier, 
     stored = [item["Key"] for item in s3.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])]
     assert len(stored) == 1 and "/large.jpg/" in stored[0]
     assert counted(tier, "shared_cache_writes") == {(): 1}
+
+
+async def test_a_write_the_store_does_not_answer_is_given_up_after_the_timeout(tier, s3):
+    """A background write holds one of `max_writes` slots and its output: a hung store must not keep them past
+    `timeout` (the store's client allows a purge's calls ten times as long)."""
+    tier.timeout = 0.3
+    s3.faults = Faults(held_puts="outputs/", only_gets=False)
+    try:
+        tier.put_later(key("shop", "hung.jpg"), output())
+        await asyncio.wait_for(asyncio.gather(*tier._writes), 0.3 * 10)  # far below the client's own (30 s)
+    finally:
+        s3.faults.hold.set()
+    assert counted(tier, "shared_cache_failures") == {("put", "timeout"): 1} and tier._pending_bytes == 0
+    assert counted(tier, "shared_cache_writes") == {(): 0}
