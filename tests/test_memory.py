@@ -83,6 +83,22 @@ def test_an_output_larger_than_a_share_of_the_memory_tier_is_not_kept_there():
     assert tier.get("within", 1) is not None
 
 
+
+def test_the_memory_tier_evicts_the_least_recently_read_output_first():
+    """A hit keeps an output: the tier evicts what was read longest ago, not what was put first (the hottest
+    outputs, put early and read at every request, had been the first to go back to the disk)."""
+    budget = 16 * 10**5
+    tier = MemoryTier(budget)
+    source = SourceInfo("photos", strong_etag(b"original"), 0.0, '"1"', "Mon, 30 Nov 2026 10:00:00 GMT", "image/jpeg")
+    body = bytes(budget // 20)
+    for n in range(10):
+        tier.put(f"k-{n}", 1, CachedOutput(body, "image/jpeg", strong_etag(body), source))
+    assert tier.get("k-0", 1) is not None  # the first put, read since
+    for n in range(10, 21):  # 21 × (budget / 20 + overhead) is past the budget: evictions
+        tier.put(f"k-{n}", 1, CachedOutput(body, "image/jpeg", strong_etag(body), source))
+    assert tier.get("k-0", 1) is not None
+    assert tier.get("k-1", 1) is None
+
 # What a worker has imported once it serves: the config loaded (as `edge serve`'s supervisor does, which
 # imports an origin type's client library then) and the serving code (`preload`, which the workers inherit)
 _CLIENT_LIBRARIES_IMPORTED = (
