@@ -149,6 +149,36 @@ async def test_a_result_a_purge_overtook_is_never_stored(tmp_path):
     flight.close()
 
 
+async def test_a_caller_arriving_while_the_result_is_stored_gets_it_without_a_second_production(tmp_path):
+    """The flight stays current until its result is stored: a request of the worker arriving meanwhile gets the
+    result it holds (the lease is the process's own: a new flight had found nothing stored and made it again)."""
+    flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=Tally().inc)
+    flight.open_leases()
+    stored, storing = asyncio.Event(), asyncio.Event()
+    produced = []
+
+    async def produce():
+        produced.append(1)
+        return f"the output {len(produced)}"
+
+    async def lookup():  # (the store is not written yet)
+        return None
+
+    async def keep(result):
+        storing.set()
+        await stored.wait()
+
+    assert await flight.run("key", produce, lookup, keep) == "the output 1"
+    await asyncio.wait_for(storing.wait(), WAIT_LIMIT)
+    later = asyncio.ensure_future(flight.run("key", produce, lookup, keep))
+    await asyncio.sleep(0)  # it has joined (or begun) a flight
+    stored.set()
+    assert await asyncio.wait_for(later, WAIT_LIMIT) == "the output 1"
+    assert produced == [1]
+    await flight.settle()
+    flight.close()
+
+
 async def test_concurrent_callers_in_a_process_share_the_leaders_failure(tmp_path):
     tally = Tally()
     flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=tally.inc)
