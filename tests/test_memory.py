@@ -83,7 +83,6 @@ def test_an_output_larger_than_a_share_of_the_memory_tier_is_not_kept_there():
     assert tier.get("within", 1) is not None
 
 
-
 def test_the_memory_tier_evicts_the_least_recently_read_output_first():
     """A hit keeps an output: the tier evicts what was read longest ago, not what was put first (the hottest
     outputs, put early and read at every request, had been the first to go back to the disk)."""
@@ -98,6 +97,7 @@ def test_the_memory_tier_evicts_the_least_recently_read_output_first():
         tier.put(f"k-{n}", 1, CachedOutput(body, "image/jpeg", strong_etag(body), source))
     assert tier.get("k-0", 1) is not None
     assert tier.get("k-1", 1) is None
+
 
 # What a worker has imported once it serves: the config loaded (as `edge serve`'s supervisor does, which
 # imports an origin type's client library then) and the serving code (`preload`, which the workers inherit)
