@@ -1082,23 +1082,26 @@ def test_signatures_cover_the_escaped_public_id(cloud):
         router.route("", signed.replace("shoe", "shoes"))
 
 
-async def test_fl_attachment_is_a_download_of_the_same_image(node):
-    """`fl_attachment[:<name>]`, as the SDK writes it: `Content-Disposition: attachment`, named after the
-    public ID (or the name) with the extension of what is sent, and the same cached image as without the
-    flag; a second request, answered from the memory tier below `tornado.web`, says so too."""
-    download = url(BALLOON_PHOTO, width=300, crop="scale", format="jpg", flags="attachment")
-    named = url(BALLOON_PHOTO, width=300, crop="scale", fetch_format="webp", flags="attachment:summer_sky")
-    assert "fl_attachment," in download and "fl_attachment:summer_sky," in named
-    as_jpeg = "attachment; filename=\"balloon.jpg\"; filename*=UTF-8''balloon.jpg"
-    as_webp = "attachment; filename=\"summer_sky.webp\"; filename*=UTF-8''summer_sky.webp"
-    answers = [await get(node, download), await get(node, named, accept="image/webp")]
-    plain = await get(node, url(BALLOON_PHOTO, width=300, crop="scale", format="jpg"))
-    answers += [await get(node, download), await get(node, named, accept="image/webp")]
-    assert [(a.headers["X-Cache"], a.headers["Content-Disposition"], loader(a), size(a)) for a in answers] == [
-        ("MISS", as_jpeg, "jpegload", (300, 200)), ("MISS", as_webp, "webpload", (300, 200)),
-        ("HIT", as_jpeg, "jpegload", (300, 200)), ("HIT", as_webp, "webpload", (300, 200))]
-    assert (plain.headers["X-Cache"], "Content-Disposition" in plain.headers, plain.body) == \
-        ("HIT", False, answers[0].body)
+
+def test_a_signature_is_compared_whole_and_at_its_full_length(cloud):
+    """A signature one character off (its last), or cut short, is refused: compared on a prefix, or read at any
+    length up to 8, a forger had had to guess a character or two of it (one in 64 for one)."""
+    from edge.cloudinary_urls import read
+    from edge.errors import SignatureRefused
+
+    def served(url: str) -> str:
+        return read(url.lstrip("/").split("/"), lambda s: s, frozenset({"demo"}), (API_SECRET,), signed_only=True,
+                    named={}, named_only=False).path
+    signed = url("shop/shoe", width=300, crop="scale", sign_url=True, format="jpg")
+    assert served(signed) == "image/upload/shop/shoe.jpg"
+    given = signed.split("/s--")[1].split("--/")[0]
+    assert len(given) == 8
+    other = "A" if given[-1] != "A" else "B"
+    for forged, reason in [(given[:-1] + other, "invalid"), (given[:1], "missing"), (given[:4], "missing"),
+                           (given[:7], "missing")]:
+        with pytest.raises(SignatureRefused) as refused:
+            served(signed.replace(f"/s--{given}--/", f"/s--{forged}--/"))
+        assert str(refused.value) == f"{reason} signature", forged
 
 
 async def test_pg_is_a_frame_of_an_animation(node, s3_server):
