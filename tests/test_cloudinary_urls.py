@@ -1104,6 +1104,21 @@ def test_a_signature_is_compared_whole_and_at_its_full_length(cloud):
         assert str(refused.value) == f"{reason} signature", forged
 
 
+def test_without_a_private_key_a_signature_makes_no_url_signed(cloud):
+    """An endpoint with no `private_key` checks no signature, so none counts: on a `named_only` one, a made-up
+    `s--…--` had opened any transformation (`w_4000`) to everyone."""
+    from edge.cloudinary_urls import NAMED_ONLY, read
+    from edge.errors import InvalidTransformation
+
+    def served(path: str):
+        return read(path.split("/"), lambda s: s, frozenset({"demo"}), (), signed_only=False,
+                    named={"card": "w-120"}, named_only=True)
+    assert served("demo/image/upload/s--abcdefgh--/t_card/shop/shoe.jpg").path == "image/upload/shop/shoe.jpg"
+    with pytest.raises(InvalidTransformation) as refused:
+        served("demo/image/upload/s--abcdefgh--/w_4000/shop/shoe.jpg")
+    assert (refused.value.param, refused.value.message) == ("w_4000", f"invalid transformation: w_4000: {NAMED_ONLY}")
+
+
 async def test_pg_is_a_frame_of_an_animation(node, s3_server):
     """`pg_N`, as the SDK writes `page=N`: that frame as a still image; a range is a 400 naming the word."""
     s3_server.client().put_object(Bucket=BUCKET, Key=DEMO + "banners/spin/1700000000.gif", Body=animated_gif(5))
