@@ -1119,6 +1119,36 @@ def test_without_a_private_key_a_signature_makes_no_url_signed(cloud):
     assert (refused.value.param, refused.value.message) == ("w_4000", f"invalid transformation: w_4000: {NAMED_ONLY}")
 
 
+def test_the_checker_reads_only_cloudinary_s_own_host_names_as_cloudinary_s():
+    """`res.cloudinary.com` and `<cloud>-res.cloudinary.com` route by path alone; a look-alike
+    (`notcloudinary.com`) is a host of its own, routed by its name."""
+    from urllib.parse import urlsplit
+
+    from edge.cloudinary_check import _host
+    assert _host(urlsplit("https://res.cloudinary.com/demo/image/upload/a.jpg")) == ""
+    assert _host(urlsplit("https://demo-res.cloudinary.com/image/upload/a.jpg")) == ""
+    assert _host(urlsplit("https://notcloudinary.com/demo/image/upload/a.jpg")) == "notcloudinary.com"
+    assert _host(urlsplit("https://res.notcloudinary.com:8443/a.jpg")) == "res.notcloudinary.com:8443"
+
+async def test_fl_attachment_is_a_download_of_the_same_image(node):
+    """`fl_attachment[:<name>]`, as the SDK writes it: `Content-Disposition: attachment`, named after the
+    public ID (or the name) with the extension of what is sent, and the same cached image as without the
+    flag; a second request, answered from the memory tier below `tornado.web`, says so too."""
+    download = url(BALLOON_PHOTO, width=300, crop="scale", format="jpg", flags="attachment")
+    named = url(BALLOON_PHOTO, width=300, crop="scale", fetch_format="webp", flags="attachment:summer_sky")
+    assert "fl_attachment," in download and "fl_attachment:summer_sky," in named
+    as_jpeg = "attachment; filename=\"balloon.jpg\"; filename*=UTF-8''balloon.jpg"
+    as_webp = "attachment; filename=\"summer_sky.webp\"; filename*=UTF-8''summer_sky.webp"
+    answers = [await get(node, download), await get(node, named, accept="image/webp")]
+    plain = await get(node, url(BALLOON_PHOTO, width=300, crop="scale", format="jpg"))
+    answers += [await get(node, download), await get(node, named, accept="image/webp")]
+    assert [(a.headers["X-Cache"], a.headers["Content-Disposition"], loader(a), size(a)) for a in answers] == [
+        ("MISS", as_jpeg, "jpegload", (300, 200)), ("MISS", as_webp, "webpload", (300, 200)),
+        ("HIT", as_jpeg, "jpegload", (300, 200)), ("HIT", as_webp, "webpload", (300, 200))]
+    assert (plain.headers["X-Cache"], "Content-Disposition" in plain.headers, plain.body) == \
+        ("HIT", False, answers[0].body)
+
+
 async def test_pg_is_a_frame_of_an_animation(node, s3_server):
     """`pg_N`, as the SDK writes `page=N`: that frame as a still image; a range is a 400 naming the word."""
     s3_server.client().put_object(Bucket=BUCKET, Key=DEMO + "banners/spin/1700000000.gif", Body=animated_gif(5))
