@@ -1130,6 +1130,28 @@ def test_the_checker_reads_only_cloudinary_s_own_host_names_as_cloudinary_s():
     assert _host(urlsplit("https://notcloudinary.com/demo/image/upload/a.jpg")) == "notcloudinary.com"
     assert _host(urlsplit("https://res.notcloudinary.com:8443/a.jpg")) == "res.notcloudinary.com:8443"
 
+
+def test_the_checker_refuses_a_url_that_reaches_an_endpoint_of_another_style(cloud):
+    """A URL whose host routes it to an ImageKit-style endpoint is not served as Cloudinary's: a 404 naming why,
+    not "OK" (that endpoint reads `w_300` as a folder)."""
+    from dataclasses import dataclass
+
+    from edge.cloudinary_check import Verdict, check_url
+    from edge.config import Endpoint
+    from edge.routing import Router
+
+    @dataclass(frozen=True)
+    class Backup:  # what the router reads of an origin
+        folder: str = "res/demo/"
+        merges_slashes: bool = False
+
+    router = Router((Endpoint(id="", origins=(Backup(),), url_style="cloudinary"),
+                     Endpoint(id="ik", origins=(Backup(),), hosts=("img.acme.test",))))
+    path = url(PHOTO, width=300, crop="fill", format="jpg")
+    assert check_url(router, "https://res.cloudinary.com" + path) == Verdict("https://res.cloudinary.com" + path)
+    assert check_url(router, "https://img.acme.test" + path) == Verdict(
+        "https://img.acme.test" + path, 404, 'the endpoint it reaches does not have url_style = "cloudinary"')
+
 async def test_fl_attachment_is_a_download_of_the_same_image(node):
     """`fl_attachment[:<name>]`, as the SDK writes it: `Content-Disposition: attachment`, named after the
     public ID (or the name) with the extension of what is sent, and the same cached image as without the
