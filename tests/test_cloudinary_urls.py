@@ -1152,6 +1152,28 @@ def test_the_checker_refuses_a_url_that_reaches_an_endpoint_of_another_style(clo
     assert check_url(router, "https://img.acme.test" + path) == Verdict(
         "https://img.acme.test" + path, 404, 'the endpoint it reaches does not have url_style = "cloudinary"')
 
+
+def test_the_checker_reads_at_most_max_urls_lines(cloud, monkeypatch):
+    """`MAX_URLS` lines are read, comments and blank lines counted, and not one more."""
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    from edge import cloudinary_check
+    from edge.config import Endpoint
+
+    @dataclass(frozen=True)
+    class Backup:  # what the router reads of an origin
+        folder: str = "res/demo/"
+        merges_slashes: bool = False
+
+    monkeypatch.setattr(cloudinary_check, "MAX_URLS", 3)
+    endpoint = Endpoint(id="", origins=(Backup(),), url_style="cloudinary")
+    config = SimpleNamespace(endpoints=(endpoint,), named_transformations={})
+    lines = ["# an export", *(url(f"shoe{n}", width=10, format="jpg") for n in range(3))]
+    verdicts, report = cloudinary_check.check(config, lines)
+    assert [v.url for v in verdicts] == [url("shoe0", width=10, format="jpg"), url("shoe1", width=10, format="jpg")]
+    assert report.endswith("\n2 URLs: 2 served, 0 not\n"), report
+
 async def test_fl_attachment_is_a_download_of_the_same_image(node):
     """`fl_attachment[:<name>]`, as the SDK writes it: `Content-Disposition: attachment`, named after the
     public ID (or the name) with the extension of what is sent, and the same cached image as without the
