@@ -1008,6 +1008,8 @@ url_style = "cloudinary"
     # a key the node does not serve (bl_: a baseline) is still a component, named by its 400
     ("demo/image/upload/bl_base/w_300/v1/a/b.jpg", ("bl_base", "w_300"), "image/upload/v1/a/b.jpg"),
     ("demo/image/upload/w_300/shop/v2/boot.jpg", ("w_300",), "image/upload/shop/v2/boot.jpg"),  # v2: a folder
+    # the last segment is the public ID even when it reads as a component (a file named `ar_2023.jpg`)
+    ("demo/image/upload/w_300/ar_2023.jpg", ("w_300",), "image/upload/ar_2023.jpg"),
 ])
 def test_split_path(path, components, origin_path):
     from edge.cloudinary_urls import split_path
