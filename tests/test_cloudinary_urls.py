@@ -861,6 +861,22 @@ async def test_private_assets_need_a_signed_only_endpoint(node):
     assert (await node.fetch(url("secret", type="private", sign_url=True, format="jpg"))).code == 404
 
 
+
+def test_private_and_authenticated_urls_are_read_on_signed_only_endpoints_alone(cloud):
+    """Refused when the URL is read, not only by the origin: 404 on an endpoint that also serves unsigned URLs."""
+    from edge.cloudinary_urls import read
+    from edge.errors import NothingToServe
+
+    def served(kind: str, signed_only: bool) -> str:
+        path = url("secret", type=kind, sign_url=True, format="jpg").lstrip("/").split("/")
+        return read(path, lambda s: s, frozenset({"demo"}), (API_SECRET,), signed_only=signed_only, named={},
+                    named_only=False).path
+    for kind in ("private", "authenticated"):
+        assert served(kind, signed_only=True) == f"image/{kind}/secret.jpg"
+        with pytest.raises(NothingToServe):
+            served(kind, signed_only=False)
+
+
 async def test_private_assets_are_not_served_by_an_origin_that_an_unsigned_endpoint_uses(
         s3, bucket, cloud, node_factory, tmp_path):
     """An ordinary endpoint over the backup (docs/cloudinary-backup.md) had served Cloudinary's `private` assets,
