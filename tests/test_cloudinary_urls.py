@@ -458,6 +458,8 @@ async def test_dpr_multiplies_every_size_of_the_url_wherever_it_is_written(node)
     assert size(await get(node, url(PHOTO, transformation=[dict(dpr=2.0)], format="jpg"))) == (3000, 2000)  # no size
     # fractions of an input its pixels sizes: only those are multiplied, else the factor compounds
     assert size(await get(node, f"/demo/image/upload/w_1000/w_0.5/dpr_2.0/{PHOTO}.jpg")) == (1000, 666)
+    # of two `dpr_` components, the last multiplies (each checked)
+    assert size(await get(node, f"/demo/image/upload/c_scale,w_300/dpr_1.0/dpr_2.0/{PHOTO}.jpg")) == (600, 400)
     # a half pixel rounds up, as Cloudinary's: 25 × 0.5 is 13 px, and 50 × 0.25 too (not to the even 12)
     for path in ("c_scale,w_25,dpr_0.5", "c_scale,w_50,dpr_0.25", "c_scale,w_25/dpr_0.5"):
         assert size(await get(node, f"/demo/image/upload/{path}/{PHOTO}.jpg"))[0] == 13, path
