@@ -1129,6 +1129,30 @@ def test_a_signature_is_compared_whole_and_at_its_full_length(cloud):
         assert str(refused.value) == f"{reason} signature", forged
 
 
+
+def test_urls_signed_with_a_previous_private_key_verify_during_a_rotation(cloud):
+    """After the API secret is rotated, the URLs already on pages (signed with the old one, now in
+    `previous_private_keys`) still verify; a key the endpoint never had does not."""
+    from dataclasses import dataclass
+
+    from edge.config import Endpoint
+    from edge.errors import Unauthorized
+    from edge.routing import Router
+    from edge.settings import Secret
+
+    @dataclass(frozen=True)
+    class Backup:  # what the router reads of an origin
+        folder: str = "res/demo/"
+        merges_slashes: bool = False
+
+    router = Router((Endpoint(id="", origins=(Backup(),), url_style="cloudinary", private_key=Secret("rotated-new"),
+                              previous_private_keys=(Secret(API_SECRET),), signed_only=True),))
+    for secret in ("rotated-new", API_SECRET):
+        signed = url("shop/shoe", width=50, sign_url=True, format="jpg", api_secret=secret)
+        assert router.route("", signed).path == "image/upload/shop/shoe.jpg", secret
+    with pytest.raises(Unauthorized):
+        router.route("", url("shop/shoe", width=50, sign_url=True, format="jpg", api_secret="never-ours"))
+
 def test_without_a_private_key_a_signature_makes_no_url_signed(cloud):
     """An endpoint with no `private_key` checks no signature, so none counts: on a `named_only` one, a made-up
     `s--…--` had opened any transformation (`w_4000`) to everyone."""
