@@ -7,6 +7,7 @@ answer must be the very same bytes.
 import asyncio
 import subprocess
 import sys
+from dataclasses import dataclass
 from urllib.parse import quote
 from pathlib import Path
 
@@ -27,6 +28,13 @@ BUCKET = "acme-cloudinary-urls"
 DEMO = "res/demo/image/upload/"
 API_SECRET = "test-api-secret-not-real"
 PHOTO = "photos/landscape"  # 3000×2000 JPEG
+
+
+@dataclass(frozen=True)
+class Backup:
+    """What the router reads of a Cloudinary backup origin, for the tests that route without a node."""
+    folder: str = "res/demo/"
+    merges_slashes: bool = False
 
 
 @pytest.fixture(scope="module")
@@ -868,7 +876,6 @@ async def test_private_assets_need_a_signed_only_endpoint(node):
     assert (await node.fetch(url("secret", type="private", sign_url=True, format="jpg"))).code == 404
 
 
-
 def test_private_and_authenticated_urls_are_read_on_signed_only_endpoints_alone(cloud):
     """Refused when the URL is read, not only by the origin: 404 on an endpoint that also serves unsigned URLs."""
     from edge.cloudinary_urls import read
@@ -1086,17 +1093,10 @@ def test_seo_urls_are_signed_as_the_sdks_sign_them(cloud):
 
 
 def test_signatures_cover_the_escaped_public_id(cloud):
-    from dataclasses import dataclass
-
     from edge.config import Endpoint
     from edge.errors import Unauthorized
     from edge.routing import Router
     from edge.settings import Secret
-
-    @dataclass(frozen=True)
-    class Backup:  # what the router reads of an origin
-        folder: str = "res/demo/"
-        merges_slashes: bool = False
 
     router = Router((Endpoint(id="", origins=(Backup(),), url_style="cloudinary", private_key=Secret(API_SECRET),
                               signed_only=True),))
@@ -1105,7 +1105,6 @@ def test_signatures_cover_the_escaped_public_id(cloud):
     assert router.route("", signed).path == "image/upload/shop/ü shoe+1 (2).jpg"  # signed_only: no version
     with pytest.raises(Unauthorized):
         router.route("", signed.replace("shoe", "shoes"))
-
 
 
 def test_a_signature_is_compared_whole_and_at_its_full_length(cloud):
@@ -1129,21 +1128,13 @@ def test_a_signature_is_compared_whole_and_at_its_full_length(cloud):
         assert str(refused.value) == f"{reason} signature", forged
 
 
-
 def test_urls_signed_with_a_previous_private_key_verify_during_a_rotation(cloud):
     """After the API secret is rotated, the URLs already on pages (signed with the old one, now in
     `previous_private_keys`) still verify; a key the endpoint never had does not."""
-    from dataclasses import dataclass
-
     from edge.config import Endpoint
     from edge.errors import Unauthorized
     from edge.routing import Router
     from edge.settings import Secret
-
-    @dataclass(frozen=True)
-    class Backup:  # what the router reads of an origin
-        folder: str = "res/demo/"
-        merges_slashes: bool = False
 
     router = Router((Endpoint(id="", origins=(Backup(),), url_style="cloudinary", private_key=Secret("rotated-new"),
                               previous_private_keys=(Secret(API_SECRET),), signed_only=True),))
@@ -1152,6 +1143,7 @@ def test_urls_signed_with_a_previous_private_key_verify_during_a_rotation(cloud)
         assert router.route("", signed).path == "image/upload/shop/shoe.jpg", secret
     with pytest.raises(Unauthorized):
         router.route("", url("shop/shoe", width=50, sign_url=True, format="jpg", api_secret="never-ours"))
+
 
 def test_without_a_private_key_a_signature_makes_no_url_signed(cloud):
     """An endpoint with no `private_key` checks no signature, so none counts: on a `named_only` one, a made-up
@@ -1183,16 +1175,9 @@ def test_the_checker_reads_only_cloudinary_s_own_host_names_as_cloudinary_s():
 def test_the_checker_refuses_a_url_that_reaches_an_endpoint_of_another_style(cloud):
     """A URL whose host routes it to an ImageKit-style endpoint is not served as Cloudinary's: a 404 naming why,
     not "OK" (that endpoint reads `w_300` as a folder)."""
-    from dataclasses import dataclass
-
     from edge.cloudinary_check import Verdict, check_url
     from edge.config import Endpoint
     from edge.routing import Router
-
-    @dataclass(frozen=True)
-    class Backup:  # what the router reads of an origin
-        folder: str = "res/demo/"
-        merges_slashes: bool = False
 
     router = Router((Endpoint(id="", origins=(Backup(),), url_style="cloudinary"),
                      Endpoint(id="ik", origins=(Backup(),), hosts=("img.acme.test",))))
@@ -1204,16 +1189,10 @@ def test_the_checker_refuses_a_url_that_reaches_an_endpoint_of_another_style(clo
 
 def test_the_checker_reads_at_most_max_urls_lines(cloud, monkeypatch):
     """`MAX_URLS` lines are read, comments and blank lines counted, and not one more."""
-    from dataclasses import dataclass
     from types import SimpleNamespace
 
     from edge import cloudinary_check
     from edge.config import Endpoint
-
-    @dataclass(frozen=True)
-    class Backup:  # what the router reads of an origin
-        folder: str = "res/demo/"
-        merges_slashes: bool = False
 
     monkeypatch.setattr(cloudinary_check, "MAX_URLS", 3)
     endpoint = Endpoint(id="", origins=(Backup(),), url_style="cloudinary")
@@ -1222,6 +1201,7 @@ def test_the_checker_reads_at_most_max_urls_lines(cloud, monkeypatch):
     verdicts, report = cloudinary_check.check(config, lines)
     assert [v.url for v in verdicts] == [url("shoe0", width=10, format="jpg"), url("shoe1", width=10, format="jpg")]
     assert report.endswith("\n2 URLs: 2 served, 0 not\n"), report
+
 
 async def test_fl_attachment_is_a_download_of_the_same_image(node):
     """`fl_attachment[:<name>]`, as the SDK writes it: `Content-Disposition: attachment`, named after the
