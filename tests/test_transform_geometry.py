@@ -18,6 +18,9 @@ MAGENTA = (255, 0, 255)
     ("h-50", (100, 50)),
     ("w-0.5", (100, 50)),
     ("h-0.25", (50, 25)),
+    ("w-0.333", (67, 34)),  # a fraction's pixels are rounded (66.6 px: 67), not cut down
+    ("w-1", (1, 1)),  # 1 is a pixel, not the whole side: fractions are below 1
+    ("h-1", (2, 1)),
     ("w-400", (400, 200)),
     ("w-100,ar-1-1", (100, 100)),
     ("h-40,ar-2-1", (80, 40)),
