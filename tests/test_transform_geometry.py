@@ -111,6 +111,9 @@ async def test_fo_face_without_a_face_falls_back_to_auto(image_node):
      [((5, 5), RED), ((195, 95), YELLOW), ((250, 50), MAGENTA)]),
     ("w-300,h-100,cm-pad_resize,bg-FF00FF,fo-right", (300, 100),
      [((50, 50), MAGENTA), ((105, 5), RED), ((295, 95), YELLOW)]),
+    # the 200x100 card is not enlarged: padded around at its own size
+    ("w-400,h-400,cm-pad_resize_no_enlarge,bg-FF00FF", (400, 400),
+     [((50, 180), MAGENTA), ((105, 155), RED), ((295, 245), YELLOW), ((350, 260), MAGENTA)]),
 ])
 async def test_pad_resize(image_node, tr, size, checks):
     _, image = await fetch_image(image_node, f"/tr:{tr}/card.png")
