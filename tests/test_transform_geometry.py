@@ -27,6 +27,8 @@ MAGENTA = (255, 0, 255)
     ("w-100,h-100,ar-3-1", (100, 100)),  # ar is ignored when both sides are given
     ("ar-1-1", (100, 100)),  # alone: the largest box of that ratio
     ("w-50,dpr-2", (100, 50)),
+    ("w-2500,dpr-2", (5000, 2500)),  # 5000 px is within DPR_MAX_SIDE: the dpr is applied
+    ("w-2501,dpr-2", (2501, 1250)),  # over it: the box as given (ImageKit)
     ("w-50,h-50,dpr-1.5", (75, 75)),
     ("w-100,h-100,c-force", (100, 100)),
     ("w-100,h-100,c-at_max", (100, 50)),
