@@ -50,6 +50,7 @@ def canonical(*texts, **options) -> str:
     ("fl-v_h", "fl-h_v"),
     ("w-300,h-200,ar-4-3", "w-300,h-200"),  # ar is ignored with both sides
     ("w-300.0", "w-300"),
+    ("w-100.6,h-49.5", "w-101,h-50"),  # a decimal size is rounded to the nearest pixel, not cut down
     ("w-0.50", "w-0.5"),
     ("pr-True", "pr-true"),
     ("lo-false,md-false,cp-false,o-100,z-1,dpr-1,w-5", "w-5"),
