@@ -70,6 +70,15 @@ def test_synonyms_order_and_defaults_are_one_cache_key(first, second):
     assert canonical(first) == canonical(second)
 
 
+@pytest.mark.parametrize("first, second", [
+    ("w-300,ar-4-3", "w-300,ar-4-5"),  # each side of the ratio is in the key: 300x225 is not 300x375
+    ("w-300,ar-4-3", "w-300,ar-4"),
+    ("h-200,ar-16_9", "h-200,ar-16_10"),
+])
+def test_different_transformations_are_different_cache_keys(first, second):
+    assert canonical(first) != canonical(second)
+
+
 def test_canonical_form():
     assert canonical("w-300,h-200:rt-N90,bg-red,f-jpeg,q-70") == "h-200,w-300:bg-FF0000,rt-270,f-jpg,q-70"
     assert canonical("orig-true,w-10") == "orig-true"
