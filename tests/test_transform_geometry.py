@@ -40,6 +40,8 @@ MAGENTA = (255, 0, 255)
     ("w-400,h-50,c-maintain_ratio_no_enlarge", (200, 50)),
     ("w-400,c-maintain_ratio_no_enlarge", (200, 100)),
     ("w-100,h-100", (100, 100)),
+    ("w-100,h-50,cm-pad_extract_no_shrink", (200, 100)),  # a box smaller than the image: never cut
+    ("w-300,h-50,cm-pad_extract_no_shrink", (300, 100)),
 ])
 async def test_sizes(image_node, tr, size):
     _, image = await fetch_image(image_node, f"/tr:{tr}/card.png")
