@@ -140,6 +140,7 @@ async def test_pad_resize_pads_transparent_images_with_transparency(image_node):
     ("cm-extract,w-50,h-50,fo-bottom_right", (50, 50), YELLOW),
     ("cm-extract,w-50,h-50,fo-top_right", (50, 50), GREEN),
     ("cm-extract,x-110,y-5,w-0.25,h-0.25", (50, 25), GREEN),
+    ("cm-extract,x-150,w-50,h-50,fo-bottom", (50, 50), GREEN),  # x given, y is 0: fo does not place it
 ])
 async def test_extract_cuts_at_the_original_scale(image_node, tr, size, colour):
     _, image = await fetch_image(image_node, f"/tr:{tr}/card.png")
