@@ -148,7 +148,6 @@ async def test_extract_cuts_at_the_original_scale(image_node, tr, size, colour):
     assert all(close(pixel(image, x, y), colour) for x in (0, size[0] - 1) for y in (0, size[1] - 1))
 
 
-
 async def test_extract_centre_given_on_one_axis_is_the_middle_of_the_other(image_node):
     """`yc` alone: the region is centred across the image's width (x 100 of card.png, between the blue and
     the yellow quadrant), not at half its height."""
@@ -169,6 +168,7 @@ async def test_extract_up_to_the_image_edge(image_node, tr, size):
 async def test_extract_one_pixel_past_the_edge_is_a_400(image_node, tr, region):
     response, _ = await fetch_image(image_node, f"/tr:{tr}/card.png", status=400)
     assert b"cm-extract: the region " + region + b" leaves the 200x100 image" in response.body
+
 
 async def test_extract_with_fo_auto_takes_the_busy_patch(image_node):
     _, image = await fetch_image(image_node, "/tr:cm-extract,w-60,h-60,fo-auto/busy.png")
