@@ -88,6 +88,17 @@ async def test_dpr_auto_takes_the_dpr_hint(node, headers, width):
     assert response.headers["Vary"] == DPR_VARY
 
 
+async def test_each_dpr_bucket_is_its_own_cache_entry(node):
+    first, image = await fetch_image(node, "/tr:w-100,dpr-auto/photo.jpg", headers={"Sec-CH-DPR": "2"})
+    assert (first.headers["X-Cache"], image.width) == ("MISS", 200)
+    same, image = await fetch_image(node, "/tr:w-100,dpr-auto/photo.jpg", headers={"DPR": "1.95"})
+    assert (same.headers["X-Cache"], image.width, same.body) == ("HIT", 200, first.body)
+    for dpr, width in (("3", 300), ("2.01", 210)):  # another ratio: never the first one's image
+        other, image = await fetch_image(node, "/tr:w-100,dpr-auto/photo.jpg", headers={"Sec-CH-DPR": dpr})
+        assert (other.headers["X-Cache"], image.width) == ("MISS", width)
+        assert other.headers["Vary"] == DPR_VARY
+
+
 async def test_a_width_hint_counts_the_pixel_ratio_already(node):
     """ImageKit: with w-auto the Width hint is in device pixels, so the DPR hint is not applied again."""
     response, image = await fetch_image(node, "/tr:w-auto,dpr-auto/photo.jpg",
