@@ -60,6 +60,16 @@ async def test_each_accept_class_is_its_own_cache_entry(image_node):
     assert again.headers["X-Cache"] == "HIT" and again.body == avif.body
 
 
+async def test_an_animation_for_a_browser_without_webp_is_not_the_entry_of_one_with_it(image_node):
+    """AVIF alone and AVIF with WebP plan alike for a still image, not for an animation: WebP for one, GIF for the
+    other, each its own entry (the AVIF-only browser cannot show an animated WebP)."""
+    webp = await image_node.fetch("/tr:w-16,f-auto/anim.gif", headers={"Accept": MODERN})
+    gif = await image_node.fetch("/tr:w-16,f-auto/anim.gif", headers={"Accept": "image/avif"})
+    assert (webp.headers["Content-Type"], loader(webp)) == ("image/webp", "webpload")
+    assert (gif.headers["Content-Type"], loader(gif), gif.headers["X-Cache"]) == ("image/gif", "gifload", "MISS")
+    assert decode(gif).get("n-pages") == 5 and gif.headers["Vary"] == "Accept"
+
+
 async def test_format_follows_the_extension_then_the_original(image_node):
     # jpeg-named.png holds JPEG bytes: the extension asks for PNG
     response, _ = await fetch_image(image_node, "/tr:w-20/jpeg-named.png")
