@@ -262,3 +262,17 @@ async def test_auto_format_by_default_and_the_smallest_format(node_factory, sema
     smallest = min(sizes, key=sizes.get)
     assert first.headers["Content-Type"] == f"image/{'jpeg' if smallest == 'jpg' else smallest}"
     assert len(first.body) == sizes[smallest]
+
+
+async def test_the_smallest_format_is_one_the_browser_takes_and_keeps_an_animation(node_factory, semantics_root,
+                                                                                    tmp_path):
+    config = images_config(semantics_root, "[defaults]\nauto_format_smallest = true\n")
+    node = await node_factory(write_config(tmp_path, config))
+    still = await node.fetch("/tr:w-600,f-auto/photo.jpg", headers={"Accept": "image/webp,*/*"})  # no AVIF
+    assert still.headers["Content-Type"] in ("image/webp", "image/jpeg") and still.headers["Vary"] == "Accept"
+    assert decode(still).get("vips-loader").removesuffix("_buffer") in ("webpload", "jpegload")
+    # libvips writes no animated AVIF (a still, smaller here than either animation): not a candidate
+    animation = await node.fetch("/tr:w-400,f-auto/anim.gif", headers=BROWSER)
+    frames = decode(animation, all_frames=True)
+    assert animation.headers["Content-Type"] in ("image/webp", "image/gif")
+    assert frames.get("n-pages") == FRAMES and frames.width == 400
