@@ -113,6 +113,17 @@ async def test_a_width_hint_counts_the_pixel_ratio_already(node):
     assert (image.width, image.height) == (300, 200)  # no width hint: dpr-auto scales h
 
 
+async def test_a_step_without_w_auto_takes_the_dpr_hint_beside_a_width_hint(node):
+    """The width hint spares only the steps that take it the DPR: a later step's `h-50,dpr-auto` is 100 px at 2."""
+    response, image = await fetch_image(node, "/tr:w-auto,dpr-auto:h-50,dpr-auto/photo.jpg",
+                                        headers={"Sec-CH-Width": "300", "Sec-CH-DPR": "2"})
+    assert (image.width, image.height) == (150, 100)
+    assert response.headers["Vary"] == f"{WIDTH_VARY}, {DPR_VARY}"
+    other, image = await fetch_image(node, "/tr:w-auto,dpr-auto:h-50,dpr-auto/photo.jpg",
+                                     headers={"Sec-CH-Width": "300", "Sec-CH-DPR": "3"})
+    assert (other.headers["X-Cache"], image.width, image.height) == ("MISS", 225, 150)
+
+
 async def test_with_f_auto_the_answer_varies_on_accept_too(node):
     headers = {"Sec-CH-Width": "200", "Accept": "image/webp,*/*"}
     first, image = await fetch_image(node, "/tr:w-auto,f-auto/photo.jpg", headers=headers)
