@@ -495,6 +495,8 @@ def test_a_jpeg_over_16_megapixels_is_coded_without_holding_it_whole(photos, tra
 @pytest.mark.parametrize("transformation, region", [
     ("w-1000,e-region-2000_2000_500_500,bl-50", "2000_2000_500_500"),  # the original's pixels after a resize
     ("e-pixelate-40,e-region-5000_100", "5000_100"),
+    ("e-pixelate-40,e-region-4240_100", "4240_100"),  # at the right edge exactly: nothing of it inside
+    ("bl-20,e-region-100_2832_50_50", "100_2832_50_50"),  # at the bottom edge exactly
 ])
 def test_a_region_outside_its_step_s_image_is_refused_not_served_sharp(photos, transformation, region):
     """A blur or pixelation in a region that starts outside the step's result hid nothing: the 12 MP photo was
