@@ -171,6 +171,14 @@ async def test_shadow_falls_beside_the_opaque_shape_only(node):
     assert pixel(shadowed, 50, 50)[3] == 0 and pixel(shadowed, 120, 15)[3] == 0
 
 
+async def test_a_shadow_s_x_moves_it_across_and_its_y_down(node):
+    """`x` is a share of the width, across; `y` of the height, down: `x-10_y-0` shifts it 40 px right only."""
+    _, shadowed = await fetch_image(node, "/tr:w-400,e-shadow-bl-0_st-100_x-10_y-0,f-png/shape.png")
+    # the shape covers x 100–300, y 75–225; the shadow x 140–340, y 75–225
+    assert pixel(shadowed, 320, 150) == (0, 0, 0, 255) and pixel(shadowed, 320, 230)[3] == 0
+    assert pixel(shadowed, 200, 240)[3] == 0 and pixel(shadowed, 345, 150)[3] == 0
+
+
 async def test_an_opaque_background_fills_transparency_and_opacity_lies_on_it(node):
     _, filled = await fetch_image(node, "/tr:w-400,bg-0000FF,f-png/shape.png")
     assert filled.bands == 3 and pixel(filled, 20, 20) == (0, 0, 255) and pixel(filled, 200, 150) == (255, 0, 0)
