@@ -134,6 +134,13 @@ async def test_a_layer_placed_beyond_the_image_is_moved_to_fit_within_it(node):
     assert near(at(within, 399, 5), RED) and near(at(within, 379, 5), BLUE)
 
 
+async def test_a_layer_centred_from_the_far_edges_with_n_lxc_and_lyc(node):
+    """`lxc-N100,lyc-N100`: the layer's centre 100 px from the right and the bottom edge."""
+    centred = await image(node, "/tr:l-image,i-logo.png,lxc-N100,lyc-N100,l-end/base.png")  # 50×40 on 400×300
+    assert near(at(centred, 276, 181), RED) and near(at(centred, 323, 218), RED)  # x 275–325, y 180–220
+    assert near(at(centred, 272, 200), BLUE) and near(at(centred, 300, 222), BLUE) and near(at(centred, 100, 100), BLUE)
+
+
 async def test_canvas_and_text_layers(node):
     canvas = await image(node, sdk_path("base.png", [{"overlay": {
         "type": "solidColor", "color": "00FF00", "position": {"x": 300, "y": 0},
