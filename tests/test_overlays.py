@@ -359,6 +359,15 @@ async def test_what_imagekits_overlay_docs_write_works(node):
     assert box_width(padded[1]) - box_width(padded[0]) == 2 * (20 - 10)  # 5 % of the base on each side
 
 
+async def test_an_fs_expression_past_500_is_drawn_at_500(node):
+    """`fs-bh_div_2` of a 3000 px base is 1500: drawn at the largest `fs`, 500, as `fs-500` is."""
+    big, largest = [await image(node, f"/tr:w-4000,l-text,i-A,fs-{fs},co-FF0000,l-end/base.png")
+                    for fs in ("bh_div_2", "500")]
+    assert (big.width, big.height) == (4000, 3000) and (big - largest).abs().max() == 0
+    red = (big[0] > 200) & (big[2] < 60)
+    assert red.max() == 255 and red.crop(0, 0, 4000, 1000).max() == 0  # a 500 px glyph, centred: none up there
+
+
 async def test_layers_nest_three_deep_as_imagekit_draws_them(node, origin):
     """A badge with its text centred in it; a logo with a mark (fetched too) in its corner; `bw` in a
     nested layer is the layer it is drawn on. Four deep is a 400 naming the layer."""
