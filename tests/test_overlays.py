@@ -163,6 +163,17 @@ async def test_canvas_and_text_layers(node):
     assert ((box[1] > 200) & (box[0] < 60) & (box[2] < 60)).max() == 255  # green shadow
 
 
+async def test_a_text_layer_is_aligned_by_ia_inside_its_w_box(node):
+    """`w-200`: the text's box is 200 px wide whatever its lines; `ia` places a short line in it."""
+    def white_columns(out: pyvips.Image) -> list[int]:
+        white = (out[0] > 200) & (out[2] > 200)
+        return [x for x in range(0, 240) if white.crop(x, 0, 1, 60).max() == 255]
+    for align, (first, last) in (("left", (0, 60)), ("center", (70, 130)), ("right", (140, 200))):
+        drawn = white_columns(await image(node, f"/tr:l-text,i-Hi,fs-30,co-FFFFFF,w-200,ia-{align},lx-0,ly-0,l-end"
+                                                f"/base.png"))
+        assert drawn and first <= drawn[0] and drawn[-1] < last, (align, drawn[0], drawn[-1])
+
+
 async def test_ie_wins_over_i_in_one_layer(node):
     """ImageKit's layer docs: "In case both i and ie are present, i is ignored" (it was a 400 "one i- or
     ie- per layer"); the same key twice stays a 400."""
