@@ -294,6 +294,13 @@ async def test_rounded_corners_make_alpha(image_node):
     assert pixel(image, 100, 50)[3] == 255 and pixel(image, 25, 0)[3] == 255
 
 
+async def test_a_radius_past_half_the_short_side_rounds_it_into_a_half_circle(image_node):
+    """`r-80` on the 200×100 card is drawn at 50, half its height: a pill, its ends half circles."""
+    _, image = await fetch_image(image_node, "/tr:r-80,f-png/card.png")
+    assert pixel(image, 1, 50)[3] == 255 and pixel(image, 198, 50)[3] == 255 and pixel(image, 100, 1)[3] == 255
+    assert pixel(image, 8, 8)[3] == 0 and pixel(image, 191, 91)[3] == 0 and pixel(image, 60, 1)[3] == 255
+
+
 async def test_radius_max_is_an_ellipse(image_node):
     _, image = await fetch_image(image_node, "/tr:r-max,f-png/card.png")
     assert pixel(image, 0, 0)[3] == 0 and pixel(image, 15, 10)[3] == 0
