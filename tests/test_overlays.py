@@ -141,6 +141,16 @@ async def test_a_layer_centred_from_the_far_edges_with_n_lxc_and_lyc(node):
     assert near(at(centred, 272, 200), BLUE) and near(at(centred, 300, 222), BLUE) and near(at(centred, 100, 100), BLUE)
 
 
+async def test_positions_are_rounded_and_an_expression_below_0_is_0(node):
+    """`lx-10.5` is 11 (as the SDK writes a float); `lx-bw_sub_500` on a 400 px base is 0, not 99 px from the
+    right edge (a negative number is an N position)."""
+    rounded = await image(node, "/tr:l-image,i-logo.png,lx-10.5,ly-0,l-end/base.png")
+    assert near(at(rounded, 10, 5), BLUE) and near(at(rounded, 11, 5), RED) and near(at(rounded, 60, 5), RED)
+    below = await image(node, "/tr:l-image,i-logo.png,lx-bw_sub_500,ly-bh_sub_400,l-end/base.png")
+    assert near(at(below, 0, 0), RED) and near(at(below, 49, 39), RED) and near(at(below, 50, 5), BLUE)
+    assert near(at(below, 300, 5), BLUE) and near(at(below, 5, 280), BLUE)
+
+
 async def test_canvas_and_text_layers(node):
     canvas = await image(node, sdk_path("base.png", [{"overlay": {
         "type": "solidColor", "color": "00FF00", "position": {"x": 300, "y": 0},
