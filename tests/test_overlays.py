@@ -221,6 +221,14 @@ async def test_a_colour_block_named_by_a_colour_name_ignores_al(node):
     assert again.headers["X-Cache"] == "HIT" and again.body == plain.body  # one cache key: al is dropped
 
 
+async def test_al_is_the_opacity_of_a_colour_block_and_of_a_text_layer(node):
+    """`al-2`: 20 % of the layer over the base (red over blue: mostly blue), for a block and for a text's `bg`."""
+    block = await image(node, "/tr:l-image,i-ik_canvas,bg-FF0000,al-2,w-100,h-100,lx-0,ly-0,l-end/base.png")
+    text = await image(node, "/tr:l-text,i-Hi,fs-30,co-FF0000,bg-FF0000,al-2,lx-0,ly-0,l-end/base.png")
+    for out in (block, text):
+        assert all(abs(a - b) <= 10 for a, b in zip(at(out, 1, 1), (51, 0, 204))), at(out, 1, 1)
+
+
 async def test_a_gradient_block_is_a_canvas_with_e_gradient_and_no_bg(node):
     """ImageKit's "gradient blocks" (effects docs): `l-image,i-ik_canvas,e-gradient,…,l-end` with no `bg`
     is the gradient alone, `w`×`h` (the base's size by default), placed as any layer (it was a 400
