@@ -36,6 +36,19 @@ async def test_blur_softens_edges(image_node):
     assert close(pixel(blurred, 20, 20), RED, 2)  # far from the edges nothing changes
 
 
+async def test_blur_sigma_is_half_the_amount(image_node, image_root):
+    """`bl-10` across a black | white edge (at x 50): the values beside it follow a gaussian of sigma 5 (10 / 2),
+    255 × Φ(d / 5) at d px from the edge, up to the truncation of libvips' mask; sigma 2.5 is far steeper."""
+    (image_root / "edge.png").write_bytes(stripes_png([(0, 0, 0), (255, 255, 255)], width=50))
+    _, image = await fetch_image(image_node, "/tr:bl-10,f-png/edge.png")
+
+    def gaussian(d: float, sigma: float) -> int:
+        return round(255 * (1 + math.erf(d / sigma / math.sqrt(2))) / 2)
+    for x in (44, 47, 49, 50, 52, 55):
+        d = x + 0.5 - 50
+        assert abs(pixel(image, x, 5)[0] - gaussian(d, 5)) <= 12, (x, pixel(image, x, 5), gaussian(d, 5))
+
+
 async def test_grayscale(image_node):
     _, image = await fetch_image(image_node, "/tr:e-grayscale/card.png")
     assert image.bands == 1 or len(set(pixel(image, 10, 10)[:3])) == 1
