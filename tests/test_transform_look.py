@@ -294,6 +294,18 @@ async def test_usm_threshold_spares_small_differences(image_node):
     assert masked.avg() == plain.avg()
 
 
+async def test_usm_threshold_leaves_low_contrast_detail_and_sharpens_an_edge(image_node, image_root):
+    """`e-usm-2-1-3-0.1`: columns alternating 120 | 130 differ from their blur by ~5, under 10 % of 255: the same
+    bytes; the 60 | 200 edge (at x 100) differs by far more: overshoots on both sides."""
+    greys = [(120,) * 3, (130,) * 3] * 25 + [(60,) * 3] * 50 + [(200,) * 3] * 50
+    (image_root / "texture.png").write_bytes(stripes_png(greys, width=1))
+    _, plain = await fetch_image(image_node, "/tr:f-png/texture.png")
+    _, masked = await fetch_image(image_node, "/tr:e-usm-2-1-3-0.1,f-png/texture.png")
+    assert [pixel(masked, x, 5) for x in range(5, 40)] == [pixel(plain, x, 5) for x in range(5, 40)]
+    assert pixel(masked, 99, 5)[0] < 60 - 20 and pixel(masked, 100, 5)[0] > 200 + 20
+    assert pixel(masked, 75, 5) == (60, 60, 60) and pixel(masked, 125, 5) == (200, 200, 200)
+
+
 async def test_contrast_stretches_levels(image_node):
     # flat.png spans grey 100..150 only
     _, image = await fetch_image(image_node, "/tr:e-contrast,f-png/flat.png")
