@@ -306,6 +306,18 @@ async def test_usm_threshold_leaves_low_contrast_detail_and_sharpens_an_edge(ima
     assert pixel(masked, 75, 5) == (60, 60, 60) and pixel(masked, 125, 5) == (200, 200, 200)
 
 
+async def test_contrast_stretches_the_1st_to_99th_percentile_past_outliers(image_node, image_root):
+    """Greys 120 | 136 over 40×20 with one black and one white pixel (1/800 each): the 1st and 99th percentiles
+    are the two greys, stretched to 0 and 255; a min–max stretch would leave them as they are."""
+    rows = [[0 if (x, y) == (0, 0) else 255 if (x, y) == (39, 19) else 120 if x < 20 else 136 for x in range(40)]
+            for y in range(20)]
+    grey = pyvips.Image.new_from_array(rows).cast("uchar")
+    (image_root / "outliers.png").write_bytes(grey.bandjoin([grey, grey]).copy(interpretation="srgb").pngsave_buffer())
+    _, image = await fetch_image(image_node, "/tr:e-contrast,f-png/outliers.png")
+    assert close(pixel(image, 10, 10), (0, 0, 0), 5) and close(pixel(image, 30, 10), (255, 255, 255), 5), \
+        (pixel(image, 10, 10), pixel(image, 30, 10))
+
+
 async def test_contrast_stretches_levels(image_node):
     # flat.png spans grey 100..150 only
     _, image = await fetch_image(image_node, "/tr:e-contrast,f-png/flat.png")
