@@ -184,6 +184,21 @@ async def test_a_text_layer_is_aligned_by_ia_inside_its_w_box(node):
         assert drawn and first <= drawn[0] and drawn[-1] < last, (align, drawn[0], drawn[-1])
 
 
+async def test_a_text_layers_padding_puts_the_text_left_and_top_apart(node):
+    """`pa-10_40` (CSS shorthand: 10 top and bottom, 40 left and right) on a text layer with a `bg` at (0, 0): the
+    text's first white column is 40 px right of where it is unpadded, its first white row 10 px down."""
+    def first_white(out: pyvips.Image) -> tuple[int, int]:
+        white = (out[0] > 200) & (out[2] > 200)
+        columns = [x for x in range(200) if white.crop(x, 0, 1, 150).max() == 255]
+        rows = [y for y in range(150) if white.crop(0, y, 200, 1).max() == 255]
+        return columns[0], rows[0]
+    plain, padded = [await image(node, f"/tr:l-text,i-Hi,fs-30,co-FFFFFF,bg-00C800,{pa}lx-0,ly-0,l-end/base.png")
+                     for pa in ("", "pa-10_40,")]
+    (x, y), (padded_x, padded_y) = first_white(plain), first_white(padded)
+    assert (padded_x - x, padded_y - y) == (40, 10), (x, y, padded_x, padded_y)
+    assert near(at(padded, 2, 2), GREEN) and near(at(padded, x + 39, y + 9), GREEN)
+
+
 async def test_ie_wins_over_i_in_one_layer(node):
     """ImageKit's layer docs: "In case both i and ie are present, i is ignored" (it was a 400 "one i- or
     ie- per layer"); the same key twice stays a 400."""
