@@ -592,9 +592,10 @@ async def test_the_purge_answer_counts_what_each_nodes_tiers_removed(node_factor
     objects meanwhile."""
     shared = shared_cache_table(s3.url, BUCKET, more='purge_journal_every = "0.2s"')
     nodes = await start_fleet(node_factory, tmp_path, web_config(origin.url, after=shared), size=2)
-    for node in nodes:
-        assert (await node.fetch(URL)).code == 200
+    assert cached_as(await nodes[0].fetch(URL)) == ("MISS", False)
     await until_written(bucket, 1)
+    # the peer's copy from the shared tier, one entry (asked before the write had landed, it rendered its own: two)
+    assert cached_as(await nodes[1].fetch(URL)) == ("SHARED", False)
     origin.files["img.jpg"] = solid(120, 80, NEW)
     s3.faults = Faults(delay=0.5, only_gets=False)  # every call of the shared tier, the journal's reading too
     try:
