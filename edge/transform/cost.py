@@ -228,9 +228,11 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
         return frames * (steps + _encodes_cost(transformation, (width, height), formats, defaults)) + decodes
     chosen = next((plan for plan in plans[:-1] if cost_of(plan) <= limits.max_cost), plans[-1])
     if chosen is plans[-1]:
-        # a format the URL names past its own side (WebP's 16383 px): refused now, not once rendered
+        # a format the URL names past its own side (WebP's 16383 px): refused now as `output_formats` refuses it,
+        # rather than once rendered
         formats = final_formats(chosen, loader, has_alpha, animated)
-        check_side(width or 0, height or 0, max(max_side(fmt, limits.max_output_side) for fmt in formats))
+        if not _reaching(formats, side, limits.max_output_side):
+            check_side(width or 0, height or 0, max_side(formats[0], limits.max_output_side))
         _hold_to_budget(cost_of(chosen), limits)
     return chosen
 
