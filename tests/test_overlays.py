@@ -78,6 +78,12 @@ def at(image: pyvips.Image, x: int, y: int) -> list[int]:
     return [round(v) for v in image(x, y)[:3]]
 
 
+def white_ink(out: pyvips.Image, width: int, height: int) -> tuple[list[int], list[int]]:
+    """The columns and the rows of `out`'s top-left `width`×`height` that hold white (a text's glyphs)."""
+    columns, rows = ((out[0] > 200) & (out[2] > 200)).crop(0, 0, width, height).project()
+    return [x for x in range(width) if columns(x, 0)[0]], [y for y in range(height) if rows(0, y)[0]]
+
+
 def near(pixel: list[int], rgb: list[int]) -> bool:
     return all(abs(a - b) <= 8 for a, b in zip(pixel, rgb))
 
@@ -175,26 +181,18 @@ async def test_canvas_and_text_layers(node):
 
 async def test_a_text_layer_is_aligned_by_ia_inside_its_w_box(node):
     """`w-200`: the text's box is 200 px wide whatever its lines; `ia` places a short line in it."""
-    def white_columns(out: pyvips.Image) -> list[int]:
-        white = (out[0] > 200) & (out[2] > 200)
-        return [x for x in range(0, 240) if white.crop(x, 0, 1, 60).max() == 255]
     for align, (first, last) in (("left", (0, 60)), ("center", (70, 130)), ("right", (140, 200))):
-        drawn = white_columns(await image(node, f"/tr:l-text,i-Hi,fs-30,co-FFFFFF,w-200,ia-{align},lx-0,ly-0,l-end"
-                                                f"/base.png"))
+        drawn, _ = white_ink(await image(node, f"/tr:l-text,i-Hi,fs-30,co-FFFFFF,w-200,ia-{align},lx-0,ly-0,l-end"
+                                               f"/base.png"), 240, 60)
         assert drawn and first <= drawn[0] and drawn[-1] < last, (align, drawn[0], drawn[-1])
 
 
 async def test_a_text_layers_padding_puts_the_text_left_and_top_apart(node):
     """`pa-10_40` (CSS shorthand: 10 top and bottom, 40 left and right) on a text layer with a `bg` at (0, 0): the
     text's first white column is 40 px right of where it is unpadded, its first white row 10 px down."""
-    def first_white(out: pyvips.Image) -> tuple[int, int]:
-        white = (out[0] > 200) & (out[2] > 200)
-        columns = [x for x in range(200) if white.crop(x, 0, 1, 150).max() == 255]
-        rows = [y for y in range(150) if white.crop(0, y, 200, 1).max() == 255]
-        return columns[0], rows[0]
     plain, padded = [await image(node, f"/tr:l-text,i-Hi,fs-30,co-FFFFFF,bg-00C800,{pa}lx-0,ly-0,l-end/base.png")
                      for pa in ("", "pa-10_40,")]
-    (x, y), (padded_x, padded_y) = first_white(plain), first_white(padded)
+    (x, y), (padded_x, padded_y) = [tuple(ink[0] for ink in white_ink(out, 200, 150)) for out in (plain, padded)]
     assert (padded_x - x, padded_y - y) == (40, 10), (x, y, padded_x, padded_y)
     assert near(at(padded, 2, 2), GREEN) and near(at(padded, x + 39, y + 9), GREEN)
 
