@@ -763,17 +763,14 @@ def test_pending_purges_are_bounded_in_number_and_in_time(tmp_path, monkeypatch)
     says it is not retried), and a try of one whose time is over removes it, done or not."""
     monkeypatch.setattr(purge, "MAX_PENDING", 3)
     pending = purge.PendingPurges(tmp_path / purge.PENDING_FOLDER)
+    def a_purge(journal_written: bool, until: float) -> purge.PendingPurge:
+        return purge.PendingPurge([path_key("shop", "a.jpg")], {"url": "/shop/a.jpg"}, journal_written, False, until)
     try:
-        def left(until: float) -> str | None:
-            return pending.add(purge.PendingPurge([path_key("shop", "a.jpg")], {"url": "/shop/a.jpg"}, False, False,
-                                                   until))
-        over, current = left(time.time() - 1), left(time.time() + 600)
-        assert over is not None and current is not None and left(time.time() + 600) is not None
-        assert left(time.time() + 600) is None and pending.count() == 3
-        pending.tried(over, purge.PendingPurge([path_key("shop", "a.jpg")], {"url": "/shop/a.jpg"}, True, False,
-                                               time.time() - 1))
-        pending.tried(current, purge.PendingPurge([path_key("shop", "a.jpg")], {"url": "/shop/a.jpg"}, True, False,
-                                                  time.time() + 600))
+        over, current = pending.add(a_purge(False, time.time() - 1)), pending.add(a_purge(False, time.time() + 600))
+        assert over is not None and current is not None and pending.add(a_purge(False, time.time() + 600)) is not None
+        assert pending.add(a_purge(False, time.time() + 600)) is None and pending.count() == 3
+        pending.tried(over, a_purge(True, time.time() - 1))
+        pending.tried(current, a_purge(True, time.time() + 600))
         assert over not in pending.names() and current in pending.names() and pending.count() == 2
         taken = pending.take(pending.names(), set())
         assert taken is not None and taken[1].journal_written and not taken[1].objects_removed
