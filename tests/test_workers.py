@@ -15,7 +15,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.supervisor import CONFIRM_SECONDS
-from edge.testing import ServingNode
+from edge.testing import ServingNode, image_size
 from tests.assets import colour, solid
 from tests.nodes import (MARKED_ORIGINS, NodeProcess, decode, install_plugin, local_config, polled, until,
                          until_stored, web_config, write_config)
@@ -511,3 +511,44 @@ def test_a_reading_that_takes_too_long_is_given_up_and_the_node_stops_at_once(tm
     finally:
         (tmp_path / "held").unlink(missing_ok=True)
         node.stop()
+
+
+def test_a_reload_whose_new_workers_cannot_start_is_abandoned_and_the_old_workers_serve_on(tmp_path):
+    """A reload's new workers that exit before they serve (an origin that does not open: its storage offline) end
+    the reload: the running workers and config are kept, the other new workers stopped (not restarted with the old
+    config), the refusal counted, and the next SIGHUP, the storage back, reloads."""
+    site, storage = tmp_path / "site", tmp_path / "storage"
+    install_plugin(site, "marked", MARKED_ORIGINS)
+    storage.mkdir()
+    online = storage / "online"
+    online.touch()
+    stored = f'[[origins]]\nname = "stored"\ntype = "checking"\nmarker = "{online}"\n'
+    config = write_config(tmp_path, local_config(before="[server]\nworkers = 2", after=stored))
+    node = NodeProcess(config, env={"PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get(
+        "PYTHONPATH"))))})
+    serving = ServingNode(node)
+    try:
+        old = set(node.worker_pids())
+        write_config(tmp_path, local_config(before='[server]\nworkers = 2\n[named_transformations]\nthumb = "w-30"',
+                                            after=stored))
+        online.unlink()
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        node.wait_for_log(r"config not reloaded, the running one is kept: a new worker exited with status 3 before "
+                          r"serving", 30, mark)
+        polled(lambda: set(node.worker_pids()) == old, "only the old workers left", 30)
+        assert serving.metrics().total("edge_config_last_reload_successful") == 0
+        assert serving.get("/tr:n-thumb/coffee.jpg")[0] == 400  # the old config's: no such named transformation
+        assert serving.get("/tr:w-30/coffee.jpg")[0] == 200
+        assert not any("restarted" in line or "config reloaded" in line for line in node.log[mark:]), node.log
+        online.touch()
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        node.wait_for_log("config reloaded", 60, mark)
+        polled(lambda: not old & set(node.worker_pids()), "the old workers' exit", 30)
+        status, _, body = serving.get("/tr:n-thumb/coffee.jpg")
+        assert (status, image_size(body)[0]) == (200, 30)
+        assert serving.metrics().total("edge_config_last_reload_successful") == 1
+    finally:
+        online.touch()
+        assert node.stop() == 0
