@@ -431,3 +431,24 @@ async def test_a_reload_that_points_an_endpoint_elsewhere_says_its_cached_output
             "(edge purge --config FILE --prefix /)"), line.string
     finally:
         assert node.stop() == 0
+
+
+async def test_a_reload_that_adds_a_metrics_port_keeps_metrics_on_the_main_port_until_a_restart(tmp_path):
+    """`metrics_port`'s socket is bound at the start: a reload that moved /metrics to it would leave it nowhere,
+    the main port answering 404 and no metrics port listening."""
+    config = write_config(tmp_path, local_config(before="[server]\nworkers = 2\n"))
+    node = NodeProcess(config)
+    try:
+        old_workers = set(node.worker_pids())
+        config.write_text(local_config(before='[server]\nworkers = 2\nmetrics_port = 0\n[cache]\ndir = "cache"\n'))
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        warned = await asyncio.to_thread(node.wait_for_log, "needs a restart", 30, mark)
+        assert "[server] metrics_port changed in the file but needs a restart; keeping metrics_port = None" in \
+            warned.string, warned.string
+        await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
+        await asyncio.to_thread(gone, node, old_workers)
+        for _ in range(4):  # whichever worker answers
+            assert total(await scrape(node.url), "edge_workers") == 2
+    finally:
+        assert node.stop() == 0
