@@ -205,6 +205,8 @@ async def test_a_request_still_in_progress_when_the_grace_ends_is_answered_503_n
         assert response.headers["Cache-Control"] == "no-store"
         assert await asyncio.to_thread(node.process.wait, 30) == 0
         assert any("1 answered 503" in line for line in node.log)
+        # its drain ended at the grace: the supervisor's kill waits `KILL_MARGIN_SECONDS` more for its exit
+        assert not any("had not exited" in line for line in node.log), node.log
     finally:
         origin.behaviour.hold.set()
         node.stop()
