@@ -21,8 +21,9 @@ import pytest
 
 from edge import plugin as plugin_api
 from edge.pluginmanager import api_problem, load_plugins
+from edge.supervisor import HEARTBEAT_SECONDS
 from edge.testing import NodeProcess, ServingNode, image_size, photo_image, running_node
-from tests.nodes import MARKED_ORIGINS, install_plugin, local_config, write_config
+from tests.nodes import MARKED_ORIGINS, install_plugin, local_config, polled, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 #: a config that uses only built-in types
@@ -464,6 +465,14 @@ async def test_an_original_held_without_validators_is_fetched_again_with_none(no
     assert [request.validators for request in plugin.requests] == [None] * len(plugin.requests)
 
 
+def seconds_alive(pid: int) -> float:
+    """How long process `pid` has run (Linux: /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        started = int(stat.read().rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as uptime:
+        return float(uptime.read().split()[0]) - started
+
+
 def test_a_worker_replacing_a_dead_one_serves_without_an_origin_that_does_not_open(tmp_path):
     """A plugin's storage away as a worker died (the OOM killer): its replacement could not open that origin,
     exited, and so did each next one, ten in 0.25 s, until the supervisor stopped the whole node, every
@@ -487,7 +496,10 @@ def test_a_worker_replacing_a_dead_one_serves_without_an_origin_that_does_not_op
         node = ServingNode(process)
         assert node.get("/stored/tr:w-300/photo.jpg")[0] == 200
         online.unlink()
-        os.kill(process.worker_pids()[0], signal.SIGKILL)
+        victim = process.worker_pids()[0]
+        # one that has served a while, its heartbeats read since it said it serves: replaced as one that served
+        polled(lambda: seconds_alive(victim) > 3 * HEARTBEAT_SECONDS, "the worker serving a few heartbeats", 10)
+        os.kill(victim, signal.SIGKILL)
         process.wait_for_log(r"origin 'stored' \(type 'checking'\) did not open: ConnectionError: .* is offline: "
                              r"this worker replaces one that exited, so it serves without it")
         answers = [node.get(f"/tr:w-{width}/coffee.jpg") for width in range(100, 140)]
