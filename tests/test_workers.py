@@ -494,6 +494,7 @@ def test_a_reading_that_takes_too_long_is_given_up_and_the_node_stops_at_once(tm
     serving = ServingNode(node)
     try:
         mark = hold_the_reading(node, tmp_path)
+        node.process.send_signal(signal.SIGHUP)  # while it is read: refused with it, not read once it ends
         node.wait_for_log(r"config not reloaded, the running one is kept: reading it took over 2s \(a plugin's "
                           r"from_config, or the cache folder on a hung disk\?\); it is held at:", 30, mark)
         held = "".join(node.log[mark:]).split("it is held at:")[1]  # one line: its line ends written as \n
@@ -507,6 +508,8 @@ def test_a_reading_that_takes_too_long_is_given_up_and_the_node_stops_at_once(tm
         (tmp_path / "held").unlink()
         node.wait_for_log(r"the reading of the config given up ended after \d+s; what it read is not used: SIGHUP "
                           r"again to reload", 30, mark)
+        with pytest.raises(TimeoutError):
+            node.wait_for_log("is valid; starting", 3, mark)
         assert not any("config reloaded" in line for line in node.log)
         hold_the_reading(node, tmp_path)  # and stopped while it is held
         started = time.monotonic()
