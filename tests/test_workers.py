@@ -315,15 +315,15 @@ def test_a_worker_whose_event_loop_stops_is_killed_and_replaced(tmp_path):
         assert node.stop() == 0
 
 
-def stuck_node(tmp_path) -> NodeProcess:
-    """A node of one worker with two `stuck` origins (MARKED_ORIGINS), the first `/stuck/`'s, and a `local` one,
-    `worker_timeout` 2 s."""
+def stuck_node(tmp_path, workers: int = 1) -> NodeProcess:
+    """A node of `workers` worker(s) with two `stuck` origins (MARKED_ORIGINS), the first `/stuck/`'s, and a `local`
+    one, `worker_timeout` 2 s."""
     site = tmp_path / "site"
     install_plugin(site, "marked", MARKED_ORIGINS)
     stuck = "".join(f'[[origins]]\nname = "stuck{n}"\ntype = "stuck"\nmarker = "{tmp_path / "opened"}"\n'
                     for n in range(2)) + '[[endpoints]]\nid = "stuck"\norigins = ["stuck0"]\n'
     config = write_config(tmp_path, local_config(
-        before='[server]\nworkers = 1\nworker_timeout = "2s"\nshutdown_grace = "1s"', after=stuck))
+        before=f'[server]\nworkers = {workers}\nworker_timeout = "2s"\nshutdown_grace = "1s"', after=stuck))
     return NodeProcess(config, env={"PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get(
         "PYTHONPATH"))))})
 
@@ -350,6 +350,16 @@ def test_a_worker_whose_origin_blocks_its_start_is_killed_and_replaced(tmp_path)
         blocked_at(node, "open")
         assert ServingNode(node).get("/tr:w-32/coffee.jpg")[0] == 200
         assert len([line for line in node.log if "no sign of life" in line]) == 1  # its replacement started
+    finally:
+        assert node.stop() == 0
+
+
+def test_a_node_says_it_listens_only_once_every_worker_serves(tmp_path):
+    """One worker's start blocked (an origin's open()): the node is not said to listen while it is replaced."""
+    node = stuck_node(tmp_path, workers=2)
+    try:
+        text = "".join(node.log)
+        assert text.index("gave no sign of life") < text.index("listening on"), text
     finally:
         assert node.stop() == 0
 
