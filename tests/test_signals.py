@@ -130,7 +130,7 @@ async def test_sighup_says_which_changes_need_a_restart_and_applies_the_rest(tmp
     node = NodeProcess(config)
     try:
         old_workers = set(node.worker_pids())
-        config.write_text(local_config(before=AFTER))  # 2 workers (needs a restart) and a named transformation
+        write_config(tmp_path, local_config(before=AFTER))  # 2 workers (needs a restart) and a named transformation
         mark = len(node.log)
         node.process.send_signal(signal.SIGHUP)
         warned = await asyncio.to_thread(node.wait_for_log, "needs a restart", 30, mark)
@@ -150,13 +150,14 @@ async def test_sighup_applies_log_level_and_log_format_to_the_supervisor_and_the
     config = write_config(tmp_path, local_config(before="[server]\nworkers = 2\n"))
     node = NodeProcess(config)
     try:
-        config.write_text(local_config(before='[server]\nworkers = 2\nlog_format = "json"\n'))
+        write_config(tmp_path, local_config(before='[server]\nworkers = 2\nlog_format = "json"\n'))
         mark = len(node.log)
         node.process.send_signal(signal.SIGHUP)
         reloaded = await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
         assert json.loads(reloaded.string)["logger"] == "edge"  # the supervisor's line
         workers = set(node.worker_pids())
-        config.write_text(local_config(before='[server]\nworkers = 2\nlog_format = "json"\nlog_level = "warning"\n'))
+        write_config(tmp_path, local_config(
+            before='[server]\nworkers = 2\nlog_format = "json"\nlog_level = "warning"\n'))
         mark = len(node.log)
         node.process.send_signal(signal.SIGHUP)
         # the workers the first reload started say they drain as they are replaced: at info, in JSON (the
@@ -370,8 +371,8 @@ async def test_an_answer_in_progress_when_the_drain_begins_says_connection_close
 async def test_a_refused_reload_shows_in_the_metrics_and_the_status_page_until_one_takes_effect(tmp_path, workers):
     """A SIGHUP's config refused had been said by the log alone: a fleet's config management saw every node
     green, each serving its old config."""
-    text = local_config(before=f"[server]\nworkers = {workers}\n")
-    config = write_config(tmp_path, text)
+    config = write_config(tmp_path, local_config(before=f"[server]\nworkers = {workers}\n"))
+    text = config.read_text()  # with its [cache] dir, kept by the reloads
     node = NodeProcess(config)
     client = AsyncHTTPClient(force_instance=True)
 
@@ -417,13 +418,13 @@ async def test_a_reload_that_points_an_endpoint_elsewhere_says_its_cached_output
     config = write_config(tmp_path, local_config(staging, before="[server]\nworkers = 1\n"))
     node = NodeProcess(config)
     try:
-        config.write_text(local_config(staging, before='[server]\nworkers = 1\n').replace(
+        write_config(tmp_path, local_config(staging, before='[server]\nworkers = 1\n').replace(
             'type = "local"', 'type = "local"\ntimeout = "9s"'))  # not where its files come from
         mark = len(node.log)
         node.process.send_signal(signal.SIGHUP)
         await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
         assert not any("changed" in line for line in node.log[mark:]), node.log[mark:]
-        config.write_text(local_config(SAMPLES, before="[server]\nworkers = 1\n"))
+        write_config(tmp_path, local_config(SAMPLES, before="[server]\nworkers = 1\n"))
         mark = len(node.log)
         node.process.send_signal(signal.SIGHUP)
         line = await asyncio.to_thread(node.wait_for_log, "SIGHUP: the origins of", 60, mark)
@@ -442,7 +443,7 @@ async def test_a_reload_that_adds_a_metrics_port_keeps_metrics_on_the_main_port_
     node = NodeProcess(config)
     try:
         old_workers = set(node.worker_pids())
-        config.write_text(local_config(before='[server]\nworkers = 2\nmetrics_port = 0\n[cache]\ndir = "cache"\n'))
+        write_config(tmp_path, local_config(before='[server]\nworkers = 2\nmetrics_port = 0\n'))
         mark = len(node.log)
         node.process.send_signal(signal.SIGHUP)
         warned = await asyncio.to_thread(node.wait_for_log, "needs a restart", 30, mark)
