@@ -376,6 +376,42 @@ def test_version_bumps_from_threads_of_one_process_are_never_lost(tmp_path):
     versions.close()
 
 
+BUMP_FROM_A_PROCESS = """
+import sys
+from pathlib import Path
+from edge.cache.versions import SharedVersions
+versions = SharedVersions(Path(sys.argv[1]))
+print("ready", flush=True)
+sys.stdin.readline()  # both processes bump at once
+for _ in range(int(sys.argv[2])):
+    versions.bump(7)
+"""
+
+
+def test_version_bumps_from_two_processes_are_never_lost(tmp_path):
+    """Every worker of the node bumps the same versions file: a bump read and written between another
+    process's read and write would merge two bumps into one (the file lock keeps them apart)."""
+    from edge.cache.versions import SharedVersions
+
+    bumps = 20_000
+    workers = [subprocess.Popen([sys.executable, "-c", BUMP_FROM_A_PROCESS, str(tmp_path / "versions.bin"), str(bumps)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for worker in workers:
+            assert worker.stdout.readline() == "ready\n"
+        for worker in workers:
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        assert [worker.wait(30) for worker in workers] == [0, 0]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.communicate()
+    versions = SharedVersions(tmp_path / "versions.bin")
+    assert versions.read(7) - versions.read(8) == 2 * bumps  # bucket 8 was never bumped
+    versions.close()
+
+
 async def test_a_versions_file_truncated_under_the_node_is_no_crash_and_no_stale_copy(tmp_path):
     """A memory-mapped versions file that someone truncated killed the next reader with SIGBUS (and
     a crash loop of workers stopped the node): a read that comes up short now turns the memory tier
