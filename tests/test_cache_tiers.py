@@ -2,12 +2,17 @@
 nothing else, counting what it evicts, and surviving a restart."""
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import os
+import re
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import diskcache
 import pytest
@@ -456,6 +461,66 @@ def test_processes_agree_again_on_a_versions_file_deleted_under_them(tmp_path):
     finally:
         caches.close()
         other_worker.close()
+
+
+def test_a_versions_file_copied_over_or_cut_short_is_replaced_for_a_process_holding_it(tmp_path):
+    """A copy moved over the file keeps its generation but is another file, whose bumps the process holding the
+    old one would never see; a file cut short by a word keeps its generation but no longer holds every counter."""
+    import shutil
+
+    from edge.cache.versions import SharedVersions
+
+    path = tmp_path / "versions.bin"
+    versions = SharedVersions(path)
+    try:
+        assert not versions.replaced()
+        shutil.copyfile(path, tmp_path / "copy.bin")
+        os.replace(tmp_path / "copy.bin", path)
+        assert SharedVersions(path).generation == versions.generation  # the same generation, another file
+        assert versions.replaced()
+    finally:
+        versions.close()
+    versions = SharedVersions(path)
+    try:
+        os.truncate(path, SharedVersions.SIZE - 1)  # the generation word is still there, whole
+        assert versions.replaced()
+    finally:
+        versions.close()
+
+
+OPEN_FROM_A_PROCESS = """
+import sys
+from pathlib import Path
+from edge.cache.versions import SharedVersions
+print(SharedVersions(Path(sys.argv[1])).generation, flush=True)
+"""
+
+
+def test_a_process_opening_the_versions_file_waits_for_the_one_giving_it_its_generation(tmp_path):
+    """Two workers opening a new versions file at once must agree on its generation: one that read no generation
+    yet while the other was writing its own would write another, and the first would drop the memory tier."""
+    from edge.cache.versions import SharedVersions
+
+    path = tmp_path / "versions.bin"
+    with open(path, "wb") as file:
+        file.truncate(SharedVersions.SIZE)
+    with open(path, "r+b") as held:
+        fcntl.lockf(held, fcntl.LOCK_EX)  # as the other worker does, between its read and its write
+        with subprocess.Popen([sys.executable, "-c", OPEN_FROM_A_PROCESS, str(path)], stdout=subprocess.PIPE,
+                              text=True) as opening:
+            try:
+                waiter = re.compile(rf"-> POSIX +ADVISORY +WRITE {opening.pid} ")
+                deadline = time.monotonic() + 30
+                while not waiter.search(Path("/proc/locks").read_text()):  # (Linux: the locks held and waited for)
+                    assert opening.poll() is None, "it opened the file without waiting for the lock"
+                    assert time.monotonic() < deadline, "it never waited for the lock"
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        opening.wait(0.01)
+                os.pwrite(held.fileno(), (12345).to_bytes(8, "little"), SharedVersions.BUCKETS * 8)
+                fcntl.lockf(held, fcntl.LOCK_UN)
+                assert opening.communicate(timeout=30)[0] == "12345\n"
+            finally:
+                opening.kill()
 
 
 def test_entries_hashed_by_an_earlier_node_stay_valid_and_damage_is_still_seen(tmp_path):
