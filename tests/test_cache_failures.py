@@ -276,6 +276,19 @@ def test_a_value_file_s_folder_not_made_is_said_for_what_stopped_it(few_inodes_t
     assert error_kind(not_made(few_inodes_tmpfs.parent)) == "io"  # a file gone, of a working filesystem
 
 
+def test_a_filesystem_out_of_space_is_said_full_whether_a_write_or_a_folder_failed(small_tmpfs):
+    """A write past the free space fails with ENOSPC; a value file's folder not made there (by diskcache, which
+    swallows why) is found by its nearest folder's free blocks: both `full`, for the alert that says to free
+    space, not `io`."""
+    fill(small_tmpfs)
+    with pytest.raises(OSError) as no_space:
+        (small_tmpfs / "more").write_bytes(b"\0" * 65536)
+    assert no_space.value.errno == errno.ENOSPC and error_kind(no_space.value) == "full"
+    assert os.statvfs(small_tmpfs).f_favail > 0  # inodes left: only the space ran out
+    gone_folder = FileNotFoundError(errno.ENOENT, "No such file or directory", str(small_tmpfs / "cache/1c/a3/x.val"))
+    assert error_kind(gone_folder) == "full"
+
+
 async def test_an_unwritable_cache_folder_costs_the_cache_and_nothing_else(read_only_tmpfs, node_factory,
                                                                            tmp_path):
     text = local_config(before=f'[cache]\ndir = "{read_only_tmpfs / "cache"}"\n')
