@@ -289,6 +289,49 @@ def test_a_filesystem_out_of_space_is_said_full_whether_a_write_or_a_folder_fail
     assert error_kind(gone_folder) == "full"
 
 
+def test_what_sqlite_raises_of_a_full_or_read_only_database_is_said_for_what_it_is(tmp_path):
+    """sqlite says a full disk, a read-only file or a folder it cannot open in words alone, all of them
+    `OperationalError`: each is counted by its cause, not as a failure of unknown `io`."""
+    database = tmp_path / "cache.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE t (x)")
+    connection.execute("PRAGMA max_page_count = 2")  # as a disk with no space left for another page
+    with pytest.raises(sqlite3.OperationalError) as full:
+        connection.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    connection.close()
+    read_only = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError) as not_written:
+        read_only.execute("INSERT INTO t VALUES (1)")
+    read_only.close()
+    with pytest.raises(sqlite3.OperationalError) as not_opened:
+        sqlite3.connect(tmp_path / "gone" / "cache.db")
+    assert [error_kind(caught.value) for caught in (full, not_written, not_opened)] == ["full", "unwritable",
+                                                                                        "unwritable"]
+
+
+READ_AS_NOBODY = """
+import errno, sys
+from edge.cache.health import error_kind
+print(error_kind(FileNotFoundError(errno.ENOENT, "No such file or directory", sys.argv[1])))
+"""
+
+
+def test_a_value_file_s_folder_not_made_in_a_folder_of_another_user_is_said_unwritable():
+    """A cache folder made by a node run once as root, served as another user: the folders diskcache cannot
+    make in it are for the user's rights (`unwritable`), on a filesystem that is neither full nor read-only."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv(1) to run as another user")
+    folder = Path(tempfile.mkdtemp(prefix="edge-as-nobody-", dir="/tmp"))  # where nobody may go (tmp_path is 0700)
+    try:
+        folder.chmod(0o755)  # root's: nobody reads it, may not write it
+        said = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                               READ_AS_NOBODY, str(folder / "cache/outputs/1c/a3/x.val")], capture_output=True,
+                              text=True, timeout=60)
+        assert (said.returncode, said.stdout) == (0, "unwritable\n"), said.stderr
+    finally:
+        shutil.rmtree(folder)
+
+
 async def test_an_unwritable_cache_folder_costs_the_cache_and_nothing_else(read_only_tmpfs, node_factory,
                                                                            tmp_path):
     text = local_config(before=f'[cache]\ndir = "{read_only_tmpfs / "cache"}"\n')
