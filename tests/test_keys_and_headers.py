@@ -119,7 +119,8 @@ LAST_MODIFIED = {b"Mon, 01 Jan 2024 02:00:00 +0200": "Mon, 01 Jan 2024 00:00:00 
                  b"Sunday, 31-Dec-23 23:00:00 GMT": "Sun, 31 Dec 2023 23:00:00 GMT",  # RFC 850's form
                  b"yesterday": None, b"Mon, 01 Jan 99999 00:00:00 GMT": None,
                  b"Tue, 01 Jan 2036 00:00:00 GMT": "now",  # in the future: the time of the fetch
-                 b"Mon, 01 Jan 9999999999999999999 00:00:00 GMT": None}  # past what the platform's time takes
+                 b"Mon, 01 Jan 9999999999999999999 00:00:00 GMT": None,  # past what the platform's time takes
+                 b"Mon, 01 Jan 2024 00:00:00 +9999999999999999999": None}  # a zone that takes it there
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from ..transform.hints import ACCEPT_CH
 SVG_TYPE = MIME_TYPES["svg"]
 #: an SVG served as it is: a document that could hold scripts, links, fetches (GitHub's raw files' policy)
 SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+#: Unix seconds of years 1 to 9999, which an IMF-fixdate writes (and the platform's time functions take)
+_DATE_SECONDS = (-62135596800, 253402300800)
 #: a header value the node passes on from an origin: visible ASCII and spaces, bounded
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,1022}[\x21-\x7e])?")
 
@@ -54,9 +56,11 @@ def http_time(text: str) -> int | None:
     """An HTTP date (any of RFC 9110 5.6.7's forms, leniently) as Unix seconds, or None if it is not one."""
     parsed = email.utils.parsedate_tz(text)
     try:
-        return email.utils.mktime_tz(parsed) if parsed is not None else None
+        seconds = email.utils.mktime_tz(parsed) if parsed is not None else None
     except (OverflowError, ValueError):  # a year past what the platform's time functions take
         return None
+    # a zone offset of any size is added unchecked (`+9999999999999999999`): outside years 1-9999 it is no date
+    return seconds if seconds is None or _DATE_SECONDS[0] <= seconds < _DATE_SECONDS[1] else None
 
 
 #: how far the clocks of a fleet's nodes may disagree (and a node's clock step back) without effect: an
