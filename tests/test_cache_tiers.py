@@ -2,15 +2,15 @@
 nothing else, counting what it evicts, and surviving a restart."""
 
 import asyncio
-import contextlib
 import fcntl
 import hashlib
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
-import time
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +20,8 @@ import pytest
 from edge.cache import MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, StoredOriginal, path_key, strong_etag
 from edge.cache.caches import ADMISSION_SHARE
 from edge.cache.tiers import TOUCH_CHUNK
-from tests.nodes import SAMPLES, decode, local_config, start_node, web_config, write_config
+from edge.cache.versions import SharedVersions
+from tests.nodes import SAMPLES, decode, local_config, polled, start_node, web_config, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
 from tests.scrape import samples
 from tests.servers import HTTPOrigin
@@ -360,11 +361,6 @@ def test_an_entry_in_an_older_format_is_a_miss_and_is_replaced(tmp_path):
 def test_version_bumps_from_threads_of_one_process_are_never_lost(tmp_path):
     """The cache's I/O threads bump the shared versions concurrently: every bump must count, or a
     memory copy read between two writes would look current after the second."""
-    import sys
-    import threading
-
-    from edge.cache.versions import SharedVersions
-
     versions = SharedVersions(tmp_path / "versions.bin")
     assert os.stat(tmp_path / "versions.bin").st_blocks * 512 >= SharedVersions.SIZE  # allocated, not sparse
     interval = sys.getswitchinterval()
@@ -396,8 +392,6 @@ for _ in range(int(sys.argv[2])):
 def test_version_bumps_from_two_processes_are_never_lost(tmp_path):
     """Every worker of the node bumps the same versions file: a bump read and written between another
     process's read and write would merge two bumps into one (the file lock keeps them apart)."""
-    from edge.cache.versions import SharedVersions
-
     bumps = 20_000
     workers = [subprocess.Popen([sys.executable, "-c", BUMP_FROM_A_PROCESS, str(tmp_path / "versions.bin"), str(bumps)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
@@ -466,10 +460,6 @@ def test_processes_agree_again_on_a_versions_file_deleted_under_them(tmp_path):
 def test_a_versions_file_copied_over_or_cut_short_is_replaced_for_a_process_holding_it(tmp_path):
     """A copy moved over the file keeps its generation but is another file, whose bumps the process holding the
     old one would never see; a file cut short by a word keeps its generation but no longer holds every counter."""
-    import shutil
-
-    from edge.cache.versions import SharedVersions
-
     path = tmp_path / "versions.bin"
     versions = SharedVersions(path)
     try:
@@ -499,8 +489,6 @@ print(SharedVersions(Path(sys.argv[1])).generation, flush=True)
 def test_a_process_opening_the_versions_file_waits_for_the_one_giving_it_its_generation(tmp_path):
     """Two workers opening a new versions file at once must agree on its generation: one that read no generation
     yet while the other was writing its own would write another, and the first would drop the memory tier."""
-    from edge.cache.versions import SharedVersions
-
     path = tmp_path / "versions.bin"
     with open(path, "wb") as file:
         file.truncate(SharedVersions.SIZE)
@@ -510,12 +498,10 @@ def test_a_process_opening_the_versions_file_waits_for_the_one_giving_it_its_gen
                               text=True) as opening:
             try:
                 waiter = re.compile(rf"-> POSIX +ADVISORY +WRITE {opening.pid} ")
-                deadline = time.monotonic() + 30
-                while not waiter.search(Path("/proc/locks").read_text()):  # (Linux: the locks held and waited for)
-                    assert opening.poll() is None, "it opened the file without waiting for the lock"
-                    assert time.monotonic() < deadline, "it never waited for the lock"
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        opening.wait(0.01)
+                # (Linux: /proc/locks lists the locks held and waited for)
+                polled(lambda: waiter.search(Path("/proc/locks").read_text()) or opening.poll() is not None,
+                       "the process waiting for the lock", 30)
+                assert opening.poll() is None, "it opened the file without waiting for the lock"
                 os.pwrite(held.fileno(), (12345).to_bytes(8, "little"), SharedVersions.BUCKETS * 8)
                 fcntl.lockf(held, fcntl.LOCK_UN)
                 assert opening.communicate(timeout=30)[0] == "12345\n"
