@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
+from edge.cache import SourceInfo
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import SAMPLES, decode, local_config, write_config
 from tests.servers import HTTPOrigin
@@ -159,6 +160,18 @@ async def test_an_invalid_header_value_from_the_origin_is_dropped(raw_origin, no
             assert (response.code, response.headers["X-Cache"]) == (200, expected_cache)
             assert decode(response).width == 20
             assert "Last-Modified" not in response.headers
+
+
+def test_an_origin_s_validators_and_type_that_cannot_be_sent_on_are_dropped_as_they_are_stored():
+    """What an origin answered is kept to be sent on (to clients) and back (If-None-Match, If-Modified-Since): a
+    value with a control or non-ASCII byte, or longer than a header line the node passes on, is dropped."""
+    longest = "x" * 1024
+    for bad in [*BAD_VALUES, b"x" * 1025, b" leading space"]:
+        text = bad.decode("latin-1")
+        info = SourceInfo.from_origin("web", '"v"', 0.0, text, text, text)
+        assert (info.etag, info.last_modified, info.content_type) == (None, None, None), bad
+    kept = SourceInfo.from_origin("web", '"v"', 0.0, f'"{longest[2:]}"', longest, "image/jpeg")
+    assert (kept.etag, kept.last_modified, kept.content_type) == (f'"{longest[2:]}"', longest, "image/jpeg")
 
 
 async def test_last_modified_is_an_imf_fixdate_never_in_the_future(raw_origin, node_factory, tmp_path):
