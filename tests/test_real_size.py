@@ -70,6 +70,10 @@ JPEG_CASES = [
     ("w-1000,fl-v", (1000, 668), "jpg", "bottom_left"),
     ("t-true,w-300", (300, 200), "jpg", "top_left"),
     ("t-50,w-300", (300, 200), "jpg", "top_left"),
+    # nothing to trim (no edge is all the marker's red): every pixel kept, the box found on a copy shrunk by 3 whose
+    # last column (row, turned) ends short of the picture's edge, at 1413 × 3 = 4239 px
+    ("t-true", (W, H), "jpg", "top_left"),
+    ("rt-90:t-true", (H, W), "jpg", "top_right"),
     ("w-300,q-50", (300, 200), "jpg", "top_left"),
     ("w-1000,bl-100", (1000, 668), "jpg", None),
     ("w-300,bl-10", (300, 200), "jpg", "top_left"),
