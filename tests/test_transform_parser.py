@@ -133,6 +133,8 @@ def test_default_image_path():
     ("e-distort-p-0_0_10_0_10_10", "e-distort-p-0_0_10_0_10_10", "p-x1_y1_x2_y2_x3_y3_x4_y4"),
     ("e-distort-p-10_0_0_0_10_10_0_10", "e-distort-p-10_0_0_0_10_10_0_10", "convex shape, clockwise"),
     ("e-distort-p-0_0_10_0_5_5_0_10", "e-distort-p-0_0_10_0_5_5_0_10", "convex shape, clockwise"),  # a dart
+    # convex and clockwise, but the top-right corner left of the bottom-left one (each corner held to its side)
+    ("e-distort-p-0_0_10_0_100_100_20_100", "e-distort-p-0_0_10_0_100_100_20_100", "convex shape, clockwise"),
     ("e-distort-p-0_0_10_0_10_10_-1_10", "e-distort-p-0_0_10_0_10_10_-1_10", "N for minus"),
     ("e-distort-a-361", "e-distort-a-361", "from N360 to 360"),
     ("e-distort-s-10", "e-distort-s-10", "or a-<degrees>"),
