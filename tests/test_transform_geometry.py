@@ -246,6 +246,15 @@ async def test_free_angle_fills_the_corners_with_bg(image_node):
     assert close(pixel(image, 1, 1), MAGENTA)
 
 
+async def test_a_free_angle_turns_clockwise(image_node):
+    """`rt-30` turns the card clockwise, as `rt-90` does: its red top-left corner rises to the top of the
+    223×187 box, 50 px from its left, and its green top-right corner comes down to the right edge."""
+    _, image = await fetch_image(image_node, "/tr:rt-30,bg-FF00FF/card.png")
+    assert (image.width, image.height) in ((223, 187), (224, 187), (223, 186), (224, 186))
+    assert close(pixel(image, 50, 8), RED) and close(pixel(image, 173, 8), MAGENTA)
+    assert close(pixel(image, 214, 110), GREEN) and close(pixel(image, 8, 80), BLUE)
+
+
 async def test_exif_orientation_comes_before_rt(image_node):
     # exif-6.jpg is stored turned; upright it is 64x32 with red top-left, green top-right, blue below
     _, image = await fetch_image(image_node, "/tr:rt-90/exif-6.jpg")
