@@ -72,6 +72,8 @@ def test_the_default_budget_admits_ordinary_urls(transformation):
     ("if-fc_gt_0,w-100,if-else,w-4000,h-4000,c-force,if-end", 16 + 8),
     # a full circle of the 12 MP photo: its bottom edge at the centre, a 5664×5664 canvas
     ("e-distort-a-360", 32 * 5.5),
+    # a free turn of the 12 MP photo: its 5001×5001 box (25 MP, not the photo's 12) sampled through an affine
+    ("rt-45", 25 * 2.5),
 ])
 def test_the_cost_of_the_image_and_boxes_a_url_really_makes(transformation, at_least):
     from edge.transform.cost import estimated_cost
