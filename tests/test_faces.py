@@ -110,9 +110,17 @@ async def test_zoom_out_shows_more_around_the_face_and_zoom_in_less(node):
 
 
 async def test_fo_face_frames_a_small_photo_without_enlarging_it(node):
-    response = await node.fetch("/tr:w-300,h-200,fo-face,z-0.2/astronaut.jpg")
+    """Zoomed out past the photo (`z-0.2`): a 300×200 window of the photo scaled to 300 px wide, not the whole
+    photo squashed into the box; zoomed in past the box (`z-5`): the face at the photo's own size."""
+    response = await node.fetch("/tr:w-300,h-200,fo-face,z-0.2,f-png/astronaut.jpg")
     image = pyvips.Image.new_from_buffer(response.body, "")
     assert (image.width, image.height) == (300, 200)  # zoomed out to the whole width at most
+    whole = pyvips.Image.new_from_buffer((await node.fetch("/tr:w-300,f-png/astronaut.jpg")).body, "")
+    assert min((image - whole.crop(0, top, 300, 200)).abs().avg() for top in range(101)) < 10  # squashed: 60
+    close_up = await node.fetch("/tr:w-300,h-200,fo-face,z-5/astronaut.jpg")
+    assert close_up.code == 200
+    in_sample = faces.find_faces(pyvips.Image.new_from_file(str(SAMPLES / "astronaut.jpg")))[0][2]
+    assert 0.8 < face_width(close_up.body) / in_sample < 1.25
 
 
 async def test_an_extracted_region_is_centred_on_the_face(node):
@@ -216,6 +224,40 @@ async def test_an_extract_of_the_face_without_a_size_is_the_face_zoom_and_ratio_
     assert square.width == square.height == max(sizes["2"])
 
 
+async def test_an_extract_of_the_face_at_a_ratio_wider_than_the_photo_keeps_the_ratio(node):
+    """`cm-extract,fo-face,ar-4-1,z-0.5` on the 512 px photo: the face's box widened to 4:1 is wider than the
+    photo, so the region is the photo's whole width at 4:1 (512×128), not cut to the photo's width alone."""
+    response = await node.fetch("/tr:cm-extract,fo-face,ar-4-1,z-0.5/astronaut.jpg")
+    assert response.code == 200
+    image = pyvips.Image.new_from_buffer(response.body, "")
+    assert (image.width, image.height) == (512, 128)
+
+
+async def test_a_padded_region_larger_than_the_photo_is_centred_on_the_face(node):
+    """`cm-pad_extract,w-800,h-800,fo-face` on the 512 px photo: the face in the middle of the region, the
+    background around the photo (not the photo centred in the region)."""
+    response = await node.fetch("/tr:cm-pad_extract,w-800,h-800,fo-face,bg-FF0000/astronaut.jpg")
+    assert response.code == 200
+    image = pyvips.Image.new_from_buffer(response.body, "")
+    assert (image.width, image.height) == (800, 800) and near(patch(image, 400, 400), FACE)
+    assert near(patch(image, 20, 780), (255, 0, 0), 10)  # below and left of the photo
+
+
+async def test_a_face_in_the_background_is_left_out_of_the_frame(node, scene_root):
+    """A 2000×1400 scene with the astronaut large on the left and small (a fifth of the large face's area, less
+    than `FACE_MIN_SHARE`) to the right, both found: `fo-face` frames the large face alone, one face in the crop."""
+    astronaut = pyvips.Image.new_from_file(str(scene_root / "astronaut.jpg"))
+    field = (pyvips.Image.black(2000, 1400, bands=3) + 110).cast("uchar").copy(interpretation="srgb")
+    two = field.insert(astronaut.resize(2), 40, 320).insert(astronaut.resize(420 / 512), 1480, 300)
+    (scene_root / "two.jpg").write_bytes(two.jpegsave_buffer(Q=90))
+    counted = await node.fetch("/tr:if-fc_eq_2,w-200,if-else,w-100,if-end/two.jpg")
+    assert pyvips.Image.new_from_buffer(counted.body, "").width == 200  # both faces found where fo-face looks
+    response = await node.fetch("/tr:w-300,h-600,fo-face/two.jpg")
+    assert response.code == 200
+    image = pyvips.Image.new_from_buffer(response.body, "")
+    assert near(patch(image, 150, 300), FACE) and len(faces.find_faces(image)) == 1
+
+
 async def test_an_extract_with_a_position_keeps_it_whatever_the_focus(node):
     """`cm-extract,fo-face,x-300,y-300`: the region from (300, 300), as before faces were cut out."""
     with_face = await node.fetch("/tr:cm-extract,fo-face,x-300,y-300/astronaut.jpg")
@@ -237,6 +279,9 @@ async def test_an_animation_s_faces_are_cut_out_where_the_first_frame_has_them(n
     frames = pyvips.Image.new_from_buffer(response.body, "", n=-1)
     assert response.code == 200 and frames.get("n-pages") == 2
     assert (frames.width, frames.get("page-height")) == (still.width, still.height) < (frame.width, frame.height)
+    [box] = faces.find_faces(frame)  # at 512 px the search is on the frame itself: the first frame's region
+    second = frames.crop(0, still.height, still.width, still.height).extract_band(0, n=3)
+    assert (second - frame.flip("horizontal").crop(*box)).abs().avg() < 8  # the mirrored frame, at that region
     sized = await node.fetch("/tr:cm-extract,fo-face,w-120,h-120/moving.gif")
     assert sized.code == 200 and pyvips.Image.new_from_buffer(sized.body, "", n=-1).get("n-pages") == 2
 
