@@ -757,6 +757,9 @@ UNSUPPORTED = [
     (dict(aspect_ratio="1:1", crop="pad"), "ar_1:1"),
     (dict(width=400, height=400, crop="pad", background="auto:border_contrast"), "b_auto:border_contrast"),
     (dict(width=400, height=400, crop="auto"), "c_auto"),  # without its required gravity
+    # c_pad places the image by a compass gravity: neither the faces nor the most interesting part place it
+    (dict(width=400, height=400, crop="pad", gravity="face"), "g_face"),
+    (dict(width=400, height=400, crop="pad", gravity="auto"), "g_auto"),
     (dict(width=400, height=400, crop="fill_pad", gravity="auto"), "c_fill_pad"),
     (dict(width=400, height=400, crop="auto_pad", gravity="auto"), "c_auto_pad"),
     (dict(transformation=[{"if": "page_count > 1", "effect": "blur"}]), "if_pc_gt_1"),

@@ -104,6 +104,14 @@ async def test_fo_face_without_a_face_falls_back_to_auto(image_node):
     assert face.headers["X-Cache"] == "MISS"  # its own cache entry: another image may have a face
 
 
+async def test_zooming_out_without_a_face_changes_nothing(image_node):
+    """`z` below 1 shows more around faces only: with `fo-face` and no face found, the crop is `fo-face`'s without
+    it (the cover not shrunk below the box and stretched)."""
+    face, _ = await fetch_image(image_node, "/tr:w-100,h-100,fo-face/busy.png")
+    zoomed, _ = await fetch_image(image_node, "/tr:w-100,h-100,fo-face,z-0.5/busy.png")
+    assert zoomed.code == 200 and zoomed.body == face.body
+
+
 @pytest.mark.parametrize("tr, size, checks", [
     ("w-100,h-100,cm-pad_resize,bg-FF00FF", (100, 100),
      [((50, 5), MAGENTA), ((50, 94), MAGENTA), ((10, 30), RED), ((90, 70), YELLOW)]),
