@@ -17,11 +17,13 @@ import pyvips
 from cloudinary import CloudinaryImage
 
 from edge.cloudinary_urls import mapping_markdown
+from edge.transform import faces
 from tests.assets import centre_colour, close, colour, pixel, same_colour, solid
 from tests.imagecorpus import ANIMATION_COLOURS, animated_gif, cmyk_jpeg
 from tests.nodes import SAMPLES, decode, loader, write_config
 from tests.photos import heic_bytes, heic_photo, marker_corner, photos  # noqa: F401 - the fixtures
 from tests.scrape import scrape, total
+from tests.test_faces import scene as face_scene
 from tests.servers import HTTPOrigin
 
 BUCKET = "acme-cloudinary-urls"
@@ -68,6 +70,7 @@ def bucket(s3_server):
         f"{KITE_PHOTO}/1700000000.jpg": photo_with_a_balloon(kite=True),
         f"{FRAMED_PHOTO}/1700000000.jpg": photo_with_a_frame(),
         f"{CUTOUT_PHOTO}/1700000000.png": photo_cut_out(),
+        f"{FACE_PHOTO}/1700000000.jpg": face_scene(),
     }
     for key, body in objects.items():
         client.put_object(Bucket=BUCKET, Key=DEMO + key, Body=body)
@@ -76,6 +79,7 @@ def bucket(s3_server):
 
 
 BALLOON_PHOTO = "photos/balloon"  # 4240×2832 (12 MP) JPEG
+FACE_PHOTO = "photos/astronaut"  # tests.test_faces' 12 MP scene: one face on the left, a checkerboard on the right
 CUTOUT_PHOTO = "photos/cutout"  # the same as a PNG, transparent but for its middle quarter
 ORANGE = (255, 140, 0)
 BALLOON = (3900, 1000, 300)  # centre and radius: right of a centred square crop (x 704–3536)
@@ -251,6 +255,18 @@ async def test_face_gravity_falling_back_to_auto(node):
     # no positional effect of x/y, and zooming out, around faces as with g_face
     zoomed = await get(node, f"/demo/image/upload/c_thumb,g_face:auto,w_400,h_400,z_0.8/{BALLOON_PHOTO}.jpg")
     assert size(zoomed) == (400, 400)
+
+
+async def test_fill_with_a_face_gravity_covers_with_the_face_in_the_middle(node):
+    """`c_fill,g_face` on a photo with a face, through the node: the node's `fo-face,fof-top,ffr-false` to the
+    byte, the face in the middle of the width and as large as the scene scaled to cover has it, where
+    `c_thumb,g_face` closes in on it."""
+    fill = await get(node, f"/demo/image/upload/c_fill,g_face,w_300,h_600/{FACE_PHOTO}.jpg")
+    own = await get(node, f"/ik/tr:w-300,h-600,fo-face,fof-top,ffr-false/image/upload/{FACE_PHOTO}.jpg")
+    thumb = await get(node, f"/demo/image/upload/c_thumb,g_face,w_300,h_600/{FACE_PHOTO}.jpg")
+    assert size(fill) == size(thumb) == (300, 600) and fill.body == own.body
+    [(left, _, width, _)] = faces.find_faces(decode(fill))
+    assert abs(left + width / 2 - 150) < 20 and 2 * width < faces.find_faces(decode(thumb))[0][2]
 
 
 async def test_face_gravity_without_a_face_keeps_the_top_or_the_centre(node):
