@@ -23,8 +23,8 @@ from tests.imagecorpus import ANIMATION_COLOURS, animated_gif, cmyk_jpeg
 from tests.nodes import SAMPLES, decode, loader, write_config
 from tests.photos import heic_bytes, heic_photo, marker_corner, photos  # noqa: F401 - the fixtures
 from tests.scrape import scrape, total
-from tests.test_faces import scene as face_scene
 from tests.servers import HTTPOrigin
+from tests.test_faces import scene as face_scene
 
 BUCKET = "acme-cloudinary-urls"
 DEMO = "res/demo/image/upload/"
