@@ -288,7 +288,8 @@ async def test_face_gravity_without_a_face_keeps_the_top_or_the_centre(node):
         assert (kite > 0.9 * kite_area) == (same_as == "top"), (gravity, kite)
         own = await get(node, f"/ik/tr:w-400,h-100,fo-{same_as}/image/upload/{KITE_PHOTO}.jpg")
         assert response.body == own.body, gravity
-    assert (await strip("face:auto"))[1] == 0  # the most interesting part: around the balloon, below the kite
+    # the most interesting part: around the balloon, below the kite (its lowest pixel at most at the edge)
+    assert (await strip("face:auto"))[1] < 0.05 * kite_area
     # a region cut by `c_crop` without a face: at the top too, in the middle of the width
     region = decode(await get(node, f"/demo/image/upload/c_crop,g_face,w_600,h_600/{KITE_PHOTO}.png"))
     assert ((region.width, region.height), orange_pixels(region, BLACK) > 0.9 * 3.14159 * KITE[2] ** 2) == \
