@@ -391,7 +391,6 @@ def test_an_indexed_png_stays_indexed_and_no_larger_than_its_original(indexed, n
     assert image.hasalpha() and image.getpoint(size[0] - 1, size[1] - 1)[-1] == 0  # the clear corner
 
 
-
 @pytest.fixture(scope="module")
 def grey_cut_out(photos):
     """The 12 MP photo in greyscale with an alpha band: its left eighth clear, its right eighth half clear."""

@@ -165,7 +165,6 @@ async def test_workers_that_die_leave_no_metrics_files_behind_and_their_counts_s
         assert node.stop() == 0
 
 
-
 async def test_workers_of_many_reloads_draining_at_once_leave_no_metrics_files_behind(tmp_path):
     """Reloads whose old workers drain slow requests hold many generations at once. Slots were 4 × workers
     + 4: a worker past them was named by its pid, and its files stayed in the folder (read by every
@@ -210,6 +209,7 @@ async def test_workers_of_many_reloads_draining_at_once_leave_no_metrics_files_b
         client.close()
         assert node.stop() == 0
         await origin.stop()
+
 
 async def test_a_metrics_file_a_worker_has_only_just_created_is_read_as_empty(tmp_path):
     """prometheus-client creates a worker's file empty, then sizes it: read in between (by a scrape, the
