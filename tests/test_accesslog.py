@@ -93,6 +93,19 @@ async def test_who_asked_and_the_request_id(node_factory, tmp_path, capsys):
     assert second["request_id"] == generated and second["client"] == "127.0.0.1" and second["referer"] is None
 
 
+async def test_a_hit_answered_from_memory_is_logged_with_the_client_behind_the_proxy_and_its_time(
+        node_factory, tmp_path, capsys):
+    """The third fetch is a fresh memory-tier hit, which edge/hits.py answers and logs before the application:
+    the same client (`X-Forwarded-For` from a trusted proxy) as the handler logs, and the time it took."""
+    node = await node_factory(write_config(tmp_path, local_config(before=f'[server]\ntrusted_proxies = ["{PROXY}"]\n')))
+    for _ in range(3):
+        await node.fetch("/tr:w-20/coffee.jpg", headers={"X-Forwarded-For": "203.0.113.9"})
+    lines = logged(node, capsys)
+    assert [(line["cache"], line["client"]) for line in lines] == [("miss", "203.0.113.9"), ("hit", "203.0.113.9"),
+                                                                     ("hit", "203.0.113.9")]
+    assert all(line["duration_ms"] > 0 for line in lines)
+
+
 async def test_forwarded_for_is_ignored_from_an_untrusted_peer(node_factory, tmp_path, capsys):
     node = await node_factory(write_config(tmp_path, local_config(before='[server]\ntrusted_proxies = ["10.0.0.0/8"]\n')))
     await node.fetch("/_edge/purge", method="POST", body=b"{}", headers={"X-Forwarded-For": "203.0.113.9"})
