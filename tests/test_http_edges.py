@@ -171,6 +171,19 @@ async def test_an_absolute_form_target_is_served_as_its_path(node_factory, tmp_p
         assert (image.width, image.height) == (30, 20)  # the sample's: the target's host, not Host, counts
 
 
+async def test_an_absolute_target_stands_for_a_missing_host_only_in_http_1_0(node_factory, tmp_path):
+    """RFC 9112 3.2: an HTTP/1.1 request with no Host is a 400, whatever its target names; HTTP/1.0 has no Host,
+    and its absolute target's authority is the one. A port of 65535, the largest, is a port (65536: a 400)."""
+    node = await node_factory(write_config(tmp_path, two_sites(tmp_path)))
+    target = "http://img.example.com:65535/tr:w-32/coffee.jpg"
+    no_host = await raw_exchange(node.url, f"GET {target} HTTP/1.1\r\nConnection: close\r\n\r\n".encode())
+    assert undated(no_host) == early_answer("400 Bad Request", "bad request")
+    for request in (f"GET {target} HTTP/1.0\r\n\r\n".encode(), raw_get(target, host="a")):
+        answer = await exchange(node.url, request)
+        assert answer.status == 200
+        assert (decode(answer).width, decode(answer).height) == (32, 24)  # the other site's 64×48: its host
+
+
 @pytest.mark.parametrize("scheme", ["http", "HTTPS"])
 async def test_the_authority_of_an_absolute_target_replaces_host(node_factory, tmp_path, scheme):
     node = await node_factory(write_config(tmp_path, two_sites(tmp_path)))
