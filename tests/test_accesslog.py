@@ -10,10 +10,11 @@ import re
 import subprocess
 import sys
 import threading
+from json.encoder import encode_basestring_ascii as json_string
 
 import pytest
 
-from edge.accesslog import ATOMIC_WRITE, MAX_PENDING_BYTES, AccessLog, client_address, request_id
+from edge.accesslog import ATOMIC_WRITE, FIELD_BYTES, MAX_PENDING_BYTES, AccessLog, client_address, request_id
 from edge.config import load_config
 from edge.pluginmanager import load_plugins
 from edge.testing import ServingNode
@@ -206,6 +207,9 @@ def test_a_line_of_the_longest_fields_is_one_atomic_write():
               10**12, hostile)
     line = log._lines[0]
     assert len(line.encode()) + 1 <= ATOMIC_WRITE and json.loads(line)["path"].startswith("\x1b😀\x1b")
+    # each field within its own bound as written, and cut no shorter than its last whole escapes require
+    written = {name: len(json_string(value)) for name, value in json.loads(line).items() if name in FIELD_BYTES}
+    assert all(FIELD_BYTES[name] - 24 <= length <= FIELD_BYTES[name] for name, length in written.items()), written
 
 
 def test_workers_sharing_a_stalled_pipe_write_whole_lines(tmp_path):
