@@ -130,6 +130,8 @@ async def test_probes_are_logged_when_asked(node_factory, tmp_path, capsys):
     ("127.0.0.1", "2001:db8::1", "2001:db8::1"),
     ("127.0.0.1", "127.0.0.2, 127.0.0.3", "127.0.0.2"),  # every hop trusted: the leftmost
     ("127.0.0.1", ",".join(["203.0.113.1"] * 10000), "203.0.113.1"),
+    # only the rightmost MAX_FORWARDED_HOPS (16) entries are looked at: 16 trusted hops, the leftmost of them
+    ("127.0.0.1", "203.0.113.9, " + ", ".join(f"127.0.0.{hop}" for hop in range(2, 18)), "127.0.0.2"),
 ])
 def test_client_address(tmp_path, peer, forwarded, client):
     trusted = load_config(write_config(tmp_path, local_config(before=f'[server]\ntrusted_proxies = ["{PROXY}"]\n')),
