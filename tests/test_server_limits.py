@@ -555,6 +555,8 @@ def test_the_client_noise_filter_counts_what_it_left_out():
     assert logged(malformed, "10.0.0.1", ValueError("Malformed HTTP headers: 'x'")) == (
         "Malformed HTTP message from 10.0.0.1: Malformed HTTP headers (and 1 more such messages left out in the "
         f"{3 * CLIENT_NOISE_SECONDS:.0f} s before)")
+    now[0] += CLIENT_NOISE_SECONDS  # one interval to the moment after the last line written: the next one is
+    assert logged("Timeout reading body from %s", "::1") == "Timeout reading body from ::1"
 
 
 def open_idle_clients(url: str, count: int) -> list[socket.socket]:
