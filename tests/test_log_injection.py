@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from edge.logs import CONTINUATION, MAX_MESSAGE_CHARS, configure_logging
+from edge.logs import CONTINUATION, MAX_MESSAGE_CHARS, capped, configure_logging, loggable
 from edge.testing import REQUEST_TIMEOUT, running_node
 from tests.nodes import SAMPLES, local_config, web_config
 from tests.servers import HTTPOrigin
@@ -224,6 +224,12 @@ def test_the_json_format_keeps_a_message_as_it_was_logged(capsys):
         with capsys.disabled():
             configure_logging("info", "text")
     assert json.loads(written)["message"] == f"quoted: é\r\n{'x' * (MAX_MESSAGE_CHARS - 11)}… (1011 more characters)"
+
+
+def test_a_message_of_max_message_chars_is_kept_whole_and_one_character_more_is_cut():
+    for keep in (capped, loggable):
+        assert keep("x" * MAX_MESSAGE_CHARS) == "x" * MAX_MESSAGE_CHARS
+        assert keep("x" * (MAX_MESSAGE_CHARS + 1)) == "x" * MAX_MESSAGE_CHARS + "… (1 more characters)"
 
 
 def test_debug_keeps_the_s3_and_http_clients_lines_out(capsys):
