@@ -397,6 +397,8 @@ async def test_error_answers_are_never_sniffed_and_name_their_kind(node_factory,
     # expectation is ignored. Tornado sent `HTTP/1.1 100 (Continue)` before every such answer.
     "GET /tr:w-20/coffee.jpg HTTP/1.0\r\nExpect: 100-continue\r\n",
     "GET /tr:w-20/missing.jpg HTTP/1.0\r\nExpect: 100-continue\r\n",
+    # with a body too (its last two bytes the line end added below): the purge API, not configured here, a 404
+    "POST /_edge/purge HTTP/1.0\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n{}",
     # a request without a body has nothing to wait for (10.1.1 lets the 100 be left out)
     "GET /tr:w-20/coffee.jpg HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nConnection: close\r\n",
     "HEAD /tr:w-20/coffee.jpg HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\nConnection: close\r\n",
