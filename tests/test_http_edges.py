@@ -436,16 +436,19 @@ async def test_close_among_other_connection_options_closes_the_connection(node_f
         assert answer.status in (200, 404) and answer.headers["connection"] == "close"
 
 
-async def test_a_body_announced_with_expect_still_gets_its_100(node_factory, tmp_path):
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_announced_with_expect_still_gets_its_100(node_factory, tmp_path, chunked):
+    """Announced by its length, or chunked (`Transfer-Encoding`, no `Content-Length`): a body is to come."""
     node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
     body = b'{"prefix": "/"}'
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(node))
     try:
         writer.write(f"POST /_edge/purge HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n"
-                     f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n".encode())
+                     f"{framing}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n".encode())
         interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
         assert interim.startswith(b"HTTP/1.1 100 ")
-        writer.write(body)
+        writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body)
         answer = Answer(await asyncio.wait_for(reader.read(), WAIT))
     finally:
         writer.close()
