@@ -77,6 +77,16 @@ def test_the_bound_is_summed_over_chunks_and_every_one_past_it_is_left_out(small
     assert without_bulky_chunks(body) == with_chunks(small_png, compressed_xmp(INFLATED_BOUNDS["text"] // 2))
 
 
+def test_uncompressed_text_counts_its_data_and_no_more_up_to_the_bound(small_png):
+    """A `tEXt` chunk counts its data (keyword, separator, text), not its length or CRC: one of the bound exactly
+    is read, one byte more is left out."""
+    at_bound = chunk(b"tEXt", b"Comment\0" + b"c" * (INFLATED_BOUNDS["text"] - 8))
+    body = with_chunks(small_png, at_bound)
+    assert without_bulky_chunks(body) is body
+    over = with_chunks(small_png, chunk(b"tEXt", b"Comment\0" + b"c" * (INFLATED_BOUNDS["text"] - 7)))
+    assert without_bulky_chunks(over) == small_png
+
+
 def profile_chunk(padding: int) -> bytes:
     """An `iCCP` chunk of libvips' sRGB profile, its declared length made its real one after `padding` zeros (what
     libvips reads as a profile, and inflates)."""
@@ -95,6 +105,18 @@ def test_a_profile_inflating_past_its_bound_is_left_out_and_a_real_one_kept(smal
     assert pyvips.Image.new_from_buffer(real, "").get_typeof("icc-profile-data")
 
 
+def test_a_profile_over_a_megabyte_within_its_bound_is_kept_whole_under_md_true_and_cp_true(photos):
+    """The megabyte `md-true` keeps of a metadata field is not the profile's: a printer's profile of a few MB, within
+    its own bound, goes out whole under `cp-true`, with the rest of the metadata or without it."""
+    body = with_chunks(photos.read(photos.png), profile_chunk(2_000_000))
+    assert without_bulky_chunks(body) is body
+    for transformation in ("w-300,md-true,cp-true,f-png", "w-300,cp-true,f-png"):
+        rendered = render_image(body, parse_transformation(transformation), "png", Defaults(), Limits())
+        image = pyvips.Image.new_from_buffer(rendered.body, "")
+        assert image.width == 300 and marker_corner(image) == "top_left"
+        assert len(image.get("icc-profile-data")) > 2_000_000, transformation
+
+
 def test_tiny_text_chunks_count_at_least_a_few_kilobytes_and_one_profile_is_read(small_png):
     """libvips sets up an inflate, and warns, for each compressed chunk however small: 65 000 empty ones in 1.2 MB
     took 2.1 s of CPU and 455 000 lines of standard error a render (review). Each counts `MIN_CHUNK_BYTES` at least;
@@ -111,6 +133,17 @@ def test_a_png_of_more_chunks_before_its_data_than_the_walk_reads_is_refused(sma
     flood = with_chunks(small_png, chunk(b"abCd", b"") * MAX_PNG_CHUNKS + compressed_xmp(45_000_000))
     with pytest.raises(BadRequest, match="source too large: more than 65536 PNG chunks before its image data"):
         without_bulky_chunks(flood)
+
+
+def test_a_png_of_as_many_chunks_before_its_data_as_the_walk_reads_is_read_as_it_is(small_png):
+    """The walk reads `MAX_PNG_CHUNKS` chunks before the image data's (the header's included), refuses one more."""
+    at, own = 8, 0
+    while small_png[at + 4:at + 8] != b"IDAT":  # its header chunk and those libvips writes after it
+        at, own = at + 12 + int.from_bytes(small_png[at:at + 4], "big"), own + 1
+    body = with_chunks(small_png, chunk(b"abCd", b"") * (MAX_PNG_CHUNKS - own))
+    assert without_bulky_chunks(body) is body
+    with pytest.raises(BadRequest, match="more than 65536 PNG chunks"):
+        without_bulky_chunks(with_chunks(small_png, chunk(b"abCd", b"") * (MAX_PNG_CHUNKS - own + 1)))
 
 
 def test_a_layer_s_original_refused_for_its_chunks_is_named(small_png):
