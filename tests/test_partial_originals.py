@@ -190,7 +190,7 @@ def test_an_original_served_as_it_is_is_cut_short_where_its_decode_fails(photos,
     """On the 12 MP photo: a JPEG missing no more than its end marker fails to decode too; a PNG missing what
     follows its image data (its end chunk) decodes whole."""
     body = _photo_as(str(photos.path(photos.jpeg)), fmt)
-    cuts = [0, 1, 2, 12, 100, 4096, len(body) // 3, len(body) // 2, len(body) - 20]
+    cuts = [0, 1, 2, 12, 100, 4096, len(body) // 3, len(body) // 2, len(body) - 20, len(body) - 10]
     verdicts = []
     for cut in cuts:
         part = body[:len(body) - cut]
@@ -225,10 +225,11 @@ def _insert_before_scan(jpeg: bytes, extra: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("odd", ["stray FF 00", "stray FF FF 00", "TEM", "a restart marker", "AVIF + 4 zeros",
-                                 "AVIF + 16 bytes"])
+                                 "AVIF + 16 bytes", "GIF + 16 bytes for its trailer"])
 def test_whole_originals_of_odd_structure_are_served_as_they_are(photos, odd):
     """Whole files the review found refused: bytes libjpeg skips or steps over before the first scan (a stray
-    FF 00 had been read as a segment of 65 kB), bytes after an AVIF's boxes."""
+    FF 00 had been read as a segment of 65 kB), bytes after an AVIF's boxes, bytes that are no GIF block after a
+    GIF's last one (libnsgif stops there)."""
     jpeg, avif = photos.read(photos.jpeg), _photo_as(str(photos.path(photos.jpeg)), "avif")  # the 12 MP photo
     body, loader = {
         "stray FF 00": (_insert_before_scan(jpeg, b"\xff\x00"), "jpegload_source"),
@@ -237,10 +238,23 @@ def test_whole_originals_of_odd_structure_are_served_as_they_are(photos, odd):
         "a restart marker": (_insert_before_scan(jpeg, b"\xff\xd3"), "jpegload_source"),
         "AVIF + 4 zeros": (avif + bytes(4), "heifload_source"),
         "AVIF + 16 bytes": (avif + b"\x7f" * 16, "heifload_source"),
+        "GIF + 16 bytes for its trailer": (_photo_as(str(photos.path(photos.jpeg)), "gif")[:-1] + b"\x7f" * 16,
+                                           "gifload_source"),
     }[odd]
     pyvips.Image.new_from_buffer(body, "", fail_on="truncated", access="sequential").avg()  # whole, as libvips reads it
     assert not served_cut_short(body, loader)
     assert served_cut_short(body[:len(body) // 2], loader)  # and cut, still told
+
+
+def test_an_avif_whose_last_box_runs_to_the_end_of_the_file_is_whole(photos):
+    """ISOBMFF's box size 0: the box holds the rest of the file (libheif decodes it); the walk takes it as whole."""
+    avif = _photo_as(str(photos.path(photos.jpeg)), "avif")
+    at = 0
+    while at + int.from_bytes(avif[at:at + 4], "big") < len(avif):
+        at += int.from_bytes(avif[at:at + 4], "big")
+    body = avif[:at] + bytes(4) + avif[at + 4:]  # the last box, its size 0
+    pyvips.Image.new_from_buffer(body, "", fail_on="truncated", access="sequential").avg()
+    assert not served_cut_short(body, "heifload_source")
 
 
 def test_a_jpeg_of_endless_segments_or_fill_bytes_is_judged_within_a_bound():
