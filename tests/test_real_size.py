@@ -426,6 +426,7 @@ def test_a_greyscale_cut_out_is_flattened_on_the_colour_asked_for(grey_cut_out, 
     ("utf-16-le", "\ufeff", ("jpg", "webp")),  # PNG's XMP is text to its first NUL: no UTF-16 in it
     ("utf-16-be", "", ("jpg", "webp")),
     ("utf-32-le", "\ufeff", ("jpg",)),
+    ("utf-32-be", "", ("jpg",)),
 ])
 def test_md_true_states_the_upright_orientation_in_xmp_as_in_exif(photos, encoding, start, formats):
     """A photo stored turned (EXIF 6) with an XMP packet saying so too: served upright, its EXIF said 1 and its
@@ -469,6 +470,22 @@ def test_md_true_keeps_no_metadata_field_over_a_megabyte(photos, padding, kept):
         assert bool(image.get_typeof("xmp-data")) == kept
         assert len(rendered.body) < 200_000 + (padding if kept else 0)
         assert image.get("exif-ifd0-Copyright").startswith("Photo team")
+
+
+def test_md_true_keeps_a_jpeg_s_iptc_block_and_no_other_setting_does(photos):
+    """IPTC (a Photoshop APP13 block: here its copyright notice and byline) is metadata `md-true` keeps, as EXIF and
+    XMP; without `md-true` none of it goes out, nor under `md-copyright` (IPTC may hold a location)."""
+    records = b"\x1c\x02\x74\x00\x0a(c) Studio\x1c\x02\x50\x00\x03Ann"  # 2:116 copyright, 2:80 byline
+    records += bytes(len(records) % 2)
+    iptc = b"Photoshop 3.0\0" + b"8BIM\x04\x04\0\0" + len(records).to_bytes(4, "big") + records
+    stored = pyvips.Image.new_from_file(str(photos.path(photos.jpeg))).copy()
+    stored.set_type(pyvips.GValue.blob_type, "iptc-data", iptc)
+    photos.path("iptc.jpg").write_bytes(stored.jpegsave_buffer(Q=85, keep="all"))
+    for transformation, kept in (("w-300,md-true", True), ("w-300", False), ("w-300,md-copyright", False)):
+        rendered, image = render(photos, "iptc.jpg", transformation)
+        check(rendered, image, (300, 200), "jpg", "top_left")
+        assert (image.get("iptc-data") if image.get_typeof("iptc-data") else None) == (iptc if kept else None)
+        assert (b"(c) Studio" in rendered.body) == kept, transformation
 
 
 def test_md_copyright_keeps_the_copyright_fields_and_no_thumbnail(photos):
