@@ -18,6 +18,7 @@ from edge.config import Defaults, Limits, load_config
 from edge.errors import BadRequest, ConfigError, DecodeMemoryExhausted
 from edge.pluginmanager import load_plugins
 from edge.testing import NodeProcess, ServingNode
+from edge.transform.encode import EncodeOptions, encode, encoder_memory
 from edge.transform.held import DecodeBudget
 from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer, probe, render_image
@@ -316,6 +317,34 @@ def test_what_an_encode_holds_is_counted(photos):  # noqa: F811
     budget = DecodeBudget(64 * 10**6, 1)
     within = render_image(body, parse_transformation("w-2000"), "jpg", Defaults(), limits, budget=budget)
     assert within.width == 2000 and budget.in_use == 0  # taken while it encoded, given back
+
+
+def test_a_jpeg_is_counted_at_4_4_4_from_the_quality_libvips_encodes_it_so(photos):  # noqa: F811
+    """libvips' `auto` subsampling is 4:2:0 below q-90, 4:4:4 from it, with twice the coefficients held: q-90 is
+    counted as a JPEG without chroma subsampling is, q-89 as one with it."""
+    image = pyvips.Image.new_from_file(str(photos.path(photos.jpeg))).crop(0, 0, 2000, 1500).copy_memory()
+
+    def held(quality: int, subsampled: bool = True) -> int:
+        return encoder_memory(image, "jpg", EncodeOptions(quality, 2, chroma_subsampling=subsampled), image.height)
+
+    def sampling(quality: int) -> str:
+        return pyvips.Image.new_from_buffer(encode(image, "jpg", EncodeOptions(quality, 2)), "").get(
+            "jpeg-chroma-subsample")
+
+    assert (sampling(89), sampling(90)) == ("4:2:0", "4:4:4")
+    assert held(90) - held(89) == held(89, subsampled=False) - held(89) > 2000 * 1500 * 4
+
+
+def test_a_lossless_output_is_counted_as_large_as_its_pixels_whatever_the_quality(photos):  # noqa: F811
+    """`lo-true` keeps every pixel: noise does not compress, its WebP or AVIF holds as many bytes as its pixels (a
+    lossy output at q-50 0.4 times them); the quality does not lower it."""
+    image = pyvips.Image.new_from_file(str(photos.path(photos.jpeg))).crop(0, 0, 2000, 1500).copy_memory()
+    raw = 2000 * 1500 * 3
+    for fmt in ("webp", "avif"):
+        lossless, lossy = (encoder_memory(image, fmt, EncodeOptions(50, 2, lossless=kept), image.height)
+                           for kept in (True, False))
+        assert abs(lossless - lossy - raw * 0.6) <= 1, fmt
+        assert encoder_memory(image, fmt, EncodeOptions(100, 2, lossless=True), image.height) == lossless, fmt
 
 
 async def test_an_endpoint_under_its_share_renders_past_a_decode_budget_another_filled(photos):  # noqa: F811
