@@ -110,6 +110,9 @@ async def test_progressive(image_node):
     assert decode(response).get("jpeg-multiscan") == 0
     response, image = await fetch_image(image_node, "/tr:pr-true/card.png")
     assert image.get("interlaced") == 1
+    for tr, interlaced in (("pr-true,f-gif", True), ("f-gif", False)):  # GIF's interlaced rows
+        response, image = await fetch_image(image_node, f"/tr:{tr}/card.png")
+        assert bool(image.get_typeof("interlaced") and image.get("interlaced")) == interlaced, tr
 
 
 @pytest.mark.parametrize("fmt", ["webp", "avif"])
