@@ -88,15 +88,6 @@ class EncodeOptions:
         return keep
 
 
-def output_colour(image: pyvips.Image, keep_profile: bool) -> pyvips.Image:
-    """8-bit sRGB (or greyscale). An embedded profile was already applied on load unless `cp-true`."""
-    if image.interpretation in (Interpretation.SRGB, Interpretation.B_W) and image.format == "uchar":
-        return image
-    if keep_profile and image.format == "uchar":
-        return image
-    return image.colourspace(Interpretation.SRGB if image.bands >= 3 else Interpretation.B_W)
-
-
 def _flatten(image: pyvips.Image, colour: RGBA) -> pyvips.Image:
     if not image.hasalpha():
         return image

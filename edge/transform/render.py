@@ -39,7 +39,7 @@ from .compose import draw_layers
 from .cost import check_render_cost, decode_cost, output_formats, palette_affordable
 from .cut_short import jpeg_segments, served_cut_short
 from .effects import apply_look
-from .encode import EncodeOptions, encode, encoder_memory, output_colour
+from .encode import EncodeOptions, encode, encoder_memory
 from .fonts import Font, shipped_fonts
 from .formats import (ANIMATED_LOADERS, HEIC_LOADER, INPUT_LOADERS, LOADER_CLASSES, LOADER_FORMATS, READ_FORMATS,
                       SVG_LOADER, animates, as_vector, chosen_by_accept, final_formats, picks_by_alpha)
@@ -776,7 +776,7 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
                 else _still_source(body, header, output.colour_profile, limits, strict)
             image = _render_steps(source, steps, limits.max_output_side, draw)
             frame_height = image.height
-        image = output_colour(image, output.colour_profile)
+        image = _eight_bit(image, output.colour_profile)  # as the sources are: what the encoders take
         width = image.width
         has_alpha = image.hasalpha()
         if has_alpha and not animated and picks_by_alpha(planned_format) and \
