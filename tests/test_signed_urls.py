@@ -17,7 +17,7 @@ import pytest
 from imagekitio import ImageKit
 
 from edge import cli, signing
-from tests.nodes import SAMPLES, decode, write_config
+from tests.nodes import SAMPLES, decode, exchange, write_config
 from tests.scrape import samples, scrape
 
 KEY = "private_key_live_3f9c-not-in-any-output"
@@ -241,6 +241,34 @@ async def test_a_previous_key_verifies_during_a_rotation(node):
     assert await served_width(node, sdk_url(base, "/coffee.jpg", key=OLD_KEY, width=90, expires_in=60)) == 90
     await refused(node, sdk_url(base, "/coffee.jpg", key="retired-key", width=90), "invalid")
 
+
+
+async def test_query_parameters_are_signed_in_the_order_written(node):
+    """The SDK signs `?v=2&a=1&tr=w-100` as it wrote it: the same parameters in another order are another text, and
+    its signature does not verify them."""
+    url = sdk_url("https://node.example.test/signed", "/coffee.jpg", width=100, query_parameters={"v": "2", "a": "1"})
+    assert "/signed/coffee.jpg?v=2&a=1&tr=w-100&ik-s=" in url
+    assert await served_width(node, url) == 100
+    await refused(node, url.replace("v=2&a=1&", "a=1&v=2&"), "invalid")
+
+
+async def test_a_url_is_expired_from_the_second_its_ik_t_names(node):
+    """`ik-t` must be in the future by the node's clock: at that very second the URL is refused."""
+    url = sdk_url("https://node.example.test/signed", "/coffee.jpg", width=100, expires_in=60)
+    expiry = int(url.split("ik-t=")[1].split("&")[0])
+    node.node.clock = lambda: expiry - 0.5
+    assert await served_width(node, url) == 100
+    node.node.clock = lambda: float(expiry)
+    await refused(node, url, "expired")
+
+
+async def test_a_signature_of_bytes_that_are_not_ascii_is_invalid_not_a_500(node):
+    """Tornado reads the request line as Latin-1: 40 bytes of `é` sent raw are 40 characters, not hex, which
+    `hmac.compare_digest` refuses to compare (a TypeError)."""
+    answer = await exchange(node.url, b"GET /signed/coffee.jpg?tr=w-100&ik-s=" + b"\xe9" * 40
+                            + b" HTTP/1.1\r\nHost: node.example.test\r\nConnection: close\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 ") and body == b"invalid signature\n", answer[:300]
 
 async def test_named_only_with_a_key_keeps_named_urls_public_and_signs_the_rest(node):
     base = "https://node.example.test/named"
