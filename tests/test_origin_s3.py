@@ -8,7 +8,7 @@ import pytest
 
 from edge.config import load_config
 from edge.errors import ConfigError
-from edge.origin import NotModified, OriginFailure, OriginRequest, OriginSettings
+from edge.origin import NotModified, OriginFailure, OriginRequest, OriginSettings, Validators
 from edge.pluginmanager import load_plugins
 from edge.settings import ConfigTable
 from edge_builtin_origins.s3 import S3Origin
@@ -178,6 +178,22 @@ async def test_conditional_fetch_and_one_client_for_the_origins_life(s3, bucket)
         await origin.close()
     assert origin._client is None
 
+
+
+async def test_an_original_known_by_its_date_alone_is_asked_for_if_modified_since(s3, bucket):
+    """Validators without an ETag (what a store that sends none leaves) still make the fetch conditional: not
+    modified since the date it was read at, and read again when the date is older than the object."""
+    origin = S3Origin.from_config(OriginSettings("bucket", "s3"), table(s3, folder="images"))
+    await origin.open()
+    try:
+        original = await origin.fetch(OriginRequest("astronaut.jpg", 10**7))
+        with pytest.raises(NotModified):
+            await origin.fetch(OriginRequest("astronaut.jpg", 10**7,
+                                             validators=Validators(last_modified=original.last_modified)))
+        older = Validators(last_modified="Wed, 21 Oct 2015 07:28:00 GMT")
+        assert (await origin.fetch(OriginRequest("astronaut.jpg", 10**7, validators=older))).body == ASTRONAUT
+    finally:
+        await origin.close()
 
 async def test_a_reader_allowed_only_get_object_is_enough(s3, bucket, node_factory, tmp_path):
     key_id, secret = s3.create_reader(BUCKET, "s3:GetObject")
