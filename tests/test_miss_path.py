@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from edge.origin import OriginNotFound, OriginRequest, OriginSettings, SourceTooLarge
+from edge.origin import NotModified, OriginNotFound, OriginRequest, OriginSettings, SourceTooLarge
 from plugins.local import LocalOrigin
 from tests.nodes import SAMPLES, decode, local_config, start_node, until, web_config, write_config
 from tests.assets import solid
@@ -111,6 +111,23 @@ async def test_a_local_file_that_grows_while_read_is_read_whole_within_the_limit
     with pytest.raises(SourceTooLarge):
         await origin.fetch(OriginRequest("photo.jpg", max_bytes=4999))
 
+
+
+async def test_a_local_file_rewritten_with_another_size_at_the_same_mtime_is_read_again(tmp_path):
+    """The local origin's ETag is the file's mtime (in ns) and its size: a copy that keeps the mtime (`cp -p`,
+    `rsync -t`) but not the length is another version, not a 304 that keeps the old image."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"x" * 5000)
+    origin = LocalOrigin(OriginSettings("disk", "local"), tmp_path)
+    first = await origin.fetch(OriginRequest("photo.jpg", max_bytes=10**6))
+    with pytest.raises(NotModified):
+        await origin.fetch(OriginRequest("photo.jpg", max_bytes=10**6, validators=first.validators))
+    mtime_ns = photo.stat().st_mtime_ns
+    photo.write_bytes(b"y" * 4000)
+    os.utime(photo, ns=(mtime_ns, mtime_ns))
+    again = await origin.fetch(OriginRequest("photo.jpg", max_bytes=10**6, validators=first.validators))
+    assert again.body == b"y" * 4000 and again.etag != first.etag
+    assert again.last_modified == first.last_modified
 
 def test_a_file_made_a_fifo_after_the_check_is_not_waited_for(tmp_path, monkeypatch):
     """A FIFO put in a file's place between `_resolve`'s check and the open would hold the open, and the
