@@ -112,7 +112,6 @@ async def test_a_local_file_that_grows_while_read_is_read_whole_within_the_limit
         await origin.fetch(OriginRequest("photo.jpg", max_bytes=4999))
 
 
-
 async def test_a_local_file_rewritten_with_another_size_at_the_same_mtime_is_read_again(tmp_path):
     """The local origin's ETag is the file's mtime (in ns) and its size: a copy that keeps the mtime (`cp -p`,
     `rsync -t`) but not the length is another version, not a 304 that keeps the old image."""
@@ -130,13 +129,13 @@ async def test_a_local_file_rewritten_with_another_size_at_the_same_mtime_is_rea
     assert again.last_modified == first.last_modified
 
 
-
 async def test_a_local_file_of_exactly_the_limit_is_read_and_one_byte_more_is_not(tmp_path):
     (tmp_path / "photo.jpg").write_bytes(b"x" * 5000)
     origin = LocalOrigin(OriginSettings("disk", "local"), tmp_path)
     assert (await origin.fetch(OriginRequest("photo.jpg", max_bytes=5000))).body == b"x" * 5000
     with pytest.raises(SourceTooLarge):
         await origin.fetch(OriginRequest("photo.jpg", max_bytes=4999))
+
 
 async def test_a_local_origin_asked_for_a_path_with_an_empty_segment_finds_nothing(tmp_path):
     """Next to an origin that does not merge slashes, the node asks the local origin for `inside//ok.jpg` as sent:
@@ -156,6 +155,7 @@ async def test_a_local_path_through_a_file_is_not_found_not_a_failure(tmp_path):
     origin = LocalOrigin(OriginSettings("disk", "local"), tmp_path)
     with pytest.raises(OriginNotFound):
         await origin.fetch(OriginRequest("ok.jpg/more.jpg", max_bytes=10**6))
+
 
 def test_a_file_made_a_fifo_after_the_check_is_not_waited_for(tmp_path, monkeypatch):
     """A FIFO put in a file's place between `_resolve`'s check and the open would hold the open, and the

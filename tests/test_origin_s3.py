@@ -179,7 +179,6 @@ async def test_conditional_fetch_and_one_client_for_the_origins_life(s3, bucket)
     assert origin._client is None
 
 
-
 async def test_an_original_known_by_its_date_alone_is_asked_for_if_modified_since(s3, bucket):
     """Validators without an ETag (what a store that sends none leaves) still make the fetch conditional: not
     modified since the date it was read at, and read again when the date is older than the object."""
@@ -194,6 +193,7 @@ async def test_an_original_known_by_its_date_alone_is_asked_for_if_modified_sinc
         assert (await origin.fetch(OriginRequest("astronaut.jpg", 10**7, validators=older))).body == ASTRONAUT
     finally:
         await origin.close()
+
 
 async def test_a_reader_allowed_only_get_object_is_enough(s3, bucket, node_factory, tmp_path):
     key_id, secret = s3.create_reader(BUCKET, "s3:GetObject")

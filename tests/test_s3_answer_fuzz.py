@@ -284,10 +284,10 @@ def test_a_listed_key_of_any_length_is_quoted_short(raw_s3, deleted):
     assert message.endswith("InternalError (HTTP 500)" if deleted == "an error" else ": error")
 
 
-
 def test_a_key_of_exactly_the_quoted_length_is_quoted_whole():
     assert quoted_key("k" * QUOTED_KEY_CHARS) == repr("k" * QUOTED_KEY_CHARS)
     assert quoted_key("k" * (QUOTED_KEY_CHARS + 1)) == repr("k" * QUOTED_KEY_CHARS + "\u2026")
+
 
 def shared_store(objects: bytes, listings: bytes) -> Answer:
     """A shared tier's store: `objects` to every GetObject, `listings` to every ListObjectsV2, every write
@@ -371,7 +371,6 @@ async def test_an_error_code_that_is_not_one_is_not_quoted(raw_s3, code, quoted)
     assert (failure.value.kind, str(failure.value)) == ("server_error", f"GetObject 'a.jpg': {quoted} (HTTP 503)")
 
 
-
 @pytest.mark.parametrize("answer, kind, said", [
     (http(403), "denied", "403 (HTTP 403)"), (error_xml("Forbidden", 403), "denied", "Forbidden (HTTP 403)"),
     (http(500), "server_error", "500 (HTTP 500)"), (error_xml("Oops", 500), "server_error", "Oops (HTTP 500)"),
@@ -389,6 +388,7 @@ async def test_an_error_s3_does_not_name_is_classified_by_its_status(raw_s3, ans
     finally:
         await origin.close()
     assert (failure.value.kind, str(failure.value)) == (kind, f"GetObject 'a.jpg': {said}")
+
 
 @pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 200 OK\r\nContent-Le", b"HTTP/1.1 100 Continue\r\n\r\n"],
                          ids=["nothing", "mid-headers", "only-100"])
@@ -454,7 +454,6 @@ async def test_an_answer_read_whole_is_bounded(raw_s3, call, answer):
     assert raw_s3.sent < 32 * 2**20  # read up to the limit, and the socket's buffers
 
 
-
 async def test_an_object_announced_over_the_limit_is_refused_before_its_body_is_read(raw_s3):
     """A `Content-Length` of 300 MB against a limit of 100 MB: too large from its headers, none of its body read
     (but what the socket's buffers took), where a read to the limit had taken 100 MB from the store first."""
@@ -469,6 +468,7 @@ async def test_an_object_announced_over_the_limit_is_refused_before_its_body_is_
     finally:
         await origin.close()
     assert raw_s3.sent < 32 * 2**20
+
 
 async def test_a_listing_page_as_large_as_s3_s_largest_is_read(raw_s3):
     """1000 keys of 1024 bytes of UTF-8, percent-encoded (`encoding-type=url`), with every field S3 sends:
@@ -787,7 +787,6 @@ async def test_a_refused_redirect_names_where_it_led(raw_s3, location, named):
     assert str(failure.value) == f"GetObject 'a.jpg': redirect to {named.replace('STORE', raw_s3.url)} refused"
 
 
-
 async def test_a_redirect_by_a_uri_header_alone_is_refused_too(raw_s3):
     """aiohttp follows `URI` where there is no `Location`: such an answer is a redirect like any other."""
     origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
@@ -799,6 +798,7 @@ async def test_a_redirect_by_a_uri_header_alone_is_refused_too(raw_s3):
     finally:
         await origin.close()
     assert failure.value.kind == "redirect_refused", failure.value
+
 
 @pytest.mark.parametrize("status, code, headers", [
     (301, "PermanentRedirect", (("x-amz-bucket-region", "eu-west-1"),)),  # AWS's, without a Location
@@ -822,7 +822,6 @@ async def test_a_bucket_in_another_region_is_told_with_the_region_to_set(raw_s3,
                  f'`region = "eu-west-1"`')
 
 
-
 @pytest.mark.parametrize("region", ["x" * 300, "eu-west-1</b><script>", "EU WEST 1"])
 async def test_a_region_that_does_not_look_like_one_is_not_quoted(raw_s3, region):
     """The region of a wrong-region answer is the store's text: quoted only when it is a region's name."""
@@ -837,6 +836,7 @@ async def test_a_region_that_does_not_look_like_one_is_not_quoted(raw_s3, region
         await origin.close()
     assert (failure.value.kind, str(failure.value)) == (
         "error", "GetObject 'a.jpg': AuthorizationHeaderMalformed (HTTP 400)")
+
 
 async def test_a_shared_tier_whose_endpoint_is_a_web_server_answering_200_to_everything(node_factory, raw_s3,
                                                                                          tmp_path):

@@ -242,7 +242,6 @@ async def test_a_previous_key_verifies_during_a_rotation(node):
     await refused(node, sdk_url(base, "/coffee.jpg", key="retired-key", width=90), "invalid")
 
 
-
 async def test_query_parameters_are_signed_in_the_order_written(node):
     """The SDK signs `?v=2&a=1&tr=w-100` as it wrote it: the same parameters in another order are another text, and
     its signature does not verify them."""
@@ -269,6 +268,7 @@ async def test_a_signature_of_bytes_that_are_not_ascii_is_invalid_not_a_500(node
                             + b" HTTP/1.1\r\nHost: node.example.test\r\nConnection: close\r\n\r\n")
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 401 ") and body == b"invalid signature\n", answer[:300]
+
 
 async def test_named_only_with_a_key_keeps_named_urls_public_and_signs_the_rest(node):
     base = "https://node.example.test/named"
