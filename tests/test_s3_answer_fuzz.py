@@ -201,6 +201,19 @@ def origin_table(url: str, **keys) -> ConfigTable:
     return ConfigTable(data, file="fuzz.toml", table="origins[0]", base_dir=Path("."))
 
 
+async def failed_fetch(raw_s3, answer: bytes) -> OriginFailure:
+    """What a GetObject of `a.jpg` fails with, within `BOUND`, from a store answering `answer` to every request."""
+    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    await origin.open()
+    raw_s3.answer = lambda method, target: answer
+    try:
+        with pytest.raises(OriginFailure) as failure:
+            await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
+    finally:
+        await origin.close()
+    return failure.value
+
+
 @pytest.fixture(scope="module")
 def raw_s3():
     with RawS3().serving() as server:
@@ -360,15 +373,8 @@ async def test_a_key_longer_than_s3_takes_is_not_found_without_asking(raw_s3):
 async def test_an_error_code_that_is_not_one_is_not_quoted(raw_s3, code, quoted):
     """The code of an error answer was quoted in the failure whatever it was: 5000 characters, a line
     break, any text of the store's (the shared tier logs its failures whole)."""
-    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
-    await origin.open()
-    raw_s3.answer = lambda method, target: error_xml(code, 503)
-    try:
-        with pytest.raises(OriginFailure) as failure:
-            await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
-    finally:
-        await origin.close()
-    assert (failure.value.kind, str(failure.value)) == ("server_error", f"GetObject 'a.jpg': {quoted} (HTTP 503)")
+    failure = await failed_fetch(raw_s3, error_xml(code, 503))
+    assert (failure.kind, str(failure)) == ("server_error", f"GetObject 'a.jpg': {quoted} (HTTP 503)")
 
 
 @pytest.mark.parametrize("answer, kind, said", [
@@ -379,15 +385,8 @@ async def test_an_error_code_that_is_not_one_is_not_quoted(raw_s3, code, quoted)
 async def test_an_error_s3_does_not_name_is_classified_by_its_status(raw_s3, answer, kind, said):
     """A store's 403 is a refusal and its 500 a server error whatever code it gives (none, or one S3 never
     sends): the status decides where the code says nothing."""
-    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
-    await origin.open()
-    raw_s3.answer = lambda method, target: answer
-    try:
-        with pytest.raises(OriginFailure) as failure:
-            await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
-    finally:
-        await origin.close()
-    assert (failure.value.kind, str(failure.value)) == (kind, f"GetObject 'a.jpg': {said}")
+    failure = await failed_fetch(raw_s3, answer)
+    assert (failure.kind, str(failure)) == (kind, f"GetObject 'a.jpg': {said}")
 
 
 @pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 200 OK\r\nContent-Le", b"HTTP/1.1 100 Continue\r\n\r\n"],
@@ -395,15 +394,8 @@ async def test_an_error_s3_does_not_name_is_classified_by_its_status(raw_s3, ans
 async def test_a_connection_closed_before_the_answer_is_a_bad_response(raw_s3, answer):
     """botocore's ConnectionClosedError is an HTTPClientError, and was caught as one first: `error`, not
     the `bad_response` the classification names for it (and a `web` origin reports)."""
-    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
-    await origin.open()
-    raw_s3.answer = lambda method, target: answer
-    try:
-        with pytest.raises(OriginFailure) as failure:
-            await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
-    finally:
-        await origin.close()
-    assert failure.value.kind == "bad_response", failure.value
+    failure = await failed_fetch(raw_s3, answer)
+    assert failure.kind == "bad_response", failure
 
 
 def endless(head: bytes, part: bytes, megabytes: int = 300) -> Iterator[bytes]:
@@ -775,29 +767,15 @@ async def test_objects_whose_headers_do_not_parse_leave_no_connection_taken(raw_
     ("/elsewhere", "STORE"), ("http://[::1/", "an address that does not parse"), ("", "STORE")])
 async def test_a_refused_redirect_names_where_it_led(raw_s3, location, named):
     """The failure (logged) named the store's own address, not the redirect's target."""
-    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
-    await origin.open()
-    raw_s3.answer = lambda method, target: http(307, b"", (("Location", location),))
-    try:
-        with pytest.raises(OriginFailure) as failure:
-            await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
-    finally:
-        await origin.close()
-    assert failure.value.kind == "redirect_refused"
-    assert str(failure.value) == f"GetObject 'a.jpg': redirect to {named.replace('STORE', raw_s3.url)} refused"
+    failure = await failed_fetch(raw_s3, http(307, b"", (("Location", location),)))
+    assert failure.kind == "redirect_refused"
+    assert str(failure) == f"GetObject 'a.jpg': redirect to {named.replace('STORE', raw_s3.url)} refused"
 
 
 async def test_a_redirect_by_a_uri_header_alone_is_refused_too(raw_s3):
     """aiohttp follows `URI` where there is no `Location`: such an answer is a redirect like any other."""
-    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
-    await origin.open()
-    raw_s3.answer = lambda method, target: http(307, b"", (("URI", "http://169.254.169.254/latest/meta-data/"),))
-    try:
-        with pytest.raises(OriginFailure) as failure:
-            await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
-    finally:
-        await origin.close()
-    assert failure.value.kind == "redirect_refused", failure.value
+    failure = await failed_fetch(raw_s3, http(307, b"", (("URI", "http://169.254.169.254/latest/meta-data/"),)))
+    assert failure.kind == "redirect_refused", failure
 
 
 @pytest.mark.parametrize("status, code, headers", [
@@ -807,17 +785,10 @@ async def test_a_redirect_by_a_uri_header_alone_is_refused_too(raw_s3):
 async def test_a_bucket_in_another_region_is_told_with_the_region_to_set(raw_s3, status, code, headers):
     """AWS's 301 to a bucket asked in the wrong region has no `Location`: it had been told as a redirect refused to
     the store's own address, and nothing named `region` (unlucky-operator probe)."""
-    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
-    await origin.open()
     error = (f"<Error><Code>{code}</Code><Message>wrong region</Message><Region>eu-west-1</Region>"
              f"<Endpoint>bkt.s3.eu-west-1.amazonaws.com</Endpoint></Error>").encode()
-    raw_s3.answer = lambda method, target: http(status, error, (("Content-Type", "application/xml"), *headers))
-    try:
-        with pytest.raises(OriginFailure) as failure:
-            await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
-    finally:
-        await origin.close()
-    assert (failure.value.kind, str(failure.value)) == (
+    failure = await failed_fetch(raw_s3, http(status, error, (("Content-Type", "application/xml"), *headers)))
+    assert (failure.kind, str(failure)) == (
         "error", f"GetObject 'a.jpg': {code} (HTTP {status}): the bucket is in region eu-west-1: set "
                  f'`region = "eu-west-1"`')
 
@@ -825,16 +796,9 @@ async def test_a_bucket_in_another_region_is_told_with_the_region_to_set(raw_s3,
 @pytest.mark.parametrize("region", ["x" * 300, "eu-west-1</b><script>", "EU WEST 1"])
 async def test_a_region_that_does_not_look_like_one_is_not_quoted(raw_s3, region):
     """The region of a wrong-region answer is the store's text: quoted only when it is a region's name."""
-    origin = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
-    await origin.open()
     error = f"<Error><Code>AuthorizationHeaderMalformed</Code><Region>{region.replace('<', '&lt;')}</Region></Error>"
-    raw_s3.answer = lambda method, target: http(400, error.encode(), (("Content-Type", "application/xml"),))
-    try:
-        with pytest.raises(OriginFailure) as failure:
-            await asyncio.wait_for(origin.fetch(OriginRequest("a.jpg", 10**6)), BOUND)
-    finally:
-        await origin.close()
-    assert (failure.value.kind, str(failure.value)) == (
+    failure = await failed_fetch(raw_s3, http(400, error.encode(), (("Content-Type", "application/xml"),)))
+    assert (failure.kind, str(failure)) == (
         "error", "GetObject 'a.jpg': AuthorizationHeaderMalformed (HTTP 400)")
 
 
