@@ -155,7 +155,7 @@ def _covering(side: int, scale: float) -> int:
     """`side` × `scale` rounded up to whole pixels, the size that covers a box. A product meant to be whole (the
     box's side over the image's, times the image's) can come out a hair above it, 4240 × (200 / 4240) as
     200.00000000000003, and its ceiling had scaled the image a pixel past the box, its last column cut off (one
-    box in twenty of a photo); a true fraction of such sides is never within 1e-7 of a whole number."""
+    box in twenty of a photo). An excess under 1e-7 px is that noise, no part of a pixel worth covering."""
     return math.ceil(side * scale - 1e-7)
 
 
