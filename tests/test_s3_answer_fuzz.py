@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import socketserver
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -511,6 +512,24 @@ async def test_keys_a_store_lists_outside_the_prefix_are_neither_deleted_nor_ser
     finally:
         await s3.close()
         await backup.close()
+
+
+async def test_a_store_that_ignores_delimiter_has_a_file_s_outputs_purged_and_not_its_folder_s(raw_s3):
+    """The shared tier keeps a path's outputs as `<path>/<hash>`: a purge of the file `a` deletes those directly
+    under `a/` (listed with `Delimiter`), a purge of the folder `a/` those deeper. A store that ignores the
+    delimiter lists both: each purge takes its own keys from the listing, and leaves the other's."""
+    bucket = listing("".join(entry(key) for key in ("p/1", "p/2", "p/sub/3")))
+    s3 = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    await s3.open()
+    raw_s3.answer = lambda method, target: bucket if method == "GET" else http(200, b"<DeleteResult/>")
+    try:
+        for direct, own in ((True, [b"p/1", b"p/2"]), (False, [b"p/sub/3"])):
+            raw_s3.bodies.clear()
+            assert await asyncio.wait_for(s3.delete_prefix("p/", direct), BOUND) == len(own)
+            [deleted] = [body for body in raw_s3.bodies if body.startswith(b"<Delete")]
+            assert re.findall(rb"<Key>(.*?)</Key>", deleted) == own, direct
+    finally:
+        await s3.close()
 
 
 async def test_a_store_that_ignores_delimiter_serves_no_deeper_key_as_a_version(raw_s3):
