@@ -191,6 +191,41 @@ def test_a_plugin_claiming_a_built_in_type_is_skipped_and_the_built_in_serves():
                             "another name")
 
 
+def test_a_plugin_claiming_a_built_in_type_provides_none_of_its_other_types_either():
+    class ShadowingAndSecond(ShadowingPlugin):
+        @plugin_api.hookimpl
+        def edge_origin_types(self):
+            return ShadowingPlugin.edge_origin_types(self) + SecondPlugin.edge_origin_types(self)
+
+    plugins = load_plugins(ShadowingAndSecond())
+    failed, = plugins.failed
+    assert failed.origin_types == ("local", "pictures")
+    assert "pictures" not in plugins.type_names()
+    with pytest.raises(LookupError, match=r"^unknown origin type 'pictures'; installed types: (?!.*pictures).*; "
+                                          r"plugins that failed to load: ShadowingAndSecond: it provides the origin "
+                                          r"type 'local'"):
+        plugins.origin_type("pictures")
+
+
+def test_a_class_a_plugin_lists_twice_is_provided_once():
+    class Repeating(SecondPlugin):
+        @plugin_api.hookimpl
+        def edge_origin_types(self):
+            return SecondPlugin.edge_origin_types(self) * 2
+
+    plugins = load_plugins(Repeating())
+    assert not plugins.failed and not plugins.conflicts
+    assert plugins.origin_type("pictures").type_name == "pictures"
+
+
+def test_edge_plugins_lists_the_plugins_by_distribution_then_name():
+    loaded = load_plugins(type("ZPlugin", (SecondPlugin,), {})(), ShadowingPlugin()).loaded
+    assert [p.name for p in loaded[:2]] == ["ShadowingPlugin", "ZPlugin"]  # passed in: no distribution
+    assert [(p.distribution or "", p.name) for p in loaded] == sorted((p.distribution or "", p.name) for p in loaded)
+    assert [p.name for p in loaded if p.distribution == "edge-image-node"] == ["cloudinary_backup", "local", "s3",
+                                                                               "web"]
+
+
 def test_an_origin_type_whose_fetch_is_not_a_coroutine_function_is_refused():
     """A `def fetch` (forgot `async`) loaded, then failed every request and fell through to the next origin."""
     class Forgetful(ShadowingPlugin):
@@ -212,6 +247,25 @@ def test_an_origin_type_whose_fetch_is_not_a_coroutine_function_is_refused():
     assert failed.error == "Sync.fetch is not a coroutine function: write `async def fetch`"
 
 
+@pytest.mark.parametrize("method", ["open", "close"])
+def test_an_origin_type_whose_open_or_close_is_not_a_coroutine_function_is_refused(method):
+    """A `def open` had loaded, and every worker failed at its start awaiting what it returned."""
+    class Forgetful(ShadowingPlugin):
+        @plugin_api.hookimpl
+        def edge_origin_types(self):
+            class Sync(plugin_api.Origin):
+                type_name = "sync"
+
+                async def fetch(self, request):
+                    raise plugin_api.OriginNotFound(request.path)
+
+            setattr(Sync, method, lambda self: None)
+            return [Sync]
+
+    failed, = load_plugins(Forgetful()).failed
+    assert failed.error == f"Sync.{method} is not a coroutine function: write `async def {method}`"
+
+
 def raise_boom():
     raise RuntimeError("boom")
 
@@ -225,6 +279,10 @@ def raise_boom():
     # a name no `type = "…"` would be written with (plugin probe)
     (lambda: [type("Spaced", (plugin_api.Origin,), {"type_name": "Has Space"})],
      "Spaced.type_name 'Has Space' is not lowercase letters, digits and underscores, starting with a letter"),
+    (lambda: [type("Long", (plugin_api.Origin,), {"type_name": "a" * 41})],
+     f"Long.type_name '{'a' * 41}' is not lowercase letters, digits and underscores, starting with a letter"),
+    (lambda: [type("Unnamed", (plugin_api.Origin,), {"type_name": None})],
+     "edge_origin_types() returned Unnamed, which has no type_name"),
 ])
 def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
     class Failing:
@@ -253,6 +311,8 @@ def test_a_plugin_whose_hook_fails_is_skipped(hook, error):
     (1.0, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.0" (the lowest version whose '
           'API it uses; this node provides 1.5; got 1.0, a number: quote it)'),
     ("\uff11.0", "it must declare the plugin API it is written for"),  # a full-width digit
+    (True, 'it must declare the plugin API it is written for, as EDGE_PLUGIN_API = "1.0" (the lowest version whose '
+           'API it uses; this node provides 1.5; got True)'),  # a bool is no number to quote
 ])
 def test_the_declared_plugin_api_is_checked(declared, problem):
     assert plugin_api.API_VERSION == "1.5"  # the cases below are written for it
