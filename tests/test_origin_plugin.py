@@ -78,11 +78,13 @@ def test_a_new_plugin_passes_its_own_test_and_shows_in_edge_plugins(tmp_path):
 
 @pytest.fixture(scope="module")
 def broken_site(tmp_path_factory) -> Path:
-    """Installed plugins that cannot load: one fails to import, two need a newer plugin API, one marks no hook. They
+    """Installed plugins that cannot load: one fails to import, one exits as it imports, two need a newer plugin API,
+    one marks no hook. They
     are laid out as pip installs a package (the module and a `.dist-info` with the entry point),
     written directly: what is under test is the node, not pip."""
     site = tmp_path_factory.mktemp("site")
     install_plugin(site, "broken", "import edge_no_such_dependency\n")
+    install_plugin(site, "exiting", "import sys\n\nsys.exit(3)\n")
     install_plugin(site, "future", 'from edge.plugin import hookimpl\n\nEDGE_PLUGIN_API = "1.99"\n')
     install_plugin(site, "newer", 'from edge.plugin import hookimpl, sent_to_mars\n\nEDGE_PLUGIN_API = "1.99"\n')
     install_plugin(site, "unmarked", 'EDGE_PLUGIN_API = "1.0"\n\n\ndef edge_origin_types():\n    return []\n')
@@ -97,6 +99,8 @@ def test_edge_plugins_lists_the_plugins_that_failed_to_load_and_why(broken_site)
             "No module named 'edge_no_such_dependency'") in listed.stdout
     assert ("future (edge-future-origin 2.0.0): it needs plugin API 1.99, and this node provides "
             f"{plugin_api.API_VERSION}: upgrade edge-image-node") in listed.stdout
+    # a `sys.exit()` as it imports had ended every command, `serve` included
+    assert "exiting (edge-exiting-origin 2.0.0): cannot import edge_exiting_origin: SystemExit: 3" in listed.stdout
     # a name of a newer API imported: its import fails before its EDGE_PLUGIN_API is read
     assert ("newer (edge-newer-origin 2.0.0): cannot import edge_newer_origin: ImportError: cannot import name "
             "'sent_to_mars' from 'edge.plugin'") in listed.stdout
@@ -105,6 +109,41 @@ def test_edge_plugins_lists_the_plugins_that_failed_to_load_and_why(broken_site)
     # its hook without @hookimpl: it had loaded, providing nothing, without a word
     assert ("unmarked (edge-unmarked-origin 2.0.0): it implements no hook: mark its hook functions with "
             "@edge.plugin.hookimpl") in listed.stdout
+
+
+#: a plugin module providing the type `pictures`
+PICTURES = """
+from edge.plugin import Origin, OriginNotFound, hookimpl
+
+EDGE_PLUGIN_API = "1.0"
+
+
+class Pictures(Origin):
+    type_name = "pictures"
+
+    @classmethod
+    def from_config(cls, settings, table):
+        return cls(settings)
+
+    async def fetch(self, request):
+        raise OriginNotFound(request.path)
+
+
+@hookimpl
+def edge_origin_types():
+    return [Pictures]
+"""
+
+
+def test_edge_plugins_exits_1_when_two_installed_plugins_provide_one_type(tmp_path):
+    install_plugin(tmp_path, "pictures", PICTURES)
+    install_plugin(tmp_path, "photos", PICTURES.replace("Pictures(", "Photos(").replace("[Pictures]", "[Photos]"))
+    listed = edge("plugins", site=tmp_path)
+    assert listed.returncode == 1, listed.stdout + listed.stderr
+    assert "FAILED TO LOAD" not in listed.stdout
+    twice = listed.stdout[listed.stdout.index("ORIGIN TYPES PROVIDED TWICE"):].splitlines()[1]
+    assert twice in ("pictures: photos (edge-photos-origin 2.0.0) and pictures (edge-pictures-origin 2.0.0)",
+                     "pictures: pictures (edge-pictures-origin 2.0.0) and photos (edge-photos-origin 2.0.0)")
 
 
 def test_a_broken_plugin_leaves_configs_that_do_not_use_it_working(broken_site, tmp_path):
