@@ -280,6 +280,12 @@ def test_bind_check_finds_the_address_in_use(tmp_path, busy_port):
     assert line == f"edge: cannot listen on 127.0.0.1:{busy_port}: already in use"
 
 
+def test_bind_check_finds_the_metrics_address_in_use(tmp_path, busy_port):
+    config = write_config(tmp_path, local_config(before=f"[server]\nport = 0\nmetrics_port = {busy_port}\n"))
+    line = one_line_error(edge_command("check-config", "--bind-check", "--config", str(config)))
+    assert line == f"edge: cannot listen on 127.0.0.1:{busy_port}: already in use"
+
+
 def test_serve_on_a_port_in_use_fails_in_one_line(tmp_path, busy_port):
     config = write_config(tmp_path, local_config())
     line = one_line_error(edge_command("serve", "--config", str(config), "--port", str(busy_port)))

@@ -97,3 +97,59 @@ def test_a_shared_tier_bucket_that_does_not_exist_is_exit_status_1(checked, s3):
     assert result.returncode == 1, result.stderr
     said = report(result).splitlines()[-1]
     assert said.startswith("NO  shared cache: failed (error): ListObjectsV2 'outputs/': NoSuchBucket"), said
+
+
+@pytest.fixture
+def two_folders(tmp_path, photos):  # noqa: F811 - photos is the fixture's value
+    """`check-config --fetch` over an endpoint of two local origins, in order: `first`, which holds an error page
+    under the 12 MP JPEG's name, and the photos' folder; `run(*urls, limits="")` with a `[limits]` table's lines."""
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / photos.jpeg).write_bytes(b"<html>an error page</html>")
+
+    def run(*urls: str, limits: str = ""):
+        config = tmp_path / "edge.toml"
+        config.write_text(f"""
+[[origins]]
+name = "first"
+type = "local"
+root = "{first}"
+
+[[origins]]
+name = "photos"
+type = "local"
+root = "{photos.folder}"
+
+[[endpoints]]
+id = "shop"
+origins = ["first", "photos"]
+
+[limits]
+{limits}
+
+[cache]
+dir = "{tmp_path / 'cache'}"
+""")
+        return edge_command("check-config", "--config", str(config), *(f"--fetch={url}" for url in urls))
+    return run
+
+
+def test_an_origin_s_answer_that_is_no_image_is_the_answer_and_the_next_origin_is_not_asked(
+        two_folders, photos):  # noqa: F811 - photos is the fixture's value
+    """As a node serves the first origin's answer (here a 422) without asking the next one."""
+    result = two_folders(f"/shop/{photos.jpeg}")
+    assert result.returncode == 1, result.stderr
+    lines = report(result).splitlines()
+    assert lines[:2] == [f"NO  /shop/{photos.jpeg}", f"    endpoint 'shop', original '{photos.jpeg}'"]
+    assert lines[2].startswith("    first: found, 26 bytes, ")
+    assert lines[2].endswith(": unsupported or corrupt source image (a 422)") and len(lines) == 3
+
+
+def test_an_original_over_max_source_bytes_is_exit_status_1(two_folders, photos):  # noqa: F811
+    size = (photos.folder / photos.medium).stat().st_size
+    result = two_folders(f"/shop/{photos.medium}", limits=f"max_source_bytes = {size - 1}")
+    assert result.returncode == 1, result.stderr
+    lines = report(result).splitlines()
+    assert lines[:2] == [f"NO  /shop/{photos.medium}", f"    endpoint 'shop', original '{photos.medium}'"]
+    assert lines[2].startswith("    first: not found (")
+    assert lines[3:] == [f"    photos: larger than [limits] max_source_bytes ({size - 1} bytes): a 400"]
