@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import importlib.util
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pytest
 
 from edge import plugin as plugin_api
 from edge.pluginmanager import api_problem, load_plugins
+from edge.scaffold import new_plugin
 from edge.supervisor import HEARTBEAT_SECONDS
 from edge.testing import NodeProcess, ServingNode, image_size, photo_image, running_node
 from tests.nodes import MARKED_ORIGINS, install_plugin, local_config, polled, write_config
@@ -74,6 +77,33 @@ def test_a_new_plugin_passes_its_own_test_and_shows_in_edge_plugins(tmp_path):
     taken = edge("new-plugin", "local", "--dir", str(tmp_path))  # a built-in type's name: it would clash
     assert taken.returncode == 2 and not (tmp_path / "edge-local-origin").exists()
     assert "origin type 'local' is already provided by edge-image-node" in taken.stderr
+
+
+def test_a_new_plugin_of_a_type_of_several_words_is_named_after_each_and_loads(tmp_path):
+    folder = new_plugin("photo_store", tmp_path)
+    assert folder == tmp_path / "edge-photo-store-origin"
+    made = {path.relative_to(folder).as_posix(): path.read_text() for path in folder.rglob("*") if path.is_file()}
+    assert set(made) == {"README.md", "pyproject.toml", "edge_photo_store_origin/__init__.py",
+                         "tests/test_edge_photo_store_origin.py"}
+    assert not [name for name, text in made.items() if re.search(r"__[A-Z_]+__", text)]  # every word filled in
+    project = tomllib.loads(made["pyproject.toml"])["project"]
+    assert (project["name"], project["entry-points"]) == ("edge-photo-store-origin",
+                                                          {"edge.plugins": {"photo_store": "edge_photo_store_origin"}})
+    spec = importlib.util.spec_from_file_location("edge_photo_store_origin",
+                                                  folder / "edge_photo_store_origin" / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    plugins = load_plugins(module)
+    assert plugins.origin_type("photo_store").__name__ == "PhotoStoreOrigin"
+    assert "edge_photo_store_origin" not in {plugin.name for plugin in plugins.failed}
+    # it declares the lowest API it uses, so that it loads on older nodes too: `read_announced` came in 1.2, and it
+    # imports none of what came later
+    assert module.EDGE_PLUGIN_API == "1.2"
+    imported = {alias.name for node in ast.walk(ast.parse(made["edge_photo_store_origin/__init__.py"]))
+                if isinstance(node, ast.ImportFrom) and node.module == "edge.plugin" for alias in node.names}
+    assert "read_announced" in imported
+    assert not imported & {"USER_AGENT", "without_userinfo", "IMAGE_EXTENSIONS", "host_name", "fetch_memory",
+                           "FetchMemoryExhausted"}
 
 
 @pytest.fixture(scope="module")
