@@ -17,6 +17,7 @@ import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
 import edge
+from edge import checks
 from edge.config import load_config
 from edge.cores import usable_cores
 from edge.errors import ConfigError
@@ -230,7 +231,7 @@ def test_workers_many_times_the_usable_cores_are_a_warning(tmp_path):
     assert edge_command("check-config", "--config", str(fits)).stderr == ""
 
 
-@pytest.mark.parametrize("cache", ["photos", "photos/cache"])
+@pytest.mark.parametrize("cache", ["photos", "photos/cache", "."])  # ".": the originals under the cache folder
 def test_a_cache_folder_among_an_origins_originals_is_a_warning(tmp_path, cache):
     """`[cache] dir` set to a local origin's root, or a folder under it, was accepted without a word: the
     cache's files were written among the originals, and URLs could name them."""
@@ -431,6 +432,14 @@ def test_a_file_descriptor_limit_below_max_connections_is_a_warning_at_start(tmp
         assert int(warning.group(1)) == 1024 + 64 + 128  # one origin's pool, the cache's files
     finally:
         node.stop()
+
+
+def test_a_file_descriptor_limit_of_just_what_a_worker_may_need_is_no_warning(tmp_path):
+    config = load_config(str(write_config(tmp_path, local_config())), load_plugins())
+    needed = 1024 + 64 + 128  # max_connections, one origin's pool, the cache's files
+    assert checks.too_few_descriptors(config, needed) is None
+    warning = checks.too_few_descriptors(config, needed - 1)
+    assert warning.startswith(f"the file descriptor limit is {needed - 1}, and a worker may need {needed} ")
 
 
 def test_a_tmpdir_the_node_cannot_use_is_said(tmp_path):
