@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from edge import __version__ as edge_version
 from edge import plugin as plugin_api
 from edge.pluginmanager import api_problem, load_plugins
 from edge.scaffold import new_plugin
@@ -175,6 +177,20 @@ def test_edge_plugins_exits_1_when_two_installed_plugins_provide_one_type(tmp_pa
     twice = listed.stdout[listed.stdout.index("ORIGIN TYPES PROVIDED TWICE"):].splitlines()[1]
     assert twice in ("pictures: photos (edge-photos-origin 2.0.0) and pictures (edge-pictures-origin 2.0.0)",
                      "pictures: pictures (edge-pictures-origin 2.0.0) and photos (edge-photos-origin 2.0.0)")
+
+
+def test_edge_plugins_json_lists_every_plugin_with_why_it_failed(broken_site):
+    listed = edge("plugins", "--json", site=broken_site)
+    assert listed.returncode == 1
+    plugins = {plugin["name"]: plugin for plugin in json.loads(listed.stdout)}
+    assert plugins["local"] == {"name": "local", "module": "edge_builtin_origins.local",
+                                "distribution": "edge-image-node", "version": edge_version, "origin_types": ["local"],
+                                "error": None}
+    assert plugins["broken"] == {"name": "broken", "module": "edge_broken_origin", "distribution": "edge-broken-origin",
+                                 "version": "2.0.0", "origin_types": [],
+                                 "error": "cannot import edge_broken_origin: ModuleNotFoundError: No module named "
+                                          "'edge_no_such_dependency'"}
+    assert {"exiting", "future", "newer", "unmarked"} <= {name for name, plugin in plugins.items() if plugin["error"]}
 
 
 def test_a_broken_plugin_leaves_configs_that_do_not_use_it_working(broken_site, tmp_path):
