@@ -136,13 +136,15 @@ dir = "{tmp_path / 'cache'}"
 
 def test_an_origin_s_answer_that_is_no_image_is_the_answer_and_the_next_origin_is_not_asked(
         two_folders, photos):  # noqa: F811 - photos is the fixture's value
-    """As a node serves the first origin's answer (here a 422) without asking the next one."""
-    result = two_folders(f"/shop/{photos.jpeg}")
+    """As a node serves the first origin's answer (here a 422) without asking the next one; a URL served after it
+    leaves the exit status 1."""
+    result = two_folders(f"/shop/{photos.jpeg}", f"/shop/{photos.medium}")
     assert result.returncode == 1, result.stderr
     lines = report(result).splitlines()
     assert lines[:2] == [f"NO  /shop/{photos.jpeg}", f"    endpoint 'shop', original '{photos.jpeg}'"]
     assert lines[2].startswith("    first: found, 26 bytes, ")
-    assert lines[2].endswith(": unsupported or corrupt source image (a 422)") and len(lines) == 3
+    assert lines[2].endswith(": unsupported or corrupt source image (a 422)")
+    assert lines[3] == f"OK  /shop/{photos.medium}" and lines[6].startswith("    photos: found, ") and len(lines) == 7
 
 
 def test_an_original_over_max_source_bytes_is_exit_status_1(two_folders, photos):  # noqa: F811

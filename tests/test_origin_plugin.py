@@ -127,6 +127,8 @@ def test_edge_plugins_lists_the_plugins_that_failed_to_load_and_why(broken_site)
     listed = edge("plugins", site=broken_site)
     assert listed.returncode == 1
     assert re.search(r"^local +edge-image-node +\S+ +local$", listed.stdout, re.M), listed.stdout
+    table = listed.stdout.partition("\n\n")[0]
+    assert not re.search(r"^(broken|exiting|future|newer|unmarked) ", table, re.M), table  # only under FAILED
     # a dependency of its own missing: nothing said of the plugin API
     assert ("broken (edge-broken-origin 2.0.0): cannot import edge_broken_origin: ModuleNotFoundError: "
             "No module named 'edge_no_such_dependency'") in listed.stdout.splitlines()
