@@ -111,7 +111,7 @@ def load_plugins(*extra: ModuleType | object) -> Plugins:
         plugin, info = _import(entry_point)
         if info.error is not None:
             loaded.append(info)
-        elif not manager.is_registered(plugin):  # one module may be reached through two entry points
+        elif all(plugin is not seen for seen, _ in candidates):  # one module may be reached by two entry points
             candidates.append((plugin, info))
     for plugin in extra:
         name = getattr(plugin, "__name__", type(plugin).__name__)

@@ -181,6 +181,18 @@ def test_edge_plugins_exits_1_when_two_installed_plugins_provide_one_type(tmp_pa
                      "pictures: pictures (edge-pictures-origin 2.0.0) and photos (edge-photos-origin 2.0.0)")
 
 
+def test_a_plugin_module_two_entry_points_name_is_loaded_once(tmp_path):
+    """A distribution that names its module under two entry points (an alias kept for an old name): the module is
+    registered once, not refused as "already registered" at every start and by `edge plugins`' exit status."""
+    install_plugin(tmp_path, "pictures", PICTURES)
+    points = tmp_path / "edge_pictures_origin-2.0.0.dist-info" / "entry_points.txt"
+    points.write_text(points.read_text() + "alias = edge_pictures_origin\n")
+    listed = edge("plugins", site=tmp_path)
+    assert (listed.returncode, "FAILED TO LOAD" in listed.stdout) == (0, False), listed.stdout + listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines() if "edge-pictures-origin" in line]
+    assert rows == [["pictures", "edge-pictures-origin", "2.0.0", "pictures"]], listed.stdout
+
+
 def test_edge_plugins_json_lists_every_plugin_with_why_it_failed(broken_site):
     listed = edge("plugins", "--json", site=broken_site)
     assert listed.returncode == 1
