@@ -25,6 +25,7 @@ from edge.settings import Secret, redact
 from edge.testing import image_size, photo_image
 from tests.nodes import SAMPLES, write_config
 from tests.scrape import samples
+from tests.servers import Behaviour, HTTPOrigin
 
 #: the photo every behaviour but the bad ones answers with
 PHOTO = photo_image(640, 480)
@@ -69,6 +70,8 @@ class MisbehavingPlugin:
                 await plugin_api.in_thread(time.sleep, 2)
             if behaviour == "kind":
                 raise plugin_api.OriginFailure("Made Up\r\nX-Injected: 1", "a kind of its own")
+            if behaviour == "word-kind":  # a short lowercase word, then more
+                raise plugin_api.OriginFailure("quota exceeded\r\nX-Injected: 1", "a word and more")
             if behaviour == "own-kind":  # a short lowercase word, none of the node's
                 raise plugin_api.OriginFailure("quota_exceeded", "over the plan's quota")
             if behaviour == "secret-kind":  # a credential, which is a short lowercase word, as the kind
@@ -193,6 +196,36 @@ async def test_a_fetch_that_swallows_its_cancellation_is_answered_at_the_timeout
     await served_afterwards(node)
 
 
+@pytest.mark.parametrize("order", [("plugin", "web"), ("web", "plugin")])
+async def test_a_chain_ending_in_a_timeout_and_another_failure_is_a_502_naming_both(node_factory, tmp_path, order):
+    """A 504 says every origin timed out; one that answered 500 makes it a 502, whichever was asked first, and
+    `X-Edge-Error` names each origin with its kind, in the endpoint's order (a mutation answering 504 for any
+    timeout survived, and one naming the first failure alone)."""
+    web = await HTTPOrigin(behaviour=Behaviour(status=500)).start()
+    try:
+        node = await node_factory(write_config(tmp_path, f"""
+            [[origins]]
+            name = "plugin"
+            type = "misbehaving"
+            timeout = 0.5
+
+            [[origins]]
+            name = "web"
+            type = "web"
+            base_url = "{web.url}"
+
+            [[endpoints]]
+            id = ""
+            origins = {json.dumps(list(order))}
+            """), MisbehavingPlugin())
+        response = await node.fetch("/tr:w-64/swallow/photo.jpg")
+    finally:
+        await web.stop()
+    kinds = {"plugin": "timeout", "web": "server_error"}
+    assert (response.code, response.body, response.headers["X-Edge-Error"]) == (
+        502, b"origin error\n", "; ".join(f"{name}: {kinds[name]}" for name in order))
+
+
 async def test_an_origin_whose_blocking_calls_hang_holds_only_its_own_threads(node):
     hanging = [node.fetch(f"/tr:w-64/thread-hang/{n}.jpg") for n in range(fetching.ORIGIN_THREADS + 2)]
     started = time.monotonic()
@@ -229,6 +262,16 @@ async def test_a_failure_kind_of_its_own_is_reported_as_error(node, caplog):
     assert "X-Injected" not in response.headers
     # the log says why, on one line
     assert "a kind of its own (its kind 'Made Up\\r\\nX-Injected: 1' is not a short lowercase word" in caplog.text
+
+
+async def test_a_failure_kind_that_only_begins_with_a_word_is_reported_as_error(node, caplog):
+    """The whole kind must be the word: one that starts with one had its rest, line break and all, sent in
+    `X-Edge-Error` (a mutation matching its start alone survived)."""
+    response = await node.fetch("/tr:w-64/word-kind/photo.jpg")
+    assert (response.code, response.headers["X-Edge-Error"]) == (502, "plugin: error")
+    assert "X-Injected" not in response.headers
+    assert "a word and more (its kind 'quota exceeded\\r\\nX-Injected: 1' is not a short lowercase word" \
+        in caplog.text
 
 
 async def test_a_failure_kind_of_its_own_is_counted_as_error_and_makes_its_origin_failing(node):
