@@ -101,6 +101,45 @@ async def test_a_changed_original_replaces_its_outputs(origin, node):
     assert origin.requests["shoe.jpg"] == 2
 
 
+async def test_an_earlier_origin_is_asked_plainly_when_the_version_held_came_from_a_later_one(origin, node_factory,
+                                                                                                 tmp_path):
+    """The held version's validators go to the origin that gave it alone: the same file copied since to the
+    origin first in the list is fetched from it, not taken for the later origin's version by a 304 answering
+    that origin's ETag (a mutation sending them to every origin survived)."""
+    first = await HTTPOrigin().start()
+    try:
+        node = await node_factory(write_config(tmp_path, f"""
+[cache]
+dir = "cache"
+original_ttl = "1h"
+
+[[origins]]
+name = "first"
+type = "web"
+base_url = "{first.url}"
+
+[[origins]]
+name = "second"
+type = "web"
+base_url = "{origin.url}"
+
+[[endpoints]]
+id = ""
+origins = ["first", "second"]
+"""))
+        assert (await node.fetch("/tr:w-40/shoe.jpg")).code == 200  # from the second: the first has nothing
+        first.files["shoe.jpg"] = origin.files["shoe.jpg"]  # the same bytes: the same ETag
+        later(node, 2 * HOUR)
+        again = await node.fetch("/tr:w-40/shoe.jpg")
+    finally:
+        await first.stop()
+    assert again.code == 200 and same_colour(centre_colour(decode(again)), colour(1))
+    assert first.requests["shoe.jpg"] == 2 and origin.requests["shoe.jpg"] == 1
+    assert "If-None-Match" not in first.headers_seen[-1] and "If-Modified-Since" not in first.headers_seen[-1]
+    assert metric(node, "edge_origin_fetches_total", origin="first", outcome="found") == 1
+    assert metric(node, "edge_origin_fetches_total", outcome="not_modified") == 0
+
+
 async def test_a_failing_origin_gets_the_stale_copy_served(origin, node):
     first = await node.fetch("/tr:w-40/shoe.jpg")
     origin.behaviour.status = 500
