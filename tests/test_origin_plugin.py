@@ -568,6 +568,26 @@ async def test_the_client_host_reaches_only_an_origin_that_takes_it(node_factory
     assert request.max_bytes == node.config.limits.max_source_bytes
 
 
+async def test_an_origin_that_does_not_take_the_host_gets_none_beside_one_that_does(node_factory, tmp_path):
+    """The endpoint is keyed by the Host (an origin of it takes it), yet the origin that does not take it gets
+    no Host: its answer is one for every Host (a mutation giving the Host to any origin whose `takes_host`
+    says yes, `takes_request_host` unasked, survived)."""
+    plugin = RecordingPlugin()
+    node = await node_factory(write_config(tmp_path, local_config(before="""
+        [[origins]]
+        name = "hostless"
+        type = "recording"
+
+        [[origins]]
+        name = "hosted"
+        type = "recording"
+        takes_host = true
+        """).replace('origins = ["samples"]', 'origins = ["hostless", "hosted", "samples"]')), plugin)
+    response = await node.fetch("/tr:w-40/coffee.jpg", headers={"Host": "shop.example"})
+    assert response.code == 200
+    assert [request.host for request in plugin.requests] == [None, "shop.example"]
+
+
 class UnversionedPlugin:
     """`type = "unversioned"`: the photo, with neither an etag nor a last_modified; remembers each request."""
 
