@@ -203,6 +203,33 @@ async def test_a_source_announced_over_the_limit_is_refused_before_its_body_is_r
         await origin.stop()
 
 
+@pytest.mark.parametrize("origin_type", ["local", "web"])
+async def test_an_original_of_exactly_max_source_bytes_is_served_and_a_byte_more_is_a_400(node_factory, tmp_path,
+                                                                                          origin_type):
+    """The limit is the largest original taken, whichever origin type reads it (a mutation refusing a body of
+    exactly the limit, once read, survived)."""
+    files = {"exact.jpg": BIG, "over.jpg": BIG + b"\0"}  # a JPEG with a byte after its end decodes all the same
+    limits = f"[limits]\nmax_source_bytes = {len(BIG)}\n"
+    web = None
+    if origin_type == "web":
+        web = await HTTPOrigin(files=files).start()
+        config = web_config(web.url, after=limits)
+    else:
+        (tmp_path / "files").mkdir()
+        for name, body in files.items():
+            (tmp_path / "files" / name).write_bytes(body)
+        config = local_config(tmp_path / "files", after=limits)
+    try:
+        node = await node_factory(write_config(tmp_path, config))
+        exact = await node.fetch("/tr:w-100/exact.jpg")
+        over = await node.fetch("/tr:w-100/over.jpg")
+    finally:
+        if web is not None:
+            await web.stop()
+    assert exact.code == 200 and decode(exact).width == 100
+    assert (over.code, over.body) == (400, b"source too large\n")
+
+
 async def test_reading_stops_at_the_limit():
     produced = []
 
