@@ -125,6 +125,31 @@ async def test_a_peer_s_redirect_is_not_followed_with_the_token(node_factory, tm
     assert elsewhere == []
 
 
+@pytest.mark.parametrize("page, said", [
+    (b"<html>back soon</html>", {"status": 200}),  # a proxy's maintenance page in front of the peer
+    (json.dumps({"removed": 1, "padding": "x" * 70_000}).encode(), {}),  # past MAX_ANSWER_BYTES: not read
+])
+async def test_a_peer_answering_200_with_no_purge_answer_is_not_counted_purged(node_factory, tmp_path, page, said):
+    """A 200 whose body is no purge's answer purged nothing there, as far as the node can tell: the peer is
+    `unreachable`, and the purge a 502 (mutations calling it `ok`, or reading an answer of any size, survived)."""
+    async def answer(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n%s" % (len(page), page))
+        await writer.drain()
+        writer.close()
+    proxy = await asyncio.start_server(answer, "127.0.0.1", 0)
+    peer = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
+    try:
+        node, = await start_fleet(node_factory, tmp_path, local_config(), size=1, more_peers=(peer,))
+        response = await purge(node, {"url": "/coffee.jpg"})
+    finally:
+        proxy.close()
+    assert (response.code, json.loads(response.body)["peers"]) == (
+        502, [{"peer": peer, "outcome": "unreachable", **said}])
+    assert await fanned_out(node) == {(("outcome", "unreachable"), ("peer", peer)): 1.0}
+
+
 async def test_a_peer_with_another_token_rejects_the_purge(node_factory, tmp_path):
     (tmp_path / "other").mkdir()
     other_config = local_config(before='[admin]\ntoken = "another-one"\n')
