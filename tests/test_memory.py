@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import subprocess
 import sys
 import textwrap
 import tracemalloc
+import weakref
 
 import pytest
 
@@ -14,6 +17,7 @@ from edge import memory
 from edge.cache import CachedOutput, SourceInfo, strong_etag
 from edge.cache.memory import MEMORY_ENTRY_SHARE, MemoryTier
 from edge.testing import write_config
+from tests.nodes import until
 
 glibc_only = pytest.mark.skipif(memory._LIBC is None, reason="glibc's malloc is not in use (musl or jemalloc)")
 
@@ -43,6 +47,75 @@ def test_memory_freed_by_requests_is_given_back_after_a_large_block():
     assert grown_after_freeing("give-back") < 4 * 2**20
     # glibc's default keeps the freed 48 MB resident: the test tells the two apart
     assert grown_after_freeing("glibc") > 32 * 2**20
+
+
+@glibc_only
+async def test_a_worker_trims_once_idle_after_growing_past_the_threshold_and_again_only_after_growing_more(
+        monkeypatch):
+    """`trim_after_bursts`, its readings of resident memory made up: no trim while requests are in progress nor
+    before the growth passes TRIM_GROWTH_BYTES, one once idle, and the next measured from what the trim left
+    (mutations trimming while busy, at any size, or from the first baseline for ever, survived)."""
+    resident, busy, readings, trims = [100 * 2**20], [True], [0], []
+
+    def reading() -> int:
+        readings[0] += 1
+        return resident[0]
+
+    def collect_and_trim() -> None:
+        trims.append(resident[0])
+        resident[0] -= 4 * 2**20  # what the trim gave back
+
+    async def read_again(times: int = 3) -> None:
+        seen = readings[0]
+
+        async def read() -> bool:
+            return readings[0] >= seen + times
+        await until(read, f"{times} more readings")
+
+    async def trimmed(count: int) -> None:
+        async def done() -> bool:
+            return len(trims) >= count
+        await until(done, f"trim {count}")
+
+    monkeypatch.setattr(memory, "TRIM_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(memory, "resident_bytes", reading)
+    monkeypatch.setattr(memory, "_collect_and_trim", collect_and_trim)
+    trimming = asyncio.create_task(memory.trim_after_bursts(lambda: not busy[0]))
+    try:
+        await read_again()
+        resident[0] += memory.TRIM_GROWTH_BYTES + 1  # grown past the threshold during a burst
+        await read_again()
+        assert trims == []  # requests in progress
+        busy[0] = False
+        await trimmed(1)
+        assert trims == [100 * 2**20 + memory.TRIM_GROWTH_BYTES + 1]
+        resident[0] += memory.TRIM_GROWTH_BYTES  # the threshold from what the trim left, not passed
+        await read_again()
+        assert len(trims) == 1
+        resident[0] += 1
+        await trimmed(2)
+        assert len(trims) == 2
+    finally:
+        trimming.cancel()
+        await asyncio.gather(trimming, return_exceptions=True)
+
+
+def test_a_trim_collects_the_cycles_a_burst_left_first():
+    """A request cut short leaves its original held by a cycle through its error's traceback, which the seldom
+    run cyclic collector would keep: the trim collects it (a mutation trimming without collecting survived)."""
+    class Held:
+        pass
+    held = Held()
+    held.cycle = held
+    gone = weakref.ref(held)
+    gc.disable()  # no automatic collection between here and the check
+    try:
+        del held
+        assert gone() is not None
+        memory._collect_and_trim()
+    finally:
+        gc.enable()
+    assert gone() is None
 
 
 def test_the_memory_tier_holds_its_budget_in_memory_even_of_tiny_outputs():
