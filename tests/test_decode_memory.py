@@ -219,6 +219,19 @@ async def test_a_render_that_needs_more_than_it_waited_for_waits_again(node_fact
     assert budget.in_use == 0 and not budget._waiters
 
 
+def test_what_a_layer_was_made_from_is_given_back_and_the_layer_kept(photos):  # noqa: F811
+    """A layer trimmed, then shrunk, is made from a copy of its original at full size (36 MB of the 12 MP photo) and
+    is itself small: once it is made, the copy is freed and the layer alone stays counted to the render's end. Three
+    such layers hold one copy at a time (36 MB), not one a layer (over a 64 MB render's limit at the second)."""
+    png = photos.read(photos.png)
+    trimmed = "w-300" + "".join(f",l-image,i-p{n}.png,t-10,w-{100 + n},l-end" for n in range(3))
+    budget = DecodeBudget(64 * 10**6, 1)
+    rendered = render_image(photos.read(photos.jpeg), parse_transformation(trimmed), "jpg", Defaults(),
+                            Limits(max_decode_memory=64 * 10**6, max_cost=1000),
+                            {f"p{n}.png": png for n in range(3)}, budget=budget)
+    assert (rendered.width, rendered.height) == (300, 200) and budget.in_use == 0
+
+
 def test_a_render_s_layers_take_what_is_counted_and_are_freed_with_it(tmp_path, photos):  # noqa: F811
     """Ten turned 12 MP layers (each 36 MB in memory, counted 11 × 36 = 396 MB at most) on a real worker: the
     turned copies a layer was made from had stayed held by the render's stop switch to its end (+360 MB), and
