@@ -19,7 +19,7 @@ from edge.errors import BadRequest, ConfigError, DecodeMemoryExhausted
 from edge.pluginmanager import load_plugins
 from edge.testing import NodeProcess, ServingNode
 from edge.transform.encode import EncodeOptions, encode, encoder_memory
-from edge.transform.held import DecodeBudget
+from edge.transform.held import DecodeBudget, accounted, charge_encoding
 from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer, probe, render_image
 from tests.nodes import decode, local_config, until, write_config
@@ -388,3 +388,51 @@ def test_endpoint_shares_bound_what_is_taken_past_the_budget():
     for endpoint, size in ("a", 100), ("b", 50), ("c", 33), ("d", 17):
         budget.give_back(size, endpoint)
     assert budget.in_use == 0 and not budget.shares
+
+
+def test_a_render_holds_up_to_max_decode_memory_and_its_thread_nothing_once_it_ended():
+    budget = DecodeBudget(100, 1)
+    with accounted(budget, 0, 100, 60, "a"):
+        charge_encoding(40)  # the render's limit exactly
+        assert budget.in_use == 100
+        with pytest.raises(BadRequest, match=r"^output too large: .* over max_decode_memory"):
+            charge_encoding(1)
+    assert budget.in_use == 0 and not budget.shares
+    charge_encoding(10**9)  # the thread's next work is no render's: counted on none
+    assert budget.in_use == 0
+
+
+async def test_a_wait_for_the_budget_that_ends_unanswered_leaves_no_waiter_behind():
+    """A wait that timed out (503) or whose request left stays no waiter: while the budget stays full, each refused
+    render had left one more."""
+    budget = DecodeBudget(100, 1)
+    assert budget.try_take(100, "a")
+    with pytest.raises(DecodeMemoryExhausted):
+        await budget.take(1, 0.05, "a")
+    assert not budget._waiters
+    leaving = asyncio.ensure_future(budget.take(1, 60, "a"))
+
+    async def waiting() -> bool:
+        return len(budget._waiters) == 1
+
+    await until(waiting, "the render waiting for the budget")
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    assert not budget._waiters and budget.in_use == 100
+
+
+async def test_waiting_for_the_budget_is_bounded_by_what_is_left_of_the_queue_timeout(photos):  # noqa: F811
+    """Waiting for decode memory is waiting to start: a budget that waits longer than `transform_queue_timeout` does
+    not hold the render past it (else past `flight.wait_bound`, the node's longest answer)."""
+    budget = DecodeBudget(100 * 10**6, 60)
+    renderer = Renderer(Defaults(), Limits(), 1, 4, queue_timeout=0.3, decode_budget=budget)
+    try:
+        assert budget.try_take(100 * 10**6, "a")
+        turned = parse_transformation("w-1500,rt-90")  # made in memory: it needs the budget
+        with pytest.raises(DecodeMemoryExhausted):
+            await asyncio.wait_for(renderer.render(photos.read(photos.jpeg), turned, "jpg", lane="a"), 10)
+        budget.give_back(100 * 10**6, "a")
+        assert budget.in_use == 0 and not budget._waiters
+    finally:
+        renderer.shutdown()
