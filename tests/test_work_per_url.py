@@ -19,6 +19,7 @@ from edge.testing import NodeProcess, ServingNode
 from edge.transform.cost import _steps_cost, check_cost, check_render_cost, estimated_cost
 from edge.transform.formats import plan_format
 from edge.transform.options import parse_transformation
+from edge.transform import stopping
 from edge.transform.render import Renderer, render_image
 from tests.nodes import SAMPLES, as_predicate, decode, local_config, until, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
@@ -397,6 +398,28 @@ async def test_cancelling_the_render_task_stops_libvips_and_frees_the_thread(pho
     finally:
         renderer.shutdown()
 
+
+def test_a_stopped_render_makes_nothing_more_and_its_thread_keeps_nothing_of_it():
+    """A stop reaches what was watched before a step's mark (`forget_since` lets go of what came after it alone);
+    an image the render makes after the stop is refused at once, not left to compute unkillable; and once the render
+    ended, its thread's next work neither raises its stop nor is watched by its switch."""
+    switch = stopping.StopSwitch()
+    with stopping.stoppable(switch):
+        first = stopping.watch((pyvips.Image.black(500, 500) + 100).cast("uchar"))
+        mark = stopping.mark()
+        assert mark == 1
+        stopping.watch(pyvips.Image.black(10, 10))
+        stopping.forget_since(mark, [])
+        assert len(switch) == 1
+        switch.stop(lambda: TimeoutError("stopped"))
+        with pytest.raises(pyvips.Error, match="killed"):
+            first.gaussblur(2).avg()
+        with pytest.raises(TimeoutError):
+            stopping.watch(pyvips.Image.black(10, 10))
+        with pytest.raises(TimeoutError):
+            stopping.check()
+    stopping.check()
+    assert stopping.mark() == 0 and stopping.watch(pyvips.Image.black(10, 10)).avg() == 0 and len(switch) == 0
 
 async def test_a_client_that_goes_away_frees_the_transform_thread(node_factory, tmp_path, photos):
     """Over a real socket: the client of a slow render disconnects; with one transform thread, the next
