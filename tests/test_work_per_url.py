@@ -16,10 +16,10 @@ from edge.config import Defaults, Limits, load_config
 from edge.errors import BadRequest, ConfigError
 from edge.pluginmanager import load_plugins
 from edge.testing import NodeProcess, ServingNode
+from edge.transform import stopping
 from edge.transform.cost import _steps_cost, check_cost, check_render_cost, estimated_cost
 from edge.transform.formats import plan_format
 from edge.transform.options import parse_transformation
-from edge.transform import stopping
 from edge.transform.render import Renderer, render_image
 from tests.nodes import SAMPLES, as_predicate, decode, local_config, until, write_config
 from tests.photos import photos  # noqa: F401 - a fixture
@@ -420,6 +420,7 @@ def test_a_stopped_render_makes_nothing_more_and_its_thread_keeps_nothing_of_it(
             stopping.check()
     stopping.check()
     assert stopping.mark() == 0 and stopping.watch(pyvips.Image.black(10, 10)).avg() == 0 and len(switch) == 0
+
 
 async def test_a_client_that_goes_away_frees_the_transform_thread(node_factory, tmp_path, photos):
     """Over a real socket: the client of a slow render disconnects; with one transform thread, the next
