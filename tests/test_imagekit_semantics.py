@@ -195,6 +195,20 @@ async def test_expressions_use_the_original_size(node):
     assert response.code == 400 and b"w-iw_sub_iw: evaluates to 0" in response.body
 
 
+async def test_expressions_keep_their_numbers_and_their_bounds(node):
+    """A variable alone is an expression (`w-iw`: the original's width); a number keeps its 9 decimals (`0.125`, not
+    rounded to `0.13`), and no more; 15 terms make one, 17 a 400; `pow` takes a base up to 65500 and an exponent up
+    to 10: `65501_pow_0.5` (255) and `2_pow_11` (2048) are 400s saying so."""
+    for tr, size in (("w-iw", SIZE), ("w-iw_mul_0.125", (530, 354)), ("w-iw" + "_sub_1" * 7, (4233, 2827))):
+        _, image = await fetch_image(node, f"/tr:{tr}/photo.jpg")
+        assert (image.width, image.height) == size, tr
+    pow_bounds = b"pow takes a base from 0 to 65500 and an exponent up to 10"
+    for tr, why in (("w-iw" + "_sub_1" * 8, b"at most 15 terms"), ("w-iw_mul_0.1234567891", b"at most 9 digits"),
+                    ("w-65501_pow_0.5", pow_bounds), ("w-2_pow_11", pow_bounds)):
+        response = await node.fetch(f"/tr:{tr}/photo.jpg")
+        assert response.code == 400 and why in response.body, (tr, response.code, response.body)
+
+
 async def test_page_picks_one_frame(node):
     response, image = await fetch_image(node, "/tr:pg-3,f-png/anim.gif")
     assert not image.get_typeof("n-pages") and close(pixel(image, 16, 16), ANIMATION_COLOURS[2], 2)
