@@ -108,6 +108,16 @@ def test_a_webp_s_chunks_of_no_known_kind_go_too():
     assert b"MK_PRIVATE" not in body and body == without_metadata(plain, "webp")
 
 
+def test_a_webp_keeps_its_colour_profile():
+    """Its frames' colours are read through their ICC profile: it stays, and its flag in the header, while EXIF and
+    XMP go (a mutation dropping the ICCP chunk with them survived)."""
+    frames = corpus._animation(3, 40).icc_transform("srgb", input_profile="srgb")  # the profile attached
+    body = without_metadata(with_webp_metadata(frames), "webp")
+    served = pyvips.Image.new_from_buffer(body, "", n=-1)
+    assert served.get("icc-profile-data") == frames.get("icc-profile-data") and body[20] & 0x20
+    assert not any(marker in body for marker in MARKERS) and served.get("n-pages") == 3
+
+
 @pytest.mark.parametrize("body, fmt", [
     (corpus._animation(3, 40).gifsave_buffer(keep="none")[:-30], "gif"),  # ends inside a block
     (b"GIF89a" + bytes(7) + b"\x2c\x00", "gif"),
