@@ -9,6 +9,7 @@ leaves tens.
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pytest
 import pyvips
@@ -96,19 +97,43 @@ async def test_a_heic_is_served_as_jpeg_or_avif_and_as_itself(node_factory, tmp_
         (200, "image/heic", photos.read(heic_photo))
 
 
+def several_images(*images: tuple[int, int, list[int]], primary: int = 0) -> bytes:
+    """A HEIF of top-level images of one colour each (width, height, RGB), the one at `primary` its primary."""
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif (the test extra) makes the HEIC")
+    heif = None
+    for width, height, colour in images:
+        pixels = ((pyvips.Image.black(width, height, bands=3) + colour).cast("uchar")).write_to_memory()
+        if heif is None:
+            heif = pillow_heif.from_bytes("RGB", (width, height), pixels)
+        else:
+            heif.add_frombytes("RGB", (width, height), pixels)
+    out = io.BytesIO()
+    heif.save(out, quality=90, enc_params={"preset": "ultrafast"}, primary_index=primary)
+    return out.getvalue()
+
+
 def test_pg_picks_an_image_of_a_heic_that_holds_several():
     """A HEIF's several top-level images (a burst, an edit beside the original) are its pages: `pg-N`
     renders the N-th at its own size; the first without `pg`."""
-    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif (the test extra) makes the HEIC")
-    red = (pyvips.Image.black(80, 60, bands=3) + [255, 0, 0]).cast("uchar")
-    blue = (pyvips.Image.black(120, 90, bands=3) + [0, 0, 255]).cast("uchar")
-    heif = pillow_heif.from_bytes("RGB", (80, 60), red.write_to_memory())
-    heif.add_frombytes("RGB", (120, 90), blue.write_to_memory())
-    out = io.BytesIO()
-    heif.save(out, quality=90, enc_params={"preset": "ultrafast"})
+    out = io.BytesIO(several_images((80, 60, [255, 0, 0]), (120, 90, [0, 0, 255])))
     rendered = {tr: render(out.getvalue(), tr) for tr in ("w-20", "pg-2", "pg-2,w-20")}
     assert {tr: (image.width, image.height, close(tuple(image.getpoint(5, 5)), (0, 0, 255)))
             for tr, image in rendered.items()} == {"w-20": (20, 15, False), "pg-2": (120, 90, True),
                                                    "pg-2,w-20": (20, 15, True)}
     with pytest.raises(BadRequest):
         render(out.getvalue(), "pg-3")
+
+
+def test_a_heic_s_primary_image_is_its_picture_and_a_page_is_held_to_the_limit_by_its_own_size():
+    """The primary image need not be the first (an edit saved after the original): it is what a URL without `pg`
+    renders. The probe reads the primary's size: a page larger than it is held to `max_source_pixels` by its own
+    (a mutation taking the first image, and one dropping the page's check, survived)."""
+    body = several_images((80, 60, [255, 0, 0]), (120, 90, [0, 0, 255]), (200, 150, [0, 255, 0]), primary=1)
+    image = render(body, "w-20")
+    assert (image.width, image.height) == (20, 15) and close(tuple(image.getpoint(5, 5)), (0, 0, 255))
+    limits = replace(Limits(), max_source_pixels=120 * 90)  # the primary's pixels, not the third page's
+    first = pyvips.Image.new_from_buffer(render_image(body, parse_transformation("pg-1"), "jpg", Defaults(),
+                                                      limits).body, "")
+    assert (first.width, first.height) == (80, 60) and close(tuple(first.getpoint(5, 5)), (255, 0, 0))
+    with pytest.raises(BadRequest, match="^source too large$"):
+        render_image(body, parse_transformation("pg-3"), "jpg", Defaults(), limits)
