@@ -12,12 +12,13 @@ import pyvips
 from edge.config import Defaults, Limits
 from edge.errors import BadRequest
 from edge.transform.as_is import without_metadata
-from edge.transform.cost import check_render_cost, estimated_cost
+from edge.transform.cost import check_render_cost, decode_cost, estimated_cost
 from edge.transform.formats import final_formats, plan_format
 from edge.transform.options import parse_transformation
-from edge.transform.render import render_image
+from edge.transform.render import probe, render_image
 from tests import imagecorpus as corpus
 from tests.nodes import decode, local_config, write_config
+from tests.photos import heic_bytes
 
 MODERN = "image/avif,image/webp,*/*"
 BUDGET = "megapixels of work exceed [limits] max_cost = 200"
@@ -291,3 +292,16 @@ def test_a_thin_strip_s_trim_is_priced_as_searched_whole():
     added = estimated_cost(parse_transformation("t-true,w-300"), strip) - \
         estimated_cost(parse_transformation("w-300"), strip)
     assert added >= 7.5 * 10
+
+
+def test_a_decode_is_priced_by_its_loader_and_a_progressive_jpeg_s_as_decoded_whole():
+    """Units a source megapixel, by the header: a JPEG shrunk on load 0.7, a progressive one 2.5 (every scan decoded
+    whole, which nothing stops), WebP 2.0, HEIC and AVIF 4.0, PNG 1.0 (mutations pricing a progressive JPEG as a
+    baseline one, and a HEIC as a PNG, survived every test)."""
+    photo = pyvips.Image.new_from_buffer(corpus.photo_jpeg(1000, 750), "")
+    bodies = {0.7: photo.jpegsave_buffer(), 2.5: photo.jpegsave_buffer(interlace=True), 2.0: photo.webpsave_buffer(),
+              4.0: heic_bytes(photo), 1.0: photo.pngsave_buffer()}
+    for weight, body in bodies.items():
+        assert decode_cost(probe(body, Limits())) == pytest.approx(weight * 0.75), weight
+    avif = photo.heifsave_buffer(compression="av1", effort=0)
+    assert decode_cost(probe(avif, Limits())) == pytest.approx(4.0 * 0.75)
