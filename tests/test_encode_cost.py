@@ -12,7 +12,7 @@ import pyvips
 from edge.config import Defaults, Limits
 from edge.errors import BadRequest
 from edge.transform.as_is import without_metadata
-from edge.transform.cost import check_render_cost, decode_cost, estimated_cost
+from edge.transform.cost import check_render_cost, decode_cost, encode_cost, estimated_cost
 from edge.transform.formats import final_formats, plan_format
 from edge.transform.options import parse_transformation
 from edge.transform.render import probe, render_image
@@ -305,3 +305,17 @@ def test_a_decode_is_priced_by_its_loader_and_a_progressive_jpeg_s_as_decoded_wh
         assert decode_cost(probe(body, Limits())) == pytest.approx(weight * 0.75), weight
     avif = photo.heifsave_buffer(compression="av1", effort=0)
     assert decode_cost(probe(avif, Limits())) == pytest.approx(4.0 * 0.75)
+
+
+@pytest.mark.parametrize("quality, lossless, units", [(90, False, 6.0), (91, False, 14.0), (80, True, 40.0)])
+def test_a_webp_encode_is_priced_finer_only_above_quality_90(quality, lossless, units):
+    """Per megapixel beyond the JPEG's: q-90 is WebP's ordinary encode, q-91 up its fine one, `lo-true` its lossless
+    (a mutation pricing q-90 as fine survived)."""
+    assert encode_cost("webp", (2000, 500), quality, lossless, avif_effort=2) == pytest.approx(units)
+
+
+@pytest.mark.parametrize("effort, factor", [(0, 0.5), (2, 1.0), (4, 13.0), (12, 200.0)])
+def test_an_avif_encode_is_priced_by_the_configured_effort(effort, factor):
+    """`[defaults] avif_effort` multiplies libaom's work (4: 13 times 2's); one past 9 counts as 9 (a mutation leaving
+    the effort out of the price survived: every test ran at the default, 2)."""
+    assert encode_cost("avif", (2000, 500), 80, False, avif_effort=effort) == pytest.approx(48.0 * factor)
