@@ -115,13 +115,13 @@ def several_images(*images: tuple[int, int, list[int]], primary: int = 0) -> byt
 def test_pg_picks_an_image_of_a_heic_that_holds_several():
     """A HEIF's several top-level images (a burst, an edit beside the original) are its pages: `pg-N`
     renders the N-th at its own size; the first without `pg`."""
-    out = io.BytesIO(several_images((80, 60, [255, 0, 0]), (120, 90, [0, 0, 255])))
-    rendered = {tr: render(out.getvalue(), tr) for tr in ("w-20", "pg-2", "pg-2,w-20")}
+    body = several_images((80, 60, [255, 0, 0]), (120, 90, [0, 0, 255]))
+    rendered = {tr: render(body, tr) for tr in ("w-20", "pg-2", "pg-2,w-20")}
     assert {tr: (image.width, image.height, close(tuple(image.getpoint(5, 5)), (0, 0, 255)))
             for tr, image in rendered.items()} == {"w-20": (20, 15, False), "pg-2": (120, 90, True),
                                                    "pg-2,w-20": (20, 15, True)}
     with pytest.raises(BadRequest):
-        render(out.getvalue(), "pg-3")
+        render(body, "pg-3")
 
 
 def test_a_heic_s_primary_image_is_its_picture_and_a_page_is_held_to_the_limit_by_its_own_size():
