@@ -151,12 +151,13 @@ def _scaled_to(source: Source, scale: float, max_side: int) -> pyvips.Image:
     return source.thumbnail(width, height=height, size=Size.FORCE)  # FORCE: exactly the size checked
 
 
-def _covering(side: int, scale: float) -> int:
-    """`side` × `scale` rounded up to whole pixels, the size that covers a box. A product meant to be whole (the
-    box's side over the image's, times the image's) can come out a hair above it, 4240 × (200 / 4240) as
-    200.00000000000003, and its ceiling had scaled the image a pixel past the box, its last column cut off (one
-    box in twenty of a photo). An excess under 1e-7 px is that noise, no part of a pixel worth covering."""
-    return math.ceil(side * scale - 1e-7)
+def _cover_size(source: Source, box_w: int, box_h: int, scale: float) -> tuple[int, int]:
+    """`source` scaled by `scale`, rounded up to whole pixels, and at least the box: the size that covers it. A
+    product meant to be whole (the box's side over the image's, times the image's) can come out a hair above it,
+    4240 × (200 / 4240) as 200.00000000000003, and its ceiling had scaled the image a pixel past the box, its last
+    column cut off (one box in twenty of a photo). An excess under 1e-7 px is that noise, no part of a pixel worth
+    covering."""
+    return (max(box_w, math.ceil(source.width * scale - 1e-7)), max(box_h, math.ceil(source.height * scale - 1e-7)))
 
 
 def _cover_crop(source: Source, box_w: int, box_h: int, scale: float, step: Step, max_side: int,
@@ -168,7 +169,7 @@ def _cover_crop(source: Source, box_w: int, box_h: int, scale: float, step: Step
     if found is not None and frame_faces:
         return _face_frame(source, found, box_w, box_h, step.zoom)
     scale *= max(1.0, step.zoom)
-    cover_w, cover_h = max(box_w, _covering(source.width, scale)), max(box_h, _covering(source.height, scale))
+    cover_w, cover_h = _cover_size(source, box_w, box_h, scale)
     if found is not None:
         left, top, width, height = found
         x, y = _centred(cover_w, cover_h, box_w, box_h, (left + width / 2) * cover_w / source.width,
@@ -230,7 +231,7 @@ def _face_frame(source: Source, found: tuple[int, int, int, int], box_w: int, bo
     frame_h = frame_w / ratio
     fit = min(1.0, source.width / frame_w, source.height / frame_h)
     scale = box_w / (frame_w * fit)
-    cover_w, cover_h = max(box_w, _covering(source.width, scale)), max(box_h, _covering(source.height, scale))
+    cover_w, cover_h = _cover_size(source, box_w, box_h, scale)
     x, y = _centred(cover_w, cover_h, box_w, box_h, (left + width / 2) * scale, (top + height / 2) * scale)
     return source.thumbnail(cover_w, height=cover_h, size=Size.FORCE).crop(x, y, box_w, box_h)
 
