@@ -149,16 +149,8 @@ async def fetch_one(origin: Origin, request: OriginRequest) -> Original:
     except asyncio.CancelledError:  # the client went away, or nobody waits for the flight any longer
         _abandon(fetching)
         raise
-    if (late := time.monotonic() - started - origin.settings.timeout) > LATE_SECONDS:
-        # the wait can only end this late when the event loop was held: most often a blocking call in a
-        # plugin's coroutine, which answers nothing else of the worker meanwhile (and silently, until
-        # `[server] worker_timeout` kills it); or the monotonic clock jumped (a virtual machine resumed)
-        if (left_out := _FAILURE_LINES.allow((id(origin), "late"))) is not None:
-            log.warning("origin %r: a fetch ended %.1fs past its timeout of %gs: the event loop was held meanwhile, "
-                        "by this fetch or by another task of the worker (a blocking call in a coroutine? run it "
-                        "with edge.plugin.in_thread), or the machine's clock jumped forward (a virtual machine "
-                        "resumed or migrated)%s",
-                        origin.name, late, origin.settings.timeout, left_out)
+    finally:  # a cancellation arriving past the timeout was held up the same way as a late timeout
+        _warn_if_late(origin, time.monotonic() - started - origin.settings.timeout)
     if not done:
         _abandon(fetching)
         raise TimeoutError
@@ -170,6 +162,19 @@ async def fetch_one(origin: Origin, request: OriginRequest) -> Original:
                                                 "(raise it only when request.validators still match)") from None
         raise
     return _checked(original, request)
+
+
+def _warn_if_late(origin: Origin, late: float) -> None:
+    """Log a wait for a fetch that ended `late` seconds past its timeout. It can only end that late when
+    the event loop was held: most often a blocking call in a plugin's coroutine, which answers nothing
+    else of the worker meanwhile (and silently, until `[server] worker_timeout` kills it); or the
+    monotonic clock jumped (a virtual machine resumed)."""
+    if late > LATE_SECONDS and (left_out := _FAILURE_LINES.allow((id(origin), "late"))) is not None:
+        log.warning("origin %r: a fetch ended %.1fs past its timeout of %gs: the event loop was held meanwhile, "
+                    "by this fetch or by another task of the worker (a blocking call in a coroutine? run it "
+                    "with edge.plugin.in_thread), or the machine's clock jumped forward (a virtual machine "
+                    "resumed or migrated)%s",
+                    origin.name, late, origin.settings.timeout, left_out)
 
 
 async def _contained(origin: Origin, request: OriginRequest) -> Original:

@@ -19,7 +19,7 @@ from edge.cache import original_key
 from edge.config import load_config
 from edge.errors import ConfigError, StartupError
 from edge.logs import Sparse, configure_logging
-from edge.origin import Original, OriginRequest
+from edge.origin import Original, OriginRequest, OriginSettings
 from edge.pluginmanager import load_plugins
 from edge.settings import Secret, redact
 from edge.testing import image_size, photo_image
@@ -66,6 +66,8 @@ class MisbehavingPlugin:
                 except asyncio.CancelledError:
                     await asyncio.sleep(1)
                 return Original(PHOTO)
+            if behaviour == "hang":  # until cancelled
+                await asyncio.Event().wait()
             if behaviour == "thread-hang":  # a blocking call that outlasts the timeout, on a thread
                 await plugin_api.in_thread(time.sleep, 2)
             if behaviour == "kind":
@@ -328,6 +330,20 @@ async def test_a_fetch_that_holds_the_event_loop_past_its_timeout_is_named(node,
     response = await node.fetch("/tr:w-64/block/photo.jpg")
     assert response.code == 200  # its answer is taken: it is there, however late
     assert "origin 'plugin': a fetch ended" in caplog.text and "the event loop was held" in caplog.text
+
+
+async def test_a_cancellation_arriving_past_the_timeout_is_named_too(caplog, monkeypatch):
+    """A drain's 503 cancels the fetch it gave up on: run before the timeout that was due as long, it had ended
+    the wait unremarked (so a test of a clock jump failed whenever the 503 came first)."""
+    monkeypatch.setattr(chain, "_FAILURE_LINES", Sparse(chain.FAILURE_LOG_SECONDS))  # another test's origin's id
+    origin = MisbehavingPlugin.MisbehavingOrigin(OriginSettings("plugin", "misbehaving", timeout=0.1))
+    waiting = asyncio.ensure_future(chain.fetch_one(origin, OriginRequest("hang/photo.jpg", max_bytes=1000)))
+    await asyncio.sleep(0)  # it waits for the fetch
+    time.sleep(0.1 + chain.LATE_SECONDS + 0.1)  # the event loop held: its timeout is due, and not yet run
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert "origin 'plugin': a fetch ended" in caplog.text
 
 
 async def test_a_fetch_within_its_timeout_is_not_said_to_have_held_the_event_loop(node, caplog, monkeypatch):
