@@ -419,10 +419,13 @@ class Metrics:
 
     def observe_cache(self, tiers: Iterable[DiskTier], directory: Path) -> None:
         """Refresh the cache gauges (blocking: reads SQLite and statvfs)."""
-        for tier in tiers:
-            self.cache_size.labels(tier.name).set(tier.volume())
-            self.cache_entries.labels(tier.name).set(len(tier))
-            self.cache_budget.labels(tier.name).set(tier.budget)
+        # every tier read before any gauge is set: a scrape between two slow reads saw one tier's new
+        # count beside another's from the last refresh
+        readings = [(tier.name, tier.volume(), len(tier), tier.budget) for tier in tiers]
+        for name, volume, entries, budget in readings:
+            self.cache_size.labels(name).set(volume)
+            self.cache_entries.labels(name).set(entries)
+            self.cache_budget.labels(name).set(budget)
         try:
             disk = shutil.disk_usage(directory)
         except OSError:  # the folder is gone or unreadable: counted in edge_cache_errors_total already
