@@ -54,6 +54,7 @@ async def assert_answer(node, path, status, body):
     "e-distort-p-40_20_4200_0_4240_2832_0_2812",  # the full 12 MP, foreshortened
     "w-2000,e-distort-a-N120:w-1000,e-distort-p-0_100_1000_0_1000_800_0_700",
     "cr-blue_40_red",  # the full 12 MP, to CIE Lab and back
+    "cm-extract_within,w-16000,h-16000:e-sharpen",  # Cloudinary's c_crop: the part of the region in the image
 ])
 def test_the_default_budget_admits_ordinary_urls(transformation):
     parsed = parse_transformation(transformation)

@@ -528,8 +528,9 @@ def step_output(step: Step, size: Size) -> Size:
         width, height = box_w or width, box_h or height
         if step.crop_mode == "pad_extract_no_shrink":
             width, height = max(width or 0, size[0] or 0) or None, max(height or 0, size[1] or 0) or None
-        elif step.crop_mode == "extract_within":  # no more than the image
-            width, height = _at_most(width, size[0]), _at_most(height, size[1])
+        elif step.crop_mode == "extract_within":  # no more than the image, which may be small: before the
+            # fetch, not known (the region alone refused Cloudinary's `c_crop,w_16000,h_16000` of any image)
+            width, height = (_at_most(width, size[0]), _at_most(height, size[1])) if size[0] and size[1] else size
     else:
         if (box_w is None) != (box_h is None) and width and height:  # one side: the other by the ratio
             scale = side_scale(step, width, height, box_w, box_h)
