@@ -89,6 +89,8 @@ def test_the_cost_of_the_image_and_boxes_a_url_really_makes(transformation, at_l
     ("w-8192,h-8192,c-force,e-blurfaces-100", 299),  # a face search, then up to the whole output blurred
     ("w-8192,h-8192,c-force,e-pixelatefaces-5,e-saturation-10,e-sepia-10,e-brightness-5,e-negate,e-pixelate-3", 290),
     ("w-8192,h-8192,c-force,e-vignette-50,e-brightnesshsb-20,e-gamma-30,e-sigmoidcontrast-20,e-colorize-co-red_in-10", 309),
+    # a text's padded box (28 MP here) inked four times: its fill, outline, shadow and background (220 if once)
+    ("w-8192,h-8192,c-force,l-text,i-Hello,fs-500,w-8000,pa-1000,fol-50_red,fsh-blue_100,bg-green,l-end", 262),
 ])
 async def test_a_costly_url_is_refused_before_the_fetch(node_factory, tmp_path, photos, transformation, cost):
     """400 naming the budget, not 404: the original (which does not exist) was never looked for."""
