@@ -188,6 +188,7 @@ class S3Origin(Origin):
         scope = contextlib.AsyncExitStack()
         self._client = await scope.enter_async_context(aioboto3.Session().client(
             "s3", region_name=self.region, endpoint_url=self.endpoint_url, config=config, **credentials))
+        self._client.meta.events.register("before-call.s3.HeadBucket", _region_probe_not_redirected)
         self._client_scope = scope
 
     async def close(self) -> None:
@@ -436,6 +437,17 @@ def _session_refusing_redirects() -> type:
             return session
 
     return RefusingRedirects
+
+
+def _region_probe_not_redirected(context: dict[str, Any], **_: Any) -> None:
+    """botocore answers a 301, 302 or 307 that names no region (no `x-amz-bucket-region`, no `<Region>`) by asking
+    the bucket's region with a HeadBucket, and that HeadBucket's own 3xx the same way, with another: a store
+    answering 3xx to everything was sent ~100 HEADs per call, nested, until a RecursionError, which ended the call
+    as a failure of any kind and could land inside asyncio's making of a transport (its socket then open until
+    garbage collection). The node sends no HeadBucket of its own: one is that probe, whose answer is not redirected
+    again (the redirector's own mark of a request it has redirected)."""
+    if isinstance(context.get("s3_redirect"), dict):
+        context["s3_redirect"]["redirected"] = True
 
 
 def quoted_key(key: str) -> str:

@@ -797,6 +797,32 @@ async def test_a_redirect_by_a_uri_header_alone_is_refused_too(raw_s3):
     assert failure.kind == "redirect_refused", failure
 
 
+@pytest.mark.parametrize("status", [301, 302, 307])
+async def test_a_redirect_naming_no_region_is_probed_once_not_to_the_recursion_limit(raw_s3, status):
+    """botocore asks the region of a bucket whose store answered a 3xx naming none (HeadBucket), and asked it again
+    for the HeadBucket's own 3xx: ~100 nested requests per call, ended by a RecursionError wherever it landed (inside
+    asyncio's making of a transport, its socket was left open until garbage collection: the fuzz test above drew it).
+    A call and one probe, each call an `OriginFailure`."""
+    s3 = S3Origin.from_config(OriginSettings("store", "s3", timeout=TIMEOUT), origin_table(raw_s3.url))
+    backup = CloudinaryBackupOrigin.from_config(OriginSettings("backup", "cloudinary_backup", timeout=TIMEOUT),
+                                                origin_table(raw_s3.url))
+    await s3.open()
+    await backup.open()
+    raw_s3.answer = lambda method, target: http(status, b"", (("Expires", "-1"),))
+    try:
+        for call in (lambda: s3.fetch(OriginRequest("a.jpg", 10**6)), lambda: s3.put_object("f/x", b"x", "image/jpeg"),
+                     lambda: s3.list_objects("f/"), lambda: s3.delete_keys(["f/x"]),
+                     lambda: backup.fetch(OriginRequest("f.jpg", 10**6))):
+            raw_s3.requests.clear()
+            with pytest.raises(OriginFailure) as failure:
+                await asyncio.wait_for(call(), BOUND)
+            assert failure.value.kind == "error" and f"(HTTP {status})" in str(failure.value), failure.value
+            assert [method for method, _ in raw_s3.requests][1:] == ["HEAD"], raw_s3.requests[:5]
+    finally:
+        await s3.close()
+        await backup.close()
+
+
 @pytest.mark.parametrize("status, code, headers", [
     (301, "PermanentRedirect", (("x-amz-bucket-region", "eu-west-1"),)),  # AWS's, without a Location
     (400, "AuthorizationHeaderMalformed", ()),  # its Region in the body
