@@ -3,6 +3,7 @@
 import pytest
 
 from edge.errors import InvalidTransformation
+from edge.transform.colours import parse_colour, write_colour
 from edge.transform.options import parse_transformation
 from tests.transform_node import fetch_image, image_node, image_root  # noqa: F401
 
@@ -84,6 +85,14 @@ def test_canonical_form():
     assert canonical("orig-true,w-10") == "orig-true"
     assert canonical("e-usm-2-2-0.8-0.024") == "e-usm-2-2-0.8-0.024"
     assert canonical("n-webp_thumb,q-40") == "w-100,f-webp,q-40"
+
+
+def test_a_colours_last_two_digits_are_its_opacity_in_percent_and_names_have_no_case():
+    """`RRGGBBOO`: OO % of 255, rounded to the nearest alpha (50: 127.5, made 128; 01: 2.55, made 3), and written
+    back as the same two digits; `Red`, `RED` and `red` are one CSS name."""
+    assert parse_colour("FF000050") == (255, 0, 0, 128) and parse_colour("00800001") == (0, 128, 0, 3)
+    assert all(write_colour(parse_colour(f"12AB34{percent:02d}")) == f"12AB34{percent:02d}" for percent in range(100))
+    assert parse_colour("Red") == parse_colour("RED") == parse_colour("red") == (255, 0, 0, 255)
 
 
 def test_path_and_query_forms_chain_path_first():
