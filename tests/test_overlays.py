@@ -197,6 +197,22 @@ async def test_a_text_layers_padding_puts_the_text_left_and_top_apart(node):
     assert near(at(padded, 2, 2), GREEN) and near(at(padded, x + 39, y + 9), GREEN)
 
 
+async def test_a_text_shadow_grows_the_text_box_by_its_offset(node):
+    """`fsh-FF0000_8`: the glyphs again 8 px right and down, under the text: the layer's box (its `bg`, green, at
+    (0, 0) on the blue base) is 8 px wider and taller than without it, so that the shadow of the last glyph and
+    of the lowest row is drawn whole, red in the box's last columns."""
+    plain, shadowed = [await image(node, f"/tr:l-text,i-Hi,fs-30,co-FFFFFF,bg-00C800,{fsh}lx-0,ly-0,l-end/base.png")
+                       for fsh in ("", "fsh-FF0000_8,")]
+
+    def box(out: pyvips.Image) -> tuple[int, int]:
+        columns, rows = (out[2] < 100).crop(0, 0, 200, 150).project()
+        return (sum(1 for x in range(200) if columns(x, 0)[0]), sum(1 for y in range(150) if rows(0, y)[0]))
+    (width, height), (shadowed_width, shadowed_height) = box(plain), box(shadowed)
+    assert (shadowed_width - width, shadowed_height - height) == (8, 8), (box(plain), box(shadowed))
+    red = (shadowed[0] > 200) & (shadowed[1] < 60) & (shadowed[2] < 60)
+    assert red.crop(shadowed_width - 8, 0, 8, shadowed_height).max() == 255  # the shadow's right edge, not cut
+
+
 async def test_ie_wins_over_i_in_one_layer(node):
     """ImageKit's layer docs: "In case both i and ie are present, i is ignored" (it was a 400 "one i- or
     ie- per layer"); the same key twice stays a 400."""
