@@ -126,6 +126,24 @@ async def test_auto_brightness_brings_a_dark_photo_to_the_middle(image_node):
     assert dark.avg() < 50 and 90 < brighter.avg() < 170 and dark.avg() < half.avg() < brighter.avg()
 
 
+async def test_auto_brightness_is_held_to_a_gamma_of_3_either_way(image_node, image_root):
+    """A near-black grey (5) and a near-white one (250) through `e-autobrightness`: the gamma that would bring
+    them to mid grey is past `AUTO_GAMMA` (3), so each gets 3: 255 × (5/255)^(1/3) = 69 (a night scene is not
+    made day), 255 × (250/255)^3 = 240, not 128."""
+    for grey, expected in ((5, 69), (250, 240)):
+        (image_root / f"grey{grey}.png").write_bytes(swatch_png((grey, grey, grey)))
+        _, image = await fetch_image(image_node, f"/tr:e-autobrightness,f-png/grey{grey}.png")
+        assert close(pixel(image, 4, 4), (expected,) * 3, 1), (grey, pixel(image, 4, 4))
+
+
+async def test_contrast_and_auto_colour_leave_a_flat_image_as_it_is(image_node, image_root):
+    """One colour has no range to stretch: `e-contrast` and `e-autocolor` serve it unchanged."""
+    (image_root / "flat_swatch.png").write_bytes(swatch_png((90, 140, 200)))
+    for tr in ("e-contrast", "e-autocolor", "e-contrast-50"):
+        _, image = await fetch_image(image_node, f"/tr:{tr},f-png/flat_swatch.png")
+        assert pixel(image, 4, 4) == (90, 140, 200), (tr, pixel(image, 4, 4))
+
+
 async def test_a_contrast_blend_is_between_the_original_and_the_stretch(image_node):
     _, plain = await fetch_image(image_node, "/tr:f-png/flat.png")
     _, stretched = await fetch_image(image_node, "/tr:e-contrast,f-png/flat.png")
@@ -229,13 +247,17 @@ async def test_vignette_darkens_toward_the_corners(image_node, image_root):
     assert close(pixel(image, 0, 0), (80, 40, 20), 2)
 
 
+def fade_png() -> bytes:
+    """256×4 of (200, 100, 50), lossless: column x at an opacity of x/255."""
+    ramp = pyvips.Image.xyz(256, 4)[0].cast("uchar")
+    return pyvips.Image.black(256, 4).new_from_image([200, 100, 50]).cast("uchar").bandjoin(ramp).copy(
+        interpretation="srgb").pngsave_buffer()
+
+
 async def test_opacity_threshold_makes_each_pixel_transparent_or_opaque(image_node, image_root):
     """A ramp of opacity (column x at x/255) through `e-opacitythreshold-50`: transparent below 50 %, opaque
     from it; then `o-50` halves what is left; rounded corners' soft edges come out hard."""
-    ramp = pyvips.Image.xyz(256, 4)[0].cast("uchar")
-    (image_root / "fade.png").write_bytes(
-        pyvips.Image.black(256, 4).new_from_image([200, 100, 50]).cast("uchar").bandjoin(ramp).copy(
-            interpretation="srgb").pngsave_buffer())
+    (image_root / "fade.png").write_bytes(fade_png())
     _, image = await fetch_image(image_node, "/tr:e-opacitythreshold-50,f-png/fade.png")
     assert [pixel(image, x, 1)[3] for x in (0, 127, 128, 255)] == [0, 0, 255, 255]
     _, halved = await fetch_image(image_node, "/tr:e-opacitythreshold-50,o-50,f-png/fade.png")
@@ -243,6 +265,18 @@ async def test_opacity_threshold_makes_each_pixel_transparent_or_opaque(image_no
     _, soft = await fetch_image(image_node, "/tr:w-64,r-max,f-png/alpha.png")
     _, hard = await fetch_image(image_node, "/tr:w-64,r-max,e-opacitythreshold-50,f-png/alpha.png")
     assert set(bytes(soft[3].write_to_memory())) - {0, 255} and set(bytes(hard[3].write_to_memory())) == {0, 255}
+
+
+async def test_opacity_threshold_0_makes_every_pixel_opaque_and_100_keeps_only_the_opaque_ones(image_node,
+                                                                                           image_root):
+    """The ends of `e-opacitythreshold` on the opacity ramp: at 0 even the transparent column is opaque; at 100
+    only the opaque column stays, the one at 254/255 goes."""
+    (image_root / "fade.png").write_bytes(fade_png())
+    _, none = await fetch_image(image_node, "/tr:e-opacitythreshold-0,f-png/fade.png")
+    _, all_ = await fetch_image(image_node, "/tr:e-opacitythreshold-100,f-png/fade.png")
+    assert [pixel(none, x, 1)[3] for x in (0, 1, 254, 255)] == [255, 255, 255, 255]
+    assert [pixel(all_, x, 1)[3] for x in (0, 1, 254, 255)] == [0, 0, 0, 255]
+    assert pixel(all_, 255, 1) == (200, 100, 50, 255)
 
 
 async def test_pixelate_averages_squares_from_the_top_left(image_node):
@@ -254,6 +288,18 @@ async def test_pixelate_averages_squares_from_the_top_left(image_node):
     assert close(pixel(image, 91, 1), (85, 170, 0), 1) and pixel(image, 91, 1) == pixel(image, 119, 29)
     assert close(pixel(image, 1, 31), (170, 0, 85), 1) and close(pixel(image, 20, 20), (255, 0, 0), 0)
     assert close(pixel(image, 199, 99), (255, 255, 0), 0) and close(pixel(image, 185, 10), (0, 255, 0), 0)
+
+
+async def test_pixelate_weighs_each_pixel_by_its_opacity(image_node, image_root):
+    """One 20×10 square, half transparent red, half opaque blue: the hidden red counts for nothing, the square
+    is blue at half opacity (not the purple of a plain average)."""
+    halves = [pyvips.Image.black(10, 10).new_from_image(colour) for colour in ([255, 0, 0, 0], [0, 0, 255, 255])]
+    (image_root / "half.png").write_bytes(
+        halves[0].join(halves[1], "horizontal").cast("uchar").copy(interpretation="srgb").pngsave_buffer())
+    _, image = await fetch_image(image_node, "/tr:e-pixelate-20,f-png/half.png")
+    assert (image.width, image.height, image.bands) == (20, 10, 4)
+    assert close(pixel(image, 0, 0), (0, 0, 255, 128), 1) and pixel(image, 0, 0) == pixel(image, 19, 9), \
+        (pixel(image, 0, 0), pixel(image, 19, 9))
 
 
 async def test_a_region_keeps_the_blur_or_the_pixels_to_itself(image_node):
@@ -445,6 +491,14 @@ async def test_colour_replacement_moves_a_colour_and_its_shades(image_node, imag
     _, exact = await fetch_image(image_node, "/tr:cr-blue_0_red,f-png/reds.png")
     assert close(pixel(exact, 10, 5), (0, 0, 255), 2)
     assert [pixel(exact, 20 * i + 10, 5) for i in range(1, 6)] == [pixel(plain, 20 * i + 10, 5) for i in range(1, 6)]
+
+
+async def test_colour_replacement_at_tolerance_0_leaves_a_red_5_levels_off(image_node, image_root):
+    """`cr-blue_0_red`: red itself becomes blue; (250, 0, 0), 1.6 Lab units from it (a lightness difference
+    counting half), is not red and stays the same bytes."""
+    (image_root / "near_reds.png").write_bytes(stripes_png([(255, 0, 0), (250, 0, 0)]))
+    _, image = await fetch_image(image_node, "/tr:cr-blue_0_red,f-png/near_reds.png")
+    assert close(pixel(image, 10, 5), (0, 0, 255), 2) and pixel(image, 30, 5) == (250, 0, 0), pixel(image, 30, 5)
 
 
 async def test_colour_replacement_without_a_source_takes_the_dominant_colour(image_node, image_root):
