@@ -271,6 +271,7 @@ async def test_f_auto_honours_a_zero_weight(node_factory, tmp_path, accept, load
     ({"Sec-CH-Width": "9999999999999999999999999"}, 1000),  # held to max_output_side, not ignored
     ({"Sec-CH-Width": "9" * 3000}, 1000),
     ({"Width": "00012345678901"}, 1000),
+    ({"Sec-CH-Width": "0000000000250"}, 300),  # leading zeros count for nothing: a small width, however many
     ({"Sec-CH-Width": "250"}, 300),
     ({"Sec-CH-Width": "0"}, 600),  # zero, negative, not a number: as if absent (the image's own width)
     ({"Sec-CH-Width": "-400"}, 600),
@@ -283,7 +284,7 @@ async def test_a_huge_width_hint_is_held_to_the_output_limit(node_factory, tmp_p
 
 
 @pytest.mark.parametrize("dpr, width", [("99999999999999999999", 500), ("9" * 3000 + ".5", 500), ("2.01", 210),
-                                        ("0", 100), ("-2", 100)])
+                                        ("0", 100), ("-2", 100), ("0000000000002", 200)])
 async def test_a_huge_dpr_hint_is_held_to_5(node_factory, tmp_path, dpr, width):
     node = await node_factory(write_config(tmp_path, local_config()))
     response = await node.fetch("/tr:w-100,dpr-auto/coffee.jpg", headers={"Sec-CH-DPR": dpr})
