@@ -348,6 +348,21 @@ def test_purge_targets_name_what_an_image_request_would(tmp_path, target, prefix
     assert key_prefixes(Router(config.endpoints), target) == prefixes
 
 
+@pytest.mark.parametrize("target, prefixes", [({"url": "/locked/tr:w-60/a.jpg"}, ["locked\0a.jpg\0"]),
+                                              ({"prefix": "/locked/shoes/"}, ["locked\0shoes/"])])
+def test_a_signed_only_endpoints_images_are_purged_by_their_unsigned_url_or_prefix(tmp_path, target, prefixes):
+    """A purge names what to remove, not an image to serve: no signature is asked for, even where every image
+    request needs one (a purge's URL is the page's, whose `ik-s` the admin does not have)."""
+    config = load_config(write_config(tmp_path, ROUTED + """
+[[endpoints]]
+id = "locked"
+origins = ["samples"]
+private_key = "purge-test-key-not-a-secret"
+signed_only = true
+"""), load_plugins())
+    assert key_prefixes(Router(config.endpoints), target) == prefixes
+
+
 @pytest.mark.parametrize("prefix", ["/shop/tr:w-30/", "///shop/tr:w-30/", "/shop/tr%3Aw-30/",
                                     "http://img.example.com/tr:w-30/"])
 def test_a_prefix_with_a_transformation_is_a_400(tmp_path, prefix):
