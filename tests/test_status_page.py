@@ -127,6 +127,10 @@ async def test_without_a_token_the_page_is_open_like_metrics(node_factory, tmp_p
     ({"found": 19, "timeout": 2}, "failing"),
     ({"found": 2, "abandoned": 8}, "slow"),  # every client gave up waiting for it: it had looked idle
     ({}, "idle"),
+    # each share at its limit is not over it (a mutation audit: `>=` for each survived)
+    ({"found": 19, "timeout": 1}, "ok"),
+    ({"found": 1, "denied": 1}, "ok"),
+    ({"found": 1, "abandoned": 1}, "ok"),
 ])
 def test_an_origins_health_on_the_status_page(outcomes, health):
     samples = {("edge_origin_fetches_total", (("origin", "web"), ("outcome", outcome))): float(count)
@@ -187,6 +191,51 @@ async def test_recent_figures_span_the_window_and_the_history_kept_is_bounded(mo
     page = await history.page()
     assert 'data-key="requests_recent:default" data-value="300"' in page
     assert 'data-key="requests_total:default" data-value="1000"' in page and "last 5.0 min" in page
+
+
+async def test_a_worker_replaced_since_the_window_began_compares_with_its_oldest_snapshot(monkeypatch):
+    """A node older than the window whose worker keeps snapshots younger than it (the worker was replaced): "recent"
+    is since that worker's oldest snapshot, not since the node's start, and says how long that is (a mutation
+    audit: comparing with the node's start survived)."""
+    from edge import statuspage
+    from edge.metrics import Metrics
+
+    started, clock = 1000.0, [5000.0]
+
+    async def snapshot_at_clock(now=None):
+        t = clock[0] if now is None else now
+        return Snapshot(t, {("edge_start_time_seconds", ()): started,
+                            ("edge_http_requests_total", (("endpoint", "default"), ("status", "200"))): t - started})
+
+    history = statuspage.StatusHistory(Metrics())
+    monkeypatch.setattr(history, "_snapshot", snapshot_at_clock)
+    monkeypatch.setattr(statuspage.time, "time", lambda: clock[0])
+    for second in (5000.0, 5010.0, 5020.0):
+        clock[0] = second
+        await history.take()
+    assert history.baseline(5120.0, started).at == 5000.0
+    assert history.baseline(1200.0, started) == Snapshot(started, {})  # a node younger than the window: its start
+    clock[0] = 5120.0
+    page = await history.page()
+    assert 'data-key="requests_recent:default" data-value="120"' in page and "last 2.0 min" in page
+    assert 'data-key="requests_total:default" data-value="4120"' in page
+
+
+def test_a_count_lower_than_the_windows_start_is_none_recent_and_a_tier_over_budget_is_full():
+    """Counts that went down since the baseline (a replaced worker's are gone) are 0 recent, never negative; a tier
+    over its budget (until the next eviction) is 100 % used, its bar full, not wider than the table (a mutation
+    audit: dropping either bound survived)."""
+    from edge.statuspage import render
+
+    def at(t: float, requests: int, size: int) -> Snapshot:
+        return Snapshot(t, {("edge_http_requests_total", (("endpoint", "default"), ("status", "200"))): float(requests),
+                            ("edge_cache_size_bytes", (("tier", "output"),)): float(size),
+                            ("edge_cache_budget_bytes", (("tier", "output"),)): 1000.0})
+
+    page = render(at(600.0, 40, 1500), at(300.0, 90, 900))
+    assert 'data-key="requests_recent:default" data-value="0"' in page
+    assert 'data-key="requests_total:default" data-value="40"' in page
+    assert '<span style="width:100%"></span></span> 100 %</td>' in page
 
 
 def test_purges_a_peer_took_are_no_cache_errors_and_those_it_missed_are():
