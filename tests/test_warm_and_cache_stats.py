@@ -17,7 +17,8 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.cachestats import TIER_FOLDERS
-from edge.cache import Caches
+from edge.cache import CachedOutput, Caches, SourceInfo, strong_etag
+from edge.cache.keys import original_key, output_key
 from edge.testing import ServingNode
 from tests.nodes import SAMPLES, NodeProcess, local_config, until_stored, write_config
 from tests.servers import RawServer
@@ -225,6 +226,30 @@ def test_cache_stats_names_the_oldest_entry_and_the_least_recently_used_one(tmp_
     text = edge_command("cache", "stats", "--config", str(config)).stdout
     used = f"{100 * tier['bytes'] / tier['budget']:.0f}%"
     assert f"not_found           2 {tier['bytes']:>14} {tier['budget']:>14} {used:>6}  3.0d ago    1.5h ago\n" in text
+
+
+def test_cache_stats_names_the_host_an_original_was_fetched_for_and_lists_none_with_top_0(tmp_path):
+    """An endpoint forwarding the `Host` keeps one original per host: the listing names it, or the two would read as
+    one path listed twice. `--top 0` asks for the tiers alone (a mutation audit: dropping the host, and refusing
+    `--top 0`, both survived)."""
+    config = write_config(tmp_path, local_config())
+    body = b"not an image: cache stats reads keys and sizes"
+    stored = CachedOutput(body=body, content_type="image/jpeg", etag=strong_etag(body),
+                          source=SourceInfo(origin="web", version='"v1"', checked_at=0.0))
+    caches = Caches(tmp_path / "cache", 10**6, 10**6)
+    try:
+        for host, transformation in (("img.example.com", "w-300"), ("img.example.com", "w-400"), (None, "w-300")):
+            caches.outputs.put(output_key(original_key("", "a.jpg", host), transformation, ""), stored)
+    finally:
+        caches.close()
+    found = json.loads(edge_command("cache", "stats", "--json", "--config", str(config)).stdout)
+    assert found["top_originals"] == [{"endpoint": "", "path": "a.jpg", "host": "img.example.com", "outputs": 2},
+                                      {"endpoint": "", "path": "a.jpg", "host": None, "outputs": 1}]
+    text = edge_command("cache", "stats", "--config", str(config)).stdout
+    assert "       2  /a.jpg  (Host img.example.com)\n       1  /a.jpg" in text
+    none = edge_command("cache", "stats", "--json", "--top", "0", "--config", str(config))
+    assert none.returncode == 0 and json.loads(none.stdout)["top_originals"] == [], none.stderr
+    assert [t["entries"] for t in json.loads(none.stdout)["tiers"]] == [3, 0, 0]
 
 
 def test_purge_and_cache_stats_run_without_the_secrets_they_do_not_use(tmp_path):
