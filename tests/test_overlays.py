@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import time
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from imagekitio import ImageKit
 from edge.config import load_config
 from edge.errors import ConfigError
 from edge.pluginmanager import load_plugins
-from edge.transform.fonts import SHIPPED
+from edge.transform.fonts import SHIPPED, read_font
 from tests.imagecorpus import ANIMATION_COLOURS, animated_gif
 from tests.nodes import EVERY_MISS_TO_ORIGIN, decode, web_config, write_config
 from tests.photos import photos  # noqa: F401 - fixture
@@ -567,6 +568,37 @@ def test_fonts_are_read_at_startup(tmp_path):
     with pytest.raises(ConfigError, match="Brand.*not a TrueType/OpenType font"):
         load_config(write_config(tmp_path, web_config("http://127.0.0.1:9", '[fonts]\nBrand = "not-a-font.ttf"\n')),
                     load_plugins())
+
+
+def font_with_names(*names: tuple[int, int, bytes]) -> bytes:
+    """An sfnt of two tables, `OS/2` (empty) and last `name`, whose records are (platform, name ID, string)."""
+    records = strings = b""
+    for platform, name_id, string in names:
+        records += struct.pack(">HHHHHH", platform, 0, 0, name_id, len(string), len(strings))
+        strings += string
+    name = struct.pack(">HHH", 0, len(names), 6 + len(records)) + records + strings
+    directory = struct.pack(">LHHHH", 0x00010000, 2, 32, 1, 0)
+    return directory + struct.pack(">4sLLL", b"OS/2", 0, 12 + 2 * 16, 0) + struct.pack(
+        ">4sLLL", b"name", 0, 12 + 2 * 16, len(name)) + name
+
+
+@pytest.mark.parametrize("names, family", [
+    ([(0, 1, "Brand Sans".encode("utf-16-be"))], "Brand Sans"),  # Unicode platform only, as some fonts have
+    ([(1, 1, b"Brand Mac"), (3, 2, "Regular".encode("utf-16-be")), (3, 1, "Brand Win".encode("utf-16-be"))],
+     "Brand Win"),  # the Macintosh one is Mac Roman, not UTF-16; a subfamily (ID 2) is no family
+    ([(1, 1, b"Brand Mac"), (3, 4, "Brand Win Regular".encode("utf-16-be"))], None),
+])
+def test_a_fonts_family_is_its_unicode_or_windows_name_1_in_a_name_table_anywhere(tmp_path, names, family):
+    """The family Pango is given is name ID 1 of the Unicode or Windows platform, in a `name` table that may be the
+    file's last; a font without one is refused (a mutation audit: reading the Windows platform alone, skipping the
+    last table, and a font without a family read as "", each survived: the shipped font is none of those)."""
+    path = tmp_path / "brand.ttf"
+    path.write_bytes(font_with_names(*names))
+    if family is None:
+        with pytest.raises(ValueError, match="no family name"):
+            read_font(path)
+    else:
+        assert read_font(path).family == family
 
 
 def test_a_font_that_is_no_regular_file_or_too_large_is_refused_at_once(tmp_path, monkeypatch):
