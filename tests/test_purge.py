@@ -333,6 +333,7 @@ origins = ["samples"]
     ({"url": "///shop/a.jpg"}, ["shop\0a.jpg\0"]),
     # but a scheme-relative URL (`<img src="//img.example.com/a.jpg">`) of a host with an endpoint is that URL
     ({"url": "//img.example.com/a.jpg"}, ["hosts\0a.jpg\0"]),
+    ({"url": "//Img.Example.com:8443/a.jpg"}, ["hosts\0a.jpg\0"]),  # as a `Host` header is read: port and case apart
     ({"url": "//elsewhere.example.com/a.jpg"}, ["\0elsewhere.example.com/a.jpg\0"]),
     # a Cloudinary-style prefix (leaving-cloudinary.md#purging): its routing fills in an empty transformation,
     # which a first version of the check below took for one and answered 400
