@@ -349,6 +349,26 @@ def test_purge_targets_name_what_an_image_request_would(tmp_path, target, prefix
     assert key_prefixes(Router(config.endpoints), target) == prefixes
 
 
+def test_doubled_slashes_are_merged_only_where_every_origin_of_the_endpoint_merges_them(tmp_path):
+    """A web origin with `merge_slashes = false` (S3 behind it: `a//b.jpg` is a key of its own) beside a local one:
+    the path stays as sent, or the purge misses what that origin served (a mutation audit: merging where any
+    origin merges survived)."""
+    config = load_config(write_config(tmp_path, ROUTED + """
+[[origins]]
+name = "keys"
+type = "web"
+base_url = "http://127.0.0.1:9"
+merge_slashes = false
+[[endpoints]]
+id = "mixed"
+origins = ["samples", "keys"]
+"""), load_plugins())
+    router = Router(config.endpoints)
+    assert key_prefixes(router, {"url": "/mixed/a//b.jpg"}) == ["mixed\0a//b.jpg\0"]
+    assert key_prefixes(router, {"url": "/shop/a//b.jpg"}) == ["shop\0a/b.jpg\0"]
+    assert router.route("", "/mixed/tr:w-60/a//b.jpg").path == "a//b.jpg"
+
+
 @pytest.mark.parametrize("target, prefixes", [({"url": "/locked/tr:w-60/a.jpg"}, ["locked\0a.jpg\0"]),
                                               ({"prefix": "/locked/shoes/"}, ["locked\0shoes/"])])
 def test_a_signed_only_endpoints_images_are_purged_by_their_unsigned_url_or_prefix(tmp_path, target, prefixes):
