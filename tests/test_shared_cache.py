@@ -130,11 +130,13 @@ async def test_a_damaged_object_is_a_miss(tier, s3):
     client.put_object(Bucket=BUCKET, Key=object_key, Body=b"something else")
     assert await tier.get(cache_key) is None
     for field, forged in ((b'"image/webp"', b'"image/webp\\r\\nSet-Cookie: x=1"'),  # a header injected
-                          (b'"checked_at":1000.0', b'"checked_at":"soon"')):  # freshness of the wrong type
+                          (b'"checked_at":1000.0', b'"checked_at":"soon"'),  # freshness of the wrong type
+                          (b'"vary_accept":true', b'"vary_accept":"no"'),  # flags that are not booleans
+                          (b'"stand_in":false', b'"stand_in":0')):
         assert field in data
         client.put_object(Bucket=BUCKET, Key=object_key, Body=data.replace(field, forged))
         assert await tier.get(cache_key) is None
-    assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 4}
+    assert counted(tier, "shared_cache_failures") == {("get", "damaged"): 6}
 
 
 async def test_objects_too_large_to_read_do_not_make_a_worker_skip_the_store(tier, s3):
@@ -316,6 +318,11 @@ def test_paths_an_http_library_could_rewrite_are_not_shared(tmp_path):
     by_host = tier.object_key(key("shop", "a.jpg", host="img.example.com"))  # a web origin forwarding Host
     assert by_host.startswith("outputs/shop/a.jpg/") and by_host != tier.object_key(key("shop", "a.jpg"))
     assert tier.object_prefix(path_prefix_key("shop", "a/b")) == "outputs/shop/a/b"
+    longest = tier.store.max_key_bytes  # a key of exactly the longest the store takes is shared, one byte more not
+    around_the_path = len(tier.object_key(key("shop", "a.jpg"))) - len("a.jpg")
+    path = "a" * (longest - around_the_path - len(".jpg")) + ".jpg"
+    assert len(tier.object_key(key("shop", path)).encode()) == longest
+    assert tier.object_key(key("shop", "a" + path)) is None
 
 
 @pytest.mark.parametrize("change, message", [
@@ -677,6 +684,19 @@ async def test_a_purge_of_a_slow_store_gets_its_ten_timeouts_for_each_call(s3, t
         for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
             client.delete_object(Bucket=BUCKET, Key=item["Key"])
         client.delete_bucket(Bucket=BUCKET)
+
+
+async def test_reads_the_store_s_client_fails_unclassified_count_toward_skipping_it(tmp_path):
+    """A client that raises what it should have classified at every read is as broken as a store that times out:
+    after `SKIP_AFTER_FAILURES` such reads in a row, a worker's reads are skipped too."""
+    from edge.shared_cache import SKIP_AFTER_FAILURES, SharedCacheSettings
+
+    tier = SharedTier(SharedCacheSettings(BrokenStore(), timeout=3), Metrics(), 10**7, 86400.0,
+                      tmp_path / APPLIED_FILE)
+    tier.clock = lambda: 1000.0
+    for _ in range(SKIP_AFTER_FAILURES + 3):
+        assert await tier.get(key("shop", "a.jpg")) is None
+    assert counted(tier, "shared_cache_failures") == {("get", "error"): SKIP_AFTER_FAILURES, ("get", "skipped"): 3}
 
 
 async def test_a_hung_store_is_skipped_after_reads_fail_in_a_row_until_one_succeeds(tier, s3):
