@@ -368,6 +368,27 @@ async def test_a_key_longer_than_s3_takes_is_not_found_without_asking(raw_s3):
         await origin.close()
 
 
+async def test_a_public_id_whose_folder_alone_is_as_long_as_s3_takes_is_not_found_without_listing(raw_s3):
+    """Every version's key is longer than its folder: a `cloudinary_backup` folder of 1024 bytes has no version S3
+    could hold, so it is not found and nothing is listed; one byte shorter, the listing is the store's to answer."""
+    backup = CloudinaryBackupOrigin.from_config(OriginSettings("backup", "cloudinary_backup", timeout=TIMEOUT),
+                                                origin_table(raw_s3.url))
+    await backup.open()
+    raw_s3.answer = lambda method, target: error_xml("KeyTooLongError", 400)
+    public_id = "image/upload/" + "a" * (1024 - len(backup.key_for("image/upload/") + "/"))
+    assert len((backup.key_for(public_id) + "/").encode()) == 1024
+    asked = len(raw_s3.requests)
+    try:
+        with pytest.raises(OriginNotFound):
+            await asyncio.wait_for(backup.fetch(OriginRequest(public_id + ".jpg", 10**6)), BOUND)
+        assert len(raw_s3.requests) == asked
+        with pytest.raises(OriginFailure):
+            await asyncio.wait_for(backup.fetch(OriginRequest(public_id[:-1] + ".jpg", 10**6)), BOUND)
+        assert len(raw_s3.requests) > asked
+    finally:
+        await backup.close()
+
+
 @pytest.mark.parametrize("code, quoted", [
     ("SlowDown", "SlowDown"), ("x" * 5000, "unexpected code"), ("A&#10;B", "unexpected code"),
     ("&lt;b&gt;", "unexpected code"), ("", "error")])
