@@ -435,6 +435,18 @@ async def test_an_entry_naming_no_endpoint_is_not_a_purge(tmp_path):
     assert not reader.covers("shop\0b.jpg\0r3:w-40\0", checked_at=now - 1)
 
 
+async def test_an_entry_made_further_ahead_than_clocks_may_disagree_purges_nothing(tmp_path):
+    """Clocks may disagree by `FUTURE_SECONDS`: an entry made 200 s ahead of the reader purges from now on, one made
+    400 s ahead (a broken clock, or a forgery) is ignored: it covers nothing."""
+    now = 5_000_000.0
+    store = ListedJournal([(FOLDER + _entry_name(now + 200, "\0near.jpg\0"), now),
+                           (FOLDER + _entry_name(now + 400, "\0far.jpg\0"), now)])
+    reader = PurgeJournal(store, 3600, tmp_path / "mark", clock=lambda: now)
+    assert await reader.read() == ["\0near.jpg\0"]
+    assert reader.covers("\0near.jpg\0r:w-40\0", checked_at=now - 1)
+    assert not reader.covers("\0far.jpg\0r:w-40\0", checked_at=now - 1)
+
+
 async def test_the_applied_mark_names_a_bounded_number_of_entries(tmp_path, monkeypatch):
     """A burst of purges within the lookback: the mark file names the newest `MAX_MARKED` of them, never all."""
     monkeypatch.setattr(purge_journal, "MAX_MARKED", 5)
