@@ -370,6 +370,9 @@ async def test_conditional_fetch(web):
     ({"headers": {"Host": "x"}}, "headers: 'Host' is set by the node itself"),
     ({"headers": {"Bad Name": "x"}}, "headers: 'Bad Name' is not a valid header name"),
     ({"headers": {"X-A": "1\r\nX-B: 2"}}, "headers: the value of 'X-A' contains a line break"),
+    ({"headers": {"X-A": "1\nX-B: 2"}}, "headers: the value of 'X-A' contains a line break"),  # a bare LF too
+    # the conditional headers are the node's own, from what it holds: a fixed one would ask for a 304 of anything
+    ({"headers": {"If-None-Match": '"x"'}}, "headers: 'If-None-Match' is set by the node itself"),
     ({"forward_host": "yes"}, "forward_host: expected true, false or a list of host names, got a string"),
     ({"forward_host": ["shop.example.com:443"]}, "forward_host: 'shop.example.com:443' is not a host name"),
     ({"forward_host": [True]}, "forward_host: expected a list of strings"),
