@@ -12,14 +12,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from yarl import URL
 
 from edge import pipeline
 from edge.errors import ConfigError
 from edge.logs import Sparse
-from edge.origin import NotModified, OriginRequest, OriginSettings
+from edge.origin import NotModified, OriginRequest, OriginSettings, Validators
 from edge.settings import ConfigTable
 import edge_builtin_origins.web
-from edge_builtin_origins.web import WebOrigin
+from edge_builtin_origins.web import RedirectPolicy, WebOrigin
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import SAMPLES, decode, write_config
 from tests.servers import HTTPOrigin
@@ -356,6 +357,42 @@ async def test_conditional_fetch(web):
         assert web.headers_seen[-1]["If-None-Match"] == original.etag
     finally:
         await origin.close()
+
+
+async def test_a_last_modified_alone_is_asked_with_if_modified_since_and_no_if_none_match(web):
+    """An origin that sends no ETag is revalidated by its date: the stored version's `last_modified` goes back."""
+    table = ConfigTable({"base_url": web.url + "/images/"}, file="t.toml", table="origins[0]", base_dir=Path("."))
+    origin = WebOrigin.from_config(OriginSettings("legacy web", "web"), table)
+    await origin.open()
+    try:
+        date = "Wed, 21 Oct 2015 07:28:00 GMT"
+        original = await origin.fetch(OriginRequest("astronaut.jpg", 10**7, validators=Validators(None, date)))
+        assert original.body == ASTRONAUT  # the test server compares ETags only: a 200
+        seen = web.headers_seen[-1]
+        assert seen["If-Modified-Since"] == date and "If-None-Match" not in seen
+    finally:
+        await origin.close()
+
+
+def test_a_path_is_percent_encoded_once_and_a_plus_never_reads_as_a_space():
+    table = ConfigTable({"base_url": "https://static.example.com/images/"}, file="t.toml", table="origins[0]",
+                        base_dir=Path("."))
+    origin = WebOrigin.from_config(OriginSettings("legacy web", "web"), table)
+    assert str(origin.url_for("a+b c/ü%.jpg")) == "https://static.example.com/images/a%2Bb%20c/%C3%BC%25.jpg"
+
+
+@pytest.mark.parametrize("target, refused", [
+    ("https://cdn.example.com/a.jpg", False),
+    ("https://a.b.example.com/a.jpg", False),
+    # the suffix ends the host: a name that only contains it is the attacker's
+    ("https://cdn.example.com.attacker.net/a.jpg", True),
+    ("https://example.com.attacker.net/a.jpg", True),
+    # the scheme listed is the only one: `https://*.` never lets a redirect down to plain http
+    ("http://cdn.example.com/a.jpg", True),
+])
+def test_a_wildcard_entry_allows_its_scheme_and_hosts_ending_in_its_suffix_only(target, refused):
+    policy = RedirectPolicy("https://origin.example.org/images", ("https://*.example.com",))
+    assert (policy.refusal(URL(target)) is not None) == refused
 
 
 @pytest.mark.parametrize("keys, message", [
