@@ -432,6 +432,25 @@ def _not_found(path: str) -> None:
     raise plugin_api.OriginNotFound(path)
 
 
+def test_http_date_reads_a_naive_datetime_as_utc_whatever_the_machine_timezone(monkeypatch):
+    """A naive datetime is UTC, as documented ("an aware or UTC datetime"): on a machine set to Tokyo it must not
+    shift by nine hours (the node would send back, in If-Modified-Since, another date than the storage's)."""
+    import datetime
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        naive = datetime.datetime(2015, 10, 21, 7, 28)
+        assert plugin_api.http_date(naive) == "Wed, 21 Oct 2015 07:28:00 GMT"
+        paris = datetime.timezone(datetime.timedelta(hours=2))
+        assert plugin_api.http_date(naive.replace(tzinfo=paris)) == "Wed, 21 Oct 2015 05:28:00 GMT"
+        assert plugin_api.http_date(None) is None
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_the_built_in_types_install_as_edge_builtin_origins(tmp_path):
     """A wheel of the node (what `pip install .` installs) holds every package, the built-in origins
     under a name no other distribution uses, the plugin template, and no top-level `plugins`."""
