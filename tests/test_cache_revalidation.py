@@ -83,6 +83,19 @@ async def test_an_unchanged_original_is_revalidated_with_a_304_and_keeps_its_out
     assert origin.requests["shoe.jpg"] == 2
 
 
+async def test_an_original_is_fresh_for_less_than_original_ttl_and_asked_again_at_exactly_original_ttl(origin, node):
+    checked = float(int(time.time()))  # whole seconds: `checked + HOUR - checked` is HOUR exactly
+    node.node.clock = lambda: checked
+    assert (await node.fetch("/tr:w-40/shoe.jpg")).headers["X-Cache"] == "MISS"
+    node.node.clock = lambda: checked + HOUR - 0.5
+    assert decode(await node.fetch("/tr:w-30/shoe.jpg")).width == 30  # made from the stored original
+    assert origin.requests["shoe.jpg"] == 1
+    node.node.clock = lambda: checked + HOUR
+    assert decode(await node.fetch("/tr:w-20/shoe.jpg")).width == 20
+    assert origin.requests["shoe.jpg"] == 2  # revalidated
+    assert metric(node, "edge_origin_fetches_total", outcome="not_modified") == 1
+
+
 async def test_a_changed_original_replaces_its_outputs(origin, node):
     small = await node.fetch("/tr:w-40/shoe.jpg")
     await node.fetch("/tr:w-20/shoe.jpg")
