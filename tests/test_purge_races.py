@@ -113,6 +113,26 @@ async def test_a_store_under_way_when_a_purge_deletes_is_deleted_after_it(node, 
     assert (response.headers["X-Cache"], blue(response)) == ("MISS", True)
 
 
+async def test_a_404_answered_across_a_purge_is_not_remembered(node, origin):
+    """The operator uploads, then purges: a "not found" the origin was giving meanwhile may be from before the
+    upload, and must not be kept for `not_found_ttl` after the purge."""
+    origin.behaviour.status = 404
+    hold = origin.behaviour.hold = asyncio.Event()
+
+    async def asked() -> bool:
+        return origin.requests["b.jpg"] == 1
+    missing = asyncio.ensure_future(node.fetch("/tr:w-100/b.jpg"))
+    await until(asked, "the origin fetch under way")
+    await purge(node, {"url": "/b.jpg"})
+    hold.set()
+    assert (await missing).code == 404  # asked before the purge
+    origin.behaviour.status = origin.behaviour.hold = None
+    origin.files["b.jpg"] = noisy(BLUE)
+    response = await node.fetch("/tr:w-100/b.jpg")
+    assert (response.code, blue(response)) == (200, True)
+    assert origin.requests["b.jpg"] == 2
+
+
 async def test_a_purge_forgets_that_an_original_could_not_be_rendered(node, origin):
     origin.files["a.jpg"] = b"\xff\xd8 not a JPEG after all"
     assert (await node.fetch("/tr:w-100/a.jpg")).code == 422
