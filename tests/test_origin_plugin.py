@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import datetime
 import importlib.util
 import json
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import tomllib
 import zipfile
 from pathlib import Path
@@ -435,9 +437,6 @@ def _not_found(path: str) -> None:
 def test_http_date_reads_a_naive_datetime_as_utc_whatever_the_machine_timezone(monkeypatch):
     """A naive datetime is UTC, as documented ("an aware or UTC datetime"): on a machine set to Tokyo it must not
     shift by nine hours (the node would send back, in If-Modified-Since, another date than the storage's)."""
-    import datetime
-    import time
-
     monkeypatch.setenv("TZ", "Asia/Tokyo")
     time.tzset()
     try:
