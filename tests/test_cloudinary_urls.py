@@ -208,6 +208,8 @@ CROP_MODES = [
     (dict(width=100, dpr=2.0, crop="scale"), (200, 133)),
     (dict(aspect_ratio="1:1", crop="fill"), (2000, 2000)),  # the largest square
     (dict(width=300, aspect_ratio="1.0"), (300, 300)),  # scale: stretched to the ratio
+    (dict(width=300, aspect_ratio=1.5, crop="fill"), (300, 200)),  # a decimal ratio is width over height
+    (dict(aspect_ratio="1:1", crop="thumb"), (2000, 2000)),  # the largest square, as c_fill's
 ]
 
 
@@ -771,6 +773,8 @@ UNSUPPORTED = [
     (dict(color="red"), "co_red"),  # a colour for no effect of this node's
     (dict(transformation="nosuch"), "t_nosuch"),
     (dict(width=300, x=10, crop="fill"), "x_10"),
+    # an overlay's offset from an edge is into the image: a negative one had been counted from the far edge
+    (dict(overlay="avatar", gravity="north_west", x=-10), "x_-10"),
     (dict(aspect_ratio="1:1", crop="pad"), "ar_1:1"),
     (dict(width=400, height=400, crop="pad", background="auto:border_contrast"), "b_auto:border_contrast"),
     (dict(width=400, height=400, crop="auto"), "c_auto"),  # without its required gravity
@@ -1075,6 +1079,27 @@ def test_a_transformation_longer_than_the_node_takes_is_refused_before_it_is_tra
     with pytest.raises(InvalidTransformation) as raised:
         translate(("w_10",) * 700, {}, named_only=False)
     assert str(raised.value).endswith("longer than 2000 characters") and len(str(raised.value)) < 120
+
+
+#: Cloudinary words whose translation no image shows apart (a face-less photo, a value at a bound, a side left out)
+TRANSLATIONS = [
+    ("e_blur_faces", "e-blurfaces-25"),  # Cloudinary's default strength, 500 of 2000
+    ("e_pixelate_region", "e-pixelate-5"),  # Cloudinary's default squares, 5 px
+    ("e_blur:2000", "bl-100"),  # the strongest blur Cloudinary takes is ours
+    ("e_sharpen:2000", "e-sharpen-100"),
+    ("r_10:20:30", "r-10_20_30_20"),  # as CSS: the bottom left takes the top right's radius
+    ("c_fill,ar_1.5,w_300", "w-300,ar-1.5-1"),  # a decimal ratio is width over height
+    ("b_rgb:FF0000FF,c_pad,w_300,h_300", "w-300,h-300,cm-pad_resize,bg-FF0000"),  # alpha FF: opaque, not 99 %
+    ("e_blur_region,x_10,w_300", "bl-5,e-region-10_0_300_65500"),  # the side not given: to the image's edge
+    ("e_pixelate_region,y_20,h_100", "e-pixelate-5,e-region-0_20_65500_100"),
+]
+
+
+@pytest.mark.parametrize("words, ours", TRANSLATIONS)
+def test_defaults_bounds_and_sides_left_out_translate_as_the_mapping_says(words, ours):
+    from edge.cloudinary_urls import translate
+    from edge.transform.options import parse_transformation
+    assert translate((words,), {}, False).canonical() == parse_transformation(ours).canonical()
 
 
 def test_a_purge_names_origin_paths():
