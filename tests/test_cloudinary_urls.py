@@ -1071,6 +1071,14 @@ def test_split_path(path, components, origin_path):
     assert (split.components, split.origin_path) == (components, origin_path)
 
 
+def test_an_extension_names_the_output_format_in_any_case():
+    """`shoe.JPG`, as cameras and some CMSs name files: a JPEG, as `shoe.jpg` is."""
+    from edge.cloudinary_urls import split_path
+    for extension, output in (("JPG", "jpg"), ("Png", "png"), ("webp", "webp")):
+        split = split_path(f"demo/image/upload/w_100/shoe.{extension}".split("/"), lambda segment: segment)
+        assert (split.public_id, split.extension_format) == (f"shoe.{extension}", output), extension
+
+
 def test_a_transformation_longer_than_the_node_takes_is_refused_before_it_is_translated():
     """As the node's own form: 400 naming the limit, not a translation of every component whose 400 quotes them all
     (48 kB of components had made a 51 kB answer: a mutation audit)."""
@@ -1092,6 +1100,11 @@ TRANSLATIONS = [
     ("b_rgb:FF0000FF,c_pad,w_300,h_300", "w-300,h-300,cm-pad_resize,bg-FF0000"),  # alpha FF: opaque, not 99 %
     ("e_blur_region,x_10,w_300", "bl-5,e-region-10_0_300_65500"),  # the side not given: to the image's edge
     ("e_pixelate_region,y_20,h_100", "e-pixelate-5,e-region-0_20_65500_100"),
+    ("w_300,e_contrast", "w-300"),  # the default level changes nothing: no cache entry of its own
+    # a text's opacity to the nearest tenth; placed in the middle, Cloudinary's default gravity
+    ("l_text:DejaVuSans_20:hi,o_55", "l-text,i-hi,fs-20,al-6,lxc-bw_div_2,lyc-bh_div_2,l-end"),
+    # Cloudinary's line spacing is between the lines, ours from one line's top to the next's
+    ("l_text:DejaVuSans_20_line_spacing_10:hi", "l-text,i-hi,fs-20,lh-30,lxc-bw_div_2,lyc-bh_div_2,l-end"),
 ]
 
 
