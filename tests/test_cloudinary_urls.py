@@ -1115,6 +1115,15 @@ def test_defaults_bounds_and_sides_left_out_translate_as_the_mapping_says(words,
     assert translate((words,), {}, False).canonical() == parse_transformation(ours).canonical()
 
 
+def test_a_key_given_twice_in_one_component_is_a_400_naming_the_second():
+    """`w_100,w_200`: which one Cloudinary applies is not for the node to guess (the last had silently won)."""
+    from edge.cloudinary_urls import translate
+    from edge.errors import InvalidTransformation
+    with pytest.raises(InvalidTransformation) as raised:
+        translate(("c_scale,w_100,w_200",), {}, False)
+    assert str(raised.value) == "invalid transformation: w_200: w_ given twice in one component"
+
+
 def test_a_purge_names_origin_paths():
     from edge.cloudinary_urls import read
     def purge(path):
