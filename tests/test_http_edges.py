@@ -254,6 +254,8 @@ async def test_the_metrics_port_answers_other_paths_with_a_plain_404(node_factor
     ("image/avif,image/webp;q=0.5", "heifload"),
     ("image/webp;q=zero", "webpload"),  # a q that is not a number is ignored
     ("image/webp;q=", "webpload"),
+    ('image/webp;q="0"', "jpegload"),  # a quoted weight is read as its number
+    ("image/webp2,image/avifs", "jpegload"),  # a longer name holding image/webp or image/avif names neither
     ("image/webp;q=-1", "jpegload"),  # below 0: 0
     ("image/webp, image/webp;q=0", "jpegload"),  # listed twice: the lowest weight
     ("image/*,*/*;q=0.8", "jpegload"),  # wildcards name neither

@@ -137,3 +137,10 @@ def test_the_avif_only_plan_is_avif_for_stills_and_gif_for_animations():
     # an explicit f-avif is not f-auto's plan: an animation becomes its first frame
     assert plan_format("avif", "anim.gif", "image/avif") == ("avif", False)
     assert not animates("avif", "gifload_source")
+
+
+def test_the_smallest_of_f_auto_weighs_avif_for_a_still_and_leaves_it_out_for_an_animation():
+    planned, _ = plan_format("auto", "photo.jpg", "image/avif,image/webp", smallest=True)
+    assert final_formats(planned, "jpegload_source", has_alpha=False, animated=False) == ["avif", "webp", "jpg"]
+    assert final_formats(planned, "pngload_source", has_alpha=True, animated=False) == ["avif", "webp", "png"]
+    assert final_formats(planned, "gifload_source", has_alpha=False, animated=True) == ["webp", "gif"]

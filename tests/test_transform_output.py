@@ -97,6 +97,14 @@ async def test_animations_stay_animated(image_node, path, frames):
     assert close(pixel(image, 8, 8), (255, 0, 0)) and close(pixel(image, 8, 16 + 8), (0, 255, 0))
 
 
+@pytest.mark.parametrize("path, load", [("anim.gif", "gifload"), ("anim.webp", "webpload")])
+async def test_f_orig_of_an_animation_keeps_every_frame_in_the_original_s_format(image_node, path, load):
+    response = await image_node.fetch(f"/tr:w-16,f-orig/{path}")
+    image = decode(response, all_frames=True)
+    assert loader(response) == load and image.get("n-pages") == 5 and image.get("page-height") == 16
+    assert close(pixel(image, 8, 8), (255, 0, 0)) and close(pixel(image, 8, 16 + 8), (0, 255, 0))
+
+
 @pytest.mark.parametrize("tr", ["f-jpg", "f-png", "f-avif"])
 async def test_animations_become_their_first_frame_where_the_format_cannot_animate(image_node, tr):
     response, image = await fetch_image(image_node, f"/tr:w-16,{tr}/anim.gif")
