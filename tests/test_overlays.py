@@ -188,11 +188,13 @@ async def test_a_text_layer_is_aligned_by_ia_inside_its_w_box(node):
         assert drawn and first <= drawn[0] and drawn[-1] < last, (align, drawn[0], drawn[-1])
 
 
-async def test_a_text_layers_padding_puts_the_text_left_and_top_apart(node):
+@pytest.mark.parametrize("padding", ["pa-10_40", "pa-10_40_20", "pa-10_30_20_40"])
+async def test_a_text_layers_padding_puts_the_text_left_and_top_apart(node, padding):
     """`pa-10_40` (CSS shorthand: 10 top and bottom, 40 left and right) on a text layer with a `bg` at (0, 0): the
-    text's first white column is 40 px right of where it is unpadded, its first white row 10 px down."""
+    text's first white column is 40 px right of where it is unpadded, its first white row 10 px down. Three values
+    are top, left and right, bottom (the left is the second); four top, right, bottom, left."""
     plain, padded = [await image(node, f"/tr:l-text,i-Hi,fs-30,co-FFFFFF,bg-00C800,{pa}lx-0,ly-0,l-end/base.png")
-                     for pa in ("", "pa-10_40,")]
+                     for pa in ("", f"{padding},")]
     (x, y), (padded_x, padded_y) = [tuple(ink[0] for ink in white_ink(out, 200, 150)) for out in (plain, padded)]
     assert (padded_x - x, padded_y - y) == (40, 10), (x, y, padded_x, padded_y)
     assert near(at(padded, 2, 2), GREEN) and near(at(padded, x + 39, y + 9), GREEN)
@@ -386,6 +388,15 @@ async def test_layers_sized_and_placed_by_the_base_on_a_12_megapixel_photo(photo
 async def test_layer_expressions_that_cannot_be_evaluated_are_400s_naming_them(node, tr, message):
     response = await node.fetch(f"/tr:{tr}/base.png")
     assert response.code == 400 and message in response.body.decode(), response.body
+
+
+@pytest.mark.parametrize("position", ["lx-65500", "ly-N65500", "lxc-65500.4"])
+async def test_a_layer_position_of_65500_is_drawn_and_one_more_is_a_400(node, position):
+    """65500 px is the largest position: a layer that far off its base is moved in (drawn), 65501 is refused."""
+    await image(node, f"/tr:l-image,i-logo.png,{position},l-end/base.png")
+    over = position.replace("65500", "65501")
+    response = await node.fetch(f"/tr:l-image,i-logo.png,{over},l-end/base.png")
+    assert response.code == 400 and b"must be an integer of pixels up to 65500" in response.body, response.body
 
 
 async def test_what_imagekits_overlay_docs_write_works(node):
