@@ -5,6 +5,7 @@ many outputs, a changed overlay making a new output, the endpoint watermark, and
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import struct
 import time
@@ -186,6 +187,15 @@ async def test_a_text_layer_is_aligned_by_ia_inside_its_w_box(node):
         drawn, _ = white_ink(await image(node, f"/tr:l-text,i-Hi,fs-30,co-FFFFFF,w-200,ia-{align},lx-0,ly-0,l-end"
                                                f"/base.png"), 240, 60)
         assert drawn and first <= drawn[0] and drawn[-1] < last, (align, drawn[0], drawn[-1])
+
+
+async def test_a_line_break_in_a_text_layer_draws_a_second_line(node):
+    """`ie-` (base64) of `Hi` and a line break, `Hi` again: a control character, but the one a text may hold; the
+    white ink reaches twice as far down as the one line's, from the same first row."""
+    one, two = [await image(node, f"/tr:l-text,ie-{base64.b64encode(text.encode()).decode()},fs-30,co-FFFFFF,"
+                                  f"lx-0,ly-0,l-end/base.png") for text in ("Hi", "Hi\nHi")]
+    (_, one_rows), (_, two_rows) = white_ink(one, 200, 150), white_ink(two, 200, 150)
+    assert two_rows[0] == one_rows[0] and two_rows[-1] - two_rows[0] > 1.8 * (one_rows[-1] - one_rows[0])
 
 
 @pytest.mark.parametrize("padding", ["pa-10_40", "pa-10_40_20", "pa-10_30_20_40"])
