@@ -189,6 +189,15 @@ async def test_a_text_layer_is_aligned_by_ia_inside_its_w_box(node):
         assert drawn and first <= drawn[0] and drawn[-1] < last, (align, drawn[0], drawn[-1])
 
 
+@pytest.mark.parametrize("least, below", [("fs-1", "fs-0"), ("al-1", "al-0"), ("lh-1", "lh-0"), ("pa-0", None),
+                                          ("fol-1_FF0000", "fol-0_FF0000"), ("fsh-FF0000_1", "fsh-FF0000_0")])
+async def test_a_text_parameter_s_least_value_is_drawn_and_one_less_is_a_400(node, least, below):
+    await image(node, f"/tr:l-text,i-Hi,{least},l-end/base.png")
+    if below is not None:
+        response = await node.fetch(f"/tr:l-text,i-Hi,{below},l-end/base.png")
+        assert response.code == 400 and b"must be an integer from" in response.body, response.body
+
+
 async def test_a_line_break_in_a_text_layer_draws_a_second_line(node):
     """`ie-` (base64) of `Hi` and a line break, `Hi` again: a control character, but the one a text may hold; the
     white ink reaches twice as far down as the one line's, from the same first row."""
