@@ -19,7 +19,7 @@ from edge.errors import BadRequest, ConfigError, DecodeMemoryExhausted
 from edge.pluginmanager import load_plugins
 from edge.testing import NodeProcess, ServingNode
 from edge.transform.encode import EncodeOptions, encode, encoder_memory
-from edge.transform.held import DecodeBudget, accounted, charge_encoding
+from edge.transform.held import DecodeBudget, accounted, charge, charge_encoding, mark, release_since
 from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer, probe, render_image
 from tests.nodes import decode, local_config, until, write_config
@@ -230,6 +230,20 @@ def test_what_a_layer_was_made_from_is_given_back_and_the_layer_kept(photos):  #
                             Limits(max_decode_memory=64 * 10**6, max_cost=1000),
                             {f"p{n}.png": png for n in range(3)}, budget=budget)
     assert (rendered.width, rendered.height) == (300, 200) and budget.in_use == 0
+
+
+def test_what_a_step_keeps_stays_counted_once_what_it_was_made_from_is_freed():
+    """`release_since` frees a step's working images but counts those it keeps (made in memory since the mark): a
+    kept 1000×1000 RGB image holds 3 MB to the end, and a 7.2 MB image more is over a 10 MB render's limit."""
+    kept = pyvips.Image.black(1000, 1000, bands=3)
+    with accounted(None, 0, 10 * 10**6, 1000) as account:
+        start = mark()
+        charge(pyvips.Image.black(2000, 1000, bands=3))  # the step's 6 MB working copy
+        charge(kept)
+        release_since(start, [kept])
+        assert account.held == 1000 + 3 * 10**6
+        with pytest.raises(BadRequest, match=r"takes 10 MB, over max_decode_memory \(10 MB\)$"):
+            charge(pyvips.Image.black(2400, 1000, bands=3))
 
 
 def test_a_render_s_layers_take_what_is_counted_and_are_freed_with_it(tmp_path, photos):  # noqa: F811
