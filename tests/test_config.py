@@ -25,7 +25,7 @@ from edge.config import (
 from edge.errors import ConfigError
 from edge.flight import wait_bound
 from edge.pluginmanager import load_plugins
-from edge.settings import without_userinfo
+from edge.settings import REDACTED_MIN_CHARS, Secret, parse_duration, parse_size, redact, without_userinfo
 from tests.nodes import SAMPLES, write_config
 
 ORIGIN = f"""
@@ -126,6 +126,8 @@ def test_the_transform_queue_timeout_is_part_of_what_flight_waiters_wait(tmp_pat
     ("[server]\ntransform_queue_timeout = 0\n" + ORIGIN + ENDPOINT,
      "[server] transform_queue_timeout: expected a duration above zero"),
     ("[server]\nmax_header_size = 100\n" + ORIGIN + ENDPOINT, "[server] max_header_size: expected at least 1KiB"),
+    ("[limits]\nrender_timeout = 0\n" + ORIGIN + ENDPOINT,
+     "[limits] render_timeout: must be more than 0s: every render would be stopped at once"),
     ("[server]\nport = 9000\nmetrics_port = 9000\n" + ORIGIN + ENDPOINT,
      "[server] metrics_port: expected another port than port (9000)"),  # `serve` could not bind both
     ('[server]\nmetrics_host = "0.0.0.0"\n' + ORIGIN + ENDPOINT, "[server] metrics_host: needs metrics_port"),
@@ -151,6 +153,7 @@ def test_the_transform_queue_timeout_is_part_of_what_flight_waiters_wait(tmp_pat
     (ORIGIN + ENDPOINT + 'private_key = " \\t"\n', "[endpoints[0]] private_key: is empty"),
     (ORIGIN + ENDPOINT + 'private_key = "k"\nprevious_private_keys = [" "]\n',
      "[endpoints[0]] previous_private_keys: contains an empty key"),
+    (ORIGIN + ENDPOINT + 'hosts = ["a.example", "A.example."]\n', "[endpoints[0]] hosts: 'a.example' is listed twice"),
     (ORIGIN + ENDPOINT + 'private_key = "k"\nsigned_only = true\nnamed_only = true\n',
      "[endpoints[0]] named_only: cannot be combined with signed_only"),
     (ORIGIN + ENDPOINT + 'private_key = "${NOT_SET}"\n', "[endpoints[0]] private_key: environment variable NOT_SET is not set"),
@@ -170,6 +173,9 @@ def test_errors_name_file_table_and_key(tmp_path, text, expected):
     ("[limits] max_output_side", 65501, 65500, "expected an integer from 1 to 65500, got 65501"),
     ("[cache] not_found_ttl", -1, 0, "expected a duration of 0 or more, got -1"),
     ("[server] shutdown_grace", -0.5, 0, "expected a duration of 0 or more, got -0.5"),
+    ("[limits] max_cost", 0.5, 1, "expected a number of at least 1, got 0.5"),
+    ("[server] max_header_size", 1023, 1024, "expected at least 1KiB (a request line and a Host header)"),
+    ("[server] worker_timeout", 1.5, 2, "expected at least 2s: a worker's heartbeat comes every second"),
 ])
 def test_a_value_just_past_its_bound_is_refused_and_the_bound_itself_taken(tmp_path, key, past, bound, message):
     """A port of 65536 failed only when the socket was made, a side over 65500 at a render's encode; libvips
@@ -203,6 +209,60 @@ def test_a_secret_shows_as_stars_in_the_configs_repr(tmp_path):
     assert (repr(config.admin_token), repr(endpoint.private_key)) == ("Secret('****')", "Secret('****')")
     for value in ("private-key-value", "older-key-value", "admin-token-value"):
         assert value not in repr(config)  # the endpoints' with it
+
+
+@pytest.fixture
+def forget_secrets():
+    """Every secret made is masked in every later log line of the process (`settings.redact`): those a test makes
+    are forgotten once it is done."""
+    before = set(Secret._every)
+    yield
+    Secret._every.intersection_update(before)
+
+
+def test_a_secret_of_the_shortest_masked_length_is_masked_and_one_character_less_is_not(forget_secrets):
+    six, five = "Qx7vK2", "Wm4pZ"
+    assert len(six) == REDACTED_MIN_CHARS and len(five) == REDACTED_MIN_CHARS - 1
+    for value in (six, five):
+        Secret(value)
+    assert redact(f"a {six} b {five} c") == f"a **** b {five} c"
+
+
+def test_a_secret_holding_another_is_masked_whole(forget_secrets):
+    """The longest first: the shorter one replaced first left the rest of the longer one in clear."""
+    for value in ("Kp9-token", "Kp9-token-Zr8-rest"):
+        Secret(value)
+    assert redact("sent Kp9-token-Zr8-rest and Kp9-token") == "sent **** and ****"
+
+
+def test_an_environment_value_of_the_shortest_masked_length_is_named_in_an_error(tmp_path):
+    message = config_error(tmp_path, '[server]\nlog_level = "${LEVEL}"\n' + ORIGIN + ENDPOINT,
+                           environ={"LEVEL": "Qx7vK2"})
+    assert message.endswith("[server] log_level: expected one of 'debug', 'info', 'warning', 'error', got '${LEVEL}'")
+
+
+def test_an_environment_value_holding_another_is_named_whole_in_an_error(tmp_path):
+    """The longest value first: the shorter one named first wrote `${SHORT}-Zr8-rest`."""
+    message = config_error(tmp_path, '[server]\nhost = "${SHORT}"\nlog_level = "${LONG}"\n' + ORIGIN + ENDPOINT,
+                           environ={"SHORT": "Kp9-token", "LONG": "Kp9-token-Zr8-rest"})
+    assert message.endswith("[server] log_level: expected one of 'debug', 'info', 'warning', 'error', got '${LONG}'")
+
+
+@pytest.mark.parametrize("written, size", [
+    (123, 123), ("123", 123), ("7B", 7), ("1KB", 1000), ("1kb", 1000), ("1KiB", 1024), ("1.5MB", 1_500_000),
+    ("2MiB", 2 * 2**20), ("3GB", 3 * 10**9), ("3GiB", 3 * 2**30), ("1TB", 10**12), ("1TiB", 2**40),
+    (" 4 MB ", 4 * 10**6),
+])
+def test_a_size_is_read_in_decimal_or_binary_units(written, size):
+    assert parse_size(written) == size
+
+
+@pytest.mark.parametrize("written, seconds", [
+    (90, 90.0), (2.5, 2.5), ("90", 90.0), ("250ms", 0.25), ("45s", 45.0), ("5m", 300.0), ("1.5m", 90.0),
+    ("2h", 7200.0), ("1d", 86400.0), (" 3 s ", 3.0),
+])
+def test_a_duration_is_read_in_its_units(written, seconds):
+    assert parse_duration(written) == seconds
 
 
 def test_embedded_default_serves_the_samples():
@@ -270,6 +330,10 @@ def test_a_config_that_is_no_regular_file_or_too_large_is_refused_at_once(tmp_pa
     with pytest.raises(ConfigError) as error:
         load_config(large, load_plugins())
     assert str(error.value) == f"{large}: larger than {MAX_CONFIG_BYTES} bytes"
+    body = (ORIGIN + ENDPOINT).encode()
+    largest = tmp_path / "largest.toml"  # the limit itself is taken
+    largest.write_bytes(body + b"#" * (MAX_CONFIG_BYTES - len(body)))
+    assert load_config(largest, load_plugins()).origins[0].root == SAMPLES
 
 
 def test_check_config_exits_1_naming_the_problem(tmp_path):
