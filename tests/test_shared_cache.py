@@ -17,7 +17,7 @@ import pytest
 
 from edge.cache import (MAX_ENTRY_SHARE, CachedOutput, SourceInfo, original_key, output_key, path_key,
                         path_prefix_key, strong_etag)
-from edge.config import load_config
+from edge.config import Placeholders, load_config
 from edge.errors import ConfigError, SharedCacheFailure
 from edge.metrics import Metrics
 from edge.pluginmanager import load_plugins
@@ -354,6 +354,38 @@ def test_shared_cache_config_errors_name_the_key(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message) as raised:
         load_config(write_config(tmp_path, text), load_plugins())
     assert "URL-SECRET" not in str(raised.value)  # a credential in the URL is never quoted
+
+
+@pytest.mark.parametrize("every, seconds", [('"100ms"', 0.1), ('"1h"', 3600.0)])
+def test_the_bounds_of_purge_journal_every_are_taken(tmp_path, every, seconds):
+    text = local_config(after=shared_table("http://127.0.0.1:9") + f"purge_journal_every = {every}\n")
+    assert load_config(write_config(tmp_path, text), load_plugins()).shared_cache.purge_journal_every == seconds
+
+
+def test_the_most_previous_signing_keys_taken_load(tmp_path):
+    keys = [f"{SIGNING_KEY[:-1]}{i}" for i in range(1, 5)]
+    text = local_config(after=shared_table("http://127.0.0.1:9") + f'signing_key = "{SIGNING_KEY}"\n'
+                        f"previous_signing_keys = {json.dumps(keys)}\n")
+    config = load_config(write_config(tmp_path, text), load_plugins())
+    assert [key.reveal() for key in config.shared_cache.previous_signing_keys] == keys
+
+
+@pytest.mark.parametrize("keys, message", [
+    ('signing_key = "${EDGE_TEST_KEY}"', r"\[shared_cache\] signing_key: expected at least 32 characters"),
+    (f'signing_key = "{SIGNING_KEY}"\nprevious_signing_keys = ["{SIGNING_KEY[::-1]}", "${{EDGE_TEST_KEY}}"]',
+     r"\[shared_cache\] previous_signing_keys: expected at least 32 characters"),
+])
+def test_a_short_signing_key_from_the_environment_is_refused_and_one_it_does_not_give_stands_in(tmp_path, keys,
+                                                                                                  message):
+    """`check-config --no-env` checks a config without its secrets: a `${NAME}` the environment does not give stands
+    for a key of any length. A value the environment gives is checked as one written in the file."""
+    path = write_config(tmp_path, local_config(after=shared_table("http://127.0.0.1:9") + keys))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, load_plugins(), environ={"EDGE_TEST_KEY": "short-KEY-SECRET"})
+    config = load_config(path, load_plugins(), environ={"EDGE_TEST_KEY": SIGNING_KEY[::-1]})
+    assert SIGNING_KEY[::-1] in [key.reveal() for key in (config.shared_cache.signing_key,
+                                                          *config.shared_cache.previous_signing_keys)]
+    assert load_config(path, load_plugins(), environ=Placeholders()).shared_cache.signing_key is not None
 
 
 def test_check_config_masks_the_shared_tiers_secret(tmp_path):
