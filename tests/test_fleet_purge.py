@@ -14,7 +14,7 @@ from edge.metrics import FLEET_PURGE_OUTCOMES
 from tests.fleet import AUTH, start_fleet
 from tests.nodes import local_config, write_config
 from tests.scrape import samples, scrape
-from tests.test_config import config_error
+from tests.test_config import config_error, load
 
 PATHS = ("/tr:w-30/coffee.jpg", "/tr:w-40/coffee.jpg", "/tr:w-30/chelsea.jpg")
 
@@ -205,3 +205,8 @@ def test_fleet_config_errors_name_the_key(tmp_path, table, message):
     with pytest.raises(ConfigError, match=message) as raised:
         raise ConfigError(config_error(tmp_path, local_config(before=f"[fleet]\n{table}\n")))
     assert "hunter2" not in str(raised.value)
+
+
+def test_a_fleet_of_the_most_peers_taken_loads(tmp_path):
+    peers = [f"http://a:{port}" for port in range(1, 257)]
+    assert load(tmp_path, local_config(before=f"[fleet]\npeers = {json.dumps(peers)}\n")).fleet.peers == tuple(peers)
