@@ -17,6 +17,8 @@ import pyvips
 from cloudinary import CloudinaryImage
 
 from edge.cloudinary_urls import mapping_markdown
+from edge.config import load_config
+from edge.pluginmanager import load_plugins
 from edge.transform import faces
 from tests.assets import centre_colour, close, colour, pixel, same_colour, solid
 from tests.imagecorpus import ANIMATION_COLOURS, animated_gif, cmyk_jpeg
@@ -861,6 +863,12 @@ async def test_signed_overlays_and_defaults_verify_as_a_browser_sends_what_the_s
             assert image.width == 300
         refused = await node.fetch(sent.replace("badge", "badges"))
         assert (refused.code, refused.body) == (401, b"invalid signature\n")
+
+
+def test_a_cloudinary_style_endpoint_may_be_both_signed_only_and_named_only(s3, tmp_path):
+    """Only an ImageKit-style endpoint refuses the pair (docs/configuration.md)."""
+    loaded = load_config(write_config(tmp_path, config(s3, "signed_only = true\nnamed_only = true")), load_plugins())
+    assert (loaded.endpoints[0].signed_only, loaded.endpoints[0].named_only) == (True, True)
 
 
 async def test_named_only_accepts_t_and_signed_urls(s3, bucket, cloud, node_factory, tmp_path):
