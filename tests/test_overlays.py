@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import struct
 import time
 from urllib.parse import urlsplit
@@ -598,6 +599,14 @@ def test_fonts_are_read_at_startup(tmp_path):
     with pytest.raises(ConfigError, match="Brand.*not a TrueType/OpenType font"):
         load_config(write_config(tmp_path, web_config("http://127.0.0.1:9", '[fonts]\nBrand = "not-a-font.ttf"\n')),
                     load_plugins())
+
+
+@pytest.mark.parametrize("name", ["Brand@Bold", "/Brand", "Brand Bold"])
+def test_a_font_name_no_url_could_ask_for_is_refused(tmp_path, name):
+    """A URL writes a font's `/` as `@@` (`ff-fonts@@Brand.ttf`): a name holding `@` could never be asked for."""
+    text = web_config("http://127.0.0.1:9", f'[fonts]\n"{name}" = "{SHIPPED / "DejaVuSans.ttf"}"\n')
+    with pytest.raises(ConfigError, match=re.escape(f"[fonts] {name}: a font name is letters, digits")):
+        load_config(write_config(tmp_path, text), load_plugins())
 
 
 def font_with_names(*names: tuple[int, int, bytes]) -> bytes:
