@@ -383,6 +383,7 @@ class ListedJournal:
 
     def __init__(self, keys: list[tuple[str, float]]):
         self.keys = sorted(keys)
+        self.deleted: list[str] = []
 
     def key_for(self, key: str) -> str:
         return key
@@ -390,6 +391,22 @@ class ListedJournal:
     async def list_objects(self, prefix: str, start_after: str = "", pages: int = 1) -> list[tuple[str, float]]:
         after = [(key, at) for key, at in self.keys if key > (start_after or "") and key.startswith(prefix)]
         return after[:1000 * pages]
+
+    async def delete_keys(self, keys: list[str]) -> None:
+        self.deleted += keys
+        self.keys = [(key, at) for key, at in self.keys if key not in keys]
+
+
+async def test_expire_deletes_the_entries_older_than_the_retention_by_the_stores_clock_and_no_younger_one(tmp_path):
+    """An hour's retention, by the time the store wrote the new entry: one written 3601 s before it is deleted, one
+    1900 s before it kept (a mutation expiring at half the retention survived: its other test's entries are all
+    older than the whole)."""
+    now = 5_000_000.0
+    old, younger, new = (FOLDER + _entry_name(now - age, f"\0{age}.jpg\0") for age in (3601, 1900, 0))
+    store = ListedJournal([(old, now - 3601), (younger, now - 1900), (new, now)])
+    journal = PurgeJournal(store, 3600.0, tmp_path / "mark", clock=lambda: now)
+    assert await journal.expire(new) == 0.0  # the node's clock is the store's
+    assert store.deleted == [old] and [key for key, _ in store.keys] == [younger, new]
 
 
 async def test_a_journal_of_more_entries_than_a_worker_holds_forgets_the_oldest_tenth_at_once(tmp_path, monkeypatch):
