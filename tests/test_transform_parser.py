@@ -66,6 +66,7 @@ def canonical(*texts, **options) -> str:
     ("if-ar_gt_1.0,w-200.0,if-else,h-300,rt-N90,if-end", "if-ar_gt_1,w-200,if-else,rt-270,h-300,if-end"),
     ("if-ar_lt_4-3.0,w-1:rt-90,if-end", "if-ar_lt_4-3,w-1:rt-90,if-end"),  # a chain in a branch
     ("c-pad_resize,w-9,h-9", "cm-pad_resize,w-9,h-9"),
+    ("md-Copyright", "md-copyright"),
 ])
 def test_synonyms_order_and_defaults_are_one_cache_key(first, second):
     assert canonical(first) == canonical(second)
@@ -75,6 +76,8 @@ def test_synonyms_order_and_defaults_are_one_cache_key(first, second):
     ("w-300,ar-4-3", "w-300,ar-4-5"),  # each side of the ratio is in the key: 300x225 is not 300x375
     ("w-300,ar-4-3", "w-300,ar-4"),
     ("h-200,ar-16_9", "h-200,ar-16_10"),
+    ("e-shadow-x-N5", "e-shadow-x-5"),  # `N`: the shadow falls left, not right
+    ("w-9,h-9,cm-pad_resize,bg-blurred_20_N30", "w-9,h-9,cm-pad_resize,bg-blurred_20_30"),  # darker, not lighter
 ])
 def test_different_transformations_are_different_cache_keys(first, second):
     assert canonical(first) != canonical(second)
@@ -85,6 +88,9 @@ def test_canonical_form():
     assert canonical("orig-true,w-10") == "orig-true"
     assert canonical("e-usm-2-2-0.8-0.024") == "e-usm-2-2-0.8-0.024"
     assert canonical("n-webp_thumb,q-40") == "w-100,f-webp,q-40"
+    # after an if block the output parameters are a step of their own: `if-end,f-png` would not parse back
+    assert canonical("f-png:if-w_gt_1,w-1,if-end") == "if-w_gt_1,w-1,if-end:f-png"
+    assert canonical("if-w_gt_1,w-1,if-end:f-png") == "if-w_gt_1,w-1,if-end:f-png"
 
 
 def test_a_colours_last_two_digits_are_its_opacity_in_percent_and_names_have_no_case():
@@ -187,6 +193,12 @@ def test_default_image_path():
     ("cm-extract,x-1,xc-2", "xc", "not both"),
     ("n-nope", "n-nope", "unknown named transformation"),
     ("n-thumb,n-thumb", "n-thumb", "one named transformation per step"),
+    ("bg-blurred_10_5_3", "bg-blurred_10_5_3", "must be blurred[_<radius 0-100>[_<brightness"),
+    ("e-brightness-N100", "e-brightness-N100", "from N99 to 100"),
+    ("e-usm-2-0-1-0.05", "e-usm-2-0-1-0.05", "sigma in (0, 100]"),
+    ("e-region-0_0_0_10,bl-5", "e-region-0_0_0_10", "width and height from 1"),
+    ("cr-red_5_FF000050", "cr-red_5_FF000050", "must be opaque"),  # the colour replaced, as the one it becomes
+    ("di-a\x01.jpg", "di-a\x01.jpg", "path"),  # a control character in the default image's path
 ])
 def test_invalid_parameters_name_themselves(text, param, reason):
     with pytest.raises(InvalidTransformation) as caught:
@@ -200,6 +212,8 @@ def test_named_only():
     assert parse_transformation("n-thumb", named=NAMED, named_only=True).canonical() == canonical("n-thumb")
     with pytest.raises(InvalidTransformation, match="only named transformations"):
         parse_transformation("n-thumb,w-10", named=NAMED, named_only=True)
+    with pytest.raises(InvalidTransformation, match="n-thumb: this endpoint serves one named transformation at a time"):
+        parse_transformation("n-thumb:n-thumb", named=NAMED, named_only=True)
 
 
 # URLs as the ImageKit SDKs build them (`imagekitio`: transformation dicts → `tr:` / `?tr=`)
