@@ -116,13 +116,21 @@ def test_warm_counts_a_node_that_does_not_answer_as_failed(tmp_path):
 
 
 class _StatusInPath(socketserver.StreamRequestHandler):
-    """Answers `GET /<status>[?…]` with that status and a 4-byte body."""
+    """Answers `GET /<status>[?…]` with that status and a 4-byte body; a 3xx sends to `/500`. `GET /query?<status>`:
+    the status in the query. `GET /accept`: 200 when the request accepts `image/avif`, else 406."""
 
     def handle(self) -> None:
-        status = self.rfile.readline().split()[1][1:].decode().partition("?")[0]
-        while self.rfile.readline() not in (b"\r\n", b""):
-            pass
-        self.wfile.write(f"HTTP/1.1 {status} X\r\nContent-Length: 4\r\nConnection: close\r\n\r\n{status}\n".encode())
+        path, _, query = self.rfile.readline().split()[1][1:].decode().partition("?")
+        status = query if path == "query" else path
+        accept = b""
+        while (header := self.rfile.readline()) not in (b"\r\n", b""):
+            if header.lower().startswith(b"accept:"):
+                accept = header.partition(b":")[2].strip()
+        if status == "accept":
+            status = "200" if accept == b"image/avif" else "406"
+        location = "Location: /500\r\n" if status.startswith("3") else ""
+        self.wfile.write(f"HTTP/1.1 {status} X\r\nContent-Length: 4\r\n{location}Connection: close\r\n\r\n"
+                         f"{status}\n".encode())
 
 
 def test_warm_counts_each_answer_by_its_status_and_fails_on_a_5xx(tmp_path):
@@ -152,6 +160,58 @@ def test_warm_counts_a_line_over_max_line_as_failed_without_asking_it(tmp_path):
     assert warmed.stderr.splitlines()[-1] == "edge: 1 URL(s) had no answer; the first: '/200': not a URL"
 
 
+def test_warm_counts_a_redirect_as_its_answer_without_following_it(tmp_path):
+    """The 3xx is what the node answers for that URL; following it warms another URL, maybe another site's (a
+    mutation audit: following redirects survived)."""
+    urls = tmp_path / "urls.txt"
+    urls.write_text("/301\n")
+    with RawServer(_StatusInPath).serving() as server:
+        warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url)
+    assert (warmed.returncode, warmed.stdout.split(": ", 1)[1]) == (0, "1 ok, 0 4xx, 0 5xx, 0 failed; 4 bytes\n")
+
+
+def test_warm_asks_a_url_with_its_query(tmp_path):
+    """The query may be the transformation (`?tr=w-300`): without it, the original is warmed instead (a mutation
+    audit: dropping it survived)."""
+    urls = tmp_path / "urls.txt"
+    urls.write_text("/query?404\nhttp://img.example.com/query?503\n")
+    with RawServer(_StatusInPath).serving() as server:
+        warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url)
+    assert (warmed.returncode, warmed.stdout.split(": ", 1)[1]) == (1, "0 ok, 1 4xx, 1 5xx, 0 failed; 8 bytes\n")
+
+
+def test_warm_asks_with_the_accept_header_it_was_given(tmp_path):
+    """`--accept` picks the format a node negotiates: without it, the cache holds another variant than the traffic
+    asks for (a mutation audit: not sending it survived)."""
+    urls = tmp_path / "urls.txt"
+    urls.write_text("/accept\n")
+    with RawServer(_StatusInPath).serving() as server:
+        for accept, summary in ((["--accept", "image/avif"], "1 ok, 0 4xx"), ([], "0 ok, 1 4xx")):
+            warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url, *accept)
+            assert warmed.stdout.split(": ", 1)[1].startswith(summary + ","), accept
+
+
+def test_warm_counts_a_line_with_white_space_inside_as_failed_without_asking_it(tmp_path):
+    """A URL holds no white space (a path's own is percent-encoded): `/200 x` had been asked as `/200`, counted
+    ok (a mutation audit: asking it survived)."""
+    urls = tmp_path / "urls.txt"
+    urls.write_text("/200 x\n/200\tx\n")
+    with RawServer(_StatusInPath).serving() as server:
+        warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url)
+    assert (warmed.returncode, warmed.stdout.split(": ", 1)[1]) == (1, "0 ok, 0 4xx, 0 5xx, 2 failed; 0 bytes\n")
+
+
+def test_warm_takes_the_largest_concurrency_and_timeout_it_allows(tmp_path):
+    """The bounds are inclusive, as the usage errors say (a mutation audit: refusing them survived)."""
+    from edge.warm import MAX_CONCURRENCY, MAX_TIMEOUT
+    urls = tmp_path / "urls.txt"
+    urls.write_text("/200\n")
+    with RawServer(_StatusInPath).serving() as server:
+        warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url,
+                              "--concurrency", str(MAX_CONCURRENCY), "--timeout", f"{MAX_TIMEOUT:g}")
+    assert (warmed.returncode, warmed.stdout.split(": ", 1)[1]) == (0, "1 ok, 0 4xx, 0 5xx, 0 failed; 4 bytes\n")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--urls", "/no/such/file", "--base-url", "http://127.0.0.1:9"], "--urls /no/such/file: no such file"),
     (["--base-url", "127.0.0.1:9"], "--base-url '127.0.0.1:9': expected an http:// or https:// URL without a query"),
@@ -163,6 +223,8 @@ def test_warm_counts_a_line_over_max_line_as_failed_without_asking_it(tmp_path):
     # each URL had then failed, "no answer" (exit 1), not the argument
     (["--base-url", "http://127.0.0.1:9", "--accept", "image/webp\r\nX: y"],
      "--accept: holds a control character (a line break?)"),
+    (["--base-url", "http://127.0.0.1:9", "--accept", "image/webp\x7f"],
+     "--accept: holds a control character (a line break?)"),  # DEL too (a mutation audit: letting it by survived)
 ])
 def test_warm_usage_errors(tmp_path, args, message):
     (tmp_path / "urls.txt").write_text("/a.jpg\n")
