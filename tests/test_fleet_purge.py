@@ -11,7 +11,8 @@ import pytest
 
 from edge.errors import ConfigError
 from edge.metrics import FLEET_PURGE_OUTCOMES
-from tests.fleet import AUTH, start_fleet
+from edge.purge import purge_offline
+from tests.fleet import AUTH, TOKEN, start_fleet
 from tests.nodes import local_config, write_config
 from tests.scrape import samples, scrape
 from tests.test_config import config_error, load
@@ -210,3 +211,24 @@ def test_fleet_config_errors_name_the_key(tmp_path, table, message):
 def test_a_fleet_of_the_most_peers_taken_loads(tmp_path):
     peers = [f"http://a:{port}" for port in range(1, 257)]
     assert load(tmp_path, local_config(before=f"[fleet]\npeers = {json.dumps(peers)}\n")).fleet.peers == tuple(peers)
+
+
+def test_edge_purge_fleet_without_the_admin_token_is_a_config_error(tmp_path):
+    """The peers' purge API needs the token: without it each peer had been called and answered 401 (a mutation
+    audit: dropping the check survived)."""
+    config = load(tmp_path, local_config(before=f'[cache]\ndir = "{tmp_path}"\n'
+                                                f'[fleet]\npeers = ["http://127.0.0.1:9"]\n'))
+    with pytest.raises(ConfigError, match=r"\[admin\] token: --fleet calls the peers' purge API, which needs"):
+        purge_offline(config, {"url": "/coffee.jpg"}, fleet=True)
+
+
+def test_edge_purge_fleet_from_a_host_without_the_cache_folder_purges_the_peers_and_makes_none(tmp_path):
+    """An admin host with the fleet's config but no cache: the peers are the purge (a mutation audit: refusing it
+    as a config that is not the node's survived)."""
+    absent = tmp_path / "absent"
+    config = load(tmp_path, local_config(before=f'[admin]\ntoken = "{TOKEN}"\n[cache]\ndir = "{absent}"\n'
+                                                f'[fleet]\npeers = ["http://127.0.0.1:9"]\n'))
+    status, answer = purge_offline(config, {"url": "/coffee.jpg"}, fleet=True)
+    assert (status, answer["removed"], answer["peers"]) == (
+        502, 0, [{"peer": "http://127.0.0.1:9", "outcome": "unreachable"}])
+    assert not absent.exists()

@@ -182,6 +182,8 @@ async def test_the_bearer_scheme_is_read_in_any_case(node, scheme):
     (b'{"path": "/shop/a.jpg"}', b'expected exactly one of "url" or "prefix"\n'),
     (b'{"url": "/shop/a.jpg", "url": "/shop/b.jpg"}', b'expected exactly one of "url" or "prefix"\n'),
     (b'{"url": 7}', b"url: expected a URL or a path\n"),
+    # an empty prefix routes to the default endpoint and had emptied it (a mutation audit: letting it by survived)
+    (b'{"prefix": ""}', b"prefix: expected a URL or a path\n"),
     (b'{"url": "/shop/"}', b"url: names no image\n"),
     (b'{"url": "http://[::1/shop/a.jpg"}', b"url: not a URL or a path\n"),  # was a 500 (urlsplit's ValueError)
     (b'{"prefix": "https://[/shop/"}', b"prefix: not a URL or a path\n"),
@@ -192,6 +194,10 @@ async def test_the_bearer_scheme_is_read_in_any_case(node, scheme):
     (b'{"prefix": "/shop/shoes\\n"}', b"prefix: holds the control character '\\n' (a path's own is percent-encoded)\n"),
     (b'{"prefix": "/shop/sho\\tes/"}',
      b"prefix: holds the control character '\\t' (a path's own is percent-encoded)\n"),
+    (b'{"prefix": "/shop/sho\\res/"}',  # every control character, not just tab and newline (a mutation audit)
+     b"prefix: holds the control character '\\r' (a path's own is percent-encoded)\n"),
+    (b'{"url": "/shop/shoes/r\\u0000ed.jpg"}',
+     b"url: holds the control character '\\x00' (a path's own is percent-encoded)\n"),
     (b'{"url": "/shop/shoes/red.jpg\\u007f"}',
      b"url: holds the control character '\\x7f' (a path's own is percent-encoded)\n"),
     (b'{"prefix": " /shop/shoes/"}', b"prefix: starts or ends with white space\n"),

@@ -239,14 +239,16 @@ def test_a_journals_purge_applied_late_never_makes_the_records_latest_purge_olde
         tier.close()
 
 
-async def test_a_purge_that_cannot_be_recorded_says_so(origin, node_factory, tmp_path):
+@pytest.mark.parametrize("forwarded", [{}, {"X-Edge-Purge-Forwarded": "1"}])
+async def test_a_purge_that_cannot_be_recorded_says_so(origin, node_factory, tmp_path, forwarded):
     """Work under way could store what the purge removed: the purge is not done (502), as for a tier
-    that could not be purged, and says which part failed."""
+    that could not be purged, and says which part failed; to the peer that forwarded it too, whose answer names
+    this node (a mutation audit: a forwarded purge answering 200 survived)."""
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "purges").write_bytes(b"a file where the records' folder should be")
     node = await node_factory(write_config(tmp_path, web_config(
         origin.url, f'[admin]\ntoken = "{TOKEN}"\n[cache]\ndir = "cache"\n')))
     assert red(await node.fetch("/tr:w-100/a.jpg"))
-    response = await node.fetch("/_edge/purge", method="POST", headers=AUTH, body=b'{"url": "/a.jpg"}')
+    response = await node.fetch("/_edge/purge", method="POST", headers={**AUTH, **forwarded}, body=b'{"url": "/a.jpg"}')
     answer = json.loads(response.body)
     assert (response.code, answer["by_tier"]["purges"], answer["by_tier"]["output"]) == (502, "error", 1)
