@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.cache import (MAX_ENTRY_SHARE, CachedOutput, SourceInfo, original_key, output_key, path_key,
+from edge.cache import (MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, original_key, output_key, path_key,
                         path_prefix_key, strong_etag)
 from edge.config import Placeholders, load_config
 from edge.errors import ConfigError, SharedCacheFailure
@@ -831,19 +831,92 @@ def test_pending_purges_are_bounded_in_number_and_in_time(tmp_path, monkeypatch)
 
 
 class HalfFailingTier:
-    """A shared tier whose journal write or object removal fails: the purge's other step succeeds."""
+    """A shared tier whose journal write or object removal fails: the purge's other step succeeds, unless
+    `objects_fail` too. `asked`: the prefixes whose objects it was asked to remove, in order."""
 
-    def __init__(self, journal_fails: bool):
+    def __init__(self, journal_fails: bool, objects_fail: bool | None = None):
         self.journal_fails = journal_fails
+        self.objects_fail = not journal_fails if objects_fail is None else objects_fail
+        self.asked: list[str] = []
 
     async def record_purge(self, prefixes: list[str]) -> None:
         if self.journal_fails:
             raise SharedCacheFailure("server_error", "the journal's write failed")
 
     async def delete_prefix(self, prefix: str) -> int:
-        if not self.journal_fails:
+        self.asked.append(prefix)
+        if self.objects_fail:
             raise SharedCacheFailure("denied", "the objects' removal failed")
         return 1
+
+
+def pending_purges_of(tmp_path, *paths: str) -> purge.PendingPurges:
+    """Pending purges of `paths` (of the endpoint `shop`), the oldest first, none done in the shared tier."""
+    pending = purge.PendingPurges(tmp_path / purge.PENDING_FOLDER)
+    for path in paths:
+        name = pending.add(purge.PendingPurge([path_key("shop", path)], {"url": f"/shop/{path}"}, False, False,
+                                              time.time() + 600))
+        pending.tried(name, purge.PendingPurge([path_key("shop", path)], {"url": f"/shop/{path}"}, False, False,
+                                               time.time() + 600))
+    return pending
+
+
+async def test_a_round_of_retries_ends_at_the_first_try_that_gets_nothing_done(tmp_path):
+    """The tier still failing, the others would fail too, each waiting its timeout (a mutation audit: trying every
+    pending purge each round survived)."""
+    pending = pending_purges_of(tmp_path, "a.jpg", "b.jpg")
+    tier = HalfFailingTier(journal_fails=True, objects_fail=True)
+    try:
+        await purge.retry_pending(pending, tier, asyncio.to_thread)
+        assert tier.asked == [path_key("shop", "a.jpg")] and pending.count() == 2
+    finally:
+        pending.close()
+
+
+async def test_a_round_of_retries_tries_each_pending_purge_once(tmp_path):
+    """A try that gets a step done goes on to the next purge, not to the same one again (a mutation audit: taking
+    again what the round tried survived)."""
+    pending = pending_purges_of(tmp_path, "a.jpg", "b.jpg")
+    tier = HalfFailingTier(journal_fails=False)  # the journal written, the objects' removal failing
+    try:
+        await purge.retry_pending(pending, tier, asyncio.to_thread)
+        assert tier.asked == [path_key("shop", "a.jpg"), path_key("shop", "b.jpg")]
+        assert [json.loads((tmp_path / purge.PENDING_FOLDER / name).read_text())["journal_written"]
+                for name in pending.names()] == [True, True]  # how far each got, recorded
+    finally:
+        pending.close()
+
+
+async def test_a_purge_done_in_the_shared_tier_leaves_nothing_pending(tmp_path):
+    """Left before it begins, removed once done: else `edge_purges_pending` counts it and a round does it again (a
+    mutation audit: only letting it go survived)."""
+    caches = Caches(tmp_path / "cache", 10**9, 10**9)
+    pending = purge.PendingPurges(tmp_path / "cache" / purge.PENDING_FOLDER)
+    try:
+        status, answer = await purge._everywhere(caches, [path_key("shop", "a.jpg")], {"url": "/shop/a.jpg"}, None,
+                                                 None, HalfFailingTier(journal_fails=False, objects_fail=False),
+                                                 pending)
+    finally:
+        pending.close()
+        caches.close()
+    assert (status, answer["shared"], pending.count()) == (200, {"removed": 1, "journal": "written"}, 0)
+
+
+@pytest.mark.parametrize("max_pending, retrying", [(1, True), (0, False)])
+async def test_a_purge_says_it_is_retried_only_when_it_could_be_left_to_retry(tmp_path, monkeypatch, max_pending,
+                                                                             retrying):
+    """Past `MAX_PENDING` nothing is left for the workers to try again: the answer had said `retrying` all the same
+    (a mutation audit)."""
+    monkeypatch.setattr(purge, "MAX_PENDING", max_pending)
+    caches = Caches(tmp_path / "cache", 10**9, 10**9)
+    pending = purge.PendingPurges(tmp_path / "cache" / purge.PENDING_FOLDER)
+    try:
+        status, answer = await purge._everywhere(caches, [path_key("shop", "a.jpg")], {"url": "/shop/a.jpg"}, None,
+                                                 None, HalfFailingTier(journal_fails=True), pending)
+    finally:
+        pending.close()
+        caches.close()
+    assert (status, answer["shared"]["retrying"], pending.count()) == (502, retrying, max_pending)
 
 
 @pytest.mark.parametrize("journal_fails", [True, False])
