@@ -902,6 +902,18 @@ async def test_a_purge_done_in_the_shared_tier_leaves_nothing_pending(tmp_path):
     assert (status, answer["shared"], pending.count()) == (200, {"removed": 1, "journal": "written"}, 0)
 
 
+async def test_a_round_of_retries_tries_at_most_tries_a_round(tmp_path, monkeypatch):
+    """The rest wait for the next round (a mutation audit on the bound)."""
+    monkeypatch.setattr(purge, "TRIES_A_ROUND", 1)
+    pending = pending_purges_of(tmp_path, "a.jpg", "b.jpg")
+    tier = HalfFailingTier(journal_fails=False, objects_fail=False)
+    try:
+        await purge.retry_pending(pending, tier, asyncio.to_thread)
+        assert tier.asked == [path_key("shop", "a.jpg")] and pending.count() == 1
+    finally:
+        pending.close()
+
+
 @pytest.mark.parametrize("max_pending, retrying", [(1, True), (0, False)])
 async def test_a_purge_says_it_is_retried_only_when_it_could_be_left_to_retry(tmp_path, monkeypatch, max_pending,
                                                                              retrying):

@@ -106,13 +106,14 @@ def test_warm_counts_a_node_that_does_not_answer_as_failed(tmp_path):
     # without its query (a mutation printing it survived)
     signed = "?tr=w-10&ik-s=5f0c9d1e2b3a4c5d6e7f8091a2b3c4d5e6f70819"
     urls.write_text(f"/a.jpg{signed}\nhttp://[::1/b.jpg{signed}\n")
-    warmed = edge_command("warm", "--urls", str(urls), "--base-url", "http://127.0.0.1:9", "--timeout", "5")
+    warmed = edge_command("warm", "--urls", str(urls), "--base-url", "http://127.0.0.1:9", "--timeout", "5",
+                          "--concurrency", "1")
     assert warmed.returncode == 1 and warmed.stdout.strip().endswith("0 ok, 0 4xx, 0 5xx, 2 failed; 0 bytes")
     assert "Traceback" not in warmed.stderr and "5f0c9d1e" not in warmed.stderr + warmed.stdout
-    # why: a node down and a wrong port had looked alike, the summary saying only "failed"
-    assert warmed.stderr.splitlines()[-1] in (
-        "edge: 2 URL(s) had no answer; the first: '/a.jpg': [Errno 111] Connection refused",
-        "edge: 2 URL(s) had no answer; the first: 'http://[::1/b.jpg': not a URL")
+    # why: a node down and a wrong port had looked alike, the summary saying only "failed"; the first in the list
+    # (one at a time: a mutation audit naming the last survived)
+    assert warmed.stderr.splitlines()[-1] == \
+        "edge: 2 URL(s) had no answer; the first: '/a.jpg': [Errno 111] Connection refused"
 
 
 class _StatusInPath(socketserver.StreamRequestHandler):
