@@ -530,3 +530,76 @@ def test_entries_hashed_by_an_earlier_node_stay_valid_and_damage_is_still_seen(t
         assert caches.originals.get("bad") is None and caches.originals.get("old") is not None  # fetched again
     finally:
         caches.close()
+
+
+def test_an_entry_of_exactly_its_tier_s_share_of_the_budget_is_kept(tmp_path):
+    caches = Caches(tmp_path, MAX_ENTRY_SHARE * ENTRY, 10**9)
+    try:
+        caches.outputs.put("at the share", output(1))
+        assert caches.outputs.get("at the share").body == output(1).body
+    finally:
+        caches.close()
+
+
+def test_a_tier_exactly_at_its_budget_evicts_nothing(tmp_path):
+    probe = Caches(tmp_path, 10**9, 10**9)
+    for n in range(3):
+        probe.outputs.put(f"k{n}", output(n))
+    full = probe.outputs.volume()
+    probe.close()
+    evicted: list[tuple[str, int]] = []
+    caches = Caches(tmp_path, full, 10**9, evicted=lambda tier, count: evicted.append((tier, count)))
+    try:
+        caches.tidy()
+        assert evicted == [] and len(caches.outputs) == 3 and caches.outputs.volume() == full
+    finally:
+        caches.close()
+
+
+def test_no_version_of_a_local_file_is_recorded_with_a_zero_budget(tmp_path):
+    """With `original_size = 0` nothing is kept: a version recorded would be evicted as soon as written, counted as
+    an eviction every second for nothing."""
+    evicted: list[tuple[str, int]] = []
+    caches = Caches(tmp_path, 10**9, 0, evicted=lambda tier, count: evicted.append((tier, count)))
+    try:
+        caches.originals.put_version_later(path_key("", "a.jpg"), SOURCE)
+        assert caches.originals.get(path_key("", "a.jpg")) is None
+        caches.flush_touches()
+        assert caches.originals.get(path_key("", "a.jpg")) is None and evicted == []
+    finally:
+        caches.close()
+
+
+async def test_originals_not_kept_with_a_zero_budget_are_not_counted_as_too_large(tmp_path):
+    """`original_size = 0` turns the tier off, as asked: its originals are not "too large" for it."""
+    too_large: list[str] = []
+    caches = Caches(tmp_path, 10**9, 0, too_large=too_large.append)
+    try:
+        await caches.store(path_key("", "a.jpg"), stored_original(b"o" * ENTRY))
+        assert caches.originals.get(path_key("", "a.jpg")) is None and too_large == []
+    finally:
+        caches.close()
+
+
+async def test_a_store_that_fills_the_pending_budget_exactly_is_made(tmp_path, monkeypatch):
+    monkeypatch.setattr("edge.cache.caches.PENDING_STORE_BYTES", ENTRY)
+    dropped: list[str] = []
+    caches = Caches(tmp_path, 10**9, 10**9, dropped=dropped.append)
+    try:
+        await caches.store("k0", output(0))
+        assert caches.outputs.get("k0") is not None and dropped == []
+    finally:
+        caches.close()
+
+
+def test_a_not_found_record_past_its_expiry_leaves_the_tier_at_the_next_record(tmp_path):
+    caches = Caches(tmp_path, 10**9, 10**9)
+    try:
+        caches.not_found.put(path_key("", "gone.jpg"), 0.0, 60)
+        with sqlite3.connect(tmp_path / "not-found" / "cache.db") as index:  # as if stored over a minute ago
+            assert index.execute("UPDATE Cache SET expire_time = expire_time - 120").rowcount == 1
+        index.close()
+        caches.not_found.put(path_key("", "missing.jpg"), 0.0, 60)
+        assert len(caches.not_found) == 1
+    finally:
+        caches.close()
