@@ -114,11 +114,8 @@ async def warm(urls: Path, base_url: str, *, concurrency: int, timeout: float, a
         try:
             response = await client.fetch(HTTPRequest(url, headers=headers, request_timeout=timeout,
                                                       streaming_callback=count_chunk, follow_redirects=False),
-                                          raise_error=False)
-            if response.code == 599:  # no HTTP answer: tornado's stand-in for a connection's failure
-                summary.count(None, received[0], line, str(response.error))
-            else:
-                summary.count(response.code, received[0])
+                                          raise_error=False)  # Tornado 6: a failure with no HTTP answer is raised
+            summary.count(response.code, received[0])
         except (OSError, HTTPClientError, ValueError) as error:
             summary.count(None, received[0], line, str(error))
 
