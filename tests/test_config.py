@@ -27,6 +27,7 @@ from edge.flight import wait_bound
 from edge.pluginmanager import load_plugins
 from edge.settings import REDACTED_MIN_CHARS, Secret, parse_duration, parse_size, redact, without_userinfo
 from tests.nodes import SAMPLES, write_config
+from tests.s3server import shared_cache_table
 
 ORIGIN = f"""
 [[origins]]
@@ -100,6 +101,19 @@ def test_the_transform_queue_timeout_is_part_of_what_flight_waiters_wait(tmp_pat
     assert wait_bound(load(tmp_path, ORIGIN + ENDPOINT)) == 10 + 10 + 20
     config = load(tmp_path, '[server]\ntransform_queue_timeout = "2.5s"\n' + ORIGIN + ENDPOINT)
     assert (config.server.transform_queue_timeout, wait_bound(config)) == (2.5, 10 + 2.5 + 20)
+
+
+def test_flight_waiters_wait_for_the_slowest_endpoints_whole_origin_chain_and_the_shared_tiers_lookup(tmp_path):
+    """An endpoint's origins are tried one after the other: its chain's timeouts add up, the slowest endpoint's chain
+    counts, and the fleet's shared tier is looked in first (a mutation taking the slowest origin alone, or leaving
+    the shared tier out, survived)."""
+    chains = (ORIGIN + 'timeout = "3s"\n' + ORIGIN.replace('"samples"', '"second"') + 'timeout = "4s"\n'
+              + ORIGIN.replace('"samples"', '"third"') + 'timeout = "6s"\n'
+              + ENDPOINT.replace('origins = ["samples"]', 'origins = ["samples", "second"]')
+              + '[[endpoints]]\nid = "other"\norigins = ["third"]\n')
+    assert wait_bound(load(tmp_path, chains)) == 3 + 4 + 10 + 20
+    shared = shared_cache_table("http://127.0.0.1:9", "bucket", timeout="5s")
+    assert wait_bound(load(tmp_path, shared + chains)) == 5 + 3 + 4 + 10 + 20
 
 
 @pytest.mark.parametrize("text, expected", [
