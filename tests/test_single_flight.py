@@ -230,6 +230,30 @@ async def test_a_failure_recorded_before_the_machine_booted_is_not_revived(tmp_p
     flight.close()
 
 
+@pytest.mark.parametrize("damage", [{"status": 200}, {"status": 600}, {"fields": {"message": "not the leader's"}},
+                                    {"fields": {"headers": "X-Edge-Error"}}])
+async def test_a_failure_record_no_failure_of_ours_wrote_is_read_as_none_and_the_work_done(tmp_path, damage):
+    """A record whose status is no error's, or whose subclass fields would overwrite what the record holds besides:
+    a damaged store, as if nothing were recorded (mutations reviving a 200, or letting the fields set the message,
+    survived)."""
+    flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=Tally().inc)
+    record = {**_record_of(BadGateway("origin error", headers={"X-Edge-Error": "web: timeout"})),
+              "at": node_time() + 10**6, "boot": BOOT, **damage}
+    flight._failure_store().set("key", json.dumps(record), expire=FAILURE_RECORD_SECONDS)
+    produced = []
+
+    async def produce():
+        produced.append(1)
+        return "the output"
+
+    async def lookup():
+        return None
+
+    assert await flight.run("key", produce, lookup) == "the output"
+    assert produced == [1]
+    flight.close()
+
+
 # -- the flight across processes ----------------------------------------------------------------------
 
 class FlightProcess:
@@ -353,6 +377,19 @@ def test_a_crashed_leader_does_not_block_the_waiters(flight_processes):
     leader.process.send_signal(signal.SIGKILL)  # the kernel drops its lease
     follower.wait_for("producing")
     assert follower.wait_for("done")["value"] == f"made by {follower.process.pid}"
+
+
+def test_leaders_of_different_keys_in_different_workers_work_at_once(flight_processes):
+    """Each key has a lease of its own: a worker producing one image never holds up another worker's work on
+    another (a mutation giving every key the same lease survived)."""
+    first = flight_processes("lead", key="endpoint/path/w-100")
+    first.wait_for("producing")
+    second = flight_processes("lead", key="endpoint/path/w-200")
+    second.wait_for("producing")
+    second.release()  # (one after the other: both write the one result file)
+    assert second.wait_for("done")["value"] == f"made by {second.process.pid}"
+    first.release()
+    assert first.wait_for("done")["value"] == f"made by {first.process.pid}"
 
 
 def test_waiting_is_bounded(flight_processes):
