@@ -244,6 +244,26 @@ original_ttl = "1h"
     assert metric(node, "edge_transform_duration_seconds_count") == 2  # w-40 once, w-30 once
 
 
+async def test_without_the_originals_tier_a_failing_origin_gets_the_stale_output_served(origin, node_factory, tmp_path):
+    """No original kept (`original_size = 0`): the origin failing, the output made from the old one is the stale
+    copy, while a size never made has nothing to fall back on (a mutation answering the origin's error whenever
+    it failed survived)."""
+    node = await node_factory(write_config(tmp_path, web_config(origin.url, """
+[cache]
+dir = "cache"
+original_size = 0
+original_ttl = "1h"
+""")))
+    first = await node.fetch("/tr:w-40/shoe.jpg")
+    assert (first.code, first.headers["X-Cache"], decode(first).width) == (200, "MISS", 40)
+    origin.behaviour.status = 500
+    later(node, 2 * HOUR)
+    stale = await node.fetch("/tr:w-40/shoe.jpg")
+    assert (stale.code, stale.headers["X-Cache"], stale.body) == (200, "STALE", first.body)
+    assert (await node.fetch("/tr:w-25/shoe.jpg")).code == 502
+    assert origin.requests["shoe.jpg"] == 3
+
+
 @pytest.mark.parametrize("original_size", ["0", '"80kB"', "evicted"])
 async def test_an_original_not_kept_that_changes_drops_the_outputs_of_the_old_one(origin, node_factory, tmp_path,
                                                                                    original_size):
