@@ -210,16 +210,15 @@ async def test_an_original_deleted_at_the_origin_is_a_404_after_revalidation(ori
     assert origin.requests["shoe.jpg"] == 2
 
 
+#: the originals tier off, so that what the node revalidates or falls back on is the output alone
+NO_ORIGINALS_KEPT = '[cache]\ndir = "cache"\noriginal_size = 0\noriginal_ttl = "1h"\n'
+
+
 async def test_without_the_originals_tier_a_revalidation_downloads_once_for_every_size(origin, node_factory,
                                                                                        tmp_path):
     """With `original_size = 0` no validators are kept: revalidating is a download, shared by a new size
     that joins it; the unchanged output is kept rather than made again."""
-    node = await node_factory(write_config(tmp_path, web_config(origin.url, """
-[cache]
-dir = "cache"
-original_size = 0
-original_ttl = "1h"
-""")))
+    node = await node_factory(write_config(tmp_path, web_config(origin.url, NO_ORIGINALS_KEPT)))
     first = await node.fetch("/tr:w-40/shoe.jpg")
     assert first.code == 200
     later(node, 2 * HOUR)
@@ -248,12 +247,7 @@ async def test_without_the_originals_tier_a_failing_origin_gets_the_stale_output
     """No original kept (`original_size = 0`): the origin failing, the output made from the old one is the stale
     copy, while a size never made has nothing to fall back on (a mutation answering the origin's error whenever
     it failed survived)."""
-    node = await node_factory(write_config(tmp_path, web_config(origin.url, """
-[cache]
-dir = "cache"
-original_size = 0
-original_ttl = "1h"
-""")))
+    node = await node_factory(write_config(tmp_path, web_config(origin.url, NO_ORIGINALS_KEPT)))
     first = await node.fetch("/tr:w-40/shoe.jpg")
     assert (first.code, first.headers["X-Cache"], decode(first).width) == (200, "MISS", 40)
     origin.behaviour.status = 500

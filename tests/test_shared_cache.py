@@ -861,30 +861,32 @@ def pending_purges_of(tmp_path, *paths: str) -> purge.PendingPurges:
     return pending
 
 
+async def one_round_of_retries(tmp_path, tier: HalfFailingTier) -> list[bool]:
+    """The purges of `a.jpg` and `b.jpg` left pending, then one round of retries with `tier`: for each purge still
+    pending, whether its journal entry is written (how far it got, recorded)."""
+    pending = pending_purges_of(tmp_path, "a.jpg", "b.jpg")
+    try:
+        await purge.retry_pending(pending, tier, asyncio.to_thread)
+        return [json.loads((tmp_path / purge.PENDING_FOLDER / name).read_text())["journal_written"]
+                for name in pending.names()]
+    finally:
+        pending.close()
+
+
 async def test_a_round_of_retries_ends_at_the_first_try_that_gets_nothing_done(tmp_path):
     """The tier still failing, the others would fail too, each waiting its timeout (a mutation audit: trying every
     pending purge each round survived)."""
-    pending = pending_purges_of(tmp_path, "a.jpg", "b.jpg")
     tier = HalfFailingTier(journal_fails=True, objects_fail=True)
-    try:
-        await purge.retry_pending(pending, tier, asyncio.to_thread)
-        assert tier.asked == [path_key("shop", "a.jpg")] and pending.count() == 2
-    finally:
-        pending.close()
+    assert await one_round_of_retries(tmp_path, tier) == [False, False]
+    assert tier.asked == [path_key("shop", "a.jpg")]
 
 
 async def test_a_round_of_retries_tries_each_pending_purge_once(tmp_path):
     """A try that gets a step done goes on to the next purge, not to the same one again (a mutation audit: taking
     again what the round tried survived)."""
-    pending = pending_purges_of(tmp_path, "a.jpg", "b.jpg")
     tier = HalfFailingTier(journal_fails=False)  # the journal written, the objects' removal failing
-    try:
-        await purge.retry_pending(pending, tier, asyncio.to_thread)
-        assert tier.asked == [path_key("shop", "a.jpg"), path_key("shop", "b.jpg")]
-        assert [json.loads((tmp_path / purge.PENDING_FOLDER / name).read_text())["journal_written"]
-                for name in pending.names()] == [True, True]  # how far each got, recorded
-    finally:
-        pending.close()
+    assert await one_round_of_retries(tmp_path, tier) == [True, True]
+    assert tier.asked == [path_key("shop", "a.jpg"), path_key("shop", "b.jpg")]
 
 
 async def test_a_purge_done_in_the_shared_tier_leaves_nothing_pending(tmp_path):
@@ -905,13 +907,9 @@ async def test_a_purge_done_in_the_shared_tier_leaves_nothing_pending(tmp_path):
 async def test_a_round_of_retries_tries_at_most_tries_a_round(tmp_path, monkeypatch):
     """The rest wait for the next round (a mutation audit on the bound)."""
     monkeypatch.setattr(purge, "TRIES_A_ROUND", 1)
-    pending = pending_purges_of(tmp_path, "a.jpg", "b.jpg")
     tier = HalfFailingTier(journal_fails=False, objects_fail=False)
-    try:
-        await purge.retry_pending(pending, tier, asyncio.to_thread)
-        assert tier.asked == [path_key("shop", "a.jpg")] and pending.count() == 1
-    finally:
-        pending.close()
+    assert await one_round_of_retries(tmp_path, tier) == [False]  # b.jpg's, not tried
+    assert tier.asked == [path_key("shop", "a.jpg")]
 
 
 @pytest.mark.parametrize("max_pending, retrying", [(1, True), (0, False)])

@@ -208,34 +208,15 @@ async def test_concurrent_callers_in_a_process_share_the_leaders_failure(tmp_pat
     flight.close()
 
 
-async def test_a_failure_recorded_before_the_machine_booted_is_not_revived(tmp_path):
-    """A failure record outlives a reboot of the machine (60 s, on disk), but its time is on the monotonic clock of
-    the boot before: however late it reads, its failure is not this one's, and the work is done (its error had been
-    answered for a minute after the reboot)."""
-    flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=Tally().inc)
-    record = {**_record_of(BadGateway("origin error", headers={"X-Edge-Error": "web: timeout"})),
-              "at": node_time() + 10**6, "boot": BOOT + "-before"}
-    flight._failure_store().set("key", json.dumps(record), expire=FAILURE_RECORD_SECONDS)
-    produced = []
-
-    async def produce():
-        produced.append(1)
-        return "the output"
-
-    async def lookup():
-        return None
-
-    assert await flight.run("key", produce, lookup) == "the output"
-    assert produced == [1]
-    flight.close()
-
-
-@pytest.mark.parametrize("damage", [{"status": 200}, {"status": 600}, {"fields": {"message": "not the leader's"}},
+@pytest.mark.parametrize("damage", [{"boot": BOOT + "-before"}, {"status": 200}, {"status": 600},
+                                    {"fields": {"message": "not the leader's"}},
                                     {"fields": {"headers": "X-Edge-Error"}}])
-async def test_a_failure_record_no_failure_of_ours_wrote_is_read_as_none_and_the_work_done(tmp_path, damage):
-    """A record whose status is no error's, or whose subclass fields would overwrite what the record holds besides:
-    a damaged store, as if nothing were recorded (mutations reviving a 200, or letting the fields set the message,
-    survived)."""
+async def test_a_failure_record_of_another_boot_or_not_of_ours_is_read_as_none_and_the_work_done(tmp_path, damage):
+    """A failure record outlives a reboot of the machine (60 s, on disk), but its time is on the monotonic clock of
+    the boot before: however late it reads, its failure is not this one's (its error had been answered for a minute
+    after the reboot). A record whose status is no error's, or whose subclass fields would overwrite what it holds
+    besides, is a damaged store (mutations reviving a 200, or letting the fields set the message, survived). Either
+    is as if nothing were recorded: the work is done."""
     flight = SingleFlight("test", tmp_path / "flights", WAIT_LIMIT, coalesced=Tally().inc)
     record = {**_record_of(BadGateway("origin error", headers={"X-Edge-Error": "web: timeout"})),
               "at": node_time() + 10**6, "boot": BOOT, **damage}

@@ -161,56 +161,46 @@ def test_warm_counts_a_line_over_max_line_as_failed_without_asking_it(tmp_path):
     assert warmed.stderr.splitlines()[-1] == "edge: 1 URL(s) had no answer; the first: '/200': not a URL"
 
 
+def warm_summary(tmp_path, lines: str, *args: str) -> tuple[int, str]:
+    """`edge warm` of `lines` against a `_StatusInPath` server: its exit status and its summary line."""
+    urls = tmp_path / "urls.txt"
+    urls.write_text(lines)
+    with RawServer(_StatusInPath).serving() as server:
+        warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url, *args)
+    return warmed.returncode, warmed.stdout.split(": ", 1)[1]
+
+
 def test_warm_counts_a_redirect_as_its_answer_without_following_it(tmp_path):
     """The 3xx is what the node answers for that URL; following it warms another URL, maybe another site's (a
     mutation audit: following redirects survived)."""
-    urls = tmp_path / "urls.txt"
-    urls.write_text("/301\n")
-    with RawServer(_StatusInPath).serving() as server:
-        warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url)
-    assert (warmed.returncode, warmed.stdout.split(": ", 1)[1]) == (0, "1 ok, 0 4xx, 0 5xx, 0 failed; 4 bytes\n")
+    assert warm_summary(tmp_path, "/301\n") == (0, "1 ok, 0 4xx, 0 5xx, 0 failed; 4 bytes\n")
 
 
 def test_warm_asks_a_url_with_its_query(tmp_path):
     """The query may be the transformation (`?tr=w-300`): without it, the original is warmed instead (a mutation
     audit: dropping it survived)."""
-    urls = tmp_path / "urls.txt"
-    urls.write_text("/query?404\nhttp://img.example.com/query?503\n")
-    with RawServer(_StatusInPath).serving() as server:
-        warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url)
-    assert (warmed.returncode, warmed.stdout.split(": ", 1)[1]) == (1, "0 ok, 1 4xx, 1 5xx, 0 failed; 8 bytes\n")
+    assert warm_summary(tmp_path, "/query?404\nhttp://img.example.com/query?503\n") == (
+        1, "0 ok, 1 4xx, 1 5xx, 0 failed; 8 bytes\n")
 
 
 def test_warm_asks_with_the_accept_header_it_was_given(tmp_path):
     """`--accept` picks the format a node negotiates: without it, the cache holds another variant than the traffic
     asks for (a mutation audit: not sending it survived)."""
-    urls = tmp_path / "urls.txt"
-    urls.write_text("/accept\n")
-    with RawServer(_StatusInPath).serving() as server:
-        for accept, summary in ((["--accept", "image/avif"], "1 ok, 0 4xx"), ([], "0 ok, 1 4xx")):
-            warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url, *accept)
-            assert warmed.stdout.split(": ", 1)[1].startswith(summary + ","), accept
+    for accept, summary in ((["--accept", "image/avif"], "1 ok, 0 4xx"), ([], "0 ok, 1 4xx")):
+        assert warm_summary(tmp_path, "/accept\n", *accept)[1].startswith(summary + ","), accept
 
 
 def test_warm_counts_a_line_with_white_space_inside_as_failed_without_asking_it(tmp_path):
     """A URL holds no white space (a path's own is percent-encoded): `/200 x` had been asked as `/200`, counted
     ok (a mutation audit: asking it survived)."""
-    urls = tmp_path / "urls.txt"
-    urls.write_text("/200 x\n/200\tx\n")
-    with RawServer(_StatusInPath).serving() as server:
-        warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url)
-    assert (warmed.returncode, warmed.stdout.split(": ", 1)[1]) == (1, "0 ok, 0 4xx, 0 5xx, 2 failed; 0 bytes\n")
+    assert warm_summary(tmp_path, "/200 x\n/200\tx\n") == (1, "0 ok, 0 4xx, 0 5xx, 2 failed; 0 bytes\n")
 
 
 def test_warm_takes_the_largest_concurrency_and_timeout_it_allows(tmp_path):
     """The bounds are inclusive, as the usage errors say (a mutation audit: refusing them survived)."""
     from edge.warm import MAX_CONCURRENCY, MAX_TIMEOUT
-    urls = tmp_path / "urls.txt"
-    urls.write_text("/200\n")
-    with RawServer(_StatusInPath).serving() as server:
-        warmed = edge_command("warm", "--urls", str(urls), "--base-url", server.url,
-                              "--concurrency", str(MAX_CONCURRENCY), "--timeout", f"{MAX_TIMEOUT:g}")
-    assert (warmed.returncode, warmed.stdout.split(": ", 1)[1]) == (0, "1 ok, 0 4xx, 0 5xx, 0 failed; 4 bytes\n")
+    assert warm_summary(tmp_path, "/200\n", "--concurrency", str(MAX_CONCURRENCY), "--timeout", f"{MAX_TIMEOUT:g}") \
+        == (0, "1 ok, 0 4xx, 0 5xx, 0 failed; 4 bytes\n")
 
 
 @pytest.mark.parametrize("args, message", [
