@@ -96,6 +96,17 @@ async def test_a_peer_that_does_not_answer_in_time_is_a_timeout(node_factory, tm
     assert time.monotonic() - started < 10
 
 
+async def answering_peer(answer: bytes) -> tuple[asyncio.Server, str]:
+    """A peer that answers every request with `answer` (raw bytes), then closes the connection: its server and URL."""
+    async def reply(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(reply, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
 async def test_a_peer_s_redirect_is_not_followed_with_the_token(node_factory, tmp_path):
     """A peer answering 307 (a proxy in front of it, a host taken over) would have the purge sent on, the admin token
     with it, wherever it says: it is a rejection (a mutation following redirects survived)."""
@@ -106,15 +117,8 @@ async def test_a_peer_s_redirect_is_not_followed_with_the_token(node_factory, tm
         writer.close()
     listener = await asyncio.start_server(record, "127.0.0.1", 0)
     target = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/_edge/purge"
-
-    async def redirect(reader, writer):
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\n"
-                     "Connection: close\r\n\r\n".encode())
-        await writer.drain()
-        writer.close()
-    redirecting = await asyncio.start_server(redirect, "127.0.0.1", 0)
-    peer = f"http://127.0.0.1:{redirecting.sockets[0].getsockname()[1]}"
+    redirecting, peer = await answering_peer(f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\n"
+                                             "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
     try:
         node, = await start_fleet(node_factory, tmp_path, local_config(), size=1, more_peers=(peer,))
         response = await purge(node, {"url": "/coffee.jpg"})
@@ -133,14 +137,8 @@ async def test_a_peer_s_redirect_is_not_followed_with_the_token(node_factory, tm
 async def test_a_peer_answering_200_with_no_purge_answer_is_not_counted_purged(node_factory, tmp_path, page, said):
     """A 200 whose body is no purge's answer purged nothing there, as far as the node can tell: the peer is
     `unreachable`, and the purge a 502 (mutations calling it `ok`, or reading an answer of any size, survived)."""
-    async def answer(reader, writer):
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n"
-                     b"Connection: close\r\n\r\n%s" % (len(page), page))
-        await writer.drain()
-        writer.close()
-    proxy = await asyncio.start_server(answer, "127.0.0.1", 0)
-    peer = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
+    proxy, peer = await answering_peer(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n"
+                                       b"Connection: close\r\n\r\n%s" % (len(page), page))
     try:
         node, = await start_fleet(node_factory, tmp_path, local_config(), size=1, more_peers=(peer,))
         response = await purge(node, {"url": "/coffee.jpg"})
