@@ -2,6 +2,8 @@ import time
 
 import pytest
 
+from edge import chain
+from edge.logs import Sparse
 from edge.testing import NodeProcess
 from tests.nodes import start_node
 
@@ -23,6 +25,13 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.stem.removeprefix("test_") in SERIAL_FILES:
             item.add_marker(pytest.mark.serial)
+
+
+@pytest.fixture(autouse=True)
+def fresh_failure_lines(monkeypatch):
+    """An origin's failure lines are logged once per `FAILURE_LOG_SECONDS` per origin object, known by its id: an
+    earlier test's origin, gone, could leave its id to this test's, whose first failure line was then held back."""
+    monkeypatch.setattr(chain, "_FAILURE_LINES", Sparse(chain.FAILURE_LOG_SECONDS))
 
 
 @pytest.fixture

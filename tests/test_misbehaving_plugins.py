@@ -18,7 +18,7 @@ from edge import plugin as plugin_api
 from edge.cache import original_key
 from edge.config import load_config
 from edge.errors import ConfigError, StartupError
-from edge.logs import Sparse, configure_logging
+from edge.logs import configure_logging
 from edge.origin import Original, OriginRequest, OriginSettings
 from edge.pluginmanager import load_plugins
 from edge.settings import Secret, redact
@@ -179,8 +179,7 @@ async def served_afterwards(node) -> None:
 
 
 @pytest.mark.parametrize("raised", ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "CancelledError"])
-async def test_what_a_plugin_raises_beyond_exception_is_its_origins_failure(node, raised, caplog, monkeypatch):
-    monkeypatch.setattr(chain, "_FAILURE_LINES", Sparse(chain.FAILURE_LOG_SECONDS))  # another test's origin's id
+async def test_what_a_plugin_raises_beyond_exception_is_its_origins_failure(node, raised, caplog):
     response = await node.fetch(f"/tr:w-64/raise-{raised}/photo.jpg")
     assert (response.code, response.body, response.headers["X-Edge-Error"]) == (502, b"origin error\n",
                                                                                   "plugin: error")
@@ -332,10 +331,9 @@ async def test_a_fetch_that_holds_the_event_loop_past_its_timeout_is_named(node,
     assert "origin 'plugin': a fetch ended" in caplog.text and "the event loop was held" in caplog.text
 
 
-async def test_a_cancellation_arriving_past_the_timeout_is_named_too(caplog, monkeypatch):
+async def test_a_cancellation_arriving_past_the_timeout_is_named_too(caplog):
     """A drain's 503 cancels the fetch it gave up on: run before the timeout that was due as long, it had ended
     the wait unremarked (so a test of a clock jump failed whenever the 503 came first)."""
-    monkeypatch.setattr(chain, "_FAILURE_LINES", Sparse(chain.FAILURE_LOG_SECONDS))  # another test's origin's id
     origin = MisbehavingPlugin.MisbehavingOrigin(OriginSettings("plugin", "misbehaving", timeout=0.1))
     waiting = asyncio.ensure_future(chain.fetch_one(origin, OriginRequest("hang/photo.jpg", max_bytes=1000)))
     await asyncio.sleep(0)  # it waits for the fetch
@@ -346,10 +344,9 @@ async def test_a_cancellation_arriving_past_the_timeout_is_named_too(caplog, mon
     assert "origin 'plugin': a fetch ended" in caplog.text
 
 
-async def test_a_fetch_within_its_timeout_is_not_said_to_have_held_the_event_loop(node, caplog, monkeypatch):
+async def test_a_fetch_within_its_timeout_is_not_said_to_have_held_the_event_loop(node, caplog):
     """Only a wait ending LATE_SECONDS past the timeout is: a warning for every fetch would bury the one that says
     so (a mutation warning for every fetch survived)."""
-    monkeypatch.setattr(chain, "_FAILURE_LINES", Sparse(chain.FAILURE_LOG_SECONDS))  # another test's origin's id
     await served_afterwards(node)
     assert "a fetch ended" not in caplog.text
 

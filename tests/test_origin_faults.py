@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from edge import chain, pipeline
+from edge import pipeline
 from edge.fetching import read_limited
-from edge.logs import Sparse
 from edge.origin import SourceTooLarge
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import EVERY_MISS_TO_ORIGIN, SAMPLES, decode, local_config, web_config, write_config
@@ -163,8 +162,7 @@ async def test_a_failing_origin_hands_over_and_the_node_recovers(primary, node, 
         assert shows(await node.fetch("/alone/tr:w-13/photo.jpg"), PRIMARY)
 
 
-async def test_a_source_over_the_limit_is_a_400_and_harmless(primary, node, caplog, monkeypatch):
-    monkeypatch.setattr(chain, "_FAILURE_LINES", Sparse(chain.FAILURE_LOG_SECONDS))  # another test's origin's id
+async def test_a_source_over_the_limit_is_a_400_and_harmless(primary, node, caplog):
     response = await node.fetch("/big.jpg")
     assert (response.code, response.body) == (400, b"source too large\n")
     assert shows(await node.fetch("/alone/tr:w-14/photo.jpg"), PRIMARY)
