@@ -185,13 +185,16 @@ def test_a_drawing_that_reaches_its_own_cpu_bound_is_too_slow_not_corrupt():
         _svg_child(BLURS, 2000, {}, Limits(allow_svg=True), 1, 2 * 10**9)
 
 
+#: 100 bytes that draw as large as asked: 5000×5000 RGBA is 100 MB, over a child held to 30 MB + its own 64 MB
+SQUARE = b'<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100"><rect width="50" height="50"/></svg>'
+
+
 def test_a_drawing_read_back_counts_in_the_render_s_memory(tmp_path):
     """The child's drawing comes back to the worker whole: 3000×3000 RGBA from a 100-byte document is 36 MB there,
     which counted nowhere (w-5000 of a 350-byte SVG took 194 MB). Now it counts as an image the render made (the
     child may take `max_decode_memory` and its own 64 MB: it draws this one). Its PNG encode counts too, at its
-    largest: the drawing's bytes again."""
-    small = b'<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100"><rect width="50" height="50"/></svg>'
-    process = _node_over(tmp_path, {"small.svg": small}, 1, 'max_decode_memory = "30MB"')
+    largest: the drawing's bytes again. One too large for the child itself is refused there, the same 400."""
+    process = _node_over(tmp_path, {"small.svg": SQUARE}, 1, 'max_decode_memory = "30MB"')
     try:
         node = ServingNode(process)
         status, _, body = node.get("/tr:w-3000,f-png/small.svg")
@@ -202,5 +205,24 @@ def test_a_drawing_read_back_counts_in_the_render_s_memory(tmp_path):
         status, _, body = node.get("/tr:w-2500,f-png/small.svg")  # 25 MB, and its encode: 50 MB
         assert (status, body) == (400, b"output too large: decoding, transforming and encoding it takes 50 MB, over "
                                        b"max_decode_memory (30 MB)\n")
+        status, _, body = node.get("/tr:w-5000,f-png/small.svg")  # 100 MB: the child's own bound refuses it
+        assert (status, body) == (400, b"source too large: drawing it takes over max_decode_memory (30 MB)\n")
     finally:
         process.stop()
+
+
+def test_a_drawing_libvips_refuses_for_memory_is_too_large_not_corrupt():
+    """libvips in the child refuses the drawing's buffer ("out of memory") as a pyvips error, not a MemoryError
+    nor an abort: that is the document asking more than `max_decode_memory`, a 400 naming it, not a 422 "corrupt"
+    for a drawable document (which an operator would chase as a bad original)."""
+    import pytest
+
+    from edge.config import Limits
+    from edge.errors import BadRequest
+    from edge.transform.render import SVG_CHILD_BASE_BYTES, _svg_child
+    limits = Limits(allow_svg=True, max_decode_memory=30 * 10**6)
+    with pytest.raises(BadRequest) as refused:
+        _svg_child(SQUARE, 5000, {}, limits, 10, limits.max_decode_memory + SVG_CHILD_BASE_BYTES)
+    assert refused.value.message == "source too large: drawing it takes over max_decode_memory (30 MB)"
+    drawn = _svg_child(SQUARE, 500, {}, limits, 10, limits.max_decode_memory + SVG_CHILD_BASE_BYTES)
+    assert (drawn.width, drawn.height) == (500, 500)
