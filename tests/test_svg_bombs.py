@@ -7,10 +7,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import pyvips
 
 from benchmarks.common import cpu_seconds
+from edge.config import Limits
+from edge.errors import BadRequest, RenderTimedOut
 from edge.testing import NodeProcess, ServingNode, solid_image, write_config
+from edge.transform.render import SVG_CHILD_BASE_BYTES, _svg_child
 from tests.nodes import local_config, polled
 from tests.test_server_limits import memory_kb
 
@@ -176,11 +180,6 @@ def test_a_drawing_that_reaches_its_own_cpu_bound_is_too_slow_not_corrupt():
     """The child's CPU bound (`render_timeout` + 1 s) can be reached before the render's deadline is seen: that
     answer had been a 422, "unsupported or corrupt source image", for a document that draws, only too slowly
     (resource probe)."""
-    import pytest
-
-    from edge.config import Limits
-    from edge.errors import RenderTimedOut
-    from edge.transform.render import _svg_child
     with pytest.raises(RenderTimedOut):
         _svg_child(BLURS, 2000, {}, Limits(allow_svg=True), 1, 2 * 10**9)
 
@@ -215,11 +214,6 @@ def test_a_drawing_libvips_refuses_for_memory_is_too_large_not_corrupt():
     """libvips in the child refuses the drawing's buffer ("out of memory") as a pyvips error, not a MemoryError
     nor an abort: that is the document asking more than `max_decode_memory`, a 400 naming it, not a 422 "corrupt"
     for a drawable document (which an operator would chase as a bad original)."""
-    import pytest
-
-    from edge.config import Limits
-    from edge.errors import BadRequest
-    from edge.transform.render import SVG_CHILD_BASE_BYTES, _svg_child
     limits = Limits(allow_svg=True, max_decode_memory=30 * 10**6)
     with pytest.raises(BadRequest) as refused:
         _svg_child(SQUARE, 5000, {}, limits, 10, limits.max_decode_memory + SVG_CHILD_BASE_BYTES)
