@@ -589,6 +589,24 @@ async def test_a_purge_left_to_retry_is_counted_pending_at_once(tier, s3, node_f
     assert total(node.node.metrics.exposition().decode(), "edge_purges_pending") == 1
 
 
+async def test_an_output_read_from_the_shared_tier_is_not_written_back_to_it(tier, s3, node_factory, tmp_path):
+    """The tier already holds what a node read from it: writing it back would cost every node a PutObject (and a
+    backlog slot) for each URL's first request, and could put back an object a purge removed meanwhile."""
+    nodes = []
+    for name in ("maker", "reader"):
+        (tmp_path / name).mkdir()
+        nodes.append(await node_factory(purging_config(s3, tmp_path / name)))
+    maker, reader = nodes
+    assert (await maker.fetch("/tr:w-20/coffee.jpg")).code == 200
+    await written(maker.node.shared)
+    response = await reader.fetch("/tr:w-20/coffee.jpg")  # its stores settled: a write back is under way
+    assert (response.code, response.headers["X-Cache"]) == (200, "SHARED")
+    await written(reader.node.shared)
+    assert counted(maker.node.shared, "shared_cache_writes") == {(): 1}
+    assert counted(reader.node.shared, "shared_cache_writes") == {(): 0}
+    assert len([call for call in s3.calls if call.method == "PUT" and "coffee.jpg" in call.key]) == 1
+
+
 async def stored(s3, part: str) -> bool:
     """Whether a key of the bucket holds `part`."""
     listed = await asyncio.to_thread(s3.client().list_objects_v2, Bucket=BUCKET)
