@@ -261,6 +261,24 @@ async def test_a_default_image_stands_in_only_as_long_as_a_404_is_kept(node_fact
     assert response.headers["Cache-Control"] == "public, max-age=31536000"
 
 
+async def test_the_default_image_uploaded_as_the_missing_one_is_no_longer_served_as_a_stand_in(node_factory, tmp_path):
+    """The real original can be the placeholder's very file (copied with its time: the same version): the output,
+    the same pixels, is made again as the URL's own, kept a year and dated, not confirmed as the stand-in it was,
+    which caches in front kept for a minute at a time, forever."""
+    root = tmp_path / "images"
+    root.mkdir()
+    shutil.copy(SAMPLES / "coffee.jpg", root / "placeholder.jpg")
+    node = await node_factory(write_config(tmp_path, local_config(root)))
+    url = "/tr:w-30,di-placeholder.jpg/upload.jpg"
+    response, _ = await fetch_image(node, url)
+    assert response.headers["Cache-Control"] == "public, max-age=60" and "Last-Modified" not in response.headers
+    shutil.copy2(root / "placeholder.jpg", root / "upload.jpg")
+    node.node.clock = lambda: time.time() + 61
+    response, image = await fetch_image(node, url)
+    assert (image.width, image.height) == (30, 20) and response.headers["X-Cache"] == "MISS"
+    assert response.headers["Cache-Control"] == "public, max-age=31536000" and "Last-Modified" in response.headers
+
+
 @pytest.mark.parametrize("source", ["photo.jpg", "anim.gif"])
 async def test_opacity_in_a_gif_is_flattened_not_dropped(image_node, source):
     """GIF shows a pixel or not: `o-50` is the faded image on white, as in JPEG (it was wholly transparent)."""
