@@ -428,6 +428,22 @@ async def test_a_journal_of_more_entries_than_a_worker_holds_forgets_the_oldest_
     assert len(passes) <= 5000 // 100 + 10  # a pass per hundred entries beyond, and one per reading
 
 
+async def test_a_reading_forgets_the_entries_older_than_the_retention(tmp_path):
+    """A worker holds the purges of the last `original_ttl` only: an output confirmed longer ago is checked with its
+    origin anyway. Each reading forgets the older ones: held on, a fleet purging all day would grow every worker's
+    memory up to `MAX_ENTRIES`."""
+    now = [5_000_000.0]
+    old, recent = FOLDER + _entry_name(now[0] - 10, "\0old.jpg\0"), FOLDER + _entry_name(now[0], "\0recent.jpg\0")
+    store = ListedJournal([(old, now[0] - 10), (recent, now[0])])
+    reader = PurgeJournal(store, 3600, tmp_path / "mark", clock=lambda: now[0])
+    assert await reader.read() == ["\0old.jpg\0", "\0recent.jpg\0"]
+    reader.applied(2)
+    now[0] += 3595  # old.jpg's purge is now 3605 s old, recent.jpg's 3595 s
+    assert await reader.read() == []
+    assert reader.made_at("\0old.jpg\0") is None and reader.made_at("\0recent.jpg\0") == now[0] - 3595
+    assert list(reader._entries) == [recent.removeprefix(FOLDER)]
+
+
 async def test_an_entry_the_store_wrote_just_before_the_applied_mark_is_still_applied(tmp_path):
     """The mark names the entries of its lookback it applied; one the store wrote in that lookback but that no reading
     listed before the mark (it landed late, behind a newer one) is applied after a restart, not taken as done."""
