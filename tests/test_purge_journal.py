@@ -480,6 +480,18 @@ async def test_an_entry_made_further_ahead_than_clocks_may_disagree_purges_nothi
     assert not reader.covers("\0far.jpg\0r:w-40\0", checked_at=now - 1)
 
 
+async def test_the_entries_a_worker_ignores_are_held_in_a_bounded_set(tmp_path, monkeypatch):
+    """An entry from too far ahead (or not signed) is held by name, so that it is said once and not parsed at every
+    reading; a bucket writer's endless stream of them would otherwise grow every worker's memory: past `MAX_ENTRIES`
+    the set starts again."""
+    monkeypatch.setattr(purge_journal, "MAX_ENTRIES", 10)
+    now = 5_000_000.0
+    store = ListedJournal([(FOLDER + _entry_name(now + 400 + n, f"\0far{n}.jpg\0"), now) for n in range(11)])
+    reader = PurgeJournal(store, 3600, tmp_path / "mark", clock=lambda: now)
+    assert await reader.read() == []
+    assert 1 <= len(reader._ignored) <= 10
+
+
 async def test_the_applied_mark_names_a_bounded_number_of_entries(tmp_path, monkeypatch):
     """A burst of purges within the lookback: the mark file names the newest `MAX_MARKED` of them, never all."""
     monkeypatch.setattr(purge_journal, "MAX_MARKED", 5)
