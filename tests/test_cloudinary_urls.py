@@ -941,6 +941,17 @@ async def test_private_assets_are_not_served_by_an_origin_that_an_unsigned_endpo
     assert not [call for call in s3.calls if "/private/" in call.key or "private/" in str(call.query)]
 
 
+def test_a_backup_origin_no_endpoint_uses_serves_no_private_asset(s3, tmp_path):
+    """An origin serves `private` and `authenticated` assets only when the endpoints using it are all `signed_only`;
+    one no endpoint lists (kept for later, or a rename half done) has none to be signed: `check-config` is not to
+    say that it serves them."""
+    unused = s3.origin_table("Unused backup", BUCKET, type="cloudinary_backup", folder="/res/demo/")
+    loaded = load_config(write_config(tmp_path, config(s3, "signed_only = true", ik="") + unused), load_plugins())
+    serving = {origin.name: origin.serves_signed_types for origin in loaded.origins}
+    assert serving == {"Cloudinary backup": True, "Unused backup": False}
+    assert [origin["serves_signed_types"] for origin in loaded.describe()["origins"]] == [True, False]
+
+
 def test_the_docs_print_the_mapping_table():
     docs = (Path(__file__).resolve().parent.parent / "docs" / "leaving-cloudinary.md").read_text()
     assert mapping_markdown() in docs
