@@ -159,6 +159,23 @@ async def test_orig_serves_the_bytes_untouched(image_node, image_root):
     assert response.body == (image_root / "photo.jpg").read_bytes() and "Vary" not in response.headers
 
 
+@pytest.mark.parametrize("tr, header, values", [("f-auto", "Accept", ("image/avif", "image/webp", "*/*")),
+                                                ("w-auto", "Sec-CH-Width", ("150", "777", "1900")),
+                                                ("w-10,dpr-auto", "Sec-CH-DPR", ("1.5", "2", "3"))])
+async def test_orig_is_one_entry_whatever_the_headers_that_would_have_shaped_an_output(image_node, image_root, tr,
+                                                                                        header, values):
+    """`orig-true` ignores every other parameter: the same bytes had been kept once per format `f-auto` would have
+    chosen, and once per client-hint value (a 40 MB original up to 83 × 51 times) with a `Vary` on the hints that
+    split the caches in front too (HTTP-semantics probe)."""
+    original = (image_root / "photo.jpg").read_bytes()
+    labels = []
+    for value in values:
+        response = await image_node.fetch(f"/tr:{tr},orig-true/photo.jpg", headers={header: value})
+        assert response.body == original and "Vary" not in response.headers
+        labels.append(response.headers["X-Cache"])
+    assert labels == ["MISS", "HIT", "HIT"]
+
+
 async def test_named_transformation_is_the_same_cache_entry_as_its_definition(image_node):
     named, image = await fetch_image(image_node, "/tr:n-thumb/photo.jpg")
     assert (image.width, image.height) == (200, 133)
