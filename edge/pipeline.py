@@ -65,7 +65,7 @@ from .settings import host_name
 from .shared_cache import SharedTier
 from .signing import NO_EXPIRY
 from .transform.cost import ENCODE_COUNTED, check_cost
-from .transform.formats import AS_IS_TYPES, LOADER_FORMATS, MIME_TYPES, plan_format
+from .transform.formats import AS_IS_TYPES, LOADER_FORMATS, MAY_ANIMATE, MIME_TYPES, plan_format
 from .transform.hints import NO_HINTS, negotiate
 from .transform.layers import fetched
 from .transform.options import Transformation, layered, parse_transformation
@@ -303,10 +303,8 @@ class Pipeline:
             transformation, requested = self._transformation(request, call.query_transformation)
             # the original's bytes whatever the browser takes or the URL says: one key, no `Vary`
             passes_original = transformation.serves_original and request.original_as is None
-            if request.thumbnail and transformation.output_format is None and not transformation.serves_original:
-                # ImageKit's `ik-thumbnail.jpg`: a JPEG unless `f-` says otherwise; an animation's first frame
-                # (or `pg-N`'s) is what any still format makes of it
-                transformation = replace(transformation, output=replace(transformation.output, format="jpg"))
+            if request.thumbnail and not transformation.serves_original:
+                transformation = _thumbnail(transformation)
                 requested = transformation.canonical()
             hints = NO_HINTS
             if transformation.client_hints and not passes_original:  # else nothing to build: the hit path as it was
@@ -560,6 +558,14 @@ def _superseded(output: CachedOutput, known: SourceInfo | None) -> bool:
     dropped."""
     return (known is not None and known.version_of_original != output.source.version_of_original
             and known.checked_at >= output.source.checked_at)
+
+
+def _thumbnail(transformation: Transformation) -> Transformation:
+    """ImageKit's `ik-thumbnail.jpg`: a still, a JPEG unless `f-` says otherwise: an animation's first frame (or
+    `pg-N`'s), also in a format that could animate (`f-webp`, `f-gif`, `f-auto` had been the whole animation)."""
+    output = transformation.output
+    page = output.page or (1 if output.format in MAY_ANIMATE else None)  # `pg-1` of a still is the still
+    return replace(transformation, output=replace(output, format=output.format or "jpg", page=page))
 
 
 def _remember(memo: OrderedDict, key: object, value: object, size: int) -> None:

@@ -689,7 +689,8 @@ SECTIONS = (
             "beyond the last one is a 400). ImageKit's page ranges and PSD "
             "layer names are not read, and PDF is not an input. `/<path>/ik-thumbnail.jpg` (ImageKit's thumbnail "
             "URL: `/tr:pg-2/banner.gif/ik-thumbnail.jpg`) is the original at `<path>` as a JPEG (another format "
-            "with `f-`): its first frame or page, or the one `pg` names; a file of that name is not reachable. "
+            "with `f-`): its first frame or page, or the one `pg` names, a still also in a format that animates "
+            "(`f-gif`, `f-webp`, `f-auto`); a file of that name is not reachable. "
             "ImageKit's thumbnails of videos (`clip.mp4`, `.webm`, `.mov`…) and of PDF, PSD, EPS and AI files are "
             "a 400 naming `ik-thumbnail.jpg`, before anything is fetched.", ()),
     Section("Chained steps", "Steps separated by `:` run in order, each on the result of the one before. "

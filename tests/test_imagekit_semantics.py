@@ -235,6 +235,20 @@ async def test_ik_thumbnail_is_a_jpeg_of_the_first_frame_or_the_page_named(node)
     assert plain.headers["Content-Type"] == "image/gif" and decode(plain, all_frames=True).get("n-pages") == FRAMES
 
 
+@pytest.mark.parametrize("tr, headers, content_type", [("f-webp", {}, "image/webp"), ("f-gif", {}, "image/gif"),
+                                                       ("f-auto", {"Accept": "image/webp"}, "image/webp"),
+                                                       ("f-auto", {}, "image/jpeg")])
+async def test_ik_thumbnail_in_a_format_that_animates_is_still_the_first_frame(node, tr, headers, content_type):
+    """`f-webp`, `f-gif` or `f-auto` with `ik-thumbnail.jpg` choose the thumbnail's format, not the animation: it was
+    the whole animation, under `f-auto` the very entry of the URL without `ik-thumbnail.jpg` (HTTP-semantics probe)."""
+    response, thumbnail = await fetch_image(node, f"/tr:w-32,{tr}/anim.gif/ik-thumbnail.jpg", headers=headers)
+    assert response.headers["Content-Type"] == content_type and _frames(thumbnail) == 1
+    assert thumbnail.width == 32 and close(pixel(thumbnail, 16, 16), ANIMATION_COLOURS[0], 12)
+    animation = await node.fetch(f"/tr:w-32,{tr}/anim.gif", headers=headers)
+    assert response.headers["ETag"] != animation.headers["ETag"]
+    assert decode(animation, all_frames=True).get("n-pages") == FRAMES
+
+
 @pytest.mark.parametrize("path, why", [("clip.mp4", "video thumbnails: the node serves images"),
                                        ("folder/layout.psd", "PDF, PSD, EPS and AI: the node does not read them")])
 async def test_ik_thumbnail_of_a_video_or_a_document_names_itself(node, path, why):

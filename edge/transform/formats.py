@@ -68,6 +68,8 @@ FORMAT_MAX_SIDE = {"webp": 16383, "avif": 16384}
 #: plan values that are settled only once the original is decoded
 KEEP_SOURCE = "orig"
 AUTO_LEGACY = "auto"
+#: the `f-` values whose output keeps an animated original's frames (`animates`)
+MAY_ANIMATE = (*ANIMATED_FORMATS, KEEP_SOURCE, AUTO_LEGACY)
 #: `f-auto` for a browser taking both: AVIF, but WebP for an animation (libvips writes no animated AVIF)
 AUTO_MODERN = "avif|webp"
 #: `f-auto` for a browser taking AVIF but not WebP: AVIF, but GIF for an animation (every browser
