@@ -488,11 +488,17 @@ def _key(word: str) -> str:
 
 # --- signatures ----------------------------------------------------------------------------------------
 
-def signature(to_sign: str, secret: str, length: int = 8) -> str:
-    """Cloudinary's URL signature: the first characters of URL-safe base64 of SHA-1 (8 characters) or
-    SHA-256 (32, `long_url_signature`) over `<components>/<public_id.ext>` + the API secret."""
-    digest = (hashlib.sha256 if length == 32 else hashlib.sha1)((to_sign + secret).encode()).digest()
-    return base64.urlsafe_b64encode(digest)[:length].decode()
+#: the digests a signature of a length may be made with: 8 characters of SHA-1 (the SDKs' default) or of SHA-256
+#: (their `signature_algorithm = "sha256"`), which Cloudinary both accepts; 32 of SHA-256 (`long_url_signature`)
+SIGNATURE_DIGESTS = {8: (hashlib.sha1, hashlib.sha256), 32: (hashlib.sha256,)}
+
+
+def signatures(to_sign: str, secret: str, length: int = 8) -> list[str]:
+    """Cloudinary's URL signatures of `length`: the first characters of URL-safe base64 of a digest over
+    `<components>/<public_id.ext>` + the API secret, one per digest a signature of that length may be made with."""
+    message = (to_sign + secret).encode()
+    return [base64.urlsafe_b64encode(digest(message).digest())[:length].decode()
+            for digest in SIGNATURE_DIGESTS.get(length, ())]
 
 
 def check_signature(path: CloudinaryPath, secrets: tuple[str, ...], signed_only: bool) -> bool:
@@ -504,8 +510,8 @@ def check_signature(path: CloudinaryPath, secrets: tuple[str, ...], signed_only:
         return False
     if not secrets:
         return False
-    if not any([hmac.compare_digest(path.signature, signature(signed, secret, len(path.signature)))
-                for secret in secrets for signed in path.signed]):
+    if not any([hmac.compare_digest(path.signature, made) for secret in secrets for signed in path.signed
+                for made in signatures(signed, secret, len(path.signature))]):
         raise SignatureRefused("invalid")
     return True
 

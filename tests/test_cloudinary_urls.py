@@ -1214,6 +1214,26 @@ def test_a_signature_is_compared_whole_and_at_its_full_length(cloud):
         assert str(refused.value) == f"{reason} signature", forged
 
 
+def test_short_signatures_of_sha256_verify_as_those_of_sha1(cloud):
+    """The SDKs sign with SHA-256 under `signature_algorithm = "sha256"`, 8 characters as with SHA-1, and Cloudinary
+    takes either ("you can use either": delivery URL signatures); such URLs had all been a 401 (Cloudinary probe)."""
+    from edge.config import Endpoint
+    from edge.errors import Unauthorized
+    from edge.routing import Router
+    from edge.settings import Secret
+
+    router = Router((Endpoint(id="", origins=(Backup(),), url_style="cloudinary", private_key=Secret(API_SECRET),
+                              signed_only=True),))
+    for options in ({}, {"signature_algorithm": "sha256"}, {"long_url_signature": True}):
+        signed = url("shop/ü shoe", width=50, sign_url=True, format="jpg", **options)
+        assert router.route("", signed).path == "image/upload/shop/ü shoe.jpg", options
+        with pytest.raises(Unauthorized):
+            router.route("", url("shop/ü shoe", width=50, sign_url=True, format="jpg", api_secret="never-ours",
+                                 **options))
+    sha1, sha256 = (url("shop/shoe", width=50, sign_url=True, signature_algorithm=name) for name in ("sha1", "sha256"))
+    assert len({sha1.split("--")[1], sha256.split("--")[1]}) == 2 and len(sha256.split("--")[1]) == 8
+
+
 def test_urls_signed_with_a_previous_private_key_verify_during_a_rotation(cloud):
     """After the API secret is rotated, the URLs already on pages (signed with the old one, now in
     `previous_private_keys`) still verify; a key the endpoint never had does not."""
