@@ -221,7 +221,8 @@ WORDS: tuple[Word, ...] = (
          "output format; `f_auto` (`:image`, the media type, changes nothing on an image): AVIF or WebP as the "
          "browser's `Accept` allows, else JPEG (PNG with transparency)"),
     Word("`.jpg` `.jpeg` `.jpe` `.png` `.webp` `.avif` `.gif` extension", "output format",
-         "the extension names the output format; none: the stored format"),
+         "the extension names the output format (over `[limits] max_cost`, `.gif` and `.avif` fall back, as "
+         "below); none: the stored format"),
     Word("`dpr_N` (0.1–5), `dpr_auto`", "`w-`, `h-` times N; `dpr-N`, `dpr-auto`",
          "multiplies w and h of the URL: of its own component, or, in a component of its own "
          "(`c_fill,w_300/dpr_2.0`, as the SDKs write it), of every component with a size in pixels; without any "

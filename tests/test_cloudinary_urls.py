@@ -558,6 +558,16 @@ async def test_f_auto_image_is_f_auto_on_an_image(node):
     assert (refused.code, refused.body.decode().split(":")[:2]) == (400, ["invalid transformation", " f_auto"])
 
 
+async def test_an_extension_over_the_work_budget_falls_back_where_f_is_refused(node):
+    """A 12 MP photo as `.gif` is over `max_cost` as GIF: the extension names the format as a URL without `f_` does,
+    and falls back to JPEG; `f_gif` names it and is a 400 (the docs had said the extension was a 400 too)."""
+    response = await get(node, f"/demo/image/upload/{BALLOON_PHOTO}.gif")
+    image = decode(response)
+    assert (loader(response), image.width, image.height) == ("jpegload", 4240, 2832)
+    refused = await node.fetch(f"/demo/image/upload/f_gif/{BALLOON_PHOTO}.jpg")
+    assert (refused.code, refused.body.decode().split(":")[0]) == (400, "transformation too costly")
+
+
 async def test_progressive_modes(node):
     """`fl_progressive[:<mode>]`: `semi` and `steep` are progressive JPEGs (their scans tuned by Cloudinary,
     the encoder's standard ones here), `none` is "Do not deliver a progressive image"."""
