@@ -488,7 +488,9 @@ SECTIONS = (
                 Example("w-240,q-10", "coffee.jpg"),
                 Example("w-240,q-90", "coffee.jpg"),
             )),
-    Section("`bl`: blur", "Gaussian blur, radius 0.1–100 px (decimals allowed).", (
+    Section("`bl`: blur", "Gaussian blur, radius 0.1–100 px (decimals allowed). On an image with transparency, blurred "
+            "premultiplied: the colour under a transparent pixel (black, white, whatever an editor left there) "
+            "never bleeds into the visible edge.", (
                 Example("w-240,bl-3", "coffee.jpg"),
                 Example("w-240,bl-15", "coffee.jpg"),
             )),
@@ -499,7 +501,9 @@ SECTIONS = (
             "(default 10). `e-usm-<radius>-<sigma>-<amount>-<threshold>` is an unsharp mask as in "
             "ImageMagick: the gaussian's extent follows from `sigma`, `threshold` is a fraction of the "
             "full range. `e-usm` alone (what the SDK writes for `unsharp_mask: True`) is "
-            "`e-usm-2-1-1-0.05`: ImageKit documents no numbers for its default.", (
+            "`e-usm-2-1-1-0.05`: ImageKit documents no numbers for its default. On an image with transparency, "
+            "each counts only the pixels that show: `e-contrast`'s levels (of several bands, the mean of each "
+            "band's 1st and 99th percentile), and the neighbours `e-sharpen` and `e-usm` set an edge against.", (
                 Example("w-240,e-grayscale", "coffee.jpg"),
                 Example("w-240,e-contrast", "camera.jpg"),
                 Example("w-240,e-sharpen-60", "chelsea.jpg"),
@@ -537,7 +541,8 @@ SECTIONS = (
             "(the opacity threshold comes with `o`). `e-autocolor[-B]` stretches "
             "each colour band's 1st–99th percentile to the full range on its own, which takes a colour cast away "
             "(image editors' auto colour or auto levels); `e-autobrightness[-B]` applies the gamma that brings "
-            "the mean grey level to the middle (ImageMagick's `-auto-gamma`), at most 3 or 1/3; B (0–100, "
+            "the mean grey level to the middle (ImageMagick's `-auto-gamma`), at most 3 or 1/3 (both of the pixels "
+            "that show); B (0–100, "
             "default 100) is the share of the result laid over the original, as Cloudinary's blend for "
             "`e_auto_color`, `e_auto_brightness` and `e_improve` (both of them).", (
                 Example("w-240,e-brightness-40", "coffee.jpg"),

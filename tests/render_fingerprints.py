@@ -155,6 +155,8 @@ CORPUS = _cases(SHIPPED, [
     "/tr:w-240,e-linearcontrast-150/camera.jpg", "/tr:w-240,e-gamma-80/coffee.jpg", "/tr:w-240,e-gamma-N40/coffee.jpg",
     "/tr:w-240,e-brightnesshsb-60/coffee.jpg", "/tr:w-240,e-colorize-co-FF6600_in-40/coffee.jpg",
     "/tr:w-240,e-vignette-60/chelsea.jpg", "/tr:w-200,e-opacitythreshold-50,f-png/logo-transparent.png",
+    "/tr:w-200,bl-4,f-png/logo-transparent.png", "/tr:w-200,e-contrast,f-png/logo-transparent.png",
+    "/tr:w-200,e-sharpen-60,f-png/logo-transparent.png", "/tr:w-200,e-usm-2-2-3-0,f-png/logo-transparent.png",
     # distortions
     "/tr:w-240,e-distort-p-30_10_210_0_240_160_0_150/coffee.jpg", "/tr:w-240,e-distort-a-120/coffee.jpg",
     "/tr:w-240,e-distort-a-N90,bg-00000000,f-png/chelsea.jpg",

@@ -7,6 +7,7 @@ import pyvips
 
 from tests.assets import close, pixel
 from tests.nodes import decode, write_config
+from tests.photos import SIZE, photos  # noqa: F401 - a fixture
 from tests.transform_node import fetch_image, image_node, image_root, images_config  # noqa: F401
 
 RED, MAGENTA = (255, 0, 0), (255, 0, 255)
@@ -511,3 +512,44 @@ async def test_colour_replacement_without_a_source_takes_the_dominant_colour(ima
     # stay white (they were the colour replaced, and the green stayed)
     _, turned = await fetch_image(image_node, "/tr:w-60,rt-45,bg-white,cr-0000FF,f-png/greens.png")
     assert pixel(turned, 1, 1) == (255, 255, 255) and close(pixel(turned, 20, 20), (0, 0, 255), 2)
+
+
+@pytest.fixture(scope="module")
+def cut_outs(photos) -> dict[str, bytes]:
+    """The 12 MP photo's left half shown, its right half wholly transparent over black, over white (what an editor
+    leaves under a cut-out varies), and the shown half alone, opaque."""
+    photo = pyvips.Image.new_from_file(str(photos.path(photos.png)))
+    half = photo.width // 2
+    shown = pyvips.Image.black(photo.width, photo.height).insert(pyvips.Image.black(half, photo.height) + 255, 0, 0)
+    made = {name: (shown > 0).ifthenelse(photo, [value] * 3).bandjoin(shown).cast("uchar").copy(interpretation="srgb")
+            for name, value in (("over_black", 0), ("over_white", 255))}
+    made["opaque_half"] = photo.crop(0, 0, half, photo.height)
+    return {name: image.pngsave_buffer(compression=1) for name, image in made.items()}
+
+
+@pytest.mark.parametrize("tr", ["e-contrast", "e-autocolor", "e-autobrightness", "bl-10", "e-sharpen-50",
+                                "e-usm-3-2-2-0"])
+async def test_what_lies_under_transparent_pixels_changes_no_shown_pixel(node_factory, tmp_path, cut_outs, tr):
+    """A cut-out's look is its shown pixels': the levels were counted under transparent pixels too, and the blurs
+    spread their colour into the edge, so that one picture came out washed out over black, darkened over white (a
+    shown grey ramp 100–125 stretched to 205–255 or to 0–39; ImageKit probe). 800 px across the edge, cut out as
+    they are (a resize would have made every hidden colour black): the shown half is the same over black or white,
+    and as the same half, opaque, makes it, but near the edge, which a blur makes translucent."""
+    root = tmp_path / "images"
+    root.mkdir()
+    for name, body in cut_outs.items():
+        (root / f"{name}.png").write_bytes(body)
+    node = await node_factory(write_config(tmp_path, images_config(root)))
+    x = SIZE[0] // 2 - 400
+    rendered = {name: (await fetch_image(node, f"/tr:cm-extract,x-{x},y-0,w-{400 if name == 'opaque_half' else 800},"
+                                               f"h-800:{tr},f-png/{name}.png"))[1] for name in cut_outs}
+    black, white, opaque = rendered["over_black"], rendered["over_white"], rendered["opaque_half"]
+    assert (black.width, black.height, black.bands, opaque.width) == (800, 800, 4, 400)
+    assert black.extract_band(3).crop(0, 0, 360, 800).min() == 255  # the left half shows, but near the edge (bl-10)
+    for other in (white, opaque):
+        difference = black.crop(0, 0, 360, 800).extract_band(0, n=3) - other.crop(0, 0, 360, 800).extract_band(0, n=3)
+        assert difference.abs().max() <= 2, (tr, other is opaque, difference.abs().max())
+    edge = [image.crop(360, 0, 60, 800) for image in (black, white)]  # where the blurs reach: shown the same
+    shown = edge[0].extract_band(3) >= 32
+    difference = shown.ifthenelse((edge[0] - edge[1]).extract_band(0, n=3).abs(), 0)
+    assert shown.avg() > 0 and difference.max() <= 2, (tr, difference.max())

@@ -214,7 +214,16 @@ def test_outputs_of_dpr_are_marked(transformation, marked):
 def test_outputs_of_e_region_are_marked(transformation, marked):
     """rg2: a region starting outside its step's image is a 400, no longer the image unblurred (tests/test_real_size.py
     pins the refusal)."""
-    assert (revision_marks(parse_transformation(transformation).canonical()) == "rg2") == marked
+    assert ("rg2" in revision_marks(parse_transformation(transformation).canonical()).split(",")) == marked
+
+
+@pytest.mark.parametrize("transformation, marked", [("w-300,e-contrast", True), ("e-autocolor-50", True),
+                                                     ("w-1:e-autobrightness", True), ("bl-5", True),
+                                                     ("e-sharpen", True), ("e-usm-2-1-1-0", True),
+                                                     ("e-linearcontrast-20", False), ("e-shadow-bl-5", False)])
+def test_outputs_of_the_effects_that_read_under_transparent_pixels_are_marked(transformation, marked):
+    """tp2: the levels and blurs of what shows (tests/test_transform_look.py pins the renders)."""
+    assert (revision_marks(parse_transformation(transformation).canonical()) == "tp2") == marked
 
 
 @pytest.mark.parametrize("transformation, marks", [

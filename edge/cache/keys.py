@@ -75,6 +75,10 @@ RENDER_VERSION = "r3"
 #: keeps the Copyright and Artist fields alone.
 #: cp2: `cp-true` kept a PNG's profile of any size (45 MB inflated from a 44 kB file, into each output), where one
 #: past 4 MB is not read (`transform.png_chunks`).
+#: tp2: `e-contrast`, `e-autocolor`, `e-autobrightness` counted the colour under wholly transparent pixels, and `bl`,
+#: `e-sharpen`, `e-usm` blurred it into the visible edge (one cut-out, three looks by what its editor left there);
+#: `e-contrast` and `e-autocolor` took libvips' percentiles, which of several bands are of no one band nor of all,
+#: where they take the levels of every band: matched wherever one of the six is.
 #: pn2 and av2 are marks of the planned format (`format_marks`), below.
 REVISED_PARAMETERS = (
     (("cr-",), re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
@@ -89,6 +93,8 @@ REVISED_PARAMETERS = (
     (("md-true",), re.compile(r"(?:^|[,:])md-true(?=[,:]|$)"), "md4"),
     (("md-copyright",), re.compile(r"(?:^|[,:])md-copyright(?=[,:]|$)"), "mc2"),
     (("cp-true",), re.compile(r"(?:^|[,:])cp-true(?=[,:]|$)"), "cp2"),
+    (("e-contrast", "e-auto", "bl-", "e-sharpen", "e-usm"),
+     re.compile(r"(?:^|[,:])(?:e-contrast|e-autocolor|e-autobrightness|bl-|e-sharpen|e-usm)"), "tp2"),
 )
 #: fa2, the mark of outputs whose format is negotiated with `formats.picks_by_alpha`: `f-auto` for a browser
 #: taking neither WebP nor AVIF (and the smallest's candidate for it) chose PNG for an image whose alpha band hid

@@ -24,6 +24,9 @@ AUTO_GAMMA = 3.0
 #: `e-blurfaces`, `e-pixelatefaces`: how far beyond a face's detected box (eyebrows to mouth) each side
 #: goes, as a fraction of the box's size, so that forehead, hair and chin are covered too
 FACE_COVER = 0.25
+#: `e-sharpen` on an image with transparent pixels: how far (a gaussian's sigma, px) a visible colour is spread
+#: under them first, past the sharpen's own reach (sigma 1: 3 px)
+SHARPEN_FILL_SIGMA = 2.0
 
 
 def _colour_bands(image: pyvips.Image, effect: Callable[[pyvips.Image], pyvips.Image]) -> pyvips.Image:
@@ -37,6 +40,41 @@ def _to_uchar(image: pyvips.Image, like: pyvips.Image) -> pyvips.Image:
     return image.cast(pyvips.enums.BandFormat.UCHAR).copy(interpretation=like.interpretation)
 
 
+def _shown(image: pyvips.Image) -> pyvips.Image | None:
+    """255 where a pixel of `image` shows, 0 where it is wholly transparent; None when every pixel shows. The
+    colour under a transparent pixel is whatever its editor left (black, white, the picture before a cut-out): a
+    level counted, or a neighbour blurred in, only where it shows, or one picture had three looks (ImageKit probe)."""
+    if not image.hasalpha() or (alpha := image.extract_band(image.bands - 1)).min() > 0:
+        return None
+    return alpha > 0
+
+
+def _percentiles(band: pyvips.Image, shown: pyvips.Image | None, *percents: float) -> list[int]:
+    """The levels below which `percents` % of one band's values lie, in the pixels `shown` (None: in all; as
+    libvips' `percent`, to within a level, which has no mask)."""
+    hidden = 0.0
+    if shown is not None:
+        hidden = band.width * band.height * (1 - shown.avg() / 255)
+        band = shown.ifthenelse(band, 0)  # a hidden pixel counted at 0: taken off below
+    counts = band.hist_find().cast(pyvips.enums.BandFormat.DOUBLE).tolist()[0]
+    counts[0] -= hidden
+    total, levels = sum(counts), []
+    for percent in percents:
+        cumulative, level = 0.0, 0
+        for level, count in enumerate(counts):
+            cumulative += count
+            if cumulative >= total * percent / 100:
+                break
+        levels.append(level)
+    return levels
+
+
+def _blurred_where_shown(image: pyvips.Image, sigma: float) -> pyvips.Image:
+    """`image` (with alpha) blurred premultiplied: a transparent pixel's colour weighs nothing, a translucent one's
+    as much as it shows."""
+    return _to_uchar(image.premultiply().gaussblur(sigma).unpremultiply(), image)
+
+
 #: `bl-N` from which the blur reads its input in memory: its wide window had a streamed input (a resize) made
 #: again for each strip of output, 2.5 × the CPU the cost prices (`bl-100` of an 8192×4500 upscale: 9.1 s of
 #: CPU, 3.7 s in memory; benchmarks/bench_blur_cost.py); below it, streaming costs no more
@@ -47,6 +85,8 @@ def blur(image: pyvips.Image, amount: float) -> pyvips.Image:
     """`bl-N`: a gaussian blur of radius about N px."""
     if amount >= BLUR_IN_MEMORY:
         image = in_memory(image)
+    if image.hasalpha():
+        return _blurred_where_shown(image, max(0.5, amount / 2))
     return image.gaussblur(max(0.5, amount / 2))
 
 
@@ -350,36 +390,59 @@ def _levels(low: float, high: float) -> tuple[float, float]:
 
 
 def contrast(image: pyvips.Image, blend: int = 100) -> pyvips.Image:
-    """`e-contrast[-blend]`: stretch the 1st–99th percentile of the levels to the full range."""
+    """`e-contrast[-blend]`: stretch the 1st–99th percentile of the levels (of the pixels that show) to the full
+    range."""
+    image = in_memory(image)
+    shown = _shown(image)
+
     def stretch(bands: pyvips.Image) -> pyvips.Image:
-        scale, offset = _levels(bands.percent(1), bands.percent(99))
+        # of several bands, the mean of each band's, as libvips' `percent` (one colour: no range, left as it is)
+        lows, highs = zip(*(_percentiles(band, shown, 1, 99) for band in bands.bandsplit()))
+        scale, offset = _levels(sum(lows) / len(lows), sum(highs) / len(highs))
         return _blended(bands, _to_uchar(bands * scale + offset, bands), blend)
-    return _colour_bands(in_memory(image), stretch)
+    return _colour_bands(image, stretch)
 
 
 def auto_colour(image: pyvips.Image, blend: int) -> pyvips.Image:
-    """`e-autocolor[-blend]`: each colour band's 1st–99th percentile stretched to the full range on its
-    own (a colour cast goes with it), as image editors' auto colour or auto levels."""
+    """`e-autocolor[-blend]`: each colour band's 1st–99th percentile (of the pixels that show) stretched to the
+    full range on its own (a colour cast goes with it), as image editors' auto colour or auto levels."""
+    image = in_memory(image)
+    shown = _shown(image)
+
     def stretch(bands: pyvips.Image) -> pyvips.Image:
-        levels = [_levels(band.percent(1), band.percent(99)) for band in bands.bandsplit()]
+        levels = [_levels(*_percentiles(band, shown, 1, 99)) for band in bands.bandsplit()]
         adjusted = bands.linear([scale for scale, _ in levels], [offset for _, offset in levels])
         return _blended(bands, _to_uchar(adjusted, bands), blend)
-    return _colour_bands(in_memory(image), stretch)
+    return _colour_bands(image, stretch)
 
 
 def auto_brightness(image: pyvips.Image, blend: int) -> pyvips.Image:
-    """`e-autobrightness[-blend]`: a gamma that brings the mean grey level to the middle, as
-    ImageMagick's `-auto-gamma`, held to `AUTO_GAMMA`'s range so that a night scene is not made day."""
+    """`e-autobrightness[-blend]`: a gamma that brings the mean grey level (of the pixels that show) to the
+    middle, as ImageMagick's `-auto-gamma`, held to `AUTO_GAMMA`'s range so that a night scene is not made day."""
+    image = in_memory(image)
+    shown = _shown(image)
+
     def brighten(bands: pyvips.Image) -> pyvips.Image:
         grey = bands.colourspace(Interpretation.B_W) if bands.bands >= 3 else bands
-        mean = min(max(grey.avg() / 255, 0.01), 0.99)
+        if shown is None:
+            mean = grey.avg() / 255
+        elif (share := shown.avg() / 255) > 0:
+            mean = shown.ifthenelse(grey, 0).avg() / 255 / share
+        else:
+            return bands  # nothing shows
+        mean = min(max(mean, 0.01), 0.99)
         power = min(max(math.log(0.5) / math.log(mean), 1 / AUTO_GAMMA), AUTO_GAMMA)
         return _blended(bands, _to_uchar(bands.gamma(exponent=1 / power), bands), blend)
-    return _colour_bands(in_memory(image), brighten)
+    return _colour_bands(image, brighten)
 
 
 def sharpen(image: pyvips.Image, amount: int) -> pyvips.Image:
-    """`e-sharpen-N`: libvips' sharpen, in flat areas too; at 10 jagged areas get libvips' default slope."""
+    """`e-sharpen-N`: libvips' sharpen, in flat areas too; at 10 jagged areas get libvips' default slope. A
+    transparent pixel takes its visible neighbours' colour first, which is what the sharpened edge is set against."""
+    if image.hasalpha():
+        image = in_memory(image)  # read twice: for what shows, then sharpened
+        if (shown := _shown(image)) is not None:
+            image = shown.ifthenelse(image, _blurred_where_shown(image, SHARPEN_FILL_SIGMA))
     return _colour_bands(image, lambda bands: bands.sharpen(sigma=1.0, m1=amount / 10, m2=amount * 0.3))
 
 
@@ -389,8 +452,10 @@ def unsharp_mask(image: pyvips.Image, radius: float, sigma: float, amount: float
     from `sigma`, so `radius` only documents intent."""
     del radius
 
+    blurred = _blurred_where_shown(image, sigma).extract_band(0, n=image.bands - 1) if image.hasalpha() else None
+
     def mask(bands: pyvips.Image) -> pyvips.Image:
-        detail = bands.cast(pyvips.enums.BandFormat.FLOAT) - bands.gaussblur(sigma)
+        detail = bands.cast(pyvips.enums.BandFormat.FLOAT) - (bands.gaussblur(sigma) if blurred is None else blurred)
         if threshold > 0:
             detail = (detail.abs() > threshold * 255).ifthenelse(detail, 0)
         return _to_uchar(bands + detail * amount, bands)
