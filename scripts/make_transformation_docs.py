@@ -488,8 +488,8 @@ SECTIONS = (
                 Example("w-240,q-10", "coffee.jpg"),
                 Example("w-240,q-90", "coffee.jpg"),
             )),
-    Section("`bl`: blur", "Gaussian blur, radius 0.1–100 px (decimals allowed). On an image with transparency, blurred "
-            "premultiplied: the colour under a transparent pixel (black, white, whatever an editor left there) "
+    Section("`bl`: blur", "Gaussian blur, radius 0.1–100 px (decimals allowed). On an image with transparency, "
+            "blurred premultiplied: the colour under a transparent pixel (black, white, whatever an editor left there) "
             "never bleeds into the visible edge.", (
                 Example("w-240,bl-3", "coffee.jpg"),
                 Example("w-240,bl-15", "coffee.jpg"),
