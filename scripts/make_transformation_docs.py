@@ -341,7 +341,10 @@ SECTIONS = (
     Section("`dpr`: device pixel ratio", "Multiplies `w` and `h` (0.1–5); needs one of them. When that would "
             "make a side of the output larger than 5000 px (or smaller than 1 px), the `dpr` is not applied and "
             "`w`/`h` are used as given, as ImageKit does: `w-3000,dpr-2` is 3000 px wide, and so is the side the "
-            "URL leaves to the image's aspect: `h-2000,dpr-2` of a 4:3 photo is 2000 px high, not 4000.", (
+            "URL leaves to the image's aspect: `h-2000,dpr-2` of a 4:3 photo is 2000 px high, not 4000. The side is "
+            "the output's: with `c-at_max` or `c-maintain_ratio_no_enlarge`, which never enlarge, "
+            "`w-2600,c-at_max,dpr-2` of a 4000×3000 photo is 4000×3000 (the box is 5200 px wide, the output not "
+            "over 5000 px), and of an 8000×6000 one 2600×1950 (5200 px with it).", (
                 Example("w-100,dpr-2", "chelsea.jpg", "200 px wide"),
             )),
     Section("Client hints", CLIENT_HINTS, (

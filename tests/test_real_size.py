@@ -15,7 +15,7 @@ from edge.transform.options import parse_transformation
 from edge.transform.render import render_image
 from tests.assets import close, pixel
 from tests.nodes import decode, local_config, write_config
-from tests.photos import SIZE, marker_corner, photos  # noqa: F401 - photos is a fixture
+from tests.photos import SIZE, marker_corner, photos, upright_photo  # noqa: F401 - photos is a fixture
 
 BROWSER_ACCEPT = "image/avif,image/webp,*/*"
 W, H = SIZE
@@ -33,6 +33,12 @@ JPEG_CASES = [
     # the side the photo's aspect makes counts too: 2994 px wide, 5989 with it (it was served 5989×4000)
     ("h-2000,dpr-2", (2994, 2000), "jpg", "top_left"),
     ("h-1000,dpr-2", (2994, 2000), "jpg", "top_left"),
+    # a mode that never enlarges: the rule is on the output, the photo's own size, under 5000 px (the 5200 px box
+    # had dropped the dpr: 2600×1737, less than `w-2400,c-at_max,dpr-2` gives)
+    ("w-2400,c-at_max,dpr-2", (W, H), "jpg", "top_left"),
+    ("w-2600,c-at_max,dpr-2", (W, H), "jpg", "top_left"),
+    ("w-3000,h-3000,c-at_max,dpr-2", (W, H), "jpg", "top_left"),
+    ("w-2600,h-3000,c-maintain_ratio_no_enlarge,dpr-2", (W, H), "jpg", "top_left"),
     ("w-300,h-100,c-force", (300, 100), "jpg", "top_left"),
     ("w-300,h-300,c-at_max", (300, 200), "jpg", "top_left"),
     ("w-6000,h-300,c-at_max_enlarge", (449, 300), "jpg", "top_left"),
@@ -197,6 +203,24 @@ def check(rendered, image, size, fmt, corner):
 @pytest.mark.parametrize("transformation, size, fmt, corner", JPEG_CASES)
 def test_every_parameter_on_a_12_megapixel_jpeg(photos, transformation, size, fmt, corner):
     check(*render(photos, photos.jpeg, transformation), size, fmt, corner)
+
+
+@pytest.fixture(scope="module")
+def wide_photo(photos):
+    """An 8000×1000 JPEG beside the photos: its name."""
+    photos.path("wide.jpg").write_bytes(upright_photo(8000, 1000).jpegsave_buffer(Q=88, keep="none"))
+    return "wide.jpg"
+
+
+@pytest.mark.parametrize("transformation, size", [
+    ("w-3000,c-at_max,dpr-2", (3000, 375)),  # 6000 px wide with it, over 5000: not applied
+    ("w-3000,h-3000,c-at_max,dpr-2", (3000, 375)),
+    ("w-2500,c-at_max,dpr-2", (5000, 625)),  # 5000 px: applied
+    ("w-3000,h-300,c-at_max,dpr-2", (4800, 600)),  # the box is 6000 px wide, the fit within it 4800: applied
+])
+def test_dpr_of_a_mode_that_never_enlarges_is_not_applied_where_its_output_would_pass_5000_px(
+        photos, wide_photo, transformation, size):
+    check(*render(photos, wide_photo, transformation), size, "jpg", "top_left")
 
 
 @pytest.mark.parametrize("transformation, size, fmt, corner", PNG_CASES)

@@ -209,6 +209,16 @@ def test_outputs_of_dpr_are_marked(transformation, marked):
     assert (revision_marks(parse_transformation(transformation).canonical()) == "dp2") == marked
 
 
+@pytest.mark.parametrize("transformation, marked", [
+    ("w-2600,c-at_max,dpr-2", True), ("w-300:h-100,dpr-1.5,c-maintain_ratio_no_enlarge,t-true", True),
+    ("w-300,dpr-auto,c-at_max", True), ("w-300,dpr-2", False), ("w-300,dpr-2,c-at_max_enlarge", False),
+    ("w-300,c-at_max:w-100,dpr-2", False), ("l-image,i-a.jpg,c-at_max,w-5,dpr-2,l-end", True)])
+def test_outputs_of_dpr_in_a_mode_that_never_enlarges_are_marked(transformation, marked):
+    """dp3: with `c-at_max` or `c-maintain_ratio_no_enlarge`, dpr's 5000 px rule is on the output
+    (tests/test_real_size.py pins the renders)."""
+    assert ("dp3" in revision_marks(parse_transformation(transformation).canonical()).split(",")) == marked
+
+
 @pytest.mark.parametrize("transformation, marked", [("w-300,e-region-10_10,bl-5", True),
                                                      ("e-pixelate-9,e-region-0_0_10_10:w-50", True), ("bl-5", False)])
 def test_outputs_of_e_region_are_marked(transformation, marked):

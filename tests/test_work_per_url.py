@@ -22,7 +22,7 @@ from edge.transform.formats import plan_format
 from edge.transform.options import parse_transformation
 from edge.transform.render import Renderer, render_image
 from tests.nodes import SAMPLES, as_predicate, decode, local_config, until, write_config
-from tests.photos import photos  # noqa: F401 - a fixture
+from tests.photos import photos, upright_photo  # noqa: F401 - a fixture
 from tests.scrape import total
 
 #: ~10 CPU-s a step on one libvips thread, whatever the source: minutes if nothing stops it
@@ -493,6 +493,24 @@ def test_the_size_a_step_makes_is_what_the_next_step_resizes(photos, transformat
     (400) though it made a small image."""
     rendered = render_image(photos.read(photos.jpeg), parse_transformation(transformation), "jpg", Defaults(), Limits())
     assert (rendered.width, rendered.height) == size
+
+
+@pytest.mark.parametrize("transformation, size", [
+    ("w-2600,c-at_max,dpr-2", (2600, 325)),  # untrimmed, 8000 px wide: 5200 px with the dpr, not applied
+    ("t-true,w-2600,c-at_max,dpr-2", (4000, 800)),  # the trimmed photo: its own size, within 5000 px
+    ("t-true,w-3000,h-3000,c-maintain_ratio_no_enlarge,dpr-2", (4000, 800)),
+    ("t-true:w-2600,c-at_max,dpr-2", (4000, 800)),
+])
+def test_the_estimate_bounds_a_dpr_applied_to_a_trimmed_input_only(photos, transformation, size):
+    """dpr's 5000 px rule is on the output of a mode that never enlarges: a trim may make the input small enough
+    for the dpr to apply where it would not to the untrimmed size the estimate knows: it bounds either output."""
+    framed = pyvips.Image.black(8000, 1000, bands=3).invert().insert(upright_photo(4000, 800), 2000, 100)
+    original = framed.cast("uchar").copy(interpretation="srgb").jpegsave_buffer(Q=90, keep="none")
+    parsed = parse_transformation(transformation)
+    rendered = render_image(original, parsed, "jpg", Defaults(), Limits())
+    assert (rendered.width, rendered.height) == size
+    # the width: the height a trim leaves to another aspect ratio is not bounded (one side given, whatever the dpr)
+    assert rendered.width <= _steps_cost(parsed.steps, (8000, 1000), {})[1][0]
 
 
 def test_a_full_size_rotation_is_held_to_the_output_side_before_it_is_decoded(photos):

@@ -58,6 +58,9 @@ RENDER_VERSION = "r3"
 #: 10 kB transformation of ten layers took 2.4 ms).
 #: dp2: `dpr` that made the side a URL leaves to the image's aspect larger than 5000 px was applied (`h-2000,dpr-2`
 #: of a 4:3 photo was 5333×4000, where it is 2667×2000): matched wherever `dpr-` is.
+#: dp3: with `c-at_max` or `c-maintain_ratio_no_enlarge`, dpr's 5000 px rule was on the box, where it is on the output
+#: (`w-2600,c-at_max,dpr-2` of a 4240×2832 photo was 2600×1737, where it is 4240×2832): matched wherever such a `c`
+#: and `dpr-` are in one step (a step of a layer, or one with `cm-`, renders again for nothing).
 #: rg2: `e-region` starting outside the step's result blurred or pixelated nothing, the image served as it was (a
 #: privacy blur failing open), where it is a 400: matched wherever `e-region-` is.
 #: op2: padding (`cm-pad_resize`, `cm-pad_extract`), a free turn's corners and `e-distort`'s without `bg` were
@@ -83,6 +86,9 @@ RENDER_VERSION = "r3"
 REVISED_PARAMETERS = (
     (("cr-",), re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
     (("dpr-",), re.compile(r"(?:^|[,:])dpr-"), "dp2"),
+    (("c-at_max", "c-maintain_ratio_no_enlarge"),
+     re.compile(r"(?:^|[,:])c-(?:at_max|maintain_ratio_no_enlarge)(?=[,:]|$)[^:]*,dpr-"
+                r"|(?:^|[,:])dpr-[^:]*,c-(?:at_max|maintain_ratio_no_enlarge)(?=[,:]|$)"), "dp3"),
     (("ik_canvas",), re.compile(r"i-ik_canvas,(?:(?!,l-end)[^:])*:(?:(?:(?!,l-end).)*?[,:])?bg-dominant"), "bd2"),
     (("e-region",), re.compile(r"(?:^|[,:])e-region-"), "rg2"),
     (("l-image",), re.compile(r"^(?:(?!l-image,ie?-(?!ik_canvas[,:])).)*+l-image,ie?-(?!ik_canvas[,:]).*?[,:]"

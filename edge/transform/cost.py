@@ -53,8 +53,8 @@ from .colours import Blurred
 from .encode import avif_quality
 from .formats import (AUTO_AVIF, AUTO_LEGACY, AUTO_MODERN, AUTO_WEBP, HEIC_LOADER, KEEP_SOURCE, SMALLEST,
                       chosen_by_accept, final_formats, max_side)
-from .geometry import (FITS, arc_of, check_side, cuts_faces, fit_scale, perspective_of, side_scale, target_box,
-                       times_dpr, trim_search_shrink, with_sizes)
+from .geometry import (DPR_MAX_SIDE, FITS, NEVER_ENLARGED, arc_of, capped_output, check_side, cuts_faces, fit_scale,
+                       perspective_of, side_scale, target_box, times_dpr, trim_search_shrink, with_sizes)
 from .layers import CANVAS, Layer, TextStyle, sized
 from .options import DEFAULT_STEP, Step, Transformation
 
@@ -372,7 +372,7 @@ def _steps_cost(steps: tuple[Step, ...], source: Size, overlays: dict[str, Size]
             way_cost, size = max(ways, key=lambda way: way[0])
             return cost + way_cost, size
         step = with_sizes(step, source, size, base)
-        output = step_output(step, size)
+        output = step_output(step, size, exact and step.trim is None)
         cost += _megapixels(output) * (1 + look_weight(step) + LAYER_WEIGHT * len(step.layers))
         cost += sum(_layer_cost(layer, output, overlays) for layer in step.layers)
         if step.trim is not None:
@@ -517,11 +517,11 @@ def look_weight(step: Step) -> float:
     return weight
 
 
-def step_output(step: Step, size: Size) -> Size:
+def step_output(step: Step, size: Size, exact: bool = True) -> Size:
     """The size a step makes from an input of `size`, as far as it is known (an upper bound where a
-    step may make less: a trim, a fit inside a box)."""
+    step may make less: a trim, a fit inside a box); `exact`: whether the input resized is `size`, not smaller."""
     width, height = size
-    box_w, box_h = _box(step, size)
+    box_w, box_h = _box(step, size, exact)
     if step.extracts or (step.width is None and step.height is None and step.aspect_ratio is None):
         if step.extracts and width and height:  # without w or h, the region runs from x or y to the far edge
             box_w, box_h = box_w or max(1, width - (step.x or 0)), box_h or max(1, height - (step.y or 0))
@@ -568,19 +568,21 @@ def step_output(step: Step, size: Size) -> Size:
     return width, height
 
 
-#: crop modes whose output is never larger than their input
-NEVER_ENLARGED = ("at_max", "maintain_ratio_no_enlarge")
-
-
 def _at_most(side: int | None, image_side: int | None) -> int | None:
     """A region's side cut to the image's, as far as either is known."""
     return min(side, image_side) if side and image_side else side or image_side
 
 
-def _box(step: Step, size: Size) -> Size:
-    """`target_box` where the input size is known; without it, only what is in pixels in the URL."""
+def _box(step: Step, size: Size, exact: bool = True) -> Size:
+    """`target_box` where the input size is known; without it, only what is in pixels in the URL. Where `size`
+    only bounds the input (`exact` false: a trim), a mode that never enlarges may apply the `dpr` to a smaller
+    input where it would not to `size` (dpr's 5000 px rule is on its output): the box times `dpr`, within 5000 px."""
     width, height = size
     if width and height:
+        if not exact and step.dpr != 1 and capped_output(step, width, height) is not None:
+            plain = target_box(replace(step, dpr=1), width, height)
+            return tuple(None if side is None else max(side, min(round(side * step.dpr), DPR_MAX_SIDE))
+                         for side in plain)
         return target_box(step, width, height)
     def pixels(value: float | None) -> float | None:
         return None if value is None or value < 1 else value

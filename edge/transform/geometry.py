@@ -20,6 +20,8 @@ from .expressions import MAX_PIXELS, Expression, evaluated, sizes
 from .options import CUTTING, DOMINANT, MAX_BORDER, Distortion, Step
 
 Size = pyvips.enums.Size
+#: the size a step makes of a box (`capped_output`)
+Output = Callable[[int | None, int | None], tuple[int, int]]
 WHITE: RGBA = (255, 255, 255, 255)
 #: the largest side a `dpr` may make: beyond it the `dpr` is not applied (ImageKit's rule, `times_dpr`)
 DPR_MAX_SIDE = 5000
@@ -117,22 +119,43 @@ def target_box(step: Step, width: int, height: int) -> tuple[int | None, int | N
             box_h = round(box_w / ratio)
         elif box_w is None:
             box_w = round(box_h * ratio)
-    return times_dpr(box_w, box_h, step.dpr, (width, height))
+    return times_dpr(box_w, box_h, step.dpr, (width, height), capped_output(step, width, height))
 
 
-def times_dpr(box_w: float | None, box_h: float | None, dpr: float,
-              image: tuple[int, int] | None = None) -> tuple[int | None, int | None]:
+def capped_output(step: Step, width: int, height: int) -> Output | None:
+    """What a step that never enlarges (`NEVER_ENLARGED`, no pad or extract) makes of a `width`×`height` input and a
+    box (as `resize` does): its output is capped by the image, and dpr's 5000 px rule is on the output. Else None."""
+    if step.extracts or step.pads or step.crop not in NEVER_ENLARGED:
+        return None
+
+    def output(box_w: int | None, box_h: int | None) -> tuple[int, int]:
+        if box_w is not None and box_h is not None and step.crop == "maintain_ratio_no_enlarge":
+            return min(box_w, width), min(box_h, height)
+        scale = (side_scale(step, width, height, box_w, box_h) if box_w is None or box_h is None
+                 else fit_scale(step, width, height, box_w, box_h))
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    return output
+
+
+def times_dpr(box_w: float | None, box_h: float | None, dpr: float, image: tuple[int, int] | None = None,
+              output: Output | None = None) -> tuple[int | None, int | None]:
     """The box times `dpr`, unless that makes a side of the output larger than `DPR_MAX_SIDE` or under 1 px:
     then the box as given, ImageKit's rule (`w-3000,dpr-2` is 3000 px wide there, not 6000). With the `image`'s
     size, a side the box leaves to its aspect counts too (`h-2000,dpr-2` of a 4:3 image would be 5333 px wide:
-    2000 px high; checked on the box alone, it was served 5333×4000)."""
+    2000 px high; checked on the box alone, it was served 5333×4000). With `output` (`capped_output`: a mode that
+    never enlarges), the larger sides are the output's: `w-2600,c-at_max,dpr-2` of a 4000×3000 photo is the photo's
+    size, as `w-2400,…` is (checked on the 5200 px box, it had been 2600×1950: asking for more gave less)."""
     scaled = [None if side is None else side * dpr for side in (box_w, box_h)]
     if image is not None and (box_w is None) != (box_h is None):
         aspect = image[0] / image[1]
         implied = [box_h * aspect, box_h] if box_w is None else [box_w, box_w / aspect]
     else:
         implied = [box_w, box_h]
-    if dpr != 1 and any(side is not None and not 1 <= side * dpr <= DPR_MAX_SIDE for side in implied):
+    made = None if output is None or dpr == 1 or scaled == [None, None] else \
+        output(*(None if side is None else max(1, round(side)) for side in scaled))
+    if dpr != 1 and (any(side is not None and not 1 <= side * dpr for side in implied)
+                     or (max(made) > DPR_MAX_SIDE if made is not None
+                         else any(side is not None and side * dpr > DPR_MAX_SIDE for side in implied))):
         scaled = [box_w, box_h]
     return tuple(None if side is None else max(1, round(side)) for side in scaled)
 
@@ -408,6 +431,8 @@ def dominant_colour(source: Source, border: bool = False) -> RGBA:
 
 #: crop modes that scale the image whole to the box (`fit_scale`), keeping its aspect ratio
 FITS = ("at_max", "at_max_enlarge", "enlarge_to_fit", "at_least")
+#: crop modes whose output is never larger than their input
+NEVER_ENLARGED = ("at_max", "maintain_ratio_no_enlarge")
 
 
 def side_scale(step: Step, width: int, height: int, box_w: int | None, box_h: int | None) -> float:
