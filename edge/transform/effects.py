@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pyvips
 
@@ -40,39 +41,55 @@ def _to_uchar(image: pyvips.Image, like: pyvips.Image) -> pyvips.Image:
     return image.cast(pyvips.enums.BandFormat.UCHAR).copy(interpretation=like.interpretation)
 
 
-def _shown(image: pyvips.Image) -> pyvips.Image | None:
-    """255 where a pixel of `image` shows, 0 where it is wholly transparent; None when every pixel shows. The
-    colour under a transparent pixel is whatever its editor left (black, white, the picture before a cut-out): a
-    level counted, or a neighbour blurred in, only where it shows, or one picture had three looks (ImageKit probe)."""
-    if not image.hasalpha() or (alpha := image.extract_band(image.bands - 1)).min() > 0:
+@dataclass(frozen=True)
+class Shown:
+    """Where the pixels of an image with wholly transparent ones show (`mask`: 255, else 0), and how many do not."""
+
+    mask: pyvips.Image
+    hidden: int
+
+    def share(self) -> float:
+        return 1 - self.hidden / (self.mask.width * self.mask.height)
+
+
+def _shown(image: pyvips.Image) -> Shown | None:
+    """Where the pixels of `image` show; None when every pixel does. The colour under a transparent pixel is
+    whatever its editor left (black, white, the picture before a cut-out): a level counted, or a neighbour blurred
+    in, only where it shows, or one picture had three looks (ImageKit probe)."""
+    if not image.hasalpha():
         return None
-    return alpha > 0
+    alpha = image.extract_band(image.bands - 1)
+    hidden = int(alpha.hist_find().getpoint(0, 0)[0])  # one pass: how many are 0
+    return Shown(alpha > 0, hidden) if hidden else None
 
 
-def _percentiles(band: pyvips.Image, shown: pyvips.Image | None, *percents: float) -> list[int]:
-    """The levels below which `percents` % of one band's values lie, in the pixels `shown` (None: in all; as
-    libvips' `percent`, to within a level, which has no mask)."""
-    hidden = 0.0
+def _percentiles(bands: pyvips.Image, shown: Shown | None, *percents: float) -> list[list[int]]:
+    """For each band, the levels below which `percents` % of its values lie, in the pixels `shown` (None: in all;
+    as libvips' `percent`, to within a level, which has no mask). One pass over the image for every band."""
+    hidden = 0
     if shown is not None:
-        hidden = band.width * band.height * (1 - shown.avg() / 255)
-        band = shown.ifthenelse(band, 0)  # a hidden pixel counted at 0: taken off below
-    counts = band.hist_find().cast(pyvips.enums.BandFormat.DOUBLE).tolist()[0]
-    counts[0] -= hidden
-    total, levels = sum(counts), []
-    for percent in percents:
-        cumulative, level = 0.0, 0
-        for level, count in enumerate(counts):
-            cumulative += count
-            if cumulative >= total * percent / 100:
-                break
-        levels.append(level)
+        hidden = shown.hidden
+        bands = shown.mask.ifthenelse(bands, 0)  # a hidden pixel counted at 0: taken off below
+    levels = []
+    for histogram in bands.hist_find().bandsplit():
+        counts = histogram.cast(pyvips.enums.BandFormat.DOUBLE).tolist()[0]
+        counts[0] -= hidden
+        total, cumulative, level, found = sum(counts), 0.0, 0, []
+        for percent in percents:
+            while cumulative + counts[level] < total * percent / 100 and level < len(counts) - 1:
+                cumulative += counts[level]
+                level += 1
+            found.append(level)
+        levels.append(found)
     return levels
 
 
 def _blurred_where_shown(image: pyvips.Image, sigma: float) -> pyvips.Image:
     """`image` (with alpha) blurred premultiplied: a transparent pixel's colour weighs nothing, a translucent one's
-    as much as it shows."""
-    return _to_uchar(image.premultiply().gaussblur(sigma).unpremultiply(), image)
+    as much as it shows. Premultiplied in 8 bits, whose blur is libvips' integer one: 2.3 × a plain blur's CPU,
+    where a float blur took 17 × (`bl-10` of a 12 MP cut-out: 173 ms, 1.5 s); a colour under alpha 32 or more is
+    then within 7 levels of the float blur's, and one less opaque hardly shows."""
+    return _to_uchar(_to_uchar(image.premultiply(), image).gaussblur(sigma).unpremultiply(), image)
 
 
 #: `bl-N` from which the blur reads its input in memory: its wide window had a streamed input (a resize) made
@@ -397,7 +414,7 @@ def contrast(image: pyvips.Image, blend: int = 100) -> pyvips.Image:
 
     def stretch(bands: pyvips.Image) -> pyvips.Image:
         # of several bands, the mean of each band's, as libvips' `percent` (one colour: no range, left as it is)
-        lows, highs = zip(*(_percentiles(band, shown, 1, 99) for band in bands.bandsplit()))
+        lows, highs = zip(*_percentiles(bands, shown, 1, 99))
         scale, offset = _levels(sum(lows) / len(lows), sum(highs) / len(highs))
         return _blended(bands, _to_uchar(bands * scale + offset, bands), blend)
     return _colour_bands(image, stretch)
@@ -410,7 +427,7 @@ def auto_colour(image: pyvips.Image, blend: int) -> pyvips.Image:
     shown = _shown(image)
 
     def stretch(bands: pyvips.Image) -> pyvips.Image:
-        levels = [_levels(*_percentiles(band, shown, 1, 99)) for band in bands.bandsplit()]
+        levels = [_levels(low, high) for low, high in _percentiles(bands, shown, 1, 99)]
         adjusted = bands.linear([scale for scale, _ in levels], [offset for _, offset in levels])
         return _blended(bands, _to_uchar(adjusted, bands), blend)
     return _colour_bands(image, stretch)
@@ -426,8 +443,8 @@ def auto_brightness(image: pyvips.Image, blend: int) -> pyvips.Image:
         grey = bands.colourspace(Interpretation.B_W) if bands.bands >= 3 else bands
         if shown is None:
             mean = grey.avg() / 255
-        elif (share := shown.avg() / 255) > 0:
-            mean = shown.ifthenelse(grey, 0).avg() / 255 / share
+        elif (share := shown.share()) > 0:
+            mean = shown.mask.ifthenelse(grey, 0).avg() / 255 / share
         else:
             return bands  # nothing shows
         mean = min(max(mean, 0.01), 0.99)
@@ -442,7 +459,7 @@ def sharpen(image: pyvips.Image, amount: int) -> pyvips.Image:
     if image.hasalpha():
         image = in_memory(image)  # read twice: for what shows, then sharpened
         if (shown := _shown(image)) is not None:
-            image = shown.ifthenelse(image, _blurred_where_shown(image, SHARPEN_FILL_SIGMA))
+            image = shown.mask.ifthenelse(image, _blurred_where_shown(image, SHARPEN_FILL_SIGMA))
     return _colour_bands(image, lambda bands: bands.sharpen(sigma=1.0, m1=amount / 10, m2=amount * 0.3))
 
 
