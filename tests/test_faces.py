@@ -312,3 +312,16 @@ def test_cloudinarys_fill_with_a_face_gravity_covers_where_its_thumb_closes_in(m
     assert fill == parse_transformation(f"w-300,h-300,{crop},fo-face,fof-top,ffr-false").canonical()
     thumb = translate(("c_thumb,g_face,w_300,h_300",), {}, False).canonical()
     assert thumb == parse_transformation("w-300,h-300,fo-face,fof-top").canonical()
+
+
+def test_the_faces_found_on_a_cut_out_are_the_same_whatever_lies_under_its_transparent_pixels():
+    """The scene cut through the face, its right part wholly transparent: the detector's copy had been shrunk with
+    the colour under the transparent pixels averaged into the face's edge, and the box moved with it (a face
+    pixelated 104 levels differently over black than over white; transparency probe)."""
+    photo = pyvips.Image.new_from_buffer(scene(), "")
+    [(left, _, width, _)] = faces.find_faces(photo)
+    for share in (75, 85, 90, 100, 105, 115):  # cuts through the face's box, and past it
+        shown = pyvips.Image.black(*SCENE).insert(pyvips.Image.black(left + width * share // 100, SCENE[1]) + 255, 0, 0)
+        found = [faces.find_faces((shown > 0).ifthenelse(photo, [value] * 3).bandjoin(shown).cast("uchar")
+                                  .copy(interpretation="srgb")) for value in (0, 255)]
+        assert found[0] and found[0] == found[1], (share, found)

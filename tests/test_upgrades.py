@@ -236,6 +236,15 @@ def test_outputs_of_the_effects_that_read_under_transparent_pixels_are_marked(tr
     assert (revision_marks(parse_transformation(transformation).canonical()) == "tp2") == marked
 
 
+@pytest.mark.parametrize("transformation, marked", [("t-true", True), ("w-100,t-20", True), ("e-pixelatefaces-8", True),
+                                                     ("e-blurfaces-10", True), ("l-image,i-a.png,t-true,l-end", True),
+                                                     ("w-100", False), ("e-shadow-st-30", False)])
+def test_outputs_of_trims_and_faces_found_on_a_shrunk_copy_are_marked(transformation, marked):
+    """ht2: the trim box and the faces are found on a copy flattened before its shrink (tests/test_faces.py and
+    tests/test_transform_look.py pin them)."""
+    assert (revision_marks(parse_transformation(transformation).canonical()) == "ht2") == marked
+
+
 @pytest.mark.parametrize("transformation, marks", [
     ("w-300,bg-0000ff50,f-jpg", "bt2"), ("w-300,bg-0000FF", ""), ("l-image,i-a.png,bg-FF000050,l-end", "bt2"),
     ("w-300,md-true", "md4"), ("w-300,md-copyright", "mc2"), ("w-300,cp-true", "cp2"), ("l-text,i-md-true,l-end", ""),

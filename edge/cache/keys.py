@@ -82,6 +82,9 @@ RENDER_VERSION = "r3"
 #: `e-sharpen`, `e-usm` blurred it into the visible edge (one cut-out, three looks by what its editor left there);
 #: `e-contrast` and `e-autocolor` took libvips' percentiles, which of several bands are of no one band nor of all,
 #: where they take the levels of every band: matched wherever one of the six is.
+#: ht2: `t-` (trim) found its box, and `e-pixelatefaces`, `e-blurfaces` their faces, on a copy shrunk with the colour
+#: under wholly transparent pixels averaged into the ones that show (a face missed or moved, a box cut short):
+#: matched wherever one of the three is.
 #: pn2 and av2 are marks of the planned format (`format_marks`), below.
 REVISED_PARAMETERS = (
     (("cr-",), re.compile(r"(?:^|[,:])cr-[^,:_]+(?:_[^,:_]+)?(?=[,:]|$)"), "cr2"),
@@ -101,6 +104,7 @@ REVISED_PARAMETERS = (
     (("cp-true",), re.compile(r"(?:^|[,:])cp-true(?=[,:]|$)"), "cp2"),
     (("e-contrast", "e-auto", "bl-", "e-sharpen", "e-usm"),
      re.compile(r"(?:^|[,:])(?:e-contrast|e-autocolor|e-autobrightness|bl-|e-sharpen|e-usm)"), "tp2"),
+    (("t-", "faces-"), re.compile(r"(?:^|[,:])(?:t-|e-pixelatefaces-|e-blurfaces-)"), "ht2"),
 )
 #: fa2, the mark of outputs whose format is negotiated with `formats.picks_by_alpha`: `f-auto` for a browser
 #: taking neither WebP nor AVIF (and the smallest's candidate for it) chose PNG for an image whose alpha band hid

@@ -80,9 +80,9 @@ def find_faces(image: pyvips.Image) -> list[Box]:
     cv2, numpy = _detector()  # only once a render asks for faces
 
     shrink = max(1.0, math.sqrt(image.width * image.height / DETECT_PIXELS))
+    if image.hasalpha():  # before the resize, which had averaged the colour under transparent pixels into the face
+        image = image.flatten(background=[255])
     small = image.resize(1 / shrink) if shrink > 1 else image
-    if small.hasalpha():
-        small = small.flatten(background=[255])
     grey = small.colourspace(pyvips.enums.Interpretation.B_W).extract_band(0).cast("uchar")
     pixels = numpy.ndarray((grey.height, grey.width), dtype=numpy.uint8, buffer=grey.write_to_memory())
     found = _cascade(cv2).detectMultiScale(pixels, scaleFactor=SCALE_FACTOR, minNeighbors=MIN_NEIGHBOURS,

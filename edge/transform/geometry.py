@@ -505,8 +505,11 @@ def trim_box(image: pyvips.Image, threshold: int) -> tuple[int, int, int, int] |
         # a transparent corner: the border is what is transparent, whatever colour its pixels hold
         # (flattened on black, a logo's black parts would be border too)
         corner = search[search.bands - 1]
+    elif search.hasalpha():  # flattened before the shrink, which had averaged the colour under transparent pixels
+        # into the ones that show (a dithered cut-out's edge over white hidden pixels came out grey: content)
+        corner = image.flatten().shrink(shrink, shrink) if shrink > 1 else image.flatten()
     else:
-        corner = search.flatten() if search.hasalpha() else search
+        corner = search
     left, top, width, height = corner.find_trim(threshold=threshold, background=corner.getpoint(0, 0))
     if width == 0 or height == 0:  # a uniform image: nothing to keep but itself
         return None
