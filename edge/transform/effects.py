@@ -65,7 +65,7 @@ def _shown(image: pyvips.Image) -> Shown | None:
 
 def _percentiles(bands: pyvips.Image, shown: Shown | None, *percents: float) -> list[list[int]]:
     """For each band, the levels below which `percents` % of its values lie, in the pixels `shown` (None: in all;
-    as libvips' `percent`, to within a level, which has no mask). One pass over the image for every band."""
+    as libvips' `percent`, to within a level, which has no mask), all bands found in one pass over the image."""
     hidden = 0
     if shown is not None:
         hidden = shown.hidden

@@ -214,8 +214,8 @@ def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
             return image.pngsave_buffer(keep=keep, interlace=options.progressive, palette=True, effort=1)
         return image.pngsave_buffer(keep=keep, interlace=options.progressive)
     if fmt in ("webp", "avif") and not options.lossless and image.hasalpha():
-        # the colour under wholly transparent pixels made one: libwebp and libaom weigh it in their choices for the
-        # whole picture (a cut-out over white or black hidden pixels: shown pixels up to 34 levels apart)
+        # black under wholly transparent pixels, whatever was there: libwebp and libaom weigh it in their choices
+        # for the whole picture (a cut-out over white or black hidden pixels: shown pixels up to 34 levels apart)
         alpha = image.extract_band(image.bands - 1)
         image = (alpha > 0).ifthenelse(image, [0] * image.bands).copy(interpretation=image.interpretation)
     if fmt == "webp":
