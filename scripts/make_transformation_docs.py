@@ -222,8 +222,9 @@ Client Hint request header"). The pictures below were asked for with the headers
   however many different `Width` values clients send, one URL has at most `max_output_side / 100`
   (82) widths × the formats of `f-auto`; `dpr-auto` at most 50 ratios.
 - **Headers**: a response that used hints says `Vary: Sec-CH-Width, Width` and/or `Vary: Sec-CH-DPR,
-  DPR` (`Accept, …` first with `f-auto`), exactly the hints its transformation reads, and `Accept-CH:
-  Sec-CH-Width, Sec-CH-DPR`. Cache hits carry the same headers. ImageKit's `Content-DPR` response
+  DPR` (`Accept, …` first with `f-auto`), exactly the hints its transformation reads (not the ratio where
+  it has no side to multiply, as in `w-auto,dpr-auto` without `wf` or `h`; a ratio of 1 is keyed as none), and
+  `Accept-CH: Sec-CH-Width, Sec-CH-DPR`. Cache hits carry the same headers. ImageKit's `Content-DPR` response
   header is not sent: it was removed from the client hints specification and Chromium no longer
   reads it. So a browser lays out a `dpr-auto` image of a plain `src` at its intrinsic size (`w-100`
   at DPR 2 is 200 CSS pixels wide): give the `<img>` its display size in CSS (`width: 100px`).

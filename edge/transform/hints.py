@@ -58,16 +58,24 @@ def negotiate(transformation: Transformation, headers: Mapping[str, str], max_wi
     """`transformation` (which has `client_hints`) with the hints of `headers` in place of `auto`."""
     steps = transformation.steps
     wants_width = any(step.width == AUTO for step in steps)
-    wants_dpr = any(step.dpr == AUTO for step in steps)
+    wants_dpr = any(step.dpr == AUTO and _multiplies(step, None) for step in steps)
     width = _first(headers, WIDTH_HEADERS, lambda text: _width(text, max_width)) if wants_width else None
     dpr = _first(headers, DPR_HEADERS, _dpr) if wants_dpr else None
-    if width is not None and all(step.width == AUTO for step in steps if step.dpr == AUTO):
-        dpr = None  # every step that takes it has the width hint, in device pixels already: keyed apart for nothing
+    if dpr == 1.0 or not any(step.dpr == AUTO and _multiplies(step, width) for step in steps):
+        dpr = None  # it changes nothing: keyed apart for nothing (`w_auto,dpr_auto` had a copy per phone's ratio)
     resolved = tuple(_resolved(step, width, dpr) for step in steps)
     used = (WIDTH_HEADERS if wants_width else ()) + (DPR_HEADERS if wants_dpr else ())
     key = ",".join(part for part in (f"w{width or '-'}" if wants_width else "",
                                      f"dpr{dpr or '-'}" if wants_dpr else "") if part)
     return Negotiated(replace(transformation, steps=resolved), ", ".join(used), key)
+
+
+def _multiplies(step: Step, width: int | None) -> bool:
+    """Whether a step's `dpr` has a side to multiply, once its `w-auto` is `width` (the hint, or None): the width
+    hint is in device pixels already, and a step without a size is the same at any `dpr`."""
+    if step.width == AUTO:
+        return width is None and (step.width_fallback is not None or step.height is not None)
+    return step.width is not None or step.height is not None
 
 
 def _resolved(step: Step, width: int | None, dpr: float | None) -> Step:
