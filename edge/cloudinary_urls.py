@@ -1303,7 +1303,7 @@ def _flag(c: _Component) -> list[str]:
             params.add(FLAGS[flag])
         elif flag == "lossy":  # checked against the output format once the URL is read (`_translate`)
             params.add("")
-        elif name == "attachment" or flag == "immutable_cache":  # headers, not a transformation (`delivery_flag`)
+        elif name in DELIVERY_FLAGS:  # headers, not a transformation (`delivery_flag`)
             params.add("")
         elif flag in UNCHANGING_FLAGS or flag == IGNORE_ASPECT_RATIO:  # the latter: a size (`_stretched`)
             params.add("")
@@ -1312,6 +1312,16 @@ def _flag(c: _Component) -> list[str]:
                                f"immutable_cache, {IGNORE_ASPECT_RATIO}, {', '.join(UNCHANGING_FLAGS)}, "
                                f"progressive:{', progressive:'.join(PROGRESSIVE_MODES)}")
     return sorted(params - {""})
+
+
+#: the flags that change the answer's headers, not the image (`delivery_flag`)
+DELIVERY_FLAGS = ("attachment", "immutable_cache")
+
+
+def _headers_only(component: str) -> bool:
+    """Whether a component is only flags of `DELIVERY_FLAGS` (`fl_attachment:name`, `fl_attachment.immutable_cache`)."""
+    return all(word.startswith("fl_") and all(flag.partition(":")[0] in DELIVERY_FLAGS for flag in word[3:].split("."))
+               for word in component.split(","))
 
 
 def delivery_flag(components: tuple[str, ...], wanted: str) -> str | None:
@@ -1420,9 +1430,12 @@ def read(segments: list[str], decode: Callable[[str], str], clouds: frozenset[st
     stem, dot, extension = path.public_id.rpartition("/")[2].rpartition(".")
     if dot and stem:  # another cloud's, an unsigned one where signatures are wanted: their 404 or 401 first
         refuse_document(dot + extension)
-    transformation = translate(path.components, named, named_only and not signed, path.extension_format)
+    # flags that only change the answer's headers make no image: with nothing else, it is the stored one (re-encoded,
+    # it had been a render and a cache entry of its own, and with `auto_format` one per browser)
+    shaping = tuple(component for component in path.components if not _headers_only(component))
+    transformation = translate(shaping, named, named_only and not signed, path.extension_format)
     if signed_only:  # the version is not signed: here it pins nothing, as on Cloudinary (the newest is served)
         path = replace(path, version=None)  # else a URL signed for the asset opened every upload the backup kept
-    return Delivery(path.origin_path, transformation, None if path.components else path.extension_format,
+    return Delivery(path.origin_path, transformation, None if shaping else path.extension_format,
                     delivery_flag(path.components, "attachment"),
                     delivery_flag(path.components, "immutable_cache") is not None)

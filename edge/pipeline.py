@@ -301,21 +301,22 @@ class Pipeline:
         endpoint = endpoint_label(request.endpoint.id)
         try:
             transformation, requested = self._transformation(request, call.query_transformation)
-            # the original's bytes whatever the browser takes or the URL says: one key, no `Vary`
-            passes_original = transformation.serves_original and request.original_as is None
-            if request.thumbnail and not transformation.serves_original:
+            # the original's bytes (or, for a Cloudinary URL without components, its conversion to the extension's
+            # format) whatever the browser takes or the URL says: one key, no `Vary`
+            as_stored = transformation.serves_original
+            if request.thumbnail and not as_stored:
                 transformation = _thumbnail(transformation)
                 requested = transformation.canonical()
             hints = NO_HINTS
-            if transformation.client_hints and not passes_original:  # else nothing to build: the hit path as it was
+            if transformation.client_hints and not as_stored:  # else nothing to build: the hit path as it was
                 hints = negotiate(transformation, call.headers, self._config.limits.max_output_side)
                 transformation = hints.transformation
                 check_cost(transformation, self._config.limits)
             defaults = self._config.defaults
-            planned_format, vary_accept = (plan_format(None, request.path, None) if passes_original else
+            planned_format, vary_accept = (plan_format(None, request.path, None) if as_stored else
                                            plan_format(transformation.output_format, request.path, call.accept,
                                                        defaults.auto_format, defaults.auto_format_smallest))
-            if planned_format in ENCODE_COUNTED and transformation.output_format is not None and not passes_original:
+            if planned_format in ENCODE_COUNTED and transformation.output_format is not None and not as_stored:
                 # f-gif, f-webp: the encode counts (one the URL does not name, `.avif`, falls back when over budget)
                 check_cost(transformation, self._config.limits, formats=(planned_format,), defaults=defaults)
         except EdgeError as error:

@@ -1338,6 +1338,25 @@ async def test_fl_attachment_is_a_download_of_the_same_image(node):
         ("HIT", False, answers[0].body)
 
 
+@pytest.mark.parametrize("auto_format", [False, True])
+async def test_a_url_whose_only_components_are_headers_is_the_stored_image(s3, bucket, cloud, node_factory, tmp_path,
+                                                                          auto_format):
+    """`fl_attachment`, `fl_immutable_cache` alone (as the SDK writes `flags="attachment"` with nothing else) change
+    headers, not the image: the stored bytes, as the URL without components, one entry for every browser. They had
+    been re-encoded, a render and an entry of their own, and with `auto_format` one per browser; a URL without
+    components had been one entry per browser under `auto_format`, with `Vary: Accept` (Cloudinary probe)."""
+    before = "[defaults]\nauto_format = true\n" if auto_format else ""
+    node = await node_factory(write_config(tmp_path, before + config(s3)))
+    stored = s3.client().get_object(Bucket=BUCKET, Key=f"{DEMO}{BALLOON_PHOTO}/1700000000.jpg")["Body"].read()
+    plain = url(BALLOON_PHOTO, format="jpg")
+    for path in (plain, url(BALLOON_PHOTO, format="jpg", flags="attachment"),
+                 plain.replace("/upload/", "/upload/fl_attachment.immutable_cache/")):
+        answers = [await get(node, path, accept=accept) for accept in ("image/avif,image/webp,*/*", "image/jpeg")]
+        assert [(a.body == stored, "Vary" in a.headers, a.headers["X-Cache"]) for a in answers] == \
+            [(True, False, "MISS" if path == plain else "HIT"), (True, False, "HIT")], path
+    assert "attachment" in answers[0].headers["Content-Disposition"]
+
+
 async def test_pg_is_a_frame_of_an_animation(node, s3_server):
     """`pg_N`, as the SDK writes `page=N`: that frame as a still image; a range is a 400 naming the word."""
     s3_server.client().put_object(Bucket=BUCKET, Key=DEMO + "banners/spin/1700000000.gif", Body=animated_gif(5))
