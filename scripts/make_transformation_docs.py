@@ -811,8 +811,8 @@ SECTIONS = (
             )),
     Section("`orig`: the original bytes", "`orig-true` serves the stored file untouched: no resize, no "
             "metadata stripping, no format change; every other parameter is ignored, `f-auto`, "
-            "`auto_format`, `w-auto` and `dpr-auto` included (one cache entry, no `Vary`). Any original the node reads is "
-            "served so, with its own type: a TIFF as `image/tiff`, an Ultra HDR JPEG (with its gain map) "
+            "`auto_format`, `w-auto` and `dpr-auto` included (one cache entry, no `Vary`). Any original the node "
+            "reads is served so, with its own type: a TIFF as `image/tiff`, an Ultra HDR JPEG (with its gain map) "
             "as `image/jpeg`, an SVG (with `[limits] allow_svg`) as `image/svg+xml`. Not on an endpoint with a "
             "`watermark` ([configuration.md](configuration.md#endpoints)): "
             "there `orig-true` is the URL without it, the original at its size with the watermark drawn, since "
