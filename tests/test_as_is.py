@@ -39,7 +39,7 @@ def with_webp_metadata(frames: pyvips.Image) -> bytes:
 
 @pytest.fixture(scope="module")
 def originals(tmp_path_factory):
-    """Over budget as they are encoded again: 99 frames of 400×400 as GIF (~395 units), 60 of 800×800 as WebP."""
+    """Over budget as they are encoded again: 99 frames of 400×400 as GIF (~403 units), 60 of 800×800 as WebP."""
     root = tmp_path_factory.mktemp("as-is")
     (root / "long.gif").write_bytes(with_gif_metadata(corpus._animation(99, 400).gifsave_buffer(keep="none")))
     (root / "long.webp").write_bytes(with_webp_metadata(corpus._animation(60, 800)))
