@@ -218,6 +218,8 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
     The fallback depends on the original and the plan alone, so the output key (which holds the plan, with
     `Vary: Accept`) still names one output."""
     steps, (width, height) = _steps_cost(transformation.steps, source, dict(overlays or {}))
+    if has_alpha:
+        steps *= ALPHA_WEIGHT
     check_side(width or 0, height or 0, limits.max_output_side)  # what the render would refuse: say why
     side = max(width or 0, height or 0)
     plans = [planned, *fallback_plans(transformation, planned, loader, has_alpha, animated, defaults)]
@@ -228,8 +230,7 @@ def check_render_cost(transformation: Transformation, planned: str, loader: str,
 
     def cost_of(plan: str) -> float:
         formats = final_formats(plan, loader, has_alpha, animated)
-        return frames * (steps * (ALPHA_WEIGHT if has_alpha else 1) + _encodes_cost(transformation, (width, height),
-                                                                                   formats, defaults)) + decodes
+        return frames * (steps + _encodes_cost(transformation, (width, height), formats, defaults)) + decodes
     chosen = next((plan for plan in plans[:-1] if cost_of(plan) <= limits.max_cost), plans[-1])
     if chosen is plans[-1]:
         # a format the URL names past its own side (WebP's 16383 px): refused now as `output_formats` refuses it,

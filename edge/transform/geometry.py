@@ -151,12 +151,14 @@ def times_dpr(box_w: float | None, box_h: float | None, dpr: float, image: tuple
         implied = [box_h * aspect, box_h] if box_w is None else [box_w, box_w / aspect]
     else:
         implied = [box_w, box_h]
-    made = None if output is None or dpr == 1 or scaled == [None, None] else \
-        output(*(None if side is None else max(1, round(side)) for side in scaled))
-    if dpr != 1 and (any(side is not None and not 1 <= side * dpr for side in implied)
-                     or (max(made) > DPR_MAX_SIDE if made is not None
-                         else any(side is not None and side * dpr > DPR_MAX_SIDE for side in implied))):
-        scaled = [box_w, box_h]
+    if dpr != 1:
+        too_small = any(side is not None and side * dpr < 1 for side in implied)
+        if output is not None and scaled != [None, None]:
+            too_large = max(output(*(None if side is None else max(1, round(side)) for side in scaled))) > DPR_MAX_SIDE
+        else:
+            too_large = any(side is not None and side * dpr > DPR_MAX_SIDE for side in implied)
+        if too_small or too_large:
+            scaled = [box_w, box_h]
     return tuple(None if side is None else max(1, round(side)) for side in scaled)
 
 
