@@ -55,6 +55,8 @@ ORIGIN_FAILURES = ("timeout", "refused", "denied", "server_error", "bad_response
 #: waiting for the fetch went away before it ended: a slow origin, or clients leaving at once), `too_large` (an
 #: original over `[limits] max_source_bytes`, a 400: the origin answered; the limit, or the file, is to change)
 ORIGIN_UNJUDGED = ("busy", "abandoned", "too_large")
+#: `status` values of `edge_purge_requests_total` there from the start (others appear when answered)
+PURGE_STATUSES = ("200", "400", "401", "502")
 #: `outcome` values of `edge_fleet_purge_calls_total` (`edge.fanout.PeerResult`)
 FLEET_PURGE_OUTCOMES = ("ok", "rejected", "unreachable", "timeout")
 #: `result` values of `edge_cache_requests_total` per tier (a not-found record is never stale)
@@ -367,6 +369,12 @@ class Metrics:
         self.fleet_purge_calls = Counter(
             "edge_fleet_purge_calls_total", "Purges forwarded to a peer, by outcome", ["peer", "outcome"],
             registry=r)
+        # the purge API on this node (`POST /_edge/purge`); `status` is the answer's (a handful of values)
+        self.purge_requests = Counter(
+            "edge_purge_requests_total", "Calls of the purge API, by the answer's status (401: a refused token)",
+            ["status"], registry=r)
+        self.purged_entries = Counter(
+            "edge_purged_entries_total", "Cached entries the purge API removed from this node's tiers", registry=r)
         self.shared_cache_writes = Counter(
             "edge_shared_cache_writes_total", "Outputs written to the shared cache tier", registry=r)
         self.purges_pending = Gauge(
@@ -460,6 +468,9 @@ class Metrics:
         for peer in config.fleet.others:
             for outcome in FLEET_PURGE_OUTCOMES:
                 self.fleet_purge_calls.labels(peer, outcome)
+        if config.admin_token is not None:  # a first refused token must show in `increase()`
+            for status in PURGE_STATUSES:
+                self.purge_requests.labels(status)
         self.http_requests.labels("-", "500")  # a request no endpoint could be found for, when finding it failed
         for endpoint in config.endpoints:
             label = endpoint_label(endpoint.id)

@@ -911,12 +911,17 @@ class PurgeHandler(BaseHandler):
             self._send_error(error)  # with its X-Edge-Error, as the image requests' (a refused token: `unauthorized`)
             return
         log.info("purged %d cached entries for %s", answer["removed"], target)
+        node.metrics.purged_entries.inc(answer["removed"])
         if answer.get("shared", {}).get("retrying"):  # the gauge had said 0 until the next round, 10 s on
             await node.count_pending_purges()
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(answer) + "\n")
+
+    def on_finish(self) -> None:
+        # every answer, refusals too: a token being guessed shows in Prometheus, not only in the access log
+        self.node.metrics.purge_requests.labels(str(self.get_status())).inc()
 
 
 class StatusHandler(BaseHandler):

@@ -16,6 +16,7 @@ from edge.purge import forget_here, key_prefixes
 from edge.routing import Router
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.nodes import SAMPLES, decode, write_config
+from tests.scrape import scrape, scrape_when, total
 from tests.servers import HTTPOrigin
 
 TOKEN = "purge-token-7f3a9c2e51d84b06"
@@ -215,6 +216,24 @@ async def test_a_malformed_purge_is_a_400_naming_the_problem(node, body, message
     assert (response.code, response.body) == (400, message)
     for path in ("/shop/tr:w-30/shoes/red.jpg", "/shop/tr:w-30/shirts/white.jpg"):
         assert await cached(node, path)  # nothing purged
+
+
+async def test_purges_are_counted_by_status_and_the_entries_they_removed(node):
+    """An SRE had no purge in Prometheus: a token being guessed, a purge script failing, showed in the access log
+    alone (SRE probe)."""
+    before = await scrape(node.url)
+    assert {status: total(before, "edge_purge_requests_total", status=status)
+            for status in ("200", "400", "401", "502")} == {"200": 0, "400": 0, "401": 0, "502": 0}
+    await warm(node)
+    assert (await purge_request(node, {"prefix": "/shop/"}, headers={"Authorization": "Bearer guess"})).code == 401
+    assert (await purge_request(node, {"prefix": "/shop/"}, headers={})).code == 401
+    assert (await node.fetch("/_edge/purge", method="POST", headers=AUTH, body=b"not json")).code == 400
+    answer = json.loads((await purge_request(node, {"prefix": "/shop/shoes/"})).body)
+    assert answer["removed"] == 5  # three outputs, two originals
+    text = await scrape_when(node.url, "edge_purge_requests_total", 1, status="200")
+    assert {status: total(text, "edge_purge_requests_total", status=status) for status in ("200", "400", "401")} \
+        == {"200": 1, "400": 1, "401": 2}
+    assert total(text, "edge_purged_entries_total") == 5
 
 
 async def test_the_purge_api_is_off_without_a_token(origin, node_factory, tmp_path):
