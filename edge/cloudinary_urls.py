@@ -163,7 +163,8 @@ AUTO_ADJUSTMENTS = {"auto_contrast": "e-contrast", "auto_color": "e-autocolor", 
 #: `e_unsharp_mask:N` (1–2000, default 100) is `e-usm` with amount N/100 (the node's `e-usm` at 100)
 _UNSHARP_MASK = "e-usm-2-1-{amount:g}-0.05"
 FLAGS = {"progressive": "pr-true", "keep_iptc": "md-true", "keep_attribution": "md-copyright"}
-_FLAG_MEANINGS = {"progressive": "progressive JPEG", "keep_iptc": "keep all metadata",
+_FLAG_MEANINGS = {"progressive": "progressive JPEG",
+                  "keep_iptc": "keep all metadata (IPTC in JPEG outputs alone: libvips writes it in no other format)",
                   "keep_attribution": "keep only the copyright-related metadata (EXIF Copyright and Artist)"}
 #: flags that ask for what the node always does, accepted so that URLs carrying them keep working
 UNCHANGING_FLAGS = {

@@ -512,9 +512,11 @@ def test_md_true_keeps_a_jpeg_s_iptc_block_and_no_other_setting_does(photos):
         assert (b"(c) Studio" in rendered.body) == kept, transformation
 
 
-def test_md_copyright_keeps_the_copyright_fields_and_no_thumbnail(photos):
-    """A camera's EXIF holds a thumbnail of the whole picture, with metadata of its own: `md-copyright` kept it (an
-    uncropped preview of a cropped photo; privacy probe), where it keeps the Copyright and Artist fields alone."""
+@pytest.mark.parametrize("metadata", ["md-copyright", "md-true"])
+def test_no_exif_thumbnail_is_kept(photos, metadata):
+    """A camera's EXIF holds a thumbnail of the whole picture as stored, with metadata of its own: `md-copyright` kept
+    it (an uncropped preview of a cropped photo; privacy probe), where it keeps the Copyright and Artist fields alone;
+    `md-true` kept it unturned beside an EXIF saying upright, a preview 90° off (pixels probe)."""
     stored = pyvips.Image.new_from_file(str(photos.path(photos.jpeg))).copy()
     preview = stored.thumbnail_image(160).copy()
     preview.set_type(pyvips.GValue.gstr_type, "exif-ifd0-ImageDescription", "preview of IMG_0001")
@@ -526,12 +528,12 @@ def test_md_copyright_keeps_the_copyright_fields_and_no_thumbnail(photos):
     photos.path("camera.jpg").write_bytes(stored.jpegsave_buffer(Q=85, keep="exif"))
     assert pyvips.Image.new_from_file(str(photos.path("camera.jpg"))).get_typeof("jpeg-thumbnail-data")
     for fmt in ("jpg", "webp"):
-        rendered, image = render(photos, "camera.jpg", f"cm-extract,x-0,y-0,w-2000,h-1000,md-copyright,f-{fmt}")
+        rendered, image = render(photos, "camera.jpg", f"cm-extract,x-0,y-0,w-2000,h-1000,{metadata},f-{fmt}")
         check(rendered, image, (2000, 1000), fmt, "top_left")
         assert b"IMG_0001" not in rendered.body  # the thumbnail's own field
         assert not image.get_typeof("jpeg-thumbnail-data")
         kept = {field for field in fields if image.get_typeof(field)}
-        assert kept == {"exif-ifd0-Copyright", "exif-ifd0-Artist"}, kept
+        assert kept == (set(fields) if metadata == "md-true" else {"exif-ifd0-Copyright", "exif-ifd0-Artist"}), kept
 
 
 @pytest.mark.parametrize("transformation, size, progressive", [

@@ -247,11 +247,12 @@ def test_outputs_of_trims_and_faces_found_on_a_shrunk_copy_are_marked(transforma
 
 @pytest.mark.parametrize("transformation, marks", [
     ("w-300,bg-0000ff50,f-jpg", "bt2"), ("w-300,bg-0000FF", ""), ("l-image,i-a.png,bg-FF000050,l-end", "bt2"),
-    ("w-300,md-true", "md4"), ("w-300,md-copyright", "mc2"), ("w-300,cp-true", "cp2"), ("l-text,i-md-true,l-end", ""),
+    ("w-300,md-true", "md5"), ("w-300,md-copyright", "mc2"), ("w-300,cp-true", "cp2"), ("l-text,i-md-true,l-end", ""),
 ])
 def test_outputs_of_a_translucent_bg_and_md_true_are_marked(transformation, marks):
-    """bt2, md4, mc2, cp2: a greyscale image flattened on a translucent colour gets that colour; `md-true`'s XMP
-    states the upright orientation, in any of XMP's encodings, and keeps no field over a megabyte; `md-copyright`
+    """bt2, md5, mc2, cp2: a greyscale image flattened on a translucent colour gets that colour; `md-true`'s XMP
+    states the upright orientation, in any of XMP's encodings, and keeps no field over a megabyte nor an EXIF
+    thumbnail; `md-copyright`
     keeps no EXIF thumbnail; `cp-true` keeps no profile past 4 MB (tests/test_real_size.py and tests/test_png_chunks.py
     pin the renders)."""
     assert revision_marks(parse_transformation(transformation).canonical()) == marks
@@ -262,7 +263,7 @@ def test_outputs_of_a_translucent_bg_and_md_true_are_marked(transformation, mark
     ("w-300,f-auto", "avif|webp", "avif|webp", "av2"), ("w-300,f-auto", "avif|gif", "avif|gif", "av2"),
     ("w-300,f-auto", "smallest:avif|webp|auto", "smallest:avif|webp|auto", "fa2,av2"),
     ("w-300,f-auto", "webp|webp", "webp|webp", ""), ("w-300,f-orig", "", "orig", ""),
-    ("w-300,f-png", "", "png", "pn2"), ("w-300", "", "png", "pn2"), ("w-300,md-true", "", "png", "md4,pn2"),
+    ("w-300,f-png", "", "png", "pn2"), ("w-300", "", "png", "pn2"), ("w-300,md-true", "", "png", "md5,pn2"),
     ("w-300", "", "jpg", ""), ("l-text,i-f-avif,l-end", "", "jpg", ""),
 ])
 def test_outputs_planned_as_avif_or_png_are_marked(transformation, negotiated, planned, marks):
@@ -275,7 +276,7 @@ def test_outputs_planned_as_avif_or_png_are_marked(transformation, negotiated, p
 @pytest.mark.parametrize("transformation, negotiated, planned, marks", [
     ("", "", "gif", "as2"), ("f-gif", "", "gif", "as2"), ("", "", "webp", "as2"), ("", "", "orig", "as2"),
     ("f-auto", "avif|webp", "avif|webp", "av2,as2"), ("", "webp|webp", "webp|webp", "as2"),  # `auto_format`
-    ("", "", "jpg", ""), ("w-300", "", "gif", ""), ("md-true", "", "gif", "md4"), ("f-png", "", "png", "pn2"),
+    ("", "", "jpg", ""), ("w-300", "", "gif", ""), ("md-true", "", "gif", "md5"), ("f-png", "", "png", "pn2"),
 ])
 def test_outputs_an_animation_may_have_been_served_as_it_is_by_are_marked(transformation, negotiated, planned, marks):
     """as2: an animation served as it is goes out without its metadata (tests/test_as_is.py pins it)."""

@@ -73,7 +73,8 @@ RENDER_VERSION = "r3"
 #: md2: `md-true` kept an XMP packet stating the stored orientation of a photo made upright (a tool reading XMP first
 #: turned it again), where it states the EXIF's. md3: `md-true` kept metadata fields of any size (45 MB of XMP from a
 #: PNG of 221 kB), where one over `encode.MAX_KEPT_METADATA_BYTES` is left out. md4: `md-true` kept a UTF-16 or UTF-32
-#: XMP packet stating the stored orientation (the rewrite read UTF-8 alone), where it states the EXIF's.
+#: XMP packet stating the stored orientation (the rewrite read UTF-8 alone), where it states the EXIF's. md5: `md-true`
+#: kept a JPEG's EXIF thumbnail, the uncropped picture as stored (90° off the output's upright EXIF), where it goes.
 #: mc2: `md-copyright` kept a JPEG's EXIF thumbnail, the whole uncropped picture with metadata of its own, where it
 #: keeps the Copyright and Artist fields alone.
 #: cp2: `cp-true` kept a PNG's profile of any size (45 MB inflated from a 44 kB file, into each output), where one
@@ -99,7 +100,7 @@ REVISED_PARAMETERS = (
     (("cm-pad_", "rt-", "e-distort-"),
      re.compile(r"(?:^|[,:])(?:cm-pad_|rt-(?!N?(?:90|180|270)(?=[,:]|$))|e-distort-)"), "op2"),
     (("bg-",), re.compile(r"(?:^|[,:])bg-[0-9A-F]{8}(?=[,:]|$)"), "bt2"),
-    (("md-true",), re.compile(r"(?:^|[,:])md-true(?=[,:]|$)"), "md4"),
+    (("md-true",), re.compile(r"(?:^|[,:])md-true(?=[,:]|$)"), "md5"),
     (("md-copyright",), re.compile(r"(?:^|[,:])md-copyright(?=[,:]|$)"), "mc2"),
     (("cp-true",), re.compile(r"(?:^|[,:])cp-true(?=[,:]|$)"), "cp2"),
     (("e-contrast", "e-auto", "bl-", "e-sharpen", "e-usm"),

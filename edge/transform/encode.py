@@ -123,14 +123,16 @@ def _bytes(value: bytes | str) -> int:
     return len(value.encode(errors="replace") if isinstance(value, str) else value)
 
 
-def _metadata_within_bounds(image: pyvips.Image) -> pyvips.Image:
-    """The image without its metadata fields over `MAX_KEPT_METADATA_BYTES` (the ICC profile is `cp-true`'s)."""
-    oversized = [field for field in image.get_fields() if field != "icc-profile-data" and
-                 image.get_typeof(field) in _METADATA_TYPES and _bytes(image.get(field)) > MAX_KEPT_METADATA_BYTES]
-    if not oversized:
+def _metadata_kept(image: pyvips.Image) -> pyvips.Image:
+    """The image without its EXIF thumbnail nor its metadata fields over `MAX_KEPT_METADATA_BYTES` (the ICC profile
+    is `cp-true`'s)."""
+    left_out = [field for field in image.get_fields() if field == _EXIF_THUMBNAIL or (
+        field != "icc-profile-data" and image.get_typeof(field) in _METADATA_TYPES
+        and _bytes(image.get(field)) > MAX_KEPT_METADATA_BYTES)]
+    if not left_out:
         return image
     image = image.copy()
-    for field in oversized:
+    for field in left_out:
         image.remove(field)
     return image
 
@@ -169,9 +171,11 @@ def _xmp_orientation_as_exif(image: pyvips.Image) -> pyvips.Image:
 COPYRIGHT_FIELDS = ("exif-ifd0-Copyright", "exif-ifd0-Artist")
 
 
-#: blobs `md-copyright` drops whole: XMP and IPTC may hold a location, and a JPEG's EXIF thumbnail (which libvips
-#: writes back into the EXIF) is the whole uncropped picture, with metadata of its own (privacy probe)
-_NOT_COPYRIGHT_BLOBS = ("xmp-data", "iptc-data", "jpeg-thumbnail-data")
+#: a JPEG's EXIF thumbnail, which libvips writes back into the EXIF: the whole uncropped picture as stored, unturned
+#: (privacy probe); dropped under `md-true` too, where the EXIF says upright (a preview 90° off: pixels probe)
+_EXIF_THUMBNAIL = "jpeg-thumbnail-data"
+#: blobs `md-copyright` drops whole: XMP and IPTC may hold a location
+_NOT_COPYRIGHT_BLOBS = ("xmp-data", "iptc-data", _EXIF_THUMBNAIL)
 
 
 def _copyright_only(image: pyvips.Image) -> pyvips.Image:
@@ -196,7 +200,7 @@ def encode(image: pyvips.Image, fmt: str, options: EncodeOptions) -> bytes:
     if options.metadata == COPYRIGHT_ONLY:
         image = _copyright_only(image)
     elif options.metadata:
-        image = _metadata_within_bounds(image)
+        image = _metadata_kept(image)
         if image.get_typeof("xmp-data"):
             image = _xmp_orientation_as_exif(image)
     if options.colour_profile and _length_mismatch(image):
