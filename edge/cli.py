@@ -35,7 +35,7 @@ from .pluginmanager import load_plugins
 from .purge import parse_target, purge_offline
 from .scaffold import new_plugin
 from .settings import host_in_url, is_web_url, listen_host, redact
-from .supervisor import Supervisor
+from .supervisor import Supervisor, threads_before_fork
 from .transform.options import parse_transformation
 
 log = logging.getLogger("edge")
@@ -203,6 +203,9 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     def load() -> Config:  # on SIGHUP: the file again, the command line's flags on top
         loaded = load_config(_config_path(args), load_plugins()).with_overrides(host=args.host, port=args.port,
                                                                                 workers=workers)
+        if (reason := threads_before_fork()) is not None:  # the threads stay: the workers replaced from now on hang
+            raise ConfigError(f"{loaded.source}: reading it started threads in the supervisor, restart the node once "
+                              f"the plugin is mended: {reason}")
         try:  # checked as at start: a folder the new workers cannot use is refused, not served uncached
             checks.usable_cache_dir(loaded.cache.dir, create=True)
         except checks.StartupError as error:
@@ -226,6 +229,8 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 def _check_config(config: Config, args: argparse.Namespace) -> int:
     problems = checks.check(config, bind_check=args.bind_check)
+    if (reason := threads_before_fork()) is not None:
+        problems.append(f"edge serve would not start its workers: {reason}")
     # a `Secret` prints masked; a plugin's public attribute that holds a revealed one (an `Authorization`
     # header made up front) would not be: masked here as in the logs
     print(config.masked(redact(json.dumps(config.describe(), indent=2, default=str))))
@@ -430,6 +435,8 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
     `reload_config` (see `edge.supervisor`)."""
     from .httpserver import raise_fd_limit
 
+    if (reason := threads_before_fork()) is not None:
+        raise checks.StartupError(f"cannot start workers: {reason}")
     checks.usable_cache_dir(config.cache.dir, create=True)
     checks.own_cache_dir(config.cache.dir)
     for warning in checks.warnings(config):

@@ -64,6 +64,7 @@ import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 from . import memory
@@ -591,6 +592,34 @@ def preload() -> None:
     Safe before a fork: importing starts no thread (libvips starts its own only to render)."""
     from . import hits, server  # noqa: F401
     gc.collect()  # the imports' garbage gone before it is frozen in place
+
+
+def threads_before_fork() -> str | None:
+    """Why workers forked now would hang, if they would: the threads this process runs besides its main one and the
+    calling one, by the kernel's names (none where there is no /proc). libvips starts its worker threads at a
+    process's first decode or encode and keeps them; a child forked after has none of them but waits on them: a
+    plugin that made a placeholder with libvips at import, or checked an image in `from_config`, had every render
+    of the node hang, past `render_timeout`, without a word (plugin probe)."""
+    ours = {threading.main_thread().native_id, threading.get_native_id()}
+    try:
+        tasks = [int(task) for task in os.listdir("/proc/self/task")]
+    except OSError:
+        return None
+    names: dict[str, int] = {}
+    for task in tasks:
+        if task not in ours:
+            try:
+                name = Path(f"/proc/self/task/{task}/comm").read_text().strip()
+            except OSError:
+                continue  # it ended meanwhile
+            names[name] = names.get(name, 0) + 1
+    if not names:
+        return None
+    running = ", ".join(name if count == 1 else f"{count} × {name}" for name, count in names.items())
+    return (f"this process runs threads its forked workers would not have ({running}) and their renders would wait on "
+            f"them for ever: a plugin started them at import or in an origin's from_config (libvips starts its "
+            f"threads at the first image it decodes or encodes); do such work in the origin's open(), which runs in "
+            f"each worker (docs/writing-an-origin-plugin.md)")
 
 
 def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list = (),

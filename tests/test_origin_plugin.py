@@ -225,6 +225,81 @@ def test_a_broken_plugin_leaves_configs_that_do_not_use_it_working(broken_site, 
         assert any("plugin future (edge-future-origin 2.0.0) failed to load" in line for line in node.log)
 
 
+#: an origin type whose plugin makes an image with libvips at import (`AT_IMPORT` set), or in `from_config` (its
+#: `placeholder` key set: a check of the operator's file), which starts libvips' threads in the process
+LIBVIPS_ORIGINS = """
+import os
+import pyvips
+from edge.plugin import Origin, OriginNotFound, hookimpl
+
+EDGE_PLUGIN_API = "1.0"
+if os.environ.get("AT_IMPORT"):
+    PLACEHOLDER = pyvips.Image.black(8, 8).jpegsave_buffer()
+
+
+class PlaceholderOrigin(Origin):
+    type_name = "placeholder"
+
+    @classmethod
+    def from_config(cls, settings, table):
+        placeholder = table.path("placeholder", None)
+        table.finish()
+        if placeholder is not None:
+            pyvips.Image.new_from_file(str(placeholder)).jpegsave_buffer()
+        return cls(settings)
+
+    async def fetch(self, request):
+        raise OriginNotFound(request.path)
+
+
+@hookimpl
+def edge_origin_types():
+    return [PlaceholderOrigin]
+"""
+#: what the node answers a process with libvips' threads started before its workers are forked
+FORKED_THREADS = (r"this process runs threads its forked workers would not have \(\d+ × libvips worker\) and their "
+                  r"renders would wait on them for ever: a plugin started them at import or in an origin's from_config")
+
+
+def test_a_plugin_that_starts_libvips_at_import_is_named_before_any_worker_hangs(tmp_path):
+    """Workers forked after libvips' threads started wait on threads they do not have: every render of the node had
+    hung past `render_timeout`, without a word, for a plugin that made a placeholder at import (plugin probe)."""
+    site = tmp_path / "site"
+    install_plugin(site, "placeholder", LIBVIPS_ORIGINS)
+    config = write_config(tmp_path, LOCAL)
+    env = {**os.environ, "PYTHONPATH": str(site), "AT_IMPORT": "1"}
+    checked = subprocess.run([sys.executable, "-m", "edge", "check-config", "--config", str(config)],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert checked.returncode == 1
+    assert re.search("edge: edge serve would not start its workers: " + FORKED_THREADS, checked.stderr), checked.stderr
+    served = subprocess.run([sys.executable, "-m", "edge", "serve", "--config", str(config), "--port", "0"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert served.returncode == 1
+    assert re.search("edge: cannot start workers: " + FORKED_THREADS, served.stderr), served.stderr
+    assert edge("check-config", "--config", str(config), site=site).returncode == 0  # nothing made at import
+
+
+def test_a_reload_whose_from_config_starts_libvips_is_refused_and_the_workers_serve_on(tmp_path):
+    site = tmp_path / "site"
+    install_plugin(site, "placeholder", LIBVIPS_ORIGINS)
+    (tmp_path / "placeholder.png").write_bytes(photo_image(64, 48, "png"))
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    (originals / "photo.jpg").write_bytes(photo_image(640, 480))
+    config = write_config(tmp_path, local_config(originals))
+    process = NodeProcess(config, env={"PYTHONPATH": str(site)})
+    try:
+        write_config(tmp_path, local_config(originals, after='[[origins]]\nname = "p"\ntype = "placeholder"\n'
+                                                          'placeholder = "placeholder.png"\n'))
+        process.process.send_signal(signal.SIGHUP)
+        process.wait_for_log("SIGHUP: config not reloaded, the running one is kept: .*edge.toml: reading it started "
+                             "threads in the supervisor, restart the node once the plugin is mended: " + FORKED_THREADS)
+        status, headers, body = ServingNode(process).get("/tr:w-300/photo.jpg")
+        assert (status, image_size(body)) == (200, (300, 225))
+    finally:
+        process.stop()
+
+
 def test_a_config_that_uses_a_broken_plugin_names_it(broken_site, tmp_path):
     config = write_config(tmp_path, """
         [[origins]]
