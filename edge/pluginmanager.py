@@ -12,7 +12,11 @@ import dataclasses
 import inspect
 import logging
 import re
-from collections.abc import Iterable
+import signal
+import threading
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
@@ -27,6 +31,10 @@ log = logging.getLogger("edge.plugins")
 
 #: the module attribute in which a plugin names the `edge.plugin.API_VERSION` it is written against
 API_ATTRIBUTE = "EDGE_PLUGIN_API"
+#: seconds a plugin's import may take in the main thread (every `edge` command, a node's start; a reload's reading is
+#: held to the supervisor's bound): a module connecting at import to a host that drops packets had held every
+#: command, the node's start included, silently and for ever, whatever plugins the config used (plugin probe)
+IMPORT_SECONDS = 30
 #: what an origin type may be named
 TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 #: the distribution of the node, whose plugins are its built-in origin types
@@ -164,7 +172,12 @@ def _import(entry_point: EntryPoint) -> tuple[object | None, LoadedPlugin]:
     info = LoadedPlugin(entry_point.name, entry_point.value, dist.name if dist else None,
                         dist.version if dist else None)
     try:
-        plugin = entry_point.load()
+        with _bounded(IMPORT_SECONDS):
+            plugin = entry_point.load()
+    except _ImportTookTooLong as error:
+        held = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename != __file__][-1]
+        return None, _failed(info, f"cannot import {entry_point.value}: stopped after {IMPORT_SECONDS}s, at "
+                                   f"{held.filename}:{held.lineno} (a connection made at import?)")
     except ImportError as error:
         return None, _failed(info, f"cannot import {entry_point.value}: {_describe(error)}{_newer_api(error)}")
     except (Exception, SystemExit) as error:  # noqa: BLE001 - SyntaxError, whatever its import runs
@@ -173,6 +186,30 @@ def _import(entry_point: EntryPoint) -> tuple[object | None, LoadedPlugin]:
     if problem:
         return None, _failed(info, problem)
     return plugin, info
+
+
+class _ImportTookTooLong(BaseException):
+    """Raised into an import over its time; not an `Exception`, which the plugin's own code may catch."""
+
+
+@contextmanager
+def _bounded(seconds: float) -> Iterator[None]:
+    """The block stopped by `_ImportTookTooLong` after `seconds`, in the main thread (where Python runs signal
+    handlers: a blocking call is interrupted too); elsewhere unbounded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise _ImportTookTooLong
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def api_problem(declared: object) -> str | None:

@@ -300,6 +300,20 @@ def test_a_reload_whose_from_config_starts_libvips_is_refused_and_the_workers_se
         process.stop()
 
 
+def test_a_plugin_whose_import_hangs_is_stopped_and_skipped(tmp_path):
+    """A module connecting at import to a host that drops packets had held every `edge` command for ever, silently,
+    whatever plugins the config used (plugin probe)."""
+    site = tmp_path / "site"
+    install_plugin(site, "stuck", "import time\n\nEDGE_PLUGIN_API = '1.0'\ntime.sleep(3600)\n")
+    started = time.monotonic()
+    checked = edge("check-config", "--config", str(write_config(tmp_path, LOCAL)), site=site)
+    assert checked.returncode == 0, checked.stderr
+    assert re.search(r"plugin stuck \(edge-stuck-origin 2\.0\.0\) failed to load and is skipped: cannot import "
+                     r"edge_stuck_origin: stopped after 30s, at .*/edge_stuck_origin/__init__\.py:4 \(a connection "
+                     r"made at import\?\)", checked.stderr), checked.stderr
+    assert time.monotonic() - started < 60
+
+
 def test_a_config_that_uses_a_broken_plugin_names_it(broken_site, tmp_path):
     config = write_config(tmp_path, """
         [[origins]]
