@@ -205,10 +205,12 @@ def _abandon(fetching: asyncio.Future) -> None:
 
 
 def _checked(original: object, request: OriginRequest) -> Original:
-    """The plugin's answer as the node relies on it: an `Original` of bytes within `max_bytes`, with
+    """The plugin's answer as the node relies on it: an `Original` of plain bytes within `max_bytes`, with
     text validators of a bounded length (a longer one is dropped: a `local` ETag names every output)."""
     if not isinstance(original, Original) or not isinstance(original.body, bytes):
         raise OriginFailure("bad_response", f"fetch returned {_kind_of(original)}, not an Original of bytes")
+    if type(original.body) is not bytes:  # a subclass (numpy.bytes_): stored as it is, diskcache pickles it, and
+        original = replace(original, body=bytes(original.body))  # the tier reads a pickle as tampering
     fields = {"etag": original.etag, "last_modified": original.last_modified, "content_type": original.content_type}
     if wrong := [key for key, value in fields.items() if value is not None and not isinstance(value, str)]:
         hint = " (http_date(datetime) makes last_modified)" if "last_modified" in wrong else ""

@@ -34,6 +34,10 @@ BEYOND_EXCEPTION = {"SystemExit": SystemExit(3), "KeyboardInterrupt": KeyboardIn
                     "GeneratorExit": GeneratorExit(), "CancelledError": asyncio.CancelledError()}
 
 
+class BytesOfItsOwn(bytes):
+    """A subclass of bytes a plugin may return (numpy's `numpy.bytes_` is one), which pickle can store."""
+
+
 class Unprintable(plugin_api.OriginFailure):
     def __str__(self) -> str:
         raise ValueError("no message")
@@ -88,8 +92,12 @@ class MisbehavingPlugin:
             if behaviour == "datetime-modified":  # not an HTTP date: a datetime
                 from datetime import datetime, timezone
                 return Original(PHOTO, last_modified=datetime.now(timezone.utc))
-            return {"none": None, "text": "an image", "text-body": Original("an image"),
-                    "number-etag": Original(PHOTO, etag=5), "large": Original(b"\xff" * 2_000_001),
+            if behaviour == "local-bytes-subclass":  # one pickle cannot store
+                class LocalBytes(bytes):
+                    pass
+                return Original(LocalBytes(PHOTO))
+            return {"none": None, "text": "an image", "bytes-subclass": Original(BytesOfItsOwn(PHOTO)),
+                    "text-body": Original("an image"), "number-etag": Original(PHOTO, etag=5), "large": Original(b"\xff" * 2_000_001),
                     "good": Original(PHOTO)}[behaviour]
 
     class BrokenOrigin(plugin_api.Origin):
@@ -247,6 +255,39 @@ async def test_an_answer_of_the_wrong_type_is_a_bad_response(node, behaviour, lo
     response = await node.fetch(f"/tr:w-64/{behaviour}/photo.jpg")
     assert (response.code, response.headers["X-Edge-Error"]) == (502, "plugin: bad_response")
     assert logged in caplog.text  # what was wrong, by name
+
+
+@pytest.mark.parametrize("behaviour", ["bytes-subclass", "local-bytes-subclass"])
+async def test_a_body_of_a_bytes_subclass_is_kept_as_its_bytes_and_the_other_origins_originals_stay(
+        node_factory, tmp_path, behaviour, caplog):
+    """Kept as it was, diskcache pickled it: the originals tier read the pickle (or its failure to make one) as
+    tampering, and was moved aside as corrupt, every origin's originals with it, at each such fetch (plugin probe)."""
+    node = await node_factory(write_config(tmp_path, """
+        [[origins]]
+        name = "plugin"
+        type = "misbehaving"
+
+        [[origins]]
+        name = "other"
+        type = "misbehaving"
+
+        [[endpoints]]
+        id = ""
+        origins = ["plugin"]
+
+        [[endpoints]]
+        id = "other"
+        origins = ["other"]
+        """), MisbehavingPlugin())
+    assert (await node.fetch("/other/tr:w-64/good/photo.jpg")).code == 200
+    for width in (64, 65, 66):  # the first fetches and keeps the original, the others read it back
+        response = await node.fetch(f"/tr:w-{width}/{behaviour}/photo.jpg")
+        assert response.code == 200 and image_size(response.body)[0] == width
+    response = await node.fetch("/other/tr:w-65/good/photo.jpg")
+    assert response.code == 200 and image_size(response.body)[0] == 65
+    fetches = node.node.metrics.origin_fetches
+    assert [fetches.labels(name, "found")._value.get() for name in ("plugin", "other")] == [1, 1]
+    assert "corrupt" not in caplog.text
 
 
 async def test_a_body_over_max_source_bytes_is_refused_and_not_kept(node):
