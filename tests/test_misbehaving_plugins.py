@@ -87,6 +87,10 @@ class MisbehavingPlugin:
             if behaviour == "block":  # a blocking call in the coroutine: holds the whole worker
                 time.sleep(1.5)
                 return Original(PHOTO)
+            if behaviour == "own-timeout":  # its client's, long before the node's
+                raise TimeoutError("the client gave up")
+            if behaviour == "own-wait-for":
+                await asyncio.wait_for(asyncio.sleep(10), 0.01)
             if behaviour == "not-modified":  # whether or not it was asked conditionally
                 raise plugin_api.NotModified(request.path)
             if behaviour == "datetime-modified":  # not an HTTP date: a datetime
@@ -196,12 +200,26 @@ async def test_what_a_plugin_raises_beyond_exception_is_its_origins_failure(node
     await served_afterwards(node)
 
 
-async def test_a_fetch_that_swallows_its_cancellation_is_answered_at_the_timeout(node):
+async def test_a_fetch_that_swallows_its_cancellation_is_answered_at_the_timeout(node, caplog):
     started = time.monotonic()
     response = await node.fetch("/tr:w-64/swallow/photo.jpg")
     assert (response.code, response.headers["X-Edge-Error"]) == (504, "plugin: timeout")
+    assert "origin 'plugin' failed (timeout): no answer within 0.5s" in caplog.text
     # the timeout is 0.5 s, the plugin's own end 1.5 s (0.9 s as a bound was passed by 2 ms once, in CI's serial phase)
     assert time.monotonic() - started < 1.4
+    await served_afterwards(node)
+
+
+@pytest.mark.parametrize("behaviour, raised", [("own-timeout", 'raise TimeoutError("the client gave up")'),
+                                               ("own-wait-for", "await asyncio.wait_for(asyncio.sleep(10), 0.01)")])
+async def test_a_timeout_error_the_plugin_raises_is_its_error_not_the_nodes_timeout(node, behaviour, raised, caplog):
+    """It had been logged as the node's timeout, "no answer within 0.5s", at once and without its traceback, and
+    answered 504 (plugin probe): it is an exception the plugin did not classify, as the guide says."""
+    response = await node.fetch(f"/tr:w-64/{behaviour}/photo.jpg")
+    assert (response.code, response.body, response.headers["X-Edge-Error"]) == (502, b"origin error\n",
+                                                                                  "plugin: error")
+    assert "origin 'plugin' raised an unexpected error" in caplog.text and raised in caplog.text
+    assert "origin 'plugin' failed (error): TimeoutError" in caplog.text and "no answer within" not in caplog.text
     await served_afterwards(node)
 
 
