@@ -28,6 +28,7 @@ from edge import __version__ as edge_version
 from edge import plugin as plugin_api
 from edge.pluginmanager import api_problem, load_plugins
 from edge.scaffold import new_plugin
+from edge.settings import REDACTED_MIN_CHARS
 from edge.supervisor import HEARTBEAT_SECONDS
 from edge.testing import NodeProcess, ServingNode, image_size, photo_image, running_node
 from tests.nodes import MARKED_ORIGINS, install_plugin, local_config, polled, write_config
@@ -594,6 +595,15 @@ def test_what_the_docs_list_of_edge_testing_is_there():
         parameters = inspect.signature(function).parameters
         for argument in filter(None, (part.split("=")[0].strip() for part in arguments.split(","))):
             assert argument in parameters, (name, argument)
+
+
+def test_the_guide_says_which_secrets_are_masked():
+    """Those of `REDACTED_MIN_CHARS` characters or more: the guide had said every one, and a 5-character token
+    was logged as it is (plugin probe)."""
+    doc = " ".join((ROOT / "docs" / "writing-an-origin-plugin.md").read_text().split())
+    said = re.findall(r"every `Secret`.{0,40}in (?:its output|what it logs)", doc)
+    assert len(said) == 2 and all("of six characters or longer" in claim for claim in said), said
+    assert REDACTED_MIN_CHARS == 6  # the guide's "six"
 
 
 @pytest.mark.parametrize("module", sorted((ROOT / "plugins").glob("*.py")), ids=lambda path: path.name)
