@@ -579,7 +579,8 @@ def test_the_public_api_is_what_the_docs_list():
 
 def test_what_the_docs_list_of_edge_testing_is_there():
     """Section 6's table of `edge.testing`: every function and method it names exists, with the
-    arguments it shows (an example's helpers of the Azure tests' own had read as part of it)."""
+    arguments it shows, those after a `*` keyword-only (an example's helpers of the Azure tests' own had read as
+    part of it; `running_node`'s `env` had been shown as positional, a TypeError so given: plugin probe)."""
     import inspect
 
     from edge import testing
@@ -593,8 +594,12 @@ def test_what_the_docs_list_of_edge_testing_is_there():
         function = getattr(testing, name, None) or getattr(testing.ServingNode, name, None)
         assert function is not None, name
         parameters = inspect.signature(function).parameters
-        for argument in filter(None, (part.split("=")[0].strip() for part in arguments.split(","))):
-            assert argument in parameters, (name, argument)
+        shown = [part.split("=")[0].strip() for part in arguments.split(",")]
+        for argument in filter(None, shown):
+            if argument != "*":
+                keyword_only = "*" in shown[:shown.index(argument)]
+                assert argument in parameters, (name, argument)
+                assert (parameters[argument].kind is inspect.Parameter.KEYWORD_ONLY) == keyword_only, (name, argument)
 
 
 def test_the_guide_says_which_secrets_are_masked():
