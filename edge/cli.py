@@ -31,7 +31,7 @@ from .config import Config, Placeholders, load_config, per_core
 from .cores import usable_cores
 from .errors import BadRequest, ConfigError, EdgeError
 from .logs import configure_logging
-from .pluginmanager import load_plugins
+from .pluginmanager import DISTRIBUTION, load_plugins
 from .purge import parse_target, purge_offline
 from .scaffold import new_plugin
 from .settings import host_in_url, is_web_url, listen_host, redact
@@ -328,13 +328,15 @@ def _list_plugins(args: argparse.Namespace) -> int:
 
 
 def _new_plugin(args: argparse.Namespace) -> int:
-    # a type an installed plugin (a built-in one too) provides: a second provider would get every config
-    # that uses the type refused, its own included
-    taken = {name: f"{plugin.distribution or plugin.module} {plugin.version or ''}".strip()
-             for plugin in load_plugins().loaded for name in plugin.origin_types}
-    if args.name in taken:
-        print(f"edge: origin type {args.name!r} is already provided by {taken[args.name]}: two plugins with one "
-              f"type name are refused wherever it is used; choose another name", file=sys.stderr)
+    # a type an installed plugin provides: what a second provider would come to (`why`)
+    taken = {name: plugin for plugin in load_plugins().loaded for name in plugin.origin_types}
+    if (plugin := taken.get(args.name)) is not None:
+        provider = f"{plugin.distribution or plugin.module} {plugin.version or ''}".strip()
+        built_in = plugin.distribution == DISTRIBUTION
+        why = ("a plugin providing a built-in type is skipped, and the built-in serves" if built_in
+               else "two plugins with one type name are refused wherever it is used")
+        print(f"edge: origin type {args.name!r} is already provided by {provider}: {why}; choose another name",
+              file=sys.stderr)
         return 2
     try:
         folder = new_plugin(args.name, Path(args.dir))

@@ -79,9 +79,15 @@ def test_a_new_plugin_passes_its_own_test_and_shows_in_edge_plugins(tmp_path):
 
     assert "already exists" in edge("new-plugin", "sqlite", "--dir", str(tmp_path)).stderr
     assert "not a valid origin type name" in edge("new-plugin", "Bad-Name", "--dir", str(tmp_path)).stderr
-    taken = edge("new-plugin", "local", "--dir", str(tmp_path))  # a built-in type's name: it would clash
+    # a built-in type's name: the plugin would be skipped (the message had said both types were refused)
+    taken = edge("new-plugin", "local", "--dir", str(tmp_path))
     assert taken.returncode == 2 and not (tmp_path / "edge-local-origin").exists()
-    assert "origin type 'local' is already provided by edge-image-node" in taken.stderr
+    assert re.fullmatch(r"edge: origin type 'local' is already provided by edge-image-node \S+: a plugin providing a "
+                        r"built-in type is skipped, and the built-in serves; choose another name\n", taken.stderr)
+    taken = edge("new-plugin", "sqlite", "--dir", str(tmp_path / "again"), site=site)  # an installed plugin's
+    assert taken.returncode == 2 and taken.stderr == (
+        "edge: origin type 'sqlite' is already provided by edge-sqlite-origin 0.1.0: two plugins with one type name "
+        "are refused wherever it is used; choose another name\n")
 
 
 def test_a_new_plugin_of_a_type_of_several_words_is_named_after_each_and_loads(tmp_path):
