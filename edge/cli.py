@@ -135,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="also ask the origins of the URL's endpoint for its original, in order, and say what "
                             "each answered, and use the shared cache's bucket (repeatable; exit status 1 when an "
                             "original is not found or not an image, or the bucket fails)")
-    check.set_defaults(run=_configured(_check_config))
+    check.set_defaults(run=_configured(_check_config_command))
     purge_command = commands.add_parser(
         "purge", help="remove every cached output and original of a URL's path, or of a path prefix "
                       "(on the cache folder: works whether or not the node runs)")
@@ -227,10 +227,16 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         return 1
 
 
-def _check_config(config: Config, args: argparse.Namespace) -> int:
+def _check_config_command(config: Config, args: argparse.Namespace) -> int:
+    """`edge check-config`: `_check_config`, told whether this process, its plugins imported and its config read,
+    runs threads that `edge serve` would refuse to fork its workers beside."""
+    return _check_config(config, args, threads_before_fork())
+
+
+def _check_config(config: Config, args: argparse.Namespace, threads: str | None = None) -> int:
     problems = checks.check(config, bind_check=args.bind_check)
-    if (reason := threads_before_fork()) is not None:
-        problems.append(f"edge serve would not start its workers: {reason}")
+    if threads is not None:
+        problems.append(f"edge serve would not start its workers: {threads}")
     # a `Secret` prints masked; a plugin's public attribute that holds a revealed one (an `Authorization`
     # header made up front) would not be: masked here as in the logs
     print(config.masked(redact(json.dumps(config.describe(), indent=2, default=str))))
