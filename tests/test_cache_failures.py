@@ -289,6 +289,23 @@ def test_a_filesystem_out_of_space_is_said_full_whether_a_write_or_a_folder_fail
     assert error_kind(gone_folder) == "full"
 
 
+def test_a_store_a_full_disk_cuts_short_leaves_no_value_file(small_tmpfs):
+    """diskcache left the cut file of a store that failed, holding the disk's last space until the hourly sweep, a new
+    one at every store (operator probe: 300 kB a store under a file size limit)."""
+    tier = BoundedCache(str(small_tmpfs / "tier"))
+    try:
+        fill(small_tmpfs)
+        with open(small_tmpfs / "filler", "r+b") as filler:
+            filler.truncate(os.path.getsize(small_tmpfs / "filler") - 256 * 1024)
+        with pytest.raises(OSError) as no_space:
+            tier.set("key", b"\1" * 1024 * 1024)
+        assert no_space.value.errno == errno.ENOSPC
+        assert not list((small_tmpfs / "tier").rglob("*.val"))
+        assert os.statvfs(small_tmpfs).f_bavail * os.statvfs(small_tmpfs).f_frsize >= 200 * 1024  # its space given back
+    finally:
+        tier.close()
+
+
 def test_what_sqlite_raises_of_a_full_or_read_only_database_is_said_for_what_it_is(tmp_path):
     """sqlite says a full disk, a read-only file or a folder it cannot open in words alone, all of them
     `OperationalError`: each is counted by its cause, not as a failure of unknown `io`."""

@@ -22,6 +22,7 @@ tried again every `RETRY_SECONDS`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import json
@@ -98,6 +99,18 @@ class PlainDisk(diskcache.Disk):
     def remove(self, file_path: str) -> None:
         if not _outside(file_path):
             super().remove(file_path)
+
+    def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> int:
+        try:
+            return super()._write(full_path, iterator, mode, encoding)
+        except FileExistsError:  # another value's file (`mode` is "xb"): not this store's to delete
+            raise
+        except OSError:
+            # the cut file of a store a full disk or a file size limit stopped: kept, it held the disk's last space
+            # until the hourly sweep (`remove_orphans`), a new one at every store (operator probe)
+            with contextlib.suppress(OSError):
+                os.remove(full_path)
+            raise
 
     def get(self, key: Any, raw: bool) -> Any:
         if not raw:
