@@ -787,7 +787,8 @@ SECTIONS = (
             "libpng refuses it, and a browser ignores or misreads it; one that cannot be read at all counts as none, "
             "its values taken as sRGB's). Under `cp-true` the colours a URL names (`bg`, borders, text, colour blocks) "
             "and image layers are drawn with their sRGB values into the original's colour space: on a Display P3 or "
-            "Adobe RGB original they show more saturated than asked. AVIF effort "
+            "Adobe RGB original they show more saturated than asked; `e-grayscale` greys the colours seen, its "
+            "output in sRGB without a profile. AVIF effort "
             "comes from the config (`[defaults] avif_effort`).", (
                 Example("w-200,pr-true", "coffee.jpg"),
                 Example("w-200,f-webp,lo-true", "logo-transparent.png"),

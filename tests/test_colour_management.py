@@ -127,6 +127,22 @@ async def test_cp_true_keeps_the_profile_or_converts_where_the_format_holds_none
         assert close(_as_viewed(image), srgb, 6), (fmt, _as_viewed(image))
 
 
+@pytest.mark.parametrize("name", ["p3.jpg", "adobe.jpg", "p3-cut-profile.jpg"])
+async def test_cp_true_greys_the_colours_seen(node, name):
+    """`e-grayscale` under `cp-true` had greyed an Adobe RGB or P3 original's raw values, shown as sRGB's: up to 15
+    levels darker than without `cp-true`, and JPEG and PNG without the profile (pixels probe). Now the same grey,
+    no profile."""
+    for fmt in FORMATS:
+        seen = []
+        for tr in ("w-800,e-grayscale", "w-800,cp-true,e-grayscale"):
+            response = await node.fetch(f"/tr:{tr},f-{fmt}/{name}")
+            assert response.code == 200, (fmt, response.body[:200])
+            image = decode(response)
+            assert not image.get_typeof("icc-profile-data"), (tr, fmt)
+            seen.append(_as_viewed(image))
+        assert close(seen[0], seen[1], 3), (fmt, seen)
+
+
 @pytest.mark.parametrize("name, seen", [("p3-padded-profile.jpg", (103, 202, 0)),  # P3's green, as sRGB
                                         ("p3-cut-profile.jpg", PATCH)])  # unreadable: the values, as sRGB
 async def test_cp_true_with_a_profile_of_another_length_than_it_says_is_served_converted(node, name, seen):

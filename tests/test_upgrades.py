@@ -248,6 +248,7 @@ def test_outputs_of_trims_and_faces_found_on_a_shrunk_copy_are_marked(transforma
 @pytest.mark.parametrize("transformation, marks", [
     ("w-300,bg-0000ff50,f-jpg", "bt2"), ("w-300,bg-0000FF", ""), ("l-image,i-a.png,bg-FF000050,l-end", "bt2"),
     ("w-300,md-true", "md5"), ("w-300,md-copyright", "mc2"), ("w-300,cp-true", "cp2"), ("l-text,i-md-true,l-end", ""),
+    ("e-grayscale,cp-true", "cp2,gy2"), ("e-grayscale:w-300,cp-true", "cp2,gy2"), ("e-grayscale", ""),
 ])
 def test_outputs_of_a_translucent_bg_and_md_true_are_marked(transformation, marks):
     """bt2, md5, mc2, cp2: a greyscale image flattened on a translucent colour gets that colour; `md-true`'s XMP

@@ -78,7 +78,8 @@ RENDER_VERSION = "r3"
 #: mc2: `md-copyright` kept a JPEG's EXIF thumbnail, the whole uncropped picture with metadata of its own, where it
 #: keeps the Copyright and Artist fields alone.
 #: cp2: `cp-true` kept a PNG's profile of any size (45 MB inflated from a 44 kB file, into each output), where one
-#: past 4 MB is not read (`transform.png_chunks`).
+#: past 4 MB is not read (`transform.png_chunks`). gy2: `e-grayscale` under `cp-true` greyed a wide-gamut original's
+#: raw values, shown as sRGB's (up to 15 levels darker), where it greys the colours seen.
 #: tp2: `e-contrast`, `e-autocolor`, `e-autobrightness` counted the colour under wholly transparent pixels, and `bl`,
 #: `e-sharpen`, `e-usm` blurred it into the visible edge (one cut-out, three looks by what its editor left there);
 #: `e-contrast` and `e-autocolor` took libvips' percentiles, which of several bands are of no one band nor of all,
@@ -103,6 +104,7 @@ REVISED_PARAMETERS = (
     (("md-true",), re.compile(r"(?:^|[,:])md-true(?=[,:]|$)"), "md5"),
     (("md-copyright",), re.compile(r"(?:^|[,:])md-copyright(?=[,:]|$)"), "mc2"),
     (("cp-true",), re.compile(r"(?:^|[,:])cp-true(?=[,:]|$)"), "cp2"),
+    (("e-grayscale",), re.compile(r"^(?=.*(?:^|[,:])cp-true(?=[,:]|$)).*(?:^|[,:])e-grayscale(?=[,:]|$)"), "gy2"),
     (("e-contrast", "e-auto", "bl-", "e-sharpen", "e-usm"),
      re.compile(r"(?:^|[,:])(?:e-contrast|e-autocolor|e-autobrightness|bl-|e-sharpen|e-usm)"), "tp2"),
     (("t-", "faces-"), re.compile(r"(?:^|[,:])(?:t-|e-pixelatefaces-|e-blurfaces-)"), "ht2"),
