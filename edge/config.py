@@ -218,6 +218,14 @@ class Endpoint:
     #: docs/configuration.md
     watermark: tuple[Layer, ...] = ()
 
+    @property
+    def watermark_images(self) -> frozenset[str]:
+        """The paths of the originals the watermark's image layers draw (its nested layers' included)."""
+        from .transform.layers import fetched
+        from .transform.options import DEFAULT_STEP
+
+        return frozenset(fetched((replace(DEFAULT_STEP, layers=self.watermark),)))
+
 
 @dataclass(frozen=True)
 class Config:

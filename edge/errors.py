@@ -139,6 +139,16 @@ class BadGateway(EdgeError):
     status = 502
 
 
+class WatermarkMissing(BadGateway):
+    """No origin of the endpoint has an image its `watermark` draws (502): the operator's config is wrong, not the
+    client's URL, which a 400 naming the layer had blamed for a parameter it never sent."""
+
+    kind = "watermark_missing"
+
+    def __init__(self, path: str):
+        super().__init__(f"watermark: i-{path}: no origin of this endpoint has it")
+
+
 class GatewayTimeout(BadGateway):
     """As `BadGateway`, and every failure was a timeout (504)."""
 

@@ -3,7 +3,8 @@ and the shared tier's bucket, when there is one, listed, written and deleted as 
 
 The config alone cannot say whether a bucket's credentials work, a web origin's name resolves or a folder holds
 the paths clients will ask for: before a deploy, an operator asks for a few real URLs and sees what each origin
-answered, in order, until one has the original (a node stops there too), and whether it is an image the node reads.
+answered, in order, until one has the original (a node stops there too), and whether it is an image the node reads;
+and so for each image the endpoint's watermark draws.
 Nothing is cached and no node need run; the URL's transformation and signature are not looked at.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from .chain import as_failure, fetch_one, given_host
-from .config import Config
+from .config import Config, Endpoint
 from .errors import EdgeError, StartupError
 from .origin import Origin, OriginNotFound, OriginRequest, SourceTooLarge
 from .routing import Router, as_target
@@ -80,18 +81,31 @@ async def _asked(config: Config, router: Router, url: str, opened: dict[str, str
         return False, [f"NO  {url}", f"    {error.status} {error.message}"]
     if not request.path:
         return False, [f"NO  {url}", "    names no original"]
-    lines = [f"    endpoint {request.endpoint.id!r}, original {request.path!r}"]
-    for origin in request.endpoint.origins:
+    endpoint = request.endpoint
+    lines = [f"    endpoint {endpoint.id!r}, original {request.path!r}"]
+    found = await _looked_up(config, endpoint, request.path, parts.netloc, opened, lines)
+    # an image the endpoint's watermark draws that no origin has makes every image of the endpoint a 502
+    for path in sorted(endpoint.watermark_images):
+        lines.append(f"    endpoint {endpoint.id!r}, watermark image {path!r}")
+        found &= await _looked_up(config, endpoint, path, parts.netloc, opened, lines)
+    return found, [f"{'OK ' if found else 'NO '} {url}", *lines]
+
+
+async def _looked_up(config: Config, endpoint: Endpoint, path: str, host: str, opened: dict[str, str | None],
+                     lines: list[str]) -> bool:
+    """Whether an origin of `endpoint` serves `path`: asked in order until one answers, as a node asks them; what
+    each said added to `lines`."""
+    for origin in endpoint.origins:
         if origin.name not in opened:
             opened[origin.name] = await _opened(origin)
         if (why := opened[origin.name]) is not None:
             lines.append(f"    {origin.name}: did not open: {config.masked(why)}")
             continue
-        found, said = await _fetched(config, origin, request.path, parts.netloc)
+        found, said = await _fetched(config, origin, path, host)
         lines.append(f"    {origin.name}: {config.masked(redact(said))}")
         if found is not None:
-            return found, [f"{'OK ' if found else 'NO '} {url}", *lines]
-    return False, [f"NO  {url}", *lines]
+            return found
+    return False
 
 
 async def _opened(origin: Origin) -> str | None:

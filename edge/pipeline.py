@@ -54,7 +54,7 @@ from .cache.purges import node_time
 from .chain import given_host
 from .config import Config
 from .errors import (BadGateway, BadRequest, EdgeError, InvalidTransformation, NothingToServe, RenderTimedOut,
-                     SignatureRefused, UnprocessableSource, drop_tracebacks)
+                     SignatureRefused, UnprocessableSource, WatermarkMissing, drop_tracebacks)
 from .fetching import Holding, fetch_budget
 from .flight import SETTLE_SECONDS, SingleFlight
 from .logs import Sparse
@@ -478,7 +478,7 @@ class Pipeline:
     async def _overlays(self, plan: _Plan, holding: Holding) -> dict[str, CurrentOriginal]:
         """The originals of the image layers, through the same originals tier, single flight and
         limits as the main one, each added to `holding` as it arrives. One that no origin has is a 400 naming the
-        layer's input."""
+        layer's input; a 502 when the endpoint's watermark draws it (the operator's error, not the client's)."""
         if plan.transformation.serves_original:
             return {}
         paths = sorted(fetched(plan.transformation.steps))
@@ -487,6 +487,8 @@ class Pipeline:
             try:
                 layer = await self._originals.current(replace(plan.request, path=path), plan.host, answers_404=False)
             except NothingToServe:
+                if path in plan.request.endpoint.watermark_images:
+                    raise WatermarkMissing(path) from None
                 raise InvalidTransformation(f"i-{path}", "no such image on this endpoint") from None
             holding.add(layer.body)
             return layer

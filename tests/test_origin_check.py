@@ -102,12 +102,13 @@ def test_a_shared_tier_bucket_that_does_not_exist_is_exit_status_1(checked, s3):
 @pytest.fixture
 def two_folders(tmp_path, photos):  # noqa: F811 - photos is the fixture's value
     """`check-config --fetch` over an endpoint of two local origins, in order: `first`, which holds an error page
-    under the 12 MP JPEG's name, and the photos' folder; `run(*urls, limits="")` with a `[limits]` table's lines."""
+    under the 12 MP JPEG's name, and the photos' folder; `run(*urls, limits="", endpoint="")` with a `[limits]`
+    table's lines and more of the endpoint's."""
     first = tmp_path / "first"
     first.mkdir()
     (first / photos.jpeg).write_bytes(b"<html>an error page</html>")
 
-    def run(*urls: str, limits: str = ""):
+    def run(*urls: str, limits: str = "", endpoint: str = ""):
         config = tmp_path / "edge.toml"
         config.write_text(f"""
 [[origins]]
@@ -123,6 +124,7 @@ root = "{photos.folder}"
 [[endpoints]]
 id = "shop"
 origins = ["first", "photos"]
+{endpoint}
 
 [limits]
 {limits}
@@ -155,3 +157,17 @@ def test_an_original_over_max_source_bytes_is_exit_status_1(two_folders, photos)
     assert lines[:2] == [f"NO  /shop/{photos.medium}", f"    endpoint 'shop', original '{photos.medium}'"]
     assert lines[2].startswith("    first: not found (")
     assert lines[3:] == [f"    photos: larger than [limits] max_source_bytes ({size - 1} bytes): a 400"]
+
+
+def test_a_watermark_image_no_origin_has_is_exit_status_1_naming_it(two_folders, photos):  # noqa: F811
+    """Every image of such an endpoint is a 502: the check had said OK, exit 0, for a URL of it. Each image the
+    watermark draws is asked for as the URL's original is."""
+    watermark = f'watermark = "l-image,i-{photos.medium},l-end,l-image,i-logo.png,l-end"'
+    result = two_folders(f"/shop/tr:w-300/{photos.medium}", endpoint=watermark)
+    assert result.returncode == 1, result.stderr
+    lines = report(result).splitlines()
+    assert lines[:2] == [f"NO  /shop/tr:w-300/{photos.medium}", f"    endpoint 'shop', original '{photos.medium}'"]
+    assert lines[4] == "    endpoint 'shop', watermark image 'logo.png'"
+    assert lines[5].startswith("    first: not found (") and lines[6].startswith("    photos: not found (")
+    assert lines[7] == f"    endpoint 'shop', watermark image '{photos.medium}'"
+    assert lines[9].startswith("    photos: found, ") and len(lines) == 10

@@ -530,6 +530,18 @@ async def test_orig_true_on_a_watermarked_endpoint_is_the_original_with_its_wate
     assert untouched.body == files()["base.png"]
 
 
+async def test_a_watermark_image_no_origin_has_is_a_502_naming_the_watermark(node, origin):
+    """The endpoint's config is wrong, not the client's URL: every image of the endpoint had been a 400 naming
+    `i-logo.png`, a parameter the client never sent. Not cached in front; the other endpoints are unaffected."""
+    del origin.files["logo.png"]
+    for path in ("/wm/base.png", "/wm/tr:w-200/base.png"):
+        response = await node.fetch(path)
+        assert (response.code, response.body) == (502, b"watermark: i-logo.png: no origin of this endpoint has it\n")
+        assert (response.headers["X-Edge-Error"], response.headers["Cache-Control"]) == ("watermark_missing",
+                                                                                           "no-store")
+    assert (await node.fetch("/base.png")).code == 200
+
+
 def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
     for text, message in (("w-100", "expected layers only"), ("l-image,i-logo.png", "no l-end")):
         config = web_config("http://127.0.0.1:9", after=WATERMARKED.replace(
