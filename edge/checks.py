@@ -60,7 +60,7 @@ def _nearest_existing(directory: Path) -> Path:
 
 def warnings(config: Config) -> list[str]:
     """What `edge serve` and `check-config` warn of: the node serves anyway."""
-    return [warning for warning in (_budgets_over_the_disk(config), _budget_too_small(config),
+    return [warning for warning in (_budgets_over_the_disk(config), _budget_too_small(config), _no_output_tier(config),
                                     _cache_among_originals(config), _signed_for_any_host(config),
                                     _cache_entries_of_another_user(config), _workers_over_cores(config))
             if warning is not None]
@@ -115,6 +115,16 @@ def _budget_too_small(config: Config) -> str | None:
     return (f"[cache] {', '.join(small)}: a tier stores no entry over an eighth of its budget, so larger images "
             f"are made again on every request (edge_cache_too_large_total); a size is in bytes unless it names a "
             f"unit (\"2GB\")")
+
+
+def _no_output_tier(config: Config) -> str | None:
+    """A warning when `output_size = 0`, which keeps no output (as `original_size = 0` keeps no original): every
+    image is made again on every request, not counted as too large; an unset `${OUTPUT_SIZE}` written "0" had
+    done that without a word."""
+    if config.cache.output_size:
+        return None
+    return ("[cache] output_size = 0: no output is kept, so every image is made again on every request; leave the "
+            "key out for its default (2GB)")
 
 
 def _cache_entries_of_another_user(config: Config) -> str | None:

@@ -24,6 +24,7 @@ HOST_NAME = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0
 _HOST = re.compile(HOST_NAME)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_WHOLE_BYTES = 'a whole number of bytes or a size such as "500MB", "2GB" or "1GiB"'
 _SIZE_UNITS = {
     "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -93,6 +94,10 @@ def redact(text: str) -> str:
 
 def parse_size(text: str | int) -> int:
     """`"2GB"` → 2_000_000_000; `"1GiB"` → 2**30; plain integers are bytes."""
+    if isinstance(text, float):  # `output_size = 1.5` (a TOML float) had been read as 1 byte; `2e9` is whole
+        if not text.is_integer():
+            raise ValueError(_WHOLE_BYTES)
+        text = int(text)
     if isinstance(text, int) and not isinstance(text, bool):
         if text < 0:
             raise ValueError("a size of 0 or more")
@@ -101,6 +106,8 @@ def parse_size(text: str | int) -> int:
     if not match:
         raise ValueError('a size such as "500MB", "2GB" or "1GiB"')
     number, unit = match.groups()
+    if (unit or "b").lower() == "b" and not float(number).is_integer():  # `"1.5"`: no fraction of a byte either
+        raise ValueError(_WHOLE_BYTES)
     return int(float(number) * _SIZE_UNITS[(unit or "b").lower()])
 
 

@@ -219,6 +219,18 @@ async def test_a_budget_too_small_for_ordinary_images_is_a_warning_and_what_it_l
     assert edge_command("check-config", "--config", str(roomy)).stderr == ""
 
 
+def test_output_size_0_is_a_warning(tmp_path):
+    """`output_size = 0` (an `${OUTPUT_SIZE}` set to "0") kept no output: every request a MISS, nothing said, not
+    even counted as too large. `original_size = 0` keeps no originals, as documented: no warning."""
+    config = write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\noutput_size = 0\n'))
+    result = edge_command("check-config", "--config", str(config))
+    assert (result.returncode, result.stderr) == (0, "edge: warning: [cache] output_size = 0: no output is kept, so "
+                                                     "every image is made again on every request; leave the key out "
+                                                     "for its default (2GB)\n")
+    no_originals = write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\noriginal_size = 0\n'))
+    assert edge_command("check-config", "--config", str(no_originals)).stderr == ""
+
+
 def test_workers_many_times_the_usable_cores_are_a_warning(tmp_path):
     """`workers = 256` on 2 cores (a typo) started without a word: 5.5 GB, and a status page taking 7.5 s."""
     cores = usable_cores()

@@ -271,6 +271,16 @@ def test_a_size_is_read_in_decimal_or_binary_units(written, size):
     assert parse_size(written) == size
 
 
+@pytest.mark.parametrize("written", [1.5, 0.5, "1.5", "0.5 B"])
+def test_a_size_with_a_fraction_of_a_byte_is_refused_naming_its_key(tmp_path, written):
+    """`output_size = 1.5` (a TOML float) had been read as 1 byte, `0.5` as 0: no output tier, without a word."""
+    value = written if isinstance(written, float) else f'"{written}"'
+    message = config_error(tmp_path, f"[cache]\noutput_size = {value}\n" + ORIGIN + ENDPOINT)
+    assert message.endswith(f'[cache] output_size: expected a whole number of bytes or a size such as "500MB", "2GB" '
+                            f'or "1GiB", got {written!r}')
+    assert parse_size(2e9) == 2 * 10**9 and parse_size("40 MB") == 40 * 10**6  # whole, or with a unit: read
+
+
 @pytest.mark.parametrize("written, seconds", [
     (90, 90.0), (2.5, 2.5), ("90", 90.0), ("250ms", 0.25), ("45s", 45.0), ("5m", 300.0), ("1.5m", 90.0),
     ("2h", 7200.0), ("1d", 86400.0), (" 3 s ", 3.0),
