@@ -346,12 +346,14 @@ def _parse(root: ConfigTable, label: str, plugins: Plugins) -> Config:
         raise admin.error("token", "holds a character that is not printable ASCII (a space, a tab, a letter "
                                    "with an accent...): use letters, digits and punctuation")
     admin.finish()
-    origins = _origins(root, plugins)
-    endpoints = _endpoints(root, {o.name: o for o in origins})
+    origin_tables, endpoint_tables = root.tables("origins"), root.tables("endpoints")
     fleet = _fleet(root.subtable("fleet"))
     shared_cache = _shared_cache(root, plugins)
     fonts = _fonts(root.subtable("fonts"))
+    # before the tables are checked against each other: `[[endpoint]]` had been reported as no [[endpoints]]
     root.finish()
+    origins = _origins(origin_tables, plugins)
+    endpoints = _endpoints(root, endpoint_tables, {o.name: o for o in origins})
     return Config(label, server, cache, defaults, limits, named, admin_token, origins, endpoints, fleet=fleet,
                   shared_cache=shared_cache, fonts=fonts, masked=root.masked)
 
@@ -656,9 +658,9 @@ def _watermark(t: ConfigTable) -> tuple[Layer, ...]:
     return steps[0].layers
 
 
-def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
+def _origins(tables: list[ConfigTable], plugins: Plugins) -> tuple[Origin, ...]:
     origins: list[Origin] = []
-    for t in root.tables("origins"):
+    for t in tables:
         name = t.str("name")
         t.table += f" {name!r}"
         type_name = t.str("type")
@@ -698,10 +700,9 @@ def _origins(root: ConfigTable, plugins: Plugins) -> tuple[Origin, ...]:
     return tuple(origins)
 
 
-def _endpoints(root: ConfigTable, origins: dict[str, Origin]) -> tuple[Endpoint, ...]:
+def _endpoints(root: ConfigTable, tables: list[ConfigTable], origins: dict[str, Origin]) -> tuple[Endpoint, ...]:
     endpoints: list[Endpoint] = []
     owners: dict[str, str] = {}  # host → id of the endpoint that owns it
-    tables = root.tables("endpoints")
     if not tables:
         raise root.error("endpoints", "expected at least one [[endpoints]] table")
     for t in tables:

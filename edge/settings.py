@@ -6,6 +6,7 @@ error reads the same way and secrets are wrapped in `Secret` the moment they are
 
 from __future__ import annotations
 
+import difflib
 import hmac
 import json
 import os
@@ -24,6 +25,8 @@ HOST_NAME = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0
 _HOST = re.compile(HOST_NAME)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+#: how like a known key an unknown one is to be called its typo (`difflib` ratio: `rooot` 0.89, `prot` for port 0.75)
+TYPO_SIMILARITY = 0.7
 _WHOLE_BYTES = 'a whole number of bytes or a size such as "500MB", "2GB" or "1GiB"'
 _SIZE_UNITS = {
     "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -184,13 +187,19 @@ class ConfigTable:
     def finish(self) -> None:
         unknown = sorted(set(self._data) - self._read)
         if unknown:
-            raise self.error(unknown[0], "unknown key")
+            meant = difflib.get_close_matches(unknown[0], sorted(self._read), n=1, cutoff=TYPO_SIMILARITY)
+            raise self.error(unknown[0], "unknown key" + "".join(f" (did you mean `{key}`?)" for key in meant))
 
     # -- raw access -------------------------------------------------------------------------------
     def _raw(self, key: str, default: Any) -> Any:
         self._read.add(key)
         if key not in self._data:
             if default is _REQUIRED:
+                # a misspelt key is the error to name: `rooot = "img"` had been reported as `root` missing
+                typos = difflib.get_close_matches(key, sorted(set(self._data) - self._read), n=1,
+                                                  cutoff=TYPO_SIMILARITY)
+                if typos:
+                    raise self.error(typos[0], f"unknown key (did you mean `{key}`?)")
                 raise self.error(key, "missing required key")
             return default
         return self._expand(key, self._data[key])

@@ -180,6 +180,21 @@ def test_errors_name_file_table_and_key(tmp_path, text, expected):
     assert expected in message
 
 
+@pytest.mark.parametrize("text, expected", [
+    # each had been reported as what the typo left missing: no [[endpoints]], no origin 'samples', no `root`
+    (ORIGIN + ENDPOINT.replace("[[endpoints]]", "[[endpoint]]"), "edge.toml: endpoint: unknown key (did you mean "
+                                                                 "`endpoints`?)"),
+    (ORIGIN.replace("[[origins]]", "[[origin]]") + ENDPOINT,
+     "edge.toml: origin: unknown key (did you mean `origins`?)"),
+    (ORIGIN.replace("root =", "rooot =") + ENDPOINT,
+     "edge.toml: [origins[0] 'samples'] rooot: unknown key (did you mean `root`?)"),
+    (ORIGIN + ENDPOINT + "[server]\nprot = 1\n", "edge.toml: [server] prot: unknown key (did you mean `port`?)"),
+    (ORIGIN + ENDPOINT + "[server]\nzzz = 1\n", "edge.toml: [server] zzz: unknown key"),  # nothing like it
+])
+def test_a_misspelt_table_or_key_is_named_as_the_unknown_key_it_is(tmp_path, text, expected):
+    assert config_error(tmp_path, text).endswith(expected)
+
+
 @pytest.mark.parametrize("key, past, bound, message", [
     ("[server] port", 65536, 65535, "expected an integer from 0 to 65535, got 65536"),
     ("[defaults] quality", 0, 1, "expected an integer from 1 to 100, got 0"),

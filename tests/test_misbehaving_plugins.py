@@ -462,7 +462,7 @@ def test_a_key_no_origin_type_reads_is_refused_even_if_the_type_forgets_to_finis
     config.write_text(config.read_text().replace('fails = "nothing"', 'fails = "nothing"\ntimeuot = "5s"'))
     with pytest.raises(ConfigError) as raised:
         load_config(config, load_plugins(MisbehavingPlugin()))
-    assert str(raised.value).endswith("[origins[0] 'broken'] timeuot: unknown key")
+    assert str(raised.value).endswith("[origins[0] 'broken'] timeuot: unknown key (did you mean `timeout`?)")
 
 
 def test_a_table_error_quoting_a_secret_written_in_the_config_masks_it(tmp_path):
