@@ -236,6 +236,8 @@ def own_cache_dir(directory: Path) -> None:
     directory = directory.resolve()
     if directory in _owned:
         return
+    if (nested := _nested_with_another_node(directory)) is not None:
+        raise StartupError(nested)
     try:
         fd = os.open(directory / NODE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:  # the folder's, or a node.lock another user's node made (chown -R)
@@ -256,6 +258,36 @@ def own_cache_dir(directory: Path) -> None:
         except OSError:  # a full disk: the lock holds all the same; the pid only names the holder
             pass
     _owned[directory] = fd
+
+
+#: how many levels down a cache folder is searched for another node's (`cache/b`, `cache/outputs/b`): further down,
+#: each tier's 65536 value folders would be listed at every start
+NESTED_DEPTH = 2
+
+
+def _nested_with_another_node(directory: Path) -> str | None:
+    """The problem when `directory` is inside a folder holding a `node.lock`, or holds one in a folder within
+    `NESTED_DEPTH` levels: a node serves or served from it, and the outer node's sweep of its tiers deletes the
+    inner one's value files as no entry of its own names them (a folder of one's own is checked by its lock)."""
+    outer = next((folder for folder in directory.parents if (folder / NODE_LOCK).is_file()), None)
+    if outer is not None:
+        return (f"cache folder {directory}: inside {outer}, another node's cache folder (it holds a {NODE_LOCK}): "
+                f"that node's sweep of its tiers would delete this one's files; give each node a folder apart")
+    level = [directory]
+    for _ in range(NESTED_DEPTH):
+        level = [Path(entry.path) for folder in level for entry in _subfolders(folder)]
+        if (inner := next((folder for folder in level if (folder / NODE_LOCK).is_file()), None)) is not None:
+            return (f"cache folder {directory}: holds {inner}, another node's cache folder (it holds a {NODE_LOCK}): "
+                    f"this node's sweep of its tiers would delete that one's files; give each node a folder apart")
+    return None
+
+
+def _subfolders(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return [entry for entry in entries if entry.is_dir(follow_symlinks=False)]
+    except OSError:  # not made yet, or not readable: `usable_cache_dir` says so
+        return []
 
 
 def keep_cache_dirs_locked() -> None:
@@ -327,6 +359,8 @@ def check(config: Config, *, bind_check: bool) -> list[str]:
         problems.append(str(error))
     if (locked := _lock_of_another_user(config.cache.dir)) is not None:
         problems.append(locked)
+    if (nested := _nested_with_another_node(config.cache.dir.resolve())) is not None:
+        problems.append(nested)
     if bind_check:
         addresses = [(config.server.host, config.server.port)]
         if config.server.metrics_port:

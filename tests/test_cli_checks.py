@@ -348,6 +348,31 @@ def test_a_second_node_on_a_cache_folder_another_node_serves_from_fails_in_one_l
     assert second.stop() == 0
 
 
+def test_a_cache_folder_inside_or_holding_another_nodes_is_refused(tmp_path):
+    """Node B on `cache/outputs` inside node A's `cache` had started (check-config silent), and A's hourly sweep
+    of its tiers deleted B's value files as left by a killed store. Refused either way round, by `serve` and by
+    `check-config`, whichever node started first."""
+    inner = tmp_path / "cache" / "outputs"
+    for name in ("inner", "outer", "deeper"):
+        (tmp_path / name).mkdir()
+    first = NodeProcess(write_config(tmp_path / "inner", local_config(before=f'[cache]\ndir = "{inner}"\n')))
+    try:
+        outer = write_config(tmp_path / "outer", local_config(before=f'[cache]\ndir = "{tmp_path}/cache"\n'))
+        deeper = write_config(tmp_path / "deeper", local_config(before=f'[cache]\ndir = "{inner}/b"\n'))
+        holds = (f"edge: cache folder {tmp_path / 'cache'}: holds {inner}, another node's cache folder (it holds a "
+                 f"node.lock): this node's sweep of its tiers would delete that one's files; give each node a folder "
+                 f"apart")
+        inside = (f"edge: cache folder {inner / 'b'}: inside {inner}, another node's cache folder (it holds a "
+                  f"node.lock): that node's sweep of its tiers would delete this one's files; give each node a "
+                  f"folder apart")
+        for config, problem in ((outer, holds), (deeper, inside)):
+            assert one_line_error(edge_command("serve", "--config", str(config), "--port", "0")) == problem
+            assert one_line_error(edge_command("check-config", "--config", str(config))) == problem
+    finally:
+        assert first.stop() == 0
+    assert not (tmp_path / "cache" / "node.lock").exists() and not (inner / "b" / "node.lock").exists()
+
+
 def test_a_cache_folder_deleted_under_a_node_is_locked_again(tmp_path):
     """The folder deleted and made again under a serving node: its lock was on the deleted file, and a second
     node started on the folder was not refused."""
