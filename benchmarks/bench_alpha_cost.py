@@ -12,11 +12,9 @@ upscales of an RGBA original at 1.3-1.8 times the CPU of the RGB photo's for the
 
 from __future__ import annotations
 
-import argparse
 import time
 
-import pyvips
-
+from benchmarks.common import render_arguments
 from edge.config import Defaults, Limits
 from edge.transform.cost import ALPHA_WEIGHT, DECODE_WEIGHT, encode_cost, transformation_cost
 from edge.transform.options import parse_transformation
@@ -35,11 +33,7 @@ def units(text: str, output: tuple[int, int], alpha: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    arguments = parser.parse_args()
-    pyvips.cache_set_max(0)
-    pyvips.concurrency_set(1)
+    arguments = render_arguments(__doc__)
     sources = {"RGB": _photo(*SOURCE).pngsave_buffer(keep="none"), "RGBA": png_with_alpha(*SOURCE)}
     limits = Limits(max_cost=10**6)
     print(f"{SOURCE[0]}x{SOURCE[1]} PNG to PNG, one libvips thread; ALPHA_WEIGHT = {ALPHA_WEIGHT:g}")

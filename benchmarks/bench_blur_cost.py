@@ -11,11 +11,9 @@ the upscale made again for each strip of output (`effects.BLUR_IN_MEMORY`).
 
 from __future__ import annotations
 
-import argparse
 import time
 
-import pyvips
-
+from benchmarks.common import render_arguments
 from edge.config import Defaults, Limits
 from edge.transform.cost import estimated_cost
 from edge.transform.options import parse_transformation
@@ -32,11 +30,7 @@ CASES = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    arguments = parser.parse_args()
-    pyvips.cache_set_max(0)
-    pyvips.concurrency_set(1)
+    arguments = render_arguments(__doc__)
     sources = {"200x150": photo_jpeg(200, 150), "4000x3000": photo_jpeg(4000, 3000)}
     limits = Limits(max_cost=10**6)
     print("| source | transformation | cost (units) | CPU s | ms a unit |")

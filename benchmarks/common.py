@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import pyvips
+
 from tests.nodes import NodeProcess, write_config
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -141,3 +143,14 @@ def load_parser(doc: str) -> argparse.ArgumentParser:
 
 def load_arguments(doc: str) -> argparse.Namespace:
     return load_parser(doc).parse_args()
+
+
+def render_arguments(doc: str) -> argparse.Namespace:
+    """`--rounds` of a benchmark whose module docstring is `doc`, timing renders in this process: libvips is then
+    on one thread and without its operation cache, so that a round's CPU time is that render's alone."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    arguments = parser.parse_args()
+    pyvips.cache_set_max(0)
+    pyvips.concurrency_set(1)
+    return arguments
