@@ -101,7 +101,8 @@ class MisbehavingPlugin:
                     pass
                 return Original(LocalBytes(PHOTO))
             return {"none": None, "text": "an image", "bytes-subclass": Original(BytesOfItsOwn(PHOTO)),
-                    "text-body": Original("an image"), "number-etag": Original(PHOTO, etag=5), "large": Original(b"\xff" * 2_000_001),
+                    "text-body": Original("an image"), "number-etag": Original(PHOTO, etag=5),
+                    "large": Original(b"\xff" * 2_000_001),
                     "good": Original(PHOTO)}[behaviour]
 
     class BrokenOrigin(plugin_api.Origin):
