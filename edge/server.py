@@ -61,6 +61,9 @@ TIDY_SECONDS = 3600.0
 ACCESS_LOG_DRAIN_SECONDS = 2.0
 #: `/_edge/ready` checks at most once per this many seconds per worker; probes meanwhile share the answer
 READY_SECONDS = 1.0
+#: seconds a readiness probe waits for the check, then is answered the cache is stuck: within a balancer's check
+#: timeout (the shipped HAProxy's is 1 s, Kubernetes' default too)
+READY_ANSWER_SECONDS = 0.5
 #: the status logged and counted for a request whose client went away before the answer (nginx's)
 CLIENT_CLOSED_REQUEST = 499
 CACHE_CONTROL, CONTENT_LENGTH, X_CACHE = "Cache-Control", "Content-Length", "X-Cache"
@@ -371,7 +374,13 @@ class Node:
         now = time.monotonic()
         if self._readiness is None or now - self._readiness_at >= READY_SECONDS:
             self._readiness_at, self._readiness = now, asyncio.ensure_future(check_readiness(self.caches))
-        return await asyncio.shield(self._readiness)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._readiness), READY_ANSWER_SECONDS)
+        except TimeoutError:
+            # a cache disk beginning to hang holds the check for `IO_WAIT_SECONDS` (5 s): the shipped HAProxy gives
+            # a check 1 s, and marked the serving node down for seconds (fleet probe)
+            degraded = list(dict.fromkeys([*self.caches.health.degraded(), "folder: stuck"]))
+            return True, f"ready, cache degraded: {'; '.join(degraded)}"
 
     def cache_control(self, signed_until: int | None, provisional: bool = False,
                       fresh_until: float | None = None) -> str:

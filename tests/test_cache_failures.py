@@ -28,6 +28,7 @@ import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.cache import Caches, original_key, output_key
+from edge import server as server_module
 from edge.cache import caches as caches_module
 from edge.cache.health import CacheHealth, error_kind
 from edge.cache import tiers as tiers_module
@@ -787,6 +788,33 @@ async def test_a_cache_disk_that_hangs_costs_the_cache_not_the_answers(node_fact
         os.close(os.open(value_file, os.O_WRONLY | os.O_NONBLOCK))
     # and the cache serves again once the wait is over
     await until(lambda: _hit(node, "/tr:w-40/coffee.jpg"), "the cache serving again", timeout=30)
+
+
+async def test_a_readiness_probe_meeting_a_disk_that_begins_to_hang_is_answered_within_a_balancers_check(
+        node_factory, tmp_path, monkeypatch):
+    """`/_edge/ready` waited for its check of the cache `IO_WAIT_SECONDS` (5 s) as a disk began to hang: the shipped
+    HAProxy's 1 s check marked the node down for seconds, though it served every request (fleet probe)."""
+    monkeypatch.setattr(server_module, "READY_SECONDS", 0.0)  # every probe checks
+    node = await node_factory(write_config(tmp_path, local_config(before='[cache]\ndir = "cache"\nmemory_size = 0\n')))
+    await node.fetch(PNG)
+    (value_file,) = (tmp_path / "cache" / "outputs").rglob("*.val")
+    value_file.unlink()
+    os.mkfifo(value_file)
+    readers = [asyncio.ensure_future(_get(node, PNG)) for _ in range(caches_module.IO_THREADS)]
+    try:
+        answers = []
+
+        async def degraded() -> bool:
+            started = time.monotonic()
+            ready = await _get(node, "/_edge/ready")
+            answers.append((ready.code, ready.body, time.monotonic() - started))
+            return ready.body != b"ready\n"
+        await until(degraded, "the probe saying the cache is stuck", timeout=10)
+        assert answers[-1][:2] == (200, b"ready, cache degraded: folder: stuck\n")
+        assert max(seconds for _, _, seconds in answers) < 1.0, answers
+    finally:  # the disk answers: the readers get an end of file
+        os.close(os.open(value_file, os.O_WRONLY | os.O_NONBLOCK))
+        await asyncio.gather(*readers)
 
 
 async def _get(node, path: str):
