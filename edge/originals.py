@@ -213,8 +213,8 @@ class OriginalSource:
             fetched = CurrentOriginal(original.body, asyncio.ensure_future(describe()), origin.name,
                                       worth_keeping=not origin.is_local)
         if known is not None and known.version != (await fetched.info()).version:
-            # a changed original replaces every output made from the old one
-            await caches.io_or(None, caches.outputs.delete_prefix, key)
+            # a changed original replaces every output made from the old one, those under way included
+            await caches.io_or(None, caches.replace_outputs, key)
         return fetched
 
     async def _fetch_to_keep(self, request: ImageRequest, host: str | None, key: str,

@@ -12,6 +12,7 @@ import pytest
 
 from edge import originals
 from edge.cache import original_key, strong_etag
+from edge.transform.render import Renderer
 from tests.assets import centre_colour, colour, same_colour, solid
 from tests.imagecorpus import photo_jpeg
 from tests.nodes import decode, local_config, until, web_config, write_config
@@ -394,6 +395,33 @@ async def replace_with_portrait(node, photo: Path) -> None:
     assert decode(await node.fetch("/tr:w-200/photo.jpg")).height == 267
     again = await node.fetch("/tr:w-100/photo.jpg")
     assert again.headers["X-Cache"] == "MISS" and (decode(again).width, decode(again).height) == (100, 133)
+
+
+async def test_a_render_of_the_old_file_ending_after_the_change_was_found_is_not_kept(node_factory, tmp_path,
+                                                                                       monkeypatch):
+    """A render of a local file under way as the file was replaced, ending after a new size had found the change and
+    dropped the old outputs, stored its own: the old picture, served beside the new sizes until `original_ttl` (a day
+    by default; originals probe). Its request is answered from the file it read; nothing of it is kept."""
+    photo = landscape_photo(tmp_path)
+    node = await node_factory(write_config(tmp_path, local_config(photo.parent)))
+    assert (await node.fetch("/tr:w-100/photo.jpg")).headers["X-Cache"] == "MISS"  # its version recorded
+    held, release = asyncio.Event(), asyncio.Event()
+    render = Renderer.render
+
+    async def slow(self, body, transformation, *args, **kwargs):
+        if transformation.canonical() == "w-150":  # the old file read, the render not begun
+            held.set()
+            await release.wait()
+        return await render(self, body, transformation, *args, **kwargs)
+    monkeypatch.setattr(Renderer, "render", slow)
+    old = asyncio.ensure_future(node.client.fetch(node.url + "/tr:w-150/photo.jpg", request_timeout=30))
+    await asyncio.wait_for(held.wait(), 10)
+    await replace_with_portrait(node, photo)
+    release.set()
+    assert (decode(await old).width, decode(await old).height) == (150, 112)
+    await node.node.settle()
+    again = await node.fetch("/tr:w-150/photo.jpg")
+    assert again.headers["X-Cache"] == "MISS" and (decode(again).width, decode(again).height) == (150, 200)
 
 
 async def test_a_local_file_replaced_before_its_version_is_written_drops_the_old_outputs(node_factory, tmp_path,

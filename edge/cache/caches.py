@@ -23,6 +23,7 @@ from typing import TypeVar
 from ..threads import BlockingPool
 from .entries import CachedOutput, StoredOriginal, UnreadOutput, strong_etag
 from .health import CacheHealth, error_kind
+from .keys import outputs_of
 from .memory import MemoryTier
 from .purges import PurgeTier, RecentPurges
 from .tiers import RETRY_SECONDS, TOUCH_INTERVAL, BeforeReading, DiskTier, NotFoundTier, OriginalTier, OutputTier
@@ -314,6 +315,14 @@ class Caches:
         recorded = self._record_purge(prefix, made_at) and recorded
         # a purge not recorded leaves work under way free to store what it made: not done, say so
         return removed if recorded else {**removed, self.purges.name: None}
+
+    def replace_outputs(self, original: str) -> None:
+        """Delete the outputs of the original keyed `original`, replaced at its origin, as a purge of them: work
+        under way on the old bytes stores nothing it made (blocking). A render of the old file ending after the
+        change was found had stored its output, served beside the new ones until `original_ttl` (originals probe).
+        The original's own key is not covered: its new version is stored."""
+        self._record_purge(outputs_of(original), None)
+        self.outputs.delete_prefix(original)
 
     def _record_purge(self, prefix: str, made_at: float | None) -> bool:
         recorded = self.purges.record(prefix, made_at)

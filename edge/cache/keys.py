@@ -166,6 +166,11 @@ def revision_marks(canonical_transformation: str) -> str:
     return marks
 
 
+def outputs_of(original: str) -> str:
+    """What every output key of the original keyed `original` starts with, in this render version."""
+    return original.removesuffix("\0") + _RENDERED
+
+
 def original_of(key: str) -> str | None:
     """The original's key, less its final `\\0`, of an output key of this render version (whatever its
     settings' tag); else None."""
