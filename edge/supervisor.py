@@ -595,31 +595,30 @@ def preload() -> None:
 
 
 def threads_before_fork() -> str | None:
-    """Why workers forked now would hang, if they would: the threads this process runs besides its main one and the
-    calling one, by the kernel's names (none where there is no /proc). libvips starts its worker threads at a
-    process's first decode or encode and keeps them; a child forked after has none of them but waits on them: a
-    plugin that made a placeholder with libvips at import, or checked an image in `from_config`, had every render
-    of the node hang, past `render_timeout`, without a word (plugin probe)."""
-    ours = {threading.main_thread().native_id, threading.get_native_id()}
+    """Why workers forked now would hang, if they would: the libvips threads this process runs, by the kernel's
+    names (none where there is no /proc). libvips starts its worker threads at a process's first decode or encode
+    and keeps them; a child forked after has none of them but waits on them: a plugin that made a placeholder with
+    libvips at import, or checked an image in `from_config`, had every render of the node hang, past
+    `render_timeout`, without a word (plugin probe). Other threads (an APM agent's) are the children's loss alone."""
     try:
-        tasks = [int(task) for task in os.listdir("/proc/self/task")]
+        tasks = os.listdir("/proc/self/task")
     except OSError:
         return None
     names: dict[str, int] = {}
     for task in tasks:
-        if task not in ours:
-            try:
-                name = Path(f"/proc/self/task/{task}/comm").read_text().strip()
-            except OSError:
-                continue  # it ended meanwhile
+        try:
+            name = Path(f"/proc/self/task/{task}/comm").read_text().strip()
+        except OSError:
+            continue  # it ended meanwhile
+        if name.startswith(("libvips", "vips")):
             names[name] = names.get(name, 0) + 1
     if not names:
         return None
     running = ", ".join(name if count == 1 else f"{count} × {name}" for name, count in names.items())
-    return (f"this process runs threads its forked workers would not have ({running}) and their renders would wait on "
-            f"them for ever: a plugin started them at import or in an origin's from_config (libvips starts its "
-            f"threads at the first image it decodes or encodes); do such work in the origin's open(), which runs in "
-            f"each worker (docs/writing-an-origin-plugin.md)")
+    return (f"this process runs libvips' threads ({running}), which its forked workers would not have and their "
+            f"renders would wait on for ever: a plugin made an image with libvips at import or in an origin's "
+            f"from_config; do such work in the origin's open(), which runs in each worker "
+            f"(docs/writing-an-origin-plugin.md)")
 
 
 def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list = (),

@@ -264,8 +264,9 @@ def edge_origin_types():
     return [PlaceholderOrigin]
 """
 #: what the node answers a process with libvips' threads started before its workers are forked
-FORKED_THREADS = (r"this process runs threads its forked workers would not have \(\d+ × libvips worker\) and their "
-                  r"renders would wait on them for ever: a plugin started them at import or in an origin's from_config")
+FORKED_THREADS = (r"this process runs libvips' threads \(\d+ × libvips worker\), which its forked workers would not "
+                  r"have and their renders would wait on for ever: a plugin made an image with libvips at import or "
+                  r"in an origin's from_config")
 
 
 def test_a_plugin_that_starts_libvips_at_import_is_named_before_any_worker_hangs(tmp_path):
