@@ -1,6 +1,7 @@
 """The `s3` origin against moto's S3 API on 127.0.0.1: key mapping, special characters with
 `encode_keys` off and on, conditional reads, one client per origin, real IAM credentials."""
 
+import gzip
 import socket
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 from edge.config import load_config
 from edge.errors import ConfigError
-from edge.origin import NotModified, OriginFailure, OriginRequest, OriginSettings, Validators
+from edge.origin import NotModified, OriginFailure, OriginRequest, OriginSettings, SourceTooLarge, Validators
 from edge.pluginmanager import load_plugins
 from edge.settings import ConfigTable
 from edge_builtin_origins.s3 import S3Origin
@@ -177,6 +178,33 @@ async def test_conditional_fetch_and_one_client_for_the_origins_life(s3, bucket)
     finally:
         await origin.close()
     assert origin._client is None
+
+
+async def test_an_object_stored_gzipped_is_read_inflated_and_held_to_max_bytes_inflated(s3, bucket):
+    """An object with `Content-Encoding: gzip` (as tools that sync a site's files store them) had been served as
+    stored: a 422, where a browser, a CDN and the `web` origin inflate it (probe of S3 keys)."""
+    client = s3.client()
+    png = solid(40, 30, colour(3), "png")
+    objects = {"gzip.png": (gzip.compress(png), "gzip"), "x-gzip.png": (gzip.compress(png), "x-gzip"),
+               "chunked.png": (png, "aws-chunked"),  # what some uploads leave: no coding of the stored bytes
+               "bomb.png": (gzip.compress(bytes(20_000_000)), "gzip"),  # 20 kB inflating to 20 MB
+               "not-gzip.png": (png, "gzip"), "cut.png": (gzip.compress(png)[:-40], "gzip")}
+    for key, (body, encoding) in objects.items():
+        client.put_object(Bucket=BUCKET, Key=f"encoded-objects/{key}", Body=body, ContentEncoding=encoding,
+                          ContentType="image/png")
+    origin = S3Origin.from_config(OriginSettings("bucket", "s3"), table(s3, folder="encoded-objects"))
+    await origin.open()
+    try:
+        for key in ("gzip.png", "x-gzip.png", "chunked.png"):
+            assert (await origin.fetch(OriginRequest(key, 10**6))).body == png, key
+        with pytest.raises(SourceTooLarge):
+            await origin.fetch(OriginRequest("bomb.png", 10**6))
+        for key, said in (("not-gzip.png", "Error -3 while decompressing data"), ("cut.png", "cut short")):
+            with pytest.raises(OriginFailure) as failed:
+                await origin.fetch(OriginRequest(key, 10**6))
+            assert failed.value.kind == "bad_response" and said in str(failed.value), (key, str(failed.value))
+    finally:
+        await origin.close()
 
 
 async def test_an_original_known_by_its_date_alone_is_asked_for_if_modified_since(s3, bucket):
