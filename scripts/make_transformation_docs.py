@@ -237,7 +237,9 @@ Client Hint request header"). The pictures below were asked for with the headers
   "https://img.example.com")`. `Sec-CH-Width` is sent only for `<img>` elements with a `sizes`
   attribute (tests/test_client_hints.py loads such a page in headless Chromium: 250 px `sizes` → a
   300 px image, no `sizes` → no hint). Firefox and Safari send no client hints: there `w-auto` falls
-  back as above.
+  back as above. A browser fetches one URL once per page, whatever `Vary` says: the same `w-auto` URL in
+  two slots of different `sizes` is one request, and both get the first slot's width (a headless Chromium
+  probe: 100 px for the 800 px slot too); give each slot a URL of its own (a `wf-` of its size does it).
 - **Caches in front** (a CDN) must key on the same headers: most CDNs honour `Vary` only for
   `Accept-Encoding`, so either forward the hints and add them to the CDN's cache key, or keep `w-auto`
   URLs off the CDN.
