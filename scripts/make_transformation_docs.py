@@ -918,8 +918,8 @@ encode where it costs more than JPEG's: `f-gif` on a 12 MP photo is about 264, `
 a 400 `transformation too costly: …`, before the original is fetched when the URL alone says so, else
 once its header is read; a format chosen by `f-auto` falls back to WebP or JPEG/PNG instead, one the URL does
 not name (its extension's, the original's own) to WebP for an AVIF, else JPEG/PNG (an animation
-over budget in every animated format the browser takes: the original's bytes where it takes their format, else
-its first frame); see
+over budget in every animated format the browser takes: the original's bytes where it takes their format and the
+URL has no step, else its first frame: `/tr:w-400,f-auto/anim.gif` of 100 frames is a still); see
 [security.md](security.md#work-per-url). A render still running after
 `[limits] render_timeout` (20 s) is stopped and answered **503** `rendering took too long`. A source
 that is not an image, is in a format the node does not read (it reads JPEG, Ultra HDR JPEG, PNG, WebP,

@@ -134,8 +134,11 @@ AVIF_EFFORT_FACTORS = (0.5, 0.6, 1.0, 2.0, 13.0, 13.0, 25.0, 50.0, 100.0, 200.0)
 #: WebP and PNG, per output megapixel beyond the unit's JPEG encode (12 MP photo / 0.75 MP: WebP q-80
 #: 5.3 / 3.8 units, q-100 7.1 / 6.1 and 14 on an 8192×8192 enlargement, lossless 35 / 24; PNG 2.8 /
 #: 2.6; JPEG q-100 1.0 / 1.6). The deadline can stop these, but only after `render_timeout`: a thread
-#: held 20 s by `w-8192,q-100,f-webp` (once ~50 units) is the stall the budget is there to refuse.
-WEBP_WEIGHT, WEBP_FINE_WEIGHT, WEBP_LOSSLESS_WEIGHT = 6.0, 14.0, 40.0
+#: held 20 s by `w-8192,q-100,f-webp` (once ~50 units) is the stall the budget is there to refuse. Lossless is priced
+#: for the content it takes longest over, as AVIF is: a photo decoded from lossy frames, 45 units a megapixel as
+#: stills and 62 animated (libwebp's animation encoder tries each frame whole and as a change; priced 40, a 30-frame
+#: 480×270 animation took 6-9 s of CPU for 164 units: animation probe).
+WEBP_WEIGHT, WEBP_FINE_WEIGHT, WEBP_LOSSLESS_WEIGHT = 6.0, 14.0, 64.0
 WEBP_FINE_QUALITY = 90
 PNG_WEIGHT = 3.0
 #: a palette PNG (of an indexed original: `render.ImageHeader.palette`), its quantisation at `effort=1` included,
