@@ -7,6 +7,7 @@ serve each other's outputs. A purge of a path still removes its outputs under ev
 import asyncio
 import json
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import diskcache
@@ -157,3 +158,6 @@ def test_a_font_file_other_than_the_shipped_one_is_named_where_it_is_drawn(tmp_p
     assert after.of(brand_text) == f"ff-Brand={fonts['Brand'].digest[:16]}" != before.of(brand_text)
     replaced = SettingsTag(Defaults(), Limits(), {**shipped, name: read_font(brand)})  # the default font's file
     assert replaced.of(parse_transformation("l-text,i-Hi,l-end")) == f"ff-{name}={fonts['Brand'].digest[:16]}"
+    # a face of its own, which the releases before drew as its family's regular one: outputs of their own
+    bold = SettingsTag(Defaults(), Limits(), {**shipped, "Brand": replace(fonts["Brand"], face="Bold")})
+    assert bold.of(brand_text) == f"ff2-Brand={fonts['Brand'].digest[:16]}"

@@ -10,6 +10,7 @@ import os
 import re
 import struct
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -602,6 +603,31 @@ async def test_a_font_imagekit_names_by_its_media_library_path_is_declared_by_th
     assert (drawn - await image(node, "/base.png")).abs().max() > 0  # and ink there is
 
 
+SYSTEM_DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
+
+
+@pytest.mark.skipif(not (SYSTEM_DEJAVU / "DejaVuSans-Bold.ttf").exists(), reason="no DejaVu Sans Bold installed "
+                    "(Debian: apt-get install fonts-dejavu-core)")
+async def test_a_font_draws_its_own_file_face_whatever_of_its_family_was_drawn_before(node_factory, origin, tmp_path):
+    """Pango was given a file and its family's name, then asked fontconfig for that family's regular face: a bold
+    file drew the regular weight, or the bold once it alone of its family had been drawn, and that was cached (a
+    brand's `Brand = Poppins-Bold.ttf` next to `Body = Poppins-Regular.ttf`; fonts probe). Both orders, one node."""
+    faces = {"Book": "DejaVuSans.ttf", "Bold": "DejaVuSans-Bold.ttf", "CondObl": "DejaVuSansCondensed-Oblique.ttf",
+             "XLight": "DejaVuSans-ExtraLight.ttf"}
+    fonts = "".join(f'{name} = "{SYSTEM_DEJAVU / file}"\n' for name, file in faces.items())
+    node = await node_factory(write_config(tmp_path, web_config(origin.url, f"[fonts]\n{fonts}")))
+
+    async def ink_width(font: str, y: int) -> int:  # `y` makes each URL a new one, drawn rather than cached
+        columns, _ = white_ink(await image(node, f"/base.png?tr=l-text,i-Hello,fs-100,co-FFFFFF,lx-0,ly-{y},"
+                                                  f"ff-{font},l-end"), 400, 300)
+        return columns[-1] - columns[0] + 1
+    widths = {font: await ink_width(font, 0) for font in ("Book", "Bold", "CondObl", "XLight")}
+    widths_reversed = {font: await ink_width(font, 1) for font in ("XLight", "CondObl", "Bold", "Book")}
+    assert widths == widths_reversed == {"Book": 238, "Bold": 275, "CondObl": 221, "XLight": 234}, widths_reversed
+    assert [read_font(SYSTEM_DEJAVU / file).face for file in faces.values()] == [
+        "", "Bold", "Semi-Condensed Italic", "Ultra-Light"]
+
+
 def test_fonts_are_read_at_startup(tmp_path):
     shipped = SHIPPED / "DejaVuSans.ttf"
     (tmp_path / "not-a-font.ttf").write_bytes(b"<html>")
@@ -621,16 +647,33 @@ def test_a_font_name_no_url_could_ask_for_is_refused(tmp_path, name):
         load_config(write_config(tmp_path, text), load_plugins())
 
 
-def font_with_names(*names: tuple[int, int, bytes]) -> bytes:
-    """An sfnt of two tables, `OS/2` (empty) and last `name`, whose records are (platform, name ID, string)."""
+def font_with_names(*names: tuple[int, int, bytes], os2: bytes = b"") -> bytes:
+    """An sfnt of two tables, `OS/2` (`os2`, empty by default) and last `name`, whose records are (platform, name ID,
+    string)."""
     records = strings = b""
     for platform, name_id, string in names:
         records += struct.pack(">HHHHHH", platform, 0, 0, name_id, len(string), len(strings))
         strings += string
     name = struct.pack(">HHH", 0, len(names), 6 + len(records)) + records + strings
     directory = struct.pack(">LHHHH", 0x00010000, 2, 32, 1, 0)
-    return directory + struct.pack(">4sLLL", b"OS/2", 0, 12 + 2 * 16, 0) + struct.pack(
-        ">4sLLL", b"name", 0, 12 + 2 * 16, len(name)) + name
+    return directory + struct.pack(">4sLLL", b"OS/2", 0, 12 + 2 * 16, len(os2)) + struct.pack(
+        ">4sLLL", b"name", 0, 12 + 2 * 16 + len(os2), len(name)) + os2 + name
+
+
+@pytest.mark.parametrize("weight, width, selection, face", [
+    (400, 5, 0x40, ""), (700, 5, 0x20, "Bold"), (7, 5, 0, "Bold"),  # an old font's 1-9 weight scale
+    (450, 3, 0x01, "Condensed Italic"), (250, 7, 0x201, "Ultra-Light Expanded Oblique"), (950, 0, 0, "Heavy"),
+])
+def test_a_fonts_face_is_named_from_its_os2_table_in_pangos_words(tmp_path, weight, width, selection, face):
+    """usWeightClass as Pango's nearest weight, usWidthClass as its stretch, fsSelection's oblique (bit 9) before
+    its italic (bit 0): what fontconfig is asked for, so that a family's bold file draws bold."""
+    os2 = struct.pack(">HhHH", 4, 0, weight, width).ljust(62, b"\0") + struct.pack(">H", selection).ljust(34, b"\0")
+    path = tmp_path / "brand.ttf"
+    path.write_bytes(font_with_names((3, 1, "Brand".encode("utf-16-be")), os2=os2))
+    assert read_font(path).face == face
+    assert read_font(path).description(40) == " ".join(word for word in ("Brand,", face, "40") if word)
+    path.write_bytes(font_with_names((3, 1, "Brand".encode("utf-16-be")), os2=os2[:63]))  # no fsSelection
+    assert read_font(path).face == ""
 
 
 @pytest.mark.parametrize("names, family", [

@@ -163,7 +163,7 @@ def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int)
         options["spacing"] = max(0, style.line_height - style.size)
     too_large = f"the text is more than {min(max_side, _CAIRO_MAX_SIDE)} px a side: a smaller fs or less text"
     try:  # rendered here, at once: its failure is the layer's, whatever the base image
-        mask = stopping.watch(pyvips.Image.text(markup, fontfile=font.file, font=f"{font.family} {style.size}",
+        mask = stopping.watch(pyvips.Image.text(markup, fontfile=font.file, font=font.description(style.size),
                                                 dpi=72, align=_ALIGN[style.align],
                                                 wrap=pyvips.enums.TextWrap.WORD_CHAR, **options))
     except pyvips.Error as error:

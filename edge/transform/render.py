@@ -846,8 +846,9 @@ class SettingsTag:
         self._text = [f"s{limits.max_output_side}"] if limits.max_output_side != shipped_limits.max_output_side else []
         #: the tag of an output fitted to the side (`fitted_to_the_side`)
         self._fitted = ",".join([*self._changed, *self._text])
-        #: fonts whose file is not the shipped one of that name → their part, added where they are drawn
-        self._fonts = {name: f"ff-{name}={font.digest[:16]}" for name, font in fonts.items()
+        #: fonts whose file is not the shipped one of that name → their part, added where they are drawn; `ff2`
+        #: for a face of its own (`Font.face`): the releases before drew the family's regular face for it
+        self._fonts = {name: f"ff{'2' if font.face else ''}-{name}={font.digest[:16]}" for name, font in fonts.items()
                        if name not in shipped or shipped[name].digest != font.digest}
 
     def of(self, transformation: Transformation) -> str:
