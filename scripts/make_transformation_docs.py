@@ -121,7 +121,8 @@ the nested ones.
   each line longer than `w` as many as it wraps to; `pa`, `fol`, `fsh`) is counted for each ink, its corners and
   its rotation; an outline (`fol`) is a filter as wide as it over the whole box. A text
   more than 8192 px a side once drawn (the output limit; at `fs-500`, more than 14 lines) is a 400
-  `l-text: the text is more than 8192 px a side`, and a text of only spaces and line breaks a 400
+  `l-text: the text is more than 8192 px a side` (without `w` a line is never wrapped: one wider than that
+  is this 400), and a text of only spaces and line breaks a 400
   naming its `i-`. Every error is a 400 naming the parameter. An endpoint can draw the same layers
   on every image it serves: `watermark` in [configuration.md](configuration.md#endpoints).
 """

@@ -570,6 +570,9 @@ def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
     ("l-video,i-clip.mp4,l-end", "l-video: not supported"),
     (",".join(["l-text,i-" + "x" * 500 + ",fs-500,l-end"] * 3), "transformation too costly"),
     ("l-text,i-" + "xy%20" * 160 + ",fs-500,l-end", "l-text: the text is more than 8192 px a side"),
+    # one line of about 11 500 px without `w`: it had been wrapped at the output limit into two, a 200
+    ("l-text,i-" + "xy%20" * 160 + ",fs-40,l-end",
+     "invalid transformation: l-text: the text is more than 8192 px a side: a smaller fs or less text\n"),
 ])
 async def test_bad_layers_are_400s_naming_the_parameter(node, transformation, body):
     response = await node.fetch(f"/base.png?tr={transformation}")

@@ -158,7 +158,9 @@ def _text(text: str, style: TextStyle, fonts: Mapping[str, Font], max_side: int)
     for style_name in style.typography:
         tag = _TYPOGRAPHY_TAGS[style_name]
         markup = f"<{tag}>{markup}</{tag}>"
-    options = {"width": min(style.width or max_side, max_side)}  # a line never outgrows the output limit
+    # without `w` each line is drawn whole, the box its longest: one longer than the output limit is refused below,
+    # not wrapped at it (it was: two lines, the second centred in an 8192 px box)
+    options = {"width": min(style.width, max_side)} if style.width else {}
     if style.line_height is not None:
         options["spacing"] = max(0, style.line_height - style.size)
     too_large = f"the text is more than {min(max_side, _CAIRO_MAX_SIDE)} px a side: a smaller fs or less text"

@@ -822,7 +822,7 @@ class SettingsTag:
     `[limits] max_cost` (the format an over-budget `f-auto`, or a format the URL does not name, falls back to;
     an animation's own bytes rather than an encode), `allow_svg` (`svg`: an SVG is served as the document it
     is, where a release before drew it, or where without it it is refused), and `[limits] max_output_side`
-    for text layers (where a line without `w` wraps) and for a URL without steps (the size an original larger
+    for text layers (a line wider than it is refused) and for a URL without steps (the size an original larger
     than it is fitted to), and the files of the text's fonts. Only what differs from the shipped defaults is
     named (`q30,e4`), so that the keys of a config that changes none stay as they were. `[defaults] auto_format`
     and `auto_format_smallest` change the planned format, which the key holds already; the endpoint's watermark
