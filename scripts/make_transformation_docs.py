@@ -54,7 +54,8 @@ inside an image layer or a colour block is drawn on it
 (`l-image,i-ik_canvas,bg-red,w-200,h-60,l-text,i-SALE,l-end,l-end`: a badge with its text centred), also
 in a later step of that layer's chain, as ImageKit's expression docs write it
 (`l-image,i-dress.jpg,w-bw_div_3:l-image,i-logo.png,w-bw_div_2,l-end,l-end`: the logo on the resized
-dress), and its `bw`, `bh`, `bar` are that layer's size; a fourth level is a 400. The 10 layers a URL may hold count
+dress), and its `bw`, `bh`, `bar` are that layer's size; a fourth level is a 400, and so is a layer inside a
+text layer (`a text layer cannot hold layers`). The 10 layers a URL may hold count
 the nested ones.
 
 - **Image** `l-image,i-<path>,…,l-end`: an image from the same endpoint's origins (`/` written as

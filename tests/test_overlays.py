@@ -566,6 +566,10 @@ def test_a_watermark_that_is_not_only_layers_is_refused_at_startup(tmp_path):
     ("l-text,i-hi,ff-Nope,l-end", "invalid transformation: ff-Nope: no such font"),
     ("l-text,i-" + "x" * 501 + ",l-end", ": at most 500 characters"),
     ("l-image,i-ik_canvas,w-10,l-end", "i-ik_canvas needs bg"),
+    # accepted and never drawn, where an image layer or a colour block draws those it holds
+    ("l-text,i-Outer,fs-80,l-image,i-ik_canvas,bg-00FF00,w-50,h-50,l-end,l-end",
+     "invalid transformation: l-image: a text layer cannot hold layers (an image layer or a colour block can)\n"),
+    ("l-text,i-Outer,l-text,i-INNER,l-end,l-end", "l-text: a text layer cannot hold layers"),
     (",".join(["l-image,i-ik_canvas,bg-red,l-end"] * 11), "tr: more than 10 layers"),
     ("l-video,i-clip.mp4,l-end", "l-video: not supported"),
     (",".join(["l-text,i-" + "x" * 500 + ",fs-500,l-end"] * 3), "transformation too costly"),

@@ -979,6 +979,9 @@ def _parse_layer(start: str, body: str) -> Layer:
     for step_text in _split_steps(body):  # a layer in it may chain steps of its own
         rest, depth = [], 0
         for param in filter(None, step_text.split(",")):
+            if not depth and kind == "text" and _starts_layer(param):  # it had been parsed, counted and not drawn
+                raise InvalidTransformation(param, "a text layer cannot hold layers (an image layer or a colour "
+                                                   "block can)")
             if depth or _starts_layer(param):  # a layer in this one: its step's, parsed with it
                 depth += _nesting(param)
                 rest.append(param)
