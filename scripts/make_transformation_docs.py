@@ -101,7 +101,14 @@ the nested ones.
   (or an expression, as `fs`), `w` wrap width in pixels, `rt`, `fl`, `r` and `e-distort` (after the turn:
   `e-distort-a-N120` curves the line, Cloudinary's curved text); `fol-<width>_<colour>` an
   outline (`fol-2_blue`, at most 50 px) and `fsh-<colour>_<indent>` a shadow down and right
-  (`fsh-blue_2`), written as the SDK documents them for subtitles. At most 500 characters.
+  (`fsh-blue_2`), written as the SDK documents them for subtitles. At most 500 characters. The text's box is
+  the bounding box of its ink, not of its lines: `Hello` at `fs-100` is 240×77 px and `xxx` 172×55, so two
+  captions at one `ly` do not share a baseline, `lfo-bottom` aligns the bottom of the lowest glyph and a `bg`/`pa`
+  badge is as tall as its letters. Only the font's own glyphs are drawn: a character it lacks (CJK or emoji with
+  the shipped DejaVu Sans) is drawn as a box showing its code point, a 200; list a font that has them in
+  `[fonts]` and name it with `ff`. With lines of both directions (Hebrew or Arabic next to Latin) `ia-left` and
+  `ia-right` follow each paragraph's own direction, as Pango lays it out: with `ia-left` a right-to-left line
+  stands at the box's right.
 - **Position**: `lx`, `ly` (pixels from the left/top, rounded when the SDK writes a float; `N20` — or
   `-20`, as the SDK writes a negative number — puts the layer's right/bottom edge 20 px from the base's
   right/bottom edge, `N0` flush with it; ImageKit documents the leading `N` for negative values, the
