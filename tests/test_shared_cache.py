@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from edge.cache import (MAX_ENTRY_SHARE, CachedOutput, Caches, SourceInfo, original_key, output_key, path_key,
                         path_prefix_key, strong_etag)
@@ -46,9 +47,18 @@ async def tier(s3, tmp_path):
     yield tier
     await tier.close()
     client = s3.client()
-    for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        client.delete_object(Bucket=BUCKET, Key=item["Key"])
-    client.delete_bucket(Bucket=BUCKET)
+
+    async def deleted() -> bool:  # a write a test held and then let go may land after a listing (BucketNotEmpty)
+        for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+            client.delete_object(Bucket=BUCKET, Key=item["Key"])
+        try:
+            client.delete_bucket(Bucket=BUCKET)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "BucketNotEmpty":
+                raise
+            return False
+        return True
+    await until(deleted, "the test's bucket emptied and deleted", timeout=10)
 
 
 def key(endpoint: str, path: str, host: str | None = None, fmt: str = "") -> str:
