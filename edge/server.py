@@ -25,7 +25,7 @@ from tornado.iostream import StreamClosedError
 from . import accesslog, purge, statuspage
 from .accesslog import FLUSH_SECONDS, AccessLog
 from .cache import Caches, CacheHealth
-from .cache.entries import http_time
+from .cache.entries import http_time, request_time
 from .config import Config
 from .errors import (BadRequest, EdgeError, InvalidTransformation, NothingToServe, SendMemoryExhausted, ShuttingDown,
                      StartupError, Unauthorized, one_line)
@@ -839,7 +839,7 @@ def _failed_precondition(headers: httputil.HTTPHeaders, etag: str, last_modified
         return if_match != "*" and etag not in (tag.strip() for tag in if_match.split(","))
     if last_modified is None or "If-Unmodified-Since" not in headers:
         return False
-    since, modified = http_time(headers["If-Unmodified-Since"]), http_time(last_modified)
+    since, modified = request_time(headers["If-Unmodified-Since"]), http_time(last_modified)
     return since is not None and modified is not None and modified > since
 
 

@@ -6,6 +6,7 @@ real socket: `If-Match` and `If-Unmodified-Since` on GET and HEAD, on misses, di
 import email.utils
 import os
 import shutil
+import time
 
 import pytest
 
@@ -49,6 +50,8 @@ async def _answers(node, path: str, headers: dict[str, str]):
     {"If-Match": '"another"'},
     {"If-Match": '"another", "and-another"'},
     {"If-Unmodified-Since": BEFORE},
+    {"If-Unmodified-Since": time.asctime(time.gmtime(MODIFIED - 1))},  # RFC 9110 5.6.7's obsolete forms
+    {"If-Unmodified-Since": time.strftime("%A, %d-%b-%y %H:%M:%S GMT", time.gmtime(MODIFIED - 1))},
     {"If-Match": '"another"', "If-Unmodified-Since": LAST_MODIFIED},  # If-Match decides
 ])
 async def test_a_precondition_that_fails_is_a_412_and_sends_no_image(node, condition):
@@ -83,6 +86,9 @@ async def test_preconditions_that_hold_serve_the_image(node):
                       {"If-Unmodified-Since": LAST_MODIFIED},
                       {"If-Unmodified-Since": "not a date"},  # ignored (RFC 9110 13.1.4)
                       {"If-Unmodified-Since": "Mon, 01 Jan 99999 00:00:00 GMT"},  # past Python's dates: ignored
+                      # not in GMT, so no HTTP-date (RFC 9110 5.6.7): ignored, though earlier once converted
+                      {"If-Unmodified-Since": BEFORE.replace("GMT", "+0100")},
+                      {"If-Unmodified-Since": BEFORE.replace("GMT", "+9999")},
                       {"If-Match": etag, "If-Unmodified-Since": BEFORE}):  # ignored after If-Match
         for method in ("GET", "HEAD"):
             answer = await node.fetch("/tr:w-30/coffee.jpg", method=method, headers=condition)

@@ -19,6 +19,8 @@ SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 _DATE_SECONDS = (-62135596800, 253402300800)
 #: a header value the node passes on from an origin: visible ASCII and spaces, bounded
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,1022}[\x21-\x7e])?")
+#: RFC 9110 5.6.7's obsolete asctime form, the one HTTP-date without a zone (it is in GMT)
+_ASCTIME = re.compile(r"[A-Za-z]{3} [A-Za-z]{3} [ \d]\d \d\d:\d\d:\d\d \d{4}")
 
 
 def strong_etag(body: bytes) -> str:
@@ -61,6 +63,14 @@ def http_time(text: str) -> int | None:
         return None
     # a zone offset of any size is added unchecked (`+9999999999999999999`): outside years 1-9999 it is no date
     return seconds if seconds is None or _DATE_SECONDS[0] <= seconds < _DATE_SECONDS[1] else None
+
+
+def request_time(text: str) -> int | None:
+    """A client's HTTP date as Unix seconds, or None if it is not one of RFC 9110 5.6.7's forms, all in GMT: a
+    recipient ignores a date in another zone (13.1.4). `http_time` took `... 01:03:17 +0100`, and a
+    `+9999`, and answered 412 where the image was due (HTTP probe)."""
+    text = text.strip()
+    return http_time(text) if text.endswith(" GMT") or _ASCTIME.fullmatch(text) else None
 
 
 #: how far the clocks of a fleet's nodes may disagree (and a node's clock step back) without effect: an
