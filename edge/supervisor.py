@@ -5,8 +5,10 @@ the same port (`SO_REUSEPORT`: the kernel spreads connections evenly over them) 
 open; worker number k accepts on socket k, and so does its replacement after a crash or a reload, so
 no socket is closed while the node runs and no connection waiting in one is reset (connections in
 a dead worker's socket wait for its replacement, about a second); only a full stop closes them. It
-forks `workers` processes, restarts a worker that dies (and gives up, exit status 1, when they keep
-dying: a full stop), and handles the signals:
+forks `workers` processes, restarts a worker that dies (at once, but after a delay that doubles with each
+worker of its number in a row that lived less than `STEADY_SECONDS`: one that crashes as it starts is not
+started again 20 times a second; and gives up, exit status 1, when every worker keeps dying so and none
+serves: a full stop), and handles the signals:
 
 - SIGHUP: load and validate the config file again, in a thread of its own (`_Reading`): a plugin's
   `from_config` or the cache folder's check that blocks (a hung disk) leaves the supervisor replacing
@@ -54,6 +56,7 @@ import ctypes
 import faulthandler
 import gc
 import logging
+import math
 import os
 import select
 import signal
@@ -68,15 +71,22 @@ from pathlib import Path
 from typing import Any
 
 from . import memory
-from .checks import keep_cache_dirs_locked
+from .checks import bind, keep_cache_dirs_locked
 from .config import Config, endpoints_fetching_elsewhere
 from .errors import ConfigError, StartupError
 from .logs import configure_logging
 
 log = logging.getLogger("edge")
 
-RESTART_WINDOW_SECONDS = 60
-MAX_RESTARTS_IN_WINDOW = 10
+#: a worker that lived this long died of something other than its start: it is replaced at once
+STEADY_SECONDS = 30.0
+#: the delay before a worker that lived less is replaced, from the second such short life in a row on: the first
+#: delay, doubled with each, and the most. Without it a worker crashing as it started (a plugin's native code,
+#: libvips' start) was started again 10 times in 0.4 s, and the node stopped itself, and so the workers that
+#: served beside it (soak probe)
+RESTART_DELAY_SECONDS = (0.5, 30.0)
+#: short lives in a row of every worker, none serving, after which the node stops (exit status 1): ~7.5 s of tries
+GIVE_UP_AFTER_SHORT_LIVES = 6
 #: the exit status of a worker that cannot start (`StartupError`: an origin that does not open): at the
 #: node's own start, the node does not start (it had restarted it ten times, its port bound, answering nothing)
 CANNOT_START = 3
@@ -101,6 +111,12 @@ STRAY_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 #: an operator's log had shown the kernel's OOM kills of a container as bare exits
 _KILLED = (" (killed by SIGKILL: most often the kernel's OOM killer, the node's memory limit reached: see dmesg, and "
            "operations.md on sizing a memory limit)")
+#: what a worker ended by a fatal signal of its own is said to be: its threads' stacks are above it (`serve_worker`)
+_CRASHED = {signal.SIGSEGV: "a crash in native code (libvips, a loader, a plugin's extension)",
+            signal.SIGBUS: "a crash in native code, or a mapped file cut short (the cache's disk?)",
+            signal.SIGABRT: "an abort: most often libvips failing to allocate memory (a memory limit below the "
+                            "node's budgets: operations.md on sizing a memory limit)",
+            signal.SIGILL: "a crash in native code", signal.SIGFPE: "a crash in native code"}
 #: how often a serving worker writes its heartbeat
 HEARTBEAT_SECONDS = 1.0
 #: what a worker writes on its pipe: once when it serves, then every `HEARTBEAT_SECONDS`
@@ -159,6 +175,7 @@ class _Worker:
     pipe: int | None  # read end of its pipe (`SERVING`, then a `HEARTBEAT` a second); None after EOF
     heard: float  # when its last byte arrived (its fork, before the first), on the supervisor's clock
     slot: int  # from `Slots`
+    born: float  # its fork, on the supervisor's clock
     ready: bool = False
     kill_at: float | None = None  # told to stop: killed if still alive then
     overdue_at: float | None = None  # when its silence was first seen to be over `worker_timeout`
@@ -204,8 +221,10 @@ class Supervisor:
     def __init__(self, config: Config, sockets: list[list], reload_config: Callable[[], Config],
                  announce: Callable[[Config], None], multiprocess_metrics: bool, metrics_sockets: list = ()):
         self.config = config
-        #: the listening sockets of worker number k: `sockets[k]` (one per address of `host`)
+        #: the listening sockets of worker number k: `sockets[k]` (one per address of `host`); none while its
+        #: replacement waits (`respawns`)
         self.sockets = sockets
+        self.port = sockets[0][0].getsockname()[1]
         #: `[server] metrics_port`'s socket (empty: /metrics is on the main port)
         self.metrics_sockets = metrics_sockets
         self.reload_config = reload_config
@@ -224,7 +243,11 @@ class Supervisor:
         #: the multiprocess metrics folder, held open: deleted (a cleaner of the temporary folder), its
         #: link count is 0 even if a folder of the same name was made since
         self._metrics_folder: int | None = None
-        self.restarts: list[float] = []
+        #: per worker number: how many of its workers in a row died within `STEADY_SECONDS` of their fork
+        self.short_lives: dict[int, int] = {}
+        #: per worker number: when its dead worker is to be replaced (`RESTART_DELAY_SECONDS`), and whether
+        #: the dead one had served (`_spawn`'s `replacing`)
+        self.respawns: dict[int, tuple[float, bool]] = {}
         self.stopping = False
         self.gave_up = False
         self.announced = False
@@ -273,7 +296,8 @@ class Supervisor:
 
     def _wait_for_events(self, wake_read: int) -> None:
         pipes = [w.pipe for w in self.workers.values() if w.pipe is not None]
-        readable, _, _ = select.select([wake_read, *pipes], [], [], 1.0)
+        due = min((at for at, _ in self.respawns.values()), default=math.inf)
+        readable, _, _ = select.select([wake_read, *pipes], [], [], max(0.0, min(1.0, due - self.clock())))
         if wake_read in readable:
             try:
                 os.read(wake_read, 512)
@@ -311,6 +335,10 @@ class Supervisor:
                 self._finish_reload(generation, config)
             elif now > deadline:
                 self._abandon_reload(f"the new workers did not start serving in {READY_TIMEOUT_SECONDS}s")
+        for number, (at, replacing) in list(self.respawns.items()):
+            if now >= at and not self.stopping:
+                del self.respawns[number]
+                self._spawn(number, self.generation, self.config, replacing)
         for worker in self.workers.values():
             if worker.kill_at is not None and now > worker.kill_at:
                 if not worker.killed:  # its loop held (a plugin's blocking close()?), or a drain past its grace
@@ -343,6 +371,8 @@ class Supervisor:
     # -- workers ----------------------------------------------------------------------------------
     def _spawn(self, number: int, generation: int, config: Config, replacing: bool = False) -> None:
         """Fork worker `number`; `replacing`: in place of one that served and exited on its own (`Node.start`)."""
+        if self.stopping or not self._listening(number):
+            return
         pipe_read, pipe_write = os.pipe()
         slot = self.slots.take()
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # no supervisor handler runs in the child
@@ -382,8 +412,22 @@ class Supervisor:
                 logging.shutdown()
                 os._exit(code)
         os.close(pipe_write)
-        self.workers[pid] = _Worker(pid, number, generation, pipe_read, heard=self.clock(), slot=slot)
+        born = self.clock()
+        self.workers[pid] = _Worker(pid, number, generation, pipe_read, heard=born, slot=slot, born=born)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+    def _listening(self, number: int) -> bool:
+        """Listen for worker `number` again if its sockets were closed while its replacement waited; False if the
+        port was taken meanwhile: the node stops."""
+        if not self.sockets[number]:
+            try:
+                self.sockets[number] = bind(self.config.server.host, self.port, reuse_port=True)
+            except StartupError as error:
+                log.critical("worker %d cannot be started again: %s; stopping the node", number, error)
+                self.gave_up = True
+                self._stop_all("stopping")
+                return False
+        return True
 
     def _reap(self) -> None:
         while self.workers:
@@ -418,21 +462,40 @@ class Supervisor:
             self.gave_up = True
             self._stop_all("stopping")
             return
-        now = self.clock()
-        self.restarts[:] = [t for t in self.restarts if now - t < RESTART_WINDOW_SECONDS] + [now]
-        if len(self.restarts) > MAX_RESTARTS_IN_WINDOW:
-            log.critical("workers keep dying (%d restarts in %ds); stopping the node",
-                         MAX_RESTARTS_IN_WINDOW, RESTART_WINDOW_SECONDS)
+        lived = self.clock() - worker.born
+        short = 0 if lived >= STEADY_SECONDS else self.short_lives.get(worker.number, 0) + 1
+        self.short_lives[worker.number] = short
+        numbers = range(self.config.server.workers)
+        if (all(self.short_lives.get(n, 0) >= GIVE_UP_AFTER_SHORT_LIVES for n in numbers)
+                and not any(w.ready for w in self.workers.values())):
+            log.critical("workers keep dying: worker %d (pid %d) exited with status %d, and each of the %d worker(s) "
+                         "died %d times in a row within %gs of its start, none serving; stopping the node",
+                         worker.number, worker.pid, code, len(numbers), GIVE_UP_AFTER_SHORT_LIVES, STEADY_SECONDS)
             self.gave_up = True
             self._stop_all("stopping")
             return
         from . import metrics  # imported by `preload`
         metrics.worker_restarted()
+        first, most = RESTART_DELAY_SECONDS
+        delay = min(first * 2 ** (short - 2), most) if short > 1 else 0.0  # one crash: capacity back at once
         # tolerant of an origin that does not open only in place of a worker that served: one that failed its
         # own start (a config's credentials refused at the node's start) is started again as it was
-        self._spawn(worker.number, self.generation, self.config, replacing=worker.ready)
-        log.error("worker %d (pid %d) exited with status %d; restarted%s", worker.number, worker.pid, code,
-                  _KILLED if code == -signal.SIGKILL and not (worker.hung or worker.killed) else "")
+        if delay:
+            self.respawns[worker.number] = (self.clock() + delay, worker.ready)
+            # closed until then: the kernel would queue a share of the new connections in them, each waiting for
+            # the delay (up to 30 s); those queued now are reset, what a balancer retries elsewhere
+            for sock in self.sockets[worker.number]:
+                sock.close()
+            self.sockets[worker.number] = []
+            restarted = (f"restarting in {delay:g}s (it lived {lived:.1f}s: {short} worker(s) {worker.number} in a "
+                         f"row died within {STEADY_SECONDS:g}s of their start)")
+        else:
+            self._spawn(worker.number, self.generation, self.config, replacing=worker.ready)
+            restarted = "restarted"
+        log.error("worker %d (pid %d) exited with status %d; %s%s", worker.number, worker.pid, code, restarted,
+                  _KILLED if code == -signal.SIGKILL and not (worker.hung or worker.killed) else
+                  f" ({signal.Signals(-code).name}: {_CRASHED[-code]}; its threads' stacks are above)"
+                  if -code in _CRASHED else "")
 
     def _stop(self, workers: list[_Worker]) -> None:
         kill_at = self.clock() + self.config.server.shutdown_grace + KILL_MARGIN_SECONDS
@@ -450,6 +513,7 @@ class Supervisor:
                 sock.close()
         self.stopping = True
         self.pending = None
+        self.respawns.clear()
         self._stop(list(self.workers.values()))
 
     def _check_metrics_folder(self) -> None:
@@ -564,6 +628,8 @@ class Supervisor:
     def _finish_reload(self, generation: int, config: Config) -> None:
         old = [w for w in self.workers.values() if w.generation != generation]
         self.config, self.generation, self.pending = config, generation, None
+        self.respawns.clear()  # every worker number has a worker of the new generation
+        self.short_lives.clear()
         self._stop(old)
         if self._pending_reload:
             from . import metrics  # imported by `preload`
@@ -629,6 +695,9 @@ def serve_worker(config: Config, sockets: list, pipe: int, metrics_sockets: list
     from .fetching import fetch_budget
     from .httpserver import make_server
 
+    # a fatal signal (a crash in libvips or a plugin's C code, an abort) writes the threads' stacks: the crash's
+    # names the call; without it the log said "exited with status -11" alone (soak probe)
+    faulthandler.enable(all_threads=True)
     memory.configure_allocator(config.server.malloc_arenas, config.server.memory_trim)  # before libvips' threads
     from .hits import image_server
     from .server import Node, make_metrics_app  # imported by the supervisor (`preload`)

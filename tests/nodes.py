@@ -192,9 +192,12 @@ def install_plugin(site: Path, name: str, module: str) -> None:
 #: origin types whose behaviour hangs on their `marker` file (`install_plugin(site, "marked", MARKED_ORIGINS)`):
 #: `stuck` blocks its worker's loop, `checking` checks in `open()` that its storage (the marker's folder) is there,
 #: `swallowing` fetches for ever, whatever cancels it, `slow_config`'s `from_config` waits while the marker is there
-#: (writing `reading` beside it as it starts waiting)
+#: (writing `reading` beside it as it starts waiting), `crashing`'s `open()` crashes its worker (SIGSEGV, as native
+#: code would) while the marker is there
 MARKED_ORIGINS = """
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -241,6 +244,17 @@ class CheckingOrigin(MarkedOrigin):
             raise OriginNotFound(request.path) from None
 
 
+class CrashingOrigin(MarkedOrigin):
+    type_name = "crashing"
+
+    async def open(self):
+        if self.marker.exists():
+            os.kill(os.getpid(), signal.SIGSEGV)
+
+    async def fetch(self, request):
+        raise OriginNotFound(request.path)
+
+
 class SwallowingOrigin(MarkedOrigin):
     type_name = "swallowing"
 
@@ -272,5 +286,5 @@ class SlowConfigOrigin(MarkedOrigin):
 
 @hookimpl
 def edge_origin_types():
-    return [StuckOrigin, CheckingOrigin, SwallowingOrigin, SlowConfigOrigin]
+    return [StuckOrigin, CheckingOrigin, CrashingOrigin, SwallowingOrigin, SlowConfigOrigin]
 """

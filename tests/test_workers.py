@@ -157,7 +157,7 @@ async def test_workers_that_die_leave_no_metrics_files_behind_and_their_counts_s
             victim = node.worker_pids()[0]
             seen = len(node.log)
             os.kill(victim, signal.SIGKILL)
-            node.wait_for_log(f"pid {victim}\\) exited with status .*; restarted", start=seen)
+            node.wait_for_log(f"pid {victim}\\) exited with status .*; restart", start=seen)  # (in 0.5s, 1s...)
             metrics = await scrape_when(node.url, "edge_workers", 2)  # the dead one's live gauges gone, and back
         assert sorted(path.name for path in folder.iterdir()) == files
         assert total(metrics, "edge_http_requests_total", status="200") == 10  # the dead workers' counts too
@@ -427,6 +427,39 @@ async def test_the_start_time_stays_the_nodes_across_reloads_and_restarted_worke
         node.wait_for_log(f"pid {victim}\\) exited with status .*; restarted", start=mark)
         metrics = await scrape_when(node.url, "edge_workers", 2)
         assert total(metrics, "edge_start_time_seconds") == started
+    finally:
+        assert node.stop() == 0
+
+
+def test_a_worker_that_crashes_as_it_starts_is_started_again_later_and_later_while_the_others_serve(tmp_path):
+    """One worker whose replacements crash as they start (a plugin's native code) is started again after 0.5, 1, 2 s...
+    while the other serves, and comes back once the cause is gone: it had been started again 10 times in 0.4 s, and
+    the node stopped, the serving worker with it (soak probe)."""
+    site = tmp_path / "site"
+    install_plugin(site, "marked", MARKED_ORIGINS)
+    crash = tmp_path / "crash"
+    crashing = f'[[origins]]\nname = "crashing"\ntype = "crashing"\nmarker = "{crash}"\n'
+    node = NodeProcess(write_config(tmp_path, local_config(before="[server]\nworkers = 2", after=crashing)),
+                       env={"PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get("PYTHONPATH"))))})
+    serving = ServingNode(node)
+    try:
+        crash.touch()
+        victim, survivor = node.worker_pids()
+        os.kill(victim, signal.SIGKILL)
+        node.wait_for_log(r"exited with status -11; restarting in 2s \(it lived [\d.]+s: 4 worker\(s\) \d in a row "
+                          r"died within 30s of their start\)", 30)
+        assert node.process.poll() is None and node.worker_pids() == [survivor]
+        assert {serving.get(f"/tr:w-{width}/coffee.jpg")[0] for width in range(30, 40)} == {200}
+        crash.unlink()
+
+        def back() -> bool:
+            pids = node.worker_pids()
+            return len(pids) == 2 and alive(pids[1])
+        polled(back, "the crashing worker's number served again", 10)
+        mark = len(node.log)
+        assert {image_size(serving.get(f"/tr:w-{width}/coffee.jpg")[2])[0] for width in range(40, 60)} == set(
+            range(40, 60))
+        assert not any("exited" in line for line in node.log[mark:])
     finally:
         assert node.stop() == 0
 
