@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from .errors import BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe, OutOfDescriptors
+from .errors import (BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe, OutOfDescriptors,
+                     OutOfMemory, Overloaded)
 from .fetching import fetching_for
 from .logs import Sparse, capped
 from .metrics import ORIGIN_FAILURES, Metrics
@@ -43,7 +44,7 @@ FAILURE_LOG_SECONDS = 10.0
 _FAILURE_LINES = Sparse(FAILURE_LOG_SECONDS)
 #: characters of a failure's message logged (it may quote the client's path, of up to 32 kB)
 FAILURE_LOG_CHARS = 300
-#: errors looked through for the cause of a failure (`_out_of_descriptors`): a chain is a few long
+#: errors looked through for the cause of a failure (`_exhausted`): a chain is a few long
 MAX_CAUSES = 8
 #: seconds past its timeout a fetch's wait may end before the node says the event loop was held
 LATE_SECONDS = 0.5
@@ -108,9 +109,9 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
             outcome = "abandoned"  # says whether the origin kept its clients waiting (EdgeOriginAbandoned)
             raise
         except Exception as exc:  # OriginFailure (the timeout's too), or a bug in the plugin
-            if _out_of_descriptors(exc):
+            if (exhausted := _exhausted(exc)) is not None:
                 outcome = "busy"
-                raise OutOfDescriptors() from None
+                raise exhausted from None
             failure = as_failure(origin, exc)
             outcome = failure.kind if failure.kind in ORIGIN_FAILURES else "error"
             failures.append((origin, failure))
@@ -230,16 +231,19 @@ def _kind_of(value: object) -> str:
     return f"an Original of {type(value.body).__name__}" if isinstance(value, Original) else type(value).__name__
 
 
-def _out_of_descriptors(exc: BaseException | None) -> bool:
-    """Whether a fetch failed for want of a file descriptor: the error, or one it was raised from or while
-    handling (a plugin's `OriginFailure` made of the `OSError`, `from None` included, keeps it as its context)."""
+def _exhausted(exc: BaseException | None) -> Overloaded | None:
+    """The node's overload if a fetch failed for want of a file descriptor or of memory, not for its origin: by the
+    error, or one it was raised from or while handling (a plugin's `OriginFailure` made of the `OSError`, `from
+    None` included, keeps it as its context)."""
     for _ in range(MAX_CAUSES):
         if exc is None:
-            return False
+            return None
         if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
-            return True
+            return OutOfDescriptors()
+        if isinstance(exc, MemoryError):
+            return OutOfMemory()
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None
 
 
 def as_failure(origin: Origin, exc: BaseException) -> OriginFailure:

@@ -204,6 +204,17 @@ class OutOfDescriptors(Overloaded):
         super().__init__("node overloaded: out of file descriptors, retry later")
 
 
+class OutOfMemory(Overloaded):
+    """An allocation failed: the process is at its memory limit (an `RLIMIT_AS`, a container's limit below the
+    node's budgets) (503: a `MemoryError` reading a local file was a 502 blaming the origin, libvips' failed
+    allocation a 422 blaming the original, elsewhere a 500; scarce-resources probe)."""
+
+    kind = "out_of_memory"
+
+    def __init__(self) -> None:
+        super().__init__("node overloaded: out of memory, retry later")
+
+
 class SendMemoryExhausted(Overloaded):
     """Answering would take the process's bytes of large bodies being sent over `[server] send_memory` (503)."""
 

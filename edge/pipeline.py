@@ -53,8 +53,8 @@ from .cache import BeforeReading, CachedOutput, Caches, SourceInfo, UnreadOutput
 from .cache.purges import node_time
 from .chain import given_host
 from .config import Config
-from .errors import (BadGateway, BadRequest, EdgeError, InvalidTransformation, NothingToServe, RenderTimedOut,
-                     SignatureRefused, UnprocessableSource, WatermarkMissing, drop_tracebacks)
+from .errors import (BadGateway, BadRequest, EdgeError, InvalidTransformation, NothingToServe, OutOfMemory,
+                     RenderTimedOut, SignatureRefused, UnprocessableSource, WatermarkMissing, drop_tracebacks)
 from .fetching import Holding, fetch_budget
 from .flight import SETTLE_SECONDS, SingleFlight
 from .logs import Sparse
@@ -261,6 +261,8 @@ class Pipeline:
             if isinstance(error, SignatureRefused):  # counted once answered: planning has no side effect
                 self._metrics.add(self._metrics.signature_refusals, (error.endpoint, error.reason))
             return Served(error.endpoint or endpoint, "error", error=error)
+        except MemoryError:  # an allocation failed, anywhere (a render's thread too): the node's overload, no bug's 500
+            return Served(endpoint, "error", error=OutOfMemory())
 
     async def settle(self, timeout: float = SETTLE_SECONDS) -> None:
         """Wait (bounded) until the originals no image could be made of are dropped."""

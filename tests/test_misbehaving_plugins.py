@@ -87,6 +87,8 @@ class MisbehavingPlugin:
             if behaviour == "block":  # a blocking call in the coroutine: holds the whole worker
                 time.sleep(1.5)
                 return Original(PHOTO)
+            if behaviour == "out-of-memory":  # an allocation that failed: the process at its memory limit
+                raise plugin_api.OriginFailure("the body could not be read", "error") from MemoryError()
             if behaviour == "own-timeout":  # its client's, long before the node's
                 raise TimeoutError("the client gave up")
             if behaviour == "own-wait-for":
@@ -208,6 +210,18 @@ async def test_a_fetch_that_swallows_its_cancellation_is_answered_at_the_timeout
     assert "origin 'plugin' failed (timeout): no answer within 0.5s" in caplog.text
     # the timeout is 0.5 s, the plugin's own end 1.5 s (0.9 s as a bound was passed by 2 ms once, in CI's serial phase)
     assert time.monotonic() - started < 1.4
+    await served_afterwards(node)
+
+
+async def test_a_fetch_out_of_memory_is_the_nodes_503_not_the_origins_502(node):
+    """A `MemoryError` (the process at its memory limit; here the cause of the plugin's failure) is the node's
+    overload: reading a local file under a 420 MB `RLIMIT_AS` had been a 502 `imgs: error` blaming a healthy
+    origin (scarce-resources probe)."""
+    response = await node.fetch("/tr:w-64/out-of-memory/photo.jpg")
+    assert (response.code, response.body) == (503, b"node overloaded: out of memory, retry later\n")
+    assert (response.headers["X-Edge-Error"], response.headers["Retry-After"]) == ("out_of_memory", "1")
+    fetches = samples((await node.fetch("/metrics")).body.decode(), "edge_origin_fetches_total", origin="plugin")
+    assert {dict(labels)["outcome"]: n for labels, n in fetches.items() if n} == {"busy": 1}
     await served_afterwards(node)
 
 

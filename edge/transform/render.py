@@ -30,8 +30,8 @@ import pyvips
 
 from ..cache.entries import strong_etag
 from ..config import Defaults, Limits, ServerSettings
-from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, RenderTimedOut, TransformQueueFull,
-                      TransformQueueTimeout, UnprocessableSource, drop_tracebacks)
+from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, OutOfMemory, RenderTimedOut,
+                      TransformQueueFull, TransformQueueTimeout, UnprocessableSource, drop_tracebacks)
 from ..threads import BlockingPool, NotStarted
 from . import heic, held, stopping, svgraster
 from .as_is import without_metadata
@@ -622,11 +622,19 @@ class _LayerDrawer:
             raise InvalidTransformation(f"i-{path}", error.message) from None
         except pyvips.Error as error:
             stopping.check()  # a stopped render fails inside libvips: report why it was stopped
+            _check_allocated(error)
             if _harmless_warning(error, header, strict):
                 raise _HarmlessJpegWarning() from None
             reason = "not an image the node can decode" if not _decodes(body, header, limits, strict) else \
                 "libvips could not apply the layer's transformation to it"
             raise InvalidTransformation(f"i-{path}", reason) from None
+
+
+def _check_allocated(error: pyvips.Error) -> None:
+    """Raise `OutOfMemory` if libvips failed for an allocation (its loaders' and its own `out of memory`): the
+    process at its memory limit, not a corrupt original's 422 (scarce-resources probe)."""
+    if "out of memory" in str(error).lower():
+        raise OutOfMemory() from None
 
 
 def _decodes(body: bytes, header: ImageHeader, limits: Limits, strict: bool) -> bool:
@@ -807,6 +815,7 @@ def _render_checked(body: bytes, transformation: Transformation, planned_format:
                            key=lambda candidate: len(candidate[0]))
     except pyvips.Error as error:
         stopping.check()  # a stopped render fails inside libvips: report why it was stopped
+        _check_allocated(error)
         if _harmless_warning(error, header, strict):
             raise _HarmlessJpegWarning() from None
         # libvips reports some truncations only while writing, so the encode is inside this try too.
