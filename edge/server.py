@@ -424,12 +424,13 @@ class BaseHandler(tornado.web.RequestHandler):
     def clear(self) -> None:
         # Tornado's `clear` (called for every answer, and again for an error's): the `Date` formatted
         # once a second (per response it was 4 % of a cache hit's Python time), no `Server` header (it
-        # named Tornado's version), and the request id (checked or made by `request_id`: no
-        # `set_header` check needed)
+        # named Tornado's version), the request id (checked or made by `request_id`: no `set_header`
+        # check needed), and `nosniff` on every answer: a body is what its `Content-Type` says (an error's
+        # line may quote the request), never a page a browser sniffed in it
         if self.request_id is None:
             self.request_id = accesslog.request_id(header_value(self.request.headers, "X-Request-Id"))
         self._headers = httputil.HTTPHeaders({"Content-Type": "text/html; charset=UTF-8", "Date": date_header_now(),
-                                              "X-Request-Id": self.request_id})
+                                              "X-Request-Id": self.request_id, "X-Content-Type-Options": "nosniff"})
         self._write_buffer = []
         self._status_code = 200
         self._reason = httputil.responses[200]
@@ -489,7 +490,6 @@ class BaseHandler(tornado.web.RequestHandler):
         self.clear()
         self.set_status(status)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.set_header("X-Content-Type-Options", "nosniff")  # the body may quote the request: never a page
         self.set_header("Cache-Control", "no-store")
         for name, value in (headers or {}).items():  # may replace Cache-Control
             self.set_header(name, _header_safe(value))

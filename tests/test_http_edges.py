@@ -393,6 +393,23 @@ async def test_error_answers_are_never_sniffed_and_name_their_kind(node_factory,
     assert answer.headers["x-edge-error"] == kind
 
 
+@pytest.mark.parametrize("method, target, body, status, content_type", [
+    # those two were sent without it: only the images and the `text/plain` answers had it (HTTP probe)
+    ("POST", "/_edge/purge", '{"url": "/a.jpg"}', 200, "application/json"),
+    ("GET", "/_edge/status", "", 200, "text/html; charset=utf-8"),
+    ("GET", "/metrics", "", 200, "text/plain; version=0.0.4; charset=utf-8"),
+    ("GET", "/_edge/ready", "", 200, "text/plain; charset=utf-8"),
+    ("OPTIONS", "/tr:w-10/coffee.jpg", "", 204, None),  # a CORS preflight
+])
+async def test_every_answer_is_never_sniffed(node_factory, tmp_path, method, target, body, status, content_type):
+    node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
+    extra = (f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n"
+             "Origin: https://shop.example.com\r\nAccess-Control-Request-Method: GET\r\n")
+    answer = await exchange(node.url, raw_get(target, method=method, extra=extra) + body.encode())
+    assert (answer.status, answer.headers.get("content-type")) == (status, content_type)
+    assert answer.headers["x-content-type-options"] == "nosniff"
+
+
 # -- 11. `Expect: 100-continue` -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("request_head", [
