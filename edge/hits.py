@@ -27,7 +27,7 @@ from . import accesslog
 from .httpserver import EdgeHTTPServer, date_header_now, make_server
 from .pipeline import ImageCall, Served
 from .server import (ADMIN_HANDLERS, CONTENT_LENGTH, LARGE_BODY, Node, attachment, client_address,
-                     count_image_answer, header_value, image_headers, make_app, send_body)
+                     count_image_answer, header_value, image_headers, make_app, refuses_method, send_body)
 
 log = logging.getLogger("edge.server")
 
@@ -43,7 +43,7 @@ def image_server(node: Node) -> EdgeHTTPServer:
     """The server of the images' port: the shortcut in front of the node's application, with `[server]`'s
     limits, and what it does to connections counted in the node's metrics."""
     return make_server(HitShortcut(make_app(node), node), node.config.server, node.config.admin_token,
-                       observer=node.metrics)
+                       observer=node.metrics, refuses_method=refuses_method)
 
 
 class HitShortcut(httputil.HTTPServerConnectionDelegate):

@@ -276,19 +276,26 @@ class _ConnectionStream(IOStream):
 READ_CHUNK_SIZE = 8192
 
 
+def _refuses_no_method(method: str, path: str) -> bool:
+    return False
+
+
 def make_server(app: httputil.HTTPServerConnectionDelegate, settings: ServerSettings,
                 admin_token: Secret | None = None, cors: bool = True,
-                observer: ConnectionObserver | None = None) -> EdgeHTTPServer:
+                observer: ConnectionObserver | None = None,
+                refuses_method: Callable[[str, str], bool] = _refuses_no_method) -> EdgeHTTPServer:
     """An `HTTPServer` for `app` with `[server]`'s limits; a purge carrying `admin_token` may take
     `max_admin_body` bytes, every other request `max_request_body`; its own answers carry the CORS
     headers if `cors` (the images' port, not `metrics_port`); what it does to connections is told to
-    `observer`."""
+    `observer`; `refuses_method(method, path)` says whether `app` answers a request a 405 whatever it
+    holds (its body is then not waited for)."""
     return EdgeHTTPServer(
         app,
         settings=settings,
         admin_token=admin_token,
         answers=EarlyAnswers(cors_headers(settings.cors_origin) if cors else {}),
         observer=observer or _Unobserved(),
+        refuses_method=refuses_method,
         idle_connection_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
         max_header_size=settings.max_header_size,
@@ -344,13 +351,14 @@ class _ConnectionState:
 
 class EdgeHTTPServer(HTTPServer):
     def initialize(self, *args, settings: ServerSettings, admin_token: Secret | None, answers: EarlyAnswers,
-                   observer: ConnectionObserver, **kwargs) -> None:
+                   observer: ConnectionObserver, refuses_method: Callable[[str, str], bool], **kwargs) -> None:
         super().initialize(*args, **kwargs)
         self.conn_params.header_timeout = None  # the sweep enforces it
         self.settings = settings
         self.observer = observer
         self.answers = answers
         self.admin_token = admin_token
+        self.refuses_method = refuses_method
         self._states: dict[object, _ConnectionState] = {}  # by the connection's IOStream
         self._draining = False
         self._fd_warnings = Sparse(FD_WARNING_INTERVAL)
@@ -670,6 +678,15 @@ class _Limited(httputil.HTTPMessageDelegate):
             # expectation is ignored (RFC 9110 15.2, 10.1.1), nor when no body is to come (10.1.1 allows that),
             # nor to a body it refuses unread (the client would start sending a body only to get the 400)
             del headers["Expect"]
+        elif ("100-continue" in _tokens(headers.get("Expect", ""))
+              and self._server.refuses_method(start_line.method, path)):
+            # a method the target refuses: its 405 at once (10.1.1 allows it), not after a body sent only to be
+            # dropped. The request goes on as one without a body, and the connection is closed after the answer:
+            # what could come next on it is that body, held back for the 100
+            del headers["Expect"]
+            for framing in ("Content-Length", "Transfer-Encoding"):
+                headers.pop(framing, None)
+            _last_on_connection(self._request_conn)
         return self._delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk):

@@ -482,6 +482,11 @@ class BaseHandler(tornado.web.RequestHandler):
         return [method for method in cls.SUPPORTED_METHODS
                 if getattr(cls, method.lower()) is not tornado.web.RequestHandler._unimplemented_method]
 
+    @classmethod
+    def may_take(cls, method: str) -> bool:
+        """Whether a request with `method` may get an answer other than a 405."""
+        return method in cls.allowed_methods()
+
     def _send_plain(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         """An error answer (or a plain one): one `text/plain` line. The one place error bodies are
         written: `one_line` escapes what could break the line (a message may quote the client's input),
@@ -569,6 +574,10 @@ class ImageHandler(BaseHandler):
     def clear(self) -> None:
         super().clear()
         self._headers.update(self.cors_headers)  # on every answer, errors included
+
+    @classmethod
+    def may_take(cls, method: str) -> bool:
+        return method == "OPTIONS" or super().may_take(method)  # a CORS preflight is answered (`prepare`)
 
     def _answered_preflight(self) -> bool:
         """Answer a CORS preflight (an `OPTIONS` with `Origin` and `Access-Control-Request-Method`) when
@@ -957,6 +966,12 @@ PROBES = (HealthHandler, ReadyHandler, MetricsHandler)
 #: the paths that are not images, and their handlers (every other path is `ImageHandler`'s)
 ADMIN_HANDLERS = {"/_edge/health": HealthHandler, "/_edge/ready": ReadyHandler, PURGE_PATH: PurgeHandler,
                   "/_edge/status": StatusHandler, "/metrics": MetricsHandler}
+
+
+def refuses_method(method: str, path: str) -> bool:
+    """Whether `make_app`'s application answers `method` on `path` with a 405, whatever else the request says
+    (`edge.httpserver` answers it at once, not after a body held back for a `100 (Continue)`)."""
+    return not ADMIN_HANDLERS.get(path, ImageHandler).may_take(method)
 
 
 def make_app(node: Node) -> tornado.web.Application:

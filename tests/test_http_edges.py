@@ -444,6 +444,28 @@ async def test_a_body_refused_unread_gets_its_400_without_a_100_first(node_facto
     assert (answer.status, answer.body, answer.headers["connection"]) == (400, b"bad request\n", "close")
 
 
+@pytest.mark.parametrize("method, target, framing, allow", [
+    ("POST", "/tr:w-100/coffee.jpg", "Content-Length: 4000", "GET, HEAD"),
+    ("PUT", "/coffee.jpg", "Transfer-Encoding: chunked", "GET, HEAD"),
+    ("GET", "/_edge/purge", "Content-Length: 20", "POST"),
+    ("FROB", "/coffee.jpg", "Content-Length: 20", "GET, HEAD"),  # a method Tornado does not know
+])
+async def test_a_method_the_target_refuses_gets_its_405_without_a_100_or_the_body(node_factory, tmp_path, method,
+                                                                                   target, framing, allow):
+    """Tornado sent `100 (Continue)`, waited for the whole body, then answered 405 (HTTP probe). The body is
+    never read, so the connection is closed after the answer: nothing sent after it is taken for a request."""
+    node = await node_factory(write_config(tmp_path, local_config(before=ADMIN)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(node))
+    try:
+        writer.write(f"{method} {target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n{framing}\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        answer = Answer(await asyncio.wait_for(reader.read(), WAIT))  # to the end: the node closes the connection
+    finally:
+        writer.close()
+    assert (answer.status, answer.headers["allow"], answer.text()) == (405, allow, "Method Not Allowed\n")
+    assert (answer.headers["connection"], answer.headers["x-edge-error"]) == ("close", "method_not_allowed")
+
+
 @pytest.mark.parametrize("connection", ["TE, close", "close, TE", "keep-alive, Close"])
 async def test_close_among_other_connection_options_closes_the_connection(node_factory, tmp_path, connection):
     """RFC 9110 7.6.1: `close` in a list binds as alone; Tornado closed only on a field that was exactly
