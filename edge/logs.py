@@ -39,6 +39,9 @@ CONTINUATION = "  "
 #: and an origin's failure is found in the access log. Work shared by several requests (a render, an original's
 #: fetch) names the request that started it
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+#: the request's method, host and path (not its query: a signature or a token may be in it), set with
+#: `REQUEST_ID`: what names a request whose access log line will never be written (`edge.render_notes`)
+REQUEST_TARGET: ContextVar[str | None] = ContextVar("request_target", default=None)
 
 
 def loggable(text: str, max_chars: int = MAX_MESSAGE_CHARS) -> str:

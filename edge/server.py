@@ -32,7 +32,7 @@ from .errors import (BadRequest, EdgeError, InvalidTransformation, NothingToServ
 from .fanout import FORWARDED_HEADER, FanOut
 from .flight import SingleFlight, wait_bound
 from .httpserver import PURGE_PATH, cors_headers, date_header_now
-from .logs import CLIENT_NOISE_SECONDS, REQUEST_ID, Sparse
+from .logs import CLIENT_NOISE_SECONDS, REQUEST_ID, REQUEST_TARGET, Sparse
 from .metrics import Metrics
 from .origin import Origin
 from .originals import OriginalSource
@@ -438,6 +438,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         # in the request's own task (Tornado's `_execute`): what is logged while it is served names it
         REQUEST_ID.set(self.request_id)
+        REQUEST_TARGET.set(f"{self.request.method} {self.request.host}{self.request.path}")
 
     def compute_etag(self) -> None:
         return None  # ETags are computed once, when an output is stored, never by hashing each body

@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from . import memory
+from .render_notes import RenderNotes, keep
 from .checks import bind, keep_cache_dirs_locked
 from .config import Config, endpoints_fetching_elsewhere
 from .errors import ConfigError, StartupError
@@ -176,6 +177,7 @@ class _Worker:
     heard: float  # when its last byte arrived (its fork, before the first), on the supervisor's clock
     slot: int  # from `Slots`
     born: float  # its fork, on the supervisor's clock
+    notes: RenderNotes  # what its render threads work on
     ready: bool = False
     kill_at: float | None = None  # told to stop: killed if still alive then
     overdue_at: float | None = None  # when its silence was first seen to be over `worker_timeout`
@@ -374,6 +376,7 @@ class Supervisor:
         if self.stopping or not self._listening(number):
             return
         pipe_read, pipe_write = os.pipe()
+        notes = RenderNotes(config.server.transform_threads)
         slot = self.slots.take()
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # no supervisor handler runs in the child
         gc.freeze()  # what the child inherits stays shared: its collections no longer write to it
@@ -398,6 +401,7 @@ class Supervisor:
                         sock.close()  # the supervisor keeps them open
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 _die_with_parent()
+                keep(notes)
                 if self.multiprocess_metrics:
                     from .metrics import name_files_by  # imported once the metrics' folder is chosen
                     name_files_by(slot)
@@ -413,7 +417,7 @@ class Supervisor:
                 os._exit(code)
         os.close(pipe_write)
         born = self.clock()
-        self.workers[pid] = _Worker(pid, number, generation, pipe_read, heard=born, slot=slot, born=born)
+        self.workers[pid] = _Worker(pid, number, generation, pipe_read, heard=born, slot=slot, born=born, notes=notes)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
     def _listening(self, number: int) -> bool:
@@ -449,7 +453,12 @@ class Supervisor:
                 multiprocess.mark_process_dead(process_name(worker.slot))
                 slot_emptied(worker.slot)
             self.slots.give_back(worker.slot)
-            self._on_exit(worker, os.waitstatus_to_exitcode(status))
+            code = os.waitstatus_to_exitcode(status)
+            if code and (rendering := worker.notes.read()):  # their access log lines will never be written
+                log.error("worker %d (pid %d) was rendering for %s when it ended", worker.number, worker.pid,
+                          "; ".join(rendering))
+            worker.notes.close()
+            self._on_exit(worker, code)
 
     def _on_exit(self, worker: _Worker, code: int) -> None:
         if self.stopping or worker.kill_at is not None:

@@ -15,7 +15,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.supervisor import CONFIRM_SECONDS
-from edge.testing import ServingNode, image_size
+from edge.testing import ServingNode, image_size, photo_image
 from tests.assets import colour, solid
 from tests.nodes import (MARKED_ORIGINS, NodeProcess, decode, install_plugin, local_config, polled, until,
                          until_stored, web_config, write_config)
@@ -136,6 +136,39 @@ def test_a_killed_worker_is_replaced(tmp_path):
         assert len(replacement) == 2
     finally:
         assert node.stop() == 0
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        user, system = stat.read().rpartition(")")[2].split()[11:13]
+    return (int(user) + int(system)) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_worker_that_dies_rendering_is_logged_with_the_request_it_rendered_for(tmp_path):
+    """A worker ended by a signal (here SIGKILL, as the OOM killer does) while it renders: its access log line is
+    never written, and the log said "exited with status -9" alone; the supervisor names the request (soak probe)."""
+    (tmp_path / "photo.jpg").write_bytes(photo_image())
+    node = NodeProcess(write_config(tmp_path, local_config(tmp_path, before="[server]\nworkers = 1\n[limits]\n"
+                                                                            "max_cost = 2000")))  # a long render
+    try:
+        (victim,) = node.worker_pids()
+        idle = cpu_seconds(victim)
+        parts = urlsplit(node.url)
+        client = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        client.sendall(b"GET /tr:w-3500,f-avif,q-95/photo.jpg?sig=no-query-logged HTTP/1.1\r\nHost: shop.example\r\n"
+                       b"X-Request-Id: dying-render-1\r\n\r\n")
+        polled(lambda: cpu_seconds(victim) - idle > 0.3, "the render under way", 20)
+        os.kill(victim, signal.SIGKILL)
+        node.wait_for_log(rf"pid {victim}\) exited with status -9")
+        client.close()
+        (line,) = [line for line in node.log if "was rendering" in line]
+        assert line.rstrip().endswith(f"worker 0 (pid {victim}) was rendering for dying-render-1 GET "
+                             "shop.example/tr:w-3500,f-avif,q-95/photo.jpg when it ended")
+        assert image_size(ServingNode(node).get("/tr:w-30/photo.jpg")[2]) == (30, 22)  # its replacement serves
+        assert not [line for line in node.log if "was rendering" in line][1:]  # a worker that exits serving: none
+    finally:
+        assert node.stop() == 0
+    assert sum("was rendering" in line for line in node.log) == 1
 
 
 async def test_workers_that_die_leave_no_metrics_files_behind_and_their_counts_stay(tmp_path):

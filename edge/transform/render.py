@@ -29,6 +29,7 @@ from pathlib import Path
 import pyvips
 
 from ..cache.entries import strong_etag
+from .. import render_notes
 from ..config import Defaults, Limits, ServerSettings
 from ..errors import (BadRequest, DecodeMemoryExhausted, InvalidTransformation, OutOfMemory, RenderTimedOut,
                       TransformQueueFull, TransformQueueTimeout, UnprocessableSource, drop_tracebacks)
@@ -909,8 +910,8 @@ class Renderer:
         self.check_room(lane)
         self._count_pending(+1, lane)
         try:
-            return await self._threads.run(function, *args, start_within=start_within or self._queue_timeout,
-                                           lane=lane)
+            return await self._threads.run(render_notes.noting(function), *args,
+                                           start_within=start_within or self._queue_timeout, lane=lane)
         except NotStarted:
             self._refused("queue_timeout")
             raise TransformQueueTimeout() from None
