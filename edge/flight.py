@@ -106,7 +106,7 @@ class SingleFlight:
         self.name = name
         self._directory = directory
         # Opened by `open_leases`, in the serving process. POSIX locks belong to the process and all of them
-        # on a file drop when any descriptor of it closes: this is the only one we ever open.
+        # on a file drop when any descriptor of it closes: this is the only one of the file we ever open.
         self._lease_fd: int | None = None
         self._failures: diskcache.Cache | None = None
         self._wait_seconds = wait_seconds
@@ -252,12 +252,44 @@ class SingleFlight:
         created waits for a disk that hangs (frozen, a dying disk, an NFS server away), and on the IOLoop, at the
         first miss, it had held every request of the worker, health probes included. Without it (the folder not
         writable), the flight coalesces within the worker only."""
+        self._lease_fd = self._open_lease_file()
+
+    def _open_lease_file(self) -> int | None:
         try:
             self._directory.mkdir(parents=True, exist_ok=True)
-            self._lease_fd = os.open(self._directory / "leases", os.O_RDWR | os.O_CREAT, 0o644)
+            return os.open(self._directory / "leases", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:  # EACCES here is a folder or file the node may not write, never a held lease:
             # taken for one, every miss of the worker had waited `wait_bound` (40 s) and been answered 504
             self._health.failed("flight", error_kind(exc), f"no lease across workers: {exc}")
+            return None
+
+    async def follow_replacement(self) -> None:
+        """Open the lease file again when it is no longer the one open: the cache folder deleted (or moved) and made
+        again under the node, a worker started after (a replacement's) locked a file the others did not, and the old
+        one held a descriptor for good. The leases held on the old file drop: their keys' work may be done twice."""
+        held = self._lease_fd
+        if held is None:
+            return
+        reopened = await self._io(self._lease_file_replaced, held)
+        if reopened is None:
+            return
+        if self._lease_fd == held:
+            self._lease_fd = reopened
+            os.close(held)
+        else:  # closed meanwhile (the worker stops), `held` with it
+            os.close(reopened)
+
+    def _lease_file_replaced(self, held: int) -> int | None:
+        """(blocking) The lease file opened again when it is not the file `held`, else None."""
+        try:
+            there, opened = os.stat(self._directory / "leases"), os.fstat(held)
+            if (there.st_dev, there.st_ino) == (opened.st_dev, opened.st_ino):
+                return None
+        except FileNotFoundError:
+            pass
+        except OSError:  # a disk failing: the lease file is kept, looked at again the next second
+            return None
+        return self._open_lease_file()
 
     def _try_lock(self, offset: int) -> bool:
         """Whether this worker may do the work: it holds the lease, or there can be no lease. A lock takes no

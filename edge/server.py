@@ -366,6 +366,9 @@ class Node:
 
     async def _cache_housekeeping(self) -> None:
         await self.caches.io(self.caches.every_second)
+        await self.caches.close_replaced()
+        for flight in self.flights.values():
+            await flight.follow_replacement()
 
     async def readiness(self) -> tuple[bool, str]:
         """`check_readiness`, at most once per `READY_SECONDS`: the requests meanwhile share its answer

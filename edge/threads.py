@@ -123,12 +123,13 @@ class BlockingPool:
             self._turns.append(lane)
             return waiting.popleft()
 
-    def on_each_thread(self, function: Callable[[], None]) -> None:
+    def on_each_thread(self, function: Callable[[], None]) -> bool:
         """Run `function()` once in every started thread, all of them at once, and wait (blocking,
-        bounded): for what each thread holds of its own, such as a SQLite connection."""
+        bounded): for what each thread holds of its own, such as a SQLite connection. Whether it did: when not
+        every thread was free within `EACH_THREAD_SECONDS`, one may have run it twice and another not at all."""
         threads = len(self._threads)
         if not threads:
-            return
+            return True
         barrier = threading.Barrier(threads + 1)
 
         def each() -> None:
@@ -144,12 +145,15 @@ class BlockingPool:
         done = threading.Semaphore(0)
         for _ in range(threads):
             self._queue.put([None, None, each, (), None])
+        held = True
         try:
             barrier.wait(timeout=EACH_THREAD_SECONDS)
         except threading.BrokenBarrierError:
             log.warning("%s: not every thread was free within %gs", self._name, EACH_THREAD_SECONDS)
+            held = False
         for _ in range(threads):
             done.acquire(timeout=EACH_THREAD_SECONDS)
+        return held
 
     def shutdown(self, drop_queued: bool = False) -> None:
         """Stop the threads once the calls queued before have run (with `drop_queued`, those not

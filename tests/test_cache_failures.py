@@ -4,6 +4,7 @@ is counted in `edge_cache_errors_total{tier,kind}` and reported by `/_edge/ready
 still serves)."""
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import itertools
@@ -491,12 +492,53 @@ async def test_a_deleted_cache_folder_is_made_again_within_seconds(node_factory,
     hit = await node.fetch(PNG)  # kept where everyone (purges, `edge cache stats`) sees it
     assert hit.headers["X-Cache"] == "HIT" and decode(hit).width == 300
     # and the deleted database is closed in every thread (its space given back) by the next second's work
-    await node.node.caches.io(node.node.caches.every_second)
+    await node.node.caches.close_replaced()
     assert not [name for name in os.listdir("/proc/self/fd")
                 if os.path.realpath(f"/proc/self/fd/{name}").endswith("outputs/cache.db (deleted)")]
     assert Caches(tmp_path / "cache", 10**8, 10**8).outputs.get(output_key(original_key("", "astronaut.jpg", None),
                                                                            "w-300,f-png", "", planned_format="png")) \
         is not None
+
+
+def test_a_deleted_cache_folder_s_files_are_let_go_by_every_worker(tmp_path):
+    """`rm -rf` of the cache folder under a node of 2 workers: within seconds no worker holds a deleted database,
+    and the lease files are made again and locked. Each worker had held ~40 descriptors on the deleted databases
+    for good, and their space: diskcache's connection in each thread, which the worker's collector never freed
+    (frozen at its start), and `flights/` was not made again (scarce-resources probe)."""
+    cache = tmp_path / "cache"
+    process = NodeProcess(write_config(tmp_path, local_config(
+        before='[server]\nworkers = 2\n[cache]\ndir = "cache"\nmemory_size = 0\n')))
+    try:
+        node = ServingNode(process)
+
+        def held(deleted: bool) -> dict[int, list[str]]:
+            """The files of the cache folder each worker holds, deleted ones or the others."""
+            files = {}
+            for pid in process.worker_pids():
+                links = []
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+                        links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                files[pid] = sorted(os.path.relpath(link.removesuffix(" (deleted)"), cache) for link in links
+                                    if link.startswith(f"{cache}/") and link.endswith(" (deleted)") == deleted)
+            return files
+
+        for width in range(100, 140):  # the cache threads of both workers open their connections
+            assert node.get(f"/tr:w-{width}/astronaut.jpg")[0] == 200
+        assert all(held(deleted=True)[pid] == [] for pid in process.worker_pids())
+        shutil.rmtree(cache)
+        for width in range(200, 240):
+            assert node.get(f"/tr:w-{width}/astronaut.jpg")[0] == 200
+        # but the lock each worker inherited from the supervisor, which took a new one (`keep_cache_dirs_locked`)
+        polled(lambda: all(files == ["node.lock"] for files in held(deleted=True).values()),
+               "the workers to let go of the deleted files", timeout=20)
+        assert all({"flights/originals/leases", "flights/outputs/leases"} <= set(files)
+                   for files in held(deleted=False).values())
+        assert node.get("/tr:w-240/astronaut.jpg")[1]["X-Cache"] == "MISS"
+        polled(lambda: node.get("/tr:w-240/astronaut.jpg")[1]["X-Cache"] == "HIT",
+               "the output stored (after the answer)")
+    finally:
+        assert process.stop() == 0
 
 
 def test_a_full_temporary_folder_costs_the_metrics_files_and_nothing_else(small_tmpfs, tmp_path):

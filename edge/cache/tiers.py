@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gc
 import json
 import logging
 import os
@@ -170,7 +169,8 @@ class DiskTier:
         self._handles: _Handles | None = None
         self._identity: tuple[int, int] | None = None  # the folder the handles opened
         self._database: tuple[int, int] | None = None  # and its database file
-        self._collect_closed = False  # handles replaced: their connections to be freed (`follow_replacement`)
+        #: handles replaced whose connections other threads may still hold (`close_replaced`)
+        self.replaced: list[diskcache.Cache] = []
         self._retry_at = 0.0
         self._touched: set[str] = set()  # read, to be marked as used at the next flush
         self._touched_lock = threading.Lock()
@@ -193,6 +193,10 @@ class DiskTier:
                 reader = BoundedCache(str(self.directory))
                 database = os.stat(self.directory / diskcache.core.DBNAME)
                 reader.reset("eviction_policy", "none", update=False)
+                # the opening thread's connections closed: only it can close them, and it may never use them again
+                # (the event loop's, at the start), holding the database's descriptors, and its space once replaced
+                writer.close()
+                reader.close()
             except Exception as exc:
                 if not cache_failure(exc):
                     raise
@@ -246,10 +250,10 @@ class DiskTier:
             self._handles = None
             for handle in broken:
                 handle.close()
+            self.replaced += broken  # the other threads' connections to them: `close_replaced`
             if quarantine and self._identity is not None:
                 self._quarantine(self._identity)
             self._open()
-            self._collect_closed = True
 
     def _quarantine(self, identity: tuple[int, int]) -> bool:
         """Move the tier's folder aside if it is still the one at `identity` (another worker may have
@@ -292,14 +296,8 @@ class DiskTier:
     def follow_replacement(self) -> None:
         """Open the tier again when its folder or database is no longer the one open: replaced by
         another worker's rebuild, or deleted under the node (the handles would go on with a deleted
-        file for good, caching nothing anyone else sees, purges and `edge cache stats` included)."""
-        if self._collect_closed:
-            # The replaced handles' connections of the other threads (diskcache closes only the calling
-            # thread's) are freed with them, but they sit in reference cycles: until the cyclic collector ran,
-            # seldom in a worker, a deleted folder's database stayed open, its space not given back (15 MB
-            # where `du` counted 1), and every deletion added ~30 descriptors. A second later, nothing holds them.
-            self._collect_closed = False
-            gc.collect()
+        file for good, caching nothing anyone else sees, purges and `edge cache stats` included). The replaced
+        handles' connections of the other threads are closed by those threads (`Caches.close_replaced`)."""
         handles = self._handles
         if handles is None:
             return
@@ -499,8 +497,13 @@ class DiskTier:
 
     def release_thread(self) -> None:
         """Close the calling thread's database connections (diskcache opens one per thread)."""
-        for handle in self._handles or ():
+        for handle in (*(self._handles or ()), *self.replaced):
             handle.close()
+
+    def forget_replaced(self, closed: list[diskcache.Cache]) -> None:
+        """Let go of the replaced handles `closed`, whose connections every thread has closed (`release_thread`)."""
+        with self._lock:
+            self.replaced = [handle for handle in self.replaced if handle not in closed]
 
     def close(self) -> None:
         with self._lock:
