@@ -7,7 +7,6 @@ path the answer is 502 (504 for a timeout) rather than a 404 a CDN in front woul
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import re
 import time
@@ -15,8 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from .errors import (BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe, OutOfDescriptors,
-                     OutOfMemory, Overloaded)
+from .errors import BadGateway, BadRequest, FetchMemoryExhausted, GatewayTimeout, NothingToServe, exhausted
 from .fetching import fetching_for
 from .logs import Sparse, capped
 from .metrics import ORIGIN_FAILURES, Metrics
@@ -44,8 +42,6 @@ FAILURE_LOG_SECONDS = 10.0
 _FAILURE_LINES = Sparse(FAILURE_LOG_SECONDS)
 #: characters of a failure's message logged (it may quote the client's path, of up to 32 kB)
 FAILURE_LOG_CHARS = 300
-#: errors looked through for the cause of a failure (`_exhausted`): a chain is a few long
-MAX_CAUSES = 8
 #: seconds past its timeout a fetch's wait may end before the node says the event loop was held
 LATE_SECONDS = 0.5
 #: `fetch_first`'s `unopened` when every origin opened
@@ -109,9 +105,9 @@ async def fetch_first(origins: Sequence[Origin], path: str, *, host: str | None,
             outcome = "abandoned"  # says whether the origin kept its clients waiting (EdgeOriginAbandoned)
             raise
         except Exception as exc:  # OriginFailure (the timeout's too), or a bug in the plugin
-            if (exhausted := _exhausted(exc)) is not None:
+            if (overload := exhausted(exc)) is not None:
                 outcome = "busy"
-                raise exhausted from None
+                raise overload from None
             failure = as_failure(origin, exc)
             outcome = failure.kind if failure.kind in ORIGIN_FAILURES else "error"
             failures.append((origin, failure))
@@ -229,21 +225,6 @@ def _checked(original: object, request: OriginRequest) -> Original:
 
 def _kind_of(value: object) -> str:
     return f"an Original of {type(value.body).__name__}" if isinstance(value, Original) else type(value).__name__
-
-
-def _exhausted(exc: BaseException | None) -> Overloaded | None:
-    """The node's overload if a fetch failed for want of a file descriptor or of memory, not for its origin: by the
-    error, or one it was raised from or while handling (a plugin's `OriginFailure` made of the `OSError`, `from
-    None` included, keeps it as its context)."""
-    for _ in range(MAX_CAUSES):
-        if exc is None:
-            return None
-        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
-            return OutOfDescriptors()
-        if isinstance(exc, MemoryError):
-            return OutOfMemory()
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def as_failure(origin: Origin, exc: BaseException) -> OriginFailure:

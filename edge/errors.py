@@ -11,6 +11,8 @@ secret, a traceback or anything that varies between identical causes.
 
 from __future__ import annotations
 
+import errno
+
 #: how `one_line` writes the control characters that have a common short escape
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -213,6 +215,30 @@ class OutOfMemory(Overloaded):
 
     def __init__(self) -> None:
         super().__init__("node overloaded: out of memory, retry later")
+
+
+#: errors looked through for the cause of a failure (`exhausted`): a chain is a few long
+MAX_CAUSES = 8
+
+
+def exhausted(exc: BaseException | None) -> Overloaded | None:
+    """The node's overload if something failed for want of a file descriptor or of memory, not for its origin or
+    its disk: by the error, or one it was raised from or while handling (a plugin's `OriginFailure` made of the
+    `OSError`, `from None` included, keeps it as its context)."""
+    for _ in range(MAX_CAUSES):
+        if exc is None:
+            return None
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            return OutOfDescriptors()
+        if isinstance(exc, MemoryError):
+            return OutOfMemory()
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def out_of_descriptors(exc: BaseException | None) -> bool:
+    """Whether something failed for want of a file descriptor (`exhausted`)."""
+    return isinstance(exhausted(exc), OutOfDescriptors)
 
 
 class SendMemoryExhausted(Overloaded):

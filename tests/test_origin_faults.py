@@ -20,7 +20,7 @@ from edge import pipeline
 from edge.fetching import read_limited
 from edge.origin import SourceTooLarge
 from tests.assets import centre_colour, colour, same_colour, solid
-from tests.nodes import EVERY_MISS_TO_ORIGIN, SAMPLES, decode, local_config, web_config, write_config
+from tests.nodes import EVERY_MISS_TO_ORIGIN, SAMPLES, decode, local_config, until_stored, web_config, write_config
 from tests.s3server import S3Server
 from tests.scrape import total
 from tests.servers import Behaviour, HTTPOrigin
@@ -359,3 +359,33 @@ async def test_a_fetch_out_of_file_descriptors_is_the_nodes_503_not_the_origins_
     exposition = node.node.metrics.exposition().decode()
     assert total(exposition, "edge_origin_fetches_total", origin="samples", outcome="error") == 0
     assert total(exposition, "edge_origin_fetches_total", origin="samples", outcome="busy") == 1
+
+
+async def test_a_cache_out_of_file_descriptors_is_said_so_not_unwritable(node_factory, tmp_path):
+    """At the process' file descriptor limit SQLite cannot open a database, and says "unable to open" as of a folder it
+    may not write: logged, counted and reported by `/_edge/ready` as `unwritable` (the folder's probe file as `io`),
+    it sent the on-call to a healthy disk, where the requests were answered 503 `out_of_descriptors`
+    (scarce-resources probe, `prlimit --nofile=128:128` and 300 idle connections)."""
+    node = await node_factory(write_config(tmp_path, local_config(SAMPLES)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(node.url.rsplit(":", 1)[1]))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        assert (await _ask(reader, writer, "/tr:w-20/coffee.jpg"))[0] == 200
+        await until_stored(tmp_path / "cache", 1)  # (after the answer: not a store failing at the limit)
+        lowest_free = os.dup(0)  # a new descriptor takes the lowest number free: at the limit, none is
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+        try:
+            # a thread with no connection of its own opens one, as each cache thread does at its first call
+            assert await asyncio.to_thread(node.node.caches.outputs.volume) == 0  # (0: it failed)
+            status, _, body = await _ask(reader, writer, "/_edge/ready")
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    finally:
+        writer.close()
+    assert (status, body) == (200, b"ready, cache degraded: folder: out_of_descriptors; output: out_of_descriptors\n")
+    exposition = node.node.metrics.exposition().decode()
+    assert total(exposition, "edge_cache_errors_total", tier="output", kind="out_of_descriptors") == 1
+    assert total(exposition, "edge_cache_errors_total", tier="folder", kind="out_of_descriptors") == 1
+    assert total(exposition, "edge_cache_errors_total", kind="unwritable") == 0
+    assert total(exposition, "edge_cache_errors_total", kind="io") == 0

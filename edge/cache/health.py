@@ -19,6 +19,7 @@ from pathlib import Path
 
 import diskcache
 
+from ..errors import out_of_descriptors
 from ..logs import Sparse
 
 log = logging.getLogger("edge.cache")
@@ -38,7 +39,10 @@ _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 #: every `kind` a cache failure is counted under: `error_kind`'s, a stored value failing its hash check
 #: (`damaged`), the versions file that cannot be opened (`unavailable`) and the cache's threads held past a
 #: request's wait (`stuck`: `Caches.io_or`)
-ERROR_KINDS = ("full", "unwritable", "corrupt", "damaged", "busy", "io", "unavailable", "stuck")
+ERROR_KINDS = ("full", "unwritable", "out_of_descriptors", "corrupt", "damaged", "busy", "io", "unavailable", "stuck")
+#: descriptors SQLite may take to open a database: the database, its write-ahead log, its shared memory and a
+#: temporary file (`_at_descriptor_limit`)
+SQLITE_DESCRIPTORS = 4
 
 
 def cache_failure(exc: BaseException) -> bool:
@@ -55,9 +59,11 @@ def cache_failure(exc: BaseException) -> bool:
 
 
 def error_kind(exc: BaseException) -> str:
-    """`full`, `unwritable`, `corrupt`, `busy` or `io`: a short, stable word for metrics."""
+    """`full`, `unwritable`, `out_of_descriptors`, `corrupt`, `busy` or `io`: a short, stable word for metrics."""
     if isinstance(exc, diskcache.Timeout):
         return "busy"
+    if out_of_descriptors(exc):
+        return "out_of_descriptors"
     if isinstance(exc, OSError):
         if exc.errno == errno.ENOENT and exc.filename:  # a value file's folder not made? diskcache's makedirs
             return _not_made(Path(os.fsdecode(exc.filename))) or "io"  # swallows its EROFS, EACCES or ENOSPC
@@ -65,13 +71,31 @@ def error_kind(exc: BaseException) -> str:
     message = str(exc).lower()
     if "full" in message:
         return "full"
-    if "readonly" in message or "read-only" in message or "unable to open" in message:
+    if "unable to open" in message:
+        return "out_of_descriptors" if _at_descriptor_limit() else "unwritable"
+    if "readonly" in message or "read-only" in message:
         return "unwritable"
     if "locked" in message or "busy" in message:
         return "busy"
     if "malformed" in message or "not a database" in message or not isinstance(exc, sqlite3.OperationalError):
         return "corrupt"
     return "io"
+
+
+def _at_descriptor_limit() -> bool:
+    """Whether this process could not open what SQLite opens for a database (it says "unable to open" of a process
+    out of descriptors as of a folder it may not write: taken for `unwritable`, that sent the on-call to a healthy
+    disk, where the requests were answered 503 `out_of_descriptors`)."""
+    taken: list[int] = []
+    try:
+        for _ in range(SQLITE_DESCRIPTORS):
+            taken.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError as exc:
+        return out_of_descriptors(exc)
+    finally:
+        for descriptor in taken:
+            os.close(descriptor)
+    return False
 
 
 def _not_made(path: Path) -> str | None:
