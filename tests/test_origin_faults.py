@@ -7,6 +7,7 @@ Each time: with a later origin that has the file, it is served from there; witho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -336,22 +337,29 @@ async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path:
     return int(head[0].split()[1]), headers, body
 
 
+@contextlib.contextmanager
+def at_descriptor_limit():
+    """This process at its file descriptor limit (its soft limit lowered for real) for the block."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)  # a new descriptor takes the lowest number free: at the limit, none is
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 async def test_a_fetch_out_of_file_descriptors_is_the_nodes_503_not_the_origins_502(node_factory, tmp_path):
     """At the process' file descriptor limit the `local` origin's open fails (EMFILE): it was a 502 `samples: error`,
     counted and logged as the origin's failure, so its alerts sent the on-call to a healthy origin (operator probe,
     `ulimit -n 128` and 300 clients). The limit is lowered for real, on a connection already open."""
     node = await node_factory(write_config(tmp_path, local_config(SAMPLES, before=EVERY_MISS_TO_ORIGIN)))
     reader, writer = await asyncio.open_connection("127.0.0.1", int(node.url.rsplit(":", 1)[1]))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         assert (await _ask(reader, writer, "/tr:w-20/coffee.jpg"))[0] == 200
-        lowest_free = os.dup(0)  # a new descriptor takes the lowest number free: at the limit, none is
-        os.close(lowest_free)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
-        try:
+        with at_descriptor_limit():
             status, headers, body = await _ask(reader, writer, "/tr:w-20/astronaut.jpg")
-        finally:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     finally:
         writer.close()
     assert (status, body) == (503, b"node overloaded: out of file descriptors, retry later\n")
@@ -368,19 +376,13 @@ async def test_a_cache_out_of_file_descriptors_is_said_so_not_unwritable(node_fa
     (scarce-resources probe, `prlimit --nofile=128:128` and 300 idle connections)."""
     node = await node_factory(write_config(tmp_path, local_config(SAMPLES)))
     reader, writer = await asyncio.open_connection("127.0.0.1", int(node.url.rsplit(":", 1)[1]))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         assert (await _ask(reader, writer, "/tr:w-20/coffee.jpg"))[0] == 200
         await until_stored(tmp_path / "cache", 1)  # (after the answer: not a store failing at the limit)
-        lowest_free = os.dup(0)  # a new descriptor takes the lowest number free: at the limit, none is
-        os.close(lowest_free)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
-        try:
+        with at_descriptor_limit():
             # a thread with no connection of its own opens one, as each cache thread does at its first call
             assert await asyncio.to_thread(node.node.caches.outputs.volume) == 0  # (0: it failed)
             status, _, body = await _ask(reader, writer, "/_edge/ready")
-        finally:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     finally:
         writer.close()
     assert (status, body) == (200, b"ready, cache degraded: folder: out_of_descriptors; output: out_of_descriptors\n")
