@@ -6,6 +6,7 @@ See `docs/configuration.md` for every key. Without `--config` the node runs the 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -277,18 +278,26 @@ class Config:
         }
 
 
-def endpoints_fetching_elsewhere(old: Config, new: Config) -> list[Endpoint]:
-    """The endpoints of `new` (a reload's) whose originals come from elsewhere than in `old`: another
-    list of origins, or an origin of another type or other public attributes (`Origin.describe`: its `root`,
-    bucket, `base_url`…; not its timeout, nor a secret's value). Their cached outputs were made from the old
-    origins' files, and are served as fresh until `original_ttl` revalidates them: an endpoint pointed back
-    from a staging bucket served staging images for up to a day, downstream caches keeping them a year."""
-    def identity(origin: Origin) -> str:
-        return json.dumps({**described(origin), "timeout": None}, sort_keys=True, default=str)
+def origin_identities(config: Config) -> dict[str, str]:
+    """Where each endpoint's originals come from, by endpoint id: a digest of its origins' types and public
+    attributes (`Origin.describe`: its `root`, bucket, `base_url`…; not its timeout, nor a secret's value), of a
+    size that no origin's settings change. Kept in the cache folder between runs (`purge.origins_served`)."""
+    def identity(origin: Origin) -> dict[str, Any]:
+        return {**described(origin), "timeout": None}
 
-    before = {endpoint.id: [identity(origin) for origin in endpoint.origins] for endpoint in old.endpoints}
-    return [endpoint for endpoint in new.endpoints
-            if endpoint.id in before and before[endpoint.id] != [identity(origin) for origin in endpoint.origins]]
+    return {endpoint.id: hashlib.sha256(json.dumps([identity(origin) for origin in endpoint.origins], sort_keys=True,
+                                                   default=str).encode()).hexdigest()
+            for endpoint in config.endpoints}
+
+
+def endpoints_fetching_elsewhere(before: dict[str, str], new: Config) -> list[Endpoint]:
+    """The endpoints of `new` whose originals come from elsewhere than `before` (`origin_identities` of the
+    config served before): another list of origins, or an origin of another type or other public attributes.
+    Their cached outputs and originals came from the old origins' files, and were served as fresh until
+    `original_ttl` revalidated them: an endpoint pointed back from a staging bucket served staging images for up
+    to a day, downstream caches keeping them a year. An endpoint new or removed is none of them."""
+    now = origin_identities(new)
+    return [endpoint for endpoint in new.endpoints if endpoint.id in before and before[endpoint.id] != now[endpoint.id]]
 
 
 #: the largest config file read: the shipped examples are under 10 kB

@@ -11,6 +11,9 @@ In a fleet, a purge received from outside also empties the shared tier (`[shared
 sent to every peer (`[fleet] peers`, `edge.fanout`); the answer says how each went, and one that
 failed makes it a 502 (docs/fleet.md). What the shared tier failed is left in the cache folder, and one
 worker of the node tries it there again (`PendingPurges`).
+
+The supervisor purges an endpoint pointed at other origins, by a reload or since the node last ran, as `edge purge`
+does (`purge_moved`).
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ from urllib.parse import unquote, urlsplit
 from .cache import Caches, path_key, path_prefix_key
 from .cache.purges import RECORD_SECONDS
 from .cloudinary_urls import same_asset
-from .config import Config
+from .config import MAX_CONFIG_BYTES, Config, Endpoint, origin_identities
 from .errors import BadRequest, ConfigError, NothingToServe, SharedCacheFailure
 from .fanout import FanOut
 from .logs import Sparse
 from .routing import Router, as_target
-from .settings import Secret
+from .settings import Secret, regular_file_bytes
 from .shared_cache import SharedTier
 
 log = logging.getLogger("edge.purge")
@@ -59,6 +62,12 @@ MAX_PENDING = 10_000
 TRIES_A_ROUND = 256
 #: a round that finds the shared tier still failing says so once in this many seconds
 STILL_FAILING_LOG_SECONDS = 60.0
+#: the file, in the cache folder, of where each endpoint's originals came from when the node last served them
+#: (`origin_identities`): a start on a config that points an endpoint elsewhere purges it (`origins_served`)
+ORIGINS_FILE = "origins.json"
+#: the most of it read: 64 characters of digest and an id per endpoint, and a config of `MAX_CONFIG_BYTES` has fewer
+#: than 40,000 endpoints
+MAX_ORIGINS_BYTES = 4 * MAX_CONFIG_BYTES
 
 
 def parse_body(body: bytes) -> dict[str, str]:
@@ -428,3 +437,67 @@ def purge_offline(config: Config, target: dict[str, str], fleet: bool = False) -
     finally:
         if caches is not None:
             caches.close()
+
+
+def endpoint_prefix(endpoint: Endpoint) -> str:
+    """The purge prefix of all an endpoint's URLs: by its first host when it has hosts, else by its id in the path."""
+    return f"https://{endpoint.hosts[0]}/" if endpoint.hosts else f"/{endpoint.id}/" if endpoint.id else "/"
+
+
+def origins_served(directory: Path) -> dict[str, str] | None:
+    """Where each endpoint's originals came from when the node last served from the cache folder `directory`
+    (`origin_identities`), or None when that is not known: the file missing (a new folder, an earlier release's), or
+    not one the node wrote (logged). Then no endpoint is taken for moved: a purge in doubt would empty the cache."""
+    path = directory / ORIGINS_FILE
+    try:
+        served = json.loads(regular_file_bytes(path, MAX_ORIGINS_BYTES))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as error:  # (UnicodeDecodeError and JSON's errors are ValueErrors)
+        log.warning("%s is unreadable (%s): no endpoint's origins are taken as changed since the node last ran",
+                    path, error)
+        return None
+    if not (isinstance(served, dict) and all(isinstance(digest, str) for digest in served.values())):
+        log.warning("%s is not the node's: no endpoint's origins are taken as changed since the node last ran", path)
+        return None
+    return served
+
+
+def note_origins_served(config: Config) -> None:
+    """Write `origin_identities(config)` for `origins_served`: whole (a file renamed over the last, so that a node
+    killed meanwhile leaves one or the other), or not at all (logged: the next start then purges nothing)."""
+    path = config.cache.dir / ORIGINS_FILE
+    hidden = path.with_name(f".{ORIGINS_FILE}")
+    try:
+        hidden.write_text(json.dumps(origin_identities(config)))
+        os.replace(hidden, path)
+    except OSError as error:
+        log.warning("cannot write %s (%s): a start on a config that points an endpoint at other origins will not "
+                    "purge it", path, error)
+
+
+def purge_moved(config: Config, moved: list[Endpoint], why: str) -> None:
+    """Purge everything cached for the endpoints `moved` (pointed at other origins: `endpoints_fetching_elsewhere`),
+    as `edge purge --prefix` of each does, and log it after `why` (`SIGHUP:`, `since the node last ran,`)."""
+    names = ", ".join(repr(endpoint.id) for endpoint in moved)
+    removed: dict[str, int] = {"output": 0, "original": 0, "not_found": 0}
+    failed = []
+    for prefix in map(endpoint_prefix, moved):
+        try:
+            status, answer = purge_offline(config, {"prefix": prefix})
+        except ConfigError as error:  # the cache folder deleted under the node
+            log.warning("purge of %s failed: %s", prefix, error)
+            status, answer = 502, {"by_tier": {}}
+        for tier, count in answer["by_tier"].items():
+            if tier in removed and isinstance(count, int):  # (a tier that failed: `"error"`)
+                removed[tier] += count
+        if status != 200:
+            failed.append(prefix)
+    if failed:
+        log.warning("%s the origins of endpoint(s) %s changed: what is cached of them, made from the old origins' "
+                    "files, could not all be purged (above); purge them to serve the new ones (edge purge --config "
+                    "FILE --prefix %s)", why, names, " / --prefix ".join(failed))
+    else:
+        log.info("%s the origins of endpoint(s) %s changed: purged their %d cached output(s), %d original(s) and %d "
+                 "404(s), made from the old origins' files", why, names, removed["output"], removed["original"],
+                 removed["not_found"])

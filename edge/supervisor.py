@@ -20,6 +20,8 @@ serves: a full stop), and handles the signals:
   exit. No request is dropped, and every worker serves the new config. `host`, `port`, `workers`,
   `metrics_port` and `metrics_host` keep their running values (the sockets are bound once): changing them
   needs a restart.
+  The endpoints it points at other origins are purged once the old workers have exited (`_purge_moved`); a
+  start purges those pointed elsewhere since the node last ran (`purge.origins_served`), before any worker serves.
 - SIGTERM / SIGINT: the supervisor closes its copies of the listening sockets (`metrics_port`'s too),
   then tells the workers to stop: each accepts what the kernel has queued in its sockets and closes
   them, the last copies, so new connections are refused at once (a balancer goes to another node
@@ -64,7 +66,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
@@ -73,7 +75,7 @@ from typing import Any
 from . import memory
 from .render_notes import RenderNotes, keep
 from .checks import bind, keep_cache_dirs_locked
-from .config import Config, endpoints_fetching_elsewhere
+from .config import Config, Endpoint, endpoints_fetching_elsewhere, origin_identities
 from .errors import ConfigError, StartupError
 from .logs import configure_logging
 
@@ -253,6 +255,10 @@ class Supervisor:
         self.stopping = False
         self.gave_up = False
         self.announced = False
+        #: the endpoints reloads pointed at other origins, each with the generation and config serving them so:
+        #: purged once no worker of an older generation lives (`_purge_moved`); and those of the reload under way
+        self.moved: list[tuple[int, Config, list[Endpoint]]] = []
+        self._pending_moved: list[Endpoint] = []
         self._signals: list[int] = []
         self.slots = Slots()
         self.clock = SteadyClock()
@@ -275,11 +281,20 @@ class Supervisor:
             metrics.share_notes(metrics.node_started)
             if self.multiprocess_metrics:
                 self._metrics_folder = os.open(os.environ["PROMETHEUS_MULTIPROC_DIR"], os.O_RDONLY | os.O_DIRECTORY)
+            # once a start, before any worker serves: a restart on a config that points an endpoint at other origins
+            # finds what the old ones gave in the cache folder. The purge's cache threads have ended when it
+            # returns, and it runs no libvips (`threads_before_fork`)
+            from .purge import note_origins_served, origins_served, purge_moved
+            if (served := origins_served(self.config.cache.dir)) is not None:
+                if moved := endpoints_fetching_elsewhere(served, self.config):
+                    purge_moved(self.config, moved, "since the node last ran,")
+            note_origins_served(self.config)
             for number in range(self.config.server.workers):
                 self._spawn(number, self.generation, self.config)
             while self.workers or not self.stopping:
                 self._wait_for_events(wake_read)
                 self._reap()
+                self._purge_moved()
                 while self._signals:
                     self._on_signal(self._signals.pop(0))
                 self._check_metrics_folder()
@@ -615,22 +630,19 @@ class Supervisor:
         # the supervisor's own lines, and the new workers' (forked with its handler), the new way
         configure_logging(config.server.log_level, config.server.log_format)
         log.info("SIGHUP: config %s is valid; starting %d new worker(s)", config.source, server.workers)
-        if moved := endpoints_fetching_elsewhere(self.config, config):
-            # the prefix of an endpoint's URLs: by its first host when it has hosts, else by its id in the path
-            prefixes = [f"https://{e.hosts[0]}/" if e.hosts else f"/{e.id}/" if e.id else "/" for e in moved]
-            log.warning("SIGHUP: the origins of endpoint(s) %s changed: their cached outputs, made from the old "
-                        "origins' files, are served until original_ttl (%gs) revalidates each; purge them to serve "
-                        "the new ones at once (edge purge --config FILE --prefix %s)",
-                        ", ".join(repr(e.id) for e in moved), config.cache.original_ttl, " / --prefix ".join(prefixes))
-        self._start_generation(config, f"config reloaded from {config.source}", reload=True)
+        self._start_generation(config, f"config reloaded from {config.source}", reload=True,
+                               moved=endpoints_fetching_elsewhere(origin_identities(self.config), config))
 
-    def _start_generation(self, config: Config, done: str, reload: bool = False) -> None:
+    def _start_generation(self, config: Config, done: str, reload: bool = False,
+                          moved: Sequence[Endpoint] = ()) -> None:
         """Start a new generation of workers on `config`; once they all serve, the old ones stop, and `done`
-        is logged. `reload`: a SIGHUP's, whose outcome the workers' metrics tell."""
+        is logged. `reload`: a SIGHUP's, whose outcome the workers' metrics tell; `moved`: the endpoints it points
+        at other origins, purged once the old workers have exited."""
         generation = self.generation + 1
         self.pending = (generation, config, self.clock() + READY_TIMEOUT_SECONDS)
         self._pending_done = done
         self._pending_reload = reload
+        self._pending_moved = list(moved)
         for number in range(config.server.workers):
             self._spawn(number, generation, config)
 
@@ -644,9 +656,30 @@ class Supervisor:
             from . import metrics  # imported by `preload`
             metrics.reloaded(True)
         log.info("%s; %d old worker(s) finish their requests and exit", self._pending_done, len(old))
+        if self._pending_moved:
+            self.moved.append((generation, config, self._pending_moved))
+        elif not self.moved:  # (else once those are purged: a node stopped first purges them as it starts again)
+            from .purge import note_origins_served  # imported by `preload`
+            note_origins_served(config)
         if self.replace_again:  # and a SIGHUP's reload waiting, after them (`_check_reading`)
             self.replace_again = False
             self._start_generation(self.config, "workers replaced")
+
+    def _purge_moved(self) -> None:
+        """Purge the endpoints a reload pointed at other origins once no worker of an older generation lives. Not
+        before: an old worker told to stop still answers what is queued in its sockets, and stores what the old
+        origins give it, after any purge record (which holds back only work begun before it). In the supervisor's
+        loop, which waits for it (workers are neither forked nor replaced meanwhile, while the purge runs threads);
+        the workers serve on."""
+        if not self.moved:
+            return
+        from .purge import note_origins_served, purge_moved  # imported by `preload`
+        for entry in [entry for entry in self.moved if all(w.generation >= entry[0] for w in self.workers.values())]:
+            _, config, moved = entry
+            self.moved.remove(entry)
+            purge_moved(config, moved, "SIGHUP:")
+            if not self.moved:
+                note_origins_served(self.config)
 
     def _abandon_reload(self, reason: str) -> None:
         generation = self.pending[0]

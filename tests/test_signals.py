@@ -420,28 +420,162 @@ async def test_a_refused_reload_shows_in_the_metrics_and_the_status_page_until_o
         assert node.stop() == 0
 
 
-async def test_a_reload_that_points_an_endpoint_elsewhere_says_its_cached_outputs_stay_until_purged(tmp_path):
-    """A `root` changed (an endpoint pointed back from a staging folder): the outputs cached from the old one are
-    served as fresh hits until `original_ttl`, which nothing had said."""
-    staging = tmp_path / "staging"
-    shutil.copytree(SAMPLES, staging)
-    config = write_config(tmp_path, local_config(staging, before="[server]\nworkers = 1\n"))
+def solid_jpeg(rgb: list[int]) -> bytes:
+    """A picture of one colour: what an origin's files are made of, each origin's of its own colour."""
+    return pyvips.Image.black(200, 150).new_from_image(rgb).copy(interpretation="srgb").jpegsave_buffer()
+
+
+def centre(response) -> list[int]:
+    """The colour at the centre of an image answer (a JPEG's colours drift by a few levels)."""
+    image = decode(response)
+    return [round(level / 50) * 50 for level in image.getpoint(image.width // 2, image.height // 2)[:3]]
+
+
+GREEN, RED, BLUE = [0, 200, 0], [200, 0, 0], [0, 0, 200]
+
+
+def img_endpoint(origin: str) -> str:
+    """Config text: endpoint `img` on the origin table `origin`, one worker, a cache folder in the test's own."""
+    return f'[server]\nworkers = 1\n[cache]\ndir = "cache"\n[[origins]]\nname = "o"\n{origin}\n' \
+           '[[endpoints]]\nid = "img"\norigins = ["o"]\n'
+
+
+async def test_an_endpoint_pointed_at_other_origins_is_purged_by_a_reload_and_by_a_restart(tmp_path):
+    """An endpoint moved from a web origin to a local folder by a SIGHUP had served a size never asked before
+    from the web origin's original, still fresh in the originals tier for `original_ttl` (a day), and a restart on
+    a changed config as well (reload probe). The node purges a moved endpoint itself: on a reload once the old
+    workers have exited, at a start when the origins differ from those it last served."""
+    green = await HTTPOrigin(files={"p1.jpg": solid_jpeg(GREEN)}).start()
+    blue = await HTTPOrigin(files={"p1.jpg": solid_jpeg(BLUE)}).start()
+    (tmp_path / "red").mkdir()
+    (tmp_path / "red" / "p1.jpg").write_bytes(solid_jpeg(RED))
+    cache = tmp_path / "cache"
+    client = AsyncHTTPClient(force_instance=True)
+
+    async def served(node: NodeProcess, size: int) -> list[int]:
+        response = await client.fetch(f"{node.url}/img/tr:w-{size}/p1.jpg")
+        assert response.headers["X-Cache"] == "MISS"
+        return centre(response)
+
+    config = write_config(tmp_path, img_endpoint(f'type = "web"\nbase_url = "{green.url}"'))
     node = NodeProcess(config)
     try:
-        write_config(tmp_path, local_config(staging, before='[server]\nworkers = 1\n').replace(
-            'type = "local"', 'type = "local"\ntimeout = "9s"'))  # not where its files come from
-        mark = len(node.log)
-        node.process.send_signal(signal.SIGHUP)
-        await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
-        assert not any("changed" in line for line in node.log[mark:]), node.log[mark:]
-        write_config(tmp_path, local_config(SAMPLES, before="[server]\nworkers = 1\n"))
+        assert await served(node, 100) == GREEN
+        await until_stored(cache, 1, "originals")  # what a size asked next would be made from
+        await until_stored(cache, 1)
+        old_workers = set(node.worker_pids())
+        write_config(tmp_path, img_endpoint(f'type = "local"\nroot = "{tmp_path / "red"}"'))
         mark = len(node.log)
         node.process.send_signal(signal.SIGHUP)
         line = await asyncio.to_thread(node.wait_for_log, "SIGHUP: the origins of", 60, mark)
         assert line.string.rstrip().endswith(
-            "SIGHUP: the origins of endpoint(s) '' changed: their cached outputs, made from the old origins' files, "
-            "are served until original_ttl (86400s) revalidates each; purge them to serve the new ones at once "
-            "(edge purge --config FILE --prefix /)"), line.string
+            "SIGHUP: the origins of endpoint(s) 'img' changed: purged their 1 cached output(s), 1 original(s) and "
+            "0 404(s), made from the old origins' files"), line.string
+        assert not old_workers & set(node.worker_pids())  # purged once they had exited
+        assert await served(node, 333) == RED and await served(node, 100) == RED
+        await until_stored(cache, 1, "originals")  # the local file's version
+        await until_stored(cache, 2)
+    finally:
+        assert node.stop() == 0
+    write_config(tmp_path, img_endpoint(f'type = "web"\nbase_url = "{blue.url}"'))
+    node = NodeProcess(config)
+    try:
+        line = await asyncio.to_thread(node.wait_for_log, "the origins of", 60)
+        assert line.string.rstrip().endswith(
+            "since the node last ran, the origins of endpoint(s) 'img' changed: purged their 2 cached output(s), "
+            "1 original(s) and 0 404(s), made from the old origins' files"), line.string
+        assert await served(node, 444) == BLUE and await served(node, 100) == BLUE
+        assert blue.requests["p1.jpg"] == 1 and green.requests["p1.jpg"] == 1
+    finally:
+        client.close()
+        assert node.stop() == 0
+        await green.stop()
+        await blue.stop()
+
+
+async def test_a_start_on_other_origins_purges_the_endpoint_in_the_shared_tier_too(tmp_path, s3):
+    """As `edge purge --prefix` does: the fleet's shared tier had served the old origin's output back (`SHARED`)."""
+    from tests.s3server import shared_cache_table
+    s3.client().create_bucket(Bucket="moved")
+    green = await HTTPOrigin(files={"p1.jpg": solid_jpeg(GREEN)}).start()
+    (tmp_path / "red").mkdir()
+    (tmp_path / "red" / "p1.jpg").write_bytes(solid_jpeg(RED))
+    shared = shared_cache_table(s3.url, "moved")
+    two_workers = "[server]\nworkers = 2\n"  # the supervisor's purge beside the workers' multiprocess metrics
+    config = write_config(tmp_path, img_endpoint(f'type = "web"\nbase_url = "{green.url}"').replace(
+        "[server]\nworkers = 1\n", two_workers) + shared)
+    client = AsyncHTTPClient(force_instance=True)
+
+    async def objects() -> int:  # the endpoint's outputs (beside them, `_purges/`: the purge journal)
+        return len(s3.client().list_objects_v2(Bucket="moved", Prefix="outputs/img/").get("Contents", []))
+
+    async def stored() -> bool:
+        return await objects() == 1
+
+    node = NodeProcess(config)
+    try:
+        assert centre(await client.fetch(f"{node.url}/img/tr:w-100/p1.jpg")) == GREEN
+        await until(stored, "the output in the shared tier")
+    finally:
+        assert node.stop() == 0
+    write_config(tmp_path, img_endpoint(f'type = "local"\nroot = "{tmp_path / "red"}"').replace(
+        "[server]\nworkers = 1\n", two_workers) + shared)
+    node = NodeProcess(config)
+    try:
+        line = await asyncio.to_thread(node.wait_for_log, "the origins of", 60)
+        assert "since the node last ran, the origins of endpoint(s) 'img' changed: purged their 1 cached output(s)" \
+            in line.string, line.string
+        assert await objects() == 0
+        response = await client.fetch(f"{node.url}/img/tr:w-100/p1.jpg")
+        assert response.headers["X-Cache"] == "MISS" and centre(response) == RED
+        assert total(await scrape(node.url), "edge_workers") == 2
+    finally:
+        client.close()
+        assert node.stop() == 0
+        await green.stop()
+
+
+async def test_a_reload_or_restart_that_leaves_the_origins_where_they_were_purges_nothing(tmp_path):
+    """An origin's timeout is not where its files come from: its outputs stay hits across a reload and a restart."""
+    config = write_config(tmp_path, img_endpoint(f'type = "local"\nroot = "{SAMPLES}"'))
+    node = NodeProcess(config)
+    client = AsyncHTTPClient(force_instance=True)
+    url = f"{node.url}/img/tr:w-100/coffee.jpg"
+    try:
+        assert (await client.fetch(url)).headers["X-Cache"] == "MISS"
+        await until_stored(tmp_path / "cache", 1)
+        old_workers = set(node.worker_pids())
+        write_config(tmp_path, img_endpoint(f'type = "local"\nroot = "{SAMPLES}"\ntimeout = "9s"'))
+        mark = len(node.log)
+        node.process.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
+        await asyncio.to_thread(gone, node, old_workers)
+        assert (await client.fetch(url)).headers["X-Cache"] == "HIT"
+        assert not any("the origins of" in line for line in node.log[mark:]), node.log[mark:]
+    finally:
+        assert node.stop() == 0
+    node = NodeProcess(config)
+    try:
+        assert (await client.fetch(f"{node.url}/img/tr:w-100/coffee.jpg")).headers["X-Cache"] == "HIT"
+        assert not any("the origins of" in line for line in node.log), node.log
+    finally:
+        client.close()
+        assert node.stop() == 0
+
+
+async def test_an_unreadable_record_of_the_origins_served_purges_nothing_and_is_written_again(tmp_path):
+    """The cache folder's `origins.json` cut short or not the node's: no endpoint is taken for moved (a purge in
+    doubt would empty the cache), and the node writes what it serves."""
+    config = write_config(tmp_path, img_endpoint(f'type = "local"\nroot = "{SAMPLES}"'))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "origins.json").write_text('{"img": ["')
+    node = NodeProcess(config)
+    try:
+        await asyncio.to_thread(node.wait_for_log, "listening on", 60)
+        assert any("origins.json is unreadable" in line for line in node.log), node.log
+        assert not any("the origins of" in line for line in node.log), node.log
+        written = json.loads((tmp_path / "cache" / "origins.json").read_text())
+        assert list(written) == ["img"] and len(written["img"]) == 64  # a SHA-256 of where its originals come from
     finally:
         assert node.stop() == 0
 
