@@ -520,7 +520,9 @@ async def test_a_start_on_other_origins_purges_the_endpoint_in_the_shared_tier_t
         assert node.stop() == 0
     write_config(tmp_path, img_endpoint(f'type = "local"\nroot = "{tmp_path / "red"}"').replace(
         "[server]\nworkers = 1\n", two_workers) + shared)
-    node = NodeProcess(config)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    node = NodeProcess(config, env={"TMPDIR": str(temporary)})
     try:
         line = await asyncio.to_thread(node.wait_for_log, "the origins of", 60)
         assert "since the node last ran, the origins of endpoint(s) 'img' changed: purged their 1 cached output(s)" \
@@ -529,6 +531,9 @@ async def test_a_start_on_other_origins_purges_the_endpoint_in_the_shared_tier_t
         response = await client.fetch(f"{node.url}/img/tr:w-100/p1.jpg")
         assert response.headers["X-Cache"] == "MISS" and centre(response) == RED
         assert total(await scrape(node.url), "edge_workers") == 2
+        # the supervisor's purge counted nothing beside the workers' files (under its pid, a start time of 0)
+        (folder,) = temporary.glob("edge-metrics-*")
+        assert {path.name.rsplit("_", 1)[1] for path in folder.iterdir()} == {"slot0.db", "slot1.db"}
     finally:
         client.close()
         assert node.stop() == 0
