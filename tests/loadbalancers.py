@@ -4,6 +4,7 @@ install dropped). Tests skip with the reason when a binary is missing."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -36,10 +37,14 @@ def require(binary: str) -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` different ports free now: each probe held until all are picked (two picked one after the other
+    could be the same port, the public and internal listeners then one: a purge on it got the public side's 404)."""
+    with contextlib.ExitStack() as held:
+        probes = [held.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
 
 
 def substitute(text: str, replacements: dict[str, str]) -> str:
@@ -64,8 +69,8 @@ class LoadBalancer:
         assert len(node_urls) == len(SHIPPED_NODES)
         self.kind = kind
         binary = require(kind)
-        self.public_url = f"http://127.0.0.1:{free_port()}"
-        self.internal_url = f"http://127.0.0.1:{free_port()}"
+        public, internal = free_ports(2)
+        self.public_url, self.internal_url = f"http://127.0.0.1:{public}", f"http://127.0.0.1:{internal}"
         replacements = {shipped: urlsplit(url).netloc for shipped, url in zip(SHIPPED_NODES, node_urls)}
         replacements[SHIPPED_INTERNAL] = urlsplit(self.internal_url).netloc
         work.mkdir(parents=True, exist_ok=True)

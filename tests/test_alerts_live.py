@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import yaml
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.testing import NodeProcess, photo_image, solid_image, write_config
-from tests.loadbalancers import stop_process
+from tests.loadbalancers import free_ports, stop_process
 from tests.nodes import until, until_stored
 from tests.s3server import shared_cache_table
 from tests.servers import Behaviour, HTTPOrigin
@@ -47,12 +46,6 @@ def shortened(rules: str) -> str:
     return re.sub(r"(\[|for: )(\d+)([smhd])(\]|\n)", scale, rules)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Prometheus:
     def __init__(self, directory: Path, targets: dict[str, str]):
         """Scrape `targets` (name → node URL) as job `edge`, with the name as `instance`."""
@@ -64,7 +57,7 @@ class Prometheus:
                       {"targets": [url.removeprefix("http://")], "labels": {"instance": name}}
                       for name, url in targets.items()]}]}
         (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.url = f"http://127.0.0.1:{free_port()}"
+        self.url = f"http://127.0.0.1:{free_ports(1)[0]}"
         self.process = subprocess.Popen(
             [PROMETHEUS, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'data'}",
              f"--web.listen-address={self.url.removeprefix('http://')}", "--log.level=warn"],
@@ -254,7 +247,7 @@ async def test_each_alert_fires_under_its_real_failure_and_no_other(tmp_path):
     # every answer in ~1.2 s: under EdgeLatencyP99High's 2 s
     slowish = await HTTPOrigin(files={f"{n}.jpg": image for n in range(1000)},
                                behaviour=Behaviour(delay=1.2)).start()
-    closed = f"http://127.0.0.1:{free_port()}"
+    closed = f"http://127.0.0.1:{free_ports(1)[0]}"
     # every other node's cache on a filesystem of its own: the host's may be nearly full
     mounts = [mount_tmpfs(tmp_path / "small", "size=8m"), mount_tmpfs(tmp_path / "read-only", "size=64m"),
               mount_tmpfs(tmp_path / "caches", "size=512m"), mount_tmpfs(tmp_path / "tmp", "size=8m")]

@@ -14,7 +14,7 @@ import pyvips
 from tornado.httpclient import AsyncHTTPClient
 
 from edge.statuspage import Snapshot, _origins
-from tests.loadbalancers import free_port
+from tests.loadbalancers import free_ports
 from tests.nodes import NodeProcess, local_config, until_stored, write_config
 from tests.s3server import shared_cache_table
 from tests.scrape import scrape_when, total
@@ -157,7 +157,7 @@ async def test_a_failing_cache_is_on_the_status_page(node_factory, tmp_path):
 
 async def test_a_shared_tier_down_is_on_the_status_page(node_factory, tmp_path):
     """It showed nothing of it, while every miss waited on the tier (SRE probe)."""
-    down = shared_cache_table(f"http://127.0.0.1:{free_port()}", "nowhere", timeout="2s")  # nothing listens there
+    down = shared_cache_table(f"http://127.0.0.1:{free_ports(1)[0]}", "nowhere", timeout="2s")  # nothing listens there
     node = await node_factory(write_config(tmp_path, local_config(after=down)))
     assert (await node.fetch("/tr:w-20/astronaut.jpg")).code == 200  # served, the tier refused
     page = (await node.fetch("/_edge/status")).body.decode()
