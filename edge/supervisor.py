@@ -4,7 +4,8 @@ The supervisor never renders and never serves. It binds one listening socket per
 the same port (`SO_REUSEPORT`: the kernel spreads connections evenly over them) and keeps them all
 open; worker number k accepts on socket k, and so does its replacement after a crash or a reload, so
 no socket is closed while the node runs and no connection waiting in one is reset (connections in
-a dead worker's socket wait for its replacement, about a second); only a full stop closes them. It
+a dead worker's socket wait for its replacement, about a second); only a full stop closes them, and a
+replacement delayed (below), whose socket is closed until it starts so that nothing waits in it. It
 forks `workers` processes, restarts a worker that dies (at once, but after a delay that doubles with each
 worker of its number in a row that lived less than `STEADY_SECONDS`: one that crashes as it starts is not
 started again 20 times a second; and gives up, exit status 1, when every worker keeps dying so and none
@@ -73,11 +74,11 @@ from pathlib import Path
 from typing import Any
 
 from . import memory
-from .render_notes import RenderNotes, keep
 from .checks import bind, keep_cache_dirs_locked
 from .config import Config, Endpoint, endpoints_fetching_elsewhere, origin_identities
 from .errors import ConfigError, StartupError
 from .logs import configure_logging
+from .render_notes import RenderNotes, keep
 
 log = logging.getLogger("edge")
 
