@@ -282,8 +282,8 @@ def origin_identities(config: Config) -> dict[str, str]:
     """Where each endpoint's originals come from, by endpoint id: a digest of its origins' types and public
     attributes (`Origin.describe`: its `root`, bucket, `base_url`…; not its timeout, nor a secret's value), of a
     size that no origin's settings change. Kept in the cache folder between runs (`purge.origins_served`)."""
-    def identity(origin: Origin) -> dict[str, Any]:
-        return {**described(origin), "timeout": None}
+    def identity(origin: Origin) -> dict[str, Any]:  # (its name is only the config's: a rename moves nothing)
+        return {**described(origin), "name": None, "timeout": None}
 
     return {endpoint.id: hashlib.sha256(json.dumps([identity(origin) for origin in endpoint.origins], sort_keys=True,
                                                    default=str).encode()).hexdigest()

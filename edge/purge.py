@@ -463,17 +463,22 @@ def origins_served(directory: Path) -> dict[str, str] | None:
     return served
 
 
-def note_origins_served(config: Config) -> None:
-    """Write `origin_identities(config)` for `origins_served`: whole (a file renamed over the last, so that a node
-    killed meanwhile leaves one or the other), or not at all (logged: the next start then purges nothing)."""
+def note_origins_served(config: Config, before: dict[str, str]) -> dict[str, str]:
+    """Write `origin_identities(config)` for `origins_served`, over `before` (what was served so far): an endpoint
+    the config no longer has keeps its entry, so that one added again on other origins is purged (removed by a
+    reload, then added again on another folder, it had served the old folder's outputs as hits: new-features probe).
+    Written whole (a file renamed over the last, so that a node killed meanwhile leaves one or the other), or not
+    at all (logged: the next start then purges nothing). What it wrote."""
+    served = {**before, **origin_identities(config)}
     path = config.cache.dir / ORIGINS_FILE
     hidden = path.with_name(f".{ORIGINS_FILE}")
     try:
-        hidden.write_text(json.dumps(origin_identities(config)))
+        hidden.write_text(json.dumps(served))
         os.replace(hidden, path)
     except OSError as error:
         log.warning("cannot write %s (%s): a start on a config that points an endpoint at other origins will not "
                     "purge it", path, error)
+    return served
 
 
 def purge_moved(config: Config, moved: list[Endpoint], why: str) -> None:

@@ -7,9 +7,9 @@ no socket is closed while the node runs and no connection waiting in one is rese
 a dead worker's socket wait for its replacement, about a second); only a full stop closes them, and a
 replacement delayed (below), whose socket is closed until it starts so that nothing waits in it. It
 forks `workers` processes, restarts a worker that dies (at once, but after a delay that doubles with each
-worker of its number in a row that lived less than `STEADY_SECONDS`: one that crashes as it starts is not
-started again 20 times a second; and gives up, exit status 1, when every worker keeps dying so and none
-serves: a full stop), and handles the signals:
+worker of its number in a row that died before serving: one that crashes as it starts is not started again 20
+times a second; and gives up, exit status 1, when every worker keeps dying so and none serves: a full stop),
+and handles the signals:
 
 - SIGHUP: load and validate the config file again, in a thread of its own (`_Reading`): a plugin's
   `from_config` or the cache folder's check that blocks (a hung disk) leaves the supervisor replacing
@@ -75,22 +75,21 @@ from typing import Any
 
 from . import memory
 from .checks import bind, keep_cache_dirs_locked
-from .config import Config, Endpoint, endpoints_fetching_elsewhere, origin_identities
+from .config import Config, Endpoint, endpoints_fetching_elsewhere
 from .errors import ConfigError, StartupError
 from .logs import configure_logging
 from .render_notes import RenderNotes, keep
 
 log = logging.getLogger("edge")
 
-#: a worker that lived this long died of something other than its start: it is replaced at once
-STEADY_SECONDS = 30.0
-#: the delay before a worker that lived less is replaced, from the second such short life in a row on: the first
-#: delay, doubled with each, and the most. Without it a worker crashing as it started (a plugin's native code,
-#: libvips' start) was started again 10 times in 0.4 s, and the node stopped itself, and so the workers that
-#: served beside it (soak probe)
+#: the delay before a worker that died before serving is replaced, from the second such death in a row of its
+#: number on: the first delay, doubled with each, and the most. Without it a worker crashing as it started (a
+#: plugin's native code, libvips' start) was started again 10 times in 0.4 s, and the node stopped itself, and so
+#: the workers that served beside it (soak probe)
 RESTART_DELAY_SECONDS = (0.5, 30.0)
-#: short lives in a row of every worker, none serving, after which the node stops (exit status 1): ~7.5 s of tries
-GIVE_UP_AFTER_SHORT_LIVES = 6
+#: deaths before serving in a row of every worker number, none serving, after which the node stops (exit status
+#: 1): ~7.5 s of tries
+GIVE_UP_AFTER_FAILED_STARTS = 6
 #: the exit status of a worker that cannot start (`StartupError`: an origin that does not open): at the
 #: node's own start, the node does not start (it had restarted it ten times, its port bound, answering nothing)
 CANNOT_START = 3
@@ -179,7 +178,6 @@ class _Worker:
     pipe: int | None  # read end of its pipe (`SERVING`, then a `HEARTBEAT` a second); None after EOF
     heard: float  # when its last byte arrived (its fork, before the first), on the supervisor's clock
     slot: int  # from `Slots`
-    born: float  # its fork, on the supervisor's clock
     notes: RenderNotes  # what its render threads work on
     ready: bool = False
     kill_at: float | None = None  # told to stop: killed if still alive then
@@ -248,8 +246,8 @@ class Supervisor:
         #: the multiprocess metrics folder, held open: deleted (a cleaner of the temporary folder), its
         #: link count is 0 even if a folder of the same name was made since
         self._metrics_folder: int | None = None
-        #: per worker number: how many of its workers in a row died within `STEADY_SECONDS` of their fork
-        self.short_lives: dict[int, int] = {}
+        #: per worker number: how many of its workers in a row died before serving
+        self.failed_starts: dict[int, int] = {}
         #: per worker number: when its dead worker is to be replaced (`RESTART_DELAY_SECONDS`), and whether
         #: the dead one had served (`_spawn`'s `replacing`)
         self.respawns: dict[int, tuple[float, bool]] = {}
@@ -260,6 +258,9 @@ class Supervisor:
         #: purged once no worker of an older generation lives (`_purge_moved`); and those of the reload under way
         self.moved: list[tuple[int, Config, list[Endpoint]]] = []
         self._pending_moved: list[Endpoint] = []
+        #: where each endpoint's originals came from as the node served them, removed endpoints' included
+        #: (`purge.note_origins_served`)
+        self.origins_served: dict[str, str] = {}
         self._signals: list[int] = []
         self.slots = Slots()
         self.clock = SteadyClock()
@@ -289,7 +290,7 @@ class Supervisor:
             if (served := origins_served(self.config.cache.dir)) is not None:
                 if moved := endpoints_fetching_elsewhere(served, self.config):
                     purge_moved(self.config, moved, "since the node last ran,")
-            note_origins_served(self.config)
+            self.origins_served = note_origins_served(self.config, served or {})
             for number in range(self.config.server.workers):
                 self._spawn(number, self.generation, self.config)
             while self.workers or not self.stopping:
@@ -432,8 +433,7 @@ class Supervisor:
                 logging.shutdown()
                 os._exit(code)
         os.close(pipe_write)
-        born = self.clock()
-        self.workers[pid] = _Worker(pid, number, generation, pipe_read, heard=born, slot=slot, born=born, notes=notes)
+        self.workers[pid] = _Worker(pid, number, generation, pipe_read, heard=self.clock(), slot=slot, notes=notes)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
     def _listening(self, number: int) -> bool:
@@ -487,22 +487,24 @@ class Supervisor:
             self.gave_up = True
             self._stop_all("stopping")
             return
-        lived = self.clock() - worker.born
-        short = 0 if lived >= STEADY_SECONDS else self.short_lives.get(worker.number, 0) + 1
-        self.short_lives[worker.number] = short
+        # a worker that served is replaced at once, however often: one crashed by a request (an original that
+        # crashes the renderer, asked again and again) is the node's to serve on; counted, it had a client stop
+        # the node in 8 s (new-features probe)
+        failed = 0 if worker.ready else self.failed_starts.get(worker.number, 0) + 1
+        self.failed_starts[worker.number] = failed
         numbers = range(self.config.server.workers)
-        if (all(self.short_lives.get(n, 0) >= GIVE_UP_AFTER_SHORT_LIVES for n in numbers)
+        if (all(self.failed_starts.get(n, 0) >= GIVE_UP_AFTER_FAILED_STARTS for n in numbers)
                 and not any(w.ready for w in self.workers.values())):
             log.critical("workers keep dying: worker %d (pid %d) exited with status %d, and each of the %d worker(s) "
-                         "died %d times in a row within %gs of its start, none serving; stopping the node",
-                         worker.number, worker.pid, code, len(numbers), GIVE_UP_AFTER_SHORT_LIVES, STEADY_SECONDS)
+                         "died %d times in a row before serving; stopping the node",
+                         worker.number, worker.pid, code, len(numbers), GIVE_UP_AFTER_FAILED_STARTS)
             self.gave_up = True
             self._stop_all("stopping")
             return
         from . import metrics  # imported by `preload`
         metrics.worker_restarted()
         first, most = RESTART_DELAY_SECONDS
-        delay = min(first * 2 ** (short - 2), most) if short > 1 else 0.0  # one crash: capacity back at once
+        delay = min(first * 2 ** (failed - 2), most) if failed > 1 else 0.0  # one crash: capacity back at once
         # tolerant of an origin that does not open only in place of a worker that served: one that failed its
         # own start (a config's credentials refused at the node's start) is started again as it was
         if delay:
@@ -512,8 +514,7 @@ class Supervisor:
             for sock in self.sockets[worker.number]:
                 sock.close()
             self.sockets[worker.number] = []
-            restarted = (f"restarting in {delay:g}s (it lived {lived:.1f}s: {short} worker(s) {worker.number} in a "
-                         f"row died within {STEADY_SECONDS:g}s of their start)")
+            restarted = f"restarting in {delay:g}s ({failed} worker(s) {worker.number} in a row died before serving)"
         else:
             self._spawn(worker.number, self.generation, self.config, replacing=worker.ready)
             restarted = "restarted"
@@ -632,7 +633,7 @@ class Supervisor:
         configure_logging(config.server.log_level, config.server.log_format)
         log.info("SIGHUP: config %s is valid; starting %d new worker(s)", config.source, server.workers)
         self._start_generation(config, f"config reloaded from {config.source}", reload=True,
-                               moved=endpoints_fetching_elsewhere(origin_identities(self.config), config))
+                               moved=endpoints_fetching_elsewhere(self.origins_served, config))
 
     def _start_generation(self, config: Config, done: str, reload: bool = False,
                           moved: Sequence[Endpoint] = ()) -> None:
@@ -651,7 +652,7 @@ class Supervisor:
         old = [w for w in self.workers.values() if w.generation != generation]
         self.config, self.generation, self.pending = config, generation, None
         self.respawns.clear()  # every worker number has a worker of the new generation
-        self.short_lives.clear()
+        self.failed_starts.clear()
         self._stop(old)
         if self._pending_reload:
             from . import metrics  # imported by `preload`
@@ -661,7 +662,7 @@ class Supervisor:
             self.moved.append((generation, config, self._pending_moved))
         elif not self.moved:  # (else once those are purged: a node stopped first purges them as it starts again)
             from .purge import note_origins_served  # imported by `preload`
-            note_origins_served(config)
+            self.origins_served = note_origins_served(config, self.origins_served)
         if self.replace_again:  # and a SIGHUP's reload waiting, after them (`_check_reading`)
             self.replace_again = False
             self._start_generation(self.config, "workers replaced")
@@ -680,7 +681,7 @@ class Supervisor:
             self.moved.remove(entry)
             purge_moved(config, moved, "SIGHUP:")
             if not self.moved:
-                note_origins_served(self.config)
+                self.origins_served = note_origins_served(self.config, self.origins_served)
 
     def _abandon_reload(self, reason: str) -> None:
         generation = self.pending[0]

@@ -193,7 +193,7 @@ def install_plugin(site: Path, name: str, module: str) -> None:
 #: `stuck` blocks its worker's loop, `checking` checks in `open()` that its storage (the marker's folder) is there,
 #: `swallowing` fetches for ever, whatever cancels it, `slow_config`'s `from_config` waits while the marker is there
 #: (writing `reading` beside it as it starts waiting), `crashing`'s `open()` crashes its worker (SIGSEGV, as native
-#: code would) while the marker is there
+#: code would) while the marker is there, and its fetch of `boom.jpg` always
 MARKED_ORIGINS = """
 import asyncio
 import os
@@ -252,6 +252,8 @@ class CrashingOrigin(MarkedOrigin):
             os.kill(os.getpid(), signal.SIGSEGV)
 
     async def fetch(self, request):
+        if request.path == "boom.jpg":
+            os.kill(os.getpid(), signal.SIGSEGV)
         raise OriginNotFound(request.path)
 
 

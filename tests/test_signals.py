@@ -287,7 +287,7 @@ def test_a_supervisor_whose_workers_keep_crashing_as_they_start_gives_up_after_b
         "; restarted", "; restarting in 0.5s", "; restarting in 1s", "; restarting in 2s", "; restarting in 4s",
         "keep dying"]
     assert "status -11; restarted (SIGSEGV: a crash in native code" in exits[0]
-    assert "each of the 1 worker(s) died 6 times in a row within 30s of its start, none serving" in exits[-1]
+    assert "each of the 1 worker(s) died 6 times in a row before serving; stopping the node" in exits[-1]
     assert sum("Fatal Python error: Segmentation fault" in line for line in log) == 6
     assert any('File "' + str(site / "edge_marked_origin" / "__init__.py") in line for line in log)
 
@@ -541,7 +541,8 @@ async def test_a_start_on_other_origins_purges_the_endpoint_in_the_shared_tier_t
 
 
 async def test_a_reload_or_restart_that_leaves_the_origins_where_they_were_purges_nothing(tmp_path):
-    """An origin's timeout is not where its files come from: its outputs stay hits across a reload and a restart."""
+    """An origin's timeout and its name are not where its files come from: its outputs stay hits across a reload and
+    a restart (a rename had purged the endpoint: new-features probe)."""
     config = write_config(tmp_path, img_endpoint(f'type = "local"\nroot = "{SAMPLES}"'))
     node = NodeProcess(config)
     client = AsyncHTTPClient(force_instance=True)
@@ -550,7 +551,8 @@ async def test_a_reload_or_restart_that_leaves_the_origins_where_they_were_purge
         assert (await client.fetch(url)).headers["X-Cache"] == "MISS"
         await until_stored(tmp_path / "cache", 1)
         old_workers = set(node.worker_pids())
-        write_config(tmp_path, img_endpoint(f'type = "local"\nroot = "{SAMPLES}"\ntimeout = "9s"'))
+        write_config(tmp_path, img_endpoint(f'type = "local"\nroot = "{SAMPLES}"\ntimeout = "9s"').replace(
+            '"o"', '"renamed"'))
         mark = len(node.log)
         node.process.send_signal(signal.SIGHUP)
         await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
@@ -563,6 +565,33 @@ async def test_a_reload_or_restart_that_leaves_the_origins_where_they_were_purge
     try:
         assert (await client.fetch(f"{node.url}/img/tr:w-100/coffee.jpg")).headers["X-Cache"] == "HIT"
         assert not any("the origins of" in line for line in node.log), node.log
+    finally:
+        client.close()
+        assert node.stop() == 0
+
+
+async def test_an_endpoint_removed_then_added_again_on_other_origins_is_purged(tmp_path):
+    """Removed by a reload, then added again on another folder: it had served the first folder's outputs as hits
+    (the record of its origins went with it; new-features probe)."""
+    for colour, rgb in (("red", RED), ("blue", BLUE)):
+        (tmp_path / colour).mkdir()
+        (tmp_path / colour / "p1.jpg").write_bytes(solid_jpeg(rgb))
+    config = write_config(tmp_path, img_endpoint(f'type = "local"\nroot = "{tmp_path / "red"}"'))
+    node = NodeProcess(config)
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        assert centre(await client.fetch(f"{node.url}/img/tr:w-100/p1.jpg")) == RED
+        await until_stored(tmp_path / "cache", 1)
+        for origin, endpoint in (("red", "other"), ("blue", "img")):
+            write_config(tmp_path, img_endpoint(f'type = "local"\nroot = "{tmp_path / origin}"').replace(
+                'id = "img"', f'id = "{endpoint}"'))
+            mark = len(node.log)
+            node.process.send_signal(signal.SIGHUP)
+            await asyncio.to_thread(node.wait_for_log, "config reloaded", 60, mark)
+        line = await asyncio.to_thread(node.wait_for_log, "SIGHUP: the origins of", 60, mark)
+        assert "endpoint(s) 'img' changed: purged their 1 cached output(s)" in line.string, line.string
+        response = await client.fetch(f"{node.url}/img/tr:w-100/p1.jpg")
+        assert (response.headers["X-Cache"], centre(response)) == ("MISS", BLUE)
     finally:
         client.close()
         assert node.stop() == 0
